@@ -1,0 +1,151 @@
+#include "core/autograd.h"
+
+#include <algorithm>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "core/ops.h"
+
+namespace kiln {
+namespace {
+std::atomic<int64_t> g_nodes_alive{0};
+std::atomic<int64_t> g_saved_bytes{0};
+thread_local bool t_grad_enabled = true;
+}  // namespace
+
+SavedTensor::SavedTensor(const Tensor& t) { *this = t; }
+
+SavedTensor& SavedTensor::operator=(const Tensor& t) {
+  reset();
+  t_ = t;
+  bytes_ = t.defined() ? t.nbytes() : 0;
+  g_saved_bytes += static_cast<int64_t>(bytes_);
+  return *this;
+}
+
+const Tensor& SavedTensor::get() const {
+  KILN_CHECK(t_.defined(), "a tensor saved for backward was already freed: backward ran through this graph "
+             "before; call backward(seed, /*retain_graph=*/true) the first time to go through it twice");
+  return t_;
+}
+
+void SavedTensor::reset() {
+  g_saved_bytes -= static_cast<int64_t>(bytes_);
+  bytes_ = 0;
+  t_ = Tensor();
+}
+
+Node::Node(std::string name) : name_(std::move(name)) { ++g_nodes_alive; }
+Node::~Node() { --g_nodes_alive; }
+
+AutogradStats autograd_stats() { return AutogradStats{g_nodes_alive.load(), g_saved_bytes.load()}; }
+
+bool grad_enabled() { return t_grad_enabled; }
+
+NoGradGuard::NoGradGuard() : previous_(t_grad_enabled) { t_grad_enabled = false; }
+NoGradGuard::~NoGradGuard() { t_grad_enabled = previous_; }
+
+namespace autograd {
+
+bool needs_grad(std::initializer_list<const Tensor*> inputs) {
+  if (!t_grad_enabled) return false;
+  for (const Tensor* t : inputs)
+    if (t != nullptr && t->defined() && t->requires_grad()) return true;
+  return false;
+}
+
+Edge edge_for(const Tensor& input) {
+  Edge e;
+  if (!input.defined() || !input.requires_grad()) return e;
+  if (input.grad_fn()) e.fn = input.grad_fn();
+  else e.leaf = input.impl_ptr();
+  return e;
+}
+
+void set_history(Tensor& out, std::shared_ptr<Node> node) {
+  out.impl().grad_fn = std::move(node);
+  out.impl().requires_grad = true;
+}
+
+namespace {
+
+void accumulate_leaf(TensorImpl& leaf, const Tensor& g) {
+  KILN_CHECK(g.shape() == leaf.shape, "backward: gradient of shape ", g.shape(), " for a leaf of shape ", leaf.shape);
+  if (!leaf.grad) {
+    // Gradients are never modified in place, so sharing g's memory is safe.
+    leaf.grad = g.detach().impl_ptr();
+  } else {
+    leaf.grad = add(Tensor(leaf.grad), g).impl_ptr();
+  }
+}
+
+}  // namespace
+
+void run_backward(const Tensor& root, const Tensor& seed_in, bool retain_graph) {
+  KILN_CHECK(root.requires_grad(), "backward() on ", root.description(),
+             " which does not require grad (no input of the ops that made it requires grad)");
+  Tensor seed = seed_in;
+  if (!seed.defined()) {
+    KILN_CHECK(root.numel() == 1, "backward() without a seed gradient needs a scalar, got ", root.description(),
+               "; pass dL/d(output) as the seed");
+    seed = Tensor::ones(root.shape(), TensorOptions{DType::f32, root.device()});
+  }
+  KILN_CHECK(seed.shape() == root.shape(), "backward(): seed gradient ", seed.description(), " does not match ",
+             root.description());
+  NoGradGuard no_grad;
+  if (root.is_leaf()) {
+    accumulate_leaf(root.impl(), seed);
+    return;
+  }
+
+  // Topological order by iterative depth-first search (post-order, then reversed).
+  std::vector<Node*> order;
+  std::unordered_set<Node*> visited;
+  std::vector<std::pair<Node*, size_t>> stack{{root.grad_fn().get(), 0}};
+  visited.insert(root.grad_fn().get());
+  while (!stack.empty()) {
+    auto& [node, i] = stack.back();
+    if (i < node->next.size()) {
+      Node* child = node->next[i++].fn.get();
+      if (child && visited.insert(child).second) stack.emplace_back(child, 0);
+    } else {
+      order.push_back(node);
+      stack.pop_back();
+    }
+  }
+  std::reverse(order.begin(), order.end());
+
+  std::unordered_map<Node*, Tensor> pending;
+  pending[root.grad_fn().get()] = seed;
+  // Keep the nodes alive while we walk them even if a release drops the last owner.
+  std::vector<std::shared_ptr<Node>> keep_alive;
+  for (Node* node : order) {
+    KILN_CHECK(!node->released, "backward through a graph that was already freed (op ", node->name(),
+               "); call backward(seed, /*retain_graph=*/true) the first time to go through it twice");
+    auto it = pending.find(node);
+    if (it == pending.end()) continue;  // no gradient flowed here
+    Tensor grad = std::move(it->second);
+    pending.erase(it);
+    std::vector<Tensor> grads = node->apply(grad);
+    KILN_CHECK(grads.size() == node->next.size(), "op ", node->name(), " returned ", grads.size(),
+               " gradients for ", node->next.size(), " inputs");
+    for (size_t i = 0; i < grads.size(); ++i) {
+      const Edge& e = node->next[i];
+      if (!grads[i].defined() || !e.needed()) continue;
+      if (e.fn) {
+        auto p = pending.find(e.fn.get());
+        if (p == pending.end()) pending.emplace(e.fn.get(), grads[i]);
+        else p->second = add(p->second, grads[i]);
+      } else {
+        accumulate_leaf(*e.leaf, grads[i]);
+      }
+    }
+    if (!retain_graph) {
+      node->release_saved();
+      node->released = true;
+    }
+  }
+}
+
+}  // namespace autograd
+}  // namespace kiln

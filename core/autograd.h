@@ -1,0 +1,97 @@
+// Reverse-mode autograd over a dynamic graph. An op whose inputs need no gradient records
+// nothing and keeps nothing ("frozen means free"); the counters below let tests prove it.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace kiln {
+
+// Where a node sends the gradient for one of its inputs: the node that produced the
+// input, or the leaf that accumulates it, or nowhere (input needs no gradient).
+struct Edge {
+  std::shared_ptr<Node> fn;
+  std::shared_ptr<TensorImpl> leaf;
+  bool needed() const { return fn || leaf; }
+};
+
+// A tensor kept for backward. Its bytes count in autograd_stats().saved_bytes until released.
+class SavedTensor {
+ public:
+  SavedTensor() = default;
+  explicit SavedTensor(const Tensor& t);
+  ~SavedTensor() { reset(); }
+  SavedTensor(const SavedTensor&) = delete;
+  SavedTensor& operator=(const SavedTensor&) = delete;
+  SavedTensor& operator=(const Tensor& t);
+  // The saved tensor; throws if it was already released by a backward pass.
+  const Tensor& get() const;
+  void reset();
+  bool defined() const { return t_.defined(); }
+
+ private:
+  Tensor t_;
+  size_t bytes_ = 0;
+};
+
+// One recorded op. apply() maps dL/d(output) to dL/d(each input), in input order
+// (undefined where an input needs no gradient).
+class Node {
+ public:
+  explicit Node(std::string name);
+  virtual ~Node();
+  Node(const Node&) = delete;
+  Node& operator=(const Node&) = delete;
+
+  virtual std::vector<Tensor> apply(const Tensor& grad_output) = 0;
+  // Drops saved tensors; called after backward unless the graph is retained.
+  virtual void release_saved() {}
+
+  const std::string& name() const { return name_; }
+  std::vector<Edge> next;  // one per op input
+  bool released = false;
+
+ private:
+  std::string name_;
+};
+
+// Live graph nodes and bytes held for backward, process-wide.
+struct AutogradStats {
+  int64_t nodes_alive = 0;
+  int64_t saved_bytes = 0;
+};
+AutogradStats autograd_stats();
+
+// Whether ops record graph nodes on this thread (true by default).
+bool grad_enabled();
+
+// Disables recording for its lifetime (inference, optimizer updates).
+class NoGradGuard {
+ public:
+  NoGradGuard();
+  ~NoGradGuard();
+  NoGradGuard(const NoGradGuard&) = delete;
+  NoGradGuard& operator=(const NoGradGuard&) = delete;
+
+ private:
+  bool previous_;
+};
+
+namespace autograd {
+
+// True when grad mode is on and some input requires grad: only then is a node recorded.
+bool needs_grad(std::initializer_list<const Tensor*> inputs);
+// Builds the edge for one input.
+Edge edge_for(const Tensor& input);
+// Makes `out` the output of `node` (sets grad_fn and requires_grad).
+void set_history(Tensor& out, std::shared_ptr<Node> node);
+// Runs backward from `root` with seed gradient `seed`.
+void run_backward(const Tensor& root, const Tensor& seed, bool retain_graph);
+
+}  // namespace autograd
+}  // namespace kiln

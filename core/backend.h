@@ -1,0 +1,125 @@
+// The interface every backend implements, one virtual per primitive (flashlight's shape).
+// core/ops.cpp checks arguments and records autograd; a backend only computes. Outputs are
+// allocated by the caller, on the backend's device, contiguous, with the right shape.
+#pragma once
+
+#include <cstdint>
+#include <span>
+
+#include "core/allocator.h"
+#include "core/device.h"
+#include "core/philox.h"
+#include "core/tensor.h"
+
+namespace kiln {
+
+// conv2d geometry. x: [N, H, W, C], w: [O, KH, KW, C] (OHWI), y: [N, OH, OW, O].
+struct Conv2dParams {
+  int64_t stride_h = 1, stride_w = 1;
+  int64_t pad_h = 0, pad_w = 0;
+};
+
+// max_pool2d geometry; padding counts as -infinity. x: [N, H, W, C].
+struct Pool2dParams {
+  int64_t kernel_h = 2, kernel_w = 2;
+  int64_t stride_h = 2, stride_w = 2;
+  int64_t pad_h = 0, pad_w = 0;
+};
+
+// SGD hyper-parameters (PyTorch's convention: weight decay added to the gradient,
+// v = momentum * v + g, step along v, or along g + momentum * v with Nesterov).
+struct SgdOptions {
+  float lr = 0.01f;
+  float momentum = 0.0f;
+  float weight_decay = 0.0f;
+  bool nesterov = false;
+};
+
+// One parameter for the multi-tensor SGD update. momentum_buf may be undefined when
+// momentum is 0. A frozen parameter is skipped entirely (bit-for-bit unchanged).
+struct SgdParamRef {
+  Tensor param;
+  Tensor grad;
+  Tensor momentum_buf;
+  bool frozen = false;
+};
+
+// Elementwise binary ops.
+enum class BinaryOp : uint8_t { add, sub, mul };
+
+// A device's implementation of the primitives. All tensors are contiguous.
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual const char* name() const = 0;
+  // Memory for tensors on device `index` of this backend.
+  virtual Allocator& allocator(int index) = 0;
+  // dst <- src, same numel; either side may be on this backend's device or the host, and
+  // the dtypes may differ (converted element by element).
+  virtual void copy(const Tensor& src, Tensor& dst) = 0;
+  virtual void fill(Tensor& t, double value) = 0;
+  virtual void arange(Tensor& t, double start, double step) = 0;
+  // t[i] = scalar[0] * scale for every i (scalar: a one-element float32 tensor on this device).
+  virtual void broadcast_scalar(const Tensor& scalar, float scale, Tensor& t) = 0;
+  virtual void fill_uniform(Tensor& t, PhiloxState s, float lo, float hi) = 0;
+  virtual void fill_normal(Tensor& t, PhiloxState s, float mean, float std) = 0;
+
+  // out = a (op) b, same shapes, float32.
+  virtual void binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) = 0;
+  // out = a (op) s.
+  virtual void binary_scalar(BinaryOp op, const Tensor& a, float s, Tensor& out) = 0;
+  // y = max(x, 0).
+  virtual void relu(const Tensor& x, Tensor& y) = 0;
+  // dx = dy where y > 0, else 0.
+  virtual void relu_backward(const Tensor& y, const Tensor& dy, Tensor& dx) = 0;
+  // y = x * mask / keep with mask_i = (uniform_i < keep) from the Philox stream at s.
+  // The same call maps dy to dx in backward.
+  virtual void dropout(const Tensor& x, float keep, PhiloxState s, Tensor& y) = 0;
+
+  // y = conv(x, w) + b (b may be undefined).
+  virtual void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p,
+                              Tensor& y) = 0;
+  // dx from dy and w.
+  virtual void conv2d_backward_data(const Tensor& dy, const Tensor& w, const Conv2dParams& p, Tensor& dx) = 0;
+  // dw (and db when defined) from x and dy.
+  virtual void conv2d_backward_filter(const Tensor& x, const Tensor& dy, const Conv2dParams& p, Tensor& dw,
+                                      Tensor& db) = 0;
+  // y = max over each window; argmax (int32, same shape as y, may be undefined) receives
+  // the flat index h * W + w of the first maximum in the window, for backward.
+  virtual void max_pool2d_forward(const Tensor& x, const Pool2dParams& p, Tensor& y, Tensor& argmax) = 0;
+  // dx (zeroed here) receives dy at the recorded argmax positions.
+  virtual void max_pool2d_backward(const Tensor& dy, const Tensor& argmax, Tensor& dx) = 0;
+  // y = x w^T + b. x: [N, in], w: [out, in], b: [out] or undefined, y: [N, out].
+  virtual void linear_forward(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y) = 0;
+  // dx = dy w, dw = dy^T x, db = column sums of dy; each skipped when undefined.
+  virtual void linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, Tensor& dx, Tensor& dw,
+                               Tensor& db) = 0;
+  // Row-wise softmax (or log-softmax) over the last dimension of a [rows, cols] view.
+  virtual void softmax(const Tensor& x, bool log, Tensor& y) = 0;
+  // Backward of softmax (or log-softmax) given its output y.
+  virtual void softmax_backward(const Tensor& y, const Tensor& dy, bool log, Tensor& dx) = 0;
+  // loss[0] = mean over rows of -log softmax(logits)[label]. labels: int32 or int64 [rows].
+  // Out-of-range labels throw kiln::Error.
+  virtual void softmax_cross_entropy(const Tensor& logits, const Tensor& labels, Tensor& loss) = 0;
+  // dlogits = (softmax(logits) - onehot(labels)) * dloss[0] / rows. dloss stays on the
+  // device so backward never waits for the host.
+  virtual void softmax_cross_entropy_backward(const Tensor& logits, const Tensor& labels, const Tensor& dloss,
+                                              Tensor& dlogits) = 0;
+  // out[0] = sum of x (accumulated in double, in an order independent of thread count).
+  virtual void sum(const Tensor& x, Tensor& out) = 0;
+  // out[0] = sum of x^2.
+  virtual void sum_squares(const Tensor& x, Tensor& out) = 0;
+  // out[r] = index of the first maximum of row r of a [rows, cols] view (int64).
+  virtual void argmax(const Tensor& x, Tensor& out) = 0;
+  // One update over every parameter in `params`.
+  virtual void sgd_update(std::span<SgdParamRef> params, const SgdOptions& opt) = 0;
+};
+
+// Installs the backend for a device type (each backend does this for itself at load).
+void register_backend(DeviceType type, Backend* backend);
+// True when a backend for `type` is registered.
+bool has_backend(DeviceType type);
+// The backend serving `device`; throws kiln::Error naming the device when there is none.
+Backend& backend_for(Device device);
+
+}  // namespace kiln

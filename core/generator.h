@@ -1,0 +1,38 @@
+// A seeded source of Philox streams. It hands out disjoint counter ranges, so every fill
+// or dropout mask is reproducible from (seed, offset) alone and on any device.
+#pragma once
+
+#include <cstdint>
+#include <mutex>
+
+#include "core/philox.h"
+
+namespace kiln {
+
+// Seed plus a running counter offset; thread-safe.
+class Generator {
+ public:
+  explicit Generator(uint64_t seed = 0) : seed_(seed) {}
+
+  // Reserves counters for `n` numbers and returns where they start.
+  PhiloxState reserve(uint64_t n);
+  // The current (seed, offset), e.g. to checkpoint it.
+  PhiloxState state() const;
+  // Restores a state saved by state().
+  void set_state(PhiloxState s);
+  // Restarts the stream at offset 0 with a new seed.
+  void manual_seed(uint64_t seed) { set_state(PhiloxState{seed, 0}); }
+
+ private:
+  mutable std::mutex mu_;
+  uint64_t seed_ = 0;
+  uint64_t offset_ = 0;
+};
+
+// The process-wide generator used when an op is given none.
+Generator& default_generator();
+
+// Reseeds the default generator.
+void manual_seed(uint64_t seed);
+
+}  // namespace kiln

@@ -1,0 +1,86 @@
+// The public ops. Each checks its arguments (shapes, dtypes, devices; errors name the op
+// and the shapes), calls the backend of its inputs' device, and records an autograd node
+// only when grad mode is on and some input requires grad.
+// Layout: activations NHWC, conv filters OHWI, linear weights [out, in]. Compute is float32.
+#pragma once
+
+#include <span>
+#include <vector>
+
+#include "core/autograd.h"
+#include "core/backend.h"
+#include "core/tensor.h"
+
+namespace kiln {
+
+// y[n, oh, ow, o] = b[o] + sum_{kh, kw, c} x[n, oh*sh - ph + kh, ow*sw - pw + kw, c] * w[o, kh, kw, c]
+// x: [N, H, W, C], w: [O, KH, KW, C], b: [O] or undefined -> y: [N, OH, OW, O].
+Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b = Tensor(), const Conv2dParams& p = {});
+
+// Max over KHxKW windows, padding counts as -inf; backward routes to the first maximum.
+// x: [N, H, W, C] -> [N, OH, OW, C].
+Tensor max_pool2d(const Tensor& x, const Pool2dParams& p = {});
+
+// y = x w^T + b. x: [N, in], w: [out, in], b: [out] or undefined -> [N, out].
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b = Tensor());
+
+// max(x, 0), any shape.
+Tensor relu(const Tensor& x);
+
+// Training: x * mask / keep_prob, mask drawn from gen's Philox stream (the mask is
+// regenerated in backward, never stored). Eval (training=false) or keep_prob == 1: x itself.
+Tensor dropout(const Tensor& x, float keep_prob, bool training, Generator& gen = default_generator());
+
+// Same memory, new shape (one extent may be -1). Backward reshapes the gradient back.
+Tensor reshape(const Tensor& x, const Shape& shape);
+
+// [N, d1, d2, ...] -> [N, d1*d2*...] (NHWC flatten: Keras's order).
+Tensor flatten(const Tensor& x);
+
+// Rows [begin, end) of dimension 0, sharing memory.
+Tensor slice(const Tensor& x, int64_t begin, int64_t end);
+
+// Mean over the batch of -log softmax(logits)[label]; fused and numerically stable.
+// logits: [N, K] float32, labels: [N] int32/int64 in [0, K) -> scalar [].
+Tensor softmax_cross_entropy(const Tensor& logits, const Tensor& labels);
+
+// Softmax over the last dimension, any rank >= 1.
+Tensor softmax(const Tensor& x);
+// Log-softmax over the last dimension, any rank >= 1.
+Tensor log_softmax(const Tensor& x);
+
+// Elementwise on equal shapes.
+Tensor add(const Tensor& a, const Tensor& b);
+Tensor sub(const Tensor& a, const Tensor& b);
+Tensor mul(const Tensor& a, const Tensor& b);
+// With a scalar.
+Tensor add(const Tensor& a, float s);
+Tensor sub(const Tensor& a, float s);
+Tensor mul(const Tensor& a, float s);
+inline Tensor operator+(const Tensor& a, const Tensor& b) { return add(a, b); }
+inline Tensor operator-(const Tensor& a, const Tensor& b) { return sub(a, b); }
+inline Tensor operator*(const Tensor& a, const Tensor& b) { return mul(a, b); }
+inline Tensor operator+(const Tensor& a, float s) { return add(a, s); }
+inline Tensor operator-(const Tensor& a, float s) { return sub(a, s); }
+inline Tensor operator*(const Tensor& a, float s) { return mul(a, s); }
+inline Tensor operator*(float s, const Tensor& a) { return mul(a, s); }
+
+// Sum of all elements -> scalar [].
+Tensor sum(const Tensor& x);
+// Mean of all elements -> scalar [].
+Tensor mean(const Tensor& x);
+// Index of the first maximum along the last dimension -> int64 [..] (no gradient).
+Tensor argmax(const Tensor& x);
+
+// Weight decay as TF-slim writes it: scale * sum_i sum(w_i^2) / 2 -> scalar [].
+// Apply it to weights only, not biases.
+Tensor l2_penalty(std::span<const Tensor> weights, float scale);
+
+// In-place SGD step over every parameter in one backend call; frozen entries stay
+// bit-for-bit unchanged. Runs without recording (it is not differentiable).
+void sgd_update(std::span<SgdParamRef> params, const SgdOptions& opt);
+
+// Output extent of a convolution or pooling window along one axis.
+int64_t window_out_size(int64_t in, int64_t kernel, int64_t stride, int64_t pad);
+
+}  // namespace kiln

@@ -1,0 +1,325 @@
+// Elementwise arithmetic, reductions, views (reshape, flatten, slice), the L2 penalty and
+// the SGD update.
+#include "core/op_checks.h"
+#include "core/ops.h"
+
+namespace kiln {
+namespace {
+
+TensorOptions like(const Tensor& t, DType dt = DType::f32) { return TensorOptions{dt, t.device()}; }
+
+const char* binary_name(BinaryOp op) {
+  switch (op) {
+    case BinaryOp::add: return "add";
+    case BinaryOp::sub: return "sub";
+    case BinaryOp::mul: return "mul";
+  }
+  return "?";
+}
+
+struct BinaryNode final : Node {
+  explicit BinaryNode(BinaryOp op) : Node(binary_name(op)), op(op) {}
+  BinaryOp op;
+  SavedTensor a, b;  // mul only, and only the one the other's gradient needs
+  std::vector<Tensor> apply(const Tensor& g) override {
+    Backend& be = backend_for(g.device());
+    Tensor ga, gb;
+    switch (op) {
+      case BinaryOp::add:
+        if (next[0].needed()) ga = g;
+        if (next[1].needed()) gb = g;
+        break;
+      case BinaryOp::sub:
+        if (next[0].needed()) ga = g;
+        if (next[1].needed()) {
+          gb = Tensor::empty(g.shape(), like(g));
+          be.binary_scalar(BinaryOp::mul, g, -1.0f, gb);
+        }
+        break;
+      case BinaryOp::mul:
+        if (next[0].needed()) {
+          ga = Tensor::empty(g.shape(), like(g));
+          be.binary(BinaryOp::mul, g, b.get(), ga);
+        }
+        if (next[1].needed()) {
+          gb = Tensor::empty(g.shape(), like(g));
+          be.binary(BinaryOp::mul, g, a.get(), gb);
+        }
+        break;
+    }
+    return {ga, gb};
+  }
+  void release_saved() override {
+    a.reset();
+    b.reset();
+  }
+};
+
+Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b) {
+  const char* name = binary_name(op);
+  checks::float32(name, "a", a);
+  checks::float32(name, "b", b);
+  checks::same_device(name, "a", a, "b", b);
+  checks::same_shape(name, a, b);
+  Tensor out = Tensor::empty(a.shape(), like(a));
+  backend_for(a.device()).binary(op, a, b, out);
+  if (autograd::needs_grad({&a, &b})) {
+    auto node = std::make_shared<BinaryNode>(op);
+    if (op == BinaryOp::mul) {
+      if (b.requires_grad()) node->a = a.detach();
+      if (a.requires_grad()) node->b = b.detach();
+    }
+    node->next = {autograd::edge_for(a), autograd::edge_for(b)};
+    autograd::set_history(out, node);
+  }
+  return out;
+}
+
+struct ScalarNode final : Node {
+  ScalarNode(BinaryOp op, float s) : Node(std::string(binary_name(op)) + "_scalar"), op(op), s(s) {}
+  BinaryOp op;
+  float s;
+  std::vector<Tensor> apply(const Tensor& g) override {
+    if (op != BinaryOp::mul) return {g};
+    Tensor ga = Tensor::empty(g.shape(), like(g));
+    backend_for(g.device()).binary_scalar(BinaryOp::mul, g, s, ga);
+    return {ga};
+  }
+};
+
+Tensor binary_scalar(BinaryOp op, const Tensor& a, float s) {
+  checks::float32(binary_name(op), "a", a);
+  Tensor out = Tensor::empty(a.shape(), like(a));
+  backend_for(a.device()).binary_scalar(op, a, s, out);
+  if (autograd::needs_grad({&a})) {
+    auto node = std::make_shared<ScalarNode>(op, s);
+    node->next = {autograd::edge_for(a)};
+    autograd::set_history(out, node);
+  }
+  return out;
+}
+
+}  // namespace
+
+Tensor add(const Tensor& a, const Tensor& b) { return binary(BinaryOp::add, a, b); }
+Tensor sub(const Tensor& a, const Tensor& b) { return binary(BinaryOp::sub, a, b); }
+Tensor mul(const Tensor& a, const Tensor& b) { return binary(BinaryOp::mul, a, b); }
+Tensor add(const Tensor& a, float s) { return binary_scalar(BinaryOp::add, a, s); }
+Tensor sub(const Tensor& a, float s) { return binary_scalar(BinaryOp::sub, a, s); }
+Tensor mul(const Tensor& a, float s) { return binary_scalar(BinaryOp::mul, a, s); }
+
+// ---------------------------------------------------------------- sum / mean
+namespace {
+struct SumNode final : Node {
+  explicit SumNode(float scale) : Node(scale == 1.0f ? "sum" : "mean"), scale(scale) {}
+  Shape x_shape;
+  float scale;
+  std::vector<Tensor> apply(const Tensor& g) override {
+    Tensor gx = Tensor::empty(x_shape, like(g));
+    backend_for(g.device()).broadcast_scalar(g, scale, gx);
+    return {gx};
+  }
+};
+
+Tensor reduce_sum(const Tensor& x, bool is_mean) {
+  const char* op = is_mean ? "mean" : "sum";
+  checks::float32(op, "input x", x);
+  KILN_CHECK(!is_mean || x.numel() > 0, "mean: empty input ", x.description());
+  Tensor out = Tensor::empty(Shape{}, like(x));
+  Backend& be = backend_for(x.device());
+  be.sum(x, out);
+  const float scale = is_mean ? 1.0f / static_cast<float>(x.numel()) : 1.0f;
+  if (is_mean) be.binary_scalar(BinaryOp::mul, out, scale, out);
+  if (autograd::needs_grad({&x})) {
+    auto node = std::make_shared<SumNode>(scale);
+    node->x_shape = x.shape();
+    node->next = {autograd::edge_for(x)};
+    autograd::set_history(out, node);
+  }
+  return out;
+}
+}  // namespace
+
+Tensor sum(const Tensor& x) { return reduce_sum(x, false); }
+Tensor mean(const Tensor& x) { return reduce_sum(x, true); }
+
+Tensor argmax(const Tensor& x) {
+  checks::float32("argmax", "input x", x);
+  KILN_CHECK(x.rank() >= 1 && x.dim(-1) >= 1, "argmax: needs a non-empty last dimension, got ", x.description());
+  std::vector<int64_t> out_dims(x.shape().dims().begin(), x.shape().dims().end() - 1);
+  Tensor out = Tensor::empty(Shape(out_dims), like(x, DType::i64));
+  backend_for(x.device()).argmax(x, out);
+  return out;
+}
+
+// ---------------------------------------------------------------- views
+namespace {
+struct ReshapeNode final : Node {
+  ReshapeNode() : Node("reshape") {}
+  Shape x_shape;
+  std::vector<Tensor> apply(const Tensor& g) override { return {g.detach().reshape(x_shape)}; }
+};
+
+struct SliceNode final : Node {
+  SliceNode() : Node("slice") {}
+  Shape x_shape;
+  int64_t begin = 0;
+  std::vector<Tensor> apply(const Tensor& g) override {
+    Tensor gx = Tensor::zeros(x_shape, like(g));
+    Tensor window = gx.slice(begin, begin + g.dim(0));
+    window.copy_from(g);
+    return {gx};
+  }
+};
+
+Tensor make_view(const Tensor& x, const Shape& shape, size_t extra_offset_bytes) {
+  auto impl = std::make_shared<TensorImpl>();
+  impl->storage = x.impl().storage;
+  impl->offset_bytes = x.impl().offset_bytes + extra_offset_bytes;
+  impl->shape = shape;
+  impl->strides = shape.contiguous_strides();
+  impl->dtype = x.dtype();
+  return Tensor(impl);
+}
+}  // namespace
+
+Tensor reshape(const Tensor& x, const Shape& shape_in) {
+  checks::defined("reshape", "input x", x);
+  std::vector<int64_t> dims = shape_in.dims();
+  int64_t known = 1, infer = -1;
+  for (size_t i = 0; i < dims.size(); ++i) {
+    if (dims[i] == -1) {
+      KILN_CHECK(infer < 0, "reshape: more than one -1 in ", shape_in);
+      infer = static_cast<int64_t>(i);
+    } else {
+      KILN_CHECK(dims[i] >= 0, "reshape: negative extent in ", shape_in);
+      known *= dims[i];
+    }
+  }
+  if (infer >= 0) {
+    KILN_CHECK(known > 0 && x.numel() % known == 0, "reshape: cannot infer -1 in ", shape_in, " for ",
+               x.description());
+    dims[static_cast<size_t>(infer)] = x.numel() / known;
+  }
+  const Shape shape(dims);
+  KILN_CHECK(shape.numel() == x.numel(), "reshape: ", x.description(), " has ", x.numel(),
+             " elements, target shape ", shape, " has ", shape.numel());
+  Tensor y = make_view(x, shape, 0);
+  if (autograd::needs_grad({&x})) {
+    auto node = std::make_shared<ReshapeNode>();
+    node->x_shape = x.shape();
+    node->next = {autograd::edge_for(x)};
+    autograd::set_history(y, node);
+  }
+  return y;
+}
+
+Tensor flatten(const Tensor& x) {
+  checks::defined("flatten", "input x", x);
+  KILN_CHECK(x.rank() >= 1, "flatten: needs rank >= 1, got ", x.description());
+  return reshape(x, Shape{x.dim(0), x.dim(0) == 0 ? 0 : x.numel() / x.dim(0)});
+}
+
+Tensor slice(const Tensor& x, int64_t begin, int64_t end) {
+  checks::defined("slice", "input x", x);
+  KILN_CHECK(x.rank() >= 1, "slice: needs rank >= 1, got ", x.description());
+  KILN_CHECK(0 <= begin && begin <= end && end <= x.dim(0), "slice: rows [", begin, ", ", end,
+             ") out of range for ", x.description());
+  std::vector<int64_t> dims = x.shape().dims();
+  dims[0] = end - begin;
+  const size_t row_bytes = static_cast<size_t>(x.strides()[0]) * dtype_size(x.dtype());
+  Tensor y = make_view(x, Shape(dims), static_cast<size_t>(begin) * row_bytes);
+  if (autograd::needs_grad({&x})) {
+    auto node = std::make_shared<SliceNode>();
+    node->x_shape = x.shape();
+    node->begin = begin;
+    node->next = {autograd::edge_for(x)};
+    autograd::set_history(y, node);
+  }
+  return y;
+}
+
+// ---------------------------------------------------------------- L2 penalty
+namespace {
+struct L2Node final : Node {
+  L2Node() : Node("l2_penalty") {}
+  std::vector<std::unique_ptr<SavedTensor>> ws;
+  float scale = 0;
+  std::vector<Tensor> apply(const Tensor& g) override {
+    // d/dw (scale * |w|^2 / 2) = scale * w, times the incoming scalar gradient.
+    std::vector<Tensor> out(ws.size());
+    for (size_t i = 0; i < ws.size(); ++i) {
+      if (!next[i].needed()) continue;
+      const Tensor& w = ws[i]->get();
+      Tensor gs = Tensor::empty(w.shape(), like(w));
+      Backend& be = backend_for(w.device());
+      be.broadcast_scalar(g, scale, gs);
+      be.binary(BinaryOp::mul, gs, w, gs);
+      out[i] = gs;
+    }
+    return out;
+  }
+  void release_saved() override {
+    for (auto& w : ws) w->reset();
+  }
+};
+}  // namespace
+
+Tensor l2_penalty(std::span<const Tensor> weights, float scale) {
+  KILN_CHECK(!weights.empty(), "l2_penalty: no weights given");
+  const Device dev = weights[0].device();
+  Tensor total = Tensor::zeros(Shape{}, TensorOptions{DType::f32, dev});
+  Tensor part = Tensor::empty(Shape{}, TensorOptions{DType::f32, dev});
+  Backend& be = backend_for(dev);
+  bool record = false;
+  for (size_t i = 0; i < weights.size(); ++i) {
+    const Tensor& w = weights[i];
+    checks::float32("l2_penalty", "weight", w);
+    KILN_CHECK(w.device() == dev, "l2_penalty: weight ", i, " is on ", w.device().str(), ", weight 0 on ", dev.str());
+    be.sum_squares(w, part);
+    be.binary(BinaryOp::add, total, part, total);
+    record = record || autograd::needs_grad({&w});
+  }
+  be.binary_scalar(BinaryOp::mul, total, 0.5f * scale, total);
+  if (record) {
+    auto node = std::make_shared<L2Node>();
+    node->scale = scale;
+    for (const Tensor& w : weights) {
+      node->ws.push_back(std::make_unique<SavedTensor>(w.requires_grad() ? w.detach() : Tensor()));
+      node->next.push_back(autograd::edge_for(w));
+    }
+    autograd::set_history(total, node);
+  }
+  return total;
+}
+
+// ---------------------------------------------------------------- SGD
+void sgd_update(std::span<SgdParamRef> params, const SgdOptions& opt) {
+  const char* op = "sgd_update";
+  KILN_CHECK(opt.lr >= 0 && opt.momentum >= 0 && opt.weight_decay >= 0, op,
+             ": lr, momentum and weight_decay must be >= 0, got ", opt.lr, ", ", opt.momentum, ", ",
+             opt.weight_decay);
+  KILN_CHECK(!opt.nesterov || opt.momentum > 0, op, ": Nesterov needs momentum > 0");
+  if (params.empty()) return;
+  const Device dev = params[0].param.device();
+  for (size_t i = 0; i < params.size(); ++i) {
+    const SgdParamRef& r = params[i];
+    checks::float32(op, "param", r.param);
+    KILN_CHECK(r.param.device() == dev, op, ": param ", i, " is on ", r.param.device().str(), ", param 0 on ",
+               dev.str(), " (one update covers one device)");
+    if (r.frozen) continue;
+    checks::float32(op, "grad", r.grad);
+    KILN_CHECK(r.grad.shape() == r.param.shape() && r.grad.device() == dev, op, ": grad ", r.grad.description(),
+               " does not match param ", i, " ", r.param.description());
+    if (opt.momentum > 0) {
+      checks::float32(op, "momentum buffer", r.momentum_buf);
+      KILN_CHECK(r.momentum_buf.shape() == r.param.shape() && r.momentum_buf.device() == dev, op,
+                 ": momentum buffer ", r.momentum_buf.description(), " does not match param ", i, " ",
+                 r.param.description());
+    }
+  }
+  NoGradGuard no_grad;
+  backend_for(dev).sgd_update(params, opt);
+}
+
+}  // namespace kiln

@@ -1,0 +1,328 @@
+// Neural-network ops: conv2d, max_pool2d, linear, relu, dropout, softmax and the fused
+// softmax-cross-entropy. Each backward node saves only what its needed gradients use.
+#include <cmath>
+
+#include "core/op_checks.h"
+#include "core/ops.h"
+
+namespace kiln {
+namespace {
+
+TensorOptions like(const Tensor& t, DType dt = DType::f32) { return TensorOptions{dt, t.device()}; }
+
+// ---------------------------------------------------------------- conv2d
+struct Conv2dNode final : Node {
+  Conv2dNode() : Node("conv2d") {}
+  SavedTensor x, w;
+  Shape x_shape, w_shape;
+  Conv2dParams p;
+  bool has_bias = false;
+  std::vector<Tensor> apply(const Tensor& dy) override {
+    Backend& be = backend_for(dy.device());
+    Tensor dx, dw, db;
+    if (next[0].needed()) {
+      dx = Tensor::empty(x_shape, like(dy));
+      be.conv2d_backward_data(dy, w.get(), p, dx);
+    }
+    const bool need_w = next[1].needed(), need_b = has_bias && next[2].needed();
+    if (need_w || need_b) {
+      Tensor dw_out = Tensor::empty(w_shape, like(dy));
+      if (need_b) db = Tensor::empty(Shape{w_shape[0]}, like(dy));
+      if (need_w) {
+        be.conv2d_backward_filter(x.get(), dy, p, dw_out, db);
+        dw = dw_out;
+      } else {
+        // Only the bias needs a gradient: column sums of dy viewed as [N*OH*OW, O].
+        Tensor dy2 = dy.detach().reshape(Shape{dy.numel() / w_shape[0], w_shape[0]});
+        Tensor none;
+        be.linear_backward(dy2, Tensor(), Tensor(), none, none, db);
+      }
+    }
+    std::vector<Tensor> g{dx, dw};
+    if (has_bias) g.push_back(db);
+    return g;
+  }
+  void release_saved() override {
+    x.reset();
+    w.reset();
+  }
+};
+
+}  // namespace
+
+int64_t window_out_size(int64_t in, int64_t kernel, int64_t stride, int64_t pad) {
+  return (in + 2 * pad - kernel) / stride + 1;
+}
+
+Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p) {
+  const char* op = "conv2d";
+  checks::float32(op, "input x", x);
+  checks::float32(op, "weight w", w);
+  checks::rank(op, "input x", x, 4, "[N, H, W, C]");
+  checks::rank(op, "weight w", w, 4, "[O, KH, KW, C]");
+  checks::same_device(op, "input x", x, "weight w", w);
+  KILN_CHECK(w.dim(3) == x.dim(3), op, ": input x ", x.shape(), " has ", x.dim(3), " channels but weight w ",
+             w.shape(), " expects ", w.dim(3), " (x is NHWC, w is OHWI)");
+  KILN_CHECK(p.stride_h >= 1 && p.stride_w >= 1 && p.pad_h >= 0 && p.pad_w >= 0, op, ": stride must be >= 1 and "
+             "padding >= 0, got stride ", p.stride_h, "x", p.stride_w, " padding ", p.pad_h, "x", p.pad_w);
+  if (b.defined()) {
+    checks::float32(op, "bias b", b);
+    checks::same_device(op, "input x", x, "bias b", b);
+    KILN_CHECK(b.rank() == 1 && b.dim(0) == w.dim(0), op, ": bias b must be [", w.dim(0), "] for weight ",
+               w.shape(), ", got ", b.shape());
+  }
+  const int64_t oh = window_out_size(x.dim(1), w.dim(1), p.stride_h, p.pad_h);
+  const int64_t ow = window_out_size(x.dim(2), w.dim(2), p.stride_w, p.pad_w);
+  KILN_CHECK(oh >= 1 && ow >= 1, op, ": kernel ", w.dim(1), "x", w.dim(2), " with padding ", p.pad_h, "x", p.pad_w,
+             " does not fit input ", x.shape());
+  Tensor y = Tensor::empty(Shape{x.dim(0), oh, ow, w.dim(0)}, like(x));
+  backend_for(x.device()).conv2d_forward(x, w, b, p, y);
+  if (autograd::needs_grad({&x, &w, &b})) {
+    auto node = std::make_shared<Conv2dNode>();
+    node->p = p;
+    node->x_shape = x.shape();
+    node->w_shape = w.shape();
+    node->has_bias = b.defined();
+    if (w.requires_grad()) node->x = x.detach();
+    if (x.requires_grad()) node->w = w.detach();
+    node->next = {autograd::edge_for(x), autograd::edge_for(w)};
+    if (b.defined()) node->next.push_back(autograd::edge_for(b));
+    autograd::set_history(y, node);
+  }
+  return y;
+}
+
+// ---------------------------------------------------------------- max_pool2d
+namespace {
+struct MaxPoolNode final : Node {
+  MaxPoolNode() : Node("max_pool2d") {}
+  SavedTensor argmax;
+  Shape x_shape;
+  std::vector<Tensor> apply(const Tensor& dy) override {
+    Tensor dx = Tensor::empty(x_shape, like(dy));
+    backend_for(dy.device()).max_pool2d_backward(dy, argmax.get(), dx);
+    return {dx};
+  }
+  void release_saved() override { argmax.reset(); }
+};
+}  // namespace
+
+Tensor max_pool2d(const Tensor& x, const Pool2dParams& p) {
+  const char* op = "max_pool2d";
+  checks::float32(op, "input x", x);
+  checks::rank(op, "input x", x, 4, "[N, H, W, C]");
+  KILN_CHECK(p.kernel_h >= 1 && p.kernel_w >= 1 && p.stride_h >= 1 && p.stride_w >= 1, op,
+             ": kernel and stride must be >= 1, got kernel ", p.kernel_h, "x", p.kernel_w, " stride ", p.stride_h,
+             "x", p.stride_w);
+  KILN_CHECK(p.pad_h >= 0 && p.pad_w >= 0 && 2 * p.pad_h <= p.kernel_h && 2 * p.pad_w <= p.kernel_w, op,
+             ": padding must be in [0, kernel/2], got ", p.pad_h, "x", p.pad_w, " for kernel ", p.kernel_h, "x",
+             p.kernel_w);
+  const int64_t oh = window_out_size(x.dim(1), p.kernel_h, p.stride_h, p.pad_h);
+  const int64_t ow = window_out_size(x.dim(2), p.kernel_w, p.stride_w, p.pad_w);
+  KILN_CHECK(oh >= 1 && ow >= 1, op, ": window ", p.kernel_h, "x", p.kernel_w, " does not fit input ", x.shape());
+  Tensor y = Tensor::empty(Shape{x.dim(0), oh, ow, x.dim(3)}, like(x));
+  const bool record = autograd::needs_grad({&x});
+  Tensor idx;
+  if (record) idx = Tensor::empty(y.shape(), like(x, DType::i32));
+  backend_for(x.device()).max_pool2d_forward(x, p, y, idx);
+  if (record) {
+    auto node = std::make_shared<MaxPoolNode>();
+    node->argmax = idx;
+    node->x_shape = x.shape();
+    node->next = {autograd::edge_for(x)};
+    autograd::set_history(y, node);
+  }
+  return y;
+}
+
+// ---------------------------------------------------------------- linear
+namespace {
+struct LinearNode final : Node {
+  LinearNode() : Node("linear") {}
+  SavedTensor x, w;
+  Shape x_shape, w_shape;
+  bool has_bias = false;
+  std::vector<Tensor> apply(const Tensor& dy) override {
+    Tensor dx, dw, db;
+    if (next[0].needed()) dx = Tensor::empty(x_shape, like(dy));
+    if (next[1].needed()) dw = Tensor::empty(w_shape, like(dy));
+    if (has_bias && next[2].needed()) db = Tensor::empty(Shape{w_shape[0]}, like(dy));
+    Tensor xs = x.defined() ? x.get() : Tensor();
+    Tensor ws = w.defined() ? w.get() : Tensor();
+    backend_for(dy.device()).linear_backward(dy, xs, ws, dx, dw, db);
+    std::vector<Tensor> g{dx, dw};
+    if (has_bias) g.push_back(db);
+    return g;
+  }
+  void release_saved() override {
+    x.reset();
+    w.reset();
+  }
+};
+}  // namespace
+
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
+  const char* op = "linear";
+  checks::float32(op, "input x", x);
+  checks::float32(op, "weight w", w);
+  checks::rank(op, "input x", x, 2, "[N, in]");
+  checks::rank(op, "weight w", w, 2, "[out, in]");
+  checks::same_device(op, "input x", x, "weight w", w);
+  KILN_CHECK(x.dim(1) == w.dim(1), op, ": input x ", x.shape(), " has ", x.dim(1), " features but weight w ",
+             w.shape(), " expects ", w.dim(1), " (w is [out, in])");
+  if (b.defined()) {
+    checks::float32(op, "bias b", b);
+    checks::same_device(op, "input x", x, "bias b", b);
+    KILN_CHECK(b.rank() == 1 && b.dim(0) == w.dim(0), op, ": bias b must be [", w.dim(0), "] for weight ",
+               w.shape(), ", got ", b.shape());
+  }
+  Tensor y = Tensor::empty(Shape{x.dim(0), w.dim(0)}, like(x));
+  backend_for(x.device()).linear_forward(x, w, b, y);
+  if (autograd::needs_grad({&x, &w, &b})) {
+    auto node = std::make_shared<LinearNode>();
+    node->x_shape = x.shape();
+    node->w_shape = w.shape();
+    node->has_bias = b.defined();
+    if (w.requires_grad()) node->x = x.detach();
+    if (x.requires_grad()) node->w = w.detach();
+    node->next = {autograd::edge_for(x), autograd::edge_for(w)};
+    if (b.defined()) node->next.push_back(autograd::edge_for(b));
+    autograd::set_history(y, node);
+  }
+  return y;
+}
+
+// ---------------------------------------------------------------- relu
+namespace {
+struct ReluNode final : Node {
+  ReluNode() : Node("relu") {}
+  SavedTensor y;
+  std::vector<Tensor> apply(const Tensor& dy) override {
+    Tensor dx = Tensor::empty(dy.shape(), like(dy));
+    backend_for(dy.device()).relu_backward(y.get(), dy, dx);
+    return {dx};
+  }
+  void release_saved() override { y.reset(); }
+};
+}  // namespace
+
+Tensor relu(const Tensor& x) {
+  checks::float32("relu", "input x", x);
+  Tensor y = Tensor::empty(x.shape(), like(x));
+  backend_for(x.device()).relu(x, y);
+  if (autograd::needs_grad({&x})) {
+    auto node = std::make_shared<ReluNode>();
+    node->y = y.detach();
+    node->next = {autograd::edge_for(x)};
+    autograd::set_history(y, node);
+  }
+  return y;
+}
+
+// ---------------------------------------------------------------- dropout
+namespace {
+struct DropoutNode final : Node {
+  DropoutNode() : Node("dropout") {}
+  float keep = 1;
+  PhiloxState state;
+  std::vector<Tensor> apply(const Tensor& dy) override {
+    Tensor dx = Tensor::empty(dy.shape(), like(dy));
+    backend_for(dy.device()).dropout(dy, keep, state, dx);
+    return {dx};
+  }
+};
+}  // namespace
+
+Tensor dropout(const Tensor& x, float keep_prob, bool training, Generator& gen) {
+  checks::float32("dropout", "input x", x);
+  KILN_CHECK(keep_prob > 0.0f && keep_prob <= 1.0f, "dropout: keep_prob must be in (0, 1], got ", keep_prob);
+  if (!training || keep_prob == 1.0f) return x;
+  const PhiloxState s = gen.reserve(static_cast<uint64_t>(x.numel()));
+  Tensor y = Tensor::empty(x.shape(), like(x));
+  backend_for(x.device()).dropout(x, keep_prob, s, y);
+  if (autograd::needs_grad({&x})) {
+    auto node = std::make_shared<DropoutNode>();
+    node->keep = keep_prob;
+    node->state = s;
+    node->next = {autograd::edge_for(x)};
+    autograd::set_history(y, node);
+  }
+  return y;
+}
+
+// ---------------------------------------------------------------- softmax / log_softmax
+namespace {
+struct SoftmaxNode final : Node {
+  explicit SoftmaxNode(bool log) : Node(log ? "log_softmax" : "softmax"), log(log) {}
+  bool log;
+  SavedTensor y;
+  std::vector<Tensor> apply(const Tensor& dy) override {
+    const Tensor& ys = y.get();
+    Tensor dx = Tensor::empty(ys.shape(), like(dy));
+    backend_for(dy.device()).softmax_backward(ys, dy, log, dx);
+    return {dx};
+  }
+  void release_saved() override { y.reset(); }
+};
+
+Tensor softmax_impl(const Tensor& x, bool log) {
+  const char* op = log ? "log_softmax" : "softmax";
+  checks::float32(op, "input x", x);
+  KILN_CHECK(x.rank() >= 1 && x.dim(-1) >= 1, op, ": needs a non-empty last dimension, got ", x.description());
+  Tensor y = Tensor::empty(x.shape(), like(x));
+  backend_for(x.device()).softmax(x, log, y);
+  if (autograd::needs_grad({&x})) {
+    auto node = std::make_shared<SoftmaxNode>(log);
+    node->y = y.detach();
+    node->next = {autograd::edge_for(x)};
+    autograd::set_history(y, node);
+  }
+  return y;
+}
+}  // namespace
+
+Tensor softmax(const Tensor& x) { return softmax_impl(x, false); }
+Tensor log_softmax(const Tensor& x) { return softmax_impl(x, true); }
+
+// ---------------------------------------------------------------- softmax cross-entropy
+namespace {
+struct SoftmaxCrossEntropyNode final : Node {
+  SoftmaxCrossEntropyNode() : Node("softmax_cross_entropy") {}
+  SavedTensor logits, labels;
+  std::vector<Tensor> apply(const Tensor& dloss) override {
+    const Tensor& l = logits.get();
+    Tensor dx = Tensor::empty(l.shape(), like(l));
+    backend_for(l.device()).softmax_cross_entropy_backward(l, labels.get(), dloss, dx);
+    return {dx, Tensor()};
+  }
+  void release_saved() override {
+    logits.reset();
+    labels.reset();
+  }
+};
+}  // namespace
+
+Tensor softmax_cross_entropy(const Tensor& logits, const Tensor& labels) {
+  const char* op = "softmax_cross_entropy";
+  checks::float32(op, "logits", logits);
+  checks::rank(op, "logits", logits, 2, "[N, classes]");
+  checks::defined(op, "labels", labels);
+  KILN_CHECK(labels.dtype() == DType::i32 || labels.dtype() == DType::i64, op,
+             ": labels must be int32 or int64 class indices, got ", labels.description());
+  KILN_CHECK(labels.rank() == 1 && labels.dim(0) == logits.dim(0), op, ": labels must be [", logits.dim(0),
+             "] for logits ", logits.shape(), ", got ", labels.shape());
+  KILN_CHECK(logits.dim(0) >= 1 && logits.dim(1) >= 1, op, ": empty logits ", logits.shape());
+  checks::same_device(op, "logits", logits, "labels", labels);
+  Tensor loss = Tensor::empty(Shape{}, like(logits));
+  backend_for(logits.device()).softmax_cross_entropy(logits, labels, loss);
+  if (autograd::needs_grad({&logits})) {
+    auto node = std::make_shared<SoftmaxCrossEntropyNode>();
+    node->logits = logits.detach();
+    node->labels = labels.detach();
+    node->next = {autograd::edge_for(logits), Edge{}};
+    autograd::set_history(loss, node);
+  }
+  return loss;
+}
+
+}  // namespace kiln

@@ -1,0 +1,38 @@
+// Tensor shapes and strides: a small vector of int64 extents, row-major.
+#pragma once
+
+#include <cstdint>
+#include <initializer_list>
+#include <ostream>
+#include <string>
+#include <vector>
+
+namespace kiln {
+
+// Extents of a tensor, outermost first. A 0-d shape (scalar) has one element.
+class Shape {
+ public:
+  Shape() = default;
+  Shape(std::initializer_list<int64_t> dims) : dims_(dims) {}
+  explicit Shape(std::vector<int64_t> dims) : dims_(std::move(dims)) {}
+
+  int64_t rank() const { return static_cast<int64_t>(dims_.size()); }
+  // Extent of dimension d; negative d counts from the end.
+  int64_t operator[](int64_t d) const { return dims_.at(static_cast<size_t>(d < 0 ? d + rank() : d)); }
+  int64_t& operator[](int64_t d) { return dims_.at(static_cast<size_t>(d < 0 ? d + rank() : d)); }
+  // Product of extents (1 for a scalar).
+  int64_t numel() const;
+  const std::vector<int64_t>& dims() const { return dims_; }
+  // Row-major strides in elements.
+  std::vector<int64_t> contiguous_strides() const;
+  // "[2, 3, 4]".
+  std::string str() const;
+  bool operator==(const Shape&) const = default;
+
+ private:
+  std::vector<int64_t> dims_;
+};
+
+std::ostream& operator<<(std::ostream& os, const Shape& s);
+
+}  // namespace kiln

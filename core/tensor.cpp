@@ -1,0 +1,230 @@
+#include "core/tensor.h"
+
+#include <cmath>
+#include <cstring>
+#include <iomanip>
+#include <sstream>
+
+#include "core/autograd.h"
+#include "core/backend.h"
+#include "core/ops.h"
+
+namespace kiln {
+namespace {
+
+std::shared_ptr<TensorImpl> make_impl(const Shape& shape, const TensorOptions& opt) {
+  for (int64_t d : shape.dims()) KILN_CHECK(d >= 0, "tensor shape ", shape, " has a negative extent");
+  auto impl = std::make_shared<TensorImpl>();
+  const size_t bytes = static_cast<size_t>(shape.numel()) * dtype_size(opt.dtype);
+  Allocator* alloc = nullptr;
+  if (opt.device.is_cpu()) {
+    alloc = opt.pinned ? &pinned_host_allocator() : &host_allocator();
+  } else {
+    KILN_CHECK(!opt.pinned, "pinned memory is a host-tensor option; asked for it on ", opt.device.str());
+    alloc = &backend_for(opt.device).allocator(opt.device.index);
+  }
+  impl->storage = std::make_shared<Storage>(bytes, opt.device, *alloc);
+  impl->shape = shape;
+  impl->strides = shape.contiguous_strides();
+  impl->dtype = opt.dtype;
+  return impl;
+}
+
+double load_as_double(const void* p, DType t) {
+  switch (t) {
+    case DType::f32: return *static_cast<const float*>(p);
+    case DType::bf16: return BFloat16::to_float(*static_cast<const uint16_t*>(p));
+    case DType::i32: return *static_cast<const int32_t*>(p);
+    case DType::i64: return static_cast<double>(*static_cast<const int64_t*>(p));
+    case DType::u8: return *static_cast<const uint8_t*>(p);
+  }
+  return 0;
+}
+
+}  // namespace
+
+Tensor Tensor::empty(const Shape& shape, TensorOptions opt) { return Tensor(make_impl(shape, opt)); }
+
+Tensor Tensor::full(const Shape& shape, double value, TensorOptions opt) {
+  Tensor t = empty(shape, opt);
+  backend_for(opt.device).fill(t, value);
+  return t;
+}
+
+Tensor Tensor::zeros(const Shape& shape, TensorOptions opt) { return full(shape, 0.0, opt); }
+Tensor Tensor::ones(const Shape& shape, TensorOptions opt) { return full(shape, 1.0, opt); }
+
+Tensor Tensor::arange(int64_t n, double start, double step, TensorOptions opt) {
+  Tensor t = empty(Shape{n}, opt);
+  backend_for(opt.device).arange(t, start, step);
+  return t;
+}
+
+Tensor Tensor::uniform(const Shape& shape, float lo, float hi, Generator& gen, TensorOptions opt) {
+  KILN_CHECK(opt.dtype == DType::f32, "uniform: only float32 is supported, asked for ", dtype_name(opt.dtype));
+  KILN_CHECK(lo <= hi, "uniform: lo ", lo, " > hi ", hi);
+  Tensor t = empty(shape, opt);
+  backend_for(opt.device).fill_uniform(t, gen.reserve(static_cast<uint64_t>(t.numel())), lo, hi);
+  return t;
+}
+
+Tensor Tensor::normal(const Shape& shape, float mean, float std, Generator& gen, TensorOptions opt) {
+  KILN_CHECK(opt.dtype == DType::f32, "normal: only float32 is supported, asked for ", dtype_name(opt.dtype));
+  KILN_CHECK(std >= 0, "normal: std must be >= 0, got ", std);
+  Tensor t = empty(shape, opt);
+  backend_for(opt.device).fill_normal(t, gen.reserve(static_cast<uint64_t>(t.numel())), mean, std);
+  return t;
+}
+
+Tensor Tensor::from_vector(const std::vector<float>& values, const Shape& shape) {
+  KILN_CHECK(static_cast<int64_t>(values.size()) == shape.numel(), "from_vector: ", values.size(),
+             " values for shape ", shape, " (", shape.numel(), " elements)");
+  Tensor t = empty(shape);
+  if (!values.empty()) std::memcpy(t.raw_data(), values.data(), values.size() * sizeof(float));
+  return t;
+}
+
+Tensor Tensor::from_vector(const std::vector<int64_t>& values, const Shape& shape) {
+  KILN_CHECK(static_cast<int64_t>(values.size()) == shape.numel(), "from_vector: ", values.size(),
+             " values for shape ", shape, " (", shape.numel(), " elements)");
+  Tensor t = empty(shape, TensorOptions{DType::i64});
+  if (!values.empty()) std::memcpy(t.raw_data(), values.data(), values.size() * sizeof(int64_t));
+  return t;
+}
+
+std::string Tensor::description() const {
+  return std::string(dtype_name(dtype())) + shape().str() + " on " + device().str();
+}
+
+Tensor Tensor::reshape(const Shape& shape) const { return kiln::reshape(*this, shape); }
+Tensor Tensor::slice(int64_t begin, int64_t end) const { return kiln::slice(*this, begin, end); }
+
+Tensor Tensor::to(Device device) const {
+  if (device == this->device()) return *this;
+  Tensor out = empty(shape(), TensorOptions{dtype(), device});
+  out.copy_from(*this);
+  return out;
+}
+
+Tensor Tensor::to(DType dtype) const {
+  if (dtype == this->dtype()) return *this;
+  Tensor out = empty(shape(), TensorOptions{dtype, device()});
+  out.copy_from(*this);
+  return out;
+}
+
+Tensor Tensor::clone() const {
+  Tensor out = empty(shape(), TensorOptions{dtype(), device()});
+  out.copy_from(*this);
+  return out;
+}
+
+void Tensor::copy_from(const Tensor& src) {
+  KILN_CHECK(src.numel() == numel(), "copy_from: source ", src.description(), " has ", src.numel(),
+             " elements, destination ", description(), " has ", numel());
+  Device d = !device().is_cpu() ? device() : src.device();
+  backend_for(d).copy(src, *this);
+}
+
+Tensor Tensor::detach() const {
+  auto impl = std::make_shared<TensorImpl>();
+  impl->storage = impl_->storage;
+  impl->offset_bytes = impl_->offset_bytes;
+  impl->shape = impl_->shape;
+  impl->strides = impl_->strides;
+  impl->dtype = impl_->dtype;
+  return Tensor(impl);
+}
+
+double Tensor::at(std::initializer_list<int64_t> index) const {
+  KILN_CHECK(device().is_cpu(), "at(): element access needs a host tensor, this is ", description(),
+             "; call .cpu() first");
+  KILN_CHECK(static_cast<int64_t>(index.size()) == rank(), "at(): ", index.size(), " indices for ", description());
+  int64_t flat = 0, d = 0;
+  for (int64_t i : index) {
+    KILN_CHECK(i >= 0 && i < dim(d), "at(): index ", i, " out of range for dimension ", d, " of ", description());
+    flat += i * strides()[static_cast<size_t>(d)];
+    ++d;
+  }
+  return load_as_double(static_cast<const char*>(raw_data()) + flat * dtype_size(dtype()), dtype());
+}
+
+double Tensor::item() const {
+  KILN_CHECK(numel() == 1, "item(): needs a one-element tensor, got ", description());
+  Tensor h = cpu();
+  return load_as_double(h.raw_data(), h.dtype());
+}
+
+template <typename T>
+std::vector<T> Tensor::to_vector() const {
+  Tensor h = cpu();
+  std::vector<T> out(static_cast<size_t>(numel()));
+  const char* p = static_cast<const char*>(h.raw_data());
+  const size_t es = dtype_size(dtype());
+  for (size_t i = 0; i < out.size(); ++i) out[i] = static_cast<T>(load_as_double(p + i * es, dtype()));
+  return out;
+}
+template std::vector<float> Tensor::to_vector<float>() const;
+template std::vector<double> Tensor::to_vector<double>() const;
+template std::vector<int32_t> Tensor::to_vector<int32_t>() const;
+template std::vector<int64_t> Tensor::to_vector<int64_t>() const;
+template std::vector<uint8_t> Tensor::to_vector<uint8_t>() const;
+
+Tensor& Tensor::set_requires_grad(bool r) {
+  KILN_CHECK(!r || is_floating(dtype()), "set_requires_grad: only floating tensors can require grad, this is ",
+             description());
+  KILN_CHECK(is_leaf(), "set_requires_grad: only leaves can change requires_grad; this tensor was made by ",
+             grad_fn()->name());
+  impl().requires_grad = r;
+  return *this;
+}
+
+void Tensor::backward(const Tensor& seed, bool retain_graph) const {
+  autograd::run_backward(*this, seed, retain_graph);
+}
+
+namespace {
+void print_rec(std::ostringstream& os, const char* base, const Tensor& t, int64_t d, int64_t offset,
+               int64_t edge, int indent) {
+  const int64_t n = t.dim(d);
+  const int64_t stride = t.strides()[static_cast<size_t>(d)];
+  const size_t es = dtype_size(t.dtype());
+  os << '[';
+  for (int64_t i = 0; i < n; ++i) {
+    if (n > 2 * edge && i == edge) {
+      os << (d + 1 == t.rank() ? "..., " : "...,\n" + std::string(static_cast<size_t>(indent + 1), ' '));
+      i = n - edge - 1;
+      continue;
+    }
+    if (d + 1 == t.rank()) {
+      const double v = load_as_double(base + (offset + i * stride) * static_cast<int64_t>(es), t.dtype());
+      if (is_floating(t.dtype())) os << std::setprecision(6) << v; else os << static_cast<int64_t>(v);
+    } else {
+      print_rec(os, base, t, d + 1, offset + i * stride, edge, indent + 1);
+    }
+    if (i + 1 < n) os << (d + 1 == t.rank() ? ", " : ",\n" + std::string(static_cast<size_t>(indent + 1), ' '));
+  }
+  os << ']';
+}
+}  // namespace
+
+std::string Tensor::str(int64_t edge_items) const {
+  std::ostringstream os;
+  os << "Tensor(" << description();
+  if (requires_grad()) os << ", requires_grad";
+  if (grad_fn()) os << ", grad_fn=" << grad_fn()->name();
+  os << ")\n";
+  Tensor h = cpu();
+  if (rank() == 0) {
+    os << load_as_double(h.raw_data(), dtype());
+  } else if (numel() == 0) {
+    os << "[]";
+  } else {
+    print_rec(os, static_cast<const char*>(h.raw_data()), h, 0, 0, edge_items, 0);
+  }
+  return os.str();
+}
+
+std::ostream& operator<<(std::ostream& os, const Tensor& t) { return os << t.str(); }
+
+}  // namespace kiln

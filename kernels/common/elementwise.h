@@ -1,0 +1,33 @@
+// Per-element math shared by the CPU and CUDA backends: one definition, two launchers.
+#pragma once
+
+#include <cstdint>
+
+#include "core/backend.h"
+#include "core/hd.h"
+#include "core/philox.h"
+
+namespace kiln::common {
+
+KILN_HD float binary_apply(BinaryOp op, float a, float b) {
+  switch (op) {
+    case BinaryOp::add: return a + b;
+    case BinaryOp::sub: return a - b;
+    case BinaryOp::mul: return a * b;
+  }
+  return 0.0f;
+}
+
+KILN_HD float relu(float x) { return x > 0.0f ? x : 0.0f; }
+
+// Gradient passes where the output was positive (the subgradient at 0 is 0, as PyTorch).
+KILN_HD float relu_backward(float y, float dy) { return y > 0.0f ? dy : 0.0f; }
+
+// Element i of dropout: kept with probability `keep`, scaled by 1/keep. The mask is a
+// pure function of (state, i), so CPU and GPU agree bit for bit and backward regenerates it.
+KILN_HD bool dropout_keep(PhiloxState s, uint64_t i, float keep) { return philox_uniform(s, i) < keep; }
+KILN_HD float dropout(float x, PhiloxState s, uint64_t i, float keep) {
+  return dropout_keep(s, i, keep) ? x * (1.0f / keep) : 0.0f;
+}
+
+}  // namespace kiln::common

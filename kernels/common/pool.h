@@ -1,0 +1,27 @@
+// Max-pooling window rules shared by both backends: which input rows/columns a window
+// covers, and the tie rule (the first maximum in row-major window order wins, as PyTorch).
+#pragma once
+
+#include <cstdint>
+
+#include "core/hd.h"
+
+namespace kiln::common {
+
+// Input range [begin, end) covered by output position o along one axis, clipped to [0, in).
+struct WindowRange {
+  int64_t begin, end;
+};
+KILN_HD WindowRange pool_window(int64_t o, int64_t stride, int64_t pad, int64_t kernel, int64_t in) {
+  int64_t b = o * stride - pad;
+  int64_t e = b + kernel;
+  if (b < 0) b = 0;
+  if (e > in) e = in;
+  return WindowRange{b, e};
+}
+
+// Tie rule: a candidate replaces the running maximum only if strictly greater (NaN wins,
+// so NaNs propagate as in PyTorch).
+KILN_HD bool pool_takes(float candidate, float current) { return candidate > current || candidate != candidate; }
+
+}  // namespace kiln::common

@@ -1,0 +1,104 @@
+// Registration, memory, copies and fills of the CPU backend.
+#include "kernels/cpu/cpu_backend.h"
+
+#include <cstring>
+
+#include "core/philox.h"
+
+namespace kiln::cpu {
+namespace {
+
+// Registers the CPU backend when the library loads; kiln is a shared library, so this
+// static object always runs.
+struct Registrar {
+  Registrar() {
+    static CpuBackend backend;
+    register_backend(DeviceType::cpu, &backend);
+  }
+} g_registrar;
+
+template <typename Fn>
+void for_each_dtype(DType t, Fn&& fn) {
+  switch (t) {
+    case DType::f32: fn(float{}); break;
+    case DType::bf16: fn(BFloat16{}); break;
+    case DType::i32: fn(int32_t{}); break;
+    case DType::i64: fn(int64_t{}); break;
+    case DType::u8: fn(uint8_t{}); break;
+  }
+}
+
+template <typename T> T from_d(double v) { return static_cast<T>(v); }
+template <> BFloat16 from_d(double v) { return BFloat16(static_cast<float>(v)); }
+
+}  // namespace
+
+Allocator& CpuBackend::allocator(int) { return host_allocator(); }
+
+void CpuBackend::copy(const Tensor& src, Tensor& dst) {
+  KILN_CHECK(src.device().is_cpu() && dst.device().is_cpu(), "cpu copy: got ", src.description(), " -> ",
+             dst.description());
+  const int64_t n = src.numel();
+  if (src.dtype() == dst.dtype()) {
+    if (src.raw_data() != dst.raw_data()) std::memmove(dst.raw_data(), src.raw_data(), src.nbytes());
+    return;
+  }
+  for_each_dtype(src.dtype(), [&](auto s_tag) {
+    using S = decltype(s_tag);
+    for_each_dtype(dst.dtype(), [&](auto d_tag) {
+      using D = decltype(d_tag);
+      const S* s = static_cast<const S*>(src.raw_data());
+      D* d = static_cast<D*>(dst.raw_data());
+#pragma omp parallel for schedule(static) if (n > 65536)
+      for (int64_t i = 0; i < n; ++i) {
+        if constexpr (std::is_same_v<S, BFloat16>) d[i] = from_d<D>(static_cast<double>(static_cast<float>(s[i])));
+        else d[i] = from_d<D>(static_cast<double>(s[i]));
+      }
+    });
+  });
+}
+
+void CpuBackend::fill(Tensor& t, double value) {
+  const int64_t n = t.numel();
+  for_each_dtype(t.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    T* p = static_cast<T*>(t.raw_data());
+    const T v = from_d<T>(value);
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < n; ++i) p[i] = v;
+  });
+}
+
+void CpuBackend::arange(Tensor& t, double start, double step) {
+  const int64_t n = t.numel();
+  for_each_dtype(t.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    T* p = static_cast<T*>(t.raw_data());
+    for (int64_t i = 0; i < n; ++i) p[i] = from_d<T>(start + step * static_cast<double>(i));
+  });
+}
+
+void CpuBackend::broadcast_scalar(const Tensor& scalar, float scale, Tensor& t) {
+  const float v = *scalar.data<float>() * scale;
+  float* p = t.data<float>();
+  const int64_t n = t.numel();
+#pragma omp parallel for schedule(static) if (n > 65536)
+  for (int64_t i = 0; i < n; ++i) p[i] = v;
+}
+
+void CpuBackend::fill_uniform(Tensor& t, PhiloxState s, float lo, float hi) {
+  float* p = t.data<float>();
+  const int64_t n = t.numel();
+  const float span = hi - lo;
+#pragma omp parallel for schedule(static) if (n > 16384)
+  for (int64_t i = 0; i < n; ++i) p[i] = lo + span * philox_uniform(s, static_cast<uint64_t>(i));
+}
+
+void CpuBackend::fill_normal(Tensor& t, PhiloxState s, float mean, float std) {
+  float* p = t.data<float>();
+  const int64_t n = t.numel();
+#pragma omp parallel for schedule(static) if (n > 16384)
+  for (int64_t i = 0; i < n; ++i) p[i] = mean + std * philox_normal(s, static_cast<uint64_t>(i));
+}
+
+}  // namespace kiln::cpu

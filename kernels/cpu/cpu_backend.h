@@ -1,0 +1,49 @@
+// The CPU backend: oneDNN for convolution and GEMM, OpenMP loops over the shared math in
+// kernels/common/ for everything else. Registered for DeviceType::cpu when kiln loads.
+#pragma once
+
+#include "core/backend.h"
+
+namespace kiln::cpu {
+
+// Implements Backend on the host.
+class CpuBackend final : public Backend {
+ public:
+  const char* name() const override { return "cpu"; }
+  Allocator& allocator(int index) override;
+  void copy(const Tensor& src, Tensor& dst) override;
+  void fill(Tensor& t, double value) override;
+  void arange(Tensor& t, double start, double step) override;
+  void broadcast_scalar(const Tensor& scalar, float scale, Tensor& t) override;
+  void fill_uniform(Tensor& t, PhiloxState s, float lo, float hi) override;
+  void fill_normal(Tensor& t, PhiloxState s, float mean, float std) override;
+  void binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) override;
+  void binary_scalar(BinaryOp op, const Tensor& a, float s, Tensor& out) override;
+  void relu(const Tensor& x, Tensor& y) override;
+  void relu_backward(const Tensor& y, const Tensor& dy, Tensor& dx) override;
+  void dropout(const Tensor& x, float keep, PhiloxState s, Tensor& y) override;
+  void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p, Tensor& y) override;
+  void conv2d_backward_data(const Tensor& dy, const Tensor& w, const Conv2dParams& p, Tensor& dx) override;
+  void conv2d_backward_filter(const Tensor& x, const Tensor& dy, const Conv2dParams& p, Tensor& dw,
+                              Tensor& db) override;
+  void max_pool2d_forward(const Tensor& x, const Pool2dParams& p, Tensor& y, Tensor& argmax) override;
+  void max_pool2d_backward(const Tensor& dy, const Tensor& argmax, Tensor& dx) override;
+  void linear_forward(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y) override;
+  void linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, Tensor& dx, Tensor& dw,
+                       Tensor& db) override;
+  void softmax(const Tensor& x, bool log, Tensor& y) override;
+  void softmax_backward(const Tensor& y, const Tensor& dy, bool log, Tensor& dx) override;
+  void softmax_cross_entropy(const Tensor& logits, const Tensor& labels, Tensor& loss) override;
+  void softmax_cross_entropy_backward(const Tensor& logits, const Tensor& labels, const Tensor& dloss,
+                                      Tensor& dlogits) override;
+  void sum(const Tensor& x, Tensor& out) override;
+  void sum_squares(const Tensor& x, Tensor& out) override;
+  void argmax(const Tensor& x, Tensor& out) override;
+  void sgd_update(std::span<SgdParamRef> params, const SgdOptions& opt) override;
+};
+
+// Row-major single-precision GEMM through oneDNN: C = alpha * op(A) op(B) + beta * C.
+void sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
+           const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
+
+}  // namespace kiln::cpu

@@ -1,0 +1,164 @@
+// Convolution on the CPU through oneDNN, in kiln's layouts: activations NHWC, filters
+// OHWI. oneDNN picks its preferred filter layout (format_tag::any); kiln reorders to and
+// from OHWI around the call. Primitives are built once per shape and cached.
+#include <map>
+#include <mutex>
+#include <oneapi/dnnl/dnnl.hpp>
+#include <sstream>
+#include <tuple>
+
+#include "kernels/cpu/cpu_backend.h"
+
+namespace kiln::cpu {
+namespace {
+
+using dnnl::memory;
+using tag = dnnl::memory::format_tag;
+using dt = dnnl::memory::data_type;
+
+dnnl::engine& engine() {
+  static dnnl::engine e(dnnl::engine::kind::cpu, 0);
+  return e;
+}
+
+// Turns a oneDNN exception into kiln::Error naming the op and the shapes.
+template <typename Fn>
+void guarded(const char* op, const std::string& shapes, Fn&& fn) {
+  try {
+    fn();
+  } catch (const dnnl::error& e) {
+    KILN_FAIL(op, ": oneDNN failed (", e.what(), ", status ", static_cast<int>(e.status), ") for ", shapes);
+  }
+}
+
+struct ConvKey {
+  int64_t n, h, w, c, o, kh, kw, sh, sw, ph, pw, oh, ow;
+  bool bias;
+  auto tie() const { return std::tie(n, h, w, c, o, kh, kw, sh, sw, ph, pw, oh, ow, bias); }
+  bool operator<(const ConvKey& k) const { return tie() < k.tie(); }
+  std::string str() const {
+    std::ostringstream os;
+    os << "x [" << n << ", " << h << ", " << w << ", " << c << "], w [" << o << ", " << kh << ", " << kw << ", " << c
+       << "], stride " << sh << "x" << sw << ", padding " << ph << "x" << pw;
+    return os.str();
+  }
+};
+
+// Everything oneDNN needs for one convolution shape, built lazily per direction.
+struct ConvPlan {
+  memory::desc x_md, w_user_md, b_md, y_md;
+  memory::dims strides, pad;
+  std::unique_ptr<dnnl::convolution_forward::primitive_desc> fwd_pd;
+  std::unique_ptr<dnnl::convolution_forward> fwd;
+  std::unique_ptr<dnnl::convolution_backward_data::primitive_desc> bwd_data_pd;
+  std::unique_ptr<dnnl::convolution_backward_data> bwd_data;
+  std::unique_ptr<dnnl::convolution_backward_weights::primitive_desc> bwd_w_pd;
+  std::unique_ptr<dnnl::convolution_backward_weights> bwd_w;
+};
+
+ConvKey make_key(const Tensor& x, const Shape& wshape, const Shape& yshape, const Conv2dParams& p, bool bias) {
+  return ConvKey{x.dim(0),       x.dim(1),  x.dim(2),  x.dim(3), wshape[0], wshape[1], wshape[2],
+                 p.stride_h,     p.stride_w, p.pad_h,  p.pad_w,  yshape[1], yshape[2], bias};
+}
+
+ConvPlan& plan_for(const ConvKey& k) {
+  static std::mutex mu;
+  static std::map<ConvKey, std::unique_ptr<ConvPlan>> cache;
+  std::lock_guard<std::mutex> lock(mu);
+  auto& slot = cache[k];
+  if (slot) return *slot;
+  auto plan = std::make_unique<ConvPlan>();
+  plan->x_md = memory::desc({k.n, k.c, k.h, k.w}, dt::f32, tag::nhwc);
+  plan->y_md = memory::desc({k.n, k.o, k.oh, k.ow}, dt::f32, tag::nhwc);
+  plan->w_user_md = memory::desc({k.o, k.c, k.kh, k.kw}, dt::f32, tag::ohwi);
+  plan->b_md = k.bias ? memory::desc({k.o}, dt::f32, tag::x) : memory::desc();
+  plan->strides = {k.sh, k.sw};
+  plan->pad = {k.ph, k.pw};
+  memory::desc w_any({k.o, k.c, k.kh, k.kw}, dt::f32, tag::any);
+  guarded("conv2d", k.str(), [&] {
+    dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
+                                      plan->x_md, w_any, plan->b_md, plan->y_md, plan->strides, plan->pad, plan->pad);
+    plan->fwd_pd = std::make_unique<dnnl::convolution_forward::primitive_desc>(d, engine());
+  });
+  slot = std::move(plan);
+  return *slot;
+}
+
+dnnl::stream& stream() {
+  thread_local dnnl::stream s(engine());
+  return s;
+}
+
+// A oneDNN memory over `md`: the user's buffer when the layouts agree, else a scratch
+// buffer filled (when `in`) by a reorder from the user's layout.
+memory adopt(const memory::desc& want, const memory::desc& user_md, void* user, bool in) {
+  memory user_mem(user_md, engine(), user);
+  if (want == user_md) return user_mem;
+  memory m(want, engine());
+  if (in) dnnl::reorder(user_mem, m).execute(stream(), user_mem, m);
+  return m;
+}
+
+}  // namespace
+
+void CpuBackend::conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p, Tensor& y) {
+  const ConvKey k = make_key(x, w.shape(), y.shape(), p, b.defined());
+  ConvPlan& plan = plan_for(k);
+  guarded("conv2d", k.str(), [&] {
+    if (!plan.fwd) plan.fwd = std::make_unique<dnnl::convolution_forward>(*plan.fwd_pd);
+    memory xm(plan.x_md, engine(), x.raw_data());
+    memory ym(plan.y_md, engine(), y.raw_data());
+    memory wm = adopt(plan.fwd_pd->weights_desc(), plan.w_user_md, w.raw_data(), true);
+    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, xm}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DST, ym}};
+    if (b.defined()) args.emplace(DNNL_ARG_BIAS, memory(plan.b_md, engine(), b.raw_data()));
+    plan.fwd->execute(stream(), args);
+    stream().wait();
+  });
+}
+
+void CpuBackend::conv2d_backward_data(const Tensor& dy, const Tensor& w, const Conv2dParams& p, Tensor& dx) {
+  const ConvKey k = make_key(dx, w.shape(), dy.shape(), p, false);
+  ConvPlan& plan = plan_for(make_key(dx, w.shape(), dy.shape(), p, false));
+  guarded("conv2d backward-data", k.str(), [&] {
+    if (!plan.bwd_data) {
+      memory::desc w_any({k.o, k.c, k.kh, k.kw}, dt::f32, tag::any);
+      dnnl::convolution_backward_data::desc d(dnnl::algorithm::convolution_direct, plan.x_md, w_any, plan.y_md,
+                                              plan.strides, plan.pad, plan.pad);
+      plan.bwd_data_pd = std::make_unique<dnnl::convolution_backward_data::primitive_desc>(d, engine(), *plan.fwd_pd);
+      plan.bwd_data = std::make_unique<dnnl::convolution_backward_data>(*plan.bwd_data_pd);
+    }
+    memory dym(plan.y_md, engine(), dy.raw_data());
+    memory dxm(plan.x_md, engine(), dx.raw_data());
+    memory wm = adopt(plan.bwd_data_pd->weights_desc(), plan.w_user_md, w.raw_data(), true);
+    plan.bwd_data->execute(stream(), {{DNNL_ARG_DIFF_DST, dym}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DIFF_SRC, dxm}});
+    stream().wait();
+  });
+}
+
+void CpuBackend::conv2d_backward_filter(const Tensor& x, const Tensor& dy, const Conv2dParams& p, Tensor& dw,
+                                        Tensor& db) {
+  const ConvKey kb = make_key(x, dw.shape(), dy.shape(), p, db.defined());
+  ConvPlan& plan = plan_for(kb);
+  guarded("conv2d backward-filter", kb.str(), [&] {
+    if (!plan.bwd_w) {
+      memory::desc w_any({kb.o, kb.c, kb.kh, kb.kw}, dt::f32, tag::any);
+      dnnl::convolution_backward_weights::desc d(dnnl::algorithm::convolution_direct, plan.x_md, w_any, plan.b_md,
+                                                 plan.y_md, plan.strides, plan.pad, plan.pad);
+      plan.bwd_w_pd = std::make_unique<dnnl::convolution_backward_weights::primitive_desc>(d, engine(), *plan.fwd_pd);
+      plan.bwd_w = std::make_unique<dnnl::convolution_backward_weights>(*plan.bwd_w_pd);
+    }
+    memory xm(plan.x_md, engine(), x.raw_data());
+    memory dym(plan.y_md, engine(), dy.raw_data());
+    memory dwm = adopt(plan.bwd_w_pd->diff_weights_desc(), plan.w_user_md, dw.raw_data(), false);
+    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, xm}, {DNNL_ARG_DIFF_DST, dym}, {DNNL_ARG_DIFF_WEIGHTS, dwm}};
+    if (db.defined()) args.emplace(DNNL_ARG_DIFF_BIAS, memory(plan.b_md, engine(), db.raw_data()));
+    plan.bwd_w->execute(stream(), args);
+    if (plan.bwd_w_pd->diff_weights_desc() != plan.w_user_md) {
+      memory user(plan.w_user_md, engine(), dw.raw_data());
+      dnnl::reorder(dwm, user).execute(stream(), dwm, user);
+    }
+    stream().wait();
+  });
+}
+
+}  // namespace kiln::cpu

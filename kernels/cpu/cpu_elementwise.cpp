@@ -1,0 +1,168 @@
+// CPU launchers for the elementwise, softmax, reduction and optimizer math in kernels/common.
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "kernels/common/elementwise.h"
+#include "kernels/common/sgd.h"
+#include "kernels/common/softmax.h"
+#include "kernels/cpu/cpu_backend.h"
+
+namespace kiln::cpu {
+namespace {
+
+// Reductions sum fixed-size blocks in double, then the blocks in order: the result does
+// not depend on the thread count, so runs are bit-reproducible on any machine.
+constexpr int64_t kReduceBlock = 8192;
+
+template <typename Fn>
+double blocked_sum(int64_t n, Fn&& term) {
+  const int64_t blocks = (n + kReduceBlock - 1) / kReduceBlock;
+  std::vector<double> partial(static_cast<size_t>(blocks), 0.0);
+#pragma omp parallel for schedule(static) if (blocks > 1)
+  for (int64_t b = 0; b < blocks; ++b) {
+    double s = 0;
+    const int64_t end = std::min(n, (b + 1) * kReduceBlock);
+    for (int64_t i = b * kReduceBlock; i < end; ++i) s += term(i);
+    partial[static_cast<size_t>(b)] = s;
+  }
+  double total = 0;
+  for (double s : partial) total += s;
+  return total;
+}
+
+int64_t label_at(const Tensor& labels, int64_t r) {
+  return labels.dtype() == DType::i64 ? labels.data<int64_t>()[r] : labels.data<int32_t>()[r];
+}
+
+void check_labels(const char* op, const Tensor& labels, int64_t classes) {
+  for (int64_t r = 0; r < labels.numel(); ++r) {
+    const int64_t l = label_at(labels, r);
+    KILN_CHECK(l >= 0 && l < classes, op, ": label ", l, " at row ", r, " is out of range [0, ", classes, ")");
+  }
+}
+
+}  // namespace
+
+void CpuBackend::binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) {
+  const float* pa = a.data<float>();
+  const float* pb = b.data<float>();
+  float* po = out.data<float>();
+  const int64_t n = out.numel();
+#pragma omp parallel for simd schedule(static) if (n > 65536)
+  for (int64_t i = 0; i < n; ++i) po[i] = common::binary_apply(op, pa[i], pb[i]);
+}
+
+void CpuBackend::binary_scalar(BinaryOp op, const Tensor& a, float s, Tensor& out) {
+  const float* pa = a.data<float>();
+  float* po = out.data<float>();
+  const int64_t n = out.numel();
+#pragma omp parallel for simd schedule(static) if (n > 65536)
+  for (int64_t i = 0; i < n; ++i) po[i] = common::binary_apply(op, pa[i], s);
+}
+
+void CpuBackend::relu(const Tensor& x, Tensor& y) {
+  const float* px = x.data<float>();
+  float* py = y.data<float>();
+  const int64_t n = x.numel();
+#pragma omp parallel for simd schedule(static) if (n > 65536)
+  for (int64_t i = 0; i < n; ++i) py[i] = common::relu(px[i]);
+}
+
+void CpuBackend::relu_backward(const Tensor& y, const Tensor& dy, Tensor& dx) {
+  const float* py = y.data<float>();
+  const float* pdy = dy.data<float>();
+  float* pdx = dx.data<float>();
+  const int64_t n = y.numel();
+#pragma omp parallel for simd schedule(static) if (n > 65536)
+  for (int64_t i = 0; i < n; ++i) pdx[i] = common::relu_backward(py[i], pdy[i]);
+}
+
+void CpuBackend::dropout(const Tensor& x, float keep, PhiloxState s, Tensor& y) {
+  const float* px = x.data<float>();
+  float* py = y.data<float>();
+  const int64_t n = x.numel();
+#pragma omp parallel for schedule(static) if (n > 16384)
+  for (int64_t i = 0; i < n; ++i) py[i] = common::dropout(px[i], s, static_cast<uint64_t>(i), keep);
+}
+
+void CpuBackend::softmax(const Tensor& x, bool log, Tensor& y) {
+  const int64_t cols = x.dim(-1), rows = x.numel() / cols;
+  const float* px = x.data<float>();
+  float* py = y.data<float>();
+#pragma omp parallel for schedule(static) if (rows > 64)
+  for (int64_t r = 0; r < rows; ++r) common::softmax_row(px + r * cols, cols, log, py + r * cols);
+}
+
+void CpuBackend::softmax_backward(const Tensor& y, const Tensor& dy, bool log, Tensor& dx) {
+  const int64_t cols = y.dim(-1), rows = y.numel() / cols;
+  const float* py = y.data<float>();
+  const float* pdy = dy.data<float>();
+  float* pdx = dx.data<float>();
+#pragma omp parallel for schedule(static) if (rows > 64)
+  for (int64_t r = 0; r < rows; ++r)
+    common::softmax_backward_row(py + r * cols, pdy + r * cols, cols, log, pdx + r * cols);
+}
+
+void CpuBackend::softmax_cross_entropy(const Tensor& logits, const Tensor& labels, Tensor& loss) {
+  const int64_t rows = logits.dim(0), cols = logits.dim(1);
+  check_labels("softmax_cross_entropy", labels, cols);
+  const float* px = logits.data<float>();
+  // Rows are few (a batch); a serial double sum keeps the loss bit-reproducible.
+  double total = 0;
+  for (int64_t r = 0; r < rows; ++r) total += common::cross_entropy_row(px + r * cols, cols, label_at(labels, r));
+  *loss.data<float>() = static_cast<float>(total / static_cast<double>(rows));
+}
+
+void CpuBackend::softmax_cross_entropy_backward(const Tensor& logits, const Tensor& labels, const Tensor& dloss,
+                                                Tensor& dlogits) {
+  const int64_t rows = logits.dim(0), cols = logits.dim(1);
+  check_labels("softmax_cross_entropy backward", labels, cols);
+  const float scale = *dloss.data<float>() / static_cast<float>(rows);
+  const float* px = logits.data<float>();
+  float* pd = dlogits.data<float>();
+#pragma omp parallel for schedule(static) if (rows > 64)
+  for (int64_t r = 0; r < rows; ++r)
+    common::cross_entropy_backward_row(px + r * cols, cols, label_at(labels, r), scale, pd + r * cols);
+}
+
+void CpuBackend::sum(const Tensor& x, Tensor& out) {
+  const float* p = x.data<float>();
+  *out.data<float>() = static_cast<float>(blocked_sum(x.numel(), [p](int64_t i) { return static_cast<double>(p[i]); }));
+}
+
+void CpuBackend::sum_squares(const Tensor& x, Tensor& out) {
+  const float* p = x.data<float>();
+  *out.data<float>() = static_cast<float>(blocked_sum(x.numel(), [p](int64_t i) {
+    const double v = p[i];
+    return v * v;
+  }));
+}
+
+void CpuBackend::argmax(const Tensor& x, Tensor& out) {
+  const int64_t cols = x.dim(-1), rows = x.numel() / cols;
+  const float* px = x.data<float>();
+  int64_t* po = out.data<int64_t>();
+#pragma omp parallel for schedule(static) if (rows > 256)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* row = px + r * cols;
+    int64_t best = 0;
+    for (int64_t c = 1; c < cols; ++c)
+      if (row[c] > row[best]) best = c;
+    po[r] = best;
+  }
+}
+
+void CpuBackend::sgd_update(std::span<SgdParamRef> params, const SgdOptions& opt) {
+  for (SgdParamRef& r : params) {
+    if (r.frozen) continue;
+    float* w = r.param.data<float>();
+    const float* g = r.grad.data<float>();
+    float* v = opt.momentum != 0.0f ? r.momentum_buf.data<float>() : nullptr;
+    const int64_t n = r.param.numel();
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < n; ++i) common::sgd_update_element(w[i], g[i], v ? v + i : nullptr, opt);
+  }
+}
+
+}  // namespace kiln::cpu

@@ -1,0 +1,67 @@
+// Max pooling on the CPU, NHWC: the channel loop is innermost and contiguous, so it
+// vectorises. Own code rather than oneDNN so both backends share one tie rule
+// (kernels/common/pool.h) and backward routes to the first maximum exactly as PyTorch.
+#include <limits>
+
+#include "kernels/common/pool.h"
+#include "kernels/cpu/cpu_backend.h"
+
+namespace kiln::cpu {
+
+void CpuBackend::max_pool2d_forward(const Tensor& x, const Pool2dParams& p, Tensor& y, Tensor& argmax) {
+  const int64_t n = x.dim(0), h = x.dim(1), w = x.dim(2), c = x.dim(3);
+  const int64_t oh = y.dim(1), ow = y.dim(2);
+  const float* px = x.data<float>();
+  float* py = y.data<float>();
+  int32_t* pi = argmax.defined() ? argmax.data<int32_t>() : nullptr;
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t b = 0; b < n; ++b) {
+    for (int64_t i = 0; i < oh; ++i) {
+      const common::WindowRange rh = common::pool_window(i, p.stride_h, p.pad_h, p.kernel_h, h);
+      for (int64_t j = 0; j < ow; ++j) {
+        const common::WindowRange rw = common::pool_window(j, p.stride_w, p.pad_w, p.kernel_w, w);
+        float* out = py + ((b * oh + i) * ow + j) * c;
+        int32_t* idx = pi ? pi + ((b * oh + i) * ow + j) * c : nullptr;
+        for (int64_t k = 0; k < c; ++k) out[k] = -std::numeric_limits<float>::infinity();
+        if (idx)
+          for (int64_t k = 0; k < c; ++k) idx[k] = static_cast<int32_t>(rh.begin * w + rw.begin);
+        for (int64_t hh = rh.begin; hh < rh.end; ++hh) {
+          for (int64_t ww = rw.begin; ww < rw.end; ++ww) {
+            const float* in = px + ((b * h + hh) * w + ww) * c;
+            const int32_t pos = static_cast<int32_t>(hh * w + ww);
+            if (idx) {
+              for (int64_t k = 0; k < c; ++k) {
+                const bool take = common::pool_takes(in[k], out[k]);
+                out[k] = take ? in[k] : out[k];
+                idx[k] = take ? pos : idx[k];
+              }
+            } else {
+              for (int64_t k = 0; k < c; ++k) out[k] = common::pool_takes(in[k], out[k]) ? in[k] : out[k];
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+void CpuBackend::max_pool2d_backward(const Tensor& dy, const Tensor& argmax, Tensor& dx) {
+  const int64_t n = dx.dim(0), hw = dx.dim(1) * dx.dim(2), c = dx.dim(3);
+  const int64_t ohw = dy.dim(1) * dy.dim(2);
+  const float* pdy = dy.data<float>();
+  const int32_t* pi = argmax.data<int32_t>();
+  float* pdx = dx.data<float>();
+  // One image per thread: overlapping windows of one image never race across threads.
+#pragma omp parallel for schedule(static)
+  for (int64_t b = 0; b < n; ++b) {
+    float* img = pdx + b * hw * c;
+    for (int64_t i = 0; i < hw * c; ++i) img[i] = 0.0f;
+    for (int64_t o = 0; o < ohw; ++o) {
+      const float* g = pdy + (b * ohw + o) * c;
+      const int32_t* idx = pi + (b * ohw + o) * c;
+      for (int64_t k = 0; k < c; ++k) img[idx[k] * c + k] += g[k];
+    }
+  }
+}
+
+}  // namespace kiln::cpu
