@@ -51,7 +51,8 @@ struct Conv2dNode final : Node {
 }  // namespace
 
 int64_t window_out_size(int64_t in, int64_t kernel, int64_t stride, int64_t pad) {
-  return (in + 2 * pad - kernel) / stride + 1;
+  const int64_t span = in + 2 * pad - kernel;
+  return span < 0 ? 0 : span / stride + 1;  // C++ division truncates toward zero: guard negatives
 }
 
 Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p) {

@@ -18,7 +18,7 @@ constexpr int64_t kSize = 16, kClasses = 4;
 
 // Class k draws stripes at angle k*45 degrees with a random phase, plus Gaussian noise.
 void make_batch(Generator& gen, int64_t n, Tensor& images, Tensor& labels) {
-  Tensor noise = Tensor::normal(Shape{n, kSize, kSize, 3}, 0.0f, 0.5f, gen);
+  Tensor noise = Tensor::normal(Shape{n, kSize, kSize, 3}, 0.0f, 1.5f, gen);
   Tensor phase = Tensor::uniform(Shape{n}, 0.0f, 6.2831853f, gen);
   Tensor pick = Tensor::uniform(Shape{n}, 0.0f, static_cast<float>(kClasses), gen);
   std::vector<float> px = noise.to_vector<float>();
@@ -31,7 +31,7 @@ void make_batch(Generator& gen, int64_t n, Tensor& images, Tensor& labels) {
     lab[static_cast<size_t>(b)] = k;
     for (int64_t y = 0; y < kSize; ++y)
       for (int64_t x = 0; x < kSize; ++x) {
-        const float v = std::sin(1.2f * (dirs[k][0] * x + dirs[k][1] * y) + ph[static_cast<size_t>(b)]);
+        const float v = 0.5f * std::sin(1.2f * (dirs[k][0] * x + dirs[k][1] * y) + ph[static_cast<size_t>(b)]);
         for (int64_t c = 0; c < 3; ++c) px[static_cast<size_t>(((b * kSize + y) * kSize + x) * 3 + c)] += v;
       }
   }
@@ -50,7 +50,7 @@ void usage() {
 
 int main(int argc, char** argv) {
   int64_t steps = 150, batch = 32;
-  float lr = 0.05f;
+  float lr = 0.01f;
   uint64_t seed = 1;
   try {
     for (int i = 1; i < argc; ++i) {
@@ -78,7 +78,7 @@ int main(int argc, char** argv) {
 
     Generator init(seed), data(seed + 1000);
     auto param = [&](Shape s, float fan_in) {
-      const float bound = std::sqrt(6.0f / fan_in);  // Kaiming-uniform for ReLU
+      const float bound = std::sqrt(3.0f / fan_in);  // LeCun-uniform: logits start near zero
       Tensor t = Tensor::uniform(s, -bound, bound, init);
       t.set_requires_grad(true);
       return t;

@@ -7,7 +7,7 @@
 namespace kiln::cpu {
 
 // Implements Backend on the host.
-class CpuBackend final : public Backend {
+class CpuBackend : public Backend {
  public:
   const char* name() const override { return "cpu"; }
   Allocator& allocator(int index) override;

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Installs what kiln needs to build (and, with --tests, to run its tests) on Debian 12.
+# Installs only packages that are missing; runs apt-get update only when it must.
+# Usage: bash scripts/setup.sh [--tests]      (as root, or with sudo available)
+set -euo pipefail
+
+want_tests=0
+for arg in "$@"; do
+  case "$arg" in
+    --tests) want_tests=1 ;;
+    -h|--help)
+      echo "usage: bash scripts/setup.sh [--tests]"
+      echo "  installs cmake, ninja-build, g++, libdnnl-dev (oneDNN) with ocl-icd-opencl-dev,"
+      echo "  and catch2 via apt-get, each only if missing;"
+      echo "  --tests also installs python3-torch and python3-numpy (reference results)."
+      exit 0 ;;
+    *) echo "setup.sh: unknown argument '$arg' (see --help)" >&2; exit 2 ;;
+  esac
+done
+
+# ocl-icd-opencl-dev: Debian's oneDNN is built with an OpenCL GPU runtime, so its CMake
+# package needs OpenCL; apt only recommends it, and we install without recommends.
+build_pkgs=(cmake ninja-build g++ libdnnl-dev ocl-icd-opencl-dev catch2)
+test_pkgs=(python3-torch python3-numpy)
+pkgs=("${build_pkgs[@]}")
+if [[ $want_tests == 1 ]]; then pkgs+=("${test_pkgs[@]}"); fi
+
+missing=()
+for p in "${pkgs[@]}"; do
+  status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+  if [[ $status != "install ok installed" ]]; then missing+=("$p"); fi
+done
+
+if (( ${#missing[@]} > 0 )); then
+  echo "setup.sh: installing ${missing[*]}"
+  sudo=()
+  if [[ $(id -u) != 0 ]]; then
+    if command -v sudo >/dev/null; then sudo=(sudo); else
+      echo "setup.sh: need root (or sudo) to install: ${missing[*]}" >&2; exit 1
+    fi
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  "${sudo[@]}" apt-get update -q
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+else
+  echo "setup.sh: all packages present (${pkgs[*]})"
+fi
+
+# The CUDA toolkit is optional: with it the CUDA backend is compiled, without it kiln is
+# CPU-only. scripts/build.sh puts it on PATH too, since this script runs in its own shell.
+if [[ -x /usr/local/cuda/bin/nvcc ]]; then
+  export PATH="/usr/local/cuda/bin:$PATH"
+  echo "setup.sh: CUDA toolkit found ($(nvcc --version | sed -n 's/.*release \([0-9.]*\).*/\1/p')): the CUDA backend will be built"
+else
+  echo "setup.sh: no CUDA toolkit at /usr/local/cuda: kiln will be built CPU-only"
+fi

@@ -1,0 +1,111 @@
+// The autograd engine: accumulation, seeds, grad mode, freed graphs, and "frozen means
+// free" proven by counting graph nodes and saved bytes.
+#include <catch2/catch.hpp>
+
+#include "core/kiln.h"
+
+using namespace kiln;
+
+TEST_CASE("backward on a scalar accumulates gradients into leaves", "[autograd]") {
+  Tensor x = Tensor::from_vector(std::vector<float>{1, -2, 3}, Shape{3}).set_requires_grad(true);
+  Tensor y = sum(x * x);  // dy/dx = 2x
+  CHECK(y.requires_grad());
+  CHECK(y.grad_fn()->name() == "sum");
+  y.backward(Tensor(), /*retain_graph=*/true);
+  CHECK(x.grad().to_vector<float>() == std::vector<float>{2, -4, 6});
+  y.backward();  // accumulates
+  CHECK(x.grad().to_vector<float>() == std::vector<float>{4, -8, 12});
+  x.zero_grad();
+  CHECK_FALSE(x.grad().defined());
+}
+
+TEST_CASE("a tensor used twice receives the sum of both paths", "[autograd]") {
+  Tensor x = Tensor::from_vector(std::vector<float>{2, 3}, Shape{2}).set_requires_grad(true);
+  Tensor y = sum(add(mul(x, 3.0f), x * x));  // 3 + 2x
+  y.backward();
+  CHECK(x.grad().to_vector<float>() == std::vector<float>{7, 9});
+}
+
+TEST_CASE("backward on a non-scalar needs a seed gradient", "[autograd][errors]") {
+  Tensor x = Tensor::ones(Shape{2, 2}).set_requires_grad(true);
+  Tensor y = relu(x);
+  REQUIRE_THROWS_WITH(y.backward(), Catch::Contains("scalar") && Catch::Contains("float32[2, 2]"));
+  y.backward(Tensor::full(Shape{2, 2}, 0.5));
+  CHECK(x.grad().to_vector<float>() == std::vector<float>(4, 0.5f));
+  REQUIRE_THROWS_WITH(relu(x).backward(Tensor::ones(Shape{3})), Catch::Contains("seed gradient"));
+}
+
+TEST_CASE("backward twice through a freed graph is an error, retained graphs allow it", "[autograd][errors]") {
+  Tensor w = Tensor::ones(Shape{2, 3}).set_requires_grad(true);
+  Tensor x = Tensor::ones(Shape{4, 3});
+  Tensor loss = sum(linear(x, w));
+  loss.backward();
+  REQUIRE_THROWS_WITH(loss.backward(), Catch::Contains("already freed") && Catch::Contains("retain_graph"));
+}
+
+TEST_CASE("backward on a tensor that needs no gradient says so", "[autograd][errors]") {
+  Tensor x = Tensor::ones(Shape{3});
+  REQUIRE_THROWS_WITH(sum(x).backward(), Catch::Contains("does not require grad"));
+}
+
+TEST_CASE("requires_grad propagates and no-grad mode records nothing", "[autograd]") {
+  Tensor a = Tensor::ones(Shape{3}).set_requires_grad(true);
+  Tensor b = Tensor::ones(Shape{3});
+  CHECK((a + b).requires_grad());
+  CHECK_FALSE((b * b).requires_grad());
+  const AutogradStats before = autograd_stats();
+  {
+    NoGradGuard guard;
+    CHECK_FALSE(grad_enabled());
+    Tensor c = relu(a * a);
+    CHECK_FALSE(c.requires_grad());
+    CHECK(autograd_stats().nodes_alive == before.nodes_alive);
+  }
+  CHECK(grad_enabled());
+}
+
+TEST_CASE("an op with no input requiring grad records no node and saves nothing", "[autograd][frozen]") {
+  Tensor x = Tensor::ones(Shape{2, 4, 4, 3});
+  Tensor w = Tensor::ones(Shape{5, 3, 3, 3});
+  const AutogradStats before = autograd_stats();
+  Tensor y = max_pool2d(relu(conv2d(x, w, Tensor(), Conv2dParams{1, 1, 1, 1})));
+  const AutogradStats after = autograd_stats();
+  CHECK(after.nodes_alive == before.nodes_alive);
+  CHECK(after.saved_bytes == before.saved_bytes);
+  CHECK(y.is_leaf());
+}
+
+TEST_CASE("five layers with the first four frozen record nodes only for the last", "[autograd][frozen]") {
+  Generator g(3);
+  const Conv2dParams same{1, 1, 1, 1};
+  std::vector<Tensor> frozen_w = {Tensor::normal(Shape{4, 3, 3, 3}, 0, 0.3f, g), Tensor::normal(Shape{4, 3, 3, 4}, 0, 0.3f, g),
+                                  Tensor::normal(Shape{4, 3, 3, 4}, 0, 0.3f, g), Tensor::normal(Shape{4, 3, 3, 4}, 0, 0.3f, g)};
+  Tensor fc_w = Tensor::normal(Shape{3, 4 * 4 * 4}, 0, 0.1f, g).set_requires_grad(true);
+  Tensor fc_b = Tensor::zeros(Shape{3}).set_requires_grad(true);
+  Tensor x = Tensor::normal(Shape{2, 8, 8, 3}, 0, 1, g);
+  Tensor labels = Tensor::from_vector(std::vector<int64_t>{0, 2}, Shape{2});
+
+  const AutogradStats before = autograd_stats();
+  Tensor h = x;
+  for (size_t i = 0; i < frozen_w.size(); ++i) {
+    h = relu(conv2d(h, frozen_w[i], Tensor(), same));
+    if (i == 1) h = max_pool2d(h);
+  }
+  const AutogradStats after_frozen = autograd_stats();
+  CHECK(after_frozen.nodes_alive == before.nodes_alive);
+  CHECK(after_frozen.saved_bytes == before.saved_bytes);
+
+  Tensor features = flatten(h);  // no node: h needs no grad
+  Tensor logits = linear(features, fc_w, fc_b);
+  Tensor loss = softmax_cross_entropy(logits, labels);
+  const AutogradStats after = autograd_stats();
+  CHECK(after.nodes_alive - before.nodes_alive == 2);  // linear and the loss
+  // Saved: fc's input (for dW), and the loss's logits and labels. Nothing of conv1..conv4.
+  CHECK(after.saved_bytes - before.saved_bytes ==
+        static_cast<int64_t>(features.nbytes() + logits.nbytes() + labels.nbytes()));
+  loss.backward();
+  CHECK(fc_w.grad().defined());
+  CHECK(fc_b.grad().defined());
+  for (const Tensor& w : frozen_w) CHECK_FALSE(w.grad().defined());
+  CHECK(autograd_stats().saved_bytes == before.saved_bytes);  // released after backward
+}

@@ -1,0 +1,102 @@
+// Tensor basics: dtypes, shapes, views, copies, factories, element access, printing.
+#include <catch2/catch.hpp>
+#include <cstdint>
+
+#include "core/kiln.h"
+
+using namespace kiln;
+
+TEST_CASE("bfloat16 conversion rounds to nearest even and keeps NaN", "[tensor][dtype]") {
+  CHECK(static_cast<float>(BFloat16(1.0f)) == 1.0f);
+  CHECK(static_cast<float>(BFloat16(-3.5f)) == -3.5f);
+  // 1 + 2^-8 is halfway between two bf16 values: ties go to even (1.0).
+  CHECK(static_cast<float>(BFloat16(1.0f + 1.0f / 256)) == 1.0f);
+  // 1 + 3 * 2^-8 is halfway too: rounds up to the even 1 + 2^-6.
+  CHECK(static_cast<float>(BFloat16(1.0f + 3.0f / 256)) == 1.0f + 1.0f / 64);
+  CHECK(std::isnan(static_cast<float>(BFloat16(NAN))));
+  Tensor f = Tensor::from_vector(std::vector<float>{1.0f, 2.5f, -0.15625f}, Shape{3});
+  Tensor b = f.to(DType::bf16);
+  CHECK(b.dtype() == DType::bf16);
+  CHECK(b.nbytes() == 6);
+  CHECK(b.to(DType::f32).to_vector<float>() == std::vector<float>{1.0f, 2.5f, -0.15625f});
+}
+
+TEST_CASE("every dtype has its size and name, and converts through copies", "[tensor][dtype]") {
+  CHECK(dtype_size(DType::f32) == 4);
+  CHECK(dtype_size(DType::bf16) == 2);
+  CHECK(dtype_size(DType::i32) == 4);
+  CHECK(dtype_size(DType::i64) == 8);
+  CHECK(dtype_size(DType::u8) == 1);
+  CHECK(std::string(dtype_name(DType::u8)) == "uint8");
+  Tensor a = Tensor::arange(5, 0, 60, TensorOptions{DType::i64});
+  CHECK(a.to(DType::u8).to_vector<int64_t>() == std::vector<int64_t>{0, 60, 120, 180, 240});
+  CHECK(a.to(DType::i32).to(DType::f32).to_vector<float>() == std::vector<float>{0, 60, 120, 180, 240});
+}
+
+TEST_CASE("host memory is 64-byte aligned and pinned falls back to plain memory without CUDA", "[tensor]") {
+  for (int64_t n : {1, 3, 17, 1000}) {
+    Tensor t = Tensor::empty(Shape{n}, TensorOptions{DType::u8});
+    CHECK(reinterpret_cast<uintptr_t>(t.raw_data()) % 64 == 0);
+  }
+  Tensor p = Tensor::zeros(Shape{4}, TensorOptions{DType::f32, Device::cpu(), true});
+  CHECK(p.to_vector<float>() == std::vector<float>(4, 0.0f));
+}
+
+TEST_CASE("shapes have row-major strides and views share memory", "[tensor]") {
+  Tensor t = Tensor::arange(24).reshape(Shape{2, 3, 4});
+  CHECK(t.strides() == std::vector<int64_t>{12, 4, 1});
+  CHECK(t.is_contiguous());
+  CHECK(t.at({1, 2, 3}) == 23);
+  Tensor v = t.reshape(Shape{6, -1});
+  CHECK(v.shape() == Shape{6, 4});
+  CHECK(v.raw_data() == t.raw_data());
+  Tensor s = t.slice(1, 2);
+  CHECK(s.shape() == Shape{1, 3, 4});
+  CHECK(s.at({0, 0, 0}) == 12);
+  // Writing through a view is visible in the base.
+  s.copy_from(Tensor::zeros(Shape{12}));
+  CHECK(t.at({1, 0, 0}) == 0);
+  CHECK(t.at({0, 2, 3}) == 11);
+}
+
+TEST_CASE("factories fill as asked", "[tensor]") {
+  CHECK(Tensor::ones(Shape{2, 2}).to_vector<float>() == std::vector<float>(4, 1.0f));
+  CHECK(Tensor::full(Shape{3}, 2.5).to_vector<float>() == std::vector<float>(3, 2.5f));
+  CHECK(Tensor::arange(4, 1, 0.5).to_vector<float>() == std::vector<float>{1, 1.5, 2, 2.5});
+  CHECK(Tensor::zeros(Shape{}).numel() == 1);
+  CHECK(Tensor::zeros(Shape{0, 3}).numel() == 0);
+}
+
+TEST_CASE("clone and to(device) copy; to the same device is the same tensor", "[tensor]") {
+  Tensor a = Tensor::from_vector(std::vector<float>{1, 2, 3}, Shape{3});
+  Tensor c = a.clone();
+  CHECK(c.raw_data() != a.raw_data());
+  CHECK(a.to(Device::cpu()).raw_data() == a.raw_data());
+  CHECK(c.to_vector<float>() == a.to_vector<float>());
+}
+
+TEST_CASE("asking for a device without a backend names the device", "[tensor][errors]") {
+  if (has_backend(DeviceType::cuda)) return;
+  REQUIRE_THROWS_WITH(Tensor::zeros(Shape{2}, TensorOptions{DType::f32, Device::cuda(0)}),
+                      Catch::Contains("cuda:0") && Catch::Contains("no CUDA backend"));
+}
+
+TEST_CASE("element access checks rank and bounds", "[tensor][errors]") {
+  Tensor t = Tensor::zeros(Shape{2, 3});
+  REQUIRE_THROWS_WITH(t.at({2, 0}), Catch::Contains("out of range") && Catch::Contains("float32[2, 3]"));
+  REQUIRE_THROWS_WITH(t.at({0}), Catch::Contains("1 indices"));
+  REQUIRE_THROWS_WITH(t.item(), Catch::Contains("one-element"));
+  REQUIRE_THROWS_WITH(t.data<int64_t>(), Catch::Contains("float32"));
+  REQUIRE_THROWS_WITH(t.reshape(Shape{4, 2}), Catch::Contains("6 elements"));
+  REQUIRE_THROWS_WITH(t.slice(1, 3), Catch::Contains("out of range"));
+}
+
+TEST_CASE("printing shows dtype, shape, device and elided values", "[tensor]") {
+  Tensor t = Tensor::arange(20).reshape(Shape{2, 10});
+  const std::string s = t.str();
+  CHECK_THAT(s, Catch::StartsWith("Tensor(float32[2, 10] on cpu)"));
+  CHECK_THAT(s, Catch::Contains("[[0, 1, 2, ..., 7, 8, 9],"));
+  CHECK_THAT(Tensor::full(Shape{}, 3).str(), Catch::EndsWith("3"));
+  Tensor l = Tensor::arange(3, 0, 1, TensorOptions{DType::i64});
+  CHECK_THAT(l.str(), Catch::Contains("[0, 1, 2]"));
+}

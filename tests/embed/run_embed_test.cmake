@@ -1,0 +1,119 @@
+# Proves that an installed kiln is usable from another CMake project:
+#   1. cmake --install <kiln build> --prefix <work>/prefix
+#   2. check the package layout (headers, library, kilnConfig.cmake)
+#   3. configure tests/embed/consumer with -DCMAKE_PREFIX_PATH=<work>/prefix, build it
+#   4. run the consumer (no LD_LIBRARY_PATH: the installed libkiln.so must be found the way
+#      a real user's program finds it) and require exit status 0.
+# Run as: cmake -DKILN_BUILD_DIR=<kiln build dir> [-DKILN_EMBED_WORK_DIR=<dir>]
+#               [-DKILN_EMBED_GENERATOR=Ninja] [-DKILN_EMBED_MAKE_PROGRAM=<ninja>]
+#               [-DKILN_EMBED_CXX_COMPILER=<c++>] [-DKILN_EMBED_BUILD_TYPE=Release]
+#               -P tests/embed/run_embed_test.cmake
+cmake_minimum_required(VERSION 3.25)
+
+if(NOT KILN_BUILD_DIR)
+  message(FATAL_ERROR "run_embed_test: pass -DKILN_BUILD_DIR=<kiln build dir>")
+endif()
+get_filename_component(KILN_BUILD_DIR "${KILN_BUILD_DIR}" ABSOLUTE)
+if(NOT EXISTS "${KILN_BUILD_DIR}/cmake_install.cmake")
+  message(FATAL_ERROR "run_embed_test: ${KILN_BUILD_DIR} is not a configured kiln build dir "
+                      "(no cmake_install.cmake)")
+endif()
+if(NOT KILN_EMBED_WORK_DIR)
+  set(KILN_EMBED_WORK_DIR "${KILN_BUILD_DIR}/embed-test")
+endif()
+if(NOT KILN_EMBED_CONSUMER_DIR)
+  set(KILN_EMBED_CONSUMER_DIR "${CMAKE_CURRENT_LIST_DIR}/consumer")
+endif()
+if(NOT KILN_EMBED_GENERATOR)
+  set(KILN_EMBED_GENERATOR "Ninja")
+endif()
+
+set(prefix "${KILN_EMBED_WORK_DIR}/prefix")
+set(consumer_build "${KILN_EMBED_WORK_DIR}/consumer-build")
+# Start fresh every time so a stale install or cache cannot hide a broken package.
+file(REMOVE_RECURSE "${prefix}" "${consumer_build}")
+file(MAKE_DIRECTORY "${KILN_EMBED_WORK_DIR}")
+
+# Runs one step; on failure prints its output and stops the test.
+function(embed_step name)
+  message(STATUS "embed: ${name}: ${ARGN}")
+  execute_process(COMMAND ${ARGN}
+    RESULT_VARIABLE rc
+    OUTPUT_VARIABLE out
+    ERROR_VARIABLE out)
+  message("${out}")
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "embed: step '${name}' failed (exit status ${rc})")
+  endif()
+endfunction()
+
+# 1. install
+set(config_args)
+if(KILN_EMBED_BUILD_TYPE)
+  set(config_args --config "${KILN_EMBED_BUILD_TYPE}")
+endif()
+embed_step(install "${CMAKE_COMMAND}" --install "${KILN_BUILD_DIR}" --prefix "${prefix}" ${config_args})
+
+# 2. layout: what find_package(kiln) users rely on. The lib dir may be lib, lib64 or
+#    lib/<multiarch> (GNUInstallDirs), so the library and config are searched for.
+set(missing)
+foreach(f include/kiln/core/kiln.h include/kiln/core/tensor.h include/kiln/core/ops.h)
+  if(NOT EXISTS "${prefix}/${f}")
+    list(APPEND missing "${f}")
+  endif()
+endforeach()
+file(GLOB common_headers "${prefix}/include/kiln/kernels/common/*.h")
+if(NOT common_headers)
+  list(APPEND missing "include/kiln/kernels/common/*.h")
+endif()
+file(GLOB_RECURSE config_files "${prefix}/lib*/kilnConfig.cmake")
+if(NOT config_files)
+  list(APPEND missing "lib/cmake/kiln/kilnConfig.cmake")
+endif()
+file(GLOB_RECURSE libs "${prefix}/lib*/libkiln.so" "${prefix}/lib*/libkiln.a")
+if(NOT libs)
+  list(APPEND missing "lib/libkiln.so")
+endif()
+file(GLOB_RECURSE stray RELATIVE "${prefix}" "${prefix}/include/*.cpp" "${prefix}/include/*.cu")
+if(missing OR stray)
+  message(FATAL_ERROR "embed: the installed package under ${prefix} is wrong: missing [${missing}]; "
+                      "sources installed as headers [${stray}]")
+endif()
+
+# 3. configure and build the consumer
+set(gen_args -G "${KILN_EMBED_GENERATOR}")
+if(KILN_EMBED_MAKE_PROGRAM)
+  list(APPEND gen_args "-DCMAKE_MAKE_PROGRAM=${KILN_EMBED_MAKE_PROGRAM}")
+endif()
+if(KILN_EMBED_CXX_COMPILER)
+  list(APPEND gen_args "-DCMAKE_CXX_COMPILER=${KILN_EMBED_CXX_COMPILER}")
+endif()
+if(KILN_EMBED_BUILD_TYPE)
+  list(APPEND gen_args "-DCMAKE_BUILD_TYPE=${KILN_EMBED_BUILD_TYPE}")
+endif()
+embed_step(configure "${CMAKE_COMMAND}" -S "${KILN_EMBED_CONSUMER_DIR}" -B "${consumer_build}" ${gen_args}
+  "-DCMAKE_PREFIX_PATH=${prefix}"
+  -DCMAKE_FIND_USE_PACKAGE_REGISTRY=OFF
+  -DCMAKE_FIND_USE_SYSTEM_PACKAGE_REGISTRY=OFF)
+
+# find_package must have taken kiln from our prefix, not from some other install.
+file(STRINGS "${consumer_build}/CMakeCache.txt" kiln_dir_line REGEX "^kiln_DIR:")
+string(REGEX REPLACE "^kiln_DIR:[A-Z]+=" "" kiln_dir "${kiln_dir_line}")
+file(REAL_PATH "${prefix}" real_prefix)
+if(EXISTS "${kiln_dir}")
+  file(REAL_PATH "${kiln_dir}" kiln_dir)
+endif()
+string(FIND "${kiln_dir}" "${real_prefix}/" at)
+if(NOT at EQUAL 0)
+  message(FATAL_ERROR "embed: find_package(kiln) used '${kiln_dir}', not the package installed in ${prefix}")
+endif()
+
+embed_step(build "${CMAKE_COMMAND}" --build "${consumer_build}" ${config_args})
+
+# 4. run
+set(exe "${consumer_build}/kiln_consumer")
+if(KILN_EMBED_BUILD_TYPE AND NOT EXISTS "${exe}" AND EXISTS "${consumer_build}/${KILN_EMBED_BUILD_TYPE}/kiln_consumer")
+  set(exe "${consumer_build}/${KILN_EMBED_BUILD_TYPE}/kiln_consumer")  # multi-config generators
+endif()
+embed_step(run "${exe}")
+message(STATUS "embed: an installed kiln builds and runs in another CMake project")

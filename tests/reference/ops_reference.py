@@ -1,0 +1,95 @@
+#!/usr/bin/python3
+"""PyTorch reference for kiln's op table (tests/support/op_cases.cpp).
+
+Usage: ops_reference.py DIR. DIR holds manifest.json and the inputs as .npy, written by
+the kiln test "ops match PyTorch". For each case this computes, in float64, the op's
+output and the gradient of sum(output * upstream) w.r.t. each differentiable input, and
+writes them beside the inputs. kiln's layouts (NHWC activations, OHWI filters) are
+permuted to PyTorch's NCHW/OIHW and back here.
+Run with Debian's /usr/bin/python3 (python3-torch 1.13).
+"""
+import json
+import os
+import sys
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def nchw(t):
+    return t.permute(0, 3, 1, 2)
+
+
+def nhwc(t):
+    return t.permute(0, 2, 3, 1)
+
+
+def run_op(op, p, x, extras):
+    if op == "conv2d":
+        b = x[2] if int(p["bias"]) else None
+        y = F.conv2d(nchw(x[0]), nchw(x[1]), b, stride=int(p["stride"]), padding=int(p["pad"]))
+        return nhwc(y)
+    if op == "max_pool2d":
+        y = F.max_pool2d(nchw(x[0]), int(p["kernel"]), int(p["stride"]), int(p["pad"]))
+        return nhwc(y)
+    if op == "linear":
+        return F.linear(x[0], x[1], x[2] if len(x) > 2 else None)
+    if op == "relu":
+        return torch.relu(x[0])
+    if op == "dropout":
+        return x[0] * extras[0] / p["keep"]
+    if op == "flatten":
+        return x[0].reshape(x[0].shape[0], -1)
+    if op == "reshape":
+        return x[0].reshape(int(p["d0"]), int(p["d1"]))
+    if op == "slice":
+        return x[0][int(p["begin"]):int(p["end"])]
+    if op == "softmax_cross_entropy":
+        return F.cross_entropy(x[0], x[1].long())
+    if op == "softmax":
+        return torch.softmax(x[0], -1)
+    if op == "log_softmax":
+        return torch.log_softmax(x[0], -1)
+    if op in ("add", "sub", "mul"):
+        return {"add": torch.add, "sub": torch.sub, "mul": torch.mul}[op](x[0], x[1])
+    if op == "add_scalar":
+        return x[0] + p["s"]
+    if op == "sub_scalar":
+        return x[0] - p["s"]
+    if op == "mul_scalar":
+        return x[0] * p["s"]
+    if op == "sum":
+        return x[0].sum()
+    if op == "mean":
+        return x[0].mean()
+    if op == "l2_penalty":
+        return p["scale"] * sum((w * w).sum() for w in x) / 2
+    raise SystemExit(f"ops_reference.py: unknown op {op!r}")
+
+
+def main():
+    d = sys.argv[1]
+    with open(os.path.join(d, "manifest.json")) as f:
+        cases = json.load(f)
+    for c in cases:
+        xs = []
+        for name, diff in zip(c["inputs"], c["differentiable"]):
+            a = np.load(os.path.join(d, name))
+            t = torch.from_numpy(a.astype(np.float64) if a.dtype.kind == "f" else a)
+            if diff:
+                t.requires_grad_(True)
+            xs.append(t)
+        extras = [torch.from_numpy(np.load(os.path.join(d, n)).astype(np.float64)) for n in c["extras"]]
+        out = run_op(c["op"], c["params"], xs, extras)
+        up = torch.from_numpy(np.load(os.path.join(d, c["upstream"])).astype(np.float64))
+        (out * up).sum().backward()
+        np.save(os.path.join(d, c["id"] + "_out.npy"), out.detach().contiguous().numpy())
+        for i, t in enumerate(xs):
+            if c["differentiable"][i]:
+                np.save(os.path.join(d, f"{c['id']}_grad{i}.npy"), t.grad.contiguous().numpy())
+    print(f"ops_reference.py: {len(cases)} cases, torch {torch.__version__}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,188 @@
+#include "tests/support/op_cases.h"
+
+#include <algorithm>
+#include <numeric>
+
+namespace kiln::test {
+namespace {
+
+Tensor randn(Generator& g, Shape s) { return Tensor::normal(s, 0.0f, 1.0f, g); }
+
+// Distinct values spaced well apart (a shuffled ramp) so max-pool has no ties and no
+// max flips under a finite-difference step: Caffe's "kink" care, built into the data.
+Tensor distinct(Generator& g, Shape s) {
+  const int64_t n = s.numel();
+  std::vector<float> key = Tensor::uniform(Shape{n}, 0.0f, 1.0f, g).to_vector<float>();
+  std::vector<int64_t> order(static_cast<size_t>(n));
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return key[static_cast<size_t>(a)] < key[static_cast<size_t>(b)]; });
+  std::vector<float> v(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) v[static_cast<size_t>(order[static_cast<size_t>(i)])] = 0.1f * static_cast<float>(i - n / 2);
+  return Tensor::from_vector(v, s);
+}
+
+// Values at least 0.1 away from zero, for relu's kink.
+Tensor away_from_zero(Generator& g, Shape s) {
+  std::vector<float> v = Tensor::uniform(s, -1.0f, 1.0f, g).to_vector<float>();
+  for (float& x : v) x = x < 0 ? x - 0.1f : x + 0.1f;
+  return Tensor::from_vector(v, s);
+}
+
+Tensor labels(Generator& g, int64_t n, int64_t classes) {
+  std::vector<float> u = Tensor::uniform(Shape{n}, 0.0f, static_cast<float>(classes), g).to_vector<float>();
+  std::vector<int64_t> l(u.size());
+  for (size_t i = 0; i < u.size(); ++i) l[i] = std::min<int64_t>(classes - 1, static_cast<int64_t>(u[i]));
+  return Tensor::from_vector(l, Shape{n});
+}
+
+OpCase conv_case(Generator& g, const std::string& name, int64_t n, int64_t h, int64_t w, int64_t c, int64_t o,
+                 int64_t kh, int64_t kw, int64_t s, int64_t p, bool bias) {
+  OpCase k;
+  k.name = "conv2d/" + name;
+  k.op = "conv2d";
+  k.params = {{"stride", static_cast<double>(s)}, {"pad", static_cast<double>(p)}, {"bias", bias ? 1.0 : 0.0}};
+  k.inputs = {randn(g, {n, h, w, c}), randn(g, {o, kh, kw, c})};
+  k.differentiable = {true, true};
+  if (bias) {
+    k.inputs.push_back(randn(g, {o}));
+    k.differentiable.push_back(true);
+  }
+  const Conv2dParams cp{s, s, p, p};
+  k.forward = [cp, bias](const std::vector<Tensor>& in) { return conv2d(in[0], in[1], bias ? in[2] : Tensor(), cp); };
+  return k;
+}
+
+OpCase pool_case(Generator& g, const std::string& name, int64_t n, int64_t h, int64_t w, int64_t c, int64_t kernel,
+                 int64_t s, int64_t p) {
+  OpCase k;
+  k.name = "max_pool2d/" + name;
+  k.op = "max_pool2d";
+  k.params = {{"kernel", static_cast<double>(kernel)}, {"stride", static_cast<double>(s)}, {"pad", static_cast<double>(p)}};
+  k.inputs = {distinct(g, {n, h, w, c})};
+  k.differentiable = {true};
+  const Pool2dParams pp{kernel, kernel, s, s, p, p};
+  k.forward = [pp](const std::vector<Tensor>& in) { return max_pool2d(in[0], pp); };
+  k.rtol = kRtolElementwise;
+  return k;
+}
+
+OpCase simple(const std::string& name, const std::string& op, std::vector<Tensor> inputs, std::vector<bool> diff,
+              std::function<Tensor(const std::vector<Tensor>&)> fwd, double rtol) {
+  OpCase k;
+  k.name = name;
+  k.op = op;
+  k.inputs = std::move(inputs);
+  k.differentiable = std::move(diff);
+  k.forward = std::move(fwd);
+  k.rtol = rtol;
+  return k;
+}
+
+}  // namespace
+
+std::vector<OpCase> all_op_cases() {
+  Generator g(20261129);
+  std::vector<OpCase> cases;
+  // conv2d: odd sizes, stride 1 and 2, padding 0 and 1, batch 1, with and without bias,
+  // non-square kernels.
+  cases.push_back(conv_case(g, "k3_s1_p1_bias", 2, 5, 6, 3, 4, 3, 3, 1, 1, true));
+  cases.push_back(conv_case(g, "k3_s2_p0_odd_batch1", 1, 7, 5, 2, 3, 3, 3, 2, 0, true));
+  cases.push_back(conv_case(g, "k1_s1_p0_nobias", 2, 4, 3, 4, 5, 1, 1, 1, 0, false));
+  cases.push_back(conv_case(g, "k3x2_s2_p1", 1, 8, 7, 3, 2, 3, 2, 2, 1, true));
+  cases.push_back(conv_case(g, "k5_s1_p1_batch1", 1, 9, 8, 2, 3, 5, 5, 1, 1, false));
+  // max_pool2d: VGG's 2x2/2, odd sizes with a 3x3/2 window and padding, overlapping 2x2/1.
+  cases.push_back(pool_case(g, "k2_s2", 2, 6, 6, 3, 2, 2, 0));
+  cases.push_back(pool_case(g, "k3_s2_p1_odd_batch1", 1, 7, 5, 2, 3, 2, 1));
+  cases.push_back(pool_case(g, "k2_s1_overlap", 2, 5, 5, 4, 2, 1, 0));
+  cases.push_back(pool_case(g, "k2_s2_odd_floor", 1, 5, 7, 3, 2, 2, 0));
+  // linear
+  {
+    OpCase k = simple("linear/bias", "linear", {randn(g, {3, 7}), randn(g, {5, 7}), randn(g, {5})},
+                      {true, true, true}, [](const std::vector<Tensor>& in) { return linear(in[0], in[1], in[2]); },
+                      kRtolReduction);
+    cases.push_back(k);
+    cases.push_back(simple("linear/nobias_batch1", "linear", {randn(g, {1, 4}), randn(g, {6, 4})}, {true, true},
+                           [](const std::vector<Tensor>& in) { return linear(in[0], in[1]); }, kRtolReduction));
+  }
+  cases.push_back(simple("relu/away_from_kink", "relu", {away_from_zero(g, {3, 5, 2})}, {true},
+                         [](const std::vector<Tensor>& in) { return relu(in[0]); }, kRtolElementwise));
+  {
+    // The generator is rebuilt on every call, so every evaluation sees the same mask.
+    OpCase k = simple("dropout/keep0.7", "dropout", {randn(g, {4, 9})}, {true},
+                      [](const std::vector<Tensor>& in) {
+                        Generator dg(77);
+                        return dropout(in[0], 0.7f, true, dg);
+                      },
+                      kRtolElementwise);
+    k.params = {{"keep", 0.7}};
+    Generator dg(77);
+    const PhiloxState s = dg.reserve(36);
+    std::vector<float> mask(36);
+    for (uint64_t i = 0; i < 36; ++i) mask[i] = philox_uniform(s, i) < 0.7f ? 1.0f : 0.0f;
+    k.reference_extras = {Tensor::from_vector(mask, Shape{4, 9})};
+    cases.push_back(k);
+  }
+  cases.push_back(simple("flatten/nhwc", "flatten", {randn(g, {2, 3, 4, 5})}, {true},
+                         [](const std::vector<Tensor>& in) { return flatten(in[0]); }, kRtolElementwise));
+  {
+    OpCase k = simple("reshape/infer", "reshape", {randn(g, {2, 6})}, {true},
+                      [](const std::vector<Tensor>& in) { return reshape(in[0], Shape{3, -1}); }, kRtolElementwise);
+    k.params = {{"d0", 3}, {"d1", 4}};
+    cases.push_back(k);
+  }
+  {
+    OpCase k = simple("slice/rows1to3", "slice", {randn(g, {4, 3})}, {true},
+                      [](const std::vector<Tensor>& in) { return slice(in[0], 1, 3); }, kRtolElementwise);
+    k.params = {{"begin", 1}, {"end", 3}};
+    cases.push_back(k);
+  }
+  cases.push_back(simple("softmax_cross_entropy/int64", "softmax_cross_entropy", {mul(randn(g, {5, 7}), 3.0f), labels(g, 5, 7)},
+                         {true, false}, [](const std::vector<Tensor>& in) { return softmax_cross_entropy(in[0], in[1]); },
+                         kRtolReduction));
+  cases.push_back(simple("softmax_cross_entropy/batch1_large_logits", "softmax_cross_entropy",
+                         {add(mul(randn(g, {1, 4}), 5.0f), 80.0f), labels(g, 1, 4)}, {true, false},
+                         [](const std::vector<Tensor>& in) { return softmax_cross_entropy(in[0], in[1]); },
+                         kRtolReduction));
+  cases.push_back(simple("softmax/rank2", "softmax", {randn(g, {4, 6})}, {true},
+                         [](const std::vector<Tensor>& in) { return softmax(in[0]); }, kRtolElementwise));
+  cases.push_back(simple("log_softmax/rank3", "log_softmax", {randn(g, {2, 3, 5})}, {true},
+                         [](const std::vector<Tensor>& in) { return log_softmax(in[0]); }, kRtolElementwise));
+  cases.push_back(simple("add/tensor", "add", {randn(g, {3, 4}), randn(g, {3, 4})}, {true, true},
+                         [](const std::vector<Tensor>& in) { return add(in[0], in[1]); }, kRtolElementwise));
+  cases.push_back(simple("sub/tensor", "sub", {randn(g, {3, 4}), randn(g, {3, 4})}, {true, true},
+                         [](const std::vector<Tensor>& in) { return sub(in[0], in[1]); }, kRtolElementwise));
+  cases.push_back(simple("mul/tensor", "mul", {randn(g, {3, 4}), randn(g, {3, 4})}, {true, true},
+                         [](const std::vector<Tensor>& in) { return mul(in[0], in[1]); }, kRtolElementwise));
+  for (const auto& [op, s] : std::vector<std::pair<std::string, float>>{{"add", 1.5f}, {"sub", 0.25f}, {"mul", -2.0f}}) {
+    OpCase k = simple(op + "/scalar", op + "_scalar", {randn(g, {2, 5})}, {true},
+                      [op = op, s = s](const std::vector<Tensor>& in) {
+                        return op == "add" ? add(in[0], s) : op == "sub" ? sub(in[0], s) : mul(in[0], s);
+                      },
+                      kRtolElementwise);
+    k.params = {{"s", static_cast<double>(s)}};
+    cases.push_back(k);
+  }
+  cases.push_back(simple("sum/all", "sum", {randn(g, {3, 5})}, {true},
+                         [](const std::vector<Tensor>& in) { return sum(in[0]); }, kRtolReduction));
+  cases.push_back(simple("mean/all", "mean", {randn(g, {4, 3, 2})}, {true},
+                         [](const std::vector<Tensor>& in) { return mean(in[0]); }, kRtolReduction));
+  {
+    OpCase k = simple("l2_penalty/two_weights", "l2_penalty", {randn(g, {3, 4}), randn(g, {5})}, {true, true},
+                      [](const std::vector<Tensor>& in) { return l2_penalty(in, 0.1f); }, kRtolReduction);
+    k.params = {{"scale", 0.1}};
+    cases.push_back(k);
+  }
+  return cases;
+}
+
+std::vector<Tensor> prepare_inputs(const OpCase& c, Device device, bool requires_grad) {
+  std::vector<Tensor> out;
+  for (size_t i = 0; i < c.inputs.size(); ++i) {
+    Tensor t = c.inputs[i].to(device).clone();
+    if (requires_grad && c.differentiable[i]) t.set_requires_grad(true);
+    out.push_back(t);
+  }
+  return out;
+}
+
+}  // namespace kiln::test

@@ -1,0 +1,36 @@
+#include "tests/support/reference.h"
+
+#include <array>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+
+#include "core/error.h"
+
+namespace kiln::test {
+
+std::string make_temp_dir(const std::string& tag) {
+  namespace fs = std::filesystem;
+  const auto stamp = std::chrono::steady_clock::now().time_since_epoch().count();
+  fs::path p = fs::temp_directory_path() / ("kiln_" + tag + "_" + std::to_string(stamp));
+  fs::create_directories(p);
+  return p.string();
+}
+
+void run_reference_script(const std::string& script, const std::string& args) {
+  const char* py = std::getenv("KILN_PYTHON");
+  const std::string python = py ? py : "/usr/bin/python3";
+  const std::string cmd =
+      python + " " + std::string(KILN_SOURCE_DIR) + "/tests/reference/" + script + " " + args + " 2>&1";
+  FILE* pipe = popen(cmd.c_str(), "r");
+  KILN_CHECK(pipe != nullptr, "could not start ", cmd);
+  std::string output;
+  std::array<char, 4096> buf{};
+  while (fgets(buf.data(), static_cast<int>(buf.size()), pipe)) output += buf.data();
+  const int status = pclose(pipe);
+  KILN_CHECK(status == 0, "reference script failed (", cmd, "):\n", output,
+             "\n(the references need PyTorch: apt-get install python3-torch, or set KILN_PYTHON)");
+}
+
+}  // namespace kiln::test
