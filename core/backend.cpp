@@ -2,13 +2,17 @@
 
 #include <array>
 #include <atomic>
+#include <cstdlib>
+#include <string>
 
 namespace kiln {
 namespace {
 std::array<std::atomic<Backend*>, 2> g_backends{};
 }
 
-void register_backend(DeviceType type, Backend* backend) { g_backends[static_cast<size_t>(type)].store(backend); }
+Backend* register_backend(DeviceType type, Backend* backend) {
+  return g_backends[static_cast<size_t>(type)].exchange(backend);
+}
 
 bool has_backend(DeviceType type) { return g_backends[static_cast<size_t>(type)].load() != nullptr; }
 
@@ -22,5 +26,22 @@ Backend& backend_for(Device device) {
   }
   return *b;
 }
+
+ComputeOptions& compute_options() {
+  static ComputeOptions options = [] {
+    ComputeOptions o;
+    const char* tf32 = std::getenv("KILN_ALLOW_TF32");
+    o.allow_tf32 = tf32 != nullptr && std::string(tf32) == "1";
+    const char* search = std::getenv("KILN_CONV_SEARCH");
+    o.exhaustive_conv_search = search != nullptr && std::string(search) == "exhaustive";
+    return o;
+  }();
+  return options;
+}
+
+int device_count(DeviceType type) { return has_backend(type) ? backend_for(Device{type, 0}).device_count() : 0; }
+void synchronize(Device device) { backend_for(device).synchronize(device.index); }
+MemoryStats memory_stats(Device device) { return backend_for(device).memory_stats(device.index); }
+void reset_peak_memory(Device device) { backend_for(device).reset_peak_memory(device.index); }
 
 }  // namespace kiln

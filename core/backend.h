@@ -47,6 +47,23 @@ struct SgdParamRef {
 // Elementwise binary ops.
 enum class BinaryOp : uint8_t { add, sub, mul };
 
+// Device memory in use and its high-water mark, in bytes (tensors and workspaces).
+struct MemoryStats {
+  int64_t current_bytes = 0;
+  int64_t peak_bytes = 0;
+  int64_t reserved_bytes = 0;  // held by the backend's pool, in use or cached
+};
+
+// Compute options a backend may honour. fp32 is the default; lower precision is opt-in.
+struct ComputeOptions {
+  // Let conv and GEMM use TF32 tensor cores (10-bit mantissa inputs, fp32 accumulate).
+  // Initialised from the environment variable KILN_ALLOW_TF32=1.
+  bool allow_tf32 = false;
+  // Choose conv algorithms by timing every candidate once per shape (cuDNN's Find)
+  // rather than by heuristics. Initialised from KILN_CONV_SEARCH=exhaustive.
+  bool exhaustive_conv_search = false;
+};
+
 // A device's implementation of the primitives. All tensors are contiguous.
 class Backend {
  public:
@@ -54,9 +71,18 @@ class Backend {
   virtual const char* name() const = 0;
   // Memory for tensors on device `index` of this backend.
   virtual Allocator& allocator(int index) = 0;
+  // Number of devices of this type that can be used (the CPU counts as 1).
+  virtual int device_count() { return 1; }
+  // Waits until all queued work on device `index` has finished.
+  virtual void synchronize(int /*index*/) {}
+  virtual MemoryStats memory_stats(int /*index*/) { return {}; }
+  virtual void reset_peak_memory(int /*index*/) {}
   // dst <- src, same numel; either side may be on this backend's device or the host, and
-  // the dtypes may differ (converted element by element).
-  virtual void copy(const Tensor& src, Tensor& dst) = 0;
+  // the dtypes may differ (converted element by element). Blocking unless non_blocking:
+  // then a copy from pinned host memory (or to it) may still be running on return; later
+  // ops on the device are ordered after it, and the host must synchronize() before it
+  // reads a destination on the host.
+  virtual void copy(const Tensor& src, Tensor& dst, bool non_blocking = false) = 0;
   virtual void fill(Tensor& t, double value) = 0;
   virtual void arange(Tensor& t, double start, double step) = 0;
   // t[i] = scalar[0] * scale for every i (scalar: a one-element float32 tensor on this device).
@@ -115,8 +141,20 @@ class Backend {
   virtual void sgd_update(std::span<SgdParamRef> params, const SgdOptions& opt) = 0;
 };
 
-// Installs the backend for a device type (each backend does this for itself at load).
-void register_backend(DeviceType type, Backend* backend);
+// The process-wide compute options (read by backends at each op).
+ComputeOptions& compute_options();
+
+// Usable devices of a type: 0 when no backend is built or no device is present.
+int device_count(DeviceType type);
+// Waits for all queued work on `device`.
+void synchronize(Device device);
+// Memory in use on `device` and its peak since the last reset.
+MemoryStats memory_stats(Device device);
+void reset_peak_memory(Device device);
+
+// Installs the backend for a device type (each backend does this for itself at load);
+// returns the one it replaces, if any.
+Backend* register_backend(DeviceType type, Backend* backend);
 // True when a backend for `type` is registered.
 bool has_backend(DeviceType type);
 // The backend serving `device`; throws kiln::Error naming the device when there is none.

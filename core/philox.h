@@ -50,20 +50,26 @@ KILN_HD Philox4 philox_block(uint64_t seed, uint64_t counter) {
 // 32 random bits -> float in [0, 1), exactly representable (24 bits of mantissa).
 KILN_HD float bits_to_unit_float(uint32_t x) { return static_cast<float>(x >> 8) * (1.0f / 16777216.0f); }
 
+// Word k of a block, without indexing the array by a runtime value (which would push the
+// block to local memory on the GPU).
+KILN_HD uint32_t philox_word(const Philox4& b, unsigned k) {
+  return k == 0 ? b.v[0] : k == 1 ? b.v[1] : k == 2 ? b.v[2] : b.v[3];
+}
+
 // The i-th uniform [0, 1) number of the stream at `s`.
 KILN_HD float philox_uniform(PhiloxState s, uint64_t i) {
   const Philox4 b = philox_block(s.seed, s.offset + i / 4);
-  return bits_to_unit_float(b.v[i % 4]);
+  return bits_to_unit_float(philox_word(b, static_cast<unsigned>(i % 4)));
 }
 
 // The i-th standard normal number of the stream at `s` (Box-Muller on word pairs).
 // CPU and CUDA agree to within a few ulp (libm vs CUDA's logf/sincosf), not bit for bit.
 KILN_HD float philox_normal(PhiloxState s, uint64_t i) {
   const Philox4 b = philox_block(s.seed, s.offset + i / 4);
-  const int pair = static_cast<int>(i % 4) / 2;
+  const unsigned pair = static_cast<unsigned>(i % 4) / 2;
   // u1 in (0, 1] so the log is finite.
-  const float u1 = (static_cast<float>(b.v[2 * pair] >> 8) + 1.0f) * (1.0f / 16777216.0f);
-  const float u2 = bits_to_unit_float(b.v[2 * pair + 1]);
+  const float u1 = (static_cast<float>(philox_word(b, 2 * pair) >> 8) + 1.0f) * (1.0f / 16777216.0f);
+  const float u2 = bits_to_unit_float(philox_word(b, 2 * pair + 1));
   const float r = sqrtf(-2.0f * logf(u1));
   const float theta = 6.2831853071795864f * u2;
   return (i % 2 == 0) ? r * cosf(theta) : r * sinf(theta);

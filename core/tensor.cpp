@@ -119,11 +119,11 @@ Tensor Tensor::clone() const {
   return out;
 }
 
-void Tensor::copy_from(const Tensor& src) {
+void Tensor::copy_from(const Tensor& src, bool non_blocking) {
   KILN_CHECK(src.numel() == numel(), "copy_from: source ", src.description(), " has ", src.numel(),
              " elements, destination ", description(), " has ", numel());
   Device d = !device().is_cpu() ? device() : src.device();
-  backend_for(d).copy(src, *this);
+  backend_for(d).copy(src, *this, non_blocking);
 }
 
 Tensor Tensor::detach() const {

@@ -105,7 +105,8 @@ class Tensor {
   // A fresh copy on the same device, detached from the graph.
   Tensor clone() const;
   // Copies src's values into this tensor (same numel; devices and dtypes may differ).
-  void copy_from(const Tensor& src);
+  // non_blocking: see Backend::copy (host memory must be pinned to overlap).
+  void copy_from(const Tensor& src, bool non_blocking = false);
   // Same memory, no autograd history, requires_grad false.
   Tensor detach() const;
 

@@ -35,7 +35,7 @@ template <> BFloat16 from_d(double v) { return BFloat16(static_cast<float>(v)); 
 
 Allocator& CpuBackend::allocator(int) { return host_allocator(); }
 
-void CpuBackend::copy(const Tensor& src, Tensor& dst) {
+void CpuBackend::copy(const Tensor& src, Tensor& dst, bool) {
   KILN_CHECK(src.device().is_cpu() && dst.device().is_cpu(), "cpu copy: got ", src.description(), " -> ",
              dst.description());
   const int64_t n = src.numel();

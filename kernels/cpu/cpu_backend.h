@@ -11,7 +11,7 @@ class CpuBackend : public Backend {
  public:
   const char* name() const override { return "cpu"; }
   Allocator& allocator(int index) override;
-  void copy(const Tensor& src, Tensor& dst) override;
+  void copy(const Tensor& src, Tensor& dst, bool non_blocking = false) override;
   void fill(Tensor& t, double value) override;
   void arange(Tensor& t, double start, double step) override;
   void broadcast_scalar(const Tensor& scalar, float scale, Tensor& t) override;

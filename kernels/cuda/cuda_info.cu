@@ -5,15 +5,6 @@
 
 namespace kiln::cuda {
 
-int device_count() {
-  int n = 0;
-  if (cudaGetDeviceCount(&n) != cudaSuccess) {
-    cudaGetLastError();  // clear the sticky "no device" status
-    return 0;
-  }
-  return n;
-}
-
 std::string device_name(int index) {
   cudaDeviceProp prop{};
   KILN_CUDA_CHECK(cudaGetDeviceProperties(&prop, index));

@@ -72,10 +72,11 @@ TEST_CASE("the GPU draws the same uniform stream as the CPU, bit for bit", "[phi
     WARN("no GPU found: CUDA case skipped");
     return;
   }
-  const PhiloxState s{123456789, 1000};
-  std::vector<float> gpu(4099);
-  cuda::philox_uniform_on_device(s, static_cast<int64_t>(gpu.size()), gpu.data());
-  for (size_t i = 0; i < gpu.size(); ++i) REQUIRE(gpu[i] == philox_uniform(s, i));
+  Generator a(123456789), b(123456789);
+  const std::vector<float> gpu =
+      Tensor::uniform(Shape{4099}, -1.0f, 3.0f, a, TensorOptions{DType::f32, Device::cuda(0)}).to_vector<float>();
+  const std::vector<float> cpu = Tensor::uniform(Shape{4099}, -1.0f, 3.0f, b).to_vector<float>();
+  for (size_t i = 0; i < gpu.size(); ++i) REQUIRE(gpu[i] == cpu[i]);
 #else
   WARN("built without CUDA: CUDA case skipped");
 #endif

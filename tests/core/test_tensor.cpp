@@ -75,10 +75,10 @@ TEST_CASE("clone and to(device) copy; to the same device is the same tensor", "[
   CHECK(c.to_vector<float>() == a.to_vector<float>());
 }
 
-TEST_CASE("asking for a device without a backend names the device", "[tensor][errors]") {
-  if (has_backend(DeviceType::cuda)) return;
+TEST_CASE("asking for a GPU where there is none names the device", "[tensor][errors]") {
+  if (device_count(DeviceType::cuda) > 0) return;
   REQUIRE_THROWS_WITH(Tensor::zeros(Shape{2}, TensorOptions{DType::f32, Device::cuda(0)}),
-                      Catch::Contains("cuda:0") && Catch::Contains("no CUDA backend"));
+                      Catch::Contains("cuda:0") && (Catch::Contains("no CUDA backend") || Catch::Contains("no GPU")));
 }
 
 TEST_CASE("element access checks rank and bounds", "[tensor][errors]") {

@@ -65,21 +65,21 @@ namespace {
 class FakeDevice : public cpu::CpuBackend {
  public:
   const char* name() const override { return "fake-cuda"; }
-  void copy(const Tensor& src, Tensor& dst) override { std::memmove(dst.raw_data(), src.raw_data(), src.nbytes()); }
+  void copy(const Tensor& src, Tensor& dst, bool) override { std::memmove(dst.raw_data(), src.raw_data(), src.nbytes()); }
 };
 }  // namespace
 
 TEST_CASE("mixing devices names the op and both devices", "[ops][errors]") {
-  if (has_backend(DeviceType::cuda)) {
+  if (device_count(DeviceType::cuda) > 0) {
     Tensor g = Tensor::zeros(Shape{4, 3, 3, 3}, TensorOptions{DType::f32, Device::cuda(0)});
     REQUIRE_THROWS_WITH(conv2d(Tensor::zeros(Shape{1, 5, 5, 3}), g), Contains("conv2d") && Contains("cuda:0"));
     return;
   }
   FakeDevice fake;
-  register_backend(DeviceType::cuda, &fake);
-  struct Unregister {
-    ~Unregister() { register_backend(DeviceType::cuda, nullptr); }
-  } unregister;
+  struct Restore {
+    Backend* previous;
+    ~Restore() { register_backend(DeviceType::cuda, previous); }
+  } restore{register_backend(DeviceType::cuda, &fake)};
   Tensor w = Tensor::zeros(Shape{4, 3, 3, 3}, TensorOptions{DType::f32, Device::cuda(0)});
   REQUIRE_THROWS_WITH(conv2d(Tensor::zeros(Shape{1, 5, 5, 3}), w),
                       Contains("conv2d") && Contains("is on cpu") && Contains("cuda:0"));

@@ -1,0 +1,72 @@
+// The CUDA backend: cuDNN for convolution, cuBLASLt for GEMM, custom kernels (the math
+// in kernels/common/) for everything else, all on one compute stream per GPU, memory
+// from a stream-ordered pool. Registered for DeviceType::cuda when kiln loads; it touches
+// the GPU only when a CUDA tensor is first made.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include "core/backend.h"
+
+namespace kiln::cuda {
+
+// Implements Backend on NVIDIA GPUs. Methods live in the .cpp/.cu file of their concept.
+class CudaBackend final : public Backend {
+ public:
+  const char* name() const override { return "cuda"; }
+  int device_count() override;
+  void synchronize(int index) override;
+  MemoryStats memory_stats(int index) override;
+  void reset_peak_memory(int index) override;
+  Allocator& allocator(int index) override;
+  void copy(const Tensor& src, Tensor& dst, bool non_blocking = false) override;  // cuda_memory.cpp
+  // cuda_elementwise.cu
+  void fill(Tensor& t, double value) override;
+  void arange(Tensor& t, double start, double step) override;
+  void broadcast_scalar(const Tensor& scalar, float scale, Tensor& t) override;
+  void fill_uniform(Tensor& t, PhiloxState s, float lo, float hi) override;
+  void fill_normal(Tensor& t, PhiloxState s, float mean, float std) override;
+  void binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) override;
+  void binary_scalar(BinaryOp op, const Tensor& a, float s, Tensor& out) override;
+  void relu(const Tensor& x, Tensor& y) override;
+  void relu_backward(const Tensor& y, const Tensor& dy, Tensor& dx) override;
+  void dropout(const Tensor& x, float keep, PhiloxState s, Tensor& y) override;
+  // cuda_conv.cpp (cuDNN)
+  void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p, Tensor& y) override;
+  void conv2d_backward_data(const Tensor& dy, const Tensor& w, const Conv2dParams& p, Tensor& dx) override;
+  void conv2d_backward_filter(const Tensor& x, const Tensor& dy, const Conv2dParams& p, Tensor& dw,
+                              Tensor& db) override;
+  // cuda_pool.cu
+  void max_pool2d_forward(const Tensor& x, const Pool2dParams& p, Tensor& y, Tensor& argmax) override;
+  void max_pool2d_backward(const Tensor& dy, const Tensor& argmax, Tensor& dx) override;
+  // cuda_gemm.cpp (cuBLASLt)
+  void linear_forward(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y) override;
+  void linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, Tensor& dx, Tensor& dw,
+                       Tensor& db) override;
+  // cuda_softmax.cu
+  void softmax(const Tensor& x, bool log, Tensor& y) override;
+  void softmax_backward(const Tensor& y, const Tensor& dy, bool log, Tensor& dx) override;
+  void softmax_cross_entropy(const Tensor& logits, const Tensor& labels, Tensor& loss) override;
+  void softmax_cross_entropy_backward(const Tensor& logits, const Tensor& labels, const Tensor& dloss,
+                                      Tensor& dlogits) override;
+  // cuda_reduce.cu
+  void sum(const Tensor& x, Tensor& out) override;
+  void sum_squares(const Tensor& x, Tensor& out) override;
+  void argmax(const Tensor& x, Tensor& out) override;
+  // cuda_sgd.cu
+  void sgd_update(std::span<SgdParamRef> params, const SgdOptions& opt) override;
+};
+
+// ---- launchers shared between the files above (all enqueue on `stream`) ----
+
+// dst[i] = convert(src[i]) between any two dtypes, device to device.
+void launch_convert(const void* src, DType src_dtype, void* dst, DType dst_dtype, int64_t n, cudaStream_t stream);
+
+// out[c] = sum over rows r of x[r * cols + c], accumulated in a fixed order (deterministic).
+// Used for bias gradients of conv (rows = N*OH*OW) and linear (rows = N).
+void launch_column_sum(const float* x, int64_t rows, int64_t cols, float* out, cudaStream_t stream);
+
+// y[r * cols + c] += b[c]: the bias of conv (NHWC, cols = channels) and linear.
+void launch_add_bias(float* y, const float* b, int64_t rows, int64_t cols, cudaStream_t stream);
+
+}  // namespace kiln::cuda

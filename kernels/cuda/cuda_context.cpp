@@ -1,0 +1,229 @@
+// Streams, pool, handles and op scopes of the CUDA backend (see cuda_context.h).
+#include "kernels/cuda/cuda_context.h"
+
+#include <cstdlib>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace kiln::cuda {
+namespace {
+
+thread_local const char* t_current_op = "cuda";
+
+std::mutex g_mu;
+std::vector<std::unique_ptr<DeviceContext>> g_contexts;
+
+double mib(size_t b) { return static_cast<double>(b) / (1024.0 * 1024.0); }
+
+}  // namespace
+
+const char* current_op() { return t_current_op; }
+
+const char* cublas_status_name(cublasStatus_t s) {
+  switch (s) {
+    case CUBLAS_STATUS_SUCCESS: return "CUBLAS_STATUS_SUCCESS";
+    case CUBLAS_STATUS_NOT_INITIALIZED: return "CUBLAS_STATUS_NOT_INITIALIZED";
+    case CUBLAS_STATUS_ALLOC_FAILED: return "CUBLAS_STATUS_ALLOC_FAILED";
+    case CUBLAS_STATUS_INVALID_VALUE: return "CUBLAS_STATUS_INVALID_VALUE";
+    case CUBLAS_STATUS_ARCH_MISMATCH: return "CUBLAS_STATUS_ARCH_MISMATCH";
+    case CUBLAS_STATUS_MAPPING_ERROR: return "CUBLAS_STATUS_MAPPING_ERROR";
+    case CUBLAS_STATUS_EXECUTION_FAILED: return "CUBLAS_STATUS_EXECUTION_FAILED";
+    case CUBLAS_STATUS_INTERNAL_ERROR: return "CUBLAS_STATUS_INTERNAL_ERROR";
+    case CUBLAS_STATUS_NOT_SUPPORTED: return "CUBLAS_STATUS_NOT_SUPPORTED";
+    case CUBLAS_STATUS_LICENSE_ERROR: return "CUBLAS_STATUS_LICENSE_ERROR";
+    default: return "unknown cuBLAS status";
+  }
+}
+
+int device_count() {
+  static const int n = [] {
+    int c = 0;
+    if (cudaGetDeviceCount(&c) != cudaSuccess) {
+      cudaGetLastError();  // clear the sticky "no device" error
+      return 0;
+    }
+    return c;
+  }();
+  return n;
+}
+
+DeviceContext& context(int index) {
+  std::lock_guard<std::mutex> lock(g_mu);
+  if (index >= 0 && static_cast<size_t>(index) < g_contexts.size() && g_contexts[static_cast<size_t>(index)])
+    return *g_contexts[static_cast<size_t>(index)];
+  const int n = device_count();
+  KILN_CHECK(n > 0, "device cuda:", index, " requested, but no GPU was found (cudaGetDeviceCount reports none: "
+             "no NVIDIA GPU or driver on this machine)");
+  KILN_CHECK(index >= 0 && index < n, "device cuda:", index, " requested, but only ", n, " GPU(s) exist");
+  if (g_contexts.size() < static_cast<size_t>(n)) g_contexts.resize(static_cast<size_t>(n));
+  auto ctx = std::make_unique<DeviceContext>();
+  ctx->index = index;
+  int previous = 0;
+  KILN_CUDA_CHECK(cudaGetDevice(&previous));
+  KILN_CUDA_CHECK(cudaSetDevice(index));
+  KILN_CUDA_CHECK(cudaStreamCreateWithFlags(&ctx->compute, cudaStreamNonBlocking));
+  KILN_CUDA_CHECK(cudaStreamCreateWithFlags(&ctx->copy, cudaStreamNonBlocking));
+  KILN_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&ctx->pool, index));
+  // Keep freed memory in the pool: after the first step nothing goes back to the driver,
+  // so a training step in steady state makes no cudaMalloc/cudaFree.
+  uint64_t threshold = UINT64_MAX;
+  KILN_CUDA_CHECK(cudaMemPoolSetAttribute(ctx->pool, cudaMemPoolAttrReleaseThreshold, &threshold));
+  KILN_CUDA_CHECK(cudaSetDevice(previous));
+  g_contexts[static_cast<size_t>(index)] = std::move(ctx);
+  return *g_contexts[static_cast<size_t>(index)];
+}
+
+DeviceContext& activate(int index) {
+  DeviceContext& ctx = context(index);
+  thread_local int t_device = -1;
+  if (t_device != index) {
+    KILN_CUDA_CHECK(cudaSetDevice(index));
+    t_device = index;
+  }
+  return ctx;
+}
+
+namespace {
+
+// Library handles of one thread, one set per GPU, destroyed with the thread.
+struct ThreadHandles {
+  struct Set {
+    cudnnHandle_t cudnn = nullptr;
+    cublasLtHandle_t lt = nullptr;
+    cublasHandle_t blas = nullptr;
+  };
+  std::vector<Set> sets;
+  ~ThreadHandles() {
+    // Errors are ignored here: at process exit the driver may already be gone.
+    for (Set& s : sets) {
+      if (s.cudnn) cudnnDestroy(s.cudnn);
+      if (s.lt) cublasLtDestroy(s.lt);
+      if (s.blas) cublasDestroy(s.blas);
+    }
+  }
+  Set& at(int index) {
+    if (sets.size() <= static_cast<size_t>(index)) sets.resize(static_cast<size_t>(index) + 1);
+    return sets[static_cast<size_t>(index)];
+  }
+};
+
+ThreadHandles& thread_handles() {
+  thread_local ThreadHandles h;
+  return h;
+}
+
+}  // namespace
+
+cudnnHandle_t cudnn_handle(int index) {
+  DeviceContext& ctx = activate(index);
+  ThreadHandles::Set& s = thread_handles().at(index);
+  if (!s.cudnn) {
+    KILN_CUDNN_CHECK(cudnnCreate(&s.cudnn));
+    KILN_CUDNN_CHECK(cudnnSetStream(s.cudnn, ctx.compute));
+  }
+  return s.cudnn;
+}
+
+cublasLtHandle_t cublaslt_handle(int index) {
+  activate(index);
+  ThreadHandles::Set& s = thread_handles().at(index);
+  if (!s.lt) KILN_CUBLAS_CHECK(cublasLtCreate(&s.lt));
+  return s.lt;
+}
+
+cublasHandle_t cublas_handle(int index) {
+  DeviceContext& ctx = activate(index);
+  ThreadHandles::Set& s = thread_handles().at(index);
+  if (!s.blas) {
+    KILN_CUBLAS_CHECK(cublasCreate(&s.blas));
+    KILN_CUBLAS_CHECK(cublasSetStream(s.blas, ctx.compute));
+    // Strict fp32 unless asked otherwise; set per call by users of this handle.
+    KILN_CUBLAS_CHECK(cublasSetMathMode(s.blas, CUBLAS_PEDANTIC_MATH));
+  }
+  return s.blas;
+}
+
+void* pool_allocate(int index, size_t bytes, const char* what) {
+  DeviceContext& ctx = activate(index);
+  const size_t ask = bytes == 0 ? 256 : bytes;  // a valid, unique pointer even for empty tensors
+  void* p = nullptr;
+  cudaError_t st = cudaMallocFromPoolAsync(&p, ask, ctx.pool, ctx.compute);
+  if (st == cudaErrorMemoryAllocation) {
+    // Give cached blocks back to the driver and try once more before failing.
+    cudaGetLastError();
+    KILN_CUDA_CHECK(cudaStreamSynchronize(ctx.compute));
+    KILN_CUDA_CHECK(cudaMemPoolTrimTo(ctx.pool, 0));
+    st = cudaMallocFromPoolAsync(&p, ask, ctx.pool, ctx.compute);
+  }
+  if (st == cudaErrorMemoryAllocation) {
+    cudaGetLastError();
+    size_t free_b = 0, total_b = 0;
+    cudaMemGetInfo(&free_b, &total_b);
+    uint64_t used = 0;
+    cudaMemPoolGetAttribute(ctx.pool, cudaMemPoolAttrUsedMemCurrent, &used);
+    KILN_FAIL(current_op(), ": cuda:", index, " out of memory: ", what, " asked for ", bytes, " bytes (",
+              mib(bytes), " MiB); ", mib(free_b), " MiB free of ", mib(total_b), " MiB, kiln's tensors hold ",
+              mib(static_cast<size_t>(used)), " MiB");
+  }
+  KILN_CUDA_CHECK(st);
+  return p;
+}
+
+void pool_free(int index, void* p) {
+  if (p == nullptr) return;
+  DeviceContext& ctx = activate(index);
+  KILN_CUDA_CHECK(cudaFreeAsync(p, ctx.compute));
+}
+
+Workspace::Workspace(int index, size_t bytes) : index_(index), bytes_(bytes) {
+  if (bytes > 0) data_ = pool_allocate(index, bytes, "workspace");
+}
+
+Workspace::~Workspace() {
+  if (data_) cudaFreeAsync(data_, context(index_).compute);  // no throw from a destructor
+}
+
+OpScope::OpScope(const char* op, int device) : previous_(t_current_op), ctx_(nullptr) {
+  t_current_op = op;
+  try {
+    ctx_ = &activate(device);
+  } catch (...) {
+    t_current_op = previous_;
+    throw;
+  }
+}
+
+OpScope::~OpScope() { t_current_op = previous_; }
+
+void OpScope::done() {
+  KILN_CUDA_CHECK(cudaGetLastError());
+  if (debug_sync()) KILN_CUDA_CHECK(cudaStreamSynchronize(ctx_->compute));
+}
+
+bool debug_sync() {
+  static const bool on = [] {
+    const char* v = std::getenv("KILN_CUDA_SYNC");
+    return v != nullptr && std::string(v) == "1";
+  }();
+  return on;
+}
+
+unsigned elementwise_blocks(int64_t n, int threads) {
+  static const int sms = [] {
+    int dev = 0, count = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
+      cudaGetLastError();
+      return 80;
+    }
+    return count;
+  }();
+  const int64_t needed = (n + threads - 1) / threads;
+  const int64_t cap = static_cast<int64_t>(sms) * 32;  // enough blocks to fill the GPU; the rest grid-strides
+  const int64_t blocks = needed < 1 ? 1 : (needed < cap ? needed : cap);
+  return static_cast<unsigned>(blocks);
+}
+
+}  // namespace kiln::cuda

@@ -1,0 +1,486 @@
+// Convolution on the GPU through cuDNN's legacy convolution API, directly in kiln's
+// layouts: activations NHWC, filters OHWI (cuDNN's KRSC, filter format NHWC), so no
+// transposes. Strict fp32 (FMA math) unless allow_tf32. Descriptors and the chosen
+// algorithm are built once per (device, shape, direction, options) and cached.
+#include "kernels/cuda/cuda_conv.h"
+
+#include <algorithm>
+#include <climits>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <sstream>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "kernels/cuda/cuda_backend.h"
+#include "kernels/cuda/cuda_context.h"
+
+namespace kiln::cuda {
+namespace {
+
+// No algorithm may ask for more scratch than this (some FFT variants want gigabytes).
+constexpr size_t kMaxWorkspaceBytes = size_t{1} << 30;
+
+enum class Direction : uint8_t { forward, backward_data, backward_filter };
+
+const char* direction_name(Direction d) {
+  switch (d) {
+    case Direction::forward: return "forward";
+    case Direction::backward_data: return "backward-data";
+    case Direction::backward_filter: return "backward-filter";
+  }
+  return "?";
+}
+
+const char* forward_algo_name(int a) {
+  static const char* names[] = {"IMPLICIT_GEMM", "IMPLICIT_PRECOMP_GEMM", "GEMM", "DIRECT",
+                                "FFT",           "FFT_TILING",            "WINOGRAD", "WINOGRAD_NONFUSED"};
+  return a >= 0 && a < CUDNN_CONVOLUTION_FWD_ALGO_COUNT ? names[a] : "?";
+}
+
+const char* backward_data_algo_name(int a) {
+  static const char* names[] = {"ALGO_0", "ALGO_1", "FFT", "FFT_TILING", "WINOGRAD", "WINOGRAD_NONFUSED"};
+  return a >= 0 && a < CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT ? names[a] : "?";
+}
+
+const char* backward_filter_algo_name(int a) {
+  static const char* names[] = {"ALGO_0", "ALGO_1", "FFT", "ALGO_3", "WINOGRAD", "WINOGRAD_NONFUSED", "FFT_TILING"};
+  return a >= 0 && a < CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT ? names[a] : "?";
+}
+
+const char* algo_name(Direction d, int a) {
+  switch (d) {
+    case Direction::forward: return forward_algo_name(a);
+    case Direction::backward_data: return backward_data_algo_name(a);
+    case Direction::backward_filter: return backward_filter_algo_name(a);
+  }
+  return "?";
+}
+
+const char* math_name(cudnnMathType_t m) {
+  switch (m) {
+    case CUDNN_DEFAULT_MATH: return "default";
+    case CUDNN_TENSOR_OP_MATH: return "tensor-op";
+    case CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION: return "tensor-op-allow-conversion";
+    case CUDNN_FMA_MATH: return "fma";
+  }
+  return "?";
+}
+
+// Strict fp32 admits FMA kernels only (the descriptor stays CUDNN_FMA_MATH; some versions
+// report such kernels as DEFAULT). TF32 admits tensor cores but never fp16 down-conversion.
+bool math_allowed(cudnnMathType_t m, bool tf32) {
+  if (m == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION) return false;
+  return tf32 || m == CUDNN_FMA_MATH || m == CUDNN_DEFAULT_MATH;
+}
+
+int to_int(int64_t v, const char* what) {
+  KILN_CHECK(v >= 0 && v <= INT_MAX, current_op(), ": ", what, " = ", v, " does not fit cuDNN's int dimensions");
+  return static_cast<int>(v);
+}
+
+// ---- RAII descriptors (destroy statuses are ignored: nothing useful to do at teardown) ----
+
+struct TensorDesc {
+  cudnnTensorDescriptor_t d = nullptr;
+  TensorDesc() { KILN_CUDNN_CHECK(cudnnCreateTensorDescriptor(&d)); }
+  ~TensorDesc() { cudnnDestroyTensorDescriptor(d); }
+  TensorDesc(const TensorDesc&) = delete;
+  TensorDesc& operator=(const TensorDesc&) = delete;
+};
+
+struct FilterDesc {
+  cudnnFilterDescriptor_t d = nullptr;
+  FilterDesc() { KILN_CUDNN_CHECK(cudnnCreateFilterDescriptor(&d)); }
+  ~FilterDesc() { cudnnDestroyFilterDescriptor(d); }
+  FilterDesc(const FilterDesc&) = delete;
+  FilterDesc& operator=(const FilterDesc&) = delete;
+};
+
+struct ConvDesc {
+  cudnnConvolutionDescriptor_t d = nullptr;
+  ConvDesc() { KILN_CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&d)); }
+  ~ConvDesc() { cudnnDestroyConvolutionDescriptor(d); }
+  ConvDesc(const ConvDesc&) = delete;
+  ConvDesc& operator=(const ConvDesc&) = delete;
+};
+
+// ---- the per-shape plan ----
+
+struct ConvKey {
+  int device;
+  Direction dir;
+  int64_t n, h, w, c, o, kh, kw, sh, sw, ph, pw;
+  bool tf32, exhaustive;
+  auto tie() const { return std::tie(device, dir, n, h, w, c, o, kh, kw, sh, sw, ph, pw, tf32, exhaustive); }
+  bool operator<(const ConvKey& k) const { return tie() < k.tie(); }
+  std::string str() const {
+    std::ostringstream os;
+    os << "x [" << n << ", " << h << ", " << w << ", " << c << "], w [" << o << ", " << kh << ", " << kw << ", " << c
+       << "], stride " << sh << "x" << sw << ", padding " << ph << "x" << pw << (tf32 ? ", tf32" : ", strict fp32");
+    return os.str();
+  }
+};
+
+// x_shape: [N, H, W, C] (x or dx); w_shape: [O, KH, KW, C] (w or dw).
+ConvKey make_key(int device, Direction dir, const Shape& x_shape, const Shape& w_shape, const Conv2dParams& p) {
+  const ComputeOptions& opt = compute_options();
+  return ConvKey{device,      dir,         x_shape[0], x_shape[1], x_shape[2], x_shape[3],
+                 w_shape[0],  w_shape[1],  w_shape[2], p.stride_h, p.stride_w, p.pad_h,
+                 p.pad_w,     opt.allow_tf32, opt.exhaustive_conv_search};
+}
+
+struct ConvPlan {
+  TensorDesc x, y;  // x: [N, H, W, C], y: [N, OH, OW, O], both NHWC
+  FilterDesc w;     // [O, KH, KW, C], KRSC
+  ConvDesc conv;
+  int algo = 0;     // the direction's cudnnConvolution*Algo_t
+  cudnnMathType_t math = CUDNN_FMA_MATH;
+  size_t workspace_bytes = 0;
+};
+
+// Descriptors for the key, checked against the output shape the caller allocated.
+std::unique_ptr<ConvPlan> make_descriptors(const ConvKey& k, const Shape& y_shape) {
+  auto plan = std::make_unique<ConvPlan>();
+  KILN_CUDNN_CHECK(cudnnSetTensor4dDescriptor(plan->x.d, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, to_int(k.n, "N"),
+                                              to_int(k.c, "C"), to_int(k.h, "H"), to_int(k.w, "W")));
+  KILN_CUDNN_CHECK(cudnnSetFilter4dDescriptor(plan->w.d, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NHWC, to_int(k.o, "O"),
+                                              to_int(k.c, "C"), to_int(k.kh, "KH"), to_int(k.kw, "KW")));
+  KILN_CUDNN_CHECK(cudnnSetConvolution2dDescriptor(plan->conv.d, to_int(k.ph, "pad_h"), to_int(k.pw, "pad_w"),
+                                                   to_int(k.sh, "stride_h"), to_int(k.sw, "stride_w"), 1, 1,
+                                                   CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
+  plan->math = k.tf32 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH;
+  KILN_CUDNN_CHECK(cudnnSetConvolutionMathType(plan->conv.d, plan->math));
+  int on = 0, oc = 0, oh = 0, ow = 0;
+  KILN_CUDNN_CHECK(cudnnGetConvolution2dForwardOutputDim(plan->conv.d, plan->x.d, plan->w.d, &on, &oc, &oh, &ow));
+  KILN_CHECK(y_shape.rank() == 4 && y_shape[0] == on && y_shape[1] == oh && y_shape[2] == ow && y_shape[3] == oc,
+             current_op(), ": cuDNN computes output [", on, ", ", oh, ", ", ow, ", ", oc, "] for ", k.str(),
+             " but the output tensor is ", y_shape);
+  KILN_CUDNN_CHECK(cudnnSetTensor4dDescriptor(plan->y.d, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, on, oc, oh, ow));
+  return plan;
+}
+
+// The device buffers of one call; which one is written depends on the direction
+// (forward: y, backward-data: x (= dx), backward-filter: w (= dw)).
+struct ConvData {
+  void* x;
+  void* w;
+  void* y;
+};
+
+// One entry of cuDNN's ranking, whatever the direction.
+struct Candidate {
+  int algo;
+  cudnnStatus_t status;
+  float ms;
+  size_t memory;
+  cudnnMathType_t math;
+};
+
+template <typename Perf>
+std::vector<Candidate> to_candidates(const std::vector<Perf>& r, int count) {
+  std::vector<Candidate> out;
+  for (int i = 0; i < std::min<int>(count, static_cast<int>(r.size())); ++i)
+    out.push_back({static_cast<int>(r[i].algo), r[i].status, r[i].time, r[i].memory, r[i].mathType});
+  return out;
+}
+
+// cuDNN's heuristic ranking (no GPU work).
+std::vector<Candidate> heuristic_candidates(Direction d, cudnnHandle_t h, const ConvPlan& p) {
+  int max = 0, got = 0;
+  switch (d) {
+    case Direction::forward: {
+      KILN_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithmMaxCount(h, &max));
+      std::vector<cudnnConvolutionFwdAlgoPerf_t> r(std::max<int>(max, CUDNN_CONVOLUTION_FWD_ALGO_COUNT));
+      KILN_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(h, p.x.d, p.w.d, p.conv.d, p.y.d,
+                                                              static_cast<int>(r.size()), &got, r.data()));
+      return to_candidates(r, got);
+    }
+    case Direction::backward_data: {
+      KILN_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithmMaxCount(h, &max));
+      std::vector<cudnnConvolutionBwdDataAlgoPerf_t> r(std::max<int>(max, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT));
+      KILN_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(h, p.w.d, p.y.d, p.conv.d, p.x.d,
+                                                                   static_cast<int>(r.size()), &got, r.data()));
+      return to_candidates(r, got);
+    }
+    case Direction::backward_filter: {
+      KILN_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithmMaxCount(h, &max));
+      std::vector<cudnnConvolutionBwdFilterAlgoPerf_t> r(
+          std::max<int>(max, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT));
+      KILN_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, p.x.d, p.y.d, p.conv.d, p.w.d,
+                                                                     static_cast<int>(r.size()), &got, r.data()));
+      return to_candidates(r, got);
+    }
+  }
+  return {};
+}
+
+// cuDNN's measured ranking: runs every algorithm once on the real buffers (the output
+// buffer is overwritten; callers recompute it afterwards).
+std::vector<Candidate> find_candidates(Direction d, cudnnHandle_t h, const ConvPlan& p, const ConvData& data,
+                                       void* ws, size_t ws_bytes) {
+  int got = 0;
+  switch (d) {
+    case Direction::forward: {
+      std::vector<cudnnConvolutionFwdAlgoPerf_t> r(CUDNN_CONVOLUTION_FWD_ALGO_COUNT);
+      KILN_CUDNN_CHECK(cudnnFindConvolutionForwardAlgorithmEx(h, p.x.d, data.x, p.w.d, data.w, p.conv.d, p.y.d,
+                                                              data.y, static_cast<int>(r.size()), &got, r.data(), ws,
+                                                              ws_bytes));
+      return to_candidates(r, got);
+    }
+    case Direction::backward_data: {
+      std::vector<cudnnConvolutionBwdDataAlgoPerf_t> r(CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT);
+      KILN_CUDNN_CHECK(cudnnFindConvolutionBackwardDataAlgorithmEx(h, p.w.d, data.w, p.y.d, data.y, p.conv.d, p.x.d,
+                                                                   data.x, static_cast<int>(r.size()), &got,
+                                                                   r.data(), ws, ws_bytes));
+      return to_candidates(r, got);
+    }
+    case Direction::backward_filter: {
+      std::vector<cudnnConvolutionBwdFilterAlgoPerf_t> r(CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT);
+      KILN_CUDNN_CHECK(cudnnFindConvolutionBackwardFilterAlgorithmEx(h, p.x.d, data.x, p.y.d, data.y, p.conv.d,
+                                                                     p.w.d, data.w, static_cast<int>(r.size()), &got,
+                                                                     r.data(), ws, ws_bytes));
+      return to_candidates(r, got);
+    }
+  }
+  return {};
+}
+
+// Workspace an algorithm needs under the descriptor's current math type; a status, not a
+// throw, because unsupported algorithms are expected while ranking.
+cudnnStatus_t workspace_size(Direction d, cudnnHandle_t h, const ConvPlan& p, int algo, size_t* bytes) {
+  *bytes = 0;
+  switch (d) {
+    case Direction::forward:
+      return cudnnGetConvolutionForwardWorkspaceSize(h, p.x.d, p.w.d, p.conv.d, p.y.d,
+                                                     static_cast<cudnnConvolutionFwdAlgo_t>(algo), bytes);
+    case Direction::backward_data:
+      return cudnnGetConvolutionBackwardDataWorkspaceSize(h, p.w.d, p.y.d, p.conv.d, p.x.d,
+                                                          static_cast<cudnnConvolutionBwdDataAlgo_t>(algo), bytes);
+    case Direction::backward_filter:
+      return cudnnGetConvolutionBackwardFilterWorkspaceSize(h, p.x.d, p.y.d, p.conv.d, p.w.d,
+                                                            static_cast<cudnnConvolutionBwdFilterAlgo_t>(algo), bytes);
+  }
+  return CUDNN_STATUS_BAD_PARAM;
+}
+
+int algo_count(Direction d) {
+  switch (d) {
+    case Direction::forward: return CUDNN_CONVOLUTION_FWD_ALGO_COUNT;
+    case Direction::backward_data: return CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT;
+    case Direction::backward_filter: return CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT;
+  }
+  return 0;
+}
+
+// Scratch for Find: enough for the hungriest algorithm, within the cap and half the free memory.
+size_t search_budget(Direction d, cudnnHandle_t h, const ConvPlan& p) {
+  size_t want = 0;
+  for (int a = 0; a < algo_count(d); ++a) {
+    size_t bytes = 0;
+    if (workspace_size(d, h, p, a, &bytes) == CUDNN_STATUS_SUCCESS) want = std::max(want, bytes);
+  }
+  size_t free_bytes = 0, total_bytes = 0;
+  KILN_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+  return std::min({want, kMaxWorkspaceBytes, free_bytes / 2});
+}
+
+// Picks the first admissible candidate (cuDNN ranks fastest first) and leaves its math
+// type on the descriptor; throws, listing what cuDNN offered, when none qualifies.
+void pick(const ConvKey& k, cudnnHandle_t h, const std::vector<Candidate>& cands, size_t ws_limit, ConvPlan& p) {
+  const cudnnMathType_t base = p.math;
+  for (const Candidate& c : cands) {
+    if (c.status != CUDNN_STATUS_SUCCESS || !math_allowed(c.math, k.tf32)) continue;
+    // Under TF32 the descriptor takes the candidate's math type (cuDNN needs algorithm and
+    // math type together); strict fp32 keeps FMA whatever the candidate reports.
+    const cudnnMathType_t math = k.tf32 ? c.math : CUDNN_FMA_MATH;
+    KILN_CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv.d, math));
+    size_t bytes = 0;
+    if (workspace_size(k.dir, h, p, c.algo, &bytes) != CUDNN_STATUS_SUCCESS) continue;
+    bytes = std::max(bytes, c.memory);
+    if (bytes > ws_limit) continue;
+    p.algo = c.algo;
+    p.math = math;
+    p.workspace_bytes = bytes;
+    return;
+  }
+  KILN_CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv.d, base));
+  std::ostringstream os;
+  for (const Candidate& c : cands)
+    os << "\n  " << algo_name(k.dir, c.algo) << ": " << cudnnGetErrorString(c.status) << ", math "
+       << math_name(c.math) << ", workspace " << c.memory << " bytes";
+  KILN_FAIL(current_op(), ": cuDNN offers no usable ", direction_name(k.dir), " algorithm for ", k.str(),
+            " (workspace limit ", ws_limit, " bytes); candidates:", (cands.empty() ? " none" : os.str()));
+}
+
+std::mutex& cache_mutex() {
+  static std::mutex mu;
+  return mu;
+}
+
+std::map<ConvKey, std::unique_ptr<ConvPlan>>& cache() {
+  static std::map<ConvKey, std::unique_ptr<ConvPlan>> c;
+  return c;
+}
+
+// The cached plan for the key, chosen on first use (Find runs on `data`, outside the lock).
+ConvPlan& plan_for(const ConvKey& k, const Shape& y_shape, cudnnHandle_t h, const ConvData& data) {
+  {
+    std::lock_guard<std::mutex> lock(cache_mutex());
+    auto it = cache().find(k);
+    if (it != cache().end()) return *it->second;
+  }
+  std::unique_ptr<ConvPlan> plan = make_descriptors(k, y_shape);
+  if (k.exhaustive) {
+    const size_t budget = search_budget(k.dir, h, *plan);
+    Workspace ws(k.device, budget);
+    const std::vector<Candidate> cands = find_candidates(k.dir, h, *plan, data, ws.data(), budget);
+    pick(k, h, cands, budget, *plan);
+  } else {
+    pick(k, h, heuristic_candidates(k.dir, h, *plan), kMaxWorkspaceBytes, *plan);
+  }
+  std::lock_guard<std::mutex> lock(cache_mutex());
+  auto [it, inserted] = cache().emplace(k, std::move(plan));  // another thread may have won: use its plan
+  (void)inserted;
+  return *it->second;
+}
+
+void zero(void* p, size_t bytes, cudaStream_t s) {
+  if (bytes) KILN_CUDA_CHECK(cudaMemsetAsync(p, 0, bytes, s));
+}
+
+}  // namespace
+
+void CudaBackend::conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p,
+                                 Tensor& y) {
+  // x: [N, H, W, C], w: [O, KH, KW, C], b: [O] or undefined, y: [N, OH, OW, O]
+  const int dev = x.device().index;
+  OpScope scope("conv2d", dev);
+  float* py = y.data<float>();
+  if (y.numel() == 0) {
+    scope.done();
+    return;
+  }
+  const float* px = x.data<float>();
+  const float* pw = w.data<float>();
+  if (x.numel() == 0 || w.numel() == 0) {
+    zero(py, y.nbytes(), scope.stream());  // C = 0: an empty sum
+  } else {
+    cudnnHandle_t h = cudnn_handle(dev);
+    const ConvKey k = make_key(dev, Direction::forward, x.shape(), w.shape(), p);
+    ConvPlan& plan = plan_for(k, y.shape(), h, ConvData{x.raw_data(), w.raw_data(), y.raw_data()});
+    Workspace ws(dev, plan.workspace_bytes);
+    const float one = 1.0f, zero_f = 0.0f;
+    KILN_CUDNN_CHECK(cudnnConvolutionForward(h, &one, plan.x.d, px, plan.w.d, pw, plan.conv.d,
+                                             static_cast<cudnnConvolutionFwdAlgo_t>(plan.algo), ws.data(),
+                                             plan.workspace_bytes, &zero_f, plan.y.d, py));
+  }
+  if (b.defined()) launch_add_bias(py, b.data<float>(), y.numel() / y.dim(3), y.dim(3), scope.stream());
+  scope.done();
+}
+
+void CudaBackend::conv2d_backward_data(const Tensor& dy, const Tensor& w, const Conv2dParams& p, Tensor& dx) {
+  // dy: [N, OH, OW, O], w: [O, KH, KW, C], dx: [N, H, W, C]
+  const int dev = dy.device().index;
+  OpScope scope("conv2d backward-data", dev);
+  float* pdx = dx.data<float>();
+  if (dx.numel() == 0) {
+    scope.done();
+    return;
+  }
+  const float* pdy = dy.data<float>();
+  const float* pw = w.data<float>();
+  if (dy.numel() == 0 || w.numel() == 0) {
+    zero(pdx, dx.nbytes(), scope.stream());
+    scope.done();
+    return;
+  }
+  cudnnHandle_t h = cudnn_handle(dev);
+  const ConvKey k = make_key(dev, Direction::backward_data, dx.shape(), w.shape(), p);
+  ConvPlan& plan = plan_for(k, dy.shape(), h, ConvData{dx.raw_data(), w.raw_data(), dy.raw_data()});
+  Workspace ws(dev, plan.workspace_bytes);
+  const float one = 1.0f, zero_f = 0.0f;
+  KILN_CUDNN_CHECK(cudnnConvolutionBackwardData(h, &one, plan.w.d, pw, plan.y.d, pdy, plan.conv.d,
+                                                static_cast<cudnnConvolutionBwdDataAlgo_t>(plan.algo), ws.data(),
+                                                plan.workspace_bytes, &zero_f, plan.x.d, pdx));
+  scope.done();
+}
+
+void CudaBackend::conv2d_backward_filter(const Tensor& x, const Tensor& dy, const Conv2dParams& p, Tensor& dw,
+                                         Tensor& db) {
+  // x: [N, H, W, C], dy: [N, OH, OW, O], dw: [O, KH, KW, C] (cuDNN's KRSC), db: [O] or undefined
+  const int dev = x.device().index;
+  OpScope scope("conv2d backward-filter", dev);
+  float* pdw = dw.data<float>();
+  const float* pdy = dy.data<float>();
+  const float* px = x.data<float>();
+  if (dw.numel() > 0) {
+    if (x.numel() == 0 || dy.numel() == 0) {
+      zero(pdw, dw.nbytes(), scope.stream());  // an empty batch contributes nothing
+    } else {
+      cudnnHandle_t h = cudnn_handle(dev);
+      const ConvKey k = make_key(dev, Direction::backward_filter, x.shape(), dw.shape(), p);
+      ConvPlan& plan = plan_for(k, dy.shape(), h, ConvData{x.raw_data(), dw.raw_data(), dy.raw_data()});
+      Workspace ws(dev, plan.workspace_bytes);
+      const float one = 1.0f, zero_f = 0.0f;
+      KILN_CUDNN_CHECK(cudnnConvolutionBackwardFilter(h, &one, plan.x.d, px, plan.y.d, pdy, plan.conv.d,
+                                                      static_cast<cudnnConvolutionBwdFilterAlgo_t>(plan.algo),
+                                                      ws.data(), plan.workspace_bytes, &zero_f, plan.w.d, pdw));
+    }
+  }
+  if (db.defined() && db.numel() > 0) {
+    const int64_t cols = dy.dim(3), rows = cols > 0 ? dy.numel() / cols : 0;
+    if (rows == 0)
+      zero(db.data<float>(), db.nbytes(), scope.stream());
+    else
+      launch_column_sum(pdy, rows, cols, db.data<float>(), scope.stream());
+  }
+  scope.done();
+}
+
+std::vector<ConvAlgoInfo> conv_forward_candidates(const Tensor& x, const Tensor& w, const Conv2dParams& p) {
+  // x: [N, H, W, C], w: [O, KH, KW, C]
+  const int dev = x.device().index;
+  OpScope scope("conv2d candidates", dev);
+  KILN_CHECK(x.rank() == 4 && w.rank() == 4 && x.dim(3) == w.dim(3), current_op(), ": expected x [N, H, W, C] and ",
+             "w [O, KH, KW, C], got x ", x.shape(), " and w ", w.shape());
+  KILN_CHECK(p.stride_h > 0 && p.stride_w > 0, current_op(), ": strides must be positive");
+  const int64_t oh = (x.dim(1) + 2 * p.pad_h - w.dim(1)) / p.stride_h + 1;
+  const int64_t ow = (x.dim(2) + 2 * p.pad_w - w.dim(2)) / p.stride_w + 1;
+  const Shape y_shape{x.dim(0), oh, ow, w.dim(0)};
+  KILN_CHECK(y_shape.numel() > 0 && x.numel() > 0 && w.numel() > 0, current_op(), ": empty convolution, x ",
+             x.shape(), ", w ", w.shape(), ", output ", y_shape);
+  Workspace y(dev, static_cast<size_t>(y_shape.numel()) * sizeof(float));  // scratch output
+  const ConvData data{x.raw_data(), w.raw_data(), y.data()};
+  cudnnHandle_t h = cudnn_handle(dev);
+
+  const ConvKey k = make_key(dev, Direction::forward, x.shape(), w.shape(), p);
+  const int kiln_algo = plan_for(k, y_shape, h, data).algo;
+
+  // Fresh descriptors so the cached plan's math type is left alone.
+  std::unique_ptr<ConvPlan> fresh = make_descriptors(k, y_shape);
+  const size_t budget = search_budget(Direction::forward, h, *fresh);
+  Workspace ws(dev, budget);
+  const std::vector<Candidate> cands = find_candidates(Direction::forward, h, *fresh, data, ws.data(), budget);
+
+  std::vector<ConvAlgoInfo> out;
+  bool marked = false;
+  for (const Candidate& c : cands) {
+    if (c.status != CUDNN_STATUS_SUCCESS || !math_allowed(c.math, k.tf32)) continue;
+    ConvAlgoInfo info;
+    info.algo = c.algo;
+    info.name = forward_algo_name(c.algo);
+    info.ms = c.ms;
+    info.workspace = c.memory;
+    info.tensor_ops = k.tf32 && c.math != CUDNN_FMA_MATH;
+    info.chosen = !marked && c.algo == kiln_algo;
+    marked = marked || info.chosen;
+    out.push_back(info);
+  }
+  scope.done();
+  return out;
+}
+
+}  // namespace kiln::cuda

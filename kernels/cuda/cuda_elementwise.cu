@@ -1,0 +1,362 @@
+// CUDA launchers for fills, Philox draws and per-element math (kernels/common/elementwise.h),
+// plus the dtype conversion, bias add and deterministic column sum the other CUDA files share.
+// Every kernel is a grid-stride loop with 64-bit indices; results match the CPU backend.
+#include <cstdint>
+#include <type_traits>
+
+#include "core/philox.h"
+#include "kernels/common/elementwise.h"
+#include "kernels/cuda/cuda_backend.h"
+#include "kernels/cuda/cuda_context.h"
+
+namespace kiln::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+
+// Calls fn(T{}) with T the C++ type of `t` (the CPU backend's dispatch, on device types).
+template <typename Fn>
+void for_each_dtype(DType t, Fn&& fn) {
+  switch (t) {
+    case DType::f32: fn(float{}); return;
+    case DType::bf16: fn(BFloat16{}); return;
+    case DType::i32: fn(int32_t{}); return;
+    case DType::i64: fn(int64_t{}); return;
+    case DType::u8: fn(uint8_t{}); return;
+  }
+  KILN_FAIL(current_op(), ": unknown dtype ", static_cast<int>(t));
+}
+
+// double -> T exactly as the CPU backend's from_d (so fill, arange and copy agree bit for bit).
+// For integers out of range (and NaN) C++ leaves the result undefined; x86-64, where the CPU
+// backend runs, truncates to INT_MIN / INT64_MIN and takes uint8 as the low byte of an int32,
+// while the GPU saturates. The device path spells out x86's answers so both backends agree.
+template <typename T>
+KILN_HD T from_double(double v) {
+  if constexpr (std::is_same_v<T, BFloat16>) {
+    return BFloat16(static_cast<float>(v));
+  } else if constexpr (std::is_same_v<T, float>) {
+    return static_cast<float>(v);
+  } else {
+#if defined(__CUDA_ARCH__)
+    if constexpr (std::is_same_v<T, int64_t>) {
+      return (v >= -9223372036854775808.0 && v < 9223372036854775808.0) ? static_cast<int64_t>(v) : INT64_MIN;
+    } else {
+      const int32_t i = (v > -2147483649.0 && v < 2147483648.0) ? static_cast<int32_t>(v) : INT32_MIN;
+      return static_cast<T>(i);  // uint8: the low byte, as x86's cvttsd2si then a byte store
+    }
+#else
+    return static_cast<T>(v);
+#endif
+  }
+}
+// T -> double as the CPU's copy reads a source element (bfloat16 through float, exactly).
+template <typename T>
+KILN_HD double to_double(T v) {
+  if constexpr (std::is_same_v<T, BFloat16>) return static_cast<double>(static_cast<float>(v));
+  else return static_cast<double>(v);
+}
+
+__device__ __forceinline__ int64_t global_thread() {
+  return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+}
+__device__ __forceinline__ int64_t grid_threads() { return static_cast<int64_t>(gridDim.x) * blockDim.x; }
+
+template <typename T>
+__global__ void fill_kernel(T* p, T v, int64_t n) {
+  for (int64_t i = global_thread(); i < n; i += grid_threads()) p[i] = v;
+}
+
+template <typename T>
+__global__ void arange_kernel(T* p, double start, double step, int64_t n) {
+  // __dmul_rn/__dadd_rn: never contracted into an FMA, so the double is the CPU's
+  // start + step * i bit for bit and integer truncation lands on the same side.
+  for (int64_t i = global_thread(); i < n; i += grid_threads())
+    p[i] = from_double<T>(__dadd_rn(start, __dmul_rn(step, static_cast<double>(i))));
+}
+
+__global__ void broadcast_scalar_kernel(const float* scalar, float scale, float* p, int64_t n) {
+  const float v = scalar[0] * scale;
+  for (int64_t i = global_thread(); i < n; i += grid_threads()) p[i] = v;
+}
+
+__global__ void uniform_kernel(float* p, PhiloxState s, float lo, float span, int64_t n) {
+  // Not contracted, as the CPU's lo + span * u (x86-64 without -march=native has no FMA).
+  for (int64_t i = global_thread(); i < n; i += grid_threads())
+    p[i] = __fadd_rn(lo, __fmul_rn(span, philox_uniform(s, static_cast<uint64_t>(i))));
+}
+
+__global__ void normal_kernel(float* p, PhiloxState s, float mean, float std, int64_t n) {
+  for (int64_t i = global_thread(); i < n; i += grid_threads())
+    p[i] = __fadd_rn(mean, __fmul_rn(std, philox_normal(s, static_cast<uint64_t>(i))));
+}
+
+__global__ void binary_kernel(BinaryOp op, const float* a, const float* b, float* out, int64_t n) {
+  for (int64_t i = global_thread(); i < n; i += grid_threads()) out[i] = common::binary_apply(op, a[i], b[i]);
+}
+
+__global__ void binary_scalar_kernel(BinaryOp op, const float* a, float s, float* out, int64_t n) {
+  for (int64_t i = global_thread(); i < n; i += grid_threads()) out[i] = common::binary_apply(op, a[i], s);
+}
+
+__global__ void relu_kernel(const float* x, float* y, int64_t n) {
+  for (int64_t i = global_thread(); i < n; i += grid_threads()) y[i] = common::relu(x[i]);
+}
+
+__global__ void relu_backward_kernel(const float* y, const float* dy, float* dx, int64_t n) {
+  for (int64_t i = global_thread(); i < n; i += grid_threads()) dx[i] = common::relu_backward(y[i], dy[i]);
+}
+
+__global__ void dropout_kernel(const float* x, float keep, PhiloxState s, float* y, int64_t n) {
+  for (int64_t i = global_thread(); i < n; i += grid_threads())
+    y[i] = common::dropout(x[i], s, static_cast<uint64_t>(i), keep);
+}
+
+template <typename S, typename D>
+__global__ void convert_kernel(const S* src, D* dst, int64_t n) {
+  for (int64_t i = global_thread(); i < n; i += grid_threads()) dst[i] = from_double<D>(to_double(src[i]));
+}
+
+__global__ void add_bias_kernel(float* y, const float* b, int64_t rows, int64_t cols) {
+  const int64_t n = rows * cols;
+  const int64_t step = grid_threads();
+  const int64_t step_cols = step % cols;
+  // The column advances by step % cols per iteration: one 64-bit modulo per thread, not per element.
+  int64_t i = global_thread();
+  int64_t c = i % cols;
+  for (; i < n; i += step) {
+    y[i] += b[c];
+    c += step_cols;
+    if (c >= cols) c -= cols;
+  }
+}
+
+// Column sums in two passes with a fixed shape, so the result is the same on every GPU
+// and every run: pass 1 splits the rows into kColumnChunks contiguous chunks and sums each
+// chunk per column in double (a 32-column tile per block, kColumnRowLanes row lanes, lanes
+// combined in lane order); pass 2 adds the chunk partials per column in chunk order.
+constexpr int64_t kColumnChunks = 256;
+constexpr int kColumnTile = 32;
+constexpr int kColumnRowLanes = 8;
+
+__global__ void column_partial_kernel(const float* x, int64_t rows, int64_t cols, int64_t rows_per_chunk,
+                                      double* partial) {
+  __shared__ double lanes[kColumnRowLanes][kColumnTile];
+  const int64_t c = static_cast<int64_t>(blockIdx.x) * kColumnTile + threadIdx.x;
+  const int64_t chunk = blockIdx.y;
+  const int64_t begin = chunk * rows_per_chunk;
+  const int64_t end = begin + rows_per_chunk < rows ? begin + rows_per_chunk : rows;
+  double acc = 0.0;
+  if (c < cols)
+    for (int64_t r = begin + threadIdx.y; r < end; r += kColumnRowLanes) acc += static_cast<double>(x[r * cols + c]);
+  lanes[threadIdx.y][threadIdx.x] = acc;
+  __syncthreads();
+  if (threadIdx.y == 0 && c < cols) {
+    double s = lanes[0][threadIdx.x];
+    for (int l = 1; l < kColumnRowLanes; ++l) s += lanes[l][threadIdx.x];
+    partial[chunk * cols + c] = s;
+  }
+}
+
+__global__ void column_finish_kernel(const double* partial, int64_t chunks, int64_t cols, float* out) {
+  for (int64_t c = global_thread(); c < cols; c += grid_threads()) {
+    double s = 0.0;
+#pragma unroll 8
+    for (int64_t k = 0; k < chunks; ++k) s += partial[k * cols + c];
+    out[c] = static_cast<float>(s);
+  }
+}
+
+// The device whose compute stream `stream` is: the shared launchers get no tensor, and
+// their workspaces must be ordered on the stream they run on.
+int device_of_stream(cudaStream_t stream) {
+  int index = 0;
+  KILN_CUDA_CHECK(cudaGetDevice(&index));
+  KILN_CHECK(stream == context(index).compute, current_op(),
+             ": launcher called with a stream other than the compute stream of cuda:", index);
+  return index;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- fills
+
+void CudaBackend::fill(Tensor& t, double value) {
+  OpScope scope("fill", t.device().index);
+  const int64_t n = t.numel();
+  if (n > 0) {
+    for_each_dtype(t.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      const T v = from_double<T>(value);
+      // All-zero bits (0, 0.0f, but not -0.0f): a memset is the fastest fill.
+      const unsigned char* bytes = reinterpret_cast<const unsigned char*>(&v);
+      bool zero = true;
+      for (size_t k = 0; k < sizeof(T); ++k) zero = zero && bytes[k] == 0;
+      if (zero || sizeof(T) == 1) {
+        KILN_CUDA_CHECK(cudaMemsetAsync(t.raw_data(), bytes[0], t.nbytes(), scope.stream()));
+      } else {
+        fill_kernel<T><<<elementwise_blocks(n, kThreads), kThreads, 0, scope.stream()>>>(
+            static_cast<T*>(t.raw_data()), v, n);
+        KILN_CUDA_CHECK_LAUNCH();
+      }
+    });
+  }
+  scope.done();
+}
+
+void CudaBackend::arange(Tensor& t, double start, double step) {
+  OpScope scope("arange", t.device().index);
+  const int64_t n = t.numel();
+  if (n > 0) {
+    for_each_dtype(t.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      arange_kernel<T><<<elementwise_blocks(n, kThreads), kThreads, 0, scope.stream()>>>(
+          static_cast<T*>(t.raw_data()), start, step, n);
+      KILN_CUDA_CHECK_LAUNCH();
+    });
+  }
+  scope.done();
+}
+
+void CudaBackend::broadcast_scalar(const Tensor& scalar, float scale, Tensor& t) {
+  OpScope scope("broadcast_scalar", t.device().index);
+  const int64_t n = t.numel();
+  if (n > 0) {
+    // scalar[0] is read on the device: the host never waits for the value.
+    broadcast_scalar_kernel<<<elementwise_blocks(n, kThreads), kThreads, 0, scope.stream()>>>(
+        scalar.data<float>(), scale, t.data<float>(), n);
+    KILN_CUDA_CHECK_LAUNCH();
+  }
+  scope.done();
+}
+
+void CudaBackend::fill_uniform(Tensor& t, PhiloxState s, float lo, float hi) {
+  OpScope scope("fill_uniform", t.device().index);
+  const int64_t n = t.numel();
+  if (n > 0) {
+    uniform_kernel<<<elementwise_blocks(n, kThreads), kThreads, 0, scope.stream()>>>(t.data<float>(), s, lo,
+                                                                                     hi - lo, n);
+    KILN_CUDA_CHECK_LAUNCH();
+  }
+  scope.done();
+}
+
+void CudaBackend::fill_normal(Tensor& t, PhiloxState s, float mean, float std) {
+  OpScope scope("fill_normal", t.device().index);
+  const int64_t n = t.numel();
+  if (n > 0) {
+    normal_kernel<<<elementwise_blocks(n, kThreads), kThreads, 0, scope.stream()>>>(t.data<float>(), s, mean, std,
+                                                                                    n);
+    KILN_CUDA_CHECK_LAUNCH();
+  }
+  scope.done();
+}
+
+// ---------------------------------------------------------------- per-element math
+
+void CudaBackend::binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) {
+  OpScope scope("binary", out.device().index);
+  const int64_t n = out.numel();
+  if (n > 0) {
+    binary_kernel<<<elementwise_blocks(n, kThreads), kThreads, 0, scope.stream()>>>(op, a.data<float>(),
+                                                                                    b.data<float>(),
+                                                                                    out.data<float>(), n);
+    KILN_CUDA_CHECK_LAUNCH();
+  }
+  scope.done();
+}
+
+void CudaBackend::binary_scalar(BinaryOp op, const Tensor& a, float s, Tensor& out) {
+  OpScope scope("binary_scalar", out.device().index);
+  const int64_t n = out.numel();
+  if (n > 0) {
+    binary_scalar_kernel<<<elementwise_blocks(n, kThreads), kThreads, 0, scope.stream()>>>(op, a.data<float>(), s,
+                                                                                           out.data<float>(), n);
+    KILN_CUDA_CHECK_LAUNCH();
+  }
+  scope.done();
+}
+
+void CudaBackend::relu(const Tensor& x, Tensor& y) {
+  OpScope scope("relu", y.device().index);
+  const int64_t n = y.numel();
+  if (n > 0) {
+    relu_kernel<<<elementwise_blocks(n, kThreads), kThreads, 0, scope.stream()>>>(x.data<float>(), y.data<float>(),
+                                                                                  n);
+    KILN_CUDA_CHECK_LAUNCH();
+  }
+  scope.done();
+}
+
+void CudaBackend::relu_backward(const Tensor& y, const Tensor& dy, Tensor& dx) {
+  OpScope scope("relu backward", dx.device().index);
+  const int64_t n = dx.numel();
+  if (n > 0) {
+    relu_backward_kernel<<<elementwise_blocks(n, kThreads), kThreads, 0, scope.stream()>>>(
+        y.data<float>(), dy.data<float>(), dx.data<float>(), n);
+    KILN_CUDA_CHECK_LAUNCH();
+  }
+  scope.done();
+}
+
+void CudaBackend::dropout(const Tensor& x, float keep, PhiloxState s, Tensor& y) {
+  OpScope scope("dropout", y.device().index);
+  const int64_t n = y.numel();
+  if (n > 0) {
+    dropout_kernel<<<elementwise_blocks(n, kThreads), kThreads, 0, scope.stream()>>>(x.data<float>(), keep, s,
+                                                                                     y.data<float>(), n);
+    KILN_CUDA_CHECK_LAUNCH();
+  }
+  scope.done();
+}
+
+// ---------------------------------------------------------------- shared launchers
+
+void launch_convert(const void* src, DType src_dtype, void* dst, DType dst_dtype, int64_t n, cudaStream_t stream) {
+  if (n <= 0) return;
+  if (src_dtype == dst_dtype) {
+    if (src != dst)
+      KILN_CUDA_CHECK(cudaMemcpyAsync(dst, src, static_cast<size_t>(n) * dtype_size(src_dtype),
+                                      cudaMemcpyDeviceToDevice, stream));
+    return;
+  }
+  for_each_dtype(src_dtype, [&](auto s_tag) {
+    using S = decltype(s_tag);
+    for_each_dtype(dst_dtype, [&](auto d_tag) {
+      using D = decltype(d_tag);
+      if constexpr (!std::is_same_v<S, D>) {
+        convert_kernel<S, D><<<elementwise_blocks(n, kThreads), kThreads, 0, stream>>>(static_cast<const S*>(src),
+                                                                                       static_cast<D*>(dst), n);
+        KILN_CUDA_CHECK_LAUNCH();
+      }
+    });
+  });
+}
+
+void launch_add_bias(float* y, const float* b, int64_t rows, int64_t cols, cudaStream_t stream) {
+  const int64_t n = rows * cols;
+  if (n <= 0) return;
+  add_bias_kernel<<<elementwise_blocks(n, kThreads), kThreads, 0, stream>>>(y, b, rows, cols);
+  KILN_CUDA_CHECK_LAUNCH();
+}
+
+void launch_column_sum(const float* x, int64_t rows, int64_t cols, float* out, cudaStream_t stream) {
+  if (cols <= 0) return;
+  if (rows <= 0) {
+    KILN_CUDA_CHECK(cudaMemsetAsync(out, 0, static_cast<size_t>(cols) * sizeof(float), stream));
+    return;
+  }
+  const int index = device_of_stream(stream);
+  const int64_t chunks = rows < kColumnChunks ? rows : kColumnChunks;
+  const int64_t rows_per_chunk = (rows + chunks - 1) / chunks;
+  Workspace partial(index, static_cast<size_t>(chunks * cols) * sizeof(double));
+  double* pp = static_cast<double*>(partial.data());
+  const dim3 grid(static_cast<unsigned>((cols + kColumnTile - 1) / kColumnTile), static_cast<unsigned>(chunks));
+  const dim3 block(kColumnTile, kColumnRowLanes);
+  column_partial_kernel<<<grid, block, 0, stream>>>(x, rows, cols, rows_per_chunk, pp);
+  KILN_CUDA_CHECK_LAUNCH();
+  column_finish_kernel<<<elementwise_blocks(cols, kThreads), kThreads, 0, stream>>>(pp, chunks, cols, out);
+  KILN_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace kiln::cuda

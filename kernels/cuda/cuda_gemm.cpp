@@ -1,0 +1,270 @@
+// linear on the GPU through cuBLASLt. kiln's matrices are row-major; cuBLASLt's are
+// column-major, so each row-major [r, c] matrix is read as its column-major transpose
+// [c, r] and every product is computed transposed (C^T = B^T A^T). The bias of the
+// forward pass rides in the GEMM's epilogue. Descriptors and the heuristic's algorithm
+// are built once per (device, shape, options, pointer alignments) and cached.
+#include "kernels/cuda/cuda_gemm.h"
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <sstream>
+#include <string>
+#include <tuple>
+
+#include "kernels/cuda/cuda_backend.h"
+#include "kernels/cuda/cuda_context.h"
+
+namespace kiln::cuda {
+namespace {
+
+// cuBLASLt's recommended workspace on Hopper; the heuristic may ask for up to this much.
+constexpr size_t kMaxWorkspaceBytes = size_t{32} << 20;
+
+enum class GemmKind : uint8_t { forward, backward_data, backward_weight };
+
+const char* kind_name(GemmKind k) {
+  switch (k) {
+    case GemmKind::forward: return "y = x w^T";
+    case GemmKind::backward_data: return "dx = dy w";
+    case GemmKind::backward_weight: return "dw = dy^T x";
+  }
+  return "?";
+}
+
+// The largest power of two (<= 256) dividing the address: the heuristic must only offer
+// kernels that can read buffers this aligned (its default assumes 256).
+uint32_t alignment(const void* p) {
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  uint32_t al = 256;
+  while (al > 1 && a % al != 0) al /= 2;
+  return al;
+}
+
+struct GemmKey {
+  int device;
+  GemmKind kind;
+  int64_t m, n, k;  // column-major C[m, n] = op(A)[m, k] op(B)[k, n]
+  bool bias, tf32;
+  uint32_t align_a, align_b, align_c, align_bias;
+  auto tie() const { return std::tie(device, kind, m, n, k, bias, tf32, align_a, align_b, align_c, align_bias); }
+  bool operator<(const GemmKey& o) const { return tie() < o.tie(); }
+  std::string str() const {
+    std::ostringstream os;
+    os << kind_name(kind) << " (column-major m=" << m << " n=" << n << " k=" << k << (bias ? ", bias" : "")
+       << (tf32 ? ", tf32" : ", strict fp32") << ", alignments " << align_a << "/" << align_b << "/" << align_c
+       << ")";
+    return os.str();
+  }
+};
+
+// One GEMM shape: a column-major problem with its descriptors and chosen algorithm.
+struct GemmPlan {
+  cublasLtMatmulDesc_t op = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+  cublasLtMatmulAlgo_t algo{};
+  size_t workspace_bytes = 0;
+  std::mutex mu;  // the bias pointer is set on the shared descriptor right before each launch
+  GemmPlan() = default;
+  GemmPlan(const GemmPlan&) = delete;
+  GemmPlan& operator=(const GemmPlan&) = delete;
+  ~GemmPlan() {  // statuses ignored: nothing useful to do at teardown
+    if (a) cublasLtMatrixLayoutDestroy(a);
+    if (b) cublasLtMatrixLayoutDestroy(b);
+    if (c) cublasLtMatrixLayoutDestroy(c);
+    if (op) cublasLtMatmulDescDestroy(op);
+  }
+};
+
+struct PreferenceGuard {
+  cublasLtMatmulPreference_t p = nullptr;
+  PreferenceGuard() { KILN_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&p)); }
+  ~PreferenceGuard() { cublasLtMatmulPreferenceDestroy(p); }
+  PreferenceGuard(const PreferenceGuard&) = delete;
+  PreferenceGuard& operator=(const PreferenceGuard&) = delete;
+};
+
+// One call: column-major C[m, n] = op_a(A) op_b(B) (+ bias[m] broadcast over columns).
+// A is stored [m, k] (op N) or [k, m] (op T) with leading dimension lda; B likewise.
+struct GemmCall {
+  GemmKind kind;
+  cublasOperation_t op_a, op_b;
+  int64_t m, n, k;
+  const float* A;
+  int64_t lda;
+  const float* B;
+  int64_t ldb;
+  float* C;
+  int64_t ldc;
+  const float* bias;  // nullptr: none
+};
+
+std::unique_ptr<GemmPlan> make_plan(const GemmKey& key, const GemmCall& g, cublasLtHandle_t h) {
+  auto plan = std::make_unique<GemmPlan>();
+  const cublasComputeType_t compute = key.tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+  KILN_CUBLAS_CHECK(cublasLtMatmulDescCreate(&plan->op, compute, CUDA_R_32F));
+  const int32_t op_a = g.op_a, op_b = g.op_b;
+  KILN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_TRANSA, &op_a, sizeof(op_a)));
+  KILN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_TRANSB, &op_b, sizeof(op_b)));
+  const uint32_t epilogue = g.bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
+  KILN_CUBLAS_CHECK(
+      cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue)));
+  if (g.bias) {
+    // The heuristic reads the pointer's alignment; the key holds that alignment.
+    const void* bias = g.bias;
+    KILN_CUBLAS_CHECK(
+        cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
+  }
+  // Stored shapes: rows x cols of the matrix before its op, column-major.
+  const bool ta = g.op_a == CUBLAS_OP_T, tb = g.op_b == CUBLAS_OP_T;
+  KILN_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->a, CUDA_R_32F, ta ? g.k : g.m, ta ? g.m : g.k, g.lda));
+  KILN_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->b, CUDA_R_32F, tb ? g.n : g.k, tb ? g.k : g.n, g.ldb));
+  KILN_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->c, CUDA_R_32F, g.m, g.n, g.ldc));
+
+  PreferenceGuard pref;
+  const uint64_t max_ws = kMaxWorkspaceBytes;
+  KILN_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref.p, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &max_ws,
+                                                         sizeof(max_ws)));
+  const uint32_t align[4] = {key.align_a, key.align_b, key.align_c, key.align_c};
+  const cublasLtMatmulPreferenceAttributes_t align_attr[4] = {
+      CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+      CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES};
+  for (int i = 0; i < 4; ++i)
+    KILN_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref.p, align_attr[i], &align[i], sizeof(align[i])));
+
+  constexpr int kRequested = 8;
+  cublasLtMatmulHeuristicResult_t results[kRequested] = {};
+  int returned = 0;
+  // C is also D (beta = 0, written in place).
+  const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(h, plan->op, plan->a, plan->b, plan->c, plan->c, pref.p,
+                                                           kRequested, results, &returned);
+  KILN_CHECK(st == CUBLAS_STATUS_SUCCESS || st == CUBLAS_STATUS_NOT_SUPPORTED, current_op(),
+             ": cublasLtMatmulAlgoGetHeuristic failed: ", cublas_status_name(st), " for ", key.str());
+  for (int i = 0; i < returned && i < kRequested; ++i) {
+    if (results[i].state != CUBLAS_STATUS_SUCCESS || results[i].workspaceSize > kMaxWorkspaceBytes) continue;
+    plan->algo = results[i].algo;
+    plan->workspace_bytes = results[i].workspaceSize;
+    return plan;
+  }
+  KILN_FAIL(current_op(), ": cuBLASLt offers no algorithm for ", key.str(), " (status ", cublas_status_name(st),
+            ", ", returned, " results)");
+}
+
+GemmPlan& plan_for(const GemmKey& key, const GemmCall& g, cublasLtHandle_t h) {
+  static std::mutex mu;
+  static std::map<GemmKey, std::unique_ptr<GemmPlan>> cache;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    auto it = cache.find(key);
+    if (it != cache.end()) return *it->second;
+  }
+  std::unique_ptr<GemmPlan> plan = make_plan(key, g, h);  // outside the lock: the heuristic is slow-ish
+  std::lock_guard<std::mutex> lock(mu);
+  auto [it, inserted] = cache.emplace(key, std::move(plan));  // another thread may have won: use its plan
+  (void)inserted;
+  return *it->second;
+}
+
+// Runs one GEMM on the scope's stream. k == 0 gives C = 0 (+ bias).
+void gemm(const OpScope& scope, int device, const GemmCall& g) {
+  if (g.m == 0 || g.n == 0) return;
+  if (g.k == 0) {
+    KILN_CUDA_CHECK(cudaMemsetAsync(g.C, 0, static_cast<size_t>(g.m * g.n) * sizeof(float), scope.stream()));
+    // C^T is row-major [n, m]: bias over its columns.
+    if (g.bias) launch_add_bias(g.C, g.bias, g.n, g.m, scope.stream());
+    return;
+  }
+  const GemmKey key{device,         g.kind,         g.m,
+                    g.n,            g.k,            g.bias != nullptr,
+                    compute_options().allow_tf32, alignment(g.A), alignment(g.B),
+                    alignment(g.C), g.bias ? alignment(g.bias) : 256u};
+  cublasLtHandle_t h = cublaslt_handle(device);
+  GemmPlan& plan = plan_for(key, g, h);
+  Workspace ws(device, plan.workspace_bytes);
+  const float one = 1.0f, zero = 0.0f;
+  std::lock_guard<std::mutex> lock(plan.mu);
+  if (g.bias) {
+    const void* bias = g.bias;
+    KILN_CUBLAS_CHECK(
+        cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
+  }
+  KILN_CUBLAS_CHECK(cublasLtMatmul(h, plan.op, &one, g.A, plan.a, g.B, plan.b, &zero, g.C, plan.c, g.C, plan.c,
+                                   &plan.algo, ws.data(), plan.workspace_bytes, scope.stream()));
+}
+
+}  // namespace
+
+void CudaBackend::linear_forward(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y) {
+  // x: [N, in], w: [out, in], b: [out] or undefined, y: [N, out]
+  const int dev = x.device().index;
+  OpScope scope("linear", dev);
+  const int64_t rows = x.dim(0), in = x.dim(1), out = w.dim(0);
+  // Column-major: y^T[out, N] = (w viewed [in, out])^T (x viewed [in, N]).
+  gemm(scope, dev,
+       GemmCall{GemmKind::forward, CUBLAS_OP_T, CUBLAS_OP_N, out, rows, in, w.data<float>(), in, x.data<float>(), in,
+                y.data<float>(), out, b.defined() ? b.data<float>() : nullptr});
+  scope.done();
+}
+
+void CudaBackend::linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, Tensor& dx, Tensor& dw,
+                                  Tensor& db) {
+  // dy: [N, out], x: [N, in], w: [out, in]; dx: [N, in], dw: [out, in], db: [out], each optional
+  const int dev = dy.device().index;
+  OpScope scope("linear backward", dev);
+  const int64_t rows = dy.dim(0), out = dy.dim(1);
+  const float* pdy = dy.data<float>();
+  if (dx.defined()) {
+    const int64_t in = dx.dim(1);
+    // Column-major: dx^T[in, N] = (w viewed [in, out]) (dy viewed [out, N]).
+    gemm(scope, dev,
+         GemmCall{GemmKind::backward_data, CUBLAS_OP_N, CUBLAS_OP_N, in, rows, out, w.data<float>(), in, pdy, out,
+                  dx.data<float>(), in, nullptr});
+  }
+  if (dw.defined()) {
+    const int64_t in = dw.dim(1);
+    // Column-major: dw^T[in, out] = (x viewed [in, N]) (dy viewed [out, N])^T.
+    gemm(scope, dev,
+         GemmCall{GemmKind::backward_weight, CUBLAS_OP_N, CUBLAS_OP_T, in, out, rows, x.data<float>(), in, pdy, out,
+                  dw.data<float>(), in, nullptr});
+  }
+  if (db.defined() && out > 0) {
+    if (rows == 0)
+      KILN_CUDA_CHECK(cudaMemsetAsync(db.data<float>(), 0, db.nbytes(), scope.stream()));
+    else
+      launch_column_sum(pdy, rows, out, db.data<float>(), scope.stream());
+  }
+  scope.done();
+}
+
+void sgemm_reference(const Tensor& x, const Tensor& w, Tensor& y) {
+  // x: [N, in], w: [out, in], y: [N, out]
+  const int dev = x.device().index;
+  OpScope scope("sgemm reference", dev);
+  KILN_CHECK(x.rank() == 2 && w.rank() == 2 && y.rank() == 2 && x.dim(1) == w.dim(1) && y.dim(0) == x.dim(0) &&
+                 y.dim(1) == w.dim(0),
+             current_op(), ": expected x [N, in], w [out, in], y [N, out]; got x ", x.shape(), ", w ", w.shape(),
+             ", y ", y.shape());
+  KILN_CHECK(x.dim(0) <= INT32_MAX && x.dim(1) <= INT32_MAX && w.dim(0) <= INT32_MAX, current_op(),
+             ": dimensions exceed cuBLAS's int range");
+  const int rows = static_cast<int>(x.dim(0)), in = static_cast<int>(x.dim(1)), out = static_cast<int>(w.dim(0));
+  const float* px = x.data<float>();
+  const float* pw = w.data<float>();
+  float* py = y.data<float>();
+  if (rows > 0 && out > 0) {
+    if (in == 0) {
+      KILN_CUDA_CHECK(cudaMemsetAsync(py, 0, y.nbytes(), scope.stream()));
+    } else {
+      cublasHandle_t h = cublas_handle(dev);
+      // Set on every call: the handle may be shared, and the math mode decides TF32.
+      KILN_CUBLAS_CHECK(
+          cublasSetMathMode(h, compute_options().allow_tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+      const float one = 1.0f, zero = 0.0f;
+      // Column-major: y^T[out, N] = (w viewed [in, out])^T (x viewed [in, N]).
+      KILN_CUBLAS_CHECK(cublasSgemm(h, CUBLAS_OP_T, CUBLAS_OP_N, out, rows, in, &one, pw, in, px, in, &zero, py, out));
+    }
+  }
+  scope.done();
+}
+
+}  // namespace kiln::cuda

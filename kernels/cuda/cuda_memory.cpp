@@ -1,0 +1,175 @@
+// Memory of the CUDA backend: device tensors from the stream-ordered pool, pinned host
+// tensors from cudaHostAlloc, copies between them (blocking, or overlapped on the copy
+// stream), memory statistics, and the backend's registration.
+#include <cstring>
+#include <deque>
+#include <mutex>
+#include <vector>
+
+#include "kernels/cuda/cuda_backend.h"
+#include "kernels/cuda/cuda_context.h"
+
+namespace kiln::cuda {
+namespace {
+
+// Device memory of one GPU, from its pool.
+class DeviceAllocator final : public Allocator {
+ public:
+  explicit DeviceAllocator(int index) : index_(index) {}
+  void* allocate(size_t bytes) override { return pool_allocate(index_, bytes, "tensor"); }
+  void deallocate(void* p, size_t) override {
+    try {
+      pool_free(index_, p);
+    } catch (...) {
+      // Freeing runs from destructors; a failure here means the context is already gone.
+    }
+  }
+
+ private:
+  int index_;
+};
+
+// Page-locked host memory when a GPU exists (so copies can overlap compute); plain
+// aligned memory otherwise, and then pinned() says so.
+class PinnedAllocator final : public Allocator {
+ public:
+  void* allocate(size_t bytes) override {
+    if (device_count() == 0) return host_allocator().allocate(bytes);
+    void* p = nullptr;
+    const cudaError_t st = cudaHostAlloc(&p, bytes == 0 ? 64 : bytes, cudaHostAllocPortable);
+    if (st != cudaSuccess) {
+      cudaGetLastError();
+      KILN_FAIL("pinned host allocation of ", bytes, " bytes failed: ", cudaGetErrorString(st));
+    }
+    return p;
+  }
+  void deallocate(void* p, size_t bytes) override {
+    if (device_count() == 0) return host_allocator().deallocate(p, bytes);
+    cudaFreeHost(p);
+  }
+  bool pinned() const override { return device_count() > 0; }
+};
+
+// Host buffers of in-flight non-blocking copies, kept alive until their event fires.
+struct Pending {
+  cudaEvent_t done;
+  std::shared_ptr<Storage> keep;
+};
+std::mutex g_pending_mu;
+std::deque<Pending> g_pending;
+
+void reap_pending() {
+  std::lock_guard<std::mutex> lock(g_pending_mu);
+  while (!g_pending.empty() && cudaEventQuery(g_pending.front().done) == cudaSuccess) {
+    cudaEventDestroy(g_pending.front().done);
+    g_pending.pop_front();
+  }
+  cudaGetLastError();  // cudaErrorNotReady is not an error here
+}
+
+CudaBackend g_backend;
+PinnedAllocator g_pinned;
+
+struct Registrar {
+  // No CUDA call here: the driver is touched only when a CUDA tensor is first made.
+  Registrar() {
+    register_backend(DeviceType::cuda, &g_backend);
+    set_pinned_host_allocator(&g_pinned);
+  }
+} g_registrar;
+
+}  // namespace
+
+int CudaBackend::device_count() { return cuda::device_count(); }
+
+void CudaBackend::synchronize(int index) {
+  OpScope scope("synchronize", index);
+  KILN_CUDA_CHECK(cudaStreamSynchronize(scope.ctx().copy));
+  KILN_CUDA_CHECK(cudaStreamSynchronize(scope.ctx().compute));
+  reap_pending();
+}
+
+MemoryStats CudaBackend::memory_stats(int index) {
+  DeviceContext& ctx = context(index);
+  uint64_t used = 0, high = 0, reserved = 0;
+  KILN_CUDA_CHECK(cudaMemPoolGetAttribute(ctx.pool, cudaMemPoolAttrUsedMemCurrent, &used));
+  KILN_CUDA_CHECK(cudaMemPoolGetAttribute(ctx.pool, cudaMemPoolAttrUsedMemHigh, &high));
+  KILN_CUDA_CHECK(cudaMemPoolGetAttribute(ctx.pool, cudaMemPoolAttrReservedMemCurrent, &reserved));
+  return MemoryStats{static_cast<int64_t>(used), static_cast<int64_t>(high), static_cast<int64_t>(reserved)};
+}
+
+void CudaBackend::reset_peak_memory(int index) {
+  DeviceContext& ctx = context(index);
+  uint64_t zero = 0;
+  KILN_CUDA_CHECK(cudaMemPoolSetAttribute(ctx.pool, cudaMemPoolAttrUsedMemHigh, &zero));
+}
+
+Allocator& CudaBackend::allocator(int index) {
+  static std::mutex mu;
+  static std::vector<std::unique_ptr<DeviceAllocator>> allocators;
+  context(index);  // throws a clear error when the GPU does not exist
+  std::lock_guard<std::mutex> lock(mu);
+  if (allocators.size() <= static_cast<size_t>(index)) allocators.resize(static_cast<size_t>(index) + 1);
+  auto& a = allocators[static_cast<size_t>(index)];
+  if (!a) a = std::make_unique<DeviceAllocator>(index);
+  return *a;
+}
+
+void CudaBackend::copy(const Tensor& src, Tensor& dst, bool non_blocking) {
+  const bool src_dev = src.device().is_cuda(), dst_dev = dst.device().is_cuda();
+  const int index = dst_dev ? dst.device().index : src.device().index;
+  if (src.dtype() != dst.dtype()) {
+    if (src_dev && dst_dev) {
+      OpScope scope("copy (convert)", index);
+      launch_convert(src.raw_data(), src.dtype(), dst.raw_data(), dst.dtype(), src.numel(), scope.stream());
+      KILN_CUDA_CHECK_LAUNCH();
+      scope.done();
+    } else if (!src_dev) {
+      copy(src.to(dst.dtype()), dst, false);  // convert on the host, then move
+    } else {
+      copy(src.to(dst.dtype()), dst, non_blocking);  // convert on the device, then move
+    }
+    return;
+  }
+  reap_pending();
+  OpScope scope("copy", index);
+  DeviceContext& ctx = scope.ctx();
+  const size_t bytes = src.nbytes();
+  if (bytes == 0) return;
+  if (src_dev && dst_dev) {
+    if (src.device().index == dst.device().index) {
+      KILN_CUDA_CHECK(cudaMemcpyAsync(dst.raw_data(), src.raw_data(), bytes, cudaMemcpyDeviceToDevice, ctx.compute));
+    } else {
+      // Across GPUs: order after the source's work, then copy on the destination's stream.
+      KILN_CUDA_CHECK(cudaStreamSynchronize(context(src.device().index).compute));
+      KILN_CUDA_CHECK(cudaMemcpyPeerAsync(dst.raw_data(), dst.device().index, src.raw_data(), src.device().index,
+                                          bytes, ctx.compute));
+    }
+  } else if (dst_dev) {  // host -> device
+    if (non_blocking && src.is_pinned()) {
+      // The copy stream waits for earlier work that may still read dst, copies, and the
+      // compute stream waits for the copy: later ops see the data, compute overlaps it.
+      cudaEvent_t before = nullptr, after = nullptr;
+      KILN_CUDA_CHECK(cudaEventCreateWithFlags(&before, cudaEventDisableTiming));
+      KILN_CUDA_CHECK(cudaEventCreateWithFlags(&after, cudaEventDisableTiming));
+      KILN_CUDA_CHECK(cudaEventRecord(before, ctx.compute));
+      KILN_CUDA_CHECK(cudaStreamWaitEvent(ctx.copy, before, 0));
+      KILN_CUDA_CHECK(cudaMemcpyAsync(dst.raw_data(), src.raw_data(), bytes, cudaMemcpyHostToDevice, ctx.copy));
+      KILN_CUDA_CHECK(cudaEventRecord(after, ctx.copy));
+      KILN_CUDA_CHECK(cudaStreamWaitEvent(ctx.compute, after, 0));
+      cudaEventDestroy(before);
+      std::lock_guard<std::mutex> lock(g_pending_mu);
+      g_pending.push_back(Pending{after, src.impl().storage});
+    } else {
+      KILN_CUDA_CHECK(cudaMemcpyAsync(dst.raw_data(), src.raw_data(), bytes, cudaMemcpyHostToDevice, ctx.compute));
+      // From pinned memory the DMA reads the source later: wait, so the caller may reuse it.
+      if (src.is_pinned()) KILN_CUDA_CHECK(cudaStreamSynchronize(ctx.compute));
+    }
+  } else {  // device -> host
+    KILN_CUDA_CHECK(cudaMemcpyAsync(dst.raw_data(), src.raw_data(), bytes, cudaMemcpyDeviceToHost, ctx.compute));
+    if (!(non_blocking && dst.is_pinned())) KILN_CUDA_CHECK(cudaStreamSynchronize(ctx.compute));
+  }
+  scope.done();
+}
+
+}  // namespace kiln::cuda

@@ -1,0 +1,96 @@
+// Max pooling on the GPU, NHWC, with the CPU's window and tie rules (kernels/common/pool.h),
+// so values and argmax agree with the CPU backend element for element.
+#include <cmath>
+#include <cstdint>
+
+#include "kernels/common/pool.h"
+#include "kernels/cuda/cuda_backend.h"
+#include "kernels/cuda/cuda_context.h"
+
+namespace kiln::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+
+// One thread per output element (n, oh, ow, c), channel fastest: neighbouring threads read
+// neighbouring channels of the same input pixel, so every window load is coalesced.
+// x: [N, H, W, C], y and argmax: [N, OH, OW, C]; argmax may be null.
+__global__ void max_pool_forward_kernel(const float* x, int64_t h, int64_t w, int64_t c, int64_t oh, int64_t ow,
+                                        Pool2dParams p, int64_t total, float* y, int32_t* argmax) {
+  const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += step) {
+    const int64_t k = i % c;
+    int64_t rest = i / c;
+    const int64_t j = rest % ow;
+    rest /= ow;
+    const int64_t r = rest % oh;
+    const int64_t b = rest / oh;
+    const common::WindowRange rh = common::pool_window(r, p.stride_h, p.pad_h, p.kernel_h, h);
+    const common::WindowRange rw = common::pool_window(j, p.stride_w, p.pad_w, p.kernel_w, w);
+    float best = -INFINITY;
+    int64_t best_pos = rh.begin * w + rw.begin;
+    for (int64_t hh = rh.begin; hh < rh.end; ++hh) {
+      const float* row = x + ((b * h + hh) * w) * c + k;
+      for (int64_t ww = rw.begin; ww < rw.end; ++ww) {
+        const float v = row[ww * c];
+        if (common::pool_takes(v, best)) {
+          best = v;
+          best_pos = hh * w + ww;
+        }
+      }
+    }
+    y[i] = best;
+    if (argmax) argmax[i] = static_cast<int32_t>(best_pos);
+  }
+}
+
+// One thread per output element routes dy to dx at its argmax. dx: [N, H, W, C] (zeroed
+// before), dy and argmax: [N, OH, OW, C].
+__global__ void max_pool_backward_kernel(const float* dy, const int32_t* argmax, int64_t hw, int64_t ohw, int64_t c,
+                                         int64_t total, float* dx) {
+  const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += step) {
+    const int64_t k = i % c;
+    const int64_t b = i / (ohw * c);
+    atomicAdd(dx + (b * hw + argmax[i]) * c + k, dy[i]);
+  }
+}
+
+}  // namespace
+
+void CudaBackend::max_pool2d_forward(const Tensor& x, const Pool2dParams& p, Tensor& y, Tensor& argmax) {
+  OpScope scope("max_pool2d", y.device().index);
+  const int64_t h = x.dim(1), w = x.dim(2), c = x.dim(3);
+  const int64_t oh = y.dim(1), ow = y.dim(2);
+  const int64_t total = y.numel();
+  if (total > 0) {
+    int32_t* pi = argmax.defined() ? argmax.data<int32_t>() : nullptr;
+    max_pool_forward_kernel<<<elementwise_blocks(total, kThreads), kThreads, 0, scope.stream()>>>(
+        x.data<float>(), h, w, c, oh, ow, p, total, y.data<float>(), pi);
+    KILN_CUDA_CHECK_LAUNCH();
+  }
+  scope.done();
+}
+
+// Backward scatters with atomicAdd rather than gathering per input element, because the
+// pool geometry is not passed here (only dy, argmax and dx), so an input cannot know which
+// windows cover it. This is still deterministic, bit for bit equal to the CPU, whenever the
+// windows do not overlap (stride >= kernel, VGG's 2x2/2): each input then receives at most
+// one addition, onto zero. With overlapping windows (e.g. 3x3/2) an input shared by two
+// windows sums their gradients in arrival order, so results may differ in the last bit
+// from run to run.
+void CudaBackend::max_pool2d_backward(const Tensor& dy, const Tensor& argmax, Tensor& dx) {
+  OpScope scope("max_pool2d backward", dx.device().index);
+  if (dx.numel() > 0) KILN_CUDA_CHECK(cudaMemsetAsync(dx.raw_data(), 0, dx.nbytes(), scope.stream()));
+  const int64_t total = dy.numel();
+  if (total > 0) {
+    const int64_t hw = dx.dim(1) * dx.dim(2), c = dx.dim(3);
+    const int64_t ohw = dy.dim(1) * dy.dim(2);
+    max_pool_backward_kernel<<<elementwise_blocks(total, kThreads), kThreads, 0, scope.stream()>>>(
+        dy.data<float>(), argmax.data<int32_t>(), hw, ohw, c, total, dx.data<float>());
+    KILN_CUDA_CHECK_LAUNCH();
+  }
+  scope.done();
+}
+
+}  // namespace kiln::cuda

@@ -1,0 +1,144 @@
+// Whole-tensor sums and row-wise argmax on the GPU. Sums run in two passes of fixed shape
+// (partials in double, then one block adds them in a fixed tree), so a result depends only
+// on the input, never on timing or on the GPU model.
+#include <cstdint>
+
+#include "kernels/cuda/cuda_backend.h"
+#include "kernels/cuda/cuda_context.h"
+
+namespace kiln::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int64_t kMaxPartials = 1024;  // pass-1 blocks; pass 2 is one block of this many threads
+
+// Fixed-order block sum of doubles; the total is valid in thread 0. smem: kBlock / 32.
+template <int kBlock>
+__device__ double block_sum(double v, double* smem) {
+  for (int offset = 16; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  if (threadIdx.x % 32 == 0) smem[threadIdx.x / 32] = v;
+  __syncthreads();
+  double total = 0.0;
+  if (threadIdx.x == 0)
+    for (int w = 0; w < kBlock / 32; ++w) total += smem[w];
+  return total;
+}
+
+// Pass 1: block b sums the elements b*kThreads + t + k*(blocks*kThreads) in double.
+template <bool kSquare>
+__global__ void sum_partial_kernel(const float* x, int64_t n, double* partial) {
+  __shared__ double smem[kThreads / 32];
+  double s = 0.0;
+  const int64_t step = static_cast<int64_t>(gridDim.x) * kThreads;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; i < n; i += step) {
+    const double v = x[i];
+    s += kSquare ? v * v : v;  // a float squared is exact in double, FMA or not
+  }
+  s = block_sum<kThreads>(s, smem);
+  if (threadIdx.x == 0) partial[blockIdx.x] = s;
+}
+
+// Pass 2: one block adds the partials and writes the float result.
+__global__ void sum_finish_kernel(const double* partial, int64_t count, float* out) {
+  __shared__ double smem[kMaxPartials / 32];
+  const double v = threadIdx.x < count ? partial[threadIdx.x] : 0.0;
+  const double total = block_sum<kMaxPartials>(v, smem);
+  if (threadIdx.x == 0) out[0] = static_cast<float>(total);
+}
+
+// Row-wise argmax, one block per row, with the CPU's rule: the first maximum wins (later
+// equal values never replace it), NaNs are skipped, and a NaN in column 0 gives 0 (on the
+// CPU nothing compares greater than it). Candidates are (value, index) with index -1 for
+// "none yet"; combining keeps the larger value, then the smaller index, which is
+// associative and commutative, so the tree order cannot change the answer.
+struct Best {
+  float v;
+  int64_t i;
+};
+
+__device__ __forceinline__ Best better(Best a, Best b) {
+  if (a.i < 0) return b;
+  if (b.i < 0) return a;
+  if (b.v > a.v || (b.v == a.v && b.i < a.i)) return b;
+  return a;
+}
+
+template <int kBlock>
+__global__ void argmax_kernel(const float* x, int64_t rows, int64_t cols, int64_t* out) {
+  __shared__ float sv[kBlock / 32];
+  __shared__ int64_t si[kBlock / 32];
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    const float* row = x + r * cols;
+    Best b{0.0f, -1};
+    for (int64_t c = threadIdx.x; c < cols; c += kBlock) {
+      const float v = row[c];
+      if (v == v && (b.i < 0 || v > b.v)) b = Best{v, c};
+    }
+    for (int offset = 16; offset > 0; offset /= 2) {
+      const Best o{__shfl_xor_sync(0xffffffffu, b.v, offset), __shfl_xor_sync(0xffffffffu, b.i, offset)};
+      b = better(b, o);
+    }
+    if constexpr (kBlock > 32) {
+      __syncthreads();  // the previous row may still be reading sv/si
+      if (threadIdx.x % 32 == 0) {
+        sv[threadIdx.x / 32] = b.v;
+        si[threadIdx.x / 32] = b.i;
+      }
+      __syncthreads();
+      if (threadIdx.x == 0)
+        for (int w = 1; w < kBlock / 32; ++w) b = better(b, Best{sv[w], si[w]});
+    }
+    if (threadIdx.x == 0) {
+      const float first = row[0];
+      out[r] = (first != first || b.i < 0) ? 0 : b.i;
+    }
+  }
+}
+
+template <bool kSquare>
+void launch_sum(const Tensor& x, Tensor& out, OpScope& scope) {
+  const int64_t n = x.numel();
+  float* po = out.data<float>();
+  if (n == 0) {
+    KILN_CUDA_CHECK(cudaMemsetAsync(po, 0, sizeof(float), scope.stream()));
+    return;
+  }
+  const int64_t wanted = (n + kThreads - 1) / kThreads;
+  const int64_t blocks = wanted < kMaxPartials ? wanted : kMaxPartials;
+  Workspace ws(x.device().index, static_cast<size_t>(blocks) * sizeof(double));
+  double* partial = static_cast<double*>(ws.data());
+  sum_partial_kernel<kSquare><<<static_cast<unsigned>(blocks), kThreads, 0, scope.stream()>>>(x.data<float>(), n,
+                                                                                              partial);
+  KILN_CUDA_CHECK_LAUNCH();
+  sum_finish_kernel<<<1, kMaxPartials, 0, scope.stream()>>>(partial, blocks, po);
+  KILN_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace
+
+void CudaBackend::sum(const Tensor& x, Tensor& out) {
+  OpScope scope("sum", out.device().index);
+  launch_sum<false>(x, out, scope);
+  scope.done();
+}
+
+void CudaBackend::sum_squares(const Tensor& x, Tensor& out) {
+  OpScope scope("sum_squares", out.device().index);
+  launch_sum<true>(x, out, scope);
+  scope.done();
+}
+
+void CudaBackend::argmax(const Tensor& x, Tensor& out) {
+  OpScope scope("argmax", out.device().index);
+  const int64_t cols = x.dim(-1);
+  const int64_t rows = cols > 0 ? x.numel() / cols : 0;
+  if (rows > 0) {
+    const unsigned grid = static_cast<unsigned>(rows < (int64_t{1} << 20) ? rows : (int64_t{1} << 20));
+    if (cols <= 256) argmax_kernel<32><<<grid, 32, 0, scope.stream()>>>(x.data<float>(), rows, cols, out.data<int64_t>());
+    else argmax_kernel<256><<<grid, 256, 0, scope.stream()>>>(x.data<float>(), rows, cols, out.data<int64_t>());
+    KILN_CUDA_CHECK_LAUNCH();
+  }
+  scope.done();
+}
+
+}  // namespace kiln::cuda

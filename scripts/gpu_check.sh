@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The GPU check: on a machine with an NVIDIA GPU and a kiln build packed by
+# scripts/gpu_pack.sh, run every test (CPU and CUDA cases) and the short CUDA benchmark
+# next to PyTorch on the same GPU, then print a table. Logs go to $OUT (or /tmp/kiln_gpu).
+#
+# Usage (from the repository root): bash scripts/gpu_check.sh [PACK_DIR=.gpu]
+#
+# What we learned about running on the lent H200 (keep this list current):
+# - The machine has the driver, nvcc 13.0, python3 with torch 2.11+cu130 and cuDNN 9 /
+#   cuBLAS 13 as pip packages under site-packages/nvidia/...; it has no network.
+# - Binaries built on the Debian 12 dev machine are carried in .gpu/ with oneDNN, the
+#   OpenCL loader and libgomp; cuDNN/cuBLAS come from PyTorch's install via LD_LIBRARY_PATH.
+# - The repository is copied to another path there: KILN_SOURCE_DIR tells the tests and
+#   kiln_bench where the reference scripts are; KILN_PYTHON=python3 picks its PyTorch.
+set -uo pipefail
+PACK=${1:-.gpu}
+OUT=${OUT:-/tmp/kiln_gpu}
+mkdir -p "$OUT"
+START=$(date +%s)
+echo "== GPU"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader | tee "$OUT/gpu.txt"
+
+SITE=$(python3 -c 'import os, torch; print(os.path.dirname(os.path.dirname(torch.__file__)))' 2>/dev/null)
+LIBDIRS=""
+for pat in 'libcudnn.so.9*' 'libcublas.so.13*' 'libcublasLt.so.13*'; do
+  f=$(find "$SITE/nvidia" -name "$pat" 2>/dev/null | head -1)
+  [[ -n "$f" ]] && LIBDIRS="$LIBDIRS:$(dirname "$f")" || echo "warning: $pat not found under $SITE/nvidia"
+done
+export LD_LIBRARY_PATH="$PWD/$PACK/lib$LIBDIRS:${LD_LIBRARY_PATH:-}"
+export KILN_SOURCE_DIR=$PWD KILN_PYTHON=python3 OMP_NUM_THREADS=${OMP_NUM_THREADS:-8}
+if ldd "$PACK/bin/kiln_tests" | grep "not found"; then echo "missing libraries (above)"; fi
+
+echo "== tests (every case; CUDA cases run on the GPU)"
+"$PACK/bin/kiln_tests" --reporter compact 2>&1 | tee "$OUT/tests.log" | grep -v "^Passed" | tail -40
+TESTS_RC=${PIPESTATUS[0]}
+echo "== CUDA tests alone (the summary line)"
+"$PACK/bin/kiln_tests" "[cuda]" --reporter compact 2>&1 | tail -3 | tee "$OUT/tests_cuda.log"
+
+echo "== benchmarks (kiln, then PyTorch, same GPU, batch ${BATCH:-64}, strict fp32)"
+timeout 240 "$PACK/bin/kiln_bench" --device cuda --suite conv_cuda,step_cuda --batch "${BATCH:-64}" \
+  --repeat "${REPEAT:-10}" --compare --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log"
+BENCH_RC=${PIPESTATUS[0]}
+echo "== done in $(( $(date +%s) - START )) s: tests rc=$TESTS_RC, bench rc=$BENCH_RC"
+exit $(( TESTS_RC != 0 || BENCH_RC != 0 ))

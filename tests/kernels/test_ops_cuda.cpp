@@ -1,0 +1,220 @@
+// The CUDA backend against the CPU backend on the same inputs, op by op (the op table),
+// plus what only a GPU has: pools, streams, pinned copies, out-of-memory reports.
+// Every case skips, saying so, where no GPU is found.
+#include <catch2/catch.hpp>
+#include <cstring>
+
+#include "tests/support/compare.h"
+#include "tests/support/op_cases.h"
+
+using namespace kiln;
+using namespace kiln::test;
+
+namespace {
+
+const Device kGpu = Device::cuda(0);
+
+bool have_gpu() { return device_count(DeviceType::cuda) > 0; }
+
+#define KILN_SKIP_WITHOUT_GPU()                  \
+  do {                                           \
+    if (!have_gpu()) {                           \
+      WARN("no GPU found: CUDA case skipped");   \
+      return;                                    \
+    }                                            \
+  } while (0)
+
+struct Run {
+  std::vector<double> out;
+  std::vector<std::vector<double>> grads;
+  std::vector<float> out_f;
+};
+
+Run run_case(const OpCase& c, Device d) {
+  std::vector<Tensor> in = prepare_inputs(c, d, true);
+  Tensor out = c.forward(in);
+  CHECK(out.device() == d);
+  Generator rg(99);
+  Tensor up = Tensor::normal(out.shape(), 0.0f, 1.0f, rg).to(d);
+  out.backward(up);
+  Run r;
+  r.out = out.to_vector<double>();
+  r.out_f = out.to_vector<float>();
+  for (const Tensor& t : in) r.grads.push_back(t.requires_grad() ? t.grad().to_vector<double>() : std::vector<double>{});
+  return r;
+}
+
+void compare_backends(double rtol_scale) {
+  for (const OpCase& c : all_op_cases()) {
+    DYNAMIC_SECTION(c.name) {
+      const Run cpu = run_case(c, Device::cpu()), gpu = run_case(c, kGpu);
+      const double rtol = c.rtol * rtol_scale;
+      INFO("forward");
+      KILN_REQUIRE_CLOSE(gpu.out, cpu.out, rtol * mean_abs(cpu.out), rtol);
+      if (c.op == "dropout") CHECK(std::memcmp(gpu.out_f.data(), cpu.out_f.data(), cpu.out_f.size() * 4) == 0);
+      for (size_t i = 0; i < c.inputs.size(); ++i) {
+        if (!c.differentiable[i]) continue;
+        INFO("gradient of input " << i);
+        KILN_REQUIRE_CLOSE(gpu.grads[i], cpu.grads[i], rtol * mean_abs(cpu.grads[i]), rtol);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+TEST_CASE("every op on the GPU matches the CPU backend in fp32", "[cuda][ops]") {
+  KILN_SKIP_WITHOUT_GPU();
+  compare_backends(1.0);
+}
+
+TEST_CASE("with TF32 allowed, conv and GEMM stay within 3e-3 of the CPU", "[cuda][ops][tf32]") {
+  KILN_SKIP_WITHOUT_GPU();
+  struct Reset {
+    bool was = compute_options().allow_tf32;
+    ~Reset() { compute_options().allow_tf32 = was; }
+  } reset;
+  compute_options().allow_tf32 = true;
+  Generator g(4);
+  Tensor x = Tensor::normal(Shape{4, 14, 14, 64}, 0, 1, g), w = Tensor::normal(Shape{32, 3, 3, 64}, 0, 0.1f, g);
+  Tensor b = Tensor::normal(Shape{32}, 0, 1, g);
+  const std::vector<double> cpu = conv2d(x, w, b, Conv2dParams{1, 1, 1, 1}).to_vector<double>();
+  const std::vector<double> gpu = conv2d(x.to(kGpu), w.to(kGpu), b.to(kGpu), Conv2dParams{1, 1, 1, 1}).to_vector<double>();
+  KILN_REQUIRE_CLOSE(gpu, cpu, 3e-3 * mean_abs(cpu), 3e-3);
+  Tensor a = Tensor::normal(Shape{64, 512}, 0, 1, g), m = Tensor::normal(Shape{256, 512}, 0, 0.05f, g);
+  const std::vector<double> lc = linear(a, m).to_vector<double>();
+  const std::vector<double> lg = linear(a.to(kGpu), m.to(kGpu)).to_vector<double>();
+  KILN_REQUIRE_CLOSE(lg, lc, 3e-3 * mean_abs(lc), 3e-3);
+}
+
+TEST_CASE("VGG-sized conv and linear on the GPU match the CPU within 1e-4", "[cuda][ops]") {
+  KILN_SKIP_WITHOUT_GPU();
+  Generator g(8);
+  Tensor x = Tensor::normal(Shape{2, 28, 28, 256}, 0, 1, g).set_requires_grad(true);
+  Tensor w = Tensor::normal(Shape{512, 3, 3, 256}, 0, 0.02f, g).set_requires_grad(true);
+  Tensor b = Tensor::normal(Shape{512}, 0, 0.1f, g).set_requires_grad(true);
+  Tensor xg = x.to(kGpu).detach().set_requires_grad(true), wg = w.to(kGpu).detach().set_requires_grad(true),
+         bg = b.to(kGpu).detach().set_requires_grad(true);
+  Tensor up = Tensor::normal(Shape{2, 28, 28, 512}, 0, 1, g);
+  Tensor yc = conv2d(x, w, b, Conv2dParams{1, 1, 1, 1}), yg = conv2d(xg, wg, bg, Conv2dParams{1, 1, 1, 1});
+  yc.backward(up);
+  yg.backward(up.to(kGpu));
+  for (auto [gpu, cpu] : {std::pair{yg, yc}, std::pair{xg.grad(), x.grad()}, std::pair{wg.grad(), w.grad()},
+                          std::pair{bg.grad(), b.grad()}}) {
+    const std::vector<double> c = cpu.to_vector<double>(), d = gpu.to_vector<double>();
+    KILN_REQUIRE_CLOSE(d, c, 1e-4 * mean_abs(c), 1e-4);
+  }
+  Tensor f = Tensor::normal(Shape{16, 25088}, 0, 1, g), fw = Tensor::normal(Shape{4096, 25088}, 0, 0.01f, g);
+  Tensor fb = Tensor::normal(Shape{4096}, 0, 0.1f, g);
+  const std::vector<double> c = linear(f, fw, fb).to_vector<double>();
+  const std::vector<double> d = linear(f.to(kGpu), fw.to(kGpu), fb.to(kGpu)).to_vector<double>();
+  KILN_REQUIRE_CLOSE(d, c, 1e-4 * mean_abs(c), 1e-4);
+}
+
+TEST_CASE("GPU dropout masks equal the CPU's for the same seed and offset", "[cuda][dropout]") {
+  KILN_SKIP_WITHOUT_GPU();
+  Generator a(31), b(31);
+  Tensor x = Tensor::ones(Shape{1001, 37});
+  const std::vector<float> cpu = dropout(x, 0.5f, true, a).to_vector<float>();
+  const std::vector<float> gpu = dropout(x.to(kGpu), 0.5f, true, b).to_vector<float>();
+  REQUIRE(std::memcmp(cpu.data(), gpu.data(), cpu.size() * sizeof(float)) == 0);
+}
+
+TEST_CASE("GPU SGD leaves frozen parameters bit-for-bit unchanged and matches the CPU", "[cuda][sgd]") {
+  KILN_SKIP_WITHOUT_GPU();
+  Generator g(12);
+  std::vector<Tensor> cpu_p, gpu_p, cpu_g, gpu_g, cpu_v, gpu_v;
+  std::vector<bool> frozen;
+  // Many tensors of odd sizes: more than one launch's worth, frozen ones interleaved.
+  for (int i = 0; i < 70; ++i) {
+    const int64_t n = 1 + (i * 7919) % 5000;
+    Tensor p = Tensor::normal(Shape{n}, 0, 1, g), gr = Tensor::normal(Shape{n}, 0, 1, g), v = Tensor::normal(Shape{n}, 0, 1, g);
+    cpu_p.push_back(p.clone());
+    gpu_p.push_back(p.to(kGpu));
+    cpu_g.push_back(gr);
+    gpu_g.push_back(gr.to(kGpu));
+    cpu_v.push_back(v.clone());
+    gpu_v.push_back(v.to(kGpu));
+    frozen.push_back(i % 3 == 1);
+  }
+  std::vector<Tensor> before;
+  for (const Tensor& p : gpu_p) before.push_back(p.cpu());
+  std::vector<SgdParamRef> rc, rg;
+  for (size_t i = 0; i < cpu_p.size(); ++i) {
+    rc.push_back({cpu_p[i], cpu_g[i], cpu_v[i], frozen[i]});
+    rg.push_back({gpu_p[i], gpu_g[i], gpu_v[i], frozen[i]});
+  }
+  const SgdOptions o{0.01f, 0.9f, 5e-4f, true};
+  sgd_update(rc, o);
+  sgd_update(rg, o);
+  for (size_t i = 0; i < cpu_p.size(); ++i) {
+    const std::vector<float> now = gpu_p[i].to_vector<float>();
+    if (frozen[i]) {
+      const std::vector<float> was = before[i].to_vector<float>();
+      REQUIRE(std::memcmp(now.data(), was.data(), was.size() * 4) == 0);
+    } else {
+      KILN_REQUIRE_CLOSE(gpu_p[i].to_vector<double>(), cpu_p[i].to_vector<double>(), 1e-6, 1e-5);
+      KILN_REQUIRE_CLOSE(gpu_v[i].to_vector<double>(), cpu_v[i].to_vector<double>(), 1e-6, 1e-5);
+    }
+  }
+}
+
+TEST_CASE("copies round-trip through the GPU in every dtype, blocking and from pinned memory", "[cuda][memory]") {
+  KILN_SKIP_WITHOUT_GPU();
+  for (DType t : {DType::f32, DType::bf16, DType::i32, DType::i64, DType::u8}) {
+    Tensor h = Tensor::arange(200, 0, 1, TensorOptions{t});  // 200 fits every dtype exactly
+    CHECK(h.to(kGpu).cpu().to_vector<int64_t>() == h.to_vector<int64_t>());
+    CHECK(h.to(kGpu).to(DType::f32).cpu().to_vector<float>() == h.to(DType::f32).to_vector<float>());
+  }
+  Tensor pinned = Tensor::empty(Shape{1 << 20}, TensorOptions{DType::f32, Device::cpu(), true});
+  REQUIRE(pinned.is_pinned());
+  pinned.copy_from(Tensor::arange(1 << 20));
+  Tensor d = Tensor::empty(Shape{1 << 20}, TensorOptions{DType::f32, kGpu});
+  d.copy_from(pinned, /*non_blocking=*/true);
+  Tensor back = Tensor::empty(Shape{1 << 20}, TensorOptions{DType::f32, Device::cpu(), true});
+  back.copy_from(mul(d, 2.0f), /*non_blocking=*/true);
+  synchronize(kGpu);
+  const std::vector<float> v = back.to_vector<float>();
+  for (size_t i = 0; i < v.size(); i += 4097) REQUIRE(v[i] == 2.0f * static_cast<float>(i));
+}
+
+TEST_CASE("a training step in steady state takes no new memory from the driver", "[cuda][memory]") {
+  KILN_SKIP_WITHOUT_GPU();
+  Generator g(2);
+  Tensor w1 = Tensor::normal(Shape{16, 3, 3, 3}, 0, 0.2f, g).to(kGpu).set_requires_grad(true);
+  Tensor w2 = Tensor::normal(Shape{10, 16 * 8 * 8}, 0, 0.05f, g).to(kGpu).set_requires_grad(true);
+  Tensor x = Tensor::normal(Shape{32, 16, 16, 3}, 0, 1, g).to(kGpu);
+  std::vector<int64_t> l(32);
+  for (size_t i = 0; i < l.size(); ++i) l[i] = static_cast<int64_t>(i % 10);
+  Tensor y = Tensor::from_vector(l, Shape{32}).to(kGpu);
+  std::vector<int64_t> reserved;
+  for (int step = 0; step < 6; ++step) {
+    w1.zero_grad();
+    w2.zero_grad();
+    Tensor loss = softmax_cross_entropy(linear(flatten(max_pool2d(relu(conv2d(x, w1, Tensor(), Conv2dParams{1, 1, 1, 1})))), w2), y);
+    loss.backward();
+    std::vector<SgdParamRef> refs = {{w1, w1.grad(), Tensor(), false}, {w2, w2.grad(), Tensor(), false}};
+    sgd_update(refs, SgdOptions{0.01f});
+    synchronize(kGpu);
+    reserved.push_back(memory_stats(kGpu).reserved_bytes);
+  }
+  const MemoryStats s = memory_stats(kGpu);
+  CHECK(s.peak_bytes >= s.current_bytes);
+  CHECK(s.current_bytes > 0);
+  CHECK(reserved[2] == reserved[5]);
+}
+
+TEST_CASE("out-of-memory on the GPU says how much was asked for and how much is free", "[cuda][errors]") {
+  KILN_SKIP_WITHOUT_GPU();
+  REQUIRE_THROWS_WITH(Tensor::empty(Shape{int64_t{1} << 48}, TensorOptions{DType::f32, kGpu}),
+                      Catch::Contains("out of memory") && Catch::Contains("asked for") && Catch::Contains("free"));
+  // The device is still usable afterwards.
+  CHECK(Tensor::ones(Shape{4}, TensorOptions{DType::f32, kGpu}).cpu().to_vector<float>() == std::vector<float>(4, 1.0f));
+}
+
+TEST_CASE("out-of-range labels on the GPU are reported like on the CPU", "[cuda][errors]") {
+  KILN_SKIP_WITHOUT_GPU();
+  Tensor logits = Tensor::zeros(Shape{3, 4}, TensorOptions{DType::f32, kGpu});
+  Tensor labels = Tensor::from_vector(std::vector<int64_t>{0, 4, 1}, Shape{3}).to(kGpu);
+  REQUIRE_THROWS_WITH(softmax_cross_entropy(logits, labels), Catch::Contains("label 4") && Catch::Contains("row 1"));
+}
