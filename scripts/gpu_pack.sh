@@ -8,12 +8,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [[ -x /usr/local/cuda/bin/nvcc ]] && export PATH=/usr/local/cuda/bin:$PATH
-cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 >/dev/null
-ninja -C build-gpu
+B=${KILN_GPU_BUILD:-build-gpu}
+cmake -S . -B "$B" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 >/dev/null
+ninja -C "$B"
 rm -rf .gpu
 mkdir -p .gpu/bin .gpu/lib
-cp build-gpu/tests/kiln_tests build-gpu/benchmarks/kiln_bench build-gpu/apps/kiln_example/kiln_example .gpu/bin/
-cp -L build-gpu/libkiln.so.0 .gpu/lib/
+cp "$B"/tests/kiln_tests "$B"/benchmarks/kiln_bench "$B"/apps/kiln_example/kiln_example .gpu/bin/
+cp -L "$B"/libkiln.so.0 .gpu/lib/
 for lib in libdnnl.so.2 libOpenCL.so.1 libgomp.so.1; do
   cp -L "/usr/lib/x86_64-linux-gnu/$lib" .gpu/lib/
 done

@@ -210,6 +210,27 @@ bool debug_sync() {
   return on;
 }
 
+StreamTimer::StreamTimer(int index) : index_(index) {
+  activate(index);
+  KILN_CUDA_CHECK(cudaEventCreate(&a_));
+  KILN_CUDA_CHECK(cudaEventCreate(&b_));
+}
+
+StreamTimer::~StreamTimer() {
+  cudaEventDestroy(a_);
+  cudaEventDestroy(b_);
+}
+
+void StreamTimer::start() { KILN_CUDA_CHECK(cudaEventRecord(a_, context(index_).compute)); }
+
+double StreamTimer::stop_ms() {
+  KILN_CUDA_CHECK(cudaEventRecord(b_, context(index_).compute));
+  KILN_CUDA_CHECK(cudaEventSynchronize(b_));
+  float ms = 0;
+  KILN_CUDA_CHECK(cudaEventElapsedTime(&ms, a_, b_));
+  return ms;
+}
+
 unsigned elementwise_blocks(int64_t n, int threads) {
   static const int sms = [] {
     int dev = 0, count = 0;

@@ -76,6 +76,24 @@ class OpScope {
 // True when KILN_CUDA_SYNC=1: synchronise after every op (debugging asynchronous errors).
 bool debug_sync();
 
+// Times work enqueued on GPU `index`'s compute stream with CUDA events. Lives in the
+// library so programs using it need no CUDA runtime of their own (cudart is static in
+// libkiln; a second copy in a program would be a second runtime).
+class StreamTimer {
+ public:
+  explicit StreamTimer(int index);
+  ~StreamTimer();
+  StreamTimer(const StreamTimer&) = delete;
+  StreamTimer& operator=(const StreamTimer&) = delete;
+  void start();
+  // Waits for the work since start() and returns its duration in milliseconds.
+  double stop_ms();
+
+ private:
+  int index_;
+  cudaEvent_t a_ = nullptr, b_ = nullptr;
+};
+
 // Grid size for a grid-stride elementwise kernel over n elements.
 unsigned elementwise_blocks(int64_t n, int threads = 256);
 

@@ -1,0 +1,160 @@
+#!/usr/bin/env python3
+"""PyTorch peer of `kiln_bench --suite vgg16_forward`: the same VGG16 inference shapes,
+timed the same way (warm-up, then --repeat runs, median and min/max), in channels_last
+with torch.no_grad(). Rows carry kiln's names (conv1_1 .. conv5_3, pool1 .. pool5,
+fc6 .. fc8, forward) so kiln_bench --compare can match them.
+
+The net is built from nn.Conv2d / nn.MaxPool2d / nn.Linear (no torchvision, no weights
+downloaded); PyTorch's default initialisation is fine for timing.
+
+    /usr/bin/python3 benchmarks/torch_vgg16_forward.py --batch 8 --threads 2 --repeat 5 [--json FILE]
+
+Prints JSON on stdout (or writes it to --json FILE). Exit status 2: torch is not importable.
+"""
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+try:
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+except ImportError as e:  # kiln_bench --compare reads exit status 2 as "no torch here"
+    print(f"torch_vgg16_forward.py: PyTorch is not importable by {sys.executable}: {e}", file=sys.stderr)
+    sys.exit(2)
+
+# VGG16 ("D"): channels per conv, "M" for a 2x2/2 max-pool.
+PLAN = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
+
+
+def layer_specs():
+    """(name, kind, module, input shape NCHW or [N, in]) with the batch left as None."""
+    specs, c, h, block, in_block = [], 3, 224, 1, 1
+    for v in PLAN:
+        if v == "M":
+            specs.append((f"pool{block}", "pool", nn.MaxPool2d(2, 2), (c, h, h)))
+            h //= 2
+            block, in_block = block + 1, 1
+        else:
+            specs.append((f"conv{block}_{in_block}", "conv", nn.Conv2d(c, v, 3, padding=1), (c, h, h)))
+            c, in_block = v, in_block + 1
+    for i, (fin, fout) in enumerate([(c * h * h, 4096), (4096, 4096), (4096, 1000)]):
+        specs.append((f"fc{6 + i}", "fc" if i < 2 else "fc_last", nn.Linear(fin, fout), (fin,)))
+    return specs
+
+
+def cpu_ticks():
+    """(busy, total) clock ticks of the whole machine and this process's own ticks, or None."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
+    except (OSError, ValueError):
+        return None
+    t = os.times()
+    return sum(v) - v[3] - v[4], sum(v), (t.user + t.system) * os.sysconf("SC_CLK_TCK")
+
+
+def other_load(a, b):
+    """Share of the machine's CPU time other processes took between two cpu_ticks(), as kiln_bench."""
+    if a is None or b is None or b[1] <= a[1]:
+        return 0.0
+    return max(0.0, ((b[0] - a[0]) - (b[2] - a[2])) / (b[1] - a[1]))
+
+
+# As kiln_bench: short kernels run until 200 ms are measured (at most 1000 runs).
+MIN_TIMED_MS, MAX_RUNS = 200.0, 1000
+
+
+def time_it(fn, warmup, repeat):
+    for _ in range(warmup):
+        fn()
+    ms = []
+    before = cpu_ticks()
+    while len(ms) < repeat or (sum(ms) < MIN_TIMED_MS and len(ms) < MAX_RUNS):
+        t0 = time.perf_counter()
+        fn()
+        ms.append((time.perf_counter() - t0) * 1e3)
+    return {"median_ms": statistics.median(ms), "min_ms": min(ms), "max_ms": max(ms), "runs": len(ms),
+            "other_load": other_load(before, cpu_ticks())}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", help="write the JSON here instead of stdout")
+    args = ap.parse_args()
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    n, cl = args.batch, torch.channels_last
+    specs = layer_specs()
+    for _, _, m, _ in specs:
+        m.eval()
+        if isinstance(m, nn.Conv2d):
+            m.to(memory_format=cl)
+
+    rows = []
+    with torch.no_grad():
+        for name, kind, m, shape in specs:
+            x = torch.empty((n,) + shape).uniform_(-1, 1)
+            if x.dim() == 4:
+                x = x.contiguous(memory_format=cl)
+            if kind == "conv" or kind == "fc":
+                # As torchvision's VGG: ReLU(inplace=True) after every conv and fc6/fc7.
+                fn = lambda m=m, x=x: F.relu_(m(x))
+            else:
+                fn = lambda m=m, x=x: m(x)
+            y = fn()
+            if not torch.isfinite(y).all():
+                raise SystemExit(f"torch_vgg16_forward.py: {name} produced non-finite values")
+            if y.dim() == 4 and not y.is_contiguous(memory_format=cl):
+                print(f"torch_vgg16_forward.py: note: {name} output is not channels_last", file=sys.stderr)
+            rows.append({"name": name, "kind": kind.replace("fc_last", "fc"), **time_it(fn, args.warmup, args.repeat)})
+
+        # The whole network, as torchvision's VGG16 at eval time (dropout is the identity).
+        layers = []
+        for name, kind, m, _ in specs:
+            if kind == "fc" and name == "fc6":
+                layers.append(nn.Flatten())
+            layers.append(m)
+            if kind in ("conv", "fc"):
+                layers.append(nn.ReLU(inplace=True))
+        net = nn.Sequential(*layers).eval()
+        x = torch.empty(n, 3, 224, 224).uniform_(-1, 1).contiguous(memory_format=cl)
+        logits = net(x)
+        if not torch.isfinite(logits).all():
+            raise SystemExit("torch_vgg16_forward.py: the forward produced non-finite logits")
+        fwd = time_it(lambda: net(x), args.warmup, args.repeat)
+        rows.append({"name": "forward", "kind": "net", **fwd})
+
+    out = {
+        "peer": "pytorch",
+        "torch_version": torch.__version__,
+        "mkldnn": bool(torch.backends.mkldnn.is_available()),
+        "threads": torch.get_num_threads(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "batch": n,
+        "repeat": args.repeat,
+        "warmup": args.warmup,
+        "memory_format": "channels_last",
+        "rows": rows,
+        "summary": {"forward_img_per_s": n / (fwd["median_ms"] * 1e-3)},
+    }
+    text = json.dumps(out, indent=2)
+    if args.json:
+        tmp = args.json + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(text + "\n")
+        os.replace(tmp, args.json)
+    else:
+        print(text)
+
+
+if __name__ == "__main__":
+    main()
