@@ -306,9 +306,10 @@ int cuda_main(const std::vector<std::string>& suites, int64_t batch, int warmup,
     return 1;
   }
   const CudaCeilings ceil = measure_cuda_ceilings();
-  std::printf("kiln_bench --device cuda: %s, batch %lld, warmup %d, repeat %d, %s\n", ceil.gpu.c_str(),
-              static_cast<long long>(batch), warmup, repeat,
-              compute_options().allow_tf32 ? "TF32 allowed" : "strict fp32 (KILN_ALLOW_TF32=1 allows TF32)");
+  std::printf("kiln_bench --device cuda: %s, batch %lld, warmup %d, repeat %d, %s, conv algorithms by %s\n",
+              ceil.gpu.c_str(), static_cast<long long>(batch), warmup, repeat,
+              compute_options().allow_tf32 ? "TF32 allowed" : "strict fp32 (KILN_ALLOW_TF32=1 allows TF32)",
+              compute_options().exhaustive_conv_search ? "exhaustive search (cuDNN Find)" : "cuDNN heuristics");
   std::printf("measured ceilings: fp32 GEMM %.1f TFLOP/s, TF32 GEMM %.1f TFLOP/s (cuBLAS 8192^3), copy %.0f GB/s "
               "(2 GiB device-to-device, read + write)\n",
               ceil.fp32_gflops / 1e3, ceil.tf32_gflops / 1e3, ceil.copy_gbps);

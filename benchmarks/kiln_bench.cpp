@@ -49,12 +49,15 @@ struct Options {
   std::string json_path;
   bool compare = false;
   std::string device = "cpu";
+  std::string conv_search = "exhaustive";  // CUDA suites: as PyTorch's cudnn.benchmark = True
 };
 
 const char* kUsage =
     "usage: kiln_bench [--device cpu|cuda] [--suite NAME[,NAME]] [--batch N] [--repeat N]\n"
     "                  [--warmup N] [--threads N] [--json FILE] [--compare] [--list]\n"
     "  --device   cpu (default): the CPU suites; cuda: the GPU suites conv_cuda, step_cuda\n"
+    "  --conv-search  CUDA suites: exhaustive (default; cuDNN Find, as PyTorch's cudnn.benchmark)\n"
+    "             or heuristic (kiln's library default)\n"
     "  --suite    which benchmark to run (default vgg16_forward; --list shows them)\n"
     "  --batch    batch size (default 8)\n"
     "  --repeat   timed runs per row, at least; rows under 200 ms in all run until 200 ms\n"
@@ -948,6 +951,7 @@ int run(int argc, char** argv) {
     };
     if (a == "--suite") opt.suite = value();
     else if (a == "--device") opt.device = value();
+    else if (a == "--conv-search") opt.conv_search = value();
     else if (a == "--batch") opt.batch = parse_int(a, value(), 1);
     else if (a == "--repeat") opt.repeat = static_cast<int>(parse_int(a, value(), 1));
     else if (a == "--warmup") opt.warmup = static_cast<int>(parse_int(a, value(), 0));
@@ -966,6 +970,9 @@ int run(int argc, char** argv) {
   }
   if (opt.device == "cuda") {
 #if defined(KILN_HAS_CUDA)
+    if (opt.conv_search != "exhaustive" && opt.conv_search != "heuristic")
+      throw std::invalid_argument("--conv-search must be exhaustive or heuristic, got '" + opt.conv_search + "'");
+    kiln::compute_options().exhaustive_conv_search = opt.conv_search == "exhaustive";
     std::vector<std::string> names;
     std::stringstream ss(opt.suite == "vgg16_forward" ? std::string("conv_cuda,step_cuda") : opt.suite);
     for (std::string n; std::getline(ss, n, ',');) names.push_back(n);
