@@ -1,0 +1,21 @@
+// Initialisers drawing from the engine's seeded Philox generator, so a model built with
+// the same seed has the same weights on any machine. Shapes: conv OHWI, linear [out, in].
+#pragma once
+
+#include "core/kiln.h"
+
+namespace kiln::init {
+
+// fan_in and fan_out of a conv (OHWI: in*kh*kw, out*kh*kw) or linear ([out, in]) weight.
+struct Fans {
+  double in, out;
+};
+Fans fans(const Shape& weight_shape);
+
+// Glorot/Xavier uniform: U(-a, a), a = sqrt(6 / (fan_in + fan_out)) (Keras's default).
+Tensor xavier_uniform(const Shape& shape, Generator& gen);
+// Kaiming/He normal for ReLU: N(0, sqrt(2 / fan_in)).
+Tensor kaiming_normal(const Shape& shape, Generator& gen);
+Tensor zeros(const Shape& shape);
+
+}  // namespace kiln::init

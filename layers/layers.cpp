@@ -1,0 +1,48 @@
+#include "layers/layers.h"
+
+namespace kiln {
+namespace {
+Tensor init_weight(Init init, const Shape& s, Generator& gen) {
+  return init == Init::xavier_uniform ? init::xavier_uniform(s, gen) : init::kaiming_normal(s, gen);
+}
+}  // namespace
+
+Conv2d::Conv2d(std::string name, int64_t in, int64_t out, int64_t kernel, Conv2dParams p, bool bias, Generator& gen,
+               Init init)
+    : Module(std::move(name)), p_(p) {
+  KILN_CHECK(in >= 1 && out >= 1 && kernel >= 1, "Conv2d ", this->name(), ": channels and kernel must be >= 1, got in ",
+             in, " out ", out, " kernel ", kernel);
+  weight_ = &register_parameter("weight", init_weight(init, Shape{out, kernel, kernel, in}, gen), true);
+  if (bias) bias_ = &register_parameter("bias", init::zeros(Shape{out}), false);
+}
+
+Tensor Conv2d::forward(const Tensor& x) { return conv2d(x, *weight_, bias_ ? *bias_ : Tensor(), p_); }
+
+Linear::Linear(std::string name, int64_t in, int64_t out, bool bias, Generator& gen, Init init)
+    : Module(std::move(name)) {
+  KILN_CHECK(in >= 1 && out >= 1, "Linear ", this->name(), ": sizes must be >= 1, got in ", in, " out ", out);
+  weight_ = &register_parameter("weight", init_weight(init, Shape{out, in}, gen), true);
+  if (bias) bias_ = &register_parameter("bias", init::zeros(Shape{out}), false);
+}
+
+Tensor Linear::forward(const Tensor& x) { return linear(x, *weight_, bias_ ? *bias_ : Tensor()); }
+
+Dropout::Dropout(std::string name, float keep_prob, Generator& gen)
+    : Module(std::move(name)), keep_prob_(keep_prob), gen_(&gen) {
+  KILN_CHECK(keep_prob > 0.0f && keep_prob <= 1.0f, "Dropout ", this->name(), ": keep_prob must be in (0, 1], got ",
+             keep_prob);
+}
+
+Tensor Sequential::forward(const Tensor& x) {
+  Tensor h = x;
+  for (const auto& c : children()) h = c->forward(h);
+  return h;
+}
+
+std::shared_ptr<Module> Sequential::child(const std::string& name) const {
+  for (const auto& c : children())
+    if (c->name() == name) return c;
+  return nullptr;
+}
+
+}  // namespace kiln

@@ -1,0 +1,94 @@
+// The layers: thin Modules over the ops in core/ops.h, holding their parameters.
+// Activations NHWC, conv weights OHWI, linear weights [out, in].
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "layers/init.h"
+#include "layers/module.h"
+
+namespace kiln {
+
+// How a layer's weight is initialised (biases start at zero).
+enum class Init { xavier_uniform, kaiming_normal };
+
+// 2-d convolution, x: [N, H, W, in] -> [N, OH, OW, out]. Parameters "weight" [out, k, k, in]
+// and, with bias, "bias" [out].
+class Conv2d final : public Module {
+ public:
+  Conv2d(std::string name, int64_t in, int64_t out, int64_t kernel, Conv2dParams p, bool bias, Generator& gen,
+         Init init = Init::xavier_uniform);
+  Tensor forward(const Tensor& x) override;
+  Tensor& weight() { return *weight_; }
+  Tensor& bias() { return *bias_; }
+
+ private:
+  Conv2dParams p_;
+  Tensor* weight_;
+  Tensor* bias_ = nullptr;
+};
+
+// x: [N, in] -> [N, out]. Parameters "weight" [out, in] and, with bias, "bias" [out].
+class Linear final : public Module {
+ public:
+  Linear(std::string name, int64_t in, int64_t out, bool bias, Generator& gen, Init init = Init::xavier_uniform);
+  Tensor forward(const Tensor& x) override;
+  Tensor& weight() { return *weight_; }
+  Tensor& bias() { return *bias_; }
+
+ private:
+  Tensor* weight_;
+  Tensor* bias_ = nullptr;
+};
+
+class ReLU final : public Module {
+ public:
+  explicit ReLU(std::string name) : Module(std::move(name)) {}
+  Tensor forward(const Tensor& x) override { return relu(x); }
+};
+
+class MaxPool2d final : public Module {
+ public:
+  MaxPool2d(std::string name, Pool2dParams p) : Module(std::move(name)), p_(p) {}
+  Tensor forward(const Tensor& x) override { return max_pool2d(x, p_); }
+
+ private:
+  Pool2dParams p_;
+};
+
+// Active in training mode only; draws masks from `gen` (which must outlive the layer).
+class Dropout final : public Module {
+ public:
+  Dropout(std::string name, float keep_prob, Generator& gen);
+  Tensor forward(const Tensor& x) override { return dropout(x, keep_prob_, training(), *gen_); }
+
+ private:
+  float keep_prob_;
+  Generator* gen_;
+};
+
+// [N, ...] -> [N, prod(...)].
+class Flatten final : public Module {
+ public:
+  explicit Flatten(std::string name) : Module(std::move(name)) {}
+  Tensor forward(const Tensor& x) override { return flatten(x); }
+};
+
+// Runs its children in order.
+class Sequential final : public Module {
+ public:
+  explicit Sequential(std::string name) : Module(std::move(name)) {}
+  // Appends a layer; returns it for further use.
+  template <typename M>
+  std::shared_ptr<M> add(std::shared_ptr<M> m) {
+    for (const auto& c : children())
+      KILN_CHECK(c->name() != m->name(), "Sequential ", name(), ": a child named '", m->name(), "' already exists");
+    return register_module(std::move(m));
+  }
+  Tensor forward(const Tensor& x) override;
+  // The child with this (relative) name, or nullptr.
+  std::shared_ptr<Module> child(const std::string& name) const;
+};
+
+}  // namespace kiln

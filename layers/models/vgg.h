@@ -1,0 +1,27 @@
+// VGG11/13/16/19 (Simonyan & Zisserman) from one configuration table, with kiln's stable
+// names: "vgg16/conv1_1/weight" ... "vgg16/conv5_3/bias", "vgg16/fc6/weight" ...
+// "vgg16/fc8/bias". Input [N, 224, 224, 3] NHWC; fc6 takes the NHWC flatten of pool5
+// (Keras's order), 25088 -> 4096; dropout after fc6 and fc7 in training mode.
+#pragma once
+
+#include <memory>
+
+#include "layers/layers.h"
+
+namespace kiln {
+
+struct VggOptions {
+  int depth = 16;               // 11, 13, 16 or 19
+  int64_t num_classes = 1000;   // fc8's size
+  float keep_prob = 0.5f;       // dropout keep probability after fc6 and fc7
+  int64_t image_size = 224;     // fc6's input is 512 * (image_size / 32)^2
+};
+
+// Builds the model, weights drawn from `init` (Xavier uniform, biases zero), dropout masks
+// from `dropout` (which must outlive the model).
+std::shared_ptr<Sequential> make_vgg(const VggOptions& opt, Generator& init, Generator& dropout);
+
+// Names of the weight layers in order ("conv1_1", ..., "fc8") for a depth.
+std::vector<std::string> vgg_layer_names(int depth);
+
+}  // namespace kiln

@@ -1,0 +1,135 @@
+#include "layers/module.h"
+
+#include <functional>
+#include <sstream>
+
+namespace kiln {
+
+Module::Module(std::string name) : name_(std::move(name)) {
+  KILN_CHECK(!name_.empty() && name_.find('/') == std::string::npos, "module name '", name_,
+             "' must be non-empty and contain no '/'");
+}
+
+Tensor& Module::register_parameter(const std::string& name, Tensor t, bool decay) {
+  for (const Slot& s : params_) KILN_CHECK(s.name != name, "module ", name_, ": parameter '", name, "' registered twice");
+  t = t.detach();
+  t.set_requires_grad(true);
+  params_.push_back(Slot{name, t, decay, true});
+  return params_.back().tensor;
+}
+
+Tensor& Module::register_buffer(const std::string& name, Tensor t) {
+  buffers_.emplace_back(name, t.detach());
+  return buffers_.back().second;
+}
+
+void Module::collect(const std::string& prefix, std::vector<ParameterRef>& out) {
+  const std::string scope = prefix + name_ + "/";
+  for (Slot& s : params_) out.push_back(ParameterRef{scope + s.name, &s.tensor, s.decay, s.trainable});
+  for (auto& c : children_) c->collect(scope, out);
+}
+
+void Module::collect_buffers(const std::string& prefix, std::vector<BufferRef>& out) {
+  const std::string scope = prefix + name_ + "/";
+  for (auto& [n, t] : buffers_) out.push_back(BufferRef{scope + n, &t});
+  for (auto& c : children_) c->collect_buffers(scope, out);
+}
+
+std::vector<ParameterRef> Module::parameters() {
+  std::vector<ParameterRef> out;
+  collect("", out);
+  return out;
+}
+
+std::vector<BufferRef> Module::buffers() {
+  std::vector<BufferRef> out;
+  collect_buffers("", out);
+  return out;
+}
+
+ParameterRef Module::find(const std::string& full_name) {
+  for (const ParameterRef& p : parameters())
+    if (p.name == full_name) return p;
+  return ParameterRef{full_name, nullptr, false, false};
+}
+
+std::vector<ParameterRef> Module::trainable_parameters() {
+  std::vector<ParameterRef> out;
+  for (const ParameterRef& p : parameters())
+    if (p.trainable) out.push_back(p);
+  return out;
+}
+
+void Module::train(bool on) {
+  training_ = on;
+  for (auto& c : children_) c->train(on);
+}
+
+namespace {
+bool glob(const char* p, const char* s) {
+  for (; *p; ++p, ++s) {
+    if (*p == '*') {
+      for (const char* t = s;; ++t) {
+        if (glob(p + 1, t)) return true;
+        if (!*t) return false;
+      }
+    }
+    if (!*s || (*p != '?' && *p != *s)) return false;
+  }
+  return *s == '\0';
+}
+}  // namespace
+
+bool name_matches(const std::string& pattern, const std::string& name) {
+  if (pattern.find_first_of("*?") != std::string::npos) return glob(pattern.c_str(), name.c_str());
+  if (!pattern.empty() && pattern.back() == '/') return name.compare(0, pattern.size(), pattern) == 0;
+  return pattern == name;
+}
+
+int Module::set_trainable(const std::string& pattern, bool trainable, const char* verb) {
+  int matched = 0;
+  std::function<void(Module&, const std::string&)> walk = [&](Module& m, const std::string& prefix) {
+    const std::string scope = prefix + m.name_ + "/";
+    for (Slot& s : m.params_) {
+      if (!name_matches(pattern, scope + s.name)) continue;
+      s.trainable = trainable;
+      s.tensor.zero_grad();
+      s.tensor.set_requires_grad(trainable);
+      ++matched;
+    }
+    for (auto& c : m.children_) walk(*c, scope);
+  };
+  walk(*this, "");
+  KILN_CHECK(matched > 0, verb, "('", pattern, "'): no parameter of ", name_, " matches (names look like '",
+             parameters().empty() ? std::string("-") : parameters().front().name,
+             "'; a scope ends in '/', a glob uses * and ?)");
+  return matched;
+}
+
+int Module::freeze(const std::string& pattern) { return set_trainable(pattern, false, "freeze"); }
+int Module::unfreeze(const std::string& pattern) { return set_trainable(pattern, true, "unfreeze"); }
+
+void Module::to(Device device) {
+  for (Slot& s : params_) {
+    if (s.tensor.device() == device) continue;
+    Tensor moved = s.tensor.detach().to(device);
+    if (s.trainable) moved.set_requires_grad(true);
+    s.tensor = moved;
+  }
+  for (auto& [n, t] : buffers_) t = t.to(device);
+  for (auto& c : children_) c->to(device);
+}
+
+std::string Module::summary() {
+  std::ostringstream os;
+  int64_t total = 0, trainable = 0;
+  for (const ParameterRef& p : parameters()) {
+    os << (p.trainable ? "  train  " : "  frozen ") << p.name << " " << p.tensor->shape() << "\n";
+    total += p.tensor->numel();
+    if (p.trainable) trainable += p.tensor->numel();
+  }
+  os << total << " parameters, " << trainable << " trainable";
+  return os.str();
+}
+
+}  // namespace kiln

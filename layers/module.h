@@ -1,0 +1,104 @@
+// Module: a named node of a model with parameters, buffers and child modules. Names are
+// hierarchical and stable ("vgg16/conv1_1/weight"): weight import, export, freezing and
+// checkpoints all address parameters by them.
+#pragma once
+
+#include <deque>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/kiln.h"
+
+namespace kiln {
+
+// One parameter as seen from a model: its full name, the tensor (replaceable, e.g. by a
+// weight import or a move to the GPU), whether weight decay applies (weights yes, biases
+// no, as TF-slim's VGG), and whether it trains.
+struct ParameterRef {
+  std::string name;
+  Tensor* tensor;
+  bool decay;
+  bool trainable;
+};
+
+// A buffer: state that is saved and moved with the model but not trained.
+struct BufferRef {
+  std::string name;
+  Tensor* tensor;
+};
+
+// Base of layers and models. Children are owned; names are relative to the parent.
+class Module {
+ public:
+  explicit Module(std::string name);
+  virtual ~Module() = default;
+  Module(const Module&) = delete;
+  Module& operator=(const Module&) = delete;
+
+  // y = f(x); layers define it, containers chain their children.
+  virtual Tensor forward(const Tensor& x) = 0;
+  Tensor operator()(const Tensor& x) { return forward(x); }
+
+  const std::string& name() const { return name_; }
+  // Parameters of this module and all below, full names, in registration order.
+  std::vector<ParameterRef> parameters();
+  std::vector<BufferRef> buffers();
+  // The parameter with this full name; its tensor is nullptr when there is none.
+  ParameterRef find(const std::string& full_name);
+  // Tensors that train (trainable flag set), for an optimizer.
+  std::vector<ParameterRef> trainable_parameters();
+
+  // Training mode (dropout active) or evaluation mode, recursively.
+  void train(bool on = true);
+  void eval() { train(false); }
+  bool training() const { return training_; }
+
+  // Freezes parameters matching `pattern`: an exact full name ("vgg16/fc8/bias"), a scope
+  // ending in '/' ("vgg16/conv1_1/"), or a glob with * and ? ("vgg16/conv*"). Frozen
+  // parameters stop requiring grad, so the ops before the first trainable one record
+  // nothing. Returns how many matched; matching none is an error (a typo must not
+  // silently train everything).
+  int freeze(const std::string& pattern);
+  int unfreeze(const std::string& pattern);
+
+  // Moves every parameter and buffer to `device` (trainable flags kept).
+  void to(Device device);
+
+  // The children, for containers and printing.
+  const std::vector<std::shared_ptr<Module>>& children() const { return children_; }
+  // A summary: one line per parameter with shape and trainable flag.
+  std::string summary();
+
+ protected:
+  // Registers a parameter under this module; it is made a leaf that requires grad.
+  Tensor& register_parameter(const std::string& name, Tensor t, bool decay);
+  Tensor& register_buffer(const std::string& name, Tensor t);
+  template <typename M>
+  std::shared_ptr<M> register_module(std::shared_ptr<M> m) {
+    children_.push_back(m);
+    return m;
+  }
+
+ private:
+  struct Slot {
+    std::string name;
+    Tensor tensor;
+    bool decay = true;
+    bool trainable = true;
+  };
+  void collect(const std::string& prefix, std::vector<ParameterRef>& out);
+  void collect_buffers(const std::string& prefix, std::vector<BufferRef>& out);
+  int set_trainable(const std::string& pattern, bool trainable, const char* verb);
+
+  std::string name_;
+  bool training_ = true;
+  std::deque<Slot> params_;  // deque: references handed out stay valid as more are added
+  std::deque<std::pair<std::string, Tensor>> buffers_;
+  std::vector<std::shared_ptr<Module>> children_;
+};
+
+// True when `name` matches `pattern` as freeze() defines it (exact, scope/ or glob).
+bool name_matches(const std::string& pattern, const std::string& name);
+
+}  // namespace kiln
