@@ -49,7 +49,7 @@ void usage() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  int64_t steps = 150, batch = 32;
+  int64_t steps = 300, batch = 32;
   float lr = 0.01f;
   uint64_t seed = 1;
   try {
@@ -117,9 +117,9 @@ int main(int argc, char** argv) {
       const std::vector<int64_t> truth = y.to_vector<int64_t>();
       for (size_t i = 0; i < pred.size(); ++i) correct += pred[i] == truth[i];
       seen += batch;
-      if (step % 15 == 0 || step == steps) {
+      if (step % 30 == 0 || step == steps) {
         std::printf("step %4lld  loss %.4f  accuracy %5.1f%%\n", static_cast<long long>(step),
-                    window / static_cast<double>(step % 15 == 0 ? 15 : step % 15),
+                    window / static_cast<double>(step % 30 == 0 ? 30 : step % 30),
                     100.0 * static_cast<double>(correct) / static_cast<double>(seen));
         window = 0;
         correct = seen = 0;

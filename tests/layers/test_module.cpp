@@ -1,0 +1,103 @@
+// Modules: stable hierarchical names, freezing by name/scope/glob, train/eval, and the
+// VGG family built from one table.
+#include <catch2/catch.hpp>
+
+#include "layers/models/vgg.h"
+
+using namespace kiln;
+
+TEST_CASE("parameters have stable hierarchical names in registration order", "[layers]") {
+  Generator g(1);
+  Sequential net("net");
+  net.add(std::make_shared<Conv2d>("conv1", 3, 4, 3, Conv2dParams{1, 1, 1, 1}, true, g));
+  net.add(std::make_shared<ReLU>("relu1"));
+  net.add(std::make_shared<Flatten>("flatten"));
+  net.add(std::make_shared<Linear>("fc", 4 * 5 * 5, 2, false, g));
+  const std::vector<ParameterRef> p = net.parameters();
+  REQUIRE(p.size() == 3);
+  CHECK(p[0].name == "net/conv1/weight");
+  CHECK(p[0].tensor->shape() == Shape{4, 3, 3, 3});
+  CHECK(p[0].decay);
+  CHECK(p[1].name == "net/conv1/bias");
+  CHECK_FALSE(p[1].decay);
+  CHECK(p[2].name == "net/fc/weight");
+  CHECK(net.find("net/fc/weight").tensor == p[2].tensor);
+  CHECK(net.find("net/fc/bias").tensor == nullptr);
+  Tensor y = net(Tensor::ones(Shape{2, 5, 5, 3}));
+  CHECK(y.shape() == Shape{2, 2});
+  REQUIRE_THROWS_WITH(net.add(std::make_shared<ReLU>("relu1")), Catch::Contains("relu1") && Catch::Contains("already"));
+}
+
+TEST_CASE("freeze and unfreeze take exact names, scopes and globs, and refuse typos", "[layers][frozen]") {
+  Generator init(2), drop(3);
+  auto vgg = make_vgg(VggOptions{16, 8, 0.5f, 32}, init, drop);
+  CHECK(vgg->parameters().size() == 32);
+  CHECK(vgg->freeze("vgg16/conv*") == 26);
+  CHECK(vgg->freeze("vgg16/fc6/") == 2);
+  CHECK(vgg->freeze("vgg16/fc7/weight") == 1);
+  std::vector<std::string> trainable;
+  for (const ParameterRef& p : vgg->trainable_parameters()) trainable.push_back(p.name);
+  CHECK(trainable == std::vector<std::string>{"vgg16/fc7/bias", "vgg16/fc8/weight", "vgg16/fc8/bias"});
+  CHECK_FALSE(vgg->find("vgg16/conv1_1/weight").tensor->requires_grad());
+  CHECK(vgg->unfreeze("vgg16/conv5_?/bias") == 3);
+  CHECK(vgg->find("vgg16/conv5_3/bias").tensor->requires_grad());
+  REQUIRE_THROWS_WITH(vgg->freeze("vgg16/conv9_1/"), Catch::Contains("no parameter") && Catch::Contains("vgg16/conv1_1/weight"));
+}
+
+TEST_CASE("the frozen prefix of a VGG costs one forward pass: nodes only for what trains", "[layers][frozen]") {
+  Generator init(4), drop(5);
+  auto vgg = make_vgg(VggOptions{11, 3, 0.5f, 32}, init, drop);
+  vgg->freeze("vgg11/");
+  vgg->unfreeze("vgg11/fc8/");
+  Tensor x = Tensor::normal(Shape{2, 32, 32, 3}, 0, 1, init);
+  const AutogradStats before = autograd_stats();
+  Tensor logits = vgg->forward(x);
+  const AutogradStats after = autograd_stats();
+  CHECK(after.nodes_alive - before.nodes_alive == 1);  // fc8's linear only
+  Tensor loss = softmax_cross_entropy(logits, Tensor::from_vector(std::vector<int64_t>{0, 2}, Shape{2}));
+  loss.backward();
+  CHECK(vgg->find("vgg11/fc8/weight").tensor->grad().defined());
+  CHECK_FALSE(vgg->find("vgg11/fc7/weight").tensor->grad().defined());
+}
+
+TEST_CASE("VGG11/13/16/19 have the published layer counts and parameter totals", "[layers][vgg]") {
+  // Totals for 1000 classes at 224x224 (torchvision's counts): 132.9M, 133.0M, 138.4M, 143.7M.
+  const std::pair<int, int64_t> expected[] = {{11, 132863336}, {13, 133047848}, {16, 138357544}, {19, 143667240}};
+  for (auto [depth, total] : expected) {
+    const std::vector<std::string> names = vgg_layer_names(depth);
+    CHECK(static_cast<int>(names.size()) == depth);
+    // Counted from shapes without allocating 0.5 GB per model.
+    int64_t n = 0, in = 3;
+    const int64_t ch[5] = {64, 128, 256, 512, 512};
+    int block = 0;
+    for (const std::string& l : names) {
+      if (l.rfind("conv", 0) == 0) {
+        block = l[4] - '1';
+        n += ch[block] * 9 * in + ch[block];
+        in = ch[block];
+      }
+    }
+    n += 25088 * 4096 + 4096 + 4096 * 4096 + 4096 + 4096 * 1000 + 1000;
+    CHECK(n == total);
+  }
+  Generator init(6), drop(7);
+  auto small = make_vgg(VggOptions{16, 8, 0.5f, 32}, init, drop);
+  CHECK(small->find("vgg16/fc6/weight").tensor->shape() == Shape{4096, 512});
+  CHECK(small->find("vgg16/fc8/weight").tensor->shape() == Shape{8, 4096});
+  REQUIRE_THROWS_WITH(make_vgg(VggOptions{15}, init, drop), Catch::Contains("depth"));
+}
+
+TEST_CASE("dropout layers follow train and eval mode", "[layers]") {
+  Generator init(8), drop(9);
+  Sequential net("net");
+  net.add(std::make_shared<Dropout>("drop", 0.5f, drop));
+  Tensor x = Tensor::ones(Shape{1000});
+  CHECK(net.training());
+  const std::vector<float> t = net(x).to_vector<float>();
+  int zeros = 0;
+  for (float v : t) zeros += v == 0.0f;
+  CHECK(zeros > 400);
+  CHECK(zeros < 600);
+  net.eval();
+  CHECK(net(x).to_vector<float>() == x.to_vector<float>());
+}
