@@ -44,6 +44,26 @@ struct SgdParamRef {
   bool frozen = false;
 };
 
+// Adam hyper-parameters (PyTorch's torch.optim.Adam without amsgrad: weight decay added
+// to the gradient, moments m and v, bias-corrected step).
+struct AdamOptions {
+  float lr = 1e-3f;
+  float beta1 = 0.9f;
+  float beta2 = 0.999f;
+  float eps = 1e-8f;
+  float weight_decay = 0.0f;
+};
+
+// One parameter for the multi-tensor Adam update. exp_avg (m) and exp_avg_sq (v) have the
+// param's shape. A frozen parameter is skipped entirely (bit-for-bit unchanged).
+struct AdamParamRef {
+  Tensor param;
+  Tensor grad;
+  Tensor exp_avg;
+  Tensor exp_avg_sq;
+  bool frozen = false;
+};
+
 // Elementwise binary ops.
 enum class BinaryOp : uint8_t { add, sub, mul };
 
@@ -139,6 +159,8 @@ class Backend {
   virtual void argmax(const Tensor& x, Tensor& out) = 0;
   // One update over every parameter in `params`.
   virtual void sgd_update(std::span<SgdParamRef> params, const SgdOptions& opt) = 0;
+  // One Adam update over every parameter in `params`; `step` counts from 1 (bias correction).
+  virtual void adam_update(std::span<AdamParamRef> params, const AdamOptions& opt, int64_t step) = 0;
 };
 
 // The process-wide compute options (read by backends at each op).

@@ -80,6 +80,11 @@ Tensor l2_penalty(std::span<const Tensor> weights, float scale);
 // bit-for-bit unchanged. Runs without recording (it is not differentiable).
 void sgd_update(std::span<SgdParamRef> params, const SgdOptions& opt);
 
+// In-place Adam step (PyTorch's formula, bias-corrected for `step`, counted from 1) over
+// every parameter in one backend call; param, grad, exp_avg and exp_avg_sq share a shape.
+// Frozen entries stay bit-for-bit unchanged. Runs without recording.
+void adam_update(std::span<AdamParamRef> params, const AdamOptions& opt, int64_t step);
+
 // Output extent of a convolution or pooling window along one axis.
 int64_t window_out_size(int64_t in, int64_t kernel, int64_t stride, int64_t pad);
 

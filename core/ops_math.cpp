@@ -1,5 +1,5 @@
 // Elementwise arithmetic, reductions, views (reshape, flatten, slice), the L2 penalty and
-// the SGD update.
+// the SGD and Adam updates.
 #include "core/op_checks.h"
 #include "core/ops.h"
 
@@ -320,6 +320,35 @@ void sgd_update(std::span<SgdParamRef> params, const SgdOptions& opt) {
   }
   NoGradGuard no_grad;
   backend_for(dev).sgd_update(params, opt);
+}
+
+// ---------------------------------------------------------------- Adam
+void adam_update(std::span<AdamParamRef> params, const AdamOptions& opt, int64_t step) {
+  const char* op = "adam_update";
+  KILN_CHECK(opt.lr >= 0 && opt.weight_decay >= 0, op, ": lr and weight_decay must be >= 0, got ", opt.lr, ", ",
+             opt.weight_decay);
+  KILN_CHECK(opt.beta1 >= 0 && opt.beta1 < 1 && opt.beta2 >= 0 && opt.beta2 < 1, op,
+             ": beta1 and beta2 must be in [0, 1), got ", opt.beta1, ", ", opt.beta2);
+  KILN_CHECK(opt.eps > 0, op, ": eps must be > 0, got ", opt.eps);
+  KILN_CHECK(step >= 1, op, ": step counts from 1 (bias correction), got ", step);
+  if (params.empty()) return;
+  const Device dev = params[0].param.device();
+  for (size_t i = 0; i < params.size(); ++i) {
+    const AdamParamRef& r = params[i];
+    checks::float32(op, "param", r.param);
+    KILN_CHECK(r.param.device() == dev, op, ": param ", i, " is on ", r.param.device().str(), ", param 0 on ",
+               dev.str(), " (one update covers one device)");
+    if (r.frozen) continue;
+    const std::pair<const char*, const Tensor*> others[] = {{"grad", &r.grad}, {"exp_avg", &r.exp_avg},
+                                                            {"exp_avg_sq", &r.exp_avg_sq}};
+    for (const auto& [what, t] : others) {
+      checks::float32(op, what, *t);
+      KILN_CHECK(t->shape() == r.param.shape() && t->device() == dev, op, ": ", what, " ", t->description(),
+                 " does not match param ", i, " ", r.param.description());
+    }
+  }
+  NoGradGuard no_grad;
+  backend_for(dev).adam_update(params, opt, step);
 }
 
 }  // namespace kiln

@@ -11,8 +11,10 @@ for arg in "$@"; do
     -h|--help)
       echo "usage: bash scripts/setup.sh [--tests]"
       echo "  installs cmake, ninja-build, g++, libdnnl-dev (oneDNN) with ocl-icd-opencl-dev,"
-      echo "  and catch2 via apt-get, each only if missing;"
-      echo "  --tests also installs python3-torch and python3-numpy (reference results)."
+      echo "  catch2, libhdf5-dev and libstb-dev via apt-get, each only if missing;"
+      echo "  --tests also installs python3-torch, python3-numpy, python3-h5py, python3-torchvision"
+      echo "  and python3-pil"
+      echo "  (reference results)."
       exit 0 ;;
     *) echo "setup.sh: unknown argument '$arg' (see --help)" >&2; exit 2 ;;
   esac
@@ -20,8 +22,8 @@ done
 
 # ocl-icd-opencl-dev: Debian's oneDNN is built with an OpenCL GPU runtime, so its CMake
 # package needs OpenCL; apt only recommends it, and we install without recommends.
-build_pkgs=(cmake ninja-build g++ libdnnl-dev ocl-icd-opencl-dev catch2)
-test_pkgs=(python3-torch python3-numpy)
+build_pkgs=(cmake ninja-build g++ libdnnl-dev ocl-icd-opencl-dev catch2 libhdf5-dev libstb-dev)
+test_pkgs=(python3-torch python3-numpy python3-h5py python3-torchvision python3-pil)
 pkgs=("${build_pkgs[@]}")
 if [[ $want_tests == 1 ]]; then pkgs+=("${test_pkgs[@]}"); fi
 

@@ -40,6 +40,7 @@ class CpuBackend : public Backend {
   void sum_squares(const Tensor& x, Tensor& out) override;
   void argmax(const Tensor& x, Tensor& out) override;
   void sgd_update(std::span<SgdParamRef> params, const SgdOptions& opt) override;
+  void adam_update(std::span<AdamParamRef> params, const AdamOptions& opt, int64_t step) override;
 };
 
 // Row-major single-precision GEMM through oneDNN: C = alpha * op(A) op(B) + beta * C.

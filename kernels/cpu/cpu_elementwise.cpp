@@ -3,6 +3,7 @@
 #include <cmath>
 #include <vector>
 
+#include "kernels/common/adam.h"
 #include "kernels/common/elementwise.h"
 #include "kernels/common/sgd.h"
 #include "kernels/common/softmax.h"
@@ -162,6 +163,20 @@ void CpuBackend::sgd_update(std::span<SgdParamRef> params, const SgdOptions& opt
     const int64_t n = r.param.numel();
 #pragma omp parallel for schedule(static) if (n > 65536)
     for (int64_t i = 0; i < n; ++i) common::sgd_update_element(w[i], g[i], v ? v + i : nullptr, opt);
+  }
+}
+
+void CpuBackend::adam_update(std::span<AdamParamRef> params, const AdamOptions& opt, int64_t step) {
+  const common::AdamStepScalars sc = common::adam_step_scalars(opt, step);
+  for (AdamParamRef& r : params) {
+    if (r.frozen) continue;
+    float* w = r.param.data<float>();
+    const float* g = r.grad.data<float>();
+    float* m = r.exp_avg.data<float>();
+    float* v = r.exp_avg_sq.data<float>();
+    const int64_t n = r.param.numel();
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < n; ++i) common::adam_update_element(w[i], g[i], m[i], v[i], opt, sc);
   }
 }
 

@@ -1,0 +1,51 @@
+// Decoding image files (JPEG, PNG, BMP through stb_image) into 8-bit RGB, with the checks
+// stb_image leaves out: a size limit read from the header before decoding, PNG chunk CRCs
+// and a JPEG's end-of-image marker (stb_image fills a truncated scan with grey silently).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace kiln::io {
+
+// An 8-bit image, rows top to bottom, channels interleaved: pixels: [height, width, channels].
+struct Image {
+  int width = 0;
+  int height = 0;
+  int channels = 3;
+  std::vector<uint8_t> pixels;
+
+  size_t nbytes() const { return pixels.size(); }
+  uint8_t* row(int y) { return pixels.data() + static_cast<size_t>(y) * width * channels; }
+  const uint8_t* row(int y) const { return pixels.data() + static_cast<size_t>(y) * width * channels; }
+};
+
+struct DecodeOptions {
+  // Images with more pixels than this (width * height, read from the header) are refused
+  // before any pixel is decoded: a corrupt or hostile header cannot make us allocate gigabytes.
+  int64_t max_pixels = int64_t{64} << 20;
+};
+
+// Width and height from a file's header; throws kiln::Error naming the file and the reason.
+struct ImageInfo {
+  int width = 0;
+  int height = 0;
+  int channels = 0;  // as stored: 1 grey, 2 grey+alpha, 3 RGB, 4 RGBA
+};
+ImageInfo read_image_info(const std::string& path);
+
+// Decodes a JPEG (baseline or progressive), PNG (1-16 bit, palette, grey, alpha) or BMP
+// file to 8-bit RGB (alpha dropped, grey replicated, 16-bit scaled to 8). Throws
+// kiln::Error naming the file and the reason when it cannot.
+Image decode_image(const std::string& path, const DecodeOptions& opt = {});
+// The same from bytes in memory; `name` is used in error messages.
+Image decode_image_bytes(const std::vector<uint8_t>& bytes, const std::string& name, const DecodeOptions& opt = {});
+
+// Writers (stb_image_write), for tests, benchmarks and debugging output. RGB or grey.
+// quality: JPEG quality 1..100. Throw kiln::Error when the file cannot be written.
+void write_png(const std::string& path, const Image& img);
+void write_jpeg(const std::string& path, const Image& img, int quality = 90);
+void write_bmp(const std::string& path, const Image& img);
+
+}  // namespace kiln::io

@@ -1,0 +1,210 @@
+#include "io/loader.h"
+
+#include <algorithm>
+#include <cstdio>
+
+#include "core/error.h"
+#include "core/philox.h"
+
+namespace kiln::io {
+namespace {
+
+// The shuffle's Philox key, distinct from augmentation's (transforms.cpp).
+constexpr uint64_t kShuffleKey = 0x3C6E'F372'FE94'F82Bull;
+
+}  // namespace
+
+Loader::Loader(Dataset dataset, LoaderOptions options)
+    : dataset_(std::move(dataset)), opt_(std::move(options)),
+      cache_(dataset_.size(), std::max<int64_t>(opt_.cache_bytes, 0)) {
+  const int64_t n = static_cast<int64_t>(dataset_.size());
+  KILN_CHECK(n > 0, "Loader: dataset '", dataset_.root, "' has no samples");
+  KILN_CHECK(n < (int64_t{1} << 32), "Loader: ", n, " samples; at most 2^32 supported");
+  KILN_CHECK(opt_.batch_size > 0, "Loader: batch_size must be positive, got ", opt_.batch_size);
+  KILN_CHECK(opt_.num_workers > 0, "Loader: num_workers must be positive, got ", opt_.num_workers);
+  KILN_CHECK(opt_.prefetch_batches > 0, "Loader: prefetch_batches must be positive, got ", opt_.prefetch_batches);
+  KILN_CHECK(opt_.crop > 0 && opt_.resize_shorter >= 0, "Loader: crop ", opt_.crop, " must be positive and resize ",
+             opt_.resize_shorter, " non-negative");
+  batches_per_epoch_ = opt_.drop_last ? n / opt_.batch_size : (n + opt_.batch_size - 1) / opt_.batch_size;
+  KILN_CHECK(batches_per_epoch_ > 0, "Loader: drop_last with batch_size ", opt_.batch_size, " > ", n,
+             " samples leaves no batch");
+  epoch_ = opt_.start_epoch;
+  workers_.reserve(static_cast<size_t>(opt_.num_workers));
+  for (int i = 0; i < opt_.num_workers; ++i) workers_.emplace_back([this] { worker_loop(); });
+}
+
+Loader::~Loader() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  work_cv_.notify_all();
+  for (auto& t : workers_) t.join();
+}
+
+std::vector<int64_t> Loader::epoch_order(uint64_t epoch) const {
+  const int64_t n = static_cast<int64_t>(dataset_.size());
+  std::vector<int64_t> order(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) order[i] = i;
+  if (!opt_.shuffle) return order;
+  KILN_CHECK(epoch < (uint64_t{1} << 30), "Loader: epoch ", epoch, " beyond 2^30");
+  // Fisher-Yates; swap i draws word i % 4 of block (epoch, i / 4).
+  for (int64_t i = n - 1; i > 0; --i) {
+    const Philox4 b = philox_block(opt_.seed ^ kShuffleKey, (epoch << 32) | static_cast<uint64_t>(i / 4));
+    const uint64_t j = (uint64_t{philox_word(b, static_cast<unsigned>(i % 4))} * static_cast<uint64_t>(i + 1)) >> 32;
+    std::swap(order[i], order[j]);
+  }
+  return order;
+}
+
+std::shared_ptr<const std::vector<int64_t>> Loader::order_for(uint64_t epoch) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = orders_.find(epoch);
+    if (it != orders_.end()) return it->second;
+  }
+  auto order = std::make_shared<const std::vector<int64_t>>(epoch_order(epoch));
+  std::lock_guard<std::mutex> lock(mu_);
+  // Workers are at most a window of batches apart: two epochs cover them.
+  while (!orders_.empty() && orders_.begin()->first + 1 < epoch) orders_.erase(orders_.begin());
+  return orders_.emplace(epoch, order).first->second;
+}
+
+void Loader::worker_loop() {
+  for (;;) {
+    int64_t job = 0;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      work_cv_.wait(lock, [&] { return stop_ || failed_ || next_job_ < consumed_ + opt_.prefetch_batches; });
+      if (stop_ || failed_) return;
+      job = next_job_++;
+    }
+    Ready r;
+    try {
+      r.batch = build(job);
+    } catch (...) {
+      r.error = std::current_exception();
+    }
+    const bool failed = r.error != nullptr;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (failed) failed_ = true;
+      ready_.emplace(job, std::move(r));
+    }
+    ready_cv_.notify_all();
+    if (failed) work_cv_.notify_all();
+  }
+}
+
+std::shared_ptr<const Image> Loader::load(int64_t sample) {
+  const size_t i = static_cast<size_t>(sample);
+  if (cache_.is_bad(i)) return nullptr;
+  if (auto img = cache_.get(i)) return img;
+  const std::string& path = dataset_.samples[i].path;
+  std::shared_ptr<const Image> img;
+  try {
+    Image decoded = decode_image(path, opt_.decode);
+    int side = opt_.resize_shorter;
+    // Images smaller than the crop are resized up first.
+    if (side == 0 && std::min(decoded.width, decoded.height) < opt_.crop) side = opt_.crop;
+    if (side != 0) decoded = resize_shorter_side(decoded, std::max(side, opt_.crop));
+    img = std::make_shared<const Image>(std::move(decoded));
+  } catch (const Error& e) {
+    if (opt_.strict) throw;
+    if (cache_.mark_bad(i)) {
+      if (opt_.warn) std::fprintf(stderr, "kiln: warning: skipping image: %s\n", e.what());
+      std::lock_guard<std::mutex> lock(mu_);
+      failures_.push_back(DecodeFailure{path, e.what()});
+    }
+    return nullptr;
+  }
+  if (opt_.cache_bytes > 0) cache_.put(i, img);
+  return img;
+}
+
+Batch Loader::build(int64_t job) {
+  Batch b;
+  b.epoch = opt_.start_epoch + static_cast<uint64_t>(job / batches_per_epoch_);
+  b.index = job % batches_per_epoch_;
+  const auto order = order_for(b.epoch);
+  const int64_t begin = b.index * opt_.batch_size;
+  const int64_t end = std::min<int64_t>(begin + opt_.batch_size, static_cast<int64_t>(order->size()));
+  const int64_t n = end - begin, s = opt_.crop;
+  const TensorOptions host{DType::f32, Device::cpu(), opt_.pin_memory};
+  Tensor images = Tensor::empty({n, s, s, 3}, host);
+  Tensor labels = Tensor::empty({n}, TensorOptions{DType::i64, Device::cpu(), opt_.pin_memory});
+  float* out = images.data<float>();
+  int64_t* lab = labels.data<int64_t>();
+  int64_t rows = 0;
+  for (int64_t k = begin; k < end; ++k) {
+    if (stop_) return b;  // the loader is closing: abandon the batch
+    const int64_t sample = (*order)[k];
+    const auto img = load(sample);
+    if (!img) {
+      ++b.skipped;
+      continue;
+    }
+    const Crop crop = opt_.augment ? random_crop(img->width, img->height, static_cast<int>(s), opt_.seed, b.epoch,
+                                                 static_cast<uint64_t>(sample), true)
+                                   : center_crop(img->width, img->height, static_cast<int>(s));
+    crop_to_input(*img, crop, opt_.convention, out + rows * s * s * 3);
+    lab[rows] = dataset_.samples[static_cast<size_t>(sample)].label;
+    b.indices.push_back(sample);
+    ++rows;
+  }
+  if (rows < n) {
+    images = images.slice(0, rows);
+    labels = labels.slice(0, rows);
+  }
+  b.host_images = images;
+  b.host_labels = labels;
+  return b;
+}
+
+std::optional<Batch> Loader::next() {
+  if (served_in_epoch_ == batches_per_epoch_) {
+    served_in_epoch_ = 0;
+    ++epoch_;
+    return std::nullopt;
+  }
+  Ready r;
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (error_) std::rethrow_exception(error_);
+    ready_cv_.wait(lock, [&] { return ready_.count(consumed_) != 0; });
+    auto node = ready_.extract(consumed_);
+    r = std::move(node.mapped());
+    ++consumed_;
+    if (r.error) error_ = r.error;
+  }
+  work_cv_.notify_all();
+  if (r.error) std::rethrow_exception(r.error);
+  ++served_in_epoch_;
+  Batch& b = r.batch;
+  if (opt_.device.is_cpu()) {
+    b.images = b.host_images;
+    b.labels = b.host_labels;
+  } else {
+    // Ordered on the backend's copy stream; b keeps the pinned source alive meanwhile.
+    b.images = Tensor::empty(b.host_images.shape(), TensorOptions{DType::f32, opt_.device});
+    b.images.copy_from(b.host_images, /*non_blocking=*/true);
+    b.labels = Tensor::empty(b.host_labels.shape(), TensorOptions{DType::i64, opt_.device});
+    b.labels.copy_from(b.host_labels, /*non_blocking=*/true);
+  }
+  return b;
+}
+
+LoaderStats Loader::stats() const {
+  LoaderStats s;
+  s.cache = cache_.stats();
+  std::lock_guard<std::mutex> lock(mu_);
+  s.failures = static_cast<int64_t>(failures_.size());
+  return s;
+}
+
+std::vector<DecodeFailure> Loader::failures() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return failures_;
+}
+
+}  // namespace kiln::io

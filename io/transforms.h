@@ -1,0 +1,53 @@
+// The image transforms of the classic ImageNet recipe: shorter side to 256 (PIL's
+// antialiased bilinear, reproduced exactly), a 224 crop (random for training, central for
+// evaluation), an optional horizontal flip, and the input convention of the weights.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <utility>
+
+#include "io/image.h"
+
+namespace kiln::io {
+
+// How pixels become network inputs; set by the weights (DESIGN.md, "Preprocessing
+// follows the weights").
+enum class InputConvention {
+  caffe_bgr,        // Keras/Caffe VGG16: BGR, subtract [103.939, 116.779, 123.68], no scaling
+  torchvision_rgb,  // RGB, /255, then (x - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225]
+  tf_rgb,           // TF-slim: RGB, subtract [123.68, 116.78, 103.94]
+};
+const char* convention_name(InputConvention c);
+// "caffe_bgr", "torchvision_rgb" or "tf_rgb"; throws kiln::Error otherwise.
+InputConvention parse_convention(const std::string& name);
+
+// Resamples to width x height with PIL's BILINEAR filter (Image.resize in Pillow 9): a
+// triangle whose support grows with the shrink factor (antialiased when shrinking),
+// separable, horizontal pass first, 8-bit fixed-point coefficients with 22 fraction bits.
+Image resize_bilinear(const Image& src, int width, int height);
+
+// The size torchvision.transforms.Resize(size) gives: shorter side `size`, longer side
+// int(size * long / short).
+std::pair<int, int> shorter_side_size(int width, int height, int size);
+// Resizes so the shorter side is `size` (returns a copy when it already is).
+Image resize_shorter_side(const Image& src, int size);
+
+// A square crop of `size` at (top, left), mirrored left-right when flip is set.
+struct Crop {
+  int top = 0;
+  int left = 0;
+  int size = 0;
+  bool flip = false;
+};
+// torchvision.transforms.CenterCrop: offsets round((extent - size) / 2), halves to even.
+Crop center_crop(int width, int height, int size);
+// A uniformly random crop position and (when allow_flip) a coin-flip mirror, drawn from
+// Philox at (seed, epoch, index) alone, so it does not depend on threads or order.
+Crop random_crop(int width, int height, int size, uint64_t seed, uint64_t epoch, uint64_t index, bool allow_flip);
+
+// Writes the crop of img (which must contain it), converted per the convention.
+// out: [size, size, 3] float32, channels in the convention's order.
+void crop_to_input(const Image& img, const Crop& crop, InputConvention convention, float* out);
+
+}  // namespace kiln::io

@@ -1,0 +1,343 @@
+// Weight import (format detection, assignment map, checks, then an all-or-nothing load)
+// and export (kiln's layout or Keras's, via a temporary file renamed over the target).
+#include "io/weights.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <sstream>
+#include <unistd.h>
+
+#include "io/hdf5.h"
+#include "io/weights_sources.h"
+
+namespace kiln {
+
+using detail::concat;
+using namespace weights_detail;
+
+namespace {
+
+constexpr int64_t kKilnFormatVersion = 1;
+
+// Every dataset below `g`, depth first, as paths relative to the root without the '/'.
+void walk_datasets(const h5::Group& g, const std::string& prefix, std::vector<std::string>& out) {
+  for (const std::string& child : g.children()) {
+    const std::string rel = prefix.empty() ? child : prefix + "/" + child;
+    if (g.is_group(child)) walk_datasets(g.group(child), rel, out);
+    else if (g.is_dataset(child)) out.push_back(rel);
+  }
+}
+
+SourceList list_kiln(const h5::Group& root) {
+  SourceList s;
+  s.format = WeightsFormat::kiln;
+  const int64_t version = root.int_attribute("kiln_format_version");
+  KILN_CHECK(version >= 1 && version <= kKilnFormatVersion, "weights file '", root.file(), "' has kiln_format_version ",
+             version, "; this kiln reads versions 1..", kKilnFormatVersion);
+  s.model = root.string_attribute("model");
+  s.convention = root.has_attribute("input_convention") ? parse_convention(root.string_attribute("input_convention"))
+                                                        : InputConvention::unknown;
+  std::vector<std::string> paths;
+  walk_datasets(root, "", paths);
+  for (const std::string& p : paths) s.entries.push_back({p, "/" + p, Layout::same});
+  return s;
+}
+
+// The shape an entry has once in kiln's layout; empty when the file shape cannot be in
+// that layout (wrong rank).
+std::vector<int64_t> kiln_shape(const std::vector<int64_t>& f, Layout layout) {
+  switch (layout) {
+    case Layout::same: return f;
+    case Layout::conv_hwio:
+      if (f.size() != 4) return {};
+      return {f[3], f[0], f[1], f[2]};
+    case Layout::dense_io:
+      if (f.size() != 2) return {};
+      return {f[1], f[0]};
+  }
+  return {};
+}
+
+const char* layout_note(Layout layout) {
+  switch (layout) {
+    case Layout::same: return "";
+    case Layout::conv_hwio: return " (Keras conv kernel (kh, kw, in, out), read as OHWI)";
+    case Layout::dense_io: return " (Keras dense kernel (in, out), read as [out, in])";
+  }
+  return "";
+}
+
+bool matches_any(const std::vector<std::string>& patterns, const std::string& name) {
+  return std::any_of(patterns.begin(), patterns.end(), [&](const std::string& p) { return name_matches(p, name); });
+}
+
+// The kiln name `source` maps to, or "" when no key covers it. Longest key wins.
+std::string apply_map(const std::map<std::string, std::string>& map, const std::string& source) {
+  size_t best = 0;
+  const std::pair<const std::string, std::string>* hit = nullptr;
+  for (const auto& kv : map) {
+    const std::string& k = kv.first;
+    const bool scope = !k.empty() && k.back() == '/';
+    const bool ok = scope ? source.compare(0, k.size(), k) == 0 : source == k;
+    if (ok && (hit == nullptr || k.size() > best)) {
+      hit = &kv;
+      best = k.size();
+    }
+  }
+  if (!hit) return "";
+  const bool scope = !hit->first.empty() && hit->first.back() == '/';
+  return scope ? hit->second + source.substr(hit->first.size()) : hit->second;
+}
+
+// True when some value of the map covers kiln name `target`.
+bool map_covers(const std::map<std::string, std::string>& map, const std::string& target) {
+  for (const auto& kv : map) {
+    const std::string& v = kv.second;
+    const bool scope = !v.empty() && v.back() == '/';
+    if (scope ? target.compare(0, v.size(), v) == 0 : target == v) return true;
+  }
+  return false;
+}
+
+std::string list_str(const std::vector<std::string>& v, size_t limit = 8) {
+  std::ostringstream os;
+  for (size_t i = 0; i < v.size() && i < limit; ++i) os << (i ? ", " : "") << v[i];
+  if (v.size() > limit) os << ", ... (" << v.size() - limit << " more)";
+  return os.str();
+}
+
+std::string shape_of(const Tensor& t) { return h5::shape_str(t.shape().dims()); }
+
+// Reads one entry into a host float32 tensor in kiln's layout.
+Tensor read_entry(const h5::Group& root, const SourceEntry& e, const std::vector<int64_t>& shape) {
+  const h5::Dataset ds = root.dataset(e.origin.substr(1));
+  std::vector<float> v = ds.read_f32();
+  Tensor t = Tensor::empty(Shape(shape));
+  float* dst = t.data<float>();
+  if (e.layout == Layout::same) {
+    std::copy(v.begin(), v.end(), dst);
+  } else {
+    // Both Keras kernels are [rows, out] matrices: (kh*kw*in, out) or (in, out).
+    const int64_t cols = ds.shape().back();
+    transpose(v.data(), dst, ds.numel() / std::max<int64_t>(cols, 1), cols);
+  }
+  return t;
+}
+
+}  // namespace
+
+namespace weights_detail {
+
+void transpose(const float* src, float* dst, int64_t rows, int64_t cols) {
+  constexpr int64_t B = 64;  // blocked: both sides stay in cache
+  for (int64_t r0 = 0; r0 < rows; r0 += B)
+    for (int64_t c0 = 0; c0 < cols; c0 += B)
+      for (int64_t r = r0; r < std::min(rows, r0 + B); ++r)
+        for (int64_t c = c0; c < std::min(cols, c0 + B); ++c) dst[c * rows + r] = src[r * cols + c];
+}
+
+}  // namespace weights_detail
+
+const char* convention_name(InputConvention c) {
+  switch (c) {
+    case InputConvention::caffe_bgr: return "caffe_bgr";
+    case InputConvention::tf_rgb: return "tf_rgb";
+    case InputConvention::torchvision_rgb: return "torchvision_rgb";
+    case InputConvention::unknown: return "unknown";
+  }
+  return "unknown";
+}
+
+InputConvention parse_convention(const std::string& name) {
+  for (InputConvention c : {InputConvention::caffe_bgr, InputConvention::tf_rgb, InputConvention::torchvision_rgb,
+                            InputConvention::unknown})
+    if (name == convention_name(c)) return c;
+  KILN_FAIL("unknown input convention '", name, "'; expected caffe_bgr, tf_rgb, torchvision_rgb or unknown");
+}
+
+Preprocessing preprocessing_for(InputConvention c) {
+  Preprocessing p;
+  p.convention = c;
+  switch (c) {
+    case InputConvention::caffe_bgr:  // Keras/Caffe VGG16: BGR, mean subtracted, no scaling
+      p.bgr = true;
+      p.mean = {103.939f, 116.779f, 123.68f};
+      break;
+    case InputConvention::tf_rgb:  // TF-slim VGG
+      p.mean = {123.68f, 116.78f, 103.94f};
+      break;
+    case InputConvention::torchvision_rgb:  // [0, 1], then ImageNet mean/std
+      p.scale = 1.0f / 255.0f;
+      p.mean = {0.485f, 0.456f, 0.406f};
+      p.std = {0.229f, 0.224f, 0.225f};
+      break;
+    case InputConvention::unknown: break;
+  }
+  return p;
+}
+
+const char* format_name(WeightsFormat f) {
+  switch (f) {
+    case WeightsFormat::kiln: return "kiln";
+    case WeightsFormat::keras: return "keras (HDF5)";
+    case WeightsFormat::keras3: return "keras 3 (.weights.h5)";
+  }
+  return "?";
+}
+
+std::string ImportReport::to_string() const {
+  std::ostringstream os;
+  os << "weights '" << path << "' (" << format_name(format) << ", model '" << source_model << "', input "
+     << convention_name(convention) << "): " << loaded.size() << " loaded, " << skipped.size() << " skipped, "
+     << unmapped.size() << " unmapped, " << missing.size() << " missing, " << mismatched.size() << " mismatched";
+  auto line = [&](const char* what, const std::vector<std::string>& v) {
+    if (!v.empty()) os << "\n  " << what << ": " << list_str(v);
+  };
+  line("skipped", skipped);
+  line("unmapped", unmapped);
+  line("missing (left as initialised)", missing);
+  line("shape differs (skipped)", mismatched);
+  return os.str();
+}
+
+ImportReport import_weights(Module& model, const std::string& path, const ImportOptions& opt) {
+  h5::File file = h5::File::open_read(path);
+  const h5::Group root = file.root();
+  SourceList src;
+  if (root.has_attribute("kiln_format_version")) src = list_kiln(root);
+  else if (is_keras(root)) src = list_keras(root, model);
+  else if (is_keras3(root)) src = list_keras3(root, model);
+  else
+    KILN_FAIL("'", path, "' is HDF5 but not a weights file kiln knows: expected a kiln_format_version attribute ",
+              "(kiln), a layer_names attribute (Keras) or a layers/ group (Keras 3); found groups [",
+              list_str(root.children()), "] and attributes [", list_str(root.attribute_names()), "]");
+
+  ImportReport rep;
+  rep.path = path;
+  rep.format = src.format;
+  rep.source_model = src.model;
+  rep.convention = src.convention;
+
+  std::map<std::string, std::string> map = opt.assignment_map;
+  if (map.empty()) {
+    KILN_CHECK(src.model == model.name(), "weights file '", path, "' is for model '", src.model, "', not '",
+               model.name(), "'; pass an assignment_map to load across models");
+    map[src.model + "/"] = model.name() + "/";
+  }
+
+  std::map<std::string, ParameterRef> params;
+  for (const ParameterRef& p : model.parameters()) params.emplace(p.name, p);
+
+  std::vector<std::string> problems;
+  std::vector<std::pair<const SourceEntry*, ParameterRef>> plan;
+  std::vector<std::vector<int64_t>> plan_shapes;
+  std::vector<std::string> unknown_targets;
+  for (const SourceEntry& e : src.entries) {
+    const std::string target = apply_map(map, e.name);
+    const bool skip = matches_any(opt.skip, e.name) || (!target.empty() && matches_any(opt.skip, target));
+    if (target.empty() && !skip) {
+      rep.unmapped.push_back(e.name);
+      continue;
+    }
+    auto it = target.empty() ? params.end() : params.find(target);
+    const std::string where = concat("entry '", e.origin, "' (", e.name, target.empty() || target == e.name ? "" : " -> ",
+                                     target == e.name ? "" : target, ")");
+    if (skip) {
+      rep.skipped.push_back(e.name);
+      if (it != params.end()) {
+        const std::vector<int64_t> ks = kiln_shape(root.dataset(e.origin.substr(1)).shape(), e.layout);
+        if (ks != it->second.tensor->shape().dims()) rep.mismatched.push_back(target);
+      }
+      continue;
+    }
+    if (it == params.end()) {
+      unknown_targets.push_back(target);
+      problems.push_back(concat(where, ": model '", model.name(), "' has no parameter '", target, "'"));
+      continue;
+    }
+    const h5::Dataset ds = root.dataset(e.origin.substr(1));
+    if (ds.type().cls != h5::TypeInfo::floating) {
+      problems.push_back(concat(where, ": expected float32 values, found ", ds.type().name()));
+      continue;
+    }
+    const std::vector<int64_t> ks = kiln_shape(ds.shape(), e.layout);
+    const Tensor& t = *it->second.tensor;
+    if (ks != t.shape().dims()) {
+      problems.push_back(concat(where, ": model expects ", shape_of(t), ", file has ", h5::shape_str(ds.shape()),
+                                layout_note(e.layout), "; skip it (ImportOptions::skip) to keep the model's"));
+      continue;
+    }
+    plan.emplace_back(&e, it->second);
+    plan_shapes.push_back(ks);
+  }
+
+  std::vector<std::string> loaded_names;
+  for (const auto& pe : plan) loaded_names.push_back(pe.second.name);
+  std::sort(loaded_names.begin(), loaded_names.end());
+  for (const ParameterRef& p : model.parameters()) {
+    if (!map_covers(map, p.name) || matches_any(opt.skip, p.name)) continue;
+    if (!std::binary_search(loaded_names.begin(), loaded_names.end(), p.name)) rep.missing.push_back(p.name);
+  }
+  if (!rep.missing.empty() && !opt.allow_missing)
+    problems.push_back(concat("model parameters missing from the file: ", list_str(rep.missing),
+                              " (set ImportOptions::allow_missing or skip them to keep their initial values)"));
+
+  if (!problems.empty()) {
+    std::ostringstream os;
+    os << "cannot load weights '" << path << "' (" << format_name(src.format) << ", model '" << src.model
+       << "') into model '" << model.name() << "': " << problems.size() << " problem" << (problems.size() > 1 ? "s" : "");
+    for (size_t i = 0; i < problems.size() && i < 12; ++i) os << "\n  " << problems[i];
+    if (problems.size() > 12) os << "\n  ... and " << problems.size() - 12 << " more";
+    if (!unknown_targets.empty())
+      os << "\n  (names the model lacks: " << list_str(unknown_targets, 4)
+         << " -- is this a weights file for another model?)";
+    KILN_FAIL(os.str());
+  }
+
+  // Read everything first, then assign: a read error leaves the model untouched.
+  std::vector<Tensor> values;
+  values.reserve(plan.size());
+  for (size_t i = 0; i < plan.size(); ++i) values.push_back(read_entry(root, *plan[i].first, plan_shapes[i]));
+  for (size_t i = 0; i < plan.size(); ++i) {
+    plan[i].second.tensor->copy_from(values[i]);
+    rep.loaded.push_back(plan[i].second.name);
+  }
+  return rep;
+}
+
+void export_weights(Module& model, const std::string& path, const ExportOptions& opt) {
+  KILN_CHECK(opt.format == WeightsFormat::kiln || opt.format == WeightsFormat::keras, "export_weights: format ",
+             format_name(opt.format), " is import-only; export writes kiln or keras");
+  namespace fs = std::filesystem;
+  const std::string tmp = path + ".tmp" + std::to_string(::getpid());
+  try {
+    {
+      h5::File file = h5::File::create(tmp);
+      {
+        h5::Group root = file.root();
+        if (opt.format == WeightsFormat::kiln) {
+          root.set_int_attribute("kiln_format_version", kKilnFormatVersion);
+          root.set_string_attribute("model", model.name());
+          root.set_string_attribute("input_convention", convention_name(opt.convention));
+          for (const ParameterRef& p : model.parameters()) {
+            const Tensor host = p.tensor->cpu().to(DType::f32);
+            root.write_f32(p.name, host.shape().dims(), host.data<float>());
+          }
+        } else {
+          write_keras(root, model);
+        }
+      }
+      file.flush();
+      file.close();
+    }
+    std::error_code ec;
+    fs::rename(tmp, path, ec);
+    KILN_CHECK(!ec, "export_weights: could not rename '", tmp, "' to '", path, "': ", ec.message());
+  } catch (...) {
+    std::error_code ec;
+    fs::remove(tmp, ec);
+    throw;
+  }
+}
+
+}  // namespace kiln

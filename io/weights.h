@@ -1,0 +1,86 @@
+// Weight import and export in HDF5: kiln's own layout (docs/weights_format.md), Keras /
+// tf-keras files (save_weights, save, keras.applications) and Keras 3 `.weights.h5`.
+// Source weights are mapped onto kiln's stable names ("vgg16/conv1_1/weight") through an
+// assignment map (tf.train.init_from_checkpoint's idea) and a skip list; the import
+// reports what was loaded, skipped, missing or mismatched, and which input convention
+// the weights expect (DESIGN.md, "Preprocessing follows the weights").
+#pragma once
+
+#include <array>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "layers/module.h"
+
+namespace kiln {
+
+// How input images must be prepared for a set of weights.
+enum class InputConvention { unknown, caffe_bgr, tf_rgb, torchvision_rgb };
+
+// The preprocessing an input convention implies: x' = (x * scale - mean) / std per
+// channel, channels in the order given (BGR when bgr is true), x in [0, 255].
+struct Preprocessing {
+  InputConvention convention = InputConvention::unknown;
+  bool bgr = false;
+  float scale = 1.0f;
+  std::array<float, 3> mean{0, 0, 0};
+  std::array<float, 3> std{1, 1, 1};
+};
+
+// "caffe_bgr", "tf_rgb", "torchvision_rgb", "unknown".
+const char* convention_name(InputConvention c);
+// The inverse of convention_name; an unknown string is an error.
+InputConvention parse_convention(const std::string& name);
+Preprocessing preprocessing_for(InputConvention c);
+
+enum class WeightsFormat { kiln, keras, keras3 };
+// "kiln", "keras (HDF5)", "keras 3 (.weights.h5)".
+const char* format_name(WeightsFormat f);
+
+struct ImportOptions {
+  // Source name or scope -> kiln name or scope. Keys ending in '/' map whole scopes
+  // ({"vgg16/": "vgg16/"}); the longest matching key wins. Source entries no key matches
+  // are not loaded (reported as unmapped). Empty means {"<source model>/": "<model>/"},
+  // and then the file's model must be the model's (a VGG19 file does not load into VGG16).
+  // Keras files name no kiln model: their entries are named "<model>/<layer>/weight|bias"
+  // after the model being loaded, with Keras layers renamed as kiln names them
+  // (block1_conv1 -> conv1_1, fc1 -> fc6, fc2 -> fc7, predictions -> fc8).
+  std::map<std::string, std::string> assignment_map;
+  // Names, scopes ("vgg16/fc8/") or globs matched against both source and kiln names:
+  // those entries are not loaded, a shape mismatch there is no error, and a model
+  // parameter they cover is not missing (it keeps its initial value).
+  std::vector<std::string> skip;
+  // Model parameters the map covers but the file lacks are an error unless this is set.
+  bool allow_missing = false;
+};
+
+struct ImportReport {
+  std::string path;
+  WeightsFormat format = WeightsFormat::kiln;
+  std::string source_model;  // the file's model ("vgg16"); for Keras files, the target's
+  InputConvention convention = InputConvention::unknown;
+  std::vector<std::string> loaded;      // kiln names
+  std::vector<std::string> skipped;     // source names
+  std::vector<std::string> unmapped;    // source names no assignment-map key covers
+  std::vector<std::string> missing;     // kiln names covered by the map, absent from the file
+  std::vector<std::string> mismatched;  // skipped entries whose shape differs from the model's
+  // A few readable lines: counts, then the names in each non-empty category.
+  std::string to_string() const;
+};
+
+// Loads weights from `path` into `model` (parameters keep their device and trainable
+// flags). Nothing is changed unless the whole import succeeds. Errors (kiln::Error)
+// name the file, the entry, and what was expected and found.
+ImportReport import_weights(Module& model, const std::string& path, const ImportOptions& opt = {});
+
+struct ExportOptions {
+  WeightsFormat format = WeightsFormat::kiln;  // kiln or keras (keras3 is import-only)
+  InputConvention convention = InputConvention::caffe_bgr;  // recorded in kiln's layout
+};
+
+// Writes the model's parameters to `path`: to a temporary file beside it, closed, then
+// renamed over `path`, so `path` is never half-written.
+void export_weights(Module& model, const std::string& path, const ExportOptions& opt = {});
+
+}  // namespace kiln

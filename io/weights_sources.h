@@ -1,0 +1,49 @@
+// Internal to io/: the list of weight entries a file offers, named as kiln names them,
+// shared by the format readers (weights.cpp, weights_keras.cpp).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "io/hdf5.h"
+#include "io/weights.h"
+
+namespace kiln::weights_detail {
+
+// How a stored array relates to kiln's layout.
+enum class Layout {
+  same,       // already kiln's layout
+  conv_hwio,  // Keras conv kernel (kh, kw, in, out) -> OHWI [out, kh, kw, in]
+  dense_io,   // Keras dense kernel (in, out) -> [out, in]
+};
+
+struct SourceEntry {
+  std::string name;    // kiln-style source name, "vgg16/conv1_1/weight"
+  std::string origin;  // the dataset's path in the file
+  Layout layout = Layout::same;
+};
+
+struct SourceList {
+  WeightsFormat format = WeightsFormat::kiln;
+  std::string model;
+  InputConvention convention = InputConvention::unknown;
+  std::vector<SourceEntry> entries;
+};
+
+// True when the root looks like a Keras classic (layer_names) or Keras 3 (layers/) file.
+bool is_keras(const h5::Group& root);
+bool is_keras3(const h5::Group& root);
+SourceList list_keras(const h5::Group& root, Module& model);
+SourceList list_keras3(const h5::Group& root, Module& model);
+// Writes the model as Keras's save_weights does (layer_names, weight_names, kernels in
+// Keras's layouts).
+void write_keras(h5::Group& root, Module& model);
+
+// Keras layer name -> kiln layer name (block1_conv1 -> conv1_1, fc1 -> fc6, ...), and back.
+std::string keras_to_kiln_layer(const std::string& keras);
+std::string kiln_to_keras_layer(const std::string& kiln);
+
+// Row-major [rows, cols] -> [cols, rows].
+void transpose(const float* src, float* dst, int64_t rows, int64_t cols);
+
+}  // namespace kiln::weights_detail

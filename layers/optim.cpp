@@ -1,0 +1,107 @@
+#include "layers/optim.h"
+
+#include <set>
+
+namespace kiln {
+
+Optimizer::Optimizer(std::vector<ParameterRef> params, float lr) : params_(std::move(params)), lr_(lr) {
+  KILN_CHECK(lr >= 0, "optimizer: lr must be >= 0, got ", lr);
+  std::set<std::string> names;
+  for (const ParameterRef& p : params_) {
+    KILN_CHECK(p.tensor != nullptr && p.tensor->defined(), "optimizer: parameter '", p.name, "' has no tensor");
+    KILN_CHECK(p.trainable, "optimizer: parameter '", p.name,
+               "' is frozen; an optimizer takes trainable parameters only (Module::trainable_parameters())");
+    KILN_CHECK(names.insert(p.name).second, "optimizer: parameter '", p.name, "' is given twice");
+  }
+  steps_ = Tensor::zeros(Shape{}, TensorOptions{DType::i64, Device::cpu()});
+}
+
+void Optimizer::zero_grad() {
+  for (ParameterRef& p : params_) p.tensor->zero_grad();
+}
+
+void Optimizer::set_lr(float lr) {
+  KILN_CHECK(lr >= 0, "optimizer: lr must be >= 0, got ", lr);
+  lr_ = lr;
+}
+
+int64_t Optimizer::steps() const { return steps_.data<int64_t>()[0]; }
+
+void Optimizer::advance() { ++steps_.data<int64_t>()[0]; }
+
+std::vector<OptimizerStateRef> Optimizer::state() {
+  std::vector<OptimizerStateRef> out;
+  for (auto& [name, t] : state_) out.push_back({name, &t});
+  out.push_back({"optimizer/step", &steps_});
+  return out;
+}
+
+Tensor& Optimizer::add_state(size_t i, const std::string& suffix) {
+  const Tensor& p = *params_[i].tensor;
+  state_.emplace_back(params_[i].name + "/" + suffix, Tensor::zeros(p.shape(), TensorOptions{DType::f32, p.device()}));
+  return state_.back().second;
+}
+
+bool Optimizer::skipped(size_t i) const {
+  const Tensor& p = *params_[i].tensor;
+  return !p.requires_grad() || !p.grad().defined();
+}
+
+// ---------------------------------------------------------------- SGD
+SGD::SGD(std::vector<ParameterRef> params, const SgdOptions& opt) : Optimizer(std::move(params), opt.lr), opt_(opt) {
+  KILN_CHECK(opt.momentum >= 0 && opt.weight_decay >= 0, "SGD: momentum and weight_decay must be >= 0, got ",
+             opt.momentum, ", ", opt.weight_decay);
+  KILN_CHECK(!opt.nesterov || opt.momentum > 0, "SGD: Nesterov needs momentum > 0");
+  // Pointers into state_ are taken after all are added: the vector may reallocate meanwhile.
+  for (size_t i = 0; i < params_.size() && opt.momentum > 0; ++i) add_state(i, "momentum");
+  std::vector<OptimizerStateRef> st = state();
+  momentum_.assign(params_.size(), nullptr);
+  for (size_t i = 0; i < params_.size() && opt.momentum > 0; ++i) momentum_[i] = st[i].tensor;
+}
+
+void SGD::step() {
+  SgdOptions o = opt_;
+  o.lr = lr_;
+  std::vector<SgdParamRef> refs;
+  refs.reserve(params_.size());
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const Tensor& p = *params_[i].tensor;
+    if (skipped(i)) continue;  // left out entirely: bit-for-bit unchanged
+    refs.push_back({p, p.grad(), momentum_[i] ? *momentum_[i] : Tensor(), false});
+  }
+  sgd_update(refs, o);
+  advance();
+}
+
+// ---------------------------------------------------------------- Adam
+Adam::Adam(std::vector<ParameterRef> params, const AdamOptions& opt) : Optimizer(std::move(params), opt.lr), opt_(opt) {
+  KILN_CHECK(opt.beta1 >= 0 && opt.beta1 < 1 && opt.beta2 >= 0 && opt.beta2 < 1,
+             "Adam: beta1 and beta2 must be in [0, 1), got ", opt.beta1, ", ", opt.beta2);
+  KILN_CHECK(opt.eps > 0 && opt.weight_decay >= 0, "Adam: eps must be > 0 and weight_decay >= 0, got ", opt.eps,
+             ", ", opt.weight_decay);
+  for (size_t i = 0; i < params_.size(); ++i) {
+    add_state(i, "exp_avg");
+    add_state(i, "exp_avg_sq");
+  }
+  std::vector<OptimizerStateRef> st = state();
+  for (size_t i = 0; i < params_.size(); ++i) {
+    exp_avg_.push_back(st[2 * i].tensor);
+    exp_avg_sq_.push_back(st[2 * i + 1].tensor);
+  }
+}
+
+void Adam::step() {
+  AdamOptions o = opt_;
+  o.lr = lr_;
+  std::vector<AdamParamRef> refs;
+  refs.reserve(params_.size());
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const Tensor& p = *params_[i].tensor;
+    if (skipped(i)) continue;
+    refs.push_back({p, p.grad(), *exp_avg_[i], *exp_avg_sq_[i], false});
+  }
+  adam_update(refs, o, steps() + 1);
+  advance();
+}
+
+}  // namespace kiln

@@ -1,0 +1,83 @@
+// Folder-per-class and list-file data sets: what is found, what is skipped, what is an error.
+#include <catch2/catch.hpp>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "io/dataset.h"
+#include "tests/support/reference.h"
+
+namespace fs = std::filesystem;
+using namespace kiln;
+using namespace kiln::io;
+
+namespace {
+void touch(const fs::path& p) { std::ofstream(p) << "x"; }
+}  // namespace
+
+TEST_CASE("image_folder: sorted classes, extensions in any case, hidden files skipped", "[dataset]") {
+  const fs::path root = test::make_temp_dir("folder");
+  for (const char* c : {"wolf", "bear", "owl"}) fs::create_directories(root / c);
+  fs::create_directories(root / ".cache");  // hidden: not a class
+  touch(root / ".cache" / "a.jpg");
+  touch(root / "README.txt");  // a file at the top: not a class
+  for (const char* f : {"b.jpg", "a.JPG", "c.Jpeg", "d.png", "e.BMP", ".hidden.jpg", "notes.txt", "f.gif", "jpg"})
+    touch(root / "bear" / f);
+  for (const char* f : {"1.png", "2.PNG"}) touch(root / "owl" / f);
+  touch(root / "wolf" / "x.jpeg");
+  fs::create_directories(root / "wolf" / "y.jpg");  // kept: the loader reports it at decode time
+
+  const Dataset ds = image_folder(root.string());
+  CHECK(ds.classes == std::vector<std::string>{"bear", "owl", "wolf"});
+  CHECK(ds.class_counts == std::vector<int64_t>{5, 2, 2});
+  REQUIRE(ds.size() == 9);
+  CHECK(fs::path(ds.samples[0].path).filename() == "a.JPG");
+  CHECK(fs::path(ds.samples[4].path).filename() == "e.BMP");
+  CHECK(ds.samples[4].label == 0);
+  CHECK(ds.samples[5].label == 1);
+  CHECK(ds.samples[8].label == 2);
+  CHECK(ds.summary() == "9 images in 3 classes: bear 5, owl 2, wolf 2");
+  fs::remove_all(root);
+}
+
+TEST_CASE("image_folder: errors name the folder", "[dataset]") {
+  const fs::path root = test::make_temp_dir("folder_err");
+  CHECK_THROWS_WITH(image_folder((root / "nope").string()),
+                    Catch::Contains((root / "nope").string()) && Catch::Contains("does not exist"));
+  fs::create_directories(root / "only");
+  touch(root / "only" / "a.jpg");
+  CHECK_THROWS_WITH(image_folder(root.string()),
+                    Catch::Contains(root.string()) && Catch::Contains("at least two class subfolders, found 1"));
+  fs::create_directories(root / "empty");
+  touch(root / "empty" / "notes.txt");
+  touch(root / "empty" / ".x.jpg");
+  CHECK_THROWS_WITH(image_folder(root.string()),
+                    Catch::Contains((root / "empty").string()) && Catch::Contains("holds no image file"));
+  fs::remove_all(root);
+}
+
+TEST_CASE("image_list: 'path label' lines, relative to the list file", "[dataset]") {
+  const fs::path root = test::make_temp_dir("list");
+  std::ofstream(root / "train.txt") << "# comment\n"
+                                    << "a/x.jpg 0\n"
+                                    << "\n"
+                                    << "b/with space.png 2\r\n"
+                                    << "/abs/y.bmp\t1\n";
+  const Dataset ds = image_list((root / "train.txt").string());
+  REQUIRE(ds.size() == 3);
+  CHECK(ds.samples[0].path == (root / "a/x.jpg").string());
+  CHECK(ds.samples[1].path == (root / "b/with space.png").string());
+  CHECK(ds.samples[1].label == 2);
+  CHECK(ds.samples[2].path == "/abs/y.bmp");
+  CHECK(ds.class_counts == std::vector<int64_t>{1, 1, 1});
+  CHECK(ds.classes == std::vector<std::string>{"0", "1", "2"});
+
+  std::ofstream(root / "bad.txt") << "a.jpg 0\nb.jpg cat\n";
+  CHECK_THROWS_WITH(image_list((root / "bad.txt").string()),
+                    Catch::Contains("bad.txt:2") && Catch::Contains("integer label, got 'cat'"));
+  std::ofstream(root / "nolabel.txt") << "a.jpg\n";
+  CHECK_THROWS_WITH(image_list((root / "nolabel.txt").string()), Catch::Contains("nolabel.txt:1"));
+  CHECK_THROWS_WITH(image_list((root / "missing.txt").string()), Catch::Contains("cannot open image list"));
+  fs::remove_all(root);
+}

@@ -1,0 +1,303 @@
+// The batch loader: shapes and epochs, reproducibility (seed, workers, resume), the
+// decode-once cache, broken files, errors from workers, and shutdown without leftovers.
+#include <catch2/catch.hpp>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "core/backend.h"
+#include "io/loader.h"
+#include "tests/support/reference.h"
+
+namespace fs = std::filesystem;
+using namespace kiln;
+using namespace kiln::io;
+
+namespace {
+
+constexpr int kResize = 36, kCrop = 32;
+
+Image pattern(int w, int h, uint32_t salt) {
+  Image img;
+  img.width = w, img.height = h;
+  img.pixels.resize(static_cast<size_t>(w) * h * 3);
+  for (size_t i = 0; i < img.pixels.size(); ++i)
+    img.pixels[i] = static_cast<uint8_t>((i * 2654435761u + salt * 97u) >> 7);
+  return img;
+}
+
+// 3 classes x 5 PNGs of assorted sizes, some smaller than the crop.
+std::string make_folder(const std::string& tag) {
+  const fs::path root = test::make_temp_dir(tag);
+  const int sizes[5][2] = {{48, 40}, {40, 56}, {30, 20}, {64, 36}, {36, 36}};
+  uint32_t salt = 0;
+  for (const char* c : {"a", "b", "c"}) {
+    fs::create_directories(root / c);
+    for (int i = 0; i < 5; ++i)
+      write_png((root / c / ("img" + std::to_string(i) + ".png")).string(),
+                pattern(sizes[i][0], sizes[i][1], ++salt));
+  }
+  return root.string();
+}
+
+LoaderOptions small_options() {
+  LoaderOptions o;
+  o.batch_size = 4;
+  o.num_workers = 2;
+  o.resize_shorter = kResize;
+  o.crop = kCrop;
+  o.seed = 7;
+  return o;
+}
+
+struct Epochs {
+  std::vector<std::vector<float>> images;
+  std::vector<std::vector<int64_t>> labels, indices;
+};
+
+Epochs run(const Dataset& ds, LoaderOptions o, int epochs) {
+  Loader loader(ds, o);
+  Epochs out;
+  for (int e = 0; e < epochs; ++e)
+    while (auto b = loader.next()) {
+      out.images.push_back(b->images.to_vector<float>());
+      out.labels.push_back(b->labels.to_vector<int64_t>());
+      out.indices.push_back(b->indices);
+    }
+  return out;
+}
+
+size_t thread_count() {
+  return static_cast<size_t>(std::distance(fs::directory_iterator("/proc/self/task"), fs::directory_iterator{}));
+}
+
+std::vector<float> expected_row(const Dataset& ds, int64_t sample, const LoaderOptions& o, uint64_t epoch) {
+  Image img = resize_shorter_side(decode_image(ds.samples[sample].path), std::max(o.resize_shorter, o.crop));
+  const Crop c = o.augment ? random_crop(img.width, img.height, o.crop, o.seed, epoch, sample, true)
+                           : center_crop(img.width, img.height, o.crop);
+  std::vector<float> row(static_cast<size_t>(o.crop) * o.crop * 3);
+  crop_to_input(img, c, o.convention, row.data());
+  return row;
+}
+
+}  // namespace
+
+TEST_CASE("loader: batch shapes, labels, epoch boundaries, keep-last and drop-last", "[loader]") {
+  const std::string root = make_folder("loader_basic");
+  const Dataset ds = image_folder(root);
+  LoaderOptions o = small_options();
+  o.shuffle = false;
+  o.augment = false;
+  o.convention = InputConvention::caffe_bgr;
+  {
+    Loader loader(ds, o);
+    CHECK(loader.batches_per_epoch() == 4);
+    for (uint64_t epoch = 0; epoch < 2; ++epoch) {
+      CHECK(loader.epoch() == epoch);
+      int64_t seen = 0;
+      for (int64_t k = 0; k < 4; ++k) {
+        auto b = loader.next();
+        REQUIRE(b.has_value());
+        const int64_t n = k < 3 ? 4 : 3;
+        CHECK(b->images.shape() == Shape{n, kCrop, kCrop, 3});
+        CHECK(b->images.dtype() == DType::f32);
+        CHECK(b->labels.shape() == Shape{n});
+        CHECK(b->labels.dtype() == DType::i64);
+        CHECK((b->epoch == epoch && b->index == k));
+        const auto labels = b->labels.to_vector<int64_t>();
+        const auto images = b->images.to_vector<float>();
+        for (int64_t r = 0; r < n; ++r) {
+          const int64_t sample = seen + r;
+          REQUIRE(b->indices[r] == sample);
+          REQUIRE(labels[r] == sample / 5);
+          const auto row = expected_row(ds, sample, o, epoch);
+          REQUIRE(std::equal(row.begin(), row.end(), images.begin() + r * kCrop * kCrop * 3));
+        }
+        seen += n;
+      }
+      CHECK_FALSE(loader.next().has_value());  // the epoch boundary
+    }
+    CHECK(loader.epoch() == 2);
+  }
+  o.drop_last = true;
+  Loader dropping(ds, o);
+  CHECK(dropping.batches_per_epoch() == 3);
+  int batches = 0;
+  while (auto b = dropping.next()) {
+    CHECK(b->images.dim(0) == 4);
+    ++batches;
+  }
+  CHECK(batches == 3);
+  fs::remove_all(root);
+}
+
+TEST_CASE("loader: reproducible from the seed, whatever the workers, and when resumed", "[loader]") {
+  const std::string root = make_folder("loader_seed");
+  const Dataset ds = image_folder(root);
+  LoaderOptions o = small_options();
+  const Epochs a = run(ds, o, 2);
+  REQUIRE(a.images.size() == 8);
+  const Epochs again = run(ds, o, 2);
+  CHECK(again.images == a.images);
+  CHECK(again.labels == a.labels);
+
+  o.num_workers = 1;
+  CHECK(run(ds, o, 2).images == a.images);
+  o.num_workers = 3;
+  o.prefetch_batches = 5;
+  CHECK(run(ds, o, 2).images == a.images);
+
+  // Epoch 1 of a run resumed at epoch 1 is epoch 1 of the full run.
+  LoaderOptions resumed = small_options();
+  resumed.start_epoch = 1;
+  const Epochs r = run(ds, resumed, 1);
+  CHECK(r.images == std::vector<std::vector<float>>(a.images.begin() + 4, a.images.end()));
+  CHECK(r.indices == std::vector<std::vector<int64_t>>(a.indices.begin() + 4, a.indices.end()));
+
+  // The two epochs are shuffled differently, and a different seed changes everything.
+  CHECK(std::vector<std::vector<int64_t>>(a.indices.begin(), a.indices.begin() + 4) !=
+        std::vector<std::vector<int64_t>>(a.indices.begin() + 4, a.indices.end()));
+  LoaderOptions other = small_options();
+  other.seed = 8;
+  const Epochs b = run(ds, other, 2);
+  CHECK(b.indices != a.indices);
+  CHECK(b.images != a.images);
+
+  // Each row is the crop and flip drawn at (seed, epoch, sample index).
+  Loader loader(ds, small_options());
+  loader.next();
+  loader.next();
+  auto batch = loader.next();
+  REQUIRE(batch.has_value());
+  const auto images = batch->images.to_vector<float>();
+  for (size_t r = 0; r < batch->indices.size(); ++r) {
+    const auto row = expected_row(ds, batch->indices[r], small_options(), 0);
+    REQUIRE(std::equal(row.begin(), row.end(), images.begin() + r * kCrop * kCrop * 3));
+  }
+  fs::remove_all(root);
+}
+
+TEST_CASE("loader: decode once, then serve from memory within the budget", "[loader]") {
+  const std::string root = make_folder("loader_cache");
+  const Dataset ds = image_folder(root);
+  LoaderOptions o = small_options();
+  // One worker: no two decodes of one image race. Workers run ahead into the next epoch
+  // (prefetch), so its first batch may already be counted when an epoch ends.
+  o.num_workers = 1;
+  o.prefetch_batches = 1;
+  {
+    Loader loader(ds, o);
+    while (loader.next()) {
+    }
+    CacheStats s = loader.stats().cache;
+    CHECK((s.misses == 15 && s.entries == 15 && s.hits <= 4));
+    CHECK(s.bytes >= 15 * kResize * kResize * 3);
+    while (loader.next()) {
+    }
+    s = loader.stats().cache;
+    CHECK((s.misses == 15 && s.hits >= 15 && s.hits <= 19 && s.entries == 15));
+  }
+  o.cache_bytes = kResize * kResize * 3 * 2;  // room for about two images
+  {
+    Loader loader(ds, o);
+    for (int e = 0; e < 2; ++e)
+      while (loader.next()) {
+      }
+    const CacheStats s = loader.stats().cache;
+    CHECK((s.entries >= 1 && s.entries <= 2 && s.bytes <= o.cache_bytes));
+    CHECK(s.hits >= s.entries);               // each kept image served again in epoch 1
+    CHECK(s.misses >= 2 * (15 - s.entries));  // the others decoded every epoch
+  }
+  // Results do not depend on whether an image came from the cache.
+  o.cache_bytes = 0;
+  LoaderOptions cached = small_options();
+  CHECK(run(ds, o, 2).images == run(ds, cached, 2).images);
+  fs::remove_all(root);
+}
+
+TEST_CASE("loader: broken files are skipped and reported once, strict mode raises in next()", "[loader]") {
+  const std::string root = make_folder("loader_broken");
+  const fs::path bad = fs::path(root) / "b";
+  std::ofstream(bad / "zero.jpg");  // 0 bytes
+  std::ofstream(bad / "text.jpg") << "not an image";
+  fs::create_directory(bad / "dir.jpg");
+  const Dataset ds = image_folder(root);
+  REQUIRE(ds.size() == 18);
+  LoaderOptions o = small_options();
+  o.warn = false;
+  {
+    Loader loader(ds, o);
+    for (int e = 0; e < 2; ++e) {
+      int64_t rows = 0, skipped = 0;
+      while (auto b = loader.next()) {
+        rows += b->images.dim(0), skipped += b->skipped;
+        CHECK(b->labels.dim(0) == b->images.dim(0));
+      }
+      CHECK(rows == 15);
+      CHECK(skipped == 3);
+    }
+    const auto failures = loader.failures();
+    REQUIRE(failures.size() == 3);  // once each, not once per epoch
+    CHECK(loader.stats().failures == 3);
+    for (const auto& f : failures) {
+      INFO(f.path << ": " << f.reason);
+      CHECK(f.reason.find(f.path) != std::string::npos);
+    }
+  }
+  o.strict = true;
+  o.shuffle = false;
+  const size_t threads_before = thread_count();
+  {
+    Loader loader(ds, o);
+    // Class b holds dir.jpg first (sorted): sample 5, in batch 1.
+    REQUIRE(loader.next().has_value());
+    CHECK_THROWS_WITH(loader.next(), Catch::Contains("dir.jpg") && Catch::Contains("is a directory"));
+    CHECK_THROWS_AS(loader.next(), Error);  // the error stays
+  }
+  CHECK(thread_count() == threads_before);
+  fs::remove_all(root);
+}
+
+TEST_CASE("loader: stopping mid-epoch leaves no thread behind", "[loader]") {
+  const std::string root = make_folder("loader_stop");
+  const Dataset ds = image_folder(root);
+  const size_t before = thread_count();
+  for (int workers : {1, 2, 4}) {
+    LoaderOptions o = small_options();
+    o.num_workers = workers;
+    {
+      Loader loader(ds, o);
+      CHECK(thread_count() == before + workers);
+      REQUIRE(loader.next().has_value());  // then walk away with batches queued
+    }
+    CHECK(thread_count() == before);
+    { Loader unused(ds, o); }  // destroyed before anything was asked of it
+    CHECK(thread_count() == before);
+  }
+  fs::remove_all(root);
+}
+
+TEST_CASE("loader: batches copied to the GPU equal the host batches", "[loader][cuda]") {
+  if (!has_backend(DeviceType::cuda) || device_count(DeviceType::cuda) == 0) {
+    WARN("no CUDA device: skipped");
+    return;
+  }
+  const std::string root = make_folder("loader_cuda");
+  const Dataset ds = image_folder(root);
+  LoaderOptions o = small_options();
+  const Epochs host = run(ds, o, 1);
+  o.device = Device::cuda(0);
+  Loader loader(ds, o);
+  size_t k = 0;
+  while (auto b = loader.next()) {
+    CHECK(b->images.device() == Device::cuda(0));
+    CHECK(b->host_images.is_pinned());
+    CHECK(b->images.to_vector<float>() == host.images[k]);  // to_vector synchronises
+    CHECK(b->labels.to_vector<int64_t>() == host.labels[k]);
+    ++k;
+  }
+  CHECK(k == host.images.size());
+  fs::remove_all(root);
+}

@@ -1,0 +1,327 @@
+// Weight import/export: torchvision VGG16 weights in kiln's, Keras's and Keras 3's layouts
+// give PyTorch's logits; export round-trips bit-exactly; the frozen-fc8 recipe trains fc8
+// alone; bad files give readable errors, never a crash.
+#include <catch2/catch.hpp>
+
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <unistd.h>
+
+#include "core/kiln.h"
+#include "io/hdf5.h"
+#include "io/weights.h"
+#include "layers/models/vgg.h"
+#include "tests/support/compare.h"
+#include "tests/support/npy.h"
+#include "tests/support/reference.h"
+
+using namespace kiln;
+using Catch::Matchers::Contains;
+namespace fs = std::filesystem;
+
+namespace {
+
+// The reference script's files, made once per process and removed at exit (~2 GB).
+// KILN_VGG_WEIGHTS_DIR names a directory the script already filled: used and kept.
+struct ReferenceFiles {
+  std::string dir;
+  bool owned = true;
+  ReferenceFiles() {
+    if (const char* d = std::getenv("KILN_VGG_WEIGHTS_DIR")) {
+      dir = d;
+      owned = false;
+      return;
+    }
+    dir = test::make_temp_dir("vgg_weights");
+    test::run_reference_script("make_vgg_weights.py",
+                               "--out " + dir + " --formats kiln:1000,keras:8,keras_nested:8,keras3:8 --batch 2");
+  }
+  ~ReferenceFiles() {
+    std::error_code ec;
+    if (owned) fs::remove_all(dir, ec);
+  }
+};
+
+// A temp dir removed at scope exit.
+struct TempDir {
+  std::string dir = test::make_temp_dir("weights_io");
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(dir, ec);
+  }
+  std::string operator/(const std::string& name) const { return dir + "/" + name; }
+};
+
+std::shared_ptr<Sequential> vgg(int depth, int64_t classes, int64_t image, uint64_t seed) {
+  static Generator drop(99);
+  Generator init(seed);
+  return make_vgg(VggOptions{depth, classes, 0.5f, image}, init, drop);
+}
+
+std::vector<double> as_double(const Tensor& t) { return t.to_vector<double>(); }
+
+bool same_bits(const Tensor& a, const Tensor& b) {
+  const std::vector<float> x = a.to_vector<float>(), y = b.to_vector<float>();
+  return x.size() == y.size() && std::memcmp(x.data(), y.data(), x.size() * sizeof(float)) == 0;
+}
+
+// A small Keras-classic file: layer -> [(weight name, shape)], values 0.01 * index.
+void write_keras_file(const std::string& path,
+                      const std::vector<std::pair<std::string, std::vector<std::pair<std::string, std::vector<int64_t>>>>>& layers) {
+  h5::File f = h5::File::create(path);
+  {
+    h5::Group root = f.root();
+    std::vector<std::string> names;
+    for (const auto& l : layers) names.push_back(l.first);
+    root.set_string_list_attribute("layer_names", names);
+    for (const auto& l : layers) {
+      h5::Group g = root.create_group(l.first);
+      std::vector<std::string> wn;
+      for (const auto& w : l.second) {
+        int64_t n = 1;
+        for (int64_t d : w.second) n *= d;
+        std::vector<float> v(static_cast<size_t>(n));
+        for (size_t i = 0; i < v.size(); ++i) v[i] = 0.01f * static_cast<float>(i % 100);
+        g.write_f32(w.first, w.second, v.data());
+        wn.push_back(w.first);
+      }
+      g.set_string_list_attribute("weight_names", wn);
+    }
+  }
+  f.close();
+}
+
+// A kiln-layout file holding the given parameters of `model` (by name) with its values.
+h5::File start_kiln_file(const std::string& path, const std::string& model_name) {
+  h5::File f = h5::File::create(path);
+  h5::Group root = f.root();
+  root.set_int_attribute("kiln_format_version", 1);
+  root.set_string_attribute("model", model_name);
+  root.set_string_attribute("input_convention", "caffe_bgr");
+  return f;
+}
+
+}  // namespace
+
+TEST_CASE("VGG16 weights from torchvision in kiln, Keras and Keras 3 layouts give PyTorch's logits",
+          "[weights][io][slow]") {
+  static ReferenceFiles ref;
+  std::vector<int64_t> xs;
+  const std::vector<double> xv = test::read_npy(ref.dir + "/input.npy", &xs);
+  const Tensor x = Tensor::from_vector(std::vector<float>(xv.begin(), xv.end()), Shape(xs));
+
+  struct Case {
+    std::string file;
+    int64_t classes;
+    WeightsFormat format;
+    InputConvention convention;
+  };
+  const std::vector<Case> cases = {
+      {"vgg16_1000_kiln.h5", 1000, WeightsFormat::kiln, InputConvention::torchvision_rgb},
+      {"vgg16_8_keras.h5", 8, WeightsFormat::keras, InputConvention::caffe_bgr},
+      {"vgg16_8_keras_nested.h5", 8, WeightsFormat::keras, InputConvention::caffe_bgr},
+      {"vgg16_8_keras3.weights.h5", 8, WeightsFormat::keras3, InputConvention::caffe_bgr},
+  };
+  for (const Case& c : cases) {
+    INFO(c.file);
+    const std::string path = ref.dir + "/" + c.file;
+    auto model = vgg(16, c.classes, 224, 7);
+    model->eval();
+    const ImportReport rep = import_weights(*model, path);
+    INFO(rep.to_string());
+    CHECK(rep.loaded.size() == 32);
+    CHECK(rep.missing.empty());
+    CHECK(rep.skipped.empty());
+    CHECK(rep.format == c.format);
+    CHECK(rep.convention == c.convention);
+    const std::vector<double> want = test::read_npy(ref.dir + "/logits_" + std::to_string(c.classes) + ".npy");
+    const std::vector<double> got = as_double(model->forward(x));
+    // Sums of up to 25088 products through 16 layers in another order than PyTorch's.
+    KILN_REQUIRE_CLOSE(got, want, 1e-4 * test::mean_abs(want), 1e-4);
+    if (ref.owned) fs::remove(path);
+  }
+}
+
+TEST_CASE("export then import round-trips bit-exactly in kiln and Keras layouts", "[weights][io]") {
+  TempDir tmp;
+  auto src = vgg(11, 10, 32, 1);
+  for (WeightsFormat fmt : {WeightsFormat::kiln, WeightsFormat::keras}) {
+    INFO(format_name(fmt));
+    const std::string path = tmp / "w.h5";
+    export_weights(*src, path, ExportOptions{fmt, InputConvention::tf_rgb});
+    CHECK(fs::exists(path));
+    CHECK_FALSE(fs::exists(path + ".tmp" + std::to_string(::getpid())));
+    auto dst = vgg(11, 10, 32, 2);
+    const ImportReport rep = import_weights(*dst, path);
+    CHECK(rep.loaded.size() == src->parameters().size());
+    if (fmt == WeightsFormat::kiln) CHECK(rep.convention == InputConvention::tf_rgb);
+    const auto ps = src->parameters(), pd = dst->parameters();
+    for (size_t i = 0; i < ps.size(); ++i) {
+      INFO(ps[i].name);
+      REQUIRE(ps[i].name == pd[i].name);
+      CHECK(same_bits(*ps[i].tensor, *pd[i].tensor));
+    }
+    fs::remove(path);
+  }
+}
+
+TEST_CASE("frozen-fc8 recipe: load all but fc8, train fc8 alone", "[weights][io]") {
+  TempDir tmp;
+  const std::string path = tmp / "vgg16_1000.h5";
+  auto pretrained = vgg(16, 1000, 32, 1);
+  export_weights(*pretrained, path);
+
+  auto model = vgg(16, 8, 32, 2);
+  const ImportReport rep = import_weights(*model, path, ImportOptions{{{"vgg16/", "vgg16/"}}, {"vgg16/fc8/"}, false});
+  INFO(rep.to_string());
+  CHECK(rep.loaded.size() == 30);
+  CHECK(rep.skipped.size() == 2);
+  CHECK(rep.mismatched.size() == 2);  // fc8: 1000 classes in the file, 8 in the model
+  CHECK(rep.missing.empty());
+  CHECK_THAT(rep.to_string(), Contains("30 loaded") && Contains("vgg16/fc8/weight"));
+  for (const ParameterRef& p : model->parameters())
+    if (p.name.rfind("vgg16/fc8/", 0) != 0) {
+      INFO(p.name);
+      CHECK(same_bits(*p.tensor, *pretrained->find(p.name).tensor));
+    }
+  pretrained.reset();
+
+  model->freeze("vgg16/");
+  model->unfreeze("vgg16/fc8/");
+  std::vector<Tensor> before;
+  for (const ParameterRef& p : model->parameters()) before.push_back(p.tensor->clone());
+  std::vector<Tensor> momentum;
+  for (const ParameterRef& p : model->parameters()) momentum.push_back(Tensor::zeros(p.tensor->shape()));
+
+  Generator data(5);
+  for (int step = 0; step < 2; ++step) {
+    const Tensor x = Tensor::normal(Shape{4, 32, 32, 3}, 0, 1, data);
+    const Tensor y = Tensor::from_vector(std::vector<int64_t>{0, 3, 5, 7}, Shape{4});
+    const int64_t nodes0 = autograd_stats().nodes_alive;
+    const Tensor loss = softmax_cross_entropy(model->forward(x), y);
+    // Only fc8's linear and the loss are recorded: conv1..fc7 run as plain inference.
+    CHECK(autograd_stats().nodes_alive - nodes0 == 2);
+    for (const ParameterRef& p : model->parameters()) p.tensor->zero_grad();
+    loss.backward();
+    std::vector<SgdParamRef> refs;
+    const auto params = model->parameters();
+    for (size_t i = 0; i < params.size(); ++i)
+      refs.push_back({*params[i].tensor, params[i].tensor->grad(), momentum[i], !params[i].trainable});
+    sgd_update(refs, SgdOptions{0.01f, 0.9f, 0.0f, false});
+  }
+  const auto params = model->parameters();
+  for (size_t i = 0; i < params.size(); ++i) {
+    INFO(params[i].name);
+    const bool fc8 = params[i].name.rfind("vgg16/fc8/", 0) == 0;
+    CHECK(same_bits(*params[i].tensor, before[i]) == !fc8);
+  }
+}
+
+TEST_CASE("bad weights files give readable errors naming file, entry, expected and found", "[weights][io]") {
+  TempDir tmp;
+  auto model = vgg(16, 8, 32, 3);
+  const Tensor conv1_before = model->find("vgg16/conv1_1/weight").tensor->clone();
+
+  SECTION("missing path") {
+    const std::string p = tmp / "nope.h5";
+    CHECK_THROWS_WITH(import_weights(*model, p), Contains(p) && Contains("does not exist"));
+  }
+  SECTION("not an HDF5 file") {
+    const std::string p = tmp / "text.h5";
+    std::ofstream(p) << "this is not HDF5\n";
+    CHECK_THROWS_WITH(import_weights(*model, p), Contains(p) && Contains("not an HDF5 file"));
+  }
+  SECTION("truncated file") {
+    const std::string p = tmp / "trunc.h5";
+    {
+      h5::File f = start_kiln_file(p, "vgg16");
+      std::vector<float> v(1 << 20, 1.0f);
+      f.root().write_f32("vgg16/fc7/weight", {1024, 1024}, v.data());
+      f.close();
+    }
+    fs::resize_file(p, fs::file_size(p) / 2);
+    CHECK_THROWS_WITH(import_weights(*model, p), Contains(p) && Contains("truncated"));
+  }
+  SECTION("kiln file for another model (VGG19)") {
+    const std::string p = tmp / "vgg19.h5";
+    start_kiln_file(p, "vgg19").close();
+    CHECK_THROWS_WITH(import_weights(*model, p), Contains(p) && Contains("'vgg19'") && Contains("'vgg16'"));
+  }
+  SECTION("Keras VGG19 file into VGG16") {
+    const std::string p = tmp / "keras_vgg19.h5";
+    write_keras_file(p, {{"block1_conv1", {{"block1_conv1/kernel:0", {3, 3, 3, 64}}, {"block1_conv1/bias:0", {64}}}},
+                         {"block3_conv4", {{"block3_conv4/kernel:0", {3, 3, 256, 256}}}}});
+    CHECK_THROWS_WITH(import_weights(*model, p), Contains(p) && Contains("block3_conv4/kernel:0") &&
+                                                     Contains("no parameter 'vgg16/conv3_4/weight'") &&
+                                                     Contains("another model"));
+  }
+  SECTION("ResNet-like Keras names") {
+    const std::string p = tmp / "resnet.h5";
+    write_keras_file(p, {{"conv1_conv", {{"conv1_conv/kernel:0", {7, 7, 3, 64}}}},
+                         {"res2a_branch2a", {{"res2a_branch2a/kernel:0", {1, 1, 64, 64}}}}});
+    CHECK_THROWS_WITH(import_weights(*model, p), Contains(p) && Contains("res2a_branch2a") && Contains("another model"));
+  }
+  SECTION("wrong shape") {
+    const std::string p = tmp / "shape.h5";
+    write_keras_file(p, {{"block1_conv1", {{"block1_conv1/kernel:0", {3, 3, 3, 32}}, {"block1_conv1/bias:0", {32}}}}});
+    ImportOptions opt;
+    opt.allow_missing = true;
+    CHECK_THROWS_WITH(import_weights(*model, p, opt), Contains(p) && Contains("/block1_conv1/block1_conv1/kernel:0") &&
+                                                          Contains("expects (64, 3, 3, 3)") &&
+                                                          Contains("file has (3, 3, 3, 32)"));
+  }
+  SECTION("wrong dtype") {
+    const std::string p = tmp / "dtype.h5";
+    {
+      h5::File f = start_kiln_file(p, "vgg16");
+      std::vector<int32_t> v(64 * 27, 1);
+      f.root().write_i32("vgg16/conv1_1/weight", {64, 3, 3, 3}, v.data());
+      f.close();
+    }
+    ImportOptions opt;
+    opt.allow_missing = true;
+    CHECK_THROWS_WITH(import_weights(*model, p, opt),
+                      Contains(p) && Contains("/vgg16/conv1_1/weight") && Contains("expected float32") && Contains("int32"));
+  }
+  SECTION("missing layers: an error, or a report with allow_missing") {
+    const std::string p = tmp / "partial.h5";
+    {
+      h5::File f = start_kiln_file(p, "vgg16");
+      std::vector<float> w(64 * 27, 0.5f), b(64, 0.25f);
+      f.root().write_f32("vgg16/conv1_1/weight", {64, 3, 3, 3}, w.data());
+      f.root().write_f32("vgg16/conv1_1/bias", {64}, b.data());
+      f.close();
+    }
+    CHECK_THROWS_WITH(import_weights(*model, p), Contains(p) && Contains("missing") && Contains("vgg16/conv1_2/weight"));
+    // Nothing half-loaded: the failed import left conv1_1 as it was.
+    CHECK(same_bits(*model->find("vgg16/conv1_1/weight").tensor, conv1_before));
+    ImportOptions opt;
+    opt.allow_missing = true;
+    const ImportReport rep = import_weights(*model, p, opt);
+    CHECK(rep.loaded.size() == 2);
+    CHECK(rep.missing.size() == 30);
+    CHECK_THAT(rep.to_string(), Contains("2 loaded") && Contains("30 missing") && Contains("caffe_bgr"));
+    CHECK(model->find("vgg16/conv1_1/bias").tensor->to_vector<float>()[0] == 0.25f);
+  }
+  SECTION("Keras file listing a layer it does not hold") {
+    const std::string p = tmp / "nolayer.h5";
+    {
+      h5::File f = h5::File::create(p);
+      f.root().set_string_list_attribute("layer_names", {"block1_conv1"});
+      f.close();
+    }
+    CHECK_THROWS_WITH(import_weights(*model, p), Contains(p) && Contains("block1_conv1"));
+  }
+  SECTION("HDF5 but not a weights file") {
+    const std::string p = tmp / "other.h5";
+    {
+      h5::File f = h5::File::create(p);
+      std::vector<float> v(4, 1.0f);
+      f.root().write_f32("data", {4}, v.data());
+      f.close();
+    }
+    CHECK_THROWS_WITH(import_weights(*model, p), Contains(p) && Contains("not a weights file") && Contains("data"));
+  }
+}
