@@ -140,6 +140,13 @@ TEST_CASE("VGG16 weights from torchvision in kiln, Keras and Keras 3 layouts giv
     const std::vector<double> got = as_double(model->forward(x));
     // Sums of up to 25088 products through 16 layers in another order than PyTorch's.
     KILN_REQUIRE_CLOSE(got, want, 1e-4 * test::mean_abs(want), 1e-4);
+    if (device_count(DeviceType::cuda) > 0) {
+      INFO("on the GPU");
+      model->to(Device::cuda(0));
+      KILN_REQUIRE_CLOSE(as_double(model->forward(x.to(Device::cuda(0)))), want, 1e-4 * test::mean_abs(want), 1e-4);
+    } else if (c.format == WeightsFormat::kiln) {
+      WARN("no GPU found: the CUDA half of the logits check is skipped");
+    }
     if (ref.owned) fs::remove(path);
   }
 }
