@@ -68,13 +68,16 @@ void reap_pending() {
 }
 
 CudaBackend g_backend;
-PinnedAllocator g_pinned;
 
 struct Registrar {
   // No CUDA call here: the driver is touched only when a CUDA tensor is first made.
   Registrar() {
     register_backend(DeviceType::cuda, &g_backend);
-    set_pinned_host_allocator(&g_pinned);
+    // cudaHostAlloc is slow (it maps pages for the device): pinned batches of the same
+    // size are reused. Leaked on purpose: tensors may be freed after static destruction.
+    static PinnedAllocator* raw = new PinnedAllocator();
+    static CachingAllocator* cached = new CachingAllocator(*raw, 0, size_t{2} << 30);
+    set_pinned_host_allocator(cached);
   }
 } g_registrar;
 

@@ -100,3 +100,20 @@ TEST_CASE("printing shows dtype, shape, device and elided values", "[tensor]") {
   Tensor l = Tensor::arange(3, 0, 1, TensorOptions{DType::i64});
   CHECK_THAT(l.str(), Catch::Contains("[0, 1, 2]"));
 }
+
+TEST_CASE("large host blocks are reused by the next tensor of the same size", "[tensor][memory]") {
+  CachingAllocator& cache = host_cache();
+  const int64_t n = (int64_t{8} << 20) / 4 + 3;  // 8 MiB and a bit: an unusual size
+  void* first = nullptr;
+  {
+    Tensor a = Tensor::empty(Shape{n});
+    first = a.raw_data();
+  }
+  const CachingAllocator::Stats before = cache.stats();
+  Tensor b = Tensor::empty(Shape{n});
+  CHECK(b.raw_data() == first);
+  CHECK(cache.stats().hits == before.hits + 1);
+  // Other sizes do not take it.
+  Tensor c = Tensor::empty(Shape{n + 1});
+  CHECK(c.raw_data() != first);
+}
