@@ -14,7 +14,8 @@ for arg in "$@"; do
       echo "  catch2, libhdf5-dev and libstb-dev via apt-get, each only if missing;"
       echo "  --tests also installs python3-torch, python3-numpy, python3-h5py, python3-torchvision"
       echo "  and python3-pil"
-      echo "  (reference results)."
+      echo "  (reference results), and the tensorboard Python package from PyPI with pip"
+      echo "  (only if 'import tensorboard' fails; Debian does not package it)."
       exit 0 ;;
     *) echo "setup.sh: unknown argument '$arg' (see --help)" >&2; exit 2 ;;
   esac
@@ -46,6 +47,27 @@ if (( ${#missing[@]} > 0 )); then
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 else
   echo "setup.sh: all packages present (${pkgs[*]})"
+fi
+
+# tensorboard (read back by tests/reference/read_events.py) is on PyPI, not in Debian:
+# pip-install it into the system python3 only when it is not importable already.
+if [[ $want_tests == 1 ]]; then
+  if /usr/bin/python3 -c "import tensorboard" 2>/dev/null; then
+    echo "setup.sh: tensorboard present"
+  else
+    echo "setup.sh: installing tensorboard with pip"
+    sudo=()
+    if [[ $(id -u) != 0 ]]; then
+      if command -v sudo >/dev/null; then sudo=(sudo); else
+        echo "setup.sh: need root (or sudo) to pip-install tensorboard" >&2; exit 1
+      fi
+    fi
+    if ! /usr/bin/python3 -m pip --version >/dev/null 2>&1; then
+      "${sudo[@]}" apt-get update -q
+      "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends python3-pip
+    fi
+    "${sudo[@]}" /usr/bin/python3 -m pip install --quiet --break-system-packages tensorboard
+  fi
 fi
 
 # The CUDA toolkit is optional: with it the CUDA backend is compiled, without it kiln is

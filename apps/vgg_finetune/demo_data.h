@@ -1,0 +1,28 @@
+// The vgg_finetune app's built-in demo dataset: an image-folder dataset drawn procedurally,
+// so the demo runs where nothing can be downloaded. The classes are SYNTHETIC: each name
+// ("bear", "cat", ...) is only a label for a visual recipe (shape, pattern, colour palette,
+// texture); the images show no animals. See demo_data.cpp for the recipes.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace kiln::app {
+
+struct DemoDataset {
+  std::string root;                  // as given
+  std::vector<std::string> classes;  // class names, sorted (the order a folder dataset lists them)
+  int64_t train_images = 0, val_images = 0;
+};
+
+// Writes root/train/<class>/<class>_NNN.jpg (train_per_class per class) and
+// root/val/<class>/<class>_NNN.jpg (val_per_class per class): JPEGs of width and height each
+// in [160, 400]. classes: 1..16. The bytes depend only on the arguments (seed included), not
+// on the machine or the run. Creates root and the folders below it; throws kiln::Error when
+// root exists and is not an empty directory (user data is never overwritten), on bad
+// arguments, or when a file cannot be written.
+DemoDataset make_demo_dataset(const std::string& root, int classes = 8, int train_per_class = 100,
+                              int val_per_class = 25, uint64_t seed = 1);
+
+}  // namespace kiln::app

@@ -1,0 +1,73 @@
+#include "io/metrics.h"
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+
+#include "core/error.h"
+
+namespace kiln::io {
+
+namespace {
+
+std::string csv_field(const std::string& s) {
+  if (s.find_first_of(",\"\r\n") == std::string::npos) return s;
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"') out += '"';
+    out += c;
+  }
+  return out + '"';
+}
+
+std::string csv_line(const std::vector<std::string>& fields) {
+  std::string line;
+  for (size_t i = 0; i < fields.size(); ++i) {
+    if (i > 0) line += ',';
+    line += csv_field(fields[i]);
+  }
+  return line + '\n';
+}
+
+}  // namespace
+
+MetricsCsv::MetricsCsv(const std::string& path, std::vector<std::string> columns)
+    : path_(path), columns_(std::move(columns)) {
+  KILN_CHECK(!columns_.empty(), path_, ": a metrics CSV needs at least one column");
+  const std::string header = csv_line(columns_);
+
+  // An existing, non-empty file must start with our header; we append after its content.
+  bool need_header = true;
+  bool need_newline = false;
+  {
+    std::ifstream in(path_, std::ios::binary);
+    if (in) {
+      std::string existing((std::istreambuf_iterator<char>(in)), {});
+      if (!existing.empty()) {
+        KILN_CHECK(existing.compare(0, header.size(), header) == 0, path_,
+                   ": exists with a different header; expected '", header.substr(0, header.size() - 1), "', found '",
+                   existing.substr(0, existing.find('\n')), "'");
+        need_header = false;
+        // A run killed mid-row leaves no final newline: start our rows on a line of their own.
+        need_newline = existing.back() != '\n';
+      }
+    }
+  }
+
+  out_.open(path_, std::ios::binary | std::ios::app);
+  KILN_CHECK(out_.is_open(), path_, ": cannot open for appending (", std::strerror(errno), ")");
+  if (need_newline) out_ << '\n';
+  if (need_header) out_ << header;
+  out_.flush();
+  KILN_CHECK(out_.good(), path_, ": cannot write the header");
+}
+
+void MetricsCsv::append(const std::vector<std::string>& values) {
+  KILN_CHECK(values.size() == columns_.size(), path_, ": a row has ", values.size(), " values for ",
+             columns_.size(), " columns");
+  out_ << csv_line(values);
+  out_.flush();
+  KILN_CHECK(out_.good(), path_, ": cannot write a row");
+}
+
+}  // namespace kiln::io
