@@ -1,0 +1,209 @@
+// Checkpoint files of a vgg_finetune model directory (see checkpoint.h for the layout).
+#include "apps/vgg_finetune/checkpoint.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <unistd.h>
+
+#include "io/hdf5.h"
+
+namespace fs = std::filesystem;
+
+namespace kiln::app {
+
+namespace {
+
+std::string stem_for(int64_t epoch) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "ckpt-%06lld", static_cast<long long>(epoch));
+  return buf;
+}
+
+// HDF5 attribute names: optimizer state names ("vgg16/fc8/weight/momentum") with '/' kept out.
+std::string attr_key(const std::string& name) {
+  std::string k = name;
+  std::replace(k.begin(), k.end(), '/', '|');
+  return "int:" + k;
+}
+
+std::string fmt_double(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.17g", v);
+  return buf;
+}
+
+}  // namespace
+
+void write_file_atomic(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::FILE* f = std::fopen(tmp.c_str(), "wb");
+    KILN_CHECK(f != nullptr, "cannot write '", tmp, "'");
+    const bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size() && std::fflush(f) == 0 &&
+                    ::fsync(fileno(f)) == 0;
+    const bool closed = std::fclose(f) == 0;
+    KILN_CHECK(ok && closed, "failed writing '", tmp, "' (disk full?)");
+  }
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  KILN_CHECK(!ec, "cannot rename '", tmp, "' to '", path, "': ", ec.message());
+}
+
+std::string save_checkpoint(const std::string& model_dir, Module& model, Optimizer& opt, CheckpointMeta meta,
+                            int keep_last) {
+  const std::string stem = stem_for(meta.epochs_done);
+  meta.weights_file = stem + ".weights.h5";
+  ExportOptions eo;
+  eo.convention = parse_convention(meta.convention);
+  export_weights(model, (fs::path(model_dir) / meta.weights_file).string(), eo);
+
+  const std::string path = (fs::path(model_dir) / (stem + ".state.h5")).string();
+  const std::string tmp = path + ".tmp";
+  {
+    h5::File f = h5::File::create(tmp);
+    h5::Group root = f.root();
+    root.set_string_attribute("kind", "vgg_finetune checkpoint");
+    root.set_int_attribute("epochs_done", meta.epochs_done);
+    root.set_int_attribute("global_step", meta.global_step);
+    root.set_int_attribute("phase", meta.phase);
+    root.set_string_attribute("val_loss", fmt_double(meta.val_loss));
+    root.set_string_attribute("val_acc", fmt_double(meta.val_acc));
+    root.set_string_attribute("arch", meta.arch);
+    root.set_int_attribute("image_size", meta.image_size);
+    root.set_string_list_attribute("classes", meta.classes);
+    root.set_string_attribute("convention", meta.convention);
+    // uint64 values go through their bit pattern: HDF5 int attributes are int64.
+    root.set_int_attribute("seed", static_cast<int64_t>(meta.seed));
+    root.set_int_attribute("init_gen_seed", static_cast<int64_t>(meta.init_gen.seed));
+    root.set_int_attribute("init_gen_offset", static_cast<int64_t>(meta.init_gen.offset));
+    root.set_int_attribute("dropout_gen_seed", static_cast<int64_t>(meta.dropout_gen.seed));
+    root.set_int_attribute("dropout_gen_offset", static_cast<int64_t>(meta.dropout_gen.offset));
+    root.set_string_attribute("weights_file", meta.weights_file);
+    for (const OptimizerStateRef& s : opt.state()) {
+      Tensor host = s.tensor->cpu();
+      if (host.dtype() == DType::i64) {
+        root.set_int_attribute(attr_key(s.name), static_cast<int64_t>(host.item()));
+      } else {
+        const std::vector<float> v = host.to_vector<float>();
+        root.write_f32("optimizer/" + s.name, host.shape().dims(), v.data());
+      }
+    }
+    f.close();
+  }
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  KILN_CHECK(!ec, "cannot rename '", tmp, "' to '", path, "': ", ec.message());
+
+  // Keep the last `keep_last` and the best by validation accuracy (the earliest of equals).
+  std::vector<CheckpointInfo> all = list_checkpoints(model_dir);
+  size_t best = 0;
+  for (size_t i = 0; i < all.size(); ++i)
+    if (all[i].meta.val_acc > all[best].meta.val_acc) best = i;
+  for (size_t i = 0; i + static_cast<size_t>(keep_last) < all.size(); ++i) {
+    if (i == best) continue;
+    fs::remove(all[i].state_path, ec);  // state first: a checkpoint stops existing before its weights go
+    fs::remove(all[i].weights_path, ec);
+  }
+  // Orphan weights files (a run killed between the two writes) and stale temporaries.
+  for (const auto& e : fs::directory_iterator(model_dir, ec)) {
+    const std::string n = e.path().filename().string();
+    if (n.rfind("ckpt-", 0) != 0) continue;
+    const bool tmp_file = n.size() > 4 && n.substr(n.size() - 4) == ".tmp";
+    const std::string suffix = ".weights.h5";
+    bool orphan = false;
+    if (n.size() > suffix.size() && n.substr(n.size() - suffix.size()) == suffix) {
+      const std::string state = n.substr(0, n.size() - suffix.size()) + ".state.h5";
+      orphan = !fs::exists(fs::path(model_dir) / state);
+    }
+    if (tmp_file || orphan) fs::remove(e.path(), ec);
+  }
+  return path;
+}
+
+CheckpointMeta read_checkpoint_meta(const std::string& state_path) {
+  h5::File f = h5::File::open_read(state_path);
+  h5::Group root = f.root();
+  KILN_CHECK(root.has_attribute("kind") && root.string_attribute("kind") == "vgg_finetune checkpoint",
+             "'", state_path, "' is not a vgg_finetune checkpoint");
+  CheckpointMeta m;
+  m.epochs_done = root.int_attribute("epochs_done");
+  m.global_step = root.int_attribute("global_step");
+  m.phase = static_cast<int>(root.int_attribute("phase"));
+  m.val_loss = std::stod(root.string_attribute("val_loss"));
+  m.val_acc = std::stod(root.string_attribute("val_acc"));
+  m.arch = root.string_attribute("arch");
+  m.image_size = root.int_attribute("image_size");
+  m.classes = root.string_list_attribute("classes");
+  m.convention = root.string_attribute("convention");
+  m.seed = static_cast<uint64_t>(root.int_attribute("seed"));
+  m.init_gen = {static_cast<uint64_t>(root.int_attribute("init_gen_seed")),
+                static_cast<uint64_t>(root.int_attribute("init_gen_offset"))};
+  m.dropout_gen = {static_cast<uint64_t>(root.int_attribute("dropout_gen_seed")),
+                   static_cast<uint64_t>(root.int_attribute("dropout_gen_offset"))};
+  m.weights_file = root.string_attribute("weights_file");
+  return m;
+}
+
+void restore_optimizer(const std::string& state_path, Optimizer& opt) {
+  h5::File f = h5::File::open_read(state_path);
+  h5::Group root = f.root();
+  for (const OptimizerStateRef& s : opt.state()) {
+    if (s.tensor->dtype() == DType::i64) {
+      const std::string key = attr_key(s.name);
+      KILN_CHECK(root.has_attribute(key), "checkpoint '", state_path, "' has no optimizer entry '", s.name, "'");
+      s.tensor->copy_from(Tensor::from_vector(std::vector<int64_t>{root.int_attribute(key)}, s.tensor->shape()));
+    } else {
+      const std::string rel = "optimizer/" + s.name;
+      KILN_CHECK(root.is_dataset(rel), "checkpoint '", state_path, "' has no optimizer entry '", s.name,
+                 "' (was it written with other optimizer settings, e.g. --momentum?)");
+      const std::vector<float> v = root.dataset(rel).read_f32();
+      KILN_CHECK(static_cast<int64_t>(v.size()) == s.tensor->numel(), "checkpoint '", state_path,
+                 "': optimizer entry '", s.name, "' has ", v.size(), " values, expected ", s.tensor->numel());
+      s.tensor->copy_from(Tensor::from_vector(v, s.tensor->shape()));
+    }
+  }
+}
+
+std::vector<CheckpointInfo> list_checkpoints(const std::string& model_dir) {
+  std::vector<CheckpointInfo> out;
+  std::error_code ec;
+  if (!fs::is_directory(model_dir, ec)) return out;
+  const std::string suffix = ".state.h5";
+  for (const auto& e : fs::directory_iterator(model_dir, ec)) {
+    const std::string n = e.path().filename().string();
+    if (n.rfind("ckpt-", 0) != 0 || n.size() <= suffix.size() || n.substr(n.size() - suffix.size()) != suffix)
+      continue;
+    CheckpointInfo info;
+    info.state_path = e.path().string();
+    try {
+      info.meta = read_checkpoint_meta(info.state_path);
+    } catch (const Error&) {
+      continue;  // unreadable: not a checkpoint we can resume from
+    }
+    info.weights_path = (fs::path(model_dir) / info.meta.weights_file).string();
+    if (!fs::exists(info.weights_path)) continue;
+    out.push_back(std::move(info));
+  }
+  std::sort(out.begin(), out.end(),
+            [](const CheckpointInfo& a, const CheckpointInfo& b) { return a.meta.epochs_done < b.meta.epochs_done; });
+  return out;
+}
+
+std::optional<CheckpointInfo> latest_checkpoint(const std::string& model_dir) {
+  std::vector<CheckpointInfo> all = list_checkpoints(model_dir);
+  if (all.empty()) return std::nullopt;
+  return all.back();
+}
+
+std::optional<CheckpointInfo> best_checkpoint(const std::string& model_dir) {
+  std::vector<CheckpointInfo> all = list_checkpoints(model_dir);
+  if (all.empty()) return std::nullopt;
+  size_t best = 0;
+  for (size_t i = 0; i < all.size(); ++i)
+    if (all[i].meta.val_acc > all[best].meta.val_acc) best = i;
+  return all[best];
+}
+
+}  // namespace kiln::app

@@ -1,0 +1,57 @@
+// Checkpoints of a vgg_finetune run, in its model directory. Each is two files:
+// ckpt-NNNNNN.weights.h5, an ordinary kiln weights file (export_weights, so any kiln program
+// can import it), and ckpt-NNNNNN.state.h5 with the optimizer state, epoch, step, phase,
+// generator and data-order state. The state file is written last (temporary file, close,
+// rename) and is what makes a checkpoint exist: a kill at any moment leaves at worst an
+// orphan weights file, never a checkpoint pointing at a half-written one.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/kiln.h"
+#include "io/weights.h"
+#include "layers/optim.h"
+
+namespace kiln::app {
+
+struct CheckpointMeta {
+  int64_t epochs_done = 0;   // epochs completed; the next epoch to run (0-based) is this
+  int64_t global_step = 0;   // optimizer steps over all phases
+  int phase = 1;             // phase of the last completed epoch
+  double val_loss = 0, val_acc = 0;
+  std::string arch = "vgg16";
+  int64_t image_size = 224;
+  std::vector<std::string> classes;
+  std::string convention;    // io::convention_name of the input convention in use
+  uint64_t seed = 0;         // the run's --seed (the loader's seed derives from it)
+  PhiloxState init_gen, dropout_gen;
+  std::string weights_file;  // file name inside the model directory
+};
+
+struct CheckpointInfo {
+  std::string state_path;
+  std::string weights_path;
+  CheckpointMeta meta;
+};
+
+// Writes the checkpoint of meta.epochs_done (weights, then state), then deletes all but the
+// last `keep_last` checkpoints and the best by validation accuracy. Returns the state path.
+std::string save_checkpoint(const std::string& model_dir, Module& model, Optimizer& opt, CheckpointMeta meta,
+                            int keep_last);
+
+// Complete checkpoints (state file present and readable, weights file present), oldest first.
+std::vector<CheckpointInfo> list_checkpoints(const std::string& model_dir);
+std::optional<CheckpointInfo> latest_checkpoint(const std::string& model_dir);
+std::optional<CheckpointInfo> best_checkpoint(const std::string& model_dir);
+
+CheckpointMeta read_checkpoint_meta(const std::string& state_path);
+// Copies the saved optimizer state into `opt` (built for the same phase: same state names).
+void restore_optimizer(const std::string& state_path, Optimizer& opt);
+
+// Writes `text` to `path` atomically (temporary file, flush, rename).
+void write_file_atomic(const std::string& path, const std::string& text);
+
+}  // namespace kiln::app
