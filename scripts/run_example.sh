@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# README command (a): install what is missing, build kiln, and train the example convnet
+# Installs what is missing, builds kiln, and trains the small example convnet
 # on generated images; it prints its loss falling. Arguments go to kiln_example
 # (see: bash scripts/run_example.sh --help).
 set -euo pipefail
