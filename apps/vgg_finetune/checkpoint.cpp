@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include "io/hdf5.h"
@@ -15,10 +16,27 @@ namespace kiln::app {
 
 namespace {
 
-std::string stem_for(int64_t epoch) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "ckpt-%06lld", static_cast<long long>(epoch));
+std::string stem_for(int64_t epoch, int64_t batches) {
+  char buf[48];
+  if (batches == 0) std::snprintf(buf, sizeof buf, "ckpt-%06lld", static_cast<long long>(epoch));
+  else std::snprintf(buf, sizeof buf, "ckpt-%06lld-%06lld", static_cast<long long>(epoch), static_cast<long long>(batches));
   return buf;
+}
+
+// fsync of a file already written and closed (so a rename never exposes unwritten data).
+void fsync_path(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  KILN_CHECK(fd >= 0, "cannot reopen '", path, "' to sync it");
+  const bool ok = ::fsync(fd) == 0;
+  ::close(fd);
+  KILN_CHECK(ok, "failed syncing '", path, "' (disk full?)");
+}
+
+void rename_into_place(const std::string& tmp, const std::string& path) {
+  fsync_path(tmp);
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  KILN_CHECK(!ec, "cannot rename '", tmp, "' to '", path, "': ", ec.message());
 }
 
 // HDF5 attribute names: optimizer state names ("vgg16/fc8/weight/momentum") with '/' kept out.
@@ -35,6 +53,20 @@ std::string fmt_double(double v) {
 }
 
 }  // namespace
+
+std::vector<std::string> remove_stale_temporaries(const std::string& model_dir) {
+  std::vector<std::string> removed;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(model_dir, ec)) {
+    const std::string n = e.path().filename().string();
+    if (n.size() > 4 && n.substr(n.size() - 4) == ".tmp" && e.is_regular_file(ec)) {
+      std::error_code rec;
+      if (fs::remove(e.path(), rec)) removed.push_back(n);
+    }
+  }
+  std::sort(removed.begin(), removed.end());
+  return removed;
+}
 
 void write_file_atomic(const std::string& path, const std::string& text) {
   const std::string tmp = path + ".tmp";
@@ -53,11 +85,13 @@ void write_file_atomic(const std::string& path, const std::string& text) {
 
 std::string save_checkpoint(const std::string& model_dir, Module& model, Optimizer& opt, CheckpointMeta meta,
                             int keep_last) {
-  const std::string stem = stem_for(meta.epochs_done);
+  const std::string stem = stem_for(meta.epochs_done, meta.batches_done);
   meta.weights_file = stem + ".weights.h5";
   ExportOptions eo;
   eo.convention = parse_convention(meta.convention);
-  export_weights(model, (fs::path(model_dir) / meta.weights_file).string(), eo);
+  const std::string weights_path = (fs::path(model_dir) / meta.weights_file).string();
+  export_weights(model, weights_path + ".tmp", eo);
+  rename_into_place(weights_path + ".tmp", weights_path);
 
   const std::string path = (fs::path(model_dir) / (stem + ".state.h5")).string();
   const std::string tmp = path + ".tmp";
@@ -66,6 +100,11 @@ std::string save_checkpoint(const std::string& model_dir, Module& model, Optimiz
     h5::Group root = f.root();
     root.set_string_attribute("kind", "vgg_finetune checkpoint");
     root.set_int_attribute("epochs_done", meta.epochs_done);
+    root.set_int_attribute("batches_done", meta.batches_done);
+    root.set_string_attribute("epoch_loss_sum", fmt_double(meta.epoch_loss_sum));
+    root.set_int_attribute("epoch_correct", meta.epoch_correct);
+    root.set_int_attribute("epoch_seen", meta.epoch_seen);
+    root.set_int_attribute("epoch_steps", meta.epoch_steps);
     root.set_int_attribute("global_step", meta.global_step);
     root.set_int_attribute("phase", meta.phase);
     root.set_string_attribute("val_loss", fmt_double(meta.val_loss));
@@ -92,9 +131,8 @@ std::string save_checkpoint(const std::string& model_dir, Module& model, Optimiz
     }
     f.close();
   }
+  rename_into_place(tmp, path);
   std::error_code ec;
-  fs::rename(tmp, path, ec);
-  KILN_CHECK(!ec, "cannot rename '", tmp, "' to '", path, "': ", ec.message());
 
   // Keep the last `keep_last` and the best by validation accuracy (the earliest of equals).
   std::vector<CheckpointInfo> all = list_checkpoints(model_dir);
@@ -129,6 +167,13 @@ CheckpointMeta read_checkpoint_meta(const std::string& state_path) {
              "'", state_path, "' is not a vgg_finetune checkpoint");
   CheckpointMeta m;
   m.epochs_done = root.int_attribute("epochs_done");
+  if (root.has_attribute("batches_done")) {  // absent in checkpoints written before mid-epoch ones
+    m.batches_done = root.int_attribute("batches_done");
+    m.epoch_loss_sum = std::stod(root.string_attribute("epoch_loss_sum"));
+    m.epoch_correct = root.int_attribute("epoch_correct");
+    m.epoch_seen = root.int_attribute("epoch_seen");
+    m.epoch_steps = root.int_attribute("epoch_steps");
+  }
   m.global_step = root.int_attribute("global_step");
   m.phase = static_cast<int>(root.int_attribute("phase"));
   m.val_loss = std::stod(root.string_attribute("val_loss"));
@@ -187,7 +232,10 @@ std::vector<CheckpointInfo> list_checkpoints(const std::string& model_dir) {
     out.push_back(std::move(info));
   }
   std::sort(out.begin(), out.end(),
-            [](const CheckpointInfo& a, const CheckpointInfo& b) { return a.meta.epochs_done < b.meta.epochs_done; });
+            [](const CheckpointInfo& a, const CheckpointInfo& b) {
+              return a.meta.epochs_done != b.meta.epochs_done ? a.meta.epochs_done < b.meta.epochs_done
+                                                              : a.meta.batches_done < b.meta.batches_done;
+            });
   return out;
 }
 

@@ -1,9 +1,12 @@
 // Checkpoints of a vgg_finetune run, in its model directory. Each is two files:
-// ckpt-NNNNNN.weights.h5, an ordinary kiln weights file (export_weights, so any kiln program
-// can import it), and ckpt-NNNNNN.state.h5 with the optimizer state, epoch, step, phase,
-// generator and data-order state. The state file is written last (temporary file, close,
-// rename) and is what makes a checkpoint exist: a kill at any moment leaves at worst an
-// orphan weights file, never a checkpoint pointing at a half-written one.
+// ckpt-EEEEEE[-BBBBBB].weights.h5, an ordinary kiln weights file (export_weights, so any kiln
+// program can import it), and ckpt-EEEEEE[-BBBBBB].state.h5 with the optimizer state, epoch,
+// step, phase, generator and data-order state (EEEEEE: epochs done; BBBBBB: batches done in
+// the next epoch, for a checkpoint taken mid-epoch by --checkpoint-every). Both files are
+// written as temporaries (flush, fsync, close) and renamed into place, weights first; the
+// state file is what makes a checkpoint exist: a kill at any moment leaves at worst an orphan
+// (complete) weights file or a *.tmp file, never a checkpoint pointing at a half-written one.
+// A run starting on the directory removes stale *.tmp files (remove_stale_temporaries).
 #pragma once
 
 #include <cstdint>
@@ -19,9 +22,13 @@ namespace kiln::app {
 
 struct CheckpointMeta {
   int64_t epochs_done = 0;   // epochs completed; the next epoch to run (0-based) is this
+  int64_t batches_done = 0;  // > 0: a mid-epoch checkpoint, this many batches of epoch epochs_done served
   int64_t global_step = 0;   // optimizer steps over all phases
-  int phase = 1;             // phase of the last completed epoch
-  double val_loss = 0, val_acc = 0;
+  int phase = 1;             // phase of the last completed epoch (mid-epoch: of the epoch in progress)
+  double val_loss = 0, val_acc = 0;  // val_acc < 0: not evaluated at this checkpoint
+  // Mid-epoch: the epoch's running training statistics so far (so its summary line is the same).
+  double epoch_loss_sum = 0;
+  int64_t epoch_correct = 0, epoch_seen = 0, epoch_steps = 0;
   std::string arch = "vgg16";
   int64_t image_size = 224;
   std::vector<std::string> classes;
@@ -37,7 +44,7 @@ struct CheckpointInfo {
   CheckpointMeta meta;
 };
 
-// Writes the checkpoint of meta.epochs_done (weights, then state), then deletes all but the
+// Writes the checkpoint of (meta.epochs_done, meta.batches_done) (weights, then state), then deletes all but the
 // last `keep_last` checkpoints and the best by validation accuracy. Returns the state path.
 std::string save_checkpoint(const std::string& model_dir, Module& model, Optimizer& opt, CheckpointMeta meta,
                             int keep_last);
@@ -51,7 +58,11 @@ CheckpointMeta read_checkpoint_meta(const std::string& state_path);
 // Copies the saved optimizer state into `opt` (built for the same phase: same state names).
 void restore_optimizer(const std::string& state_path, Optimizer& opt);
 
-// Writes `text` to `path` atomically (temporary file, flush, rename).
+// Writes `text` to `path` atomically (temporary file, flush, fsync, rename).
 void write_file_atomic(const std::string& path, const std::string& text);
+
+// Removes the *.tmp files a killed run may have left in the model directory (never treated
+// as checkpoints). Returns their names.
+std::vector<std::string> remove_stale_temporaries(const std::string& model_dir);
 
 }  // namespace kiln::app

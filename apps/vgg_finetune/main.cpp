@@ -65,6 +65,14 @@ std::vector<FlagSpec> train_specs() {
       {"no-augment", "", "", "central crops, no flips: phase 1 computes pool5 features once, then runs only fc6..fc8 per step"},
       {"no-feature-cache", "", "", "with --no-augment, run the full network each step anyway (to compare)"},
       {"stop-after-epochs", "N", "0", "stop once N epochs are done in all (0: run to the end); train again resumes"},
+      {"stop-after-steps", "N", "0",
+       "stop after N steps in all, with a checkpoint there (mid-epoch if need be); train again resumes"},
+      {"eval-every", "N", "0", "also evaluate on the validation set every N steps (0: only after each epoch)"},
+      {"checkpoint-every", "N", "0",
+       "also write a checkpoint every N steps (0: only after each epoch); a resume from one continues mid-epoch exactly"},
+      {"allow-changed-config", "", "",
+       "resume even though a recipe flag (epochs, learning rates, batch, momentum, weight decay, keep prob, seed, "
+       "augment, image size) differs from the run's config.txt; config.txt then records the change"},
   };
 }
 
@@ -110,6 +118,10 @@ TrainConfig train_config(const Flags& f) {
   c.workers = static_cast<int>(f.integer("workers", 1, 64));
   c.keep = static_cast<int>(f.integer("keep", 1, 1000));
   c.stop_after_epochs = f.integer("stop-after-epochs", 0, 100000);
+  c.stop_after_steps = f.integer("stop-after-steps", 0, INT64_MAX);
+  c.eval_every = f.integer("eval-every", 0, INT64_MAX);
+  c.checkpoint_every = f.integer("checkpoint-every", 0, INT64_MAX);
+  c.allow_changed_config = f.on("allow-changed-config");
   c.no_augment = f.on("no-augment");
   c.feature_cache = !f.on("no-feature-cache");
   c.config_text = "# vgg_finetune train: the flags of this run\n" + f.dump();
@@ -120,8 +132,12 @@ int cmd_train(int argc, char** argv) {
   Flags f("train", "--model-dir DIR (--data-dir DIR | --train-dir DIR --val-dir DIR) [flags]",
           "Trains VGG16 on a folder-per-class dataset: phase 1 trains fc8 alone (the rest frozen),\n"
           "phase 2 all layers. Evaluates on the validation set after every epoch and writes a\n"
-          "checkpoint into --model-dir each epoch. Running the same command again on the same\n"
-          "--model-dir resumes from its latest checkpoint (the --weights are not loaded again).",
+          "checkpoint into --model-dir each epoch (and every N steps with --eval-every and\n"
+          "--checkpoint-every). Running the same command again on the same --model-dir resumes\n"
+          "from its latest checkpoint (the --weights are not loaded again) and gives the same result\n"
+          "as an uninterrupted run; a resume that changes a recipe flag is refused (see\n"
+          "--allow-changed-config). A run killed at any moment loses at most the steps since the\n"
+          "last checkpoint; temporary files it leaves are removed by the next run.",
           train_specs(),
           "  vgg_finetune train --data-dir pets --model-dir runs/pets --weights vgg16.h5\n"
           "  vgg_finetune train --train-dir a/train --val-dir a/val --model-dir runs/a --phase2-epochs 0\n");
@@ -453,7 +469,7 @@ int cmd_demo(int argc, char** argv) {
   c.model_dir = (fs::path(work) / "model").string();
   c.seed = seed;
   c.device = dev;
-  c.config_text = "# vgg_finetune demo\nimage-size = " + std::to_string(c.image_size) + "\n";
+  c.config_text = "# vgg_finetune demo\n" + recipe_config_text(c);
   std::printf("\n== vgg_finetune train --train-dir %s --val-dir %s --model-dir %s --weights %s --image-size %lld "
               "--phase1-epochs %lld --phase2-epochs %lld\n",
               c.train_dir.c_str(), c.val_dir.c_str(), c.model_dir.c_str(), c.weights.c_str(),
@@ -531,6 +547,59 @@ int cmd_digest(int argc, char** argv) {
   return 0;
 }
 
+// For tests: every ckpt-*.h5 file of a model directory opens (state files read as checkpoints,
+// weights files import into a VGG16 sized by classes.txt and --image-size); *.tmp files are
+// listed (a killed run may leave them; they are never read as checkpoints). Exit 1 if any is bad.
+int cmd_check_dir(int argc, char** argv) {
+  Flags f("_check-dir", "--model-dir DIR --image-size N", "Opens every checkpoint file of DIR (for tests).",
+          {{"model-dir", "DIR", "", "model directory"}, {"image-size", "N", "224", "the run's --image-size"}});
+  if (!f.parse(argc, argv, 2)) return 0;
+  const std::string dir = f.str("model-dir");
+  KILN_CHECK(fs::is_directory(dir), "model directory '", dir, "' does not exist");
+  std::ifstream cin_classes(fs::path(dir) / "classes.txt");
+  int64_t num_classes = 0;
+  for (std::string line; std::getline(cin_classes, line);) num_classes += !line.empty();
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(dir)) names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  auto ends = [](const std::string& n, const std::string& suf) {
+    return n.size() > suf.size() && n.compare(n.size() - suf.size(), suf.size(), suf) == 0;
+  };
+  int64_t good = 0, bad = 0, tmp = 0;
+  for (const std::string& n : names) {
+    const std::string path = (fs::path(dir) / n).string();
+    if (ends(n, ".tmp")) {
+      ++tmp;
+      std::printf("tmp  %s (not a checkpoint; the next run removes it)\n", n.c_str());
+      continue;
+    }
+    if (n.rfind("ckpt-", 0) != 0 || !ends(n, ".h5")) continue;
+    try {
+      if (ends(n, ".state.h5")) {
+        read_checkpoint_meta(path);
+      } else {
+        KILN_CHECK(num_classes > 0, "no classes.txt to size fc8 by");
+        Generator g1(1), g2(2);
+        VggOptions vo;
+        vo.num_classes = num_classes;
+        vo.image_size = f.integer("image-size", 32, 1024);
+        auto model = make_vgg(vo, g1, g2);
+        import_weights(*model, path);
+      }
+      ++good;
+      std::printf("ok   %s\n", n.c_str());
+    } catch (const std::exception& e) {
+      ++bad;
+      std::string msg = e.what();
+      if (const size_t nl = msg.find('\n'); nl != std::string::npos) msg.resize(nl);
+      std::printf("BAD  %s: %s\n", n.c_str(), msg.c_str());
+    }
+  }
+  std::printf("%lld checkpoint file(s) open, %lld bad, %lld temporary\n", static_cast<long long>(good),
+              static_cast<long long>(bad), static_cast<long long>(tmp));
+  return bad == 0 ? 0 : 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -547,6 +616,7 @@ int main(int argc, char** argv) {
     if (cmd == "demo") return cmd_demo(argc, argv);
     if (cmd == "_toy-data") return cmd_toy_data(argc, argv);
     if (cmd == "_digest") return cmd_digest(argc, argv);
+    if (cmd == "_check-dir") return cmd_check_dir(argc, argv);
     KILN_FAIL("unknown command '", cmd, "' (commands: demo, train, eval, predict, export; see vgg_finetune --help)");
   } catch (const std::exception& e) {
     // One line for people: a multi-line message (e.g. an import's list of problems) is joined.

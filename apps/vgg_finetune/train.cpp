@@ -7,7 +7,9 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <cstdlib>
 #include <fstream>
+#include <map>
 #include <sstream>
 
 #include "io/metrics.h"
@@ -56,6 +58,77 @@ void prepare_model_dir(const std::string& dir) {
   KILN_CHECK(f != nullptr, "model directory '", dir, "' is not writable");
   std::fclose(f);
   fs::remove(probe, ec);
+}
+
+// The shortest text that reads back as the same double.
+std::string exact(double v) {
+  for (int prec = 6; prec <= 17; ++prec) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%.*g", prec, v);
+    if (std::strtod(buf, nullptr) == v) return buf;
+  }
+  return fmt("%.17g", v);
+}
+
+// The recipe flags (what a resume must not change) with their values in this run; a switch
+// has "1" when on and "" when off (config.txt then has no line for it, as Flags::dump writes).
+struct RecipeFlag {
+  const char* name;
+  std::string value;
+  bool is_switch;
+};
+
+std::vector<RecipeFlag> recipe_flags(const TrainConfig& c) {
+  return {{"phase1-epochs", std::to_string(c.phase1_epochs), false},
+          {"phase1-lr", exact(c.phase1_lr), false},
+          {"phase2-epochs", std::to_string(c.phase2_epochs), false},
+          {"phase2-lr", exact(c.phase2_lr), false},
+          {"batch", std::to_string(c.batch), false},
+          {"momentum", exact(c.momentum), false},
+          {"weight-decay", exact(c.weight_decay), false},
+          {"keep-prob", exact(c.keep_prob), false},
+          {"seed", std::to_string(c.seed), false},
+          {"image-size", std::to_string(c.image_size), false},
+          {"no-augment", c.no_augment ? "1" : "", true}};
+}
+
+// "key = value" lines of config.txt ('#' lines are comments).
+std::map<std::string, std::string> parse_config(const std::string& text) {
+  std::map<std::string, std::string> out;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) {
+    if (line.empty() || line[0] == '#') continue;
+    const size_t eq = line.find(" = ");
+    if (eq != std::string::npos) out[line.substr(0, eq)] = line.substr(eq + 3);
+  }
+  return out;
+}
+
+// The recipe flags of this run that differ from the saved config, as "--flag NEW (was OLD)".
+// Numbers compare by value (1e-3 equals 0.001); a flag the saved file does not record is not
+// compared (config.txt of an older version), except switches, which are recorded only when on.
+std::vector<std::string> recipe_changes(const TrainConfig& cfg, const std::string& saved_text) {
+  const std::map<std::string, std::string> saved = parse_config(saved_text);
+  std::vector<std::string> changes;
+  for (const RecipeFlag& r : recipe_flags(cfg)) {
+    const auto it = saved.find(r.name);
+    if (r.is_switch) {
+      const bool was_on = it != saved.end() && it->second == "1";
+      if (was_on != (r.value == "1"))
+        changes.push_back(std::string("--") + r.name + " is " + (r.value == "1" ? "on" : "off") + ", the run used " +
+                          (was_on ? "on" : "off"));
+      continue;
+    }
+    if (it == saved.end()) continue;
+    const char* text = it->second.c_str();
+    char* end = nullptr;
+    const double was = std::strtod(text, &end);
+    const bool same = (end && *end == '\0' && end != text) ? was == std::strtod(r.value.c_str(), nullptr)
+                                                            : it->second == r.value;
+    if (r.name == std::string("seed") ? it->second != r.value : !same)
+      changes.push_back(std::string("--") + r.name + " is " + r.value + ", the run used " + it->second);
+  }
+  return changes;
 }
 
 io::InputConvention to_io(InputConvention c) { return io::parse_convention(convention_name(c)); }
@@ -232,6 +305,13 @@ Device choose_device(const std::string& flag) {
   return Device::cpu();
 }
 
+std::string recipe_config_text(const TrainConfig& cfg) {
+  std::string out;
+  for (const RecipeFlag& r : recipe_flags(cfg))
+    if (!r.is_switch || r.value == "1") out += std::string(r.name) + " = " + (r.is_switch ? "1" : r.value) + "\n";
+  return out;
+}
+
 int resize_for(int64_t image_size) { return static_cast<int>(image_size * 256 / 224); }
 
 EvalResult evaluate(Module& model, io::Loader& loader, int64_t num_classes) {
@@ -307,6 +387,13 @@ TrainOutcome run_train(const TrainConfig& cfg) {
     KILN_CHECK(m.classes == classes, "model directory '", cfg.model_dir, "' holds a model for classes (",
                join_comma(m.classes), "), not (", join_comma(classes), "); use a new --model-dir");
   }
+  // A resume continues the saved recipe: changed training flags are refused (unless allowed).
+  const std::string config_path = (fs::path(cfg.model_dir) / "config.txt").string();
+  const std::string saved_config = resume && fs::exists(config_path) ? read_text(config_path) : std::string();
+  const std::vector<std::string> changes = resume ? recipe_changes(cfg, saved_config) : std::vector<std::string>{};
+  KILN_CHECK(changes.empty() || cfg.allow_changed_config, "model directory '", cfg.model_dir,
+             "' holds a run with another recipe: ", join_comma(changes), " (", config_path,
+             "); resume with the run's values, use a new --model-dir, or pass --allow-changed-config");
   const int64_t total_epochs = cfg.phase1_epochs + cfg.phase2_epochs;
   KILN_CHECK(total_epochs >= 1, "nothing to train: --phase1-epochs and --phase2-epochs are both 0");
   const Device device = choose_device(cfg.device);
@@ -333,9 +420,15 @@ TrainOutcome run_train(const TrainConfig& cfg) {
     global_step = resume->meta.global_step;
     convention = io::parse_convention(resume->meta.convention);
     convention_source = "from the checkpoint";
-    std::printf("resuming from %s: %lld epoch(s) done, step %lld, val acc %.1f%% (--weights is not loaded again)\n",
-                resume->state_path.c_str(), static_cast<long long>(start_epoch), static_cast<long long>(global_step),
-                100.0 * resume->meta.val_acc);
+    const std::string mid = resume->meta.batches_done > 0
+                                ? " and " + std::to_string(resume->meta.batches_done) + " batch(es) of epoch " +
+                                      std::to_string(start_epoch + 1)
+                                : std::string();
+    const std::string acc = resume->meta.val_acc < 0 ? std::string("not evaluated at this checkpoint")
+                                                     : fmt("val acc %.1f%%", 100.0 * resume->meta.val_acc);
+    std::printf("resuming from %s: %lld epoch(s)%s done, step %lld, %s (--weights is not loaded again)\n",
+                resume->state_path.c_str(), static_cast<long long>(start_epoch), mid.c_str(),
+                static_cast<long long>(global_step), acc.c_str());
   } else if (!cfg.weights.empty()) {
     ImportOptions io_opt;
     io_opt.skip = {"vgg16/fc8/"};
@@ -359,8 +452,24 @@ TrainOutcome run_train(const TrainConfig& cfg) {
               static_cast<long long>(cfg.image_size), static_cast<long long>(cfg.image_size), resize_for(cfg.image_size),
               io::convention_name(convention), convention_source.c_str());
   // Written only once the weights fit, so a refused run leaves the directory as it was.
+  if (const std::vector<std::string> stale = remove_stale_temporaries(cfg.model_dir); !stale.empty())
+    std::printf("model dir: removed %zu stale temporary file(s) left by an interrupted run: %s\n", stale.size(),
+                join_comma(stale).c_str());
   if (!fs::exists(classes_path)) write_file_atomic(classes_path, join_lines(classes));
-  write_file_atomic((fs::path(cfg.model_dir) / "config.txt").string(), cfg.config_text);
+  if (!resume || saved_config.empty()) {
+    write_file_atomic(config_path, cfg.config_text);
+  } else if (!changes.empty()) {
+    // --allow-changed-config: the new values become the run's, the change is recorded.
+    std::string history;
+    std::istringstream in(saved_config);
+    for (std::string line; std::getline(in, line);)
+      if (line.rfind("# changed on resume", 0) == 0) history += line + "\n";
+    history += "# changed on resume at step " + std::to_string(resume->meta.global_step) +
+               " (--allow-changed-config): " + join_comma(changes) + "\n";
+    write_file_atomic(config_path, history + cfg.config_text);
+    std::printf("recipe changed on resume (--allow-changed-config): %s; the result will differ from an uninterrupted run\n",
+                join_comma(changes).c_str());
+  }  // else: the same recipe, config.txt is kept as the run wrote it
   model->to(device);
 
   io::LoaderOptions lo;
@@ -391,8 +500,12 @@ TrainOutcome run_train(const TrainConfig& cfg) {
   io::MetricsCsv csv((fs::path(cfg.model_dir) / "metrics.csv").string(),
                      {"epoch", "phase", "step", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "img_per_s"});
   io::TensorBoardWriter tb((fs::path(cfg.model_dir) / "events").string());
-  std::printf("model dir: %s (checkpoints every epoch, last %d kept plus the best; metrics.csv; TensorBoard events in events/)\n",
-              cfg.model_dir.c_str(), cfg.keep);
+  const std::string every_steps =
+      cfg.checkpoint_every > 0 ? " and every " + std::to_string(cfg.checkpoint_every) + " steps" : std::string();
+  std::printf("model dir: %s (checkpoints every epoch%s, last %d kept plus the best; metrics.csv; TensorBoard events in events/)\n",
+              cfg.model_dir.c_str(), every_steps.c_str(), cfg.keep);
+  if (cfg.eval_every > 0)
+    std::printf("evaluation: every epoch and every %lld steps\n", static_cast<long long>(cfg.eval_every));
   std::printf("recipe: phase 1 (fc8 only) %lld epoch(s) at lr %g, phase 2 (all layers) %lld epoch(s) at lr %g; "
               "SGD momentum %g, weight decay %g on weights, dropout keep %g, batch %lld, seed %llu\n",
               static_cast<long long>(cfg.phase1_epochs), cfg.phase1_lr, static_cast<long long>(cfg.phase2_epochs),
@@ -449,6 +562,49 @@ TrainOutcome run_train(const TrainConfig& cfg) {
     if (cached) order = epoch_order_of(train_ds, lo, e);
     const int64_t steps = cached ? (static_cast<int64_t>(order.size()) + cfg.batch - 1) / cfg.batch
                                  : train_loader->batches_per_epoch();
+    int64_t batches_in_epoch = 0;  // batches taken this epoch (empty ones included): the data position
+    if (resume && e == start_epoch && resume->meta.batches_done > 0) {
+      // A mid-epoch checkpoint: skip the batches it already trained on. Batch contents depend
+      // only on (seed, epoch, index), so the rest of the epoch is what the full run saw.
+      const CheckpointMeta& m = resume->meta;
+      if (cached) {
+        order_at = std::min(order.size(), static_cast<size_t>(m.batches_done * cfg.batch));
+      } else {
+        for (int64_t k = 0; k < m.batches_done; ++k)
+          KILN_CHECK(train_loader->next().has_value(), "checkpoint '", resume->state_path, "' is ", m.batches_done,
+                     " batches into epoch ", e + 1, " but the epoch has only ", k, " (was the training data changed?)");
+      }
+      batches_in_epoch = m.batches_done;
+      loss_sum = m.epoch_loss_sum;
+      correct = m.epoch_correct;
+      seen = m.epoch_seen;
+      step_in_epoch = m.epoch_steps;
+      std::printf("skipped the first %lld batch(es) of epoch %lld: trained before the checkpoint\n",
+                  static_cast<long long>(m.batches_done), static_cast<long long>(e + 1));
+    }
+    // The checkpoint state at this point (mid-epoch when batches_in_epoch > 0).
+    auto make_meta = [&](int64_t epochs_done, int64_t batches_done, const EvalResult* val) {
+      CheckpointMeta meta;
+      meta.epochs_done = epochs_done;
+      meta.batches_done = batches_done;
+      meta.global_step = global_step;
+      meta.phase = phase;
+      meta.val_loss = val ? val->loss : 0.0;
+      meta.val_acc = val ? val->acc : -1.0;
+      if (batches_done > 0) {
+        meta.epoch_loss_sum = loss_sum;
+        meta.epoch_correct = correct;
+        meta.epoch_seen = seen;
+        meta.epoch_steps = step_in_epoch;
+      }
+      meta.image_size = cfg.image_size;
+      meta.classes = classes;
+      meta.convention = io::convention_name(convention);
+      meta.seed = cfg.seed;
+      meta.init_gen = init_gen.state();
+      meta.dropout_gen = dropout_gen.state();
+      return meta;
+    };
     for (;;) {
       Tensor x, y;
       if (cached) {
@@ -464,6 +620,7 @@ TrainOutcome run_train(const TrainConfig& cfg) {
         x = b->images;
         y = b->labels;
       }
+      ++batches_in_epoch;
       const int64_t n = x.defined() ? x.dim(0) : 0;
       if (n == 0) continue;
       Tensor logits = cached ? run_from(*model, head, x) : (*model)(x);
@@ -494,6 +651,34 @@ TrainOutcome run_train(const TrainConfig& cfg) {
                     100.0 * correct / seen, ips, static_cast<int>(eta) / 60, static_cast<int>(eta) % 60);
         std::fflush(stdout);
       }
+      // Every N steps (the epoch's last batch is left to the per-epoch evaluation and checkpoint).
+      const bool mid_epoch = batches_in_epoch < steps;
+      EvalResult mid;
+      bool evaluated = false;
+      if (cfg.eval_every > 0 && global_step % cfg.eval_every == 0 && mid_epoch) {
+        mid = cached ? evaluate_cached(*model, head, val_cache, cfg.batch, device, num_classes)
+                     : evaluate(*model, *val_loader, num_classes);
+        evaluated = true;
+        if (tty) std::printf("\r%120s\r", "");
+        std::printf("  step %lld (phase %d epoch %lld/%lld, batch %lld/%lld)  train loss %.3f acc %.1f%%  val loss %.3f acc %.1f%%\n",
+                    static_cast<long long>(global_step), phase, static_cast<long long>(epoch_in_phase),
+                    static_cast<long long>(phase_epochs), static_cast<long long>(batches_in_epoch),
+                    static_cast<long long>(steps), loss_sum / seen, 100.0 * correct / seen, mid.loss, 100.0 * mid.acc);
+        std::fflush(stdout);
+        tb.add_scalar("val/loss", mid.loss, global_step);
+        tb.add_scalar("val/accuracy", mid.acc, global_step);
+        tb.flush();
+      }
+      const bool stop_here = cfg.stop_after_steps > 0 && global_step >= cfg.stop_after_steps && mid_epoch;
+      if ((cfg.checkpoint_every > 0 && global_step % cfg.checkpoint_every == 0 && mid_epoch) || stop_here)
+        last_good = save_checkpoint(cfg.model_dir, *model, *opt, make_meta(e, batches_in_epoch, evaluated ? &mid : nullptr),
+                                    cfg.keep);
+      if (stop_here) {
+        if (tty) std::printf("\r%120s\r", "");
+        std::printf("stopping after step %lld (mid-epoch checkpoint %s) as --stop-after-steps asks; run the same train "
+                    "command again to resume\n", static_cast<long long>(global_step), last_good.c_str());
+        return outcome;
+      }
     }
     KILN_CHECK(seen > 0, "no training image of '", cfg.train_dir, "' could be read");
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -507,19 +692,7 @@ TrainOutcome run_train(const TrainConfig& cfg) {
                 phase == 1 ? "fc8 only" : "all layers", train_loss, 100.0 * train_acc, val.loss, 100.0 * val.acc, ips);
     std::fflush(stdout);
 
-    CheckpointMeta meta;
-    meta.epochs_done = e + 1;
-    meta.global_step = global_step;
-    meta.phase = phase;
-    meta.val_loss = val.loss;
-    meta.val_acc = val.acc;
-    meta.image_size = cfg.image_size;
-    meta.classes = classes;
-    meta.convention = io::convention_name(convention);
-    meta.seed = cfg.seed;
-    meta.init_gen = init_gen.state();
-    meta.dropout_gen = dropout_gen.state();
-    last_good = save_checkpoint(cfg.model_dir, *model, *opt, meta, cfg.keep);
+    last_good = save_checkpoint(cfg.model_dir, *model, *opt, make_meta(e + 1, 0, &val), cfg.keep);
 
     csv.append({std::to_string(e + 1), std::to_string(phase), std::to_string(global_step), fmt("%g", lr),
                 fmt("%.6f", train_loss), fmt("%.6f", train_acc), fmt("%.6f", val.loss), fmt("%.6f", val.acc),
@@ -536,6 +709,11 @@ TrainOutcome run_train(const TrainConfig& cfg) {
     tb.flush();
     outcome.val = val;
 
+    if (cfg.stop_after_steps > 0 && global_step >= cfg.stop_after_steps && e + 1 < total_epochs) {
+      std::printf("stopping after step %lld (end of epoch %lld) as --stop-after-steps asks; run the same train command "
+                  "again to resume\n", static_cast<long long>(global_step), static_cast<long long>(e + 1));
+      return outcome;
+    }
     if (cfg.stop_after_epochs > 0 && e + 1 >= cfg.stop_after_epochs && e + 1 < total_epochs) {
       std::printf("stopping after epoch %lld of %lld as --stop-after-epochs asks; run the same train command again to resume\n",
                   static_cast<long long>(e + 1), static_cast<long long>(total_epochs));

@@ -29,8 +29,15 @@ struct TrainConfig {
   bool no_augment = false;          // central crops, no flips; phase 1 then reuses pool5 features
   bool feature_cache = true;        // false: with no_augment, still run the full forward (for checks)
   int64_t stop_after_epochs = 0;    // > 0: stop once this many epochs are done (resume later)
+  int64_t stop_after_steps = 0;     // > 0: stop after this many steps, checkpointing there (resume later)
+  int64_t eval_every = 0;           // > 0: also evaluate every this many (global) steps
+  int64_t checkpoint_every = 0;     // > 0: also checkpoint every this many (global) steps
+  bool allow_changed_config = false;  // resume even when the recipe flags differ from config.txt
   std::string config_text;          // the run's flags, written to config.txt
 };
+
+// "key = value" lines of the recipe flags (those a resume must not change), for config.txt.
+std::string recipe_config_text(const TrainConfig& cfg);
 
 struct EvalResult {
   double loss = 0, acc = 0;

@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # End-to-end test of the vgg_finetune app on CPU with tiny generated data (2 classes, 32 px,
-# 1+1 epochs): train, eval, predict, export, resume bit-for-bit, and bad input giving one-line
-# errors with a non-zero exit. Usage: test_vgg_finetune.sh PATH/TO/vgg_finetune
+# 1+1 epochs): train, eval, predict, export, resume bit-for-bit (after an epoch and mid-epoch),
+# a resume that changes the recipe refused, bad input giving one-line errors with a non-zero
+# exit, SIGKILL at random moments then resume (no half-written file, same final weights), and
+# the TensorBoard events read back with the real tensorboard package.
+# Usage: test_vgg_finetune.sh PATH/TO/vgg_finetune
 set -u
 B=${1:?usage: test_vgg_finetune.sh PATH/TO/vgg_finetune}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+HERE=$(cd "$(dirname "$0")" && pwd)
 W=$(mktemp -d /tmp/vgg_finetune_test.XXXXXX)
 trap 'rm -rf "$W"' EXIT
 fails=0
@@ -15,8 +19,12 @@ COMMON=(--image-size 32 --phase1-epochs 1 --phase2-epochs 1 --batch 4 --seed 7 -
 "$B" _toy-data "$W/data" --classes 2 --train 4 --val 2 --size 40 || { echo "FAIL toy data"; exit 1; }
 "$B" _toy-data "$W/data3" --classes 3 --train 2 --val 1 --size 40 || { echo "FAIL toy data"; exit 1; }
 
-# 1. Train, uninterrupted.
-if "$B" train --data-dir "$W/data" --model-dir "$W/a" "${COMMON[@]}" > "$W/a.log" 2>&1 &&
+# 1. Train, uninterrupted (timed: the kill test below picks its moments within this).
+t_start=$(date +%s%N)
+"$B" train --data-dir "$W/data" --model-dir "$W/a" "${COMMON[@]}" > "$W/a.log" 2>&1
+a_rc=$?
+run_ms=$(( ($(date +%s%N) - t_start) / 1000000 ))
+if [ $a_rc -eq 0 ] &&
    grep -q "epoch 1/1 (phase 1: fc8 only)  train loss .* acc .*%  val loss .* acc .*%  .* img/s" "$W/a.log" &&
    grep -q "epoch 1/1 (phase 2: all layers)" "$W/a.log" && grep -q "confusion matrix" "$W/a.log" &&
    grep -q "RANDOMLY INITIALISED" "$W/a.log" &&
@@ -35,6 +43,22 @@ if grep -q "resuming from" "$W/b2.log" && grep -q "epochs 2" <<< "$da" && [ "$da
   ok "resume after epoch 1 matches the uninterrupted run ($da)"
 else
   bad "resume: '$da' vs '$db'"; cat "$W/b2.log"
+fi
+
+# 2a. Mid-epoch: stop after step 1 (phase 1) and step 3 (phase 2), each with a mid-epoch
+# checkpoint, then finish; with evaluation and checkpoints every step. Same weights bit for bit.
+MID=(--eval-every 1 --checkpoint-every 1)
+"$B" train --data-dir "$W/data" --model-dir "$W/m" "${COMMON[@]}" "${MID[@]}" --stop-after-steps 1 > "$W/m1.log" 2>&1
+"$B" train --data-dir "$W/data" --model-dir "$W/m" "${COMMON[@]}" "${MID[@]}" --stop-after-steps 3 > "$W/m2.log" 2>&1
+"$B" train --data-dir "$W/data" --model-dir "$W/m" "${COMMON[@]}" "${MID[@]}" > "$W/m3.log" 2>&1
+dm=$("$B" _digest --model-dir "$W/m" 2>&1)
+if grep -q "step 1 (phase 1 epoch 1/1, batch 1/2)  train loss .*  val loss .* acc .*%" "$W/m1.log" &&
+   grep -q "skipped the first 1 batch(es) of epoch 1" "$W/m2.log" &&
+   grep -q "resuming from .*ckpt-000001-000001.state.h5: 1 epoch(s) and 1 batch(es) of epoch 2 done, step 3" "$W/m3.log" &&
+   [ "$da" = "$dm" ]; then
+  ok "mid-epoch stop/resume with --eval-every 1 --checkpoint-every 1 matches the uninterrupted run ($dm)"
+else
+  bad "mid-epoch resume: '$da' vs '$dm'"; cat "$W/m1.log" "$W/m2.log" "$W/m3.log"
 fi
 
 # 2b. --no-augment: phase 1 from cached pool5 features trains exactly as the full forward does.
@@ -106,6 +130,25 @@ after=$(cd "$W/a" && ls -l --time-style=+%s.%N | md5sum)
 [ "$before" = "$after" ] && ok "refused runs left the model directory unchanged" || bad "model directory changed"
 [ ! -e "$W/e/classes.txt" ] && ok "a refused import writes nothing" || bad "refused import wrote classes.txt"
 
+# 6b. A resume that changes the recipe is refused (one line naming the flag and both values),
+# config.txt untouched; --allow-changed-config resumes and records the change.
+cfg_before=$(md5sum < "$W/b/config.txt")
+expect_error "changed recipe on resume" train --data-dir "$W/data" --model-dir "$W/b" "${COMMON[@]}" --phase2-epochs 2
+grep -q -- "--phase2-epochs is 2, the run used 1" "$W/err.txt" || bad "changed-recipe error names flag and values"
+expect_error "changed lr on resume" train --data-dir "$W/data" --model-dir "$W/b" "${COMMON[@]}" --phase1-lr 0.01
+[ "$(md5sum < "$W/b/config.txt")" = "$cfg_before" ] && ok "refused resumes left config.txt unchanged" ||
+  bad "config.txt changed by a refused resume"
+if "$B" train --data-dir "$W/data" --model-dir "$W/b" "${COMMON[@]}" --phase1-lr 0.001 > "$W/b3.log" 2>&1 &&
+   grep -q "nothing left to train" "$W/b3.log" && [ "$(md5sum < "$W/b/config.txt")" = "$cfg_before" ] &&
+   "$B" train --data-dir "$W/data" --model-dir "$W/b" "${COMMON[@]}" --phase2-epochs 2 --allow-changed-config > "$W/b4.log" 2>&1 &&
+   grep -q "recipe changed on resume" "$W/b4.log" && grep -q "epoch 2/2 (phase 2" "$W/b4.log" &&
+   grep -q "^# changed on resume at step 4 (--allow-changed-config): --phase2-epochs is 2, the run used 1" "$W/b/config.txt" &&
+   grep -q "^phase2-epochs = 2$" "$W/b/config.txt"; then
+  ok "same recipe written differently (0.001 for 1e-3) resumes; --allow-changed-config resumes and records the change"
+else
+  bad "--allow-changed-config"; cat "$W/b3.log" "$W/b4.log" "$W/b/config.txt"
+fi
+
 # 7. A diverging loss stops with a clear message and keeps the last good checkpoint.
 "$B" train --data-dir "$W/data" --model-dir "$W/n" "${COMMON[@]}" --phase2-lr 10 --phase2-epochs 3 > "$W/n.log" 2> "$W/n.err"
 rc=$?
@@ -114,6 +157,63 @@ if [ $rc -ne 0 ] && grep -q "the loss became" "$W/n.err" && grep -q "last good c
   ok "non-finite loss: $(cat "$W/n.err")"
 else
   bad "non-finite loss (rc $rc)"; cat "$W/n.log" "$W/n.err"
+fi
+
+# 8. SIGKILL at random moments of a run (checkpoints every step), then resume: every
+# checkpoint file left opens, a stale *.tmp is removed by the next run (one is planted to be
+# sure), and the final weights equal the uninterrupted run's bit for bit.
+for trial in 1 2 3; do
+  K="$W/k$trial"
+  delay_ms=$(( run_ms * (10 + RANDOM % 80) / 100 ))
+  "$B" train --data-dir "$W/data" --model-dir "$K" "${COMMON[@]}" --checkpoint-every 1 > "$W/k$trial.log" 2>&1 &
+  pid=$!
+  sleep "$(printf '%d.%03d' $((delay_ms / 1000)) $((delay_ms % 1000)))"
+  kill -9 $pid 2> /dev/null && killed=killed || killed="had finished"
+  wait $pid 2> /dev/null
+  state="$(ls "$K" 2> /dev/null | grep -c 'state.h5$') checkpoint(s), $(ls "$K" 2> /dev/null | grep -c '\.tmp$') tmp"
+  if [ -d "$K" ] && ! "$B" _check-dir --model-dir "$K" --image-size 32 > "$W/k$trial.check" 2>&1; then
+    bad "kill $trial after ${delay_ms} ms: a checkpoint file does not open"; cat "$W/k$trial.check"; continue
+  fi
+  mkdir -p "$K" && printf 'half-written' > "$K/ckpt-000099.state.h5.tmp"
+  "$B" train --data-dir "$W/data" --model-dir "$K" "${COMMON[@]}" --checkpoint-every 1 > "$W/k$trial.r.log" 2>&1
+  rc=$?
+  dk=$("$B" _digest --model-dir "$K" 2>&1)
+  if [ $rc -eq 0 ] && grep -q "removed .* stale temporary file(s) left by an interrupted run: .*ckpt-000099.state.h5.tmp" "$W/k$trial.r.log" &&
+     [ -z "$(ls "$K" | grep '\.tmp$')" ] && [ "$dk" = "$da" ]; then
+    ok "SIGKILL after ${delay_ms} ms ($killed; left $state; $(grep -o 'resuming from [^:]*: [^,]*' "$W/k$trial.r.log" || echo 'no checkpoint yet: started over')): resumed to the same weights"
+  else
+    bad "kill $trial after ${delay_ms} ms ($killed, $state): rc $rc, '$dk' vs '$da'"; cat "$W/k$trial.r.log"
+  fi
+done
+
+# 9. TensorBoard: the run's event files read back with the real tensorboard package.
+if /usr/bin/python3 -c "import tensorboard, PIL" 2> /dev/null; then
+  for run in a m; do
+    /usr/bin/python3 "$HERE/../reference/read_events.py" "$W/$run/events" "$W/ev_$run.json" 2> "$W/ev_$run.err"
+    if /usr/bin/python3 - "$W/ev_$run.json" "$run" << 'EOF'
+import json, sys
+recs = [json.loads(l) for l in open(sys.argv[1])]
+scal = {}
+for r in recs:
+    if r["kind"] == "scalar":
+        scal.setdefault(r["tag"], []).append(r["step"])
+need = ["train/loss", "train/accuracy", "val/loss", "val/accuracy", "learning_rate", "images_per_second"]
+missing = [t for t in need if t not in scal]
+assert not missing, f"missing scalars {missing}, have {sorted(scal)}"
+assert scal["train/loss"] == [2, 4], scal["train/loss"]
+# run m evaluated every step too (mid-epoch at steps 1 and 3), run a once per epoch
+assert scal["val/accuracy"] == ([1, 2, 3, 4] if sys.argv[2] == "m" else [2, 4]), scal["val/accuracy"]
+imgs = [r for r in recs if r["kind"] == "image" and r["tag"] == "val/confusion_matrix"]
+assert imgs and imgs[-1]["format"] == "PNG" and imgs[-1]["width"] == 32 and imgs[-1]["height"] == 32, imgs
+EOF
+    then
+      ok "tensorboard reads run $run: loss, accuracy, learning_rate, images_per_second scalars and the confusion-matrix image"
+    else
+      bad "tensorboard read-back of run $run"; cat "$W/ev_$run.err"
+    fi
+  done
+else
+  bad "tensorboard read-back: /usr/bin/python3 lacks tensorboard or PIL (scripts/setup.sh --tests installs them)"
 fi
 
 "$B" --help > /dev/null && for c in train eval predict export demo; do "$B" $c --help | grep -q "^usage: vgg_finetune $c" || bad "$c --help"; done

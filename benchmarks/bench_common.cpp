@@ -1,0 +1,583 @@
+// kiln_bench's shared machinery; see bench_common.h.
+#include "benchmarks/bench_common.h"
+
+#include <oneapi/dnnl/dnnl.h>
+#include <omp.h>
+#include <sys/wait.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <fstream>
+#include <stdexcept>
+#include <string_view>
+
+namespace kiln::cpubench {
+
+const char* kUsage =
+    "usage: kiln_bench [--device cpu|cuda] [--suite NAME[,NAME]] [--batch N] [--repeat N]\n"
+    "                  [--warmup N] [--threads N] [--json FILE] [--compare] [--list]\n"
+    "  --device   cpu (default): the CPU suites; cuda: the GPU suites conv_cuda, step_cuda\n"
+    "  --conv-search  CUDA suites: exhaustive (default; cuDNN Find, as PyTorch's cudnn.benchmark)\n"
+    "             or heuristic (kiln's library default)\n"
+    "  --suite    which benchmark to run (default vgg16_forward; all: every CPU suite;\n"
+    "             --list shows them)\n"
+    "  --batch    batch size (default 8)\n"
+    "  --repeat   timed runs per row, at least; rows under 200 ms in all run until 200 ms\n"
+    "             are measured; the median and min/max are reported (default 5)\n"
+    "  --warmup   untimed runs before timing (default 1)\n"
+    "  --threads  OpenMP threads for kiln, oneDNN and the PyTorch peer (default 2)\n"
+    "  --json     also write the results as JSON to FILE\n"
+    "  --compare  run the suite's PyTorch peer script in the same run and print ratios\n"
+    "             (interpreter: $KILN_PYTHON, else /usr/bin/python3)\n";
+
+Stats summarize(std::vector<double> ms) {
+  std::sort(ms.begin(), ms.end());
+  const size_t n = ms.size();
+  const double median = n % 2 ? ms[n / 2] : 0.5 * (ms[n / 2 - 1] + ms[n / 2]);
+  return Stats{median, ms.front(), ms.back(), 0, static_cast<int>(n)};
+}
+
+// Short kernels are run until this much time is measured (at most kMaxRuns runs): their
+// median gets more samples, and the load check (10 ms clock ticks) gets enough of them.
+constexpr double kMinTimedMs = 200.0;
+constexpr int kMaxRuns = 1000;
+
+
+// Clock ticks of the whole machine (/proc/stat) and of this process (/proc/self/stat).
+struct CpuTicks {
+  long long busy = 0, total = 0, self = 0;
+  bool ok = false;
+};
+
+CpuTicks cpu_ticks() {
+  CpuTicks t;
+  std::ifstream st("/proc/stat");
+  std::string cpu;
+  std::array<long long, 8> v{};  // user nice system idle iowait irq softirq steal
+  st >> cpu;
+  for (long long& x : v) st >> x;
+  if (!st || cpu != "cpu") return t;
+  for (const long long x : v) t.total += x;
+  t.busy = t.total - v[3] - v[4];
+  std::ifstream ss("/proc/self/stat");
+  std::string line;
+  std::getline(ss, line);
+  const size_t close = line.rfind(')');
+  if (close == std::string::npos) return t;
+  std::istringstream is(line.substr(close + 2));  // from field 3 (state) on
+  std::string skip;
+  for (int field = 3; field < 14; ++field) is >> skip;
+  long long utime = 0, stime = 0;
+  is >> utime >> stime;
+  if (!is) return t;
+  t.self = utime + stime;
+  t.ok = true;
+  return t;
+}
+
+double other_load(const CpuTicks& a, const CpuTicks& b) {
+  if (!a.ok || !b.ok || b.total <= a.total) return 0;
+  const long long other = (b.busy - a.busy) - (b.self - a.self);
+  return std::max(0.0, static_cast<double>(other) / static_cast<double>(b.total - a.total));
+}
+
+// Runs fn warmup times untimed, then at least repeat times (more for short kernels, see
+// kMinTimedMs), each run timed on its own.
+Stats time_it(int warmup, int repeat, const std::function<void()>& fn) {
+  for (int i = 0; i < warmup; ++i) fn();
+  std::vector<double> ms;
+  ms.reserve(static_cast<size_t>(repeat));
+  const CpuTicks before = cpu_ticks();
+  double total_ms = 0;
+  for (int i = 0; i < repeat || (total_ms < kMinTimedMs && i < kMaxRuns); ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    fn();
+    const auto t1 = std::chrono::steady_clock::now();
+    ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+    total_ms += ms.back();
+  }
+  Stats s = summarize(std::move(ms));
+  s.other_load = other_load(before, cpu_ticks());
+  return s;
+}
+
+std::string cpu_model() {
+  std::ifstream f("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(f, line)) {
+    if (line.rfind("model name", 0) == 0) {
+      const size_t colon = line.find(':');
+      if (colon != std::string::npos) return line.substr(colon + 2);
+    }
+  }
+  return "unknown";
+}
+
+// The roofs every row is measured against: what this machine does at its best, measured
+// now, by oneDNN's sgemm (row-major) and a multi-threaded copy.
+MachineLimits measure_limits(int threads, int repeat) {
+  MachineLimits m;
+  m.cpu = cpu_model();
+  if (std::ifstream f("/proc/loadavg"); f) {
+    double one = 0, five = 0, fifteen = 0;
+    f >> one >> five >> fifteen;
+    std::ostringstream os;
+    os << one << " " << five << " " << fifteen;
+    m.loadavg = os.str();
+  }
+  m.threads = threads;
+  const int reps = std::max(3, repeat);
+
+  const int64_t n = 2048;
+  std::vector<float> a(n * n), b(n * n), c(n * n);
+  for (int64_t i = 0; i < n * n; ++i) {
+    a[i] = static_cast<float>((i % 7) - 3) * 0.01f;
+    b[i] = static_cast<float>((i % 5) - 2) * 0.01f;
+  }
+  const auto sgemm = [&] {
+    const dnnl_status_t st = dnnl_sgemm('N', 'N', n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);
+    if (st != dnnl_success) throw std::runtime_error("dnnl_sgemm failed with status " + std::to_string(st));
+  };
+  const Stats g = time_it(1, reps, sgemm);
+  // A peak from a wrong product is no peak: a few elements against a double reference.
+  for (const auto& [i, j] : {std::pair<int64_t, int64_t>{0, 0}, {n - 1, n - 1}, {7, 1000}}) {
+    double ref = 0, scale = 0;
+    for (int64_t k = 0; k < n; ++k) {
+      ref += static_cast<double>(a[i * n + k]) * b[k * n + j];
+      scale += std::fabs(static_cast<double>(a[i * n + k]) * b[k * n + j]);
+    }
+    if (std::fabs(c[i * n + j] - ref) > 1e-6 + 1e-5 * scale)
+      throw std::runtime_error("dnnl_sgemm gave c[" + std::to_string(i) + "," + std::to_string(j) + "] = " +
+                               std::to_string(c[i * n + j]) + ", expected " + std::to_string(ref));
+  }
+  m.peak_gflops = 2.0 * n * n * n / (g.min_ms * 1e-3) / 1e9;
+  m.sgemm_shape = "sgemm 2048x2048x2048";
+
+  // 256 MiB each way: far beyond the last-level cache.
+  const size_t bytes = size_t{256} << 20;
+  std::vector<char> src(bytes, 1), dst(bytes, 0);
+  const auto copy = [&] {
+#pragma omp parallel num_threads(threads)
+    {
+      const size_t t = static_cast<size_t>(omp_get_thread_num()), nt = static_cast<size_t>(omp_get_num_threads());
+      const size_t begin = bytes * t / nt, end = bytes * (t + 1) / nt;
+      std::memcpy(dst.data() + begin, src.data() + begin, end - begin);
+    }
+  };
+  const Stats bw = time_it(1, reps, copy);
+  m.bandwidth_gbs = 2.0 * static_cast<double>(bytes) / (bw.min_ms * 1e-3) / 1e9;
+  m.copy_size = "memcpy 256 MiB";
+  m.other_load = std::max(g.other_load, bw.other_load);
+  return m;
+}
+
+
+double gflops(const Row& r) { return r.timed ? r.flops / (r.t.median_ms * 1e-3) / 1e9 : 0; }
+double gbs(const Row& r) { return r.timed ? r.bytes / (r.t.median_ms * 1e-3) / 1e9 : 0; }
+
+// The fraction of the roofline: the attainable rate is min(peak, intensity * bandwidth),
+void time_checked_row(Row row, const Options& opt, const MachineLimits& m, SuiteResult& res,
+                      const std::function<void()>& fn) {
+  if (row.check_ok) {
+    row.t = time_it(opt.warmup, opt.repeat, fn);
+    row.timed = true;
+  } else {
+    res.all_checks_ok = false;
+  }
+  print_row(row, m);
+  if (!row.check_ok) std::printf("  check failed: %s\n", row.check.c_str());
+  res.rows.push_back(std::move(row));
+}
+
+// so a memory-bound row (a pool, an fc at small batch) is judged against the bandwidth.
+double roof_fraction(const Row& r, const MachineLimits& m) {
+  if (!r.timed || r.bytes <= 0) return 0;
+  const double attainable = std::min(m.peak_gflops, r.flops / r.bytes * m.bandwidth_gbs);
+  if (attainable <= 0) return gbs(r) / m.bandwidth_gbs;
+  return gflops(r) / attainable;
+}
+
+const char* bound_of(const Row& r, const MachineLimits& m) {
+  return r.flops / r.bytes * m.bandwidth_gbs < m.peak_gflops ? "mem" : "flop";
+}
+
+namespace {
+int g_name_w = 10, g_shape_w = 34;
+}  // namespace
+
+void set_table_widths(int name_width, int shape_width) {
+  g_name_w = std::max(10, name_width);
+  g_shape_w = std::max(34, shape_width);
+}
+
+void print_table_header() {
+  std::printf("%-*s %-*s %9s %9s %9s %8s %6s %7s %5s %5s %5s  %s\n", g_name_w, "layer", g_shape_w, "shape", "median ms", "min ms",
+              "max ms", "GFLOP/s", "%peak", "GB/s", "bound", "%roof", "other", "check");
+}
+
+void print_row(const Row& r, const MachineLimits& m) {
+  std::string check = r.checked ? (r.check_ok ? "ok" : "FAILED") : "-";
+  if (r.checked) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, " (%.2g)", r.check_budget);
+    check += buf;
+  }
+  if (!r.timed) {
+    std::printf("%-*s %-*s %9s %9s %9s %8s %6s %7s %5s %5s %5s  %s\n", g_name_w, r.name.c_str(), g_shape_w,
+                r.shape.c_str(), "-", "-",
+                "-", "-", "-", "-", "-", "-", "-", check.c_str());
+    return;
+  }
+  std::printf("%-*s %-*s %9.3f %9.3f %9.3f %8.1f %5.1f%% %7.2f %5s %4.0f%% %4.0f%%%s %s\n", g_name_w,
+              r.name.c_str(), g_shape_w, r.shape.c_str(), r.t.median_ms, r.t.min_ms, r.t.max_ms, gflops(r), 100.0 * gflops(r) / m.peak_gflops,
+              gbs(r), bound_of(r, m), 100.0 * roof_fraction(r, m), 100.0 * r.t.other_load,
+              r.t.other_load > kDisturbed ? "!" : " ", check.c_str());
+  std::fflush(stdout);
+}
+
+const float* host_floats(const Tensor& t, Tensor& keep) {
+  keep = t.cpu();
+  return keep.data<float>();
+}
+
+std::string shape_str(const Shape& s) {
+  std::ostringstream os;
+  os << "[";
+  for (int64_t i = 0; i < s.rank(); ++i) os << (i ? "," : "") << s[i];
+  os << "]";
+  return os.str();
+}
+
+// ---------------------------------------------------------------- a small JSON reader
+
+// Just enough JSON to read a peer script's output.
+struct Json {
+  enum class Kind { null, boolean, number, string, array, object } kind = Kind::null;
+  bool b = false;
+  double num = 0;
+  std::string str;
+  std::vector<Json> arr;
+  std::vector<std::pair<std::string, Json>> obj;
+
+  const Json* find(std::string_view key) const {
+    for (const auto& [k, v] : obj)
+      if (k == key) return &v;
+    return nullptr;
+  }
+  std::optional<double> number(std::string_view key) const {
+    const Json* v = find(key);
+    if (v && v->kind == Kind::number) return v->num;
+    return std::nullopt;
+  }
+};
+
+class JsonReader {
+ public:
+  explicit JsonReader(std::string_view s) : s_(s) {}
+  Json parse() {
+    Json v = value();
+    ws();
+    if (i_ != s_.size()) fail("trailing characters");
+    return v;
+  }
+
+ private:
+  [[noreturn]] void fail(const std::string& what) const {
+    throw std::runtime_error("JSON: " + what + " at offset " + std::to_string(i_));
+  }
+  void ws() {
+    while (i_ < s_.size() && std::isspace(static_cast<unsigned char>(s_[i_]))) ++i_;
+  }
+  bool eat(std::string_view lit) {
+    if (s_.substr(i_, lit.size()) != lit) return false;
+    i_ += lit.size();
+    return true;
+  }
+  std::string string() {
+    if (!eat("\"")) fail("expected a string");
+    std::string out;
+    while (i_ < s_.size() && s_[i_] != '"') {
+      char ch = s_[i_++];
+      if (ch == '\\') {
+        if (i_ >= s_.size()) fail("bad escape");
+        const char e = s_[i_++];
+        switch (e) {
+          case 'n': ch = '\n'; break;
+          case 't': ch = '\t'; break;
+          case 'r': ch = '\r'; break;
+          case 'b': ch = '\b'; break;
+          case 'f': ch = '\f'; break;
+          case 'u': i_ += 4; ch = '?'; break;  // names here are ASCII; keep a placeholder
+          default: ch = e;
+        }
+      }
+      out.push_back(ch);
+    }
+    if (!eat("\"")) fail("unterminated string");
+    return out;
+  }
+  Json value() {
+    ws();
+    Json v;
+    if (i_ >= s_.size()) fail("unexpected end");
+    const char ch = s_[i_];
+    if (ch == '{') {
+      ++i_;
+      v.kind = Json::Kind::object;
+      ws();
+      if (eat("}")) return v;
+      do {
+        ws();
+        std::string k = string();
+        ws();
+        if (!eat(":")) fail("expected ':'");
+        v.obj.emplace_back(std::move(k), value());
+        ws();
+      } while (eat(","));
+      if (!eat("}")) fail("expected '}'");
+    } else if (ch == '[') {
+      ++i_;
+      v.kind = Json::Kind::array;
+      ws();
+      if (eat("]")) return v;
+      do v.arr.push_back(value());
+      while ((ws(), eat(",")));
+      if (!eat("]")) fail("expected ']'");
+    } else if (ch == '"') {
+      v.kind = Json::Kind::string;
+      v.str = string();
+    } else if (eat("true")) {
+      v.kind = Json::Kind::boolean;
+      v.b = true;
+    } else if (eat("false")) {
+      v.kind = Json::Kind::boolean;
+    } else if (eat("null")) {
+    } else {
+      const std::string rest(s_.substr(i_, std::min<size_t>(64, s_.size() - i_)));
+      char* end = nullptr;
+      v.num = std::strtod(rest.c_str(), &end);
+      if (end == rest.c_str()) fail("unexpected character '" + std::string(1, ch) + "'");
+      v.kind = Json::Kind::number;
+      i_ += static_cast<size_t>(end - rest.c_str());
+    }
+    return v;
+  }
+  std::string_view s_;
+  size_t i_ = 0;
+};
+
+// ---------------------------------------------------------------- JSON writing
+
+std::string json_str(std::string_view s) {
+  std::string out = "\"";
+  for (const char ch : s) {
+    if (ch == '"' || ch == '\\') {
+      out += '\\';
+      out += ch;
+    } else if (static_cast<unsigned char>(ch) < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", ch);
+      out += buf;
+    } else {
+      out += ch;
+    }
+  }
+  return out + "\"";
+}
+
+std::string json_num(double v) {
+  if (!std::isfinite(v)) return "null";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.6g", v);
+  return buf;
+}
+
+// ---------------------------------------------------------------- the PyTorch peer
+
+// Runs the peer script with the same batch, repeat and threads; it prints JSON on stdout
+// (its stderr goes to the terminal).
+PeerResult run_peer(const Suite& suite, const Options& opt) {
+  PeerResult p;
+  const char* env_python = std::getenv("KILN_PYTHON");
+  const std::string python = env_python && *env_python ? env_python : "/usr/bin/python3";
+  const std::string script = std::string(KILN_SOURCE_DIR) + "/" + suite.peer_script;
+  if (!std::ifstream(script)) {
+    p.why = "peer script " + script + " not found";
+    return p;
+  }
+  const auto quote = [](const std::string& s) {
+    std::string q = "'";
+    for (const char ch : s) q += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
+    return q + "'";
+  };
+  const std::string cmd = quote(python) + " " + quote(script) + " --batch " + std::to_string(opt.batch) +
+                          " --repeat " + std::to_string(opt.repeat) + " --warmup " + std::to_string(opt.warmup) +
+                          " --threads " + std::to_string(opt.threads) +
+                          (suite.peer_takes_suite ? " --suite " + quote(suite.name) : std::string());
+  std::printf("\nrunning the PyTorch peer: %s\n", cmd.c_str());
+  std::fflush(stdout);
+  FILE* pipe = popen(cmd.c_str(), "r");
+  if (!pipe) {
+    p.why = "could not start " + python + ": " + std::strerror(errno);
+    return p;
+  }
+  std::string out;
+  std::array<char, 4096> buf;
+  size_t got;
+  while ((got = std::fread(buf.data(), 1, buf.size(), pipe)) > 0) out.append(buf.data(), got);
+  const int status = pclose(pipe);
+  if (status != 0) {
+    const int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    p.why = code == 127 ? "interpreter " + python + " not found (set KILN_PYTHON)"
+            : code == 2 ? "PyTorch is not importable by " + python + " (set KILN_PYTHON to one that has it)"
+                        : "the peer script failed (exit status " + std::to_string(code) + ", see its message above)";
+    return p;
+  }
+  try {
+    const Json j = JsonReader(out).parse();
+    if (const Json* label = j.find("peer"); label && label->kind == Json::Kind::string) p.label = label->str;
+    if (const Json* v = j.find("torch_version"); v && v->kind == Json::Kind::string) p.label += " " + v->str;
+    const Json* rows = j.find("rows");
+    if (!rows || rows->kind != Json::Kind::array) throw std::runtime_error("no \"rows\" array");
+    for (const Json& r : rows->arr) {
+      const Json* name = r.find("name");
+      const auto med = r.number("median_ms"), lo = r.number("min_ms"), hi = r.number("max_ms");
+      if (!name || name->kind != Json::Kind::string || !med) throw std::runtime_error("a row lacks name/median_ms");
+      p.rows.emplace_back(name->str, PeerRow{Stats{*med, lo.value_or(*med), hi.value_or(*med),
+                                                   r.number("other_load").value_or(0)}});
+    }
+    if (const Json* s = j.find("summary"); s && s->kind == Json::Kind::object)
+      for (const auto& [k, v] : s->obj)
+        if (v.kind == Json::Kind::number) p.summary.emplace_back(k, v.num);
+    p.ok = true;
+  } catch (const std::exception& e) {
+    p.why = std::string("could not read the peer's output (") + e.what() + ")";
+  }
+  return p;
+}
+
+void print_comparison(const SuiteResult& res, const PeerResult& peer) {
+  std::printf("\nkiln vs %s (ratio = torch ms / kiln ms; > 1 means kiln is faster)\n", peer.label.c_str());
+  std::printf("%-*s %10s %10s %7s   %21s %21s  %s\n", g_name_w, "layer", "kiln ms", "torch ms", "ratio", "kiln min..max",
+              "torch min..max", "other kiln/torch");
+  for (const Row& r : res.rows) {
+    const PeerRow* t = peer.row(r.name);
+    if (!r.timed || !t) {
+      std::printf("%-*s %10s %10s %7s\n", g_name_w, r.name.c_str(), r.timed ? "" : "-", t ? "" : "-", "-");
+      continue;
+    }
+    const bool disturbed = r.t.other_load > kDisturbed || t->t.other_load > kDisturbed;
+    std::printf("%-*s %10.3f %10.3f %7.2f   %9.3f..%-9.3f %9.3f..%-9.3f %5.0f%%/%.0f%%%s\n", g_name_w,
+                r.name.c_str(),
+                r.t.median_ms, t->t.median_ms, t->t.median_ms / r.t.median_ms, r.t.min_ms, r.t.max_ms, t->t.min_ms,
+                t->t.max_ms, 100.0 * r.t.other_load, 100.0 * t->t.other_load, disturbed ? " !" : "");
+  }
+  for (const auto& [k, v] : res.summary) {
+    for (const auto& [pk, pv] : peer.summary) {
+      if (pk == k) std::printf("%s: kiln %.2f, torch %.2f, kiln/torch %.2f\n", k.c_str(), v, pv, v / pv);
+    }
+  }
+}
+
+// ---------------------------------------------------------------- JSON report
+
+namespace {
+
+// A suite's "rows", "summary" and "peer" members.
+void json_suite_body(std::ostringstream& js, const MachineLimits& m, const SuiteResult& res,
+                     const std::optional<PeerResult>& peer) {
+  js << "  \"rows\": [\n";
+  for (size_t i = 0; i < res.rows.size(); ++i) {
+    const Row& r = res.rows[i];
+    js << "    {\"name\": " << json_str(r.name) << ", \"kind\": " << json_str(r.kind) << ", \"shape\": "
+       << json_str(r.shape) << ", \"flops\": " << json_num(r.flops) << ", \"bytes\": " << json_num(r.bytes)
+       << ", \"check_ok\": " << (r.check_ok ? "true" : "false") << ", \"check_budget_used\": "
+       << json_num(r.check_budget) << ", \"check\": " << json_str(r.check);
+    if (r.timed) {
+      js << ", \"median_ms\": " << json_num(r.t.median_ms) << ", \"min_ms\": " << json_num(r.t.min_ms)
+         << ", \"max_ms\": " << json_num(r.t.max_ms) << ", \"gflops\": " << json_num(gflops(r))
+         << ", \"fraction_of_peak\": " << json_num(gflops(r) / m.peak_gflops) << ", \"gbs\": " << json_num(gbs(r))
+         << ", \"fraction_of_roof\": " << json_num(roof_fraction(r, m))
+         << ", \"runs\": " << r.t.runs << ", \"other_load\": " << json_num(r.t.other_load);
+    }
+    if (peer && peer->ok) {
+      if (const PeerRow* t = peer->row(r.name)) {
+        js << ", \"torch_median_ms\": " << json_num(t->t.median_ms) << ", \"torch_min_ms\": "
+           << json_num(t->t.min_ms) << ", \"torch_max_ms\": " << json_num(t->t.max_ms)
+           << ", \"torch_other_load\": " << json_num(t->t.other_load);
+        if (r.timed) js << ", \"ratio_torch_over_kiln\": " << json_num(t->t.median_ms / r.t.median_ms);
+      }
+    }
+    js << "}" << (i + 1 < res.rows.size() ? "," : "") << "\n";
+  }
+  js << "  ],\n  \"summary\": {";
+  for (size_t i = 0; i < res.summary.size(); ++i)
+    js << (i ? ", " : "") << json_str(res.summary[i].first) << ": " << json_num(res.summary[i].second);
+  js << "}";
+  if (peer) {
+    js << ",\n  \"peer\": {\"ok\": " << (peer->ok ? "true" : "false");
+    if (peer->ok) {
+      js << ", \"label\": " << json_str(peer->label) << ", \"summary\": {";
+      for (size_t i = 0; i < peer->summary.size(); ++i)
+        js << (i ? ", " : "") << json_str(peer->summary[i].first) << ": " << json_num(peer->summary[i].second);
+      js << "}";
+    } else {
+      js << ", \"why\": " << json_str(peer->why);
+    }
+    js << "}";
+  }
+}
+
+}  // namespace
+
+void write_json(const std::string& path, const Options& opt, const MachineLimits& m,
+                const std::vector<SuiteReport>& reports) {
+  std::ostringstream js;
+  const dnnl_version_t* dv = dnnl_version();
+  js << "{\n  \"suite\": " << json_str(reports.size() == 1 ? std::string(reports[0].suite->name) : opt.suite) << ",\n";
+  js << "  \"options\": {\"batch\": " << opt.batch << ", \"repeat\": " << opt.repeat << ", \"warmup\": " << opt.warmup
+     << ", \"threads\": " << opt.threads << "},\n";
+  js << "  \"machine\": {\"cpu\": " << json_str(m.cpu) << ", \"threads\": " << m.threads
+     << ", \"peak_gflops\": " << json_num(m.peak_gflops) << ", \"peak_from\": " << json_str(m.sgemm_shape)
+     << ", \"loadavg\": " << json_str(m.loadavg) << ", \"other_load\": " << json_num(m.other_load) << ", \"bandwidth_gbs\": " << json_num(m.bandwidth_gbs) << ", \"bandwidth_from\": " << json_str(m.copy_size)
+     << ", \"onednn\": \"" << dv->major << "." << dv->minor << "." << dv->patch << "\"},\n";
+  if (reports.size() == 1) {
+    json_suite_body(js, m, reports[0].res, reports[0].peer);
+  } else {
+    js << "  \"suites\": [\n";
+    for (size_t k = 0; k < reports.size(); ++k) {
+      js << "  {\"suite\": " << json_str(reports[k].suite->name) << ",\n";
+      json_suite_body(js, m, reports[k].res, reports[k].peer);
+      js << "}" << (k + 1 < reports.size() ? "," : "") << "\n";
+    }
+    js << "  ]";
+  }
+  js << "\n}\n";
+  // Written whole, then renamed: a reader never sees half a report.
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+    f << js.str();
+    f.flush();
+    if (!f) throw std::runtime_error("could not write " + tmp);
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0)
+    throw std::runtime_error("could not rename " + tmp + " to " + path + ": " + std::strerror(errno));
+}
+
+int64_t parse_int(const std::string& flag, const char* v, int64_t lo) {
+  char* end = nullptr;
+  const long long x = std::strtoll(v, &end, 10);
+  if (end == v || *end != '\0' || x < lo)
+    throw std::invalid_argument(flag + " expects an integer >= " + std::to_string(lo) + ", got '" + v + "'");
+  return x;
+}
+
+}  // namespace kiln::cpubench

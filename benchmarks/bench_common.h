@@ -1,0 +1,208 @@
+// kiln_bench's shared machinery: options, timing, the machine's measured limits, rows and
+// their table, checking against a double-precision reference, the PyTorch peer and JSON.
+// Each suite lives in its own suite_*.cpp and returns rows; kiln_bench.cpp holds main and
+// the suite table.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace kiln::cpubench {
+
+using kiln::Shape;
+using kiln::Tensor;
+
+// ---------------------------------------------------------------- options
+
+struct Options {
+  std::string suite = "vgg16_forward";
+  int64_t batch = 8;
+  int repeat = 5;
+  int warmup = 1;
+  int threads = 2;
+  std::string json_path;
+  bool compare = false;
+  std::string device = "cpu";
+  std::string conv_search = "exhaustive";  // CUDA suites: as PyTorch's cudnn.benchmark = True
+};
+
+
+extern const char* kUsage;
+
+// ---------------------------------------------------------------- timing
+
+struct Stats {
+  double median_ms = 0, min_ms = 0, max_ms = 0;
+  // Share of the machine's CPU time that other processes took while this was timed. The
+  // cores may be shared: a time measured beside someone else's compile is not kiln's.
+  double other_load = 0;
+  int runs = 0;
+};
+
+// Loads above this mark a timing as disturbed.
+constexpr double kDisturbed = 0.10;
+
+// Runs fn warmup times untimed, then at least repeat times (more for short kernels: rows
+// under 200 ms in all run until 200 ms are measured), each run timed on its own.
+Stats time_it(int warmup, int repeat, const std::function<void()>& fn);
+
+// ---------------------------------------------------------------- machine limits
+
+struct MachineLimits {
+  std::string cpu;
+  int threads = 0;
+  double peak_gflops = 0;    // best fp32 sgemm rate
+  double bandwidth_gbs = 0;  // best copy rate, bytes read + written
+  std::string sgemm_shape;
+  std::string copy_size;
+  std::string loadavg;  // /proc/loadavg at start: other work on the machine skews everything
+  double other_load = 0;  // the larger of the two measurements' Stats::other_load
+};
+
+// The roofs every row is measured against: what this machine does at its best, measured
+// now, by oneDNN's sgemm (row-major) and a multi-threaded copy.
+MachineLimits measure_limits(int threads, int repeat);
+
+// ---------------------------------------------------------------- rows and results
+
+// One checked, timed kernel (or a whole forward pass).
+struct Row {
+  std::string name;
+  std::string kind;   // conv, pool, fc, net
+  std::string shape;  // what it computes, e.g. "[8,224,224,3] -> [8,224,224,64]"
+  double flops = 0;   // useful floating-point operations of one run
+  double bytes = 0;   // minimum memory traffic of one run (inputs, weights, outputs)
+  bool checked = false;
+  bool check_ok = false;
+  std::string check;  // what the check found, for people
+  double check_budget = 0;  // worst |out - ref| / tolerance over the checked elements
+  bool timed = false;
+  Stats t;
+};
+
+struct SuiteResult {
+  std::vector<Row> rows;
+  std::vector<std::pair<std::string, double>> summary;  // e.g. forward_img_per_s
+  bool all_checks_ok = true;
+};
+
+double gflops(const Row& r);
+double gbs(const Row& r);
+// The fraction of the roofline: min(peak, intensity * bandwidth).
+double roof_fraction(const Row& r, const MachineLimits& m);
+const char* bound_of(const Row& r, const MachineLimits& m);
+
+// Widths of the table's name and shape columns (10 and 34 unless a suite asks for more).
+void set_table_widths(int name_width, int shape_width);
+void print_table_header();
+void print_row(const Row& r, const MachineLimits& m);
+
+// Check, then time: when row.check_ok, times fn into row; prints the row; records it.
+void time_checked_row(Row row, const Options& opt, const MachineLimits& m, SuiteResult& res,
+                      const std::function<void()>& fn);
+
+// ---------------------------------------------------------------- checking
+
+// |out - ref| <= atol + rtol * scale, where scale is sum |terms| of the reference sum
+// (so cancellation does not shrink the budget). Records the worst element and how much
+// of its budget it used.
+struct Checker {
+  Checker(double atol_, double rtol_) : atol(atol_), rtol(rtol_) {}
+  double atol, rtol;
+  double worst_budget = 0;
+  std::string worst;
+  int64_t checked = 0;
+  int64_t failed = 0;
+
+  void compare(double out, double ref, double scale, const std::string& where) {
+    compare_lazy(out, ref, scale, [&] { return where; });
+  }
+  // As compare, naming the element "what[index]" only when it is the worst so far (for
+  // checks of every element of large tensors).
+  void compare(double out, double ref, double scale, const char* what, int64_t index) {
+    compare_lazy(out, ref, scale, [&] { return std::string(what) + "[" + std::to_string(index) + "]"; });
+  }
+  template <typename Where>
+  void compare_lazy(double out, double ref, double scale, const Where& where) {
+    ++checked;
+    const double tol = atol + rtol * scale;
+    const double err = std::fabs(out - ref);
+    const double used = std::isfinite(out) ? err / tol : INFINITY;
+    if (used > 1.0) ++failed;
+    if (used > worst_budget || worst.empty()) {
+      worst_budget = used;
+      std::ostringstream os;
+      os << where() << ": got " << out << ", reference " << ref << ", |diff| " << err << ", tolerance " << tol;
+      worst = os.str();
+    }
+  }
+  void finish(Row& row) const {
+    row.checked = true;
+    row.check_ok = failed == 0 && checked > 0;
+    row.check_budget = worst_budget;
+    std::ostringstream os;
+    os << checked << " elements, " << failed << " outside tolerance; worst " << worst;
+    row.check = os.str();
+  }
+};
+
+// Host view of a tensor's floats: the tensor itself when it already lives on the host.
+const float* host_floats(const Tensor& t, Tensor& keep);
+std::string shape_str(const Shape& s);
+
+// ---------------------------------------------------------------- suites and peers
+
+struct Suite {
+  const char* name;
+  const char* help;
+  SuiteResult (*run)(const Options&, const MachineLimits&);
+  const char* peer_script;  // relative to the source tree; nullptr when there is no peer
+  bool peer_takes_suite = false;  // pass --suite NAME to the peer script (torch_cpu_peer.py)
+};
+
+// ---------------------------------------------------------------- the PyTorch peer
+
+struct PeerRow {
+  Stats t;
+};
+
+struct PeerResult {
+  bool ok = false;
+  std::string why;  // when !ok: what went wrong, for people
+  std::string label;
+  std::vector<std::pair<std::string, PeerRow>> rows;
+  std::vector<std::pair<std::string, double>> summary;
+  const PeerRow* row(const std::string& name) const {
+    for (const auto& [k, v] : rows)
+      if (k == name) return &v;
+    return nullptr;
+  }
+};
+
+// Runs the suite's peer script with the same batch, repeat and threads (and --suite NAME
+// for torch_cpu_peer.py, which serves several suites); it prints JSON on stdout.
+PeerResult run_peer(const Suite& suite, const Options& opt);
+void print_comparison(const SuiteResult& res, const PeerResult& peer);
+
+// One suite's results, with its peer's when there is one.
+struct SuiteReport {
+  const Suite* suite = nullptr;
+  SuiteResult res;
+  std::optional<PeerResult> peer;
+};
+// One suite: the same JSON as before; several (--suite all): {"suites": [...]} with the
+// options and machine once.
+void write_json(const std::string& path, const Options& opt, const MachineLimits& m,
+                const std::vector<SuiteReport>& reports);
+
+int64_t parse_int(const std::string& flag, const char* v, int64_t lo);
+
+}  // namespace kiln::cpubench

@@ -1,0 +1,105 @@
+// kiln_bench --suite elementwise: relu, relu backward, dropout (keep 0.5) and add at the
+// sizes of VGG16's activations at batch 8 (conv1_2, conv3_3, conv5_3 outputs and fc6),
+// through the backend into preallocated outputs. Memory-bound: judged against the
+// measured copy bandwidth. Small sizes fit in the last-level cache and may pass 100%.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "benchmarks/bench_common.h"
+#include "benchmarks/suites.h"
+#include "core/backend.h"
+#include "core/generator.h"
+
+namespace kiln::cpubench {
+
+SuiteResult run_elementwise(const Options& opt, const MachineLimits& m) {
+  SuiteResult res;
+  set_table_widths(18, 34);
+  print_table_header();
+  kiln::Backend& be = kiln::backend_for(kiln::Device::cpu());
+  kiln::Generator gen(2024);
+  struct Size {
+    const char* name;
+    Shape shape;
+  };
+  const std::vector<Size> sizes = {{"conv1_2", Shape{8, 224, 224, 64}},
+                                   {"conv3_3", Shape{8, 56, 56, 256}},
+                                   {"conv5_3", Shape{8, 14, 14, 512}},
+                                   {"fc6", Shape{8, 4096}}};
+  for (const Size& s : sizes) {
+    const Tensor a = Tensor::uniform(s.shape, -1.0f, 1.0f, gen);
+    const Tensor b = Tensor::uniform(s.shape, -1.0f, 1.0f, gen);
+    Tensor out = Tensor::empty(s.shape);
+    const int64_t ne = a.numel();
+    const double el = static_cast<double>(ne);
+    const float* ap = a.data<float>();
+    const float* bp = b.data<float>();
+    const float* op = out.data<float>();
+    const std::string shape = shape_str(s.shape);
+    const auto row = [&](const std::string& op_name, double flops, double bytes) {
+      Row r;
+      r.name = op_name + "/" + s.name;
+      r.kind = "elementwise";
+      r.shape = shape;
+      r.flops = flops;
+      r.bytes = bytes;
+      return r;
+    };
+
+    {  // relu: y = max(x, 0), exact
+      be.relu(a, out);
+      Checker ck(1e-12, 0);
+      for (int64_t i = 0; i < ne; ++i) ck.compare(op[i], std::max(0.0, static_cast<double>(ap[i])), 0, "y", i);
+      Row r = row("relu", el, 8.0 * el);
+      ck.finish(r);
+      time_checked_row(std::move(r), opt, m, res, [&] { be.relu(a, out); });
+    }
+    {  // relu backward: dx = dy where y > 0 (y: a, dy: b), exact
+      be.relu_backward(a, b, out);
+      Checker ck(1e-12, 0);
+      for (int64_t i = 0; i < ne; ++i) ck.compare(op[i], ap[i] > 0 ? static_cast<double>(bp[i]) : 0.0, 0, "dx", i);
+      Row r = row("relu_bwd", el, 12.0 * el);
+      ck.finish(r);
+      time_checked_row(std::move(r), opt, m, res, [&] { be.relu_backward(a, b, out); });
+    }
+    {  // dropout, keep 0.5: each output is 0 or x / keep, and about half are kept
+      const float keep = 0.5f;
+      const kiln::PhiloxState st = gen.reserve(static_cast<uint64_t>(ne));
+      be.dropout(a, keep, st, out);
+      Checker ck(1e-12, 1e-7);
+      int64_t kept = 0;
+      for (int64_t i = 0; i < ne; ++i) {
+        const double scaled = static_cast<double>(ap[i]) / keep;
+        const bool is_kept = op[i] != 0.0f || ap[i] == 0.0f;
+        kept += is_kept;
+        ck.compare(op[i], is_kept ? scaled : 0.0, std::fabs(scaled), "y", i);
+      }
+      // The kept count is Binomial(ne, keep): more than 6 sigma off means a broken mask.
+      const double sigma = std::sqrt(el * keep * (1.0 - keep));
+      if (std::fabs(static_cast<double>(kept) - el * keep) > 6.0 * sigma + 1) {
+        ++ck.failed;
+        ck.worst += "; kept " + std::to_string(kept) + " of " + std::to_string(ne) + ", expected about half";
+      }
+      Row r = row("dropout", 2.0 * el, 8.0 * el);
+      ck.finish(r);
+      time_checked_row(std::move(r), opt, m, res, [&] { be.dropout(a, keep, st, out); });
+    }
+    {  // add: exact in double of two floats rounded once
+      be.binary(kiln::BinaryOp::add, a, b, out);
+      Checker ck(0, 6e-8);
+      for (int64_t i = 0; i < ne; ++i) {
+        const double ref = static_cast<double>(ap[i]) + bp[i];
+        ck.compare(op[i], ref, std::fabs(ref) + 1e-30, "y", i);
+      }
+      Row r = row("add", el, 12.0 * el);
+      ck.finish(r);
+      time_checked_row(std::move(r), opt, m, res, [&] { be.binary(kiln::BinaryOp::add, a, b, out); });
+    }
+  }
+  return res;
+}
+
+}  // namespace kiln::cpubench

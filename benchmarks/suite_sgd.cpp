@@ -1,0 +1,110 @@
+// kiln_bench --suite sgd: one multi-tensor SGD step (momentum 0.9, weight decay 5e-4,
+// PyTorch's convention) over VGG16's 32 parameter tensors (138M floats), with every
+// parameter trainable and with conv1_1..fc7 frozen (fc8 only, as a fine-tuning run).
+// Memory-bound: 20 bytes per trainable element (param, grad, momentum in; param, momentum
+// out); judged against the measured copy bandwidth.
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "benchmarks/bench_common.h"
+#include "benchmarks/suites.h"
+#include "core/ops.h"
+
+namespace kiln::cpubench {
+
+namespace {
+
+// VGG16's parameter shapes in order: 13 conv weights (OHWI) and biases, 3 fc weights and biases.
+std::vector<Shape> vgg16_param_shapes() {
+  const std::array<int64_t, 13> convs = {64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512};
+  std::vector<Shape> shapes;
+  int64_t c = 3;
+  for (const int64_t o : convs) {
+    shapes.push_back(Shape{o, 3, 3, c});
+    shapes.push_back(Shape{o});
+    c = o;
+  }
+  for (const auto& [in, out] : std::array<std::pair<int64_t, int64_t>, 3>{{{25088, 4096}, {4096, 4096}, {4096, 1000}}}) {
+    shapes.push_back(Shape{out, in});
+    shapes.push_back(Shape{out});
+  }
+  return shapes;
+}
+
+}  // namespace
+
+SuiteResult run_sgd(const Options& opt, const MachineLimits& m) {
+  SuiteResult res;
+  set_table_widths(12, 34);
+  print_table_header();
+  const std::vector<Shape> shapes = vgg16_param_shapes();
+  kiln::Generator gen(31337);
+  std::vector<kiln::SgdParamRef> params;
+  for (const Shape& s : shapes) {
+    kiln::SgdParamRef p;
+    p.param = Tensor::uniform(s, -0.1f, 0.1f, gen);
+    p.grad = Tensor::uniform(s, -0.01f, 0.01f, gen);
+    p.momentum_buf = Tensor::uniform(s, -0.01f, 0.01f, gen);
+    params.push_back(p);
+  }
+  kiln::SgdOptions so;
+  so.lr = 0.01f;
+  so.momentum = 0.9f;
+  so.weight_decay = 5e-4f;
+
+  for (const bool frozen : {false, true}) {
+    // fc8 is the last weight and bias; with frozen, everything before it is frozen.
+    double elements = 0;
+    for (size_t i = 0; i < params.size(); ++i) {
+      params[i].frozen = frozen && i + 2 < params.size();
+      if (!params[i].frozen) elements += static_cast<double>(params[i].param.numel());
+    }
+    // Samples of each tensor before one step: about 4096 per tensor, both ends included.
+    struct Sample {
+      size_t tensor;
+      int64_t index;
+      float p, g, v;
+    };
+    std::vector<Sample> samples;
+    for (size_t t = 0; t < params.size(); ++t) {
+      const int64_t ne = params[t].param.numel(), stride = std::max<int64_t>(1, ne / 4096);
+      for (int64_t i = 0; i < ne; i += stride)
+        samples.push_back({t, i, params[t].param.data<float>()[i], params[t].grad.data<float>()[i],
+                           params[t].momentum_buf.data<float>()[i]});
+      samples.push_back({t, ne - 1, params[t].param.data<float>()[ne - 1], params[t].grad.data<float>()[ne - 1],
+                         params[t].momentum_buf.data<float>()[ne - 1]});
+    }
+    kiln::sgd_update(params, so);
+    Checker ck(1e-12, 1e-6);
+    for (const Sample& s : samples) {
+      const float p_out = params[s.tensor].param.data<float>()[s.index];
+      const float v_out = params[s.tensor].momentum_buf.data<float>()[s.index];
+      const std::string what = "param" + std::to_string(s.tensor);
+      if (params[s.tensor].frozen) {  // bit-for-bit unchanged
+        ck.compare(p_out, s.p, 0, what.c_str(), s.index);
+        ck.compare(v_out, s.v, 0, (what + ".momentum").c_str(), s.index);
+        continue;
+      }
+      const double g = static_cast<double>(s.g) + static_cast<double>(so.weight_decay) * s.p;
+      const double v = static_cast<double>(so.momentum) * s.v + g;
+      const double p = static_cast<double>(s.p) - static_cast<double>(so.lr) * v;
+      ck.compare(v_out, v, std::fabs(so.momentum * s.v) + std::fabs(g), (what + ".momentum").c_str(), s.index);
+      ck.compare(p_out, p, std::fabs(s.p) + std::fabs(so.lr * v), what.c_str(), s.index);
+    }
+    Row r;
+    r.name = frozen ? "sgd/fc8_only" : "sgd/all";
+    r.kind = "sgd";
+    r.shape = frozen ? "VGG16 32 tensors, 30 frozen" : "VGG16 32 tensors, 138M floats";
+    r.flops = 6.0 * elements;
+    r.bytes = 20.0 * elements;
+    ck.finish(r);
+    time_checked_row(std::move(r), opt, m, res, [&] { kiln::sgd_update(params, so); });
+  }
+  return res;
+}
+
+}  // namespace kiln::cpubench

@@ -1,0 +1,16 @@
+// kiln_bench's CPU suites, one file each (suite_*.cpp); the table is in kiln_bench.cpp.
+#pragma once
+
+#include "benchmarks/bench_common.h"
+
+namespace kiln::cpubench {
+
+SuiteResult run_vgg16_forward(const Options& opt, const MachineLimits& m);
+SuiteResult run_gemm(const Options& opt, const MachineLimits& m);
+SuiteResult run_pool(const Options& opt, const MachineLimits& m);
+SuiteResult run_softmax_ce(const Options& opt, const MachineLimits& m);
+SuiteResult run_elementwise(const Options& opt, const MachineLimits& m);
+SuiteResult run_sgd(const Options& opt, const MachineLimits& m);
+SuiteResult run_copy(const Options& opt, const MachineLimits& m);
+
+}  // namespace kiln::cpubench
