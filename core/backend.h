@@ -159,6 +159,9 @@ class Backend {
   virtual void argmax(const Tensor& x, Tensor& out) = 0;
   // One update over every parameter in `params`.
   virtual void sgd_update(std::span<SgdParamRef> params, const SgdOptions& opt) = 0;
+  // out[i] = lut[i % C][u8[i]] with C = lut.dim(0): uint8 pixels to network inputs through
+  // a per-channel table (the input convention), so a loader can ship bytes to the device.
+  virtual void lut_u8(const Tensor& u8, const Tensor& lut, Tensor& out) = 0;
   // One Adam update over every parameter in `params`; `step` counts from 1 (bias correction).
   virtual void adam_update(std::span<AdamParamRef> params, const AdamOptions& opt, int64_t step) = 0;
 };

@@ -85,6 +85,10 @@ void sgd_update(std::span<SgdParamRef> params, const SgdOptions& opt);
 // Frozen entries stay bit-for-bit unchanged. Runs without recording.
 void adam_update(std::span<AdamParamRef> params, const AdamOptions& opt, int64_t step);
 
+// out[..., c] = lut[c, u8[..., c]]: uint8 pixels [..., C] through a float32 table [C, 256]
+// (the input convention: mean, scale, std), on the device of its inputs. No gradient.
+Tensor lut_u8(const Tensor& u8, const Tensor& lut);
+
 // Output extent of a convolution or pooling window along one axis.
 int64_t window_out_size(int64_t in, int64_t kernel, int64_t stride, int64_t pad);
 

@@ -351,4 +351,19 @@ void adam_update(std::span<AdamParamRef> params, const AdamOptions& opt, int64_t
   backend_for(dev).adam_update(params, opt, step);
 }
 
+// ---------------------------------------------------------------- pixel lookup
+Tensor lut_u8(const Tensor& u8, const Tensor& lut) {
+  const char* op = "lut_u8";
+  checks::defined(op, "pixels", u8);
+  checks::float32(op, "table", lut);
+  KILN_CHECK(u8.dtype() == DType::u8, op, ": pixels must be uint8, got ", u8.description());
+  KILN_CHECK(lut.rank() == 2 && lut.dim(1) == 256, op, ": table must be [channels, 256], got ", lut.shape());
+  KILN_CHECK(u8.rank() >= 1 && u8.dim(-1) == lut.dim(0), op, ": pixels ", u8.shape(), " have ",
+             u8.rank() >= 1 ? u8.dim(-1) : 0, " channels, the table ", lut.dim(0));
+  checks::same_device(op, "pixels", u8, "table", lut);
+  Tensor out = Tensor::empty(u8.shape(), like(u8));
+  if (out.numel() > 0) backend_for(u8.device()).lut_u8(u8, lut, out);
+  return out;
+}
+
 }  // namespace kiln

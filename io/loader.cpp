@@ -1,9 +1,12 @@
 #include "io/loader.h"
 
+#include <array>
+
 #include <algorithm>
 #include <cstdio>
 
 #include "core/error.h"
+#include "core/ops.h"
 #include "core/philox.h"
 
 namespace kiln::io {
@@ -29,6 +32,12 @@ Loader::Loader(Dataset dataset, LoaderOptions options)
   KILN_CHECK(batches_per_epoch_ > 0, "Loader: drop_last with batch_size ", opt_.batch_size, " > ", n,
              " samples leaves no batch");
   epoch_ = opt_.start_epoch;
+  bytes_ = opt_.convert_at == LoaderOptions::ConvertAt::device ||
+           (opt_.convert_at == LoaderOptions::ConvertAt::auto_ && !opt_.device.is_cpu());
+  if (bytes_) {
+    const std::array<float, 3 * 256> table = convention_lut(opt_.convention);
+    lut_ = Tensor::from_vector(std::vector<float>(table.begin(), table.end()), Shape{3, 256}).to(opt_.device);
+  }
   workers_.reserve(static_cast<size_t>(opt_.num_workers));
   for (int i = 0; i < opt_.num_workers; ++i) workers_.emplace_back([this] { worker_loop(); });
 }
@@ -130,10 +139,11 @@ Batch Loader::build(int64_t job) {
   const int64_t begin = b.index * opt_.batch_size;
   const int64_t end = std::min<int64_t>(begin + opt_.batch_size, static_cast<int64_t>(order->size()));
   const int64_t n = end - begin, s = opt_.crop;
-  const TensorOptions host{DType::f32, Device::cpu(), opt_.pin_memory};
+  const TensorOptions host{bytes_ ? DType::u8 : DType::f32, Device::cpu(), opt_.pin_memory};
   Tensor images = Tensor::empty({n, s, s, 3}, host);
   Tensor labels = Tensor::empty({n}, TensorOptions{DType::i64, Device::cpu(), opt_.pin_memory});
-  float* out = images.data<float>();
+  float* out = bytes_ ? nullptr : images.data<float>();
+  uint8_t* out_bytes = bytes_ ? images.data<uint8_t>() : nullptr;
   int64_t* lab = labels.data<int64_t>();
   int64_t rows = 0;
   for (int64_t k = begin; k < end; ++k) {
@@ -147,7 +157,8 @@ Batch Loader::build(int64_t job) {
     const Crop crop = opt_.augment ? random_crop(img->width, img->height, static_cast<int>(s), opt_.seed, b.epoch,
                                                  static_cast<uint64_t>(sample), true)
                                    : center_crop(img->width, img->height, static_cast<int>(s));
-    crop_to_input(*img, crop, opt_.convention, out + rows * s * s * 3);
+    if (bytes_) crop_to_bytes(*img, crop, opt_.convention, out_bytes + rows * s * s * 3);
+    else crop_to_input(*img, crop, opt_.convention, out + rows * s * s * 3);
     lab[rows] = dataset_.samples[static_cast<size_t>(sample)].label;
     b.indices.push_back(sample);
     ++rows;
@@ -156,7 +167,7 @@ Batch Loader::build(int64_t job) {
     images = images.slice(0, rows);
     labels = labels.slice(0, rows);
   }
-  b.host_images = images;
+  (bytes_ ? b.host_bytes : b.host_images) = images;
   b.host_labels = labels;
   return b;
 }
@@ -181,7 +192,22 @@ std::optional<Batch> Loader::next() {
   if (r.error) std::rethrow_exception(r.error);
   ++served_in_epoch_;
   Batch& b = r.batch;
-  if (opt_.device.is_cpu()) {
+  if (bytes_) {
+    // Bytes to the device (ordered on the copy stream), then the table lookup there.
+    if (opt_.device.is_cpu()) {
+      b.device_bytes = b.host_bytes;
+    } else {
+      b.device_bytes = Tensor::empty(b.host_bytes.shape(), TensorOptions{DType::u8, opt_.device});
+      b.device_bytes.copy_from(b.host_bytes, /*non_blocking=*/true);
+    }
+    b.images = lut_u8(b.device_bytes, lut_);
+    if (opt_.device.is_cpu()) {
+      b.labels = b.host_labels;
+    } else {
+      b.labels = Tensor::empty(b.host_labels.shape(), TensorOptions{DType::i64, opt_.device});
+      b.labels.copy_from(b.host_labels, /*non_blocking=*/true);
+    }
+  } else if (opt_.device.is_cpu()) {
     b.images = b.host_images;
     b.labels = b.host_labels;
   } else {

@@ -5,7 +5,9 @@
 // index), so the batches do not depend on the number of workers, and a run resumed at
 // epoch e sees what the uninterrupted run saw.
 //
-// Augmentation runs on the CPU; doing crop/flip/normalise on the GPU is out of scope here.
+// Crops and flips run on the CPU as byte copies from the decode-once cache; for a GPU the
+// batch travels as bytes (a quarter of the float batch) and the conversion to network
+// inputs (the convention's table, kiln::lut_u8) runs on the device.
 #pragma once
 
 #include <atomic>
@@ -42,6 +44,9 @@ struct LoaderOptions {
   int crop = 224;
   InputConvention convention = InputConvention::torchvision_rgb;
   Device device = Device::cpu();  // where batches are delivered
+  // Where pixels become floats: auto = on the device when it is a GPU, else on the host;
+  // device forces the byte path (also on the CPU, where it gives the same values).
+  enum class ConvertAt { auto_, host, device } convert_at = ConvertAt::auto_;
   bool pin_memory = true;     // build batches in pinned host memory (plain memory without a GPU)
   int64_t cache_bytes = int64_t{2} << 30;  // decode-once budget; 0 turns the cache off
   bool strict = false;        // a file that cannot be decoded is an error, not a warning
@@ -53,6 +58,8 @@ struct Batch {
   Tensor images;       // [n, crop, crop, 3] float32 on LoaderOptions::device (NHWC)
   Tensor labels;       // [n] int64 on LoaderOptions::device
   Tensor host_images;  // the pinned host batch; kept while an async copy may read it
+  Tensor host_bytes;   // uint8 [n, crop, crop, 3] instead, when pixels convert on the device
+  Tensor device_bytes; // its copy on the device, kept until the conversion has read it
   Tensor host_labels;
   std::vector<int64_t> indices;  // dataset index of each row
   uint64_t epoch = 0;
@@ -106,6 +113,8 @@ class Loader {
   LoaderOptions opt_;
   int64_t batches_per_epoch_ = 0;
   ImageCache cache_;
+  bool bytes_ = false;  // batches travel as bytes, converted by lut_ on the target device
+  Tensor lut_;          // [3, 256] float32 on opt_.device
 
   mutable std::mutex mu_;
   std::condition_variable work_cv_;   // workers wait for room in the window

@@ -1,5 +1,7 @@
 #include "io/transforms.h"
 
+#include <array>
+
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -194,18 +196,27 @@ Crop random_crop(int width, int height, int size, uint64_t seed, uint64_t epoch,
   return c;
 }
 
-void crop_to_input(const Image& img, const Crop& crop, InputConvention convention, float* out) {
-  KILN_CHECK(img.channels == 3, "crop_to_input: expected an RGB image, got ", img.channels, " channels");
+namespace {
+// Channel i of the network input comes from pixel channel src[i] (BGR swaps 0 and 2).
+std::array<int, 3> source_channels(InputConvention convention) {
+  return convention == InputConvention::caffe_bgr ? std::array<int, 3>{2, 1, 0} : std::array<int, 3>{0, 1, 2};
+}
+
+void check_crop(const Image& img, const Crop& crop, const char* what) {
+  KILN_CHECK(img.channels == 3, what, ": expected an RGB image, got ", img.channels, " channels");
   KILN_CHECK(crop.top >= 0 && crop.left >= 0 && crop.top + crop.size <= img.height &&
                  crop.left + crop.size <= img.width,
-             "crop_to_input: crop ", crop.size, " at (", crop.top, ", ", crop.left, ") outside a ", img.width, "x",
+             what, ": crop ", crop.size, " at (", crop.top, ", ", crop.left, ") outside a ", img.width, "x",
              img.height, " image");
-  // out[c] = (pixel[src[c]] * scale - sub[c]) * mul[c]
-  int src[3] = {0, 1, 2};
-  float scale = 1.0f, sub[3], mul[3] = {1.0f, 1.0f, 1.0f};
+}
+}  // namespace
+
+std::array<float, 3 * 256> convention_lut(InputConvention convention) {
+  // out[c] = (pixel * scale - sub[c]) * mul[c], computed the way torchvision does for its
+  // convention (x/255, then (x-m)/s).
+  float scale = 1.0f, sub[3] = {0, 0, 0}, mul[3] = {1.0f, 1.0f, 1.0f};
   switch (convention) {
     case InputConvention::caffe_bgr:
-      src[0] = 2, src[2] = 0;
       sub[0] = 103.939f, sub[1] = 116.779f, sub[2] = 123.68f;
       break;
     case InputConvention::tf_rgb:
@@ -217,23 +228,46 @@ void crop_to_input(const Image& img, const Crop& crop, InputConvention conventio
       mul[0] = 0.229f, mul[1] = 0.224f, mul[2] = 0.225f;
       break;
   }
-  // A lookup per channel: 256 values, computed the way torchvision does (x/255, then (x-m)/s).
-  float lut[3][256];
+  std::array<float, 3 * 256> lut{};
   for (int c = 0; c < 3; ++c)
     for (int v = 0; v < 256; ++v) {
       const float x = convention == InputConvention::torchvision_rgb ? static_cast<float>(v) / 255.0f
                                                                       : static_cast<float>(v) * scale;
-      lut[c][v] = convention == InputConvention::torchvision_rgb ? (x - sub[c]) / mul[c] : x - sub[c];
+      lut[static_cast<size_t>(c * 256 + v)] =
+          convention == InputConvention::torchvision_rgb ? (x - sub[c]) / mul[c] : x - sub[c];
     }
+  return lut;
+}
+
+void crop_to_input(const Image& img, const Crop& crop, InputConvention convention, float* out) {
+  check_crop(img, crop, "crop_to_input");
+  const std::array<int, 3> src = source_channels(convention);
+  const std::array<float, 3 * 256> lut = convention_lut(convention);
   const int s = crop.size;
   for (int y = 0; y < s; ++y) {
     const uint8_t* row = img.row(crop.top + y) + static_cast<size_t>(crop.left) * 3;
     float* o = out + static_cast<size_t>(y) * s * 3;
     for (int x = 0; x < s; ++x) {
       const uint8_t* p = row + static_cast<size_t>(crop.flip ? s - 1 - x : x) * 3;
-      o[x * 3 + 0] = lut[0][p[src[0]]];
-      o[x * 3 + 1] = lut[1][p[src[1]]];
-      o[x * 3 + 2] = lut[2][p[src[2]]];
+      o[x * 3 + 0] = lut[static_cast<size_t>(0 * 256 + p[src[0]])];
+      o[x * 3 + 1] = lut[static_cast<size_t>(1 * 256 + p[src[1]])];
+      o[x * 3 + 2] = lut[static_cast<size_t>(2 * 256 + p[src[2]])];
+    }
+  }
+}
+
+void crop_to_bytes(const Image& img, const Crop& crop, InputConvention convention, uint8_t* out) {
+  check_crop(img, crop, "crop_to_bytes");
+  const std::array<int, 3> src = source_channels(convention);
+  const int s = crop.size;
+  for (int y = 0; y < s; ++y) {
+    const uint8_t* row = img.row(crop.top + y) + static_cast<size_t>(crop.left) * 3;
+    uint8_t* o = out + static_cast<size_t>(y) * s * 3;
+    for (int x = 0; x < s; ++x) {
+      const uint8_t* p = row + static_cast<size_t>(crop.flip ? s - 1 - x : x) * 3;
+      o[x * 3 + 0] = p[src[0]];
+      o[x * 3 + 1] = p[src[1]];
+      o[x * 3 + 2] = p[src[2]];
     }
   }
 }

@@ -180,4 +180,13 @@ void CpuBackend::adam_update(std::span<AdamParamRef> params, const AdamOptions& 
   }
 }
 
+void CpuBackend::lut_u8(const Tensor& u8, const Tensor& lut, Tensor& out) {
+  const uint8_t* in = u8.data<uint8_t>();
+  const float* table = lut.data<float>();
+  float* o = out.data<float>();
+  const int64_t c = lut.dim(0), n = u8.numel();
+#pragma omp parallel for schedule(static) if (n > 65536)
+  for (int64_t i = 0; i < n; ++i) o[i] = table[(i % c) * 256 + in[i]];
+}
+
 }  // namespace kiln::cpu

@@ -103,6 +103,12 @@ __global__ void relu_kernel(const float* x, float* y, int64_t n) {
   for (int64_t i = global_thread(); i < n; i += grid_threads()) y[i] = common::relu(x[i]);
 }
 
+// out[i] = lut[i % c][u8[i]]: the table is copied from the host, so the values equal the
+// CPU's bit for bit.
+__global__ void lut_u8_kernel(const uint8_t* u8, const float* lut, int64_t c, float* out, int64_t n) {
+  for (int64_t i = global_thread(); i < n; i += grid_threads()) out[i] = lut[(i % c) * 256 + u8[i]];
+}
+
 __global__ void relu_backward_kernel(const float* y, const float* dy, float* dx, int64_t n) {
   for (int64_t i = global_thread(); i < n; i += grid_threads()) dx[i] = common::relu_backward(y[i], dy[i]);
 }
@@ -357,6 +363,17 @@ void launch_column_sum(const float* x, int64_t rows, int64_t cols, float* out, c
   KILN_CUDA_CHECK_LAUNCH();
   column_finish_kernel<<<elementwise_blocks(cols, kThreads), kThreads, 0, stream>>>(pp, chunks, cols, out);
   KILN_CUDA_CHECK_LAUNCH();
+}
+
+void CudaBackend::lut_u8(const Tensor& u8, const Tensor& lut, Tensor& out) {
+  OpScope scope("lut_u8", out.device().index);
+  const int64_t n = out.numel();
+  if (n > 0) {
+    lut_u8_kernel<<<elementwise_blocks(n, kThreads), kThreads, 0, scope.stream()>>>(
+        u8.data<uint8_t>(), lut.data<float>(), lut.dim(0), out.data<float>(), n);
+    KILN_CUDA_CHECK_LAUNCH();
+  }
+  scope.done();
 }
 
 }  // namespace kiln::cuda

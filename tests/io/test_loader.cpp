@@ -2,12 +2,14 @@
 // decode-once cache, broken files, errors from workers, and shutdown without leftovers.
 #include <catch2/catch.hpp>
 
+#include <array>
 #include <filesystem>
 #include <fstream>
 #include <string>
 #include <vector>
 
 #include "core/backend.h"
+#include "core/ops.h"
 #include "io/loader.h"
 #include "tests/support/reference.h"
 
@@ -289,15 +291,51 @@ TEST_CASE("loader: batches copied to the GPU equal the host batches", "[loader][
   LoaderOptions o = small_options();
   const Epochs host = run(ds, o, 1);
   o.device = Device::cuda(0);
-  Loader loader(ds, o);
-  size_t k = 0;
-  while (auto b = loader.next()) {
-    CHECK(b->images.device() == Device::cuda(0));
-    CHECK(b->host_images.is_pinned());
-    CHECK(b->images.to_vector<float>() == host.images[k]);  // to_vector synchronises
-    CHECK(b->labels.to_vector<int64_t>() == host.labels[k]);
-    ++k;
+  // auto: bytes travel and convert on the GPU; host: floats travel.
+  for (auto at : {LoaderOptions::ConvertAt::auto_, LoaderOptions::ConvertAt::host}) {
+    o.convert_at = at;
+    Loader loader(ds, o);
+    size_t k = 0;
+    while (auto b = loader.next()) {
+      CHECK(b->images.device() == Device::cuda(0));
+      CHECK((at == LoaderOptions::ConvertAt::host ? b->host_images : b->host_bytes).is_pinned());
+      CHECK(b->images.to_vector<float>() == host.images[k]);  // to_vector synchronises
+      CHECK(b->labels.to_vector<int64_t>() == host.labels[k]);
+      ++k;
+    }
+    CHECK(k == host.images.size());
   }
-  CHECK(k == host.images.size());
+  fs::remove_all(root);
+}
+
+TEST_CASE("bytes through the convention's table equal crop_to_input bit for bit", "[loader][images]") {
+  const Image img = pattern(40, 33, 5);
+  const Crop crop{3, 4, 24, true};
+  for (InputConvention c : {InputConvention::caffe_bgr, InputConvention::torchvision_rgb, InputConvention::tf_rgb}) {
+    INFO(convention_name(c));
+    std::vector<float> want(24 * 24 * 3);
+    crop_to_input(img, crop, c, want.data());
+    Tensor bytes = Tensor::empty(Shape{24, 24, 3}, TensorOptions{DType::u8});
+    crop_to_bytes(img, crop, c, bytes.data<uint8_t>());
+    const std::array<float, 3 * 256> table = convention_lut(c);
+    const Tensor lut = Tensor::from_vector(std::vector<float>(table.begin(), table.end()), Shape{3, 256});
+    CHECK(lut_u8(bytes, lut).to_vector<float>() == want);
+  }
+  REQUIRE_THROWS_WITH(lut_u8(Tensor::zeros(Shape{2, 4}, TensorOptions{DType::u8}), Tensor::zeros(Shape{3, 256})),
+                      Catch::Contains("lut_u8") && Catch::Contains("channels"));
+  REQUIRE_THROWS_WITH(lut_u8(Tensor::zeros(Shape{2, 3}), Tensor::zeros(Shape{3, 256})),
+                      Catch::Contains("uint8"));
+}
+
+TEST_CASE("loader: the byte path (convert on the device) gives the float path's batches", "[loader]") {
+  const std::string root = make_folder("loader_bytes");
+  const Dataset ds = image_folder(root);
+  LoaderOptions o = small_options();
+  const Epochs floats = run(ds, o, 2);
+  o.convert_at = LoaderOptions::ConvertAt::device;  // on the CPU device: the same code path minus the copy
+  const Epochs bytes = run(ds, o, 2);
+  CHECK(bytes.images == floats.images);
+  CHECK(bytes.labels == floats.labels);
+  CHECK(bytes.indices == floats.indices);
   fs::remove_all(root);
 }
