@@ -67,7 +67,7 @@ TEST_CASE("factories fill as asked", "[tensor]") {
   CHECK(Tensor::zeros(Shape{0, 3}).numel() == 0);
 }
 
-TEST_CASE("clone and to(device) copy; to the same device is the same tensor", "[tensor]") {
+TEST_CASE("clone and to(device) copy, and to the same device is the same tensor", "[tensor]") {
   Tensor a = Tensor::from_vector(std::vector<float>{1, 2, 3}, Shape{3});
   Tensor c = a.clone();
   CHECK(c.raw_data() != a.raw_data());

@@ -110,7 +110,7 @@ TEST_CASE("Adam follows torch.optim.Adam step by step", "[optim][adam]") {
       [](std::vector<ParameterRef> r) { return std::make_unique<Adam>(r, AdamOptions{0.003f, 0.8f, 0.99f, 1e-6f, 0.05f}); });
 }
 
-TEST_CASE("optimizers take exactly the trainable parameters; frozen ones stay bit-for-bit unchanged",
+TEST_CASE("optimizers take exactly the trainable parameters, and frozen ones stay bit-for-bit unchanged",
           "[optim][frozen]") {
   Generator g(7);
   auto net = small_net(g);
