@@ -182,7 +182,6 @@ MachineLimits measure_limits(int threads, int repeat) {
 double gflops(const Row& r) { return r.timed ? r.flops / (r.t.median_ms * 1e-3) / 1e9 : 0; }
 double gbs(const Row& r) { return r.timed ? r.bytes / (r.t.median_ms * 1e-3) / 1e9 : 0; }
 
-// The fraction of the roofline: the attainable rate is min(peak, intensity * bandwidth),
 void time_checked_row(Row row, const Options& opt, const MachineLimits& m, SuiteResult& res,
                       const std::function<void()>& fn) {
   if (row.check_ok) {
@@ -196,6 +195,7 @@ void time_checked_row(Row row, const Options& opt, const MachineLimits& m, Suite
   res.rows.push_back(std::move(row));
 }
 
+// The fraction of the roofline: the attainable rate is min(peak, intensity * bandwidth),
 // so a memory-bound row (a pool, an fc at small batch) is judged against the bandwidth.
 double roof_fraction(const Row& r, const MachineLimits& m) {
   if (!r.timed || r.bytes <= 0) return 0;

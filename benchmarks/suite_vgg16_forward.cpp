@@ -218,15 +218,7 @@ SuiteResult run_vgg16_forward(const Options& opt, const MachineLimits& m) {
       const Tensor y = vgg_apply(l, x);
       check_vgg_layer(l, x, y, row);
     }
-    if (row.check_ok) {
-      row.t = time_it(opt.warmup, opt.repeat, [&] { (void)vgg_apply(l, x); });
-      row.timed = true;
-    } else {
-      res.all_checks_ok = false;
-    }
-    print_row(row, m);
-    if (!row.check_ok) std::printf("  check failed: %s\n", row.check.c_str());
-    res.rows.push_back(std::move(row));
+    time_checked_row(std::move(row), opt, m, res, [&] { (void)vgg_apply(l, x); });
   }
 
   // The whole network, layer after layer, as inference runs it.

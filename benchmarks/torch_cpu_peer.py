@@ -12,7 +12,6 @@ where PyTorch has one; dropout allocates its mask and output in PyTorch (F.dropo
 Prints JSON on stdout (or writes it to --json FILE). Exit status 2: torch is not importable.
 """
 import argparse
-import json
 import os
 import sys
 
@@ -23,7 +22,7 @@ try:
 except ImportError as e:  # kiln_bench --compare reads exit status 2 as "no torch here"
     print(f"torch_cpu_peer.py: PyTorch is not importable by {sys.executable}: {e}", file=sys.stderr)
     sys.exit(2)
-from torch_vgg16_forward import time_it  # same timing method as kiln_bench
+from torch_vgg16_forward import time_it, write_report  # same timing and report as kiln_bench's vgg16 peer
 
 
 def gemm():
@@ -149,14 +148,7 @@ def main():
         "rows": rows,
         "summary": {},
     }
-    text = json.dumps(out, indent=2)
-    if args.json:
-        tmp = args.json + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(text + "\n")
-        os.replace(tmp, args.json)
-    else:
-        print(text)
+    write_report(out, args.json)
 
 
 if __name__ == "__main__":

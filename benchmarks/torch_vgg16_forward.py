@@ -81,6 +81,18 @@ def time_it(fn, warmup, repeat):
             "other_load": other_load(before, cpu_ticks())}
 
 
+def write_report(out, path):
+    """The JSON report to `path` (written whole, then renamed), or to stdout without one."""
+    text = json.dumps(out, indent=2)
+    if path:
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(text + "\n")
+        os.replace(tmp, path)
+    else:
+        print(text)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--batch", type=int, default=8)
@@ -146,14 +158,7 @@ def main():
         "rows": rows,
         "summary": {"forward_img_per_s": n / (fwd["median_ms"] * 1e-3)},
     }
-    text = json.dumps(out, indent=2)
-    if args.json:
-        tmp = args.json + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(text + "\n")
-        os.replace(tmp, args.json)
-    else:
-        print(text)
+    write_report(out, args.json)
 
 
 if __name__ == "__main__":

@@ -250,15 +250,43 @@ std::vector<int64_t> epoch_order_of(const io::Dataset& ds, io::LoaderOptions opt
   return l.epoch_order(static_cast<uint64_t>(epoch));
 }
 
+// Loss, accuracy and the confusion matrix over evaluation batches: both evaluation paths
+// (full forward, cached features) feed one tally.
+class EvalTally {
+ public:
+  explicit EvalTally(int64_t num_classes) {
+    r_.confusion.assign(static_cast<size_t>(num_classes), std::vector<int64_t>(static_cast<size_t>(num_classes), 0));
+  }
+  void add(const Tensor& logits, const Tensor& labels) {
+    const int64_t n = logits.dim(0);
+    loss_sum_ += softmax_cross_entropy(logits, labels).item() * static_cast<double>(n);
+    const std::vector<int64_t> pred = argmax(logits).to_vector<int64_t>();
+    const std::vector<int64_t> truth = labels.to_vector<int64_t>();
+    for (size_t i = 0; i < pred.size(); ++i) {
+      correct_ += pred[i] == truth[i];
+      ++r_.confusion[static_cast<size_t>(truth[i])][static_cast<size_t>(pred[i])];
+    }
+    r_.images += n;
+  }
+  int64_t images() const { return r_.images; }
+  EvalResult finish() {
+    r_.loss = loss_sum_ / static_cast<double>(r_.images);
+    r_.acc = static_cast<double>(correct_) / static_cast<double>(r_.images);
+    return r_;
+  }
+
+ private:
+  EvalResult r_;
+  double loss_sum_ = 0;
+  int64_t correct_ = 0;
+};
+
 EvalResult evaluate_cached(Sequential& model, size_t head, const FeatureCache& fc, int64_t batch, Device device,
                            int64_t num_classes) {
-  EvalResult r;
-  r.confusion.assign(static_cast<size_t>(num_classes), std::vector<int64_t>(static_cast<size_t>(num_classes), 0));
+  EvalTally tally(num_classes);
   const bool was_training = model.training();
   model.eval();
   NoGradGuard no_grad;
-  double loss_sum = 0;
-  int64_t correct = 0;
   std::vector<int64_t> all;
   for (size_t i = 0; i < fc.row.size(); ++i) all.push_back(static_cast<int64_t>(i));
   for (size_t at = 0; at < all.size(); at += static_cast<size_t>(batch)) {
@@ -267,21 +295,10 @@ EvalResult evaluate_cached(Sequential& model, size_t head, const FeatureCache& f
     gather(fc, std::vector<int64_t>(all.begin() + static_cast<std::ptrdiff_t>(at),
                                     all.begin() + static_cast<std::ptrdiff_t>(end)), device, x, y);
     if (!x.defined()) continue;
-    const int64_t n = x.dim(0);
-    Tensor logits = run_from(model, head, x);
-    loss_sum += softmax_cross_entropy(logits, y).item() * static_cast<double>(n);
-    const std::vector<int64_t> pred = argmax(logits).to_vector<int64_t>();
-    const std::vector<int64_t> truth = y.to_vector<int64_t>();
-    for (size_t i = 0; i < pred.size(); ++i) {
-      correct += pred[i] == truth[i];
-      ++r.confusion[static_cast<size_t>(truth[i])][static_cast<size_t>(pred[i])];
-    }
-    r.images += n;
+    tally.add(run_from(model, head, x), y);
   }
   model.train(was_training);
-  r.loss = loss_sum / static_cast<double>(r.images);
-  r.acc = static_cast<double>(correct) / static_cast<double>(r.images);
-  return r;
+  return tally.finish();
 }
 
 }  // namespace
@@ -315,31 +332,17 @@ std::string recipe_config_text(const TrainConfig& cfg) {
 int resize_for(int64_t image_size) { return static_cast<int>(image_size * 256 / 224); }
 
 EvalResult evaluate(Module& model, io::Loader& loader, int64_t num_classes) {
-  EvalResult r;
-  r.confusion.assign(static_cast<size_t>(num_classes), std::vector<int64_t>(static_cast<size_t>(num_classes), 0));
+  EvalTally tally(num_classes);
   const bool was_training = model.training();
   model.eval();
   NoGradGuard no_grad;
-  double loss_sum = 0;
-  int64_t correct = 0;
   while (auto b = loader.next()) {
-    const int64_t n = b->images.dim(0);
-    if (n == 0) continue;
-    Tensor logits = model(b->images);
-    loss_sum += softmax_cross_entropy(logits, b->labels).item() * static_cast<double>(n);
-    const std::vector<int64_t> pred = argmax(logits).to_vector<int64_t>();
-    const std::vector<int64_t> truth = b->labels.to_vector<int64_t>();
-    for (size_t i = 0; i < pred.size(); ++i) {
-      correct += pred[i] == truth[i];
-      ++r.confusion[static_cast<size_t>(truth[i])][static_cast<size_t>(pred[i])];
-    }
-    r.images += n;
+    if (b->images.dim(0) == 0) continue;
+    tally.add(model(b->images), b->labels);
   }
   model.train(was_training);
-  KILN_CHECK(r.images > 0, "evaluation: no image of '", loader.dataset().root, "' could be read");
-  r.loss = loss_sum / static_cast<double>(r.images);
-  r.acc = static_cast<double>(correct) / static_cast<double>(r.images);
-  return r;
+  KILN_CHECK(tally.images() > 0, "evaluation: no image of '", loader.dataset().root, "' could be read");
+  return tally.finish();
 }
 
 std::string eval_details(const EvalResult& r, const std::vector<std::string>& classes) {
