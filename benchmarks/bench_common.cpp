@@ -28,10 +28,13 @@ const char* kUsage =
     "             or heuristic (kiln's library default)\n"
     "  --suite    which benchmark to run (default vgg16_forward; all: every CPU suite;\n"
     "             --list shows them)\n"
-    "  --batch    batch size (default 8)\n"
+    "  --batch    batch size (default 8); conv takes a list, e.g. 1,8,64 (its default)\n"
+    "  --cache    cold (default): evict the last-level cache before each timed run, outside\n"
+    "             the timing; warm: leave it (small inputs then stay cache-resident)\n"
     "  --repeat   timed runs per row, at least; rows under 200 ms in all run until 200 ms\n"
     "             are measured; the median and min/max are reported (default 5)\n"
     "  --warmup   untimed runs before timing (default 1)\n"
+    "  --data     pipeline: folder of generated JPEGs (default /tmp/kiln_pipeline_bench)\n"
     "  --threads  OpenMP threads for kiln, oneDNN and the PyTorch peer (default 2)\n"
     "  --json     also write the results as JSON to FILE\n"
     "  --compare  run the suite's PyTorch peer script in the same run and print ratios\n"
@@ -90,13 +93,47 @@ double other_load(const CpuTicks& a, const CpuTicks& b) {
 
 // Runs fn warmup times untimed, then at least repeat times (more for short kernels, see
 // kMinTimedMs), each run timed on its own.
+namespace {
+bool g_cold_cache = false;
+
+size_t last_level_cache_bytes() {
+  size_t best = 0;
+  for (int idx = 0; idx < 8; ++idx) {
+    std::ifstream f("/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(idx) + "/size");
+    std::string v;
+    if (!(f >> v) || v.empty()) continue;
+    size_t n = std::strtoull(v.c_str(), nullptr, 10);
+    if (v.back() == 'K') n <<= 10;
+    else if (v.back() == 'M') n <<= 20;
+    best = std::max(best, n);
+  }
+  return best ? best : size_t{32} << 20;
+}
+}  // namespace
+
+void set_cold_cache(bool cold) { g_cold_cache = cold; }
+
+size_t evict_cache() {
+  // Read, not written: written lines would be written back during the next timed run.
+  static std::vector<uint64_t> buf(2 * last_level_cache_bytes() / sizeof(uint64_t), 1);
+  static volatile uint64_t sink = 0;
+  uint64_t sum = 0;
+#pragma omp parallel for reduction(+ : sum) schedule(static)
+  for (int64_t i = 0; i < static_cast<int64_t>(buf.size()); i += 8) sum += buf[static_cast<size_t>(i)];
+  sink = sink + sum;
+  return buf.size() * sizeof(uint64_t);
+}
+
 Stats time_it(int warmup, int repeat, const std::function<void()>& fn) {
   for (int i = 0; i < warmup; ++i) fn();
   std::vector<double> ms;
   ms.reserve(static_cast<size_t>(repeat));
   const CpuTicks before = cpu_ticks();
   double total_ms = 0;
-  for (int i = 0; i < repeat || (total_ms < kMinTimedMs && i < kMaxRuns); ++i) {
+  // Evicting costs a few ms a run: short kernels then stop at a tenth of the runs.
+  const int max_runs = g_cold_cache ? kMaxRuns / 10 : kMaxRuns;
+  for (int i = 0; i < repeat || (total_ms < kMinTimedMs && i < max_runs); ++i) {
+    if (g_cold_cache) evict_cache();
     const auto t0 = std::chrono::steady_clock::now();
     fn();
     const auto t1 = std::chrono::steady_clock::now();
@@ -235,10 +272,16 @@ void print_row(const Row& r, const MachineLimits& m) {
                 "-", "-", "-", "-", "-", "-", "-", check.c_str());
     return;
   }
-  std::printf("%-*s %-*s %9.3f %9.3f %9.3f %8.1f %5.1f%% %7.2f %5s %4.0f%% %4.0f%%%s %s\n", g_name_w,
-              r.name.c_str(), g_shape_w, r.shape.c_str(), r.t.median_ms, r.t.min_ms, r.t.max_ms, gflops(r), 100.0 * gflops(r) / m.peak_gflops,
-              gbs(r), bound_of(r, m), 100.0 * roof_fraction(r, m), 100.0 * r.t.other_load,
-              r.t.other_load > kDisturbed ? "!" : " ", check.c_str());
+  // Rows without arithmetic (copies, the image pipeline) have no GFLOP/s to show.
+  char rate[16] = "-", of_peak[16] = "-";
+  if (r.flops > 0) {
+    std::snprintf(rate, sizeof rate, "%.1f", gflops(r));
+    std::snprintf(of_peak, sizeof of_peak, "%.1f%%", 100.0 * gflops(r) / m.peak_gflops);
+  }
+  std::printf("%-*s %-*s %9.3f %9.3f %9.3f %8s %6s %7.2f %5s %4.0f%% %4.0f%%%s %s\n", g_name_w, r.name.c_str(),
+              g_shape_w, r.shape.c_str(), r.t.median_ms, r.t.min_ms, r.t.max_ms, rate, of_peak, gbs(r), bound_of(r, m),
+              100.0 * roof_fraction(r, m), 100.0 * r.t.other_load, r.t.other_load > kDisturbed ? "!" : " ",
+              check.c_str());
   std::fflush(stdout);
 }
 
@@ -417,10 +460,17 @@ PeerResult run_peer(const Suite& suite, const Options& opt) {
     for (const char ch : s) q += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
     return q + "'";
   };
-  const std::string cmd = quote(python) + " " + quote(script) + " --batch " + std::to_string(opt.batch) +
-                          " --repeat " + std::to_string(opt.repeat) + " --warmup " + std::to_string(opt.warmup) +
+  std::string batch = std::to_string(opt.batch);
+  if (suite.sweeps_batches) {
+    batch.clear();
+    for (const int64_t b : opt.batches) batch += (batch.empty() ? "" : ",") + std::to_string(b);
+    if (batch.empty()) batch = "default";  // the peer's own list, the same as the suite's
+  }
+  const std::string cmd = quote(python) + " " + quote(script) + " --batch " + batch +
+                          " --cache " + (opt.cold_cache ? "cold" : "warm") + " --repeat " + std::to_string(opt.repeat) + " --warmup " + std::to_string(opt.warmup) +
                           " --threads " + std::to_string(opt.threads) +
-                          (suite.peer_takes_suite ? " --suite " + quote(suite.name) : std::string());
+                          (suite.peer_takes_suite ? " --suite " + quote(suite.name) : std::string()) +
+                          (suite.peer_takes_data ? " --dir " + quote(opt.data_dir) : std::string());
   std::printf("\nrunning the PyTorch peer: %s\n", cmd.c_str());
   std::fflush(stdout);
   FILE* pipe = popen(cmd.c_str(), "r");
@@ -543,7 +593,8 @@ void write_json(const std::string& path, const Options& opt, const MachineLimits
   const dnnl_version_t* dv = dnnl_version();
   js << "{\n  \"suite\": " << json_str(reports.size() == 1 ? std::string(reports[0].suite->name) : opt.suite) << ",\n";
   js << "  \"options\": {\"batch\": " << opt.batch << ", \"repeat\": " << opt.repeat << ", \"warmup\": " << opt.warmup
-     << ", \"threads\": " << opt.threads << "},\n";
+     << ", \"threads\": " << opt.threads
+     << ", \"cache\": \"" << (opt.cold_cache ? "cold" : "warm") << "\"},\n";
   js << "  \"machine\": {\"cpu\": " << json_str(m.cpu) << ", \"threads\": " << m.threads
      << ", \"peak_gflops\": " << json_num(m.peak_gflops) << ", \"peak_from\": " << json_str(m.sgemm_shape)
      << ", \"loadavg\": " << json_str(m.loadavg) << ", \"other_load\": " << json_num(m.other_load) << ", \"bandwidth_gbs\": " << json_num(m.bandwidth_gbs) << ", \"bandwidth_from\": " << json_str(m.copy_size)
@@ -570,6 +621,10 @@ void write_json(const std::string& path, const Options& opt, const MachineLimits
   }
   if (std::rename(tmp.c_str(), path.c_str()) != 0)
     throw std::runtime_error("could not rename " + tmp + " to " + path + ": " + std::strerror(errno));
+}
+
+std::vector<int64_t> batches_or(const Options& opt, std::vector<int64_t> fallback) {
+  return opt.batches.empty() ? fallback : opt.batches;
 }
 
 int64_t parse_int(const std::string& flag, const char* v, int64_t lo) {

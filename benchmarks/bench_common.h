@@ -25,6 +25,9 @@ using kiln::Tensor;
 struct Options {
   std::string suite = "vgg16_forward";
   int64_t batch = 8;
+  // --batch as given: one size, or a list ("1,8,64") for the suites that sweep batches
+  // (conv); empty when not given, and those suites use their own list.
+  std::vector<int64_t> batches;
   int repeat = 5;
   int warmup = 1;
   int threads = 2;
@@ -32,7 +35,15 @@ struct Options {
   bool compare = false;
   std::string device = "cpu";
   std::string conv_search = "exhaustive";  // CUDA suites: as PyTorch's cudnn.benchmark = True
+  // Evict the last-level cache before each timed run (untimed), so a kernel whose data
+  // would stay cache-resident between repeats is not flattered; false: --cache warm.
+  bool cold_cache = true;
+  // pipeline: where the generated JPEGs live (made on first use).
+  std::string data_dir = "/tmp/kiln_pipeline_bench";
 };
+
+// The batch sizes a sweeping suite runs: --batch's list, else `fallback`.
+std::vector<int64_t> batches_or(const Options& opt, std::vector<int64_t> fallback);
 
 
 extern const char* kUsage;
@@ -51,8 +62,13 @@ struct Stats {
 constexpr double kDisturbed = 0.10;
 
 // Runs fn warmup times untimed, then at least repeat times (more for short kernels: rows
-// under 200 ms in all run until 200 ms are measured), each run timed on its own.
+// under 200 ms in all run until 200 ms are measured), each run timed on its own. With
+// set_cold_cache(true), the last-level cache is evicted before each run, outside the timing.
 Stats time_it(int warmup, int repeat, const std::function<void()>& fn);
+void set_cold_cache(bool cold);
+// Reads a buffer twice the size of the last-level cache (sysfs; 32 MiB if unknown), so
+// what the next run touches comes from memory. Returns the buffer's size in bytes.
+size_t evict_cache();
 
 // ---------------------------------------------------------------- machine limits
 
@@ -135,7 +151,8 @@ struct Checker {
     ++checked;
     const double tol = atol + rtol * scale;
     const double err = std::fabs(out - ref);
-    const double used = std::isfinite(out) ? err / tol : INFINITY;
+    // A zero tolerance (exact results: copies, max, the pipeline) passes only equality.
+    const double used = !std::isfinite(out) ? INFINITY : tol > 0 ? err / tol : err == 0 ? 0.0 : INFINITY;
     if (used > 1.0) ++failed;
     if (used > worst_budget || worst.empty()) {
       worst_budget = used;
@@ -166,6 +183,8 @@ struct Suite {
   SuiteResult (*run)(const Options&, const MachineLimits&);
   const char* peer_script;  // relative to the source tree; nullptr when there is no peer
   bool peer_takes_suite = false;  // pass --suite NAME to the peer script (torch_cpu_peer.py)
+  bool sweeps_batches = false;    // runs each of --batch's list (conv), not one size
+  bool peer_takes_data = false;   // pass --dir DATA_DIR to the peer script (pipeline)
 };
 
 // ---------------------------------------------------------------- the PyTorch peer

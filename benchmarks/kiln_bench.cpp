@@ -31,6 +31,10 @@ namespace {
 const Suite kSuites[] = {
     {"vgg16_forward", "VGG16 inference: each conv(+relu), pool and fc layer, then the whole forward",
      run_vgg16_forward, "benchmarks/torch_vgg16_forward.py", false},
+    {"conv", "VGG16's 13 convs at batch 1, 8, 64: forward, backward-data, backward-filter",
+     run_conv, "benchmarks/torch_cpu_peer.py", true, true},
+    {"step", "VGG16 steps as vgg_finetune runs them: inference, fc8-only (phase 1), all layers (phase 2)",
+     run_step, "benchmarks/torch_cpu_peer.py", true},
     {"gemm", "kiln::linear at VGG16's fc shapes (batch 1, 8, 64) and square 1024, 2048",
      run_gemm, "benchmarks/torch_cpu_peer.py", true},
     {"pool", "max_pool2d 2x2/2 forward and backward at VGG16's 5 pool inputs, batch 8",
@@ -43,6 +47,8 @@ const Suite kSuites[] = {
      run_sgd, "benchmarks/torch_cpu_peer.py", true},
     {"copy", "host-to-host tensor copy through the backend, cache-resident to 256 MiB",
      run_copy, "benchmarks/torch_cpu_peer.py", true},
+    {"pipeline", "image pipeline on generated JPEGs: decode, cold and cached transforms, the loader at 1..all threads",
+     run_pipeline, "benchmarks/torch_pipeline.py", false, false, true},
 };
 
 // ---------------------------------------------------------------- main
@@ -58,11 +64,22 @@ int run(int argc, char** argv) {
     if (a == "--suite") opt.suite = value();
     else if (a == "--device") opt.device = value();
     else if (a == "--conv-search") opt.conv_search = value();
-    else if (a == "--batch") opt.batch = parse_int(a, value(), 1);
+    else if (a == "--batch") {
+      std::stringstream ss(value());
+      opt.batches.clear();
+      for (std::string b; std::getline(ss, b, ',');) opt.batches.push_back(parse_int(a, b.c_str(), 1));
+      if (opt.batches.empty()) throw std::invalid_argument("--batch needs a size");
+      opt.batch = opt.batches.front();
+    } else if (a == "--cache") {
+      const std::string v = value();
+      if (v != "cold" && v != "warm") throw std::invalid_argument("--cache must be cold or warm, got '" + v + "'");
+      opt.cold_cache = v == "cold";
+    }
     else if (a == "--repeat") opt.repeat = static_cast<int>(parse_int(a, value(), 1));
     else if (a == "--warmup") opt.warmup = static_cast<int>(parse_int(a, value(), 0));
     else if (a == "--threads") opt.threads = static_cast<int>(parse_int(a, value(), 1));
     else if (a == "--json") opt.json_path = value();
+    else if (a == "--data") opt.data_dir = value();
     else if (a == "--compare") opt.compare = true;
     else if (a == "--list") {
       for (const Suite& s : kSuites) std::printf("%-16s %s\n", s.name, s.help);
@@ -120,15 +137,24 @@ int run(int argc, char** argv) {
               suites.size() == 1 ? suites[0]->name : opt.suite.c_str(),
               static_cast<long long>(opt.batch), opt.threads, opt.warmup, opt.repeat, dv->major, dv->minor,
               dv->patch);
+  if (opt.batches.size() > 1)
+    for (const Suite* s : suites)
+      if (!s->sweeps_batches)
+        throw std::invalid_argument(std::string("--batch with a list: suite ") + s->name +
+                                    " takes one batch size (only conv sweeps a list)");
   const MachineLimits m = measure_limits(opt.threads, opt.repeat);
+  set_cold_cache(opt.cold_cache);
   std::printf("machine: %s, load average %s\n", m.cpu.c_str(), m.loadavg.c_str());
   std::printf("limits: fp32 peak %.1f GFLOP/s (best %s), bandwidth %.1f GB/s (best %s, read + write)%s\n",
               m.peak_gflops, m.sgemm_shape.c_str(), m.bandwidth_gbs, m.copy_size.c_str(),
               m.other_load > kDisturbed ? " -- DISTURBED by other processes" : "");
   std::printf("%%peak: of the sgemm peak (a kernel better tuned than oneDNN's sgemm can exceed 100%%); %%roof: of\n"
               "min(peak, FLOP/byte * bandwidth) (a row whose data fits in the last-level cache can exceed 100%%);\n"
+              "cache: %s\n"
               "other: CPU share taken by other processes while timing\n"
-              "(! over 10%%: not trustworthy); check: worst |error| / tolerance of the checked elements\n\n");
+              "(! over 10%%: not trustworthy); check: worst |error| / tolerance of the checked elements\n\n",
+              opt.cold_cache ? "cold (the last-level cache is evicted before every timed run; --cache warm keeps it)"
+                             : "warm (--cache warm: data may stay cache-resident between runs)");
   std::fflush(stdout);
 
   std::vector<SuiteReport> reports;

@@ -12,5 +12,8 @@ SuiteResult run_softmax_ce(const Options& opt, const MachineLimits& m);
 SuiteResult run_elementwise(const Options& opt, const MachineLimits& m);
 SuiteResult run_sgd(const Options& opt, const MachineLimits& m);
 SuiteResult run_copy(const Options& opt, const MachineLimits& m);
+SuiteResult run_conv(const Options& opt, const MachineLimits& m);
+SuiteResult run_step(const Options& opt, const MachineLimits& m);
+SuiteResult run_pipeline(const Options& opt, const MachineLimits& m);
 
 }  // namespace kiln::cpubench

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""PyTorch peer of kiln_bench's CPU kernel suites (gemm, pool, softmax_ce, elementwise,
-sgd, copy): the same shapes, threads and timing method (warm-up, then --repeat runs and at
+"""PyTorch peer of kiln_bench's CPU suites (conv, step, gemm, pool, softmax_ce,
+elementwise, sgd, copy): the same shapes, threads and timing method (warm-up, then --repeat runs and at
 least 200 ms, median and min/max, the other processes' CPU share). Rows carry kiln's names
 so `kiln_bench --suite NAME --compare` matches them.
 
@@ -22,7 +22,7 @@ try:
 except ImportError as e:  # kiln_bench --compare reads exit status 2 as "no torch here"
     print(f"torch_cpu_peer.py: PyTorch is not importable by {sys.executable}: {e}", file=sys.stderr)
     sys.exit(2)
-from torch_vgg16_forward import time_it, write_report  # same timing and report as kiln_bench's vgg16 peer
+from torch_vgg16_forward import set_cold_cache, time_it, write_report  # as kiln_bench's vgg16 peer
 
 
 def gemm():
@@ -118,13 +118,107 @@ def copy():
     return rows
 
 
+def vgg16_convs():
+    """(name, h, in channels, out channels) of VGG16's 13 convs, as kiln_bench's conv suite."""
+    plan = [64, 64, 0, 128, 128, 0, 256, 256, 256, 0, 512, 512, 512, 0, 512, 512, 512, 0]
+    out, h, c, block, idx = [], 224, 3, 1, 1
+    for o in plan:
+        if o == 0:
+            h, block, idx = h // 2, block + 1, 1
+            continue
+        out.append((f"conv{block}_{idx}", h, c, o))
+        c, idx = o, idx + 1
+    return out
+
+
+def conv(batches, args, rows, summary):
+    """Forward (with bias), backward-data, backward-filter (with the bias gradient): the
+    calls autograd makes for F.conv2d, in channels_last (PyTorch's fast CPU layout)."""
+    cl = torch.channels_last
+    conv_bwd = torch.ops.aten.convolution_backward
+    with torch.no_grad():
+        for n in batches or [1, 8, 64]:
+            fwd_ms = all_ms = 0.0
+            for name, h, c, o in vgg16_convs():
+                x = torch.empty(n, c, h, h).uniform_(-1, 1).contiguous(memory_format=cl)
+                w = torch.empty(o, c, 3, 3).normal_(0, (2.0 / (9 * c)) ** 0.5).contiguous(memory_format=cl)
+                b = torch.empty(o).uniform_(-0.1, 0.1)
+                dy = torch.empty(n, o, h, h).uniform_(-1, 1).contiguous(memory_format=cl)
+                stem = f"{name}/b{n}/"
+                fns = [
+                    ("fwd", lambda x=x, w=w, b=b: F.conv2d(x, w, b, 1, 1)),
+                    ("bwd_data", lambda x=x, w=w, dy=dy: conv_bwd(dy, x, w, None, [1, 1], [1, 1], [1, 1], False, [0, 0],
+                                                                 1, [True, False, False])),
+                    ("bwd_filter", lambda x=x, w=w, dy=dy, o=o: conv_bwd(dy, x, w, [o], [1, 1], [1, 1], [1, 1], False,
+                                                                         [0, 0], 1, [False, True, True])),
+                ]
+                for pas, fn in fns:
+                    t = time_it(fn, args.warmup, args.repeat)
+                    rows.append({"name": stem + pas, **t})
+                    fwd_ms += t["median_ms"] if pas == "fwd" else 0.0
+                    all_ms += t["median_ms"]
+                del x, w, b, dy
+            summary[f"b{n}_fwd_ms"] = fwd_ms
+            summary[f"b{n}_fwd_bwd_ms"] = all_ms
+
+
+def step(batches, args, rows, summary):
+    """VGG16 (8 classes, dropout after fc6/fc7) in channels_last: inference, a step with
+    conv1..fc7 frozen (requires_grad=False) and fc8 trained, a step training everything;
+    SGD momentum 0.9, as kiln_bench's step suite."""
+    n = batches[0] if batches else 8
+    from torch_vgg16_forward import layer_specs
+    import torch.nn as nn
+    layers = []
+    for name, kind, m, _ in layer_specs():
+        if name == "fc6":
+            layers.append(nn.Flatten())
+        if name == "fc8":
+            m = nn.Linear(4096, 8)
+        layers.append(m)
+        if kind in ("conv", "fc"):
+            layers.append(nn.ReLU(inplace=True))
+        if name in ("fc6", "fc7"):
+            layers.append(nn.Dropout(0.5))
+    net = nn.Sequential(*layers).to(memory_format=torch.channels_last)
+    x = torch.empty(n, 3, 224, 224).uniform_(-1, 1).contiguous(memory_format=torch.channels_last)
+    y = (torch.arange(n) * 5) % 8
+    net.eval()
+    with torch.no_grad():
+        t = time_it(lambda: net(x), args.warmup, args.repeat)
+    rows.append({"name": "vgg16/forward", **t})
+    summary["forward_img_per_s"] = n / (t["median_ms"] * 1e-3)
+    net.train()
+    fc8 = layers[-1]
+    for phase, name in ((1, "vgg16/step_fc8"), (2, "vgg16/step_all")):
+        for p in net.parameters():
+            p.requires_grad_(phase == 2)
+        for p in fc8.parameters():
+            p.requires_grad_(True)
+        params = [p for p in net.parameters() if p.requires_grad]
+        opt = torch.optim.SGD(params, lr=1e-3 if phase == 1 else 1e-5, momentum=0.9)
+
+        def one_step(opt=opt):
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(net(x), y).backward()
+            opt.step()
+        t = time_it(one_step, args.warmup, args.repeat)
+        rows.append({"name": name, **t})
+        summary[("step_fc8" if phase == 1 else "step_all") + "_img_per_s"] = n / (t["median_ms"] * 1e-3)
+
+
+# Suites that take --batch themselves (conv: a list; step: one size) and fill rows and summary.
+BATCHED = {"conv": conv, "step": step}
+
 SUITES = {"gemm": gemm, "pool": pool, "softmax_ce": softmax_ce, "elementwise": elementwise, "sgd": sgd, "copy": copy}
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--suite", required=True, choices=sorted(SUITES))
-    ap.add_argument("--batch", type=int, default=8, help="accepted for kiln_bench's sake; these suites fix their shapes")
+    ap.add_argument("--suite", required=True, choices=sorted(list(SUITES) + list(BATCHED)))
+    ap.add_argument("--batch", default="default",
+                    help="conv: a list such as 1,8,64 (default); step: one size (default 8); others fix their shapes")
+    ap.add_argument("--cache", choices=("cold", "warm"), default="cold")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
@@ -133,10 +227,15 @@ def main():
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    rows = []
-    with torch.no_grad():
-        for name, fn in SUITES[args.suite]():
-            rows.append({"name": name, **time_it(fn, args.warmup, args.repeat)})
+    set_cold_cache(args.cache == "cold")
+    batches = None if args.batch == "default" else [int(b) for b in args.batch.split(",")]
+    rows, summary = [], {}
+    if args.suite in BATCHED:
+        BATCHED[args.suite](batches, args, rows, summary)
+    else:
+        with torch.no_grad():
+            for name, fn in SUITES[args.suite]():
+                rows.append({"name": name, **time_it(fn, args.warmup, args.repeat)})
     out = {
         "peer": "pytorch",
         "torch_version": torch.__version__,
@@ -145,8 +244,9 @@ def main():
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "repeat": args.repeat,
         "warmup": args.warmup,
+        "cache": args.cache,
         "rows": rows,
-        "summary": {},
+        "summary": summary,
     }
     write_report(out, args.json)
 

@@ -1,0 +1,199 @@
+// kiln_bench --suite conv: VGG16's 13 conv layers (3x3, stride 1, pad 1) at batch 1, 8
+// and 64 (or --batch's list): forward (with bias), backward-data and backward-filter (with
+// the bias gradient), each through the backend directly, as autograd calls them. Every row
+// is checked against a double-precision sum at sampled elements before it is timed.
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "benchmarks/bench_common.h"
+#include "benchmarks/suites.h"
+#include "core/autograd.h"
+#include "core/backend.h"
+
+namespace kiln::cpubench {
+
+namespace {
+
+struct ConvShape {
+  std::string name;
+  int64_t h, c, o;  // input h = w, in channels, out channels
+};
+
+std::vector<ConvShape> vgg16_convs() {
+  const std::array<int64_t, 18> plan = {64, 64, 0, 128, 128, 0, 256, 256, 256, 0, 512, 512, 512, 0, 512, 512, 512, 0};
+  std::vector<ConvShape> out;
+  int64_t h = 224, c = 3, block = 1, idx = 1;
+  for (const int64_t o : plan) {
+    if (o == 0) {
+      h /= 2, ++block, idx = 1;
+      continue;
+    }
+    out.push_back({"conv" + std::to_string(block) + "_" + std::to_string(idx++), h, c, o});
+    c = o;
+  }
+  return out;
+}
+
+// Sampled positions (n, y, x): corners, where padding matters, and two inside.
+std::vector<std::array<int64_t, 3>> positions(int64_t n, int64_t h) {
+  return {{0, 0, 0}, {n - 1, h - 1, h - 1}, {n / 2, h / 2, h / 3}, {n - 1, 0, h - 1}, {0, h - 1, 1 % h}};
+}
+
+// Forward and backward-data sum up to 9 * 512 products: float32 rounding stays near
+// eps * sum|terms|, a wrong or missing term moves the result by ~1/K of that scale. The
+// filter gradient sums N * H * W products (up to 3.2 million at batch 64): blocked
+// float32 accumulation stays well inside 1e-4 of the scale there, and a wrong index
+// (the errors this check exists for) moves whole sums, not single terms.
+constexpr double kAtol = 1e-6;
+constexpr double kRtol = 1e-5;
+constexpr double kRtolFilter = 1e-4;
+
+void check_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& y, Row& row) {
+  const int64_t n = x.dim(0), h = x.dim(1), c = x.dim(3), o_n = w.dim(0);
+  const float *xp = x.data<float>(), *wp = w.data<float>(), *bp = b.data<float>(), *yp = y.data<float>();
+  Checker ck(kAtol, kRtol);
+  for (const auto& [bi, oy, ox] : positions(n, h)) {
+    for (int64_t o = 0; o < o_n; ++o) {
+      double ref = bp[o], scale = std::fabs(bp[o]);
+      for (int64_t ky = 0; ky < 3; ++ky)
+        for (int64_t kx = 0; kx < 3; ++kx) {
+          const int64_t iy = oy - 1 + ky, ix = ox - 1 + kx;
+          if (iy < 0 || iy >= h || ix < 0 || ix >= h) continue;
+          const float* xr = xp + ((bi * h + iy) * h + ix) * c;
+          const float* wr = wp + ((o * 3 + ky) * 3 + kx) * c;
+          for (int64_t ci = 0; ci < c; ++ci) {
+            const double t = static_cast<double>(xr[ci]) * wr[ci];
+            ref += t, scale += std::fabs(t);
+          }
+        }
+      ck.compare(yp[((bi * h + oy) * h + ox) * o_n + o], ref, scale, "y", ((bi * h + oy) * h + ox) * o_n + o);
+    }
+  }
+  ck.finish(row);
+}
+
+void check_backward_data(const Tensor& dy, const Tensor& w, const Tensor& dx, Row& row) {
+  const int64_t n = dy.dim(0), h = dy.dim(1), o_n = dy.dim(3), c = w.dim(3);
+  const float *dyp = dy.data<float>(), *wp = w.data<float>(), *dxp = dx.data<float>();
+  Checker ck(kAtol, kRtol);
+  for (const auto& [bi, iy, ix] : positions(n, h)) {
+    for (int64_t ci = 0; ci < c; ++ci) {
+      double ref = 0, scale = 0;
+      // dx[iy, ix] gathers dy[oy, ox] for oy = iy + 1 - ky (stride 1, pad 1).
+      for (int64_t ky = 0; ky < 3; ++ky)
+        for (int64_t kx = 0; kx < 3; ++kx) {
+          const int64_t oy = iy + 1 - ky, ox = ix + 1 - kx;
+          if (oy < 0 || oy >= h || ox < 0 || ox >= h) continue;
+          const float* g = dyp + ((bi * h + oy) * h + ox) * o_n;
+          for (int64_t o = 0; o < o_n; ++o) {
+            const double t = static_cast<double>(g[o]) * wp[((o * 3 + ky) * 3 + kx) * c + ci];
+            ref += t, scale += std::fabs(t);
+          }
+        }
+      ck.compare(dxp[((bi * h + iy) * h + ix) * c + ci], ref, scale, "dx", ((bi * h + iy) * h + ix) * c + ci);
+    }
+  }
+  ck.finish(row);
+}
+
+void check_backward_filter(const Tensor& x, const Tensor& dy, const Tensor& dw, const Tensor& db, Row& row) {
+  const int64_t n = x.dim(0), h = x.dim(1), c = x.dim(3), o_n = dy.dim(3);
+  const float *xp = x.data<float>(), *dyp = dy.data<float>(), *dwp = dw.data<float>(), *dbp = db.data<float>();
+  Checker ck(kAtol, kRtolFilter);
+  // Eight filter elements spread over (o, ky, kx, c), corners included, and two bias entries.
+  const std::array<std::array<int64_t, 4>, 8> picks = {{{0, 0, 0, 0},
+                                                        {o_n - 1, 2, 2, c - 1},
+                                                        {o_n / 2, 1, 1, c / 2},
+                                                        {o_n / 3, 0, 2, c - 1},
+                                                        {o_n - 1, 2, 0, 0},
+                                                        {1 % o_n, 1, 0, c / 3},
+                                                        {o_n / 2, 0, 1, (c * 2) / 3},
+                                                        {o_n / 4, 2, 1, 1 % c}}};
+  for (const auto& [o, ky, kx, ci] : picks) {
+    double ref = 0, scale = 0;
+    for (int64_t bi = 0; bi < n; ++bi)
+      for (int64_t oy = 0; oy < h; ++oy) {
+        const int64_t iy = oy - 1 + ky;
+        if (iy < 0 || iy >= h) continue;
+        for (int64_t ox = 0; ox < h; ++ox) {
+          const int64_t ix = ox - 1 + kx;
+          if (ix < 0 || ix >= h) continue;
+          const double t = static_cast<double>(dyp[((bi * h + oy) * h + ox) * o_n + o]) * xp[((bi * h + iy) * h + ix) * c + ci];
+          ref += t, scale += std::fabs(t);
+        }
+      }
+    ck.compare(dwp[((o * 3 + ky) * 3 + kx) * c + ci], ref, scale, "dw", ((o * 3 + ky) * 3 + kx) * c + ci);
+  }
+  for (const int64_t o : {int64_t{0}, o_n - 1}) {
+    double ref = 0, scale = 0;
+    for (int64_t p = 0; p < n * h * h; ++p) ref += dyp[p * o_n + o], scale += std::fabs(dyp[p * o_n + o]);
+    ck.compare(dbp[o], ref, scale, "db", o);
+  }
+  ck.finish(row);
+}
+
+}  // namespace
+
+SuiteResult run_conv(const Options& opt, const MachineLimits& m) {
+  kiln::NoGradGuard no_grad;
+  SuiteResult res;
+  set_table_widths(22, 34);
+  print_table_header();
+  kiln::Backend& be = kiln::backend_for(kiln::Device::cpu());
+  const kiln::Conv2dParams same{1, 1, 1, 1};
+  for (const int64_t n : batches_or(opt, {1, 8, 64})) {
+    double fwd_ms = 0, all_ms = 0;
+    for (const ConvShape& s : vgg16_convs()) {
+      kiln::Generator gen(static_cast<uint64_t>(1000 * n + s.h + s.c));
+      const float std = static_cast<float>(std::sqrt(2.0 / (9.0 * static_cast<double>(s.c))));
+      Tensor x = Tensor::uniform(Shape{n, s.h, s.h, s.c}, -1.0f, 1.0f, gen);
+      Tensor w = Tensor::normal(Shape{s.o, 3, 3, s.c}, 0.0f, std, gen);
+      Tensor b = Tensor::uniform(Shape{s.o}, -0.1f, 0.1f, gen);
+      Tensor dy = Tensor::uniform(Shape{n, s.h, s.h, s.o}, -1.0f, 1.0f, gen);
+      Tensor y = Tensor::empty(dy.shape()), dx = Tensor::empty(x.shape());
+      Tensor dw = Tensor::empty(w.shape()), db = Tensor::empty(b.shape());
+      const double flops = 2.0 * n * s.h * s.h * s.o * 9.0 * s.c;
+      const double xb = 4.0 * n * s.h * s.h * s.c, yb = 4.0 * n * s.h * s.h * s.o, wb = 4.0 * s.o * 9 * s.c;
+      const std::string stem = s.name + "/b" + std::to_string(n) + "/";
+      const std::string shape = shape_str(x.shape()) + "->" + std::to_string(s.o);
+      const auto row = [&](const char* pass, double bytes) {
+        Row r;
+        r.name = stem + pass;
+        r.kind = "conv";
+        r.shape = shape;
+        r.flops = flops;
+        r.bytes = bytes;
+        return r;
+      };
+
+      Row f = row("fwd", xb + wb + 4.0 * s.o + yb);
+      be.conv2d_forward(x, w, b, same, y);
+      check_forward(x, w, b, y, f);
+      time_checked_row(std::move(f), opt, m, res, [&] { be.conv2d_forward(x, w, b, same, y); });
+      fwd_ms += res.rows.back().t.median_ms;
+
+      Row d = row("bwd_data", yb + wb + xb);
+      be.conv2d_backward_data(dy, w, same, dx);
+      check_backward_data(dy, w, dx, d);
+      time_checked_row(std::move(d), opt, m, res, [&] { be.conv2d_backward_data(dy, w, same, dx); });
+
+      Row g = row("bwd_filter", xb + yb + wb + 4.0 * s.o);
+      be.conv2d_backward_filter(x, dy, same, dw, db);
+      check_backward_filter(x, dy, dw, db, g);
+      time_checked_row(std::move(g), opt, m, res, [&] { be.conv2d_backward_filter(x, dy, same, dw, db); });
+      for (size_t k = res.rows.size() - 3; k < res.rows.size(); ++k) all_ms += res.rows[k].t.median_ms;
+    }
+    res.summary.emplace_back("b" + std::to_string(n) + "_fwd_ms", fwd_ms);
+    res.summary.emplace_back("b" + std::to_string(n) + "_fwd_bwd_ms", all_ms);
+    std::printf("batch %lld: the 13 convs take %.1f ms forward, %.1f ms forward + both backwards (sum of medians)\n\n",
+                static_cast<long long>(n), fwd_ms, all_ms);
+  }
+  return res;
+}
+
+}  // namespace kiln::cpubench

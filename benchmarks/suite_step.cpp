@@ -1,0 +1,150 @@
+// kiln_bench --suite step: whole VGG16 steps as vgg_finetune runs them — the model from
+// make_vgg (8 classes), kiln::SGD (momentum 0.9), softmax cross-entropy — at --batch:
+// inference, a phase-1 step (conv1..fc7 frozen, fc8 trained) and a phase-2 step (every
+// layer trained). Checked before timing: the loss is finite and the step moves exactly the
+// parameters it should (the layers' values are checked by the conv, gemm and pool suites).
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "benchmarks/bench_common.h"
+#include "benchmarks/suites.h"
+#include "core/autograd.h"
+#include "core/ops.h"
+#include "layers/models/vgg.h"
+#include "layers/optim.h"
+
+namespace kiln::cpubench {
+
+namespace {
+
+constexpr int64_t kClasses = 8;
+
+// Forward FLOPs of VGG16 at 224x224 with a kClasses-way fc8, and the bytes its layers
+// read and write at least once (weights, inputs, outputs).
+std::pair<double, double> vgg16_forward_cost(int64_t n) {
+  const int64_t plan[] = {64, 64, 0, 128, 128, 0, 256, 256, 256, 0, 512, 512, 512, 0, 512, 512, 512, 0};
+  double flops = 0, bytes = 0;
+  int64_t h = 224, c = 3;
+  for (const int64_t o : plan) {
+    if (o == 0) {
+      bytes += 4.0 * n * (h * h + (h / 2) * (h / 2)) * c;
+      h /= 2;
+      continue;
+    }
+    flops += 2.0 * n * h * h * o * 9.0 * c;
+    bytes += 4.0 * (n * h * h * (c + o) + o * 9.0 * c + o);
+    c = o;
+  }
+  const int64_t fc[4] = {25088, 4096, 4096, kClasses};
+  for (int i = 0; i < 3; ++i) {
+    flops += 2.0 * n * fc[i] * fc[i + 1];
+    bytes += 4.0 * (n * (fc[i] + fc[i + 1]) + static_cast<double>(fc[i]) * fc[i + 1] + fc[i + 1]);
+  }
+  return {flops, bytes};
+}
+
+Tensor* param(Module& model, const std::string& name) {
+  for (const ParameterRef& p : model.parameters())
+    if (p.name == name) return p.tensor;
+  throw std::runtime_error("step suite: the model has no parameter " + name);
+}
+
+}  // namespace
+
+SuiteResult run_step(const Options& opt, const MachineLimits& m) {
+  SuiteResult res;
+  set_table_widths(16, 34);
+  print_table_header();
+  const int64_t n = opt.batch;
+  kiln::Generator init(11), drop(12), data(13);
+  std::shared_ptr<Sequential> model = make_vgg(VggOptions{16, kClasses, 0.5f, 224}, init, drop);
+  const Tensor x = Tensor::uniform(Shape{n, 224, 224, 3}, -1.0f, 1.0f, data);
+  std::vector<int64_t> lab(static_cast<size_t>(n));
+  for (size_t i = 0; i < lab.size(); ++i) lab[i] = static_cast<int64_t>((i * 5) % kClasses);
+  const Tensor labels = Tensor::from_vector(lab, Shape{n});
+  const auto [fwd_flops, fwd_bytes] = vgg16_forward_cost(n);
+  const std::string shape = shape_str(x.shape()) + "->" + std::to_string(kClasses);
+
+  // Inference: eval mode (dropout off), no graph.
+  {
+    Row r;
+    r.name = "vgg16/forward";
+    r.kind = "net";
+    r.shape = shape;
+    r.flops = fwd_flops;
+    r.bytes = fwd_bytes;
+    model->train(false);
+    kiln::NoGradGuard ng;
+    const std::vector<float> logits = (*model)(x).to_vector<float>();
+    bool finite = true;
+    for (const float v : logits) finite = finite && std::isfinite(v);
+    r.checked = true;
+    r.check_ok = finite;
+    r.check = finite ? "finite logits" : "NON-finite logits";
+    time_checked_row(std::move(r), opt, m, res, [&] { (void)(*model)(x); });
+  }
+
+  model->train(true);
+  Tensor* fc8_w = param(*model, "vgg16/fc8/weight");
+  Tensor* fc7_w = param(*model, "vgg16/fc7/weight");
+  Tensor* conv1_w = param(*model, "vgg16/conv1_1/weight");
+  for (const int phase : {1, 2}) {
+    if (phase == 1) {
+      model->freeze("vgg16/");
+      model->unfreeze("vgg16/fc8/");
+    } else {
+      model->unfreeze("vgg16/");
+    }
+    SgdOptions so;
+    so.lr = phase == 1 ? 1e-3f : 1e-5f;
+    so.momentum = 0.9f;
+    SGD sgd(*model, so);
+    Tensor last_loss;
+    const auto step = [&] {
+      last_loss = softmax_cross_entropy((*model)(x), labels);
+      sgd.zero_grad();
+      last_loss.backward();
+      sgd.step();
+    };
+    Row r;
+    r.name = phase == 1 ? "vgg16/step_fc8" : "vgg16/step_all";
+    r.kind = "net";
+    r.shape = shape;
+    // Phase 1: the forward plus fc8's two gradient products; phase 2: forward and two
+    // backward products per layer (the usual 3x).
+    r.flops = phase == 1 ? fwd_flops + 2.0 * 2.0 * n * 4096 * kClasses : 3.0 * fwd_flops;
+    r.bytes = phase == 1 ? fwd_bytes : 3.0 * fwd_bytes;
+    {
+      // One checked step: it must touch what is trainable and nothing else.
+      const std::vector<float> fc7_before = fc7_w->to_vector<float>(), conv_before = conv1_w->to_vector<float>();
+      const std::vector<float> fc8_before = fc8_w->to_vector<float>();
+      step();
+      const double loss = last_loss.item();
+      const std::vector<float> fc8_after = fc8_w->to_vector<float>();
+      const bool fc8_moved = fc8_after != fc8_before;
+      const bool fc7_moved = fc7_w->to_vector<float>() != fc7_before;
+      const bool conv_moved = conv1_w->to_vector<float>() != conv_before;
+      const bool frozen_ok = phase == 1 ? !fc7_moved && !conv_moved : fc7_moved && conv_moved;
+      r.checked = true;
+      r.check_ok = std::isfinite(loss) && fc8_moved && frozen_ok;
+      r.check = "loss " + std::to_string(loss) + (fc8_moved ? ", fc8 updated" : ", fc8 NOT updated") +
+                (phase == 1 ? (frozen_ok ? ", fc7 and conv1_1 untouched (frozen)" : ", a FROZEN layer changed")
+                            : (frozen_ok ? ", fc7 and conv1_1 updated" : ", a layer was NOT updated"));
+      if (!std::isfinite(loss)) r.check += " (NOT finite)";
+    }
+    time_checked_row(std::move(r), opt, m, res, step);
+    const Row& done = res.rows.back();
+    if (done.timed)
+      res.summary.emplace_back(phase == 1 ? "step_fc8_img_per_s" : "step_all_img_per_s",
+                               static_cast<double>(n) / (done.t.median_ms * 1e-3));
+  }
+  if (res.rows.front().timed)
+    res.summary.emplace_back("forward_img_per_s", static_cast<double>(n) / (res.rows.front().t.median_ms * 1e-3));
+  for (const auto& [k, v] : res.summary) std::printf("%s: %.2f (batch %lld)\n", k.c_str(), v, static_cast<long long>(n));
+  return res;
+}
+
+}  // namespace kiln::cpubench
