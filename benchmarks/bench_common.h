@@ -42,6 +42,12 @@ struct Options {
   std::string data_dir = "/tmp/kiln_pipeline_bench";
 };
 
+// Where the suite's kernels run (--device); inputs are made on the host (the references
+// read them there) and copied with to_bench_device, outputs made with empty_on_bench_device.
+kiln::Device bench_device(const Options& opt);
+Tensor to_bench_device(const Tensor& host, const Options& opt);
+Tensor empty_on_bench_device(const Shape& shape, const Options& opt, kiln::DType dtype = kiln::DType::f32);
+
 // The batch sizes a sweeping suite runs: --batch's list, else `fallback`.
 std::vector<int64_t> batches_or(const Options& opt, std::vector<int64_t> fallback);
 
@@ -66,6 +72,9 @@ constexpr double kDisturbed = 0.10;
 // set_cold_cache(true), the last-level cache is evicted before each run, outside the timing.
 Stats time_it(int warmup, int repeat, const std::function<void()>& fn);
 void set_cold_cache(bool cold);
+// Times on this device from now on: CPU with a monotonic clock; a GPU with CUDA events on
+// the compute stream (and, with a cold cache, its L2 overwritten before each run).
+void set_timing_device(kiln::Device device);
 // Reads a buffer twice the size of the last-level cache (sysfs; 32 MiB if unknown), so
 // what the next run touches comes from memory. Returns the buffer's size in bytes.
 size_t evict_cache();
@@ -185,6 +194,7 @@ struct Suite {
   bool peer_takes_suite = false;  // pass --suite NAME to the peer script (torch_cpu_peer.py)
   bool sweeps_batches = false;    // runs each of --batch's list (conv), not one size
   bool peer_takes_data = false;   // pass --dir DATA_DIR to the peer script (pipeline)
+  bool on_cuda = false;           // also runs with --device cuda (tensors and timing on the GPU)
 };
 
 // ---------------------------------------------------------------- the PyTorch peer

@@ -117,6 +117,23 @@ std::vector<CudaRow> run_conv_cuda(int64_t batch, int warmup, int repeat) {
       r->note = "checked vs CPU";
       rows.push_back(*r);
     }
+    // The variant: the other way of choosing cuDNN's algorithm (heuristics vs Find), timed
+    // the same way; rows named "@heuristic" or "@find". Plans are cached per mode.
+    {
+      bool& exhaustive = compute_options().exhaustive_conv_search;
+      exhaustive = !exhaustive;
+      const std::string tag = exhaustive ? "@find" : "@heuristic";
+      CudaRow vf = time_gpu(name + "/fwd" + tag, warmup, repeat, [&] { be.conv2d_forward(x, w, none, same, y); });
+      CudaRow vd = time_gpu(name + "/bwd_data" + tag, warmup, repeat, [&] { be.conv2d_backward_data(dy, w, same, dx); });
+      CudaRow vb = time_gpu(name + "/bwd_filter" + tag, warmup, repeat,
+                            [&] { be.conv2d_backward_filter(x, dy, same, dw, none); });
+      exhaustive = !exhaustive;
+      for (CudaRow* r : {&vf, &vd, &vb}) {
+        r->flops = flops;
+        r->note = "variant";
+        rows.push_back(*r);
+      }
+    }
     c = v;
     ++idx;
   }
@@ -347,6 +364,8 @@ int cuda_main(const std::vector<std::string>& suites, int64_t batch, int warmup,
   }
   std::printf("(ratio = torch ms / kiln ms: above 1 kiln is faster; %%ceil = achieved FLOP/s of the measured %s "
               "GEMM ceiling)\n", compute_options().allow_tf32 ? "TF32" : "fp32");
+  std::printf("(conv rows without a suffix use this run's --conv-search; \"@find\" / \"@heuristic\" rows are the other "
+              "choice, timed in the same run; kiln's library default is heuristics unless KILN_CONV_SEARCH=exhaustive)\n");
   if (!json_path.empty()) {
     std::ofstream f(json_path);
     f << "{\"gpu\": \"" << ceil.gpu << "\", \"fp32_gflops\": " << ceil.fp32_gflops << ", \"tf32_gflops\": "

@@ -36,17 +36,17 @@ const Suite kSuites[] = {
     {"step", "VGG16 steps as vgg_finetune runs them: inference, fc8-only (phase 1), all layers (phase 2)",
      run_step, "benchmarks/torch_cpu_peer.py", true},
     {"gemm", "kiln::linear at VGG16's fc shapes (batch 1, 8, 64) and square 1024, 2048",
-     run_gemm, "benchmarks/torch_cpu_peer.py", true},
+     run_gemm, "benchmarks/torch_cpu_peer.py", true, false, false, true},
     {"pool", "max_pool2d 2x2/2 forward and backward at VGG16's 5 pool inputs, batch 8",
-     run_pool, "benchmarks/torch_cpu_peer.py", true},
+     run_pool, "benchmarks/torch_cpu_peer.py", true, false, false, true},
     {"softmax_ce", "fused softmax cross-entropy forward and backward, batch 64..1024 x classes 8, 1000",
-     run_softmax_ce, "benchmarks/torch_cpu_peer.py", true},
+     run_softmax_ce, "benchmarks/torch_cpu_peer.py", true, false, false, true},
     {"elementwise", "relu, relu backward, dropout, add at VGG16 activation sizes (batch 8)",
-     run_elementwise, "benchmarks/torch_cpu_peer.py", true},
+     run_elementwise, "benchmarks/torch_cpu_peer.py", true, false, false, true},
     {"sgd", "multi-tensor SGD (momentum, weight decay) over VGG16's 32 parameters, all and fc8-only",
-     run_sgd, "benchmarks/torch_cpu_peer.py", true},
+     run_sgd, "benchmarks/torch_cpu_peer.py", true, false, false, true},
     {"copy", "host-to-host tensor copy through the backend, cache-resident to 256 MiB",
-     run_copy, "benchmarks/torch_cpu_peer.py", true},
+     run_copy, "benchmarks/torch_cpu_peer.py", true, false, false, true},
     {"pipeline", "image pipeline on generated JPEGs: decode, cold and cached transforms, the loader at 1..all threads",
      run_pipeline, "benchmarks/torch_pipeline.py", false, false, true},
 };
@@ -91,27 +91,27 @@ int run(int argc, char** argv) {
       throw std::invalid_argument("unknown argument '" + a + "'");
     }
   }
-  if (opt.device == "cuda") {
-#if defined(KILN_HAS_CUDA)
-    if (opt.conv_search != "exhaustive" && opt.conv_search != "heuristic")
-      throw std::invalid_argument("--conv-search must be exhaustive or heuristic, got '" + opt.conv_search + "'");
-    kiln::compute_options().exhaustive_conv_search = opt.conv_search == "exhaustive";
-    std::vector<std::string> names;
-    std::stringstream ss(opt.suite == "vgg16_forward" ? std::string("conv_cuda,step_cuda") : opt.suite);
-    for (std::string n; std::getline(ss, n, ',');) names.push_back(n);
-    return kiln::bench::cuda_main(names, opt.batch, opt.warmup, opt.repeat, opt.compare, opt.json_path);
-#else
-    throw std::invalid_argument("--device cuda: this kiln_bench was built without CUDA");
+  const bool cuda = opt.device == "cuda";
+  if (!cuda && opt.device != "cpu") throw std::invalid_argument("--device must be cpu or cuda, got '" + opt.device + "'");
+#if !defined(KILN_HAS_CUDA)
+  if (cuda) throw std::invalid_argument("--device cuda: this kiln_bench was built without CUDA");
 #endif
-  }
-  if (opt.device != "cpu") throw std::invalid_argument("--device must be cpu or cuda, got '" + opt.device + "'");
-  // --suite all, or one name, or several separated by commas.
+  // --suite all, or one name, or several separated by commas. On a GPU the suites marked
+  // on_cuda run here on the device; conv_cuda and step_cuda (VGG16's convs and whole steps,
+  // also the default there) run in cuda_suites.cpp.
   std::vector<const Suite*> suites;
+  std::vector<std::string> gpu_only;
   {
-    std::stringstream ss(opt.suite);
+    std::stringstream ss(cuda && opt.suite == "vgg16_forward" ? std::string("conv_cuda,step_cuda") : opt.suite);
     for (std::string n; std::getline(ss, n, ',');) {
       if (n == "all") {
-        for (const Suite& s : kSuites) suites.push_back(&s);
+        for (const Suite& s : kSuites)
+          if (!cuda || s.on_cuda) suites.push_back(&s);
+        if (cuda) gpu_only.insert(gpu_only.end(), {"conv_cuda", "step_cuda"});
+        continue;
+      }
+      if (cuda && (n == "conv_cuda" || n == "step_cuda")) {
+        gpu_only.push_back(n);
         continue;
       }
       const Suite* suite = nullptr;
@@ -120,11 +120,31 @@ int run(int argc, char** argv) {
       if (!suite) {
         std::string names;
         for (const Suite& s : kSuites) names += std::string(names.empty() ? "" : ", ") + s.name;
-        throw std::invalid_argument("unknown suite '" + n + "' (have: " + names + ", all)");
+        throw std::invalid_argument("unknown suite '" + n + "' (have: " + names + ", all" +
+                                    (cuda ? ", conv_cuda, step_cuda" : "") + ")");
       }
+      if (cuda && !suite->on_cuda)
+        throw std::invalid_argument("suite " + n + " runs on the CPU only; with --device cuda: gemm, pool, "
+                                    "softmax_ce, elementwise, sgd, copy, conv_cuda, step_cuda, all");
       suites.push_back(suite);
     }
-    if (suites.empty()) throw std::invalid_argument("--suite needs a name");
+    if (suites.empty() && gpu_only.empty()) throw std::invalid_argument("--suite needs a name");
+  }
+#if defined(KILN_HAS_CUDA)
+  if (cuda) {
+    if (opt.conv_search != "exhaustive" && opt.conv_search != "heuristic")
+      throw std::invalid_argument("--conv-search must be exhaustive or heuristic, got '" + opt.conv_search + "'");
+    kiln::compute_options().exhaustive_conv_search = opt.conv_search == "exhaustive";
+    if (kiln::device_count(kiln::DeviceType::cuda) == 0) {
+      std::fprintf(stderr, "kiln_bench: --device cuda: no GPU found\n");
+      return 1;
+    }
+  }
+#endif
+  if (suites.empty()) {
+#if defined(KILN_HAS_CUDA)
+    return kiln::bench::cuda_main(gpu_only, opt.batch, opt.warmup, opt.repeat, opt.compare, opt.json_path);
+#endif
   }
 
   // Before any parallel region: kiln's loops and oneDNN both follow OpenMP's setting, and
@@ -142,7 +162,22 @@ int run(int argc, char** argv) {
       if (!s->sweeps_batches)
         throw std::invalid_argument(std::string("--batch with a list: suite ") + s->name +
                                     " takes one batch size (only conv sweeps a list)");
-  const MachineLimits m = measure_limits(opt.threads, opt.repeat);
+  MachineLimits m;
+#if defined(KILN_HAS_CUDA)
+  if (cuda) {
+    // The device's roofs, measured now: cuBLAS fp32 (or TF32 where allowed) and a copy.
+    const kiln::bench::CudaCeilings c = kiln::bench::measure_cuda_ceilings();
+    m.cpu = c.gpu;
+    m.threads = opt.threads;
+    const bool tf32 = kiln::compute_options().allow_tf32;
+    m.peak_gflops = tf32 ? c.tf32_gflops : c.fp32_gflops;
+    m.sgemm_shape = tf32 ? "cuBLAS TF32 8192^3" : "cuBLAS fp32 8192^3";
+    m.bandwidth_gbs = c.copy_gbps;
+    m.copy_size = "device copy 2 GiB";
+    set_timing_device(kiln::Device::cuda(0));
+  }
+#endif
+  if (!cuda) m = measure_limits(opt.threads, opt.repeat);
   set_cold_cache(opt.cold_cache);
   std::printf("machine: %s, load average %s\n", m.cpu.c_str(), m.loadavg.c_str());
   std::printf("limits: fp32 peak %.1f GFLOP/s (best %s), bandwidth %.1f GB/s (best %s, read + write)%s\n",
@@ -197,11 +232,21 @@ int run(int argc, char** argv) {
   if (!disturbed.empty())
     std::printf("\nWARNING: other processes took over %.0f%% of the CPUs while timing %s; rerun on a quiet machine\n",
                 100.0 * kDisturbed, disturbed.c_str());
+  int rc = 0;
+#if defined(KILN_HAS_CUDA)
+  if (!gpu_only.empty()) {
+    set_timing_device(kiln::Device::cpu());
+    std::string json = opt.json_path;
+    if (!json.empty()) json = json.substr(0, json.rfind(".json")) + ".conv_step.json";
+    std::printf("\n================ %s\n\n", gpu_only.size() == 1 ? gpu_only[0].c_str() : "conv_cuda, step_cuda");
+    rc = kiln::bench::cuda_main(gpu_only, opt.batch, opt.warmup, opt.repeat, opt.compare, json);
+  }
+#endif
   if (!all_checks_ok) {
     std::fprintf(stderr, "kiln_bench: some checks FAILED (rows without timings above)\n");
     return 1;
   }
-  return 0;
+  return rc;
 }
 
 }  // namespace

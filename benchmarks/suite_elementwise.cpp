@@ -19,7 +19,7 @@ SuiteResult run_elementwise(const Options& opt, const MachineLimits& m) {
   SuiteResult res;
   set_table_widths(18, 34);
   print_table_header();
-  kiln::Backend& be = kiln::backend_for(kiln::Device::cpu());
+  kiln::Backend& be = kiln::backend_for(bench_device(opt));
   kiln::Generator gen(2024);
   struct Size {
     const char* name;
@@ -30,14 +30,16 @@ SuiteResult run_elementwise(const Options& opt, const MachineLimits& m) {
                                    {"conv5_3", Shape{8, 14, 14, 512}},
                                    {"fc6", Shape{8, 4096}}};
   for (const Size& s : sizes) {
-    const Tensor a = Tensor::uniform(s.shape, -1.0f, 1.0f, gen);
-    const Tensor b = Tensor::uniform(s.shape, -1.0f, 1.0f, gen);
-    Tensor out = Tensor::empty(s.shape);
+    const Tensor a_host = Tensor::uniform(s.shape, -1.0f, 1.0f, gen);
+    const Tensor b_host = Tensor::uniform(s.shape, -1.0f, 1.0f, gen);
+    const Tensor a = to_bench_device(a_host, opt), b = to_bench_device(b_host, opt);
+    Tensor out = empty_on_bench_device(s.shape, opt);
     const int64_t ne = a.numel();
     const double el = static_cast<double>(ne);
-    const float* ap = a.data<float>();
-    const float* bp = b.data<float>();
-    const float* op = out.data<float>();
+    const float* ap = a_host.data<float>();
+    const float* bp = b_host.data<float>();
+    Tensor out_host;  // the output, read where the references are
+    const float* op = nullptr;
     const std::string shape = shape_str(s.shape);
     const auto row = [&](const std::string& op_name, double flops, double bytes) {
       Row r;
@@ -51,6 +53,7 @@ SuiteResult run_elementwise(const Options& opt, const MachineLimits& m) {
 
     {  // relu: y = max(x, 0), exact
       be.relu(a, out);
+      op = host_floats(out, out_host);
       Checker ck(1e-12, 0);
       for (int64_t i = 0; i < ne; ++i) ck.compare(op[i], std::max(0.0, static_cast<double>(ap[i])), 0, "y", i);
       Row r = row("relu", el, 8.0 * el);
@@ -59,6 +62,7 @@ SuiteResult run_elementwise(const Options& opt, const MachineLimits& m) {
     }
     {  // relu backward: dx = dy where y > 0 (y: a, dy: b), exact
       be.relu_backward(a, b, out);
+      op = host_floats(out, out_host);
       Checker ck(1e-12, 0);
       for (int64_t i = 0; i < ne; ++i) ck.compare(op[i], ap[i] > 0 ? static_cast<double>(bp[i]) : 0.0, 0, "dx", i);
       Row r = row("relu_bwd", el, 12.0 * el);
@@ -69,6 +73,7 @@ SuiteResult run_elementwise(const Options& opt, const MachineLimits& m) {
       const float keep = 0.5f;
       const kiln::PhiloxState st = gen.reserve(static_cast<uint64_t>(ne));
       be.dropout(a, keep, st, out);
+      op = host_floats(out, out_host);
       Checker ck(1e-12, 1e-7);
       int64_t kept = 0;
       for (int64_t i = 0; i < ne; ++i) {
@@ -89,6 +94,7 @@ SuiteResult run_elementwise(const Options& opt, const MachineLimits& m) {
     }
     {  // add: exact in double of two floats rounded once
       be.binary(kiln::BinaryOp::add, a, b, out);
+      op = host_floats(out, out_host);
       Checker ck(0, 6e-8);
       for (int64_t i = 0; i < ne; ++i) {
         const double ref = static_cast<double>(ap[i]) + bp[i];

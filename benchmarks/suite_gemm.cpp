@@ -67,11 +67,11 @@ SuiteResult run_gemm(const Options& opt, const MachineLimits& m) {
   for (const GemmCase& c : cases) {
     if (c.in != w_in || c.out != w_out) {  // one weight per layer, shared by its batches
       w = Tensor();
-      w = Tensor::uniform(Shape{c.out, c.in}, -1.0f, 1.0f, gen);
+      w = to_bench_device(Tensor::uniform(Shape{c.out, c.in}, -1.0f, 1.0f, gen), opt);
       w_in = c.in;
       w_out = c.out;
     }
-    const Tensor x = Tensor::uniform(Shape{c.n, c.in}, -1.0f, 1.0f, gen);
+    const Tensor x = to_bench_device(Tensor::uniform(Shape{c.n, c.in}, -1.0f, 1.0f, gen), opt);
     Row row;
     row.name = c.name;
     row.kind = "gemm";

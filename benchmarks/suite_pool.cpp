@@ -24,25 +24,27 @@ SuiteResult run_pool(const Options& opt, const MachineLimits& m) {
       {"pool1", 224, 64}, {"pool2", 112, 128}, {"pool3", 56, 256}, {"pool4", 28, 512}, {"pool5", 14, 512}};
   const int64_t n = 8;
   kiln::Generator gen(777);
-  kiln::Backend& be = kiln::backend_for(kiln::Device::cpu());
+  kiln::Backend& be = kiln::backend_for(bench_device(opt));
   const kiln::Pool2dParams p{};
   for (const PoolCase& c : cases) {
     const int64_t h = c.h, w = c.h, oh = h / 2, ow = w / 2, ch = c.c;
-    const Tensor x = Tensor::uniform(Shape{n, h, w, ch}, -1.0f, 1.0f, gen);
-    const Tensor dy = Tensor::uniform(Shape{n, oh, ow, ch}, -1.0f, 1.0f, gen);
-    Tensor y = Tensor::empty(Shape{n, oh, ow, ch});
-    Tensor argmax = Tensor::empty(Shape{n, oh, ow, ch}, kiln::TensorOptions{kiln::DType::i32});
-    Tensor dx = Tensor::empty(Shape{n, h, w, ch});
+    const Tensor x_host = Tensor::uniform(Shape{n, h, w, ch}, -1.0f, 1.0f, gen);
+    const Tensor dy_host = Tensor::uniform(Shape{n, oh, ow, ch}, -1.0f, 1.0f, gen);
+    const Tensor x = to_bench_device(x_host, opt), dy = to_bench_device(dy_host, opt);
+    Tensor y = empty_on_bench_device(Shape{n, oh, ow, ch}, opt);
+    Tensor argmax = empty_on_bench_device(Shape{n, oh, ow, ch}, opt, kiln::DType::i32);
+    Tensor dx = empty_on_bench_device(Shape{n, h, w, ch}, opt);
     const double in_el = static_cast<double>(n * h * w * ch), out_el = static_cast<double>(n * oh * ow * ch);
 
     // Reference: every output, its first-maximum index, and the routed gradient.
     be.max_pool2d_forward(x, p, y, argmax);
     be.max_pool2d_backward(dy, argmax, dx);
-    const float* xp = x.data<float>();
-    const float* yp = y.data<float>();
-    const int32_t* ap = argmax.data<int32_t>();
-    const float* dyp = dy.data<float>();
-    const float* dxp = dx.data<float>();
+    const Tensor y_host = y.cpu(), argmax_host = argmax.cpu(), dx_host = dx.cpu();
+    const float* xp = x_host.data<float>();
+    const float* yp = y_host.data<float>();
+    const int32_t* ap = argmax_host.data<int32_t>();
+    const float* dyp = dy_host.data<float>();
+    const float* dxp = dx_host.data<float>();
     Checker fwd(1e-12, 0), bwd(1e-12, 0);  // a max and a routed copy are exact
     std::vector<double> dx_ref(static_cast<size_t>(in_el), 0.0);
     int64_t bad_index = 0;

@@ -46,9 +46,9 @@ SuiteResult run_sgd(const Options& opt, const MachineLimits& m) {
   std::vector<kiln::SgdParamRef> params;
   for (const Shape& s : shapes) {
     kiln::SgdParamRef p;
-    p.param = Tensor::uniform(s, -0.1f, 0.1f, gen);
-    p.grad = Tensor::uniform(s, -0.01f, 0.01f, gen);
-    p.momentum_buf = Tensor::uniform(s, -0.01f, 0.01f, gen);
+    p.param = to_bench_device(Tensor::uniform(s, -0.1f, 0.1f, gen), opt);
+    p.grad = to_bench_device(Tensor::uniform(s, -0.01f, 0.01f, gen), opt);
+    p.momentum_buf = to_bench_device(Tensor::uniform(s, -0.01f, 0.01f, gen), opt);
     params.push_back(p);
   }
   kiln::SgdOptions so;
@@ -71,18 +71,24 @@ SuiteResult run_sgd(const Options& opt, const MachineLimits& m) {
     };
     std::vector<Sample> samples;
     for (size_t t = 0; t < params.size(); ++t) {
+      Tensor pk, gk, vk;  // host views (copies when the tensors live on a GPU)
+      const float* pp = host_floats(params[t].param, pk);
+      const float* gp = host_floats(params[t].grad, gk);
+      const float* vp = host_floats(params[t].momentum_buf, vk);
       const int64_t ne = params[t].param.numel(), stride = std::max<int64_t>(1, ne / 4096);
-      for (int64_t i = 0; i < ne; i += stride)
-        samples.push_back({t, i, params[t].param.data<float>()[i], params[t].grad.data<float>()[i],
-                           params[t].momentum_buf.data<float>()[i]});
-      samples.push_back({t, ne - 1, params[t].param.data<float>()[ne - 1], params[t].grad.data<float>()[ne - 1],
-                         params[t].momentum_buf.data<float>()[ne - 1]});
+      for (int64_t i = 0; i < ne; i += stride) samples.push_back({t, i, pp[i], gp[i], vp[i]});
+      samples.push_back({t, ne - 1, pp[ne - 1], gp[ne - 1], vp[ne - 1]});
     }
     kiln::sgd_update(params, so);
     Checker ck(1e-12, 1e-6);
+    std::vector<Tensor> p_after, v_after;
+    for (const kiln::SgdParamRef& p : params) {
+      p_after.push_back(p.param.cpu());
+      v_after.push_back(p.momentum_buf.cpu());
+    }
     for (const Sample& s : samples) {
-      const float p_out = params[s.tensor].param.data<float>()[s.index];
-      const float v_out = params[s.tensor].momentum_buf.data<float>()[s.index];
+      const float p_out = p_after[s.tensor].data<float>()[s.index];
+      const float v_out = v_after[s.tensor].data<float>()[s.index];
       const std::string what = "param" + std::to_string(s.tensor);
       if (params[s.tensor].frozen) {  // bit-for-bit unchanged
         ck.compare(p_out, s.p, 0, what.c_str(), s.index);

@@ -17,23 +17,25 @@ SuiteResult run_softmax_ce(const Options& opt, const MachineLimits& m) {
   SuiteResult res;
   set_table_widths(16, 34);
   print_table_header();
-  kiln::Backend& be = kiln::backend_for(kiln::Device::cpu());
+  kiln::Backend& be = kiln::backend_for(bench_device(opt));
   kiln::Generator gen(99);
   for (const int64_t k : {8, 1000}) {
     for (const int64_t n : {64, 256, 1024}) {
-      const Tensor logits = Tensor::uniform(Shape{n, k}, -4.0f, 4.0f, gen);
+      const Tensor logits_host = Tensor::uniform(Shape{n, k}, -4.0f, 4.0f, gen);
       std::vector<int64_t> lab(static_cast<size_t>(n));
       for (int64_t i = 0; i < n; ++i) lab[static_cast<size_t>(i)] = (i * 7919) % k;
-      const Tensor labels = Tensor::from_vector(lab, Shape{n});
-      Tensor loss = Tensor::empty(Shape{1});
-      const Tensor dloss = Tensor::full(Shape{1}, 1.0);
-      Tensor dlogits = Tensor::empty(Shape{n, k});
+      const Tensor logits = to_bench_device(logits_host, opt);
+      const Tensor labels = to_bench_device(Tensor::from_vector(lab, Shape{n}), opt);
+      Tensor loss = empty_on_bench_device(Shape{1}, opt);
+      const Tensor dloss = to_bench_device(Tensor::full(Shape{1}, 1.0), opt);
+      Tensor dlogits = empty_on_bench_device(Shape{n, k}, opt);
       be.softmax_cross_entropy(logits, labels, loss);
       be.softmax_cross_entropy_backward(logits, labels, dloss, dlogits);
+      const Tensor loss_host = loss.cpu(), dlogits_host = dlogits.cpu();
 
       // Double-precision reference of both.
-      const float* lp = logits.data<float>();
-      const float* dp = dlogits.data<float>();
+      const float* lp = logits_host.data<float>();
+      const float* dp = dlogits_host.data<float>();
       Checker fwd(1e-6, 1e-6), bwd(1e-7, 1e-5);
       double loss_ref = 0, loss_scale = 0;
       for (int64_t i = 0; i < n; ++i) {
@@ -50,7 +52,7 @@ SuiteResult run_softmax_ce(const Options& opt, const MachineLimits& m) {
           bwd.compare(dp[i * k + j], g, 1.0 / static_cast<double>(n), "dlogits", i * k + j);
         }
       }
-      fwd.compare(loss.data<float>()[0], loss_ref, loss_scale, "loss", 0);
+      fwd.compare(loss_host.data<float>()[0], loss_ref, loss_scale, "loss", 0);
 
       const std::string tag = std::to_string(n) + "x" + std::to_string(k);
       const std::string shape = shape_str(Shape{n, k}) + "+labels";

@@ -115,7 +115,40 @@ def copy():
         n = mib * (1 << 20) // 4
         src, dst = torch.empty(n).uniform_(-1, 1), torch.zeros(n)
         rows.append((f"copy/{mib}MiB", lambda s=src, d=dst: d.copy_(s)))
+    if DEVICE == "cuda":  # across the bus, blocking, as kiln's Tensor::copy_from
+        n = (256 << 20) // 4
+        for kind, pin in (("pinned", True), ("pageable", False)):
+            host = torch.empty(n, device="cpu", pin_memory=pin).uniform_(-1, 1)
+            dev = torch.empty(n)
+            rows.append((f"h2d_{kind}/256MiB", lambda h=host, d=dev: d.copy_(h)))
+            rows.append((f"d2h_{kind}/256MiB", lambda h=host, d=dev: h.copy_(d)))
     return rows
+
+
+DEVICE = "cpu"
+COLD = True
+
+
+def time_it_cuda(fn, warmup, repeat):
+    """As kiln_bench on a GPU: CUDA events around each run; with a cold cache, 256 MiB
+    written on the device first (past the L2), outside the events."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    evict = torch.empty(64 << 20) if COLD else None
+    ms = []
+    while len(ms) < repeat or (sum(ms) < 200.0 and len(ms) < (100 if COLD else 1000)):
+        if evict is not None:
+            evict.zero_()
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        b.synchronize()
+        ms.append(a.elapsed_time(b))
+    ms.sort()
+    med = ms[len(ms) // 2] if len(ms) % 2 else 0.5 * (ms[len(ms) // 2 - 1] + ms[len(ms) // 2])
+    return {"median_ms": med, "min_ms": ms[0], "max_ms": ms[-1], "runs": len(ms), "other_load": 0.0}
 
 
 def vgg16_convs():
@@ -222,12 +255,26 @@ def main():
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                    help="cuda: gemm, pool, softmax_ce, elementwise, sgd and copy on the GPU, timed with CUDA events")
     ap.add_argument("--json", help="write the JSON here instead of stdout")
     args = ap.parse_args()
 
+    global DEVICE, COLD, time_it
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    set_cold_cache(args.cache == "cold")
+    COLD = args.cache == "cold"
+    set_cold_cache(COLD and args.device == "cpu")
+    if args.device == "cuda":
+        if not torch.cuda.is_available():
+            print("torch_cpu_peer.py: --device cuda: PyTorch sees no GPU", file=sys.stderr)
+            sys.exit(1)
+        if args.suite in BATCHED:
+            sys.exit(f"torch_cpu_peer.py: --suite {args.suite} runs on the CPU only (on a GPU: torch_cuda_peer.py)")
+        DEVICE = "cuda"
+        torch.set_default_device("cuda")  # PyTorch 2.0+: every factory below makes GPU tensors
+        torch.backends.cuda.matmul.allow_tf32 = False  # as kiln's default strict fp32
+        time_it = time_it_cuda
     batches = None if args.batch == "default" else [int(b) for b in args.batch.split(",")]
     rows, summary = [], {}
     if args.suite in BATCHED:
@@ -245,6 +292,7 @@ def main():
         "repeat": args.repeat,
         "warmup": args.warmup,
         "cache": args.cache,
+        "device": args.device,
         "rows": rows,
         "summary": summary,
     }

@@ -18,6 +18,12 @@
 #   uses exhaustive search, as PyTorch's cudnn.benchmark does.
 # - The repository is copied to another path there: KILN_SOURCE_DIR tells the tests and
 #   kiln_bench where the reference scripts are; KILN_PYTHON=python3 picks its PyTorch.
+# - Added 2026-11-30 on a machine without a GPU, NOT yet run on one: the memory-bound
+#   suites on the device (gemm, pool, softmax_ce, elementwise, sgd, copy with H2D/D2H
+#   pinned and pageable; CUDA-event timing, L2 overwritten between runs) and the conv_cuda
+#   variant rows (the other algorithm search, "@find"/"@heuristic"), which double that
+#   suite's time. The PyTorch peer of the memory suites uses torch.set_default_device
+#   (PyTorch 2.0+).
 set -uo pipefail
 PACK=${1:-.gpu}
 OUT=${OUT:-/tmp/kiln_gpu}
@@ -51,10 +57,15 @@ if [[ "${FULL:-0}" == 1 ]]; then
 fi
 
 echo "== benchmarks (kiln, then PyTorch, same GPU, batch ${BATCH:-64}, strict fp32)"
-timeout 240 "$PACK/bin/kiln_bench" --device cuda --suite conv_cuda,step_cuda --batch "${BATCH:-64}" \
+timeout 360 "$PACK/bin/kiln_bench" --device cuda --suite conv_cuda,step_cuda --batch "${BATCH:-64}" \
   --warmup 2 --repeat "${REPEAT:-5}" --conv-search "${CONV_SEARCH:-exhaustive}" --compare --json "$OUT/bench.json" \
   2>&1 | tee "$OUT/bench.log"
 BENCH_RC=${PIPESTATUS[0]}
+stamp
+echo "== memory-bound kernels, GEMM and copies on the device (kiln, then PyTorch; %roof of the measured copy bandwidth)"
+timeout 240 "$PACK/bin/kiln_bench" --device cuda --suite gemm,pool,softmax_ce,elementwise,sgd,copy \
+  --repeat "${REPEAT:-5}" --compare --json "$OUT/bench_mem.json" 2>&1 | tee "$OUT/bench_mem.log"
+(( BENCH_RC |= PIPESTATUS[0] ))
 stamp
 if [[ "${TF32:-0}" == 1 ]]; then
   echo "== VGG16 steps with TF32 allowed on both sides: TF32=1"
