@@ -162,6 +162,10 @@ class Backend {
   // out[i] = lut[i % C][u8[i]] with C = lut.dim(0): uint8 pixels to network inputs through
   // a per-channel table (the input convention), so a loader can ship bytes to the device.
   virtual void lut_u8(const Tensor& u8, const Tensor& lut, Tensor& out) = 0;
+  // out[i, y, x, c] = lut[c][atlas[off_i + ((y0_i + y) * w_i + x0_i + (flip_i ? S-1-x : x)) * 3 + c]]
+  // with S = out.dim(1) and row i of desc (int64 [n, 6] on this device: off, h, w, y0, x0,
+  // flip). The caller has checked every window against its image and the atlas.
+  virtual void crop_flip_lut_u8(const Tensor& atlas, const Tensor& desc, const Tensor& lut, Tensor& out) = 0;
   // One Adam update over every parameter in `params`; `step` counts from 1 (bias correction).
   virtual void adam_update(std::span<AdamParamRef> params, const AdamOptions& opt, int64_t step) = 0;
 };

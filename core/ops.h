@@ -89,6 +89,20 @@ void adam_update(std::span<AdamParamRef> params, const AdamOptions& opt, int64_t
 // (the input convention: mean, scale, std), on the device of its inputs. No gradient.
 Tensor lut_u8(const Tensor& u8, const Tensor& lut);
 
+// Square crops of many 8-bit images, mirrored when asked, through the table: lut_u8 of
+// the bytes crop_to_bytes would cut, in one pass and without the bytes in between.
+// atlas: uint8 [bytes], images packed back to back, each [height, width, 3] (HWC) with its
+//   channels already in the table's order (a BGR convention packs them swapped).
+// desc: int64 [n, 6] on the host, one row per output image: (byte offset of its image in
+//   atlas, height, width, top y0, left x0, flip 0/1). Checked here, every window inside
+//   its image and every image inside atlas, before anything runs; for a GPU atlas the op
+//   copies desc to the device itself (the host tensor may go as soon as it returns).
+// lut: float32 [3, 256] on atlas's device. crop: the side of every window.
+// -> float32 [n, crop, crop, 3] (NHWC) on atlas's device, with
+//   out[i, y, x, c] = lut[c, atlas[off + ((y0 + y) * width + x0 + (flip ? crop-1-x : x)) * 3 + c]].
+// No gradient.
+Tensor crop_flip_lut_u8(const Tensor& atlas, const Tensor& desc, const Tensor& lut, int64_t crop);
+
 // Output extent of a convolution or pooling window along one axis.
 int64_t window_out_size(int64_t in, int64_t kernel, int64_t stride, int64_t pad);
 

@@ -1,5 +1,5 @@
-// Elementwise arithmetic, reductions, views (reshape, flatten, slice), the L2 penalty and
-// the SGD and Adam updates.
+// Elementwise arithmetic, reductions, views (reshape, flatten, slice), the L2 penalty,
+// the SGD and Adam updates, and the pixel lookups that turn bytes into network inputs.
 #include "core/op_checks.h"
 #include "core/ops.h"
 
@@ -363,6 +363,48 @@ Tensor lut_u8(const Tensor& u8, const Tensor& lut) {
   checks::same_device(op, "pixels", u8, "table", lut);
   Tensor out = Tensor::empty(u8.shape(), like(u8));
   if (out.numel() > 0) backend_for(u8.device()).lut_u8(u8, lut, out);
+  return out;
+}
+
+Tensor crop_flip_lut_u8(const Tensor& atlas, const Tensor& desc, const Tensor& lut, int64_t crop) {
+  const char* op = "crop_flip_lut_u8";
+  checks::defined(op, "atlas", atlas);
+  checks::defined(op, "desc", desc);
+  checks::float32(op, "table", lut);
+  KILN_CHECK(atlas.dtype() == DType::u8 && atlas.rank() == 1, op, ": atlas must be uint8 [bytes], got ",
+             atlas.description());
+  KILN_CHECK(desc.dtype() == DType::i64 && desc.rank() == 2 && desc.dim(1) == 6, op,
+             ": desc must be int64 [n, 6] (offset, height, width, y0, x0, flip), got ", desc.description());
+  KILN_CHECK(desc.device().is_cpu(), op, ": desc must be on the host (it is checked there before the launch), got ",
+             desc.description());
+  KILN_CHECK(lut.rank() == 2 && lut.dim(0) == 3 && lut.dim(1) == 256, op, ": table must be [3, 256], got ",
+             lut.shape());
+  checks::same_device(op, "atlas", atlas, "table", lut);
+  // The kernels index within one output image in 32 bits.
+  KILN_CHECK(crop > 0 && crop <= 16384, op, ": crop must be in [1, 16384], got ", crop);
+  const int64_t bytes = atlas.numel(), n = desc.dim(0);
+  const int64_t* d = desc.data<int64_t>();
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t off = d[i * 6], h = d[i * 6 + 1], w = d[i * 6 + 2], y0 = d[i * 6 + 3], x0 = d[i * 6 + 4],
+                  flip = d[i * 6 + 5];
+    KILN_CHECK(h > 0 && w > 0 && (flip == 0 || flip == 1), op, ": desc row ", i, ": height ", h, " and width ", w,
+               " must be positive and flip ", flip, " 0 or 1");
+    KILN_CHECK(y0 >= 0 && x0 >= 0 && y0 <= h - crop && x0 <= w - crop, op, ": desc row ", i, ": the ", crop, "x",
+               crop, " window at (y0 ", y0, ", x0 ", x0, ") lies outside its image of height ", h, ", width ", w);
+    // off + h * w * 3 <= bytes, without overflow.
+    const int64_t room = off >= 0 && off <= bytes ? bytes - off : -1;
+    KILN_CHECK(room >= 0 && h <= room / 3 && w <= room / 3 / h, op, ": desc row ", i, ": an image of height ", h,
+               ", width ", w, " at byte offset ", off, " does not lie inside the atlas of ", bytes, " bytes");
+  }
+  Tensor out = Tensor::empty(Shape{n, crop, crop, 3}, like(atlas));
+  if (out.numel() == 0) return out;
+  Tensor on_device = desc;
+  if (!atlas.device().is_cpu()) {
+    // Ordered before the kernel on the device's streams; the backend keeps a pinned source alive.
+    on_device = Tensor::empty(desc.shape(), like(atlas, DType::i64));
+    on_device.copy_from(desc, /*non_blocking=*/true);
+  }
+  backend_for(atlas.device()).crop_flip_lut_u8(atlas, on_device, lut, out);
   return out;
 }
 

@@ -26,12 +26,23 @@ bool ImageCache::mark_bad(size_t i) {
   std::lock_guard<std::mutex> lock(mu_);
   if (bad_.at(i)) return false;
   bad_[i] = true;
+  ++bad_count_;
   return true;
 }
 
 bool ImageCache::is_bad(size_t i) const {
   std::lock_guard<std::mutex> lock(mu_);
   return bad_.at(i);
+}
+
+bool ImageCache::complete() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return stats_.entries + bad_count_ == static_cast<int64_t>(slots_.size());
+}
+
+std::vector<std::shared_ptr<const Image>> ImageCache::snapshot() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return slots_;
 }
 
 CacheStats ImageCache::stats() const {

@@ -33,6 +33,10 @@ class ImageCache {
   // Records that sample i cannot be decoded; true the first time (so the caller reports it once).
   bool mark_bad(size_t i);
   bool is_bad(size_t i) const;
+  // True when every sample is either held or known bad: nothing will ever be decoded again.
+  bool complete() const;
+  // The held images by sample (null where none is held), without counting hits.
+  std::vector<std::shared_ptr<const Image>> snapshot() const;
 
   CacheStats stats() const;
 
@@ -40,6 +44,7 @@ class ImageCache {
   mutable std::mutex mu_;
   std::vector<std::shared_ptr<const Image>> slots_;
   std::vector<bool> bad_;
+  int64_t bad_count_ = 0;
   CacheStats stats_;
 };
 

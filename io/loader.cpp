@@ -34,6 +34,7 @@ Loader::Loader(Dataset dataset, LoaderOptions options)
   epoch_ = opt_.start_epoch;
   bytes_ = opt_.convert_at == LoaderOptions::ConvertAt::device ||
            (opt_.convert_at == LoaderOptions::ConvertAt::auto_ && !opt_.device.is_cpu());
+  atlas_wanted_ = bytes_ && opt_.augment_on_device && opt_.cache_bytes > 0;
   if (bytes_) {
     const std::array<float, 3 * 256> table = convention_lut(opt_.convention);
     lut_ = Tensor::from_vector(std::vector<float>(table.begin(), table.end()), Shape{3, 256}).to(opt_.device);
@@ -139,26 +140,48 @@ Batch Loader::build(int64_t job) {
   const int64_t begin = b.index * opt_.batch_size;
   const int64_t end = std::min<int64_t>(begin + opt_.batch_size, static_cast<int64_t>(order->size()));
   const int64_t n = end - begin, s = opt_.crop;
-  const TensorOptions host{bytes_ ? DType::u8 : DType::f32, Device::cpu(), opt_.pin_memory};
-  Tensor images = Tensor::empty({n, s, s, 3}, host);
+  std::shared_ptr<const std::vector<AtlasEntry>> atlas;
+  if (bytes_) {
+    std::lock_guard<std::mutex> lock(mu_);
+    atlas = atlas_index_;
+  }
+  // With the atlas, a row is its descriptor; otherwise its pixels, as bytes or floats.
+  Tensor images = atlas ? Tensor::empty({n, 6}, TensorOptions{DType::i64, Device::cpu(), opt_.pin_memory})
+                        : Tensor::empty({n, s, s, 3}, TensorOptions{bytes_ ? DType::u8 : DType::f32, Device::cpu(),
+                                                                    opt_.pin_memory});
   Tensor labels = Tensor::empty({n}, TensorOptions{DType::i64, Device::cpu(), opt_.pin_memory});
-  float* out = bytes_ ? nullptr : images.data<float>();
-  uint8_t* out_bytes = bytes_ ? images.data<uint8_t>() : nullptr;
+  int64_t* desc = atlas ? images.data<int64_t>() : nullptr;
+  float* out = !atlas && !bytes_ ? images.data<float>() : nullptr;
+  uint8_t* out_bytes = !atlas && bytes_ ? images.data<uint8_t>() : nullptr;
   int64_t* lab = labels.data<int64_t>();
   int64_t rows = 0;
   for (int64_t k = begin; k < end; ++k) {
     if (stop_) return b;  // the loader is closing: abandon the batch
     const int64_t sample = (*order)[k];
-    const auto img = load(sample);
-    if (!img) {
+    std::shared_ptr<const Image> img;
+    const AtlasEntry* entry = nullptr;
+    if (atlas) {
+      entry = &(*atlas)[static_cast<size_t>(sample)];
+      if (entry->offset < 0) {  // failed in an earlier epoch, reported then
+        ++b.skipped;
+        continue;
+      }
+    } else if (!(img = load(sample))) {
       ++b.skipped;
       continue;
     }
-    const Crop crop = opt_.augment ? random_crop(img->width, img->height, static_cast<int>(s), opt_.seed, b.epoch,
+    const int width = entry ? entry->width : img->width, height = entry ? entry->height : img->height;
+    const Crop crop = opt_.augment ? random_crop(width, height, static_cast<int>(s), opt_.seed, b.epoch,
                                                  static_cast<uint64_t>(sample), true)
-                                   : center_crop(img->width, img->height, static_cast<int>(s));
-    if (bytes_) crop_to_bytes(*img, crop, opt_.convention, out_bytes + rows * s * s * 3);
-    else crop_to_input(*img, crop, opt_.convention, out + rows * s * s * 3);
+                                   : center_crop(width, height, static_cast<int>(s));
+    if (entry) {
+      int64_t* d = desc + rows * 6;
+      d[0] = entry->offset, d[1] = height, d[2] = width, d[3] = crop.top, d[4] = crop.left, d[5] = crop.flip;
+    } else if (bytes_) {
+      crop_to_bytes(*img, crop, opt_.convention, out_bytes + rows * s * s * 3);
+    } else {
+      crop_to_input(*img, crop, opt_.convention, out + rows * s * s * 3);
+    }
     lab[rows] = dataset_.samples[static_cast<size_t>(sample)].label;
     b.indices.push_back(sample);
     ++rows;
@@ -167,9 +190,47 @@ Batch Loader::build(int64_t job) {
     images = images.slice(0, rows);
     labels = labels.slice(0, rows);
   }
-  (bytes_ ? b.host_bytes : b.host_images) = images;
+  (atlas ? b.host_desc : bytes_ ? b.host_bytes : b.host_images) = images;
   b.host_labels = labels;
   return b;
+}
+
+void Loader::build_atlas() {
+  atlas_wanted_ = false;  // one try: it succeeds, or says why and the byte path stays
+  const std::vector<std::shared_ptr<const Image>> held = cache_.snapshot();
+  auto index = std::make_shared<std::vector<AtlasEntry>>(held.size());
+  int64_t total = 0;
+  for (size_t i = 0; i < held.size(); ++i) {
+    if (!held[i]) continue;  // complete(): only failed files are missing
+    (*index)[i] = AtlasEntry{total, held[i]->height, held[i]->width};
+    total += static_cast<int64_t>(held[i]->nbytes());
+  }
+  if (total == 0) return;  // every file failed to decode: nothing to pack
+  try {
+    Tensor host = Tensor::empty({total}, TensorOptions{DType::u8});
+    uint8_t* p = host.data<uint8_t>();
+    for (size_t i = 0; i < held.size(); ++i)
+      if (held[i]) to_convention_bytes(*held[i], opt_.convention, p + (*index)[i].offset);
+    atlas_ = opt_.device.is_cpu() ? host : host.to(opt_.device);
+  } catch (const Error& e) {
+    // Typically no room on the device: crops stay on the host, the conversion on the device.
+    atlas_ = Tensor();
+    if (opt_.warn) std::fprintf(stderr, "kiln: warning: no device atlas, crops stay on the host: %s\n", e.what());
+    return;
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  atlas_index_ = std::move(index);
+  atlas_bytes_ = total;
+}
+
+void Loader::to_device_labels(Batch& b) const {
+  if (opt_.device.is_cpu()) {
+    b.labels = b.host_labels;
+    return;
+  }
+  // Ordered on the backend's copy stream; b keeps the pinned source alive meanwhile.
+  b.labels = Tensor::empty(b.host_labels.shape(), TensorOptions{DType::i64, opt_.device});
+  b.labels.copy_from(b.host_labels, /*non_blocking=*/true);
 }
 
 std::optional<Batch> Loader::next() {
@@ -191,8 +252,14 @@ std::optional<Batch> Loader::next() {
   work_cv_.notify_all();
   if (r.error) std::rethrow_exception(r.error);
   ++served_in_epoch_;
+  // Nothing left to decode: from here on workers send descriptors (batches already built
+  // as bytes are served as they are; both give the same values).
+  if (atlas_wanted_ && cache_.complete()) build_atlas();
   Batch& b = r.batch;
-  if (bytes_) {
+  if (b.host_desc.defined()) {
+    b.images = crop_flip_lut_u8(atlas_, b.host_desc, lut_, opt_.crop);
+    atlas_rows_ += b.host_desc.dim(0);
+  } else if (bytes_) {
     // Bytes to the device (ordered on the copy stream), then the table lookup there.
     if (opt_.device.is_cpu()) {
       b.device_bytes = b.host_bytes;
@@ -201,22 +268,14 @@ std::optional<Batch> Loader::next() {
       b.device_bytes.copy_from(b.host_bytes, /*non_blocking=*/true);
     }
     b.images = lut_u8(b.device_bytes, lut_);
-    if (opt_.device.is_cpu()) {
-      b.labels = b.host_labels;
-    } else {
-      b.labels = Tensor::empty(b.host_labels.shape(), TensorOptions{DType::i64, opt_.device});
-      b.labels.copy_from(b.host_labels, /*non_blocking=*/true);
-    }
   } else if (opt_.device.is_cpu()) {
     b.images = b.host_images;
-    b.labels = b.host_labels;
   } else {
     // Ordered on the backend's copy stream; b keeps the pinned source alive meanwhile.
     b.images = Tensor::empty(b.host_images.shape(), TensorOptions{DType::f32, opt_.device});
     b.images.copy_from(b.host_images, /*non_blocking=*/true);
-    b.labels = Tensor::empty(b.host_labels.shape(), TensorOptions{DType::i64, opt_.device});
-    b.labels.copy_from(b.host_labels, /*non_blocking=*/true);
   }
+  to_device_labels(b);
   return b;
 }
 
@@ -225,6 +284,9 @@ LoaderStats Loader::stats() const {
   s.cache = cache_.stats();
   std::lock_guard<std::mutex> lock(mu_);
   s.failures = static_cast<int64_t>(failures_.size());
+  s.device_atlas = atlas_bytes_ > 0;
+  s.atlas_bytes = atlas_bytes_;
+  s.atlas_rows = atlas_rows_;
   return s;
 }
 

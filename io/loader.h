@@ -7,7 +7,11 @@
 //
 // Crops and flips run on the CPU as byte copies from the decode-once cache; for a GPU the
 // batch travels as bytes (a quarter of the float batch) and the conversion to network
-// inputs (the convention's table, kiln::lut_u8) runs on the device.
+// inputs (the convention's table, kiln::lut_u8) runs on the device. Once the cache holds
+// every sample (after the first epoch, when the budget allows), the images are packed
+// once into an atlas on the device, workers only draw each row's crop and flip (a
+// 6-number descriptor), and crop, flip and conversion run there in one op
+// (kiln::crop_flip_lut_u8): the same values bit for bit, with no pixel crossing the bus.
 #pragma once
 
 #include <atomic>
@@ -47,6 +51,10 @@ struct LoaderOptions {
   // Where pixels become floats: auto = on the device when it is a GPU, else on the host;
   // device forces the byte path (also on the CPU, where it gives the same values).
   enum class ConvertAt { auto_, host, device } convert_at = ConvertAt::auto_;
+  // When pixels convert on the device and the cache holds every sample: pack the cache
+  // into a device atlas (device memory of the cache's bytes) and crop and flip there too.
+  // Batches are the same either way.
+  bool augment_on_device = true;
   bool pin_memory = true;     // build batches in pinned host memory (plain memory without a GPU)
   int64_t cache_bytes = int64_t{2} << 30;  // decode-once budget; 0 turns the cache off
   bool strict = false;        // a file that cannot be decoded is an error, not a warning
@@ -60,6 +68,8 @@ struct Batch {
   Tensor host_images;  // the pinned host batch; kept while an async copy may read it
   Tensor host_bytes;   // uint8 [n, crop, crop, 3] instead, when pixels convert on the device
   Tensor device_bytes; // its copy on the device, kept until the conversion has read it
+  Tensor host_desc;    // int64 [n, 6] instead, when rows are cut from the device atlas
+                       // (crop_flip_lut_u8's descriptors: offset, height, width, y0, x0, flip)
   Tensor host_labels;
   std::vector<int64_t> indices;  // dataset index of each row
   uint64_t epoch = 0;
@@ -73,8 +83,11 @@ struct DecodeFailure {
 };
 
 struct LoaderStats {
-  CacheStats cache;
+  CacheStats cache;      // once the device atlas is in use, rows come from it, not the cache
   int64_t failures = 0;  // distinct files that failed to decode
+  bool device_atlas = false;  // the cache is packed on LoaderOptions::device (augment_on_device)
+  int64_t atlas_bytes = 0;    // its size
+  int64_t atlas_rows = 0;     // rows cropped from it so far
 };
 
 class Loader {
@@ -108,6 +121,8 @@ class Loader {
   Batch build(int64_t job);
   std::shared_ptr<const Image> load(int64_t sample);
   std::shared_ptr<const std::vector<int64_t>> order_for(uint64_t epoch);
+  void build_atlas();
+  void to_device_labels(Batch& b) const;
 
   Dataset dataset_;
   LoaderOptions opt_;
@@ -115,6 +130,19 @@ class Loader {
   ImageCache cache_;
   bool bytes_ = false;  // batches travel as bytes, converted by lut_ on the target device
   Tensor lut_;          // [3, 256] float32 on opt_.device
+
+  // The device atlas: every held image packed once, channels in the convention's order.
+  // next() builds it (on the consumer's thread) and alone reads atlas_; workers see it
+  // through atlas_index_, published under mu_ once atlas_ is ready.
+  struct AtlasEntry {
+    int64_t offset = -1;  // byte offset in atlas_; -1: the file failed to decode
+    int height = 0, width = 0;
+  };
+  bool atlas_wanted_ = false;  // bytes_ && augment_on_device && a cache; false once tried
+  Tensor atlas_;               // uint8 [bytes] on opt_.device
+  std::shared_ptr<const std::vector<AtlasEntry>> atlas_index_;
+  int64_t atlas_bytes_ = 0;
+  std::atomic<int64_t> atlas_rows_{0};
 
   mutable std::mutex mu_;
   std::condition_variable work_cv_;   // workers wait for room in the window

@@ -272,4 +272,12 @@ void crop_to_bytes(const Image& img, const Crop& crop, InputConvention conventio
   }
 }
 
+void to_convention_bytes(const Image& img, InputConvention convention, uint8_t* out) {
+  KILN_CHECK(img.channels == 3, "to_convention_bytes: expected an RGB image, got ", img.channels, " channels");
+  const std::array<int, 3> src = source_channels(convention);
+  const size_t pixels = static_cast<size_t>(img.width) * img.height;
+  const uint8_t* p = img.pixels.data();
+  for (size_t i = 0; i < pixels; ++i, p += 3, out += 3) out[0] = p[src[0]], out[1] = p[src[1]], out[2] = p[src[2]];
+}
+
 }  // namespace kiln::io

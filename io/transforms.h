@@ -56,6 +56,11 @@ void crop_to_input(const Image& img, const Crop& crop, InputConvention conventio
 // the conversion to float run on the device (a quarter of the bytes to copy).
 void crop_to_bytes(const Image& img, const Crop& crop, InputConvention convention, uint8_t* out);
 
+// The whole image as bytes with channels in the convention's order (what crop_to_bytes
+// copies from): the layout kiln::crop_flip_lut_u8 reads from its atlas.
+// out: [height, width, 3] uint8.
+void to_convention_bytes(const Image& img, InputConvention convention, uint8_t* out);
+
 // The convention as a table [3 channels][256 pixel values] of network inputs.
 std::array<float, 3 * 256> convention_lut(InputConvention convention);
 

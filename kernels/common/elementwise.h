@@ -30,4 +30,11 @@ KILN_HD float dropout(float x, PhiloxState s, uint64_t i, float keep) {
   return dropout_keep(s, i, keep) ? x * (1.0f / keep) : 0.0f;
 }
 
+// The atlas byte where output pixel (y, x) of a crop_flip_lut_u8 window starts (its first
+// channel); d: the window's desc row (offset, height, width, y0, x0, flip), s: the crop side.
+// A flipped window reads column s - 1 - x, as io::crop_to_bytes does.
+KILN_HD int64_t crop_flip_source(const int64_t* d, int64_t s, int64_t y, int64_t x) {
+  return d[0] + ((d[3] + y) * d[2] + d[4] + (d[5] != 0 ? s - 1 - x : x)) * 3;
+}
+
 }  // namespace kiln::common

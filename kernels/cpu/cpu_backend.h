@@ -41,6 +41,7 @@ class CpuBackend : public Backend {
   void argmax(const Tensor& x, Tensor& out) override;
   void sgd_update(std::span<SgdParamRef> params, const SgdOptions& opt) override;
   void lut_u8(const Tensor& u8, const Tensor& lut, Tensor& out) override;
+  void crop_flip_lut_u8(const Tensor& atlas, const Tensor& desc, const Tensor& lut, Tensor& out) override;
   void adam_update(std::span<AdamParamRef> params, const AdamOptions& opt, int64_t step) override;
 };
 

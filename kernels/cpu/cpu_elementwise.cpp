@@ -189,4 +189,25 @@ void CpuBackend::lut_u8(const Tensor& u8, const Tensor& lut, Tensor& out) {
   for (int64_t i = 0; i < n; ++i) o[i] = table[(i % c) * 256 + in[i]];
 }
 
+void CpuBackend::crop_flip_lut_u8(const Tensor& atlas, const Tensor& desc, const Tensor& lut, Tensor& out) {
+  const uint8_t* pixels = atlas.data<uint8_t>();
+  const int64_t* d = desc.data<int64_t>();
+  const float* table = lut.data<float>();
+  float* o = out.data<float>();
+  const int64_t s = out.dim(1), rows = out.dim(0) * s;
+  // One output row of one image per iteration.
+#pragma omp parallel for schedule(static) if (rows * s > 16384)
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t* di = d + (r / s) * 6;
+    const int64_t y = r % s;
+    float* dst = o + r * s * 3;
+    for (int64_t x = 0; x < s; ++x) {
+      const uint8_t* p = pixels + common::crop_flip_source(di, s, y, x);
+      dst[x * 3 + 0] = table[0 * 256 + p[0]];
+      dst[x * 3 + 1] = table[1 * 256 + p[1]];
+      dst[x * 3 + 2] = table[2 * 256 + p[2]];
+    }
+  }
+}
+
 }  // namespace kiln::cpu

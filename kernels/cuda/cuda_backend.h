@@ -57,6 +57,7 @@ class CudaBackend final : public Backend {
   void sgd_update(std::span<SgdParamRef> params, const SgdOptions& opt) override;
   // cuda_elementwise.cu
   void lut_u8(const Tensor& u8, const Tensor& lut, Tensor& out) override;
+  void crop_flip_lut_u8(const Tensor& atlas, const Tensor& desc, const Tensor& lut, Tensor& out) override;
   // cuda_adam.cu
   void adam_update(std::span<AdamParamRef> params, const AdamOptions& opt, int64_t step) override;
 };

@@ -109,6 +109,21 @@ __global__ void lut_u8_kernel(const uint8_t* u8, const float* lut, int64_t c, fl
   for (int64_t i = global_thread(); i < n; i += grid_threads()) out[i] = lut[(i % c) * 256 + u8[i]];
 }
 
+// One thread per output element (consecutive threads write consecutive floats); the bytes
+// it reads come from common::crop_flip_source, the CPU backend's arithmetic.
+// per = s * s * 3 < 2^31 (the op checks s), so only the image number needs 64 bits.
+__global__ void crop_flip_lut_u8_kernel(const uint8_t* atlas, const int64_t* desc, const float* lut, int s,
+                                        float* out, int64_t n) {
+  const int per = s * s * 3;
+  for (int64_t e = global_thread(); e < n; e += grid_threads()) {
+    const int64_t i = e / per;
+    const int rem = static_cast<int>(e - i * per);
+    const int c = rem % 3, pix = rem / 3;
+    const int y = pix / s, x = pix - y * s;
+    out[e] = lut[c * 256 + atlas[common::crop_flip_source(desc + i * 6, s, y, x) + c]];
+  }
+}
+
 __global__ void relu_backward_kernel(const float* y, const float* dy, float* dx, int64_t n) {
   for (int64_t i = global_thread(); i < n; i += grid_threads()) dx[i] = common::relu_backward(y[i], dy[i]);
 }
@@ -371,6 +386,18 @@ void CudaBackend::lut_u8(const Tensor& u8, const Tensor& lut, Tensor& out) {
   if (n > 0) {
     lut_u8_kernel<<<elementwise_blocks(n, kThreads), kThreads, 0, scope.stream()>>>(
         u8.data<uint8_t>(), lut.data<float>(), lut.dim(0), out.data<float>(), n);
+    KILN_CUDA_CHECK_LAUNCH();
+  }
+  scope.done();
+}
+
+void CudaBackend::crop_flip_lut_u8(const Tensor& atlas, const Tensor& desc, const Tensor& lut, Tensor& out) {
+  OpScope scope("crop_flip_lut_u8", out.device().index);
+  const int64_t n = out.numel();
+  if (n > 0) {
+    crop_flip_lut_u8_kernel<<<elementwise_blocks(n, kThreads), kThreads, 0, scope.stream()>>>(
+        atlas.data<uint8_t>(), desc.data<int64_t>(), lut.data<float>(), static_cast<int>(out.dim(1)),
+        out.data<float>(), n);
     KILN_CUDA_CHECK_LAUNCH();
   }
   scope.done();

@@ -1,5 +1,6 @@
 // The batch loader: shapes and epochs, reproducibility (seed, workers, resume), the
-// decode-once cache, broken files, errors from workers, and shutdown without leftovers.
+// decode-once cache and its device atlas, broken files, errors from workers, and shutdown
+// without leftovers.
 #include <catch2/catch.hpp>
 
 #include <array>
@@ -337,5 +338,107 @@ TEST_CASE("loader: the byte path (convert on the device) gives the float path's 
   CHECK(bytes.images == floats.images);
   CHECK(bytes.labels == floats.labels);
   CHECK(bytes.indices == floats.indices);
+  fs::remove_all(root);
+}
+
+namespace {
+
+struct Served {
+  Epochs epochs;
+  std::vector<int64_t> skipped;
+  LoaderStats stats;
+};
+
+Served serve(const Dataset& ds, const LoaderOptions& o, int epochs) {
+  Loader loader(ds, o);
+  Served out;
+  for (int e = 0; e < epochs; ++e)
+    while (auto b = loader.next()) {
+      CHECK(b->images.shape() == Shape{b->labels.dim(0), kCrop, kCrop, 3});
+      out.epochs.images.push_back(b->images.to_vector<float>());
+      out.epochs.labels.push_back(b->labels.to_vector<int64_t>());
+      out.epochs.indices.push_back(b->indices);
+      out.skipped.push_back(b->skipped);
+    }
+  out.stats = loader.stats();
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("loader: crops from the device atlas (forced on the CPU) equal the host path's", "[loader][atlas]") {
+  const std::string root = make_folder("loader_atlas");
+  std::ofstream(fs::path(root) / "b" / "broken.png") << "not a png";
+  const Dataset ds = image_folder(root);
+  REQUIRE(ds.size() == 16);
+  LoaderOptions o = small_options();
+  o.warn = false;
+  // Three epochs: the first decodes everything, batches built ahead of the atlas come as
+  // bytes, the rest from the atlas. Random crops with flips, then central crops in BGR.
+  for (const bool augment : {true, false}) {
+    INFO("augment " << augment);
+    o.augment = augment;
+    o.convention = augment ? InputConvention::torchvision_rgb : InputConvention::caffe_bgr;
+    o.convert_at = LoaderOptions::ConvertAt::host;
+    const Served host = serve(ds, o, 3);
+    REQUIRE(host.epochs.images.size() == 12);  // 16 samples, 4 batches an epoch
+    CHECK_FALSE(host.stats.device_atlas);
+    o.convert_at = LoaderOptions::ConvertAt::device;
+    const Served atlas = serve(ds, o, 3);
+    CHECK(atlas.stats.device_atlas);
+    CHECK(atlas.stats.atlas_bytes == atlas.stats.cache.bytes);
+    CHECK(atlas.stats.atlas_rows >= 15);  // at least the last epoch
+    CHECK(atlas.stats.failures == 1);     // reported once, in the first epoch
+    CHECK(atlas.epochs.images == host.epochs.images);
+    CHECK(atlas.epochs.labels == host.epochs.labels);
+    CHECK(atlas.epochs.indices == host.epochs.indices);
+    CHECK(atlas.skipped == host.skipped);
+    int64_t skipped = 0;
+    for (int64_t k : atlas.skipped) skipped += k;
+    CHECK(skipped == 3);  // the broken file, once an epoch
+    // Switched off, or a cache that cannot hold every image: no atlas, the same batches.
+    o.augment_on_device = false;
+    const Served off = serve(ds, o, 2);
+    CHECK_FALSE(off.stats.device_atlas);
+    CHECK(off.stats.atlas_rows == 0);
+    o.augment_on_device = true;
+    o.cache_bytes = kResize * kResize * 3 * 4;
+    const Served small = serve(ds, o, 2);
+    CHECK_FALSE(small.stats.device_atlas);
+    const std::vector<std::vector<float>> two(host.epochs.images.begin(), host.epochs.images.begin() + 8);
+    CHECK(off.epochs.images == two);
+    CHECK(small.epochs.images == two);
+    o.cache_bytes = LoaderOptions{}.cache_bytes;
+  }
+  // Resumed at epoch 2, the atlas run serves what epoch 2 of the full run served.
+  o = small_options();
+  o.warn = false;
+  const Served full = serve(ds, o, 3);
+  o.convert_at = LoaderOptions::ConvertAt::device;
+  o.start_epoch = 2;
+  o.num_workers = 1;
+  const Served resumed = serve(ds, o, 2);
+  CHECK(resumed.stats.device_atlas);
+  REQUIRE(full.epochs.images.size() == 12);  // 16 samples, 4 batches an epoch
+  CHECK(std::vector<std::vector<float>>(resumed.epochs.images.begin(), resumed.epochs.images.begin() + 4) ==
+        std::vector<std::vector<float>>(full.epochs.images.begin() + 8, full.epochs.images.end()));
+  fs::remove_all(root);
+}
+
+TEST_CASE("loader: crops from the GPU atlas equal the host batches", "[loader][atlas][cuda]") {
+  if (!has_backend(DeviceType::cuda) || device_count(DeviceType::cuda) == 0) {
+    WARN("no CUDA device: skipped");
+    return;
+  }
+  const std::string root = make_folder("loader_atlas_cuda");
+  const Dataset ds = image_folder(root);
+  LoaderOptions o = small_options();
+  const Served host = serve(ds, o, 3);
+  o.device = Device::cuda(0);
+  const Served gpu = serve(ds, o, 3);
+  CHECK(gpu.stats.device_atlas);
+  CHECK(gpu.stats.atlas_rows >= 15);
+  CHECK(gpu.epochs.images == host.epochs.images);
+  CHECK(gpu.epochs.labels == host.epochs.labels);
   fs::remove_all(root);
 }
