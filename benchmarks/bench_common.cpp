@@ -579,7 +579,13 @@ void print_comparison(const SuiteResult& res, const PeerResult& peer) {
   for (const Row& r : res.rows) {
     const PeerRow* t = peer.row(r.name);
     if (!r.timed || !t) {
-      std::printf("%-*s %10s %10s %7s\n", g_name_w, r.name.c_str(), r.timed ? "" : "-", t ? "" : "-", "-");
+      // Variant rows ("name@how") are kiln's other ways to do the op: PyTorch has no twin.
+      const bool variant = r.name.find('@') != std::string::npos;
+      if (r.timed)
+        std::printf("%-*s %10.3f %10s %7s   %9.3f..%-9.3f %21s %s\n", g_name_w, r.name.c_str(), r.t.median_ms, "-",
+                    "-", r.t.min_ms, r.t.max_ms, "", variant ? "(a kiln variant: no peer row)" : "(no peer row)");
+      else
+        std::printf("%-*s %10s %10s %7s\n", g_name_w, r.name.c_str(), "-", t ? "" : "-", "-");
       continue;
     }
     const bool disturbed = r.t.other_load > kDisturbed || t->t.other_load > kDisturbed;

@@ -7,6 +7,8 @@
 //   loader/wT/cold       the full Loader (T workers, pinned batches of 32) without the
 //                        decode-once cache: every epoch decodes
 //   loader/wT/cached     the same Loader with its cache, after the epoch that filled it
+//   loader/wT/cached@device_atlas   the variant a GPU run uses: the cache packed into one
+//                        uint8 atlas, batches cut from it by crop_flip_lut_u8 (here on the CPU)
 // T runs over 1, 2 and every hardware thread. Checked before timing: every loader batch
 // of one epoch equals, bit for bit, the single-thread transforms of the same samples.
 #include <algorithm>
@@ -94,7 +96,7 @@ SuiteResult run_pipeline(const Options& opt, const MachineLimits& m) {
               "ToTensor + Normalize (torchvision convention); loader batch %d, prefetch 2\n\n",
               ds.summary().c_str(), kBatch);
   SuiteResult res;
-  set_table_widths(18, 24);
+  set_table_widths(30, 24);
   print_table_header();
   const auto conv = io::InputConvention::torchvision_rgb;
   std::vector<float> out(static_cast<size_t>(kCrop) * kCrop * 3);
@@ -145,7 +147,14 @@ SuiteResult run_pipeline(const Options& opt, const MachineLimits& m) {
 
   std::set<int> workers = {1, 2, static_cast<int>(std::max(1u, std::thread::hardware_concurrency()))};
   for (const int w : workers) {
-    for (const bool cached : {false, true}) {
+    // Variants of the cached loader: crops written as floats by the workers (kiln's CPU
+    // default), and "@device_atlas": the cache packed once into one uint8 atlas and each
+    // batch cut from it by crop_flip_lut_u8 (kiln's default for a GPU; here forced on the CPU).
+    struct Variant {
+      bool cached, atlas;
+    };
+    for (const Variant v : {Variant{false, false}, Variant{true, false}, Variant{true, true}}) {
+      const bool cached = v.cached;
       io::LoaderOptions lo;
       lo.batch_size = kBatch;
       lo.num_workers = w;
@@ -153,13 +162,18 @@ SuiteResult run_pipeline(const Options& opt, const MachineLimits& m) {
       lo.convention = conv;
       lo.warn = false;
       lo.cache_bytes = cached ? lo.cache_bytes : 0;
+      if (v.atlas) lo.convert_at = io::LoaderOptions::ConvertAt::device;
       io::Loader loader(ds, lo);
-      Row r = pipeline_row("loader/w" + std::to_string(w) + (cached ? "/cached" : "/cold"), n);
-      // Check one whole epoch against the reference (this also fills the cache).
+      Row r = pipeline_row("loader/w" + std::to_string(w) + (cached ? "/cached" : "/cold") +
+                               (v.atlas ? "@device_atlas" : ""),
+                           n);
+      // Check whole epochs against the reference: the first fills the cache, the second
+      // (cached rows) is served from it, through the atlas where there is one.
       {
         Checker ck(0, 0);  // bit-identical: the loader runs the same transforms
         std::vector<float> ref(out.size());
         int64_t rows = 0;
+        for (int e = 0; e < (cached ? 2 : 1); ++e)
         while (auto b = loader.next()) {
           const std::vector<float> got = b->images.to_vector<float>();
           for (size_t k = 0; k < b->indices.size(); ++k) {
@@ -170,9 +184,14 @@ SuiteResult run_pipeline(const Options& opt, const MachineLimits& m) {
           }
         }
         ck.finish(r);
-        if (rows != n) {
+        if (rows != n * (cached ? 2 : 1)) {
           r.check_ok = false;
-          r.check = "one epoch delivered " + std::to_string(rows) + " of " + std::to_string(n) + " images";
+          r.check = "the checked epochs delivered " + std::to_string(rows) + " images, not " +
+                    std::to_string(n * (cached ? 2 : 1));
+        }
+        if (v.atlas && !loader.stats().device_atlas) {
+          r.check_ok = false;
+          r.check = "the loader did not build its atlas";
         }
       }
       time_checked_row(std::move(r), opt, m, res, [&] {
@@ -181,9 +200,13 @@ SuiteResult run_pipeline(const Options& opt, const MachineLimits& m) {
       });
       if (cached) {
         const io::LoaderStats st = loader.stats();
-        std::printf("  %d worker(s): cache %lld hits, %lld misses, %lld images, %.1f MiB held\n", w,
-                    static_cast<long long>(st.cache.hits), static_cast<long long>(st.cache.misses),
-                    static_cast<long long>(st.cache.entries), static_cast<double>(st.cache.bytes) / (1 << 20));
+        std::printf("  %d worker(s)%s: cache %lld hits, %lld misses, %lld images, %.1f MiB held%s\n", w,
+                    v.atlas ? ", atlas" : "", static_cast<long long>(st.cache.hits),
+                    static_cast<long long>(st.cache.misses), static_cast<long long>(st.cache.entries),
+                    static_cast<double>(st.cache.bytes) / (1 << 20),
+                    st.device_atlas ? (", atlas " + std::to_string(st.atlas_bytes >> 20) + " MiB, " +
+                                       std::to_string(st.atlas_rows) + " rows cut from it").c_str()
+                                    : "");
       }
     }
   }

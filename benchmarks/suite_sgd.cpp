@@ -7,6 +7,8 @@
 #include <array>
 #include <cmath>
 #include <cstdint>
+#include <functional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -39,7 +41,7 @@ std::vector<Shape> vgg16_param_shapes() {
 
 SuiteResult run_sgd(const Options& opt, const MachineLimits& m) {
   SuiteResult res;
-  set_table_widths(12, 34);
+  set_table_widths(24, 34);
   print_table_header();
   const std::vector<Shape> shapes = vgg16_param_shapes();
   kiln::Generator gen(31337);
@@ -63,52 +65,62 @@ SuiteResult run_sgd(const Options& opt, const MachineLimits& m) {
       params[i].frozen = frozen && i + 2 < params.size();
       if (!params[i].frozen) elements += static_cast<double>(params[i].param.numel());
     }
-    // Samples of each tensor before one step: about 4096 per tensor, both ends included.
-    struct Sample {
-      size_t tensor;
-      int64_t index;
-      float p, g, v;
+    // The variant: one call per tensor (what an optimizer without multi-tensor kernels
+    // does; on a GPU, one launch each) against kiln's one call for the whole list.
+    const auto multi = [&] { kiln::sgd_update(params, so); };
+    const auto per_tensor = [&] {
+      for (kiln::SgdParamRef& p : params)
+        if (!p.frozen) kiln::sgd_update(std::span<kiln::SgdParamRef>(&p, 1), so);
     };
-    std::vector<Sample> samples;
-    for (size_t t = 0; t < params.size(); ++t) {
-      Tensor pk, gk, vk;  // host views (copies when the tensors live on a GPU)
-      const float* pp = host_floats(params[t].param, pk);
-      const float* gp = host_floats(params[t].grad, gk);
-      const float* vp = host_floats(params[t].momentum_buf, vk);
-      const int64_t ne = params[t].param.numel(), stride = std::max<int64_t>(1, ne / 4096);
-      for (int64_t i = 0; i < ne; i += stride) samples.push_back({t, i, pp[i], gp[i], vp[i]});
-      samples.push_back({t, ne - 1, pp[ne - 1], gp[ne - 1], vp[ne - 1]});
-    }
-    kiln::sgd_update(params, so);
-    Checker ck(1e-12, 1e-6);
-    std::vector<Tensor> p_after, v_after;
-    for (const kiln::SgdParamRef& p : params) {
-      p_after.push_back(p.param.cpu());
-      v_after.push_back(p.momentum_buf.cpu());
-    }
-    for (const Sample& s : samples) {
-      const float p_out = p_after[s.tensor].data<float>()[s.index];
-      const float v_out = v_after[s.tensor].data<float>()[s.index];
-      const std::string what = "param" + std::to_string(s.tensor);
-      if (params[s.tensor].frozen) {  // bit-for-bit unchanged
-        ck.compare(p_out, s.p, 0, what.c_str(), s.index);
-        ck.compare(v_out, s.v, 0, (what + ".momentum").c_str(), s.index);
-        continue;
+    for (const bool variant : {false, true}) {
+      const std::function<void()> update = variant ? std::function<void()>(per_tensor) : std::function<void()>(multi);
+      // Samples of each tensor before one step: about 4096 per tensor, both ends included.
+      struct Sample {
+        size_t tensor;
+        int64_t index;
+        float p, g, v;
+      };
+      std::vector<Sample> samples;
+      for (size_t t = 0; t < params.size(); ++t) {
+        Tensor pk, gk, vk;  // host views (copies when the tensors live on a GPU)
+        const float* pp = host_floats(params[t].param, pk);
+        const float* gp = host_floats(params[t].grad, gk);
+        const float* vp = host_floats(params[t].momentum_buf, vk);
+        const int64_t ne = params[t].param.numel(), stride = std::max<int64_t>(1, ne / 4096);
+        for (int64_t i = 0; i < ne; i += stride) samples.push_back({t, i, pp[i], gp[i], vp[i]});
+        samples.push_back({t, ne - 1, pp[ne - 1], gp[ne - 1], vp[ne - 1]});
       }
-      const double g = static_cast<double>(s.g) + static_cast<double>(so.weight_decay) * s.p;
-      const double v = static_cast<double>(so.momentum) * s.v + g;
-      const double p = static_cast<double>(s.p) - static_cast<double>(so.lr) * v;
-      ck.compare(v_out, v, std::fabs(so.momentum * s.v) + std::fabs(g), (what + ".momentum").c_str(), s.index);
-      ck.compare(p_out, p, std::fabs(s.p) + std::fabs(so.lr * v), what.c_str(), s.index);
+      update();
+      Checker ck(1e-12, 1e-6);
+      std::vector<Tensor> p_after, v_after;
+      for (const kiln::SgdParamRef& p : params) {
+        p_after.push_back(p.param.cpu());
+        v_after.push_back(p.momentum_buf.cpu());
+      }
+      for (const Sample& s : samples) {
+        const float p_out = p_after[s.tensor].data<float>()[s.index];
+        const float v_out = v_after[s.tensor].data<float>()[s.index];
+        const std::string what = "param" + std::to_string(s.tensor);
+        if (params[s.tensor].frozen) {  // bit-for-bit unchanged
+          ck.compare(p_out, s.p, 0, what.c_str(), s.index);
+          ck.compare(v_out, s.v, 0, (what + ".momentum").c_str(), s.index);
+          continue;
+        }
+        const double g = static_cast<double>(s.g) + static_cast<double>(so.weight_decay) * s.p;
+        const double v = static_cast<double>(so.momentum) * s.v + g;
+        const double p = static_cast<double>(s.p) - static_cast<double>(so.lr) * v;
+        ck.compare(v_out, v, std::fabs(so.momentum * s.v) + std::fabs(g), (what + ".momentum").c_str(), s.index);
+        ck.compare(p_out, p, std::fabs(s.p) + std::fabs(so.lr * v), what.c_str(), s.index);
+      }
+      Row r;
+      r.name = std::string(frozen ? "sgd/fc8_only" : "sgd/all") + (variant ? "@per_tensor" : "");
+      r.kind = "sgd";
+      r.shape = frozen ? "VGG16 32 tensors, 30 frozen" : "VGG16 32 tensors, 138M floats";
+      r.flops = 6.0 * elements;
+      r.bytes = 20.0 * elements;
+      ck.finish(r);
+      time_checked_row(std::move(r), opt, m, res, update);
     }
-    Row r;
-    r.name = frozen ? "sgd/fc8_only" : "sgd/all";
-    r.kind = "sgd";
-    r.shape = frozen ? "VGG16 32 tensors, 30 frozen" : "VGG16 32 tensors, 138M floats";
-    r.flops = 6.0 * elements;
-    r.bytes = 20.0 * elements;
-    ck.finish(r);
-    time_checked_row(std::move(r), opt, m, res, [&] { kiln::sgd_update(params, so); });
   }
   return res;
 }
