@@ -1,6 +1,8 @@
 // Registration, memory, copies and fills of the CPU backend.
 #include "kernels/cpu/cpu_backend.h"
 
+#include <omp.h>
+
 #include <cstring>
 
 #include "core/philox.h"
@@ -40,7 +42,24 @@ void CpuBackend::copy(const Tensor& src, Tensor& dst, bool) {
              dst.description());
   const int64_t n = src.numel();
   if (src.dtype() == dst.dtype()) {
-    if (src.raw_data() != dst.raw_data()) std::memmove(dst.raw_data(), src.raw_data(), src.nbytes());
+    const char* s = static_cast<const char*>(src.raw_data());
+    char* d = static_cast<char*>(dst.raw_data());
+    const size_t bytes = src.nbytes();
+    if (s == d) return;
+    // Disjoint copies larger than the last-level cache split across the threads: there one
+    // core's memcpy reached 23 GB/s of the 42 two give (kiln_bench copy/256MiB); up to 16 MiB
+    // one core already runs at the limit and the fork only costs.
+    const bool disjoint = s + bytes <= d || d + bytes <= s;
+    if (!disjoint || bytes < (size_t{32} << 20)) {
+      std::memmove(d, s, bytes);
+      return;
+    }
+#pragma omp parallel
+    {
+      const size_t t = static_cast<size_t>(omp_get_thread_num()), nt = static_cast<size_t>(omp_get_num_threads());
+      const size_t begin = bytes * t / nt, end = bytes * (t + 1) / nt;
+      std::memcpy(d + begin, s + begin, end - begin);
+    }
     return;
   }
   for_each_dtype(src.dtype(), [&](auto s_tag) {
