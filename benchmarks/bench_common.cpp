@@ -596,7 +596,12 @@ void print_comparison(const SuiteResult& res, const PeerResult& peer) {
   }
   for (const auto& [k, v] : res.summary) {
     for (const auto& [pk, pv] : peer.summary) {
-      if (pk == k) std::printf("%s: kiln %.2f, torch %.2f, kiln/torch %.2f\n", k.c_str(), v, pv, v / pv);
+      if (pk != k) continue;
+      // Times (…_ms) compare as the rows do, torch / kiln; rates (…_per_s) as kiln / torch:
+      // either way, above 1 means kiln is faster.
+      const bool time = k.size() > 3 && k.compare(k.size() - 3, 3, "_ms") == 0;
+      std::printf("%s: kiln %.2f, torch %.2f, %s %.2f\n", k.c_str(), v, pv, time ? "torch/kiln" : "kiln/torch",
+                  time ? pv / v : v / pv);
     }
   }
 }
