@@ -6,8 +6,10 @@
 #include <oneapi/dnnl/dnnl.hpp>
 #include <sstream>
 #include <tuple>
+#include <utility>
 
 #include "kernels/cpu/cpu_backend.h"
+#include "kernels/cpu/onednn.h"
 
 namespace kiln::cpu {
 namespace {
@@ -16,19 +18,12 @@ using dnnl::memory;
 using tag = dnnl::memory::format_tag;
 using dt = dnnl::memory::data_type;
 
-dnnl::engine& engine() {
-  static dnnl::engine e(dnnl::engine::kind::cpu, 0);
-  return e;
-}
+dnnl::engine& engine() { return onednn_engine(); }
+dnnl::stream& stream() { return onednn_stream(); }
 
-// Turns a oneDNN exception into kiln::Error naming the op and the shapes.
 template <typename Fn>
 void guarded(const char* op, const std::string& shapes, Fn&& fn) {
-  try {
-    fn();
-  } catch (const dnnl::error& e) {
-    KILN_FAIL(op, ": oneDNN failed (", e.what(), ", status ", static_cast<int>(e.status), ") for ", shapes);
-  }
+  onednn_guarded(op, shapes, std::forward<Fn>(fn));
 }
 
 struct ConvKey {
@@ -84,10 +79,6 @@ ConvPlan& plan_for(const ConvKey& k) {
   return *slot;
 }
 
-dnnl::stream& stream() {
-  thread_local dnnl::stream s(engine());
-  return s;
-}
 
 // A oneDNN memory over `md`: the user's buffer when the layouts agree, else a scratch
 // buffer filled (when `in`) by a reorder from the user's layout.

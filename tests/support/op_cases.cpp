@@ -103,6 +103,13 @@ std::vector<OpCase> all_op_cases() {
     cases.push_back(k);
     cases.push_back(simple("linear/nobias_batch1", "linear", {randn(g, {1, 4}), randn(g, {6, 4})}, {true, true},
                            [](const std::vector<Tensor>& in) { return linear(in[0], in[1]); }, kRtolReduction));
+    // From 8 rows the CPU forward takes oneDNN's matmul primitive instead of sgemm.
+    cases.push_back(simple("linear/bias_batch9_matmul_path", "linear",
+                           {randn(g, {9, 11}), randn(g, {6, 11}), randn(g, {6})}, {true, true, true},
+                           [](const std::vector<Tensor>& in) { return linear(in[0], in[1], in[2]); }, kRtolReduction));
+    cases.push_back(simple("linear/nobias_batch16_matmul_path", "linear", {randn(g, {16, 5}), randn(g, {7, 5})},
+                           {true, true}, [](const std::vector<Tensor>& in) { return linear(in[0], in[1]); },
+                           kRtolReduction));
   }
   cases.push_back(simple("relu/away_from_kink", "relu", {away_from_zero(g, {3, 5, 2})}, {true},
                          [](const std::vector<Tensor>& in) { return relu(in[0]); }, kRtolElementwise));
