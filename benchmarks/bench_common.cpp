@@ -147,17 +147,20 @@ Stats time_it_gpu(int warmup, int repeat, const std::function<void()>& fn) {
   for (int i = 0; i < warmup; ++i) fn();
   kiln::synchronize(d);
   // 2x the L2 (H100/H200: 50-60 MB) overwritten before each run, outside the events.
-  static Tensor evict_src, evict_dst;
-  if (g_cold_cache && !evict_src.defined()) {
-    evict_src = Tensor::zeros(Shape{int64_t{128} << 20}, kiln::TensorOptions{kiln::DType::u8, d});
-    evict_dst = Tensor::empty(Shape{int64_t{128} << 20}, kiln::TensorOptions{kiln::DType::u8, d});
+  // Never freed: a device tensor destroyed during static destruction could outlive the
+  // CUDA runtime.
+  static Tensor* evict_src = nullptr;
+  static Tensor* evict_dst = nullptr;
+  if (g_cold_cache && !evict_src) {
+    evict_src = new Tensor(Tensor::zeros(Shape{int64_t{128} << 20}, kiln::TensorOptions{kiln::DType::u8, d}));
+    evict_dst = new Tensor(Tensor::empty(Shape{int64_t{128} << 20}, kiln::TensorOptions{kiln::DType::u8, d}));
   }
   kiln::cuda::StreamTimer timer(d.index);
   std::vector<double> ms;
   double total_ms = 0;
   const int max_runs = g_cold_cache ? kMaxRuns / 10 : kMaxRuns;
   for (int i = 0; i < repeat || (total_ms < kMinTimedMs && i < max_runs); ++i) {
-    if (g_cold_cache) evict_dst.copy_from(evict_src);
+    if (g_cold_cache) evict_dst->copy_from(*evict_src);
     timer.start();
     fn();
     ms.push_back(timer.stop_ms());

@@ -9,9 +9,11 @@ std::vector<Tensor> decayed_weights(Module& model) {
   return out;
 }
 
-Tensor classification_loss(const Tensor& logits, const Tensor& labels, Module& model, float weight_decay) {
+Tensor classification_loss(const Tensor& logits, const Tensor& labels, Module& model, float weight_decay,
+                           Tensor* data_loss) {
   KILN_CHECK(weight_decay >= 0, "classification_loss: weight_decay must be >= 0, got ", weight_decay);
   Tensor loss = softmax_cross_entropy(logits, labels);
+  if (data_loss) *data_loss = loss;
   if (weight_decay == 0) return loss;
   const std::vector<Tensor> weights = decayed_weights(model);
   if (weights.empty()) return loss;

@@ -537,8 +537,17 @@ TrainOutcome run_train(const TrainConfig& cfg) {
       if (resume && e == start_epoch && resume->meta.phase == phase) restore_optimizer(resume->state_path, *opt);
       opt_phase = phase;
       std::printf("phase %d: %s, %lld epoch(s) at lr %g\n", phase,
-                  phase == 1 ? "fc8 only (conv1..fc7 frozen: run as pure inference)" : "all layers", 
+                  phase == 1 ? "fc8 only (conv1..fc7 frozen: run as pure inference)" : "all layers",
                   static_cast<long long>(phase_epochs), lr);
+      if (cfg.weight_decay > 0) {
+        const std::vector<Tensor> decayed = decayed_weights(*model);
+        if (!decayed.empty()) {
+          NoGradGuard no_grad;
+          std::printf("  weight decay: the L2 penalty on this phase's %zu trainable weight tensor(s) is %.4g now; it is "
+                      "trained on but not part of the reported train loss (cross-entropy, as val loss)\n",
+                      decayed.size(), l2_penalty(decayed, static_cast<float>(cfg.weight_decay)).item());
+        }
+      }
     }
     const bool cached = phase == 1 && cfg.no_augment && cfg.feature_cache;
     if (cached && !train_cache.feats.defined()) {
@@ -627,10 +636,13 @@ TrainOutcome run_train(const TrainConfig& cfg) {
       const int64_t n = x.defined() ? x.dim(0) : 0;
       if (n == 0) continue;
       Tensor logits = cached ? run_from(*model, head, x) : (*model)(x);
-      Tensor loss = classification_loss(logits, y, *model, static_cast<float>(cfg.weight_decay));
-      const double l = loss.item();
-      if (!std::isfinite(l))
-        KILN_FAIL("the loss became ", l, " in phase ", phase, " epoch ", epoch_in_phase, "/", phase_epochs, " step ",
+      Tensor data_loss;
+      Tensor loss = classification_loss(logits, y, *model, static_cast<float>(cfg.weight_decay), &data_loss);
+      // Reported: the cross-entropy alone, comparable with the validation loss and across
+      // phases (weight decay's penalty grows with the number of trainable layers).
+      const double l = data_loss.item();
+      if (const double total = loss.item(); !std::isfinite(total))
+        KILN_FAIL("the loss became ", total, " in phase ", phase, " epoch ", epoch_in_phase, "/", phase_epochs, " step ",
                   step_in_epoch + 1,
                   ": training stopped (try a smaller learning rate); the last good checkpoint is kept: ", last_good);
       opt->zero_grad();

@@ -243,6 +243,11 @@ TEST_CASE("the loss's L2 term covers trainable weights only, not biases or froze
   const double all = classification_loss(logits, y, *net, wd).item();
   CHECK(all == Approx(ce + wd * (sum_sq(w1) + sum_sq(w2)) / 2).epsilon(1e-6));
   CHECK(classification_loss(logits, y, *net, 0.0f).item() == Approx(ce).epsilon(1e-7));
+  // The data term alone, as vgg_finetune reports it next to the validation loss.
+  Tensor data_loss;
+  (void)classification_loss(logits, y, *net, wd, &data_loss);
+  REQUIRE(data_loss.defined());
+  CHECK(data_loss.item() == ce);
 
   net->freeze("net/fc1/");
   const double frozen = classification_loss(logits, y, *net, wd).item();
