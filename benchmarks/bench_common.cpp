@@ -27,14 +27,18 @@
 namespace kiln::cpubench {
 
 const char* kUsage =
-    "usage: kiln_bench [--device cpu|cuda] [--suite NAME[,NAME]] [--batch N] [--repeat N]\n"
-    "                  [--warmup N] [--threads N] [--json FILE] [--compare] [--list]\n"
+    "usage: kiln_bench [--device cpu|cuda] [--suite NAME[,NAME]] [--batch N[,N]] [--repeat N]\n"
+    "                  [--warmup N] [--threads N] [--cache cold|warm] [--data DIR]\n"
+    "                  [--conv-search exhaustive|heuristic] [--json FILE] [--compare] [--list]\n"
+    "Every row is checked against a double-precision reference, then timed; it prints the\n"
+    "time, GFLOP/s or GB/s and the fraction of this machine's limits, measured at start.\n"
+    "Rows named NAME@HOW are kiln's other ways of doing the same op.\n"
     "  --device   cpu (default): the CPU suites; cuda: gemm, pool, softmax_ce, elementwise, sgd\n"
     "             and copy on the GPU, and conv_cuda, step_cuda (the default there; all: every one)\n"
     "  --conv-search  CUDA suites: exhaustive (default; cuDNN Find, as PyTorch's cudnn.benchmark)\n"
     "             or heuristic (kiln's library default)\n"
-    "  --suite    which benchmark to run (default vgg16_forward; all: every CPU suite;\n"
-    "             --list shows them)\n"
+    "  --suite    which benchmark to run (default vgg16_forward; all: every suite of the\n"
+    "             device; --list shows them)\n"
     "  --batch    batch size (default 8); conv takes a list, e.g. 1,8,64 (its default)\n"
     "  --cache    cold (default): evict the last-level cache before each timed run, outside\n"
     "             the timing; warm: leave it (small inputs then stay cache-resident)\n"

@@ -43,11 +43,11 @@ const Suite kSuites[] = {
      run_softmax_ce, "benchmarks/torch_cpu_peer.py", true, false, false, true},
     {"elementwise", "relu, relu backward, dropout, add at VGG16 activation sizes (batch 8)",
      run_elementwise, "benchmarks/torch_cpu_peer.py", true, false, false, true},
-    {"sgd", "multi-tensor SGD (momentum, weight decay) over VGG16's 32 parameters, all and fc8-only",
+    {"sgd", "multi-tensor SGD (momentum, weight decay) over VGG16's 32 parameters, all and fc8-only; @per_tensor",
      run_sgd, "benchmarks/torch_cpu_peer.py", true, false, false, true},
-    {"copy", "host-to-host tensor copy through the backend, cache-resident to 256 MiB",
+    {"copy", "tensor copies within the device, 1 to 256 MiB; on a GPU also H2D/D2H, pinned and pageable",
      run_copy, "benchmarks/torch_cpu_peer.py", true, false, false, true},
-    {"pipeline", "image pipeline on generated JPEGs: decode, cold and cached transforms, the loader at 1..all threads",
+    {"pipeline", "image pipeline on generated JPEGs: decode, transforms, the loader at 1..all threads; @device_atlas",
      run_pipeline, "benchmarks/torch_pipeline.py", false, false, true},
 };
 
@@ -82,7 +82,9 @@ int run(int argc, char** argv) {
     else if (a == "--data") opt.data_dir = value();
     else if (a == "--compare") opt.compare = true;
     else if (a == "--list") {
-      for (const Suite& s : kSuites) std::printf("%-16s %s\n", s.name, s.help);
+      for (const Suite& s : kSuites) std::printf("%-16s %s%s\n", s.name, s.help, s.on_cuda ? " [cpu, cuda]" : "");
+      std::printf("%-16s %s\n%-16s %s\n", "conv_cuda", "--device cuda: VGG16's convs, heuristics and Find side by side",
+                  "step_cuda", "--device cuda: VGG16 forward, fc8-only and full training steps, peak memory");
       return 0;
     } else if (a == "-h" || a == "--help") {
       std::fputs(kUsage, stdout);
