@@ -102,10 +102,9 @@ double other_load(const CpuTicks& a, const CpuTicks& b) {
   return std::max(0.0, static_cast<double>(other) / static_cast<double>(b.total - a.total));
 }
 
-// Runs fn warmup times untimed, then at least repeat times (more for short kernels, see
-// kMinTimedMs), each run timed on its own.
 namespace {
 bool g_cold_cache = false;
+kiln::Device g_timing_device = kiln::Device::cpu();
 
 size_t last_level_cache_bytes() {
   size_t best = 0;
@@ -124,10 +123,6 @@ size_t last_level_cache_bytes() {
 
 void set_cold_cache(bool cold) { g_cold_cache = cold; }
 
-namespace {
-kiln::Device g_timing_device = kiln::Device::cpu();
-}  // namespace
-
 void set_timing_device(kiln::Device device) { g_timing_device = device; }
 
 kiln::Device bench_device(const Options& opt) {
@@ -142,6 +137,24 @@ Tensor to_bench_device(const Tensor& host, const Options& opt) {
 Tensor empty_on_bench_device(const Shape& shape, const Options& opt, kiln::DType dtype) {
   return Tensor::empty(shape, kiln::TensorOptions{dtype, bench_device(opt)});
 }
+
+namespace {
+// The runs every timing makes: at least `repeat`, and short kernels until kMinTimedMs are
+// measured; with a cold cache, evict() before each, outside the timing. Evicting costs a
+// few ms a run, so short kernels then stop at a tenth of the runs.
+std::vector<double> timed_runs(int repeat, const std::function<void()>& evict, const std::function<double()>& run_ms) {
+  std::vector<double> ms;
+  ms.reserve(static_cast<size_t>(repeat));
+  double total_ms = 0;
+  const int max_runs = g_cold_cache ? kMaxRuns / 10 : kMaxRuns;
+  for (int i = 0; i < repeat || (total_ms < kMinTimedMs && i < max_runs); ++i) {
+    if (g_cold_cache) evict();
+    ms.push_back(run_ms());
+    total_ms += ms.back();
+  }
+  return ms;
+}
+}  // namespace
 
 #if defined(KILN_HAS_CUDA)
 namespace {
@@ -160,17 +173,13 @@ Stats time_it_gpu(int warmup, int repeat, const std::function<void()>& fn) {
     evict_dst = new Tensor(Tensor::empty(Shape{int64_t{128} << 20}, kiln::TensorOptions{kiln::DType::u8, d}));
   }
   kiln::cuda::StreamTimer timer(d.index);
-  std::vector<double> ms;
-  double total_ms = 0;
-  const int max_runs = g_cold_cache ? kMaxRuns / 10 : kMaxRuns;
-  for (int i = 0; i < repeat || (total_ms < kMinTimedMs && i < max_runs); ++i) {
-    if (g_cold_cache) evict_dst->copy_from(*evict_src);
-    timer.start();
-    fn();
-    ms.push_back(timer.stop_ms());
-    total_ms += ms.back();
-  }
-  return summarize(std::move(ms));
+  return summarize(timed_runs(
+      repeat, [&] { evict_dst->copy_from(*evict_src); },
+      [&] {
+        timer.start();
+        fn();
+        return timer.stop_ms();
+      }));
 }
 }  // namespace
 #endif
@@ -186,26 +195,21 @@ size_t evict_cache() {
   return buf.size() * sizeof(uint64_t);
 }
 
+// Runs fn warmup times untimed, then at least repeat times (more for short kernels, see
+// kMinTimedMs), each run timed on its own.
 Stats time_it(int warmup, int repeat, const std::function<void()>& fn) {
 #if defined(KILN_HAS_CUDA)
   if (!g_timing_device.is_cpu()) return time_it_gpu(warmup, repeat, fn);
 #endif
   for (int i = 0; i < warmup; ++i) fn();
-  std::vector<double> ms;
-  ms.reserve(static_cast<size_t>(repeat));
   const CpuTicks before = cpu_ticks();
-  double total_ms = 0;
-  // Evicting costs a few ms a run: short kernels then stop at a tenth of the runs.
-  const int max_runs = g_cold_cache ? kMaxRuns / 10 : kMaxRuns;
-  for (int i = 0; i < repeat || (total_ms < kMinTimedMs && i < max_runs); ++i) {
-    if (g_cold_cache) evict_cache();
-    const auto t0 = std::chrono::steady_clock::now();
-    fn();
-    const auto t1 = std::chrono::steady_clock::now();
-    ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
-    total_ms += ms.back();
-  }
-  Stats s = summarize(std::move(ms));
+  Stats s = summarize(timed_runs(
+      repeat, [] { evict_cache(); },
+      [&] {
+        const auto t0 = std::chrono::steady_clock::now();
+        fn();
+        return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      }));
   s.other_load = other_load(before, cpu_ticks());
   return s;
 }
@@ -698,6 +702,43 @@ void write_json(const std::string& path, const Options& opt, const MachineLimits
   }
   if (std::rename(tmp.c_str(), path.c_str()) != 0)
     throw std::runtime_error("could not rename " + tmp + " to " + path + ": " + std::strerror(errno));
+}
+
+const std::vector<Vgg16Conv>& vgg16_convs() {
+  static const std::vector<Vgg16Conv> convs = [] {
+    // Channels per conv, 0 for a max-pool ("D" in the paper).
+    const int64_t plan[] = {64, 64, 0, 128, 128, 0, 256, 256, 256, 0, 512, 512, 512, 0, 512, 512, 512, 0};
+    std::vector<Vgg16Conv> out;
+    int64_t h = 224, c = 3, block = 1, idx = 1;
+    for (const int64_t o : plan) {
+      if (o == 0) {
+        h /= 2, ++block, idx = 1;
+        continue;
+      }
+      out.push_back({"conv" + std::to_string(block) + "_" + std::to_string(idx++), h, c, o});
+      c = o;
+    }
+    return out;
+  }();
+  return convs;
+}
+
+std::pair<double, double> vgg16_forward_cost(int64_t n, int64_t classes) {
+  const std::vector<Vgg16Conv>& convs = vgg16_convs();
+  double flops = 0, bytes = 0;
+  for (size_t i = 0; i < convs.size(); ++i) {
+    const Vgg16Conv& k = convs[i];
+    flops += 2.0 * n * k.h * k.h * k.o * 9.0 * k.c;
+    bytes += 4.0 * (n * k.h * k.h * (k.c + k.o) + k.o * 9.0 * k.c + k.o);
+    if (i + 1 == convs.size() || convs[i + 1].h != k.h)  // the block's pool
+      bytes += 4.0 * n * (k.h * k.h + (k.h / 2) * (k.h / 2)) * k.o;
+  }
+  const int64_t fc[4] = {25088, 4096, 4096, classes};
+  for (int i = 0; i < 3; ++i) {
+    flops += 2.0 * n * fc[i] * fc[i + 1];
+    bytes += 4.0 * (n * (fc[i] + fc[i + 1]) + static_cast<double>(fc[i]) * fc[i + 1] + fc[i + 1]);
+  }
+  return {flops, bytes};
 }
 
 std::vector<int64_t> batches_or(const Options& opt, std::vector<int64_t> fallback) {

@@ -184,6 +184,19 @@ struct Checker {
 const float* host_floats(const Tensor& t, Tensor& keep);
 std::string shape_str(const Shape& s);
 
+// ---------------------------------------------------------------- VGG16's shapes
+
+// One of VGG16's 13 convs (3x3, stride 1, pad 1) at 224x224 input.
+struct Vgg16Conv {
+  std::string name;  // "conv1_1" .. "conv5_3"
+  int64_t h, c, o;   // input side (= output side), in and out channels
+};
+// The 13 convs in order; a 2x2/2 max-pool follows the last conv of each block.
+const std::vector<Vgg16Conv>& vgg16_convs();
+// VGG16's forward at batch n with a `classes`-way fc8: {FLOPs, bytes its layers read and
+// write at least once (weights, inputs, outputs)}.
+std::pair<double, double> vgg16_forward_cost(int64_t n, int64_t classes);
+
 // ---------------------------------------------------------------- suites and peers
 
 struct Suite {

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <functional>
 
+#include "benchmarks/bench_common.h"
 #include "core/kiln.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_context.h"
@@ -204,16 +205,7 @@ std::vector<CudaRow> run_step_cuda(int64_t batch, int warmup, int repeat) {
   std::vector<int64_t> lab(static_cast<size_t>(batch));
   for (size_t i = 0; i < lab.size(); ++i) lab[i] = static_cast<int64_t>(i % 8);
   Tensor labels = Tensor::from_vector(lab, Shape{batch}).to(kGpu);
-  const double fwd_flops = [&] {
-    double f = 0;
-    int64_t c = 3, s = 224;
-    for (int v : kVgg16) {
-      if (v == 0) { s /= 2; continue; }
-      f += 2.0 * batch * s * s * v * 9 * c;
-      c = v;
-    }
-    return f + 2.0 * batch * (25088.0 * 4096 + 4096.0 * 4096 + 4096.0 * 8);
-  }();
+  const double fwd_flops = kiln::cpubench::vgg16_forward_cost(batch, 8).first;
 
   auto record = [&](CudaRow r, double flops) {
     r.flops = flops;

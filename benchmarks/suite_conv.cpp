@@ -19,26 +19,6 @@ namespace kiln::cpubench {
 
 namespace {
 
-struct ConvShape {
-  std::string name;
-  int64_t h, c, o;  // input h = w, in channels, out channels
-};
-
-std::vector<ConvShape> vgg16_convs() {
-  const std::array<int64_t, 18> plan = {64, 64, 0, 128, 128, 0, 256, 256, 256, 0, 512, 512, 512, 0, 512, 512, 512, 0};
-  std::vector<ConvShape> out;
-  int64_t h = 224, c = 3, block = 1, idx = 1;
-  for (const int64_t o : plan) {
-    if (o == 0) {
-      h /= 2, ++block, idx = 1;
-      continue;
-    }
-    out.push_back({"conv" + std::to_string(block) + "_" + std::to_string(idx++), h, c, o});
-    c = o;
-  }
-  return out;
-}
-
 // Sampled positions (n, y, x): corners, where padding matters, and two inside.
 std::vector<std::array<int64_t, 3>> positions(int64_t n, int64_t h) {
   return {{0, 0, 0}, {n - 1, h - 1, h - 1}, {n / 2, h / 2, h / 3}, {n - 1, 0, h - 1}, {0, h - 1, 1 % h}};
@@ -148,7 +128,7 @@ SuiteResult run_conv(const Options& opt, const MachineLimits& m) {
   const kiln::Conv2dParams same{1, 1, 1, 1};
   for (const int64_t n : batches_or(opt, {1, 8, 64})) {
     double fwd_ms = 0, all_ms = 0;
-    for (const ConvShape& s : vgg16_convs()) {
+    for (const Vgg16Conv& s : vgg16_convs()) {
       kiln::Generator gen(static_cast<uint64_t>(1000 * n + s.h + s.c));
       const float std = static_cast<float>(std::sqrt(2.0 / (9.0 * static_cast<double>(s.c))));
       Tensor x = Tensor::uniform(Shape{n, s.h, s.h, s.c}, -1.0f, 1.0f, gen);

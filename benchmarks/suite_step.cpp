@@ -22,34 +22,10 @@ namespace {
 
 constexpr int64_t kClasses = 8;
 
-// Forward FLOPs of VGG16 at 224x224 with a kClasses-way fc8, and the bytes its layers
-// read and write at least once (weights, inputs, outputs).
-std::pair<double, double> vgg16_forward_cost(int64_t n) {
-  const int64_t plan[] = {64, 64, 0, 128, 128, 0, 256, 256, 256, 0, 512, 512, 512, 0, 512, 512, 512, 0};
-  double flops = 0, bytes = 0;
-  int64_t h = 224, c = 3;
-  for (const int64_t o : plan) {
-    if (o == 0) {
-      bytes += 4.0 * n * (h * h + (h / 2) * (h / 2)) * c;
-      h /= 2;
-      continue;
-    }
-    flops += 2.0 * n * h * h * o * 9.0 * c;
-    bytes += 4.0 * (n * h * h * (c + o) + o * 9.0 * c + o);
-    c = o;
-  }
-  const int64_t fc[4] = {25088, 4096, 4096, kClasses};
-  for (int i = 0; i < 3; ++i) {
-    flops += 2.0 * n * fc[i] * fc[i + 1];
-    bytes += 4.0 * (n * (fc[i] + fc[i + 1]) + static_cast<double>(fc[i]) * fc[i + 1] + fc[i + 1]);
-  }
-  return {flops, bytes};
-}
-
 Tensor* param(Module& model, const std::string& name) {
-  for (const ParameterRef& p : model.parameters())
-    if (p.name == name) return p.tensor;
-  throw std::runtime_error("step suite: the model has no parameter " + name);
+  Tensor* t = model.find(name).tensor;
+  if (!t) throw std::runtime_error("step suite: the model has no parameter " + name);
+  return t;
 }
 
 }  // namespace
@@ -65,7 +41,7 @@ SuiteResult run_step(const Options& opt, const MachineLimits& m) {
   std::vector<int64_t> lab(static_cast<size_t>(n));
   for (size_t i = 0; i < lab.size(); ++i) lab[i] = static_cast<int64_t>((i * 5) % kClasses);
   const Tensor labels = Tensor::from_vector(lab, Shape{n});
-  const auto [fwd_flops, fwd_bytes] = vgg16_forward_cost(n);
+  const auto [fwd_flops, fwd_bytes] = vgg16_forward_cost(n, kClasses);
   const std::string shape = shape_str(x.shape()) + "->" + std::to_string(kClasses);
 
   // Inference: eval mode (dropout off), no graph.

@@ -22,7 +22,7 @@ try:
 except ImportError as e:  # kiln_bench --compare reads exit status 2 as "no torch here"
     print(f"torch_cpu_peer.py: PyTorch is not importable by {sys.executable}: {e}", file=sys.stderr)
     sys.exit(2)
-from torch_vgg16_forward import set_cold_cache, time_it, write_report  # as kiln_bench's vgg16 peer
+from torch_vgg16_forward import set_cold_cache, time_it, vgg16_convs, write_report  # shared with the vgg16 peer
 
 
 def gemm():
@@ -149,19 +149,6 @@ def time_it_cuda(fn, warmup, repeat):
     ms.sort()
     med = ms[len(ms) // 2] if len(ms) % 2 else 0.5 * (ms[len(ms) // 2 - 1] + ms[len(ms) // 2])
     return {"median_ms": med, "min_ms": ms[0], "max_ms": ms[-1], "runs": len(ms), "other_load": 0.0}
-
-
-def vgg16_convs():
-    """(name, h, in channels, out channels) of VGG16's 13 convs, as kiln_bench's conv suite."""
-    plan = [64, 64, 0, 128, 128, 0, 256, 256, 256, 0, 512, 512, 512, 0, 512, 512, 512, 0]
-    out, h, c, block, idx = [], 224, 3, 1, 1
-    for o in plan:
-        if o == 0:
-            h, block, idx = h // 2, block + 1, 1
-            continue
-        out.append((f"conv{block}_{idx}", h, c, o))
-        c, idx = o, idx + 1
-    return out
 
 
 def conv(batches, args, rows, summary):

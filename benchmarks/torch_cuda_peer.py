@@ -9,6 +9,7 @@ Usage: torch_cuda_peer.py [--batch 64] [--repeat 10] [--tf32] [--json FILE]
 """
 import argparse
 import json
+import os
 import statistics
 import sys
 
@@ -16,22 +17,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-VGG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
-
-
-def conv_shapes():
-    """(name, in_channels, out_channels, spatial) for VGG16's 13 convs at 224x224."""
-    out, c, s, block, idx = [], 3, 224, 1, 1
-    for v in VGG16:
-        if v == "M":
-            s //= 2
-            block += 1
-            idx = 1
-            continue
-        out.append((f"conv{block}_{idx}", c, v, s))
-        c = v
-        idx += 1
-    return out
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# The VGG16 plan and conv table kiln_bench and the CPU peers use.
+from torch_vgg16_forward import PLAN as VGG16, vgg16_convs  # noqa: E402
 
 
 def time_ms(fn, warmup, repeat):
@@ -85,7 +73,7 @@ def main():
     suites = a.suites.split(",")
 
     if "conv_cuda" in suites:
-        for name, ci, co, s in conv_shapes():
+        for name, s, ci, co in vgg16_convs():
             x = torch.randn(n, ci, s, s, device=dev).to(memory_format=torch.channels_last)
             w = torch.randn(co, ci, 3, 3, device=dev).to(memory_format=torch.channels_last) * 0.05
             y = F.conv2d(x, w, padding=1)
@@ -118,24 +106,18 @@ def main():
             p.requires_grad_(False)
         for p in fc8.parameters():
             p.requires_grad_(True)
-        opt1 = torch.optim.SGD(fc8.parameters(), lr=1e-3)
+        def training_step(opt):
+            def step():
+                features.train(), classifier.train()
+                loss = F.cross_entropy(classifier(torch.flatten(features(x), 1)), labels)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            return step
 
-        def step_fc8():
-            features.train(), classifier.train()
-            loss = F.cross_entropy(classifier(torch.flatten(features(x), 1)), labels)
-            opt1.zero_grad(set_to_none=True)
-            loss.backward()
-            opt1.step()
-
+        step_fc8 = training_step(torch.optim.SGD(fc8.parameters(), lr=1e-3))
         all_params = list(features.parameters()) + list(classifier.parameters())
-        opt2 = torch.optim.SGD(all_params, lr=1e-5)
-
-        def step_all():
-            features.train(), classifier.train()
-            loss = F.cross_entropy(classifier(torch.flatten(features(x), 1)), labels)
-            opt2.zero_grad(set_to_none=True)
-            loss.backward()
-            opt2.step()
+        step_all = training_step(torch.optim.SGD(all_params, lr=1e-5))
 
         for name, fn, setup in (("vgg16/forward", forward, None), ("vgg16/step_fc8", step_fc8, None),
                                 ("vgg16/step_all", step_all, "all")):

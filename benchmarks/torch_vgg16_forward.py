@@ -30,6 +30,18 @@ except ImportError as e:  # kiln_bench --compare reads exit status 2 as "no torc
 PLAN = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
 
 
+def vgg16_convs():
+    """(name, h, in channels, out channels) of VGG16's 13 convs at 224x224, as kiln_bench's."""
+    out, h, c, block, idx = [], 224, 3, 1, 1
+    for v in PLAN:
+        if v == "M":
+            h, block, idx = h // 2, block + 1, 1
+            continue
+        out.append((f"conv{block}_{idx}", h, c, v))
+        c, idx = v, idx + 1
+    return out
+
+
 def layer_specs():
     """(name, kind, module, input shape NCHW or [N, in]) with the batch left as None."""
     specs, c, h, block, in_block = [], 3, 224, 1, 1

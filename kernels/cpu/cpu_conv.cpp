@@ -6,7 +6,6 @@
 #include <oneapi/dnnl/dnnl.hpp>
 #include <sstream>
 #include <tuple>
-#include <utility>
 
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/onednn.h"
@@ -17,14 +16,6 @@ namespace {
 using dnnl::memory;
 using tag = dnnl::memory::format_tag;
 using dt = dnnl::memory::data_type;
-
-dnnl::engine& engine() { return onednn_engine(); }
-dnnl::stream& stream() { return onednn_stream(); }
-
-template <typename Fn>
-void guarded(const char* op, const std::string& shapes, Fn&& fn) {
-  onednn_guarded(op, shapes, std::forward<Fn>(fn));
-}
 
 struct ConvKey {
   int64_t n, h, w, c, o, kh, kw, sh, sw, ph, pw, oh, ow;
@@ -70,10 +61,10 @@ ConvPlan& plan_for(const ConvKey& k) {
   plan->strides = {k.sh, k.sw};
   plan->pad = {k.ph, k.pw};
   memory::desc w_any({k.o, k.c, k.kh, k.kw}, dt::f32, tag::any);
-  guarded("conv2d", k.str(), [&] {
+  onednn_guarded("conv2d", [&] { return k.str(); }, [&] {
     dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
                                       plan->x_md, w_any, plan->b_md, plan->y_md, plan->strides, plan->pad, plan->pad);
-    plan->fwd_pd = std::make_unique<dnnl::convolution_forward::primitive_desc>(d, engine());
+    plan->fwd_pd = std::make_unique<dnnl::convolution_forward::primitive_desc>(d, onednn_engine());
   });
   slot = std::move(plan);
   return *slot;
@@ -83,10 +74,10 @@ ConvPlan& plan_for(const ConvKey& k) {
 // A oneDNN memory over `md`: the user's buffer when the layouts agree, else a scratch
 // buffer filled (when `in`) by a reorder from the user's layout.
 memory adopt(const memory::desc& want, const memory::desc& user_md, void* user, bool in) {
-  memory user_mem(user_md, engine(), user);
+  memory user_mem(user_md, onednn_engine(), user);
   if (want == user_md) return user_mem;
-  memory m(want, engine());
-  if (in) dnnl::reorder(user_mem, m).execute(stream(), user_mem, m);
+  memory m(want, onednn_engine());
+  if (in) dnnl::reorder(user_mem, m).execute(onednn_stream(), user_mem, m);
   return m;
 }
 
@@ -95,34 +86,34 @@ memory adopt(const memory::desc& want, const memory::desc& user_md, void* user, 
 void CpuBackend::conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p, Tensor& y) {
   const ConvKey k = make_key(x, w.shape(), y.shape(), p, b.defined());
   ConvPlan& plan = plan_for(k);
-  guarded("conv2d", k.str(), [&] {
+  onednn_guarded("conv2d", [&] { return k.str(); }, [&] {
     if (!plan.fwd) plan.fwd = std::make_unique<dnnl::convolution_forward>(*plan.fwd_pd);
-    memory xm(plan.x_md, engine(), x.raw_data());
-    memory ym(plan.y_md, engine(), y.raw_data());
+    memory xm(plan.x_md, onednn_engine(), x.raw_data());
+    memory ym(plan.y_md, onednn_engine(), y.raw_data());
     memory wm = adopt(plan.fwd_pd->weights_desc(), plan.w_user_md, w.raw_data(), true);
     std::unordered_map<int, memory> args{{DNNL_ARG_SRC, xm}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DST, ym}};
-    if (b.defined()) args.emplace(DNNL_ARG_BIAS, memory(plan.b_md, engine(), b.raw_data()));
-    plan.fwd->execute(stream(), args);
-    stream().wait();
+    if (b.defined()) args.emplace(DNNL_ARG_BIAS, memory(plan.b_md, onednn_engine(), b.raw_data()));
+    plan.fwd->execute(onednn_stream(), args);
+    onednn_stream().wait();
   });
 }
 
 void CpuBackend::conv2d_backward_data(const Tensor& dy, const Tensor& w, const Conv2dParams& p, Tensor& dx) {
   const ConvKey k = make_key(dx, w.shape(), dy.shape(), p, false);
   ConvPlan& plan = plan_for(make_key(dx, w.shape(), dy.shape(), p, false));
-  guarded("conv2d backward-data", k.str(), [&] {
+  onednn_guarded("conv2d backward-data", [&] { return k.str(); }, [&] {
     if (!plan.bwd_data) {
       memory::desc w_any({k.o, k.c, k.kh, k.kw}, dt::f32, tag::any);
       dnnl::convolution_backward_data::desc d(dnnl::algorithm::convolution_direct, plan.x_md, w_any, plan.y_md,
                                               plan.strides, plan.pad, plan.pad);
-      plan.bwd_data_pd = std::make_unique<dnnl::convolution_backward_data::primitive_desc>(d, engine(), *plan.fwd_pd);
+      plan.bwd_data_pd = std::make_unique<dnnl::convolution_backward_data::primitive_desc>(d, onednn_engine(), *plan.fwd_pd);
       plan.bwd_data = std::make_unique<dnnl::convolution_backward_data>(*plan.bwd_data_pd);
     }
-    memory dym(plan.y_md, engine(), dy.raw_data());
-    memory dxm(plan.x_md, engine(), dx.raw_data());
+    memory dym(plan.y_md, onednn_engine(), dy.raw_data());
+    memory dxm(plan.x_md, onednn_engine(), dx.raw_data());
     memory wm = adopt(plan.bwd_data_pd->weights_desc(), plan.w_user_md, w.raw_data(), true);
-    plan.bwd_data->execute(stream(), {{DNNL_ARG_DIFF_DST, dym}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DIFF_SRC, dxm}});
-    stream().wait();
+    plan.bwd_data->execute(onednn_stream(), {{DNNL_ARG_DIFF_DST, dym}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DIFF_SRC, dxm}});
+    onednn_stream().wait();
   });
 }
 
@@ -130,25 +121,25 @@ void CpuBackend::conv2d_backward_filter(const Tensor& x, const Tensor& dy, const
                                         Tensor& db) {
   const ConvKey kb = make_key(x, dw.shape(), dy.shape(), p, db.defined());
   ConvPlan& plan = plan_for(kb);
-  guarded("conv2d backward-filter", kb.str(), [&] {
+  onednn_guarded("conv2d backward-filter", [&] { return kb.str(); }, [&] {
     if (!plan.bwd_w) {
       memory::desc w_any({kb.o, kb.c, kb.kh, kb.kw}, dt::f32, tag::any);
       dnnl::convolution_backward_weights::desc d(dnnl::algorithm::convolution_direct, plan.x_md, w_any, plan.b_md,
                                                  plan.y_md, plan.strides, plan.pad, plan.pad);
-      plan.bwd_w_pd = std::make_unique<dnnl::convolution_backward_weights::primitive_desc>(d, engine(), *plan.fwd_pd);
+      plan.bwd_w_pd = std::make_unique<dnnl::convolution_backward_weights::primitive_desc>(d, onednn_engine(), *plan.fwd_pd);
       plan.bwd_w = std::make_unique<dnnl::convolution_backward_weights>(*plan.bwd_w_pd);
     }
-    memory xm(plan.x_md, engine(), x.raw_data());
-    memory dym(plan.y_md, engine(), dy.raw_data());
+    memory xm(plan.x_md, onednn_engine(), x.raw_data());
+    memory dym(plan.y_md, onednn_engine(), dy.raw_data());
     memory dwm = adopt(plan.bwd_w_pd->diff_weights_desc(), plan.w_user_md, dw.raw_data(), false);
     std::unordered_map<int, memory> args{{DNNL_ARG_SRC, xm}, {DNNL_ARG_DIFF_DST, dym}, {DNNL_ARG_DIFF_WEIGHTS, dwm}};
-    if (db.defined()) args.emplace(DNNL_ARG_DIFF_BIAS, memory(plan.b_md, engine(), db.raw_data()));
-    plan.bwd_w->execute(stream(), args);
+    if (db.defined()) args.emplace(DNNL_ARG_DIFF_BIAS, memory(plan.b_md, onednn_engine(), db.raw_data()));
+    plan.bwd_w->execute(onednn_stream(), args);
     if (plan.bwd_w_pd->diff_weights_desc() != plan.w_user_md) {
-      memory user(plan.w_user_md, engine(), dw.raw_data());
-      dnnl::reorder(dwm, user).execute(stream(), dwm, user);
+      memory user(plan.w_user_md, onednn_engine(), dw.raw_data());
+      dnnl::reorder(dwm, user).execute(onednn_stream(), dwm, user);
     }
-    stream().wait();
+    onednn_stream().wait();
   });
 }
 

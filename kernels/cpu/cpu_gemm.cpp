@@ -68,9 +68,12 @@ void sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float al
 void CpuBackend::linear_forward(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y) {
   const int64_t rows = x.dim(0), in = x.dim(1), out = w.dim(0);
   if (rows >= kMatmulMinRows && in > 0 && out > 0) {
-    std::ostringstream shapes;
-    shapes << "x [" << rows << ", " << in << "], w [" << out << ", " << in << "]";
-    onednn_guarded("linear", shapes.str(), [&] {
+    const auto shapes = [&] {
+      std::ostringstream os;
+      os << "x [" << rows << ", " << in << "], w [" << out << ", " << in << "]";
+      return os.str();
+    };
+    onednn_guarded("linear", shapes, [&] {
       MatmulPlan& p = matmul_plan(MatmulKey{rows, in, out, b.defined()});
       const dnnl::engine& e = onednn_engine();
       std::unordered_map<int, dnnl::memory> args = {
