@@ -131,6 +131,15 @@ int run(int argc, char** argv) {
       suites.push_back(suite);
     }
     if (suites.empty() && gpu_only.empty()) throw std::invalid_argument("--suite needs a name");
+    if (opt.batches.size() > 1) {
+      std::vector<std::string> single;
+      for (const Suite* s : suites)
+        if (!s->sweeps_batches) single.push_back(s->name);
+      single.insert(single.end(), gpu_only.begin(), gpu_only.end());
+      if (!single.empty())
+        throw std::invalid_argument("--batch with a list: suite " + single.front() +
+                                    " takes one batch size (only conv sweeps a list)");
+    }
   }
 #if defined(KILN_HAS_CUDA)
   if (cuda) {
@@ -159,11 +168,6 @@ int run(int argc, char** argv) {
               suites.size() == 1 ? suites[0]->name : opt.suite.c_str(),
               static_cast<long long>(opt.batch), opt.threads, opt.warmup, opt.repeat, dv->major, dv->minor,
               dv->patch);
-  if (opt.batches.size() > 1)
-    for (const Suite* s : suites)
-      if (!s->sweeps_batches)
-        throw std::invalid_argument(std::string("--batch with a list: suite ") + s->name +
-                                    " takes one batch size (only conv sweeps a list)");
   MachineLimits m;
 #if defined(KILN_HAS_CUDA)
   if (cuda) {
