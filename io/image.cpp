@@ -11,19 +11,10 @@
 #include <memory>
 
 #include "core/error.h"
+#include "io/image_format.h"
 
 namespace kiln::io {
 namespace {
-
-enum class Format { jpeg, png, bmp, unknown };
-
-Format sniff(const std::vector<uint8_t>& b) {
-  if (b.size() >= 3 && b[0] == 0xFF && b[1] == 0xD8 && b[2] == 0xFF) return Format::jpeg;
-  static constexpr uint8_t kPng[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
-  if (b.size() >= 8 && std::memcmp(b.data(), kPng, 8) == 0) return Format::png;
-  if (b.size() >= 2 && b[0] == 'B' && b[1] == 'M') return Format::bmp;
-  return Format::unknown;
-}
 
 std::vector<uint8_t> read_file(const std::string& path) {
   namespace fs = std::filesystem;
@@ -44,64 +35,6 @@ std::vector<uint8_t> read_file(const std::string& path) {
   return bytes;
 }
 
-uint32_t be32(const uint8_t* p) {
-  return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | uint32_t{p[3]};
-}
-
-uint32_t crc32(const uint8_t* p, size_t n) {
-  static const auto table = [] {
-    std::array<uint32_t, 256> t{};
-    for (uint32_t i = 0; i < 256; ++i) {
-      uint32_t c = i;
-      for (int k = 0; k < 8; ++k) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-      t[i] = c;
-    }
-    return t;
-  }();
-  uint32_t c = 0xFFFFFFFFu;
-  for (size_t i = 0; i < n; ++i) c = table[(c ^ p[i]) & 0xFF] ^ (c >> 8);
-  return c ^ 0xFFFFFFFFu;
-}
-
-// stb_image skips PNG CRCs; a flipped bit in the compressed data could otherwise decode
-// to a plausible but wrong image.
-void check_png_chunks(const std::vector<uint8_t>& b, const std::string& name) {
-  size_t pos = 8;
-  for (;;) {
-    KILN_CHECK(pos + 12 <= b.size(), name, ": truncated PNG (file ends at byte ", b.size(), " before the IEND chunk)");
-    const uint32_t len = be32(&b[pos]);
-    const std::string type(reinterpret_cast<const char*>(&b[pos + 4]), 4);
-    KILN_CHECK(len <= b.size() && pos + 12 + len <= b.size(), name, ": truncated PNG (chunk '", type, "' at byte ",
-               pos, " declares ", len, " bytes, file has ", b.size());
-    const uint32_t stored = be32(&b[pos + 8 + len]);
-    const uint32_t actual = crc32(&b[pos + 4], len + 4);
-    KILN_CHECK(stored == actual, name, ": corrupt PNG (CRC mismatch in chunk '", type, "' at byte ", pos, ")");
-    pos += 12 + len;
-    if (type == "IEND") return;
-  }
-}
-
-// stb_image pads a truncated entropy-coded scan with zeros and reports success; a JPEG
-// whose scan data has no end-of-image marker after it is truncated.
-void check_jpeg_complete(const std::vector<uint8_t>& b, const std::string& name) {
-  size_t pos = 2;
-  while (pos + 4 <= b.size()) {
-    KILN_CHECK(b[pos] == 0xFF, name, ": corrupt JPEG (expected a marker at byte ", pos, ")");
-    const uint8_t m = b[pos + 1];
-    if (m == 0xFF) { ++pos; continue; }  // fill byte
-    if (m == 0x01 || (m >= 0xD0 && m <= 0xD7)) { pos += 2; continue; }
-    KILN_CHECK(m != 0xD9, name, ": corrupt JPEG (end-of-image before any scan)");
-    const size_t len = (size_t{b[pos + 2]} << 8) | b[pos + 3];
-    if (m == 0xDA) {  // start of scan: the rest is entropy data and later scans
-      for (size_t i = pos + 2 + len; i + 1 < b.size(); ++i)
-        if (b[i] == 0xFF && b[i + 1] == 0xD9) return;
-      KILN_FAIL(name, ": truncated JPEG (no end-of-image marker after the scan data; file is ", b.size(), " bytes)");
-    }
-    pos += 2 + len;
-  }
-  KILN_FAIL(name, ": truncated JPEG (file ends at byte ", b.size(), " before the image data)");
-}
-
 struct StbFree {
   void operator()(stbi_uc* p) const { stbi_image_free(p); }
 };
@@ -115,13 +48,16 @@ void check_writable(const Image& img, const char* what) {
 
 }  // namespace
 
-ImageInfo read_image_info(const std::string& path) {
+ImageInfo read_image_info(const std::string& path, const DecodeOptions& opt) {
   const std::vector<uint8_t> b = read_file(path);
-  KILN_CHECK(!b.empty(), path, ": empty file (0 bytes)");
-  ImageInfo info;
-  KILN_CHECK(stbi_info_from_memory(b.data(), static_cast<int>(b.size()), &info.width, &info.height, &info.channels),
-             path, ": cannot read the image header (", stbi_failure_reason(), ")");
-  return info;
+  return check_image(b, path, opt);
+}
+
+ImageInfo check_image(const std::vector<uint8_t>& b, const std::string& name, const DecodeOptions& opt) {
+  KILN_CHECK(!b.empty(), name, ": empty file (0 bytes)");
+  KILN_CHECK(b.size() < (size_t{1} << 31), name, ": file of ", b.size(), " bytes is too large to decode");
+  return detail::check_image_structure(b.data(), b.size(), detail::sniff_image_format(b.data(), b.size()), name,
+                                       opt.max_pixels);
 }
 
 Image decode_image(const std::string& path, const DecodeOptions& opt) {
@@ -129,21 +65,13 @@ Image decode_image(const std::string& path, const DecodeOptions& opt) {
 }
 
 Image decode_image_bytes(const std::vector<uint8_t>& b, const std::string& name, const DecodeOptions& opt) {
-  KILN_CHECK(!b.empty(), name, ": empty file (0 bytes)");
-  KILN_CHECK(b.size() < (size_t{1} << 31), name, ": file of ", b.size(), " bytes is too large to decode");
-  const Format format = sniff(b);
-  KILN_CHECK(format != Format::unknown, name, ": not a JPEG, PNG or BMP image (unrecognised first bytes)");
-  const int n = static_cast<int>(b.size());
+  // stb_image sees only files whose whole structure kiln has walked (io/image_format.cpp).
+  const ImageInfo info = check_image(b, name, opt);
   int w = 0, h = 0, c = 0;
-  KILN_CHECK(stbi_info_from_memory(b.data(), n, &w, &h, &c), name, ": cannot read the image header (",
-             stbi_failure_reason(), ")");
-  const int64_t pixels = int64_t{w} * h;
-  KILN_CHECK(pixels <= opt.max_pixels, name, ": ", w, "x", h, " = ", pixels, " pixels exceeds the limit of ",
-             opt.max_pixels, " (DecodeOptions::max_pixels); not decoded");
-  if (format == Format::png) check_png_chunks(b, name);
-  if (format == Format::jpeg) check_jpeg_complete(b, name);
-  std::unique_ptr<stbi_uc, StbFree> data(stbi_load_from_memory(b.data(), n, &w, &h, &c, 3));
+  std::unique_ptr<stbi_uc, StbFree> data(stbi_load_from_memory(b.data(), static_cast<int>(b.size()), &w, &h, &c, 3));
   KILN_CHECK(data != nullptr, name, ": cannot decode (", stbi_failure_reason(), ")");
+  KILN_CHECK(w == info.width && h == info.height, name, ": decoded as ", w, "x", h, " but its header declares ",
+             info.width, "x", info.height);
   Image img;
   img.width = w;
   img.height = h;

@@ -1,6 +1,7 @@
-// Decoding image files (JPEG, PNG, BMP through stb_image) into 8-bit RGB, with the checks
-// stb_image leaves out: a size limit read from the header before decoding, PNG chunk CRCs
-// and a JPEG's end-of-image marker (stb_image fills a truncated scan with grey silently).
+// Decoding image files (JPEG, PNG, BMP through stb_image) into 8-bit RGB. stb_image only
+// sees a file after kiln has walked its whole structure (io/image_format.cpp): every JPEG
+// segment and Huffman table, every PNG chunk and its CRC, the BMP headers against the file
+// size, and a size limit read from the header before anything is allocated.
 #pragma once
 
 #include <cstdint>
@@ -27,13 +28,17 @@ struct DecodeOptions {
   int64_t max_pixels = int64_t{64} << 20;
 };
 
-// Width and height from a file's header; throws kiln::Error naming the file and the reason.
+// An image file's size and channels, from kiln's own parse of its header.
 struct ImageInfo {
   int width = 0;
   int height = 0;
   int channels = 0;  // as stored: 1 grey, 2 grey+alpha, 3 RGB, 4 RGBA
 };
-ImageInfo read_image_info(const std::string& path);
+// Checks a file's whole structure without decoding pixels (what decode_image checks before
+// decoding) and returns its size; throws kiln::Error naming the file and the reason.
+ImageInfo read_image_info(const std::string& path, const DecodeOptions& opt = {});
+// The same for bytes in memory; `name` is used in error messages.
+ImageInfo check_image(const std::vector<uint8_t>& bytes, const std::string& name, const DecodeOptions& opt = {});
 
 // Decodes a JPEG (baseline or progressive), PNG (1-16 bit, palette, grey, alpha) or BMP
 // file to 8-bit RGB (alpha dropped, grey replicated, 16-bit scaled to 8). Throws

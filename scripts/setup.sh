@@ -1,21 +1,25 @@
 #!/usr/bin/env bash
 # Installs what kiln needs to build (and, with --tests, to run its tests) on Debian 12.
 # Installs only packages that are missing; runs apt-get update only when it must.
-# Usage: bash scripts/setup.sh [--tests]      (as root, or with sudo available)
+# Usage: bash scripts/setup.sh [--tests] [--sanitize]      (as root, or with sudo available)
 set -euo pipefail
 
 want_tests=0
+want_sanitize=0
 for arg in "$@"; do
   case "$arg" in
     --tests) want_tests=1 ;;
+    --sanitize) want_sanitize=1 ;;
     -h|--help)
-      echo "usage: bash scripts/setup.sh [--tests]"
+      echo "usage: bash scripts/setup.sh [--tests] [--sanitize]"
       echo "  installs cmake, ninja-build, g++, libdnnl-dev (oneDNN) with ocl-icd-opencl-dev,"
       echo "  catch2, libhdf5-dev and libstb-dev via apt-get, each only if missing;"
       echo "  --tests also installs python3-torch, python3-numpy, python3-h5py, python3-torchvision"
       echo "  and python3-pil"
       echo "  (reference results), and the tensorboard Python package from PyPI with pip"
       echo "  (only if 'import tensorboard' fails; Debian does not package it)."
+      echo "  --sanitize also installs clang-14, libclang-rt-14-dev (libFuzzer, sanitizer runtimes)"
+      echo "  and libomp-14-dev, for scripts/sanitize.sh and scripts/fuzz.sh."
       exit 0 ;;
     *) echo "setup.sh: unknown argument '$arg' (see --help)" >&2; exit 2 ;;
   esac
@@ -25,8 +29,10 @@ done
 # package needs OpenCL; apt only recommends it, and we install without recommends.
 build_pkgs=(cmake ninja-build g++ libdnnl-dev ocl-icd-opencl-dev catch2 libhdf5-dev libstb-dev)
 test_pkgs=(python3-torch python3-numpy python3-h5py python3-torchvision python3-pil)
+sanitize_pkgs=(clang-14 libclang-rt-14-dev libomp-14-dev)
 pkgs=("${build_pkgs[@]}")
 if [[ $want_tests == 1 ]]; then pkgs+=("${test_pkgs[@]}"); fi
+if [[ $want_sanitize == 1 ]]; then pkgs+=("${sanitize_pkgs[@]}"); fi
 
 missing=()
 for p in "${pkgs[@]}"; do

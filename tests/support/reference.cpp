@@ -18,14 +18,15 @@ std::string make_temp_dir(const std::string& tag) {
   return p.string();
 }
 
+std::string source_path(const std::string& rel) {
+  const char* src_env = std::getenv("KILN_SOURCE_DIR");
+  return std::string(src_env ? src_env : KILN_SOURCE_DIR) + "/" + rel;
+}
+
 void run_reference_script(const std::string& script, const std::string& args) {
   const char* py = std::getenv("KILN_PYTHON");
   const std::string python = py ? py : "/usr/bin/python3";
-  // KILN_SOURCE_DIR in the environment wins: tests built here may run from another checkout
-  // (the GPU machine gets a copy of the tree at another path).
-  const char* src_env = std::getenv("KILN_SOURCE_DIR");
-  const std::string src = src_env ? src_env : KILN_SOURCE_DIR;
-  const std::string cmd = python + " " + src + "/tests/reference/" + script + " " + args + " 2>&1";
+  const std::string cmd = python + " " + source_path("tests/reference/" + script) + " " + args + " 2>&1";
   FILE* pipe = popen(cmd.c_str(), "r");
   KILN_CHECK(pipe != nullptr, "could not start ", cmd);
   std::string output;
