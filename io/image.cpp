@@ -13,8 +13,19 @@
 #include "core/error.h"
 #include "io/image_format.h"
 
+// io/stb.c: caps each allocation stb_image makes on this thread (0: no cap).
+extern "C" void kiln_stbi_set_allocation_cap(size_t bytes);
+
 namespace kiln::io {
 namespace {
+
+// Sets stb_image's per-allocation cap for one decode on this thread, and lifts it after.
+struct StbAllocationCap {
+  explicit StbAllocationCap(size_t bytes) { kiln_stbi_set_allocation_cap(bytes); }
+  ~StbAllocationCap() { kiln_stbi_set_allocation_cap(0); }
+  StbAllocationCap(const StbAllocationCap&) = delete;
+  StbAllocationCap& operator=(const StbAllocationCap&) = delete;
+};
 
 std::vector<uint8_t> read_file(const std::string& path) {
   namespace fs = std::filesystem;
@@ -67,9 +78,23 @@ Image decode_image(const std::string& path, const DecodeOptions& opt) {
 Image decode_image_bytes(const std::vector<uint8_t>& b, const std::string& name, const DecodeOptions& opt) {
   // stb_image sees only files whose whole structure kiln has walked (io/image_format.cpp).
   const ImageInfo info = check_image(b, name, opt);
+  // The most any one buffer of a legitimate decode needs: 16 bytes a pixel covers a
+  // 16-bit RGBA PNG's inflated data twice over and every JPEG component and coefficient
+  // buffer; more means the compressed data inflates past what the header declares.
+  const size_t cap = size_t{16} * static_cast<size_t>(info.width) * static_cast<size_t>(info.height) + (size_t{16} << 20);
   int w = 0, h = 0, c = 0;
-  std::unique_ptr<stbi_uc, StbFree> data(stbi_load_from_memory(b.data(), static_cast<int>(b.size()), &w, &h, &c, 3));
-  KILN_CHECK(data != nullptr, name, ": cannot decode (", stbi_failure_reason(), ")");
+  std::unique_ptr<stbi_uc, StbFree> data;
+  {
+    StbAllocationCap guard(cap);
+    data.reset(stbi_load_from_memory(b.data(), static_cast<int>(b.size()), &w, &h, &c, 3));
+  }
+  if (data == nullptr) {
+    const std::string why = stbi_failure_reason();
+    KILN_CHECK(why != "outofmem", name, ": cannot decode (the decoder needed a buffer larger than ", cap,
+               " bytes, more than a ", info.width, "x", info.height,
+               " image can need: its compressed data inflates past its declared size)");
+    KILN_FAIL(name, ": cannot decode (", why, ")");
+  }
   KILN_CHECK(w == info.width && h == info.height, name, ": decoded as ", w, "x", h, " but its header declares ",
              info.width, "x", info.height);
   Image img;

@@ -26,6 +26,21 @@
 #include <string.h>
 
 #pragma GCC visibility push(hidden)
+
+/* A per-thread cap on any one allocation stb makes, set by kiln from the image's declared
+ * size before each decode (io/image.cpp). Without it a small PNG whose compressed data
+ * inflates far beyond its declared pixels (a "zip bomb") makes stb grow its buffer up to
+ * 4 GiB; with it the decode fails with stb's "outofmem", which kiln reports. */
+static _Thread_local size_t kiln_stbi_cap = 0; /* 0: no cap */
+
+void kiln_stbi_set_allocation_cap(size_t bytes) { kiln_stbi_cap = bytes; }
+
+static void* kiln_stbi_malloc(size_t n) { return kiln_stbi_cap && n > kiln_stbi_cap ? NULL : malloc(n); }
+static void* kiln_stbi_realloc(void* p, size_t n) { return kiln_stbi_cap && n > kiln_stbi_cap ? NULL : realloc(p, n); }
+#define STBI_MALLOC(n) kiln_stbi_malloc(n)
+#define STBI_REALLOC(p, n) kiln_stbi_realloc(p, n)
+#define STBI_FREE(p) free(p)
+
 #include <stb/stb_image.h>
 #include <stb/stb_image_write.h>
 #pragma GCC visibility pop

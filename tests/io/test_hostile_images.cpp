@@ -76,11 +76,15 @@ TEST_CASE("hostile images: every reproducer in fuzz/regressions/image is refused
     const std::string msg = decode_error(read_bytes(path));
     CHECK_THAT(msg, Catch::Contains("test.img: "));
   }
-  // The two written by hand, with the reason each must give.
+  // Those written by hand, with the reason each must give.
   CHECK_THAT(decode_error(read_bytes(test::source_path("fuzz/regressions/image/jpeg-dht-300-codes.jpg"))),
              Catch::Contains("declares 300 codes; a table holds at most 256"));
   CHECK_THAT(decode_error(read_bytes(test::source_path("fuzz/regressions/image/bmp-height-int-min.bmp"))),
              Catch::Contains("13x2147483648 = 27917287424 pixels exceeds the limit"));
+  // 64 KiB of PNG data that inflates to 64 MiB for a 100x100 image: stb_image would grow its
+  // buffer to fit; kiln caps each of its allocations by the declared size.
+  CHECK_THAT(decode_error(read_bytes(test::source_path("fuzz/regressions/image/png-inflate-bomb-64MiB.png"))),
+             Catch::Contains("inflates past its declared size"));
 }
 
 TEST_CASE("hostile images: a PNG's size comes from kiln's own header parse, limit and all", "[images][hostile]") {
