@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -55,41 +56,93 @@ Dataset image_folder(const std::string& root) {
   return ds;
 }
 
-Dataset image_list(const std::string& list_file) {
-  std::ifstream in(list_file);
-  KILN_CHECK(in.good(), "cannot open image list '", list_file, "'");
-  Dataset ds;
-  ds.root = list_file;
-  const fs::path base = fs::path(list_file).parent_path();
-  std::string line;
-  int64_t max_label = -1;
-  for (int lineno = 1; std::getline(in, line); ++lineno) {
-    const auto first = line.find_first_not_of(" \t\r");
-    if (first == std::string::npos || line[first] == '#') continue;
-    const auto end = line.find_last_not_of(" \t\r");
-    const auto sep = line.find_last_of(" \t", end);
-    KILN_CHECK(sep != std::string::npos && sep > first, list_file, ":", lineno, ": expected 'path label', got '",
-               line, "'");
-    const std::string label_text = line.substr(sep + 1, end - sep);
-    size_t used = 0;
-    int64_t label = -1;
-    try {
-      label = std::stoll(label_text, &used);
-    } catch (const std::exception&) {
-      used = 0;
+namespace {
+
+// Up to 60 characters of `s` for a message, control bytes written as \xNN.
+std::string printable(std::string_view s) {
+  std::string out;
+  for (size_t i = 0; i < s.size() && i < 60; ++i) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x20 && c != 0x7f) {
+      out += static_cast<char>(c);
+    } else {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\x%02x", c);
+      out += buf;
     }
-    KILN_CHECK(used == label_text.size() && label >= 0, list_file, ":", lineno,
-               ": expected a non-negative integer label, got '", label_text, "'");
+  }
+  if (s.size() > 60) out += "...";
+  return out;
+}
+
+// A label: plain decimal digits, 0..kMaxListLabel; -1 otherwise.
+int64_t parse_label(std::string_view text) {
+  if (text.empty() || text.size() > 5) return -1;
+  int64_t v = 0;
+  for (const char c : text) {
+    if (c < '0' || c > '9') return -1;
+    v = v * 10 + (c - '0');
+  }
+  return v <= kMaxListLabel ? v : -1;
+}
+
+}  // namespace
+
+Dataset parse_image_list(std::string_view text, const std::string& base_dir, const std::string& name) {
+  Dataset ds;
+  ds.root = name;
+  const fs::path base(base_dir);
+  if (text.substr(0, 3) == "\xEF\xBB\xBF") text.remove_prefix(3);  // a UTF-8 byte-order mark
+  int64_t max_label = -1;
+  int64_t lineno = 0;
+  while (!text.empty()) {
+    ++lineno;
+    const size_t nl = text.find('\n');
+    std::string_view line = text.substr(0, nl);
+    text.remove_prefix(nl == std::string_view::npos ? text.size() : nl + 1);
+    KILN_CHECK(line.size() <= kMaxListLineBytes, name, ":", lineno, ": line of ", line.size(),
+               " bytes, longer than kiln's limit of ", kMaxListLineBytes, " (is this a list file?)");
+    KILN_CHECK(line.find('\0') == std::string_view::npos, name, ":", lineno,
+               ": NUL byte in the line (is this a binary file, or UTF-16 text? expected UTF-8 or ASCII)");
+    const auto first = line.find_first_not_of(" \t\r");
+    if (first == std::string_view::npos || line[first] == '#') continue;
+    const auto last = line.find_last_not_of(" \t\r");
+    const auto sep = line.find_last_of(" \t", last);
+    KILN_CHECK(sep != std::string_view::npos && sep > first, name, ":", lineno, ": expected 'path label', got '",
+               printable(line), "'");
+    const std::string_view label_text = line.substr(sep + 1, last - sep);
+    const int64_t label = parse_label(label_text);
+    KILN_CHECK(label >= 0, name, ":", lineno, ": expected a non-negative integer label, got '", printable(label_text),
+               "' (labels are class numbers 0..", kMaxListLabel, ")");
     fs::path p(line.substr(first, line.find_last_not_of(" \t", sep) - first + 1));
     if (p.is_relative()) p = base / p;
     ds.samples.push_back(Sample{p.string(), label});
     max_label = std::max(max_label, label);
   }
-  KILN_CHECK(!ds.samples.empty(), "image list '", list_file, "' holds no 'path label' line");
+  KILN_CHECK(!ds.samples.empty(), "image list '", name, "' holds no 'path label' line");
   ds.class_counts.assign(static_cast<size_t>(max_label + 1), 0);
   for (const auto& s : ds.samples) ++ds.class_counts[static_cast<size_t>(s.label)];
   for (int64_t i = 0; i <= max_label; ++i) ds.classes.push_back(std::to_string(i));
   return ds;
+}
+
+Dataset image_list(const std::string& list_file) {
+  std::ifstream in(list_file, std::ios::binary);
+  KILN_CHECK(in.good(), "cannot open image list '", list_file, "'");
+  std::error_code ec;
+  const auto size = fs::file_size(list_file, ec);
+  KILN_CHECK(ec || size <= static_cast<uint64_t>(kMaxListFileBytes), "image list '", list_file, "' is ", size,
+             " bytes, over kiln's limit of ", kMaxListFileBytes, " (is this a list file?)");
+  std::string text;
+  char buf[1 << 16];
+  // Read in blocks with the limit enforced as we go: a FIFO or /dev/zero has no size.
+  while (in.read(buf, sizeof buf) || in.gcount() > 0) {
+    text.append(buf, static_cast<size_t>(in.gcount()));
+    KILN_CHECK(text.size() <= static_cast<size_t>(kMaxListFileBytes), "image list '", list_file,
+               "' is over kiln's limit of ", kMaxListFileBytes, " bytes (is this a list file?)");
+  }
+  KILN_CHECK(!in.bad(), "failed reading image list '", list_file, "'");
+  return parse_image_list(text, fs::path(list_file).parent_path().string(), list_file);
 }
 
 }  // namespace kiln::io

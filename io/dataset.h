@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace kiln::io {
@@ -34,9 +35,22 @@ bool has_image_extension(const std::string& name);
 // holds no image file.
 Dataset image_folder(const std::string& root);
 
-// A list file: one "path label" per line (label an integer >= 0; relative paths are
-// taken from the list file's folder; blank lines and lines starting with # skipped).
-// Class names are the label numbers. Throws kiln::Error naming file and line on a bad line.
+// Limits on list files, which may come from anywhere: labels are class indices (classes
+// 0..max label are made, so a label of 10^12 must not allocate 10^12 classes; 65536 classes
+// already make VGG16's fc8 a 1 GB layer), lines are a path and a number, and the whole
+// file is read into memory.
+inline constexpr int64_t kMaxListLabel = 65535;
+inline constexpr size_t kMaxListLineBytes = 16384;
+inline constexpr int64_t kMaxListFileBytes = int64_t{1} << 30;
+
+// A list file: one "path label" per line (label an integer 0..kMaxListLabel; relative paths
+// are taken from the list file's folder; blank lines and lines starting with # skipped;
+// LF or CRLF line ends; a UTF-8 byte-order mark is ignored). Class names are the label
+// numbers. Throws kiln::Error naming file and line on a bad line (NUL bytes, overlong lines,
+// labels that are not plain decimal numbers in range).
 Dataset image_list(const std::string& list_file);
+// The same from the file's text: `base_dir` resolves relative paths ("" keeps them
+// relative), `name` is the file named in messages and in Dataset::root.
+Dataset parse_image_list(std::string_view text, const std::string& base_dir, const std::string& name);
 
 }  // namespace kiln::io

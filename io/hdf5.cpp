@@ -4,8 +4,11 @@
 
 #include <hdf5.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <filesystem>
+#include <limits>
 #include <mutex>
 #include <sstream>
 #include <type_traits>
@@ -89,12 +92,86 @@ TypeInfo describe(hid_t type) {
   return t;
 }
 
-std::vector<int64_t> extent(hid_t space) {
+// The dims of a dataspace and their product, refusing dims or products that do not fit in
+// int64 (a file may declare any extent; kiln sizes buffers from it). A null dataspace has
+// no elements.
+std::vector<int64_t> extent(hid_t space, int64_t& count, const std::string& ctx) {
+  const H5S_class_t cls = H5Sget_simple_extent_type(space);
+  KILN_H5_CHECK(cls, "reading the dataspace kind of ", ctx);
+  count = cls == H5S_NULL ? 0 : 1;
+  if (cls != H5S_SIMPLE) return {};
   const int nd = H5Sget_simple_extent_ndims(space);
-  if (nd <= 0) return {};
+  KILN_H5_CHECK(nd, "reading the rank of ", ctx);
   std::vector<hsize_t> d(static_cast<size_t>(nd));
-  H5Sget_simple_extent_dims(space, d.data(), nullptr);
-  return std::vector<int64_t>(d.begin(), d.end());
+  KILN_H5_CHECK(H5Sget_simple_extent_dims(space, d.data(), nullptr), "reading the dims of ", ctx);
+  std::vector<int64_t> dims;
+  for (const hsize_t v : d) {
+    KILN_CHECK(v <= static_cast<hsize_t>(std::numeric_limits<int64_t>::max()), ctx, " declares a dimension of ", v,
+               ", too large to be real (corrupt file?)");
+    dims.push_back(static_cast<int64_t>(v));
+    KILN_CHECK(!__builtin_mul_overflow(count, dims.back(), &count), ctx, " declares shape ",
+               shape_str(std::vector<int64_t>(d.begin(), d.end())), " whose element count overflows (corrupt file?)");
+  }
+  return dims;
+}
+
+// Refuses `count` elements of `elem_size` bytes when they exceed `limit`, before allocating.
+void check_bytes(int64_t count, size_t elem_size, int64_t limit, const std::string& ctx) {
+  int64_t bytes = 0;
+  const bool overflow = __builtin_mul_overflow(count, static_cast<int64_t>(elem_size), &bytes);
+  KILN_CHECK(!overflow && bytes <= limit, ctx, " declares ", count, " elements of ", elem_size, " bytes (",
+             overflow ? std::string("more than 2^63") : std::to_string(bytes), " bytes), over kiln's limit of ", limit,
+             " bytes for one ", limit == kMaxAttributeBytes ? "attribute" : "dataset", "; refusing to allocate it");
+}
+
+// True for the IEEE binary16/32/64 layouts (either byte order): HDF5 can describe floats
+// of any bit layout, and converting exotic ones is rarely exercised code in libhdf5.
+bool standard_float(hid_t type) {
+  const size_t size = H5Tget_size(type);
+  size_t spos = 0, epos = 0, esize = 0, mpos = 0, msize = 0;
+  if (H5Tget_fields(type, &spos, &epos, &esize, &mpos, &msize) < 0) return false;
+  const H5T_order_t order = H5Tget_order(type);
+  if (order != H5T_ORDER_LE && order != H5T_ORDER_BE) return false;
+  if (H5Tget_offset(type) != 0 || H5Tget_precision(type) != size * 8 || H5Tget_norm(type) != H5T_NORM_IMPLIED)
+    return false;
+  struct Ieee { size_t size, spos, epos, esize, msize, bias; };
+  for (const Ieee f : {Ieee{2, 15, 10, 5, 10, 15}, Ieee{4, 31, 23, 8, 23, 127}, Ieee{8, 63, 52, 11, 52, 1023}})
+    if (size == f.size && spos == f.spos && epos == f.epos && esize == f.esize && mpos == 0 && msize == f.msize &&
+        H5Tget_ebias(type) == f.bias)
+      return true;
+  return false;
+}
+
+// Access property lists under which HDF5 never follows an external link: a file kiln did
+// not write must not make it open other files on this machine. One per class, since
+// H5Dopen2 and H5Gopen2 take dataset/group access lists (which extend link access).
+enum class Access { link, dataset, group };
+hid_t make_no_external_links(hid_t cls) {
+  const hid_t p = H5Pcreate(cls);
+  auto refuse = [](const char*, const char*, const char*, const char*, unsigned*, hid_t, void*) -> herr_t {
+    return -1;
+  };
+  if (p >= 0 && H5Pset_elink_cb(p, refuse, nullptr) < 0) return -1;
+  return p;
+}
+hid_t no_external_links(Access kind = Access::link) {
+  static const hid_t lists[3] = {make_no_external_links(H5P_LINK_ACCESS), make_no_external_links(H5P_DATASET_ACCESS),
+                                 make_no_external_links(H5P_GROUP_ACCESS)};
+  const hid_t p = lists[static_cast<int>(kind)];
+  KILN_CHECK(p >= 0, "HDF5: could not make an access property list that refuses external links");
+  return p;
+}
+
+// Fails with a clear message when `rel` below `loc` is an external or user-defined link.
+void refuse_external_link(hid_t loc, const std::string& rel, const std::string& where) {
+  H5L_info_t info;
+  if (H5Lget_info(loc, rel.c_str(), &info, no_external_links()) < 0) {
+    H5Eclear2(H5E_DEFAULT);
+    return;
+  }
+  KILN_CHECK(info.type == H5L_TYPE_HARD || info.type == H5L_TYPE_SOFT, where,
+             " is an external link to another file (or a user-defined link); kiln does not follow links out of an "
+             "HDF5 file");
 }
 
 void write_dataset(Group& g, const std::string& rel, const std::vector<int64_t>& shape, hid_t type, const void* data) {
@@ -146,6 +223,12 @@ std::string shape_str(const std::vector<int64_t>& shape) {
   return os.str();
 }
 
+int64_t open_object_count() {
+  const ssize_t n = H5Fget_obj_count(H5F_OBJ_ALL, H5F_OBJ_ALL);
+  KILN_H5_CHECK(n, "counting open HDF5 objects");
+  return static_cast<int64_t>(n);
+}
+
 // ---- File ----
 
 File File::open_read(const std::string& path) {
@@ -160,6 +243,22 @@ File File::open_read(const std::string& path) {
   KILN_H5_OPEN(f, H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose, "opening HDF5 file '", path,
                "' (truncated or corrupt?)");
   return File(std::move(f), path);
+}
+
+File File::open_image(const void* data, size_t size, const std::string& name) {
+  quiet();
+  KILN_CHECK(data != nullptr && size > 0, "HDF5 file image '", name, "' is empty");
+  KILN_H5_OPEN(fapl, H5Pcreate(H5P_FILE_ACCESS), H5Pclose, "making file-access properties for '", name, "'");
+  // No backing store: nothing is ever written to disk. H5Pset_file_image copies the bytes
+  // (one memcpy, nothing next to parsing), so the File does not borrow the caller's buffer.
+  KILN_H5_CHECK(H5Pset_fapl_core(fapl.get(), 64 << 10, 0), "selecting the core driver for '", name, "'");
+  KILN_H5_CHECK(H5Pset_file_image(fapl.get(), const_cast<void*>(data), size), "handing HDF5 the image '", name, "'");
+  // HDF5 treats two open core files of the same name as one file: make each name unique.
+  static std::atomic<uint64_t> serial{0};
+  const std::string unique = concat(name, "#image", serial.fetch_add(1));
+  KILN_H5_OPEN(f, H5Fopen(unique.c_str(), H5F_ACC_RDONLY, fapl.get()), H5Fclose, "opening HDF5 file image '", name,
+               "' (not HDF5, truncated or corrupt?)");
+  return File(std::move(f), name);
 }
 
 File File::create(const std::string& path) {
@@ -197,12 +296,13 @@ bool Group::exists(const std::string& rel) const {
   while (true) {
     const size_t slash = rel.find('/', pos);
     const std::string prefix = rel.substr(0, slash);
-    const htri_t e = H5Lexists(h_.get(), prefix.c_str(), H5P_DEFAULT);
+    const htri_t e = H5Lexists(h_.get(), prefix.c_str(), no_external_links());
     if (e < 0) {
       H5Eclear2(H5E_DEFAULT);
       return false;
     }
     if (e == 0) return false;
+    refuse_external_link(h_.get(), prefix, where(prefix));
     if (slash == std::string::npos) return true;
     if (!is_group(prefix)) return false;
     pos = slash + 1;
@@ -210,9 +310,10 @@ bool Group::exists(const std::string& rel) const {
 }
 
 bool Group::is_group(const std::string& rel) const {
-  hid_t o = H5Oopen(h_.get(), rel.c_str(), H5P_DEFAULT);
+  hid_t o = H5Oopen(h_.get(), rel.c_str(), no_external_links());
   if (o < 0) {
     H5Eclear2(H5E_DEFAULT);
+    refuse_external_link(h_.get(), rel, where(rel));
     return false;
   }
   const bool g = H5Iget_type(o) == H5I_GROUP;
@@ -221,9 +322,10 @@ bool Group::is_group(const std::string& rel) const {
 }
 
 bool Group::is_dataset(const std::string& rel) const {
-  hid_t o = H5Oopen(h_.get(), rel.c_str(), H5P_DEFAULT);
+  hid_t o = H5Oopen(h_.get(), rel.c_str(), no_external_links());
   if (o < 0) {
     H5Eclear2(H5E_DEFAULT);
+    refuse_external_link(h_.get(), rel, where(rel));
     return false;
   }
   const bool d = H5Iget_type(o) == H5I_DATASET;
@@ -242,17 +344,24 @@ std::vector<std::string> Group::children() const {
   return names;
 }
 
+uint64_t Group::object_address(const std::string& rel) const {
+  H5O_info_t info;
+  KILN_H5_CHECK(H5Oget_info_by_name2(h_.get(), rel.c_str(), &info, H5O_INFO_BASIC, no_external_links()),
+                "reading the object header of ", where(rel));
+  return static_cast<uint64_t>(info.addr);
+}
+
 Group Group::group(const std::string& rel) const {
   KILN_CHECK(exists(rel) && is_group(rel), "expected a group ", where(rel), ", found ",
              exists(rel) ? "a non-group object" : "nothing");
-  KILN_H5_OPEN(g, H5Gopen2(h_.get(), rel.c_str(), H5P_DEFAULT), H5Gclose, "opening group ", where(rel));
+  KILN_H5_OPEN(g, H5Gopen2(h_.get(), rel.c_str(), no_external_links(Access::group)), H5Gclose, "opening group ", where(rel));
   return Group(std::move(g), file_, join_path(path_, rel));
 }
 
 Dataset Group::dataset(const std::string& rel) const {
   KILN_CHECK(exists(rel) && is_dataset(rel), "expected a dataset ", where(rel), ", found ",
              exists(rel) ? "a non-dataset object" : "nothing");
-  KILN_H5_OPEN(d, H5Dopen2(h_.get(), rel.c_str(), H5P_DEFAULT), H5Dclose, "opening dataset ", where(rel));
+  KILN_H5_OPEN(d, H5Dopen2(h_.get(), rel.c_str(), no_external_links(Access::dataset)), H5Dclose, "opening dataset ", where(rel));
   return Dataset(std::move(d), file_, join_path(path_, rel));
 }
 
@@ -294,13 +403,15 @@ std::vector<std::string> Group::string_list_attribute(const std::string& name) c
   KILN_CHECK(has_attribute(name), "missing ", ctx);
   KILN_H5_OPEN(a, H5Aopen(h_.get(), name.c_str(), H5P_DEFAULT), H5Aclose, "opening ", ctx);
   KILN_H5_OPEN(space, H5Aget_space(a.get()), H5Sclose, "reading the dataspace of ", ctx);
-  const hssize_t n = H5Sget_simple_extent_npoints(space.get());
-  KILN_H5_CHECK(n, "counting the elements of ", ctx);
+  int64_t n = 0;
+  extent(space.get(), n, ctx);
   // Keras writes an empty name list as an empty float array: no elements means no names.
   if (n == 0) return {};
   KILN_H5_OPEN(type, H5Aget_type(a.get()), H5Tclose, "reading the type of ", ctx);
   const TypeInfo ti = describe(type.get());
   KILN_CHECK(ti.cls == TypeInfo::string, "expected strings in ", ctx, ", found ", ti.name());
+  // Variable-length strings are pointers in memory; their text lives in the file's heap.
+  check_bytes(n, std::max(ti.size, sizeof(char*)), kMaxAttributeBytes, ctx);
   std::vector<std::string> out;
   const htri_t vlen = H5Tis_variable_str(type.get());
   KILN_H5_CHECK(vlen, "reading the string kind of ", ctx);
@@ -341,8 +452,11 @@ int64_t Group::int_attribute(const std::string& name) const {
   KILN_H5_OPEN(type, H5Aget_type(a.get()), H5Tclose, "reading the type of ", ctx);
   KILN_H5_OPEN(space, H5Aget_space(a.get()), H5Sclose, "reading the dataspace of ", ctx);
   const TypeInfo ti = describe(type.get());
-  KILN_CHECK(ti.cls == TypeInfo::integer, "expected an integer in ", ctx, ", found ", ti.name());
-  KILN_CHECK(H5Sget_simple_extent_npoints(space.get()) == 1, "expected one integer in ", ctx);
+  KILN_CHECK(ti.cls == TypeInfo::integer && ti.size >= 1 && ti.size <= 8, "expected an integer of at most 64 bits in ",
+             ctx, ", found ", ti.name());
+  int64_t n = 0;
+  extent(space.get(), n, ctx);
+  KILN_CHECK(n == 1, "expected one integer in ", ctx, ", found ", n);
   int64_t v = 0;
   KILN_H5_CHECK(H5Aread(a.get(), H5T_NATIVE_INT64, &v), "reading ", ctx);
   return v;
@@ -392,21 +506,79 @@ void Group::set_int_attribute(const std::string& name, int64_t value) {
 Dataset::Dataset(Handle h, std::string file, std::string path) : h_(std::move(h)), file_(std::move(file)), path_(std::move(path)) {
   const std::string ctx = concat("dataset '", path_, "' in file '", file_, "'");
   KILN_H5_OPEN(space, H5Dget_space(h_.get()), H5Sclose, "reading the dataspace of ", ctx);
-  shape_ = extent(space.get());
+  shape_ = extent(space.get(), numel_, ctx);
   KILN_H5_OPEN(type, H5Dget_type(h_.get()), H5Tclose, "reading the type of ", ctx);
   type_ = describe(type.get());
+  standard_float_ = type_.cls == TypeInfo::floating && standard_float(type.get());
 }
 
-int64_t Dataset::numel() const {
-  int64_t n = 1;
-  for (int64_t d : shape_) n *= d;
-  return n;
+int64_t Dataset::numel() const { return numel_; }
+
+void Dataset::check_storage() const {
+  const std::string ctx = concat("dataset '", path_, "' in file '", file_, "'");
+  check_bytes(numel_, type_.size, kMaxDatasetBytes, ctx);
+  KILN_H5_OPEN(dcpl, H5Dget_create_plist(h_.get()), H5Pclose, "reading the storage properties of ", ctx);
+  const H5D_layout_t layout = H5Pget_layout(dcpl.get());
+  KILN_CHECK(layout == H5D_CONTIGUOUS || layout == H5D_COMPACT || layout == H5D_CHUNKED, ctx, " uses ",
+             layout == H5D_VIRTUAL ? "virtual (VDS) storage, which maps other datasets and files"
+                                   : "an unknown storage layout",
+             "; kiln reads contiguous, compact or chunked datasets only");
+  const int external = H5Pget_external_count(dcpl.get());
+  KILN_H5_CHECK(external, "reading the external storage of ", ctx);
+  KILN_CHECK(external == 0, ctx, " keeps its values in ", external,
+             " external file(s) on disk; kiln reads only values stored inside the HDF5 file");
+  const int nfilters = H5Pget_nfilters(dcpl.get());
+  KILN_H5_CHECK(nfilters, "reading the filters of ", ctx);
+  for (int i = 0; i < nfilters; ++i) {
+    char name[64] = {0};
+    unsigned flags = 0, config = 0;
+    size_t nelem = 0;
+    const H5Z_filter_t f =
+        H5Pget_filter2(dcpl.get(), static_cast<unsigned>(i), &flags, &nelem, nullptr, sizeof name, name, &config);
+    KILN_H5_CHECK(f, "reading filter ", i, " of ", ctx);
+    // What h5py/Keras write: gzip (deflate), optionally with shuffle and fletcher32.
+    KILN_CHECK(f == H5Z_FILTER_DEFLATE || f == H5Z_FILTER_SHUFFLE || f == H5Z_FILTER_FLETCHER32, ctx,
+               " is compressed with filter ", f, " ('", name,
+               "'); kiln reads only deflate (gzip), shuffle and fletcher32 -- rewrite the file with h5py using "
+               "compression='gzip' or none");
+  }
+  if (layout == H5D_CHUNKED) {
+    hsize_t chunk[32];
+    const int rank = H5Pget_chunk(dcpl.get(), 32, chunk);
+    KILN_H5_CHECK(rank, "reading the chunk shape of ", ctx);
+    int64_t chunk_count = 1;
+    for (int i = 0; i < rank; ++i)
+      KILN_CHECK(chunk[i] <= static_cast<hsize_t>(kMaxDatasetBytes) &&
+                     !__builtin_mul_overflow(chunk_count, static_cast<int64_t>(chunk[i]), &chunk_count),
+                 ctx, " declares a chunk too large to be real (corrupt file?)");
+    check_bytes(chunk_count, type_.size, kMaxDatasetBytes, ctx + " (one chunk)");
+  }
+  if (layout == H5D_CONTIGUOUS && nfilters == 0) {
+    // The values must lie inside the file; HDF5 would otherwise report a short read deep
+    // in its driver (a truncated or doctored file).
+    const haddr_t offset = H5Dget_offset(h_.get());
+    if (offset == HADDR_UNDEF) {
+      H5Eclear2(H5E_DEFAULT);
+      return;  // never written: HDF5 returns the fill value
+    }
+    const hid_t file_id = H5Iget_file_id(h_.get());
+    KILN_H5_CHECK(file_id, "finding the file of ", ctx);
+    Handle file(file_id, H5Fclose);
+    hsize_t file_size = 0;
+    KILN_H5_CHECK(H5Fget_filesize(file.get(), &file_size), "reading the size of file '", file_, "'");
+    const uint64_t bytes = static_cast<uint64_t>(numel_) * type_.size;  // <= kMaxDatasetBytes, checked above
+    KILN_CHECK(offset <= file_size && bytes <= file_size - offset, ctx, " should hold ", bytes, " bytes at offset ",
+               offset, " but the file is only ", file_size, " bytes long (truncated download?)");
+  }
 }
 
 std::vector<float> Dataset::read_f32() const {
   const std::string ctx = concat("dataset '", path_, "' in file '", file_, "'");
   KILN_CHECK(type_.cls == TypeInfo::floating, ctx, ": expected float32 values, found ", type_.name());
-  std::vector<float> v(static_cast<size_t>(numel()));
+  KILN_CHECK(standard_float_, ctx, ": expected IEEE float16/32/64 values, found a ", type_.size * 8,
+             "-bit float of another layout");
+  check_storage();
+  std::vector<float> v(static_cast<size_t>(numel_));
   if (!v.empty())
     KILN_H5_CHECK(H5Dread(h_.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()), "reading ", ctx,
                   " (truncated file?)");

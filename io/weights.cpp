@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <set>
 #include <sstream>
 #include <unistd.h>
 
@@ -20,11 +21,19 @@ namespace {
 constexpr int64_t kKilnFormatVersion = 1;
 
 // Every dataset below `g`, depth first, as paths relative to the root without the '/'.
-void walk_datasets(const h5::Group& g, const std::string& prefix, std::vector<std::string>& out) {
+// Each group is entered once (`seen`: object addresses): hard and soft links can make a
+// group its own descendant, which would otherwise recurse until the stack runs out.
+void walk_datasets(const h5::Group& g, const std::string& prefix, std::vector<std::string>& out,
+                   std::set<uint64_t>& seen, int depth = 0) {
+  KILN_CHECK(depth < 64, "weights file '", g.file(), "': groups nested deeper than 64 levels at '", prefix,
+             "' (corrupt file?)");
   for (const std::string& child : g.children()) {
     const std::string rel = prefix.empty() ? child : prefix + "/" + child;
-    if (g.is_group(child)) walk_datasets(g.group(child), rel, out);
-    else if (g.is_dataset(child)) out.push_back(rel);
+    if (g.is_group(child)) {
+      if (seen.insert(g.object_address(child)).second) walk_datasets(g.group(child), rel, out, seen, depth + 1);
+    } else if (g.is_dataset(child)) {
+      out.push_back(rel);
+    }
   }
 }
 
@@ -38,7 +47,8 @@ SourceList list_kiln(const h5::Group& root) {
   s.convention = root.has_attribute("input_convention") ? parse_convention(root.string_attribute("input_convention"))
                                                         : InputConvention::unknown;
   std::vector<std::string> paths;
-  walk_datasets(root, "", paths);
+  std::set<uint64_t> seen{root.object_address(".")};
+  walk_datasets(root, "", paths, seen);
   for (const std::string& p : paths) s.entries.push_back({p, "/" + p, Layout::same});
   return s;
 }
@@ -201,7 +211,12 @@ std::string ImportReport::to_string() const {
 }
 
 ImportReport import_weights(Module& model, const std::string& path, const ImportOptions& opt) {
-  h5::File file = h5::File::open_read(path);
+  const h5::File file = h5::File::open_read(path);
+  return import_weights(model, file, opt);
+}
+
+ImportReport import_weights(Module& model, const h5::File& file, const ImportOptions& opt) {
+  const std::string& path = file.path();
   const h5::Group root = file.root();
   SourceList src;
   if (root.has_attribute("kiln_format_version")) src = list_kiln(root);
@@ -267,6 +282,7 @@ ImportReport import_weights(Module& model, const std::string& path, const Import
                                 layout_note(e.layout), "; skip it (ImportOptions::skip) to keep the model's"));
       continue;
     }
+    ds.check_storage();  // layout, filters, external files, extent in the file: before any value is read
     plan.emplace_back(&e, it->second);
     plan_shapes.push_back(ks);
   }

@@ -15,6 +15,10 @@
 
 namespace kiln {
 
+namespace h5 {
+class File;
+}  // namespace h5
+
 // How input images must be prepared for a set of weights.
 enum class InputConvention { unknown, caffe_bgr, tf_rgb, torchvision_rgb };
 
@@ -73,6 +77,9 @@ struct ImportReport {
 // flags). Nothing is changed unless the whole import succeeds. Errors (kiln::Error)
 // name the file, the entry, and what was expected and found.
 ImportReport import_weights(Module& model, const std::string& path, const ImportOptions& opt = {});
+// The same from a file already open (e.g. h5::File::open_image of bytes in memory); every
+// dataset's shape and type is checked against the model before any value is read.
+ImportReport import_weights(Module& model, const h5::File& file, const ImportOptions& opt = {});
 
 struct ExportOptions {
   WeightsFormat format = WeightsFormat::kiln;  // kiln or keras (keras3 is import-only)

@@ -66,22 +66,30 @@ void model_layers(Module& model, std::vector<std::string>& convs, std::vector<st
   }
 }
 
+// The value of `s`, all decimal digits, or -1 when it is not that or exceeds 10^8 (names
+// come from the file: std::stoi would throw on "99999999999", std::regex recurses per
+// character).
+int small_number(const std::string& s) {
+  if (s.empty() || s.size() > 8 || !std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; }))
+    return -1;
+  return std::stoi(s);
+}
+
 // "conv2d" -> 0, "conv2d_7" -> 7 for class-named Keras 3 layers; -1 otherwise.
 int class_index(const std::string& name, const std::string& cls) {
   if (name == cls) return 0;
-  static const std::regex tail("_([0-9]+)");
-  std::smatch m;
-  const std::string rest = name.substr(std::min(name.size(), cls.size()));
-  if (name.compare(0, cls.size(), cls) == 0 && std::regex_match(rest, m, tail)) return std::stoi(m[1]);
-  return -1;
+  if (name.size() < cls.size() + 2 || name.compare(0, cls.size(), cls) != 0 || name[cls.size()] != '_') return -1;
+  return small_number(name.substr(cls.size() + 1));
 }
 
 }  // namespace
 
 std::string keras_to_kiln_layer(const std::string& keras) {
-  static const std::regex conv("block([0-9]+)_conv([0-9]+)");
-  std::smatch m;
-  if (std::regex_match(keras, m, conv)) return "conv" + m[1].str() + "_" + m[2].str();
+  // blockB_convI -> convB_I, parsed by hand: the name comes from the file.
+  const size_t sep = keras.find("_conv");
+  if (keras.compare(0, 5, "block") == 0 && sep != std::string::npos &&
+      small_number(keras.substr(5, sep - 5)) >= 0 && small_number(keras.substr(sep + 5)) >= 0)
+    return "conv" + keras.substr(5, sep - 5) + "_" + keras.substr(sep + 5);
   if (keras == "fc1") return "fc6";
   if (keras == "fc2") return "fc7";
   if (keras == "predictions") return "fc8";
@@ -146,7 +154,7 @@ SourceList list_keras3(const h5::Group& root, Module& model) {
     // vars/0, vars/1, ...: in numeric order, which is not HDF5's name order past 9.
     std::vector<int> idx;
     for (const std::string& v : vars.children())
-      if (!v.empty() && std::all_of(v.begin(), v.end(), [](char c) { return c >= '0' && c <= '9'; })) idx.push_back(std::stoi(v));
+      if (small_number(v) >= 0 && std::to_string(small_number(v)) == v) idx.push_back(small_number(v));
     std::sort(idx.begin(), idx.end());
     if (idx.empty()) continue;
     // Keras 3 names groups by class: the k-th conv2d is the model's k-th conv layer.

@@ -52,6 +52,37 @@ std::string fmt_double(double v) {
   return buf;
 }
 
+// The inverse of fmt_double; anything else in the file is a kiln::Error (std::stod would
+// throw std::invalid_argument, which no caller expects).
+double parse_double(const h5::Group& root, const std::string& name) {
+  const std::string text = root.string_attribute(name);
+  char* end = nullptr;
+  const double v = text.empty() ? 0.0 : std::strtod(text.c_str(), &end);
+  KILN_CHECK(!text.empty() && end == text.c_str() + text.size(), "checkpoint '", root.file(), "': attribute '", name,
+             "' should be a number, found '", text.substr(0, 64), "'");
+  return v;
+}
+
+// Refuses values no run writes, before the app sizes a model or loops from them.
+void check_meta(const CheckpointMeta& m, const std::string& file) {
+  auto in = [&](const char* what, int64_t v, int64_t lo, int64_t hi) {
+    KILN_CHECK(v >= lo && v <= hi, "checkpoint '", file, "': ", what, " is ", v, ", expected ", lo, "..", hi,
+               " (corrupt or not written by vgg_finetune?)");
+  };
+  in("image_size", m.image_size, 32, 1024);  // vgg_finetune's --image-size range
+  KILN_CHECK(m.image_size % 32 == 0, "checkpoint '", file, "': image_size ", m.image_size, " is not a multiple of 32");
+  in("phase", m.phase, 1, 2);
+  for (const auto& [what, v] : {std::pair<const char*, int64_t>{"epochs_done", m.epochs_done},
+                                {"batches_done", m.batches_done}, {"global_step", m.global_step},
+                                {"epoch_correct", m.epoch_correct}, {"epoch_seen", m.epoch_seen},
+                                {"epoch_steps", m.epoch_steps}})
+    in(what, v, 0, int64_t{1} << 48);
+  in("the number of classes", static_cast<int64_t>(m.classes.size()), 1, 1 << 20);
+  const std::string& w = m.weights_file;
+  KILN_CHECK(!w.empty() && w.find('/') == std::string::npos && w != "." && w != "..", "checkpoint '", file,
+             "': weights_file '", w, "' must be a file name inside the model directory");
+}
+
 }  // namespace
 
 std::vector<std::string> remove_stale_temporaries(const std::string& model_dir) {
@@ -161,23 +192,27 @@ std::string save_checkpoint(const std::string& model_dir, Module& model, Optimiz
 }
 
 CheckpointMeta read_checkpoint_meta(const std::string& state_path) {
-  h5::File f = h5::File::open_read(state_path);
-  h5::Group root = f.root();
+  const h5::File f = h5::File::open_read(state_path);
+  return read_checkpoint_meta(f.root());
+}
+
+CheckpointMeta read_checkpoint_meta(const h5::Group& root) {
+  const std::string& state_path = root.file();
   KILN_CHECK(root.has_attribute("kind") && root.string_attribute("kind") == "vgg_finetune checkpoint",
              "'", state_path, "' is not a vgg_finetune checkpoint");
   CheckpointMeta m;
   m.epochs_done = root.int_attribute("epochs_done");
   if (root.has_attribute("batches_done")) {  // absent in checkpoints written before mid-epoch ones
     m.batches_done = root.int_attribute("batches_done");
-    m.epoch_loss_sum = std::stod(root.string_attribute("epoch_loss_sum"));
+    m.epoch_loss_sum = parse_double(root, "epoch_loss_sum");
     m.epoch_correct = root.int_attribute("epoch_correct");
     m.epoch_seen = root.int_attribute("epoch_seen");
     m.epoch_steps = root.int_attribute("epoch_steps");
   }
   m.global_step = root.int_attribute("global_step");
   m.phase = static_cast<int>(root.int_attribute("phase"));
-  m.val_loss = std::stod(root.string_attribute("val_loss"));
-  m.val_acc = std::stod(root.string_attribute("val_acc"));
+  m.val_loss = parse_double(root, "val_loss");
+  m.val_acc = parse_double(root, "val_acc");
   m.arch = root.string_attribute("arch");
   m.image_size = root.int_attribute("image_size");
   m.classes = root.string_list_attribute("classes");
@@ -188,12 +223,17 @@ CheckpointMeta read_checkpoint_meta(const std::string& state_path) {
   m.dropout_gen = {static_cast<uint64_t>(root.int_attribute("dropout_gen_seed")),
                    static_cast<uint64_t>(root.int_attribute("dropout_gen_offset"))};
   m.weights_file = root.string_attribute("weights_file");
+  check_meta(m, state_path);
   return m;
 }
 
 void restore_optimizer(const std::string& state_path, Optimizer& opt) {
-  h5::File f = h5::File::open_read(state_path);
-  h5::Group root = f.root();
+  const h5::File f = h5::File::open_read(state_path);
+  restore_optimizer(f.root(), opt);
+}
+
+void restore_optimizer(const h5::Group& root, Optimizer& opt) {
+  const std::string& state_path = root.file();
   for (const OptimizerStateRef& s : opt.state()) {
     if (s.tensor->dtype() == DType::i64) {
       const std::string key = attr_key(s.name);
@@ -203,9 +243,10 @@ void restore_optimizer(const std::string& state_path, Optimizer& opt) {
       const std::string rel = "optimizer/" + s.name;
       KILN_CHECK(root.is_dataset(rel), "checkpoint '", state_path, "' has no optimizer entry '", s.name,
                  "' (was it written with other optimizer settings, e.g. --momentum?)");
-      const std::vector<float> v = root.dataset(rel).read_f32();
-      KILN_CHECK(static_cast<int64_t>(v.size()) == s.tensor->numel(), "checkpoint '", state_path,
-                 "': optimizer entry '", s.name, "' has ", v.size(), " values, expected ", s.tensor->numel());
+      const h5::Dataset ds = root.dataset(rel);
+      KILN_CHECK(ds.shape() == s.tensor->shape().dims(), "checkpoint '", state_path, "': optimizer entry '", s.name,
+                 "' has shape ", h5::shape_str(ds.shape()), ", expected ", h5::shape_str(s.tensor->shape().dims()));
+      const std::vector<float> v = ds.read_f32();
       s.tensor->copy_from(Tensor::from_vector(v, s.tensor->shape()));
     }
   }

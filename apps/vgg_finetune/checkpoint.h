@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "core/kiln.h"
+#include "io/hdf5.h"
 #include "io/weights.h"
 #include "layers/optim.h"
 
@@ -55,8 +56,13 @@ std::optional<CheckpointInfo> latest_checkpoint(const std::string& model_dir);
 std::optional<CheckpointInfo> best_checkpoint(const std::string& model_dir);
 
 CheckpointMeta read_checkpoint_meta(const std::string& state_path);
+// The same from an open state file's root (the file may be an in-memory image). Values a
+// run could not have written (image size, phase, counts) are refused.
+CheckpointMeta read_checkpoint_meta(const h5::Group& root);
 // Copies the saved optimizer state into `opt` (built for the same phase: same state names).
 void restore_optimizer(const std::string& state_path, Optimizer& opt);
+// The same from an open state file's root; shapes and types are checked before reading.
+void restore_optimizer(const h5::Group& root, Optimizer& opt);
 
 // Writes `text` to `path` atomically (temporary file, flush, fsync, rename).
 void write_file_atomic(const std::string& path, const std::string& text);

@@ -81,3 +81,28 @@ TEST_CASE("image_list: 'path label' lines, relative to the list file", "[dataset
   CHECK_THROWS_WITH(image_list((root / "missing.txt").string()), Catch::Contains("cannot open image list"));
   fs::remove_all(root);
 }
+
+TEST_CASE("parse_image_list: hostile list files give errors naming the line, never a crash", "[dataset]") {
+  auto parse = [](const std::string& text) { return parse_image_list(text, "/data", "l.txt"); };
+  // CRLF, a byte-order mark, tabs, comments, trailing blanks; base_dir "" keeps paths relative.
+  const Dataset ok = parse("\xEF\xBB\xBF# c\r\na.jpg 1\r\n\r\n  b c.jpg\t0 \r\n/x/y.png 65535");
+  REQUIRE(ok.size() == 3);
+  CHECK(ok.samples[0].path == "/data/a.jpg");
+  CHECK(ok.samples[1].path == "/data/b c.jpg");
+  CHECK(ok.samples[2].label == kMaxListLabel);
+  CHECK(ok.classes.size() == static_cast<size_t>(kMaxListLabel) + 1);
+  CHECK(parse_image_list("a.jpg 0\n", "", "l.txt").samples[0].path == "a.jpg");
+  // Labels past the limit used to allocate one class per number (10^12 -> std::length_error
+  // or an out-of-memory kill); signs, hex and spaces inside are not labels.
+  CHECK_THROWS_WITH(parse("a.jpg 0\nb.jpg 65536\n"), Catch::Contains("l.txt:2") && Catch::Contains("got '65536'"));
+  CHECK_THROWS_WITH(parse("a.jpg 999999999999\n"), Catch::Contains("got '999999999999' (labels are class numbers 0..65535)"));
+  CHECK_THROWS_WITH(parse("a.jpg 99999999999999999999999\n"), Catch::Contains("l.txt:1"));
+  for (const char* bad : {"a.jpg -1", "a.jpg +1", "a.jpg 0x1f", "a.jpg 1e3", "a.jpg ", "a.jpg", "1"})
+    CHECK_THROWS_WITH(parse(bad), Catch::Contains("l.txt:1"));
+  // Binary or UTF-16 text: NUL bytes; control bytes are escaped in the message.
+  CHECK_THROWS_WITH(parse(std::string("a.jpg 0\nb\0.jpg 1\n", 17)), Catch::Contains("l.txt:2: NUL byte"));
+  CHECK_THROWS_WITH(parse("a.jpg \x01\x7f"), Catch::Contains("got '\\x01\\x7f'"));
+  CHECK_THROWS_WITH(parse(std::string(20000, 'a') + " 1\n"), Catch::Contains("l.txt:1: line of 20002 bytes"));
+  CHECK_THROWS_WITH(parse("# only a comment\n\n"), Catch::Contains("holds no 'path label' line"));
+  CHECK_THROWS_WITH(parse(""), Catch::Contains("holds no 'path label' line"));
+}

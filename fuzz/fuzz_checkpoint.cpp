@@ -1,0 +1,35 @@
+// libFuzzer target: bytes opened as an in-memory HDF5 file image and read as a
+// vgg_finetune checkpoint state file: read_checkpoint_meta, then restore_optimizer into an
+// SGD-with-momentum optimizer of a tiny VGG-named model (its state: one momentum dataset
+// per parameter and the int64 step attribute). Any kiln::Error is a correct answer.
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+
+#include "apps/vgg_finetune/checkpoint.h"
+#include "core/error.h"
+#include "fuzz/tiny_vgg.h"
+#include "io/hdf5.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  static kiln::Generator gen(1);
+  static std::shared_ptr<kiln::Sequential> model = kiln::fuzz::make_tiny_vgg(gen);
+  static kiln::SGD opt(*model, kiln::SgdOptions{.lr = 0.01f, .momentum = 0.9f});
+  try {
+    const kiln::h5::File file = kiln::h5::File::open_image(data, size, "fuzz.state.h5");
+    const kiln::h5::Group root = file.root();
+    try {
+      (void)kiln::app::read_checkpoint_meta(root);
+    } catch (const kiln::Error&) {
+    }
+    kiln::app::restore_optimizer(root, opt);
+  } catch (const kiln::Error&) {
+  }
+  // Every file, group, dataset and attribute kiln opened for this input is closed again.
+  if (const int64_t n = kiln::h5::open_object_count(); n != 0) {
+    std::fprintf(stderr, "kiln left %lld HDF5 objects open\n", static_cast<long long>(n));
+    std::abort();
+  }
+  return 0;
+}
