@@ -9,10 +9,10 @@
 #include <string>
 #include <vector>
 
+#include "io/crc32c.h"  // crc32c, which TFRecord framing masks
+
 namespace kiln::io {
 
-// CRC32C (Castagnoli, reflected polynomial 0x82F63B78), table-based. crc32c("123456789") == 0xE3069283.
-uint32_t crc32c(const void* data, size_t n);
 // TFRecord's masking of a CRC: ((crc >> 15) | (crc << 17)) + 0xa282ead8.
 uint32_t masked_crc32c(const void* data, size_t n);
 
