@@ -585,4 +585,20 @@ std::vector<float> Dataset::read_f32() const {
   return v;
 }
 
+// ---- Dataset attributes ----
+// H5A* calls take any object, so a non-owning Group view of the dataset's identifier reuses
+// the group's attribute code and checks (and names the dataset in its messages).
+
+bool Dataset::has_attribute(const std::string& name) const {
+  return Group(Handle(h_.get(), nullptr), file_, path_).has_attribute(name);
+}
+
+int64_t Dataset::int_attribute(const std::string& name) const {
+  return Group(Handle(h_.get(), nullptr), file_, path_).int_attribute(name);
+}
+
+void Dataset::set_int_attribute(const std::string& name, int64_t value) {
+  Group(Handle(h_.get(), nullptr), file_, path_).set_int_attribute(name, value);
+}
+
 }  // namespace kiln::h5

@@ -122,6 +122,11 @@ class Dataset {
   // contiguous data that would extend past the end of the file.
   void check_storage() const;
 
+  // ---- attributes (kiln's per-tensor checksum), read and written as a group's are ----
+  bool has_attribute(const std::string& name) const;
+  int64_t int_attribute(const std::string& name) const;
+  void set_int_attribute(const std::string& name, int64_t value);
+
  private:
   Handle h_;
   std::string file_;

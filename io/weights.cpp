@@ -3,11 +3,14 @@
 #include "io/weights.h"
 
 #include <algorithm>
+#include <bit>
+#include <cstdio>
 #include <filesystem>
 #include <set>
 #include <sstream>
 #include <unistd.h>
 
+#include "io/crc32c.h"
 #include "io/hdf5.h"
 #include "io/weights_sources.h"
 
@@ -18,7 +21,12 @@ using namespace weights_detail;
 
 namespace {
 
-constexpr int64_t kKilnFormatVersion = 1;
+// 2: every dataset carries its CRC32C (kChecksumAttribute). 1 (no checksums) is still read.
+constexpr int64_t kKilnFormatVersion = 2;
+constexpr int64_t kFirstChecksummedVersion = 2;
+
+// Checksums are defined over little-endian float32 bytes, which is how floats sit in memory here.
+static_assert(std::endian::native == std::endian::little, "kiln's tensor checksums assume a little-endian host");
 
 // Every dataset below `g`, depth first, as paths relative to the root without the '/'.
 // Each group is entered once (`seen`: object addresses): hard and soft links can make a
@@ -118,10 +126,52 @@ std::string list_str(const std::vector<std::string>& v, size_t limit = 8) {
 
 std::string shape_of(const Tensor& t) { return h5::shape_str(t.shape().dims()); }
 
-// Reads one entry into a host float32 tensor in kiln's layout.
-Tensor read_entry(const h5::Group& root, const SourceEntry& e, const std::vector<int64_t>& shape) {
+std::string hex32(uint32_t v) {
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "0x%08x", v);
+  return buf;
+}
+
+// Checks the values read from `ds` against its checksum attribute.
+void check_checksum(const h5::Dataset& ds, const std::string& file, const std::string& tensor,
+                    const std::vector<float>& v) {
+  const std::string corrupt = concat("file '", file, "' is corrupt: tensor '", tensor, "' ");
+  const char* changed = "; the file was changed after kiln wrote it";
+  KILN_CHECK(ds.has_attribute(kChecksumAttribute), corrupt, "has no '", kChecksumAttribute,
+             "' checksum, which kiln writes on every tensor of this format", changed);
+  const int64_t stored = ds.int_attribute(kChecksumAttribute);
+  KILN_CHECK(stored >= 0 && stored <= int64_t{0xFFFFFFFF}, corrupt, "has checksum attribute ", stored,
+             ", which is no 32-bit CRC", changed);
+  const uint32_t computed = tensor_checksum(v.data(), v.size());
+  KILN_CHECK(computed == static_cast<uint32_t>(stored), corrupt, "fails its checksum (stored ",
+             hex32(static_cast<uint32_t>(stored)), ", computed ", hex32(computed), ")", changed);
+}
+
+// What ImportReport::checksums says for a file of `format` (and kiln format `version`).
+std::string checksum_status(WeightsFormat format, int64_t version) {
+  switch (format) {
+    case WeightsFormat::kiln:
+      return version >= kFirstChecksummedVersion
+                 ? "verified (CRC32C of every tensor read)"
+                 : "none (kiln format version 1: written by an older kiln or converted by another tool)";
+    case WeightsFormat::keras: return "none in file (Keras files carry no checksums)";
+    case WeightsFormat::keras3: return "none in file (Keras 3 files carry no checksums)";
+  }
+  return "none";
+}
+
+[[noreturn]] void fail_unknown_format(const h5::Group& root) {
+  KILN_FAIL("'", root.file(), "' is HDF5 but not a weights file kiln knows: expected a kiln_format_version attribute ",
+            "(kiln), a layer_names attribute (Keras) or a layers/ group (Keras 3); found groups [",
+            list_str(root.children()), "] and attributes [", list_str(root.attribute_names()), "]");
+}
+
+// Reads one entry into a host float32 tensor in kiln's layout, checking its checksum first
+// when `verify`.
+Tensor read_entry(const h5::Group& root, const SourceEntry& e, const std::vector<int64_t>& shape, bool verify) {
   const h5::Dataset ds = root.dataset(e.origin.substr(1));
   std::vector<float> v = ds.read_f32();
+  if (verify) check_checksum(ds, root.file(), e.name, v);
   Tensor t = Tensor::empty(Shape(shape));
   float* dst = t.data<float>();
   if (e.layout == Layout::same) {
@@ -207,7 +257,47 @@ std::string ImportReport::to_string() const {
   line("unmapped", unmapped);
   line("missing (left as initialised)", missing);
   line("shape differs (skipped)", mismatched);
+  if (!checksums.empty()) os << "\n  checksums: " << checksums;
   return os.str();
+}
+
+uint32_t tensor_checksum(const float* data, size_t n) { return io::crc32c(data, n * sizeof(float)); }
+
+void write_checksummed(h5::Group& g, const std::string& rel, const std::vector<int64_t>& shape, const float* data) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  g.write_f32(rel, shape, data);
+  // Stored as an int64 attribute holding the unsigned 32-bit value (HDF5 int attributes here are int64).
+  g.dataset(rel).set_int_attribute(kChecksumAttribute, tensor_checksum(data, static_cast<size_t>(n)));
+}
+
+std::vector<float> read_checksummed(const h5::Group& g, const std::string& rel, bool verify) {
+  const h5::Dataset ds = g.dataset(rel);
+  std::vector<float> v = ds.read_f32();
+  if (verify) check_checksum(ds, g.file(), rel, v);
+  return v;
+}
+
+std::string verify_weights(const std::string& path) {
+  const h5::File file = h5::File::open_read(path);
+  const h5::Group root = file.root();
+  if (!root.has_attribute("kiln_format_version")) {
+    if (is_keras(root)) return checksum_status(WeightsFormat::keras, 0);
+    if (is_keras3(root)) return checksum_status(WeightsFormat::keras3, 0);
+    fail_unknown_format(root);
+  }
+  list_kiln(root);  // the version and attributes checks
+  const int64_t version = root.int_attribute("kiln_format_version");
+  if (version >= kFirstChecksummedVersion) verify_checksums(root);
+  return checksum_status(WeightsFormat::kiln, version);
+}
+
+size_t verify_checksums(const h5::Group& g) {
+  std::vector<std::string> paths;
+  std::set<uint64_t> seen{g.object_address(".")};
+  walk_datasets(g, "", paths, seen);
+  for (const std::string& p : paths) read_checksummed(g, p, true);
+  return paths.size();
 }
 
 ImportReport import_weights(Module& model, const std::string& path, const ImportOptions& opt) {
@@ -222,16 +312,16 @@ ImportReport import_weights(Module& model, const h5::File& file, const ImportOpt
   if (root.has_attribute("kiln_format_version")) src = list_kiln(root);
   else if (is_keras(root)) src = list_keras(root, model);
   else if (is_keras3(root)) src = list_keras3(root, model);
-  else
-    KILN_FAIL("'", path, "' is HDF5 but not a weights file kiln knows: expected a kiln_format_version attribute ",
-              "(kiln), a layer_names attribute (Keras) or a layers/ group (Keras 3); found groups [",
-              list_str(root.children()), "] and attributes [", list_str(root.attribute_names()), "]");
+  else fail_unknown_format(root);
+  const int64_t version = src.format == WeightsFormat::kiln ? root.int_attribute("kiln_format_version") : 0;
+  const bool verify = src.format == WeightsFormat::kiln && version >= kFirstChecksummedVersion;
 
   ImportReport rep;
   rep.path = path;
   rep.format = src.format;
   rep.source_model = src.model;
   rep.convention = src.convention;
+  rep.checksums = checksum_status(src.format, version);
 
   std::map<std::string, std::string> map = opt.assignment_map;
   if (map.empty()) {
@@ -310,10 +400,12 @@ ImportReport import_weights(Module& model, const h5::File& file, const ImportOpt
     KILN_FAIL(os.str());
   }
 
-  // Read everything first, then assign: a read error leaves the model untouched.
+  // Read (and verify) everything first, then assign: a read error or a corrupt tensor
+  // leaves the model untouched.
   std::vector<Tensor> values;
   values.reserve(plan.size());
-  for (size_t i = 0; i < plan.size(); ++i) values.push_back(read_entry(root, *plan[i].first, plan_shapes[i]));
+  for (size_t i = 0; i < plan.size(); ++i)
+    values.push_back(read_entry(root, *plan[i].first, plan_shapes[i], verify));
   for (size_t i = 0; i < plan.size(); ++i) {
     plan[i].second.tensor->copy_from(values[i]);
     rep.loaded.push_back(plan[i].second.name);
@@ -337,7 +429,7 @@ void export_weights(Module& model, const std::string& path, const ExportOptions&
           root.set_string_attribute("input_convention", convention_name(opt.convention));
           for (const ParameterRef& p : model.parameters()) {
             const Tensor host = p.tensor->cpu().to(DType::f32);
-            root.write_f32(p.name, host.shape().dims(), host.data<float>());
+            write_checksummed(root, p.name, host.shape().dims(), host.data<float>());
           }
         } else {
           write_keras(root, model);

@@ -7,6 +7,8 @@
 #pragma once
 
 #include <array>
+#include <cstddef>
+#include <cstdint>
 #include <map>
 #include <string>
 #include <vector>
@@ -17,6 +19,7 @@ namespace kiln {
 
 namespace h5 {
 class File;
+class Group;
 }  // namespace h5
 
 // How input images must be prepared for a set of weights.
@@ -69,6 +72,9 @@ struct ImportReport {
   std::vector<std::string> unmapped;    // source names no assignment-map key covers
   std::vector<std::string> missing;     // kiln names covered by the map, absent from the file
   std::vector<std::string> mismatched;  // skipped entries whose shape differs from the model's
+  // "verified (...)" when every loaded tensor matched its CRC32C (kiln format 2), else
+  // "none ..." and why (Keras files and kiln format 1 carry no checksums).
+  std::string checksums;
   // A few readable lines: counts, then the names in each non-empty category.
   std::string to_string() const;
 };
@@ -85,6 +91,27 @@ struct ExportOptions {
   WeightsFormat format = WeightsFormat::kiln;  // kiln or keras (keras3 is import-only)
   InputConvention convention = InputConvention::caffe_bgr;  // recorded in kiln's layout
 };
+
+// ---- Per-tensor checksums (kiln format 2; vgg_finetune's state files use them too) ----
+
+// The dataset attribute holding a tensor's CRC32C: an int64 attribute whose value is the
+// unsigned 32-bit CRC (0 .. 2^32-1).
+inline constexpr const char* kChecksumAttribute = "crc32c";
+// CRC32C of n float32 values as little-endian bytes, the checksum kiln stores per tensor.
+uint32_t tensor_checksum(const float* data, size_t n);
+// Writes a float32 dataset at `rel` below `g` (intermediate groups created) with its checksum.
+void write_checksummed(h5::Group& g, const std::string& rel, const std::vector<int64_t>& shape, const float* data);
+// Reads the float32 dataset at `rel` below `g`. With `verify`, it must carry a checksum equal
+// to its values' CRC32C; otherwise a kiln::Error names the file and the tensor ("... is
+// corrupt: tensor 'vgg16/conv1_2/weight' fails its checksum (stored 0x..., computed 0x...)").
+std::vector<float> read_checksummed(const h5::Group& g, const std::string& rel, bool verify);
+// Reads every tensor of the weights file at `path` and checks its checksum (kiln format 2),
+// without a model; a corrupt tensor is a kiln::Error as above. Returns what
+// ImportReport::checksums would say (files without checksums are not an error).
+std::string verify_weights(const std::string& path);
+// Reads every dataset below `g` and checks its checksum (each must carry one); the first
+// corrupt tensor is a kiln::Error as above. Returns how many were checked.
+size_t verify_checksums(const h5::Group& g);
 
 // Writes the model's parameters to `path`: to a temporary file beside it, closed, then
 // renamed over `path`, so `path` is never half-written.

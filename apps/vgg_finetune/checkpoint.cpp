@@ -16,6 +16,32 @@ namespace kiln::app {
 
 namespace {
 
+// 2: optimizer datasets carry their CRC32C (kChecksumAttribute, io/weights.h). A state file
+// without a state_format_version attribute is version 1 and is read unchecked.
+constexpr int64_t kStateFormatVersion = 2;
+
+int64_t state_version(const h5::Group& root) {
+  if (!root.has_attribute("state_format_version")) return 1;
+  const int64_t v = root.int_attribute("state_format_version");
+  KILN_CHECK(v >= 1 && v <= kStateFormatVersion, "checkpoint '", root.file(), "' has state_format_version ", v,
+             "; this vgg_finetune reads versions 1..", kStateFormatVersion, " (written by a newer kiln?)");
+  return v;
+}
+
+// A kiln::Error's text on one line (an import lists its problems on further lines).
+std::string one_line(const std::string& text) {
+  std::string out;
+  for (size_t i = 0; i < text.size(); ++i) {
+    if (text[i] != '\n') {
+      out += text[i];
+      continue;
+    }
+    out += "; ";
+    while (i + 1 < text.size() && text[i + 1] == ' ') ++i;
+  }
+  return out;
+}
+
 std::string stem_for(int64_t epoch, int64_t batches) {
   char buf[48];
   if (batches == 0) std::snprintf(buf, sizeof buf, "ckpt-%06lld", static_cast<long long>(epoch));
@@ -130,6 +156,7 @@ std::string save_checkpoint(const std::string& model_dir, Module& model, Optimiz
     h5::File f = h5::File::create(tmp);
     h5::Group root = f.root();
     root.set_string_attribute("kind", "vgg_finetune checkpoint");
+    root.set_int_attribute("state_format_version", kStateFormatVersion);
     root.set_int_attribute("epochs_done", meta.epochs_done);
     root.set_int_attribute("batches_done", meta.batches_done);
     root.set_string_attribute("epoch_loss_sum", fmt_double(meta.epoch_loss_sum));
@@ -157,7 +184,7 @@ std::string save_checkpoint(const std::string& model_dir, Module& model, Optimiz
         root.set_int_attribute(attr_key(s.name), static_cast<int64_t>(host.item()));
       } else {
         const std::vector<float> v = host.to_vector<float>();
-        root.write_f32("optimizer/" + s.name, host.shape().dims(), v.data());
+        write_checksummed(root, "optimizer/" + s.name, host.shape().dims(), v.data());
       }
     }
     f.close();
@@ -234,6 +261,7 @@ void restore_optimizer(const std::string& state_path, Optimizer& opt) {
 
 void restore_optimizer(const h5::Group& root, Optimizer& opt) {
   const std::string& state_path = root.file();
+  const bool verify = state_version(root) >= 2;
   for (const OptimizerStateRef& s : opt.state()) {
     if (s.tensor->dtype() == DType::i64) {
       const std::string key = attr_key(s.name);
@@ -246,13 +274,13 @@ void restore_optimizer(const h5::Group& root, Optimizer& opt) {
       const h5::Dataset ds = root.dataset(rel);
       KILN_CHECK(ds.shape() == s.tensor->shape().dims(), "checkpoint '", state_path, "': optimizer entry '", s.name,
                  "' has shape ", h5::shape_str(ds.shape()), ", expected ", h5::shape_str(s.tensor->shape().dims()));
-      const std::vector<float> v = ds.read_f32();
+      const std::vector<float> v = read_checksummed(root, rel, verify);
       s.tensor->copy_from(Tensor::from_vector(v, s.tensor->shape()));
     }
   }
 }
 
-std::vector<CheckpointInfo> list_checkpoints(const std::string& model_dir) {
+std::vector<CheckpointInfo> list_checkpoints(const std::string& model_dir, std::vector<DamagedCheckpoint>* damaged) {
   std::vector<CheckpointInfo> out;
   std::error_code ec;
   if (!fs::is_directory(model_dir, ec)) return out;
@@ -263,13 +291,21 @@ std::vector<CheckpointInfo> list_checkpoints(const std::string& model_dir) {
       continue;
     CheckpointInfo info;
     info.state_path = e.path().string();
+    // Unreadable, or its weights gone: not a checkpoint we can resume from.
+    const std::string conventional = info.state_path.substr(0, info.state_path.size() - suffix.size()) + ".weights.h5";
     try {
       info.meta = read_checkpoint_meta(info.state_path);
-    } catch (const Error&) {
-      continue;  // unreadable: not a checkpoint we can resume from
+    } catch (const Error& err) {
+      if (damaged) damaged->push_back({info.state_path, conventional, one_line(err.what())});
+      continue;
     }
     info.weights_path = (fs::path(model_dir) / info.meta.weights_file).string();
-    if (!fs::exists(info.weights_path)) continue;
+    if (!fs::exists(info.weights_path)) {
+      if (damaged)
+        damaged->push_back({info.state_path, "", "state file '" + info.state_path + "' names weights file '" +
+                                                     info.weights_path + "', which is missing"});
+      continue;
+    }
     out.push_back(std::move(info));
   }
   std::sort(out.begin(), out.end(),
@@ -293,6 +329,52 @@ std::optional<CheckpointInfo> best_checkpoint(const std::string& model_dir) {
   for (size_t i = 0; i < all.size(); ++i)
     if (all[i].meta.val_acc > all[best].meta.val_acc) best = i;
   return all[best];
+}
+
+void verify_checkpoint(const CheckpointInfo& c) {
+  {
+    const h5::File f = h5::File::open_read(c.state_path);
+    const h5::Group root = f.root();
+    if (state_version(root) >= 2) verify_checksums(root);
+  }
+  verify_weights(c.weights_path);
+}
+
+ResumeChoice newest_intact_checkpoint(const std::string& model_dir) {
+  ResumeChoice r;
+  const std::vector<CheckpointInfo> all = list_checkpoints(model_dir, &r.damaged);
+  for (auto it = all.rbegin(); it != all.rend() && !r.checkpoint; ++it) {
+    try {
+      verify_checkpoint(*it);
+      r.checkpoint = *it;
+    } catch (const Error& err) {
+      r.damaged.push_back({it->state_path, it->weights_path, one_line(err.what())});
+    }
+  }
+  // Newest first, by file name (ckpt-EEEEEE[-BBBBBB] sorts in training order without its suffix).
+  auto stem = [](const DamagedCheckpoint& d) { return d.state_path.substr(0, d.state_path.rfind(".state.h5")); };
+  std::sort(r.damaged.begin(), r.damaged.end(),
+            [&](const DamagedCheckpoint& a, const DamagedCheckpoint& b) { return stem(a) > stem(b); });
+  if (!r.checkpoint && !r.damaged.empty())
+    KILN_FAIL("model directory '", model_dir, "' holds ", r.damaged.size(), " checkpoint(s) and none is intact (the ",
+              "newest: ", r.damaged.front().reason, "); not starting over on top of them: move its ckpt-* files ",
+              "elsewhere, or use a new --model-dir");
+  return r;
+}
+
+std::vector<std::string> set_aside(const DamagedCheckpoint& d) {
+  std::vector<std::string> moved;
+  for (const std::string& path : {d.state_path, d.weights_path}) {
+    std::error_code ec;
+    if (path.empty() || !fs::exists(path, ec)) continue;
+    // Never over an earlier .corrupt file of the same name: that would delete it.
+    std::string to = path + ".corrupt";
+    for (int n = 1; fs::exists(to, ec); ++n) to = path + ".corrupt." + std::to_string(n);
+    fs::rename(path, to, ec);
+    KILN_CHECK(!ec, "cannot rename the damaged checkpoint file '", path, "' to '", to, "': ", ec.message());
+    moved.push_back(fs::path(to).filename().string());
+  }
+  return moved;
 }
 
 }  // namespace kiln::app

@@ -7,6 +7,14 @@
 // state file is what makes a checkpoint exist: a kill at any moment leaves at worst an orphan
 // (complete) weights file or a *.tmp file, never a checkpoint pointing at a half-written one.
 // A run starting on the directory removes stale *.tmp files (remove_stale_temporaries).
+//
+// Both files prove they are intact: every tensor in them carries its CRC32C (weights: kiln
+// format 2, docs/weights_format.md; state: root attribute state_format_version 2, each
+// optimizer/<name> dataset with a crc32c attribute), checked on every load. State files
+// without state_format_version (version 1) and weights files of kiln format 1 were written
+// before checksums and load unchecked. `train` resumes from the newest checkpoint that
+// verifies (newest_intact_checkpoint); newer damaged ones are renamed to *.corrupt, kept
+// for inspection and never read or pruned again (set_aside).
 #pragma once
 
 #include <cstdint>
@@ -50,8 +58,18 @@ struct CheckpointInfo {
 std::string save_checkpoint(const std::string& model_dir, Module& model, Optimizer& opt, CheckpointMeta meta,
                             int keep_last);
 
+// A checkpoint that cannot be resumed from: its files and why.
+struct DamagedCheckpoint {
+  std::string state_path;
+  std::string weights_path;  // "" when it has none
+  std::string reason;        // one line naming the file and the tensor or attribute at fault
+};
+
 // Complete checkpoints (state file present and readable, weights file present), oldest first.
-std::vector<CheckpointInfo> list_checkpoints(const std::string& model_dir);
+// State files that do not read, or whose weights file is gone, go to `damaged` when given.
+// The tensors' checksums are not read here (verify_checkpoint does).
+std::vector<CheckpointInfo> list_checkpoints(const std::string& model_dir,
+                                             std::vector<DamagedCheckpoint>* damaged = nullptr);
 std::optional<CheckpointInfo> latest_checkpoint(const std::string& model_dir);
 std::optional<CheckpointInfo> best_checkpoint(const std::string& model_dir);
 
@@ -63,6 +81,23 @@ CheckpointMeta read_checkpoint_meta(const h5::Group& root);
 void restore_optimizer(const std::string& state_path, Optimizer& opt);
 // The same from an open state file's root; shapes and types are checked before reading.
 void restore_optimizer(const h5::Group& root, Optimizer& opt);
+
+// Reads every tensor of both files of `c` and checks its checksum; a kiln::Error names the
+// corrupt file and tensor. Files written before checksums pass unchecked.
+void verify_checkpoint(const CheckpointInfo& c);
+
+// What `train` resumes from: the newest checkpoint that verifies, and the damaged ones
+// (unreadable, or newer ones that failed verification), newest first.
+struct ResumeChoice {
+  std::optional<CheckpointInfo> checkpoint;  // none: the directory holds no checkpoint
+  std::vector<DamagedCheckpoint> damaged;
+};
+// A directory holding checkpoints none of which is intact is a kiln::Error (starting over
+// there would mix a new run with the old one's files).
+ResumeChoice newest_intact_checkpoint(const std::string& model_dir);
+// Renames a damaged checkpoint's files to <name>.corrupt (.corrupt.1, ... if taken): kept for
+// inspection, no longer a checkpoint. Returns the new file names.
+std::vector<std::string> set_aside(const DamagedCheckpoint& d);
 
 // Writes `text` to `path` atomically (temporary file, flush, fsync, rename).
 void write_file_atomic(const std::string& path, const std::string& text);

@@ -381,7 +381,9 @@ TrainOutcome run_train(const TrainConfig& cfg) {
                classes_path, ") than the training folder has (", join_comma(classes),
                "); use a new --model-dir");
   }
-  const std::optional<CheckpointInfo> resume = latest_checkpoint(cfg.model_dir);
+  // The newest checkpoint whose files verify (a damaged newer one is reported below).
+  const ResumeChoice choice = newest_intact_checkpoint(cfg.model_dir);
+  const std::optional<CheckpointInfo>& resume = choice.checkpoint;
   if (resume) {
     const CheckpointMeta& m = resume->meta;
     KILN_CHECK(m.arch == "vgg16" && m.image_size == cfg.image_size, "model directory '", cfg.model_dir,
@@ -417,6 +419,12 @@ TrainOutcome run_train(const TrainConfig& cfg) {
   int64_t start_epoch = 0, global_step = 0;
   if (resume) {
     import_weights(*model, resume->weights_path);
+    // The run goes ahead: damaged checkpoints are moved out of its way (a retrained epoch
+    // would overwrite them, pruning would count them), not deleted.
+    std::fflush(stdout);
+    for (const DamagedCheckpoint& d : choice.damaged)
+      std::fprintf(stderr, "warning: checkpoint '%s' is damaged, not resuming from it: %s; its files are kept as %s\n",
+                   d.state_path.c_str(), d.reason.c_str(), join_comma(set_aside(d)).c_str());
     init_gen.set_state(resume->meta.init_gen);
     dropout_gen.set_state(resume->meta.dropout_gen);
     start_epoch = resume->meta.epochs_done;
@@ -429,8 +437,9 @@ TrainOutcome run_train(const TrainConfig& cfg) {
                                 : std::string();
     const std::string acc = resume->meta.val_acc < 0 ? std::string("not evaluated at this checkpoint")
                                                      : fmt("val acc %.1f%%", 100.0 * resume->meta.val_acc);
-    std::printf("resuming from %s: %lld epoch(s)%s done, step %lld, %s (--weights is not loaded again)\n",
-                resume->state_path.c_str(), static_cast<long long>(start_epoch), mid.c_str(),
+    std::printf("resuming from %s%s: %lld epoch(s)%s done, step %lld, %s (--weights is not loaded again)\n",
+                resume->state_path.c_str(), choice.damaged.empty() ? "" : " (the newest intact checkpoint)",
+                static_cast<long long>(start_epoch), mid.c_str(),
                 static_cast<long long>(global_step), acc.c_str());
   } else if (!cfg.weights.empty()) {
     ImportOptions io_opt;

@@ -2,8 +2,9 @@
 # End-to-end test of the vgg_finetune app on CPU with tiny generated data (2 classes, 32 px,
 # 1+1 epochs): train, eval, predict, export, resume bit-for-bit (after an epoch and mid-epoch),
 # a resume that changes the recipe refused, bad input giving one-line errors with a non-zero
-# exit, SIGKILL at random moments then resume (no half-written file, same final weights), and
-# the TensorBoard events read back with the real tensorboard package.
+# exit, SIGKILL at random moments then resume (no half-written file, same final weights), a
+# corrupt checkpoint refused by eval and resumed past by train, and the TensorBoard events
+# read back with the real tensorboard package.
 # Usage: test_vgg_finetune.sh PATH/TO/vgg_finetune
 set -u
 B=${1:?usage: test_vgg_finetune.sh PATH/TO/vgg_finetune}
@@ -185,6 +186,49 @@ for trial in 1 2 3; do
     bad "kill $trial after ${delay_ms} ms ($killed, $state): rc $rc, '$dk' vs '$da'"; cat "$W/k$trial.r.log"
   fi
 done
+
+# 8b. Checksums. A float of the newest checkpoint's conv1_2 weights overwritten with 3e38:
+# eval refuses in one line naming the file and the tensor; train warns, sets that checkpoint
+# aside (kept as *.corrupt), resumes from the previous one -- made a version-1 checkpoint
+# without checksums, as an older kiln wrote it -- and ends with the uninterrupted run's
+# weights. A directory whose only checkpoint is corrupt is refused, not started over.
+if /usr/bin/python3 -c "import h5py" 2> /dev/null; then
+  cp -r "$W/a" "$W/z"
+  mkdir "$W/y" && cp "$W/a/classes.txt" "$W/a/config.txt" "$W/a/"ckpt-000001.* "$W/y/"
+  /usr/bin/python3 - "$W/z" "$W/y" << 'EOF'
+import h5py, numpy as np, sys
+z, y = sys.argv[1], sys.argv[2]
+for path in (z + "/ckpt-000002.weights.h5", y + "/ckpt-000001.weights.h5"):
+    with h5py.File(path, "r+") as f:
+        f["vgg16/conv1_2/weight"][0, 0, 0, 0] = np.float32(3e38)
+with h5py.File(z + "/ckpt-000001.weights.h5", "r+") as f:
+    f.attrs["kiln_format_version"] = np.int64(1)
+    f.visititems(lambda name, o: o.attrs.__delitem__("crc32c") if isinstance(o, h5py.Dataset) else None)
+with h5py.File(z + "/ckpt-000001.state.h5", "r+") as f:
+    del f.attrs["state_format_version"]
+EOF
+  expect_error "eval on a corrupt checkpoint" eval --model-dir "$W/z" --data-dir "$W/data" --device cpu
+  grep -q "ckpt-000002.weights.h5' is corrupt: tensor 'vgg16/conv1_2/weight' fails its checksum (stored 0x" "$W/err.txt" ||
+    bad "the eval error names the file and the tensor"
+  "$B" train --data-dir "$W/data" --model-dir "$W/z" "${COMMON[@]}" > "$W/z.log" 2> "$W/z.err"
+  rc=$?
+  dz=$("$B" _digest --model-dir "$W/z" 2>&1)
+  if [ $rc -eq 0 ] && [ "$(wc -l < "$W/z.err")" = 1 ] &&
+     grep -q "^warning: checkpoint '.*ckpt-000002.state.h5' is damaged, not resuming from it: file '.*ckpt-000002.weights.h5' is corrupt: tensor 'vgg16/conv1_2/weight' fails its checksum .*kept as ckpt-000002.state.h5.corrupt, ckpt-000002.weights.h5.corrupt$" "$W/z.err" &&
+     grep -q "resuming from .*ckpt-000001.state.h5 (the newest intact checkpoint): 1 epoch(s) done" "$W/z.log" &&
+     [ -f "$W/z/ckpt-000002.weights.h5.corrupt" ] && [ "$dz" = "$da" ]; then
+    ok "corrupt newest checkpoint: train resumed from the previous (checksum-less, version 1) one: $(cat "$W/z.err")"
+  else
+    bad "resume past a corrupt checkpoint (rc $rc): '$dz' vs '$da'"; cat "$W/z.log" "$W/z.err"
+  fi
+  before=$(ls "$W/y" | md5sum)
+  expect_error "no intact checkpoint" train --data-dir "$W/data" --model-dir "$W/y" "${COMMON[@]}"
+  grep -q "holds 1 checkpoint(s) and none is intact .*tensor 'vgg16/conv1_2/weight'" "$W/err.txt" &&
+    [ "$(ls "$W/y" | md5sum)" = "$before" ] && ok "a refused run left the damaged checkpoint as it was" ||
+    bad "no intact checkpoint: message or directory"
+else
+  bad "checksums: /usr/bin/python3 lacks h5py (scripts/setup.sh --tests installs it)"
+fi
 
 # 9. TensorBoard: the run's event files read back with the real tensorboard package.
 if /usr/bin/python3 -c "import tensorboard, PIL" 2> /dev/null; then

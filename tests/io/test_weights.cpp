@@ -1,12 +1,14 @@
 // Weight import/export: torchvision VGG16 weights in kiln's, Keras's and Keras 3's layouts
 // give PyTorch's logits; export round-trips bit-exactly; the frozen-fc8 recipe trains fc8
-// alone; bad files give readable errors, never a crash.
+// alone; bad files give readable errors, never a crash; every tensor of a kiln file carries
+// a CRC32C that the import verifies.
 #include <catch2/catch.hpp>
 
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <unistd.h>
 
 #include "core/kiln.h"
@@ -103,6 +105,24 @@ h5::File start_kiln_file(const std::string& path, const std::string& model_name)
   return f;
 }
 
+// Overwrites the first float of tensor `t`'s values where they lie in the file at `path`
+// (found by their first 16 bytes, which occur once), as a bad disk or a stray write would.
+void overwrite_first_float(const std::string& path, const Tensor& t, float value) {
+  std::string bytes;
+  {
+    std::ifstream in(path, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  const std::vector<float> v = t.to_vector<float>();
+  REQUIRE(v.size() >= 4);
+  const std::string head(reinterpret_cast<const char*>(v.data()), 16);
+  const size_t at = bytes.find(head);
+  REQUIRE(at != std::string::npos);
+  REQUIRE(bytes.find(head, at + 1) == std::string::npos);
+  std::memcpy(&bytes[at], &value, sizeof value);
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+}
+
 }  // namespace
 
 TEST_CASE("VGG16 weights from torchvision in kiln, Keras and Keras 3 layouts give PyTorch's logits",
@@ -136,6 +156,8 @@ TEST_CASE("VGG16 weights from torchvision in kiln, Keras and Keras 3 layouts giv
     CHECK(rep.skipped.empty());
     CHECK(rep.format == c.format);
     CHECK(rep.convention == c.convention);
+    // The converted torchvision file is kiln format 1, written by a script: no checksums.
+    CHECK_THAT(rep.checksums, Contains(c.format == WeightsFormat::kiln ? "kiln format version 1" : "none in file"));
     const std::vector<double> want = test::read_npy(ref.dir + "/logits_" + std::to_string(c.classes) + ".npy");
     const std::vector<double> got = as_double(model->forward(x));
     // Sums of up to 25088 products through 16 layers in another order than PyTorch's.
@@ -164,6 +186,8 @@ TEST_CASE("export then import round-trips bit-exactly in kiln and Keras layouts"
     const ImportReport rep = import_weights(*dst, path);
     CHECK(rep.loaded.size() == src->parameters().size());
     if (fmt == WeightsFormat::kiln) CHECK(rep.convention == InputConvention::tf_rgb);
+    CHECK_THAT(rep.checksums, Contains(fmt == WeightsFormat::kiln ? "verified" : "Keras files carry no checksums"));
+    CHECK_THAT(rep.to_string(), Contains("checksums: "));
     const auto ps = src->parameters(), pd = dst->parameters();
     for (size_t i = 0; i < ps.size(); ++i) {
       INFO(ps[i].name);
@@ -330,5 +354,112 @@ TEST_CASE("bad weights files give readable errors naming file, entry, expected a
       f.close();
     }
     CHECK_THROWS_WITH(import_weights(*model, p), Contains(p) && Contains("not a weights file") && Contains("data"));
+  }
+}
+
+TEST_CASE("kiln weights files carry a CRC32C per tensor (format 2), verified on import", "[weights][io][checksum]") {
+  TempDir tmp;
+  const std::string path = tmp / "w.h5";
+  auto src = vgg(11, 10, 32, 1);
+  export_weights(*src, path);
+  {
+    const h5::File f = h5::File::open_read(path);
+    const h5::Group root = f.root();
+    CHECK(root.int_attribute("kiln_format_version") == 2);
+    for (const ParameterRef& p : src->parameters()) {
+      INFO(p.name);
+      const std::vector<float> v = p.tensor->to_vector<float>();
+      const h5::Dataset ds = root.dataset(p.name);
+      REQUIRE(ds.has_attribute(kChecksumAttribute));
+      CHECK(ds.int_attribute(kChecksumAttribute) == int64_t{tensor_checksum(v.data(), v.size())});
+    }
+  }
+  auto dst = vgg(11, 10, 32, 2);
+  const ImportReport rep = import_weights(*dst, path);
+  CHECK(rep.loaded.size() == src->parameters().size());
+  CHECK_THAT(rep.checksums, Contains("verified"));
+  CHECK_THAT(rep.to_string(), Contains("checksums: verified"));
+  CHECK_THAT(verify_weights(path), Contains("verified"));
+}
+
+TEST_CASE("a float changed in a kiln weights file is an error naming the file and the tensor", "[weights][io][checksum]") {
+  TempDir tmp;
+  const std::string path = tmp / "w.h5";
+  auto src = vgg(11, 10, 32, 1);
+  export_weights(*src, path);
+  overwrite_first_float(path, *src->find("vgg11/conv3_2/weight").tensor, 3e38f);
+
+  auto dst = vgg(11, 10, 32, 2);
+  const Tensor conv1_before = dst->find("vgg11/conv1_1/weight").tensor->clone();
+  auto error_of = [](const std::function<void()>& f) -> std::string {
+    try {
+      f();
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "(no error)";
+  };
+  const std::string import_error = error_of([&] { import_weights(*dst, path); });
+  // All or nothing: the tensors read before the corrupt one were not assigned either.
+  CHECK(same_bits(*dst->find("vgg11/conv1_1/weight").tensor, conv1_before));
+  for (const std::string& msg : {import_error, error_of([&] { verify_weights(path); })})
+    CHECK_THAT(msg, Contains("file '" + path + "' is corrupt: tensor 'vgg11/conv3_2/weight' fails its checksum (stored 0x") &&
+                        Contains(", computed 0x") && Contains("); the file was changed after kiln wrote it"));
+  // A skipped tensor is not read, so its damage does not stop the rest from loading.
+  const ImportReport rep = import_weights(*dst, path, ImportOptions{{}, {"vgg11/conv3_2/"}, false});
+  CHECK(rep.loaded.size() == src->parameters().size() - 2);
+  CHECK_THAT(rep.checksums, Contains("verified"));
+}
+
+TEST_CASE("files without checksums load and the report says so; format 2 requires them", "[weights][io][checksum]") {
+  TempDir tmp;
+  auto model = vgg(16, 8, 32, 3);
+  ImportOptions partial;
+  partial.allow_missing = true;
+  std::vector<float> w(64 * 27, 0.5f), b(64, 0.25f);
+
+  SECTION("kiln format 1 (older kiln, converted torchvision files)") {
+    const std::string p = tmp / "v1.h5";
+    {
+      h5::File f = start_kiln_file(p, "vgg16");
+      f.root().write_f32("vgg16/conv1_1/weight", {64, 3, 3, 3}, w.data());
+      f.root().write_f32("vgg16/conv1_1/bias", {64}, b.data());
+      f.close();
+    }
+    const ImportReport rep = import_weights(*model, p, partial);
+    CHECK(rep.loaded.size() == 2);
+    CHECK_THAT(rep.checksums, Contains("none") && Contains("kiln format version 1"));
+    CHECK_THAT(rep.to_string(), Contains("checksums: none"));
+    CHECK_THAT(verify_weights(p), Contains("kiln format version 1"));
+  }
+  SECTION("Keras") {
+    const std::string p = tmp / "keras.h5";
+    write_keras_file(p, {{"block1_conv1", {{"block1_conv1/kernel:0", {3, 3, 3, 64}}, {"block1_conv1/bias:0", {64}}}}});
+    const ImportReport rep = import_weights(*model, p, partial);
+    CHECK(rep.loaded.size() == 2);
+    CHECK_THAT(rep.checksums, Contains("none in file (Keras files carry no checksums)"));
+    CHECK_THAT(verify_weights(p), Contains("Keras files carry no checksums"));
+  }
+  SECTION("kiln format 2 with a tensor lacking its checksum") {
+    const std::string p = tmp / "v2.h5";
+    {
+      h5::File f = start_kiln_file(p, "vgg16");
+      h5::Group root = f.root();
+      root.set_int_attribute("kiln_format_version", 2);
+      write_checksummed(root, "vgg16/conv1_1/weight", {64, 3, 3, 3}, w.data());
+      root.write_f32("vgg16/conv1_1/bias", {64}, b.data());
+      f.close();
+    }
+    CHECK_THROWS_WITH(import_weights(*model, p, partial),
+                      Contains(p) && Contains("tensor 'vgg16/conv1_1/bias' has no 'crc32c' checksum"));
+  }
+  SECTION("kiln format 3 is refused") {
+    const std::string p = tmp / "v3.h5";
+    {
+      h5::File f = start_kiln_file(p, "vgg16");
+      f.root().set_int_attribute("kiln_format_version", 3);
+      f.close();
+    }
+    CHECK_THROWS_WITH(import_weights(*model, p, partial), Contains(p) && Contains("reads versions 1..2"));
   }
 }
