@@ -14,8 +14,8 @@
 
 #include "core/error.h"
 
-// libstb (Debian libstb-dev) exports this, but stb_image_write.h declares it only in its
-// implementation section; io/image.cpp links the same library, so no implementation here.
+// io/stb.c compiles stb_image_write into kiln, but stb_image_write.h declares this only in
+// its implementation section.
 extern "C" unsigned char* stbi_write_png_to_mem(const unsigned char* pixels, int stride_bytes, int x, int y, int n,
                                                 int* out_len);
 
