@@ -8,8 +8,11 @@
 # What we learned about running on the lent H200 (keep this list current):
 # - The machine has the driver, nvcc 13.0, python3 with torch 2.11+cu130 and cuDNN 9 /
 #   cuBLAS 13 as pip packages under site-packages/nvidia/...; it has no network.
-# - Binaries built on the Debian 12 dev machine are carried in .gpu/ with oneDNN, the
-#   OpenCL loader and libgomp; cuDNN/cuBLAS come from PyTorch's install via LD_LIBRARY_PATH.
+# - Binaries built on the Debian 12 dev machine are carried in .gpu/ with every non-system
+#   library ldd lists (libs.tar.xz: oneDNN, libgomp, OpenCL loader, HDF5 and its chain);
+#   cuDNN/cuBLAS come from PyTorch's install via LD_LIBRARY_PATH. stb_image is compiled
+#   into libkiln since 2026-12-02 (no libstb.so). Any library still missing stops the check
+#   at once with its name (the 2026-12-02 pack was NOT yet run on a GPU).
 # - Run 1 (2026-11-29): build + carry worked as above; all 41 test cases passed there
 #   (4966 assertions, torch 2.11 as the reference). The whole suite plus the benchmark
 #   took 337 s, so the check now runs only the [cuda] cases (FULL=1 runs everything).
@@ -38,9 +41,18 @@ for pat in 'libcudnn.so.9*' 'libcublas.so.13*' 'libcublasLt.so.13*'; do
   f=$(find "$SITE/nvidia" -name "$pat" 2>/dev/null | head -1)
   [[ -n "$f" ]] && LIBDIRS="$LIBDIRS:$(dirname "$f")" || echo "warning: $pat not found under $SITE/nvidia"
 done
-export LD_LIBRARY_PATH="$PWD/$PACK/lib$LIBDIRS:${LD_LIBRARY_PATH:-}"
+# gpu_pack.sh ships the libraries xz-compressed (oneDNN alone is 40 MB unpacked).
+LIB="$OUT/lib"
+mkdir -p "$LIB"
+if [[ -f "$PACK/libs.tar.xz" ]]; then tar -C "$LIB" -xJf "$PACK/libs.tar.xz"; else LIB="$PWD/$PACK/lib"; fi
+export LD_LIBRARY_PATH="$LIB$LIBDIRS:${LD_LIBRARY_PATH:-}"
 export KILN_SOURCE_DIR=$PWD KILN_PYTHON=python3 OMP_NUM_THREADS=${OMP_NUM_THREADS:-8}
-if ldd "$PACK/bin/kiln_tests" | grep "not found"; then echo "missing libraries (above)"; fi
+# Stop in the first seconds, not minutes later, when a binary cannot load.
+MISSING=0
+for b in "$PACK"/bin/*; do
+  if ldd "$b" | grep "not found" | sed "s|^|$(basename "$b"): |"; then MISSING=1; fi
+done
+if (( MISSING )); then echo "gpu_check: libraries missing on this machine (above); stopping before any test"; exit 2; fi
 
 stamp() { echo "-- $(( $(date +%s) - START )) s"; }
 echo "== CUDA tests (every [cuda] case, conv algorithms by heuristics, then by exhaustive search)"
