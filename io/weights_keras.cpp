@@ -3,9 +3,9 @@
 // Keras 3's `.weights.h5` (layers/<class name>/vars/<i>) read.
 #include <algorithm>
 #include <optional>
-#include <regex>
 
 #include "io/weights_sources.h"
+#include "layers/models/vgg.h"
 
 namespace kiln::weights_detail {
 
@@ -84,27 +84,10 @@ int class_index(const std::string& name, const std::string& cls) {
 
 }  // namespace
 
-std::string keras_to_kiln_layer(const std::string& keras) {
-  // blockB_convI -> convB_I, parsed by hand: the name comes from the file.
-  const size_t sep = keras.find("_conv");
-  if (keras.compare(0, 5, "block") == 0 && sep != std::string::npos &&
-      small_number(keras.substr(5, sep - 5)) >= 0 && small_number(keras.substr(sep + 5)) >= 0)
-    return "conv" + keras.substr(5, sep - 5) + "_" + keras.substr(sep + 5);
-  if (keras == "fc1") return "fc6";
-  if (keras == "fc2") return "fc7";
-  if (keras == "predictions") return "fc8";
-  return keras;
-}
+// The VGG layer names live with the VGG table (layers/models/vgg): io restates no model.
+std::string keras_to_kiln_layer(const std::string& keras) { return vgg_layer_from_keras(keras); }
 
-std::string kiln_to_keras_layer(const std::string& kiln) {
-  static const std::regex conv("conv([0-9]+)_([0-9]+)");
-  std::smatch m;
-  if (std::regex_match(kiln, m, conv)) return "block" + m[1].str() + "_conv" + m[2].str();
-  if (kiln == "fc6") return "fc1";
-  if (kiln == "fc7") return "fc2";
-  if (kiln == "fc8") return "predictions";
-  return kiln;
-}
+std::string kiln_to_keras_layer(const std::string& kiln) { return vgg_layer_to_keras(kiln); }
 
 bool is_keras(const h5::Group& root) {
   std::string base;

@@ -1,11 +1,15 @@
+// VGG's one configuration table and everything derived from it: the layer plan, the
+// builder (which builds from the plan) and the Keras and torchvision layer names.
 #include "layers/models/vgg.h"
 
+#include <algorithm>
 #include <string>
 
 namespace kiln {
 namespace {
 
-// Convs per block for each depth; channels per block are 64, 128, 256, 512, 512.
+// The configuration table (the paper's A, B, D, E): 3x3 convs per block for each depth;
+// each block ends in a 2x2/2 max-pool, then three fc layers.
 std::vector<int> convs_per_block(int depth) {
   switch (depth) {
     case 11: return {1, 1, 2, 2, 2};
@@ -15,46 +19,134 @@ std::vector<int> convs_per_block(int depth) {
   }
   KILN_FAIL("VGG depth must be 11, 13, 16 or 19, got ", depth);
 }
+constexpr int64_t kBlockChannels[5] = {64, 128, 256, 512, 512};
+constexpr int64_t kHidden = 4096;  // fc6 and fc7 outputs
+// kiln's fc names and Keras's (keras.applications.VGG16): fc6 is Keras's "fc1".
+constexpr const char* kFcNames[3][2] = {{"fc6", "fc1"}, {"fc7", "fc2"}, {"fc8", "predictions"}};
+
+// True when s is 1..8 decimal digits (names may come from files: no stoi, no regex).
+bool is_small_number(const std::string& s) {
+  return !s.empty() && s.size() <= 8 && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
+// Splits "<prefix>A<sep>B" into A and B when both are small numbers.
+bool split_two_numbers(const std::string& s, const std::string& prefix, const std::string& sep, std::string& a,
+                       std::string& b) {
+  if (s.size() <= prefix.size() || s.compare(0, prefix.size(), prefix) != 0) return false;
+  const size_t at = s.find(sep, prefix.size());
+  if (at == std::string::npos) return false;
+  a = s.substr(prefix.size(), at - prefix.size());
+  b = s.substr(at + sep.size());
+  return is_small_number(a) && is_small_number(b);
+}
 
 }  // namespace
 
-std::vector<std::string> vgg_layer_names(int depth) {
-  std::vector<std::string> names;
-  const std::vector<int> blocks = convs_per_block(depth);
-  for (size_t b = 0; b < blocks.size(); ++b)
-    for (int i = 1; i <= blocks[b]; ++i) names.push_back("conv" + std::to_string(b + 1) + "_" + std::to_string(i));
-  names.insert(names.end(), {"fc6", "fc7", "fc8"});
-  return names;
-}
-
-std::shared_ptr<Sequential> make_vgg(const VggOptions& opt, Generator& init, Generator& dropout) {
+std::vector<LayerPlan> vgg_plan(const VggOptions& opt) {
   KILN_CHECK(opt.num_classes >= 1, "VGG: num_classes must be >= 1, got ", opt.num_classes);
   KILN_CHECK(opt.image_size >= 32 && opt.image_size % 32 == 0, "VGG: image_size must be a multiple of 32, got ",
              opt.image_size);
   const std::vector<int> blocks = convs_per_block(opt.depth);
-  const int64_t channels[5] = {64, 128, 256, 512, 512};
-  auto net = std::make_shared<Sequential>("vgg" + std::to_string(opt.depth));
-  int64_t in = 3;
-  const Conv2dParams same{1, 1, 1, 1};
+  std::vector<LayerPlan> plan;
+  int64_t in = 3, side = opt.image_size, torch_index = 0;  // torchvision: conv, ReLU, ..., MaxPool
   for (size_t b = 0; b < blocks.size(); ++b) {
+    const std::string block = std::to_string(b + 1);
     for (int i = 1; i <= blocks[b]; ++i) {
-      const std::string id = std::to_string(b + 1) + "_" + std::to_string(i);
-      net->add(std::make_shared<Conv2d>("conv" + id, in, channels[b], 3, same, true, init));
-      net->add(std::make_shared<ReLU>("relu" + id));
-      in = channels[b];
+      LayerPlan l;
+      l.kind = LayerPlan::Kind::conv;
+      l.name = "conv" + block + "_" + std::to_string(i);
+      l.in_channels = in;
+      l.out_channels = kBlockChannels[b];
+      l.kernel = 3, l.stride = 1, l.pad = 1;
+      l.in_size = l.out_size = side;
+      l.relu = true;
+      l.keras = "block" + block + "_conv" + std::to_string(i);
+      l.torchvision = "features." + std::to_string(torch_index);
+      torch_index += 2;
+      in = kBlockChannels[b];
+      plan.push_back(std::move(l));
     }
-    net->add(std::make_shared<MaxPool2d>("pool" + std::to_string(b + 1), Pool2dParams{2, 2, 2, 2, 0, 0}));
+    LayerPlan p;
+    p.kind = LayerPlan::Kind::pool;
+    p.name = "pool" + block;
+    p.in_channels = p.out_channels = in;
+    p.kernel = 2, p.stride = 2, p.pad = 0;
+    p.in_size = side;
+    p.out_size = side / 2;
+    p.keras = "block" + block + "_pool";
+    p.torchvision = "features." + std::to_string(torch_index++);
+    side /= 2;
+    plan.push_back(std::move(p));
   }
-  const int64_t side = opt.image_size / 32;
-  net->add(std::make_shared<Flatten>("flatten"));
-  net->add(std::make_shared<Linear>("fc6", 512 * side * side, 4096, true, init));
-  net->add(std::make_shared<ReLU>("relu6"));
-  net->add(std::make_shared<Dropout>("drop6", opt.keep_prob, dropout));
-  net->add(std::make_shared<Linear>("fc7", 4096, 4096, true, init));
-  net->add(std::make_shared<ReLU>("relu7"));
-  net->add(std::make_shared<Dropout>("drop7", opt.keep_prob, dropout));
-  net->add(std::make_shared<Linear>("fc8", 4096, opt.num_classes, true, init));
+  const int64_t fc_in[3] = {in * side * side, kHidden, kHidden};
+  const int64_t fc_out[3] = {kHidden, kHidden, opt.num_classes};
+  for (int i = 0; i < 3; ++i) {
+    LayerPlan l;
+    l.kind = LayerPlan::Kind::fc;
+    l.name = kFcNames[i][0];
+    l.keras = kFcNames[i][1];
+    l.in_channels = fc_in[i];
+    l.out_channels = fc_out[i];
+    l.in_size = l.out_size = 1;
+    l.relu = l.dropout = i < 2;
+    l.torchvision = "classifier." + std::to_string(3 * i);  // Linear, ReLU, Dropout
+    plan.push_back(std::move(l));
+  }
+  return plan;
+}
+
+std::vector<std::string> vgg_layer_names(int depth) {
+  std::vector<std::string> names;
+  for (const LayerPlan& l : vgg_plan(VggOptions{depth}))
+    if (l.kind != LayerPlan::Kind::pool) names.push_back(l.name);
+  return names;
+}
+
+std::shared_ptr<Sequential> make_vgg(const VggOptions& opt, Generator& init, Generator& dropout) {
+  auto net = std::make_shared<Sequential>("vgg" + std::to_string(opt.depth));
+  bool flattened = false;
+  for (const LayerPlan& l : vgg_plan(opt)) {
+    // "conv1_1" -> "1_1", "fc6" -> "6": the suffix of the ReLU and dropout that follow.
+    const std::string id = l.name.substr(l.kind == LayerPlan::Kind::conv ? 4 : 2);
+    switch (l.kind) {
+      case LayerPlan::Kind::conv:
+        net->add(std::make_shared<Conv2d>(l.name, l.in_channels, l.out_channels, l.kernel,
+                                          Conv2dParams{l.stride, l.stride, l.pad, l.pad}, true, init));
+        break;
+      case LayerPlan::Kind::pool:
+        net->add(std::make_shared<MaxPool2d>(l.name, Pool2dParams{l.kernel, l.kernel, l.stride, l.stride, l.pad, l.pad}));
+        break;
+      case LayerPlan::Kind::fc:
+        if (!flattened) net->add(std::make_shared<Flatten>("flatten"));
+        flattened = true;
+        net->add(std::make_shared<Linear>(l.name, l.in_channels, l.out_channels, true, init));
+        break;
+    }
+    if (l.relu) net->add(std::make_shared<ReLU>("relu" + id));
+    if (l.dropout) net->add(std::make_shared<Dropout>("drop" + id, opt.keep_prob, dropout));
+  }
   return net;
+}
+
+std::string vgg_layer_from_keras(const std::string& keras) {
+  std::string block, index;
+  if (split_two_numbers(keras, "block", "_conv", block, index)) return "conv" + block + "_" + index;
+  if (keras.size() > 10 && keras.compare(0, 5, "block") == 0 && keras.compare(keras.size() - 5, 5, "_pool") == 0 &&
+      is_small_number(keras.substr(5, keras.size() - 10)))
+    return "pool" + keras.substr(5, keras.size() - 10);
+  for (const auto& fc : kFcNames)
+    if (keras == fc[1]) return fc[0];
+  return keras;
+}
+
+std::string vgg_layer_to_keras(const std::string& kiln) {
+  std::string block, index;
+  if (split_two_numbers(kiln, "conv", "_", block, index)) return "block" + block + "_conv" + index;
+  if (kiln.size() > 4 && kiln.compare(0, 4, "pool") == 0 && is_small_number(kiln.substr(4)))
+    return "block" + kiln.substr(4) + "_pool";
+  for (const auto& fc : kFcNames)
+    if (kiln == fc[0]) return fc[1];
+  return kiln;
 }
 
 }  // namespace kiln

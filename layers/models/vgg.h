@@ -2,11 +2,17 @@
 // names: "vgg16/conv1_1/weight" ... "vgg16/conv5_3/bias", "vgg16/fc6/weight" ...
 // "vgg16/fc8/bias". Input [N, 224, 224, 3] NHWC; fc6 takes the NHWC flatten of pool5
 // (Keras's order), 25088 -> 4096; dropout after fc6 and fc7 in training mode.
+// This file is the one home of the VGG layer list: the builder, the layer plan that
+// benchmarks and peer scripts read, and the Keras and torchvision layer names all come
+// from the table in vgg.cpp.
 #pragma once
 
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "layers/layers.h"
+#include "layers/models/layer_plan.h"
 
 namespace kiln {
 
@@ -21,7 +27,17 @@ struct VggOptions {
 // from `dropout` (which must outlive the model).
 std::shared_ptr<Sequential> make_vgg(const VggOptions& opt, Generator& init, Generator& dropout);
 
+// The layers make_vgg builds, in order (convs, pools, fcs), at opt's image size and
+// class count (keep_prob is not part of a plan).
+std::vector<LayerPlan> vgg_plan(const VggOptions& opt);
+
 // Names of the weight layers in order ("conv1_1", ..., "fc8") for a depth.
 std::vector<std::string> vgg_layer_names(int depth);
+
+// Keras layer name -> kiln's ("block1_conv1" -> "conv1_1", "fc1" -> "fc6", "predictions"
+// -> "fc8"); any other name is returned unchanged. Safe on names read from files.
+std::string vgg_layer_from_keras(const std::string& keras);
+// kiln layer name -> Keras's (the inverse); any other name is returned unchanged.
+std::string vgg_layer_to_keras(const std::string& kiln);
 
 }  // namespace kiln

@@ -1,0 +1,114 @@
+// The model spec registry (train/model_spec.h): each spec's plan, builder, scopes and
+// weight-name maps agree with each other and with the published VGG layouts.
+#include <catch2/catch.hpp>
+
+#include <string>
+#include <vector>
+
+#include "core/kiln.h"
+#include "train/model_spec.h"
+
+using namespace kiln;
+
+TEST_CASE("the registry holds VGG11/13/16/19 and names the known models on a miss", "[train][spec]") {
+  std::vector<std::string> names;
+  for (const ModelSpec& s : model_specs()) names.push_back(s.name);
+  CHECK(names == std::vector<std::string>{"vgg11", "vgg13", "vgg16", "vgg19"});
+  CHECK(find_model_spec("vgg16").head_scope == "vgg16/fc8/");
+  REQUIRE_THROWS_WITH(find_model_spec("resnet50"), Catch::Contains("resnet50") && Catch::Contains("vgg11, vgg13"));
+}
+
+TEST_CASE("VGG16's plan at 224x224: 13 convs, 5 pools, fc6 takes 7x7x512", "[train][spec]") {
+  const ModelSpec& spec = find_model_spec("vgg16");
+  const std::vector<LayerPlan> plan = spec.plan(0, 1000);
+  REQUIRE(plan.size() == 21);
+  int convs = 0, pools = 0;
+  for (const LayerPlan& l : plan) {
+    convs += l.kind == LayerPlan::Kind::conv;
+    pools += l.kind == LayerPlan::Kind::pool;
+  }
+  CHECK(convs == 13);
+  CHECK(pools == 5);
+  CHECK(plan.front().name == "conv1_1");
+  CHECK(plan.front().in_size == 224);
+  CHECK(plan.front().in_channels == 3);
+  CHECK(plan[17].name == "pool5");
+  CHECK(plan[17].out_size == 7);
+  CHECK(plan[18].name == "fc6");
+  CHECK(plan[18].in_channels == 25088);
+  CHECK(plan.back().out_channels == 1000);
+  CHECK_FALSE(plan.back().relu);
+  CHECK(spec.plan(64, 8)[18].in_channels == 2048);
+  REQUIRE_THROWS_WITH(spec.plan(100, 8), Catch::Contains("multiple of 32"));
+}
+
+TEST_CASE("a spec's builder makes exactly the parameters its plan lists", "[train][spec]") {
+  for (const char* name : {"vgg11", "vgg16"}) {
+    const ModelSpec& spec = find_model_spec(name);
+    Generator init(1), drop(2);
+    auto model = spec.build(ModelOptions{8, 32, 0.5f}, init, drop);
+    size_t weighted = 0;
+    for (const LayerPlan& l : spec.plan(32, 8)) {
+      if (l.kind == LayerPlan::Kind::pool) continue;
+      ++weighted;
+      const std::string scope = spec.name + "/" + l.name + "/";
+      const Tensor* w = model->find(scope + "weight").tensor;
+      REQUIRE(w != nullptr);
+      const Shape want = l.kind == LayerPlan::Kind::conv ? Shape{l.out_channels, l.kernel, l.kernel, l.in_channels}
+                                                         : Shape{l.out_channels, l.in_channels};
+      CHECK(w->shape() == want);
+      CHECK(model->find(scope + "bias").tensor->shape() == Shape{l.out_channels});
+    }
+    CHECK(model->parameters().size() == 2 * weighted);
+    CHECK(spec.backbone_scopes.size() + 1 == weighted);
+    // A head-only phase: the backbone scopes frozen, the head alone trains.
+    for (const std::string& scope : spec.backbone_scopes) model->freeze(scope);
+    std::vector<std::string> trainable;
+    for (const ParameterRef& p : model->trainable_parameters()) trainable.push_back(p.name);
+    CHECK(trainable == std::vector<std::string>{spec.head_scope + "weight", spec.head_scope + "bias"});
+  }
+}
+
+TEST_CASE("Keras layer names map both ways and leave other names alone", "[train][spec][keras]") {
+  const ModelSpec& spec = find_model_spec("vgg19");
+  CHECK(spec.keras_to_kiln("block3_conv4") == "conv3_4");
+  CHECK(spec.keras_to_kiln("fc1") == "fc6");
+  CHECK(spec.keras_to_kiln("predictions") == "fc8");
+  CHECK(spec.keras_to_kiln("block2_pool") == "pool2");
+  CHECK(spec.kiln_to_keras("fc7") == "fc2");
+  for (const LayerPlan& l : spec.plan(0, 1000)) {
+    CHECK(spec.keras_to_kiln(l.keras) == l.name);
+    CHECK(spec.kiln_to_keras(l.name) == l.keras);
+  }
+  // Names come from files: odd ones pass through unchanged, none throws.
+  for (const std::string odd : {"", "block", "block_conv", "blockX_conv1", "block1_conv", "block123456789_conv1",
+                                "block1_conv1x", "conv", "conv1_", "pool", "block_pool", "dense_3"}) {
+    CHECK(spec.keras_to_kiln(odd) == odd);
+    CHECK(spec.kiln_to_keras(odd) == odd);
+  }
+}
+
+TEST_CASE("torchvision state_dict keys map onto kiln's parameter names", "[train][spec][torchvision]") {
+  const ModelSpec& vgg16 = find_model_spec("vgg16");
+  CHECK(torchvision_to_kiln(vgg16, "features.0.weight") == "vgg16/conv1_1/weight");
+  CHECK(torchvision_to_kiln(vgg16, "features.5.bias") == "vgg16/conv2_1/bias");
+  CHECK(torchvision_to_kiln(vgg16, "features.28.weight") == "vgg16/conv5_3/weight");
+  CHECK(torchvision_to_kiln(vgg16, "classifier.0.weight") == "vgg16/fc6/weight");
+  CHECK(torchvision_to_kiln(vgg16, "classifier.6.bias") == "vgg16/fc8/bias");
+  CHECK(torchvision_to_kiln(vgg16, "features.1.weight").empty());  // a ReLU
+  CHECK(torchvision_to_kiln(vgg16, "features.4.weight").empty());  // a pool
+  CHECK(torchvision_to_kiln(vgg16, "nonsense").empty());
+  CHECK(torchvision_to_kiln(find_model_spec("vgg11"), "features.3.weight") == "vgg11/conv2_1/weight");
+  CHECK(vgg16.torchvision_layers.size() == 16);
+}
+
+TEST_CASE("plan_json carries the spec and one object per layer", "[train][spec]") {
+  const std::string js = plan_json(find_model_spec("vgg13"), 64, 10);
+  CHECK(js.find("\"model\": \"vgg13\"") != std::string::npos);
+  CHECK(js.find("\"image_size\": 64") != std::string::npos);
+  CHECK(js.find("\"head_scope\": \"vgg13/fc8/\"") != std::string::npos);
+  size_t layers = 0;
+  for (size_t at = js.find("{\"name\""); at != std::string::npos; at = js.find("{\"name\"", at + 1)) ++layers;
+  CHECK(layers == 18);  // 10 convs, 5 pools, 3 fcs
+  CHECK(js.find("\"torchvision\": \"classifier.6\"") != std::string::npos);
+}

@@ -1,0 +1,106 @@
+// The model spec registry: VGG11/13/16/19 described from layers/models/vgg's one table.
+#include "train/model_spec.h"
+
+#include <sstream>
+
+#include "layers/models/vgg.h"
+
+namespace kiln {
+namespace {
+
+ModelSpec vgg_spec(int depth) {
+  ModelSpec s;
+  s.name = "vgg" + std::to_string(depth);
+  s.description = "VGG" + std::to_string(depth) + " (Simonyan & Zisserman), NHWC input, fc8 head";
+  s.default_image_size = 224;
+  s.default_num_classes = 1000;
+  s.input_convention = InputConvention::torchvision_rgb;
+  const int64_t default_size = s.default_image_size;
+  s.build = [depth, default_size](const ModelOptions& o, Generator& init, Generator& dropout) {
+    return make_vgg(VggOptions{depth, o.num_classes, o.keep_prob, o.image_size > 0 ? o.image_size : default_size},
+                    init, dropout);
+  };
+  s.plan = [depth, default_size](int64_t image_size, int64_t num_classes) {
+    return vgg_plan(VggOptions{depth, num_classes, 0.5f, image_size > 0 ? image_size : default_size});
+  };
+  s.keras_to_kiln = vgg_layer_from_keras;
+  s.kiln_to_keras = vgg_layer_to_keras;
+  std::vector<const LayerPlan*> weighted;
+  const std::vector<LayerPlan> plan = s.plan(0, s.default_num_classes);
+  for (const LayerPlan& l : plan)
+    if (l.kind != LayerPlan::Kind::pool) weighted.push_back(&l);
+  // The last weight layer is the head; every one before it is backbone.
+  for (const LayerPlan* l : weighted) {
+    const std::string scope = s.name + "/" + l->name + "/";
+    if (l == weighted.back()) s.head_scope = scope;
+    else s.backbone_scopes.push_back(scope);
+    s.torchvision_layers.emplace_back(l->name, l->torchvision);
+  }
+  return s;
+}
+
+std::string json_string(const std::string& v) {
+  std::string out = "\"";
+  for (const char c : v) {
+    if (c == '"' || c == '\\') out += '\\';
+    out += c;
+  }
+  return out + "\"";
+}
+
+std::string json_strings(const std::vector<std::string>& v) {
+  std::string out = "[";
+  for (size_t i = 0; i < v.size(); ++i) out += (i ? ", " : "") + json_string(v[i]);
+  return out + "]";
+}
+
+}  // namespace
+
+const std::vector<ModelSpec>& model_specs() {
+  static const std::vector<ModelSpec> specs = {vgg_spec(11), vgg_spec(13), vgg_spec(16), vgg_spec(19)};
+  return specs;
+}
+
+const ModelSpec& find_model_spec(const std::string& name) {
+  std::string known;
+  for (const ModelSpec& s : model_specs()) {
+    if (s.name == name) return s;
+    known += (known.empty() ? "" : ", ") + s.name;
+  }
+  KILN_FAIL("unknown model '", name, "' (known models: ", known, ")");
+}
+
+std::string torchvision_to_kiln(const ModelSpec& spec, const std::string& key) {
+  const size_t dot = key.rfind('.');
+  if (dot == std::string::npos) return "";
+  const std::string module = key.substr(0, dot), what = key.substr(dot + 1);
+  if (what != "weight" && what != "bias") return "";
+  for (const auto& [layer, path] : spec.torchvision_layers)
+    if (path == module) return spec.name + "/" + layer + "/" + what;
+  return "";
+}
+
+std::string plan_json(const ModelSpec& spec, int64_t image_size, int64_t num_classes) {
+  const int64_t size = image_size > 0 ? image_size : spec.default_image_size;
+  const std::vector<LayerPlan> plan = spec.plan(size, num_classes);
+  std::ostringstream js;
+  js << "{\n  \"model\": " << json_string(spec.name) << ",\n  \"image_size\": " << size
+     << ",\n  \"num_classes\": " << num_classes << ",\n  \"input_layout\": \"NHWC\",\n  \"input_convention\": "
+     << json_string(convention_name(spec.input_convention)) << ",\n  \"backbone_scopes\": "
+     << json_strings(spec.backbone_scopes) << ",\n  \"head_scope\": " << json_string(spec.head_scope)
+     << ",\n  \"layers\": [\n";
+  for (size_t i = 0; i < plan.size(); ++i) {
+    const LayerPlan& l = plan[i];
+    js << "    {\"name\": " << json_string(l.name) << ", \"kind\": \"" << layer_kind_name(l.kind)
+       << "\", \"in_channels\": " << l.in_channels << ", \"out_channels\": " << l.out_channels
+       << ", \"kernel\": " << l.kernel << ", \"stride\": " << l.stride << ", \"pad\": " << l.pad
+       << ", \"in_size\": " << l.in_size << ", \"out_size\": " << l.out_size
+       << ", \"relu\": " << (l.relu ? "true" : "false") << ", \"dropout\": " << (l.dropout ? "true" : "false")
+       << ", \"keras\": " << json_string(l.keras) << ", \"torchvision\": " << json_string(l.torchvision) << "}"
+       << (i + 1 < plan.size() ? ",\n" : "\n");
+  }
+  js << "  ]\n}\n";
+  return js.str();
+}
+
+}  // namespace kiln

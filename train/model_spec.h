@@ -1,0 +1,66 @@
+// The training floor's model specs: one record per model with everything the layers above
+// (trainer, app, benchmarks, peer scripts) need to know about it -- builder, scopes,
+// weight-name maps, input convention, layer plan -- so none of them names a model's
+// layers itself. The layer list stays with the model's builder (layers/models/).
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "io/weights.h"
+#include "layers/layers.h"
+#include "layers/models/layer_plan.h"
+
+namespace kiln {
+
+// What a caller may choose when building a model from its spec.
+struct ModelOptions {
+  int64_t num_classes = 1000;  // the head's outputs
+  int64_t image_size = 0;      // input side; 0: the spec's default_image_size
+  float keep_prob = 0.5f;      // dropout keep probability, where the model has dropout
+};
+
+// One model: how to build it and how its parameters are named, scoped and imported.
+struct ModelSpec {
+  std::string name;         // the registry key and the root scope of its parameters: "vgg16"
+  std::string description;  // one line for people
+  int64_t default_image_size = 224;
+  int64_t default_num_classes = 1000;  // the head's size in the published weights
+  // The preprocessing assumed when no weights file says which (the app's default).
+  InputConvention input_convention = InputConvention::torchvision_rgb;
+  // Builds the model: weights drawn from `init`, dropout masks from `dropout` (which must
+  // outlive the model).
+  std::function<std::shared_ptr<Sequential>(const ModelOptions&, Generator& init, Generator& dropout)> build;
+  // The layers `build` makes, in order, at an image size (0: the default) and class count.
+  std::function<std::vector<LayerPlan>(int64_t image_size, int64_t num_classes)> plan;
+  // Scopes of every layer before the head ("vgg16/conv1_1/", ..., "vgg16/fc7/"): what a
+  // head-only phase freezes.
+  std::vector<std::string> backbone_scopes;
+  // The head's scope ("vgg16/fc8/"): the layer replaced and trained for new classes.
+  std::string head_scope;
+  // Keras layer name <-> kiln layer name ("block1_conv1" <-> "conv1_1", "fc1" <-> "fc6").
+  std::function<std::string(const std::string&)> keras_to_kiln;
+  std::function<std::string(const std::string&)> kiln_to_keras;
+  // kiln layer -> torchvision module path, weight layers in order ("conv1_1" ->
+  // "features.0", "fc6" -> "classifier.0"); state_dict keys add ".weight" / ".bias".
+  std::vector<std::pair<std::string, std::string>> torchvision_layers;
+};
+
+// Every registered model (vgg11, vgg13, vgg16, vgg19), in that order.
+const std::vector<ModelSpec>& model_specs();
+// The spec named `name`; an unknown name is an error listing the known ones.
+const ModelSpec& find_model_spec(const std::string& name);
+
+// A torchvision state_dict key ("features.0.weight") -> kiln's parameter name
+// ("vgg16/conv1_1/weight"); empty when the key names no weight layer of the model.
+std::string torchvision_to_kiln(const ModelSpec& spec, const std::string& key);
+
+// The spec and its plan as JSON (what `kiln_bench --print-plan` prints and the PyTorch
+// peer scripts read): name, image size, classes, input convention, scopes and one object
+// per layer with its kind, channels, kernel, stride, pad, sizes and Keras/torchvision names.
+std::string plan_json(const ModelSpec& spec, int64_t image_size, int64_t num_classes);
+
+}  // namespace kiln
