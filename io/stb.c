@@ -1,4 +1,4 @@
-/* stb_image and stb_image_write, compiled into libkiln from Debian's libstb-dev headers
+/* stb_image, compiled into libkiln from Debian's libstb-dev header
  * instead of linking its prebuilt libstb.so: only the formats kiln accepts are compiled
  * (a file that sniffs as JPEG can no longer reach stb's PSD, PNM or TGA parsers), the code
  * is built with kiln's flags (so sanitizer and fuzz builds instrument it), and the symbols
@@ -11,7 +11,6 @@
 #define STBI_NO_LINEAR
 #define STBI_NO_HDR
 #define STB_IMAGE_IMPLEMENTATION
-#define STB_IMAGE_WRITE_IMPLEMENTATION
 
 /* The C library headers stb includes come first: declared inside the hidden region below,
  * malloc and memcmp would become hidden undefined symbols that the link cannot resolve. */
@@ -42,5 +41,4 @@ static void* kiln_stbi_realloc(void* p, size_t n) { return kiln_stbi_cap && n > 
 #define STBI_FREE(p) free(p)
 
 #include <stb/stb_image.h>
-#include <stb/stb_image_write.h>
 #pragma GCC visibility pop

@@ -411,7 +411,7 @@ TEST_CASE("a float changed in a kiln weights file is an error naming the file an
   CHECK_THAT(rep.checksums, Contains("verified"));
 }
 
-TEST_CASE("files without checksums load and the report says so; format 2 requires them", "[weights][io][checksum]") {
+TEST_CASE("files without checksums load and the report says so, and format 2 requires them", "[weights][io][checksum]") {
   TempDir tmp;
   auto model = vgg(16, 8, 32, 3);
   ImportOptions partial;
