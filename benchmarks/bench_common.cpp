@@ -6,6 +6,7 @@
 #include <oneapi/dnnl/dnnl.h>
 #include <omp.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
@@ -30,6 +31,7 @@ const char* kUsage =
     "usage: kiln_bench [--device cpu|cuda] [--suite NAME[,NAME]] [--batch N[,N]] [--repeat N]\n"
     "                  [--warmup N] [--threads N] [--cache cold|warm] [--data DIR]\n"
     "                  [--conv-search exhaustive|heuristic] [--json FILE] [--compare] [--list]\n"
+    "       kiln_bench --print-plan MODEL [--image-size N] [--classes N]\n"
     "Every row is checked against a double-precision reference, then timed; it prints the\n"
     "time, GFLOP/s or GB/s and the fraction of this machine's limits, measured at start.\n"
     "Rows named NAME@HOW are kiln's other ways of doing the same op.\n"
@@ -49,7 +51,9 @@ const char* kUsage =
     "  --threads  OpenMP threads for kiln, oneDNN and the PyTorch peer (default 2)\n"
     "  --json     also write the results as JSON to FILE\n"
     "  --compare  run the suite's PyTorch peer script in the same run and print ratios\n"
-    "             (interpreter: $KILN_PYTHON, else /usr/bin/python3)\n";
+    "             (interpreter: $KILN_PYTHON, else /usr/bin/python3)\n"
+    "  --print-plan  print MODEL's layer plan as JSON (vgg11, vgg13, vgg16, vgg19; default\n"
+    "             224x224, 1000 classes) and exit: the shapes the suites and peer scripts use\n";
 
 Stats summarize(std::vector<double> ms) {
   std::sort(ms.begin(), ms.end());
@@ -540,6 +544,7 @@ PeerResult run_peer(const Suite& suite, const Options& opt) {
                           " --threads " + std::to_string(opt.threads) +
                           (suite.peer_takes_suite ? " --suite " + quote(suite.name) : std::string()) +
                           (suite.peer_takes_data ? " --dir " + quote(opt.data_dir) : std::string()) +
+                          (suite.peer_takes_plan ? " --plan " + quote(peer_plan_file()) : std::string()) +
                           (opt.device == "cuda" ? " --device cuda" : std::string());
   std::printf("\nrunning the PyTorch peer: %s\n", cmd.c_str());
   std::fflush(stdout);
@@ -704,41 +709,67 @@ void write_json(const std::string& path, const Options& opt, const MachineLimits
     throw std::runtime_error("could not rename " + tmp + " to " + path + ": " + std::strerror(errno));
 }
 
-const std::vector<Vgg16Conv>& vgg16_convs() {
-  static const std::vector<Vgg16Conv> convs = [] {
-    // Channels per conv, 0 for a max-pool ("D" in the paper).
-    const int64_t plan[] = {64, 64, 0, 128, 128, 0, 256, 256, 256, 0, 512, 512, 512, 0, 512, 512, 512, 0};
-    std::vector<Vgg16Conv> out;
-    int64_t h = 224, c = 3, block = 1, idx = 1;
-    for (const int64_t o : plan) {
-      if (o == 0) {
-        h /= 2, ++block, idx = 1;
-        continue;
-      }
-      out.push_back({"conv" + std::to_string(block) + "_" + std::to_string(idx++), h, c, o});
-      c = o;
-    }
-    return out;
-  }();
-  return convs;
+const kiln::ModelSpec& bench_model() { return kiln::find_model_spec("vgg16"); }
+
+std::vector<kiln::LayerPlan> vgg16_plan(int64_t classes) { return bench_model().plan(0, classes); }
+
+std::vector<kiln::LayerPlan> vgg16_layers(kiln::LayerPlan::Kind kind) {
+  std::vector<kiln::LayerPlan> out;
+  for (kiln::LayerPlan& l : vgg16_plan())
+    if (l.kind == kind) out.push_back(std::move(l));
+  return out;
 }
 
+kiln::LayerPlan vgg16_layer(const std::string& name) {
+  for (kiln::LayerPlan& l : vgg16_plan())
+    if (l.name == name) return std::move(l);
+  KILN_FAIL("kiln_bench: ", bench_model().name, " has no layer '", name, "'");
+}
+
+std::vector<kiln::LayerPlan> vgg16_convs() { return vgg16_layers(kiln::LayerPlan::Kind::conv); }
+
 std::pair<double, double> vgg16_forward_cost(int64_t n, int64_t classes) {
-  const std::vector<Vgg16Conv>& convs = vgg16_convs();
   double flops = 0, bytes = 0;
-  for (size_t i = 0; i < convs.size(); ++i) {
-    const Vgg16Conv& k = convs[i];
-    flops += 2.0 * n * k.h * k.h * k.o * 9.0 * k.c;
-    bytes += 4.0 * (n * k.h * k.h * (k.c + k.o) + k.o * 9.0 * k.c + k.o);
-    if (i + 1 == convs.size() || convs[i + 1].h != k.h)  // the block's pool
-      bytes += 4.0 * n * (k.h * k.h + (k.h / 2) * (k.h / 2)) * k.o;
-  }
-  const int64_t fc[4] = {25088, 4096, 4096, classes};
-  for (int i = 0; i < 3; ++i) {
-    flops += 2.0 * n * fc[i] * fc[i + 1];
-    bytes += 4.0 * (n * (fc[i] + fc[i + 1]) + static_cast<double>(fc[i]) * fc[i + 1] + fc[i + 1]);
+  for (const kiln::LayerPlan& l : vgg16_plan(classes)) {
+    const int64_t h = l.in_size, c = l.in_channels, o = l.out_channels;
+    const double kk = static_cast<double>(l.kernel * l.kernel);
+    switch (l.kind) {
+      case kiln::LayerPlan::Kind::conv:  // VGG's convs keep the map's size
+        flops += 2.0 * n * h * h * o * kk * c;
+        bytes += 4.0 * (n * h * h * (c + o) + o * kk * c + o);
+        break;
+      case kiln::LayerPlan::Kind::pool:  // reads its block's output, writes a quarter of it
+        bytes += 4.0 * n * (h * h + l.out_size * l.out_size) * o;
+        break;
+      case kiln::LayerPlan::Kind::fc:
+        flops += 2.0 * n * c * o;
+        bytes += 4.0 * (n * (c + o) + static_cast<double>(c) * o + o);
+        break;
+    }
   }
   return {flops, bytes};
+}
+
+namespace {
+// The plan file handed to peer scripts, removed at exit.
+struct PlanFile {
+  std::string path;
+  ~PlanFile() {
+    if (!path.empty()) std::remove(path.c_str());
+  }
+};
+}  // namespace
+
+std::string peer_plan_file() {
+  static PlanFile file;
+  if (file.path.empty()) {
+    const std::string p = "/tmp/kiln_bench_plan_" + std::to_string(getpid()) + ".json";
+    std::ofstream f(p, std::ios::binary | std::ios::trunc);
+    f << kiln::plan_json(bench_model(), 0, bench_model().default_num_classes);
+    if (!f.flush()) throw std::runtime_error("could not write the model plan for the peer script to " + p);
+    file.path = p;
+  }
+  return file.path;
 }
 
 std::vector<int64_t> batches_or(const Options& opt, std::vector<int64_t> fallback) {

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "core/tensor.h"
+#include "train/model_spec.h"
 
 namespace kiln::cpubench {
 
@@ -102,7 +103,7 @@ MachineLimits measure_limits(int threads, int repeat);
 struct Row {
   std::string name;
   std::string kind;   // conv, pool, fc, net
-  std::string shape;  // what it computes, e.g. "[8,224,224,3] -> [8,224,224,64]"
+  std::string shape;  // what it computes, e.g. "[8,32,32,3] -> [8,32,32,16]"
   double flops = 0;   // useful floating-point operations of one run
   double bytes = 0;   // minimum memory traffic of one run (inputs, weights, outputs)
   bool checked = false;
@@ -186,16 +187,24 @@ std::string shape_str(const Shape& s);
 
 // ---------------------------------------------------------------- VGG16's shapes
 
-// One of VGG16's 13 convs (3x3, stride 1, pad 1) at 224x224 input.
-struct Vgg16Conv {
-  std::string name;  // "conv1_1" .. "conv5_3"
-  int64_t h, c, o;   // input side (= output side), in and out channels
-};
-// The 13 convs in order; a 2x2/2 max-pool follows the last conv of each block.
-const std::vector<Vgg16Conv>& vgg16_convs();
+// The model every VGG16 suite measures, from the model spec registry (train/): the suites
+// read their shapes from its plan, and the PyTorch peers read the same plan as JSON
+// (kiln_bench --print-plan), so no suite or peer restates the layer list.
+const kiln::ModelSpec& bench_model();
+// Its plan at the default image size (224) with `classes` outputs.
+std::vector<kiln::LayerPlan> vgg16_plan(int64_t classes = 1000);
+// The plan's layers of one kind, in order: the 13 convs, the 5 pools or the 3 fcs.
+std::vector<kiln::LayerPlan> vgg16_layers(kiln::LayerPlan::Kind kind);
+// The plan's layer named `name` ("conv3_3"); a name the plan lacks is an error.
+kiln::LayerPlan vgg16_layer(const std::string& name);
+// The 13 convs in order (3x3, stride 1, pad 1); a 2x2/2 max-pool follows each block.
+std::vector<kiln::LayerPlan> vgg16_convs();
 // VGG16's forward at batch n with a `classes`-way fc8: {FLOPs, bytes its layers read and
 // write at least once (weights, inputs, outputs)}.
 std::pair<double, double> vgg16_forward_cost(int64_t n, int64_t classes);
+// Writes the bench model's plan as JSON to a temporary file for a peer script (--plan)
+// and returns its path; the file is removed when the process exits.
+std::string peer_plan_file();
 
 // ---------------------------------------------------------------- suites and peers
 
@@ -208,6 +217,7 @@ struct Suite {
   bool sweeps_batches = false;    // runs each of --batch's list (conv), not one size
   bool peer_takes_data = false;   // pass --dir DATA_DIR to the peer script (pipeline)
   bool on_cuda = false;           // also runs with --device cuda (tensors and timing on the GPU)
+  bool peer_takes_plan = true;    // pass --plan FILE (the model plan as JSON) to the peer script
 };
 
 // ---------------------------------------------------------------- the PyTorch peer
@@ -230,7 +240,8 @@ struct PeerResult {
 };
 
 // Runs the suite's peer script with the same batch, repeat and threads (and --suite NAME
-// for torch_cpu_peer.py, which serves several suites); it prints JSON on stdout.
+// for torch_cpu_peer.py, which serves several suites, and --plan FILE, the shapes it
+// times); it prints JSON on stdout.
 PeerResult run_peer(const Suite& suite, const Options& opt);
 void print_comparison(const SuiteResult& res, const PeerResult& peer);
 

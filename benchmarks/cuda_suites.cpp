@@ -18,8 +18,8 @@ namespace {
 
 const Device kGpu = Device::cuda(0);
 
-// VGG16's feature configuration: channel counts, 0 = 2x2 max-pool.
-const int kVgg16[] = {64, 64, 0, 128, 128, 0, 256, 256, 256, 0, 512, 512, 512, 0, 512, 512, 512, 0};
+using kiln::LayerPlan;
+using kiln::cpubench::vgg16_plan;
 
 // Times fn with CUDA events on the compute stream: warm-up, then `repeat` timed runs.
 CudaRow time_gpu(const std::string& name, int warmup, int repeat, const std::function<void()>& fn) {
@@ -82,18 +82,11 @@ CudaCeilings measure_cuda_ceilings() {
 
 std::vector<CudaRow> run_conv_cuda(int64_t batch, int warmup, int repeat) {
   std::vector<CudaRow> rows;
-  int64_t c = 3, s = 224;
-  int block = 1, idx = 1;
   Generator g(7);
   const Conv2dParams same{1, 1, 1, 1};
-  for (int v : kVgg16) {
-    if (v == 0) {
-      s /= 2;
-      ++block;
-      idx = 1;
-      continue;
-    }
-    const std::string name = "conv" + std::to_string(block) + "_" + std::to_string(idx);
+  for (const LayerPlan& l : kiln::cpubench::vgg16_convs()) {
+    const int64_t c = l.in_channels, s = l.in_size, v = l.out_channels;
+    const std::string& name = l.name;
     // Check one small batch of this shape against the CPU backend before timing.
     {
       Tensor xc = Tensor::normal(Shape{1, std::min<int64_t>(s, 28), std::min<int64_t>(s, 28), c}, 0, 1, g);
@@ -135,8 +128,6 @@ std::vector<CudaRow> run_conv_cuda(int64_t batch, int warmup, int repeat) {
         rows.push_back(*r);
       }
     }
-    c = v;
-    ++idx;
   }
   return rows;
 }
@@ -144,23 +135,25 @@ std::vector<CudaRow> run_conv_cuda(int64_t batch, int warmup, int repeat) {
 namespace {
 
 struct Vgg16 {
+  std::vector<LayerPlan::Kind> features;  // conv or pool, in order (from the plan)
   std::vector<Tensor> conv_w, conv_b;
   Tensor fc_w[3], fc_b[3];
 };
 
 Vgg16 make_vgg16(int64_t classes, Generator& g) {
   Vgg16 m;
-  int64_t c = 3;
-  for (int v : kVgg16) {
-    if (v == 0) continue;
-    m.conv_w.push_back(Tensor::normal(Shape{v, 3, 3, c}, 0, std::sqrt(2.0f / (9.0f * c)), g, TensorOptions{DType::f32, kGpu}));
-    m.conv_b.push_back(Tensor::zeros(Shape{v}, TensorOptions{DType::f32, kGpu}));
-    c = v;
-  }
-  const int64_t dims[4] = {25088, 4096, 4096, classes};
-  for (int i = 0; i < 3; ++i) {
-    m.fc_w[i] = Tensor::normal(Shape{dims[i + 1], dims[i]}, 0, std::sqrt(1.0f / dims[i]), g, TensorOptions{DType::f32, kGpu});
-    m.fc_b[i] = Tensor::zeros(Shape{dims[i + 1]}, TensorOptions{DType::f32, kGpu});
+  int fc = 0;
+  for (const LayerPlan& l : vgg16_plan(classes)) {
+    const int64_t c = l.in_channels, v = l.out_channels;
+    if (l.kind != LayerPlan::Kind::fc) m.features.push_back(l.kind);
+    if (l.kind == LayerPlan::Kind::conv) {
+      m.conv_w.push_back(Tensor::normal(Shape{v, l.kernel, l.kernel, c}, 0, std::sqrt(2.0f / (9.0f * c)), g,
+                                        TensorOptions{DType::f32, kGpu}));
+      m.conv_b.push_back(Tensor::zeros(Shape{v}, TensorOptions{DType::f32, kGpu}));
+    } else if (l.kind == LayerPlan::Kind::fc) {
+      m.fc_w[fc] = Tensor::normal(Shape{v, c}, 0, std::sqrt(1.0f / c), g, TensorOptions{DType::f32, kGpu});
+      m.fc_b[fc++] = Tensor::zeros(Shape{v}, TensorOptions{DType::f32, kGpu});
+    }
   }
   return m;
 }
@@ -168,8 +161,8 @@ Vgg16 make_vgg16(int64_t classes, Generator& g) {
 Tensor vgg16_forward(const Vgg16& m, const Tensor& x, bool train, Generator& drop) {
   Tensor h = x;
   size_t k = 0;
-  for (int v : kVgg16) {
-    if (v == 0) {
+  for (const LayerPlan::Kind kind : m.features) {
+    if (kind == LayerPlan::Kind::pool) {
       h = max_pool2d(h);
     } else {
       h = relu(conv2d(h, m.conv_w[k], m.conv_b[k], Conv2dParams{1, 1, 1, 1}));
@@ -201,7 +194,9 @@ std::vector<CudaRow> run_step_cuda(int64_t batch, int warmup, int repeat) {
   std::vector<CudaRow> rows;
   Generator g(3), drop(4);
   Vgg16 m = make_vgg16(8, g);
-  Tensor x = Tensor::normal(Shape{batch, 224, 224, 3}, 0, 1, g, TensorOptions{DType::f32, kGpu});
+  const LayerPlan first = vgg16_plan().front();
+  Tensor x = Tensor::normal(Shape{batch, first.in_size, first.in_size, first.in_channels}, 0, 1, g,
+                            TensorOptions{DType::f32, kGpu});
   std::vector<int64_t> lab(static_cast<size_t>(batch));
   for (size_t i = 0; i < lab.size(); ++i) lab[i] = static_cast<int64_t>(i % 8);
   Tensor labels = Tensor::from_vector(lab, Shape{batch}).to(kGpu);
@@ -234,7 +229,9 @@ std::vector<CudaRow> run_step_cuda(int64_t batch, int warmup, int repeat) {
     sgd_update(refs, SgdOptions{lr});
   };
   reset_peak_memory(kGpu);
-  record(time_gpu("vgg16/step_fc8", warmup, repeat, [&] { step(1e-3f); }), fwd_flops + 4.0 * batch * 4096 * 8);
+  // fc8's two gradient products on top of the forward.
+  const double head_flops = 4.0 * batch * m.fc_w[2].dim(1) * m.fc_w[2].dim(0);
+  record(time_gpu("vgg16/step_fc8", warmup, repeat, [&] { step(1e-3f); }), fwd_flops + head_flops);
 
   // Phase 2: every layer trains.
   for (Tensor* p : params) p->set_requires_grad(true);
@@ -290,6 +287,7 @@ std::string run_peer(const std::vector<std::string>& suites, int64_t batch, int 
   const std::string cmd = std::string(py ? py : "python3") + " " + (src ? src : KILN_SOURCE_DIR) +
                           "/benchmarks/torch_cuda_peer.py --batch " + std::to_string(batch) + " --warmup " +
                           std::to_string(warmup) + " --repeat " + std::to_string(repeat) + " --suites " + names +
+                          " --plan " + kiln::cpubench::peer_plan_file() +
                           (compute_options().allow_tf32 ? " --tf32" : "");
   std::printf("\nrunning the PyTorch peer: %s\n", cmd.c_str());
   std::fflush(stdout);

@@ -48,13 +48,15 @@ const Suite kSuites[] = {
     {"copy", "tensor copies within the device, 1 to 256 MiB; on a GPU also H2D/D2H, pinned and pageable",
      run_copy, "benchmarks/torch_cpu_peer.py", true, false, false, true},
     {"pipeline", "image pipeline on generated JPEGs: decode, transforms, the loader at 1..all threads; @device_atlas",
-     run_pipeline, "benchmarks/torch_pipeline.py", false, false, true},
+     run_pipeline, "benchmarks/torch_pipeline.py", false, false, true, false, false},
 };
 
 // ---------------------------------------------------------------- main
 
 int run(int argc, char** argv) {
   Options opt;
+  std::string plan_model;  // --print-plan MODEL
+  int64_t plan_image_size = 0, plan_classes = 0;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     const auto value = [&]() -> const char* {
@@ -81,6 +83,9 @@ int run(int argc, char** argv) {
     else if (a == "--json") opt.json_path = value();
     else if (a == "--data") opt.data_dir = value();
     else if (a == "--compare") opt.compare = true;
+    else if (a == "--print-plan") plan_model = value();
+    else if (a == "--image-size") plan_image_size = parse_int(a, value(), 32);
+    else if (a == "--classes") plan_classes = parse_int(a, value(), 1);
     else if (a == "--list") {
       for (const Suite& s : kSuites) std::printf("%-16s %s%s\n", s.name, s.help, s.on_cuda ? " [cpu, cuda]" : "");
       std::printf("%-16s %s\n%-16s %s\n", "conv_cuda", "--device cuda: VGG16's convs, heuristics and Find side by side",
@@ -93,6 +98,19 @@ int run(int argc, char** argv) {
       throw std::invalid_argument("unknown argument '" + a + "'");
     }
   }
+  if (!plan_model.empty()) {
+    // The layer plan the suites measure, for the PyTorch peers (--plan FILE) and people.
+    std::string json;
+    try {  // an unknown model or an image size it cannot take is a bad argument
+      const kiln::ModelSpec& spec = kiln::find_model_spec(plan_model);
+      json = kiln::plan_json(spec, plan_image_size, plan_classes ? plan_classes : spec.default_num_classes);
+    } catch (const std::exception& e) {
+      throw std::invalid_argument(std::string("--print-plan: ") + e.what());
+    }
+    std::fputs(json.c_str(), stdout);
+    return 0;
+  }
+  if (plan_image_size || plan_classes) throw std::invalid_argument("--image-size and --classes go with --print-plan");
   const bool cuda = opt.device == "cuda";
   if (!cuda && opt.device != "cpu") throw std::invalid_argument("--device must be cpu or cuda, got '" + opt.device + "'");
 #if !defined(KILN_HAS_CUDA)

@@ -128,18 +128,21 @@ SuiteResult run_conv(const Options& opt, const MachineLimits& m) {
   const kiln::Conv2dParams same{1, 1, 1, 1};
   for (const int64_t n : batches_or(opt, {1, 8, 64})) {
     double fwd_ms = 0, all_ms = 0;
-    for (const Vgg16Conv& s : vgg16_convs()) {
+    const std::vector<kiln::LayerPlan> convs = vgg16_convs();
+    for (const kiln::LayerPlan& l : convs) {
+      // Input side, channels in and out (VGG's 3x3 convs keep the side).
+      const struct { int64_t h, c, o; } s{l.in_size, l.in_channels, l.out_channels};
       kiln::Generator gen(static_cast<uint64_t>(1000 * n + s.h + s.c));
       const float std = static_cast<float>(std::sqrt(2.0 / (9.0 * static_cast<double>(s.c))));
       Tensor x = Tensor::uniform(Shape{n, s.h, s.h, s.c}, -1.0f, 1.0f, gen);
-      Tensor w = Tensor::normal(Shape{s.o, 3, 3, s.c}, 0.0f, std, gen);
+      Tensor w = Tensor::normal(Shape{s.o, l.kernel, l.kernel, s.c}, 0.0f, std, gen);
       Tensor b = Tensor::uniform(Shape{s.o}, -0.1f, 0.1f, gen);
       Tensor dy = Tensor::uniform(Shape{n, s.h, s.h, s.o}, -1.0f, 1.0f, gen);
       Tensor y = Tensor::empty(dy.shape()), dx = Tensor::empty(x.shape());
       Tensor dw = Tensor::empty(w.shape()), db = Tensor::empty(b.shape());
       const double flops = 2.0 * n * s.h * s.h * s.o * 9.0 * s.c;
       const double xb = 4.0 * n * s.h * s.h * s.c, yb = 4.0 * n * s.h * s.h * s.o, wb = 4.0 * s.o * 9 * s.c;
-      const std::string stem = s.name + "/b" + std::to_string(n) + "/";
+      const std::string stem = l.name + "/b" + std::to_string(n) + "/";
       const std::string shape = shape_str(x.shape()) + "->" + std::to_string(s.o);
       const auto row = [&](const char* pass, double bytes) {
         Row r;
@@ -170,8 +173,8 @@ SuiteResult run_conv(const Options& opt, const MachineLimits& m) {
     }
     res.summary.emplace_back("b" + std::to_string(n) + "_fwd_ms", fwd_ms);
     res.summary.emplace_back("b" + std::to_string(n) + "_fwd_bwd_ms", all_ms);
-    std::printf("batch %lld: the 13 convs take %.1f ms forward, %.1f ms forward + both backwards (sum of medians)\n\n",
-                static_cast<long long>(n), fwd_ms, all_ms);
+    std::printf("batch %lld: the %zu convs take %.1f ms forward, %.1f ms forward + both backwards (sum of medians)\n\n",
+                static_cast<long long>(n), convs.size(), fwd_ms, all_ms);
   }
   return res;
 }

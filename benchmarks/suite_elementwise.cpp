@@ -22,13 +22,16 @@ SuiteResult run_elementwise(const Options& opt, const MachineLimits& m) {
   kiln::Backend& be = kiln::backend_for(bench_device(opt));
   kiln::Generator gen(2024);
   struct Size {
-    const char* name;
+    std::string name;
     Shape shape;
   };
-  const std::vector<Size> sizes = {{"conv1_2", Shape{8, 224, 224, 64}},
-                                   {"conv3_3", Shape{8, 56, 56, 256}},
-                                   {"conv5_3", Shape{8, 14, 14, 512}},
-                                   {"fc6", Shape{8, 4096}}};
+  // The outputs of these layers at batch 8, shapes from the plan (NHWC; [8, features] for fc).
+  std::vector<Size> sizes;
+  for (const char* name : {"conv1_2", "conv3_3", "conv5_3", "fc6"}) {
+    const kiln::LayerPlan l = vgg16_layer(name);
+    const int64_t side = l.out_size, c = l.out_channels;
+    sizes.push_back({name, l.kind == kiln::LayerPlan::Kind::fc ? Shape{8, c} : Shape{8, side, side, c}});
+  }
   for (const Size& s : sizes) {
     const Tensor a_host = Tensor::uniform(s.shape, -1.0f, 1.0f, gen);
     const Tensor b_host = Tensor::uniform(s.shape, -1.0f, 1.0f, gen);

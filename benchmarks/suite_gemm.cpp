@@ -51,14 +51,10 @@ SuiteResult run_gemm(const Options& opt, const MachineLimits& m) {
   SuiteResult res;
   set_table_widths(12, 34);
   print_table_header();
-  struct Weights {
-    std::string name;
-    int64_t in, out;
-  };
-  const std::vector<Weights> layers = {{"fc6", 25088, 4096}, {"fc7", 4096, 4096}, {"fc8", 4096, 1000}};
   std::vector<GemmCase> cases;
-  for (const Weights& l : layers)
-    for (const int64_t n : {1, 8, 64}) cases.push_back({l.name + "/b" + std::to_string(n), n, l.in, l.out});
+  for (const kiln::LayerPlan& l : vgg16_layers(kiln::LayerPlan::Kind::fc))
+    for (const int64_t n : {1, 8, 64})
+      cases.push_back({l.name + "/b" + std::to_string(n), n, l.in_channels, l.out_channels});
   for (const int64_t s : {1024, 2048}) cases.push_back({"square" + std::to_string(s), s, s, s});
 
   kiln::Generator gen(4242);

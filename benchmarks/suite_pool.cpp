@@ -17,11 +17,12 @@ SuiteResult run_pool(const Options& opt, const MachineLimits& m) {
   set_table_widths(12, 34);
   print_table_header();
   struct PoolCase {
-    const char* name;
+    std::string name;
     int64_t h, c;
   };
-  const std::vector<PoolCase> cases = {
-      {"pool1", 224, 64}, {"pool2", 112, 128}, {"pool3", 56, 256}, {"pool4", 28, 512}, {"pool5", 14, 512}};
+  std::vector<PoolCase> cases;
+  for (const kiln::LayerPlan& l : vgg16_layers(kiln::LayerPlan::Kind::pool))
+    cases.push_back({l.name, l.in_size, l.in_channels});
   const int64_t n = 8;
   kiln::Generator gen(777);
   kiln::Backend& be = kiln::backend_for(bench_device(opt));

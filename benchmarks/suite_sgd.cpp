@@ -4,7 +4,6 @@
 // Memory-bound: 20 bytes per trainable element (param, grad, momentum in; param, momentum
 // out); judged against the measured copy bandwidth.
 #include <algorithm>
-#include <array>
 #include <cmath>
 #include <cstdint>
 #include <functional>
@@ -20,19 +19,15 @@ namespace kiln::cpubench {
 
 namespace {
 
-// VGG16's parameter shapes in order: 13 conv weights (OHWI) and biases, 3 fc weights and biases.
+// VGG16's parameter shapes in its plan's order: 13 conv weights (OHWI) and biases, 3 fc
+// weights and biases.
 std::vector<Shape> vgg16_param_shapes() {
-  const std::array<int64_t, 13> convs = {64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512};
   std::vector<Shape> shapes;
-  int64_t c = 3;
-  for (const int64_t o : convs) {
-    shapes.push_back(Shape{o, 3, 3, c});
+  for (const kiln::LayerPlan& l : vgg16_plan()) {
+    if (l.kind == kiln::LayerPlan::Kind::pool) continue;
+    const int64_t o = l.out_channels, c = l.in_channels;
+    shapes.push_back(l.kind == kiln::LayerPlan::Kind::conv ? Shape{o, l.kernel, l.kernel, c} : Shape{o, c});
     shapes.push_back(Shape{o});
-    c = o;
-  }
-  for (const auto& [in, out] : std::array<std::pair<int64_t, int64_t>, 3>{{{25088, 4096}, {4096, 4096}, {4096, 1000}}}) {
-    shapes.push_back(Shape{out, in});
-    shapes.push_back(Shape{out});
   }
   return shapes;
 }
@@ -115,7 +110,9 @@ SuiteResult run_sgd(const Options& opt, const MachineLimits& m) {
       Row r;
       r.name = std::string(frozen ? "sgd/fc8_only" : "sgd/all") + (variant ? "@per_tensor" : "");
       r.kind = "sgd";
-      r.shape = frozen ? "VGG16 32 tensors, 30 frozen" : "VGG16 32 tensors, 138M floats";
+      r.shape = "VGG16 " + std::to_string(params.size()) + " tensors, " +
+                (frozen ? std::to_string(params.size() - 2) + " frozen"
+                        : std::to_string(static_cast<int64_t>(elements / 1e6)) + "M floats");
       r.flops = 6.0 * elements;
       r.bytes = 20.0 * elements;
       ck.finish(r);

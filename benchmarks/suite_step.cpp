@@ -13,7 +13,6 @@
 #include "benchmarks/suites.h"
 #include "core/autograd.h"
 #include "core/ops.h"
-#include "layers/models/vgg.h"
 #include "layers/optim.h"
 
 namespace kiln::cpubench {
@@ -36,8 +35,10 @@ SuiteResult run_step(const Options& opt, const MachineLimits& m) {
   print_table_header();
   const int64_t n = opt.batch;
   kiln::Generator init(11), drop(12), data(13);
-  std::shared_ptr<Sequential> model = make_vgg(VggOptions{16, kClasses, 0.5f, 224}, init, drop);
-  const Tensor x = Tensor::uniform(Shape{n, 224, 224, 3}, -1.0f, 1.0f, data);
+  const kiln::ModelSpec& spec = bench_model();
+  std::shared_ptr<Sequential> model = spec.build(kiln::ModelOptions{kClasses, 0, 0.5f}, init, drop);
+  const kiln::LayerPlan first = vgg16_plan().front();
+  const Tensor x = Tensor::uniform(Shape{n, first.in_size, first.in_size, first.in_channels}, -1.0f, 1.0f, data);
   std::vector<int64_t> lab(static_cast<size_t>(n));
   for (size_t i = 0; i < lab.size(); ++i) lab[i] = static_cast<int64_t>((i * 5) % kClasses);
   const Tensor labels = Tensor::from_vector(lab, Shape{n});
@@ -64,15 +65,15 @@ SuiteResult run_step(const Options& opt, const MachineLimits& m) {
   }
 
   model->train(true);
-  Tensor* fc8_w = param(*model, "vgg16/fc8/weight");
-  Tensor* fc7_w = param(*model, "vgg16/fc7/weight");
-  Tensor* conv1_w = param(*model, "vgg16/conv1_1/weight");
+  // The head (fc8), the last and the first backbone layer (fc7, conv1_1), by the spec's scopes.
+  Tensor* fc8_w = param(*model, spec.head_scope + "weight");
+  Tensor* fc7_w = param(*model, spec.backbone_scopes.back() + "weight");
+  Tensor* conv1_w = param(*model, spec.backbone_scopes.front() + "weight");
   for (const int phase : {1, 2}) {
     if (phase == 1) {
-      model->freeze("vgg16/");
-      model->unfreeze("vgg16/fc8/");
+      for (const std::string& scope : spec.backbone_scopes) model->freeze(scope);
     } else {
-      model->unfreeze("vgg16/");
+      model->unfreeze(spec.name + "/");
     }
     SgdOptions so;
     so.lr = phase == 1 ? 1e-3f : 1e-5f;

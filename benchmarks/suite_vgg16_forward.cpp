@@ -19,8 +19,10 @@ namespace {
 
 // ---------------------------------------------------------------- vgg16_forward
 
-// VGG16 at inference: 13 conv3x3 (+bias, +relu), 5 max-pools 2x2/2, 3 fc layers.
+// VGG16 at inference, layer by layer as its plan lists them: 13 conv3x3 (+bias, +relu),
+// 5 max-pools 2x2/2, 3 fc layers.
 struct VggLayer {
+  kiln::LayerPlan plan;
   enum class Kind { conv, pool, fc } kind;
   std::string name;
   int64_t h = 0, w = 0, c_in = 0, c_out = 0;  // conv/pool: input map; fc: in -> out
@@ -29,45 +31,32 @@ struct VggLayer {
 };
 
 std::vector<VggLayer> make_vgg16(kiln::Generator& gen) {
-  // Channel plan of VGG16 ("D" in the paper); 0 marks a max-pool.
-  const std::array<int64_t, 18> plan = {64, 64, 0, 128, 128, 0, 256, 256, 256, 0, 512, 512, 512, 0, 512, 512, 512, 0};
   std::vector<VggLayer> layers;
-  int64_t h = 224, c = 3, block = 1, in_block = 1;
-  for (const int64_t o : plan) {
+  for (const kiln::LayerPlan& p : vgg16_plan()) {
     VggLayer l;
-    l.h = l.w = h;
-    l.c_in = c;
-    if (o == 0) {
-      l.kind = VggLayer::Kind::pool;
-      l.name = "pool" + std::to_string(block);
-      l.c_out = c;
-      h /= 2;
-      ++block;
-      in_block = 1;
+    l.plan = p;
+    l.name = p.name;
+    l.c_in = p.in_channels;
+    l.c_out = p.out_channels;
+    if (p.kind == kiln::LayerPlan::Kind::fc) {
+      l.kind = VggLayer::Kind::fc;
+      l.relu = p.relu;
+      const float std = static_cast<float>(std::sqrt(2.0 / static_cast<double>(l.c_in)));
+      l.weight = Tensor::normal(Shape{l.c_out, l.c_in}, 0.0f, std, gen);
+      l.bias = Tensor::uniform(Shape{l.c_out}, -0.1f, 0.1f, gen);
     } else {
-      l.kind = VggLayer::Kind::conv;
-      l.name = "conv" + std::to_string(block) + "_" + std::to_string(in_block++);
-      l.c_out = o;
-      // He-normal weights keep activations O(1) through the stack, so checks and the
-      // final logits are meaningful numbers rather than under- or overflow.
-      const float std = static_cast<float>(std::sqrt(2.0 / (9.0 * static_cast<double>(c))));
-      l.weight = Tensor::normal(Shape{o, 3, 3, c}, 0.0f, std, gen);
-      l.bias = Tensor::uniform(Shape{o}, -0.1f, 0.1f, gen);
-      c = o;
+      l.h = l.w = p.in_size;
+      if (p.kind == kiln::LayerPlan::Kind::pool) {
+        l.kind = VggLayer::Kind::pool;
+      } else {
+        l.kind = VggLayer::Kind::conv;
+        // He-normal weights keep activations O(1) through the stack, so checks and the
+        // final logits are meaningful numbers rather than under- or overflow.
+        const float std = static_cast<float>(std::sqrt(2.0 / (9.0 * static_cast<double>(l.c_in))));
+        l.weight = Tensor::normal(Shape{l.c_out, p.kernel, p.kernel, l.c_in}, 0.0f, std, gen);
+        l.bias = Tensor::uniform(Shape{l.c_out}, -0.1f, 0.1f, gen);
+      }
     }
-    layers.push_back(std::move(l));
-  }
-  const std::array<std::pair<int64_t, int64_t>, 3> fcs = {{{h * h * c, 4096}, {4096, 4096}, {4096, 1000}}};
-  for (size_t i = 0; i < fcs.size(); ++i) {
-    VggLayer l;
-    l.kind = VggLayer::Kind::fc;
-    l.name = "fc" + std::to_string(6 + i);
-    l.c_in = fcs[i].first;
-    l.c_out = fcs[i].second;
-    l.relu = i + 1 < fcs.size();
-    const float std = static_cast<float>(std::sqrt(2.0 / static_cast<double>(l.c_in)));
-    l.weight = Tensor::normal(Shape{l.c_out, l.c_in}, 0.0f, std, gen);
-    l.bias = Tensor::uniform(Shape{l.c_out}, -0.1f, 0.1f, gen);
     layers.push_back(std::move(l));
   }
   return layers;
@@ -76,9 +65,11 @@ std::vector<VggLayer> make_vgg16(kiln::Generator& gen) {
 Tensor vgg_apply(const VggLayer& l, const Tensor& x) {
   switch (l.kind) {
     case VggLayer::Kind::conv:
-      return kiln::relu(kiln::conv2d(x, l.weight, l.bias, kiln::Conv2dParams{1, 1, 1, 1}));
+      return kiln::relu(kiln::conv2d(x, l.weight, l.bias,
+                                     kiln::Conv2dParams{l.plan.stride, l.plan.stride, l.plan.pad, l.plan.pad}));
     case VggLayer::Kind::pool:
-      return kiln::max_pool2d(x, kiln::Pool2dParams{});
+      return kiln::max_pool2d(x, kiln::Pool2dParams{l.plan.kernel, l.plan.kernel, l.plan.stride, l.plan.stride,
+                                                    l.plan.pad, l.plan.pad});
     case VggLayer::Kind::fc: {
       Tensor y = kiln::linear(x.rank() == 2 ? x : kiln::flatten(x), l.weight, l.bias);
       return l.relu ? kiln::relu(y) : y;
@@ -225,13 +216,15 @@ SuiteResult run_vgg16_forward(const Options& opt, const MachineLimits& m) {
   Row net;
   net.name = "forward";
   net.kind = "net";
-  net.shape = shape_str(Shape{n, 224, 224, 3}) + "->" + shape_str(Shape{n, 1000});
+  const kiln::LayerPlan& first = layers.front().plan;
+  const Shape input{n, first.in_size, first.in_size, first.in_channels};
+  net.shape = shape_str(input) + "->" + shape_str(Shape{n, layers.back().c_out});
   for (const Row& r : res.rows) {
     net.flops += r.flops;
     net.bytes += r.bytes;
   }
   kiln::Generator xgen(7);
-  const Tensor x = Tensor::uniform(Shape{n, 224, 224, 3}, -1.0f, 1.0f, xgen);
+  const Tensor x = Tensor::uniform(input, -1.0f, 1.0f, xgen);
   const auto forward = [&] {
     Tensor h = x;
     for (const VggLayer& l : layers) h = vgg_apply(l, h);

@@ -7,7 +7,10 @@ so `kiln_bench --suite NAME --compare` matches them.
 Where kiln writes into preallocated outputs, the peer does too (out= or in-place variants)
 where PyTorch has one; dropout allocates its mask and output in PyTorch (F.dropout).
 
-    /usr/bin/python3 benchmarks/torch_cpu_peer.py --suite gemm --threads 2 --repeat 5 [--json FILE]
+    /usr/bin/python3 benchmarks/torch_cpu_peer.py --suite gemm --plan PLAN --threads 2 --repeat 5 [--json FILE]
+
+PLAN is the model plan as JSON from `kiln_bench --print-plan vgg16` (kiln_bench --compare
+passes it): the VGG16 shapes of gemm, pool, elementwise, sgd, conv and step come from it.
 
 Prints JSON on stdout (or writes it to --json FILE). Exit status 2: torch is not importable.
 """
@@ -22,12 +25,17 @@ try:
 except ImportError as e:  # kiln_bench --compare reads exit status 2 as "no torch here"
     print(f"torch_cpu_peer.py: PyTorch is not importable by {sys.executable}: {e}", file=sys.stderr)
     sys.exit(2)
-from torch_vgg16_forward import set_cold_cache, time_it, vgg16_convs, write_report  # shared with the vgg16 peer
+from torch_vgg16_forward import set_cold_cache, time_it, write_report  # shared with the vgg16 peer
+import kiln_plan  # noqa: E402  (the model plan kiln_bench prints: the VGG16 shapes below come from it)
+
+# The plan (--plan), read in main() for the suites that time VGG16's shapes.
+PLAN = None
+PLAN_SUITES = {"gemm", "pool", "elementwise", "sgd", "conv", "step"}
 
 
 def gemm():
     rows = []
-    for name, fin, fout in [("fc6", 25088, 4096), ("fc7", 4096, 4096), ("fc8", 4096, 1000)]:
+    for name, fin, fout in [(l["name"], l["in_channels"], l["out_channels"]) for l in kiln_plan.layers(PLAN, "fc")]:
         w = torch.empty(fout, fin).uniform_(-1, 1)
         for n in (1, 8, 64):
             x = torch.empty(n, fin).uniform_(-1, 1)
@@ -42,7 +50,7 @@ def gemm():
 def pool():
     rows = []
     cl = torch.channels_last
-    for name, h, c in [("pool1", 224, 64), ("pool2", 112, 128), ("pool3", 56, 256), ("pool4", 28, 512), ("pool5", 14, 512)]:
+    for name, h, c in [(l["name"], l["in_size"], l["in_channels"]) for l in kiln_plan.layers(PLAN, "pool")]:
         x = torch.empty(8, c, h, h).uniform_(-1, 1).contiguous(memory_format=cl)
         y, idx = F.max_pool2d(x, 2, 2, return_indices=True)
         dy = torch.empty_like(y).uniform_(-1, 1)
@@ -74,8 +82,9 @@ def softmax_ce():
 
 def elementwise():
     rows = []
-    for name, shape in [("conv1_2", (8, 224, 224, 64)), ("conv3_3", (8, 56, 56, 256)), ("conv5_3", (8, 14, 14, 512)),
-                        ("fc6", (8, 4096))]:
+    # The outputs of these layers at batch 8, as kiln_bench's elementwise suite.
+    for name in ("conv1_2", "conv3_3", "conv5_3", "fc6"):
+        shape = kiln_plan.output_shape(kiln_plan.layer(PLAN, name), 8)
         a, b = torch.empty(shape).uniform_(-1, 1), torch.empty(shape).uniform_(-1, 1)
         out = torch.empty(shape)
         rows.append((f"relu/{name}", lambda a=a, out=out: torch.clamp_min(a, 0, out=out)))
@@ -87,15 +96,8 @@ def elementwise():
 
 
 def sgd():
-    convs = [64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512]
-    shapes, c = [], 3
-    for o in convs:
-        shapes += [(o, 3, 3, c), (o,)]
-        c = o
-    for fin, fout in [(25088, 4096), (4096, 4096), (4096, 1000)]:
-        shapes += [(fout, fin), (fout,)]
     params = []
-    for s in shapes:
+    for s in kiln_plan.param_shapes(PLAN):
         p = torch.empty(s).uniform_(-0.1, 0.1).requires_grad_()
         p.grad = torch.empty(s).uniform_(-0.01, 0.01)
         params.append(p)
@@ -159,7 +161,7 @@ def conv(batches, args, rows, summary):
     with torch.no_grad():
         for n in batches or [1, 8, 64]:
             fwd_ms = all_ms = 0.0
-            for name, h, c, o in vgg16_convs():
+            for name, h, c, o in kiln_plan.convs(PLAN):
                 x = torch.empty(n, c, h, h).uniform_(-1, 1).contiguous(memory_format=cl)
                 w = torch.empty(o, c, 3, 3).normal_(0, (2.0 / (9 * c)) ** 0.5).contiguous(memory_format=cl)
                 b = torch.empty(o).uniform_(-0.1, 0.1)
@@ -190,18 +192,18 @@ def step(batches, args, rows, summary):
     from torch_vgg16_forward import layer_specs
     import torch.nn as nn
     layers = []
-    for name, kind, m, _ in layer_specs():
-        if name == "fc6":
+    for l, (name, kind, m, shape) in zip(PLAN["layers"], layer_specs(PLAN)):
+        if len(shape) == 1 and not any(isinstance(k, nn.Flatten) for k in layers):  # before the first fc
             layers.append(nn.Flatten())
-        if name == "fc8":
-            m = nn.Linear(4096, 8)
+        if kind == "fc_last":  # the head, for 8 classes
+            m = nn.Linear(m.in_features, 8)
         layers.append(m)
         if kind in ("conv", "fc"):
             layers.append(nn.ReLU(inplace=True))
-        if name in ("fc6", "fc7"):
+        if l["dropout"]:
             layers.append(nn.Dropout(0.5))
     net = nn.Sequential(*layers).to(memory_format=torch.channels_last)
-    x = torch.empty(n, 3, 224, 224).uniform_(-1, 1).contiguous(memory_format=torch.channels_last)
+    x = torch.empty((n,) + kiln_plan.input_chw(PLAN)).uniform_(-1, 1).contiguous(memory_format=torch.channels_last)
     y = (torch.arange(n) * 5) % 8
     net.eval()
     with torch.no_grad():
@@ -245,9 +247,12 @@ def main():
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                     help="cuda: gemm, pool, softmax_ce, elementwise, sgd and copy on the GPU, timed with CUDA events")
     ap.add_argument("--json", help="write the JSON here instead of stdout")
+    kiln_plan.add_argument(ap)
     args = ap.parse_args()
 
-    global DEVICE, COLD, time_it
+    global DEVICE, COLD, PLAN, time_it
+    if args.suite in PLAN_SUITES:
+        PLAN = kiln_plan.load(args.plan, "torch_cpu_peer.py")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     COLD = args.cache == "cold"

@@ -5,7 +5,8 @@ PyTorch runs channels_last with cuDNN benchmark mode on and, by default, strict 
 (TF32 off, matching kiln's default); --tf32 allows TF32 on both sides. Times come from
 CUDA events after warm-up, median of --repeat. Prints JSON: {"rows": [{"name", "ms"}...],
 "meta": {...}}; row names match kiln_bench's.
-Usage: torch_cuda_peer.py [--batch 64] [--repeat 10] [--tf32] [--json FILE]
+Usage: torch_cuda_peer.py --plan PLAN [--batch 64] [--repeat 10] [--tf32] [--json FILE]
+PLAN: the model plan as JSON from `kiln_bench --print-plan vgg16` (kiln_bench passes it).
 """
 import argparse
 import json
@@ -18,8 +19,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-# The VGG16 plan and conv table kiln_bench and the CPU peers use.
-from torch_vgg16_forward import PLAN as VGG16, vgg16_convs  # noqa: E402
+# The model plan kiln_bench prints (--plan): every VGG16 shape below comes from it.
+import kiln_plan  # noqa: E402
 
 
 def time_ms(fn, warmup, repeat):
@@ -38,19 +39,21 @@ def time_ms(fn, warmup, repeat):
     return statistics.median(times)
 
 
-def make_vgg16(num_classes):
-    layers, c = [], 3
-    for v in VGG16:
-        if v == "M":
-            layers.append(nn.MaxPool2d(2, 2))
+def make_vgg16(plan, num_classes):
+    """torchvision's layout (features, classifier) from the plan, the head sized for num_classes."""
+    features, classifier = [], []
+    for l in plan["layers"]:
+        if l["kind"] == "pool":
+            features.append(nn.MaxPool2d(l["kernel"], l["stride"], l["pad"]))
+        elif l["kind"] == "conv":
+            features += [nn.Conv2d(l["in_channels"], l["out_channels"], l["kernel"], l["stride"], l["pad"]),
+                         nn.ReLU(inplace=True)]
         else:
-            layers += [nn.Conv2d(c, v, 3, padding=1), nn.ReLU(inplace=True)]
-            c = v
-    features = nn.Sequential(*layers)
-    classifier = nn.Sequential(nn.Linear(25088, 4096), nn.ReLU(inplace=True), nn.Dropout(0.5),
-                               nn.Linear(4096, 4096), nn.ReLU(inplace=True), nn.Dropout(0.5),
-                               nn.Linear(4096, num_classes))
-    return features, classifier
+            out = l["out_channels"] if l["relu"] else num_classes
+            classifier.append(nn.Linear(l["in_channels"], out))
+            classifier += [nn.ReLU(inplace=True)] if l["relu"] else []
+            classifier += [nn.Dropout(0.5)] if l["dropout"] else []
+    return nn.Sequential(*features), nn.Sequential(*classifier)
 
 
 def main():
@@ -61,7 +64,9 @@ def main():
     ap.add_argument("--tf32", action="store_true")
     ap.add_argument("--json")
     ap.add_argument("--suites", default="conv_cuda,step_cuda")
+    kiln_plan.add_argument(ap)
     a = ap.parse_args()
+    plan = kiln_plan.load(a.plan, "torch_cuda_peer.py")
     if not torch.cuda.is_available():
         sys.exit("torch_cuda_peer.py: PyTorch sees no GPU")
     torch.backends.cudnn.benchmark = True
@@ -73,7 +78,7 @@ def main():
     suites = a.suites.split(",")
 
     if "conv_cuda" in suites:
-        for name, s, ci, co in vgg16_convs():
+        for name, s, ci, co in kiln_plan.convs(plan):
             x = torch.randn(n, ci, s, s, device=dev).to(memory_format=torch.channels_last)
             w = torch.randn(co, ci, 3, 3, device=dev).to(memory_format=torch.channels_last) * 0.05
             y = F.conv2d(x, w, padding=1)
@@ -89,10 +94,10 @@ def main():
             del x, w, y, dy
 
     if "step_cuda" in suites:
-        features, classifier = make_vgg16(8)
+        features, classifier = make_vgg16(plan, 8)
         features = features.to(dev).to(memory_format=torch.channels_last)
         classifier = classifier.to(dev)
-        x = torch.randn(n, 3, 224, 224, device=dev).to(memory_format=torch.channels_last)
+        x = torch.randn((n,) + kiln_plan.input_chw(plan), device=dev).to(memory_format=torch.channels_last)
         labels = torch.randint(0, 8, (n,), device=dev)
 
         def forward():
@@ -100,7 +105,7 @@ def main():
                 features.eval(), classifier.eval()
                 return classifier(torch.flatten(features(x), 1))
 
-        fc8 = classifier[6]
+        fc8 = classifier[-1]
         # Phase 1: conv1..fc7 frozen (requires_grad False), dropout on, SGD on fc8 only.
         for p in list(features.parameters()) + list(classifier.parameters()):
             p.requires_grad_(False)

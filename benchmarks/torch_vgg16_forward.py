@@ -4,10 +4,13 @@ timed the same way (warm-up, then --repeat runs, median and min/max), in channel
 with torch.no_grad(). Rows carry kiln's names (conv1_1 .. conv5_3, pool1 .. pool5,
 fc6 .. fc8, forward) so kiln_bench --compare can match them.
 
-The net is built from nn.Conv2d / nn.MaxPool2d / nn.Linear (no torchvision, no weights
-downloaded); PyTorch's default initialisation is fine for timing.
+The net is built from nn.Conv2d / nn.MaxPool2d / nn.Linear as the plan lists them (no
+torchvision, no weights downloaded); PyTorch's default initialisation is fine for timing.
 
-    /usr/bin/python3 benchmarks/torch_vgg16_forward.py --batch 8 --threads 2 --repeat 5 [--json FILE]
+    /usr/bin/python3 benchmarks/torch_vgg16_forward.py --plan PLAN --batch 8 --threads 2 --repeat 5 [--json FILE]
+
+PLAN is the model plan as JSON from `kiln_bench --print-plan vgg16` (kiln_bench --compare
+passes it); every layer's shape comes from it.
 
 Prints JSON on stdout (or writes it to --json FILE). Exit status 2: torch is not importable.
 """
@@ -26,35 +29,23 @@ except ImportError as e:  # kiln_bench --compare reads exit status 2 as "no torc
     print(f"torch_vgg16_forward.py: PyTorch is not importable by {sys.executable}: {e}", file=sys.stderr)
     sys.exit(2)
 
-# VGG16 ("D"): channels per conv, "M" for a 2x2/2 max-pool.
-PLAN = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import kiln_plan  # noqa: E402  (the model plan kiln_bench prints: every shape below comes from it)
 
 
-def vgg16_convs():
-    """(name, h, in channels, out channels) of VGG16's 13 convs at 224x224, as kiln_bench's."""
-    out, h, c, block, idx = [], 224, 3, 1, 1
-    for v in PLAN:
-        if v == "M":
-            h, block, idx = h // 2, block + 1, 1
-            continue
-        out.append((f"conv{block}_{idx}", h, c, v))
-        c, idx = v, idx + 1
-    return out
-
-
-def layer_specs():
-    """(name, kind, module, input shape NCHW or [N, in]) with the batch left as None."""
-    specs, c, h, block, in_block = [], 3, 224, 1, 1
-    for v in PLAN:
-        if v == "M":
-            specs.append((f"pool{block}", "pool", nn.MaxPool2d(2, 2), (c, h, h)))
-            h //= 2
-            block, in_block = block + 1, 1
+def layer_specs(plan):
+    """(name, kind, module, input shape NCHW or [N, in]) with the batch left as None, one per
+    layer of the plan; kind "fc_last" for the fc without a ReLU (fc8)."""
+    specs = []
+    for l in plan["layers"]:
+        name, c, h = l["name"], l["in_channels"], l["in_size"]
+        if l["kind"] == "pool":
+            specs.append((name, "pool", nn.MaxPool2d(l["kernel"], l["stride"], l["pad"]), (c, h, h)))
+        elif l["kind"] == "conv":
+            m = nn.Conv2d(c, l["out_channels"], l["kernel"], l["stride"], l["pad"])
+            specs.append((name, "conv", m, (c, h, h)))
         else:
-            specs.append((f"conv{block}_{in_block}", "conv", nn.Conv2d(c, v, 3, padding=1), (c, h, h)))
-            c, in_block = v, in_block + 1
-    for i, (fin, fout) in enumerate([(c * h * h, 4096), (4096, 4096), (4096, 1000)]):
-        specs.append((f"fc{6 + i}", "fc" if i < 2 else "fc_last", nn.Linear(fin, fout), (fin,)))
+            specs.append((name, "fc" if l["relu"] else "fc_last", nn.Linear(c, l["out_channels"]), (c,)))
     return specs
 
 
@@ -156,13 +147,15 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--cache", choices=("cold", "warm"), default="cold")
     ap.add_argument("--json", help="write the JSON here instead of stdout")
+    kiln_plan.add_argument(ap)
     args = ap.parse_args()
+    plan = kiln_plan.load(args.plan, "torch_vgg16_forward.py")
 
     torch.set_num_threads(args.threads)
     set_cold_cache(args.cache == "cold")
     torch.manual_seed(0)
     n, cl = args.batch, torch.channels_last
-    specs = layer_specs()
+    specs = layer_specs(plan)
     for _, _, m, _ in specs:
         m.eval()
         if isinstance(m, nn.Conv2d):
@@ -188,14 +181,14 @@ def main():
 
         # The whole network, as torchvision's VGG16 at eval time (dropout is the identity).
         layers = []
-        for name, kind, m, _ in specs:
-            if kind == "fc" and name == "fc6":
+        for name, kind, m, shape in specs:
+            if len(shape) == 1 and not any(isinstance(k, nn.Flatten) for k in layers):  # before the first fc
                 layers.append(nn.Flatten())
             layers.append(m)
             if kind in ("conv", "fc"):
                 layers.append(nn.ReLU(inplace=True))
         net = nn.Sequential(*layers).eval()
-        x = torch.empty(n, 3, 224, 224).uniform_(-1, 1).contiguous(memory_format=cl)
+        x = torch.empty((n,) + kiln_plan.input_chw(plan)).uniform_(-1, 1).contiguous(memory_format=cl)
         logits = net(x)
         if not torch.isfinite(logits).all():
             raise SystemExit("torch_vgg16_forward.py: the forward produced non-finite logits")
