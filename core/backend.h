@@ -8,32 +8,11 @@
 
 #include "core/allocator.h"
 #include "core/device.h"
+#include "core/op_params.h"
 #include "core/philox.h"
 #include "core/tensor.h"
 
 namespace kiln {
-
-// conv2d geometry. x: [N, H, W, C], w: [O, KH, KW, C] (OHWI), y: [N, OH, OW, O].
-struct Conv2dParams {
-  int64_t stride_h = 1, stride_w = 1;
-  int64_t pad_h = 0, pad_w = 0;
-};
-
-// max_pool2d geometry; padding counts as -infinity. x: [N, H, W, C].
-struct Pool2dParams {
-  int64_t kernel_h = 2, kernel_w = 2;
-  int64_t stride_h = 2, stride_w = 2;
-  int64_t pad_h = 0, pad_w = 0;
-};
-
-// SGD hyper-parameters (PyTorch's convention: weight decay added to the gradient,
-// v = momentum * v + g, step along v, or along g + momentum * v with Nesterov).
-struct SgdOptions {
-  float lr = 0.01f;
-  float momentum = 0.0f;
-  float weight_decay = 0.0f;
-  bool nesterov = false;
-};
 
 // One parameter for the multi-tensor SGD update. momentum_buf may be undefined when
 // momentum is 0. A frozen parameter is skipped entirely (bit-for-bit unchanged).
@@ -42,16 +21,6 @@ struct SgdParamRef {
   Tensor grad;
   Tensor momentum_buf;
   bool frozen = false;
-};
-
-// Adam hyper-parameters (PyTorch's torch.optim.Adam without amsgrad: weight decay added
-// to the gradient, moments m and v, bias-corrected step).
-struct AdamOptions {
-  float lr = 1e-3f;
-  float beta1 = 0.9f;
-  float beta2 = 0.999f;
-  float eps = 1e-8f;
-  float weight_decay = 0.0f;
 };
 
 // One parameter for the multi-tensor Adam update. exp_avg (m) and exp_avg_sq (v) have the
@@ -63,9 +32,6 @@ struct AdamParamRef {
   Tensor exp_avg_sq;
   bool frozen = false;
 };
-
-// Elementwise binary ops.
-enum class BinaryOp : uint8_t { add, sub, mul };
 
 // Device memory in use and its high-water mark, in bytes (tensors and workspaces).
 struct MemoryStats {

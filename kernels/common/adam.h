@@ -4,7 +4,7 @@
 #include <cmath>
 #include <cstdint>
 
-#include "core/backend.h"
+#include "core/op_params.h"
 #include "core/hd.h"
 
 namespace kiln::common {

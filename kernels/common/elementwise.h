@@ -3,7 +3,7 @@
 
 #include <cstdint>
 
-#include "core/backend.h"
+#include "core/op_params.h"
 #include "core/hd.h"
 #include "core/philox.h"
 

@@ -1,7 +1,7 @@
 // The SGD update of one element, shared by both backends' multi-tensor launchers.
 #pragma once
 
-#include "core/backend.h"
+#include "core/op_params.h"
 #include "core/hd.h"
 
 namespace kiln::common {

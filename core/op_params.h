@@ -1,0 +1,46 @@
+// The plain parameter structs of the ops (geometry, optimizer hyper-parameters, the
+// binary-op tag): what core/ops.h, the backends and the kernel math in kernels/common
+// share. Kept apart from core/backend.h so kernels/common never sees the Backend
+// interface or Tensor (tests/check_include_graph.py enforces it).
+#pragma once
+
+#include <cstdint>
+
+namespace kiln {
+
+// conv2d geometry. x: [N, H, W, C], w: [O, KH, KW, C] (OHWI), y: [N, OH, OW, O].
+struct Conv2dParams {
+  int64_t stride_h = 1, stride_w = 1;
+  int64_t pad_h = 0, pad_w = 0;
+};
+
+// max_pool2d geometry; padding counts as -infinity. x: [N, H, W, C].
+struct Pool2dParams {
+  int64_t kernel_h = 2, kernel_w = 2;
+  int64_t stride_h = 2, stride_w = 2;
+  int64_t pad_h = 0, pad_w = 0;
+};
+
+// SGD hyper-parameters (PyTorch's convention: weight decay added to the gradient,
+// v = momentum * v + g, step along v, or along g + momentum * v with Nesterov).
+struct SgdOptions {
+  float lr = 0.01f;
+  float momentum = 0.0f;
+  float weight_decay = 0.0f;
+  bool nesterov = false;
+};
+
+// Adam hyper-parameters (PyTorch's torch.optim.Adam without amsgrad: weight decay added
+// to the gradient, moments m and v, bias-corrected step).
+struct AdamOptions {
+  float lr = 1e-3f;
+  float beta1 = 0.9f;
+  float beta2 = 0.999f;
+  float eps = 1e-8f;
+  float weight_decay = 0.0f;
+};
+
+// Elementwise binary ops.
+enum class BinaryOp : uint8_t { add, sub, mul };
+
+}  // namespace kiln
