@@ -21,6 +21,8 @@
 #include <stdexcept>
 #include <string_view>
 
+#include "io/atomic_file.h"
+
 #if defined(KILN_HAS_CUDA)
 #include "kernels/cuda/cuda_context.h"
 #endif
@@ -698,15 +700,7 @@ void write_json(const std::string& path, const Options& opt, const MachineLimits
   }
   js << "\n}\n";
   // Written whole, then renamed: a reader never sees half a report.
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    f << js.str();
-    f.flush();
-    if (!f) throw std::runtime_error("could not write " + tmp);
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0)
-    throw std::runtime_error("could not rename " + tmp + " to " + path + ": " + std::strerror(errno));
+  kiln::io::write_file_atomic(path, js.str());
 }
 
 const kiln::ModelSpec& bench_model() { return kiln::find_model_spec("vgg16"); }

@@ -9,6 +9,7 @@
 
 #include "benchmarks/bench_common.h"
 #include "core/kiln.h"
+#include "io/atomic_file.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_context.h"
 #include "kernels/cuda/cuda_info.h"
@@ -357,7 +358,7 @@ int cuda_main(const std::vector<std::string>& suites, int64_t batch, int warmup,
   std::printf("(conv rows without a suffix use this run's --conv-search; \"@find\" / \"@heuristic\" rows are the other "
               "choice, timed in the same run; kiln's library default is heuristics unless KILN_CONV_SEARCH=exhaustive)\n");
   if (!json_path.empty()) {
-    std::ofstream f(json_path);
+    std::ostringstream f;  // written whole and renamed into place (io/atomic_file.h)
     f << "{\"gpu\": \"" << ceil.gpu << "\", \"fp32_gflops\": " << ceil.fp32_gflops << ", \"tf32_gflops\": "
       << ceil.tf32_gflops << ", \"copy_gbps\": " << ceil.copy_gbps << ", \"batch\": " << batch << ", \"rows\": [";
     for (size_t i = 0; i < rows.size(); ++i) {
@@ -370,6 +371,7 @@ int cuda_main(const std::vector<std::string>& suites, int64_t batch, int warmup,
       f << "}";
     }
     f << "]}\n";
+    kiln::io::write_file_atomic(json_path, f.str());
   }
   return 0;
 }

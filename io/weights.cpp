@@ -1,15 +1,14 @@
 // Weight import (format detection, assignment map, checks, then an all-or-nothing load)
-// and export (kiln's layout or Keras's, via a temporary file renamed over the target).
+// and export (kiln's layout or Keras's, written atomically: io/atomic_file.h).
 #include "io/weights.h"
 
 #include <algorithm>
 #include <bit>
 #include <cstdio>
-#include <filesystem>
 #include <set>
 #include <sstream>
-#include <unistd.h>
 
+#include "io/atomic_file.h"
 #include "io/crc32c.h"
 #include "io/hdf5.h"
 #include "io/weights_sources.h"
@@ -416,36 +415,25 @@ ImportReport import_weights(Module& model, const h5::File& file, const ImportOpt
 void export_weights(Module& model, const std::string& path, const ExportOptions& opt) {
   KILN_CHECK(opt.format == WeightsFormat::kiln || opt.format == WeightsFormat::keras, "export_weights: format ",
              format_name(opt.format), " is import-only; export writes kiln or keras");
-  namespace fs = std::filesystem;
-  const std::string tmp = path + ".tmp" + std::to_string(::getpid());
-  try {
+  io::write_atomic(path, [&](const std::string& tmp) {
+    h5::File file = h5::File::create(tmp);
     {
-      h5::File file = h5::File::create(tmp);
-      {
-        h5::Group root = file.root();
-        if (opt.format == WeightsFormat::kiln) {
-          root.set_int_attribute("kiln_format_version", kKilnFormatVersion);
-          root.set_string_attribute("model", model.name());
-          root.set_string_attribute("input_convention", convention_name(opt.convention));
-          for (const ParameterRef& p : model.parameters()) {
-            const Tensor host = p.tensor->cpu().to(DType::f32);
-            write_checksummed(root, p.name, host.shape().dims(), host.data<float>());
-          }
-        } else {
-          write_keras(root, model);
+      h5::Group root = file.root();
+      if (opt.format == WeightsFormat::kiln) {
+        root.set_int_attribute("kiln_format_version", kKilnFormatVersion);
+        root.set_string_attribute("model", model.name());
+        root.set_string_attribute("input_convention", convention_name(opt.convention));
+        for (const ParameterRef& p : model.parameters()) {
+          const Tensor host = p.tensor->cpu().to(DType::f32);
+          write_checksummed(root, p.name, host.shape().dims(), host.data<float>());
         }
+      } else {
+        write_keras(root, model);
       }
-      file.flush();
-      file.close();
     }
-    std::error_code ec;
-    fs::rename(tmp, path, ec);
-    KILN_CHECK(!ec, "export_weights: could not rename '", tmp, "' to '", path, "': ", ec.message());
-  } catch (...) {
-    std::error_code ec;
-    fs::remove(tmp, ec);
-    throw;
-  }
+    file.flush();
+    file.close();
+  });
 }
 
 }  // namespace kiln

@@ -113,8 +113,8 @@ std::string verify_weights(const std::string& path);
 // corrupt tensor is a kiln::Error as above. Returns how many were checked.
 size_t verify_checksums(const h5::Group& g);
 
-// Writes the model's parameters to `path`: to a temporary file beside it, closed, then
-// renamed over `path`, so `path` is never half-written.
+// Writes the model's parameters to `path` atomically (io/atomic_file.h: a temporary beside
+// it, synced, renamed over `path`), so `path` is never half-written.
 void export_weights(Module& model, const std::string& path, const ExportOptions& opt = {});
 
 }  // namespace kiln

@@ -5,9 +5,8 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <fcntl.h>
-#include <unistd.h>
 
+#include "io/atomic_file.h"
 #include "io/hdf5.h"
 
 namespace fs = std::filesystem;
@@ -47,22 +46,6 @@ std::string stem_for(int64_t epoch, int64_t batches) {
   if (batches == 0) std::snprintf(buf, sizeof buf, "ckpt-%06lld", static_cast<long long>(epoch));
   else std::snprintf(buf, sizeof buf, "ckpt-%06lld-%06lld", static_cast<long long>(epoch), static_cast<long long>(batches));
   return buf;
-}
-
-// fsync of a file already written and closed (so a rename never exposes unwritten data).
-void fsync_path(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  KILN_CHECK(fd >= 0, "cannot reopen '", path, "' to sync it");
-  const bool ok = ::fsync(fd) == 0;
-  ::close(fd);
-  KILN_CHECK(ok, "failed syncing '", path, "' (disk full?)");
-}
-
-void rename_into_place(const std::string& tmp, const std::string& path) {
-  fsync_path(tmp);
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  KILN_CHECK(!ec, "cannot rename '", tmp, "' to '", path, "': ", ec.message());
 }
 
 // HDF5 attribute names: optimizer state names ("vgg16/fc8/weight/momentum") with '/' kept out.
@@ -116,7 +99,7 @@ std::vector<std::string> remove_stale_temporaries(const std::string& model_dir) 
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(model_dir, ec)) {
     const std::string n = e.path().filename().string();
-    if (n.size() > 4 && n.substr(n.size() - 4) == ".tmp" && e.is_regular_file(ec)) {
+    if (io::is_temporary_name(n) && e.is_regular_file(ec)) {
       std::error_code rec;
       if (fs::remove(e.path(), rec)) removed.push_back(n);
     }
@@ -125,20 +108,7 @@ std::vector<std::string> remove_stale_temporaries(const std::string& model_dir) 
   return removed;
 }
 
-void write_file_atomic(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::FILE* f = std::fopen(tmp.c_str(), "wb");
-    KILN_CHECK(f != nullptr, "cannot write '", tmp, "'");
-    const bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size() && std::fflush(f) == 0 &&
-                    ::fsync(fileno(f)) == 0;
-    const bool closed = std::fclose(f) == 0;
-    KILN_CHECK(ok && closed, "failed writing '", tmp, "' (disk full?)");
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  KILN_CHECK(!ec, "cannot rename '", tmp, "' to '", path, "': ", ec.message());
-}
+void write_file_atomic(const std::string& path, const std::string& text) { io::write_file_atomic(path, text); }
 
 std::string save_checkpoint(const std::string& model_dir, Module& model, Optimizer& opt, CheckpointMeta meta,
                             int keep_last) {
@@ -147,12 +117,10 @@ std::string save_checkpoint(const std::string& model_dir, Module& model, Optimiz
   ExportOptions eo;
   eo.convention = parse_convention(meta.convention);
   const std::string weights_path = (fs::path(model_dir) / meta.weights_file).string();
-  export_weights(model, weights_path + ".tmp", eo);
-  rename_into_place(weights_path + ".tmp", weights_path);
+  export_weights(model, weights_path, eo);  // atomic itself
 
   const std::string path = (fs::path(model_dir) / (stem + ".state.h5")).string();
-  const std::string tmp = path + ".tmp";
-  {
+  io::write_atomic(path, [&](const std::string& tmp) {
     h5::File f = h5::File::create(tmp);
     h5::Group root = f.root();
     root.set_string_attribute("kind", "vgg_finetune checkpoint");
@@ -188,8 +156,7 @@ std::string save_checkpoint(const std::string& model_dir, Module& model, Optimiz
       }
     }
     f.close();
-  }
-  rename_into_place(tmp, path);
+  });
   std::error_code ec;
 
   // Keep the last `keep_last` and the best by validation accuracy (the earliest of equals).
@@ -206,7 +173,7 @@ std::string save_checkpoint(const std::string& model_dir, Module& model, Optimiz
   for (const auto& e : fs::directory_iterator(model_dir, ec)) {
     const std::string n = e.path().filename().string();
     if (n.rfind("ckpt-", 0) != 0) continue;
-    const bool tmp_file = n.size() > 4 && n.substr(n.size() - 4) == ".tmp";
+    const bool tmp_file = io::is_temporary_name(n);
     const std::string suffix = ".weights.h5";
     bool orphan = false;
     if (n.size() > suffix.size() && n.substr(n.size() - suffix.size()) == suffix) {

@@ -3,7 +3,7 @@
 // program can import it), and ckpt-EEEEEE[-BBBBBB].state.h5 with the optimizer state, epoch,
 // step, phase, generator and data-order state (EEEEEE: epochs done; BBBBBB: batches done in
 // the next epoch, for a checkpoint taken mid-epoch by --checkpoint-every). Both files are
-// written as temporaries (flush, fsync, close) and renamed into place, weights first; the
+// written atomically (io/atomic_file.h: temporary, fsync, rename), weights first; the
 // state file is what makes a checkpoint exist: a kill at any moment leaves at worst an orphan
 // (complete) weights file or a *.tmp file, never a checkpoint pointing at a half-written one.
 // A run starting on the directory removes stale *.tmp files (remove_stale_temporaries).
@@ -99,10 +99,10 @@ ResumeChoice newest_intact_checkpoint(const std::string& model_dir);
 // inspection, no longer a checkpoint. Returns the new file names.
 std::vector<std::string> set_aside(const DamagedCheckpoint& d);
 
-// Writes `text` to `path` atomically (temporary file, flush, fsync, rename).
+// Writes `text` to `path` atomically (io::write_file_atomic).
 void write_file_atomic(const std::string& path, const std::string& text);
 
-// Removes the *.tmp files a killed run may have left in the model directory (never treated
+// Removes the *.tmp[<pid>] files a killed run may have left in the model directory (never treated
 // as checkpoints). Returns their names.
 std::vector<std::string> remove_stale_temporaries(const std::string& model_dir);
 

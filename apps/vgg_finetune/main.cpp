@@ -16,6 +16,7 @@
 #include "apps/vgg_finetune/checkpoint.h"
 #include "apps/vgg_finetune/demo_data.h"
 #include "apps/vgg_finetune/train.h"
+#include "io/atomic_file.h"
 #include "io/image.h"
 #include "io/transforms.h"
 
@@ -568,7 +569,7 @@ int cmd_check_dir(int argc, char** argv) {
   int64_t good = 0, bad = 0, tmp = 0;
   for (const std::string& n : names) {
     const std::string path = (fs::path(dir) / n).string();
-    if (ends(n, ".tmp")) {
+    if (io::is_temporary_name(n)) {
       ++tmp;
       std::printf("tmp  %s (not a checkpoint; the next run removes it)\n", n.c_str());
       continue;

@@ -1,0 +1,94 @@
+// io/atomic_file: a file written through write_atomic is either the old one or the whole new
+// one; a failed write leaves no temporary and no partial file behind.
+#include <catch2/catch.hpp>
+
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <stdexcept>
+#include <string>
+
+#include "core/error.h"
+#include "io/atomic_file.h"
+#include "tests/support/reference.h"
+
+namespace fs = std::filesystem;
+using namespace kiln;
+using Catch::Matchers::Contains;
+
+namespace {
+
+std::string read_all(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+struct TempDir {
+  std::string dir = test::make_temp_dir("atomic_file");
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(dir, ec);
+  }
+  size_t entries() const {
+    size_t n = 0;
+    for ([[maybe_unused]] const auto& e : fs::directory_iterator(dir)) ++n;
+    return n;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("write_file_atomic writes the whole content and leaves no temporary", "[atomic_file]") {
+  TempDir t;
+  const std::string path = (fs::path(t.dir) / "a.txt").string();
+  io::write_file_atomic(path, "first\n");
+  CHECK(read_all(path) == "first\n");
+  io::write_file_atomic(path, std::string(100000, 'x'));
+  CHECK(read_all(path) == std::string(100000, 'x'));
+  CHECK(t.entries() == 1);
+}
+
+TEST_CASE("write_atomic: a failing writer leaves the old file and removes its temporary", "[atomic_file]") {
+  TempDir t;
+  const std::string path = (fs::path(t.dir) / "b.txt").string();
+  io::write_file_atomic(path, "old");
+  std::string seen_tmp;
+  CHECK_THROWS_WITH(io::write_atomic(path,
+                                     [&](const std::string& tmp) {
+                                       seen_tmp = tmp;
+                                       std::ofstream(tmp, std::ios::binary) << "half of the new";
+                                       // Mid-write: the target still holds the old content in full.
+                                       CHECK(read_all(path) == "old");
+                                       CHECK(fs::path(tmp).parent_path() == fs::path(path).parent_path());
+                                       KILN_FAIL("disk full (simulated)");
+                                     }),
+                    Contains("disk full (simulated)"));
+  CHECK(read_all(path) == "old");
+  CHECK_FALSE(seen_tmp.empty());
+  CHECK_FALSE(fs::exists(seen_tmp));
+  CHECK(t.entries() == 1);
+
+  // A new file that fails is not created at all.
+  const std::string fresh = (fs::path(t.dir) / "c.txt").string();
+  CHECK_THROWS(io::write_atomic(fresh, [](const std::string& tmp) {
+    std::ofstream(tmp) << "partial";
+    throw std::runtime_error("writer failed");
+  }));
+  CHECK_FALSE(fs::exists(fresh));
+  CHECK(t.entries() == 1);
+}
+
+TEST_CASE("write_atomic refuses a directory that does not exist, naming the file", "[atomic_file]") {
+  TempDir t;
+  const std::string path = (fs::path(t.dir) / "missing" / "d.txt").string();
+  CHECK_THROWS_WITH(io::write_file_atomic(path, "x"), Contains("cannot write '" + path + ".tmp"));
+}
+
+TEST_CASE("is_temporary_name knows what a killed writer leaves", "[atomic_file]") {
+  CHECK(io::is_temporary_name("ckpt-000001.state.h5.tmp"));
+  CHECK(io::is_temporary_name("ckpt-000001.state.h5.tmp12345"));
+  CHECK(io::is_temporary_name(fs::path(io::temporary_path("/x/y.h5")).filename().string()));
+  CHECK_FALSE(io::is_temporary_name("ckpt-000001.state.h5"));
+  CHECK_FALSE(io::is_temporary_name("notes.tmp.txt"));
+  CHECK_FALSE(io::is_temporary_name(".tmp"));
+}
