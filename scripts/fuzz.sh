@@ -3,8 +3,9 @@
 # clang-14 into build-fuzz/ with AddressSanitizer, UndefinedBehaviorSanitizer and libFuzzer.
 #   bash scripts/fuzz.sh build            configure (once) and build every target
 #   bash scripts/fuzz.sh replay           every target over its committed corpus and
-#                                         reproducers, then a short mutation run with a fixed
-#                                         -seed and -runs (what CI runs: same result every time)
+#                                         reproducers, then (but for the libhdf5 targets) a
+#                                         short mutation run with a fixed -seed and -runs
+#                                         (what CI runs: same result every time)
 #   bash scripts/fuzz.sh run TARGET [SECONDS] [JOBS]
 #                                         a campaign (default 600 s, JOBS forked workers, going
 #                                         on past crashes) from the committed corpus; new inputs
@@ -42,6 +43,11 @@ dict_of() {  # the target's dictionary flag, if it has one
   return 0
 }
 
+# Targets whose parser is libhdf5: a few thousand mutations of their corpus already crash
+# inside libhdf5 1.10.8 (fuzz/known_hdf5_crashes/, docs/hostile_inputs.md), which kiln cannot
+# fix, so CI replays their corpus and reproducers without mutating them.
+no_mutation=" weights checkpoint "
+
 replay() {
   local t dirs
   for t in "${targets[@]}"; do
@@ -49,6 +55,7 @@ replay() {
     [[ -d fuzz/regressions/$t ]] && dirs+=("fuzz/regressions/$t")
     echo "fuzz.sh: replaying fuzz_$t over ${dirs[*]}"
     "$dir/fuzz/fuzz_$t" -runs=0 "${dirs[@]}" 2>&1 | tail -n 2
+    [[ $no_mutation == *" $t "* ]] && continue
     # A fixed seed and run count: the same mutations on every CI run of this commit.
     local scratch
     scratch=$(mktemp -d)
@@ -73,5 +80,5 @@ case "${1:-}" in
   replay) build; replay ;;
   run) [[ $# -ge 2 ]] || { echo "usage: bash scripts/fuzz.sh run TARGET [SECONDS] [JOBS]" >&2; exit 2; }
        build; run "$2" "${3:-600}" "${4:-1}" ;;
-  *) sed -n '2,17p' "$0" >&2; exit 2 ;;
+  *) sed -n '2,/^set -euo/p' "$0" | sed '$d' >&2; exit 2 ;;
 esac
