@@ -1,5 +1,5 @@
 // libFuzzer target: bytes opened as an in-memory HDF5 file image and read as a
-// vgg_finetune checkpoint state file: read_checkpoint_meta, then restore_optimizer into an
+// kiln checkpoint state file (io/checkpoint.h): read_checkpoint_meta, then restore_optimizer into an
 // SGD-with-momentum optimizer of a tiny VGG-named model (its state: one momentum dataset
 // per parameter and the int64 step attribute). Any kiln::Error is a correct answer.
 #include <cstddef>
@@ -7,7 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 
-#include "apps/vgg_finetune/checkpoint.h"
+#include "io/checkpoint.h"
 #include "core/error.h"
 #include "fuzz/tiny_vgg.h"
 #include "io/hdf5.h"
@@ -20,10 +20,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const kiln::h5::File file = kiln::h5::File::open_image(data, size, "fuzz.state.h5");
     const kiln::h5::Group root = file.root();
     try {
-      (void)kiln::app::read_checkpoint_meta(root);
+      (void)kiln::io::read_checkpoint_meta(root);
     } catch (const kiln::Error&) {
     }
-    kiln::app::restore_optimizer(root, opt);
+    kiln::io::restore_optimizer(root, opt);
   } catch (const kiln::Error&) {
   }
   // Every file, group, dataset and attribute kiln opened for this input is closed again.

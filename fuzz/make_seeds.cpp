@@ -9,7 +9,7 @@
 #include <string>
 #include <unistd.h>
 
-#include "apps/vgg_finetune/checkpoint.h"
+#include "io/checkpoint.h"
 #include "fuzz/tiny_vgg.h"
 #include "io/weights.h"
 
@@ -36,19 +36,19 @@ void checkpoint_seeds(const fs::path& dir) {
   SGD opt(*model, SgdOptions{.lr = 0.01f, .momentum = 0.9f});
   const fs::path tmp = fs::temp_directory_path() / ("kiln_seed_ckpt_" + std::to_string(::getpid()));
   fs::create_directories(tmp);
-  app::CheckpointMeta meta;
+  io::CheckpointMeta meta;
   meta.epochs_done = 2;
   meta.global_step = 20;
   meta.classes = {"bear", "owl", "wolf"};
   meta.convention = "caffe_bgr";
   meta.image_size = 64;
   meta.val_acc = 0.5;
-  fs::copy_file(app::save_checkpoint(tmp.string(), *model, opt, meta, 5), dir / "state.h5",
+  fs::copy_file(io::save_checkpoint(tmp.string(), *model, opt, meta, 5), dir / "state.h5",
                 fs::copy_options::overwrite_existing);
   meta.batches_done = 3;  // mid-epoch: the running-statistics attributes are read too
   meta.epoch_loss_sum = 1.25;
   meta.epoch_seen = 24;
-  fs::copy_file(app::save_checkpoint(tmp.string(), *model, opt, meta, 5), dir / "state_mid_epoch.h5",
+  fs::copy_file(io::save_checkpoint(tmp.string(), *model, opt, meta, 5), dir / "state_mid_epoch.h5",
                 fs::copy_options::overwrite_existing);
   fs::remove_all(tmp);
 }

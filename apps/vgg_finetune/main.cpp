@@ -13,10 +13,10 @@
 #include <vector>
 
 #include "apps/vgg_finetune/args.h"
-#include "apps/vgg_finetune/checkpoint.h"
 #include "apps/vgg_finetune/demo_data.h"
 #include "apps/vgg_finetune/train.h"
 #include "io/atomic_file.h"
+#include "io/checkpoint.h"
 #include "io/image.h"
 #include "io/transforms.h"
 
@@ -309,7 +309,7 @@ int64_t report_predictions(const std::vector<Prediction>& preds, const std::vect
              csv_field(classes[static_cast<size_t>(p.top[r].first)]) + "," + pr + ",\n";
       }
     }
-    write_file_atomic(csv, s);
+    io::write_file_atomic(csv, s);
   }
   if (!json.empty()) {
     std::string s = "[\n";
@@ -329,7 +329,7 @@ int64_t report_predictions(const std::vector<Prediction>& preds, const std::vect
       }
       s += i + 1 < preds.size() ? "},\n" : "}\n";
     }
-    write_file_atomic(json, s + "]\n");
+    io::write_file_atomic(json, s + "]\n");
   }
   return bad;
 }
@@ -577,7 +577,7 @@ int cmd_check_dir(int argc, char** argv) {
     if (n.rfind("ckpt-", 0) != 0 || !ends(n, ".h5")) continue;
     try {
       if (ends(n, ".state.h5")) {
-        read_checkpoint_meta(path);
+        io::read_checkpoint_meta(path);
       } else {
         KILN_CHECK(num_classes > 0, "no classes.txt to size fc8 by");
         Generator g1(1), g2(2);

@@ -382,10 +382,10 @@ TrainOutcome run_train(const TrainConfig& cfg) {
                "); use a new --model-dir");
   }
   // The newest checkpoint whose files verify (a damaged newer one is reported below).
-  const ResumeChoice choice = newest_intact_checkpoint(cfg.model_dir);
-  const std::optional<CheckpointInfo>& resume = choice.checkpoint;
+  const io::ResumeChoice choice = io::newest_intact_checkpoint(cfg.model_dir);
+  const std::optional<io::CheckpointInfo>& resume = choice.checkpoint;
   if (resume) {
-    const CheckpointMeta& m = resume->meta;
+    const io::CheckpointMeta& m = resume->meta;
     KILN_CHECK(m.arch == "vgg16" && m.image_size == cfg.image_size, "model directory '", cfg.model_dir,
                "' holds a ", m.arch, " at image size ", m.image_size, ", not vgg16 at --image-size ", cfg.image_size,
                "; use a new --model-dir");
@@ -422,9 +422,9 @@ TrainOutcome run_train(const TrainConfig& cfg) {
     // The run goes ahead: damaged checkpoints are moved out of its way (a retrained epoch
     // would overwrite them, pruning would count them), not deleted.
     std::fflush(stdout);
-    for (const DamagedCheckpoint& d : choice.damaged)
+    for (const io::DamagedCheckpoint& d : choice.damaged)
       std::fprintf(stderr, "warning: checkpoint '%s' is damaged, not resuming from it: %s; its files are kept as %s\n",
-                   d.state_path.c_str(), d.reason.c_str(), join_comma(set_aside(d)).c_str());
+                   d.state_path.c_str(), d.reason.c_str(), join_comma(io::set_aside(d)).c_str());
     init_gen.set_state(resume->meta.init_gen);
     dropout_gen.set_state(resume->meta.dropout_gen);
     start_epoch = resume->meta.epochs_done;
@@ -464,12 +464,12 @@ TrainOutcome run_train(const TrainConfig& cfg) {
               static_cast<long long>(cfg.image_size), static_cast<long long>(cfg.image_size), resize_for(cfg.image_size),
               io::convention_name(convention), convention_source.c_str());
   // Written only once the weights fit, so a refused run leaves the directory as it was.
-  if (const std::vector<std::string> stale = remove_stale_temporaries(cfg.model_dir); !stale.empty())
+  if (const std::vector<std::string> stale = io::remove_stale_temporaries(cfg.model_dir); !stale.empty())
     std::printf("model dir: removed %zu stale temporary file(s) left by an interrupted run: %s\n", stale.size(),
                 join_comma(stale).c_str());
-  if (!fs::exists(classes_path)) write_file_atomic(classes_path, join_lines(classes));
+  if (!fs::exists(classes_path)) io::write_file_atomic(classes_path, join_lines(classes));
   if (!resume || saved_config.empty()) {
-    write_file_atomic(config_path, cfg.config_text);
+    io::write_file_atomic(config_path, cfg.config_text);
   } else if (!changes.empty()) {
     // --allow-changed-config: the new values become the run's, the change is recorded.
     std::string history;
@@ -478,7 +478,7 @@ TrainOutcome run_train(const TrainConfig& cfg) {
       if (line.rfind("# changed on resume", 0) == 0) history += line + "\n";
     history += "# changed on resume at step " + std::to_string(resume->meta.global_step) +
                " (--allow-changed-config): " + join_comma(changes) + "\n";
-    write_file_atomic(config_path, history + cfg.config_text);
+    io::write_file_atomic(config_path, history + cfg.config_text);
     std::printf("recipe changed on resume (--allow-changed-config): %s; the result will differ from an uninterrupted run\n",
                 join_comma(changes).c_str());
   }  // else: the same recipe, config.txt is kept as the run wrote it
@@ -543,7 +543,7 @@ TrainOutcome run_train(const TrainConfig& cfg) {
       so.lr = static_cast<float>(lr);
       so.momentum = static_cast<float>(cfg.momentum);
       opt = std::make_unique<SGD>(*model, so);
-      if (resume && e == start_epoch && resume->meta.phase == phase) restore_optimizer(resume->state_path, *opt);
+      if (resume && e == start_epoch && resume->meta.phase == phase) io::restore_optimizer(resume->state_path, *opt);
       opt_phase = phase;
       std::printf("phase %d: %s, %lld epoch(s) at lr %g\n", phase,
                   phase == 1 ? "fc8 only (conv1..fc7 frozen: run as pure inference)" : "all layers",
@@ -587,7 +587,7 @@ TrainOutcome run_train(const TrainConfig& cfg) {
     if (resume && e == start_epoch && resume->meta.batches_done > 0) {
       // A mid-epoch checkpoint: skip the batches it already trained on. Batch contents depend
       // only on (seed, epoch, index), so the rest of the epoch is what the full run saw.
-      const CheckpointMeta& m = resume->meta;
+      const io::CheckpointMeta& m = resume->meta;
       if (cached) {
         order_at = std::min(order.size(), static_cast<size_t>(m.batches_done * cfg.batch));
       } else {
@@ -605,7 +605,7 @@ TrainOutcome run_train(const TrainConfig& cfg) {
     }
     // The checkpoint state at this point (mid-epoch when batches_in_epoch > 0).
     auto make_meta = [&](int64_t epochs_done, int64_t batches_done, const EvalResult* val) {
-      CheckpointMeta meta;
+      io::CheckpointMeta meta;
       meta.epochs_done = epochs_done;
       meta.batches_done = batches_done;
       meta.global_step = global_step;
@@ -618,6 +618,7 @@ TrainOutcome run_train(const TrainConfig& cfg) {
         meta.epoch_seen = seen;
         meta.epoch_steps = step_in_epoch;
       }
+      meta.arch = "vgg16";
       meta.image_size = cfg.image_size;
       meta.classes = classes;
       meta.convention = io::convention_name(convention);
@@ -695,7 +696,7 @@ TrainOutcome run_train(const TrainConfig& cfg) {
       }
       const bool stop_here = cfg.stop_after_steps > 0 && global_step >= cfg.stop_after_steps && mid_epoch;
       if ((cfg.checkpoint_every > 0 && global_step % cfg.checkpoint_every == 0 && mid_epoch) || stop_here)
-        last_good = save_checkpoint(cfg.model_dir, *model, *opt, make_meta(e, batches_in_epoch, evaluated ? &mid : nullptr),
+        last_good = io::save_checkpoint(cfg.model_dir, *model, *opt, make_meta(e, batches_in_epoch, evaluated ? &mid : nullptr),
                                     cfg.keep);
       if (stop_here) {
         if (tty) std::printf("\r%120s\r", "");
@@ -716,7 +717,7 @@ TrainOutcome run_train(const TrainConfig& cfg) {
                 phase == 1 ? "fc8 only" : "all layers", train_loss, 100.0 * train_acc, val.loss, 100.0 * val.acc, ips);
     std::fflush(stdout);
 
-    last_good = save_checkpoint(cfg.model_dir, *model, *opt, make_meta(e + 1, 0, &val), cfg.keep);
+    last_good = io::save_checkpoint(cfg.model_dir, *model, *opt, make_meta(e + 1, 0, &val), cfg.keep);
 
     csv.append({std::to_string(e + 1), std::to_string(phase), std::to_string(global_step), fmt("%g", lr),
                 fmt("%.6f", train_loss), fmt("%.6f", train_acc), fmt("%.6f", val.loss), fmt("%.6f", val.acc),
@@ -756,7 +757,7 @@ TrainOutcome run_train(const TrainConfig& cfg) {
 
 TrainedModel load_trained(const std::string& model_dir, Device device, bool best) {
   KILN_CHECK(fs::is_directory(model_dir), "model directory '", model_dir, "' does not exist");
-  const std::optional<CheckpointInfo> ck = best ? best_checkpoint(model_dir) : latest_checkpoint(model_dir);
+  const std::optional<io::CheckpointInfo> ck = best ? io::best_checkpoint(model_dir) : io::latest_checkpoint(model_dir);
   KILN_CHECK(ck.has_value(), "model directory '", model_dir, "' holds no checkpoint (run vgg_finetune train first)");
   TrainedModel t;
   t.checkpoint = *ck;

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "apps/vgg_finetune/checkpoint.h"
+#include "io/checkpoint.h"
 #include "io/loader.h"
 #include "layers/models/vgg.h"
 
@@ -66,7 +66,7 @@ std::string eval_details(const EvalResult& r, const std::vector<std::string>& cl
 struct TrainedModel {
   std::unique_ptr<Generator> init, dropout;  // outlive the model
   std::shared_ptr<Sequential> model;
-  CheckpointInfo checkpoint;
+  io::CheckpointInfo checkpoint;
   io::InputConvention convention = io::InputConvention::torchvision_rgb;
 };
 TrainedModel load_trained(const std::string& model_dir, Device device, bool best = false);

@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "apps/vgg_finetune/checkpoint.h"
+#include "io/checkpoint.h"
 #include "core/kiln.h"
 #include "fuzz/tiny_vgg.h"
 #include "io/hdf5.h"
@@ -125,15 +125,15 @@ TEST_CASE("hostile checkpoint state files are refused", "[hostile]") {
   auto model = fuzz::make_tiny_vgg(gen);
   SGD opt(*model, SgdOptions{.lr = 0.01f, .momentum = 0.9f});
   for (const bool image : {false, true}) {
-    auto meta = [&](const char* f) { return app::read_checkpoint_meta(open(regression("checkpoint", f), image).root()); };
+    auto meta = [&](const char* f) { return io::read_checkpoint_meta(open(regression("checkpoint", f), image).root()); };
     // std::stod threw std::invalid_argument, which list_checkpoints does not catch.
     CHECK_THROWS_WITH(meta("val_loss_not_a_number.h5"), Contains("'val_loss' should be a number, found 'lots'"));
     CHECK_THROWS_WITH(meta("image_size_huge.h5"), Contains("image_size is 1099511627776, expected 32..1024"));
     CHECK_THROWS_WITH(meta("weights_file_escapes.h5"), Contains("must be a file name inside the model directory"));
     const h5::File f = open(regression("checkpoint", "momentum_transposed.h5"), image);
-    CHECK(app::read_checkpoint_meta(f.root()).image_size == 64);
+    CHECK(io::read_checkpoint_meta(f.root()).image_size == 64);
     // Same count of values, other shape: was accepted (only the count was compared, after reading).
-    CHECK_THROWS_WITH(app::restore_optimizer(f.root(), opt),
+    CHECK_THROWS_WITH(io::restore_optimizer(f.root(), opt),
                       Contains("'vgg16/fc6/weight/momentum' has shape (16, 8), expected (8, 16)"));
   }
 }
@@ -154,10 +154,10 @@ TEST_CASE("every committed fuzz reproducer replays without a crash", "[hostile]"
           (void)import_weights(*model, f);
         } else {
           try {
-            (void)app::read_checkpoint_meta(f.root());
+            (void)io::read_checkpoint_meta(f.root());
           } catch (const Error&) {
           }
-          app::restore_optimizer(f.root(), opt);
+          io::restore_optimizer(f.root(), opt);
         }
       } catch (const Error&) {
       }

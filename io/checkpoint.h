@@ -1,4 +1,6 @@
-// Checkpoints of a vgg_finetune run, in its model directory. Each is two files:
+// Checkpoints of a training run, in its model directory: any Module, any Optimizer, and the
+// run's position and settings (CheckpointMeta). Moved down from apps/vgg_finetune so that
+// every trainer (train/, research code) writes and resumes the same files. Each is two files:
 // ckpt-EEEEEE[-BBBBBB].weights.h5, an ordinary kiln weights file (export_weights, so any kiln
 // program can import it), and ckpt-EEEEEE[-BBBBBB].state.h5 with the optimizer state, epoch,
 // step, phase, generator and data-order state (EEEEEE: epochs done; BBBBBB: batches done in
@@ -23,12 +25,14 @@
 #include <vector>
 
 #include "core/kiln.h"
+#include "io/atomic_file.h"
 #include "io/hdf5.h"
 #include "io/weights.h"
 #include "layers/optim.h"
 
-namespace kiln::app {
+namespace kiln::io {
 
+// Where a run stands and what it was made with: enough to rebuild the model and continue.
 struct CheckpointMeta {
   int64_t epochs_done = 0;   // epochs completed; the next epoch to run (0-based) is this
   int64_t batches_done = 0;  // > 0: a mid-epoch checkpoint, this many batches of epoch epochs_done served
@@ -38,7 +42,7 @@ struct CheckpointMeta {
   // Mid-epoch: the epoch's running training statistics so far (so its summary line is the same).
   double epoch_loss_sum = 0;
   int64_t epoch_correct = 0, epoch_seen = 0, epoch_steps = 0;
-  std::string arch = "vgg16";
+  std::string arch;          // the model spec's name ("vgg16")
   int64_t image_size = 224;
   std::vector<std::string> classes;
   std::string convention;    // io::convention_name of the input convention in use
@@ -47,6 +51,7 @@ struct CheckpointMeta {
   std::string weights_file;  // file name inside the model directory
 };
 
+// One complete checkpoint on disk: its two files and its metadata.
 struct CheckpointInfo {
   std::string state_path;
   std::string weights_path;
@@ -99,11 +104,8 @@ ResumeChoice newest_intact_checkpoint(const std::string& model_dir);
 // inspection, no longer a checkpoint. Returns the new file names.
 std::vector<std::string> set_aside(const DamagedCheckpoint& d);
 
-// Writes `text` to `path` atomically (io::write_file_atomic).
-void write_file_atomic(const std::string& path, const std::string& text);
-
 // Removes the *.tmp[<pid>] files a killed run may have left in the model directory (never treated
 // as checkpoints). Returns their names.
 std::vector<std::string> remove_stale_temporaries(const std::string& model_dir);
 
-}  // namespace kiln::app
+}  // namespace kiln::io

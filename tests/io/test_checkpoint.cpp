@@ -1,4 +1,4 @@
-// vgg_finetune checkpoints prove they are intact (apps/vgg_finetune/checkpoint.h): state
+// Checkpoints prove they are intact (io/checkpoint.h): state
 // files carry a format version and a CRC32C per optimizer tensor, restore_optimizer verifies
 // them, and the resume picks the newest checkpoint whose two files verify. A one-layer model
 // keeps this fast; the app's end-to-end test covers the real VGG16 files.
@@ -12,15 +12,15 @@
 #include <string>
 #include <vector>
 
-#include "apps/vgg_finetune/checkpoint.h"
 #include "core/kiln.h"
+#include "io/checkpoint.h"
 #include "io/hdf5.h"
 #include "layers/layers.h"
 #include "tests/support/reference.h"
 
 namespace fs = std::filesystem;
 using namespace kiln;
-using namespace kiln::app;
+using namespace kiln::io;
 using Catch::Matchers::Contains;
 
 namespace {

@@ -1,29 +1,32 @@
-// Checkpoint files of a vgg_finetune model directory (see checkpoint.h for the layout).
-#include "apps/vgg_finetune/checkpoint.h"
+// Checkpoint files of a model directory (see checkpoint.h for the layout): written through
+// io/atomic_file, verified by the per-tensor checksums of io/weights.
+#include "io/checkpoint.h"
 
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 
-#include "io/atomic_file.h"
 #include "io/hdf5.h"
 
 namespace fs = std::filesystem;
 
-namespace kiln::app {
+namespace kiln::io {
 
 namespace {
 
 // 2: optimizer datasets carry their CRC32C (kChecksumAttribute, io/weights.h). A state file
 // without a state_format_version attribute is version 1 and is read unchecked.
 constexpr int64_t kStateFormatVersion = 2;
+// The state file's identity. The app's name stays in it: every checkpoint written so far
+// carries it, and a resume must keep reading them.
+constexpr const char* kCheckpointKind = "vgg_finetune checkpoint";
 
 int64_t state_version(const h5::Group& root) {
   if (!root.has_attribute("state_format_version")) return 1;
   const int64_t v = root.int_attribute("state_format_version");
   KILN_CHECK(v >= 1 && v <= kStateFormatVersion, "checkpoint '", root.file(), "' has state_format_version ", v,
-             "; this vgg_finetune reads versions 1..", kStateFormatVersion, " (written by a newer kiln?)");
+             "; this kiln reads versions 1..", kStateFormatVersion, " (written by a newer kiln?)");
   return v;
 }
 
@@ -76,11 +79,11 @@ double parse_double(const h5::Group& root, const std::string& name) {
 void check_meta(const CheckpointMeta& m, const std::string& file) {
   auto in = [&](const char* what, int64_t v, int64_t lo, int64_t hi) {
     KILN_CHECK(v >= lo && v <= hi, "checkpoint '", file, "': ", what, " is ", v, ", expected ", lo, "..", hi,
-               " (corrupt or not written by vgg_finetune?)");
+               " (corrupt or not written by kiln?)");
   };
-  in("image_size", m.image_size, 32, 1024);  // vgg_finetune's --image-size range
+  in("image_size", m.image_size, 32, 1024);  // the --image-size range kiln's trainers accept
   KILN_CHECK(m.image_size % 32 == 0, "checkpoint '", file, "': image_size ", m.image_size, " is not a multiple of 32");
-  in("phase", m.phase, 1, 2);
+  in("phase", m.phase, 1, 64);  // a trainer's phases (vgg_finetune has 2)
   for (const auto& [what, v] : {std::pair<const char*, int64_t>{"epochs_done", m.epochs_done},
                                 {"batches_done", m.batches_done}, {"global_step", m.global_step},
                                 {"epoch_correct", m.epoch_correct}, {"epoch_seen", m.epoch_seen},
@@ -99,7 +102,7 @@ std::vector<std::string> remove_stale_temporaries(const std::string& model_dir) 
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(model_dir, ec)) {
     const std::string n = e.path().filename().string();
-    if (io::is_temporary_name(n) && e.is_regular_file(ec)) {
+    if (is_temporary_name(n) && e.is_regular_file(ec)) {
       std::error_code rec;
       if (fs::remove(e.path(), rec)) removed.push_back(n);
     }
@@ -108,22 +111,20 @@ std::vector<std::string> remove_stale_temporaries(const std::string& model_dir) 
   return removed;
 }
 
-void write_file_atomic(const std::string& path, const std::string& text) { io::write_file_atomic(path, text); }
-
 std::string save_checkpoint(const std::string& model_dir, Module& model, Optimizer& opt, CheckpointMeta meta,
                             int keep_last) {
   const std::string stem = stem_for(meta.epochs_done, meta.batches_done);
   meta.weights_file = stem + ".weights.h5";
   ExportOptions eo;
-  eo.convention = parse_convention(meta.convention);
+  eo.convention = kiln::parse_convention(meta.convention);
   const std::string weights_path = (fs::path(model_dir) / meta.weights_file).string();
   export_weights(model, weights_path, eo);  // atomic itself
 
   const std::string path = (fs::path(model_dir) / (stem + ".state.h5")).string();
-  io::write_atomic(path, [&](const std::string& tmp) {
+  write_atomic(path, [&](const std::string& tmp) {
     h5::File f = h5::File::create(tmp);
     h5::Group root = f.root();
-    root.set_string_attribute("kind", "vgg_finetune checkpoint");
+    root.set_string_attribute("kind", kCheckpointKind);
     root.set_int_attribute("state_format_version", kStateFormatVersion);
     root.set_int_attribute("epochs_done", meta.epochs_done);
     root.set_int_attribute("batches_done", meta.batches_done);
@@ -173,7 +174,7 @@ std::string save_checkpoint(const std::string& model_dir, Module& model, Optimiz
   for (const auto& e : fs::directory_iterator(model_dir, ec)) {
     const std::string n = e.path().filename().string();
     if (n.rfind("ckpt-", 0) != 0) continue;
-    const bool tmp_file = io::is_temporary_name(n);
+    const bool tmp_file = is_temporary_name(n);
     const std::string suffix = ".weights.h5";
     bool orphan = false;
     if (n.size() > suffix.size() && n.substr(n.size() - suffix.size()) == suffix) {
@@ -192,8 +193,8 @@ CheckpointMeta read_checkpoint_meta(const std::string& state_path) {
 
 CheckpointMeta read_checkpoint_meta(const h5::Group& root) {
   const std::string& state_path = root.file();
-  KILN_CHECK(root.has_attribute("kind") && root.string_attribute("kind") == "vgg_finetune checkpoint",
-             "'", state_path, "' is not a vgg_finetune checkpoint");
+  KILN_CHECK(root.has_attribute("kind") && root.string_attribute("kind") == kCheckpointKind, "'", state_path,
+             "' is not a kiln checkpoint state file (its 'kind' attribute is not '", kCheckpointKind, "')");
   CheckpointMeta m;
   m.epochs_done = root.int_attribute("epochs_done");
   if (root.has_attribute("batches_done")) {  // absent in checkpoints written before mid-epoch ones
@@ -344,4 +345,4 @@ std::vector<std::string> set_aside(const DamagedCheckpoint& d) {
   return moved;
 }
 
-}  // namespace kiln::app
+}  // namespace kiln::io
