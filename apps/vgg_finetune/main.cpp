@@ -444,11 +444,9 @@ int cmd_demo(int argc, char** argv) {
               data.root.c_str());
   if (f.str("weights").empty()) {
     Generator g1(seed + 100), g2(seed + 101);
-    VggOptions vo;
-    vo.num_classes = 1000;
-    vo.image_size = c.image_size;
-    auto imagenet_shaped = make_vgg(vo, g1, g2);
-    // He-normal instead of make_vgg's Xavier: without batch norm, Xavier-scaled ReLU layers
+    const ModelSpec& spec = find_model_spec(kModelName);
+    auto imagenet_shaped = spec.build(ModelOptions{spec.default_num_classes, c.image_size}, g1, g2);
+    // He-normal instead of the builder's Xavier: without batch norm, Xavier-scaled ReLU layers
     // halve the signal's variance 15 times over and fc8 would see near-constant features.
     for (const ParameterRef& p : imagenet_shaped->parameters()) {
       if (!p.decay) continue;  // biases stay zero
@@ -581,10 +579,8 @@ int cmd_check_dir(int argc, char** argv) {
       } else {
         KILN_CHECK(num_classes > 0, "no classes.txt to size fc8 by");
         Generator g1(1), g2(2);
-        VggOptions vo;
-        vo.num_classes = num_classes;
-        vo.image_size = f.integer("image-size", 32, 1024);
-        auto model = make_vgg(vo, g1, g2);
+        auto model = find_model_spec(kModelName).build(ModelOptions{num_classes, f.integer("image-size", 32, 1024)},
+                                                       g1, g2);
         import_weights(*model, path);
       }
       ++good;

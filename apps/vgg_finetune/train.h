@@ -1,6 +1,7 @@
-// The seed recipe as functions: build VGG16 with fc8 sized to the classes, train fc8 alone
-// (phase 1) then every layer (phase 2), evaluating after each epoch and checkpointing into
-// the model directory; and the pieces eval/predict/export share (loading a trained model).
+// The seed recipe as a command over train/trainer: VGG16 (from its model spec) with fc8
+// sized to the classes, fc8 alone (phase 1) then every layer (phase 2), evaluating after
+// each epoch and checkpointing into the model directory; and the pieces eval/predict/export
+// share (loading a trained model).
 #pragma once
 
 #include <cstdint>
@@ -10,10 +11,16 @@
 
 #include "io/checkpoint.h"
 #include "io/loader.h"
-#include "layers/models/vgg.h"
+#include "train/evaluate.h"
+#include "train/model_spec.h"
+#include "train/trainer.h"
 
 namespace kiln::app {
 
+// The model vgg_finetune trains: a name in train/model_spec's registry.
+inline constexpr const char* kModelName = "vgg16";
+
+// The train command's flags.
 struct TrainConfig {
   std::string train_dir, val_dir, model_dir, weights;
   int64_t batch = 32;
@@ -39,28 +46,14 @@ struct TrainConfig {
 // "key = value" lines of the recipe flags (those a resume must not change), for config.txt.
 std::string recipe_config_text(const TrainConfig& cfg);
 
-struct EvalResult {
-  double loss = 0, acc = 0;
-  int64_t images = 0;
-  std::vector<std::vector<int64_t>> confusion;  // [true][predicted]
-};
-
-struct TrainOutcome {
-  EvalResult val;
-  bool finished = false;  // false: stopped by --stop-after-epochs
-};
-
 // "auto" takes cuda:0 when a GPU is present; prints which device it took and why.
 Device choose_device(const std::string& flag);
 // The shorter side images are resized to before the crop (256 for 224, scaled alike).
 int resize_for(int64_t image_size);
 
-TrainOutcome run_train(const TrainConfig& cfg);
-
-// Loss (cross-entropy, no weight decay), accuracy and confusion over one pass of `loader`.
-EvalResult evaluate(Module& model, io::Loader& loader, int64_t num_classes);
-// Per-class accuracy and the confusion matrix, for people.
-std::string eval_details(const EvalResult& r, const std::vector<std::string>& classes);
+// Checks the data and the model directory, then trains (or resumes) the recipe, printing
+// for people. finished is false when a --stop-after-* flag stopped it.
+TrainResult run_train(const TrainConfig& cfg);
 
 // A model restored from a model directory's latest (or best) checkpoint.
 struct TrainedModel {

@@ -1,0 +1,314 @@
+// The training loop (see trainer.h): epochs of steps with resume from any checkpoint,
+// mid-epoch included, bit for bit as an uninterrupted run.
+#include "train/trainer.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+
+#include "layers/loss.h"
+#include "layers/optim.h"
+
+namespace kiln {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+// The order the training loader would serve epoch `epoch` in (a loader only asked for it).
+std::vector<int64_t> epoch_order_of(const io::Dataset& ds, io::LoaderOptions opt, int64_t epoch) {
+  opt.num_workers = 1;
+  opt.prefetch_batches = 1;
+  opt.batch_size = 1;
+  opt.cache_bytes = 0;
+  io::Loader l(ds, opt);
+  return l.epoch_order(static_cast<uint64_t>(epoch));
+}
+
+}  // namespace
+
+void apply_phase(Sequential& model, const Phase& phase) {
+  const std::string all = model.name() + "/";
+  if (phase.train_patterns.empty()) {
+    model.unfreeze(all);
+    return;
+  }
+  model.freeze(all);
+  for (const std::string& p : phase.train_patterns) model.unfreeze(p);
+}
+
+// Everything that lives across epochs of one run.
+struct Trainer::State {
+  std::optional<io::CheckpointInfo> resume;
+  int64_t start_epoch = 0, global_step = 0;
+  size_t phase = 0;            // index into phases of the epoch running
+  int opt_phase = 0;           // 1-based phase the optimizer was built for; 0: none yet
+  std::unique_ptr<SGD> optimizer;
+  std::unique_ptr<io::Loader> train_loader, val_loader;
+  io::LoaderOptions lo, vlo;
+  FeatureCache train_cache, val_cache;
+  bool cached = false;         // this epoch is served from the caches
+  // This epoch's running statistics and data position.
+  double loss_sum = 0;
+  int64_t correct = 0, seen = 0, step_in_epoch = 0, batches_in_epoch = 0, steps = 0;
+  std::vector<int64_t> order;  // cached: the epoch's sample order
+  size_t order_at = 0;
+  Clock::time_point t0;        // the epoch's start
+  TrainResult result;
+};
+
+Trainer::Trainer(Sequential& model, const ModelSpec& spec, const io::Dataset& train, const io::Dataset& val,
+                 TrainerOptions options, TrainerHooks hooks)
+    : model_(model), spec_(spec), train_(train), val_(val), opt_(std::move(options)), hooks_(std::move(hooks)) {
+  KILN_CHECK(!opt_.phases.empty(), "trainer: no phase to run");
+}
+
+Trainer::~Trainer() = default;
+
+TrainResult Trainer::run(const std::optional<io::CheckpointInfo>& resume) {
+  std::error_code ec;
+  std::filesystem::create_directories(opt_.model_dir, ec);
+  KILN_CHECK(!ec && std::filesystem::is_directory(opt_.model_dir), "trainer: cannot create the model directory '",
+             opt_.model_dir, "': ", ec ? ec.message() : "not a directory");
+  State s;
+  s.resume = resume;
+  s.lo = opt_.loader;
+  s.vlo = opt_.loader;
+  s.vlo.shuffle = false;
+  s.vlo.augment = false;
+  if (resume) {
+    s.start_epoch = resume->meta.epochs_done;
+    s.global_step = resume->meta.global_step;
+    s.result.val = EvalResult{resume->meta.val_loss, resume->meta.val_acc, 0, {}};
+    s.result.last_checkpoint = resume->state_path;
+  } else {
+    s.result.last_checkpoint = "(none yet)";
+  }
+  int64_t total = 0;
+  for (const Phase& p : opt_.phases) total += p.epochs;
+  for (int64_t e = s.start_epoch; e < total; ++e)
+    if (!run_epoch(e, s)) return s.result;
+  s.result.finished = true;
+  return s.result;
+}
+
+void Trainer::begin_phase(int64_t e, State& s) {
+  const Phase& ph = opt_.phases[s.phase];
+  const int number = static_cast<int>(s.phase) + 1;
+  if (s.opt_phase != number) {
+    apply_phase(model_, ph);
+    SgdOptions so;
+    so.lr = static_cast<float>(ph.lr);
+    so.momentum = static_cast<float>(ph.momentum);
+    s.optimizer = std::make_unique<SGD>(model_, so);
+    if (s.resume && e == s.start_epoch && s.resume->meta.phase == number)
+      io::restore_optimizer(s.resume->state_path, *s.optimizer);
+    s.opt_phase = number;
+    if (hooks_.on_phase_start) hooks_.on_phase_start(number, ph, model_);
+  }
+  const size_t cut = feature_cut(model_);
+  s.cached = cut > 0 && !s.lo.augment && opt_.feature_cache;
+  if (s.cached && (!s.train_cache.feats.defined() || s.train_cache.cut != cut)) {
+    const auto tc = Clock::now();
+    s.train_cache = compute_features(model_, cut, train_, s.vlo);
+    s.val_cache = compute_features(model_, cut, val_, s.vlo);
+    FeatureMode m{number, true, cut, s.train_cache.feats.dim(0), s.val_cache.feats.dim(0), seconds_since(tc),
+                  static_cast<double>(s.train_cache.feats.nbytes() + s.val_cache.feats.nbytes()) / (1 << 20)};
+    if (hooks_.on_feature_mode) hooks_.on_feature_mode(m);
+  } else if (!s.cached && cut > 0 && e == s.start_epoch) {
+    if (hooks_.on_feature_mode) hooks_.on_feature_mode(FeatureMode{number, false, cut, 0, 0, 0, 0});
+  }
+  if (!s.cached) {
+    // Built when first needed: a phase served from cached features reads no batch of them,
+    // and the training loader must start at the epoch it first serves.
+    if (!s.train_loader) {
+      s.lo.start_epoch = static_cast<uint64_t>(e);
+      s.train_loader = std::make_unique<io::Loader>(train_, s.lo);
+    }
+    if (!s.val_loader) s.val_loader = std::make_unique<io::Loader>(val_, s.vlo);
+  }
+}
+
+EvalResult Trainer::evaluate_now(State& s) {
+  const auto classes = static_cast<int64_t>(train_.classes.size());
+  return s.cached ? evaluate_cached(model_, s.val_cache, s.lo.batch_size, s.lo.device, classes)
+                  : evaluate(model_, *s.val_loader, classes);
+}
+
+io::CheckpointMeta Trainer::meta_at(int64_t epochs_done, int64_t batches_done, const EvalResult* val,
+                                    const State& s) const {
+  io::CheckpointMeta meta = opt_.run;
+  meta.arch = spec_.name;
+  if (meta.classes.empty()) meta.classes = train_.classes;
+  meta.epochs_done = epochs_done;
+  meta.batches_done = batches_done;
+  meta.global_step = s.global_step;
+  meta.phase = static_cast<int>(s.phase) + 1;
+  meta.val_loss = val ? val->loss : 0.0;
+  meta.val_acc = val ? val->acc : -1.0;
+  meta.epoch_loss_sum = 0;
+  meta.epoch_correct = meta.epoch_seen = meta.epoch_steps = 0;
+  if (batches_done > 0) {
+    meta.epoch_loss_sum = s.loss_sum;
+    meta.epoch_correct = s.correct;
+    meta.epoch_seen = s.seen;
+    meta.epoch_steps = s.step_in_epoch;
+  }
+  if (opt_.init_gen) meta.init_gen = opt_.init_gen->state();
+  if (opt_.dropout_gen) meta.dropout_gen = opt_.dropout_gen->state();
+  return meta;
+}
+
+namespace {
+
+int64_t total_epochs(const std::vector<Phase>& phases) {
+  int64_t total = 0;
+  for (const Phase& p : phases) total += p.epochs;
+  return total;
+}
+
+}  // namespace
+
+bool Trainer::run_epoch(int64_t e, State& s) {
+  int64_t first = 0;  // the phase's first epoch
+  s.phase = 0;
+  while (s.phase + 1 < opt_.phases.size() && e >= first + opt_.phases[s.phase].epochs)
+    first += opt_.phases[s.phase++].epochs;
+  const Phase& ph = opt_.phases[s.phase];
+  begin_phase(e, s);
+  model_.train();
+  s.t0 = Clock::now();
+  s.loss_sum = 0;
+  s.correct = s.seen = s.step_in_epoch = s.batches_in_epoch = 0;
+  // The batches of this epoch: from the loader, or (cached) the same order from the cache.
+  s.order.clear();
+  s.order_at = 0;
+  const int64_t batch = s.lo.batch_size;
+  if (s.cached) s.order = epoch_order_of(train_, s.lo, e);
+  s.steps = s.cached ? (static_cast<int64_t>(s.order.size()) + batch - 1) / batch : s.train_loader->batches_per_epoch();
+  if (s.resume && e == s.start_epoch && s.resume->meta.batches_done > 0) {
+    // A mid-epoch checkpoint: skip the batches it already trained on. Batch contents depend
+    // only on (seed, epoch, index), so the rest of the epoch is what the full run saw.
+    const io::CheckpointMeta& m = s.resume->meta;
+    if (s.cached) {
+      s.order_at = std::min(s.order.size(), static_cast<size_t>(m.batches_done * batch));
+    } else {
+      for (int64_t k = 0; k < m.batches_done; ++k)
+        KILN_CHECK(s.train_loader->next().has_value(), "checkpoint '", s.resume->state_path, "' is ", m.batches_done,
+                   " batches into epoch ", e + 1, " but the epoch has only ", k, " (was the training data changed?)");
+    }
+    s.batches_in_epoch = m.batches_done;
+    s.loss_sum = m.epoch_loss_sum;
+    s.correct = m.epoch_correct;
+    s.seen = m.epoch_seen;
+    s.step_in_epoch = m.epoch_steps;
+    if (hooks_.on_resume_skip) hooks_.on_resume_skip(m.batches_done, e + 1);
+  }
+  if (!train_steps(e, s)) return false;
+  KILN_CHECK(s.seen > 0, "no training image of '", train_.root, "' could be read");
+  EpochSummary sum;
+  sum.phase = static_cast<int>(s.phase) + 1;
+  sum.phase_name = ph.name;
+  sum.epoch = e + 1;
+  sum.epoch_in_phase = e - first + 1;
+  sum.phase_epochs = ph.epochs;
+  sum.images_per_second = static_cast<double>(s.seen) / std::max(seconds_since(s.t0), 1e-9);
+  sum.train_loss = s.loss_sum / static_cast<double>(s.seen);
+  sum.train_acc = static_cast<double>(s.correct) / static_cast<double>(s.seen);
+  sum.val = evaluate_now(s);
+  sum.global_step = s.global_step;
+  sum.lr = ph.schedule ? s.optimizer->lr() : ph.lr;
+  if (hooks_.on_epoch) hooks_.on_epoch(sum);
+  s.result.last_checkpoint =
+      io::save_checkpoint(opt_.model_dir, model_, *s.optimizer, meta_at(e + 1, 0, &sum.val, s), opt_.keep);
+  if (opt_.metrics) opt_.metrics->epoch(sum);
+  s.result.val = sum.val;
+
+  const int64_t total = total_epochs(opt_.phases);
+  if (opt_.stop_after_steps > 0 && s.global_step >= opt_.stop_after_steps && e + 1 < total) {
+    if (hooks_.on_stop) hooks_.on_stop(StopInfo{StopInfo::Kind::steps_epoch_end, s.global_step, e + 1, total, ""});
+    return false;
+  }
+  if (opt_.stop_after_epochs > 0 && e + 1 >= opt_.stop_after_epochs && e + 1 < total) {
+    if (hooks_.on_stop) hooks_.on_stop(StopInfo{StopInfo::Kind::epochs, s.global_step, e + 1, total, ""});
+    return false;
+  }
+  return true;
+}
+
+bool Trainer::train_steps(int64_t e, State& s) {
+  const Phase& ph = opt_.phases[s.phase];
+  const int number = static_cast<int>(s.phase) + 1;
+  int64_t first = 0;
+  for (size_t i = 0; i < s.phase; ++i) first += opt_.phases[i].epochs;
+  const int64_t batch = s.lo.batch_size;
+  for (;;) {
+    Tensor x, y;
+    if (s.cached) {
+      if (s.order_at >= s.order.size()) break;
+      const size_t end = std::min(s.order.size(), s.order_at + static_cast<size_t>(batch));
+      gather(s.train_cache, std::vector<int64_t>(s.order.begin() + static_cast<std::ptrdiff_t>(s.order_at),
+                                                 s.order.begin() + static_cast<std::ptrdiff_t>(end)),
+             s.lo.device, x, y);
+      s.order_at = end;
+    } else {
+      std::optional<io::Batch> b = s.train_loader->next();
+      if (!b) break;
+      x = b->images;
+      y = b->labels;
+    }
+    ++s.batches_in_epoch;  // empty batches included: the data position
+    const int64_t n = x.defined() ? x.dim(0) : 0;
+    if (n == 0) continue;
+    Tensor logits = s.cached ? run_from(model_, s.train_cache.cut, x) : model_(x);
+    Tensor data_loss;
+    Tensor loss = classification_loss(logits, y, model_, static_cast<float>(ph.weight_decay), &data_loss);
+    // Reported: the cross-entropy alone, comparable with the validation loss and across
+    // phases (weight decay's penalty grows with the number of trainable layers).
+    const double l = data_loss.item();
+    if (const double total = loss.item(); !std::isfinite(total))
+      KILN_FAIL("the loss became ", total, " in phase ", number, " epoch ", e - first + 1, "/", ph.epochs, " step ",
+                s.step_in_epoch + 1, ": training stopped (try a smaller learning rate); the last good checkpoint is ",
+                "kept: ", s.result.last_checkpoint);
+    s.optimizer->zero_grad();
+    loss.backward();
+    s.optimizer->set_lr(ph.schedule ? ph.schedule->lr(s.optimizer->steps()) : static_cast<float>(ph.lr));
+    s.optimizer->step();
+    ++s.global_step;
+    ++s.step_in_epoch;
+    s.loss_sum += l * static_cast<double>(n);
+    const std::vector<int64_t> pred = argmax(logits).to_vector<int64_t>();
+    const std::vector<int64_t> truth = y.to_vector<int64_t>();
+    for (size_t i = 0; i < pred.size(); ++i) s.correct += pred[i] == truth[i];
+    s.seen += n;
+    const StepInfo info{number, e - first + 1, ph.epochs, s.step_in_epoch, s.steps, s.batches_in_epoch,
+                        s.global_step, s.loss_sum, seconds_since(s.t0), s.correct, s.seen};
+    if (hooks_.on_step) hooks_.on_step(info);
+    // Every N steps (the epoch's last batch is left to the per-epoch evaluation and checkpoint).
+    const bool mid_epoch = s.batches_in_epoch < s.steps;
+    EvalResult mid;
+    bool evaluated = false;
+    if (opt_.eval_every > 0 && s.global_step % opt_.eval_every == 0 && mid_epoch) {
+      mid = evaluate_now(s);
+      evaluated = true;
+      if (hooks_.on_eval) hooks_.on_eval(info, mid);
+      if (opt_.metrics) opt_.metrics->eval(s.global_step, mid);
+    }
+    const bool stop_here = opt_.stop_after_steps > 0 && s.global_step >= opt_.stop_after_steps && mid_epoch;
+    if ((opt_.checkpoint_every > 0 && s.global_step % opt_.checkpoint_every == 0 && mid_epoch) || stop_here)
+      s.result.last_checkpoint = io::save_checkpoint(
+          opt_.model_dir, model_, *s.optimizer, meta_at(e, s.batches_in_epoch, evaluated ? &mid : nullptr, s), opt_.keep);
+    if (stop_here) {
+      if (hooks_.on_stop)
+        hooks_.on_stop(StopInfo{StopInfo::Kind::steps_mid_epoch, s.global_step, e, total_epochs(opt_.phases),
+                                s.result.last_checkpoint});
+      return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace kiln

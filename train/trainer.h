@@ -1,0 +1,136 @@
+// kiln's training loop for any Sequential classifier: phases described as data (what trains,
+// learning rate, epochs), the frozen-prefix feature cache derived from each phase's freezing,
+// evaluation (train/evaluate.h), checkpoints and resume (io/checkpoint.h) and metrics
+// (train/metrics_log.h) as separate pieces, and hooks through which a program prints its own
+// words. apps/vgg_finetune's `train` is a thin command over it.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "io/checkpoint.h"
+#include "io/dataset.h"
+#include "io/loader.h"
+#include "layers/layers.h"
+#include "layers/schedule.h"
+#include "train/evaluate.h"
+#include "train/metrics_log.h"
+#include "train/model_spec.h"
+
+namespace kiln {
+
+// One phase of a recipe.
+struct Phase {
+  std::string name;  // for people: "head only", "all layers"
+  // Module::freeze patterns of the parameters that train ("net/head/"); every other
+  // parameter is frozen. Empty: every parameter trains.
+  std::vector<std::string> train_patterns;
+  double lr = 1e-3;
+  // The rate by optimizer step (counted over the phase's optimizer); null: lr throughout.
+  std::shared_ptr<const Schedule> schedule;
+  int64_t epochs = 1;
+  double momentum = 0;      // SGD momentum
+  double weight_decay = 0;  // L2 on the trainable weights, in the loss (classification_loss)
+};
+
+// Freezes `model` as `phase` says: its train_patterns train, everything else is frozen.
+void apply_phase(Sequential& model, const Phase& phase);
+
+// What a run is and where it writes.
+struct TrainerOptions {
+  std::vector<Phase> phases;
+  // The training loader (batch size, workers, seed, crops, convention, device, augment);
+  // validation uses the same without shuffling or augmentation.
+  io::LoaderOptions loader;
+  // Serve a phase from cached features of its frozen prefix when the loader does not augment.
+  bool feature_cache = true;
+  int64_t eval_every = 0;         // > 0: also evaluate every this many global steps
+  int64_t checkpoint_every = 0;   // > 0: also checkpoint every this many global steps
+  int64_t stop_after_epochs = 0;  // > 0: stop once this many epochs are done
+  int64_t stop_after_steps = 0;   // > 0: stop after this many steps, checkpointing there
+  std::string model_dir;          // checkpoints go here (created when missing)
+  int keep = 2;                   // checkpoints kept besides the best
+  // Copied into every checkpoint (image_size, classes, convention, seed); arch is the spec's
+  // name, classes default to the training set's.
+  io::CheckpointMeta run;
+  Generator* init_gen = nullptr;     // their states go into checkpoints (may be null)
+  Generator* dropout_gen = nullptr;
+  MetricsLog* metrics = nullptr;     // CSV and TensorBoard, when given
+};
+
+// Where the loop is, for progress lines and hooks.
+struct StepInfo {
+  int phase = 1;  // 1-based
+  int64_t epoch_in_phase = 1, phase_epochs = 1;
+  int64_t step_in_epoch = 0, steps = 0, batches_in_epoch = 0, global_step = 0;
+  double loss_sum = 0, seconds = 0;  // over this epoch so far
+  int64_t correct = 0, seen = 0;
+};
+
+// How a phase's batches are served.
+struct FeatureMode {
+  int phase = 1;
+  bool cached = false;  // true: the cache was just computed; false: full forward with a frozen prefix
+  size_t cut = 0;       // the first child run per step
+  int64_t train_rows = 0, val_rows = 0;
+  double seconds = 0, mib = 0;
+};
+
+// Why a run stopped early.
+struct StopInfo {
+  enum class Kind { steps_mid_epoch, steps_epoch_end, epochs } kind;
+  int64_t global_step = 0, epochs_done = 0, total_epochs = 0;
+  std::string checkpoint;  // the checkpoint written there (steps_mid_epoch)
+};
+
+// Callbacks; each may be empty. The trainer prints nothing itself.
+struct TrainerHooks {
+  std::function<void(int phase, const Phase&, Sequential& model)> on_phase_start;
+  std::function<void(const FeatureMode&)> on_feature_mode;
+  std::function<void(int64_t batches, int64_t epoch)> on_resume_skip;  // epoch 1-based
+  std::function<void(const StepInfo&)> on_step;
+  std::function<void(const StepInfo&, const EvalResult&)> on_eval;  // every eval_every steps
+  std::function<void(const EpochSummary&)> on_epoch;               // before its checkpoint
+  std::function<void(const StopInfo&)> on_stop;
+};
+
+// What a run ended with.
+struct TrainResult {
+  EvalResult val;              // the last evaluation (from the checkpoint when nothing ran)
+  bool finished = false;       // false: stopped early
+  std::string last_checkpoint;  // state file of the last checkpoint ("(none yet)")
+};
+
+// Runs a recipe's phases over `model` (built by `spec`; labels are the data sets' class
+// indices). The model is on the loader's device; the data sets outlive the trainer.
+class Trainer {
+ public:
+  Trainer(Sequential& model, const ModelSpec& spec, const io::Dataset& train, const io::Dataset& val,
+          TrainerOptions options, TrainerHooks hooks = {});
+  ~Trainer();
+  // Trains from the start, or from `resume`: the caller has imported its weights into the
+  // model and set the generators to its init_gen/dropout_gen; the optimizer state, the
+  // epoch, step and data position and the epoch's running statistics are restored here.
+  TrainResult run(const std::optional<io::CheckpointInfo>& resume);
+
+ private:
+  struct State;
+  bool run_epoch(int64_t e, State& s);
+  bool train_steps(int64_t e, State& s);
+  void begin_phase(int64_t e, State& s);
+  EvalResult evaluate_now(State& s);
+  io::CheckpointMeta meta_at(int64_t epochs_done, int64_t batches_done, const EvalResult* val, const State& s) const;
+
+  Sequential& model_;
+  const ModelSpec& spec_;
+  const io::Dataset& train_;
+  const io::Dataset& val_;
+  TrainerOptions opt_;
+  TrainerHooks hooks_;
+};
+
+}  // namespace kiln
