@@ -50,10 +50,14 @@ uint32_t crc32(const uint8_t* p, size_t n) {
 
 // ---- JPEG ----
 
+// The most scans kiln lets stb decode (libjpeg-turbo's own fuzzers stop at 500).
+constexpr int kMaxJpegScans = 100;
+
 // What the segments before a scan defined; a scan may only use what is defined.
 struct JpegState {
   bool frame = false, progressive = false, scanned = false;
-  int components = 0;
+  int components = 0, scans = 0;
+  std::array<bool, 4> component_scanned{};
   std::array<int, 4> ids{}, quant{};
   std::array<bool, 4> dc_table{}, ac_table{}, quant_table{};
   ImageInfo info;
@@ -147,6 +151,11 @@ void check_sos(const uint8_t* p, size_t len, JpegState& st, const std::string& n
     while (k < st.components && st.ids[static_cast<size_t>(k)] != id) ++k;
     KILN_CHECK(k < st.components, name, ": corrupt JPEG (scan at byte ", at, " names component ", id,
                ", which the frame does not have)");
+    // A sequential frame codes each component in exactly one scan (ITU T.81 B.2.3); a
+    // repeated one makes stb decode the whole image again for a few bytes of file.
+    KILN_CHECK(st.progressive || !st.component_scanned[static_cast<size_t>(k)], name,
+               ": corrupt JPEG (component ", id, " is coded in a second scan at byte ", at, " of a sequential JPEG)");
+    st.component_scanned[static_cast<size_t>(k)] = true;
     KILN_CHECK(st.quant_table[static_cast<size_t>(st.quant[static_cast<size_t>(k)])], name,
                ": corrupt JPEG (component ", id, " uses quantisation table ", st.quant[static_cast<size_t>(k)],
                ", which is not defined before the scan at byte ", at, ")");
@@ -158,6 +167,10 @@ void check_sos(const uint8_t* p, size_t len, JpegState& st, const std::string& n
     KILN_CHECK((!uses_dc || st.dc_table[static_cast<size_t>(dc)]) && (!uses_ac || st.ac_table[static_cast<size_t>(ac)]),
                name, ": corrupt JPEG (scan at byte ", at, " uses a Huffman table that is not defined before it)");
   }
+  // Each scan costs stb a pass over the whole image, whatever its size in the file: bound
+  // them (encoders write about 10; progressive JPEG allows a few hundred in theory).
+  KILN_CHECK(++st.scans <= kMaxJpegScans, name, ": unsupported JPEG (more than ", kMaxJpegScans,
+             " scans; each makes the decoder pass over the whole image again)");
   st.scanned = true;
 }
 

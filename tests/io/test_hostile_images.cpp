@@ -81,6 +81,10 @@ TEST_CASE("hostile images: every reproducer in fuzz/regressions/image is refused
              Catch::Contains("declares 300 codes; a table holds at most 256"));
   CHECK_THAT(decode_error(read_bytes(test::source_path("fuzz/regressions/image/bmp-height-int-min.bmp"))),
              Catch::Contains("13x2147483648 = 27917287424 pixels exceeds the limit"));
+  // Found by fuzz_image as a "slow unit": 617 bytes of sequential JPEG that declares
+  // 65497x7 and codes its one component in three scans, each a full decode in stb.
+  CHECK_THAT(decode_error(read_bytes(test::source_path("fuzz/regressions/image/jpeg-sequential-component-rescanned.jpg"))),
+             Catch::Contains("is coded in a second scan"));
   // 64 KiB of PNG data that inflates to 64 MiB for a 100x100 image: stb_image would grow its
   // buffer to fit; kiln caps each of its allocations by the declared size.
   CHECK_THAT(decode_error(read_bytes(test::source_path("fuzz/regressions/image/png-inflate-bomb-64MiB.png"))),
