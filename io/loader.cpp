@@ -122,9 +122,12 @@ std::shared_ptr<const Image> Loader::load(int64_t sample) {
   } catch (const Error& e) {
     if (opt_.strict) throw;
     if (cache_.mark_bad(i)) {
-      if (opt_.warn) std::fprintf(stderr, "kiln: warning: skipping image: %s\n", e.what());
+      // Decode errors name the file already; a transform's (an extreme aspect ratio) does not.
+      const std::string what = e.what();
+      const std::string msg = what.rfind(path, 0) == 0 ? what : path + ": " + what;
+      if (opt_.warn) std::fprintf(stderr, "kiln: warning: skipping image: %s\n", msg.c_str());
       std::lock_guard<std::mutex> lock(mu_);
-      failures_.push_back(DecodeFailure{path, e.what()});
+      failures_.push_back(DecodeFailure{path, msg});
     }
     return nullptr;
   }

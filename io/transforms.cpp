@@ -160,8 +160,15 @@ Image resize_bilinear(const Image& src, int width, int height) {
 std::pair<int, int> shorter_side_size(int width, int height, int size) {
   KILN_CHECK(width > 0 && height > 0 && size > 0, "shorter_side_size: sizes must be positive, got ", width, "x",
              height, " -> ", size);
-  if (width <= height) return {size, static_cast<int>(static_cast<int64_t>(size) * height / width)};
-  return {static_cast<int>(static_cast<int64_t>(size) * width / height), size};
+  const int64_t longer = width <= height ? int64_t{size} * height / width : int64_t{size} * width / height;
+  // An extreme aspect ratio turns a small image into a huge one (11x65473 at a shorter side
+  // of 256 is 256x1523735, 1.1 GB): refuse it like a pixel bomb, before allocating.
+  const int64_t limit = DecodeOptions{}.max_pixels;
+  KILN_CHECK(longer * size <= limit, "resizing a ", width, "x", height, " image to a shorter side of ", size,
+             " would give ", longer * size, " pixels, over the limit of ", limit,
+             " (aspect ratio ", std::max(width, height) / std::min(width, height), ":1 is too extreme)");
+  if (width <= height) return {size, static_cast<int>(longer)};
+  return {static_cast<int>(longer), size};
 }
 
 Image resize_shorter_side(const Image& src, int size) {
