@@ -19,6 +19,7 @@
 #include "io/checkpoint.h"
 #include "io/image.h"
 #include "io/transforms.h"
+#include "train/api.h"
 
 namespace fs = std::filesystem;
 using namespace kiln;
@@ -225,7 +226,6 @@ struct Prediction {
 std::vector<Prediction> predict_images(TrainedModel& t, const std::vector<std::string>& paths, int64_t top_k,
                                        int64_t batch, Device device) {
   const int64_t size = t.checkpoint.meta.image_size;
-  const int resize = resize_for(size);
   std::vector<Prediction> out(paths.size());
   std::vector<size_t> pending;
   std::vector<float> buf;
@@ -237,11 +237,8 @@ std::vector<Prediction> predict_images(TrainedModel& t, const std::vector<std::s
     const std::vector<float> p = softmax((*t.model)(x)).to_vector<float>();
     const auto k = static_cast<int64_t>(t.checkpoint.meta.classes.size());
     for (int64_t i = 0; i < n; ++i) {
-      std::vector<std::pair<int64_t, double>> row;
-      for (int64_t c = 0; c < k; ++c) row.push_back({c, p[static_cast<size_t>(i * k + c)]});
-      std::stable_sort(row.begin(), row.end(), [](auto& a, auto& b) { return a.second > b.second; });
-      row.resize(static_cast<size_t>(std::min(top_k, k)));
-      out[pending[static_cast<size_t>(i)]].top = row;
+      std::vector<std::pair<int64_t, double>>& row = out[pending[static_cast<size_t>(i)]].top;
+      for (const kiln::Prediction& c : top_classes(p.data() + i * k, k, top_k)) row.push_back({c.index, c.probability});
     }
     pending.clear();
     buf.clear();
@@ -249,11 +246,10 @@ std::vector<Prediction> predict_images(TrainedModel& t, const std::vector<std::s
   for (size_t i = 0; i < paths.size(); ++i) {
     out[i].path = paths[i];
     try {
-      const io::Image img = io::resize_shorter_side(io::decode_image(paths[i]), resize);
-      const io::Crop crop = io::center_crop(img.width, img.height, static_cast<int>(size));
+      const io::Image img = io::decode_image(paths[i]);
       const size_t at = buf.size();
       buf.resize(at + static_cast<size_t>(size * size * 3));
-      io::crop_to_input(img, crop, t.convention, buf.data() + at);
+      image_to_input(img, size, t.convention, buf.data() + at);  // as kiln::Model::logits prepares it
       pending.push_back(i);
     } catch (const Error& e) {
       std::string msg = e.what();

@@ -15,3 +15,9 @@ add_test(NAME embed.find_package_consumer_builds_and_runs
 set_tests_properties(embed.find_package_consumer_builds_and_runs PROPERTIES
   LABELS embed
   TIMEOUT 600)
+
+# The README's example is the file the test above compiles and runs, byte for byte.
+add_test(NAME embed.readme_example_matches_compiled_file
+  COMMAND ${CMAKE_COMMAND} "-DKILN_SOURCE_DIR=${PROJECT_SOURCE_DIR}"
+    -P "${CMAKE_CURRENT_LIST_DIR}/check_readme_example.cmake")
+set_tests_properties(embed.readme_example_matches_compiled_file PROPERTIES LABELS embed)

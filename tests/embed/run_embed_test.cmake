@@ -4,6 +4,8 @@
 #   3. configure tests/embed/consumer with -DCMAKE_PREFIX_PATH=<work>/prefix, build it
 #   4. run the consumer (no LD_LIBRARY_PATH: the installed libkiln.so must be found the way
 #      a real user's program finds it) and require exit status 0.
+#   5. run the README's example (consumer/top_class.cpp) on a weights file and an image that
+#      consumer/make_fixture writes (removed afterwards); it must print the expected class.
 # Run as: cmake -DKILN_BUILD_DIR=<kiln build dir> [-DKILN_EMBED_WORK_DIR=<dir>]
 #               [-DKILN_EMBED_GENERATOR=Ninja] [-DKILN_EMBED_MAKE_PROGRAM=<ninja>]
 #               [-DKILN_EMBED_CXX_COMPILER=<c++>] [-DKILN_EMBED_BUILD_TYPE=Release]
@@ -116,4 +118,29 @@ if(KILN_EMBED_BUILD_TYPE AND NOT EXISTS "${exe}" AND EXISTS "${consumer_build}/$
   set(exe "${consumer_build}/${KILN_EMBED_BUILD_TYPE}/kiln_consumer")  # multi-config generators
 endif()
 embed_step(run "${exe}")
-message(STATUS "embed: an installed kiln builds and runs in another CMake project")
+
+# 5. the README example (top_class.cpp, identical to the README's block: see
+#    check_readme_example.cmake) on a weights file and an image make_fixture writes; its
+#    class must be the one the hand-written chain of kiln calls gives.
+get_filename_component(exe_dir "${exe}" DIRECTORY)
+set(fixture "${KILN_EMBED_WORK_DIR}/fixture")
+file(REMOVE_RECURSE "${fixture}")
+file(MAKE_DIRECTORY "${fixture}")
+execute_process(COMMAND "${exe_dir}/make_fixture" "${fixture}"
+  RESULT_VARIABLE rc OUTPUT_VARIABLE expected ERROR_VARIABLE err)
+if(NOT rc EQUAL 0 OR NOT expected MATCHES "^class [0-9]+")
+  message(FATAL_ERROR "embed: make_fixture failed (exit status ${rc}): ${expected}${err}")
+endif()
+string(STRIP "${expected}" expected)
+execute_process(COMMAND "${exe_dir}/top_class" vgg11 "${fixture}/vgg11.h5" "${fixture}/image.png" 32
+  RESULT_VARIABLE rc OUTPUT_VARIABLE got ERROR_VARIABLE err)
+message("top_class: ${got}${err}")
+file(REMOVE_RECURSE "${fixture}")
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "embed: the README example failed (exit status ${rc})")
+endif()
+string(FIND "${got}" ": ${expected}, p = " at)
+if(at EQUAL -1)
+  message(FATAL_ERROR "embed: the README example printed '${got}', expected ${expected} (the hand-written chain's)")
+endif()
+message(STATUS "embed: an installed kiln builds and runs in another CMake project, README example included")
