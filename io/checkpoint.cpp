@@ -6,7 +6,10 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <set>
 
+#include "io/crc32c.h"
 #include "io/hdf5.h"
 
 namespace fs = std::filesystem;
@@ -17,7 +20,9 @@ namespace {
 
 // 2: optimizer datasets carry their CRC32C (kChecksumAttribute, io/weights.h). A state file
 // without a state_format_version attribute is version 1 and is read unchecked.
-constexpr int64_t kStateFormatVersion = 2;
+// 3: frozen_file and frozen_digest; the weights file holds what trains (and the buffers).
+constexpr int64_t kStateFormatVersion = 3;
+constexpr int64_t kFirstFrozenFileVersion = 3;
 // The state file's identity. The app's name stays in it: every checkpoint written so far
 // carries it, and a resume must keep reading them.
 constexpr const char* kCheckpointKind = "vgg_finetune checkpoint";
@@ -93,6 +98,50 @@ void check_meta(const CheckpointMeta& m, const std::string& file) {
   const std::string& w = m.weights_file;
   KILN_CHECK(!w.empty() && w.find('/') == std::string::npos && w != "." && w != "..", "checkpoint '", file,
              "': weights_file '", w, "' must be a file name inside the model directory");
+  const std::string& z = m.frozen_file;
+  KILN_CHECK(z.empty() || (z.find('/') == std::string::npos && z != "." && z != ".." && z != w), "checkpoint '", file,
+             "': frozen_file '", z, "' must be a file name inside the model directory other than its weights file");
+}
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() > suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// Frozen files: frozen-phaseP-DDDDDDDD.weights.h5.
+bool is_frozen_name(const std::string& n) { return n.rfind("frozen-", 0) == 0 && ends_with(n, ".weights.h5"); }
+
+// Adds one tensor (name, CRC32C) to a digest.
+uint32_t digest_add(uint32_t digest, const std::string& name, uint32_t crc) {
+  digest = crc32c_extend(digest, name.data(), name.size() + 1);  // with its '\0': names stay apart
+  const unsigned char le[4] = {static_cast<unsigned char>(crc), static_cast<unsigned char>(crc >> 8),
+                               static_cast<unsigned char>(crc >> 16), static_cast<unsigned char>(crc >> 24)};
+  return crc32c_extend(digest, le, sizeof le);
+}
+
+// (name, stored CRC32C) of every dataset below `g`; kiln's files are model/layer/tensor deep.
+void stored_checksums(const h5::Group& g, const std::string& prefix, std::map<std::string, uint32_t>& out, int depth) {
+  KILN_CHECK(depth < 16 && out.size() < (1u << 20), "weights file '", g.file(), "': groups nested too deep at '",
+             prefix, "' (corrupt file?)");
+  for (const std::string& child : g.children()) {
+    const std::string rel = prefix.empty() ? child : prefix + "/" + child;
+    if (g.is_group(child)) {
+      stored_checksums(g.group(child), rel, out, depth + 1);
+    } else if (g.is_dataset(child)) {
+      const h5::Dataset ds = g.dataset(child);
+      KILN_CHECK(ds.has_attribute(kChecksumAttribute), "file '", g.file(), "' is corrupt: tensor '", rel,
+                 "' has no '", kChecksumAttribute, "' checksum, which kiln writes on every tensor of a frozen file");
+      out[rel] = static_cast<uint32_t>(ds.int_attribute(kChecksumAttribute));
+    }
+  }
+}
+
+// The frozen file of `c` is the one its state recorded.
+void check_frozen_identity(const CheckpointInfo& c) {
+  const uint32_t have = frozen_digest_of(c.frozen_path);
+  char buf[96];
+  std::snprintf(buf, sizeof buf, "digest 0x%08x, the checkpoint was written with 0x%08x", have, c.meta.frozen_digest);
+  KILN_CHECK(have == c.meta.frozen_digest, "frozen file '", c.frozen_path, "' is not the one checkpoint '",
+             c.state_path, "' was written with (", buf, "); it was replaced or changed after kiln wrote it");
 }
 
 }  // namespace
@@ -111,12 +160,60 @@ std::vector<std::string> remove_stale_temporaries(const std::string& model_dir) 
   return removed;
 }
 
+uint32_t frozen_digest_of(Module& model, const std::function<bool(const std::string&)>& select) {
+  std::map<std::string, uint32_t> crcs;
+  for (const ParameterRef& p : model.parameters()) {
+    if (!select(p.name)) continue;
+    const Tensor host = p.tensor->cpu().to(DType::f32);
+    crcs[p.name] = tensor_checksum(host.data<float>(), static_cast<size_t>(host.numel()));
+  }
+  uint32_t digest = 0;
+  for (const auto& [name, crc] : crcs) digest = digest_add(digest, name, crc);
+  return digest;
+}
+
+uint32_t frozen_digest_of(const std::string& weights_path) {
+  const h5::File f = h5::File::open_read(weights_path);
+  std::map<std::string, uint32_t> crcs;
+  stored_checksums(f.root(), "", crcs, 0);
+  uint32_t digest = 0;
+  for (const auto& [name, crc] : crcs) digest = digest_add(digest, name, crc);
+  return digest;
+}
+
 std::string save_checkpoint(const std::string& model_dir, Module& model, Optimizer& opt, CheckpointMeta meta,
                             int keep_last) {
   const std::string stem = stem_for(meta.epochs_done, meta.batches_done);
   meta.weights_file = stem + ".weights.h5";
   ExportOptions eo;
   eo.convention = kiln::parse_convention(meta.convention);
+  // What the phase freezes goes to its own file, written once: it cannot change while the
+  // phase runs, and a new digest (other values) means a new file, never one rewritten.
+  std::set<std::string> frozen;
+  for (const ParameterRef& p : model.parameters())
+    if (!p.trainable) frozen.insert(p.name);
+  meta.frozen_file.clear();
+  meta.frozen_digest = 0;
+  auto is_frozen = [&](const std::string& name) { return frozen.count(name) > 0; };
+  if (!frozen.empty()) {
+    meta.frozen_digest = frozen_digest_of(model, is_frozen);
+    char name[64];
+    std::snprintf(name, sizeof name, "frozen-phase%d-%08x.weights.h5", meta.phase, meta.frozen_digest);
+    meta.frozen_file = name;
+    const std::string frozen_path = (fs::path(model_dir) / meta.frozen_file).string();
+    bool have = false;
+    try {
+      have = fs::exists(frozen_path) && frozen_digest_of(frozen_path) == meta.frozen_digest;
+    } catch (const Error&) {
+      have = false;  // unreadable: written again
+    }
+    if (!have) {
+      ExportOptions fo = eo;
+      fo.select = is_frozen;
+      export_weights(model, frozen_path, fo);  // atomic itself
+    }
+    eo.select = [&](const std::string& n) { return !is_frozen(n); };
+  }
   const std::string weights_path = (fs::path(model_dir) / meta.weights_file).string();
   export_weights(model, weights_path, eo);  // atomic itself
 
@@ -147,6 +244,8 @@ std::string save_checkpoint(const std::string& model_dir, Module& model, Optimiz
     root.set_int_attribute("dropout_gen_seed", static_cast<int64_t>(meta.dropout_gen.seed));
     root.set_int_attribute("dropout_gen_offset", static_cast<int64_t>(meta.dropout_gen.offset));
     root.set_string_attribute("weights_file", meta.weights_file);
+    root.set_string_attribute("frozen_file", meta.frozen_file);
+    root.set_int_attribute("frozen_digest", meta.frozen_digest);
     for (const OptimizerStateRef& s : opt.state()) {
       Tensor host = s.tensor->cpu();
       if (host.dtype() == DType::i64) {
@@ -183,6 +282,14 @@ std::string save_checkpoint(const std::string& model_dir, Module& model, Optimiz
     }
     if (tmp_file || orphan) fs::remove(e.path(), ec);
   }
+  // Frozen files no remaining checkpoint names (a finished phase's, or one left by a kill
+  // before its checkpoint's state file was written).
+  std::set<std::string> named;
+  for (const CheckpointInfo& c : list_checkpoints(model_dir)) named.insert(c.meta.frozen_file);
+  for (const auto& e : fs::directory_iterator(model_dir, ec)) {
+    const std::string n = e.path().filename().string();
+    if (is_frozen_name(n) && !named.count(n)) fs::remove(e.path(), ec);
+  }
   return path;
 }
 
@@ -218,6 +325,13 @@ CheckpointMeta read_checkpoint_meta(const h5::Group& root) {
   m.dropout_gen = {static_cast<uint64_t>(root.int_attribute("dropout_gen_seed")),
                    static_cast<uint64_t>(root.int_attribute("dropout_gen_offset"))};
   m.weights_file = root.string_attribute("weights_file");
+  if (state_version(root) >= kFirstFrozenFileVersion) {
+    m.frozen_file = root.string_attribute("frozen_file");
+    const int64_t d = root.int_attribute("frozen_digest");
+    KILN_CHECK(d >= 0 && d <= int64_t{0xFFFFFFFF}, "checkpoint '", state_path, "': frozen_digest ", d,
+               " is no 32-bit CRC (corrupt or not written by kiln?)");
+    m.frozen_digest = static_cast<uint32_t>(d);
+  }
   check_meta(m, state_path);
   return m;
 }
@@ -264,15 +378,25 @@ std::vector<CheckpointInfo> list_checkpoints(const std::string& model_dir, std::
     try {
       info.meta = read_checkpoint_meta(info.state_path);
     } catch (const Error& err) {
-      if (damaged) damaged->push_back({info.state_path, conventional, one_line(err.what())});
+      if (damaged) damaged->push_back({info.state_path, conventional, "", one_line(err.what())});
       continue;
     }
     info.weights_path = (fs::path(model_dir) / info.meta.weights_file).string();
     if (!fs::exists(info.weights_path)) {
       if (damaged)
-        damaged->push_back({info.state_path, "", "state file '" + info.state_path + "' names weights file '" +
+        damaged->push_back({info.state_path, "", "", "state file '" + info.state_path + "' names weights file '" +
                                                      info.weights_path + "', which is missing"});
       continue;
+    }
+    if (!info.meta.frozen_file.empty()) {
+      info.frozen_path = (fs::path(model_dir) / info.meta.frozen_file).string();
+      if (!fs::exists(info.frozen_path)) {
+        if (damaged)
+          damaged->push_back({info.state_path, info.weights_path, "",
+                              "state file '" + info.state_path + "' names frozen file '" + info.frozen_path +
+                                  "', which is missing"});
+        continue;
+      }
     }
     out.push_back(std::move(info));
   }
@@ -299,7 +423,9 @@ std::optional<CheckpointInfo> best_checkpoint(const std::string& model_dir) {
   return all[best];
 }
 
-void verify_checkpoint(const CheckpointInfo& c) {
+namespace {
+
+void verify_own_files(const CheckpointInfo& c) {
   {
     const h5::File f = h5::File::open_read(c.state_path);
     const h5::Group root = f.root();
@@ -308,15 +434,55 @@ void verify_checkpoint(const CheckpointInfo& c) {
   verify_weights(c.weights_path);
 }
 
+void verify_frozen(const CheckpointInfo& c) {
+  if (c.frozen_path.empty()) return;
+  verify_weights(c.frozen_path);
+  check_frozen_identity(c);
+}
+
+}  // namespace
+
+void verify_checkpoint(const CheckpointInfo& c) {
+  verify_own_files(c);
+  verify_frozen(c);
+}
+
+void load_checkpoint_weights(Module& model, const CheckpointInfo& c) {
+  if (c.frozen_path.empty()) {
+    import_weights(model, c.weights_path);
+    return;
+  }
+  check_frozen_identity(c);  // before anything is loaded
+  ImportOptions part;
+  part.allow_missing = true;  // each file holds part; together they must hold everything
+  std::set<std::string> loaded;
+  for (const std::string& path : {c.frozen_path, c.weights_path})
+    for (std::string& n : import_weights(model, path, part).loaded) loaded.insert(std::move(n));
+  std::vector<std::string> missing;
+  for (const ParameterRef& p : model.parameters())
+    if (!loaded.count(p.name)) missing.push_back(p.name);
+  for (const BufferRef& b : model.buffers())
+    if (!loaded.count(b.name)) missing.push_back(b.name);
+  KILN_CHECK(missing.empty(), "checkpoint '", c.state_path, "': neither its weights file '", c.weights_path,
+             "' nor its frozen file '", c.frozen_path, "' holds '", missing.front(), "' (", missing.size(),
+             " tensor(s) missing)");
+}
+
 ResumeChoice newest_intact_checkpoint(const std::string& model_dir) {
   ResumeChoice r;
   const std::vector<CheckpointInfo> all = list_checkpoints(model_dir, &r.damaged);
   for (auto it = all.rbegin(); it != all.rend() && !r.checkpoint; ++it) {
     try {
-      verify_checkpoint(*it);
+      verify_own_files(*it);
+    } catch (const Error& err) {
+      r.damaged.push_back({it->state_path, it->weights_path, "", one_line(err.what())});
+      continue;
+    }
+    try {
+      verify_frozen(*it);
       r.checkpoint = *it;
     } catch (const Error& err) {
-      r.damaged.push_back({it->state_path, it->weights_path, one_line(err.what())});
+      r.damaged.push_back({it->state_path, it->weights_path, it->frozen_path, one_line(err.what())});
     }
   }
   // Newest first, by file name (ckpt-EEEEEE[-BBBBBB] sorts in training order without its suffix).
@@ -332,7 +498,7 @@ ResumeChoice newest_intact_checkpoint(const std::string& model_dir) {
 
 std::vector<std::string> set_aside(const DamagedCheckpoint& d) {
   std::vector<std::string> moved;
-  for (const std::string& path : {d.state_path, d.weights_path}) {
+  for (const std::string& path : {d.state_path, d.weights_path, d.frozen_path}) {
     std::error_code ec;
     if (path.empty() || !fs::exists(path, ec)) continue;
     // Never over an earlier .corrupt file of the same name: that would delete it.

@@ -10,6 +10,15 @@
 // (complete) weights file or a *.tmp file, never a checkpoint pointing at a half-written one.
 // A run starting on the directory removes stale *.tmp files (remove_stale_temporaries).
 //
+// What a phase freezes does not change while it runs, so it is written once per phase, not
+// per checkpoint (state format 3): frozen-phaseP-DDDDDDDD.weights.h5, an ordinary kiln
+// weights file of the frozen parameters (DDDDDDDD: their digest, frozen_digest), written
+// before the phase's first checkpoint; each checkpoint's weights file then holds only the
+// trainable parameters and the buffers, and its state file names the frozen file that
+// completes it (frozen_file, frozen_digest; a frozen file with another digest is refused).
+// Pruning keeps a frozen file while a kept checkpoint names it. Checkpoints of versions 1
+// and 2 (one full weights file each) still load and resume.
+//
 // Both files prove they are intact: every tensor in them carries its CRC32C (weights: kiln
 // format 2, docs/weights_format.md; state: root attribute state_format_version 2, each
 // optimizer/<name> dataset with a crc32c attribute), checked on every load. State files
@@ -20,6 +29,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -49,17 +59,36 @@ struct CheckpointMeta {
   uint64_t seed = 0;         // the run's --seed (the loader's seed derives from it)
   PhiloxState init_gen, dropout_gen;
   std::string weights_file;  // file name inside the model directory
+  // Version 3: the frozen parameters' file inside the model directory ("": weights_file
+  // holds every parameter) and its digest (frozen_digest_of).
+  std::string frozen_file;
+  uint32_t frozen_digest = 0;
 };
 
 // One complete checkpoint on disk: its two files and its metadata.
 struct CheckpointInfo {
   std::string state_path;
   std::string weights_path;
+  std::string frozen_path;  // "" when weights_path holds every parameter
   CheckpointMeta meta;
 };
 
-// Writes the checkpoint of (meta.epochs_done, meta.batches_done) (weights, then state), then deletes all but the
-// last `keep_last` checkpoints and the best by validation accuracy. Returns the state path.
+// Loads a checkpoint's parameters and buffers into `model`: its weights file and, from
+// version 3, the frozen file it names (whose digest must be the one recorded). Every
+// parameter and buffer must come from one of them; on an error the model may hold part of
+// the checkpoint.
+void load_checkpoint_weights(Module& model, const CheckpointInfo& c);
+
+// The identity of a set of tensors: CRC32C over their names (sorted) and per-tensor CRC32Cs.
+// From the model's tensors whose names `select` accepts, or from a kiln weights file's
+// datasets and their stored checksums (which verify_weights checks against the values).
+uint32_t frozen_digest_of(Module& model, const std::function<bool(const std::string&)>& select);
+uint32_t frozen_digest_of(const std::string& weights_path);
+
+// Writes the checkpoint of (meta.epochs_done, meta.batches_done) (the frozen file when the
+// model has frozen parameters and no file of theirs exists yet, weights, then state), then
+// deletes all but the last `keep_last` checkpoints and the best by validation accuracy, and
+// the frozen files no remaining checkpoint names. Returns the state path.
 std::string save_checkpoint(const std::string& model_dir, Module& model, Optimizer& opt, CheckpointMeta meta,
                             int keep_last);
 
@@ -67,11 +96,13 @@ std::string save_checkpoint(const std::string& model_dir, Module& model, Optimiz
 struct DamagedCheckpoint {
   std::string state_path;
   std::string weights_path;  // "" when it has none
+  std::string frozen_path;   // set only when the frozen file is what failed (set aside too)
   std::string reason;        // one line naming the file and the tensor or attribute at fault
 };
 
-// Complete checkpoints (state file present and readable, weights file present), oldest first.
-// State files that do not read, or whose weights file is gone, go to `damaged` when given.
+// Complete checkpoints (state file present and readable, weights file and any frozen file it
+// names present), oldest first. State files that do not read, or whose weights or frozen file
+// is gone, go to `damaged` when given.
 // The tensors' checksums are not read here (verify_checkpoint does).
 std::vector<CheckpointInfo> list_checkpoints(const std::string& model_dir,
                                              std::vector<DamagedCheckpoint>* damaged = nullptr);
@@ -87,7 +118,8 @@ void restore_optimizer(const std::string& state_path, Optimizer& opt);
 // The same from an open state file's root; shapes and types are checked before reading.
 void restore_optimizer(const h5::Group& root, Optimizer& opt);
 
-// Reads every tensor of both files of `c` and checks its checksum; a kiln::Error names the
+// Reads every tensor of the files of `c` (state, weights, frozen) and checks its checksum
+// and the frozen file's digest; a kiln::Error names the
 // corrupt file and tensor. Files written before checksums pass unchecked.
 void verify_checkpoint(const CheckpointInfo& c);
 

@@ -329,8 +329,11 @@ ImportReport import_weights(Module& model, const h5::File& file, const ImportOpt
     map[src.model + "/"] = model.name() + "/";
   }
 
+  // Buffers load like parameters (they are saved beside them; never trained).
+  std::vector<ParameterRef> targets = model.parameters();
+  for (const BufferRef& b : model.buffers()) targets.push_back(ParameterRef{b.name, b.tensor, false, false});
   std::map<std::string, ParameterRef> params;
-  for (const ParameterRef& p : model.parameters()) params.emplace(p.name, p);
+  for (const ParameterRef& p : targets) params.emplace(p.name, p);
 
   std::vector<std::string> problems;
   std::vector<std::pair<const SourceEntry*, ParameterRef>> plan;
@@ -379,7 +382,7 @@ ImportReport import_weights(Module& model, const h5::File& file, const ImportOpt
   std::vector<std::string> loaded_names;
   for (const auto& pe : plan) loaded_names.push_back(pe.second.name);
   std::sort(loaded_names.begin(), loaded_names.end());
-  for (const ParameterRef& p : model.parameters()) {
+  for (const ParameterRef& p : targets) {
     if (!map_covers(map, p.name) || matches_any(opt.skip, p.name)) continue;
     if (!std::binary_search(loaded_names.begin(), loaded_names.end(), p.name)) rep.missing.push_back(p.name);
   }
@@ -423,9 +426,13 @@ void export_weights(Module& model, const std::string& path, const ExportOptions&
         root.set_int_attribute("kiln_format_version", kKilnFormatVersion);
         root.set_string_attribute("model", model.name());
         root.set_string_attribute("input_convention", convention_name(opt.convention));
-        for (const ParameterRef& p : model.parameters()) {
-          const Tensor host = p.tensor->cpu().to(DType::f32);
-          write_checksummed(root, p.name, host.shape().dims(), host.data<float>());
+        std::vector<std::pair<std::string, Tensor*>> tensors;
+        for (const ParameterRef& p : model.parameters()) tensors.emplace_back(p.name, p.tensor);
+        for (const BufferRef& b : model.buffers()) tensors.emplace_back(b.name, b.tensor);
+        for (const auto& [name, tensor] : tensors) {
+          if (opt.select && !opt.select(name)) continue;
+          const Tensor host = tensor->cpu().to(DType::f32);
+          write_checksummed(root, name, host.shape().dims(), host.data<float>());
         }
       } else {
         write_keras(root, model);

@@ -9,6 +9,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -90,6 +91,9 @@ ImportReport import_weights(Module& model, const h5::File& file, const ImportOpt
 struct ExportOptions {
   WeightsFormat format = WeightsFormat::kiln;  // kiln or keras (keras3 is import-only)
   InputConvention convention = InputConvention::caffe_bgr;  // recorded in kiln's layout
+  // Kiln layout only: which parameters and buffers (by full name) are written; null: all.
+  // Checkpoints write what trains and keep what a phase freezes in a file of its own.
+  std::function<bool(const std::string& name)> select;
 };
 
 // ---- Per-tensor checksums (kiln format 2; vgg_finetune's state files use them too) ----
@@ -113,7 +117,8 @@ std::string verify_weights(const std::string& path);
 // corrupt tensor is a kiln::Error as above. Returns how many were checked.
 size_t verify_checksums(const h5::Group& g);
 
-// Writes the model's parameters to `path` atomically (io/atomic_file.h: a temporary beside
+// Writes the model's parameters and buffers (Module::buffers, e.g. running statistics) to
+// `path` atomically (io/atomic_file.h: a temporary beside
 // it, synced, renamed over `path`), so `path` is never half-written.
 void export_weights(Module& model, const std::string& path, const ExportOptions& opt = {});
 

@@ -568,7 +568,8 @@ int cmd_check_dir(int argc, char** argv) {
       std::printf("tmp  %s (not a checkpoint; the next run removes it)\n", n.c_str());
       continue;
     }
-    if (n.rfind("ckpt-", 0) != 0 || !ends(n, ".h5")) continue;
+    // Checkpoint files and the frozen files that complete them (io/checkpoint.h).
+    if ((n.rfind("ckpt-", 0) != 0 && n.rfind("frozen-", 0) != 0) || !ends(n, ".h5")) continue;
     try {
       if (ends(n, ".state.h5")) {
         io::read_checkpoint_meta(path);
@@ -577,7 +578,9 @@ int cmd_check_dir(int argc, char** argv) {
         Generator g1(1), g2(2);
         auto model = find_model_spec(kModelName).build(ModelOptions{num_classes, f.integer("image-size", 32, 1024)},
                                                        g1, g2);
-        import_weights(*model, path);
+        ImportOptions part;
+        part.allow_missing = true;  // a checkpoint's weights file holds what trains, a frozen file the rest
+        import_weights(*model, path, part);
       }
       ++good;
       std::printf("ok   %s\n", n.c_str());

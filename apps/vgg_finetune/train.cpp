@@ -213,7 +213,7 @@ io::InputConvention load_start_weights(const TrainConfig& cfg, const ModelSpec& 
   io::InputConvention convention = io::InputConvention::torchvision_rgb;
   std::string source = "the default, no weights file says otherwise";
   if (resume) {
-    import_weights(model, resume->weights_path);
+    io::load_checkpoint_weights(model, *resume);
     // The run goes ahead: damaged checkpoints are moved out of its way (a retrained epoch
     // would overwrite them, pruning would count them), not deleted.
     std::fflush(stdout);
@@ -455,7 +455,7 @@ TrainedModel load_trained(const std::string& model_dir, Device device, bool best
   const ModelSpec& spec = find_model_spec(kModelName);
   t.model = spec.build(ModelOptions{static_cast<int64_t>(ck->meta.classes.size()), ck->meta.image_size, 0.5f},
                        *t.init, *t.dropout);
-  import_weights(*t.model, ck->weights_path);
+  io::load_checkpoint_weights(*t.model, *ck);
   t.model->to(device);
   t.model->eval();
   t.convention = io::parse_convention(ck->meta.convention);

@@ -36,6 +36,16 @@ else
   bad "train"; cat "$W/a.log"
 fi
 
+# 1b. Phase 1 froze conv1..fc7: they are in the phase's frozen file, written once; its
+# checkpoint's weights file holds fc8 alone (io/checkpoint.h, state format 3).
+frozen_files=$(ls "$W/a/"frozen-phase1-*.weights.h5 2> /dev/null | wc -l)
+if [ "$frozen_files" = 1 ] && [ "$(stat -c %s "$W/a/ckpt-000001.weights.h5")" -lt 65536 ] &&
+   [ "$(stat -c %s "$W/a/"frozen-phase1-*.weights.h5)" -gt 1000000 ]; then
+  ok "phase 1's frozen layers written once (frozen-phase1-*.weights.h5), its checkpoint holds fc8 alone"
+else
+  bad "frozen file: $frozen_files frozen file(s)"; ls -l "$W/a"
+fi
+
 # 2. Stop after epoch 1, resume: the final weights equal the uninterrupted run's bit for bit.
 "$B" train --data-dir "$W/data" --model-dir "$W/b" "${COMMON[@]}" --stop-after-epochs 1 > "$W/b1.log" 2>&1
 "$B" train --data-dir "$W/data" --model-dir "$W/b" "${COMMON[@]}" > "$W/b2.log" 2>&1
@@ -190,22 +200,44 @@ done
 # 8b. Checksums. A float of the newest checkpoint's conv1_2 weights overwritten with 3e38:
 # eval refuses in one line naming the file and the tensor; train warns, sets that checkpoint
 # aside (kept as *.corrupt), resumes from the previous one -- made a version-1 checkpoint
-# without checksums, as an older kiln wrote it -- and ends with the uninterrupted run's
-# weights. A directory whose only checkpoint is corrupt is refused, not started over.
+# without checksums and with one full weights file, as an older kiln wrote it -- and ends with
+# the uninterrupted run's weights. A directory whose only checkpoint is corrupt (conv1_2 in
+# its phase's frozen file) is refused, not started over.
 if /usr/bin/python3 -c "import h5py" 2> /dev/null; then
   cp -r "$W/a" "$W/z"
-  mkdir "$W/y" && cp "$W/a/classes.txt" "$W/a/config.txt" "$W/a/"ckpt-000001.* "$W/y/"
+  mkdir "$W/y" && cp "$W/a/classes.txt" "$W/a/config.txt" "$W/a/"ckpt-000001.* "$W/a/"frozen-* "$W/y/"
   /usr/bin/python3 - "$W/z" "$W/y" << 'EOF'
 import h5py, numpy as np, sys
 z, y = sys.argv[1], sys.argv[2]
-for path in (z + "/ckpt-000002.weights.h5", y + "/ckpt-000001.weights.h5"):
-    with h5py.File(path, "r+") as f:
-        f["vgg16/conv1_2/weight"][0, 0, 0, 0] = np.float32(3e38)
-with h5py.File(z + "/ckpt-000001.weights.h5", "r+") as f:
+T = "vgg16/conv1_2/weight"
+def files_of(d, stem):  # the checkpoint's weights file, and its frozen file (state format 3) if any
+    with h5py.File(f"{d}/{stem}.state.h5", "r") as s:
+        frozen = s.attrs.get("frozen_file", b"")
+        frozen = frozen.decode() if isinstance(frozen, bytes) else str(frozen)
+    return [f"{d}/{stem}.weights.h5"] + ([f"{d}/{frozen}"] if frozen else [])
+def holder(d, stem):  # whichever of them holds conv1_2
+    for p in files_of(d, stem):
+        with h5py.File(p, "r") as f:
+            if T in f:
+                return p
+for d, stem in ((z, "ckpt-000002"), (y, "ckpt-000001")):
+    with h5py.File(holder(d, stem), "r+") as f:
+        f[T][0, 0, 0, 0] = np.float32(3e38)
+# ckpt-000001 of z as kiln wrote it before checksums: one full weights file, no versions.
+weights, *frozen = files_of(z, "ckpt-000001")
+with h5py.File(weights, "r+") as f:
+    def copy(name, o):  # returns None: visititems stops at the first other value
+        if isinstance(o, h5py.Dataset):
+            f.create_dataset(name, data=o[...])
+    for p in frozen:
+        with h5py.File(p, "r") as g:
+            g.visititems(copy)
     f.attrs["kiln_format_version"] = np.int64(1)
-    f.visititems(lambda name, o: o.attrs.__delitem__("crc32c") if isinstance(o, h5py.Dataset) else None)
+    f.visititems(lambda name, o: o.attrs.__delitem__("crc32c") if "crc32c" in o.attrs else None)
 with h5py.File(z + "/ckpt-000001.state.h5", "r+") as f:
-    del f.attrs["state_format_version"]
+    for a in ("state_format_version", "frozen_file", "frozen_digest"):
+        if a in f.attrs:
+            del f.attrs[a]
 EOF
   expect_error "eval on a corrupt checkpoint" eval --model-dir "$W/z" --data-dir "$W/data" --device cpu
   grep -q "ckpt-000002.weights.h5' is corrupt: tensor 'vgg16/conv1_2/weight' fails its checksum (stored 0x" "$W/err.txt" ||

@@ -1,9 +1,12 @@
 // Checkpoints prove they are intact (io/checkpoint.h): state
 // files carry a format version and a CRC32C per optimizer tensor, restore_optimizer verifies
-// them, and the resume picks the newest checkpoint whose two files verify. A one-layer model
+// them, and the resume picks the newest checkpoint whose files verify. What a phase freezes
+// is written once per phase (state format 3); version 2 checkpoints still load; buffers are
+// saved with the parameters. A one-layer model
 // keeps this fast; the app's end-to-end test covers the real VGG16 files.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -99,7 +102,7 @@ TEST_CASE("checkpoint state files carry a CRC32C per optimizer tensor, verified 
   REQUIRE(momentum_of(*run.opt, momentum).defined());
   {
     const h5::File f = h5::File::open_read(state2);
-    CHECK(f.root().int_attribute("state_format_version") == 2);
+    CHECK(f.root().int_attribute("state_format_version") == 3);
     CHECK(f.root().dataset("optimizer/" + momentum).has_attribute(kChecksumAttribute));
   }
   Run fresh;
@@ -143,4 +146,270 @@ TEST_CASE("checkpoint state files carry a CRC32C per optimizer tensor, verified 
   CHECK_THROWS_WITH(newest_intact_checkpoint(tmp.dir),
                     Contains("holds 1 checkpoint(s) and none is intact") &&
                         Contains("file '" + choice.checkpoint->weights_path + "' is corrupt: tensor 'vgg16/fc8/weight'"));
+}
+
+namespace {
+
+// fc7 (frozen in "phase 1") then fc8, trained by SGD with momentum.
+struct FrozenRun {
+  Generator gen{11};
+  std::shared_ptr<Sequential> model = std::make_shared<Sequential>("vgg16");
+  std::unique_ptr<SGD> opt;
+  int phase = 1;
+  FrozenRun() {
+    model->add(std::make_shared<Linear>("fc7", 8, 8, true, gen));
+    model->add(std::make_shared<Linear>("fc8", 8, 2, true, gen));
+    model->freeze("vgg16/fc7/");
+    opt = std::make_unique<SGD>(*model, SgdOptions{.lr = 0.1f, .momentum = 0.9f});
+  }
+  void all_layers() {  // "phase 2": everything trains
+    model->unfreeze("vgg16/");
+    opt = std::make_unique<SGD>(*model, SgdOptions{.lr = 0.1f, .momentum = 0.9f});
+    phase = 2;
+  }
+  void step() {
+    const Tensor x = Tensor::normal(Shape{4, 8}, 0, 1, gen);
+    const Tensor y = Tensor::from_vector(std::vector<int64_t>{0, 1, 1, 0}, Shape{4});
+    opt->zero_grad();
+    softmax_cross_entropy(model->forward(x), y).backward();
+    opt->step();
+  }
+  std::string save(const std::string& dir, int64_t epochs, int keep, double val_acc = 0) {
+    CheckpointMeta m;
+    m.epochs_done = epochs;
+    m.global_step = epochs;
+    m.phase = phase;
+    m.val_acc = val_acc;
+    m.image_size = 32;
+    m.classes = {"a", "b"};
+    m.convention = "caffe_bgr";
+    return save_checkpoint(dir, *model, *opt, m, keep);
+  }
+};
+
+std::vector<std::string> files_in(const std::string& dir) {
+  std::vector<std::string> out;
+  for (const auto& e : fs::directory_iterator(dir)) out.push_back(e.path().filename().string());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::vector<float> values_of(Module& m, const std::string& name) { return m.find(name).tensor->to_vector<float>(); }
+
+// Rewrites a checkpoint as kiln wrote it before state format 3: one weights file with every
+// parameter (export_weights), a state file with state_format_version 2 and no frozen_* attributes.
+void rewrite_as_version2(const CheckpointInfo& c, Module& model) {
+  export_weights(model, c.weights_path);
+  std::vector<std::pair<std::string, std::string>> strings;
+  std::vector<std::pair<std::string, int64_t>> ints;
+  std::vector<std::string> classes;
+  std::vector<std::pair<std::string, std::vector<float>>> tensors;
+  std::vector<std::vector<int64_t>> shapes;
+  {
+    const h5::File f = h5::File::open_read(c.state_path);
+    const h5::Group root = f.root();
+    for (const std::string& a : root.attribute_names()) {
+      if (a == "frozen_file" || a == "frozen_digest" || a == "state_format_version") continue;
+      if (a == "classes") classes = root.string_list_attribute(a);
+      else if (a == "kind" || a == "epoch_loss_sum" || a == "val_loss" || a == "val_acc" || a == "arch" ||
+               a == "convention" || a == "weights_file")
+        strings.emplace_back(a, root.string_attribute(a));
+      else ints.emplace_back(a, root.int_attribute(a));
+    }
+    for (const std::string& layer : root.group("optimizer").group("vgg16").children())
+      for (const std::string& param : root.group("optimizer").group("vgg16").group(layer).children()) {
+        const std::string rel = "optimizer/vgg16/" + layer + "/" + param + "/momentum";
+        tensors.emplace_back(rel, read_checksummed(root, rel, true));
+        shapes.push_back(root.dataset(rel).shape());
+      }
+  }
+  h5::File f = h5::File::create(c.state_path);
+  h5::Group root = f.root();
+  root.set_int_attribute("state_format_version", 2);
+  for (const auto& [k, v] : strings) root.set_string_attribute(k, v);
+  for (const auto& [k, v] : ints) root.set_int_attribute(k, v);
+  root.set_string_list_attribute("classes", classes);
+  for (size_t i = 0; i < tensors.size(); ++i) write_checksummed(root, tensors[i].first, shapes[i], tensors[i].second.data());
+  f.close();
+}
+
+// A test-only module with a buffer (as batch norm's running statistics will be).
+class WithBuffer final : public Module {
+ public:
+  explicit WithBuffer(Generator& gen) : Module("net") {
+    register_parameter("weight", Tensor::normal(Shape{3}, 0, 1, gen), true);
+    register_parameter("bias", Tensor::normal(Shape{3}, 0, 1, gen), false);
+    stats_ = &register_buffer("running_mean", Tensor::normal(Shape{3}, 0, 1, gen));
+  }
+  Tensor forward(const Tensor& x) override { return x; }
+  Tensor& stats() { return *stats_; }
+
+ private:
+  Tensor* stats_;
+};
+
+}  // namespace
+
+TEST_CASE("a phase's frozen parameters are written once; checkpoints hold what trains", "[checkpoint]") {
+  TempDir tmp;
+  FrozenRun run;
+  run.step();
+  const std::string s1 = run.save(tmp.dir, 1, 1);
+  const std::vector<std::string> after1 = files_in(tmp.dir);
+  REQUIRE(after1.size() == 3);
+  const std::string frozen = after1[2];
+  CHECK(frozen.rfind("frozen-phase1-", 0) == 0);
+  const auto frozen_time = fs::last_write_time(fs::path(tmp.dir) / frozen);
+  run.step();
+  const std::string s2 = run.save(tmp.dir, 2, 1, 0.25);
+  // ckpt-000001 pruned (keep 1); the frozen file kept, not rewritten, since ckpt-000002 names it.
+  CHECK(files_in(tmp.dir) == std::vector<std::string>{"ckpt-000002.state.h5", "ckpt-000002.weights.h5", frozen});
+  CHECK(fs::last_write_time(fs::path(tmp.dir) / frozen) == frozen_time);
+  {
+    const h5::File w = h5::File::open_read((fs::path(tmp.dir) / "ckpt-000002.weights.h5").string());
+    CHECK(w.root().group("vgg16").children() == std::vector<std::string>{"fc8"});
+    const h5::File z = h5::File::open_read((fs::path(tmp.dir) / frozen).string());
+    CHECK(z.root().group("vgg16").children() == std::vector<std::string>{"fc7"});
+    const h5::File st = h5::File::open_read(s2);
+    CHECK(st.root().string_attribute("frozen_file") == frozen);
+  }
+  // Loading reads both files: a fresh model ends up equal to the trained one.
+  const ResumeChoice choice = newest_intact_checkpoint(tmp.dir);
+  REQUIRE(choice.checkpoint);
+  CHECK(choice.checkpoint->state_path == s2);
+  CHECK(choice.checkpoint->frozen_path == (fs::path(tmp.dir) / frozen).string());
+  FrozenRun fresh;
+  fresh.step();  // other values everywhere trainable
+  {
+    Generator g(77);
+    auto other = std::make_shared<Sequential>("vgg16");
+    other->add(std::make_shared<Linear>("fc7", 8, 8, true, g));
+    other->add(std::make_shared<Linear>("fc8", 8, 2, true, g));
+    load_checkpoint_weights(*other, *choice.checkpoint);
+    for (const char* n : {"vgg16/fc7/weight", "vgg16/fc7/bias", "vgg16/fc8/weight", "vgg16/fc8/bias"})
+      CHECK(values_of(*other, n) == values_of(*run.model, n));
+    restore_optimizer(choice.checkpoint->state_path, *fresh.opt);
+    CHECK(momentum_of(*fresh.opt, "vgg16/fc8/weight/momentum").to_vector<float>() ==
+          momentum_of(*run.opt, "vgg16/fc8/weight/momentum").to_vector<float>());
+  }
+
+  // Phase 2 trains everything: no frozen file; once no kept checkpoint names phase 1's, it goes.
+  run.all_layers();
+  run.step();
+  run.save(tmp.dir, 3, 1, 0.5);
+  CHECK(files_in(tmp.dir) == std::vector<std::string>{"ckpt-000003.state.h5", "ckpt-000003.weights.h5"});
+}
+
+TEST_CASE("a mismatched or corrupt frozen file makes its checkpoints damaged", "[checkpoint][checksum]") {
+  TempDir tmp;
+  FrozenRun run;
+  run.step();
+  run.save(tmp.dir, 1, 5);
+  const CheckpointInfo c = *latest_checkpoint(tmp.dir);
+  REQUIRE(!c.frozen_path.empty());
+  const std::string saved = c.frozen_path + ".saved";
+  fs::copy_file(c.frozen_path, saved);
+
+  // Another file under its name (other fc7 values, each tensor intact): refused by identity.
+  {
+    Generator g(3);
+    auto other = std::make_shared<Sequential>("vgg16");
+    other->add(std::make_shared<Linear>("fc7", 8, 8, true, g));
+    export_weights(*other, c.frozen_path);
+  }
+  CHECK_THROWS_WITH(verify_checkpoint(c), Contains("frozen file '" + c.frozen_path + "' is not the one checkpoint '" +
+                                                   c.state_path + "' was written with"));
+  Generator g(4);
+  auto m = std::make_shared<Sequential>("vgg16");
+  m->add(std::make_shared<Linear>("fc7", 8, 8, true, g));
+  m->add(std::make_shared<Linear>("fc8", 8, 2, true, g));
+  CHECK_THROWS_WITH(load_checkpoint_weights(*m, c), Contains("is not the one checkpoint"));
+
+  // A corrupt tensor in it: none intact, the error names the frozen file and the tensor.
+  fs::copy_file(saved, c.frozen_path, fs::copy_options::overwrite_existing);
+  fs::remove(saved);
+  overwrite_first_float(c.frozen_path, run.model->find("vgg16/fc7/weight").tensor->clone(), 3e38f);
+  CHECK_THROWS_WITH(newest_intact_checkpoint(tmp.dir),
+                    Contains("holds 1 checkpoint(s) and none is intact") &&
+                        Contains("file '" + c.frozen_path + "' is corrupt: tensor 'vgg16/fc7/weight'"));
+  // Missing: the checkpoint is damaged (listed, not resumable).
+  fs::remove(c.frozen_path);
+  std::vector<DamagedCheckpoint> damaged;
+  CHECK(list_checkpoints(tmp.dir, &damaged).empty());
+  REQUIRE(damaged.size() == 1);
+  CHECK_THAT(damaged[0].reason, Contains("names frozen file") && Contains("which is missing"));
+}
+
+TEST_CASE("checkpoints of state format 2 (one full weights file) still load and resume", "[checkpoint]") {
+  TempDir tmp;
+  FrozenRun run;
+  run.step();
+  run.save(tmp.dir, 1, 5);
+  rewrite_as_version2(*latest_checkpoint(tmp.dir), *run.model);
+  for (const std::string& n : files_in(tmp.dir))
+    if (n.rfind("frozen-", 0) == 0) fs::remove(fs::path(tmp.dir) / n);
+  const ResumeChoice choice = newest_intact_checkpoint(tmp.dir);
+  REQUIRE(choice.checkpoint);
+  CHECK(choice.damaged.empty());
+  CHECK(choice.checkpoint->frozen_path.empty());
+  {
+    const h5::File f = h5::File::open_read(choice.checkpoint->state_path);
+    CHECK(f.root().int_attribute("state_format_version") == 2);
+  }
+  FrozenRun fresh;
+  Generator g(8);
+  auto other = std::make_shared<Sequential>("vgg16");
+  other->add(std::make_shared<Linear>("fc7", 8, 8, true, g));
+  other->add(std::make_shared<Linear>("fc8", 8, 2, true, g));
+  load_checkpoint_weights(*other, *choice.checkpoint);
+  for (const char* n : {"vgg16/fc7/weight", "vgg16/fc8/weight", "vgg16/fc8/bias"})
+    CHECK(values_of(*other, n) == values_of(*run.model, n));
+  restore_optimizer(choice.checkpoint->state_path, *fresh.opt);
+  CHECK(momentum_of(*fresh.opt, "vgg16/fc8/weight/momentum").to_vector<float>() ==
+        momentum_of(*run.opt, "vgg16/fc8/weight/momentum").to_vector<float>());
+  // The run goes on in format 3 beside it.
+  run.step();
+  run.save(tmp.dir, 2, 5);
+  CHECK(list_checkpoints(tmp.dir).size() == 2);
+  CHECK(!latest_checkpoint(tmp.dir)->frozen_path.empty());
+}
+
+TEST_CASE("buffers are exported, imported and checkpointed with the parameters", "[checkpoint][weights]") {
+  TempDir tmp;
+  Generator gen(21);
+  WithBuffer m(gen);
+  REQUIRE(m.buffers().size() == 1);
+  CHECK(m.buffers()[0].name == "net/running_mean");
+  const std::string path = (fs::path(tmp.dir) / "w.h5").string();
+  export_weights(m, path);
+  {
+    const h5::File f = h5::File::open_read(path);
+    CHECK(f.root().group("net").children() == std::vector<std::string>{"bias", "running_mean", "weight"});
+  }
+  Generator g2(22);
+  WithBuffer fresh(g2);
+  REQUIRE(fresh.stats().to_vector<float>() != m.stats().to_vector<float>());
+  const ImportReport rep = import_weights(fresh, path);
+  CHECK(std::count(rep.loaded.begin(), rep.loaded.end(), "net/running_mean") == 1);
+  CHECK(fresh.stats().to_vector<float>() == m.stats().to_vector<float>());
+
+  // In a checkpoint the buffer goes with what trains (it changes every step), never in the frozen file.
+  m.freeze("net/weight");
+  SGD opt(m, SgdOptions{.lr = 0.1f});
+  CheckpointMeta meta;
+  meta.epochs_done = 1;
+  meta.image_size = 32;
+  meta.classes = {"a"};
+  meta.convention = "caffe_bgr";
+  save_checkpoint(tmp.dir, m, opt, meta, 2);
+  const CheckpointInfo c = *latest_checkpoint(tmp.dir);
+  {
+    const h5::File w = h5::File::open_read(c.weights_path);
+    CHECK(w.root().group("net").children() == std::vector<std::string>{"bias", "running_mean"});
+  }
+  Generator g3(23);
+  WithBuffer back(g3);
+  load_checkpoint_weights(back, c);
+  CHECK(back.stats().to_vector<float>() == m.stats().to_vector<float>());
+  CHECK(values_of(back, "net/weight") == values_of(m, "net/weight"));
 }

@@ -133,7 +133,7 @@ TEST_CASE("a Trainer runs any Sequential's phases and resumes mid-epoch bit for 
     CHECK(choice.checkpoint->meta.arch == "vgg16");
     Generator g3(99);
     auto c = tiny_net(g3);
-    import_weights(*c, choice.checkpoint->weights_path);
+    io::load_checkpoint_weights(*c, *choice.checkpoint);
     tb.stop_after_steps = 0;
     const TrainResult rc = Trainer(*c, spec, train, val, tb).run(choice.checkpoint);
     CHECK(rc.finished);
