@@ -27,7 +27,8 @@ void weights_seeds(const fs::path& dir) {
   export_weights(*model, (dir / "keras.h5").string(), ExportOptions{.format = WeightsFormat::keras});
   // fc8 of another class count: with the skip option the import takes the mismatch path.
   auto wide = fuzz::make_tiny_vgg(gen, 5);
-  export_weights(*wide, (dir / "kiln_fc8_5classes.h5").string(), ExportOptions{.convention = InputConvention::tf_rgb});
+  export_weights(*wide, (dir / "kiln_fc8_5classes.h5").string(),
+                 ExportOptions{.convention = io::InputConvention::tf_rgb});
 }
 
 void checkpoint_seeds(const fs::path& dir) {
@@ -40,7 +41,7 @@ void checkpoint_seeds(const fs::path& dir) {
   meta.epochs_done = 2;
   meta.global_step = 20;
   meta.classes = {"bear", "owl", "wolf"};
-  meta.convention = "caffe_bgr";
+  meta.convention = io::InputConvention::caffe_bgr;
   meta.image_size = 64;
   meta.val_acc = 0.5;
   fs::copy_file(io::save_checkpoint(tmp.string(), *model, opt, meta, 5), dir / "state.h5",

@@ -186,7 +186,7 @@ std::string save_checkpoint(const std::string& model_dir, Module& model, Optimiz
   const std::string stem = stem_for(meta.epochs_done, meta.batches_done);
   meta.weights_file = stem + ".weights.h5";
   ExportOptions eo;
-  eo.convention = kiln::parse_convention(meta.convention);
+  eo.convention = meta.convention;
   // What the phase freezes goes to its own file, written once: it cannot change while the
   // phase runs, and a new digest (other values) means a new file, never one rewritten.
   std::set<std::string> frozen;
@@ -236,7 +236,7 @@ std::string save_checkpoint(const std::string& model_dir, Module& model, Optimiz
     root.set_string_attribute("arch", meta.arch);
     root.set_int_attribute("image_size", meta.image_size);
     root.set_string_list_attribute("classes", meta.classes);
-    root.set_string_attribute("convention", meta.convention);
+    root.set_string_attribute("convention", convention_name(meta.convention));
     // uint64 values go through their bit pattern: HDF5 int attributes are int64.
     root.set_int_attribute("seed", static_cast<int64_t>(meta.seed));
     root.set_int_attribute("init_gen_seed", static_cast<int64_t>(meta.init_gen.seed));
@@ -318,7 +318,7 @@ CheckpointMeta read_checkpoint_meta(const h5::Group& root) {
   m.arch = root.string_attribute("arch");
   m.image_size = root.int_attribute("image_size");
   m.classes = root.string_list_attribute("classes");
-  m.convention = root.string_attribute("convention");
+  m.convention = parse_convention(root.string_attribute("convention"));
   m.seed = static_cast<uint64_t>(root.int_attribute("seed"));
   m.init_gen = {static_cast<uint64_t>(root.int_attribute("init_gen_seed")),
                 static_cast<uint64_t>(root.int_attribute("init_gen_offset"))};

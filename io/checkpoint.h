@@ -36,6 +36,7 @@
 
 #include "core/kiln.h"
 #include "io/atomic_file.h"
+#include "io/convention.h"
 #include "io/hdf5.h"
 #include "io/weights.h"
 #include "layers/optim.h"
@@ -55,7 +56,7 @@ struct CheckpointMeta {
   std::string arch;          // the model spec's name ("vgg16")
   int64_t image_size = 224;
   std::vector<std::string> classes;
-  std::string convention;    // io::convention_name of the input convention in use
+  InputConvention convention = InputConvention::unknown;  // in use; stored by name ("caffe_bgr")
   uint64_t seed = 0;         // the run's --seed (the loader's seed derives from it)
   PhiloxState init_gen, dropout_gen;
   std::string weights_file;  // file name inside the model directory

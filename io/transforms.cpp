@@ -119,21 +119,6 @@ Image blank(int w, int h, int ch) {
 
 }  // namespace
 
-const char* convention_name(InputConvention c) {
-  switch (c) {
-    case InputConvention::caffe_bgr: return "caffe_bgr";
-    case InputConvention::torchvision_rgb: return "torchvision_rgb";
-    case InputConvention::tf_rgb: return "tf_rgb";
-  }
-  return "?";
-}
-
-InputConvention parse_convention(const std::string& name) {
-  for (auto c : {InputConvention::caffe_bgr, InputConvention::torchvision_rgb, InputConvention::tf_rgb})
-    if (name == convention_name(c)) return c;
-  KILN_FAIL("unknown input convention '", name, "': expected caffe_bgr, torchvision_rgb or tf_rgb");
-}
-
 Image resize_bilinear(const Image& src, int width, int height) {
   KILN_CHECK(width > 0 && height > 0, "resize_bilinear: target ", width, "x", height, " must be positive");
   KILN_CHECK(src.width > 0 && src.height > 0, "resize_bilinear: empty source image");
@@ -205,8 +190,8 @@ Crop random_crop(int width, int height, int size, uint64_t seed, uint64_t epoch,
 
 namespace {
 // Channel i of the network input comes from pixel channel src[i] (BGR swaps 0 and 2).
-std::array<int, 3> source_channels(InputConvention convention) {
-  return convention == InputConvention::caffe_bgr ? std::array<int, 3>{2, 1, 0} : std::array<int, 3>{0, 1, 2};
+std::array<int, 3> source_channels(InputConvention convention, const char* what) {
+  return preprocessing_for(convention, what).bgr ? std::array<int, 3>{2, 1, 0} : std::array<int, 3>{0, 1, 2};
 }
 
 void check_crop(const Image& img, const Crop& crop, const char* what) {
@@ -219,36 +204,21 @@ void check_crop(const Image& img, const Crop& crop, const char* what) {
 }  // namespace
 
 std::array<float, 3 * 256> convention_lut(InputConvention convention) {
-  // out[c] = (pixel * scale - sub[c]) * mul[c], computed the way torchvision does for its
-  // convention (x/255, then (x-m)/s).
-  float scale = 1.0f, sub[3] = {0, 0, 0}, mul[3] = {1.0f, 1.0f, 1.0f};
-  switch (convention) {
-    case InputConvention::caffe_bgr:
-      sub[0] = 103.939f, sub[1] = 116.779f, sub[2] = 123.68f;
-      break;
-    case InputConvention::tf_rgb:
-      sub[0] = 123.68f, sub[1] = 116.78f, sub[2] = 103.94f;
-      break;
-    case InputConvention::torchvision_rgb:
-      scale = 1.0f / 255.0f;
-      sub[0] = 0.485f, sub[1] = 0.456f, sub[2] = 0.406f;
-      mul[0] = 0.229f, mul[1] = 0.224f, mul[2] = 0.225f;
-      break;
-  }
+  // out[c] = (pixel / divisor - mean[c]) / std[c], computed the way torchvision does for its
+  // convention (x/255, then (x-m)/s); for the others divisor and std are 1, which is exact.
+  const Preprocessing p = preprocessing_for(convention, "convention_lut");
   std::array<float, 3 * 256> lut{};
-  for (int c = 0; c < 3; ++c)
+  for (size_t c = 0; c < 3; ++c)
     for (int v = 0; v < 256; ++v) {
-      const float x = convention == InputConvention::torchvision_rgb ? static_cast<float>(v) / 255.0f
-                                                                      : static_cast<float>(v) * scale;
-      lut[static_cast<size_t>(c * 256 + v)] =
-          convention == InputConvention::torchvision_rgb ? (x - sub[c]) / mul[c] : x - sub[c];
+      const float x = static_cast<float>(v) / p.divisor;
+      lut[c * 256 + static_cast<size_t>(v)] = (x - p.mean[c]) / p.std[c];
     }
   return lut;
 }
 
 void crop_to_input(const Image& img, const Crop& crop, InputConvention convention, float* out) {
   check_crop(img, crop, "crop_to_input");
-  const std::array<int, 3> src = source_channels(convention);
+  const std::array<int, 3> src = source_channels(convention, "crop_to_input");
   const std::array<float, 3 * 256> lut = convention_lut(convention);
   const int s = crop.size;
   for (int y = 0; y < s; ++y) {
@@ -265,7 +235,7 @@ void crop_to_input(const Image& img, const Crop& crop, InputConvention conventio
 
 void crop_to_bytes(const Image& img, const Crop& crop, InputConvention convention, uint8_t* out) {
   check_crop(img, crop, "crop_to_bytes");
-  const std::array<int, 3> src = source_channels(convention);
+  const std::array<int, 3> src = source_channels(convention, "crop_to_bytes");
   const int s = crop.size;
   for (int y = 0; y < s; ++y) {
     const uint8_t* row = img.row(crop.top + y) + static_cast<size_t>(crop.left) * 3;
@@ -281,7 +251,7 @@ void crop_to_bytes(const Image& img, const Crop& crop, InputConvention conventio
 
 void to_convention_bytes(const Image& img, InputConvention convention, uint8_t* out) {
   KILN_CHECK(img.channels == 3, "to_convention_bytes: expected an RGB image, got ", img.channels, " channels");
-  const std::array<int, 3> src = source_channels(convention);
+  const std::array<int, 3> src = source_channels(convention, "to_convention_bytes");
   const size_t pixels = static_cast<size_t>(img.width) * img.height;
   const uint8_t* p = img.pixels.data();
   for (size_t i = 0; i < pixels; ++i, p += 3, out += 3) out[0] = p[src[0]], out[1] = p[src[1]], out[2] = p[src[2]];

@@ -8,20 +8,10 @@
 #include <string>
 #include <utility>
 
+#include "io/convention.h"
 #include "io/image.h"
 
 namespace kiln::io {
-
-// How pixels become network inputs; set by the weights (DESIGN.md, "Preprocessing
-// follows the weights").
-enum class InputConvention {
-  caffe_bgr,        // Keras/Caffe VGG16: BGR, subtract [103.939, 116.779, 123.68], no scaling
-  torchvision_rgb,  // RGB, /255, then (x - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225]
-  tf_rgb,           // TF-slim: RGB, subtract [123.68, 116.78, 103.94]
-};
-const char* convention_name(InputConvention c);
-// "caffe_bgr", "torchvision_rgb" or "tf_rgb"; throws kiln::Error otherwise.
-InputConvention parse_convention(const std::string& name);
 
 // Resamples to width x height with PIL's BILINEAR filter (Image.resize in Pillow 9): a
 // triangle whose support grows with the shrink factor (antialiased when shrinking),
@@ -47,7 +37,8 @@ Crop center_crop(int width, int height, int size);
 // Philox at (seed, epoch, index) alone, so it does not depend on threads or order.
 Crop random_crop(int width, int height, int size, uint64_t seed, uint64_t epoch, uint64_t index, bool allow_flip);
 
-// Writes the crop of img (which must contain it), converted per the convention.
+// Writes the crop of img (which must contain it), converted per the convention (not
+// unknown: that is a kiln::Error, as in the three functions below).
 // out: [size, size, 3] float32, channels in the convention's order.
 void crop_to_input(const Image& img, const Crop& crop, InputConvention convention, float* out);
 

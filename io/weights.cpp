@@ -51,8 +51,10 @@ SourceList list_kiln(const h5::Group& root) {
   KILN_CHECK(version >= 1 && version <= kKilnFormatVersion, "weights file '", root.file(), "' has kiln_format_version ",
              version, "; this kiln reads versions 1..", kKilnFormatVersion);
   s.model = root.string_attribute("model");
-  s.convention = root.has_attribute("input_convention") ? parse_convention(root.string_attribute("input_convention"))
-                                                        : InputConvention::unknown;
+  // A kiln file without the attribute records no convention: unknown.
+  s.convention = root.has_attribute("input_convention")
+                     ? io::parse_convention(root.string_attribute("input_convention"))
+                     : io::InputConvention::unknown;
   std::vector<std::string> paths;
   std::set<uint64_t> seen{root.object_address(".")};
   walk_datasets(root, "", paths, seen);
@@ -197,44 +199,6 @@ void transpose(const float* src, float* dst, int64_t rows, int64_t cols) {
 
 }  // namespace weights_detail
 
-const char* convention_name(InputConvention c) {
-  switch (c) {
-    case InputConvention::caffe_bgr: return "caffe_bgr";
-    case InputConvention::tf_rgb: return "tf_rgb";
-    case InputConvention::torchvision_rgb: return "torchvision_rgb";
-    case InputConvention::unknown: return "unknown";
-  }
-  return "unknown";
-}
-
-InputConvention parse_convention(const std::string& name) {
-  for (InputConvention c : {InputConvention::caffe_bgr, InputConvention::tf_rgb, InputConvention::torchvision_rgb,
-                            InputConvention::unknown})
-    if (name == convention_name(c)) return c;
-  KILN_FAIL("unknown input convention '", name, "'; expected caffe_bgr, tf_rgb, torchvision_rgb or unknown");
-}
-
-Preprocessing preprocessing_for(InputConvention c) {
-  Preprocessing p;
-  p.convention = c;
-  switch (c) {
-    case InputConvention::caffe_bgr:  // Keras/Caffe VGG16: BGR, mean subtracted, no scaling
-      p.bgr = true;
-      p.mean = {103.939f, 116.779f, 123.68f};
-      break;
-    case InputConvention::tf_rgb:  // TF-slim VGG
-      p.mean = {123.68f, 116.78f, 103.94f};
-      break;
-    case InputConvention::torchvision_rgb:  // [0, 1], then ImageNet mean/std
-      p.scale = 1.0f / 255.0f;
-      p.mean = {0.485f, 0.456f, 0.406f};
-      p.std = {0.229f, 0.224f, 0.225f};
-      break;
-    case InputConvention::unknown: break;
-  }
-  return p;
-}
-
 const char* format_name(WeightsFormat f) {
   switch (f) {
     case WeightsFormat::kiln: return "kiln";
@@ -247,7 +211,7 @@ const char* format_name(WeightsFormat f) {
 std::string ImportReport::to_string() const {
   std::ostringstream os;
   os << "weights '" << path << "' (" << format_name(format) << ", model '" << source_model << "', input "
-     << convention_name(convention) << "): " << loaded.size() << " loaded, " << skipped.size() << " skipped, "
+     << io::convention_name(convention) << "): " << loaded.size() << " loaded, " << skipped.size() << " skipped, "
      << unmapped.size() << " unmapped, " << missing.size() << " missing, " << mismatched.size() << " mismatched";
   auto line = [&](const char* what, const std::vector<std::string>& v) {
     if (!v.empty()) os << "\n  " << what << ": " << list_str(v);
@@ -425,7 +389,7 @@ void export_weights(Module& model, const std::string& path, const ExportOptions&
       if (opt.format == WeightsFormat::kiln) {
         root.set_int_attribute("kiln_format_version", kKilnFormatVersion);
         root.set_string_attribute("model", model.name());
-        root.set_string_attribute("input_convention", convention_name(opt.convention));
+        root.set_string_attribute("input_convention", io::convention_name(opt.convention));
         std::vector<std::pair<std::string, Tensor*>> tensors;
         for (const ParameterRef& p : model.parameters()) tensors.emplace_back(p.name, p.tensor);
         for (const BufferRef& b : model.buffers()) tensors.emplace_back(b.name, b.tensor);

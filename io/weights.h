@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "io/convention.h"
 #include "layers/module.h"
 
 namespace kiln {
@@ -22,25 +23,6 @@ namespace h5 {
 class File;
 class Group;
 }  // namespace h5
-
-// How input images must be prepared for a set of weights.
-enum class InputConvention { unknown, caffe_bgr, tf_rgb, torchvision_rgb };
-
-// The preprocessing an input convention implies: x' = (x * scale - mean) / std per
-// channel, channels in the order given (BGR when bgr is true), x in [0, 255].
-struct Preprocessing {
-  InputConvention convention = InputConvention::unknown;
-  bool bgr = false;
-  float scale = 1.0f;
-  std::array<float, 3> mean{0, 0, 0};
-  std::array<float, 3> std{1, 1, 1};
-};
-
-// "caffe_bgr", "tf_rgb", "torchvision_rgb", "unknown".
-const char* convention_name(InputConvention c);
-// The inverse of convention_name; an unknown string is an error.
-InputConvention parse_convention(const std::string& name);
-Preprocessing preprocessing_for(InputConvention c);
 
 enum class WeightsFormat { kiln, keras, keras3 };
 // "kiln", "keras (HDF5)", "keras 3 (.weights.h5)".
@@ -67,7 +49,7 @@ struct ImportReport {
   std::string path;
   WeightsFormat format = WeightsFormat::kiln;
   std::string source_model;  // the file's model ("vgg16"); for Keras files, the target's
-  InputConvention convention = InputConvention::unknown;
+  io::InputConvention convention = io::InputConvention::unknown;
   std::vector<std::string> loaded;      // kiln names
   std::vector<std::string> skipped;     // source names
   std::vector<std::string> unmapped;    // source names no assignment-map key covers
@@ -90,7 +72,7 @@ ImportReport import_weights(Module& model, const h5::File& file, const ImportOpt
 
 struct ExportOptions {
   WeightsFormat format = WeightsFormat::kiln;  // kiln or keras (keras3 is import-only)
-  InputConvention convention = InputConvention::caffe_bgr;  // recorded in kiln's layout
+  io::InputConvention convention = io::InputConvention::caffe_bgr;  // recorded in kiln's layout
   // Kiln layout only: which parameters and buffers (by full name) are written; null: all.
   // Checkpoints write what trains and keep what a phase freezes in a file of its own.
   std::function<bool(const std::string& name)> select;

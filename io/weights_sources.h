@@ -26,7 +26,7 @@ struct SourceEntry {
 struct SourceList {
   WeightsFormat format = WeightsFormat::kiln;
   std::string model;
-  InputConvention convention = InputConvention::unknown;
+  io::InputConvention convention = io::InputConvention::unknown;
   std::vector<SourceEntry> entries;
 };
 

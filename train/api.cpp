@@ -148,12 +148,9 @@ Model load_model(const std::string& model_name, const std::string& weights_path,
   m.report_ = import_weights(*m.net_, weights_path);
   m.net_->to(m.device_);
   m.net_->eval();
-  // Through the names: the same code whether the report's enum is io's or weights.h's.
-  using ReportConvention = decltype(m.report_.convention);
   if (opt.convention) m.convention_ = *opt.convention;
-  else if (m.report_.convention != ReportConvention::unknown)
-    m.convention_ = io::parse_convention(convention_name(m.report_.convention));
-  else m.convention_ = io::parse_convention(convention_name(spec.input_convention));
+  else if (m.report_.convention != io::InputConvention::unknown) m.convention_ = m.report_.convention;
+  else m.convention_ = spec.input_convention;
   return m;
 }
 

@@ -14,7 +14,7 @@ ModelSpec vgg_spec(int depth) {
   s.description = "VGG" + std::to_string(depth) + " (Simonyan & Zisserman), NHWC input, fc8 head";
   s.default_image_size = 224;
   s.default_num_classes = 1000;
-  s.input_convention = InputConvention::torchvision_rgb;
+  s.input_convention = io::InputConvention::torchvision_rgb;
   const int64_t default_size = s.default_image_size;
   s.build = [depth, default_size](const ModelOptions& o, Generator& init, Generator& dropout) {
     return make_vgg(VggOptions{depth, o.num_classes, o.keep_prob, o.image_size > 0 ? o.image_size : default_size},
@@ -86,7 +86,7 @@ std::string plan_json(const ModelSpec& spec, int64_t image_size, int64_t num_cla
   std::ostringstream js;
   js << "{\n  \"model\": " << json_string(spec.name) << ",\n  \"image_size\": " << size
      << ",\n  \"num_classes\": " << num_classes << ",\n  \"input_layout\": \"NHWC\",\n  \"input_convention\": "
-     << json_string(convention_name(spec.input_convention)) << ",\n  \"backbone_scopes\": "
+     << json_string(io::convention_name(spec.input_convention)) << ",\n  \"backbone_scopes\": "
      << json_strings(spec.backbone_scopes) << ",\n  \"head_scope\": " << json_string(spec.head_scope)
      << ",\n  \"layers\": [\n";
   for (size_t i = 0; i < plan.size(); ++i) {

@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "io/convention.h"
 #include "io/weights.h"
 #include "layers/layers.h"
 #include "layers/models/layer_plan.h"
@@ -30,7 +31,7 @@ struct ModelSpec {
   int64_t default_image_size = 224;
   int64_t default_num_classes = 1000;  // the head's size in the published weights
   // The preprocessing assumed when no weights file says which (the app's default).
-  InputConvention input_convention = InputConvention::torchvision_rgb;
+  io::InputConvention input_convention = io::InputConvention::torchvision_rgb;
   // Builds the model: weights drawn from `init`, dropout masks from `dropout` (which must
   // outlive the model).
   std::function<std::shared_ptr<Sequential>(const ModelOptions&, Generator& init, Generator& dropout)> build;

@@ -362,12 +362,13 @@ void export_model(const std::string& model_dir, const std::string& out, const st
   TrainedModel t = load_trained(model_dir, Device::cpu(), best);
   ExportOptions eo;
   eo.format = format == "keras" ? WeightsFormat::keras : WeightsFormat::kiln;
-  eo.convention = parse_convention(t.checkpoint.meta.convention);
+  eo.convention = t.checkpoint.meta.convention;
   if (fs::path(out).has_parent_path()) fs::create_directories(fs::path(out).parent_path());
   export_weights(*t.model, out, eo);
   std::printf("exported %s (after %lld epochs, val acc %.1f%%) to %s in %s layout, input convention %s\n",
               t.checkpoint.weights_path.c_str(), static_cast<long long>(t.checkpoint.meta.epochs_done),
-              100.0 * t.checkpoint.meta.val_acc, out.c_str(), format.c_str(), t.checkpoint.meta.convention.c_str());
+              100.0 * t.checkpoint.meta.val_acc, out.c_str(), format.c_str(),
+              io::convention_name(t.checkpoint.meta.convention));
 }
 
 int cmd_export(int argc, char** argv) {
@@ -450,7 +451,7 @@ int cmd_demo(int argc, char** argv) {
       p.tensor->copy_from(Tensor::normal(p.tensor->shape(), 0.0f, std::sqrt(2.0f / static_cast<float>(fan_in)), g1));
     }
     ExportOptions eo;
-    eo.convention = InputConvention::torchvision_rgb;
+    eo.convention = io::InputConvention::torchvision_rgb;
     c.weights = (fs::path(work) / "vgg16_random_init.h5").string();
     export_weights(*imagenet_shaped, c.weights, eo);
     std::printf("weights: wrote %s: VGG16 with RANDOM (He-normal) initialisation, 1000-class fc8, NOT ImageNet-pretrained;\n"

@@ -129,8 +129,6 @@ std::vector<std::string> recipe_changes(const TrainConfig& cfg, const std::strin
   return changes;
 }
 
-io::InputConvention to_io(InputConvention c) { return io::parse_convention(convention_name(c)); }
-
 }  // namespace
 
 Device choose_device(const std::string& flag) {
@@ -223,7 +221,7 @@ io::InputConvention load_start_weights(const TrainConfig& cfg, const ModelSpec& 
     const io::CheckpointMeta& m = resume->meta;
     init_gen.set_state(m.init_gen);
     dropout_gen.set_state(m.dropout_gen);
-    convention = io::parse_convention(m.convention);
+    convention = m.convention;
     source = "from the checkpoint";
     const std::string mid = m.batches_done > 0 ? " and " + std::to_string(m.batches_done) + " batch(es) of epoch " +
                                                      std::to_string(m.epochs_done + 1)
@@ -239,8 +237,8 @@ io::InputConvention load_start_weights(const TrainConfig& cfg, const ModelSpec& 
     const ImportReport report = import_weights(model, cfg.weights, io_opt);
     std::printf("weights: conv1..fc7 from %s; fc8 freshly initialised for %lld classes\n%s\n", cfg.weights.c_str(),
                 static_cast<long long>(num_classes), report.to_string().c_str());
-    if (report.convention != InputConvention::unknown) {
-      convention = to_io(report.convention);
+    if (report.convention != io::InputConvention::unknown) {
+      convention = report.convention;
       source = "recorded by the weights file";
     } else {
       source = "the default: the weights file records none";
@@ -422,7 +420,7 @@ TrainResult run_train(const TrainConfig& cfg) {
   t.keep = cfg.keep;
   t.run.image_size = cfg.image_size;
   t.run.classes = classes;
-  t.run.convention = io::convention_name(convention);
+  t.run.convention = convention;
   t.run.seed = cfg.seed;
   t.init_gen = &init_gen;
   t.dropout_gen = &dropout_gen;
@@ -458,7 +456,7 @@ TrainedModel load_trained(const std::string& model_dir, Device device, bool best
   io::load_checkpoint_weights(*t.model, *ck);
   t.model->to(device);
   t.model->eval();
-  t.convention = io::parse_convention(ck->meta.convention);
+  t.convention = ck->meta.convention;
   return t;
 }
 

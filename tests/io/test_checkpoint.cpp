@@ -58,7 +58,7 @@ struct Run {
     m.global_step = epochs;
     m.image_size = 32;
     m.classes = {"a", "b"};
-    m.convention = "caffe_bgr";
+    m.convention = io::InputConvention::caffe_bgr;
     return save_checkpoint(dir, *model, *opt, m, 5);
   }
 };
@@ -182,7 +182,7 @@ struct FrozenRun {
     m.val_acc = val_acc;
     m.image_size = 32;
     m.classes = {"a", "b"};
-    m.convention = "caffe_bgr";
+    m.convention = io::InputConvention::caffe_bgr;
     return save_checkpoint(dir, *model, *opt, m, keep);
   }
 };
@@ -400,7 +400,7 @@ TEST_CASE("buffers are exported, imported and checkpointed with the parameters",
   meta.epochs_done = 1;
   meta.image_size = 32;
   meta.classes = {"a"};
-  meta.convention = "caffe_bgr";
+  meta.convention = io::InputConvention::caffe_bgr;
   save_checkpoint(tmp.dir, m, opt, meta, 2);
   const CheckpointInfo c = *latest_checkpoint(tmp.dir);
   {

@@ -178,7 +178,19 @@ TEST_CASE("crops and flips land where expected, in every input convention", "[im
   CHECK(out[0] == Approx((50 / 255.0f - 0.485f) / 0.229f));
   CHECK(out[2] == Approx((7 / 255.0f - 0.406f) / 0.225f));
   CHECK(parse_convention("caffe_bgr") == InputConvention::caffe_bgr);
-  CHECK_THROWS_WITH(parse_convention("bgr"), Catch::Contains("caffe_bgr, torchvision_rgb or tf_rgb"));
+  CHECK_THROWS_WITH(parse_convention("bgr"), Catch::Contains("caffe_bgr, torchvision_rgb, tf_rgb or unknown"));
+  // The names files hold never change; "unknown" (weights that record none) reads back too.
+  for (InputConvention c : {InputConvention::unknown, InputConvention::caffe_bgr, InputConvention::tf_rgb,
+                            InputConvention::torchvision_rgb})
+    CHECK(parse_convention(convention_name(c)) == c);
+  CHECK(std::string(convention_name(InputConvention::caffe_bgr)) == "caffe_bgr");
+  CHECK(std::string(convention_name(InputConvention::tf_rgb)) == "tf_rgb");
+  CHECK(std::string(convention_name(InputConvention::torchvision_rgb)) == "torchvision_rgb");
+  // A transform needs a real convention.
+  CHECK_THROWS_WITH(crop_to_input(img, Crop{3, 5, 8, false}, InputConvention::unknown, out.data()),
+                    Catch::Contains("crop_to_input: the input convention is unknown"));
+  CHECK_THROWS_WITH(convention_lut(InputConvention::unknown),
+                    Catch::Contains("convention_lut: the input convention is unknown"));
   CHECK_THROWS_AS(crop_to_input(img, Crop{10, 0, 8, false}, InputConvention::tf_rgb, out.data()), Error);
 }
 

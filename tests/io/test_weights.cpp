@@ -136,13 +136,13 @@ TEST_CASE("VGG16 weights from torchvision in kiln, Keras and Keras 3 layouts giv
     std::string file;
     int64_t classes;
     WeightsFormat format;
-    InputConvention convention;
+    io::InputConvention convention;
   };
   const std::vector<Case> cases = {
-      {"vgg16_1000_kiln.h5", 1000, WeightsFormat::kiln, InputConvention::torchvision_rgb},
-      {"vgg16_8_keras.h5", 8, WeightsFormat::keras, InputConvention::caffe_bgr},
-      {"vgg16_8_keras_nested.h5", 8, WeightsFormat::keras, InputConvention::caffe_bgr},
-      {"vgg16_8_keras3.weights.h5", 8, WeightsFormat::keras3, InputConvention::caffe_bgr},
+      {"vgg16_1000_kiln.h5", 1000, WeightsFormat::kiln, io::InputConvention::torchvision_rgb},
+      {"vgg16_8_keras.h5", 8, WeightsFormat::keras, io::InputConvention::caffe_bgr},
+      {"vgg16_8_keras_nested.h5", 8, WeightsFormat::keras, io::InputConvention::caffe_bgr},
+      {"vgg16_8_keras3.weights.h5", 8, WeightsFormat::keras3, io::InputConvention::caffe_bgr},
   };
   for (const Case& c : cases) {
     INFO(c.file);
@@ -179,13 +179,16 @@ TEST_CASE("export then import round-trips bit-exactly in kiln and Keras layouts"
   for (WeightsFormat fmt : {WeightsFormat::kiln, WeightsFormat::keras}) {
     INFO(format_name(fmt));
     const std::string path = tmp / "w.h5";
-    export_weights(*src, path, ExportOptions{fmt, InputConvention::tf_rgb});
+    ExportOptions eo;
+    eo.format = fmt;
+    eo.convention = io::InputConvention::tf_rgb;
+    export_weights(*src, path, eo);
     CHECK(fs::exists(path));
     CHECK_FALSE(fs::exists(path + ".tmp" + std::to_string(::getpid())));
     auto dst = vgg(11, 10, 32, 2);
     const ImportReport rep = import_weights(*dst, path);
     CHECK(rep.loaded.size() == src->parameters().size());
-    if (fmt == WeightsFormat::kiln) CHECK(rep.convention == InputConvention::tf_rgb);
+    if (fmt == WeightsFormat::kiln) CHECK(rep.convention == io::InputConvention::tf_rgb);
     CHECK_THAT(rep.checksums, Contains(fmt == WeightsFormat::kiln ? "verified" : "Keras files carry no checksums"));
     CHECK_THAT(rep.to_string(), Contains("checksums: "));
     const auto ps = src->parameters(), pd = dst->parameters();

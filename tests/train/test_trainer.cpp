@@ -93,7 +93,7 @@ TrainerOptions tiny_options(const std::string& dir, bool augment) {
   t.checkpoint_every = 1;
   t.model_dir = dir;
   t.run.image_size = 32;  // what the checkpoint records (its checks want 32..1024)
-  t.run.convention = "torchvision_rgb";
+  t.run.convention = io::InputConvention::torchvision_rgb;
   return t;
 }
 
