@@ -250,7 +250,7 @@ class WithBuffer final : public Module {
 
 }  // namespace
 
-TEST_CASE("a phase's frozen parameters are written once; checkpoints hold what trains", "[checkpoint]") {
+TEST_CASE("a phase's frozen parameters are written once, and checkpoints hold what trains", "[checkpoint]") {
   TempDir tmp;
   FrozenRun run;
   run.step();
