@@ -6,18 +6,9 @@
 #include <cstdio>
 
 #include "layers/loss.h"
+#include "train/format.h"
 
 namespace kiln {
-
-namespace {
-
-std::string fmt(const char* f, double v) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, f, v);
-  return buf;
-}
-
-}  // namespace
 
 EvalTally::EvalTally(int64_t num_classes) {
   r_.confusion.assign(static_cast<size_t>(num_classes), std::vector<int64_t>(static_cast<size_t>(num_classes), 0));
@@ -83,13 +74,13 @@ std::string eval_details(const EvalResult& r, const std::vector<std::string>& cl
     int64_t total = 0;
     for (int64_t v : r.confusion[t]) total += v;
     const double acc = total ? 100.0 * static_cast<double>(r.confusion[t][t]) / static_cast<double>(total) : 0.0;
-    out += "  " + classes[t] + std::string(w - classes[t].size(), ' ') + fmt("  %5.1f%%", acc) + "  (" +
+    out += "  " + classes[t] + std::string(w - classes[t].size(), ' ') + format_number("  %5.1f%%", acc) + "  (" +
            std::to_string(r.confusion[t][t]) + "/" + std::to_string(total) + ")\n";
   }
   out += "confusion matrix (rows: true class, columns: predicted, in the order above):\n";
   for (size_t t = 0; t < classes.size(); ++t) {
     out += "  " + classes[t] + std::string(w - classes[t].size(), ' ');
-    for (int64_t v : r.confusion[t]) out += fmt(" %5.0f", static_cast<double>(v));
+    for (int64_t v : r.confusion[t]) out += format_number(" %5.0f", static_cast<double>(v));
     out += "\n";
   }
   return out;

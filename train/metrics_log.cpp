@@ -5,17 +5,9 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "train/format.h"
+
 namespace kiln {
-
-namespace {
-
-std::string fmt(const char* f, double v) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, f, v);
-  return buf;
-}
-
-}  // namespace
 
 MetricsLog::MetricsLog(const std::string& model_dir)
     : csv_((std::filesystem::path(model_dir) / "metrics.csv").string(),
@@ -23,9 +15,9 @@ MetricsLog::MetricsLog(const std::string& model_dir)
       tb_((std::filesystem::path(model_dir) / "events").string()) {}
 
 void MetricsLog::epoch(const EpochSummary& s) {
-  csv_.append({std::to_string(s.epoch), std::to_string(s.phase), std::to_string(s.global_step), fmt("%g", s.lr),
-               fmt("%.6f", s.train_loss), fmt("%.6f", s.train_acc), fmt("%.6f", s.val.loss), fmt("%.6f", s.val.acc),
-               fmt("%.2f", s.images_per_second)});
+  csv_.append({std::to_string(s.epoch), std::to_string(s.phase), std::to_string(s.global_step), format_number("%g", s.lr),
+               format_number("%.6f", s.train_loss), format_number("%.6f", s.train_acc), format_number("%.6f", s.val.loss), format_number("%.6f", s.val.acc),
+               format_number("%.2f", s.images_per_second)});
   tb_.add_scalar("train/loss", s.train_loss, s.global_step);
   tb_.add_scalar("train/accuracy", s.train_acc, s.global_step);
   tb_.add_scalar("val/loss", s.val.loss, s.global_step);

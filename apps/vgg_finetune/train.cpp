@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "layers/loss.h"
+#include "train/format.h"
 
 namespace fs = std::filesystem;
 
@@ -20,11 +21,6 @@ namespace kiln::app {
 
 namespace {
 
-std::string fmt(const char* f, double v) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, f, v);
-  return buf;
-}
 
 std::string read_text(const std::string& path) {
   std::ifstream in(path);
@@ -65,7 +61,7 @@ std::string exact(double v) {
     std::snprintf(buf, sizeof buf, "%.*g", prec, v);
     if (std::strtod(buf, nullptr) == v) return buf;
   }
-  return fmt("%.17g", v);
+  return format_number("%.17g", v);
 }
 
 // The recipe flags (what a resume must not change) with their values in this run; a switch
@@ -227,7 +223,7 @@ io::InputConvention load_start_weights(const TrainConfig& cfg, const ModelSpec& 
                                                      std::to_string(m.epochs_done + 1)
                                                : std::string();
     const std::string acc = m.val_acc < 0 ? std::string("not evaluated at this checkpoint")
-                                          : fmt("val acc %.1f%%", 100.0 * m.val_acc);
+                                          : format_number("val acc %.1f%%", 100.0 * m.val_acc);
     std::printf("resuming from %s%s: %lld epoch(s)%s done, step %lld, %s (--weights is not loaded again)\n",
                 resume->state_path.c_str(), s.choice.damaged.empty() ? "" : " (the newest intact checkpoint)",
                 static_cast<long long>(m.epochs_done), mid.c_str(), static_cast<long long>(m.global_step), acc.c_str());
