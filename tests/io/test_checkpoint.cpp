@@ -20,6 +20,7 @@
 #include "io/hdf5.h"
 #include "layers/layers.h"
 #include "tests/support/reference.h"
+#include "tests/support/files.h"
 
 namespace fs = std::filesystem;
 using namespace kiln;
@@ -37,6 +38,15 @@ struct TempDir {
 };
 
 // "vgg16/fc8" alone, trained by SGD with momentum (so the state file holds float tensors).
+// One SGD step of a [4, 8] -> 2 model on a fresh random batch (both fixtures below train so).
+void sgd_step(Module& model, SGD& opt, Generator& gen) {
+  const Tensor x = Tensor::normal(Shape{4, 8}, 0, 1, gen);
+  const Tensor y = Tensor::from_vector(std::vector<int64_t>{0, 1, 1, 0}, Shape{4});
+  opt.zero_grad();
+  softmax_cross_entropy(model.forward(x), y).backward();
+  opt.step();
+}
+
 struct Run {
   Generator gen{5};
   std::shared_ptr<Sequential> model = std::make_shared<Sequential>("vgg16");
@@ -45,13 +55,7 @@ struct Run {
     model->add(std::make_shared<Linear>("fc8", 8, 2, true, gen));
     opt = std::make_unique<SGD>(*model, SgdOptions{.lr = 0.1f, .momentum = 0.9f});
   }
-  void step() {
-    const Tensor x = Tensor::normal(Shape{4, 8}, 0, 1, gen);
-    const Tensor y = Tensor::from_vector(std::vector<int64_t>{0, 1, 1, 0}, Shape{4});
-    opt->zero_grad();
-    softmax_cross_entropy(model->forward(x), y).backward();
-    opt->step();
-  }
+  void step() { sgd_step(*model, *opt, gen); }
   std::string save(const std::string& dir, int64_t epochs) {
     CheckpointMeta m;
     m.epochs_done = epochs;
@@ -62,24 +66,6 @@ struct Run {
     return save_checkpoint(dir, *model, *opt, m, 5);
   }
 };
-
-// Overwrites the first float of `t`'s values where they lie in `path` (found by their first
-// 16 bytes, which occur once there).
-void overwrite_first_float(const std::string& path, const Tensor& t, float value) {
-  std::string bytes;
-  {
-    std::ifstream in(path, std::ios::binary);
-    bytes.assign(std::istreambuf_iterator<char>(in), {});
-  }
-  const std::vector<float> v = t.to_vector<float>();
-  REQUIRE(v.size() >= 4);
-  const std::string head(reinterpret_cast<const char*>(v.data()), 16);
-  const size_t at = bytes.find(head);
-  REQUIRE(at != std::string::npos);
-  REQUIRE(bytes.find(head, at + 1) == std::string::npos);
-  std::memcpy(&bytes[at], &value, sizeof value);
-  std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
-}
 
 // A copy of the optimizer state tensor `name` (undefined when there is none).
 Tensor momentum_of(Optimizer& opt, const std::string& name) {
@@ -113,7 +99,7 @@ TEST_CASE("checkpoint state files carry a CRC32C per optimizer tensor, verified 
   CHECK(intact.checkpoint->state_path == state2);
   CHECK(intact.damaged.empty());
 
-  overwrite_first_float(state2, momentum_of(*run.opt, momentum), 3e38f);
+  test::overwrite_first_float(state2, momentum_of(*run.opt, momentum), 3e38f);
   const auto names = [&](const std::string& text) {
     CHECK_THAT(text, Contains("file '" + state2 + "' is corrupt: tensor 'optimizer/" + momentum +
                               "' fails its checksum (stored 0x") &&
@@ -142,7 +128,7 @@ TEST_CASE("checkpoint state files carry a CRC32C per optimizer tensor, verified 
   CHECK(list_checkpoints(tmp.dir).size() == 1);
 
   // Nothing intact left: an error naming the file and tensor, not a silent fresh start.
-  overwrite_first_float(choice.checkpoint->weights_path, weight1, 3e38f);
+  test::overwrite_first_float(choice.checkpoint->weights_path, weight1, 3e38f);
   CHECK_THROWS_WITH(newest_intact_checkpoint(tmp.dir),
                     Contains("holds 1 checkpoint(s) and none is intact") &&
                         Contains("file '" + choice.checkpoint->weights_path + "' is corrupt: tensor 'vgg16/fc8/weight'"));
@@ -167,13 +153,7 @@ struct FrozenRun {
     opt = std::make_unique<SGD>(*model, SgdOptions{.lr = 0.1f, .momentum = 0.9f});
     phase = 2;
   }
-  void step() {
-    const Tensor x = Tensor::normal(Shape{4, 8}, 0, 1, gen);
-    const Tensor y = Tensor::from_vector(std::vector<int64_t>{0, 1, 1, 0}, Shape{4});
-    opt->zero_grad();
-    softmax_cross_entropy(model->forward(x), y).backward();
-    opt->step();
-  }
+  void step() { sgd_step(*model, *opt, gen); }
   std::string save(const std::string& dir, int64_t epochs, int keep, double val_acc = 0) {
     CheckpointMeta m;
     m.epochs_done = epochs;
@@ -328,7 +308,7 @@ TEST_CASE("a mismatched or corrupt frozen file makes its checkpoints damaged", "
   // A corrupt tensor in it: none intact, the error names the frozen file and the tensor.
   fs::copy_file(saved, c.frozen_path, fs::copy_options::overwrite_existing);
   fs::remove(saved);
-  overwrite_first_float(c.frozen_path, run.model->find("vgg16/fc7/weight").tensor->clone(), 3e38f);
+  test::overwrite_first_float(c.frozen_path, run.model->find("vgg16/fc7/weight").tensor->clone(), 3e38f);
   CHECK_THROWS_WITH(newest_intact_checkpoint(tmp.dir),
                     Contains("holds 1 checkpoint(s) and none is intact") &&
                         Contains("file '" + c.frozen_path + "' is corrupt: tensor 'vgg16/fc7/weight'"));

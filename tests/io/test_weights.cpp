@@ -18,6 +18,7 @@
 #include "tests/support/compare.h"
 #include "tests/support/npy.h"
 #include "tests/support/reference.h"
+#include "tests/support/files.h"
 
 using namespace kiln;
 using Catch::Matchers::Contains;
@@ -103,24 +104,6 @@ h5::File start_kiln_file(const std::string& path, const std::string& model_name)
   root.set_string_attribute("model", model_name);
   root.set_string_attribute("input_convention", "caffe_bgr");
   return f;
-}
-
-// Overwrites the first float of tensor `t`'s values where they lie in the file at `path`
-// (found by their first 16 bytes, which occur once), as a bad disk or a stray write would.
-void overwrite_first_float(const std::string& path, const Tensor& t, float value) {
-  std::string bytes;
-  {
-    std::ifstream in(path, std::ios::binary);
-    bytes.assign(std::istreambuf_iterator<char>(in), {});
-  }
-  const std::vector<float> v = t.to_vector<float>();
-  REQUIRE(v.size() >= 4);
-  const std::string head(reinterpret_cast<const char*>(v.data()), 16);
-  const size_t at = bytes.find(head);
-  REQUIRE(at != std::string::npos);
-  REQUIRE(bytes.find(head, at + 1) == std::string::npos);
-  std::memcpy(&bytes[at], &value, sizeof value);
-  std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
 }
 
 }  // namespace
@@ -390,7 +373,7 @@ TEST_CASE("a float changed in a kiln weights file is an error naming the file an
   const std::string path = tmp / "w.h5";
   auto src = vgg(11, 10, 32, 1);
   export_weights(*src, path);
-  overwrite_first_float(path, *src->find("vgg11/conv3_2/weight").tensor, 3e38f);
+  test::overwrite_first_float(path, *src->find("vgg11/conv3_2/weight").tensor, 3e38f);
 
   auto dst = vgg(11, 10, 32, 2);
   const Tensor conv1_before = dst->find("vgg11/conv1_1/weight").tensor->clone();
