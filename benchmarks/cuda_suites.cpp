@@ -226,7 +226,8 @@ std::vector<CudaRow> run_step_cuda(int64_t batch, int warmup, int repeat) {
     for (Tensor* p : params) p->zero_grad();
     loss.backward();
     std::vector<SgdParamRef> refs;
-    for (Tensor* p : params) refs.push_back({*p, p->grad(), Tensor(), !p->requires_grad()});
+    for (Tensor* p : params)
+      if (p->requires_grad()) refs.push_back({*p, p->grad(), Tensor()});  // frozen ones left out
     sgd_update(refs, SgdOptions{lr});
   };
   reset_peak_memory(kGpu);

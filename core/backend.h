@@ -15,22 +15,21 @@
 namespace kiln {
 
 // One parameter for the multi-tensor SGD update. momentum_buf may be undefined when
-// momentum is 0. A frozen parameter is skipped entirely (bit-for-bit unchanged).
+// momentum is 0. Every ref given is updated: whether a parameter trains is the Module's
+// `trainable` flag, and the optimizer leaves the others out (layers/module.h).
 struct SgdParamRef {
   Tensor param;
   Tensor grad;
   Tensor momentum_buf;
-  bool frozen = false;
 };
 
 // One parameter for the multi-tensor Adam update. exp_avg (m) and exp_avg_sq (v) have the
-// param's shape. A frozen parameter is skipped entirely (bit-for-bit unchanged).
+// param's shape. Every ref given is updated (see SgdParamRef).
 struct AdamParamRef {
   Tensor param;
   Tensor grad;
   Tensor exp_avg;
   Tensor exp_avg_sq;
-  bool frozen = false;
 };
 
 // Device memory in use and its high-water mark, in bytes (tensors and workspaces).

@@ -76,13 +76,13 @@ Tensor argmax(const Tensor& x);
 // Apply it to weights only, not biases.
 Tensor l2_penalty(std::span<const Tensor> weights, float scale);
 
-// In-place SGD step over every parameter in one backend call; frozen entries stay
-// bit-for-bit unchanged. Runs without recording (it is not differentiable).
+// In-place SGD step over every parameter given, in one backend call (an optimizer gives
+// only what trains this step). Runs without recording (it is not differentiable).
 void sgd_update(std::span<SgdParamRef> params, const SgdOptions& opt);
 
 // In-place Adam step (PyTorch's formula, bias-corrected for `step`, counted from 1) over
-// every parameter in one backend call; param, grad, exp_avg and exp_avg_sq share a shape.
-// Frozen entries stay bit-for-bit unchanged. Runs without recording.
+// every parameter given, in one backend call; param, grad, exp_avg and exp_avg_sq share a
+// shape. Runs without recording.
 void adam_update(std::span<AdamParamRef> params, const AdamOptions& opt, int64_t step);
 
 // out[..., c] = lut[c, u8[..., c]]: uint8 pixels [..., C] through a float32 table [C, 256]

@@ -307,7 +307,6 @@ void sgd_update(std::span<SgdParamRef> params, const SgdOptions& opt) {
     checks::float32(op, "param", r.param);
     KILN_CHECK(r.param.device() == dev, op, ": param ", i, " is on ", r.param.device().str(), ", param 0 on ",
                dev.str(), " (one update covers one device)");
-    if (r.frozen) continue;
     checks::float32(op, "grad", r.grad);
     KILN_CHECK(r.grad.shape() == r.param.shape() && r.grad.device() == dev, op, ": grad ", r.grad.description(),
                " does not match param ", i, " ", r.param.description());
@@ -338,7 +337,6 @@ void adam_update(std::span<AdamParamRef> params, const AdamOptions& opt, int64_t
     checks::float32(op, "param", r.param);
     KILN_CHECK(r.param.device() == dev, op, ": param ", i, " is on ", r.param.device().str(), ", param 0 on ",
                dev.str(), " (one update covers one device)");
-    if (r.frozen) continue;
     const std::pair<const char*, const Tensor*> others[] = {{"grad", &r.grad}, {"exp_avg", &r.exp_avg},
                                                             {"exp_avg_sq", &r.exp_avg_sq}};
     for (const auto& [what, t] : others) {

@@ -17,8 +17,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static std::shared_ptr<kiln::Sequential> model = kiln::fuzz::make_tiny_vgg(gen);
   static kiln::SGD opt(*model, kiln::SgdOptions{.lr = 0.01f, .momentum = 0.9f});
   try {
-    const kiln::h5::File file = kiln::h5::File::open_image(data, size, "fuzz.state.h5");
-    const kiln::h5::Group root = file.root();
+    const kiln::io::h5::File file = kiln::io::h5::File::open_image(data, size, "fuzz.state.h5");
+    const kiln::io::h5::Group root = file.root();
     try {
       (void)kiln::io::read_checkpoint_meta(root);
     } catch (const kiln::Error&) {
@@ -27,7 +27,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   } catch (const kiln::Error&) {
   }
   // Every file, group, dataset and attribute kiln opened for this input is closed again.
-  if (const int64_t n = kiln::h5::open_object_count(); n != 0) {
+  if (const int64_t n = kiln::io::h5::open_object_count(); n != 0) {
     std::fprintf(stderr, "kiln left %lld HDF5 objects open\n", static_cast<long long>(n));
     std::abort();
   }

@@ -17,7 +17,7 @@
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static kiln::Generator gen(1);
   static std::shared_ptr<kiln::Sequential> model = kiln::fuzz::make_tiny_vgg(gen);
-  kiln::ImportOptions opt;
+  kiln::io::ImportOptions opt;
   switch (size % 4) {
     case 1: opt.skip = {"vgg16/fc8/"}; break;  // keep a fresh head: the mismatch path
     case 2:
@@ -28,13 +28,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     default: break;
   }
   try {
-    const kiln::h5::File file = kiln::h5::File::open_image(data, size, "fuzz.h5");
-    const kiln::ImportReport rep = kiln::import_weights(*model, file, opt);
+    const kiln::io::h5::File file = kiln::io::h5::File::open_image(data, size, "fuzz.h5");
+    const kiln::io::ImportReport rep = kiln::io::import_weights(*model, file, opt);
     (void)rep.to_string();
   } catch (const kiln::Error&) {
   }
   // Every file, group, dataset and attribute kiln opened for this input is closed again.
-  if (const int64_t n = kiln::h5::open_object_count(); n != 0) {
+  if (const int64_t n = kiln::io::h5::open_object_count(); n != 0) {
     std::fprintf(stderr, "kiln left %lld HDF5 objects open\n", static_cast<long long>(n));
     std::abort();
   }

@@ -23,12 +23,12 @@ void write_text(const fs::path& p, const std::string& text) { std::ofstream(p, s
 void weights_seeds(const fs::path& dir) {
   Generator gen(7);
   auto model = fuzz::make_tiny_vgg(gen);
-  export_weights(*model, (dir / "kiln.h5").string());
-  export_weights(*model, (dir / "keras.h5").string(), ExportOptions{.format = WeightsFormat::keras});
+  io::export_weights(*model, (dir / "kiln.h5").string());
+  io::export_weights(*model, (dir / "keras.h5").string(), io::ExportOptions{.format = io::WeightsFormat::keras});
   // fc8 of another class count: with the skip option the import takes the mismatch path.
   auto wide = fuzz::make_tiny_vgg(gen, 5);
-  export_weights(*wide, (dir / "kiln_fc8_5classes.h5").string(),
-                 ExportOptions{.convention = io::InputConvention::tf_rgb});
+  io::export_weights(*wide, (dir / "kiln_fc8_5classes.h5").string(),
+                     io::ExportOptions{.convention = io::InputConvention::tf_rgb});
 }
 
 void checkpoint_seeds(const fs::path& dir) {

@@ -15,10 +15,10 @@
 
 #include "core/error.h"
 
-static_assert(std::is_same_v<hid_t, kiln::h5::Id>, "kiln::h5::Id must be hid_t (HDF5 >= 1.10)");
-static_assert(std::is_same_v<herr_t, int>, "kiln::h5::Handle's close functions return herr_t");
+static_assert(std::is_same_v<hid_t, kiln::io::h5::Id>, "kiln::io::h5::Id must be hid_t (HDF5 >= 1.10)");
+static_assert(std::is_same_v<herr_t, int>, "kiln::io::h5::Handle's close functions return herr_t");
 
-namespace kiln::h5 {
+namespace kiln::io::h5 {
 namespace {
 
 // The description of the innermost HDF5 error on this thread's stack ("" when none).
@@ -47,17 +47,17 @@ void quiet() {
 }
 
 }  // namespace
-}  // namespace kiln::h5
+}  // namespace kiln::io::h5
 
 using kiln::detail::concat;  // for the wrappers below
 
 // Checks an HDF5 return value (negative = failure); the context says which file and object.
 #define KILN_H5_CHECK(call, ...)                                                                  \
   do {                                                                                            \
-    if ((call) < 0) ::kiln::h5::fail(#call, __FILE__, __LINE__, ::kiln::detail::concat(__VA_ARGS__)); \
+    if ((call) < 0) ::kiln::io::h5::fail(#call, __FILE__, __LINE__, ::kiln::detail::concat(__VA_ARGS__)); \
   } while (0)
 
-namespace kiln::h5 {
+namespace kiln::io::h5 {
 namespace {
 
 // Opens an identifier and wraps it, failing with context when HDF5 returns < 0.
@@ -601,4 +601,4 @@ void Dataset::set_int_attribute(const std::string& name, int64_t value) {
   Group(Handle(h_.get(), nullptr), file_, path_).set_int_attribute(name, value);
 }
 
-}  // namespace kiln::h5
+}  // namespace kiln::io::h5

@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-namespace kiln::h5 {
+namespace kiln::io::h5 {
 
 // HDF5's hid_t (int64_t since HDF5 1.10; checked in hdf5.cpp).
 using Id = int64_t;
@@ -169,4 +169,4 @@ std::string shape_str(const std::vector<int64_t>& shape);
 // suppressed).
 int64_t open_object_count();
 
-}  // namespace kiln::h5
+}  // namespace kiln::io::h5

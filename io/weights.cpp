@@ -13,9 +13,9 @@
 #include "io/hdf5.h"
 #include "io/weights_sources.h"
 
-namespace kiln {
+namespace kiln::io {
 
-using detail::concat;
+using kiln::detail::concat;
 using namespace weights_detail;
 
 namespace {
@@ -53,8 +53,8 @@ SourceList list_kiln(const h5::Group& root) {
   s.model = root.string_attribute("model");
   // A kiln file without the attribute records no convention: unknown.
   s.convention = root.has_attribute("input_convention")
-                     ? io::parse_convention(root.string_attribute("input_convention"))
-                     : io::InputConvention::unknown;
+                     ? parse_convention(root.string_attribute("input_convention"))
+                     : InputConvention::unknown;
   std::vector<std::string> paths;
   std::set<uint64_t> seen{root.object_address(".")};
   walk_datasets(root, "", paths, seen);
@@ -211,7 +211,7 @@ const char* format_name(WeightsFormat f) {
 std::string ImportReport::to_string() const {
   std::ostringstream os;
   os << "weights '" << path << "' (" << format_name(format) << ", model '" << source_model << "', input "
-     << io::convention_name(convention) << "): " << loaded.size() << " loaded, " << skipped.size() << " skipped, "
+     << convention_name(convention) << "): " << loaded.size() << " loaded, " << skipped.size() << " skipped, "
      << unmapped.size() << " unmapped, " << missing.size() << " missing, " << mismatched.size() << " mismatched";
   auto line = [&](const char* what, const std::vector<std::string>& v) {
     if (!v.empty()) os << "\n  " << what << ": " << list_str(v);
@@ -224,7 +224,7 @@ std::string ImportReport::to_string() const {
   return os.str();
 }
 
-uint32_t tensor_checksum(const float* data, size_t n) { return io::crc32c(data, n * sizeof(float)); }
+uint32_t tensor_checksum(const float* data, size_t n) { return crc32c(data, n * sizeof(float)); }
 
 void write_checksummed(h5::Group& g, const std::string& rel, const std::vector<int64_t>& shape, const float* data) {
   int64_t n = 1;
@@ -382,14 +382,14 @@ ImportReport import_weights(Module& model, const h5::File& file, const ImportOpt
 void export_weights(Module& model, const std::string& path, const ExportOptions& opt) {
   KILN_CHECK(opt.format == WeightsFormat::kiln || opt.format == WeightsFormat::keras, "export_weights: format ",
              format_name(opt.format), " is import-only; export writes kiln or keras");
-  io::write_atomic(path, [&](const std::string& tmp) {
+  write_atomic(path, [&](const std::string& tmp) {
     h5::File file = h5::File::create(tmp);
     {
       h5::Group root = file.root();
       if (opt.format == WeightsFormat::kiln) {
         root.set_int_attribute("kiln_format_version", kKilnFormatVersion);
         root.set_string_attribute("model", model.name());
-        root.set_string_attribute("input_convention", io::convention_name(opt.convention));
+        root.set_string_attribute("input_convention", convention_name(opt.convention));
         std::vector<std::pair<std::string, Tensor*>> tensors;
         for (const ParameterRef& p : model.parameters()) tensors.emplace_back(p.name, p.tensor);
         for (const BufferRef& b : model.buffers()) tensors.emplace_back(b.name, b.tensor);
@@ -407,4 +407,4 @@ void export_weights(Module& model, const std::string& path, const ExportOptions&
   });
 }
 
-}  // namespace kiln
+}  // namespace kiln::io

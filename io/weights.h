@@ -17,7 +17,7 @@
 #include "io/convention.h"
 #include "layers/module.h"
 
-namespace kiln {
+namespace kiln::io {
 
 namespace h5 {
 class File;
@@ -49,7 +49,7 @@ struct ImportReport {
   std::string path;
   WeightsFormat format = WeightsFormat::kiln;
   std::string source_model;  // the file's model ("vgg16"); for Keras files, the target's
-  io::InputConvention convention = io::InputConvention::unknown;
+  InputConvention convention = InputConvention::unknown;
   std::vector<std::string> loaded;      // kiln names
   std::vector<std::string> skipped;     // source names
   std::vector<std::string> unmapped;    // source names no assignment-map key covers
@@ -72,7 +72,7 @@ ImportReport import_weights(Module& model, const h5::File& file, const ImportOpt
 
 struct ExportOptions {
   WeightsFormat format = WeightsFormat::kiln;  // kiln or keras (keras3 is import-only)
-  io::InputConvention convention = io::InputConvention::caffe_bgr;  // recorded in kiln's layout
+  InputConvention convention = InputConvention::caffe_bgr;  // recorded in kiln's layout
   // Kiln layout only: which parameters and buffers (by full name) are written; null: all.
   // Checkpoints write what trains and keep what a phase freezes in a file of its own.
   std::function<bool(const std::string& name)> select;
@@ -104,4 +104,4 @@ size_t verify_checksums(const h5::Group& g);
 // it, synced, renamed over `path`), so `path` is never half-written.
 void export_weights(Module& model, const std::string& path, const ExportOptions& opt = {});
 
-}  // namespace kiln
+}  // namespace kiln::io

@@ -7,9 +7,9 @@
 #include "io/weights_sources.h"
 #include "layers/models/vgg.h"
 
-namespace kiln::weights_detail {
+namespace kiln::io::weights_detail {
 
-using detail::concat;
+using kiln::detail::concat;
 
 namespace {
 
@@ -100,7 +100,7 @@ SourceList list_keras(const h5::Group& root, Module& model) {
   SourceList s;
   s.format = WeightsFormat::keras;
   s.model = model.name();
-  s.convention = io::InputConvention::caffe_bgr;  // Keras's VGG16 ("caffe" preprocessing)
+  s.convention = InputConvention::caffe_bgr;  // Keras's VGG16 ("caffe" preprocessing)
   std::string base_path;
   keras_base(root, base_path);
   std::optional<h5::Group> model_weights;
@@ -127,7 +127,7 @@ SourceList list_keras3(const h5::Group& root, Module& model) {
   SourceList s;
   s.format = WeightsFormat::keras3;
   s.model = model.name();
-  s.convention = io::InputConvention::caffe_bgr;
+  s.convention = InputConvention::caffe_bgr;
   std::vector<std::string> convs, denses;
   model_layers(model, convs, denses);
   const h5::Group layers = root.group("layers");
@@ -208,4 +208,4 @@ void write_keras(h5::Group& root, Module& model) {
   }
 }
 
-}  // namespace kiln::weights_detail
+}  // namespace kiln::io::weights_detail

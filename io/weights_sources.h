@@ -8,7 +8,7 @@
 #include "io/hdf5.h"
 #include "io/weights.h"
 
-namespace kiln::weights_detail {
+namespace kiln::io::weights_detail {
 
 // How a stored array relates to kiln's layout.
 enum class Layout {
@@ -26,7 +26,7 @@ struct SourceEntry {
 struct SourceList {
   WeightsFormat format = WeightsFormat::kiln;
   std::string model;
-  io::InputConvention convention = io::InputConvention::unknown;
+  InputConvention convention = InputConvention::unknown;
   std::vector<SourceEntry> entries;
 };
 
@@ -46,4 +46,4 @@ std::string kiln_to_keras_layer(const std::string& kiln);
 // Row-major [rows, cols] -> [cols, rows].
 void transpose(const float* src, float* dst, int64_t rows, int64_t cols);
 
-}  // namespace kiln::weights_detail
+}  // namespace kiln::io::weights_detail

@@ -1,6 +1,13 @@
 // Module: a named node of a model with parameters, buffers and child modules. Names are
 // hierarchical and stable ("vgg16/conv1_1/weight"): weight import, export, freezing and
 // checkpoints all address parameters by them.
+//
+// "Frozen" has one representation: a parameter's `trainable` flag here, set by freeze() and
+// unfreeze(). Everything else derives from it: the tensor's requires_grad (autograd's view,
+// kept equal to the flag, so a frozen prefix records no graph), an optimizer's parameter
+// list (Module::trainable_parameters(); the multi-tensor updates in core/ops.h update every
+// parameter they are given), the trainer's feature-cache cut and what a checkpoint stores
+// once per phase.
 #pragma once
 
 #include <deque>

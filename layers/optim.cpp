@@ -42,9 +42,9 @@ Tensor& Optimizer::add_state(size_t i, const std::string& suffix) {
   return state_.back().second;
 }
 
-bool Optimizer::skipped(size_t i) const {
+bool Optimizer::updates(size_t i) const {
   const Tensor& p = *params_[i].tensor;
-  return !p.requires_grad() || !p.grad().defined();
+  return p.requires_grad() && p.grad().defined();
 }
 
 // ---------------------------------------------------------------- SGD
@@ -66,8 +66,8 @@ void SGD::step() {
   refs.reserve(params_.size());
   for (size_t i = 0; i < params_.size(); ++i) {
     const Tensor& p = *params_[i].tensor;
-    if (skipped(i)) continue;  // left out entirely: bit-for-bit unchanged
-    refs.push_back({p, p.grad(), momentum_[i] ? *momentum_[i] : Tensor(), false});
+    if (!updates(i)) continue;  // left out entirely: bit-for-bit unchanged
+    refs.push_back({p, p.grad(), momentum_[i] ? *momentum_[i] : Tensor()});
   }
   sgd_update(refs, o);
   advance();
@@ -97,8 +97,8 @@ void Adam::step() {
   refs.reserve(params_.size());
   for (size_t i = 0; i < params_.size(); ++i) {
     const Tensor& p = *params_[i].tensor;
-    if (skipped(i)) continue;
-    refs.push_back({p, p.grad(), *exp_avg_[i], *exp_avg_sq_[i], false});
+    if (!updates(i)) continue;
+    refs.push_back({p, p.grad(), *exp_avg_[i], *exp_avg_sq_[i]});
   }
   adam_update(refs, o, steps() + 1);
   advance();

@@ -52,8 +52,10 @@ class Optimizer {
   Tensor& add_state(size_t i, const std::string& suffix);
   // Counts one step done (after the update succeeded).
   void advance();
-  // True when parameter i is skipped this step.
-  bool skipped(size_t i) const;
+  // True when parameter i is updated this step: it has a gradient and still requires grad
+  // (requires_grad mirrors Module's trainable flag, so one frozen after the optimizer was
+  // built is left out). Not a second "frozen" flag: derived each step.
+  bool updates(size_t i) const;
 
   std::vector<ParameterRef> params_;
   float lr_;

@@ -20,7 +20,7 @@ std::string head_layer(const ModelSpec& spec) {
 
 // Every dataset below `g` as root-relative paths, each group entered once (links can make
 // a group its own descendant).
-void list_datasets(const h5::Group& g, const std::string& prefix, std::vector<std::string>& out,
+void list_datasets(const io::h5::Group& g, const std::string& prefix, std::vector<std::string>& out,
                    std::set<uint64_t>& seen, int depth) {
   if (depth > 16) return;
   for (const std::string& child : g.children()) {
@@ -44,7 +44,7 @@ int64_t keras3_dense_index(const std::string& name) {
 }
 
 // The length of the 1-D dataset at `rel`, or 0 when it is not one.
-int64_t bias_length(const h5::Group& root, const std::string& rel) {
+int64_t bias_length(const io::h5::Group& root, const std::string& rel) {
   if (!root.is_dataset(rel)) return 0;
   const std::vector<int64_t> s = root.dataset(rel).shape();
   return s.size() == 1 ? s[0] : 0;
@@ -100,8 +100,8 @@ std::vector<Prediction> Model::predict(const std::string& image_path, int64_t to
 }
 
 int64_t weights_num_classes(const ModelSpec& spec, const std::string& weights_path) {
-  const h5::File file = h5::File::open_read(weights_path);
-  const h5::Group root = file.root();
+  const io::h5::File file = io::h5::File::open_read(weights_path);
+  const io::h5::Group root = file.root();
   const std::string head = head_layer(spec);
   int64_t n = 0;
   if (root.has_attribute("kiln_format_version")) {
@@ -145,7 +145,7 @@ Model load_model(const std::string& model_name, const std::string& weights_path,
   m.init_ = std::make_unique<Generator>(0);
   m.dropout_ = std::make_unique<Generator>(1);
   m.net_ = spec.build(ModelOptions{m.num_classes_, m.image_size_, 0.5f}, *m.init_, *m.dropout_);
-  m.report_ = import_weights(*m.net_, weights_path);
+  m.report_ = io::import_weights(*m.net_, weights_path);
   m.net_->to(m.device_);
   m.net_->eval();
   if (opt.convention) m.convention_ = *opt.convention;

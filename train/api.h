@@ -65,7 +65,7 @@ class Model {
   // The model's spec: scopes, weight-name maps, layer plan.
   const ModelSpec& spec() const { return *spec_; }
   // What the import loaded, skipped and verified, and the convention the file records.
-  const ImportReport& import_report() const { return report_; }
+  const io::ImportReport& import_report() const { return report_; }
   // The convention inputs are prepared with, the input side and the head's size.
   io::InputConvention convention() const { return convention_; }
   int64_t image_size() const { return image_size_; }
@@ -78,7 +78,7 @@ class Model {
   std::unique_ptr<Generator> init_, dropout_;  // the builder's generators: outlive net_
   std::shared_ptr<Sequential> net_;
   const ModelSpec* spec_ = nullptr;
-  ImportReport report_;
+  io::ImportReport report_;
   io::InputConvention convention_ = io::InputConvention::torchvision_rgb;
   int64_t image_size_ = 0;
   int64_t num_classes_ = 0;

@@ -107,7 +107,7 @@ int main(int argc, char** argv) {
       for (Tensor& p : params) p.zero_grad();
       loss.backward();
       std::vector<SgdParamRef> refs;
-      for (size_t i = 0; i < params.size(); ++i) refs.push_back({params[i], params[i].grad(), momentum[i], false});
+      for (size_t i = 0; i < params.size(); ++i) refs.push_back({params[i], params[i].grad(), momentum[i]});
       sgd_update(refs, opt);
 
       const double l = loss.item();

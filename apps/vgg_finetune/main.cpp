@@ -360,11 +360,11 @@ int cmd_predict(int argc, char** argv) {
 
 void export_model(const std::string& model_dir, const std::string& out, const std::string& format, bool best) {
   TrainedModel t = load_trained(model_dir, Device::cpu(), best);
-  ExportOptions eo;
-  eo.format = format == "keras" ? WeightsFormat::keras : WeightsFormat::kiln;
+  io::ExportOptions eo;
+  eo.format = format == "keras" ? io::WeightsFormat::keras : io::WeightsFormat::kiln;
   eo.convention = t.checkpoint.meta.convention;
   if (fs::path(out).has_parent_path()) fs::create_directories(fs::path(out).parent_path());
-  export_weights(*t.model, out, eo);
+  io::export_weights(*t.model, out, eo);
   std::printf("exported %s (after %lld epochs, val acc %.1f%%) to %s in %s layout, input convention %s\n",
               t.checkpoint.weights_path.c_str(), static_cast<long long>(t.checkpoint.meta.epochs_done),
               100.0 * t.checkpoint.meta.val_acc, out.c_str(), format.c_str(),
@@ -450,10 +450,10 @@ int cmd_demo(int argc, char** argv) {
       const int64_t fan_in = p.tensor->numel() / p.tensor->dim(0);  // OHWI or [out, in]
       p.tensor->copy_from(Tensor::normal(p.tensor->shape(), 0.0f, std::sqrt(2.0f / static_cast<float>(fan_in)), g1));
     }
-    ExportOptions eo;
+    io::ExportOptions eo;
     eo.convention = io::InputConvention::torchvision_rgb;
     c.weights = (fs::path(work) / "vgg16_random_init.h5").string();
-    export_weights(*imagenet_shaped, c.weights, eo);
+    io::export_weights(*imagenet_shaped, c.weights, eo);
     std::printf("weights: wrote %s: VGG16 with RANDOM (He-normal) initialisation, 1000-class fc8, NOT ImageNet-pretrained;\n"
                 "         accuracy here shows the pipeline works, not what pretrained features give (pass --weights)\n",
                 c.weights.c_str());
@@ -579,9 +579,9 @@ int cmd_check_dir(int argc, char** argv) {
         Generator g1(1), g2(2);
         auto model = find_model_spec(kModelName).build(ModelOptions{num_classes, f.integer("image-size", 32, 1024)},
                                                        g1, g2);
-        ImportOptions part;
+        io::ImportOptions part;
         part.allow_missing = true;  // a checkpoint's weights file holds what trains, a frozen file the rest
-        import_weights(*model, path, part);
+        io::import_weights(*model, path, part);
       }
       ++good;
       std::printf("ok   %s\n", n.c_str());

@@ -228,9 +228,9 @@ io::InputConvention load_start_weights(const TrainConfig& cfg, const ModelSpec& 
                 resume->state_path.c_str(), s.choice.damaged.empty() ? "" : " (the newest intact checkpoint)",
                 static_cast<long long>(m.epochs_done), mid.c_str(), static_cast<long long>(m.global_step), acc.c_str());
   } else if (!cfg.weights.empty()) {
-    ImportOptions io_opt;
+    io::ImportOptions io_opt;
     io_opt.skip = {spec.head_scope};
-    const ImportReport report = import_weights(model, cfg.weights, io_opt);
+    const io::ImportReport report = io::import_weights(model, cfg.weights, io_opt);
     std::printf("weights: conv1..fc7 from %s; fc8 freshly initialised for %lld classes\n%s\n", cfg.weights.c_str(),
                 static_cast<long long>(num_classes), report.to_string().c_str());
     if (report.convention != io::InputConvention::unknown) {

@@ -190,7 +190,6 @@ void CpuBackend::argmax(const Tensor& x, Tensor& out) {
 
 void CpuBackend::sgd_update(std::span<SgdParamRef> params, const SgdOptions& opt) {
   for (SgdParamRef& r : params) {
-    if (r.frozen) continue;
     float* w = r.param.data<float>();
     const float* g = r.grad.data<float>();
     float* v = opt.momentum != 0.0f ? r.momentum_buf.data<float>() : nullptr;
@@ -203,7 +202,6 @@ void CpuBackend::sgd_update(std::span<SgdParamRef> params, const SgdOptions& opt
 void CpuBackend::adam_update(std::span<AdamParamRef> params, const AdamOptions& opt, int64_t step) {
   const common::AdamStepScalars sc = common::adam_step_scalars(opt, step);
   for (AdamParamRef& r : params) {
-    if (r.frozen) continue;
     float* w = r.param.data<float>();
     const float* g = r.grad.data<float>();
     float* m = r.exp_avg.data<float>();

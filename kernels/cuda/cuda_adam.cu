@@ -46,16 +46,10 @@ __global__ void adam_kernel(AdamBatch batch, AdamOptions opt, common::AdamStepSc
 }  // namespace
 
 void CudaBackend::adam_update(std::span<AdamParamRef> params, const AdamOptions& opt, int64_t step) {
-  // Frozen parameters are never touched, so their device is irrelevant; the first one that
-  // will be updated names the GPU (all are on one device: checked by kiln::adam_update).
-  const AdamParamRef* first = nullptr;
-  for (const AdamParamRef& r : params)
-    if (!r.frozen) {
-      first = &r;
-      break;
-    }
-  if (!first) return;
-  OpScope scope("adam_update", first->param.device().index);
+  // Every ref is updated (the optimizer leaves frozen ones out); all are on one device,
+  // checked by kiln::adam_update.
+  if (params.empty()) return;
+  OpScope scope("adam_update", params[0].param.device().index);
   const common::AdamStepScalars sc = common::adam_step_scalars(opt, step);
   AdamBatch batch{};
   int64_t blocks = 0;
@@ -67,7 +61,6 @@ void CudaBackend::adam_update(std::span<AdamParamRef> params, const AdamOptions&
     blocks = 0;
   };
   for (AdamParamRef& r : params) {
-    if (r.frozen) continue;
     const int64_t n = r.param.numel();
     if (n == 0) continue;
     const int64_t tensor_blocks = (n + kChunk - 1) / kChunk;

@@ -43,16 +43,10 @@ __global__ void sgd_kernel(SgdBatch batch, SgdOptions opt) {
 }  // namespace
 
 void CudaBackend::sgd_update(std::span<SgdParamRef> params, const SgdOptions& opt) {
-  // Frozen parameters are never touched, so their device is irrelevant; the first one that
-  // will be updated names the GPU (all are on one device: checked by kiln::sgd_update).
-  const SgdParamRef* first = nullptr;
-  for (const SgdParamRef& r : params)
-    if (!r.frozen) {
-      first = &r;
-      break;
-    }
-  if (!first) return;
-  OpScope scope("sgd_update", first->param.device().index);
+  // Every ref is updated (the optimizer leaves frozen ones out); all are on one device,
+  // checked by kiln::sgd_update.
+  if (params.empty()) return;
+  OpScope scope("sgd_update", params[0].param.device().index);
   const bool momentum = opt.momentum != 0.0f;
   SgdBatch batch{};
   int64_t blocks = 0;
@@ -64,7 +58,6 @@ void CudaBackend::sgd_update(std::span<SgdParamRef> params, const SgdOptions& op
     blocks = 0;
   };
   for (SgdParamRef& r : params) {
-    if (r.frozen) continue;
     const int64_t n = r.param.numel();
     if (n == 0) continue;
     const int64_t tensor_blocks = (n + kChunk - 1) / kChunk;

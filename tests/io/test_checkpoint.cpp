@@ -87,9 +87,9 @@ TEST_CASE("checkpoint state files carry a CRC32C per optimizer tensor, verified 
   const std::string momentum = "vgg16/fc8/weight/momentum";
   REQUIRE(momentum_of(*run.opt, momentum).defined());
   {
-    const h5::File f = h5::File::open_read(state2);
+    const io::h5::File f = io::h5::File::open_read(state2);
     CHECK(f.root().int_attribute("state_format_version") == 3);
-    CHECK(f.root().dataset("optimizer/" + momentum).has_attribute(kChecksumAttribute));
+    CHECK(f.root().dataset("optimizer/" + momentum).has_attribute(io::kChecksumAttribute));
   }
   Run fresh;
   restore_optimizer(state2, *fresh.opt);
@@ -179,15 +179,15 @@ std::vector<float> values_of(Module& m, const std::string& name) { return m.find
 // Rewrites a checkpoint as kiln wrote it before state format 3: one weights file with every
 // parameter (export_weights), a state file with state_format_version 2 and no frozen_* attributes.
 void rewrite_as_version2(const CheckpointInfo& c, Module& model) {
-  export_weights(model, c.weights_path);
+  io::export_weights(model, c.weights_path);
   std::vector<std::pair<std::string, std::string>> strings;
   std::vector<std::pair<std::string, int64_t>> ints;
   std::vector<std::string> classes;
   std::vector<std::pair<std::string, std::vector<float>>> tensors;
   std::vector<std::vector<int64_t>> shapes;
   {
-    const h5::File f = h5::File::open_read(c.state_path);
-    const h5::Group root = f.root();
+    const io::h5::File f = io::h5::File::open_read(c.state_path);
+    const io::h5::Group root = f.root();
     for (const std::string& a : root.attribute_names()) {
       if (a == "frozen_file" || a == "frozen_digest" || a == "state_format_version") continue;
       if (a == "classes") classes = root.string_list_attribute(a);
@@ -199,17 +199,17 @@ void rewrite_as_version2(const CheckpointInfo& c, Module& model) {
     for (const std::string& layer : root.group("optimizer").group("vgg16").children())
       for (const std::string& param : root.group("optimizer").group("vgg16").group(layer).children()) {
         const std::string rel = "optimizer/vgg16/" + layer + "/" + param + "/momentum";
-        tensors.emplace_back(rel, read_checksummed(root, rel, true));
+        tensors.emplace_back(rel, io::read_checksummed(root, rel, true));
         shapes.push_back(root.dataset(rel).shape());
       }
   }
-  h5::File f = h5::File::create(c.state_path);
-  h5::Group root = f.root();
+  io::h5::File f = io::h5::File::create(c.state_path);
+  io::h5::Group root = f.root();
   root.set_int_attribute("state_format_version", 2);
   for (const auto& [k, v] : strings) root.set_string_attribute(k, v);
   for (const auto& [k, v] : ints) root.set_int_attribute(k, v);
   root.set_string_list_attribute("classes", classes);
-  for (size_t i = 0; i < tensors.size(); ++i) write_checksummed(root, tensors[i].first, shapes[i], tensors[i].second.data());
+  for (size_t i = 0; i < tensors.size(); ++i) io::write_checksummed(root, tensors[i].first, shapes[i], tensors[i].second.data());
   f.close();
 }
 
@@ -246,11 +246,11 @@ TEST_CASE("a phase's frozen parameters are written once, and checkpoints hold wh
   CHECK(files_in(tmp.dir) == std::vector<std::string>{"ckpt-000002.state.h5", "ckpt-000002.weights.h5", frozen});
   CHECK(fs::last_write_time(fs::path(tmp.dir) / frozen) == frozen_time);
   {
-    const h5::File w = h5::File::open_read((fs::path(tmp.dir) / "ckpt-000002.weights.h5").string());
+    const io::h5::File w = io::h5::File::open_read((fs::path(tmp.dir) / "ckpt-000002.weights.h5").string());
     CHECK(w.root().group("vgg16").children() == std::vector<std::string>{"fc8"});
-    const h5::File z = h5::File::open_read((fs::path(tmp.dir) / frozen).string());
+    const io::h5::File z = io::h5::File::open_read((fs::path(tmp.dir) / frozen).string());
     CHECK(z.root().group("vgg16").children() == std::vector<std::string>{"fc7"});
-    const h5::File st = h5::File::open_read(s2);
+    const io::h5::File st = io::h5::File::open_read(s2);
     CHECK(st.root().string_attribute("frozen_file") == frozen);
   }
   // Loading reads both files: a fresh model ends up equal to the trained one.
@@ -295,7 +295,7 @@ TEST_CASE("a mismatched or corrupt frozen file makes its checkpoints damaged", "
     Generator g(3);
     auto other = std::make_shared<Sequential>("vgg16");
     other->add(std::make_shared<Linear>("fc7", 8, 8, true, g));
-    export_weights(*other, c.frozen_path);
+    io::export_weights(*other, c.frozen_path);
   }
   CHECK_THROWS_WITH(verify_checkpoint(c), Contains("frozen file '" + c.frozen_path + "' is not the one checkpoint '" +
                                                    c.state_path + "' was written with"));
@@ -333,7 +333,7 @@ TEST_CASE("checkpoints of state format 2 (one full weights file) still load and 
   CHECK(choice.damaged.empty());
   CHECK(choice.checkpoint->frozen_path.empty());
   {
-    const h5::File f = h5::File::open_read(choice.checkpoint->state_path);
+    const io::h5::File f = io::h5::File::open_read(choice.checkpoint->state_path);
     CHECK(f.root().int_attribute("state_format_version") == 2);
   }
   FrozenRun fresh;
@@ -361,15 +361,15 @@ TEST_CASE("buffers are exported, imported and checkpointed with the parameters",
   REQUIRE(m.buffers().size() == 1);
   CHECK(m.buffers()[0].name == "net/running_mean");
   const std::string path = (fs::path(tmp.dir) / "w.h5").string();
-  export_weights(m, path);
+  io::export_weights(m, path);
   {
-    const h5::File f = h5::File::open_read(path);
+    const io::h5::File f = io::h5::File::open_read(path);
     CHECK(f.root().group("net").children() == std::vector<std::string>{"bias", "running_mean", "weight"});
   }
   Generator g2(22);
   WithBuffer fresh(g2);
   REQUIRE(fresh.stats().to_vector<float>() != m.stats().to_vector<float>());
-  const ImportReport rep = import_weights(fresh, path);
+  const io::ImportReport rep = io::import_weights(fresh, path);
   CHECK(std::count(rep.loaded.begin(), rep.loaded.end(), "net/running_mean") == 1);
   CHECK(fresh.stats().to_vector<float>() == m.stats().to_vector<float>());
 
@@ -384,7 +384,7 @@ TEST_CASE("buffers are exported, imported and checkpointed with the parameters",
   save_checkpoint(tmp.dir, m, opt, meta, 2);
   const CheckpointInfo c = *latest_checkpoint(tmp.dir);
   {
-    const h5::File w = h5::File::open_read(c.weights_path);
+    const io::h5::File w = io::h5::File::open_read(c.weights_path);
     CHECK(w.root().group("net").children() == std::vector<std::string>{"bias", "running_mean"});
   }
   Generator g3(23);

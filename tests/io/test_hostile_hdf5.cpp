@@ -35,17 +35,17 @@ std::vector<uint8_t> read_bytes(const fs::path& p) {
 }
 
 // The file at `p` opened from disk (image == false) or from its bytes in memory.
-h5::File open(const fs::path& p, bool image) {
-  if (!image) return h5::File::open_read(p.string());
+io::h5::File open(const fs::path& p, bool image) {
+  if (!image) return io::h5::File::open_read(p.string());
   const std::vector<uint8_t> bytes = read_bytes(p);
-  return h5::File::open_image(bytes.data(), bytes.size(), p.filename().string());
+  return io::h5::File::open_image(bytes.data(), bytes.size(), p.filename().string());
 }
 
-ImportReport import_file(const fs::path& p, bool image, const ImportOptions& opt = {}) {
+io::ImportReport import_file(const fs::path& p, bool image, const io::ImportOptions& opt = {}) {
   Generator gen(3);
   auto model = fuzz::make_tiny_vgg(gen);
-  const h5::File f = open(p, image);
-  return import_weights(*model, f, opt);
+  const io::h5::File f = open(p, image);
+  return io::import_weights(*model, f, opt);
 }
 
 }  // namespace
@@ -54,20 +54,20 @@ TEST_CASE("open_image: imports as the file does, owns its copy, images of one na
   const fs::path dir = test::make_temp_dir("hostile_image");
   Generator gen(5);
   auto a = fuzz::make_tiny_vgg(gen), b = fuzz::make_tiny_vgg(gen);
-  export_weights(*a, (dir / "a.h5").string());
-  export_weights(*b, (dir / "b.h5").string());
+  io::export_weights(*a, (dir / "a.h5").string());
+  io::export_weights(*b, (dir / "b.h5").string());
   std::vector<uint8_t> ba = read_bytes(dir / "a.h5"), bb = read_bytes(dir / "b.h5");
-  const h5::File fa = h5::File::open_image(ba.data(), ba.size(), "same.h5");
-  const h5::File fb = h5::File::open_image(bb.data(), bb.size(), "same.h5");
+  const io::h5::File fa = io::h5::File::open_image(ba.data(), ba.size(), "same.h5");
+  const io::h5::File fb = io::h5::File::open_image(bb.data(), bb.size(), "same.h5");
   ba.assign(ba.size(), 0);  // the file keeps its own copy
   auto m = fuzz::make_tiny_vgg(gen);
-  CHECK(import_weights(*m, fa).loaded.size() == 10);
+  CHECK(io::import_weights(*m, fa).loaded.size() == 10);
   CHECK(m->find("vgg16/fc8/weight").tensor->to_vector<float>() == a->find("vgg16/fc8/weight").tensor->to_vector<float>());
-  CHECK(import_weights(*m, fb).path == "same.h5");
+  CHECK(io::import_weights(*m, fb).path == "same.h5");
   CHECK(m->find("vgg16/fc8/weight").tensor->to_vector<float>() == b->find("vgg16/fc8/weight").tensor->to_vector<float>());
-  CHECK_THROWS_WITH(h5::File::open_image(bb.data(), 0, "empty.h5"), Contains("'empty.h5' is empty"));
+  CHECK_THROWS_WITH(io::h5::File::open_image(bb.data(), 0, "empty.h5"), Contains("'empty.h5' is empty"));
   const std::vector<uint8_t> junk(4096, 'x');
-  CHECK_THROWS_WITH(h5::File::open_image(junk.data(), junk.size(), "junk.h5"), Contains("opening HDF5 file image 'junk.h5'"));
+  CHECK_THROWS_WITH(io::h5::File::open_image(junk.data(), junk.size(), "junk.h5"), Contains("opening HDF5 file image 'junk.h5'"));
   fs::remove_all(dir);
 }
 
@@ -90,7 +90,7 @@ TEST_CASE("hostile weights files are refused before any value is read", "[hostil
     for (const bool image : {false, true}) {
       INFO(c.file << (image ? " (image)" : " (file)"));
       CHECK_THROWS_WITH(import_file(regression("weights", c.file), image), Contains(c.expect));
-      CHECK(h5::open_object_count() == 0);
+      CHECK(io::h5::open_object_count() == 0);
     }
 }
 
@@ -107,14 +107,14 @@ TEST_CASE("declared sizes are checked against the memory limit and the file size
   for (const bool image : {false, true}) {
     // 2^40 x 4 and 2^62 x 4 floats, never written: unmapped by the import (their names are
     // not the model's), refused by a direct read before allocating.
-    const h5::File big = open(regression("weights", "huge_declared.h5"), image);
+    const io::h5::File big = open(regression("weights", "huge_declared.h5"), image);
     Generator gen(1);
-    CHECK(import_weights(*fuzz::make_tiny_vgg(gen), big).unmapped == std::vector<std::string>{"big", "overflow"});
+    CHECK(io::import_weights(*fuzz::make_tiny_vgg(gen), big).unmapped == std::vector<std::string>{"big", "overflow"});
     CHECK_THROWS_WITH(big.root().dataset("big").read_f32(),
                       Contains("declares 4398046511104 elements of 4 bytes (17592186044416 bytes), over kiln's limit"));
     CHECK_THROWS_WITH(big.root().dataset("overflow"), Contains("(4611686018427387904, 4) whose element count overflows"));
     // Contiguous values cut off by the end of the file.
-    const h5::File cut = open(regression("weights", "contiguous_past_eof.h5"), image);
+    const io::h5::File cut = open(regression("weights", "contiguous_past_eof.h5"), image);
     CHECK_THROWS_WITH(cut.root().dataset("tail").read_f32(),
                       Contains("should hold 65536 bytes") && Contains("truncated download?"));
   }
@@ -130,7 +130,7 @@ TEST_CASE("hostile checkpoint state files are refused", "[hostile]") {
     CHECK_THROWS_WITH(meta("val_loss_not_a_number.h5"), Contains("'val_loss' should be a number, found 'lots'"));
     CHECK_THROWS_WITH(meta("image_size_huge.h5"), Contains("image_size is 1099511627776, expected 32..1024"));
     CHECK_THROWS_WITH(meta("weights_file_escapes.h5"), Contains("must be a file name inside the model directory"));
-    const h5::File f = open(regression("checkpoint", "momentum_transposed.h5"), image);
+    const io::h5::File f = open(regression("checkpoint", "momentum_transposed.h5"), image);
     CHECK(io::read_checkpoint_meta(f.root()).image_size == 64);
     // Same count of values, other shape: was accepted (only the count was compared, after reading).
     CHECK_THROWS_WITH(io::restore_optimizer(f.root(), opt),
@@ -149,9 +149,9 @@ TEST_CASE("every committed fuzz reproducer replays without a crash", "[hostile]"
       INFO(e.path().string());
       const std::vector<uint8_t> bytes = read_bytes(e.path());
       try {
-        const h5::File f = h5::File::open_image(bytes.data(), bytes.size(), e.path().filename().string());
+        const io::h5::File f = io::h5::File::open_image(bytes.data(), bytes.size(), e.path().filename().string());
         if (std::string(target) == "weights") {
-          (void)import_weights(*model, f);
+          (void)io::import_weights(*model, f);
         } else {
           try {
             (void)io::read_checkpoint_meta(f.root());
@@ -161,7 +161,7 @@ TEST_CASE("every committed fuzz reproducer replays without a crash", "[hostile]"
         }
       } catch (const Error&) {
       }
-      CHECK(h5::open_object_count() == 0);
+      CHECK(io::h5::open_object_count() == 0);
       ++replayed;
     }
   }

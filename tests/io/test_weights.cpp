@@ -73,14 +73,14 @@ bool same_bits(const Tensor& a, const Tensor& b) {
 // A small Keras-classic file: layer -> [(weight name, shape)], values 0.01 * index.
 void write_keras_file(const std::string& path,
                       const std::vector<std::pair<std::string, std::vector<std::pair<std::string, std::vector<int64_t>>>>>& layers) {
-  h5::File f = h5::File::create(path);
+  io::h5::File f = io::h5::File::create(path);
   {
-    h5::Group root = f.root();
+    io::h5::Group root = f.root();
     std::vector<std::string> names;
     for (const auto& l : layers) names.push_back(l.first);
     root.set_string_list_attribute("layer_names", names);
     for (const auto& l : layers) {
-      h5::Group g = root.create_group(l.first);
+      io::h5::Group g = root.create_group(l.first);
       std::vector<std::string> wn;
       for (const auto& w : l.second) {
         int64_t n = 1;
@@ -97,9 +97,9 @@ void write_keras_file(const std::string& path,
 }
 
 // A kiln-layout file holding the given parameters of `model` (by name) with its values.
-h5::File start_kiln_file(const std::string& path, const std::string& model_name) {
-  h5::File f = h5::File::create(path);
-  h5::Group root = f.root();
+io::h5::File start_kiln_file(const std::string& path, const std::string& model_name) {
+  io::h5::File f = io::h5::File::create(path);
+  io::h5::Group root = f.root();
   root.set_int_attribute("kiln_format_version", 1);
   root.set_string_attribute("model", model_name);
   root.set_string_attribute("input_convention", "caffe_bgr");
@@ -118,21 +118,21 @@ TEST_CASE("VGG16 weights from torchvision in kiln, Keras and Keras 3 layouts giv
   struct Case {
     std::string file;
     int64_t classes;
-    WeightsFormat format;
+    io::WeightsFormat format;
     io::InputConvention convention;
   };
   const std::vector<Case> cases = {
-      {"vgg16_1000_kiln.h5", 1000, WeightsFormat::kiln, io::InputConvention::torchvision_rgb},
-      {"vgg16_8_keras.h5", 8, WeightsFormat::keras, io::InputConvention::caffe_bgr},
-      {"vgg16_8_keras_nested.h5", 8, WeightsFormat::keras, io::InputConvention::caffe_bgr},
-      {"vgg16_8_keras3.weights.h5", 8, WeightsFormat::keras3, io::InputConvention::caffe_bgr},
+      {"vgg16_1000_kiln.h5", 1000, io::WeightsFormat::kiln, io::InputConvention::torchvision_rgb},
+      {"vgg16_8_keras.h5", 8, io::WeightsFormat::keras, io::InputConvention::caffe_bgr},
+      {"vgg16_8_keras_nested.h5", 8, io::WeightsFormat::keras, io::InputConvention::caffe_bgr},
+      {"vgg16_8_keras3.weights.h5", 8, io::WeightsFormat::keras3, io::InputConvention::caffe_bgr},
   };
   for (const Case& c : cases) {
     INFO(c.file);
     const std::string path = ref.dir + "/" + c.file;
     auto model = vgg(16, c.classes, 224, 7);
     model->eval();
-    const ImportReport rep = import_weights(*model, path);
+    const io::ImportReport rep = io::import_weights(*model, path);
     INFO(rep.to_string());
     CHECK(rep.loaded.size() == 32);
     CHECK(rep.missing.empty());
@@ -140,7 +140,7 @@ TEST_CASE("VGG16 weights from torchvision in kiln, Keras and Keras 3 layouts giv
     CHECK(rep.format == c.format);
     CHECK(rep.convention == c.convention);
     // The converted torchvision file is kiln format 1, written by a script: no checksums.
-    CHECK_THAT(rep.checksums, Contains(c.format == WeightsFormat::kiln ? "kiln format version 1" : "none in file"));
+    CHECK_THAT(rep.checksums, Contains(c.format == io::WeightsFormat::kiln ? "kiln format version 1" : "none in file"));
     const std::vector<double> want = test::read_npy(ref.dir + "/logits_" + std::to_string(c.classes) + ".npy");
     const std::vector<double> got = as_double(model->forward(x));
     // Sums of up to 25088 products through 16 layers in another order than PyTorch's.
@@ -149,7 +149,7 @@ TEST_CASE("VGG16 weights from torchvision in kiln, Keras and Keras 3 layouts giv
       INFO("on the GPU");
       model->to(Device::cuda(0));
       KILN_REQUIRE_CLOSE(as_double(model->forward(x.to(Device::cuda(0)))), want, 1e-4 * test::mean_abs(want), 1e-4);
-    } else if (c.format == WeightsFormat::kiln) {
+    } else if (c.format == io::WeightsFormat::kiln) {
       WARN("no GPU found: the CUDA half of the logits check is skipped");
     }
     if (ref.owned) fs::remove(path);
@@ -159,20 +159,20 @@ TEST_CASE("VGG16 weights from torchvision in kiln, Keras and Keras 3 layouts giv
 TEST_CASE("export then import round-trips bit-exactly in kiln and Keras layouts", "[weights][io]") {
   TempDir tmp;
   auto src = vgg(11, 10, 32, 1);
-  for (WeightsFormat fmt : {WeightsFormat::kiln, WeightsFormat::keras}) {
-    INFO(format_name(fmt));
+  for (io::WeightsFormat fmt : {io::WeightsFormat::kiln, io::WeightsFormat::keras}) {
+    INFO(io::format_name(fmt));
     const std::string path = tmp / "w.h5";
-    ExportOptions eo;
+    io::ExportOptions eo;
     eo.format = fmt;
     eo.convention = io::InputConvention::tf_rgb;
-    export_weights(*src, path, eo);
+    io::export_weights(*src, path, eo);
     CHECK(fs::exists(path));
     CHECK_FALSE(fs::exists(path + ".tmp" + std::to_string(::getpid())));
     auto dst = vgg(11, 10, 32, 2);
-    const ImportReport rep = import_weights(*dst, path);
+    const io::ImportReport rep = io::import_weights(*dst, path);
     CHECK(rep.loaded.size() == src->parameters().size());
-    if (fmt == WeightsFormat::kiln) CHECK(rep.convention == io::InputConvention::tf_rgb);
-    CHECK_THAT(rep.checksums, Contains(fmt == WeightsFormat::kiln ? "verified" : "Keras files carry no checksums"));
+    if (fmt == io::WeightsFormat::kiln) CHECK(rep.convention == io::InputConvention::tf_rgb);
+    CHECK_THAT(rep.checksums, Contains(fmt == io::WeightsFormat::kiln ? "verified" : "Keras files carry no checksums"));
     CHECK_THAT(rep.to_string(), Contains("checksums: "));
     const auto ps = src->parameters(), pd = dst->parameters();
     for (size_t i = 0; i < ps.size(); ++i) {
@@ -188,10 +188,10 @@ TEST_CASE("frozen-fc8 recipe: load all but fc8, train fc8 alone", "[weights][io]
   TempDir tmp;
   const std::string path = tmp / "vgg16_1000.h5";
   auto pretrained = vgg(16, 1000, 32, 1);
-  export_weights(*pretrained, path);
+  io::export_weights(*pretrained, path);
 
   auto model = vgg(16, 8, 32, 2);
-  const ImportReport rep = import_weights(*model, path, ImportOptions{{{"vgg16/", "vgg16/"}}, {"vgg16/fc8/"}, false});
+  const io::ImportReport rep = io::import_weights(*model, path, io::ImportOptions{{{"vgg16/", "vgg16/"}}, {"vgg16/fc8/"}, false});
   INFO(rep.to_string());
   CHECK(rep.loaded.size() == 30);
   CHECK(rep.skipped.size() == 2);
@@ -225,7 +225,7 @@ TEST_CASE("frozen-fc8 recipe: load all but fc8, train fc8 alone", "[weights][io]
     std::vector<SgdParamRef> refs;
     const auto params = model->parameters();
     for (size_t i = 0; i < params.size(); ++i)
-      refs.push_back({*params[i].tensor, params[i].tensor->grad(), momentum[i], !params[i].trainable});
+      if (params[i].trainable) refs.push_back({*params[i].tensor, params[i].tensor->grad(), momentum[i]});
     sgd_update(refs, SgdOptions{0.01f, 0.9f, 0.0f, false});
   }
   const auto params = model->parameters();
@@ -243,34 +243,34 @@ TEST_CASE("bad weights files give readable errors naming file, entry, expected a
 
   SECTION("missing path") {
     const std::string p = tmp / "nope.h5";
-    CHECK_THROWS_WITH(import_weights(*model, p), Contains(p) && Contains("does not exist"));
+    CHECK_THROWS_WITH(io::import_weights(*model, p), Contains(p) && Contains("does not exist"));
   }
   SECTION("not an HDF5 file") {
     const std::string p = tmp / "text.h5";
     std::ofstream(p) << "this is not HDF5\n";
-    CHECK_THROWS_WITH(import_weights(*model, p), Contains(p) && Contains("not an HDF5 file"));
+    CHECK_THROWS_WITH(io::import_weights(*model, p), Contains(p) && Contains("not an HDF5 file"));
   }
   SECTION("truncated file") {
     const std::string p = tmp / "trunc.h5";
     {
-      h5::File f = start_kiln_file(p, "vgg16");
+      io::h5::File f = start_kiln_file(p, "vgg16");
       std::vector<float> v(1 << 20, 1.0f);
       f.root().write_f32("vgg16/fc7/weight", {1024, 1024}, v.data());
       f.close();
     }
     fs::resize_file(p, fs::file_size(p) / 2);
-    CHECK_THROWS_WITH(import_weights(*model, p), Contains(p) && Contains("truncated"));
+    CHECK_THROWS_WITH(io::import_weights(*model, p), Contains(p) && Contains("truncated"));
   }
   SECTION("kiln file for another model (VGG19)") {
     const std::string p = tmp / "vgg19.h5";
     start_kiln_file(p, "vgg19").close();
-    CHECK_THROWS_WITH(import_weights(*model, p), Contains(p) && Contains("'vgg19'") && Contains("'vgg16'"));
+    CHECK_THROWS_WITH(io::import_weights(*model, p), Contains(p) && Contains("'vgg19'") && Contains("'vgg16'"));
   }
   SECTION("Keras VGG19 file into VGG16") {
     const std::string p = tmp / "keras_vgg19.h5";
     write_keras_file(p, {{"block1_conv1", {{"block1_conv1/kernel:0", {3, 3, 3, 64}}, {"block1_conv1/bias:0", {64}}}},
                          {"block3_conv4", {{"block3_conv4/kernel:0", {3, 3, 256, 256}}}}});
-    CHECK_THROWS_WITH(import_weights(*model, p), Contains(p) && Contains("block3_conv4/kernel:0") &&
+    CHECK_THROWS_WITH(io::import_weights(*model, p), Contains(p) && Contains("block3_conv4/kernel:0") &&
                                                      Contains("no parameter 'vgg16/conv3_4/weight'") &&
                                                      Contains("another model"));
   }
@@ -278,45 +278,45 @@ TEST_CASE("bad weights files give readable errors naming file, entry, expected a
     const std::string p = tmp / "resnet.h5";
     write_keras_file(p, {{"conv1_conv", {{"conv1_conv/kernel:0", {7, 7, 3, 64}}}},
                          {"res2a_branch2a", {{"res2a_branch2a/kernel:0", {1, 1, 64, 64}}}}});
-    CHECK_THROWS_WITH(import_weights(*model, p), Contains(p) && Contains("res2a_branch2a") && Contains("another model"));
+    CHECK_THROWS_WITH(io::import_weights(*model, p), Contains(p) && Contains("res2a_branch2a") && Contains("another model"));
   }
   SECTION("wrong shape") {
     const std::string p = tmp / "shape.h5";
     write_keras_file(p, {{"block1_conv1", {{"block1_conv1/kernel:0", {3, 3, 3, 32}}, {"block1_conv1/bias:0", {32}}}}});
-    ImportOptions opt;
+    io::ImportOptions opt;
     opt.allow_missing = true;
-    CHECK_THROWS_WITH(import_weights(*model, p, opt), Contains(p) && Contains("/block1_conv1/block1_conv1/kernel:0") &&
+    CHECK_THROWS_WITH(io::import_weights(*model, p, opt), Contains(p) && Contains("/block1_conv1/block1_conv1/kernel:0") &&
                                                           Contains("expects (64, 3, 3, 3)") &&
                                                           Contains("file has (3, 3, 3, 32)"));
   }
   SECTION("wrong dtype") {
     const std::string p = tmp / "dtype.h5";
     {
-      h5::File f = start_kiln_file(p, "vgg16");
+      io::h5::File f = start_kiln_file(p, "vgg16");
       std::vector<int32_t> v(64 * 27, 1);
       f.root().write_i32("vgg16/conv1_1/weight", {64, 3, 3, 3}, v.data());
       f.close();
     }
-    ImportOptions opt;
+    io::ImportOptions opt;
     opt.allow_missing = true;
-    CHECK_THROWS_WITH(import_weights(*model, p, opt),
+    CHECK_THROWS_WITH(io::import_weights(*model, p, opt),
                       Contains(p) && Contains("/vgg16/conv1_1/weight") && Contains("expected float32") && Contains("int32"));
   }
   SECTION("missing layers: an error, or a report with allow_missing") {
     const std::string p = tmp / "partial.h5";
     {
-      h5::File f = start_kiln_file(p, "vgg16");
+      io::h5::File f = start_kiln_file(p, "vgg16");
       std::vector<float> w(64 * 27, 0.5f), b(64, 0.25f);
       f.root().write_f32("vgg16/conv1_1/weight", {64, 3, 3, 3}, w.data());
       f.root().write_f32("vgg16/conv1_1/bias", {64}, b.data());
       f.close();
     }
-    CHECK_THROWS_WITH(import_weights(*model, p), Contains(p) && Contains("missing") && Contains("vgg16/conv1_2/weight"));
+    CHECK_THROWS_WITH(io::import_weights(*model, p), Contains(p) && Contains("missing") && Contains("vgg16/conv1_2/weight"));
     // Nothing half-loaded: the failed import left conv1_1 as it was.
     CHECK(same_bits(*model->find("vgg16/conv1_1/weight").tensor, conv1_before));
-    ImportOptions opt;
+    io::ImportOptions opt;
     opt.allow_missing = true;
-    const ImportReport rep = import_weights(*model, p, opt);
+    const io::ImportReport rep = io::import_weights(*model, p, opt);
     CHECK(rep.loaded.size() == 2);
     CHECK(rep.missing.size() == 30);
     CHECK_THAT(rep.to_string(), Contains("2 loaded") && Contains("30 missing") && Contains("caffe_bgr"));
@@ -325,21 +325,21 @@ TEST_CASE("bad weights files give readable errors naming file, entry, expected a
   SECTION("Keras file listing a layer it does not hold") {
     const std::string p = tmp / "nolayer.h5";
     {
-      h5::File f = h5::File::create(p);
+      io::h5::File f = io::h5::File::create(p);
       f.root().set_string_list_attribute("layer_names", {"block1_conv1"});
       f.close();
     }
-    CHECK_THROWS_WITH(import_weights(*model, p), Contains(p) && Contains("block1_conv1"));
+    CHECK_THROWS_WITH(io::import_weights(*model, p), Contains(p) && Contains("block1_conv1"));
   }
   SECTION("HDF5 but not a weights file") {
     const std::string p = tmp / "other.h5";
     {
-      h5::File f = h5::File::create(p);
+      io::h5::File f = io::h5::File::create(p);
       std::vector<float> v(4, 1.0f);
       f.root().write_f32("data", {4}, v.data());
       f.close();
     }
-    CHECK_THROWS_WITH(import_weights(*model, p), Contains(p) && Contains("not a weights file") && Contains("data"));
+    CHECK_THROWS_WITH(io::import_weights(*model, p), Contains(p) && Contains("not a weights file") && Contains("data"));
   }
 }
 
@@ -347,32 +347,32 @@ TEST_CASE("kiln weights files carry a CRC32C per tensor (format 2), verified on 
   TempDir tmp;
   const std::string path = tmp / "w.h5";
   auto src = vgg(11, 10, 32, 1);
-  export_weights(*src, path);
+  io::export_weights(*src, path);
   {
-    const h5::File f = h5::File::open_read(path);
-    const h5::Group root = f.root();
+    const io::h5::File f = io::h5::File::open_read(path);
+    const io::h5::Group root = f.root();
     CHECK(root.int_attribute("kiln_format_version") == 2);
     for (const ParameterRef& p : src->parameters()) {
       INFO(p.name);
       const std::vector<float> v = p.tensor->to_vector<float>();
-      const h5::Dataset ds = root.dataset(p.name);
-      REQUIRE(ds.has_attribute(kChecksumAttribute));
-      CHECK(ds.int_attribute(kChecksumAttribute) == int64_t{tensor_checksum(v.data(), v.size())});
+      const io::h5::Dataset ds = root.dataset(p.name);
+      REQUIRE(ds.has_attribute(io::kChecksumAttribute));
+      CHECK(ds.int_attribute(io::kChecksumAttribute) == int64_t{io::tensor_checksum(v.data(), v.size())});
     }
   }
   auto dst = vgg(11, 10, 32, 2);
-  const ImportReport rep = import_weights(*dst, path);
+  const io::ImportReport rep = io::import_weights(*dst, path);
   CHECK(rep.loaded.size() == src->parameters().size());
   CHECK_THAT(rep.checksums, Contains("verified"));
   CHECK_THAT(rep.to_string(), Contains("checksums: verified"));
-  CHECK_THAT(verify_weights(path), Contains("verified"));
+  CHECK_THAT(io::verify_weights(path), Contains("verified"));
 }
 
 TEST_CASE("a float changed in a kiln weights file is an error naming the file and the tensor", "[weights][io][checksum]") {
   TempDir tmp;
   const std::string path = tmp / "w.h5";
   auto src = vgg(11, 10, 32, 1);
-  export_weights(*src, path);
+  io::export_weights(*src, path);
   test::overwrite_first_float(path, *src->find("vgg11/conv3_2/weight").tensor, 3e38f);
 
   auto dst = vgg(11, 10, 32, 2);
@@ -385,14 +385,14 @@ TEST_CASE("a float changed in a kiln weights file is an error naming the file an
     }
     return "(no error)";
   };
-  const std::string import_error = error_of([&] { import_weights(*dst, path); });
+  const std::string import_error = error_of([&] { io::import_weights(*dst, path); });
   // All or nothing: the tensors read before the corrupt one were not assigned either.
   CHECK(same_bits(*dst->find("vgg11/conv1_1/weight").tensor, conv1_before));
-  for (const std::string& msg : {import_error, error_of([&] { verify_weights(path); })})
+  for (const std::string& msg : {import_error, error_of([&] { io::verify_weights(path); })})
     CHECK_THAT(msg, Contains("file '" + path + "' is corrupt: tensor 'vgg11/conv3_2/weight' fails its checksum (stored 0x") &&
                         Contains(", computed 0x") && Contains("); the file was changed after kiln wrote it"));
   // A skipped tensor is not read, so its damage does not stop the rest from loading.
-  const ImportReport rep = import_weights(*dst, path, ImportOptions{{}, {"vgg11/conv3_2/"}, false});
+  const io::ImportReport rep = io::import_weights(*dst, path, io::ImportOptions{{}, {"vgg11/conv3_2/"}, false});
   CHECK(rep.loaded.size() == src->parameters().size() - 2);
   CHECK_THAT(rep.checksums, Contains("verified"));
 }
@@ -400,52 +400,52 @@ TEST_CASE("a float changed in a kiln weights file is an error naming the file an
 TEST_CASE("files without checksums load and the report says so, and format 2 requires them", "[weights][io][checksum]") {
   TempDir tmp;
   auto model = vgg(16, 8, 32, 3);
-  ImportOptions partial;
+  io::ImportOptions partial;
   partial.allow_missing = true;
   std::vector<float> w(64 * 27, 0.5f), b(64, 0.25f);
 
   SECTION("kiln format 1 (older kiln, converted torchvision files)") {
     const std::string p = tmp / "v1.h5";
     {
-      h5::File f = start_kiln_file(p, "vgg16");
+      io::h5::File f = start_kiln_file(p, "vgg16");
       f.root().write_f32("vgg16/conv1_1/weight", {64, 3, 3, 3}, w.data());
       f.root().write_f32("vgg16/conv1_1/bias", {64}, b.data());
       f.close();
     }
-    const ImportReport rep = import_weights(*model, p, partial);
+    const io::ImportReport rep = io::import_weights(*model, p, partial);
     CHECK(rep.loaded.size() == 2);
     CHECK_THAT(rep.checksums, Contains("none") && Contains("kiln format version 1"));
     CHECK_THAT(rep.to_string(), Contains("checksums: none"));
-    CHECK_THAT(verify_weights(p), Contains("kiln format version 1"));
+    CHECK_THAT(io::verify_weights(p), Contains("kiln format version 1"));
   }
   SECTION("Keras") {
     const std::string p = tmp / "keras.h5";
     write_keras_file(p, {{"block1_conv1", {{"block1_conv1/kernel:0", {3, 3, 3, 64}}, {"block1_conv1/bias:0", {64}}}}});
-    const ImportReport rep = import_weights(*model, p, partial);
+    const io::ImportReport rep = io::import_weights(*model, p, partial);
     CHECK(rep.loaded.size() == 2);
     CHECK_THAT(rep.checksums, Contains("none in file (Keras files carry no checksums)"));
-    CHECK_THAT(verify_weights(p), Contains("Keras files carry no checksums"));
+    CHECK_THAT(io::verify_weights(p), Contains("Keras files carry no checksums"));
   }
   SECTION("kiln format 2 with a tensor lacking its checksum") {
     const std::string p = tmp / "v2.h5";
     {
-      h5::File f = start_kiln_file(p, "vgg16");
-      h5::Group root = f.root();
+      io::h5::File f = start_kiln_file(p, "vgg16");
+      io::h5::Group root = f.root();
       root.set_int_attribute("kiln_format_version", 2);
-      write_checksummed(root, "vgg16/conv1_1/weight", {64, 3, 3, 3}, w.data());
+      io::write_checksummed(root, "vgg16/conv1_1/weight", {64, 3, 3, 3}, w.data());
       root.write_f32("vgg16/conv1_1/bias", {64}, b.data());
       f.close();
     }
-    CHECK_THROWS_WITH(import_weights(*model, p, partial),
+    CHECK_THROWS_WITH(io::import_weights(*model, p, partial),
                       Contains(p) && Contains("tensor 'vgg16/conv1_1/bias' has no 'crc32c' checksum"));
   }
   SECTION("kiln format 3 is refused") {
     const std::string p = tmp / "v3.h5";
     {
-      h5::File f = start_kiln_file(p, "vgg16");
+      io::h5::File f = start_kiln_file(p, "vgg16");
       f.root().set_int_attribute("kiln_format_version", 3);
       f.close();
     }
-    CHECK_THROWS_WITH(import_weights(*model, p, partial), Contains(p) && Contains("reads versions 1..2"));
+    CHECK_THROWS_WITH(io::import_weights(*model, p, partial), Contains(p) && Contains("reads versions 1..2"));
   }
 }

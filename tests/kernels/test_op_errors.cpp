@@ -54,7 +54,7 @@ TEST_CASE("bad op parameters are errors", "[ops][errors]") {
   REQUIRE_THROWS_WITH(conv2d(x, Tensor::zeros(Shape{1, 1, 1, 1}), Tensor(), Conv2dParams{0, 1, 0, 0}),
                       Contains("stride"));
   Tensor w = Tensor::zeros(Shape{2});
-  std::vector<SgdParamRef> refs = {{w, Tensor::zeros(Shape{3}), Tensor(), false}};
+  std::vector<SgdParamRef> refs = {{w, Tensor::zeros(Shape{3}), Tensor()}};
   REQUIRE_THROWS_WITH(sgd_update(refs, SgdOptions{}), Contains("sgd_update") && Contains("[3]") && Contains("[2]"));
   REQUIRE_THROWS_WITH(sgd_update(refs, SgdOptions{-1.0f}), Contains("lr"));
 }

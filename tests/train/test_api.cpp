@@ -25,12 +25,12 @@ constexpr int64_t kSize = 32;  // VGG11 at 32x32: fc6 takes 1x1x512, small enoug
 constexpr int64_t kClasses = 3;
 
 // A VGG11 with 3 classes and seeded random weights, exported to `path` in `format`.
-void write_weights(const std::string& path, WeightsFormat format) {
+void write_weights(const std::string& path, io::WeightsFormat format) {
   Generator g1(7), g2(8);
   auto net = find_model_spec("vgg11").build(ModelOptions{kClasses, kSize, 0.5f}, g1, g2);
-  ExportOptions eo;
+  io::ExportOptions eo;
   eo.format = format;
-  export_weights(*net, path, eo);
+  io::export_weights(*net, path, eo);
 }
 
 // A 45x38 image with a gradient, so resize and crop matter.
@@ -54,7 +54,7 @@ bool same_bits(const Tensor& a, const Tensor& b) {
 TEST_CASE("api: load_model + logits(path) equal the hand-written chain bit for bit", "[api]") {
   const fs::path dir = test::make_temp_dir("kiln_api");
   const std::string weights = (dir / "vgg11.h5").string(), image = (dir / "img.png").string();
-  write_weights(weights, WeightsFormat::kiln);
+  write_weights(weights, io::WeightsFormat::kiln);
   io::write_png(image, test_image());
 
   Model m = load_model("vgg11", weights, LoadOptions{.image_size = kSize});
@@ -62,14 +62,14 @@ TEST_CASE("api: load_model + logits(path) equal the hand-written chain bit for b
   CHECK(m.image_size() == kSize);
   CHECK(m.spec().name == "vgg11");
   CHECK(m.import_report().missing.empty());
-  CHECK(m.convention() == io::InputConvention::caffe_bgr);  // recorded by export_weights' default
+  CHECK(m.convention() == io::InputConvention::caffe_bgr);  // recorded by io::export_weights' default
   const Tensor got = m.logits(image);
 
   // The chain a newcomer writes today.
   Generator g1(123), g2(456);
   const ModelSpec& spec = find_model_spec("vgg11");
   auto net = spec.build(ModelOptions{kClasses, kSize, 0.5f}, g1, g2);
-  import_weights(*net, weights);
+  io::import_weights(*net, weights);
   net->eval();
   const io::Image img = io::resize_shorter_side(io::decode_image(image), static_cast<int>(kSize * 256 / 224));
   const io::Crop crop = io::center_crop(img.width, img.height, static_cast<int>(kSize));
@@ -110,10 +110,10 @@ TEST_CASE("api: load_model + logits(path) equal the hand-written chain bit for b
 TEST_CASE("api: load_model reads the head's size from Keras files too, and says what it needs", "[api]") {
   const fs::path dir = test::make_temp_dir("kiln_api_keras");
   const std::string keras = (dir / "vgg11_keras.h5").string();
-  write_weights(keras, WeightsFormat::keras);
+  write_weights(keras, io::WeightsFormat::keras);
   Model m = load_model("vgg11", keras, LoadOptions{.image_size = kSize});
   CHECK(m.num_classes() == kClasses);
-  CHECK(m.import_report().format == WeightsFormat::keras);
+  CHECK(m.import_report().format == io::WeightsFormat::keras);
   // The convention the import reports for the file (Keras VGG weights: caffe_bgr).
   CHECK(std::string(convention_name(m.convention())) == convention_name(m.import_report().convention));
 
@@ -125,7 +125,7 @@ TEST_CASE("api: load_model reads the head's size from Keras files too, and says 
   // An HDF5 file without the head: ask for num_classes.
   const std::string other = (dir / "no_head.h5").string();
   {
-    h5::File f = h5::File::create(other);
+    io::h5::File f = io::h5::File::create(other);
     const std::vector<float> v{1, 2};
     f.root().write_f32("something/else", {2}, v.data());
     f.close();

@@ -24,7 +24,7 @@ int main(int argc, char** argv) {
     const int64_t size = 32, classes = 3;
     Generator g1(7), g2(8);
     auto net = find_model_spec("vgg11").build(ModelOptions{classes, size, 0.5f}, g1, g2);
-    export_weights(*net, weights);  // records caffe_bgr, the default
+    io::export_weights(*net, weights);  // records caffe_bgr, the default
     io::Image img;
     img.width = 45;
     img.height = 38;
@@ -33,7 +33,7 @@ int main(int argc, char** argv) {
     io::write_png(image, img);
 
     auto loaded = find_model_spec("vgg11").build(ModelOptions{classes, size, 0.5f}, g1, g2);
-    import_weights(*loaded, weights);
+    io::import_weights(*loaded, weights);
     loaded->eval();
     const io::Image resized = io::resize_shorter_side(io::decode_image(image), static_cast<int>(size * 256 / 224));
     const io::Crop crop = io::center_crop(resized.width, resized.height, static_cast<int>(size));
