@@ -22,6 +22,12 @@ Tensor kaiming_normal(const Shape& shape, Generator& gen) {
   return Tensor::normal(shape, 0.0f, static_cast<float>(std::sqrt(2.0 / fans(shape).in)), gen);
 }
 
+Tensor kaiming_normal_fan_out(const Shape& shape, Generator& gen) {
+  return Tensor::normal(shape, 0.0f, static_cast<float>(std::sqrt(2.0 / fans(shape).out)), gen);
+}
+
+Tensor normal(const Shape& shape, float std, Generator& gen) { return Tensor::normal(shape, 0.0f, std, gen); }
+
 Tensor zeros(const Shape& shape) { return Tensor::zeros(shape); }
 
 }  // namespace kiln::init

@@ -16,6 +16,11 @@ Fans fans(const Shape& weight_shape);
 Tensor xavier_uniform(const Shape& shape, Generator& gen);
 // Kaiming/He normal for ReLU: N(0, sqrt(2 / fan_in)).
 Tensor kaiming_normal(const Shape& shape, Generator& gen);
+// Kaiming/He normal for ReLU preserving the backward pass's variance: N(0, sqrt(2 / fan_out))
+// (torch.nn.init.kaiming_normal_(mode="fan_out"), torchvision's VGG and ResNet convs).
+Tensor kaiming_normal_fan_out(const Shape& shape, Generator& gen);
+// N(0, std): torchvision's VGG linear layers use std 0.01.
+Tensor normal(const Shape& shape, float std, Generator& gen);
 Tensor zeros(const Shape& shape);
 
 }  // namespace kiln::init

@@ -3,7 +3,13 @@
 namespace kiln {
 namespace {
 Tensor init_weight(Init init, const Shape& s, Generator& gen) {
-  return init == Init::xavier_uniform ? init::xavier_uniform(s, gen) : init::kaiming_normal(s, gen);
+  switch (init) {
+    case Init::xavier_uniform: return init::xavier_uniform(s, gen);
+    case Init::kaiming_normal: return init::kaiming_normal(s, gen);
+    case Init::kaiming_normal_fan_out: return init::kaiming_normal_fan_out(s, gen);
+    case Init::normal_0_01: return init::normal(s, 0.01f, gen);
+  }
+  KILN_FAIL("unknown Init value ", static_cast<int>(init));
 }
 }  // namespace
 

@@ -10,8 +10,8 @@
 
 namespace kiln {
 
-// How a layer's weight is initialised (biases start at zero).
-enum class Init { xavier_uniform, kaiming_normal };
+// How a layer's weight is initialised (biases start at zero); layers/init.h has the formulas.
+enum class Init { xavier_uniform, kaiming_normal, kaiming_normal_fan_out, normal_0_01 };
 
 // 2-d convolution, x: [N, H, W, in] -> [N, OH, OW, out]. Parameters "weight" [out, k, k, in]
 // and, with bias, "bias" [out].

@@ -111,7 +111,8 @@ std::shared_ptr<Sequential> make_vgg(const VggOptions& opt, Generator& init, Gen
     switch (l.kind) {
       case LayerPlan::Kind::conv:
         net->add(std::make_shared<Conv2d>(l.name, l.in_channels, l.out_channels, l.kernel,
-                                          Conv2dParams{l.stride, l.stride, l.pad, l.pad}, true, init));
+                                          Conv2dParams{l.stride, l.stride, l.pad, l.pad}, true, init,
+                                          Init::kaiming_normal_fan_out));
         break;
       case LayerPlan::Kind::pool:
         net->add(std::make_shared<MaxPool2d>(l.name, Pool2dParams{l.kernel, l.kernel, l.stride, l.stride, l.pad, l.pad}));
@@ -119,7 +120,7 @@ std::shared_ptr<Sequential> make_vgg(const VggOptions& opt, Generator& init, Gen
       case LayerPlan::Kind::fc:
         if (!flattened) net->add(std::make_shared<Flatten>("flatten"));
         flattened = true;
-        net->add(std::make_shared<Linear>(l.name, l.in_channels, l.out_channels, true, init));
+        net->add(std::make_shared<Linear>(l.name, l.in_channels, l.out_channels, true, init, Init::normal_0_01));
         break;
     }
     if (l.relu) net->add(std::make_shared<ReLU>("relu" + id));

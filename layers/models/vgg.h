@@ -23,8 +23,10 @@ struct VggOptions {
   int64_t image_size = 224;     // fc6's input is 512 * (image_size / 32)^2
 };
 
-// Builds the model, weights drawn from `init` (Xavier uniform, biases zero), dropout masks
-// from `dropout` (which must outlive the model).
+// Builds the model, weights drawn from `init` as torchvision's VGG initialises them (convs
+// Kaiming-normal fan-out, linear layers N(0, 0.01), biases zero: a ReLU stack without batch
+// norm that still passes signal, so training from scratch learns), dropout masks from
+// `dropout` (which must outlive the model).
 std::shared_ptr<Sequential> make_vgg(const VggOptions& opt, Generator& init, Generator& dropout);
 
 // The layers make_vgg builds, in order (convs, pools, fcs), at opt's image size and
