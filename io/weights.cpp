@@ -11,6 +11,7 @@
 #include "io/atomic_file.h"
 #include "io/crc32c.h"
 #include "io/hdf5.h"
+#include "io/keras_archive.h"
 #include "io/weights_sources.h"
 
 namespace kiln::io {
@@ -242,7 +243,7 @@ std::vector<float> read_checksummed(const h5::Group& g, const std::string& rel, 
 }
 
 std::string verify_weights(const std::string& path) {
-  const h5::File file = h5::File::open_read(path);
+  const h5::File file = open_weights_file(path);  // HDF5, or a .keras archive's weights
   const h5::Group root = file.root();
   if (!root.has_attribute("kiln_format_version")) {
     if (is_keras(root)) return checksum_status(WeightsFormat::keras, 0);
@@ -264,7 +265,7 @@ size_t verify_checksums(const h5::Group& g) {
 }
 
 ImportReport import_weights(Module& model, const std::string& path, const ImportOptions& opt) {
-  const h5::File file = h5::File::open_read(path);
+  const h5::File file = open_weights_file(path);  // HDF5, or a .keras archive's weights
   return import_weights(model, file, opt);
 }
 

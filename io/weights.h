@@ -63,7 +63,8 @@ struct ImportReport {
 };
 
 // Loads weights from `path` into `model` (parameters keep their device and trainable
-// flags). Nothing is changed unless the whole import succeeds. Errors (kiln::Error)
+// flags). `path` may be HDF5 or a Keras 3 .keras archive (io/keras_archive.h), told apart
+// by signature. Nothing is changed unless the whole import succeeds. Errors (kiln::Error)
 // name the file, the entry, and what was expected and found.
 ImportReport import_weights(Module& model, const std::string& path, const ImportOptions& opt = {});
 // The same from a file already open (e.g. h5::File::open_image of bytes in memory); every

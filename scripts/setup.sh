@@ -13,7 +13,7 @@ for arg in "$@"; do
     -h|--help)
       echo "usage: bash scripts/setup.sh [--tests] [--sanitize]"
       echo "  installs cmake, ninja-build, g++, libdnnl-dev (oneDNN) with ocl-icd-opencl-dev,"
-      echo "  catch2, libhdf5-dev and libstb-dev via apt-get, each only if missing;"
+      echo "  catch2, libhdf5-dev, libstb-dev, libzip-dev and pkg-config via apt-get, each only if missing;"
       echo "  --tests also installs python3-torch, python3-numpy, python3-h5py, python3-torchvision"
       echo "  and python3-pil"
       echo "  (reference results), and the tensorboard Python package from PyPI with pip"
@@ -27,7 +27,8 @@ done
 
 # ocl-icd-opencl-dev: Debian's oneDNN is built with an OpenCL GPU runtime, so its CMake
 # package needs OpenCL; apt only recommends it, and we install without recommends.
-build_pkgs=(cmake ninja-build g++ libdnnl-dev ocl-icd-opencl-dev catch2 libhdf5-dev libstb-dev)
+# libzip-dev (with pkg-config, which finds it): reading Keras 3 .keras archives.
+build_pkgs=(cmake ninja-build g++ libdnnl-dev ocl-icd-opencl-dev catch2 libhdf5-dev libstb-dev libzip-dev pkg-config)
 test_pkgs=(python3-torch python3-numpy python3-h5py python3-torchvision python3-pil)
 sanitize_pkgs=(clang-14 libclang-rt-14-dev libomp-14-dev)
 pkgs=("${build_pkgs[@]}")

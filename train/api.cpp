@@ -5,6 +5,7 @@
 #include <set>
 
 #include "io/hdf5.h"
+#include "io/keras_archive.h"
 
 namespace kiln {
 
@@ -100,7 +101,7 @@ std::vector<Prediction> Model::predict(const std::string& image_path, int64_t to
 }
 
 int64_t weights_num_classes(const ModelSpec& spec, const std::string& weights_path) {
-  const io::h5::File file = io::h5::File::open_read(weights_path);
+  const io::h5::File file = io::open_weights_file(weights_path);  // HDF5 or a .keras archive
   const io::h5::Group root = file.root();
   const std::string head = head_layer(spec);
   int64_t n = 0;

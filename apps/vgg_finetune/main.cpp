@@ -49,7 +49,7 @@ std::vector<FlagSpec> train_specs() {
       {"train-dir", "DIR", "", "training images, a folder per class (instead of --data-dir)"},
       {"val-dir", "DIR", "", "validation images, same classes (instead of --data-dir)"},
       {"model-dir", "DIR", "", "where checkpoints, classes.txt, config.txt, metrics.csv and events/ go (required)"},
-      {"weights", "FILE", "", "pretrained VGG16 weights (kiln or Keras HDF5); conv1..fc7 are loaded, fc8 is not"},
+      {"weights", "FILE", "", "pretrained VGG16 weights (kiln or Keras HDF5, or a Keras 3 .keras archive); conv1..fc7 are loaded, fc8 is not"},
       {"batch", "N", "32", "batch size"},
       {"phase1-epochs", "N", "10", "epochs training fc8 alone"},
       {"phase1-lr", "X", "1e-3", "learning rate of phase 1"},
