@@ -19,40 +19,100 @@ std::string Dataset::summary() const {
   return os.str();
 }
 
-bool has_image_extension(const std::string& name) {
+namespace {
+
+std::string lower_extension(const std::string& name) {
   const auto dot = name.rfind('.');
-  if (dot == std::string::npos) return false;
+  if (dot == std::string::npos) return "";
   std::string ext = name.substr(dot + 1);
   for (char& c : ext) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return ext;
+}
+
+bool is_resource_fork(const std::string& path) { return fs::path(path).filename().string().rfind("._", 0) == 0; }
+
+SkippedFile skipped(const fs::path& p, SkippedFile::Why why, std::string detail = "") {
+  return SkippedFile{p.string(), why, std::move(detail)};
+}
+
+}  // namespace
+
+bool has_image_extension(const std::string& name) {
+  const std::string ext = lower_extension(name);
   return ext == "jpg" || ext == "jpeg" || ext == "png" || ext == "bmp";
 }
 
-Dataset image_folder(const std::string& root) {
+std::string skip_reason(const SkippedFile& f) {
+  using Why = SkippedFile::Why;
+  switch (f.why) {
+    case Why::unsupported:
+      return (f.detail.empty() ? std::string("no file extension") : "unsupported format ." + f.detail) +
+             " (kiln reads .jpg, .jpeg, .png, .bmp)";
+    case Why::hidden:
+      return is_resource_fork(f.path) ? "macOS resource fork (a '._' file, not an image)"
+                                      : "hidden (the name starts with '.')";
+    case Why::folder: return "a folder inside a class folder (class folders are not searched deeper)";
+    case Why::outside_class: return "not inside a class folder";
+    case Why::empty: return "empty file (0 bytes)";
+    case Why::undecodable: return "failed to decode: " + f.detail;
+  }
+  return "";
+}
+
+std::string skip_group(const SkippedFile& f) {
+  using Why = SkippedFile::Why;
+  switch (f.why) {
+    case Why::unsupported: return f.detail.empty() ? "without extension" : "unsupported ." + f.detail;
+    case Why::hidden: return is_resource_fork(f.path) ? "macOS ._ file" : "hidden";
+    case Why::folder: return "folder in a class folder";
+    case Why::outside_class: return "not in a class folder";
+    case Why::empty: return "empty";
+    case Why::undecodable: return "failed to decode";
+  }
+  return "";
+}
+
+FolderScan scan_image_folder(const std::string& root) {
+  using Why = SkippedFile::Why;
   std::error_code ec;
   KILN_CHECK(fs::is_directory(root, ec), "image folder '", root, "' does not exist or is not a directory");
-  Dataset ds;
+  FolderScan scan;
+  Dataset& ds = scan.dataset;
   ds.root = root;
   for (const auto& e : fs::directory_iterator(root)) {
     const std::string name = e.path().filename().string();
-    if (!name.empty() && name[0] != '.' && e.is_directory(ec)) ds.classes.push_back(name);
+    if (name.empty() || name[0] == '.') scan.skipped.push_back(skipped(e.path(), Why::hidden));
+    else if (e.is_directory(ec)) ds.classes.push_back(name);
+    else scan.skipped.push_back(skipped(e.path(), Why::outside_class));
   }
   std::sort(ds.classes.begin(), ds.classes.end());
-  KILN_CHECK(ds.classes.size() >= 2, "image folder '", root, "': expected at least two class subfolders, found ",
-             ds.classes.size(), ds.classes.empty() ? "" : " ('" + ds.classes[0] + "')");
   for (size_t label = 0; label < ds.classes.size(); ++label) {
     const fs::path dir = fs::path(root) / ds.classes[label];
     std::vector<std::string> files;
-    // A directory named x.jpg is kept: it fails at decode time and is reported with the rest.
     for (const auto& e : fs::directory_iterator(dir)) {
       const std::string name = e.path().filename().string();
-      if (!name.empty() && name[0] != '.' && has_image_extension(name)) files.push_back(e.path().string());
+      // A directory named x.jpg is kept: it fails at decode time and is reported with the rest.
+      if (name.empty() || name[0] == '.') scan.skipped.push_back(skipped(e.path(), Why::hidden));
+      else if (has_image_extension(name)) files.push_back(e.path().string());
+      else if (e.is_directory(ec)) scan.skipped.push_back(skipped(e.path(), Why::folder));
+      else scan.skipped.push_back(skipped(e.path(), Why::unsupported, lower_extension(name)));
     }
-    KILN_CHECK(!files.empty(), "class folder '", dir.string(),
-               "' holds no image file (expected .jpg, .jpeg, .png or .bmp)");
     std::sort(files.begin(), files.end());
     for (auto& f : files) ds.samples.push_back(Sample{std::move(f), static_cast<int64_t>(label)});
     ds.class_counts.push_back(static_cast<int64_t>(files.size()));
   }
+  std::sort(scan.skipped.begin(), scan.skipped.end(),
+            [](const SkippedFile& a, const SkippedFile& b) { return a.path < b.path; });
+  return scan;
+}
+
+Dataset image_folder(const std::string& root) {
+  Dataset ds = scan_image_folder(root).dataset;
+  KILN_CHECK(ds.classes.size() >= 2, "image folder '", root, "': expected at least two class subfolders, found ",
+             ds.classes.size(), ds.classes.empty() ? "" : " ('" + ds.classes[0] + "')");
+  for (size_t label = 0; label < ds.classes.size(); ++label)
+    KILN_CHECK(ds.class_counts[label] > 0, "class folder '", (fs::path(root) / ds.classes[label]).string(),
+               "' holds no image file (expected .jpg, .jpeg, .png or .bmp)");
   return ds;
 }
 

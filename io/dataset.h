@@ -28,6 +28,30 @@ struct Dataset {
 // True for names ending in .jpg, .jpeg, .png or .bmp, any case.
 bool has_image_extension(const std::string& name);
 
+// A file under a data folder that is not used for training, and why. The folder scan finds
+// the first four kinds; an audit that reads the files (train/audit.h) the last two.
+struct SkippedFile {
+  enum class Why { unsupported, hidden, folder, outside_class, empty, undecodable };
+  std::string path;
+  Why why = Why::unsupported;
+  std::string detail;  // unsupported: the extension, lower case ("" when none); undecodable: the message
+};
+// The reason as a user reads it: "unsupported format .webp (kiln reads .jpg, .jpeg, .png, .bmp)".
+std::string skip_reason(const SkippedFile& f);
+// The reason's group, for counts: "unsupported .webp", "macOS ._ file", "failed to decode".
+std::string skip_group(const SkippedFile& f);
+
+// A folder-per-class scan that says what it passed over.
+struct FolderScan {
+  Dataset dataset;                   // as image_folder makes it, but class folders without images kept (count 0)
+  std::vector<SkippedFile> skipped;  // everything else found under root, sorted by path
+};
+// The scan behind image_folder, without its checks on class counts: throws kiln::Error only
+// when root is missing. Lists every other entry: hidden files and folders (macOS "._" forks
+// named as such), files without an image extension, folders inside a class folder (not
+// searched), files next to the class folders.
+FolderScan scan_image_folder(const std::string& root);
+
 // A folder per class. Class names are the sorted subfolder names (hidden ones skipped);
 // in each, regular files with an image extension, not hidden, sorted by name. Files are
 // not opened here: decoding failures are the loader's to report. Throws kiln::Error

@@ -27,7 +27,9 @@ struct StbAllocationCap {
   StbAllocationCap& operator=(const StbAllocationCap&) = delete;
 };
 
-std::vector<uint8_t> read_file(const std::string& path) {
+}  // namespace
+
+std::vector<uint8_t> read_image_bytes(const std::string& path) {
   namespace fs = std::filesystem;
   std::error_code ec;
   KILN_CHECK(!fs::is_directory(path, ec), path, ": is a directory, not an image file");
@@ -46,6 +48,8 @@ std::vector<uint8_t> read_file(const std::string& path) {
   return bytes;
 }
 
+namespace {
+
 struct StbFree {
   void operator()(stbi_uc* p) const { stbi_image_free(p); }
 };
@@ -60,7 +64,7 @@ void check_writable(const Image& img, const char* what) {
 }  // namespace
 
 ImageInfo read_image_info(const std::string& path, const DecodeOptions& opt) {
-  const std::vector<uint8_t> b = read_file(path);
+  const std::vector<uint8_t> b = read_image_bytes(path);
   return check_image(b, path, opt);
 }
 
@@ -72,7 +76,7 @@ ImageInfo check_image(const std::vector<uint8_t>& b, const std::string& name, co
 }
 
 Image decode_image(const std::string& path, const DecodeOptions& opt) {
-  return decode_image_bytes(read_file(path), path, opt);
+  return decode_image_bytes(read_image_bytes(path), path, opt);
 }
 
 Image decode_image_bytes(const std::vector<uint8_t>& b, const std::string& name, const DecodeOptions& opt) {

@@ -40,6 +40,10 @@ ImageInfo read_image_info(const std::string& path, const DecodeOptions& opt = {}
 // The same for bytes in memory; `name` is used in error messages.
 ImageInfo check_image(const std::vector<uint8_t>& bytes, const std::string& name, const DecodeOptions& opt = {});
 
+// A file's bytes, read whole (what decode_image reads); throws kiln::Error naming the file
+// when it is a directory or cannot be opened or read.
+std::vector<uint8_t> read_image_bytes(const std::string& path);
+
 // Decodes a JPEG (baseline or progressive), PNG (1-16 bit, palette, grey, alpha) or BMP
 // file to 8-bit RGB (alpha dropped, grey replicated, 16-bit scaled to 8). Throws
 // kiln::Error naming the file and the reason when it cannot.

@@ -1,7 +1,7 @@
 // vgg_finetune: the classic transfer-learning recipe from one command. VGG16 with fc8
 // replaced for the user's classes; fc8 trained alone with conv1..fc7 frozen, then every
 // layer at a small learning rate; evaluation, checkpoints and resume, prediction, export.
-// Subcommands: train, eval, predict, export, demo. Every error is one line and exit code 1.
+// Subcommands: train, eval, predict, export, audit, demo. Every error is one line and exit code 1.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "apps/vgg_finetune/args.h"
@@ -20,6 +21,7 @@
 #include "io/image.h"
 #include "io/transforms.h"
 #include "train/api.h"
+#include "train/audit.h"
 
 namespace fs = std::filesystem;
 using namespace kiln;
@@ -40,6 +42,7 @@ const char* kTopHelp =
     "  eval      loss, accuracy, per-class accuracy and confusion matrix of a trained model\n"
     "  predict   top-k classes of images or folders of images\n"
     "  export    write the trained weights as an HDF5 file (kiln or Keras layout)\n"
+    "  audit     check a dataset as train reads it: usable images, skipped files and why, duplicates\n"
     "\n"
     "start here:  vgg_finetune demo\n";
 
@@ -139,7 +142,9 @@ int cmd_train(int argc, char** argv) {
           "from its latest checkpoint (the --weights are not loaded again) and gives the same result\n"
           "as an uninterrupted run; a resume that changes a recipe flag is refused (see\n"
           "--allow-changed-config). A run killed at any moment loses at most the steps since the\n"
-          "last checkpoint; temporary files it leaves are removed by the next run.",
+          "last checkpoint; temporary files it leaves are removed by the next run. It starts with the\n"
+          "checks of vgg_finetune audit: it trains on the images that decode, lists the files it skips\n"
+          "(and why) in --model-dir's skipped.txt, and refuses data it cannot train on.",
           train_specs(),
           "  vgg_finetune train --data-dir pets --model-dir runs/pets --weights vgg16.h5\n"
           "  vgg_finetune train --train-dir a/train --val-dir a/val --model-dir runs/a --phase2-epochs 0\n");
@@ -387,6 +392,47 @@ int cmd_export(int argc, char** argv) {
   return 0;
 }
 
+int cmd_audit(int argc, char** argv) {
+  Flags f("audit", "DATA [flags]",
+          "Checks a dataset the way train reads it, changing nothing. DATA holds train/ and val/ (and\n"
+          "test/) folders of class folders, or is itself a folder of class folders. Every image is read\n"
+          "and decoded. Prints the usable images per split and class; every file train would skip and\n"
+          "why (unsupported format such as .webp or .heic, macOS '._' file or other hidden file, empty\n"
+          "file, fails to decode: the decoder's message); exact duplicate images within a split and\n"
+          "across splits (same size and CRC32C, then compared byte for byte); classes missing from a\n"
+          "split; classes with under 1/4 of the median class's images. train runs the same checks when\n"
+          "it starts and writes the skipped files to skipped.txt in the model directory. Exit code 1\n"
+          "when train would refuse the data (a class with no usable train image, a val class train\n"
+          "lacks, fewer than two classes, no usable val image).",
+          {{"out", "FILE", "", "also write the skipped files to FILE, one 'path<TAB>reason' line each"},
+           {"workers", "N", "0", "files read and decoded in parallel (0: one per CPU core)"},
+           {"structure-only", "", "",
+            "walk each file's structure (segments, chunks, checksums, end marker) without decoding pixels: faster"},
+           {"max-pairs", "N", "10", "duplicate pairs named per kind (the rest are counted)"}},
+          "  vgg_finetune audit pets\n  vgg_finetune audit pets --out pets_skipped.txt\n");
+  if (!f.parse(argc, argv, 2)) return 0;
+  KILN_CHECK(f.positional().size() == 1, "audit takes one data folder (holding train/ and val/, or class folders), got ",
+             f.positional().size());
+  AuditOptions opt;
+  opt.full_decode = !f.on("structure-only");
+  const auto workers = static_cast<int>(f.integer("workers", 0, 64));
+  opt.threads = workers > 0 ? workers : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  opt.max_pairs = static_cast<size_t>(f.integer("max-pairs", 0, 1000000));
+  const AuditReport r = audit_data_dir(f.positional()[0], opt);
+  const std::string out = f.str("out");
+  std::printf("%s", r.summary(r.skipped.size(), out).c_str());
+  if (!out.empty()) {
+    if (fs::path(out).has_parent_path()) fs::create_directories(fs::path(out).parent_path());
+    io::write_file_atomic(out, r.skipped_text());
+    std::printf("wrote %s: %zu line(s), 'path<TAB>reason'\n", out.c_str(), r.skipped.size());
+  }
+  KILN_CHECK(r.errors.empty(), "train would refuse this data: ", r.errors.front(),
+             r.errors.size() > 1 ? " (and " + std::to_string(r.errors.size() - 1) + " more error(s) above)" : "");
+  std::printf("train can use this data%s\n",
+              r.warnings.empty() ? "" : (" (" + std::to_string(r.warnings.size()) + " warning(s) above)").c_str());
+  return 0;
+}
+
 int cmd_demo(int argc, char** argv) {
   Flags f("demo", "[flags]",
           "Runs the whole recipe on data it makes itself, so nothing needs downloading: a generated\n"
@@ -610,11 +656,12 @@ int main(int argc, char** argv) {
     if (cmd == "eval") return cmd_eval(argc, argv);
     if (cmd == "predict") return cmd_predict(argc, argv);
     if (cmd == "export") return cmd_export(argc, argv);
+    if (cmd == "audit") return cmd_audit(argc, argv);
     if (cmd == "demo") return cmd_demo(argc, argv);
     if (cmd == "_toy-data") return cmd_toy_data(argc, argv);
     if (cmd == "_digest") return cmd_digest(argc, argv);
     if (cmd == "_check-dir") return cmd_check_dir(argc, argv);
-    KILN_FAIL("unknown command '", cmd, "' (commands: demo, train, eval, predict, export; see vgg_finetune --help)");
+    KILN_FAIL("unknown command '", cmd, "' (commands: demo, train, eval, predict, export, audit; see vgg_finetune --help)");
   } catch (const std::exception& e) {
     // One line for people: a multi-line message (e.g. an import's list of problems) is joined.
     std::string msg;

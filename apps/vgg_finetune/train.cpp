@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "layers/loss.h"
+#include "train/audit.h"
 #include "train/format.h"
 
 namespace fs = std::filesystem;
@@ -374,20 +375,34 @@ TrainerHooks people_hooks(const TrainConfig& cfg, bool tty) {
   return h;
 }
 
+// The data audit train starts with: its lines when it refuses (before the one-line error),
+// otherwise the report for run_train to print once the model directory is accepted.
+AuditReport audit_training_data(const TrainConfig& cfg) {
+  AuditOptions opt;
+  opt.threads = cfg.workers;
+  AuditReport r = audit_splits({{"train", cfg.train_dir}, {"val", cfg.val_dir}}, opt);
+  if (r.errors.empty()) return r;
+  std::printf("%s", r.summary(r.skipped.size(), "").c_str());
+  std::fflush(stdout);
+  KILN_FAIL("the data cannot be trained on: ", r.errors.front(),
+            r.errors.size() > 1 ? " (and " + std::to_string(r.errors.size() - 1) + " more error(s) above)" : "");
+}
+
 }  // namespace
 
 TrainResult run_train(const TrainConfig& cfg) {
-  // Everything that can be refused is checked before any work or any write.
-  const io::Dataset train_ds = io::image_folder(cfg.train_dir);
-  const io::Dataset val_ds = io::image_folder(cfg.val_dir);
-  KILN_CHECK(val_ds.classes == train_ds.classes, "the validation classes (", join_comma(val_ds.classes),
-             ") differ from the training classes (", join_comma(train_ds.classes), ")");
+  // Everything that can be refused is checked before any work or any write; the data first
+  // (train/audit.h): training sees only the files that decode.
+  const AuditReport audit = audit_training_data(cfg);
+  const io::Dataset& train_ds = audit.splits[0].usable;
+  const io::Dataset& val_ds = audit.splits[1].usable;
   const std::vector<std::string>& classes = train_ds.classes;
   const auto num_classes = static_cast<int64_t>(classes.size());
   const ModelSpec& spec = find_model_spec(kModelName);
   const RunStart start = check_model_dir(cfg, spec, classes);
   const Device device = choose_device(cfg.device);
-  std::printf("data: train %s\n      val   %s\n", train_ds.summary().c_str(), val_ds.summary().c_str());
+  const std::string skipped_path = (fs::path(cfg.model_dir) / "skipped.txt").string();
+  std::printf("%s", audit.summary(0, audit.skipped.empty() ? "" : skipped_path).c_str());
 
   Generator init_gen(cfg.seed), dropout_gen(cfg.seed + 1);
   std::shared_ptr<Sequential> model =
@@ -395,6 +410,7 @@ TrainResult run_train(const TrainConfig& cfg) {
   const io::InputConvention convention =
       load_start_weights(cfg, spec, start, *model, init_gen, dropout_gen, num_classes);
   write_run_files(cfg, start, classes);
+  io::write_file_atomic(skipped_path, audit.skipped_text());  // empty when none: no stale list from an earlier run
   model->to(device);
 
   TrainerOptions t;
