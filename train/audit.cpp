@@ -379,7 +379,10 @@ AuditReport audit_data_dir(const std::string& dir, const AuditOptions& opt) {
   for (const char* name : {"train", "val", "test"})
     if (fs::is_directory(fs::path(dir) / name, ec)) splits.emplace_back(name, (fs::path(dir) / name).string());
   if (splits.empty()) splits.emplace_back(dir, dir);
-  return audit_splits(splits, opt);
+  AuditReport r = audit_splits(splits, opt);
+  if (r.split("train") && !r.split("val"))
+    r.warnings.push_back("'" + dir + "' has train/ but no val/: train needs validation images (--val-dir)");
+  return r;
 }
 
 }  // namespace kiln

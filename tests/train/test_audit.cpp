@@ -210,4 +210,8 @@ TEST_CASE("audit: a single folder of classes; fewer than two classes is an error
   fs::remove_all(d.val / "owl");
   CHECK_THAT(audit_data_dir(d.val.string()).errors.at(0), Contains("has 1 class folder; training needs at least two"));
   CHECK_THROWS_WITH(audit_data_dir(d.p(d.root / "nope")), Contains("nope") && Contains("does not exist"));
+  fs::remove_all(d.val);
+  const AuditReport train_only = audit_data_dir(d.root.string());
+  CHECK(train_only.splits.size() == 1);
+  CHECK_THAT(train_only.warnings.back(), Contains("has train/ but no val/"));
 }
