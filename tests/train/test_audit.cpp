@@ -170,7 +170,7 @@ TEST_CASE("audit: usable counts, every skipped file with its reason, duplicate p
   CHECK_THAT(txt, Contains(d.p(d.train / "cat" / "photo.webp") + "\tunsupported format .webp"));
 }
 
-TEST_CASE("audit: only decoding finds compressed data cut short; the structure walk alone is the fast check", "[audit]") {
+TEST_CASE("audit: only decoding finds compressed data cut short, which the structure walk alone passes", "[audit]") {
   const DirtyData d;
   write_png_short_idat(d.train / "dog" / "d0.png", 99);
   AuditOptions structure;
@@ -199,7 +199,7 @@ TEST_CASE("audit: what train refuses -- a class with no usable train image, a va
   CHECK_THAT(r.summary(0, ""), Contains("error: class 'yak' has no usable image in train"));
 }
 
-TEST_CASE("audit: a single folder of classes; fewer than two classes is an error", "[audit]") {
+TEST_CASE("audit: a single folder of classes, fewer than two classes, train without val", "[audit]") {
   const DirtyData d;
   const AuditReport one = audit_data_dir(d.val.string());
   REQUIRE(one.splits.size() == 1);
