@@ -100,6 +100,10 @@ class Backend {
   virtual void max_pool2d_forward(const Tensor& x, const Pool2dParams& p, Tensor& y, Tensor& argmax) = 0;
   // dx (zeroed here) receives dy at the recorded argmax positions.
   virtual void max_pool2d_backward(const Tensor& dy, const Tensor& argmax, Tensor& dx) = 0;
+  // Adaptive average pooling, NHWC; y's shape gives the output grid (kernels/common/pool.h).
+  virtual void adaptive_avg_pool2d_forward(const Tensor& x, Tensor& y) = 0;
+  // dx (every element written) from dy; dx's shape gives the input grid.
+  virtual void adaptive_avg_pool2d_backward(const Tensor& dy, Tensor& dx) = 0;
   // y = x w^T + b. x: [N, in], w: [out, in], b: [out] or undefined, y: [N, out].
   virtual void linear_forward(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y) = 0;
   // dx = dy w, dw = dy^T x, db = column sums of dy; each skipped when undefined.

@@ -20,6 +20,11 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b = Tensor(), cons
 // Max over KHxKW windows, padding counts as -inf; backward routes to the first maximum.
 // x: [N, H, W, C] -> [N, OH, OW, C].
 Tensor max_pool2d(const Tensor& x, const Pool2dParams& p = {});
+// Adaptive average pooling to an out_h x out_w grid, as torch.nn.AdaptiveAvgPool2d (output
+// cell o averages inputs [floor(o*in/out), ceil((o+1)*in/out)) per axis; a smaller input is
+// repeated). x: [N, H, W, C] -> [N, out_h, out_w, C]. VGG pools pool5 to 7x7 so pretrained
+// fc6 fits any image size; 1x1 is global average pooling.
+Tensor adaptive_avg_pool2d(const Tensor& x, int64_t out_h, int64_t out_w);
 
 // y = x w^T + b. x: [N, in], w: [out, in], b: [out] or undefined -> [N, out].
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b = Tensor());

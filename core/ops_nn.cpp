@@ -136,6 +136,36 @@ Tensor max_pool2d(const Tensor& x, const Pool2dParams& p) {
   return y;
 }
 
+// ---------------------------------------------------------------- adaptive_avg_pool2d
+namespace {
+struct AdaptiveAvgPoolNode final : Node {
+  AdaptiveAvgPoolNode() : Node("adaptive_avg_pool2d") {}
+  Shape x_shape;
+  std::vector<Tensor> apply(const Tensor& dy) override {
+    Tensor dx = Tensor::empty(x_shape, like(dy));
+    backend_for(dy.device()).adaptive_avg_pool2d_backward(dy, dx);
+    return {dx};
+  }
+};
+}  // namespace
+
+Tensor adaptive_avg_pool2d(const Tensor& x, int64_t out_h, int64_t out_w) {
+  const char* op = "adaptive_avg_pool2d";
+  checks::float32(op, "input x", x);
+  checks::rank(op, "input x", x, 4, "[N, H, W, C]");
+  KILN_CHECK(out_h >= 1 && out_w >= 1, op, ": output size must be >= 1, got ", out_h, "x", out_w);
+  KILN_CHECK(x.dim(1) >= 1 && x.dim(2) >= 1, op, ": input x has an empty spatial grid ", x.shape());
+  Tensor y = Tensor::empty(Shape{x.dim(0), out_h, out_w, x.dim(3)}, like(x));
+  backend_for(x.device()).adaptive_avg_pool2d_forward(x, y);
+  if (autograd::needs_grad({&x})) {
+    auto node = std::make_shared<AdaptiveAvgPoolNode>();
+    node->x_shape = x.shape();
+    node->next = {autograd::edge_for(x)};
+    autograd::set_history(y, node);
+  }
+  return y;
+}
+
 // ---------------------------------------------------------------- linear
 namespace {
 struct LinearNode final : Node {

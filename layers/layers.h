@@ -57,6 +57,16 @@ class MaxPool2d final : public Module {
   Pool2dParams p_;
 };
 
+// Adaptive average pooling to a fixed grid (core/ops.h adaptive_avg_pool2d).
+class AdaptiveAvgPool2d final : public Module {
+ public:
+  AdaptiveAvgPool2d(std::string name, int64_t out_h, int64_t out_w) : Module(std::move(name)), h_(out_h), w_(out_w) {}
+  Tensor forward(const Tensor& x) override { return adaptive_avg_pool2d(x, h_, w_); }
+
+ private:
+  int64_t h_, w_;
+};
+
 // Active in training mode only; draws masks from `gen` (which must outlive the layer).
 class Dropout final : public Module {
  public:

@@ -39,6 +39,8 @@ class CudaBackend final : public Backend {
   // cuda_pool.cu
   void max_pool2d_forward(const Tensor& x, const Pool2dParams& p, Tensor& y, Tensor& argmax) override;
   void max_pool2d_backward(const Tensor& dy, const Tensor& argmax, Tensor& dx) override;
+  void adaptive_avg_pool2d_forward(const Tensor& x, Tensor& y) override;
+  void adaptive_avg_pool2d_backward(const Tensor& dy, Tensor& dx) override;
   // cuda_gemm.cpp (cuBLASLt)
   void linear_forward(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y) override;
   void linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, Tensor& dx, Tensor& dw,

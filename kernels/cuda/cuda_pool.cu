@@ -56,7 +56,76 @@ __global__ void max_pool_backward_kernel(const float* dy, const int32_t* argmax,
   }
 }
 
+// Adaptive average pooling, one thread per output element (channel fastest, coalesced),
+// summing in the CPU's order so both backends give the same bits.
+__global__ void adaptive_avg_forward_kernel(const float* x, int64_t h, int64_t w, int64_t c, int64_t oh, int64_t ow,
+                                            int64_t total, float* y) {
+  const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += step) {
+    const int64_t k = i % c;
+    int64_t rest = i / c;
+    const int64_t j = rest % ow;
+    rest /= ow;
+    const int64_t r = rest % oh;
+    const int64_t b = rest / oh;
+    const common::WindowRange rh = common::adaptive_window(r, oh, h);
+    const common::WindowRange rw = common::adaptive_window(j, ow, w);
+    float sum = 0.0f;
+    for (int64_t hh = rh.begin; hh < rh.end; ++hh)
+      for (int64_t ww = rw.begin; ww < rw.end; ++ww) sum += x[((b * h + hh) * w + ww) * c + k];
+    y[i] = sum * (1.0f / static_cast<float>((rh.end - rh.begin) * (rw.end - rw.begin)));
+  }
+}
+
+// One thread per input element gathers dy / area over the windows covering it: no atomics.
+__global__ void adaptive_avg_backward_kernel(const float* dy, int64_t h, int64_t w, int64_t c, int64_t oh, int64_t ow,
+                                             int64_t total, float* dx) {
+  const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < total; e += step) {
+    const int64_t k = e % c;
+    int64_t rest = e / c;
+    const int64_t ww = rest % w;
+    rest /= w;
+    const int64_t hh = rest % h;
+    const int64_t b = rest / h;
+    const common::WindowRange ci = common::adaptive_covering(hh, oh, h);
+    const common::WindowRange cj = common::adaptive_covering(ww, ow, w);
+    float sum = 0.0f;
+    for (int64_t i = ci.begin; i < ci.end; ++i) {
+      const common::WindowRange rh = common::adaptive_window(i, oh, h);
+      for (int64_t j = cj.begin; j < cj.end; ++j) {
+        const common::WindowRange rw = common::adaptive_window(j, ow, w);
+        const float inv = 1.0f / static_cast<float>((rh.end - rh.begin) * (rw.end - rw.begin));
+        sum += dy[((b * oh + i) * ow + j) * c + k] * inv;
+      }
+    }
+    dx[e] = sum;
+  }
+}
+
 }  // namespace
+
+void CudaBackend::adaptive_avg_pool2d_forward(const Tensor& x, Tensor& y) {
+  OpScope scope("adaptive_avg_pool2d", y.device().index);
+  const int64_t total = y.numel();
+  if (total > 0) {
+    adaptive_avg_forward_kernel<<<elementwise_blocks(total, kThreads), kThreads, 0, scope.stream()>>>(
+        x.data<float>(), x.dim(1), x.dim(2), x.dim(3), y.dim(1), y.dim(2), total, y.data<float>());
+    KILN_CUDA_CHECK_LAUNCH();
+  }
+  scope.done();
+}
+
+void CudaBackend::adaptive_avg_pool2d_backward(const Tensor& dy, Tensor& dx) {
+  OpScope scope("adaptive_avg_pool2d backward", dx.device().index);
+  const int64_t total = dx.numel();
+  if (total > 0) {
+    adaptive_avg_backward_kernel<<<elementwise_blocks(total, kThreads), kThreads, 0, scope.stream()>>>(
+        dy.data<float>(), dx.dim(1), dx.dim(2), dx.dim(3), dy.dim(1), dy.dim(2), total, dx.data<float>());
+    KILN_CUDA_CHECK_LAUNCH();
+  }
+  scope.done();
+}
 
 void CudaBackend::max_pool2d_forward(const Tensor& x, const Pool2dParams& p, Tensor& y, Tensor& argmax) {
   OpScope scope("max_pool2d", y.device().index);

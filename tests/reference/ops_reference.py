@@ -33,6 +33,9 @@ def run_op(op, p, x, extras):
     if op == "max_pool2d":
         y = F.max_pool2d(nchw(x[0]), int(p["kernel"]), int(p["stride"]), int(p["pad"]))
         return nhwc(y)
+    if op == "adaptive_avg_pool2d":
+        y = F.adaptive_avg_pool2d(nchw(x[0]), (int(p["out_h"]), int(p["out_w"])))
+        return nhwc(y)
     if op == "linear":
         return F.linear(x[0], x[1], x[2] if len(x) > 2 else None)
     if op == "relu":

@@ -66,6 +66,19 @@ OpCase pool_case(Generator& g, const std::string& name, int64_t n, int64_t h, in
   return k;
 }
 
+OpCase adaptive_case(Generator& g, const std::string& name, int64_t n, int64_t h, int64_t w, int64_t c, int64_t oh,
+                     int64_t ow) {
+  OpCase k;
+  k.name = "adaptive_avg_pool2d/" + name;
+  k.op = "adaptive_avg_pool2d";
+  k.params = {{"out_h", static_cast<double>(oh)}, {"out_w", static_cast<double>(ow)}};
+  k.inputs = {randn(g, {n, h, w, c})};
+  k.differentiable = {true};
+  k.forward = [oh, ow](const std::vector<Tensor>& in) { return adaptive_avg_pool2d(in[0], oh, ow); };
+  k.rtol = kRtolReduction;
+  return k;
+}
+
 OpCase simple(const std::string& name, const std::string& op, std::vector<Tensor> inputs, std::vector<bool> diff,
               std::function<Tensor(const std::vector<Tensor>&)> fwd, double rtol) {
   OpCase k;
@@ -95,6 +108,12 @@ std::vector<OpCase> all_op_cases() {
   cases.push_back(pool_case(g, "k3_s2_p1_odd_batch1", 1, 7, 5, 2, 3, 2, 1));
   cases.push_back(pool_case(g, "k2_s1_overlap", 2, 5, 5, 4, 2, 1, 0));
   cases.push_back(pool_case(g, "k2_s2_odd_floor", 1, 5, 7, 3, 2, 2, 0));
+  // adaptive_avg_pool2d: VGG's pool5 at 64 px (2x2 -> 7x7, inputs repeated), at 320 px
+  // shrunk (10x10 -> 7x7, overlapping windows), uneven (5x7 -> 3x2), global (-> 1x1).
+  cases.push_back(adaptive_case(g, "2x2_to_7x7_upsample", 2, 2, 2, 3, 7, 7));
+  cases.push_back(adaptive_case(g, "10x10_to_7x7_overlap", 1, 10, 10, 2, 7, 7));
+  cases.push_back(adaptive_case(g, "5x7_to_3x2_uneven", 2, 5, 7, 3, 3, 2));
+  cases.push_back(adaptive_case(g, "global_1x1", 2, 3, 4, 5, 1, 1));
   // linear
   {
     OpCase k = simple("linear/bias", "linear", {randn(g, {3, 7}), randn(g, {5, 7}), randn(g, {5})},
