@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <memory>
 
 #include "core/error.h"
 
@@ -36,29 +37,23 @@ std::string printable(const char* s) {
   return out;
 }
 
-// An open archive, discarded (never written back) when it goes out of scope.
-struct Archive {
-  zip_t* za = nullptr;
-  ~Archive() {
-    if (za) zip_discard(za);
-  }
+// An open archive, discarded (never written back) when it goes out of scope; an open member.
+struct DiscardArchive {
+  void operator()(zip_t* za) const { zip_discard(za); }
 };
-
-struct Member {
-  zip_file_t* zf = nullptr;
-  ~Member() {
-    if (zf) zip_fclose(zf);
-  }
+struct CloseMember {
+  void operator()(zip_file_t* zf) const { zip_fclose(zf); }
 };
+using Archive = std::unique_ptr<zip_t, DiscardArchive>;
+using Member = std::unique_ptr<zip_file_t, CloseMember>;
 
 // Opens the archive over `src` (taken over: freed here on failure, by the archive otherwise).
 Archive open_archive(zip_source_t* src, const std::string& name) {
   zip_error_t err;
   zip_error_init(&err);
-  Archive a;
   // ZIP_CHECKCONS: libzip's stricter checks of the directory against the file.
-  a.za = zip_open_from_source(src, ZIP_RDONLY | ZIP_CHECKCONS, &err);
-  if (!a.za) {
+  Archive a(zip_open_from_source(src, ZIP_RDONLY | ZIP_CHECKCONS, &err));
+  if (!a) {
     zip_source_free(src);
     const int code = zip_error_code_zip(&err);
     const std::string why = zip_error_strerror(&err);
@@ -113,19 +108,18 @@ uint64_t check_member(zip_t* za, zip_uint64_t index, const std::string& name, ui
 
 // Reads exactly `size` bytes of the member; more or fewer than declared is an error.
 std::vector<uint8_t> read_member(zip_t* za, zip_uint64_t index, uint64_t size, const std::string& name) {
-  Member m;
-  m.zf = zip_fopen_index(za, index, 0);
-  KILN_CHECK(m.zf != nullptr, "'", name, "': cannot open ", kKerasWeightsMember, " in the archive: ",
+  const Member m(zip_fopen_index(za, index, 0));
+  KILN_CHECK(m != nullptr, "'", name, "': cannot open ", kKerasWeightsMember, " in the archive: ",
              zip_strerror(za));
   std::vector<uint8_t> out;
   out.reserve(static_cast<size_t>(std::min<uint64_t>(size, 64 * kReadChunk)));
   for (;;) {
     const size_t have = out.size();
     out.resize(have + kReadChunk);
-    const zip_int64_t n = zip_fread(m.zf, out.data() + have, kReadChunk);
+    const zip_int64_t n = zip_fread(m.get(), out.data() + have, kReadChunk);
     if (n < 0) {
       KILN_FAIL("'", name, "': reading ", kKerasWeightsMember, " failed after ", have,
-                " bytes: ", zip_file_strerror(m.zf), " (truncated download or corrupt file?)");
+                " bytes: ", zip_file_strerror(m.get()), " (truncated download or corrupt file?)");
     }
     out.resize(have + static_cast<size_t>(n));
     if (n == 0) break;
@@ -139,9 +133,9 @@ std::vector<uint8_t> read_member(zip_t* za, zip_uint64_t index, uint64_t size, c
 
 std::vector<uint8_t> read_from_source(zip_source_t* src, const std::string& name, uint64_t max_bytes) {
   const Archive a = open_archive(src, name);
-  const zip_uint64_t index = find_weights_member(a.za, name);
-  const uint64_t size = check_member(a.za, index, name, max_bytes);
-  return read_member(a.za, index, size, name);
+  const zip_uint64_t index = find_weights_member(a.get(), name);
+  const uint64_t size = check_member(a.get(), index, name, max_bytes);
+  return read_member(a.get(), index, size, name);
 }
 
 // HDF5's signature lies at offset 0 or, after a user block, at 512, 1024, 2048, ...
