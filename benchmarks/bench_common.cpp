@@ -705,7 +705,7 @@ void write_json(const std::string& path, const Options& opt, const MachineLimits
 
 const kiln::ModelSpec& bench_model() { return kiln::find_model_spec("vgg16"); }
 
-std::vector<kiln::LayerPlan> vgg16_plan(int64_t classes) { return bench_model().plan(0, classes); }
+std::vector<kiln::LayerPlan> vgg16_plan(int64_t classes) { return bench_model().plan(kiln::ModelOptions{classes}); }
 
 std::vector<kiln::LayerPlan> vgg16_layers(kiln::LayerPlan::Kind kind) {
   std::vector<kiln::LayerPlan> out;

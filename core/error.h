@@ -8,10 +8,21 @@
 
 namespace kiln {
 
-// The engine's exception: message already formatted, file:line of the check appended.
+// The engine's exception: what() is the message with file:line of the check appended (for
+// logs and tests); people see message() alone (apps print the location with --verbose).
 class Error : public std::runtime_error {
  public:
-  explicit Error(const std::string& message) : std::runtime_error(message) {}
+  explicit Error(const std::string& message, std::string location = "")
+      : std::runtime_error(location.empty() ? message : message + " [" + location + "]"),
+        message_(message),
+        location_(std::move(location)) {}
+  // The message without the source location.
+  const std::string& message() const { return message_; }
+  // "io/weights.cpp:294", or "" when none was recorded.
+  const std::string& location() const { return location_; }
+
+ private:
+  std::string message_, location_;
 };
 
 namespace detail {

@@ -54,6 +54,13 @@ struct CheckpointMeta {
   double epoch_loss_sum = 0;
   int64_t epoch_correct = 0, epoch_seen = 0, epoch_steps = 0;
   std::string arch;          // the model spec's name ("vgg16")
+  // The head the model was built with ("" or "fc": the published one; "avg") and whether
+  // its last feature map is pooled adaptively (train/model_spec.h ModelOptions). Optional
+  // attributes: checkpoints written before them read as "" and false, which they were.
+  std::string head;
+  bool adaptive_pool = false;
+  // The first layer phase 1 trains ("": the head alone): layers the weights file lacked.
+  std::string train_from;
   int64_t image_size = 224;
   std::vector<std::string> classes;
   InputConvention convention = InputConvention::unknown;  // in use; stored by name ("caffe_bgr")

@@ -212,8 +212,10 @@ const char* format_name(WeightsFormat f) {
 std::string ImportReport::to_string() const {
   std::ostringstream os;
   os << "weights '" << path << "' (" << format_name(format) << ", model '" << source_model << "', input "
-     << convention_name(convention) << "): " << loaded.size() << " loaded, " << skipped.size() << " skipped, "
-     << unmapped.size() << " unmapped, " << missing.size() << " missing, " << mismatched.size() << " mismatched";
+     << convention_name(convention) << "): " << loaded.size() << " loaded, " << skipped.size() << " skipped";
+  // mismatched entries are skipped ones (each parameter is counted once).
+  if (!mismatched.empty()) os << " (" << mismatched.size() << " of them shaped unlike the model's)";
+  os << ", " << unmapped.size() << " unmapped, " << missing.size() << " missing";
   auto line = [&](const char* what, const std::vector<std::string>& v) {
     if (!v.empty()) os << "\n  " << what << ": " << list_str(v);
   };
@@ -334,9 +336,14 @@ ImportReport import_weights(Module& model, const h5::File& file, const ImportOpt
     }
     const std::vector<int64_t> ks = kiln_shape(ds.shape(), e.layout);
     const Tensor& t = *it->second.tensor;
+    if (ks != t.shape().dims() && opt.skip_mismatched) {
+      rep.skipped.push_back(e.name);
+      rep.mismatched.push_back(target);
+      continue;
+    }
     if (ks != t.shape().dims()) {
       problems.push_back(concat(where, ": model expects ", shape_of(t), ", file has ", h5::shape_str(ds.shape()),
-                                layout_note(e.layout), "; skip it (ImportOptions::skip) to keep the model's"));
+                                layout_note(e.layout), " (is the file for another image size or class count?)"));
       continue;
     }
     ds.check_storage();  // layout, filters, external files, extent in the file: before any value is read
@@ -353,7 +360,7 @@ ImportReport import_weights(Module& model, const h5::File& file, const ImportOpt
   }
   if (!rep.missing.empty() && !opt.allow_missing)
     problems.push_back(concat("model parameters missing from the file: ", list_str(rep.missing),
-                              " (set ImportOptions::allow_missing or skip them to keep their initial values)"));
+                              " (a file for part of the model: allow missing parameters, or skip them, to keep their initial values)"));
 
   if (!problems.empty()) {
     std::ostringstream os;

@@ -43,6 +43,9 @@ struct ImportOptions {
   std::vector<std::string> skip;
   // Model parameters the map covers but the file lacks are an error unless this is set.
   bool allow_missing = false;
+  // Entries shaped unlike their model parameter are skipped (and reported in mismatched)
+  // instead of an error; the parameter then counts as missing. For probing a file.
+  bool skip_mismatched = false;
 };
 
 struct ImportReport {

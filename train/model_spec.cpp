@@ -16,19 +16,24 @@ ModelSpec vgg_spec(int depth) {
   s.default_num_classes = 1000;
   s.input_convention = io::InputConvention::torchvision_rgb;
   const int64_t default_size = s.default_image_size;
-  s.build = [depth, default_size](const ModelOptions& o, Generator& init, Generator& dropout) {
-    return make_vgg(VggOptions{depth, o.num_classes, o.keep_prob, o.image_size > 0 ? o.image_size : default_size},
-                    init, dropout);
+  s.heads = {{"fc", "fc6, fc7 (4096 each) and fc8: the published VGG's classifier"},
+             {"avg", "global average pooling of pool5, then fc8 (512 -> classes): Keras's pooling='avg'"}};
+  const auto vgg_options = [depth, default_size](const ModelOptions& o) {
+    KILN_CHECK(o.head.empty() || o.head == "fc" || o.head == "avg", "VGG has no head '", o.head,
+               "' (heads: fc, avg)");
+    return VggOptions{depth,        o.num_classes, o.keep_prob, o.image_size > 0 ? o.image_size : default_size,
+                      o.head == "avg" ? VggHead::avg : VggHead::fc, o.adaptive_pool};
   };
-  s.plan = [depth, default_size](int64_t image_size, int64_t num_classes) {
-    return vgg_plan(VggOptions{depth, num_classes, 0.5f, image_size > 0 ? image_size : default_size});
+  s.build = [vgg_options](const ModelOptions& o, Generator& init, Generator& dropout) {
+    return make_vgg(vgg_options(o), init, dropout);
   };
+  s.plan = [vgg_options](const ModelOptions& o) { return vgg_plan(vgg_options(o)); };
   s.keras_to_kiln = vgg_layer_from_keras;
   s.kiln_to_keras = vgg_layer_to_keras;
   std::vector<const LayerPlan*> weighted;
-  const std::vector<LayerPlan> plan = s.plan(0, s.default_num_classes);
+  const std::vector<LayerPlan> plan = s.plan(ModelOptions{s.default_num_classes});
   for (const LayerPlan& l : plan)
-    if (l.kind != LayerPlan::Kind::pool) weighted.push_back(&l);
+    if (has_weights(l.kind)) weighted.push_back(&l);
   // The last weight layer is the head; every one before it is backbone.
   for (const LayerPlan* l : weighted) {
     const std::string scope = s.name + "/" + l->name + "/";
@@ -70,6 +75,13 @@ const ModelSpec& find_model_spec(const std::string& name) {
   KILN_FAIL("unknown model '", name, "' (known models: ", known, ")");
 }
 
+std::vector<std::string> weight_layer_scopes(const ModelSpec& spec, const ModelOptions& opt) {
+  std::vector<std::string> scopes;
+  for (const LayerPlan& l : spec.plan(opt))
+    if (has_weights(l.kind)) scopes.push_back(spec.name + "/" + l.name + "/");
+  return scopes;
+}
+
 std::string torchvision_to_kiln(const ModelSpec& spec, const std::string& key) {
   const size_t dot = key.rfind('.');
   if (dot == std::string::npos) return "";
@@ -82,7 +94,7 @@ std::string torchvision_to_kiln(const ModelSpec& spec, const std::string& key) {
 
 std::string plan_json(const ModelSpec& spec, int64_t image_size, int64_t num_classes) {
   const int64_t size = image_size > 0 ? image_size : spec.default_image_size;
-  const std::vector<LayerPlan> plan = spec.plan(size, num_classes);
+  const std::vector<LayerPlan> plan = spec.plan(ModelOptions{num_classes, size});
   std::ostringstream js;
   js << "{\n  \"model\": " << json_string(spec.name) << ",\n  \"image_size\": " << size
      << ",\n  \"num_classes\": " << num_classes << ",\n  \"input_layout\": \"NHWC\",\n  \"input_convention\": "

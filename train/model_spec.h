@@ -22,6 +22,16 @@ struct ModelOptions {
   int64_t num_classes = 1000;  // the head's outputs
   int64_t image_size = 0;      // input side; 0: the spec's default_image_size
   float keep_prob = 0.5f;      // dropout keep probability, where the model has dropout
+  std::string head;            // one of the spec's heads; empty: the first (the published one)
+  // Pool the last feature map adaptively to the grid the published head expects, so its
+  // pretrained weights fit any image size (a no-op at the default image size).
+  bool adaptive_pool = false;
+};
+
+// A classifier a model can be built with, for --help and errors.
+struct HeadChoice {
+  std::string name;         // "fc", "avg"
+  std::string description;  // one line for people
 };
 
 // One model: how to build it and how its parameters are named, scoped and imported.
@@ -35,10 +45,12 @@ struct ModelSpec {
   // Builds the model: weights drawn from `init`, dropout masks from `dropout` (which must
   // outlive the model).
   std::function<std::shared_ptr<Sequential>(const ModelOptions&, Generator& init, Generator& dropout)> build;
-  // The layers `build` makes, in order, at an image size (0: the default) and class count.
-  std::function<std::vector<LayerPlan>(int64_t image_size, int64_t num_classes)> plan;
-  // Scopes of every layer before the head ("vgg16/conv1_1/", ..., "vgg16/fc7/"): what a
-  // head-only phase freezes.
+  // The layers `build` makes with these options, in order.
+  std::function<std::vector<LayerPlan>(const ModelOptions&)> plan;
+  // The heads `build` offers; the first is the published model's.
+  std::vector<HeadChoice> heads;
+  // Scopes of every weight layer before the head in the published model ("vgg16/conv1_1/",
+  // ..., "vgg16/fc7/"): what a head-only phase freezes.
   std::vector<std::string> backbone_scopes;
   // The head's scope ("vgg16/fc8/"): the layer replaced and trained for new classes.
   std::string head_scope;
@@ -49,6 +61,9 @@ struct ModelSpec {
   // "features.0", "fc6" -> "classifier.0"); state_dict keys add ".weight" / ".bias".
   std::vector<std::pair<std::string, std::string>> torchvision_layers;
 };
+
+// Scopes ("vgg16/conv1_1/") of the weight layers a model built with `opt` has, in order.
+std::vector<std::string> weight_layer_scopes(const ModelSpec& spec, const ModelOptions& opt);
 
 // Every registered model (vgg11, vgg13, vgg16, vgg19), in that order.
 const std::vector<ModelSpec>& model_specs();

@@ -78,14 +78,27 @@ std::vector<LayerPlan> vgg_plan(const VggOptions& opt) {
     side /= 2;
     plan.push_back(std::move(p));
   }
+  const int64_t published_side = 7;  // pool5 at 224 px: what published fc6 weights expect
+  const bool pool_to_published = opt.head == VggHead::fc && opt.adaptive_pool && side != published_side;
+  if (opt.head == VggHead::avg || pool_to_published) {
+    LayerPlan a;
+    a.kind = LayerPlan::Kind::adaptive_avg_pool;
+    a.name = opt.head == VggHead::avg ? "global_pool" : "pool5_7x7";
+    a.in_channels = a.out_channels = in;
+    a.in_size = side;
+    a.out_size = side = opt.head == VggHead::avg ? 1 : published_side;
+    a.keras = opt.head == VggHead::avg ? "global_average_pooling2d" : "";
+    a.torchvision = opt.head == VggHead::avg ? "" : "avgpool";
+    plan.push_back(std::move(a));
+  }
   const int64_t fc_in[3] = {in * side * side, kHidden, kHidden};
   const int64_t fc_out[3] = {kHidden, kHidden, opt.num_classes};
-  for (int i = 0; i < 3; ++i) {
+  for (int i = opt.head == VggHead::avg ? 2 : 0; i < 3; ++i) {
     LayerPlan l;
     l.kind = LayerPlan::Kind::fc;
     l.name = kFcNames[i][0];
     l.keras = kFcNames[i][1];
-    l.in_channels = fc_in[i];
+    l.in_channels = opt.head == VggHead::avg ? in : fc_in[i];
     l.out_channels = fc_out[i];
     l.in_size = l.out_size = 1;
     l.relu = l.dropout = i < 2;
@@ -98,7 +111,7 @@ std::vector<LayerPlan> vgg_plan(const VggOptions& opt) {
 std::vector<std::string> vgg_layer_names(int depth) {
   std::vector<std::string> names;
   for (const LayerPlan& l : vgg_plan(VggOptions{depth}))
-    if (l.kind != LayerPlan::Kind::pool) names.push_back(l.name);
+    if (has_weights(l.kind)) names.push_back(l.name);
   return names;
 }
 
@@ -107,7 +120,7 @@ std::shared_ptr<Sequential> make_vgg(const VggOptions& opt, Generator& init, Gen
   bool flattened = false;
   for (const LayerPlan& l : vgg_plan(opt)) {
     // "conv1_1" -> "1_1", "fc6" -> "6": the suffix of the ReLU and dropout that follow.
-    const std::string id = l.name.substr(l.kind == LayerPlan::Kind::conv ? 4 : 2);
+    const std::string id = l.name.substr(l.kind == LayerPlan::Kind::conv ? 4 : l.kind == LayerPlan::Kind::fc ? 2 : 0);
     switch (l.kind) {
       case LayerPlan::Kind::conv:
         net->add(std::make_shared<Conv2d>(l.name, l.in_channels, l.out_channels, l.kernel,
@@ -116,6 +129,9 @@ std::shared_ptr<Sequential> make_vgg(const VggOptions& opt, Generator& init, Gen
         break;
       case LayerPlan::Kind::pool:
         net->add(std::make_shared<MaxPool2d>(l.name, Pool2dParams{l.kernel, l.kernel, l.stride, l.stride, l.pad, l.pad}));
+        break;
+      case LayerPlan::Kind::adaptive_avg_pool:
+        net->add(std::make_shared<AdaptiveAvgPool2d>(l.name, l.out_size, l.out_size));
         break;
       case LayerPlan::Kind::fc:
         if (!flattened) net->add(std::make_shared<Flatten>("flatten"));

@@ -16,11 +16,22 @@
 
 namespace kiln {
 
+// The classifier on top of pool5.
+enum class VggHead {
+  fc,   // fc6, fc7 (4096 each, ReLU, dropout), fc8: the published model
+  avg,  // global average pooling of pool5, then fc8 (512 -> classes): Keras's pooling='avg'
+};
+
 struct VggOptions {
   int depth = 16;               // 11, 13, 16 or 19
   int64_t num_classes = 1000;   // fc8's size
   float keep_prob = 0.5f;       // dropout keep probability after fc6 and fc7
-  int64_t image_size = 224;     // fc6's input is 512 * (image_size / 32)^2
+  int64_t image_size = 224;     // fc6's input is 512 * (image_size / 32)^2 ...
+  VggHead head = VggHead::fc;
+  // ... unless set: pool5 is then average-pooled adaptively to 7x7 ("pool5_7x7", as
+  // torchvision's VGG does), so fc6 takes 25088 inputs and pretrained fc6 weights fit any
+  // image size. No layer is added where pool5 is 7x7 already (224 px).
+  bool adaptive_pool = false;
 };
 
 // Builds the model, weights drawn from `init` as torchvision's VGG initialises them (convs

@@ -20,7 +20,7 @@ TEST_CASE("the registry holds VGG11/13/16/19 and names the known models on a mis
 
 TEST_CASE("VGG16's plan at 224x224: 13 convs, 5 pools, fc6 takes 7x7x512", "[train][spec]") {
   const ModelSpec& spec = find_model_spec("vgg16");
-  const std::vector<LayerPlan> plan = spec.plan(0, 1000);
+  const std::vector<LayerPlan> plan = spec.plan(ModelOptions{1000});
   REQUIRE(plan.size() == 21);
   int convs = 0, pools = 0;
   for (const LayerPlan& l : plan) {
@@ -38,8 +38,8 @@ TEST_CASE("VGG16's plan at 224x224: 13 convs, 5 pools, fc6 takes 7x7x512", "[tra
   CHECK(plan[18].in_channels == 25088);
   CHECK(plan.back().out_channels == 1000);
   CHECK_FALSE(plan.back().relu);
-  CHECK(spec.plan(64, 8)[18].in_channels == 2048);
-  REQUIRE_THROWS_WITH(spec.plan(100, 8), Catch::Contains("multiple of 32"));
+  CHECK(spec.plan(ModelOptions{8, 64})[18].in_channels == 2048);
+  REQUIRE_THROWS_WITH(spec.plan(ModelOptions{8, 100}), Catch::Contains("multiple of 32"));
 }
 
 TEST_CASE("a spec's builder makes exactly the parameters its plan lists", "[train][spec]") {
@@ -48,7 +48,7 @@ TEST_CASE("a spec's builder makes exactly the parameters its plan lists", "[trai
     Generator init(1), drop(2);
     auto model = spec.build(ModelOptions{8, 32, 0.5f}, init, drop);
     size_t weighted = 0;
-    for (const LayerPlan& l : spec.plan(32, 8)) {
+    for (const LayerPlan& l : spec.plan(ModelOptions{8, 32})) {
       if (l.kind == LayerPlan::Kind::pool) continue;
       ++weighted;
       const std::string scope = spec.name + "/" + l.name + "/";
@@ -76,7 +76,7 @@ TEST_CASE("Keras layer names map both ways and leave other names alone", "[train
   CHECK(spec.keras_to_kiln("predictions") == "fc8");
   CHECK(spec.keras_to_kiln("block2_pool") == "pool2");
   CHECK(spec.kiln_to_keras("fc7") == "fc2");
-  for (const LayerPlan& l : spec.plan(0, 1000)) {
+  for (const LayerPlan& l : spec.plan(ModelOptions{1000})) {
     CHECK(spec.keras_to_kiln(l.keras) == l.name);
     CHECK(spec.kiln_to_keras(l.name) == l.keras);
   }
@@ -111,4 +111,34 @@ TEST_CASE("plan_json carries the spec and one object per layer", "[train][spec]"
   for (size_t at = js.find("{\"name\""); at != std::string::npos; at = js.find("{\"name\"", at + 1)) ++layers;
   CHECK(layers == 18);  // 10 convs, 5 pools, 3 fcs
   CHECK(js.find("\"torchvision\": \"classifier.6\"") != std::string::npos);
+}
+
+TEST_CASE("VGG heads: adaptive pooling keeps pretrained fc6's shape at any size, avg pools globally", "[model_spec]") {
+  const ModelSpec& spec = find_model_spec("vgg16");
+  const auto find = [](const std::vector<LayerPlan>& plan, const std::string& name) {
+    for (const LayerPlan& l : plan)
+      if (l.name == name) return l;
+    return LayerPlan{};
+  };
+  // 64 px: pool5 is 2x2; pooled adaptively to 7x7, fc6 takes the published 25088 inputs.
+  const std::vector<LayerPlan> pooled = spec.plan(ModelOptions{8, 64, 0.5f, "fc", true});
+  CHECK(find(pooled, "pool5_7x7").kind == LayerPlan::Kind::adaptive_avg_pool);
+  CHECK(find(pooled, "pool5_7x7").in_size == 2);
+  CHECK(find(pooled, "fc6").in_channels == 512 * 7 * 7);
+  // 224 px: pool5 is 7x7 already, no layer is added; without the option fc6 follows the size.
+  CHECK(spec.plan(ModelOptions{8, 224, 0.5f, "fc", true}).size() == spec.plan(ModelOptions{8, 224}).size());
+  CHECK(find(spec.plan(ModelOptions{8, 64}), "fc6").in_channels == 512 * 2 * 2);
+  // avg: global pooling then fc8 alone, 512 -> classes, at any size.
+  const std::vector<LayerPlan> avg = spec.plan(ModelOptions{8, 96, 0.5f, "avg"});
+  CHECK(find(avg, "global_pool").out_size == 1);
+  CHECK(find(avg, "fc6").name.empty());
+  CHECK(find(avg, "fc8").in_channels == 512);
+  CHECK(weight_layer_scopes(spec, ModelOptions{8, 96, 0.5f, "avg"}).back() == spec.head_scope);
+  REQUIRE_THROWS_WITH(spec.plan(ModelOptions{8, 96, 0.5f, "max"}), Catch::Contains("no head 'max'"));
+  // Built, the pooled model's fc6 has the published shape and runs a 64 px batch.
+  Generator init(1), drop(2);
+  auto net = spec.build(ModelOptions{3, 64, 0.5f, "avg"}, init, drop);
+  net->eval();
+  NoGradGuard no_grad;
+  CHECK((*net)(Tensor::zeros(Shape{2, 64, 64, 3})).shape() == Shape{2, 3});
 }
