@@ -5,7 +5,8 @@ lays them out (config.json, metadata.json, model.weights.h5), the weights being
 fuzz/corpus/weights/keras3.weights.h5 (fuzz/tiny_vgg.h's shapes, made by make_seeds.py).
 Each reproducer is one refusal in io/keras_archive.cpp; tests/io/test_keras_archive.cpp
 says what kiln must answer for it. An encrypted member is made by that test with libzip
-(Python's zipfile cannot write one). Standard library only: python3 fuzz/make_keras_archives.py"""
+(Python's zipfile cannot write one). Standard library only, plus Keras when importable for
+one seed that Keras writes itself: python3 fuzz/make_keras_archives.py"""
 import json
 import os
 import struct
@@ -99,6 +100,24 @@ with open(os.path.join(regs, "crc_mismatch.keras"), "r+b") as f:
     f.write(data)
 # A weights member that is not HDF5.
 keras(os.path.join(regs, "member_not_hdf5.keras"), weights=b"not an HDF5 file\n" * 64)
+
+# What Keras itself writes, when Keras is importable (the committed seed came from Keras 3.15.1,
+# KERAS_BACKEND=jax): fuzz/tiny_vgg.h's layers as a Sequential, saved with model.save().
+try:
+    import keras
+
+    tiny = keras.Sequential([
+        keras.Input((2, 2, 3)),
+        keras.layers.Conv2D(4, 3, padding="same", activation="relu"),
+        keras.layers.Conv2D(4, 3, padding="same", activation="relu"),
+        keras.layers.Flatten(),
+        keras.layers.Dense(8, activation="relu"),
+        keras.layers.Dense(8, activation="relu"),
+        keras.layers.Dense(3),
+    ], name="tiny")
+    tiny.save(os.path.join(seeds, f"keras_{keras.__version__}_model_save.keras"))
+except ImportError:
+    print("keras not importable: the model.save() seed is left as committed")
 
 for d in (seeds, regs):
     for n in sorted(os.listdir(d)):
