@@ -37,7 +37,7 @@ const Suite kSuites[] = {
      run_step, "benchmarks/torch_cpu_peer.py", true},
     {"gemm", "kiln::linear at VGG16's fc shapes (batch 1, 8, 64) and square 1024, 2048",
      run_gemm, "benchmarks/torch_cpu_peer.py", true, false, false, true},
-    {"pool", "max_pool2d 2x2/2 forward and backward at VGG16's 5 pool inputs, batch 8",
+    {"pool", "max_pool2d 2x2/2 forward and backward at VGG16's 5 pool inputs, and adaptive_avg_pool2d (pool5 to 7x7, global), batch 8",
      run_pool, "benchmarks/torch_cpu_peer.py", true, false, false, true},
     {"softmax_ce", "fused softmax cross-entropy forward and backward, batch 64..1024 x classes 8, 1000",
      run_softmax_ce, "benchmarks/torch_cpu_peer.py", true, false, false, true},

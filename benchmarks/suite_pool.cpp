@@ -1,6 +1,9 @@
 // kiln_bench --suite pool: max_pool2d 2x2/2 at VGG16's five pool inputs (batch 8), forward
-// (with the argmax indices training keeps) and backward, through the backend directly so
-// only the kernel is timed. Memory-bound: judged against the measured copy bandwidth.
+// (with the argmax indices training keeps) and backward, and adaptive_avg_pool2d where VGG
+// uses it (pool5 to 7x7 at 64 and 320 px, global pooling at 224 px), through the backend
+// directly so only the kernel is timed. Memory-bound: judged against the measured copy
+// bandwidth.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -11,10 +14,69 @@
 #include "core/backend.h"
 
 namespace kiln::cpubench {
+namespace {
+
+// adaptive_avg_pool2d [n, h, h, c] -> [n, o, o, c], checked against windows computed here in
+// double (floor(i*h/o), ceil((i+1)*h/o)), independently of kernels/common/pool.h.
+void adaptive_rows(const std::string& name, int64_t n, int64_t h, int64_t c, int64_t o, const Options& opt,
+                   const MachineLimits& m, SuiteResult& res, kiln::Generator& gen) {
+  kiln::Backend& be = kiln::backend_for(bench_device(opt));
+  const Tensor x_host = Tensor::uniform(Shape{n, h, h, c}, -1.0f, 1.0f, gen);
+  const Tensor dy_host = Tensor::uniform(Shape{n, o, o, c}, -1.0f, 1.0f, gen);
+  const Tensor x = to_bench_device(x_host, opt), dy = to_bench_device(dy_host, opt);
+  Tensor y = empty_on_bench_device(Shape{n, o, o, c}, opt), dx = empty_on_bench_device(Shape{n, h, h, c}, opt);
+  be.adaptive_avg_pool2d_forward(x, y);
+  be.adaptive_avg_pool2d_backward(dy, dx);
+  const Tensor y_host = y.cpu(), dx_host = dx.cpu();
+  const float *xp = x_host.data<float>(), *yp = y_host.data<float>(), *dyp = dy_host.data<float>(),
+              *dxp = dx_host.data<float>();
+  const auto lo = [&](int64_t i) { return static_cast<int64_t>(std::floor(static_cast<double>(i * h) / o)); };
+  const auto hi = [&](int64_t i) { return static_cast<int64_t>(std::ceil(static_cast<double>((i + 1) * h) / o)); };
+  Checker fwd(1e-12, 1e-6), bwd(1e-12, 1e-6);
+  std::vector<double> dx_ref(static_cast<size_t>(n * h * h * c), 0.0), dx_mag(dx_ref.size(), 0.0);
+  for (int64_t b = 0; b < n; ++b)
+    for (int64_t i = 0; i < o; ++i)
+      for (int64_t j = 0; j < o; ++j)
+        for (int64_t k = 0; k < c; ++k) {
+          const double area = static_cast<double>((hi(i) - lo(i)) * (hi(j) - lo(j)));
+          double sum = 0, mag = 0;
+          for (int64_t r = lo(i); r < hi(i); ++r)
+            for (int64_t s = lo(j); s < hi(j); ++s) {
+              const size_t at = static_cast<size_t>(((b * h + r) * h + s) * c + k);
+              sum += xp[at], mag += std::fabs(xp[at]);
+              const double g = dyp[((b * o + i) * o + j) * c + k] / area;
+              dx_ref[at] += g, dx_mag[at] += std::fabs(g);
+            }
+          const int64_t e = ((b * o + i) * o + j) * c + k;
+          fwd.compare(yp[e], sum / area, mag / area, "y", e);
+        }
+  for (size_t e = 0; e < dx_ref.size(); ++e)
+    bwd.compare(dxp[e], dx_ref[e], dx_mag[e], "dx", static_cast<int64_t>(e));
+  const double in_el = static_cast<double>(n * h * h * c), out_el = static_cast<double>(n * o * o * c);
+  const std::string shape = shape_str(Shape{n, h, h, c}) + "->" + shape_str(Shape{n, o, o, c});
+  Row rf;
+  rf.name = name + "/fwd";
+  rf.kind = "pool";
+  rf.shape = shape;
+  rf.flops = std::max(in_el, out_el);  // one add per window element read, at least one per output
+  rf.bytes = 4.0 * (in_el + out_el);
+  fwd.finish(rf);
+  time_checked_row(std::move(rf), opt, m, res, [&] { be.adaptive_avg_pool2d_forward(x, y); });
+  Row rb;
+  rb.name = name + "/bwd";
+  rb.kind = "pool";
+  rb.shape = shape;
+  rb.flops = std::max(in_el, out_el);
+  rb.bytes = 4.0 * (in_el + out_el);
+  bwd.finish(rb);
+  time_checked_row(std::move(rb), opt, m, res, [&] { be.adaptive_avg_pool2d_backward(dy, dx); });
+}
+
+}  // namespace
 
 SuiteResult run_pool(const Options& opt, const MachineLimits& m) {
   SuiteResult res;
-  set_table_widths(12, 34);
+  set_table_widths(22, 34);
   print_table_header();
   struct PoolCase {
     std::string name;
@@ -88,6 +150,11 @@ SuiteResult run_pool(const Options& opt, const MachineLimits& m) {
     bwd.finish(rb);
     time_checked_row(std::move(rb), opt, m, res, [&] { be.max_pool2d_backward(dy, argmax, dx); });
   }
+  // VGG's adaptive pooling: pool5 to 7x7 at 64 px (2x2, repeated) and 320 px (10x10,
+  // overlapping windows); global average pooling (--head avg) at 224 px.
+  adaptive_rows("pool5_7x7@64px", n, 2, 512, 7, opt, m, res, gen);
+  adaptive_rows("pool5_7x7@320px", n, 10, 512, 7, opt, m, res, gen);
+  adaptive_rows("global_pool@224px", n, 7, 512, 1, opt, m, res, gen);
   return res;
 }
 
