@@ -104,6 +104,20 @@ class Backend {
   virtual void adaptive_avg_pool2d_forward(const Tensor& x, Tensor& y) = 0;
   // dx (every element written) from dy; dx's shape gives the input grid.
   virtual void adaptive_avg_pool2d_backward(const Tensor& dy, Tensor& dx) = 0;
+  // Batch-norm statistics of x [N, H, W, C] per channel over its N*H*W rows (two or more):
+  // mean and biased variance ([C]), reduced in double, two-pass (kernels/common/batch_norm.h).
+  // Defined running_mean/running_var are updated in place (PyTorch's momentum rule).
+  virtual void batch_norm_stats(const Tensor& x, float momentum, Tensor& mean, Tensor& var, Tensor& running_mean,
+                                Tensor& running_var) = 0;
+  // y = gamma * (x - mean) / sqrt(var + eps) + beta per channel; gamma/beta undefined: 1/0.
+  virtual void batch_norm_forward(const Tensor& x, const Tensor& mean, const Tensor& var, const Tensor& gamma,
+                                  const Tensor& beta, float eps, Tensor& y) = 0;
+  // dgamma = row sums of dy * x_hat, dbeta = row sums of dy, dx through the batch statistics
+  // (training) or with mean/var constant; each skipped when undefined. x may be undefined
+  // when neither dgamma nor a training-form dx is asked for.
+  virtual void batch_norm_backward(const Tensor& dy, const Tensor& x, const Tensor& mean, const Tensor& var,
+                                   const Tensor& gamma, float eps, bool training, Tensor& dx, Tensor& dgamma,
+                                   Tensor& dbeta) = 0;
   // y = x w^T + b. x: [N, in], w: [out, in], b: [out] or undefined, y: [N, out].
   virtual void linear_forward(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y) = 0;
   // dx = dy w, dw = dy^T x, db = column sums of dy; each skipped when undefined.

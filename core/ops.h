@@ -26,6 +26,16 @@ Tensor max_pool2d(const Tensor& x, const Pool2dParams& p = {});
 // fc6 fits any image size; 1x1 is global average pooling.
 Tensor adaptive_avg_pool2d(const Tensor& x, int64_t out_h, int64_t out_w);
 
+// Batch normalisation of NHWC activations, per channel over N, H, W: torch's F.batch_norm
+// on the NCHW permute. y = gamma * (x - mean) / sqrt(var + eps) + beta. Training form:
+// mean/var are the batch's (biased variance), at least two values per channel, and defined
+// running_mean/running_var are updated in place as PyTorch does, running = (1 - momentum) *
+// running + momentum * batch with the unbiased batch variance (Keras's momentum m is 1 - m
+// here: Keras 0.99 = momentum 0.01). Inference form: the running statistics, left unchanged.
+// x: [N, H, W, C]; gamma, beta, running_mean, running_var: [C]; gamma/beta undefined mean 1/0.
+// Gradients reach x, gamma and beta in both forms.
+Tensor batch_norm2d(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean,
+                    Tensor& running_var, bool training, float momentum = 0.1f, float eps = 1e-5f);
 // y = x w^T + b. x: [N, in], w: [out, in], b: [out] or undefined -> [N, out].
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b = Tensor());
 

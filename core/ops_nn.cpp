@@ -166,6 +166,101 @@ Tensor adaptive_avg_pool2d(const Tensor& x, int64_t out_h, int64_t out_w) {
   return y;
 }
 
+// ---------------------------------------------------------------- batch_norm2d
+namespace {
+struct BatchNormNode final : Node {
+  BatchNormNode() : Node("batch_norm2d") {}
+  // mean/var: the batch's (training) or a copy of the running statistics (inference), so a
+  // later training step updating the running buffers cannot change this backward.
+  SavedTensor x, gamma, mean, var;
+  bool has_x = false, has_gamma = false, kept_gamma = false, has_beta = false, training = false;
+  float eps = 0.0f;
+  Shape x_shape;
+  std::vector<Tensor> apply(const Tensor& dy) override {
+    const int64_t c = x_shape[3];
+    Tensor dx, dg, db;
+    if (next[0].needed()) dx = Tensor::empty(x_shape, like(dy));
+    if (has_gamma && next[1].needed()) dg = Tensor::empty(Shape{c}, like(dy));
+    if (has_beta && next[has_gamma ? 2 : 1].needed()) db = Tensor::empty(Shape{c}, like(dy));
+    const Tensor none;
+    backend_for(dy.device())
+        .batch_norm_backward(dy, has_x ? x.get() : none, mean.get(), var.get(), kept_gamma ? gamma.get() : none, eps,
+                             training, dx, dg, db);
+    std::vector<Tensor> g{dx};
+    if (has_gamma) g.push_back(dg);
+    if (has_beta) g.push_back(db);
+    return g;
+  }
+  void release_saved() override {
+    x.reset();
+    gamma.reset();
+    mean.reset();
+    var.reset();
+  }
+};
+
+void check_channel_vector(const char* op, const char* what, const Tensor& t, const Tensor& x) {
+  checks::float32(op, what, t);
+  checks::same_device(op, "input x", x, what, t);
+  KILN_CHECK(t.rank() == 1 && t.dim(0) == x.dim(3), op, ": ", what, " must be [", x.dim(3), "] for input x ",
+             x.shape(), " (NHWC, one value per channel), got ", t.shape());
+}
+}  // namespace
+
+Tensor batch_norm2d(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean,
+                    Tensor& running_var, bool training, float momentum, float eps) {
+  const char* op = "batch_norm2d";
+  checks::float32(op, "input x", x);
+  checks::rank(op, "input x", x, 4, "[N, H, W, C]");
+  if (gamma.defined()) check_channel_vector(op, "gamma", gamma, x);
+  if (beta.defined()) check_channel_vector(op, "beta", beta, x);
+  KILN_CHECK(running_mean.defined() == running_var.defined(), op,
+             ": running_mean and running_var must both be given or both be undefined");
+  if (running_mean.defined()) {
+    check_channel_vector(op, "running_mean", running_mean, x);
+    check_channel_vector(op, "running_var", running_var, x);
+  }
+  KILN_CHECK(eps > 0.0f && momentum >= 0.0f && momentum <= 1.0f, op, ": eps must be > 0 and momentum in [0, 1], got eps ",
+             eps, " momentum ", momentum);
+  const int64_t c = x.dim(3), rows = x.dim(0) * x.dim(1) * x.dim(2);
+  Backend& be = backend_for(x.device());
+  Tensor mean, var;
+  if (training) {
+    KILN_CHECK(rows > 1, op, ": training needs more than one value per channel to take batch statistics, got input x ",
+               x.shape(), " (N*H*W = ", rows, "); use a batch of two or more, or the inference form (eval())");
+    mean = Tensor::empty(Shape{c}, like(x));
+    var = Tensor::empty(Shape{c}, like(x));
+    be.batch_norm_stats(x, momentum, mean, var, running_mean, running_var);
+  } else {
+    KILN_CHECK(running_mean.defined(), op, ": the inference form (training false) needs running_mean and running_var");
+    mean = running_mean;
+    var = running_var;
+  }
+  Tensor y = Tensor::empty(x.shape(), like(x));
+  be.batch_norm_forward(x, mean, var, gamma, beta, eps, y);
+  if (autograd::needs_grad({&x, &gamma, &beta})) {
+    auto node = std::make_shared<BatchNormNode>();
+    node->training = training;
+    node->eps = eps;
+    node->x_shape = x.shape();
+    node->has_gamma = gamma.defined();
+    node->has_beta = beta.defined();
+    // x for dgamma (a sum over x_hat) and a training-form dx; gamma for dx; dbeta needs dy only.
+    const auto wants = [](const Tensor& t) { return t.defined() && t.requires_grad(); };
+    node->has_x = wants(gamma) || (training && x.requires_grad());
+    if (node->has_x) node->x = x.detach();
+    node->kept_gamma = gamma.defined() && x.requires_grad();
+    if (node->kept_gamma) node->gamma = gamma.detach();
+    node->mean = training ? mean : mean.clone();
+    node->var = training ? var : var.clone();
+    node->next = {autograd::edge_for(x)};
+    if (gamma.defined()) node->next.push_back(autograd::edge_for(gamma));
+    if (beta.defined()) node->next.push_back(autograd::edge_for(beta));
+    autograd::set_history(y, node);
+  }
+  return y;
+}
+
 // ---------------------------------------------------------------- linear
 namespace {
 struct LinearNode final : Node {

@@ -30,6 +30,13 @@ class CpuBackend : public Backend {
   void max_pool2d_backward(const Tensor& dy, const Tensor& argmax, Tensor& dx) override;
   void adaptive_avg_pool2d_forward(const Tensor& x, Tensor& y) override;
   void adaptive_avg_pool2d_backward(const Tensor& dy, Tensor& dx) override;
+  void batch_norm_stats(const Tensor& x, float momentum, Tensor& mean, Tensor& var, Tensor& running_mean,
+                        Tensor& running_var) override;
+  void batch_norm_forward(const Tensor& x, const Tensor& mean, const Tensor& var, const Tensor& gamma,
+                          const Tensor& beta, float eps, Tensor& y) override;
+  void batch_norm_backward(const Tensor& dy, const Tensor& x, const Tensor& mean, const Tensor& var,
+                           const Tensor& gamma, float eps, bool training, Tensor& dx, Tensor& dgamma,
+                           Tensor& dbeta) override;
   void linear_forward(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y) override;
   void linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, Tensor& dx, Tensor& dw,
                        Tensor& db) override;

@@ -41,6 +41,14 @@ class CudaBackend final : public Backend {
   void max_pool2d_backward(const Tensor& dy, const Tensor& argmax, Tensor& dx) override;
   void adaptive_avg_pool2d_forward(const Tensor& x, Tensor& y) override;
   void adaptive_avg_pool2d_backward(const Tensor& dy, Tensor& dx) override;
+  // cuda_batch_norm.cu
+  void batch_norm_stats(const Tensor& x, float momentum, Tensor& mean, Tensor& var, Tensor& running_mean,
+                        Tensor& running_var) override;
+  void batch_norm_forward(const Tensor& x, const Tensor& mean, const Tensor& var, const Tensor& gamma,
+                          const Tensor& beta, float eps, Tensor& y) override;
+  void batch_norm_backward(const Tensor& dy, const Tensor& x, const Tensor& mean, const Tensor& var,
+                           const Tensor& gamma, float eps, bool training, Tensor& dx, Tensor& dgamma,
+                           Tensor& dbeta) override;
   // cuda_gemm.cpp (cuBLASLt)
   void linear_forward(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y) override;
   void linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, Tensor& dx, Tensor& dw,

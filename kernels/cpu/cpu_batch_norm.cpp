@@ -1,0 +1,144 @@
+// Batch normalisation on the host: OpenMP loops over kernels/common/batch_norm.h. NHWC keeps
+// the channel innermost, so every loop walks rows of C contiguous floats (vectorised), and
+// each reduction gives each fixed chunk of rows its own double partial sums, added in chunk
+// order afterwards: the result depends on the input only, not on the thread count.
+#include <algorithm>
+#include <vector>
+
+#include "kernels/common/batch_norm.h"
+#include "kernels/cpu/cpu_backend.h"
+
+namespace kiln::cpu {
+namespace {
+
+// Row chunks for the reductions: a function of the row count only (at most 64, at least 32
+// rows each), so the order of additions is fixed.
+int64_t chunk_count(int64_t rows) { return std::clamp<int64_t>(rows / 32, 1, 64); }
+
+// Per-channel sums over all rows: `add_row(r, acc)` adds row r's terms into acc[0, width);
+// width is C or 2C (two sums per channel). Returns the totals in double.
+template <typename AddRow>
+std::vector<double> channel_sums(int64_t rows, int64_t width, AddRow add_row) {
+  const int64_t chunks = chunk_count(rows);
+  std::vector<double> partial(static_cast<size_t>(chunks * width), 0.0);
+#pragma omp parallel for schedule(static)
+  for (int64_t k = 0; k < chunks; ++k) {
+    double* acc = partial.data() + k * width;
+    const int64_t begin = rows * k / chunks, end = rows * (k + 1) / chunks;
+    for (int64_t r = begin; r < end; ++r) add_row(r, acc);
+  }
+  std::vector<double> total(static_cast<size_t>(width), 0.0);
+  for (int64_t k = 0; k < chunks; ++k)
+    for (int64_t j = 0; j < width; ++j) total[static_cast<size_t>(j)] += partial[static_cast<size_t>(k * width + j)];
+  return total;
+}
+
+// gamma and beta as arrays (1 and 0 when undefined), and invstd from var.
+struct ChannelCoeffs {
+  std::vector<float> gamma, beta, invstd;
+};
+
+ChannelCoeffs coeffs(const Tensor& var, const Tensor& gamma, const Tensor& beta, float eps) {
+  const int64_t c = var.dim(0);
+  ChannelCoeffs k{std::vector<float>(static_cast<size_t>(c), 1.0f), std::vector<float>(static_cast<size_t>(c), 0.0f),
+                  std::vector<float>(static_cast<size_t>(c))};
+  if (gamma.defined()) std::copy_n(gamma.data<float>(), c, k.gamma.begin());
+  if (beta.defined()) std::copy_n(beta.data<float>(), c, k.beta.begin());
+  const float* v = var.data<float>();
+  for (int64_t j = 0; j < c; ++j) k.invstd[static_cast<size_t>(j)] = common::bn_invstd(v[j], eps);
+  return k;
+}
+
+}  // namespace
+
+void CpuBackend::batch_norm_stats(const Tensor& x, float momentum, Tensor& mean, Tensor& var, Tensor& running_mean,
+                                  Tensor& running_var) {
+  const int64_t c = x.dim(3), rows = x.numel() / c;
+  const float* px = x.data<float>();
+  // Pass 1: the mean. Pass 2: squares centred on the double mean (no cancellation).
+  std::vector<double> m = channel_sums(rows, c, [&](int64_t r, double* acc) {
+    const float* row = px + r * c;
+    for (int64_t j = 0; j < c; ++j) acc[j] += static_cast<double>(row[j]);
+  });
+  for (double& v : m) v /= static_cast<double>(rows);
+  const double* pm = m.data();
+  const std::vector<double> sq = channel_sums(rows, c, [&](int64_t r, double* acc) {
+    const float* row = px + r * c;
+    for (int64_t j = 0; j < c; ++j) {
+      const double d = static_cast<double>(row[j]) - pm[j];
+      acc[j] += d * d;
+    }
+  });
+  float* rm = running_mean.defined() ? running_mean.data<float>() : nullptr;
+  float* rv = running_var.defined() ? running_var.data<float>() : nullptr;
+  for (int64_t j = 0; j < c; ++j)
+    common::bn_finish_stats(pm[j], sq[static_cast<size_t>(j)], rows, momentum, mean.data<float>() + j,
+                            var.data<float>() + j, rm ? rm + j : nullptr, rv ? rv + j : nullptr);
+}
+
+void CpuBackend::batch_norm_forward(const Tensor& x, const Tensor& mean, const Tensor& var, const Tensor& gamma,
+                                    const Tensor& beta, float eps, Tensor& y) {
+  const int64_t c = x.dim(3), rows = x.numel() / c;
+  const ChannelCoeffs k = coeffs(var, gamma, beta, eps);
+  const float *px = x.data<float>(), *pm = mean.data<float>(), *pi = k.invstd.data(), *pg = k.gamma.data(),
+              *pb = k.beta.data();
+  float* py = y.data<float>();
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* in = px + r * c;
+    float* out = py + r * c;
+    for (int64_t j = 0; j < c; ++j) out[j] = common::bn_forward(in[j], pm[j], pi[j], pg[j], pb[j]);
+  }
+}
+
+void CpuBackend::batch_norm_backward(const Tensor& dy, const Tensor& x, const Tensor& mean, const Tensor& var,
+                                     const Tensor& gamma, float eps, bool training, Tensor& dx, Tensor& dgamma,
+                                     Tensor& dbeta) {
+  const int64_t c = dy.dim(3), rows = dy.numel() / c;
+  const ChannelCoeffs k = coeffs(var, gamma, Tensor(), eps);
+  const float *pdy = dy.data<float>(), *pm = mean.data<float>(), *pi = k.invstd.data();
+  const float* px = x.defined() ? x.data<float>() : nullptr;
+  const bool train_dx = training && dx.defined();
+  std::vector<double> sums;  // [sum dy | sum dy * x_hat]
+  if (dgamma.defined() || dbeta.defined() || train_dx) {
+    sums = channel_sums(rows, 2 * c, [&](int64_t r, double* acc) {
+      const float* g = pdy + r * c;
+      for (int64_t j = 0; j < c; ++j) acc[j] += static_cast<double>(g[j]);
+      if (!px) return;
+      const float* in = px + r * c;
+      for (int64_t j = 0; j < c; ++j)
+        acc[c + j] += static_cast<double>(g[j]) * static_cast<double>(common::bn_xhat(in[j], pm[j], pi[j]));
+    });
+    for (int64_t j = 0; j < c; ++j) {
+      if (dbeta.defined()) dbeta.data<float>()[j] = static_cast<float>(sums[static_cast<size_t>(j)]);
+      if (dgamma.defined()) dgamma.data<float>()[j] = static_cast<float>(sums[static_cast<size_t>(c + j)]);
+    }
+  }
+  if (!dx.defined()) return;
+  std::vector<float> scale(static_cast<size_t>(c)), mean_dy(static_cast<size_t>(c), 0.0f),
+      mean_dy_xhat(static_cast<size_t>(c), 0.0f);
+  for (int64_t j = 0; j < c; ++j) {
+    const size_t u = static_cast<size_t>(j);
+    scale[u] = k.gamma[u] * k.invstd[u];
+    if (train_dx) {
+      mean_dy[u] = static_cast<float>(sums[u] / static_cast<double>(rows));
+      mean_dy_xhat[u] = static_cast<float>(sums[static_cast<size_t>(c) + u] / static_cast<double>(rows));
+    }
+  }
+  const float *ps = scale.data(), *pmd = mean_dy.data(), *pmx = mean_dy_xhat.data();
+  float* pdx = dx.data<float>();
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* g = pdy + r * c;
+    float* out = pdx + r * c;
+    if (train_dx) {
+      const float* in = px + r * c;
+      for (int64_t j = 0; j < c; ++j)
+        out[j] = common::bn_backward_train(g[j], common::bn_xhat(in[j], pm[j], pi[j]), ps[j], pmd[j], pmx[j]);
+    } else {
+      for (int64_t j = 0; j < c; ++j) out[j] = common::bn_backward_eval(g[j], ps[j]);
+    }
+  }
+}
+
+}  // namespace kiln::cpu
