@@ -33,6 +33,24 @@ Linear::Linear(std::string name, int64_t in, int64_t out, bool bias, Generator& 
 
 Tensor Linear::forward(const Tensor& x) { return linear(x, *weight_, bias_ ? *bias_ : Tensor()); }
 
+BatchNorm2d::BatchNorm2d(std::string name, int64_t channels, float momentum, float eps)
+    : Module(std::move(name)), momentum_(momentum), eps_(eps) {
+  KILN_CHECK(channels >= 1, "BatchNorm2d ", this->name(), ": channels must be >= 1, got ", channels);
+  weight_ = &register_parameter("weight", Tensor::ones(Shape{channels}), false);
+  bias_ = &register_parameter("bias", init::zeros(Shape{channels}), false);
+  running_mean_ = &register_buffer("running_mean", init::zeros(Shape{channels}));
+  running_var_ = &register_buffer("running_var", Tensor::ones(Shape{channels}));
+}
+
+// requires_grad mirrors the trainable flag (layers/module.h), so it tells frozen apart.
+bool BatchNorm2d::uses_batch_statistics() const {
+  return training() && weight_->requires_grad() && bias_->requires_grad();
+}
+
+Tensor BatchNorm2d::forward(const Tensor& x) {
+  return batch_norm2d(x, *weight_, *bias_, *running_mean_, *running_var_, uses_batch_statistics(), momentum_, eps_);
+}
+
 Dropout::Dropout(std::string name, float keep_prob, Generator& gen)
     : Module(std::move(name)), keep_prob_(keep_prob), gen_(&gen) {
   KILN_CHECK(keep_prob > 0.0f && keep_prob <= 1.0f, "Dropout ", this->name(), ": keep_prob must be in (0, 1], got ",

@@ -67,6 +67,30 @@ class AdaptiveAvgPool2d final : public Module {
   int64_t h_, w_;
 };
 
+// Batch normalisation over the channels of NHWC activations (core/ops.h batch_norm2d).
+// Parameters "weight" (gamma, ones) and "bias" (beta, zeros): torchvision's names, so a
+// ResNet state dict maps name for name; no weight decay on either, as for biases.
+// Buffers "running_mean" (zeros) and "running_var" (ones), saved by checkpoints. momentum
+// is PyTorch's (Keras's momentum m is 1 - m here). In training mode the layer normalises
+// with batch statistics and updates the buffers -- unless it is frozen (either parameter
+// not trainable): frozen batch norm means frozen statistics (issue 16, Keras's rule for
+// trainable=False), so a frozen layer always takes the inference form, even in train().
+class BatchNorm2d final : public Module {
+ public:
+  BatchNorm2d(std::string name, int64_t channels, float momentum = 0.1f, float eps = 1e-5f);
+  Tensor forward(const Tensor& x) override;
+  // True when forward normalises with batch statistics (and updates the running ones).
+  bool uses_batch_statistics() const;
+  Tensor& weight() { return *weight_; }
+  Tensor& bias() { return *bias_; }
+  Tensor& running_mean() { return *running_mean_; }
+  Tensor& running_var() { return *running_var_; }
+
+ private:
+  float momentum_, eps_;
+  Tensor *weight_, *bias_, *running_mean_, *running_var_;
+};
+
 // Active in training mode only; draws masks from `gen` (which must outlive the layer).
 class Dropout final : public Module {
  public:
