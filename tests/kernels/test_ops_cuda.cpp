@@ -28,18 +28,22 @@ struct Run {
   std::vector<double> out;
   std::vector<std::vector<double>> grads;
   std::vector<float> out_f;
+  std::vector<std::vector<double>> updated;  // c.updated_inputs after the forward
 };
 
 Run run_case(const OpCase& c, Device d) {
   std::vector<Tensor> in = prepare_inputs(c, d, true);
   Tensor out = c.forward(in);
   CHECK(out.device() == d);
+  std::vector<std::vector<double>> updated;
+  for (size_t i : c.updated_inputs) updated.push_back(in[i].to_vector<double>());
   Generator rg(99);
   Tensor up = Tensor::normal(out.shape(), 0.0f, 1.0f, rg).to(d);
   out.backward(up);
   Run r;
   r.out = out.to_vector<double>();
   r.out_f = out.to_vector<float>();
+  r.updated = updated;
   for (const Tensor& t : in) r.grads.push_back(t.requires_grad() ? t.grad().to_vector<double>() : std::vector<double>{});
   return r;
 }
@@ -56,6 +60,10 @@ void compare_backends(double rtol_scale) {
         if (!c.differentiable[i]) continue;
         INFO("gradient of input " << i);
         KILN_REQUIRE_CLOSE(gpu.grads[i], cpu.grads[i], rtol * mean_abs(cpu.grads[i]), rtol);
+      }
+      for (size_t u = 0; u < c.updated_inputs.size(); ++u) {
+        INFO("input " << c.updated_inputs[u] << " as the op left it (updated in place)");
+        KILN_REQUIRE_CLOSE(gpu.updated[u], cpu.updated[u], rtol * mean_abs(cpu.updated[u]), rtol);
       }
     }
   }

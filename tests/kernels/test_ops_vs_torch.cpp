@@ -17,6 +17,7 @@ TEST_CASE("op forward and backward match PyTorch on random inputs", "[torch][ops
   struct Result {
     Tensor out;
     std::vector<Tensor> grads;
+    std::vector<Tensor> updated;  // c.updated_inputs after the forward
   };
   std::vector<Result> results;
   std::ofstream manifest(dir + "/manifest.json");
@@ -27,6 +28,7 @@ TEST_CASE("op forward and backward match PyTorch on random inputs", "[torch][ops
     std::vector<Tensor> inputs = prepare_inputs(c, Device::cpu(), true);
     Result res;
     res.out = c.forward(inputs);
+    for (size_t i : c.updated_inputs) res.updated.push_back(inputs[i].detach().clone());
     Generator rg(ci + 1);
     Tensor up = Tensor::normal(res.out.shape(), 0.0f, 1.0f, rg);
     res.out.backward(up);
@@ -51,6 +53,8 @@ TEST_CASE("op forward and backward match PyTorch on random inputs", "[torch][ops
       write_npy(dir + "/" + f, c.reference_extras[i]);
       manifest << (i ? ", " : "") << '"' << f << '"';
     }
+    manifest << "], \"updated\": [";
+    for (size_t i = 0; i < c.updated_inputs.size(); ++i) manifest << (i ? ", " : "") << c.updated_inputs[i];
     write_npy(dir + "/" + id + "_up.npy", up);
     manifest << "], \"upstream\": \"" << id << "_up.npy\"}";
   }
@@ -73,6 +77,11 @@ TEST_CASE("op forward and backward match PyTorch on random inputs", "[torch][ops
         INFO("gradient of input " << i);
         const std::vector<double> gref = read_npy(dir + "/" + id + "_grad" + std::to_string(i) + ".npy");
         KILN_REQUIRE_CLOSE(results[ci].grads[i].to_vector<double>(), gref, c.rtol * mean_abs(gref), c.rtol);
+      }
+      for (size_t u = 0; u < c.updated_inputs.size(); ++u) {
+        INFO("input " << c.updated_inputs[u] << " as the op left it (updated in place)");
+        const std::vector<double> uref = read_npy(dir + "/" + id + "_updated" + std::to_string(c.updated_inputs[u]) + ".npy");
+        KILN_REQUIRE_CLOSE(results[ci].updated[u].to_vector<double>(), uref, c.rtol * mean_abs(uref), c.rtol);
       }
     }
   }

@@ -36,6 +36,15 @@ def run_op(op, p, x, extras):
     if op == "adaptive_avg_pool2d":
         y = F.adaptive_avg_pool2d(nchw(x[0]), (int(p["out_h"]), int(p["out_w"])))
         return nhwc(y)
+    if op == "batch_norm2d":
+        # Inputs x, [gamma, beta,] running_mean, running_var; F.batch_norm updates the
+        # running statistics in place, as kiln does (main saves them for "updated").
+        affine = int(p["affine"])
+        g, b = (x[1], x[2]) if affine else (None, None)
+        rm, rv = x[-2], x[-1]
+        y = F.batch_norm(nchw(x[0]), rm, rv, g, b, training=bool(int(p["training"])),
+                         momentum=p["momentum"], eps=p["eps"])
+        return nhwc(y)
     if op == "linear":
         return F.linear(x[0], x[1], x[2] if len(x) > 2 else None)
     if op == "relu":
@@ -88,6 +97,8 @@ def main():
         up = torch.from_numpy(np.load(os.path.join(d, c["upstream"])).astype(np.float64))
         (out * up).sum().backward()
         np.save(os.path.join(d, c["id"] + "_out.npy"), out.detach().contiguous().numpy())
+        for i in c.get("updated", []):
+            np.save(os.path.join(d, f"{c['id']}_updated{i}.npy"), xs[i].detach().contiguous().numpy())
         for i, t in enumerate(xs):
             if c["differentiable"][i]:
                 np.save(os.path.join(d, f"{c['id']}_grad{i}.npy"), t.grad.contiguous().numpy())

@@ -79,6 +79,38 @@ OpCase adaptive_case(Generator& g, const std::string& name, int64_t n, int64_t h
   return k;
 }
 
+// batch_norm2d with non-trivial statistics: x off-centre and spread (mean 0.7, std 1.5), gamma
+// around 1, running mean != 0 and running var in [0.5, 2]. Inputs: x, [gamma, beta,]
+// running_mean, running_var; the running statistics are updated in place (training).
+OpCase batch_norm_case(Generator& g, const std::string& name, int64_t n, int64_t h, int64_t w, int64_t c, bool training,
+                       bool affine, float momentum) {
+  const float eps = 1e-5f;
+  OpCase k;
+  k.name = "batch_norm2d/" + name;
+  k.op = "batch_norm2d";
+  k.params = {{"training", training ? 1.0 : 0.0}, {"affine", affine ? 1.0 : 0.0},
+              {"momentum", static_cast<double>(momentum)}, {"eps", static_cast<double>(eps)}};
+  k.inputs = {add(mul(randn(g, {n, h, w, c}), 1.5f), 0.7f)};
+  k.differentiable = {true};
+  if (affine) {
+    k.inputs.push_back(add(mul(randn(g, {c}), 0.5f), 1.0f));
+    k.inputs.push_back(randn(g, {c}));
+    k.differentiable.insert(k.differentiable.end(), {true, true});
+  }
+  const size_t rm = k.inputs.size();
+  k.inputs.push_back(randn(g, {c}));
+  k.inputs.push_back(Tensor::uniform(Shape{c}, 0.5f, 2.0f, g));
+  k.differentiable.insert(k.differentiable.end(), {false, false});
+  if (training) k.updated_inputs = {rm, rm + 1};
+  k.forward = [=](const std::vector<Tensor>& in) {
+    Tensor run_mean = in[rm], run_var = in[rm + 1];  // handles: updated in place
+    return batch_norm2d(in[0], affine ? in[1] : Tensor(), affine ? in[2] : Tensor(), run_mean, run_var, training,
+                        momentum, eps);
+  };
+  k.rtol = kRtolReduction;
+  return k;
+}
+
 OpCase simple(const std::string& name, const std::string& op, std::vector<Tensor> inputs, std::vector<bool> diff,
               std::function<Tensor(const std::vector<Tensor>&)> fwd, double rtol) {
   OpCase k;
@@ -114,6 +146,13 @@ std::vector<OpCase> all_op_cases() {
   cases.push_back(adaptive_case(g, "10x10_to_7x7_overlap", 1, 10, 10, 2, 7, 7));
   cases.push_back(adaptive_case(g, "5x7_to_3x2_uneven", 2, 5, 7, 3, 3, 2));
   cases.push_back(adaptive_case(g, "global_1x1", 2, 3, 4, 5, 1, 1));
+  // batch_norm2d: both forms on odd shapes, without gamma/beta, one image (N = 1, H*W > 1
+  // is legal in training), and a single pixel in the inference form (training refuses it).
+  cases.push_back(batch_norm_case(g, "train_2x3x5x4", 2, 3, 5, 4, true, true, 0.1f));
+  cases.push_back(batch_norm_case(g, "eval_2x3x5x4", 2, 3, 5, 4, false, true, 0.1f));
+  cases.push_back(batch_norm_case(g, "train_no_affine_momentum0.3", 3, 2, 2, 5, true, false, 0.3f));
+  cases.push_back(batch_norm_case(g, "train_batch1_4x3x3", 1, 4, 3, 3, true, true, 0.1f));
+  cases.push_back(batch_norm_case(g, "eval_single_pixel_1x1x1x3", 1, 1, 1, 3, false, true, 0.1f));
   // linear
   {
     OpCase k = simple("linear/bias", "linear", {randn(g, {3, 7}), randn(g, {5, 7}), randn(g, {5})},

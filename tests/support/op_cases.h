@@ -29,6 +29,9 @@ struct OpCase {
   // Values whose reference needs more than the inputs (the dropout mask), written as
   // extra inputs for the reference script only.
   std::vector<Tensor> reference_extras;
+  // Inputs the op updates in place (batch norm's running statistics): after one forward,
+  // compared with what the reference's op left in them.
+  std::vector<size_t> updated_inputs;
 };
 
 // Every op case, inputs generated deterministically.
