@@ -39,6 +39,8 @@ const Suite kSuites[] = {
      run_gemm, "benchmarks/torch_cpu_peer.py", true, false, false, true},
     {"pool", "max_pool2d 2x2/2 forward and backward at VGG16's 5 pool inputs, and adaptive_avg_pool2d (pool5 to 7x7, global), batch 8",
      run_pool, "benchmarks/torch_cpu_peer.py", true, false, false, true},
+    {"norm", "batch_norm2d at ResNet-50's shapes (batch 8): training forward and backward, inference forward",
+     run_norm, "benchmarks/torch_cpu_peer.py", true, false, false, true, false},
     {"softmax_ce", "fused softmax cross-entropy forward and backward, batch 64..1024 x classes 8, 1000",
      run_softmax_ce, "benchmarks/torch_cpu_peer.py", true, false, false, true},
     {"elementwise", "relu, relu backward, dropout, add at VGG16 activation sizes (batch 8)",
@@ -144,7 +146,7 @@ int run(int argc, char** argv) {
                                     (cuda ? ", conv_cuda, step_cuda" : "") + ")");
       }
       if (cuda && !suite->on_cuda)
-        throw std::invalid_argument("suite " + n + " runs on the CPU only; with --device cuda: gemm, pool, "
+        throw std::invalid_argument("suite " + n + " runs on the CPU only; with --device cuda: gemm, pool, norm, "
                                     "softmax_ce, elementwise, sgd, copy, conv_cuda, step_cuda, all");
       suites.push_back(suite);
     }

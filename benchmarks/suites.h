@@ -8,6 +8,7 @@ namespace kiln::cpubench {
 SuiteResult run_vgg16_forward(const Options& opt, const MachineLimits& m);
 SuiteResult run_gemm(const Options& opt, const MachineLimits& m);
 SuiteResult run_pool(const Options& opt, const MachineLimits& m);
+SuiteResult run_norm(const Options& opt, const MachineLimits& m);
 SuiteResult run_softmax_ce(const Options& opt, const MachineLimits& m);
 SuiteResult run_elementwise(const Options& opt, const MachineLimits& m);
 SuiteResult run_sgd(const Options& opt, const MachineLimits& m);

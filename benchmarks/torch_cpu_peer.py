@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PyTorch peer of kiln_bench's CPU suites (conv, step, gemm, pool, softmax_ce,
+"""PyTorch peer of kiln_bench's CPU suites (conv, step, gemm, pool, norm, softmax_ce,
 elementwise, sgd, copy): the same shapes, threads and timing method (warm-up, then --repeat runs and at
 least 200 ms, median and min/max, the other processes' CPU share). Rows carry kiln's names
 so `kiln_bench --suite NAME --compare` matches them.
@@ -58,6 +58,27 @@ def pool():
         # What autograd runs for max_pool2d's backward.
         rows.append((f"{name}/bwd", lambda dy=dy, x=x, idx=idx: torch.ops.aten.max_pool2d_with_indices_backward(
             dy, x, [2, 2], [2, 2], [0, 0], [1, 1], False, idx)))
+    return rows
+
+
+def norm():
+    """batch_norm2d's rows: aten's native batch norm (what F.batch_norm and autograd run),
+    channels_last, training forward (statistics, running update, normalisation) and
+    backward (dx, dgamma, dbeta), inference forward."""
+    rows = []
+    cl = torch.channels_last
+    for name, h, c in [("bn_conv2_56x56x256", 56, 256), ("bn_conv4_14x14x1024", 14, 1024),
+                       ("bn_conv5_7x7x2048", 7, 2048)]:
+        x = torch.empty(8, c, h, h).uniform_(-3.2, 7.2).contiguous(memory_format=cl)
+        dy = torch.empty_like(x).uniform_(-1, 1)
+        g, b = torch.empty(c).uniform_(0.5, 1.5), torch.empty(c).uniform_(-1, 1)
+        rm, rv = torch.zeros(c), torch.ones(c)
+        _, save_mean, save_invstd = torch.ops.aten.native_batch_norm(x, g, b, rm, rv, True, 0.1, 1e-5)
+        rows.append((f"{name}/train_fwd", lambda x=x, g=g, b=b, rm=rm, rv=rv: torch.ops.aten.native_batch_norm(
+            x, g, b, rm, rv, True, 0.1, 1e-5)))
+        rows.append((f"{name}/train_bwd", lambda dy=dy, x=x, g=g, rm=rm, rv=rv, sm=save_mean, si=save_invstd:
+                     torch.ops.aten.native_batch_norm_backward(dy, x, g, rm, rv, sm, si, True, 1e-5, [True, True, True])))
+        rows.append((f"{name}/eval_fwd", lambda x=x, g=g, b=b, rm=rm, rv=rv: F.batch_norm(x, rm, rv, g, b, False)))
     return rows
 
 
@@ -232,7 +253,7 @@ def step(batches, args, rows, summary):
 # Suites that take --batch themselves (conv: a list; step: one size) and fill rows and summary.
 BATCHED = {"conv": conv, "step": step}
 
-SUITES = {"gemm": gemm, "pool": pool, "softmax_ce": softmax_ce, "elementwise": elementwise, "sgd": sgd, "copy": copy}
+SUITES = {"gemm": gemm, "pool": pool, "norm": norm, "softmax_ce": softmax_ce, "elementwise": elementwise, "sgd": sgd, "copy": copy}
 
 
 def main():
@@ -245,7 +266,7 @@ def main():
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
-                    help="cuda: gemm, pool, softmax_ce, elementwise, sgd and copy on the GPU, timed with CUDA events")
+                    help="cuda: gemm, pool, norm, softmax_ce, elementwise, sgd and copy on the GPU, timed with CUDA events")
     ap.add_argument("--json", help="write the JSON here instead of stdout")
     kiln_plan.add_argument(ap)
     args = ap.parse_args()

@@ -26,7 +26,7 @@ fi
 if "$PY" - "$W/all.json" <<'PYEOF'
 import json, sys
 j = json.load(open(sys.argv[1]))
-want = {"vgg16_forward", "conv", "step", "gemm", "pool", "softmax_ce", "elementwise", "sgd", "copy", "pipeline"}
+want = {"vgg16_forward", "conv", "step", "gemm", "pool", "norm", "softmax_ce", "elementwise", "sgd", "copy", "pipeline"}
 got = {s["suite"] for s in j["suites"]}
 assert want <= got, f"suites missing from the JSON: {sorted(want - got)}"
 for s in j["suites"]:

@@ -1,0 +1,146 @@
+// kiln_bench --suite norm: batch_norm2d at ResNet-50's shapes (batch 8: conv2_x's 56x56x256
+// output, conv4_x's 14x14x1024, conv5_x's 7x7x2048): the training form's forward (two-pass
+// statistics, running update, normalisation) and backward (dx through the batch
+// statistics, dgamma, dbeta), and the inference form's forward, through the backend
+// directly so only the kernels are timed. Each is checked first against statistics and
+// gradients computed here in double, independently of kernels/common/batch_norm.h.
+// Memory-bound: judged against the measured copy bandwidth.
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "benchmarks/bench_common.h"
+#include "benchmarks/suites.h"
+#include "core/backend.h"
+
+namespace kiln::cpubench {
+namespace {
+
+constexpr float kEps = 1e-5f, kMomentum = 0.1f;
+
+// Per-channel double statistics of [rows, c] floats: mean, biased variance.
+void stats(const float* x, int64_t rows, int64_t c, std::vector<double>& mean, std::vector<double>& var) {
+  mean.assign(static_cast<size_t>(c), 0.0);
+  var.assign(static_cast<size_t>(c), 0.0);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < c; ++j) mean[static_cast<size_t>(j)] += x[r * c + j];
+  for (double& m : mean) m /= static_cast<double>(rows);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < c; ++j) {
+      const double d = x[r * c + j] - mean[static_cast<size_t>(j)];
+      var[static_cast<size_t>(j)] += d * d;
+    }
+  for (double& v : var) v /= static_cast<double>(rows);
+}
+
+Row make_row(const std::string& name, const std::string& shape, double flops, double bytes) {
+  Row r;
+  r.name = name;
+  r.kind = "norm";
+  r.shape = shape;
+  r.flops = flops;
+  r.bytes = bytes;
+  return r;
+}
+
+void norm_rows(const std::string& name, int64_t n, int64_t h, int64_t c, const Options& opt, const MachineLimits& m,
+               SuiteResult& res, kiln::Generator& gen) {
+  kiln::Backend& be = kiln::backend_for(bench_device(opt));
+  const Shape xs{n, h, h, c};
+  const int64_t rows = n * h * h;
+  // Off-centre activations (mean 2, std 3), as after a conv; gamma around 1.
+  const Tensor x_host = Tensor::uniform(xs, -3.2f, 7.2f, gen), dy_host = Tensor::uniform(xs, -1.0f, 1.0f, gen);
+  const Tensor g_host = Tensor::uniform(Shape{c}, 0.5f, 1.5f, gen), b_host = Tensor::uniform(Shape{c}, -1.0f, 1.0f, gen);
+  const Tensor x = to_bench_device(x_host, opt), dy = to_bench_device(dy_host, opt);
+  const Tensor gamma = to_bench_device(g_host, opt), beta = to_bench_device(b_host, opt);
+  Tensor rm = to_bench_device(Tensor::zeros(Shape{c}), opt), rv = to_bench_device(Tensor::ones(Shape{c}), opt);
+  Tensor mean = empty_on_bench_device(Shape{c}, opt), var = empty_on_bench_device(Shape{c}, opt);
+  Tensor y = empty_on_bench_device(xs, opt), dx = empty_on_bench_device(xs, opt);
+  Tensor dg = empty_on_bench_device(Shape{c}, opt), db = empty_on_bench_device(Shape{c}, opt);
+
+  be.batch_norm_stats(x, kMomentum, mean, var, rm, rv);
+  be.batch_norm_forward(x, mean, var, gamma, beta, kEps, y);
+  be.batch_norm_backward(dy, x, mean, var, gamma, kEps, true, dx, dg, db);
+  const Tensor y_h = y.cpu(), dx_h = dx.cpu(), dg_h = dg.cpu(), db_h = db.cpu(), rv_h = rv.cpu();
+  const float *xp = x_host.data<float>(), *dyp = dy_host.data<float>(), *gp = g_host.data<float>(),
+              *bp = b_host.data<float>();
+  std::vector<double> mu, var_d;
+  stats(xp, rows, c, mu, var_d);
+  // Reference gradients: dbeta = sum dy, dgamma = sum dy * xhat, then
+  // dx = gamma * invstd * (dy - dbeta / M - xhat * dgamma / M).
+  std::vector<double> sdy(static_cast<size_t>(c), 0.0), sdyx(static_cast<size_t>(c), 0.0), inv(static_cast<size_t>(c));
+  for (int64_t j = 0; j < c; ++j) inv[static_cast<size_t>(j)] = 1.0 / std::sqrt(var_d[static_cast<size_t>(j)] + kEps);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < c; ++j) {
+      const size_t u = static_cast<size_t>(j);
+      const double xh = (xp[r * c + j] - mu[u]) * inv[u];
+      sdy[u] += dyp[r * c + j];
+      sdyx[u] += dyp[r * c + j] * xh;
+    }
+  Checker fwd(1e-12, 2e-5), bwd(1e-12, 2e-4);
+  const float *yp = y_h.data<float>(), *dxp = dx_h.data<float>();
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < c; ++j) {
+      const size_t u = static_cast<size_t>(j);
+      const int64_t e = r * c + j;
+      const double xh = (xp[e] - mu[u]) * inv[u];
+      fwd.compare(yp[e], gp[j] * xh + bp[j], std::fabs(gp[j] * xh) + std::fabs(bp[j]) + 1.0, "y", e);
+      const double mdy = sdy[u] / rows, mdyx = sdyx[u] / rows;
+      const double ref = gp[j] * inv[u] * (dyp[e] - mdy - xh * mdyx);
+      bwd.compare(dxp[e], ref, gp[j] * inv[u] * (std::fabs(dyp[e]) + std::fabs(mdy) + std::fabs(xh * mdyx)), "dx", e);
+    }
+  for (int64_t j = 0; j < c; ++j) {
+    const size_t u = static_cast<size_t>(j);
+    const double unbiased = var_d[u] * rows / (rows - 1.0);
+    fwd.compare(rv_h.data<float>()[j], (1.0 - kMomentum) + kMomentum * unbiased, 1.0 + unbiased, "running_var", j);
+    // Sums of M terms of size ~1: the scale is sqrt(M) (random signs), generous at 4 * M^0.5.
+    bwd.compare(db_h.data<float>()[j], sdy[u], 4.0 * std::sqrt(static_cast<double>(rows)), "dbeta", j);
+    bwd.compare(dg_h.data<float>()[j], sdyx[u], 4.0 * std::sqrt(static_cast<double>(rows)), "dgamma", j);
+  }
+
+  const double el = static_cast<double>(rows * c);
+  const std::string shape = shape_str(xs);
+  // Training forward: x read three times (mean, centred squares, normalise), y written.
+  Row tf = make_row(name + "/train_fwd", shape, 7.0 * el, 4.0 * (3.0 * el + el));
+  fwd.finish(tf);
+  time_checked_row(std::move(tf), opt, m, res, [&] {
+    be.batch_norm_stats(x, kMomentum, mean, var, rm, rv);
+    be.batch_norm_forward(x, mean, var, gamma, beta, kEps, y);
+  });
+  // Training backward: dy and x read twice (the sums, then dx), dx written.
+  Row tb = make_row(name + "/train_bwd", shape, 9.0 * el, 4.0 * (4.0 * el + el));
+  bwd.finish(tb);
+  time_checked_row(std::move(tb), opt, m, res, [&] { be.batch_norm_backward(dy, x, mean, var, gamma, kEps, true, dx, dg, db); });
+  // Inference forward with the running statistics (as the timed training steps left them):
+  // one read, one write.
+  be.batch_norm_forward(x, rm, rv, gamma, beta, kEps, y);
+  const Tensor ye_h = y.cpu(), rm_h = rm.cpu(), rv_now = rv.cpu();
+  Checker eval(1e-12, 2e-5);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < c; ++j) {
+      const int64_t e = r * c + j;
+      const double xh = (xp[e] - static_cast<double>(rm_h.data<float>()[j])) /
+                        std::sqrt(static_cast<double>(rv_now.data<float>()[j]) + kEps);
+      eval.compare(ye_h.data<float>()[e], gp[j] * xh + bp[j], std::fabs(gp[j] * xh) + std::fabs(bp[j]) + 1.0, "y", e);
+    }
+  Row ef = make_row(name + "/eval_fwd", shape, 4.0 * el, 4.0 * 2.0 * el);
+  eval.finish(ef);
+  time_checked_row(std::move(ef), opt, m, res, [&] { be.batch_norm_forward(x, rm, rv, gamma, beta, kEps, y); });
+}
+
+}  // namespace
+
+SuiteResult run_norm(const Options& opt, const MachineLimits& m) {
+  SuiteResult res;
+  set_table_widths(28, 22);
+  print_table_header();
+  kiln::Generator gen(1616);
+  const int64_t n = 8;
+  norm_rows("bn_conv2_56x56x256", n, 56, 256, opt, m, res, gen);
+  norm_rows("bn_conv4_14x14x1024", n, 14, 1024, opt, m, res, gen);
+  norm_rows("bn_conv5_7x7x2048", n, 7, 2048, opt, m, res, gen);
+  return res;
+}
+
+}  // namespace kiln::cpubench
