@@ -3,8 +3,11 @@
 // mean, then the centred squares): E[x^2] - E[x]^2 cancels catastrophically when |mean| is
 // large against the spread (a channel at 1000 +- 0.01 keeps no digit of its variance in
 // float, and few in double), while the centred second pass is exact to rounding whatever
-// the mean. Each backend sums over row chunks of a size fixed by the row count alone and
-// adds the chunks in order, so results never depend on thread counts or timing.
+// the mean. The CUDA backend makes both passes over the whole tensor; the CPU makes them per
+// cache-sized block of rows and merges the blocks with bn_merge (Chan et al.'s update, whose
+// terms are all non-negative), reading x from memory once. Each backend splits rows by a
+// rule fixed by the shape alone and combines the parts in order, so results never depend on
+// thread counts or timing.
 #pragma once
 
 #include <cmath>
@@ -38,6 +41,17 @@ KILN_HD void bn_finish_stats(double mean, double centred_squares, int64_t count,
   *var_out = static_cast<float>(centred_squares / n);
   if (rm) *rm = static_cast<float>((1.0 - m) * static_cast<double>(*rm) + m * mean);
   if (rv) *rv = static_cast<float>((1.0 - m) * static_cast<double>(*rv) + m * centred_squares / (n - 1.0));
+}
+
+// Running (count, mean, centred sum of squares) of one channel, merged with a block's:
+// Chan, Golub and LeVeque's pairwise update, free of cancellation.
+KILN_HD void bn_merge(double& count, double& mean, double& m2, double block_count, double block_mean,
+                      double block_m2) {
+  const double n = count + block_count, delta = block_mean - mean;
+  if (n == 0.0) return;
+  mean += delta * (block_count / n);
+  m2 += block_m2 + delta * delta * (count * block_count / n);
+  count = n;
 }
 
 // dx of training-form batch norm, through the batch statistics: with scale = gamma * invstd,

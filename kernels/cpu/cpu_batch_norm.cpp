@@ -1,7 +1,7 @@
 // Batch normalisation on the host: OpenMP loops over kernels/common/batch_norm.h. NHWC keeps
 // the channel innermost, so every loop walks rows of C contiguous floats (vectorised), and
-// each reduction gives each fixed chunk of rows its own double partial sums, added in chunk
-// order afterwards: the result depends on the input only, not on the thread count.
+// each reduction gives each fixed block or chunk of rows its own double partial sums,
+// combined in order afterwards: the result depends on the input only, not on thread counts.
 #include <algorithm>
 #include <vector>
 
@@ -55,25 +55,41 @@ void CpuBackend::batch_norm_stats(const Tensor& x, float momentum, Tensor& mean,
                                   Tensor& running_var) {
   const int64_t c = x.dim(3), rows = x.numel() / c;
   const float* px = x.data<float>();
-  // Pass 1: the mean. Pass 2: squares centred on the double mean (no cancellation).
-  std::vector<double> m = channel_sums(rows, c, [&](int64_t r, double* acc) {
-    const float* row = px + r * c;
-    for (int64_t j = 0; j < c; ++j) acc[j] += static_cast<double>(row[j]);
-  });
-  for (double& v : m) v /= static_cast<double>(rows);
-  const double* pm = m.data();
-  const std::vector<double> sq = channel_sums(rows, c, [&](int64_t r, double* acc) {
-    const float* row = px + r * c;
-    for (int64_t j = 0; j < c; ++j) {
-      const double d = static_cast<double>(row[j]) - pm[j];
-      acc[j] += d * d;
+  // Blocks of about 128 KiB of x: each takes its mean, then its centred squares while the
+  // block is still in cache; the blocks merge in order afterwards (bn_merge).
+  const int64_t block_rows = std::max<int64_t>(1, (int64_t{32} << 10) / c), blocks = (rows + block_rows - 1) / block_rows;
+  std::vector<double> bmean(static_cast<size_t>(blocks * c), 0.0), bm2(static_cast<size_t>(blocks * c), 0.0);
+#pragma omp parallel for schedule(static)
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int64_t begin = b * block_rows, end = std::min(rows, begin + block_rows);
+    double* m = bmean.data() + b * c;
+    double* m2 = bm2.data() + b * c;
+    for (int64_t r = begin; r < end; ++r) {
+      const float* row = px + r * c;
+      for (int64_t j = 0; j < c; ++j) m[j] += static_cast<double>(row[j]);
     }
-  });
+    const double inv_n = 1.0 / static_cast<double>(end - begin);
+    for (int64_t j = 0; j < c; ++j) m[j] *= inv_n;
+    for (int64_t r = begin; r < end; ++r) {
+      const float* row = px + r * c;
+      for (int64_t j = 0; j < c; ++j) {
+        const double d = static_cast<double>(row[j]) - m[j];
+        m2[j] += d * d;
+      }
+    }
+  }
   float* rm = running_mean.defined() ? running_mean.data<float>() : nullptr;
   float* rv = running_var.defined() ? running_var.data<float>() : nullptr;
-  for (int64_t j = 0; j < c; ++j)
-    common::bn_finish_stats(pm[j], sq[static_cast<size_t>(j)], rows, momentum, mean.data<float>() + j,
-                            var.data<float>() + j, rm ? rm + j : nullptr, rv ? rv + j : nullptr);
+  for (int64_t j = 0; j < c; ++j) {
+    double n = 0.0, mu = 0.0, m2 = 0.0;
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int64_t count = std::min(rows, (b + 1) * block_rows) - b * block_rows;
+      const size_t at = static_cast<size_t>(b * c + j);
+      common::bn_merge(n, mu, m2, static_cast<double>(count), bmean[at], bm2[at]);
+    }
+    common::bn_finish_stats(mu, m2, rows, momentum, mean.data<float>() + j, var.data<float>() + j,
+                            rm ? rm + j : nullptr, rv ? rv + j : nullptr);
+  }
 }
 
 void CpuBackend::batch_norm_forward(const Tensor& x, const Tensor& mean, const Tensor& var, const Tensor& gamma,
