@@ -21,7 +21,7 @@ template <typename AddRow>
 std::vector<double> channel_sums(int64_t rows, int64_t width, AddRow add_row) {
   const int64_t chunks = chunk_count(rows);
   std::vector<double> partial(static_cast<size_t>(chunks * width), 0.0);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (chunks > 1)
   for (int64_t k = 0; k < chunks; ++k) {
     double* acc = partial.data() + k * width;
     const int64_t begin = rows * k / chunks, end = rows * (k + 1) / chunks;
@@ -59,7 +59,7 @@ void CpuBackend::batch_norm_stats(const Tensor& x, float momentum, Tensor& mean,
   // block is still in cache; the blocks merge in order afterwards (bn_merge).
   const int64_t block_rows = std::max<int64_t>(1, (int64_t{32} << 10) / c), blocks = (rows + block_rows - 1) / block_rows;
   std::vector<double> bmean(static_cast<size_t>(blocks * c), 0.0), bm2(static_cast<size_t>(blocks * c), 0.0);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (blocks > 1)
   for (int64_t b = 0; b < blocks; ++b) {
     const int64_t begin = b * block_rows, end = std::min(rows, begin + block_rows);
     double* m = bmean.data() + b * c;
@@ -99,7 +99,7 @@ void CpuBackend::batch_norm_forward(const Tensor& x, const Tensor& mean, const T
   const float *px = x.data<float>(), *pm = mean.data<float>(), *pi = k.invstd.data(), *pg = k.gamma.data(),
               *pb = k.beta.data();
   float* py = y.data<float>();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (rows * c > 65536)
   for (int64_t r = 0; r < rows; ++r) {
     const float* in = px + r * c;
     float* out = py + r * c;
@@ -143,7 +143,7 @@ void CpuBackend::batch_norm_backward(const Tensor& dy, const Tensor& x, const Te
   }
   const float *ps = scale.data(), *pmd = mean_dy.data(), *pmx = mean_dy_xhat.data();
   float* pdx = dx.data<float>();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (rows * c > 65536)
   for (int64_t r = 0; r < rows; ++r) {
     const float* g = pdy + r * c;
     float* out = pdx + r * c;
