@@ -9,6 +9,7 @@
 
 #include "layers/loss.h"
 #include "layers/optim.h"
+#include "train/linear_probe.h"
 
 namespace kiln {
 
@@ -26,6 +27,43 @@ std::vector<int64_t> epoch_order_of(const io::Dataset& ds, io::LoaderOptions opt
   opt.cache_bytes = 0;
   io::Loader l(ds, opt);
   return l.epoch_order(static_cast<uint64_t>(epoch));
+}
+
+// The cache advanced to the input of child `to`: children [from.cut, to) run on every cached
+// row in evaluation mode, in batches of `batch` rows on `device`.
+FeatureCache advance_features(Sequential& model, const FeatureCache& from, size_t to, int64_t batch, Device device) {
+  const bool was_training = model.training();
+  model.eval();
+  NoGradGuard no_grad;
+  FeatureCache out;
+  out.cut = to;
+  out.row = from.row;
+  std::vector<int64_t> idx;  // dataset indices in row order
+  for (size_t i = 0; i < from.row.size(); ++i)
+    if (from.row[i] >= 0) idx.push_back(static_cast<int64_t>(i));
+  std::sort(idx.begin(), idx.end(), [&](int64_t a, int64_t b) {
+    return from.row[static_cast<size_t>(a)] < from.row[static_cast<size_t>(b)];
+  });
+  std::vector<float> all;
+  int64_t width = 0;
+  for (size_t at = 0; at < idx.size(); at += static_cast<size_t>(batch)) {
+    const size_t end = std::min(idx.size(), at + static_cast<size_t>(batch));
+    Tensor x, y;
+    gather(from, std::vector<int64_t>(idx.begin() + static_cast<std::ptrdiff_t>(at),
+                                      idx.begin() + static_cast<std::ptrdiff_t>(end)),
+           device, x, y);
+    const auto& c = model.children();
+    for (size_t i = from.cut; i < to; ++i) x = (*c[i])(x);
+    out.item_shape.assign(x.shape().dims().begin() + 1, x.shape().dims().end());
+    width = x.numel() / x.dim(0);
+    const std::vector<float> v = x.to_vector<float>();
+    all.insert(all.end(), v.begin(), v.end());
+    const std::vector<int64_t> lab = y.to_vector<int64_t>();
+    out.labels.insert(out.labels.end(), lab.begin(), lab.end());
+  }
+  model.train(was_training);
+  out.feats = Tensor::from_vector(all, Shape{static_cast<int64_t>(out.labels.size()), width});
+  return out;
 }
 
 }  // namespace
@@ -98,6 +136,7 @@ TrainResult Trainer::run(const std::optional<io::CheckpointInfo>& resume) {
 void Trainer::begin_phase(int64_t e, State& s) {
   const Phase& ph = opt_.phases[s.phase];
   const int number = static_cast<int>(s.phase) + 1;
+  bool fresh = false;  // the phase starts here, not from a checkpoint inside it
   if (s.opt_phase != number) {
     apply_phase(model_, ph);
     SgdOptions so;
@@ -106,6 +145,8 @@ void Trainer::begin_phase(int64_t e, State& s) {
     s.optimizer = std::make_unique<SGD>(model_, so);
     if (s.resume && e == s.start_epoch && s.resume->meta.phase == number)
       io::restore_optimizer(s.resume->state_path, *s.optimizer);
+    else
+      fresh = true;
     s.opt_phase = number;
     if (hooks_.on_phase_start) hooks_.on_phase_start(number, ph, model_);
   }
@@ -130,6 +171,49 @@ void Trainer::begin_phase(int64_t e, State& s) {
     }
     if (!s.val_loader) s.val_loader = std::make_unique<io::Loader>(val_, s.vlo);
   }
+  if (fresh) start_phase(number, s);
+}
+
+void Trainer::start_phase(int number, State& s) {
+  const Phase& ph = opt_.phases[static_cast<size_t>(number - 1)];
+  if (opt_.eval_at_phase_start && hooks_.on_phase_eval) hooks_.on_phase_eval(number, "before", evaluate_now(s));
+  if (ph.head_init != HeadInit::linear_probe) return;
+  const HeadInitInfo info = fit_head(number, s);
+  if (hooks_.on_head_init) hooks_.on_head_init(info);
+  if (opt_.eval_at_phase_start && hooks_.on_phase_eval)
+    hooks_.on_phase_eval(number, "after the linear probe", evaluate_now(s));
+}
+
+HeadInitInfo Trainer::fit_head(int number, State& s) {
+  const auto t0 = Clock::now();
+  const auto& c = model_.children();
+  size_t h = c.size();
+  for (size_t i = c.size(); i-- > 0;)
+    if (!c[i]->parameters().empty()) {
+      h = i;
+      break;
+    }
+  auto* head = h < c.size() ? dynamic_cast<Linear*>(c[h].get()) : nullptr;
+  KILN_CHECK(head != nullptr && head->parameters().size() == 2, "trainer: phase ", number,
+             " starts its head with a linear probe, but the model's last layer with parameters is not a Linear with a "
+             "bias");
+  for (const ParameterRef& p : head->parameters())
+    KILN_CHECK(p.trainable, "trainer: phase ", number, " starts its head ", head->name(),
+               " with a linear probe but does not train it (", p.name, " is frozen)");
+  // The features at the head's input: from the cache when it reaches that far, else computed.
+  const FeatureCache f = s.cached && s.train_cache.cut <= h
+                             ? advance_features(model_, s.train_cache, h, s.lo.batch_size, s.lo.device)
+                             : compute_features(model_, h, train_, s.vlo);
+  const auto classes = static_cast<int64_t>(train_.classes.size());
+  const LinearProbe probe = fit_linear_probe(f.feats, f.labels, classes);
+  Tensor& w = head->weight();
+  KILN_CHECK(w.rank() == 2 && w.dim(0) == classes && w.dim(1) == probe.dim, "trainer: the head ", head->name(),
+             " is ", w.shape().str(), ", the probe fitted [", classes, ", ", probe.dim, "]");
+  w.copy_from(Tensor::from_vector(probe.weight, w.shape()).to(w.device()));
+  Tensor& b = head->bias();
+  b.copy_from(Tensor::from_vector(probe.bias, b.shape()).to(b.device()));
+  return HeadInitInfo{number, head->name(), f.feats.dim(0), probe.dim, probe.lambda, probe.holdout_acc,
+                      probe.train_acc, seconds_since(t0)};
 }
 
 EvalResult Trainer::evaluate_now(State& s) {

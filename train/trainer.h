@@ -23,6 +23,12 @@
 
 namespace kiln {
 
+// How a phase's head (the last layer with parameters, a Linear) starts when the phase begins.
+enum class HeadInit {
+  as_is,         // the weights it has (as built, loaded, or left by the previous phase)
+  linear_probe,  // fitted in closed form on the features its frozen inputs give (train/linear_probe.h)
+};
+
 // One phase of a recipe.
 struct Phase {
   std::string name;  // for people: "head only", "all layers"
@@ -35,6 +41,10 @@ struct Phase {
   int64_t epochs = 1;
   double momentum = 0;      // SGD momentum
   double weight_decay = 0;  // L2 on the trainable weights, in the loss (classification_loss)
+  // linear_probe: when the phase starts (not on a resume into it), the head is refitted by
+  // ridge regression on the training set's features at its input (the layers before it as
+  // they are then, in evaluation mode); the phase must train the head.
+  HeadInit head_init = HeadInit::as_is;
 };
 
 // Freezes `model` as `phase` says: its train_patterns train, everything else is frozen.
@@ -52,6 +62,7 @@ struct TrainerOptions {
   int64_t checkpoint_every = 0;   // > 0: also checkpoint every this many global steps
   int64_t stop_after_epochs = 0;  // > 0: stop once this many epochs are done
   int64_t stop_after_steps = 0;   // > 0: stop after this many steps, checkpointing there
+  bool eval_at_phase_start = false;  // also evaluate when a phase starts (not on a resume into it)
   std::string model_dir;          // checkpoints go here (created when missing)
   int keep = 2;                   // checkpoints kept besides the best
   // Copied into every checkpoint (image_size, classes, convention, seed); arch is the spec's
@@ -80,6 +91,17 @@ struct FeatureMode {
   double seconds = 0, mib = 0;
 };
 
+// A head fitted by a linear probe (HeadInit::linear_probe) at a phase's start.
+struct HeadInitInfo {
+  int phase = 1;
+  std::string layer;        // the head's name
+  int64_t rows = 0, features = 0;
+  double lambda = 0;        // the ridge strength chosen on held-out training rows
+  double holdout_acc = -1;  // accuracy on those rows at that strength
+  double train_acc = 0;     // of the final fit, on every training row
+  double seconds = 0;       // features and fit
+};
+
 // Why a run stopped early.
 struct StopInfo {
   enum class Kind { steps_mid_epoch, steps_epoch_end, epochs } kind;
@@ -91,6 +113,10 @@ struct StopInfo {
 struct TrainerHooks {
   std::function<void(int phase, const Phase&, Sequential& model)> on_phase_start;
   std::function<void(const FeatureMode&)> on_feature_mode;
+  // eval_at_phase_start: the evaluation before the phase's first step ("before"), and after
+  // its head was fitted ("after the linear probe") when it has HeadInit::linear_probe.
+  std::function<void(int phase, const std::string& when, const EvalResult&)> on_phase_eval;
+  std::function<void(const HeadInitInfo&)> on_head_init;
   std::function<void(int64_t batches, int64_t epoch)> on_resume_skip;  // epoch 1-based
   std::function<void(const StepInfo&)> on_step;
   std::function<void(const StepInfo&, const EvalResult&)> on_eval;  // every eval_every steps
@@ -122,6 +148,8 @@ class Trainer {
   bool run_epoch(int64_t e, State& s);
   bool train_steps(int64_t e, State& s);
   void begin_phase(int64_t e, State& s);
+  void start_phase(int number, State& s);
+  HeadInitInfo fit_head(int number, State& s);
   EvalResult evaluate_now(State& s);
   io::CheckpointMeta meta_at(int64_t epochs_done, int64_t batches_done, const EvalResult* val, const State& s) const;
 

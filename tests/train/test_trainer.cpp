@@ -91,7 +91,8 @@ std::shared_ptr<Sequential> tiny_net(Generator& gen) {
 
 TrainerOptions tiny_options(const std::string& dir, bool augment) {
   TrainerOptions t;
-  t.phases = {Phase{"head", {"net/fc2/"}, 0.05, nullptr, 2, 0.9, 1e-4}, Phase{"all", {}, 0.01, nullptr, 1, 0.9, 1e-4}};
+  t.phases = {Phase{"head", {"net/fc2/"}, 0.05, nullptr, 2, 0.9, 1e-4, HeadInit::as_is},
+              Phase{"all", {}, 0.01, nullptr, 1, 0.9, 1e-4, HeadInit::as_is}};
   t.loader.batch_size = 3;
   t.loader.num_workers = 1;
   t.loader.seed = 11;
