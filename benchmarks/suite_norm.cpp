@@ -137,9 +137,10 @@ SuiteResult run_norm(const Options& opt, const MachineLimits& m) {
   print_table_header();
   kiln::Generator gen(1616);
   const int64_t n = 8;
-  norm_rows("bn_conv2_56x56x256", n, 56, 256, opt, m, res, gen);
-  norm_rows("bn_conv4_14x14x1024", n, 14, 1024, opt, m, res, gen);
-  norm_rows("bn_conv5_7x7x2048", n, 7, 2048, opt, m, res, gen);
+  // Bottleneck outputs: 4 x the stage's width (64, 256, 512), as ResNet-50 expands them.
+  norm_rows("bn_conv2_56x56x256", n, 56, 4 * 64, opt, m, res, gen);
+  norm_rows("bn_conv4_14x14x1024", n, 14, 4 * 256, opt, m, res, gen);
+  norm_rows("bn_conv5_7x7x2048", n, 7, 4 * 512, opt, m, res, gen);
   return res;
 }
 

@@ -67,8 +67,9 @@ def norm():
     backward (dx, dgamma, dbeta), inference forward."""
     rows = []
     cl = torch.channels_last
-    for name, h, c in [("bn_conv2_56x56x256", 56, 256), ("bn_conv4_14x14x1024", 14, 1024),
-                       ("bn_conv5_7x7x2048", 7, 2048)]:
+    # Bottleneck outputs: 4 x the stage's width, as kiln's suite_norm.cpp.
+    for name, h, c in [("bn_conv2_56x56x256", 56, 4 * 64), ("bn_conv4_14x14x1024", 14, 4 * 256),
+                       ("bn_conv5_7x7x2048", 7, 4 * 512)]:
         x = torch.empty(8, c, h, h).uniform_(-3.2, 7.2).contiguous(memory_format=cl)
         dy = torch.empty_like(x).uniform_(-1, 1)
         g, b = torch.empty(c).uniform_(0.5, 1.5), torch.empty(c).uniform_(-1, 1)
