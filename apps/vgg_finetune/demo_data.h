@@ -1,7 +1,8 @@
 // The vgg_finetune app's built-in demo dataset: an image-folder dataset drawn procedurally,
 // so the demo runs where nothing can be downloaded. The classes are SYNTHETIC: each name
-// ("bear", "cat", ...) is only a label for a visual recipe (shape, pattern, colour palette,
-// texture); the images show no animals. See demo_data.cpp for the recipes.
+// ("bear", "cat", ...) is only a label for a visual recipe (shape, pattern, texture); colours
+// come from a pool every class shares, and the images show no animals. See demo_data.cpp for
+// the recipes. Also the demo's trivial baseline: what colour alone predicts.
 #pragma once
 
 #include <cstdint>
@@ -24,5 +25,16 @@ struct DemoDataset {
 // arguments, or when a file cannot be written.
 DemoDataset make_demo_dataset(const std::string& root, int classes = 8, int train_per_class = 100,
                               int val_per_class = 25, uint64_t seed = 1);
+
+// A classifier that sees only colour, on the same split as the network.
+struct ColourBaseline {
+  double train_acc = 0, val_acc = 0;
+  int64_t bins = 0, train_images = 0, val_images = 0;
+};
+
+// Ridge regression (train/linear_probe.h) on each image's joint RGB histogram (4 levels per
+// channel: 64 bins, as fractions of the image), fitted on the folder-per-class train_dir and
+// scored on val_dir (same classes). Unreadable images are left out.
+ColourBaseline colour_histogram_baseline(const std::string& train_dir, const std::string& val_dir);
 
 }  // namespace kiln::app

@@ -35,6 +35,8 @@ struct TrainConfig {
   std::string convention = "auto";  // or an io convention name, overriding the weights'
   bool no_augment = false;          // central crops, no flips; phase 1 then reuses pool5 features
   bool feature_cache = true;        // false: with no_augment, still run the full forward (for checks)
+  bool probe_head = false;          // --head-init probe: fc8 starts as a ridge fit on the frozen layers' features
+  bool eval_at_phase_start = false; // also evaluate when a phase starts (the demo's before/after lines)
   int64_t stop_after_epochs = 0;    // > 0: stop once this many epochs are done (resume later)
   int64_t stop_after_steps = 0;     // > 0: stop after this many steps, checkpointing there (resume later)
   int64_t eval_every = 0;           // > 0: also evaluate every this many (global) steps
