@@ -5,16 +5,41 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <mutex>
+#include <string>
+#include <vector>
 
 #include "core/error.h"
 
 namespace kiln::test {
+
+namespace {
+// Every folder make_temp_dir made, removed when the test process ends (a test that fails
+// or forgets leaves nothing behind); KILN_KEEP_TEST_FILES=1 keeps them for a post-mortem.
+struct TempRegistry {
+  std::mutex mu;
+  std::vector<std::filesystem::path> dirs;
+  ~TempRegistry() {
+    const char* keep = std::getenv("KILN_KEEP_TEST_FILES");
+    if (keep && std::string(keep) == "1") return;
+    std::error_code ec;
+    for (const auto& d : dirs) std::filesystem::remove_all(d, ec);
+  }
+};
+TempRegistry& temp_registry() {
+  static TempRegistry r;
+  return r;
+}
+}  // namespace
 
 std::string make_temp_dir(const std::string& tag) {
   namespace fs = std::filesystem;
   const auto stamp = std::chrono::steady_clock::now().time_since_epoch().count();
   fs::path p = fs::temp_directory_path() / ("kiln_" + tag + "_" + std::to_string(stamp));
   fs::create_directories(p);
+  TempRegistry& r = temp_registry();
+  std::lock_guard<std::mutex> lock(r.mu);
+  r.dirs.push_back(p);
   return p.string();
 }
 

@@ -5,7 +5,8 @@
 
 namespace kiln::test {
 
-// A fresh empty directory under the system temp dir, named after `tag`.
+// A fresh empty directory under the system temp dir, named after `tag`; removed with
+// everything in it when the test process exits (KILN_KEEP_TEST_FILES=1 keeps it).
 std::string make_temp_dir(const std::string& tag);
 
 // The path of `rel` inside kiln's source tree (KILN_SOURCE_DIR in the environment wins
