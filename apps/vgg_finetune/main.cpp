@@ -44,7 +44,8 @@ const char* kTopHelp =
     "  export    write the trained weights as an HDF5 file (kiln or Keras layout)\n"
     "  audit     check a dataset as train reads it: usable images, skipped files and why, duplicates\n"
     "\n"
-    "start here:  vgg_finetune demo\n";
+    "start here:  vgg_finetune demo\n"
+    "errors name what was wrong; KILN_VERBOSE=1 adds the source location (for bug reports)\n";
 
 std::vector<FlagSpec> train_specs() {
   return {
@@ -52,7 +53,13 @@ std::vector<FlagSpec> train_specs() {
       {"train-dir", "DIR", "", "training images, a folder per class (instead of --data-dir)"},
       {"val-dir", "DIR", "", "validation images, same classes (instead of --data-dir)"},
       {"model-dir", "DIR", "", "where checkpoints, classes.txt, config.txt, metrics.csv and events/ go (required)"},
-      {"weights", "FILE", "", "pretrained VGG16 weights (kiln or Keras HDF5, or a Keras 3 .keras archive); conv1..fc7 are loaded, fc8 is not"},
+      {"weights", "FILE", "", "pretrained VGG16 weights (kiln or Keras HDF5, or a Keras 3 .keras archive): every layer "
+                               "below fc8 the file has is loaded; layers it lacks (a no-top file has no fc6, fc7) are "
+                               "initialised and trained from phase 1"},
+      {"head", "fc|avg", "fc", "classifier on pool5: fc (fc6, fc7, fc8, as published) or avg (global average pooling, "
+                               "then fc8: Keras's pooling='avg')"},
+      {"train-from", "LAYER", "auto", "first layer phase 1 trains, e.g. fc6 or conv5_1 (auto: the first layer --weights "
+                                      "lacks, else fc8)"},
       {"batch", "N", "32", "batch size"},
       {"phase1-epochs", "N", "10", "epochs training fc8 alone"},
       {"phase1-lr", "X", "1e-3", "learning rate of phase 1"},
@@ -63,7 +70,8 @@ std::vector<FlagSpec> train_specs() {
       {"keep-prob", "X", "0.5", "dropout keep probability after fc6 and fc7"},
       {"seed", "N", "1", "seed of initialisation, dropout and data order"},
       {"device", "auto|cpu|cuda", "auto", "where to train; auto takes the GPU when there is one"},
-      {"image-size", "N", "224", "input crop size, a multiple of 32 (smaller is faster; fc6 shrinks with it)"},
+      {"image-size", "N", "224", "input crop size, a multiple of 32 (smaller is faster). With --weights, pool5 is "
+                                 "average-pooled to 7x7 so the file's fc6 fits; without, fc6 shrinks with the size"},
       {"convention", "NAME", "auto", "input preprocessing: auto (from the weights), caffe_bgr, tf_rgb, torchvision_rgb"},
       {"workers", "N", "2", "image decoding threads"},
       {"keep", "N", "2", "checkpoints kept (the best by val accuracy is kept too)"},
@@ -123,6 +131,8 @@ TrainConfig train_config(const Flags& f) {
   c.image_size = f.integer("image-size", 32, 1024);
   KILN_CHECK(c.image_size % 32 == 0, "--image-size must be a multiple of 32, got ", c.image_size);
   c.convention = f.choice("convention", {"auto", "caffe_bgr", "tf_rgb", "torchvision_rgb"});
+  c.head = f.choice("head", {"fc", "avg"});
+  c.train_from = f.str("train-from");
   c.workers = static_cast<int>(f.integer("workers", 1, 64));
   c.keep = static_cast<int>(f.integer("keep", 1, 1000));
   c.stop_after_epochs = f.integer("stop-after-epochs", 0, 100000);
@@ -675,10 +685,15 @@ int main(int argc, char** argv) {
     if (cmd == "_check-dir") return cmd_check_dir(argc, argv);
     KILN_FAIL("unknown command '", cmd, "' (commands: demo, train, eval, predict, export, audit; see vgg_finetune --help)");
   } catch (const std::exception& e) {
-    // One line for people: a multi-line message (e.g. an import's list of problems) is joined.
+    // One line for people: a multi-line message (e.g. an import's list of problems) is joined,
+    // and the engine's source location is shown only with KILN_VERBOSE=1 (for bug reports).
+    const auto* ke = dynamic_cast<const kiln::Error*>(&e);
+    const char* verbose = std::getenv("KILN_VERBOSE");
+    const bool where = verbose && std::string(verbose) == "1";
+    const std::string text = ke && !where ? ke->message() : std::string(e.what());
     std::string msg;
     bool space = false;
-    for (const char ch : std::string(e.what())) {
+    for (const char ch : text) {
       if (ch == '\n') {
         msg += ";";
         space = true;

@@ -84,6 +84,8 @@ std::vector<RecipeFlag> recipe_flags(const TrainConfig& c) {
           {"keep-prob", exact(c.keep_prob), false},
           {"seed", std::to_string(c.seed), false},
           {"image-size", std::to_string(c.image_size), false},
+          {"head", c.head, false},
+          {"train-from", c.train_from, false},
           {"no-augment", c.no_augment ? "1" : "", true},
           {"head-init", c.probe_head ? "probe" : "random", false}};
 }
@@ -200,11 +202,81 @@ RunStart check_model_dir(const TrainConfig& cfg, const ModelSpec& spec, const st
   return s;
 }
 
+// "vgg16/fc6/" -> "fc6".
+std::string layer_of(const ModelSpec& spec, const std::string& scope) {
+  return scope.substr(spec.name.size() + 1, scope.size() - spec.name.size() - 2);
+}
+
+// What the model is built with, and the layers phase 1 trains (from train_from to the head).
+struct ModelChoice {
+  ModelOptions options;
+  std::vector<std::string> scopes;  // weight layers of the model, in order
+  std::string train_from;           // a layer name; "" before it is known
+};
+
+// --weights into a model that may lack published layers (the avg head) or that the file
+// may cover in part (a no-top file): the head and layers the model lacks are skipped,
+// missing ones keep their initialisation and train from phase 1. Sets m.train_from.
+io::ImportReport import_partial(const TrainConfig& cfg, const ModelSpec& spec, Sequential& model, ModelChoice& m) {
+  io::ImportOptions opt;
+  opt.skip = {spec.head_scope};
+  for (const std::string& s : spec.backbone_scopes)
+    if (std::find(m.scopes.begin(), m.scopes.end(), s) == m.scopes.end()) opt.skip.push_back(s);
+  opt.allow_missing = true;
+  const io::ImportReport report = io::import_weights(model, cfg.weights, opt);
+  KILN_CHECK(!report.loaded.empty(), "--weights '", cfg.weights, "' holds none of ", spec.name,
+             "'s layers below the head, so there is nothing to fine-tune from; check the file, or train from scratch "
+             "without --weights");
+  std::string first_new;  // the first layer below the head the file lacks
+  for (const std::string& scope : m.scopes) {
+    if (scope == spec.head_scope) break;
+    const bool lacks = std::any_of(report.missing.begin(), report.missing.end(),
+                                   [&](const std::string& n) { return n.rfind(scope, 0) == 0; });
+    if (lacks && first_new.empty()) first_new = layer_of(spec, scope);
+  }
+  const std::string head = layer_of(spec, spec.head_scope);
+  m.train_from = cfg.train_from == "auto" ? (first_new.empty() ? head : first_new) : cfg.train_from;
+  const auto pos = [&](const std::string& layer) {
+    for (size_t i = 0; i < m.scopes.size(); ++i)
+      if (layer_of(spec, m.scopes[i]) == layer) return i;
+    return m.scopes.size();
+  };
+  if (!first_new.empty())
+    KILN_CHECK(pos(first_new) >= pos(m.train_from), "--train-from ", m.train_from, " would leave ", first_new,
+               " frozen at its random initialisation: --weights '", cfg.weights, "' lacks it; use --train-from ",
+               first_new, " (or auto)");
+  return report;
+}
+
+// True when every layer --weights has below the head fits `model` as built (a probe import
+// that skips what is shaped otherwise).
+bool fits_as_built(const TrainConfig& cfg, const ModelSpec& spec, Sequential& model) {
+  io::ImportOptions opt;
+  opt.skip = {spec.head_scope};
+  opt.allow_missing = true;
+  opt.skip_mismatched = true;
+  const io::ImportReport r = io::import_weights(model, cfg.weights, opt);
+  // The head is replaced anyway: its shape (the file's class count) says nothing.
+  return std::all_of(r.mismatched.begin(), r.mismatched.end(),
+                     [&](const std::string& n) { return n.rfind(spec.head_scope, 0) == 0; });
+}
+
+// "conv1_1..conv5_3 (13 layers)" of the layers in `scopes` for which `pick` holds.
+std::string layer_span(const ModelSpec& spec, const std::vector<std::string>& scopes,
+                       const std::function<bool(const std::string&)>& pick) {
+  std::vector<std::string> names;
+  for (const std::string& s : scopes)
+    if (pick(s)) names.push_back(layer_of(spec, s));
+  if (names.empty()) return "none";
+  if (names.size() <= 3) return join_comma(names);
+  return names.front() + ".." + names.back() + " (" + std::to_string(names.size()) + " layers)";
+}
+
 // Loads the starting weights (the checkpoint's, --weights' or none) and says where the input
 // convention comes from. Returns the convention.
 io::InputConvention load_start_weights(const TrainConfig& cfg, const ModelSpec& spec, const RunStart& s,
                                        Sequential& model, Generator& init_gen, Generator& dropout_gen,
-                                       int64_t num_classes) {
+                                       int64_t num_classes, ModelChoice& m) {
   const std::optional<io::CheckpointInfo>& resume = s.choice.checkpoint;
   io::InputConvention convention = io::InputConvention::torchvision_rgb;
   std::string source = "the default, no weights file says otherwise";
@@ -230,11 +302,21 @@ io::InputConvention load_start_weights(const TrainConfig& cfg, const ModelSpec& 
                 resume->state_path.c_str(), s.choice.damaged.empty() ? "" : " (the newest intact checkpoint)",
                 static_cast<long long>(m.epochs_done), mid.c_str(), static_cast<long long>(m.global_step), acc.c_str());
   } else if (!cfg.weights.empty()) {
-    io::ImportOptions io_opt;
-    io_opt.skip = {spec.head_scope};
-    const io::ImportReport report = io::import_weights(model, cfg.weights, io_opt);
-    std::printf("weights: conv1..fc7 from %s; fc8 freshly initialised for %lld classes\n%s\n", cfg.weights.c_str(),
+    const io::ImportReport report = import_partial(cfg, spec, model, m);
+    const auto loaded = [&](const std::string& scope) {
+      return std::any_of(report.loaded.begin(), report.loaded.end(),
+                         [&](const std::string& n) { return n.rfind(scope, 0) == 0; });
+    };
+    const std::string head = layer_of(spec, spec.head_scope);
+    std::printf("weights: %s loaded from %s; new (initialised here): %s; %s sized for %lld classes\n%s\n",
+                layer_span(spec, m.scopes, loaded).c_str(), cfg.weights.c_str(),
+                layer_span(spec, m.scopes, [&](const std::string& sc) { return !loaded(sc); }).c_str(), head.c_str(),
                 static_cast<long long>(num_classes), report.to_string().c_str());
+    if (m.options.adaptive_pool)
+      std::printf("fc6: the file's fc6 expects pool5 at 7x7 (224 px); at %lld px pool5 is %lldx%lld, so it is "
+                  "average-pooled adaptively to 7x7 first (as torchvision's VGG) and the pretrained fc6 is used\n",
+                  static_cast<long long>(cfg.image_size), static_cast<long long>(cfg.image_size / 32),
+                  static_cast<long long>(cfg.image_size / 32));
     if (report.convention != io::InputConvention::unknown) {
       convention = report.convention;
       source = "recorded by the weights file";
@@ -242,7 +324,8 @@ io::InputConvention load_start_weights(const TrainConfig& cfg, const ModelSpec& 
       source = "the default: the weights file records none";
     }
   } else {
-    std::printf("weights: none given (--weights): the backbone conv1..fc7 is RANDOMLY INITIALISED, not pretrained\n");
+    std::printf("weights: none given (--weights): the backbone is RANDOMLY INITIALISED (torchvision's VGG "
+                "initialisation), not pretrained\n");
   }
   if (cfg.convention != "auto" && !resume) {
     convention = io::parse_convention(cfg.convention);
@@ -277,25 +360,34 @@ void write_run_files(const TrainConfig& cfg, const RunStart& s, const std::vecto
   }  // else: the same recipe, config.txt is kept as the run wrote it
 }
 
-// The seed recipe as phases: the head alone over a frozen backbone, then every layer.
-std::vector<Phase> recipe_phases(const TrainConfig& cfg, const ModelSpec& spec) {
-  Phase head{"fc8 only", {spec.head_scope}, cfg.phase1_lr, nullptr, cfg.phase1_epochs, cfg.momentum, cfg.weight_decay};
+// The seed recipe as phases: the layers from train_from to the head over a frozen rest (the
+// head alone when the weights file covers everything below it), then every layer.
+std::vector<Phase> recipe_phases(const TrainConfig& cfg, const ModelSpec& spec, const ModelChoice& m) {
+  std::vector<std::string> trains;
+  for (const std::string& s : m.scopes)
+    if (!trains.empty() || layer_of(spec, s) == m.train_from) trains.push_back(s);
+  KILN_CHECK(!trains.empty(), "--train-from: ", spec.name, " has no layer '", m.train_from, "' with weights (layers: ",
+             layer_span(spec, m.scopes, [](const std::string&) { return true; }), ")");
+  const std::string name = trains.size() == 1 ? layer_of(spec, trains[0]) + " only"
+                                              : layer_of(spec, trains.front()) + ".." + layer_of(spec, trains.back());
+  Phase head{name, trains, cfg.phase1_lr, nullptr, cfg.phase1_epochs, cfg.momentum, cfg.weight_decay};
   Phase all{"all layers", {}, cfg.phase2_lr, nullptr, cfg.phase2_epochs, cfg.momentum, cfg.weight_decay};
   head.head_init = cfg.probe_head ? HeadInit::linear_probe : HeadInit::as_is;
   return {head, all};
 }
 
 // The lines for people that come before the first epoch.
-void print_plan(const TrainConfig& cfg, int64_t start_epoch) {
+void print_plan(const TrainConfig& cfg, int64_t start_epoch, const std::string& phase1) {
   const std::string every_steps =
       cfg.checkpoint_every > 0 ? " and every " + std::to_string(cfg.checkpoint_every) + " steps" : std::string();
   std::printf("model dir: %s (checkpoints every epoch%s, last %d kept plus the best; metrics.csv; TensorBoard events in events/)\n",
               cfg.model_dir.c_str(), every_steps.c_str(), cfg.keep);
   if (cfg.eval_every > 0)
     std::printf("evaluation: every epoch and every %lld steps\n", static_cast<long long>(cfg.eval_every));
-  std::printf("recipe: phase 1 (fc8 only) %lld epoch(s) at lr %g, phase 2 (all layers) %lld epoch(s) at lr %g; "
+  std::printf("recipe: phase 1 (%s) %lld epoch(s) at lr %g, phase 2 (all layers) %lld epoch(s) at lr %g; "
               "SGD momentum %g, weight decay %g on weights, dropout keep %g, batch %lld, seed %llu\n",
-              static_cast<long long>(cfg.phase1_epochs), cfg.phase1_lr, static_cast<long long>(cfg.phase2_epochs),
+              phase1.c_str(), static_cast<long long>(cfg.phase1_epochs), cfg.phase1_lr,
+              static_cast<long long>(cfg.phase2_epochs),
               cfg.phase2_lr, cfg.momentum, cfg.weight_decay, cfg.keep_prob, static_cast<long long>(cfg.batch),
               static_cast<unsigned long long>(cfg.seed));
   const int64_t total = cfg.phase1_epochs + cfg.phase2_epochs;
@@ -307,11 +399,11 @@ void clear_progress(bool tty) {
 }
 
 // The trainer's events as vgg_finetune's lines for people.
-TrainerHooks people_hooks(const TrainConfig& cfg, bool tty) {
+TrainerHooks people_hooks(const TrainConfig& cfg, bool tty, Sequential& net) {
   TrainerHooks h;
   h.on_phase_start = [&cfg](int phase, const Phase& ph, Sequential& model) {
-    std::printf("phase %d: %s, %lld epoch(s) at lr %g\n", phase,
-                phase == 1 ? "fc8 only (conv1..fc7 frozen: run as pure inference)" : "all layers",
+    std::printf("phase %d: %s%s, %lld epoch(s) at lr %g\n", phase, ph.name.c_str(),
+                ph.train_patterns.empty() ? "" : " (every other layer frozen: run as pure inference)",
                 static_cast<long long>(ph.epochs), ph.lr);
     if (ph.weight_decay <= 0) return;
     const std::vector<Tensor> decayed = decayed_weights(model);
@@ -321,14 +413,23 @@ TrainerHooks people_hooks(const TrainConfig& cfg, bool tty) {
                 "trained on but not part of the reported train loss (cross-entropy, as val loss)\n",
                 decayed.size(), l2_penalty(decayed, static_cast<float>(ph.weight_decay)).item());
   };
-  h.on_feature_mode = [&cfg](const FeatureMode& m) {
+  h.on_feature_mode = [&cfg, &net](const FeatureMode& m) {
+    // The cut's layers by name: the cached output ("flatten" reads as the map it flattens).
+    const auto& kids = net.children();
+    size_t last = m.cut > 0 ? m.cut - 1 : 0;
+    if (last > 0 && kids[last]->name() == "flatten") --last;
+    const std::string cached = m.cut > 0 ? kids[last]->name() : "input";
+    const std::string runs = m.cut < kids.size() ? kids[m.cut]->name() + ".." + kids.back()->name() : "none";
     if (m.cached)
-      std::printf("phase %d mode: pool5 features of %lld train and %lld val images computed once (%.1f s, %.0f MiB) and "
-                  "reused every epoch (--no-augment); per step only fc6, fc7 (with dropout) and fc8 run\n",
-                  m.phase, static_cast<long long>(m.train_rows), static_cast<long long>(m.val_rows), m.seconds, m.mib);
+      std::printf("phase %d mode: %s features of %lld train and %lld val images computed once (%.1f s, %.0f MiB) and "
+                  "reused every epoch (--no-augment); per step only %s run\n",
+                  m.phase, cached.c_str(), static_cast<long long>(m.train_rows), static_cast<long long>(m.val_rows),
+                  m.seconds, m.mib, runs.c_str());
     else
-      std::printf("phase %d mode: full forward each step (%s); conv1..fc7 run as inference, no graph kept\n", m.phase,
-                  cfg.no_augment ? "--no-feature-cache" : "augmentation on: random crops and flips change the features");
+      std::printf("phase %d mode: full forward each step (%s); the frozen layers up to %s run as inference, no graph "
+                  "kept\n",
+                  m.phase, cfg.no_augment ? "--no-feature-cache" : "augmentation on: random crops and flips change the features",
+                  cached.c_str());
   };
   h.on_phase_eval = [](int phase, const std::string& when, const EvalResult& r) {
     std::printf("  phase %d, %s: val loss %.3f acc %.1f%%\n", phase, when.c_str(), r.loss, 100.0 * r.acc);
@@ -417,16 +518,33 @@ TrainResult run_train(const TrainConfig& cfg) {
   std::printf("%s", audit.summary(0, audit.skipped.empty() ? "" : skipped_path).c_str());
 
   Generator init_gen(cfg.seed), dropout_gen(cfg.seed + 1);
-  std::shared_ptr<Sequential> model =
-      spec.build(ModelOptions{num_classes, cfg.image_size, static_cast<float>(cfg.keep_prob)}, init_gen, dropout_gen);
+  const std::optional<io::CheckpointInfo>& resume = start.choice.checkpoint;
+  ModelChoice m;
+  m.options = ModelOptions{num_classes, cfg.image_size, static_cast<float>(cfg.keep_prob), cfg.head,
+                           resume && resume->meta.adaptive_pool};
+  const PhiloxState init_start = init_gen.state();
+  std::shared_ptr<Sequential> model = spec.build(m.options, init_gen, dropout_gen);
+  // Published fc6 weights expect pool5 at 7x7: when the file's fc6 does not fit this image
+  // size, pool5 is pooled adaptively to 7x7 and the model rebuilt (from the same seed).
+  if (!resume && !cfg.weights.empty() && cfg.head == "fc" && cfg.image_size != spec.default_image_size &&
+      !fits_as_built(cfg, spec, *model)) {
+    m.options.adaptive_pool = true;
+    init_gen.set_state(init_start);
+    model = spec.build(m.options, init_gen, dropout_gen);
+  }
+  m.scopes = weight_layer_scopes(spec, m.options);
+  const std::string head_layer = layer_of(spec, spec.head_scope);
+  if (resume) m.train_from = resume->meta.train_from.empty() ? head_layer : resume->meta.train_from;
+  else if (cfg.weights.empty()) m.train_from = cfg.train_from == "auto" ? head_layer : cfg.train_from;
+  const bool adaptive = m.options.adaptive_pool;
   const io::InputConvention convention =
-      load_start_weights(cfg, spec, start, *model, init_gen, dropout_gen, num_classes);
+      load_start_weights(cfg, spec, start, *model, init_gen, dropout_gen, num_classes, m);
   write_run_files(cfg, start, classes);
   io::write_file_atomic(skipped_path, audit.skipped_text());  // empty when none: no stale list from an earlier run
   model->to(device);
 
   TrainerOptions t;
-  t.phases = recipe_phases(cfg, spec);
+  t.phases = recipe_phases(cfg, spec, m);
   t.loader.batch_size = cfg.batch;
   t.loader.num_workers = cfg.workers;
   t.loader.seed = cfg.seed + 2;
@@ -444,6 +562,9 @@ TrainResult run_train(const TrainConfig& cfg) {
   t.model_dir = cfg.model_dir;
   t.keep = cfg.keep;
   t.run.image_size = cfg.image_size;
+  t.run.head = cfg.head;
+  t.run.adaptive_pool = adaptive;
+  t.run.train_from = m.train_from;
   t.run.classes = classes;
   t.run.convention = convention;
   t.run.seed = cfg.seed;
@@ -451,10 +572,9 @@ TrainResult run_train(const TrainConfig& cfg) {
   t.dropout_gen = &dropout_gen;
   MetricsLog metrics(cfg.model_dir);
   t.metrics = &metrics;
-  const std::optional<io::CheckpointInfo>& resume = start.choice.checkpoint;
-  print_plan(cfg, resume ? resume->meta.epochs_done : 0);
+  print_plan(cfg, resume ? resume->meta.epochs_done : 0, t.phases[0].name);
 
-  Trainer trainer(*model, spec, train_ds, val_ds, std::move(t), people_hooks(cfg, ::isatty(fileno(stdout)) != 0));
+  Trainer trainer(*model, spec, train_ds, val_ds, std::move(t), people_hooks(cfg, ::isatty(fileno(stdout)) != 0, *model));
   const TrainResult r = trainer.run(resume);
   if (!r.finished) return r;
   if (!r.val.confusion.empty()) {
@@ -476,7 +596,8 @@ TrainedModel load_trained(const std::string& model_dir, Device device, bool best
   KILN_CHECK(ck->meta.arch == kModelName, "checkpoint '", ck->state_path, "' holds a ", ck->meta.arch, ", expected ",
              kModelName);
   const ModelSpec& spec = find_model_spec(kModelName);
-  t.model = spec.build(ModelOptions{static_cast<int64_t>(ck->meta.classes.size()), ck->meta.image_size, 0.5f},
+  t.model = spec.build(ModelOptions{static_cast<int64_t>(ck->meta.classes.size()), ck->meta.image_size, 0.5f,
+                                    ck->meta.head, ck->meta.adaptive_pool},
                        *t.init, *t.dropout);
   io::load_checkpoint_weights(*t.model, *ck);
   t.model->to(device);

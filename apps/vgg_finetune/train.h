@@ -30,6 +30,8 @@ struct TrainConfig {
   uint64_t seed = 1;
   std::string device = "auto";
   int64_t image_size = 224;
+  std::string head = "fc";           // a head of the model spec (fc: fc6, fc7, fc8; avg: global pool, fc8)
+  std::string train_from = "auto";   // first layer phase 1 trains; auto: the first the weights lack, else the head
   int workers = 2;
   int keep = 2;
   std::string convention = "auto";  // or an io convention name, overriding the weights'
