@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What users bring as --weights (issue 15): a Keras no-top file (conv layers only, written
 # with h5py in Keras's save_weights layout: the full file's fc1/fc2/predictions removed, as
-# keras.applications.VGG16(include_top=False) ships), --head avg, --train-from, and the
+# keras.applications.VGG16(include_top=False) ships), --head avg, --train-from, a file
+# shaped as published (fc6 on pool5 at 7x7) at 32 px (pool5 pooled adaptively), and the
 # errors where no recipe makes sense. Tiny data, 32 px, 1 epoch of phase 1.
 # Usage: test_vgg_finetune_weights.sh PATH/TO/vgg_finetune
 set -u
@@ -77,6 +78,29 @@ if "$B" train --data-dir "$W/data" --model-dir "$W/d" --weights "$W/full.h5" "${
   ok "--head avg trains global pooling + fc8 over the file's conv layers, and predicts"
 else
   bad "--head avg"; cat "$W/d.log" "$W/d2.log"
+fi
+
+# 3b. A file shaped as published (fc6 takes pool5 at 7x7: 25088 inputs) at --image-size 32:
+#     pool5 (1x1 here) is pooled adaptively to 7x7, and fc6 and fc7 load.
+/usr/bin/python3 - "$W/full.h5" "$W/published.h5" <<'PY' || bad "writing the published-shaped file with h5py"
+import shutil, sys
+import h5py
+import numpy as np
+shutil.copy(sys.argv[1], sys.argv[2])
+with h5py.File(sys.argv[2], "r+") as f:
+    g = f["fc1"]
+    name = [n.decode() if isinstance(n, bytes) else n for n in g.attrs["weight_names"]][0]
+    assert g[name].shape == (512, 4096), g[name].shape  # Keras kernel (in, out) at 32 px
+    del g[name]
+    g.create_dataset(name, data=np.random.default_rng(0).normal(0, 0.01, (25088, 4096)).astype(np.float32))
+PY
+if "$B" train --data-dir "$W/data" --model-dir "$W/p" --weights "$W/published.h5" "${COMMON[@]}" > "$W/p.log" 2>&1 &&
+   grep -q "weights: conv1_1..fc7 (15 layers) loaded from .*published.h5; new (initialised here): fc8;" "$W/p.log" &&
+   grep -q "fc6: the file's fc6 expects pool5 at 7x7 (224 px); at 32 px pool5 is 1x1, so it is average-pooled adaptively" "$W/p.log" &&
+   "$B" predict --model-dir "$W/p" "$W/data/val" > "$W/p2.log" 2>&1; then
+  ok "a published-shaped fc6 at --image-size 32: pool5 pooled adaptively to 7x7, fc6 and fc7 load, predict works"
+else
+  bad "published fc6 at 32 px"; cat "$W/p.log" "$W/p2.log"
 fi
 
 # 4. A file with none of the model's layers is an error a user can act on.
