@@ -274,7 +274,7 @@ ImageInfo check_png(const uint8_t* b, size_t size, const std::string& name, int6
       KILN_CHECK((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z'), name, ": corrupt PNG (chunk at byte ", pos,
                  " has a type that is not four letters)");
     KILN_CHECK(len <= 0x7FFFFFFFu && len <= size - pos - 12, name, ": truncated PNG (chunk '", type, "' at byte ", pos,
-               " declares ", len, " bytes, file has ", size);
+               " declares ", len, " bytes, file has ", size, ")");
 #ifndef FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION  // fuzz builds only: let mutated chunks reach the decoder
     KILN_CHECK(be32(b + pos + 8 + len) == crc32(b + pos + 4, len + 4), name, ": corrupt PNG (CRC mismatch in chunk '",
                type, "' at byte ", pos, ")");
