@@ -1,0 +1,50 @@
+// ResNet-50 (He et al.) in two variants, named as torchvision names its modules, so a
+// torchvision state_dict key maps to kiln's by replacing '.' with '/' (num_batches_tracked
+// aside): "resnet50/conv1/weight", "resnet50/bn1/running_mean",
+// "resnet50/layer1/0/conv2/weight", "resnet50/layer2/0/downsample/0/weight",
+// "resnet50/layer2/0/downsample/1/bias", "resnet50/fc/weight". Input [N, H, W, 3] NHWC.
+// No LayerPlan: a plan is a chain of layers and a residual block is not one; the stage
+// table in resnet.cpp is the one home of the layer list.
+#pragma once
+
+#include <memory>
+
+#include "layers/layers.h"
+
+namespace kiln {
+
+// Where a downsampling block strides, and the conventions that come with it.
+enum class ResNetVariant {
+  v1,    // Keras's ResNet50: stride in the first 1x1 conv, convs with bias, BN eps 1.001e-5
+  v1_5,  // torchvision's resnet50: stride in the 3x3 conv, convs without bias, BN eps 1e-5
+};
+
+struct ResNetOptions {
+  ResNetVariant variant = ResNetVariant::v1_5;
+  int64_t num_classes = 1000;  // fc's size
+  int64_t image_size = 224;    // input side: a multiple of 32 (the feature map is side/32)
+};
+
+// The bottleneck residual block: 1x1 (width) -> 3x3 (width) -> 1x1 (4 x width) convs, each
+// followed by batch norm, ReLU after the first two; the input is added back -- through a
+// 1x1 conv + batch norm ("downsample/0", "downsample/1") when stride or channels change --
+// and a ReLU follows the sum.
+class Bottleneck final : public Module {
+ public:
+  Bottleneck(std::string name, int64_t in, int64_t width, int64_t stride, ResNetVariant variant, Generator& init);
+  Tensor forward(const Tensor& x) override;
+
+ private:
+  std::shared_ptr<Conv2d> conv1_, conv2_, conv3_;
+  std::shared_ptr<BatchNorm2d> bn1_, bn2_, bn3_;
+  std::shared_ptr<Sequential> downsample_;  // nullptr: identity shortcut
+};
+
+// Builds ResNet-50: stem (7x7/2 conv, BN, ReLU, 3x3/2 max-pool), stages of [3, 4, 6, 3]
+// bottlenecks of widths 64/128/256/512, global average pooling, fc. Initialised as
+// torchvision does: convs Kaiming-normal fan-out, BN weight 1 and bias 0, conv biases (v1)
+// zero; fc weight N(0, 0.01) with bias zero (torchvision keeps nn.Linear's uniform default;
+// a head is retrained anyway).
+std::shared_ptr<Sequential> make_resnet50(const ResNetOptions& opt, Generator& init);
+
+}  // namespace kiln
