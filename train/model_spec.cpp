@@ -1,8 +1,11 @@
-// The model spec registry: VGG11/13/16/19 described from layers/models/vgg's one table.
+// The model spec registry: VGG11/13/16/19 described from layers/models/vgg's one table,
+// ResNet-50 v1.5 and v1 from layers/models/resnet's.
 #include "train/model_spec.h"
 
+#include <algorithm>
 #include <sstream>
 
+#include "layers/models/resnet.h"
 #include "layers/models/vgg.h"
 
 namespace kiln {
@@ -44,6 +47,39 @@ ModelSpec vgg_spec(int depth) {
   return s;
 }
 
+// ResNet-50 has no LayerPlan (a residual block is no chain of layers): its plan is empty,
+// so plan-driven tools (kiln_bench --print-plan, weight_layer_scopes) list no layers.
+// Module paths map to torchvision's by '/' -> '.'; no Keras names yet (identity maps).
+ModelSpec resnet50_spec(ResNetVariant variant) {
+  const bool v1 = variant == ResNetVariant::v1;
+  ModelSpec s;
+  s.name = v1 ? "resnet50_v1" : "resnet50";
+  s.description = v1 ? "ResNet-50 v1 (Keras's: stride in the first 1x1 conv, conv biases), NHWC input, fc head"
+                     : "ResNet-50 v1.5 (torchvision's: stride in the 3x3 conv), NHWC input, fc head";
+  s.default_image_size = 224;
+  s.default_num_classes = 1000;
+  s.input_convention = v1 ? io::InputConvention::caffe_bgr : io::InputConvention::torchvision_rgb;
+  const int64_t default_size = s.default_image_size;
+  s.heads = {{"fc", "global average pooling, then fc (2048 -> classes): the published classifier"}};
+  const auto options = [variant, default_size](const ModelOptions& o) {
+    KILN_CHECK(o.head.empty() || o.head == "fc", "ResNet-50 has no head '", o.head, "' (heads: fc)");
+    return ResNetOptions{variant, o.num_classes, o.image_size > 0 ? o.image_size : default_size};
+  };
+  s.build = [options](const ModelOptions& o, Generator& init, Generator&) { return make_resnet50(options(o), init); };
+  s.plan = [](const ModelOptions&) { return std::vector<LayerPlan>{}; };
+  s.keras_to_kiln = [](const std::string& n) { return n; };
+  s.kiln_to_keras = [](const std::string& n) { return n; };
+  s.backbone_scopes = {s.name + "/conv1/", s.name + "/bn1/"};
+  for (int i = 1; i <= 4; ++i) s.backbone_scopes.push_back(s.name + "/layer" + std::to_string(i) + "/");
+  s.head_scope = s.name + "/fc/";
+  for (const std::string& layer : resnet50_weight_layers()) {
+    std::string path = layer;
+    std::replace(path.begin(), path.end(), '/', '.');
+    s.torchvision_layers.emplace_back(layer, path);
+  }
+  return s;
+}
+
 std::string json_string(const std::string& v) {
   std::string out = "\"";
   for (const char c : v) {
@@ -62,7 +98,12 @@ std::string json_strings(const std::vector<std::string>& v) {
 }  // namespace
 
 const std::vector<ModelSpec>& model_specs() {
-  static const std::vector<ModelSpec> specs = {vgg_spec(11), vgg_spec(13), vgg_spec(16), vgg_spec(19)};
+  static const std::vector<ModelSpec> specs = {vgg_spec(11),
+                                                 vgg_spec(13),
+                                                 vgg_spec(16),
+                                                 vgg_spec(19),
+                                                 resnet50_spec(ResNetVariant::v1_5),
+                                                 resnet50_spec(ResNetVariant::v1)};
   return specs;
 }
 
@@ -86,7 +127,7 @@ std::string torchvision_to_kiln(const ModelSpec& spec, const std::string& key) {
   const size_t dot = key.rfind('.');
   if (dot == std::string::npos) return "";
   const std::string module = key.substr(0, dot), what = key.substr(dot + 1);
-  if (what != "weight" && what != "bias") return "";
+  if (what != "weight" && what != "bias" && what != "running_mean" && what != "running_var") return "";
   for (const auto& [layer, path] : spec.torchvision_layers)
     if (path == module) return spec.name + "/" + layer + "/" + what;
   return "";

@@ -65,13 +65,14 @@ struct ModelSpec {
 // Scopes ("vgg16/conv1_1/") of the weight layers a model built with `opt` has, in order.
 std::vector<std::string> weight_layer_scopes(const ModelSpec& spec, const ModelOptions& opt);
 
-// Every registered model (vgg11, vgg13, vgg16, vgg19), in that order.
+// Every registered model (vgg11, vgg13, vgg16, vgg19, resnet50, resnet50_v1), in that order.
 const std::vector<ModelSpec>& model_specs();
 // The spec named `name`; an unknown name is an error listing the known ones.
 const ModelSpec& find_model_spec(const std::string& name);
 
 // A torchvision state_dict key ("features.0.weight") -> kiln's parameter name
-// ("vgg16/conv1_1/weight"); empty when the key names no weight layer of the model.
+// ("vgg16/conv1_1/weight"; batch norm's running_mean/var too); empty when the key names
+// no weight layer of the model.
 std::string torchvision_to_kiln(const ModelSpec& spec, const std::string& key);
 
 // The spec and its plan as JSON (what `kiln_bench --print-plan` prints and the PyTorch

@@ -60,7 +60,7 @@ std::shared_ptr<Sequential> make_resnet50(const ResNetOptions& opt, Generator& i
   KILN_CHECK(opt.num_classes >= 1, "ResNet-50: num_classes must be >= 1, got ", opt.num_classes);
   KILN_CHECK(opt.image_size >= 32 && opt.image_size % 32 == 0, "ResNet-50: image_size must be a multiple of 32, got ",
              opt.image_size);
-  auto net = std::make_shared<Sequential>("resnet50");
+  auto net = std::make_shared<Sequential>(opt.variant == ResNetVariant::v1 ? "resnet50_v1" : "resnet50");
   net->add(conv("conv1", 3, kStemChannels, 7, 2, opt.variant, init));
   net->add(bn("bn1", kStemChannels, opt.variant));
   net->add(std::make_shared<ReLU>("relu"));
@@ -78,6 +78,18 @@ std::shared_ptr<Sequential> make_resnet50(const ResNetOptions& opt, Generator& i
   net->add(std::make_shared<Flatten>("flatten"));
   net->add(std::make_shared<Linear>("fc", in, opt.num_classes, true, init, Init::normal_0_01));
   return net;
+}
+
+std::vector<std::string> resnet50_weight_layers() {
+  std::vector<std::string> layers = {"conv1", "bn1"};
+  for (int s = 0; s < 4; ++s)
+    for (int b = 0; b < kStages[s].blocks; ++b) {
+      const std::string block = "layer" + std::to_string(s + 1) + "/" + std::to_string(b) + "/";
+      for (const char* l : {"conv1", "bn1", "conv2", "bn2", "conv3", "bn3"}) layers.push_back(block + l);
+      if (b == 0) layers.insert(layers.end(), {block + "downsample/0", block + "downsample/1"});
+    }
+  layers.push_back("fc");
+  return layers;
 }
 
 }  // namespace kiln

@@ -2,12 +2,15 @@
 // torchvision state_dict key maps to kiln's by replacing '.' with '/' (num_batches_tracked
 // aside): "resnet50/conv1/weight", "resnet50/bn1/running_mean",
 // "resnet50/layer1/0/conv2/weight", "resnet50/layer2/0/downsample/0/weight",
-// "resnet50/layer2/0/downsample/1/bias", "resnet50/fc/weight". Input [N, H, W, 3] NHWC.
+// "resnet50/layer2/0/downsample/1/bias", "resnet50/fc/weight" (v1's root scope is
+// "resnet50_v1", its registry name). Input [N, H, W, 3] NHWC.
 // No LayerPlan: a plan is a chain of layers and a residual block is not one; the stage
 // table in resnet.cpp is the one home of the layer list.
 #pragma once
 
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "layers/layers.h"
 
@@ -46,5 +49,9 @@ class Bottleneck final : public Module {
 // zero; fc weight N(0, 0.01) with bias zero (torchvision keeps nn.Linear's uniform default;
 // a head is retrained anyway).
 std::shared_ptr<Sequential> make_resnet50(const ResNetOptions& opt, Generator& init);
+
+// The modules with parameters, in order, below the root scope ("conv1", "bn1",
+// "layer1/0/conv1", ..., "layer1/0/downsample/1", ..., "fc"): the same in both variants.
+std::vector<std::string> resnet50_weight_layers();
 
 }  // namespace kiln

@@ -42,7 +42,7 @@ TEST_CASE("ResNet-50 has torchvision's parameter names and counts", "[resnet]") 
   // v1 adds a bias to each of the 53 convs.
   auto v1 = resnet(ResNetVariant::v1, 1000, 224);
   CHECK(v1->parameters().size() == 161 + 53);
-  CHECK(v1->find("resnet50/layer3/0/downsample/0/bias").tensor != nullptr);
+  CHECK(v1->find("resnet50_v1/layer3/0/downsample/0/bias").tensor != nullptr);
   REQUIRE_THROWS_WITH(resnet(ResNetVariant::v1_5, 10, 48), Catch::Contains("multiple of 32"));
 }
 

@@ -8,9 +8,9 @@ downsampling block in conv1 (1x1) instead of conv2 (3x3), every conv with a bias
 0 and variances not 1, but activations stay in range through 16 blocks), then BN weights
 and biases are drawn at random. Logits are computed in float64.
 
-Writes <out>/resnet50_<variant>_kiln.h5 (kiln format 1: model "resnet50", names are the
-state_dict keys with '/' for '.', convs OHWI), <out>/input_<variant>.npy (float32
-[B, S, S, 3] NHWC) and <out>/logits_<variant>.npy. Run by tests/layers/test_resnet.cpp:
+Writes <out>/resnet50_<variant>_kiln.h5 (kiln format 1: model "resnet50" or
+"resnet50_v1", names are the state_dict keys with '/' for '.' under that root, convs
+OHWI), <out>/input_<variant>.npy (float32 [B, S, S, 3] NHWC) and <out>/logits_<variant>.npy. Run by tests/layers/test_resnet.cpp:
   python3 make_resnet_reference.py --out DIR --variant v1_5 [--image 64] [--batch 2]
 """
 import argparse
@@ -57,7 +57,7 @@ def randomise_batch_norm(model, size, gen):
     model.eval()
 
 
-def kiln_arrays(state):
+def kiln_arrays(state, root):
     arrays = {}
     for key, t in state.items():
         if key.endswith("num_batches_tracked"):
@@ -65,7 +65,7 @@ def kiln_arrays(state):
         a = t.detach().cpu().numpy().astype(np.float32)
         if a.ndim == 4:
             a = a.transpose(0, 2, 3, 1)  # OIHW -> OHWI
-        arrays["resnet50/" + key.replace(".", "/")] = np.ascontiguousarray(a)
+        arrays[root + "/" + key.replace(".", "/")] = np.ascontiguousarray(a)
     return arrays
 
 
@@ -88,9 +88,10 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     with h5py.File(os.path.join(args.out, f"resnet50_{args.variant}_kiln.h5"), "w") as f:
         f.attrs["kiln_format_version"] = np.int64(1)
-        f.attrs["model"] = "resnet50"
+        root = "resnet50_v1" if args.variant == "v1" else "resnet50"
+        f.attrs["model"] = root
         f.attrs["input_convention"] = "torchvision_rgb"
-        for k, v in kiln_arrays(model.float().state_dict()).items():
+        for k, v in kiln_arrays(model.float().state_dict(), root).items():
             f.create_dataset(k, data=v)
     np.save(os.path.join(args.out, f"input_{args.variant}.npy"),
             np.ascontiguousarray(x.numpy().transpose(0, 2, 3, 1), dtype=np.float32))

@@ -10,12 +10,39 @@
 
 using namespace kiln;
 
-TEST_CASE("the registry holds VGG11/13/16/19 and names the known models on a miss", "[train][spec]") {
+TEST_CASE("the registry holds VGG11/13/16/19 and ResNet-50 and names the known models on a miss", "[train][spec]") {
   std::vector<std::string> names;
   for (const ModelSpec& s : model_specs()) names.push_back(s.name);
-  CHECK(names == std::vector<std::string>{"vgg11", "vgg13", "vgg16", "vgg19"});
+  CHECK(names == std::vector<std::string>{"vgg11", "vgg13", "vgg16", "vgg19", "resnet50", "resnet50_v1"});
   CHECK(find_model_spec("vgg16").head_scope == "vgg16/fc8/");
-  REQUIRE_THROWS_WITH(find_model_spec("resnet50"), Catch::Contains("resnet50") && Catch::Contains("vgg11, vgg13"));
+  REQUIRE_THROWS_WITH(find_model_spec("resnet101"), Catch::Contains("resnet101") && Catch::Contains("vgg11, vgg13"));
+}
+
+TEST_CASE("ResNet-50's specs: root scope is the name, scopes freeze to head-only, torchvision keys map", "[train][spec][resnet]") {
+  for (const char* name : {"resnet50", "resnet50_v1"}) {
+    INFO(name);
+    const ModelSpec& spec = find_model_spec(name);
+    Generator init(1), drop(2);
+    auto model = spec.build(ModelOptions{8, 64}, init, drop);
+    CHECK(model->name() == spec.name);
+    CHECK(spec.head_scope == spec.name + "/fc/");
+    for (const std::string& scope : spec.backbone_scopes) model->freeze(scope);
+    std::vector<std::string> trainable;
+    for (const ParameterRef& p : model->trainable_parameters()) trainable.push_back(p.name);
+    CHECK(trainable == std::vector<std::string>{spec.head_scope + "weight", spec.head_scope + "bias"});
+    // Every parameter and buffer has a torchvision key that maps back to it.
+    size_t mapped = 0;
+    for (const auto& [layer, path] : spec.torchvision_layers)
+      for (const char* what : {"weight", "bias", "running_mean", "running_var"})
+        if (model->find(spec.name + "/" + layer + "/" + what).tensor) {
+          CHECK(torchvision_to_kiln(spec, path + "." + what) == spec.name + "/" + layer + "/" + what);
+          ++mapped;
+        }
+    CHECK(mapped == model->parameters().size());
+    CHECK(torchvision_to_kiln(spec, "layer2.0.downsample.1.running_var") == spec.name + "/layer2/0/downsample/1/running_var");
+    CHECK(torchvision_to_kiln(spec, "layer1.0.bn1.num_batches_tracked").empty());
+    REQUIRE_THROWS_WITH(spec.build(ModelOptions{8, 64, 0.5f, "avg"}, init, drop), Catch::Contains("no head 'avg'"));
+  }
 }
 
 TEST_CASE("VGG16's plan at 224x224: 13 convs, 5 pools, fc6 takes 7x7x512", "[train][spec]") {
