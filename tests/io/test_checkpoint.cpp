@@ -189,7 +189,10 @@ void rewrite_as_version2(const CheckpointInfo& c, Module& model) {
     const io::h5::File f = io::h5::File::open_read(c.state_path);
     const io::h5::Group root = f.root();
     for (const std::string& a : root.attribute_names()) {
-      if (a == "frozen_file" || a == "frozen_digest" || a == "state_format_version") continue;
+      // Attributes version 2 did not have (newer optional ones included): a real v2 file lacks them.
+      if (a == "frozen_file" || a == "frozen_digest" || a == "state_format_version" || a == "head" ||
+          a == "adaptive_pool" || a == "train_from")
+        continue;
       if (a == "classes") classes = root.string_list_attribute(a);
       else if (a == "kind" || a == "epoch_loss_sum" || a == "val_loss" || a == "val_acc" || a == "arch" ||
                a == "convention" || a == "weights_file")

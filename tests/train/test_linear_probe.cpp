@@ -133,7 +133,7 @@ TEST_CASE("linear probe: the exact ridge solution, fewer rows than features and 
   }
 }
 
-TEST_CASE("linear probe: lambda chosen on held-out training rows; bad input refused", "[linear_probe]") {
+TEST_CASE("linear probe: lambda chosen on held-out training rows, bad input refused", "[linear_probe]") {
   const int n = 60, d = 40, classes = 4;
   std::vector<float> x;
   std::vector<int64_t> y;
