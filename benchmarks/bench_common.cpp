@@ -733,6 +733,7 @@ std::pair<double, double> vgg16_forward_cost(int64_t n, int64_t classes) {
         bytes += 4.0 * (n * h * h * (c + o) + o * kk * c + o);
         break;
       case kiln::LayerPlan::Kind::pool:  // reads its block's output, writes a quarter of it
+      case kiln::LayerPlan::Kind::adaptive_avg_pool:  // reads the map, writes its grid
         bytes += 4.0 * n * (h * h + l.out_size * l.out_size) * o;
         break;
       case kiln::LayerPlan::Kind::fc:

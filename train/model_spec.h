@@ -19,13 +19,19 @@ namespace kiln {
 
 // What a caller may choose when building a model from its spec.
 struct ModelOptions {
-  int64_t num_classes = 1000;  // the head's outputs
-  int64_t image_size = 0;      // input side; 0: the spec's default_image_size
-  float keep_prob = 0.5f;      // dropout keep probability, where the model has dropout
-  std::string head;            // one of the spec's heads; empty: the first (the published one)
+  // A constructor rather than an aggregate: ModelOptions{classes, size} leaves the rest at
+  // their defaults without -Wmissing-field-initializers noise at every call site.
+  ModelOptions(int64_t classes = 1000, int64_t size = 0, float keep = 0.5f, std::string head_name = "",
+               bool adaptive = false)
+      : num_classes(classes), image_size(size), keep_prob(keep), head(std::move(head_name)),
+        adaptive_pool(adaptive) {}
+  int64_t num_classes;  // the head's outputs
+  int64_t image_size;   // input side; 0: the spec's default_image_size
+  float keep_prob;      // dropout keep probability, where the model has dropout
+  std::string head;     // one of the spec's heads; empty: the first (the published one)
   // Pool the last feature map adaptively to the grid the published head expects, so its
   // pretrained weights fit any image size (a no-op at the default image size).
-  bool adaptive_pool = false;
+  bool adaptive_pool;
 };
 
 // A classifier a model can be built with, for --help and errors.
