@@ -70,8 +70,9 @@ std::vector<FlagSpec> train_specs() {
       {"keep-prob", "X", "0.5", "dropout keep probability after fc6 and fc7"},
       {"seed", "N", "1", "seed of initialisation, dropout and data order"},
       {"device", "auto|cpu|cuda", "auto", "where to train; auto takes the GPU when there is one"},
-      {"image-size", "N", "224", "input crop size, a multiple of 32 (smaller is faster). With --weights, pool5 is "
-                                 "average-pooled to 7x7 so the file's fc6 fits; without, fc6 shrinks with the size"},
+      {"image-size", "N", "224", "input crop size, a multiple of 32 (smaller is faster). fc6 follows the size, "
+                                 "unless --weights has a published fc6 (made for 224 px): pool5 is then "
+                                 "average-pooled to 7x7 so that fc6 loads"},
       {"convention", "NAME", "auto", "input preprocessing: auto (from the weights), caffe_bgr, tf_rgb, torchvision_rgb"},
       {"workers", "N", "2", "image decoding threads"},
       {"keep", "N", "2", "checkpoints kept (the best by val accuracy is kept too)"},
