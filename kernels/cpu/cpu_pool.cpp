@@ -70,23 +70,12 @@ void CpuBackend::adaptive_avg_pool2d_forward(const Tensor& x, Tensor& y) {
   const float* px = x.data<float>();
   float* py = y.data<float>();
 #pragma omp parallel for collapse(2) schedule(static)
-  for (int64_t b = 0; b < n; ++b) {
-    for (int64_t i = 0; i < oh; ++i) {
-      const common::WindowRange rh = common::adaptive_window(i, oh, h);
+  for (int64_t b = 0; b < n; ++b)
+    for (int64_t i = 0; i < oh; ++i)
       for (int64_t j = 0; j < ow; ++j) {
-        const common::WindowRange rw = common::adaptive_window(j, ow, w);
         float* out = py + ((b * oh + i) * ow + j) * c;
-        for (int64_t k = 0; k < c; ++k) out[k] = 0.0f;
-        for (int64_t hh = rh.begin; hh < rh.end; ++hh)
-          for (int64_t ww = rw.begin; ww < rw.end; ++ww) {
-            const float* in = px + ((b * h + hh) * w + ww) * c;
-            for (int64_t k = 0; k < c; ++k) out[k] += in[k];
-          }
-        const float inv = 1.0f / static_cast<float>((rh.end - rh.begin) * (rw.end - rw.begin));
-        for (int64_t k = 0; k < c; ++k) out[k] *= inv;
+        for (int64_t k = 0; k < c; ++k) out[k] = common::adaptive_avg_at(px + b * h * w * c + k, i, j, h, w, c, oh, ow);
       }
-    }
-  }
 }
 
 void CpuBackend::adaptive_avg_pool2d_backward(const Tensor& dy, Tensor& dx) {
@@ -94,28 +83,14 @@ void CpuBackend::adaptive_avg_pool2d_backward(const Tensor& dy, Tensor& dx) {
   const int64_t oh = dy.dim(1), ow = dy.dim(2);
   const float* pdy = dy.data<float>();
   float* pdx = dx.data<float>();
-  // Gather: each input sums dy / area over the windows covering it, in output order (the
-  // GPU kernel sums in the same order, so both give the same bits).
 #pragma omp parallel for collapse(2) schedule(static)
-  for (int64_t b = 0; b < n; ++b) {
-    for (int64_t hh = 0; hh < h; ++hh) {
-      const common::WindowRange ci = common::adaptive_covering(hh, oh, h);
+  for (int64_t b = 0; b < n; ++b)
+    for (int64_t hh = 0; hh < h; ++hh)
       for (int64_t ww = 0; ww < w; ++ww) {
-        const common::WindowRange cj = common::adaptive_covering(ww, ow, w);
         float* out = pdx + ((b * h + hh) * w + ww) * c;
-        for (int64_t k = 0; k < c; ++k) out[k] = 0.0f;
-        for (int64_t i = ci.begin; i < ci.end; ++i) {
-          const common::WindowRange rh = common::adaptive_window(i, oh, h);
-          for (int64_t j = cj.begin; j < cj.end; ++j) {
-            const common::WindowRange rw = common::adaptive_window(j, ow, w);
-            const float inv = 1.0f / static_cast<float>((rh.end - rh.begin) * (rw.end - rw.begin));
-            const float* g = pdy + ((b * oh + i) * ow + j) * c;
-            for (int64_t k = 0; k < c; ++k) out[k] += g[k] * inv;
-          }
-        }
+        for (int64_t k = 0; k < c; ++k)
+          out[k] = common::adaptive_avg_grad_at(pdy + b * oh * ow * c + k, hh, ww, h, w, c, oh, ow);
       }
-    }
-  }
 }
 
 }  // namespace kiln::cpu

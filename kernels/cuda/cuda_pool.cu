@@ -56,50 +56,24 @@ __global__ void max_pool_backward_kernel(const float* dy, const int32_t* argmax,
   }
 }
 
-// Adaptive average pooling, one thread per output element (channel fastest, coalesced),
-// summing in the CPU's order so both backends give the same bits.
+// Adaptive average pooling, one thread per output element (channel fastest, coalesced);
+// the element math is kernels/common's, as on the CPU.
 __global__ void adaptive_avg_forward_kernel(const float* x, int64_t h, int64_t w, int64_t c, int64_t oh, int64_t ow,
                                             int64_t total, float* y) {
   const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += step) {
-    const int64_t k = i % c;
-    int64_t rest = i / c;
-    const int64_t j = rest % ow;
-    rest /= ow;
-    const int64_t r = rest % oh;
-    const int64_t b = rest / oh;
-    const common::WindowRange rh = common::adaptive_window(r, oh, h);
-    const common::WindowRange rw = common::adaptive_window(j, ow, w);
-    float sum = 0.0f;
-    for (int64_t hh = rh.begin; hh < rh.end; ++hh)
-      for (int64_t ww = rw.begin; ww < rw.end; ++ww) sum += x[((b * h + hh) * w + ww) * c + k];
-    y[i] = sum * (1.0f / static_cast<float>((rh.end - rh.begin) * (rw.end - rw.begin)));
+    const int64_t k = i % c, j = (i / c) % ow, r = (i / c / ow) % oh, b = i / c / ow / oh;
+    y[i] = common::adaptive_avg_at(x + b * h * w * c + k, r, j, h, w, c, oh, ow);
   }
 }
 
-// One thread per input element gathers dy / area over the windows covering it: no atomics.
+// One thread per input element gathers its gradient (no atomics).
 __global__ void adaptive_avg_backward_kernel(const float* dy, int64_t h, int64_t w, int64_t c, int64_t oh, int64_t ow,
                                              int64_t total, float* dx) {
   const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < total; e += step) {
-    const int64_t k = e % c;
-    int64_t rest = e / c;
-    const int64_t ww = rest % w;
-    rest /= w;
-    const int64_t hh = rest % h;
-    const int64_t b = rest / h;
-    const common::WindowRange ci = common::adaptive_covering(hh, oh, h);
-    const common::WindowRange cj = common::adaptive_covering(ww, ow, w);
-    float sum = 0.0f;
-    for (int64_t i = ci.begin; i < ci.end; ++i) {
-      const common::WindowRange rh = common::adaptive_window(i, oh, h);
-      for (int64_t j = cj.begin; j < cj.end; ++j) {
-        const common::WindowRange rw = common::adaptive_window(j, ow, w);
-        const float inv = 1.0f / static_cast<float>((rh.end - rh.begin) * (rw.end - rw.begin));
-        sum += dy[((b * oh + i) * ow + j) * c + k] * inv;
-      }
-    }
-    dx[e] = sum;
+    const int64_t k = e % c, ww = (e / c) % w, hh = (e / c / w) % h, b = e / c / w / h;
+    dx[e] = common::adaptive_avg_grad_at(dy + b * oh * ow * c + k, hh, ww, h, w, c, oh, ow);
   }
 }
 
