@@ -53,7 +53,9 @@ const char* kUsage =
     "  --threads  OpenMP threads for kiln, oneDNN and the PyTorch peer (default 2)\n"
     "  --json     also write the results as JSON to FILE\n"
     "  --compare  run the suite's PyTorch peer script in the same run and print ratios\n"
-    "             (interpreter: $KILN_PYTHON, else /usr/bin/python3)\n"
+    "             (interpreter: $KILN_PYTHON, else /usr/bin/python3), without OPENBLAS_CORETYPE\n"
+    "             and OPENBLAS_L2_SIZE; a peer whose GEMM is wrong is refused, one whose GEMM\n"
+    "             runs under 50% of the sgemm limit is marked WEAK PEER on every row\n"
     "  --print-plan  print MODEL's layer plan as JSON (vgg11, vgg13, vgg16, vgg19; default\n"
     "             224x224, 1000 classes) and exit: the shapes the suites and peer scripts use\n";
 
@@ -519,9 +521,78 @@ std::string json_num(double v) {
 
 // ---------------------------------------------------------------- the PyTorch peer
 
+namespace {
+
+// OpenBLAS tuning variables that some machines' environments set (this project's shared
+// machine sets OPENBLAS_CORETYPE=Haswell and OPENBLAS_L2_SIZE): they pin the peer's OpenBLAS
+// to AVX2 kernels on an AVX-512 CPU, so PyTorch's fc rows ran ~3x slow. They are removed
+// for the peer's command only (env -u): kiln's own process, the tests and CI keep them.
+// The peer then picks its own kernel and checks an sgemm against float64 before timing.
+constexpr const char* kPeerUnsetEnv[] = {"OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"};
+
+// "env -u NAME ... " for the variables above that are set here, and says so on stdout.
+std::string peer_env_prefix() {
+  std::string prefix, said;
+  for (const char* name : kPeerUnsetEnv) {
+    const char* v = std::getenv(name);
+    if (!v) continue;
+    prefix += std::string("-u ") + name + " ";
+    said += std::string(said.empty() ? "" : ", ") + name + "=" + v;
+  }
+  if (prefix.empty()) return prefix;
+  std::printf("\nthe PyTorch peer runs without %s (they pin OpenBLAS's kernels; kiln keeps them)", said.c_str());
+  return "env " + prefix;
+}
+
+// Reads the peer's "blas" member (CPU peers) and judges its GEMM rate against the machine's
+// sgemm limit. Weak is flagged on every row, not refused: the conv, pool and elementwise
+// rows do not go through BLAS and stay honest, and a probe timed beside other work on a
+// shared machine can dip below the line, which must not cost a run its whole comparison.
+void read_peer_blas(const Json& j, const MachineLimits& m, PeerResult& p) {
+  const Json* b = j.find("blas");
+  if (!b || b->kind != Json::Kind::object) return;
+  const Json* core = b->find("openblas_core");
+  const Json* lib = b->find("library");
+  const Json* config = b->find("openblas_config");  // "OpenBLAS 0.3.21 DYNAMIC_ARCH ... Haswell ..."
+  if (core && core->kind == Json::Kind::string) {
+    const std::string version = config && config->kind == Json::Kind::string
+                                    ? config->str.substr(0, config->str.find(' ', config->str.find(' ') + 1))
+                                    : std::string("OpenBLAS");
+    p.blas = version + " core " + core->str;
+  }
+  else p.blas = "not OpenBLAS: " + (lib && lib->kind == Json::Kind::string ? lib->str : std::string("unknown"));
+  const Json* probe = b->find("sgemm_probe");
+  const std::optional<double> rate = probe ? probe->number("gflops") : std::nullopt;
+  if (!rate || m.peak_gflops <= 0) return;
+  p.sgemm_gflops = *rate;
+  const Json* shape = probe->find("shape");
+  char buf[256];
+  std::snprintf(buf, sizeof buf, "%s %.1f GFLOP/s = %.0f%% of this machine's sgemm limit %.1f",
+                shape && shape->kind == Json::Kind::string ? shape->str.c_str() : "sgemm", *rate,
+                100.0 * *rate / m.peak_gflops, m.peak_gflops);
+  p.blas += std::string(", ") + buf;
+  if (*rate < kWeakPeer * m.peak_gflops) {
+    p.weak = true;
+    std::snprintf(buf, sizeof buf, "the peer's GEMM runs at %.0f%% of this machine's sgemm limit (under %.0f%%)",
+                  100.0 * *rate / m.peak_gflops, 100.0 * kWeakPeer);
+    const bool openblas = core && core->kind == Json::Kind::string;
+    p.weak_why = std::string(buf) + ": its BLAS (" + p.blas.substr(0, p.blas.find(',')) +
+                 ") is slow here, so the ratios of rows that use GEMM (fc, the steps, the forward) measure that "
+                 "install, not PyTorch; " +
+                 (openblas ? "check the OPENBLAS_* variables the peer saw (its JSON, \"blas\")"
+                           : "install an optimised BLAS (bash scripts/setup.sh --tests installs libopenblas0-pthread)");
+    // Either rate measured beside other work can put an honest peer under the line.
+    if (probe->number("other_load").value_or(0) > kDisturbed || m.other_load > kDisturbed)
+      p.weak_why += " -- other processes took CPU time while the limit or the peer's probe ran, which alone can "
+                    "cause this: rerun on a quiet machine";
+  }
+}
+
+}  // namespace
+
 // Runs the peer script with the same batch, repeat and threads; it prints JSON on stdout
 // (its stderr goes to the terminal).
-PeerResult run_peer(const Suite& suite, const Options& opt) {
+PeerResult run_peer(const Suite& suite, const Options& opt, const MachineLimits& m) {
   PeerResult p;
   const char* env_python = std::getenv("KILN_PYTHON");
   const std::string python = env_python && *env_python ? env_python : "/usr/bin/python3";
@@ -541,7 +612,8 @@ PeerResult run_peer(const Suite& suite, const Options& opt) {
     for (const int64_t b : opt.batches) batch += (batch.empty() ? "" : ",") + std::to_string(b);
     if (batch.empty()) batch = "default";  // the peer's own list, the same as the suite's
   }
-  const std::string cmd = quote(python) + " " + quote(script) + " --batch " + batch +
+  const std::string env = opt.device == "cpu" ? peer_env_prefix() : std::string();
+  const std::string cmd = env + quote(python) + " " + quote(script) + " --batch " + batch +
                           " --cache " + (opt.cold_cache ? "cold" : "warm") + " --repeat " + std::to_string(opt.repeat) + " --warmup " + std::to_string(opt.warmup) +
                           " --threads " + std::to_string(opt.threads) +
                           (suite.peer_takes_suite ? " --suite " + quote(suite.name) : std::string()) +
@@ -562,8 +634,11 @@ PeerResult run_peer(const Suite& suite, const Options& opt) {
   const int status = pclose(pipe);
   if (status != 0) {
     const int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    p.refused = code == 3;
     p.why = code == 127 ? "interpreter " + python + " not found (set KILN_PYTHON)"
             : code == 2 ? "PyTorch is not importable by " + python + " (set KILN_PYTHON to one that has it)"
+            : code == 3 ? "PyTorch's fp32 GEMM computes WRONG products on this machine (the peer's message above "
+                          "names its BLAS and the worst element); timings of wrong results compare nothing"
                         : "the peer script failed (exit status " + std::to_string(code) + ", see its message above)";
     return p;
   }
@@ -583,6 +658,7 @@ PeerResult run_peer(const Suite& suite, const Options& opt) {
     if (const Json* s = j.find("summary"); s && s->kind == Json::Kind::object)
       for (const auto& [k, v] : s->obj)
         if (v.kind == Json::Kind::number) p.summary.emplace_back(k, v.num);
+    read_peer_blas(j, m, p);
     p.ok = true;
   } catch (const std::exception& e) {
     p.why = std::string("could not read the peer's output (") + e.what() + ")";
@@ -592,6 +668,10 @@ PeerResult run_peer(const Suite& suite, const Options& opt) {
 
 void print_comparison(const SuiteResult& res, const PeerResult& peer) {
   std::printf("\nkiln vs %s (ratio = torch ms / kiln ms; > 1 means kiln is faster)\n", peer.label.c_str());
+  if (!peer.blas.empty()) std::printf("peer BLAS: %s\n", peer.blas.c_str());
+  if (peer.weak)
+    std::printf("WEAK PEER: %s. Every row below is marked WEAK PEER.\n", peer.weak_why.c_str());
+  const char* weak_mark = peer.weak ? " WEAK PEER" : "";
   std::printf("%-*s %10s %10s %7s   %21s %21s  %s\n", g_name_w, "layer", "kiln ms", "torch ms", "ratio", "kiln min..max",
               "torch min..max", "other kiln/torch");
   for (const Row& r : res.rows) {
@@ -607,10 +687,10 @@ void print_comparison(const SuiteResult& res, const PeerResult& peer) {
       continue;
     }
     const bool disturbed = r.t.other_load > kDisturbed || t->t.other_load > kDisturbed;
-    std::printf("%-*s %10.3f %10.3f %7.2f   %9.3f..%-9.3f %9.3f..%-9.3f %5.0f%%/%.0f%%%s\n", g_name_w,
+    std::printf("%-*s %10.3f %10.3f %7.2f   %9.3f..%-9.3f %9.3f..%-9.3f %5.0f%%/%.0f%%%s%s\n", g_name_w,
                 r.name.c_str(),
                 r.t.median_ms, t->t.median_ms, t->t.median_ms / r.t.median_ms, r.t.min_ms, r.t.max_ms, t->t.min_ms,
-                t->t.max_ms, 100.0 * r.t.other_load, 100.0 * t->t.other_load, disturbed ? " !" : "");
+                t->t.max_ms, 100.0 * r.t.other_load, 100.0 * t->t.other_load, disturbed ? " !" : "", weak_mark);
   }
   for (const auto& [k, v] : res.summary) {
     for (const auto& [pk, pv] : peer.summary) {
@@ -618,8 +698,8 @@ void print_comparison(const SuiteResult& res, const PeerResult& peer) {
       // Times (…_ms) compare as the rows do, torch / kiln; rates (…_per_s) as kiln / torch:
       // either way, above 1 means kiln is faster.
       const bool time = k.size() > 3 && k.compare(k.size() - 3, 3, "_ms") == 0;
-      std::printf("%s: kiln %.2f, torch %.2f, %s %.2f\n", k.c_str(), v, pv, time ? "torch/kiln" : "kiln/torch",
-                  time ? pv / v : v / pv);
+      std::printf("%s: kiln %.2f, torch %.2f, %s %.2f%s\n", k.c_str(), v, pv, time ? "torch/kiln" : "kiln/torch",
+                  time ? pv / v : v / pv, weak_mark);
     }
   }
 }
@@ -651,6 +731,7 @@ void json_suite_body(std::ostringstream& js, const MachineLimits& m, const Suite
            << json_num(t->t.min_ms) << ", \"torch_max_ms\": " << json_num(t->t.max_ms)
            << ", \"torch_other_load\": " << json_num(t->t.other_load);
         if (r.timed) js << ", \"ratio_torch_over_kiln\": " << json_num(t->t.median_ms / r.t.median_ms);
+        if (peer->weak) js << ", \"torch_weak_peer\": true";
       }
     }
     js << "}" << (i + 1 < res.rows.size() ? "," : "") << "\n";
@@ -662,12 +743,18 @@ void json_suite_body(std::ostringstream& js, const MachineLimits& m, const Suite
   if (peer) {
     js << ",\n  \"peer\": {\"ok\": " << (peer->ok ? "true" : "false");
     if (peer->ok) {
-      js << ", \"label\": " << json_str(peer->label) << ", \"summary\": {";
+      js << ", \"label\": " << json_str(peer->label);
+      if (!peer->blas.empty())
+        js << ", \"blas\": " << json_str(peer->blas) << ", \"sgemm_gflops\": " << json_num(peer->sgemm_gflops)
+           << ", \"sgemm_fraction_of_peak\": " << json_num(peer->sgemm_gflops / m.peak_gflops)
+           << ", \"weak\": " << (peer->weak ? "true" : "false");
+      if (peer->weak) js << ", \"weak_why\": " << json_str(peer->weak_why);
+      js << ", \"summary\": {";
       for (size_t i = 0; i < peer->summary.size(); ++i)
         js << (i ? ", " : "") << json_str(peer->summary[i].first) << ": " << json_num(peer->summary[i].second);
       js << "}";
     } else {
-      js << ", \"why\": " << json_str(peer->why);
+      js << ", \"refused\": " << (peer->refused ? "true" : "false") << ", \"why\": " << json_str(peer->why);
     }
     js << "}";
   }

@@ -228,8 +228,18 @@ struct PeerRow {
 
 struct PeerResult {
   bool ok = false;
+  bool refused = false;  // the peer ran but its results must not be compared (a wrong sgemm)
   std::string why;  // when !ok: what went wrong, for people
   std::string label;
+  // CPU peers: the BLAS torch's GEMM runs on and its rate ("OpenBLAS 0.3.21 core Cooperlake,
+  // F.linear 1024x1024x1024 ... GFLOP/s = N% of ..."), and that best fp32 rate as the peer
+  // measured it; 0 when the peer reports none (the pipeline peer, GPU peers).
+  std::string blas;
+  double sgemm_gflops = 0;
+  // The peer's GEMM runs below kWeakPeer of this machine's sgemm limit: every compared row
+  // is flagged, since its ratio then measures the peer's BLAS install, not PyTorch.
+  bool weak = false;
+  std::string weak_why;
   std::vector<std::pair<std::string, PeerRow>> rows;
   std::vector<std::pair<std::string, double>> summary;
   const PeerRow* row(const std::string& name) const {
@@ -239,10 +249,14 @@ struct PeerResult {
   }
 };
 
+// A peer whose fp32 GEMM reaches less than this share of the machine's sgemm limit is weak.
+constexpr double kWeakPeer = 0.5;
+
 // Runs the suite's peer script with the same batch, repeat and threads (and --suite NAME
 // for torch_cpu_peer.py, which serves several suites, and --plan FILE, the shapes it
-// times); it prints JSON on stdout.
-PeerResult run_peer(const Suite& suite, const Options& opt);
+// times); it prints JSON on stdout. OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE are removed
+// from the peer's environment only; the peer's GEMM rate is judged against m (weak).
+PeerResult run_peer(const Suite& suite, const Options& opt, const MachineLimits& m);
 void print_comparison(const SuiteResult& res, const PeerResult& peer);
 
 // One suite's results, with its peer's when there is one.

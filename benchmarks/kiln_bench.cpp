@@ -231,9 +231,10 @@ int run(int argc, char** argv) {
       if (!suite->peer_script) {
         std::printf("\n--compare: suite %s has no PyTorch peer; kiln results only\n", suite->name);
       } else {
-        rep.peer = run_peer(*suite, opt);
+        rep.peer = run_peer(*suite, opt, m);
         if (rep.peer->ok) print_comparison(rep.res, *rep.peer);
-        else std::printf("\n--compare: PyTorch comparison unavailable: %s; kiln results only\n", rep.peer->why.c_str());
+        else std::printf("\n--compare: PyTorch comparison %s: %s; kiln results only\n",
+                         rep.peer->refused ? "REFUSED" : "unavailable", rep.peer->why.c_str());
       }
     }
     set_table_widths(0, 0);
@@ -255,6 +256,13 @@ int run(int argc, char** argv) {
     }
   }
   if (m.other_load > kDisturbed) disturbed = "the peak/bandwidth measurement" + (disturbed.empty() ? "" : ", " + disturbed);
+  // A weak or refused peer is said again here, where a reader of the ratios looks last.
+  for (const SuiteReport& rep : reports) {
+    if (rep.peer && rep.peer->ok && rep.peer->weak)
+      std::printf("\nWARNING: WEAK PEER in %s: %s\n", rep.suite->name, rep.peer->weak_why.c_str());
+    if (rep.peer && rep.peer->refused)
+      std::printf("\nWARNING: PyTorch comparison REFUSED in %s: %s\n", rep.suite->name, rep.peer->why.c_str());
+  }
   if (!disturbed.empty())
     std::printf("\nWARNING: other processes took over %.0f%% of the CPUs while timing %s; rerun on a quiet machine\n",
                 100.0 * kDisturbed, disturbed.c_str());

@@ -12,7 +12,11 @@ where PyTorch has one; dropout allocates its mask and output in PyTorch (F.dropo
 PLAN is the model plan as JSON from `kiln_bench --print-plan vgg16` (kiln_bench --compare
 passes it): the VGG16 shapes of gemm, pool, elementwise, sgd, conv and step come from it.
 
-Prints JSON on stdout (or writes it to --json FILE). Exit status 2: torch is not importable.
+On the CPU it first checks torch's fp32 GEMM against float64 and measures its best rate
+(the "blas" member, as torch_vgg16_forward.py's peer_blas_report).
+
+Prints JSON on stdout (or writes it to --json FILE). Exit status 2: torch is not importable;
+3: torch's GEMM computes wrong products on this machine (nothing is timed).
 """
 import argparse
 import os
@@ -25,7 +29,7 @@ try:
 except ImportError as e:  # kiln_bench --compare reads exit status 2 as "no torch here"
     print(f"torch_cpu_peer.py: PyTorch is not importable by {sys.executable}: {e}", file=sys.stderr)
     sys.exit(2)
-from torch_vgg16_forward import set_cold_cache, time_it, write_report  # shared with the vgg16 peer
+from torch_vgg16_forward import peer_blas_report, set_cold_cache, time_it, write_report  # shared with the vgg16 peer
 import kiln_plan  # noqa: E402  (the model plan kiln_bench prints: the VGG16 shapes below come from it)
 
 # The plan (--plan), read in main() for the suites that time VGG16's shapes.
@@ -276,6 +280,8 @@ def main():
     if args.suite in PLAN_SUITES:
         PLAN = kiln_plan.load(args.plan, "torch_cpu_peer.py")
     torch.set_num_threads(args.threads)
+    # On the CPU: check torch's GEMM and measure its rate before timing (exit 3 if wrong).
+    blas = peer_blas_report("torch_cpu_peer.py") if args.device == "cpu" else None
     torch.manual_seed(0)
     COLD = args.cache == "cold"
     set_cold_cache(COLD and args.device == "cpu")
@@ -310,6 +316,8 @@ def main():
         "rows": rows,
         "summary": summary,
     }
+    if blas is not None:
+        out["blas"] = blas
     write_report(out, args.json)
 
 

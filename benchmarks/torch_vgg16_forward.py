@@ -12,9 +12,14 @@ torchvision, no weights downloaded); PyTorch's default initialisation is fine fo
 PLAN is the model plan as JSON from `kiln_bench --print-plan vgg16` (kiln_bench --compare
 passes it); every layer's shape comes from it.
 
-Prints JSON on stdout (or writes it to --json FILE). Exit status 2: torch is not importable.
+Before timing, it checks torch's fp32 GEMM against float64 and measures its best rate
+(the "blas" member: library, OpenBLAS core, check, probe; see peer_blas_report).
+
+Prints JSON on stdout (or writes it to --json FILE). Exit status 2: torch is not importable;
+3: torch's GEMM computes wrong products on this machine (nothing is timed).
 """
 import argparse
+import ctypes
 import json
 import os
 import statistics
@@ -127,6 +132,108 @@ def time_it(fn, warmup, repeat):
             "other_load": other_load(before, cpu_ticks())}
 
 
+class _DlInfo(ctypes.Structure):
+    _fields_ = [("dli_fname", ctypes.c_char_p), ("dli_fbase", ctypes.c_void_p),
+                ("dli_sname", ctypes.c_char_p), ("dli_saddr", ctypes.c_void_p)]
+
+
+def _sgemm_library():
+    """The file whose sgemm_ libtorch_cpu binds to (dlsym from libtorch_cpu's handle searches
+    it and its dependencies in load order, as the loader does; dladdr names the file), or
+    None where that cannot be told (torch elsewhere, MKL linked in)."""
+    try:
+        torch_cpu = ctypes.CDLL(os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.so"))
+        fn = ctypes.cast(torch_cpu.sgemm_, ctypes.c_void_p)
+        libc = ctypes.CDLL(None)
+        info = _DlInfo()
+        if libc.dladdr(fn, ctypes.byref(info)) and info.dli_fname:
+            return os.path.realpath(info.dli_fname.decode())  # through the alternatives link
+    except (OSError, AttributeError):
+        pass
+    return None
+
+
+def blas_library():
+    """Which BLAS torch's CPU GEMM (F.linear, torch.mm) runs on: the library that provides
+    its sgemm_ and, when that is OpenBLAS, its kernel core and build (ctypes). On the
+    reference BLAS the peer's fc rows are 10-40x slow: say so."""
+    path = _sgemm_library()
+    if path is None:
+        mkl = torch.backends.mkl.is_available()
+        return {"library": "MKL, linked into torch" if mkl else "unknown", "openblas_core": None,
+                "openblas_config": None}
+    try:
+        lib = ctypes.CDLL(path)
+        core, config = lib.openblas_get_corename, lib.openblas_get_config
+    except (OSError, AttributeError):
+        return {"library": path, "openblas_core": None, "openblas_config": None}
+    core.restype = config.restype = ctypes.c_char_p
+    return {"library": path, "openblas_core": core().decode(), "openblas_config": config().decode()}
+
+
+# The products the peer checks before timing anything: 512^3 as kiln's limits check, and
+# ragged shapes that reach a kernel's edge code (where broken kernels have gone wrong).
+CHECK_SHAPES = ((512, 512, 512), (8, 257, 1000), (77, 131, 300))
+
+
+def check_sgemm():
+    """F.linear (x @ w.T, the call the fc rows time) in fp32 against float64, each element
+    within 1e-6 + 1e-5 * sum |x_ik w_jk| (the budget kiln_bench's own sgemm check uses).
+    Returns (ok, what was found)."""
+    gen = torch.Generator().manual_seed(1)
+    worst, worst_at = 0.0, ""
+    for m, n, k in CHECK_SHAPES:
+        x = torch.rand(m, k, generator=gen) * 2 - 1
+        w = torch.rand(n, k, generator=gen) * 2 - 1
+        got = F.linear(x, w).double()
+        ref = x.double() @ w.double().T
+        tol = 1e-6 + 1e-5 * (x.double().abs() @ w.double().abs().T)
+        used = ((got - ref).abs() / tol).nan_to_num(nan=float("inf"))
+        if used.max().item() > worst or not worst_at:
+            i = int(used.argmax())
+            r, c = divmod(i, n)
+            worst = used.max().item()
+            worst_at = (f"{m}x{n}x{k}[{r},{c}]: got {got[r, c].item():.7g}, float64 {ref[r, c].item():.7g}, "
+                        f"tolerance {tol[r, c].item():.3g}")
+    return worst <= 1.0, f"worst {worst:.3g} of the tolerance at {worst_at}"
+
+
+def sgemm_probe(n=1024):
+    """The peer's best fp32 GEMM rate, F.linear n x n x n (the gemm suite's square row):
+    after a warm-up, the fastest of 3 runs, or of fewer when they pass 1 s (reference BLAS)."""
+    x, w = torch.empty(n, n).uniform_(-1, 1), torch.empty(n, n).uniform_(-1, 1)
+    F.linear(x, w)
+    ms = []
+    before = cpu_ticks()
+    while len(ms) < 3 and sum(ms) < 1000.0:
+        t0 = time.perf_counter()
+        F.linear(x, w)
+        ms.append((time.perf_counter() - t0) * 1e3)
+    return {"shape": f"F.linear {n}x{n}x{n}", "gflops": 2.0 * n ** 3 / (min(ms) * 1e-3) / 1e9, "min_ms": min(ms),
+            "runs": len(ms), "other_load": other_load(before, cpu_ticks())}
+
+
+def peer_blas_report(script):
+    """The "blas" member of a CPU peer's report: the library and OpenBLAS core, the
+    OPENBLAS_* variables the peer ran with, the sgemm check and the GEMM probe. Old OpenBLAS
+    builds can compute wrong results when they pick their own kernel on a CPU newer than
+    they know: a wrong product ends the peer with exit status 3 before anything is timed
+    (kiln_bench then refuses the comparison)."""
+    with torch.no_grad():
+        info = blas_library()
+        info["openblas_env"] = {k: v for k, v in sorted(os.environ.items()) if k.startswith("OPENBLAS_")}
+        ok, found = check_sgemm()
+        info["sgemm_check"] = {"ok": ok, "shapes": ["x".join(map(str, s)) for s in CHECK_SHAPES], "found": found}
+        if not ok:
+            print(f"{script}: WRONG RESULTS from torch's fp32 GEMM on {info['library']} "
+                  f"(OpenBLAS core {info['openblas_core']}): {found}. Timing a BLAS that computes wrong "
+                  "products compares nothing; set OPENBLAS_CORETYPE to a core this CPU runs correctly "
+                  "(e.g. Haswell) or install a newer OpenBLAS.", file=sys.stderr)
+            sys.exit(3)
+        info["sgemm_probe"] = sgemm_probe()
+    return info
+
+
 def write_report(out, path):
     """The JSON report to `path` (written whole, then renamed), or to stdout without one."""
     text = json.dumps(out, indent=2)
@@ -152,6 +259,7 @@ def main():
     plan = kiln_plan.load(args.plan, "torch_vgg16_forward.py")
 
     torch.set_num_threads(args.threads)
+    blas = peer_blas_report("torch_vgg16_forward.py")
     set_cold_cache(args.cache == "cold")
     torch.manual_seed(0)
     n, cl = args.batch, torch.channels_last
@@ -206,6 +314,7 @@ def main():
         "warmup": args.warmup,
         "memory_format": "channels_last",
         "cache": args.cache,
+        "blas": blas,
         "rows": rows,
         "summary": {"forward_img_per_s": n / (fwd["median_ms"] * 1e-3)},
     }

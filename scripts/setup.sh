@@ -14,7 +14,8 @@ for arg in "$@"; do
       echo "usage: bash scripts/setup.sh [--tests] [--sanitize]"
       echo "  installs cmake, ninja-build, g++, libdnnl-dev (oneDNN) with ocl-icd-opencl-dev,"
       echo "  catch2, libhdf5-dev, libstb-dev, libzip-dev and pkg-config via apt-get, each only if missing;"
-      echo "  --tests also installs python3-torch, python3-numpy, python3-h5py, python3-torchvision"
+      echo "  --tests also installs python3-torch, libopenblas0-pthread (the BLAS torch's CPU GEMM"
+      echo "  uses, instead of the reference one), python3-numpy, python3-h5py, python3-torchvision"
       echo "  and python3-pil"
       echo "  (reference results), and the tensorboard Python package from PyPI with pip"
       echo "  (only if 'import tensorboard' fails; Debian does not package it)."
@@ -29,7 +30,13 @@ done
 # package needs OpenCL; apt only recommends it, and we install without recommends.
 # libzip-dev (with pkg-config, which finds it): reading Keras 3 .keras archives.
 build_pkgs=(cmake ninja-build g++ libdnnl-dev ocl-icd-opencl-dev catch2 libhdf5-dev libstb-dev libzip-dev pkg-config)
-test_pkgs=(python3-torch python3-numpy python3-h5py python3-torchvision python3-pil)
+# libopenblas0-pthread: Debian's python3-torch calls sgemm_ through libblas.so.3, which the
+# libblas.so.3-x86_64-linux-gnu alternative points at; without recommends only the
+# reference BLAS (libblas3, ~4 GFLOP/s here) is installed, and kiln_bench --compare's peer
+# then runs VGG16's fc6 ~40x slow. This package registers OpenBLAS as that alternative
+# (priority 100 over the reference's 10): check with
+#   update-alternatives --display libblas.so.3-x86_64-linux-gnu
+test_pkgs=(python3-torch libopenblas0-pthread python3-numpy python3-h5py python3-torchvision python3-pil)
 sanitize_pkgs=(clang-14 libclang-rt-14-dev libomp-14-dev)
 pkgs=("${build_pkgs[@]}")
 if [[ $want_tests == 1 ]]; then pkgs+=("${test_pkgs[@]}"); fi
@@ -75,6 +82,16 @@ if [[ $want_tests == 1 ]]; then
     fi
     "${sudo[@]}" /usr/bin/python3 -m pip install --quiet --break-system-packages tensorboard
   fi
+fi
+
+# The peer's BLAS: an alternative set by hand (manual mode) can keep the reference one.
+if [[ $want_tests == 1 ]]; then
+  blas=$(readlink -f "/usr/lib/$(gcc -print-multiarch)/libblas.so.3" 2>/dev/null || true)
+  case "$blas" in
+    *openblas*) echo "setup.sh: libblas.so.3 is OpenBLAS ($blas)" ;;
+    *) echo "setup.sh: note: libblas.so.3 is '$blas', not OpenBLAS: PyTorch's CPU GEMM will be slow;" \
+            "run: update-alternatives --auto libblas.so.3-$(gcc -print-multiarch)" ;;
+  esac
 fi
 
 # The CUDA toolkit is optional: with it the CUDA backend is compiled, without it kiln is

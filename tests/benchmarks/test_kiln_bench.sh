@@ -2,7 +2,8 @@
 # kiln_bench end to end, tiny and untimed in spirit (speed is never asserted): every CPU
 # suite runs at batch 1 with one repeat, every row's check must pass (kiln_bench exits 1
 # otherwise), --compare must find a PyTorch row for every kiln row, and the JSON must hold
-# what the chart script reads; bad arguments are one-line errors with exit status 2.
+# what the chart script reads; a weak peer is flagged and a wrong one refused; bad
+# arguments are one-line errors with exit status 2.
 # Usage: test_kiln_bench.sh PATH/TO/kiln_bench
 set -u
 B=${1:?usage: test_kiln_bench.sh PATH/TO/kiln_bench}
@@ -40,8 +41,55 @@ assert {"sgd/all", "sgd/all@per_tensor"} <= {r["name"] for r in sgd["rows"]}
 conv = next(s for s in j["suites"] if s["suite"] == "conv")
 names = {r["name"] for r in conv["rows"]}
 assert len(names) == 39 and "conv5_3/b1/bwd_filter" in names, sorted(names)[:5]
+# Every CPU peer but the image pipeline's names its BLAS and measured its GEMM.
+for s in j["suites"]:
+    if s["suite"] != "pipeline":
+        p = s["peer"]
+        assert p.get("blas") and p.get("sgemm_gflops", 0) > 0 and "weak" in p, f"{s['suite']}: peer {p}"
 PYEOF
 then ok "JSON: all suites, all rows checked, timed and compared"; else bad "JSON contents"; fi
+# The OpenBLAS pins of this environment, if any, are removed for the peer only.
+if [ -n "${OPENBLAS_CORETYPE:-}${OPENBLAS_L2_SIZE:-}" ]; then
+  if grep -q "running the PyTorch peer: env -u OPENBLAS_" "$W/all.log" && grep -q "^peer BLAS: " "$W/all.log"; then
+    ok "the peer runs without OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE and names its BLAS"
+  else bad "peer environment or BLAS line missing"; grep -m3 "PyTorch peer" "$W/all.log"; fi
+fi
+
+# 1b. A weak peer (torch on the reference BLAS, ~30x under the sgemm limit) is flagged on
+# every compared row; a peer whose GEMM computes wrong products is refused. The copy suite
+# keeps these cheap (about 5 s together): the peer checks and probes its GEMM first.
+REFBLAS=/usr/lib/x86_64-linux-gnu/blas/libblas.so.3
+if [ -e "$REFBLAS" ]; then
+  printf '#!/bin/sh\nLD_LIBRARY_PATH=%s exec %s "$@"\n' "$(dirname "$REFBLAS")" "$PY" > "$W/py_refblas"
+  chmod +x "$W/py_refblas"
+  KILN_PYTHON="$W/py_refblas" "$B" --suite copy --batch 1 --repeat 1 --warmup 0 --compare --json "$W/weak.json" \
+    > "$W/weak.log" 2>&1
+  rows=$(grep -c "^copy/.* WEAK PEER$" "$W/weak.log")
+  if [ "$rows" = 3 ] && grep -q "WARNING: WEAK PEER in copy" "$W/weak.log" &&
+     "$PY" -c "import json,sys; p=json.load(open(sys.argv[1]))['peer']; assert p['weak'] and 'not OpenBLAS' in p['blas'], p" "$W/weak.json"; then
+    ok "a peer on the reference BLAS is flagged WEAK PEER on every row"
+  else bad "weak peer not flagged ($rows rows marked)"; tail -12 "$W/weak.log"; fi
+else
+  echo "skip the weak-peer check: no reference BLAS at $REFBLAS"
+fi
+cat > "$W/bad_gemm.py" <<'PYEOF'
+# Runs a peer script with F.linear off by 1%: a BLAS that computes wrong products.
+import runpy, sys
+import torch.nn.functional as F
+_linear = F.linear
+F.linear = lambda x, w, b=None: _linear(x, w, b) * 1.01
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+PYEOF
+printf '#!/bin/sh\nexec %s %s "$@"\n' "$PY" "$W/bad_gemm.py" > "$W/py_badgemm"
+chmod +x "$W/py_badgemm"
+KILN_PYTHON="$W/py_badgemm" "$B" --suite copy --batch 1 --repeat 1 --warmup 0 --compare --json "$W/refused.json" \
+  > "$W/refused.log" 2>&1
+if grep -q "WRONG RESULTS from torch's fp32 GEMM" "$W/refused.log" && grep -q "comparison REFUSED" "$W/refused.log" &&
+   ! grep -q "^kiln vs pytorch" "$W/refused.log" &&
+   "$PY" -c "import json,sys; p=json.load(open(sys.argv[1]))['peer']; assert p['refused'] and not p['ok'], p" "$W/refused.json"; then
+  ok "a peer whose GEMM is wrong is refused"
+else bad "wrong-GEMM peer not refused"; tail -12 "$W/refused.log"; fi
 
 # 3. The chart from that JSON (the SVG docs/performance.md embeds).
 if "$PY" "$HERE/benchmarks/plot_roofline.py" "$W/all.json" -o "$W/chart.svg" > "$W/plot.log" 2>&1 &&
