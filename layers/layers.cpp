@@ -47,7 +47,18 @@ bool BatchNorm2d::uses_batch_statistics() const {
   return training() && weight_->requires_grad() && bias_->requires_grad();
 }
 
+void BatchNorm2d::calibrate(bool on) {
+  calibrating_ = on;
+  calibration_batches_ = 0;
+}
+
 Tensor BatchNorm2d::forward(const Tensor& x) {
+  if (calibrating_) {
+    // momentum 1/k on the k-th batch: the running statistics are the mean of the k batches'.
+    ++calibration_batches_;
+    return batch_norm2d(x, *weight_, *bias_, *running_mean_, *running_var_, true,
+                        1.0f / static_cast<float>(calibration_batches_), eps_);
+  }
   return batch_norm2d(x, *weight_, *bias_, *running_mean_, *running_var_, uses_batch_statistics(), momentum_, eps_);
 }
 

@@ -81,6 +81,11 @@ class BatchNorm2d final : public Module {
   Tensor forward(const Tensor& x) override;
   // True when forward normalises with batch statistics (and updates the running ones).
   bool uses_batch_statistics() const;
+  // Calibration: while on, forward normalises with batch statistics whatever the mode and
+  // freezing, and the running statistics become the plain average over the batches seen
+  // since it was turned on (PyTorch's momentum=None), replacing what they held; for a model
+  // whose statistics mean nothing for this data (random initialisation, another domain).
+  void calibrate(bool on);
   Tensor& weight() { return *weight_; }
   Tensor& bias() { return *bias_; }
   Tensor& running_mean() { return *running_mean_; }
@@ -89,6 +94,8 @@ class BatchNorm2d final : public Module {
  private:
   float momentum_, eps_;
   Tensor *weight_, *bias_, *running_mean_, *running_var_;
+  bool calibrating_ = false;
+  int64_t calibration_batches_ = 0;
 };
 
 // Active in training mode only; draws masks from `gen` (which must outlive the layer).

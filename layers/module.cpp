@@ -60,6 +60,15 @@ std::vector<ParameterRef> Module::trainable_parameters() {
   return out;
 }
 
+std::vector<std::string> Module::parameter_scopes() {
+  std::vector<std::string> out;
+  for (const ParameterRef& p : parameters()) {
+    const std::string scope = p.name.substr(0, p.name.rfind('/') + 1);
+    if (out.empty() || out.back() != scope) out.push_back(scope);
+  }
+  return out;
+}
+
 void Module::train(bool on) {
   training_ = on;
   for (auto& c : children_) c->train(on);

@@ -55,6 +55,10 @@ class Module {
   ParameterRef find(const std::string& full_name);
   // Tensors that train (trainable flag set), for an optimizer.
   std::vector<ParameterRef> trainable_parameters();
+  // The scopes of the modules that own parameters ("vgg16/conv1_1/", "resnet50/layer1/0/bn1/"),
+  // in parameter order: the layers a recipe names (train from, freeze, report), read off the
+  // model itself so that no model has to list them twice.
+  std::vector<std::string> parameter_scopes();
 
   // Training mode (dropout active) or evaluation mode, recursively.
   void train(bool on = true);

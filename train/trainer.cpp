@@ -78,6 +78,74 @@ void apply_phase(Sequential& model, const Phase& phase) {
   for (const std::string& p : phase.train_patterns) model.unfreeze(p);
 }
 
+BatchNormUse batch_norm_use(Module& model) {
+  BatchNormUse u;
+  for (const std::shared_ptr<Module>& c : model.children()) {
+    if (auto* bn = dynamic_cast<BatchNorm2d*>(c.get())) {
+      ++u.layers;
+      u.frozen += bn->weight().requires_grad() ? 0 : 1;
+    } else {
+      const BatchNormUse below = batch_norm_use(*c);
+      u.layers += below.layers;
+      u.frozen += below.frozen;
+    }
+  }
+  return u;
+}
+
+namespace {
+
+int64_t set_calibrating(Module& m, bool on) {
+  int64_t layers = 0;
+  if (auto* bn = dynamic_cast<BatchNorm2d*>(&m)) {
+    bn->calibrate(on);
+    ++layers;
+  }
+  for (const std::shared_ptr<Module>& c : m.children()) layers += set_calibrating(*c, on);
+  return layers;
+}
+
+// Calibration mode and eval mode for a scope: restored however it is left.
+struct CalibrationScope {
+  Sequential& model;
+  bool was_training;
+  int64_t layers;
+  explicit CalibrationScope(Sequential& m) : model(m), was_training(m.training()), layers(set_calibrating(m, true)) {
+    model.eval();
+  }
+  ~CalibrationScope() {
+    set_calibrating(model, false);
+    model.train(was_training);
+  }
+};
+
+}  // namespace
+
+BatchNormCalibration calibrate_batch_norm(Sequential& model, const io::Dataset& ds, io::LoaderOptions opt) {
+  const auto t0 = Clock::now();
+  BatchNormCalibration c;
+  {
+    CalibrationScope scope(model);
+    c.layers = scope.layers;
+    if (c.layers == 0) return c;
+    opt.shuffle = false;
+    opt.augment = false;
+    opt.start_epoch = 0;
+    io::Loader loader(ds, opt);
+    NoGradGuard no_grad;
+    while (auto b = loader.next()) {
+      if (b->images.dim(0) < 2) continue;  // one image: its batch variance is no estimate
+      model(b->images);
+      ++c.batches;
+      c.images += b->images.dim(0);
+    }
+  }
+  KILN_CHECK(c.batches > 0, "batch-norm calibration: '", ds.root,
+             "' gave no batch of two or more readable images to estimate statistics from");
+  c.seconds = seconds_since(t0);
+  return c;
+}
+
 // Everything that lives across epochs of one run.
 struct Trainer::State {
   std::optional<io::CheckpointInfo> resume;
@@ -124,6 +192,10 @@ TrainResult Trainer::run(const std::optional<io::CheckpointInfo>& resume) {
     s.result.last_checkpoint = resume->state_path;
   } else {
     s.result.last_checkpoint = "(none yet)";
+  }
+  if (!resume && opt_.calibrate_batch_norm) {
+    const BatchNormCalibration c = calibrate_batch_norm(model_, train_, s.vlo);
+    if (c.layers > 0 && hooks_.on_batch_norm_calibrated) hooks_.on_batch_norm_calibrated(c);
   }
   int64_t total = 0;
   for (const Phase& p : opt_.phases) total += p.epochs;

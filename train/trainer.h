@@ -50,6 +50,27 @@ struct Phase {
 // Freezes `model` as `phase` says: its train_patterns train, everything else is frozen.
 void apply_phase(Sequential& model, const Phase& phase);
 
+// What the freezing now applied does to a model's batch-norm layers. A frozen BatchNorm2d
+// normalises with its running statistics even in training mode and leaves them as they are
+// (layers/layers.h), so a frozen backbone computes the same features as at evaluation.
+struct BatchNormUse {
+  int64_t layers = 0;  // BatchNorm2d modules in the model
+  int64_t frozen = 0;  // of them, frozen: running statistics, not updated
+};
+BatchNormUse batch_norm_use(Module& model);
+
+// What calibrate_batch_norm did.
+struct BatchNormCalibration {
+  int64_t layers = 0, batches = 0, images = 0;
+  double seconds = 0;
+};
+// Re-estimates every BatchNorm2d's running statistics on `ds` (in order, no augmentation, no
+// graph, dropout off): each layer normalises with batch statistics and its running ones become
+// their average over the batches (those of one image are left out). For a model whose
+// statistics do not describe this data, e.g. randomly initialised: evaluation, a frozen
+// backbone and a linear probe then see what training-mode batch norm sees.
+BatchNormCalibration calibrate_batch_norm(Sequential& model, const io::Dataset& ds, io::LoaderOptions opt);
+
 // What a run is and where it writes.
 struct TrainerOptions {
   std::vector<Phase> phases;
@@ -63,6 +84,9 @@ struct TrainerOptions {
   int64_t stop_after_epochs = 0;  // > 0: stop once this many epochs are done
   int64_t stop_after_steps = 0;   // > 0: stop after this many steps, checkpointing there
   bool eval_at_phase_start = false;  // also evaluate when a phase starts (not on a resume into it)
+  // Before the first phase of a fresh run (not on a resume), calibrate_batch_norm on the
+  // training set; a model without batch norm is left as it is.
+  bool calibrate_batch_norm = false;
   std::string model_dir;          // checkpoints go here (created when missing)
   int keep = 2;                   // checkpoints kept besides the best
   // Copied into every checkpoint (image_size, classes, convention, seed); arch is the spec's
@@ -117,6 +141,7 @@ struct TrainerHooks {
   // its head was fitted ("after the linear probe") when it has HeadInit::linear_probe.
   std::function<void(int phase, const std::string& when, const EvalResult&)> on_phase_eval;
   std::function<void(const HeadInitInfo&)> on_head_init;
+  std::function<void(const BatchNormCalibration&)> on_batch_norm_calibrated;
   std::function<void(int64_t batches, int64_t epoch)> on_resume_skip;  // epoch 1-based
   std::function<void(const StepInfo&)> on_step;
   std::function<void(const StepInfo&, const EvalResult&)> on_eval;  // every eval_every steps

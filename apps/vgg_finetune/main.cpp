@@ -35,6 +35,7 @@ const char* kTopHelp =
     "Fine-tunes VGG16 for your own image classes: fc8 is replaced by a layer sized to your\n"
     "classes and trained alone (phase 1, conv1..fc7 frozen), then every layer is trained at a\n"
     "small learning rate (phase 2). Data is a folder per class (train/<class>/*.jpg).\n"
+    "train --model resnet50 (or resnet50_v1, vgg11/13/19) runs the same recipe on another network.\n"
     "\n"
     "commands:\n"
     "  demo      make a small generated dataset and weights file, then train, eval, predict, export\n"
@@ -47,8 +48,28 @@ const char* kTopHelp =
     "start here:  vgg_finetune demo\n"
     "errors name what was wrong; KILN_VERBOSE=1 adds the source location (for bug reports)\n";
 
+// The registered models, for --model and its help.
+std::vector<std::string> model_names() {
+  std::vector<std::string> names;
+  for (const ModelSpec& s : model_specs()) names.push_back(s.name);
+  return names;
+}
+
+std::string model_list() {
+  std::string list;
+  for (const std::string& n : model_names()) list += (list.empty() ? "" : ", ") + n;
+  return list;
+}
+
+std::string model_help() {
+  std::string h = "the network to fine-tune:";
+  for (const ModelSpec& s : model_specs()) h += " " + s.name + " (" + s.description + ");";
+  return h + " its last layer (fc8, or fc for ResNet-50) is the head replaced for your classes";
+}
+
 std::vector<FlagSpec> train_specs() {
   return {
+      {"model", "NAME", kDefaultModel, model_help()},
       {"data-dir", "DIR", "", "folder holding train/ and val/, each with a folder per class"},
       {"train-dir", "DIR", "", "training images, a folder per class (instead of --data-dir)"},
       {"val-dir", "DIR", "", "validation images, same classes (instead of --data-dir)"},
@@ -67,7 +88,7 @@ std::vector<FlagSpec> train_specs() {
       {"phase2-lr", "X", "1e-5", "learning rate of phase 2"},
       {"momentum", "X", "0", "SGD momentum"},
       {"weight-decay", "X", "5e-4", "L2 weight decay on weights (not biases)"},
-      {"keep-prob", "X", "0.5", "dropout keep probability after fc6 and fc7"},
+      {"keep-prob", "X", "0.5", "dropout keep probability after fc6 and fc7 (VGG; ResNet-50 has no dropout)"},
       {"seed", "N", "1", "seed of initialisation, dropout and data order"},
       {"device", "auto|cpu|cuda", "auto", "where to train; auto takes the GPU when there is one"},
       {"image-size", "N", "224", "input crop size, a multiple of 32 (smaller is faster). fc6 follows the size, "
@@ -81,6 +102,9 @@ std::vector<FlagSpec> train_specs() {
       {"head-init", "random|probe", "random",
        "how fc8 starts: random, or probe: fitted by ridge regression on the frozen layers' features of the training "
        "images before phase 1 (a linear probe; the ridge strength chosen by cross-validation on them)"},
+      {"calibrate-bn", "auto|on|off", "auto",
+       "estimate the batch-norm layers' running statistics on the training images before phase 1 (models with "
+       "batch norm: resnet50*); auto: only without --weights, when they are still 0 and 1 as initialised"},
       {"stop-after-epochs", "N", "0", "stop once N epochs are done in all (0: run to the end); train again resumes"},
       {"stop-after-steps", "N", "0",
        "stop after N steps in all, with a checkpoint there (mid-epoch if need be); train again resumes"},
@@ -101,6 +125,7 @@ std::string require_dir(const std::string& flag, const std::string& dir) {
 
 TrainConfig train_config(const Flags& f) {
   TrainConfig c;
+  c.model = f.choice("model", model_names());
   KILN_CHECK(!f.str("model-dir").empty(), "--model-dir is required (where checkpoints go)");
   c.model_dir = f.str("model-dir");
   if (!f.str("data-dir").empty()) {
@@ -133,6 +158,13 @@ TrainConfig train_config(const Flags& f) {
   KILN_CHECK(c.image_size % 32 == 0, "--image-size must be a multiple of 32, got ", c.image_size);
   c.convention = f.choice("convention", {"auto", "caffe_bgr", "tf_rgb", "torchvision_rgb"});
   c.head = f.choice("head", {"fc", "avg"});
+  {
+    const ModelSpec& spec = find_model_spec(c.model);
+    std::string heads;
+    for (const HeadChoice& h : spec.heads) heads += (heads.empty() ? "" : ", ") + h.name;
+    KILN_CHECK(std::any_of(spec.heads.begin(), spec.heads.end(), [&](const HeadChoice& h) { return h.name == c.head; }),
+               "--head ", c.head, ": ", spec.name, " has no such head (its heads: ", heads, ")");
+  }
   c.train_from = f.str("train-from");
   c.workers = static_cast<int>(f.integer("workers", 1, 64));
   c.keep = static_cast<int>(f.integer("keep", 1, 1000));
@@ -144,14 +176,16 @@ TrainConfig train_config(const Flags& f) {
   c.no_augment = f.on("no-augment");
   c.feature_cache = !f.on("no-feature-cache");
   c.probe_head = f.choice("head-init", {"random", "probe"}) == "probe";
+  c.calibrate_bn = f.choice("calibrate-bn", {"auto", "on", "off"});
   c.config_text = "# vgg_finetune train: the flags of this run\n" + f.dump();
   return c;
 }
 
 int cmd_train(int argc, char** argv) {
   Flags f("train", "--model-dir DIR (--data-dir DIR | --train-dir DIR --val-dir DIR) [flags]",
-          "Trains VGG16 on a folder-per-class dataset: phase 1 trains fc8 alone (the rest frozen),\n"
-          "phase 2 all layers. Evaluates on the validation set after every epoch and writes a\n"
+          "Trains VGG16 (or --model) on a folder-per-class dataset: phase 1 trains the head (fc8)\n"
+          "alone (the rest frozen; frozen batch-norm layers keep their running statistics), phase 2 all\n"
+          "layers. Evaluates on the validation set after every epoch and writes a\n"
           "checkpoint into --model-dir each epoch (and every N steps with --eval-every and\n"
           "--checkpoint-every). Running the same command again on the same --model-dir resumes\n"
           "from its latest checkpoint (the --weights are not loaded again) and gives the same result\n"
@@ -472,7 +506,8 @@ int cmd_demo(int argc, char** argv) {
           "regression on the frozen layers' features); with a GPU, or --full, it runs the full recipe.\n"
           "docs/demo.md says what the demo shows and what it does not.",
           {{"work-dir", "DIR", "", "where data, weights, model and export go (default: a new temporary folder)"},
-           {"weights", "FILE", "", "pretrained VGG16 weights to use instead of the random ones"},
+           {"model", "NAME", kDefaultModel, "the network: " + model_list() + " (see train --help)"},
+           {"weights", "FILE", "", "pretrained weights of --model to use instead of the random ones"},
            {"device", "auto|cpu|cuda", "auto", "where to run"},
            {"full", "", "", "run the full recipe (224 px, 10+10 epochs, augmentation, dropout, fc8 from random) even on a CPU"},
            {"seed", "N", "1", "seed of the data, initialisation, dropout and data order"}},
@@ -481,6 +516,7 @@ int cmd_demo(int argc, char** argv) {
   KILN_CHECK(f.positional().empty(), "demo takes no positional argument, got '", f.positional()[0], "'");
   const uint64_t seed = static_cast<uint64_t>(f.integer("seed", 0, INT64_MAX));
   const std::string dev = f.choice("device", {"auto", "cpu", "cuda"});
+  const std::string model = f.choice("model", model_names());
   if (!f.str("weights").empty())
     KILN_CHECK(fs::is_regular_file(f.str("weights")), "--weights: file '", f.str("weights"), "' does not exist");
   std::string work = f.str("work-dir");
@@ -493,6 +529,7 @@ int cmd_demo(int argc, char** argv) {
   const Device device = choose_device(dev);
   const bool full = device.is_cuda() || f.on("full");
   TrainConfig c;
+  c.model = model;
   const int train_per_class = 100, val_per_class = 25;
   if (!full) {
     // Measured on the 2-core CPU (docs/demo.md): pool5 features of the 1000 images are
@@ -530,16 +567,18 @@ int cmd_demo(int argc, char** argv) {
               static_cast<long long>(base.val_images), 100.0 / static_cast<double>(data.classes.size()));
   c.weights = f.str("weights");
   if (c.weights.empty())
-    std::printf("note: VGG16 starts from RANDOM initialisation (convs Kaiming-normal, linear layers N(0, 0.01)), NOT\n"
+    std::printf("note: %s starts from RANDOM initialisation (convs Kaiming-normal, linear layers N(0, 0.01)), NOT\n"
                 "      ImageNet-pretrained: the accuracy below shows that the pipeline learns, not what pretrained\n"
-                "      features give (pass --weights for those)\n");
+                "      features give (pass --weights for those)\n",
+                model.c_str());
   c.model_dir = (fs::path(work) / "model").string();
   c.seed = seed;
   c.device = dev;
   c.config_text = "# vgg_finetune demo\n" + recipe_config_text(c);
-  std::printf("\n== vgg_finetune train --train-dir %s --val-dir %s --model-dir %s%s%s --image-size %lld "
+  std::printf("\n== vgg_finetune train%s --train-dir %s --val-dir %s --model-dir %s%s%s --image-size %lld "
               "--phase1-epochs %lld --phase2-epochs %lld%s\n",
-              c.train_dir.c_str(), c.val_dir.c_str(), c.model_dir.c_str(), c.weights.empty() ? "" : " --weights ",
+              model == kDefaultModel ? "" : (" --model " + model).c_str(), c.train_dir.c_str(), c.val_dir.c_str(),
+              c.model_dir.c_str(), c.weights.empty() ? "" : " --weights ",
               c.weights.c_str(),
               static_cast<long long>(c.image_size), static_cast<long long>(c.phase1_epochs),
               static_cast<long long>(c.phase2_epochs), c.probe_head ? " --no-augment --keep-prob 1 --head-init probe" : "");
@@ -550,7 +589,7 @@ int cmd_demo(int argc, char** argv) {
   const std::vector<std::string> some = one_val_image_per_class(c.val_dir, data.classes);
   report_predictions(predict_images(t, some, 3, 32, device), t.checkpoint.meta.classes, "", "");
 
-  const std::string out = (fs::path(work) / "export" / "vgg16_finetuned.h5").string();
+  const std::string out = (fs::path(work) / "export" / (model + "_finetuned.h5")).string();
   std::printf("\n== vgg_finetune export --model-dir %s --out %s\n", c.model_dir.c_str(), out.c_str());
   export_model(c.model_dir, out, "kiln", false);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -595,15 +634,18 @@ int cmd_toy_data(int argc, char** argv) {
   return 0;
 }
 
-// For tests: an FNV-1a digest of the latest checkpoint's weights, bit for bit.
+// For tests: an FNV-1a digest of the latest checkpoint's weights and buffers, bit for bit.
 int cmd_digest(int argc, char** argv) {
   Flags f("_digest", "--model-dir DIR", "Prints a digest of the latest checkpoint's weights (for tests).",
           {{"model-dir", "DIR", "", "model directory"}});
   if (!f.parse(argc, argv, 2)) return 0;
   TrainedModel t = load_trained(f.str("model-dir"), Device::cpu());
   uint64_t h = 1469598103934665603ull;
-  for (const ParameterRef& p : t.model->parameters()) {
-    const std::vector<float> v = p.tensor->to_vector<float>();
+  std::vector<const Tensor*> tensors;  // parameters, then buffers (batch-norm statistics)
+  for (const ParameterRef& p : t.model->parameters()) tensors.push_back(p.tensor);
+  for (const BufferRef& b : t.model->buffers()) tensors.push_back(b.tensor);
+  for (const Tensor* x : tensors) {
+    const std::vector<float> v = x->to_vector<float>();
     const auto* b = reinterpret_cast<const unsigned char*>(v.data());
     for (size_t i = 0; i < v.size() * sizeof(float); ++i) h = (h ^ b[i]) * 1099511628211ull;
   }
@@ -613,7 +655,7 @@ int cmd_digest(int argc, char** argv) {
 }
 
 // For tests: every ckpt-*.h5 file of a model directory opens (state files read as checkpoints,
-// weights files import into a VGG16 sized by classes.txt and --image-size); *.tmp files are
+// weights files import into the model a state file names, sized by classes.txt and --image-size); *.tmp files are
 // listed (a killed run may leave them; they are never read as checkpoints). Exit 1 if any is bad.
 int cmd_check_dir(int argc, char** argv) {
   Flags f("_check-dir", "--model-dir DIR --image-size N", "Opens every checkpoint file of DIR (for tests).",
@@ -630,6 +672,16 @@ int cmd_check_dir(int argc, char** argv) {
   auto ends = [](const std::string& n, const std::string& suf) {
     return n.size() > suf.size() && n.compare(n.size() - suf.size(), suf.size(), suf) == 0;
   };
+  // The model the weights files are for: what a state file names (VGG16 when none opens).
+  std::string arch = kDefaultModel;
+  for (const std::string& n : names)
+    if (n.rfind("ckpt-", 0) == 0 && ends(n, ".state.h5")) {
+      try {
+        arch = io::read_checkpoint_meta((fs::path(dir) / n).string()).arch;
+        break;
+      } catch (const std::exception&) {  // a damaged one is reported below
+      }
+    }
   int64_t good = 0, bad = 0, tmp = 0;
   for (const std::string& n : names) {
     const std::string path = (fs::path(dir) / n).string();
@@ -646,7 +698,7 @@ int cmd_check_dir(int argc, char** argv) {
       } else {
         KILN_CHECK(num_classes > 0, "no classes.txt to size fc8 by");
         Generator g1(1), g2(2);
-        auto model = find_model_spec(kModelName).build(ModelOptions{num_classes, f.integer("image-size", 32, 1024)},
+        auto model = find_model_spec(arch).build(ModelOptions{num_classes, f.integer("image-size", 32, 1024)},
                                                        g1, g2);
         io::ImportOptions part;
         part.allow_missing = true;  // a checkpoint's weights file holds what trains, a frozen file the rest

@@ -74,7 +74,8 @@ struct RecipeFlag {
 };
 
 std::vector<RecipeFlag> recipe_flags(const TrainConfig& c) {
-  return {{"phase1-epochs", std::to_string(c.phase1_epochs), false},
+  return {{"model", c.model, false},
+          {"phase1-epochs", std::to_string(c.phase1_epochs), false},
           {"phase1-lr", exact(c.phase1_lr), false},
           {"phase2-epochs", std::to_string(c.phase2_epochs), false},
           {"phase2-lr", exact(c.phase2_lr), false},
@@ -87,7 +88,8 @@ std::vector<RecipeFlag> recipe_flags(const TrainConfig& c) {
           {"head", c.head, false},
           {"train-from", c.train_from, false},
           {"no-augment", c.no_augment ? "1" : "", true},
-          {"head-init", c.probe_head ? "probe" : "random", false}};
+          {"head-init", c.probe_head ? "probe" : "random", false},
+          {"calibrate-bn", c.calibrate_bn, false}};
 }
 
 // "key = value" lines of config.txt ('#' lines are comments).
@@ -207,6 +209,16 @@ std::string layer_of(const ModelSpec& spec, const std::string& scope) {
   return scope.substr(spec.name.size() + 1, scope.size() - spec.name.size() - 2);
 }
 
+// The index in `scopes` of the first weight layer `layer` names: the layer itself ("fc6",
+// "layer4/0/conv1") or the group it opens ("layer4": ResNet's stage 4); scopes.size() when none.
+size_t first_scope_of(const ModelSpec& spec, const std::vector<std::string>& scopes, const std::string& layer) {
+  for (size_t i = 0; i < scopes.size(); ++i) {
+    const std::string l = layer_of(spec, scopes[i]);
+    if (l == layer || l.rfind(layer + "/", 0) == 0) return i;
+  }
+  return scopes.size();
+}
+
 // What the model is built with, and the layers phase 1 trains (from train_from to the head).
 struct ModelChoice {
   ModelOptions options;
@@ -220,8 +232,11 @@ struct ModelChoice {
 io::ImportReport import_partial(const TrainConfig& cfg, const ModelSpec& spec, Sequential& model, ModelChoice& m) {
   io::ImportOptions opt;
   opt.skip = {spec.head_scope};
+  // Published layers this model lacks (the avg head has no fc6, fc7) are skipped; a scope
+  // may be a group (ResNet's "resnet50/layer1/") the model holds layers of.
   for (const std::string& s : spec.backbone_scopes)
-    if (std::find(m.scopes.begin(), m.scopes.end(), s) == m.scopes.end()) opt.skip.push_back(s);
+    if (std::none_of(m.scopes.begin(), m.scopes.end(), [&](const std::string& sc) { return sc.rfind(s, 0) == 0; }))
+      opt.skip.push_back(s);
   opt.allow_missing = true;
   const io::ImportReport report = io::import_weights(model, cfg.weights, opt);
   KILN_CHECK(!report.loaded.empty(), "--weights '", cfg.weights, "' holds none of ", spec.name,
@@ -236,11 +251,7 @@ io::ImportReport import_partial(const TrainConfig& cfg, const ModelSpec& spec, S
   }
   const std::string head = layer_of(spec, spec.head_scope);
   m.train_from = cfg.train_from == "auto" ? (first_new.empty() ? head : first_new) : cfg.train_from;
-  const auto pos = [&](const std::string& layer) {
-    for (size_t i = 0; i < m.scopes.size(); ++i)
-      if (layer_of(spec, m.scopes[i]) == layer) return i;
-    return m.scopes.size();
-  };
+  const auto pos = [&](const std::string& layer) { return first_scope_of(spec, m.scopes, layer); };
   if (!first_new.empty())
     KILN_CHECK(pos(first_new) >= pos(m.train_from), "--train-from ", m.train_from, " would leave ", first_new,
                " frozen at its random initialisation: --weights '", cfg.weights, "' lacks it; use --train-from ",
@@ -324,8 +335,8 @@ io::InputConvention load_start_weights(const TrainConfig& cfg, const ModelSpec& 
       source = "the default: the weights file records none";
     }
   } else {
-    std::printf("weights: none given (--weights): the backbone is RANDOMLY INITIALISED (torchvision's VGG "
-                "initialisation), not pretrained\n");
+    std::printf("weights: none given (--weights): the backbone is RANDOMLY INITIALISED (torchvision's "
+                "initialisation of %s), not pretrained\n", spec.name.c_str());
   }
   if (cfg.convention != "auto" && !resume) {
     convention = io::parse_convention(cfg.convention);
@@ -363,11 +374,10 @@ void write_run_files(const TrainConfig& cfg, const RunStart& s, const std::vecto
 // The seed recipe as phases: the layers from train_from to the head over a frozen rest (the
 // head alone when the weights file covers everything below it), then every layer.
 std::vector<Phase> recipe_phases(const TrainConfig& cfg, const ModelSpec& spec, const ModelChoice& m) {
-  std::vector<std::string> trains;
-  for (const std::string& s : m.scopes)
-    if (!trains.empty() || layer_of(spec, s) == m.train_from) trains.push_back(s);
-  KILN_CHECK(!trains.empty(), "--train-from: ", spec.name, " has no layer '", m.train_from, "' with weights (layers: ",
-             layer_span(spec, m.scopes, [](const std::string&) { return true; }), ")");
+  const size_t from = first_scope_of(spec, m.scopes, m.train_from);
+  KILN_CHECK(from < m.scopes.size(), "--train-from: ", spec.name, " has no layer '", m.train_from,
+             "' with weights (layers: ", layer_span(spec, m.scopes, [](const std::string&) { return true; }), ")");
+  const std::vector<std::string> trains(m.scopes.begin() + static_cast<std::ptrdiff_t>(from), m.scopes.end());
   const std::string name = trains.size() == 1 ? layer_of(spec, trains[0]) + " only"
                                               : layer_of(spec, trains.front()) + ".." + layer_of(spec, trains.back());
   Phase head{name, trains, cfg.phase1_lr, nullptr, cfg.phase1_epochs, cfg.momentum, cfg.weight_decay};
@@ -376,8 +386,17 @@ std::vector<Phase> recipe_phases(const TrainConfig& cfg, const ModelSpec& spec, 
   return {head, all};
 }
 
+// True when `m` or a module below it is a T.
+template <typename T>
+bool holds(const Module& m) {
+  return dynamic_cast<const T*>(&m) != nullptr ||
+         std::any_of(m.children().begin(), m.children().end(), [](const auto& c) { return holds<T>(*c); });
+}
+
 // The lines for people that come before the first epoch.
-void print_plan(const TrainConfig& cfg, int64_t start_epoch, const std::string& phase1) {
+void print_plan(const TrainConfig& cfg, int64_t start_epoch, const std::string& phase1, const Module& model) {
+  const std::string dropout =
+      holds<Dropout>(model) ? format_number("dropout keep %g", cfg.keep_prob) : std::string("no dropout in the model");
   const std::string every_steps =
       cfg.checkpoint_every > 0 ? " and every " + std::to_string(cfg.checkpoint_every) + " steps" : std::string();
   std::printf("model dir: %s (checkpoints every epoch%s, last %d kept plus the best; metrics.csv; TensorBoard events in events/)\n",
@@ -385,13 +404,34 @@ void print_plan(const TrainConfig& cfg, int64_t start_epoch, const std::string& 
   if (cfg.eval_every > 0)
     std::printf("evaluation: every epoch and every %lld steps\n", static_cast<long long>(cfg.eval_every));
   std::printf("recipe: phase 1 (%s) %lld epoch(s) at lr %g, phase 2 (all layers) %lld epoch(s) at lr %g; "
-              "SGD momentum %g, weight decay %g on weights, dropout keep %g, batch %lld, seed %llu\n",
+              "SGD momentum %g, weight decay %g on weights (not biases or batch-norm gamma/beta), %s, batch %lld, "
+              "seed %llu\n",
               phase1.c_str(), static_cast<long long>(cfg.phase1_epochs), cfg.phase1_lr,
               static_cast<long long>(cfg.phase2_epochs),
-              cfg.phase2_lr, cfg.momentum, cfg.weight_decay, cfg.keep_prob, static_cast<long long>(cfg.batch),
+              cfg.phase2_lr, cfg.momentum, cfg.weight_decay, dropout.c_str(), static_cast<long long>(cfg.batch),
               static_cast<unsigned long long>(cfg.seed));
   const int64_t total = cfg.phase1_epochs + cfg.phase2_epochs;
   if (start_epoch >= total) std::printf("nothing left to train: all %lld epochs are done\n", static_cast<long long>(total));
+}
+
+// What a phase does with batch norm (nothing for models without it): the classic
+// fine-tuning trap is a "frozen" layer that still normalises with each batch's statistics.
+void print_batch_norm_use(const BatchNormUse& u, bool decay) {
+  if (u.layers == 0) return;
+  const char* frozen = "normalise with their running statistics (the inference form) in training steps too, and keep "
+                       "them as they are";
+  const char* trains = "normalise with each batch's statistics in training steps and update their running ones "
+                       "(momentum 0.1); evaluation uses the running ones";
+  const std::string gamma = decay ? "; gamma and beta get no weight decay" : "";
+  if (u.frozen == u.layers)
+    std::printf("  batch norm: all %lld layers are frozen: they %s\n", static_cast<long long>(u.layers), frozen);
+  else if (u.frozen == 0)
+    std::printf("  batch norm: all %lld layers train: they %s%s\n", static_cast<long long>(u.layers), trains,
+                gamma.c_str());
+  else
+    std::printf("  batch norm: %lld of %lld layers are frozen: they %s; the %lld that train %s%s\n",
+                static_cast<long long>(u.frozen), static_cast<long long>(u.layers), frozen,
+                static_cast<long long>(u.layers - u.frozen), trains, gamma.c_str());
 }
 
 void clear_progress(bool tty) {
@@ -405,6 +445,7 @@ TrainerHooks people_hooks(const TrainConfig& cfg, bool tty, Sequential& net) {
     std::printf("phase %d: %s%s, %lld epoch(s) at lr %g\n", phase, ph.name.c_str(),
                 ph.train_patterns.empty() ? "" : " (every other layer frozen: run as pure inference)",
                 static_cast<long long>(ph.epochs), ph.lr);
+    print_batch_norm_use(batch_norm_use(model), ph.weight_decay > 0);
     if (ph.weight_decay <= 0) return;
     const std::vector<Tensor> decayed = decayed_weights(model);
     if (decayed.empty()) return;
@@ -419,7 +460,9 @@ TrainerHooks people_hooks(const TrainConfig& cfg, bool tty, Sequential& net) {
     size_t last = m.cut > 0 ? m.cut - 1 : 0;
     if (last > 0 && kids[last]->name() == "flatten") --last;
     const std::string cached = m.cut > 0 ? kids[last]->name() : "input";
-    const std::string runs = m.cut < kids.size() ? kids[m.cut]->name() + ".." + kids.back()->name() : "none";
+    const std::string runs = m.cut + 1 < kids.size() ? kids[m.cut]->name() + ".." + kids.back()->name()
+                             : m.cut < kids.size() ? kids[m.cut]->name()
+                                                   : "none";
     if (m.cached)
       std::printf("phase %d mode: %s features of %lld train and %lld val images computed once (%.1f s, %.0f MiB) and "
                   "reused every epoch (--no-augment); per step only %s run\n",
@@ -430,6 +473,13 @@ TrainerHooks people_hooks(const TrainConfig& cfg, bool tty, Sequential& net) {
                   "kept\n",
                   m.phase, cfg.no_augment ? "--no-feature-cache" : "augmentation on: random crops and flips change the features",
                   cached.c_str());
+  };
+  h.on_batch_norm_calibrated = [&cfg](const BatchNormCalibration& c) {
+    std::printf("batch norm: running statistics of all %lld layers estimated on %lld train images (%lld batches, "
+                "%.1f s) before phase 1 (--calibrate-bn %s%s)\n",
+                static_cast<long long>(c.layers), static_cast<long long>(c.images), static_cast<long long>(c.batches),
+                c.seconds, cfg.calibrate_bn.c_str(),
+                cfg.calibrate_bn == "auto" ? ": no --weights, so they held 0 and 1 as initialised" : "");
   };
   h.on_phase_eval = [](int phase, const std::string& when, const EvalResult& r) {
     std::printf("  phase %d, %s: val loss %.3f acc %.1f%%\n", phase, when.c_str(), r.loss, 100.0 * r.acc);
@@ -511,7 +561,7 @@ TrainResult run_train(const TrainConfig& cfg) {
   const io::Dataset& val_ds = audit.splits[1].usable;
   const std::vector<std::string>& classes = train_ds.classes;
   const auto num_classes = static_cast<int64_t>(classes.size());
-  const ModelSpec& spec = find_model_spec(kModelName);
+  const ModelSpec& spec = find_model_spec(cfg.model);
   const RunStart start = check_model_dir(cfg, spec, classes);
   const Device device = choose_device(cfg.device);
   const std::string skipped_path = (fs::path(cfg.model_dir) / "skipped.txt").string();
@@ -532,7 +582,7 @@ TrainResult run_train(const TrainConfig& cfg) {
     init_gen.set_state(init_start);
     model = spec.build(m.options, init_gen, dropout_gen);
   }
-  m.scopes = weight_layer_scopes(spec, m.options);
+  m.scopes = model->parameter_scopes();
   const std::string head_layer = layer_of(spec, spec.head_scope);
   if (resume) m.train_from = resume->meta.train_from.empty() ? head_layer : resume->meta.train_from;
   else if (cfg.weights.empty()) m.train_from = cfg.train_from == "auto" ? head_layer : cfg.train_from;
@@ -555,6 +605,7 @@ TrainResult run_train(const TrainConfig& cfg) {
   t.loader.augment = !cfg.no_augment;
   t.feature_cache = cfg.feature_cache;
   t.eval_at_phase_start = cfg.eval_at_phase_start;
+  t.calibrate_batch_norm = cfg.calibrate_bn == "on" || (cfg.calibrate_bn == "auto" && cfg.weights.empty());
   t.eval_every = cfg.eval_every;
   t.checkpoint_every = cfg.checkpoint_every;
   t.stop_after_epochs = cfg.stop_after_epochs;
@@ -572,7 +623,7 @@ TrainResult run_train(const TrainConfig& cfg) {
   t.dropout_gen = &dropout_gen;
   MetricsLog metrics(cfg.model_dir);
   t.metrics = &metrics;
-  print_plan(cfg, resume ? resume->meta.epochs_done : 0, t.phases[0].name);
+  print_plan(cfg, resume ? resume->meta.epochs_done : 0, t.phases[0].name, *model);
 
   Trainer trainer(*model, spec, train_ds, val_ds, std::move(t), people_hooks(cfg, ::isatty(fileno(stdout)) != 0, *model));
   const TrainResult r = trainer.run(resume);
@@ -593,9 +644,7 @@ TrainedModel load_trained(const std::string& model_dir, Device device, bool best
   t.checkpoint = *ck;
   t.init = std::make_unique<Generator>(ck->meta.seed);
   t.dropout = std::make_unique<Generator>(ck->meta.seed + 1);
-  KILN_CHECK(ck->meta.arch == kModelName, "checkpoint '", ck->state_path, "' holds a ", ck->meta.arch, ", expected ",
-             kModelName);
-  const ModelSpec& spec = find_model_spec(kModelName);
+  const ModelSpec& spec = find_model_spec(ck->meta.arch);
   t.model = spec.build(ModelOptions{static_cast<int64_t>(ck->meta.classes.size()), ck->meta.image_size, 0.5f,
                                     ck->meta.head, ck->meta.adaptive_pool},
                        *t.init, *t.dropout);

@@ -1,5 +1,6 @@
-// The seed recipe as a command over train/trainer: VGG16 (from its model spec) with fc8
-// sized to the classes, fc8 alone (phase 1) then every layer (phase 2), evaluating after
+// The seed recipe as a command over train/trainer: VGG16 (or another registered model, by
+// its model spec) with the head (fc8) sized to the classes, the head alone (phase 1) then
+// every layer (phase 2), evaluating after
 // each epoch and checkpointing into the model directory; and the pieces eval/predict/export
 // share (loading a trained model).
 #pragma once
@@ -17,11 +18,12 @@
 
 namespace kiln::app {
 
-// The model vgg_finetune trains: a name in train/model_spec's registry.
-inline constexpr const char* kModelName = "vgg16";
+// The model vgg_finetune trains unless --model names another of train/model_spec's registry.
+inline constexpr const char* kDefaultModel = "vgg16";
 
 // The train command's flags.
 struct TrainConfig {
+  std::string model = kDefaultModel;  // a registered model spec: vgg16, resnet50, resnet50_v1, ...
   std::string train_dir, val_dir, model_dir, weights;
   int64_t batch = 32;
   int64_t phase1_epochs = 10, phase2_epochs = 10;
@@ -39,6 +41,9 @@ struct TrainConfig {
   bool feature_cache = true;        // false: with no_augment, still run the full forward (for checks)
   bool probe_head = false;          // --head-init probe: fc8 starts as a ridge fit on the frozen layers' features
   bool eval_at_phase_start = false; // also evaluate when a phase starts (the demo's before/after lines)
+  // Batch-norm running statistics estimated on the training images before phase 1: on, off,
+  // or auto (on when no --weights gives them, i.e. they are still 0 and 1 as initialised).
+  std::string calibrate_bn = "auto";
   int64_t stop_after_epochs = 0;    // > 0: stop once this many epochs are done (resume later)
   int64_t stop_after_steps = 0;     // > 0: stop after this many steps, checkpointing there (resume later)
   int64_t eval_every = 0;           // > 0: also evaluate every this many (global) steps

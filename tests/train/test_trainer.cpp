@@ -153,3 +153,114 @@ TEST_CASE("a Trainer runs any Sequential's phases and resumes mid-epoch bit for 
   std::error_code ec;
   std::filesystem::remove_all(root, ec);
 }
+
+TEST_CASE("ResNet-50's head-only phase caches up to global pooling", "[train][resnet]") {
+  const ModelSpec& spec = find_model_spec("resnet50");
+  Generator init(1), drop(2);
+  auto model = spec.build(ModelOptions{3, 64}, init, drop);
+  const size_t cut = cut_for(*model, phase("head", {spec.head_scope}));
+  REQUIRE(cut > 1);
+  REQUIRE(cut < model->children().size());
+  CHECK(model->children()[cut]->name() == "fc");
+  CHECK(model->children()[cut - 1]->name() == "flatten");
+  CHECK(model->children()[cut - 2]->name() == "avgpool");
+  CHECK(batch_norm_use(*model).layers == 53);
+  CHECK(batch_norm_use(*model).frozen == 53);
+  // Stage 4 trains: the cut moves before it, and its 10 batch-norm layers train.
+  const size_t cut4 = cut_for(*model, phase("stage 4", {"resnet50/layer4/", spec.head_scope}));
+  CHECK(model->children()[cut4]->name() == "layer4");
+  CHECK(batch_norm_use(*model).frozen == 43);
+  CHECK(cut_for(*model, phase("all", {})) == 0);
+  CHECK(batch_norm_use(*model).frozen == 0);
+}
+
+namespace {
+
+// conv -> batch norm -> ReLU -> global average pool -> fc: the smallest ResNet-like net.
+std::shared_ptr<Sequential> tiny_bn_net(Generator& gen) {
+  auto net = std::make_shared<Sequential>("net");
+  net->add(std::make_shared<Conv2d>("conv", 3, 4, 3, Conv2dParams{1, 1, 1, 1}, false, gen));
+  net->add(std::make_shared<BatchNorm2d>("bn", 4));
+  net->add(std::make_shared<ReLU>("relu"));
+  net->add(std::make_shared<AdaptiveAvgPool2d>("pool", 1, 1));
+  net->add(std::make_shared<Flatten>("flatten"));
+  net->add(std::make_shared<Linear>("fc", 4, 2, true, gen));
+  return net;
+}
+
+std::vector<float> values(const Tensor& t) { return t.cpu().to_vector<float>(); }
+
+}  // namespace
+
+TEST_CASE("batch-norm calibration takes the data's statistics and a frozen batch norm keeps them", "[train]") {
+  const std::string root = test::make_temp_dir("trainer_bn");
+  app::make_demo_dataset(root + "/data", 2, 4, 2, 3);
+  const io::Dataset train = io::image_folder(root + "/data/train"), val = io::image_folder(root + "/data/val");
+  const ModelSpec& spec = find_model_spec("resnet50");  // only its name is recorded (arch)
+  Generator gen(4);
+  auto net = tiny_bn_net(gen);
+  auto* bn = dynamic_cast<BatchNorm2d*>(net->children()[1].get());
+  REQUIRE(bn != nullptr);
+
+  // Calibration over one batch holding every image: the running statistics are that batch's
+  // per-channel mean and unbiased variance of the conv's output.
+  TrainerOptions t = tiny_options(root + "/run", false);
+  t.loader.batch_size = 8;
+  const BatchNormCalibration c = calibrate_batch_norm(*net, train, t.loader);
+  CHECK(c.layers == 1);
+  CHECK(c.batches == 1);
+  CHECK(c.images == 8);
+  CHECK(net->training());  // the mode is restored
+  io::LoaderOptions lo = t.loader;
+  lo.shuffle = false;
+  io::Loader loader(train, lo);
+  const auto batch = loader.next();
+  REQUIRE(batch);
+  Tensor y;
+  {
+    NoGradGuard no_grad;
+    y = (*net->children()[0])(batch->images);
+  }
+  const std::vector<float> yv = values(y), mean = values(bn->running_mean()), var = values(bn->running_var());
+  const auto n = static_cast<int64_t>(yv.size() / 4);
+  for (int64_t ch = 0; ch < 4; ++ch) {
+    double s = 0, s2 = 0;
+    for (int64_t i = 0; i < n; ++i) s += yv[static_cast<size_t>(i * 4 + ch)];
+    const double m = s / static_cast<double>(n);
+    for (int64_t i = 0; i < n; ++i) s2 += (yv[static_cast<size_t>(i * 4 + ch)] - m) * (yv[static_cast<size_t>(i * 4 + ch)] - m);
+    CHECK(mean[static_cast<size_t>(ch)] == Approx(m).epsilon(1e-4).margin(1e-6));
+    CHECK(var[static_cast<size_t>(ch)] == Approx(s2 / static_cast<double>(n - 1)).epsilon(1e-4));
+  }
+
+  // A run that calibrates, trains the head over a frozen batch norm (whose statistics must not
+  // move), then trains all layers (whose statistics must).
+  Generator gen2(4);
+  auto run = tiny_bn_net(gen2);
+  auto* rbn = dynamic_cast<BatchNorm2d*>(run->children()[1].get());
+  TrainerOptions tr = tiny_options(root + "/run2", false);
+  tr.phases[0].train_patterns = {"net/fc/"};
+  tr.calibrate_batch_norm = true;
+  tr.run.classes = train.classes;
+  std::vector<std::vector<float>> at_phase_start;
+  std::vector<BatchNormUse> uses;
+  std::vector<size_t> cuts;
+  int64_t calibrated = 0;
+  TrainerHooks hooks;
+  hooks.on_batch_norm_calibrated = [&](const BatchNormCalibration& b) { calibrated = b.layers; };
+  hooks.on_phase_start = [&](int, const Phase&, Sequential& m) {
+    at_phase_start.push_back(values(rbn->running_mean()));
+    uses.push_back(batch_norm_use(m));
+  };
+  hooks.on_feature_mode = [&](const FeatureMode& m) { cuts.push_back(m.cached ? m.cut : 0); };
+  REQUIRE(Trainer(*run, spec, train, val, tr, hooks).run(std::nullopt).finished);
+  CHECK(calibrated == 1);
+  REQUIRE(at_phase_start.size() == 2);
+  CHECK(at_phase_start[0] != std::vector<float>(4, 0.0f));  // calibrated, not the initial zeros
+  CHECK(at_phase_start[1] == at_phase_start[0]);            // phase 1 (frozen) left them
+  CHECK(values(rbn->running_mean()) != at_phase_start[1]);  // phase 2 (trained) moved them
+  CHECK(uses[0].frozen == 1);
+  CHECK(uses[1].frozen == 0);
+  CHECK(cuts == std::vector<size_t>{5});  // conv, bn, relu, pool, flatten: cached up to global pooling
+  std::error_code ec;
+  std::filesystem::remove_all(root, ec);
+}
