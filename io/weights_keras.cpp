@@ -2,10 +2,12 @@
 // keras.applications ships: layer_names, per-layer weight_names) read and written, and
 // Keras 3's `.weights.h5` (layers/<class name>/vars/<i>) read.
 #include <algorithm>
+#include <map>
 #include <optional>
+#include <set>
 
 #include "io/weights_sources.h"
-#include "layers/models/vgg.h"
+#include "layers/models/keras_names.h"
 
 namespace kiln::io::weights_detail {
 
@@ -42,10 +44,50 @@ bool keras_base(const h5::Group& root, std::string& base) {
   return false;
 }
 
-std::string role(size_t index) {
+// The kiln role of the index-th weight of a Keras layer, when its name does not say:
+// kernel (or gamma), bias (or beta), then a batch norm's moving mean and variance.
+std::string role(size_t index, bool batch_norm) {
   if (index == 0) return "weight";
   if (index == 1) return "bias";
+  if (batch_norm && index == 2) return "running_mean";
+  if (batch_norm && index == 3) return "running_var";
   return "var" + std::to_string(index);
+}
+
+// The kiln role a Keras weight's name gives ("conv1_bn/gamma:0", "moving_mean", Keras 3's
+// legacy "conv1_conv/kernel"): "" when the name is none of Keras's (e.g.
+// "block1_conv1_W_1:0"), and the weight's position decides.
+std::string role_by_name(const std::string& weight_name) {
+  std::string base = weight_name.substr(weight_name.rfind('/') + 1);  // npos + 1 == 0: the whole name
+  const size_t colon = base.rfind(':');
+  if (colon != std::string::npos) base.resize(colon);
+  static const std::pair<const char*, const char*> kRoles[] = {
+      {"kernel", "weight"}, {"gamma", "weight"}, {"bias", "bias"}, {"beta", "bias"},
+      {"moving_mean", "running_mean"}, {"moving_variance", "running_var"}};
+  for (const auto& [keras, kiln] : kRoles)
+    if (base == keras) return kiln;
+  return "";
+}
+
+// kiln's role -> the Keras weight name (batch norm's gamma, beta, moving_mean,
+// moving_variance; a conv's or dense's kernel and bias); unknown roles keep their name.
+std::string keras_weight_name(const std::string& role, bool batch_norm) {
+  if (role == "weight") return batch_norm ? "gamma" : "kernel";
+  if (role == "bias") return batch_norm ? "beta" : "bias";
+  if (role == "running_mean") return "moving_mean";
+  if (role == "running_var") return "moving_variance";
+  return role;
+}
+
+// The model's batch norms (layers below its root scope that keep running statistics).
+std::set<std::string> batch_norm_layers(Module& model) {
+  const std::string prefix = model.name() + "/", suffix = "/running_mean";
+  std::set<std::string> out;
+  for (const BufferRef& b : model.buffers())
+    if (b.name.size() > prefix.size() + suffix.size() && b.name.compare(0, prefix.size(), prefix) == 0 &&
+        b.name.compare(b.name.size() - suffix.size(), suffix.size(), suffix) == 0)
+      out.insert(b.name.substr(prefix.size(), b.name.size() - prefix.size() - suffix.size()));
+  return out;
 }
 
 Layout layout_for_rank(size_t rank) {
@@ -54,16 +96,40 @@ Layout layout_for_rank(size_t rank) {
   return Layout::same;
 }
 
-// The model's weighted layers in order, split by kind (rank-4 weight: conv; rank 2: dense).
-void model_layers(Module& model, std::vector<std::string>& convs, std::vector<std::string>& denses) {
+// The model's weighted layers of one Keras 3 class, in the order Keras numbers that class.
+struct ClassLayers {
+  const char* keras_class;  // "conv2d": groups conv2d, conv2d_1, ...
+  const char* what;         // for errors: "conv"
+  std::vector<std::string> layers;
+};
+
+// The model's weighted layers (below its root scope) split by Keras 3 class: conv2d (a
+// rank-4 weight), dense (rank 2), batch_normalization (running statistics); in Keras's
+// model.layers order where the model's Keras names give one, else in parameter order.
+std::vector<ClassLayers> model_layers(Module& model) {
+  std::vector<ClassLayers> classes = {{"conv2d", "conv", {}}, {"dense", "dense", {}},
+                                      {"batch_normalization", "batch-norm", {}}};
   const std::string prefix = model.name() + "/";
+  std::vector<std::string> order;
+  std::map<std::string, size_t> kind;
+  const std::set<std::string> bns = batch_norm_layers(model);
   for (const ParameterRef& p : model.parameters()) {
     if (p.name.size() < 7 || p.name.compare(p.name.size() - 7, 7, "/weight") != 0) continue;
     std::string layer = p.name.substr(0, p.name.size() - 7);
     if (layer.compare(0, prefix.size(), prefix) == 0) layer = layer.substr(prefix.size());
-    if (p.tensor->rank() == 4) convs.push_back(layer);
-    else if (p.tensor->rank() == 2) denses.push_back(layer);
+    const size_t k = bns.count(layer) ? 2 : p.tensor->rank() == 4 ? 0 : p.tensor->rank() == 2 ? 1 : 3;
+    if (k < 3) {
+      order.push_back(layer);
+      kind[layer] = k;
+    }
   }
+  const KerasLayerNames names = keras_layer_names(model.name());
+  if (names.keras_order) order = names.keras_order();
+  for (const std::string& layer : order) {
+    const auto it = kind.find(layer);
+    if (it != kind.end()) classes[it->second].layers.push_back(layer);
+  }
+  return classes;
 }
 
 // The value of `s`, all decimal digits, or -1 when it is not that or exceeds 10^8 (names
@@ -84,11 +150,6 @@ int class_index(const std::string& name, const std::string& cls) {
 
 }  // namespace
 
-// The VGG layer names live with the VGG table (layers/models/vgg): io restates no model.
-std::string keras_to_kiln_layer(const std::string& keras) { return vgg_layer_from_keras(keras); }
-
-std::string kiln_to_keras_layer(const std::string& kiln) { return vgg_layer_to_keras(kiln); }
-
 bool is_keras(const h5::Group& root) {
   std::string base;
   return keras_base(root, base);
@@ -107,17 +168,24 @@ SourceList list_keras(const h5::Group& root, Module& model) {
   if (!base_path.empty()) model_weights.emplace(root.group(base_path));
   const h5::Group& base = model_weights ? *model_weights : root;
   const std::string origin_base = base_path.empty() ? "/" : "/" + base_path + "/";
+  // Layer names live with each model's table (layers/models/): io restates no model.
+  const KerasLayerNames layer_names = keras_layer_names(model.name());
+  const std::set<std::string> bns = batch_norm_layers(model);
   for (const std::string& layer : read_chunked(base, "layer_names")) {
     KILN_CHECK(base.exists(layer) && base.is_group(layer), "Keras weights file '", root.file(), "': layer '", layer,
                "' is listed in layer_names but ", base.where(layer), " is not a group");
     const h5::Group g = base.group(layer);
     const std::vector<std::string> names = read_chunked(g, "weight_names");
+    const std::string kiln_layer = layer_names.from_keras(layer);
+    const bool batch_norm = bns.count(kiln_layer) > 0;
     for (size_t i = 0; i < names.size(); ++i) {
       KILN_CHECK(g.exists(names[i]) && g.is_dataset(names[i]), "Keras weights file '", root.file(), "': layer '",
                  layer, "' lists weight '", names[i], "' but ", g.where(names[i]), " is not a dataset");
       const size_t rank = g.dataset(names[i]).shape().size();
-      s.entries.push_back({model.name() + "/" + keras_to_kiln_layer(layer) + "/" + role(i),
-                           origin_base + layer + "/" + names[i], i == 0 ? layout_for_rank(rank) : Layout::same});
+      std::string r = role_by_name(names[i]);
+      if (r.empty()) r = role(i, batch_norm);
+      s.entries.push_back({model.name() + "/" + kiln_layer + "/" + r, origin_base + layer + "/" + names[i],
+                           r == "weight" ? layout_for_rank(rank) : Layout::same});
     }
   }
   return s;
@@ -128,8 +196,9 @@ SourceList list_keras3(const h5::Group& root, Module& model) {
   s.format = WeightsFormat::keras3;
   s.model = model.name();
   s.convention = InputConvention::caffe_bgr;
-  std::vector<std::string> convs, denses;
-  model_layers(model, convs, denses);
+  const std::vector<ClassLayers> classes = model_layers(model);
+  const KerasLayerNames layer_names = keras_layer_names(model.name());
+  const std::set<std::string> bns = batch_norm_layers(model);
   const h5::Group layers = root.group("layers");
   for (const std::string& layer : layers.children()) {
     if (!layers.exists(layer + "/vars") || !layers.is_group(layer + "/vars")) continue;
@@ -140,24 +209,22 @@ SourceList list_keras3(const h5::Group& root, Module& model) {
       if (small_number(v) >= 0 && std::to_string(small_number(v)) == v) idx.push_back(small_number(v));
     std::sort(idx.begin(), idx.end());
     if (idx.empty()) continue;
-    // Keras 3 names groups by class: the k-th conv2d is the model's k-th conv layer.
-    std::string kiln_layer = keras_to_kiln_layer(layer);
-    const int ci = class_index(layer, "conv2d"), di = class_index(layer, "dense");
-    if (ci >= 0) {
-      KILN_CHECK(ci < static_cast<int>(convs.size()), "Keras 3 weights file '", root.file(), "' has layer '", layer,
-                 "' (conv layer ", ci + 1, ") but model '", model.name(), "' has ", convs.size(),
-                 " conv layers -- is this a weights file for another model?");
-      kiln_layer = convs[static_cast<size_t>(ci)];
-    } else if (di >= 0) {
-      KILN_CHECK(di < static_cast<int>(denses.size()), "Keras 3 weights file '", root.file(), "' has layer '", layer,
-                 "' (dense layer ", di + 1, ") but model '", model.name(), "' has ", denses.size(),
-                 " dense layers -- is this a weights file for another model?");
-      kiln_layer = denses[static_cast<size_t>(di)];
+    // Keras 3 names groups by class: the k-th conv2d is the model's k-th conv layer in
+    // Keras's order (likewise dense, batch_normalization).
+    std::string kiln_layer = layer_names.from_keras(layer);
+    for (const ClassLayers& c : classes) {
+      const int k = class_index(layer, c.keras_class);
+      if (k < 0) continue;
+      KILN_CHECK(k < static_cast<int>(c.layers.size()), "Keras 3 weights file '", root.file(), "' has layer '", layer,
+                 "' (", c.what, " layer ", k + 1, ") but model '", model.name(), "' has ", c.layers.size(), " ",
+                 c.what, " layers -- is this a weights file for another model?");
+      kiln_layer = c.layers[static_cast<size_t>(k)];
     }
+    const bool batch_norm = bns.count(kiln_layer) > 0;
     for (int i : idx) {
       const std::string v = std::to_string(i);
       const size_t rank = vars.dataset(v).shape().size();
-      s.entries.push_back({model.name() + "/" + kiln_layer + "/" + role(static_cast<size_t>(i)),
+      s.entries.push_back({model.name() + "/" + kiln_layer + "/" + role(static_cast<size_t>(i), batch_norm),
                            "/layers/" + layer + "/vars/" + v, i == 0 ? layout_for_rank(rank) : Layout::same});
     }
   }
@@ -166,21 +233,29 @@ SourceList list_keras3(const h5::Group& root, Module& model) {
 
 void write_keras(h5::Group& root, Module& model) {
   const std::string prefix = model.name() + "/";
+  const KerasLayerNames keras = keras_layer_names(model.name());
+  const std::set<std::string> bns = batch_norm_layers(model);
+  // Parameters, then buffers (a batch norm's running statistics join its gamma and beta).
+  std::vector<std::pair<std::string, const Tensor*>> tensors;
+  for (const ParameterRef& p : model.parameters()) tensors.emplace_back(p.name, p.tensor);
+  for (const BufferRef& b : model.buffers()) tensors.emplace_back(b.name, b.tensor);
   std::vector<std::string> layer_names;
+  std::map<std::string, size_t> layer_index;
   std::vector<std::vector<std::pair<std::string, const Tensor*>>> layer_weights;
-  for (const ParameterRef& p : model.parameters()) {
-    std::string rel = p.name.compare(0, prefix.size(), prefix) == 0 ? p.name.substr(prefix.size()) : p.name;
+  for (const auto& [name, tensor] : tensors) {
+    std::string rel = name.compare(0, prefix.size(), prefix) == 0 ? name.substr(prefix.size()) : name;
     const size_t slash = rel.rfind('/');
-    KILN_CHECK(slash != std::string::npos, "export to Keras layout: parameter '", p.name,
+    KILN_CHECK(slash != std::string::npos, "export to Keras layout: parameter '", name,
                "' is not named <model>/<layer>/<weight|bias>");
-    const std::string layer = kiln_to_keras_layer(rel.substr(0, slash));
-    const std::string what = rel.substr(slash + 1);
-    if (layer_names.empty() || layer_names.back() != layer) {
+    const std::string kiln_layer = rel.substr(0, slash);
+    const std::string layer = keras.to_keras(kiln_layer);
+    const auto [it, added] = layer_index.emplace(layer, layer_names.size());
+    if (added) {
       layer_names.push_back(layer);
       layer_weights.emplace_back();
     }
-    const std::string keras_what = what == "weight" ? "kernel" : what;
-    layer_weights.back().emplace_back(layer + "/" + keras_what + ":0", p.tensor);
+    const std::string keras_what = keras_weight_name(rel.substr(slash + 1), bns.count(kiln_layer) > 0);
+    layer_weights[it->second].emplace_back(layer + "/" + keras_what + ":0", tensor);
   }
   root.set_string_list_attribute("layer_names", layer_names);
   root.set_string_attribute("backend", "tensorflow");

@@ -33,15 +33,14 @@ struct SourceList {
 // True when the root looks like a Keras classic (layer_names) or Keras 3 (layers/) file.
 bool is_keras(const h5::Group& root);
 bool is_keras3(const h5::Group& root);
+// A Keras file's entries named after `model`'s layers (layers/models/keras_names.h picks
+// the model's Keras names; batch-norm weights by name, else by position).
 SourceList list_keras(const h5::Group& root, Module& model);
 SourceList list_keras3(const h5::Group& root, Module& model);
 // Writes the model as Keras's save_weights does (layer_names, weight_names, kernels in
-// Keras's layouts).
+// Keras's layouts; layer names from layers/models/keras_names.h, batch norms as gamma,
+// beta, moving_mean, moving_variance).
 void write_keras(h5::Group& root, Module& model);
-
-// Keras layer name -> kiln layer name (block1_conv1 -> conv1_1, fc1 -> fc6, ...), and back.
-std::string keras_to_kiln_layer(const std::string& keras);
-std::string kiln_to_keras_layer(const std::string& kiln);
 
 // Row-major [rows, cols] -> [cols, rows].
 void transpose(const float* src, float* dst, int64_t rows, int64_t cols);

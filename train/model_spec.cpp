@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <sstream>
 
+#include "layers/models/keras_names.h"
 #include "layers/models/resnet.h"
 #include "layers/models/vgg.h"
 
@@ -49,7 +50,7 @@ ModelSpec vgg_spec(int depth) {
 
 // ResNet-50 has no LayerPlan (a residual block is no chain of layers): its plan is empty,
 // so plan-driven tools (kiln_bench --print-plan, weight_layer_scopes) list no layers.
-// Module paths map to torchvision's by '/' -> '.'; no Keras names yet (identity maps).
+// Module paths map to torchvision's by '/' -> '.'; Keras names as keras.applications.ResNet50's.
 ModelSpec resnet50_spec(ResNetVariant variant) {
   const bool v1 = variant == ResNetVariant::v1;
   ModelSpec s;
@@ -67,8 +68,10 @@ ModelSpec resnet50_spec(ResNetVariant variant) {
   };
   s.build = [options](const ModelOptions& o, Generator& init, Generator&) { return make_resnet50(options(o), init); };
   s.plan = [](const ModelOptions&) { return std::vector<LayerPlan>{}; };
-  s.keras_to_kiln = [](const std::string& n) { return n; };
-  s.kiln_to_keras = [](const std::string& n) { return n; };
+  // The same names io reads Keras files with (layers/models/keras_names.h).
+  const KerasLayerNames keras = keras_layer_names(s.name);
+  s.keras_to_kiln = keras.from_keras;
+  s.kiln_to_keras = keras.to_keras;
   s.backbone_scopes = {s.name + "/conv1/", s.name + "/bn1/"};
   for (int i = 1; i <= 4; ++i) s.backbone_scopes.push_back(s.name + "/layer" + std::to_string(i) + "/");
   s.head_scope = s.name + "/fc/";

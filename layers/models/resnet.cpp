@@ -2,6 +2,7 @@
 #include "layers/models/resnet.h"
 
 #include <string>
+#include <vector>
 
 namespace kiln {
 namespace {
@@ -27,6 +28,41 @@ std::shared_ptr<Conv2d> conv(const std::string& name, int64_t in, int64_t out, i
 
 std::shared_ptr<BatchNorm2d> bn(const std::string& name, int64_t channels, ResNetVariant v) {
   return std::make_shared<BatchNorm2d>(name, channels, 0.1f, bn_eps(v));
+}
+
+// "12" -> 12; -1 unless `s` is a number as std::to_string writes it, at most 3 digits
+// (names come from files).
+int small_int(const std::string& s) {
+  if (s.empty() || s.size() > 3 || (s.size() > 1 && s[0] == '0')) return -1;
+  for (const char c : s)
+    if (c < '0' || c > '9') return -1;
+  return std::stoi(s);
+}
+
+// True when stage `s` (0-based) has block `b` (0-based) with layer pair `k` (1..3, or 0:
+// the shortcut, which only a stage's first block has: it changes stride or channels).
+bool in_table(int s, int b, int k) {
+  return s >= 0 && s < 4 && b >= 0 && b < kStages[s].blocks && k >= 0 && k <= 3 && (k > 0 || b == 0);
+}
+
+// kiln's name of a block's conv (or batch norm) `k`, 0 being the shortcut.
+std::string block_layer(int s, int b, int k, bool is_conv) {
+  const std::string block = "layer" + std::to_string(s + 1) + "/" + std::to_string(b) + "/";
+  if (k == 0) return block + (is_conv ? "downsample/0" : "downsample/1");
+  return block + (is_conv ? "conv" : "bn") + std::to_string(k);
+}
+
+// The weight layers in kiln's parameter order (the shortcut last in its block) or in
+// Keras's model.layers order (the shortcut between the block's second and third pair).
+std::vector<std::string> weight_layers(bool keras_order) {
+  std::vector<std::string> layers = {"conv1", "bn1"};
+  for (int s = 0; s < 4; ++s)
+    for (int b = 0; b < kStages[s].blocks; ++b)
+      for (const int k : keras_order ? std::vector<int>{1, 2, 0, 3} : std::vector<int>{1, 2, 3, 0})
+        if (in_table(s, b, k))
+          for (const bool is_conv : {true, false}) layers.push_back(block_layer(s, b, k, is_conv));
+  layers.push_back("fc");
+  return layers;
 }
 
 }  // namespace
@@ -80,16 +116,54 @@ std::shared_ptr<Sequential> make_resnet50(const ResNetOptions& opt, Generator& i
   return net;
 }
 
-std::vector<std::string> resnet50_weight_layers() {
-  std::vector<std::string> layers = {"conv1", "bn1"};
-  for (int s = 0; s < 4; ++s)
-    for (int b = 0; b < kStages[s].blocks; ++b) {
-      const std::string block = "layer" + std::to_string(s + 1) + "/" + std::to_string(b) + "/";
-      for (const char* l : {"conv1", "bn1", "conv2", "bn2", "conv3", "bn3"}) layers.push_back(block + l);
-      if (b == 0) layers.insert(layers.end(), {block + "downsample/0", block + "downsample/1"});
-    }
-  layers.push_back("fc");
-  return layers;
+std::vector<std::string> resnet50_weight_layers() { return weight_layers(false); }
+
+std::vector<std::string> resnet50_keras_layer_order() { return weight_layers(true); }
+
+std::string resnet50_layer_from_keras(const std::string& keras) {
+  if (keras == "conv1_conv") return "conv1";
+  if (keras == "conv1_bn") return "bn1";
+  if (keras == "predictions") return "fc";
+  // "conv{S}_block{B}_{K}_conv|bn": four '_'-separated parts.
+  std::vector<std::string> part;
+  for (size_t at = 0, next; part.size() < 5; at = next + 1) {
+    next = keras.find('_', at);
+    part.push_back(keras.substr(at, next == std::string::npos ? std::string::npos : next - at));
+    if (next == std::string::npos) break;
+  }
+  if (part.size() != 4 || part[0].compare(0, 4, "conv") != 0 || part[1].compare(0, 5, "block") != 0 ||
+      (part[3] != "conv" && part[3] != "bn"))
+    return keras;
+  const int stage = small_int(part[0].substr(4)) - 2, block = small_int(part[1].substr(5)) - 1;
+  const int k = small_int(part[2]);
+  if (!in_table(stage, block, k)) return keras;
+  return block_layer(stage, block, k, part[3] == "conv");
+}
+
+std::string resnet50_layer_to_keras(const std::string& kiln) {
+  if (kiln == "conv1") return "conv1_conv";
+  if (kiln == "bn1") return "conv1_bn";
+  if (kiln == "fc") return "predictions";
+  // "layer{L}/{b}/conv{K}|bn{K}" or "layer{L}/{b}/downsample/0|1".
+  const size_t a = kiln.find('/'), b = a == std::string::npos ? a : kiln.find('/', a + 1);
+  if (b == std::string::npos || kiln.compare(0, 5, "layer") != 0) return kiln;
+  const int stage = small_int(kiln.substr(5, a - 5)) - 1, block = small_int(kiln.substr(a + 1, b - a - 1));
+  const std::string rest = kiln.substr(b + 1);
+  int k = -1;
+  bool is_conv = false;
+  if (rest == "downsample/0" || rest == "downsample/1") {
+    k = 0;
+    is_conv = rest.back() == '0';
+  } else if (rest.size() == 5 && rest.compare(0, 4, "conv") == 0) {
+    k = small_int(rest.substr(4));
+    is_conv = true;
+  } else if (rest.size() == 3 && rest.compare(0, 2, "bn") == 0) {
+    k = small_int(rest.substr(2));
+  }
+  if (k == 0 && rest.compare(0, 10, "downsample") != 0) return kiln;  // "conv0" is no layer
+  if (!in_table(stage, block, k)) return kiln;
+  return "conv" + std::to_string(stage + 2) + "_block" + std::to_string(block + 1) + "_" + std::to_string(k) + "_" +
+         (is_conv ? "conv" : "bn");
 }
 
 }  // namespace kiln

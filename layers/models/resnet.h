@@ -54,4 +54,17 @@ std::shared_ptr<Sequential> make_resnet50(const ResNetOptions& opt, Generator& i
 // "layer1/0/conv1", ..., "layer1/0/downsample/1", ..., "fc"): the same in both variants.
 std::vector<std::string> resnet50_weight_layers();
 
+// Keras (keras.applications.ResNet50) layer name -> kiln's: "conv1_conv" -> "conv1",
+// "conv1_bn" -> "bn1", "conv{S}_block{B}_{K}_conv|bn" -> "layer{S-1}/{B-1}/conv{K}|bn{K}"
+// (K = 0, the shortcut: "downsample/0|1"), "predictions" -> "fc". Any other name (also a
+// block the stage table lacks) is returned unchanged. Safe on names read from files.
+std::string resnet50_layer_from_keras(const std::string& keras);
+// kiln layer name -> Keras's (the inverse); any other name is returned unchanged.
+std::string resnet50_layer_to_keras(const std::string& kiln);
+// resnet50_weight_layers() in the order of Keras's model.layers, which numbers Keras 3's
+// class-named groups (conv2d, conv2d_1, ..., batch_normalization_N, dense): a downsampling
+// block's shortcut comes after its conv2/bn2 and before conv3/bn3 (checked against Keras
+// 3.15.1's .weights.h5: tests/reference/make_real_keras_resnet.py).
+std::vector<std::string> resnet50_keras_layer_order();
+
 }  // namespace kiln
