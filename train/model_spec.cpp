@@ -49,7 +49,7 @@ ModelSpec vgg_spec(int depth) {
 }
 
 // ResNet-50 has no LayerPlan (a residual block is no chain of layers): its plan is empty,
-// so plan-driven tools (kiln_bench --print-plan, weight_layer_scopes) list no layers.
+// so plan-driven tools (kiln_bench --print-plan) list no layers.
 // Module paths map to torchvision's by '/' -> '.'; Keras names as keras.applications.ResNet50's.
 ModelSpec resnet50_spec(ResNetVariant variant) {
   const bool v1 = variant == ResNetVariant::v1;
@@ -117,13 +117,6 @@ const ModelSpec& find_model_spec(const std::string& name) {
     known += (known.empty() ? "" : ", ") + s.name;
   }
   KILN_FAIL("unknown model '", name, "' (known models: ", known, ")");
-}
-
-std::vector<std::string> weight_layer_scopes(const ModelSpec& spec, const ModelOptions& opt) {
-  std::vector<std::string> scopes;
-  for (const LayerPlan& l : spec.plan(opt))
-    if (has_weights(l.kind)) scopes.push_back(spec.name + "/" + l.name + "/");
-  return scopes;
 }
 
 std::string torchvision_to_kiln(const ModelSpec& spec, const std::string& key) {

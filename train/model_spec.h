@@ -68,9 +68,6 @@ struct ModelSpec {
   std::vector<std::pair<std::string, std::string>> torchvision_layers;
 };
 
-// Scopes ("vgg16/conv1_1/") of the weight layers a model built with `opt` has, in order.
-std::vector<std::string> weight_layer_scopes(const ModelSpec& spec, const ModelOptions& opt);
-
 // Every registered model (vgg11, vgg13, vgg16, vgg19, resnet50, resnet50_v1), in that order.
 const std::vector<ModelSpec>& model_specs();
 // The spec named `name`; an unknown name is an error listing the known ones.

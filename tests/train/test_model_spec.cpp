@@ -160,11 +160,12 @@ TEST_CASE("VGG heads: adaptive pooling keeps pretrained fc6's shape at any size,
   CHECK(find(avg, "global_pool").out_size == 1);
   CHECK(find(avg, "fc6").name.empty());
   CHECK(find(avg, "fc8").in_channels == 512);
-  CHECK(weight_layer_scopes(spec, ModelOptions{8, 96, 0.5f, "avg"}).back() == spec.head_scope);
   REQUIRE_THROWS_WITH(spec.plan(ModelOptions{8, 96, 0.5f, "max"}), Catch::Contains("no head 'max'"));
   // Built, the pooled model's fc6 has the published shape and runs a 64 px batch.
   Generator init(1), drop(2);
   auto net = spec.build(ModelOptions{3, 64, 0.5f, "avg"}, init, drop);
+  CHECK(net->parameter_scopes().back() == spec.head_scope);
+  CHECK(net->parameter_scopes().size() == 14);  // 13 convs and fc8
   net->eval();
   NoGradGuard no_grad;
   CHECK((*net)(Tensor::zeros(Shape{2, 64, 64, 3})).shape() == Shape{2, 3});
