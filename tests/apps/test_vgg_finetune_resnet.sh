@@ -11,6 +11,7 @@
 #     uninterrupted run's bit for bit;
 #   - eval, predict and export read the model from the checkpoint (no --model needed);
 #   - --train-from layer4 trains stage 4 and fc in phase 1 (10 of 53 batch-norm layers);
+#   - --weights with a Keras no-top ResNet50 file loads the backbone, fc is new;
 #   - bad combinations are one-line errors: --head avg, an unknown --model, resuming a
 #     resnet50 directory with --model vgg16.
 # Usage: test_vgg_finetune_resnet.sh PATH/TO/vgg_finetune
@@ -99,7 +100,26 @@ else
   bad "--train-from layer4 (exit $rc)"; cat "$W/t.log"
 fi
 
-# 6. One-line errors.
+# 6. --weights: a Keras no-top ResNet50 file (tf-keras layout, written by h5py from the v1
+# reference model) loads the whole backbone into resnet50_v1; fc is new; the statistics come
+# from the file, so --calibrate-bn auto leaves them; Keras's caffe preprocessing is taken.
+if "$PY" "$(dirname "$0")/../reference/make_resnet_reference.py" --out "$W/ref" --variant v1 --image 64 \
+     --batch 1 --classes 10 --keras-layouts > "$W/ref.log" 2>&1; then
+  "$B" train --data-dir "$W/data" --model-dir "$W/k" "${COMMON[@]}" --model resnet50_v1 --phase2-epochs 0 \
+    --weights "$W/ref/resnet50_v1_keras_notop.h5" > "$W/k.log" 2>&1
+  rc=$?
+  if [ $rc -eq 0 ] && grep -q "weights: conv1..layer4/2/bn3 (106 layers) loaded from .*notop.h5; new (initialised here): fc" "$W/k.log" &&
+     grep -q "caffe_bgr preprocessing (recorded by the weights file)" "$W/k.log" &&
+     ! grep -q "running statistics of all" "$W/k.log" && grep -q "phase 1 mode: avgpool features" "$W/k.log"; then
+    ok "--weights: a Keras no-top ResNet50 file loads conv1..layer4 (106 layers), fc is new, no calibration"
+  else
+    bad "--weights Keras no-top (exit $rc)"; cat "$W/k.log"
+  fi
+else
+  bad "make_resnet_reference.py --keras-layouts"; cat "$W/ref.log"
+fi
+
+# 7. One-line errors.
 expect_error() {  # expect_error NAME PATTERN ARGS...
   local name=$1 pat=$2
   shift 2
