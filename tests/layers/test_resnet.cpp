@@ -16,6 +16,7 @@
 #include "io/weights.h"
 #include "layers/models/keras_names.h"
 #include "layers/models/resnet.h"
+#include "train/api.h"
 #include "train/model_spec.h"
 #include "tests/support/compare.h"
 #include "tests/support/npy.h"
@@ -164,6 +165,15 @@ TEST_CASE("ResNet-50 v1 in Keras's layouts (tf-keras, model.save, Keras 3, no-to
     io::ImportReport rep;
     const std::vector<double> got = v1_logits(file, x, &rep);
     CHECK(rep.format == format);
+    if (format == io::WeightsFormat::keras) {
+      // The short path (train/api.h) reads the head's size from the file's predictions layer.
+      LoadOptions lo;
+      lo.image_size = 64;
+      Model m = load_model("resnet50_v1", file, lo);
+      CHECK(m.num_classes() == 10);
+      CHECK(m.convention() == io::InputConvention::caffe_bgr);
+      KILN_REQUIRE_CLOSE(m.logits(x).to_vector<double>(), want, atol, 1e-4);
+    }
     std::filesystem::remove(file);
     WARN(name << ": " << test::compare(got, want, 0.0, 1.0).report);
     KILN_REQUIRE_CLOSE(got, want, atol, 1e-4);
