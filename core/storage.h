@@ -2,6 +2,8 @@
 #pragma once
 
 #include <cstddef>
+#include <functional>
+#include <utility>
 
 #include "core/allocator.h"
 #include "core/device.h"
@@ -9,24 +11,33 @@
 namespace kiln {
 
 // Owns `bytes` of memory from `allocator` on `device`; frees it when the last view goes.
+// Or borrows memory another library owns (a NumPy array or PyTorch tensor shared through
+// DLPack): `release` runs when the last view goes, so the owner's memory lives exactly as
+// long as kiln uses it.
 class Storage {
  public:
   Storage(size_t bytes, Device device, Allocator& allocator)
       : data_(allocator.allocate(bytes)), bytes_(bytes), device_(device), allocator_(&allocator) {}
-  ~Storage() { allocator_->deallocate(data_, bytes_); }
+  Storage(void* data, size_t bytes, Device device, std::function<void()> release)
+      : data_(data), bytes_(bytes), device_(device), allocator_(nullptr), release_(std::move(release)) {}
+  ~Storage() {
+    if (allocator_) allocator_->deallocate(data_, bytes_);
+    else if (release_) release_();
+  }
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
 
   void* data() const { return data_; }
   size_t bytes() const { return bytes_; }
   Device device() const { return device_; }
-  bool pinned() const { return allocator_->pinned(); }
+  bool pinned() const { return allocator_ && allocator_->pinned(); }
 
  private:
   void* data_;
   size_t bytes_;
   Device device_;
-  Allocator* allocator_;
+  Allocator* allocator_;           // null for borrowed memory
+  std::function<void()> release_;  // borrowed memory: hands it back to its owner
 };
 
 }  // namespace kiln

@@ -92,6 +92,19 @@ Tensor Tensor::from_vector(const std::vector<int64_t>& values, const Shape& shap
   return t;
 }
 
+Tensor Tensor::from_external(void* data, const Shape& shape, DType dtype, Device device,
+                             std::function<void()> release) {
+  for (int64_t d : shape.dims()) KILN_CHECK(d >= 0, "tensor shape ", shape, " has a negative extent");
+  KILN_CHECK(data != nullptr || shape.numel() == 0, "from_external: null data for shape ", shape);
+  auto impl = std::make_shared<TensorImpl>();
+  const size_t bytes = static_cast<size_t>(shape.numel()) * dtype_size(dtype);
+  impl->storage = std::make_shared<Storage>(data, bytes, device, std::move(release));
+  impl->shape = shape;
+  impl->strides = shape.contiguous_strides();
+  impl->dtype = dtype;
+  return Tensor(std::move(impl));
+}
+
 std::string Tensor::description() const {
   return std::string(dtype_name(dtype())) + shape().str() + " on " + device().str();
 }

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <ostream>
 #include <string>
@@ -64,6 +65,11 @@ class Tensor {
   static Tensor from_vector(const std::vector<float>& values, const Shape& shape);
   // A host int64 tensor holding `values`, e.g. labels.
   static Tensor from_vector(const std::vector<int64_t>& values, const Shape& shape);
+  // A contiguous tensor over memory kiln did not allocate (zero-copy sharing, e.g. DLPack
+  // in python/): `release` runs once the last view is gone. `data` must hold
+  // shape.numel() elements of `dtype` on `device` and stay valid until then.
+  static Tensor from_external(void* data, const Shape& shape, DType dtype, Device device,
+                              std::function<void()> release);
 
   // ---- metadata ----
   bool defined() const { return impl_ != nullptr; }

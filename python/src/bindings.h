@@ -1,0 +1,28 @@
+// Shared declarations of the nanobind module kiln._kiln (docs/python.md): each source file
+// binds one part of the engine's surface; module.cpp calls them in order.
+#pragma once
+
+#include <nanobind/nanobind.h>
+
+#include "core/kiln.h"
+
+namespace kiln::python {
+
+namespace nb = nanobind;
+
+// kiln.Tensor (metadata, autograd, views), the factories and the ops (python/src/tensor.cpp).
+void bind_tensor(nb::module_& m);
+// DLPack both ways: Tensor.__dlpack__/__dlpack_device__, kiln.from_dlpack, nchw_to_nhwc
+// (python/src/dlpack.cpp).
+void bind_dlpack(nb::module_& m);
+// Modules, model specs, weights import/export, optimizers (python/src/engine.cpp).
+void bind_engine(nb::module_& m);
+
+// A tensor shape from a Python sequence of ints.
+Shape to_shape(const std::vector<int64_t>& dims);
+// The DType called `name` ("float32", "int64", ...); an unknown name is a kiln::Error.
+DType dtype_from_name(const std::string& name);
+// The Device called `name` ("cpu", "cuda", "cuda:1"); anything else is a kiln::Error.
+Device device_from_name(const std::string& name);
+
+}  // namespace kiln::python

@@ -1,0 +1,172 @@
+// DLPack both ways, through nanobind's ndarray (which speaks legacy "dltensor" and
+// versioned "dltensor_versioned" capsules, DLPack 1.0):
+// - import (kiln.from_dlpack): the producer's memory becomes a kiln Storage whose release
+//   drops the producer's handle (with the GIL), so the NumPy array or PyTorch tensor lives
+//   as long as any kiln view of it. kiln tensors are contiguous: a strided producer is an
+//   error unless the caller asks for the copy (copy_to_contiguous, nchw_to_nhwc).
+// - export (Tensor.__dlpack__): a capsule that owns a kiln handle to the storage.
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include <nanobind/ndarray.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
+
+#include "python/src/bindings.h"
+
+namespace kiln::python {
+namespace {
+
+using nb::arg;
+using Array = nb::ndarray<>;  // any dtype, shape, order and device
+
+constexpr int kDLCPU = 1, kDLCUDA = 2, kDLCUDAHost = 3;
+
+DType dtype_of_array(const Array& a) {
+  const nb::dlpack::dtype t = a.dtype();
+  using C = nb::dlpack::dtype_code;
+  const auto code = static_cast<C>(t.code);
+  if (t.lanes == 1) {
+    if (code == C::Float && t.bits == 32) return DType::f32;
+    if (code == C::Bfloat && t.bits == 16) return DType::bf16;
+    if (code == C::Int && t.bits == 32) return DType::i32;
+    if (code == C::Int && t.bits == 64) return DType::i64;
+    if (code == C::UInt && t.bits == 8) return DType::u8;
+  }
+  KILN_FAIL("from_dlpack: kiln has no dtype for DLPack type (code ", int(t.code), ", ", int(t.bits), " bits, ",
+            int(t.lanes), " lanes); convert first, e.g. x.astype(numpy.float32) or x.float()");
+}
+
+nb::dlpack::dtype dlpack_dtype(DType t) {
+  switch (t) {
+    case DType::f32: return nb::dtype<float>();
+    case DType::bf16: return nb::dlpack::dtype{static_cast<uint8_t>(nb::dlpack::dtype_code::Bfloat), 16, 1};
+    case DType::i32: return nb::dtype<int32_t>();
+    case DType::i64: return nb::dtype<int64_t>();
+    case DType::u8: return nb::dtype<uint8_t>();
+  }
+  KILN_FAIL("no DLPack type for ", dtype_name(t));
+}
+
+Device device_of_array(const Array& a) {
+  if (a.device_type() == kDLCPU || a.device_type() == kDLCUDAHost) return Device::cpu();
+  if (a.device_type() == kDLCUDA) {
+#if defined(KILN_HAS_CUDA)
+    return Device::cuda(a.device_id());
+#else
+    KILN_FAIL("from_dlpack: the tensor is on cuda:", a.device_id(), " but this kiln was built without CUDA; "
+              "move it to the host first (x.cpu())");
+#endif
+  }
+  KILN_FAIL("from_dlpack: kiln has no device for DLPack device type ", a.device_type(),
+            " (kiln knows the CPU and CUDA); copy the tensor to the host first");
+}
+
+bool is_row_major(const Array& a) {
+  int64_t expect = 1;
+  for (size_t i = a.ndim(); i-- > 0;) {
+    if (a.shape(i) != 1 && a.stride(i) != expect) return false;
+    expect *= static_cast<int64_t>(a.shape(i));
+  }
+  return true;
+}
+
+// Copies a host array with arbitrary element strides (in `order` of its dimensions) into
+// the contiguous dst; dims[k] = a.shape(order[k]).
+void copy_strided(const Array& a, const std::vector<size_t>& order, char* dst) {
+  const size_t esize = (a.dtype().bits / 8u) * a.dtype().lanes, n = order.size();
+  const char* base = static_cast<const char*>(a.data()) ;
+  std::vector<int64_t> idx(n, 0);
+  int64_t total = 1;
+  for (size_t k = 0; k < n; ++k) total *= static_cast<int64_t>(a.shape(order[k]));
+  for (int64_t e = 0; e < total; ++e) {
+    int64_t off = 0;
+    for (size_t k = 0; k < n; ++k) off += idx[k] * a.stride(order[k]);
+    std::memcpy(dst + e * esize, base + off * static_cast<int64_t>(esize), esize);
+    for (size_t k = n; k-- > 0;) {
+      if (++idx[k] < static_cast<int64_t>(a.shape(order[k]))) break;
+      idx[k] = 0;
+    }
+  }
+}
+
+// A contiguous kiln copy of a host array, its dimensions taken in `order`.
+Tensor copy_to_kiln(const Array& a, const std::vector<size_t>& order, const char* why) {
+  KILN_CHECK(device_of_array(a).is_cpu(), why, ": the layout-converting copy runs on the host; the tensor is on "
+             "a GPU: make it contiguous there first (x.contiguous()) and call from_dlpack without the copy");
+  std::vector<int64_t> dims;
+  for (size_t k : order) dims.push_back(static_cast<int64_t>(a.shape(k)));
+  Tensor t = Tensor::empty(Shape(dims), TensorOptions{dtype_of_array(a)});
+  {
+    nb::gil_scoped_release release;
+    copy_strided(a, order, static_cast<char*>(t.raw_data()));
+  }
+  return t;
+}
+
+Tensor from_dlpack(const Array& a, bool copy_to_contiguous) {
+  const DType dtype = dtype_of_array(a);
+  const Device device = device_of_array(a);
+  std::vector<size_t> order(a.ndim());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  if (!is_row_major(a)) {
+    KILN_CHECK(copy_to_contiguous, "from_dlpack: the array is not contiguous (strides are not row-major), and "
+               "kiln tensors are; pass copy_to_contiguous=True for an explicit copy, or use kiln.nchw_to_nhwc "
+               "for an NCHW image batch");
+    return copy_to_kiln(a, order, "from_dlpack(copy_to_contiguous=True)");
+  }
+  std::vector<int64_t> dims;
+  for (size_t i = 0; i < a.ndim(); ++i) dims.push_back(static_cast<int64_t>(a.shape(i)));
+  // The producer's handle, dropped with the GIL when kiln's last view goes.
+  auto* keep = new Array(a);
+  return Tensor::from_external(a.data(), Shape(dims), dtype, device, [keep] {
+    if (!Py_IsInitialized()) return;  // interpreter gone: nothing left to hand back
+    nb::gil_scoped_acquire gil;
+    delete keep;
+  });
+}
+
+Tensor nchw_to_nhwc(const Array& a) {
+  KILN_CHECK(a.ndim() == 4, "nchw_to_nhwc: expected an image batch [N, C, H, W], got ", a.ndim(), " dimensions");
+  return copy_to_kiln(a, {0, 2, 3, 1}, "nchw_to_nhwc");
+}
+
+// The tensor as a nanobind ndarray whose owner (a capsule) holds a kiln handle to it.
+Array to_array(const Tensor& t) {
+  KILN_CHECK(t.is_contiguous(), "__dlpack__: tensor ", t.description(), " is not contiguous");
+  auto* keep = new Tensor(t.detach());
+  nb::capsule owner(keep, [](void* p) noexcept { delete static_cast<Tensor*>(p); });
+  std::vector<size_t> shape;
+  for (int64_t d : t.shape().dims()) shape.push_back(static_cast<size_t>(d));
+  const int device_type = t.device().is_cpu() ? kDLCPU : kDLCUDA;
+  return Array(t.raw_data(), shape.size(), shape.data(), owner, t.strides().data(), dlpack_dtype(t.dtype()),
+               device_type, t.device().index);
+}
+
+}  // namespace
+
+void bind_dlpack(nb::module_& m) {
+  nb::class_<Tensor> cls = nb::borrow<nb::class_<Tensor>>(m.attr("Tensor"));
+  cls.def("__dlpack__",
+          [](const Tensor& t, nb::kwargs kwargs) {
+            nb::object arr = nb::cast(nb::ndarray<nb::array_api>(to_array(t)));
+            return arr.attr("__dlpack__")(**kwargs);
+          },
+          "A DLPack capsule sharing this tensor's memory (versioned when max_version >= (1, 0) is asked for); "
+          "the capsule keeps the memory alive.");
+  cls.def("__dlpack_device__", [](const Tensor& t) {
+    return nb::make_tuple(t.device().is_cpu() ? kDLCPU : kDLCUDA, t.device().index);
+  }, "(device type, index) as DLPack numbers them: (1, 0) for the CPU, (2, i) for cuda:i.");
+  cls.def("numpy", [](const Tensor& t) {
+    KILN_CHECK(t.device().is_cpu(), "numpy(): the tensor is on ", t.device().str(), "; move it with .to(\"cpu\") first");
+    return nb::ndarray<nb::numpy>(to_array(t));
+  }, "A NumPy array sharing this tensor's memory (no copy).");
+  m.def("from_dlpack", &from_dlpack, arg("x").noconvert(), arg("copy_to_contiguous") = false,
+        "A kiln tensor sharing x's memory (NumPy array, PyTorch tensor, anything with __dlpack__). "
+        "Non-contiguous x is an error unless copy_to_contiguous=True, which makes a contiguous copy.");
+  m.def("nchw_to_nhwc", &nchw_to_nhwc, arg("x").noconvert(),
+        "A contiguous NHWC kiln copy of an NCHW image batch (e.g. a PyTorch tensor): kiln's layout.");
+}
+
+}  // namespace kiln::python

@@ -1,0 +1,206 @@
+// The engine above the ops, thinly: modules (freezing by name pattern), the model specs
+// and building by name, weights import/export, SGD and Adam, one image's input tensor.
+// Calls that run a model, an optimizer step or file I/O release the GIL.
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nanobind/stl/map.h>
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/shared_ptr.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
+
+#include "io/convention.h"
+#include "io/weights.h"
+#include "layers/layers.h"
+#include "layers/module.h"
+#include "layers/optim.h"
+#include "python/src/bindings.h"
+#include "train/api.h"
+#include "train/model_spec.h"
+
+namespace kiln::python {
+namespace {
+
+using nb::arg;
+using Release = nb::call_guard<nb::gil_scoped_release>;
+
+// A model built from its spec with the generators it keeps using (dropout draws its masks
+// from `dropout` for as long as the model lives); handed out as an aliasing shared_ptr to
+// `model`, so Python holds the generators exactly as long as the model.
+struct BuiltModel {
+  Generator init, dropout;
+  std::shared_ptr<Sequential> model;
+  explicit BuiltModel(uint64_t seed) : init(seed), dropout(seed + 1) {}
+};
+
+std::shared_ptr<Sequential> build_model(const std::string& name, std::optional<int64_t> num_classes,
+                                        int64_t image_size, float keep_prob, const std::string& head,
+                                        bool adaptive_pool, uint64_t seed) {
+  const ModelSpec& spec = find_model_spec(name);
+  auto built = std::make_shared<BuiltModel>(seed);
+  built->model = spec.build(ModelOptions(num_classes.value_or(spec.default_num_classes), image_size, keep_prob,
+                                         head, adaptive_pool),
+                            built->init, built->dropout);
+  return std::shared_ptr<Sequential>(built, built->model.get());
+}
+
+nb::dict named_tensors(Module& m, bool trainable_only) {
+  nb::dict d;
+  for (const ParameterRef& p : trainable_only ? m.trainable_parameters() : m.parameters())
+    d[nb::str(p.name.c_str())] = nb::cast(*p.tensor);
+  return d;
+}
+
+void bind_modules(nb::module_& m) {
+  nb::class_<Module>(m, "Module", "A named model part with parameters, buffers and children; names are hierarchical "
+                                  "(\"vgg16/conv1_1/weight\") and freezing goes by name pattern.")
+      .def("__call__", &Module::forward, arg("x"), Release(), "y = forward(x).")
+      .def("forward", &Module::forward, arg("x"), Release(), "y = forward(x).")
+      .def_prop_ro("name", &Module::name)
+      .def("parameters", [](Module& mod) { return named_tensors(mod, false); },
+           "Every parameter, {full name: Tensor} in registration order; the tensors share the model's memory.")
+      .def("trainable_parameters", [](Module& mod) { return named_tensors(mod, true); },
+           "The parameters that train (not frozen), {full name: Tensor}.")
+      .def("buffers", [](Module& mod) {
+             nb::dict d;
+             for (const BufferRef& b : mod.buffers()) d[nb::str(b.name.c_str())] = nb::cast(*b.tensor);
+             return d;
+           }, "State saved with the model but not trained (e.g. batch-norm statistics), {full name: Tensor}.")
+      .def("freeze", &Module::freeze, arg("pattern"),
+           "Freezes parameters matching an exact name, a scope ending in '/', or a glob with * and ?; "
+           "returns how many matched (none is an error).")
+      .def("unfreeze", &Module::unfreeze, arg("pattern"), "The inverse of freeze.")
+      .def("train", &Module::train, arg("on") = true, "Training mode (dropout active) or not, recursively.")
+      .def("eval", &Module::eval, "Evaluation mode, recursively.")
+      .def_prop_ro("training", &Module::training)
+      .def("to", [](Module& mod, const std::string& device) {
+             mod.to(device_from_name(device));
+           }, arg("device"), Release(), "Moves every parameter and buffer to \"cpu\" or \"cuda:N\".")
+      .def("parameter_scopes", &Module::parameter_scopes, "The scopes of the layers that own parameters, in order.")
+      .def("summary", &Module::summary, "One line per parameter: shape and trainable flag.")
+      .def("__repr__", [](Module& mod) { return "kiln.Module('" + mod.name() + "')"; });
+
+  nb::class_<Sequential, Module>(m, "Sequential", "Runs its children in order.")
+      .def(nb::init<std::string>(), arg("name"))
+      .def("add", [](Sequential& s, std::shared_ptr<Module> child) { s.add(std::move(child)); }, arg("module"),
+           "Appends a layer (its name must be new in this Sequential).");
+  nb::class_<Linear, Module>(m, "Linear", "x: [N, in] -> [N, out]; parameters weight [out, in], bias [out].")
+      .def("__init__", [](Linear* self, std::string name, int64_t in, int64_t out, bool bias, uint64_t seed) {
+             Generator gen(seed);
+             new (self) Linear(std::move(name), in, out, bias, gen);
+           }, arg("name"), arg("in_features"), arg("out_features"), arg("bias") = true, arg("seed") = 0);
+  nb::class_<Conv2d, Module>(m, "Conv2d", "NHWC convolution; parameters weight [out, k, k, in] (OHWI), bias [out].")
+      .def("__init__", [](Conv2d* self, std::string name, int64_t in, int64_t out, int64_t kernel, int64_t stride,
+                          int64_t padding, bool bias, uint64_t seed) {
+             Generator gen(seed);
+             new (self) Conv2d(std::move(name), in, out, kernel, Conv2dParams{stride, stride, padding, padding}, bias, gen);
+           }, arg("name"), arg("in_channels"), arg("out_channels"), arg("kernel"), arg("stride") = 1,
+           arg("padding") = 0, arg("bias") = true, arg("seed") = 0);
+  nb::class_<ReLU, Module>(m, "ReLU").def(nb::init<std::string>(), arg("name"));
+  nb::class_<Flatten, Module>(m, "Flatten").def(nb::init<std::string>(), arg("name"));
+  nb::class_<MaxPool2d, Module>(m, "MaxPool2d")
+      .def("__init__", [](MaxPool2d* self, std::string name, int64_t kernel, int64_t stride) {
+             new (self) MaxPool2d(std::move(name), Pool2dParams{kernel, kernel, stride, stride, 0, 0});
+           }, arg("name"), arg("kernel") = 2, arg("stride") = 2);
+}
+
+void bind_specs(nb::module_& m) {
+  nb::class_<ModelSpec>(m, "ModelSpec", "A registered model: how it is built, scoped and named.")
+      .def_ro("name", &ModelSpec::name)
+      .def_ro("description", &ModelSpec::description)
+      .def_ro("default_image_size", &ModelSpec::default_image_size)
+      .def_ro("default_num_classes", &ModelSpec::default_num_classes)
+      .def_ro("backbone_scopes", &ModelSpec::backbone_scopes)
+      .def_ro("head_scope", &ModelSpec::head_scope)
+      .def_prop_ro("heads", [](const ModelSpec& s) {
+        std::vector<std::string> names;
+        for (const HeadChoice& h : s.heads) names.push_back(h.name);
+        return names;
+      })
+      .def_prop_ro("input_convention", [](const ModelSpec& s) { return std::string(io::convention_name(s.input_convention)); })
+      .def("__repr__", [](const ModelSpec& s) { return "kiln.ModelSpec('" + s.name + "')"; });
+  m.def("model_specs", &model_specs, "Every registered model (vgg11 ... resnet50_v1).");
+  m.def("find_model_spec", &find_model_spec, arg("name"), nb::rv_policy::reference,
+        "The spec called `name`; an unknown name is a kiln.Error listing the known ones.");
+  m.def("build_model", &build_model, arg("name"), arg("num_classes") = nb::none(), arg("image_size") = 0,
+        arg("keep_prob") = 0.5f, arg("head") = "", arg("adaptive_pool") = false, arg("seed") = 0, Release(),
+        "Builds a registered model by name (weights drawn from `seed`, dropout from seed + 1); "
+        "num_classes defaults to the published head's.");
+}
+
+void bind_weights(nb::module_& m) {
+  nb::class_<io::ImportReport>(m, "ImportReport", "What import_weights loaded, skipped, missed or found mismatched.")
+      .def_ro("path", &io::ImportReport::path)
+      .def_ro("source_model", &io::ImportReport::source_model)
+      .def_ro("loaded", &io::ImportReport::loaded)
+      .def_ro("skipped", &io::ImportReport::skipped)
+      .def_ro("unmapped", &io::ImportReport::unmapped)
+      .def_ro("missing", &io::ImportReport::missing)
+      .def_ro("mismatched", &io::ImportReport::mismatched)
+      .def_ro("checksums", &io::ImportReport::checksums)
+      .def_prop_ro("format", [](const io::ImportReport& r) { return std::string(io::format_name(r.format)); })
+      .def_prop_ro("convention", [](const io::ImportReport& r) { return std::string(io::convention_name(r.convention)); })
+      .def("__str__", &io::ImportReport::to_string);
+  m.def("import_weights",
+        [](Module& model, const std::string& path, std::vector<std::string> skip, bool allow_missing,
+           bool skip_mismatched, std::map<std::string, std::string> assignment_map) {
+          io::ImportOptions opt;
+          opt.skip = std::move(skip);
+          opt.allow_missing = allow_missing;
+          opt.skip_mismatched = skip_mismatched;
+          opt.assignment_map = std::move(assignment_map);
+          return io::import_weights(model, path, opt);
+        },
+        arg("model"), arg("path"), arg("skip") = std::vector<std::string>{}, arg("allow_missing") = false,
+        arg("skip_mismatched") = false, arg("assignment_map") = std::map<std::string, std::string>{}, Release(),
+        "Loads a kiln, Keras/tf-keras or Keras 3 weights file into `model` (all or nothing); docs/weights_format.md.");
+  m.def("export_weights",
+        [](Module& model, const std::string& path, const std::string& format, const std::string& convention) {
+          io::ExportOptions opt;
+          KILN_CHECK(format == "kiln" || format == "keras", "export_weights: format '", format,
+                     "' is not one kiln writes; use \"kiln\" or \"keras\"");
+          opt.format = format == "kiln" ? io::WeightsFormat::kiln : io::WeightsFormat::keras;
+          opt.convention = io::parse_convention(convention);
+          io::export_weights(model, path, opt);
+        },
+        arg("model"), arg("path"), arg("format") = "kiln", arg("convention") = "caffe_bgr", Release(),
+        "Writes the model's parameters and buffers to `path` atomically (kiln's layout or Keras's).");
+  m.def("load_image", [](const std::string& path, int64_t image_size, const std::string& convention) {
+          return load_image_tensor(path, image_size, io::parse_convention(convention));
+        }, arg("path"), arg("image_size") = 224, arg("convention") = "torchvision_rgb", Release(),
+        "One image file as a model input [1, size, size, 3] (resize, centre crop, the convention's normalisation).");
+}
+
+void bind_optimizers(nb::module_& m) {
+  nb::class_<Optimizer>(m, "Optimizer", "Updates a model's trainable parameters from their gradients.")
+      .def("step", &Optimizer::step, Release(), "One update of every parameter that has a gradient.")
+      .def("zero_grad", &Optimizer::zero_grad, "Drops every parameter's gradient.")
+      .def_prop_rw("lr", &Optimizer::lr, &Optimizer::set_lr, "The learning rate (settable, e.g. by a schedule).")
+      .def_prop_ro("steps", &Optimizer::steps, "step() calls done so far.");
+  // keep_alive<1, 2>: the optimizer points into the model's parameters, so it keeps the model.
+  nb::class_<SGD, Optimizer>(m, "SGD", "torch.optim.SGD over the model's trainable parameters.")
+      .def("__init__", [](SGD* self, Module& model, float lr, float momentum, float weight_decay, bool nesterov) {
+             new (self) SGD(model, SgdOptions{lr, momentum, weight_decay, nesterov});
+           }, arg("model"), arg("lr") = 0.01f, arg("momentum") = 0.0f, arg("weight_decay") = 0.0f,
+           arg("nesterov") = false, nb::keep_alive<1, 2>());
+  nb::class_<Adam, Optimizer>(m, "Adam", "torch.optim.Adam (no amsgrad) over the model's trainable parameters.")
+      .def("__init__", [](Adam* self, Module& model, float lr, float beta1, float beta2, float eps, float weight_decay) {
+             new (self) Adam(model, AdamOptions{lr, beta1, beta2, eps, weight_decay});
+           }, arg("model"), arg("lr") = 1e-3f, arg("beta1") = 0.9f, arg("beta2") = 0.999f, arg("eps") = 1e-8f,
+           arg("weight_decay") = 0.0f, nb::keep_alive<1, 2>());
+}
+
+}  // namespace
+
+void bind_engine(nb::module_& m) {
+  bind_modules(m);
+  bind_specs(m);
+  bind_weights(m);
+  bind_optimizers(m);
+}
+
+}  // namespace kiln::python

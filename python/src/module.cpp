@@ -1,0 +1,33 @@
+// The module kiln._kiln: kiln::Error becomes kiln.Error (a RuntimeError) carrying kiln's
+// message, then every part of the surface is bound (bindings.h).
+#include <nanobind/nanobind.h>
+
+#include "python/src/bindings.h"
+
+namespace nb = nanobind;
+
+namespace {
+// kiln.Error; a plain pointer, never released: it lives as long as the interpreter.
+PyObject* g_error_type = nullptr;
+}  // namespace
+
+NB_MODULE(_kiln, m) {
+  m.doc() = "kiln: tensors, autograd, modules, model specs, weights and optimizers (docs/python.md)";
+  // One exception class for everything kiln rejects; its message is kiln's own, without the
+  // C++ file:line, which stays available as the `location` attribute.
+  g_error_type = PyErr_NewExceptionWithDoc("kiln.Error", "An error kiln reported (kiln::Error): the message says what was "
+                                           "expected and what was found.", PyExc_RuntimeError, nullptr);
+  m.attr("Error") = nb::handle(g_error_type);
+  nb::register_exception_translator([](const std::exception_ptr& p, void*) {
+    try {
+      std::rethrow_exception(p);
+    } catch (const kiln::Error& e) {
+      nb::object exc = nb::handle(g_error_type)(nb::str(e.message().c_str()));
+      nb::setattr(exc, "location", nb::str(e.location().c_str()));
+      PyErr_SetObject(g_error_type, exc.ptr());
+    }
+  });
+  kiln::python::bind_tensor(m);
+  kiln::python::bind_dlpack(m);
+  kiln::python::bind_engine(m);
+}

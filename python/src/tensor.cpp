@@ -1,0 +1,182 @@
+// kiln.Tensor, its factories and the ops with autograd. Every call that runs a kernel (ops,
+// backward, copies) releases the GIL; metadata reads do not.
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nanobind/operators.h>
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
+
+#include "python/src/bindings.h"
+
+namespace kiln::python {
+
+using nb::arg;
+using Release = nb::call_guard<nb::gil_scoped_release>;
+
+Shape to_shape(const std::vector<int64_t>& dims) { return Shape(dims); }
+
+DType dtype_from_name(const std::string& name) {
+  for (DType t : {DType::f32, DType::bf16, DType::i32, DType::i64, DType::u8})
+    if (name == dtype_name(t)) return t;
+  KILN_FAIL("unknown dtype '", name, "': use one of float32, bfloat16, int32, int64, uint8");
+}
+
+Device device_from_name(const std::string& name) {
+  if (name == "cpu") return Device::cpu();
+  if (name == "cuda") return Device::cuda(0);
+  if (name.rfind("cuda:", 0) == 0 && name.size() > 5 && name.find_first_not_of("0123456789", 5) == std::string::npos)
+    return Device::cuda(std::stoi(name.substr(5)));
+  KILN_FAIL("unknown device '", name, "': use \"cpu\", \"cuda\" or \"cuda:N\"");
+}
+
+namespace {
+
+TensorOptions options(const std::string& dtype, const std::string& device) {
+  return TensorOptions{dtype_from_name(dtype), device_from_name(device)};
+}
+
+// A Python tuple of the shape's extents.
+nb::tuple shape_tuple(const Tensor& t) {
+  nb::list l;
+  for (int64_t d : t.shape().dims()) l.append(d);
+  return nb::tuple(l);
+}
+
+void bind_tensor_class(nb::module_& m) {
+  nb::class_<Tensor>(m, "Tensor",
+                     "A kiln tensor: contiguous, row-major (images NHWC), on one device, with autograd state. "
+                     "Shares memory with NumPy and PyTorch through DLPack (kiln.from_dlpack, torch.from_dlpack).")
+      .def_prop_ro("shape", &shape_tuple, "The extents, a tuple of ints.")
+      .def_prop_ro("dtype", [](const Tensor& t) { return std::string(dtype_name(t.dtype())); },
+                   "The element type's name: float32, bfloat16, int32, int64 or uint8.")
+      .def_prop_ro("device", [](const Tensor& t) { return t.device().str(); }, "\"cpu\" or \"cuda:N\".")
+      .def_prop_ro("ndim", &Tensor::rank, "The number of dimensions.")
+      .def("numel", &Tensor::numel, "The number of elements.")
+      .def("__len__", [](const Tensor& t) { return t.rank() == 0 ? int64_t{0} : t.dim(0); })
+      .def_prop_ro("data_ptr", [](const Tensor& t) { return reinterpret_cast<uintptr_t>(t.raw_data()); },
+                   "The address of the first element (to check that memory is shared).")
+      .def_prop_rw("requires_grad", &Tensor::requires_grad,
+                   [](Tensor& t, bool r) { t.set_requires_grad(r); },
+                   "Whether backward() computes a gradient for this tensor (settable on leaves).")
+      .def_prop_ro("grad", [](const Tensor& t) -> std::optional<Tensor> {
+                     Tensor g = t.grad();
+                     return g.defined() ? std::optional<Tensor>(g) : std::nullopt;
+                   },
+                   "The gradient accumulated by backward(), or None.")
+      .def_prop_ro("is_leaf", &Tensor::is_leaf, "True when no recorded op made this tensor.")
+      .def("zero_grad", &Tensor::zero_grad, "Forgets the accumulated gradient.")
+      .def("backward",
+           [](const Tensor& t, std::optional<Tensor> seed, bool retain_graph) {
+             t.backward(seed ? *seed : Tensor(), retain_graph);
+           },
+           arg("gradient") = nb::none(), arg("retain_graph") = false, Release(),
+           "Backpropagates from this tensor (a non-scalar needs `gradient`); frees the graph unless retain_graph.")
+      .def("detach", &Tensor::detach, "Same memory, no autograd history.")
+      .def("clone", &Tensor::clone, Release(), "A fresh copy, detached from the graph.")
+      .def("reshape", [](const Tensor& t, const std::vector<int64_t>& s) { return t.reshape(to_shape(s)); },
+           arg("shape"), "Same memory, new shape (one extent may be -1).")
+      .def("to", [](const Tensor& t, const std::string& device) { return t.to(device_from_name(device)); },
+           arg("device"), Release(), "A copy on `device` (\"cpu\", \"cuda:0\"); this tensor when already there.")
+      .def("astype", [](const Tensor& t, const std::string& dtype) { return t.to(dtype_from_name(dtype)); },
+           arg("dtype"), Release(), "A copy converted to `dtype`; this tensor when it already has it.")
+      .def("item", &Tensor::item, Release(), "The value of a one-element tensor, as a float.")
+      .def("tolist", [](const Tensor& t) { return t.to_vector<double>(); },
+           "All elements, flattened, as floats (a copy).")
+      .def("__repr__", [](const Tensor& t) { return "kiln.Tensor(" + t.description() + ")"; })
+      .def("__str__", [](const Tensor& t) { return t.str(); })
+      .def(nb::self + nb::self, Release())
+      .def(nb::self - nb::self, Release())
+      .def(nb::self * nb::self, Release())
+      .def(nb::self + float(), Release())
+      .def(nb::self - float(), Release())
+      .def(nb::self * float(), Release())
+      .def(float() * nb::self, Release())
+      .def("__radd__", [](const Tensor& a, float s) { return add(a, s); }, Release());
+}
+
+void bind_factories(nb::module_& m) {
+  m.def("zeros", [](const std::vector<int64_t>& s, const std::string& dt, const std::string& dev) {
+          return Tensor::zeros(to_shape(s), options(dt, dev));
+        }, arg("shape"), arg("dtype") = "float32", arg("device") = "cpu", Release(), "A tensor of zeros.");
+  m.def("ones", [](const std::vector<int64_t>& s, const std::string& dt, const std::string& dev) {
+          return Tensor::ones(to_shape(s), options(dt, dev));
+        }, arg("shape"), arg("dtype") = "float32", arg("device") = "cpu", Release(), "A tensor of ones.");
+  m.def("full", [](const std::vector<int64_t>& s, double v, const std::string& dt, const std::string& dev) {
+          return Tensor::full(to_shape(s), v, options(dt, dev));
+        }, arg("shape"), arg("value"), arg("dtype") = "float32", arg("device") = "cpu", Release(),
+        "A tensor filled with `value`.");
+  m.def("arange", [](int64_t n, double start, double step, const std::string& dt, const std::string& dev) {
+          return Tensor::arange(n, start, step, options(dt, dev));
+        }, arg("n"), arg("start") = 0.0, arg("step") = 1.0, arg("dtype") = "float32", arg("device") = "cpu",
+        Release(), "1-d [start, start+step, ...) with n elements.");
+  m.def("uniform", [](const std::vector<int64_t>& s, float lo, float hi, const std::string& dev) {
+          return Tensor::uniform(to_shape(s), lo, hi, default_generator(), options("float32", dev));
+        }, arg("shape"), arg("low") = 0.0f, arg("high") = 1.0f, arg("device") = "cpu", Release(),
+        "Uniform [low, high) float32 from the default generator (kiln.manual_seed).");
+  m.def("normal", [](const std::vector<int64_t>& s, float mean, float std, const std::string& dev) {
+          return Tensor::normal(to_shape(s), mean, std, default_generator(), options("float32", dev));
+        }, arg("shape"), arg("mean") = 0.0f, arg("std") = 1.0f, arg("device") = "cpu", Release(),
+        "Normal(mean, std) float32 from the default generator (kiln.manual_seed).");
+  m.def("manual_seed", &kiln::manual_seed, arg("seed"), "Reseeds the default generator.");
+}
+
+// kiln.no_grad(): a context manager that stops ops from recording (NoGradGuard).
+struct NoGrad {
+  std::unique_ptr<NoGradGuard> guard;
+};
+
+void bind_nn_ops(nb::module_& m) {
+  m.def("conv2d", [](const Tensor& x, const Tensor& w, std::optional<Tensor> b, int64_t stride, int64_t padding) {
+          return conv2d(x, w, b ? *b : Tensor(), Conv2dParams{stride, stride, padding, padding});
+        }, arg("x"), arg("weight"), arg("bias") = nb::none(), arg("stride") = 1, arg("padding") = 0, Release(),
+        "Convolution. x: [N, H, W, C] (NHWC), weight: [O, KH, KW, C] (OHWI), bias: [O] -> [N, OH, OW, O].");
+  m.def("max_pool2d", [](const Tensor& x, int64_t kernel, int64_t stride, int64_t padding) {
+          return max_pool2d(x, Pool2dParams{kernel, kernel, stride, stride, padding, padding});
+        }, arg("x"), arg("kernel") = 2, arg("stride") = 2, arg("padding") = 0, Release(),
+        "Max pooling of NHWC x over kernel x kernel windows.");
+  m.def("adaptive_avg_pool2d", &adaptive_avg_pool2d, arg("x"), arg("out_h"), arg("out_w"), Release(),
+        "Average pooling of NHWC x to an out_h x out_w grid (torch.nn.AdaptiveAvgPool2d).");
+  m.def("linear", [](const Tensor& x, const Tensor& w, std::optional<Tensor> b) { return linear(x, w, b ? *b : Tensor()); },
+        arg("x"), arg("weight"), arg("bias") = nb::none(), Release(), "x @ weight.T + bias. x: [N, in], weight: [out, in].");
+  m.def("relu", &relu, arg("x"), Release(), "max(x, 0).");
+  m.def("dropout", [](const Tensor& x, float keep_prob, bool training) { return dropout(x, keep_prob, training); },
+        arg("x"), arg("keep_prob"), arg("training") = true, Release(),
+        "x * mask / keep_prob in training (mask from the default generator); x itself otherwise.");
+  m.def("flatten", &flatten, arg("x"), Release(), "[N, ...] -> [N, prod(...)] (NHWC order, Keras's).");
+  m.def("slice", &kiln::slice, arg("x"), arg("begin"), arg("end"), Release(), "Rows [begin, end) of dimension 0, same memory.");
+  m.def("softmax_cross_entropy", &softmax_cross_entropy, arg("logits"), arg("labels"), Release(),
+        "Mean over the batch of -log softmax(logits)[label]. logits: [N, K] float32, labels: [N] int32/int64.");
+  m.def("softmax", &softmax, arg("x"), Release(), "Softmax over the last dimension.");
+  m.def("log_softmax", &log_softmax, arg("x"), Release(), "Log-softmax over the last dimension.");
+}
+
+void bind_math_ops(nb::module_& m) {
+  m.def("add", nb::overload_cast<const Tensor&, const Tensor&>(&add), arg("a"), arg("b"), Release(), "a + b (equal shapes).");
+  m.def("sub", nb::overload_cast<const Tensor&, const Tensor&>(&sub), arg("a"), arg("b"), Release(), "a - b (equal shapes).");
+  m.def("mul", nb::overload_cast<const Tensor&, const Tensor&>(&mul), arg("a"), arg("b"), Release(), "a * b (equal shapes).");
+  m.def("sum", &kiln::sum, arg("x"), Release(), "The sum of all elements, a scalar tensor.");
+  m.def("mean", &kiln::mean, arg("x"), Release(), "The mean of all elements, a scalar tensor.");
+  m.def("argmax", &argmax, arg("x"), Release(), "Index of the first maximum along the last dimension (int64).");
+  m.def("reshape", [](const Tensor& x, const std::vector<int64_t>& s) { return reshape(x, to_shape(s)); },
+        arg("x"), arg("shape"), Release(), "Same memory, new shape (one extent may be -1).");
+  nb::class_<NoGrad>(m, "no_grad", "Context manager: ops inside record no autograd graph (inference).")
+      .def(nb::init<>())
+      .def("__enter__", [](NoGrad& g) { g.guard = std::make_unique<NoGradGuard>(); })
+      .def("__exit__", [](NoGrad& g, nb::args) { g.guard.reset(); });
+  m.def("grad_enabled", &grad_enabled, "Whether ops record autograd graphs on this thread.");
+}
+
+}  // namespace
+
+void bind_tensor(nb::module_& m) {
+  bind_tensor_class(m);
+  bind_factories(m);
+  bind_nn_ops(m);
+  bind_math_ops(m);
+}
+
+}  // namespace kiln::python
