@@ -1,0 +1,115 @@
+"""Zero-copy sharing with NumPy and PyTorch through DLPack: same memory on both sides, writes
+visible both ways, memory kept alive whichever side is dropped first, explicit copies for
+layouts kiln does not share, errors for what it cannot take."""
+import gc
+
+import numpy as np
+import pytest
+
+import kiln
+
+torch = pytest.importorskip("torch")
+
+
+def test_numpy_to_kiln_shares_memory_and_keeps_it_alive():
+    a = np.arange(12, dtype=np.float32).reshape(3, 4)
+    t = kiln.from_dlpack(a)
+    assert t.shape == (3, 4) and t.dtype == "float32" and t.device == "cpu"
+    assert t.data_ptr == a.ctypes.data
+    a[1, 2] = 42.0  # NumPy writes, kiln sees
+    assert t.tolist()[6] == 42.0
+    del a
+    gc.collect()
+    np.zeros((1 << 20,), dtype=np.float32)  # would reuse freed memory
+    assert t.tolist() == [0, 1, 2, 3, 4, 5, 42, 7, 8, 9, 10, 11]
+
+
+def test_kiln_to_numpy_shares_memory_and_keeps_it_alive():
+    t = kiln.arange(6).reshape([2, 3])
+    a = np.from_dlpack(t)  # read-only: NumPy < 2 marks every DLPack import so
+    assert a.ctypes.data == t.data_ptr and a.shape == (2, 3)
+    n = t.numpy()  # writable, through the same capsule kind
+    assert n.ctypes.data == t.data_ptr and n.flags.writeable
+    n[0, 0] = -1.0  # NumPy writes, kiln sees
+    assert t.tolist()[0] == -1.0
+    del t
+    gc.collect()
+    np.zeros((1 << 20,), dtype=np.float32)
+    assert a.tolist() == [[-1, 1, 2], [3, 4, 5]] and n.sum() == 14
+
+
+def test_torch_round_trip_shares_memory_both_ways():
+    x = torch.arange(8, dtype=torch.float32).reshape(2, 4)
+    t = kiln.from_dlpack(x)
+    assert t.data_ptr == x.data_ptr()
+    x[0, 1] = 7.0
+    assert t.tolist()[1] == 7.0
+    y = torch.from_dlpack(t)  # back to torch: still the same memory
+    assert y.data_ptr() == x.data_ptr()
+    y[1, 3] = 9.0
+    assert x[1, 3].item() == 9.0 and t.tolist()[7] == 9.0
+    del x, y
+    gc.collect()
+    assert t.tolist() == [0, 7, 2, 3, 4, 5, 6, 9]
+
+
+def test_torch_dropped_first_then_kiln_export_outlives_kiln():
+    t = kiln.from_dlpack(torch.full((3,), 2.5))  # the torch tensor has no other owner
+    gc.collect()
+    y = torch.from_dlpack(t)
+    del t
+    gc.collect()
+    torch.zeros(1 << 20)
+    assert y.tolist() == [2.5, 2.5, 2.5]
+
+
+def test_legacy_and_versioned_capsules():
+    t = kiln.ones([2, 2])
+    assert "dltensor" in repr(t.__dlpack__()) and "versioned" not in repr(t.__dlpack__())
+    assert "dltensor_versioned" in repr(t.__dlpack__(max_version=(1, 0)))
+    assert t.__dlpack_device__() == (1, 0)
+
+    class Versioned:  # a producer that speaks DLPack 1.0 (what NumPy >= 2.1 does)
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __dlpack__(self, **kw):
+            assert kw.get("max_version") is not None
+            return self.inner.__dlpack__(max_version=(1, 0))
+
+        def __dlpack_device__(self):
+            return self.inner.__dlpack_device__()
+
+    u = kiln.from_dlpack(Versioned(t))
+    assert u.data_ptr == t.data_ptr and u.tolist() == [1, 1, 1, 1]
+
+
+def test_non_contiguous_needs_the_explicit_copy():
+    x = torch.arange(6, dtype=torch.float32).reshape(2, 3).t()
+    with pytest.raises(kiln.Error, match="copy_to_contiguous=True"):
+        kiln.from_dlpack(x)
+    t = kiln.from_dlpack(x, copy_to_contiguous=True)
+    assert t.shape == (3, 2) and t.data_ptr != x.data_ptr()
+    assert t.tolist() == x.contiguous().flatten().tolist()
+    a = np.arange(10, dtype=np.float32)[::2]
+    with pytest.raises(kiln.Error, match="not contiguous"):
+        kiln.from_dlpack(a)
+
+
+def test_nchw_to_nhwc_is_the_named_layout_copy():
+    x = torch.randn(2, 3, 4, 5)
+    t = kiln.nchw_to_nhwc(x)
+    assert t.shape == (2, 4, 5, 3)
+    assert np.array_equal(np.from_dlpack(t), x.permute(0, 2, 3, 1).numpy())
+    with pytest.raises(kiln.Error, match="N, C, H, W"):
+        kiln.nchw_to_nhwc(torch.zeros(3, 4))
+
+
+def test_dtypes_kiln_has_and_has_not():
+    for np_type, name in [(np.float32, "float32"), (np.int32, "int32"), (np.int64, "int64"), (np.uint8, "uint8")]:
+        assert kiln.from_dlpack(np.zeros(3, dtype=np_type)).dtype == name
+    assert kiln.from_dlpack(torch.zeros(2, dtype=torch.bfloat16)).dtype == "bfloat16"
+    with pytest.raises(kiln.Error, match="astype"):
+        kiln.from_dlpack(np.zeros(3, dtype=np.float64))
+    with pytest.raises(TypeError):
+        kiln.from_dlpack([1.0, 2.0])  # no DLPack, no buffer of a kiln dtype: not silently converted

@@ -1,0 +1,92 @@
+"""Modules, freezing by pattern, model specs, weights export/import, and the errors that
+cross the boundary as kiln.Error with kiln's message."""
+import gc
+import os
+import tempfile
+
+import numpy as np
+import pytest
+
+import kiln
+
+
+def small_net():
+    net = kiln.Sequential("net")
+    net.add(kiln.Conv2d("conv", 3, 4, 3, padding=1, seed=1))
+    net.add(kiln.ReLU("relu"))
+    net.add(kiln.Flatten("flat"))
+    net.add(kiln.Linear("fc", 4 * 4 * 4, 2, seed=2))
+    return net
+
+
+def test_model_specs_and_build_by_name():
+    names = [s.name for s in kiln.model_specs()]
+    assert "vgg16" in names and "resnet50" in names
+    spec = kiln.find_model_spec("vgg11")
+    assert spec.head_scope == "vgg11/fc8/" and spec.default_image_size == 224
+    model = kiln.build_model("vgg11", num_classes=3, image_size=32, seed=5)
+    assert "vgg11/fc8/weight" in model.parameters()
+    assert model.parameters()["vgg11/fc8/weight"].shape[0] == 3
+    n = model.freeze("vgg11/conv*")
+    assert n > 0 and all(not k.startswith("vgg11/conv") for k in model.trainable_parameters())
+    model.eval()
+    with kiln.no_grad():
+        y = model(kiln.zeros([1, 32, 32, 3]))
+    assert y.shape == (1, 3)
+    with pytest.raises(kiln.Error, match="vgg16"):  # the message lists the known names
+        kiln.find_model_spec("vgg17")
+
+
+def test_module_outlives_python_references():
+    fc = kiln.Linear("fc", 3, 2)
+    w = fc.parameters()["fc/weight"]
+    opt = kiln.Adam(fc, lr=0.01)  # keeps fc alive
+    del fc
+    gc.collect()
+    assert opt.lr == pytest.approx(0.01) and w.shape == (2, 3)
+    opt.step()  # no gradients yet: nothing to do, nothing to crash
+
+
+def test_weights_export_import_round_trip():
+    a, b = small_net(), small_net()
+    b.parameters()["net/fc/weight"].numpy()[:] = 0.0
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "w.h5")
+        kiln.export_weights(a, path)
+        report = kiln.import_weights(b, path)
+        assert "net/fc/weight" in report.loaded and report.format == "kiln"
+        assert "verified" in report.checksums
+        with pytest.raises(kiln.Error):
+            kiln.import_weights(b, os.path.join(d, "missing.h5"))
+    assert len(a.parameters()) == 4
+    for name, t in a.parameters().items():
+        assert np.array_equal(np.from_dlpack(t), np.from_dlpack(b.parameters()[name]))
+
+
+def test_misuse_raises_kiln_error_not_a_crash():
+    with pytest.raises(kiln.Error) as e:
+        kiln.linear(kiln.zeros([2, 3]), kiln.zeros([4, 5]))
+    assert isinstance(e.value, RuntimeError) and "linear" in str(e.value) and e.value.location
+    with pytest.raises(kiln.Error, match="no parameter matches|match"):
+        small_net().freeze("net/nothing*")
+    x = kiln.ones([3])
+    x.requires_grad = True
+    y = kiln.sum(x * x)
+    y.backward()
+    with pytest.raises(kiln.Error):
+        y.backward()  # the graph was freed by the first backward
+    with pytest.raises(kiln.Error, match="dtype"):
+        kiln.zeros([2], dtype="float64")
+    with pytest.raises(kiln.Error, match="device"):
+        kiln.zeros([2], device="tpu")
+    with pytest.raises(kiln.Error):
+        small_net()(kiln.zeros([1, 5, 5, 3]))  # fc expects 64 features
+    with pytest.raises(kiln.Error):
+        kiln.ones([2]).backward()  # not a scalar, no gradient given
+
+
+def test_type_stubs_ship_with_the_module():
+    stub = os.path.join(os.path.dirname(kiln.__file__), "_kiln.pyi")
+    with open(stub) as f:
+        text = f.read()
+    assert "def from_dlpack(" in text and "class Tensor" in text and "def __dlpack__(" in text

@@ -1,0 +1,82 @@
+"""A few ops' forward and gradients from Python against PyTorch (NHWC in kiln, NCHW in torch)."""
+import numpy as np
+import pytest
+
+import kiln
+
+torch = pytest.importorskip("torch")
+
+
+def k(x, grad=True):
+    t = kiln.from_dlpack(x.detach().contiguous().clone())
+    t.requires_grad = grad
+    return t
+
+
+def close(t, x, tol=1e-4):
+    np.testing.assert_allclose(np.from_dlpack(t), x.detach().numpy(), rtol=tol, atol=tol)
+
+
+def test_linear_relu_cross_entropy_forward_and_gradients():
+    torch.manual_seed(0)
+    x, w, b = torch.randn(4, 5), torch.randn(3, 5), torch.randn(3)
+    labels = torch.tensor([0, 2, 1, 2])
+    kx, kw, kb = k(x), k(w), k(b)
+    loss = kiln.softmax_cross_entropy(kiln.relu(kiln.linear(kx, kw, kb)), kiln.from_dlpack(labels))
+    for v in (x, w, b):
+        v.requires_grad_(True)
+    ref = torch.nn.functional.cross_entropy(torch.relu(torch.nn.functional.linear(x, w, b)), labels)
+    loss.backward()
+    ref.backward()
+    assert abs(loss.item() - ref.item()) < 1e-5
+    for kt, tt in ((kx, x), (kw, w), (kb, b)):
+        close(kt.grad, tt.grad)
+
+
+def test_conv2d_and_max_pool_nhwc_against_torch_nchw():
+    torch.manual_seed(1)
+    x = torch.randn(2, 3, 6, 6, requires_grad=True)  # NCHW
+    w = torch.randn(4, 3, 3, 3, requires_grad=True)  # OIHW
+    kx = kiln.nchw_to_nhwc(x.detach())
+    kx.requires_grad = True
+    kw = kiln.from_dlpack(w.detach().permute(0, 2, 3, 1), copy_to_contiguous=True)  # OHWI
+    kw.requires_grad = True
+    y = kiln.max_pool2d(kiln.conv2d(kx, kw, stride=1, padding=1))
+    ref = torch.nn.functional.max_pool2d(torch.nn.functional.conv2d(x, w, padding=1), 2)
+    close(y, ref.permute(0, 2, 3, 1))
+    kiln.sum(kiln.mul(y, y)).backward()
+    (ref * ref).sum().backward()
+    close(kx.grad, x.grad.permute(0, 2, 3, 1), 1e-3)
+    close(kw.grad, w.grad.permute(0, 2, 3, 1), 1e-3)
+
+
+def test_elementwise_operators_and_no_grad():
+    a, b = kiln.full([3], 2.0), kiln.arange(3)
+    a.requires_grad = True
+    y = kiln.sum((a * b + a) * 3.0 - b)
+    assert y.item() == pytest.approx(3 * (2 * 3 + 6) - 3)
+    y.backward()
+    assert a.grad.tolist() == [3.0, 6.0, 9.0]
+    with kiln.no_grad():
+        z = a * 2.0
+    assert not z.requires_grad and kiln.grad_enabled()
+
+
+def test_sgd_step_matches_torch():
+    lin = kiln.Linear("fc", 4, 2, seed=3)
+    params = lin.parameters()
+    w = torch.from_dlpack(params["fc/weight"]).clone().requires_grad_(True)
+    b = torch.from_dlpack(params["fc/bias"]).clone().requires_grad_(True)
+    x = torch.randn(5, 4)
+    opt = kiln.SGD(lin, lr=0.1, momentum=0.9)
+    topt = torch.optim.SGD([w, b], lr=0.1, momentum=0.9)
+    for _ in range(2):
+        opt.zero_grad()
+        kiln.mean(lin(kiln.from_dlpack(x))).backward()
+        opt.step()
+        topt.zero_grad()
+        torch.nn.functional.linear(x, w, b).mean().backward()
+        topt.step()
+    close(params["fc/weight"], w, 1e-6)
+    close(params["fc/bias"], b, 1e-6)
+    assert opt.steps == 2
