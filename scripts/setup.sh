@@ -16,9 +16,9 @@ for arg in "$@"; do
       echo "  catch2, libhdf5-dev, libstb-dev, libzip-dev and pkg-config via apt-get, each only if missing;"
       echo "  --tests also installs python3-torch, libopenblas0-pthread (the BLAS torch's CPU GEMM"
       echo "  uses, instead of the reference one), python3-numpy, python3-h5py, python3-torchvision"
-      echo "  and python3-pil"
-      echo "  (reference results), and the tensorboard Python package from PyPI with pip"
-      echo "  (only if 'import tensorboard' fails; Debian does not package it)."
+      echo "  and python3-pil (reference results), python3-dev and python3-pytest (the Python module's"
+      echo "  build and tests), and tensorboard and nanobind from PyPI with pip (each only if"
+      echo "  'import' fails; Debian packages neither)."
       echo "  --sanitize also installs clang-14, libclang-rt-14-dev (libFuzzer, sanitizer runtimes)"
       echo "  and libomp-14-dev, for scripts/sanitize.sh and scripts/fuzz.sh."
       exit 0 ;;
@@ -36,7 +36,8 @@ build_pkgs=(cmake ninja-build g++ libdnnl-dev ocl-icd-opencl-dev catch2 libhdf5-
 # then runs VGG16's fc6 ~40x slow. This package registers OpenBLAS as that alternative
 # (priority 100 over the reference's 10): check with
 #   update-alternatives --display libblas.so.3-x86_64-linux-gnu
-test_pkgs=(python3-torch libopenblas0-pthread python3-numpy python3-h5py python3-torchvision python3-pil)
+# python3-dev and python3-pytest: building the Python module kiln and its tests (python_tests).
+test_pkgs=(python3-torch libopenblas0-pthread python3-numpy python3-h5py python3-torchvision python3-pil python3-dev python3-pytest)
 sanitize_pkgs=(clang-14 libclang-rt-14-dev libomp-14-dev)
 pkgs=("${build_pkgs[@]}")
 if [[ $want_tests == 1 ]]; then pkgs+=("${test_pkgs[@]}"); fi
@@ -63,24 +64,28 @@ else
   echo "setup.sh: all packages present (${pkgs[*]})"
 fi
 
-# tensorboard (read back by tests/reference/read_events.py) is on PyPI, not in Debian:
-# pip-install it into the system python3 only when it is not importable already.
+# From PyPI, not in Debian (or too old there): tensorboard (read back by
+# tests/reference/read_events.py) and nanobind (builds the Python module kiln, docs/python.md;
+# Debian's pybind11 has no DLPack). pip-installed into the system python3 only when not
+# importable already.
 if [[ $want_tests == 1 ]]; then
-  if /usr/bin/python3 -c "import tensorboard" 2>/dev/null; then
-    echo "setup.sh: tensorboard present"
-  else
-    echo "setup.sh: installing tensorboard with pip"
+  pip_missing=()
+  for mod in tensorboard nanobind; do
+    if /usr/bin/python3 -c "import $mod" 2>/dev/null; then echo "setup.sh: $mod present"; else pip_missing+=("$mod"); fi
+  done
+  if (( ${#pip_missing[@]} > 0 )); then
+    echo "setup.sh: installing ${pip_missing[*]} with pip"
     sudo=()
     if [[ $(id -u) != 0 ]]; then
       if command -v sudo >/dev/null; then sudo=(sudo); else
-        echo "setup.sh: need root (or sudo) to pip-install tensorboard" >&2; exit 1
+        echo "setup.sh: need root (or sudo) to pip-install ${pip_missing[*]}" >&2; exit 1
       fi
     fi
     if ! /usr/bin/python3 -m pip --version >/dev/null 2>&1; then
       "${sudo[@]}" apt-get update -q
       "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends python3-pip
     fi
-    "${sudo[@]}" /usr/bin/python3 -m pip install --quiet --break-system-packages tensorboard
+    "${sudo[@]}" /usr/bin/python3 -m pip install --quiet --break-system-packages "${pip_missing[@]}"
   fi
 fi
 
