@@ -40,10 +40,10 @@ TensorOptions options(const std::string& dtype, const std::string& device) {
 }
 
 // A Python tuple of the shape's extents.
-nb::tuple shape_tuple(const Tensor& t) {
+nb::typed<nb::tuple, int, nb::ellipsis> shape_tuple(const Tensor& t) {
   nb::list l;
   for (int64_t d : t.shape().dims()) l.append(d);
-  return nb::tuple(l);
+  return nb::typed<nb::tuple, int, nb::ellipsis>(nb::tuple(l));
 }
 
 void bind_tensor_class(nb::module_& m) {
