@@ -165,3 +165,52 @@ def test_ops_run_in_threads_without_the_gil():
     for th in threads:
         th.join()
     assert out == [200 * 64.0, 200 * 64.0]
+
+
+def foreign_device_capsule(device_type, data):
+    """A legacy DLPack capsule describing `data` (a float32 NumPy array) as if it lived on
+    another device: what a GPU or OpenCL producer would hand over. No deleter: `data` stays
+    owned by the caller."""
+    import ctypes
+
+    class DLTensor(ctypes.Structure):
+        _fields_ = [("data", ctypes.c_void_p), ("device_type", ctypes.c_int32), ("device_id", ctypes.c_int32),
+                    ("ndim", ctypes.c_int32), ("code", ctypes.c_uint8), ("bits", ctypes.c_uint8),
+                    ("lanes", ctypes.c_uint16), ("shape", ctypes.POINTER(ctypes.c_int64)),
+                    ("strides", ctypes.POINTER(ctypes.c_int64)), ("byte_offset", ctypes.c_uint64)]
+
+    class DLManagedTensor(ctypes.Structure):
+        _fields_ = [("dl_tensor", DLTensor), ("manager_ctx", ctypes.c_void_p), ("deleter", ctypes.c_void_p)]
+
+    shape = (ctypes.c_int64 * 1)(data.size)
+    mt = DLManagedTensor(DLTensor(data.ctypes.data, device_type, 0, 1, 2, 32, 1, shape, None, 0), None, None)
+    new = ctypes.pythonapi.PyCapsule_New
+    new.restype, new.argtypes = ctypes.py_object, [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p]
+    capsule = new(ctypes.addressof(mt), b"dltensor", None)
+
+    class Producer:
+        def __dlpack__(self, **kw):
+            return capsule
+
+        def __dlpack_device__(self):
+            return (device_type, 0)
+
+    return Producer(), (mt, shape)  # the second item keeps the structs alive
+
+
+def test_a_tensor_from_another_device_is_an_error_or_a_device_tensor():
+    data = np.zeros(4, dtype=np.float32)
+    producer, keep = foreign_device_capsule(4, data)  # kDLOpenCL: no kiln backend
+    with pytest.raises(kiln.Error, match="no device for DLPack device type 4"):
+        kiln.from_dlpack(producer)
+    producer, keep = foreign_device_capsule(2, data)  # kDLCUDA
+    try:
+        t = kiln.from_dlpack(producer)
+    except kiln.Error as e:  # a CPU-only kiln
+        assert "built without CUDA" in str(e) and "x.cpu()" in str(e)
+    else:  # a CUDA kiln: a CUDA tensor (never dereferenced here)
+        assert t.device == "cuda:0"
+        with pytest.raises(kiln.Error):
+            t.numpy()
+        del t
+    del keep
