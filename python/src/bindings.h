@@ -17,6 +17,8 @@ void bind_tensor(nb::module_& m);
 void bind_dlpack(nb::module_& m);
 // Modules, model specs, weights import/export, optimizers (python/src/engine.cpp).
 void bind_engine(nb::module_& m);
+// The trainer over folder data sets: kiln.Phase, kiln.train (python/src/train.cpp).
+void bind_train(nb::module_& m);
 
 // A tensor shape from a Python sequence of ints.
 Shape to_shape(const std::vector<int64_t>& dims);

@@ -30,4 +30,5 @@ NB_MODULE(_kiln, m) {
   kiln::python::bind_tensor(m);
   kiln::python::bind_dlpack(m);
   kiln::python::bind_engine(m);
+  kiln::python::bind_train(m);
 }

@@ -1,0 +1,44 @@
+"""The trainer from Python: a head-only phase of a registered model on a tiny generated
+folder data set; frozen layers stay as they were, the head moves, checkpoints are written."""
+import os
+import tempfile
+
+import numpy as np
+import pytest
+
+import kiln
+
+Image = pytest.importorskip("PIL.Image")
+
+
+def write_folder(root, split, per_class, rng):
+    for cls, channel in (("red", 0), ("blue", 2)):
+        os.makedirs(os.path.join(root, split, cls))
+        for i in range(per_class):
+            px = rng.integers(0, 60, size=(40, 40, 3), dtype=np.uint8)
+            px[..., channel] = rng.integers(180, 255, size=(40, 40), dtype=np.uint8)
+            Image.fromarray(px).save(os.path.join(root, split, cls, f"{i}.png"))
+
+
+def test_head_only_phase_trains_the_head_alone():
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as d:
+        write_folder(d, "train", 6, rng)
+        write_folder(d, "val", 2, rng)
+        model = kiln.build_model("vgg11", num_classes=2, image_size=32, seed=1)
+        spec = kiln.find_model_spec("vgg11")
+        before = {k: np.array(t.numpy()) for k, t in model.parameters().items()}
+        epochs = []
+        result = kiln.train(model, "vgg11", [kiln.Phase("head only", train=[spec.head_scope], lr=0.01, epochs=2,
+                                                        momentum=0.9)],
+                            os.path.join(d, "train"), os.path.join(d, "val"), os.path.join(d, "run"),
+                            batch_size=4, image_size=32, num_workers=1, seed=3, on_epoch=epochs.append)
+        assert result["finished"] and result["images"] == 4 and 0.0 <= result["acc"] <= 1.0
+        assert [e["epoch"] for e in epochs] == [1, 2] and epochs[0]["phase_name"] == "head only"
+        assert os.path.exists(result["last_checkpoint"])
+        for name, t in model.parameters().items():
+            moved = not np.array_equal(before[name], t.numpy())
+            assert moved == name.startswith(spec.head_scope), name
+        with pytest.raises(kiln.Error):  # a data folder that is not there
+            kiln.train(model, "vgg11", [kiln.Phase("p")], os.path.join(d, "nope"), os.path.join(d, "val"),
+                       os.path.join(d, "run2"))
