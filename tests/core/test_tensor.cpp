@@ -117,3 +117,26 @@ TEST_CASE("large host blocks are reused by the next tensor of the same size", "[
   Tensor c = Tensor::empty(Shape{n + 1});
   CHECK(c.raw_data() != first);
 }
+
+TEST_CASE("from_external borrows memory and releases it once, after the last view", "[tensor]") {
+  std::vector<float> owner{1, 2, 3, 4, 5, 6};
+  int released = 0;
+  Tensor view;
+  {
+    Tensor t = Tensor::from_external(owner.data(), Shape{2, 3}, DType::f32, Device::cpu(), [&] { ++released; });
+    CHECK(t.raw_data() == owner.data());
+    CHECK(t.is_contiguous());
+    CHECK_FALSE(t.is_pinned());
+    owner[4] = 50;  // the owner writes, kiln sees
+    CHECK(t.at({1, 1}) == 50);
+    view = t.reshape(Shape{6}).slice(3, 6);
+    Tensor sum = kiln::sum(t);
+    CHECK(sum.item() == 1 + 2 + 3 + 4 + 50 + 6);
+  }
+  CHECK(released == 0);  // the view still uses it
+  CHECK(view.to_vector<float>() == std::vector<float>{4, 50, 6});
+  view = Tensor();
+  CHECK(released == 1);
+  CHECK_THROWS_WITH(Tensor::from_external(nullptr, Shape{2}, DType::f32, Device::cpu(), [] {}),
+                    Catch::Contains("null data"));
+}
