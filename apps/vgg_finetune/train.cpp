@@ -386,13 +386,6 @@ std::vector<Phase> recipe_phases(const TrainConfig& cfg, const ModelSpec& spec, 
   return {head, all};
 }
 
-// True when `m` or a module below it is a T.
-template <typename T>
-bool holds(const Module& m) {
-  return dynamic_cast<const T*>(&m) != nullptr ||
-         std::any_of(m.children().begin(), m.children().end(), [](const auto& c) { return holds<T>(*c); });
-}
-
 // The lines for people that come before the first epoch.
 void print_plan(const TrainConfig& cfg, int64_t start_epoch, const std::string& phase1, const Module& model) {
   const std::string dropout =
