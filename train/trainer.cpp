@@ -463,6 +463,12 @@ bool Trainer::train_steps(int64_t e, State& s) {
                                 s.result.last_checkpoint});
       return false;
     }
+    if (hooks_.should_stop && hooks_.should_stop()) {
+      if (hooks_.on_stop)
+        hooks_.on_stop(StopInfo{StopInfo::Kind::requested, s.global_step, e, total_epochs(opt_.phases),
+                                s.result.last_checkpoint});
+      return false;
+    }
   }
   return true;
 }

@@ -128,9 +128,11 @@ struct HeadInitInfo {
 
 // Why a run stopped early.
 struct StopInfo {
-  enum class Kind { steps_mid_epoch, steps_epoch_end, epochs } kind;
+  // requested: TrainerHooks::should_stop said so after a step (no checkpoint is written
+  // there: the last one, in `checkpoint`, is what a resume starts from).
+  enum class Kind { steps_mid_epoch, steps_epoch_end, epochs, requested } kind;
   int64_t global_step = 0, epochs_done = 0, total_epochs = 0;
-  std::string checkpoint;  // the checkpoint written there (steps_mid_epoch)
+  std::string checkpoint;  // steps_mid_epoch: the one written there; requested: the last one
 };
 
 // Callbacks; each may be empty. The trainer prints nothing itself.
@@ -147,6 +149,10 @@ struct TrainerHooks {
   std::function<void(const StepInfo&, const EvalResult&)> on_eval;  // every eval_every steps
   std::function<void(const EpochSummary&)> on_epoch;               // before its checkpoint
   std::function<void(const StopInfo&)> on_stop;
+  // Asked after every training step (and its checkpoint, if one was due); true ends the run
+  // there, unfinished, without a further checkpoint: a caller's interrupt (the Python
+  // module's Ctrl-C) stops within one step and leaves the last checkpoint as it was.
+  std::function<bool()> should_stop;
 };
 
 // What a run ended with.
