@@ -5,6 +5,7 @@
 #include <nanobind/nanobind.h>
 
 #include "core/kiln.h"
+#include "train/model_spec.h"
 
 namespace kiln::python {
 
@@ -19,6 +20,18 @@ void bind_dlpack(nb::module_& m);
 void bind_engine(nb::module_& m);
 // The trainer over folder data sets: kiln.Phase, kiln.train (python/src/train.cpp).
 void bind_train(nb::module_& m);
+
+// What kiln.build_model made a model with: the seed and options, and the generators it keeps
+// (init from seed, dropout from seed + 1, as vgg_finetune's), which kiln.train records in
+// checkpoints and restores on a resume.
+struct BuiltModelInfo {
+  uint64_t seed = 0;
+  ModelOptions options;
+  Generator* init = nullptr;
+  Generator* dropout = nullptr;
+};
+// The BuiltModelInfo of `model` while it lives; null for a model not made by kiln.build_model.
+const BuiltModelInfo* built_model_of(const Module& model);
 
 // A tensor shape from a Python sequence of ints.
 Shape to_shape(const std::vector<int64_t>& dims);

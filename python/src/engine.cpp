@@ -3,6 +3,7 @@
 // Calls that run a model, an optimizer step or file I/O release the GIL.
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -30,23 +31,52 @@ using Release = nb::call_guard<nb::gil_scoped_release>;
 
 // A model built from its spec with the generators it keeps using (dropout draws its masks
 // from `dropout` for as long as the model lives); handed out as an aliasing shared_ptr to
-// `model`, so Python holds the generators exactly as long as the model.
-struct BuiltModel {
-  Generator init, dropout;
+// `model`, so Python holds the generators exactly as long as the model. Registered while it
+// lives, so kiln.train finds its generators (built_model_of).
+struct BuiltModel : BuiltModelInfo {
+  Generator init_gen, dropout_gen;
   std::shared_ptr<Sequential> model;
-  explicit BuiltModel(uint64_t seed) : init(seed), dropout(seed + 1) {}
+  BuiltModel(uint64_t seed, ModelOptions options) : init_gen(seed), dropout_gen(seed + 1) {
+    this->seed = seed;
+    this->options = std::move(options);
+    init = &init_gen;
+    dropout = &dropout_gen;
+  }
+  ~BuiltModel();
 };
+
+std::mutex built_mutex;
+std::map<const Module*, BuiltModel*>& built_models() {
+  static std::map<const Module*, BuiltModel*> m;
+  return m;
+}
+
+BuiltModel::~BuiltModel() {
+  const std::lock_guard<std::mutex> lock(built_mutex);
+  built_models().erase(model.get());
+}
 
 std::shared_ptr<Sequential> build_model(const std::string& name, std::optional<int64_t> num_classes,
                                         int64_t image_size, float keep_prob, const std::string& head,
                                         bool adaptive_pool, uint64_t seed) {
   const ModelSpec& spec = find_model_spec(name);
-  auto built = std::make_shared<BuiltModel>(seed);
-  built->model = spec.build(ModelOptions(num_classes.value_or(spec.default_num_classes), image_size, keep_prob,
-                                         head, adaptive_pool),
-                            built->init, built->dropout);
+  auto built = std::make_shared<BuiltModel>(
+      seed, ModelOptions(num_classes.value_or(spec.default_num_classes), image_size, keep_prob, head, adaptive_pool));
+  built->model = spec.build(built->options, built->init_gen, built->dropout_gen);
+  const std::lock_guard<std::mutex> lock(built_mutex);
+  built_models()[built->model.get()] = built.get();
   return std::shared_ptr<Sequential>(built, built->model.get());
 }
+
+}  // namespace
+
+const BuiltModelInfo* built_model_of(const Module& model) {
+  const std::lock_guard<std::mutex> lock(built_mutex);
+  const auto it = built_models().find(&model);
+  return it == built_models().end() ? nullptr : it->second;
+}
+
+namespace {
 
 nb::dict named_tensors(Module& m, bool trainable_only) {
   nb::dict d;

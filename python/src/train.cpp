@@ -1,7 +1,7 @@
 // kiln.Phase and kiln.train: the model-agnostic trainer (train/trainer.h) over folder data
-// sets, thinly: a recipe's phases as data, the loader's main knobs, a per-epoch callback.
-// Runs from the start (resuming is vgg_finetune's); the GIL is released while it trains and
-// taken back only to call the callback.
+// sets, thinly: a recipe's phases as data, the loader's main knobs, checkpoints and resume, a
+// per-epoch callback. The GIL is released while it trains and taken back only to call the
+// callback and, after every step, to let Python's signal handlers run (Ctrl-C).
 #include <optional>
 #include <string>
 #include <vector>
@@ -46,12 +46,35 @@ struct TrainArgs {
   int num_workers;
   uint64_t seed;
   bool augment, feature_cache;
+  int64_t checkpoint_every;
+  int keep;
+  bool calibrate_batch_norm, resume;
 };
 
-nb::dict train(Sequential& model, const std::string& arch, std::vector<Phase> phases, const TrainArgs& a,
-               nb::object on_epoch) {
-  const ModelSpec& spec = find_model_spec(arch);
-  const io::Dataset train_ds = io::image_folder(a.train_dir), val_ds = io::image_folder(a.val_dir);
+// With `resume`: model_dir's newest intact checkpoint, checked against this run and loaded
+// into the model (and its generators, when kiln.build_model made it); damaged newer ones are
+// set aside as vgg_finetune does. Nothing when there is none (a fresh run).
+std::optional<io::CheckpointInfo> resume_point(Sequential& model, const ModelSpec& spec, const TrainArgs& a,
+                                               const std::vector<std::string>& classes, const BuiltModelInfo* built) {
+  if (!a.resume) return std::nullopt;
+  const io::ResumeChoice choice = io::newest_intact_checkpoint(a.model_dir);
+  if (!choice.checkpoint) return std::nullopt;
+  const io::CheckpointMeta& m = choice.checkpoint->meta;
+  KILN_CHECK(m.arch == spec.name && m.image_size == a.image_size && m.classes == classes, "train(resume=True): ",
+             choice.checkpoint->state_path, " is a ", m.arch, " at image size ", m.image_size, " for ",
+             m.classes.size(), " classes, not this run's ", spec.name, " at ", a.image_size, " for ", classes.size(),
+             "; use a new model_dir or resume=False");
+  io::load_checkpoint_weights(model, *choice.checkpoint);
+  if (built) {
+    built->init->set_state(m.init_gen);
+    built->dropout->set_state(m.dropout_gen);
+  }
+  for (const io::DamagedCheckpoint& d : choice.damaged) io::set_aside(d);
+  return choice.checkpoint;
+}
+
+TrainerOptions trainer_options(std::vector<Phase> phases, const TrainArgs& a, const ModelSpec& spec,
+                               const io::Dataset& train_ds, const BuiltModelInfo* built) {
   KILN_CHECK(!phases.empty(), "train: no phases given; pass at least one kiln.Phase");
   TrainerOptions t;
   t.phases = std::move(phases);
@@ -63,12 +86,31 @@ nb::dict train(Sequential& model, const std::string& arch, std::vector<Phase> ph
   t.loader.convention = io::parse_convention(a.convention);
   t.loader.augment = a.augment;
   t.feature_cache = a.feature_cache;
+  t.checkpoint_every = a.checkpoint_every;
+  t.keep = a.keep;
+  t.calibrate_batch_norm = a.calibrate_batch_norm;
   t.model_dir = a.model_dir;
   t.run.arch = spec.name;
   t.run.image_size = a.image_size;
   t.run.classes = train_ds.classes;
   t.run.convention = t.loader.convention;
   t.run.seed = a.seed;
+  if (built) {  // the model's seed and generators, so a resume (here or by vgg_finetune) rebuilds alike
+    t.run.seed = built->seed;
+    t.run.head = built->options.head;
+    t.run.adaptive_pool = built->options.adaptive_pool;
+    t.init_gen = built->init;
+    t.dropout_gen = built->dropout;
+  }
+  return t;
+}
+
+nb::dict train(Sequential& model, const std::string& arch, std::vector<Phase> phases, const TrainArgs& a,
+               nb::object on_epoch) {
+  const ModelSpec& spec = find_model_spec(arch);
+  const io::Dataset train_ds = io::image_folder(a.train_dir), val_ds = io::image_folder(a.val_dir);
+  const BuiltModelInfo* built = built_model_of(model);
+  TrainerOptions t = trainer_options(std::move(phases), a, spec, train_ds, built);
   TrainerHooks hooks;
   if (!on_epoch.is_none()) {
     hooks.on_epoch = [on_epoch](const EpochSummary& e) {
@@ -76,13 +118,27 @@ nb::dict train(Sequential& model, const std::string& arch, std::vector<Phase> ph
       on_epoch(epoch_dict(e));
     };
   }
+  // Ctrl-C: Python's handler only notes the signal while the GIL is released; after every
+  // step the trainer asks here, the handler runs, and its exception (KeyboardInterrupt) ends
+  // the run without a further checkpoint and is raised once the trainer has returned.
+  std::optional<nb::python_error> interrupt;
+  hooks.should_stop = [&interrupt] {
+    nb::gil_scoped_acquire gil;
+    if (PyErr_CheckSignals() == 0) return false;
+    interrupt.emplace();  // takes the pending exception
+    return true;
+  };
   TrainResult r;
+  std::optional<io::CheckpointInfo> resume;
   {
     nb::gil_scoped_release release;
+    resume = resume_point(model, spec, a, train_ds.classes, built);
     Trainer trainer(model, spec, train_ds, val_ds, std::move(t), std::move(hooks));
-    r = trainer.run(std::nullopt);
+    r = trainer.run(resume);
   }
+  if (interrupt) throw *interrupt;
   nb::dict d = eval_dict(r.val);
+  d["resumed_from"] = resume ? nb::object(nb::str(resume->state_path.c_str())) : nb::none();
   d["finished"] = r.finished;
   d["last_checkpoint"] = r.last_checkpoint;
   return d;
@@ -111,19 +167,24 @@ void bind_train(nb::module_& m) {
         [](Sequential& model, const std::string& arch, std::vector<Phase> phases, const std::string& train_dir,
            const std::string& val_dir, const std::string& model_dir, int64_t batch_size, int64_t image_size,
            int num_workers, uint64_t seed, bool augment, const std::string& convention, bool feature_cache,
-           nb::object on_epoch) {
+           nb::object on_epoch, int64_t checkpoint_every, int keep, bool calibrate_batch_norm, bool resume) {
           return train(model, arch, std::move(phases),
                        TrainArgs{train_dir, val_dir, model_dir, convention, batch_size, image_size, num_workers,
-                                 seed, augment, feature_cache},
+                                 seed, augment, feature_cache, checkpoint_every, keep, calibrate_batch_norm, resume},
                        std::move(on_epoch));
         },
         arg("model"), arg("arch"), arg("phases"), arg("train_dir"), arg("val_dir"), arg("model_dir"),
         arg("batch_size") = 32, arg("image_size") = 224, arg("num_workers") = 2, arg("seed") = 0,
         arg("augment") = true, arg("convention") = "torchvision_rgb", arg("feature_cache") = true,
-        arg("on_epoch") = nb::none(),
+        arg("on_epoch") = nb::none(), arg("checkpoint_every") = 0, arg("keep") = 2,
+        arg("calibrate_batch_norm") = false, arg("resume") = false,
         "Trains `model` (built by kiln.build_model(arch, ...)) through `phases` on folder data sets "
-        "(<dir>/<class>/*.jpg), checkpointing into model_dir; on_epoch(dict) after each epoch. Returns the "
-        "last validation {loss, acc, images} with finished and last_checkpoint.");
+        "(<dir>/<class>/*.jpg), checkpointing into model_dir after every epoch (and every checkpoint_every "
+        "steps; the last `keep` kept plus the best); on_epoch(dict) after each epoch. `seed` is the loader's "
+        "(shuffling, crops, flips; vgg_finetune train uses its --seed + 2). resume=True continues from "
+        "model_dir's newest intact checkpoint when there is one. Ctrl-C stops it after the current step and "
+        "raises KeyboardInterrupt; the last checkpoint stays intact. Returns the last validation "
+        "{loss, acc, images} with finished, last_checkpoint and resumed_from (a state file or None).");
 }
 
 }  // namespace kiln::python

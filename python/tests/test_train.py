@@ -8,16 +8,9 @@ import pytest
 
 import kiln
 
-Image = pytest.importorskip("PIL.Image")
+pytest.importorskip("PIL.Image")
 
-
-def write_folder(root, split, per_class, rng):
-    for cls, channel in (("red", 0), ("blue", 2)):
-        os.makedirs(os.path.join(root, split, cls))
-        for i in range(per_class):
-            px = rng.integers(0, 60, size=(40, 40, 3), dtype=np.uint8)
-            px[..., channel] = rng.integers(180, 255, size=(40, 40), dtype=np.uint8)
-            Image.fromarray(px).save(os.path.join(root, split, cls, f"{i}.png"))
+from image_folders import write_folder  # noqa: E402
 
 
 def test_head_only_phase_trains_the_head_alone():

@@ -1,0 +1,90 @@
+"""Ctrl-C during kiln.train (the GIL released): the run stops after the step in progress and
+raises KeyboardInterrupt, the model directory's checkpoints stay intact, and a resume from the
+newest one finishes the epoch with the weights an uninterrupted run gets. ~10 s."""
+import glob
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+import kiln
+
+pytest.importorskip("PIL.Image")
+
+from image_folders import write_folder  # noqa: E402
+
+STEPS_PER_EPOCH = 20  # 2 classes x 20 images, batch 2
+
+
+def recipe(epochs):
+    """A small model (VGG11 with the global-pool head) through one phase of `epochs` epochs."""
+    model = kiln.build_model("vgg11", num_classes=2, image_size=32, head="avg", seed=5)
+    return model, [kiln.Phase("all layers", lr=0.01, epochs=epochs, momentum=0.9)]
+
+
+CHILD = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, {here!r})
+    import kiln
+    from test_interrupt import recipe
+    model, phases = recipe(epochs=1000)  # far longer than the test waits
+    kiln.train(model, "vgg11", phases, {train!r}, {val!r}, {run!r}, batch_size=2, image_size=32, seed=3,
+               num_workers=2, checkpoint_every=2)
+    print("training finished: it should have been interrupted")
+""")
+
+
+def train(data, model_dir, model, phases, **kw):
+    return kiln.train(model, "vgg11", phases, os.path.join(data, "train"), os.path.join(data, "val"), model_dir,
+                      batch_size=2, image_size=32, seed=3, num_workers=2, checkpoint_every=2, **kw)
+
+
+def test_ctrl_c_stops_training_and_the_checkpoint_resumes():
+    with tempfile.TemporaryDirectory() as d:
+        rng = np.random.default_rng(1)
+        write_folder(d, "train", STEPS_PER_EPOCH, rng)
+        write_folder(d, "val", 2, rng)
+        run = os.path.join(d, "run")
+        code = CHILD.format(here=os.path.dirname(os.path.abspath(__file__)), train=os.path.join(d, "train"),
+                            val=os.path.join(d, "val"), run=run)
+        child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True)
+        try:
+            deadline = time.monotonic() + 120
+            while not glob.glob(os.path.join(run, "ckpt-*.state.h5")):
+                assert child.poll() is None, f"training ended before its first checkpoint:\n{child.communicate()}"
+                assert time.monotonic() < deadline, "no checkpoint within 120 s"
+                time.sleep(0.02)
+            child.send_signal(signal.SIGINT)
+            sent = time.monotonic()
+            out, err = child.communicate(timeout=30)
+            stopped_in = time.monotonic() - sent
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.communicate()
+        # An uncaught KeyboardInterrupt: Python exits by SIGINT itself (not a crash, not a finish).
+        assert child.returncode == -signal.SIGINT, f"exit {child.returncode}\n{out}\n{err}"
+        assert "KeyboardInterrupt" in err and "training finished" not in out, err
+        assert stopped_in < 10, f"took {stopped_in:.1f} s to stop"
+        print(f"SIGINT to exit: {stopped_in:.2f} s; checkpoints: {sorted(os.listdir(run))}")
+
+        # The newest checkpoint loads (every file checksummed) and the run resumes from it:
+        # mid-epoch 1, it finishes that epoch with the weights of a run never interrupted.
+        model, phases = recipe(epochs=1)
+        epochs = []
+        r = train(d, run, model, phases, resume=True, on_epoch=epochs.append)
+        assert r["finished"] and r["resumed_from"] is not None
+        assert [(e["epoch"], e["global_step"]) for e in epochs] == [(1, STEPS_PER_EPOCH)], (epochs, stopped_in)
+        fresh, phases = recipe(epochs=1)
+        r = train(d, os.path.join(d, "fresh"), fresh, phases)
+        assert r["finished"] and r["resumed_from"] is None
+        want = fresh.parameters()
+        for name, t in model.parameters().items():
+            assert t.numpy().tobytes() == want[name].numpy().tobytes(), name
