@@ -583,8 +583,8 @@ void read_peer_blas(const Json& j, const MachineLimits& m, PeerResult& p) {
                            : "install an optimised BLAS (bash scripts/setup.sh --tests installs libopenblas0-pthread)");
     // Either rate measured beside other work can put an honest peer under the line.
     if (probe->number("other_load").value_or(0) > kDisturbed || m.other_load > kDisturbed)
-      p.weak_why += " -- other processes took CPU time while the limit or the peer's probe ran, which alone can "
-                    "cause this: rerun on a quiet machine";
+      p.weak_why += " -- other processes took CPU time while the limit or the peer's probe ran, so load may "
+                    "account for part of this: rerun on a quiet machine";
   }
 }
 
