@@ -2,6 +2,8 @@
 // sets, thinly: a recipe's phases as data, the loader's main knobs, checkpoints and resume, a
 // per-epoch callback. The GIL is released while it trains and taken back only to call the
 // callback and, after every step, to let Python's signal handlers run (Ctrl-C).
+#include <omp.h>
+
 #include <optional>
 #include <string>
 #include <vector>
@@ -147,6 +149,17 @@ nb::dict train(Sequential& model, const std::string& arch, std::vector<Phase> ph
 }  // namespace
 
 void bind_train(nb::module_& m) {
+  // The CPU backend's OpenMP threads (the calling thread's setting, shared with anything else
+  // in the process using libgomp: `import torch` may lower it). oneDNN's convolution gradients
+  // sum in an order that depends on the count, so bit-identical runs need equal counts.
+  m.def("get_num_threads", [] { return omp_get_max_threads(); },
+        "Threads the CPU backend's parallel kernels use from this thread (OMP_NUM_THREADS by default).");
+  m.def("set_num_threads", [](int n) {
+          KILN_CHECK(n >= 1, "set_num_threads: ", n, " threads; pass 1 or more");
+          omp_set_num_threads(n);
+        }, arg("n"),
+        "Sets the CPU backend's thread count for this thread. Results agree bit for bit only between runs "
+        "with the same count (oneDNN's convolution gradients depend on it).");
   nb::class_<Phase>(m, "Phase", "One phase of a recipe: what trains (Module.freeze patterns; everything else is "
                                 "frozen), learning rate, epochs, SGD momentum, weight decay.")
       .def("__init__",

@@ -53,8 +53,10 @@ def test_ctrl_c_stops_training_and_the_checkpoint_resumes():
         run = os.path.join(d, "run")
         code = CHILD.format(here=os.path.dirname(os.path.abspath(__file__)), train=os.path.join(d, "train"),
                             val=os.path.join(d, "val"), run=run)
+        # This process's thread count, so the child's steps match the resumed run's bit for bit.
+        env = dict(os.environ, OMP_NUM_THREADS=str(kiln.get_num_threads()))
         child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                 text=True)
+                                 text=True, env=env)
         try:
             deadline = time.monotonic() + 120
             while not glob.glob(os.path.join(run, "ckpt-*.state.h5")):

@@ -19,7 +19,10 @@ LR1, LR2, MOMENTUM, DECAY, KEEP = 0.01, 0.001, 0.9, 5e-4, 0.5
 
 
 def run_app(*args):
-    r = subprocess.run([APP, *args], capture_output=True, text=True, timeout=300)
+    # The app with this process's thread count: oneDNN's convolution gradients depend on it
+    # (and `import torch` in an earlier test may have lowered it here).
+    env = dict(os.environ, OMP_NUM_THREADS=str(kiln.get_num_threads()))
+    r = subprocess.run([APP, *args], capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, f"vgg_finetune {args[0]} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}"
     return r.stdout
 
@@ -68,3 +71,15 @@ def test_seed_recipe_from_python_equals_vgg_finetune_train():
             assert a.tobytes() == b.tobytes(), f"{name}: max |python - app| {np.abs(a - b).max()}"
             # Not trivially equal: both runs moved every layer away from the seed's initialisation.
             assert not np.array_equal(a, untrained[name].numpy()), f"{name} did not train"
+
+
+def test_num_threads_round_trip():
+    n = kiln.get_num_threads()
+    try:
+        kiln.set_num_threads(1)
+        assert kiln.get_num_threads() == 1
+        with pytest.raises(kiln.Error):
+            kiln.set_num_threads(0)
+    finally:
+        kiln.set_num_threads(n)
+    assert kiln.get_num_threads() == n
