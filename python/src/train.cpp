@@ -120,7 +120,7 @@ nb::dict train(Sequential& model, const std::string& arch, std::vector<Phase> ph
       on_epoch(epoch_dict(e));
     };
   }
-  // Ctrl-C: Python's handler only notes the signal while the GIL is released; after every
+  // Ctrl-C: while the GIL is released, Python's C-level handler only notes the signal; after every
   // step the trainer asks here, the handler runs, and its exception (KeyboardInterrupt) ends
   // the run without a further checkpoint and is raised once the trainer has returned.
   std::optional<nb::python_error> interrupt;
