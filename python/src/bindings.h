@@ -20,6 +20,8 @@ void bind_dlpack(nb::module_& m);
 void bind_engine(nb::module_& m);
 // The trainer over folder data sets: kiln.Phase, kiln.train (python/src/train.cpp).
 void bind_train(nb::module_& m);
+// The image pipeline as an iterable: kiln.Loader (python/src/data.cpp).
+void bind_data(nb::module_& m);
 
 // What kiln.build_model made a model with: the seed and options, and the generators it keeps
 // (init from seed, dropout from seed + 1, as vgg_finetune's), which kiln.train records in

@@ -31,4 +31,5 @@ NB_MODULE(_kiln, m) {
   kiln::python::bind_dlpack(m);
   kiln::python::bind_engine(m);
   kiln::python::bind_train(m);
+  kiln::python::bind_data(m);
 }

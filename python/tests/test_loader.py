@@ -1,0 +1,64 @@
+"""kiln.Loader: an image folder as (images, labels) batches of kiln tensors, one epoch per pass,
+shared with PyTorch without copies; and a kiln backbone's features feeding a PyTorch head."""
+import tempfile
+
+import numpy as np
+import pytest
+
+import kiln
+
+pytest.importorskip("PIL.Image")
+
+from image_folders import write_folder  # noqa: E402
+
+
+def epoch(loader):
+    return [(np.array(x.numpy()), np.array(y.numpy())) for x, y in loader]
+
+
+def test_one_pass_is_one_epoch_of_every_image():
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as d:
+        write_folder(d, "train", 5, rng)
+        loader = kiln.Loader(f"{d}/train", batch_size=4, image_size=32, seed=7, num_workers=1)
+        assert loader.classes == ["blue", "red"] and loader.num_images == 10 and len(loader) == 3
+        first = epoch(loader)
+        assert [x.shape for x, _ in first] == [(4, 32, 32, 3), (4, 32, 32, 3), (2, 32, 32, 3)]
+        assert all(x.dtype == np.float32 and y.dtype == np.int64 for x, y in first)
+        labels = np.concatenate([y for _, y in first])
+        assert sorted(labels.tolist()) == [0] * 5 + [1] * 5  # every image once
+        assert loader.epoch == 1
+        second = epoch(loader)  # the next pass is the next epoch, in its own order
+        assert loader.epoch == 2 and loader.epoch_order(0) != loader.epoch_order(1)
+        assert sorted(np.concatenate([y for _, y in second]).tolist()) == sorted(labels.tolist())
+        # The same seed serves the same batches, bit for bit.
+        again = epoch(kiln.Loader(f"{d}/train", batch_size=4, image_size=32, seed=7, num_workers=2))
+        assert all(np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) for a, b in zip(first, again))
+        with pytest.raises(kiln.Error):
+            kiln.Loader(f"{d}/nope")
+
+
+def test_kiln_features_feed_a_pytorch_head_without_copies():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(1)
+    with tempfile.TemporaryDirectory() as d:
+        write_folder(d, "train", 8, rng)
+        loader = kiln.Loader(f"{d}/train", batch_size=8, image_size=32, seed=1, num_workers=1)
+        backbone = kiln.build_model("vgg11", num_classes=2, image_size=32, seed=1, head="avg")
+        backbone.eval()
+        torch.manual_seed(0)
+        head = torch.nn.Linear(2, 2)
+        opt = torch.optim.SGD(head.parameters(), lr=0.1)
+        losses = []
+        for _ in range(5):
+            for x, y in loader:
+                with kiln.no_grad():
+                    f = backbone(x)  # kiln's frozen network
+                ft, yt = torch.from_dlpack(f), torch.from_dlpack(y)
+                assert ft.data_ptr() == f.data_ptr and yt.data_ptr() == y.data_ptr  # shared, not copied
+                loss = torch.nn.functional.cross_entropy(head(ft), yt)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                losses.append(loss.item())
+        assert losses[-1] < losses[0]
