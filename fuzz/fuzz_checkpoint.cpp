@@ -4,11 +4,10 @@
 // per parameter and the int64 step attribute). Any kiln::Error is a correct answer.
 #include <cstddef>
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
 
 #include "io/checkpoint.h"
 #include "core/error.h"
+#include "fuzz/hdf5_leaks.h"
 #include "fuzz/tiny_vgg.h"
 #include "io/hdf5.h"
 
@@ -26,10 +25,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     kiln::io::restore_optimizer(root, opt);
   } catch (const kiln::Error&) {
   }
-  // Every file, group, dataset and attribute kiln opened for this input is closed again.
-  if (const int64_t n = kiln::io::h5::open_object_count(); n != 0) {
-    std::fprintf(stderr, "kiln left %lld HDF5 objects open\n", static_cast<long long>(n));
-    std::abort();
-  }
+  kiln::fuzz::abort_on_open_hdf5_objects();
   return 0;
 }

@@ -7,10 +7,9 @@
 // is a correct answer; a crash, a sanitizer report or another exception type is a finding.
 #include <cstddef>
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
 
 #include "core/error.h"
+#include "fuzz/hdf5_leaks.h"
 #include "fuzz/tiny_vgg.h"
 #include "io/hdf5.h"
 #include "io/keras_archive.h"
@@ -27,9 +26,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     (void)rep.to_string();
   } catch (const kiln::Error&) {
   }
-  if (const int64_t n = kiln::io::h5::open_object_count(); n != 0) {
-    std::fprintf(stderr, "kiln left %lld HDF5 objects open\n", static_cast<long long>(n));
-    std::abort();
-  }
+  kiln::fuzz::abort_on_open_hdf5_objects();
   return 0;
 }
