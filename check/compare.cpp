@@ -1,9 +1,10 @@
-#include "tests/support/compare.h"
+#include "check/compare.h"
 
+#include <algorithm>
 #include <cmath>
 #include <sstream>
 
-namespace kiln::test {
+namespace kiln::check {
 
 Comparison compare(const std::vector<double>& out, const std::vector<double>& ref, double atol, double rtol) {
   Comparison c;
@@ -27,6 +28,7 @@ Comparison compare(const std::vector<double>& out, const std::vector<double>& re
     }
   }
   c.ok = worst_frac <= 1.0;
+  c.worst_budget = std::max(0.0, worst_frac);
   if (!out.empty()) {
     os << (c.ok ? "ok" : "MISMATCH") << ": " << out.size() << " elements, worst at " << worst << ": got "
        << out[worst] << ", want " << ref[worst] << ", |diff| " << std::fabs(out[worst] - ref[worst]) << " = "
@@ -42,4 +44,4 @@ double mean_abs(const std::vector<double>& ref) {
   return ref.empty() ? 0 : s / static_cast<double>(ref.size());
 }
 
-}  // namespace kiln::test
+}  // namespace kiln::check

@@ -1,15 +1,19 @@
-// The one comparison helper: |out - ref| <= atol + rtol * |ref| element by element, and a
-// report of the worst element, its index and how much of the budget it used (llm.c).
+// The one comparison helper, shared by the tests and kiln_bench: |out - ref| <= atol +
+// rtol * |ref| element by element, and a report of the worst element, its index and how
+// much of the budget it used (llm.c). Catch2's KILN_REQUIRE_CLOSE around it lives with the
+// tests (tests/support/require_close.h).
 #pragma once
 
 #include <string>
 #include <vector>
 
-namespace kiln::test {
+namespace kiln::check {
 
+// What compare() found: pass or fail, and the worst element in words.
 struct Comparison {
   bool ok = true;
-  std::string report;  // "worst at 17: got 0.51, want 0.5, |diff| 0.01 = 83% of budget"
+  std::string report;       // "worst at 17: got 0.51, want 0.5, |diff| 0.01 = 83% of budget"
+  double worst_budget = 0;  // the worst |diff| / (atol + rtol * |ref|); ok when <= 1
 };
 
 // Element-wise check of out against ref.
@@ -19,12 +23,4 @@ Comparison compare(const std::vector<double>& out, const std::vector<double>& re
 // element near zero cannot be held to a relative bound.
 double mean_abs(const std::vector<double>& ref);
 
-}  // namespace kiln::test
-
-// Catch2 assertion around compare(); prints the report on failure.
-#define KILN_REQUIRE_CLOSE(out, ref, atol, rtol)                            \
-  do {                                                                      \
-    const auto kiln_cmp_ = ::kiln::test::compare((out), (ref), (atol), (rtol)); \
-    INFO(kiln_cmp_.report);                                                 \
-    REQUIRE(kiln_cmp_.ok);                                                  \
-  } while (0)
+}  // namespace kiln::check

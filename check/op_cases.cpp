@@ -1,9 +1,9 @@
-#include "tests/support/op_cases.h"
+#include "check/op_cases.h"
 
 #include <algorithm>
 #include <numeric>
 
-namespace kiln::test {
+namespace kiln::check {
 namespace {
 
 Tensor randn(Generator& g, Shape s) { return Tensor::normal(s, 0.0f, 1.0f, g); }
@@ -35,6 +35,45 @@ Tensor labels(Generator& g, int64_t n, int64_t classes) {
   return Tensor::from_vector(l, Shape{n});
 }
 
+// Bytes of every input: what a forward must read at least once.
+double input_bytes(const OpCase& k) {
+  double b = 0;
+  for (const Tensor& t : k.inputs) b += static_cast<double>(t.nbytes());
+  return b;
+}
+
+// An op that reads its inputs once and writes `out_elements` floats, doing
+// `flops_per_element` operations per element of its first input (elementwise ops: one
+// per element; softmax-like rows: max, subtract, exp, sum, divide or log = 5; reductions:
+// one add per element, two for a sum of squares).
+void set_streaming_cost(OpCase& k, double flops_per_element, int64_t out_elements) {
+  k.flops = flops_per_element * static_cast<double>(k.inputs[0].numel());
+  k.bytes = input_bytes(k) + 4.0 * static_cast<double>(out_elements);
+}
+
+// As set_streaming_cost, for a case built in one expression.
+OpCase streaming(OpCase k, double flops_per_element, int64_t out_elements) {
+  set_streaming_cost(k, flops_per_element, out_elements);
+  return k;
+}
+
+// linear: a multiply-add per output and input feature (2 FLOPs), one add per output for
+// the bias; reads x, w (and b) once, writes y once.
+OpCase with_linear_cost(OpCase k) {
+  const double m = static_cast<double>(k.inputs[0].dim(0)), in = static_cast<double>(k.inputs[0].dim(1));
+  const double out = static_cast<double>(k.inputs[1].dim(0));
+  k.flops = m * out * (2.0 * in + (k.inputs.size() > 2 ? 1.0 : 0.0));
+  k.bytes = input_bytes(k) + 4.0 * m * out;
+  return k;
+}
+
+// One output window per index of an adaptive pool: [floor(i*in/out), ceil((i+1)*in/out)).
+int64_t adaptive_window_sum(int64_t in, int64_t out) {
+  int64_t s = 0;
+  for (int64_t i = 0; i < out; ++i) s += ((i + 1) * in + out - 1) / out - (i * in) / out;
+  return s;
+}
+
 OpCase conv_case(Generator& g, const std::string& name, int64_t n, int64_t h, int64_t w, int64_t c, int64_t o,
                  int64_t kh, int64_t kw, int64_t s, int64_t p, bool bias) {
   OpCase k;
@@ -49,6 +88,11 @@ OpCase conv_case(Generator& g, const std::string& name, int64_t n, int64_t h, in
   }
   const Conv2dParams cp{s, s, p, p};
   k.forward = [cp, bias](const std::vector<Tensor>& in) { return conv2d(in[0], in[1], bias ? in[2] : Tensor(), cp); };
+  // A multiply-add per output element and filter tap (2 FLOPs), one add per output for the
+  // bias; reads x, w (and b) once, writes y once.
+  const double outs = static_cast<double>(n * ((h + 2 * p - kh) / s + 1) * ((w + 2 * p - kw) / s + 1) * o);
+  k.flops = outs * (2.0 * static_cast<double>(kh * kw * c) + (bias ? 1.0 : 0.0));
+  k.bytes = input_bytes(k) + 4.0 * outs;
   return k;
 }
 
@@ -63,6 +107,10 @@ OpCase pool_case(Generator& g, const std::string& name, int64_t n, int64_t h, in
   const Pool2dParams pp{kernel, kernel, s, s, p, p};
   k.forward = [pp](const std::vector<Tensor>& in) { return max_pool2d(in[0], pp); };
   k.rtol = kRtolElementwise;
+  // One comparison per window element; reads x once, writes y once.
+  const double outs = static_cast<double>(n * ((h + 2 * p - kernel) / s + 1) * ((w + 2 * p - kernel) / s + 1) * c);
+  k.flops = outs * static_cast<double>(kernel * kernel);
+  k.bytes = input_bytes(k) + 4.0 * outs;
   return k;
 }
 
@@ -76,6 +124,11 @@ OpCase adaptive_case(Generator& g, const std::string& name, int64_t n, int64_t h
   k.differentiable = {true};
   k.forward = [oh, ow](const std::vector<Tensor>& in) { return adaptive_avg_pool2d(in[0], oh, ow); };
   k.rtol = kRtolReduction;
+  // One add per element of each output's window, one divide per output; windows overlap
+  // or repeat inputs when the sizes do not divide, so this can exceed the input's size.
+  const double outs = static_cast<double>(n * oh * ow * c);
+  k.flops = static_cast<double>(n * c * adaptive_window_sum(h, oh) * adaptive_window_sum(w, ow)) + outs;
+  k.bytes = input_bytes(k) + 4.0 * outs;
   return k;
 }
 
@@ -108,6 +161,12 @@ OpCase batch_norm_case(Generator& g, const std::string& name, int64_t n, int64_t
                         momentum, eps);
   };
   k.rtol = kRtolReduction;
+  // Per element: training adds 1 (mean) + 3 (variance) to the 4 of (x - mean) * inv_std *
+  // gamma + beta; inference does only those 4. Reads every input once, writes y, and in
+  // training writes the two running statistics back.
+  const double el = static_cast<double>(n * h * w * c);
+  k.flops = (training ? 8.0 : 4.0) * el;
+  k.bytes = input_bytes(k) + 4.0 * el + (training ? 8.0 * static_cast<double>(c) : 0.0);
   return k;
 }
 
@@ -121,6 +180,113 @@ OpCase simple(const std::string& name, const std::string& op, std::vector<Tensor
   k.forward = std::move(fwd);
   k.rtol = rtol;
   return k;
+}
+
+// linear, the elementwise ops, views, softmax and the reductions, after the conv, pool and
+// batch-norm cases (the order fixes each case's random inputs).
+void append_math_cases(Generator& g, std::vector<OpCase>& cases) {
+  // linear
+  {
+    OpCase k = simple("linear/bias", "linear", {randn(g, {3, 7}), randn(g, {5, 7}), randn(g, {5})},
+                      {true, true, true}, [](const std::vector<Tensor>& in) { return linear(in[0], in[1], in[2]); },
+                      kRtolReduction);
+    cases.push_back(with_linear_cost(k));
+    cases.push_back(with_linear_cost(simple("linear/nobias_batch1", "linear", {randn(g, {1, 4}), randn(g, {6, 4})}, {true, true},
+                           [](const std::vector<Tensor>& in) { return linear(in[0], in[1]); }, kRtolReduction)));
+    // From 8 rows the CPU forward takes oneDNN's matmul primitive instead of sgemm.
+    cases.push_back(with_linear_cost(simple("linear/bias_batch9_matmul_path", "linear",
+                           {randn(g, {9, 11}), randn(g, {6, 11}), randn(g, {6})}, {true, true, true},
+                           [](const std::vector<Tensor>& in) { return linear(in[0], in[1], in[2]); }, kRtolReduction)));
+    cases.push_back(with_linear_cost(simple("linear/nobias_batch16_matmul_path", "linear",
+                                            {randn(g, {16, 5}), randn(g, {7, 5})}, {true, true},
+                                            [](const std::vector<Tensor>& in) { return linear(in[0], in[1]); },
+                                            kRtolReduction)));
+  }
+  cases.push_back(streaming(simple("relu/away_from_kink", "relu", {away_from_zero(g, {3, 5, 2})}, {true},
+                                   [](const std::vector<Tensor>& in) { return relu(in[0]); }, kRtolElementwise),
+                            1, 30));
+  {
+    // The generator is rebuilt on every call, so every evaluation sees the same mask.
+    OpCase k = simple("dropout/keep0.7", "dropout", {randn(g, {4, 9})}, {true},
+                      [](const std::vector<Tensor>& in) {
+                        Generator dg(77);
+                        return dropout(in[0], 0.7f, true, dg);
+                      },
+                      kRtolElementwise);
+    k.params = {{"keep", 0.7}};
+    Generator dg(77);
+    const PhiloxState s = dg.reserve(36);
+    std::vector<float> mask(36);
+    for (uint64_t i = 0; i < 36; ++i) mask[i] = philox_uniform(s, i) < 0.7f ? 1.0f : 0.0f;
+    k.reference_extras = {Tensor::from_vector(mask, Shape{4, 9})};
+    set_streaming_cost(k, 2, 36);  // a comparison with the mask's uniform and a scale
+    cases.push_back(k);
+  }
+  // flatten, reshape and slice are views: no arithmetic, no data moved (flops, bytes 0).
+  cases.push_back(simple("flatten/nhwc", "flatten", {randn(g, {2, 3, 4, 5})}, {true},
+                         [](const std::vector<Tensor>& in) { return flatten(in[0]); }, kRtolElementwise));
+  {
+    OpCase k = simple("reshape/infer", "reshape", {randn(g, {2, 6})}, {true},
+                      [](const std::vector<Tensor>& in) { return reshape(in[0], Shape{3, -1}); }, kRtolElementwise);
+    k.params = {{"d0", 3}, {"d1", 4}};
+    cases.push_back(k);
+  }
+  {
+    OpCase k = simple("slice/rows1to3", "slice", {randn(g, {4, 3})}, {true},
+                      [](const std::vector<Tensor>& in) { return slice(in[0], 1, 3); }, kRtolElementwise);
+    k.params = {{"begin", 1}, {"end", 3}};
+    cases.push_back(k);
+  }
+  // softmax_cross_entropy: a log-softmax per row (5 per element), writing the mean loss.
+  cases.push_back(streaming(simple("softmax_cross_entropy/int64", "softmax_cross_entropy",
+                                   {mul(randn(g, {5, 7}), 3.0f), labels(g, 5, 7)}, {true, false},
+                                   [](const std::vector<Tensor>& in) { return softmax_cross_entropy(in[0], in[1]); },
+                                   kRtolReduction),
+                            5, 1));
+  cases.push_back(streaming(simple("softmax_cross_entropy/batch1_large_logits", "softmax_cross_entropy",
+                                   {add(mul(randn(g, {1, 4}), 5.0f), 80.0f), labels(g, 1, 4)}, {true, false},
+                                   [](const std::vector<Tensor>& in) { return softmax_cross_entropy(in[0], in[1]); },
+                                   kRtolReduction),
+                            5, 1));
+  cases.push_back(streaming(simple("softmax/rank2", "softmax", {randn(g, {4, 6})}, {true},
+                                   [](const std::vector<Tensor>& in) { return softmax(in[0]); }, kRtolElementwise),
+                            5, 24));
+  cases.push_back(streaming(simple("log_softmax/rank3", "log_softmax", {randn(g, {2, 3, 5})}, {true},
+                                   [](const std::vector<Tensor>& in) { return log_softmax(in[0]); }, kRtolElementwise),
+                            5, 30));
+  cases.push_back(streaming(simple("add/tensor", "add", {randn(g, {3, 4}), randn(g, {3, 4})}, {true, true},
+                                   [](const std::vector<Tensor>& in) { return add(in[0], in[1]); }, kRtolElementwise),
+                            1, 12));
+  cases.push_back(streaming(simple("sub/tensor", "sub", {randn(g, {3, 4}), randn(g, {3, 4})}, {true, true},
+                                   [](const std::vector<Tensor>& in) { return sub(in[0], in[1]); }, kRtolElementwise),
+                            1, 12));
+  cases.push_back(streaming(simple("mul/tensor", "mul", {randn(g, {3, 4}), randn(g, {3, 4})}, {true, true},
+                                   [](const std::vector<Tensor>& in) { return mul(in[0], in[1]); }, kRtolElementwise),
+                            1, 12));
+  for (const auto& [op, s] : std::vector<std::pair<std::string, float>>{{"add", 1.5f}, {"sub", 0.25f}, {"mul", -2.0f}}) {
+    OpCase k = simple(op + "/scalar", op + "_scalar", {randn(g, {2, 5})}, {true},
+                      [op = op, s = s](const std::vector<Tensor>& in) {
+                        return op == "add" ? add(in[0], s) : op == "sub" ? sub(in[0], s) : mul(in[0], s);
+                      },
+                      kRtolElementwise);
+    k.params = {{"s", static_cast<double>(s)}};
+    set_streaming_cost(k, 1, 10);
+    cases.push_back(k);
+  }
+  cases.push_back(streaming(simple("sum/all", "sum", {randn(g, {3, 5})}, {true},
+                                   [](const std::vector<Tensor>& in) { return sum(in[0]); }, kRtolReduction),
+                            1, 1));
+  cases.push_back(streaming(simple("mean/all", "mean", {randn(g, {4, 3, 2})}, {true},
+                                   [](const std::vector<Tensor>& in) { return mean(in[0]); }, kRtolReduction),
+                            1, 1));
+  {
+    OpCase k = simple("l2_penalty/two_weights", "l2_penalty", {randn(g, {3, 4}), randn(g, {5})}, {true, true},
+                      [](const std::vector<Tensor>& in) { return l2_penalty(in, 0.1f); }, kRtolReduction);
+    k.params = {{"scale", 0.1}};
+    k.flops = 2.0 * static_cast<double>(k.inputs[0].numel() + k.inputs[1].numel());  // square, add
+    k.bytes = input_bytes(k) + 4.0;
+    cases.push_back(k);
+  }
 }
 
 }  // namespace
@@ -153,90 +319,7 @@ std::vector<OpCase> all_op_cases() {
   cases.push_back(batch_norm_case(g, "train_no_affine_momentum0.3", 3, 2, 2, 5, true, false, 0.3f));
   cases.push_back(batch_norm_case(g, "train_batch1_4x3x3", 1, 4, 3, 3, true, true, 0.1f));
   cases.push_back(batch_norm_case(g, "eval_single_pixel_1x1x1x3", 1, 1, 1, 3, false, true, 0.1f));
-  // linear
-  {
-    OpCase k = simple("linear/bias", "linear", {randn(g, {3, 7}), randn(g, {5, 7}), randn(g, {5})},
-                      {true, true, true}, [](const std::vector<Tensor>& in) { return linear(in[0], in[1], in[2]); },
-                      kRtolReduction);
-    cases.push_back(k);
-    cases.push_back(simple("linear/nobias_batch1", "linear", {randn(g, {1, 4}), randn(g, {6, 4})}, {true, true},
-                           [](const std::vector<Tensor>& in) { return linear(in[0], in[1]); }, kRtolReduction));
-    // From 8 rows the CPU forward takes oneDNN's matmul primitive instead of sgemm.
-    cases.push_back(simple("linear/bias_batch9_matmul_path", "linear",
-                           {randn(g, {9, 11}), randn(g, {6, 11}), randn(g, {6})}, {true, true, true},
-                           [](const std::vector<Tensor>& in) { return linear(in[0], in[1], in[2]); }, kRtolReduction));
-    cases.push_back(simple("linear/nobias_batch16_matmul_path", "linear", {randn(g, {16, 5}), randn(g, {7, 5})},
-                           {true, true}, [](const std::vector<Tensor>& in) { return linear(in[0], in[1]); },
-                           kRtolReduction));
-  }
-  cases.push_back(simple("relu/away_from_kink", "relu", {away_from_zero(g, {3, 5, 2})}, {true},
-                         [](const std::vector<Tensor>& in) { return relu(in[0]); }, kRtolElementwise));
-  {
-    // The generator is rebuilt on every call, so every evaluation sees the same mask.
-    OpCase k = simple("dropout/keep0.7", "dropout", {randn(g, {4, 9})}, {true},
-                      [](const std::vector<Tensor>& in) {
-                        Generator dg(77);
-                        return dropout(in[0], 0.7f, true, dg);
-                      },
-                      kRtolElementwise);
-    k.params = {{"keep", 0.7}};
-    Generator dg(77);
-    const PhiloxState s = dg.reserve(36);
-    std::vector<float> mask(36);
-    for (uint64_t i = 0; i < 36; ++i) mask[i] = philox_uniform(s, i) < 0.7f ? 1.0f : 0.0f;
-    k.reference_extras = {Tensor::from_vector(mask, Shape{4, 9})};
-    cases.push_back(k);
-  }
-  cases.push_back(simple("flatten/nhwc", "flatten", {randn(g, {2, 3, 4, 5})}, {true},
-                         [](const std::vector<Tensor>& in) { return flatten(in[0]); }, kRtolElementwise));
-  {
-    OpCase k = simple("reshape/infer", "reshape", {randn(g, {2, 6})}, {true},
-                      [](const std::vector<Tensor>& in) { return reshape(in[0], Shape{3, -1}); }, kRtolElementwise);
-    k.params = {{"d0", 3}, {"d1", 4}};
-    cases.push_back(k);
-  }
-  {
-    OpCase k = simple("slice/rows1to3", "slice", {randn(g, {4, 3})}, {true},
-                      [](const std::vector<Tensor>& in) { return slice(in[0], 1, 3); }, kRtolElementwise);
-    k.params = {{"begin", 1}, {"end", 3}};
-    cases.push_back(k);
-  }
-  cases.push_back(simple("softmax_cross_entropy/int64", "softmax_cross_entropy", {mul(randn(g, {5, 7}), 3.0f), labels(g, 5, 7)},
-                         {true, false}, [](const std::vector<Tensor>& in) { return softmax_cross_entropy(in[0], in[1]); },
-                         kRtolReduction));
-  cases.push_back(simple("softmax_cross_entropy/batch1_large_logits", "softmax_cross_entropy",
-                         {add(mul(randn(g, {1, 4}), 5.0f), 80.0f), labels(g, 1, 4)}, {true, false},
-                         [](const std::vector<Tensor>& in) { return softmax_cross_entropy(in[0], in[1]); },
-                         kRtolReduction));
-  cases.push_back(simple("softmax/rank2", "softmax", {randn(g, {4, 6})}, {true},
-                         [](const std::vector<Tensor>& in) { return softmax(in[0]); }, kRtolElementwise));
-  cases.push_back(simple("log_softmax/rank3", "log_softmax", {randn(g, {2, 3, 5})}, {true},
-                         [](const std::vector<Tensor>& in) { return log_softmax(in[0]); }, kRtolElementwise));
-  cases.push_back(simple("add/tensor", "add", {randn(g, {3, 4}), randn(g, {3, 4})}, {true, true},
-                         [](const std::vector<Tensor>& in) { return add(in[0], in[1]); }, kRtolElementwise));
-  cases.push_back(simple("sub/tensor", "sub", {randn(g, {3, 4}), randn(g, {3, 4})}, {true, true},
-                         [](const std::vector<Tensor>& in) { return sub(in[0], in[1]); }, kRtolElementwise));
-  cases.push_back(simple("mul/tensor", "mul", {randn(g, {3, 4}), randn(g, {3, 4})}, {true, true},
-                         [](const std::vector<Tensor>& in) { return mul(in[0], in[1]); }, kRtolElementwise));
-  for (const auto& [op, s] : std::vector<std::pair<std::string, float>>{{"add", 1.5f}, {"sub", 0.25f}, {"mul", -2.0f}}) {
-    OpCase k = simple(op + "/scalar", op + "_scalar", {randn(g, {2, 5})}, {true},
-                      [op = op, s = s](const std::vector<Tensor>& in) {
-                        return op == "add" ? add(in[0], s) : op == "sub" ? sub(in[0], s) : mul(in[0], s);
-                      },
-                      kRtolElementwise);
-    k.params = {{"s", static_cast<double>(s)}};
-    cases.push_back(k);
-  }
-  cases.push_back(simple("sum/all", "sum", {randn(g, {3, 5})}, {true},
-                         [](const std::vector<Tensor>& in) { return sum(in[0]); }, kRtolReduction));
-  cases.push_back(simple("mean/all", "mean", {randn(g, {4, 3, 2})}, {true},
-                         [](const std::vector<Tensor>& in) { return mean(in[0]); }, kRtolReduction));
-  {
-    OpCase k = simple("l2_penalty/two_weights", "l2_penalty", {randn(g, {3, 4}), randn(g, {5})}, {true, true},
-                      [](const std::vector<Tensor>& in) { return l2_penalty(in, 0.1f); }, kRtolReduction);
-    k.params = {{"scale", 0.1}};
-    cases.push_back(k);
-  }
+  append_math_cases(g, cases);
   return cases;
 }
 
@@ -250,4 +333,4 @@ std::vector<Tensor> prepare_inputs(const OpCase& c, Device device, bool requires
   return out;
 }
 
-}  // namespace kiln::test
+}  // namespace kiln::check

@@ -21,7 +21,9 @@ ALLOWED = {
     "io": {"core", "layers", "io"},
     "train": {"core", "kernels/common", "layers", "io", "train"},
     "apps": {"core", "kernels/common", "layers", "io", "train", "apps"},
-    "benchmarks": {"core", "kernels", "kernels/common", "layers", "io", "train", "apps", "benchmarks"},
+    # check/: the op table and the comparison helper, for tests/ and benchmarks/ alike.
+    "check": {"core", "kernels/common", "layers", "io", "check"},
+    "benchmarks": {"core", "kernels", "kernels/common", "layers", "io", "train", "apps", "check", "benchmarks"},
     "fuzz": {"core", "kernels/common", "layers", "io", "train", "apps", "fuzz"},
     "python": {"core", "kernels/common", "layers", "io", "train", "python"},
     "tests": None,  # anything

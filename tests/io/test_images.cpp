@@ -13,7 +13,7 @@
 
 #include "io/image.h"
 #include "io/transforms.h"
-#include "tests/support/compare.h"
+#include "tests/support/require_close.h"
 #include "tests/support/npy.h"
 #include "tests/support/reference.h"
 

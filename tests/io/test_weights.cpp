@@ -15,7 +15,7 @@
 #include "io/hdf5.h"
 #include "io/weights.h"
 #include "layers/models/vgg.h"
-#include "tests/support/compare.h"
+#include "tests/support/require_close.h"
 #include "tests/support/npy.h"
 #include "tests/support/reference.h"
 #include "tests/support/files.h"
@@ -144,11 +144,11 @@ TEST_CASE("VGG16 weights from torchvision in kiln, Keras and Keras 3 layouts giv
     const std::vector<double> want = test::read_npy(ref.dir + "/logits_" + std::to_string(c.classes) + ".npy");
     const std::vector<double> got = as_double(model->forward(x));
     // Sums of up to 25088 products through 16 layers in another order than PyTorch's.
-    KILN_REQUIRE_CLOSE(got, want, 1e-4 * test::mean_abs(want), 1e-4);
+    KILN_REQUIRE_CLOSE(got, want, 1e-4 * check::mean_abs(want), 1e-4);
     if (device_count(DeviceType::cuda) > 0) {
       INFO("on the GPU");
       model->to(Device::cuda(0));
-      KILN_REQUIRE_CLOSE(as_double(model->forward(x.to(Device::cuda(0)))), want, 1e-4 * test::mean_abs(want), 1e-4);
+      KILN_REQUIRE_CLOSE(as_double(model->forward(x.to(Device::cuda(0)))), want, 1e-4 * check::mean_abs(want), 1e-4);
     } else if (c.format == io::WeightsFormat::kiln) {
       WARN("no GPU found: the CUDA half of the logits check is skipped");
     }

@@ -5,10 +5,10 @@
 #include <cmath>
 
 #include "layers/layers.h"
-#include "tests/support/compare.h"
+#include "tests/support/require_close.h"
 
 using namespace kiln;
-using namespace kiln::test;
+using namespace kiln::check;
 using Catch::Contains;
 
 namespace {

@@ -3,11 +3,11 @@
 #include <catch2/catch.hpp>
 #include <cmath>
 
-#include "tests/support/compare.h"
-#include "tests/support/op_cases.h"
+#include "check/op_cases.h"
+#include "tests/support/require_close.h"
 
 using namespace kiln;
-using namespace kiln::test;
+using namespace kiln::check;
 
 namespace {
 

@@ -3,13 +3,14 @@
 #include <filesystem>
 #include <fstream>
 
-#include "tests/support/compare.h"
+#include "check/op_cases.h"
 #include "tests/support/npy.h"
-#include "tests/support/op_cases.h"
 #include "tests/support/reference.h"
+#include "tests/support/require_close.h"
 
 using namespace kiln;
 using namespace kiln::test;
+using namespace kiln::check;
 
 TEST_CASE("op forward and backward match PyTorch on random inputs", "[torch][ops]") {
   const std::vector<OpCase> cases = all_op_cases();

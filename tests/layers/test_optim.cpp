@@ -11,7 +11,7 @@
 #include "layers/loss.h"
 #include "layers/optim.h"
 #include "layers/schedule.h"
-#include "tests/support/compare.h"
+#include "tests/support/require_close.h"
 #include "tests/support/npy.h"
 #include "tests/support/reference.h"
 
@@ -66,7 +66,7 @@ void check_trajectory(const std::string& tag, const std::string& config_json, Ma
       const std::vector<double> ref =
           test::read_npy(dir + "/out" + std::to_string(s) + "_" + std::to_string(k) + ".npy");
       INFO(tag << " step " << s << " param " << k);
-      KILN_REQUIRE_CLOSE(got[static_cast<size_t>(s)][k], ref, kRtolOptim * test::mean_abs(ref), kRtolOptim);
+      KILN_REQUIRE_CLOSE(got[static_cast<size_t>(s)][k], ref, kRtolOptim * check::mean_abs(ref), kRtolOptim);
     }
 }
 

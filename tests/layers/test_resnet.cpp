@@ -18,7 +18,7 @@
 #include "layers/models/resnet.h"
 #include "train/api.h"
 #include "train/model_spec.h"
-#include "tests/support/compare.h"
+#include "tests/support/require_close.h"
 #include "tests/support/npy.h"
 #include "tests/support/reference.h"
 
@@ -105,9 +105,9 @@ TEST_CASE("ResNet-50 v1.5 and v1 give PyTorch's logits", "[resnet]") {
     std::filesystem::remove(file);
     const std::vector<double> got = model->forward(x).to_vector<double>();
     // The worst relative and the worst absolute difference, for the record.
-    WARN(tag << ": " << test::compare(got, want, 0.0, 1.0).report << "\n" << test::compare(got, want, 1.0, 0.0).report);
+    WARN(tag << ": " << check::compare(got, want, 0.0, 1.0).report << "\n" << check::compare(got, want, 1.0, 0.0).report);
     // 53 convs summed in another order than PyTorch's float64 reference.
-    KILN_REQUIRE_CLOSE(got, want, 1e-4 * test::mean_abs(want), 1e-4);
+    KILN_REQUIRE_CLOSE(got, want, 1e-4 * check::mean_abs(want), 1e-4);
   }
 }
 
@@ -156,7 +156,7 @@ TEST_CASE("ResNet-50 v1 in Keras's layouts (tf-keras, model.save, Keras 3, no-to
                              "--out " + dir + " --variant v1 --keras-layouts --image 64 --batch 2 --classes 10");
   const Tensor x = read_input(dir + "/input_v1.npy");
   const std::vector<double> want = test::read_npy(dir + "/logits_v1.npy");
-  const double atol = 1e-4 * test::mean_abs(want);
+  const double atol = 1e-4 * check::mean_abs(want);
   for (const auto& [name, format] : {std::pair{"keras.h5", io::WeightsFormat::keras},
                                      std::pair{"keras_model.h5", io::WeightsFormat::keras},
                                      std::pair{"keras3.weights.h5", io::WeightsFormat::keras3}}) {
@@ -175,14 +175,14 @@ TEST_CASE("ResNet-50 v1 in Keras's layouts (tf-keras, model.save, Keras 3, no-to
       KILN_REQUIRE_CLOSE(m.logits(x).to_vector<double>(), want, atol, 1e-4);
     }
     std::filesystem::remove(file);
-    WARN(name << ": " << test::compare(got, want, 0.0, 1.0).report);
+    WARN(name << ": " << check::compare(got, want, 0.0, 1.0).report);
     KILN_REQUIRE_CLOSE(got, want, atol, 1e-4);
   }
   {
     INFO("batch norms numbered in kiln's order instead of Keras's load (shapes fit) but give other logits");
     const std::string file = dir + "/resnet50_v1_keras3_wrong_order.weights.h5";
     const std::vector<double> got = v1_logits(file, x);
-    CHECK_FALSE(test::compare(got, want, atol, 1e-4).ok);
+    CHECK_FALSE(check::compare(got, want, atol, 1e-4).ok);
   }
   auto reference = resnet(ResNetVariant::v1, 10, 64);
   io::import_weights(*reference, dir + "/resnet50_v1_kiln.h5");
@@ -250,7 +250,7 @@ TEST_CASE("a torchvision resnet50 state_dict converts to kiln's layout and gives
   CHECK(rep.source_model == "resnet50");
   const std::vector<double> want = test::read_npy(dir + "/logits_v1_5.npy");
   KILN_REQUIRE_CLOSE(model->forward(read_input(dir + "/input_v1_5.npy")).to_vector<double>(), want,
-                     1e-4 * test::mean_abs(want), 1e-4);
+                     1e-4 * check::mean_abs(want), 1e-4);
 }
 
 namespace {
@@ -308,8 +308,8 @@ TEST_CASE("ResNet-50 v1 loads the files real Keras writes and gives Keras's logi
       CHECK(rep.unmapped.empty());
       const std::vector<double> want = test::read_npy(f[4]);
       const std::vector<double> got = model->forward(x).to_vector<double>();
-      WARN(f[0] << " " << f[2] << ": " << test::compare(got, want, 0.0, 1.0).report);
-      KILN_REQUIRE_CLOSE(got, want, 1e-4 * test::mean_abs(want), 1e-4);
+      WARN(f[0] << " " << f[2] << ": " << check::compare(got, want, 0.0, 1.0).report);
+      KILN_REQUIRE_CLOSE(got, want, 1e-4 * check::mean_abs(want), 1e-4);
       if (!backbone.count(f[0])) backbone[f[0]] = state_of(*model);
     } else {
       ++notop;

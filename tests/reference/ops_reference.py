@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""PyTorch reference for kiln's op table (tests/support/op_cases.cpp).
+"""PyTorch reference for kiln's op table (check/op_cases.cpp).
 
 Usage: ops_reference.py DIR. DIR holds manifest.json and the inputs as .npy, written by
 the kiln test "ops match PyTorch". For each case this computes, in float64, the op's
