@@ -73,9 +73,14 @@ std::string eval_details(const EvalResult& r, const std::vector<std::string>& cl
   for (size_t t = 0; t < classes.size(); ++t) {
     int64_t total = 0;
     for (int64_t v : r.confusion[t]) total += v;
-    const double acc = total ? 100.0 * static_cast<double>(r.confusion[t][t]) / static_cast<double>(total) : 0.0;
-    out += "  " + classes[t] + std::string(w - classes[t].size(), ' ') + format_number("  %5.1f%%", acc) + "  (" +
-           std::to_string(r.confusion[t][t]) + "/" + std::to_string(total) + ")\n";
+    const std::string name = "  " + classes[t] + std::string(w - classes[t].size(), ' ');
+    if (total == 0) {  // not 0.0%: nothing was measured
+      out += name + "      -   (no images of this class here)\n";
+      continue;
+    }
+    const double acc = 100.0 * static_cast<double>(r.confusion[t][t]) / static_cast<double>(total);
+    out += name + format_number("  %5.1f%%", acc) + "  (" + std::to_string(r.confusion[t][t]) + "/" +
+           std::to_string(total) + ")\n";
   }
   out += "confusion matrix (rows: true class, columns: predicted, in the order above):\n";
   for (size_t t = 0; t < classes.size(); ++t) {

@@ -264,3 +264,12 @@ TEST_CASE("batch-norm calibration takes the data's statistics and a frozen batch
   std::error_code ec;
   std::filesystem::remove_all(root, ec);
 }
+
+TEST_CASE("eval_details says a class had no images instead of 0.0 percent", "[train]") {
+  EvalResult r;
+  r.confusion = {{3, 1}, {0, 0}};
+  const std::string d = eval_details(r, {"cat", "dog"});
+  CHECK_THAT(d, Catch::Contains("cat     75.0%  (3/4)"));
+  CHECK_THAT(d, Catch::Contains("dog        -   (no images of this class here)"));
+  CHECK_THAT(d, !Catch::Contains("0/0"));
+}
