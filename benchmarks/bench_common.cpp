@@ -319,6 +319,7 @@ double roof_fraction(const Row& r, const MachineLimits& m) {
 }
 
 const char* bound_of(const Row& r, const MachineLimits& m) {
+  if (r.bytes <= 0) return "-";  // a view (reshape): no data moved, no roof
   return r.flops / r.bytes * m.bandwidth_gbs < m.peak_gflops ? "mem" : "flop";
 }
 

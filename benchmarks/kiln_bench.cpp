@@ -51,6 +51,8 @@ const Suite kSuites[] = {
      run_copy, "benchmarks/torch_cpu_peer.py", true, false, false, true},
     {"pipeline", "image pipeline on generated JPEGs: decode, transforms, the loader at 1..all threads; @device_atlas",
      run_pipeline, "benchmarks/torch_pipeline.py", false, false, true, false, false},
+    {"ops", "every case of the op table (check/op_cases.h), forward, checked against the CPU; its own small shapes",
+     run_ops, nullptr, false, false, false, true, false},
 };
 
 // ---------------------------------------------------------------- main
@@ -147,7 +149,7 @@ int run(int argc, char** argv) {
       }
       if (cuda && !suite->on_cuda)
         throw std::invalid_argument("suite " + n + " runs on the CPU only; with --device cuda: gemm, pool, norm, "
-                                    "softmax_ce, elementwise, sgd, copy, conv_cuda, step_cuda, all");
+                                    "softmax_ce, elementwise, sgd, copy, ops, conv_cuda, step_cuda, all");
       suites.push_back(suite);
     }
     if (suites.empty() && gpu_only.empty()) throw std::invalid_argument("--suite needs a name");

@@ -1,4 +1,4 @@
-// kiln_bench's CPU suites, one file each (suite_*.cpp); the table is in kiln_bench.cpp.
+// kiln_bench's suites, one file each (suite_*.cpp); the table is in kiln_bench.cpp.
 #pragma once
 
 #include "benchmarks/bench_common.h"
@@ -16,5 +16,7 @@ SuiteResult run_copy(const Options& opt, const MachineLimits& m);
 SuiteResult run_conv(const Options& opt, const MachineLimits& m);
 SuiteResult run_step(const Options& opt, const MachineLimits& m);
 SuiteResult run_pipeline(const Options& opt, const MachineLimits& m);
+// Every case of the op table (check/op_cases.h), forward, on the CPU or the GPU.
+SuiteResult run_ops(const Options& opt, const MachineLimits& m);
 
 }  // namespace kiln::cpubench

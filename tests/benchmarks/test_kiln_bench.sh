@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # kiln_bench end to end, tiny and untimed in spirit (speed is never asserted): every CPU
-# suite runs at batch 1 with one repeat, every row's check must pass (kiln_bench exits 1
+# suite (the op table's too, --suite ops) runs at batch 1 with one repeat, every row's check must pass (kiln_bench exits 1
 # otherwise), --compare must find a PyTorch row for every kiln row, and the JSON must hold
 # what the chart script reads; a weak peer is flagged and a wrong one refused; bad
 # arguments are one-line errors with exit status 2.
@@ -27,7 +27,9 @@ fi
 if "$PY" - "$W/all.json" <<'PYEOF'
 import json, sys
 j = json.load(open(sys.argv[1]))
-want = {"vgg16_forward", "conv", "step", "gemm", "pool", "norm", "softmax_ce", "elementwise", "sgd", "copy", "pipeline"}
+want = {"vgg16_forward", "conv", "step", "gemm", "pool", "norm", "softmax_ce", "elementwise", "sgd", "copy", "pipeline", "ops"}
+# Suites with no PyTorch peer (ops: the op table's cases, checked against the CPU instead).
+no_peer = {"ops"}
 got = {s["suite"] for s in j["suites"]}
 assert want <= got, f"suites missing from the JSON: {sorted(want - got)}"
 for s in j["suites"]:
@@ -35,15 +37,22 @@ for s in j["suites"]:
     for r in s["rows"]:
         assert r["check_ok"] and r["median_ms"] > 0, f"{s['suite']}/{r['name']}: {r}"
         # Variant rows ("name@how": kiln's other way of doing the op) have no PyTorch twin.
-        assert "@" in r["name"] or r.get("torch_median_ms", 0) > 0, f"{s['suite']}/{r['name']}: no PyTorch time"
+        assert "@" in r["name"] or s["suite"] in no_peer or r.get("torch_median_ms", 0) > 0, \
+            f"{s['suite']}/{r['name']}: no PyTorch time"
 sgd = next(s for s in j["suites"] if s["suite"] == "sgd")
 assert {"sgd/all", "sgd/all@per_tensor"} <= {r["name"] for r in sgd["rows"]}
 conv = next(s for s in j["suites"] if s["suite"] == "conv")
 names = {r["name"] for r in conv["rows"]}
 assert len(names) == 39 and "conv5_3/b1/bwd_filter" in names, sorted(names)[:5]
+# ops: one row per op-table case, named op/<case>, with the case's FLOPs and bytes.
+ops = {r["name"]: r for r in next(s for s in j["suites"] if s["suite"] == "ops")["rows"]}
+assert len(ops) >= 40 and all(n.startswith("op/") for n in ops), sorted(ops)[:5]
+for n in ("op/conv2d/k3_s1_p1_bias", "op/linear/bias", "op/batch_norm2d/train_2x3x5x4", "op/add/tensor"):
+    assert ops[n]["flops"] > 0 and ops[n]["bytes"] > 0, ops[n]
+assert ops["op/reshape/infer"]["bytes"] == 0, ops["op/reshape/infer"]  # a view moves no data
 # Every CPU peer but the image pipeline's names its BLAS and measured its GEMM.
 for s in j["suites"]:
-    if s["suite"] != "pipeline":
+    if s["suite"] != "pipeline" and s["suite"] not in no_peer:
         p = s["peer"]
         assert p.get("blas") and p.get("sgemm_gflops", 0) > 0 and "weak" in p, f"{s['suite']}: peer {p}"
 PYEOF
