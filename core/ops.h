@@ -2,6 +2,10 @@
 // and the shapes), calls the backend of its inputs' device, and records an autograd node
 // only when grad mode is on and some input requires grad.
 // Layout: activations NHWC, conv filters OHWI, linear weights [out, in]. Compute is float32.
+// bfloat16 (inference only, no backward yet): conv2d, linear, relu, max_pool2d and eval
+// dropout also take bf16 and return bf16, accumulating in fp32; every operand of a call
+// (bias included) has the input's dtype, and a bf16 input that needs a gradient is an
+// error. CPU only; the CUDA backend refuses bf16 with a kiln::Error.
 #pragma once
 
 #include <span>

@@ -57,8 +57,9 @@ int64_t window_out_size(int64_t in, int64_t kernel, int64_t stride, int64_t pad)
 
 Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p) {
   const char* op = "conv2d";
-  checks::float32(op, "input x", x);
-  checks::float32(op, "weight w", w);
+  checks::float32_or_bf16(op, "input x", x);
+  checks::defined(op, "weight w", w);
+  checks::same_dtype(op, "input x", x, "weight w", w);
   checks::rank(op, "input x", x, 4, "[N, H, W, C]");
   checks::rank(op, "weight w", w, 4, "[O, KH, KW, C]");
   checks::same_device(op, "input x", x, "weight w", w);
@@ -67,18 +68,20 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dPar
   KILN_CHECK(p.stride_h >= 1 && p.stride_w >= 1 && p.pad_h >= 0 && p.pad_w >= 0, op, ": stride must be >= 1 and "
              "padding >= 0, got stride ", p.stride_h, "x", p.stride_w, " padding ", p.pad_h, "x", p.pad_w);
   if (b.defined()) {
-    checks::float32(op, "bias b", b);
+    checks::same_dtype(op, "input x", x, "bias b", b);
     checks::same_device(op, "input x", x, "bias b", b);
     KILN_CHECK(b.rank() == 1 && b.dim(0) == w.dim(0), op, ": bias b must be [", w.dim(0), "] for weight ",
                w.shape(), ", got ", b.shape());
   }
+  const bool record = autograd::needs_grad({&x, &w, &b});
+  checks::bf16_inference_only(op, x, record);
   const int64_t oh = window_out_size(x.dim(1), w.dim(1), p.stride_h, p.pad_h);
   const int64_t ow = window_out_size(x.dim(2), w.dim(2), p.stride_w, p.pad_w);
   KILN_CHECK(oh >= 1 && ow >= 1, op, ": kernel ", w.dim(1), "x", w.dim(2), " with padding ", p.pad_h, "x", p.pad_w,
              " does not fit input ", x.shape());
-  Tensor y = Tensor::empty(Shape{x.dim(0), oh, ow, w.dim(0)}, like(x));
+  Tensor y = Tensor::empty(Shape{x.dim(0), oh, ow, w.dim(0)}, like(x, x.dtype()));
   backend_for(x.device()).conv2d_forward(x, w, b, p, y);
-  if (autograd::needs_grad({&x, &w, &b})) {
+  if (record) {
     auto node = std::make_shared<Conv2dNode>();
     node->p = p;
     node->x_shape = x.shape();
@@ -110,7 +113,7 @@ struct MaxPoolNode final : Node {
 
 Tensor max_pool2d(const Tensor& x, const Pool2dParams& p) {
   const char* op = "max_pool2d";
-  checks::float32(op, "input x", x);
+  checks::float32_or_bf16(op, "input x", x);
   checks::rank(op, "input x", x, 4, "[N, H, W, C]");
   KILN_CHECK(p.kernel_h >= 1 && p.kernel_w >= 1 && p.stride_h >= 1 && p.stride_w >= 1, op,
              ": kernel and stride must be >= 1, got kernel ", p.kernel_h, "x", p.kernel_w, " stride ", p.stride_h,
@@ -121,8 +124,9 @@ Tensor max_pool2d(const Tensor& x, const Pool2dParams& p) {
   const int64_t oh = window_out_size(x.dim(1), p.kernel_h, p.stride_h, p.pad_h);
   const int64_t ow = window_out_size(x.dim(2), p.kernel_w, p.stride_w, p.pad_w);
   KILN_CHECK(oh >= 1 && ow >= 1, op, ": window ", p.kernel_h, "x", p.kernel_w, " does not fit input ", x.shape());
-  Tensor y = Tensor::empty(Shape{x.dim(0), oh, ow, x.dim(3)}, like(x));
+  Tensor y = Tensor::empty(Shape{x.dim(0), oh, ow, x.dim(3)}, like(x, x.dtype()));
   const bool record = autograd::needs_grad({&x});
+  checks::bf16_inference_only(op, x, record);
   Tensor idx;
   if (record) idx = Tensor::empty(y.shape(), like(x, DType::i32));
   backend_for(x.device()).max_pool2d_forward(x, p, y, idx);
@@ -289,22 +293,25 @@ struct LinearNode final : Node {
 
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
   const char* op = "linear";
-  checks::float32(op, "input x", x);
-  checks::float32(op, "weight w", w);
+  checks::float32_or_bf16(op, "input x", x);
+  checks::defined(op, "weight w", w);
+  checks::same_dtype(op, "input x", x, "weight w", w);
   checks::rank(op, "input x", x, 2, "[N, in]");
   checks::rank(op, "weight w", w, 2, "[out, in]");
   checks::same_device(op, "input x", x, "weight w", w);
   KILN_CHECK(x.dim(1) == w.dim(1), op, ": input x ", x.shape(), " has ", x.dim(1), " features but weight w ",
              w.shape(), " expects ", w.dim(1), " (w is [out, in])");
   if (b.defined()) {
-    checks::float32(op, "bias b", b);
+    checks::same_dtype(op, "input x", x, "bias b", b);
     checks::same_device(op, "input x", x, "bias b", b);
     KILN_CHECK(b.rank() == 1 && b.dim(0) == w.dim(0), op, ": bias b must be [", w.dim(0), "] for weight ",
                w.shape(), ", got ", b.shape());
   }
-  Tensor y = Tensor::empty(Shape{x.dim(0), w.dim(0)}, like(x));
+  const bool record = autograd::needs_grad({&x, &w, &b});
+  checks::bf16_inference_only(op, x, record);
+  Tensor y = Tensor::empty(Shape{x.dim(0), w.dim(0)}, like(x, x.dtype()));
   backend_for(x.device()).linear_forward(x, w, b, y);
-  if (autograd::needs_grad({&x, &w, &b})) {
+  if (record) {
     auto node = std::make_shared<LinearNode>();
     node->x_shape = x.shape();
     node->w_shape = w.shape();
@@ -333,10 +340,12 @@ struct ReluNode final : Node {
 }  // namespace
 
 Tensor relu(const Tensor& x) {
-  checks::float32("relu", "input x", x);
-  Tensor y = Tensor::empty(x.shape(), like(x));
+  checks::float32_or_bf16("relu", "input x", x);
+  const bool record = autograd::needs_grad({&x});
+  checks::bf16_inference_only("relu", x, record);
+  Tensor y = Tensor::empty(x.shape(), like(x, x.dtype()));
   backend_for(x.device()).relu(x, y);
-  if (autograd::needs_grad({&x})) {
+  if (record) {
     auto node = std::make_shared<ReluNode>();
     node->y = y.detach();
     node->next = {autograd::edge_for(x)};
@@ -360,9 +369,11 @@ struct DropoutNode final : Node {
 }  // namespace
 
 Tensor dropout(const Tensor& x, float keep_prob, bool training, Generator& gen) {
-  checks::float32("dropout", "input x", x);
+  checks::float32_or_bf16("dropout", "input x", x);
   KILN_CHECK(keep_prob > 0.0f && keep_prob <= 1.0f, "dropout: keep_prob must be in (0, 1], got ", keep_prob);
   if (!training || keep_prob == 1.0f) return x;
+  KILN_CHECK(x.dtype() == DType::f32, "dropout: training-form dropout takes float32, got ", x.description(),
+             "; bfloat16 is inference-only for now (training false passes it through)");
   const PhiloxState s = gen.reserve(static_cast<uint64_t>(x.numel()));
   Tensor y = Tensor::empty(x.shape(), like(x));
   backend_for(x.device()).dropout(x, keep_prob, s, y);

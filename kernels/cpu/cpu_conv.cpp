@@ -1,6 +1,8 @@
 // Convolution on the CPU through oneDNN, in kiln's layouts: activations NHWC, filters
 // OHWI. oneDNN picks its preferred filter layout (format_tag::any); kiln reorders to and
-// from OHWI around the call. Primitives are built once per shape and cached.
+// from OHWI around the call. Primitives are built once per shape and dtype and cached.
+// bfloat16 (forward only): x, w, bias and y in bf16, oneDNN accumulating in fp32
+// (brgconv:avx512_core_bf16 where the CPU has it).
 #include <map>
 #include <mutex>
 #include <oneapi/dnnl/dnnl.hpp>
@@ -20,12 +22,13 @@ using dt = dnnl::memory::data_type;
 struct ConvKey {
   int64_t n, h, w, c, o, kh, kw, sh, sw, ph, pw, oh, ow;
   bool bias;
-  auto tie() const { return std::tie(n, h, w, c, o, kh, kw, sh, sw, ph, pw, oh, ow, bias); }
+  bool bf16 = false;
+  auto tie() const { return std::tie(n, h, w, c, o, kh, kw, sh, sw, ph, pw, oh, ow, bias, bf16); }
   bool operator<(const ConvKey& k) const { return tie() < k.tie(); }
   std::string str() const {
     std::ostringstream os;
     os << "x [" << n << ", " << h << ", " << w << ", " << c << "], w [" << o << ", " << kh << ", " << kw << ", " << c
-       << "], stride " << sh << "x" << sw << ", padding " << ph << "x" << pw;
+       << "], stride " << sh << "x" << sw << ", padding " << ph << "x" << pw << (bf16 ? ", bfloat16" : "");
     return os.str();
   }
 };
@@ -44,7 +47,7 @@ struct ConvPlan {
 
 ConvKey make_key(const Tensor& x, const Shape& wshape, const Shape& yshape, const Conv2dParams& p, bool bias) {
   return ConvKey{x.dim(0),       x.dim(1),  x.dim(2),  x.dim(3), wshape[0], wshape[1], wshape[2],
-                 p.stride_h,     p.stride_w, p.pad_h,  p.pad_w,  yshape[1], yshape[2], bias};
+                 p.stride_h,     p.stride_w, p.pad_h,  p.pad_w,  yshape[1], yshape[2], bias, x.dtype() == DType::bf16};
 }
 
 ConvPlan& plan_for(const ConvKey& k) {
@@ -54,15 +57,18 @@ ConvPlan& plan_for(const ConvKey& k) {
   auto& slot = cache[k];
   if (slot) return *slot;
   auto plan = std::make_unique<ConvPlan>();
-  plan->x_md = memory::desc({k.n, k.c, k.h, k.w}, dt::f32, tag::nhwc);
-  plan->y_md = memory::desc({k.n, k.o, k.oh, k.ow}, dt::f32, tag::nhwc);
-  plan->w_user_md = memory::desc({k.o, k.c, k.kh, k.kw}, dt::f32, tag::ohwi);
-  plan->b_md = k.bias ? memory::desc({k.o}, dt::f32, tag::x) : memory::desc();
+  const dt t = k.bf16 ? dt::bf16 : dt::f32;
+  plan->x_md = memory::desc({k.n, k.c, k.h, k.w}, t, tag::nhwc);
+  plan->y_md = memory::desc({k.n, k.o, k.oh, k.ow}, t, tag::nhwc);
+  plan->w_user_md = memory::desc({k.o, k.c, k.kh, k.kw}, t, tag::ohwi);
+  plan->b_md = k.bias ? memory::desc({k.o}, t, tag::x) : memory::desc();
   plan->strides = {k.sh, k.sw};
   plan->pad = {k.ph, k.pw};
-  memory::desc w_any({k.o, k.c, k.kh, k.kw}, dt::f32, tag::any);
+  memory::desc w_any({k.o, k.c, k.kh, k.kw}, t, tag::any);
+  // bf16 has no backward: its forward is built for inference, which oneDNN may run faster.
+  const auto prop = k.bf16 ? dnnl::prop_kind::forward_inference : dnnl::prop_kind::forward_training;
   onednn_guarded("conv2d", [&] { return k.str(); }, [&] {
-    dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
+    dnnl::convolution_forward::desc d(prop, dnnl::algorithm::convolution_direct,
                                       plan->x_md, w_any, plan->b_md, plan->y_md, plan->strides, plan->pad, plan->pad);
     plan->fwd_pd = std::make_unique<dnnl::convolution_forward::primitive_desc>(d, onednn_engine());
   });

@@ -87,6 +87,14 @@ void CpuBackend::binary_scalar(BinaryOp op, const Tensor& a, float s, Tensor& ou
 }
 
 void CpuBackend::relu(const Tensor& x, Tensor& y) {
+  if (x.dtype() == DType::bf16) {  // exact: a bf16 value or zero
+    const BFloat16* px = x.data<BFloat16>();
+    BFloat16* py = y.data<BFloat16>();
+    const int64_t n = x.numel();
+#pragma omp parallel for simd schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < n; ++i) py[i] = BFloat16(common::relu(static_cast<float>(px[i])));
+    return;
+  }
   const float* px = x.data<float>();
   float* py = y.data<float>();
   const int64_t n = x.numel();

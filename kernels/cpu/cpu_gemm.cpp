@@ -1,7 +1,9 @@
 // linear on the CPU through oneDNN: the forward through its matmul primitive from 8 rows
 // up (built once per shape and cached), sgemm below that and for the backward products.
+// bfloat16 (forward only) always takes the matmul: x, w, bias and y bf16, fp32 accumulation.
 #include <oneapi/dnnl/dnnl.h>
 
+#include <cstring>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -26,7 +28,8 @@ constexpr int64_t kMatmulMinRows = 8;
 struct MatmulKey {
   int64_t rows, in, out;
   bool bias;
-  auto tie() const { return std::tie(rows, in, out, bias); }
+  bool bf16 = false;
+  auto tie() const { return std::tie(rows, in, out, bias, bf16); }
   bool operator<(const MatmulKey& k) const { return tie() < k.tie(); }
 };
 
@@ -43,10 +46,11 @@ MatmulPlan& matmul_plan(const MatmulKey& k) {
   std::unique_ptr<MatmulPlan>& slot = cache[k];
   if (!slot) {
     auto plan = std::make_unique<MatmulPlan>();
-    plan->x = memory::desc({k.rows, k.in}, memory::data_type::f32, memory::format_tag::ab);
-    plan->w = memory::desc({k.in, k.out}, memory::data_type::f32, memory::format_tag::ba);  // w [out, in]
-    plan->b = k.bias ? memory::desc({1, k.out}, memory::data_type::f32, memory::format_tag::ab) : memory::desc();
-    plan->y = memory::desc({k.rows, k.out}, memory::data_type::f32, memory::format_tag::ab);
+    const auto t = k.bf16 ? memory::data_type::bf16 : memory::data_type::f32;
+    plan->x = memory::desc({k.rows, k.in}, t, memory::format_tag::ab);
+    plan->w = memory::desc({k.in, k.out}, t, memory::format_tag::ba);  // w [out, in]
+    plan->b = k.bias ? memory::desc({1, k.out}, t, memory::format_tag::ab) : memory::desc();
+    plan->y = memory::desc({k.rows, k.out}, t, memory::format_tag::ab);
     const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(plan->x, plan->w, plan->b, plan->y), onednn_engine());
     plan->prim = std::make_unique<dnnl::matmul>(pd);
     slot = std::move(plan);
@@ -59,6 +63,11 @@ MatmulPlan& matmul_plan(const MatmulKey& k) {
 void sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
            const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
   if (m == 0 || n == 0) return;
+  if (k == 0) {  // an empty sum: c = beta * c (dnnl_sgemm rejects the zero leading dimensions)
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < n; ++j) c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
+    return;
+  }
   const dnnl_status_t st = dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', m, n, k, alpha, a, lda, b, ldb,
                                       beta, c, ldc);
   KILN_CHECK(st == dnnl_success, "sgemm: oneDNN dnnl_sgemm failed with status ", static_cast<int>(st), " for m=", m,
@@ -67,14 +76,22 @@ void sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float al
 
 void CpuBackend::linear_forward(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y) {
   const int64_t rows = x.dim(0), in = x.dim(1), out = w.dim(0);
-  if (rows >= kMatmulMinRows && in > 0 && out > 0) {
+  const bool bf16 = x.dtype() == DType::bf16;
+  if (bf16 && (rows == 0 || out == 0)) return;
+  if (bf16 && in == 0) {  // an empty sum: y = b, or 0 (oneDNN rejects a zero-sized K)
+    if (!b.defined()) return fill(y, 0.0);
+    for (int64_t r = 0; r < rows; ++r)
+      std::memcpy(static_cast<char*>(y.raw_data()) + r * out * 2, b.raw_data(), static_cast<size_t>(out) * 2);
+    return;
+  }
+  if ((bf16 || rows >= kMatmulMinRows) && in > 0 && out > 0) {
     const auto shapes = [&] {
       std::ostringstream os;
-      os << "x [" << rows << ", " << in << "], w [" << out << ", " << in << "]";
+      os << "x [" << rows << ", " << in << "], w [" << out << ", " << in << "]" << (bf16 ? ", bfloat16" : "");
       return os.str();
     };
     onednn_guarded("linear", shapes, [&] {
-      MatmulPlan& p = matmul_plan(MatmulKey{rows, in, out, b.defined()});
+      MatmulPlan& p = matmul_plan(MatmulKey{rows, in, out, b.defined(), bf16});
       const dnnl::engine& e = onednn_engine();
       std::unordered_map<int, dnnl::memory> args = {
           {DNNL_ARG_SRC, dnnl::memory(p.x, e, x.raw_data())},

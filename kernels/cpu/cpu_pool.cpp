@@ -1,6 +1,7 @@
 // Max pooling on the CPU, NHWC: the channel loop is innermost and contiguous, so it
 // vectorises. Own code rather than oneDNN so both backends share one tie rule
 // (kernels/common/pool.h) and backward routes to the first maximum exactly as PyTorch.
+// bfloat16 forward compares the values as floats and stores them back exactly.
 #include <limits>
 
 #include "kernels/common/pool.h"
@@ -8,41 +9,53 @@
 
 namespace kiln::cpu {
 
-void CpuBackend::max_pool2d_forward(const Tensor& x, const Pool2dParams& p, Tensor& y, Tensor& argmax) {
+namespace {
+
+// T is float or BFloat16; the comparisons run in float.
+template <typename T>
+void max_pool2d_loop(const Tensor& x, const Pool2dParams& p, Tensor& y, Tensor& argmax) {
   const int64_t n = x.dim(0), h = x.dim(1), w = x.dim(2), c = x.dim(3);
   const int64_t oh = y.dim(1), ow = y.dim(2);
-  const float* px = x.data<float>();
-  float* py = y.data<float>();
+  const T* px = x.data<T>();
+  T* py = y.data<T>();
   int32_t* pi = argmax.defined() ? argmax.data<int32_t>() : nullptr;
+  const auto f = [](T v) { return static_cast<float>(v); };
 #pragma omp parallel for collapse(2) schedule(static)
   for (int64_t b = 0; b < n; ++b) {
     for (int64_t i = 0; i < oh; ++i) {
       const common::WindowRange rh = common::pool_window(i, p.stride_h, p.pad_h, p.kernel_h, h);
       for (int64_t j = 0; j < ow; ++j) {
         const common::WindowRange rw = common::pool_window(j, p.stride_w, p.pad_w, p.kernel_w, w);
-        float* out = py + ((b * oh + i) * ow + j) * c;
+        T* out = py + ((b * oh + i) * ow + j) * c;
         int32_t* idx = pi ? pi + ((b * oh + i) * ow + j) * c : nullptr;
-        for (int64_t k = 0; k < c; ++k) out[k] = -std::numeric_limits<float>::infinity();
+        for (int64_t k = 0; k < c; ++k) out[k] = T(-std::numeric_limits<float>::infinity());
         if (idx)
           for (int64_t k = 0; k < c; ++k) idx[k] = static_cast<int32_t>(rh.begin * w + rw.begin);
         for (int64_t hh = rh.begin; hh < rh.end; ++hh) {
           for (int64_t ww = rw.begin; ww < rw.end; ++ww) {
-            const float* in = px + ((b * h + hh) * w + ww) * c;
+            const T* in = px + ((b * h + hh) * w + ww) * c;
             const int32_t pos = static_cast<int32_t>(hh * w + ww);
             if (idx) {
               for (int64_t k = 0; k < c; ++k) {
-                const bool take = common::pool_takes(in[k], out[k]);
+                const bool take = common::pool_takes(f(in[k]), f(out[k]));
                 out[k] = take ? in[k] : out[k];
                 idx[k] = take ? pos : idx[k];
               }
             } else {
-              for (int64_t k = 0; k < c; ++k) out[k] = common::pool_takes(in[k], out[k]) ? in[k] : out[k];
+              for (int64_t k = 0; k < c; ++k) out[k] = common::pool_takes(f(in[k]), f(out[k])) ? in[k] : out[k];
             }
           }
         }
       }
     }
   }
+}
+
+}  // namespace
+
+void CpuBackend::max_pool2d_forward(const Tensor& x, const Pool2dParams& p, Tensor& y, Tensor& argmax) {
+  if (x.dtype() == DType::bf16) return max_pool2d_loop<BFloat16>(x, p, y, argmax);
+  max_pool2d_loop<float>(x, p, y, argmax);
 }
 
 void CpuBackend::max_pool2d_backward(const Tensor& dy, const Tensor& argmax, Tensor& dx) {

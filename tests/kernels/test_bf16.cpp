@@ -1,0 +1,237 @@
+// bfloat16 through the forward ops a frozen backbone runs on the CPU (conv2d, linear, relu,
+// max_pool2d, inference dropout, the casts). The reference of each op is the float32 op on
+// the same bf16-rounded inputs, so the only differences allowed are bf16's own: one
+// rounding of the output (half an ulp, at most 2^-8 of the value) and, where the op sums,
+// the order in which oneDNN accumulates in fp32. conv2d and linear are also checked
+// against PyTorch's bf16 ops (torch 1.13 on the CPU).
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <limits>
+
+#include "core/kiln.h"
+#include "tests/support/npy.h"
+#include "tests/support/reference.h"
+
+using namespace kiln;
+using Catch::Contains;
+
+namespace {
+
+const TensorOptions kBf16{DType::bf16, Device::cpu()};
+
+// A normal(0, 1) tensor rounded to bf16 (the op's input) and the same values in f32.
+struct Pair {
+  Tensor b, f;
+};
+Pair random_pair(const Shape& s, uint64_t seed) {
+  Generator g(seed);
+  Tensor b = Tensor::normal(s, 0.0f, 1.0f, g).to(DType::bf16);
+  return {b, b.to(DType::f32)};
+}
+
+std::vector<float> values(const Tensor& t) { return t.to(DType::f32).to_vector<float>(); }
+
+// |got - ref| <= atol + rtol * |ref| everywhere; names the worst element when not.
+void require_close(const Tensor& got, const Tensor& ref, double rtol, double atol) {
+  REQUIRE(got.dtype() == DType::bf16);
+  REQUIRE(got.shape() == ref.shape());
+  const std::vector<float> g = values(got), r = values(ref);
+  double worst = 0;
+  size_t at = 0;
+  for (size_t i = 0; i < g.size(); ++i) {
+    const double err = std::abs(double(g[i]) - r[i]);
+    const double ratio = err == 0 ? 0 : err / (atol + rtol * std::abs(double(r[i])));
+    if (!(ratio <= worst)) worst = ratio, at = i;
+  }
+  INFO("worst element " << at << ": got " << (g.empty() ? 0 : g[at]) << ", reference " << (r.empty() ? 0 : r[at])
+                        << ", error/tolerance " << worst);
+  REQUIRE(worst <= 1.0);
+}
+
+double max_abs(const Tensor& t) {
+  double m = 0;
+  for (float v : values(t)) m = std::max(m, double(std::abs(v)));
+  return m;
+}
+
+// Round to nearest even written independently of BFloat16::from_float: the two bf16
+// neighbours of v and the nearer one, ties to the even mantissa; past the largest finite
+// bf16 the upper neighbour is infinity, placed at 2^128 as IEEE's overflow rule does.
+uint16_t rne_reference(float v) {
+  uint32_t u;
+  std::memcpy(&u, &v, 4);
+  const uint16_t lo = static_cast<uint16_t>(u >> 16), hi = static_cast<uint16_t>(lo + 1);
+  const double dv = v, dlo = BFloat16::to_float(lo);
+  double dhi = BFloat16::to_float(hi);
+  if (std::isinf(dhi)) dhi = std::copysign(std::ldexp(1.0, 128), dv);
+  const double elo = std::abs(dv - dlo), ehi = std::abs(dhi - dv);
+  if (elo < ehi) return lo;
+  if (ehi < elo) return hi;
+  return (lo & 1) ? hi : lo;
+}
+
+// conv2d and linear: one output rounding (2^-8 relative) plus fp32 accumulation-order
+// differences, at most K * 2^-24 of the sum of |terms| (K <= 576 here: ~3.4e-5, taken as
+// 2^-12 of the largest output, which bounds that sum for these random inputs).
+constexpr double kSumRtol = 1.0 / 256 * 1.001;
+constexpr double kSumAtolOfMax = 1.0 / 4096;
+
+struct ConvShape {
+  int64_t n, h, w, c, o, k, stride, pad;
+  bool bias;
+};
+const ConvShape kConvShapes[] = {
+    {2, 7, 5, 3, 5, 3, 1, 1, true},     // odd everything, 3 input channels like an image
+    {1, 9, 9, 16, 8, 3, 2, 1, false},   // strided, no bias
+    {3, 6, 6, 64, 32, 3, 1, 1, true},   // VGG-like 3x3 same
+    {2, 5, 7, 13, 11, 1, 1, 0, true},   // 1x1, odd channel counts
+};
+
+struct LinearShape {
+  int64_t rows, in, out;
+  bool bias;
+};
+const LinearShape kLinearShapes[] = {
+    {1, 5, 7, true}, {3, 300, 33, false}, {8, 64, 16, true}, {17, 511, 9, true}, {3, 0, 4, true},
+};
+
+}  // namespace
+
+TEST_CASE("bf16 casts round to nearest even and back exactly", "[bf16]") {
+  std::vector<float> v = {1.0f, 1.0f + 0x1p-8f, 1.0f + 3 * 0x1p-8f, -1.0f - 0x1p-8f, 0x1p-130f, -0.0f,
+                          std::numeric_limits<float>::max(), -std::numeric_limits<float>::infinity(),
+                          std::numeric_limits<float>::quiet_NaN(), 3.14159265f, 65504.0f, 1e-40f};
+  Generator g(7);
+  for (float r : Tensor::normal(Shape{997}, 0.0f, 100.0f, g).to_vector<float>()) v.push_back(r);
+  const Tensor b = Tensor::from_vector(v, Shape{int64_t(v.size())}).to(DType::bf16);
+  REQUIRE(b.dtype() == DType::bf16);
+  const BFloat16* pb = b.data<BFloat16>();
+  for (size_t i = 0; i < v.size(); ++i) {
+    INFO("value " << v[i] << " (element " << i << ")");
+    if (std::isnan(v[i])) {
+      REQUIRE(std::isnan(BFloat16::to_float(pb[i].bits)));
+      continue;
+    }
+    REQUIRE(pb[i].bits == rne_reference(v[i]));
+  }
+  // Ties go to even: 1 + 2^-8 is halfway between 1 and 1 + 2^-7.
+  REQUIRE(pb[1].bits == 0x3f80);
+  REQUIRE(pb[2].bits == 0x3f82);
+  REQUIRE(std::isinf(BFloat16::to_float(pb[6].bits)));  // FLT_MAX rounds up past bf16's largest finite
+  // bf16 -> f32 is exact, so f32 -> bf16 -> f32 -> bf16 is the identity on the bits.
+  const Tensor back = b.to(DType::f32).to(DType::bf16);
+  REQUIRE(std::memcmp(back.raw_data(), b.raw_data(), b.nbytes()) == 0);
+}
+
+TEST_CASE("bf16 conv2d matches the f32 op on the rounded inputs", "[bf16]") {
+  uint64_t seed = 100;
+  for (const ConvShape& s : kConvShapes) {
+    const Pair x = random_pair(Shape{s.n, s.h, s.w, s.c}, ++seed);
+    const Pair w = random_pair(Shape{s.o, s.k, s.k, s.c}, ++seed);
+    const Pair b = s.bias ? random_pair(Shape{s.o}, ++seed) : Pair{};
+    const Conv2dParams p{s.stride, s.stride, s.pad, s.pad};
+    const Tensor ref = conv2d(x.f, w.f, b.f, p);
+    const Tensor got = conv2d(x.b, w.b, b.b, p);
+    INFO("x " << x.b.shape() << " w " << w.b.shape() << " stride " << s.stride << " pad " << s.pad);
+    require_close(got, ref, kSumRtol, kSumAtolOfMax * max_abs(ref));
+  }
+}
+
+TEST_CASE("bf16 linear matches the f32 op on the rounded inputs", "[bf16]") {
+  uint64_t seed = 200;
+  for (const LinearShape& s : kLinearShapes) {
+    const Pair x = random_pair(Shape{s.rows, s.in}, ++seed);
+    const Pair w = random_pair(Shape{s.out, s.in}, ++seed);
+    const Pair b = s.bias ? random_pair(Shape{s.out}, ++seed) : Pair{};
+    const Tensor ref = linear(x.f, w.f, b.f);
+    const Tensor got = linear(x.b, w.b, b.b);
+    INFO("x " << x.b.shape() << " w " << w.b.shape() << (s.bias ? " with bias" : ""));
+    require_close(got, ref, kSumRtol, kSumAtolOfMax * max_abs(ref) + 1e-30);
+  }
+}
+
+TEST_CASE("bf16 relu, max_pool2d and eval dropout are exact", "[bf16]") {
+  // Each output is one of the inputs (or 0), so no rounding happens: tolerance 0.
+  const Pair x = random_pair(Shape{2, 7, 5, 3}, 300);
+  require_close(relu(x.b), relu(x.f), 0, 0);
+  const Pair big = random_pair(Shape{3, 1000, 7, 11}, 301);  // large enough for the parallel loop
+  require_close(relu(big.b), relu(big.f), 0, 0);
+  for (const Pool2dParams& p : {Pool2dParams{2, 2, 2, 2, 0, 0}, Pool2dParams{3, 3, 2, 2, 1, 1}}) {
+    INFO("pool kernel " << p.kernel_h << " stride " << p.stride_h << " pad " << p.pad_h);
+    require_close(max_pool2d(x.b, p), max_pool2d(x.f, p), 0, 0);
+    const Pair y = random_pair(Shape{1, 9, 9, 16}, 302);
+    require_close(max_pool2d(y.b, p), max_pool2d(y.f, p), 0, 0);
+  }
+  const Tensor d = dropout(x.b, 0.5f, false);
+  REQUIRE(d.raw_data() == x.b.raw_data());
+  REQUIRE_THROWS_WITH(dropout(x.b, 0.5f, true), Contains("dropout") && Contains("bfloat16") && Contains("inference-only"));
+}
+
+TEST_CASE("bf16 ops refuse mixed dtypes and gradients", "[bf16][errors]") {
+  const Tensor xb = Tensor::zeros(Shape{1, 4, 4, 3}, kBf16);
+  const Tensor wf = Tensor::zeros(Shape{2, 3, 3, 3});
+  REQUIRE_THROWS_WITH(conv2d(xb, wf), Contains("conv2d") && Contains("input x is bfloat16") &&
+                                          Contains("weight w is float32") && Contains(".to(DType::"));
+  REQUIRE_THROWS_WITH(conv2d(xb, wf.to(DType::bf16), Tensor::zeros(Shape{2})),
+                      Contains("conv2d") && Contains("bias b is float32"));
+  REQUIRE_THROWS_WITH(linear(Tensor::zeros(Shape{2, 3}), Tensor::zeros(Shape{4, 3}, kBf16)),
+                      Contains("linear") && Contains("input x is float32") && Contains("weight w is bfloat16"));
+  REQUIRE_THROWS_WITH(max_pool2d(Tensor::zeros(Shape{1, 4, 4, 3}, TensorOptions{DType::i32})),
+                      Contains("max_pool2d") && Contains("float32 or bfloat16") && Contains("int32"));
+
+  Tensor wg = Tensor::zeros(Shape{2, 3, 3, 3}, kBf16);
+  wg.set_requires_grad(true);
+  REQUIRE_THROWS_WITH(conv2d(xb, wg), Contains("conv2d") && Contains("inference-only"));
+  Tensor xg = Tensor::zeros(Shape{2, 3}, kBf16);
+  xg.set_requires_grad(true);
+  REQUIRE_THROWS_WITH(relu(xg), Contains("relu") && Contains("inference-only"));
+  REQUIRE_THROWS_WITH(linear(xg, Tensor::zeros(Shape{4, 3}, kBf16)), Contains("linear") && Contains("inference-only"));
+  REQUIRE_THROWS_WITH(max_pool2d(Tensor::zeros(Shape{1, 4, 4, 3}, kBf16).set_requires_grad(true)),
+                      Contains("max_pool2d") && Contains("inference-only"));
+  // With grad mode off nothing is recorded, so a trainable bf16 tensor is fine.
+  NoGradGuard off;
+  REQUIRE(conv2d(xb, wg).dtype() == DType::bf16);
+}
+
+TEST_CASE("bf16 conv2d and linear match PyTorch's bf16 ops", "[bf16][torch]") {
+  // Both sides round an fp32 sum once: at most half an ulp each from the exact value, so
+  // 2^-7 relative between them, plus the accumulation-order term as above.
+  const std::string dir = test::make_temp_dir("bf16_vs_torch");
+  std::ofstream manifest(dir + "/cases.txt");
+  std::vector<Tensor> outs;
+  uint64_t seed = 400;
+  for (const ConvShape& s : kConvShapes) {
+    const Pair x = random_pair(Shape{s.n, s.h, s.w, s.c}, ++seed);
+    const Pair w = random_pair(Shape{s.o, s.k, s.k, s.c}, ++seed);
+    const Pair b = random_pair(Shape{s.o}, ++seed);
+    const std::string id = "c" + std::to_string(outs.size());
+    test::write_npy(dir + "/" + id + "_x.npy", x.f);
+    test::write_npy(dir + "/" + id + "_w.npy", w.f);
+    if (s.bias) test::write_npy(dir + "/" + id + "_b.npy", b.f);
+    manifest << id << " conv2d " << s.stride << " " << s.pad << " " << s.bias << "\n";
+    outs.push_back(conv2d(x.b, w.b, s.bias ? b.b : Tensor(), Conv2dParams{s.stride, s.stride, s.pad, s.pad}));
+  }
+  for (const LinearShape& s : kLinearShapes) {
+    if (s.in == 0) continue;
+    const Pair x = random_pair(Shape{s.rows, s.in}, ++seed);
+    const Pair w = random_pair(Shape{s.out, s.in}, ++seed);
+    const Pair b = random_pair(Shape{s.out}, ++seed);
+    const std::string id = "c" + std::to_string(outs.size());
+    test::write_npy(dir + "/" + id + "_x.npy", x.f);
+    test::write_npy(dir + "/" + id + "_w.npy", w.f);
+    if (s.bias) test::write_npy(dir + "/" + id + "_b.npy", b.f);
+    manifest << id << " linear 0 0 " << s.bias << "\n";
+    outs.push_back(linear(x.b, w.b, s.bias ? b.b : Tensor()));
+  }
+  manifest.close();
+  test::run_reference_script("bf16_reference.py", dir);
+  for (size_t i = 0; i < outs.size(); ++i) {
+    std::vector<int64_t> shape;
+    const std::vector<double> r = test::read_npy(dir + "/c" + std::to_string(i) + "_out.npy", &shape);
+    const Tensor ref = Tensor::from_vector(std::vector<float>(r.begin(), r.end()), Shape(shape));
+    INFO("case " << i << " " << outs[i].description());
+    require_close(outs[i], ref, 2 * kSumRtol, kSumAtolOfMax * max_abs(ref));
+  }
+}
