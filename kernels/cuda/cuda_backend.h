@@ -7,8 +7,17 @@
 #include <cuda_runtime.h>
 
 #include "core/backend.h"
+#include "core/error.h"
+#include "core/tensor.h"
 
 namespace kiln::cuda {
+
+// bf16 ops exist on the CPU only for now (core/ops.h); here they stop with a clear error
+// before any kernel reads 16-bit elements as floats.
+inline void refuse_bf16(const char* op, const Tensor& x) {
+  KILN_CHECK(x.dtype() != DType::bf16, "bf16 ", op, " is not implemented on CUDA yet (got ", x.description(),
+             "); run this segment in float32 on the GPU, or in bfloat16 on the CPU");
+}
 
 // Implements Backend on NVIDIA GPUs. Methods live in the .cpp/.cu file of their concept.
 class CudaBackend final : public Backend {

@@ -356,6 +356,7 @@ void zero(void* p, size_t bytes, cudaStream_t s) {
 void CudaBackend::conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p,
                                  Tensor& y) {
   // x: [N, H, W, C], w: [O, KH, KW, C], b: [O] or undefined, y: [N, OH, OW, O]
+  refuse_bf16("conv2d", x);
   const int dev = x.device().index;
   OpScope scope("conv2d", dev);
   float* py = y.data<float>();

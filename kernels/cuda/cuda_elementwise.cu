@@ -299,6 +299,7 @@ void CudaBackend::binary_scalar(BinaryOp op, const Tensor& a, float s, Tensor& o
 }
 
 void CudaBackend::relu(const Tensor& x, Tensor& y) {
+  refuse_bf16("relu", x);
   OpScope scope("relu", y.device().index);
   const int64_t n = y.numel();
   if (n > 0) {

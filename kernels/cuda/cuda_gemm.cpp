@@ -197,6 +197,7 @@ void gemm(const OpScope& scope, int device, const GemmCall& g) {
 
 void CudaBackend::linear_forward(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y) {
   // x: [N, in], w: [out, in], b: [out] or undefined, y: [N, out]
+  refuse_bf16("linear", x);
   const int dev = x.device().index;
   OpScope scope("linear", dev);
   const int64_t rows = x.dim(0), in = x.dim(1), out = w.dim(0);

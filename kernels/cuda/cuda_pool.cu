@@ -102,6 +102,7 @@ void CudaBackend::adaptive_avg_pool2d_backward(const Tensor& dy, Tensor& dx) {
 }
 
 void CudaBackend::max_pool2d_forward(const Tensor& x, const Pool2dParams& p, Tensor& y, Tensor& argmax) {
+  refuse_bf16("max_pool2d", x);
   OpScope scope("max_pool2d", y.device().index);
   const int64_t h = x.dim(1), w = x.dim(2), c = x.dim(3);
   const int64_t oh = y.dim(1), ow = y.dim(2);
