@@ -2,6 +2,8 @@
 // and 64 (or --batch's list): forward (with bias), backward-data and backward-filter (with
 // the bias gradient), each through the backend directly, as autograd calls them. Every row
 // is checked against a double-precision sum at sampled elements before it is timed.
+// A forward variant row "<layer>/b<N>/fwd@bf16" runs the same conv with x, w, b and y in
+// bfloat16 (fp32 accumulation; the frozen-prefix inference path), same FLOPs, half the bytes.
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -32,11 +34,14 @@ std::vector<std::array<int64_t, 3>> positions(int64_t n, int64_t h) {
 constexpr double kAtol = 1e-6;
 constexpr double kRtol = 1e-5;
 constexpr double kRtolFilter = 1e-4;
+// bf16 output: one rounding, at most 2^-8 of |y| <= 2^-8 of the scale, on top of the above.
+constexpr double kRtolBf16 = 1.0 / 256 + kRtol;
 
-void check_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& y, Row& row) {
+void check_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& y, Row& row,
+                   double rtol = kRtol) {
   const int64_t n = x.dim(0), h = x.dim(1), c = x.dim(3), o_n = w.dim(0);
   const float *xp = x.data<float>(), *wp = w.data<float>(), *bp = b.data<float>(), *yp = y.data<float>();
-  Checker ck(kAtol, kRtol);
+  Checker ck(kAtol, rtol);
   for (const auto& [bi, oy, ox] : positions(n, h)) {
     for (int64_t o = 0; o < o_n; ++o) {
       double ref = bp[o], scale = std::fabs(bp[o]);
@@ -127,7 +132,7 @@ SuiteResult run_conv(const Options& opt, const MachineLimits& m) {
   kiln::Backend& be = kiln::backend_for(kiln::Device::cpu());
   const kiln::Conv2dParams same{1, 1, 1, 1};
   for (const int64_t n : batches_or(opt, {1, 8, 64})) {
-    double fwd_ms = 0, all_ms = 0;
+    double fwd_ms = 0, all_ms = 0, bf16_ms = 0;
     const std::vector<kiln::LayerPlan> convs = vgg16_convs();
     for (const kiln::LayerPlan& l : convs) {
       // Input side, channels in and out (VGG's 3x3 convs keep the side).
@@ -158,7 +163,18 @@ SuiteResult run_conv(const Options& opt, const MachineLimits& m) {
       be.conv2d_forward(x, w, b, same, y);
       check_forward(x, w, b, y, f);
       time_checked_row(std::move(f), opt, m, res, [&] { be.conv2d_forward(x, w, b, same, y); });
-      fwd_ms += res.rows.back().t.median_ms;
+      const double f32_fwd_ms = res.rows.back().t.median_ms;
+      fwd_ms += f32_fwd_ms;
+
+      // The bf16 variant, checked against double sums of the bf16-rounded inputs.
+      const Tensor xh = x.to(kiln::DType::bf16), wh = w.to(kiln::DType::bf16), bh = b.to(kiln::DType::bf16);
+      Tensor yh = Tensor::empty(dy.shape(), kiln::TensorOptions{kiln::DType::bf16, kiln::Device::cpu()});
+      Row h = row("fwd@bf16", (xb + wb + 4.0 * s.o + yb) / 2);
+      be.conv2d_forward(xh, wh, bh, same, yh);
+      check_forward(xh.to(kiln::DType::f32), wh.to(kiln::DType::f32), bh.to(kiln::DType::f32),
+                    yh.to(kiln::DType::f32), h, kRtolBf16);
+      time_checked_row(std::move(h), opt, m, res, [&] { be.conv2d_forward(xh, wh, bh, same, yh); });
+      bf16_ms += res.rows.back().t.median_ms;
 
       Row d = row("bwd_data", yb + wb + xb);
       be.conv2d_backward_data(dy, w, same, dx);
@@ -169,12 +185,15 @@ SuiteResult run_conv(const Options& opt, const MachineLimits& m) {
       be.conv2d_backward_filter(x, dy, same, dw, db);
       check_backward_filter(x, dy, dw, db, g);
       time_checked_row(std::move(g), opt, m, res, [&] { be.conv2d_backward_filter(x, dy, same, dw, db); });
-      for (size_t k = res.rows.size() - 3; k < res.rows.size(); ++k) all_ms += res.rows[k].t.median_ms;
+      // float32 forward + both backwards (the bf16 row, between them, is not part of a step).
+      all_ms += f32_fwd_ms;
+      for (size_t k = res.rows.size() - 2; k < res.rows.size(); ++k) all_ms += res.rows[k].t.median_ms;
     }
     res.summary.emplace_back("b" + std::to_string(n) + "_fwd_ms", fwd_ms);
     res.summary.emplace_back("b" + std::to_string(n) + "_fwd_bwd_ms", all_ms);
-    std::printf("batch %lld: the %zu convs take %.1f ms forward, %.1f ms forward + both backwards (sum of medians)\n\n",
-                static_cast<long long>(n), convs.size(), fwd_ms, all_ms);
+    res.summary.emplace_back("b" + std::to_string(n) + "_fwd_bf16_ms", bf16_ms);
+    std::printf("batch %lld: the %zu convs take %.1f ms forward, %.1f ms forward + both backwards, %.1f ms forward in "
+                "bf16 (sums of medians)\n\n", static_cast<long long>(n), convs.size(), fwd_ms, all_ms, bf16_ms);
   }
   return res;
 }

@@ -43,7 +43,7 @@ sgd = next(s for s in j["suites"] if s["suite"] == "sgd")
 assert {"sgd/all", "sgd/all@per_tensor"} <= {r["name"] for r in sgd["rows"]}
 conv = next(s for s in j["suites"] if s["suite"] == "conv")
 names = {r["name"] for r in conv["rows"]}
-assert len(names) == 39 and "conv5_3/b1/bwd_filter" in names, sorted(names)[:5]
+assert len(names) == 52 and {"conv5_3/b1/bwd_filter", "conv5_3/b1/fwd@bf16"} <= names, sorted(names)[:5]
 # ops: one row per op-table case, named op/<case>, with the case's FLOPs and bytes.
 ops = {r["name"]: r for r in next(s for s in j["suites"] if s["suite"] == "ops")["rows"]}
 assert len(ops) >= 40 and all(n.startswith("op/") for n in ops), sorted(ops)[:5]
