@@ -62,9 +62,8 @@ std::string model_list() {
 }
 
 std::string model_help() {
-  std::string h = "the network to fine-tune:";
-  for (const ModelSpec& s : model_specs()) h += " " + s.name + " (" + s.description + ");";
-  return h + " its last layer (fc8, or fc for ResNet-50) is the head replaced for your classes";
+  return "the network: " + model_list() + " (resnet50 is torchvision's ResNet-50 v1.5, resnet50_v1 Keras's ResNet50); "
+         "its last layer (fc8, or fc for ResNet-50) is the head replaced for your classes";
 }
 
 std::vector<FlagSpec> train_specs() {
@@ -74,9 +73,9 @@ std::vector<FlagSpec> train_specs() {
       {"train-dir", "DIR", "", "training images, a folder per class (instead of --data-dir)"},
       {"val-dir", "DIR", "", "validation images, same classes (instead of --data-dir)"},
       {"model-dir", "DIR", "", "where checkpoints, classes.txt, config.txt, metrics.csv and events/ go (required)"},
-      {"weights", "FILE", "", "pretrained VGG16 weights (kiln or Keras HDF5, or a Keras 3 .keras archive): every layer "
-                               "below fc8 the file has is loaded; layers it lacks (a no-top file has no fc6, fc7) are "
-                               "initialised and trained from phase 1"},
+      {"weights", "FILE", "", "pretrained weights of --model (kiln or Keras HDF5, or a Keras 3 .keras archive): every "
+                               "layer below the head the file has is loaded; layers it lacks (a VGG16 no-top file has "
+                               "no fc6, fc7) are initialised and trained from phase 1"},
       {"head", "fc|avg", "fc", "classifier on pool5: fc (fc6, fc7, fc8, as published) or avg (global average pooling, "
                                "then fc8: Keras's pooling='avg')"},
       {"train-from", "LAYER", "auto", "first layer phase 1 trains, e.g. fc6 or conv5_1 (auto: the first layer --weights "
