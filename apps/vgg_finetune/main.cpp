@@ -237,7 +237,7 @@ int cmd_eval(int argc, char** argv) {
   lo.num_workers = workers;
   lo.shuffle = false;
   lo.augment = false;
-  lo.resize_shorter = resize_for(t.checkpoint.meta.image_size);
+  lo.resize_shorter = resize_for_crop(t.checkpoint.meta.image_size);
   lo.crop = static_cast<int>(t.checkpoint.meta.image_size);
   lo.convention = t.convention;
   lo.device = device;

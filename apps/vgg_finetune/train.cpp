@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "layers/loss.h"
+#include "train/api.h"
 #include "train/audit.h"
 #include "train/format.h"
 
@@ -158,8 +159,6 @@ std::string recipe_config_text(const TrainConfig& cfg) {
     if (!r.is_switch || r.value == "1") out += std::string(r.name) + " = " + (r.is_switch ? "1" : r.value) + "\n";
   return out;
 }
-
-int resize_for(int64_t image_size) { return static_cast<int>(image_size * 256 / 224); }
 
 namespace {
 
@@ -343,7 +342,7 @@ io::InputConvention load_start_weights(const TrainConfig& cfg, const ModelSpec& 
     source = "set by --convention";
   }
   std::printf("input: %lldx%lld, resize shorter side to %d, %s preprocessing (%s)\n",
-              static_cast<long long>(cfg.image_size), static_cast<long long>(cfg.image_size), resize_for(cfg.image_size),
+              static_cast<long long>(cfg.image_size), static_cast<long long>(cfg.image_size), resize_for_crop(cfg.image_size),
               io::convention_name(convention), source.c_str());
   return convention;
 }
@@ -591,7 +590,7 @@ TrainResult run_train(const TrainConfig& cfg) {
   t.loader.batch_size = cfg.batch;
   t.loader.num_workers = cfg.workers;
   t.loader.seed = cfg.seed + 2;
-  t.loader.resize_shorter = resize_for(cfg.image_size);
+  t.loader.resize_shorter = resize_for_crop(cfg.image_size);
   t.loader.crop = static_cast<int>(cfg.image_size);
   t.loader.convention = convention;
   t.loader.device = device;

@@ -65,8 +65,6 @@ std::string recipe_config_text(const TrainConfig& cfg);
 
 // "auto" takes cuda:0 when a GPU is present; prints which device it took and why.
 Device choose_device(const std::string& flag);
-// The shorter side images are resized to before the crop (256 for 224, scaled alike).
-int resize_for(int64_t image_size);
 
 // Checks the data and the model directory, then trains (or resumes) the recipe, printing
 // for people. finished is false when a --stop-after-* flag stopped it.
