@@ -112,4 +112,21 @@ class Module {
 // True when `name` matches `pattern` as freeze() defines it (exact, scope/ or glob).
 bool name_matches(const std::string& pattern, const std::string& name);
 
+// Calls f(T&) on `m` and on every module below it that is a T, parents first: the one walk
+// over a model's tree for what its layers are (batch norm per phase and its calibration,
+// whether a model has dropout).
+template <typename T, typename F>
+void for_each_module(Module& m, F&& f) {
+  if (auto* t = dynamic_cast<T*>(&m)) f(*t);
+  for (const std::shared_ptr<Module>& c : m.children()) for_each_module<T>(*c, f);
+}
+
+// True when `m` or a module below it is a T (a model with Dropout, BatchNorm2d, ...).
+template <typename T>
+bool holds(Module& m) {
+  bool found = false;
+  for_each_module<T>(m, [&found](T&) { found = true; });
+  return found;
+}
+
 }  // namespace kiln

@@ -80,16 +80,10 @@ void apply_phase(Sequential& model, const Phase& phase) {
 
 BatchNormUse batch_norm_use(Module& model) {
   BatchNormUse u;
-  for (const std::shared_ptr<Module>& c : model.children()) {
-    if (auto* bn = dynamic_cast<BatchNorm2d*>(c.get())) {
-      ++u.layers;
-      u.frozen += bn->weight().requires_grad() ? 0 : 1;
-    } else {
-      const BatchNormUse below = batch_norm_use(*c);
-      u.layers += below.layers;
-      u.frozen += below.frozen;
-    }
-  }
+  for_each_module<BatchNorm2d>(model, [&u](BatchNorm2d& bn) {
+    ++u.layers;
+    u.frozen += bn.weight().requires_grad() ? 0 : 1;
+  });
   return u;
 }
 
@@ -97,11 +91,10 @@ namespace {
 
 int64_t set_calibrating(Module& m, bool on) {
   int64_t layers = 0;
-  if (auto* bn = dynamic_cast<BatchNorm2d*>(&m)) {
-    bn->calibrate(on);
+  for_each_module<BatchNorm2d>(m, [on, &layers](BatchNorm2d& bn) {
+    bn.calibrate(on);
     ++layers;
-  }
-  for (const std::shared_ptr<Module>& c : m.children()) layers += set_calibrating(*c, on);
+  });
   return layers;
 }
 

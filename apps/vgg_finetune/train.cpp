@@ -386,7 +386,7 @@ std::vector<Phase> recipe_phases(const TrainConfig& cfg, const ModelSpec& spec, 
 }
 
 // The lines for people that come before the first epoch.
-void print_plan(const TrainConfig& cfg, int64_t start_epoch, const std::string& phase1, const Module& model) {
+void print_plan(const TrainConfig& cfg, int64_t start_epoch, const std::string& phase1, Module& model) {
   const std::string dropout =
       holds<Dropout>(model) ? format_number("dropout keep %g", cfg.keep_prob) : std::string("no dropout in the model");
   const std::string every_steps =

@@ -5,7 +5,6 @@
 // share (loading a trained model).
 #pragma once
 
-#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -52,13 +51,6 @@ struct TrainConfig {
   bool allow_changed_config = false;  // resume even when the recipe flags differ from config.txt
   std::string config_text;          // the run's flags, written to config.txt
 };
-
-// True when `m` or a module below it is a T (a model with Dropout, BatchNorm2d, ...).
-template <typename T>
-bool holds(const Module& m) {
-  return dynamic_cast<const T*>(&m) != nullptr ||
-         std::any_of(m.children().begin(), m.children().end(), [](const auto& c) { return holds<T>(*c); });
-}
 
 // "key = value" lines of the recipe flags (those a resume must not change), for config.txt.
 std::string recipe_config_text(const TrainConfig& cfg);
