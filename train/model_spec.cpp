@@ -12,6 +12,17 @@
 namespace kiln {
 namespace {
 
+// Refuses a head the model does not offer (empty: the first, the published one).
+void require_head(const std::string& model, const std::vector<HeadChoice>& heads, const std::string& head) {
+  bool offered = head.empty();
+  std::string names;
+  for (const HeadChoice& h : heads) {
+    offered = offered || h.name == head;
+    names += (names.empty() ? "" : ", ") + h.name;
+  }
+  KILN_CHECK(offered, model, " has no head '", head, "' (its heads: ", names, ")");
+}
+
 ModelSpec vgg_spec(int depth) {
   ModelSpec s;
   s.name = "vgg" + std::to_string(depth);
@@ -22,9 +33,8 @@ ModelSpec vgg_spec(int depth) {
   const int64_t default_size = s.default_image_size;
   s.heads = {{"fc", "fc6, fc7 (4096 each) and fc8: the published VGG's classifier"},
              {"avg", "global average pooling of pool5, then fc8 (512 -> classes): Keras's pooling='avg'"}};
-  const auto vgg_options = [depth, default_size](const ModelOptions& o) {
-    KILN_CHECK(o.head.empty() || o.head == "fc" || o.head == "avg", "VGG has no head '", o.head,
-               "' (heads: fc, avg)");
+  const auto vgg_options = [depth, default_size, name = s.name, heads = s.heads](const ModelOptions& o) {
+    require_head(name, heads, o.head);
     return VggOptions{depth,        o.num_classes, o.keep_prob, o.image_size > 0 ? o.image_size : default_size,
                       o.head == "avg" ? VggHead::avg : VggHead::fc, o.adaptive_pool};
   };
@@ -62,8 +72,8 @@ ModelSpec resnet50_spec(ResNetVariant variant) {
   s.input_convention = v1 ? io::InputConvention::caffe_bgr : io::InputConvention::torchvision_rgb;
   const int64_t default_size = s.default_image_size;
   s.heads = {{"fc", "global average pooling, then fc (2048 -> classes): the published classifier"}};
-  const auto options = [variant, default_size](const ModelOptions& o) {
-    KILN_CHECK(o.head.empty() || o.head == "fc", "ResNet-50 has no head '", o.head, "' (heads: fc)");
+  const auto options = [variant, default_size, name = s.name, heads = s.heads](const ModelOptions& o) {
+    require_head(name, heads, o.head);
     return ResNetOptions{variant, o.num_classes, o.image_size > 0 ? o.image_size : default_size};
   };
   s.build = [options](const ModelOptions& o, Generator& init, Generator&) { return make_resnet50(options(o), init); };
@@ -109,6 +119,8 @@ const std::vector<ModelSpec>& model_specs() {
                                                  resnet50_spec(ResNetVariant::v1)};
   return specs;
 }
+
+void check_head(const ModelSpec& spec, const std::string& head) { require_head(spec.name, spec.heads, head); }
 
 const ModelSpec& find_model_spec(const std::string& name) {
   std::string known;

@@ -72,6 +72,9 @@ struct ModelSpec {
 const std::vector<ModelSpec>& model_specs();
 // The spec named `name`; an unknown name is an error listing the known ones.
 const ModelSpec& find_model_spec(const std::string& name);
+// Refuses a head `spec` does not offer ("" is the published one), naming the ones it does:
+// what its builder checks, for callers that refuse a flag before building anything.
+void check_head(const ModelSpec& spec, const std::string& head);
 
 // A torchvision state_dict key ("features.0.weight") -> kiln's parameter name
 // ("vgg16/conv1_1/weight"; batch norm's running_mean/var too); empty when the key names

@@ -157,13 +157,7 @@ TrainConfig train_config(const Flags& f) {
   KILN_CHECK(c.image_size % 32 == 0, "--image-size must be a multiple of 32, got ", c.image_size);
   c.convention = f.choice("convention", {"auto", "caffe_bgr", "tf_rgb", "torchvision_rgb"});
   c.head = f.choice("head", {"fc", "avg"});
-  {
-    const ModelSpec& spec = find_model_spec(c.model);
-    std::string heads;
-    for (const HeadChoice& h : spec.heads) heads += (heads.empty() ? "" : ", ") + h.name;
-    KILN_CHECK(std::any_of(spec.heads.begin(), spec.heads.end(), [&](const HeadChoice& h) { return h.name == c.head; }),
-               "--head ", c.head, ": ", spec.name, " has no such head (its heads: ", heads, ")");
-  }
+  check_head(find_model_spec(c.model), c.head);  // before any work, as the builder would
   c.train_from = f.str("train-from");
   c.workers = static_cast<int>(f.integer("workers", 1, 64));
   c.keep = static_cast<int>(f.integer("keep", 1, 1000));

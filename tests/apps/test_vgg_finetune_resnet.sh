@@ -128,7 +128,7 @@ expect_error() {  # expect_error NAME PATTERN ARGS...
   if [ $rc -ne 0 ] && [ "$(wc -l < "$W/err.log")" -le 12 ] && grep -q "$pat" "$W/err.log"; then ok "$name"
   else bad "$name (exit $rc)"; cat "$W/err.log"; fi
 }
-expect_error "--head avg on resnet50 is refused" "resnet50 has no such head (its heads: fc)" \
+expect_error "--head avg on resnet50 is refused" "resnet50 has no head 'avg' (its heads: fc)" \
   train --data-dir "$W/data" --model-dir "$W/h" "${COMMON[@]}" --model resnet50 --head avg
 expect_error "an unknown --model lists the known ones" "resnet50_v1" \
   train --data-dir "$W/data" --model-dir "$W/u" --model resnet34 --device cpu
