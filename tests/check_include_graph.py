@@ -20,7 +20,9 @@ ALLOWED = {
     "layers": {"core", "layers"},
     "io": {"core", "layers", "io"},
     "train": {"core", "kernels/common", "layers", "io", "train"},
-    "apps": {"core", "kernels/common", "layers", "io", "train", "apps"},
+    # dist/: kiln_dist, the multi-process backends of train/communicator.h (docs/data_parallel.md).
+    "dist": {"core", "kernels/common", "layers", "io", "train", "dist"},
+    "apps": {"core", "kernels/common", "layers", "io", "train", "dist", "apps"},
     # check/: the op table and the comparison helper, for tests/ and benchmarks/ alike.
     "check": {"core", "kernels/common", "layers", "io", "check"},
     "benchmarks": {"core", "kernels", "kernels/common", "layers", "io", "train", "apps", "check", "benchmarks"},

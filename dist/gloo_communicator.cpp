@@ -1,0 +1,108 @@
+// The gloo backend of train/communicator.h for CPU processes: gloo's TCP transport, full
+// mesh connected through the rendezvous store, ring all-reduce (every rank ends with the
+// same bytes), one-to-all broadcast, and gloo's own timeout on every collective. Chosen over
+// Open MPI because gloo is a library (no launcher needed: torchrun-style variables and
+// mpirun both work), its collectives take a per-operation timeout, and a dead peer surfaces
+// as an exception instead of MPI's abort of the whole job.
+#include <gloo/allreduce.h>
+#include <gloo/barrier.h>
+#include <gloo/broadcast.h>
+#include <gloo/common/error.h>
+#include <gloo/math.h>
+#include <gloo/rendezvous/context.h>
+#include <gloo/rendezvous/prefix_store.h>
+#include <gloo/transport/tcp/device.h>
+
+#include <chrono>
+
+#include "core/error.h"
+#include "dist/gloo_communicator.h"
+#include "dist/rendezvous.h"
+
+namespace kiln::dist {
+
+namespace {
+
+class GlooCommunicator final : public Communicator {
+ public:
+  explicit GlooCommunicator(const LaunchEnv& env) : env_(env) {
+    store_ = open_store(env);
+    join(*store_, env, "gloo");
+    const TransportHost host = transport_host(env);
+    gloo::transport::tcp::attr attr;
+    attr.iface = host.iface;
+    attr.hostname = host.hostname;
+    try {
+      device_ = gloo::transport::tcp::CreateDevice(attr);
+      auto ctx = std::make_shared<gloo::rendezvous::Context>(env.rank, env.world_size);
+      ctx->setTimeout(std::chrono::milliseconds(static_cast<int64_t>(env.timeout_s * 1000)));
+      gloo::rendezvous::PrefixStore prefixed(env.run_id + ".gloo", *store_);
+      ctx->connectFullMesh(prefixed, device_);
+      context_ = std::move(ctx);
+    } catch (const gloo::Exception& e) {
+      KILN_FAIL("rank ", env.rank, " of ", env.world_size, ": gloo could not connect the ranks (transport on ",
+                host.iface.empty() ? host.hostname : "interface " + host.iface, "): ", e.what(),
+                " (set GLOO_SOCKET_IFNAME to the interface the machines reach each other on)");
+    }
+    barrier();            // every rank has read every address
+    store_->forget_own();  // so a file rendezvous directory can serve the next run
+  }
+  ~GlooCommunicator() override { shutdown(); }
+
+  int rank() const override { return env_.rank; }
+  int size() const override { return env_.world_size; }
+  std::string backend() const override { return "gloo"; }
+
+ protected:
+  void do_allreduce_sum(void* data, int64_t count, Elem elem, Device) override {
+    guarded("all-reduce", [&] {
+      gloo::AllreduceOptions opts(context_);
+      if (elem == Elem::f32) {
+        opts.setOutput(static_cast<float*>(data), static_cast<size_t>(count));
+        opts.setReduceFunction(static_cast<void (*)(void*, const void*, const void*, size_t)>(&gloo::sum<float>));
+      } else {
+        opts.setOutput(static_cast<double*>(data), static_cast<size_t>(count));
+        opts.setReduceFunction(static_cast<void (*)(void*, const void*, const void*, size_t)>(&gloo::sum<double>));
+      }
+      gloo::allreduce(opts);
+    });
+  }
+  void do_broadcast(void* data, int64_t bytes, int root, Device) override {
+    guarded("broadcast", [&] {
+      gloo::BroadcastOptions opts(context_);
+      opts.setOutput(static_cast<char*>(data), static_cast<size_t>(bytes));
+      opts.setRoot(root);
+      gloo::broadcast(opts);
+    });
+  }
+  void do_barrier() override {
+    guarded("barrier", [&] {
+      gloo::BarrierOptions opts(context_);
+      gloo::barrier(opts);
+    });
+  }
+
+ private:
+  template <typename F>
+  void guarded(const char* what, F&& f) {
+    try {
+      f();
+    } catch (const gloo::Exception& e) {
+      KILN_FAIL("rank ", env_.rank, " of ", env_.world_size, ": the ", what, " failed: a peer process stopped or ",
+                "did not answer within ", env_.timeout_s, " s (KILN_DIST_TIMEOUT) [gloo: ", e.what(), "]");
+    }
+  }
+
+  LaunchEnv env_;
+  std::unique_ptr<RendezvousStore> store_;
+  std::shared_ptr<gloo::transport::Device> device_;
+  std::shared_ptr<gloo::Context> context_;
+};
+
+}  // namespace
+
+std::unique_ptr<Communicator> make_gloo_communicator(const LaunchEnv& env) {
+  return std::make_unique<GlooCommunicator>(env);
+}
+
+}  // namespace kiln::dist

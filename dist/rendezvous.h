@@ -1,0 +1,42 @@
+// How the ranks of a run meet: a key-value store named by the launch environment (a
+// directory every rank sees, or rank 0's TCP store) and the join check every backend runs
+// first, so a wrong world size or a missing rank is one line, not a hang.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <gloo/rendezvous/store.h>
+
+#include "train/communicator.h"
+
+namespace kiln::dist {
+
+// A gloo Store that can also forget the keys this process set (once every rank read them).
+class RendezvousStore : public gloo::rendezvous::Store {
+ public:
+  // Removes this process's keys where the store outlives the run (the file store); a no-op
+  // where it dies with rank 0 (TCP).
+  virtual void forget_own() {}
+  // True when `key` is set now.
+  virtual bool has(const std::string& key) = 0;
+};
+
+// The store env.rendezvous names ("file:<dir>" or "tcp:<host>:<port>"), its waits bounded by
+// env.timeout_s.
+std::unique_ptr<RendezvousStore> open_store(const LaunchEnv& env);
+
+// Every rank announces itself (rank, world size, backend) under env.run_id and waits for
+// all world_size ranks; a rank that does not come within the timeout, or ranks that
+// disagree on the world size or backend, are a one-line error.
+void join(RendezvousStore& store, const LaunchEnv& env, const std::string& backend);
+
+// The address this rank's gloo transport listens on: GLOO_SOCKET_IFNAME's interface when set,
+// loopback when every rank runs on this machine, else this host's name.
+struct TransportHost {
+  std::string iface, hostname;
+};
+TransportHost transport_host(const LaunchEnv& env);
+
+}  // namespace kiln::dist

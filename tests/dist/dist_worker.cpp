@@ -1,0 +1,122 @@
+// kiln_dist_worker: one rank of the communicator tests (test_communicator.sh starts 2-3 of
+// them with torchrun-style variables). Scenarios:
+//   collectives  all-reduce (float32 tensors, doubles, async buckets in issue order),
+//                broadcast (tensor, bytes) and barrier against values computed here;
+//                prints "rank R ok"
+//   die          every rank all-reduces once; then rank 1 exits at once (as if killed), the
+//                others all-reduce again: they must fail with kiln::Error
+//   stall        rank 1 sleeps instead of its second all-reduce: the others time out
+//   env          prints the parsed launch environment (or its one-line error)
+// A kiln::Error is printed as "rank R: error: MESSAGE" and exits 3.
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/kiln.h"
+#include "dist/dist.h"
+#include "train/communicator.h"
+
+namespace {
+
+using kiln::Communicator;
+using kiln::Tensor;
+
+bool collectives(Communicator& c) {
+  const int r = c.rank(), n = c.size();
+  bool ok = true;
+  // Float32 all-reduce: rank r contributes (r + 1) * (i + 1); the sum is exact in float32.
+  std::vector<float> v(1000);
+  for (size_t i = 0; i < v.size(); ++i) v[i] = static_cast<float>((r + 1) * static_cast<int>(i + 1));
+  Tensor t = Tensor::from_vector(v, kiln::Shape{10, 100});
+  c.allreduce_sum(t);
+  const std::vector<float> got = t.to_vector<float>();
+  for (size_t i = 0; i < got.size(); ++i)
+    ok = ok && got[i] == static_cast<float>(n * (n + 1) / 2 * static_cast<int>(i + 1));
+  // Doubles: counts and sums.
+  std::vector<double> d{1.0, static_cast<double>(r), 0.5};
+  c.allreduce_sum(d);
+  ok = ok && d[0] == n && d[1] == n * (n - 1) / 2.0 && d[2] == 0.5 * n;
+  // Buckets: several async all-reduces in flight, waited in reverse order.
+  std::vector<Tensor> buckets;
+  std::vector<std::shared_ptr<kiln::CommWork>> works;
+  for (int b = 0; b < 4; ++b) {
+    buckets.push_back(Tensor::full(kiln::Shape{1 + 1000 * b}, static_cast<double>(b + r)));
+    works.push_back(c.allreduce_sum_async(buckets.back()));
+  }
+  for (int b = 3; b >= 0; --b) {
+    works[static_cast<size_t>(b)]->wait();
+    const std::vector<float> bv = buckets[static_cast<size_t>(b)].to_vector<float>();
+    for (float x : bv) ok = ok && x == static_cast<float>(n * b + n * (n - 1) / 2);
+  }
+  // Broadcast from the last rank: a tensor and bytes.
+  Tensor w = Tensor::full(kiln::Shape{7}, static_cast<double>(r));
+  c.broadcast(w, n - 1);
+  for (float x : w.to_vector<float>()) ok = ok && x == static_cast<float>(n - 1);
+  std::string s = r == 0 ? std::string("from rank zero") : std::string("x");
+  c.broadcast(s, 0);
+  ok = ok && s == "from rank zero";
+  c.barrier();
+  return ok;
+}
+
+void die_or_stall(Communicator& c, bool die) {
+  Tensor t = Tensor::ones(kiln::Shape{1000});
+  c.allreduce_sum(t);
+  c.barrier();
+  if (c.rank() == 1) {
+    // Let the others read what this rank sent last: a socket closed with unread data is
+    // reset, and the reset could reach them before the data.
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    if (die) _exit(9);  // no destructor, no goodbye: the sockets close as the kernel reaps us
+    std::this_thread::sleep_for(std::chrono::seconds(60));
+    _exit(0);
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  try {
+    c.allreduce_sum(t);
+  } catch (const kiln::Error& e) {
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::printf("rank %d: failed after %.1f s: %s\n", c.rank(), s, e.message().c_str());
+    std::fflush(stdout);
+    _exit(3);  // as a program that stops on the error would (the stalled peer still holds sockets)
+  }
+  std::printf("rank %d: the second all-reduce returned although rank 1 is gone\n", c.rank());
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::string what = argc > 1 ? argv[1] : "";
+  int rank = -1;
+  try {
+    kiln::dist::register_backends();
+    const kiln::LaunchEnv env = kiln::launch_env();
+    rank = env.rank;
+    if (what == "env") {
+      std::printf("rank %d of %d local %d launcher %s rendezvous %s timeout %g\n", env.rank, env.world_size,
+                  env.local_rank, env.launcher.c_str(), env.rendezvous.c_str(), env.timeout_s);
+      return 0;
+    }
+    std::unique_ptr<Communicator> c = kiln::make_communicator(env);
+    if (what == "collectives") {
+      const bool ok = collectives(*c);
+      std::printf("rank %d %s (%s, %d ranks)\n", c->rank(), ok ? "ok" : "WRONG VALUES", c->backend().c_str(),
+                  c->size());
+      return ok ? 0 : 1;
+    }
+    if (what == "die" || what == "stall") {
+      die_or_stall(*c, what == "die");
+      return 1;
+    }
+    std::fprintf(stderr, "usage: kiln_dist_worker collectives|die|stall|env\n");
+    return 2;
+  } catch (const kiln::Error& e) {
+    std::printf("rank %d: error: %s\n", rank, e.message().c_str());
+    return 3;
+  }
+}

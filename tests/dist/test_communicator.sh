@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# The communicator across processes (train/communicator.h, dist/): 2-3 ranks of
+# kiln_dist_worker on this machine over gloo. Collectives give exact values over the TCP
+# and the file rendezvous; launch variables parse (torchrun's, mpirun's) and bad ones are
+# one-line errors; a wrong world size and an unreachable rendezvous fail within the
+# timeout; a killed rank makes the others fail fast with a clear message, a stalled one
+# within KILN_DIST_TIMEOUT. ~15 s. Exit 77 (Skipped) when kiln_dist was not built.
+# Usage: test_communicator.sh PATH/TO/kiln_dist_worker|none
+set -u
+B=${1:?usage: test_communicator.sh PATH/TO/kiln_dist_worker}
+if [ "$B" = none ]; then echo "kiln_dist not built (no gloo: install libgloo-dev): skipped"; exit 77; fi
+HERE=$(cd "$(dirname "$0")" && pwd)
+. "$HERE/lib.sh"
+W=$(mktemp -d /tmp/kiln_dist_test.XXXXXX)
+trap 'rm -rf "$W"' EXIT
+fails=0
+ok() { echo "ok   $*"; }
+bad() { echo "FAIL $*"; fails=$((fails + 1)); }
+unset RANK WORLD_SIZE LOCAL_RANK MASTER_ADDR MASTER_PORT KILN_RENDEZVOUS OMPI_COMM_WORLD_RANK OMPI_COMM_WORLD_SIZE
+
+# 1. Launch variables.
+out=$(env RANK=1 WORLD_SIZE=2 MASTER_ADDR=h MASTER_PORT=29500 "$B" env 2>&1)
+[ "$out" = "rank 1 of 2 local 1 launcher torchrun rendezvous tcp:h:29500 timeout 300" ] && ok "torchrun variables" || bad "torchrun variables: $out"
+out=$(env OMPI_COMM_WORLD_RANK=2 OMPI_COMM_WORLD_SIZE=4 OMPI_COMM_WORLD_LOCAL_RANK=0 KILN_RENDEZVOUS=file:/x KILN_DIST_TIMEOUT=7 "$B" env 2>&1)
+[ "$out" = "rank 2 of 4 local 0 launcher mpirun rendezvous file:/x timeout 7" ] && ok "mpirun variables" || bad "mpirun variables: $out"
+out=$("$B" env 2>&1)
+[ "$out" = "rank 0 of 1 local 0 launcher single rendezvous  timeout 300" ] && ok "no variables: one process" || bad "single: $out"
+check_error() {  # WHAT EXPECTED-SUBSTRING ENV...
+  local what=$1 want=$2
+  shift 2
+  out=$(env "$@" "$B" env 2>&1)
+  rc=$?
+  if [ $rc = 3 ] && [ "$(echo "$out" | wc -l)" = 1 ] && grep -qF "$want" <<< "$out"; then ok "$what: $out"; else bad "$what (rc $rc): $out"; fi
+}
+check_error "rank without size" "RANK is set but WORLD_SIZE is not" RANK=0
+check_error "rank beyond size" "RANK=2 is not below WORLD_SIZE=2" RANK=2 WORLD_SIZE=2 MASTER_ADDR=h MASTER_PORT=1
+check_error "no rendezvous" "no rendezvous is set" RANK=0 WORLD_SIZE=2
+check_error "bad port" "port in 1..65535" RANK=0 WORLD_SIZE=2 MASTER_ADDR=h MASTER_PORT=99999
+check_error "bad timeout" "KILN_DIST_TIMEOUT='soon'" KILN_DIST_TIMEOUT=soon
+
+# 2. Collectives: 3 ranks over the TCP store, 2 over a file store.
+port=$(free_port)
+launch 3 "$W/tcp" env MASTER_ADDR=127.0.0.1 MASTER_PORT=$port KILN_DIST_TIMEOUT=30 "$B" collectives
+if [ "$RCS" = "0 0 0" ] && grep -q "rank 2 ok (gloo, 3 ranks)" "$W/tcp.2"; then ok "3 ranks, TCP rendezvous: exact sums, buckets, broadcast, barrier"
+else bad "3 ranks TCP ($RCS)"; cat "$W"/tcp.*; fi
+launch 2 "$W/file" env KILN_RENDEZVOUS=file:$W/rdv KILN_DIST_TIMEOUT=30 "$B" collectives
+if [ "$RCS" = "0 0" ] && grep -q "rank 1 ok" "$W/file.1" && [ -z "$(ls "$W/rdv")" ]; then ok "2 ranks, file rendezvous (its keys removed afterwards)"
+else bad "2 ranks file ($RCS)"; cat "$W"/file.*; ls "$W/rdv"; fi
+
+# 3. Wrong world size: rank 1 believes in 3 ranks. Both stop within the timeout, one line each.
+port=$(free_port)
+t0=$(date +%s)
+RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port KILN_DIST_TIMEOUT=3 "$B" collectives > "$W/ws.0" 2>&1 & p0=$!
+RANK=1 WORLD_SIZE=3 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port KILN_DIST_TIMEOUT=3 "$B" collectives > "$W/ws.1" 2>&1 & p1=$!
+wait $p0; rc0=$?; wait $p1; rc1=$?
+dt=$(( $(date +%s) - t0 ))
+if [ $rc0 = 3 ] && [ $rc1 = 3 ] && [ $dt -le 10 ] && grep -q "disagree\|did not join\|closed the connection" "$W/ws.0" && grep -q "disagree\|did not join\|closed the connection" "$W/ws.1"; then
+  ok "wrong world size: both ranks fail in ${dt} s: $(cat "$W/ws.1")"
+else bad "wrong world size (rc $rc0 $rc1, ${dt} s)"; cat "$W"/ws.*; fi
+
+# 4. Unreachable rendezvous: rank 1 alone, nobody serves the port.
+port=$(free_port)
+t0=$(date +%s)
+out=$(RANK=1 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port KILN_DIST_TIMEOUT=2 "$B" collectives 2>&1); rc=$?
+dt=$(( $(date +%s) - t0 ))
+if [ $rc = 3 ] && [ $dt -le 6 ] && grep -q "cannot reach the store at 127.0.0.1:$port within 2 s" <<< "$out"; then ok "unreachable rendezvous in ${dt} s: $out"
+else bad "unreachable rendezvous (rc $rc, ${dt} s): $out"; fi
+
+# 5. A rank dies mid-run: the other two fail at once (the connection closes), not at the timeout.
+port=$(free_port)
+t0=$(date +%s)
+launch 3 "$W/die" env MASTER_ADDR=127.0.0.1 MASTER_PORT=$port KILN_DIST_TIMEOUT=20 "$B" die
+dt=$(( $(date +%s) - t0 ))
+if [ "$RCS" = "3 9 3" ] && [ $dt -le 15 ] && grep -q "rank 0: failed after .* the all-reduce failed: a peer process stopped" "$W/die.0" &&
+   grep -q "rank 2: failed after" "$W/die.2"; then ok "killed rank: the others fail in ${dt} s: $(cat "$W/die.0")"
+else bad "killed rank ($RCS, ${dt} s)"; cat "$W"/die.*; fi
+
+# 6. A rank stalls (alive, silent): the other fails at KILN_DIST_TIMEOUT (2 s).
+port=$(free_port)
+RANK=1 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port KILN_DIST_TIMEOUT=2 "$B" stall > "$W/stall.1" 2>&1 & p1=$!
+t0=$(date +%s)
+RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port KILN_DIST_TIMEOUT=2 "$B" stall > "$W/stall.0" 2>&1; rc0=$?
+dt=$(( $(date +%s) - t0 ))
+kill $p1 2> /dev/null; wait $p1 2> /dev/null
+if [ $rc0 = 3 ] && [ $dt -le 8 ] && grep -q "rank 0: failed after [2-4]\.[0-9] s" "$W/stall.0"; then ok "stalled rank: timeout after ${dt} s: $(cat "$W/stall.0")"
+else bad "stalled rank (rc $rc0, ${dt} s)"; cat "$W"/stall.*; fi
+
+echo "$fails failure(s)"
+[ $fails = 0 ]
