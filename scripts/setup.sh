@@ -13,10 +13,12 @@ for arg in "$@"; do
     -h|--help)
       echo "usage: bash scripts/setup.sh [--tests] [--sanitize]"
       echo "  installs cmake, ninja-build, g++, libdnnl-dev (oneDNN) with ocl-icd-opencl-dev,"
-      echo "  catch2, libhdf5-dev, libstb-dev, libzip-dev and pkg-config via apt-get, each only if missing;"
+      echo "  catch2, libhdf5-dev, libstb-dev, libzip-dev, pkg-config and libgloo-dev (multi-process"
+      echo "  training, kiln_dist) via apt-get, each only if missing;"
       echo "  --tests also installs python3-torch, libopenblas0-pthread (the BLAS torch's CPU GEMM"
       echo "  uses, instead of the reference one), python3-numpy, python3-h5py, python3-torchvision"
-      echo "  and python3-pil (reference results), python3-dev and python3-pytest (the Python module's"
+      echo "  and python3-pil (reference results), openmpi-bin (mpirun, to test it as a launcher),"
+      echo "  python3-dev and python3-pytest (the Python module's"
       echo "  build and tests), and tensorboard and nanobind from PyPI with pip (each only if"
       echo "  'import' fails; Debian packages neither)."
       echo "  --sanitize also installs clang-14, libclang-rt-14-dev (libFuzzer, sanitizer runtimes)"
@@ -29,7 +31,9 @@ done
 # ocl-icd-opencl-dev: Debian's oneDNN is built with an OpenCL GPU runtime, so its CMake
 # package needs OpenCL; apt only recommends it, and we install without recommends.
 # libzip-dev (with pkg-config, which finds it): reading Keras 3 .keras archives.
-build_pkgs=(cmake ninja-build g++ libdnnl-dev ocl-icd-opencl-dev catch2 libhdf5-dev libstb-dev libzip-dev pkg-config)
+# libgloo-dev: the collectives of multi-process training (kiln_dist, docs/data_parallel.md);
+# without it kiln builds and trains in one process.
+build_pkgs=(cmake ninja-build g++ libdnnl-dev ocl-icd-opencl-dev catch2 libhdf5-dev libstb-dev libzip-dev pkg-config libgloo-dev)
 # libopenblas0-pthread: Debian's python3-torch calls sgemm_ through libblas.so.3, which the
 # libblas.so.3-x86_64-linux-gnu alternative points at; without recommends only the
 # reference BLAS (libblas3, ~4 GFLOP/s here) is installed, and kiln_bench --compare's peer
@@ -37,7 +41,8 @@ build_pkgs=(cmake ninja-build g++ libdnnl-dev ocl-icd-opencl-dev catch2 libhdf5-
 # (priority 100 over the reference's 10): check with
 #   update-alternatives --display libblas.so.3-x86_64-linux-gnu
 # python3-dev and python3-pytest: building the Python module kiln and its tests (python_tests).
-test_pkgs=(python3-torch libopenblas0-pthread python3-numpy python3-h5py python3-torchvision python3-pil python3-dev python3-pytest)
+# openmpi-bin: mpirun only, for the ctest dist_mpirun (kiln links no MPI library).
+test_pkgs=(python3-torch libopenblas0-pthread python3-numpy python3-h5py python3-torchvision python3-pil python3-dev python3-pytest openmpi-bin)
 sanitize_pkgs=(clang-14 libclang-rt-14-dev libomp-14-dev)
 pkgs=("${build_pkgs[@]}")
 if [[ $want_tests == 1 ]]; then pkgs+=("${test_pkgs[@]}"); fi
