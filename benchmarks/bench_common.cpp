@@ -21,6 +21,7 @@
 #include <stdexcept>
 #include <string_view>
 
+#include "check/compare.h"
 #include "io/atomic_file.h"
 
 #if defined(KILN_HAS_CUDA)
@@ -361,6 +362,31 @@ void print_row(const Row& r, const MachineLimits& m) {
               100.0 * roof_fraction(r, m), 100.0 * r.t.other_load, r.t.other_load > kDisturbed ? "!" : " ",
               check.c_str());
   std::fflush(stdout);
+}
+
+void check_row(Row& row, size_t n, const std::function<double(size_t)>& out,
+               const std::function<double(size_t)>& ref, double rtol, const std::string& what) {
+  const kiln::check::Comparison c = kiln::check::compare(n, out, ref, rtol * kiln::check::mean_abs(n, ref), rtol);
+  const std::string report = (what.empty() ? "" : what + ": ") + (n > 0 ? c.report : "nothing was checked");
+  const bool first = !row.checked;
+  row.check_ok = (first || row.check_ok) && c.ok && n > 0;
+  row.check_budget = first ? c.worst_budget : std::max(row.check_budget, c.worst_budget);
+  row.check = first ? report : row.check + "; " + report;
+  row.checked = true;
+}
+
+void check_row(Row& row, const std::vector<double>& out, const std::vector<double>& ref, double rtol,
+               const std::string& what) {
+  if (out.size() != ref.size())
+    KILN_FAIL("kiln_bench: row ", row.name, " checks ", out.size(), " values against ", ref.size(), " references");
+  check_row(
+      row, out.size(), [&](size_t i) { return out[i]; }, [&](size_t i) { return ref[i]; }, rtol, what);
+}
+
+void fail_check(Row& row, const std::string& why) {
+  row.checked = true;
+  row.check_ok = false;
+  row.check += "; FAILED: " + why;
 }
 
 const float* host_floats(const Tensor& t, Tensor& keep) {

@@ -137,49 +137,17 @@ void time_checked_row(Row row, const Options& opt, const MachineLimits& m, Suite
 
 // ---------------------------------------------------------------- checking
 
-// |out - ref| <= atol + rtol * scale, where scale is sum |terms| of the reference sum
-// (so cancellation does not shrink the budget). Records the worst element and how much
-// of its budget it used.
-struct Checker {
-  Checker(double atol_, double rtol_) : atol(atol_), rtol(rtol_) {}
-  double atol, rtol;
-  double worst_budget = 0;
-  std::string worst;
-  int64_t checked = 0;
-  int64_t failed = 0;
-
-  void compare(double out, double ref, double scale, const std::string& where) {
-    compare_lazy(out, ref, scale, [&] { return where; });
-  }
-  // As compare, naming the element "what[index]" only when it is the worst so far (for
-  // checks of every element of large tensors).
-  void compare(double out, double ref, double scale, const char* what, int64_t index) {
-    compare_lazy(out, ref, scale, [&] { return std::string(what) + "[" + std::to_string(index) + "]"; });
-  }
-  template <typename Where>
-  void compare_lazy(double out, double ref, double scale, const Where& where) {
-    ++checked;
-    const double tol = atol + rtol * scale;
-    const double err = std::fabs(out - ref);
-    // A zero tolerance (exact results: copies, max, the pipeline) passes only equality.
-    const double used = !std::isfinite(out) ? INFINITY : tol > 0 ? err / tol : err == 0 ? 0.0 : INFINITY;
-    if (used > 1.0) ++failed;
-    if (used > worst_budget || worst.empty()) {
-      worst_budget = used;
-      std::ostringstream os;
-      os << where() << ": got " << out << ", reference " << ref << ", |diff| " << err << ", tolerance " << tol;
-      worst = os.str();
-    }
-  }
-  void finish(Row& row) const {
-    row.checked = true;
-    row.check_ok = failed == 0 && checked > 0;
-    row.check_budget = worst_budget;
-    std::ostringstream os;
-    os << checked << " elements, " << failed << " outside tolerance; worst " << worst;
-    row.check = os.str();
-  }
-};
+// Judges a row's n values as the op table and the tests do, with the one comparison
+// helper (check/compare.h): |out - ref| <= rtol * mean|ref| + rtol * |ref|, so rtol 0
+// demands equality. The rtol is one of the op table's classes (check/op_cases.h) or a
+// tighter one the suite explains. Records the verdict and the worst element on the row;
+// called again for another quantity of the same row (`what`: "dbeta"), it adds to them.
+void check_row(Row& row, size_t n, const std::function<double(size_t)>& out,
+               const std::function<double(size_t)>& ref, double rtol, const std::string& what = "");
+void check_row(Row& row, const std::vector<double>& out, const std::vector<double>& ref, double rtol,
+               const std::string& what = "");
+// Fails a checked row for a reason beyond its values (a wrong argmax, a broken mask).
+void fail_check(Row& row, const std::string& why);
 
 // Host view of a tensor's floats: the tensor itself when it already lives on the host.
 const float* host_floats(const Tensor& t, Tensor& keep);

@@ -14,6 +14,7 @@
 
 #include "benchmarks/bench_common.h"
 #include "benchmarks/suites.h"
+#include "check/op_cases.h"
 #include "core/autograd.h"
 #include "core/backend.h"
 
@@ -26,25 +27,22 @@ std::vector<std::array<int64_t, 3>> positions(int64_t n, int64_t h) {
   return {{0, 0, 0}, {n - 1, h - 1, h - 1}, {n / 2, h / 2, h / 3}, {n - 1, 0, h - 1}, {0, h - 1, 1 % h}};
 }
 
-// Forward and backward-data sum up to 9 * 512 products: float32 rounding stays near
-// eps * sum|terms|, a wrong or missing term moves the result by ~1/K of that scale. The
-// filter gradient sums N * H * W products (up to 3.2 million at batch 64): blocked
-// float32 accumulation stays well inside 1e-4 of the scale there, and a wrong index
-// (the errors this check exists for) moves whole sums, not single terms.
-constexpr double kAtol = 1e-6;
-constexpr double kRtol = 1e-5;
-constexpr double kRtolFilter = 1e-4;
-// bf16 output: one rounding, at most 2^-8 of |y| <= 2^-8 of the scale, on top of the above.
+// Forward and backward-data sum up to 9 * 512 products, the filter gradient N * H * W
+// (up to 3.2 million at batch 64): sums, so the op table's reduction class, in its form
+// (check/compare.h: rtol * (mean|ref| + |ref|)). float32 rounding of such sums stays well
+// inside it, and a wrong index (the errors this check exists for) moves whole sums.
+constexpr double kRtol = kiln::check::kRtolReduction;
+// bf16 output: one rounding, at most 2^-8 of |y|, on top of the above.
 constexpr double kRtolBf16 = 1.0 / 256 + kRtol;
 
 void check_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& y, Row& row,
                    double rtol = kRtol) {
   const int64_t n = x.dim(0), h = x.dim(1), c = x.dim(3), o_n = w.dim(0);
   const float *xp = x.data<float>(), *wp = w.data<float>(), *bp = b.data<float>(), *yp = y.data<float>();
-  Checker ck(kAtol, rtol);
+  std::vector<double> got, want;
   for (const auto& [bi, oy, ox] : positions(n, h)) {
     for (int64_t o = 0; o < o_n; ++o) {
-      double ref = bp[o], scale = std::fabs(bp[o]);
+      double ref = bp[o];
       for (int64_t ky = 0; ky < 3; ++ky)
         for (int64_t kx = 0; kx < 3; ++kx) {
           const int64_t iy = oy - 1 + ky, ix = ox - 1 + kx;
@@ -52,23 +50,23 @@ void check_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Tens
           const float* xr = xp + ((bi * h + iy) * h + ix) * c;
           const float* wr = wp + ((o * 3 + ky) * 3 + kx) * c;
           for (int64_t ci = 0; ci < c; ++ci) {
-            const double t = static_cast<double>(xr[ci]) * wr[ci];
-            ref += t, scale += std::fabs(t);
+            ref += static_cast<double>(xr[ci]) * wr[ci];
           }
         }
-      ck.compare(yp[((bi * h + oy) * h + ox) * o_n + o], ref, scale, "y", ((bi * h + oy) * h + ox) * o_n + o);
+      got.push_back(yp[((bi * h + oy) * h + ox) * o_n + o]);
+      want.push_back(ref);
     }
   }
-  ck.finish(row);
+  check_row(row, got, want, rtol);
 }
 
 void check_backward_data(const Tensor& dy, const Tensor& w, const Tensor& dx, Row& row) {
   const int64_t n = dy.dim(0), h = dy.dim(1), o_n = dy.dim(3), c = w.dim(3);
   const float *dyp = dy.data<float>(), *wp = w.data<float>(), *dxp = dx.data<float>();
-  Checker ck(kAtol, kRtol);
+  std::vector<double> got, want;
   for (const auto& [bi, iy, ix] : positions(n, h)) {
     for (int64_t ci = 0; ci < c; ++ci) {
-      double ref = 0, scale = 0;
+      double ref = 0;
       // dx[iy, ix] gathers dy[oy, ox] for oy = iy + 1 - ky (stride 1, pad 1).
       for (int64_t ky = 0; ky < 3; ++ky)
         for (int64_t kx = 0; kx < 3; ++kx) {
@@ -76,20 +74,20 @@ void check_backward_data(const Tensor& dy, const Tensor& w, const Tensor& dx, Ro
           if (oy < 0 || oy >= h || ox < 0 || ox >= h) continue;
           const float* g = dyp + ((bi * h + oy) * h + ox) * o_n;
           for (int64_t o = 0; o < o_n; ++o) {
-            const double t = static_cast<double>(g[o]) * wp[((o * 3 + ky) * 3 + kx) * c + ci];
-            ref += t, scale += std::fabs(t);
+            ref += static_cast<double>(g[o]) * wp[((o * 3 + ky) * 3 + kx) * c + ci];
           }
         }
-      ck.compare(dxp[((bi * h + iy) * h + ix) * c + ci], ref, scale, "dx", ((bi * h + iy) * h + ix) * c + ci);
+      got.push_back(dxp[((bi * h + iy) * h + ix) * c + ci]);
+      want.push_back(ref);
     }
   }
-  ck.finish(row);
+  check_row(row, got, want, kRtol);
 }
 
 void check_backward_filter(const Tensor& x, const Tensor& dy, const Tensor& dw, const Tensor& db, Row& row) {
   const int64_t n = x.dim(0), h = x.dim(1), c = x.dim(3), o_n = dy.dim(3);
   const float *xp = x.data<float>(), *dyp = dy.data<float>(), *dwp = dw.data<float>(), *dbp = db.data<float>();
-  Checker ck(kAtol, kRtolFilter);
+  std::vector<double> got, want;
   // Eight filter elements spread over (o, ky, kx, c), corners included, and two bias entries.
   const std::array<std::array<int64_t, 4>, 8> picks = {{{0, 0, 0, 0},
                                                         {o_n - 1, 2, 2, c - 1},
@@ -100,7 +98,7 @@ void check_backward_filter(const Tensor& x, const Tensor& dy, const Tensor& dw, 
                                                         {o_n / 2, 0, 1, (c * 2) / 3},
                                                         {o_n / 4, 2, 1, 1 % c}}};
   for (const auto& [o, ky, kx, ci] : picks) {
-    double ref = 0, scale = 0;
+    double ref = 0;
     for (int64_t bi = 0; bi < n; ++bi)
       for (int64_t oy = 0; oy < h; ++oy) {
         const int64_t iy = oy - 1 + ky;
@@ -108,18 +106,22 @@ void check_backward_filter(const Tensor& x, const Tensor& dy, const Tensor& dw, 
         for (int64_t ox = 0; ox < h; ++ox) {
           const int64_t ix = ox - 1 + kx;
           if (ix < 0 || ix >= h) continue;
-          const double t = static_cast<double>(dyp[((bi * h + oy) * h + ox) * o_n + o]) * xp[((bi * h + iy) * h + ix) * c + ci];
-          ref += t, scale += std::fabs(t);
+          ref += static_cast<double>(dyp[((bi * h + oy) * h + ox) * o_n + o]) * xp[((bi * h + iy) * h + ix) * c + ci];
         }
       }
-    ck.compare(dwp[((o * 3 + ky) * 3 + kx) * c + ci], ref, scale, "dw", ((o * 3 + ky) * 3 + kx) * c + ci);
+    got.push_back(dwp[((o * 3 + ky) * 3 + kx) * c + ci]);
+    want.push_back(ref);
   }
+  check_row(row, got, want, kRtol, "dw");
+  // The bias gradient's column sums, judged on their own: their scale is not dw's.
+  std::vector<double> got_b, want_b;
   for (const int64_t o : {int64_t{0}, o_n - 1}) {
-    double ref = 0, scale = 0;
-    for (int64_t p = 0; p < n * h * h; ++p) ref += dyp[p * o_n + o], scale += std::fabs(dyp[p * o_n + o]);
-    ck.compare(dbp[o], ref, scale, "db", o);
+    double ref = 0;
+    for (int64_t p = 0; p < n * h * h; ++p) ref += dyp[p * o_n + o];
+    got_b.push_back(dbp[o]);
+    want_b.push_back(ref);
   }
-  ck.finish(row);
+  check_row(row, got_b, want_b, kRtol, "db");
 }
 
 }  // namespace

@@ -17,12 +17,11 @@ namespace {
 
 // dst must equal src bit for bit.
 void check_copy(const Tensor& src_host, const Tensor& dst, Row& r) {
-  Checker ck(0, 0);
   Tensor keep;
   const float* d = host_floats(dst, keep);
   const float* s = src_host.data<float>();
-  for (int64_t i = 0; i < src_host.numel(); ++i) ck.compare(d[i], s[i], 0, "dst", i);
-  ck.finish(r);
+  check_row(
+      r, static_cast<size_t>(src_host.numel()), [&](size_t i) { return d[i]; }, [&](size_t i) { return s[i]; }, 0);
 }
 
 }  // namespace

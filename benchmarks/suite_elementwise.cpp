@@ -10,6 +10,7 @@
 
 #include "benchmarks/bench_common.h"
 #include "benchmarks/suites.h"
+#include "check/op_cases.h"
 #include "core/backend.h"
 #include "core/generator.h"
 
@@ -57,19 +58,19 @@ SuiteResult run_elementwise(const Options& opt, const MachineLimits& m) {
     {  // relu: y = max(x, 0), exact
       be.relu(a, out);
       op = host_floats(out, out_host);
-      Checker ck(1e-12, 0);
-      for (int64_t i = 0; i < ne; ++i) ck.compare(op[i], std::max(0.0, static_cast<double>(ap[i])), 0, "y", i);
       Row r = row("relu", el, 8.0 * el);
-      ck.finish(r);
+      check_row(
+          r, static_cast<size_t>(ne), [&](size_t i) { return op[i]; },
+          [&](size_t i) { return std::max(0.0, static_cast<double>(ap[i])); }, 0);
       time_checked_row(std::move(r), opt, m, res, [&] { be.relu(a, out); });
     }
     {  // relu backward: dx = dy where y > 0 (y: a, dy: b), exact
       be.relu_backward(a, b, out);
       op = host_floats(out, out_host);
-      Checker ck(1e-12, 0);
-      for (int64_t i = 0; i < ne; ++i) ck.compare(op[i], ap[i] > 0 ? static_cast<double>(bp[i]) : 0.0, 0, "dx", i);
       Row r = row("relu_bwd", el, 12.0 * el);
-      ck.finish(r);
+      check_row(
+          r, static_cast<size_t>(ne), [&](size_t i) { return op[i]; },
+          [&](size_t i) { return ap[i] > 0 ? static_cast<double>(bp[i]) : 0.0; }, 0);
       time_checked_row(std::move(r), opt, m, res, [&] { be.relu_backward(a, b, out); });
     }
     {  // dropout, keep 0.5: each output is 0 or x / keep, and about half are kept
@@ -77,34 +78,30 @@ SuiteResult run_elementwise(const Options& opt, const MachineLimits& m) {
       const kiln::PhiloxState st = gen.reserve(static_cast<uint64_t>(ne));
       be.dropout(a, keep, st, out);
       op = host_floats(out, out_host);
-      Checker ck(1e-12, 1e-7);
       int64_t kept = 0;
-      for (int64_t i = 0; i < ne; ++i) {
-        const double scaled = static_cast<double>(ap[i]) / keep;
-        const bool is_kept = op[i] != 0.0f || ap[i] == 0.0f;
-        kept += is_kept;
-        ck.compare(op[i], is_kept ? scaled : 0.0, std::fabs(scaled), "y", i);
-      }
+      for (int64_t i = 0; i < ne; ++i) kept += op[i] != 0.0f || ap[i] == 0.0f;
+      Row r = row("dropout", 2.0 * el, 8.0 * el);
+      // A kept element is x / keep rounded once (elementwise class); a dropped one is 0.
+      check_row(
+          r, static_cast<size_t>(ne), [&](size_t i) { return op[i]; },
+          [&](size_t i) {
+            return op[i] != 0.0f || ap[i] == 0.0f ? static_cast<double>(ap[i]) / keep : 0.0;
+          },
+          kiln::check::kRtolElementwise);
       // The kept count is Binomial(ne, keep): more than 6 sigma off means a broken mask.
       const double sigma = std::sqrt(el * keep * (1.0 - keep));
-      if (std::fabs(static_cast<double>(kept) - el * keep) > 6.0 * sigma + 1) {
-        ++ck.failed;
-        ck.worst += "; kept " + std::to_string(kept) + " of " + std::to_string(ne) + ", expected about half";
-      }
-      Row r = row("dropout", 2.0 * el, 8.0 * el);
-      ck.finish(r);
+      if (std::fabs(static_cast<double>(kept) - el * keep) > 6.0 * sigma + 1)
+        fail_check(r, "kept " + std::to_string(kept) + " of " + std::to_string(ne) + ", expected about half");
       time_checked_row(std::move(r), opt, m, res, [&] { be.dropout(a, keep, st, out); });
     }
     {  // add: exact in double of two floats rounded once
       be.binary(kiln::BinaryOp::add, a, b, out);
       op = host_floats(out, out_host);
-      Checker ck(0, 6e-8);
-      for (int64_t i = 0; i < ne; ++i) {
-        const double ref = static_cast<double>(ap[i]) + bp[i];
-        ck.compare(op[i], ref, std::fabs(ref) + 1e-30, "y", i);
-      }
       Row r = row("add", el, 12.0 * el);
-      ck.finish(r);
+      // Tighter than the elementwise class: one float32 rounding, 2^-24 of |ref|.
+      check_row(
+          r, static_cast<size_t>(ne), [&](size_t i) { return op[i]; },
+          [&](size_t i) { return static_cast<double>(ap[i]) + bp[i]; }, 6e-8);
       time_checked_row(std::move(r), opt, m, res, [&] { be.binary(kiln::BinaryOp::add, a, b, out); });
     }
   }

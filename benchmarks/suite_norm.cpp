@@ -12,6 +12,7 @@
 
 #include "benchmarks/bench_common.h"
 #include "benchmarks/suites.h"
+#include "check/op_cases.h"
 #include "core/backend.h"
 
 namespace kiln::cpubench {
@@ -78,54 +79,57 @@ void norm_rows(const std::string& name, int64_t n, int64_t h, int64_t c, const O
       sdy[u] += dyp[r * c + j];
       sdyx[u] += dyp[r * c + j] * xh;
     }
-  Checker fwd(1e-12, 2e-5), bwd(1e-12, 2e-4);
+  // Statistics are sums over the rows: the op table's reduction class for every quantity,
+  // each judged against its own scale (check_row's mean|ref|).
+  constexpr double kRtol = kiln::check::kRtolReduction;
   const float *yp = y_h.data<float>(), *dxp = dx_h.data<float>();
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t j = 0; j < c; ++j) {
-      const size_t u = static_cast<size_t>(j);
-      const int64_t e = r * c + j;
-      const double xh = (xp[e] - mu[u]) * inv[u];
-      fwd.compare(yp[e], gp[j] * xh + bp[j], std::fabs(gp[j] * xh) + std::fabs(bp[j]) + 1.0, "y", e);
-      const double mdy = sdy[u] / rows, mdyx = sdyx[u] / rows;
-      const double ref = gp[j] * inv[u] * (dyp[e] - mdy - xh * mdyx);
-      bwd.compare(dxp[e], ref, gp[j] * inv[u] * (std::fabs(dyp[e]) + std::fabs(mdy) + std::fabs(xh * mdyx)), "dx", e);
-    }
-  for (int64_t j = 0; j < c; ++j) {
-    const size_t u = static_cast<size_t>(j);
-    const double unbiased = var_d[u] * rows / (rows - 1.0);
-    fwd.compare(rv_h.data<float>()[j], (1.0 - kMomentum) + kMomentum * unbiased, 1.0 + unbiased, "running_var", j);
-    // Sums of M terms of size ~1: the scale is sqrt(M) (random signs), generous at 4 * M^0.5.
-    bwd.compare(db_h.data<float>()[j], sdy[u], 4.0 * std::sqrt(static_cast<double>(rows)), "dbeta", j);
-    bwd.compare(dg_h.data<float>()[j], sdyx[u], 4.0 * std::sqrt(static_cast<double>(rows)), "dgamma", j);
-  }
+  const size_t ne = static_cast<size_t>(rows * c), nc = static_cast<size_t>(c);
+  const auto ch = [c](size_t e) { return static_cast<size_t>(static_cast<int64_t>(e) % c); };
+  const auto x_hat = [&](size_t e) { return (xp[e] - mu[ch(e)]) * inv[ch(e)]; };
 
   const double el = static_cast<double>(rows * c);
   const std::string shape = shape_str(xs);
   // Training forward: x read twice at least (statistics, then normalisation), y written.
   Row tf = make_row(name + "/train_fwd", shape, 7.0 * el, 4.0 * (2.0 * el + el));
-  fwd.finish(tf);
+  check_row(
+      tf, ne, [&](size_t e) { return yp[e]; }, [&](size_t e) { return gp[ch(e)] * x_hat(e) + bp[ch(e)]; }, kRtol,
+      "y");
+  check_row(
+      tf, nc, [&](size_t j) { return rv_h.data<float>()[j]; },
+      [&](size_t j) { return (1.0 - kMomentum) + kMomentum * var_d[j] * rows / (rows - 1.0); }, kRtol,
+      "running_var");
   time_checked_row(std::move(tf), opt, m, res, [&] {
     be.batch_norm_stats(x, kMomentum, mean, var, rm, rv);
     be.batch_norm_forward(x, mean, var, gamma, beta, kEps, y);
   });
   // Training backward: dy and x read twice (the sums, then dx), dx written.
   Row tb = make_row(name + "/train_bwd", shape, 9.0 * el, 4.0 * (4.0 * el + el));
-  bwd.finish(tb);
+  check_row(
+      tb, ne, [&](size_t e) { return dxp[e]; },
+      [&](size_t e) {
+        const size_t u = ch(e);
+        return gp[u] * inv[u] * (dyp[e] - sdy[u] / rows - x_hat(e) * sdyx[u] / rows);
+      },
+      kRtol, "dx");
+  check_row(
+      tb, nc, [&](size_t j) { return db_h.data<float>()[j]; }, [&](size_t j) { return sdy[j]; }, kRtol, "dbeta");
+  check_row(
+      tb, nc, [&](size_t j) { return dg_h.data<float>()[j]; }, [&](size_t j) { return sdyx[j]; }, kRtol, "dgamma");
   time_checked_row(std::move(tb), opt, m, res, [&] { be.batch_norm_backward(dy, x, mean, var, gamma, kEps, true, dx, dg, db); });
   // Inference forward with the running statistics (as the timed training steps left them):
   // one read, one write.
   be.batch_norm_forward(x, rm, rv, gamma, beta, kEps, y);
   const Tensor ye_h = y.cpu(), rm_h = rm.cpu(), rv_now = rv.cpu();
-  Checker eval(1e-12, 2e-5);
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t j = 0; j < c; ++j) {
-      const int64_t e = r * c + j;
-      const double xh = (xp[e] - static_cast<double>(rm_h.data<float>()[j])) /
-                        std::sqrt(static_cast<double>(rv_now.data<float>()[j]) + kEps);
-      eval.compare(ye_h.data<float>()[e], gp[j] * xh + bp[j], std::fabs(gp[j] * xh) + std::fabs(bp[j]) + 1.0, "y", e);
-    }
   Row ef = make_row(name + "/eval_fwd", shape, 4.0 * el, 4.0 * 2.0 * el);
-  eval.finish(ef);
+  check_row(
+      ef, ne, [&](size_t e) { return ye_h.data<float>()[e]; },
+      [&](size_t e) {
+        const size_t j = ch(e);
+        const double xh = (xp[e] - static_cast<double>(rm_h.data<float>()[j])) /
+                          std::sqrt(static_cast<double>(rv_now.data<float>()[j]) + kEps);
+        return gp[j] * xh + bp[j];
+      },
+      kRtol, "y");
   time_checked_row(std::move(ef), opt, m, res, [&] { be.batch_norm_forward(x, rm, rv, gamma, beta, kEps, y); });
 }
 

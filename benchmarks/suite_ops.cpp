@@ -11,7 +11,6 @@
 
 #include "benchmarks/bench_common.h"
 #include "benchmarks/suites.h"
-#include "check/compare.h"
 #include "check/op_cases.h"
 #include "core/autograd.h"
 
@@ -47,17 +46,12 @@ SuiteResult run_ops(const Options& opt, const MachineLimits& m) {
     const std::vector<double> ref = c.forward(kiln::check::prepare_inputs(c, kiln::Device::cpu(), false)).to_vector<double>();
     p.inputs = kiln::check::prepare_inputs(c, bench_device(opt), false);
     const Tensor out = c.forward(p.inputs);
-    const kiln::check::Comparison cmp =
-        kiln::check::compare(out.to(kiln::Device::cpu()).to_vector<double>(), ref, c.rtol * kiln::check::mean_abs(ref), c.rtol);
     p.row.name = "op/" + c.name;
     p.row.kind = family(c);
     p.row.shape = case_shape(c, out);
     p.row.flops = c.flops;
     p.row.bytes = c.bytes;
-    p.row.checked = true;
-    p.row.check_ok = cmp.ok;
-    p.row.check = cmp.report;
-    p.row.check_budget = cmp.worst_budget;
+    check_row(p.row, out.to(kiln::Device::cpu()).to_vector<double>(), ref, c.rtol);
     name_w = std::max(name_w, p.row.name.size());
     shape_w = std::max(shape_w, p.row.shape.size());
     prepared.push_back(std::move(p));

@@ -9,6 +9,7 @@
 
 #include "benchmarks/bench_common.h"
 #include "benchmarks/suites.h"
+#include "check/op_cases.h"
 #include "core/backend.h"
 
 namespace kiln::cpubench {
@@ -36,8 +37,9 @@ SuiteResult run_softmax_ce(const Options& opt, const MachineLimits& m) {
       // Double-precision reference of both.
       const float* lp = logits_host.data<float>();
       const float* dp = dlogits_host.data<float>();
-      Checker fwd(1e-6, 1e-6), bwd(1e-7, 1e-5);
-      double loss_ref = 0, loss_scale = 0;
+      // Sums over a row: the op table's softmax-CE (reduction) class.
+      std::vector<double> g_ref(static_cast<size_t>(n * k));
+      double loss_ref = 0;
       for (int64_t i = 0; i < n; ++i) {
         const float* row = lp + i * k;
         const double mx = *std::max_element(row, row + k);
@@ -46,13 +48,9 @@ SuiteResult run_softmax_ce(const Options& opt, const MachineLimits& m) {
         const double lse = mx + std::log(z);
         const int64_t y = lab[static_cast<size_t>(i)];
         loss_ref += (lse - row[y]) / static_cast<double>(n);
-        loss_scale += (std::fabs(lse) + std::fabs(row[y])) / static_cast<double>(n);
-        for (int64_t j = 0; j < k; ++j) {
-          const double g = (std::exp(row[j] - lse) - (j == y ? 1.0 : 0.0)) / static_cast<double>(n);
-          bwd.compare(dp[i * k + j], g, 1.0 / static_cast<double>(n), "dlogits", i * k + j);
-        }
+        for (int64_t j = 0; j < k; ++j)
+          g_ref[static_cast<size_t>(i * k + j)] = (std::exp(row[j] - lse) - (j == y ? 1.0 : 0.0)) / static_cast<double>(n);
       }
-      fwd.compare(loss_host.data<float>()[0], loss_ref, loss_scale, "loss", 0);
 
       const std::string tag = std::to_string(n) + "x" + std::to_string(k);
       const std::string shape = shape_str(Shape{n, k}) + "+labels";
@@ -63,7 +61,7 @@ SuiteResult run_softmax_ce(const Options& opt, const MachineLimits& m) {
       rf.shape = shape + "->loss";
       rf.flops = 4.0 * el;                          // max, subtract, exp, sum (an exp counted as one)
       rf.bytes = 4.0 * el + 8.0 * n + 4.0;          // logits and int64 labels in, the loss out
-      fwd.finish(rf);
+      check_row(rf, {loss_host.data<float>()[0]}, {loss_ref}, kiln::check::kRtolReduction, "loss");
       time_checked_row(std::move(rf), opt, m, res, [&] { be.softmax_cross_entropy(logits, labels, loss); });
 
       Row rb;
@@ -72,7 +70,9 @@ SuiteResult run_softmax_ce(const Options& opt, const MachineLimits& m) {
       rb.shape = shape + "->dlogits";
       rb.flops = 6.0 * el;
       rb.bytes = 8.0 * el + 8.0 * n + 4.0;          // logits in, dlogits out
-      bwd.finish(rb);
+      check_row(
+          rb, g_ref.size(), [&](size_t e) { return dp[e]; }, [&](size_t e) { return g_ref[e]; },
+          kiln::check::kRtolReduction, "dlogits");
       time_checked_row(std::move(rb), opt, m, res,
                        [&] { be.softmax_cross_entropy_backward(logits, labels, dloss, dlogits); });
     }

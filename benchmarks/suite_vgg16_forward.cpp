@@ -10,6 +10,7 @@
 
 #include "benchmarks/bench_common.h"
 #include "benchmarks/suites.h"
+#include "check/op_cases.h"
 #include "core/autograd.h"
 #include "core/ops.h"
 #include "core/tensor.h"
@@ -87,25 +88,17 @@ std::vector<std::array<int64_t, 3>> check_positions(int64_t n, int64_t oh, int64
   return {{0, 0, 0}, {n - 1, oh - 1, ow - 1}, {n / 2, oh / 2, ow / 3}, {n - 1, 0, ow - 1}, {0, oh - 1, 1 % ow}};
 }
 
-// Float32 sums of up to 25088 products: the rounding error stays near eps * sum|terms|
-// (~1e-7 of the scale), while one wrong or missing term moves the result by ~1/K of the
-// scale (>= 4e-5 for K = 25088). 1e-5 separates the two.
-constexpr double kRtol = 1e-5;
-constexpr double kAtol = 1e-6;
+// Float32 sums of up to 25088 products: the op table's reduction class, in its form
+// (check/compare.h). The rounding error stays near eps * sqrt(K) of |y|, while one wrong
+// or missing term moves y by about |y| / sqrt(K) (>= 6e-3 for K = 25088).
+constexpr double kRtol = kiln::check::kRtolReduction;
 
 void check_vgg_layer(const VggLayer& l, const Tensor& x_dev, const Tensor& y_dev, Row& row) {
   Tensor xk, yk, wk, bk;
   const float* x = host_floats(x_dev, xk);
   const float* y = host_floats(y_dev, yk);
-  Checker ck(kAtol, kRtol);
-  const auto at = [](const char* what, std::initializer_list<int64_t> idx) {
-    std::ostringstream os;
-    os << what << "[";
-    bool first = true;
-    for (int64_t i : idx) os << (first ? "" : ",") << i, first = false;
-    os << "]";
-    return os.str();
-  };
+  std::vector<double> got, want;
+  double rtol = kRtol;
   const int64_t n = x_dev.dim(0);
   if (l.kind == VggLayer::Kind::conv) {
     const float* w = host_floats(l.weight, wk);
@@ -113,7 +106,7 @@ void check_vgg_layer(const VggLayer& l, const Tensor& x_dev, const Tensor& y_dev
     const int64_t h = l.h, wd = l.w, c = l.c_in, o_n = l.c_out;
     for (const auto& [b_i, oh, ow] : check_positions(n, h, wd)) {
       for (int64_t o = 0; o < o_n; ++o) {
-        double ref = b[o], scale = std::fabs(b[o]);
+        double ref = b[o];
         for (int64_t kh = 0; kh < 3; ++kh) {
           const int64_t ih = oh - 1 + kh;
           if (ih < 0 || ih >= h) continue;
@@ -122,18 +115,15 @@ void check_vgg_layer(const VggLayer& l, const Tensor& x_dev, const Tensor& y_dev
             if (iw < 0 || iw >= wd) continue;
             const float* xp = x + ((b_i * h + ih) * wd + iw) * c;
             const float* wp = w + ((o * 3 + kh) * 3 + kw) * c;
-            for (int64_t ci = 0; ci < c; ++ci) {
-              const double t = static_cast<double>(xp[ci]) * wp[ci];
-              ref += t;
-              scale += std::fabs(t);
-            }
+            for (int64_t ci = 0; ci < c; ++ci) ref += static_cast<double>(xp[ci]) * wp[ci];
           }
         }
-        ref = std::max(ref, 0.0);
-        ck.compare(y[((b_i * h + oh) * wd + ow) * o_n + o], ref, scale, at("y", {b_i, oh, ow, o}));
+        got.push_back(y[((b_i * h + oh) * wd + ow) * o_n + o]);
+        want.push_back(std::max(ref, 0.0));
       }
     }
   } else if (l.kind == VggLayer::Kind::pool) {
+    rtol = 0;  // a max is exact
     const int64_t h = l.h, wd = l.w, c = l.c_in, oh_n = h / 2, ow_n = wd / 2;
     for (const auto& [b_i, oh, ow] : check_positions(n, oh_n, ow_n)) {
       for (int64_t ci = 0; ci < c; ++ci) {
@@ -141,8 +131,8 @@ void check_vgg_layer(const VggLayer& l, const Tensor& x_dev, const Tensor& y_dev
         for (int64_t kh = 0; kh < 2; ++kh)
           for (int64_t kw = 0; kw < 2; ++kw)
             ref = std::max(ref, static_cast<double>(x[((b_i * h + 2 * oh + kh) * wd + 2 * ow + kw) * c + ci]));
-        // A max is exact: the budget is only there to report, any difference fails.
-        ck.compare(y[((b_i * oh_n + oh) * ow_n + ow) * c + ci], ref, 0.0, at("y", {b_i, oh, ow, ci}));
+        got.push_back(y[((b_i * oh_n + oh) * ow_n + ow) * c + ci]);
+        want.push_back(ref);
       }
     }
   } else {
@@ -151,18 +141,14 @@ void check_vgg_layer(const VggLayer& l, const Tensor& x_dev, const Tensor& y_dev
     const int64_t in = l.c_in, out = l.c_out;
     for (const int64_t r : {int64_t{0}, n - 1}) {
       for (int64_t o = 0; o < out; ++o) {
-        double ref = b[o], scale = std::fabs(b[o]);
-        for (int64_t i = 0; i < in; ++i) {
-          const double t = static_cast<double>(x[r * in + i]) * w[o * in + i];
-          ref += t;
-          scale += std::fabs(t);
-        }
-        if (l.relu) ref = std::max(ref, 0.0);
-        ck.compare(y[r * out + o], ref, scale, at("y", {r, o}));
+        double ref = b[o];
+        for (int64_t i = 0; i < in; ++i) ref += static_cast<double>(x[r * in + i]) * w[o * in + i];
+        got.push_back(y[r * out + o]);
+        want.push_back(l.relu ? std::max(ref, 0.0) : ref);
       }
     }
   }
-  ck.finish(row);
+  check_row(row, got, want, rtol);
 }
 
 Row vgg_row(const VggLayer& l, int64_t n) {

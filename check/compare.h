@@ -4,6 +4,8 @@
 // tests (tests/support/require_close.h).
 #pragma once
 
+#include <cstddef>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -19,8 +21,14 @@ struct Comparison {
 // Element-wise check of out against ref.
 Comparison compare(const std::vector<double>& out, const std::vector<double>& ref, double atol, double rtol);
 
+// As compare, over n elements read through out(i) and ref(i): large tensors (kiln_bench's
+// copies, activations) are judged without first copying them into vectors of doubles.
+Comparison compare(size_t n, const std::function<double(size_t)>& out, const std::function<double(size_t)>& ref,
+                   double atol, double rtol);
+
 // Mean of |ref|: the scale for an absolute tolerance on sums of many terms, where an
 // element near zero cannot be held to a relative bound.
 double mean_abs(const std::vector<double>& ref);
+double mean_abs(size_t n, const std::function<double(size_t)>& ref);
 
 }  // namespace kiln::check
