@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cuda_runtime.h>
+#include <initializer_list>
 
 #include "core/backend.h"
 #include "core/error.h"
@@ -12,11 +13,15 @@
 
 namespace kiln::cuda {
 
-// bf16 ops exist on the CPU only for now (core/ops.h); here they stop with a clear error
-// before any kernel reads 16-bit elements as floats.
-inline void refuse_bf16(const char* op, const Tensor& x) {
-  KILN_CHECK(x.dtype() != DType::bf16, "bf16 ", op, " is not implemented on CUDA yet (got ", x.description(),
-             "); run this segment in float32 on the GPU, or in bfloat16 on the CPU");
+// On the GPU bf16 has the forward ops of a frozen backbone (conv2d, linear, relu,
+// max_pool2d; eval dropout never reaches a backend) and the casts; everything else in
+// bf16 (backward, training dropout, adaptive pooling, elementwise math) is CPU-only for
+// now, and stops here with a clear error before a kernel reads 16-bit elements as floats.
+inline void refuse_bf16(const char* op, std::initializer_list<const Tensor*> tensors) {
+  for (const Tensor* t : tensors)
+    KILN_CHECK(!t->defined() || t->dtype() != DType::bf16, op, " in bfloat16 is CPU-only for now (got ",
+               t->description(), "); CUDA runs bf16 forward conv2d, linear, relu and max_pool2d only: cast to ",
+               "float32 with .to(DType::f32) before this op on the GPU, or run this segment on the CPU");
 }
 
 // Implements Backend on NVIDIA GPUs. Methods live in the .cpp/.cu file of their concept.
@@ -27,6 +32,8 @@ class CudaBackend final : public Backend {
   void synchronize(int index) override;
   MemoryStats memory_stats(int index) override;
   void reset_peak_memory(int index) override;
+  std::string device_name(int index) override;                           // cuda_context.cpp
+  double time_ms(int index, const std::function<void()>& fn) override;  // cuda_context.cpp
   Allocator& allocator(int index) override;
   void copy(const Tensor& src, Tensor& dst, bool non_blocking = false) override;  // cuda_memory.cpp
   // cuda_elementwise.cu
@@ -92,5 +99,7 @@ void launch_column_sum(const float* x, int64_t rows, int64_t cols, float* out, c
 
 // y[r * cols + c] += b[c]: the bias of conv (NHWC, cols = channels) and linear.
 void launch_add_bias(float* y, const float* b, int64_t rows, int64_t cols, cudaStream_t stream);
+// The same in bfloat16: each sum is formed in fp32 and rounded once to bf16 (nearest even).
+void launch_add_bias(BFloat16* y, const BFloat16* b, int64_t rows, int64_t cols, cudaStream_t stream);
 
 }  // namespace kiln::cuda

@@ -1,7 +1,10 @@
 // Convolution on the GPU through cuDNN's legacy convolution API, directly in kiln's
 // layouts: activations NHWC, filters OHWI (cuDNN's KRSC, filter format NHWC), so no
 // transposes. Strict fp32 (FMA math) unless allow_tf32. Descriptors and the chosen
-// algorithm are built once per (device, shape, direction, options) and cached.
+// algorithm are built once per (device, shape, direction, options, dtype) and cached.
+// bfloat16 (forward only): x, w and y are CUDNN_DATA_BFLOAT16 and the convolution computes
+// in CUDNN_DATA_FLOAT (fp32 accumulation) with tensor-op math allowed, algorithm from the
+// same search; the bias is added afterwards in fp32 and rounded to bf16 again.
 #include "kernels/cuda/cuda_conv.h"
 
 #include <algorithm>
@@ -70,10 +73,11 @@ const char* math_name(cudnnMathType_t m) {
 }
 
 // Strict fp32 admits FMA kernels only (the descriptor stays CUDNN_FMA_MATH; some versions
-// report such kernels as DEFAULT). TF32 admits tensor cores but never fp16 down-conversion.
-bool math_allowed(cudnnMathType_t m, bool tf32) {
+// report such kernels as DEFAULT). TF32, and bf16 data, admit tensor cores (tensor_ops)
+// but never a down-conversion of the operands.
+bool math_allowed(cudnnMathType_t m, bool tensor_ops) {
   if (m == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION) return false;
-  return tf32 || m == CUDNN_FMA_MATH || m == CUDNN_DEFAULT_MATH;
+  return tensor_ops || m == CUDNN_FMA_MATH || m == CUDNN_DEFAULT_MATH;
 }
 
 int to_int(int64_t v, const char* what) {
@@ -114,12 +118,16 @@ struct ConvKey {
   Direction dir;
   int64_t n, h, w, c, o, kh, kw, sh, sw, ph, pw;
   bool tf32, exhaustive;
-  auto tie() const { return std::tie(device, dir, n, h, w, c, o, kh, kw, sh, sw, ph, pw, tf32, exhaustive); }
+  bool bf16 = false;  // bf16 tensors, fp32 compute, tensor ops allowed (tf32 is then false: it does not apply)
+  auto tie() const { return std::tie(device, dir, n, h, w, c, o, kh, kw, sh, sw, ph, pw, tf32, exhaustive, bf16); }
+  // Tensor-core kernels are admissible: TF32 asked for, or bf16 data (no conversion either way).
+  bool tensor_ops() const { return tf32 || bf16; }
   bool operator<(const ConvKey& k) const { return tie() < k.tie(); }
   std::string str() const {
     std::ostringstream os;
     os << "x [" << n << ", " << h << ", " << w << ", " << c << "], w [" << o << ", " << kh << ", " << kw << ", " << c
-       << "], stride " << sh << "x" << sw << ", padding " << ph << "x" << pw << (tf32 ? ", tf32" : ", strict fp32");
+       << "], stride " << sh << "x" << sw << ", padding " << ph << "x" << pw
+       << (bf16 ? ", bfloat16 with fp32 accumulation" : tf32 ? ", tf32" : ", strict fp32");
     return os.str();
   }
 };
@@ -130,6 +138,14 @@ ConvKey make_key(int device, Direction dir, const Shape& x_shape, const Shape& w
   return ConvKey{device,      dir,         x_shape[0], x_shape[1], x_shape[2], x_shape[3],
                  w_shape[0],  w_shape[1],  w_shape[2], p.stride_h, p.stride_w, p.pad_h,
                  p.pad_w,     opt.allow_tf32, opt.exhaustive_conv_search};
+}
+
+// The forward key of a bf16 convolution (no backward in bf16 yet).
+ConvKey make_bf16_forward_key(int device, const Shape& x_shape, const Shape& w_shape, const Conv2dParams& p) {
+  ConvKey k = make_key(device, Direction::forward, x_shape, w_shape, p);
+  k.tf32 = false;
+  k.bf16 = true;
+  return k;
 }
 
 struct ConvPlan {
@@ -144,21 +160,23 @@ struct ConvPlan {
 // Descriptors for the key, checked against the output shape the caller allocated.
 std::unique_ptr<ConvPlan> make_descriptors(const ConvKey& k, const Shape& y_shape) {
   auto plan = std::make_unique<ConvPlan>();
-  KILN_CUDNN_CHECK(cudnnSetTensor4dDescriptor(plan->x.d, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, to_int(k.n, "N"),
+  // The data type of x, w and y; the convolution itself always computes in fp32.
+  const cudnnDataType_t data = k.bf16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT;
+  KILN_CUDNN_CHECK(cudnnSetTensor4dDescriptor(plan->x.d, CUDNN_TENSOR_NHWC, data, to_int(k.n, "N"),
                                               to_int(k.c, "C"), to_int(k.h, "H"), to_int(k.w, "W")));
-  KILN_CUDNN_CHECK(cudnnSetFilter4dDescriptor(plan->w.d, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NHWC, to_int(k.o, "O"),
+  KILN_CUDNN_CHECK(cudnnSetFilter4dDescriptor(plan->w.d, data, CUDNN_TENSOR_NHWC, to_int(k.o, "O"),
                                               to_int(k.c, "C"), to_int(k.kh, "KH"), to_int(k.kw, "KW")));
   KILN_CUDNN_CHECK(cudnnSetConvolution2dDescriptor(plan->conv.d, to_int(k.ph, "pad_h"), to_int(k.pw, "pad_w"),
                                                    to_int(k.sh, "stride_h"), to_int(k.sw, "stride_w"), 1, 1,
                                                    CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
-  plan->math = k.tf32 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH;
+  plan->math = k.tensor_ops() ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH;
   KILN_CUDNN_CHECK(cudnnSetConvolutionMathType(plan->conv.d, plan->math));
   int on = 0, oc = 0, oh = 0, ow = 0;
   KILN_CUDNN_CHECK(cudnnGetConvolution2dForwardOutputDim(plan->conv.d, plan->x.d, plan->w.d, &on, &oc, &oh, &ow));
   KILN_CHECK(y_shape.rank() == 4 && y_shape[0] == on && y_shape[1] == oh && y_shape[2] == ow && y_shape[3] == oc,
              current_op(), ": cuDNN computes output [", on, ", ", oh, ", ", ow, ", ", oc, "] for ", k.str(),
              " but the output tensor is ", y_shape);
-  KILN_CUDNN_CHECK(cudnnSetTensor4dDescriptor(plan->y.d, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, on, oc, oh, ow));
+  KILN_CUDNN_CHECK(cudnnSetTensor4dDescriptor(plan->y.d, CUDNN_TENSOR_NHWC, data, on, oc, oh, ow));
   return plan;
 }
 
@@ -292,10 +310,10 @@ size_t search_budget(Direction d, cudnnHandle_t h, const ConvPlan& p) {
 void pick(const ConvKey& k, cudnnHandle_t h, const std::vector<Candidate>& cands, size_t ws_limit, ConvPlan& p) {
   const cudnnMathType_t base = p.math;
   for (const Candidate& c : cands) {
-    if (c.status != CUDNN_STATUS_SUCCESS || !math_allowed(c.math, k.tf32)) continue;
-    // Under TF32 the descriptor takes the candidate's math type (cuDNN needs algorithm and
-    // math type together); strict fp32 keeps FMA whatever the candidate reports.
-    const cudnnMathType_t math = k.tf32 ? c.math : CUDNN_FMA_MATH;
+    if (c.status != CUDNN_STATUS_SUCCESS || !math_allowed(c.math, k.tensor_ops())) continue;
+    // Under TF32 or bf16 the descriptor takes the candidate's math type (cuDNN needs
+    // algorithm and math type together); strict fp32 keeps FMA whatever the candidate reports.
+    const cudnnMathType_t math = k.tensor_ops() ? c.math : CUDNN_FMA_MATH;
     KILN_CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv.d, math));
     size_t bytes = 0;
     if (workspace_size(k.dir, h, p, c.algo, &bytes) != CUDNN_STATUS_SUCCESS) continue;
@@ -351,12 +369,43 @@ void zero(void* p, size_t bytes, cudaStream_t s) {
   if (bytes) KILN_CUDA_CHECK(cudaMemsetAsync(p, 0, bytes, s));
 }
 
+// conv2d_forward in bfloat16: x, w, b and y bf16 (core checked that they match), cuDNN
+// accumulating in fp32 and rounding y once; a bias then costs a second rounding (y + b in
+// fp32, rounded to bf16), which the CPU's fused oneDNN bias does not: at most one more
+// bf16 half-ulp of |y + b|.
+void conv2d_forward_bf16(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p, Tensor& y) {
+  const int dev = x.device().index;
+  OpScope scope("conv2d (bfloat16)", dev);
+  KILN_CHECK(w.dtype() == DType::bf16 && y.dtype() == DType::bf16 && (!b.defined() || b.dtype() == DType::bf16),
+             current_op(), ": x is bfloat16, so w, b and y must be too; got w ", w.description(), ", y ",
+             y.description(), (b.defined() ? ", b " + b.description() : std::string()));
+  if (y.numel() == 0) {
+    scope.done();
+    return;
+  }
+  if (x.numel() == 0 || w.numel() == 0) {
+    zero(y.raw_data(), y.nbytes(), scope.stream());  // C = 0: an empty sum (all-zero bits are bf16 +0)
+  } else {
+    cudnnHandle_t h = cudnn_handle(dev);
+    const ConvKey k = make_bf16_forward_key(dev, x.shape(), w.shape(), p);
+    ConvPlan& plan = plan_for(k, y.shape(), h, ConvData{x.raw_data(), w.raw_data(), y.raw_data()});
+    Workspace ws(dev, plan.workspace_bytes);
+    const float one = 1.0f, zero_f = 0.0f;  // float scaling factors: cuDNN's rule for every non-double type
+    KILN_CUDNN_CHECK(cudnnConvolutionForward(h, &one, plan.x.d, x.raw_data(), plan.w.d, w.raw_data(), plan.conv.d,
+                                             static_cast<cudnnConvolutionFwdAlgo_t>(plan.algo), ws.data(),
+                                             plan.workspace_bytes, &zero_f, plan.y.d, y.raw_data()));
+  }
+  if (b.defined())
+    launch_add_bias(y.data<BFloat16>(), b.data<BFloat16>(), y.numel() / y.dim(3), y.dim(3), scope.stream());
+  scope.done();
+}
+
 }  // namespace
 
 void CudaBackend::conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p,
                                  Tensor& y) {
   // x: [N, H, W, C], w: [O, KH, KW, C], b: [O] or undefined, y: [N, OH, OW, O]
-  refuse_bf16("conv2d", x);
+  if (x.dtype() == DType::bf16) return conv2d_forward_bf16(x, w, b, p, y);
   const int dev = x.device().index;
   OpScope scope("conv2d", dev);
   float* py = y.data<float>();
@@ -384,6 +433,7 @@ void CudaBackend::conv2d_forward(const Tensor& x, const Tensor& w, const Tensor&
 
 void CudaBackend::conv2d_backward_data(const Tensor& dy, const Tensor& w, const Conv2dParams& p, Tensor& dx) {
   // dy: [N, OH, OW, O], w: [O, KH, KW, C], dx: [N, H, W, C]
+  refuse_bf16("conv2d backward-data", {&dy, &w});
   const int dev = dy.device().index;
   OpScope scope("conv2d backward-data", dev);
   float* pdx = dx.data<float>();
@@ -412,6 +462,7 @@ void CudaBackend::conv2d_backward_data(const Tensor& dy, const Tensor& w, const 
 void CudaBackend::conv2d_backward_filter(const Tensor& x, const Tensor& dy, const Conv2dParams& p, Tensor& dw,
                                          Tensor& db) {
   // x: [N, H, W, C], dy: [N, OH, OW, O], dw: [O, KH, KW, C] (cuDNN's KRSC), db: [O] or undefined
+  refuse_bf16("conv2d backward-filter", {&x, &dy});
   const int dev = x.device().index;
   OpScope scope("conv2d backward-filter", dev);
   float* pdw = dw.data<float>();
@@ -448,16 +499,19 @@ std::vector<ConvAlgoInfo> conv_forward_candidates(const Tensor& x, const Tensor&
   KILN_CHECK(x.rank() == 4 && w.rank() == 4 && x.dim(3) == w.dim(3), current_op(), ": expected x [N, H, W, C] and ",
              "w [O, KH, KW, C], got x ", x.shape(), " and w ", w.shape());
   KILN_CHECK(p.stride_h > 0 && p.stride_w > 0, current_op(), ": strides must be positive");
+  KILN_CHECK(x.dtype() == w.dtype() && (x.dtype() == DType::f32 || x.dtype() == DType::bf16), current_op(),
+             ": x and w must both be float32 or both bfloat16, got x ", x.description(), " and w ", w.description());
   const int64_t oh = (x.dim(1) + 2 * p.pad_h - w.dim(1)) / p.stride_h + 1;
   const int64_t ow = (x.dim(2) + 2 * p.pad_w - w.dim(2)) / p.stride_w + 1;
   const Shape y_shape{x.dim(0), oh, ow, w.dim(0)};
   KILN_CHECK(y_shape.numel() > 0 && x.numel() > 0 && w.numel() > 0, current_op(), ": empty convolution, x ",
              x.shape(), ", w ", w.shape(), ", output ", y_shape);
-  Workspace y(dev, static_cast<size_t>(y_shape.numel()) * sizeof(float));  // scratch output
+  Workspace y(dev, static_cast<size_t>(y_shape.numel()) * dtype_size(x.dtype()));  // scratch output
   const ConvData data{x.raw_data(), w.raw_data(), y.data()};
   cudnnHandle_t h = cudnn_handle(dev);
 
-  const ConvKey k = make_key(dev, Direction::forward, x.shape(), w.shape(), p);
+  const ConvKey k = x.dtype() == DType::bf16 ? make_bf16_forward_key(dev, x.shape(), w.shape(), p)
+                                             : make_key(dev, Direction::forward, x.shape(), w.shape(), p);
   const int kiln_algo = plan_for(k, y_shape, h, data).algo;
 
   // Fresh descriptors so the cached plan's math type is left alone.
@@ -469,13 +523,13 @@ std::vector<ConvAlgoInfo> conv_forward_candidates(const Tensor& x, const Tensor&
   std::vector<ConvAlgoInfo> out;
   bool marked = false;
   for (const Candidate& c : cands) {
-    if (c.status != CUDNN_STATUS_SUCCESS || !math_allowed(c.math, k.tf32)) continue;
+    if (c.status != CUDNN_STATUS_SUCCESS || !math_allowed(c.math, k.tensor_ops())) continue;
     ConvAlgoInfo info;
     info.algo = c.algo;
     info.name = forward_algo_name(c.algo);
     info.ms = c.ms;
     info.workspace = c.memory;
-    info.tensor_ops = k.tf32 && c.math != CUDNN_FMA_MATH;
+    info.tensor_ops = k.tensor_ops() && c.math != CUDNN_FMA_MATH;
     info.chosen = !marked && c.algo == kiln_algo;
     marked = marked || info.chosen;
     out.push_back(info);

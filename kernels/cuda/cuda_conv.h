@@ -15,13 +15,13 @@ struct ConvAlgoInfo {
   const char* name = "";    // "IMPLICIT_PRECOMP_GEMM", ...
   float ms = 0;             // cuDNN's measured time
   size_t workspace = 0;     // bytes it needs
-  bool tensor_ops = false;  // may use tensor cores (only offered when allow_tf32)
+  bool tensor_ops = false;  // may use tensor cores (only offered when allow_tf32, or for bfloat16)
   bool chosen = false;      // the one conv2d_forward uses for this shape under the current options
 };
 
 // Runs cuDNN's Find for y = conv(x, w) under the current compute options and returns its
 // successful candidates, fastest first. x: [N, H, W, C], w: [O, KH, KW, C], both float32
-// on the same CUDA device. Writes only scratch memory.
+// or both bfloat16 (fp32 accumulation), on the same CUDA device. Writes only scratch memory.
 std::vector<ConvAlgoInfo> conv_forward_candidates(const Tensor& x, const Tensor& w, const Conv2dParams& p);
 
 }  // namespace kiln::cuda

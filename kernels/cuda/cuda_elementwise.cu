@@ -99,8 +99,10 @@ __global__ void binary_scalar_kernel(BinaryOp op, const float* a, float s, float
   for (int64_t i = global_thread(); i < n; i += grid_threads()) out[i] = common::binary_apply(op, a[i], s);
 }
 
-__global__ void relu_kernel(const float* x, float* y, int64_t n) {
-  for (int64_t i = global_thread(); i < n; i += grid_threads()) y[i] = common::relu(x[i]);
+// T is float or BFloat16 (exact: the output is an input value or zero, converted back losslessly).
+template <typename T>
+__global__ void relu_kernel(const T* x, T* y, int64_t n) {
+  for (int64_t i = global_thread(); i < n; i += grid_threads()) y[i] = T(common::relu(static_cast<float>(x[i])));
 }
 
 // out[i] = lut[i % c][u8[i]]: the table is copied from the host, so the values equal the
@@ -138,7 +140,9 @@ __global__ void convert_kernel(const S* src, D* dst, int64_t n) {
   for (int64_t i = global_thread(); i < n; i += grid_threads()) dst[i] = from_double<D>(to_double(src[i]));
 }
 
-__global__ void add_bias_kernel(float* y, const float* b, int64_t rows, int64_t cols) {
+// T is float or BFloat16; a bf16 sum is formed in fp32 and rounded once.
+template <typename T>
+__global__ void add_bias_kernel(T* y, const T* b, int64_t rows, int64_t cols) {
   const int64_t n = rows * cols;
   const int64_t step = grid_threads();
   const int64_t step_cols = step % cols;
@@ -146,7 +150,7 @@ __global__ void add_bias_kernel(float* y, const float* b, int64_t rows, int64_t 
   int64_t i = global_thread();
   int64_t c = i % cols;
   for (; i < n; i += step) {
-    y[i] += b[c];
+    y[i] = T(static_cast<float>(y[i]) + static_cast<float>(b[c]));
     c += step_cols;
     if (c >= cols) c -= cols;
   }
@@ -276,6 +280,7 @@ void CudaBackend::fill_normal(Tensor& t, PhiloxState s, float mean, float std) {
 // ---------------------------------------------------------------- per-element math
 
 void CudaBackend::binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) {
+  refuse_bf16("add/sub/mul", {&a, &b});
   OpScope scope("binary", out.device().index);
   const int64_t n = out.numel();
   if (n > 0) {
@@ -288,6 +293,7 @@ void CudaBackend::binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& 
 }
 
 void CudaBackend::binary_scalar(BinaryOp op, const Tensor& a, float s, Tensor& out) {
+  refuse_bf16("add/sub/mul with a scalar", {&a});
   OpScope scope("binary_scalar", out.device().index);
   const int64_t n = out.numel();
   if (n > 0) {
@@ -299,10 +305,13 @@ void CudaBackend::binary_scalar(BinaryOp op, const Tensor& a, float s, Tensor& o
 }
 
 void CudaBackend::relu(const Tensor& x, Tensor& y) {
-  refuse_bf16("relu", x);
   OpScope scope("relu", y.device().index);
   const int64_t n = y.numel();
-  if (n > 0) {
+  if (n > 0 && x.dtype() == DType::bf16) {
+    relu_kernel<<<elementwise_blocks(n, kThreads), kThreads, 0, scope.stream()>>>(x.data<BFloat16>(),
+                                                                                  y.data<BFloat16>(), n);
+    KILN_CUDA_CHECK_LAUNCH();
+  } else if (n > 0) {
     relu_kernel<<<elementwise_blocks(n, kThreads), kThreads, 0, scope.stream()>>>(x.data<float>(), y.data<float>(),
                                                                                   n);
     KILN_CUDA_CHECK_LAUNCH();
@@ -311,6 +320,7 @@ void CudaBackend::relu(const Tensor& x, Tensor& y) {
 }
 
 void CudaBackend::relu_backward(const Tensor& y, const Tensor& dy, Tensor& dx) {
+  refuse_bf16("relu backward", {&y, &dy});
   OpScope scope("relu backward", dx.device().index);
   const int64_t n = dx.numel();
   if (n > 0) {
@@ -322,6 +332,7 @@ void CudaBackend::relu_backward(const Tensor& y, const Tensor& dy, Tensor& dx) {
 }
 
 void CudaBackend::dropout(const Tensor& x, float keep, PhiloxState s, Tensor& y) {
+  refuse_bf16("training-form dropout", {&x});  // eval dropout returns x before any backend
   OpScope scope("dropout", y.device().index);
   const int64_t n = y.numel();
   if (n > 0) {
@@ -356,6 +367,13 @@ void launch_convert(const void* src, DType src_dtype, void* dst, DType dst_dtype
 }
 
 void launch_add_bias(float* y, const float* b, int64_t rows, int64_t cols, cudaStream_t stream) {
+  const int64_t n = rows * cols;
+  if (n <= 0) return;
+  add_bias_kernel<<<elementwise_blocks(n, kThreads), kThreads, 0, stream>>>(y, b, rows, cols);
+  KILN_CUDA_CHECK_LAUNCH();
+}
+
+void launch_add_bias(BFloat16* y, const BFloat16* b, int64_t rows, int64_t cols, cudaStream_t stream) {
   const int64_t n = rows * cols;
   if (n <= 0) return;
   add_bias_kernel<<<elementwise_blocks(n, kThreads), kThreads, 0, stream>>>(y, b, rows, cols);

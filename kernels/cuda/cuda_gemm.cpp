@@ -2,7 +2,10 @@
 // column-major, so each row-major [r, c] matrix is read as its column-major transpose
 // [c, r] and every product is computed transposed (C^T = B^T A^T). The bias of the
 // forward pass rides in the GEMM's epilogue. Descriptors and the heuristic's algorithm
-// are built once per (device, shape, options, pointer alignments) and cached.
+// are built once per (device, shape, options, pointer alignments, dtype) and cached.
+// bfloat16 (forward only): A, B, C and the bias are CUDA_R_16BF, computed with
+// CUBLAS_COMPUTE_32F (fp32 accumulation, float scaling); the epilogue adds the bias in fp32
+// and rounds each output to bf16 once, as the CPU's oneDNN matmul does.
 #include "kernels/cuda/cuda_gemm.h"
 
 #include <cstdint>
@@ -48,13 +51,14 @@ struct GemmKey {
   int64_t m, n, k;  // column-major C[m, n] = op(A)[m, k] op(B)[k, n]
   bool bias, tf32;
   uint32_t align_a, align_b, align_c, align_bias;
-  auto tie() const { return std::tie(device, kind, m, n, k, bias, tf32, align_a, align_b, align_c, align_bias); }
+  bool bf16 = false;  // bf16 matrices and bias, fp32 compute (tf32 is then false: it does not apply)
+  auto tie() const { return std::tie(device, kind, m, n, k, bias, tf32, align_a, align_b, align_c, align_bias, bf16); }
   bool operator<(const GemmKey& o) const { return tie() < o.tie(); }
   std::string str() const {
     std::ostringstream os;
     os << kind_name(kind) << " (column-major m=" << m << " n=" << n << " k=" << k << (bias ? ", bias" : "")
-       << (tf32 ? ", tf32" : ", strict fp32") << ", alignments " << align_a << "/" << align_b << "/" << align_c
-       << ")";
+       << (bf16 ? ", bfloat16 with fp32 accumulation" : tf32 ? ", tf32" : ", strict fp32") << ", alignments "
+       << align_a << "/" << align_b << "/" << align_c << ")";
     return os.str();
   }
 };
@@ -87,23 +91,28 @@ struct PreferenceGuard {
 
 // One call: column-major C[m, n] = op_a(A) op_b(B) (+ bias[m] broadcast over columns).
 // A is stored [m, k] (op N) or [k, m] (op T) with leading dimension lda; B likewise.
+// A, B, C and bias hold `dtype` elements (float32, or bfloat16 for the forward).
 struct GemmCall {
   GemmKind kind;
   cublasOperation_t op_a, op_b;
   int64_t m, n, k;
-  const float* A;
+  const void* A;
   int64_t lda;
-  const float* B;
+  const void* B;
   int64_t ldb;
-  float* C;
+  void* C;
   int64_t ldc;
-  const float* bias;  // nullptr: none
+  const void* bias;  // nullptr: none
+  DType dtype = DType::f32;
 };
 
 std::unique_ptr<GemmPlan> make_plan(const GemmKey& key, const GemmCall& g, cublasLtHandle_t h) {
   auto plan = std::make_unique<GemmPlan>();
+  // bf16 accumulates in plain fp32 (its products are exact in fp32), with float alpha/beta.
   const cublasComputeType_t compute = key.tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
   KILN_CUBLAS_CHECK(cublasLtMatmulDescCreate(&plan->op, compute, CUDA_R_32F));
+  // The matrices' element type.
+  const cudaDataType_t data = key.bf16 ? CUDA_R_16BF : CUDA_R_32F;
   const int32_t op_a = g.op_a, op_b = g.op_b;
   KILN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_TRANSA, &op_a, sizeof(op_a)));
   KILN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_TRANSB, &op_b, sizeof(op_b)));
@@ -115,12 +124,17 @@ std::unique_ptr<GemmPlan> make_plan(const GemmKey& key, const GemmCall& g, cubla
     const void* bias = g.bias;
     KILN_CUBLAS_CHECK(
         cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
+    if (key.bf16) {  // the default already, spelled out: the bias is read as bf16
+      const int32_t bias_type = CUDA_R_16BF;
+      KILN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type,
+                                                       sizeof(bias_type)));
+    }
   }
   // Stored shapes: rows x cols of the matrix before its op, column-major.
   const bool ta = g.op_a == CUBLAS_OP_T, tb = g.op_b == CUBLAS_OP_T;
-  KILN_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->a, CUDA_R_32F, ta ? g.k : g.m, ta ? g.m : g.k, g.lda));
-  KILN_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->b, CUDA_R_32F, tb ? g.n : g.k, tb ? g.k : g.n, g.ldb));
-  KILN_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->c, CUDA_R_32F, g.m, g.n, g.ldc));
+  KILN_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->a, data, ta ? g.k : g.m, ta ? g.m : g.k, g.lda));
+  KILN_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->b, data, tb ? g.n : g.k, tb ? g.k : g.n, g.ldb));
+  KILN_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->c, data, g.m, g.n, g.ldc));
 
   PreferenceGuard pref;
   const uint64_t max_ws = kMaxWorkspaceBytes;
@@ -169,16 +183,20 @@ GemmPlan& plan_for(const GemmKey& key, const GemmCall& g, cublasLtHandle_t h) {
 // Runs one GEMM on the scope's stream. k == 0 gives C = 0 (+ bias).
 void gemm(const OpScope& scope, int device, const GemmCall& g) {
   if (g.m == 0 || g.n == 0) return;
+  const bool bf16 = g.dtype == DType::bf16;
   if (g.k == 0) {
-    KILN_CUDA_CHECK(cudaMemsetAsync(g.C, 0, static_cast<size_t>(g.m * g.n) * sizeof(float), scope.stream()));
-    // C^T is row-major [n, m]: bias over its columns.
-    if (g.bias) launch_add_bias(g.C, g.bias, g.n, g.m, scope.stream());
+    KILN_CUDA_CHECK(cudaMemsetAsync(g.C, 0, static_cast<size_t>(g.m * g.n) * dtype_size(g.dtype), scope.stream()));
+    // C^T is row-major [n, m]: bias over its columns (0 + b is exact in bf16 too).
+    if (g.bias && bf16)
+      launch_add_bias(static_cast<BFloat16*>(g.C), static_cast<const BFloat16*>(g.bias), g.n, g.m, scope.stream());
+    else if (g.bias)
+      launch_add_bias(static_cast<float*>(g.C), static_cast<const float*>(g.bias), g.n, g.m, scope.stream());
     return;
   }
   const GemmKey key{device,         g.kind,         g.m,
                     g.n,            g.k,            g.bias != nullptr,
-                    compute_options().allow_tf32, alignment(g.A), alignment(g.B),
-                    alignment(g.C), g.bias ? alignment(g.bias) : 256u};
+                    !bf16 && compute_options().allow_tf32, alignment(g.A), alignment(g.B),
+                    alignment(g.C), g.bias ? alignment(g.bias) : 256u, bf16};
   cublasLtHandle_t h = cublaslt_handle(device);
   GemmPlan& plan = plan_for(key, g, h);
   Workspace ws(device, plan.workspace_bytes);
@@ -193,11 +211,26 @@ void gemm(const OpScope& scope, int device, const GemmCall& g) {
                                    &plan.algo, ws.data(), plan.workspace_bytes, scope.stream()));
 }
 
+// linear_forward in bfloat16: x, w, b and y bf16 (core checked that they match).
+void linear_forward_bf16(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y) {
+  const int dev = x.device().index;
+  OpScope scope("linear (bfloat16)", dev);
+  KILN_CHECK(w.dtype() == DType::bf16 && y.dtype() == DType::bf16 && (!b.defined() || b.dtype() == DType::bf16),
+             current_op(), ": x is bfloat16, so w, b and y must be too; got w ", w.description(), ", y ",
+             y.description(), (b.defined() ? ", b " + b.description() : std::string()));
+  const int64_t rows = x.dim(0), in = x.dim(1), out = w.dim(0);
+  // Column-major: y^T[out, N] = (w viewed [in, out])^T (x viewed [in, N]), as in float32.
+  gemm(scope, dev,
+       GemmCall{GemmKind::forward, CUBLAS_OP_T, CUBLAS_OP_N, out, rows, in, w.raw_data(), in, x.raw_data(), in,
+                y.raw_data(), out, b.defined() ? b.raw_data() : nullptr, DType::bf16});
+  scope.done();
+}
+
 }  // namespace
 
 void CudaBackend::linear_forward(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y) {
   // x: [N, in], w: [out, in], b: [out] or undefined, y: [N, out]
-  refuse_bf16("linear", x);
+  if (x.dtype() == DType::bf16) return linear_forward_bf16(x, w, b, y);
   const int dev = x.device().index;
   OpScope scope("linear", dev);
   const int64_t rows = x.dim(0), in = x.dim(1), out = w.dim(0);
@@ -211,6 +244,7 @@ void CudaBackend::linear_forward(const Tensor& x, const Tensor& w, const Tensor&
 void CudaBackend::linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, Tensor& dx, Tensor& dw,
                                   Tensor& db) {
   // dy: [N, out], x: [N, in], w: [out, in]; dx: [N, in], dw: [out, in], db: [out], each optional
+  refuse_bf16("linear backward", {&dy, &x, &w});
   const int dev = dy.device().index;
   OpScope scope("linear backward", dev);
   const int64_t rows = dy.dim(0), out = dy.dim(1);

@@ -1,5 +1,6 @@
 // Max pooling on the GPU, NHWC, with the CPU's window and tie rules (kernels/common/pool.h),
-// so values and argmax agree with the CPU backend element for element.
+// so values and argmax agree with the CPU backend element for element, in float32 and in
+// bfloat16 (forward only).
 #include <cmath>
 #include <cstdint>
 
@@ -14,9 +15,11 @@ constexpr int kThreads = 256;
 
 // One thread per output element (n, oh, ow, c), channel fastest: neighbouring threads read
 // neighbouring channels of the same input pixel, so every window load is coalesced.
-// x: [N, H, W, C], y and argmax: [N, OH, OW, C]; argmax may be null.
-__global__ void max_pool_forward_kernel(const float* x, int64_t h, int64_t w, int64_t c, int64_t oh, int64_t ow,
-                                        Pool2dParams p, int64_t total, float* y, int32_t* argmax) {
+// x: [N, H, W, C], y and argmax: [N, OH, OW, C]; argmax may be null. T is float or
+// BFloat16: comparisons run in float and the winning element is stored as it was (exact).
+template <typename T>
+__global__ void max_pool_forward_kernel(const T* x, int64_t h, int64_t w, int64_t c, int64_t oh, int64_t ow,
+                                        Pool2dParams p, int64_t total, T* y, int32_t* argmax) {
   const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += step) {
     const int64_t k = i % c;
@@ -28,18 +31,20 @@ __global__ void max_pool_forward_kernel(const float* x, int64_t h, int64_t w, in
     const common::WindowRange rh = common::pool_window(r, p.stride_h, p.pad_h, p.kernel_h, h);
     const common::WindowRange rw = common::pool_window(j, p.stride_w, p.pad_w, p.kernel_w, w);
     float best = -INFINITY;
+    T best_t = T(best);
     int64_t best_pos = rh.begin * w + rw.begin;
     for (int64_t hh = rh.begin; hh < rh.end; ++hh) {
-      const float* row = x + ((b * h + hh) * w) * c + k;
+      const T* row = x + ((b * h + hh) * w) * c + k;
       for (int64_t ww = rw.begin; ww < rw.end; ++ww) {
-        const float v = row[ww * c];
-        if (common::pool_takes(v, best)) {
-          best = v;
+        const T v = row[ww * c];
+        if (common::pool_takes(static_cast<float>(v), best)) {
+          best = static_cast<float>(v);
+          best_t = v;
           best_pos = hh * w + ww;
         }
       }
     }
-    y[i] = best;
+    y[i] = best_t;
     if (argmax) argmax[i] = static_cast<int32_t>(best_pos);
   }
 }
@@ -80,6 +85,7 @@ __global__ void adaptive_avg_backward_kernel(const float* dy, int64_t h, int64_t
 }  // namespace
 
 void CudaBackend::adaptive_avg_pool2d_forward(const Tensor& x, Tensor& y) {
+  refuse_bf16("adaptive_avg_pool2d", {&x});
   OpScope scope("adaptive_avg_pool2d", y.device().index);
   const int64_t total = y.numel();
   if (total > 0) {
@@ -91,6 +97,7 @@ void CudaBackend::adaptive_avg_pool2d_forward(const Tensor& x, Tensor& y) {
 }
 
 void CudaBackend::adaptive_avg_pool2d_backward(const Tensor& dy, Tensor& dx) {
+  refuse_bf16("adaptive_avg_pool2d backward", {&dy});
   OpScope scope("adaptive_avg_pool2d backward", dx.device().index);
   const int64_t total = dx.numel();
   if (total > 0) {
@@ -102,15 +109,18 @@ void CudaBackend::adaptive_avg_pool2d_backward(const Tensor& dy, Tensor& dx) {
 }
 
 void CudaBackend::max_pool2d_forward(const Tensor& x, const Pool2dParams& p, Tensor& y, Tensor& argmax) {
-  refuse_bf16("max_pool2d", x);
   OpScope scope("max_pool2d", y.device().index);
   const int64_t h = x.dim(1), w = x.dim(2), c = x.dim(3);
   const int64_t oh = y.dim(1), ow = y.dim(2);
   const int64_t total = y.numel();
   if (total > 0) {
     int32_t* pi = argmax.defined() ? argmax.data<int32_t>() : nullptr;
-    max_pool_forward_kernel<<<elementwise_blocks(total, kThreads), kThreads, 0, scope.stream()>>>(
-        x.data<float>(), h, w, c, oh, ow, p, total, y.data<float>(), pi);
+    if (x.dtype() == DType::bf16)
+      max_pool_forward_kernel<<<elementwise_blocks(total, kThreads), kThreads, 0, scope.stream()>>>(
+          x.data<BFloat16>(), h, w, c, oh, ow, p, total, y.data<BFloat16>(), pi);
+    else
+      max_pool_forward_kernel<<<elementwise_blocks(total, kThreads), kThreads, 0, scope.stream()>>>(
+          x.data<float>(), h, w, c, oh, ow, p, total, y.data<float>(), pi);
     KILN_CUDA_CHECK_LAUNCH();
   }
   scope.done();
@@ -124,6 +134,7 @@ void CudaBackend::max_pool2d_forward(const Tensor& x, const Pool2dParams& p, Ten
 // windows sums their gradients in arrival order, so results may differ in the last bit
 // from run to run.
 void CudaBackend::max_pool2d_backward(const Tensor& dy, const Tensor& argmax, Tensor& dx) {
+  refuse_bf16("max_pool2d backward", {&dy});
   OpScope scope("max_pool2d backward", dx.device().index);
   if (dx.numel() > 0) KILN_CUDA_CHECK(cudaMemsetAsync(dx.raw_data(), 0, dx.nbytes(), scope.stream()));
   const int64_t total = dy.numel();
