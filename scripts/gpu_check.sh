@@ -11,9 +11,14 @@
 #           with --compare against PyTorch on the same GPU
 #   resnet  vgg_finetune demo --model resnet50 on the GPU (batch norm's CUDA kernels in a
 #           real run; added 2026-12-02, not yet run on a GPU)
+#   bf16    the bfloat16 forward ops on the GPU (cuDNN conv, cuBLASLt linear, relu, max-pool,
+#           casts) against the CPU's, then one VGG16 conv layer (conv4_2, batch 32) and fc6
+#           (batch 64) timed in bf16 and fp32 with cuDNN's chosen bf16 algorithm (exhaustive
+#           search for both dtypes, as the bench); ~10 s (added 2026-12-02, not yet run on a GPU)
 #   table   the summary of every section run, printed last
 # Each section writes its logs and one summary line ($OUT/summary.tsv) as soon as it ends,
-# so a timeout loses nothing already measured. SECTIONS=demo,table reruns some alone.
+# so a timeout loses nothing already measured. SECTIONS=demo,table reruns some alone
+# (SECTIONS=bf16,table: the bf16 section alone).
 # Logs go to $OUT (or /tmp/kiln_gpu).
 #
 # Usage (from the repository root): [SECTIONS=...] bash scripts/gpu_check.sh [PACK_DIR=.gpu]
@@ -43,9 +48,10 @@
 set -uo pipefail
 PACK=${1:-.gpu}
 OUT=${OUT:-/tmp/kiln_gpu}
-SECTIONS=${SECTIONS:-tests,demo,resume,bench,resnet,table}
+SECTIONS=${SECTIONS:-tests,demo,resume,bench,resnet,bf16,table}
 # KILN_CHECK_DEVICE=cpu: a dry run of the script's logic on a machine without a GPU (with
-# RESUME_SIZE=32 and SECTIONS=resume,table it takes a minute on 2 cores).
+# RESUME_SIZE=32 and SECTIONS=resume,table it takes a minute on 2 cores; SECTIONS=bf16,table
+# a second, every case reporting "CUDA case skipped").
 DEVICE=${KILN_CHECK_DEVICE:-cuda}
 mkdir -p "$OUT"
 START=$(date +%s)
@@ -161,6 +167,20 @@ if want resnet; then
     tee "$OUT/resnet.log" | tail -20
   rc=${PIPESTATUS[0]}
   summary resnet "$rc" "$(demo_summary "$OUT/resnet.log")"
+  (( RC |= rc )); stamp
+fi
+
+if want bf16; then
+  echo "== bf16: bfloat16 forward ops on the GPU against the CPU's, then bf16 vs fp32 timing"
+  # The [cuda] bf16 cases under heuristics (the tests section also runs them both ways);
+  # the timing case under exhaustive search, so neither dtype is timed with a poor algorithm.
+  timeout 120 "$PACK/bin/kiln_tests" "[cuda][bf16]~[timing]" --reporter compact 2>&1 | tee "$OUT/bf16.log" | tail -25
+  rc=${PIPESTATUS[0]}
+  KILN_CONV_SEARCH=exhaustive timeout 120 "$PACK/bin/kiln_tests" "[cuda][bf16][timing]" --reporter compact 2>&1 |
+    tee "$OUT/bf16_timing.log" | tail -8
+  (( rc |= PIPESTATUS[0] ))
+  summary bf16 "$rc" "$(grep -h -E '^(Passed|Failed|All tests)' "$OUT"/bf16*.log | tr '\n' ' ')$(grep -h -E \
+    '^bf16 timing: (conv|fc6)' "$OUT/bf16_timing.log" | sed 's/^bf16 timing: //' | tr '\n' ' ')"
   (( RC |= rc )); stamp
 fi
 
