@@ -25,6 +25,8 @@ Loader::Loader(Dataset dataset, LoaderOptions options)
   KILN_CHECK(n < (int64_t{1} << 32), "Loader: ", n, " samples; at most 2^32 supported");
   KILN_CHECK(opt_.batch_size > 0, "Loader: batch_size must be positive, got ", opt_.batch_size);
   KILN_CHECK(opt_.num_workers > 0, "Loader: num_workers must be positive, got ", opt_.num_workers);
+  KILN_CHECK(opt_.shard_count >= 1 && opt_.shard_rank >= 0 && opt_.shard_rank < opt_.shard_count, "Loader: shard ",
+             opt_.shard_rank, " of ", opt_.shard_count, " is not a rank of the shard count");
   KILN_CHECK(opt_.prefetch_batches > 0, "Loader: prefetch_batches must be positive, got ", opt_.prefetch_batches);
   KILN_CHECK(opt_.crop > 0 && opt_.resize_shorter >= 0, "Loader: crop ", opt_.crop, " must be positive and resize ",
              opt_.resize_shorter, " non-negative");
@@ -50,6 +52,11 @@ Loader::~Loader() {
   }
   work_cv_.notify_all();
   for (auto& t : workers_) t.join();
+}
+
+ShardRange shard_of(int64_t batch_begin, int64_t batch_end, int rank, int count) {
+  const int64_t n = batch_end - batch_begin;
+  return ShardRange{batch_begin + n * rank / count, batch_begin + n * (rank + 1) / count};
 }
 
 std::vector<int64_t> Loader::epoch_order(uint64_t epoch) const {
@@ -140,8 +147,10 @@ Batch Loader::build(int64_t job) {
   b.epoch = opt_.start_epoch + static_cast<uint64_t>(job / batches_per_epoch_);
   b.index = job % batches_per_epoch_;
   const auto order = order_for(b.epoch);
-  const int64_t begin = b.index * opt_.batch_size;
-  const int64_t end = std::min<int64_t>(begin + opt_.batch_size, static_cast<int64_t>(order->size()));
+  const ShardRange sh = shard_of(b.index * opt_.batch_size,
+                                 std::min<int64_t>((b.index + 1) * opt_.batch_size, static_cast<int64_t>(order->size())),
+                                 opt_.shard_rank, opt_.shard_count);
+  const int64_t begin = sh.begin, end = sh.end;
   const int64_t n = end - begin, s = opt_.crop;
   std::shared_ptr<const std::vector<AtlasEntry>> atlas;
   if (bytes_) {

@@ -57,10 +57,24 @@ struct LoaderOptions {
   bool augment_on_device = true;
   bool pin_memory = true;     // build batches in pinned host memory (plain memory without a GPU)
   int64_t cache_bytes = int64_t{2} << 30;  // decode-once budget; 0 turns the cache off
+  // Data-parallel: this process serves only its shard of every batch. batch_size is then the
+  // global batch and batches_per_epoch the global count; rank shard_rank of shard_count gets
+  // the slice shard_of gives of each batch's positions (possibly empty for a short last
+  // batch), so the ranks together see every sample of an epoch exactly once, and each
+  // sample's crop and flip, keyed by (seed, epoch, sample), do not depend on the rank count.
+  int shard_rank = 0, shard_count = 1;
   bool strict = false;        // a file that cannot be decoded is an error, not a warning
   bool warn = true;           // print one line to stderr for each file skipped
   DecodeOptions decode;
 };
+
+// Positions [begin, end) of a batch's positions [batch_begin, batch_end): rank `rank` of
+// `count` takes a contiguous slice, the slices in rank order tile the batch and differ in
+// size by at most one (the last ranks take the extra samples).
+struct ShardRange {
+  int64_t begin = 0, end = 0;
+};
+ShardRange shard_of(int64_t batch_begin, int64_t batch_end, int rank, int count);
 
 struct Batch {
   Tensor images;       // [n, crop, crop, 3] float32 on LoaderOptions::device (NHWC)

@@ -1,0 +1,123 @@
+// Data-parallel sharding (io/loader.h shard_of, LoaderOptions::shard_rank/shard_count):
+// the ranks' slices tile every global batch, so each epoch serves every sample exactly once
+// with no overlap, and a sample's pixels (crop and flip) do not depend on the rank count.
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <filesystem>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "io/image.h"
+#include "io/loader.h"
+#include "tests/support/reference.h"
+
+namespace fs = std::filesystem;
+using namespace kiln;
+using namespace kiln::io;
+
+TEST_CASE("shard_of tiles a batch into near-equal contiguous slices", "[dist]") {
+  for (int64_t n = 0; n <= 9; ++n)
+    for (int count = 1; count <= 4; ++count) {
+      int64_t at = 100;
+      for (int r = 0; r < count; ++r) {
+        const ShardRange s = shard_of(100, 100 + n, r, count);
+        CHECK(s.begin == at);
+        CHECK(s.end >= s.begin);
+        const int64_t size = s.end - s.begin;
+        CHECK((size == n / count || size == n / count + 1));
+        at = s.end;
+      }
+      CHECK(at == 100 + n);
+    }
+}
+
+namespace {
+
+// 2 classes x 7 PNGs (14 samples): with batch 4 the last global batch holds 2.
+std::string make_dataset() {
+  const fs::path root = test::make_temp_dir("sharding");
+  for (const char* c : {"a", "b"}) {
+    fs::create_directories(root / c);
+    for (int i = 0; i < 7; ++i) {
+      Image img;
+      img.width = 20 + i, img.height = 18 + 2 * i;
+      img.pixels.resize(static_cast<size_t>(img.width) * img.height * 3);
+      for (size_t k = 0; k < img.pixels.size(); ++k)
+        img.pixels[k] = static_cast<uint8_t>((k * 2654435761u + static_cast<uint32_t>(i * 31 + c[0])) >> 9);
+      write_png((root / c / ("img" + std::to_string(i) + ".png")).string(), img);
+    }
+  }
+  return root.string();
+}
+
+struct Served {
+  std::vector<std::vector<int64_t>> indices;  // per global batch, in rank order
+  std::vector<std::vector<float>> pixels;
+};
+
+// Two epochs of `count` sharded loaders, each global batch's rows joined in rank order.
+Served serve(const Dataset& ds, int count) {
+  LoaderOptions o;
+  o.batch_size = 4;
+  o.num_workers = 2;
+  o.resize_shorter = 20;
+  o.crop = 16;
+  o.seed = 11;
+  o.shard_count = count;
+  std::vector<std::unique_ptr<Loader>> ranks;
+  for (int r = 0; r < count; ++r) {
+    o.shard_rank = r;
+    ranks.push_back(std::make_unique<Loader>(ds, o));
+  }
+  Served out;
+  for (int e = 0; e < 2; ++e)
+    for (;;) {
+      std::vector<int64_t> idx;
+      std::vector<float> px;
+      bool any = false;
+      for (auto& l : ranks) {
+        std::optional<Batch> b = l->next();
+        if (!b) continue;
+        any = true;
+        idx.insert(idx.end(), b->indices.begin(), b->indices.end());
+        const std::vector<float> v = b->images.to_vector<float>();
+        px.insert(px.end(), v.begin(), v.end());
+      }
+      if (!any) break;
+      out.indices.push_back(idx);
+      out.pixels.push_back(px);
+    }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("sharded loaders serve each sample once per epoch, as one loader would", "[dist]") {
+  const std::string root = make_dataset();
+  const Dataset ds = image_folder(root);
+  REQUIRE(ds.size() == 14);
+  const Served one = serve(ds, 1);
+  REQUIRE(one.indices.size() == 8);  // 4 batches per epoch, 2 epochs
+  for (int count : {2, 3}) {
+    INFO("ranks: " << count);
+    const Served many = serve(ds, count);
+    REQUIRE(many.indices.size() == one.indices.size());
+    for (size_t b = 0; b < one.indices.size(); ++b) {
+      CHECK(many.indices[b] == one.indices[b]);
+      CHECK(many.pixels[b] == one.pixels[b]);
+    }
+    for (int e = 0; e < 2; ++e) {
+      std::vector<int64_t> seen;
+      for (size_t b = 4 * static_cast<size_t>(e); b < 4 * static_cast<size_t>(e + 1); ++b)
+        seen.insert(seen.end(), many.indices[b].begin(), many.indices[b].end());
+      std::sort(seen.begin(), seen.end());
+      std::vector<int64_t> all(14);
+      std::iota(all.begin(), all.end(), 0);
+      CHECK(seen == all);
+    }
+  }
+  CHECK(one.indices[0] != one.indices[4]);  // shuffled: the epochs differ
+  fs::remove_all(root);
+}
