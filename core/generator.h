@@ -22,11 +22,19 @@ class Generator {
   void set_state(PhiloxState s);
   // Restarts the stream at offset 0 with a new seed.
   void manual_seed(uint64_t seed) { set_state(PhiloxState{seed, 0}); }
+  // Data-parallel training: until cleared (local = 0), a reservation of n numbers is taken
+  // as this process's `local` rows (n / local numbers each) of a global batch of `global`
+  // rows whose first here is row `first`. The stream advances as for the whole batch and the
+  // returned offset is row `first`'s, so a row's numbers (its dropout mask) do not depend on
+  // how the batch is split across processes. A row's numbers must be a multiple of 4 when
+  // first > 0 (offsets count Philox blocks of 4).
+  void set_row_window(int64_t first, int64_t local, int64_t global);
 
  private:
   mutable std::mutex mu_;
   uint64_t seed_ = 0;
   uint64_t offset_ = 0;
+  int64_t first_ = 0, local_ = 0, global_ = 0;  // the row window; local_ 0: none
 };
 
 // The process-wide generator used when an op is given none.

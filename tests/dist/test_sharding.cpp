@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "core/generator.h"
+#include "core/ops.h"
 #include "io/image.h"
 #include "io/loader.h"
 #include "tests/support/reference.h"
@@ -120,4 +122,34 @@ TEST_CASE("sharded loaders serve each sample once per epoch, as one loader would
   }
   CHECK(one.indices[0] != one.indices[4]);  // shuffled: the epochs differ
   fs::remove_all(root);
+}
+
+TEST_CASE("dropout masks keyed by the global row do not depend on how a batch is split", "[dist]") {
+  // One process: a batch of 6 rows of 8 values after some earlier use of the stream.
+  const Tensor x = Tensor::ones(Shape{6, 8});
+  Generator one(5);
+  one.reserve(12);
+  const std::vector<float> whole = dropout(x, 0.5f, true, one).to_vector<float>();
+  for (const std::vector<int64_t>& cuts : std::vector<std::vector<int64_t>>{{0, 2, 6}, {0, 3, 4, 6}, {0, 0, 6}}) {
+    std::vector<float> joined;
+    PhiloxState after{};
+    for (size_t r = 0; r + 1 < cuts.size(); ++r) {
+      Generator g(5);
+      g.reserve(12);
+      const int64_t rows = cuts[r + 1] - cuts[r];
+      if (rows > 0) {
+        g.set_row_window(cuts[r], rows, 6);
+        const std::vector<float> part = dropout(x.slice(cuts[r], cuts[r + 1]), 0.5f, true, g).to_vector<float>();
+        g.set_row_window(0, 0, 0);
+        joined.insert(joined.end(), part.begin(), part.end());
+        after = g.state();
+        CHECK(after.offset == one.state().offset);  // every rank's stream advanced as the whole batch's
+      }
+    }
+    CHECK(joined == whole);
+  }
+  Generator odd(5);
+  odd.set_row_window(1, 1, 2);
+  CHECK_THROWS_WITH(dropout(Tensor::ones(Shape{1, 3}), 0.5f, true, odd),
+                    Catch::Contains("multiple of 4 values") && Catch::Contains("rows have 3"));
 }
