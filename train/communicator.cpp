@@ -74,6 +74,10 @@ LaunchEnv launch_env_from(const std::function<const char*(const char*)>& get) {
   } else {
     const std::string addr = str_var(get, "MASTER_ADDR"), port = str_var(get, "MASTER_PORT");
     if (!addr.empty() || !port.empty()) {
+      // torchrun's agent serves its own store (PyTorch's protocol) on MASTER_PORT.
+      KILN_CHECK(str_var(get, "TORCHELASTIC_USE_AGENT_STORE").empty(), "launch: under torchrun, MASTER_PORT ",
+                 port, " is torchrun's own store: give kiln another, KILN_RENDEZVOUS=tcp:", addr, ":<free port> (or "
+                 "file:<dir>), in the environment torchrun starts from");
       KILN_CHECK(!addr.empty() && !port.empty(), "launch: set both MASTER_ADDR and MASTER_PORT (got MASTER_ADDR='",
                  addr, "', MASTER_PORT='", port, "')");
       env.rendezvous = "tcp:" + addr + ":" + port;
