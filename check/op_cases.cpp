@@ -289,6 +289,94 @@ void append_math_cases(Generator& g, std::vector<OpCase>& cases) {
   }
 }
 
+// The bfloat16 form of an fp32 case: inputs rounded to bf16 values (held in float32), named
+// "<op>/bf16_<shape>", held to the fp32 op at rtol. Every floating input and the output are
+// bf16, so the bytes moved halve; the FLOPs do not change.
+OpCase bf16_variant(OpCase k, double rtol) {
+  const size_t slash = k.name.find('/');
+  k.name = k.name.substr(0, slash + 1) + "bf16_" + k.name.substr(slash + 1);
+  for (Tensor& t : k.inputs)
+    if (is_floating(t.dtype())) t = t.to(DType::bf16).to(DType::f32);
+  k.dtype = DType::bf16;
+  k.rtol = rtol;
+  k.bytes *= 0.5;
+  return k;
+}
+
+// bfloat16 cases, on a generator of their own so that the fp32 cases keep their inputs:
+// the ops a bf16 segment runs, at odd shapes, forward and backward.
+void append_bf16_cases(std::vector<OpCase>& cases) {
+  Generator g(20261202);
+  cases.push_back(bf16_variant(conv_case(g, "k3_s1_p1_bias", 2, 5, 6, 3, 4, 3, 3, 1, 1, true), kRtolBf16));
+  cases.push_back(bf16_variant(conv_case(g, "k3_s2_p0_odd_batch1", 1, 7, 5, 2, 3, 3, 3, 2, 0, true), kRtolBf16));
+  cases.push_back(bf16_variant(conv_case(g, "k1_s1_p0_nobias", 2, 4, 3, 4, 5, 1, 1, 1, 0, false), kRtolBf16));
+  cases.push_back(bf16_variant(with_linear_cost(simple("linear/bias", "linear",
+                                   {randn(g, {3, 7}), randn(g, {5, 7}), randn(g, {5})}, {true, true, true},
+                                   [](const std::vector<Tensor>& in) { return linear(in[0], in[1], in[2]); }, 0)),
+                               kRtolBf16));
+  cases.push_back(bf16_variant(with_linear_cost(simple("linear/nobias_batch16", "linear",
+                                   {randn(g, {16, 5}), randn(g, {7, 5})}, {true, true},
+                                   [](const std::vector<Tensor>& in) { return linear(in[0], in[1]); }, 0)),
+                               kRtolBf16));
+  cases.push_back(bf16_variant(streaming(simple("relu/away_from_kink", "relu", {away_from_zero(g, {3, 5, 2})}, {true},
+                                                [](const std::vector<Tensor>& in) { return relu(in[0]); }, 0),
+                                         1, 30),
+                               kRtolExact));
+  // Distinct inputs stay distinct in bf16 here: 0.1 apart, below 16 in magnitude (ulp <= 1/16).
+  cases.push_back(bf16_variant(pool_case(g, "k2_s2", 2, 6, 6, 3, 2, 2, 0), kRtolExact));
+  // Overlapping windows: backward sums up to four gradients per input, rounded once.
+  cases.push_back(bf16_variant(pool_case(g, "k3_s2_p1_odd_batch1", 1, 7, 5, 2, 3, 2, 1), kRtolBf16));
+  cases.push_back(bf16_variant(adaptive_case(g, "10x10_to_7x7_overlap", 1, 10, 10, 2, 7, 7), kRtolBf16));
+  cases.push_back(bf16_variant(adaptive_case(g, "global_1x1", 2, 3, 4, 5, 1, 1), kRtolBf16));
+  // ResNet's residual add.
+  cases.push_back(bf16_variant(streaming(simple("add/tensor", "add", {randn(g, {3, 4}), randn(g, {3, 4})}, {true, true},
+                                                [](const std::vector<Tensor>& in) { return add(in[0], in[1]); }, 0),
+                                         1, 12),
+                               kRtolBf16));
+  {
+    // Training form: the fp32 op's Philox mask (reference_extras), x / keep rounded once.
+    OpCase k = simple("dropout/train_keep0.7", "dropout", {randn(g, {4, 9})}, {true},
+                      [](const std::vector<Tensor>& in) {
+                        Generator dg(78);
+                        return dropout(in[0], 0.7f, true, dg);
+                      },
+                      0);
+    k.params = {{"keep", 0.7}};
+    Generator dg(78);
+    const PhiloxState st = dg.reserve(36);
+    std::vector<float> mask(36);
+    for (uint64_t i = 0; i < 36; ++i) mask[i] = philox_uniform(st, i) < 0.7f ? 1.0f : 0.0f;
+    k.reference_extras = {Tensor::from_vector(mask, Shape{4, 9})};
+    set_streaming_cost(k, 2, 36);
+    cases.push_back(bf16_variant(k, kRtolBf16));
+  }
+  {
+    // Eval form: the input itself (the reference reads it as a keep-everything mask).
+    OpCase k = simple("dropout/eval", "dropout", {randn(g, {3, 5})}, {true},
+                      [](const std::vector<Tensor>& in) { return dropout(in[0], 0.5f, false); }, 0);
+    k.params = {{"keep", 1.0}};
+    k.reference_extras = {Tensor::ones(Shape{3, 5})};
+    set_streaming_cost(k, 0, 15);
+    cases.push_back(bf16_variant(k, kRtolExact));
+  }
+  // The casts (Tensor::to): bf16 -> f32 widens exactly; f32 -> bf16 of a widened value is
+  // exact too, both ways (f32 -> bf16 rounding of arbitrary values: tests/kernels/test_bf16.cpp).
+  {
+    OpCase k = streaming(simple("cast/to_f32", "cast", {randn(g, {3, 7})}, {true},
+                                [](const std::vector<Tensor>& in) { return in[0].to(DType::f32); }, 0),
+                         1, 21);
+    // Its backward rounds the fp32 upstream gradient to bf16: one rounding.
+    k = bf16_variant(k, kRtolBf16);
+    k.bytes = 2.0 * 21 + 4.0 * 21;  // reads bf16, writes f32
+    cases.push_back(k);
+    cases.push_back(bf16_variant(
+        streaming(simple("cast/to_f32_and_back", "cast", {randn(g, {2, 3, 5})}, {true},
+                         [](const std::vector<Tensor>& in) { return in[0].to(DType::f32).to(DType::bf16); }, 0),
+                  2, 30),
+        kRtolExact));
+  }
+}
+
 }  // namespace
 
 std::vector<OpCase> all_op_cases() {
@@ -320,17 +408,31 @@ std::vector<OpCase> all_op_cases() {
   cases.push_back(batch_norm_case(g, "train_batch1_4x3x3", 1, 4, 3, 3, true, true, 0.1f));
   cases.push_back(batch_norm_case(g, "eval_single_pixel_1x1x1x3", 1, 1, 1, 3, false, true, 0.1f));
   append_math_cases(g, cases);
+  append_bf16_cases(cases);
   return cases;
 }
 
-std::vector<Tensor> prepare_inputs(const OpCase& c, Device device, bool requires_grad) {
+namespace {
+std::vector<Tensor> inputs_as(const OpCase& c, DType dtype, Device device, bool requires_grad) {
   std::vector<Tensor> out;
   for (size_t i = 0; i < c.inputs.size(); ++i) {
-    Tensor t = c.inputs[i].to(device).clone();
+    const Tensor& src = c.inputs[i];
+    Tensor t = (is_floating(src.dtype()) ? src.to(dtype) : src).to(device).clone();
     if (requires_grad && c.differentiable[i]) t.set_requires_grad(true);
     out.push_back(t);
   }
   return out;
 }
+}  // namespace
+
+std::vector<Tensor> prepare_inputs(const OpCase& c, Device device, bool requires_grad) {
+  return inputs_as(c, c.dtype, device, requires_grad);
+}
+
+std::vector<Tensor> prepare_fp32_inputs(const OpCase& c, Device device, bool requires_grad) {
+  return inputs_as(c, DType::f32, device, requires_grad);
+}
+
+bool runs_on(const OpCase& c, Device device) { return device.is_cpu() || c.dtype == DType::f32; }
 
 }  // namespace kiln::check

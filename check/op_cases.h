@@ -18,6 +18,15 @@ namespace kiln::check {
 // floor of rtol * mean|ref| for sums of many terms whose elements can be near zero.
 constexpr double kRtolElementwise = 1e-5;
 constexpr double kRtolReduction = 1e-4;  // conv, linear, softmax-CE, sums
+// bfloat16 cases against the fp32 op on the same bf16-rounded values: one rounding of the
+// result (or gradient) to bf16, at most 2^-8 of its value, plus fp32 accumulation-order
+// differences (at most K * 2^-24 of the sum of |terms|, K <= 100 in the table); 2^-7
+// leaves a factor two for the latter.
+constexpr double kRtolBf16 = 1.0 / 128;
+// Ops whose every output and gradient element is an input value or 0 (relu, max-pool
+// without overlapping windows, the bf16 -> f32 -> bf16 round trip, eval dropout): no
+// rounding, so no tolerance.
+constexpr double kRtolExact = 0;
 
 // One op at one shape: its inputs, how to run it, its reference and tolerance, its cost.
 struct OpCase {
@@ -28,6 +37,10 @@ struct OpCase {
   std::vector<bool> differentiable;        // one per input
   std::function<Tensor(const std::vector<Tensor>&)> forward;
   double rtol = kRtolReduction;
+  // The dtype the op gets its floating inputs in. A bfloat16 case holds them here in
+  // float32, already bf16-rounded, so its forward on float32 inputs is the fp32 op on the
+  // same values: the reference its output and gradients are held to (at rtol).
+  DType dtype = DType::f32;
   // Values whose reference needs more than the inputs (the dropout mask), written as
   // extra inputs for the reference script only.
   std::vector<Tensor> reference_extras;
@@ -44,7 +57,14 @@ struct OpCase {
 // Every op case, inputs generated deterministically.
 std::vector<OpCase> all_op_cases();
 
-// Inputs moved to `device`, with requires_grad set on the differentiable ones.
+// Inputs moved to `device`, floating ones in the case's dtype, with requires_grad set on
+// the differentiable ones.
 std::vector<Tensor> prepare_inputs(const OpCase& c, Device device, bool requires_grad);
+// The same inputs with the floating ones in float32: the fp32 op's run of a bf16 case.
+std::vector<Tensor> prepare_fp32_inputs(const OpCase& c, Device device, bool requires_grad);
+
+// Whether `device`'s backend runs the case: the bfloat16 cases are CPU-only until the CUDA
+// backend has bf16 kernels (it refuses bf16 today), so a CUDA run skips them.
+bool runs_on(const OpCase& c, Device device);
 
 }  // namespace kiln::check

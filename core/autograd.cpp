@@ -71,6 +71,8 @@ namespace {
 
 void accumulate_leaf(TensorImpl& leaf, const Tensor& g) {
   KILN_CHECK(g.shape() == leaf.shape, "backward: gradient of shape ", g.shape(), " for a leaf of shape ", leaf.shape);
+  KILN_CHECK(g.dtype() == leaf.dtype, "backward: a ", dtype_name(g.dtype()), " gradient for a ", dtype_name(leaf.dtype),
+             " leaf ", leaf.shape, "; a gradient has its tensor's dtype (cast with .to(DType), which converts it back)");
   if (!leaf.grad) {
     // Gradients are never modified in place, so sharing g's memory is safe.
     leaf.grad = g.detach().impl_ptr();
@@ -88,10 +90,10 @@ void run_backward(const Tensor& root, const Tensor& seed_in, bool retain_graph) 
   if (!seed.defined()) {
     KILN_CHECK(root.numel() == 1, "backward() without a seed gradient needs a scalar, got ", root.description(),
                "; pass dL/d(output) as the seed");
-    seed = Tensor::ones(root.shape(), TensorOptions{DType::f32, root.device()});
+    seed = Tensor::ones(root.shape(), TensorOptions{root.dtype(), root.device()});
   }
-  KILN_CHECK(seed.shape() == root.shape(), "backward(): seed gradient ", seed.description(), " does not match ",
-             root.description());
+  KILN_CHECK(seed.shape() == root.shape() && seed.dtype() == root.dtype(), "backward(): seed gradient ",
+             seed.description(), " does not match ", root.description(), " (shape and dtype must agree)");
   NoGradGuard no_grad;
   if (root.is_leaf()) {
     accumulate_leaf(root.impl(), seed);

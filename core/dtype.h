@@ -1,6 +1,6 @@
 // Element types a tensor can hold. Compute ops run in float32 (fp32 master weights);
-// bfloat16 is a storage format with conversions and the dtype of the inference-only ops
-// listed in core/ops.h; integers hold labels, indices and pixels.
+// bfloat16 is a storage format with conversions and the dtype of the ops core/ops.h lists
+// for it (forward and backward, fp32 accumulation); integers hold labels, indices, pixels.
 #pragma once
 
 #include <cstddef>

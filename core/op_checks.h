@@ -15,8 +15,8 @@ inline void float32(const char* op, const char* what, const Tensor& t) {
   KILN_CHECK(t.dtype() == DType::f32, op, ": ", what, " must be float32, got ", t.description());
 }
 
-// The ops a frozen segment runs (conv2d, linear, relu, max_pool2d, inference dropout)
-// also take bfloat16: storage and output in bf16, arithmetic accumulated in fp32.
+// The ops a bf16 segment runs (core/ops.h lists them) also take bfloat16, forward and
+// backward: storage, output and gradients in bf16, arithmetic accumulated in fp32.
 inline void float32_or_bf16(const char* op, const char* what, const Tensor& t) {
   defined(op, what, t);
   KILN_CHECK(t.dtype() == DType::f32 || t.dtype() == DType::bf16, op, ": ", what,
@@ -30,13 +30,6 @@ inline void same_dtype(const char* op, const char* what_a, const Tensor& a, cons
              dtype_name(b.dtype()), " (", a.description(), " vs ", b.description(), "); convert one with .to(DType::",
              a.dtype() == DType::bf16 ? "bf16" : "f32", ") or .to(DType::", b.dtype() == DType::bf16 ? "bf16" : "f32",
              ") so that both match");
-}
-
-// bf16 has no backward yet: a bf16 op whose inputs need a gradient is refused, not
-// silently detached. `record` is autograd::needs_grad of the op's inputs.
-inline void bf16_inference_only(const char* op, const Tensor& x, bool record) {
-  KILN_CHECK(!(record && x.dtype() == DType::bf16), op, ": bfloat16 is inference-only for now (no backward), but ",
-             "an input requires grad (", x.description(), "); freeze the layer, detach the input, or run it in float32");
 }
 
 inline void rank(const char* op, const char* what, const Tensor& t, int64_t r, const char* layout) {

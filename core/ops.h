@@ -2,10 +2,16 @@
 // and the shapes), calls the backend of its inputs' device, and records an autograd node
 // only when grad mode is on and some input requires grad.
 // Layout: activations NHWC, conv filters OHWI, linear weights [out, in]. Compute is float32.
-// bfloat16 (inference only, no backward yet): conv2d, linear, relu, max_pool2d and eval
-// dropout also take bf16 and return bf16, accumulating in fp32; every operand of a call
-// (bias included) has the input's dtype, and a bf16 input that needs a gradient is an
-// error. CPU only; the CUDA backend refuses bf16 with a kiln::Error.
+// bfloat16, forward and backward: conv2d, linear, relu, max_pool2d, dropout (both forms,
+// the fp32 op's Philox masks), adaptive_avg_pool2d, add/sub/mul (tensor and scalar) and
+// the views (reshape, flatten, slice) also take bf16 and return bf16, accumulating in
+// fp32; every operand of a call (bias included) has the input's dtype (mixed dtypes are an
+// error naming both), and gradients have their tensor's dtype. The one cast is
+// Tensor::to(DType): differentiable between float32 and bfloat16, its backward converts
+// the gradient back, so fp32 master weights cast to bf16 for compute get fp32 gradients.
+// Float32 only: batch_norm2d, softmax, log_softmax, softmax_cross_entropy, sum, mean,
+// argmax, l2_penalty and the optimizer updates (cast around them). CPU only; the CUDA
+// backend refuses bf16 with a kiln::Error.
 #pragma once
 
 #include <span>

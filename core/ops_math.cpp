@@ -6,7 +6,9 @@
 namespace kiln {
 namespace {
 
-TensorOptions like(const Tensor& t, DType dt = DType::f32) { return TensorOptions{dt, t.device()}; }
+// Options for a new tensor on t's device, of t's dtype unless told otherwise.
+TensorOptions like(const Tensor& t) { return TensorOptions{t.dtype(), t.device()}; }
+TensorOptions like(const Tensor& t, DType dt) { return TensorOptions{dt, t.device()}; }
 
 const char* binary_name(BinaryOp op) {
   switch (op) {
@@ -57,8 +59,9 @@ struct BinaryNode final : Node {
 
 Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b) {
   const char* name = binary_name(op);
-  checks::float32(name, "a", a);
-  checks::float32(name, "b", b);
+  checks::float32_or_bf16(name, "a", a);
+  checks::float32_or_bf16(name, "b", b);
+  checks::same_dtype(name, "a", a, "b", b);
   checks::same_device(name, "a", a, "b", b);
   checks::same_shape(name, a, b);
   Tensor out = Tensor::empty(a.shape(), like(a));
@@ -88,7 +91,7 @@ struct ScalarNode final : Node {
 };
 
 Tensor binary_scalar(BinaryOp op, const Tensor& a, float s) {
-  checks::float32(binary_name(op), "a", a);
+  checks::float32_or_bf16(binary_name(op), "a", a);
   Tensor out = Tensor::empty(a.shape(), like(a));
   backend_for(a.device()).binary_scalar(op, a, s, out);
   if (autograd::needs_grad({&a})) {
@@ -359,7 +362,7 @@ Tensor lut_u8(const Tensor& u8, const Tensor& lut) {
   KILN_CHECK(u8.rank() >= 1 && u8.dim(-1) == lut.dim(0), op, ": pixels ", u8.shape(), " have ",
              u8.rank() >= 1 ? u8.dim(-1) : 0, " channels, the table ", lut.dim(0));
   checks::same_device(op, "pixels", u8, "table", lut);
-  Tensor out = Tensor::empty(u8.shape(), like(u8));
+  Tensor out = Tensor::empty(u8.shape(), like(u8, DType::f32));
   if (out.numel() > 0) backend_for(u8.device()).lut_u8(u8, lut, out);
   return out;
 }
@@ -394,7 +397,7 @@ Tensor crop_flip_lut_u8(const Tensor& atlas, const Tensor& desc, const Tensor& l
     KILN_CHECK(room >= 0 && h <= room / 3 && w <= room / 3 / h, op, ": desc row ", i, ": an image of height ", h,
                ", width ", w, " at byte offset ", off, " does not lie inside the atlas of ", bytes, " bytes");
   }
-  Tensor out = Tensor::empty(Shape{n, crop, crop, 3}, like(atlas));
+  Tensor out = Tensor::empty(Shape{n, crop, crop, 3}, like(atlas, DType::f32));
   if (out.numel() == 0) return out;
   Tensor on_device = desc;
   if (!atlas.device().is_cpu()) {

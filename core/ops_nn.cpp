@@ -8,7 +8,9 @@
 namespace kiln {
 namespace {
 
-TensorOptions like(const Tensor& t, DType dt = DType::f32) { return TensorOptions{dt, t.device()}; }
+// Options for a new tensor on t's device, of t's dtype unless told otherwise.
+TensorOptions like(const Tensor& t) { return TensorOptions{t.dtype(), t.device()}; }
+TensorOptions like(const Tensor& t, DType dt) { return TensorOptions{dt, t.device()}; }
 
 // ---------------------------------------------------------------- conv2d
 struct Conv2dNode final : Node {
@@ -74,12 +76,11 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dPar
                w.shape(), ", got ", b.shape());
   }
   const bool record = autograd::needs_grad({&x, &w, &b});
-  checks::bf16_inference_only(op, x, record);
   const int64_t oh = window_out_size(x.dim(1), w.dim(1), p.stride_h, p.pad_h);
   const int64_t ow = window_out_size(x.dim(2), w.dim(2), p.stride_w, p.pad_w);
   KILN_CHECK(oh >= 1 && ow >= 1, op, ": kernel ", w.dim(1), "x", w.dim(2), " with padding ", p.pad_h, "x", p.pad_w,
              " does not fit input ", x.shape());
-  Tensor y = Tensor::empty(Shape{x.dim(0), oh, ow, w.dim(0)}, like(x, x.dtype()));
+  Tensor y = Tensor::empty(Shape{x.dim(0), oh, ow, w.dim(0)}, like(x));
   backend_for(x.device()).conv2d_forward(x, w, b, p, y);
   if (record) {
     auto node = std::make_shared<Conv2dNode>();
@@ -124,9 +125,8 @@ Tensor max_pool2d(const Tensor& x, const Pool2dParams& p) {
   const int64_t oh = window_out_size(x.dim(1), p.kernel_h, p.stride_h, p.pad_h);
   const int64_t ow = window_out_size(x.dim(2), p.kernel_w, p.stride_w, p.pad_w);
   KILN_CHECK(oh >= 1 && ow >= 1, op, ": window ", p.kernel_h, "x", p.kernel_w, " does not fit input ", x.shape());
-  Tensor y = Tensor::empty(Shape{x.dim(0), oh, ow, x.dim(3)}, like(x, x.dtype()));
+  Tensor y = Tensor::empty(Shape{x.dim(0), oh, ow, x.dim(3)}, like(x));
   const bool record = autograd::needs_grad({&x});
-  checks::bf16_inference_only(op, x, record);
   Tensor idx;
   if (record) idx = Tensor::empty(y.shape(), like(x, DType::i32));
   backend_for(x.device()).max_pool2d_forward(x, p, y, idx);
@@ -155,7 +155,7 @@ struct AdaptiveAvgPoolNode final : Node {
 
 Tensor adaptive_avg_pool2d(const Tensor& x, int64_t out_h, int64_t out_w) {
   const char* op = "adaptive_avg_pool2d";
-  checks::float32(op, "input x", x);
+  checks::float32_or_bf16(op, "input x", x);
   checks::rank(op, "input x", x, 4, "[N, H, W, C]");
   KILN_CHECK(out_h >= 1 && out_w >= 1, op, ": output size must be >= 1, got ", out_h, "x", out_w);
   KILN_CHECK(x.dim(1) >= 1 && x.dim(2) >= 1, op, ": input x has an empty spatial grid ", x.shape());
@@ -308,8 +308,7 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
                w.shape(), ", got ", b.shape());
   }
   const bool record = autograd::needs_grad({&x, &w, &b});
-  checks::bf16_inference_only(op, x, record);
-  Tensor y = Tensor::empty(Shape{x.dim(0), w.dim(0)}, like(x, x.dtype()));
+  Tensor y = Tensor::empty(Shape{x.dim(0), w.dim(0)}, like(x));
   backend_for(x.device()).linear_forward(x, w, b, y);
   if (record) {
     auto node = std::make_shared<LinearNode>();
@@ -342,8 +341,7 @@ struct ReluNode final : Node {
 Tensor relu(const Tensor& x) {
   checks::float32_or_bf16("relu", "input x", x);
   const bool record = autograd::needs_grad({&x});
-  checks::bf16_inference_only("relu", x, record);
-  Tensor y = Tensor::empty(x.shape(), like(x, x.dtype()));
+  Tensor y = Tensor::empty(x.shape(), like(x));
   backend_for(x.device()).relu(x, y);
   if (record) {
     auto node = std::make_shared<ReluNode>();
@@ -372,8 +370,6 @@ Tensor dropout(const Tensor& x, float keep_prob, bool training, Generator& gen) 
   checks::float32_or_bf16("dropout", "input x", x);
   KILN_CHECK(keep_prob > 0.0f && keep_prob <= 1.0f, "dropout: keep_prob must be in (0, 1], got ", keep_prob);
   if (!training || keep_prob == 1.0f) return x;
-  KILN_CHECK(x.dtype() == DType::f32, "dropout: training-form dropout takes float32, got ", x.description(),
-             "; bfloat16 is inference-only for now (training false passes it through)");
   const PhiloxState s = gen.reserve(static_cast<uint64_t>(x.numel()));
   Tensor y = Tensor::empty(x.shape(), like(x));
   backend_for(x.device()).dropout(x, keep_prob, s, y);

@@ -119,10 +119,30 @@ Tensor Tensor::to(Device device) const {
   return out;
 }
 
+namespace {
+// The cast's backward: the incoming gradient converted back to the input's dtype (a bf16
+// compute copy's gradient lands on its fp32 master weight as fp32). It keeps nothing.
+struct CastNode final : Node {
+  explicit CastNode(DType from) : Node("cast"), from(from) {}
+  DType from;
+  std::vector<Tensor> apply(const Tensor& g) override {
+    Tensor gx = Tensor::empty(g.shape(), TensorOptions{from, g.device()});
+    gx.copy_from(g);
+    return {gx};
+  }
+};
+}  // namespace
+
 Tensor Tensor::to(DType dtype) const {
   if (dtype == this->dtype()) return *this;
   Tensor out = empty(shape(), TensorOptions{dtype, device()});
   out.copy_from(*this);
+  // Differentiable between the floating dtypes; a cast to integers ends the graph.
+  if (is_floating(dtype) && is_floating(this->dtype()) && autograd::needs_grad({this})) {
+    auto node = std::make_shared<CastNode>(this->dtype());
+    node->next = {autograd::edge_for(*this)};
+    autograd::set_history(out, node);
+  }
   return out;
 }
 

@@ -104,7 +104,10 @@ class Tensor {
   Tensor slice(int64_t begin, int64_t end) const;
   // A copy on `device` (this tensor itself when it is already there).
   Tensor to(Device device) const;
-  // A copy converted to `dtype` (this tensor itself when it already has it).
+  // A copy converted to `dtype` (this tensor itself when it already has it); kiln's one
+  // cast. Between float32 and bfloat16 it is differentiable: when this tensor requires grad
+  // (and grad mode is on) it records a node whose backward converts the gradient back to
+  // this tensor's dtype, so fp32 master weights cast to bf16 for compute get fp32 grads.
   Tensor to(DType dtype) const;
   // Shorthand for to(Device::cpu()).
   Tensor cpu() const { return to(Device::cpu()); }

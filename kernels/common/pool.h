@@ -35,17 +35,20 @@ KILN_HD WindowRange adaptive_covering(int64_t i, int64_t out, int64_t in) {
 // map. `img` points at the channel's first value in one NHWC image, `c` is the channel
 // stride. Both backends compute every element through this, so they sum in one order
 // and give the same bits.
-KILN_HD float adaptive_avg_at(const float* img, int64_t i, int64_t j, int64_t h, int64_t w, int64_t c, int64_t oh,
+// T is float or bfloat16 (read as float: the sum is fp32 either way).
+template <typename T>
+KILN_HD float adaptive_avg_at(const T* img, int64_t i, int64_t j, int64_t h, int64_t w, int64_t c, int64_t oh,
                               int64_t ow) {
   const WindowRange rh = adaptive_window(i, oh, h), rw = adaptive_window(j, ow, w);
   float sum = 0.0f;
   for (int64_t hh = rh.begin; hh < rh.end; ++hh)
-    for (int64_t ww = rw.begin; ww < rw.end; ++ww) sum += img[(hh * w + ww) * c];
+    for (int64_t ww = rw.begin; ww < rw.end; ++ww) sum += static_cast<float>(img[(hh * w + ww) * c]);
   return sum * (1.0f / static_cast<float>((rh.end - rh.begin) * (rw.end - rw.begin)));
 }
 // Its gradient at input (hh, ww) of one channel: dy / area summed over the windows that
 // cover it (a gather: no atomics). `grad` points at the channel's first value of dy.
-KILN_HD float adaptive_avg_grad_at(const float* grad, int64_t hh, int64_t ww, int64_t h, int64_t w, int64_t c,
+template <typename T>
+KILN_HD float adaptive_avg_grad_at(const T* grad, int64_t hh, int64_t ww, int64_t h, int64_t w, int64_t c,
                                    int64_t oh, int64_t ow) {
   const WindowRange ci = adaptive_covering(hh, oh, h), cj = adaptive_covering(ww, ow, w);
   float sum = 0.0f;
@@ -53,7 +56,7 @@ KILN_HD float adaptive_avg_grad_at(const float* grad, int64_t hh, int64_t ww, in
     const WindowRange rh = adaptive_window(i, oh, h);
     for (int64_t j = cj.begin; j < cj.end; ++j) {
       const WindowRange rw = adaptive_window(j, ow, w);
-      sum += grad[(i * ow + j) * c] * (1.0f / static_cast<float>((rh.end - rh.begin) * (rw.end - rw.begin)));
+      sum += static_cast<float>(grad[(i * ow + j) * c]) * (1.0f / static_cast<float>((rh.end - rh.begin) * (rw.end - rw.begin)));
     }
   }
   return sum;

@@ -1,8 +1,8 @@
 // Convolution on the CPU through oneDNN, in kiln's layouts: activations NHWC, filters
 // OHWI. oneDNN picks its preferred filter layout (format_tag::any); kiln reorders to and
 // from OHWI around the call. Primitives are built once per shape and dtype and cached.
-// bfloat16 (forward only): x, w, bias and y in bf16, oneDNN accumulating in fp32
-// (brgconv:avx512_core_bf16 where the CPU has it).
+// bfloat16, forward and backward: x, w, bias, y and their gradients in bf16, oneDNN
+// accumulating in fp32 (brgconv/jit avx512_core_bf16 kernels where the CPU has them).
 #include <map>
 #include <mutex>
 #include <oneapi/dnnl/dnnl.hpp>
@@ -39,6 +39,9 @@ struct ConvPlan {
   memory::dims strides, pad;
   std::unique_ptr<dnnl::convolution_forward::primitive_desc> fwd_pd;
   std::unique_ptr<dnnl::convolution_forward> fwd;
+  // bf16 only: the forward_training descriptor the backward primitives take as their hint
+  // (fwd_pd is built for inference there).
+  std::unique_ptr<dnnl::convolution_forward::primitive_desc> train_hint_pd;
   std::unique_ptr<dnnl::convolution_backward_data::primitive_desc> bwd_data_pd;
   std::unique_ptr<dnnl::convolution_backward_data> bwd_data;
   std::unique_ptr<dnnl::convolution_backward_weights::primitive_desc> bwd_w_pd;
@@ -50,6 +53,16 @@ ConvKey make_key(const Tensor& x, const Shape& wshape, const Shape& yshape, cons
                  p.stride_h,     p.stride_w, p.pad_h,  p.pad_w,  yshape[1], yshape[2], bias, x.dtype() == DType::bf16};
 }
 
+dt data_type(const ConvKey& k) { return k.bf16 ? dt::bf16 : dt::f32; }
+
+std::unique_ptr<dnnl::convolution_forward::primitive_desc> forward_pd(const ConvPlan& plan, const ConvKey& k,
+                                                                     dnnl::prop_kind prop) {
+  memory::desc w_any({k.o, k.c, k.kh, k.kw}, data_type(k), tag::any);
+  dnnl::convolution_forward::desc d(prop, dnnl::algorithm::convolution_direct, plan.x_md, w_any, plan.b_md,
+                                    plan.y_md, plan.strides, plan.pad, plan.pad);
+  return std::make_unique<dnnl::convolution_forward::primitive_desc>(d, onednn_engine());
+}
+
 ConvPlan& plan_for(const ConvKey& k) {
   static std::mutex mu;
   static std::map<ConvKey, std::unique_ptr<ConvPlan>> cache;
@@ -57,23 +70,26 @@ ConvPlan& plan_for(const ConvKey& k) {
   auto& slot = cache[k];
   if (slot) return *slot;
   auto plan = std::make_unique<ConvPlan>();
-  const dt t = k.bf16 ? dt::bf16 : dt::f32;
+  const dt t = data_type(k);
   plan->x_md = memory::desc({k.n, k.c, k.h, k.w}, t, tag::nhwc);
   plan->y_md = memory::desc({k.n, k.o, k.oh, k.ow}, t, tag::nhwc);
   plan->w_user_md = memory::desc({k.o, k.c, k.kh, k.kw}, t, tag::ohwi);
   plan->b_md = k.bias ? memory::desc({k.o}, t, tag::x) : memory::desc();
   plan->strides = {k.sh, k.sw};
   plan->pad = {k.ph, k.pw};
-  memory::desc w_any({k.o, k.c, k.kh, k.kw}, t, tag::any);
-  // bf16 has no backward: its forward is built for inference, which oneDNN may run faster.
+  // bf16's forward is built for inference (the frozen backbone's case, which oneDNN may run
+  // faster); its backward gets a training descriptor of its own (backward_hint).
   const auto prop = k.bf16 ? dnnl::prop_kind::forward_inference : dnnl::prop_kind::forward_training;
-  onednn_guarded("conv2d", [&] { return k.str(); }, [&] {
-    dnnl::convolution_forward::desc d(prop, dnnl::algorithm::convolution_direct,
-                                      plan->x_md, w_any, plan->b_md, plan->y_md, plan->strides, plan->pad, plan->pad);
-    plan->fwd_pd = std::make_unique<dnnl::convolution_forward::primitive_desc>(d, onednn_engine());
-  });
+  onednn_guarded("conv2d", [&] { return k.str(); }, [&] { plan->fwd_pd = forward_pd(*plan, k, prop); });
   slot = std::move(plan);
   return *slot;
+}
+
+// The forward descriptor the backward primitives of plan are built against.
+const dnnl::convolution_forward::primitive_desc& backward_hint(ConvPlan& plan, const ConvKey& k) {
+  if (!k.bf16) return *plan.fwd_pd;
+  if (!plan.train_hint_pd) plan.train_hint_pd = forward_pd(plan, k, dnnl::prop_kind::forward_training);
+  return *plan.train_hint_pd;
 }
 
 
@@ -106,13 +122,14 @@ void CpuBackend::conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& 
 
 void CpuBackend::conv2d_backward_data(const Tensor& dy, const Tensor& w, const Conv2dParams& p, Tensor& dx) {
   const ConvKey k = make_key(dx, w.shape(), dy.shape(), p, false);
-  ConvPlan& plan = plan_for(make_key(dx, w.shape(), dy.shape(), p, false));
+  ConvPlan& plan = plan_for(k);
   onednn_guarded("conv2d backward-data", [&] { return k.str(); }, [&] {
     if (!plan.bwd_data) {
-      memory::desc w_any({k.o, k.c, k.kh, k.kw}, dt::f32, tag::any);
+      memory::desc w_any({k.o, k.c, k.kh, k.kw}, data_type(k), tag::any);
       dnnl::convolution_backward_data::desc d(dnnl::algorithm::convolution_direct, plan.x_md, w_any, plan.y_md,
                                               plan.strides, plan.pad, plan.pad);
-      plan.bwd_data_pd = std::make_unique<dnnl::convolution_backward_data::primitive_desc>(d, onednn_engine(), *plan.fwd_pd);
+      plan.bwd_data_pd = std::make_unique<dnnl::convolution_backward_data::primitive_desc>(d, onednn_engine(),
+                                                                                           backward_hint(plan, k));
       plan.bwd_data = std::make_unique<dnnl::convolution_backward_data>(*plan.bwd_data_pd);
     }
     memory dym(plan.y_md, onednn_engine(), dy.raw_data());
@@ -129,10 +146,11 @@ void CpuBackend::conv2d_backward_filter(const Tensor& x, const Tensor& dy, const
   ConvPlan& plan = plan_for(kb);
   onednn_guarded("conv2d backward-filter", [&] { return kb.str(); }, [&] {
     if (!plan.bwd_w) {
-      memory::desc w_any({kb.o, kb.c, kb.kh, kb.kw}, dt::f32, tag::any);
+      memory::desc w_any({kb.o, kb.c, kb.kh, kb.kw}, data_type(kb), tag::any);
       dnnl::convolution_backward_weights::desc d(dnnl::algorithm::convolution_direct, plan.x_md, w_any, plan.b_md,
                                                  plan.y_md, plan.strides, plan.pad, plan.pad);
-      plan.bwd_w_pd = std::make_unique<dnnl::convolution_backward_weights::primitive_desc>(d, onednn_engine(), *plan.fwd_pd);
+      plan.bwd_w_pd = std::make_unique<dnnl::convolution_backward_weights::primitive_desc>(d, onednn_engine(),
+                                                                                           backward_hint(plan, kb));
       plan.bwd_w = std::make_unique<dnnl::convolution_backward_weights>(*plan.bwd_w_pd);
     }
     memory xm(plan.x_md, onednn_engine(), x.raw_data());

@@ -49,24 +49,25 @@ namespace {
 
 // The op as a template argument: binary_apply's switch folds away and the loop vectorises
 // (with the op read per element it did not: add ran at a third of relu_backward's rate).
-template <BinaryOp Op>
-void binary_loop(const float* pa, const float* pb, float* po, int64_t n) {
+// T is float or BFloat16: bf16 operands compute in fp32 and round once on the store.
+template <BinaryOp Op, typename T>
+void binary_loop(const T* pa, const T* pb, T* po, int64_t n) {
 #pragma omp parallel for simd schedule(static) if (n > 65536)
-  for (int64_t i = 0; i < n; ++i) po[i] = common::binary_apply(Op, pa[i], pb[i]);
+  for (int64_t i = 0; i < n; ++i)
+    po[i] = T(common::binary_apply(Op, static_cast<float>(pa[i]), static_cast<float>(pb[i])));
 }
 
-template <BinaryOp Op>
-void binary_scalar_loop(const float* pa, float s, float* po, int64_t n) {
+template <BinaryOp Op, typename T>
+void binary_scalar_loop(const T* pa, float s, T* po, int64_t n) {
 #pragma omp parallel for simd schedule(static) if (n > 65536)
-  for (int64_t i = 0; i < n; ++i) po[i] = common::binary_apply(Op, pa[i], s);
+  for (int64_t i = 0; i < n; ++i) po[i] = T(common::binary_apply(Op, static_cast<float>(pa[i]), s));
 }
 
-}  // namespace
-
-void CpuBackend::binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) {
-  const float* pa = a.data<float>();
-  const float* pb = b.data<float>();
-  float* po = out.data<float>();
+template <typename T>
+void binary_typed(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) {
+  const T* pa = a.data<T>();
+  const T* pb = b.data<T>();
+  T* po = out.data<T>();
   const int64_t n = out.numel();
   switch (op) {
     case BinaryOp::add: return binary_loop<BinaryOp::add>(pa, pb, po, n);
@@ -75,9 +76,10 @@ void CpuBackend::binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& o
   }
 }
 
-void CpuBackend::binary_scalar(BinaryOp op, const Tensor& a, float s, Tensor& out) {
-  const float* pa = a.data<float>();
-  float* po = out.data<float>();
+template <typename T>
+void binary_scalar_typed(BinaryOp op, const Tensor& a, float s, Tensor& out) {
+  const T* pa = a.data<T>();
+  T* po = out.data<T>();
   const int64_t n = out.numel();
   switch (op) {
     case BinaryOp::add: return binary_scalar_loop<BinaryOp::add>(pa, s, po, n);
@@ -86,37 +88,65 @@ void CpuBackend::binary_scalar(BinaryOp op, const Tensor& a, float s, Tensor& ou
   }
 }
 
-void CpuBackend::relu(const Tensor& x, Tensor& y) {
-  if (x.dtype() == DType::bf16) {  // exact: a bf16 value or zero
-    const BFloat16* px = x.data<BFloat16>();
-    BFloat16* py = y.data<BFloat16>();
-    const int64_t n = x.numel();
-#pragma omp parallel for simd schedule(static) if (n > 65536)
-    for (int64_t i = 0; i < n; ++i) py[i] = BFloat16(common::relu(static_cast<float>(px[i])));
-    return;
-  }
-  const float* px = x.data<float>();
-  float* py = y.data<float>();
+}  // namespace
+
+void CpuBackend::binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) {
+  if (out.dtype() == DType::bf16) return binary_typed<BFloat16>(op, a, b, out);
+  binary_typed<float>(op, a, b, out);
+}
+
+void CpuBackend::binary_scalar(BinaryOp op, const Tensor& a, float s, Tensor& out) {
+  if (out.dtype() == DType::bf16) return binary_scalar_typed<BFloat16>(op, a, s, out);
+  binary_scalar_typed<float>(op, a, s, out);
+}
+
+namespace {
+
+template <typename T>
+void relu_loop(const Tensor& x, Tensor& y) {
+  const T* px = x.data<T>();
+  T* py = y.data<T>();
   const int64_t n = x.numel();
 #pragma omp parallel for simd schedule(static) if (n > 65536)
-  for (int64_t i = 0; i < n; ++i) py[i] = common::relu(px[i]);
+  for (int64_t i = 0; i < n; ++i) py[i] = T(common::relu(static_cast<float>(px[i])));
+}
+
+template <typename T>
+void relu_backward_loop(const Tensor& y, const Tensor& dy, Tensor& dx) {
+  const T* py = y.data<T>();
+  const T* pdy = dy.data<T>();
+  T* pdx = dx.data<T>();
+  const int64_t n = y.numel();
+#pragma omp parallel for simd schedule(static) if (n > 65536)
+  for (int64_t i = 0; i < n; ++i) pdx[i] = T(common::relu_backward(static_cast<float>(py[i]), static_cast<float>(pdy[i])));
+}
+
+template <typename T>
+void dropout_loop(const Tensor& x, float keep, PhiloxState s, Tensor& y) {
+  const T* px = x.data<T>();
+  T* py = y.data<T>();
+  const int64_t n = x.numel();
+#pragma omp parallel for schedule(static) if (n > 16384)
+  for (int64_t i = 0; i < n; ++i) py[i] = T(common::dropout(static_cast<float>(px[i]), s, static_cast<uint64_t>(i), keep));
+}
+
+}  // namespace
+
+// bf16: relu and its backward are exact (a bf16 value or zero); dropout scales in fp32 and
+// rounds once, with the fp32 op's Philox mask.
+void CpuBackend::relu(const Tensor& x, Tensor& y) {
+  if (x.dtype() == DType::bf16) return relu_loop<BFloat16>(x, y);
+  relu_loop<float>(x, y);
 }
 
 void CpuBackend::relu_backward(const Tensor& y, const Tensor& dy, Tensor& dx) {
-  const float* py = y.data<float>();
-  const float* pdy = dy.data<float>();
-  float* pdx = dx.data<float>();
-  const int64_t n = y.numel();
-#pragma omp parallel for simd schedule(static) if (n > 65536)
-  for (int64_t i = 0; i < n; ++i) pdx[i] = common::relu_backward(py[i], pdy[i]);
+  if (dy.dtype() == DType::bf16) return relu_backward_loop<BFloat16>(y, dy, dx);
+  relu_backward_loop<float>(y, dy, dx);
 }
 
 void CpuBackend::dropout(const Tensor& x, float keep, PhiloxState s, Tensor& y) {
-  const float* px = x.data<float>();
-  float* py = y.data<float>();
-  const int64_t n = x.numel();
-#pragma omp parallel for schedule(static) if (n > 16384)
-  for (int64_t i = 0; i < n; ++i) py[i] = common::dropout(px[i], s, static_cast<uint64_t>(i), keep);
+  if (x.dtype() == DType::bf16) return dropout_loop<BFloat16>(x, keep, s, y);
+  dropout_loop<float>(x, keep, s, y);
 }
 
 void CpuBackend::softmax(const Tensor& x, bool log, Tensor& y) {

@@ -1,6 +1,8 @@
 // linear on the CPU through oneDNN: the forward through its matmul primitive from 8 rows
 // up (built once per shape and cached), sgemm below that and for the backward products.
-// bfloat16 (forward only) always takes the matmul: x, w, bias and y bf16, fp32 accumulation.
+// bfloat16 always takes the matmul, forward and backward (dx = dy w and dw = dy^T x as
+// matmuls over kiln's row-major buffers, db summed in double): bf16 in and out, fp32
+// accumulation inside oneDNN.
 #include <oneapi/dnnl/dnnl.h>
 
 #include <cstring>
@@ -25,16 +27,18 @@ namespace {
 // its edge (at 1 row it is slower: 17.9 vs 14.6 ms), so small batches keep sgemm.
 constexpr int64_t kMatmulMinRows = 8;
 
+// C[m, n] = A[m, k] B[k, n] (+ bias [n]) over row-major buffers; a_t / b_t: A or B is
+// stored transposed (A as [k, m], B as [n, k], row-major).
 struct MatmulKey {
-  int64_t rows, in, out;
-  bool bias;
+  int64_t m, k, n;
+  bool a_t, b_t, bias;
   bool bf16 = false;
-  auto tie() const { return std::tie(rows, in, out, bias, bf16); }
-  bool operator<(const MatmulKey& k) const { return tie() < k.tie(); }
+  auto tie() const { return std::tie(m, k, n, a_t, b_t, bias, bf16); }
+  bool operator<(const MatmulKey& o) const { return tie() < o.tie(); }
 };
 
 struct MatmulPlan {
-  dnnl::memory::desc x, w, b, y;
+  dnnl::memory::desc a, b, bias, c;
   std::unique_ptr<dnnl::matmul> prim;
 };
 
@@ -47,15 +51,71 @@ MatmulPlan& matmul_plan(const MatmulKey& k) {
   if (!slot) {
     auto plan = std::make_unique<MatmulPlan>();
     const auto t = k.bf16 ? memory::data_type::bf16 : memory::data_type::f32;
-    plan->x = memory::desc({k.rows, k.in}, t, memory::format_tag::ab);
-    plan->w = memory::desc({k.in, k.out}, t, memory::format_tag::ba);  // w [out, in]
-    plan->b = k.bias ? memory::desc({1, k.out}, t, memory::format_tag::ab) : memory::desc();
-    plan->y = memory::desc({k.rows, k.out}, t, memory::format_tag::ab);
-    const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(plan->x, plan->w, plan->b, plan->y), onednn_engine());
+    using ft = memory::format_tag;
+    plan->a = memory::desc({k.m, k.k}, t, k.a_t ? ft::ba : ft::ab);
+    plan->b = memory::desc({k.k, k.n}, t, k.b_t ? ft::ba : ft::ab);
+    plan->bias = k.bias ? memory::desc({1, k.n}, t, ft::ab) : memory::desc();
+    plan->c = memory::desc({k.m, k.n}, t, ft::ab);
+    const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(plan->a, plan->b, plan->bias, plan->c), onednn_engine());
     plan->prim = std::make_unique<dnnl::matmul>(pd);
     slot = std::move(plan);
   }
   return *slot;
+}
+
+// Runs the matmul of key k on the given buffers (bias may be null); errors name `op` and
+// the operands' shapes.
+void run_matmul(const char* op, const MatmulKey& k, const void* a, const void* b, const void* bias, void* c) {
+  const auto shapes = [&] {
+    std::ostringstream os;
+    os << "A [" << k.m << ", " << k.k << "]" << (k.a_t ? " (stored transposed)" : "") << ", B [" << k.k << ", "
+       << k.n << "]" << (k.b_t ? " (stored transposed)" : "") << (k.bf16 ? ", bfloat16" : "");
+    return os.str();
+  };
+  onednn_guarded(op, shapes, [&] {
+    MatmulPlan& p = matmul_plan(k);
+    const dnnl::engine& e = onednn_engine();
+    std::unordered_map<int, dnnl::memory> args = {{DNNL_ARG_SRC, dnnl::memory(p.a, e, const_cast<void*>(a))},
+                                                  {DNNL_ARG_WEIGHTS, dnnl::memory(p.b, e, const_cast<void*>(b))},
+                                                  {DNNL_ARG_DST, dnnl::memory(p.c, e, c)}};
+    if (bias) args.emplace(DNNL_ARG_BIAS, dnnl::memory(p.bias, e, const_cast<void*>(bias)));
+    p.prim->execute(onednn_stream(), args);
+    onednn_stream().wait();
+  });
+}
+
+// Column sums of dy [rows, out] into db [out], in double with the rows in order:
+// deterministic for any thread count. T is float or BFloat16 (rounded once).
+template <typename T>
+void column_sums(const Tensor& dy, Tensor& db) {
+  const int64_t rows = dy.dim(0), out = dy.dim(1);
+  const T* pdy = dy.data<T>();
+  T* pdb = db.data<T>();
+#pragma omp parallel for schedule(static) if (out > 64)
+  for (int64_t o = 0; o < out; ++o) {
+    double s = 0;
+    for (int64_t r = 0; r < rows; ++r) s += static_cast<float>(pdy[r * out + o]);
+    pdb[o] = T(static_cast<float>(s));
+  }
+}
+
+// The bf16 backward: matmuls (an empty sum, K = 0, is a zero fill: oneDNN rejects it).
+void linear_backward_bf16(CpuBackend& be, const Tensor& dy, const Tensor& x, const Tensor& w, Tensor& dx,
+                          Tensor& dw, Tensor& db) {
+  const int64_t rows = dy.dim(0), out = dy.dim(1);
+  if (dx.defined() && dx.numel() > 0) {
+    // dx[rows, in] = dy[rows, out] w[out, in]
+    if (out == 0) be.fill(dx, 0.0);
+    else run_matmul("linear backward (dx)", MatmulKey{rows, out, dx.dim(1), false, false, false, true},
+                    dy.raw_data(), w.raw_data(), nullptr, dx.raw_data());
+  }
+  if (dw.defined() && dw.numel() > 0) {
+    // dw[out, in] = dy^T[out, rows] x[rows, in]; dy read as its transpose
+    if (rows == 0) be.fill(dw, 0.0);
+    else run_matmul("linear backward (dw)", MatmulKey{out, rows, dw.dim(1), true, false, false, true},
+                    dy.raw_data(), x.raw_data(), nullptr, dw.raw_data());
+  }
+  if (db.defined()) column_sums<BFloat16>(dy, db);
 }
 
 }  // namespace
@@ -85,22 +145,9 @@ void CpuBackend::linear_forward(const Tensor& x, const Tensor& w, const Tensor& 
     return;
   }
   if ((bf16 || rows >= kMatmulMinRows) && in > 0 && out > 0) {
-    const auto shapes = [&] {
-      std::ostringstream os;
-      os << "x [" << rows << ", " << in << "], w [" << out << ", " << in << "]" << (bf16 ? ", bfloat16" : "");
-      return os.str();
-    };
-    onednn_guarded("linear", shapes, [&] {
-      MatmulPlan& p = matmul_plan(MatmulKey{rows, in, out, b.defined(), bf16});
-      const dnnl::engine& e = onednn_engine();
-      std::unordered_map<int, dnnl::memory> args = {
-          {DNNL_ARG_SRC, dnnl::memory(p.x, e, x.raw_data())},
-          {DNNL_ARG_WEIGHTS, dnnl::memory(p.w, e, w.raw_data())},
-          {DNNL_ARG_DST, dnnl::memory(p.y, e, y.raw_data())}};
-      if (b.defined()) args.emplace(DNNL_ARG_BIAS, dnnl::memory(p.b, e, b.raw_data()));
-      p.prim->execute(onednn_stream(), args);
-      onednn_stream().wait();
-    });
+    // y[rows, out] = x[rows, in] w^T, w [out, in] read as a column-major [in, out]
+    run_matmul("linear", MatmulKey{rows, in, out, false, true, b.defined(), bf16}, x.raw_data(), w.raw_data(),
+               b.defined() ? b.raw_data() : nullptr, y.raw_data());
     return;
   }
   float* py = y.data<float>();
@@ -118,6 +165,7 @@ void CpuBackend::linear_forward(const Tensor& x, const Tensor& w, const Tensor& 
 
 void CpuBackend::linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, Tensor& dx, Tensor& dw,
                                  Tensor& db) {
+  if (dy.dtype() == DType::bf16) return linear_backward_bf16(*this, dy, x, w, dx, dw, db);
   const int64_t rows = dy.dim(0), out = dy.dim(1);
   const float* pdy = dy.data<float>();
   if (dx.defined()) {
@@ -130,16 +178,7 @@ void CpuBackend::linear_backward(const Tensor& dy, const Tensor& x, const Tensor
     // dw[out, in] = dy[rows, out]^T * x[rows, in]
     sgemm(true, false, out, in, rows, 1.0f, pdy, out, x.data<float>(), in, 0.0f, dw.data<float>(), in);
   }
-  if (db.defined()) {
-    float* pdb = db.data<float>();
-    // Column sums in double, rows in order: deterministic for any thread count.
-#pragma omp parallel for schedule(static) if (out > 64)
-    for (int64_t o = 0; o < out; ++o) {
-      double s = 0;
-      for (int64_t r = 0; r < rows; ++r) s += pdy[r * out + o];
-      pdb[o] = static_cast<float>(s);
-    }
-  }
+  if (db.defined()) column_sums<float>(dy, db);
 }
 
 }  // namespace kiln::cpu

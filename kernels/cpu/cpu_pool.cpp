@@ -1,8 +1,11 @@
 // Max pooling on the CPU, NHWC: the channel loop is innermost and contiguous, so it
 // vectorises. Own code rather than oneDNN so both backends share one tie rule
 // (kernels/common/pool.h) and backward routes to the first maximum exactly as PyTorch.
-// bfloat16 forward compares the values as floats and stores them back exactly.
+// bfloat16 compares the values as floats and stores them back exactly; its backward sums
+// in fp32.
 #include <limits>
+#include <type_traits>
+#include <vector>
 
 #include "kernels/common/pool.h"
 #include "kernels/cpu/cpu_backend.h"
@@ -58,52 +61,84 @@ void CpuBackend::max_pool2d_forward(const Tensor& x, const Pool2dParams& p, Tens
   max_pool2d_loop<float>(x, p, y, argmax);
 }
 
-void CpuBackend::max_pool2d_backward(const Tensor& dy, const Tensor& argmax, Tensor& dx) {
+namespace {
+
+// One image per thread: overlapping windows of one image never race across threads. A
+// bf16 gradient sums into an fp32 image and rounds once per element.
+template <typename T>
+void max_pool2d_backward_loop(const Tensor& dy, const Tensor& argmax, Tensor& dx) {
   const int64_t n = dx.dim(0), hw = dx.dim(1) * dx.dim(2), c = dx.dim(3);
   const int64_t ohw = dy.dim(1) * dy.dim(2);
-  const float* pdy = dy.data<float>();
+  const T* pdy = dy.data<T>();
   const int32_t* pi = argmax.data<int32_t>();
-  float* pdx = dx.data<float>();
-  // One image per thread: overlapping windows of one image never race across threads.
-#pragma omp parallel for schedule(static)
-  for (int64_t b = 0; b < n; ++b) {
-    float* img = pdx + b * hw * c;
-    for (int64_t i = 0; i < hw * c; ++i) img[i] = 0.0f;
-    for (int64_t o = 0; o < ohw; ++o) {
-      const float* g = pdy + (b * ohw + o) * c;
-      const int32_t* idx = pi + (b * ohw + o) * c;
-      for (int64_t k = 0; k < c; ++k) img[idx[k] * c + k] += g[k];
+  T* pdx = dx.data<T>();
+#pragma omp parallel
+  {
+    std::vector<float> acc(std::is_same_v<T, float> ? 0 : static_cast<size_t>(hw * c));
+#pragma omp for schedule(static)
+    for (int64_t b = 0; b < n; ++b) {
+      float* img = acc.data();
+      if constexpr (std::is_same_v<T, float>) img = pdx + b * hw * c;
+      for (int64_t i = 0; i < hw * c; ++i) img[i] = 0.0f;
+      for (int64_t o = 0; o < ohw; ++o) {
+        const T* g = pdy + (b * ohw + o) * c;
+        const int32_t* idx = pi + (b * ohw + o) * c;
+        for (int64_t k = 0; k < c; ++k) img[idx[k] * c + k] += static_cast<float>(g[k]);
+      }
+      if constexpr (!std::is_same_v<T, float>)
+        for (int64_t i = 0; i < hw * c; ++i) pdx[b * hw * c + i] = T(img[i]);
     }
   }
 }
 
-void CpuBackend::adaptive_avg_pool2d_forward(const Tensor& x, Tensor& y) {
+template <typename T>
+void adaptive_avg_forward_loop(const Tensor& x, Tensor& y) {
   const int64_t n = x.dim(0), h = x.dim(1), w = x.dim(2), c = x.dim(3);
   const int64_t oh = y.dim(1), ow = y.dim(2);
-  const float* px = x.data<float>();
-  float* py = y.data<float>();
+  const T* px = x.data<T>();
+  T* py = y.data<T>();
 #pragma omp parallel for collapse(2) schedule(static)
   for (int64_t b = 0; b < n; ++b)
     for (int64_t i = 0; i < oh; ++i)
       for (int64_t j = 0; j < ow; ++j) {
-        float* out = py + ((b * oh + i) * ow + j) * c;
-        for (int64_t k = 0; k < c; ++k) out[k] = common::adaptive_avg_at(px + b * h * w * c + k, i, j, h, w, c, oh, ow);
+        T* out = py + ((b * oh + i) * ow + j) * c;
+        for (int64_t k = 0; k < c; ++k)
+          out[k] = T(common::adaptive_avg_at(px + b * h * w * c + k, i, j, h, w, c, oh, ow));
       }
 }
 
-void CpuBackend::adaptive_avg_pool2d_backward(const Tensor& dy, Tensor& dx) {
+template <typename T>
+void adaptive_avg_backward_loop(const Tensor& dy, Tensor& dx) {
   const int64_t n = dx.dim(0), h = dx.dim(1), w = dx.dim(2), c = dx.dim(3);
   const int64_t oh = dy.dim(1), ow = dy.dim(2);
-  const float* pdy = dy.data<float>();
-  float* pdx = dx.data<float>();
+  const T* pdy = dy.data<T>();
+  T* pdx = dx.data<T>();
 #pragma omp parallel for collapse(2) schedule(static)
   for (int64_t b = 0; b < n; ++b)
     for (int64_t hh = 0; hh < h; ++hh)
       for (int64_t ww = 0; ww < w; ++ww) {
-        float* out = pdx + ((b * h + hh) * w + ww) * c;
+        T* out = pdx + ((b * h + hh) * w + ww) * c;
         for (int64_t k = 0; k < c; ++k)
-          out[k] = common::adaptive_avg_grad_at(pdy + b * oh * ow * c + k, hh, ww, h, w, c, oh, ow);
+          out[k] = T(common::adaptive_avg_grad_at(pdy + b * oh * ow * c + k, hh, ww, h, w, c, oh, ow));
       }
+}
+
+}  // namespace
+
+void CpuBackend::max_pool2d_backward(const Tensor& dy, const Tensor& argmax, Tensor& dx) {
+  if (dy.dtype() == DType::bf16) return max_pool2d_backward_loop<BFloat16>(dy, argmax, dx);
+  max_pool2d_backward_loop<float>(dy, argmax, dx);
+}
+
+// bf16: the window sums run in fp32 (kernels/common/pool.h) and round once.
+void CpuBackend::adaptive_avg_pool2d_forward(const Tensor& x, Tensor& y) {
+  if (x.dtype() == DType::bf16) return adaptive_avg_forward_loop<BFloat16>(x, y);
+  adaptive_avg_forward_loop<float>(x, y);
+}
+
+void CpuBackend::adaptive_avg_pool2d_backward(const Tensor& dy, Tensor& dx) {
+  if (dy.dtype() == DType::bf16) return adaptive_avg_backward_loop<BFloat16>(dy, dx);
+  adaptive_avg_backward_loop<float>(dy, dx);
 }
 
 }  // namespace kiln::cpu

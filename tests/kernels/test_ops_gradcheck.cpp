@@ -25,6 +25,9 @@ double objective(const OpCase& c, const std::vector<Tensor>& inputs, const std::
 TEST_CASE("op backward matches central finite differences on small odd shapes", "[gradcheck][ops]") {
   const std::vector<OpCase> cases = all_op_cases();
   for (const OpCase& c : cases) {
+    // bf16 cases: a finite difference cannot resolve bf16's rounding; their gradients are
+    // held to the fp32 op's (tests/kernels/test_bf16_backward.cpp).
+    if (c.dtype != DType::f32) continue;
     DYNAMIC_SECTION(c.name) {
       std::vector<Tensor> inputs = prepare_inputs(c, Device::cpu(), true);
       Tensor out = c.forward(inputs);
