@@ -5,10 +5,13 @@
 // SGD steps in bf16 through the cast, against the same run in fp32.
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <fstream>
 #include <string>
 
 #include "check/op_cases.h"
 #include "core/kiln.h"
+#include "tests/support/npy.h"
+#include "tests/support/reference.h"
 #include "tests/support/require_close.h"
 
 using namespace kiln;
@@ -118,6 +121,52 @@ TEST_CASE("bf16 conv2d and linear gradients match the fp32 op at odd, larger sha
   conv2d(x, w, b, s1p1).backward(Tensor::ones(Shape{2, 5, 5, 4}, kBf16));
   REQUIRE(b.grad().dtype() == DType::bf16);
   for (double v : values(b.grad())) REQUIRE(v == 50.0);  // 2 * 5 * 5 ones
+}
+
+TEST_CASE("bf16 conv2d and linear gradients match PyTorch's bf16 backward", "[bf16][torch]") {
+  // Both sides accumulate exact bf16 products in fp32 and round once: half an ulp each
+  // from the exact value, so 2^-7 relative between them, plus the accumulation-order term
+  // (2^-12 of the largest value, as above).
+  struct Case {
+    std::string op;
+    Shape x, w;
+    int64_t stride, pad;
+    bool bias;
+  };
+  const std::vector<Case> cases = {{"conv2d", {2, 7, 5, 3}, {5, 3, 3, 3}, 1, 1, true},
+                                   {"conv2d", {1, 9, 8, 16}, {8, 3, 3, 16}, 2, 1, false},
+                                   {"linear", {3, 300}, {33, 300}, 0, 0, true},
+                                   {"linear", {9, 64}, {16, 64}, 0, 0, false}};
+  const std::string dir = test::make_temp_dir("bf16_backward_vs_torch");
+  std::ofstream list(dir + "/cases.txt");
+  std::vector<std::vector<Tensor>> got;  // out, gx, gw[, gb] per case
+  uint64_t seed = 500;
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const Case& c = cases[i];
+    const std::string id = "c" + std::to_string(i);
+    Tensor x = randn(c.x, ++seed).to(DType::bf16).set_requires_grad(true);
+    Tensor w = randn(c.w, ++seed).to(DType::bf16).set_requires_grad(true);
+    Tensor b = c.bias ? randn(Shape{c.w[0]}, ++seed).to(DType::bf16).set_requires_grad(true) : Tensor();
+    Tensor y = c.op == "conv2d" ? conv2d(x, w, b, Conv2dParams{c.stride, c.stride, c.pad, c.pad}) : linear(x, w, b);
+    const Tensor up = randn(y.shape(), ++seed).to(DType::bf16);
+    y.backward(up);
+    got.push_back({y, x.grad(), w.grad()});
+    if (c.bias) got.back().push_back(b.grad());
+    test::write_npy(dir + "/" + id + "_x.npy", x.to(DType::f32));
+    test::write_npy(dir + "/" + id + "_w.npy", w.to(DType::f32));
+    if (c.bias) test::write_npy(dir + "/" + id + "_b.npy", b.to(DType::f32));
+    test::write_npy(dir + "/" + id + "_up.npy", up.to(DType::f32));
+    list << id << " " << c.op << " " << c.stride << " " << c.pad << " " << c.bias << "\n";
+  }
+  list.close();
+  test::run_reference_script("bf16_backward_reference.py", dir);
+  const char* names[] = {"out", "gx", "gw", "gb"};
+  for (size_t i = 0; i < cases.size(); ++i)
+    for (size_t k = 0; k < got[i].size(); ++k) {
+      INFO("case " << i << " (" << cases[i].op << ") " << names[k] << " " << got[i][k].description());
+      const std::vector<double> ref = test::read_npy(dir + "/c" + std::to_string(i) + "_" + names[k] + ".npy");
+      KILN_REQUIRE_CLOSE(values(got[i][k]), ref, max_abs(ref) / 4096, 2.0 / 256 * 1.001);
+    }
 }
 
 TEST_CASE("Tensor::to casts through autograd between f32 and bf16", "[bf16][autograd]") {
