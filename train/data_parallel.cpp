@@ -1,9 +1,11 @@
 // Data-parallel pieces of the trainer (data_parallel.h).
 #include "train/data_parallel.h"
 
+#include <cstring>
 #include <sstream>
 
 #include "core/ops.h"
+#include "io/crc32c.h"
 
 namespace kiln {
 
@@ -36,6 +38,23 @@ void check_same_run(Communicator& comm, const std::string& fingerprint) {
             detail, ": start every rank with the same command, weights and data");
 }
 
+void check_replicas(Module& model, Communicator& comm, int64_t step) {
+  if (comm.size() == 1) return;
+  uint32_t crc = 0;
+  auto add = [&crc](const Tensor& t) {
+    const Tensor h = t.device().is_cpu() ? t : t.cpu();
+    crc = io::crc32c_extend(crc, h.raw_data(), h.nbytes());
+  };
+  for (ParameterRef& p : model.parameters()) add(*p.tensor);
+  for (BufferRef& b : model.buffers()) add(*b.tensor);
+  std::string mine = std::to_string(crc), root = mine;
+  comm.broadcast(root, 0);
+  std::vector<double> differs{root == mine ? 0.0 : 1.0};
+  comm.allreduce_sum(differs);
+  KILN_CHECK(differs[0] == 0, "rank ", comm.rank(), ": after step ", step, " ", differs[0],
+             " rank(s) hold weights that differ from rank 0's (this rank's CRC32C ", mine, ", rank 0's ", root, ")");
+}
+
 void average_buffers(Module& model, Communicator& comm) {
   if (comm.size() == 1) return;
   for (BufferRef& b : model.buffers()) {
@@ -60,6 +79,93 @@ EvalResult reduce_eval(const EvalResult& local, Communicator& comm) {
   for (auto& row : r.confusion)
     for (int64_t& c : row) c = static_cast<int64_t>(v[at++]);
   return r;
+}
+
+EvalResult evaluate_sharded(Module& model, io::Loader& loader, int64_t num_classes, Communicator& comm) {
+  EvalTally tally(num_classes);
+  {
+    const bool was_training = model.training();
+    model.eval();
+    NoGradGuard no_grad;
+    while (auto b = loader.next())
+      if (b->images.dim(0) > 0) tally.add(model(b->images), b->labels);
+    model.train(was_training);
+  }
+  EvalResult local;
+  if (tally.images() > 0) {
+    local = tally.finish();
+  } else {
+    local.confusion.assign(static_cast<size_t>(num_classes), std::vector<int64_t>(static_cast<size_t>(num_classes), 0));
+  }
+  const EvalResult all = reduce_eval(local, comm);
+  KILN_CHECK(all.images > 0, "evaluation: no image of '", loader.dataset().root, "' could be read on any rank");
+  return all;
+}
+
+FeatureCache compute_features_sharded(Sequential& model, size_t cut, const io::Dataset& ds, io::LoaderOptions opt,
+                                      Communicator& comm) {
+  if (comm.size() == 1) return compute_features(model, cut, ds, opt);
+  const auto n = static_cast<int64_t>(ds.size());
+  const io::ShardRange mine = io::shard_of(0, n, comm.rank(), comm.size());
+  FeatureCache part;
+  if (mine.end > mine.begin) {
+    io::Dataset share = ds;
+    share.samples.assign(ds.samples.begin() + mine.begin, ds.samples.begin() + mine.end);
+    part = compute_features(model, cut, share, opt);
+  }
+  FeatureCache all;
+  all.cut = cut;
+  all.row.assign(static_cast<size_t>(n), -1);
+  std::vector<Tensor> feats;
+  int64_t rows = 0;
+  for (int q = 0; q < comm.size(); ++q) {
+    const io::ShardRange sh = io::shard_of(0, n, q, comm.size());
+    // Its shape (rows, then the item shape) and dtype, its row map, its rows.
+    std::string head;
+    if (q == comm.rank()) {
+      std::ostringstream h;
+      h << (part.feats.defined() ? part.feats.dim(0) : 0) << " " << static_cast<int>(part.feats.defined() ? part.feats.dtype() : DType::f32);
+      for (int64_t d : part.item_shape) h << " " << d;
+      head = h.str();
+    }
+    comm.broadcast(head, q);
+    std::istringstream h(head);
+    int64_t qrows = 0;
+    int dtype = 0;
+    h >> qrows >> dtype;
+    std::vector<int64_t> item;
+    for (int64_t d; h >> d;) item.push_back(d);
+    if (qrows == 0) continue;
+    int64_t width = 1;
+    for (int64_t d : item) width *= d;
+    Tensor map = q == comm.rank() ? Tensor::from_vector(part.row, Shape{sh.end - sh.begin})
+                                  : Tensor::empty(Shape{sh.end - sh.begin}, TensorOptions{DType::i64, Device::cpu()});
+    Tensor lab = q == comm.rank() ? Tensor::from_vector(part.labels, Shape{qrows})
+                                  : Tensor::empty(Shape{qrows}, TensorOptions{DType::i64, Device::cpu()});
+    Tensor f = q == comm.rank() ? part.feats
+                                : Tensor::empty(Shape{qrows, width}, TensorOptions{static_cast<DType>(dtype), Device::cpu()});
+    comm.broadcast(map, q);
+    comm.broadcast(lab, q);
+    comm.broadcast(f, q);
+    const std::vector<int64_t> m = map.to_vector<int64_t>();
+    for (size_t i = 0; i < m.size(); ++i)
+      if (m[i] >= 0) all.row[static_cast<size_t>(sh.begin) + i] = m[i] + rows;
+    const std::vector<int64_t> l = lab.to_vector<int64_t>();
+    all.labels.insert(all.labels.end(), l.begin(), l.end());
+    all.item_shape = item;
+    feats.push_back(f);
+    rows += qrows;
+  }
+  KILN_CHECK(rows > 0, "no image of '", ds.root, "' could be read on any rank");
+  // One [rows, width] host tensor, shares in rank order.
+  const size_t row_bytes = static_cast<size_t>(feats.front().dim(1)) * dtype_size(feats.front().dtype());
+  all.feats = Tensor::empty(Shape{rows, feats.front().dim(1)}, TensorOptions{feats.front().dtype(), Device::cpu()});
+  char* dst = static_cast<char*>(all.feats.raw_data());
+  for (const Tensor& f : feats) {
+    std::memcpy(dst, f.raw_data(), static_cast<size_t>(f.dim(0)) * row_bytes);
+    dst += static_cast<size_t>(f.dim(0)) * row_bytes;
+  }
+  return all;
 }
 
 GradientReducer::GradientReducer(std::vector<ParameterRef> params, Communicator& comm, int64_t bucket_bytes)

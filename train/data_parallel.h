@@ -12,6 +12,7 @@
 #include "layers/module.h"
 #include "train/communicator.h"
 #include "train/evaluate.h"
+#include "train/feature_cache.h"
 
 namespace kiln {
 
@@ -23,12 +24,27 @@ void broadcast_model(Module& model, Communicator& comm);
 // ranks also name the first differing line.
 void check_same_run(Communicator& comm, const std::string& fingerprint);
 
+// compute_features divided over the ranks: rank r runs the prefix on its contiguous share of
+// `ds` (shard_of over the data set), then every rank receives every share, so every rank
+// holds the whole cache, rows in data-set order as compute_features gives them.
+FeatureCache compute_features_sharded(Sequential& model, size_t cut, const io::Dataset& ds, io::LoaderOptions opt,
+                                      Communicator& comm);
+
+// Fails on every rank, naming the step, unless every rank holds bit-identical parameters and
+// buffers (a CRC32C of their bytes compared with rank 0's): the invariant data-parallel
+// training keeps; costs a pass over the weights, so for tests (--check-replicas).
+void check_replicas(Module& model, Communicator& comm, int64_t step);
+
 // Averages float buffers (batch norm's running statistics) over the ranks: each rank's
 // training-mode batch norm updated them from its own share of the batch.
 void average_buffers(Module& model, Communicator& comm);
 
 // Sums an evaluation each rank made of its shard of a data set (losses weighted by images).
 EvalResult reduce_eval(const EvalResult& local, Communicator& comm);
+
+// evaluate() of this rank's shard (`loader` is sharded; the shard may be empty), summed over
+// the ranks by reduce_eval; no image on any rank is an error.
+EvalResult evaluate_sharded(Module& model, io::Loader& loader, int64_t num_classes, Communicator& comm);
 
 // Sums the gradients of a set of parameters over the ranks, in buckets of about
 // `bucket_bytes`: each bucket is packed into one flat tensor and its all-reduce starts on
