@@ -22,13 +22,11 @@
 #include <string_view>
 
 #include "check/compare.h"
+#include "check/op_cases.h"
 #include "io/atomic_file.h"
 
-#if defined(KILN_HAS_CUDA)
-#include "kernels/cuda/cuda_context.h"
-#endif
 
-namespace kiln::cpubench {
+namespace kiln::bench {
 
 const char* kUsage =
     "usage: kiln_bench [--device cpu|cuda] [--suite NAME[,NAME]] [--batch N[,N]] [--repeat N]\n"
@@ -38,10 +36,11 @@ const char* kUsage =
     "Every row is checked against a double-precision reference, then timed; it prints the\n"
     "time, GFLOP/s or GB/s and the fraction of this machine's limits, measured at start.\n"
     "Rows named NAME@HOW are kiln's other ways of doing the same op.\n"
-    "  --device   cpu (default): the CPU suites; cuda: gemm, pool, softmax_ce, elementwise, sgd\n"
-    "             and copy on the GPU, and conv_cuda, step_cuda (the default there; all: every one)\n"
-    "  --conv-search  CUDA suites: exhaustive (default; cuDNN Find, as PyTorch's cudnn.benchmark)\n"
-    "             or heuristic (kiln's library default)\n"
+    "  --device   cpu (default) or cuda: the same suites on the GPU (those marked [cpu, cuda] in\n"
+    "             --list; conv and step by default there), timed with events on its stream\n"
+    "  --conv-search  on a GPU: exhaustive (default; cuDNN Find, as PyTorch's cudnn.benchmark)\n"
+    "             or heuristic (kiln's library default); conv adds rows @find or @heuristic,\n"
+    "             the other choice\n"
     "  --suite    which benchmark to run (default vgg16_forward; all: every suite of the\n"
     "             device; --list shows them)\n"
     "  --batch    batch size (default 8); conv takes a list, e.g. 1,8,64 (its default)\n"
@@ -113,7 +112,6 @@ double other_load(const CpuTicks& a, const CpuTicks& b) {
 
 namespace {
 bool g_cold_cache = false;
-kiln::Device g_timing_device = kiln::Device::cpu();
 
 size_t last_level_cache_bytes() {
   size_t best = 0;
@@ -132,10 +130,13 @@ size_t last_level_cache_bytes() {
 
 void set_cold_cache(bool cold) { g_cold_cache = cold; }
 
-void set_timing_device(kiln::Device device) { g_timing_device = device; }
-
 kiln::Device bench_device(const Options& opt) {
-  return opt.device == "cuda" ? kiln::Device::cuda(0) : kiln::Device::cpu();
+  if (opt.device == "cpu") return kiln::Device::cpu();
+  if (opt.device != "cuda") throw std::invalid_argument("--device must be cpu or cuda, got '" + opt.device + "'");
+  // The CUDA backend registers itself when libkiln is built with it: no #if here.
+  if (!kiln::has_backend(kiln::DeviceType::cuda))
+    throw std::invalid_argument("--device cuda: this kiln was built without CUDA (configure with -DKILN_CUDA=ON)");
+  return kiln::Device::cuda(0);
 }
 
 Tensor to_bench_device(const Tensor& host, const Options& opt) {
@@ -165,34 +166,6 @@ std::vector<double> timed_runs(int repeat, const std::function<void()>& evict, c
 }
 }  // namespace
 
-#if defined(KILN_HAS_CUDA)
-namespace {
-// As time_it, on the GPU: events around each run on the compute stream.
-Stats time_it_gpu(int warmup, int repeat, const std::function<void()>& fn) {
-  const kiln::Device d = g_timing_device;
-  for (int i = 0; i < warmup; ++i) fn();
-  kiln::synchronize(d);
-  // 2x the L2 (H100/H200: 50-60 MB) overwritten before each run, outside the events.
-  // Never freed: a device tensor destroyed during static destruction could outlive the
-  // CUDA runtime.
-  static Tensor* evict_src = nullptr;
-  static Tensor* evict_dst = nullptr;
-  if (g_cold_cache && !evict_src) {
-    evict_src = new Tensor(Tensor::zeros(Shape{int64_t{128} << 20}, kiln::TensorOptions{kiln::DType::u8, d}));
-    evict_dst = new Tensor(Tensor::empty(Shape{int64_t{128} << 20}, kiln::TensorOptions{kiln::DType::u8, d}));
-  }
-  kiln::cuda::StreamTimer timer(d.index);
-  return summarize(timed_runs(
-      repeat, [&] { evict_dst->copy_from(*evict_src); },
-      [&] {
-        timer.start();
-        fn();
-        return timer.stop_ms();
-      }));
-}
-}  // namespace
-#endif
-
 size_t evict_cache() {
   // Read, not written: written lines would be written back during the next timed run.
   static std::vector<uint64_t> buf(2 * last_level_cache_bytes() / sizeof(uint64_t), 1);
@@ -204,21 +177,35 @@ size_t evict_cache() {
   return buf.size() * sizeof(uint64_t);
 }
 
+namespace {
+// Evicts `device`'s last-level cache: the CPU's by reading (evict_cache), a GPU's by
+// overwriting 256 MiB (2x an H100/H200 L2 and then some) through a device copy.
+void evict_device_cache(kiln::Device device) {
+  if (device.is_cpu()) {
+    evict_cache();
+    return;
+  }
+  // Never freed: a device tensor destroyed during static destruction could outlive the
+  // device runtime.
+  static Tensor* src = nullptr;
+  static Tensor* dst = nullptr;
+  if (!src) {
+    src = new Tensor(Tensor::zeros(Shape{int64_t{256} << 20}, kiln::TensorOptions{kiln::DType::u8, device}));
+    dst = new Tensor(Tensor::empty(Shape{int64_t{256} << 20}, kiln::TensorOptions{kiln::DType::u8, device}));
+  }
+  dst->copy_from(*src);
+}
+}  // namespace
+
 // Runs fn warmup times untimed, then at least repeat times (more for short kernels, see
-// kMinTimedMs), each run timed on its own.
-Stats time_it(int warmup, int repeat, const std::function<void()>& fn) {
-#if defined(KILN_HAS_CUDA)
-  if (!g_timing_device.is_cpu()) return time_it_gpu(warmup, repeat, fn);
-#endif
+// kMinTimedMs), each run timed on its own by the device's clock (kiln::time_ms: a steady
+// clock on the CPU, events on a GPU's compute stream).
+Stats time_it(kiln::Device device, int warmup, int repeat, const std::function<void()>& fn) {
   for (int i = 0; i < warmup; ++i) fn();
+  kiln::synchronize(device);
   const CpuTicks before = cpu_ticks();
   Stats s = summarize(timed_runs(
-      repeat, [] { evict_cache(); },
-      [&] {
-        const auto t0 = std::chrono::steady_clock::now();
-        fn();
-        return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-      }));
+      repeat, [&] { evict_device_cache(device); }, [&] { return kiln::time_ms(device, fn); }));
   s.other_load = other_load(before, cpu_ticks());
   return s;
 }
@@ -235,11 +222,101 @@ std::string cpu_model() {
   return "unknown";
 }
 
-// The roofs every row is measured against: what this machine does at its best, measured
-// now, by oneDNN's sgemm (row-major) and a multi-threaded copy.
-MachineLimits measure_limits(int threads, int repeat) {
+namespace {
+
+// A peak from a wrong product is no peak: c = a b (b_transposed: a b^T; n x n, row-major)
+// at three elements against a double reference, judged as every row is (check_row, the
+// reduction class).
+void check_peak_gemm(const char* what, int64_t n, const std::vector<float>& a, const std::vector<float>& b,
+                     bool b_transposed, const std::function<float(int64_t, int64_t)>& c) {
+  Row probe;
+  probe.name = what;
+  std::vector<double> got, want;
+  for (const auto& [i, j] : {std::pair<int64_t, int64_t>{0, 0}, {n - 1, n - 1}, {7, 1000}}) {
+    double ref = 0;
+    for (int64_t k = 0; k < n; ++k)
+      ref += static_cast<double>(a[static_cast<size_t>(i * n + k)]) *
+             b[static_cast<size_t>(b_transposed ? j * n + k : k * n + j)];
+    got.push_back(c(i, j));
+    want.push_back(ref);
+  }
+  check_row(probe, got, want, kiln::check::kRtolReduction);
+  if (!probe.check_ok) throw std::runtime_error(std::string(what) + " computes wrong products: " + probe.check);
+}
+
+// Inputs of the peak GEMM: small values whose products are exact in float32.
+std::pair<std::vector<float>, std::vector<float>> peak_operands(int64_t n) {
+  std::vector<float> a(static_cast<size_t>(n * n)), b(static_cast<size_t>(n * n));
+  for (int64_t i = 0; i < n * n; ++i) {
+    a[static_cast<size_t>(i)] = static_cast<float>((i % 7) - 3) * 0.01f;
+    b[static_cast<size_t>(i)] = static_cast<float>((i % 5) - 2) * 0.01f;
+  }
+  return {std::move(a), std::move(b)};
+}
+
+// The CPU's roofs: oneDNN's sgemm (row-major, 2048^3) and a multi-threaded 256 MiB copy.
+void measure_cpu_roofs(MachineLimits& m, int reps, Stats& g, Stats& bw) {
+  const int64_t n = 2048;
+  const auto [a, b] = peak_operands(n);
+  std::vector<float> c(static_cast<size_t>(n * n));
+  const auto sgemm = [&] {
+    const dnnl_status_t st = dnnl_sgemm('N', 'N', n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);
+    if (st != dnnl_success) throw std::runtime_error("dnnl_sgemm failed with status " + std::to_string(st));
+  };
+  g = time_it(kiln::Device::cpu(), 1, reps, sgemm);
+  check_peak_gemm("dnnl_sgemm", n, a, b, false, [&](int64_t i, int64_t j) { return c[static_cast<size_t>(i * n + j)]; });
+  m.peak_gflops = 2.0 * n * n * n / (g.min_ms * 1e-3) / 1e9;
+  m.sgemm_shape = "sgemm 2048x2048x2048";
+
+  // 256 MiB each way: far beyond the last-level cache.
+  const size_t bytes = size_t{256} << 20;
+  std::vector<char> src(bytes, 1), dst(bytes, 0);
+  const auto copy = [&] {
+#pragma omp parallel num_threads(m.threads)
+    {
+      const size_t t = static_cast<size_t>(omp_get_thread_num()), nt = static_cast<size_t>(omp_get_num_threads());
+      const size_t begin = bytes * t / nt, end = bytes * (t + 1) / nt;
+      std::memcpy(dst.data() + begin, src.data() + begin, end - begin);
+    }
+  };
+  bw = time_it(kiln::Device::cpu(), 1, reps, copy);
+  m.bandwidth_gbs = 2.0 * static_cast<double>(bytes) / (bw.min_ms * 1e-3) / 1e9;
+  m.copy_size = "memcpy 256 MiB";
+}
+
+// A GPU's roofs, through kiln's public API: the backend's GEMM (kiln::linear, 8192^3;
+// TF32 where compute_options allow it, as every GEMM of the run) and a 2 GiB device copy.
+void measure_gpu_roofs(kiln::Device device, MachineLimits& m, int reps, Stats& g, Stats& bw) {
+  const int64_t n = 8192;
+  const auto [a, b] = peak_operands(n);
+  // linear computes y = x w^T: x = a, w = b.
+  const Tensor x = Tensor::from_vector(a, Shape{n, n}).to(device);
+  const Tensor w = Tensor::from_vector(b, Shape{n, n}).to(device);
+  kiln::Backend& be = kiln::backend_for(device);
+  Tensor y = Tensor::empty(Shape{n, n}, kiln::TensorOptions{kiln::DType::f32, device});
+  g = time_it(device, 1, reps, [&] { be.linear_forward(x, w, Tensor(), y); });
+  const Tensor y_host = y.cpu();
+  const float* yp = y_host.data<float>();
+  check_peak_gemm("the GPU's GEMM (kiln linear)", n, a, b, true, [&](int64_t i, int64_t j) { return yp[i * n + j]; });
+  const bool tf32 = kiln::compute_options().allow_tf32;
+  m.peak_gflops = 2.0 * n * n * n / (g.min_ms * 1e-3) / 1e9;
+  m.sgemm_shape = std::string("kiln linear ") + (tf32 ? "TF32" : "fp32") + " 8192^3";
+
+  const int64_t bytes = int64_t{1} << 31;  // 2 GiB each way: far past a GPU's L2
+  const Tensor src = Tensor::zeros(Shape{bytes}, kiln::TensorOptions{kiln::DType::u8, device});
+  Tensor dst = Tensor::empty(Shape{bytes}, kiln::TensorOptions{kiln::DType::u8, device});
+  bw = time_it(device, 1, reps, [&] { dst.copy_from(src); });
+  m.bandwidth_gbs = 2.0 * static_cast<double>(bytes) / (bw.min_ms * 1e-3) / 1e9;
+  m.copy_size = "device copy 2 GiB";
+}
+
+}  // namespace
+
+// The roofs every row is measured against: what this device does at its best, measured
+// now (measure_cpu_roofs, measure_gpu_roofs).
+MachineLimits measure_limits(kiln::Device device, int threads, int repeat) {
   MachineLimits m;
-  m.cpu = cpu_model();
+  m.device = device.is_cpu() ? cpu_model() : kiln::device_name(device);
   if (std::ifstream f("/proc/loadavg"); f) {
     double one = 0, five = 0, fifteen = 0;
     f >> one >> five >> fifteen;
@@ -249,46 +326,9 @@ MachineLimits measure_limits(int threads, int repeat) {
   }
   m.threads = threads;
   const int reps = std::max(3, repeat);
-
-  const int64_t n = 2048;
-  std::vector<float> a(n * n), b(n * n), c(n * n);
-  for (int64_t i = 0; i < n * n; ++i) {
-    a[i] = static_cast<float>((i % 7) - 3) * 0.01f;
-    b[i] = static_cast<float>((i % 5) - 2) * 0.01f;
-  }
-  const auto sgemm = [&] {
-    const dnnl_status_t st = dnnl_sgemm('N', 'N', n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);
-    if (st != dnnl_success) throw std::runtime_error("dnnl_sgemm failed with status " + std::to_string(st));
-  };
-  const Stats g = time_it(1, reps, sgemm);
-  // A peak from a wrong product is no peak: a few elements against a double reference.
-  for (const auto& [i, j] : {std::pair<int64_t, int64_t>{0, 0}, {n - 1, n - 1}, {7, 1000}}) {
-    double ref = 0, scale = 0;
-    for (int64_t k = 0; k < n; ++k) {
-      ref += static_cast<double>(a[i * n + k]) * b[k * n + j];
-      scale += std::fabs(static_cast<double>(a[i * n + k]) * b[k * n + j]);
-    }
-    if (std::fabs(c[i * n + j] - ref) > 1e-6 + 1e-5 * scale)
-      throw std::runtime_error("dnnl_sgemm gave c[" + std::to_string(i) + "," + std::to_string(j) + "] = " +
-                               std::to_string(c[i * n + j]) + ", expected " + std::to_string(ref));
-  }
-  m.peak_gflops = 2.0 * n * n * n / (g.min_ms * 1e-3) / 1e9;
-  m.sgemm_shape = "sgemm 2048x2048x2048";
-
-  // 256 MiB each way: far beyond the last-level cache.
-  const size_t bytes = size_t{256} << 20;
-  std::vector<char> src(bytes, 1), dst(bytes, 0);
-  const auto copy = [&] {
-#pragma omp parallel num_threads(threads)
-    {
-      const size_t t = static_cast<size_t>(omp_get_thread_num()), nt = static_cast<size_t>(omp_get_num_threads());
-      const size_t begin = bytes * t / nt, end = bytes * (t + 1) / nt;
-      std::memcpy(dst.data() + begin, src.data() + begin, end - begin);
-    }
-  };
-  const Stats bw = time_it(1, reps, copy);
-  m.bandwidth_gbs = 2.0 * static_cast<double>(bytes) / (bw.min_ms * 1e-3) / 1e9;
-  m.copy_size = "memcpy 256 MiB";
+  Stats g, bw;
+  if (device.is_cpu()) measure_cpu_roofs(m, reps, g, bw);
+  else measure_gpu_roofs(device, m, reps, g, bw);
   m.other_load = std::max(g.other_load, bw.other_load);
   return m;
 }
@@ -300,7 +340,7 @@ double gbs(const Row& r) { return r.timed ? r.bytes / (r.t.median_ms * 1e-3) / 1
 void time_checked_row(Row row, const Options& opt, const MachineLimits& m, SuiteResult& res,
                       const std::function<void()>& fn) {
   if (row.check_ok) {
-    row.t = time_it(opt.warmup, opt.repeat, fn);
+    row.t = time_it(bench_device(opt), opt.warmup, opt.repeat, fn);
     row.timed = true;
   } else {
     res.all_checks_ok = false;
@@ -646,7 +686,9 @@ PeerResult run_peer(const Suite& suite, const Options& opt, const MachineLimits&
                           (suite.peer_takes_suite ? " --suite " + quote(suite.name) : std::string()) +
                           (suite.peer_takes_data ? " --dir " + quote(opt.data_dir) : std::string()) +
                           (suite.peer_takes_plan ? " --plan " + quote(peer_plan_file()) : std::string()) +
-                          (opt.device == "cuda" ? " --device cuda" : std::string());
+                          (opt.device == "cuda" ? " --device cuda --conv-search " + opt.conv_search +
+                                                      (kiln::compute_options().allow_tf32 ? " --tf32" : "")
+                                                : std::string());
   std::printf("\nrunning the PyTorch peer: %s\n", cmd.c_str());
   std::fflush(stdout);
   FILE* pipe = popen(cmd.c_str(), "r");
@@ -797,7 +839,7 @@ void write_json(const std::string& path, const Options& opt, const MachineLimits
   js << "  \"options\": {\"batch\": " << opt.batch << ", \"repeat\": " << opt.repeat << ", \"warmup\": " << opt.warmup
      << ", \"threads\": " << opt.threads
      << ", \"cache\": \"" << (opt.cold_cache ? "cold" : "warm") << "\"},\n";
-  js << "  \"machine\": {\"cpu\": " << json_str(m.cpu) << ", \"threads\": " << m.threads
+  js << "  \"machine\": {\"device\": " << json_str(m.device) << ", \"threads\": " << m.threads
      << ", \"peak_gflops\": " << json_num(m.peak_gflops) << ", \"peak_from\": " << json_str(m.sgemm_shape)
      << ", \"loadavg\": " << json_str(m.loadavg) << ", \"other_load\": " << json_num(m.other_load) << ", \"bandwidth_gbs\": " << json_num(m.bandwidth_gbs) << ", \"bandwidth_from\": " << json_str(m.copy_size)
      << ", \"onednn\": \"" << dv->major << "." << dv->minor << "." << dv->patch << "\"},\n";
@@ -893,4 +935,4 @@ int64_t parse_int(const std::string& flag, const char* v, int64_t lo) {
   return x;
 }
 
-}  // namespace kiln::cpubench
+}  // namespace kiln::bench

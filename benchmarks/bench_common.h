@@ -1,7 +1,7 @@
-// kiln_bench's shared machinery: options, timing, the machine's measured limits, rows and
-// their table, checking against a double-precision reference, the PyTorch peer and JSON.
-// Each suite lives in its own suite_*.cpp and returns rows; kiln_bench.cpp holds main and
-// the suite table.
+// kiln_bench's shared machinery, one of each for every device (--device cpu or cuda):
+// options, the timing loop, the device's measured limits, rows and their table, checking
+// with the tests' comparison helper, the PyTorch peer and JSON. Each suite lives in its
+// own suite_*.cpp and returns rows; kiln_bench.cpp holds main and the suite table.
 #pragma once
 
 #include <cmath>
@@ -16,7 +16,7 @@
 #include "core/tensor.h"
 #include "train/model_spec.h"
 
-namespace kiln::cpubench {
+namespace kiln::bench {
 
 using kiln::Shape;
 using kiln::Tensor;
@@ -43,8 +43,9 @@ struct Options {
   std::string data_dir = "/tmp/kiln_pipeline_bench";
 };
 
-// Where the suite's kernels run (--device); inputs are made on the host (the references
-// read them there) and copied with to_bench_device, outputs made with empty_on_bench_device.
+// Where the suite's kernels run (--device; an unknown device, or cuda in a kiln built
+// without it, is a bad argument); inputs are made on the host (the references read them
+// there) and copied with to_bench_device, outputs made with empty_on_bench_device.
 kiln::Device bench_device(const Options& opt);
 Tensor to_bench_device(const Tensor& host, const Options& opt);
 Tensor empty_on_bench_device(const Shape& shape, const Options& opt, kiln::DType dtype = kiln::DType::f32);
@@ -68,24 +69,25 @@ struct Stats {
 // Loads above this mark a timing as disturbed.
 constexpr double kDisturbed = 0.10;
 
-// Runs fn warmup times untimed, then at least repeat times (more for short kernels: rows
-// under 200 ms in all run until 200 ms are measured), each run timed on its own. With
-// set_cold_cache(true), the last-level cache is evicted before each run, outside the timing.
-Stats time_it(int warmup, int repeat, const std::function<void()>& fn);
+// The one timing loop: runs fn warmup times untimed, then at least repeat times (more for
+// short kernels: rows under 200 ms in all run until 200 ms are measured), each run timed
+// on its own by the device's clock (kiln::time_ms: a steady clock on the CPU, events on a
+// GPU's compute stream). With set_cold_cache(true), the device's last-level cache is
+// evicted before each run, outside the timing.
+Stats time_it(kiln::Device device, int warmup, int repeat, const std::function<void()>& fn);
 void set_cold_cache(bool cold);
-// Times on this device from now on: CPU with a monotonic clock; a GPU with CUDA events on
-// the compute stream (and, with a cold cache, its L2 overwritten before each run).
-void set_timing_device(kiln::Device device);
 // Reads a buffer twice the size of the last-level cache (sysfs; 32 MiB if unknown), so
 // what the next run touches comes from memory. Returns the buffer's size in bytes.
 size_t evict_cache();
 
 // ---------------------------------------------------------------- machine limits
 
+// The roofs of the device the rows run on (--device), measured at start: one model for
+// the CPU and a GPU.
 struct MachineLimits {
-  std::string cpu;
+  std::string device;  // the CPU's or the GPU's model
   int threads = 0;
-  double peak_gflops = 0;    // best fp32 sgemm rate
+  double peak_gflops = 0;    // best fp32 GEMM rate (TF32 on a GPU where allowed)
   double bandwidth_gbs = 0;  // best copy rate, bytes read + written
   std::string sgemm_shape;
   std::string copy_size;
@@ -93,9 +95,10 @@ struct MachineLimits {
   double other_load = 0;  // the larger of the two measurements' Stats::other_load
 };
 
-// The roofs every row is measured against: what this machine does at its best, measured
-// now, by oneDNN's sgemm (row-major) and a multi-threaded copy.
-MachineLimits measure_limits(int threads, int repeat);
+// The roofs every row is measured against: what `device` does at its best, measured now.
+// CPU: oneDNN's sgemm (row-major) and a multi-threaded copy; a GPU: kiln's GEMM and a
+// device copy, through the public API.
+MachineLimits measure_limits(kiln::Device device, int threads, int repeat);
 
 // ---------------------------------------------------------------- rows and results
 
@@ -240,4 +243,4 @@ void write_json(const std::string& path, const Options& opt, const MachineLimits
 
 int64_t parse_int(const std::string& flag, const char* v, int64_t lo);
 
-}  // namespace kiln::cpubench
+}  // namespace kiln::bench

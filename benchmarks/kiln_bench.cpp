@@ -1,7 +1,7 @@
 // kiln_bench: benchmarks that check each kernel against a double-precision reference
-// before timing it, and report the time against this machine's own measured limits (an
-// fp32 sgemm peak and a copy bandwidth) and, with --compare, against PyTorch on the same
-// shapes. Suites live in one table (kSuites), one file each (suite_*.cpp); a suite returns
+// before timing it, and report the time against the device's own measured limits (an
+// fp32 GEMM peak and a copy bandwidth) and, with --compare, against PyTorch on the same
+// shapes and device. Suites live in one table (kSuites), one file each (suite_*.cpp); a suite returns
 // rows, and a suite with a peer script is compared row by row, by name. The machinery they
 // share (timing, limits, rows, checks, peers, JSON) is in bench_common.{h,cpp}.
 #include <oneapi/dnnl/dnnl.h>
@@ -16,46 +16,142 @@
 #include <string>
 #include <vector>
 
-#if defined(KILN_HAS_CUDA)
-#include "benchmarks/cuda_suites.h"
-#endif
 #include "benchmarks/bench_common.h"
 #include "benchmarks/suites.h"
 #include "core/backend.h"
 
-namespace kiln::cpubench {
+namespace kiln::bench {
 namespace {
 
 // ---------------------------------------------------------------- the suite table
 
+const char* const kCpuPeer = "benchmarks/torch_cpu_peer.py";
+
 const Suite kSuites[] = {
-    {"vgg16_forward", "VGG16 inference: each conv(+relu), pool and fc layer, then the whole forward",
-     run_vgg16_forward, "benchmarks/torch_vgg16_forward.py", false},
-    {"conv", "VGG16's 13 convs at batch 1, 8, 64: forward, backward-data, backward-filter",
-     run_conv, "benchmarks/torch_cpu_peer.py", true, true},
-    {"step", "VGG16 steps as vgg_finetune runs them: inference, fc8-only (phase 1), all layers (phase 2)",
-     run_step, "benchmarks/torch_cpu_peer.py", true},
-    {"gemm", "kiln::linear at VGG16's fc shapes (batch 1, 8, 64) and square 1024, 2048",
-     run_gemm, "benchmarks/torch_cpu_peer.py", true, false, false, true},
-    {"pool", "max_pool2d 2x2/2 forward and backward at VGG16's 5 pool inputs, and adaptive_avg_pool2d (pool5 to 7x7, global), batch 8",
-     run_pool, "benchmarks/torch_cpu_peer.py", true, false, false, true},
-    {"norm", "batch_norm2d at ResNet-50's shapes (batch 8): training forward and backward, inference forward",
-     run_norm, "benchmarks/torch_cpu_peer.py", true, false, false, true, false},
-    {"softmax_ce", "fused softmax cross-entropy forward and backward, batch 64..1024 x classes 8, 1000",
-     run_softmax_ce, "benchmarks/torch_cpu_peer.py", true, false, false, true},
-    {"elementwise", "relu, relu backward, dropout, add at VGG16 activation sizes (batch 8)",
-     run_elementwise, "benchmarks/torch_cpu_peer.py", true, false, false, true},
-    {"sgd", "multi-tensor SGD (momentum, weight decay) over VGG16's 32 parameters, all and fc8-only; @per_tensor",
-     run_sgd, "benchmarks/torch_cpu_peer.py", true, false, false, true},
-    {"copy", "tensor copies within the device, 1 to 256 MiB; on a GPU also H2D/D2H, pinned and pageable",
-     run_copy, "benchmarks/torch_cpu_peer.py", true, false, false, true},
-    {"pipeline", "image pipeline on generated JPEGs: decode, transforms, the loader at 1..all threads; @device_atlas",
-     run_pipeline, "benchmarks/torch_pipeline.py", false, false, true, false, false},
-    {"ops", "every case of the op table (check/op_cases.h), forward, checked against the CPU; its own small shapes",
-     run_ops, nullptr, false, false, false, true, false},
+    {.name = "vgg16_forward", .help = "VGG16 inference: each conv(+relu), pool and fc layer, then the whole forward",
+     .run = run_vgg16_forward, .peer_script = "benchmarks/torch_vgg16_forward.py"},
+    {.name = "conv", .help = "VGG16's 13 convs at batch 1, 8, 64: forward, backward-data, backward-filter",
+     .run = run_conv, .peer_script = kCpuPeer, .peer_takes_suite = true, .sweeps_batches = true, .on_cuda = true},
+    {.name = "step", .help = "VGG16 steps as vgg_finetune runs them: inference, fc8-only (phase 1), all layers (phase 2)",
+     .run = run_step, .peer_script = kCpuPeer, .peer_takes_suite = true, .on_cuda = true},
+    {.name = "gemm", .help = "kiln::linear at VGG16's fc shapes (batch 1, 8, 64) and square 1024, 2048",
+     .run = run_gemm, .peer_script = kCpuPeer, .peer_takes_suite = true, .on_cuda = true},
+    {.name = "pool",
+     .help = "max_pool2d 2x2/2 forward and backward at VGG16's 5 pool inputs, and adaptive_avg_pool2d (pool5 to 7x7, "
+             "global), batch 8",
+     .run = run_pool, .peer_script = kCpuPeer, .peer_takes_suite = true, .on_cuda = true},
+    {.name = "norm",
+     .help = "batch_norm2d at ResNet-50's shapes (batch 8): training forward and backward, inference forward",
+     .run = run_norm, .peer_script = kCpuPeer, .peer_takes_suite = true, .on_cuda = true, .peer_takes_plan = false},
+    {.name = "softmax_ce", .help = "fused softmax cross-entropy forward and backward, batch 64..1024 x classes 8, 1000",
+     .run = run_softmax_ce, .peer_script = kCpuPeer, .peer_takes_suite = true, .on_cuda = true},
+    {.name = "elementwise", .help = "relu, relu backward, dropout, add at VGG16 activation sizes (batch 8)",
+     .run = run_elementwise, .peer_script = kCpuPeer, .peer_takes_suite = true, .on_cuda = true},
+    {.name = "sgd",
+     .help = "multi-tensor SGD (momentum, weight decay) over VGG16's 32 parameters, all and fc8-only; @per_tensor",
+     .run = run_sgd, .peer_script = kCpuPeer, .peer_takes_suite = true, .on_cuda = true},
+    {.name = "copy", .help = "tensor copies within the device, 1 to 256 MiB; on a GPU also H2D/D2H, pinned and pageable",
+     .run = run_copy, .peer_script = kCpuPeer, .peer_takes_suite = true, .on_cuda = true},
+    {.name = "pipeline",
+     .help = "image pipeline on generated JPEGs: decode, transforms, the loader at 1..all threads; @device_atlas",
+     .run = run_pipeline, .peer_script = "benchmarks/torch_pipeline.py", .peer_takes_data = true,
+     .peer_takes_plan = false},
+    {.name = "ops",
+     .help = "every case of the op table (check/op_cases.h), forward, checked against the CPU; its own small shapes",
+     .run = run_ops, .peer_script = nullptr, .on_cuda = true, .peer_takes_plan = false},
 };
 
 // ---------------------------------------------------------------- main
+
+// --suite all, or one name, or several separated by commas; on a GPU the suites marked
+// on_cuda, with conv and step the default there (VGG16's convs and whole steps).
+std::vector<const Suite*> select_suites(const Options& opt, bool cuda) {
+  std::vector<const Suite*> suites;
+  std::stringstream ss(cuda && opt.suite == "vgg16_forward" ? std::string("conv,step") : opt.suite);
+  for (std::string n; std::getline(ss, n, ',');) {
+    if (n == "all") {
+      for (const Suite& s : kSuites)
+        if (!cuda || s.on_cuda) suites.push_back(&s);
+      continue;
+    }
+    const Suite* suite = nullptr;
+    for (const Suite& s : kSuites)
+      if (n == s.name) suite = &s;
+    if (!suite) {
+      std::string names;
+      for (const Suite& s : kSuites) names += std::string(names.empty() ? "" : ", ") + s.name;
+      throw std::invalid_argument("unknown suite '" + n + "' (have: " + names + ", all)");
+    }
+    if (cuda && !suite->on_cuda) {
+      std::string names;
+      for (const Suite& s : kSuites)
+        if (s.on_cuda) names += std::string(names.empty() ? "" : ", ") + s.name;
+      throw std::invalid_argument("suite " + n + " runs on the CPU only; with --device cuda: " + names + ", all");
+    }
+    suites.push_back(suite);
+  }
+  if (suites.empty()) throw std::invalid_argument("--suite needs a name");
+  if (opt.batches.size() > 1) {
+    for (const Suite* s : suites)
+      if (!s->sweeps_batches)
+        throw std::invalid_argument("--batch with a list: suite " + std::string(s->name) +
+                                    " takes one batch size (only conv sweeps a list)");
+  }
+  return suites;
+}
+
+// What the run measures against, before its rows: options, the device and its limits, and
+// how to read the table's columns.
+void print_header(const Options& opt, const std::vector<const Suite*>& suites, const MachineLimits& m) {
+  const dnnl_version_t* dv = dnnl_version();
+  std::printf("kiln_bench --suite %s: batch %lld, %d threads, warmup %d, repeat %d, oneDNN %d.%d.%d\n",
+              suites.size() == 1 ? suites[0]->name : opt.suite.c_str(),
+              static_cast<long long>(opt.batch), opt.threads, opt.warmup, opt.repeat, dv->major, dv->minor,
+              dv->patch);
+  std::printf("machine: %s, load average %s\n", m.device.c_str(), m.loadavg.c_str());
+  if (opt.device == "cuda")
+    std::printf("GPU: %s, conv algorithms by %s\n",
+                kiln::compute_options().allow_tf32 ? "TF32 allowed" : "strict fp32 (KILN_ALLOW_TF32=1 allows TF32)",
+                kiln::compute_options().exhaustive_conv_search ? "exhaustive search (cuDNN Find)" : "cuDNN heuristics");
+  std::printf("limits: fp32 peak %.1f GFLOP/s (best %s), bandwidth %.1f GB/s (best %s, read + write)%s\n",
+              m.peak_gflops, m.sgemm_shape.c_str(), m.bandwidth_gbs, m.copy_size.c_str(),
+              m.other_load > kDisturbed ? " -- DISTURBED by other processes" : "");
+  std::printf("%%peak: of the GEMM peak (a kernel better tuned than that GEMM can exceed 100%%); %%roof: of\n"
+              "min(peak, FLOP/byte * bandwidth) (a row whose data fits in the last-level cache can exceed 100%%);\n"
+              "cache: %s\n"
+              "other: CPU share taken by other processes while timing\n"
+              "(! over 10%%: not trustworthy); check: worst |error| / tolerance of the checked elements\n\n",
+              opt.cold_cache ? "cold (the last-level cache is evicted before every timed run; --cache warm keeps it)"
+                             : "warm (--cache warm: data may stay cache-resident between runs)");
+  std::fflush(stdout);
+}
+
+// Says last, where it is read, which timings ran beside other work and which peers were
+// weak or refused. Returns whether every row's check passed.
+bool print_warnings(const std::vector<SuiteReport>& reports, const MachineLimits& m, bool several) {
+  std::string disturbed;
+  bool all_checks_ok = true;
+  for (const SuiteReport& rep : reports) {
+    all_checks_ok = all_checks_ok && rep.res.all_checks_ok;
+    for (const Row& r : rep.res.rows) {
+      const PeerRow* t = rep.peer && rep.peer->ok ? rep.peer->row(r.name) : nullptr;
+      if ((r.timed && r.t.other_load > kDisturbed) || (t && t->t.other_load > kDisturbed))
+        disturbed += (disturbed.empty() ? "" : ", ") + (several ? std::string(rep.suite->name) + "/" : "") + r.name;
+    }
+  }
+  if (m.other_load > kDisturbed) disturbed = "the peak/bandwidth measurement" + (disturbed.empty() ? "" : ", " + disturbed);
+  // A weak or refused peer is said again here, where a reader of the ratios looks last.
+  for (const SuiteReport& rep : reports) {
+    if (rep.peer && rep.peer->ok && rep.peer->weak)
+      std::printf("\nWARNING: WEAK PEER in %s: %s\n", rep.suite->name, rep.peer->weak_why.c_str());
+    if (rep.peer && rep.peer->refused)
+      std::printf("\nWARNING: PyTorch comparison REFUSED in %s: %s\n", rep.suite->name, rep.peer->why.c_str());
+  }
+  if (!disturbed.empty())
+    std::printf("\nWARNING: other processes took over %.0f%% of the CPUs while timing %s; rerun on a quiet machine\n",
+                100.0 * kDisturbed, disturbed.c_str());
+  return all_checks_ok;
+}
 
 int run(int argc, char** argv) {
   Options opt;
@@ -92,8 +188,6 @@ int run(int argc, char** argv) {
     else if (a == "--classes") plan_classes = parse_int(a, value(), 1);
     else if (a == "--list") {
       for (const Suite& s : kSuites) std::printf("%-16s %s%s\n", s.name, s.help, s.on_cuda ? " [cpu, cuda]" : "");
-      std::printf("%-16s %s\n%-16s %s\n", "conv_cuda", "--device cuda: VGG16's convs, heuristics and Find side by side",
-                  "step_cuda", "--device cuda: VGG16 forward, fc8-only and full training steps, peak memory");
       return 0;
     } else if (a == "-h" || a == "--help") {
       std::fputs(kUsage, stdout);
@@ -115,69 +209,16 @@ int run(int argc, char** argv) {
     return 0;
   }
   if (plan_image_size || plan_classes) throw std::invalid_argument("--image-size and --classes go with --print-plan");
-  const bool cuda = opt.device == "cuda";
-  if (!cuda && opt.device != "cpu") throw std::invalid_argument("--device must be cpu or cuda, got '" + opt.device + "'");
-#if !defined(KILN_HAS_CUDA)
-  if (cuda) throw std::invalid_argument("--device cuda: this kiln_bench was built without CUDA");
-#endif
-  // --suite all, or one name, or several separated by commas. On a GPU the suites marked
-  // on_cuda run here on the device; conv_cuda and step_cuda (VGG16's convs and whole steps,
-  // also the default there) run in cuda_suites.cpp.
-  std::vector<const Suite*> suites;
-  std::vector<std::string> gpu_only;
-  {
-    std::stringstream ss(cuda && opt.suite == "vgg16_forward" ? std::string("conv_cuda,step_cuda") : opt.suite);
-    for (std::string n; std::getline(ss, n, ',');) {
-      if (n == "all") {
-        for (const Suite& s : kSuites)
-          if (!cuda || s.on_cuda) suites.push_back(&s);
-        if (cuda) gpu_only.insert(gpu_only.end(), {"conv_cuda", "step_cuda"});
-        continue;
-      }
-      if (cuda && (n == "conv_cuda" || n == "step_cuda")) {
-        gpu_only.push_back(n);
-        continue;
-      }
-      const Suite* suite = nullptr;
-      for (const Suite& s : kSuites)
-        if (n == s.name) suite = &s;
-      if (!suite) {
-        std::string names;
-        for (const Suite& s : kSuites) names += std::string(names.empty() ? "" : ", ") + s.name;
-        throw std::invalid_argument("unknown suite '" + n + "' (have: " + names + ", all" +
-                                    (cuda ? ", conv_cuda, step_cuda" : "") + ")");
-      }
-      if (cuda && !suite->on_cuda)
-        throw std::invalid_argument("suite " + n + " runs on the CPU only; with --device cuda: gemm, pool, norm, "
-                                    "softmax_ce, elementwise, sgd, copy, ops, conv_cuda, step_cuda, all");
-      suites.push_back(suite);
-    }
-    if (suites.empty() && gpu_only.empty()) throw std::invalid_argument("--suite needs a name");
-    if (opt.batches.size() > 1) {
-      std::vector<std::string> single;
-      for (const Suite* s : suites)
-        if (!s->sweeps_batches) single.push_back(s->name);
-      single.insert(single.end(), gpu_only.begin(), gpu_only.end());
-      if (!single.empty())
-        throw std::invalid_argument("--batch with a list: suite " + single.front() +
-                                    " takes one batch size (only conv sweeps a list)");
-    }
-  }
-#if defined(KILN_HAS_CUDA)
-  if (cuda) {
-    if (opt.conv_search != "exhaustive" && opt.conv_search != "heuristic")
-      throw std::invalid_argument("--conv-search must be exhaustive or heuristic, got '" + opt.conv_search + "'");
-    kiln::compute_options().exhaustive_conv_search = opt.conv_search == "exhaustive";
-    if (kiln::device_count(kiln::DeviceType::cuda) == 0) {
-      std::fprintf(stderr, "kiln_bench: --device cuda: no GPU found\n");
-      return 1;
-    }
-  }
-#endif
-  if (suites.empty()) {
-#if defined(KILN_HAS_CUDA)
-    return kiln::bench::cuda_main(gpu_only, opt.batch, opt.warmup, opt.repeat, opt.compare, opt.json_path);
-#endif
+  const kiln::Device device = bench_device(opt);  // --device, checked there
+  const bool cuda = !device.is_cpu();
+  const std::vector<const Suite*> suites = select_suites(opt, cuda);
+  if (opt.conv_search != "exhaustive" && opt.conv_search != "heuristic")
+    throw std::invalid_argument("--conv-search must be exhaustive or heuristic, got '" + opt.conv_search + "'");
+  // Read by the CUDA backend only (cuDNN's Find or its heuristics); the CPU has one way.
+  kiln::compute_options().exhaustive_conv_search = opt.conv_search == "exhaustive";
+  if (cuda && kiln::device_count(kiln::DeviceType::cuda) == 0) {
+    std::fprintf(stderr, "kiln_bench: --device cuda: no GPU found\n");
+    return 1;
   }
 
   // Before any parallel region: kiln's loops and oneDNN both follow OpenMP's setting, and
@@ -185,40 +226,9 @@ int run(int argc, char** argv) {
   setenv("OMP_NUM_THREADS", std::to_string(opt.threads).c_str(), 1);
   omp_set_num_threads(opt.threads);
 
-  const dnnl_version_t* dv = dnnl_version();
-  std::printf("kiln_bench --suite %s: batch %lld, %d threads, warmup %d, repeat %d, oneDNN %d.%d.%d\n",
-              suites.size() == 1 ? suites[0]->name : opt.suite.c_str(),
-              static_cast<long long>(opt.batch), opt.threads, opt.warmup, opt.repeat, dv->major, dv->minor,
-              dv->patch);
-  MachineLimits m;
-#if defined(KILN_HAS_CUDA)
-  if (cuda) {
-    // The device's roofs, measured now: cuBLAS fp32 (or TF32 where allowed) and a copy.
-    const kiln::bench::CudaCeilings c = kiln::bench::measure_cuda_ceilings();
-    m.cpu = c.gpu;
-    m.threads = opt.threads;
-    const bool tf32 = kiln::compute_options().allow_tf32;
-    m.peak_gflops = tf32 ? c.tf32_gflops : c.fp32_gflops;
-    m.sgemm_shape = tf32 ? "cuBLAS TF32 8192^3" : "cuBLAS fp32 8192^3";
-    m.bandwidth_gbs = c.copy_gbps;
-    m.copy_size = "device copy 2 GiB";
-    set_timing_device(kiln::Device::cuda(0));
-  }
-#endif
-  if (!cuda) m = measure_limits(opt.threads, opt.repeat);
+  const MachineLimits m = measure_limits(device, opt.threads, opt.repeat);
   set_cold_cache(opt.cold_cache);
-  std::printf("machine: %s, load average %s\n", m.cpu.c_str(), m.loadavg.c_str());
-  std::printf("limits: fp32 peak %.1f GFLOP/s (best %s), bandwidth %.1f GB/s (best %s, read + write)%s\n",
-              m.peak_gflops, m.sgemm_shape.c_str(), m.bandwidth_gbs, m.copy_size.c_str(),
-              m.other_load > kDisturbed ? " -- DISTURBED by other processes" : "");
-  std::printf("%%peak: of the sgemm peak (a kernel better tuned than oneDNN's sgemm can exceed 100%%); %%roof: of\n"
-              "min(peak, FLOP/byte * bandwidth) (a row whose data fits in the last-level cache can exceed 100%%);\n"
-              "cache: %s\n"
-              "other: CPU share taken by other processes while timing\n"
-              "(! over 10%%: not trustworthy); check: worst |error| / tolerance of the checked elements\n\n",
-              opt.cold_cache ? "cold (the last-level cache is evicted before every timed run; --cache warm keeps it)"
-                             : "warm (--cache warm: data may stay cache-resident between runs)");
-  std::fflush(stdout);
+  print_header(opt, suites, m);
 
   std::vector<SuiteReport> reports;
   for (const Suite* suite : suites) {
@@ -246,52 +256,21 @@ int run(int argc, char** argv) {
     write_json(opt.json_path, opt, m, reports);
     std::printf("\nJSON written to %s\n", opt.json_path.c_str());
   }
-  // Say it last, where it is read: which timings ran beside other work.
-  std::string disturbed;
-  bool all_checks_ok = true;
-  for (const SuiteReport& rep : reports) {
-    all_checks_ok = all_checks_ok && rep.res.all_checks_ok;
-    for (const Row& r : rep.res.rows) {
-      const PeerRow* t = rep.peer && rep.peer->ok ? rep.peer->row(r.name) : nullptr;
-      if ((r.timed && r.t.other_load > kDisturbed) || (t && t->t.other_load > kDisturbed))
-        disturbed += (disturbed.empty() ? "" : ", ") + (suites.size() > 1 ? std::string(rep.suite->name) + "/" : "") + r.name;
-    }
-  }
-  if (m.other_load > kDisturbed) disturbed = "the peak/bandwidth measurement" + (disturbed.empty() ? "" : ", " + disturbed);
-  // A weak or refused peer is said again here, where a reader of the ratios looks last.
-  for (const SuiteReport& rep : reports) {
-    if (rep.peer && rep.peer->ok && rep.peer->weak)
-      std::printf("\nWARNING: WEAK PEER in %s: %s\n", rep.suite->name, rep.peer->weak_why.c_str());
-    if (rep.peer && rep.peer->refused)
-      std::printf("\nWARNING: PyTorch comparison REFUSED in %s: %s\n", rep.suite->name, rep.peer->why.c_str());
-  }
-  if (!disturbed.empty())
-    std::printf("\nWARNING: other processes took over %.0f%% of the CPUs while timing %s; rerun on a quiet machine\n",
-                100.0 * kDisturbed, disturbed.c_str());
-  int rc = 0;
-#if defined(KILN_HAS_CUDA)
-  if (!gpu_only.empty()) {
-    set_timing_device(kiln::Device::cpu());
-    std::string json = opt.json_path;
-    if (!json.empty()) json = json.substr(0, json.rfind(".json")) + ".conv_step.json";
-    std::printf("\n================ %s\n\n", gpu_only.size() == 1 ? gpu_only[0].c_str() : "conv_cuda, step_cuda");
-    rc = kiln::bench::cuda_main(gpu_only, opt.batch, opt.warmup, opt.repeat, opt.compare, json);
-  }
-#endif
+  const bool all_checks_ok = print_warnings(reports, m, suites.size() > 1);
   if (!all_checks_ok) {
     std::fprintf(stderr, "kiln_bench: some checks FAILED (rows without timings above)\n");
     return 1;
   }
-  return rc;
+  return 0;
 }
 
 }  // namespace
-}  // namespace kiln::cpubench
+}  // namespace kiln::bench
 
 int main(int argc, char** argv) {
-  using kiln::cpubench::kUsage;
+  using kiln::bench::kUsage;
   try {
-    return kiln::cpubench::run(argc, argv);
+    return kiln::bench::run(argc, argv);
   } catch (const std::invalid_argument& e) {
     std::fprintf(stderr, "kiln_bench: %s\n%s", e.what(), kUsage);
     return 2;

@@ -33,7 +33,7 @@ def main():
     with open(args.json_file) as f:
         report = json.load(f)
     m = report.get("machine", {})
-    title = args.title or f"kiln_bench: fraction of the roofline ({m.get('cpu', '?')}, {m.get('threads', '?')} threads)"
+    title = args.title or f"kiln_bench: fraction of the roofline ({m.get('device', m.get('cpu', '?'))}, {m.get('threads', '?')} threads)"
     sub = (f"limits measured in the run: fp32 peak {m.get('peak_gflops', 0):.1f} GFLOP/s ({m.get('peak_from', '')}), "
            f"bandwidth {m.get('bandwidth_gbs', 0):.1f} GB/s ({m.get('bandwidth_from', '')}); load average {m.get('loadavg', '?')}")
 

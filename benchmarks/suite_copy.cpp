@@ -11,7 +11,7 @@
 #include "benchmarks/suites.h"
 #include "core/backend.h"
 
-namespace kiln::cpubench {
+namespace kiln::bench {
 
 namespace {
 
@@ -73,4 +73,4 @@ SuiteResult run_copy(const Options& opt, const MachineLimits& m) {
   return res;
 }
 
-}  // namespace kiln::cpubench
+}  // namespace kiln::bench

@@ -14,7 +14,7 @@
 #include "core/backend.h"
 #include "core/generator.h"
 
-namespace kiln::cpubench {
+namespace kiln::bench {
 
 SuiteResult run_elementwise(const Options& opt, const MachineLimits& m) {
   SuiteResult res;
@@ -108,4 +108,4 @@ SuiteResult run_elementwise(const Options& opt, const MachineLimits& m) {
   return res;
 }
 
-}  // namespace kiln::cpubench
+}  // namespace kiln::bench

@@ -12,7 +12,7 @@
 #include "core/autograd.h"
 #include "core/ops.h"
 
-namespace kiln::cpubench {
+namespace kiln::bench {
 
 namespace {
 
@@ -78,4 +78,4 @@ SuiteResult run_gemm(const Options& opt, const MachineLimits& m) {
   return res;
 }
 
-}  // namespace kiln::cpubench
+}  // namespace kiln::bench

@@ -15,7 +15,7 @@
 #include "check/op_cases.h"
 #include "core/backend.h"
 
-namespace kiln::cpubench {
+namespace kiln::bench {
 namespace {
 
 constexpr float kEps = 1e-5f, kMomentum = 0.1f;
@@ -148,4 +148,4 @@ SuiteResult run_norm(const Options& opt, const MachineLimits& m) {
   return res;
 }
 
-}  // namespace kiln::cpubench
+}  // namespace kiln::bench

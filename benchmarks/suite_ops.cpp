@@ -14,7 +14,7 @@
 #include "check/op_cases.h"
 #include "core/autograd.h"
 
-namespace kiln::cpubench {
+namespace kiln::bench {
 namespace {
 
 // "[2,5,6,3] [4,3,3,3] -> [2,5,6,4]": the case's input shapes and its output's.
@@ -66,4 +66,4 @@ SuiteResult run_ops(const Options& opt, const MachineLimits& m) {
   return res;
 }
 
-}  // namespace kiln::cpubench
+}  // namespace kiln::bench

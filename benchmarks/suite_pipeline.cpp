@@ -30,7 +30,7 @@
 
 namespace fs = std::filesystem;
 
-namespace kiln::cpubench {
+namespace kiln::bench {
 
 namespace {
 
@@ -225,4 +225,4 @@ SuiteResult run_pipeline(const Options& opt, const MachineLimits& m) {
   return res;
 }
 
-}  // namespace kiln::cpubench
+}  // namespace kiln::bench

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "benchmarks/bench_common.h"
@@ -14,11 +15,19 @@
 #include "check/op_cases.h"
 #include "core/backend.h"
 
-namespace kiln::cpubench {
+namespace kiln::bench {
 namespace {
 
 // adaptive_avg_pool2d [n, h, h, c] -> [n, o, o, c], checked against windows computed here in
 // double (floor(i*h/o), ceil((i+1)*h/o)), independently of kernels/common/pool.h.
+// The bench model's adaptive average pool at `image_size` with `head` ("fc": pool5 to the
+// published 7x7; "avg": global), from its plan.
+kiln::LayerPlan adaptive_layer(int64_t image_size, const std::string& head) {
+  for (kiln::LayerPlan& l : bench_model().plan(kiln::ModelOptions{1000, image_size, 0.5f, head, true}))
+    if (l.kind == kiln::LayerPlan::Kind::adaptive_avg_pool) return l;
+  KILN_FAIL("kiln_bench: ", bench_model().name, " plans no adaptive pool at ", image_size, " px with head ", head);
+}
+
 void adaptive_rows(const std::string& name, int64_t n, int64_t h, int64_t c, int64_t o, const Options& opt,
                    const MachineLimits& m, SuiteResult& res, kiln::Generator& gen) {
   kiln::Backend& be = kiln::backend_for(bench_device(opt));
@@ -152,12 +161,15 @@ SuiteResult run_pool(const Options& opt, const MachineLimits& m) {
         rb, dx_ref.size(), [&](size_t e) { return dxp[e]; }, [&](size_t e) { return dx_ref[e]; }, 0);
     time_checked_row(std::move(rb), opt, m, res, [&] { be.max_pool2d_backward(dy, argmax, dx); });
   }
-  // VGG's adaptive pooling: pool5 to 7x7 at 64 px (2x2, repeated) and 320 px (10x10,
-  // overlapping windows); global average pooling (--head avg) at 224 px.
-  adaptive_rows("pool5_7x7@64px", n, 2, 512, 7, opt, m, res, gen);
-  adaptive_rows("pool5_7x7@320px", n, 10, 512, 7, opt, m, res, gen);
-  adaptive_rows("global_pool@224px", n, 7, 512, 1, opt, m, res, gen);
+  // VGG's adaptive pooling, as the model spec plans it: pool5 to 7x7 at 64 px (2x2,
+  // repeated) and 320 px (10x10, overlapping windows); global average pooling (--head avg)
+  // at 224 px. Rows "<layer>@<size>px".
+  for (const auto& [size, head] : {std::pair<int64_t, const char*>{64, "fc"}, {320, "fc"}, {224, "avg"}}) {
+    const kiln::LayerPlan l = adaptive_layer(size, head);
+    adaptive_rows(l.name + "@" + std::to_string(size) + "px", n, l.in_size, l.in_channels, l.out_size, opt, m, res,
+                  gen);
+  }
   return res;
 }
 
-}  // namespace kiln::cpubench
+}  // namespace kiln::bench

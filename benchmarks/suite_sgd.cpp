@@ -15,7 +15,7 @@
 #include "benchmarks/suites.h"
 #include "core/ops.h"
 
-namespace kiln::cpubench {
+namespace kiln::bench {
 
 namespace {
 
@@ -128,4 +128,4 @@ SuiteResult run_sgd(const Options& opt, const MachineLimits& m) {
   return res;
 }
 
-}  // namespace kiln::cpubench
+}  // namespace kiln::bench

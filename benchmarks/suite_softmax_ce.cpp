@@ -12,7 +12,7 @@
 #include "check/op_cases.h"
 #include "core/backend.h"
 
-namespace kiln::cpubench {
+namespace kiln::bench {
 
 SuiteResult run_softmax_ce(const Options& opt, const MachineLimits& m) {
   SuiteResult res;
@@ -80,4 +80,4 @@ SuiteResult run_softmax_ce(const Options& opt, const MachineLimits& m) {
   return res;
 }
 
-}  // namespace kiln::cpubench
+}  // namespace kiln::bench

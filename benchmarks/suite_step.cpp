@@ -1,5 +1,6 @@
 // kiln_bench --suite step: whole VGG16 steps as vgg_finetune runs them — the model from
-// make_vgg (8 classes), kiln::SGD (momentum 0.9), softmax cross-entropy — at --batch:
+// its spec (8 classes), kiln::SGD (momentum 0.9), softmax cross-entropy — at --batch, on
+// the bench device (--device cuda: the model moved there, as the app does):
 // inference, a phase-1 step (conv1..fc7 frozen, fc8 trained) and a phase-2 step (every
 // layer trained). Checked before timing: the loss is finite and the step moves exactly the
 // parameters it should (the layers' values are checked by the conv, gemm and pool suites).
@@ -12,10 +13,11 @@
 #include "benchmarks/bench_common.h"
 #include "benchmarks/suites.h"
 #include "core/autograd.h"
+#include "core/backend.h"
 #include "core/ops.h"
 #include "layers/optim.h"
 
-namespace kiln::cpubench {
+namespace kiln::bench {
 
 namespace {
 
@@ -25,6 +27,14 @@ Tensor* param(Module& model, const std::string& name) {
   Tensor* t = model.find(name).tensor;
   if (!t) throw std::runtime_error("step suite: the model has no parameter " + name);
   return t;
+}
+
+// On a GPU, the device memory high-water mark of the row just timed, as a summary value
+// "<what>_peak_mib" (the CPU backend keeps no such count).
+void record_peak_memory(const std::string& what, const Options& opt, SuiteResult& res) {
+  const kiln::Device d = bench_device(opt);
+  if (!d.is_cpu())
+    res.summary.emplace_back(what + "_peak_mib", static_cast<double>(kiln::memory_stats(d).peak_bytes) / 1048576.0);
 }
 
 }  // namespace
@@ -37,12 +47,15 @@ SuiteResult run_step(const Options& opt, const MachineLimits& m) {
   kiln::Generator init(11), drop(12), data(13);
   const kiln::ModelSpec& spec = bench_model();
   std::shared_ptr<Sequential> model = spec.build(kiln::ModelOptions{kClasses, 0, 0.5f}, init, drop);
+  model->to(bench_device(opt));
   const kiln::LayerPlan first = vgg16_plan().front();
-  const Tensor x = Tensor::uniform(Shape{n, first.in_size, first.in_size, first.in_channels}, -1.0f, 1.0f, data);
+  const Tensor x = to_bench_device(
+      Tensor::uniform(Shape{n, first.in_size, first.in_size, first.in_channels}, -1.0f, 1.0f, data), opt);
   std::vector<int64_t> lab(static_cast<size_t>(n));
   for (size_t i = 0; i < lab.size(); ++i) lab[i] = static_cast<int64_t>((i * 5) % kClasses);
-  const Tensor labels = Tensor::from_vector(lab, Shape{n});
+  const Tensor labels = to_bench_device(Tensor::from_vector(lab, Shape{n}), opt);
   const auto [fwd_flops, fwd_bytes] = vgg16_forward_cost(n, kClasses);
+  const int64_t fc8_in = vgg16_layers(kiln::LayerPlan::Kind::fc).back().in_channels;  // the head's inputs
   const std::string shape = shape_str(x.shape()) + "->" + std::to_string(kClasses);
 
   // Inference: eval mode (dropout off), no graph.
@@ -61,7 +74,9 @@ SuiteResult run_step(const Options& opt, const MachineLimits& m) {
     r.checked = true;
     r.check_ok = finite;
     r.check = finite ? "finite logits" : "NON-finite logits";
+    kiln::reset_peak_memory(bench_device(opt));
     time_checked_row(std::move(r), opt, m, res, [&] { (void)(*model)(x); });
+    record_peak_memory("forward", opt, res);
   }
 
   model->train(true);
@@ -92,7 +107,7 @@ SuiteResult run_step(const Options& opt, const MachineLimits& m) {
     r.shape = shape;
     // Phase 1: the forward plus fc8's two gradient products; phase 2: forward and two
     // backward products per layer (the usual 3x).
-    r.flops = phase == 1 ? fwd_flops + 2.0 * 2.0 * n * 4096 * kClasses : 3.0 * fwd_flops;
+    r.flops = phase == 1 ? fwd_flops + 2.0 * 2.0 * n * fc8_in * kClasses : 3.0 * fwd_flops;
     r.bytes = phase == 1 ? fwd_bytes : 3.0 * fwd_bytes;
     {
       // One checked step: it must touch what is trainable and nothing else.
@@ -112,7 +127,9 @@ SuiteResult run_step(const Options& opt, const MachineLimits& m) {
                             : (frozen_ok ? ", fc7 and conv1_1 updated" : ", a layer was NOT updated"));
       if (!std::isfinite(loss)) r.check += " (NOT finite)";
     }
+    kiln::reset_peak_memory(bench_device(opt));
     time_checked_row(std::move(r), opt, m, res, step);
+    record_peak_memory(phase == 1 ? "step_fc8" : "step_all", opt, res);
     const Row& done = res.rows.back();
     if (done.timed)
       res.summary.emplace_back(phase == 1 ? "step_fc8_img_per_s" : "step_all_img_per_s",
@@ -124,4 +141,4 @@ SuiteResult run_step(const Options& opt, const MachineLimits& m) {
   return res;
 }
 
-}  // namespace kiln::cpubench
+}  // namespace kiln::bench

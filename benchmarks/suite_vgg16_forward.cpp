@@ -15,7 +15,7 @@
 #include "core/ops.h"
 #include "core/tensor.h"
 
-namespace kiln::cpubench {
+namespace kiln::bench {
 namespace {
 
 // ---------------------------------------------------------------- vgg16_forward
@@ -228,7 +228,7 @@ SuiteResult run_vgg16_forward(const Options& opt, const MachineLimits& m) {
                 std::to_string(*hi) + "]";
   }
   if (net.check_ok) {
-    net.t = time_it(opt.warmup, opt.repeat, [&] { (void)forward(); });
+    net.t = time_it(bench_device(opt), opt.warmup, opt.repeat, [&] { (void)forward(); });
     net.timed = true;
   } else {
     res.all_checks_ok = false;
@@ -248,4 +248,4 @@ SuiteResult run_vgg16_forward(const Options& opt, const MachineLimits& m) {
   return res;
 }
 
-}  // namespace kiln::cpubench
+}  // namespace kiln::bench

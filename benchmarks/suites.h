@@ -3,7 +3,7 @@
 
 #include "benchmarks/bench_common.h"
 
-namespace kiln::cpubench {
+namespace kiln::bench {
 
 SuiteResult run_vgg16_forward(const Options& opt, const MachineLimits& m);
 SuiteResult run_gemm(const Options& opt, const MachineLimits& m);
@@ -19,4 +19,4 @@ SuiteResult run_pipeline(const Options& opt, const MachineLimits& m);
 // Every case of the op table (check/op_cases.h), forward, on the CPU or the GPU.
 SuiteResult run_ops(const Options& opt, const MachineLimits& m);
 
-}  // namespace kiln::cpubench
+}  // namespace kiln::bench

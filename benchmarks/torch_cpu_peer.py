@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""PyTorch peer of kiln_bench's CPU suites (conv, step, gemm, pool, norm, softmax_ce,
-elementwise, sgd, copy): the same shapes, threads and timing method (warm-up, then --repeat runs and at
+"""PyTorch peer of kiln_bench's suites (conv, step, gemm, pool, norm, softmax_ce,
+elementwise, sgd, copy; on the CPU or, with --device cuda, the GPU): the same shapes, threads and timing method (warm-up, then --repeat runs and at
 least 200 ms, median and min/max, the other processes' CPU share). Rows carry kiln's names
 so `kiln_bench --suite NAME --compare` matches them.
 
@@ -271,7 +271,10 @@ def main():
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
-                    help="cuda: gemm, pool, norm, softmax_ce, elementwise, sgd and copy on the GPU, timed with CUDA events")
+                    help="cuda: every suite here on the GPU, timed with CUDA events")
+    ap.add_argument("--tf32", action="store_true", help="cuda: allow TF32 (kiln_bench passes it when KILN_ALLOW_TF32=1)")
+    ap.add_argument("--conv-search", choices=("exhaustive", "heuristic"), default="exhaustive",
+                    help="cuda: exhaustive is cudnn.benchmark = True, as kiln_bench's default")
     ap.add_argument("--json", help="write the JSON here instead of stdout")
     kiln_plan.add_argument(ap)
     args = ap.parse_args()
@@ -289,11 +292,13 @@ def main():
         if not torch.cuda.is_available():
             print("torch_cpu_peer.py: --device cuda: PyTorch sees no GPU", file=sys.stderr)
             sys.exit(1)
-        if args.suite in BATCHED:
-            sys.exit(f"torch_cpu_peer.py: --suite {args.suite} runs on the CPU only (on a GPU: torch_cuda_peer.py)")
         DEVICE = "cuda"
         torch.set_default_device("cuda")  # PyTorch 2.0+: every factory below makes GPU tensors
-        torch.backends.cuda.matmul.allow_tf32 = False  # as kiln's default strict fp32
+        # As kiln: strict fp32 unless TF32 is allowed on both sides; cuDNN's algorithms by
+        # search (Find) or its heuristics, as kiln_bench --conv-search.
+        torch.backends.cuda.matmul.allow_tf32 = args.tf32
+        torch.backends.cudnn.allow_tf32 = args.tf32
+        torch.backends.cudnn.benchmark = args.conv_search == "exhaustive"
         time_it = time_it_cuda
     batches = None if args.batch == "default" else [int(b) for b in args.batch.split(",")]
     rows, summary = [], {}

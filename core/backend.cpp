@@ -2,6 +2,7 @@
 
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <string>
 
@@ -43,5 +44,13 @@ int device_count(DeviceType type) { return has_backend(type) ? backend_for(Devic
 void synchronize(Device device) { backend_for(device).synchronize(device.index); }
 MemoryStats memory_stats(Device device) { return backend_for(device).memory_stats(device.index); }
 void reset_peak_memory(Device device) { backend_for(device).reset_peak_memory(device.index); }
+std::string device_name(Device device) { return backend_for(device).device_name(device.index); }
+double time_ms(Device device, const std::function<void()>& fn) { return backend_for(device).time_ms(device.index, fn); }
+
+double Backend::time_ms(int /*index*/, const std::function<void()>& fn) {
+  const auto t0 = std::chrono::steady_clock::now();
+  fn();
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
 
 }  // namespace kiln

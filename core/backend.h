@@ -4,7 +4,9 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <span>
+#include <string>
 
 #include "core/allocator.h"
 #include "core/device.h"
@@ -62,6 +64,12 @@ class Backend {
   virtual void synchronize(int /*index*/) {}
   virtual MemoryStats memory_stats(int /*index*/) { return {}; }
   virtual void reset_peak_memory(int /*index*/) {}
+  // The device's model for reports ("NVIDIA H200"); by default the backend's name.
+  virtual std::string device_name(int /*index*/) { return name(); }
+  // Runs fn and returns how long the work it queued on device `index` took, in ms: by
+  // default a steady clock around fn (the work is done when fn returns); a GPU backend
+  // records events on its compute stream around fn and waits for the second.
+  virtual double time_ms(int index, const std::function<void()>& fn);
   // dst <- src, same numel; either side may be on this backend's device or the host, and
   // the dtypes may differ (converted element by element). Blocking unless non_blocking:
   // then a copy from pinned host memory (or to it) may still be running on return; later
@@ -163,6 +171,11 @@ void synchronize(Device device);
 // Memory in use on `device` and its peak since the last reset.
 MemoryStats memory_stats(Device device);
 void reset_peak_memory(Device device);
+// The model of `device` for reports (Backend::device_name).
+std::string device_name(Device device);
+// How long the work fn queues on `device` takes, in ms (Backend::time_ms): benchmarks
+// time GPU work without reaching into the backend.
+double time_ms(Device device, const std::function<void()>& fn);
 
 // Installs the backend for a device type (each backend does this for itself at load);
 // returns the one it replaces, if any.

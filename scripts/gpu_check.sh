@@ -41,7 +41,7 @@
 #   kiln_bench where the reference scripts are; KILN_PYTHON=python3 picks its PyTorch.
 # - Added 2026-11-30 on a machine without a GPU, NOT yet run on one: the memory-bound
 #   suites on the device (gemm, pool, softmax_ce, elementwise, sgd, copy with H2D/D2H
-#   pinned and pageable; CUDA-event timing, L2 overwritten between runs) and the conv_cuda
+#   pinned and pageable; CUDA-event timing, L2 overwritten between runs) and the conv suite's
 #   variant rows (the other algorithm search, "@find"/"@heuristic"), which double that
 #   suite's time. The PyTorch peer of the memory suites uses torch.set_default_device
 #   (PyTorch 2.0+).
@@ -142,7 +142,7 @@ fi
 
 if want bench; then
   echo "== bench: kiln, then PyTorch, same GPU, batch ${BATCH:-64}, strict fp32"
-  timeout 360 "$PACK/bin/kiln_bench" --device cuda --suite conv_cuda,step_cuda --batch "${BATCH:-64}" \
+  timeout 360 "$PACK/bin/kiln_bench" --device cuda --suite conv,step --batch "${BATCH:-64}" \
     --warmup 2 --repeat "${REPEAT:-5}" --conv-search "${CONV_SEARCH:-exhaustive}" --compare --json "$OUT/bench.json" \
     2>&1 | tee "$OUT/bench.log"
   rc=${PIPESTATUS[0]}
@@ -152,7 +152,7 @@ if want bench; then
   (( rc |= PIPESTATUS[0] ))
   if [[ "${TF32:-0}" == 1 ]]; then
     echo "== VGG16 steps with TF32 allowed on both sides: TF32=1"
-    KILN_ALLOW_TF32=1 timeout 120 "$PACK/bin/kiln_bench" --device cuda --suite step_cuda --batch "${BATCH:-64}" \
+    KILN_ALLOW_TF32=1 timeout 120 "$PACK/bin/kiln_bench" --device cuda --suite step --batch "${BATCH:-64}" \
       --warmup 2 --repeat "${REPEAT:-5}" --compare --json "$OUT/bench_tf32.json" 2>&1 | tee "$OUT/bench_tf32.log" | tail -8
     (( rc |= PIPESTATUS[0] ))
   fi

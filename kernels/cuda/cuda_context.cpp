@@ -7,6 +7,9 @@
 #include <string>
 #include <vector>
 
+#include "kernels/cuda/cuda_backend.h"
+#include "kernels/cuda/cuda_info.h"
+
 namespace kiln::cuda {
 namespace {
 
@@ -92,7 +95,6 @@ struct ThreadHandles {
   struct Set {
     cudnnHandle_t cudnn = nullptr;
     cublasLtHandle_t lt = nullptr;
-    cublasHandle_t blas = nullptr;
   };
   std::vector<Set> sets;
   ~ThreadHandles() {
@@ -100,7 +102,6 @@ struct ThreadHandles {
     for (Set& s : sets) {
       if (s.cudnn) cudnnDestroy(s.cudnn);
       if (s.lt) cublasLtDestroy(s.lt);
-      if (s.blas) cublasDestroy(s.blas);
     }
   }
   Set& at(int index) {
@@ -131,18 +132,6 @@ cublasLtHandle_t cublaslt_handle(int index) {
   ThreadHandles::Set& s = thread_handles().at(index);
   if (!s.lt) KILN_CUBLAS_CHECK(cublasLtCreate(&s.lt));
   return s.lt;
-}
-
-cublasHandle_t cublas_handle(int index) {
-  DeviceContext& ctx = activate(index);
-  ThreadHandles::Set& s = thread_handles().at(index);
-  if (!s.blas) {
-    KILN_CUBLAS_CHECK(cublasCreate(&s.blas));
-    KILN_CUBLAS_CHECK(cublasSetStream(s.blas, ctx.compute));
-    // Strict fp32 unless asked otherwise; set per call by users of this handle.
-    KILN_CUBLAS_CHECK(cublasSetMathMode(s.blas, CUBLAS_PEDANTIC_MATH));
-  }
-  return s.blas;
 }
 
 void* pool_allocate(int index, size_t bytes, const char* what) {
@@ -210,24 +199,33 @@ bool debug_sync() {
   return on;
 }
 
-StreamTimer::StreamTimer(int index) : index_(index) {
+std::string CudaBackend::device_name(int index) { return cuda::device_name(index); }
+
+// Events around fn on the compute stream: the GPU's clock over the work fn queued there
+// (fn itself returns long before that work ends). Lives in the library so programs that
+// time GPU work need no CUDA runtime of their own (cudart is static in libkiln; a second
+// copy in a program would be a second runtime).
+double CudaBackend::time_ms(int index, const std::function<void()>& fn) {
   activate(index);
-  KILN_CUDA_CHECK(cudaEventCreate(&a_));
-  KILN_CUDA_CHECK(cudaEventCreate(&b_));
-}
-
-StreamTimer::~StreamTimer() {
-  cudaEventDestroy(a_);
-  cudaEventDestroy(b_);
-}
-
-void StreamTimer::start() { KILN_CUDA_CHECK(cudaEventRecord(a_, context(index_).compute)); }
-
-double StreamTimer::stop_ms() {
-  KILN_CUDA_CHECK(cudaEventRecord(b_, context(index_).compute));
-  KILN_CUDA_CHECK(cudaEventSynchronize(b_));
+  cudaEvent_t a = nullptr, b = nullptr;
+  KILN_CUDA_CHECK(cudaEventCreate(&a));
+  const cudaError_t made = cudaEventCreate(&b);
+  if (made != cudaSuccess) cudaEventDestroy(a);
+  KILN_CUDA_CHECK(made);
   float ms = 0;
-  KILN_CUDA_CHECK(cudaEventElapsedTime(&ms, a_, b_));
+  try {
+    KILN_CUDA_CHECK(cudaEventRecord(a, context(index).compute));
+    fn();
+    KILN_CUDA_CHECK(cudaEventRecord(b, context(index).compute));
+    KILN_CUDA_CHECK(cudaEventSynchronize(b));
+    KILN_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
+  } catch (...) {
+    cudaEventDestroy(a);
+    cudaEventDestroy(b);
+    throw;
+  }
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
   return ms;
 }
 

@@ -32,7 +32,6 @@ DeviceContext& activate(int index);
 // cuDNN and cuBLASLt handles of this thread for GPU `index`, bound to its compute stream.
 cudnnHandle_t cudnn_handle(int index);
 cublasLtHandle_t cublaslt_handle(int index);
-cublasHandle_t cublas_handle(int index);
 
 // Device memory from the pool, stream-ordered on the compute stream. Throws an
 // out-of-memory error that says how much was asked for and how much is free.
@@ -75,24 +74,6 @@ class OpScope {
 
 // True when KILN_CUDA_SYNC=1: synchronise after every op (debugging asynchronous errors).
 bool debug_sync();
-
-// Times work enqueued on GPU `index`'s compute stream with CUDA events. Lives in the
-// library so programs using it need no CUDA runtime of their own (cudart is static in
-// libkiln; a second copy in a program would be a second runtime).
-class StreamTimer {
- public:
-  explicit StreamTimer(int index);
-  ~StreamTimer();
-  StreamTimer(const StreamTimer&) = delete;
-  StreamTimer& operator=(const StreamTimer&) = delete;
-  void start();
-  // Waits for the work since start() and returns its duration in milliseconds.
-  double stop_ms();
-
- private:
-  int index_;
-  cudaEvent_t a_ = nullptr, b_ = nullptr;
-};
 
 // Grid size for a grid-stride elementwise kernel over n elements.
 unsigned elementwise_blocks(int64_t n, int threads = 256);

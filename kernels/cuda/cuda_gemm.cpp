@@ -6,8 +6,6 @@
 // bfloat16 (forward only): A, B, C and the bias are CUDA_R_16BF, computed with
 // CUBLAS_COMPUTE_32F (fp32 accumulation, float scaling); the epilogue adds the bias in fp32
 // and rounds each output to bf16 once, as the CPU's oneDNN matmul does.
-#include "kernels/cuda/cuda_gemm.h"
-
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -268,36 +266,6 @@ void CudaBackend::linear_backward(const Tensor& dy, const Tensor& x, const Tenso
       KILN_CUDA_CHECK(cudaMemsetAsync(db.data<float>(), 0, db.nbytes(), scope.stream()));
     else
       launch_column_sum(pdy, rows, out, db.data<float>(), scope.stream());
-  }
-  scope.done();
-}
-
-void sgemm_reference(const Tensor& x, const Tensor& w, Tensor& y) {
-  // x: [N, in], w: [out, in], y: [N, out]
-  const int dev = x.device().index;
-  OpScope scope("sgemm reference", dev);
-  KILN_CHECK(x.rank() == 2 && w.rank() == 2 && y.rank() == 2 && x.dim(1) == w.dim(1) && y.dim(0) == x.dim(0) &&
-                 y.dim(1) == w.dim(0),
-             current_op(), ": expected x [N, in], w [out, in], y [N, out]; got x ", x.shape(), ", w ", w.shape(),
-             ", y ", y.shape());
-  KILN_CHECK(x.dim(0) <= INT32_MAX && x.dim(1) <= INT32_MAX && w.dim(0) <= INT32_MAX, current_op(),
-             ": dimensions exceed cuBLAS's int range");
-  const int rows = static_cast<int>(x.dim(0)), in = static_cast<int>(x.dim(1)), out = static_cast<int>(w.dim(0));
-  const float* px = x.data<float>();
-  const float* pw = w.data<float>();
-  float* py = y.data<float>();
-  if (rows > 0 && out > 0) {
-    if (in == 0) {
-      KILN_CUDA_CHECK(cudaMemsetAsync(py, 0, y.nbytes(), scope.stream()));
-    } else {
-      cublasHandle_t h = cublas_handle(dev);
-      // Set on every call: the handle may be shared, and the math mode decides TF32.
-      KILN_CUBLAS_CHECK(
-          cublasSetMathMode(h, compute_options().allow_tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
-      const float one = 1.0f, zero = 0.0f;
-      // Column-major: y^T[out, N] = (w viewed [in, out])^T (x viewed [in, N]).
-      KILN_CUBLAS_CHECK(cublasSgemm(h, CUBLAS_OP_T, CUBLAS_OP_N, out, rows, in, &one, pw, in, px, in, &zero, py, out));
-    }
   }
   scope.done();
 }

@@ -119,5 +119,8 @@ check_bad "unknown suite 'nope'" --suite nope
 check_bad "--cache must be cold or warm" --cache tepid
 check_bad "only conv sweeps a list" --suite gemm --batch 1,8
 check_bad "--batch" --batch 0
+check_bad "--device must be cpu or cuda" --device gpu
+# No GPU work either way: a CPU-only kiln refuses cuda, a CUDA one then the suite name.
+check_bad "built without CUDA\|unknown suite 'nope'" --device cuda --suite nope
 
 [ $fails -eq 0 ] && echo "all kiln_bench checks passed" || { echo "$fails kiln_bench check(s) FAILED"; exit 1; }
