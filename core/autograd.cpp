@@ -83,6 +83,16 @@ void accumulate_leaf(TensorImpl& leaf, const Tensor& g) {
 
 }  // namespace
 
+namespace {
+thread_local GradReadyHook grad_ready_hook;
+}  // namespace
+
+GradReadyScope::GradReadyScope(GradReadyHook hook) : previous_(std::move(grad_ready_hook)) {
+  grad_ready_hook = std::move(hook);
+}
+
+GradReadyScope::~GradReadyScope() { grad_ready_hook = std::move(previous_); }
+
 void run_backward(const Tensor& root, const Tensor& seed_in, bool retain_graph) {
   KILN_CHECK(root.requires_grad(), "backward() on ", root.description(),
              " which does not require grad (no input of the ops that made it requires grad)");
@@ -117,6 +127,12 @@ void run_backward(const Tensor& root, const Tensor& seed_in, bool retain_graph) 
   }
   std::reverse(order.begin(), order.end());
 
+  // With a grad-ready hook: how many edges still lead to each leaf.
+  std::unordered_map<TensorImpl*, int64_t> leaf_edges;
+  if (grad_ready_hook)
+    for (Node* node : order)
+      for (const Edge& e : node->next)
+        if (!e.fn && e.leaf) ++leaf_edges[e.leaf.get()];
   std::unordered_map<Node*, Tensor> pending;
   pending[root.grad_fn().get()] = seed;
   // Keep the nodes alive while we walk them even if a release drops the last owner.
@@ -133,6 +149,11 @@ void run_backward(const Tensor& root, const Tensor& seed_in, bool retain_graph) 
                " gradients for ", node->next.size(), " inputs");
     for (size_t i = 0; i < grads.size(); ++i) {
       const Edge& e = node->next[i];
+      if (!e.fn && e.leaf && grad_ready_hook) {
+        if (grads[i].defined()) accumulate_leaf(*e.leaf, grads[i]);
+        if (--leaf_edges[e.leaf.get()] == 0) grad_ready_hook(*e.leaf);
+        continue;
+      }
       if (!grads[i].defined() || !e.needed()) continue;
       if (e.fn) {
         auto p = pending.find(e.fn.get());

@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -92,6 +93,21 @@ Edge edge_for(const Tensor& input);
 void set_history(Tensor& out, std::shared_ptr<Node> node);
 // Runs backward from `root` with seed gradient `seed`.
 void run_backward(const Tensor& root, const Tensor& seed, bool retain_graph);
+
+// Called during backward when a leaf's gradient is final (every edge into it was walked):
+// data-parallel training starts a bucket's all-reduce from it while backward runs on.
+using GradReadyHook = std::function<void(const TensorImpl& leaf)>;
+// Installs a hook on this thread for the scope's lifetime (the previous one is restored).
+class GradReadyScope {
+ public:
+  explicit GradReadyScope(GradReadyHook hook);
+  ~GradReadyScope();
+  GradReadyScope(const GradReadyScope&) = delete;
+  GradReadyScope& operator=(const GradReadyScope&) = delete;
+
+ private:
+  GradReadyHook previous_;
+};
 
 }  // namespace autograd
 }  // namespace kiln

@@ -178,37 +178,57 @@ GradientReducer::GradientReducer(std::vector<ParameterRef> params, Communicator&
     b.params.push_back(i);
     b.numel += t.numel();
     bytes_ += static_cast<int64_t>(t.nbytes());
+    bucket_of_[t.impl_ptr().get()] = buckets_.size();
     if (b.numel * 4 >= bucket_bytes) {
       buckets_.push_back(std::move(b));
       b = Bucket{};
     }
   }
   if (!b.params.empty()) buckets_.push_back(std::move(b));
+  for (const Bucket& k : buckets_) waiting_.push_back(k.params.size());
+  flats_.resize(buckets_.size());
+  works_.resize(buckets_.size());
+}
+
+autograd::GradReadyHook GradientReducer::hook() {
+  return [this](const TensorImpl& leaf) { ready(leaf); };
+}
+
+void GradientReducer::ready(const TensorImpl& leaf) {
+  auto it = bucket_of_.find(&leaf);
+  if (it == bucket_of_.end() || comm_.size() == 1) return;
+  --waiting_[it->second];
+  // In bucket order, so that every rank issues the same collectives in the same order.
+  while (started_ < buckets_.size() && waiting_[started_] == 0) {
+    start(started_++);
+    ++started_in_backward_;
+  }
+}
+
+void GradientReducer::start(size_t k) {
+  const Bucket& b = buckets_[k];
+  const Device device = params_[b.params.front()].tensor->device();
+  Tensor flat = Tensor::zeros(Shape{b.numel}, TensorOptions{DType::f32, device});
+  int64_t at = 0;
+  for (size_t i : b.params) {
+    const Tensor& p = *params_[i].tensor;
+    const Tensor g = p.grad();
+    if (g.defined()) flat.slice(at, at + p.numel()).copy_from(g.reshape(Shape{p.numel()}));
+    at += p.numel();
+  }
+  flats_[k] = flat;
+  works_[k] = comm_.allreduce_sum_async(flat);
 }
 
 void GradientReducer::reduce() {
   if (comm_.size() == 1) return;
-  std::vector<Tensor> flats;
-  std::vector<std::shared_ptr<CommWork>> works;
-  for (const Bucket& b : buckets_) {
-    const Device device = params_[b.params.front()].tensor->device();
-    Tensor flat = Tensor::zeros(Shape{b.numel}, TensorOptions{DType::f32, device});
-    int64_t at = 0;
-    for (size_t i : b.params) {
-      const Tensor& p = *params_[i].tensor;
-      const Tensor g = p.grad();
-      if (g.defined()) flat.slice(at, at + p.numel()).copy_from(g.reshape(Shape{p.numel()}));
-      at += p.numel();
-    }
-    works.push_back(comm_.allreduce_sum_async(flat));
-    flats.push_back(flat);
-  }
+  while (started_ < buckets_.size()) start(started_++);
   for (size_t k = 0; k < buckets_.size(); ++k) {
-    works[k]->wait();
+    works_[k]->wait();
     int64_t at = 0;
     for (size_t i : buckets_[k].params) {
       Tensor& p = *params_[i].tensor;
-      const Tensor sum = flats[k].slice(at, at + p.numel()).reshape(p.shape());
+      const Tensor sum = flats_[k].slice(at, at + p.numel()).reshape(p.shape());
       if (Tensor g = p.grad(); g.defined())
         g.copy_from(sum);
       else
@@ -216,6 +236,13 @@ void GradientReducer::reduce() {
       at += p.numel();
     }
   }
+  // Ready for the next step.
+  for (size_t k = 0; k < buckets_.size(); ++k) {
+    waiting_[k] = buckets_[k].params.size();
+    flats_[k] = Tensor();
+    works_[k].reset();
+  }
+  started_ = 0;
 }
 
 }  // namespace kiln

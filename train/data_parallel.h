@@ -7,7 +7,10 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
+
+#include "core/autograd.h"
 
 #include "layers/module.h"
 #include "train/communicator.h"
@@ -47,27 +50,43 @@ EvalResult reduce_eval(const EvalResult& local, Communicator& comm);
 EvalResult evaluate_sharded(Module& model, io::Loader& loader, int64_t num_classes, Communicator& comm);
 
 // Sums the gradients of a set of parameters over the ranks, in buckets of about
-// `bucket_bytes`: each bucket is packed into one flat tensor and its all-reduce starts on
-// the communication thread while the next bucket is packed; buckets run from the last
-// parameter to the first (the order backward produces them). A parameter without a
-// gradient (this rank had no sample in the step) contributes zeros and receives the sum.
+// `bucket_bytes` (parameters from the last to the first, the order backward produces their
+// gradients). Installed as backward's grad-ready hook (core/autograd.h), it packs a bucket
+// into one flat tensor as soon as all its gradients are final and starts its all-reduce on
+// the communication thread while backward goes on; buckets start in bucket order on every
+// rank. reduce() starts those that have not started (a rank with no sample this step ran no
+// backward), waits for all and writes the sums back. A parameter without a gradient
+// contributes zeros and receives the sum.
 class GradientReducer {
  public:
   GradientReducer(std::vector<ParameterRef> params, Communicator& comm, int64_t bucket_bytes = int64_t{25} << 20);
+  // The hook to install around this step's backward (autograd::GradReadyScope).
+  autograd::GradReadyHook hook();
   // After backward on every rank: every parameter's gradient becomes the sum over the ranks.
   void reduce();
   int64_t buckets() const { return static_cast<int64_t>(buckets_.size()); }
   int64_t bytes() const { return bytes_; }  // sent into each step's all-reduces
+  // Buckets whose all-reduce started during a backward so far (the rest started in reduce()).
+  int64_t started_during_backward() const { return started_in_backward_; }
 
  private:
   struct Bucket {
     std::vector<size_t> params;  // indices into params_
     int64_t numel = 0;
   };
+  void ready(const TensorImpl& leaf);
+  void start(size_t bucket);
   std::vector<ParameterRef> params_;
   Communicator& comm_;
   std::vector<Bucket> buckets_;
   int64_t bytes_ = 0;
+  std::unordered_map<const TensorImpl*, size_t> bucket_of_;  // a parameter's tensor -> its bucket
+  // This step's progress.
+  std::vector<size_t> waiting_;  // per bucket, gradients not final yet
+  size_t started_ = 0;           // buckets [0, started_) have started
+  int64_t started_in_backward_ = 0;
+  std::vector<Tensor> flats_;
+  std::vector<std::shared_ptr<CommWork>> works_;
 };
 
 }  // namespace kiln

@@ -3,6 +3,8 @@
 //   collectives  all-reduce (float32 tensors, doubles, async buckets in issue order),
 //                broadcast (tensor, bytes) and barrier against values computed here;
 //                prints "rank R ok"
+//   buckets      a 3-layer MLP's gradients summed by GradientReducer in 1 KiB buckets: every
+//                bucket starts during backward (the grad-ready hook), the sums are exact
 //   die          every rank all-reduces once; then rank 1 exits at once (as if killed), the
 //                others all-reduce again: they must fail with kiln::Error
 //   stall        rank 1 sleeps instead of its second all-reduce: the others time out
@@ -11,6 +13,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -19,7 +22,9 @@
 
 #include "core/kiln.h"
 #include "dist/dist.h"
+#include "layers/layers.h"
 #include "train/communicator.h"
+#include "train/data_parallel.h"
 
 namespace {
 
@@ -61,6 +66,53 @@ bool collectives(Communicator& c) {
   c.broadcast(s, 0);
   ok = ok && s == "from rank zero";
   c.barrier();
+  return ok;
+}
+
+// Every rank builds the same MLP and feeds it rank-dependent input; after the reducer the
+// gradients must be the sum of every rank's own (each rank recomputes the others' here).
+bool buckets(Communicator& c) {
+  auto grads_for = [](int rank, kiln::Sequential& net) {
+    for (kiln::ParameterRef& p : net.parameters()) p.tensor->zero_grad();
+    std::vector<float> x(4 * 16);
+    for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>((static_cast<int>(i) * 7 + rank * 3) % 11) / 11.0f;
+    kiln::sum(net(Tensor::from_vector(x, kiln::Shape{4, 16}))).backward();
+  };
+  kiln::Generator gen(3);
+  kiln::Sequential net("mlp");
+  net.add(std::make_shared<kiln::Linear>("fc1", 16, 32, true, gen));
+  net.add(std::make_shared<kiln::ReLU>("relu1"));
+  net.add(std::make_shared<kiln::Linear>("fc2", 32, 32, true, gen));
+  net.add(std::make_shared<kiln::ReLU>("relu2"));
+  net.add(std::make_shared<kiln::Linear>("fc3", 32, 4, true, gen));
+  std::vector<std::vector<float>> want;
+  for (int q = 0; q < c.size(); ++q) {
+    grads_for(q, net);
+    size_t k = 0;
+    for (kiln::ParameterRef& p : net.parameters()) {
+      const std::vector<float> g = p.tensor->grad().to_vector<float>();
+      if (q == 0) want.push_back(g);
+      else
+        for (size_t i = 0; i < g.size(); ++i) want[k][i] += g[i];
+      ++k;
+    }
+  }
+  kiln::GradientReducer reducer(net.trainable_parameters(), c, 1024);
+  for (kiln::ParameterRef& p : net.parameters()) p.tensor->zero_grad();
+  {
+    kiln::autograd::GradReadyScope hook(reducer.hook());
+    grads_for(c.rank(), net);
+  }
+  reducer.reduce();
+  bool ok = reducer.buckets() >= 2 && reducer.started_during_backward() == reducer.buckets();
+  size_t k = 0;
+  for (kiln::ParameterRef& p : net.parameters()) {
+    const std::vector<float> g = p.tensor->grad().to_vector<float>();
+    for (size_t i = 0; i < g.size(); ++i) ok = ok && std::abs(g[i] - want[k][i]) <= 1e-5f * (1 + std::abs(want[k][i]));
+    ++k;
+  }
+  std::printf("rank %d: %lld buckets, %lld started during backward\n", c.rank(),
+              static_cast<long long>(reducer.buckets()), static_cast<long long>(reducer.started_during_backward()));
   return ok;
 }
 
@@ -109,11 +161,16 @@ int main(int argc, char** argv) {
                   c->size());
       return ok ? 0 : 1;
     }
+    if (what == "buckets") {
+      const bool ok = buckets(*c);
+      std::printf("rank %d %s\n", c->rank(), ok ? "buckets ok" : "WRONG BUCKETS");
+      return ok ? 0 : 1;
+    }
     if (what == "die" || what == "stall") {
       die_or_stall(*c, what == "die");
       return 1;
     }
-    std::fprintf(stderr, "usage: kiln_dist_worker collectives|die|stall|env\n");
+    std::fprintf(stderr, "usage: kiln_dist_worker collectives|buckets|die|stall|env\n");
     return 2;
   } catch (const kiln::Error& e) {
     std::printf("rank %d: error: %s\n", rank, e.message().c_str());

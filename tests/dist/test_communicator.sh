@@ -48,6 +48,12 @@ launch 2 "$W/file" env KILN_RENDEZVOUS=file:$W/rdv KILN_DIST_TIMEOUT=30 "$B" col
 if [ "$RCS" = "0 0" ] && grep -q "rank 1 ok" "$W/file.1" && [ -z "$(ls "$W/rdv")" ]; then ok "2 ranks, file rendezvous (its keys removed afterwards)"
 else bad "2 ranks file ($RCS)"; cat "$W"/file.*; ls "$W/rdv"; fi
 
+# 2b. Gradient buckets started from backward's grad-ready hook, sums checked against every rank's own.
+port=$(free_port)
+launch 2 "$W/buckets" env MASTER_ADDR=127.0.0.1 MASTER_PORT=$port KILN_DIST_TIMEOUT=30 "$B" buckets
+if [ "$RCS" = "0 0" ] && grep -q "rank 1 buckets ok" "$W/buckets.1"; then ok "gradient buckets: $(head -1 "$W/buckets.0")"
+else bad "gradient buckets ($RCS)"; cat "$W"/buckets.*; fi
+
 # 3. Wrong world size: rank 1 believes in 3 ranks. Both stop within the timeout, one line each.
 port=$(free_port)
 t0=$(date +%s)
