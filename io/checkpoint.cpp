@@ -237,6 +237,7 @@ std::string save_checkpoint(const std::string& model_dir, Module& model, Optimiz
     root.set_string_attribute("head", meta.head);
     root.set_int_attribute("adaptive_pool", meta.adaptive_pool ? 1 : 0);
     root.set_string_attribute("train_from", meta.train_from);
+    root.set_string_attribute("precision", meta.precision);
     root.set_int_attribute("image_size", meta.image_size);
     root.set_string_list_attribute("classes", meta.classes);
     root.set_string_attribute("convention", convention_name(meta.convention));
@@ -322,6 +323,7 @@ CheckpointMeta read_checkpoint_meta(const h5::Group& root) {
   if (root.has_attribute("head")) m.head = root.string_attribute("head");
   if (root.has_attribute("adaptive_pool")) m.adaptive_pool = root.int_attribute("adaptive_pool") != 0;
   if (root.has_attribute("train_from")) m.train_from = root.string_attribute("train_from");
+  if (root.has_attribute("precision")) m.precision = root.string_attribute("precision");
   m.image_size = root.int_attribute("image_size");
   m.classes = root.string_list_attribute("classes");
   m.convention = parse_convention(root.string_attribute("convention"));

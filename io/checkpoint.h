@@ -61,6 +61,8 @@ struct CheckpointMeta {
   bool adaptive_pool = false;
   // The first layer phase 1 trains ("": the head alone): layers the weights file lacked.
   std::string train_from;
+  // The precision policy's name (train/precision.h); checkpoints written before it read "fp32".
+  std::string precision = "fp32";
   int64_t image_size = 224;
   std::vector<std::string> classes;
   InputConvention convention = InputConvention::unknown;  // in use; stored by name ("caffe_bgr")

@@ -13,25 +13,58 @@ Tensor init_weight(Init init, const Shape& s, Generator& gen) {
 }
 }  // namespace
 
+Tensor as_f32(const Tensor& x) { return x.dtype() == DType::bf16 ? x.to(DType::f32) : x; }
+
+void WeightLayer::add_weights(Tensor w, int64_t bias_out) {
+  weight_ = &register_parameter("weight", std::move(w), true);
+  if (bias_out > 0) bias_ = &register_parameter("bias", init::zeros(Shape{bias_out}), false);
+}
+
+void WeightLayer::set_compute(DType compute, bool out_f32) {
+  KILN_CHECK(compute == DType::f32 || compute == DType::bf16, name(), ": a layer computes in float32 or bfloat16, not ",
+             dtype_name(compute));
+  compute_ = compute;
+  out_f32_ = out_f32;
+  frozen_weight_ = frozen_bias_ = Tensor();
+  if (compute_ == DType::bf16 && !weight_->requires_grad()) {
+    NoGradGuard no_grad;
+    frozen_weight_ = weight_->to(DType::bf16);
+    if (bias_) frozen_bias_ = bias_->to(DType::bf16);
+  }
+}
+
+Tensor WeightLayer::input(const Tensor& x) const { return x.dtype() == compute_ ? x : x.to(compute_); }
+
+Tensor WeightLayer::compute_weight() const {
+  if (compute_ == DType::f32) return *weight_;
+  return frozen_weight_.defined() ? frozen_weight_ : weight_->to(DType::bf16);
+}
+
+Tensor WeightLayer::compute_bias() const {
+  if (!bias_) return Tensor();
+  if (compute_ == DType::f32) return *bias_;
+  return frozen_weight_.defined() ? frozen_bias_ : bias_->to(DType::bf16);
+}
+
+Tensor WeightLayer::output(Tensor y) const { return out_f32_ ? as_f32(y) : y; }
+
 Conv2d::Conv2d(std::string name, int64_t in, int64_t out, int64_t kernel, Conv2dParams p, bool bias, Generator& gen,
                Init init)
-    : Module(std::move(name)), p_(p) {
+    : WeightLayer(std::move(name)), p_(p) {
   KILN_CHECK(in >= 1 && out >= 1 && kernel >= 1, "Conv2d ", this->name(), ": channels and kernel must be >= 1, got in ",
              in, " out ", out, " kernel ", kernel);
-  weight_ = &register_parameter("weight", init_weight(init, Shape{out, kernel, kernel, in}, gen), true);
-  if (bias) bias_ = &register_parameter("bias", init::zeros(Shape{out}), false);
+  add_weights(init_weight(init, Shape{out, kernel, kernel, in}, gen), bias ? out : 0);
 }
 
-Tensor Conv2d::forward(const Tensor& x) { return conv2d(x, *weight_, bias_ ? *bias_ : Tensor(), p_); }
+Tensor Conv2d::forward(const Tensor& x) { return output(conv2d(input(x), compute_weight(), compute_bias(), p_)); }
 
 Linear::Linear(std::string name, int64_t in, int64_t out, bool bias, Generator& gen, Init init)
-    : Module(std::move(name)) {
+    : WeightLayer(std::move(name)) {
   KILN_CHECK(in >= 1 && out >= 1, "Linear ", this->name(), ": sizes must be >= 1, got in ", in, " out ", out);
-  weight_ = &register_parameter("weight", init_weight(init, Shape{out, in}, gen), true);
-  if (bias) bias_ = &register_parameter("bias", init::zeros(Shape{out}), false);
+  add_weights(init_weight(init, Shape{out, in}, gen), bias ? out : 0);
 }
 
-Tensor Linear::forward(const Tensor& x) { return linear(x, *weight_, bias_ ? *bias_ : Tensor()); }
+Tensor Linear::forward(const Tensor& x) { return output(linear(input(x), compute_weight(), compute_bias())); }
 
 BatchNorm2d::BatchNorm2d(std::string name, int64_t channels, float momentum, float eps)
     : Module(std::move(name)), momentum_(momentum), eps_(eps) {
@@ -52,7 +85,8 @@ void BatchNorm2d::calibrate(bool on) {
   calibration_batches_ = 0;
 }
 
-Tensor BatchNorm2d::forward(const Tensor& x) {
+Tensor BatchNorm2d::forward(const Tensor& in) {
+  const Tensor x = as_f32(in);  // statistics in fp32: a bf16 backbone's activations are cast here
   if (calibrating_) {
     // momentum 1/k on the k-th batch: the running statistics are the mean of the k batches'.
     ++calibration_batches_;

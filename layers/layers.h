@@ -10,36 +10,60 @@
 
 namespace kiln {
 
+// x in fp32 (cast through autograd when it is bf16): for layers that compute in fp32 only.
+Tensor as_f32(const Tensor& x);
+
 // How a layer's weight is initialised (biases start at zero); layers/init.h has the formulas.
 enum class Init { xavier_uniform, kaiming_normal, kaiming_normal_fan_out, normal_0_01 };
 
+// A layer with a weight (Conv2d, Linear). Its parameters are fp32 master copies whatever it
+// computes in: fp32, or bf16 with fp32 accumulation (train/precision.h chooses per layer and
+// phase). A frozen bf16 layer converts its weights once, in set_compute; a trained one casts
+// them on every forward, through autograd, so gradients reach the fp32 masters.
+class WeightLayer : public Module {
+ public:
+  // f32 or bf16; out_f32 casts the output back to f32 (the model's last weight layer, so
+  // losses and metrics see fp32). Call again after the weights or their freezing change.
+  void set_compute(DType compute, bool out_f32 = false);
+  DType compute_dtype() const { return compute_; }
+  Tensor& weight() { return *weight_; }
+  Tensor& bias() { return *bias_; }
+
+ protected:
+  explicit WeightLayer(std::string name) : Module(std::move(name)) {}
+  // Registers the parameters ([..] weight; bias [out] when `out` > 0).
+  void add_weights(Tensor w, int64_t bias_out);
+  // The forward's operands in the compute dtype (bias undefined when the layer has none).
+  Tensor input(const Tensor& x) const;
+  Tensor compute_weight() const;
+  Tensor compute_bias() const;
+  Tensor output(Tensor y) const;
+
+ private:
+  Tensor* weight_ = nullptr;
+  Tensor* bias_ = nullptr;
+  DType compute_ = DType::f32;
+  bool out_f32_ = false;
+  Tensor frozen_weight_, frozen_bias_;  // bf16 copies of frozen weights (set_compute)
+};
+
 // 2-d convolution, x: [N, H, W, in] -> [N, OH, OW, out]. Parameters "weight" [out, k, k, in]
 // and, with bias, "bias" [out].
-class Conv2d final : public Module {
+class Conv2d final : public WeightLayer {
  public:
   Conv2d(std::string name, int64_t in, int64_t out, int64_t kernel, Conv2dParams p, bool bias, Generator& gen,
          Init init = Init::xavier_uniform);
   Tensor forward(const Tensor& x) override;
-  Tensor& weight() { return *weight_; }
-  Tensor& bias() { return *bias_; }
 
  private:
   Conv2dParams p_;
-  Tensor* weight_;
-  Tensor* bias_ = nullptr;
 };
 
 // x: [N, in] -> [N, out]. Parameters "weight" [out, in] and, with bias, "bias" [out].
-class Linear final : public Module {
+class Linear final : public WeightLayer {
  public:
   Linear(std::string name, int64_t in, int64_t out, bool bias, Generator& gen, Init init = Init::xavier_uniform);
   Tensor forward(const Tensor& x) override;
-  Tensor& weight() { return *weight_; }
-  Tensor& bias() { return *bias_; }
-
- private:
-  Tensor* weight_;
-  Tensor* bias_ = nullptr;
 };
 
 class ReLU final : public Module {
@@ -61,7 +85,8 @@ class MaxPool2d final : public Module {
 class AdaptiveAvgPool2d final : public Module {
  public:
   AdaptiveAvgPool2d(std::string name, int64_t out_h, int64_t out_w) : Module(std::move(name)), h_(out_h), w_(out_w) {}
-  Tensor forward(const Tensor& x) override { return adaptive_avg_pool2d(x, h_, w_); }
+  // bf16 input is pooled in fp32 (the pooled map is small; what follows is the head).
+  Tensor forward(const Tensor& x) override { return adaptive_avg_pool2d(as_f32(x), h_, w_); }
 
  private:
   int64_t h_, w_;

@@ -1,6 +1,8 @@
 // The frozen-prefix feature cache (see feature_cache.h).
 #include "train/feature_cache.h"
 
+#include <algorithm>
+
 namespace kiln {
 
 namespace {
@@ -31,6 +33,29 @@ size_t feature_cut(Sequential& model) {
   return weights ? cut : 0;
 }
 
+void FeatureRows::add(const Tensor& batch) {
+  const Tensor h = batch.cpu();
+  const std::vector<int64_t> item(h.shape().dims().begin() + 1, h.shape().dims().end());
+  if (rows_ == 0) {
+    item_shape_ = item;
+    dtype_ = h.dtype();
+    width_ = h.dim(0) > 0 ? h.numel() / h.dim(0) : 0;
+  }
+  KILN_CHECK(item == item_shape_ && h.dtype() == dtype_, "feature rows: a batch of ", h.description(),
+             " after batches of ", dtype_name(dtype_), " items of ", Shape(item_shape_).str());
+  const auto* p = static_cast<const char*>(h.raw_data());
+  bytes_.insert(bytes_.end(), p, p + h.nbytes());
+  rows_ += h.dim(0);
+}
+
+Tensor FeatureRows::take() {
+  if (rows_ == 0) return Tensor();
+  Tensor t = Tensor::empty(Shape{rows_, width_}, TensorOptions{dtype_, Device::cpu()});
+  std::copy(bytes_.begin(), bytes_.end(), static_cast<char*>(t.raw_data()));
+  bytes_ = {};
+  return t;
+}
+
 Tensor run_from(Sequential& model, size_t from, Tensor x) {
   const auto& c = model.children();
   for (size_t i = from; i < c.size(); ++i) x = (*c[i])(x);
@@ -48,17 +73,14 @@ FeatureCache compute_features(Sequential& model, size_t cut, const io::Dataset& 
   FeatureCache fc;
   fc.cut = cut;
   fc.row.assign(ds.size(), -1);
-  std::vector<float> all;
-  int64_t width = 0, rows = 0;
+  FeatureRows all;
+  int64_t rows = 0;
   while (auto b = loader.next()) {
     if (b->images.dim(0) == 0) continue;
     Tensor x = b->images;
     const auto& c = model.children();
     for (size_t i = 0; i < cut; ++i) x = (*c[i])(x);
-    fc.item_shape.assign(x.shape().dims().begin() + 1, x.shape().dims().end());
-    width = x.numel() / x.dim(0);
-    const std::vector<float> v = x.to_vector<float>();
-    all.insert(all.end(), v.begin(), v.end());
+    all.add(x);
     const std::vector<int64_t> lab = b->labels.to_vector<int64_t>();
     for (size_t i = 0; i < b->indices.size(); ++i) {
       fc.row[static_cast<size_t>(b->indices[i])] = rows++;
@@ -67,26 +89,31 @@ FeatureCache compute_features(Sequential& model, size_t cut, const io::Dataset& 
   }
   model.train(was_training);
   KILN_CHECK(rows > 0, "no image of '", ds.root, "' could be read");
-  fc.feats = Tensor::from_vector(all, Shape{rows, width});
+  fc.item_shape = all.item_shape();
+  fc.feats = all.take();
   return fc;
 }
 
 void gather(const FeatureCache& fc, const std::vector<int64_t>& idx, Device device, Tensor& x, Tensor& y) {
-  const int64_t width = fc.feats.dim(1);
-  const float* src = fc.feats.data<float>();
-  std::vector<float> v;
-  std::vector<int64_t> lab;
+  const auto row_bytes = static_cast<size_t>(fc.feats.dim(1)) * dtype_size(fc.feats.dtype());
+  const auto* src = static_cast<const char*>(fc.feats.raw_data());
+  std::vector<int64_t> rows, lab;
   for (int64_t i : idx) {
     const int64_t r = fc.row[static_cast<size_t>(i)];
     if (r < 0) continue;
-    v.insert(v.end(), src + r * width, src + (r + 1) * width);
+    rows.push_back(r);
     lab.push_back(fc.labels[static_cast<size_t>(r)]);
   }
   if (lab.empty()) return;
   const auto n = static_cast<int64_t>(lab.size());
   std::vector<int64_t> dims{n};
   dims.insert(dims.end(), fc.item_shape.begin(), fc.item_shape.end());
-  x = Tensor::from_vector(v, Shape(dims)).to(device);
+  Tensor host = Tensor::empty(Shape(dims), TensorOptions{fc.feats.dtype(), Device::cpu()});
+  auto* dst = static_cast<char*>(host.raw_data());
+  for (size_t k = 0; k < rows.size(); ++k)
+    std::copy(src + static_cast<size_t>(rows[k]) * row_bytes, src + static_cast<size_t>(rows[k] + 1) * row_bytes,
+              dst + k * row_bytes);
+  x = host.to(device);
   y = Tensor::from_vector(lab, Shape{n}).to(device);
 }
 

@@ -26,7 +26,9 @@ size_t feature_cut(Sequential& model);
 // The output of children [0, cut) for a whole data set, one row per readable image.
 struct FeatureCache {
   size_t cut = 0;               // the first child run on these features
-  Tensor feats;                 // [n, F] float32 on the host, one row per readable image
+  // [n, F] on the host, one row per readable image, in the dtype the prefix computes in:
+  // bfloat16 under a bf16 precision policy (half the memory, no rounding beyond the prefix's).
+  Tensor feats;
   std::vector<int64_t> item_shape;  // one image's output shape (F = its element count)
   std::vector<int64_t> row;     // dataset index -> row, -1 when the image could not be read
   std::vector<int64_t> labels;  // per row
@@ -35,6 +37,23 @@ struct FeatureCache {
 // Runs children [0, cut) on every image of `ds` (no augmentation, in order, evaluation mode,
 // no graph) through a loader built from `opt`.
 FeatureCache compute_features(Sequential& model, size_t cut, const io::Dataset& ds, io::LoaderOptions opt);
+
+// Rows of features collected batch by batch, kept as the bytes of their dtype.
+class FeatureRows {
+ public:
+  // Appends a batch [n, ...] (any device); every batch must have the same item shape and dtype.
+  void add(const Tensor& batch);
+  int64_t rows() const { return rows_; }
+  const std::vector<int64_t>& item_shape() const { return item_shape_; }
+  // The rows as one [n, F] host tensor (undefined when there are none).
+  Tensor take();
+
+ private:
+  std::vector<char> bytes_;
+  std::vector<int64_t> item_shape_;
+  DType dtype_ = DType::f32;
+  int64_t rows_ = 0, width_ = 0;
+};
 
 // Runs children [from, end) of `model` on x.
 Tensor run_from(Sequential& model, size_t from, Tensor x);

@@ -44,8 +44,7 @@ FeatureCache advance_features(Sequential& model, const FeatureCache& from, size_
   std::sort(idx.begin(), idx.end(), [&](int64_t a, int64_t b) {
     return from.row[static_cast<size_t>(a)] < from.row[static_cast<size_t>(b)];
   });
-  std::vector<float> all;
-  int64_t width = 0;
+  FeatureRows all;
   for (size_t at = 0; at < idx.size(); at += static_cast<size_t>(batch)) {
     const size_t end = std::min(idx.size(), at + static_cast<size_t>(batch));
     Tensor x, y;
@@ -54,15 +53,13 @@ FeatureCache advance_features(Sequential& model, const FeatureCache& from, size_
            device, x, y);
     const auto& c = model.children();
     for (size_t i = from.cut; i < to; ++i) x = (*c[i])(x);
-    out.item_shape.assign(x.shape().dims().begin() + 1, x.shape().dims().end());
-    width = x.numel() / x.dim(0);
-    const std::vector<float> v = x.to_vector<float>();
-    all.insert(all.end(), v.begin(), v.end());
+    all.add(x);
     const std::vector<int64_t> lab = y.to_vector<int64_t>();
     out.labels.insert(out.labels.end(), lab.begin(), lab.end());
   }
   model.train(was_training);
-  out.feats = Tensor::from_vector(all, Shape{static_cast<int64_t>(out.labels.size()), width});
+  out.item_shape = all.item_shape();
+  out.feats = all.take();
   return out;
 }
 
@@ -204,6 +201,7 @@ void Trainer::begin_phase(int64_t e, State& s) {
   bool fresh = false;  // the phase starts here, not from a checkpoint inside it
   if (s.opt_phase != number) {
     apply_phase(model_, ph);
+    const PrecisionUse pu = apply_precision(model_, opt_.precision);
     SgdOptions so;
     so.lr = static_cast<float>(ph.lr);
     so.momentum = static_cast<float>(ph.momentum);
@@ -214,6 +212,7 @@ void Trainer::begin_phase(int64_t e, State& s) {
       fresh = true;
     s.opt_phase = number;
     if (hooks_.on_phase_start) hooks_.on_phase_start(number, ph, model_);
+    if (hooks_.on_precision) hooks_.on_precision(number, pu);
   }
   const size_t cut = feature_cut(model_);
   s.cached = cut > 0 && !s.lo.augment && opt_.feature_cache;
@@ -270,7 +269,7 @@ HeadInitInfo Trainer::fit_head(int number, State& s) {
                              ? advance_features(model_, s.train_cache, h, s.lo.batch_size, s.lo.device)
                              : compute_features(model_, h, train_, s.vlo);
   const auto classes = static_cast<int64_t>(train_.classes.size());
-  const LinearProbe probe = fit_linear_probe(f.feats, f.labels, classes);
+  const LinearProbe probe = fit_linear_probe(f.feats.to(DType::f32), f.labels, classes);
   Tensor& w = head->weight();
   KILN_CHECK(w.rank() == 2 && w.dim(0) == classes && w.dim(1) == probe.dim, "trainer: the head ", head->name(),
              " is ", w.shape().str(), ", the probe fitted [", classes, ", ", probe.dim, "]");
@@ -291,6 +290,7 @@ io::CheckpointMeta Trainer::meta_at(int64_t epochs_done, int64_t batches_done, c
                                     const State& s) const {
   io::CheckpointMeta meta = opt_.run;
   meta.arch = spec_.name;
+  meta.precision = precision_name(opt_.precision);
   if (meta.classes.empty()) meta.classes = train_.classes;
   meta.epochs_done = epochs_done;
   meta.batches_done = batches_done;

@@ -20,6 +20,7 @@
 #include "train/evaluate.h"
 #include "train/metrics_log.h"
 #include "train/model_spec.h"
+#include "train/precision.h"
 
 namespace kiln {
 
@@ -87,6 +88,9 @@ struct TrainerOptions {
   // Before the first phase of a fresh run (not on a resume), calibrate_batch_norm on the
   // training set; a model without batch norm is left as it is.
   bool calibrate_batch_norm = false;
+  // Which layers compute in bf16, applied at each phase's start (train/precision.h); recorded
+  // in checkpoints.
+  Precision precision = Precision::fp32;
   std::string model_dir;          // checkpoints go here (created when missing)
   int keep = 2;                   // checkpoints kept besides the best
   // Copied into every checkpoint (image_size, classes, convention, seed); arch is the spec's
@@ -139,6 +143,7 @@ struct StopInfo {
 struct TrainerHooks {
   std::function<void(int phase, const Phase&, Sequential& model)> on_phase_start;
   std::function<void(const FeatureMode&)> on_feature_mode;
+  std::function<void(int phase, const PrecisionUse&)> on_precision;  // after on_phase_start's freezing
   // eval_at_phase_start: the evaluation before the phase's first step ("before"), and after
   // its head was fitted ("after the linear probe") when it has HeadInit::linear_probe.
   std::function<void(int phase, const std::string& when, const EvalResult&)> on_phase_eval;

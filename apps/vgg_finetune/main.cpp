@@ -110,6 +110,7 @@ std::vector<FlagSpec> train_specs() {
       {"eval-every", "N", "0", "also evaluate on the validation set every N steps (0: only after each epoch)"},
       {"checkpoint-every", "N", "0",
        "also write a checkpoint every N steps (0: only after each epoch); a resume from one continues mid-epoch exactly"},
+      {"precision", "fp32|bf16-frozen|bf16", "fp32", "which layers compute in bf16 (fp32 accumulation; weights, gradients, optimizer and checkpoints stay fp32): fp32; bf16-frozen: the layers this phase freezes (the boundary moves with the phase); bf16: every layer, from fp32 master weights (docs/precision.md)"},
       {"allow-changed-config", "", "",
        "resume even though a recipe flag (epochs, learning rates, batch, momentum, weight decay, keep prob, seed, "
        "augment, image size) differs from the run's config.txt; config.txt then records the change"},
@@ -170,6 +171,7 @@ TrainConfig train_config(const Flags& f) {
   c.feature_cache = !f.on("no-feature-cache");
   c.probe_head = f.choice("head-init", {"random", "probe"}) == "probe";
   c.calibrate_bn = f.choice("calibrate-bn", {"auto", "on", "off"});
+  c.precision = f.choice("precision", {"fp32", "bf16-frozen", "bf16"});
   c.config_text = "# vgg_finetune train: the flags of this run\n" + f.dump();
   return c;
 }
@@ -196,11 +198,39 @@ int cmd_train(int argc, char** argv) {
   return 0;
 }
 
+// eval/predict's --precision: "" (not given) means the checkpoint's.
+std::string precision_flag(const Flags& f) {
+  return f.given("precision") ? f.choice("precision", {"fp32", "bf16-frozen", "bf16"}) : "";
+}
+
 io::Dataset eval_dataset(const std::string& dir) {
   // A data folder holding val/ is evaluated on val/; otherwise the folder itself.
   const fs::path val = fs::path(dir) / "val";
   return io::image_folder(fs::is_directory(val) && !fs::is_directory(fs::path(dir) / "train") ? dir
                           : fs::is_directory(val) ? val.string() : dir);
+}
+
+// eval --compare-precision: the checkpoint's weights in fp32 (t, the reference) against the
+// same weights in the given precision, image by image and layer by layer.
+void print_precision_comparison(TrainedModel& t, const Flags& f, Device device, io::Loader& loader) {
+  const std::string p = f.choice("compare-precision", {"bf16-frozen", "bf16"});
+  KILN_CHECK(t.precision.policy == Precision::fp32, "--compare-precision compares against fp32: leave --precision out or "
+             "give --precision fp32");
+  TrainedModel test = load_trained(f.str("model-dir"), device, f.on("best"), p);
+  const PrecisionComparison c = compare_precision(*t.model, *test.model, loader);
+  KILN_CHECK(c.images > 0, "no image could be read");
+  std::printf("the same weights in fp32 (reference) and %s (%s), %lld images:\n", p.c_str(),
+              test.precision.describe().c_str(), static_cast<long long>(c.images));
+  std::printf("  relative error ||%s - fp32|| / ||fp32|| of each layer's output:\n", p.c_str());
+  for (size_t i = 0; i < c.layers.size(); ++i)
+    std::printf("    %-10s %.2e\n", c.layers[i].c_str(), c.rel_error[i]);
+  const auto pct = [](int64_t a, int64_t b) { return b > 0 ? 100.0 * static_cast<double>(a) / static_cast<double>(b) : 0.0; };
+  std::printf("  outputs: mean KL(fp32 || %s) %.2e nats; top-1 agrees on %lld of %lld images with a clear fp32 top-1 "
+              "(top-1 probability >= top-2 + %.2f): %.2f%%; on all images %.2f%%\n",
+              p.c_str(), c.kl, static_cast<long long>(c.agree_clear), static_cast<long long>(c.clear), c.margin,
+              pct(c.agree_clear, c.clear), pct(c.agree_all, c.images));
+  std::printf("  accuracy: fp32 %.2f%%, %s %.2f%%\n", pct(c.correct_ref, c.images), p.c_str(),
+              pct(c.correct_test, c.images));
 }
 
 int cmd_eval(int argc, char** argv) {
@@ -213,6 +243,8 @@ int cmd_eval(int argc, char** argv) {
            {"best", "", "", "use the best checkpoint by val accuracy instead of the latest"},
            {"batch", "N", "32", "batch size"},
            {"device", "auto|cpu|cuda", "auto", "where to run"},
+           {"precision", "fp32|bf16-frozen|bf16", "", "compute precision (default: the one the checkpoint was trained with; nothing trains here, so bf16-frozen and bf16 both run every layer in bf16)"},
+           {"compare-precision", "bf16-frozen|bf16", "", "instead: run the weights in fp32 and in this precision on the same images and report how far each layer's output, the output distribution (KL) and the top-1 move"},
            {"workers", "N", "2", "image decoding threads"}},
           "  vgg_finetune eval --model-dir runs/pets --data-dir pets\n");
   if (!f.parse(argc, argv, 2)) return 0;
@@ -223,7 +255,9 @@ int cmd_eval(int argc, char** argv) {
   const std::string dev = f.choice("device", {"auto", "cpu", "cuda"});
   const io::Dataset ds = eval_dataset(data);
   const Device device = choose_device(dev);
-  TrainedModel t = load_trained(f.str("model-dir"), device, f.on("best"));
+  const bool compare = f.given("compare-precision");  // the reference is fp32 unless --precision says otherwise
+  TrainedModel t = load_trained(f.str("model-dir"), device, f.on("best"),
+                                compare && !f.given("precision") ? "fp32" : precision_flag(f));
   KILN_CHECK(ds.classes == t.checkpoint.meta.classes, "the classes of '", ds.root, "' differ from the model's (see ",
              f.str("model-dir"), "/classes.txt)");
   io::LoaderOptions lo;
@@ -236,8 +270,13 @@ int cmd_eval(int argc, char** argv) {
   lo.convention = t.convention;
   lo.device = device;
   io::Loader loader(ds, lo);
-  std::printf("model: %s (after %lld epochs)\ndata: %s\n", t.checkpoint.state_path.c_str(),
-              static_cast<long long>(t.checkpoint.meta.epochs_done), ds.summary().c_str());
+  std::printf("model: %s (after %lld epochs)\nprecision: %s\ndata: %s\n", t.checkpoint.state_path.c_str(),
+              static_cast<long long>(t.checkpoint.meta.epochs_done), t.precision.describe().c_str(),
+              ds.summary().c_str());
+  if (compare) {
+    print_precision_comparison(t, f, device, loader);
+    return 0;
+  }
   const EvalResult r = evaluate(*t.model, loader, static_cast<int64_t>(ds.classes.size()));
   std::printf("loss %.4f  accuracy %.2f%%  (%lld images)\n%s", r.loss, 100.0 * r.acc, static_cast<long long>(r.images),
               eval_details(r, ds.classes).c_str());
@@ -387,7 +426,8 @@ int cmd_predict(int argc, char** argv) {
            {"json", "FILE", "", "also write the predictions as JSON"},
            {"best", "", "", "use the best checkpoint by val accuracy instead of the latest"},
            {"batch", "N", "32", "images per forward pass"},
-           {"device", "auto|cpu|cuda", "auto", "where to run"}},
+           {"device", "auto|cpu|cuda", "auto", "where to run"},
+           {"precision", "fp32|bf16-frozen|bf16", "", "compute precision (default: the one the checkpoint was trained with; nothing trains here, so bf16-frozen and bf16 both run every layer in bf16)"}},
           "  vgg_finetune predict --model-dir runs/pets photo.jpg more_photos/ --top-k 2 --json out.json\n");
   if (!f.parse(argc, argv, 2)) return 0;
   KILN_CHECK(!f.str("model-dir").empty(), "--model-dir is required");
@@ -397,7 +437,8 @@ int cmd_predict(int argc, char** argv) {
   const std::string dev = f.choice("device", {"auto", "cpu", "cuda"});
   const std::vector<std::string> paths = collect_images(f.positional());
   const Device device = choose_device(dev);
-  TrainedModel t = load_trained(f.str("model-dir"), device, f.on("best"));
+  TrainedModel t = load_trained(f.str("model-dir"), device, f.on("best"), precision_flag(f));
+  std::printf("precision: %s\n", t.precision.describe().c_str());
   const auto preds = predict_images(t, paths, top_k, batch, device);
   const int64_t bad = report_predictions(preds, t.checkpoint.meta.classes, f.str("csv"), f.str("json"));
   if (bad) std::printf("%lld of %zu image(s) could not be read (listed above)\n", static_cast<long long>(bad), preds.size());
@@ -503,7 +544,8 @@ int cmd_demo(int argc, char** argv) {
            {"weights", "FILE", "", "pretrained weights of --model to use instead of the random ones"},
            {"device", "auto|cpu|cuda", "auto", "where to run"},
            {"full", "", "", "run the full recipe (224 px, 10+10 epochs, augmentation, dropout, fc8 from random) even on a CPU"},
-           {"seed", "N", "1", "seed of the data, initialisation, dropout and data order"}},
+           {"seed", "N", "1", "seed of the data, initialisation, dropout and data order"},
+           {"precision", "fp32|bf16-frozen|bf16", "fp32", "compute precision of training (see train --help)"}},
           "  vgg_finetune demo\n  vgg_finetune demo --work-dir /tmp/demo --device cpu\n");
   if (!f.parse(argc, argv, 2)) return 0;
   KILN_CHECK(f.positional().empty(), "demo takes no positional argument, got '", f.positional()[0], "'");
@@ -523,6 +565,7 @@ int cmd_demo(int argc, char** argv) {
   const bool full = device.is_cuda() || f.on("full");
   TrainConfig c;
   c.model = model;
+  c.precision = f.choice("precision", {"fp32", "bf16-frozen", "bf16"});
   const int train_per_class = 100, val_per_class = 25;
   bool batch_norm = false;  // ResNet-50: its random features probe poorly (below)
   {

@@ -90,7 +90,8 @@ std::vector<RecipeFlag> recipe_flags(const TrainConfig& c) {
           {"train-from", c.train_from, false},
           {"no-augment", c.no_augment ? "1" : "", true},
           {"head-init", c.probe_head ? "probe" : "random", false},
-          {"calibrate-bn", c.calibrate_bn, false}};
+          {"calibrate-bn", c.calibrate_bn, false},
+          {"precision", c.precision, false}};
 }
 
 // "key = value" lines of config.txt ('#' lines are comments).
@@ -446,6 +447,7 @@ TrainerHooks people_hooks(const TrainConfig& cfg, bool tty, Sequential& net) {
                 "trained on but not part of the reported train loss (cross-entropy, as val loss)\n",
                 decayed.size(), l2_penalty(decayed, static_cast<float>(ph.weight_decay)).item());
   };
+  h.on_precision = [](int, const PrecisionUse& u) { std::printf("  precision: %s\n", u.describe().c_str()); };
   h.on_feature_mode = [&cfg, &net](const FeatureMode& m) {
     // The cut's layers by name: the cached output ("flatten" reads as the map it flattens).
     const auto& kids = net.children();
@@ -597,6 +599,7 @@ TrainResult run_train(const TrainConfig& cfg) {
   t.loader.augment = !cfg.no_augment;
   t.feature_cache = cfg.feature_cache;
   t.eval_at_phase_start = cfg.eval_at_phase_start;
+  t.precision = parse_precision(cfg.precision);
   t.calibrate_batch_norm = cfg.calibrate_bn == "on" || (cfg.calibrate_bn == "auto" && cfg.weights.empty());
   t.eval_every = cfg.eval_every;
   t.checkpoint_every = cfg.checkpoint_every;
@@ -628,7 +631,7 @@ TrainResult run_train(const TrainConfig& cfg) {
   return r;
 }
 
-TrainedModel load_trained(const std::string& model_dir, Device device, bool best) {
+TrainedModel load_trained(const std::string& model_dir, Device device, bool best, const std::string& precision) {
   KILN_CHECK(fs::is_directory(model_dir), "model directory '", model_dir, "' does not exist");
   const std::optional<io::CheckpointInfo> ck = best ? io::best_checkpoint(model_dir) : io::latest_checkpoint(model_dir);
   KILN_CHECK(ck.has_value(), "model directory '", model_dir, "' holds no checkpoint (run vgg_finetune train first)");
@@ -643,6 +646,8 @@ TrainedModel load_trained(const std::string& model_dir, Device device, bool best
   io::load_checkpoint_weights(*t.model, *ck);
   t.model->to(device);
   t.model->eval();
+  t.model->freeze(t.model->name() + "/");  // nothing trains here: frozen weights convert to bf16 once
+  t.precision = apply_precision(*t.model, parse_precision(precision.empty() ? ck->meta.precision : precision));
   t.convention = ck->meta.convention;
   return t;
 }

@@ -48,6 +48,7 @@ struct TrainConfig {
   int64_t stop_after_steps = 0;     // > 0: stop after this many steps, checkpointing there (resume later)
   int64_t eval_every = 0;           // > 0: also evaluate every this many (global) steps
   int64_t checkpoint_every = 0;     // > 0: also checkpoint every this many (global) steps
+  std::string precision = "fp32";    // train/precision.h: fp32, bf16-frozen, bf16
   bool allow_changed_config = false;  // resume even when the recipe flags differ from config.txt
   std::string config_text;          // the run's flags, written to config.txt
 };
@@ -68,7 +69,10 @@ struct TrainedModel {
   std::shared_ptr<Sequential> model;
   io::CheckpointInfo checkpoint;
   io::InputConvention convention = io::InputConvention::torchvision_rgb;
+  PrecisionUse precision;  // as applied: every layer frozen, so bf16-frozen is bf16 throughout
 };
-TrainedModel load_trained(const std::string& model_dir, Device device, bool best = false);
+// precision: a policy name, or "" for the one the checkpoint was trained with.
+TrainedModel load_trained(const std::string& model_dir, Device device, bool best = false,
+                          const std::string& precision = "");
 
 }  // namespace kiln::app

@@ -191,7 +191,7 @@ void rewrite_as_version2(const CheckpointInfo& c, Module& model) {
     for (const std::string& a : root.attribute_names()) {
       // Attributes version 2 did not have (newer optional ones included): a real v2 file lacks them.
       if (a == "frozen_file" || a == "frozen_digest" || a == "state_format_version" || a == "head" ||
-          a == "adaptive_pool" || a == "train_from")
+          a == "adaptive_pool" || a == "train_from" || a == "precision")
         continue;
       if (a == "classes") classes = root.string_list_attribute(a);
       else if (a == "kind" || a == "epoch_loss_sum" || a == "val_loss" || a == "val_acc" || a == "arch" ||

@@ -154,6 +154,53 @@ TEST_CASE("a Trainer runs any Sequential's phases and resumes mid-epoch bit for 
   std::filesystem::remove_all(root, ec);
 }
 
+TEST_CASE("under bf16-frozen the trainer caches bf16 features, records the policy and resumes bit for bit", "[train][precision]") {
+  const std::string root = test::make_temp_dir("trainer_bf16");
+  app::make_demo_dataset(root + "/data", 2, 4, 2, 3);
+  const io::Dataset train = io::image_folder(root + "/data/train"), val = io::image_folder(root + "/data/val");
+  const ModelSpec& spec = find_model_spec("vgg16");
+  std::vector<double> mib;
+  std::vector<std::string> lines;
+  std::shared_ptr<Sequential> done;
+  for (const Precision p : {Precision::fp32, Precision::bf16_frozen}) {
+    Generator g(5);
+    done = tiny_net(g);
+    TrainerOptions t = tiny_options(root + "/" + precision_name(p), false);
+    t.run.classes = train.classes;
+    t.precision = p;
+    TrainerHooks hooks;
+    hooks.on_feature_mode = [&](const FeatureMode& m) { mib.push_back(m.mib); };
+    hooks.on_precision = [&](int, const PrecisionUse& u) { lines.push_back(u.describe()); };
+    CHECK(Trainer(*done, spec, train, val, t, hooks).run(std::nullopt).finished);
+  }
+  REQUIRE(mib.size() == 2);
+  CHECK(mib[1] == Approx(mib[0] / 2));  // the same rows in half the bytes
+  CHECK(lines == std::vector<std::string>{"fp32: all 2 weight layers in fp32", "fp32: all 2 weight layers in fp32",
+                                          "bf16-frozen: 1 of 2 weight layers in bf16, fp32 from net/fc2",
+                                          "bf16-frozen: all 2 weight layers in fp32 (nothing is frozen in this phase)"});
+
+  // Stopped mid-epoch and resumed in a new model: the same weights as the run above.
+  Generator g2(5);
+  auto b = tiny_net(g2);
+  TrainerOptions tb = tiny_options(root + "/stopped", false);
+  tb.run.classes = train.classes;
+  tb.precision = Precision::bf16_frozen;
+  tb.stop_after_steps = 4;
+  CHECK_FALSE(Trainer(*b, spec, train, val, tb).run(std::nullopt).finished);
+  const io::ResumeChoice choice = io::newest_intact_checkpoint(tb.model_dir);
+  REQUIRE(choice.checkpoint);
+  CHECK(choice.checkpoint->meta.precision == "bf16-frozen");
+  Generator g3(99);
+  auto c = tiny_net(g3);
+  io::load_checkpoint_weights(*c, *choice.checkpoint);
+  tb.stop_after_steps = 0;
+  CHECK(Trainer(*c, spec, train, val, tb).run(choice.checkpoint).finished);
+  for (const ParameterRef& p : done->parameters())
+    CHECK(c->find(p.name).tensor->to_vector<float>() == p.tensor->to_vector<float>());
+  std::error_code ec;
+  std::filesystem::remove_all(root, ec);
+}
+
 TEST_CASE("ResNet-50's head-only phase caches up to global pooling", "[train][resnet]") {
   const ModelSpec& spec = find_model_spec("resnet50");
   Generator init(1), drop(2);
