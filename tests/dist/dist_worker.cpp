@@ -9,9 +9,11 @@
 //                others all-reduce again: they must fail with kiln::Error
 //   stall        rank 1 sleeps instead of its second all-reduce: the others time out
 //   env          prints the parsed launch environment (or its one-line error)
+//   time N       times an all-reduce of N floats (median of 3 after one warm-up), for docs
 // A kiln::Error is printed as "rank R: error: MESSAGE" and exits 3.
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -160,6 +162,19 @@ int main(int argc, char** argv) {
       std::printf("rank %d %s (%s, %d ranks)\n", c->rank(), ok ? "ok" : "WRONG VALUES", c->backend().c_str(),
                   c->size());
       return ok ? 0 : 1;
+    }
+    if (what == "time" && argc > 2) {
+      Tensor t = Tensor::ones(kiln::Shape{std::stoll(argv[2])});
+      std::vector<double> ms;
+      for (int i = 0; i < 4; ++i) {
+        const auto t0 = std::chrono::steady_clock::now();
+        c->allreduce_sum(t);
+        ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+      }
+      std::sort(ms.begin() + 1, ms.end());
+      std::printf("rank %d: all-reduce of %s floats (%.1f MB): %.2f ms\n", c->rank(), argv[2],
+                  static_cast<double>(t.nbytes()) / 1e6, ms[2]);
+      return 0;
     }
     if (what == "buckets") {
       const bool ok = buckets(*c);
