@@ -143,10 +143,11 @@ TransportHost transport_host(const LaunchEnv& env) {
     h.iface = iface;
     return h;
   }
-  const bool one_machine = env.local_world_size == env.world_size;
+  // A loopback MASTER_ADDR means one machine; otherwise (another host, or a file rendezvous
+  // that may be on a shared filesystem) this host's name, as the others resolve it.
   std::string master;
   if (env.rendezvous.rfind("tcp:", 0) == 0) master = env.rendezvous.substr(4, env.rendezvous.rfind(':') - 4);
-  if (one_machine && (master.empty() || is_loopback(master))) {
+  if (is_loopback(master)) {
     h.hostname = "127.0.0.1";
     return h;
   }

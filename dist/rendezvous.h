@@ -33,7 +33,7 @@ std::unique_ptr<RendezvousStore> open_store(const LaunchEnv& env);
 void join(RendezvousStore& store, const LaunchEnv& env, const std::string& backend);
 
 // The address this rank's gloo transport listens on: GLOO_SOCKET_IFNAME's interface when set,
-// loopback when every rank runs on this machine, else this host's name.
+// loopback when MASTER_ADDR is a loopback address, else this host's name.
 struct TransportHost {
   std::string iface, hostname;
 };

@@ -93,8 +93,9 @@ LaunchEnv launch_env_from(const std::function<const char*(const char*)>& get) {
                "launch: the rendezvous '", env.rendezvous, "' is not tcp:<host>:<port> with a port in 1..65535");
   }
   KILN_CHECK(env.rendezvous != "file:", "launch: KILN_RENDEZVOUS=file: names no directory");
-  KILN_CHECK(!env.distributed() || !env.rendezvous.empty(), "launch: ", env.launcher, " started ", env.world_size,
-             " processes but no rendezvous is set: export MASTER_ADDR and MASTER_PORT, or KILN_RENDEZVOUS=file:<dir> "
+  KILN_CHECK(!env.distributed() || !env.rendezvous.empty(), "launch: ",
+             env.launcher == "mpirun" ? "OMPI_COMM_WORLD_SIZE" : "WORLD_SIZE", "=", env.world_size,
+             " but no rendezvous is set: export MASTER_ADDR and MASTER_PORT, or KILN_RENDEZVOUS=file:<dir> "
              "(a directory every rank sees)");
   return env;
 }
