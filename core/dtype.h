@@ -42,12 +42,13 @@ struct BFloat16 {
   KILN_HD explicit operator float() const { return to_float(bits); }
 
   // float32 -> bfloat16 bits, round to nearest even.
+  // Branch-free (a select, not a jump), so loops over arrays of them vectorise.
   KILN_HD static uint16_t from_float(float f) {
     uint32_t u;
     memcpy(&u, &f, 4);
-    if ((u & 0x7f800000u) == 0x7f800000u && (u & 0x007fffffu) != 0) return static_cast<uint16_t>((u >> 16) | 0x0040u);
-    uint32_t rounding_bias = 0x7fffu + ((u >> 16) & 1u);
-    return static_cast<uint16_t>((u + rounding_bias) >> 16);
+    const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    const uint32_t quiet_nan = (u >> 16) | 0x0040u;
+    return static_cast<uint16_t>((u & 0x7fffffffu) > 0x7f800000u ? quiet_nan : rounded);
   }
   // bfloat16 bits -> float32 (exact).
   KILN_HD static float to_float(uint16_t b) {

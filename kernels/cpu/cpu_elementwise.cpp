@@ -8,6 +8,7 @@
 #include "kernels/common/sgd.h"
 #include "kernels/common/softmax.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "kernels/cpu/cpu_elements.h"
 
 namespace kiln::cpu {
 namespace {
@@ -51,16 +52,21 @@ namespace {
 // (with the op read per element it did not: add ran at a third of relu_backward's rate).
 // T is float or BFloat16: bf16 operands compute in fp32 and round once on the store.
 template <BinaryOp Op, typename T>
-void binary_loop(const T* pa, const T* pb, T* po, int64_t n) {
+void binary_loop(const T* a, const T* b, T* o, int64_t n) {
+  const auto* pa = raw(a);
+  const auto* pb = raw(b);
+  auto* po = raw(o);
 #pragma omp parallel for simd schedule(static) if (n > 65536)
   for (int64_t i = 0; i < n; ++i)
-    po[i] = T(common::binary_apply(Op, static_cast<float>(pa[i]), static_cast<float>(pb[i])));
+    po[i] = from_f32<raw_t<T>>(common::binary_apply(Op, to_f32(pa[i]), to_f32(pb[i])));
 }
 
 template <BinaryOp Op, typename T>
-void binary_scalar_loop(const T* pa, float s, T* po, int64_t n) {
+void binary_scalar_loop(const T* a, float s, T* o, int64_t n) {
+  const auto* pa = raw(a);
+  auto* po = raw(o);
 #pragma omp parallel for simd schedule(static) if (n > 65536)
-  for (int64_t i = 0; i < n; ++i) po[i] = T(common::binary_apply(Op, static_cast<float>(pa[i]), s));
+  for (int64_t i = 0; i < n; ++i) po[i] = from_f32<raw_t<T>>(common::binary_apply(Op, to_f32(pa[i]), s));
 }
 
 template <typename T>
@@ -104,30 +110,31 @@ namespace {
 
 template <typename T>
 void relu_loop(const Tensor& x, Tensor& y) {
-  const T* px = x.data<T>();
-  T* py = y.data<T>();
+  const auto* px = raw(x.data<T>());
+  auto* py = raw(y.data<T>());
   const int64_t n = x.numel();
 #pragma omp parallel for simd schedule(static) if (n > 65536)
-  for (int64_t i = 0; i < n; ++i) py[i] = T(common::relu(static_cast<float>(px[i])));
+  for (int64_t i = 0; i < n; ++i) py[i] = from_f32<raw_t<T>>(common::relu(to_f32(px[i])));
 }
 
 template <typename T>
 void relu_backward_loop(const Tensor& y, const Tensor& dy, Tensor& dx) {
-  const T* py = y.data<T>();
-  const T* pdy = dy.data<T>();
-  T* pdx = dx.data<T>();
+  const auto* py = raw(y.data<T>());
+  const auto* pdy = raw(dy.data<T>());
+  auto* pdx = raw(dx.data<T>());
   const int64_t n = y.numel();
 #pragma omp parallel for simd schedule(static) if (n > 65536)
-  for (int64_t i = 0; i < n; ++i) pdx[i] = T(common::relu_backward(static_cast<float>(py[i]), static_cast<float>(pdy[i])));
+  for (int64_t i = 0; i < n; ++i) pdx[i] = from_f32<raw_t<T>>(common::relu_backward(to_f32(py[i]), to_f32(pdy[i])));
 }
 
 template <typename T>
 void dropout_loop(const Tensor& x, float keep, PhiloxState s, Tensor& y) {
-  const T* px = x.data<T>();
-  T* py = y.data<T>();
+  const auto* px = raw(x.data<T>());
+  auto* py = raw(y.data<T>());
   const int64_t n = x.numel();
 #pragma omp parallel for schedule(static) if (n > 16384)
-  for (int64_t i = 0; i < n; ++i) py[i] = T(common::dropout(static_cast<float>(px[i]), s, static_cast<uint64_t>(i), keep));
+  for (int64_t i = 0; i < n; ++i)
+    py[i] = from_f32<raw_t<T>>(common::dropout(to_f32(px[i]), s, static_cast<uint64_t>(i), keep));
 }
 
 }  // namespace

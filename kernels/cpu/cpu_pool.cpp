@@ -9,43 +9,44 @@
 
 #include "kernels/common/pool.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "kernels/cpu/cpu_elements.h"
 
 namespace kiln::cpu {
 
 namespace {
 
-// T is float or BFloat16; the comparisons run in float.
+// T is float or BFloat16; the comparisons run in float, the values move as stored (bits).
 template <typename T>
 void max_pool2d_loop(const Tensor& x, const Pool2dParams& p, Tensor& y, Tensor& argmax) {
   const int64_t n = x.dim(0), h = x.dim(1), w = x.dim(2), c = x.dim(3);
   const int64_t oh = y.dim(1), ow = y.dim(2);
-  const T* px = x.data<T>();
-  T* py = y.data<T>();
+  const auto* px = raw(x.data<T>());
+  auto* py = raw(y.data<T>());
   int32_t* pi = argmax.defined() ? argmax.data<int32_t>() : nullptr;
-  const auto f = [](T v) { return static_cast<float>(v); };
+  const auto lowest = from_f32<raw_t<T>>(-std::numeric_limits<float>::infinity());
 #pragma omp parallel for collapse(2) schedule(static)
   for (int64_t b = 0; b < n; ++b) {
     for (int64_t i = 0; i < oh; ++i) {
       const common::WindowRange rh = common::pool_window(i, p.stride_h, p.pad_h, p.kernel_h, h);
       for (int64_t j = 0; j < ow; ++j) {
         const common::WindowRange rw = common::pool_window(j, p.stride_w, p.pad_w, p.kernel_w, w);
-        T* out = py + ((b * oh + i) * ow + j) * c;
+        auto* out = py + ((b * oh + i) * ow + j) * c;
         int32_t* idx = pi ? pi + ((b * oh + i) * ow + j) * c : nullptr;
-        for (int64_t k = 0; k < c; ++k) out[k] = T(-std::numeric_limits<float>::infinity());
+        for (int64_t k = 0; k < c; ++k) out[k] = lowest;
         if (idx)
           for (int64_t k = 0; k < c; ++k) idx[k] = static_cast<int32_t>(rh.begin * w + rw.begin);
         for (int64_t hh = rh.begin; hh < rh.end; ++hh) {
           for (int64_t ww = rw.begin; ww < rw.end; ++ww) {
-            const T* in = px + ((b * h + hh) * w + ww) * c;
+            const auto* in = px + ((b * h + hh) * w + ww) * c;
             const int32_t pos = static_cast<int32_t>(hh * w + ww);
             if (idx) {
               for (int64_t k = 0; k < c; ++k) {
-                const bool take = common::pool_takes(f(in[k]), f(out[k]));
+                const bool take = common::pool_takes(to_f32(in[k]), to_f32(out[k]));
                 out[k] = take ? in[k] : out[k];
                 idx[k] = take ? pos : idx[k];
               }
             } else {
-              for (int64_t k = 0; k < c; ++k) out[k] = common::pool_takes(f(in[k]), f(out[k])) ? in[k] : out[k];
+              for (int64_t k = 0; k < c; ++k) out[k] = common::pool_takes(to_f32(in[k]), to_f32(out[k])) ? in[k] : out[k];
             }
           }
         }
