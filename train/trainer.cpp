@@ -6,9 +6,11 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <sstream>
 
 #include "layers/loss.h"
 #include "layers/optim.h"
+#include "train/data_parallel.h"
 #include "train/linear_probe.h"
 
 namespace kiln {
@@ -62,6 +64,39 @@ FeatureCache advance_features(Sequential& model, const FeatureCache& from, size_
   out.feats = all.take();
   return out;
 }
+
+// What every rank must agree on before training together: model, recipe, data, position.
+std::string run_fingerprint(Sequential& model, const ModelSpec& spec, const TrainerOptions& o, const io::Dataset& train,
+                            const io::Dataset& val, const std::optional<io::CheckpointInfo>& resume) {
+  std::ostringstream f;
+  f << "model " << spec.name << "\n";
+  for (const ParameterRef& p : model.parameters()) f << "parameter " << p.name << " " << p.tensor->shape().str() << "\n";
+  for (const Phase& p : o.phases) {
+    f << "phase " << p.name << " lr " << p.lr << " epochs " << p.epochs << " momentum " << p.momentum << " decay "
+      << p.weight_decay << " probe " << (p.head_init == HeadInit::linear_probe) << " trains";
+    for (const std::string& t : p.train_patterns) f << " " << t;
+    f << "\n";
+  }
+  const io::LoaderOptions& l = o.loader;
+  f << "batch " << l.batch_size << " seed " << l.seed << " shuffle " << l.shuffle << " augment " << l.augment
+    << " crop " << l.crop << " resize " << l.resize_shorter << " drop_last " << l.drop_last << "\n";
+  f << "train " << train.size() << " images, classes";
+  for (const std::string& c : train.classes) f << " " << c;
+  f << "\nval " << val.size() << " images\n";
+  f << "resume " << (resume ? std::to_string(resume->meta.global_step) : std::string("none")) << "\n";
+  return f.str();
+}
+
+// Clears a generator's data-parallel row window however the step is left.
+struct RowWindow {
+  Generator* gen;
+  RowWindow(Generator* g, int64_t first, int64_t local, int64_t global) : gen(g) {
+    if (gen) gen->set_row_window(first, local, global);
+  }
+  ~RowWindow() {
+    if (gen) gen->set_row_window(0, 0, 0);
+  }
+};
 
 }  // namespace
 
@@ -143,6 +178,10 @@ struct Trainer::State {
   size_t phase = 0;            // index into phases of the epoch running
   int opt_phase = 0;           // 1-based phase the optimizer was built for; 0: none yet
   std::unique_ptr<SGD> optimizer;
+  // Data-parallel (TrainerOptions::comm with more than one rank).
+  bool dist = false, root = true;
+  std::unique_ptr<GradientReducer> reducer;
+  io::LoaderOptions elo;       // the evaluation loader's: vlo sharded
   std::unique_ptr<io::Loader> train_loader, val_loader;
   io::LoaderOptions lo, vlo;
   FeatureCache train_cache, val_cache;
@@ -175,6 +214,18 @@ TrainResult Trainer::run(const std::optional<io::CheckpointInfo>& resume) {
   s.vlo = opt_.loader;
   s.vlo.shuffle = false;
   s.vlo.augment = false;
+  s.elo = s.vlo;
+  s.dist = opt_.comm != nullptr && opt_.comm->size() > 1;
+  s.root = opt_.comm == nullptr || opt_.comm->rank() == 0;
+  if (s.dist) {
+    // Same model, recipe and data everywhere, then rank 0's weights everywhere. The feature
+    // cache, calibration and the linear probe read the whole data set on every rank (the
+    // same rows, the same results); training and uncached evaluation read shards.
+    check_same_run(*opt_.comm, run_fingerprint(model_, spec_, opt_, train_, val_, resume));
+    broadcast_model(model_, *opt_.comm);
+    s.lo.shard_rank = s.elo.shard_rank = opt_.comm->rank();
+    s.lo.shard_count = s.elo.shard_count = opt_.comm->size();
+  }
   if (resume) {
     s.start_epoch = resume->meta.epochs_done;
     s.global_step = resume->meta.global_step;
@@ -211,6 +262,7 @@ void Trainer::begin_phase(int64_t e, State& s) {
     else
       fresh = true;
     s.opt_phase = number;
+    if (s.dist) s.reducer = std::make_unique<GradientReducer>(model_.trainable_parameters(), *opt_.comm, opt_.bucket_bytes);
     if (hooks_.on_phase_start) hooks_.on_phase_start(number, ph, model_);
     if (hooks_.on_precision) hooks_.on_precision(number, pu);
   }
@@ -218,8 +270,11 @@ void Trainer::begin_phase(int64_t e, State& s) {
   s.cached = cut > 0 && !s.lo.augment && opt_.feature_cache;
   if (s.cached && (!s.train_cache.feats.defined() || s.train_cache.cut != cut)) {
     const auto tc = Clock::now();
-    s.train_cache = compute_features(model_, cut, train_, s.vlo);
-    s.val_cache = compute_features(model_, cut, val_, s.vlo);
+    // Data-parallel: each rank computes its share of the rows, then all ranks hold all rows.
+    s.train_cache = s.dist ? compute_features_sharded(model_, cut, train_, s.vlo, *opt_.comm)
+                           : compute_features(model_, cut, train_, s.vlo);
+    s.val_cache = s.dist ? compute_features_sharded(model_, cut, val_, s.vlo, *opt_.comm)
+                         : compute_features(model_, cut, val_, s.vlo);
     FeatureMode m{number, true, cut, s.train_cache.feats.dim(0), s.val_cache.feats.dim(0), seconds_since(tc),
                   static_cast<double>(s.train_cache.feats.nbytes() + s.val_cache.feats.nbytes()) / (1 << 20)};
     if (hooks_.on_feature_mode) hooks_.on_feature_mode(m);
@@ -233,7 +288,7 @@ void Trainer::begin_phase(int64_t e, State& s) {
       s.lo.start_epoch = static_cast<uint64_t>(e);
       s.train_loader = std::make_unique<io::Loader>(train_, s.lo);
     }
-    if (!s.val_loader) s.val_loader = std::make_unique<io::Loader>(val_, s.vlo);
+    if (!s.val_loader) s.val_loader = std::make_unique<io::Loader>(val_, s.elo);
   }
   if (fresh) start_phase(number, s);
 }
@@ -282,8 +337,17 @@ HeadInitInfo Trainer::fit_head(int number, State& s) {
 
 EvalResult Trainer::evaluate_now(State& s) {
   const auto classes = static_cast<int64_t>(train_.classes.size());
-  return s.cached ? evaluate_cached(model_, s.val_cache, s.lo.batch_size, s.lo.device, classes)
-                  : evaluate(model_, *s.val_loader, classes);
+  // Training-mode batch norm updated each rank's running statistics from its shard: one
+  // model again before it is evaluated or saved.
+  if (s.dist) average_buffers(model_, *opt_.comm);
+  if (s.cached) return evaluate_cached(model_, s.val_cache, s.lo.batch_size, s.lo.device, classes);
+  return s.dist ? evaluate_sharded(model_, *s.val_loader, classes, *opt_.comm)
+                : evaluate(model_, *s.val_loader, classes);
+}
+
+std::string Trainer::save(const io::CheckpointMeta& meta, State& s) {
+  if (!s.root) return "(rank 0 writes the checkpoints)";
+  return io::save_checkpoint(opt_.model_dir, model_, *s.optimizer, meta, opt_.keep);
 }
 
 io::CheckpointMeta Trainer::meta_at(int64_t epochs_done, int64_t batches_done, const EvalResult* val,
@@ -371,9 +435,8 @@ bool Trainer::run_epoch(int64_t e, State& s) {
   sum.global_step = s.global_step;
   sum.lr = ph.schedule ? s.optimizer->lr() : ph.lr;
   if (hooks_.on_epoch) hooks_.on_epoch(sum);
-  s.result.last_checkpoint =
-      io::save_checkpoint(opt_.model_dir, model_, *s.optimizer, meta_at(e + 1, 0, &sum.val, s), opt_.keep);
-  if (opt_.metrics) opt_.metrics->epoch(sum);
+  s.result.last_checkpoint = save(meta_at(e + 1, 0, &sum.val, s), s);
+  if (opt_.metrics && s.root) opt_.metrics->epoch(sum);
   s.result.val = sum.val;
 
   const int64_t total = total_epochs(opt_.phases);
@@ -388,6 +451,77 @@ bool Trainer::run_epoch(int64_t e, State& s) {
   return true;
 }
 
+bool Trainer::train_step(const Tensor& x, const Tensor& y, int64_t row_first, int64_t rows_global, int64_t e,
+                         State& s) {
+  const Phase& ph = opt_.phases[s.phase];
+  const int64_t n = x.defined() ? x.dim(0) : 0;
+  if (!s.dist && n == 0) return false;
+  Tensor loss;
+  double l = 0, total = 0;
+  int64_t correct = 0;
+  if (n > 0) {
+    Tensor logits;
+    {
+      // Dropout masks keyed by the row's place in the global batch, not in this rank's share.
+      RowWindow window(s.dist ? opt_.dropout_gen : nullptr, row_first, n, rows_global);
+      logits = s.cached ? run_from(model_, s.train_cache.cut, x) : model_(x);
+    }
+    Tensor data_loss;
+    loss = classification_loss(logits, y, model_, static_cast<float>(ph.weight_decay), &data_loss);
+    // Reported: the cross-entropy alone, comparable with the validation loss and across
+    // phases (weight decay's penalty grows with the number of trainable layers).
+    l = data_loss.item();
+    total = loss.item();
+    const std::vector<int64_t> pred = argmax(logits).to_vector<int64_t>();
+    const std::vector<int64_t> truth = y.to_vector<int64_t>();
+    for (size_t i = 0; i < pred.size(); ++i) correct += pred[i] == truth[i];
+  }
+  double rows = static_cast<double>(n), loss_sum = l * static_cast<double>(n);
+  bool finite = std::isfinite(total);
+  if (s.dist) {
+    // One small all-reduce per step: rows, loss and hits over the ranks, a non-finite loss
+    // anywhere, and the dropout stream's position (a rank without rows drew nothing).
+    const PhiloxState g = opt_.dropout_gen ? opt_.dropout_gen->state() : PhiloxState{};
+    std::vector<double> v{rows, loss_sum, static_cast<double>(correct), finite ? 0.0 : 1.0,
+                          n > 0 ? static_cast<double>(g.offset) : 0.0, n > 0 ? 1.0 : 0.0};
+    opt_.comm->allreduce_sum(v);
+    rows = v[0];
+    loss_sum = v[1];
+    correct = static_cast<int64_t>(v[2]);
+    finite = v[3] == 0;
+    if (opt_.dropout_gen && v[5] > 0)
+      opt_.dropout_gen->set_state(PhiloxState{g.seed, static_cast<uint64_t>(v[4] / v[5])});
+    if (rows == 0) return false;
+  }
+  if (!finite) {
+    int64_t first = 0;
+    for (size_t i = 0; i < s.phase; ++i) first += opt_.phases[i].epochs;
+    KILN_FAIL("the loss became ", std::isfinite(total) ? std::string("non-finite on another rank") : std::to_string(total),
+              " in phase ", s.phase + 1, " epoch ", e - first + 1, "/", ph.epochs, " step ", s.step_in_epoch + 1,
+              ": training stopped (try a smaller learning rate); the last good checkpoint is kept: ",
+              s.result.last_checkpoint);
+  }
+  s.optimizer->zero_grad();
+  // Data-parallel: each rank's mean over its rows, weighted by its share of the global batch,
+  // so the summed gradient is the global batch's mean (weight decay's share sums to one).
+  if (n > 0) {
+    // Buckets start their all-reduce during backward, as soon as their gradients are final.
+    std::optional<autograd::GradReadyScope> hook;
+    if (s.dist) hook.emplace(s.reducer->hook());
+    (s.dist ? mul(loss, static_cast<float>(static_cast<double>(n) / rows)) : loss).backward();
+  }
+  if (s.dist) s.reducer->reduce();
+  s.optimizer->set_lr(ph.schedule ? ph.schedule->lr(s.optimizer->steps()) : static_cast<float>(ph.lr));
+  s.optimizer->step();
+  ++s.global_step;
+  ++s.step_in_epoch;
+  if (s.dist && opt_.check_replicas) check_replicas(model_, *opt_.comm, s.global_step);
+  s.loss_sum += loss_sum;
+  s.correct += correct;
+  s.seen += static_cast<int64_t>(rows);
+  return true;
+}
+
 bool Trainer::train_steps(int64_t e, State& s) {
   const Phase& ph = opt_.phases[s.phase];
   const int number = static_cast<int>(s.phase) + 1;
@@ -396,43 +530,30 @@ bool Trainer::train_steps(int64_t e, State& s) {
   const int64_t batch = s.lo.batch_size;
   for (;;) {
     Tensor x, y;
+    int64_t row_first = 0, rows_global = 0;  // this rank's first row and the global batch's rows
     if (s.cached) {
       if (s.order_at >= s.order.size()) break;
       const size_t end = std::min(s.order.size(), s.order_at + static_cast<size_t>(batch));
-      gather(s.train_cache, std::vector<int64_t>(s.order.begin() + static_cast<std::ptrdiff_t>(s.order_at),
-                                                 s.order.begin() + static_cast<std::ptrdiff_t>(end)),
-             s.lo.device, x, y);
+      const io::ShardRange sh = io::shard_of(static_cast<int64_t>(s.order_at), static_cast<int64_t>(end),
+                                             s.lo.shard_rank, s.lo.shard_count);
+      if (sh.end > sh.begin)
+        gather(s.train_cache, std::vector<int64_t>(s.order.begin() + static_cast<std::ptrdiff_t>(sh.begin),
+                                                   s.order.begin() + static_cast<std::ptrdiff_t>(sh.end)),
+               s.lo.device, x, y);
+      row_first = sh.begin - static_cast<int64_t>(s.order_at);
+      rows_global = static_cast<int64_t>(end - s.order_at);
       s.order_at = end;
     } else {
       std::optional<io::Batch> b = s.train_loader->next();
       if (!b) break;
       x = b->images;
       y = b->labels;
+      const int64_t gb = b->index * batch, ge = std::min<int64_t>(gb + batch, static_cast<int64_t>(train_.size()));
+      row_first = io::shard_of(gb, ge, s.lo.shard_rank, s.lo.shard_count).begin - gb;
+      rows_global = ge - gb;
     }
     ++s.batches_in_epoch;  // empty batches included: the data position
-    const int64_t n = x.defined() ? x.dim(0) : 0;
-    if (n == 0) continue;
-    Tensor logits = s.cached ? run_from(model_, s.train_cache.cut, x) : model_(x);
-    Tensor data_loss;
-    Tensor loss = classification_loss(logits, y, model_, static_cast<float>(ph.weight_decay), &data_loss);
-    // Reported: the cross-entropy alone, comparable with the validation loss and across
-    // phases (weight decay's penalty grows with the number of trainable layers).
-    const double l = data_loss.item();
-    if (const double total = loss.item(); !std::isfinite(total))
-      KILN_FAIL("the loss became ", total, " in phase ", number, " epoch ", e - first + 1, "/", ph.epochs, " step ",
-                s.step_in_epoch + 1, ": training stopped (try a smaller learning rate); the last good checkpoint is ",
-                "kept: ", s.result.last_checkpoint);
-    s.optimizer->zero_grad();
-    loss.backward();
-    s.optimizer->set_lr(ph.schedule ? ph.schedule->lr(s.optimizer->steps()) : static_cast<float>(ph.lr));
-    s.optimizer->step();
-    ++s.global_step;
-    ++s.step_in_epoch;
-    s.loss_sum += l * static_cast<double>(n);
-    const std::vector<int64_t> pred = argmax(logits).to_vector<int64_t>();
-    const std::vector<int64_t> truth = y.to_vector<int64_t>();
-    for (size_t i = 0; i < pred.size(); ++i) s.correct += pred[i] == truth[i];
-    s.seen += n;
+    if (!train_step(x, y, row_first, rows_global, e, s)) continue;
     const StepInfo info{number, e - first + 1, ph.epochs, s.step_in_epoch, s.steps, s.batches_in_epoch,
                         s.global_step, s.loss_sum, seconds_since(s.t0), s.correct, s.seen};
     if (hooks_.on_step) hooks_.on_step(info);
@@ -444,12 +565,11 @@ bool Trainer::train_steps(int64_t e, State& s) {
       mid = evaluate_now(s);
       evaluated = true;
       if (hooks_.on_eval) hooks_.on_eval(info, mid);
-      if (opt_.metrics) opt_.metrics->eval(s.global_step, mid);
+      if (opt_.metrics && s.root) opt_.metrics->eval(s.global_step, mid);
     }
     const bool stop_here = opt_.stop_after_steps > 0 && s.global_step >= opt_.stop_after_steps && mid_epoch;
     if ((opt_.checkpoint_every > 0 && s.global_step % opt_.checkpoint_every == 0 && mid_epoch) || stop_here)
-      s.result.last_checkpoint = io::save_checkpoint(
-          opt_.model_dir, model_, *s.optimizer, meta_at(e, s.batches_in_epoch, evaluated ? &mid : nullptr, s), opt_.keep);
+      s.result.last_checkpoint = save(meta_at(e, s.batches_in_epoch, evaluated ? &mid : nullptr, s), s);
     if (stop_here) {
       if (hooks_.on_stop)
         hooks_.on_stop(StopInfo{StopInfo::Kind::steps_mid_epoch, s.global_step, e, total_epochs(opt_.phases),

@@ -17,6 +17,7 @@
 #include "io/loader.h"
 #include "layers/layers.h"
 #include "layers/schedule.h"
+#include "train/communicator.h"
 #include "train/evaluate.h"
 #include "train/metrics_log.h"
 #include "train/model_spec.h"
@@ -99,6 +100,13 @@ struct TrainerOptions {
   Generator* init_gen = nullptr;     // their states go into checkpoints (may be null)
   Generator* dropout_gen = nullptr;
   MetricsLog* metrics = nullptr;     // CSV and TensorBoard, when given
+  // Data-parallel training (docs/data_parallel.md): this process is one rank of comm's group
+  // (null or a group of one: a single process). loader.batch_size is then the global batch;
+  // each rank trains on its shard of every batch, gradients are summed over the ranks in
+  // buckets of bucket_bytes, and only rank 0 writes checkpoints and metrics.
+  Communicator* comm = nullptr;
+  int64_t bucket_bytes = int64_t{25} << 20;
+  bool check_replicas = false;  // after every step, fail unless all ranks hold identical weights (tests)
 };
 
 // Where the loop is, for progress lines and hooks.
@@ -183,6 +191,8 @@ class Trainer {
   struct State;
   bool run_epoch(int64_t e, State& s);
   bool train_steps(int64_t e, State& s);
+  bool train_step(const Tensor& x, const Tensor& y, int64_t row_first, int64_t rows_global, int64_t e, State& s);
+  std::string save(const io::CheckpointMeta& meta, State& s);
   void begin_phase(int64_t e, State& s);
   void start_phase(int number, State& s);
   HeadInitInfo fit_head(int number, State& s);

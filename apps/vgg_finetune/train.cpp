@@ -15,7 +15,11 @@
 #include "layers/loss.h"
 #include "train/api.h"
 #include "train/audit.h"
+#include "train/communicator.h"
 #include "train/format.h"
+#ifdef KILN_HAS_DIST
+#include "dist/dist.h"
+#endif
 
 namespace fs = std::filesystem;
 
@@ -545,9 +549,34 @@ AuditReport audit_training_data(const TrainConfig& cfg) {
             r.errors.size() > 1 ? " (and " + std::to_string(r.errors.size() - 1) + " more error(s) above)" : "");
 }
 
+// Launched as several processes (docs/data_parallel.md): this one joins the others before
+// any other work, so that an error on one rank later stops the rest at once; ranks other
+// than 0 print nothing to stdout (errors still reach stderr).
+std::unique_ptr<Communicator> join_ranks(const TrainConfig& cfg) {
+  const LaunchEnv env = launch_env();
+  if (!env.distributed()) return single_process();
+  if (env.rank != 0) {
+    std::fflush(stdout);
+    KILN_CHECK(std::freopen("/dev/null", "w", stdout) != nullptr, "rank ", env.rank, ": cannot silence stdout");
+  }
+#ifdef KILN_HAS_DIST
+  dist::register_backends();
+#endif
+  const bool gpu = cfg.device == "cuda" || (cfg.device == "auto" && device_count(DeviceType::cuda) > 0);
+  std::unique_ptr<Communicator> comm = make_communicator(env, gpu ? Device::cuda(env.local_rank) : Device::cpu());
+  std::printf("data-parallel: %d ranks (%s, launched by %s, rendezvous %s, timeout %g s); global batch %lld, "
+              "%lld-%lld per rank\n",
+              comm->size(), comm->backend().c_str(), env.launcher.c_str(), env.rendezvous.c_str(), env.timeout_s,
+              static_cast<long long>(cfg.batch), static_cast<long long>(cfg.batch / comm->size()),
+              static_cast<long long>((cfg.batch + comm->size() - 1) / comm->size()));
+  return comm;
+}
+
 }  // namespace
 
 TrainResult run_train(const TrainConfig& cfg) {
+  const std::unique_ptr<Communicator> comm = join_ranks(cfg);
+  const bool root = comm->rank() == 0;
   // Everything that can be refused is checked before any work or any write; the data first
   // (train/audit.h): training sees only the files that decode.
   const AuditReport audit = audit_training_data(cfg);
@@ -557,7 +586,8 @@ TrainResult run_train(const TrainConfig& cfg) {
   const auto num_classes = static_cast<int64_t>(classes.size());
   const ModelSpec& spec = find_model_spec(cfg.model);
   const RunStart start = check_model_dir(cfg, spec, classes);
-  const Device device = choose_device(cfg.device);
+  Device device = choose_device(cfg.device);
+  if (comm->size() > 1 && !device.is_cpu()) device = Device::cuda(launch_env().local_rank);  // one GPU per rank
   const std::string skipped_path = (fs::path(cfg.model_dir) / "skipped.txt").string();
   std::printf("%s", audit.summary(0, audit.skipped.empty() ? "" : skipped_path).c_str());
 
@@ -583,8 +613,10 @@ TrainResult run_train(const TrainConfig& cfg) {
   const bool adaptive = m.options.adaptive_pool;
   const io::InputConvention convention =
       load_start_weights(cfg, spec, start, *model, init_gen, dropout_gen, num_classes, m);
-  write_run_files(cfg, start, classes);
-  io::write_file_atomic(skipped_path, audit.skipped_text());  // empty when none: no stale list from an earlier run
+  if (root) {  // rank 0 alone writes the model directory
+    write_run_files(cfg, start, classes);
+    io::write_file_atomic(skipped_path, audit.skipped_text());  // empty when none: no stale list from an earlier run
+  }
   model->to(device);
 
   TrainerOptions t;
@@ -616,8 +648,10 @@ TrainResult run_train(const TrainConfig& cfg) {
   t.run.seed = cfg.seed;
   t.init_gen = &init_gen;
   t.dropout_gen = &dropout_gen;
-  MetricsLog metrics(cfg.model_dir);
-  t.metrics = &metrics;
+  std::optional<MetricsLog> metrics;
+  if (root) t.metrics = &metrics.emplace(cfg.model_dir);
+  t.comm = comm.get();
+  if (const char* c = std::getenv("KILN_DIST_CHECK_REPLICAS")) t.check_replicas = std::string(c) == "1";
   print_plan(cfg, resume ? resume->meta.epochs_done : 0, t.phases[0].name, *model);
 
   Trainer trainer(*model, spec, train_ds, val_ds, std::move(t), people_hooks(cfg, ::isatty(fileno(stdout)) != 0, *model));
