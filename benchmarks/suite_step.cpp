@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -16,6 +17,7 @@
 #include "core/backend.h"
 #include "core/ops.h"
 #include "layers/optim.h"
+#include "train/precision.h"
 
 namespace kiln::bench {
 
@@ -37,11 +39,34 @@ void record_peak_memory(const std::string& what, const Options& opt, SuiteResult
     res.summary.emplace_back(what + "_peak_mib", static_cast<double>(kiln::memory_stats(d).peak_bytes) / 1048576.0);
 }
 
+// The phase-1 step again under the precision policy bf16-frozen (train/precision.h):
+// conv1..fc7 in bf16, fc8 in fp32; the same FLOPs, its own check (a finite loss, frozen
+// layers untouched). Skipped where the device has no native bf16.
+void time_bf16_frozen_step(Row r, Sequential& model, const std::function<void()>& step,
+                           const std::function<void(Row&)>& check_step, const Options& opt, const MachineLimits& m,
+                           SuiteResult& res) {
+  const kiln::Device d = bench_device(opt);
+  if (!kiln::native_bf16(d)) {
+    std::printf("vgg16/step_fc8@bf16-frozen: skipped (%s computes bf16 natively only on CPUs with AVX-512 BF16 or "
+                "AMX for now)\n", d.str().c_str());
+    return;
+  }
+  const kiln::PrecisionUse u = kiln::apply_precision(model, kiln::Precision::bf16_frozen);
+  r.name += "@bf16-frozen";
+  check_step(r);
+  r.check = u.describe() + "; " + r.check;
+  time_checked_row(std::move(r), opt, m, res, step);
+  if (res.rows.back().timed)
+    res.summary.emplace_back("step_fc8_bf16_frozen_img_per_s",
+                             static_cast<double>(opt.batch) / (res.rows.back().t.median_ms * 1e-3));
+  kiln::apply_precision(model, kiln::Precision::fp32);
+}
+
 }  // namespace
 
 SuiteResult run_step(const Options& opt, const MachineLimits& m) {
   SuiteResult res;
-  set_table_widths(16, 34);
+  set_table_widths(26, 34);  // "vgg16/step_fc8@bf16-frozen"
   print_table_header();
   const int64_t n = opt.batch;
   kiln::Generator init(11), drop(12), data(13);
@@ -109,24 +134,25 @@ SuiteResult run_step(const Options& opt, const MachineLimits& m) {
     // backward products per layer (the usual 3x).
     r.flops = phase == 1 ? fwd_flops + 2.0 * 2.0 * n * fc8_in * kClasses : 3.0 * fwd_flops;
     r.bytes = phase == 1 ? fwd_bytes : 3.0 * fwd_bytes;
-    {
-      // One checked step: it must touch what is trainable and nothing else.
+    // One checked step: it must touch what is trainable and nothing else.
+    const auto check_step = [&](Row& row) {
       const std::vector<float> fc7_before = fc7_w->to_vector<float>(), conv_before = conv1_w->to_vector<float>();
       const std::vector<float> fc8_before = fc8_w->to_vector<float>();
       step();
       const double loss = last_loss.item();
-      const std::vector<float> fc8_after = fc8_w->to_vector<float>();
-      const bool fc8_moved = fc8_after != fc8_before;
+      const bool fc8_moved = fc8_w->to_vector<float>() != fc8_before;
       const bool fc7_moved = fc7_w->to_vector<float>() != fc7_before;
       const bool conv_moved = conv1_w->to_vector<float>() != conv_before;
       const bool frozen_ok = phase == 1 ? !fc7_moved && !conv_moved : fc7_moved && conv_moved;
-      r.checked = true;
-      r.check_ok = std::isfinite(loss) && fc8_moved && frozen_ok;
-      r.check = "loss " + std::to_string(loss) + (fc8_moved ? ", fc8 updated" : ", fc8 NOT updated") +
-                (phase == 1 ? (frozen_ok ? ", fc7 and conv1_1 untouched (frozen)" : ", a FROZEN layer changed")
-                            : (frozen_ok ? ", fc7 and conv1_1 updated" : ", a layer was NOT updated"));
-      if (!std::isfinite(loss)) r.check += " (NOT finite)";
-    }
+      row.checked = true;
+      row.check_ok = std::isfinite(loss) && fc8_moved && frozen_ok;
+      row.check = "loss " + std::to_string(loss) + (fc8_moved ? ", fc8 updated" : ", fc8 NOT updated") +
+                  (phase == 1 ? (frozen_ok ? ", fc7 and conv1_1 untouched (frozen)" : ", a FROZEN layer changed")
+                              : (frozen_ok ? ", fc7 and conv1_1 updated" : ", a layer was NOT updated"));
+      if (!std::isfinite(loss)) row.check += " (NOT finite)";
+    };
+    check_step(r);
+    const Row checked = r;
     kiln::reset_peak_memory(bench_device(opt));
     time_checked_row(std::move(r), opt, m, res, step);
     record_peak_memory(phase == 1 ? "step_fc8" : "step_all", opt, res);
@@ -134,6 +160,7 @@ SuiteResult run_step(const Options& opt, const MachineLimits& m) {
     if (done.timed)
       res.summary.emplace_back(phase == 1 ? "step_fc8_img_per_s" : "step_all_img_per_s",
                                static_cast<double>(n) / (done.t.median_ms * 1e-3));
+    if (phase == 1) time_bf16_frozen_step(checked, *model, step, check_step, opt, m, res);
   }
   if (res.rows.front().timed)
     res.summary.emplace_back("forward_img_per_s", static_cast<double>(n) / (res.rows.front().t.median_ms * 1e-3));

@@ -253,6 +253,20 @@ def step(batches, args, rows, summary):
         t = time_it(one_step, args.warmup, args.repeat)
         rows.append({"name": name, **t})
         summary[("step_fc8" if phase == 1 else "step_all") + "_img_per_s"] = n / (t["median_ms"] * 1e-3)
+        if phase == 1:
+            # kiln's bf16-frozen, as a PyTorch user writes it: autocast over the frozen
+            # backbone (bf16 compute, fp32 accumulation), fc8 and the loss in fp32.
+            backbone = net[:-1]
+
+            def one_step_bf16(opt=opt):
+                opt.zero_grad(set_to_none=True)
+                with torch.autocast(DEVICE, dtype=torch.bfloat16):
+                    h = backbone(x)
+                F.cross_entropy(fc8(h.float()), y).backward()
+                opt.step()
+            t = time_it(one_step_bf16, args.warmup, args.repeat)
+            rows.append({"name": name + "@bf16-frozen", **t})
+            summary["step_fc8_bf16_frozen_img_per_s"] = n / (t["median_ms"] * 1e-3)
 
 
 # Suites that take --batch themselves (conv: a list; step: one size) and fill rows and summary.

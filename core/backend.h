@@ -98,6 +98,13 @@ class Backend {
   // y = conv(x, w) + b (b may be undefined).
   virtual void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p,
                               Tensor& y) = 0;
+  // y = max(conv(x, w) + b, 0) in one pass (inference: nothing is recorded for backward);
+  // false when this backend has no fused form (the caller then runs the two ops).
+  virtual bool conv2d_forward_relu(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p,
+                                   Tensor& y) {
+    (void)x, (void)w, (void)b, (void)p, (void)y;
+    return false;
+  }
   // dx from dy and w.
   virtual void conv2d_backward_data(const Tensor& dy, const Tensor& w, const Conv2dParams& p, Tensor& dx) = 0;
   // dw (and db when defined) from x and dy.

@@ -57,8 +57,10 @@ int64_t window_out_size(int64_t in, int64_t kernel, int64_t stride, int64_t pad)
   return span < 0 ? 0 : span / stride + 1;  // C++ division truncates toward zero: guard negatives
 }
 
-Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p) {
-  const char* op = "conv2d";
+namespace {
+
+// conv2d's argument checks; returns the (unfilled) output.
+Tensor conv2d_output(const char* op, const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p) {
   checks::float32_or_bf16(op, "input x", x);
   checks::defined(op, "weight w", w);
   checks::same_dtype(op, "input x", x, "weight w", w);
@@ -75,12 +77,29 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dPar
     KILN_CHECK(b.rank() == 1 && b.dim(0) == w.dim(0), op, ": bias b must be [", w.dim(0), "] for weight ",
                w.shape(), ", got ", b.shape());
   }
-  const bool record = autograd::needs_grad({&x, &w, &b});
   const int64_t oh = window_out_size(x.dim(1), w.dim(1), p.stride_h, p.pad_h);
   const int64_t ow = window_out_size(x.dim(2), w.dim(2), p.stride_w, p.pad_w);
   KILN_CHECK(oh >= 1 && ow >= 1, op, ": kernel ", w.dim(1), "x", w.dim(2), " with padding ", p.pad_h, "x", p.pad_w,
              " does not fit input ", x.shape());
-  Tensor y = Tensor::empty(Shape{x.dim(0), oh, ow, w.dim(0)}, like(x));
+  return Tensor::empty(Shape{x.dim(0), oh, ow, w.dim(0)}, like(x));
+}
+
+}  // namespace
+
+Tensor conv2d_relu(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p) {
+  if (autograd::needs_grad({&x, &w, &b})) return relu(conv2d(x, w, b, p));
+  Tensor y = conv2d_output("conv2d_relu", x, w, b, p);
+  Backend& be = backend_for(x.device());
+  if (!be.conv2d_forward_relu(x, w, b, p, y)) {
+    be.conv2d_forward(x, w, b, p, y);
+    be.relu(y, y);
+  }
+  return y;
+}
+
+Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p) {
+  Tensor y = conv2d_output("conv2d", x, w, b, p);
+  const bool record = autograd::needs_grad({&x, &w, &b});
   backend_for(x.device()).conv2d_forward(x, w, b, p, y);
   if (record) {
     auto node = std::make_shared<Conv2dNode>();

@@ -58,6 +58,10 @@ Conv2d::Conv2d(std::string name, int64_t in, int64_t out, int64_t kernel, Conv2d
 
 Tensor Conv2d::forward(const Tensor& x) { return output(conv2d(input(x), compute_weight(), compute_bias(), p_)); }
 
+Tensor Conv2d::forward_relu(const Tensor& x) {
+  return output(conv2d_relu(input(x), compute_weight(), compute_bias(), p_));
+}
+
 Linear::Linear(std::string name, int64_t in, int64_t out, bool bias, Generator& gen, Init init)
     : WeightLayer(std::move(name)) {
   KILN_CHECK(in >= 1 && out >= 1, "Linear ", this->name(), ": sizes must be >= 1, got in ", in, " out ", out);
@@ -102,10 +106,20 @@ Dropout::Dropout(std::string name, float keep_prob, Generator& gen)
              keep_prob);
 }
 
-Tensor Sequential::forward(const Tensor& x) {
-  Tensor h = x;
-  for (const auto& c : children()) h = c->forward(h);
-  return h;
+Tensor Sequential::forward(const Tensor& x) { return forward_range(0, children().size(), x); }
+
+Tensor Sequential::forward_range(size_t from, size_t to, Tensor x) {
+  const auto& c = children();
+  for (size_t i = from; i < to; ++i) {
+    auto* conv = dynamic_cast<Conv2d*>(c[i].get());
+    if (conv && i + 1 < to && dynamic_cast<ReLU*>(c[i + 1].get())) {
+      x = conv->forward_relu(x);
+      ++i;
+    } else {
+      x = (*c[i])(x);
+    }
+  }
+  return x;
 }
 
 std::shared_ptr<Module> Sequential::child(const std::string& name) const {

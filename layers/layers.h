@@ -54,6 +54,8 @@ class Conv2d final : public WeightLayer {
   Conv2d(std::string name, int64_t in, int64_t out, int64_t kernel, Conv2dParams p, bool bias, Generator& gen,
          Init init = Init::xavier_uniform);
   Tensor forward(const Tensor& x) override;
+  // relu(forward(x)), in one pass where the layer is frozen (core/ops.h conv2d_relu).
+  Tensor forward_relu(const Tensor& x);
 
  private:
   Conv2dParams p_;
@@ -153,6 +155,9 @@ class Sequential final : public Module {
     return register_module(std::move(m));
   }
   Tensor forward(const Tensor& x) override;
+  // Children [from, to) on x. A Conv2d followed by a ReLU runs as one conv2d_relu (fused
+  // where nothing needs a gradient: the frozen backbone's inference), unless `to` splits them.
+  Tensor forward_range(size_t from, size_t to, Tensor x);
   // The child with this (relative) name, or nullptr.
   std::shared_ptr<Module> child(const std::string& name) const;
 };

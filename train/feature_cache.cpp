@@ -57,9 +57,7 @@ Tensor FeatureRows::take() {
 }
 
 Tensor run_from(Sequential& model, size_t from, Tensor x) {
-  const auto& c = model.children();
-  for (size_t i = from; i < c.size(); ++i) x = (*c[i])(x);
-  return x;
+  return model.forward_range(from, model.children().size(), std::move(x));
 }
 
 FeatureCache compute_features(Sequential& model, size_t cut, const io::Dataset& ds, io::LoaderOptions opt) {
@@ -77,9 +75,7 @@ FeatureCache compute_features(Sequential& model, size_t cut, const io::Dataset& 
   int64_t rows = 0;
   while (auto b = loader.next()) {
     if (b->images.dim(0) == 0) continue;
-    Tensor x = b->images;
-    const auto& c = model.children();
-    for (size_t i = 0; i < cut; ++i) x = (*c[i])(x);
+    const Tensor x = model.forward_range(0, cut, b->images);
     all.add(x);
     const std::vector<int64_t> lab = b->labels.to_vector<int64_t>();
     for (size_t i = 0; i < b->indices.size(); ++i) {

@@ -53,8 +53,7 @@ FeatureCache advance_features(Sequential& model, const FeatureCache& from, size_
     gather(from, std::vector<int64_t>(idx.begin() + static_cast<std::ptrdiff_t>(at),
                                       idx.begin() + static_cast<std::ptrdiff_t>(end)),
            device, x, y);
-    const auto& c = model.children();
-    for (size_t i = from.cut; i < to; ++i) x = (*c[i])(x);
+    x = model.forward_range(from.cut, to, x);
     all.add(x);
     const std::vector<int64_t> lab = y.to_vector<int64_t>();
     out.labels.insert(out.labels.end(), lab.begin(), lab.end());

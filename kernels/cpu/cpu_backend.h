@@ -23,6 +23,8 @@ class CpuBackend : public Backend {
   void relu_backward(const Tensor& y, const Tensor& dy, Tensor& dx) override;
   void dropout(const Tensor& x, float keep, PhiloxState s, Tensor& y) override;
   void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p, Tensor& y) override;
+  bool conv2d_forward_relu(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p,
+                           Tensor& y) override;
   void conv2d_backward_data(const Tensor& dy, const Tensor& w, const Conv2dParams& p, Tensor& dx) override;
   void conv2d_backward_filter(const Tensor& x, const Tensor& dy, const Conv2dParams& p, Tensor& dw,
                               Tensor& db) override;

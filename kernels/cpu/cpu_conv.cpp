@@ -42,6 +42,9 @@ struct ConvPlan {
   // bf16 only: the forward_training descriptor the backward primitives take as their hint
   // (fwd_pd is built for inference there).
   std::unique_ptr<dnnl::convolution_forward::primitive_desc> train_hint_pd;
+  // conv2d_forward_relu: inference with ReLU as oneDNN's post-op (built when first asked).
+  std::unique_ptr<dnnl::convolution_forward::primitive_desc> fwd_relu_pd;
+  std::unique_ptr<dnnl::convolution_forward> fwd_relu;
   std::unique_ptr<dnnl::convolution_backward_data::primitive_desc> bwd_data_pd;
   std::unique_ptr<dnnl::convolution_backward_data> bwd_data;
   std::unique_ptr<dnnl::convolution_backward_weights::primitive_desc> bwd_w_pd;
@@ -56,11 +59,19 @@ ConvKey make_key(const Tensor& x, const Shape& wshape, const Shape& yshape, cons
 dt data_type(const ConvKey& k) { return k.bf16 ? dt::bf16 : dt::f32; }
 
 std::unique_ptr<dnnl::convolution_forward::primitive_desc> forward_pd(const ConvPlan& plan, const ConvKey& k,
-                                                                     dnnl::prop_kind prop) {
+                                                                     dnnl::prop_kind prop, bool relu = false) {
   memory::desc w_any({k.o, k.c, k.kh, k.kw}, data_type(k), tag::any);
   dnnl::convolution_forward::desc d(prop, dnnl::algorithm::convolution_direct, plan.x_md, w_any, plan.b_md,
                                     plan.y_md, plan.strides, plan.pad, plan.pad);
-  return std::make_unique<dnnl::convolution_forward::primitive_desc>(d, onednn_engine());
+  dnnl::primitive_attr attr;
+  if (relu) {
+    // max(acc, 0) on the fp32 accumulator before the store: the same values as relu after
+    // (rounding to bf16 keeps signs, so it commutes with relu), one pass over y fewer.
+    dnnl::post_ops po;
+    po.append_eltwise(1.0f, dnnl::algorithm::eltwise_relu, 0.0f, 0.0f);
+    attr.set_post_ops(po);
+  }
+  return std::make_unique<dnnl::convolution_forward::primitive_desc>(d, attr, onednn_engine());
 }
 
 ConvPlan& plan_for(const ConvKey& k) {
@@ -105,19 +116,39 @@ memory adopt(const memory::desc& want, const memory::desc& user_md, void* user, 
 
 }  // namespace
 
+namespace {
+
+// y = conv(x, w) + b through plan's forward primitive `fwd` (made from `pd` when first used).
+void run_forward(const ConvPlan& plan, const dnnl::convolution_forward::primitive_desc& pd,
+                 std::unique_ptr<dnnl::convolution_forward>& fwd, const Tensor& x, const Tensor& w, const Tensor& b,
+                 Tensor& y) {
+  if (!fwd) fwd = std::make_unique<dnnl::convolution_forward>(pd);
+  memory xm(plan.x_md, onednn_engine(), x.raw_data());
+  memory ym(plan.y_md, onednn_engine(), y.raw_data());
+  memory wm = adopt(pd.weights_desc(), plan.w_user_md, w.raw_data(), true);
+  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, xm}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DST, ym}};
+  if (b.defined()) args.emplace(DNNL_ARG_BIAS, memory(plan.b_md, onednn_engine(), b.raw_data()));
+  fwd->execute(onednn_stream(), args);
+  onednn_stream().wait();
+}
+
+}  // namespace
+
 void CpuBackend::conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p, Tensor& y) {
   const ConvKey k = make_key(x, w.shape(), y.shape(), p, b.defined());
   ConvPlan& plan = plan_for(k);
-  onednn_guarded("conv2d", [&] { return k.str(); }, [&] {
-    if (!plan.fwd) plan.fwd = std::make_unique<dnnl::convolution_forward>(*plan.fwd_pd);
-    memory xm(plan.x_md, onednn_engine(), x.raw_data());
-    memory ym(plan.y_md, onednn_engine(), y.raw_data());
-    memory wm = adopt(plan.fwd_pd->weights_desc(), plan.w_user_md, w.raw_data(), true);
-    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, xm}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DST, ym}};
-    if (b.defined()) args.emplace(DNNL_ARG_BIAS, memory(plan.b_md, onednn_engine(), b.raw_data()));
-    plan.fwd->execute(onednn_stream(), args);
-    onednn_stream().wait();
+  onednn_guarded("conv2d", [&] { return k.str(); }, [&] { run_forward(plan, *plan.fwd_pd, plan.fwd, x, w, b, y); });
+}
+
+bool CpuBackend::conv2d_forward_relu(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p,
+                                     Tensor& y) {
+  const ConvKey k = make_key(x, w.shape(), y.shape(), p, b.defined());
+  ConvPlan& plan = plan_for(k);
+  onednn_guarded("conv2d+relu", [&] { return k.str(); }, [&] {
+    if (!plan.fwd_relu_pd) plan.fwd_relu_pd = forward_pd(plan, k, dnnl::prop_kind::forward_inference, true);
+    run_forward(plan, *plan.fwd_relu_pd, plan.fwd_relu, x, w, b, y);
   });
+  return true;
 }
 
 void CpuBackend::conv2d_backward_data(const Tensor& dy, const Tensor& w, const Conv2dParams& p, Tensor& dx) {

@@ -137,12 +137,23 @@ void dropout_loop(const Tensor& x, float keep, PhiloxState s, Tensor& y) {
     py[i] = from_f32<raw_t<T>>(common::dropout(to_f32(px[i]), s, static_cast<uint64_t>(i), keep));
 }
 
+// relu on bfloat16 bits, without leaving 16 bits: x > 0 exactly when the bits are 1..0x7f80
+// (positive, not NaN), and then relu(x) is x; everything else (zeros, negatives, NaN) gives
+// +0, as the fp32 relu does. Twice fp32's rate: half the bytes, no conversions.
+void relu_bf16_bits(const Tensor& x, Tensor& y) {
+  const auto* px = raw(x.data<BFloat16>());
+  auto* py = raw(y.data<BFloat16>());
+  const int64_t n = x.numel();
+#pragma omp parallel for simd schedule(static) if (n > 65536)
+  for (int64_t i = 0; i < n; ++i) py[i] = static_cast<uint16_t>(px[i] - 1u) < 0x7f80u ? px[i] : uint16_t{0};
+}
+
 }  // namespace
 
 // bf16: relu and its backward are exact (a bf16 value or zero); dropout scales in fp32 and
 // rounds once, with the fp32 op's Philox mask.
 void CpuBackend::relu(const Tensor& x, Tensor& y) {
-  if (x.dtype() == DType::bf16) return relu_loop<BFloat16>(x, y);
+  if (x.dtype() == DType::bf16) return relu_bf16_bits(x, y);
   relu_loop<float>(x, y);
 }
 

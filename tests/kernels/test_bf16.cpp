@@ -233,3 +233,26 @@ TEST_CASE("bf16 conv2d and linear match PyTorch's bf16 ops", "[bf16][torch]") {
     require_close(outs[i], ref, 2 * kSumRtol, kSumAtolOfMax * max_abs(ref));
   }
 }
+
+TEST_CASE("conv2d_relu equals relu(conv2d) bit for bit, fused or recorded, in fp32 and bf16", "[bf16][conv]") {
+  Generator gen(31);
+  for (const DType dt : {DType::f32, DType::bf16}) {
+    INFO(dtype_name(dt));
+    const Tensor x = Tensor::normal(Shape{2, 9, 7, 5}, 0, 1, gen).to(dt);
+    const Tensor w = Tensor::normal(Shape{6, 3, 3, 5}, 0, 0.3f, gen).to(dt);
+    const Tensor b = Tensor::normal(Shape{6}, 0, 0.5f, gen).to(dt);
+    const Conv2dParams p{1, 2, 1, 0};
+    const Tensor ref = relu(conv2d(x, w, b, p)).to(DType::f32);
+    // Nothing needs a gradient: the fused pass.
+    CHECK(conv2d_relu(x, w, b, p).to(DType::f32).to_vector<float>() == ref.to_vector<float>());
+    CHECK(conv2d_relu(x, w, Tensor(), p).to(DType::f32).to_vector<float>() ==
+          relu(conv2d(x, w, Tensor(), p)).to(DType::f32).to_vector<float>());
+    // A weight that trains: the two ops, recorded, and the gradient reaches it.
+    Tensor wt = w.to(DType::f32).detach();
+    wt.set_requires_grad(true);
+    const Tensor yt = conv2d_relu(x.to(DType::f32), wt, b.to(DType::f32), p);
+    CHECK(yt.requires_grad());
+    sum(yt).backward();
+    CHECK(wt.grad().defined());
+  }
+}

@@ -88,6 +88,23 @@ TEST_CASE("bf16-frozen runs what the phase freezes in bf16 and the rest in fp32"
   REQUIRE_THROWS_WITH(parse_precision("fp16"), Catch::Contains("unknown precision 'fp16'") && Catch::Contains("bf16-frozen"));
 }
 
+TEST_CASE("a frozen conv and its relu run fused, with the values of the layers one by one", "[train][precision]") {
+  Generator gen(12);
+  auto net = small_convnet(gen);
+  const Tensor x = Tensor::normal(Shape{3, 8, 8, 3}, 0, 1, gen);
+  apply_phase(*net, train_only({"net/fc2/"}));
+  for (const Precision p : {Precision::fp32, Precision::bf16_frozen}) {
+    apply_precision(*net, p);
+    Tensor h = x;
+    for (const auto& c : net->children()) h = (*c)(h);  // unfused: conv1, then relu1
+    CHECK((*net)(x).to_vector<float>() == h.to_vector<float>());
+    CHECK(net->forward_range(0, 2, x).to(DType::f32).to_vector<float>() ==
+          relu((*net->child("conv1"))(x)).to(DType::f32).to_vector<float>());
+    CHECK(net->forward_range(0, 1, x).to(DType::f32).to_vector<float>() ==
+          (*net->child("conv1"))(x).to(DType::f32).to_vector<float>());  // `to` splits the pair: no relu
+  }
+}
+
 TEST_CASE("frozen weights are converted to bf16 once per phase, not per step", "[train][precision]") {
   Generator gen(8);
   auto net = small_convnet(gen);
