@@ -56,6 +56,7 @@ PrecisionUse apply_precision(Module& model, Precision p) {
     const bool bf16 = p == Precision::bf16 || (p == Precision::bf16_frozen && frozen);
     l.set_compute(bf16 ? DType::bf16 : DType::f32, &l == last);
     ++u.layers;
+    u.frozen += frozen ? 1 : 0;
     if (bf16) {
       ++u.bf16;
     } else if (u.first_fp32.empty()) {

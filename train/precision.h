@@ -32,6 +32,7 @@ struct PrecisionUse {
   Precision policy = Precision::fp32;
   int64_t layers = 0;       // weight layers (Conv2d, Linear) in the model
   int64_t bf16 = 0;         // of them, computing in bf16
+  int64_t frozen = 0;       // of them, frozen in this phase
   std::string first_fp32;   // the first weight layer in fp32 ("": none)
   // One line for people: "bf16-frozen: 15 of 16 weight layers in bf16, fp32 from fc8".
   std::string describe() const;

@@ -188,7 +188,9 @@ int cmd_train(int argc, char** argv) {
           "--allow-changed-config). A run killed at any moment loses at most the steps since the\n"
           "last checkpoint; temporary files it leaves are removed by the next run. It starts with the\n"
           "checks of vgg_finetune audit: it trains on the images that decode, lists the files it skips\n"
-          "(and why) in --model-dir's skipped.txt, and refuses data it cannot train on.",
+          "(and why) in --model-dir's skipped.txt, and refuses data it cannot train on. Started as N\n"
+          "processes (RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT, or mpirun), it trains one model on all of\n"
+          "them: --batch is the global batch, rank 0 prints and writes (docs/data_parallel.md).",
           train_specs(),
           "  vgg_finetune train --data-dir pets --model-dir runs/pets --weights vgg16.h5\n"
           "  vgg_finetune train --train-dir a/train --val-dir a/val --model-dir runs/a --phase2-epochs 0\n");
@@ -243,7 +245,7 @@ int cmd_eval(int argc, char** argv) {
            {"best", "", "", "use the best checkpoint by val accuracy instead of the latest"},
            {"batch", "N", "32", "batch size"},
            {"device", "auto|cpu|cuda", "auto", "where to run"},
-           {"precision", "fp32|bf16-frozen|bf16", "", "compute precision (default: the one the checkpoint was trained with; nothing trains here, so bf16-frozen and bf16 both run every layer in bf16)"},
+           {"precision", "fp32|bf16-frozen|bf16", "", "compute precision (default: the one the checkpoint was trained with): fp32; bf16-frozen: every layer but the head in bf16, phase 1's boundary; bf16: every layer"},
            {"compare-precision", "bf16-frozen|bf16", "", "instead: run the weights in fp32 and in this precision on the same images and report how far each layer's output, the output distribution (KL) and the top-1 move"},
            {"workers", "N", "2", "image decoding threads"}},
           "  vgg_finetune eval --model-dir runs/pets --data-dir pets\n");
@@ -427,7 +429,7 @@ int cmd_predict(int argc, char** argv) {
            {"best", "", "", "use the best checkpoint by val accuracy instead of the latest"},
            {"batch", "N", "32", "images per forward pass"},
            {"device", "auto|cpu|cuda", "auto", "where to run"},
-           {"precision", "fp32|bf16-frozen|bf16", "", "compute precision (default: the one the checkpoint was trained with; nothing trains here, so bf16-frozen and bf16 both run every layer in bf16)"}},
+           {"precision", "fp32|bf16-frozen|bf16", "", "compute precision (default: the one the checkpoint was trained with): fp32; bf16-frozen: every layer but the head in bf16, phase 1's boundary; bf16: every layer"}},
           "  vgg_finetune predict --model-dir runs/pets photo.jpg more_photos/ --top-k 2 --json out.json\n");
   if (!f.parse(argc, argv, 2)) return 0;
   KILN_CHECK(!f.str("model-dir").empty(), "--model-dir is required");

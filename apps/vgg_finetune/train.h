@@ -69,7 +69,7 @@ struct TrainedModel {
   std::shared_ptr<Sequential> model;
   io::CheckpointInfo checkpoint;
   io::InputConvention convention = io::InputConvention::torchvision_rgb;
-  PrecisionUse precision;  // as applied: every layer frozen, so bf16-frozen is bf16 throughout
+  PrecisionUse precision;  // as applied: bf16-frozen has phase 1's boundary (the head in fp32)
 };
 // precision: a policy name, or "" for the one the checkpoint was trained with.
 TrainedModel load_trained(const std::string& model_dir, Device device, bool best = false,
