@@ -33,8 +33,9 @@ void check_same_run(Communicator& comm, const std::string& fingerprint);
 FeatureCache compute_features_sharded(Sequential& model, size_t cut, const io::Dataset& ds, io::LoaderOptions opt,
                                       Communicator& comm);
 
-// Fails on every rank, naming the step, unless every rank holds bit-identical parameters and
-// buffers (a CRC32C of their bytes compared with rank 0's): the invariant data-parallel
+// Fails on every rank, naming the step, unless every rank holds bit-identical parameters
+// (a CRC32C of their bytes compared with rank 0's; buffers are averaged only before
+// evaluation): the invariant data-parallel
 // training keeps; costs a pass over the weights, so for tests (--check-replicas).
 void check_replicas(Module& model, Communicator& comm, int64_t step);
 
