@@ -1,6 +1,7 @@
 // Data-parallel sharding (io/loader.h shard_of, LoaderOptions::shard_rank/shard_count):
 // the ranks' slices tile every global batch, so each epoch serves every sample exactly once
-// with no overlap, and a sample's pixels (crop and flip) do not depend on the rank count.
+// with no overlap, and a sample's pixels (crop and flip) do not depend on the rank count;
+// dropout masks keyed by the global row; libkiln alone (no kiln_dist) refuses N processes.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -13,6 +14,7 @@
 #include "core/ops.h"
 #include "io/image.h"
 #include "io/loader.h"
+#include "train/communicator.h"
 #include "tests/support/reference.h"
 
 namespace fs = std::filesystem;
@@ -152,4 +154,23 @@ TEST_CASE("dropout masks keyed by the global row do not depend on how a batch is
   odd.set_row_window(1, 1, 2);
   CHECK_THROWS_WITH(dropout(Tensor::ones(Shape{1, 3}), 0.5f, true, odd),
                     Catch::Contains("multiple of 4 values") && Catch::Contains("rows have 3"));
+}
+
+TEST_CASE("without kiln_dist a multi-process launch is one line, one process works alone", "[dist]") {
+  // kiln_tests links libkiln alone: no backend is registered here.
+  const LaunchEnv env = launch_env_from([](const char* n) -> const char* {
+    const std::string k = n;
+    return k == "RANK" ? "1" : k == "WORLD_SIZE" ? "2" : k == "MASTER_ADDR" ? "127.0.0.1" : k == "MASTER_PORT" ? "29999" : nullptr;
+  });
+  CHECK(env.distributed());
+  CHECK(env.launcher == "torchrun");
+  CHECK_THROWS_WITH(make_communicator(env), Catch::Contains("rank 1 of 2") &&
+                                                Catch::Contains("this build has no multi-process support (install libgloo-dev and rebuild)"));
+  std::unique_ptr<Communicator> one = make_communicator(launch_env_from([](const char*) -> const char* { return nullptr; }));
+  CHECK(one->size() == 1);
+  Tensor t = Tensor::full(Shape{3}, 2.0);
+  one->allreduce_sum(t);
+  one->allreduce_sum_async(t)->wait();
+  one->barrier();
+  CHECK(t.to_vector<float>() == std::vector<float>{2, 2, 2});
 }
