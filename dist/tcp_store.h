@@ -26,9 +26,11 @@ class TcpStore final : public RendezvousStore {
   TcpStore(const std::string& host, int port, bool serve, std::chrono::milliseconds timeout);
   ~TcpStore() override;
 
+  // Sets key to data (the last set wins).
   void set(const std::string& key, const std::vector<char>& data) override;
   // Waits (up to the timeout) for the key, then returns its value.
   std::vector<char> get(const std::string& key) override;
+  // Waits until every key is set; past the timeout, a kiln::Error naming the keys.
   void wait(const std::vector<std::string>& keys) override { wait(keys, timeout_); }
   void wait(const std::vector<std::string>& keys, const std::chrono::milliseconds& timeout) override;
   // True when every key is set.

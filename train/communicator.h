@@ -32,7 +32,7 @@ struct LaunchEnv {
   std::string backend;     // "gloo", "nccl", or "" (the device's default: nccl on CUDA, else gloo)
   std::string run_id = "kiln";  // prefixes every rendezvous key (KILN_RUN_ID)
   double timeout_s = 300;  // a collective or the rendezvous that takes longer fails (KILN_DIST_TIMEOUT)
-  bool distributed() const { return world_size > 1; }
+  bool distributed() const { return world_size > 1; }  // more than one process
 };
 
 // Reads the launch environment through `get` (a getenv): RANK, WORLD_SIZE, LOCAL_RANK,
@@ -47,8 +47,8 @@ LaunchEnv launch_env();
 // A handle on an asynchronous collective; wait() returns once it is done and rethrows its error.
 class CommWork {
  public:
-  void wait();
-  bool done() const;
+  void wait();        // blocks until done; rethrows the collective's error
+  bool done() const;  // without blocking
 
  private:
   friend class Communicator;
@@ -67,8 +67,8 @@ class CommWork {
 class Communicator {
  public:
   virtual ~Communicator();
-  virtual int rank() const = 0;
-  virtual int size() const = 0;
+  virtual int rank() const = 0;  // 0 .. size() - 1; rank 0 writes for the group
+  virtual int size() const = 0;  // the number of processes
   // "single", "gloo", "nccl": for people and logs.
   virtual std::string backend() const = 0;
 
