@@ -51,6 +51,7 @@ struct TrainArgs {
   int64_t checkpoint_every;
   int keep;
   bool calibrate_batch_norm, resume;
+  std::string precision;  // train/precision.h's name
 };
 
 // With `resume`: model_dir's newest intact checkpoint, checked against this run and loaded
@@ -62,6 +63,9 @@ std::optional<io::CheckpointInfo> resume_point(Sequential& model, const ModelSpe
   const io::ResumeChoice choice = io::newest_intact_checkpoint(a.model_dir);
   if (!choice.checkpoint) return std::nullopt;
   const io::CheckpointMeta& m = choice.checkpoint->meta;
+  KILN_CHECK(m.precision == a.precision, "train(resume=True): ", choice.checkpoint->state_path, " was trained with "
+             "precision='", m.precision, "', this run asks for '", a.precision, "'; pass precision='", m.precision,
+             "' or use a new model_dir");
   KILN_CHECK(m.arch == spec.name && m.image_size == a.image_size && m.classes == classes, "train(resume=True): ",
              choice.checkpoint->state_path, " is a ", m.arch, " at image size ", m.image_size, " for ",
              m.classes.size(), " classes, not this run's ", spec.name, " at ", a.image_size, " for ", classes.size(),
@@ -91,6 +95,7 @@ TrainerOptions trainer_options(std::vector<Phase> phases, const TrainArgs& a, co
   t.checkpoint_every = a.checkpoint_every;
   t.keep = a.keep;
   t.calibrate_batch_norm = a.calibrate_batch_norm;
+  t.precision = parse_precision(a.precision);
   t.model_dir = a.model_dir;
   t.run.arch = spec.name;
   t.run.image_size = a.image_size;
@@ -180,22 +185,25 @@ void bind_train(nb::module_& m) {
         [](Sequential& model, const std::string& arch, std::vector<Phase> phases, const std::string& train_dir,
            const std::string& val_dir, const std::string& model_dir, int64_t batch_size, int64_t image_size,
            int num_workers, uint64_t seed, bool augment, const std::string& convention, bool feature_cache,
-           nb::object on_epoch, int64_t checkpoint_every, int keep, bool calibrate_batch_norm, bool resume) {
+           nb::object on_epoch, int64_t checkpoint_every, int keep, bool calibrate_batch_norm, bool resume,
+           const std::string& precision) {
           return train(model, arch, std::move(phases),
                        TrainArgs{train_dir, val_dir, model_dir, convention, batch_size, image_size, num_workers,
-                                 seed, augment, feature_cache, checkpoint_every, keep, calibrate_batch_norm, resume},
+                                 seed, augment, feature_cache, checkpoint_every, keep, calibrate_batch_norm, resume,
+                                 precision},
                        std::move(on_epoch));
         },
         arg("model"), arg("arch"), arg("phases"), arg("train_dir"), arg("val_dir"), arg("model_dir"),
         arg("batch_size") = 32, arg("image_size") = 224, arg("num_workers") = 2, arg("seed") = 0,
         arg("augment") = true, arg("convention") = "torchvision_rgb", arg("feature_cache") = true,
         arg("on_epoch") = nb::none(), arg("checkpoint_every") = 0, arg("keep") = 2,
-        arg("calibrate_batch_norm") = false, arg("resume") = false,
+        arg("calibrate_batch_norm") = false, arg("resume") = false, arg("precision") = "fp32",
         "Trains `model` (built by kiln.build_model(arch, ...)) through `phases` on folder data sets "
         "(<dir>/<class>/*.jpg), checkpointing into model_dir after every epoch (and every checkpoint_every "
         "steps; the last `keep` kept plus the best); on_epoch(dict) after each epoch. `seed` is the loader's "
         "(shuffling, crops, flips; vgg_finetune train uses its --seed + 2). resume=True continues from "
-        "model_dir's newest intact checkpoint when there is one. Ctrl-C stops it after the current step and "
+        "model_dir's newest intact checkpoint when there is one. precision: 'fp32', 'bf16-frozen' (the layers "
+        "each phase freezes compute in bf16) or 'bf16' (docs/precision.md); recorded in checkpoints. Ctrl-C stops it after the current step and "
         "raises KeyboardInterrupt; the last checkpoint stays intact. Returns the last validation "
         "{loss, acc, images} with finished, last_checkpoint and resumed_from (a state file or None).");
 }

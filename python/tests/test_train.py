@@ -35,3 +35,26 @@ def test_head_only_phase_trains_the_head_alone():
         with pytest.raises(kiln.Error):  # a data folder that is not there
             kiln.train(model, "vgg11", [kiln.Phase("p")], os.path.join(d, "nope"), os.path.join(d, "val"),
                        os.path.join(d, "run2"))
+
+
+def test_precision_policy_reaches_the_trainer_and_the_checkpoint():
+    h5py = pytest.importorskip("h5py")
+    rng = np.random.default_rng(1)
+    with tempfile.TemporaryDirectory() as d:
+        write_folder(d, "train", 4, rng)
+        write_folder(d, "val", 2, rng)
+        model = kiln.build_model("vgg11", num_classes=2, image_size=32, seed=1)
+        spec = kiln.find_model_spec("vgg11")
+        run = os.path.join(d, "run")
+        args = (model, "vgg11", [kiln.Phase("head only", train=[spec.head_scope], lr=0.01, epochs=1)],
+                os.path.join(d, "train"), os.path.join(d, "val"), run)
+        result = kiln.train(*args, batch_size=4, image_size=32, num_workers=1, precision="bf16-frozen")
+        assert result["finished"]
+        with h5py.File(result["last_checkpoint"], "r") as f:
+            assert f.attrs["precision"] in ("bf16-frozen", b"bf16-frozen")
+        for t in model.parameters().values():  # master weights stay fp32
+            assert t.numpy().dtype == np.float32
+        with pytest.raises(kiln.Error, match="precision='bf16-frozen'"):  # a resume may not change it
+            kiln.train(*args, batch_size=4, image_size=32, num_workers=1, resume=True, precision="fp32")
+        with pytest.raises(kiln.Error, match="unknown precision 'fp16'"):
+            kiln.train(*args[:5], os.path.join(d, "run2"), batch_size=4, image_size=32, precision="fp16")
