@@ -29,7 +29,10 @@ for job in "${jobs[@]}"; do
   case "$job" in
     asan)
       configure build-asan address,undefined
-      ninja -C build-asan kiln_tests vgg_finetune
+      targets=(kiln_tests vgg_finetune)
+      # The dist tests' worker, where kiln_dist was built (gloo found): ctest runs them too.
+      ninja -C build-asan -t query kiln_dist_worker > /dev/null 2>&1 && targets+=(kiln_dist_worker)
+      ninja -C build-asan "${targets[@]}"
       ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 LSAN_OPTIONS="suppressions=$supp:print_suppressions=0" \
       UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
         ctest --test-dir build-asan --output-on-failure --no-tests=error -j 2 -E '^embed\.' --timeout 1500
