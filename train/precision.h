@@ -23,8 +23,9 @@ const char* precision_name(Precision p);
 // The policy named `name`; an unknown name is an error listing the three.
 Precision parse_precision(const std::string& name);
 
-// True when `device` computes bf16 natively (CPU: AVX-512 BF16 or AMX; CUDA: the backend's
-// bf16 kernels), so bf16 pays off there; elsewhere it would be emulated, and slower.
+// True when `device` computes bf16 natively (CPU: AVX-512 BF16, which AMX CPUs have too;
+// CUDA: false until its bf16 kernels have run on a GPU), so bf16 pays off there; elsewhere it
+// would be emulated, and slower.
 bool native_bf16(Device device);
 
 // What apply_precision did, for the run's output.
