@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "layers/layers.h"
+#include "tests/support/gpu.h"
 #include "tests/support/require_close.h"
 
 using namespace kiln;
@@ -148,10 +149,7 @@ TEST_CASE("BatchNorm2d: torchvision's names, no decay, buffers, and frozen means
 
 TEST_CASE("batch_norm2d on the GPU matches the CPU at a ResNet-50 shape, running statistics included",
           "[cuda][batch_norm]") {
-  if (device_count(DeviceType::cuda) == 0) {
-    WARN("no GPU found: CUDA case skipped");
-    return;
-  }
+  KILN_SKIP_WITHOUT_GPU();
   const Device gpu = Device::cuda(0);
   Generator g(10);
   const Tensor x = add(mul(Tensor::normal(Shape{4, 28, 28, 128}, 0.0f, 1.0f, g), 2.0f), 1.0f);

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "core/kiln.h"
+#include "tests/support/gpu.h"
 #include "tests/support/require_close.h"
 #if defined(KILN_HAS_CUDA)
 #include "kernels/cuda/cuda_conv.h"
@@ -27,16 +28,6 @@ using Catch::Contains;
 namespace {
 
 const Device kGpu = Device::cuda(0);
-
-bool have_gpu() { return device_count(DeviceType::cuda) > 0; }
-
-#define KILN_SKIP_WITHOUT_GPU()                \
-  do {                                         \
-    if (!have_gpu()) {                         \
-      WARN("no GPU found: CUDA case skipped"); \
-      return;                                  \
-    }                                          \
-  } while (0)
 
 // A normal(0, 1) tensor rounded to bf16 on the CPU.
 Tensor random_bf16(const Shape& s, uint64_t seed) {

@@ -7,6 +7,7 @@
 
 #include "core/kiln.h"
 #include "io/transforms.h"
+#include "tests/support/gpu.h"
 
 using namespace kiln;
 using namespace kiln::io;
@@ -146,10 +147,7 @@ TEST_CASE("crop_flip_lut_u8 refuses windows outside their image and wrong dtypes
 }
 
 TEST_CASE("crop_flip_lut_u8 on the GPU equals the CPU bit for bit", "[cuda][ops][crop]") {
-  if (!has_backend(DeviceType::cuda) || device_count(DeviceType::cuda) == 0) {
-    WARN("no GPU found: CUDA case skipped");
-    return;
-  }
+  KILN_SKIP_WITHOUT_GPU();
   const Device gpu = Device::cuda(0);
   // The test images, then a batch of VGG-sized crops (many blocks, grid-stride).
   for (const int s : {24, 224}) {

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "check/op_cases.h"
+#include "tests/support/gpu.h"
 #include "tests/support/require_close.h"
 
 using namespace kiln;
@@ -13,16 +14,6 @@ using namespace kiln::check;
 namespace {
 
 const Device kGpu = Device::cuda(0);
-
-bool have_gpu() { return device_count(DeviceType::cuda) > 0; }
-
-#define KILN_SKIP_WITHOUT_GPU()                  \
-  do {                                           \
-    if (!have_gpu()) {                           \
-      WARN("no GPU found: CUDA case skipped");   \
-      return;                                    \
-    }                                            \
-  } while (0)
 
 struct Run {
   std::vector<double> out;

@@ -11,9 +11,10 @@
 #include "layers/loss.h"
 #include "layers/optim.h"
 #include "layers/schedule.h"
-#include "tests/support/require_close.h"
+#include "tests/support/gpu.h"
 #include "tests/support/npy.h"
 #include "tests/support/reference.h"
+#include "tests/support/require_close.h"
 
 using namespace kiln;
 
@@ -273,10 +274,7 @@ TEST_CASE("the loss's L2 term covers trainable weights only, not biases or froze
 }
 
 TEST_CASE("Adam on the GPU matches the CPU bit for bit, across launches", "[optim][adam][cuda]") {
-  if (device_count(DeviceType::cuda) == 0) {
-    WARN("no GPU found: CUDA case skipped");
-    return;
-  }
+  KILN_SKIP_WITHOUT_GPU();
   const Device gpu{DeviceType::cuda, 0};
   Generator gen(5);
   // 50 tensors: more than one launch's 48; sizes cross the 4096-element chunk.
