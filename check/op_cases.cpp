@@ -182,6 +182,26 @@ OpCase simple(const std::string& name, const std::string& op, std::vector<Tensor
   return k;
 }
 
+// Training-form dropout at keep 0.7 on a [4, 9] input drawn from g, its mask from Philox
+// seed `seed`: the generator is rebuilt on every call, so every evaluation sees the same mask,
+// which the reference reads from reference_extras.
+OpCase training_dropout(Generator& g, const std::string& name, uint64_t seed, double rtol) {
+  OpCase k = simple(name, "dropout", {randn(g, {4, 9})}, {true},
+                    [seed](const std::vector<Tensor>& in) {
+                      Generator dg(seed);
+                      return dropout(in[0], 0.7f, true, dg);
+                    },
+                    rtol);
+  k.params = {{"keep", 0.7}};
+  Generator dg(seed);
+  const PhiloxState s = dg.reserve(36);
+  std::vector<float> mask(36);
+  for (uint64_t i = 0; i < 36; ++i) mask[i] = philox_uniform(s, i) < 0.7f ? 1.0f : 0.0f;
+  k.reference_extras = {Tensor::from_vector(mask, Shape{4, 9})};
+  set_streaming_cost(k, 2, 36);  // a comparison with the mask's uniform and a scale
+  return k;
+}
+
 // linear, the elementwise ops, views, softmax and the reductions, after the conv, pool and
 // batch-norm cases (the order fixes each case's random inputs).
 void append_math_cases(Generator& g, std::vector<OpCase>& cases) {
@@ -205,23 +225,7 @@ void append_math_cases(Generator& g, std::vector<OpCase>& cases) {
   cases.push_back(streaming(simple("relu/away_from_kink", "relu", {away_from_zero(g, {3, 5, 2})}, {true},
                                    [](const std::vector<Tensor>& in) { return relu(in[0]); }, kRtolElementwise),
                             1, 30));
-  {
-    // The generator is rebuilt on every call, so every evaluation sees the same mask.
-    OpCase k = simple("dropout/keep0.7", "dropout", {randn(g, {4, 9})}, {true},
-                      [](const std::vector<Tensor>& in) {
-                        Generator dg(77);
-                        return dropout(in[0], 0.7f, true, dg);
-                      },
-                      kRtolElementwise);
-    k.params = {{"keep", 0.7}};
-    Generator dg(77);
-    const PhiloxState s = dg.reserve(36);
-    std::vector<float> mask(36);
-    for (uint64_t i = 0; i < 36; ++i) mask[i] = philox_uniform(s, i) < 0.7f ? 1.0f : 0.0f;
-    k.reference_extras = {Tensor::from_vector(mask, Shape{4, 9})};
-    set_streaming_cost(k, 2, 36);  // a comparison with the mask's uniform and a scale
-    cases.push_back(k);
-  }
+  cases.push_back(training_dropout(g, "dropout/keep0.7", 77, kRtolElementwise));
   // flatten, reshape and slice are views: no arithmetic, no data moved (flops, bytes 0).
   cases.push_back(simple("flatten/nhwc", "flatten", {randn(g, {2, 3, 4, 5})}, {true},
                          [](const std::vector<Tensor>& in) { return flatten(in[0]); }, kRtolElementwise));
@@ -333,23 +337,8 @@ void append_bf16_cases(std::vector<OpCase>& cases) {
                                                 [](const std::vector<Tensor>& in) { return add(in[0], in[1]); }, 0),
                                          1, 12),
                                kRtolBf16));
-  {
-    // Training form: the fp32 op's Philox mask (reference_extras), x / keep rounded once.
-    OpCase k = simple("dropout/train_keep0.7", "dropout", {randn(g, {4, 9})}, {true},
-                      [](const std::vector<Tensor>& in) {
-                        Generator dg(78);
-                        return dropout(in[0], 0.7f, true, dg);
-                      },
-                      0);
-    k.params = {{"keep", 0.7}};
-    Generator dg(78);
-    const PhiloxState st = dg.reserve(36);
-    std::vector<float> mask(36);
-    for (uint64_t i = 0; i < 36; ++i) mask[i] = philox_uniform(st, i) < 0.7f ? 1.0f : 0.0f;
-    k.reference_extras = {Tensor::from_vector(mask, Shape{4, 9})};
-    set_streaming_cost(k, 2, 36);
-    cases.push_back(bf16_variant(k, kRtolBf16));
-  }
+  // Training form: the fp32 op's Philox mask (reference_extras), x / keep rounded once.
+  cases.push_back(bf16_variant(training_dropout(g, "dropout/train_keep0.7", 78, 0), kRtolBf16));
   {
     // Eval form: the input itself (the reference reads it as a keep-everything mask).
     OpCase k = simple("dropout/eval", "dropout", {randn(g, {3, 5})}, {true},
