@@ -35,16 +35,14 @@ void WeightLayer::set_compute(DType compute, bool out_f32) {
 
 Tensor WeightLayer::input(const Tensor& x) const { return x.dtype() == compute_ ? x : x.to(compute_); }
 
-Tensor WeightLayer::compute_weight() const {
-  if (compute_ == DType::f32) return *weight_;
-  return frozen_weight_.defined() ? frozen_weight_ : weight_->to(DType::bf16);
+Tensor WeightLayer::operand(const Tensor& master, const Tensor& frozen_copy) const {
+  if (compute_ == DType::f32) return master;
+  return frozen_copy.defined() ? frozen_copy : master.to(DType::bf16);
 }
 
-Tensor WeightLayer::compute_bias() const {
-  if (!bias_) return Tensor();
-  if (compute_ == DType::f32) return *bias_;
-  return frozen_weight_.defined() ? frozen_bias_ : bias_->to(DType::bf16);
-}
+Tensor WeightLayer::compute_weight() const { return operand(*weight_, frozen_weight_); }
+
+Tensor WeightLayer::compute_bias() const { return bias_ ? operand(*bias_, frozen_bias_) : Tensor(); }
 
 Tensor WeightLayer::output(Tensor y) const { return out_f32_ ? as_f32(y) : y; }
 

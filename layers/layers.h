@@ -40,6 +40,9 @@ class WeightLayer : public Module {
   Tensor output(Tensor y) const;
 
  private:
+  // A parameter as the compute dtype wants it: itself (fp32), its bf16 copy made in
+  // set_compute (frozen), or cast now through autograd (trained).
+  Tensor operand(const Tensor& master, const Tensor& frozen_copy) const;
   Tensor* weight_ = nullptr;
   Tensor* bias_ = nullptr;
   DType compute_ = DType::f32;
