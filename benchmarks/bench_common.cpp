@@ -298,7 +298,7 @@ void measure_gpu_roofs(kiln::Device device, MachineLimits& m, int reps, Stats& g
   const Tensor y_host = y.cpu();
   const float* yp = y_host.data<float>();
   check_peak_gemm("the GPU's GEMM (kiln linear)", n, a, b, true, [&](int64_t i, int64_t j) { return yp[i * n + j]; });
-  const bool tf32 = kiln::compute_options().allow_tf32;
+  const bool tf32 = kiln::compute_options().matmul_tf32;
   m.peak_gflops = 2.0 * n * n * n / (g.min_ms * 1e-3) / 1e9;
   m.sgemm_shape = std::string("kiln linear ") + (tf32 ? "TF32" : "fp32") + " 8192^3";
 
@@ -687,7 +687,7 @@ PeerResult run_peer(const Suite& suite, const Options& opt, const MachineLimits&
                           (suite.peer_takes_data ? " --dir " + quote(opt.data_dir) : std::string()) +
                           (suite.peer_takes_plan ? " --plan " + quote(peer_plan_file()) : std::string()) +
                           (opt.device == "cuda" ? " --device cuda --conv-search " + opt.conv_search +
-                                                      (kiln::compute_options().allow_tf32 ? " --tf32" : "")
+                                                      " --tf32 " + std::string(kiln::tf32_mode())
                                                 : std::string());
   std::printf("\nrunning the PyTorch peer: %s\n", cmd.c_str());
   std::fflush(stdout);

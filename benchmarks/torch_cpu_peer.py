@@ -286,7 +286,9 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                     help="cuda: every suite here on the GPU, timed with CUDA events")
-    ap.add_argument("--tf32", action="store_true", help="cuda: allow TF32 (kiln_bench passes it when KILN_ALLOW_TF32=1)")
+    ap.add_argument("--tf32", choices=("none", "conv", "all"), default="conv",
+                    help="cuda: where TF32 is allowed, as kiln's KILN_TF32 (kiln_bench passes its mode); conv is "
+                         "both frameworks' default")
     ap.add_argument("--conv-search", choices=("exhaustive", "heuristic"), default="exhaustive",
                     help="cuda: exhaustive is cudnn.benchmark = True, as kiln_bench's default")
     ap.add_argument("--json", help="write the JSON here instead of stdout")
@@ -308,10 +310,10 @@ def main():
             sys.exit(1)
         DEVICE = "cuda"
         torch.set_default_device("cuda")  # PyTorch 2.0+: every factory below makes GPU tensors
-        # As kiln: strict fp32 unless TF32 is allowed on both sides; cuDNN's algorithms by
-        # search (Find) or its heuristics, as kiln_bench --conv-search.
-        torch.backends.cuda.matmul.allow_tf32 = args.tf32
-        torch.backends.cudnn.allow_tf32 = args.tf32
+        # TF32 as kiln's mode (conv: PyTorch's own default); cuDNN's algorithms by search
+        # (Find) or its heuristics, as kiln_bench --conv-search.
+        torch.backends.cuda.matmul.allow_tf32 = args.tf32 == "all"
+        torch.backends.cudnn.allow_tf32 = args.tf32 != "none"
         torch.backends.cudnn.benchmark = args.conv_search == "exhaustive"
         time_it = time_it_cuda
     batches = None if args.batch == "default" else [int(b) for b in args.batch.split(",")]

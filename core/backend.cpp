@@ -31,13 +31,27 @@ Backend& backend_for(Device device) {
 ComputeOptions& compute_options() {
   static ComputeOptions options = [] {
     ComputeOptions o;
-    const char* tf32 = std::getenv("KILN_ALLOW_TF32");
-    o.allow_tf32 = tf32 != nullptr && std::string(tf32) == "1";
+    KILN_CHECK(std::getenv("KILN_ALLOW_TF32") == nullptr,
+               "KILN_ALLOW_TF32 was replaced by KILN_TF32=none|conv|all (default conv: convolutions may use "
+               "TF32, GEMMs stay strict fp32); unset KILN_ALLOW_TF32 and set KILN_TF32=all for what it did");
+    const char* tf32 = std::getenv("KILN_TF32");
+    const std::string mode = tf32 != nullptr ? tf32 : "conv";
+    KILN_CHECK(mode == "none" || mode == "conv" || mode == "all", "KILN_TF32='", mode,
+               "' is not a TF32 mode: use none (strict fp32 everywhere), conv (the default: convolutions may "
+               "use TF32) or all (convolutions and GEMMs)");
+    o.conv_tf32 = mode != "none";
+    o.matmul_tf32 = mode == "all";
     const char* search = std::getenv("KILN_CONV_SEARCH");
     o.exhaustive_conv_search = search != nullptr && std::string(search) == "exhaustive";
     return o;
   }();
   return options;
+}
+
+const char* tf32_mode() {
+  const ComputeOptions& o = compute_options();
+  if (o.matmul_tf32) return o.conv_tf32 ? "all" : "gemm";
+  return o.conv_tf32 ? "conv" : "none";
 }
 
 int device_count(DeviceType type) { return has_backend(type) ? backend_for(Device{type, 0}).device_count() : 0; }

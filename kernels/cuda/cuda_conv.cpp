@@ -1,7 +1,8 @@
 // Convolution on the GPU through cuDNN's legacy convolution API, directly in kiln's
 // layouts: activations NHWC, filters OHWI (cuDNN's KRSC, filter format NHWC), so no
-// transposes. Strict fp32 (FMA math) unless allow_tf32. Descriptors and the chosen
-// algorithm are built once per (device, shape, direction, options, dtype) and cached.
+// transposes. fp32 may use TF32 tensor cores unless KILN_TF32=none (compute_options().conv_tf32).
+// Descriptors and the chosen algorithm are built once per (device, shape, direction,
+// options, dtype) and cached.
 // bfloat16 (forward only): x, w and y are CUDNN_DATA_BFLOAT16 and the convolution computes
 // in CUDNN_DATA_FLOAT (fp32 accumulation) with tensor-op math allowed, algorithm from the
 // same search; the bias is added afterwards in fp32 and rounded to bf16 again.
@@ -137,7 +138,7 @@ ConvKey make_key(int device, Direction dir, const Shape& x_shape, const Shape& w
   const ComputeOptions& opt = compute_options();
   return ConvKey{device,      dir,         x_shape[0], x_shape[1], x_shape[2], x_shape[3],
                  w_shape[0],  w_shape[1],  w_shape[2], p.stride_h, p.stride_w, p.pad_h,
-                 p.pad_w,     opt.allow_tf32, opt.exhaustive_conv_search};
+                 p.pad_w,     opt.conv_tf32, opt.exhaustive_conv_search};
 }
 
 // The forward key of a bf16 convolution (no backward in bf16 yet).

@@ -15,7 +15,7 @@ struct ConvAlgoInfo {
   const char* name = "";    // "IMPLICIT_PRECOMP_GEMM", ...
   float ms = 0;             // cuDNN's measured time
   size_t workspace = 0;     // bytes it needs
-  bool tensor_ops = false;  // may use tensor cores (only offered when allow_tf32, or for bfloat16)
+  bool tensor_ops = false;  // may use tensor cores (only offered under TF32, or for bfloat16)
   bool chosen = false;      // the one conv2d_forward uses for this shape under the current options
 };
 

@@ -193,7 +193,7 @@ void gemm(const OpScope& scope, int device, const GemmCall& g) {
   }
   const GemmKey key{device,         g.kind,         g.m,
                     g.n,            g.k,            g.bias != nullptr,
-                    !bf16 && compute_options().allow_tf32, alignment(g.A), alignment(g.B),
+                    !bf16 && compute_options().matmul_tf32, alignment(g.A), alignment(g.B),
                     alignment(g.C), g.bias ? alignment(g.bias) : 256u, bf16};
   cublasLtHandle_t h = cublaslt_handle(device);
   GemmPlan& plan = plan_for(key, g, h);

@@ -240,7 +240,7 @@ TEST_CASE("bf16 against fp32 on the GPU: one VGG16 conv layer and fc6, timed", "
   KILN_SKIP_WITHOUT_GPU();
   // Prints one line per layer for scripts/gpu_check.sh (section bf16); speed is not
   // asserted, the bf16 result is checked against the fp32 op on the same rounded inputs.
-  // fp32 is strict (FMA) unless KILN_ALLOW_TF32=1; 5 timed calls each, well under a second.
+  // fp32 is strict (FMA) unless KILN_TF32 is set (kiln_tests runs strict by default); 5 timed calls each, well under a second.
   const int reps = 5;
   {
     const int64_t n = 32, hw = 28, c = 512;  // conv4_2: 28x28x512 -> 512, 3x3, batch 32

@@ -97,10 +97,11 @@ TEST_CASE("the op table's bf16 cases on the GPU match the CPU's bf16 forward", "
 TEST_CASE("with TF32 allowed, conv and GEMM stay within 3e-3 of the CPU", "[cuda][ops][tf32]") {
   KILN_SKIP_WITHOUT_GPU();
   struct Reset {
-    bool was = compute_options().allow_tf32;
-    ~Reset() { compute_options().allow_tf32 = was; }
+    ComputeOptions was = compute_options();
+    ~Reset() { compute_options() = was; }
   } reset;
-  compute_options().allow_tf32 = true;
+  compute_options().conv_tf32 = true;
+  compute_options().matmul_tf32 = true;
   Generator g(4);
   Tensor x = Tensor::normal(Shape{4, 14, 14, 64}, 0, 1, g), w = Tensor::normal(Shape{32, 3, 3, 64}, 0, 0.1f, g);
   Tensor b = Tensor::normal(Shape{32}, 0, 1, g);
