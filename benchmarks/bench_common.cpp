@@ -32,6 +32,7 @@ const char* kUsage =
     "usage: kiln_bench [--device cpu|cuda] [--suite NAME[,NAME]] [--batch N[,N]] [--repeat N]\n"
     "                  [--warmup N] [--threads N] [--cache cold|warm] [--data DIR]\n"
     "                  [--conv-search exhaustive|heuristic] [--json FILE] [--compare] [--list]\n"
+    "                  [--only ROW[,ROW]]\n"
     "       kiln_bench --print-plan MODEL [--image-size N] [--classes N]\n"
     "Every row is checked against a double-precision reference, then timed; it prints the\n"
     "time, GFLOP/s or GB/s and the fraction of this machine's limits, measured at start.\n"
@@ -52,12 +53,18 @@ const char* kUsage =
     "  --data     pipeline: folder of generated JPEGs (default /tmp/kiln_pipeline_bench)\n"
     "  --threads  OpenMP threads for kiln, oneDNN and the PyTorch peer (default 2)\n"
     "  --json     also write the results as JSON to FILE\n"
+    "  --only     step suite: run only these rows (e.g. vgg16/step_fc8@bf16-frozen) and skip\n"
+    "             measuring the limits, so an outside meter sees those rows' memory alone\n"
     "  --compare  run the suite's PyTorch peer script in the same run and print ratios\n"
     "             (interpreter: $KILN_PYTHON, else /usr/bin/python3), without OPENBLAS_CORETYPE\n"
     "             and OPENBLAS_L2_SIZE; a peer whose GEMM is wrong is refused, one whose GEMM\n"
     "             runs under 50% of the sgemm limit is marked WEAK PEER on every row\n"
     "  --print-plan  print MODEL's layer plan as JSON (vgg11, vgg13, vgg16, vgg19; default\n"
     "             224x224, 1000 classes) and exit: the shapes the suites and peer scripts use\n";
+
+bool row_wanted(const Options& opt, const std::string& name) {
+  return opt.only.empty() || std::find(opt.only.begin(), opt.only.end(), name) != opt.only.end();
+}
 
 Stats summarize(std::vector<double> ms) {
   std::sort(ms.begin(), ms.end());
@@ -334,6 +341,14 @@ MachineLimits measure_limits(kiln::Device device, int threads, int repeat) {
 }
 
 
+MachineLimits unmeasured_limits(kiln::Device device, int threads) {
+  MachineLimits m;
+  m.device = device.is_cpu() ? cpu_model() : kiln::device_name(device);
+  m.threads = threads;
+  m.sgemm_shape = m.copy_size = "not measured (--only)";
+  return m;
+}
+
 double gflops(const Row& r) { return r.timed ? r.flops / (r.t.median_ms * 1e-3) / 1e9 : 0; }
 double gbs(const Row& r) { return r.timed ? r.bytes / (r.t.median_ms * 1e-3) / 1e9 : 0; }
 
@@ -353,14 +368,14 @@ void time_checked_row(Row row, const Options& opt, const MachineLimits& m, Suite
 // The fraction of the roofline: the attainable rate is min(peak, intensity * bandwidth),
 // so a memory-bound row (a pool, an fc at small batch) is judged against the bandwidth.
 double roof_fraction(const Row& r, const MachineLimits& m) {
-  if (!r.timed || r.bytes <= 0) return 0;
+  if (!r.timed || r.bytes <= 0 || m.bandwidth_gbs <= 0) return 0;
   const double attainable = std::min(m.peak_gflops, r.flops / r.bytes * m.bandwidth_gbs);
   if (attainable <= 0) return gbs(r) / m.bandwidth_gbs;
   return gflops(r) / attainable;
 }
 
 const char* bound_of(const Row& r, const MachineLimits& m) {
-  if (r.bytes <= 0) return "-";  // a view (reshape): no data moved, no roof
+  if (r.bytes <= 0 || m.peak_gflops <= 0) return "-";  // a view (no data moved), or no limits measured
   return r.flops / r.bytes * m.bandwidth_gbs < m.peak_gflops ? "mem" : "flop";
 }
 
@@ -395,7 +410,7 @@ void print_row(const Row& r, const MachineLimits& m) {
   char rate[16] = "-", of_peak[16] = "-";
   if (r.flops > 0) {
     std::snprintf(rate, sizeof rate, "%.1f", gflops(r));
-    std::snprintf(of_peak, sizeof of_peak, "%.1f%%", 100.0 * gflops(r) / m.peak_gflops);
+    if (m.peak_gflops > 0) std::snprintf(of_peak, sizeof of_peak, "%.1f%%", 100.0 * gflops(r) / m.peak_gflops);
   }
   std::printf("%-*s %-*s %9.3f %9.3f %9.3f %8s %6s %7.2f %5s %4.0f%% %4.0f%%%s %s\n", g_name_w, r.name.c_str(),
               g_shape_w, r.shape.c_str(), r.t.median_ms, r.t.min_ms, r.t.max_ms, rate, of_peak, gbs(r), bound_of(r, m),
@@ -761,6 +776,13 @@ void print_comparison(const SuiteResult& res, const PeerResult& peer) {
                 r.t.median_ms, t->t.median_ms, t->t.median_ms / r.t.median_ms, r.t.min_ms, r.t.max_ms, t->t.min_ms,
                 t->t.max_ms, 100.0 * r.t.other_load, 100.0 * t->t.other_load, disturbed ? " !" : "", weak_mark);
   }
+  // The peer's own variants (torch.compile): PyTorch's other ways, shown beside kiln's rows.
+  for (const auto& [name, t] : peer.rows) {
+    const bool kiln_has = std::any_of(res.rows.begin(), res.rows.end(), [&](const Row& r) { return r.name == name; });
+    if (!kiln_has)
+      std::printf("%-*s %10s %10.3f %7s   %21s %9.3f..%-9.3f %s\n", g_name_w, name.c_str(), "-", t.t.median_ms, "-",
+                  "", t.t.min_ms, t.t.max_ms, "(a PyTorch variant: no kiln row)");
+  }
   for (const auto& [k, v] : res.summary) {
     for (const auto& [pk, pv] : peer.summary) {
       if (pk != k) continue;
@@ -821,7 +843,11 @@ void json_suite_body(std::ostringstream& js, const MachineLimits& m, const Suite
       js << ", \"summary\": {";
       for (size_t i = 0; i < peer->summary.size(); ++i)
         js << (i ? ", " : "") << json_str(peer->summary[i].first) << ": " << json_num(peer->summary[i].second);
-      js << "}";
+      js << "}, \"rows\": [";  // every peer row, its own variants (torch.compile) included
+      for (size_t i = 0; i < peer->rows.size(); ++i)
+        js << (i ? ", " : "") << "{\"name\": " << json_str(peer->rows[i].first)
+           << ", \"median_ms\": " << json_num(peer->rows[i].second.t.median_ms) << "}";
+      js << "]";
     } else {
       js << ", \"refused\": " << (peer->refused ? "true" : "false") << ", \"why\": " << json_str(peer->why);
     }
@@ -838,7 +864,8 @@ void write_json(const std::string& path, const Options& opt, const MachineLimits
   js << "{\n  \"suite\": " << json_str(reports.size() == 1 ? std::string(reports[0].suite->name) : opt.suite) << ",\n";
   js << "  \"options\": {\"batch\": " << opt.batch << ", \"repeat\": " << opt.repeat << ", \"warmup\": " << opt.warmup
      << ", \"threads\": " << opt.threads
-     << ", \"cache\": \"" << (opt.cold_cache ? "cold" : "warm") << "\"},\n";
+     << ", \"cache\": \"" << (opt.cold_cache ? "cold" : "warm") << "\", \"device\": " << json_str(opt.device)
+     << ", \"tf32\": " << json_str(kiln::tf32_mode()) << "},\n";
   js << "  \"machine\": {\"device\": " << json_str(m.device) << ", \"threads\": " << m.threads
      << ", \"peak_gflops\": " << json_num(m.peak_gflops) << ", \"peak_from\": " << json_str(m.sgemm_shape)
      << ", \"loadavg\": " << json_str(m.loadavg) << ", \"other_load\": " << json_num(m.other_load) << ", \"bandwidth_gbs\": " << json_num(m.bandwidth_gbs) << ", \"bandwidth_from\": " << json_str(m.copy_size)

@@ -41,7 +41,13 @@ struct Options {
   bool cold_cache = true;
   // pipeline: where the generated JPEGs live (made on first use).
   std::string data_dir = "/tmp/kiln_pipeline_bench";
+  // --only: the rows to run (step suite), by name; empty: all. With it the device's limits
+  // are not measured, so the process touches nothing but those rows (an outside memory meter).
+  std::vector<std::string> only;
 };
+
+// Whether --only lets row `name` run.
+bool row_wanted(const Options& opt, const std::string& name);
 
 // Where the suite's kernels run (--device; an unknown device, or cuda in a kiln built
 // without it, is a bad argument); inputs are made on the host (the references read them
@@ -99,6 +105,8 @@ struct MachineLimits {
 // CPU: oneDNN's sgemm (row-major) and a multi-threaded copy; a GPU: kiln's GEMM and a
 // device copy, through the public API.
 MachineLimits measure_limits(kiln::Device device, int threads, int repeat);
+// The device's name only, its roofs zero (printed as "-"): for --only runs.
+MachineLimits unmeasured_limits(kiln::Device device, int threads);
 
 // ---------------------------------------------------------------- rows and results
 

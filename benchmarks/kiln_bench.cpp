@@ -192,6 +192,13 @@ int run(int argc, char** argv) {
     else if (a == "--json") opt.json_path = value();
     else if (a == "--data") opt.data_dir = value();
     else if (a == "--compare") opt.compare = true;
+    else if (a == "--only") {
+      std::stringstream ss(value());
+      for (std::string r; std::getline(ss, r, ',');)
+        if (!r.empty()) opt.only.push_back(r);
+      if (opt.only.empty()) throw std::invalid_argument("--only needs a row name");
+      setenv("KILN_PEER_ONLY", argv[i], 1);  // the peer (torch_cpu_peer.py) runs the same rows
+    }
     else if (a == "--print-plan") plan_model = value();
     else if (a == "--image-size") plan_image_size = parse_int(a, value(), 32);
     else if (a == "--classes") plan_classes = parse_int(a, value(), 1);
@@ -235,7 +242,11 @@ int run(int argc, char** argv) {
   setenv("OMP_NUM_THREADS", std::to_string(opt.threads).c_str(), 1);
   omp_set_num_threads(opt.threads);
 
-  const MachineLimits m = measure_limits(device, opt.threads, opt.repeat);
+  if (!opt.only.empty() && (suites.size() != 1 || std::string(suites[0]->name) != "step"))
+    throw std::invalid_argument("--only picks rows of the step suite: use it with --suite step");
+  // --only: no limits (their GEMM and 2 GiB copy would be in any memory meter's reading).
+  const MachineLimits m = opt.only.empty() ? measure_limits(device, opt.threads, opt.repeat)
+                                           : unmeasured_limits(device, opt.threads);
   set_cold_cache(opt.cold_cache);
   print_header(opt, suites, m);
 

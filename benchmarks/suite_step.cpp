@@ -2,8 +2,10 @@
 // its spec (8 classes), kiln::SGD (momentum 0.9), softmax cross-entropy — at --batch, on
 // the bench device (--device cuda: the model moved there, as the app does):
 // inference, a phase-1 step (conv1..fc7 frozen, fc8 trained) and a phase-2 step (every
-// layer trained). Checked before timing: the loss is finite and the step moves exactly the
-// parameters it should (the layers' values are checked by the conv, gemm and pool suites).
+// layer trained), each step also under its lower precision (bf16-frozen, bf16); --only
+// picks rows (then nothing else touches the device: an outside memory meter sees the row).
+// Checked before timing: the loss is finite and the step moves exactly the parameters it
+// should (the layers' values are checked by the conv, gemm and pool suites).
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -39,31 +41,36 @@ void record_peak_memory(const std::string& what, const Options& opt, SuiteResult
     res.summary.emplace_back(what + "_peak_mib", static_cast<double>(kiln::memory_stats(d).peak_bytes) / 1048576.0);
 }
 
-// The phase-1 step again under the precision policy bf16-frozen (train/precision.h):
-// conv1..fc7 in bf16, fc8 in fp32; the same FLOPs, its own check (a finite loss, frozen
-// layers untouched). Skipped where the device has no native bf16.
-void time_bf16_frozen_step(Row r, Sequential& model, const std::function<void()>& step,
-                           const std::function<void(Row&)>& check_step, const Options& opt, const MachineLimits& m,
-                           SuiteResult& res) {
+// A step row again under a lower precision policy (train/precision.h), with the same FLOPs
+// and its own check: bf16-frozen for the phase-1 step (conv1..fc7 in bf16, fc8 in fp32),
+// bf16 for the phase-2 step (every layer computes in bf16 from fp32 masters). Skipped where
+// the device has no native bf16; a failure (the CUDA bf16 kernels were written without a
+// GPU) is reported and the suite goes on.
+void time_precision_variant(Row r, kiln::Precision p, Sequential& model, const std::function<void()>& step,
+                            const std::function<void(Row&)>& check_step, const Options& opt,
+                            const MachineLimits& m, SuiteResult& res) {
   const kiln::Device d = bench_device(opt);
+  r.name += std::string("@") + kiln::precision_name(p);
+  if (!row_wanted(opt, r.name)) return;
   if (d.is_cpu() && !kiln::native_bf16(d)) {
-    std::printf("vgg16/step_fc8@bf16-frozen: skipped (this CPU has no AVX-512 BF16: bf16 would be "
-                "emulated)\n");
+    std::printf("%s: skipped (this CPU has no AVX-512 BF16: bf16 would be emulated)\n", r.name.c_str());
     return;
   }
-  // On CUDA the bf16 kernels are compiled but were first written without a GPU: a failure
-  // there is reported and the suite goes on.
+  const std::string key = r.name.substr(r.name.find('/') + 1);  // "step_fc8@bf16-frozen"
+  std::string stem = key;
+  for (char& c : stem)
+    if (c == '@' || c == '-') c = '_';  // "step_fc8_bf16_frozen"
   try {
-    const kiln::PrecisionUse u = kiln::apply_precision(model, kiln::Precision::bf16_frozen);
-    r.name += "@bf16-frozen";
+    const kiln::PrecisionUse u = kiln::apply_precision(model, p);
     check_step(r);
     r.check = u.describe() + "; " + r.check;
+    kiln::reset_peak_memory(d);
     time_checked_row(std::move(r), opt, m, res, step);
+    record_peak_memory(stem, opt, res);
     if (res.rows.back().timed)
-      res.summary.emplace_back("step_fc8_bf16_frozen_img_per_s",
-                               static_cast<double>(opt.batch) / (res.rows.back().t.median_ms * 1e-3));
+      res.summary.emplace_back(stem + "_img_per_s", static_cast<double>(opt.batch) / (res.rows.back().t.median_ms * 1e-3));
   } catch (const kiln::Error& e) {
-    std::printf("vgg16/step_fc8@bf16-frozen: FAILED on %s: %s\n", d.str().c_str(), e.what());
+    std::printf("%s: FAILED on %s: %s\n", r.name.c_str(), d.str().c_str(), e.what());
   }
   kiln::apply_precision(model, kiln::Precision::fp32);
 }
@@ -90,7 +97,7 @@ SuiteResult run_step(const Options& opt, const MachineLimits& m) {
   const std::string shape = shape_str(x.shape()) + "->" + std::to_string(kClasses);
 
   // Inference: eval mode (dropout off), no graph.
-  {
+  if (row_wanted(opt, "vgg16/forward")) {
     Row r;
     r.name = "vgg16/forward";
     r.kind = "net";
@@ -157,18 +164,22 @@ SuiteResult run_step(const Options& opt, const MachineLimits& m) {
                               : (frozen_ok ? ", fc7 and conv1_1 updated" : ", a layer was NOT updated"));
       if (!std::isfinite(loss)) row.check += " (NOT finite)";
     };
-    check_step(r);
-    const Row checked = r;
-    kiln::reset_peak_memory(bench_device(opt));
-    time_checked_row(std::move(r), opt, m, res, step);
-    record_peak_memory(phase == 1 ? "step_fc8" : "step_all", opt, res);
-    const Row& done = res.rows.back();
-    if (done.timed)
-      res.summary.emplace_back(phase == 1 ? "step_fc8_img_per_s" : "step_all_img_per_s",
-                               static_cast<double>(n) / (done.t.median_ms * 1e-3));
-    if (phase == 1) time_bf16_frozen_step(checked, *model, step, check_step, opt, m, res);
+    const Row variant = r;
+    if (row_wanted(opt, r.name)) {
+      check_step(r);
+      kiln::reset_peak_memory(bench_device(opt));
+      time_checked_row(std::move(r), opt, m, res, step);
+      record_peak_memory(phase == 1 ? "step_fc8" : "step_all", opt, res);
+      const Row& done = res.rows.back();
+      if (done.timed)
+        res.summary.emplace_back(phase == 1 ? "step_fc8_img_per_s" : "step_all_img_per_s",
+                                 static_cast<double>(n) / (done.t.median_ms * 1e-3));
+    }
+    // The same step in the precision the GPU target table compares (docs/gpu.md).
+    time_precision_variant(variant, phase == 1 ? kiln::Precision::bf16_frozen : kiln::Precision::bf16, *model, step,
+                           check_step, opt, m, res);
   }
-  if (res.rows.front().timed)
+  if (!res.rows.empty() && res.rows.front().name == "vgg16/forward" && res.rows.front().timed)
     res.summary.emplace_back("forward_img_per_s", static_cast<double>(n) / (res.rows.front().t.median_ms * 1e-3));
   for (const auto& [k, v] : res.summary) std::printf("%s: %.2f (batch %lld)\n", k.c_str(), v, static_cast<long long>(n));
   return res;

@@ -213,7 +213,11 @@ def conv(batches, args, rows, summary):
 def step(batches, args, rows, summary):
     """VGG16 (8 classes, dropout after fc6/fc7) in channels_last: inference, a step with
     conv1..fc7 frozen (requires_grad=False) and fc8 trained, a step training everything;
-    SGD momentum 0.9, as kiln_bench's step suite."""
+    SGD momentum 0.9, as kiln_bench's step suite. Each step again in kiln's lower precision
+    as a PyTorch user writes it (the GPU issue's peer settings): bf16-frozen = the frozen
+    backbone under inference_mode and bf16 autocast, fc8 and the loss in fp32; bf16 = the
+    whole step under bf16 autocast. KILN_PEER_COMPILE=1 (PyTorch 2+) adds each of those
+    again through torch.compile ("+compile", PyTorch's own variant: kiln has no such row)."""
     n = batches[0] if batches else 8
     from torch_vgg16_forward import layer_specs
     import torch.nn as nn
@@ -231,13 +235,22 @@ def step(batches, args, rows, summary):
     net = nn.Sequential(*layers).to(memory_format=torch.channels_last)
     x = torch.empty((n,) + kiln_plan.input_chw(PLAN)).uniform_(-1, 1).contiguous(memory_format=torch.channels_last)
     y = (torch.arange(n) * 5) % 8
+    only = set(filter(None, os.environ.get("KILN_PEER_ONLY", "").split(",")))  # kiln_bench --only
+    want = lambda name: not only or name in only  # noqa: E731
+
+    def timed(name, fn, key):
+        if not want(name):
+            return
+        t = time_it(fn, args.warmup, args.repeat)
+        rows.append({"name": name, **t})
+        summary[key + "_img_per_s"] = n / (t["median_ms"] * 1e-3)
+
     net.eval()
     with torch.no_grad():
-        t = time_it(lambda: net(x), args.warmup, args.repeat)
-    rows.append({"name": "vgg16/forward", **t})
-    summary["forward_img_per_s"] = n / (t["median_ms"] * 1e-3)
+        timed("vgg16/forward", lambda: net(x), "forward")
     net.train()
-    fc8 = layers[-1]
+    fc8, backbone = layers[-1], net[:-1]
+    compile_too = os.environ.get("KILN_PEER_COMPILE") == "1" and hasattr(torch, "compile")
     for phase, name in ((1, "vgg16/step_fc8"), (2, "vgg16/step_all")):
         for p in net.parameters():
             p.requires_grad_(phase == 2)
@@ -245,28 +258,37 @@ def step(batches, args, rows, summary):
             p.requires_grad_(True)
         params = [p for p in net.parameters() if p.requires_grad]
         opt = torch.optim.SGD(params, lr=1e-3 if phase == 1 else 1e-5, momentum=0.9)
+        key = "step_fc8" if phase == 1 else "step_all"
 
         def one_step(opt=opt):
             opt.zero_grad(set_to_none=True)
             F.cross_entropy(net(x), y).backward()
             opt.step()
-        t = time_it(one_step, args.warmup, args.repeat)
-        rows.append({"name": name, **t})
-        summary[("step_fc8" if phase == 1 else "step_all") + "_img_per_s"] = n / (t["median_ms"] * 1e-3)
-        if phase == 1:
-            # kiln's bf16-frozen, as a PyTorch user writes it: autocast over the frozen
-            # backbone (bf16 compute, fp32 accumulation), fc8 and the loss in fp32.
-            backbone = net[:-1]
+        timed(name, one_step, key)
 
-            def one_step_bf16(opt=opt):
-                opt.zero_grad(set_to_none=True)
-                with torch.autocast(DEVICE, dtype=torch.bfloat16):
-                    h = backbone(x)
-                F.cross_entropy(fc8(h.float()), y).backward()
-                opt.step()
-            t = time_it(one_step_bf16, args.warmup, args.repeat)
-            rows.append({"name": name + "@bf16-frozen", **t})
-            summary["step_fc8_bf16_frozen_img_per_s"] = n / (t["median_ms"] * 1e-3)
+        def bf16_frozen_step(body, opt=opt):
+            opt.zero_grad(set_to_none=True)
+            with torch.inference_mode(), torch.autocast(DEVICE, dtype=torch.bfloat16):
+                h = body(x)
+            # A copy outside inference_mode: fc8's backward saves its input.
+            F.cross_entropy(fc8(h.to(torch.float32, copy=True)), y).backward()
+            opt.step()
+
+        def bf16_step(model, opt=opt):
+            opt.zero_grad(set_to_none=True)
+            with torch.autocast(DEVICE, dtype=torch.bfloat16):
+                loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+        low, run, body = (("@bf16-frozen", bf16_frozen_step, backbone) if phase == 1 else ("@bf16", bf16_step, net))
+        timed(name + low, lambda run=run, body=body: run(body), key + low.replace("@", "_").replace("-", "_"))
+        if compile_too and want(name + low + "+compile"):
+            try:  # compiled in the first (untimed) warm-up call
+                compiled = torch.compile(body)
+                timed(name + low + "+compile", lambda run=run, c=compiled: run(c),
+                      key + low.replace("@", "_").replace("-", "_") + "_compiled")
+            except Exception as e:  # noqa: BLE001  (a compiler failure costs the row, not the run)
+                print(f"torch_cpu_peer.py: torch.compile row {name + low} failed: {e}", file=sys.stderr)
 
 
 # Suites that take --batch themselves (conv: a list; step: one size) and fill rows and summary.
