@@ -282,7 +282,7 @@ def step(batches, args, rows, summary):
             opt.step()
         low, run, body = (("@bf16-frozen", bf16_frozen_step, backbone) if phase == 1 else ("@bf16", bf16_step, net))
         timed(name + low, lambda run=run, body=body: run(body), key + low.replace("@", "_").replace("-", "_"))
-        if compile_too and want(name + low + "+compile"):
+        if compile_too and want(name + low):  # the compiled twin goes with its eager row
             try:  # compiled in the first (untimed) warm-up call
                 compiled = torch.compile(body)
                 timed(name + low + "+compile", lambda run=run, c=compiled: run(c),
