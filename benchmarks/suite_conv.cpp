@@ -5,7 +5,10 @@
 // A forward variant row "<layer>/b<N>/fwd@bf16" runs the same conv with x, w, b and y in
 // bfloat16 (fp32 accumulation; the frozen-prefix inference path), same FLOPs, half the bytes;
 // a device without bf16 convolution skips it. On a GPU (--device cuda) each pass also has
-// a variant row with cuDNN's other algorithm choice ("@find" or "@heuristic").
+// a variant row with cuDNN's other algorithm choice ("@find" or "@heuristic"), and one
+// with cuDNN's other API ("@graph", or "@legacy" when KILN_CONV_API=graph), whose check
+// text ends with the API that served the pass ("served by the graph API", or "... legacy
+// API (graph fallback)" when the graph API had no plan for the shape; core/conv_api.h).
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -20,6 +23,7 @@
 #include "check/op_cases.h"
 #include "core/autograd.h"
 #include "core/backend.h"
+#include "core/conv_api.h"
 
 namespace kiln::bench {
 
@@ -162,25 +166,39 @@ ConvLayer make_layer(const kiln::LayerPlan& l, int64_t n, const Options& opt) {
 
 const kiln::Conv2dParams kSame{1, 1, 1, 1};
 
+// Which cuDNN API served the call made since `before` (the API rows' check text).
+std::string api_served(const kiln::ConvApiCounts& before) {
+  return kiln::conv_api_counts().graph_runs > before.graph_runs ? "; served by the graph API"
+         : kiln::conv_api() == kiln::ConvApi::graph          ? "; served by the legacy API (graph fallback)"
+                                                             : "; served by the legacy API";
+}
+
 // The three passes of one layer, rows made by row(pass + tag, bytes), each checked, then
-// timed. tag "" is this run's way; "@find"/"@heuristic" the other cuDNN algorithm choice.
+// timed. tag "" is this run's way; "@find"/"@heuristic" the other cuDNN algorithm choice,
+// "@graph"/"@legacy" the other cuDNN API (say_api: the check text says which one served).
 void time_passes(ConvLayer& t, const std::string& tag,
                  const std::function<Row(const std::string&, double)>& row, const Options& opt,
-                 const MachineLimits& m, SuiteResult& res) {
+                 const MachineLimits& m, SuiteResult& res, bool say_api = false) {
   kiln::Backend& be = kiln::backend_for(bench_device(opt));
   Row f = row("fwd" + tag, t.xb + t.wb + t.ob + t.yb);
+  kiln::ConvApiCounts before = kiln::conv_api_counts();
   be.conv2d_forward(t.xd, t.wd, t.bd, kSame, t.y);
   check_forward(t.x, t.w, t.b, t.y.cpu(), f);
+  if (say_api) f.check += api_served(before);
   time_checked_row(std::move(f), opt, m, res, [&] { be.conv2d_forward(t.xd, t.wd, t.bd, kSame, t.y); });
 
   Row d = row("bwd_data" + tag, t.yb + t.wb + t.xb);
+  before = kiln::conv_api_counts();
   be.conv2d_backward_data(t.dyd, t.wd, kSame, t.dx);
   check_backward_data(t.dy, t.w, t.dx.cpu(), d);
+  if (say_api) d.check += api_served(before);
   time_checked_row(std::move(d), opt, m, res, [&] { be.conv2d_backward_data(t.dyd, t.wd, kSame, t.dx); });
 
   Row g = row("bwd_filter" + tag, t.xb + t.yb + t.wb + t.ob);
+  before = kiln::conv_api_counts();
   be.conv2d_backward_filter(t.xd, t.dyd, kSame, t.dw, t.db);
   check_backward_filter(t.x, t.dy, t.dw.cpu(), t.db.cpu(), g);
+  if (say_api) g.check += api_served(before);
   time_checked_row(std::move(g), opt, m, res, [&] { be.conv2d_backward_filter(t.xd, t.dyd, kSame, t.dw, t.db); });
 }
 
@@ -242,6 +260,10 @@ SuiteResult run_conv(const Options& opt, const MachineLimits& m) {
         exhaustive = !exhaustive;
         time_passes(t, exhaustive ? "@find" : "@heuristic", row, opt, m, res);
         exhaustive = !exhaustive;
+        // The other cuDNN API under this run's algorithm choice: rows "@graph" (or "@legacy").
+        const bool graph = kiln::conv_api() == kiln::ConvApi::graph;
+        kiln::ScopedConvApi other(graph ? kiln::ConvApi::legacy : kiln::ConvApi::graph);
+        time_passes(t, graph ? "@legacy" : "@graph", row, opt, m, res, true);
       }
     }
     res.summary.emplace_back("b" + std::to_string(n) + "_fwd_ms", fwd_ms);

@@ -6,6 +6,9 @@
 // bfloat16 (forward only): x, w and y are CUDNN_DATA_BFLOAT16 and the convolution computes
 // in CUDNN_DATA_FLOAT (fp32 accumulation) with tensor-op math allowed, algorithm from the
 // same search; the bias is added afterwards in fp32 and rounded to bf16 again.
+// With KILN_CONV_API=graph (core/conv_api.h) every convolution first tries cuDNN's graph
+// API (cuda_conv_graph.cpp) under the same key, and conv2d_forward_relu fuses conv + bias
+// + ReLU there; a key that gets no graph plan runs here, on the legacy API, as before.
 #include "kernels/cuda/cuda_conv.h"
 
 #include <algorithm>
@@ -18,25 +21,14 @@
 #include <tuple>
 #include <vector>
 
+#include "core/conv_api.h"
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/cuda_context.h"
+#include "kernels/cuda/cuda_conv_graph.h"
+#include "kernels/cuda/cuda_conv_key.h"
 
 namespace kiln::cuda {
 namespace {
-
-// No algorithm may ask for more scratch than this (some FFT variants want gigabytes).
-constexpr size_t kMaxWorkspaceBytes = size_t{1} << 30;
-
-enum class Direction : uint8_t { forward, backward_data, backward_filter };
-
-const char* direction_name(Direction d) {
-  switch (d) {
-    case Direction::forward: return "forward";
-    case Direction::backward_data: return "backward-data";
-    case Direction::backward_filter: return "backward-filter";
-  }
-  return "?";
-}
 
 const char* forward_algo_name(int a) {
   static const char* names[] = {"IMPLICIT_GEMM", "IMPLICIT_PRECOMP_GEMM", "GEMM", "DIRECT",
@@ -114,25 +106,6 @@ struct ConvDesc {
 
 // ---- the per-shape plan ----
 
-struct ConvKey {
-  int device;
-  Direction dir;
-  int64_t n, h, w, c, o, kh, kw, sh, sw, ph, pw;
-  bool tf32, exhaustive;
-  bool bf16 = false;  // bf16 tensors, fp32 compute, tensor ops allowed (tf32 is then false: it does not apply)
-  auto tie() const { return std::tie(device, dir, n, h, w, c, o, kh, kw, sh, sw, ph, pw, tf32, exhaustive, bf16); }
-  // Tensor-core kernels are admissible: TF32 asked for, or bf16 data (no conversion either way).
-  bool tensor_ops() const { return tf32 || bf16; }
-  bool operator<(const ConvKey& k) const { return tie() < k.tie(); }
-  std::string str() const {
-    std::ostringstream os;
-    os << "x [" << n << ", " << h << ", " << w << ", " << c << "], w [" << o << ", " << kh << ", " << kw << ", " << c
-       << "], stride " << sh << "x" << sw << ", padding " << ph << "x" << pw
-       << (bf16 ? ", bfloat16 with fp32 accumulation" : tf32 ? ", tf32" : ", strict fp32");
-    return os.str();
-  }
-};
-
 // x_shape: [N, H, W, C] (x or dx); w_shape: [O, KH, KW, C] (w or dw).
 ConvKey make_key(int device, Direction dir, const Shape& x_shape, const Shape& w_shape, const Conv2dParams& p) {
   const ComputeOptions& opt = compute_options();
@@ -180,14 +153,6 @@ std::unique_ptr<ConvPlan> make_descriptors(const ConvKey& k, const Shape& y_shap
   KILN_CUDNN_CHECK(cudnnSetTensor4dDescriptor(plan->y.d, CUDNN_TENSOR_NHWC, data, on, oc, oh, ow));
   return plan;
 }
-
-// The device buffers of one call; which one is written depends on the direction
-// (forward: y, backward-data: x (= dx), backward-filter: w (= dw)).
-struct ConvData {
-  void* x;
-  void* w;
-  void* y;
-};
 
 // One entry of cuDNN's ranking, whatever the direction.
 struct Candidate {
@@ -303,7 +268,7 @@ size_t search_budget(Direction d, cudnnHandle_t h, const ConvPlan& p) {
   }
   size_t free_bytes = 0, total_bytes = 0;
   KILN_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
-  return std::min({want, kMaxWorkspaceBytes, free_bytes / 2});
+  return std::min({want, kMaxConvWorkspaceBytes, free_bytes / 2});
 }
 
 // Picks the first admissible candidate (cuDNN ranks fastest first) and leaves its math
@@ -358,12 +323,39 @@ ConvPlan& plan_for(const ConvKey& k, const Shape& y_shape, cudnnHandle_t h, cons
     const std::vector<Candidate> cands = find_candidates(k.dir, h, *plan, data, ws.data(), budget);
     pick(k, h, cands, budget, *plan);
   } else {
-    pick(k, h, heuristic_candidates(k.dir, h, *plan), kMaxWorkspaceBytes, *plan);
+    pick(k, h, heuristic_candidates(k.dir, h, *plan), kMaxConvWorkspaceBytes, *plan);
   }
   std::lock_guard<std::mutex> lock(cache_mutex());
   auto [it, inserted] = cache().emplace(k, std::move(plan));  // another thread may have won: use its plan
   (void)inserted;
   return *it->second;
+}
+
+// Runs the convolution of k on d: through a graph plan when KILN_CONV_API=graph gives one
+// (cuda_conv_graph.cpp), else through the legacy plan. y_shape: the [N, OH, OW, O] side.
+void convolve(const ConvKey& k, const Shape& y_shape, const ConvData& d) {
+  if (graph_convolution(k, y_shape, d)) return;
+  cudnnHandle_t h = cudnn_handle(k.device);
+  ConvPlan& plan = plan_for(k, y_shape, h, d);
+  Workspace ws(k.device, plan.workspace_bytes);
+  const float one = 1.0f, zero_f = 0.0f;  // float scaling factors: cuDNN's rule for every non-double type
+  switch (k.dir) {
+    case Direction::forward:
+      KILN_CUDNN_CHECK(cudnnConvolutionForward(h, &one, plan.x.d, d.x, plan.w.d, d.w, plan.conv.d,
+                                               static_cast<cudnnConvolutionFwdAlgo_t>(plan.algo), ws.data(),
+                                               plan.workspace_bytes, &zero_f, plan.y.d, d.y));
+      return;
+    case Direction::backward_data:
+      KILN_CUDNN_CHECK(cudnnConvolutionBackwardData(h, &one, plan.w.d, d.w, plan.y.d, d.y, plan.conv.d,
+                                                    static_cast<cudnnConvolutionBwdDataAlgo_t>(plan.algo), ws.data(),
+                                                    plan.workspace_bytes, &zero_f, plan.x.d, d.x));
+      return;
+    case Direction::backward_filter:
+      KILN_CUDNN_CHECK(cudnnConvolutionBackwardFilter(h, &one, plan.x.d, d.x, plan.y.d, d.y, plan.conv.d,
+                                                      static_cast<cudnnConvolutionBwdFilterAlgo_t>(plan.algo),
+                                                      ws.data(), plan.workspace_bytes, &zero_f, plan.w.d, d.w));
+      return;
+  }
 }
 
 void zero(void* p, size_t bytes, cudaStream_t s) {
@@ -387,14 +379,8 @@ void conv2d_forward_bf16(const Tensor& x, const Tensor& w, const Tensor& b, cons
   if (x.numel() == 0 || w.numel() == 0) {
     zero(y.raw_data(), y.nbytes(), scope.stream());  // C = 0: an empty sum (all-zero bits are bf16 +0)
   } else {
-    cudnnHandle_t h = cudnn_handle(dev);
-    const ConvKey k = make_bf16_forward_key(dev, x.shape(), w.shape(), p);
-    ConvPlan& plan = plan_for(k, y.shape(), h, ConvData{x.raw_data(), w.raw_data(), y.raw_data()});
-    Workspace ws(dev, plan.workspace_bytes);
-    const float one = 1.0f, zero_f = 0.0f;  // float scaling factors: cuDNN's rule for every non-double type
-    KILN_CUDNN_CHECK(cudnnConvolutionForward(h, &one, plan.x.d, x.raw_data(), plan.w.d, w.raw_data(), plan.conv.d,
-                                             static_cast<cudnnConvolutionFwdAlgo_t>(plan.algo), ws.data(),
-                                             plan.workspace_bytes, &zero_f, plan.y.d, y.raw_data()));
+    convolve(make_bf16_forward_key(dev, x.shape(), w.shape(), p), y.shape(),
+             ConvData{x.raw_data(), w.raw_data(), y.raw_data()});
   }
   if (b.defined())
     launch_add_bias(y.data<BFloat16>(), b.data<BFloat16>(), y.numel() / y.dim(3), y.dim(3), scope.stream());
@@ -414,22 +400,30 @@ void CudaBackend::conv2d_forward(const Tensor& x, const Tensor& w, const Tensor&
     scope.done();
     return;
   }
-  const float* px = x.data<float>();
-  const float* pw = w.data<float>();
   if (x.numel() == 0 || w.numel() == 0) {
     zero(py, y.nbytes(), scope.stream());  // C = 0: an empty sum
   } else {
-    cudnnHandle_t h = cudnn_handle(dev);
-    const ConvKey k = make_key(dev, Direction::forward, x.shape(), w.shape(), p);
-    ConvPlan& plan = plan_for(k, y.shape(), h, ConvData{x.raw_data(), w.raw_data(), y.raw_data()});
-    Workspace ws(dev, plan.workspace_bytes);
-    const float one = 1.0f, zero_f = 0.0f;
-    KILN_CUDNN_CHECK(cudnnConvolutionForward(h, &one, plan.x.d, px, plan.w.d, pw, plan.conv.d,
-                                             static_cast<cudnnConvolutionFwdAlgo_t>(plan.algo), ws.data(),
-                                             plan.workspace_bytes, &zero_f, plan.y.d, py));
+    convolve(make_key(dev, Direction::forward, x.shape(), w.shape(), p), y.shape(),
+             ConvData{x.raw_data(), w.raw_data(), y.raw_data()});
   }
   if (b.defined()) launch_add_bias(py, b.data<float>(), y.numel() / y.dim(3), y.dim(3), scope.stream());
   scope.done();
+}
+
+bool CudaBackend::conv2d_forward_relu(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p,
+                                      Tensor& y) {
+  // Fused only by the graph API: under legacy, or for an empty convolution, the caller runs
+  // conv2d_forward and then relu. Core has checked dtypes (x, w, b and y alike) and shapes.
+  if (conv_api() != ConvApi::graph || y.numel() == 0 || x.numel() == 0 || w.numel() == 0) return false;
+  const int dev = x.device().index;
+  const bool bf16 = x.dtype() == DType::bf16;
+  OpScope scope(bf16 ? "conv2d+relu (bfloat16)" : "conv2d+relu", dev);
+  const ConvKey k = bf16 ? make_bf16_forward_key(dev, x.shape(), w.shape(), p)
+                         : make_key(dev, Direction::forward, x.shape(), w.shape(), p);
+  const bool fused = graph_convolution_bias_relu(k, y.shape(), ConvData{x.raw_data(), w.raw_data(), y.raw_data()},
+                                                 b.defined() ? b.raw_data() : nullptr);
+  scope.done();
+  return fused;
 }
 
 void CudaBackend::conv2d_backward_data(const Tensor& dy, const Tensor& w, const Conv2dParams& p, Tensor& dx) {
@@ -442,21 +436,13 @@ void CudaBackend::conv2d_backward_data(const Tensor& dy, const Tensor& w, const 
     scope.done();
     return;
   }
-  const float* pdy = dy.data<float>();
-  const float* pw = w.data<float>();
   if (dy.numel() == 0 || w.numel() == 0) {
     zero(pdx, dx.nbytes(), scope.stream());
     scope.done();
     return;
   }
-  cudnnHandle_t h = cudnn_handle(dev);
-  const ConvKey k = make_key(dev, Direction::backward_data, dx.shape(), w.shape(), p);
-  ConvPlan& plan = plan_for(k, dy.shape(), h, ConvData{dx.raw_data(), w.raw_data(), dy.raw_data()});
-  Workspace ws(dev, plan.workspace_bytes);
-  const float one = 1.0f, zero_f = 0.0f;
-  KILN_CUDNN_CHECK(cudnnConvolutionBackwardData(h, &one, plan.w.d, pw, plan.y.d, pdy, plan.conv.d,
-                                                static_cast<cudnnConvolutionBwdDataAlgo_t>(plan.algo), ws.data(),
-                                                plan.workspace_bytes, &zero_f, plan.x.d, pdx));
+  convolve(make_key(dev, Direction::backward_data, dx.shape(), w.shape(), p), dy.shape(),
+           ConvData{dx.raw_data(), w.raw_data(), dy.raw_data()});
   scope.done();
 }
 
@@ -468,19 +454,12 @@ void CudaBackend::conv2d_backward_filter(const Tensor& x, const Tensor& dy, cons
   OpScope scope("conv2d backward-filter", dev);
   float* pdw = dw.data<float>();
   const float* pdy = dy.data<float>();
-  const float* px = x.data<float>();
   if (dw.numel() > 0) {
     if (x.numel() == 0 || dy.numel() == 0) {
       zero(pdw, dw.nbytes(), scope.stream());  // an empty batch contributes nothing
     } else {
-      cudnnHandle_t h = cudnn_handle(dev);
-      const ConvKey k = make_key(dev, Direction::backward_filter, x.shape(), dw.shape(), p);
-      ConvPlan& plan = plan_for(k, dy.shape(), h, ConvData{x.raw_data(), dw.raw_data(), dy.raw_data()});
-      Workspace ws(dev, plan.workspace_bytes);
-      const float one = 1.0f, zero_f = 0.0f;
-      KILN_CUDNN_CHECK(cudnnConvolutionBackwardFilter(h, &one, plan.x.d, px, plan.y.d, pdy, plan.conv.d,
-                                                      static_cast<cudnnConvolutionBwdFilterAlgo_t>(plan.algo),
-                                                      ws.data(), plan.workspace_bytes, &zero_f, plan.w.d, pdw));
+      convolve(make_key(dev, Direction::backward_filter, x.shape(), dw.shape(), p), dy.shape(),
+               ConvData{x.raw_data(), dw.raw_data(), dy.raw_data()});
     }
   }
   if (db.defined() && db.numel() > 0) {

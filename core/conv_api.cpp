@@ -1,0 +1,52 @@
+#include "core/conv_api.h"
+
+#include <atomic>
+#include <cstdlib>
+#include <string>
+
+#include "core/error.h"
+
+namespace kiln {
+namespace {
+
+ConvApi from_environment() {
+  const char* v = std::getenv("KILN_CONV_API");
+  const std::string api = v != nullptr ? v : "legacy";
+  KILN_CHECK(api == "legacy" || api == "graph", "KILN_CONV_API='", api,
+             "' is not a convolution API: use legacy (cuDNN's cudnnConvolutionForward & co., the default) or graph "
+             "(cuDNN's operation graphs, falling back to legacy per shape)");
+  return api == "graph" ? ConvApi::graph : ConvApi::legacy;
+}
+
+std::atomic<ConvApi>& current() {
+  static std::atomic<ConvApi> api{from_environment()};
+  return api;
+}
+
+// One count per ConvApiEvent, in its order.
+std::atomic<int64_t> g_counts[5];
+static_assert(static_cast<int>(detail::ConvApiEvent::fused_run) == 4, "one count per event");
+
+}  // namespace
+
+ConvApi conv_api() { return current().load(std::memory_order_relaxed); }
+
+void set_conv_api(ConvApi api) { current().store(api, std::memory_order_relaxed); }
+
+const char* conv_api_name(ConvApi api) { return api == ConvApi::graph ? "graph" : "legacy"; }
+
+ConvApiCounts conv_api_counts() {
+  ConvApiCounts c;
+  c.graph_plans = g_counts[0].load();
+  c.fused_plans = g_counts[1].load();
+  c.fallbacks = g_counts[2].load();
+  c.graph_runs = g_counts[3].load();
+  c.fused_runs = g_counts[4].load();
+  return c;
+}
+
+namespace detail {
+void count_conv_api(ConvApiEvent event) { g_counts[static_cast<int>(event)].fetch_add(1); }
+}  // namespace detail
+
+}  // namespace kiln

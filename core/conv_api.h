@@ -1,0 +1,57 @@
+// Which cuDNN interface the CUDA backend's convolutions go through, and counts of what
+// ran, so tests and kiln_bench can say which path a shape took. The switch lives here, in
+// core, because benchmarks and tests see only the public API; it has no effect on the CPU.
+// KILN_CONV_API=legacy (the default) | graph, read once, on first use.
+#pragma once
+
+#include <cstdint>
+
+namespace kiln {
+
+// legacy: cudnnConvolutionForward & co. (kernels/cuda/cuda_conv.cpp); graph: cuDNN's
+// operation graphs (kernels/cuda/cuda_conv_graph.cpp), which fall back to legacy per shape
+// when no graph plan can be built, and fuse conv + bias + ReLU for inference.
+enum class ConvApi : uint8_t { legacy, graph };
+
+// The API in force: KILN_CONV_API read on the first call (an unknown value is an error
+// naming the two choices), or what set_conv_api set last.
+ConvApi conv_api();
+// Overrides the environment for the whole process (tests, benchmarks). Plans are cached
+// per API, so switching back and forth costs nothing after the first call of each.
+void set_conv_api(ConvApi api);
+// "legacy" or "graph".
+const char* conv_api_name(ConvApi api);
+
+// Sets the API for its lifetime and restores the previous one (a test's scope).
+class ScopedConvApi {
+ public:
+  explicit ScopedConvApi(ConvApi api) : previous_(conv_api()) { set_conv_api(api); }
+  ~ScopedConvApi() { set_conv_api(previous_); }
+  ScopedConvApi(const ScopedConvApi&) = delete;
+  ScopedConvApi& operator=(const ScopedConvApi&) = delete;
+
+ private:
+  ConvApi previous_;
+};
+
+// What the graph API has done since the process started; all zero under legacy, on the
+// CPU, and in a build without CUDA. Differences of two snapshots say what one call did.
+struct ConvApiCounts {
+  int64_t graph_plans = 0;  // execution plans built (one per shape, direction, dtype and options)
+  int64_t fused_plans = 0;  // of which conv + bias + ReLU as one graph
+  int64_t fallbacks = 0;    // graphs that got no plan: that shape runs on the legacy API from then on
+  int64_t graph_runs = 0;   // convolutions executed through a graph plan
+  int64_t fused_runs = 0;   // of which fused conv + bias + ReLU
+};
+
+// A snapshot of the counts.
+ConvApiCounts conv_api_counts();
+
+namespace detail {
+// The events the CUDA backend reports; each adds one to its count.
+enum class ConvApiEvent : uint8_t { graph_plan, fused_plan, fallback, graph_run, fused_run };
+// Thread-safe; called by kernels/cuda/cuda_conv_graph.cpp only.
+void count_conv_api(ConvApiEvent event);
+}  // namespace detail
+
+}  // namespace kiln

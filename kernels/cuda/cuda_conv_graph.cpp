@@ -1,0 +1,502 @@
+// Convolution as cuDNN operation graphs through the backend C API (cudnn_graph.h):
+// descriptors are created, given attributes, finalized; an operation graph of one
+// convolution (or convolution -> add bias -> ReLU) goes to the engine heuristics (mode A,
+// then FALLBACK); each engine config whose numerical notes the math allows is finalized
+// into an execution plan, and the first that finalizes is kept (with exhaustive search
+// on, the fastest of the first kSearchPlans, each run once to load its kernels and once
+// timed). Tensors keep cuDNN's logical order [N, C, H, W] with the strides of kiln's NHWC
+// memory, filters [O, C, KH, KW] with OHWI strides, so nothing is transposed.
+//
+// Numerical notes, as PyTorch filters them: DOWN_CONVERT_INPUTS (fp32 operands rounded to
+// fp16/bf16) and REDUCED_PRECISION_REDUCTION (accumulation below fp32) are never admitted;
+// TENSOR_CORE only when the key allows tensor ops (TF32 asked for, or bf16 data).
+//
+// Every descriptor a plan was built from lives as long as the plan (GraphPlan::keep).
+// Plans are cached per (convolution key, fused, bias, cuDNN handle); a key whose graph
+// gets no plan, or whose plan fails to execute, is cached as a fallback: one line on
+// stderr, then the legacy API for that key for the rest of the process.
+#include "kernels/cuda/cuda_conv_graph.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <cstdio>
+#include <limits>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "core/backend.h"
+#include "core/conv_api.h"
+#include "kernels/cuda/cuda_context.h"
+
+namespace kiln::cuda {
+namespace {
+
+constexpr int kSearchPlans = 8;     // plans timed per key under exhaustive search (cudnn.benchmark's spirit)
+constexpr int64_t kAlignment = 16;  // byte alignment every plan assumes of every buffer (checked per call)
+
+// Unique ids of the graph's tensors: the variant pack binds pointers to them.
+enum Uid : int64_t { kX = 1, kW = 2, kY = 3, kBias = 4, kConvOut = 5, kBiasOut = 6 };
+
+// A cuDNN call failed while a graph or plan was built: its status and what was being done.
+struct GraphFailure {
+  cudnnStatus_t status;
+  std::string where;
+};
+
+// One backend descriptor, destroyed with this object; calls that fail throw GraphFailure.
+class Descriptor {
+ public:
+  explicit Descriptor(cudnnBackendDescriptorType_t type) : type_(type) {
+    const cudnnStatus_t s = cudnnBackendCreateDescriptor(type, &d_);
+    if (s != CUDNN_STATUS_SUCCESS) throw GraphFailure{s, "creating descriptor type " + std::to_string(type)};
+  }
+  ~Descriptor() {
+    if (d_) cudnnBackendDestroyDescriptor(d_);
+  }
+  Descriptor(Descriptor&& o) noexcept : d_(std::exchange(o.d_, nullptr)), type_(o.type_) {}
+  Descriptor& operator=(Descriptor&& o) noexcept {
+    std::swap(d_, o.d_);
+    std::swap(type_, o.type_);
+    return *this;
+  }
+  Descriptor(const Descriptor&) = delete;
+  Descriptor& operator=(const Descriptor&) = delete;
+  cudnnBackendDescriptor_t get() const { return d_; }
+  // Sets attribute `name` to `count` elements of `type` read from `values`.
+  Descriptor& set(cudnnBackendAttributeName_t name, cudnnBackendAttributeType_t type, int64_t count,
+                  const void* values) {
+    const cudnnStatus_t s = cudnnBackendSetAttribute(d_, name, type, count, values);
+    if (s != CUDNN_STATUS_SUCCESS)
+      throw GraphFailure{s, "setting attribute " + std::to_string(name) + " of descriptor type " +
+                                std::to_string(type_)};
+    return *this;
+  }
+  // Sets a descriptor-valued attribute (one element).
+  Descriptor& set(cudnnBackendAttributeName_t name, const Descriptor& value) {
+    cudnnBackendDescriptor_t v = value.get();
+    return set(name, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &v);
+  }
+  Descriptor& finalize() {
+    const cudnnStatus_t s = cudnnBackendFinalize(d_);
+    if (s != CUDNN_STATUS_SUCCESS) throw GraphFailure{s, "finalizing descriptor type " + std::to_string(type_)};
+    return *this;
+  }
+
+ private:
+  cudnnBackendDescriptor_t d_ = nullptr;
+  cudnnBackendDescriptorType_t type_;
+};
+
+// A tensor in cuDNN's dimension order [n, c, h, w] over NHWC memory (c fastest). Virtual
+// tensors are intermediates of a fused graph: never in memory, always fp32.
+Descriptor tensor(Uid uid, cudnnDataType_t type, int64_t n, int64_t c, int64_t h, int64_t w, bool is_virtual) {
+  Descriptor t(CUDNN_BACKEND_TENSOR_DESCRIPTOR);
+  const int64_t dims[4] = {n, c, h, w};
+  const int64_t strides[4] = {h * w * c, 1, w * c, c};
+  const int64_t id = uid;
+  t.set(CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &type);
+  t.set(CUDNN_ATTR_TENSOR_DIMENSIONS, CUDNN_TYPE_INT64, 4, dims);
+  t.set(CUDNN_ATTR_TENSOR_STRIDES, CUDNN_TYPE_INT64, 4, strides);
+  t.set(CUDNN_ATTR_TENSOR_UNIQUE_ID, CUDNN_TYPE_INT64, 1, &id);
+  t.set(CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, CUDNN_TYPE_INT64, 1, &kAlignment);
+  if (is_virtual) {
+    const bool yes = true;  // CUDNN_TYPE_BOOLEAN is C++ bool
+    t.set(CUDNN_ATTR_TENSOR_IS_VIRTUAL, CUDNN_TYPE_BOOLEAN, 1, &yes);
+  }
+  t.finalize();
+  return t;
+}
+
+// Cross-correlation with k's stride and padding (the same before and after), no dilation,
+// accumulating in fp32.
+Descriptor convolution(const ConvKey& k) {
+  Descriptor c(CUDNN_BACKEND_CONVOLUTION_DESCRIPTOR);
+  const cudnnDataType_t compute = CUDNN_DATA_FLOAT;
+  const cudnnConvolutionMode_t mode = CUDNN_CROSS_CORRELATION;
+  const int64_t spatial = 2, dilation[2] = {1, 1}, stride[2] = {k.sh, k.sw}, pad[2] = {k.ph, k.pw};
+  c.set(CUDNN_ATTR_CONVOLUTION_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &compute);
+  c.set(CUDNN_ATTR_CONVOLUTION_CONV_MODE, CUDNN_TYPE_CONVOLUTION_MODE, 1, &mode);
+  c.set(CUDNN_ATTR_CONVOLUTION_SPATIAL_DIMS, CUDNN_TYPE_INT64, 1, &spatial);
+  c.set(CUDNN_ATTR_CONVOLUTION_DILATIONS, CUDNN_TYPE_INT64, 2, dilation);
+  c.set(CUDNN_ATTR_CONVOLUTION_FILTER_STRIDES, CUDNN_TYPE_INT64, 2, stride);
+  c.set(CUDNN_ATTR_CONVOLUTION_PRE_PADDINGS, CUDNN_TYPE_INT64, 2, pad);
+  c.set(CUDNN_ATTR_CONVOLUTION_POST_PADDINGS, CUDNN_TYPE_INT64, 2, pad);
+  c.finalize();
+  return c;
+}
+
+// The convolution operation of k.dir: x and w in, y out (forward); dy and w in, dx out
+// (backward-data: x's descriptor is dx's, y's is dy's); x and dy in, dw out (backward-filter).
+// alpha 1, beta 0: the output is overwritten, as the legacy path does.
+Descriptor convolution_op(Direction dir, const Descriptor& conv, const Descriptor& x, const Descriptor& w,
+                          const Descriptor& y) {
+  const float alpha = 1.0f, beta = 0.0f;  // CUDNN_TYPE_FLOAT: cuDNN's rule for every non-double compute type
+  switch (dir) {
+    case Direction::forward: {
+      Descriptor op(CUDNN_BACKEND_OPERATION_CONVOLUTION_FORWARD_DESCRIPTOR);
+      op.set(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_CONV_DESC, conv)
+          .set(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_X, x)
+          .set(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_W, w)
+          .set(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_Y, y)
+          .set(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_ALPHA, CUDNN_TYPE_FLOAT, 1, &alpha)
+          .set(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_BETA, CUDNN_TYPE_FLOAT, 1, &beta)
+          .finalize();
+      return op;
+    }
+    case Direction::backward_data: {
+      Descriptor op(CUDNN_BACKEND_OPERATION_CONVOLUTION_BACKWARD_DATA_DESCRIPTOR);
+      op.set(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_CONV_DESC, conv)
+          .set(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_DX, x)
+          .set(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_W, w)
+          .set(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_DY, y)
+          .set(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_ALPHA, CUDNN_TYPE_FLOAT, 1, &alpha)
+          .set(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_BETA, CUDNN_TYPE_FLOAT, 1, &beta)
+          .finalize();
+      return op;
+    }
+    case Direction::backward_filter: {
+      Descriptor op(CUDNN_BACKEND_OPERATION_CONVOLUTION_BACKWARD_FILTER_DESCRIPTOR);
+      op.set(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_CONV_DESC, conv)
+          .set(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_X, x)
+          .set(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_DW, w)
+          .set(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_DY, y)
+          .set(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_ALPHA, CUDNN_TYPE_FLOAT, 1, &alpha)
+          .set(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_BETA, CUDNN_TYPE_FLOAT, 1, &beta)
+          .finalize();
+      return op;
+    }
+  }
+  throw GraphFailure{CUDNN_STATUS_BAD_PARAM, "an unknown convolution direction"};
+}
+
+// A pointwise operation computing in fp32: y = mode(x) or y = mode(x, b).
+std::pair<Descriptor, Descriptor> pointwise_op(cudnnPointwiseMode_t mode, const Descriptor& x, const Descriptor* b,
+                                               const Descriptor& y) {
+  Descriptor pw(CUDNN_BACKEND_POINTWISE_DESCRIPTOR);
+  const cudnnDataType_t math = CUDNN_DATA_FLOAT;
+  pw.set(CUDNN_ATTR_POINTWISE_MODE, CUDNN_TYPE_POINTWISE_MODE, 1, &mode)
+      .set(CUDNN_ATTR_POINTWISE_MATH_PREC, CUDNN_TYPE_DATA_TYPE, 1, &math)
+      .finalize();
+  Descriptor op(CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR);
+  op.set(CUDNN_ATTR_OPERATION_POINTWISE_PW_DESCRIPTOR, pw).set(CUDNN_ATTR_OPERATION_POINTWISE_XDESC, x);
+  if (b) op.set(CUDNN_ATTR_OPERATION_POINTWISE_BDESC, *b);
+  op.set(CUDNN_ATTR_OPERATION_POINTWISE_YDESC, y).finalize();
+  return {std::move(pw), std::move(op)};
+}
+
+// What identifies one graph plan. The handle is part of it: plans are finalized against a
+// handle, and kiln's handles are per thread.
+struct GraphKey {
+  ConvKey conv;
+  bool fused;  // conv -> (add bias) -> ReLU, forward only
+  bool bias;   // the fused graph adds a bias
+  cudnnHandle_t handle;
+  bool operator<(const GraphKey& o) const {
+    return std::tie(conv, fused, bias, handle) < std::tie(o.conv, o.fused, o.bias, o.handle);
+  }
+  std::string str() const {
+    return std::string(direction_name(conv.dir)) + (fused ? (bias ? " conv+bias+relu" : " conv+relu") : "") +
+           " convolution, " + conv.str();
+  }
+};
+
+// One finalized plan and what it needs; `plan` empty: this key runs on the legacy API.
+struct GraphPlan {
+  std::vector<Descriptor> keep;  // tensors, convolution, operations, graph, engine config
+  std::optional<Descriptor> plan;
+  int64_t workspace = 0;
+  std::atomic<bool> failed{false};  // set when the plan failed to execute: legacy from then on
+  bool usable() const { return plan.has_value() && !failed.load(); }
+};
+
+// The operation graph of the key, its descriptors appended to g.keep; returns the graph.
+cudnnBackendDescriptor_t build_graph(const GraphKey& gk, const Shape& y_shape, GraphPlan& g) {
+  const ConvKey& k = gk.conv;
+  const cudnnDataType_t data = k.bf16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT;
+  const int64_t oh = y_shape[1], ow = y_shape[2];
+  std::vector<Descriptor>& keep = g.keep;
+  keep.reserve(16);  // references below stay valid: no reallocation
+  const Descriptor& x = keep.emplace_back(tensor(kX, data, k.n, k.c, k.h, k.w, false));
+  const Descriptor& w = keep.emplace_back(tensor(kW, data, k.o, k.c, k.kh, k.kw, false));
+  const Descriptor& y = keep.emplace_back(tensor(kY, data, k.n, k.o, oh, ow, false));
+  const Descriptor& conv = keep.emplace_back(convolution(k));
+  std::vector<cudnnBackendDescriptor_t> ops;
+  if (!gk.fused) {
+    ops.push_back(keep.emplace_back(convolution_op(k.dir, conv, x, w, y)).get());
+  } else {
+    const Descriptor& conv_out = keep.emplace_back(tensor(kConvOut, CUDNN_DATA_FLOAT, k.n, k.o, oh, ow, true));
+    ops.push_back(keep.emplace_back(convolution_op(Direction::forward, conv, x, w, conv_out)).get());
+    const Descriptor* relu_in = &conv_out;
+    if (gk.bias) {
+      const Descriptor& b = keep.emplace_back(tensor(kBias, data, 1, k.o, 1, 1, false));
+      const Descriptor& sum = keep.emplace_back(tensor(kBiasOut, CUDNN_DATA_FLOAT, k.n, k.o, oh, ow, true));
+      auto [pw, op] = pointwise_op(CUDNN_POINTWISE_ADD, conv_out, &b, sum);
+      keep.push_back(std::move(pw));
+      ops.push_back(keep.emplace_back(std::move(op)).get());
+      relu_in = &sum;
+    }
+    auto [pw, op] = pointwise_op(CUDNN_POINTWISE_RELU_FWD, *relu_in, nullptr, y);
+    keep.push_back(std::move(pw));
+    ops.push_back(keep.emplace_back(std::move(op)).get());
+  }
+  Descriptor& graph = keep.emplace_back(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR);
+  cudnnHandle_t h = gk.handle;
+  graph.set(CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, static_cast<int64_t>(ops.size()), ops.data())
+      .set(CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &h)
+      .finalize();
+  return graph.get();
+}
+
+// The engine configs cuDNN's heuristics (`mode`) rank for the graph, best first.
+std::vector<Descriptor> engine_configs(cudnnBackendDescriptor_t graph, cudnnBackendHeurMode_t mode) {
+  Descriptor heur(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR);
+  heur.set(CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &graph)
+      .set(CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &mode)
+      .finalize();
+  int64_t count = 0;
+  cudnnStatus_t s =
+      cudnnBackendGetAttribute(heur.get(), CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, 0, &count, nullptr);
+  if (s != CUDNN_STATUS_SUCCESS) throw GraphFailure{s, "counting the heuristics' engine configs"};
+  std::vector<Descriptor> cfgs;
+  std::vector<cudnnBackendDescriptor_t> raw;
+  for (int64_t i = 0; i < count; ++i) raw.push_back(cfgs.emplace_back(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR).get());
+  int64_t got = 0;
+  if (count > 0) {
+    s = cudnnBackendGetAttribute(heur.get(), CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, count, &got,
+                                 raw.data());
+    if (s != CUDNN_STATUS_SUCCESS) throw GraphFailure{s, "reading the heuristics' engine configs"};
+  }
+  cfgs.erase(cfgs.begin() + std::clamp<int64_t>(got, 0, count), cfgs.end());
+  return cfgs;
+}
+
+// Whether the engine of a config may run under k's math (see the file comment); a config
+// whose notes cannot be read is not admitted.
+bool admissible(cudnnBackendDescriptor_t cfg, const ConvKey& k) {
+  Descriptor engine(CUDNN_BACKEND_ENGINE_DESCRIPTOR);
+  cudnnBackendDescriptor_t e = engine.get();
+  int64_t n = 0;
+  if (cudnnBackendGetAttribute(cfg, CUDNN_ATTR_ENGINECFG_ENGINE, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &n, &e) !=
+          CUDNN_STATUS_SUCCESS ||
+      n != 1)
+    return false;
+  cudnnBackendNumericalNote_t notes[CUDNN_NUMERICAL_NOTE_TYPE_COUNT];
+  int64_t count = 0;
+  if (cudnnBackendGetAttribute(e, CUDNN_ATTR_ENGINE_NUMERICAL_NOTE, CUDNN_TYPE_NUMERICAL_NOTE,
+                               CUDNN_NUMERICAL_NOTE_TYPE_COUNT, &count, notes) != CUDNN_STATUS_SUCCESS)
+    return false;
+  for (int64_t i = 0; i < std::min<int64_t>(count, CUDNN_NUMERICAL_NOTE_TYPE_COUNT); ++i) {
+    if (notes[i] == CUDNN_NUMERICAL_NOTE_DOWN_CONVERT_INPUTS) return false;
+    if (notes[i] == CUDNN_NUMERICAL_NOTE_REDUCED_PRECISION_REDUCTION) return false;
+    if (notes[i] == CUDNN_NUMERICAL_NOTE_TENSOR_CORE && !k.tensor_ops()) return false;
+  }
+  return true;
+}
+
+// An execution plan finalized from an engine config, and the workspace it needs.
+struct Candidate {
+  Descriptor cfg;
+  Descriptor plan;
+  int64_t workspace;
+};
+
+// The plan of one config, or the status that refused it (unsupported configs are expected).
+std::optional<Candidate> finalize_plan(cudnnHandle_t h, Descriptor&& cfg, cudnnStatus_t& status) {
+  try {
+    Descriptor plan(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR);
+    cudnnBackendDescriptor_t c = cfg.get();
+    plan.set(CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &h)
+        .set(CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &c)
+        .finalize();
+    int64_t ws = 0, n = 0;
+    status = cudnnBackendGetAttribute(plan.get(), CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1, &n,
+                                      &ws);
+    if (status != CUDNN_STATUS_SUCCESS) return std::nullopt;
+    if (n != 1 || ws < 0 || static_cast<uint64_t>(ws) > kMaxConvWorkspaceBytes) {
+      status = CUDNN_STATUS_NOT_SUPPORTED;  // wants more scratch than any convolution may have
+      return std::nullopt;
+    }
+    return Candidate{std::move(cfg), std::move(plan), ws};
+  } catch (const GraphFailure& f) {
+    status = f.status;
+    return std::nullopt;
+  }
+}
+
+// The variant pack's bindings: unique ids and device pointers, in the same order.
+struct Bindings {
+  int64_t uids[4];
+  void* ptrs[4];
+  int64_t count;
+};
+
+Bindings bindings(const ConvData& d, const void* bias) {
+  Bindings b{{kX, kW, kY, kBias}, {d.x, d.w, d.y, const_cast<void*>(bias)}, bias ? 4 : 3};
+  return b;
+}
+
+// Runs a plan on the handle's stream; a status, not a throw (a failure means fallback).
+cudnnStatus_t execute(cudnnHandle_t h, cudnnBackendDescriptor_t plan, const Bindings& b, void* workspace) {
+  try {
+    Descriptor pack(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR);
+    pack.set(CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, b.count, b.uids)
+        .set(CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, b.count, b.ptrs)
+        .set(CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &workspace)
+        .finalize();
+    return cudnnBackendExecute(h, plan, pack.get());
+  } catch (const GraphFailure& f) {
+    return f.status;
+  }
+}
+
+// The candidate's time in ms: one run to load its kernels, one timed with events on the
+// compute stream; infinity when it fails to run. Overwrites the output buffer.
+double time_candidate(const GraphKey& gk, const Candidate& c, const Bindings& b) {
+  const int dev = gk.conv.device;
+  Workspace ws(dev, static_cast<size_t>(c.workspace));
+  if (execute(gk.handle, c.plan.get(), b, ws.data()) != CUDNN_STATUS_SUCCESS)
+    return std::numeric_limits<double>::infinity();
+  cudnnStatus_t s = CUDNN_STATUS_SUCCESS;
+  const double ms = time_ms(Device::cuda(dev), [&] { s = execute(gk.handle, c.plan.get(), b, ws.data()); });
+  return s == CUDNN_STATUS_SUCCESS ? ms : std::numeric_limits<double>::infinity();
+}
+
+// Finds the key's plan: heuristics mode A, then FALLBACK, filtered by numerical notes;
+// the first config that finalizes, or the fastest of the first kSearchPlans under
+// exhaustive search. Throws GraphFailure, with counts of what was offered, when none.
+void search(const GraphKey& gk, const Shape& y_shape, const Bindings& b, GraphPlan& g) {
+  const cudnnBackendDescriptor_t graph = build_graph(gk, y_shape, g);
+  const size_t want = gk.conv.exhaustive ? kSearchPlans : 1;
+  std::vector<Candidate> found;
+  GraphFailure last{CUDNN_STATUS_NOT_SUPPORTED, "no engine config offered"};
+  int offered = 0, refused_by_notes = 0, not_finalized = 0;
+  for (const cudnnBackendHeurMode_t mode : {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK}) {
+    if (found.size() >= want) break;
+    std::vector<Descriptor> cfgs;
+    try {
+      cfgs = engine_configs(graph, mode);
+    } catch (const GraphFailure& f) {
+      last = f;
+      continue;
+    }
+    for (Descriptor& cfg : cfgs) {
+      if (found.size() >= want) break;
+      ++offered;
+      if (!admissible(cfg.get(), gk.conv)) {
+        ++refused_by_notes;
+        continue;
+      }
+      cudnnStatus_t status = CUDNN_STATUS_SUCCESS;
+      std::optional<Candidate> c = finalize_plan(gk.handle, std::move(cfg), status);
+      if (c) {
+        found.push_back(std::move(*c));
+      } else {
+        ++not_finalized;
+        last = GraphFailure{status, "finalizing an execution plan"};
+      }
+    }
+  }
+  if (found.empty())
+    throw GraphFailure{last.status, last.where + "; " + std::to_string(offered) + " engine configs offered, " +
+                                        std::to_string(refused_by_notes) + " refused by their numerical notes, " +
+                                        std::to_string(not_finalized) + " did not finalize"};
+  size_t best = 0;
+  if (found.size() > 1) {
+    double best_ms = std::numeric_limits<double>::infinity();
+    for (size_t i = 0; i < found.size(); ++i) {
+      const double ms = time_candidate(gk, found[i], b);
+      if (ms < best_ms) best_ms = ms, best = i;
+    }
+  }
+  g.keep.push_back(std::move(found[best].cfg));
+  g.workspace = found[best].workspace;
+  g.plan.emplace(std::move(found[best].plan));
+}
+
+std::mutex& cache_mutex() {
+  static std::mutex mu;
+  return mu;
+}
+
+std::map<GraphKey, std::unique_ptr<GraphPlan>>& cache() {
+  static std::map<GraphKey, std::unique_ptr<GraphPlan>> c;
+  return c;
+}
+
+// One line on stderr when a key leaves the graph API.
+void say_fallback(const GraphKey& gk, cudnnStatus_t status, const std::string& where) {
+  char why[512] = {0};
+  cudnnGetLastErrorString(why, sizeof why);
+  std::fprintf(stderr, "kiln: cuDNN graph API: no usable plan for the %s (%s: %s%s%s); this shape uses the legacy "
+               "API from now on\n", gk.str().c_str(), where.c_str(), cudnnGetErrorString(status),
+               why[0] ? "; cuDNN says: " : "", why);
+  detail::count_conv_api(detail::ConvApiEvent::fallback);
+}
+
+// The cached plan of the key, searched on first use (outside the lock; under exhaustive
+// search the searching call overwrites its output, which the caller then recomputes).
+GraphPlan& plan_for(const GraphKey& gk, const Shape& y_shape, const Bindings& b) {
+  {
+    std::lock_guard<std::mutex> lock(cache_mutex());
+    auto it = cache().find(gk);
+    if (it != cache().end()) return *it->second;
+  }
+  auto g = std::make_unique<GraphPlan>();
+  try {
+    search(gk, y_shape, b, *g);
+    detail::count_conv_api(detail::ConvApiEvent::graph_plan);
+    if (gk.fused) detail::count_conv_api(detail::ConvApiEvent::fused_plan);
+  } catch (const GraphFailure& f) {
+    g = std::make_unique<GraphPlan>();  // no plan: the legacy API serves this key
+    say_fallback(gk, f.status, f.where);
+  }
+  std::lock_guard<std::mutex> lock(cache_mutex());
+  auto [it, inserted] = cache().emplace(gk, std::move(g));  // another thread may have won: use its plan
+  (void)inserted;
+  return *it->second;
+}
+
+bool aligned(const void* p) { return reinterpret_cast<uintptr_t>(p) % kAlignment == 0; }
+
+// Runs the key's plan; false when the legacy API must do it instead.
+bool run(const ConvKey& k, bool fused, const Shape& y_shape, const ConvData& d, const void* bias) {
+  if (conv_api() != ConvApi::graph) return false;
+  if (!aligned(d.x) || !aligned(d.w) || !aligned(d.y) || (bias && !aligned(bias))) return false;
+  KILN_CHECK(y_shape.rank() == 4 && y_shape[0] == k.n && y_shape[3] == k.o &&
+                 y_shape[1] == (k.h + 2 * k.ph - k.kh) / k.sh + 1 && y_shape[2] == (k.w + 2 * k.pw - k.kw) / k.sw + 1,
+             current_op(), ": the output side ", y_shape, " does not fit the ", direction_name(k.dir),
+             " convolution of ", k.str());
+  const GraphKey gk{k, fused, bias != nullptr, cudnn_handle(k.device)};
+  const Bindings b = bindings(d, bias);
+  GraphPlan& g = plan_for(gk, y_shape, b);
+  if (!g.usable()) return false;
+  Workspace ws(k.device, static_cast<size_t>(g.workspace));
+  const cudnnStatus_t s = execute(gk.handle, g.plan->get(), b, ws.data());
+  if (s != CUDNN_STATUS_SUCCESS) {
+    if (!g.failed.exchange(true)) say_fallback(gk, s, "cudnnBackendExecute");
+    return false;
+  }
+  detail::count_conv_api(detail::ConvApiEvent::graph_run);
+  if (fused) detail::count_conv_api(detail::ConvApiEvent::fused_run);
+  return true;
+}
+
+}  // namespace
+
+bool graph_convolution(const ConvKey& k, const Shape& y_shape, const ConvData& d) {
+  return run(k, false, y_shape, d, nullptr);
+}
+
+bool graph_convolution_bias_relu(const ConvKey& k, const Shape& y_shape, const ConvData& d, const void* bias) {
+  KILN_CHECK(k.dir == Direction::forward, current_op(), ": a fused conv + bias + ReLU is a forward convolution");
+  return run(k, true, y_shape, d, bias);
+}
+
+}  // namespace kiln::cuda

@@ -1,0 +1,24 @@
+// Convolution through cuDNN's graph (backend) API, the path KILN_CONV_API=graph selects
+// (core/conv_api.h): forward, backward-data and backward-filter as one-operation graphs on
+// kiln's NHWC tensors, and conv + bias + ReLU as one fused forward graph. Engine configs
+// come from cuDNN's heuristics filtered by their numerical notes (strict fp32 admits no
+// tensor-core engine); a shape that gets no plan says so once on stderr and stays on the
+// legacy API (cuda_conv.cpp), which the callers run whenever these return false.
+#pragma once
+
+#include "core/shape.h"
+#include "kernels/cuda/cuda_conv_key.h"
+
+namespace kiln::cuda {
+
+// Runs the convolution k describes (k.dir) on d through a cached graph plan and returns
+// true; false, with nothing written, when the API in force is legacy, when this key has
+// no graph plan (said once on stderr), or when a buffer is not 16-byte aligned. y_shape:
+// the [N, OH, OW, O] side (y, or dy for the backward directions).
+bool graph_convolution(const ConvKey& k, const Shape& y_shape, const ConvData& d);
+
+// y = max(conv(x, w) + bias, 0) as one forward graph (bias null: max(conv(x, w), 0)); k.dir
+// is forward. False as above: the caller then runs the convolution and the ReLU apart.
+bool graph_convolution_bias_relu(const ConvKey& k, const Shape& y_shape, const ConvData& d, const void* bias);
+
+}  // namespace kiln::cuda

@@ -1,0 +1,216 @@
+// Convolution through cuDNN's graph API (KILN_CONV_API=graph, core/conv_api.h) against the
+// CPU backend: forward, backward-data and backward-filter on VGG-like shapes and odd ones
+// (C = 3, stride 2 without padding, 1x1) in strict fp32 (the tolerance of test_ops_cuda's
+// VGG-sized case), TF32 and bf16 (loose); the fused conv + bias + ReLU against the unfused
+// ops; the plan cache; and the counts that say which path ran. The GPU cases skip, saying
+// so, where no GPU is found; the switch itself is checked everywhere.
+#include <catch2/catch.hpp>
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "core/conv_api.h"
+#include "core/kiln.h"
+#include "tests/support/gpu.h"
+#include "tests/support/require_close.h"
+
+using namespace kiln;
+
+namespace {
+
+const Device kGpu = Device::cuda(0);
+
+// Convolutions in strict fp32 or with TF32 for this scope (then the options as they were).
+struct ConvMath {
+  ComputeOptions was = compute_options();
+  explicit ConvMath(bool tf32) { compute_options().conv_tf32 = tf32; }
+  ~ConvMath() { compute_options() = was; }
+};
+
+struct ConvShape {
+  const char* name;
+  Shape x, w;
+  Conv2dParams p;
+  bool vgg;  // a VGG16 layer's geometry: the graph API must take it (odd shapes may fall back)
+};
+
+const std::vector<ConvShape>& shapes() {
+  static const std::vector<ConvShape> s = {
+      {"vgg conv3 28x28 64->128", Shape{2, 28, 28, 64}, Shape{128, 3, 3, 64}, {1, 1, 1, 1}, true},
+      {"vgg conv5 14x14 512->512", Shape{1, 14, 14, 512}, Shape{512, 3, 3, 512}, {1, 1, 1, 1}, true},
+      {"first layer C=3", Shape{2, 32, 32, 3}, Shape{64, 3, 3, 3}, {1, 1, 1, 1}, false},
+      {"stride 2 padding 0", Shape{2, 15, 15, 32}, Shape{48, 3, 3, 32}, {2, 2, 0, 0}, false},
+      {"1x1", Shape{2, 7, 7, 256}, Shape{64, 1, 1, 256}, {1, 1, 0, 0}, false},
+  };
+  return s;
+}
+
+double max_abs(const std::vector<double>& v) {
+  double m = 0;
+  for (double x : v) m = std::max(m, std::abs(x));
+  return m;
+}
+
+// What one call did to the counts.
+ConvApiCounts since(const ConvApiCounts& before) {
+  const ConvApiCounts now = conv_api_counts();
+  return {now.graph_plans - before.graph_plans, now.fused_plans - before.fused_plans,
+          now.fallbacks - before.fallbacks, now.graph_runs - before.graph_runs, now.fused_runs - before.fused_runs};
+}
+
+// y, dx, dw and db of one conv on `d` for the same inputs and upstream gradient.
+std::vector<std::vector<double>> conv_and_grads(const ConvShape& s, Device d) {
+  Generator g(17);
+  const float wstd = static_cast<float>(std::sqrt(2.0 / static_cast<double>(s.w.numel() / s.w[0])));
+  Tensor x = Tensor::normal(s.x, 0, 1, g).to(d).set_requires_grad(true);
+  Tensor w = Tensor::normal(s.w, 0, wstd, g).to(d).set_requires_grad(true);
+  Tensor b = Tensor::normal(Shape{s.w[0]}, 0, 0.1f, g).to(d).set_requires_grad(true);
+  Tensor y = conv2d(x, w, b, s.p);
+  Tensor up = Tensor::normal(y.shape(), 0, 1, g).to(d);
+  y.backward(up);
+  return {y.to_vector<double>(), x.grad().to_vector<double>(), w.grad().to_vector<double>(),
+          b.grad().to_vector<double>()};
+}
+
+// The three passes of every shape on the GPU under the graph API against the CPU, at
+// test_ops_cuda's tolerances (atol = rtol * mean |ref|).
+void compare_passes(double rtol) {
+  ScopedConvApi graph(ConvApi::graph);
+  for (const ConvShape& s : shapes()) {
+    DYNAMIC_SECTION(s.name) {
+      const std::vector<std::vector<double>> cpu = conv_and_grads(s, Device::cpu());
+      const ConvApiCounts before = conv_api_counts();
+      const std::vector<std::vector<double>> gpu = conv_and_grads(s, kGpu);
+      const ConvApiCounts did = since(before);
+      const char* what[] = {"y", "dx", "dw", "db"};
+      for (size_t i = 0; i < cpu.size(); ++i) {
+        INFO(what[i]);
+        KILN_REQUIRE_CLOSE(gpu[i], cpu[i], rtol * check::mean_abs(cpu[i]), rtol);
+      }
+      // Three convolutions ran: each through a graph plan or, once said, on the legacy API.
+      CHECK(did.graph_runs + did.fallbacks == 3);
+      if (s.vgg) CHECK(did.graph_runs == 3);
+      if (did.fallbacks > 0) WARN(s.name << ": " << did.fallbacks << " passes fell back to the legacy API");
+    }
+  }
+}
+
+}  // namespace
+
+TEST_CASE("the convolution API switch is scoped and counts nothing on the CPU", "[graph]") {
+  const ConvApi was = conv_api();
+  {
+    ScopedConvApi graph(ConvApi::graph);
+    CHECK(conv_api() == ConvApi::graph);
+    CHECK(std::string(conv_api_name(conv_api())) == "graph");
+    const ConvApiCounts before = conv_api_counts();
+    Generator g(3);
+    Tensor y = conv2d_relu(Tensor::normal(Shape{1, 5, 5, 4}, 0, 1, g), Tensor::normal(Shape{2, 3, 3, 4}, 0, 1, g),
+                           Tensor::normal(Shape{2}, 0, 1, g), Conv2dParams{1, 1, 1, 1});
+    CHECK((y.shape() == Shape{1, 5, 5, 2}));
+    const ConvApiCounts did = since(before);
+    CHECK(did.graph_plans == 0);
+    CHECK(did.graph_runs == 0);
+    CHECK(did.fallbacks == 0);
+  }
+  CHECK(conv_api() == was);
+  CHECK(std::string(conv_api_name(ConvApi::legacy)) == "legacy");
+}
+
+TEST_CASE("graph API convolutions match the CPU in strict fp32", "[cuda][graph]") {
+  KILN_SKIP_WITHOUT_GPU();
+  ConvMath strict(false);
+  compare_passes(1e-4);
+}
+
+TEST_CASE("graph API convolutions with TF32 stay within 3e-3 of the CPU", "[cuda][graph][tf32]") {
+  KILN_SKIP_WITHOUT_GPU();
+  ConvMath tf32(true);
+  compare_passes(3e-3);
+}
+
+TEST_CASE("graph API bf16 convolutions match the CPU's bf16 forward", "[cuda][graph][bf16]") {
+  KILN_SKIP_WITHOUT_GPU();
+  ScopedConvApi graph(ConvApi::graph);
+  const double tol = 1.0 / 64;  // a bf16 ulp is 2^-7 of the value; the bias is one more rounding
+  for (const ConvShape& s : shapes()) {
+    DYNAMIC_SECTION(s.name) {
+      Generator g(23);
+      const Tensor x = Tensor::normal(s.x, 0, 1, g).to(DType::bf16);
+      const Tensor w = Tensor::normal(s.w, 0, 0.1f, g).to(DType::bf16);
+      const Tensor b = Tensor::normal(Shape{s.w[0]}, 0, 0.1f, g).to(DType::bf16);
+      const std::vector<double> cpu = conv2d(x, w, b, s.p).to(DType::f32).to_vector<double>();
+      const ConvApiCounts before = conv_api_counts();
+      const std::vector<double> gpu =
+          conv2d(x.to(kGpu), w.to(kGpu), b.to(kGpu), s.p).to(DType::f32).to_vector<double>();
+      const ConvApiCounts did = since(before);
+      KILN_REQUIRE_CLOSE(gpu, cpu, tol * max_abs(cpu), tol);
+      CHECK(did.graph_runs + did.fallbacks == 1);
+      if (s.vgg) CHECK(did.graph_runs == 1);
+    }
+  }
+}
+
+TEST_CASE("the fused graph conv + bias + ReLU equals relu(conv2d) on the GPU", "[cuda][graph]") {
+  KILN_SKIP_WITHOUT_GPU();
+  ScopedConvApi graph(ConvApi::graph);
+  const ConvShape& s = shapes()[0];
+  Generator g(31);
+  const Tensor x = Tensor::normal(s.x, 0, 1, g).to(kGpu), w = Tensor::normal(s.w, 0, 0.05f, g).to(kGpu);
+  const Tensor b = Tensor::normal(Shape{s.w[0]}, 0, 0.1f, g).to(kGpu);
+  for (const char* math : {"strict fp32", "tf32", "bf16"}) {
+    DYNAMIC_SECTION(math) {
+      ConvMath m(std::string(math) == "tf32");
+      const bool bf16 = std::string(math) == "bf16";
+      const Tensor xd = bf16 ? x.to(DType::bf16) : x, wd = bf16 ? w.to(DType::bf16) : w;
+      const Tensor bd = bf16 ? b.to(DType::bf16) : b;
+      const std::vector<double> unfused = relu(conv2d(xd, wd, bd, s.p)).to(DType::f32).to_vector<double>();
+      const ConvApiCounts before = conv_api_counts();
+      const std::vector<double> fused = conv2d_relu(xd, wd, bd, s.p).to(DType::f32).to_vector<double>();
+      const ConvApiCounts did = since(before);
+      // bf16: the fused graph rounds conv + bias once, the unfused path twice.
+      // Otherwise the engines may differ (order of the sums; under TF32 one may not use it).
+      const double tol = bf16 ? 1.0 / 64 : std::string(math) == "tf32" ? 3e-3 : 1e-4;
+      KILN_REQUIRE_CLOSE(fused, unfused, tol * max_abs(unfused), tol);
+      // Tensor cores allowed: cuDNN's runtime fusion must take it. Strict fp32 may have no
+      // fused engine without tensor cores; then the fallback was said and counted.
+      if (std::string(math) == "strict fp32") {
+        CHECK(did.fused_runs + did.fallbacks == 1);
+        if (did.fused_runs == 0) WARN("strict fp32: no fused plan, conv2d_relu ran conv then relu");
+      } else {
+        CHECK(did.fused_runs == 1);
+        CHECK(did.fused_plans == 1);
+      }
+    }
+  }
+}
+
+TEST_CASE("a graph plan is built once per shape and found in the cache on the second call", "[cuda][graph]") {
+  KILN_SKIP_WITHOUT_GPU();
+  ScopedConvApi graph(ConvApi::graph);
+  ConvMath strict(false);
+  Generator g(41);
+  const Tensor x = Tensor::normal(Shape{3, 12, 12, 96}, 0, 1, g).to(kGpu);  // a shape no other case uses
+  const Tensor w = Tensor::normal(Shape{80, 3, 3, 96}, 0, 0.05f, g).to(kGpu);
+  ConvApiCounts before = conv_api_counts();
+  const std::vector<double> first = conv2d(x, w, Tensor(), Conv2dParams{1, 1, 1, 1}).to_vector<double>();
+  ConvApiCounts did = since(before);
+  CHECK(did.graph_plans == 1);
+  CHECK(did.graph_runs == 1);
+  before = conv_api_counts();
+  const std::vector<double> second = conv2d(x, w, Tensor(), Conv2dParams{1, 1, 1, 1}).to_vector<double>();
+  did = since(before);
+  CHECK(did.graph_plans == 0);
+  CHECK(did.fallbacks == 0);
+  CHECK(did.graph_runs == 1);
+  KILN_REQUIRE_CLOSE(second, first, 1e-6 * max_abs(first), 1e-6);  // the same plan on the same inputs
+  // Under legacy the same call goes nowhere near the graph API.
+  ScopedConvApi legacy(ConvApi::legacy);
+  before = conv_api_counts();
+  const std::vector<double> old = conv2d(x, w, Tensor(), Conv2dParams{1, 1, 1, 1}).to_vector<double>();
+  did = since(before);
+  CHECK(did.graph_runs == 0);
+  CHECK(did.graph_plans == 0);
+  KILN_REQUIRE_CLOSE(old, first, 1e-4 * max_abs(first), 1e-4);
+}
