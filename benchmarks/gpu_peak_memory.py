@@ -32,6 +32,7 @@ import argparse
 import ctypes
 import json
 import os
+import struct
 import subprocess
 import sys
 import time
@@ -46,9 +47,11 @@ class Memory(ctypes.Structure):  # nvmlMemory_t
     _fields_ = [("total", ctypes.c_ulonglong), ("free", ctypes.c_ulonglong), ("used", ctypes.c_ulonglong)]
 
 
-class ProcessInfo(ctypes.Structure):  # nvmlProcessInfo_t (v2 layout), what _v2 and _v3 fill
-    _fields_ = [("pid", ctypes.c_uint), ("usedGpuMemory", ctypes.c_ulonglong), ("gpuInstanceId", ctypes.c_uint),
-                ("computeInstanceId", ctypes.c_uint)]
+# nvmlProcessInfo_t starts with pid (uint32, then 4 bytes of padding) and usedGpuMemory
+# (uint64) in every layout, but its size is 24 bytes (v2: + gpuInstanceId, computeInstanceId)
+# or 32 (R535's v3: + usedGpuCcProtectedMemory), and which one a driver's _v3 fills is not
+# told by the symbol's name: the stride is read off the bytes the driver wrote (below).
+STRIDES = (24, 32)
 
 
 class Nvml:
@@ -70,7 +73,8 @@ class Nvml:
                 break
         if self.procs_fn is None:
             raise RuntimeError("this driver's NVML has neither nvmlDeviceGetComputeRunningProcesses_v3 nor _v2")
-        self.buf = (ProcessInfo * 64)()
+        self.capacity = 64
+        self.stride = None  # bytes per entry, once seen
 
     def name(self):
         buf = ctypes.create_string_buffer(96)
@@ -86,15 +90,23 @@ class Nvml:
     def processes(self):
         """{pid: bytes} of the compute processes on the device (bytes None: not available)."""
         while True:
-            count = ctypes.c_uint(len(self.buf))
-            rc = self.procs_fn(self.handle, ctypes.byref(count), self.buf)
+            size = self.capacity * max(STRIDES)
+            buf = ctypes.create_string_buffer(b"\xaa" * size, size)  # a sentinel, to see what is written
+            count = ctypes.c_uint(self.capacity)
+            rc = self.procs_fn(self.handle, ctypes.byref(count), buf)
             if rc == NVML_ERROR_INSUFFICIENT_SIZE:
-                self.buf = (ProcessInfo * (2 * max(count.value, len(self.buf))))()
+                self.capacity = 2 * max(count.value, self.capacity)
                 continue
-            if rc != NVML_SUCCESS:
+            if rc != NVML_SUCCESS or count.value == 0:
                 return {}
-            return {p.pid: (None if p.usedGpuMemory == NOT_AVAILABLE else p.usedGpuMemory)
-                    for p in self.buf[:count.value]}
+            raw = buf.raw
+            written = len(raw.rstrip(b"\xaa"))  # the last entry ends in a field the driver wrote
+            self.stride = next((s for s in STRIDES if count.value * s >= written), max(STRIDES))
+            out = {}
+            for i in range(count.value):
+                pid, used = struct.unpack_from("<I4xQ", raw, i * self.stride)
+                out[pid] = None if used == NOT_AVAILABLE else used
+            return out
 
 
 def descendants(pid):
@@ -194,6 +206,7 @@ def main():
         report.update(gpu=nvml.name(), gpu_index=gpu_index(args.gpu), nvml_function=nvml.procs_name,
                       interval_ms_target=args.interval_ms)
         report.update(measure(nvml, command, args.interval_ms / 1e3))
+        report["process_entry_bytes"] = nvml.stride
         nvml.lib.nvmlShutdown()
         print(f"gpu_peak_memory: peak {report['peak_mib']:.0f} MiB ({report['peak_source']}); device used "
               f"{report['device_baseline_mib']:.0f} MiB before, {report['device_used_peak_mib']:.0f} MiB at most; "

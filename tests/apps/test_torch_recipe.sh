@@ -9,7 +9,8 @@
 #   - torch_fc8_step.py runs its fc8-only step (batch 2, 64 px);
 #   - gpu_peak_memory.py: without NVML says "skipped: no NVML" and exits 77 (with NVML it
 #     measures a short child instead); --allow-missing passes the child's exit status; its
-#     sampling loop, fed a fake NVML, finds the child by pid, falls back when no pid matches.
+#     sampling loop, fed a fake NVML, finds the child by pid, falls back when no pid matches,
+#     and reads NVML's process entries in both layouts drivers fill (24 and 32 bytes).
 # Python: $KILN_TORCH_PYTHON, else /usr/bin/python3; Skipped (77) where it lacks torch or
 # torchvision. ~15 s on 2 cores.
 # Usage: test_torch_recipe.sh PATH/TO/vgg_finetune
@@ -110,6 +111,19 @@ assert r["rc"] == 0 and r["peak_source"] == "child_pid" and r["peak_mib"] == 500
 assert r["samples"] >= 5 and r["device_used_peak_mib"] == 1600, r
 r = g.measure(Fake(False), ["sleep", "0.2"], 0.005)
 assert r["peak_source"] == "all_processes" and r["peak_mib"] == 500 and r["child_peak_mib"] is None, r
+# Nvml.processes reads both entry layouts (24 and 32 bytes), by what the driver wrote.
+import ctypes, struct
+for stride in (24, 32):
+    def fill(handle, count_ref, buf, stride=stride):
+        entries = [(11, 300 * MIB), (12, 0xFFFFFFFFFFFFFFFF)]
+        data = b"".join(struct.pack("<I4xQII", pid, used, 0, 0xFFFFFFFF) + b"\0" * (stride - 24)
+                        for pid, used in entries)
+        ctypes.memmove(buf, data, len(data))
+        count_ref._obj.value = len(entries)
+        return 0
+    n = g.Nvml.__new__(g.Nvml)
+    n.handle, n.procs_fn, n.capacity, n.stride = None, fill, 4, None
+    assert n.processes() == {11: 300 * MIB, 12: None} and n.stride == stride, (stride, n.stride)
 print("ok", r["samples"], "samples")
 PY
 then ok "gpu_peak_memory.py's sampling on a fake NVML: by pid, and without a pid match ($(cat "$W/f.log"))"
