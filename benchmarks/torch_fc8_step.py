@@ -55,7 +55,7 @@ def main():
         torch.backends.cudnn.allow_tf32 = args.tf32 != "none"
     cl = torch.channels_last
     m = torchvision.models.vgg16(weights=None)
-    m.classifier[6] = nn.Linear(4096, CLASSES)
+    m.classifier[6] = nn.Linear(m.classifier[6].in_features, CLASSES)
     m.to(dev, memory_format=cl).train()
     backbone = nn.Sequential(m.features, m.avgpool, nn.Flatten(1), m.classifier[:6])
     fc8 = m.classifier[6]

@@ -160,12 +160,13 @@ def build_vgg16(num_classes, image_size, keep_prob):
     fc6 sized for pool5 at this image size (kiln's), the adaptive pool dropped off 224 px."""
     m = torchvision.models.vgg16(weights=None)
     side = image_size // 32
+    fc6, fc8 = m.classifier[0], m.classifier[6]
     new = [6]
-    if side != 7:
+    if side != 7:  # torchvision's fc6 reads pool5 pooled to 7x7
         m.avgpool = nn.Identity()
-        m.classifier[0] = nn.Linear(512 * side * side, 4096)
+        m.classifier[0] = nn.Linear(fc6.in_features // 49 * side * side, fc6.out_features)
         new.append(0)
-    m.classifier[6] = nn.Linear(4096, num_classes)
+    m.classifier[6] = nn.Linear(fc8.in_features, num_classes)
     for i in new:  # torchvision's own rule for its linear layers, as kiln's Init::normal_0_01
         nn.init.normal_(m.classifier[i].weight, 0, 0.01)
         nn.init.zeros_(m.classifier[i].bias)
