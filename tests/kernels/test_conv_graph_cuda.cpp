@@ -124,10 +124,12 @@ TEST_CASE("graph API convolutions match the CPU in strict fp32", "[cuda][graph]"
   compare_passes(1e-4);
 }
 
-TEST_CASE("graph API convolutions with TF32 stay within 3e-3 of the CPU", "[cuda][graph][tf32]") {
+// 5e-3, not test_ops_cuda's forward-only 3e-3: the filter gradient sums up to 1568
+// products of TF32-rounded operands here.
+TEST_CASE("graph API convolutions with TF32 stay within 5e-3 of the CPU", "[cuda][graph][tf32]") {
   KILN_SKIP_WITHOUT_GPU();
   ConvMath tf32(true);
-  compare_passes(3e-3);
+  compare_passes(5e-3);
 }
 
 TEST_CASE("graph API bf16 convolutions match the CPU's bf16 forward", "[cuda][graph][bf16]") {
@@ -213,4 +215,23 @@ TEST_CASE("a graph plan is built once per shape and found in the cache on the se
   CHECK(did.graph_runs == 0);
   CHECK(did.graph_plans == 0);
   KILN_REQUIRE_CLOSE(old, first, 1e-4 * max_abs(first), 1e-4);
+}
+
+TEST_CASE("under exhaustive search the graph API times its candidates and keeps a correct plan", "[cuda][graph]") {
+  KILN_SKIP_WITHOUT_GPU();
+  ScopedConvApi graph(ConvApi::graph);
+  ConvMath strict(false);
+  compute_options().exhaustive_conv_search = true;  // ConvMath restores it
+  Generator g(43);
+  const Tensor x = Tensor::normal(Shape{2, 10, 10, 72}, 0, 1, g), w = Tensor::normal(Shape{40, 3, 3, 72}, 0, 0.05f, g);
+  const Tensor b = Tensor::normal(Shape{40}, 0, 0.1f, g);
+  const std::vector<double> cpu = conv2d(x, w, b, Conv2dParams{1, 1, 1, 1}).to_vector<double>();
+  const ConvApiCounts before = conv_api_counts();
+  const std::vector<double> gpu =
+      conv2d(x.to(kGpu), w.to(kGpu), b.to(kGpu), Conv2dParams{1, 1, 1, 1}).to_vector<double>();
+  const ConvApiCounts did = since(before);
+  // The search overwrote y while timing; the chosen plan then computed it again.
+  KILN_REQUIRE_CLOSE(gpu, cpu, 1e-4 * check::mean_abs(cpu), 1e-4);
+  CHECK(did.graph_plans == 1);
+  CHECK(did.graph_runs == 1);
 }
