@@ -1,27 +1,34 @@
 #!/usr/bin/env bash
 # The GPU check: on a machine with an NVIDIA GPU and a kiln build packed by
-# scripts/gpu_pack.sh, run in sections, existing code first and new features last:
-#   tests   every [cuda] test case (conv algorithms by heuristics, then exhaustive search)
-#   demo    vgg_finetune demo at full size on the GPU (224 px, 100 + 25 images a class,
-#           10 + 10 epochs), its transcript and img/s per phase
-#   resume  vgg_finetune train stopped mid-phase-2 and resumed on the GPU against the
-#           uninterrupted GPU run: weights digests equal or not (cuDNN may pick
-#           non-deterministic algorithms; the line says which)
-#   bench   kiln_bench --device cuda conv/step suites and the memory-bound suites, each
-#           with --compare against PyTorch on the same GPU
-#   resnet  vgg_finetune demo --model resnet50 on the GPU (batch norm's CUDA kernels in a
-#           real run; added 2026-12-02, not yet run on a GPU)
-#   bf16    the bfloat16 forward ops on the GPU (cuDNN conv, cuBLASLt linear, relu, max-pool,
-#           casts) against the CPU's, then one VGG16 conv layer (conv4_2, batch 32) and fc6
-#           (batch 64) timed in bf16 and fp32 with cuDNN's chosen bf16 algorithm (exhaustive
-#           search for both dtypes, as the bench); ~10 s (added 2026-12-02, not yet run on a GPU)
-#   table   the summary of every section run, printed last
+# scripts/gpu_pack.sh, run in sections, existing code first and new features last, each
+# under a share of one time budget (DEADLINE, default 540 s: the device tool's per-call
+# limit is 600 s). A section that would not fit in what is left is skipped, saying so.
+#   tests     every [cuda] test case that existed before 2026-12-02 (conv algorithms by
+#             heuristics, then exhaustive search); then the newer ones apart ([bf16], [graph],
+#             [graph_step]), so a crash in a new feature cannot hide the old results
+#   demo      vgg_finetune demo at full size on the GPU (224 px, 100 + 25 images a class,
+#             10 + 10 epochs), its transcript and img/s per phase
+#   resume    vgg_finetune train stopped mid-phase-2 and resumed on the GPU against the
+#             uninterrupted GPU run: weights digests equal or not (cuDNN may pick
+#             non-deterministic algorithms; the line says which)
+#   targets   the issue's target rows, kiln beside PyTorch on the same GPU in one run each:
+#             fc8-only bf16-frozen step at batch 256, the default and bf16 steps at batch 64
+#             (PyTorch eager and torch.compile), strict fp32 (KILN_TF32=none) at batch 64
+#   graph     the same rows through cuDNN's graph API (KILN_CONV_API=graph), kiln only
+#   stepgraph the fc8-only step captured in a CUDA graph (vgg_finetune --cuda-graph on)
+#   memory    peak GPU memory of the fc8-only step, kiln and PyTorch, read from outside (NVML)
+#   recipe    the seed recipe end to end, kiln against its PyTorch twin (benchmarks/torch_recipe.py)
+#   bench     the other kiln_bench --device cuda suites (conv layer by layer, memory-bound
+#             kernels, GEMM, copies), each with --compare
+#   resnet    vgg_finetune demo --model resnet50 on the GPU (batch norm's CUDA kernels)
+#   bf16      bf16 vs fp32 timing of one VGG16 conv layer and fc6
+#   table     the summary of every section run, then the target table
+#             (benchmarks/gpu_targets.py), printed last
 # Each section writes its logs and one summary line ($OUT/summary.tsv) as soon as it ends,
-# so a timeout loses nothing already measured. SECTIONS=demo,table reruns some alone
-# (SECTIONS=bf16,table: the bf16 section alone).
+# so a timeout loses nothing already measured. SECTIONS=demo,table reruns some alone.
 # Logs go to $OUT (or /tmp/kiln_gpu).
 #
-# Usage (from the repository root): [SECTIONS=...] bash scripts/gpu_check.sh [PACK_DIR=.gpu]
+# Usage (from the repository root): [SECTIONS=...] [DEADLINE=s] bash scripts/gpu_check.sh [PACK_DIR=.gpu]
 #
 # What we learned about running on the lent H200 (keep this list current):
 # - The machine has the driver, nvcc 13.0, python3 with torch 2.11+cu130 and cuDNN 9 /
@@ -45,20 +52,40 @@
 #   variant rows (the other algorithm search, "@find"/"@heuristic"), which double that
 #   suite's time. The PyTorch peer of the memory suites uses torch.set_default_device
 #   (PyTorch 2.0+).
+# - Added 2026-12-02 on a machine without a GPU, NOT yet run on one: TF32 in convolutions
+#   by default (KILN_TF32; the tests stay strict), the target rows (bf16 steps, --only,
+#   the PyTorch peer's inference_mode and torch.compile rows), cuDNN's graph API
+#   (KILN_CONV_API=graph), the CUDA-graph step (--cuda-graph), bf16 backward kernels, the
+#   NVML memory meter, the recipe twin, and this script's time budget.
 set -uo pipefail
 PACK=${1:-.gpu}
 OUT=${OUT:-/tmp/kiln_gpu}
-SECTIONS=${SECTIONS:-tests,demo,resume,bench,resnet,bf16,table}
-# KILN_CHECK_DEVICE=cpu: a dry run of the script's logic on a machine without a GPU (with
-# RESUME_SIZE=32 and SECTIONS=resume,table it takes a minute on 2 cores; SECTIONS=bf16,table
-# a second, every case reporting "CUDA case skipped").
+SECTIONS=${SECTIONS:-tests,demo,resume,targets,graph,stepgraph,memory,recipe,bench,resnet,bf16,table}
+DEADLINE=${DEADLINE:-540}
+# KILN_CHECK_DEVICE=cpu: a dry run of the script's logic on a machine without a GPU
+# (RESUME_SIZE=32 TARGET_BATCH=2 BATCH=2: every section at toy sizes; the [cuda] cases
+# report "CUDA case skipped"; KILN_PYTHON=/usr/bin/python3: Debian's PyTorch, no torch.compile).
 DEVICE=${KILN_CHECK_DEVICE:-cuda}
 mkdir -p "$OUT"
 START=$(date +%s)
 want() { [[ ",$SECTIONS," == *",$1,"* ]]; }
 stamp() { echo "-- $(( $(date +%s) - START )) s"; }
+left() { echo $(( DEADLINE - ($(date +%s) - START) )); }
+# cap N: N seconds, or what is left of the budget if less (at least 1).
+cap() { local l; l=$(left); (( l < $1 )) && echo $(( l > 1 ? l : 1 )) || echo "$1"; }
 # summary NAME RC TEXT: one line per section, written at once.
-summary() { printf '%s\t%s\t%s\t%s\n' "$1" "$([[ $2 == 0 ]] && echo ok || echo "FAILED($2)")" "$(( $(date +%s) - START ))" "$3" >> "$OUT/summary.tsv"; }
+summary() { printf '%s\t%s\t%s\t%s\n' "$1" "$([[ $2 == 0 ]] && echo ok || { [[ $2 == skip ]] && echo skipped || echo "FAILED($2)"; })" "$(( $(date +%s) - START ))" "$3" >> "$OUT/summary.tsv"; }
+# section NAME NEED TITLE: the section is wanted and ~NEED seconds are left for it.
+section() {
+  want "$1" || return 1
+  local l; l=$(left)
+  if (( l < $2 )); then
+    echo "== $1: skipped, $l s left of the ${DEADLINE} s budget and it needs ~$2 s"
+    summary "$1" skip "skipped: $l s left, needs ~$2 s (rerun: SECTIONS=$1,table)"
+    return 1
+  fi
+  echo "== $1: $3"
+}
 RC=0
 
 echo "== GPU"
@@ -78,7 +105,7 @@ LIB="$OUT/lib"
 mkdir -p "$LIB"
 if [[ -f "$PACK/libs.tar.xz" ]]; then tar -C "$LIB" -xJf "$PACK/libs.tar.xz"; else LIB="$(cd "$PACK" && pwd)/lib"; fi
 export LD_LIBRARY_PATH="$LIB$LIBDIRS:${LD_LIBRARY_PATH:-}"
-export KILN_SOURCE_DIR=$PWD KILN_PYTHON=python3 OMP_NUM_THREADS=${OMP_NUM_THREADS:-8}
+export KILN_SOURCE_DIR=$PWD KILN_PYTHON=${KILN_PYTHON:-python3} OMP_NUM_THREADS=${OMP_NUM_THREADS:-8}
 # Stop in the first seconds, not minutes later, when a binary cannot load.
 MISSING=0
 for b in "$PACK"/bin/*; do
@@ -86,19 +113,27 @@ for b in "$PACK"/bin/*; do
 done
 if (( MISSING )); then echo "gpu_check: libraries missing on this machine (above); stopping before any test"; exit 2; fi
 VF="$PACK/bin/vgg_finetune"
+KB="$PACK/bin/kiln_bench"
+KT="$PACK/bin/kiln_tests"
+# The cases added on 2026-12-02 (never run on a GPU before this script): run apart.
+NEW_TAGS='[bf16],[graph],[graph_step]'
 
-if want tests; then
-  echo "== tests: every [cuda] case, conv algorithms by heuristics, then by exhaustive search"
-  "$PACK/bin/kiln_tests" "[cuda]" --reporter compact 2>&1 | tee "$OUT/tests_cuda.log" | tail -25
+if section tests 60 "every [cuda] case: the older ones by heuristics, then exhaustive search; the newer apart"; then
+  "$KT" "[cuda]~[bf16]~[graph]~[graph_step]" --reporter compact 2>&1 | tee "$OUT/tests_cuda.log" | tail -15
   rc=${PIPESTATUS[0]}
-  KILN_CONV_SEARCH=exhaustive "$PACK/bin/kiln_tests" "[cuda]" --reporter compact 2>&1 | tee "$OUT/tests_cuda_exhaustive.log" | tail -25
+  KILN_CONV_SEARCH=exhaustive timeout "$(cap 120)" "$KT" "[cuda]~[bf16]~[graph]~[graph_step]" --reporter compact 2>&1 |
+    tee "$OUT/tests_cuda_exhaustive.log" | tail -8
   (( rc |= PIPESTATUS[0] ))
+  for tag in ${NEW_TAGS//,/ }; do
+    timeout "$(cap 120)" "$KT" "[cuda]${tag}~[timing]" --reporter compact 2>&1 | tee "$OUT/tests_new_${tag//[\[\]]/}.log" | tail -8
+    (( rc |= PIPESTATUS[0] ))
+  done
   if [[ "${FULL:-0}" == 1 ]]; then
     echo "== the whole suite (CPU cases too): FULL=1"
-    "$PACK/bin/kiln_tests" --reporter compact 2>&1 | tee "$OUT/tests.log" | tail -25
+    "$KT" --reporter compact 2>&1 | tee "$OUT/tests.log" | tail -25
     (( rc |= PIPESTATUS[0] ))
   fi
-  summary tests "$rc" "$(grep -h -E '^(Passed|Failed|All tests)' "$OUT"/tests_cuda*.log | tr '\n' ' ')"
+  summary tests "$rc" "$(grep -h -E '^(Passed|Failed|All tests)' "$OUT"/tests_*.log | tr '\n' ' ')"
   (( RC |= rc )); stamp
 fi
 
@@ -111,25 +146,23 @@ demo_summary() {
   echo "$acc; phase 1 ${p1:-?}, phase 2 ${p2:-?}; $(grep -o 'demo done in [0-9]* s' "$1")"
 }
 
-if want demo; then
-  echo "== demo: vgg_finetune demo at full size on the GPU"
+if section demo 40 "vgg_finetune demo at full size on the GPU"; then
   rm -rf "$OUT/demo_work"
-  timeout 300 "$VF" demo --device "$DEVICE" --full --work-dir "$OUT/demo_work" 2>&1 | tee "$OUT/demo.log" | tail -30
+  timeout "$(cap 240)" "$VF" demo --device "$DEVICE" --full --work-dir "$OUT/demo_work" 2>&1 | tee "$OUT/demo.log" | tail -30
   rc=${PIPESTATUS[0]}
   summary demo "$rc" "$(demo_summary "$OUT/demo.log")"
   (( RC |= rc )); stamp
 fi
 
-if want resume; then
-  echo "== resume: stopped mid-phase-2 and resumed on the GPU, against the uninterrupted run"
+if section resume 40 "stopped mid-phase-2 and resumed on the GPU, against the uninterrupted run"; then
   DATA="$OUT/demo_work/data"
   [[ -d $DATA ]] || "$VF" _toy-data "$DATA" --classes 4 --train 64 --val 16 --size 256 > /dev/null
   R=(--data-dir "$DATA" --device "$DEVICE" --image-size "${RESUME_SIZE:-224}" --phase1-epochs 1 --phase2-epochs 1 --batch 32 --seed 3)
   rm -rf "$OUT/resume_a" "$OUT/resume_b"
-  { timeout 200 "$VF" train "${R[@]}" --model-dir "$OUT/resume_a" &&
+  { timeout "$(cap 100)" "$VF" train "${R[@]}" --model-dir "$OUT/resume_a" &&
     steps=$(awk -F, 'NR > 1 {s = $3} END {print s}' "$OUT/resume_a/metrics.csv") &&
-    timeout 200 "$VF" train "${R[@]}" --model-dir "$OUT/resume_b" --stop-after-steps $(( steps - 2 )) &&
-    timeout 200 "$VF" train "${R[@]}" --model-dir "$OUT/resume_b"; } > "$OUT/resume.log" 2>&1
+    timeout "$(cap 100)" "$VF" train "${R[@]}" --model-dir "$OUT/resume_b" --stop-after-steps $(( steps - 2 )) &&
+    timeout "$(cap 100)" "$VF" train "${R[@]}" --model-dir "$OUT/resume_b"; } > "$OUT/resume.log" 2>&1
   rc=$?
   da=$("$VF" _digest --model-dir "$OUT/resume_a" 2>&1); db=$("$VF" _digest --model-dir "$OUT/resume_b" 2>&1)
   if [[ $rc == 0 && "$da" == "$db" ]]; then verdict="bit-identical ($da)"
@@ -140,53 +173,102 @@ if want resume; then
   (( RC |= rc )); stamp
 fi
 
-if want bench; then
-  echo "== bench: kiln, then PyTorch, same GPU, batch ${BATCH:-64}, strict fp32"
-  timeout 360 "$PACK/bin/kiln_bench" --device cuda --suite conv,step --batch "${BATCH:-64}" \
+# step_rows NAME BATCH ROWS [kiln_bench flags...]: the step suite's ROWS at BATCH into
+# $OUT/NAME.json and NAME.log (exhaustive algorithm search on both sides, as cudnn.benchmark).
+step_rows() {
+  local name=$1 batch=$2 rows=$3; shift 3
+  timeout "$(cap 200)" "$KB" --device "$DEVICE" --suite step --batch "$batch" --only "$rows" --warmup 2 \
+    --repeat "${REPEAT:-5}" --json "$OUT/$name.json" "$@" 2>&1 | tee "$OUT/$name.log" | grep -v '^ ' | tail -14
+  return "${PIPESTATUS[0]}"
+}
+
+if section targets 150 "the target rows, kiln then PyTorch (eager, then torch.compile) on the same GPU"; then
+  TB=${TARGET_BATCH:-256}; B=${BATCH:-64}
+  KILN_PEER_COMPILE=1 step_rows targets_b256 "$TB" vgg16/step_fc8@bf16-frozen --compare; rc=$?
+  KILN_PEER_COMPILE=1 step_rows targets_b64 "$B" vgg16/forward,vgg16/step_fc8,vgg16/step_all,vgg16/step_all@bf16 \
+    --compare; (( rc |= $? ))
+  KILN_TF32=none step_rows targets_strict "$B" vgg16/forward,vgg16/step_all --compare; (( rc |= $? ))
+  summary targets "$rc" "$(grep -h 'img_per_s: kiln' "$OUT"/targets_*.log | tr '\n' ' ' | cut -c1-600)"
+  (( RC |= rc )); stamp
+fi
+
+if section graph 60 "the target rows through cuDNN's graph API (KILN_CONV_API=graph; conv+bias+ReLU fused)"; then
+  export KILN_CONV_API=graph
+  step_rows graph_b256 "${TARGET_BATCH:-256}" vgg16/step_fc8@bf16-frozen; rc=$?
+  step_rows graph_b64 "${BATCH:-64}" vgg16/forward,vgg16/step_fc8,vgg16/step_all,vgg16/step_all@bf16; (( rc |= $? ))
+  KILN_TF32=none step_rows graph_strict "${BATCH:-64}" vgg16/forward,vgg16/step_all; (( rc |= $? ))
+  unset KILN_CONV_API
+  summary graph "$rc" "$(grep -h -E 'conv graph|fallback' "$OUT"/graph_*.log | sort | uniq -c | head -3 | tr '\n' ' ')"
+  (( RC |= rc )); stamp
+fi
+
+if section stepgraph 60 "phase 1 with the step captured in a CUDA graph, against the eager step"; then
+  DATA="$OUT/demo_work/data"
+  [[ -d $DATA ]] || "$VF" _toy-data "$DATA" --classes 4 --train 64 --val 16 --size 256 > /dev/null
+  G=(--data-dir "$DATA" --device "$DEVICE" --image-size "${RESUME_SIZE:-224}" --phase1-epochs 2 --phase2-epochs 0
+     --batch 32 --seed 5)
+  rm -rf "$OUT/stepgraph_off" "$OUT/stepgraph_on"
+  timeout "$(cap 100)" "$VF" train "${G[@]}" --model-dir "$OUT/stepgraph_off" --cuda-graph off > "$OUT/stepgraph_off.log" 2>&1
+  rc=$?
+  timeout "$(cap 100)" "$VF" train "${G[@]}" --model-dir "$OUT/stepgraph_on" --cuda-graph on > "$OUT/stepgraph_on.log" 2>&1
+  (( rc |= $? ))
+  da=$("$VF" _digest --model-dir "$OUT/stepgraph_off" 2>&1); db=$("$VF" _digest --model-dir "$OUT/stepgraph_on" 2>&1)
+  same=$([[ "$da" == "$db" ]] && echo "weights bit-identical" || echo "weights DIFFER ($da vs $db)")
+  summary stepgraph "$rc" "$same; on: $(grep -i -m1 'cuda graph' "$OUT/stepgraph_on.log"); off $(grep -E '^epoch .*phase 1' \
+    "$OUT/stepgraph_off.log" | tail -1 | grep -o '[0-9.]* img/s'), on $(grep -E '^epoch .*phase 1' "$OUT/stepgraph_on.log" |
+    tail -1 | grep -o '[0-9.]* img/s')"
+  (( RC |= rc )); stamp
+fi
+
+if section memory 40 "peak GPU memory of the fc8-only step, kiln and PyTorch, read by NVML from outside"; then
+  echo "memory: (the meter's commands are added with benchmarks/gpu_peak_memory.py)"
+  rc=0
+  summary memory "$rc" "not yet wired"
+  (( RC |= rc )); stamp
+fi
+
+if section recipe 120 "the seed recipe end to end: kiln against its PyTorch twin"; then
+  echo "recipe: (the twin's commands are added with benchmarks/torch_recipe.py)"
+  rc=0
+  summary recipe "$rc" "not yet wired"
+  (( RC |= rc )); stamp
+fi
+
+if section bench 120 "the other suites, kiln then PyTorch on the same GPU (conv layer by layer; memory-bound)"; then
+  timeout "$(cap 200)" "$KB" --device "$DEVICE" --suite conv --batch "${BATCH:-64}" \
     --warmup 2 --repeat "${REPEAT:-5}" --conv-search "${CONV_SEARCH:-exhaustive}" --compare --json "$OUT/bench.json" \
-    2>&1 | tee "$OUT/bench.log"
+    2>&1 | tee "$OUT/bench.log" | tail -30
   rc=${PIPESTATUS[0]}
-  echo "== memory-bound kernels, GEMM and copies on the device (kiln, then PyTorch; %roof of the measured copy bandwidth)"
-  timeout 240 "$PACK/bin/kiln_bench" --device cuda --suite gemm,pool,softmax_ce,elementwise,sgd,copy \
-    --repeat "${REPEAT:-5}" --compare --json "$OUT/bench_mem.json" 2>&1 | tee "$OUT/bench_mem.log"
+  timeout "$(cap 150)" "$KB" --device "$DEVICE" --suite gemm,pool,softmax_ce,elementwise,sgd,copy \
+    --repeat "${REPEAT:-5}" --compare --json "$OUT/bench_mem.json" 2>&1 | tee "$OUT/bench_mem.log" | tail -20
   (( rc |= PIPESTATUS[0] ))
-  if [[ "${TF32:-0}" == 1 ]]; then
-    echo "== VGG16 steps with TF32 allowed on both sides: TF32=1"
-    KILN_ALLOW_TF32=1 timeout 120 "$PACK/bin/kiln_bench" --device cuda --suite step --batch "${BATCH:-64}" \
-      --warmup 2 --repeat "${REPEAT:-5}" --compare --json "$OUT/bench_tf32.json" 2>&1 | tee "$OUT/bench_tf32.log" | tail -8
-    (( rc |= PIPESTATUS[0] ))
-  fi
   summary bench "$rc" "rows in bench.log, bench_mem.log"
   (( RC |= rc )); stamp
 fi
 
-if want resnet; then
-  echo "== resnet: vgg_finetune demo --model resnet50 on the GPU (batch norm's CUDA kernels)"
+if section resnet 40 "vgg_finetune demo --model resnet50 on the GPU (batch norm's CUDA kernels)"; then
   rm -rf "$OUT/resnet_work"
-  timeout 300 "$VF" demo --model resnet50 --device "$DEVICE" --full --work-dir "$OUT/resnet_work" 2>&1 |
+  timeout "$(cap 200)" "$VF" demo --model resnet50 --device "$DEVICE" --full --work-dir "$OUT/resnet_work" 2>&1 |
     tee "$OUT/resnet.log" | tail -20
   rc=${PIPESTATUS[0]}
   summary resnet "$rc" "$(demo_summary "$OUT/resnet.log")"
   (( RC |= rc )); stamp
 fi
 
-if want bf16; then
-  echo "== bf16: bfloat16 forward ops on the GPU against the CPU's, then bf16 vs fp32 timing"
-  # The [cuda] bf16 cases under heuristics (the tests section also runs them both ways);
-  # the timing case under exhaustive search, so neither dtype is timed with a poor algorithm.
-  timeout 120 "$PACK/bin/kiln_tests" "[cuda][bf16]~[timing]" --reporter compact 2>&1 | tee "$OUT/bf16.log" | tail -25
-  rc=${PIPESTATUS[0]}
-  KILN_CONV_SEARCH=exhaustive timeout 120 "$PACK/bin/kiln_tests" "[cuda][bf16][timing]" --reporter compact 2>&1 |
+if section bf16 15 "bf16 vs fp32: one VGG16 conv layer and fc6, timed (exhaustive search for both)"; then
+  KILN_CONV_SEARCH=exhaustive timeout "$(cap 60)" "$KT" "[cuda][bf16][timing]" --reporter compact 2>&1 |
     tee "$OUT/bf16_timing.log" | tail -8
-  (( rc |= PIPESTATUS[0] ))
-  summary bf16 "$rc" "$(grep -h -E '^(Passed|Failed|All tests)' "$OUT"/bf16*.log | tr '\n' ' ')$(grep -h -E \
-    '^bf16 timing: (conv|fc6)' "$OUT/bf16_timing.log" | sed 's/^bf16 timing: //' | tr '\n' ' ')"
+  rc=${PIPESTATUS[0]}
+  summary bf16 "$rc" "$(grep -h -E '^bf16 timing: (conv|fc6)' "$OUT/bf16_timing.log" | sed 's/^bf16 timing: //' | tr '\n' ' ')"
   (( RC |= rc )); stamp
 fi
 
 if want table; then
   echo "== table (section, result, seconds since start, what it found)"
   column -t -s $'\t' "$OUT/summary.tsv" 2>/dev/null || cat "$OUT/summary.tsv"
+  echo "== the GPU issue's targets (benchmarks/gpu_targets.py; predictions in docs/gpu.md)"
+  python3 "$KILN_SOURCE_DIR/benchmarks/gpu_targets.py" "$OUT" --markdown "$OUT/targets.md" \
+    $([[ $DEVICE == cuda ]] || echo --any-batch)
 fi
 echo "== done in $(( $(date +%s) - START )) s: rc=$RC"
 exit $(( RC != 0 ))
