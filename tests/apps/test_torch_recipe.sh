@@ -58,7 +58,7 @@ rc=$?
 if [ $rc -eq 0 ] && tail -1 "$W/b.log" | grep -q "^torch_recipe: val accuracy" &&
    [ "$(grep -c "before: val loss" "$W/b.log")" = 1 ] && grep -q "^epoch 2/2 (phase 1: fc8 only)" "$W/b.log" &&
    [ -f "$W/ck/frozen-phase1.pt" ] && [ -f "$W/ck/ckpt-000001.pt" ] && [ -f "$W/ck/ckpt-000002.pt" ] &&
-   ! ls "$W/ck" | grep -q tmp &&
+   [ -z "$(find "$W/ck" -name '*.tmp*')" ] &&
    grep -q '"wall_measured_by": "--start-time' "$W/b.json"; then
   ok "bf16-frozen twin with channels_last, checkpoints and --start-time"
 else bad "bf16-frozen twin (rc $rc)"; cat "$W/b.log"; ls "$W/ck"; fi
