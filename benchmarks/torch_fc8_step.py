@@ -18,6 +18,7 @@ Prints img/s and, for reference only, torch's own counters (max_memory_allocated
 the row's figure is gpu_peak_memory.py's. Exit status 2: torch is not importable.
 """
 import argparse
+import os
 import sys
 import time
 
@@ -29,6 +30,9 @@ try:
 except ImportError as e:
     print(f"torch_fc8_step.py: torch/torchvision not importable by {sys.executable}: {e}", file=sys.stderr)
     sys.exit(2)
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from torch_recipe import set_tf32  # noqa: E402  (one place for the TF32 switches)
 
 CLASSES = 8
 
@@ -51,8 +55,7 @@ def main():
     torch.manual_seed(0)
     if args.device == "cuda":
         torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = args.tf32 == "all"
-        torch.backends.cudnn.allow_tf32 = args.tf32 != "none"
+        set_tf32(args.tf32)
     cl = torch.channels_last
     m = torchvision.models.vgg16(weights=None)
     m.classifier[6] = nn.Linear(m.classifier[6].in_features, CLASSES)

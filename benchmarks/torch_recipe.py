@@ -303,13 +303,26 @@ class Checkpoints:
                 os.remove(old)
 
 
+def set_tf32(mode):
+    """Where fp32 may use TF32, by kiln's KILN_TF32 names: none, conv (both frameworks'
+    default), all. PyTorch 2.9 renamed the switches (fp32_precision 'tf32' or 'ieee') and
+    deprecated allow_tf32; the new ones are used where they exist."""
+    conv, gemm = mode != "none", mode == "all"
+    cudnn_conv = getattr(torch.backends.cudnn, "conv", None)
+    if cudnn_conv is not None and hasattr(cudnn_conv, "fp32_precision"):
+        cudnn_conv.fp32_precision = "tf32" if conv else "ieee"
+        torch.backends.cuda.matmul.fp32_precision = "tf32" if gemm else "ieee"
+    else:
+        torch.backends.cudnn.allow_tf32 = conv
+        torch.backends.cuda.matmul.allow_tf32 = gemm
+
+
 def set_backends(args):
     torch.manual_seed(args.seed)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     if args.device == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = args.tf32 == "all"
-        torch.backends.cudnn.allow_tf32 = args.tf32 != "none"
+        set_tf32(args.tf32)
         torch.backends.cudnn.benchmark = True if args.cudnn_benchmark is None else args.cudnn_benchmark
 
 
