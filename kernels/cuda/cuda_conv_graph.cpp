@@ -201,9 +201,11 @@ struct GraphKey {
   bool operator<(const GraphKey& o) const {
     return std::tie(conv, fused, bias, handle) < std::tie(o.conv, o.fused, o.bias, o.handle);
   }
+  // "backward-data convolution of x [...], w [...], ...", for messages.
   std::string str() const {
-    return std::string(direction_name(conv.dir)) + (fused ? (bias ? " conv+bias+relu" : " conv+relu") : "") +
-           " convolution, " + conv.str();
+    return (fused ? std::string(bias ? "fused conv + bias + ReLU" : "fused conv + ReLU")
+                  : std::string(direction_name(conv.dir)) + " convolution") +
+           " of " + conv.str();
   }
 };
 
@@ -261,8 +263,8 @@ std::vector<Descriptor> engine_configs(cudnnBackendDescriptor_t graph, cudnnBack
       .set(CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &mode)
       .finalize();
   int64_t count = 0;
-  cudnnStatus_t s =
-      cudnnBackendGetAttribute(heur.get(), CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, 0, &count, nullptr);
+  cudnnStatus_t s = cudnnBackendGetAttribute(heur.get(), CUDNN_ATTR_ENGINEHEUR_RESULTS,
+                                             CUDNN_TYPE_BACKEND_DESCRIPTOR, 0, &count, nullptr);  // the count only
   if (s != CUDNN_STATUS_SUCCESS) throw GraphFailure{s, "counting the heuristics' engine configs"};
   std::vector<Descriptor> cfgs;
   std::vector<cudnnBackendDescriptor_t> raw;
@@ -425,18 +427,22 @@ std::mutex& cache_mutex() {
   return mu;
 }
 
+// Never destroyed: an execution plan must not be destroyed after the handle it was
+// finalized against (kiln's handles die with their thread, before static destructors run),
+// nor after the driver has gone at exit; the process's end reclaims it.
 std::map<GraphKey, std::unique_ptr<GraphPlan>>& cache() {
-  static std::map<GraphKey, std::unique_ptr<GraphPlan>> c;
-  return c;
+  static auto* c = new std::map<GraphKey, std::unique_ptr<GraphPlan>>;
+  return *c;
 }
 
 // One line on stderr when a key leaves the graph API.
 void say_fallback(const GraphKey& gk, cudnnStatus_t status, const std::string& where) {
   char why[512] = {0};
   cudnnGetLastErrorString(why, sizeof why);
-  std::fprintf(stderr, "kiln: cuDNN graph API: no usable plan for the %s (%s: %s%s%s); this shape uses the legacy "
-               "API from now on\n", gk.str().c_str(), where.c_str(), cudnnGetErrorString(status),
-               why[0] ? "; cuDNN says: " : "", why);
+  std::fprintf(stderr, "kiln: conv graph fallback: cuDNN's graph API has no usable plan for the %s (%s: %s%s%s); %s\n",
+               gk.str().c_str(), where.c_str(), cudnnGetErrorString(status), why[0] ? "; cuDNN says: " : "", why,
+               gk.fused ? "conv2d_relu runs the convolution and the ReLU apart for this shape from now on"
+                        : "this shape uses the legacy API from now on");
   detail::count_conv_api(detail::ConvApiEvent::fallback);
 }
 
