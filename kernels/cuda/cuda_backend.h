@@ -13,15 +13,15 @@
 
 namespace kiln::cuda {
 
-// On the GPU bf16 has the forward ops of a frozen backbone (conv2d, linear, relu,
-// max_pool2d; eval dropout never reaches a backend) and the casts; everything else in
-// bf16 (backward, training dropout, adaptive pooling, elementwise math) is CPU-only for
-// now, and stops here with a clear error before a kernel reads 16-bit elements as floats.
+// On the GPU bf16 runs linear, relu, max_pool2d, adaptive_avg_pool2d, add/sub/mul and the
+// casts forward and backward, and conv2d forward (eval dropout never reaches a backend).
+// What is still CPU-only in bf16 (conv2d's backward, training-form dropout) stops here with
+// a clear error before a kernel reads 16-bit elements as floats.
 inline void refuse_bf16(const char* op, std::initializer_list<const Tensor*> tensors) {
   for (const Tensor* t : tensors)
     KILN_CHECK(!t->defined() || t->dtype() != DType::bf16, op, " in bfloat16 is CPU-only for now (got ",
-               t->description(), "); CUDA runs bf16 forward conv2d, linear, relu and max_pool2d only: cast to ",
-               "float32 with .to(DType::f32) before this op on the GPU, or run this segment on the CPU");
+               t->description(), "); cast to float32 with .to(DType::f32) before this op on the GPU, or run ",
+               "this segment on the CPU");
 }
 
 // Implements Backend on NVIDIA GPUs. Methods live in the .cpp/.cu file of their concept.
@@ -99,6 +99,9 @@ void launch_convert(const void* src, DType src_dtype, void* dst, DType dst_dtype
 // out[c] = sum over rows r of x[r * cols + c], accumulated in a fixed order (deterministic).
 // Used for bias gradients of conv (rows = N*OH*OW) and linear (rows = N).
 void launch_column_sum(const float* x, int64_t rows, int64_t cols, float* out, cudaStream_t stream);
+// The same in bfloat16: summed in double as above, rounded to float and then to bf16, as
+// the CPU backend's column sums (bias gradients of a bf16 segment).
+void launch_column_sum(const BFloat16* x, int64_t rows, int64_t cols, BFloat16* out, cudaStream_t stream);
 
 // y[r * cols + c] += b[c]: the bias of conv (NHWC, cols = channels) and linear.
 void launch_add_bias(float* y, const float* b, int64_t rows, int64_t cols, cudaStream_t stream);

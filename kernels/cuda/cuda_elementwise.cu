@@ -14,6 +14,14 @@ namespace {
 
 constexpr int kThreads = 256;
 
+// Calls fn(T{}) with T float or BFloat16, the dtypes the per-element math runs in: fp32
+// arithmetic, a bf16 result rounded once (nearest even) on the store, as the CPU's loops.
+template <typename Fn>
+void for_float_or_bf16(DType t, Fn&& fn) {
+  if (t == DType::bf16) fn(BFloat16{});
+  else fn(float{});
+}
+
 // Calls fn(T{}) with T the C++ type of `t` (the CPU backend's dispatch, on device types).
 template <typename Fn>
 void for_each_dtype(DType t, Fn&& fn) {
@@ -91,12 +99,17 @@ __global__ void normal_kernel(float* p, PhiloxState s, float mean, float std, in
     p[i] = __fadd_rn(mean, __fmul_rn(std, philox_normal(s, static_cast<uint64_t>(i))));
 }
 
-__global__ void binary_kernel(BinaryOp op, const float* a, const float* b, float* out, int64_t n) {
-  for (int64_t i = global_thread(); i < n; i += grid_threads()) out[i] = common::binary_apply(op, a[i], b[i]);
+// T is float or BFloat16 (fp32 math, one rounding on the store; for float both casts are no-ops).
+template <typename T>
+__global__ void binary_kernel(BinaryOp op, const T* a, const T* b, T* out, int64_t n) {
+  for (int64_t i = global_thread(); i < n; i += grid_threads())
+    out[i] = T(common::binary_apply(op, static_cast<float>(a[i]), static_cast<float>(b[i])));
 }
 
-__global__ void binary_scalar_kernel(BinaryOp op, const float* a, float s, float* out, int64_t n) {
-  for (int64_t i = global_thread(); i < n; i += grid_threads()) out[i] = common::binary_apply(op, a[i], s);
+template <typename T>
+__global__ void binary_scalar_kernel(BinaryOp op, const T* a, float s, T* out, int64_t n) {
+  for (int64_t i = global_thread(); i < n; i += grid_threads())
+    out[i] = T(common::binary_apply(op, static_cast<float>(a[i]), s));
 }
 
 // T is float or BFloat16 (exact: the output is an input value or zero, converted back losslessly).
@@ -126,8 +139,11 @@ __global__ void crop_flip_lut_u8_kernel(const uint8_t* atlas, const int64_t* des
   }
 }
 
-__global__ void relu_backward_kernel(const float* y, const float* dy, float* dx, int64_t n) {
-  for (int64_t i = global_thread(); i < n; i += grid_threads()) dx[i] = common::relu_backward(y[i], dy[i]);
+// T is float or BFloat16 (exact: dy or zero, stored back losslessly).
+template <typename T>
+__global__ void relu_backward_kernel(const T* y, const T* dy, T* dx, int64_t n) {
+  for (int64_t i = global_thread(); i < n; i += grid_threads())
+    dx[i] = T(common::relu_backward(static_cast<float>(y[i]), static_cast<float>(dy[i])));
 }
 
 __global__ void dropout_kernel(const float* x, float keep, PhiloxState s, float* y, int64_t n) {
@@ -160,11 +176,14 @@ __global__ void add_bias_kernel(T* y, const T* b, int64_t rows, int64_t cols) {
 // and every run: pass 1 splits the rows into kColumnChunks contiguous chunks and sums each
 // chunk per column in double (a 32-column tile per block, kColumnRowLanes row lanes, lanes
 // combined in lane order); pass 2 adds the chunk partials per column in chunk order.
+// T is float or BFloat16: each element is read exactly into double, the total rounded to
+// float and then (bf16) once more, as the CPU's column_sums.
 constexpr int64_t kColumnChunks = 256;
 constexpr int kColumnTile = 32;
 constexpr int kColumnRowLanes = 8;
 
-__global__ void column_partial_kernel(const float* x, int64_t rows, int64_t cols, int64_t rows_per_chunk,
+template <typename T>
+__global__ void column_partial_kernel(const T* x, int64_t rows, int64_t cols, int64_t rows_per_chunk,
                                       double* partial) {
   __shared__ double lanes[kColumnRowLanes][kColumnTile];
   const int64_t c = static_cast<int64_t>(blockIdx.x) * kColumnTile + threadIdx.x;
@@ -173,7 +192,8 @@ __global__ void column_partial_kernel(const float* x, int64_t rows, int64_t cols
   const int64_t end = begin + rows_per_chunk < rows ? begin + rows_per_chunk : rows;
   double acc = 0.0;
   if (c < cols)
-    for (int64_t r = begin + threadIdx.y; r < end; r += kColumnRowLanes) acc += static_cast<double>(x[r * cols + c]);
+    for (int64_t r = begin + threadIdx.y; r < end; r += kColumnRowLanes)
+      acc += static_cast<double>(static_cast<float>(x[r * cols + c]));
   lanes[threadIdx.y][threadIdx.x] = acc;
   __syncthreads();
   if (threadIdx.y == 0 && c < cols) {
@@ -183,12 +203,13 @@ __global__ void column_partial_kernel(const float* x, int64_t rows, int64_t cols
   }
 }
 
-__global__ void column_finish_kernel(const double* partial, int64_t chunks, int64_t cols, float* out) {
+template <typename T>
+__global__ void column_finish_kernel(const double* partial, int64_t chunks, int64_t cols, T* out) {
   for (int64_t c = global_thread(); c < cols; c += grid_threads()) {
     double s = 0.0;
 #pragma unroll 8
     for (int64_t k = 0; k < chunks; ++k) s += partial[k * cols + c];
-    out[c] = static_cast<float>(s);
+    out[c] = T(static_cast<float>(s));
   }
 }
 
@@ -279,27 +300,31 @@ void CudaBackend::fill_normal(Tensor& t, PhiloxState s, float mean, float std) {
 
 // ---------------------------------------------------------------- per-element math
 
+// float32 or bfloat16 (core checked that a, b and out share the dtype).
 void CudaBackend::binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) {
-  refuse_bf16("add/sub/mul", {&a, &b});
   OpScope scope("binary", out.device().index);
   const int64_t n = out.numel();
   if (n > 0) {
-    binary_kernel<<<elementwise_blocks(n, kThreads), kThreads, 0, scope.stream()>>>(op, a.data<float>(),
-                                                                                    b.data<float>(),
-                                                                                    out.data<float>(), n);
-    KILN_CUDA_CHECK_LAUNCH();
+    for_float_or_bf16(out.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      binary_kernel<T><<<elementwise_blocks(n, kThreads), kThreads, 0, scope.stream()>>>(op, a.data<T>(), b.data<T>(),
+                                                                                       out.data<T>(), n);
+      KILN_CUDA_CHECK_LAUNCH();
+    });
   }
   scope.done();
 }
 
 void CudaBackend::binary_scalar(BinaryOp op, const Tensor& a, float s, Tensor& out) {
-  refuse_bf16("add/sub/mul with a scalar", {&a});
   OpScope scope("binary_scalar", out.device().index);
   const int64_t n = out.numel();
   if (n > 0) {
-    binary_scalar_kernel<<<elementwise_blocks(n, kThreads), kThreads, 0, scope.stream()>>>(op, a.data<float>(), s,
-                                                                                           out.data<float>(), n);
-    KILN_CUDA_CHECK_LAUNCH();
+    for_float_or_bf16(out.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      binary_scalar_kernel<T><<<elementwise_blocks(n, kThreads), kThreads, 0, scope.stream()>>>(op, a.data<T>(), s,
+                                                                                              out.data<T>(), n);
+      KILN_CUDA_CHECK_LAUNCH();
+    });
   }
   scope.done();
 }
@@ -320,13 +345,15 @@ void CudaBackend::relu(const Tensor& x, Tensor& y) {
 }
 
 void CudaBackend::relu_backward(const Tensor& y, const Tensor& dy, Tensor& dx) {
-  refuse_bf16("relu backward", {&y, &dy});
   OpScope scope("relu backward", dx.device().index);
   const int64_t n = dx.numel();
   if (n > 0) {
-    relu_backward_kernel<<<elementwise_blocks(n, kThreads), kThreads, 0, scope.stream()>>>(
-        y.data<float>(), dy.data<float>(), dx.data<float>(), n);
-    KILN_CUDA_CHECK_LAUNCH();
+    for_float_or_bf16(dy.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      relu_backward_kernel<T><<<elementwise_blocks(n, kThreads), kThreads, 0, scope.stream()>>>(
+          y.data<T>(), dy.data<T>(), dx.data<T>(), n);
+      KILN_CUDA_CHECK_LAUNCH();
+    });
   }
   scope.done();
 }
@@ -380,10 +407,13 @@ void launch_add_bias(BFloat16* y, const BFloat16* b, int64_t rows, int64_t cols,
   KILN_CUDA_CHECK_LAUNCH();
 }
 
-void launch_column_sum(const float* x, int64_t rows, int64_t cols, float* out, cudaStream_t stream) {
+namespace {
+
+template <typename T>
+void column_sum(const T* x, int64_t rows, int64_t cols, T* out, cudaStream_t stream) {
   if (cols <= 0) return;
-  if (rows <= 0) {
-    KILN_CUDA_CHECK(cudaMemsetAsync(out, 0, static_cast<size_t>(cols) * sizeof(float), stream));
+  if (rows <= 0) {  // all-zero bits are +0 in float and in bfloat16
+    KILN_CUDA_CHECK(cudaMemsetAsync(out, 0, static_cast<size_t>(cols) * sizeof(T), stream));
     return;
   }
   const int index = device_of_stream(stream);
@@ -393,10 +423,20 @@ void launch_column_sum(const float* x, int64_t rows, int64_t cols, float* out, c
   double* pp = static_cast<double*>(partial.data());
   const dim3 grid(static_cast<unsigned>((cols + kColumnTile - 1) / kColumnTile), static_cast<unsigned>(chunks));
   const dim3 block(kColumnTile, kColumnRowLanes);
-  column_partial_kernel<<<grid, block, 0, stream>>>(x, rows, cols, rows_per_chunk, pp);
+  column_partial_kernel<T><<<grid, block, 0, stream>>>(x, rows, cols, rows_per_chunk, pp);
   KILN_CUDA_CHECK_LAUNCH();
-  column_finish_kernel<<<elementwise_blocks(cols, kThreads), kThreads, 0, stream>>>(pp, chunks, cols, out);
+  column_finish_kernel<T><<<elementwise_blocks(cols, kThreads), kThreads, 0, stream>>>(pp, chunks, cols, out);
   KILN_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace
+
+void launch_column_sum(const float* x, int64_t rows, int64_t cols, float* out, cudaStream_t stream) {
+  column_sum(x, rows, cols, out, stream);
+}
+
+void launch_column_sum(const BFloat16* x, int64_t rows, int64_t cols, BFloat16* out, cudaStream_t stream) {
+  column_sum(x, rows, cols, out, stream);
 }
 
 void CudaBackend::lut_u8(const Tensor& u8, const Tensor& lut, Tensor& out) {

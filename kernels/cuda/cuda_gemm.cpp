@@ -3,10 +3,12 @@
 // [c, r] and every product is computed transposed (C^T = B^T A^T). The bias of the
 // forward pass rides in the GEMM's epilogue. Descriptors and the heuristic's algorithm
 // are built once per (device, shape, options, pointer alignments, dtype) and cached.
-// bfloat16 (forward only): A, B, C and the bias are CUDA_R_16BF, computed with
-// CUBLAS_COMPUTE_32F (fp32 accumulation, float scaling); the epilogue adds the bias in fp32
-// and rounds each output to bf16 once, as the CPU's oneDNN matmul does.
+// bfloat16: A, B, C and the bias are CUDA_R_16BF, computed with CUBLAS_COMPUTE_32F (fp32
+// accumulation, float scaling); the epilogue adds the bias in fp32 and rounds each output
+// to bf16 once, as the CPU's oneDNN matmul does. The backward's dx and dw are the same
+// bf16 GEMMs (no bias), db the deterministic column sum of dy, rounded once to bf16.
 #include <cstdint>
+#include <initializer_list>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -89,7 +91,7 @@ struct PreferenceGuard {
 
 // One call: column-major C[m, n] = op_a(A) op_b(B) (+ bias[m] broadcast over columns).
 // A is stored [m, k] (op N) or [k, m] (op T) with leading dimension lda; B likewise.
-// A, B, C and bias hold `dtype` elements (float32, or bfloat16 for the forward).
+// A, B, C and bias hold `dtype` elements (float32 or bfloat16).
 struct GemmCall {
   GemmKind kind;
   cublasOperation_t op_a, op_b;
@@ -144,6 +146,13 @@ std::unique_ptr<GemmPlan> make_plan(const GemmKey& key, const GemmCall& g, cubla
       CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES};
   for (int i = 0; i < 4; ++i)
     KILN_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref.p, align_attr[i], &align[i], sizeof(align[i])));
+  if (key.bf16) {
+    // Split-K partial sums only in fp32 (COMPUTE_TYPE): the INPLACE and OUTPUT_TYPE schemes
+    // add partials in the output type, a bf16 rounding per partial where the CPU rounds once.
+    const uint32_t schemes = CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;  // NONE (no split) is always allowed
+    KILN_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref.p, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
+                                                           &schemes, sizeof(schemes)));
+  }
 
   constexpr int kRequested = 8;
   cublasLtMatmulHeuristicResult_t results[kRequested] = {};
@@ -239,33 +248,39 @@ void CudaBackend::linear_forward(const Tensor& x, const Tensor& w, const Tensor&
   scope.done();
 }
 
+// float32 or bfloat16: every tensor given has dy's dtype (core made them so); the GEMMs
+// run in that dtype, bf16 with fp32 accumulation.
 void CudaBackend::linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, Tensor& dx, Tensor& dw,
                                   Tensor& db) {
   // dy: [N, out], x: [N, in], w: [out, in]; dx: [N, in], dw: [out, in], db: [out], each optional
-  refuse_bf16("linear backward", {&dy, &x, &w});
   const int dev = dy.device().index;
-  OpScope scope("linear backward", dev);
+  const DType dt = dy.dtype();
+  const bool bf16 = dt == DType::bf16;
+  OpScope scope(bf16 ? "linear backward (bfloat16)" : "linear backward", dev);
+  for (const Tensor* t : std::initializer_list<const Tensor*>{&x, &w, &dx, &dw, &db})
+    KILN_CHECK(!t->defined() || t->dtype() == dt, current_op(), ": dy is ", dtype_name(dt),
+               " so every operand must be too; got ", t->description());
   const int64_t rows = dy.dim(0), out = dy.dim(1);
-  const float* pdy = dy.data<float>();
+  const void* pdy = dy.raw_data();
   if (dx.defined()) {
     const int64_t in = dx.dim(1);
     // Column-major: dx^T[in, N] = (w viewed [in, out]) (dy viewed [out, N]).
     gemm(scope, dev,
-         GemmCall{GemmKind::backward_data, CUBLAS_OP_N, CUBLAS_OP_N, in, rows, out, w.data<float>(), in, pdy, out,
-                  dx.data<float>(), in, nullptr});
+         GemmCall{GemmKind::backward_data, CUBLAS_OP_N, CUBLAS_OP_N, in, rows, out, w.raw_data(), in, pdy, out,
+                  dx.raw_data(), in, nullptr, dt});
   }
   if (dw.defined()) {
     const int64_t in = dw.dim(1);
     // Column-major: dw^T[in, out] = (x viewed [in, N]) (dy viewed [out, N])^T.
     gemm(scope, dev,
-         GemmCall{GemmKind::backward_weight, CUBLAS_OP_N, CUBLAS_OP_T, in, out, rows, x.data<float>(), in, pdy, out,
-                  dw.data<float>(), in, nullptr});
+         GemmCall{GemmKind::backward_weight, CUBLAS_OP_N, CUBLAS_OP_T, in, out, rows, x.raw_data(), in, pdy, out,
+                  dw.raw_data(), in, nullptr, dt});
   }
-  if (db.defined() && out > 0) {
-    if (rows == 0)
-      KILN_CUDA_CHECK(cudaMemsetAsync(db.data<float>(), 0, db.nbytes(), scope.stream()));
+  if (db.defined() && out > 0) {  // rows == 0 gives zeros
+    if (bf16)
+      launch_column_sum(dy.data<BFloat16>(), rows, out, db.data<BFloat16>(), scope.stream());
     else
-      launch_column_sum(pdy, rows, out, db.data<float>(), scope.stream());
+      launch_column_sum(dy.data<float>(), rows, out, db.data<float>(), scope.stream());
   }
   scope.done();
 }

@@ -1,6 +1,7 @@
 // Max pooling on the GPU, NHWC, with the CPU's window and tie rules (kernels/common/pool.h),
 // so values and argmax agree with the CPU backend element for element, in float32 and in
-// bfloat16 (forward only).
+// bfloat16; adaptive average pooling with the CPU's per-element math. bfloat16 reads and
+// sums in fp32 and rounds each result once, as the CPU backend does.
 #include <cmath>
 #include <cstdint>
 
@@ -49,61 +50,75 @@ __global__ void max_pool_forward_kernel(const T* x, int64_t h, int64_t w, int64_
   }
 }
 
-// One thread per output element routes dy to dx at its argmax. dx: [N, H, W, C] (zeroed
-// before), dy and argmax: [N, OH, OW, C].
-__global__ void max_pool_backward_kernel(const float* dy, const int32_t* argmax, int64_t hw, int64_t ohw, int64_t c,
+// One thread per output element routes dy to dx at its argmax. dx: [N, H, W, C] in fp32
+// (zeroed before), dy and argmax: [N, OH, OW, C]; dy is float or BFloat16 (read exactly).
+template <typename T>
+__global__ void max_pool_backward_kernel(const T* dy, const int32_t* argmax, int64_t hw, int64_t ohw, int64_t c,
                                          int64_t total, float* dx) {
   const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += step) {
     const int64_t k = i % c;
     const int64_t b = i / (ohw * c);
-    atomicAdd(dx + (b * hw + argmax[i]) * c + k, dy[i]);
+    atomicAdd(dx + (b * hw + argmax[i]) * c + k, static_cast<float>(dy[i]));
   }
 }
 
 // Adaptive average pooling, one thread per output element (channel fastest, coalesced);
-// the element math is kernels/common's, as on the CPU.
-__global__ void adaptive_avg_forward_kernel(const float* x, int64_t h, int64_t w, int64_t c, int64_t oh, int64_t ow,
-                                            int64_t total, float* y) {
+// the element math is kernels/common's, as on the CPU. T is float or BFloat16 (the window
+// sum in fp32, rounded once on the store).
+template <typename T>
+__global__ void adaptive_avg_forward_kernel(const T* x, int64_t h, int64_t w, int64_t c, int64_t oh, int64_t ow,
+                                            int64_t total, T* y) {
   const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += step) {
     const int64_t k = i % c, j = (i / c) % ow, r = (i / c / ow) % oh, b = i / c / ow / oh;
-    y[i] = common::adaptive_avg_at(x + b * h * w * c + k, r, j, h, w, c, oh, ow);
+    y[i] = T(common::adaptive_avg_at(x + b * h * w * c + k, r, j, h, w, c, oh, ow));
   }
 }
 
-// One thread per input element gathers its gradient (no atomics).
-__global__ void adaptive_avg_backward_kernel(const float* dy, int64_t h, int64_t w, int64_t c, int64_t oh, int64_t ow,
-                                             int64_t total, float* dx) {
+// One thread per input element gathers its gradient (no atomics); T as above.
+template <typename T>
+__global__ void adaptive_avg_backward_kernel(const T* dy, int64_t h, int64_t w, int64_t c, int64_t oh, int64_t ow,
+                                             int64_t total, T* dx) {
   const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < total; e += step) {
     const int64_t k = e % c, ww = (e / c) % w, hh = (e / c / w) % h, b = e / c / w / h;
-    dx[e] = common::adaptive_avg_grad_at(dy + b * oh * ow * c + k, hh, ww, h, w, c, oh, ow);
+    dx[e] = T(common::adaptive_avg_grad_at(dy + b * oh * ow * c + k, hh, ww, h, w, c, oh, ow));
   }
+}
+
+template <typename T>
+void adaptive_avg_forward(const Tensor& x, Tensor& y, cudaStream_t stream) {
+  const int64_t total = y.numel();
+  adaptive_avg_forward_kernel<T><<<elementwise_blocks(total, kThreads), kThreads, 0, stream>>>(
+      x.data<T>(), x.dim(1), x.dim(2), x.dim(3), y.dim(1), y.dim(2), total, y.data<T>());
+  KILN_CUDA_CHECK_LAUNCH();
+}
+
+template <typename T>
+void adaptive_avg_backward(const Tensor& dy, Tensor& dx, cudaStream_t stream) {
+  const int64_t total = dx.numel();
+  adaptive_avg_backward_kernel<T><<<elementwise_blocks(total, kThreads), kThreads, 0, stream>>>(
+      dy.data<T>(), dx.dim(1), dx.dim(2), dx.dim(3), dy.dim(1), dy.dim(2), total, dx.data<T>());
+  KILN_CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace
 
 void CudaBackend::adaptive_avg_pool2d_forward(const Tensor& x, Tensor& y) {
-  refuse_bf16("adaptive_avg_pool2d", {&x});
   OpScope scope("adaptive_avg_pool2d", y.device().index);
-  const int64_t total = y.numel();
-  if (total > 0) {
-    adaptive_avg_forward_kernel<<<elementwise_blocks(total, kThreads), kThreads, 0, scope.stream()>>>(
-        x.data<float>(), x.dim(1), x.dim(2), x.dim(3), y.dim(1), y.dim(2), total, y.data<float>());
-    KILN_CUDA_CHECK_LAUNCH();
+  if (y.numel() > 0) {
+    if (x.dtype() == DType::bf16) adaptive_avg_forward<BFloat16>(x, y, scope.stream());
+    else adaptive_avg_forward<float>(x, y, scope.stream());
   }
   scope.done();
 }
 
 void CudaBackend::adaptive_avg_pool2d_backward(const Tensor& dy, Tensor& dx) {
-  refuse_bf16("adaptive_avg_pool2d backward", {&dy});
   OpScope scope("adaptive_avg_pool2d backward", dx.device().index);
-  const int64_t total = dx.numel();
-  if (total > 0) {
-    adaptive_avg_backward_kernel<<<elementwise_blocks(total, kThreads), kThreads, 0, scope.stream()>>>(
-        dy.data<float>(), dx.dim(1), dx.dim(2), dx.dim(3), dy.dim(1), dy.dim(2), total, dx.data<float>());
-    KILN_CUDA_CHECK_LAUNCH();
+  if (dx.numel() > 0) {
+    if (dy.dtype() == DType::bf16) adaptive_avg_backward<BFloat16>(dy, dx, scope.stream());
+    else adaptive_avg_backward<float>(dy, dx, scope.stream());
   }
   scope.done();
 }
@@ -132,19 +147,33 @@ void CudaBackend::max_pool2d_forward(const Tensor& x, const Pool2dParams& p, Ten
 // windows do not overlap (stride >= kernel, VGG's 2x2/2): each input then receives at most
 // one addition, onto zero. With overlapping windows (e.g. 3x3/2) an input shared by two
 // windows sums their gradients in arrival order, so results may differ in the last bit
-// from run to run.
+// from run to run. bfloat16 scatters into an fp32 image (a workspace) and rounds each
+// element once, as the CPU: exact without overlap, where a sum is one bf16 value.
 void CudaBackend::max_pool2d_backward(const Tensor& dy, const Tensor& argmax, Tensor& dx) {
-  refuse_bf16("max_pool2d backward", {&dy});
-  OpScope scope("max_pool2d backward", dx.device().index);
-  if (dx.numel() > 0) KILN_CUDA_CHECK(cudaMemsetAsync(dx.raw_data(), 0, dx.nbytes(), scope.stream()));
+  const int dev = dx.device().index;
+  OpScope scope("max_pool2d backward", dev);
+  const bool bf16 = dy.dtype() == DType::bf16;
+  const int64_t n = dx.numel();
+  if (n == 0) {  // dy is empty too
+    scope.done();
+    return;
+  }
+  Workspace acc(dev, bf16 ? static_cast<size_t>(n) * sizeof(float) : 0);
+  float* sum = bf16 ? static_cast<float*>(acc.data()) : dx.data<float>();
+  KILN_CUDA_CHECK(cudaMemsetAsync(sum, 0, static_cast<size_t>(n) * sizeof(float), scope.stream()));
   const int64_t total = dy.numel();
   if (total > 0) {
     const int64_t hw = dx.dim(1) * dx.dim(2), c = dx.dim(3);
     const int64_t ohw = dy.dim(1) * dy.dim(2);
-    max_pool_backward_kernel<<<elementwise_blocks(total, kThreads), kThreads, 0, scope.stream()>>>(
-        dy.data<float>(), argmax.data<int32_t>(), hw, ohw, c, total, dx.data<float>());
+    if (bf16)
+      max_pool_backward_kernel<<<elementwise_blocks(total, kThreads), kThreads, 0, scope.stream()>>>(
+          dy.data<BFloat16>(), argmax.data<int32_t>(), hw, ohw, c, total, sum);
+    else
+      max_pool_backward_kernel<<<elementwise_blocks(total, kThreads), kThreads, 0, scope.stream()>>>(
+          dy.data<float>(), argmax.data<int32_t>(), hw, ohw, c, total, sum);
     KILN_CUDA_CHECK_LAUNCH();
   }
+  if (bf16) launch_convert(sum, DType::f32, dx.raw_data(), DType::bf16, n, scope.stream());
   scope.done();
 }
 
