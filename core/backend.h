@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <span>
 #include <string>
 
@@ -55,6 +56,20 @@ struct ComputeOptions {
   // Choose conv algorithms by timing every candidate once per shape (cuDNN's Find)
   // rather than by heuristics. Initialised from KILN_CONV_SEARCH=exhaustive.
   bool exhaustive_conv_search = false;
+};
+
+// A recorded sequence of one device's work (a CUDA graph), replayed with one launch;
+// destroying it frees what the backend holds for it.
+class DeviceGraph {
+ public:
+  virtual ~DeviceGraph() = default;
+};
+
+// What ending a capture gave: a replayable graph, or (graph null) why there is none, in the
+// backend's or the vendor library's words.
+struct GraphCapture {
+  std::unique_ptr<DeviceGraph> graph;
+  std::string error;
 };
 
 // A device's implementation of the primitives. All tensors are contiguous.
@@ -172,6 +187,31 @@ class Backend {
   virtual void crop_flip_lut_u8(const Tensor& atlas, const Tensor& desc, const Tensor& lut, Tensor& out) = 0;
   // One Adam update over every parameter in `params`; `step` counts from 1 (bias correction).
   virtual void adam_update(std::span<AdamParamRef> params, const AdamOptions& opt, int64_t step) = 0;
+
+  // ---- Graph capture (train/step_graph.h): record a step once, replay it per batch ----
+  // Starts recording, instead of running, the work this thread queues on device `index`;
+  // other threads' work on it waits until the capture ends. rng: the dropout stream's
+  // position now (null: no dropout may run while recording); a recorded dropout reads its
+  // position from device memory that replay_graph writes, so every replay draws fresh
+  // masks. Ops must not wait for the host while recording (a label check is skipped then).
+  // Returns "" once recording, else why not; by default this backend cannot record.
+  virtual std::string begin_graph_capture(int index, const PhiloxState* rng) {
+    (void)index, (void)rng;
+    return std::string("the ") + name() + " backend cannot record graphs (CUDA graphs need a CUDA device)";
+  }
+  // Ends this thread's recording: the graph, or why there is none (an error during the
+  // capture, an illegal host sync, memory made inside that outlives it). Either way the
+  // device is usable again and its error state is clear.
+  virtual GraphCapture end_graph_capture(int index) {
+    (void)index;
+    return GraphCapture{nullptr, std::string("the ") + name() + " backend has no capture under way"};
+  }
+  // Queues one replay of `graph` on its device; recorded dropout continues the stream at `rng`
+  // (the caller advances its generator by what the capture drew).
+  virtual void replay_graph(DeviceGraph& graph, PhiloxState rng) {
+    (void)graph, (void)rng;
+    KILN_FAIL("the ", name(), " backend cannot replay graphs");
+  }
 };
 
 // The process-wide compute options (read by backends at each op).

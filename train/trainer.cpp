@@ -86,6 +86,29 @@ std::string run_fingerprint(Sequential& model, const ModelSpec& spec, const Trai
   return f.str();
 }
 
+// The model's last child with parameters (its head), or children().size() when none has any.
+size_t head_child(Sequential& model) {
+  const auto& c = model.children();
+  for (size_t i = c.size(); i-- > 0;)
+    if (!c[i]->parameters().empty()) return i;
+  return c.size();
+}
+
+// True when the freezing now applied trains the head alone: some parameter is frozen and
+// every trained one belongs to the last child with parameters (a recipe's phase 1).
+bool trains_only_head(Sequential& model) {
+  const auto& c = model.children();
+  const size_t h = head_child(model);
+  bool frozen = false, trained = false;
+  for (size_t i = 0; i < c.size(); ++i)
+    for (const ParameterRef& p : c[i]->parameters()) {
+      if (p.trainable && i != h) return false;
+      frozen = frozen || !p.trainable;
+      trained = trained || p.trainable;
+    }
+  return frozen && trained;
+}
+
 // Clears a generator's data-parallel row window however the step is left.
 struct RowWindow {
   Generator* gen;
@@ -192,6 +215,16 @@ struct Trainer::State {
   size_t order_at = 0;
   Clock::time_point t0;        // the epoch's start
   TrainResult result;
+  // The phase's recorded step (TrainerOptions::cuda_graph), decided per phase and input.
+  struct Graph {
+    int phase = 0;               // 1-based phase decided for; 0: none yet
+    bool cached = false;         // the input it was decided for: cached features from child `cut`
+    size_t cut = 0;
+    bool use = false;            // record and replay this phase's full-size steps
+    bool warm = false;           // the eager warm-up step has run
+    int64_t classes = 0;         // the logits' width, for the host-side label check
+    std::unique_ptr<StepGraph> step;
+  } graph;
 };
 
 Trainer::Trainer(Sequential& model, const ModelSpec& spec, const io::Dataset& train, const io::Dataset& val,
@@ -305,12 +338,7 @@ void Trainer::start_phase(int number, State& s) {
 HeadInitInfo Trainer::fit_head(int number, State& s) {
   const auto t0 = Clock::now();
   const auto& c = model_.children();
-  size_t h = c.size();
-  for (size_t i = c.size(); i-- > 0;)
-    if (!c[i]->parameters().empty()) {
-      h = i;
-      break;
-    }
+  const size_t h = head_child(model_);
   auto* head = h < c.size() ? dynamic_cast<Linear*>(c[h].get()) : nullptr;
   KILN_CHECK(head != nullptr && head->parameters().size() == 2, "trainer: phase ", number,
              " starts its head with a linear probe, but the model's last layer with parameters is not a Linear with a "
@@ -391,6 +419,7 @@ bool Trainer::run_epoch(int64_t e, State& s) {
     first += opt_.phases[s.phase++].epochs;
   const Phase& ph = opt_.phases[s.phase];
   begin_phase(e, s);
+  choose_step_mode(s);
   model_.train();
   s.t0 = Clock::now();
   s.loss_sum = 0;
@@ -458,7 +487,10 @@ bool Trainer::train_step(const Tensor& x, const Tensor& y, int64_t row_first, in
   Tensor loss;
   double l = 0, total = 0;
   int64_t correct = 0;
-  if (n > 0) {
+  // A replayed graph ran forward and backward at once; the eager step's backward waits for
+  // the loss check below.
+  const bool replayed = n > 0 && graph_step(x, y, l, total, correct, s);
+  if (n > 0 && !replayed) {
     Tensor logits;
     {
       // Dropout masks keyed by the row's place in the global batch, not in this rank's share.
@@ -500,10 +532,10 @@ bool Trainer::train_step(const Tensor& x, const Tensor& y, int64_t row_first, in
               ": training stopped (try a smaller learning rate); the last good checkpoint is kept: ",
               s.result.last_checkpoint);
   }
-  s.optimizer->zero_grad();
+  if (!replayed) s.optimizer->zero_grad();
   // Data-parallel: each rank's mean over its rows, weighted by its share of the global batch,
   // so the summed gradient is the global batch's mean (weight decay's share sums to one).
-  if (n > 0) {
+  if (n > 0 && !replayed) {
     // Buckets start their all-reduce during backward, as soon as their gradients are final.
     std::optional<autograd::GradReadyScope> hook;
     if (s.dist) hook.emplace(s.reducer->hook());
@@ -518,6 +550,76 @@ bool Trainer::train_step(const Tensor& x, const Tensor& y, int64_t row_first, in
   s.loss_sum += loss_sum;
   s.correct += correct;
   s.seen += static_cast<int64_t>(rows);
+  return true;
+}
+
+void Trainer::choose_step_mode(State& s) {
+  State::Graph& g = s.graph;
+  const int number = static_cast<int>(s.phase) + 1;
+  const size_t cut = s.cached ? s.train_cache.cut : 0;
+  if (g.phase == number && g.cached == s.cached && g.cut == cut) return;
+  g.step.reset();
+  g.phase = number;
+  g.cached = s.cached;
+  g.cut = cut;
+  g.warm = false;
+  const StepGraphChoice c = choose_step_graph(opt_.cuda_graph, s.lo.device, s.dist, trains_only_head(model_), s.cached);
+  g.use = c.use;
+  // A phase that records reports once its capture has succeeded or failed.
+  if (!c.use && opt_.cuda_graph != CudaGraphMode::off && hooks_.on_step_mode)
+    hooks_.on_step_mode(StepModeInfo{number, false, c.why});
+}
+
+// The step by replaying the phase's recorded graph: false when this batch runs eagerly (the
+// graph is off or failed, a partial batch, the phase's first full batch, which warms up).
+bool Trainer::graph_step(const Tensor& x, const Tensor& y, double& loss, double& total, int64_t& correct, State& s) {
+  State::Graph& g = s.graph;
+  if (!g.use || x.dim(0) != s.lo.batch_size) return false;
+  if (!g.warm) {
+    g.warm = true;  // this eager step makes what the step creates lazily, before recording
+    return false;
+  }
+  const int number = static_cast<int>(s.phase) + 1;
+  if (!g.step) {
+    std::vector<Tensor> params;
+    for (const ParameterRef& p : model_.trainable_parameters()) params.push_back(*p.tensor);
+    const TensorOptions f32{DType::f32, x.device()};
+    g.step = std::make_unique<StepGraph>(std::vector<Tensor>{empty_like(x), empty_like(y)},
+                                         std::vector<Tensor>{Tensor::empty(Shape{}, f32), Tensor::empty(Shape{}, f32),
+                                                             Tensor::empty(Shape{x.dim(0)}, TensorOptions{DType::i64, x.device()})},
+                                         std::move(params), opt_.dropout_gen);
+    const float decay = static_cast<float>(opt_.phases[s.phase].weight_decay);
+    const std::string error = g.step->capture([this, &g, decay](const std::vector<Tensor>& in) {
+      Tensor logits = g.cached ? run_from(model_, g.cut, in[0]) : model_(in[0]);
+      g.classes = logits.dim(1);
+      Tensor data_loss;
+      Tensor l = classification_loss(logits, in[1], model_, decay, &data_loss);
+      Tensor pred = argmax(logits);
+      l.backward();
+      return std::vector<Tensor>{data_loss, l, pred};
+    });
+    if (!error.empty()) {
+      g.step.reset();
+      g.use = false;
+      if (hooks_.on_step_mode)
+        hooks_.on_step_mode(StepModeInfo{number, false, "eager steps: the CUDA graph capture failed: " + error});
+      return false;
+    }
+    if (hooks_.on_step_mode)
+      hooks_.on_step_mode(StepModeInfo{number, true, choose_step_graph(opt_.cuda_graph, x.device(), false, true,
+                                                                       g.cached).why});
+  }
+  // The recorded loss cannot stop on a bad label (no host sync inside a graph): check here,
+  // with the eager check's words; the labels are read for the hit count anyway.
+  const std::vector<int64_t> truth = y.to_vector<int64_t>();
+  for (size_t i = 0; i < truth.size(); ++i)
+    KILN_CHECK(truth[i] >= 0 && truth[i] < g.classes, "softmax_cross_entropy: label ", truth[i], " at row ", i,
+               " is out of range [0, ", g.classes, ")");
+  const std::vector<Tensor>& out = g.step->replay({x, y});
+  loss = out[0].item();
+  total = out[1].item();
+  const std::vector<int64_t> pred = out[2].to_vector<int64_t>();
+  for (size_t i = 0; i < pred.size(); ++i) correct += pred[i] == truth[i];
   return true;
 }
 

@@ -22,6 +22,7 @@
 #include "train/metrics_log.h"
 #include "train/model_spec.h"
 #include "train/precision.h"
+#include "train/step_graph.h"
 
 namespace kiln {
 
@@ -107,6 +108,10 @@ struct TrainerOptions {
   Communicator* comm = nullptr;
   int64_t bucket_bytes = int64_t{25} << 20;
   bool check_replicas = false;  // after every step, fail unless all ranks hold identical weights (tests)
+  // Head-only phases on a CUDA device record their step once as a CUDA graph and replay it
+  // per full-size batch (train/step_graph.h: choose_step_graph says where); partial batches,
+  // other phases, the CPU and a failed capture run the eager step. Same results either way.
+  CudaGraphMode cuda_graph = CudaGraphMode::off;
 };
 
 // Where the loop is, for progress lines and hooks.
@@ -125,6 +130,14 @@ struct FeatureMode {
   size_t cut = 0;       // the first child run per step
   int64_t train_rows = 0, val_rows = 0;
   double seconds = 0, mib = 0;
+};
+
+// How a phase's steps run, reported once per phase when TrainerOptions::cuda_graph is not off:
+// recorded and replayed, or eager and why.
+struct StepModeInfo {
+  int phase = 1;
+  bool graph = false;
+  std::string why;
 };
 
 // A head fitted by a linear probe (HeadInit::linear_probe) at a phase's start.
@@ -151,6 +164,7 @@ struct StopInfo {
 struct TrainerHooks {
   std::function<void(int phase, const Phase&, Sequential& model)> on_phase_start;
   std::function<void(const FeatureMode&)> on_feature_mode;
+  std::function<void(const StepModeInfo&)> on_step_mode;
   std::function<void(int phase, const PrecisionUse&)> on_precision;  // after on_phase_start's freezing
   // eval_at_phase_start: the evaluation before the phase's first step ("before"), and after
   // its head was fitted ("after the linear probe") when it has HeadInit::linear_probe.
@@ -192,6 +206,8 @@ class Trainer {
   bool run_epoch(int64_t e, State& s);
   bool train_steps(int64_t e, State& s);
   bool train_step(const Tensor& x, const Tensor& y, int64_t row_first, int64_t rows_global, int64_t e, State& s);
+  bool graph_step(const Tensor& x, const Tensor& y, double& loss, double& total, int64_t& correct, State& s);
+  void choose_step_mode(State& s);
   std::string save(const io::CheckpointMeta& meta, State& s);
   void begin_phase(int64_t e, State& s);
   void start_phase(int number, State& s);

@@ -13,10 +13,10 @@
 
 namespace kiln::cuda {
 
-// On the GPU bf16 runs linear, relu, max_pool2d, adaptive_avg_pool2d, add/sub/mul and the
-// casts forward and backward, and conv2d forward (eval dropout never reaches a backend).
-// What is still CPU-only in bf16 (conv2d's backward, training-form dropout) stops here with
-// a clear error before a kernel reads 16-bit elements as floats.
+// On the GPU bf16 runs conv2d, linear, relu, max_pool2d, adaptive_avg_pool2d, add/sub/mul
+// and the casts forward and backward (eval dropout never reaches a backend). What is still
+// CPU-only in bf16 (training-form dropout) stops here with a clear error before a kernel
+// reads 16-bit elements as floats.
 inline void refuse_bf16(const char* op, std::initializer_list<const Tensor*> tensors) {
   for (const Tensor* t : tensors)
     KILN_CHECK(!t->defined() || t->dtype() != DType::bf16, op, " in bfloat16 is CPU-only for now (got ",
@@ -89,6 +89,10 @@ class CudaBackend final : public Backend {
   void crop_flip_lut_u8(const Tensor& atlas, const Tensor& desc, const Tensor& lut, Tensor& out) override;
   // cuda_adam.cu
   void adam_update(std::span<AdamParamRef> params, const AdamOptions& opt, int64_t step) override;
+  // cuda_graph.cpp
+  std::string begin_graph_capture(int index, const PhiloxState* rng) override;
+  GraphCapture end_graph_capture(int index) override;
+  void replay_graph(DeviceGraph& graph, PhiloxState rng) override;
 };
 
 // ---- launchers shared between the files above (all enqueue on `stream`) ----

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "kernels/cuda/cuda_backend.h"
+#include "kernels/cuda/cuda_graph.h"
 #include "kernels/cuda/cuda_info.h"
 
 namespace kiln::cuda {
@@ -134,12 +135,27 @@ cublasLtHandle_t cublaslt_handle(int index) {
   return s.lt;
 }
 
+namespace {
+
+// enter_stream .. leave_stream around one call that queues on a device's stream.
+struct StreamUse {
+  int index;
+  explicit StreamUse(int i) : index(i) { enter_stream(i); }
+  ~StreamUse() { leave_stream(index); }
+  StreamUse(const StreamUse&) = delete;
+  StreamUse& operator=(const StreamUse&) = delete;
+};
+
+}  // namespace
+
 void* pool_allocate(int index, size_t bytes, const char* what) {
   DeviceContext& ctx = activate(index);
+  const StreamUse use(index);
   const size_t ask = bytes == 0 ? 256 : bytes;  // a valid, unique pointer even for empty tensors
   void* p = nullptr;
   cudaError_t st = cudaMallocFromPoolAsync(&p, ask, ctx.pool, ctx.compute);
-  if (st == cudaErrorMemoryAllocation) {
+  // (While recording a graph the retry's sync is not allowed: the capture fails instead.)
+  if (st == cudaErrorMemoryAllocation && !capturing()) {
     // Give cached blocks back to the driver and try once more before failing.
     cudaGetLastError();
     KILN_CUDA_CHECK(cudaStreamSynchronize(ctx.compute));
@@ -157,13 +173,21 @@ void* pool_allocate(int index, size_t bytes, const char* what) {
               mib(static_cast<size_t>(used)), " MiB");
   }
   KILN_CUDA_CHECK(st);
+  note_allocation(p);
   return p;
 }
 
 void pool_free(int index, void* p) {
-  if (p == nullptr) return;
+  if (p == nullptr || !note_free(p)) return;
   DeviceContext& ctx = activate(index);
-  KILN_CUDA_CHECK(cudaFreeAsync(p, ctx.compute));
+  const StreamUse use(index);
+  const cudaError_t st = cudaFreeAsync(p, ctx.compute);
+  if (st != cudaSuccess && capturing()) {
+    // The capture has already failed (it is discarded): end_graph_capture reports why.
+    cudaGetLastError();
+    return;
+  }
+  KILN_CUDA_CHECK(st);
 }
 
 Workspace::Workspace(int index, size_t bytes) : index_(index), bytes_(bytes) {
@@ -171,7 +195,12 @@ Workspace::Workspace(int index, size_t bytes) : index_(index), bytes_(bytes) {
 }
 
 Workspace::~Workspace() {
-  if (data_) cudaFreeAsync(data_, context(index_).compute);  // no throw from a destructor
+  if (!data_) return;
+  try {
+    pool_free(index_, data_);
+  } catch (...) {
+    // No throw from a destructor.
+  }
 }
 
 OpScope::OpScope(const char* op, int device) : previous_(t_current_op), ctx_(nullptr) {
@@ -182,13 +211,17 @@ OpScope::OpScope(const char* op, int device) : previous_(t_current_op), ctx_(nul
     t_current_op = previous_;
     throw;
   }
+  enter_stream(device);  // after activate: a failed one leaves nothing to undo
 }
 
-OpScope::~OpScope() { t_current_op = previous_; }
+OpScope::~OpScope() {
+  leave_stream(ctx_->index);
+  t_current_op = previous_;
+}
 
 void OpScope::done() {
   KILN_CUDA_CHECK(cudaGetLastError());
-  if (debug_sync()) KILN_CUDA_CHECK(cudaStreamSynchronize(ctx_->compute));
+  if (debug_sync() && !capturing()) KILN_CUDA_CHECK(cudaStreamSynchronize(ctx_->compute));
 }
 
 bool debug_sync() {

@@ -8,6 +8,7 @@
 #include "kernels/common/elementwise.h"
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/cuda_context.h"
+#include "kernels/cuda/cuda_graph.h"
 
 namespace kiln::cuda {
 namespace {
@@ -149,6 +150,21 @@ __global__ void relu_backward_kernel(const T* y, const T* dy, T* dx, int64_t n) 
 __global__ void dropout_kernel(const float* x, float keep, PhiloxState s, float* y, int64_t n) {
   for (int64_t i = global_thread(); i < n; i += grid_threads())
     y[i] = common::dropout(x[i], s, static_cast<uint64_t>(i), keep);
+}
+
+// The recorded form of dropout_kernel: the Philox position is read from device memory
+// written before each replay ({seed, offset} + delta), so a replayed graph draws the masks
+// the eager step would have drawn at that position; the mask math is the same function.
+__global__ void dropout_graph_kernel(const float* x, float keep, const uint64_t* base, uint64_t delta, float* y,
+                                     int64_t n) {
+  const PhiloxState s{base[0], base[1] + delta};
+  for (int64_t i = global_thread(); i < n; i += grid_threads())
+    y[i] = common::dropout(x[i], s, static_cast<uint64_t>(i), keep);
+}
+
+__global__ void set_philox_kernel(uint64_t* dst, uint64_t seed, uint64_t offset) {
+  dst[0] = seed;
+  dst[1] = offset;
 }
 
 template <typename S, typename D>
@@ -362,12 +378,28 @@ void CudaBackend::dropout(const Tensor& x, float keep, PhiloxState s, Tensor& y)
   refuse_bf16("training-form dropout", {&x});  // eval dropout returns x before any backend
   OpScope scope("dropout", y.device().index);
   const int64_t n = y.numel();
-  if (n > 0) {
+  if (n > 0 && capturing()) {
+    const CapturedRng r = captured_rng(s);
+    dropout_graph_kernel<<<elementwise_blocks(n, kThreads), kThreads, 0, scope.stream()>>>(
+        x.data<float>(), keep, r.base, r.delta, y.data<float>(), n);
+    KILN_CUDA_CHECK_LAUNCH();
+  } else if (n > 0) {
     dropout_kernel<<<elementwise_blocks(n, kThreads), kThreads, 0, scope.stream()>>>(x.data<float>(), keep, s,
                                                                                      y.data<float>(), n);
     KILN_CUDA_CHECK_LAUNCH();
   }
   scope.done();
+}
+
+void launch_set_philox(uint64_t* dst, PhiloxState s, cudaStream_t stream) {
+  set_philox_kernel<<<1, 1, 0, stream>>>(dst, s.seed, s.offset);
+  KILN_CUDA_CHECK_LAUNCH();
+}
+
+void preload_graph_kernels() {
+  cudaFuncAttributes a{};
+  KILN_CUDA_CHECK(cudaFuncGetAttributes(&a, dropout_graph_kernel));
+  KILN_CUDA_CHECK(cudaFuncGetAttributes(&a, set_philox_kernel));
 }
 
 // ---------------------------------------------------------------- shared launchers

@@ -8,6 +8,7 @@
 
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/cuda_context.h"
+#include "kernels/cuda/cuda_graph.h"
 
 namespace kiln::cuda {
 namespace {
@@ -59,6 +60,7 @@ std::mutex g_pending_mu;
 std::deque<Pending> g_pending;
 
 void reap_pending() {
+  if (capturing()) return;  // cudaEventQuery is not allowed while recording a graph
   std::lock_guard<std::mutex> lock(g_pending_mu);
   while (!g_pending.empty() && cudaEventQuery(g_pending.front().done) == cudaSuccess) {
     cudaEventDestroy(g_pending.front().done);

@@ -6,6 +6,7 @@
 
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/cuda_context.h"
+#include "kernels/cuda/cuda_graph.h"
 
 namespace kiln::cuda {
 namespace {
@@ -232,7 +233,10 @@ void with_label_type(const Tensor& labels, Fn&& fn) {
 
 // Waits for the label check's flag and throws the CPU backend's message when a label was
 // out of range. The sync is the price of reporting bad labels as errors, not as NaNs.
+// While a graph is recorded no host sync is allowed: the check is skipped there, and whoever
+// replays the graph checks its labels (train/step_graph.h: on the host, before each replay).
 void throw_if_bad_label(const char* op, const int64_t* device_flag, int64_t classes, cudaStream_t stream) {
+  if (capturing()) return;
   int64_t flag[2] = {-1, 0};
   KILN_CUDA_CHECK(cudaMemcpyAsync(flag, device_flag, sizeof flag, cudaMemcpyDeviceToHost, stream));
   KILN_CUDA_CHECK(cudaStreamSynchronize(stream));
