@@ -424,10 +424,9 @@ std::vector<Tensor> prepare_fp32_inputs(const OpCase& c, Device device, bool req
 
 namespace {
 // The bf16 cases the CUDA backend refuses for now (its "CPU-only for now" errors,
-// kernels/cuda/cuda_backend.h): conv2d, whose backward has no bf16 kernels there, and
-// training-form dropout (keep < 1). Drop a line here when its kernels land.
+// kernels/cuda/cuda_backend.h): training-form dropout (keep < 1). Drop a line here when
+// its kernels land.
 bool cuda_refuses_bf16(const OpCase& c) {
-  if (c.op == "conv2d") return true;
   const auto keep = c.params.find("keep");
   return c.op == "dropout" && keep != c.params.end() && keep->second < 1.0;
 }

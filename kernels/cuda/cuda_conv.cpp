@@ -3,9 +3,10 @@
 // transposes. fp32 may use TF32 tensor cores unless KILN_TF32=none (compute_options().conv_tf32).
 // Descriptors and the chosen algorithm are built once per (device, shape, direction,
 // options, dtype) and cached.
-// bfloat16 (forward only): x, w and y are CUDNN_DATA_BFLOAT16 and the convolution computes
-// in CUDNN_DATA_FLOAT (fp32 accumulation) with tensor-op math allowed, algorithm from the
-// same search; the bias is added afterwards in fp32 and rounded to bf16 again.
+// bfloat16 (forward, backward-data, backward-filter): every tensor is CUDNN_DATA_BFLOAT16
+// and the convolution computes in CUDNN_DATA_FLOAT (fp32 accumulation) with tensor-op math
+// allowed, algorithm from the same search; the forward's bias is added afterwards in fp32
+// and rounded to bf16 again, the filter gradient's bias part is dy's column sum.
 // With KILN_CONV_API=graph (core/conv_api.h) every convolution first tries cuDNN's graph
 // API (cuda_conv_graph.cpp) under the same key, and conv2d_forward_relu fuses conv + bias
 // + ReLU there; a key that gets no graph plan runs here, on the legacy API, as before.
@@ -114,11 +115,15 @@ ConvKey make_key(int device, Direction dir, const Shape& x_shape, const Shape& w
                  p.pad_w,     opt.conv_tf32, opt.exhaustive_conv_search};
 }
 
-// The forward key of a bf16 convolution (no backward in bf16 yet).
-ConvKey make_bf16_forward_key(int device, const Shape& x_shape, const Shape& w_shape, const Conv2dParams& p) {
-  ConvKey k = make_key(device, Direction::forward, x_shape, w_shape, p);
-  k.tf32 = false;
-  k.bf16 = true;
+// The key of a convolution whose tensors hold `dtype` (float32 or bfloat16; TF32 does not
+// apply to bf16 data, which admits tensor cores anyway).
+ConvKey make_typed_key(DType dtype, int device, Direction dir, const Shape& x_shape, const Shape& w_shape,
+                       const Conv2dParams& p) {
+  ConvKey k = make_key(device, dir, x_shape, w_shape, p);
+  if (dtype == DType::bf16) {
+    k.tf32 = false;
+    k.bf16 = true;
+  }
   return k;
 }
 
@@ -379,7 +384,7 @@ void conv2d_forward_bf16(const Tensor& x, const Tensor& w, const Tensor& b, cons
   if (x.numel() == 0 || w.numel() == 0) {
     zero(y.raw_data(), y.nbytes(), scope.stream());  // C = 0: an empty sum (all-zero bits are bf16 +0)
   } else {
-    convolve(make_bf16_forward_key(dev, x.shape(), w.shape(), p), y.shape(),
+    convolve(make_typed_key(DType::bf16, dev, Direction::forward, x.shape(), w.shape(), p), y.shape(),
              ConvData{x.raw_data(), w.raw_data(), y.raw_data()});
   }
   if (b.defined())
@@ -418,8 +423,7 @@ bool CudaBackend::conv2d_forward_relu(const Tensor& x, const Tensor& w, const Te
   const int dev = x.device().index;
   const bool bf16 = x.dtype() == DType::bf16;
   OpScope scope(bf16 ? "conv2d+relu (bfloat16)" : "conv2d+relu", dev);
-  const ConvKey k = bf16 ? make_bf16_forward_key(dev, x.shape(), w.shape(), p)
-                         : make_key(dev, Direction::forward, x.shape(), w.shape(), p);
+  const ConvKey k = make_typed_key(x.dtype(), dev, Direction::forward, x.shape(), w.shape(), p);
   const bool fused = graph_convolution_bias_relu(k, y.shape(), ConvData{x.raw_data(), w.raw_data(), y.raw_data()},
                                                  b.defined() ? b.raw_data() : nullptr);
   scope.done();
@@ -427,47 +431,53 @@ bool CudaBackend::conv2d_forward_relu(const Tensor& x, const Tensor& w, const Te
 }
 
 void CudaBackend::conv2d_backward_data(const Tensor& dy, const Tensor& w, const Conv2dParams& p, Tensor& dx) {
-  // dy: [N, OH, OW, O], w: [O, KH, KW, C], dx: [N, H, W, C]
-  refuse_bf16("conv2d backward-data", {&dy, &w});
+  // dy: [N, OH, OW, O], w: [O, KH, KW, C], dx: [N, H, W, C]; all float32 or all bfloat16
+  // (fp32 accumulation, one rounding to bf16 on the store, as the CPU's oneDNN).
   const int dev = dy.device().index;
-  OpScope scope("conv2d backward-data", dev);
-  float* pdx = dx.data<float>();
+  const DType dt = dy.dtype();
+  OpScope scope(dt == DType::bf16 ? "conv2d backward-data (bfloat16)" : "conv2d backward-data", dev);
+  KILN_CHECK(w.dtype() == dt && dx.dtype() == dt, current_op(), ": dy is ", dtype_name(dt),
+             " so w and dx must be too; got ", w.description(), " and ", dx.description());
   if (dx.numel() == 0) {
     scope.done();
     return;
   }
   if (dy.numel() == 0 || w.numel() == 0) {
-    zero(pdx, dx.nbytes(), scope.stream());
+    zero(dx.raw_data(), dx.nbytes(), scope.stream());  // all-zero bits: +0 in either dtype
     scope.done();
     return;
   }
-  convolve(make_key(dev, Direction::backward_data, dx.shape(), w.shape(), p), dy.shape(),
+  convolve(make_typed_key(dt, dev, Direction::backward_data, dx.shape(), w.shape(), p), dy.shape(),
            ConvData{dx.raw_data(), w.raw_data(), dy.raw_data()});
   scope.done();
 }
 
 void CudaBackend::conv2d_backward_filter(const Tensor& x, const Tensor& dy, const Conv2dParams& p, Tensor& dw,
                                          Tensor& db) {
-  // x: [N, H, W, C], dy: [N, OH, OW, O], dw: [O, KH, KW, C] (cuDNN's KRSC), db: [O] or undefined
-  refuse_bf16("conv2d backward-filter", {&x, &dy});
+  // x: [N, H, W, C], dy: [N, OH, OW, O], dw: [O, KH, KW, C] (cuDNN's KRSC), db: [O] or
+  // undefined; all float32 or all bfloat16 (db then the column sum rounded once to bf16).
   const int dev = x.device().index;
-  OpScope scope("conv2d backward-filter", dev);
-  float* pdw = dw.data<float>();
-  const float* pdy = dy.data<float>();
+  const DType dt = dy.dtype();
+  OpScope scope(dt == DType::bf16 ? "conv2d backward-filter (bfloat16)" : "conv2d backward-filter", dev);
+  KILN_CHECK(x.dtype() == dt && dw.dtype() == dt && (!db.defined() || db.dtype() == dt), current_op(), ": dy is ",
+             dtype_name(dt), " so x, dw and db must be too; got ", x.description(), ", ", dw.description(),
+             db.defined() ? ", " + db.description() : std::string());
   if (dw.numel() > 0) {
     if (x.numel() == 0 || dy.numel() == 0) {
-      zero(pdw, dw.nbytes(), scope.stream());  // an empty batch contributes nothing
+      zero(dw.raw_data(), dw.nbytes(), scope.stream());  // an empty batch contributes nothing
     } else {
-      convolve(make_key(dev, Direction::backward_filter, x.shape(), dw.shape(), p), dy.shape(),
+      convolve(make_typed_key(dt, dev, Direction::backward_filter, x.shape(), dw.shape(), p), dy.shape(),
                ConvData{x.raw_data(), dw.raw_data(), dy.raw_data()});
     }
   }
   if (db.defined() && db.numel() > 0) {
     const int64_t cols = dy.dim(3), rows = cols > 0 ? dy.numel() / cols : 0;
     if (rows == 0)
-      zero(db.data<float>(), db.nbytes(), scope.stream());
+      zero(db.raw_data(), db.nbytes(), scope.stream());
+    else if (dt == DType::bf16)
+      launch_column_sum(dy.data<BFloat16>(), rows, cols, db.data<BFloat16>(), scope.stream());
     else
-      launch_column_sum(pdy, rows, cols, db.data<float>(), scope.stream());
+      launch_column_sum(dy.data<float>(), rows, cols, db.data<float>(), scope.stream());
   }
   scope.done();
 }
@@ -490,8 +500,7 @@ std::vector<ConvAlgoInfo> conv_forward_candidates(const Tensor& x, const Tensor&
   const ConvData data{x.raw_data(), w.raw_data(), y.data()};
   cudnnHandle_t h = cudnn_handle(dev);
 
-  const ConvKey k = x.dtype() == DType::bf16 ? make_bf16_forward_key(dev, x.shape(), w.shape(), p)
-                                             : make_key(dev, Direction::forward, x.shape(), w.shape(), p);
+  const ConvKey k = make_typed_key(x.dtype(), dev, Direction::forward, x.shape(), w.shape(), p);
   const int kiln_algo = plan_for(k, y_shape, h, data).algo;
 
   // Fresh descriptors so the cached plan's math type is left alone.
