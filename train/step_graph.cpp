@@ -24,14 +24,15 @@ CudaGraphMode parse_cuda_graph_mode(const std::string& name) {
 }
 
 StepGraphChoice choose_step_graph(CudaGraphMode mode, Device device, bool distributed, bool head_only, bool cached) {
-  if (mode == CudaGraphMode::off) return {false, "eager steps (CUDA graphs off)"};
-  if (!device.is_cuda()) return {false, "eager steps: CUDA graphs need a CUDA device, training runs on " + device.str()};
-  if (distributed) return {false, "eager steps: CUDA graphs are for one process (gradients are all-reduced here)"};
-  if (!head_only) return {false, "eager steps: CUDA graphs record head-only phases, this phase trains more layers"};
+  if (mode == CudaGraphMode::off) return {false, "eager (CUDA graphs off)"};
+  if (!device.is_cuda()) return {false, "eager (CUDA graphs need a CUDA device; training runs on " + device.str() + ")"};
+  if (distributed) return {false, "eager (CUDA graphs are for one process; here gradients are all-reduced)"};
+  if (!head_only) return {false, "eager (CUDA graphs record head-only phases; this phase trains more layers)"};
   if (mode == CudaGraphMode::automatic && !cached)
-    return {false, "eager steps: under auto CUDA graphs record head-only steps served from cached features; this "
-                   "phase runs the full forward (--cuda-graph on records it too)"};
-  return {true, "CUDA graph: one eager warm-up step, then every full-size batch replays the recorded step"};
+    return {false, "eager (under auto CUDA graphs record head-only steps served from cached features; this phase "
+                   "runs the full forward each step, which on records too)"};
+  return {true, "recorded as a CUDA graph after one eager warm-up step and replayed for every full-size batch "
+                "(a partial batch runs eagerly)"};
 }
 
 Tensor empty_like(const Tensor& t) { return Tensor::empty(t.shape(), TensorOptions{t.dtype(), t.device()}); }

@@ -602,7 +602,7 @@ bool Trainer::graph_step(const Tensor& x, const Tensor& y, double& loss, double&
       g.step.reset();
       g.use = false;
       if (hooks_.on_step_mode)
-        hooks_.on_step_mode(StepModeInfo{number, false, "eager steps: the CUDA graph capture failed: " + error});
+        hooks_.on_step_mode(StepModeInfo{number, false, "eager (the CUDA graph capture failed: " + error + ")"});
       return false;
     }
     if (hooks_.on_step_mode)

@@ -111,6 +111,8 @@ std::vector<FlagSpec> train_specs() {
       {"checkpoint-every", "N", "0",
        "also write a checkpoint every N steps (0: only after each epoch); a resume from one continues mid-epoch exactly"},
       {"precision", "fp32|bf16-frozen|bf16", "fp32", "which layers compute in bf16 (fp32 accumulation; weights, gradients, optimizer and checkpoints stay fp32): fp32; bf16-frozen: the layers this phase freezes (the boundary moves with the phase); bf16: every layer, from fp32 master weights (docs/precision.md)"},
+      {"cuda-graph", "off|on|auto", "off",
+       "record phase 1's step (the head alone) once as a CUDA graph and replay it per batch: off; on: in every head-only phase on a GPU; auto: only where phase 1 runs from cached features (--no-augment), where the short step is bound by kernel launches. Partial batches, phase 2, the CPU and a failed capture run eagerly; results are the same either way. Off by default until it has run on a GPU"},
       {"allow-changed-config", "", "",
        "resume even though a recipe flag (epochs, learning rates, batch, momentum, weight decay, keep prob, seed, "
        "augment, image size) differs from the run's config.txt; config.txt then records the change"},
@@ -172,6 +174,7 @@ TrainConfig train_config(const Flags& f) {
   c.probe_head = f.choice("head-init", {"random", "probe"}) == "probe";
   c.calibrate_bn = f.choice("calibrate-bn", {"auto", "on", "off"});
   c.precision = f.choice("precision", {"fp32", "bf16-frozen", "bf16"});
+  c.cuda_graph = f.choice("cuda-graph", {"off", "on", "auto"});
   c.config_text = "# vgg_finetune train: the flags of this run\n" + f.dump();
   return c;
 }
@@ -547,7 +550,10 @@ int cmd_demo(int argc, char** argv) {
            {"device", "auto|cpu|cuda", "auto", "where to run"},
            {"full", "", "", "run the full recipe (224 px, 10+10 epochs, augmentation, dropout, fc8 from random) even on a CPU"},
            {"seed", "N", "1", "seed of the data, initialisation, dropout and data order"},
-           {"precision", "fp32|bf16-frozen|bf16", "fp32", "compute precision of training (see train --help)"}},
+           {"precision", "fp32|bf16-frozen|bf16", "fp32", "compute precision of training (see train --help)"},
+           {"cuda-graph", "off|on|auto", "off",
+            "record phase 1's step as a CUDA graph and replay it per batch (see train --help; default off until "
+            "measured on a GPU)"}},
           "  vgg_finetune demo\n  vgg_finetune demo --work-dir /tmp/demo --device cpu\n");
   if (!f.parse(argc, argv, 2)) return 0;
   KILN_CHECK(f.positional().empty(), "demo takes no positional argument, got '", f.positional()[0], "'");
@@ -568,6 +574,7 @@ int cmd_demo(int argc, char** argv) {
   TrainConfig c;
   c.model = model;
   c.precision = f.choice("precision", {"fp32", "bf16-frozen", "bf16"});
+  c.cuda_graph = f.choice("cuda-graph", {"off", "on", "auto"});
   const int train_per_class = 100, val_per_class = 25;
   bool batch_norm = false;  // ResNet-50: its random features probe poorly (below)
   {

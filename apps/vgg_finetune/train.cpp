@@ -479,6 +479,7 @@ TrainerHooks people_hooks(const TrainConfig& cfg, bool tty, Sequential& net) {
                   m.phase, cfg.no_augment ? "--no-feature-cache" : "augmentation on: random crops and flips change the features",
                   cached.c_str());
   };
+  h.on_step_mode = [](const StepModeInfo& m) { std::printf("phase %d steps: %s\n", m.phase, m.why.c_str()); };
   h.on_batch_norm_calibrated = [&cfg](const BatchNormCalibration& c) {
     std::printf("batch norm: running statistics of all %lld layers estimated on %lld train images (%lld batches, "
                 "%.1f s) before phase 1 (--calibrate-bn %s%s)\n",
@@ -639,6 +640,7 @@ TrainResult run_train(const TrainConfig& cfg) {
   t.feature_cache = cfg.feature_cache;
   t.eval_at_phase_start = cfg.eval_at_phase_start;
   t.precision = parse_precision(cfg.precision);
+  t.cuda_graph = parse_cuda_graph_mode(cfg.cuda_graph);
   t.calibrate_batch_norm = cfg.calibrate_bn == "on" || (cfg.calibrate_bn == "auto" && cfg.weights.empty());
   t.eval_every = cfg.eval_every;
   t.checkpoint_every = cfg.checkpoint_every;

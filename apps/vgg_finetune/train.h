@@ -49,6 +49,7 @@ struct TrainConfig {
   int64_t eval_every = 0;           // > 0: also evaluate every this many (global) steps
   int64_t checkpoint_every = 0;     // > 0: also checkpoint every this many (global) steps
   std::string precision = "fp32";    // train/precision.h: fp32, bf16-frozen, bf16
+  std::string cuda_graph = "off";    // train/step_graph.h: off, on, auto (not a recipe flag: same results)
   bool allow_changed_config = false;  // resume even when the recipe flags differ from config.txt
   std::string config_text;          // the run's flags, written to config.txt
 };
