@@ -422,18 +422,4 @@ std::vector<Tensor> prepare_fp32_inputs(const OpCase& c, Device device, bool req
   return inputs_as(c, DType::f32, device, requires_grad);
 }
 
-namespace {
-// The bf16 cases the CUDA backend refuses for now (its "CPU-only for now" errors,
-// kernels/cuda/cuda_backend.h): training-form dropout (keep < 1). Drop a line here when
-// its kernels land.
-bool cuda_refuses_bf16(const OpCase& c) {
-  const auto keep = c.params.find("keep");
-  return c.op == "dropout" && keep != c.params.end() && keep->second < 1.0;
-}
-}  // namespace
-
-bool runs_on(const OpCase& c, Device device) {
-  return device.is_cpu() || c.dtype == DType::f32 || !cuda_refuses_bf16(c);
-}
-
 }  // namespace kiln::check

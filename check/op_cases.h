@@ -63,9 +63,5 @@ std::vector<Tensor> prepare_inputs(const OpCase& c, Device device, bool requires
 // The same inputs with the floating ones in float32: the fp32 op's run of a bf16 case.
 std::vector<Tensor> prepare_fp32_inputs(const OpCase& c, Device device, bool requires_grad);
 
-// Whether `device`'s backend runs the case, forward and backward: every case on the CPU;
-// on CUDA every fp32 case and the bf16 ones whose ops it has bf16 kernels for (not yet
-// conv2d, whose backward it refuses in bf16, nor training-form dropout).
-bool runs_on(const OpCase& c, Device device);
 
 }  // namespace kiln::check

@@ -5,7 +5,6 @@
 #pragma once
 
 #include <cuda_runtime.h>
-#include <initializer_list>
 
 #include "core/backend.h"
 #include "core/error.h"
@@ -13,16 +12,9 @@
 
 namespace kiln::cuda {
 
-// On the GPU bf16 runs conv2d, linear, relu, max_pool2d, adaptive_avg_pool2d, add/sub/mul
-// and the casts forward and backward (eval dropout never reaches a backend). What is still
-// CPU-only in bf16 (training-form dropout) stops here with a clear error before a kernel
-// reads 16-bit elements as floats.
-inline void refuse_bf16(const char* op, std::initializer_list<const Tensor*> tensors) {
-  for (const Tensor* t : tensors)
-    KILN_CHECK(!t->defined() || t->dtype() != DType::bf16, op, " in bfloat16 is CPU-only for now (got ",
-               t->description(), "); cast to float32 with .to(DType::f32) before this op on the GPU, or run ",
-               "this segment on the CPU");
-}
+// bf16 on the GPU: every op core admits in bf16 (conv2d, linear, relu, dropout, max_pool2d,
+// adaptive_avg_pool2d, add/sub/mul, the casts) runs in bf16 here, forward and backward,
+// with fp32 math and one rounding per stored value; core refuses bf16 for the rest.
 
 // Implements Backend on NVIDIA GPUs. Methods live in the .cpp/.cu file of their concept.
 class CudaBackend final : public Backend {

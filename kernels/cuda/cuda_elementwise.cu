@@ -147,19 +147,22 @@ __global__ void relu_backward_kernel(const T* y, const T* dy, T* dx, int64_t n) 
     dx[i] = T(common::relu_backward(static_cast<float>(y[i]), static_cast<float>(dy[i])));
 }
 
-__global__ void dropout_kernel(const float* x, float keep, PhiloxState s, float* y, int64_t n) {
+// T is float or BFloat16: bf16 scales in fp32 with fp32's Philox mask and rounds once, as
+// the CPU's dropout_loop.
+template <typename T>
+__global__ void dropout_kernel(const T* x, float keep, PhiloxState s, T* y, int64_t n) {
   for (int64_t i = global_thread(); i < n; i += grid_threads())
-    y[i] = common::dropout(x[i], s, static_cast<uint64_t>(i), keep);
+    y[i] = T(common::dropout(static_cast<float>(x[i]), s, static_cast<uint64_t>(i), keep));
 }
 
 // The recorded form of dropout_kernel: the Philox position is read from device memory
 // written before each replay ({seed, offset} + delta), so a replayed graph draws the masks
 // the eager step would have drawn at that position; the mask math is the same function.
-__global__ void dropout_graph_kernel(const float* x, float keep, const uint64_t* base, uint64_t delta, float* y,
-                                     int64_t n) {
+template <typename T>
+__global__ void dropout_graph_kernel(const T* x, float keep, const uint64_t* base, uint64_t delta, T* y, int64_t n) {
   const PhiloxState s{base[0], base[1] + delta};
   for (int64_t i = global_thread(); i < n; i += grid_threads())
-    y[i] = common::dropout(x[i], s, static_cast<uint64_t>(i), keep);
+    y[i] = T(common::dropout(static_cast<float>(x[i]), s, static_cast<uint64_t>(i), keep));
 }
 
 __global__ void set_philox_kernel(uint64_t* dst, uint64_t seed, uint64_t offset) {
@@ -374,19 +377,25 @@ void CudaBackend::relu_backward(const Tensor& y, const Tensor& dy, Tensor& dx) {
   scope.done();
 }
 
+// Training-form dropout (eval dropout returns x before any backend), float32 or bfloat16;
+// the backward is this op on dy with the same state.
 void CudaBackend::dropout(const Tensor& x, float keep, PhiloxState s, Tensor& y) {
-  refuse_bf16("training-form dropout", {&x});  // eval dropout returns x before any backend
-  OpScope scope("dropout", y.device().index);
+  OpScope scope(x.dtype() == DType::bf16 ? "dropout (bfloat16)" : "dropout", y.device().index);
+  KILN_CHECK(y.dtype() == x.dtype(), current_op(), ": x is ", x.description(), " but y is ", y.description());
   const int64_t n = y.numel();
-  if (n > 0 && capturing()) {
-    const CapturedRng r = captured_rng(s);
-    dropout_graph_kernel<<<elementwise_blocks(n, kThreads), kThreads, 0, scope.stream()>>>(
-        x.data<float>(), keep, r.base, r.delta, y.data<float>(), n);
-    KILN_CUDA_CHECK_LAUNCH();
-  } else if (n > 0) {
-    dropout_kernel<<<elementwise_blocks(n, kThreads), kThreads, 0, scope.stream()>>>(x.data<float>(), keep, s,
-                                                                                     y.data<float>(), n);
-    KILN_CUDA_CHECK_LAUNCH();
+  if (n > 0) {
+    for_float_or_bf16(x.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      if (capturing()) {
+        const CapturedRng r = captured_rng(s);
+        dropout_graph_kernel<T><<<elementwise_blocks(n, kThreads), kThreads, 0, scope.stream()>>>(
+            x.data<T>(), keep, r.base, r.delta, y.data<T>(), n);
+      } else {
+        dropout_kernel<T><<<elementwise_blocks(n, kThreads), kThreads, 0, scope.stream()>>>(x.data<T>(), keep, s,
+                                                                                            y.data<T>(), n);
+      }
+      KILN_CUDA_CHECK_LAUNCH();
+    });
   }
   scope.done();
 }
@@ -398,7 +407,8 @@ void launch_set_philox(uint64_t* dst, PhiloxState s, cudaStream_t stream) {
 
 void preload_graph_kernels() {
   cudaFuncAttributes a{};
-  KILN_CUDA_CHECK(cudaFuncGetAttributes(&a, dropout_graph_kernel));
+  KILN_CUDA_CHECK(cudaFuncGetAttributes(&a, dropout_graph_kernel<float>));
+  KILN_CUDA_CHECK(cudaFuncGetAttributes(&a, dropout_graph_kernel<BFloat16>));
   KILN_CUDA_CHECK(cudaFuncGetAttributes(&a, set_philox_kernel));
 }
 

@@ -208,29 +208,7 @@ TEST_CASE("bf16 relu, max_pool2d and eval dropout on the GPU give the CPU's bits
   REQUIRE(dropout(xg, 0.5f, false).raw_data() == xg.raw_data());
 }
 
-namespace {
-
-// Either CUDA still refuses `op` in bf16, naming it (CPU-only for now), or it runs and `grad`
-// (called after the backward) is a bf16 gradient on the GPU: true today and after the
-// kernels land, so this check needs no edit then.
-template <typename Run, typename Grad>
-void refused_or_bf16_gradient(const char* op, Run&& run, Grad&& grad) {
-  try {
-    run();
-  } catch (const Error& e) {
-    INFO(e.what());
-    REQUIRE(std::string(e.what()).find(op) != std::string::npos);
-    REQUIRE(std::string(e.what()).find("CPU-only") != std::string::npos);
-    return;
-  }
-  const Tensor g = grad();
-  REQUIRE(g.dtype() == DType::bf16);
-  REQUIRE(g.device() == kGpu);
-}
-
-}  // namespace
-
-TEST_CASE("bf16 on the GPU refuses mixed dtypes, and conv2d backward and training dropout while CPU-only",
+TEST_CASE("bf16 on the GPU refuses mixed dtypes and gives bf16 gradients of conv2d and training dropout",
           "[cuda][bf16][errors]") {
   KILN_SKIP_WITHOUT_GPU();
   const TensorOptions bf16_gpu{DType::bf16, kGpu}, f32_gpu{DType::f32, kGpu};
@@ -242,26 +220,20 @@ TEST_CASE("bf16 on the GPU refuses mixed dtypes, and conv2d backward and trainin
   REQUIRE_THROWS_WITH(linear(Tensor::zeros(Shape{2, 3}, bf16_gpu), Tensor::zeros(Shape{4, 3}, bf16_gpu),
                              Tensor::zeros(Shape{4}, f32_gpu)),
                       Contains("linear") && Contains("bias b is float32"));
-  // conv2d's backward and training dropout: refused with a clear error, or (once their
-  // kernels land) a bf16 gradient. linear's backward runs: "bf16 backward on the GPU ..." below.
+  // conv2d's backward and training dropout run in bf16 (their values: the op table's bf16
+  // cases in test_ops_cuda.cpp); the gradients stay bf16 and on the GPU.
   Tensor wg = Tensor::zeros(Shape{2, 3, 3, 3}, bf16_gpu);
   wg.set_requires_grad(true);
-  refused_or_bf16_gradient(
-      "conv2d",
-      [&] {
-        Tensor y = conv2d(xb, wg);
-        y.backward(Tensor::ones(y.shape(), bf16_gpu));
-      },
-      [&] { return wg.grad(); });
+  Tensor yc = conv2d(xb, wg);
+  yc.backward(Tensor::ones(yc.shape(), bf16_gpu));
+  REQUIRE(wg.grad().dtype() == DType::bf16);
+  REQUIRE(wg.grad().device() == kGpu);
   Tensor xd = Tensor::zeros(Shape{8}, bf16_gpu);
   xd.set_requires_grad(true);
-  refused_or_bf16_gradient(
-      "dropout",
-      [&] {
-        Tensor y = dropout(xd, 0.5f, true);
-        y.backward(Tensor::ones(y.shape(), bf16_gpu));
-      },
-      [&] { return xd.grad(); });
+  Tensor yd = dropout(xd, 0.5f, true);
+  yd.backward(Tensor::ones(yd.shape(), bf16_gpu));
+  REQUIRE(xd.grad().dtype() == DType::bf16);
+  REQUIRE(xd.grad().device() == kGpu);
   // With grad mode off nothing is recorded: a trainable bf16 weight runs forward on the GPU.
   NoGradGuard off;
   REQUIRE(conv2d(xb, wg).dtype() == DType::bf16);

@@ -40,14 +40,10 @@ Run run_case(const OpCase& c, Device d) {
   return r;
 }
 
-// Every case of `dtype` that runs on the GPU, forward and gradients, against the CPU's run.
+// Every case of `dtype`, forward and gradients, on the GPU against the CPU's run.
 void compare_backends(DType dtype, double rtol_scale) {
   for (const OpCase& c : all_op_cases()) {
     if (c.dtype != dtype) continue;
-    if (!runs_on(c, kGpu)) {
-      WARN(c.name << ": not run on the GPU (runs_on: CUDA refuses its backward in bf16 for now), skipped");
-      continue;
-    }
     DYNAMIC_SECTION(c.name) {
       const Run cpu = run_case(c, Device::cpu()), gpu = run_case(c, kGpu);
       const double rtol = c.rtol * rtol_scale;
@@ -74,37 +70,12 @@ TEST_CASE("every op on the GPU matches the CPU backend in fp32", "[cuda][ops]") 
   compare_backends(DType::f32, 1.0);
 }
 
-// The bf16 cases CUDA has kernels for, forward and backward (runs_on: not conv2d, whose
-// backward is CPU-only there, nor training dropout), against the CPU's bf16 run at the
-// case's tolerance: the kRtolExact ones bit for bit (relu, max-pool without overlap, eval
-// dropout, the cast round trip).
+// Every bf16 case, forward and backward, against the CPU's bf16 run at the case's
+// tolerance: the kRtolExact ones bit for bit (relu, max-pool without overlap, dropout with
+// the CPU's mask, the cast round trip).
 TEST_CASE("the op table's bf16 cases on the GPU match the CPU's bf16 forward and gradients", "[cuda][ops][bf16]") {
   KILN_SKIP_WITHOUT_GPU();
   compare_backends(DType::bf16, 1.0);
-}
-
-// The op table's bf16 cases, forward only, including those runs_on keeps off the GPU because
-// their backward is CPU-only there (conv2d): every op the CUDA backend computes in bf16
-// against the CPU's bf16 result at the case's tolerance; an op CUDA refuses in bf16 (its
-// error says "CPU-only for now": training dropout today) is listed, not failed.
-TEST_CASE("the op table's bf16 cases on the GPU match the CPU's bf16 forward", "[cuda][ops][bf16]") {
-  KILN_SKIP_WITHOUT_GPU();
-  for (const OpCase& c : all_op_cases()) {
-    if (c.dtype != DType::bf16) continue;
-    DYNAMIC_SECTION(c.name) {
-      const std::vector<double> cpu = c.forward(prepare_inputs(c, Device::cpu(), false)).to_vector<double>();
-      std::vector<double> gpu;
-      try {
-        gpu = c.forward(prepare_inputs(c, kGpu, false)).to_vector<double>();
-      } catch (const Error& e) {
-        const std::string what = e.what();
-        REQUIRE(what.find("CPU-only for now") != std::string::npos);
-        WARN(c.name << ": refused on CUDA in bf16 (" << what.substr(0, 80) << "...), not compared");
-        continue;
-      }
-      KILN_REQUIRE_CLOSE(gpu, cpu, c.rtol * mean_abs(cpu), c.rtol);
-    }
-  }
 }
 
 TEST_CASE("with TF32 allowed, conv and GEMM stay within 3e-3 of the CPU", "[cuda][ops][tf32]") {
