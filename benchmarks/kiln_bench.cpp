@@ -7,6 +7,7 @@
 #include <oneapi/dnnl/dnnl.h>
 #include <omp.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
@@ -270,6 +271,10 @@ int run(int argc, char** argv) {
       }
     }
     set_table_widths(0, 0);
+    for (const std::string& name : opt.only)  // a misspelt name, or a row this device does not run
+      if (std::none_of(rep.res.rows.begin(), rep.res.rows.end(), [&](const Row& r) { return r.name == name; }))
+        std::printf("--only %s: no such row ran on %s (a misspelt name, a skipped row, or a GPU-only row)\n",
+                    name.c_str(), opt.device.c_str());
     reports.push_back(std::move(rep));
   }
   if (!opt.json_path.empty()) {

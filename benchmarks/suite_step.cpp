@@ -20,12 +20,17 @@
 #include "core/ops.h"
 #include "layers/optim.h"
 #include "train/precision.h"
+#include "train/step_graph.h"
 
 namespace kiln::bench {
 
 namespace {
 
 constexpr int64_t kClasses = 8;
+
+// Runs one step through `run` and writes into the row whether it moved exactly the
+// parameters it should, with a finite loss.
+using CheckStep = std::function<void(Row&, const std::function<void()>& run)>;
 
 Tensor* param(Module& model, const std::string& name) {
   Tensor* t = model.find(name).tensor;
@@ -47,7 +52,7 @@ void record_peak_memory(const std::string& what, const Options& opt, SuiteResult
 // the device has no native bf16; a failure (the CUDA bf16 kernels were written without a
 // GPU) is reported and the suite goes on.
 void time_precision_variant(Row r, kiln::Precision p, Sequential& model, const std::function<void()>& step,
-                            const std::function<void(Row&)>& check_step, const Options& opt,
+                            const CheckStep& check_step, const Options& opt,
                             const MachineLimits& m, SuiteResult& res) {
   const kiln::Device d = bench_device(opt);
   r.name += std::string("@") + kiln::precision_name(p);
@@ -62,7 +67,7 @@ void time_precision_variant(Row r, kiln::Precision p, Sequential& model, const s
     if (c == '@' || c == '-') c = '_';  // "step_fc8_bf16_frozen"
   try {
     const kiln::PrecisionUse u = kiln::apply_precision(model, p);
-    check_step(r);
+    check_step(r, step);
     r.check = u.describe() + "; " + r.check;
     kiln::reset_peak_memory(d);
     time_checked_row(std::move(r), opt, m, res, step);
@@ -75,11 +80,54 @@ void time_precision_variant(Row r, kiln::Precision p, Sequential& model, const s
   kiln::apply_precision(model, kiln::Precision::fp32);
 }
 
+// The bf16-frozen phase-1 step recorded once as a CUDA graph (train/step_graph.h) and
+// replayed: forward, loss and backward in one launch, then the optimizer eagerly, as the
+// trainer's --cuda-graph. GPU only; a failed capture is reported and the suite goes on.
+void time_graph_variant(Row r, Sequential& model, SGD& sgd, const Tensor& x, const Tensor& labels,
+                        kiln::Generator& drop, Tensor& last_loss, const CheckStep& check_step,
+                        const Options& opt, const MachineLimits& m, SuiteResult& res) {
+  const kiln::Device d = bench_device(opt);
+  r.name += "@bf16-frozen+graph";
+  if (d.is_cpu() || !row_wanted(opt, r.name)) return;
+  try {
+    const kiln::PrecisionUse u = kiln::apply_precision(model, kiln::Precision::bf16_frozen);
+    std::vector<Tensor> params;
+    for (const kiln::ParameterRef& p : model.trainable_parameters()) params.push_back(*p.tensor);
+    const auto record = [&](const std::vector<Tensor>& in) {
+      Tensor loss = softmax_cross_entropy(model(in[0]), in[1]);
+      loss.backward();
+      return std::vector<Tensor>{loss};
+    };
+    sgd.zero_grad();
+    (void)record({x, labels});  // eager once: plans, workspaces and bf16 copies exist before recording
+    sgd.zero_grad();
+    kiln::StepGraph graph({kiln::empty_like(x), kiln::empty_like(labels)},
+                          {Tensor::empty(Shape{}, kiln::TensorOptions{kiln::DType::f32, d})}, std::move(params), &drop);
+    const std::string error = graph.capture(record);
+    if (!error.empty()) KILN_FAIL("the capture failed: ", error);
+    graph.replay({x, labels});  // the same batch every step, as the eager rows
+    const std::function<void()> step = [&] {
+      last_loss = graph.replay()[0];
+      sgd.step();
+    };
+    check_step(r, step);  // one replayed step: it must move fc8 and nothing frozen, with a finite loss
+    r.check = u.describe() + "; recorded once, replayed; " + r.check;
+    time_checked_row(std::move(r), opt, m, res, step);
+    if (res.rows.back().timed)
+      res.summary.emplace_back("step_fc8_bf16_frozen_graph_img_per_s",
+                               static_cast<double>(opt.batch) / (res.rows.back().t.median_ms * 1e-3));
+  } catch (const kiln::Error& e) {
+    std::printf("%s: FAILED on %s: %s\n", r.name.c_str(), d.str().c_str(), e.what());
+  }
+  sgd.zero_grad();
+  kiln::apply_precision(model, kiln::Precision::fp32);
+}
+
 }  // namespace
 
 SuiteResult run_step(const Options& opt, const MachineLimits& m) {
   SuiteResult res;
-  set_table_widths(26, 34);  // "vgg16/step_fc8@bf16-frozen"
+  set_table_widths(32, 34);  // "vgg16/step_fc8@bf16-frozen+graph"
   print_table_header();
   const int64_t n = opt.batch;
   kiln::Generator init(11), drop(12), data(13);
@@ -148,10 +196,10 @@ SuiteResult run_step(const Options& opt, const MachineLimits& m) {
     r.flops = phase == 1 ? fwd_flops + 2.0 * 2.0 * n * fc8_in * kClasses : 3.0 * fwd_flops;
     r.bytes = phase == 1 ? fwd_bytes : 3.0 * fwd_bytes;
     // One checked step: it must touch what is trainable and nothing else.
-    const auto check_step = [&](Row& row) {
+    const CheckStep check_step = [&](Row& row, const std::function<void()>& run) {
       const std::vector<float> fc7_before = fc7_w->to_vector<float>(), conv_before = conv1_w->to_vector<float>();
       const std::vector<float> fc8_before = fc8_w->to_vector<float>();
-      step();
+      run();
       const double loss = last_loss.item();
       const bool fc8_moved = fc8_w->to_vector<float>() != fc8_before;
       const bool fc7_moved = fc7_w->to_vector<float>() != fc7_before;
@@ -166,7 +214,7 @@ SuiteResult run_step(const Options& opt, const MachineLimits& m) {
     };
     const Row variant = r;
     if (row_wanted(opt, r.name)) {
-      check_step(r);
+      check_step(r, step);
       kiln::reset_peak_memory(bench_device(opt));
       time_checked_row(std::move(r), opt, m, res, step);
       record_peak_memory(phase == 1 ? "step_fc8" : "step_all", opt, res);
@@ -178,6 +226,7 @@ SuiteResult run_step(const Options& opt, const MachineLimits& m) {
     // The same step in the precision the GPU target table compares (docs/gpu.md).
     time_precision_variant(variant, phase == 1 ? kiln::Precision::bf16_frozen : kiln::Precision::bf16, *model, step,
                            check_step, opt, m, res);
+    if (phase == 1) time_graph_variant(variant, *model, sgd, x, labels, drop, last_loss, check_step, opt, m, res);
   }
   if (!res.rows.empty() && res.rows.front().name == "vgg16/forward" && res.rows.front().timed)
     res.summary.emplace_back("forward_img_per_s", static_cast<double>(n) / (res.rows.front().t.median_ms * 1e-3));
