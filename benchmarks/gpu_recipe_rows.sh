@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
 # Two rows of the GPU comparison (docs/torch_recipe.md), for scripts/gpu_check.sh on a machine
 # with one CUDA GPU, PyTorch and torchvision; run from anywhere (paths are from the repo root):
-#   ROWS=a  the seed recipe end to end, per seed: `vgg_finetune demo --full` (it writes its
-#           data to W/data, then trains), then benchmarks/torch_recipe.py on that data with
-#           the same seed; both walls from process start; then mean, min, max, sd over seeds
-#           and the wall ratio. A seed starts only if the mean seconds a seed took so far fit
-#           in what is left of BUDGET. DEMO_LOG + DEMO_DATA: a `demo --full` already run (the
-#           seed 1 of gpu_check's demo section) stands for kiln's seed 1 (its wall then is the
-#           log's "demo done in N s", which starts after flag parsing).
+#   ROWS=a  the seed recipe end to end on the data of a `vgg_finetune demo --full` already
+#           run (DEMO_DATA: gpu_check's demo section writes it), per seed: `vgg_finetune train`
+#           with its defaults (the full recipe: 224 px, 10 + 10 epochs, augmentation, dropout,
+#           fc8 from random), then benchmarks/torch_recipe.py with the same seed; both timed by
+#           this script's clock from just before the process starts to its exit (the last
+#           evaluation and checkpoint); then mean, min, max, sd over seeds and the wall ratio.
+#           A seed starts only if the mean seconds a seed took so far fit in what is left of
+#           BUDGET.
 #   ROWS=b  peak GPU memory of the fc8-only step (bf16-frozen, batch 256), each framework
 #           alone in its process, both measured from outside by gpu_peak_memory.py (NVML).
 # Logs and JSON go to $OUT; data and checkpoints (GBs) to /tmp, removed after each seed.
-# Environment: OUT (required), ROWS ("a b"), SEEDS ("1 2 3"), BUDGET (150 s for a), VF
+# Environment: OUT (required), DEMO_DATA (for a), ROWS ("a b"), SEEDS ("1 2 3"), BUDGET (150 s for a), VF
 # (vgg_finetune), KB (kiln_bench), PY (a Python with torch), DEV (cuda), TWIN_EXTRA (more
 # torch_recipe.py flags), RUN_LIMIT (90 s: timeout of each run).
 set -u
@@ -27,25 +28,22 @@ rc_all=0
 if [[ " $ROWS " == *" a "* ]]; then
   rm -f "$OUT"/kiln_recipe_s*.log "$OUT"/torch_recipe_s*.json "$OUT/recipe_walls.txt"  # no stale seeds
   t_a=$SECONDS; done_seeds=0
+  D=${DEMO_DATA:-}
+  [[ -d $D/train && -d $D/val ]] || { echo "(a) needs DEMO_DATA, the data of a demo --full run (gpu_check: SECTIONS=demo,recipe)"; exit 2; }
   for s in $SEEDS; do
     left=$((BUDGET - (SECONDS - t_a)))
     if (( done_seeds > 0 && (SECONDS - t_a) / done_seeds > left )); then
       echo "(a) seed $s not started: $left s left of $BUDGET, a seed took $(( (SECONDS - t_a) / done_seeds )) s"; break
     fi
     W=/tmp/recipe_s$s; rm -rf "$W"
-    if [[ $s == 1 && -n ${DEMO_LOG:-} && -n ${DEMO_DATA:-} ]]; then
-      cp "$DEMO_LOG" "$OUT/kiln_recipe_s1.log"; data=$DEMO_DATA; rc=0
-      wall=$(grep -o 'demo done in [0-9.]* s' "$DEMO_LOG" | grep -o '[0-9.]*' || echo "?")
-    else
-      t0=$(now); timeout "$RUN_LIMIT" "$VF" demo --full --device "$DEV" --seed "$s" --work-dir "$W" \
-        > "$OUT/kiln_recipe_s$s.log" 2>&1
-      rc=$?; wall=$(since "$t0"); data=$W/data
-    fi
+    t0=$(now); timeout "$RUN_LIMIT" "$VF" train --train-dir "$D/train" --val-dir "$D/val" --model-dir "$W/kiln" \
+      --device "$DEV" --seed "$s" > "$OUT/kiln_recipe_s$s.log" 2>&1
+    rc=$?; wall=$(since "$t0")
     echo "kiln $s $rc $wall" >> "$OUT/recipe_walls.txt"
-    echo "(a) kiln  seed $s: rc $rc, wall $wall s; $(grep -E '^summary' "$OUT/kiln_recipe_s$s.log")"
+    echo "(a) kiln  seed $s: rc $rc, wall $wall s; $(grep -E '^final validation' "$OUT/kiln_recipe_s$s.log")"
     # shellcheck disable=SC2086  # TWIN_EXTRA: flags, split on purpose
-    timeout "$RUN_LIMIT" "$PY" "$ROOT/benchmarks/torch_recipe.py" --data "$data" --device "$DEV" --seed "$s" \
-      --workers 8 --channels-last --eval-at-phase-start --checkpoint-dir "$W/torch_ckpt" --start-time "$(now)" \
+    timeout "$RUN_LIMIT" "$PY" "$ROOT/benchmarks/torch_recipe.py" --data "$D" --device "$DEV" --seed "$s" \
+      --workers 8 --channels-last --checkpoint-dir "$W/torch_ckpt" --start-time "$(now)" \
       $TWIN_EXTRA --json "$OUT/torch_recipe_s$s.json" > "$OUT/torch_recipe_s$s.log" 2>&1
     trc=$?
     echo "(a) torch seed $s: rc $trc, $(tail -1 "$OUT/torch_recipe_s$s.log")"
@@ -61,7 +59,7 @@ for line in open(f"{out}/recipe_walls.txt"):
     if rc == "0":
         walls["kiln"].append(float(wall))
         log = open(f"{out}/kiln_recipe_s{seed}.log").read()
-        acc["kiln"] += [float(m) for m in re.findall(r"^summary: val accuracy ([0-9.]+)%", log, re.M)]
+        acc["kiln"] += [float(m) for m in re.findall(r"^final validation: loss [0-9.]+, accuracy ([0-9.]+)%", log, re.M)]
 for f in sorted(glob.glob(f"{out}/torch_recipe_s*.json")):
     r = json.load(open(f))
     acc["torch"].append(100 * r["final_val_acc"])
@@ -73,6 +71,13 @@ for n in ("kiln", "torch"):
         print(f"(a) {n}: {len(acc[n])} seed(s): val accuracy % {spread(acc[n])}; wall s {spread(walls[n])}")
 if walls["kiln"] and walls["torch"]:
     print(f"(a) wall ratio torch / kiln (means): {st.mean(walls['torch']) / st.mean(walls['kiln']):.2f}x (target >= 3)")
+# For benchmarks/gpu_targets.py: the means, and the accuracies with their spread.
+json.dump({"seeds": min(len(walls["kiln"]), len(walls["torch"])),
+           "kiln_wall_s": round(st.mean(walls["kiln"]), 1) if walls["kiln"] else None,
+           "torch_wall_s": round(st.mean(walls["torch"]), 1) if walls["torch"] else None,
+           "kiln_accuracy": spread(acc["kiln"]) + "%" if acc["kiln"] else None,
+           "torch_accuracy": spread(acc["torch"]) + "%" if acc["torch"] else None},
+          open(f"{out}/recipe.json", "w"))
 PY
 fi
 
@@ -91,6 +96,7 @@ if len(r) == 2 and all("peak_mib" in v for v in r.values()):
     k, t = r["kiln"]["peak_mib"], r["torch"]["peak_mib"]
     print(f"(b) fc8-only step peak (NVML, from outside): kiln {k:.0f} MiB ({r['kiln']['peak_source']}), PyTorch "
           f"{t:.0f} MiB ({r['torch']['peak_source']}): kiln {'<=' if k <= t else '>'} PyTorch")
+    json.dump({"kiln_peak_mib": k, "torch_peak_mib": t}, open(f"{sys.argv[1]}/memory.json", "w"))
 PY
 fi
 exit "$rc_all"

@@ -95,7 +95,8 @@ fi
 SITE=$(python3 -c 'import os, torch; print(os.path.dirname(os.path.dirname(torch.__file__)))' 2>/dev/null)
 LIBDIRS=""
 if [[ $DEVICE == cuda ]]; then
-  for pat in 'libcudnn.so.9*' 'libcublas.so.13*' 'libcublasLt.so.13*'; do
+  # NVRTC: cuDNN's runtime-fused engines (the graph API's conv+bias+ReLU) compile with it.
+  for pat in 'libcudnn.so.9*' 'libcublas.so.13*' 'libcublasLt.so.13*' 'libnvrtc.so.13*'; do
     f=$(find "$SITE/nvidia" -name "$pat" 2>/dev/null | head -1)
     [[ -n "$f" ]] && LIBDIRS="$LIBDIRS:$(dirname "$f")" || echo "warning: $pat not found under $SITE/nvidia"
   done
@@ -184,7 +185,8 @@ step_rows() {
 
 if section targets 150 "the target rows, kiln then PyTorch (eager, then torch.compile) on the same GPU"; then
   TB=${TARGET_BATCH:-256}; B=${BATCH:-64}
-  KILN_PEER_COMPILE=1 step_rows targets_b256 "$TB" vgg16/step_fc8@bf16-frozen --compare; rc=$?
+  KILN_PEER_COMPILE=1 step_rows targets_b256 "$TB" vgg16/step_fc8@bf16-frozen,vgg16/step_fc8@bf16-frozen+graph \
+    --compare; rc=$?
   KILN_PEER_COMPILE=1 step_rows targets_b64 "$B" vgg16/forward,vgg16/step_fc8,vgg16/step_all,vgg16/step_all@bf16 \
     --compare; (( rc |= $? ))
   KILN_TF32=none step_rows targets_strict "$B" vgg16/forward,vgg16/step_all --compare; (( rc |= $? ))
@@ -194,7 +196,7 @@ fi
 
 if section graph 60 "the target rows through cuDNN's graph API (KILN_CONV_API=graph; conv+bias+ReLU fused)"; then
   export KILN_CONV_API=graph
-  step_rows graph_b256 "${TARGET_BATCH:-256}" vgg16/step_fc8@bf16-frozen; rc=$?
+  step_rows graph_b256 "${TARGET_BATCH:-256}" vgg16/step_fc8@bf16-frozen,vgg16/step_fc8@bf16-frozen+graph; rc=$?
   step_rows graph_b64 "${BATCH:-64}" vgg16/forward,vgg16/step_fc8,vgg16/step_all,vgg16/step_all@bf16; (( rc |= $? ))
   KILN_TF32=none step_rows graph_strict "${BATCH:-64}" vgg16/forward,vgg16/step_all; (( rc |= $? ))
   unset KILN_CONV_API
@@ -220,17 +222,20 @@ if section stepgraph 60 "phase 1 with the step captured in a CUDA graph, against
   (( RC |= rc )); stamp
 fi
 
+# benchmarks/gpu_recipe_rows.sh: row (a) the recipe, (b) the memory (docs/torch_recipe.md).
+ROWS_ENV=(OUT="$OUT" VF="$VF" KB="$KB" PY="$KILN_PYTHON" DEV="$DEVICE")
 if section memory 40 "peak GPU memory of the fc8-only step, kiln and PyTorch, read by NVML from outside"; then
-  echo "memory: (the meter's commands are added with benchmarks/gpu_peak_memory.py)"
-  rc=0
-  summary memory "$rc" "not yet wired"
+  env "${ROWS_ENV[@]}" ROWS=b RUN_LIMIT="$(cap 40)" bash benchmarks/gpu_recipe_rows.sh 2>&1 | tee "$OUT/memory.log"
+  rc=${PIPESTATUS[0]}
+  summary memory "$rc" "$(grep '^(b)' "$OUT/memory.log" | tr '\n' ' ')"
   (( RC |= rc )); stamp
 fi
 
-if section recipe 120 "the seed recipe end to end: kiln against its PyTorch twin"; then
-  echo "recipe: (the twin's commands are added with benchmarks/torch_recipe.py)"
-  rc=0
-  summary recipe "$rc" "not yet wired"
+if section recipe 60 "the seed recipe end to end: vgg_finetune train against its PyTorch twin, per seed"; then
+  env "${ROWS_ENV[@]}" ROWS=a BUDGET="$(cap 150)" RUN_LIMIT="$(cap 90)" DEMO_DATA="$OUT/demo_work/data" \
+    SEEDS="${SEEDS:-1 2 3}" bash benchmarks/gpu_recipe_rows.sh 2>&1 | tee "$OUT/recipe.log"
+  rc=${PIPESTATUS[0]}
+  summary recipe "$rc" "$(grep -E '^\(a\) (kiln|torch):|ratio' "$OUT/recipe.log" | tr '\n' ' ')"
   (( RC |= rc )); stamp
 fi
 
