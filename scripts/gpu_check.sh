@@ -15,9 +15,9 @@
 #             fc8-only bf16-frozen step at batch 256, the default and bf16 steps at batch 64
 #             (PyTorch eager and torch.compile), strict fp32 (KILN_TF32=none) at batch 64
 #   graph     the same rows through cuDNN's graph API (KILN_CONV_API=graph), kiln only
-#   stepgraph the fc8-only step captured in a CUDA graph (vgg_finetune --cuda-graph on)
 #   memory    peak GPU memory of the fc8-only step, kiln and PyTorch, read from outside (NVML)
 #   recipe    the seed recipe end to end, kiln against its PyTorch twin (benchmarks/torch_recipe.py)
+#   stepgraph phase 1 with the step captured in a CUDA graph (vgg_finetune --cuda-graph on vs off)
 #   bench     the other kiln_bench --device cuda suites (conv layer by layer, memory-bound
 #             kernels, GEMM, copies), each with --compare
 #   resnet    vgg_finetune demo --model resnet50 on the GPU (batch norm's CUDA kernels)
@@ -60,7 +60,7 @@
 set -uo pipefail
 PACK=${1:-.gpu}
 OUT=${OUT:-/tmp/kiln_gpu}
-SECTIONS=${SECTIONS:-tests,demo,resume,targets,graph,stepgraph,memory,recipe,bench,resnet,bf16,table}
+SECTIONS=${SECTIONS:-tests,demo,resume,targets,graph,memory,recipe,stepgraph,bench,resnet,bf16,table}
 DEADLINE=${DEADLINE:-540}
 # KILN_CHECK_DEVICE=cpu: a dry run of the script's logic on a machine without a GPU
 # (RESUME_SIZE=32 TARGET_BATCH=2 BATCH=2: every section at toy sizes; the [cuda] cases
@@ -204,6 +204,23 @@ if section graph 60 "the target rows through cuDNN's graph API (KILN_CONV_API=gr
   (( RC |= rc )); stamp
 fi
 
+# benchmarks/gpu_recipe_rows.sh: row (a) the recipe, (b) the memory (docs/torch_recipe.md).
+ROWS_ENV=(OUT="$OUT" VF="$VF" KB="$KB" PY="$KILN_PYTHON" DEV="$DEVICE")
+if section memory 40 "peak GPU memory of the fc8-only step, kiln and PyTorch, read by NVML from outside"; then
+  env "${ROWS_ENV[@]}" ROWS=b RUN_LIMIT="$(cap 40)" bash benchmarks/gpu_recipe_rows.sh 2>&1 | tee "$OUT/memory.log"
+  rc=${PIPESTATUS[0]}
+  summary memory "$rc" "$(grep '^(b)' "$OUT/memory.log" | tr '\n' ' ')"
+  (( RC |= rc )); stamp
+fi
+
+if section recipe 60 "the seed recipe end to end: vgg_finetune train against its PyTorch twin, per seed"; then
+  env "${ROWS_ENV[@]}" ROWS=a BUDGET="$(cap 150)" RUN_LIMIT="$(cap 90)" DEMO_DATA="$OUT/demo_work/data" \
+    SEEDS="${SEEDS:-1 2 3}" bash benchmarks/gpu_recipe_rows.sh 2>&1 | tee "$OUT/recipe.log"
+  rc=${PIPESTATUS[0]}
+  summary recipe "$rc" "$(grep -E '^\(a\) (kiln|torch):|ratio' "$OUT/recipe.log" | tr '\n' ' ')"
+  (( RC |= rc )); stamp
+fi
+
 if section stepgraph 60 "phase 1 with the step captured in a CUDA graph, against the eager step"; then
   DATA="$OUT/demo_work/data"
   [[ -d $DATA ]] || "$VF" _toy-data "$DATA" --classes 4 --train 64 --val 16 --size 256 > /dev/null
@@ -219,23 +236,6 @@ if section stepgraph 60 "phase 1 with the step captured in a CUDA graph, against
   summary stepgraph "$rc" "$same; on: $(grep -i -m1 'cuda graph' "$OUT/stepgraph_on.log"); off $(grep -E '^epoch .*phase 1' \
     "$OUT/stepgraph_off.log" | tail -1 | grep -o '[0-9.]* img/s'), on $(grep -E '^epoch .*phase 1' "$OUT/stepgraph_on.log" |
     tail -1 | grep -o '[0-9.]* img/s')"
-  (( RC |= rc )); stamp
-fi
-
-# benchmarks/gpu_recipe_rows.sh: row (a) the recipe, (b) the memory (docs/torch_recipe.md).
-ROWS_ENV=(OUT="$OUT" VF="$VF" KB="$KB" PY="$KILN_PYTHON" DEV="$DEVICE")
-if section memory 40 "peak GPU memory of the fc8-only step, kiln and PyTorch, read by NVML from outside"; then
-  env "${ROWS_ENV[@]}" ROWS=b RUN_LIMIT="$(cap 40)" bash benchmarks/gpu_recipe_rows.sh 2>&1 | tee "$OUT/memory.log"
-  rc=${PIPESTATUS[0]}
-  summary memory "$rc" "$(grep '^(b)' "$OUT/memory.log" | tr '\n' ' ')"
-  (( RC |= rc )); stamp
-fi
-
-if section recipe 60 "the seed recipe end to end: vgg_finetune train against its PyTorch twin, per seed"; then
-  env "${ROWS_ENV[@]}" ROWS=a BUDGET="$(cap 150)" RUN_LIMIT="$(cap 90)" DEMO_DATA="$OUT/demo_work/data" \
-    SEEDS="${SEEDS:-1 2 3}" bash benchmarks/gpu_recipe_rows.sh 2>&1 | tee "$OUT/recipe.log"
-  rc=${PIPESTATUS[0]}
-  summary recipe "$rc" "$(grep -E '^\(a\) (kiln|torch):|ratio' "$OUT/recipe.log" | tr '\n' ' ')"
   (( RC |= rc )); stamp
 fi
 
