@@ -23,11 +23,8 @@ if ! "$PY" -c "import torch, torchvision" 2> /dev/null; then
   exit 77
 fi
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
-W=$(mktemp -d /tmp/test_torch_recipe.XXXXXX)
-trap 'rm -rf "$W"' EXIT
-fails=0
-ok() { echo "ok   $*"; }
-bad() { echo "FAIL $*"; fails=$((fails + 1)); }
+. "$(dirname "$0")/../support/checks.sh"
+begin_checks test_torch_recipe
 
 "$B" _toy-data "$W/data" --classes 2 --train 4 --val 2 --size 64 || { echo "FAIL toy data"; exit 1; }
 TINY=(--data "$W/data" --device cpu --image-size 32 --epochs1 1 --epochs2 1 --batch 4 --threads 2)
@@ -129,5 +126,4 @@ PY
 then ok "gpu_peak_memory.py's sampling on a fake NVML: by pid, and without a pid match ($(cat "$W/f.log"))"
 else bad "gpu_peak_memory.py's sampling"; cat "$W/f.log"; fi
 
-[ $fails -eq 0 ] && echo "all torch_recipe / gpu_peak_memory checks passed" && exit 0
-echo "$fails check(s) failed"; exit 1
+end_checks "torch_recipe / gpu_peak_memory"

@@ -10,11 +10,8 @@ set -u
 B=${1:?usage: test_vgg_finetune.sh PATH/TO/vgg_finetune}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 HERE=$(cd "$(dirname "$0")" && pwd)
-W=$(mktemp -d /tmp/vgg_finetune_test.XXXXXX)
-trap 'rm -rf "$W"' EXIT
-fails=0
-ok() { echo "ok   $*"; }
-bad() { echo "FAIL $*"; fails=$((fails + 1)); }
+. "$(dirname "$0")/../support/checks.sh"
+begin_checks vgg_finetune_test
 COMMON=(--image-size 32 --phase1-epochs 1 --phase2-epochs 1 --batch 4 --seed 7 --device cpu)
 
 "$B" _toy-data "$W/data" --classes 2 --train 4 --val 2 --size 40 || { echo "FAIL toy data"; exit 1; }
@@ -293,5 +290,4 @@ else
 fi
 
 "$B" --help > /dev/null && for c in train eval predict export demo; do "$B" $c --help | grep -q "^usage: vgg_finetune $c" || bad "$c --help"; done
-echo "$fails failure(s)"
-[ $fails -eq 0 ]
+end_checks "vgg_finetune"

@@ -9,11 +9,8 @@
 set -u
 B=${1:?usage: test_vgg_finetune_audit.sh PATH/TO/vgg_finetune}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
-W=$(mktemp -d /tmp/vgg_finetune_audit_test.XXXXXX)
-trap 'rm -rf "$W"' EXIT
-fails=0
-ok() { echo "ok   $*"; }
-bad() { echo "FAIL $*"; fails=$((fails + 1)); }
+. "$(dirname "$0")/../support/checks.sh"
+begin_checks vgg_finetune_audit_test
 
 D="$W/data"
 "$B" _toy-data "$D" --classes 3 --train 4 --val 2 --size 40 || { echo "FAIL toy data"; exit 1; }
@@ -90,5 +87,4 @@ done
 
 "$B" audit --help | grep -q "^usage: vgg_finetune audit" || bad "audit --help"
 "$B" --help | grep -q "^  audit " || bad "--help lists audit"
-echo "$fails failure(s)"
-[ $fails -eq 0 ]
+end_checks "vgg_finetune audit"

@@ -13,11 +13,8 @@
 set -u
 B=${1:?usage: test_vgg_finetune_precision.sh PATH/TO/vgg_finetune}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
-W=$(mktemp -d /tmp/vgg_finetune_precision.XXXXXX)
-trap 'rm -rf "$W"' EXIT
-fails=0
-ok() { echo "ok   $*"; }
-bad() { echo "FAIL $*"; fails=$((fails + 1)); }
+. "$(dirname "$0")/../support/checks.sh"
+begin_checks vgg_finetune_precision
 COMMON=(--image-size 64 --phase1-epochs 1 --phase2-epochs 1 --batch 4 --seed 5 --device cpu --no-augment)
 
 "$B" _toy-data "$W/data" --classes 2 --train 4 --val 2 --size 72 || { echo "FAIL toy data"; exit 1; }
@@ -85,5 +82,4 @@ if grep -q "avx512_bf16" /proc/cpuinfo; then
   else bad "no (or repeated) bf16-frozen hint"; grep precision "$W/f.log"; fi
 fi
 
-[ $fails -eq 0 ] && echo "all vgg_finetune --precision checks passed" && exit 0
-echo "$fails check(s) failed"; exit 1
+end_checks "vgg_finetune --precision"

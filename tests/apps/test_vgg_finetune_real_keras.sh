@@ -24,11 +24,8 @@ set -u
 B=${1:?usage: test_vgg_finetune_real_keras.sh PATH/TO/vgg_finetune}
 HELPER="$(cd "$(dirname "$0")/../reference" && pwd)/make_real_keras_vgg.py"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
-W=$(mktemp -d /tmp/vgg_finetune_real_keras.XXXXXX)
-trap 'rm -rf "$W"' EXIT
-fails=0
-ok() { echo "ok   $*"; }
-bad() { echo "FAIL $*"; fails=$((fails + 1)); }
+. "$(dirname "$0")/../support/checks.sh"
+begin_checks vgg_finetune_real_keras
 COMMON=(--image-size 32 --phase1-epochs 1 --phase2-epochs 0 --batch 4 --seed 3 --device cpu)
 
 # Keras writes its config under $KERAS_HOME (default ~/.keras): keep it in the temp dir.
@@ -97,5 +94,4 @@ else
   bad "--head avg"; cat "$W/avg.log"
 fi
 
-echo "$fails failure(s)"
-[ $fails -eq 0 ]
+end_checks "real Keras weights"

@@ -18,11 +18,8 @@
 set -u
 B=${1:?usage: test_vgg_finetune_resnet.sh PATH/TO/vgg_finetune}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
-W=$(mktemp -d /tmp/vgg_finetune_resnet.XXXXXX)
-trap 'rm -rf "$W"' EXIT
-fails=0
-ok() { echo "ok   $*"; }
-bad() { echo "FAIL $*"; fails=$((fails + 1)); }
+. "$(dirname "$0")/../support/checks.sh"
+begin_checks vgg_finetune_resnet
 PY=/usr/bin/python3
 COMMON=(--image-size 64 --phase1-epochs 1 --phase2-epochs 1 --batch 4 --seed 5 --device cpu --no-augment)
 
@@ -136,5 +133,4 @@ expect_error "a resnet50 model dir refuses --model vgg16" "holds a resnet50" \
   train --data-dir "$W/data" --model-dir "$W/a" --image-size 64 --batch 4 --seed 5 --device cpu --no-augment \
   --phase1-epochs 1 --phase2-epochs 1
 
-[ $fails -eq 0 ] && echo "all resnet app checks passed" || echo "$fails check(s) failed"
-exit $((fails > 0))
+end_checks "resnet app"

@@ -8,11 +8,8 @@
 set -u
 B=${1:?usage: test_vgg_finetune_weights.sh PATH/TO/vgg_finetune}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
-W=$(mktemp -d /tmp/vgg_finetune_weights.XXXXXX)
-trap 'rm -rf "$W"' EXIT
-fails=0
-ok() { echo "ok   $*"; }
-bad() { echo "FAIL $*"; fails=$((fails + 1)); }
+. "$(dirname "$0")/../support/checks.sh"
+begin_checks vgg_finetune_weights
 COMMON=(--image-size 32 --phase1-epochs 1 --phase2-epochs 0 --batch 4 --seed 3 --device cpu)
 
 "$B" _toy-data "$W/data" --classes 2 --train 4 --val 2 --size 40 > /dev/null || { echo "FAIL toy data"; exit 1; }
@@ -112,5 +109,4 @@ else
   bad "foreign file"; cat "$W/e.log"
 fi
 
-echo "$fails failure(s)"
-[ $fails -eq 0 ]
+end_checks "vgg_finetune weights"

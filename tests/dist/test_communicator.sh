@@ -11,11 +11,8 @@ B=${1:?usage: test_communicator.sh PATH/TO/kiln_dist_worker}
 if [ "$B" = none ]; then echo "kiln_dist not built (no gloo: install libgloo-dev): skipped"; exit 77; fi
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lib.sh"
-W=$(mktemp -d /tmp/kiln_dist_test.XXXXXX)
-trap 'rm -rf "$W"' EXIT
-fails=0
-ok() { echo "ok   $*"; }
-bad() { echo "FAIL $*"; fails=$((fails + 1)); }
+. "$(dirname "$0")/../support/checks.sh"
+begin_checks kiln_dist_test
 unset RANK WORLD_SIZE LOCAL_RANK MASTER_ADDR MASTER_PORT KILN_RENDEZVOUS OMPI_COMM_WORLD_RANK OMPI_COMM_WORLD_SIZE
 
 # 1. Launch variables.
@@ -92,5 +89,4 @@ kill $p1 2> /dev/null; wait $p1 2> /dev/null
 if [ $rc0 = 3 ] && [ $dt -le 8 ] && grep -q "rank 0: failed after [2-4]\.[0-9] s" "$W/stall.0"; then ok "stalled rank: timeout after ${dt} s: $(cat "$W/stall.0")"
 else bad "stalled rank (rc $rc0, ${dt} s)"; cat "$W"/stall.*; fi
 
-echo "$fails failure(s)"
-[ $fails = 0 ]
+end_checks "communicator"

@@ -7,8 +7,8 @@ set -u
 B=${1:?usage: test_mpirun.sh PATH/TO/kiln_dist_worker}
 if [ "$B" = none ]; then echo "kiln_dist not built (no gloo): skipped"; exit 77; fi
 if ! command -v mpirun > /dev/null; then echo "no mpirun (Debian: openmpi-bin): skipped"; exit 77; fi
-W=$(mktemp -d /tmp/kiln_mpirun_test.XXXXXX)
-trap 'rm -rf "$W"' EXIT
+. "$(dirname "$0")/../support/checks.sh"
+begin_checks kiln_mpirun_test
 unset RANK WORLD_SIZE LOCAL_RANK MASTER_ADDR MASTER_PORT
 root=()
 if [ "$(id -u)" = 0 ]; then root=(--allow-run-as-root); fi

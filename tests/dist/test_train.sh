@@ -14,11 +14,9 @@ B=${1:?usage: test_train.sh PATH/TO/vgg_finetune HAVE_DIST}
 if [ "${2:-0}" != 1 ]; then echo "kiln_dist not built (no gloo: install libgloo-dev): skipped"; exit 77; fi
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lib.sh"
-W=$(mktemp -d /tmp/kiln_dist_train.XXXXXX)
+. "$HERE/../support/checks.sh"
+begin_checks kiln_dist_train
 trap 'kill $(jobs -p) 2> /dev/null; rm -rf "$W"' EXIT
-fails=0
-ok() { echo "ok   $*"; }
-bad() { echo "FAIL $*"; fails=$((fails + 1)); }
 unset RANK WORLD_SIZE LOCAL_RANK MASTER_ADDR MASTER_PORT KILN_RENDEZVOUS
 export OMP_NUM_THREADS=1
 COMMON=(--image-size 32 --phase1-epochs 1 --phase2-epochs 1 --batch 4 --seed 7 --device cpu --workers 1)
@@ -108,5 +106,4 @@ if [ "$rc_first" = "0 0" ] && [ "$RCS" = "0 0 0" ] && grep -q "resuming from" "$
   ok "stopped with 2 ranks mid-epoch, resumed with 3: $cmp"
 else bad "2 then 3 ranks ($rc_first / $RCS, compare rc $crc: $cmp)"; tail -n 5 "$W"/re3.*; fi
 
-echo "$fails failure(s)"
-[ $fails = 0 ]
+end_checks "data-parallel training"
