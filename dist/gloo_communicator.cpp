@@ -14,6 +14,7 @@
 #include <gloo/transport/tcp/device.h>
 
 #include <chrono>
+#include <csignal>
 
 #include "core/error.h"
 #include "dist/gloo_communicator.h"
@@ -26,6 +27,11 @@ namespace {
 class GlooCommunicator final : public Communicator {
  public:
   explicit GlooCommunicator(const LaunchEnv& env) : env_(env) {
+    // gloo's TCP transport writes with plain write(2): a write to a peer that has died
+    // raises SIGPIPE, which would kill this rank silently (exit 141) before gloo throws.
+    // Ignored, the write fails with EPIPE and the rank stops with kiln's error naming the
+    // lost peer (dist_train's killed-rank check once died so, rc 141, on 2026-12-02).
+    std::signal(SIGPIPE, SIG_IGN);
     store_ = open_store(env);
     join(*store_, env, "gloo");
     const TransportHost host = transport_host(env);
