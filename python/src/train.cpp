@@ -51,7 +51,8 @@ struct TrainArgs {
   int64_t checkpoint_every;
   int keep;
   bool calibrate_batch_norm, resume;
-  std::string precision;  // train/precision.h's name
+  std::string precision;   // train/precision.h's name
+  std::string cuda_graph;  // train/step_graph.h's mode name
 };
 
 // With `resume`: model_dir's newest intact checkpoint, checked against this run and loaded
@@ -96,6 +97,7 @@ TrainerOptions trainer_options(std::vector<Phase> phases, const TrainArgs& a, co
   t.keep = a.keep;
   t.calibrate_batch_norm = a.calibrate_batch_norm;
   t.precision = parse_precision(a.precision);
+  t.cuda_graph = parse_cuda_graph_mode(a.cuda_graph);
   t.model_dir = a.model_dir;
   t.run.arch = spec.name;
   t.run.image_size = a.image_size;
@@ -186,11 +188,11 @@ void bind_train(nb::module_& m) {
            const std::string& val_dir, const std::string& model_dir, int64_t batch_size, int64_t image_size,
            int num_workers, uint64_t seed, bool augment, const std::string& convention, bool feature_cache,
            nb::object on_epoch, int64_t checkpoint_every, int keep, bool calibrate_batch_norm, bool resume,
-           const std::string& precision) {
+           const std::string& precision, const std::string& cuda_graph) {
           return train(model, arch, std::move(phases),
                        TrainArgs{train_dir, val_dir, model_dir, convention, batch_size, image_size, num_workers,
                                  seed, augment, feature_cache, checkpoint_every, keep, calibrate_batch_norm, resume,
-                                 precision},
+                                 precision, cuda_graph},
                        std::move(on_epoch));
         },
         arg("model"), arg("arch"), arg("phases"), arg("train_dir"), arg("val_dir"), arg("model_dir"),
@@ -198,12 +200,15 @@ void bind_train(nb::module_& m) {
         arg("augment") = true, arg("convention") = "torchvision_rgb", arg("feature_cache") = true,
         arg("on_epoch") = nb::none(), arg("checkpoint_every") = 0, arg("keep") = 2,
         arg("calibrate_batch_norm") = false, arg("resume") = false, arg("precision") = "fp32",
+        arg("cuda_graph") = "off",
         "Trains `model` (built by kiln.build_model(arch, ...)) through `phases` on folder data sets "
         "(<dir>/<class>/*.jpg), checkpointing into model_dir after every epoch (and every checkpoint_every "
         "steps; the last `keep` kept plus the best); on_epoch(dict) after each epoch. `seed` is the loader's "
         "(shuffling, crops, flips; vgg_finetune train uses its --seed + 2). resume=True continues from "
         "model_dir's newest intact checkpoint when there is one. precision: 'fp32', 'bf16-frozen' (the layers "
-        "each phase freezes compute in bf16) or 'bf16' (docs/precision.md); recorded in checkpoints. Ctrl-C stops it after the current step and "
+        "each phase freezes compute in bf16) or 'bf16' (docs/precision.md); recorded in checkpoints. cuda_graph: "
+        "'off', 'on' or 'auto': record head-only phases' steps as CUDA graphs on a GPU (docs/gpu.md; elsewhere "
+        "the step runs eagerly, with the same results). Ctrl-C stops it after the current step and "
         "raises KeyboardInterrupt; the last checkpoint stays intact. Returns the last validation "
         "{loss, acc, images} with finished, last_checkpoint and resumed_from (a state file or None).");
 }

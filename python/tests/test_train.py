@@ -58,3 +58,26 @@ def test_precision_policy_reaches_the_trainer_and_the_checkpoint():
             kiln.train(*args, batch_size=4, image_size=32, num_workers=1, resume=True, precision="fp32")
         with pytest.raises(kiln.Error, match="unknown precision 'fp16'"):
             kiln.train(*args[:5], os.path.join(d, "run2"), batch_size=4, image_size=32, precision="fp16")
+
+
+def test_cuda_graph_mode_is_taken_and_checked():
+    # On a machine without a GPU, cuda_graph='on' trains eagerly: the same weights as 'off'.
+    rng = np.random.default_rng(2)
+    with tempfile.TemporaryDirectory() as d:
+        write_folder(d, "train", 4, rng)
+        write_folder(d, "val", 2, rng)
+        spec = kiln.find_model_spec("vgg11")
+        weights = []
+        for i, mode in enumerate(("off", "on")):
+            model = kiln.build_model("vgg11", num_classes=2, image_size=32, seed=1)
+            kiln.train(model, "vgg11", [kiln.Phase("head only", train=[spec.head_scope], lr=0.01, epochs=1)],
+                       os.path.join(d, "train"), os.path.join(d, "val"), os.path.join(d, f"run{i}"),
+                       batch_size=4, image_size=32, num_workers=1, seed=3, cuda_graph=mode)
+            weights.append({k: np.array(t.numpy()) for k, t in model.parameters().items()})
+        assert weights[0].keys() == weights[1].keys()
+        for k in weights[0]:
+            assert np.array_equal(weights[0][k], weights[1][k]), k
+        with pytest.raises(kiln.Error, match="sometimes"):
+            kiln.train(kiln.build_model("vgg11", num_classes=2, image_size=32, seed=1), "vgg11",
+                       [kiln.Phase("p", train=[spec.head_scope])], os.path.join(d, "train"),
+                       os.path.join(d, "val"), os.path.join(d, "run3"), image_size=32, cuda_graph="sometimes")
