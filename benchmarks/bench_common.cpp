@@ -322,16 +322,7 @@ void measure_gpu_roofs(kiln::Device device, MachineLimits& m, int reps, Stats& g
 // The roofs every row is measured against: what this device does at its best, measured
 // now (measure_cpu_roofs, measure_gpu_roofs).
 MachineLimits measure_limits(kiln::Device device, int threads, int repeat) {
-  MachineLimits m;
-  m.device = device.is_cpu() ? cpu_model() : kiln::device_name(device);
-  if (std::ifstream f("/proc/loadavg"); f) {
-    double one = 0, five = 0, fifteen = 0;
-    f >> one >> five >> fifteen;
-    std::ostringstream os;
-    os << one << " " << five << " " << fifteen;
-    m.loadavg = os.str();
-  }
-  m.threads = threads;
+  MachineLimits m = unmeasured_limits(device, threads);
   const int reps = std::max(3, repeat);
   Stats g, bw;
   if (device.is_cpu()) measure_cpu_roofs(m, reps, g, bw);
@@ -344,6 +335,13 @@ MachineLimits measure_limits(kiln::Device device, int threads, int repeat) {
 MachineLimits unmeasured_limits(kiln::Device device, int threads) {
   MachineLimits m;
   m.device = device.is_cpu() ? cpu_model() : kiln::device_name(device);
+  if (std::ifstream f("/proc/loadavg"); f) {
+    double one = 0, five = 0, fifteen = 0;
+    f >> one >> five >> fifteen;
+    std::ostringstream os;
+    os << one << " " << five << " " << fifteen;
+    m.loadavg = os.str();
+  }
   m.threads = threads;
   m.sgemm_shape = m.copy_size = "not measured (--only)";
   return m;

@@ -74,7 +74,15 @@ left() { echo $(( DEADLINE - ($(date +%s) - START) )); }
 # cap N: N seconds, or what is left of the budget if less (at least 1).
 cap() { local l; l=$(left); (( l < $1 )) && echo $(( l > 1 ? l : 1 )) || echo "$1"; }
 # summary NAME RC TEXT: one line per section, written at once.
-summary() { printf '%s\t%s\t%s\t%s\n' "$1" "$([[ $2 == 0 ]] && echo ok || { [[ $2 == skip ]] && echo skipped || echo "FAILED($2)"; })" "$(( $(date +%s) - START ))" "$3" >> "$OUT/summary.tsv"; }
+# RC 77 (a tool that cannot run here, e.g. no NVML) reads "skipped" and fails nothing.
+summary() {
+  local r="FAILED($2)"
+  [[ $2 == 0 ]] && r=ok
+  [[ $2 == skip || $2 == 77 ]] && r=skipped
+  printf '%s\t%s\t%s\t%s\n' "$1" "$r" "$(( $(date +%s) - START ))" "$3" >> "$OUT/summary.tsv"
+}
+# fold RC: a section's status into the check's (77, skipped, is not a failure).
+fold() { (( $1 == 77 )) || (( RC |= $1 )); }
 # section NAME NEED TITLE: the section is wanted and ~NEED seconds are left for it.
 section() {
   want "$1" || return 1
@@ -135,7 +143,7 @@ if section tests 60 "every [cuda] case: the older ones by heuristics, then exhau
     (( rc |= PIPESTATUS[0] ))
   fi
   summary tests "$rc" "$(grep -h -E '^(Passed|Failed|All tests)' "$OUT"/tests_*.log | tr '\n' ' ')"
-  (( RC |= rc )); stamp
+  fold "$rc"; stamp
 fi
 
 # demo_summary LOG: the demo's accuracy line and each phase's last img/s.
@@ -152,7 +160,7 @@ if section demo 40 "vgg_finetune demo at full size on the GPU"; then
   timeout "$(cap 240)" "$VF" demo --device "$DEVICE" --full --work-dir "$OUT/demo_work" 2>&1 | tee "$OUT/demo.log" | tail -30
   rc=${PIPESTATUS[0]}
   summary demo "$rc" "$(demo_summary "$OUT/demo.log")"
-  (( RC |= rc )); stamp
+  fold "$rc"; stamp
 fi
 
 if section resume 40 "stopped mid-phase-2 and resumed on the GPU, against the uninterrupted run"; then
@@ -171,7 +179,7 @@ if section resume 40 "stopped mid-phase-2 and resumed on the GPU, against the un
   else verdict="a run failed (resume.log)"; fi
   echo "resume: $verdict" | tee -a "$OUT/resume.log"
   summary resume "$rc" "$verdict"
-  (( RC |= rc )); stamp
+  fold "$rc"; stamp
 fi
 
 # step_rows NAME BATCH ROWS [kiln_bench flags...]: the step suite's ROWS at BATCH into
@@ -191,7 +199,7 @@ if section targets 150 "the target rows, kiln then PyTorch (eager, then torch.co
     --compare; (( rc |= $? ))
   KILN_TF32=none step_rows targets_strict "$B" vgg16/forward,vgg16/step_all --compare; (( rc |= $? ))
   summary targets "$rc" "$(grep -h 'img_per_s: kiln' "$OUT"/targets_*.log | tr '\n' ' ' | cut -c1-600)"
-  (( RC |= rc )); stamp
+  fold "$rc"; stamp
 fi
 
 if section graph 60 "the target rows through cuDNN's graph API (KILN_CONV_API=graph; conv+bias+ReLU fused)"; then
@@ -201,7 +209,7 @@ if section graph 60 "the target rows through cuDNN's graph API (KILN_CONV_API=gr
   KILN_TF32=none step_rows graph_strict "${BATCH:-64}" vgg16/forward,vgg16/step_all; (( rc |= $? ))
   unset KILN_CONV_API
   summary graph "$rc" "$(grep -h -E 'conv graph|fallback' "$OUT"/graph_*.log | sort | uniq -c | head -3 | tr '\n' ' ')"
-  (( RC |= rc )); stamp
+  fold "$rc"; stamp
 fi
 
 # benchmarks/gpu_recipe_rows.sh: row (a) the recipe, (b) the memory (docs/torch_recipe.md).
@@ -210,7 +218,7 @@ if section memory 40 "peak GPU memory of the fc8-only step, kiln and PyTorch, re
   env "${ROWS_ENV[@]}" ROWS=b RUN_LIMIT="$(cap 40)" bash benchmarks/gpu_recipe_rows.sh 2>&1 | tee "$OUT/memory.log"
   rc=${PIPESTATUS[0]}
   summary memory "$rc" "$(grep '^(b)' "$OUT/memory.log" | tr '\n' ' ')"
-  (( RC |= rc )); stamp
+  fold "$rc"; stamp
 fi
 
 if section recipe 60 "the seed recipe end to end: vgg_finetune train against its PyTorch twin, per seed"; then
@@ -218,7 +226,7 @@ if section recipe 60 "the seed recipe end to end: vgg_finetune train against its
     SEEDS="${SEEDS:-1 2 3}" bash benchmarks/gpu_recipe_rows.sh 2>&1 | tee "$OUT/recipe.log"
   rc=${PIPESTATUS[0]}
   summary recipe "$rc" "$(grep -E '^\(a\) (kiln|torch):|ratio' "$OUT/recipe.log" | tr '\n' ' ')"
-  (( RC |= rc )); stamp
+  fold "$rc"; stamp
 fi
 
 if section stepgraph 60 "phase 1 with the step captured in a CUDA graph, against the eager step"; then
@@ -236,7 +244,7 @@ if section stepgraph 60 "phase 1 with the step captured in a CUDA graph, against
   summary stepgraph "$rc" "$same; on: $(grep -i -m1 'cuda graph' "$OUT/stepgraph_on.log"); off $(grep -E '^epoch .*phase 1' \
     "$OUT/stepgraph_off.log" | tail -1 | grep -o '[0-9.]* img/s'), on $(grep -E '^epoch .*phase 1' "$OUT/stepgraph_on.log" |
     tail -1 | grep -o '[0-9.]* img/s')"
-  (( RC |= rc )); stamp
+  fold "$rc"; stamp
 fi
 
 if section bench 120 "the other suites, kiln then PyTorch on the same GPU (conv layer by layer; memory-bound)"; then
@@ -248,7 +256,7 @@ if section bench 120 "the other suites, kiln then PyTorch on the same GPU (conv 
     --repeat "${REPEAT:-5}" --compare --json "$OUT/bench_mem.json" 2>&1 | tee "$OUT/bench_mem.log" | tail -20
   (( rc |= PIPESTATUS[0] ))
   summary bench "$rc" "rows in bench.log, bench_mem.log"
-  (( RC |= rc )); stamp
+  fold "$rc"; stamp
 fi
 
 if section resnet 40 "vgg_finetune demo --model resnet50 on the GPU (batch norm's CUDA kernels)"; then
@@ -257,7 +265,7 @@ if section resnet 40 "vgg_finetune demo --model resnet50 on the GPU (batch norm'
     tee "$OUT/resnet.log" | tail -20
   rc=${PIPESTATUS[0]}
   summary resnet "$rc" "$(demo_summary "$OUT/resnet.log")"
-  (( RC |= rc )); stamp
+  fold "$rc"; stamp
 fi
 
 if section bf16 15 "bf16 vs fp32: one VGG16 conv layer and fc6, timed (exhaustive search for both)"; then
@@ -265,7 +273,7 @@ if section bf16 15 "bf16 vs fp32: one VGG16 conv layer and fc6, timed (exhaustiv
     tee "$OUT/bf16_timing.log" | tail -8
   rc=${PIPESTATUS[0]}
   summary bf16 "$rc" "$(grep -h -E '^bf16 timing: (conv|fc6)' "$OUT/bf16_timing.log" | sed 's/^bf16 timing: //' | tr '\n' ' ')"
-  (( RC |= rc )); stamp
+  fold "$rc"; stamp
 fi
 
 if want table; then
