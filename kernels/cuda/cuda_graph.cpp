@@ -49,7 +49,6 @@ struct Capture {
   std::string error;                      // the first problem an op reported (kept for the result)
 };
 thread_local Capture t_capture;
-thread_local int t_stream_uses = 0;  // this thread's enter_stream without leave_stream
 
 // Which device is being recorded (one capture per process at a time) and by whom; work of
 // other threads queued on it is counted so a capture starts only when none is in flight.
@@ -66,6 +65,12 @@ std::unordered_set<void*> g_dead;
 std::atomic<bool> g_any_dead{false};
 
 std::atomic<int>& uses(int index) { return g_uses[static_cast<size_t>(index) % kMaxDevices]; }
+
+// This thread's enter_stream without leave_stream, per device (its share of uses(index)).
+int& my_uses(int index) {
+  thread_local std::array<int, kMaxDevices> t_uses{};
+  return t_uses[static_cast<size_t>(index) % kMaxDevices];
+}
 
 std::string cuda_error(const char* what, cudaError_t st) {
   return std::string(what) + " failed: " + cudaGetErrorName(st) + " (" + cudaGetErrorString(st) + ")";
@@ -121,13 +126,17 @@ bool note_free(void* p) {
 
 void enter_stream(int index) {
   const std::thread::id me = std::this_thread::get_id();
+  int& mine = my_uses(index);
   for (;;) {
-    ++t_stream_uses;
+    ++mine;
     ++uses(index);
-    if (g_capture_device.load() != index || g_owner.load() == me) return;
+    // A nested use (an op's workspace or output allocated inside its OpScope) goes on: the
+    // outer use is already counted, so a capture of this device has not begun and is waiting
+    // for this thread to leave (waiting here too would deadlock both).
+    if (mine > 1 || g_capture_device.load() != index || g_owner.load() == me) return;
     // Another thread records this device: step back and wait until it has finished.
     --uses(index);
-    --t_stream_uses;
+    --mine;
     std::unique_lock<std::mutex> lock(g_mu);
     g_cv.wait(lock, [index] { return g_capture_device.load() != index; });
   }
@@ -135,7 +144,7 @@ void enter_stream(int index) {
 
 void leave_stream(int index) {
   --uses(index);
-  --t_stream_uses;
+  --my_uses(index);
 }
 
 std::string CudaBackend::begin_graph_capture(int index, const PhiloxState* rng) {
@@ -154,7 +163,7 @@ std::string CudaBackend::begin_graph_capture(int index, const PhiloxState* rng) 
     g_capture_device.store(index);
   }
   // Work other threads are queuing on this device right now goes in before the capture.
-  while (uses(index).load() != t_stream_uses) std::this_thread::yield();
+  while (uses(index).load() != my_uses(index)) std::this_thread::yield();
   // Thread-local mode: this thread may not make calls that are unsafe while recording, and
   // the loader threads' own CUDA calls (on the copy stream, host allocations) go on as usual.
   const cudaError_t st = cudaStreamBeginCapture(ctx.compute, cudaStreamCaptureModeThreadLocal);

@@ -38,7 +38,8 @@ void note_allocation(void* p);
 bool note_free(void* p);
 
 // Brackets work a thread queues on device `index`'s streams. A thread other than the one
-// recording waits here until the capture ends; the capture starts once such work is queued.
+// recording waits here until the capture ends (unless it is already inside a use of that
+// device, which the capture waits for); the capture starts once such work is queued.
 void enter_stream(int index);
 void leave_stream(int index);
 
