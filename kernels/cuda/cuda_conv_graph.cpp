@@ -362,12 +362,19 @@ cudnnStatus_t execute(cudnnHandle_t h, cudnnBackendDescriptor_t plan, const Bind
 // compute stream; infinity when it fails to run. Overwrites the output buffer.
 double time_candidate(const GraphKey& gk, const Candidate& c, const Bindings& b) {
   const int dev = gk.conv.device;
-  Workspace ws(dev, static_cast<size_t>(c.workspace));
-  if (execute(gk.handle, c.plan.get(), b, ws.data()) != CUDNN_STATUS_SUCCESS)
+  try {
+    // A workspace the pool cannot give (up to kMaxConvWorkspaceBytes, not capped by free
+    // memory as the legacy search's budget is) rules the candidate out; kiln's error must
+    // not escape the search, where only GraphFailure is caught, and fail the convolution.
+    Workspace ws(dev, static_cast<size_t>(c.workspace));
+    if (execute(gk.handle, c.plan.get(), b, ws.data()) != CUDNN_STATUS_SUCCESS)
+      return std::numeric_limits<double>::infinity();
+    cudnnStatus_t s = CUDNN_STATUS_SUCCESS;
+    const double ms = time_ms(Device::cuda(dev), [&] { s = execute(gk.handle, c.plan.get(), b, ws.data()); });
+    return s == CUDNN_STATUS_SUCCESS ? ms : std::numeric_limits<double>::infinity();
+  } catch (const Error&) {
     return std::numeric_limits<double>::infinity();
-  cudnnStatus_t s = CUDNN_STATUS_SUCCESS;
-  const double ms = time_ms(Device::cuda(dev), [&] { s = execute(gk.handle, c.plan.get(), b, ws.data()); });
-  return s == CUDNN_STATUS_SUCCESS ? ms : std::numeric_limits<double>::infinity();
+  }
 }
 
 // Finds the key's plan: heuristics mode A, then FALLBACK, filtered by numerical notes;
