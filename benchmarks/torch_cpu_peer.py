@@ -29,7 +29,7 @@ try:
 except ImportError as e:  # kiln_bench --compare reads exit status 2 as "no torch here"
     print(f"torch_cpu_peer.py: PyTorch is not importable by {sys.executable}: {e}", file=sys.stderr)
     sys.exit(2)
-from torch_vgg16_forward import peer_blas_report, set_cold_cache, time_it, write_report  # shared with the vgg16 peer
+from torch_vgg16_forward import peer_blas_report, set_cold_cache, set_tf32, time_it, write_report  # shared peers
 import kiln_plan  # noqa: E402  (the model plan kiln_bench prints: the VGG16 shapes below come from it)
 
 # The plan (--plan), read in main() for the suites that time VGG16's shapes.
@@ -334,8 +334,7 @@ def main():
         torch.set_default_device("cuda")  # PyTorch 2.0+: every factory below makes GPU tensors
         # TF32 as kiln's mode (conv: PyTorch's own default); cuDNN's algorithms by search
         # (Find) or its heuristics, as kiln_bench --conv-search.
-        torch.backends.cuda.matmul.allow_tf32 = args.tf32 == "all"
-        torch.backends.cudnn.allow_tf32 = args.tf32 != "none"
+        set_tf32(args.tf32)
         torch.backends.cudnn.benchmark = args.conv_search == "exhaustive"
         time_it = time_it_cuda
     batches = None if args.batch == "default" else [int(b) for b in args.batch.split(",")]

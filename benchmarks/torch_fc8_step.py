@@ -32,7 +32,7 @@ except ImportError as e:
     sys.exit(2)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from torch_recipe import set_tf32  # noqa: E402  (one place for the TF32 switches)
+from torch_vgg16_forward import set_tf32  # noqa: E402  (one place for the TF32 switches)
 
 CLASSES = 8
 

@@ -85,6 +85,9 @@ except ImportError as e:
     print(f"torch_recipe.py: torch/torchvision not importable by {sys.executable}: {e}", file=sys.stderr)
     sys.exit(2)
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from torch_vgg16_forward import set_tf32  # noqa: E402  (one place for the TF32 switches, shared by the peers)
+
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]  # torchvision_rgb (io/convention.cpp)
 
 
@@ -301,20 +304,6 @@ class Checkpoints:
             old = self.kept.pop(0)
             if old != self.best:
                 os.remove(old)
-
-
-def set_tf32(mode):
-    """Where fp32 may use TF32, by kiln's KILN_TF32 names: none, conv (both frameworks'
-    default), all. PyTorch 2.9 renamed the switches (fp32_precision 'tf32' or 'ieee') and
-    deprecated allow_tf32; the new ones are used where they exist."""
-    conv, gemm = mode != "none", mode == "all"
-    cudnn_conv = getattr(torch.backends.cudnn, "conv", None)
-    if cudnn_conv is not None and hasattr(cudnn_conv, "fp32_precision"):
-        cudnn_conv.fp32_precision = "tf32" if conv else "ieee"
-        torch.backends.cuda.matmul.fp32_precision = "tf32" if gemm else "ieee"
-    else:
-        torch.backends.cudnn.allow_tf32 = conv
-        torch.backends.cuda.matmul.allow_tf32 = gemm
 
 
 def set_backends(args):

@@ -54,6 +54,20 @@ def layer_specs(plan):
     return specs
 
 
+def set_tf32(mode):
+    """Where fp32 may use TF32, by kiln's KILN_TF32 names: none, conv (both frameworks'
+    default), all. PyTorch 2.9 renamed the switches (fp32_precision 'tf32' or 'ieee') and
+    deprecated allow_tf32; the new ones are used where they exist."""
+    conv, gemm = mode != "none", mode == "all"
+    cudnn_conv = getattr(torch.backends.cudnn, "conv", None)
+    if cudnn_conv is not None and hasattr(cudnn_conv, "fp32_precision"):
+        cudnn_conv.fp32_precision = "tf32" if conv else "ieee"
+        torch.backends.cuda.matmul.fp32_precision = "tf32" if gemm else "ieee"
+    else:
+        torch.backends.cudnn.allow_tf32 = conv
+        torch.backends.cuda.matmul.allow_tf32 = gemm
+
+
 def cpu_ticks():
     """(busy, total) clock ticks of the whole machine and this process's own ticks, or None."""
     try:
