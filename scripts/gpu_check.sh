@@ -128,7 +128,7 @@ KT="$PACK/bin/kiln_tests"
 NEW_TAGS='[bf16],[graph],[graph_step]'
 
 if section tests 60 "every [cuda] case: the older ones by heuristics, then exhaustive search; the newer apart"; then
-  "$KT" "[cuda]~[bf16]~[graph]~[graph_step]" --reporter compact 2>&1 | tee "$OUT/tests_cuda.log" | tail -15
+  timeout "$(cap 150)" "$KT" "[cuda]~[bf16]~[graph]~[graph_step]" --reporter compact 2>&1 | tee "$OUT/tests_cuda.log" | tail -15
   rc=${PIPESTATUS[0]}
   KILN_CONV_SEARCH=exhaustive timeout "$(cap 120)" "$KT" "[cuda]~[bf16]~[graph]~[graph_step]" --reporter compact 2>&1 |
     tee "$OUT/tests_cuda_exhaustive.log" | tail -8
