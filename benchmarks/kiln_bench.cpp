@@ -101,15 +101,6 @@ std::vector<const Suite*> select_suites(const Options& opt, bool cuda) {
   return suites;
 }
 
-// The GPU's fp32 math mode in words, with the switch that changes it.
-const char* tf32_description() {
-  const std::string m = kiln::tf32_mode();
-  if (m == "none") return "strict fp32 everywhere (KILN_TF32=none)";
-  if (m == "conv") return "TF32 in convolutions, strict fp32 GEMMs (KILN_TF32=conv, the default; none = strict)";
-  if (m == "all") return "TF32 in convolutions and GEMMs (KILN_TF32=all)";
-  return "TF32 in GEMMs only";
-}
-
 // What the run measures against, before its rows: options, the device and its limits, and
 // how to read the table's columns.
 void print_header(const Options& opt, const std::vector<const Suite*>& suites, const MachineLimits& m) {
@@ -119,10 +110,7 @@ void print_header(const Options& opt, const std::vector<const Suite*>& suites, c
               static_cast<long long>(opt.batch), opt.threads, opt.warmup, opt.repeat, dv->major, dv->minor,
               dv->patch);
   std::printf("machine: %s, load average %s\n", m.device.c_str(), m.loadavg.c_str());
-  if (opt.device == "cuda")
-    std::printf("GPU: %s, conv algorithms by %s\n",
-                tf32_description(),
-                kiln::compute_options().exhaustive_conv_search ? "exhaustive search (cuDNN Find)" : "cuDNN heuristics");
+  if (opt.device == "cuda") std::printf("GPU: %s\n", kiln::gpu_math_summary().c_str());
   std::printf("limits: fp32 peak %.1f GFLOP/s (best %s), bandwidth %.1f GB/s (best %s, read + write)%s\n",
               m.peak_gflops, m.sgemm_shape.c_str(), m.bandwidth_gbs, m.copy_size.c_str(),
               m.other_load > kDisturbed ? " -- DISTURBED by other processes" : "");

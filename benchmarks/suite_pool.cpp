@@ -1,5 +1,5 @@
-// kiln_bench --suite pool: max_pool2d 2x2/2 at VGG16's five pool inputs (batch 8), forward
-// (with the argmax indices training keeps) and backward, and adaptive_avg_pool2d where VGG
+// kiln_bench --suite pool: max_pool2d 2x2/2 at VGG16's five pool inputs (batch 8) and
+// ResNet-50's 3x3/2 stem pool, forward (with the argmax indices training keeps) and backward, and adaptive_avg_pool2d where VGG
 // uses it (pool5 to 7x7 at 64 and 320 px, global pooling at 224 px), through the backend
 // directly so only the kernel is timed. Memory-bound: judged against the measured copy
 // bandwidth.
@@ -91,16 +91,22 @@ SuiteResult run_pool(const Options& opt, const MachineLimits& m) {
   struct PoolCase {
     std::string name;
     int64_t h, c;
+    kiln::Pool2dParams p;
   };
   std::vector<PoolCase> cases;
   for (const kiln::LayerPlan& l : vgg16_layers(kiln::LayerPlan::Kind::pool))
-    cases.push_back({l.name, l.in_size, l.in_channels});
+    cases.push_back({l.name, l.in_size, l.in_channels, kiln::Pool2dParams{}});
+  // ResNet-50's stem pool (layers/models/resnet.cpp): 3x3/2, padding 1; windows overlap, so
+  // the GPU's backward gathers per input instead of scattering.
+  cases.push_back({"resnet50.maxpool", 112, 64, kiln::Pool2dParams{3, 3, 2, 2, 1, 1}});
   const int64_t n = 8;
   kiln::Generator gen(777);
   kiln::Backend& be = kiln::backend_for(bench_device(opt));
-  const kiln::Pool2dParams p{};
   for (const PoolCase& c : cases) {
-    const int64_t h = c.h, w = c.h, oh = h / 2, ow = w / 2, ch = c.c;
+    const kiln::Pool2dParams& p = c.p;
+    const int64_t h = c.h, w = c.h, ch = c.c;
+    const int64_t oh = (h + 2 * p.pad_h - p.kernel_h) / p.stride_h + 1;
+    const int64_t ow = (w + 2 * p.pad_w - p.kernel_w) / p.stride_w + 1;
     const Tensor x_host = Tensor::uniform(Shape{n, h, w, ch}, -1.0f, 1.0f, gen);
     const Tensor dy_host = Tensor::uniform(Shape{n, oh, ow, ch}, -1.0f, 1.0f, gen);
     const Tensor x = to_bench_device(x_host, opt), dy = to_bench_device(dy_host, opt);
@@ -111,7 +117,7 @@ SuiteResult run_pool(const Options& opt, const MachineLimits& m) {
 
     // Reference: every output, its first-maximum index, and the routed gradient.
     be.max_pool2d_forward(x, p, y, argmax);
-    be.max_pool2d_backward(dy, argmax, dx);
+    be.max_pool2d_backward(dy, argmax, p, dx);
     const Tensor y_host = y.cpu(), argmax_host = argmax.cpu(), dx_host = dx.cpu();
     const float* xp = x_host.data<float>();
     const float* yp = y_host.data<float>();
@@ -127,9 +133,10 @@ SuiteResult run_pool(const Options& opt, const MachineLimits& m) {
           for (int64_t k = 0; k < ch; ++k) {
             double best = -INFINITY;
             int64_t best_at = 0;
-            for (int64_t kh = 0; kh < 2; ++kh)
-              for (int64_t kw = 0; kw < 2; ++kw) {
-                const int64_t hh = 2 * i + kh, ww = 2 * j + kw;
+            for (int64_t kh = 0; kh < p.kernel_h; ++kh)
+              for (int64_t kw = 0; kw < p.kernel_w; ++kw) {
+                const int64_t hh = p.stride_h * i - p.pad_h + kh, ww = p.stride_w * j - p.pad_w + kw;
+                if (hh < 0 || hh >= h || ww < 0 || ww >= w) continue;  // padding: never the maximum
                 const double v = xp[((b * h + hh) * w + ww) * ch + k];
                 if (v > best) best = v, best_at = hh * w + ww;
               }
@@ -144,7 +151,7 @@ SuiteResult run_pool(const Options& opt, const MachineLimits& m) {
     rf.name = std::string(c.name) + "/fwd";
     rf.kind = "pool";
     rf.shape = shape;
-    rf.flops = 4.0 * out_el;                      // comparisons
+    rf.flops = static_cast<double>(p.kernel_h * p.kernel_w) * out_el;  // comparisons
     rf.bytes = 4.0 * in_el + (4.0 + 4.0) * out_el;  // x in; y and int32 argmax out
     check_row(
         rf, y_ref.size(), [&](size_t e) { return yp[e]; }, [&](size_t e) { return y_ref[e]; }, 0);
@@ -157,9 +164,13 @@ SuiteResult run_pool(const Options& opt, const MachineLimits& m) {
     rb.shape = shape;
     rb.flops = 0;
     rb.bytes = (4.0 + 4.0) * out_el + 4.0 * in_el;  // dy and argmax in; dx out
+    // Without overlap each dx is one routed value (exact); with it, a sum of up to four in
+    // fp32 against double.
+    const bool overlap = p.stride_h < p.kernel_h || p.stride_w < p.kernel_w;
     check_row(
-        rb, dx_ref.size(), [&](size_t e) { return dxp[e]; }, [&](size_t e) { return dx_ref[e]; }, 0);
-    time_checked_row(std::move(rb), opt, m, res, [&] { be.max_pool2d_backward(dy, argmax, dx); });
+        rb, dx_ref.size(), [&](size_t e) { return dxp[e]; }, [&](size_t e) { return dx_ref[e]; },
+        overlap ? kiln::check::kRtolElementwise : 0);
+    time_checked_row(std::move(rb), opt, m, res, [&] { be.max_pool2d_backward(dy, argmax, p, dx); });
   }
   // VGG's adaptive pooling, as the model spec plans it: pool5 to 7x7 at 64 px (2x2,
   // repeated) and 320 px (10x10, overlapping windows); global average pooling (--head avg)

@@ -54,14 +54,16 @@ def gemm():
 def pool():
     rows = []
     cl = torch.channels_last
-    for name, h, c in [(l["name"], l["in_size"], l["in_channels"]) for l in kiln_plan.layers(PLAN, "pool")]:
+    cases = [(l["name"], l["in_size"], l["in_channels"], 2, 2, 0) for l in kiln_plan.layers(PLAN, "pool")]
+    cases.append(("resnet50.maxpool", 112, 64, 3, 2, 1))  # suite_pool.cpp's ResNet stem row
+    for name, h, c, k, s, p in cases:
         x = torch.empty(8, c, h, h).uniform_(-1, 1).contiguous(memory_format=cl)
-        y, idx = F.max_pool2d(x, 2, 2, return_indices=True)
+        y, idx = F.max_pool2d(x, k, s, p, return_indices=True)
         dy = torch.empty_like(y).uniform_(-1, 1)
-        rows.append((f"{name}/fwd", lambda x=x: F.max_pool2d(x, 2, 2, return_indices=True)))
+        rows.append((f"{name}/fwd", lambda x=x, k=k, s=s, p=p: F.max_pool2d(x, k, s, p, return_indices=True)))
         # What autograd runs for max_pool2d's backward.
-        rows.append((f"{name}/bwd", lambda dy=dy, x=x, idx=idx: torch.ops.aten.max_pool2d_with_indices_backward(
-            dy, x, [2, 2], [2, 2], [0, 0], [1, 1], False, idx)))
+        rows.append((f"{name}/bwd", lambda dy=dy, x=x, idx=idx, k=k, s=s, p=p:
+                     torch.ops.aten.max_pool2d_with_indices_backward(dy, x, [k, k], [s, s], [p, p], [1, 1], False, idx)))
     return rows
 
 

@@ -6,6 +6,8 @@
 #include <cstdlib>
 #include <string>
 
+#include "core/conv_api.h"
+
 namespace kiln {
 namespace {
 std::array<std::atomic<Backend*>, 2> g_backends{};
@@ -41,8 +43,20 @@ ComputeOptions& compute_options() {
                "use TF32) or all (convolutions and GEMMs)");
     o.conv_tf32 = mode != "none";
     o.matmul_tf32 = mode == "all";
-    const char* search = std::getenv("KILN_CONV_SEARCH");
-    o.exhaustive_conv_search = search != nullptr && std::string(search) == "exhaustive";
+    const char* search_env = std::getenv("KILN_CONV_SEARCH");
+    const std::string search = search_env != nullptr ? search_env : "heuristic";
+    KILN_CHECK(search == "heuristic" || search == "exhaustive", "KILN_CONV_SEARCH='", search,
+               "' is not a search: use heuristic (the default: cuDNN's ranking, no timing) or exhaustive (time "
+               "every algorithm once per shape)");
+    o.exhaustive_conv_search = search == "exhaustive";
+    const char* det_env = std::getenv("KILN_DETERMINISTIC");
+    const std::string det = det_env != nullptr ? det_env : "0";
+    KILN_CHECK(det == "0" || det == "1", "KILN_DETERMINISTIC='", det,
+               "' must be 1 (only algorithms that give the same bits every run) or 0 (the default)");
+    o.deterministic = det == "1";
+    KILN_CHECK(!(o.deterministic && o.exhaustive_conv_search),
+               "KILN_DETERMINISTIC=1 and KILN_CONV_SEARCH=exhaustive do not go together: timing picks the "
+               "algorithm anew in each process, so two runs can differ in the last bits; unset one of them");
     return o;
   }();
   return options;
@@ -52,6 +66,21 @@ const char* tf32_mode() {
   const ComputeOptions& o = compute_options();
   if (o.matmul_tf32) return o.conv_tf32 ? "all" : "gemm";
   return o.conv_tf32 ? "conv" : "none";
+}
+
+std::string gpu_math_summary() {
+  const ComputeOptions& o = compute_options();
+  const std::string tf32 = tf32_mode();
+  std::string s = tf32 == "none"   ? "strict fp32 everywhere (KILN_TF32=none)"
+                  : tf32 == "conv" ? "TF32 in convolutions, strict fp32 GEMMs (KILN_TF32=conv, the default)"
+                  : tf32 == "all"  ? "TF32 in convolutions and GEMMs (KILN_TF32=all)"
+                                   : "TF32 in GEMMs only";
+  s += o.exhaustive_conv_search ? "; conv algorithms timed per shape (KILN_CONV_SEARCH=exhaustive)"
+                                : "; conv algorithms by cuDNN's heuristics (KILN_CONV_SEARCH=heuristic)";
+  s += o.deterministic ? "; deterministic algorithms only (KILN_DETERMINISTIC=1)"
+                       : "; non-deterministic algorithms allowed (KILN_DETERMINISTIC=0)";
+  s += std::string("; cuDNN ") + conv_api_name(conv_api()) + " API (KILN_CONV_API)";
+  return s;
 }
 
 int device_count(DeviceType type) { return has_backend(type) ? backend_for(Device{type, 0}).device_count() : 0; }

@@ -56,6 +56,11 @@ struct ComputeOptions {
   // Choose conv algorithms by timing every candidate once per shape (cuDNN's Find)
   // rather than by heuristics. Initialised from KILN_CONV_SEARCH=exhaustive.
   bool exhaustive_conv_search = false;
+  // Only algorithms that give the same bits on every run (cuDNN's deterministic ones), so a
+  // resumed GPU run can equal the uninterrupted one bit for bit. Off by default, as
+  // PyTorch's cudnn.deterministic: non-deterministic backward algorithms (atomics) can be
+  // the fastest. Needs heuristic search (timing picks per process). KILN_DETERMINISTIC=1.
+  bool deterministic = false;
 };
 
 // A recorded sequence of one device's work (a CUDA graph), replayed with one launch;
@@ -134,8 +139,9 @@ class Backend {
   // y = max over each window; argmax (int32, same shape as y, may be undefined) receives
   // the flat index h * W + w of the first maximum in the window, for backward.
   virtual void max_pool2d_forward(const Tensor& x, const Pool2dParams& p, Tensor& y, Tensor& argmax) = 0;
-  // dx (zeroed here) receives dy at the recorded argmax positions.
-  virtual void max_pool2d_backward(const Tensor& dy, const Tensor& argmax, Tensor& dx) = 0;
+  // dx receives dy at the recorded argmax positions (zero elsewhere); p is the forward's
+  // geometry, so overlapping windows can gather rather than race.
+  virtual void max_pool2d_backward(const Tensor& dy, const Tensor& argmax, const Pool2dParams& p, Tensor& dx) = 0;
   // Adaptive average pooling, NHWC; y's shape gives the output grid (kernels/common/pool.h).
   virtual void adaptive_avg_pool2d_forward(const Tensor& x, Tensor& y) = 0;
   // dx (every element written) from dy; dx's shape gives the input grid.
@@ -219,6 +225,9 @@ ComputeOptions& compute_options();
 // The current TF32 mode by its KILN_TF32 name ("none", "conv", "all"; "gemm" when a program
 // set GEMMs alone), for reports and for a peer that must match it.
 const char* tf32_mode();
+// The GPU math settings in words, each with the variable that changes it (TF32, conv
+// algorithm search, determinism, cuDNN API), for the first lines of a GPU run.
+std::string gpu_math_summary();
 
 // Usable devices of a type: 0 when no backend is built or no device is present.
 int device_count(DeviceType type);

@@ -122,9 +122,10 @@ struct MaxPoolNode final : Node {
   MaxPoolNode() : Node("max_pool2d") {}
   SavedTensor argmax;
   Shape x_shape;
+  Pool2dParams p;
   std::vector<Tensor> apply(const Tensor& dy) override {
     Tensor dx = Tensor::empty(x_shape, like(dy));
-    backend_for(dy.device()).max_pool2d_backward(dy, argmax.get(), dx);
+    backend_for(dy.device()).max_pool2d_backward(dy, argmax.get(), p, dx);
     return {dx};
   }
   void release_saved() override { argmax.reset(); }
@@ -153,6 +154,7 @@ Tensor max_pool2d(const Tensor& x, const Pool2dParams& p) {
     auto node = std::make_shared<MaxPoolNode>();
     node->argmax = idx;
     node->x_shape = x.shape();
+    node->p = p;
     node->next = {autograd::edge_for(x)};
     autograd::set_history(y, node);
   }

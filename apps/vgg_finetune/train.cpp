@@ -147,11 +147,12 @@ Device choose_device(const std::string& flag) {
   }
   if (flag == "cuda") {
     KILN_CHECK(gpus > 0, "--device cuda: no CUDA GPU is available here (use --device cpu or auto)");
-    std::printf("device: cuda:0 (asked for with --device cuda)\n");
+    std::printf("device: cuda:0 (asked for with --device cuda)\nGPU math: %s\n", gpu_math_summary().c_str());
     return Device::cuda(0);
   }
   if (gpus > 0) {
-    std::printf("device: cuda:0 (--device auto: %d GPU%s found)\n", gpus, gpus > 1 ? "s" : "");
+    std::printf("device: cuda:0 (--device auto: %d GPU%s found)\nGPU math: %s\n", gpus, gpus > 1 ? "s" : "",
+                gpu_math_summary().c_str());
     return Device::cuda(0);
   }
   std::printf("device: cpu (--device auto: no CUDA GPU found)\n");

@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "core/hd.h"
+#include "core/op_params.h"
 
 namespace kiln::common {
 
@@ -59,6 +60,37 @@ KILN_HD float adaptive_avg_grad_at(const T* grad, int64_t hh, int64_t ww, int64_
       sum += static_cast<float>(grad[(i * ow + j) * c]) * (1.0f / static_cast<float>((rh.end - rh.begin) * (rw.end - rw.begin)));
     }
   }
+  return sum;
+}
+
+// The outputs whose max-pool windows cover input i along one axis: o with
+// o * stride - pad <= i < o * stride - pad + kernel, within [0, out).
+KILN_HD WindowRange pool_covering(int64_t i, int64_t stride, int64_t pad, int64_t kernel, int64_t out) {
+  const int64_t lo = i + pad - kernel + 1;  // o * stride >= lo
+  int64_t b = lo <= 0 ? 0 : (lo + stride - 1) / stride;
+  int64_t e = (i + pad) / stride + 1;       // o * stride <= i + pad
+  if (e > out) e = out;
+  if (b > e) b = e;
+  return WindowRange{b, e};
+}
+
+// Max pooling's gradient at input (hh, ww) of one channel, gathered: the sum of dy over
+// the covering windows whose argmax is this input, in increasing output order, which is
+// the order the CPU backend's scatter adds them (so the bits agree, and no atomics are
+// needed when windows overlap). `grad` and `arg` point at the channel's first value of dy
+// and argmax in one image, `c` is the channel stride.
+template <typename T>
+KILN_HD float max_pool_grad_at(const T* grad, const int32_t* arg, int64_t hh, int64_t ww, int64_t w, int64_t c,
+                               int64_t oh, int64_t ow, const Pool2dParams& p) {
+  const WindowRange ci = pool_covering(hh, p.stride_h, p.pad_h, p.kernel_h, oh);
+  const WindowRange cj = pool_covering(ww, p.stride_w, p.pad_w, p.kernel_w, ow);
+  const int64_t here = hh * w + ww;
+  float sum = 0.0f;
+  for (int64_t i = ci.begin; i < ci.end; ++i)
+    for (int64_t j = cj.begin; j < cj.end; ++j) {
+      const int64_t o = (i * ow + j) * c;
+      if (arg[o] == here) sum += static_cast<float>(grad[o]);
+    }
   return sum;
 }
 

@@ -29,7 +29,7 @@ class CpuBackend : public Backend {
   void conv2d_backward_filter(const Tensor& x, const Tensor& dy, const Conv2dParams& p, Tensor& dw,
                               Tensor& db) override;
   void max_pool2d_forward(const Tensor& x, const Pool2dParams& p, Tensor& y, Tensor& argmax) override;
-  void max_pool2d_backward(const Tensor& dy, const Tensor& argmax, Tensor& dx) override;
+  void max_pool2d_backward(const Tensor& dy, const Tensor& argmax, const Pool2dParams& p, Tensor& dx) override;
   void adaptive_avg_pool2d_forward(const Tensor& x, Tensor& y) override;
   void adaptive_avg_pool2d_backward(const Tensor& dy, Tensor& dx) override;
   void batch_norm_stats(const Tensor& x, float momentum, Tensor& mean, Tensor& var, Tensor& running_mean,

@@ -126,7 +126,8 @@ void adaptive_avg_backward_loop(const Tensor& dy, Tensor& dx) {
 
 }  // namespace
 
-void CpuBackend::max_pool2d_backward(const Tensor& dy, const Tensor& argmax, Tensor& dx) {
+// A scatter in output order; p is not needed (one image per thread never races).
+void CpuBackend::max_pool2d_backward(const Tensor& dy, const Tensor& argmax, const Pool2dParams&, Tensor& dx) {
   if (dy.dtype() == DType::bf16) return max_pool2d_backward_loop<BFloat16>(dy, argmax, dx);
   max_pool2d_backward_loop<float>(dy, argmax, dx);
 }

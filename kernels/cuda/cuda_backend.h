@@ -49,7 +49,7 @@ class CudaBackend final : public Backend {
                               Tensor& db) override;
   // cuda_pool.cu
   void max_pool2d_forward(const Tensor& x, const Pool2dParams& p, Tensor& y, Tensor& argmax) override;
-  void max_pool2d_backward(const Tensor& dy, const Tensor& argmax, Tensor& dx) override;
+  void max_pool2d_backward(const Tensor& dy, const Tensor& argmax, const Pool2dParams& p, Tensor& dx) override;
   void adaptive_avg_pool2d_forward(const Tensor& x, Tensor& y) override;
   void adaptive_avg_pool2d_backward(const Tensor& dy, Tensor& dx) override;
   // cuda_batch_norm.cu

@@ -2,7 +2,8 @@
 // layouts: activations NHWC, filters OHWI (cuDNN's KRSC, filter format NHWC), so no
 // transposes. fp32 may use TF32 tensor cores unless KILN_TF32=none (compute_options().conv_tf32).
 // Descriptors and the chosen algorithm are built once per (device, shape, direction,
-// options, dtype) and cached.
+// options, dtype) and cached. KILN_DETERMINISTIC=1 admits only the algorithms cuDNN's
+// ranking marks CUDNN_DETERMINISTIC (the others use atomics and may differ run to run).
 // bfloat16 (forward, backward-data, backward-filter): every tensor is CUDNN_DATA_BFLOAT16
 // and the convolution computes in CUDNN_DATA_FLOAT (fp32 accumulation) with tensor-op math
 // allowed, algorithm from the same search; the forward's bias is added afterwards in fp32
@@ -110,9 +111,14 @@ struct ConvDesc {
 // x_shape: [N, H, W, C] (x or dx); w_shape: [O, KH, KW, C] (w or dw).
 ConvKey make_key(int device, Direction dir, const Shape& x_shape, const Shape& w_shape, const Conv2dParams& p) {
   const ComputeOptions& opt = compute_options();
-  return ConvKey{device,      dir,         x_shape[0], x_shape[1], x_shape[2], x_shape[3],
-                 w_shape[0],  w_shape[1],  w_shape[2], p.stride_h, p.stride_w, p.pad_h,
-                 p.pad_w,     opt.conv_tf32, opt.exhaustive_conv_search};
+  KILN_CHECK(!(opt.deterministic && opt.exhaustive_conv_search), current_op(),
+             ": compute_options() asks for deterministic convolutions and exhaustive search together; timing "
+             "picks the algorithm anew in each process, so turn one of them off");
+  ConvKey k{device,      dir,         x_shape[0], x_shape[1], x_shape[2], x_shape[3],
+            w_shape[0],  w_shape[1],  w_shape[2], p.stride_h, p.stride_w, p.pad_h,
+            p.pad_w,     opt.conv_tf32, opt.exhaustive_conv_search};
+  k.deterministic = opt.deterministic;
+  return k;
 }
 
 // The key of a convolution whose tensors hold `dtype` (float32 or bfloat16; TF32 does not
@@ -166,13 +172,15 @@ struct Candidate {
   float ms;
   size_t memory;
   cudnnMathType_t math;
+  cudnnDeterminism_t determinism;
 };
 
 template <typename Perf>
 std::vector<Candidate> to_candidates(const std::vector<Perf>& r, int count) {
   std::vector<Candidate> out;
   for (int i = 0; i < std::min<int>(count, static_cast<int>(r.size())); ++i)
-    out.push_back({static_cast<int>(r[i].algo), r[i].status, r[i].time, r[i].memory, r[i].mathType});
+    out.push_back(
+        {static_cast<int>(r[i].algo), r[i].status, r[i].time, r[i].memory, r[i].mathType, r[i].determinism});
   return out;
 }
 
@@ -282,6 +290,7 @@ void pick(const ConvKey& k, cudnnHandle_t h, const std::vector<Candidate>& cands
   const cudnnMathType_t base = p.math;
   for (const Candidate& c : cands) {
     if (c.status != CUDNN_STATUS_SUCCESS || !math_allowed(c.math, k.tensor_ops())) continue;
+    if (k.deterministic && c.determinism != CUDNN_DETERMINISTIC) continue;
     // Under TF32 or bf16 the descriptor takes the candidate's math type (cuDNN needs
     // algorithm and math type together); strict fp32 keeps FMA whatever the candidate reports.
     const cudnnMathType_t math = k.tensor_ops() ? c.math : CUDNN_FMA_MATH;
@@ -299,7 +308,8 @@ void pick(const ConvKey& k, cudnnHandle_t h, const std::vector<Candidate>& cands
   std::ostringstream os;
   for (const Candidate& c : cands)
     os << "\n  " << algo_name(k.dir, c.algo) << ": " << cudnnGetErrorString(c.status) << ", math "
-       << math_name(c.math) << ", workspace " << c.memory << " bytes";
+       << math_name(c.math) << ", workspace " << c.memory << " bytes"
+       << (c.determinism == CUDNN_DETERMINISTIC ? "" : ", non-deterministic");
   KILN_FAIL(current_op(), ": cuDNN offers no usable ", direction_name(k.dir), " algorithm for ", k.str(),
             " (workspace limit ", ws_limit, " bytes); candidates:", (cands.empty() ? " none" : os.str()));
 }

@@ -9,7 +9,8 @@
 //
 // Numerical notes, as PyTorch filters them: DOWN_CONVERT_INPUTS (fp32 operands rounded to
 // fp16/bf16) and REDUCED_PRECISION_REDUCTION (accumulation below fp32) are never admitted;
-// TENSOR_CORE only when the key allows tensor ops (TF32 asked for, or bf16 data).
+// TENSOR_CORE only when the key allows tensor ops (TF32 asked for, or bf16 data);
+// NONDETERMINISTIC not when the key asks for deterministic algorithms (KILN_DETERMINISTIC).
 //
 // Every descriptor a plan was built from lives as long as the plan (GraphPlan::keep).
 // Plans are cached per (convolution key, fused, bias, cuDNN handle); a key whose graph
@@ -298,6 +299,7 @@ bool admissible(cudnnBackendDescriptor_t cfg, const ConvKey& k) {
     if (notes[i] == CUDNN_NUMERICAL_NOTE_DOWN_CONVERT_INPUTS) return false;
     if (notes[i] == CUDNN_NUMERICAL_NOTE_REDUCED_PRECISION_REDUCTION) return false;
     if (notes[i] == CUDNN_NUMERICAL_NOTE_TENSOR_CORE && !k.tensor_ops()) return false;
+    if (notes[i] == CUDNN_NUMERICAL_NOTE_NONDETERMINISTIC && k.deterministic) return false;
   }
   return true;
 }

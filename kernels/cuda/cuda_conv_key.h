@@ -36,8 +36,11 @@ struct ConvKey {
   int64_t n, h, w, c, o, kh, kw, sh, sw, ph, pw;
   bool tf32, exhaustive;
   bool bf16 = false;  // bf16 tensors, fp32 compute, tensor ops allowed (tf32 is then false: it does not apply)
+  bool deterministic = false;  // only algorithms / engines cuDNN marks deterministic (KILN_DETERMINISTIC)
   // The fields in order, for the caches' ordering.
-  auto tie() const { return std::tie(device, dir, n, h, w, c, o, kh, kw, sh, sw, ph, pw, tf32, exhaustive, bf16); }
+  auto tie() const {
+    return std::tie(device, dir, n, h, w, c, o, kh, kw, sh, sw, ph, pw, tf32, exhaustive, bf16, deterministic);
+  }
   // Tensor-core kernels are admissible: TF32 asked for, or bf16 data (no conversion either way).
   bool tensor_ops() const { return tf32 || bf16; }
   bool operator<(const ConvKey& k) const { return tie() < k.tie(); }
@@ -46,7 +49,8 @@ struct ConvKey {
     std::ostringstream os;
     os << "x [" << n << ", " << h << ", " << w << ", " << c << "], w [" << o << ", " << kh << ", " << kw << ", " << c
        << "], stride " << sh << "x" << sw << ", padding " << ph << "x" << pw
-       << (bf16 ? ", bfloat16 with fp32 accumulation" : tf32 ? ", tf32" : ", strict fp32");
+       << (bf16 ? ", bfloat16 with fp32 accumulation" : tf32 ? ", tf32" : ", strict fp32")
+       << (deterministic ? ", deterministic" : "");
     return os.str();
   }
 };

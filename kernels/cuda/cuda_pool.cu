@@ -63,6 +63,20 @@ __global__ void max_pool_backward_kernel(const T* dy, const int32_t* argmax, int
   }
 }
 
+// Overlapping windows: one thread per input element (n, hh, ww, c) gathers its gradient
+// from the windows that cover it (kernels/common/pool.h), in the CPU's order: no atomics,
+// the same bits on every run and as the CPU. dx is float or BFloat16 (rounded once).
+template <typename T>
+__global__ void max_pool_gather_kernel(const T* dy, const int32_t* argmax, int64_t h, int64_t w, int64_t c,
+                                       int64_t oh, int64_t ow, Pool2dParams p, int64_t total, T* dx) {
+  const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < total; e += step) {
+    const int64_t k = e % c, ww = (e / c) % w, hh = (e / c / w) % h, b = e / c / w / h;
+    const int64_t first = b * oh * ow * c + k;
+    dx[e] = T(common::max_pool_grad_at(dy + first, argmax + first, hh, ww, w, c, oh, ow, p));
+  }
+}
+
 // Adaptive average pooling, one thread per output element (channel fastest, coalesced);
 // the element math is kernels/common's, as on the CPU. T is float or BFloat16 (the window
 // sum in fp32, rounded once on the store).
@@ -141,20 +155,31 @@ void CudaBackend::max_pool2d_forward(const Tensor& x, const Pool2dParams& p, Ten
   scope.done();
 }
 
-// Backward scatters with atomicAdd rather than gathering per input element, because the
-// pool geometry is not passed here (only dy, argmax and dx), so an input cannot know which
-// windows cover it. This is still deterministic, bit for bit equal to the CPU, whenever the
-// windows do not overlap (stride >= kernel, VGG's 2x2/2): each input then receives at most
-// one addition, onto zero. With overlapping windows (e.g. 3x3/2) an input shared by two
-// windows sums their gradients in arrival order, so results may differ in the last bit
-// from run to run. bfloat16 scatters into an fp32 image (a workspace) and rounds each
-// element once, as the CPU: exact without overlap, where a sum is one bf16 value.
-void CudaBackend::max_pool2d_backward(const Tensor& dy, const Tensor& argmax, Tensor& dx) {
+// Backward, two ways. Windows that do not overlap (stride >= kernel, VGG's 2x2/2): a
+// scatter, one thread per output element adding dy at its argmax onto zeroed dx; each
+// input then receives at most one addition, so this is exact and deterministic. Windows
+// that overlap (ResNet's 3x3/2): a gather per input element over the covering windows,
+// because a scatter would sum shared inputs in arrival order (atomics), differing from run
+// to run in the last bit. bfloat16's scatter adds into an fp32 image (a workspace) and
+// rounds each element once, as the CPU.
+void CudaBackend::max_pool2d_backward(const Tensor& dy, const Tensor& argmax, const Pool2dParams& p, Tensor& dx) {
   const int dev = dx.device().index;
   OpScope scope("max_pool2d backward", dev);
   const bool bf16 = dy.dtype() == DType::bf16;
   const int64_t n = dx.numel();
   if (n == 0) {  // dy is empty too
+    scope.done();
+    return;
+  }
+  if (p.stride_h < p.kernel_h || p.stride_w < p.kernel_w) {
+    const int64_t h = dx.dim(1), w = dx.dim(2), c = dx.dim(3), oh = dy.dim(1), ow = dy.dim(2);
+    if (bf16)
+      max_pool_gather_kernel<<<elementwise_blocks(n, kThreads), kThreads, 0, scope.stream()>>>(
+          dy.data<BFloat16>(), argmax.data<int32_t>(), h, w, c, oh, ow, p, n, dx.data<BFloat16>());
+    else
+      max_pool_gather_kernel<<<elementwise_blocks(n, kThreads), kThreads, 0, scope.stream()>>>(
+          dy.data<float>(), argmax.data<int32_t>(), h, w, c, oh, ow, p, n, dx.data<float>());
+    KILN_CUDA_CHECK_LAUNCH();
     scope.done();
     return;
   }

@@ -1,0 +1,165 @@
+// Run-to-run determinism: the same inputs give the same bits. On the CPU every op is
+// deterministic by construction; on the GPU, max-pool backward gathers where windows
+// overlap (no atomics), and KILN_DETERMINISTIC (compute_options().deterministic) keeps
+// cuDNN to algorithms it marks deterministic. The gather's math (kernels/common/pool.h) is
+// checked here on the CPU against the CPU backend's scatter, so the GPU kernel that calls
+// it is tested before any GPU runs it.
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "core/conv_api.h"
+#include "kernels/common/pool.h"
+#include "tests/support/gpu.h"
+
+using namespace kiln;
+
+namespace {
+
+const Device kGpu = Device::cuda(0);
+
+// Windows that overlap (the gather's case) and ones that do not, with padding and odd sizes.
+const std::vector<Pool2dParams>& pool_geometries() {
+  static const std::vector<Pool2dParams> g = {
+      {2, 2, 2, 2, 0, 0},  // VGG
+      {3, 3, 2, 2, 1, 1},  // ResNet's stem
+      {2, 2, 1, 1, 0, 0},  // every input in up to four windows
+      {3, 3, 1, 1, 1, 1},  // up to nine
+      {3, 2, 2, 1, 1, 0},  // different per axis
+      {3, 3, 3, 3, 1, 1},  // stride == kernel with padding: no overlap
+  };
+  return g;
+}
+
+// Values from a small set, so windows often tie and the tie rule decides the argmax.
+Tensor tied_values(const Shape& s, uint64_t seed, DType dtype) {
+  Generator g(seed);
+  std::vector<float> v = Tensor::uniform(s, -2.49f, 2.49f, g).to_vector<float>();
+  for (float& e : v) e = std::nearbyint(e);
+  return Tensor::from_vector(v, s).to(dtype);
+}
+
+std::vector<uint32_t> f32_bits(const Tensor& t) {
+  const std::vector<float> v = t.to(DType::f32).cpu().to_vector<float>();
+  std::vector<uint32_t> b(v.size());
+  std::memcpy(b.data(), v.data(), v.size() * 4);
+  return b;
+}
+
+// The gradient of max_pool2d at x for upstream `up`, on x's device.
+Tensor pool_grad(const Tensor& x, const Tensor& up, const Pool2dParams& p) {
+  Tensor xr = x.detach();
+  xr.set_requires_grad(true);
+  max_pool2d(xr, p).backward(up);
+  return xr.grad();
+}
+
+// Sets compute options for a scope and restores them.
+struct Options {
+  ComputeOptions was = compute_options();
+  explicit Options(bool deterministic) {
+    compute_options().deterministic = deterministic;
+    compute_options().exhaustive_conv_search = false;
+  }
+  ~Options() { compute_options() = was; }
+};
+
+}  // namespace
+
+TEST_CASE("the max-pool gradient gathered per input equals the CPU backend's scatter, bit for bit",
+          "[ops][pool][determinism]") {
+  for (const DType dtype : {DType::f32, DType::bf16}) {
+    for (const Pool2dParams& p : pool_geometries()) {
+      INFO(dtype_name(dtype) << ", kernel " << p.kernel_h << "x" << p.kernel_w << " stride " << p.stride_h << "x"
+                             << p.stride_w << " pad " << p.pad_h << "x" << p.pad_w);
+      const Shape s{2, 13, 11, 5};
+      const Tensor x = tied_values(s, 40, dtype);
+      const Tensor y = max_pool2d(x, p);
+      Generator gu(41);
+      const Tensor up = Tensor::uniform(y.shape(), -1.0f, 1.0f, gu).to(dtype);
+      const Tensor dx = pool_grad(x, up, p);
+      // The argmax the forward records, and the gather over it.
+      Tensor idx = Tensor::empty(y.shape(), TensorOptions{DType::i32, Device::cpu()});
+      Tensor y2 = Tensor::empty(y.shape(), TensorOptions{dtype, Device::cpu()});
+      backend_for(Device::cpu()).max_pool2d_forward(x, p, y2, idx);
+      const std::vector<float> g = up.to(DType::f32).to_vector<float>();
+      const std::vector<int32_t> a = idx.to_vector<int32_t>();
+      const int64_t h = s[1], w = s[2], c = s[3], oh = y.dim(1), ow = y.dim(2);
+      std::vector<float> gathered;
+      for (int64_t b = 0; b < s[0]; ++b)
+        for (int64_t hh = 0; hh < h; ++hh)
+          for (int64_t ww = 0; ww < w; ++ww)
+            for (int64_t k = 0; k < c; ++k) {
+              const size_t first = static_cast<size_t>(b * oh * ow * c + k);
+              const float v = common::max_pool_grad_at(g.data() + first, a.data() + first, hh, ww, w, c, oh, ow, p);
+              gathered.push_back(dtype == DType::bf16 ? static_cast<float>(BFloat16(v)) : v);  // one rounding
+            }
+      const std::vector<float> scattered = dx.to(DType::f32).to_vector<float>();
+      REQUIRE(gathered.size() == scattered.size());
+      size_t differ = 0;
+      for (size_t i = 0; i < gathered.size(); ++i) differ += std::memcmp(&gathered[i], &scattered[i], 4) != 0;
+      CHECK(differ == 0);
+    }
+  }
+}
+
+TEST_CASE("max-pool backward on the GPU gives the CPU's bits, overlapping windows too", "[cuda][determinism]") {
+  KILN_SKIP_WITHOUT_GPU();
+  for (const DType dtype : {DType::f32, DType::bf16}) {
+    for (const Pool2dParams& p : pool_geometries()) {
+      INFO(dtype_name(dtype) << ", kernel " << p.kernel_h << "x" << p.kernel_w << " stride " << p.stride_h);
+      const Tensor x = tied_values(Shape{4, 57, 55, 64}, 50, dtype);
+      const Tensor y = max_pool2d(x, p);
+      Generator g(51);
+      const Tensor up = Tensor::uniform(y.shape(), -1.0f, 1.0f, g).to(dtype);
+      const std::vector<uint32_t> cpu = f32_bits(pool_grad(x, up, p));
+      CHECK(f32_bits(pool_grad(x.to(kGpu), up.to(kGpu), p)) == cpu);
+      CHECK(f32_bits(pool_grad(x.to(kGpu), up.to(kGpu), p)) == cpu);
+    }
+  }
+}
+
+TEST_CASE("KILN_DETERMINISTIC convolutions give the same bits every run, on both cuDNN APIs", "[cuda][determinism]") {
+  KILN_SKIP_WITHOUT_GPU();
+  struct Case {
+    const char* name;
+    Shape x, w;
+    Conv2dParams p;
+  };
+  // Shapes where cuDNN's fastest backward-filter algorithms accumulate with atomics:
+  // many images, small filters, ResNet's strided and 1x1 convolutions.
+  const std::vector<Case> cases = {
+      {"3x3, 128 channels", {32, 28, 28, 128}, {128, 3, 3, 128}, {1, 1, 1, 1}},
+      {"1x1 expand", {32, 56, 56, 64}, {256, 1, 1, 64}, {1, 1, 0, 0}},
+      {"3x3 stride 2", {32, 56, 56, 128}, {128, 3, 3, 128}, {2, 2, 1, 1}},
+      {"7x7 stem, 3 channels", {16, 224, 224, 3}, {64, 7, 7, 3}, {2, 2, 3, 3}},
+  };
+  const Options deterministic(true);
+  for (const ConvApi api : {ConvApi::legacy, ConvApi::graph}) {
+    const ScopedConvApi scoped(api);
+    for (const bool tf32 : {false, true}) {
+      compute_options().conv_tf32 = tf32;
+      for (const Case& c : cases) {
+        INFO(conv_api_name(api) << (tf32 ? ", tf32, " : ", strict fp32, ") << c.name);
+        Generator g(60);
+        const Tensor x = Tensor::normal(c.x, 0.0f, 1.0f, g).to(kGpu), w = Tensor::normal(c.w, 0.0f, 0.1f, g).to(kGpu);
+        std::vector<std::vector<uint32_t>> runs[3];
+        for (int run = 0; run < 2; ++run) {
+          Tensor xr = x.detach(), wr = w.detach();
+          xr.set_requires_grad(true);
+          wr.set_requires_grad(true);
+          Tensor y = conv2d(xr, wr, Tensor(), c.p);
+          Generator gu(61);
+          y.backward(Tensor::normal(y.shape(), 0.0f, 1.0f, gu).to(kGpu));
+          runs[0].push_back(f32_bits(y));
+          runs[1].push_back(f32_bits(xr.grad()));
+          runs[2].push_back(f32_bits(wr.grad()));
+        }
+        CHECK(runs[0][0] == runs[0][1]);  // forward
+        CHECK(runs[1][0] == runs[1][1]);  // backward-data
+        CHECK(runs[2][0] == runs[2][1]);  // backward-filter
+      }
+    }
+  }
+}
