@@ -615,7 +615,20 @@ bool Trainer::graph_step(const Tensor& x, const Tensor& y, double& loss, double&
   for (size_t i = 0; i < truth.size(); ++i)
     KILN_CHECK(truth[i] >= 0 && truth[i] < g.classes, "softmax_cross_entropy: label ", truth[i], " at row ", i,
                " is out of range [0, ", g.classes, ")");
-  const std::vector<Tensor>& out = g.step->replay({x, y});
+  // A launch that fails (out of memory for the graph's own allocations, say) ran nothing:
+  // this batch and the rest of the phase run eagerly, saying why, instead of stopping.
+  const std::vector<Tensor>* replayed = nullptr;
+  try {
+    replayed = &g.step->replay({x, y});
+  } catch (const Error& e) {
+    g.step.reset();
+    g.use = false;
+    if (hooks_.on_step_mode)
+      hooks_.on_step_mode(
+          StepModeInfo{number, false, std::string("eager (replaying the CUDA graph failed: ") + e.what() + ")"});
+    return false;
+  }
+  const std::vector<Tensor>& out = *replayed;
   loss = out[0].item();
   total = out[1].item();
   const std::vector<int64_t> pred = out[2].to_vector<int64_t>();
