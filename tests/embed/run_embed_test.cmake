@@ -118,6 +118,15 @@ if(KILN_EMBED_BUILD_TYPE AND NOT EXISTS "${exe}" AND EXISTS "${consumer_build}/$
   set(exe "${consumer_build}/${KILN_EMBED_BUILD_TYPE}/kiln_consumer")  # multi-config generators
 endif()
 embed_step(run "${exe}")
+# 4b. kiln::dist, when this kiln build had gloo: installed, found, linked, and its backends
+#     registered (the consumer checks the registry).
+if(EXISTS "${KILN_BUILD_DIR}/dist")
+  get_filename_component(exe_dir "${exe}" DIRECTORY)
+  if(NOT EXISTS "${exe_dir}/dist_consumer")
+    message(FATAL_ERROR "embed: this kiln build has kiln_dist, but find_package(kiln) gave no kiln::dist target")
+  endif()
+  embed_step(run_dist "${exe_dir}/dist_consumer")
+endif()
 
 # 5. the README example (top_class.cpp, identical to the README's block: see
 #    check_readme_example.cmake) on a weights file and an image make_fixture writes; its
