@@ -92,6 +92,9 @@ class Backend {
   virtual void reset_peak_memory(int /*index*/) {}
   // The device's model for reports ("NVIDIA H200"); by default the backend's name.
   virtual std::string device_name(int /*index*/) { return name(); }
+  // Whether device `index` computes bf16 in hardware (AVX-512 BF16, tensor cores), so a
+  // bf16 segment is faster there rather than emulated; a hint, never a requirement.
+  virtual bool native_bf16(int /*index*/) { return false; }
   // Runs fn and returns how long the work it queued on device `index` took, in ms: by
   // default a steady clock around fn (the work is done when fn returns); a GPU backend
   // records events on its compute stream around fn and waits for the second.

@@ -25,11 +25,7 @@ Precision parse_precision(const std::string& name) {
   KILN_FAIL("unknown precision '", name, "' (the choices: fp32, bf16-frozen, bf16)");
 }
 
-bool native_bf16(Device device) {
-  // AVX-512 BF16 (every CPU with AMX has it too; clang 14 knows no "amx-bf16" feature name).
-  if (device.is_cpu()) return __builtin_cpu_supports("avx512bf16") != 0;
-  return false;  // the CUDA backend has no bf16 kernels yet (issue 17's GPU part)
-}
+bool native_bf16(Device device) { return backend_for(device).native_bf16(device.index); }
 
 std::string PrecisionUse::describe() const {
   std::ostringstream o;

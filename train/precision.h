@@ -24,8 +24,8 @@ const char* precision_name(Precision p);
 Precision parse_precision(const std::string& name);
 
 // True when `device` computes bf16 natively (CPU: AVX-512 BF16, which AMX CPUs have too;
-// CUDA: false until its bf16 kernels have run on a GPU), so bf16 pays off there; elsewhere it
-// would be emulated, and slower.
+// CUDA: compute capability 8.0 and newer, bf16 tensor cores), so bf16 pays off there;
+// elsewhere it would be emulated, and slower. Asks the device's backend.
 bool native_bf16(Device device);
 
 // What apply_precision did, for the run's output.

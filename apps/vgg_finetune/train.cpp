@@ -454,7 +454,10 @@ TrainerHooks people_hooks(const TrainConfig& cfg, bool tty, Sequential& net) {
   };
   h.on_precision = [&net](int, const PrecisionUse& u) {
     std::printf("  precision: %s\n", u.describe().c_str());
-    if (u.policy == Precision::fp32 && u.frozen > 0 && native_bf16(net.parameters().front().tensor->device()))
+    // CPU only: the GPU's bf16 path has not run on a GPU yet (docs/precision.md), so the
+    // app does not recommend it there.
+    const Device d = net.parameters().front().tensor->device();
+    if (u.policy == Precision::fp32 && u.frozen > 0 && d.is_cpu() && native_bf16(d))
       std::printf("  (--precision bf16-frozen would run the %lld frozen layers in bf16 on this CPU: about twice as fast, "
                   "the same accuracy in our measurements; docs/precision.md)\n", static_cast<long long>(u.frozen));
   };

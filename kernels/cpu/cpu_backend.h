@@ -10,6 +10,8 @@ namespace kiln::cpu {
 class CpuBackend : public Backend {
  public:
   const char* name() const override { return "cpu"; }
+  // AVX-512 BF16 (every CPU with AMX has it too; clang 14 knows no "amx-bf16" feature name).
+  bool native_bf16(int /*index*/) override { return __builtin_cpu_supports("avx512bf16") != 0; }
   Allocator& allocator(int index) override;
   void copy(const Tensor& src, Tensor& dst, bool non_blocking = false) override;
   void fill(Tensor& t, double value) override;

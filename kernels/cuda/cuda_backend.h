@@ -25,6 +25,7 @@ class CudaBackend final : public Backend {
   MemoryStats memory_stats(int index) override;
   void reset_peak_memory(int index) override;
   std::string device_name(int index) override;                           // cuda_context.cpp
+  bool native_bf16(int index) override;                                  // cuda_context.cpp
   double time_ms(int index, const std::function<void()>& fn) override;  // cuda_context.cpp
   Allocator& allocator(int index) override;
   void copy(const Tensor& src, Tensor& dst, bool non_blocking = false) override;  // cuda_memory.cpp

@@ -234,6 +234,13 @@ bool debug_sync() {
 
 std::string CudaBackend::device_name(int index) { return cuda::device_name(index); }
 
+// bf16 tensor cores: compute capability 8.0 (Ampere) and newer.
+bool CudaBackend::native_bf16(int index) {
+  int major = 0;
+  KILN_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, index));
+  return major >= 8;
+}
+
 // Events around fn on the compute stream: the GPU's clock over the work fn queued there
 // (fn itself returns long before that work ends). Lives in the library so programs that
 // time GPU work need no CUDA runtime of their own (cudart is static in libkiln; a second
