@@ -61,7 +61,8 @@
 # - Added 2026-12-03 on a machine without a GPU, NOT yet run on one: KILN_DETERMINISTIC
 #   (cuDNN algorithms and graph engines marked deterministic only), max-pool backward
 #   gathering per input where windows overlap (ResNet's stem; no atomics), the [determinism]
-#   cases, and the resume section's deterministic rerun.
+#   cases, the resume section's deterministic rerun, and bias + ReLU in one pass after a
+#   legacy-API convolution (conv2d_relu; the [fused] case).
 set -uo pipefail
 PACK=${1:-.gpu}
 OUT=${OUT:-/tmp/kiln_gpu}
@@ -130,12 +131,12 @@ VF="$PACK/bin/vgg_finetune"
 KB="$PACK/bin/kiln_bench"
 KT="$PACK/bin/kiln_tests"
 # The cases added since 2026-12-02 (never run on a GPU before this script): run apart.
-NEW_TAGS='[bf16],[graph],[graph_step],[determinism]'
+NEW_TAGS='[bf16],[graph],[graph_step],[determinism],[fused]'
 
 if section tests 60 "every [cuda] case: the older ones by heuristics, then exhaustive search; the newer apart"; then
-  timeout "$(cap 150)" "$KT" "[cuda]~[bf16]~[graph]~[graph_step]~[determinism]" --reporter compact 2>&1 | tee "$OUT/tests_cuda.log" | tail -15
+  timeout "$(cap 150)" "$KT" "[cuda]~[bf16]~[graph]~[graph_step]~[determinism]~[fused]" --reporter compact 2>&1 | tee "$OUT/tests_cuda.log" | tail -15
   rc=${PIPESTATUS[0]}
-  KILN_CONV_SEARCH=exhaustive timeout "$(cap 120)" "$KT" "[cuda]~[bf16]~[graph]~[graph_step]~[determinism]" --reporter compact 2>&1 |
+  KILN_CONV_SEARCH=exhaustive timeout "$(cap 120)" "$KT" "[cuda]~[bf16]~[graph]~[graph_step]~[determinism]~[fused]" --reporter compact 2>&1 |
     tee "$OUT/tests_cuda_exhaustive.log" | tail -8
   (( rc |= PIPESTATUS[0] ))
   for tag in ${NEW_TAGS//,/ }; do

@@ -100,9 +100,12 @@ void launch_column_sum(const float* x, int64_t rows, int64_t cols, float* out, c
 // the CPU backend's column sums (bias gradients of a bf16 segment).
 void launch_column_sum(const BFloat16* x, int64_t rows, int64_t cols, BFloat16* out, cudaStream_t stream);
 
-// y[r * cols + c] += b[c]: the bias of conv (NHWC, cols = channels) and linear.
-void launch_add_bias(float* y, const float* b, int64_t rows, int64_t cols, cudaStream_t stream);
+// y[r * cols + c] += b[c]: the bias of conv (NHWC, cols = channels) and linear; with relu,
+// y = relu(y + b) in the same pass (a frozen conv's bias and ReLU: one pass over y, not two;
+// the same bits as add then relu, since rounding keeps the sign).
+void launch_add_bias(float* y, const float* b, int64_t rows, int64_t cols, cudaStream_t stream, bool relu = false);
 // The same in bfloat16: each sum is formed in fp32 and rounded once to bf16 (nearest even).
-void launch_add_bias(BFloat16* y, const BFloat16* b, int64_t rows, int64_t cols, cudaStream_t stream);
+void launch_add_bias(BFloat16* y, const BFloat16* b, int64_t rows, int64_t cols, cudaStream_t stream,
+                     bool relu = false);
 
 }  // namespace kiln::cuda

@@ -380,10 +380,11 @@ void zero(void* p, size_t bytes, cudaStream_t s) {
 // conv2d_forward in bfloat16: x, w, b and y bf16 (core checked that they match), cuDNN
 // accumulating in fp32 and rounding y once; a bias then costs a second rounding (y + b in
 // fp32, rounded to bf16), which the CPU's fused oneDNN bias does not: at most one more
-// bf16 half-ulp of |y + b|.
-void conv2d_forward_bf16(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p, Tensor& y) {
+// bf16 half-ulp of |y + b|. relu: the ReLU joins the bias pass (b defined).
+void conv2d_forward_bf16(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p, Tensor& y,
+                         bool relu) {
   const int dev = x.device().index;
-  OpScope scope("conv2d (bfloat16)", dev);
+  OpScope scope(relu ? "conv2d+relu (bfloat16)" : "conv2d (bfloat16)", dev);
   KILN_CHECK(w.dtype() == DType::bf16 && y.dtype() == DType::bf16 && (!b.defined() || b.dtype() == DType::bf16),
              current_op(), ": x is bfloat16, so w, b and y must be too; got w ", w.description(), ", y ",
              y.description(), (b.defined() ? ", b " + b.description() : std::string()));
@@ -398,18 +399,17 @@ void conv2d_forward_bf16(const Tensor& x, const Tensor& w, const Tensor& b, cons
              ConvData{x.raw_data(), w.raw_data(), y.raw_data()});
   }
   if (b.defined())
-    launch_add_bias(y.data<BFloat16>(), b.data<BFloat16>(), y.numel() / y.dim(3), y.dim(3), scope.stream());
+    launch_add_bias(y.data<BFloat16>(), b.data<BFloat16>(), y.numel() / y.dim(3), y.dim(3), scope.stream(), relu);
   scope.done();
 }
 
-}  // namespace
-
-void CudaBackend::conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p,
-                                 Tensor& y) {
-  // x: [N, H, W, C], w: [O, KH, KW, C], b: [O] or undefined, y: [N, OH, OW, O]
-  if (x.dtype() == DType::bf16) return conv2d_forward_bf16(x, w, b, p, y);
+// conv2d_forward, and with relu (b defined) conv2d_forward_relu's unfused path: cuDNN's
+// convolution, then bias and ReLU in one pass over y.
+// x: [N, H, W, C], w: [O, KH, KW, C], b: [O] or undefined, y: [N, OH, OW, O]
+void conv2d_forward_f32(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p, Tensor& y,
+                        bool relu) {
   const int dev = x.device().index;
-  OpScope scope("conv2d", dev);
+  OpScope scope(relu ? "conv2d+relu" : "conv2d", dev);
   float* py = y.data<float>();
   if (y.numel() == 0) {
     scope.done();
@@ -421,23 +421,40 @@ void CudaBackend::conv2d_forward(const Tensor& x, const Tensor& w, const Tensor&
     convolve(make_key(dev, Direction::forward, x.shape(), w.shape(), p), y.shape(),
              ConvData{x.raw_data(), w.raw_data(), y.raw_data()});
   }
-  if (b.defined()) launch_add_bias(py, b.data<float>(), y.numel() / y.dim(3), y.dim(3), scope.stream());
+  if (b.defined()) launch_add_bias(py, b.data<float>(), y.numel() / y.dim(3), y.dim(3), scope.stream(), relu);
   scope.done();
 }
 
+}  // namespace
+
+void CudaBackend::conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p,
+                                 Tensor& y) {
+  if (x.dtype() == DType::bf16) return conv2d_forward_bf16(x, w, b, p, y, false);
+  conv2d_forward_f32(x, w, b, p, y, false);
+}
+
+// Under the graph API, conv + bias + ReLU as one cuDNN graph where a fused plan exists.
+// Otherwise (legacy, or no fused plan) with a bias: the convolution, then bias and ReLU in
+// one pass over y (PyTorch's eager path makes two). Without a bias, or for an empty
+// convolution, false: the caller runs conv2d_forward and relu. Core has checked dtypes
+// (x, w, b and y alike) and shapes.
 bool CudaBackend::conv2d_forward_relu(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p,
                                       Tensor& y) {
-  // Fused only by the graph API: under legacy, or for an empty convolution, the caller runs
-  // conv2d_forward and then relu. Core has checked dtypes (x, w, b and y alike) and shapes.
-  if (conv_api() != ConvApi::graph || y.numel() == 0 || x.numel() == 0 || w.numel() == 0) return false;
-  const int dev = x.device().index;
+  if (y.numel() == 0 || x.numel() == 0 || w.numel() == 0) return false;
   const bool bf16 = x.dtype() == DType::bf16;
-  OpScope scope(bf16 ? "conv2d+relu (bfloat16)" : "conv2d+relu", dev);
-  const ConvKey k = make_typed_key(x.dtype(), dev, Direction::forward, x.shape(), w.shape(), p);
-  const bool fused = graph_convolution_bias_relu(k, y.shape(), ConvData{x.raw_data(), w.raw_data(), y.raw_data()},
-                                                 b.defined() ? b.raw_data() : nullptr);
-  scope.done();
-  return fused;
+  if (conv_api() == ConvApi::graph) {
+    const int dev = x.device().index;
+    OpScope scope(bf16 ? "conv2d+relu (bfloat16)" : "conv2d+relu", dev);
+    const ConvKey k = make_typed_key(x.dtype(), dev, Direction::forward, x.shape(), w.shape(), p);
+    const bool fused = graph_convolution_bias_relu(k, y.shape(), ConvData{x.raw_data(), w.raw_data(), y.raw_data()},
+                                                   b.defined() ? b.raw_data() : nullptr);
+    scope.done();
+    if (fused) return true;
+  }
+  if (!b.defined()) return false;
+  if (bf16) conv2d_forward_bf16(x, w, b, p, y, true);
+  else conv2d_forward_f32(x, w, b, p, y, true);
+  return true;
 }
 
 void CudaBackend::conv2d_backward_data(const Tensor& dy, const Tensor& w, const Conv2dParams& p, Tensor& dx) {

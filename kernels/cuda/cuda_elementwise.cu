@@ -175,8 +175,9 @@ __global__ void convert_kernel(const S* src, D* dst, int64_t n) {
   for (int64_t i = global_thread(); i < n; i += grid_threads()) dst[i] = from_double<D>(to_double(src[i]));
 }
 
-// T is float or BFloat16; a bf16 sum is formed in fp32 and rounded once.
-template <typename T>
+// T is float or BFloat16; a bf16 sum is formed in fp32 and rounded once. Relu: max(y + b, 0)
+// before that rounding, bit for bit relu(round(y + b)) (rounding keeps the sign; NaN -> 0 both ways).
+template <typename T, bool Relu>
 __global__ void add_bias_kernel(T* y, const T* b, int64_t rows, int64_t cols) {
   const int64_t n = rows * cols;
   const int64_t step = grid_threads();
@@ -185,7 +186,8 @@ __global__ void add_bias_kernel(T* y, const T* b, int64_t rows, int64_t cols) {
   int64_t i = global_thread();
   int64_t c = i % cols;
   for (; i < n; i += step) {
-    y[i] = T(static_cast<float>(y[i]) + static_cast<float>(b[c]));
+    const float v = static_cast<float>(y[i]) + static_cast<float>(b[c]);
+    y[i] = T(Relu ? common::relu(v) : v);
     c += step_cols;
     if (c >= cols) c -= cols;
   }
@@ -435,18 +437,25 @@ void launch_convert(const void* src, DType src_dtype, void* dst, DType dst_dtype
   });
 }
 
-void launch_add_bias(float* y, const float* b, int64_t rows, int64_t cols, cudaStream_t stream) {
+namespace {
+template <typename T>
+void add_bias(T* y, const T* b, int64_t rows, int64_t cols, cudaStream_t stream, bool relu) {
   const int64_t n = rows * cols;
   if (n <= 0) return;
-  add_bias_kernel<<<elementwise_blocks(n, kThreads), kThreads, 0, stream>>>(y, b, rows, cols);
+  if (relu)
+    add_bias_kernel<T, true><<<elementwise_blocks(n, kThreads), kThreads, 0, stream>>>(y, b, rows, cols);
+  else
+    add_bias_kernel<T, false><<<elementwise_blocks(n, kThreads), kThreads, 0, stream>>>(y, b, rows, cols);
   KILN_CUDA_CHECK_LAUNCH();
 }
+}  // namespace
 
-void launch_add_bias(BFloat16* y, const BFloat16* b, int64_t rows, int64_t cols, cudaStream_t stream) {
-  const int64_t n = rows * cols;
-  if (n <= 0) return;
-  add_bias_kernel<<<elementwise_blocks(n, kThreads), kThreads, 0, stream>>>(y, b, rows, cols);
-  KILN_CUDA_CHECK_LAUNCH();
+void launch_add_bias(float* y, const float* b, int64_t rows, int64_t cols, cudaStream_t stream, bool relu) {
+  add_bias(y, b, rows, cols, stream, relu);
+}
+
+void launch_add_bias(BFloat16* y, const BFloat16* b, int64_t rows, int64_t cols, cudaStream_t stream, bool relu) {
+  add_bias(y, b, rows, cols, stream, relu);
 }
 
 namespace {

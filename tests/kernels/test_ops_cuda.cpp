@@ -2,6 +2,7 @@
 // plus what only a GPU has: pools, streams, pinned copies, out-of-memory reports.
 // Every case skips, saying so, where no GPU is found.
 #include <catch2/catch.hpp>
+#include <cmath>
 #include <cstring>
 
 #include "check/op_cases.h"
@@ -120,6 +121,28 @@ TEST_CASE("VGG-sized conv and linear on the GPU match the CPU within 1e-4", "[cu
   const std::vector<double> c = linear(f, fw, fb).to_vector<double>();
   const std::vector<double> d = linear(f.to(kGpu), fw.to(kGpu), fb.to(kGpu)).to_vector<double>();
   KILN_REQUIRE_CLOSE(d, c, 1e-4 * mean_abs(c), 1e-4);
+}
+
+TEST_CASE("conv2d_relu on the GPU (bias and ReLU in one pass) equals relu(conv2d) there bit for bit",
+          "[cuda][conv][fused]") {
+  KILN_SKIP_WITHOUT_GPU();
+  Generator g(33);
+  for (const DType dt : {DType::f32, DType::bf16}) {
+    INFO(dtype_name(dt));
+    // NaN and -0 bias entries: the fused pass must map them as relu(y + b) does.
+    std::vector<float> bias = Tensor::normal(Shape{64}, 0, 0.5f, g).to_vector<float>();
+    bias[3] = -0.0f;
+    bias[7] = std::nanf("");
+    const Tensor x = Tensor::normal(Shape{4, 30, 29, 32}, 0, 1, g).to(dt).to(kGpu);
+    const Tensor w = Tensor::normal(Shape{64, 3, 3, 32}, 0, 0.1f, g).to(dt).to(kGpu);
+    const Tensor b = Tensor::from_vector(bias, Shape{64}).to(dt).to(kGpu);
+    for (const Conv2dParams& p : {Conv2dParams{1, 1, 1, 1}, Conv2dParams{2, 1, 0, 1}}) {
+      const std::vector<float> fused = conv2d_relu(x, w, b, p).to(DType::f32).to_vector<float>();
+      const std::vector<float> apart = relu(conv2d(x, w, b, p)).to(DType::f32).to_vector<float>();
+      REQUIRE(fused.size() == apart.size());
+      CHECK(std::memcmp(fused.data(), apart.data(), fused.size() * 4) == 0);
+    }
+  }
 }
 
 TEST_CASE("GPU dropout masks equal the CPU's for the same seed and offset", "[cuda][dropout]") {
