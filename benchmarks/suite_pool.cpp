@@ -14,6 +14,7 @@
 #include "benchmarks/suites.h"
 #include "check/op_cases.h"
 #include "core/backend.h"
+#include "layers/models/resnet.h"
 
 namespace kiln::bench {
 namespace {
@@ -96,9 +97,10 @@ SuiteResult run_pool(const Options& opt, const MachineLimits& m) {
   std::vector<PoolCase> cases;
   for (const kiln::LayerPlan& l : vgg16_layers(kiln::LayerPlan::Kind::pool))
     cases.push_back({l.name, l.in_size, l.in_channels, kiln::Pool2dParams{}});
-  // ResNet-50's stem pool (layers/models/resnet.cpp): 3x3/2, padding 1; windows overlap, so
-  // the GPU's backward gathers per input instead of scattering.
-  cases.push_back({"resnet50.maxpool", 112, 64, kiln::Pool2dParams{3, 3, 2, 2, 1, 1}});
+  // ResNet-50's stem pool at 224 px: its 3x3/2 windows overlap, so the GPU's backward
+  // gathers per input instead of scattering.
+  const kiln::ResNetStemPool stem = kiln::resnet50_stem_pool(224);
+  cases.push_back({"resnet50.maxpool", stem.side, stem.channels, stem.p});
   const int64_t n = 8;
   kiln::Generator gen(777);
   kiln::Backend& be = kiln::backend_for(bench_device(opt));

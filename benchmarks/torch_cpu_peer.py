@@ -55,7 +55,13 @@ def pool():
     rows = []
     cl = torch.channels_last
     cases = [(l["name"], l["in_size"], l["in_channels"], 2, 2, 0) for l in kiln_plan.layers(PLAN, "pool")]
-    cases.append(("resnet50.maxpool", 112, 64, 3, 2, 1))  # suite_pool.cpp's ResNet stem row
+    # suite_pool.cpp's ResNet stem row, from torchvision's resnet50: conv1's output at 224 px
+    # into its maxpool.
+    import torchvision
+    r = torchvision.models.resnet50()
+    c1, mp = r.conv1, r.maxpool
+    side = (224 + 2 * c1.padding[0] - c1.kernel_size[0]) // c1.stride[0] + 1
+    cases.append(("resnet50.maxpool", side, c1.out_channels, mp.kernel_size, mp.stride, mp.padding))
     for name, h, c, k, s, p in cases:
         x = torch.empty(8, c, h, h).uniform_(-1, 1).contiguous(memory_format=cl)
         y, idx = F.max_pool2d(x, k, s, p, return_indices=True)

@@ -92,6 +92,10 @@ Tensor Bottleneck::forward(const Tensor& x) {
   return relu(add(y, downsample_ ? downsample_->forward(x) : x));
 }
 
+ResNetStemPool resnet50_stem_pool(int64_t image_size) {
+  return ResNetStemPool{image_size / 2, kStemChannels, Pool2dParams{3, 3, 2, 2, 1, 1}};
+}
+
 std::shared_ptr<Sequential> make_resnet50(const ResNetOptions& opt, Generator& init) {
   KILN_CHECK(opt.num_classes >= 1, "ResNet-50: num_classes must be >= 1, got ", opt.num_classes);
   KILN_CHECK(opt.image_size >= 32 && opt.image_size % 32 == 0, "ResNet-50: image_size must be a multiple of 32, got ",
@@ -100,7 +104,7 @@ std::shared_ptr<Sequential> make_resnet50(const ResNetOptions& opt, Generator& i
   net->add(conv("conv1", 3, kStemChannels, 7, 2, opt.variant, init));
   net->add(bn("bn1", kStemChannels, opt.variant));
   net->add(std::make_shared<ReLU>("relu"));
-  net->add(std::make_shared<MaxPool2d>("maxpool", Pool2dParams{3, 3, 2, 2, 1, 1}));
+  net->add(std::make_shared<MaxPool2d>("maxpool", resnet50_stem_pool(opt.image_size).p));
   int64_t in = kStemChannels;
   for (int s = 0; s < 4; ++s) {
     auto stage = net->add(std::make_shared<Sequential>("layer" + std::to_string(s + 1)));

@@ -50,6 +50,15 @@ class Bottleneck final : public Module {
 // a head is retrained anyway).
 std::shared_ptr<Sequential> make_resnet50(const ResNetOptions& opt, Generator& init);
 
+// The stem's max-pool ("maxpool") at an image size: its input [side, side, channels] (the
+// 7x7/2 stem conv's output) and its windows, 3x3/2 with padding 1, which overlap. For
+// benchmarks and tests that time or check that layer alone.
+struct ResNetStemPool {
+  int64_t side, channels;
+  Pool2dParams p;
+};
+ResNetStemPool resnet50_stem_pool(int64_t image_size = 224);
+
 // The modules with parameters, in order, below the root scope ("conv1", "bn1",
 // "layer1/0/conv1", ..., "layer1/0/downsample/1", ..., "fc"): the same in both variants.
 std::vector<std::string> resnet50_weight_layers();
