@@ -311,7 +311,9 @@ void pick(const ConvKey& k, cudnnHandle_t h, const std::vector<Candidate>& cands
        << math_name(c.math) << ", workspace " << c.memory << " bytes"
        << (c.determinism == CUDNN_DETERMINISTIC ? "" : ", non-deterministic");
   KILN_FAIL(current_op(), ": cuDNN offers no usable ", direction_name(k.dir), " algorithm for ", k.str(),
-            " (workspace limit ", ws_limit, " bytes); candidates:", (cands.empty() ? " none" : os.str()));
+            " (workspace limit ", ws_limit, " bytes", (k.deterministic ? "; KILN_DETERMINISTIC=1 admits only "
+            "deterministic ones: unset it to allow the others" : ""), "); candidates:",
+            (cands.empty() ? " none" : os.str()));
 }
 
 std::mutex& cache_mutex() {
