@@ -120,6 +120,35 @@ TEST_CASE("max-pool backward on the GPU gives the CPU's bits, overlapping window
   }
 }
 
+TEST_CASE("adaptive average pooling on the GPU gives the CPU's bits, forward and backward", "[cuda][determinism]") {
+  KILN_SKIP_WITHOUT_GPU();
+  // VGG's pool5 to 7x7 from 2x2 (inputs repeated) and from 10x10 (windows overlap), and
+  // global pooling; cuda_pool.cu is compiled without FMA contraction, as the CPU's loops.
+  struct Case {
+    int64_t h, oh;
+  };
+  for (const DType dtype : {DType::f32, DType::bf16})
+    for (const Case& c : {Case{2, 7}, Case{10, 7}, Case{7, 1}, Case{13, 5}}) {
+      INFO(dtype_name(dtype) << ", " << c.h << " -> " << c.oh);
+      Generator g(70);
+      const Tensor x = Tensor::uniform(Shape{3, c.h, c.h, 96}, -1.0f, 1.0f, g).to(dtype);
+      const Tensor up = Tensor::uniform(Shape{3, c.oh, c.oh, 96}, -1.0f, 1.0f, g).to(dtype);
+      const auto run = [&](Device d, std::vector<uint32_t>& y, std::vector<uint32_t>& dx) {
+        Tensor xr = x.to(d).detach();
+        xr.set_requires_grad(true);
+        Tensor out = adaptive_avg_pool2d(xr, c.oh, c.oh);
+        out.backward(up.to(d));
+        y = f32_bits(out);
+        dx = f32_bits(xr.grad());
+      };
+      std::vector<uint32_t> cy, cdx, gy, gdx;
+      run(Device::cpu(), cy, cdx);
+      run(kGpu, gy, gdx);
+      CHECK(gy == cy);
+      CHECK(gdx == cdx);
+    }
+}
+
 TEST_CASE("KILN_DETERMINISTIC convolutions give the same bits every run, on both cuDNN APIs", "[cuda][determinism]") {
   KILN_SKIP_WITHOUT_GPU();
   struct Case {
