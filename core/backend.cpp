@@ -30,36 +30,66 @@ Backend& backend_for(Device device) {
   return *b;
 }
 
+namespace {
+
+// The switches' parsers, shared by the environment (at first use) and set_gpu_math; `name`
+// is how the caller spelled the switch (KILN_TF32, or tf32 from Python).
+void parse_tf32(ComputeOptions& o, const std::string& mode, const std::string& name) {
+  KILN_CHECK(mode == "none" || mode == "conv" || mode == "all", name, "='", mode,
+             "' is not a TF32 mode: use none (strict fp32 everywhere), conv (the default: convolutions may "
+             "use TF32) or all (convolutions and GEMMs)");
+  o.conv_tf32 = mode != "none";
+  o.matmul_tf32 = mode == "all";
+}
+
+void parse_conv_search(ComputeOptions& o, const std::string& search, const std::string& name) {
+  KILN_CHECK(search == "heuristic" || search == "exhaustive", name, "='", search,
+             "' is not a search: use heuristic (the default: cuDNN's ranking, no timing) or exhaustive (time "
+             "every algorithm once per shape)");
+  o.exhaustive_conv_search = search == "exhaustive";
+}
+
+std::string env_or(const char* name, const char* fallback) {
+  const char* v = std::getenv(name);
+  return v != nullptr ? v : fallback;
+}
+
+}  // namespace
+
 ComputeOptions& compute_options() {
   static ComputeOptions options = [] {
     ComputeOptions o;
     KILN_CHECK(std::getenv("KILN_ALLOW_TF32") == nullptr,
                "KILN_ALLOW_TF32 was replaced by KILN_TF32=none|conv|all (default conv: convolutions may use "
                "TF32, GEMMs stay strict fp32); unset KILN_ALLOW_TF32 and set KILN_TF32=all for what it did");
-    const char* tf32 = std::getenv("KILN_TF32");
-    const std::string mode = tf32 != nullptr ? tf32 : "conv";
-    KILN_CHECK(mode == "none" || mode == "conv" || mode == "all", "KILN_TF32='", mode,
-               "' is not a TF32 mode: use none (strict fp32 everywhere), conv (the default: convolutions may "
-               "use TF32) or all (convolutions and GEMMs)");
-    o.conv_tf32 = mode != "none";
-    o.matmul_tf32 = mode == "all";
-    const char* search_env = std::getenv("KILN_CONV_SEARCH");
-    const std::string search = search_env != nullptr ? search_env : "heuristic";
-    KILN_CHECK(search == "heuristic" || search == "exhaustive", "KILN_CONV_SEARCH='", search,
-               "' is not a search: use heuristic (the default: cuDNN's ranking, no timing) or exhaustive (time "
-               "every algorithm once per shape)");
-    o.exhaustive_conv_search = search == "exhaustive";
-    const char* det_env = std::getenv("KILN_DETERMINISTIC");
-    const std::string det = det_env != nullptr ? det_env : "0";
+    parse_tf32(o, env_or("KILN_TF32", "conv"), "KILN_TF32");
+    parse_conv_search(o, env_or("KILN_CONV_SEARCH", "heuristic"), "KILN_CONV_SEARCH");
+    const std::string det = env_or("KILN_DETERMINISTIC", "0");
     KILN_CHECK(det == "0" || det == "1", "KILN_DETERMINISTIC='", det,
                "' must be 1 (only algorithms that give the same bits every run) or 0 (the default)");
     o.deterministic = det == "1";
-    KILN_CHECK(!(o.deterministic && o.exhaustive_conv_search),
-               "KILN_DETERMINISTIC=1 and KILN_CONV_SEARCH=exhaustive do not go together: timing picks the "
-               "algorithm anew in each process, so two runs can differ in the last bits; unset one of them");
+    check_compute_options(o);
     return o;
   }();
   return options;
+}
+
+void check_compute_options(const ComputeOptions& o) {
+  KILN_CHECK(!(o.deterministic && o.exhaustive_conv_search),
+             "deterministic algorithms (KILN_DETERMINISTIC=1) and exhaustive search (KILN_CONV_SEARCH=exhaustive) "
+             "do not go together: timing picks the algorithm anew in each process, so two runs can differ in the "
+             "last bits; turn one of them off");
+}
+
+void set_gpu_math(const GpuMathSettings& s) {
+  ComputeOptions o = compute_options();
+  if (s.tf32) parse_tf32(o, *s.tf32, "tf32");
+  if (s.conv_search) parse_conv_search(o, *s.conv_search, "conv_search");
+  if (s.deterministic) o.deterministic = *s.deterministic;
+  check_compute_options(o);
+  const ConvApi api = s.conv_api ? parse_conv_api(*s.conv_api, "conv_api") : conv_api();
+  compute_options() = o;  // nothing changes unless every setting was valid
+  set_conv_api(api);
 }
 
 const char* tf32_mode() {

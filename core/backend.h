@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 
@@ -231,6 +232,22 @@ const char* tf32_mode();
 // The GPU math settings in words, each with the variable that changes it (TF32, conv
 // algorithm search, determinism, cuDNN API), for the first lines of a GPU run.
 std::string gpu_math_summary();
+
+// The GPU math switches by their variables' values (KILN_TF32, KILN_CONV_SEARCH,
+// KILN_DETERMINISTIC, KILN_CONV_API), for programs that set them at run time; an empty
+// field leaves its switch as it is.
+struct GpuMathSettings {
+  std::optional<std::string> tf32;         // "none", "conv", "all"
+  std::optional<std::string> conv_search;  // "heuristic", "exhaustive"
+  std::optional<bool> deterministic;
+  std::optional<std::string> conv_api;     // "legacy", "graph"
+};
+// Refuses options that contradict each other (deterministic algorithms with exhaustive
+// search), naming both switches; backends call it before honouring options a program set.
+void check_compute_options(const ComputeOptions& o);
+// Applies them all or none: an unknown value, or deterministic with exhaustive search, is an
+// error in the environment's words and changes nothing. Takes effect from the next op.
+void set_gpu_math(const GpuMathSettings& s);
 
 // Usable devices of a type: 0 when no backend is built or no device is present.
 int device_count(DeviceType type);

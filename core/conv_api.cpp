@@ -11,11 +11,7 @@ namespace {
 
 ConvApi from_environment() {
   const char* v = std::getenv("KILN_CONV_API");
-  const std::string api = v != nullptr ? v : "legacy";
-  KILN_CHECK(api == "legacy" || api == "graph", "KILN_CONV_API='", api,
-             "' is not a convolution API: use legacy (cuDNN's cudnnConvolutionForward & co., the default) or graph "
-             "(cuDNN's operation graphs, falling back to legacy per shape)");
-  return api == "graph" ? ConvApi::graph : ConvApi::legacy;
+  return parse_conv_api(v != nullptr ? v : "legacy", "KILN_CONV_API");
 }
 
 std::atomic<ConvApi>& current() {
@@ -34,6 +30,13 @@ ConvApi conv_api() { return current().load(std::memory_order_relaxed); }
 void set_conv_api(ConvApi api) { current().store(api, std::memory_order_relaxed); }
 
 const char* conv_api_name(ConvApi api) { return api == ConvApi::graph ? "graph" : "legacy"; }
+
+ConvApi parse_conv_api(const std::string& value, const std::string& name) {
+  KILN_CHECK(value == "legacy" || value == "graph", name, "='", value,
+             "' is not a convolution API: use legacy (cuDNN's cudnnConvolutionForward & co., the default) or graph "
+             "(cuDNN's operation graphs, falling back to legacy per shape)");
+  return value == "graph" ? ConvApi::graph : ConvApi::legacy;
+}
 
 ConvApiCounts conv_api_counts() {
   ConvApiCounts c;

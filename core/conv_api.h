@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 namespace kiln {
 
@@ -21,6 +22,9 @@ ConvApi conv_api();
 void set_conv_api(ConvApi api);
 // "legacy" or "graph".
 const char* conv_api_name(ConvApi api);
+// The API called `value` ("legacy" or "graph"); anything else is an error naming the two
+// choices and `name`, how the caller spelled the switch (KILN_CONV_API, conv_api).
+ConvApi parse_conv_api(const std::string& value, const std::string& name);
 
 // Sets the API for its lifetime and restores the previous one (a test's scope).
 class ScopedConvApi {

@@ -111,9 +111,7 @@ struct ConvDesc {
 // x_shape: [N, H, W, C] (x or dx); w_shape: [O, KH, KW, C] (w or dw).
 ConvKey make_key(int device, Direction dir, const Shape& x_shape, const Shape& w_shape, const Conv2dParams& p) {
   const ComputeOptions& opt = compute_options();
-  KILN_CHECK(!(opt.deterministic && opt.exhaustive_conv_search), current_op(),
-             ": compute_options() asks for deterministic convolutions and exhaustive search together; timing "
-             "picks the algorithm anew in each process, so turn one of them off");
+  check_compute_options(opt);
   ConvKey k{device,      dir,         x_shape[0], x_shape[1], x_shape[2], x_shape[3],
             w_shape[0],  w_shape[1],  w_shape[2], p.stride_h, p.stride_w, p.pad_h,
             p.pad_w,     opt.conv_tf32, opt.exhaustive_conv_search};

@@ -22,6 +22,8 @@ void bind_engine(nb::module_& m);
 void bind_train(nb::module_& m);
 // The image pipeline as an iterable: kiln.Loader (python/src/data.cpp).
 void bind_data(nb::module_& m);
+// Devices (count, name, synchronize, memory) and the GPU math switches (python/src/device.cpp).
+void bind_device(nb::module_& m);
 
 // What kiln.build_model made a model with: the seed and options, and the generators it keeps
 // (init from seed, dropout from seed + 1, as vgg_finetune's), which kiln.train records in

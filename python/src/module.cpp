@@ -32,4 +32,5 @@ NB_MODULE(_kiln, m) {
   kiln::python::bind_engine(m);
   kiln::python::bind_train(m);
   kiln::python::bind_data(m);
+  kiln::python::bind_device(m);
 }

@@ -1,0 +1,69 @@
+// Devices and GPU math from Python (docs/python.md): how many GPUs, waiting for one, its
+// memory, and the switches the KILN_* variables set at start (TF32, conv algorithm search,
+// determinism, cuDNN API), settable at run time as torch.backends' are.
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/string.h>
+
+#include "core/conv_api.h"
+#include "python/src/bindings.h"
+
+namespace kiln::python {
+
+namespace {
+using nb::arg;
+
+DeviceType device_type_from_name(const std::string& kind) {
+  if (kind == "cpu") return DeviceType::cpu;
+  if (kind == "cuda") return DeviceType::cuda;
+  KILN_FAIL("unknown device type '", kind, "': use \"cpu\" or \"cuda\"");
+}
+}  // namespace
+
+void bind_device(nb::module_& m) {
+  m.def("device_count", [](const std::string& kind) { return device_count(device_type_from_name(kind)); },
+        arg("kind") = "cuda", "Usable devices of a type: 0 for \"cuda\" without a GPU or a CUDA build; \"cpu\" is 1.");
+  m.def("device_name", [](const std::string& d) { return device_name(device_from_name(d)); }, arg("device"),
+        "The device's model for reports, e.g. \"NVIDIA H200 (sm_90, 139.8 GiB)\"; \"cpu\" for the CPU.");
+  m.def("synchronize", [](const std::string& d) {
+          nb::gil_scoped_release release;
+          synchronize(device_from_name(d));
+        }, arg("device") = "cuda",
+        "Waits until the work queued on the device has finished (kiln's GPU ops return before it has).");
+  m.def("memory_stats", [](const std::string& d) {
+          const MemoryStats s = memory_stats(device_from_name(d));
+          nb::dict out;
+          out["current_bytes"] = s.current_bytes;
+          out["peak_bytes"] = s.peak_bytes;
+          out["reserved_bytes"] = s.reserved_bytes;
+          return out;
+        }, arg("device"),
+        "Bytes in tensors now, their peak since the last reset_peak_memory, and bytes the device's pool holds "
+        "(in use or cached); all 0 on the CPU.");
+  m.def("reset_peak_memory", [](const std::string& d) { reset_peak_memory(device_from_name(d)); }, arg("device"),
+        "Starts a new peak for memory_stats.");
+  m.def("gpu_math", [] {
+          const ComputeOptions& o = compute_options();
+          nb::dict out;
+          out["tf32"] = tf32_mode();
+          out["conv_search"] = o.exhaustive_conv_search ? "exhaustive" : "heuristic";
+          out["deterministic"] = o.deterministic;
+          out["conv_api"] = conv_api_name(conv_api());
+          out["summary"] = gpu_math_summary();
+          return out;
+        },
+        "The GPU math switches in force: tf32 (\"none\", \"conv\", \"all\"), conv_search (\"heuristic\", "
+        "\"exhaustive\"), deterministic, conv_api (\"legacy\", \"graph\"), and a summary in words. They start "
+        "from KILN_TF32, KILN_CONV_SEARCH, KILN_DETERMINISTIC and KILN_CONV_API (README).");
+  m.def("set_gpu_math",
+        [](std::optional<std::string> tf32, std::optional<std::string> conv_search, std::optional<bool> deterministic,
+           std::optional<std::string> conv_api) {
+          set_gpu_math(GpuMathSettings{tf32, conv_search, deterministic, conv_api});
+        },
+        nb::kw_only(), arg("tf32") = nb::none(), arg("conv_search") = nb::none(), arg("deterministic") = nb::none(),
+        arg("conv_api") = nb::none(),
+        "Sets GPU math switches (None leaves one as it is), all or none: an unknown value, or deterministic=True "
+        "with conv_search=\"exhaustive\", raises kiln.Error and changes nothing. Takes effect from the next op; "
+        "no effect on the CPU.");
+}
+
+}  // namespace kiln::python

@@ -1,0 +1,48 @@
+"""Devices and the GPU math switches from Python: counts, names, memory, and set_gpu_math's
+all-or-nothing validation (the switches themselves act on a GPU only)."""
+import pytest
+
+import kiln
+
+
+@pytest.fixture
+def restore_gpu_math():
+    was = kiln.gpu_math()
+    yield
+    kiln.set_gpu_math(tf32=was["tf32"], conv_search=was["conv_search"], deterministic=was["deterministic"],
+                      conv_api=was["conv_api"])
+
+
+def test_devices():
+    assert kiln.device_count("cpu") == 1
+    assert kiln.device_count() >= 0  # "cuda": 0 without a GPU or a CUDA build
+    assert kiln.device_name("cpu") == "cpu"
+    stats = kiln.memory_stats("cpu")
+    assert set(stats) == {"current_bytes", "peak_bytes", "reserved_bytes"}
+    kiln.reset_peak_memory("cpu")
+    kiln.synchronize("cpu")
+    with pytest.raises(kiln.Error, match="cpu.*cuda"):
+        kiln.device_count("tpu")
+    with pytest.raises(kiln.Error, match="unknown device"):
+        kiln.memory_stats("gpu0")
+
+
+def test_set_gpu_math_applies_and_reports(restore_gpu_math):
+    kiln.set_gpu_math(tf32="none", conv_api="graph")
+    m = kiln.gpu_math()
+    assert m["tf32"] == "none" and m["conv_api"] == "graph"
+    assert "KILN_TF32=none" in m["summary"] and "graph API" in m["summary"]
+    kiln.set_gpu_math(deterministic=True)  # the others stay
+    m = kiln.gpu_math()
+    assert m["deterministic"] and m["tf32"] == "none" and m["conv_search"] == "heuristic"
+
+
+def test_set_gpu_math_is_all_or_nothing(restore_gpu_math):
+    before = kiln.gpu_math()
+    with pytest.raises(kiln.Error, match="tf32='fast'.*none.*conv.*all"):
+        kiln.set_gpu_math(tf32="fast", conv_api="graph")
+    with pytest.raises(kiln.Error, match="conv_api='cudnn'"):
+        kiln.set_gpu_math(tf32="all", conv_api="cudnn")
+    with pytest.raises(kiln.Error, match="do not go together"):
+        kiln.set_gpu_math(deterministic=True, conv_search="exhaustive")
+    assert kiln.gpu_math() == before
