@@ -217,8 +217,10 @@ class Backend {
     return GraphCapture{nullptr, std::string("the ") + name() + " backend has no capture under way"};
   }
   // Queues one replay of `graph` on its device; recorded dropout continues the stream at `rng`
-  // (the caller advances its generator by what the capture drew).
-  virtual void replay_graph(DeviceGraph& graph, PhiloxState rng) {
+  // (the caller advances its generator by what the capture drew). Returns "" when queued, or
+  // why the launch was refused while nothing ran and the device stays usable (out of memory
+  // for the graph's own allocations), so the caller may do the work eagerly; other failures throw.
+  virtual std::string replay_graph(DeviceGraph& graph, PhiloxState rng) {
     (void)graph, (void)rng;
     KILN_FAIL("the ", name(), " backend cannot replay graphs");
   }

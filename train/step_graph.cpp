@@ -98,7 +98,7 @@ std::string StepGraph::capture(const StepFn& fn) {
   return "";
 }
 
-const std::vector<Tensor>& StepGraph::replay(const std::vector<Tensor>& inputs) {
+const std::vector<Tensor>* StepGraph::try_replay(const std::vector<Tensor>& inputs, std::string& why) {
   KILN_CHECK(inputs.size() == inputs_.size(), "StepGraph: ", inputs.size(), " inputs given, the step was recorded with ",
              inputs_.size());
   for (size_t i = 0; i < inputs.size(); ++i) {
@@ -107,16 +107,31 @@ const std::vector<Tensor>& StepGraph::replay(const std::vector<Tensor>& inputs) 
                ", the step was recorded for ", inputs_[i].description(), " (a batch of another size runs eagerly)");
     if (inputs[i].raw_data() != inputs_[i].raw_data()) inputs_[i].copy_from(inputs[i]);
   }
-  return replay();
+  return launch(why);
+}
+
+const std::vector<Tensor>& StepGraph::replay(const std::vector<Tensor>& inputs) {
+  std::string why;
+  const std::vector<Tensor>* out = try_replay(inputs, why);
+  KILN_CHECK(out != nullptr, "StepGraph: ", why);
+  return *out;
 }
 
 const std::vector<Tensor>& StepGraph::replay() {
+  std::string why;
+  const std::vector<Tensor>* out = launch(why);
+  KILN_CHECK(out != nullptr, "StepGraph: ", why);
+  return *out;
+}
+
+const std::vector<Tensor>* StepGraph::launch(std::string& why) {
   KILN_CHECK(graph_ != nullptr, "StepGraph: replay before a successful capture");
   const PhiloxState at = rng_ ? rng_->state() : PhiloxState{};
-  backend_for(device_).replay_graph(*graph_, at);
+  why = backend_for(device_).replay_graph(*graph_, at);
+  if (!why.empty()) return nullptr;
   if (rng_) rng_->set_state(PhiloxState{at.seed, at.offset + draws_});
   for (size_t i = 0; i < params_.size(); ++i) params_[i].impl().grad = grads_[i].impl_ptr();
-  return outputs_;
+  return &outputs_;
 }
 
 }  // namespace kiln

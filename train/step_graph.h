@@ -65,14 +65,21 @@ class StepGraph {
   const std::vector<Tensor>& replay(const std::vector<Tensor>& inputs);
   // Runs the recorded step on the static inputs as they are, advances the generator by what
   // the step draws and points each parameter's .grad at its static gradient (the optimizer
-  // then steps as usual). Returns the static outputs, overwritten by the next replay.
+  // then steps as usual). Returns the static outputs, overwritten by the next replay. A
+  // launch the device refuses (Backend::replay_graph's reason) is an error here.
   const std::vector<Tensor>& replay();
+  // As replay(inputs), but a launch the device refused while nothing ran (out of memory for
+  // the graph's allocations) gives null and the reason in `why`, with nothing changed, so the
+  // caller can run the step eagerly; other failures throw.
+  const std::vector<Tensor>* try_replay(const std::vector<Tensor>& inputs, std::string& why);
   // The static inputs, for a caller that writes them itself.
   const std::vector<Tensor>& inputs() const { return inputs_; }
   // Where the graph runs.
   Device device() const { return device_; }
 
  private:
+  // One launch: the outputs, or null and `why` when the device refused it (nothing changed).
+  const std::vector<Tensor>* launch(std::string& why);
   Device device_;
   std::vector<Tensor> inputs_, outputs_, params_, grads_;
   Generator* rng_;

@@ -615,17 +615,16 @@ bool Trainer::graph_step(const Tensor& x, const Tensor& y, double& loss, double&
   for (size_t i = 0; i < truth.size(); ++i)
     KILN_CHECK(truth[i] >= 0 && truth[i] < g.classes, "softmax_cross_entropy: label ", truth[i], " at row ", i,
                " is out of range [0, ", g.classes, ")");
-  // A launch that fails (out of memory for the graph's own allocations, say) ran nothing:
-  // this batch and the rest of the phase run eagerly, saying why, instead of stopping.
-  const std::vector<Tensor>* replayed = nullptr;
-  try {
-    replayed = &g.step->replay({x, y});
-  } catch (const Error& e) {
+  // A launch the device refuses while nothing ran (out of memory for the graph's own
+  // allocations): this batch and the rest of the phase run eagerly, saying why, instead of
+  // stopping. Any other failure stops training as an eager step's would.
+  std::string why;
+  const std::vector<Tensor>* replayed = g.step->try_replay({x, y}, why);
+  if (replayed == nullptr) {
     g.step.reset();
     g.use = false;
     if (hooks_.on_step_mode)
-      hooks_.on_step_mode(
-          StepModeInfo{number, false, std::string("eager (replaying the CUDA graph failed: ") + e.what() + ")"});
+      hooks_.on_step_mode(StepModeInfo{number, false, "eager (replaying the CUDA graph failed: " + why + ")"});
     return false;
   }
   const std::vector<Tensor>& out = *replayed;

@@ -85,7 +85,7 @@ class CudaBackend final : public Backend {
   // cuda_graph.cpp
   std::string begin_graph_capture(int index, const PhiloxState* rng) override;
   GraphCapture end_graph_capture(int index) override;
-  void replay_graph(DeviceGraph& graph, PhiloxState rng) override;
+  std::string replay_graph(DeviceGraph& graph, PhiloxState rng) override;
 };
 
 // ---- launchers shared between the files above (all enqueue on `stream`) ----

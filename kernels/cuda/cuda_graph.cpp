@@ -231,14 +231,23 @@ GraphCapture CudaBackend::end_graph_capture(int index) {
   return out;
 }
 
-void CudaBackend::replay_graph(DeviceGraph& graph, PhiloxState rng) {
+std::string CudaBackend::replay_graph(DeviceGraph& graph, PhiloxState rng) {
   auto* g = dynamic_cast<CudaGraph*>(&graph);
   KILN_CHECK(g != nullptr && g->exec != nullptr, "replay_graph: not a CUDA graph made by this backend");
   OpScope scope("cuda graph replay", g->index);
   // A one-thread kernel, not a copy from pageable memory (which may wait for the stream).
   if (g->rng) launch_set_philox(g->rng, rng, scope.stream());
-  KILN_CUDA_CHECK(cudaGraphLaunch(g->exec, scope.stream()));
+  const cudaError_t st = cudaGraphLaunch(g->exec, scope.stream());
+  if (st == cudaErrorMemoryAllocation) {
+    // Not sticky: nothing ran. Clear the thread's last error, or the caller's next (eager)
+    // op would report it as its own.
+    cudaGetLastError();
+    scope.done();
+    return cuda_error("cudaGraphLaunch", st);
+  }
+  KILN_CUDA_CHECK(st);
   scope.done();
+  return "";
 }
 
 }  // namespace kiln::cuda
