@@ -307,7 +307,7 @@ void pick(const ConvKey& k, cudnnHandle_t h, const std::vector<Candidate>& cands
   for (const Candidate& c : cands)
     os << "\n  " << algo_name(k.dir, c.algo) << ": " << cudnnGetErrorString(c.status) << ", math "
        << math_name(c.math) << ", workspace " << c.memory << " bytes"
-       << (c.determinism == CUDNN_DETERMINISTIC ? "" : ", non-deterministic");
+       << (c.status == CUDNN_STATUS_SUCCESS && c.determinism != CUDNN_DETERMINISTIC ? ", non-deterministic" : "");
   KILN_FAIL(current_op(), ": cuDNN offers no usable ", direction_name(k.dir), " algorithm for ", k.str(),
             " (workspace limit ", ws_limit, " bytes", (k.deterministic ? "; KILN_DETERMINISTIC=1 admits only "
             "deterministic ones: unset it to allow the others" : ""), "); candidates:",
