@@ -124,14 +124,32 @@ def recipe_line(out):
             f"{'-' if ratio is None else f'{ratio:.2f}x'} | >= 3x | {met} |")
 
 
+def determinism_lines(out):
+    """What KILN_DETERMINISTIC=1 costs: the `determinism` section's steps, both under heuristic
+    search, kiln only (the evidence for the default, docs/gpu.md)."""
+    off, on = load(out, "determinism_off"), load(out, "determinism_on")
+    lines = ["| KILN_DETERMINISTIC (batch 64, heuristic search) | default | deterministic | | cost | | |",
+             "|---|---|---|---|---:|---|---|"]
+    for label, row in (("fc8-only step", "vgg16/step_fc8"), ("full step", "vgg16/step_all")):
+        a, b = kiln_ms(off, row)[0], kiln_ms(on, row)[0]
+        batch = ((off or on or {}).get("options") or {}).get("batch", 64)
+        cost = f"{(b / a - 1) * 100:+.1f}%" if a and b else "-"
+        lines.append(f"| {label} | {fmt_ms(a, batch)} | {fmt_ms(b, batch)} | | {cost} | | |")
+    return lines
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out", help="the check's output folder ($OUT)")
     ap.add_argument("--markdown", help="also write the table to this file")
     ap.add_argument("--any-batch", action="store_true", help="accept files measured at other batches (dry runs)")
+    ap.add_argument("--determinism", action="store_true", help="print only what KILN_DETERMINISTIC=1 costs")
     args = ap.parse_args()
     global ANY_BATCH
     ANY_BATCH = args.any_batch
+    if args.determinism:
+        print("\n".join(determinism_lines(args.out)[2:]))
+        return
     lines = ["| target row | kiln (best of its switches) | PyTorch eager | PyTorch torch.compile | "
              "ratio to faster PyTorch | target | |",
              "|---|---|---|---|---:|---|---|"]
@@ -145,6 +163,8 @@ def main():
             batch = run.get("options", {}).get("batch", batch)
         ratio = f"{t / k:.2f}x" if k and t else "-"
         lines.append(f"| {label} | {fmt_ms(k, batch)} | {fmt_ms(t, batch)} | | {ratio} | | |")
+    if load(args.out, "determinism_off") or load(args.out, "determinism_on"):
+        lines += [""] + determinism_lines(args.out)
     text = "\n".join(lines)
     print(text)
     if args.markdown:

@@ -220,6 +220,9 @@ int run(int argc, char** argv) {
   if (opt.conv_search != "exhaustive" && opt.conv_search != "heuristic")
     throw std::invalid_argument("--conv-search must be exhaustive or heuristic, got '" + opt.conv_search + "'");
   // Read by the CUDA backend only (cuDNN's Find or its heuristics); the CPU has one way.
+  if (cuda && opt.conv_search == "exhaustive" && kiln::compute_options().deterministic)
+    throw std::invalid_argument("KILN_DETERMINISTIC=1 needs --conv-search heuristic (exhaustive, kiln_bench's "
+                                "default on CUDA, picks the algorithm by timing, anew in each process)");
   kiln::compute_options().exhaustive_conv_search = opt.conv_search == "exhaustive";
   if (cuda && kiln::device_count(kiln::DeviceType::cuda) == 0) {
     std::fprintf(stderr, "kiln_bench: --device cuda: no GPU found\n");

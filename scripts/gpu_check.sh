@@ -23,6 +23,9 @@
 #             kernels, GEMM, copies), each with --compare
 #   resnet    vgg_finetune demo --model resnet50 on the GPU (batch norm's CUDA kernels)
 #   bf16      bf16 vs fp32 timing of one VGG16 conv layer and fc6
+#   determinism  the fc8-only and full steps at batch 64 under heuristic search, by default
+#             and under KILN_DETERMINISTIC=1: what deterministic algorithms cost (the
+#             evidence for making them the default, docs/gpu.md)
 #   table     the summary of every section run, then the target table
 #             (benchmarks/gpu_targets.py), printed last
 # Each section writes its logs and one summary line ($OUT/summary.tsv) as soon as it ends,
@@ -66,7 +69,7 @@
 set -uo pipefail
 PACK=${1:-.gpu}
 OUT=${OUT:-/tmp/kiln_gpu}
-SECTIONS=${SECTIONS:-tests,demo,resume,targets,graph,memory,recipe,stepgraph,bench,resnet,bf16,table}
+SECTIONS=${SECTIONS:-tests,demo,resume,targets,graph,memory,recipe,stepgraph,bench,resnet,bf16,determinism,table}
 DEADLINE=${DEADLINE:-540}
 # KILN_CHECK_DEVICE=cpu: a dry run of the script's logic on a machine without a GPU
 # (RESUME_SIZE=32 TARGET_BATCH=2 BATCH=2: every section at toy sizes; the [cuda] cases
@@ -293,6 +296,14 @@ if section bf16 15 "bf16 vs fp32: one VGG16 conv layer and fc6, timed (exhaustiv
     tee "$OUT/bf16_timing.log" | tail -8
   rc=${PIPESTATUS[0]}
   summary bf16 "$rc" "$(grep -h -E '^bf16 timing: (conv|fc6)' "$OUT/bf16_timing.log" | sed 's/^bf16 timing: //' | tr '\n' ' ')"
+  fold "$rc"; stamp
+fi
+
+if section determinism 40 "what KILN_DETERMINISTIC=1 costs: the default and the deterministic steps, heuristic search"; then
+  step_rows determinism_off "${BATCH:-64}" vgg16/step_fc8,vgg16/step_all --conv-search heuristic; rc=$?
+  KILN_DETERMINISTIC=1 step_rows determinism_on "${BATCH:-64}" vgg16/step_fc8,vgg16/step_all --conv-search heuristic
+  (( rc |= $? ))
+  summary determinism "$rc" "$(python3 "$KILN_SOURCE_DIR/benchmarks/gpu_targets.py" "$OUT" --determinism 2>&1 | tr '\n' ' ')"
   fold "$rc"; stamp
 fi
 
