@@ -23,9 +23,8 @@ const Device kGpu = Device::cuda(0);
 
 // Convolutions in strict fp32 or with TF32 for this scope (then the options as they were).
 struct ConvMath {
-  ComputeOptions was = compute_options();
+  test::ScopedComputeOptions restore;
   explicit ConvMath(bool tf32) { compute_options().conv_tf32 = tf32; }
-  ~ConvMath() { compute_options() = was; }
 };
 
 struct ConvShape {

@@ -55,16 +55,6 @@ Tensor pool_grad(const Tensor& x, const Tensor& up, const Pool2dParams& p) {
   return xr.grad();
 }
 
-// Sets compute options for a scope and restores them.
-struct Options {
-  ComputeOptions was = compute_options();
-  explicit Options(bool deterministic) {
-    compute_options().deterministic = deterministic;
-    compute_options().exhaustive_conv_search = false;
-  }
-  ~Options() { compute_options() = was; }
-};
-
 }  // namespace
 
 TEST_CASE("the max-pool gradient gathered per input equals the CPU backend's scatter, bit for bit",
@@ -164,7 +154,9 @@ TEST_CASE("KILN_DETERMINISTIC convolutions give the same bits every run, on both
       {"3x3 stride 2", {32, 56, 56, 128}, {128, 3, 3, 128}, {2, 2, 1, 1}},
       {"7x7 stem, 3 channels", {16, 224, 224, 3}, {64, 7, 7, 3}, {2, 2, 3, 3}},
   };
-  const Options deterministic(true);
+  const test::ScopedComputeOptions restore;
+  compute_options().deterministic = true;
+  compute_options().exhaustive_conv_search = false;
   for (const ConvApi api : {ConvApi::legacy, ConvApi::graph}) {
     const ScopedConvApi scoped(api);
     for (const bool tf32 : {false, true}) {

@@ -82,10 +82,7 @@ TEST_CASE("the op table's bf16 cases on the GPU match the CPU's bf16 forward and
 
 TEST_CASE("with TF32 allowed, conv and GEMM stay within 3e-3 of the CPU", "[cuda][ops][tf32]") {
   KILN_SKIP_WITHOUT_GPU();
-  struct Reset {
-    ComputeOptions was = compute_options();
-    ~Reset() { compute_options() = was; }
-  } reset;
+  const test::ScopedComputeOptions restore;
   compute_options().conv_tf32 = true;
   compute_options().matmul_tf32 = true;
   Generator g(4);

@@ -11,6 +11,19 @@ namespace kiln::test {
 // True when a CUDA backend is compiled in and sees at least one GPU.
 inline bool have_gpu() { return device_count(DeviceType::cuda) > 0; }
 
+// compute_options() as they were when it was made, restored when it goes (a test's scope
+// that changes TF32, the algorithm search or determinism).
+class ScopedComputeOptions {
+ public:
+  ScopedComputeOptions() = default;
+  ~ScopedComputeOptions() { compute_options() = was_; }
+  ScopedComputeOptions(const ScopedComputeOptions&) = delete;
+  ScopedComputeOptions& operator=(const ScopedComputeOptions&) = delete;
+
+ private:
+  ComputeOptions was_ = compute_options();
+};
+
 }  // namespace kiln::test
 
 // The first statement of a [cuda] case: returns from it, saying why, without a GPU.
