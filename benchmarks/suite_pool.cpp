@@ -14,6 +14,7 @@
 #include "benchmarks/suites.h"
 #include "check/op_cases.h"
 #include "core/backend.h"
+#include "core/ops.h"
 #include "layers/models/resnet.h"
 
 namespace kiln::bench {
@@ -107,8 +108,8 @@ SuiteResult run_pool(const Options& opt, const MachineLimits& m) {
   for (const PoolCase& c : cases) {
     const kiln::Pool2dParams& p = c.p;
     const int64_t h = c.h, w = c.h, ch = c.c;
-    const int64_t oh = (h + 2 * p.pad_h - p.kernel_h) / p.stride_h + 1;
-    const int64_t ow = (w + 2 * p.pad_w - p.kernel_w) / p.stride_w + 1;
+    const int64_t oh = kiln::window_out_size(h, p.kernel_h, p.stride_h, p.pad_h);
+    const int64_t ow = kiln::window_out_size(w, p.kernel_w, p.stride_w, p.pad_w);
     const Tensor x_host = Tensor::uniform(Shape{n, h, w, ch}, -1.0f, 1.0f, gen);
     const Tensor dy_host = Tensor::uniform(Shape{n, oh, ow, ch}, -1.0f, 1.0f, gen);
     const Tensor x = to_bench_device(x_host, opt), dy = to_bench_device(dy_host, opt);

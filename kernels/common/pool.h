@@ -63,6 +63,10 @@ KILN_HD float adaptive_avg_grad_at(const T* grad, int64_t hh, int64_t ww, int64_
   return sum;
 }
 
+// Whether neighbouring max-pool windows share inputs (stride below kernel on an axis): then
+// an input's gradient is a sum over several windows rather than one routed value.
+KILN_HD bool pool_windows_overlap(const Pool2dParams& p) { return p.stride_h < p.kernel_h || p.stride_w < p.kernel_w; }
+
 // The outputs whose max-pool windows cover input i along one axis: o with
 // o * stride - pad <= i < o * stride - pad + kernel, within [0, out).
 KILN_HD WindowRange pool_covering(int64_t i, int64_t stride, int64_t pad, int64_t kernel, int64_t out) {

@@ -171,7 +171,7 @@ void CudaBackend::max_pool2d_backward(const Tensor& dy, const Tensor& argmax, co
     scope.done();
     return;
   }
-  if (p.stride_h < p.kernel_h || p.stride_w < p.kernel_w) {
+  if (common::pool_windows_overlap(p)) {
     const int64_t h = dx.dim(1), w = dx.dim(2), c = dx.dim(3), oh = dy.dim(1), ow = dy.dim(2);
     if (bf16)
       max_pool_gather_kernel<<<elementwise_blocks(n, kThreads), kThreads, 0, scope.stream()>>>(
