@@ -247,7 +247,7 @@ def step(batches, args, rows, summary):
     want = lambda name: not only or name in only  # noqa: E731
 
     def timed(name, fn, key):
-        if not want(name):
+        if not want(name.removesuffix("+compile")):  # a compiled row goes with its eager one
             return
         t = time_it(fn, args.warmup, args.repeat)
         rows.append({"name": name, **t})
