@@ -140,23 +140,22 @@ std::vector<std::string> recipe_changes(const TrainConfig& cfg, const std::strin
 }  // namespace
 
 Device choose_device(const std::string& flag) {
-  const int gpus = device_count(DeviceType::cuda);
   if (flag == "cpu") {
     std::printf("device: cpu (asked for with --device cpu)\n");
     return Device::cpu();
   }
-  if (flag == "cuda") {
-    KILN_CHECK(gpus > 0, "--device cuda: no CUDA GPU is available here (use --device cpu or auto)");
-    std::printf("device: cuda:0 (asked for with --device cuda)\nGPU math: %s\n", gpu_math_summary().c_str());
-    return Device::cuda(0);
+  const int gpus = device_count(DeviceType::cuda);
+  KILN_CHECK(flag != "cuda" || gpus > 0, "--device cuda: no CUDA GPU is available here (use --device cpu or auto)");
+  if (gpus == 0) {
+    std::printf("device: cpu (--device auto: no CUDA GPU found)\n");
+    return Device::cpu();
   }
-  if (gpus > 0) {
-    std::printf("device: cuda:0 (--device auto: %d GPU%s found)\nGPU math: %s\n", gpus, gpus > 1 ? "s" : "",
-                gpu_math_summary().c_str());
-    return Device::cuda(0);
-  }
-  std::printf("device: cpu (--device auto: no CUDA GPU found)\n");
-  return Device::cpu();
+  if (flag == "cuda")
+    std::printf("device: cuda:0 (asked for with --device cuda)\n");
+  else
+    std::printf("device: cuda:0 (--device auto: %d GPU%s found)\n", gpus, gpus > 1 ? "s" : "");
+  std::printf("GPU math: %s\n", gpu_math_summary().c_str());
+  return Device::cuda(0);
 }
 
 std::string recipe_config_text(const TrainConfig& cfg) {

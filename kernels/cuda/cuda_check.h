@@ -1,9 +1,8 @@
-// One check macro per library (CUDA runtime, cuDNN, cuBLAS/cuBLASLt): the call's text,
+// One check macro per library (CUDA runtime, cuDNN, cuBLASLt): the call's text,
 // the library's error, the op being run and file:line become a kiln::Error.
 #pragma once
 
 #include <cublasLt.h>
-#include <cublas_v2.h>
 #include <cuda_runtime.h>
 #include <cudnn.h>
 
