@@ -121,7 +121,11 @@ fi
 # gpu_pack.sh ships the libraries xz-compressed (oneDNN alone is 40 MB unpacked).
 LIB="$OUT/lib"
 mkdir -p "$LIB"
-if [[ -f "$PACK/libs.tar.xz" ]]; then tar -C "$LIB" -xJf "$PACK/libs.tar.xz"; else LIB="$(cd "$PACK" && pwd)/lib"; fi
+# Python's lzma where the machine has no xz (its image is not ours; python3 is certain there).
+if [[ -f "$PACK/libs.tar.xz" ]]; then
+  tar -C "$LIB" -xJf "$PACK/libs.tar.xz" 2>/dev/null ||
+    python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' "$PACK/libs.tar.xz" "$LIB"
+else LIB="$(cd "$PACK" && pwd)/lib"; fi
 export LD_LIBRARY_PATH="$LIB$LIBDIRS:${LD_LIBRARY_PATH:-}"
 export KILN_SOURCE_DIR=$PWD KILN_PYTHON=${KILN_PYTHON:-python3} OMP_NUM_THREADS=${OMP_NUM_THREADS:-8}
 # Stop in the first seconds, not minutes later, when a binary cannot load.
