@@ -160,6 +160,8 @@ void* pool_allocate(int index, size_t bytes, const char* what) {
     cudaGetLastError();
     KILN_CUDA_CHECK(cudaStreamSynchronize(ctx.compute));
     KILN_CUDA_CHECK(cudaMemPoolTrimTo(ctx.pool, 0));
+    // Memory cached for CUDA graphs (a dropped StepGraph's) is not the pool's: return it too.
+    KILN_CUDA_CHECK(cudaDeviceGraphMemTrim(index));
     st = cudaMallocFromPoolAsync(&p, ask, ctx.pool, ctx.compute);
   }
   if (st == cudaErrorMemoryAllocation) {
@@ -247,6 +249,7 @@ bool CudaBackend::native_bf16(int index) {
 // copy in a program would be a second runtime).
 double CudaBackend::time_ms(int index, const std::function<void()>& fn) {
   activate(index);
+  const StreamUse use(index);  // its event records go on the compute stream: not while another thread records it
   cudaEvent_t a = nullptr, b = nullptr;
   KILN_CUDA_CHECK(cudaEventCreate(&a));
   const cudaError_t made = cudaEventCreate(&b);

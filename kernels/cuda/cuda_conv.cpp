@@ -26,6 +26,7 @@
 #include "core/conv_api.h"
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/cuda_context.h"
+#include "kernels/cuda/cuda_graph.h"
 #include "kernels/cuda/cuda_conv_graph.h"
 #include "kernels/cuda/cuda_conv_key.h"
 
@@ -331,6 +332,8 @@ ConvPlan& plan_for(const ConvKey& k, const Shape& y_shape, cudnnHandle_t h, cons
     auto it = cache().find(k);
     if (it != cache().end()) return *it->second;
   }
+  KILN_CHECK(!(k.exhaustive && capturing()), current_op(), ": no plan yet for ", k.str(), " while recording a CUDA "
+             "graph (cudnnFind runs and times every algorithm): run the step eagerly once before recording");
   std::unique_ptr<ConvPlan> plan = make_descriptors(k, y_shape);
   if (k.exhaustive) {
     const size_t budget = search_budget(k.dir, h, *plan);

@@ -35,6 +35,7 @@
 #include "core/backend.h"
 #include "core/conv_api.h"
 #include "kernels/cuda/cuda_context.h"
+#include "kernels/cuda/cuda_graph.h"
 
 namespace kiln::cuda {
 namespace {
@@ -198,9 +199,10 @@ struct GraphKey {
   ConvKey conv;
   bool fused;  // conv -> (add bias) -> ReLU, forward only
   bool bias;   // the fused graph adds a bias
+  uint64_t thread;       // this thread's serial: a dead thread's handle address may come back
   cudnnHandle_t handle;
   bool operator<(const GraphKey& o) const {
-    return std::tie(conv, fused, bias, handle) < std::tie(o.conv, o.fused, o.bias, o.handle);
+    return std::tie(conv, fused, bias, thread) < std::tie(o.conv, o.fused, o.bias, o.thread);
   }
   // "backward-data convolution of x [...], w [...], ...", for messages.
   std::string str() const {
@@ -379,7 +381,8 @@ double time_candidate(const GraphKey& gk, const Candidate& c, const Bindings& b)
   }
 }
 
-// Finds the key's plan: heuristics mode A, then FALLBACK, filtered by numerical notes;
+// Finds the key's plan: heuristics mode A, then FALLBACK only if A gave nothing usable (the
+// lists overlap, and each fused build is a run-time compile), filtered by numerical notes;
 // the first config that finalizes, or the fastest of the first kSearchPlans under
 // exhaustive search. Throws GraphFailure, with counts of what was offered, when none.
 void search(const GraphKey& gk, const Shape& y_shape, const Bindings& b, GraphPlan& g) {
@@ -389,7 +392,7 @@ void search(const GraphKey& gk, const Shape& y_shape, const Bindings& b, GraphPl
   GraphFailure last{CUDNN_STATUS_NOT_SUPPORTED, "no engine config offered"};
   int offered = 0, refused_by_notes = 0, not_finalized = 0;
   for (const cudnnBackendHeurMode_t mode : {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK}) {
-    if (found.size() >= want) break;
+    if (found.size() >= want || (mode == CUDNN_HEUR_MODE_FALLBACK && !found.empty())) break;
     std::vector<Descriptor> cfgs;
     try {
       cfgs = engine_configs(graph, mode);
@@ -402,6 +405,10 @@ void search(const GraphKey& gk, const Shape& y_shape, const Bindings& b, GraphPl
       ++offered;
       if (!admissible(cfg.get(), gk.conv)) {
         ++refused_by_notes;
+        if (not_finalized == 0)  // nothing more telling yet
+          last = GraphFailure{CUDNN_STATUS_NOT_SUPPORTED,
+                              "every engine config offered was refused by its numerical notes (strict fp32 "
+                              "refuses tensor cores, KILN_DETERMINISTIC non-deterministic engines)"};
         continue;
       }
       cudnnStatus_t status = CUDNN_STATUS_SUCCESS;
@@ -463,6 +470,9 @@ GraphPlan& plan_for(const GraphKey& gk, const Shape& y_shape, const Bindings& b)
     auto it = cache().find(gk);
     if (it != cache().end()) return *it->second;
   }
+  KILN_CHECK(!(gk.conv.exhaustive && capturing()), current_op(), ": no plan yet for the ", gk.str(),
+             " while recording a CUDA graph (timing candidates needs the host to wait): run the step eagerly once "
+             "before recording");
   auto g = std::make_unique<GraphPlan>();
   try {
     search(gk, y_shape, b, *g);
@@ -478,6 +488,13 @@ GraphPlan& plan_for(const GraphKey& gk, const Shape& y_shape, const Bindings& b)
   return *it->second;
 }
 
+// A number no other thread of the process has had (plans are per thread, with its handle).
+uint64_t thread_serial() {
+  static std::atomic<uint64_t> next{1};
+  thread_local const uint64_t me = next.fetch_add(1, std::memory_order_relaxed);
+  return me;
+}
+
 bool aligned(const void* p) { return reinterpret_cast<uintptr_t>(p) % kAlignment == 0; }
 
 // Runs the key's plan; false when the legacy API must do it instead.
@@ -488,13 +505,17 @@ bool run(const ConvKey& k, bool fused, const Shape& y_shape, const ConvData& d, 
                  y_shape[1] == (k.h + 2 * k.ph - k.kh) / k.sh + 1 && y_shape[2] == (k.w + 2 * k.pw - k.kw) / k.sw + 1,
              current_op(), ": the output side ", y_shape, " does not fit the ", direction_name(k.dir),
              " convolution of ", k.str());
-  const GraphKey gk{k, fused, bias != nullptr, cudnn_handle(k.device)};
+  const GraphKey gk{k, fused, bias != nullptr, thread_serial(), cudnn_handle(k.device)};
   const Bindings b = bindings(d, bias);
   GraphPlan& g = plan_for(gk, y_shape, b);
   if (!g.usable()) return false;
   Workspace ws(k.device, static_cast<size_t>(g.workspace));
   const cudnnStatus_t s = execute(gk.handle, g.plan->get(), b, ws.data());
   if (s != CUDNN_STATUS_SUCCESS) {
+    // While recording, a failure is the capture's (invalidated by an earlier call), not the
+    // plan's: fail the capture and keep the plan for eager steps.
+    KILN_CHECK(!capturing(), current_op(), ": cudnnBackendExecute failed while recording a CUDA graph: ",
+               cudnnGetErrorString(s));
     if (!g.failed.exchange(true)) say_fallback(gk, s, "cudnnBackendExecute");
     return false;
   }

@@ -299,6 +299,8 @@ void CudaBackend::broadcast_scalar(const Tensor& scalar, float scale, Tensor& t)
 
 void CudaBackend::fill_uniform(Tensor& t, PhiloxState s, float lo, float hi) {
   OpScope scope("fill_uniform", t.device().index);
+  KILN_CHECK(!capturing(), current_op(), ": drawn while recording a CUDA graph: every replay would repeat the same "
+             "numbers (only dropout reads its Philox position per replay)");
   const int64_t n = t.numel();
   if (n > 0) {
     uniform_kernel<<<elementwise_blocks(n, kThreads), kThreads, 0, scope.stream()>>>(t.data<float>(), s, lo,
@@ -310,6 +312,8 @@ void CudaBackend::fill_uniform(Tensor& t, PhiloxState s, float lo, float hi) {
 
 void CudaBackend::fill_normal(Tensor& t, PhiloxState s, float mean, float std) {
   OpScope scope("fill_normal", t.device().index);
+  KILN_CHECK(!capturing(), current_op(), ": drawn while recording a CUDA graph: every replay would repeat the same "
+             "numbers (only dropout reads its Philox position per replay)");
   const int64_t n = t.numel();
   if (n > 0) {
     normal_kernel<<<elementwise_blocks(n, kThreads), kThreads, 0, scope.stream()>>>(t.data<float>(), s, mean, std,

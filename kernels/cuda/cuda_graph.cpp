@@ -237,7 +237,15 @@ std::string CudaBackend::replay_graph(DeviceGraph& graph, PhiloxState rng) {
   OpScope scope("cuda graph replay", g->index);
   // A one-thread kernel, not a copy from pageable memory (which may wait for the stream).
   if (g->rng) launch_set_philox(g->rng, rng, scope.stream());
-  const cudaError_t st = cudaGraphLaunch(g->exec, scope.stream());
+  cudaError_t st = cudaGraphLaunch(g->exec, scope.stream());
+  if (st == cudaErrorMemoryAllocation) {
+    // The pool keeps every block the eager steps freed (release threshold: never): give the
+    // unused ones back so the graph's own allocations can be backed, and try once more.
+    cudaGetLastError();
+    KILN_CUDA_CHECK(cudaStreamSynchronize(scope.stream()));
+    KILN_CUDA_CHECK(cudaMemPoolTrimTo(scope.ctx().pool, 0));
+    st = cudaGraphLaunch(g->exec, scope.stream());
+  }
   if (st == cudaErrorMemoryAllocation) {
     // Not sticky: nothing ran. Clear the thread's last error, or the caller's next (eager)
     // op would report it as its own.
