@@ -66,6 +66,13 @@
 #   gathering per input where windows overlap (ResNet's stem; no atomics), the [determinism]
 #   cases, the resume section's deterministic rerun, and bias + ReLU in one pass after a
 #   legacy-API convolution (conv2d_relu; the [fused] case).
+# - 2026-12-03, later (no GPU either): the peer scripts and this script's targets, memory,
+#   bench and determinism sections dry-run under PyTorch 2.11.0+cu130 from pip (the lent
+#   machine's version) on the CPU; that found the torch.compile rows silently skipped under
+#   --only (fixed). The pack's binaries resolve every symbol against that wheel's cuDNN 9.19
+#   and cuBLASLt 13 (ldd -r), the libraries this script puts on LD_LIBRARY_PATH there.
+#   The [cuda] cases' reference scripts need torch only; h5py and tensorboard (CPU cases)
+#   are in the machine's Python too.
 set -uo pipefail
 PACK=${1:-.gpu}
 OUT=${OUT:-/tmp/kiln_gpu}
