@@ -378,6 +378,14 @@ std::vector<OpCase> all_op_cases() {
   cases.push_back(conv_case(g, "k1_s1_p0_nobias", 2, 4, 3, 4, 5, 1, 1, 1, 0, false));
   cases.push_back(conv_case(g, "k3x2_s2_p1", 1, 8, 7, 3, 2, 3, 2, 2, 1, true));
   cases.push_back(conv_case(g, "k5_s1_p1_batch1", 1, 9, 8, 2, 3, 5, 5, 1, 1, false));
+  // 16 input channels and more at stride 1 on 28x28 and larger: the CPU's backward-data runs
+  // as a forward convolution of dy with the flipped filter (kernels/cpu/cpu_conv.cpp);
+  // smaller images, 1x1 filters and padding over k-1 keep oneDNN's own backward-data.
+  cases.push_back(conv_case(g, "k3_s1_p1_c16_28x28", 1, 28, 28, 16, 8, 3, 3, 1, 1, true));
+  cases.push_back(conv_case(g, "k3x2_s1_p0_c17_30x27", 1, 30, 27, 17, 5, 3, 2, 1, 0, false));
+  cases.push_back(conv_case(g, "k5_s1_p2_c16_batch2_28x29", 2, 28, 29, 16, 3, 5, 5, 1, 2, false));
+  cases.push_back(conv_case(g, "k3_s1_p1_c16_small", 2, 6, 5, 16, 8, 3, 3, 1, 1, true));
+  cases.push_back(conv_case(g, "k1_s1_p1_c16_pad_over_k", 1, 4, 3, 16, 4, 1, 1, 1, 1, false));
   // max_pool2d: VGG's 2x2/2, odd sizes with a 3x3/2 window and padding, overlapping 2x2/1.
   cases.push_back(pool_case(g, "k2_s2", 2, 6, 6, 3, 2, 2, 0));
   cases.push_back(pool_case(g, "k3_s2_p1_odd_batch1", 1, 7, 5, 2, 3, 2, 1));

@@ -3,6 +3,7 @@
 // from OHWI around the call. Primitives are built once per shape and dtype and cached.
 // bfloat16, forward and backward: x, w, bias, y and their gradients in bf16, oneDNN
 // accumulating in fp32 (brgconv/jit avx512_core_bf16 kernels where the CPU has them).
+#include <algorithm>
 #include <map>
 #include <mutex>
 #include <oneapi/dnnl/dnnl.hpp>
@@ -132,6 +133,43 @@ void run_forward(const ConvPlan& plan, const dnnl::convolution_forward::primitiv
   onednn_stream().wait();
 }
 
+// oneDNN 2.6's fp32 backward-data for stride 1 is its older direct JIT kernel: on VGG16's
+// 3x3 layers at 28x28 and larger, 0.65-0.9x the speed of its brgemm forward on the same
+// FLOPs (docs/performance.md, 2026-12-03). For stride 1 the input gradient is itself a
+// forward convolution: dx = conv(dy, w'), w' the filter with its taps flipped and its two
+// channel axes swapped, padded k-1-p. Where that did not pay it is not used: at 14x14 the
+// direct kernel is as fast and flipping the filter (~1 ms for 512x512x3x3) costs more;
+// 1x1 filters were not measured; under 16 input channels is a first layer, whose dx
+// training never asks for.
+bool backward_data_as_forward(const ConvKey& k) {
+  return !k.bf16 && k.sh == 1 && k.sw == 1 && k.kh * k.kw > 1 && k.ph <= k.kh - 1 && k.pw <= k.kw - 1 &&
+         k.c >= 16 && k.h * k.w >= 28 * 28;
+}
+
+// The forward convolution that computes k's input gradient (dy in, dx out).
+ConvKey transposed_key(const ConvKey& k) {
+  return ConvKey{k.n, k.oh, k.ow, k.o, k.c, k.kh, k.kw, 1, 1, k.kh - 1 - k.ph, k.kw - 1 - k.pw, k.h, k.w, false, false};
+}
+
+// w' [c, kh, kw, o] from w [o, kh, kw, c] (OHWI both): w'[c][i][j][o] = w[o][kh-1-i][kw-1-j][c].
+// A 16x16 tile of (o, c) per tap goes through a local array, so that reads and writes both
+// run along cache lines (1.1 ms for 512x512x3x3 on 2 threads, 1.7 ms element by element).
+void flip_swap_channels(const float* w, int64_t o, int64_t kh, int64_t kw, int64_t c, float* out) {
+  constexpr int64_t T = 16;
+  const int64_t taps = kh * kw, ob = (o + T - 1) / T, cb = (c + T - 1) / T;
+#pragma omp parallel for schedule(static) if (o * c * taps > 65536)
+  for (int64_t job = 0; job < taps * ob * cb; ++job) {
+    const int64_t tap = job / (ob * cb), o0 = (job / cb) % ob * T, c0 = job % cb * T;
+    const int64_t flipped = (kh - 1 - tap / kw) * kw + (kw - 1 - tap % kw);
+    const int64_t on = std::min(o - o0, T), cn = std::min(c - c0, T);
+    float tile[T][T];
+    for (int64_t i = 0; i < on; ++i)
+      for (int64_t j = 0; j < cn; ++j) tile[i][j] = w[((o0 + i) * taps + tap) * c + c0 + j];
+    for (int64_t j = 0; j < cn; ++j)
+      for (int64_t i = 0; i < on; ++i) out[((c0 + j) * taps + flipped) * o + o0 + i] = tile[i][j];
+  }
+}
+
 }  // namespace
 
 void CpuBackend::conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p, Tensor& y) {
@@ -153,6 +191,15 @@ bool CpuBackend::conv2d_forward_relu(const Tensor& x, const Tensor& w, const Ten
 
 void CpuBackend::conv2d_backward_data(const Tensor& dy, const Tensor& w, const Conv2dParams& p, Tensor& dx) {
   const ConvKey k = make_key(dx, w.shape(), dy.shape(), p, false);
+  if (backward_data_as_forward(k)) {
+    const ConvKey kt = transposed_key(k);
+    ConvPlan& plan = plan_for(kt);
+    Tensor wt = Tensor::empty({k.c, k.kh, k.kw, k.o});
+    flip_swap_channels(w.data<float>(), k.o, k.kh, k.kw, k.c, wt.data<float>());
+    onednn_guarded("conv2d backward-data (as a forward convolution)", [&] { return k.str(); },
+                   [&] { run_forward(plan, *plan.fwd_pd, plan.fwd, dy, wt, Tensor(), dx); });
+    return;
+  }
   ConvPlan& plan = plan_for(k);
   onednn_guarded("conv2d backward-data", [&] { return k.str(); }, [&] {
     if (!plan.bwd_data) {
