@@ -252,10 +252,10 @@ cudnnBackendDescriptor_t build_graph(const GraphKey& gk, const Shape& y_shape, G
     ops.push_back(keep.emplace_back(std::move(op)).get());
   }
   Descriptor& graph = keep.emplace_back(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR);
-  cudnnHandle_t h = gk.handle;
-  graph.set(CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, static_cast<int64_t>(ops.size()), ops.data())
-      .set(CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &h)
-      .finalize();
+  graph.set(CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, static_cast<int64_t>(ops.size()), ops.data());
+  // No handle: check_graph_descriptors, on a machine without a GPU (cuDNN 9.8+ allows it).
+  if (cudnnHandle_t h = gk.handle) graph.set(CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &h);
+  graph.finalize();
   return graph.get();
 }
 
@@ -525,6 +525,20 @@ bool run(const ConvKey& k, bool fused, const Shape& y_shape, const ConvData& d, 
 }
 
 }  // namespace
+
+std::string check_graph_descriptors(const ConvKey& k, const Shape& y_shape, bool fused, bool bias) {
+  KILN_CHECK(cudnnGetVersion() >= 90800, "building a cuDNN operation graph without a GPU needs cuDNN 9.8 or newer; "
+             "this one is ", cudnnGetVersion());
+  GraphPlan g;
+  try {
+    build_graph(GraphKey{k, fused, bias, 0, nullptr}, y_shape, g);
+    return "";
+  } catch (const GraphFailure& f) {
+    char why[512] = {0};
+    cudnnGetLastErrorString(why, sizeof why);
+    return f.where + ": " + cudnnGetErrorString(f.status) + (why[0] ? std::string("; cuDNN says: ") + why : "");
+  }
+}
 
 bool graph_convolution(const ConvKey& k, const Shape& y_shape, const ConvData& d) {
   return run(k, false, y_shape, d, nullptr);

@@ -6,6 +6,8 @@
 // legacy API (cuda_conv.cpp), which the callers run whenever these return false.
 #pragma once
 
+#include <string>
+
 #include "core/shape.h"
 #include "kernels/cuda/cuda_conv_key.h"
 
@@ -20,5 +22,12 @@ bool graph_convolution(const ConvKey& k, const Shape& y_shape, const ConvData& d
 // y = max(conv(x, w) + bias, 0) as one forward graph (bias null: max(conv(x, w), 0)); k.dir
 // is forward. False as above: the caller then runs the convolution and the ReLU apart.
 bool graph_convolution_bias_relu(const ConvKey& k, const Shape& y_shape, const ConvData& d, const void* bias);
+
+// Builds and finalizes k's operation graph (fused: k's forward, + bias when `bias`, then
+// ReLU) with no device and no handle: "" when cuDNN accepts every descriptor, else what it
+// refused and why. Engines and plans need a GPU; the descriptors do not, so a machine
+// without one checks them (tests/kernels/test_conv_graph_cuda.cpp). Throws before cuDNN
+// 9.8, which wants a handle for the graph.
+std::string check_graph_descriptors(const ConvKey& k, const Shape& y_shape, bool fused, bool bias);
 
 }  // namespace kiln::cuda

@@ -14,6 +14,9 @@
 #include "core/kiln.h"
 #include "tests/support/gpu.h"
 #include "tests/support/require_close.h"
+#if defined(KILN_HAS_CUDA)
+#include "kernels/cuda/cuda_conv_graph.h"
+#endif
 
 using namespace kiln;
 
@@ -96,6 +99,41 @@ void compare_passes(double rtol) {
 }
 
 }  // namespace
+
+#if defined(KILN_HAS_CUDA)
+// No GPU needed: cuDNN finalizes tensors, operations and the operation graph without a
+// device, and refuses there what is malformed (a wrong output size, a bias that does not
+// broadcast). So every CI run checks the graphs kiln would build, not only the GPU session.
+TEST_CASE("cuDNN accepts every operation graph kiln builds (checked without a GPU)", "[graph]") {
+  using cuda::Direction;
+  for (const ConvShape& s : shapes()) {
+    const int64_t oh = (s.x[1] + 2 * s.p.pad_h - s.w[1]) / s.p.stride_h + 1;
+    const int64_t ow = (s.x[2] + 2 * s.p.pad_w - s.w[2]) / s.p.stride_w + 1;
+    const Shape y{s.x[0], oh, ow, s.w[0]};
+    for (const bool bf16 : {false, true}) {
+      auto key = [&](Direction d) {
+        return cuda::ConvKey{0,         d,          s.x[0],     s.x[1],     s.x[2],     s.x[3], s.w[0], s.w[1], s.w[2],
+                             s.p.stride_h, s.p.stride_w, s.p.pad_h, s.p.pad_w, !bf16, false, bf16};
+      };
+      for (const Direction d : {Direction::forward, Direction::backward_data, Direction::backward_filter}) {
+        INFO(s.name << ", " << cuda::direction_name(d) << (bf16 ? ", bf16" : ", fp32"));
+        CHECK(cuda::check_graph_descriptors(key(d), y, false, false) == "");
+      }
+      for (const bool bias : {true, false}) {
+        INFO(s.name << ", fused conv" << (bias ? " + bias" : "") << " + ReLU" << (bf16 ? ", bf16" : ", fp32"));
+        CHECK(cuda::check_graph_descriptors(key(Direction::forward), y, true, bias) == "");
+      }
+    }
+  }
+  // The same check must fail on a y one row too tall, or it proves nothing.
+  const ConvShape& s = shapes().front();
+  const cuda::ConvKey k{0, Direction::forward, s.x[0], s.x[1], s.x[2], s.x[3], s.w[0], s.w[1], s.w[2], 1, 1, 1, 1,
+                        false, false};
+  const std::string refused = cuda::check_graph_descriptors(k, Shape{s.x[0], s.x[1] + 1, s.x[2], s.w[0]}, false, false);
+  INFO(refused);
+  CHECK(refused.find("CUDNN_STATUS_BAD_PARAM") != std::string::npos);
+}
+#endif
 
 TEST_CASE("the convolution API switch is scoped and counts nothing on the CPU", "[graph]") {
   const ConvApi was = conv_api();
