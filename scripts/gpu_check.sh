@@ -5,7 +5,8 @@
 # limit is 600 s). A section that would not fit in what is left is skipped, saying so.
 #   tests     every [cuda] test case that existed before 2026-12-02 (conv algorithms by
 #             heuristics, then exhaustive search); then the newer ones apart ([bf16], [graph],
-#             [graph_step]), so a crash in a new feature cannot hide the old results
+#             [graph_step], ...), so a crash in a new feature cannot hide the old results;
+#             [deviceprop] leaves cuDNN's JSON description of the GPU in $OUT/cudnn_deviceprop.json
 #   demo      vgg_finetune demo at full size on the GPU (224 px, 100 + 25 images a class,
 #             10 + 10 epochs), its transcript and img/s per phase
 #   resume    vgg_finetune train stopped mid-phase-2 and resumed on the GPU against the
@@ -145,12 +146,16 @@ VF="$PACK/bin/vgg_finetune"
 KB="$PACK/bin/kiln_bench"
 KT="$PACK/bin/kiln_tests"
 # The cases added since 2026-12-02 (never run on a GPU before this script): run apart.
-NEW_TAGS='[bf16],[graph],[graph_step],[determinism],[fused]'
+NEW_TAGS='[bf16],[graph],[graph_step],[determinism],[fused],[deviceprop]'
+# [deviceprop] saves cuDNN's JSON description of this GPU: commit it (tests/data/) and runs
+# without a GPU can have cuDNN rank engines and build plans for it (docs/gpu.md).
+export KILN_CUDNN_DEVICEPROP_OUT="$OUT/cudnn_deviceprop.json"
 
 if section tests 60 "every [cuda] case: the older ones by heuristics, then exhaustive search; the newer apart"; then
-  timeout "$(cap 150)" "$KT" "[cuda]~[bf16]~[graph]~[graph_step]~[determinism]~[fused]" --reporter compact 2>&1 | tee "$OUT/tests_cuda.log" | tail -15
+  OLD="[cuda]~[bf16]~[graph]~[graph_step]~[determinism]~[fused]~[deviceprop]"
+  timeout "$(cap 150)" "$KT" "$OLD" --reporter compact 2>&1 | tee "$OUT/tests_cuda.log" | tail -15
   rc=${PIPESTATUS[0]}
-  KILN_CONV_SEARCH=exhaustive timeout "$(cap 120)" "$KT" "[cuda]~[bf16]~[graph]~[graph_step]~[determinism]~[fused]" --reporter compact 2>&1 |
+  KILN_CONV_SEARCH=exhaustive timeout "$(cap 120)" "$KT" "$OLD" --reporter compact 2>&1 |
     tee "$OUT/tests_cuda_exhaustive.log" | tail -8
   (( rc |= PIPESTATUS[0] ))
   for tag in ${NEW_TAGS//,/ }; do

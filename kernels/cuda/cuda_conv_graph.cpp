@@ -540,6 +540,44 @@ std::string check_graph_descriptors(const ConvKey& k, const Shape& y_shape, bool
   }
 }
 
+std::string device_properties_json(int device) {
+  KILN_CHECK(cudnnGetVersion() >= 90800, "cuDNN's device properties need cuDNN 9.8 or newer; this one is ",
+             cudnnGetVersion());
+  try {
+    Descriptor p(CUDNN_BACKEND_DEVICEPROP_DESCRIPTOR);
+    cudnnHandle_t h = cudnn_handle(device);
+    p.set(CUDNN_ATTR_DEVICEPROP_HANDLE, CUDNN_TYPE_HANDLE, 1, &h).finalize();
+    int64_t size = 0;
+    cudnnStatus_t st =
+        cudnnBackendGetAttribute(p.get(), CUDNN_ATTR_DEVICEPROP_JSON_REPRESENTATION, CUDNN_TYPE_CHAR, 0, &size, nullptr);
+    if (st != CUDNN_STATUS_SUCCESS) throw GraphFailure{st, "asking the size of the device properties' JSON"};
+    std::string json(static_cast<size_t>(size), '\0');
+    st = cudnnBackendGetAttribute(p.get(), CUDNN_ATTR_DEVICEPROP_JSON_REPRESENTATION, CUDNN_TYPE_CHAR, size, &size,
+                                  json.data());
+    if (st != CUDNN_STATUS_SUCCESS) throw GraphFailure{st, "reading the device properties' JSON"};
+    json.resize(static_cast<size_t>(size));
+    while (!json.empty() && json.back() == '\0') json.pop_back();
+    return json;
+  } catch (const GraphFailure& f) {
+    KILN_FAIL("cuDNN device properties of cuda:", device, ": ", f.where, ": ", cudnnGetErrorString(f.status));
+  }
+}
+
+std::string check_device_properties(const std::string& json) {
+  KILN_CHECK(cudnnGetVersion() >= 90800, "cuDNN's device properties need cuDNN 9.8 or newer; this one is ",
+             cudnnGetVersion());
+  try {
+    Descriptor p(CUDNN_BACKEND_DEVICEPROP_DESCRIPTOR);
+    p.set(CUDNN_ATTR_DEVICEPROP_JSON_REPRESENTATION, CUDNN_TYPE_CHAR, static_cast<int64_t>(json.size()), json.data())
+        .finalize();
+    return "";
+  } catch (const GraphFailure& f) {
+    char why[512] = {0};
+    cudnnGetLastErrorString(why, sizeof why);
+    return f.where + ": " + cudnnGetErrorString(f.status) + (why[0] ? std::string("; cuDNN says: ") + why : "");
+  }
+}
+
 bool graph_convolution(const ConvKey& k, const Shape& y_shape, const ConvData& d) {
   return run(k, false, y_shape, d, nullptr);
 }

@@ -30,4 +30,14 @@ bool graph_convolution_bias_relu(const ConvKey& k, const Shape& y_shape, const C
 // 9.8, which wants a handle for the graph.
 std::string check_graph_descriptors(const ConvKey& k, const Shape& y_shape, bool fused, bool bias);
 
+// cuDNN's description of the GPU `device` as JSON (cuDNN 9.8+; needs that GPU). With it,
+// cuDNN can rank engines and build plans for that GPU on a machine without one ("deviceless"
+// compilation): the GPU check saves the H200's (scripts/gpu_check.sh) so that later runs
+// without a GPU can check more than the graphs' descriptors.
+std::string device_properties_json(int device);
+
+// Loads such JSON into a device-properties descriptor, no GPU needed: "" when cuDNN accepts
+// it, else what it refused.
+std::string check_device_properties(const std::string& json);
+
 }  // namespace kiln::cuda

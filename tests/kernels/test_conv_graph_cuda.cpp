@@ -7,6 +7,8 @@
 #include <catch2/catch.hpp>
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -132,6 +134,22 @@ TEST_CASE("cuDNN accepts every operation graph kiln builds (checked without a GP
   const std::string refused = cuda::check_graph_descriptors(k, Shape{s.x[0], s.x[1] + 1, s.x[2], s.w[0]}, false, false);
   INFO(refused);
   CHECK(refused.find("CUDNN_STATUS_BAD_PARAM") != std::string::npos);
+}
+
+// The GPU check keeps the JSON (KILN_CUDNN_DEVICEPROP_OUT, scripts/gpu_check.sh): with it, a
+// machine without a GPU can have cuDNN rank engines and build plans for that GPU.
+TEST_CASE("cuDNN describes the GPU as JSON that loads again without a device", "[cuda][deviceprop]") {
+  KILN_SKIP_WITHOUT_GPU();
+  const std::string json = cuda::device_properties_json(0);
+  INFO(json.substr(0, 200));
+  REQUIRE(json.size() > 2);
+  CHECK(json.front() == '{');
+  CHECK(cuda::check_device_properties(json) == "");
+  CHECK(cuda::check_device_properties("{ not json") != "");
+  if (const char* out = std::getenv("KILN_CUDNN_DEVICEPROP_OUT")) {
+    std::ofstream(out) << json;
+    WARN("cuDNN device properties written to " << out);
+  }
 }
 #endif
 
