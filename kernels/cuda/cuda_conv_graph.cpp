@@ -260,11 +260,14 @@ cudnnBackendDescriptor_t build_graph(const GraphKey& gk, const Shape& y_shape, G
 }
 
 // The engine configs cuDNN's heuristics (`mode`) rank for the graph, best first.
-std::vector<Descriptor> engine_configs(cudnnBackendDescriptor_t graph, cudnnBackendHeurMode_t mode) {
+// deviceprop (census_without_device): rank for the GPU it describes instead of this one.
+std::vector<Descriptor> engine_configs(cudnnBackendDescriptor_t graph, cudnnBackendHeurMode_t mode,
+                                       cudnnBackendDescriptor_t deviceprop = nullptr) {
   Descriptor heur(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR);
   heur.set(CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &graph)
-      .set(CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &mode)
-      .finalize();
+      .set(CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &mode);
+  if (deviceprop) heur.set(CUDNN_ATTR_ENGINEHEUR_DEVICEPROP, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &deviceprop);
+  heur.finalize();
   int64_t count = 0;
   cudnnStatus_t s = cudnnBackendGetAttribute(heur.get(), CUDNN_ATTR_ENGINEHEUR_RESULTS,
                                              CUDNN_TYPE_BACKEND_DESCRIPTOR, 0, &count, nullptr);  // the count only
@@ -314,13 +317,17 @@ struct Candidate {
 };
 
 // The plan of one config, or the status that refused it (unsupported configs are expected).
-std::optional<Candidate> finalize_plan(cudnnHandle_t h, Descriptor&& cfg, cudnnStatus_t& status) {
+// deviceprop instead of a handle: built for the GPU it describes, never to run here.
+std::optional<Candidate> finalize_plan(cudnnHandle_t h, Descriptor&& cfg, cudnnStatus_t& status,
+                                       cudnnBackendDescriptor_t deviceprop = nullptr) {
   try {
     Descriptor plan(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR);
     cudnnBackendDescriptor_t c = cfg.get();
-    plan.set(CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &h)
-        .set(CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &c)
-        .finalize();
+    if (deviceprop)
+      plan.set(CUDNN_ATTR_EXECUTION_PLAN_DEVICEPROP, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &deviceprop);
+    else
+      plan.set(CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &h);
+    plan.set(CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &c).finalize();
     int64_t ws = 0, n = 0;
     status = cudnnBackendGetAttribute(plan.get(), CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1, &n,
                                       &ws);
@@ -524,6 +531,13 @@ bool run(const ConvKey& k, bool fused, const Shape& y_shape, const ConvData& d, 
   return true;
 }
 
+// "where: STATUS; cuDNN says: ..." for a failure of the backend API.
+std::string failure_text(const GraphFailure& f) {
+  char why[512] = {0};
+  cudnnGetLastErrorString(why, sizeof why);
+  return f.where + ": " + cudnnGetErrorString(f.status) + (why[0] ? std::string("; cuDNN says: ") + why : "");
+}
+
 }  // namespace
 
 std::string check_graph_descriptors(const ConvKey& k, const Shape& y_shape, bool fused, bool bias) {
@@ -534,9 +548,7 @@ std::string check_graph_descriptors(const ConvKey& k, const Shape& y_shape, bool
     build_graph(GraphKey{k, fused, bias, 0, nullptr}, y_shape, g);
     return "";
   } catch (const GraphFailure& f) {
-    char why[512] = {0};
-    cudnnGetLastErrorString(why, sizeof why);
-    return f.where + ": " + cudnnGetErrorString(f.status) + (why[0] ? std::string("; cuDNN says: ") + why : "");
+    return failure_text(f);
   }
 }
 
@@ -563,19 +575,48 @@ std::string device_properties_json(int device) {
   }
 }
 
-std::string check_device_properties(const std::string& json) {
+namespace {
+
+Descriptor device_properties(const std::string& json) {
   KILN_CHECK(cudnnGetVersion() >= 90800, "cuDNN's device properties need cuDNN 9.8 or newer; this one is ",
              cudnnGetVersion());
+  Descriptor p(CUDNN_BACKEND_DEVICEPROP_DESCRIPTOR);
+  p.set(CUDNN_ATTR_DEVICEPROP_JSON_REPRESENTATION, CUDNN_TYPE_CHAR, static_cast<int64_t>(json.size()), json.data())
+      .finalize();
+  return p;
+}
+
+}  // namespace
+
+std::string check_device_properties(const std::string& json) {
   try {
-    Descriptor p(CUDNN_BACKEND_DEVICEPROP_DESCRIPTOR);
-    p.set(CUDNN_ATTR_DEVICEPROP_JSON_REPRESENTATION, CUDNN_TYPE_CHAR, static_cast<int64_t>(json.size()), json.data())
-        .finalize();
+    device_properties(json);
     return "";
   } catch (const GraphFailure& f) {
-    char why[512] = {0};
-    cudnnGetLastErrorString(why, sizeof why);
-    return f.where + ": " + cudnnGetErrorString(f.status) + (why[0] ? std::string("; cuDNN says: ") + why : "");
+    return failure_text(f);
   }
+}
+
+PlanCensus census_without_device(const ConvKey& k, const Shape& y_shape, bool fused, bool bias,
+                                 const std::string& device_json) {
+  PlanCensus c;
+  try {
+    const Descriptor device = device_properties(device_json);
+    GraphPlan g;
+    const cudnnBackendDescriptor_t graph = build_graph(GraphKey{k, fused, bias, 0, nullptr}, y_shape, g);
+    for (const cudnnBackendHeurMode_t mode : {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK}) {
+      for (Descriptor& cfg : engine_configs(graph, mode, device.get())) {
+        ++c.offered;
+        if (!admissible(cfg.get(), k)) continue;
+        ++c.admitted;
+        cudnnStatus_t status = CUDNN_STATUS_SUCCESS;
+        if (finalize_plan(nullptr, std::move(cfg), status, device.get())) ++c.plans;
+      }
+    }
+  } catch (const GraphFailure& f) {
+    KILN_FAIL("cuDNN refused the ", GraphKey{k, fused, bias, 0, nullptr}.str(), " without a device: ", failure_text(f));
+  }
+  return c;
 }
 
 bool graph_convolution(const ConvKey& k, const Shape& y_shape, const ConvData& d) {

@@ -40,4 +40,15 @@ std::string device_properties_json(int device);
 // it, else what it refused.
 std::string check_device_properties(const std::string& json);
 
+// What the graph path's plan search finds for k's graph (fused: + bias when `bias`, then
+// ReLU) on the GPU that device_json describes, without that GPU: the engine configs cuDNN's
+// heuristics offer (modes A and FALLBACK), those kiln's numerical-note filter admits for
+// k's math, and those that finalize into a plan. Throws when cuDNN refuses the JSON or the
+// graph. Lets a machine without a GPU check that every shape kiln runs has a plan there.
+struct PlanCensus {
+  int offered = 0, admitted = 0, plans = 0;
+};
+PlanCensus census_without_device(const ConvKey& k, const Shape& y_shape, bool fused, bool bias,
+                                 const std::string& device_json);
+
 }  // namespace kiln::cuda

@@ -9,12 +9,15 @@
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
+#include <iterator>
 #include <string>
 #include <vector>
 
 #include "core/conv_api.h"
 #include "core/kiln.h"
+#include "layers/models/vgg.h"
 #include "tests/support/gpu.h"
+#include "tests/support/reference.h"
 #include "tests/support/require_close.h"
 #if defined(KILN_HAS_CUDA)
 #include "kernels/cuda/cuda_conv_graph.h"
@@ -134,6 +137,59 @@ TEST_CASE("cuDNN accepts every operation graph kiln builds (checked without a GP
   const std::string refused = cuda::check_graph_descriptors(k, Shape{s.x[0], s.x[1] + 1, s.x[2], s.w[0]}, false, false);
   INFO(refused);
   CHECK(refused.find("CUDNN_STATUS_BAD_PARAM") != std::string::npos);
+}
+
+// The graph path's plan search for the H200 without it: cuDNN ranks engines and finalizes
+// plans for the GPU a device-properties JSON describes. tests/data/cudnn_deviceprop_h200.json
+// is written by hand from the H200's published properties (sm_90, 132 SMs, 227 KB shared
+// memory a block opt-in, 60 MB L2) and what the lent one reported (143771 MiB, 1980 MHz SM,
+// 3201 MHz memory clocks), until the GPU check's [deviceprop] output replaces it. Every VGG16
+// convolution at the target rows' batch must have a plan kiln's filter admits, in each math
+// it runs in: the graph path's main open question before a GPU run.
+TEST_CASE("every VGG16 convolution has an admissible cuDNN plan on an H200 (without a GPU)", "[graph]") {
+  using cuda::Direction;
+  std::ifstream f(test::source_path("tests/data/cudnn_deviceprop_h200.json"));
+  REQUIRE(f.good());
+  const std::string json((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  struct Math {
+    const char* name;
+    bool tf32, bf16, deterministic;
+  };
+  const Math maths[] = {{"strict fp32", false, false, false},
+                        {"tf32", true, false, false},
+                        {"bf16", false, true, false},
+                        {"strict fp32, deterministic", false, false, true},
+                        {"bf16, deterministic", false, true, true}};
+  std::vector<std::string> missing;
+  int graphs = 0;
+  for (const LayerPlan& l : vgg_plan(VggOptions{})) {
+    if (l.kind != LayerPlan::Kind::conv) continue;
+    const int64_t n = 64, s = l.in_size;
+    const Shape y{n, l.out_size, l.out_size, l.out_channels};
+    for (const Math& m : maths) {
+      cuda::ConvKey k{0,        Direction::forward, n, s, s, l.in_channels, l.out_channels, l.kernel, l.kernel,
+                      l.stride, l.stride,          l.pad, l.pad, m.tf32, false, m.bf16, m.deterministic};
+      auto count = [&](Direction d, bool fused, const std::string& what) {
+        k.dir = d;
+        const cuda::PlanCensus c = cuda::census_without_device(k, y, fused, fused, json);
+        ++graphs;
+        if (c.plans == 0)
+          missing.push_back(l.name + " " + what + " (" + m.name + "): " + std::to_string(c.offered) + " offered, " +
+                            std::to_string(c.admitted) + " admitted, 0 plans");
+      };
+      count(Direction::forward, false, "forward");
+      count(Direction::forward, true, "fused conv + bias + ReLU");
+      count(Direction::backward_filter, false, "backward-filter");
+      if (l.in_channels > 3) count(Direction::backward_data, false, "backward-data");  // conv1_1's dx: never asked for
+    }
+  }
+  INFO(graphs << " graphs; without a plan:\n" << [&] {
+    std::string t;
+    for (const std::string& m : missing) t += "  " + m + "\n";
+    return t;
+  }());
+  CHECK(graphs == 13 * 5 * 4 - 5);
+  CHECK(missing.empty());
 }
 
 // The GPU check keeps the JSON (KILN_CUDNN_DEVICEPROP_OUT, scripts/gpu_check.sh): with it, a
