@@ -605,7 +605,13 @@ PlanCensus census_without_device(const ConvKey& k, const Shape& y_shape, bool fu
     GraphPlan g;
     const cudnnBackendDescriptor_t graph = build_graph(GraphKey{k, fused, bias, 0, nullptr}, y_shape, g);
     for (const cudnnBackendHeurMode_t mode : {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK}) {
-      for (Descriptor& cfg : engine_configs(graph, mode, device.get())) {
+      std::vector<Descriptor> cfgs;
+      try {
+        cfgs = engine_configs(graph, mode, device.get());
+      } catch (const GraphFailure&) {
+        continue;  // as search(): a mode that ranks nothing leaves the other
+      }
+      for (Descriptor& cfg : cfgs) {
         ++c.offered;
         if (!admissible(cfg.get(), k)) continue;
         ++c.admitted;
