@@ -3,8 +3,11 @@
 # with one CUDA GPU, PyTorch and torchvision; run from anywhere (paths are from the repo root):
 #   ROWS=a  the seed recipe end to end on the data of a `vgg_finetune demo --full` already
 #           run (DEMO_DATA: gpu_check's demo section writes it), per seed: `vgg_finetune train`
-#           with its defaults (the full recipe: 224 px, 10 + 10 epochs, augmentation, dropout,
-#           fc8 from random), then benchmarks/torch_recipe.py with the same seed; both timed by
+#           (224 px, 10 + 10 epochs, augmentation; HEAD_INIT=probe, the default: fc8 starts as
+#           the linear probe and dropout is off, as `demo --full` runs it from random weights,
+#           so that both accuracies mean something; HEAD_INIT=random: train's defaults, fc8 from
+#           random with dropout, near chance from random weights), then
+#           benchmarks/torch_recipe.py with the same seed and recipe; both timed by
 #           this script's clock from just before the process starts to its exit (the last
 #           evaluation and checkpoint); then mean, min, max, sd over seeds and the wall ratio.
 #           A seed starts only if the mean seconds a seed took so far fit in what is left of
@@ -12,7 +15,7 @@
 #   ROWS=b  peak GPU memory of the fc8-only step (bf16-frozen, batch 256), each framework
 #           alone in its process, both measured from outside by gpu_peak_memory.py (NVML).
 # Logs and JSON go to $OUT; data and checkpoints (GBs) to /tmp, removed after each seed.
-# Environment: OUT (required), DEMO_DATA (for a), ROWS ("a b"), SEEDS ("1 2 3"), BUDGET (150 s for a), VF
+# Environment: OUT (required), DEMO_DATA (for a), ROWS ("a b"), SEEDS ("1 2 3"), HEAD_INIT (probe), BUDGET (150 s for a), VF
 # (vgg_finetune), KB (kiln_bench), PY (a Python with torch), DEV (cuda), TWIN_EXTRA (more
 # torch_recipe.py flags), RUN_LIMIT (90 s: timeout of each run).
 set -u
@@ -20,7 +23,12 @@ set -u
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VF=${VF:-$ROOT/build/apps/vgg_finetune/vgg_finetune}; KB=${KB:-$ROOT/build/benchmarks/kiln_bench}
 PY=${PY:-python3}; DEV=${DEV:-cuda}; TWIN_EXTRA=${TWIN_EXTRA:-}; ROWS=${ROWS:-a b}; SEEDS=${SEEDS:-1 2 3}
-BUDGET=${BUDGET:-150}; RUN_LIMIT=${RUN_LIMIT:-90}
+BUDGET=${BUDGET:-150}; RUN_LIMIT=${RUN_LIMIT:-90}; HEAD_INIT=${HEAD_INIT:-probe}
+case $HEAD_INIT in
+  probe) KILN_HEAD=(--head-init probe --keep-prob 1); TWIN_HEAD=(--head-init probe --keep-prob 1.0) ;;
+  random) KILN_HEAD=(); TWIN_HEAD=() ;;
+  *) echo "gpu_recipe_rows: HEAD_INIT is probe or random, not '$HEAD_INIT'"; exit 2 ;;
+esac
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 rc_all=0
@@ -37,22 +45,22 @@ if [[ " $ROWS " == *" a "* ]]; then
     fi
     W=/tmp/recipe_s$s; rm -rf "$W"
     t0=$(now); timeout "$RUN_LIMIT" "$VF" train --train-dir "$D/train" --val-dir "$D/val" --model-dir "$W/kiln" \
-      --device "$DEV" --seed "$s" > "$OUT/kiln_recipe_s$s.log" 2>&1
+      --device "$DEV" --seed "$s" "${KILN_HEAD[@]}" > "$OUT/kiln_recipe_s$s.log" 2>&1
     rc=$?; wall=$(since "$t0")
     echo "kiln $s $rc $wall" >> "$OUT/recipe_walls.txt"
     echo "(a) kiln  seed $s: rc $rc, wall $wall s; $(grep -E '^final validation' "$OUT/kiln_recipe_s$s.log")"
     # shellcheck disable=SC2086  # TWIN_EXTRA: flags, split on purpose
     timeout "$RUN_LIMIT" "$PY" "$ROOT/benchmarks/torch_recipe.py" --data "$D" --device "$DEV" --seed "$s" \
-      --workers 8 --channels-last --checkpoint-dir "$W/torch_ckpt" --start-time "$(now)" \
+      --workers 8 --channels-last --checkpoint-dir "$W/torch_ckpt" --start-time "$(now)" "${TWIN_HEAD[@]}" \
       $TWIN_EXTRA --json "$OUT/torch_recipe_s$s.json" > "$OUT/torch_recipe_s$s.log" 2>&1
     trc=$?
     echo "(a) torch seed $s: rc $trc, $(tail -1 "$OUT/torch_recipe_s$s.log")"
     (( rc_all |= rc | trc ))
     rm -rf "$W"; done_seeds=$((done_seeds + 1))
   done
-  "$PY" - "$OUT" <<'PY'
+  "$PY" - "$OUT" "$HEAD_INIT" <<'PY'
 import glob, json, re, statistics as st, sys
-out = sys.argv[1]
+out, head_init = sys.argv[1], sys.argv[2]
 walls, acc = {"kiln": [], "torch": []}, {"kiln": [], "torch": []}
 for line in open(f"{out}/recipe_walls.txt"):
     _, seed, rc, wall = line.split()
@@ -72,7 +80,7 @@ for n in ("kiln", "torch"):
 if walls["kiln"] and walls["torch"]:
     print(f"(a) wall ratio torch / kiln (means): {st.mean(walls['torch']) / st.mean(walls['kiln']):.2f}x (target >= 3)")
 # For benchmarks/gpu_targets.py: the means, and the accuracies with their spread.
-json.dump({"seeds": min(len(walls["kiln"]), len(walls["torch"])),
+json.dump({"seeds": min(len(walls["kiln"]), len(walls["torch"])), "head_init": head_init,
            "kiln_wall_s": round(st.mean(walls["kiln"]), 1) if walls["kiln"] else None,
            "torch_wall_s": round(st.mean(walls["torch"]), 1) if walls["torch"] else None,
            "kiln_accuracy": spread(acc["kiln"]) + "%" if acc["kiln"] else None,

@@ -120,7 +120,8 @@ def recipe_line(out):
     ka, ta = r.get("kiln_accuracy", ""), r.get("torch_accuracy", "")
     ratio = t / k if k and t else None
     met = "not measured" if ratio is None else ("MET" if ratio >= 3.0 else "missed")
-    return (f"| seed recipe end to end ({r.get('seeds', '?')} seeds) | {k} s, val {ka} | {t} s, val {ta} | | "
+    head = {"probe": ", fc8 from the probe", "random": ", fc8 from random"}.get(r.get("head_init"), "")
+    return (f"| seed recipe end to end ({r.get('seeds', '?')} seeds{head}) | {k} s, val {ka} | {t} s, val {ta} | | "
             f"{'-' if ratio is None else f'{ratio:.2f}x'} | >= 3x | {met} |")
 
 

@@ -45,9 +45,11 @@ What is not matched exactly, and why:
     torchvision as C, H, W; with random fc6 weights this is a relabelling of inputs.
   - resize: kiln reproduces PIL 9's bilinear filter; a newer Pillow or torchvision's tensor
     path may differ in the last bit of a few pixels.
-  - no feature cache, no linear probe: kiln's --no-augment caches pool5 features and
-    --head-init probe fits fc8 by ridge regression; the twin implements neither (both are
-    off in the default recipe). With --no-augment the twin runs the full forward each step.
+  - no feature cache: kiln's --no-augment caches pool5 features; the twin runs the full
+    forward each step. --head-init probe is kiln's linear probe (train/linear_probe.cpp)
+    written again in torch (float64, the same standardisation, folds, strengths and scale:
+    linear_probe below); its features come from other random weights, so its fit agrees
+    with kiln's only in distribution, as the accuracies do.
   - checkpoints: kiln writes one every epoch (the trainable tensors and optimizer state,
     the frozen ones once per phase, atomically; the last 2 and the best kept). The twin
     writes none unless --checkpoint-dir is given; then it writes the same split with
@@ -130,6 +132,9 @@ def parse_args():
     ap.add_argument("--keep-prob", type=float, default=0.5, help="dropout keep probability after fc6, fc7")
     ap.add_argument("--image-size", type=int, default=224, help="a multiple of 32, as kiln's")
     ap.add_argument("--no-augment", action="store_true", help="central crops, no flips, in training too")
+    ap.add_argument("--head-init", choices=("random", "probe"), default="random",
+                    help="probe: fc8 starts as kiln's linear probe (--head-init probe), fitted on fc7's features of "
+                         "the training images' central crops before phase 1")
     ap.add_argument("--precision", choices=("fp32", "bf16-frozen"), default="fp32")
     ap.add_argument("--tf32", choices=("none", "conv", "all"), default=os.environ.get("KILN_TF32", "conv"),
                     help="cuda: where fp32 may use TF32, as kiln's KILN_TF32 (default: $KILN_TF32, else conv)")
@@ -193,8 +198,70 @@ def loaders(args):
                   persistent_workers=args.workers > 0, drop_last=False)
     g = torch.Generator()
     g.manual_seed(args.seed + 2)
+    # The probe reads the training images as kiln's does: central crops, in folder order.
+    probe = (torch.utils.data.DataLoader(D.ImageFolder(os.path.join(args.data, "train"), transform=evaluate),
+                                         shuffle=False, **{**common, "persistent_workers": False})
+             if args.head_init == "probe" else None)
     return (tr, va, torch.utils.data.DataLoader(tr, shuffle=True, generator=g, **common),
-            torch.utils.data.DataLoader(va, shuffle=False, **common))
+            torch.utils.data.DataLoader(va, shuffle=False, **common), probe)
+
+
+def linear_probe(feats, labels, classes, lambdas=(3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0), folds=5):
+    """kiln's fit_linear_probe (train/linear_probe.cpp) in float64: ridge regression to one-hot
+    targets centred on the fitted rows' class frequencies, on features standardised over all
+    rows (sd floored at a tenth of the typical one, constant features sd 1); the strength
+    (a multiple of the feature count) chosen by k-fold accuracy (row i of each class in fold
+    i % folds; ties to the lower squared error); the scores scaled by the 2^(k/4), k in
+    [0, 40], that minimises the held-out cross-entropy. Returns (weight [classes, d], bias,
+    multiple, held-out accuracy)."""
+    x, labels = feats.double(), labels.to(feats.device)
+    n, d = x.shape
+    mu = x.mean(0)
+    sd = ((x - mu) ** 2).mean(0).sqrt()
+    varying = sd > 1e-12
+    typical = sd[varying].pow(2).mean().sqrt() if bool(varying.any()) else torch.ones((), dtype=x.dtype)
+    sd = torch.where(varying, torch.clamp(sd, min=float(0.1 * typical)), torch.ones_like(sd))
+    z = (x - mu) / sd
+    onehot = F.one_hot(labels, classes).double()
+    gram = z @ z.T if n <= d else None  # the dual (n x n) system where rows are fewer than features
+
+    def fit(rows, lam):
+        ybar = onehot[rows].mean(0)
+        y = onehot[rows] - ybar
+        zr = z[rows]
+        if gram is not None:
+            k = gram[rows][:, rows] + lam * torch.eye(len(rows), dtype=x.dtype, device=x.device)
+            w = zr.T @ torch.cholesky_solve(y, torch.linalg.cholesky(k))
+        else:
+            g = zr.T @ zr + lam * torch.eye(d, dtype=x.dtype, device=x.device)
+            w = torch.cholesky_solve(zr.T @ y, torch.linalg.cholesky(g))
+        return w, ybar
+
+    seen, fold_of = [0] * classes, []
+    for c in labels.tolist():
+        fold_of.append(seen[c] % folds)
+        seen[c] += 1
+    fold_of = torch.tensor(fold_of, device=x.device)
+    best = None  # (correct, -err, multiple, scores)
+    for mult in lambdas:
+        correct, err, scores = 0, 0.0, torch.zeros(n, classes, dtype=x.dtype, device=x.device)
+        for f in range(folds):
+            held, rest = (fold_of == f).nonzero().flatten(), (fold_of != f).nonzero().flatten()
+            if len(held) == 0 or len(rest) < 2:
+                continue
+            w, ybar = fit(rest, mult * d)
+            sc = z[held] @ w + ybar
+            scores[held] = sc
+            correct += int((sc.argmax(1) == labels[held]).sum())
+            err += float(((sc - onehot[held]) ** 2).sum())
+        if best is None or correct > best[0] or (correct == best[0] and -err > best[1]):
+            best = (correct, -err, mult, scores)
+    correct, _, mult, scores = best
+    ce = [float(F.cross_entropy(scores * 2 ** (k / 4), labels, reduction="sum")) for k in range(41)]
+    scale = 2 ** (min(range(41), key=lambda k: (ce[k], k)) / 4)
+    w, ybar = fit(torch.arange(n, device=x.device), mult * d)
+    w = w / sd[:, None]  # the standardisation folded in: score = w^T (x - mu) / sd + ybar
+    return scale * w.T, scale * (ybar - mu @ w), mult, correct / n
 
 
 class Twin:
@@ -233,6 +300,24 @@ class Twin:
                 h = self.backbone(x)
             return self.head(h.float())
         return self.head(self.backbone(x))
+
+    def fit_head(self, loader):
+        """fc8 as kiln's --head-init probe: fitted on fc7's features (the frozen backbone in
+        evaluation mode, under phase 1's precision) of every training image."""
+        self.model.eval()
+        feats, labels = [], []
+        with torch.inference_mode():
+            for x, y in loader:
+                x, y = self.batch(x, y)
+                with self.autocast():
+                    feats.append(self.backbone(x).float())
+                labels.append(y)
+        feats, labels = torch.cat(feats), torch.cat(labels)
+        w, b, mult, held_acc = linear_probe(feats, labels, self.head.out_features)
+        with torch.no_grad():
+            self.head.weight.copy_(w.float())
+            self.head.bias.copy_(b.float())
+        return len(labels), feats.shape[1], mult, held_acc
 
     def train_epoch(self, loader):
         self.model.train()
@@ -317,7 +402,7 @@ def set_backends(args):
 
 def run(args):
     set_backends(args)
-    tr, va, train_loader, val_loader = loaders(args)
+    tr, va, train_loader, val_loader, probe_loader = loaders(args)
     twin = Twin(args, len(tr.classes))
     ckpt = Checkpoints(args.checkpoint_dir) if args.checkpoint_dir else None
     print(f"torch_recipe: torch {torch.__version__}, torchvision {torchvision.__version__}, device {args.device}"
@@ -336,6 +421,14 @@ def run(args):
         if args.eval_at_phase_start:
             vl, va_acc = twin.evaluate(val_loader)
             print(f"  phase {phase}, before: val loss {vl:.3f} acc {100 * va_acc:.1f}%", flush=True)
+        if phase == 1 and probe_loader is not None:
+            t0 = time.time()
+            rows, dim, mult, held_acc = twin.fit_head(probe_loader)
+            print(f"  phase 1: fc8 from a linear probe on {rows} x {dim} features: ridge {mult:g} x {dim}, "
+                  f"held-out accuracy {100 * held_acc:.1f}% ({time.time() - t0:.1f} s)", flush=True)
+            if args.eval_at_phase_start:
+                vl, va_acc = twin.evaluate(val_loader)
+                print(f"  phase 1, after the linear probe: val loss {vl:.3f} acc {100 * va_acc:.1f}%", flush=True)
         for e in range(1, n_epochs + 1):
             t0 = time.time()
             tl, ta, seen = twin.train_epoch(train_loader)

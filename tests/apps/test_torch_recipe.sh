@@ -5,6 +5,7 @@
 #   - the twin trains 1 + 1 epochs at 32 px in fp32 (then 2 + 0 in bf16-frozen with
 #     channels_last and checkpoints) and ends with its final line; its JSON is sane (2 epochs, accuracies in
 #     [0, 1], the classes, the wall from process start);
+#   - with --head-init probe, fc8 starts from the linear probe (its line, an evaluation after it);
 #   - a data folder without val/ is refused with a message naming it;
 #   - torch_fc8_step.py runs its fc8-only step (batch 2, 64 px);
 #   - gpu_peak_memory.py: without NVML says "skipped: no NVML" and exits 77 (with NVML it
@@ -59,6 +60,15 @@ if [ $rc -eq 0 ] && tail -1 "$W/b.log" | grep -q "^torch_recipe: val accuracy" &
    grep -q '"wall_measured_by": "--start-time' "$W/b.json"; then
   ok "bf16-frozen twin with channels_last, checkpoints and --start-time"
 else bad "bf16-frozen twin (rc $rc)"; cat "$W/b.log"; ls "$W/ck"; fi
+
+# 2b. fc8 from the linear probe (kiln's --head-init probe, dropout off), evaluated before and after it.
+"$PY" "$BENCH/torch_recipe.py" "${TINY[@]}" --epochs2 0 --workers 0 --head-init probe --keep-prob 1.0 \
+  --eval-at-phase-start > "$W/p.log" 2>&1
+rc=$?
+if [ $rc -eq 0 ] && grep -Eq "^  phase 1: fc8 from a linear probe on 8 x [0-9]+ features: ridge [0-9.e-]+ x [0-9]+, held-out accuracy [0-9.]+%" "$W/p.log" &&
+   grep -q "^  phase 1, after the linear probe: val loss" "$W/p.log" && tail -1 "$W/p.log" | grep -q "^torch_recipe: val accuracy"
+then ok "probe twin: $(grep 'linear probe on' "$W/p.log" | sed 's/^ *//')"
+else bad "probe twin (rc $rc)"; cat "$W/p.log"; fi
 
 # 3. A data folder without val/.
 mkdir -p "$W/noval/train/a"
