@@ -16,6 +16,14 @@ constexpr Stage kStages[4] = {{3, 64}, {4, 128}, {6, 256}, {3, 512}};
 constexpr int64_t kExpansion = 4;
 constexpr int64_t kStemChannels = 64;
 
+// One convolution of the network (padding kernel / 2 throughout).
+struct BlockConv {
+  const char* name;
+  int64_t in, out, kernel, stride;
+};
+// The stem: 7x7/2 from RGB.
+constexpr BlockConv kStem = {"conv1", 3, kStemChannels, 7, 2};
+
 // Keras's BatchNormalization default (1.001e-5) for v1; PyTorch's for v1.5.
 float bn_eps(ResNetVariant v) { return v == ResNetVariant::v1 ? 1.001e-5f : 1e-5f; }
 
@@ -65,23 +73,48 @@ std::vector<std::string> weight_layers(bool keras_order) {
   return layers;
 }
 
+// A bottleneck's convolutions (the shortcut's last, when it has one): the one statement of
+// where each strides, for the builder and for resnet50_convs.
+std::vector<BlockConv> block_convs(int64_t in, int64_t width, int64_t stride, ResNetVariant variant) {
+  const int64_t out = width * kExpansion;
+  const bool v1 = variant == ResNetVariant::v1;
+  std::vector<BlockConv> c = {{"conv1", in, width, 1, v1 ? stride : 1},
+                              {"conv2", width, width, 3, v1 ? 1 : stride},
+                              {"conv3", width, out, 1, 1}};
+  if (stride != 1 || in != out) c.push_back({"downsample/0", in, out, 1, stride});
+  return c;
+}
+
+// Calls fn(stage, block, in, width, stride) for every bottleneck, in order.
+template <typename Fn>
+void for_each_block(Fn&& fn) {
+  int64_t in = kStemChannels;
+  for (int s = 0; s < 4; ++s)
+    for (int b = 0; b < kStages[s].blocks; ++b) {
+      fn(s, b, in, kStages[s].width, s > 0 && b == 0 ? int64_t{2} : int64_t{1});
+      in = kStages[s].width * kExpansion;
+    }
+}
+
 }  // namespace
 
 Bottleneck::Bottleneck(std::string name, int64_t in, int64_t width, int64_t stride, ResNetVariant variant,
                        Generator& init)
     : Module(std::move(name)) {
-  const int64_t out = width * kExpansion;
-  const bool v1 = variant == ResNetVariant::v1;
-  conv1_ = register_module(conv("conv1", in, width, 1, v1 ? stride : 1, variant, init));
-  bn1_ = register_module(bn("bn1", width, variant));
-  conv2_ = register_module(conv("conv2", width, width, 3, v1 ? 1 : stride, variant, init));
-  bn2_ = register_module(bn("bn2", width, variant));
-  conv3_ = register_module(conv("conv3", width, out, 1, 1, variant, init));
-  bn3_ = register_module(bn("bn3", out, variant));
-  if (stride != 1 || in != out) {
+  const std::vector<BlockConv> c = block_convs(in, width, stride, variant);
+  auto make = [&](const BlockConv& k, const char* name) {
+    return conv(name, k.in, k.out, k.kernel, k.stride, variant, init);
+  };
+  conv1_ = register_module(make(c[0], "conv1"));
+  bn1_ = register_module(bn("bn1", c[0].out, variant));
+  conv2_ = register_module(make(c[1], "conv2"));
+  bn2_ = register_module(bn("bn2", c[1].out, variant));
+  conv3_ = register_module(make(c[2], "conv3"));
+  bn3_ = register_module(bn("bn3", c[2].out, variant));
+  if (c.size() == 4) {
     downsample_ = register_module(std::make_shared<Sequential>("downsample"));
-    downsample_->add(conv("0", in, out, 1, stride, variant, init));
-    downsample_->add(bn("1", out, variant));
+    downsample_->add(make(c[3], "0"));
+    downsample_->add(bn("1", c[3].out, variant));
   }
 }
 
@@ -101,23 +134,39 @@ std::shared_ptr<Sequential> make_resnet50(const ResNetOptions& opt, Generator& i
   KILN_CHECK(opt.image_size >= 32 && opt.image_size % 32 == 0, "ResNet-50: image_size must be a multiple of 32, got ",
              opt.image_size);
   auto net = std::make_shared<Sequential>(opt.variant == ResNetVariant::v1 ? "resnet50_v1" : "resnet50");
-  net->add(conv("conv1", 3, kStemChannels, 7, 2, opt.variant, init));
+  net->add(conv(kStem.name, kStem.in, kStem.out, kStem.kernel, kStem.stride, opt.variant, init));
   net->add(bn("bn1", kStemChannels, opt.variant));
   net->add(std::make_shared<ReLU>("relu"));
   net->add(std::make_shared<MaxPool2d>("maxpool", resnet50_stem_pool(opt.image_size).p));
-  int64_t in = kStemChannels;
-  for (int s = 0; s < 4; ++s) {
-    auto stage = net->add(std::make_shared<Sequential>("layer" + std::to_string(s + 1)));
-    for (int b = 0; b < kStages[s].blocks; ++b) {
-      const int64_t stride = s > 0 && b == 0 ? 2 : 1;
-      stage->add(std::make_shared<Bottleneck>(std::to_string(b), in, kStages[s].width, stride, opt.variant, init));
-      in = kStages[s].width * kExpansion;
-    }
-  }
+  std::shared_ptr<Sequential> stage;
+  for_each_block([&](int s, int b, int64_t in, int64_t width, int64_t stride) {
+    if (b == 0) stage = net->add(std::make_shared<Sequential>("layer" + std::to_string(s + 1)));
+    stage->add(std::make_shared<Bottleneck>(std::to_string(b), in, width, stride, opt.variant, init));
+  });
   net->add(std::make_shared<AdaptiveAvgPool2d>("avgpool", 1, 1));
   net->add(std::make_shared<Flatten>("flatten"));
-  net->add(std::make_shared<Linear>("fc", in, opt.num_classes, true, init, Init::normal_0_01));
+  net->add(std::make_shared<Linear>("fc", kStages[3].width * kExpansion, opt.num_classes, true, init,
+                                    Init::normal_0_01));
   return net;
+}
+
+std::vector<ResNetConv> resnet50_convs(const ResNetOptions& opt) {
+  const ResNetStemPool stem = resnet50_stem_pool(opt.image_size);
+  std::vector<ResNetConv> out = {
+      {kStem.name, opt.image_size, kStem.in, kStem.out, kStem.kernel, kStem.stride, kStem.kernel / 2}};
+  int64_t side = window_out_size(stem.side, stem.p.kernel_h, stem.p.stride_h, stem.p.pad_h);
+  for_each_block([&](int s, int b, int64_t in, int64_t width, int64_t stride) {
+    const std::string block = "layer" + std::to_string(s + 1) + "/" + std::to_string(b) + "/";
+    int64_t at = side;  // conv1..conv3 run in a chain; the shortcut reads the block's input
+    for (const BlockConv& c : block_convs(in, width, stride, opt.variant)) {
+      const bool shortcut = std::string(c.name) == "downsample/0";
+      const int64_t from = shortcut ? side : at;
+      out.push_back({block + c.name, from, c.in, c.out, c.kernel, c.stride, c.kernel / 2});
+      if (!shortcut) at = window_out_size(from, c.kernel, c.stride, c.kernel / 2);
+    }
+    side = at;
+  });
+  return out;
 }
 
 std::vector<std::string> resnet50_weight_layers() { return weight_layers(false); }

@@ -59,6 +59,16 @@ struct ResNetStemPool {
 };
 ResNetStemPool resnet50_stem_pool(int64_t image_size = 224);
 
+// One convolution make_resnet50 builds: its path under the root scope ("layer2/0/conv2"),
+// the side of its (square) input, channels, kernel, stride and padding.
+struct ResNetConv {
+  std::string name;
+  int64_t in_size, in_channels, out_channels, kernel, stride, pad;
+};
+// Every convolution of ResNet-50 at opt's variant and image size, in the builder's order,
+// read from the same stage table and block rule: for benchmarks and plan checks.
+std::vector<ResNetConv> resnet50_convs(const ResNetOptions& opt);
+
 // The modules with parameters, in order, below the root scope ("conv1", "bn1",
 // "layer1/0/conv1", ..., "layer1/0/downsample/1", ..., "fc"): the same in both variants.
 std::vector<std::string> resnet50_weight_layers();

@@ -10,11 +10,13 @@
 #include <cstdlib>
 #include <fstream>
 #include <iterator>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "core/conv_api.h"
 #include "core/kiln.h"
+#include "layers/models/resnet.h"
 #include "layers/models/vgg.h"
 #include "tests/support/gpu.h"
 #include "tests/support/reference.h"
@@ -146,50 +148,89 @@ TEST_CASE("cuDNN accepts every operation graph kiln builds (checked without a GP
 // 3201 MHz memory clocks), until the GPU check's [deviceprop] output replaces it. Every VGG16
 // convolution at the target rows' batch must have a plan kiln's filter admits, in each math
 // it runs in: the graph path's main open question before a GPU run.
-TEST_CASE("every VGG16 convolution has an admissible cuDNN plan on an H200 (without a GPU)", "[graph]") {
-  using cuda::Direction;
-  std::ifstream f(test::source_path("tests/data/cudnn_deviceprop_h200.json"));
-  REQUIRE(f.good());
-  const std::string json((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  struct Math {
-    const char* name;
-    bool tf32, bf16, deterministic;
-  };
-  const Math maths[] = {{"strict fp32", false, false, false},
-                        {"tf32", true, false, false},
-                        {"bf16", false, true, false},
-                        {"strict fp32, deterministic", false, false, true},
-                        {"bf16, deterministic", false, true, true}};
+// Counts, for one convolution geometry at batch 64, the graphs with no plan on the H200 in
+// each math kiln runs convolutions in; what lacks one goes to `missing`.
+struct H200Census {
+  std::string json;
   std::vector<std::string> missing;
   int graphs = 0;
-  for (const LayerPlan& l : vgg_plan(VggOptions{})) {
-    if (l.kind != LayerPlan::Kind::conv) continue;
-    const int64_t n = 64, s = l.in_size;
-    const Shape y{n, l.out_size, l.out_size, l.out_channels};
+
+  H200Census() {
+    std::ifstream f(test::source_path("tests/data/cudnn_deviceprop_h200.json"));
+    json.assign(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
+  }
+  // fused: also the forward with bias and ReLU fused (VGG's frozen layers); dx: also
+  // backward-data (not for a first layer, whose input gradient training never asks for).
+  void layer(const std::string& name, int64_t side, int64_t c, int64_t o, int64_t kernel, int64_t stride, int64_t pad,
+             bool fused, bool dx) {
+    struct Math {
+      const char* name;
+      bool tf32, bf16, deterministic;
+    };
+    static const Math maths[] = {{"strict fp32", false, false, false},
+                                 {"tf32", true, false, false},
+                                 {"bf16", false, true, false},
+                                 {"strict fp32, deterministic", false, false, true},
+                                 {"bf16, deterministic", false, true, true}};
+    const int64_t n = 64, out = window_out_size(side, kernel, stride, pad);
+    const Shape y{n, out, out, o};
     for (const Math& m : maths) {
-      cuda::ConvKey k{0,        Direction::forward, n, s, s, l.in_channels, l.out_channels, l.kernel, l.kernel,
-                      l.stride, l.stride,          l.pad, l.pad, m.tf32, false, m.bf16, m.deterministic};
-      auto count = [&](Direction d, bool fused, const std::string& what) {
+      cuda::ConvKey k{0, cuda::Direction::forward, n, side, side, c, o, kernel, kernel, stride, stride, pad, pad,
+                      m.tf32, false, m.bf16, m.deterministic};
+      auto count = [&](cuda::Direction d, bool with_relu, const std::string& what) {
         k.dir = d;
-        const cuda::PlanCensus c = cuda::census_without_device(k, y, fused, fused, json);
+        const cuda::PlanCensus r = cuda::census_without_device(k, y, with_relu, with_relu, json);
         ++graphs;
-        if (c.plans == 0)
-          missing.push_back(l.name + " " + what + " (" + m.name + "): " + std::to_string(c.offered) + " offered, " +
-                            std::to_string(c.admitted) + " admitted, 0 plans");
+        if (r.plans == 0)
+          missing.push_back(name + " " + what + " (" + m.name + "): " + std::to_string(r.offered) + " offered, " +
+                            std::to_string(r.admitted) + " admitted, 0 plans");
       };
-      count(Direction::forward, false, "forward");
-      count(Direction::forward, true, "fused conv + bias + ReLU");
-      count(Direction::backward_filter, false, "backward-filter");
-      if (l.in_channels > 3) count(Direction::backward_data, false, "backward-data");  // conv1_1's dx: never asked for
+      count(cuda::Direction::forward, false, "forward");
+      if (fused) count(cuda::Direction::forward, true, "fused conv + bias + ReLU");
+      count(cuda::Direction::backward_filter, false, "backward-filter");
+      if (dx) count(cuda::Direction::backward_data, false, "backward-data");
     }
   }
-  INFO(graphs << " graphs; without a plan:\n" << [&] {
-    std::string t;
+  std::string report() const {
+    std::string t = std::to_string(graphs) + " graphs; without a plan:\n";
     for (const std::string& m : missing) t += "  " + m + "\n";
     return t;
-  }());
-  CHECK(graphs == 13 * 5 * 4 - 5);
-  CHECK(missing.empty());
+  }
+};
+
+// The graph path's plan search for the H200 without it: cuDNN ranks engines and finalizes
+// plans for the GPU a device-properties JSON describes. tests/data/cudnn_deviceprop_h200.json
+// is written by hand from the H200's published properties (sm_90, 132 SMs, 227 KB shared
+// memory a block opt-in, 60 MB L2) and what the lent one reported (143771 MiB, 1980 MHz SM,
+// 3201 MHz memory clocks), until the GPU check's [deviceprop] output replaces it. Every
+// convolution at the target rows' batch must have a plan kiln's filter admits, in each math
+// it runs in: the graph path's main open question before a GPU run.
+TEST_CASE("every VGG16 convolution has an admissible cuDNN plan on an H200 (without a GPU)", "[graph]") {
+  H200Census census;
+  REQUIRE(!census.json.empty());
+  for (const LayerPlan& l : vgg_plan(VggOptions{}))
+    if (l.kind == LayerPlan::Kind::conv)
+      census.layer(l.name, l.in_size, l.in_channels, l.out_channels, l.kernel, l.stride, l.pad, true,
+                   l.in_channels > 3);
+  INFO(census.report());
+  CHECK(census.graphs == 13 * 5 * 4 - 5);
+  CHECK(census.missing.empty());
+}
+
+TEST_CASE("every ResNet-50 convolution has an admissible cuDNN plan on an H200 (without a GPU)", "[graph]") {
+  H200Census census;
+  REQUIRE(!census.json.empty());
+  // v1.5 (torchvision's, the default) strides in the 3x3 convs, v1 (Keras's) in the 1x1s:
+  // their geometries differ. Each distinct geometry once.
+  std::set<std::vector<int64_t>> seen;
+  for (const ResNetVariant v : {ResNetVariant::v1_5, ResNetVariant::v1})
+    for (const ResNetConv& c : resnet50_convs(ResNetOptions{v, 10, 224}))
+      if (seen.insert({c.in_size, c.in_channels, c.out_channels, c.kernel, c.stride, c.pad}).second)
+        census.layer(c.name, c.in_size, c.in_channels, c.out_channels, c.kernel, c.stride, c.pad, false,
+                     c.in_channels > 3);
+  INFO(census.report());
+  CHECK(seen.size() > 20);
+  CHECK(census.missing.empty());
 }
 
 // The GPU check keeps the JSON (KILN_CUDNN_DEVICEPROP_OUT, scripts/gpu_check.sh): with it, a

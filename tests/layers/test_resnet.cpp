@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <sys/wait.h>
 
@@ -82,6 +83,39 @@ TEST_CASE("ResNet-50 has torchvision's parameter names and counts", "[resnet]") 
   CHECK(v1->parameters().size() == 161 + 53);
   CHECK(v1->find("resnet50_v1/layer3/0/downsample/0/bias").tensor != nullptr);
   REQUIRE_THROWS_WITH(resnet(ResNetVariant::v1_5, 10, 48), Catch::Contains("multiple of 32"));
+}
+
+TEST_CASE("resnet50_convs lists the builder's convolutions with their weights' shapes and input sides",
+          "[resnet]") {
+  for (const ResNetVariant v : {ResNetVariant::v1_5, ResNetVariant::v1}) {
+    const bool v1 = v == ResNetVariant::v1;
+    auto net = resnet(v, 10, 224);
+    const std::vector<ResNetConv> convs = resnet50_convs(ResNetOptions{v, 10, 224});
+    REQUIRE(convs.size() == 53);
+    int64_t weights = 0;
+    for (const ParameterRef& p : net->parameters()) weights += p.tensor->rank() == 4;
+    CHECK(weights == 53);
+    std::map<std::string, ResNetConv> by_name;
+    for (const ResNetConv& c : convs) {
+      by_name[c.name] = c;
+      const std::string w = net->name() + "/" + c.name + "/weight";
+      INFO(w);
+      REQUIRE(net->find(w).tensor != nullptr);
+      CHECK(net->find(w).tensor->shape() == Shape{c.out_channels, c.kernel, c.kernel, c.in_channels});
+      CHECK(c.pad == c.kernel / 2);
+    }
+    // Where the maps shrink: the stem (224 -> 112, pooled to 56), then each stage's first
+    // block, in its 3x3 conv (v1.5) or its first 1x1 (v1), and in its shortcut.
+    CHECK(by_name["conv1"].in_size == 224);
+    CHECK(by_name["layer1/0/conv1"].in_size == 56);
+    CHECK(by_name["layer2/0/downsample/0"].in_size == 56);
+    CHECK(by_name["layer2/0/downsample/0"].stride == 2);
+    CHECK(by_name["layer2/0/conv1"].stride == (v1 ? 2 : 1));
+    CHECK(by_name["layer2/0/conv2"].stride == (v1 ? 1 : 2));
+    CHECK(by_name["layer2/0/conv2"].in_size == (v1 ? 28 : 56));
+    CHECK(by_name["layer2/0/conv3"].in_size == 28);
+    CHECK(by_name["layer4/2/conv3"].in_size == 7);
+  }
 }
 
 TEST_CASE("ResNet-50 v1.5 and v1 give PyTorch's logits", "[resnet]") {
