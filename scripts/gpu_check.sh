@@ -18,7 +18,9 @@
 #             (PyTorch eager and torch.compile), strict fp32 (KILN_TF32=none) at batch 64
 #   graph     the same rows through cuDNN's graph API (KILN_CONV_API=graph), kiln only
 #   memory    peak GPU memory of the fc8-only step, kiln and PyTorch, read from outside (NVML)
-#   recipe    the seed recipe end to end, kiln against its PyTorch twin (benchmarks/torch_recipe.py)
+#   recipe    the seed recipe end to end, kiln against its PyTorch twin (benchmarks/torch_recipe.py),
+#             fc8 from the linear probe on both sides as demo --full runs it (HEAD_INIT=random:
+#             train's defaults, near chance from random weights)
 #   stepgraph phase 1 with the step captured in a CUDA graph (vgg_finetune --cuda-graph on vs off)
 #   bench     the other kiln_bench --device cuda suites (conv layer by layer, memory-bound
 #             kernels, GEMM, copies), each with --compare
