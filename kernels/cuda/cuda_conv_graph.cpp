@@ -538,11 +538,24 @@ std::string failure_text(const GraphFailure& f) {
   return f.where + ": " + cudnnGetErrorString(f.status) + (why[0] ? std::string("; cuDNN says: ") + why : "");
 }
 
+// Graphs without a handle and device-properties descriptors came with cuDNN 9.8.
+void require_deviceless_cudnn(const char* what) {
+  KILN_CHECK(cudnnGetVersion() >= 90800, what, " needs cuDNN 9.8 or newer; this one is ", cudnnGetVersion());
+}
+
+// A device-properties descriptor loaded from cuDNN's JSON description of a GPU.
+Descriptor device_properties(const std::string& json) {
+  require_deviceless_cudnn("a cuDNN device description");
+  Descriptor p(CUDNN_BACKEND_DEVICEPROP_DESCRIPTOR);
+  p.set(CUDNN_ATTR_DEVICEPROP_JSON_REPRESENTATION, CUDNN_TYPE_CHAR, static_cast<int64_t>(json.size()), json.data())
+      .finalize();
+  return p;
+}
+
 }  // namespace
 
 std::string check_graph_descriptors(const ConvKey& k, const Shape& y_shape, bool fused, bool bias) {
-  KILN_CHECK(cudnnGetVersion() >= 90800, "building a cuDNN operation graph without a GPU needs cuDNN 9.8 or newer; "
-             "this one is ", cudnnGetVersion());
+  require_deviceless_cudnn("building a cuDNN operation graph without a GPU");
   GraphPlan g;
   try {
     build_graph(GraphKey{k, fused, bias, 0, nullptr}, y_shape, g);
@@ -553,8 +566,7 @@ std::string check_graph_descriptors(const ConvKey& k, const Shape& y_shape, bool
 }
 
 std::string device_properties_json(int device) {
-  KILN_CHECK(cudnnGetVersion() >= 90800, "cuDNN's device properties need cuDNN 9.8 or newer; this one is ",
-             cudnnGetVersion());
+  require_deviceless_cudnn("a cuDNN device description");
   try {
     Descriptor p(CUDNN_BACKEND_DEVICEPROP_DESCRIPTOR);
     cudnnHandle_t h = cudnn_handle(device);
@@ -571,22 +583,9 @@ std::string device_properties_json(int device) {
     while (!json.empty() && json.back() == '\0') json.pop_back();
     return json;
   } catch (const GraphFailure& f) {
-    KILN_FAIL("cuDNN device properties of cuda:", device, ": ", f.where, ": ", cudnnGetErrorString(f.status));
+    KILN_FAIL("cuDNN device properties of cuda:", device, ": ", failure_text(f));
   }
 }
-
-namespace {
-
-Descriptor device_properties(const std::string& json) {
-  KILN_CHECK(cudnnGetVersion() >= 90800, "cuDNN's device properties need cuDNN 9.8 or newer; this one is ",
-             cudnnGetVersion());
-  Descriptor p(CUDNN_BACKEND_DEVICEPROP_DESCRIPTOR);
-  p.set(CUDNN_ATTR_DEVICEPROP_JSON_REPRESENTATION, CUDNN_TYPE_CHAR, static_cast<int64_t>(json.size()), json.data())
-      .finalize();
-  return p;
-}
-
-}  // namespace
 
 std::string check_device_properties(const std::string& json) {
   try {
