@@ -16,7 +16,7 @@ constexpr Stage kStages[4] = {{3, 64}, {4, 128}, {6, 256}, {3, 512}};
 constexpr int64_t kExpansion = 4;
 constexpr int64_t kStemChannels = 64;
 
-// One convolution of the network (padding kernel / 2 throughout).
+// One convolution of the network (padding kernel / 2 throughout), named as its module.
 struct BlockConv {
   const char* name;
   int64_t in, out, kernel, stride;
@@ -73,15 +73,15 @@ std::vector<std::string> weight_layers(bool keras_order) {
   return layers;
 }
 
-// A bottleneck's convolutions (the shortcut's last, when it has one): the one statement of
-// where each strides, for the builder and for resnet50_convs.
+// A bottleneck's convolutions, conv1..conv3 then the shortcut's ("0" in "downsample") when
+// it has one: the one statement of where each strides, for the builder and resnet50_convs.
 std::vector<BlockConv> block_convs(int64_t in, int64_t width, int64_t stride, ResNetVariant variant) {
   const int64_t out = width * kExpansion;
   const bool v1 = variant == ResNetVariant::v1;
   std::vector<BlockConv> c = {{"conv1", in, width, 1, v1 ? stride : 1},
                               {"conv2", width, width, 3, v1 ? 1 : stride},
                               {"conv3", width, out, 1, 1}};
-  if (stride != 1 || in != out) c.push_back({"downsample/0", in, out, 1, stride});
+  if (stride != 1 || in != out) c.push_back({"0", in, out, 1, stride});
   return c;
 }
 
@@ -102,18 +102,16 @@ Bottleneck::Bottleneck(std::string name, int64_t in, int64_t width, int64_t stri
                        Generator& init)
     : Module(std::move(name)) {
   const std::vector<BlockConv> c = block_convs(in, width, stride, variant);
-  auto make = [&](const BlockConv& k, const char* name) {
-    return conv(name, k.in, k.out, k.kernel, k.stride, variant, init);
-  };
-  conv1_ = register_module(make(c[0], "conv1"));
+  auto make = [&](const BlockConv& k) { return conv(k.name, k.in, k.out, k.kernel, k.stride, variant, init); };
+  conv1_ = register_module(make(c[0]));
   bn1_ = register_module(bn("bn1", c[0].out, variant));
-  conv2_ = register_module(make(c[1], "conv2"));
+  conv2_ = register_module(make(c[1]));
   bn2_ = register_module(bn("bn2", c[1].out, variant));
-  conv3_ = register_module(make(c[2], "conv3"));
+  conv3_ = register_module(make(c[2]));
   bn3_ = register_module(bn("bn3", c[2].out, variant));
   if (c.size() == 4) {
     downsample_ = register_module(std::make_shared<Sequential>("downsample"));
-    downsample_->add(make(c[3], "0"));
+    downsample_->add(make(c[3]));
     downsample_->add(bn("1", c[3].out, variant));
   }
 }
@@ -126,7 +124,8 @@ Tensor Bottleneck::forward(const Tensor& x) {
 }
 
 ResNetStemPool resnet50_stem_pool(int64_t image_size) {
-  return ResNetStemPool{image_size / 2, kStemChannels, Pool2dParams{3, 3, 2, 2, 1, 1}};
+  const int64_t side = window_out_size(image_size, kStem.kernel, kStem.stride, kStem.kernel / 2);
+  return ResNetStemPool{side, kStem.out, Pool2dParams{3, 3, 2, 2, 1, 1}};
 }
 
 std::shared_ptr<Sequential> make_resnet50(const ResNetOptions& opt, Generator& init) {
@@ -156,13 +155,14 @@ std::vector<ResNetConv> resnet50_convs(const ResNetOptions& opt) {
       {kStem.name, opt.image_size, kStem.in, kStem.out, kStem.kernel, kStem.stride, kStem.kernel / 2}};
   int64_t side = window_out_size(stem.side, stem.p.kernel_h, stem.p.stride_h, stem.p.pad_h);
   for_each_block([&](int s, int b, int64_t in, int64_t width, int64_t stride) {
-    const std::string block = "layer" + std::to_string(s + 1) + "/" + std::to_string(b) + "/";
-    int64_t at = side;  // conv1..conv3 run in a chain; the shortcut reads the block's input
-    for (const BlockConv& c : block_convs(in, width, stride, opt.variant)) {
-      const bool shortcut = std::string(c.name) == "downsample/0";
-      const int64_t from = shortcut ? side : at;
-      out.push_back({block + c.name, from, c.in, c.out, c.kernel, c.stride, c.kernel / 2});
-      if (!shortcut) at = window_out_size(from, c.kernel, c.stride, c.kernel / 2);
+    const std::vector<BlockConv> convs = block_convs(in, width, stride, opt.variant);
+    int64_t at = side;  // conv1..conv3 run in a chain; the shortcut (k 0) reads the block's input
+    for (int k = 0; k < static_cast<int>(convs.size()); ++k) {
+      const BlockConv& c = convs[static_cast<size_t>(k)];
+      const int pair = k < 3 ? k + 1 : 0;  // block_layer's numbering
+      const int64_t from = pair == 0 ? side : at;
+      out.push_back({block_layer(s, b, pair, true), from, c.in, c.out, c.kernel, c.stride, c.kernel / 2});
+      if (pair != 0) at = window_out_size(from, c.kernel, c.stride, c.kernel / 2);
     }
     side = at;
   });
