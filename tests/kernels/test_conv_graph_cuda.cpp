@@ -114,8 +114,8 @@ void compare_passes(double rtol) {
 TEST_CASE("cuDNN accepts every operation graph kiln builds (checked without a GPU)", "[graph]") {
   using cuda::Direction;
   for (const ConvShape& s : shapes()) {
-    const int64_t oh = (s.x[1] + 2 * s.p.pad_h - s.w[1]) / s.p.stride_h + 1;
-    const int64_t ow = (s.x[2] + 2 * s.p.pad_w - s.w[2]) / s.p.stride_w + 1;
+    const int64_t oh = window_out_size(s.x[1], s.w[1], s.p.stride_h, s.p.pad_h);
+    const int64_t ow = window_out_size(s.x[2], s.w[2], s.p.stride_w, s.p.pad_w);
     const Shape y{s.x[0], oh, ow, s.w[0]};
     for (const bool bf16 : {false, true}) {
       auto key = [&](Direction d) {
@@ -141,13 +141,6 @@ TEST_CASE("cuDNN accepts every operation graph kiln builds (checked without a GP
   CHECK(refused.find("CUDNN_STATUS_BAD_PARAM") != std::string::npos);
 }
 
-// The graph path's plan search for the H200 without it: cuDNN ranks engines and finalizes
-// plans for the GPU a device-properties JSON describes. tests/data/cudnn_deviceprop_h200.json
-// is written by hand from the H200's published properties (sm_90, 132 SMs, 227 KB shared
-// memory a block opt-in, 60 MB L2) and what the lent one reported (143771 MiB, 1980 MHz SM,
-// 3201 MHz memory clocks), until the GPU check's [deviceprop] output replaces it. Every VGG16
-// convolution at the target rows' batch must have a plan kiln's filter admits, in each math
-// it runs in: the graph path's main open question before a GPU run.
 // Counts, for one convolution geometry at batch 64, the graphs with no plan on the H200 in
 // each math kiln runs convolutions in; what lacks one goes to `missing`.
 struct H200Census {
