@@ -98,7 +98,7 @@ std::string StepGraph::capture(const StepFn& fn) {
   return "";
 }
 
-const std::vector<Tensor>* StepGraph::try_replay(const std::vector<Tensor>& inputs, std::string& why) {
+void StepGraph::load_inputs(const std::vector<Tensor>& inputs) {
   KILN_CHECK(inputs.size() == inputs_.size(), "StepGraph: ", inputs.size(), " inputs given, the step was recorded with ",
              inputs_.size());
   for (size_t i = 0; i < inputs.size(); ++i) {
@@ -107,14 +107,16 @@ const std::vector<Tensor>* StepGraph::try_replay(const std::vector<Tensor>& inpu
                ", the step was recorded for ", inputs_[i].description(), " (a batch of another size runs eagerly)");
     if (inputs[i].raw_data() != inputs_[i].raw_data()) inputs_[i].copy_from(inputs[i]);
   }
+}
+
+const std::vector<Tensor>* StepGraph::try_replay(const std::vector<Tensor>& inputs, std::string& why) {
+  load_inputs(inputs);
   return launch(why);
 }
 
 const std::vector<Tensor>& StepGraph::replay(const std::vector<Tensor>& inputs) {
-  std::string why;
-  const std::vector<Tensor>* out = try_replay(inputs, why);
-  KILN_CHECK(out != nullptr, "StepGraph: ", why);
-  return *out;
+  load_inputs(inputs);
+  return replay();
 }
 
 const std::vector<Tensor>& StepGraph::replay() {

@@ -78,6 +78,8 @@ class StepGraph {
   Device device() const { return device_; }
 
  private:
+  // Copies `inputs` into the static inputs, after checking their shapes and dtypes.
+  void load_inputs(const std::vector<Tensor>& inputs);
   // One launch: the outputs, or null and `why` when the device refused it (nothing changed).
   const std::vector<Tensor>* launch(std::string& why);
   Device device_;
