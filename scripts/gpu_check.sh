@@ -154,7 +154,7 @@ NEW_TAGS='[bf16],[graph],[graph_step],[determinism],[fused],[deviceprop]'
 export KILN_CUDNN_DEVICEPROP_OUT="$OUT/cudnn_deviceprop.json"
 
 if section tests 60 "every [cuda] case: the older ones by heuristics, then exhaustive search; the newer apart"; then
-  OLD="[cuda]~[bf16]~[graph]~[graph_step]~[determinism]~[fused]~[deviceprop]"
+  OLD="[cuda]~${NEW_TAGS//,/\~}"  # every [cuda] case without a new tag (\~: no tilde expansion)
   timeout "$(cap 150)" "$KT" "$OLD" --reporter compact 2>&1 | tee "$OUT/tests_cuda.log" | tail -15
   rc=${PIPESTATUS[0]}
   KILN_CONV_SEARCH=exhaustive timeout "$(cap 120)" "$KT" "$OLD" --reporter compact 2>&1 |
