@@ -24,6 +24,7 @@
 #include "check/compare.h"
 #include "check/op_cases.h"
 #include "io/atomic_file.h"
+#include "layers/models/resnet.h"
 
 
 namespace kiln::bench {
@@ -32,7 +33,7 @@ const char* kUsage =
     "usage: kiln_bench [--device cpu|cuda] [--suite NAME[,NAME]] [--batch N[,N]] [--repeat N]\n"
     "                  [--warmup N] [--threads N] [--cache cold|warm] [--data DIR]\n"
     "                  [--conv-search exhaustive|heuristic] [--json FILE] [--compare] [--list]\n"
-    "                  [--only ROW[,ROW]]\n"
+    "                  [--only ROW[,ROW]] [--model NAME]\n"
     "       kiln_bench --print-plan MODEL [--image-size N] [--classes N]\n"
     "Every row is checked against a double-precision reference, then timed; it prints the\n"
     "time, GFLOP/s or GB/s and the fraction of this machine's limits, measured at start.\n"
@@ -55,6 +56,9 @@ const char* kUsage =
     "  --json     also write the results as JSON to FILE\n"
     "  --only     step suite: run only these rows (e.g. vgg16/step_fc8@bf16-frozen) and skip\n"
     "             measuring the limits, so an outside meter sees those rows' memory alone\n"
+    "  --model    step suite: the model it trains (default vgg16; resnet50: rows resnet50/forward,\n"
+    "             resnet50/step_fc with the backbone and its batch norms frozen, resnet50/step_all;\n"
+    "             the PyTorch peer is torchvision's resnet50; vgg11, vgg13, vgg19, resnet50_v1)\n"
     "  --compare  run the suite's PyTorch peer script in the same run and print ratios\n"
     "             (interpreter: $KILN_PYTHON, else /usr/bin/python3), without OPENBLAS_CORETYPE\n"
     "             and OPENBLAS_L2_SIZE; a peer whose GEMM is wrong is refused, one whose GEMM\n"
@@ -698,7 +702,7 @@ PeerResult run_peer(const Suite& suite, const Options& opt, const MachineLimits&
                           " --threads " + std::to_string(opt.threads) +
                           (suite.peer_takes_suite ? " --suite " + quote(suite.name) : std::string()) +
                           (suite.peer_takes_data ? " --dir " + quote(opt.data_dir) : std::string()) +
-                          (suite.peer_takes_plan ? " --plan " + quote(peer_plan_file()) : std::string()) +
+                          (suite.peer_takes_plan ? " --plan " + quote(peer_plan_file(opt)) : std::string()) +
                           (opt.device == "cuda" ? " --device cuda --conv-search " + opt.conv_search +
                                                       " --tf32 " + std::string(kiln::tf32_mode())
                                                 : std::string());
@@ -903,23 +907,59 @@ kiln::LayerPlan vgg16_layer(const std::string& name) {
 
 std::vector<kiln::LayerPlan> vgg16_convs() { return vgg16_layers(kiln::LayerPlan::Kind::conv); }
 
-std::pair<double, double> vgg16_forward_cost(int64_t n, int64_t classes) {
+namespace {
+
+// Conv and fc terms of a forward's cost, as forward_cost counts them.
+void add_conv(double n, int64_t in, int64_t c, int64_t o, int64_t k, int64_t out, double& flops, double& bytes) {
+  const double kk = static_cast<double>(k * k);
+  flops += 2.0 * n * out * out * o * kk * c;
+  bytes += 4.0 * (n * (static_cast<double>(in) * in * c + static_cast<double>(out) * out * o) + o * kk * c + o);
+}
+void add_fc(double n, int64_t c, int64_t o, double& flops, double& bytes) {
+  flops += 2.0 * n * c * o;
+  bytes += 4.0 * (n * (c + o) + static_cast<double>(c) * o + o);
+}
+
+// ResNet-50's options when `spec` is one of its variants (the spec registers no plan).
+std::optional<kiln::ResNetOptions> resnet_options(const kiln::ModelSpec& spec, int64_t classes) {
+  if (spec.name == "resnet50") return kiln::ResNetOptions{kiln::ResNetVariant::v1_5, classes, spec.default_image_size};
+  if (spec.name == "resnet50_v1") return kiln::ResNetOptions{kiln::ResNetVariant::v1, classes, spec.default_image_size};
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::pair<double, double> forward_cost(const kiln::ModelSpec& spec, int64_t n, int64_t classes) {
   double flops = 0, bytes = 0;
-  for (const kiln::LayerPlan& l : vgg16_plan(classes)) {
-    const int64_t h = l.in_size, c = l.in_channels, o = l.out_channels;
-    const double kk = static_cast<double>(l.kernel * l.kernel);
+  const double nd = static_cast<double>(n);
+  if (const auto ro = resnet_options(spec, classes)) {
+    int64_t channels = 0, side = 0;
+    for (const kiln::ResNetConv& c : kiln::resnet50_convs(*ro)) {
+      const int64_t out = kiln::window_out_size(c.in_size, c.kernel, c.stride, c.pad);
+      add_conv(nd, c.in_size, c.in_channels, c.out_channels, c.kernel, out, flops, bytes);
+      // Its batch norm reads and writes the conv's output once more.
+      bytes += 2.0 * 4.0 * nd * out * out * c.out_channels;
+      channels = c.out_channels;
+      side = out;
+    }
+    bytes += 4.0 * nd * side * side * channels;  // global average pooling reads the last map
+    add_fc(nd, channels, classes, flops, bytes);
+    return {flops, bytes};
+  }
+  const std::vector<kiln::LayerPlan> plan = spec.plan(kiln::ModelOptions{classes});
+  if (plan.empty()) KILN_FAIL("kiln_bench: no cost model for ", spec.name, " (it has no layer plan)");
+  for (const kiln::LayerPlan& l : plan) {
+    const int64_t h = l.in_size, o = l.out_channels;
     switch (l.kind) {
-      case kiln::LayerPlan::Kind::conv:  // VGG's convs keep the map's size
-        flops += 2.0 * n * h * h * o * kk * c;
-        bytes += 4.0 * (n * h * h * (c + o) + o * kk * c + o);
+      case kiln::LayerPlan::Kind::conv:
+        add_conv(nd, h, l.in_channels, o, l.kernel, l.out_size, flops, bytes);
         break;
       case kiln::LayerPlan::Kind::pool:  // reads its block's output, writes a quarter of it
       case kiln::LayerPlan::Kind::adaptive_avg_pool:  // reads the map, writes its grid
-        bytes += 4.0 * n * (h * h + l.out_size * l.out_size) * o;
+        bytes += 4.0 * nd * (h * h + l.out_size * l.out_size) * o;
         break;
       case kiln::LayerPlan::Kind::fc:
-        flops += 2.0 * n * c * o;
-        bytes += 4.0 * (n * (c + o) + static_cast<double>(c) * o + o);
+        add_fc(nd, l.in_channels, o, flops, bytes);
         break;
     }
   }
@@ -936,12 +976,13 @@ struct PlanFile {
 };
 }  // namespace
 
-std::string peer_plan_file() {
-  static PlanFile file;
+std::string peer_plan_file(const Options& opt) {
+  static PlanFile file;  // one model per process: the step suite's, else the bench model
   if (file.path.empty()) {
+    const kiln::ModelSpec& spec = kiln::find_model_spec(opt.model);
     const std::string p = "/tmp/kiln_bench_plan_" + std::to_string(getpid()) + ".json";
     std::ofstream f(p, std::ios::binary | std::ios::trunc);
-    f << kiln::plan_json(bench_model(), 0, bench_model().default_num_classes);
+    f << kiln::plan_json(spec, 0, spec.default_num_classes);
     if (!f.flush()) throw std::runtime_error("could not write the model plan for the peer script to " + p);
     file.path = p;
   }

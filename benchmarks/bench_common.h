@@ -44,6 +44,9 @@ struct Options {
   // --only: the rows to run (step suite), by name; empty: all. With it the device's limits
   // are not measured, so the process touches nothing but those rows (an outside memory meter).
   std::vector<std::string> only;
+  // --model: the registered model the step suite builds (train/model_spec.h); the other
+  // suites measure VGG16's layers whatever this says, so kiln_bench refuses it with them.
+  std::string model = "vgg16";
 };
 
 // Whether --only lets row `name` run.
@@ -178,12 +181,15 @@ std::vector<kiln::LayerPlan> vgg16_layers(kiln::LayerPlan::Kind kind);
 kiln::LayerPlan vgg16_layer(const std::string& name);
 // The 13 convs in order (3x3, stride 1, pad 1); a 2x2/2 max-pool follows each block.
 std::vector<kiln::LayerPlan> vgg16_convs();
-// VGG16's forward at batch n with a `classes`-way fc8: {FLOPs, bytes its layers read and
-// write at least once (weights, inputs, outputs)}.
-std::pair<double, double> vgg16_forward_cost(int64_t n, int64_t classes);
-// Writes the bench model's plan as JSON to a temporary file for a peer script (--plan)
-// and returns its path; the file is removed when the process exits.
-std::string peer_plan_file();
+// A model's forward at batch n, default image size, with a `classes`-way head: {FLOPs,
+// bytes its layers read and write at least once (weights, inputs, outputs)}. From the
+// spec's plan (the VGGs), or ResNet-50's convolution list (layers/models/resnet.h) for
+// its variants; a model with neither is an error.
+std::pair<double, double> forward_cost(const kiln::ModelSpec& spec, int64_t n, int64_t classes);
+// Writes the plan of the model the suites run (--model for the step suite, else the bench
+// model) as JSON to a temporary file for a peer script (--plan) and returns its path; the
+// file is removed when the process exits.
+std::string peer_plan_file(const Options& opt);
 
 // ---------------------------------------------------------------- suites and peers
 

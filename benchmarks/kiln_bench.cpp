@@ -33,7 +33,8 @@ const Suite kSuites[] = {
      .run = run_vgg16_forward, .peer_script = "benchmarks/torch_vgg16_forward.py"},
     {.name = "conv", .help = "VGG16's 13 convs at batch 1, 8, 64: forward, backward-data, backward-filter",
      .run = run_conv, .peer_script = kCpuPeer, .peer_takes_suite = true, .sweeps_batches = true, .on_cuda = true},
-    {.name = "step", .help = "VGG16 steps as vgg_finetune runs them: inference, fc8-only (phase 1), all layers (phase 2)",
+    {.name = "step", .help = "VGG16 steps as vgg_finetune runs them: inference, fc8-only (phase 1), all layers (phase 2); "
+             "--model resnet50 for ResNet-50's",
      .run = run_step, .peer_script = kCpuPeer, .peer_takes_suite = true, .on_cuda = true},
     {.name = "gemm", .help = "kiln::linear at VGG16's fc shapes (batch 1, 8, 64) and square 1024, 2048",
      .run = run_gemm, .peer_script = kCpuPeer, .peer_takes_suite = true, .on_cuda = true},
@@ -188,6 +189,7 @@ int run(int argc, char** argv) {
       if (opt.only.empty()) throw std::invalid_argument("--only needs a row name");
       setenv("KILN_PEER_ONLY", argv[i], 1);  // the peer (torch_cpu_peer.py) runs the same rows
     }
+    else if (a == "--model") opt.model = value();
     else if (a == "--print-plan") plan_model = value();
     else if (a == "--image-size") plan_image_size = parse_int(a, value(), 32);
     else if (a == "--classes") plan_classes = parse_int(a, value(), 1);
@@ -234,8 +236,19 @@ int run(int argc, char** argv) {
   setenv("OMP_NUM_THREADS", std::to_string(opt.threads).c_str(), 1);
   omp_set_num_threads(opt.threads);
 
-  if (!opt.only.empty() && (suites.size() != 1 || std::string(suites[0]->name) != "step"))
+  const bool step_alone = suites.size() == 1 && std::string(suites[0]->name) == "step";
+  if (!opt.only.empty() && !step_alone)
     throw std::invalid_argument("--only picks rows of the step suite: use it with --suite step");
+  if (opt.model != "vgg16") {
+    if (!step_alone)
+      throw std::invalid_argument("--model picks the step suite's model (the other suites time VGG16's layers): use "
+                                  "it with --suite step");
+    try {  // an unknown model is a bad argument, named with the known ones
+      (void)kiln::find_model_spec(opt.model);
+    } catch (const std::exception& e) {
+      throw std::invalid_argument(std::string("--model: ") + e.what());
+    }
+  }
   // --only: no limits (their GEMM and 2 GiB copy would be in any memory meter's reading).
   const MachineLimits m = opt.only.empty() ? measure_limits(device, opt.threads, opt.repeat)
                                            : unmeasured_limits(device, opt.threads);

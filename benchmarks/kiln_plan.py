@@ -56,9 +56,9 @@ def output_shape(l, n):
 
 
 def input_chw(plan):
-    """The network's input (channels, height, width)."""
-    first = plan["layers"][0]
-    return first["in_channels"], first["in_size"], first["in_size"]
+    """The network's input (channels, height, width): RGB at the plan's image size (a
+    model without a layer list, ResNet-50, has one too)."""
+    return 3, plan["image_size"], plan["image_size"]
 
 
 def param_shapes(plan):

@@ -1,11 +1,13 @@
-// kiln_bench --suite step: whole VGG16 steps as vgg_finetune runs them — the model from
-// its spec (8 classes), kiln::SGD (momentum 0.9), softmax cross-entropy — at --batch, on
-// the bench device (--device cuda: the model moved there, as the app does):
-// inference, a phase-1 step (conv1..fc7 frozen, fc8 trained) and a phase-2 step (every
+// kiln_bench --suite step: whole training steps as vgg_finetune runs them -- the model
+// from its spec (--model, VGG16 by default; 8 classes), kiln::SGD (momentum 0.9), softmax
+// cross-entropy -- at --batch, on the bench device (--device cuda: the model moved there,
+// as the app does): inference, a phase-1 step (the backbone frozen, the head trained: fc8,
+// or ResNet-50's fc with its batch norms on running statistics) and a phase-2 step (every
 // layer trained), each step also under its lower precision (bf16-frozen, bf16); --only
 // picks rows (then nothing else touches the device: an outside memory meter sees the row).
-// Checked before timing: the loss is finite and the step moves exactly the parameters it
-// should (the layers' values are checked by the conv, gemm and pool suites).
+// Rows are named MODEL/forward, MODEL/step_HEAD, MODEL/step_all. Checked before timing:
+// the loss is finite and the step moves exactly the parameters it should (the layers'
+// values are checked by the conv, gemm, pool and norm suites).
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -32,10 +34,19 @@ constexpr int64_t kClasses = 8;
 // parameters it should, with a finite loss.
 using CheckStep = std::function<void(Row&, const std::function<void()>& run)>;
 
-Tensor* param(Module& model, const std::string& name) {
-  Tensor* t = model.find(name).tensor;
-  if (!t) throw std::runtime_error("step suite: the model has no parameter " + name);
-  return t;
+// The first or the last parameter under `scope` ("vgg16/fc7/", "resnet50/layer4/").
+kiln::ParameterRef param_in(Module& model, const std::string& scope, bool last) {
+  std::vector<kiln::ParameterRef> in;
+  for (const kiln::ParameterRef& p : model.parameters())
+    if (p.name.rfind(scope, 0) == 0) in.push_back(p);
+  if (in.empty()) throw std::runtime_error("step suite: the model has no parameter under " + scope);
+  return last ? in.back() : in.front();
+}
+
+// "vgg16/fc8/" -> "fc8": a scope's last component, for row names and checks.
+std::string layer_of(const std::string& scope) {
+  const std::string s = scope.substr(0, scope.size() - 1);
+  return s.substr(s.rfind('/') + 1);
 }
 
 // On a GPU, the device memory high-water mark of the row just timed, as a summary value
@@ -87,6 +98,7 @@ void time_graph_variant(Row r, Sequential& model, SGD& sgd, const Tensor& x, con
                         kiln::Generator& drop, Tensor& last_loss, const CheckStep& check_step,
                         const Options& opt, const MachineLimits& m, SuiteResult& res) {
   const kiln::Device d = bench_device(opt);
+  const std::string r_key = r.name.substr(r.name.find('/') + 1);  // "step_fc8"
   r.name += "@bf16-frozen+graph";
   if (d.is_cpu() || !row_wanted(opt, r.name)) return;
   try {
@@ -113,8 +125,8 @@ void time_graph_variant(Row r, Sequential& model, SGD& sgd, const Tensor& x, con
     check_step(r, step);  // one replayed step: it must move fc8 and nothing frozen, with a finite loss
     r.check = u.describe() + "; recorded once, replayed; " + r.check;
     time_checked_row(std::move(r), opt, m, res, step);
-    if (res.rows.back().timed)
-      res.summary.emplace_back("step_fc8_bf16_frozen_graph_img_per_s",
+    if (res.rows.back().timed)  // "step_fc8_bf16_frozen_graph_img_per_s"
+      res.summary.emplace_back(r_key + "_bf16_frozen_graph_img_per_s",
                                static_cast<double>(opt.batch) / (res.rows.back().t.median_ms * 1e-3));
   } catch (const kiln::Error& e) {
     std::printf("%s: FAILED on %s: %s\n", r.name.c_str(), d.str().c_str(), e.what());
@@ -127,27 +139,28 @@ void time_graph_variant(Row r, Sequential& model, SGD& sgd, const Tensor& x, con
 
 SuiteResult run_step(const Options& opt, const MachineLimits& m) {
   SuiteResult res;
-  set_table_widths(32, 34);  // "vgg16/step_fc8@bf16-frozen+graph"
+  const kiln::ModelSpec& spec = kiln::find_model_spec(opt.model);
+  const std::string head = layer_of(spec.head_scope);  // "fc8", "fc"
+  const std::string step_head = spec.name + "/step_" + head;
+  // Room for the longest row name ("vgg16/step_fc8@bf16-frozen+graph").
+  set_table_widths(static_cast<int>(step_head.size() + std::string("@bf16-frozen+graph").size()), 34);
   print_table_header();
   const int64_t n = opt.batch;
   kiln::Generator init(11), drop(12), data(13);
-  const kiln::ModelSpec& spec = bench_model();
   std::shared_ptr<Sequential> model = spec.build(kiln::ModelOptions{kClasses, 0, 0.5f}, init, drop);
   model->to(bench_device(opt));
-  const kiln::LayerPlan first = vgg16_plan().front();
-  const Tensor x = to_bench_device(
-      Tensor::uniform(Shape{n, first.in_size, first.in_size, first.in_channels}, -1.0f, 1.0f, data), opt);
+  const int64_t side = spec.default_image_size;
+  const Tensor x = to_bench_device(Tensor::uniform(Shape{n, side, side, 3}, -1.0f, 1.0f, data), opt);
   std::vector<int64_t> lab(static_cast<size_t>(n));
   for (size_t i = 0; i < lab.size(); ++i) lab[i] = static_cast<int64_t>((i * 5) % kClasses);
   const Tensor labels = to_bench_device(Tensor::from_vector(lab, Shape{n}), opt);
-  const auto [fwd_flops, fwd_bytes] = vgg16_forward_cost(n, kClasses);
-  const int64_t fc8_in = vgg16_layers(kiln::LayerPlan::Kind::fc).back().in_channels;  // the head's inputs
+  const auto [fwd_flops, fwd_bytes] = forward_cost(spec, n, kClasses);
   const std::string shape = shape_str(x.shape()) + "->" + std::to_string(kClasses);
 
-  // Inference: eval mode (dropout off), no graph.
-  if (row_wanted(opt, "vgg16/forward")) {
+  // Inference: eval mode (dropout off, batch norm on running statistics), no graph.
+  if (row_wanted(opt, spec.name + "/forward")) {
     Row r;
-    r.name = "vgg16/forward";
+    r.name = spec.name + "/forward";
     r.kind = "net";
     r.shape = shape;
     r.flops = fwd_flops;
@@ -166,11 +179,21 @@ SuiteResult run_step(const Options& opt, const MachineLimits& m) {
   }
 
   model->train(true);
-  // The head (fc8), the last and the first backbone layer (fc7, conv1_1), by the spec's scopes.
-  Tensor* fc8_w = param(*model, spec.head_scope + "weight");
-  Tensor* fc7_w = param(*model, spec.backbone_scopes.back() + "weight");
-  Tensor* conv1_w = param(*model, spec.backbone_scopes.front() + "weight");
+  // The head's weight (fc8), the backbone's last and first parameter (fc7's bias,
+  // conv1_1's weight; ResNet-50: layer4's last batch norm's beta, conv1's weight).
+  const kiln::ParameterRef head_w = param_in(*model, spec.head_scope, false);
+  const kiln::ParameterRef last_w = param_in(*model, spec.backbone_scopes.back(), true);
+  const kiln::ParameterRef first_w = param_in(*model, spec.backbone_scopes.front(), false);
+  const int64_t head_in = head_w.tensor->dim(1);  // the head's inputs
+  const std::string last_name = last_w.name.substr(spec.name.size() + 1);
+  const std::string first_name = first_w.name.substr(spec.name.size() + 1);
+  // The head as built, restored before phase 2: phase 1's timed steps fit it to the one
+  // batch, and at batch 1 a saturated softmax (loss 0, every gradient 0) would move nothing.
+  std::vector<std::pair<Tensor*, Tensor>> head_init;
+  for (const kiln::ParameterRef& p : model->parameters())
+    if (p.name.rfind(spec.head_scope, 0) == 0) head_init.emplace_back(p.tensor, p.tensor->clone());
   for (const int phase : {1, 2}) {
+    for (auto& [param, init_value] : head_init) param->copy_from(init_value);
     if (phase == 1) {
       for (const std::string& scope : spec.backbone_scopes) model->freeze(scope);
     } else {
@@ -188,28 +211,30 @@ SuiteResult run_step(const Options& opt, const MachineLimits& m) {
       sgd.step();
     };
     Row r;
-    r.name = phase == 1 ? "vgg16/step_fc8" : "vgg16/step_all";
+    r.name = phase == 1 ? step_head : spec.name + "/step_all";
     r.kind = "net";
     r.shape = shape;
-    // Phase 1: the forward plus fc8's two gradient products; phase 2: forward and two
-    // backward products per layer (the usual 3x).
-    r.flops = phase == 1 ? fwd_flops + 2.0 * 2.0 * n * fc8_in * kClasses : 3.0 * fwd_flops;
+    // Phase 1: the forward plus the head's two gradient products; phase 2: forward and
+    // two backward products per layer (the usual 3x).
+    r.flops = phase == 1 ? fwd_flops + 2.0 * 2.0 * n * head_in * kClasses : 3.0 * fwd_flops;
     r.bytes = phase == 1 ? fwd_bytes : 3.0 * fwd_bytes;
     // One checked step: it must touch what is trainable and nothing else.
     const CheckStep check_step = [&](Row& row, const std::function<void()>& run) {
-      const std::vector<float> fc7_before = fc7_w->to_vector<float>(), conv_before = conv1_w->to_vector<float>();
-      const std::vector<float> fc8_before = fc8_w->to_vector<float>();
+      const std::vector<float> last_before = last_w.tensor->to_vector<float>();
+      const std::vector<float> first_before = first_w.tensor->to_vector<float>();
+      const std::vector<float> head_before = head_w.tensor->to_vector<float>();
       run();
       const double loss = last_loss.item();
-      const bool fc8_moved = fc8_w->to_vector<float>() != fc8_before;
-      const bool fc7_moved = fc7_w->to_vector<float>() != fc7_before;
-      const bool conv_moved = conv1_w->to_vector<float>() != conv_before;
-      const bool frozen_ok = phase == 1 ? !fc7_moved && !conv_moved : fc7_moved && conv_moved;
+      const bool head_moved = head_w.tensor->to_vector<float>() != head_before;
+      const bool last_moved = last_w.tensor->to_vector<float>() != last_before;
+      const bool first_moved = first_w.tensor->to_vector<float>() != first_before;
+      const bool frozen_ok = phase == 1 ? !last_moved && !first_moved : last_moved && first_moved;
+      const std::string pair = last_name + " and " + first_name;
       row.checked = true;
-      row.check_ok = std::isfinite(loss) && fc8_moved && frozen_ok;
-      row.check = "loss " + std::to_string(loss) + (fc8_moved ? ", fc8 updated" : ", fc8 NOT updated") +
-                  (phase == 1 ? (frozen_ok ? ", fc7 and conv1_1 untouched (frozen)" : ", a FROZEN layer changed")
-                              : (frozen_ok ? ", fc7 and conv1_1 updated" : ", a layer was NOT updated"));
+      row.check_ok = std::isfinite(loss) && head_moved && frozen_ok;
+      row.check = "loss " + std::to_string(loss) + (head_moved ? ", " + head + " updated" : ", " + head + " NOT updated") +
+                  (phase == 1 ? (frozen_ok ? ", " + pair + " untouched (frozen)" : ", a FROZEN layer changed")
+                              : (frozen_ok ? ", " + pair + " updated" : ", a layer was NOT updated"));
       if (!std::isfinite(loss)) row.check += " (NOT finite)";
     };
     const Row variant = r;
@@ -217,18 +242,17 @@ SuiteResult run_step(const Options& opt, const MachineLimits& m) {
       check_step(r, step);
       kiln::reset_peak_memory(bench_device(opt));
       time_checked_row(std::move(r), opt, m, res, step);
-      record_peak_memory(phase == 1 ? "step_fc8" : "step_all", opt, res);
+      const std::string key = phase == 1 ? "step_" + head : "step_all";  // "step_fc8"
+      record_peak_memory(key, opt, res);
       const Row& done = res.rows.back();
-      if (done.timed)
-        res.summary.emplace_back(phase == 1 ? "step_fc8_img_per_s" : "step_all_img_per_s",
-                                 static_cast<double>(n) / (done.t.median_ms * 1e-3));
+      if (done.timed) res.summary.emplace_back(key + "_img_per_s", static_cast<double>(n) / (done.t.median_ms * 1e-3));
     }
     // The same step in the precision the GPU target table compares (docs/gpu.md).
     time_precision_variant(variant, phase == 1 ? kiln::Precision::bf16_frozen : kiln::Precision::bf16, *model, step,
                            check_step, opt, m, res);
     if (phase == 1) time_graph_variant(variant, *model, sgd, x, labels, drop, last_loss, check_step, opt, m, res);
   }
-  if (!res.rows.empty() && res.rows.front().name == "vgg16/forward" && res.rows.front().timed)
+  if (!res.rows.empty() && res.rows.front().name == spec.name + "/forward" && res.rows.front().timed)
     res.summary.emplace_back("forward_img_per_s", static_cast<double>(n) / (res.rows.front().t.median_ms * 1e-3));
   for (const auto& [k, v] : res.summary) std::printf("%s: %.2f (batch %lld)\n", k.c_str(), v, static_cast<long long>(n));
   return res;

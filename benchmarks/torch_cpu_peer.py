@@ -218,15 +218,8 @@ def conv(batches, args, rows, summary):
             summary[f"b{n}_fwd_bwd_ms"] = all_ms
 
 
-def step(batches, args, rows, summary):
-    """VGG16 (8 classes, dropout after fc6/fc7) in channels_last: inference, a step with
-    conv1..fc7 frozen (requires_grad=False) and fc8 trained, a step training everything;
-    SGD momentum 0.9, as kiln_bench's step suite. Each step again in kiln's lower precision
-    as a PyTorch user writes it (the GPU issue's peer settings): bf16-frozen = the frozen
-    backbone under inference_mode and bf16 autocast, fc8 and the loss in fp32; bf16 = the
-    whole step under bf16 autocast. KILN_PEER_COMPILE=1 (PyTorch 2+) adds each of those
-    again through torch.compile ("+compile", PyTorch's own variant: kiln has no such row)."""
-    n = batches[0] if batches else 8
+def vgg_net():
+    """The plan's VGG for 8 classes, as kiln's spec builds it: (net, head, backbone)."""
     from torch_vgg16_forward import layer_specs
     import torch.nn as nn
     layers = []
@@ -240,7 +233,46 @@ def step(batches, args, rows, summary):
             layers.append(nn.ReLU(inplace=True))
         if l["dropout"]:
             layers.append(nn.Dropout(0.5))
-    net = nn.Sequential(*layers).to(memory_format=torch.channels_last)
+    net = nn.Sequential(*layers)
+    return net, layers[-1], net[:-1]
+
+
+def resnet_net(v1):
+    """torchvision's resnet50 (v1.5) for 8 classes, or v1 (kiln's resnet50_v1, Keras's): the
+    stride of each downsampling block moved from its 3x3 to its first 1x1 convolution (v1's
+    convolution biases are left out: a bias add per conv, a little less work for the peer)."""
+    import torch.nn as nn
+    import torchvision
+    net = torchvision.models.resnet50(num_classes=8)
+    if v1:
+        for stage in (net.layer2, net.layer3, net.layer4):
+            stage[0].conv1.stride, stage[0].conv2.stride = stage[0].conv2.stride, (1, 1)
+    backbone = nn.Sequential(*list(net.children())[:-1], nn.Flatten())
+    return net, net.fc, backbone
+
+
+def step(batches, args, rows, summary):
+    """The plan's model (VGG16 unless kiln_bench --model said otherwise; 8 classes) in
+    channels_last: inference, a step with the backbone frozen (requires_grad=False; ResNet's
+    batch norms in eval mode, on running statistics, as kiln's frozen ones) and the head
+    trained, a step training everything; SGD momentum 0.9, as kiln_bench's step suite. Each
+    step again in kiln's lower precision as a PyTorch user writes it (the GPU issue's peer
+    settings): bf16-frozen = the frozen backbone under inference_mode and bf16 autocast, the
+    head and the loss in fp32; bf16 = the whole step under bf16 autocast.
+    KILN_PEER_COMPILE=1 (PyTorch 2+) adds each of those again through torch.compile
+    ("+compile", PyTorch's own variant: kiln has no such row)."""
+    n = batches[0] if batches else 8
+    import torch.nn as nn
+    model = PLAN["model"]
+    head_name = PLAN["head_scope"].rstrip("/").rsplit("/", 1)[-1]  # "fc8", "fc"
+    if model.startswith("vgg"):
+        net, head, backbone = vgg_net()
+    elif model in ("resnet50", "resnet50_v1"):
+        net, head, backbone = resnet_net(model == "resnet50_v1")
+    else:
+        print(f"torch_cpu_peer.py: no PyTorch peer for model {model}", file=sys.stderr)
+        sys.exit(1)
+    net = net.to(memory_format=torch.channels_last)
     x = torch.empty((n,) + kiln_plan.input_chw(PLAN)).uniform_(-1, 1).contiguous(memory_format=torch.channels_last)
     y = (torch.arange(n) * 5) % 8
     only = set(filter(None, os.environ.get("KILN_PEER_ONLY", "").split(",")))  # kiln_bench --only
@@ -255,18 +287,21 @@ def step(batches, args, rows, summary):
 
     net.eval()
     with torch.no_grad():
-        timed("vgg16/forward", lambda: net(x), "forward")
-    net.train()
-    fc8, backbone = layers[-1], net[:-1]
+        timed(f"{model}/forward", lambda: net(x), "forward")
     compile_too = os.environ.get("KILN_PEER_COMPILE") == "1" and hasattr(torch, "compile")
-    for phase, name in ((1, "vgg16/step_fc8"), (2, "vgg16/step_all")):
+    for phase, name in ((1, f"{model}/step_{head_name}"), (2, f"{model}/step_all")):
+        net.train()
         for p in net.parameters():
             p.requires_grad_(phase == 2)
-        for p in fc8.parameters():
+        for p in head.parameters():
             p.requires_grad_(True)
+        if phase == 1:  # frozen batch norms normalise with their running statistics
+            for m in backbone.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    m.eval()
         params = [p for p in net.parameters() if p.requires_grad]
         opt = torch.optim.SGD(params, lr=1e-3 if phase == 1 else 1e-5, momentum=0.9)
-        key = "step_fc8" if phase == 1 else "step_all"
+        key = f"step_{head_name}" if phase == 1 else "step_all"
 
         def one_step(opt=opt):
             opt.zero_grad(set_to_none=True)
@@ -278,8 +313,8 @@ def step(batches, args, rows, summary):
             opt.zero_grad(set_to_none=True)
             with torch.inference_mode(), torch.autocast(DEVICE, dtype=torch.bfloat16):
                 h = body(x)
-            # A copy outside inference_mode: fc8's backward saves its input.
-            F.cross_entropy(fc8(h.to(torch.float32, copy=True)), y).backward()
+            # A copy outside inference_mode: the head's backward saves its input.
+            F.cross_entropy(head(h.to(torch.float32, copy=True)), y).backward()
             opt.step()
 
         def bf16_step(model, opt=opt):

@@ -24,7 +24,8 @@
 #   stepgraph phase 1 with the step captured in a CUDA graph (vgg_finetune --cuda-graph on vs off)
 #   bench     the other kiln_bench --device cuda suites (conv layer by layer, memory-bound
 #             kernels, GEMM, copies), each with --compare
-#   resnet    vgg_finetune demo --model resnet50 on the GPU (batch norm's CUDA kernels)
+#   resnet    vgg_finetune demo --model resnet50 on the GPU (batch norm's CUDA kernels), then
+#             kiln_bench --suite step --model resnet50 against torchvision's resnet50
 #   bf16      bf16 vs fp32 timing of one VGG16 conv layer and fc6
 #   determinism  the fc8-only and full steps at batch 64 under heuristic search, by default
 #             and under KILN_DETERMINISTIC=1: what deterministic algorithms cost (the
@@ -300,12 +301,18 @@ if section bench 120 "the other suites, kiln then PyTorch on the same GPU (conv 
   fold "$rc"; stamp
 fi
 
-if section resnet 40 "vgg_finetune demo --model resnet50 on the GPU (batch norm's CUDA kernels)"; then
+if section resnet 40 "vgg_finetune demo --model resnet50 on the GPU (batch norm's CUDA kernels), then its steps"; then
   rm -rf "$OUT/resnet_work"
   timeout "$(cap 200)" "$VF" demo --model resnet50 --device "$DEVICE" --full --work-dir "$OUT/resnet_work" 2>&1 |
     tee "$OUT/resnet.log" | tail -20
   rc=${PIPESTATUS[0]}
-  summary resnet "$rc" "$(demo_summary "$OUT/resnet.log")"
+  # ResNet-50's forward, head-only and full steps against torchvision's on the same GPU.
+  timeout "$(cap 90)" "$KB" --device "$DEVICE" --suite step --model resnet50 --batch "${BATCH:-64}" --warmup 2 \
+    --repeat "${REPEAT:-5}" --conv-search "${CONV_SEARCH:-exhaustive}" --compare --json "$OUT/resnet_step.json" \
+    2>&1 | tee "$OUT/resnet_step.log" | tail -16
+  (( rc |= PIPESTATUS[0] ))
+  summary resnet "$rc" "$(demo_summary "$OUT/resnet.log"); $(grep -E '^(forward|step_[a-z0-9_]*)_img_per_s: kiln' \
+    "$OUT/resnet_step.log" | tr '\n' ' ')"
   fold "$rc"; stamp
 fi
 

@@ -69,6 +69,19 @@ if [ -n "${OPENBLAS_CORETYPE:-}${OPENBLAS_L2_SIZE:-}" ]; then
   else bad "peer environment or BLAS line missing"; grep -m3 "PyTorch peer" "$W/all.log"; fi
 fi
 
+# 1a. The step suite on ResNet-50 (--model): kiln's rows and torchvision's, matched by name,
+# with the head-only step's batch norms frozen on both sides.
+if "$B" --suite step --model resnet50 --batch 1 --repeat 1 --warmup 0 --threads 2 --compare --json "$W/resnet.json" \
+     > "$W/resnet.log" 2>&1 &&
+   "$PY" - "$W/resnet.json" <<'PYEOF'
+import json, sys
+st = {r["name"]: r for r in json.load(open(sys.argv[1]))["rows"]}  # one suite: its rows at the top
+for n in ("resnet50/forward", "resnet50/step_fc", "resnet50/step_all"):
+    assert st[n]["check_ok"] and st[n]["torch_median_ms"] > 0 and st[n]["flops"] > 7e9, (n, st.get(n))
+PYEOF
+then ok "kiln_bench --suite step --model resnet50 --compare: rows checked and matched by PyTorch's"
+else bad "step suite on resnet50"; tail -20 "$W/resnet.log"; fi
+
 # 1b. A weak peer (torch on the reference BLAS, ~30x under the sgemm limit) is flagged on
 # every compared row; a peer whose GEMM computes wrong products is refused. The copy suite
 # keeps these cheap (about 5 s together): the peer checks and probes its GEMM first.
@@ -125,6 +138,8 @@ check_bad "--cache must be cold or warm" --cache tepid
 check_bad "only conv sweeps a list" --suite gemm --batch 1,8
 check_bad "--batch" --batch 0
 check_bad "--device must be cpu or cuda" --device gpu
+check_bad "unknown model 'nope'" --suite step --model nope
+check_bad "use it with --suite step" --suite gemm --model resnet50
 # No GPU work either way: a CPU-only kiln refuses cuda, a CUDA one then the suite name.
 check_bad "built without CUDA\|unknown suite 'nope'" --device cuda --suite nope
 
