@@ -536,6 +536,75 @@ std::vector<std::string> one_val_image_per_class(const std::string& val_dir, con
   return some;
 }
 
+// The demo's recipe for `model` on this run: scaled down on a CPU unless --full, the
+// classic recipe with --weights, else a probe-started head (from random weights the classic
+// recipe stays at chance). Sets c and prints what it chose; returns whether the model has
+// batch norm (ResNet-50), which changes both the recipe and the rerunnable line.
+bool choose_demo_recipe(TrainConfig& c, const std::string& model, bool full, bool with_weights) {
+  bool batch_norm = false;  // ResNet-50: its random features probe poorly (below)
+  {
+    Generator g1(1), g2(2);
+    batch_norm = holds<BatchNorm2d>(*find_model_spec(model).build(ModelOptions{8, 64}, g1, g2));
+  }
+  if (!full && batch_norm) {
+    // Measured on the 2-core CPU (docs/resnet50.md): a linear probe on a random ResNet-50's
+    // globally pooled features reaches ~28% (VGG16's flattened pool5: 84-88%), so learning
+    // has to come from phase 2, which trains every layer (from scratch, in effect) at a
+    // higher rate: 8 epochs at lr 0.01, momentum 0.9 reach ~77% on val for seed 1.
+    c.image_size = 64;
+    c.no_augment = true;
+    c.probe_head = true;
+    c.phase1_epochs = 1;
+    c.phase2_epochs = 8;
+    c.phase1_lr = 1e-3;
+    c.phase2_lr = 1e-2;
+    c.momentum = 0.9;
+    std::printf("demo on a CPU, SCALED to finish in minutes: images %d px (not 224), %lld + %lld epochs, no "
+                "augmentation, %s's fc started by a linear probe, then every layer trained at lr %g, momentum %g "
+                "(its random features are too weak for a probe alone; docs/resnet50.md). --full runs the full recipe.\n",
+                static_cast<int>(c.image_size), static_cast<long long>(c.phase1_epochs),
+                static_cast<long long>(c.phase2_epochs), model.c_str(), c.phase2_lr, c.momentum);
+  } else if (!full) {
+    // Measured on the 2-core CPU (docs/demo.md): pool5 features of the 1000 images are
+    // computed once (--no-augment), fc8 starts as a ridge fit on fc7's features (--head-init
+    // probe: 84-88% on val for seeds 1-3, where SGD from a random fc8 stayed near chance),
+    // phase 1 then runs only fc6..fc8 per step; phase 2 trains all layers for one epoch.
+    c.image_size = 64;
+    c.no_augment = true;
+    c.probe_head = true;
+    c.keep_prob = 1.0;  // the probe is fitted on fc7 without dropout; dropout's noise would swamp it
+    c.phase1_epochs = 2;
+    c.phase2_epochs = 1;
+    c.phase1_lr = 1e-3;
+    c.phase2_lr = 1e-5;
+    std::printf("demo on a CPU, SCALED to finish in minutes: images %d px (not 224), %lld + %lld epochs (not 10 + 10), "
+                "no augmentation, no dropout, fc8 started by a linear probe. --full runs the full recipe.\n",
+                static_cast<int>(c.image_size), static_cast<long long>(c.phase1_epochs),
+                static_cast<long long>(c.phase2_epochs));
+  } else if (with_weights) {
+    std::printf("demo at full size: 224 px, 10 + 10 epochs, augmentation and dropout on, the head from random\n");
+  } else if (batch_norm) {
+    // From random weights the classic recipe (a random head trained over frozen random
+    // features, then lr 1e-5) stays at chance; ResNet-50's recipe as on the CPU, full size.
+    c.probe_head = true;
+    c.phase2_lr = 1e-2;
+    c.momentum = 0.9;
+    std::printf("demo at full size: 224 px, 10 + 10 epochs, augmentation on; from RANDOM weights %s's fc starts as "
+                "a linear probe and phase 2 trains every layer at lr %g, momentum %g (the classic recipe, for "
+                "pretrained weights, stays at chance from random ones: --weights runs it)\n",
+                model.c_str(), c.phase2_lr, c.momentum);
+  } else {
+    // Measured on the CPU at 224 px with augmentation (docs/demo.md): fc8 from the probe
+    // gave 88.0% on val after one phase-1 epoch, where fc8 from random stays at chance.
+    c.probe_head = true;
+    c.keep_prob = 1.0;  // the probe is fitted on fc7 without dropout
+    std::printf("demo at full size: 224 px, 10 + 10 epochs, augmentation on; from RANDOM weights fc8 starts as a "
+                "linear probe, dropout off (the classic recipe, for pretrained weights, stays at chance from random "
+                "ones: --weights runs it)\n");
+  }
+  return batch_norm;
+}
+
 int cmd_demo(int argc, char** argv) {
   Flags f("demo", "[flags]",
           "Runs the whole recipe on data it makes itself, so nothing needs downloading: a generated\n"
@@ -582,67 +651,7 @@ int cmd_demo(int argc, char** argv) {
   c.precision = f.choice("precision", {"fp32", "bf16-frozen", "bf16"});
   c.cuda_graph = f.choice("cuda-graph", {"off", "on", "auto"});
   const int train_per_class = 100, val_per_class = 25;
-  bool batch_norm = false;  // ResNet-50: its random features probe poorly (below)
-  {
-    Generator g1(1), g2(2);
-    batch_norm = holds<BatchNorm2d>(*find_model_spec(model).build(ModelOptions{8, 64}, g1, g2));
-  }
-  if (!full && batch_norm) {
-    // Measured on the 2-core CPU (docs/resnet50.md): a linear probe on a random ResNet-50's
-    // globally pooled features reaches ~28% (VGG16's flattened pool5: 84-88%), so learning
-    // has to come from phase 2, which trains every layer (from scratch, in effect) at a
-    // higher rate: 8 epochs at lr 0.01, momentum 0.9 reach ~77% on val for seed 1.
-    c.image_size = 64;
-    c.no_augment = true;
-    c.probe_head = true;
-    c.phase1_epochs = 1;
-    c.phase2_epochs = 8;
-    c.phase1_lr = 1e-3;
-    c.phase2_lr = 1e-2;
-    c.momentum = 0.9;
-    std::printf("demo on a CPU, SCALED to finish in minutes: images %d px (not 224), %lld + %lld epochs, no "
-                "augmentation, %s's fc started by a linear probe, then every layer trained at lr %g, momentum %g "
-                "(its random features are too weak for a probe alone; docs/resnet50.md). --full runs the full recipe.\n",
-                static_cast<int>(c.image_size), static_cast<long long>(c.phase1_epochs),
-                static_cast<long long>(c.phase2_epochs), model.c_str(), c.phase2_lr, c.momentum);
-  } else if (!full) {
-    // Measured on the 2-core CPU (docs/demo.md): pool5 features of the 1000 images are
-    // computed once (--no-augment), fc8 starts as a ridge fit on fc7's features (--head-init
-    // probe: 84-88% on val for seeds 1-3, where SGD from a random fc8 stayed near chance),
-    // phase 1 then runs only fc6..fc8 per step; phase 2 trains all layers for one epoch.
-    c.image_size = 64;
-    c.no_augment = true;
-    c.probe_head = true;
-    c.keep_prob = 1.0;  // the probe is fitted on fc7 without dropout; dropout's noise would swamp it
-    c.phase1_epochs = 2;
-    c.phase2_epochs = 1;
-    c.phase1_lr = 1e-3;
-    c.phase2_lr = 1e-5;
-    std::printf("demo on a CPU, SCALED to finish in minutes: images %d px (not 224), %lld + %lld epochs (not 10 + 10), "
-                "no augmentation, no dropout, fc8 started by a linear probe. --full runs the full recipe.\n",
-                static_cast<int>(c.image_size), static_cast<long long>(c.phase1_epochs),
-                static_cast<long long>(c.phase2_epochs));
-  } else if (!f.str("weights").empty()) {
-    std::printf("demo at full size: 224 px, 10 + 10 epochs, augmentation and dropout on, the head from random\n");
-  } else if (batch_norm) {
-    // From random weights the classic recipe (a random head trained over frozen random
-    // features, then lr 1e-5) stays at chance; ResNet-50's recipe as on the CPU, full size.
-    c.probe_head = true;
-    c.phase2_lr = 1e-2;
-    c.momentum = 0.9;
-    std::printf("demo at full size: 224 px, 10 + 10 epochs, augmentation on; from RANDOM weights %s's fc starts as "
-                "a linear probe and phase 2 trains every layer at lr %g, momentum %g (the classic recipe, for "
-                "pretrained weights, stays at chance from random ones: --weights runs it)\n",
-                model.c_str(), c.phase2_lr, c.momentum);
-  } else {
-    // Measured on the CPU at 224 px with augmentation (docs/demo.md): fc8 from the probe
-    // gave 88.0% on val after one phase-1 epoch, where fc8 from random stays at chance.
-    c.probe_head = true;
-    c.keep_prob = 1.0;  // the probe is fitted on fc7 without dropout
-    std::printf("demo at full size: 224 px, 10 + 10 epochs, augmentation on; from RANDOM weights fc8 starts as a "
-                "linear probe, dropout off (the classic recipe, for pretrained weights, stays at chance from random "
-                "ones: --weights runs it)\n");
-  }
+  const bool batch_norm = choose_demo_recipe(c, model, full, !f.str("weights").empty());
   c.eval_at_phase_start = true;
   std::printf("work dir: %s\n", work.c_str());
   const DemoDataset data = make_demo_dataset((fs::path(work) / "data").string(), 8, train_per_class, val_per_class, seed);
