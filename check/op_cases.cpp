@@ -153,6 +153,7 @@ OpCase batch_norm_case(Generator& g, const std::string& name, int64_t n, int64_t
   const size_t rm = k.inputs.size();
   k.inputs.push_back(randn(g, {c}));
   k.inputs.push_back(Tensor::uniform(Shape{c}, 0.5f, 2.0f, g));
+  for (size_t i = 1; i < k.inputs.size(); ++i) k.fp32_inputs.push_back(i);  // gamma, beta, statistics
   k.differentiable.insert(k.differentiable.end(), {false, false});
   if (training) k.updated_inputs = {rm, rm + 1};
   k.forward = [=](const std::vector<Tensor>& in) {
@@ -296,11 +297,16 @@ void append_math_cases(Generator& g, std::vector<OpCase>& cases) {
 // The bfloat16 form of an fp32 case: inputs rounded to bf16 values (held in float32), named
 // "<op>/bf16_<shape>", held to the fp32 op at rtol. Every floating input and the output are
 // bf16, so the bytes moved halve; the FLOPs do not change.
+// Whether input i stays float32 in a lower-precision run of k.
+bool kept_fp32(const OpCase& k, size_t i) {
+  return std::find(k.fp32_inputs.begin(), k.fp32_inputs.end(), i) != k.fp32_inputs.end();
+}
+
 OpCase bf16_variant(OpCase k, double rtol) {
   const size_t slash = k.name.find('/');
   k.name = k.name.substr(0, slash + 1) + "bf16_" + k.name.substr(slash + 1);
-  for (Tensor& t : k.inputs)
-    if (is_floating(t.dtype())) t = t.to(DType::bf16).to(DType::f32);
+  for (size_t i = 0; i < k.inputs.size(); ++i)
+    if (is_floating(k.inputs[i].dtype()) && !kept_fp32(k, i)) k.inputs[i] = k.inputs[i].to(DType::bf16).to(DType::f32);
   k.dtype = DType::bf16;
   k.rtol = rtol;
   k.bytes *= 0.5;
@@ -332,6 +338,10 @@ void append_bf16_cases(std::vector<OpCase>& cases) {
   cases.push_back(bf16_variant(pool_case(g, "k3_s2_p1_odd_batch1", 1, 7, 5, 2, 3, 2, 1), kRtolBf16));
   cases.push_back(bf16_variant(adaptive_case(g, "10x10_to_7x7_overlap", 1, 10, 10, 2, 7, 7), kRtolBf16));
   cases.push_back(bf16_variant(adaptive_case(g, "global_1x1", 2, 3, 4, 5, 1, 1), kRtolBf16));
+  // ResNet's batch norm in a bf16 segment (x, y, dy, dx in bf16; statistics and gamma/beta
+  // in fp32): both forms, an odd channel count.
+  cases.push_back(bf16_variant(batch_norm_case(g, "train_2x3x5x7", 2, 3, 5, 7, true, true, 0.1f), kRtolBf16));
+  cases.push_back(bf16_variant(batch_norm_case(g, "eval_2x3x5x7", 2, 3, 5, 7, false, true, 0.1f), kRtolBf16));
   // ResNet's residual add.
   cases.push_back(bf16_variant(streaming(simple("add/tensor", "add", {randn(g, {3, 4}), randn(g, {3, 4})}, {true, true},
                                                 [](const std::vector<Tensor>& in) { return add(in[0], in[1]); }, 0),
@@ -414,7 +424,7 @@ std::vector<Tensor> inputs_as(const OpCase& c, DType dtype, Device device, bool 
   std::vector<Tensor> out;
   for (size_t i = 0; i < c.inputs.size(); ++i) {
     const Tensor& src = c.inputs[i];
-    Tensor t = (is_floating(src.dtype()) ? src.to(dtype) : src).to(device).clone();
+    Tensor t = (is_floating(src.dtype()) && !kept_fp32(c, i) ? src.to(dtype) : src).to(device).clone();
     if (requires_grad && c.differentiable[i]) t.set_requires_grad(true);
     out.push_back(t);
   }

@@ -41,6 +41,9 @@ struct OpCase {
   // float32, already bf16-rounded, so its forward on float32 inputs is the fp32 op on the
   // same values: the reference its output and gradients are held to (at rtol).
   DType dtype = DType::f32;
+  // Floating inputs the op takes in float32 whatever `dtype` is (batch norm's gamma, beta and
+  // running statistics), by index.
+  std::vector<size_t> fp32_inputs;
   // Values whose reference needs more than the inputs (the dropout mask), written as
   // extra inputs for the reference script only.
   std::vector<Tensor> reference_extras;

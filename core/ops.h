@@ -9,9 +9,9 @@
 // error naming both), and gradients have their tensor's dtype. The one cast is
 // Tensor::to(DType): differentiable between float32 and bfloat16, its backward converts
 // the gradient back, so fp32 master weights cast to bf16 for compute get fp32 gradients.
-// Float32 only: batch_norm2d, softmax, log_softmax, softmax_cross_entropy, sum, mean,
-// argmax, l2_penalty and the optimizer updates (cast around them). CPU only; the CUDA
-// backend refuses bf16 with a kiln::Error.
+// batch_norm2d takes a bf16 x too (its statistics, gamma, beta and their gradients stay
+// float32) and returns bf16. Float32 only: softmax, log_softmax, softmax_cross_entropy,
+// sum, mean, argmax, l2_penalty and the optimizer updates (cast around them).
 #pragma once
 
 #include <span>
@@ -46,8 +46,9 @@ Tensor adaptive_avg_pool2d(const Tensor& x, int64_t out_h, int64_t out_w);
 // running_mean/running_var are updated in place as PyTorch does, running = (1 - momentum) *
 // running + momentum * batch with the unbiased batch variance (Keras's momentum m is 1 - m
 // here: Keras 0.99 = momentum 0.01). Inference form: the running statistics, left unchanged.
-// x: [N, H, W, C]; gamma, beta, running_mean, running_var: [C]; gamma/beta undefined mean 1/0.
-// Gradients reach x, gamma and beta in both forms.
+// x: [N, H, W, C]; gamma, beta, running_mean, running_var: [C] float32; gamma/beta undefined
+// mean 1/0. Gradients reach x, gamma and beta in both forms. A bfloat16 x gives a bfloat16
+// y and dx, reduced and normalised in fp32, rounded once on store.
 Tensor batch_norm2d(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean,
                     Tensor& running_var, bool training, float momentum = 0.1f, float eps = 1e-5f);
 // y = x w^T + b. x: [N, in], w: [out, in], b: [out] or undefined -> [N, out].

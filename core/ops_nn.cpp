@@ -205,8 +205,10 @@ struct BatchNormNode final : Node {
     const int64_t c = x_shape[3];
     Tensor dx, dg, db;
     if (next[0].needed()) dx = Tensor::empty(x_shape, like(dy));
-    if (has_gamma && next[1].needed()) dg = Tensor::empty(Shape{c}, like(dy));
-    if (has_beta && next[has_gamma ? 2 : 1].needed()) db = Tensor::empty(Shape{c}, like(dy));
+    // gamma and beta are float32 whatever x is: so are their gradients.
+    const TensorOptions f32{DType::f32, dy.device()};
+    if (has_gamma && next[1].needed()) dg = Tensor::empty(Shape{c}, f32);
+    if (has_beta && next[has_gamma ? 2 : 1].needed()) db = Tensor::empty(Shape{c}, f32);
     const Tensor none;
     backend_for(dy.device())
         .batch_norm_backward(dy, has_x ? x.get() : none, mean.get(), var.get(), kept_gamma ? gamma.get() : none, eps,
@@ -235,7 +237,7 @@ void check_channel_vector(const char* op, const char* what, const Tensor& t, con
 Tensor batch_norm2d(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean,
                     Tensor& running_var, bool training, float momentum, float eps) {
   const char* op = "batch_norm2d";
-  checks::float32(op, "input x", x);
+  checks::float32_or_bf16(op, "input x", x);
   checks::rank(op, "input x", x, 4, "[N, H, W, C]");
   if (gamma.defined()) check_channel_vector(op, "gamma", gamma, x);
   if (beta.defined()) check_channel_vector(op, "beta", beta, x);
@@ -253,8 +255,8 @@ Tensor batch_norm2d(const Tensor& x, const Tensor& gamma, const Tensor& beta, Te
   if (training) {
     KILN_CHECK(rows > 1, op, ": training needs more than one value per channel to take batch statistics, got input x ",
                x.shape(), " (N*H*W = ", rows, "); use a batch of two or more, or the inference form (eval())");
-    mean = Tensor::empty(Shape{c}, like(x));
-    var = Tensor::empty(Shape{c}, like(x));
+    mean = Tensor::empty(Shape{c}, TensorOptions{DType::f32, x.device()});  // fp32 for a bf16 x too
+    var = Tensor::empty(Shape{c}, TensorOptions{DType::f32, x.device()});
     be.batch_norm_stats(x, momentum, mean, var, running_mean, running_var);
   } else {
     KILN_CHECK(running_mean.defined(), op, ": the inference form (training false) needs running_mean and running_var");

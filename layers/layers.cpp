@@ -87,8 +87,9 @@ void BatchNorm2d::calibrate(bool on) {
   calibration_batches_ = 0;
 }
 
-Tensor BatchNorm2d::forward(const Tensor& in) {
-  const Tensor x = as_f32(in);  // statistics in fp32: a bf16 backbone's activations are cast here
+Tensor BatchNorm2d::forward(const Tensor& x) {
+  // A bf16 backbone's activations stay bf16: the op reduces and normalises in fp32 and
+  // rounds once on store, so no cast passes run before or after it.
   if (calibrating_) {
     // momentum 1/k on the k-th batch: the running statistics are the mean of the k batches'.
     ++calibration_batches_;

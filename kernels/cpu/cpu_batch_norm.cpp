@@ -2,11 +2,14 @@
 // the channel innermost, so every loop walks rows of C contiguous floats (vectorised), and
 // each reduction gives each fixed block or chunk of rows its own double partial sums,
 // combined in order afterwards: the result depends on the input only, not on thread counts.
+// x, y, dy and dx are float32 or bfloat16 (read to fp32, rounded once on store); the
+// statistics, gamma, beta and their gradients are float32 either way.
 #include <algorithm>
 #include <vector>
 
 #include "kernels/common/batch_norm.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "kernels/cpu/cpu_elements.h"
 
 namespace kiln::cpu {
 namespace {
@@ -49,12 +52,12 @@ ChannelCoeffs coeffs(const Tensor& var, const Tensor& gamma, const Tensor& beta,
   return k;
 }
 
-}  // namespace
 
-void CpuBackend::batch_norm_stats(const Tensor& x, float momentum, Tensor& mean, Tensor& var, Tensor& running_mean,
-                                  Tensor& running_var) {
+template <typename T>
+KILN_CPU_CLONES
+void bn_stats(const Tensor& x, float momentum, Tensor& mean, Tensor& var, Tensor& running_mean, Tensor& running_var) {
   const int64_t c = x.dim(3), rows = x.numel() / c;
-  const float* px = x.data<float>();
+  const raw_t<T>* px = raw(x.data<T>());
   // Blocks of about 128 KiB of x: each takes its mean, then its centred squares while the
   // block is still in cache; the blocks merge in order afterwards (bn_merge).
   const int64_t block_rows = std::max<int64_t>(1, (int64_t{32} << 10) / c), blocks = (rows + block_rows - 1) / block_rows;
@@ -65,15 +68,15 @@ void CpuBackend::batch_norm_stats(const Tensor& x, float momentum, Tensor& mean,
     double* m = bmean.data() + b * c;
     double* m2 = bm2.data() + b * c;
     for (int64_t r = begin; r < end; ++r) {
-      const float* row = px + r * c;
-      for (int64_t j = 0; j < c; ++j) m[j] += static_cast<double>(row[j]);
+      const raw_t<T>* row = px + r * c;
+      for (int64_t j = 0; j < c; ++j) m[j] += static_cast<double>(to_f32(row[j]));
     }
     const double inv_n = 1.0 / static_cast<double>(end - begin);
     for (int64_t j = 0; j < c; ++j) m[j] *= inv_n;
     for (int64_t r = begin; r < end; ++r) {
-      const float* row = px + r * c;
+      const raw_t<T>* row = px + r * c;
       for (int64_t j = 0; j < c; ++j) {
-        const double d = static_cast<double>(row[j]) - m[j];
+        const double d = static_cast<double>(to_f32(row[j])) - m[j];
         m2[j] += d * d;
       }
     }
@@ -92,38 +95,44 @@ void CpuBackend::batch_norm_stats(const Tensor& x, float momentum, Tensor& mean,
   }
 }
 
-void CpuBackend::batch_norm_forward(const Tensor& x, const Tensor& mean, const Tensor& var, const Tensor& gamma,
-                                    const Tensor& beta, float eps, Tensor& y) {
+template <typename T>
+KILN_CPU_CLONES
+void bn_forward(const Tensor& x, const Tensor& mean, const Tensor& var, const Tensor& gamma, const Tensor& beta, float eps,
+                Tensor& y) {
   const int64_t c = x.dim(3), rows = x.numel() / c;
   const ChannelCoeffs k = coeffs(var, gamma, beta, eps);
-  const float *px = x.data<float>(), *pm = mean.data<float>(), *pi = k.invstd.data(), *pg = k.gamma.data(),
+  const raw_t<T>* px = raw(x.data<T>());
+  const float *pm = mean.data<float>(), *pi = k.invstd.data(), *pg = k.gamma.data(),
               *pb = k.beta.data();
-  float* py = y.data<float>();
+  raw_t<T>* py = raw(y.data<T>());
 #pragma omp parallel for schedule(static) if (rows * c > 65536)
   for (int64_t r = 0; r < rows; ++r) {
-    const float* in = px + r * c;
-    float* out = py + r * c;
-    for (int64_t j = 0; j < c; ++j) out[j] = common::bn_forward(in[j], pm[j], pi[j], pg[j], pb[j]);
+    const raw_t<T>* in = px + r * c;
+    raw_t<T>* out = py + r * c;
+    for (int64_t j = 0; j < c; ++j)
+      out[j] = from_f32<raw_t<T>>(common::bn_forward(to_f32(in[j]), pm[j], pi[j], pg[j], pb[j]));
   }
 }
 
-void CpuBackend::batch_norm_backward(const Tensor& dy, const Tensor& x, const Tensor& mean, const Tensor& var,
-                                     const Tensor& gamma, float eps, bool training, Tensor& dx, Tensor& dgamma,
-                                     Tensor& dbeta) {
+template <typename T>
+KILN_CPU_CLONES
+void bn_backward(const Tensor& dy, const Tensor& x, const Tensor& mean, const Tensor& var, const Tensor& gamma, float eps,
+                 bool training, Tensor& dx, Tensor& dgamma, Tensor& dbeta) {
   const int64_t c = dy.dim(3), rows = dy.numel() / c;
   const ChannelCoeffs k = coeffs(var, gamma, Tensor(), eps);
-  const float *pdy = dy.data<float>(), *pm = mean.data<float>(), *pi = k.invstd.data();
-  const float* px = x.defined() ? x.data<float>() : nullptr;
+  const raw_t<T>* pdy = raw(dy.data<T>());
+  const float *pm = mean.data<float>(), *pi = k.invstd.data();
+  const raw_t<T>* px = x.defined() ? raw(x.data<T>()) : nullptr;
   const bool train_dx = training && dx.defined();
   std::vector<double> sums;  // [sum dy | sum dy * x_hat]
   if (dgamma.defined() || dbeta.defined() || train_dx) {
     sums = channel_sums(rows, 2 * c, [&](int64_t r, double* acc) {
-      const float* g = pdy + r * c;
-      for (int64_t j = 0; j < c; ++j) acc[j] += static_cast<double>(g[j]);
+      const raw_t<T>* g = pdy + r * c;
+      for (int64_t j = 0; j < c; ++j) acc[j] += static_cast<double>(to_f32(g[j]));
       if (!px) return;
-      const float* in = px + r * c;
+      const raw_t<T>* in = px + r * c;
       for (int64_t j = 0; j < c; ++j)
-        acc[c + j] += static_cast<double>(g[j]) * static_cast<double>(common::bn_xhat(in[j], pm[j], pi[j]));
+        acc[c + j] += static_cast<double>(to_f32(g[j])) * static_cast<double>(common::bn_xhat(to_f32(in[j]), pm[j], pi[j]));
     });
     for (int64_t j = 0; j < c; ++j) {
       if (dbeta.defined()) dbeta.data<float>()[j] = static_cast<float>(sums[static_cast<size_t>(j)]);
@@ -142,19 +151,43 @@ void CpuBackend::batch_norm_backward(const Tensor& dy, const Tensor& x, const Te
     }
   }
   const float *ps = scale.data(), *pmd = mean_dy.data(), *pmx = mean_dy_xhat.data();
-  float* pdx = dx.data<float>();
+  raw_t<T>* pdx = raw(dx.data<T>());
+  using R = raw_t<T>;
 #pragma omp parallel for schedule(static) if (rows * c > 65536)
   for (int64_t r = 0; r < rows; ++r) {
-    const float* g = pdy + r * c;
-    float* out = pdx + r * c;
+    const R* g = pdy + r * c;
+    R* out = pdx + r * c;
     if (train_dx) {
-      const float* in = px + r * c;
+      const R* in = px + r * c;
       for (int64_t j = 0; j < c; ++j)
-        out[j] = common::bn_backward_train(g[j], common::bn_xhat(in[j], pm[j], pi[j]), ps[j], pmd[j], pmx[j]);
+        out[j] = from_f32<R>(common::bn_backward_train(to_f32(g[j]), common::bn_xhat(to_f32(in[j]), pm[j], pi[j]), ps[j],
+                                                       pmd[j], pmx[j]));
     } else {
-      for (int64_t j = 0; j < c; ++j) out[j] = common::bn_backward_eval(g[j], ps[j]);
+      for (int64_t j = 0; j < c; ++j) out[j] = from_f32<R>(common::bn_backward_eval(to_f32(g[j]), ps[j]));
     }
   }
+}
+
+}  // namespace
+
+// Each entry dispatches on x's (or dy's) dtype: float32 or bfloat16 (the op checks which).
+void CpuBackend::batch_norm_stats(const Tensor& x, float momentum, Tensor& mean, Tensor& var, Tensor& running_mean,
+                                  Tensor& running_var) {
+  if (x.dtype() == DType::bf16) bn_stats<BFloat16>(x, momentum, mean, var, running_mean, running_var);
+  else bn_stats<float>(x, momentum, mean, var, running_mean, running_var);
+}
+
+void CpuBackend::batch_norm_forward(const Tensor& x, const Tensor& mean, const Tensor& var, const Tensor& gamma,
+                                    const Tensor& beta, float eps, Tensor& y) {
+  if (x.dtype() == DType::bf16) bn_forward<BFloat16>(x, mean, var, gamma, beta, eps, y);
+  else bn_forward<float>(x, mean, var, gamma, beta, eps, y);
+}
+
+void CpuBackend::batch_norm_backward(const Tensor& dy, const Tensor& x, const Tensor& mean, const Tensor& var,
+                                     const Tensor& gamma, float eps, bool training, Tensor& dx, Tensor& dgamma,
+                                     Tensor& dbeta) {
+  if (dy.dtype() == DType::bf16) bn_backward<BFloat16>(dy, x, mean, var, gamma, eps, training, dx, dgamma, dbeta);
+  else bn_backward<float>(dy, x, mean, var, gamma, eps, training, dx, dgamma, dbeta);
 }
 
 }  // namespace kiln::cpu

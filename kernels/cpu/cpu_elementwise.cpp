@@ -52,6 +52,7 @@ namespace {
 // (with the op read per element it did not: add ran at a third of relu_backward's rate).
 // T is float or BFloat16: bf16 operands compute in fp32 and round once on the store.
 template <BinaryOp Op, typename T>
+KILN_CPU_CLONES
 void binary_loop(const T* a, const T* b, T* o, int64_t n) {
   const auto* pa = raw(a);
   const auto* pb = raw(b);
@@ -62,6 +63,7 @@ void binary_loop(const T* a, const T* b, T* o, int64_t n) {
 }
 
 template <BinaryOp Op, typename T>
+KILN_CPU_CLONES
 void binary_scalar_loop(const T* a, float s, T* o, int64_t n) {
   const auto* pa = raw(a);
   auto* po = raw(o);
@@ -109,6 +111,7 @@ void CpuBackend::binary_scalar(BinaryOp op, const Tensor& a, float s, Tensor& ou
 namespace {
 
 template <typename T>
+KILN_CPU_CLONES
 void relu_loop(const Tensor& x, Tensor& y) {
   const auto* px = raw(x.data<T>());
   auto* py = raw(y.data<T>());
@@ -118,6 +121,7 @@ void relu_loop(const Tensor& x, Tensor& y) {
 }
 
 template <typename T>
+KILN_CPU_CLONES
 void relu_backward_loop(const Tensor& y, const Tensor& dy, Tensor& dx) {
   const auto* py = raw(y.data<T>());
   const auto* pdy = raw(dy.data<T>());
@@ -128,6 +132,7 @@ void relu_backward_loop(const Tensor& y, const Tensor& dy, Tensor& dx) {
 }
 
 template <typename T>
+KILN_CPU_CLONES
 void dropout_loop(const Tensor& x, float keep, PhiloxState s, Tensor& y) {
   const auto* px = raw(x.data<T>());
   auto* py = raw(y.data<T>());
@@ -140,6 +145,7 @@ void dropout_loop(const Tensor& x, float keep, PhiloxState s, Tensor& y) {
 // relu on bfloat16 bits, without leaving 16 bits: x > 0 exactly when the bits are 1..0x7f80
 // (positive, not NaN), and then relu(x) is x; everything else (zeros, negatives, NaN) gives
 // +0, as the fp32 relu does. Twice fp32's rate: half the bytes, no conversions.
+KILN_CPU_CLONES
 void relu_bf16_bits(const Tensor& x, Tensor& y) {
   const auto* px = raw(x.data<BFloat16>());
   auto* py = raw(y.data<BFloat16>());
@@ -244,28 +250,35 @@ void CpuBackend::argmax(const Tensor& x, Tensor& out) {
   }
 }
 
-void CpuBackend::sgd_update(std::span<SgdParamRef> params, const SgdOptions& opt) {
-  for (SgdParamRef& r : params) {
-    float* w = r.param.data<float>();
-    const float* g = r.grad.data<float>();
-    float* v = opt.momentum != 0.0f ? r.momentum_buf.data<float>() : nullptr;
-    const int64_t n = r.param.numel();
+namespace {
+
+// One parameter's update; v (momentum) may be null.
+KILN_CPU_CLONES
+void sgd_loop(float* w, const float* g, float* v, int64_t n, const SgdOptions& opt) {
 #pragma omp parallel for schedule(static) if (n > 65536)
-    for (int64_t i = 0; i < n; ++i) common::sgd_update_element(w[i], g[i], v ? v + i : nullptr, opt);
-  }
+  for (int64_t i = 0; i < n; ++i) common::sgd_update_element(w[i], g[i], v ? v + i : nullptr, opt);
+}
+
+KILN_CPU_CLONES
+void adam_loop(float* w, const float* g, float* m, float* v, int64_t n, const AdamOptions& opt,
+               const common::AdamStepScalars& sc) {
+#pragma omp parallel for schedule(static) if (n > 65536)
+  for (int64_t i = 0; i < n; ++i) common::adam_update_element(w[i], g[i], m[i], v[i], opt, sc);
+}
+
+}  // namespace
+
+void CpuBackend::sgd_update(std::span<SgdParamRef> params, const SgdOptions& opt) {
+  for (SgdParamRef& r : params)
+    sgd_loop(r.param.data<float>(), r.grad.data<float>(), opt.momentum != 0.0f ? r.momentum_buf.data<float>() : nullptr,
+             r.param.numel(), opt);
 }
 
 void CpuBackend::adam_update(std::span<AdamParamRef> params, const AdamOptions& opt, int64_t step) {
   const common::AdamStepScalars sc = common::adam_step_scalars(opt, step);
-  for (AdamParamRef& r : params) {
-    float* w = r.param.data<float>();
-    const float* g = r.grad.data<float>();
-    float* m = r.exp_avg.data<float>();
-    float* v = r.exp_avg_sq.data<float>();
-    const int64_t n = r.param.numel();
-#pragma omp parallel for schedule(static) if (n > 65536)
-    for (int64_t i = 0; i < n; ++i) common::adam_update_element(w[i], g[i], m[i], v[i], opt, sc);
-  }
+  for (AdamParamRef& r : params)
+    adam_loop(r.param.data<float>(), r.grad.data<float>(), r.exp_avg.data<float>(), r.exp_avg_sq.data<float>(),
+              r.param.numel(), opt, sc);
 }
 
 void CpuBackend::lut_u8(const Tensor& u8, const Tensor& lut, Tensor& out) {

@@ -17,6 +17,7 @@ namespace {
 
 // T is float or BFloat16; the comparisons run in float, the values move as stored (bits).
 template <typename T>
+KILN_CPU_CLONES
 void max_pool2d_loop(const Tensor& x, const Pool2dParams& p, Tensor& y, Tensor& argmax) {
   const int64_t n = x.dim(0), h = x.dim(1), w = x.dim(2), c = x.dim(3);
   const int64_t oh = y.dim(1), ow = y.dim(2);
@@ -67,6 +68,7 @@ namespace {
 // One image per thread: overlapping windows of one image never race across threads. A
 // bf16 gradient sums into an fp32 image and rounds once per element.
 template <typename T>
+KILN_CPU_CLONES
 void max_pool2d_backward_loop(const Tensor& dy, const Tensor& argmax, Tensor& dx) {
   const int64_t n = dx.dim(0), hw = dx.dim(1) * dx.dim(2), c = dx.dim(3);
   const int64_t ohw = dy.dim(1) * dy.dim(2);
@@ -93,6 +95,7 @@ void max_pool2d_backward_loop(const Tensor& dy, const Tensor& argmax, Tensor& dx
 }
 
 template <typename T>
+KILN_CPU_CLONES
 void adaptive_avg_forward_loop(const Tensor& x, Tensor& y) {
   const int64_t n = x.dim(0), h = x.dim(1), w = x.dim(2), c = x.dim(3);
   const int64_t oh = y.dim(1), ow = y.dim(2);
@@ -109,6 +112,7 @@ void adaptive_avg_forward_loop(const Tensor& x, Tensor& y) {
 }
 
 template <typename T>
+KILN_CPU_CLONES
 void adaptive_avg_backward_loop(const Tensor& dy, Tensor& dx) {
   const int64_t n = dx.dim(0), h = dx.dim(1), w = dx.dim(2), c = dx.dim(3);
   const int64_t oh = dy.dim(1), ow = dy.dim(2);
