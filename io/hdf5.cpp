@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <limits>
@@ -240,9 +241,21 @@ File File::open_read(const std::string& path) {
     const std::string why = hdf5_error_text();
     KILN_FAIL("'", path, "' is not an HDF5 file (no HDF5 signature found", why.empty() ? "" : ": ", why, ")");
   }
-  KILN_H5_OPEN(f, H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose, "opening HDF5 file '", path,
-               "' (truncated or corrupt?)");
-  return File(std::move(f), path);
+  const hid_t id = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  if (id < 0) {
+    // HDF5 says a cut-off file as "truncated file: eof = 100000, sblock->base_addr = 0,
+    // stored_eof = 159718688"; people get the two sizes.
+    const std::string why = hdf5_error_text();
+    unsigned long long have = 0, want = 0;
+    const size_t at = why.find("truncated file: eof = ");
+    if (at != std::string::npos && std::sscanf(why.c_str() + at, "truncated file: eof = %llu", &have) == 1 &&
+        why.find("stored_eof = ") != std::string::npos &&
+        std::sscanf(why.c_str() + why.find("stored_eof = "), "stored_eof = %llu", &want) == 1)
+      KILN_FAIL("HDF5 file '", path, "' is truncated: it holds ", have, " bytes of the ", want,
+                " its header records (an interrupted download or copy?)");
+    KILN_FAIL("opening HDF5 file '", path, "' (truncated or corrupt?): ", why.empty() ? "HDF5 gave no reason" : why);
+  }
+  return File(Handle(id, H5Fclose), path);
 }
 
 File File::open_image(const void* data, size_t size, const std::string& name) {

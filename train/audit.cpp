@@ -380,8 +380,10 @@ AuditReport audit_data_dir(const std::string& dir, const AuditOptions& opt) {
     if (fs::is_directory(fs::path(dir) / name, ec)) splits.emplace_back(name, (fs::path(dir) / name).string());
   if (splits.empty()) splits.emplace_back(dir, dir);
   AuditReport r = audit_splits(splits, opt);
+  // train --data-dir refuses a folder without both; --train-dir/--val-dir take any two.
   if (r.split("train") && !r.split("val"))
-    r.warnings.push_back("'" + dir + "' has train/ but no val/: train needs validation images (--val-dir)");
+    r.errors.push_back("'" + dir + "' has train/ but no val/: train --data-dir needs both (or give --train-dir " +
+                       (fs::path(dir) / "train").string() + " and --val-dir with validation images)");
   return r;
 }
 

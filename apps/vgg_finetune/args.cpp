@@ -54,6 +54,11 @@ bool Flags::parse(int argc, char** argv, int first) {
       value = "1";
     } else if (!has_value) {
       KILN_CHECK(i + 1 < argc, "--", name, " needs a value (", s->value_name, ")");
+      // "--model-dir --no-augment": the value was forgotten, and taking the next flag as it
+      // would drop that flag silently. A value that really starts with "--" goes after '='.
+      const std::string next = argv[i + 1];
+      KILN_CHECK(next.rfind("--", 0) != 0, "--", name, " needs a value (", s->value_name, "), but the next argument is '",
+                 next, "', a flag (a value that starts with '--' is written --", name, "=VALUE)");
       value = argv[++i];
     }
     values_[name] = value;

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -19,6 +20,7 @@
 #include "apps/vgg_finetune/train.h"
 #include "io/atomic_file.h"
 #include "io/checkpoint.h"
+#include "io/hdf5.h"
 #include "io/image.h"
 #include "io/transforms.h"
 #include "train/api.h"
@@ -30,6 +32,15 @@ using namespace kiln::app;
 
 namespace {
 
+// What people see of an error: an engine error's message, with its source location only
+// under KILN_VERBOSE=1 (for bug reports).
+std::string error_text(const std::exception& e) {
+  const auto* ke = dynamic_cast<const kiln::Error*>(&e);
+  const char* verbose = std::getenv("KILN_VERBOSE");
+  const bool where = verbose && std::string(verbose) == "1";
+  return ke && !where ? ke->message() : std::string(e.what());
+}
+
 const char* kTopHelp =
     "usage: vgg_finetune COMMAND [flags]   (vgg_finetune COMMAND --help for each)\n"
     "\n"
@@ -39,7 +50,7 @@ const char* kTopHelp =
     "train --model resnet50 (or resnet50_v1, vgg11/13/19) runs the same recipe on another network.\n"
     "\n"
     "commands:\n"
-    "  demo      make a small generated dataset and weights file, then train, eval, predict, export\n"
+    "  demo      make a small generated dataset, then train, eval, predict and export on it\n"
     "  train     train (and evaluate every epoch) into a model directory; resumes when run again\n"
     "  eval      loss, accuracy, per-class accuracy and confusion matrix of a trained model\n"
     "  predict   top-k classes of images or folders of images\n"
@@ -73,7 +84,9 @@ std::vector<FlagSpec> train_specs() {
       {"data-dir", "DIR", "", "folder holding train/ and val/, each with a folder per class"},
       {"train-dir", "DIR", "", "training images, a folder per class (instead of --data-dir)"},
       {"val-dir", "DIR", "", "validation images, same classes (instead of --data-dir)"},
-      {"model-dir", "DIR", "", "where checkpoints, classes.txt, config.txt, metrics.csv and events/ go (required)"},
+      {"model-dir", "DIR", "", "where checkpoints (ckpt-*.h5, and one frozen-*.weights.h5 per phase that freezes "
+                               "layers: the frozen weights every checkpoint of that phase needs), classes.txt, "
+                               "config.txt, metrics.csv and events/ go (required)"},
       {"weights", "FILE", "", "pretrained weights of --model (kiln or Keras HDF5, or a Keras 3 .keras archive): every "
                                "layer below the head the file has is loaded; layers it lacks (a VGG16 no-top file has "
                                "no fc6, fc7) are initialised and trained from phase 1"},
@@ -122,6 +135,31 @@ std::vector<FlagSpec> train_specs() {
   };
 }
 
+// --weights before any work: a file (not a folder) that starts as HDF5 or as a .keras
+// archive (a zip) does; an HDF5 file opens (a cut-off download is named with its sizes), so
+// a wrong path never waits for the data audit to be refused.
+void check_weights_file(const std::string& path) {
+  if (path.empty()) return;
+  KILN_CHECK(fs::exists(path), "--weights: file '", path, "' does not exist");
+  KILN_CHECK(!fs::is_directory(path), "--weights: '", path, "' is a folder; give the weights file inside it (.h5 or .keras)");
+  std::ifstream in(path, std::ios::binary);
+  char head[8] = {};
+  in.read(head, sizeof head);
+  const bool zip = in.gcount() >= 4 && std::memcmp(head, "PK\x03\x04", 4) == 0;
+  if (zip) return;  // a Keras 3 .keras archive: io/keras_archive.h checks the rest
+  // HDF5's signature is at byte 0 or, after a user block, at 512, 1024, 2048, ...
+  bool hdf5 = false;
+  for (std::streamoff at = 0; !hdf5 && at <= (std::streamoff{1} << 20); at = at == 0 ? 512 : at * 2) {
+    in.clear();
+    in.seekg(at);
+    in.read(head, sizeof head);
+    hdf5 = in.gcount() == 8 && std::memcmp(head, "\x89HDF\r\n\x1a\n", 8) == 0;
+    if (in.gcount() < 8) break;
+  }
+  KILN_CHECK(hdf5, "--weights: '", path, "' is neither an HDF5 weights file nor a Keras .keras archive");
+  (void)io::h5::File::open_read(path);  // refuses a truncated file, naming its sizes
+}
+
 std::string require_dir(const std::string& flag, const std::string& dir) {
   KILN_CHECK(!dir.empty(), "--", flag, " is required");
   KILN_CHECK(fs::is_directory(dir), "--", flag, ": folder '", dir, "' does not exist");
@@ -148,7 +186,7 @@ TrainConfig train_config(const Flags& f) {
     c.val_dir = require_dir("val-dir", f.str("val-dir"));
   }
   c.weights = f.str("weights");
-  if (!c.weights.empty()) KILN_CHECK(fs::is_regular_file(c.weights), "--weights: file '", c.weights, "' does not exist");
+  check_weights_file(c.weights);
   c.batch = f.integer("batch", 1, 4096);
   c.phase1_epochs = f.integer("phase1-epochs", 0, 100000);
   c.phase1_lr = f.real("phase1-lr", 0, 10);
@@ -212,10 +250,35 @@ std::string precision_flag(const Flags& f) {
 }
 
 io::Dataset eval_dataset(const std::string& dir) {
-  // A data folder holding val/ is evaluated on val/; otherwise the folder itself.
+  // A data folder of splits (train/, val/, test/ and nothing else) is evaluated on its val/;
+  // any other folder is itself the folder per class (where a class may be named 'val').
+  std::vector<std::string> subdirs;
+  for (const auto& e : fs::directory_iterator(dir))
+    if (e.is_directory()) subdirs.push_back(e.path().filename().string());
+  const bool splits = !subdirs.empty() && std::all_of(subdirs.begin(), subdirs.end(), [](const std::string& n) {
+    return n == "train" || n == "val" || n == "test";
+  });
+  if (!splits) return io::image_folder(dir);
   const fs::path val = fs::path(dir) / "val";
-  return io::image_folder(fs::is_directory(val) && !fs::is_directory(fs::path(dir) / "train") ? dir
-                          : fs::is_directory(val) ? val.string() : dir);
+  KILN_CHECK(fs::is_directory(val), "'", dir, "' holds ", subdirs.size() == 1 ? "only " : "", "split folders (",
+             subdirs.front(), subdirs.size() > 1 ? ", ..." : "", ") but no val/: pass the folder per class itself, e.g. ",
+             (fs::path(dir) / subdirs.front()).string());
+  return io::image_folder(val.string());
+}
+
+// Refuses data whose classes are not the model's, naming the difference.
+void check_same_classes(const io::Dataset& ds, const std::vector<std::string>& model_classes,
+                        const std::string& model_dir) {
+  if (ds.classes == model_classes) return;
+  const auto missing_from = [](const std::vector<std::string>& a, const std::vector<std::string>& b) {
+    std::string out;
+    for (const std::string& c : a)
+      if (std::find(b.begin(), b.end(), c) == b.end()) out += (out.empty() ? "" : ", ") + c;
+    return out.empty() ? std::string("none") : out;
+  };
+  KILN_FAIL("the classes of '", ds.root, "' differ from the model's (", model_dir, "/classes.txt): the data has ",
+            missing_from(ds.classes, model_classes), " that the model lacks, and lacks ",
+            missing_from(model_classes, ds.classes), " that the model has");
 }
 
 // eval --compare-precision: the checkpoint's weights in fp32 (t, the reference) against the
@@ -244,8 +307,8 @@ void print_precision_comparison(TrainedModel& t, const Flags& f, Device device, 
 int cmd_eval(int argc, char** argv) {
   Flags f("eval", "--model-dir DIR --data-dir DIR [flags]",
           "Evaluates the model in --model-dir (its latest checkpoint, or --best) on a folder-per-class\n"
-          "dataset (a folder holding val/ is evaluated on val/): loss, accuracy, per-class accuracy,\n"
-          "confusion matrix.",
+          "dataset (a folder of splits -- train/, val/, test/ -- is evaluated on its val/): loss,\n"
+          "accuracy, per-class accuracy, confusion matrix.",
           {{"model-dir", "DIR", "", "a model directory made by train (required)"},
            {"data-dir", "DIR", "", "folder per class, or a folder holding val/ (required)"},
            {"best", "", "", "use the best checkpoint by val accuracy instead of the latest"},
@@ -266,8 +329,7 @@ int cmd_eval(int argc, char** argv) {
   const bool compare = f.given("compare-precision");  // the reference is fp32 unless --precision says otherwise
   TrainedModel t = load_trained(f.str("model-dir"), device, f.on("best"),
                                 compare && !f.given("precision") ? "fp32" : precision_flag(f));
-  KILN_CHECK(ds.classes == t.checkpoint.meta.classes, "the classes of '", ds.root, "' differ from the model's (see ",
-             f.str("model-dir"), "/classes.txt)");
+  check_same_classes(ds, t.checkpoint.meta.classes, f.str("model-dir"));
   io::LoaderOptions lo;
   lo.batch_size = batch;
   lo.num_workers = workers;
@@ -346,14 +408,31 @@ std::vector<Prediction> predict_images(TrainedModel& t, const std::vector<std::s
       image_to_input(img, size, t.convention, buf.data() + at);  // as kiln::Model::logits prepares it
       pending.push_back(i);
     } catch (const Error& e) {
-      std::string msg = e.what();
+      std::string msg = error_text(e);
       if (const size_t nl = msg.find('\n'); nl != std::string::npos) msg.resize(nl);
+      // The decoder names the file; the report names it already.
+      if (msg.rfind(paths[i] + ": ", 0) == 0) msg = msg.substr(paths[i].size() + 2);
       out[i].error = msg;
     }
     if (static_cast<int64_t>(pending.size()) == batch) flush();
   }
   flush();
   return out;
+}
+
+// An output file named by `flag` (audit --out, predict --csv/--json, export --out), checked
+// before any work is done: not a folder, and its folder made when missing, so a long run
+// never ends on "cannot write".
+void prepare_output_file(const std::string& flag, const std::string& file) {
+  if (file.empty()) return;
+  KILN_CHECK(!fs::is_directory(file), flag, " '", file, "' is a folder: give a file name, e.g. ",
+             (fs::path(file) / "out").string());
+  if (fs::path(file).has_parent_path()) {
+    std::error_code ec;
+    fs::create_directories(fs::path(file).parent_path(), ec);
+    KILN_CHECK(!ec, flag, ": cannot create the folder '", fs::path(file).parent_path().string(), "' for '", file,
+               "': ", ec.message());
+  }
 }
 
 std::vector<std::string> collect_images(const std::vector<std::string>& args) {
@@ -443,10 +522,13 @@ int cmd_predict(int argc, char** argv) {
   const int64_t top_k = f.integer("top-k", 1, 1000);
   const int64_t batch = f.integer("batch", 1, 4096);
   const std::string dev = f.choice("device", {"auto", "cpu", "cuda"});
+  prepare_output_file("--csv", f.str("csv"));
+  prepare_output_file("--json", f.str("json"));
   const std::vector<std::string> paths = collect_images(f.positional());
   const Device device = choose_device(dev);
   TrainedModel t = load_trained(f.str("model-dir"), device, f.on("best"), precision_flag(f));
-  std::printf("precision: %s\n", t.precision.describe().c_str());
+  std::printf("model: %s (after %lld epochs)\nprecision: %s\n", t.checkpoint.state_path.c_str(),
+              static_cast<long long>(t.checkpoint.meta.epochs_done), t.precision.describe().c_str());
   const auto preds = predict_images(t, paths, top_k, batch, device);
   const int64_t bad = report_predictions(preds, t.checkpoint.meta.classes, f.str("csv"), f.str("json"));
   if (bad) std::printf("%lld of %zu image(s) could not be read (listed above)\n", static_cast<long long>(bad), preds.size());
@@ -455,11 +537,16 @@ int cmd_predict(int argc, char** argv) {
 }
 
 void export_model(const std::string& model_dir, const std::string& out, const std::string& format, bool best) {
+  // The model directory's own files (checkpoints, frozen files) are never export targets.
+  const std::string name = fs::path(out).filename().string();
+  KILN_CHECK(!(fs::weakly_canonical(fs::path(out)).parent_path() == fs::weakly_canonical(fs::path(model_dir)) &&
+               (name.rfind("ckpt-", 0) == 0 || name.rfind("frozen-", 0) == 0)),
+             "--out '", out, "' would overwrite a checkpoint file of '", model_dir, "': write the export elsewhere");
+  prepare_output_file("--out", out);
   TrainedModel t = load_trained(model_dir, Device::cpu(), best);
   io::ExportOptions eo;
   eo.format = format == "keras" ? io::WeightsFormat::keras : io::WeightsFormat::kiln;
   eo.convention = t.checkpoint.meta.convention;
-  if (fs::path(out).has_parent_path()) fs::create_directories(fs::path(out).parent_path());
   io::export_weights(*t.model, out, eo);
   std::printf("exported %s (after %lld epochs, val acc %.1f%%) to %s in %s layout, input convention %s\n",
               t.checkpoint.weights_path.c_str(), static_cast<long long>(t.checkpoint.meta.epochs_done),
@@ -509,18 +596,20 @@ int cmd_audit(int argc, char** argv) {
   const auto workers = static_cast<int>(f.integer("workers", 0, 64));
   opt.threads = workers > 0 ? workers : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   opt.max_pairs = static_cast<size_t>(f.integer("max-pairs", 0, 1000000));
-  const AuditReport r = audit_data_dir(f.positional()[0], opt);
   const std::string out = f.str("out");
+  prepare_output_file("--out", out);
+  const AuditReport r = audit_data_dir(f.positional()[0], opt);
   std::printf("%s", r.summary(r.skipped.size(), out).c_str());
   if (!out.empty()) {
-    if (fs::path(out).has_parent_path()) fs::create_directories(fs::path(out).parent_path());
     io::write_file_atomic(out, r.skipped_text());
     std::printf("wrote %s: %zu line(s), 'path<TAB>reason'\n", out.c_str(), r.skipped.size());
   }
   KILN_CHECK(r.errors.empty(), "train would refuse this data: ", r.errors.front(),
              r.errors.size() > 1 ? " (and " + std::to_string(r.errors.size() - 1) + " more error(s) above)" : "");
-  std::printf("train can use this data%s\n",
-              r.warnings.empty() ? "" : (" (" + std::to_string(r.warnings.size()) + " warning(s) above)").c_str());
+  const bool split = r.split("train") || r.split("val");
+  std::printf("%s%s\n",
+              split ? "train can use this data" : "train can use this folder of classes as --train-dir or --val-dir",
+              r.warnings.empty() && r.duplicates.empty() ? "" : " (read the warnings above)");
   return 0;
 }
 
@@ -617,7 +706,7 @@ int cmd_demo(int argc, char** argv) {
           "regression on the frozen layers' features); with a GPU, or --full, it runs at full size\n"
           "(224 px, 10 + 10 epochs, augmentation), from random weights still with the probe.\n"
           "docs/demo.md says what the demo shows and what it does not.",
-          {{"work-dir", "DIR", "", "where data, weights, model and export go (default: a new temporary folder)"},
+          {{"work-dir", "DIR", "", "where the data, model and export go (default: a new temporary folder, kept)"},
            {"model", "NAME", kDefaultModel, "the network: " + model_list() + " (see train --help)"},
            {"weights", "FILE", "", "pretrained weights of --model to use instead of the random ones"},
            {"device", "auto|cpu|cuda", "auto", "where to run"},
@@ -627,17 +716,22 @@ int cmd_demo(int argc, char** argv) {
            {"seed", "N", "1", "seed of the data, initialisation, dropout and data order"},
            {"precision", "fp32|bf16-frozen|bf16", "fp32", "compute precision of training (see train --help)"},
            {"cuda-graph", "off|on|auto", "off",
-            "record phase 1's step as a CUDA graph and replay it per batch (see train --help; default off until "
-            "measured on a GPU)"}},
+            "record phase 1's step as a CUDA graph and replay it per batch (see train --help; off until measured on "
+            "a GPU)"}},
           "  vgg_finetune demo\n  vgg_finetune demo --work-dir /tmp/demo --device cpu\n");
   if (!f.parse(argc, argv, 2)) return 0;
   KILN_CHECK(f.positional().empty(), "demo takes no positional argument, got '", f.positional()[0], "'");
   const uint64_t seed = static_cast<uint64_t>(f.integer("seed", 0, INT64_MAX));
   const std::string dev = f.choice("device", {"auto", "cpu", "cuda"});
   const std::string model = f.choice("model", model_names());
-  if (!f.str("weights").empty())
-    KILN_CHECK(fs::is_regular_file(f.str("weights")), "--weights: file '", f.str("weights"), "' does not exist");
+  check_weights_file(f.str("weights"));
   std::string work = f.str("work-dir");
+  for (const char* part : {"data", "model"}) {
+    std::error_code ec;
+    const fs::path p = fs::path(work) / part;
+    KILN_CHECK(work.empty() || !fs::exists(p, ec) || fs::is_empty(p, ec), "--work-dir '", work,
+               "' already holds a demo run (", p.string(), "): give a new or empty folder, or remove that one");
+  }
   if (work.empty()) {
     std::string tmpl = (fs::temp_directory_path() / "vgg_finetune_demo_XXXXXX").string();
     KILN_CHECK(::mkdtemp(tmpl.data()) != nullptr, "cannot create a temporary folder in ", fs::temp_directory_path().string());
@@ -706,8 +800,14 @@ int cmd_demo(int argc, char** argv) {
               "the backbone was %s\n",
               100.0 * r.val.acc, 100.0 * base.val_acc, 100.0 / static_cast<double>(data.classes.size()),
               f.str("weights").empty() ? "RANDOMLY initialised, not pretrained" : ("loaded from " + f.str("weights")).c_str());
-  std::printf("demo done in %.0f s. Try: vgg_finetune eval --model-dir %s --data-dir %s\n", secs, c.model_dir.c_str(),
+  std::printf("demo done in %.0f s. Try: %s eval --model-dir %s --data-dir %s\n", secs, argv[0], c.model_dir.c_str(),
               data.root.c_str());
+  std::uintmax_t bytes = 0;
+  std::error_code ec;
+  for (const auto& e : fs::recursive_directory_iterator(work, ec))
+    if (e.is_regular_file(ec)) bytes += e.file_size(ec);
+  std::printf("its files (%.0f MB: data, checkpoints, export) are kept in %s; rm -rf %s removes them\n",
+              static_cast<double>(bytes) / 1e6, work.c_str(), work.c_str());
   return 0;
 }
 
@@ -849,10 +949,7 @@ int main(int argc, char** argv) {
   } catch (const std::exception& e) {
     // One line for people: a multi-line message (e.g. an import's list of problems) is joined,
     // and the engine's source location is shown only with KILN_VERBOSE=1 (for bug reports).
-    const auto* ke = dynamic_cast<const kiln::Error*>(&e);
-    const char* verbose = std::getenv("KILN_VERBOSE");
-    const bool where = verbose && std::string(verbose) == "1";
-    const std::string text = ke && !where ? ke->message() : std::string(e.what());
+    const std::string text = error_text(e);
     std::string msg;
     bool space = false;
     for (const char ch : text) {

@@ -7,10 +7,12 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <exception>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <sstream>
+#include <utility>
 
 #include "layers/loss.h"
 #include "train/api.h"
@@ -46,6 +48,21 @@ std::string join_comma(const std::vector<std::string>& v) {
   for (const std::string& x : v) s += (s.empty() ? "" : ", ") + x;
   return s;
 }
+
+// A model directory this run creates, removed again if the run fails while it is still
+// empty (a refused start leaves nothing behind); a directory that existed is never touched.
+struct NewDirGuard {
+  explicit NewDirGuard(std::string d) : dir(std::move(d)), made(!fs::exists(dir)) {}
+  ~NewDirGuard() {
+    std::error_code ec;
+    if (made && std::uncaught_exceptions() > 0 && fs::is_directory(dir, ec) && fs::is_empty(dir, ec) && !ec)
+      fs::remove(dir, ec);
+  }
+  NewDirGuard(const NewDirGuard&) = delete;
+  NewDirGuard& operator=(const NewDirGuard&) = delete;
+  std::string dir;
+  bool made;
+};
 
 // The model directory must exist (created here) and be writable; checked before any work.
 void prepare_model_dir(const std::string& dir) {
@@ -313,9 +330,10 @@ io::InputConvention load_start_weights(const TrainConfig& cfg, const ModelSpec& 
                                                : std::string();
     const std::string acc = m.val_acc < 0 ? std::string("not evaluated at this checkpoint")
                                           : format_number("val acc %.1f%%", 100.0 * m.val_acc);
-    std::printf("resuming from %s%s: %lld epoch(s)%s done, step %lld, %s (--weights is not loaded again)\n",
-                resume->state_path.c_str(), s.choice.damaged.empty() ? "" : " (the newest intact checkpoint)",
-                static_cast<long long>(m.epochs_done), mid.c_str(), static_cast<long long>(m.global_step), acc.c_str());
+    std::printf("resuming from %s%s: %lld epoch(s)%s done, step %lld, %s%s\n", resume->state_path.c_str(),
+                s.choice.damaged.empty() ? "" : " (the newest intact checkpoint)", static_cast<long long>(m.epochs_done),
+                mid.c_str(), static_cast<long long>(m.global_step), acc.c_str(),
+                cfg.weights.empty() ? "" : " (--weights is not loaded again)");
   } else if (!cfg.weights.empty()) {
     const io::ImportReport report = import_partial(cfg, spec, model, m);
     const auto loaded = [&](const std::string& scope) {
@@ -341,6 +359,11 @@ io::InputConvention load_start_weights(const TrainConfig& cfg, const ModelSpec& 
   } else {
     std::printf("weights: none given (--weights): the backbone is RANDOMLY INITIALISED (torchvision's "
                 "initialisation of %s), not pretrained\n", spec.name.c_str());
+    if (!cfg.probe_head)  // what docs/demo.md measured: SGD on a random head over random features stays near chance
+      std::printf("hint: over frozen random features a randomly started head learns little (near chance on the "
+                  "demo's data); this recipe is meant for pretrained --weights. Without them, --head-init probe starts "
+                  "the head as a ridge fit on those features, and vgg_finetune demo prints recipes that learn from "
+                  "random weights (docs/demo.md)\n");
   }
   if (cfg.convention != "auto" && !resume) {
     convention = io::parse_convention(cfg.convention);
@@ -588,17 +611,18 @@ std::unique_ptr<Communicator> join_ranks(const TrainConfig& cfg) {
 TrainResult run_train(const TrainConfig& cfg) {
   const std::unique_ptr<Communicator> comm = join_ranks(cfg);
   const bool root = comm->rank() == 0;
-  // Everything that can be refused is checked before any work or any write; the data first
-  // (train/audit.h): training sees only the files that decode.
+  // Everything that can be refused is checked before any work or any write: the device, then
+  // the data (train/audit.h): training sees only the files that decode.
+  Device device = choose_device(cfg.device);
+  if (comm->size() > 1 && !device.is_cpu()) device = Device::cuda(launch_env().local_rank);  // one GPU per rank
   const AuditReport audit = audit_training_data(cfg);
   const io::Dataset& train_ds = audit.splits[0].usable;
   const io::Dataset& val_ds = audit.splits[1].usable;
   const std::vector<std::string>& classes = train_ds.classes;
   const auto num_classes = static_cast<int64_t>(classes.size());
   const ModelSpec& spec = find_model_spec(cfg.model);
+  const NewDirGuard new_dir(cfg.model_dir);
   const RunStart start = check_model_dir(cfg, spec, classes);
-  Device device = choose_device(cfg.device);
-  if (comm->size() > 1 && !device.is_cpu()) device = Device::cuda(launch_env().local_rank);  // one GPU per rank
   const std::string skipped_path = (fs::path(cfg.model_dir) / "skipped.txt").string();
   std::printf("%s", audit.summary(0, audit.skipped.empty() ? "" : skipped_path).c_str());
 
@@ -677,10 +701,33 @@ TrainResult run_train(const TrainConfig& cfg) {
   return r;
 }
 
-TrainedModel load_trained(const std::string& model_dir, Device device, bool best, const std::string& precision) {
+namespace {
+
+// The checkpoint eval, predict and export load: the latest (or the best by validation
+// accuracy) of those whose files are all there. Each one that cannot be loaded is named on
+// stderr, and --best refuses to choose past them: the unreadable one may be the best.
+io::CheckpointInfo choose_checkpoint(const std::string& model_dir, bool best) {
   KILN_CHECK(fs::is_directory(model_dir), "model directory '", model_dir, "' does not exist");
+  std::vector<io::DamagedCheckpoint> damaged;
+  const size_t loadable = io::list_checkpoints(model_dir, &damaged).size();
+  for (const io::DamagedCheckpoint& d : damaged)
+    std::fprintf(stderr, "warning: checkpoint '%s' cannot be loaded: %s\n", d.state_path.c_str(), d.reason.c_str());
+  KILN_CHECK(loadable > 0 || damaged.empty(), "model directory '", model_dir, "' holds ", damaged.size(),
+             " checkpoint(s) and none can be loaded (warnings above): restore the files they name, or train again");
+  KILN_CHECK(loadable > 0, "model directory '", model_dir, "' holds no checkpoint (run vgg_finetune train first)");
+  KILN_CHECK(!best || damaged.empty(), "--best: ", damaged.size(), " checkpoint(s) of '", model_dir,
+             "' cannot be loaded (warnings above) and one may be the best: restore the files they name, or leave "
+             "--best out to use the latest checkpoint that loads");
   const std::optional<io::CheckpointInfo> ck = best ? io::best_checkpoint(model_dir) : io::latest_checkpoint(model_dir);
-  KILN_CHECK(ck.has_value(), "model directory '", model_dir, "' holds no checkpoint (run vgg_finetune train first)");
+  if (!damaged.empty())
+    std::fprintf(stderr, "warning: using '%s', the latest checkpoint that can be loaded\n", ck->state_path.c_str());
+  return *ck;
+}
+
+}  // namespace
+
+TrainedModel load_trained(const std::string& model_dir, Device device, bool best, const std::string& precision) {
+  const std::optional<io::CheckpointInfo> ck = choose_checkpoint(model_dir, best);
   TrainedModel t;
   t.checkpoint = *ck;
   t.init = std::make_unique<Generator>(ck->meta.seed);

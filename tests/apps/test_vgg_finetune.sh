@@ -157,6 +157,47 @@ else
   bad "--allow-changed-config"; cat "$W/b3.log" "$W/b4.log" "$W/b/config.txt"
 fi
 
+# 6c. Mistakes a newcomer makes (found by reviewing the app from a fresh clone): each refused
+# before any work with a line naming it, leaving no model directory, or handled as --help says.
+expect_error "a flag's value forgotten" train --data-dir "$W/data" --model-dir --no-augment "${COMMON[@]}"
+grep -q "needs a value (DIR), but the next argument is '--no-augment'" "$W/err.txt" || bad "forgotten value not named"
+[ ! -e ./--no-augment ] || bad "a folder named --no-augment was created"
+expect_error "--weights names a folder" train --data-dir "$W/data" --model-dir "$W/f" --weights "$W/data" "${COMMON[@]}"
+grep -q "is a folder" "$W/err.txt" || bad "--weights folder not named as one"
+printf 'not weights' > "$W/w.txt"
+expect_error "--weights not HDF5" train --data-dir "$W/data" --model-dir "$W/f" --weights "$W/w.txt" "${COMMON[@]}"
+head -c 4000 "$W/out/a.h5" > "$W/cut.h5"
+expect_error "--weights cut off" train --data-dir "$W/data" --model-dir "$W/f" --weights "$W/cut.h5" "${COMMON[@]}"
+grep -q "is truncated: it holds 4000 bytes of the $(stat -c %s "$W/out/a.h5")" "$W/err.txt" || bad "truncation sizes"
+if ! nvidia-smi -L > /dev/null 2>&1; then
+  expect_error "--device cuda without a GPU" train --data-dir "$W/data" --model-dir "$W/f" "${COMMON[@]/cpu/cuda}"
+fi
+[ ! -e "$W/f" ] && ok "refused starts left no model directory" || bad "a refused start left $W/f"
+expect_error "export --out a folder" export --model-dir "$W/a" --out "$W/out"
+expect_error "export over a checkpoint" export --model-dir "$W/a" --out "$W/a/$(cd "$W/a" && ls ckpt-*.weights.h5 | tail -1)"
+mkdir -p "$W/valonly" "$W/trainonly" && cp -r "$W/data/val" "$W/valonly/" && cp -r "$W/data/train" "$W/trainonly/"
+if "$B" eval --model-dir "$W/a" --data-dir "$W/valonly" --device cpu > "$W/valonly.log" 2>&1 &&
+   grep -q "(4 images)" "$W/valonly.log"; then
+  ok "eval on a folder holding only val/ evaluates val/"
+else bad "eval on val/ alone"; cat "$W/valonly.log"; fi
+expect_error "eval on a folder holding only train/" eval --model-dir "$W/a" --data-dir "$W/trainonly" --device cpu
+grep -q "no val/" "$W/err.txt" || bad "train/-only folder not explained"
+if "$B" predict --model-dir "$W/a" "$W/data/val" --csv "$W/new/deeper/p.csv" --device cpu > "$W/pnew.log" 2>&1 &&
+   [ -s "$W/new/deeper/p.csv" ] && grep -q "^model: .*ckpt-" "$W/pnew.log"; then
+  ok "predict --csv into a folder that did not exist; the checkpoint used is named"
+else bad "predict --csv into a new folder"; cat "$W/pnew.log"; fi
+# A missing frozen file: the checkpoints that need it are named; --best refuses, the latest
+# loadable one is used with a warning.
+cp -r "$W/a" "$W/a2" && rm "$W/a2"/frozen-*.weights.h5
+"$B" eval --model-dir "$W/a2" --data-dir "$W/data" --best --device cpu > /dev/null 2> "$W/best.err" &&
+  bad "--best chose past an unloadable checkpoint"
+tail -1 "$W/best.err" | grep -q "error: --best: 1 checkpoint(s) of .* cannot be loaded" &&
+  ok "--best refuses while a checkpoint cannot be loaded" || { bad "--best message"; cat "$W/best.err"; }
+if "$B" eval --model-dir "$W/a2" --data-dir "$W/data" --device cpu > "$W/a2.log" 2> "$W/a2.err" &&
+   grep -q "cannot be loaded: .*names frozen file" "$W/a2.err" && grep -q "the latest checkpoint that can be loaded" "$W/a2.err"; then
+  ok "eval names the checkpoint it cannot load and the one it used"
+else bad "eval with a missing frozen file"; cat "$W/a2.err"; fi
+
 # 7. A diverging loss stops with a clear message and keeps the last good checkpoint.
 "$B" train --data-dir "$W/data" --model-dir "$W/n" "${COMMON[@]}" --phase2-lr 10 --phase2-epochs 3 > "$W/n.log" 2> "$W/n.err"
 rc=$?

@@ -213,5 +213,6 @@ TEST_CASE("audit: a single folder of classes, fewer than two classes, train with
   fs::remove_all(d.val);
   const AuditReport train_only = audit_data_dir(d.root.string());
   CHECK(train_only.splits.size() == 1);
-  CHECK_THAT(train_only.warnings.back(), Contains("has train/ but no val/"));
+  // An error, as train --data-dir refuses it, naming the way out.
+  CHECK_THAT(train_only.errors.back(), Contains("has train/ but no val/") && Contains("--train-dir"));
 }
