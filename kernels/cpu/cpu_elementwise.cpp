@@ -173,41 +173,64 @@ void CpuBackend::dropout(const Tensor& x, float keep, PhiloxState s, Tensor& y) 
   dropout_loop<float>(x, keep, s, y);
 }
 
+namespace {
+
+// The row loops, one clone per ISA (kernels/cpu/cpu_elements.h): the row math
+// (kernels/common/softmax.h) inlines into each, its exponentials vectorised.
+KILN_CPU_CLONES
+void softmax_rows(const float* x, int64_t rows, int64_t cols, bool log, float* y) {
+#pragma omp parallel for schedule(static) if (rows > 64)
+  for (int64_t r = 0; r < rows; ++r) common::softmax_row(x + r * cols, cols, log, y + r * cols);
+}
+
+KILN_CPU_CLONES
+void softmax_backward_rows(const float* y, const float* dy, int64_t rows, int64_t cols, bool log, float* dx) {
+#pragma omp parallel for schedule(static) if (rows > 64)
+  for (int64_t r = 0; r < rows; ++r) common::softmax_backward_row(y + r * cols, dy + r * cols, cols, log, dx + r * cols);
+}
+
+// Rows in parallel (each is a max, a sum of exps and a log), then their losses summed
+// serially in row order: the loss stays bit-reproducible for any thread count.
+// Small inputs (the fine-tuning recipe's 8 classes) stay serial: no buffer, no fork.
+KILN_CPU_CLONES
+double cross_entropy_total(const float* x, const Tensor& labels, int64_t rows, int64_t cols) {
+  double total = 0;
+  if (rows * cols <= 16384) {
+    for (int64_t r = 0; r < rows; ++r) total += common::cross_entropy_row(x + r * cols, cols, label_at(labels, r));
+    return total;
+  }
+  std::vector<double> per_row(static_cast<size_t>(rows));
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r)
+    per_row[static_cast<size_t>(r)] = common::cross_entropy_row(x + r * cols, cols, label_at(labels, r));
+  for (const double l : per_row) total += l;
+  return total;
+}
+
+KILN_CPU_CLONES
+void cross_entropy_backward_rows(const float* x, const Tensor& labels, int64_t rows, int64_t cols, float scale,
+                                 float* dx) {
+#pragma omp parallel for schedule(static) if (rows > 64)
+  for (int64_t r = 0; r < rows; ++r)
+    common::cross_entropy_backward_row(x + r * cols, cols, label_at(labels, r), scale, dx + r * cols);
+}
+
+}  // namespace
+
 void CpuBackend::softmax(const Tensor& x, bool log, Tensor& y) {
   const int64_t cols = x.dim(-1), rows = x.numel() / cols;
-  const float* px = x.data<float>();
-  float* py = y.data<float>();
-#pragma omp parallel for schedule(static) if (rows > 64)
-  for (int64_t r = 0; r < rows; ++r) common::softmax_row(px + r * cols, cols, log, py + r * cols);
+  softmax_rows(x.data<float>(), rows, cols, log, y.data<float>());
 }
 
 void CpuBackend::softmax_backward(const Tensor& y, const Tensor& dy, bool log, Tensor& dx) {
   const int64_t cols = y.dim(-1), rows = y.numel() / cols;
-  const float* py = y.data<float>();
-  const float* pdy = dy.data<float>();
-  float* pdx = dx.data<float>();
-#pragma omp parallel for schedule(static) if (rows > 64)
-  for (int64_t r = 0; r < rows; ++r)
-    common::softmax_backward_row(py + r * cols, pdy + r * cols, cols, log, pdx + r * cols);
+  softmax_backward_rows(y.data<float>(), dy.data<float>(), rows, cols, log, dx.data<float>());
 }
 
 void CpuBackend::softmax_cross_entropy(const Tensor& logits, const Tensor& labels, Tensor& loss) {
   const int64_t rows = logits.dim(0), cols = logits.dim(1);
   check_labels("softmax_cross_entropy", labels, cols);
-  const float* px = logits.data<float>();
-  // Rows in parallel (each is a max, a sum of exps and a log), then their losses summed
-  // serially in row order: the loss stays bit-reproducible for any thread count.
-  // Small inputs (the fine-tuning recipe's 8 classes) stay serial: no buffer, no fork.
-  double total = 0;
-  if (rows * cols <= 16384) {
-    for (int64_t r = 0; r < rows; ++r) total += common::cross_entropy_row(px + r * cols, cols, label_at(labels, r));
-  } else {
-    std::vector<double> per_row(static_cast<size_t>(rows));
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < rows; ++r)
-      per_row[static_cast<size_t>(r)] = common::cross_entropy_row(px + r * cols, cols, label_at(labels, r));
-    for (const double l : per_row) total += l;
-  }
+  const double total = cross_entropy_total(logits.data<float>(), labels, rows, cols);
   *loss.data<float>() = static_cast<float>(total / static_cast<double>(rows));
 }
 
@@ -216,11 +239,7 @@ void CpuBackend::softmax_cross_entropy_backward(const Tensor& logits, const Tens
   const int64_t rows = logits.dim(0), cols = logits.dim(1);
   check_labels("softmax_cross_entropy backward", labels, cols);
   const float scale = *dloss.data<float>() / static_cast<float>(rows);
-  const float* px = logits.data<float>();
-  float* pd = dlogits.data<float>();
-#pragma omp parallel for schedule(static) if (rows > 64)
-  for (int64_t r = 0; r < rows; ++r)
-    common::cross_entropy_backward_row(px + r * cols, cols, label_at(labels, r), scale, pd + r * cols);
+  cross_entropy_backward_rows(logits.data<float>(), labels, rows, cols, scale, dlogits.data<float>());
 }
 
 void CpuBackend::sum(const Tensor& x, Tensor& out) {

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "kernels/common/softmax.h"
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/cuda_context.h"
 #include "kernels/cuda/cuda_graph.h"
@@ -53,7 +54,8 @@ struct MinOp {
   __device__ int64_t operator()(int64_t a, int64_t b) const { return b < a ? b : a; }
 };
 
-// ---- one row's reductions, as common::row_max and common::row_log_sum_exp compute them ----
+// ---- one row's reductions, as common::row_max and common::row_sum_exp compute them (the
+// same terms; the sum's order is the block's, not the CPU's eight lanes) ----
 
 template <int kThreads>
 __device__ float block_row_max(const float* x, int64_t n, float* smem) {
@@ -63,10 +65,10 @@ __device__ float block_row_max(const float* x, int64_t n, float* smem) {
 }
 
 template <int kThreads>
-__device__ double block_row_log_sum_exp(const float* x, int64_t n, float m, double* smem) {
+__device__ double block_row_sum_exp(const float* x, int64_t n, float m, double* smem) {
   double s = 0.0;
-  for (int64_t i = threadIdx.x; i < n; i += kThreads) s += exp(static_cast<double>(x[i] - m));
-  return log(block_allreduce<kThreads>(s, SumOp{}, smem));
+  for (int64_t i = threadIdx.x; i < n; i += kThreads) s += static_cast<double>(common::exp_nonpositive(x[i] - m));
+  return block_allreduce<kThreads>(s, SumOp{}, smem);
 }
 
 // The per-element steps below are those of common::softmax_row, softmax_backward_row,
@@ -83,11 +85,13 @@ __global__ void softmax_kernel(const float* x, int64_t rows, int64_t cols, bool 
     const float* xr = x + r * cols;
     float* yr = y + r * cols;
     const float m = block_row_max<kThreads>(xr, cols, smax);
-    const double lse = block_row_log_sum_exp<kThreads>(xr, cols, m, ssum);
+    const double sum = block_row_sum_exp<kThreads>(xr, cols, m, ssum);
+    const double lse = log(sum);
+    const float inv = static_cast<float>(1.0 / sum);
     // y may alias x: every read of the row is done (the reductions synchronise) before a write.
     for (int64_t i = threadIdx.x; i < cols; i += kThreads) {
-      const double l = static_cast<double>(xr[i] - m) - lse;
-      yr[i] = static_cast<float>(log_out ? l : exp(l));
+      yr[i] = log_out ? static_cast<float>(static_cast<double>(xr[i] - m) - lse)
+                      : __fmul_rn(common::exp_nonpositive(xr[i] - m), inv);
     }
   }
 }
@@ -105,7 +109,7 @@ __global__ void softmax_backward_kernel(const float* y, const float* dy, int64_t
       s += log_out ? static_cast<double>(dyr[i]) : __dmul_rn(dyr[i], yr[i]);
     s = block_allreduce<kThreads>(s, SumOp{}, ssum);
     for (int64_t i = threadIdx.x; i < cols; i += kThreads) {
-      dxr[i] = log_out ? static_cast<float>(dyr[i] - __dmul_rn(exp(static_cast<double>(yr[i])), s))
+      dxr[i] = log_out ? static_cast<float>(dyr[i] - __dmul_rn(common::exp_nonpositive(yr[i]), s))
                        : static_cast<float>(yr[i] * (dyr[i] - s));
     }
   }
@@ -126,7 +130,7 @@ __global__ void cross_entropy_rows_kernel(const float* x, const L* labels, int64
     }
     const float* xr = x + r * cols;
     const float m = block_row_max<kThreads>(xr, cols, smax);
-    const double lse = block_row_log_sum_exp<kThreads>(xr, cols, m, ssum);
+    const double lse = log(block_row_sum_exp<kThreads>(xr, cols, m, ssum));
     if (threadIdx.x == 0) losses[r] = lse - static_cast<double>(xr[label] - m);
   }
 }
@@ -145,10 +149,10 @@ __global__ void cross_entropy_backward_kernel(const float* x, const L* labels, c
     const float* xr = x + r * cols;
     float* dxr = dx + r * cols;
     const float m = block_row_max<kThreads>(xr, cols, smax);
-    const double lse = block_row_log_sum_exp<kThreads>(xr, cols, m, ssum);
+    const float inv = static_cast<float>(1.0 / block_row_sum_exp<kThreads>(xr, cols, m, ssum));
     for (int64_t i = threadIdx.x; i < cols; i += kThreads) {
-      const double p = exp(static_cast<double>(xr[i] - m) - lse);
-      dxr[i] = static_cast<float>((p - (i == label ? 1.0 : 0.0)) * scale);
+      const float p = __fmul_rn(common::exp_nonpositive(xr[i] - m), inv);
+      dxr[i] = __fmul_rn(p - (i == label ? 1.0f : 0.0f), scale);
     }
   }
 }
