@@ -120,7 +120,14 @@ Tensor Bottleneck::forward(const Tensor& x) {
   Tensor y = relu(bn1_->forward(conv1_->forward(x)));
   y = relu(bn2_->forward(conv2_->forward(y)));
   y = bn3_->forward(conv3_->forward(y));
-  return relu(add(y, downsample_ ? downsample_->forward(x) : x));
+  Tensor shortcut = downsample_ ? downsample_->forward(x) : x;
+  // Where a precision boundary (bf16-frozen) cuts through this block or between it and its
+  // shortcut, one side is bf16 and the other fp32: the sum is taken in fp32.
+  if (y.dtype() != shortcut.dtype()) {
+    y = y.to(DType::f32);
+    shortcut = shortcut.to(DType::f32);
+  }
+  return relu(add(y, shortcut));
 }
 
 ResNetStemPool resnet50_stem_pool(int64_t image_size) {

@@ -13,6 +13,7 @@
 #include "apps/vgg_finetune/demo_data.h"
 #include "core/kiln.h"
 #include "io/dataset.h"
+#include "layers/models/resnet.h"
 #include "layers/models/vgg.h"
 #include "train/precision.h"
 #include "train/trainer.h"
@@ -86,6 +87,42 @@ TEST_CASE("bf16-frozen runs what the phase freezes in bf16 and the rest in fp32"
   CHECK((*net)(x).to_vector<float>() == ref.to_vector<float>());
   CHECK(parse_precision("bf16-frozen") == Precision::bf16_frozen);
   REQUIRE_THROWS_WITH(parse_precision("fp16"), Catch::Contains("unknown precision 'fp16'") && Catch::Contains("bf16-frozen"));
+}
+
+// ResNet-50's residual add where the bf16-frozen boundary falls inside a stage: the
+// block's own path trains in fp32 while its identity shortcut is the frozen block's bf16
+// output. A review found the add
+// refusing the two dtypes once batch norm stopped casting to fp32.
+TEST_CASE("bf16-frozen with the boundary inside a ResNet-50 stage: forward and a step run, close to fp32",
+          "[train][precision][resnet]") {
+  Generator gen(9);
+  auto net = make_resnet50(ResNetOptions{ResNetVariant::v1_5, 4, 32}, gen);
+  const Tensor x = Tensor::normal(Shape{2, 32, 32, 3}, 0, 1, gen);
+  for (const char* from : {"layer4/1/", "layer3/5/conv2/", "layer4/0/downsample/"}) {
+    INFO("trained from " << from);
+    std::vector<std::string> trained;
+    bool on = false;
+    for (const std::string& scope : net->parameter_scopes()) {
+      on = on || scope.rfind(std::string("resnet50/") + from, 0) == 0;
+      if (on) trained.push_back(scope);
+    }
+    REQUIRE(!trained.empty());
+    apply_phase(*net, train_only(trained));
+    // Evaluation mode: every batch norm on its running statistics, so the two runs differ
+    // by bf16 alone (batch statistics over 2 images at 1x1 would amplify any difference).
+    net->train(false);
+    apply_precision(*net, Precision::fp32);
+    const Tensor ref = (*net)(x);
+    const PrecisionUse u = apply_precision(*net, Precision::bf16_frozen);
+    CHECK(u.bf16 > 0);
+    const Tensor y = (*net)(x);
+    CHECK(y.dtype() == DType::f32);
+    CHECK(rel_error(y, ref) < 5e-2);
+    softmax_cross_entropy(y, Tensor::from_vector(std::vector<int64_t>{1, 3}, Shape{2})).backward();
+    const Tensor* w = net->find("resnet50/fc/weight").tensor;
+    REQUIRE(w->grad().defined());
+    CHECK(w->grad().dtype() == DType::f32);
+  }
 }
 
 TEST_CASE("a frozen conv and its relu run fused, with the values of the layers one by one", "[train][precision]") {
