@@ -378,12 +378,17 @@ AuditReport audit_data_dir(const std::string& dir, const AuditOptions& opt) {
   std::vector<std::pair<std::string, std::string>> splits;
   for (const char* name : {"train", "val", "test"})
     if (fs::is_directory(fs::path(dir) / name, ec)) splits.emplace_back(name, (fs::path(dir) / name).string());
-  if (splits.empty()) splits.emplace_back(dir, dir);
+  const bool split_folder = !splits.empty();
+  if (!split_folder) splits.emplace_back(dir, dir);
   AuditReport r = audit_splits(splits, opt);
-  // train --data-dir refuses a folder without both; --train-dir/--val-dir take any two.
-  if (r.split("train") && !r.split("val"))
-    r.errors.push_back("'" + dir + "' has train/ but no val/: train --data-dir needs both (or give --train-dir " +
-                       (fs::path(dir) / "train").string() + " and --val-dir with validation images)");
+  // train --data-dir refuses a folder of splits without both; --train-dir/--val-dir take any two.
+  if (split_folder && (!r.split("train") || !r.split("val"))) {
+    const char* has = r.split("train") ? "train" : r.split("val") ? "val" : "test";
+    const char* lacks = r.split("train") ? "val" : "train";
+    r.errors.push_back("'" + dir + "' has " + has + "/ but no " + lacks + "/: train --data-dir needs both (or give " +
+                       "--train-dir and --val-dir, each a folder per class, e.g. " +
+                       (fs::path(dir) / has).string() + ")");
+  }
   return r;
 }
 

@@ -3,6 +3,7 @@
 // layer at a small learning rate; evaluation, checkpoints and resume, prediction, export.
 // Subcommands: train, eval, predict, export, audit, demo. Every error is one line and exit code 1.
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -135,29 +136,25 @@ std::vector<FlagSpec> train_specs() {
   };
 }
 
-// --weights before any work: a file (not a folder) that starts as HDF5 or as a .keras
-// archive (a zip) does; an HDF5 file opens (a cut-off download is named with its sizes), so
-// a wrong path never waits for the data audit to be refused.
+// --weights before any work: a file (not a folder), a .keras archive (a zip) or an HDF5
+// file that opens (a cut-off download is named with its sizes), so a wrong path never waits
+// for the data audit to be refused.
 void check_weights_file(const std::string& path) {
   if (path.empty()) return;
   KILN_CHECK(fs::exists(path), "--weights: file '", path, "' does not exist");
   KILN_CHECK(!fs::is_directory(path), "--weights: '", path, "' is a folder; give the weights file inside it (.h5 or .keras)");
   std::ifstream in(path, std::ios::binary);
-  char head[8] = {};
+  KILN_CHECK(in.good(), "--weights: cannot read '", path, "': ", std::strerror(errno));
+  char head[4] = {};
   in.read(head, sizeof head);
-  const bool zip = in.gcount() >= 4 && std::memcmp(head, "PK\x03\x04", 4) == 0;
-  if (zip) return;  // a Keras 3 .keras archive: io/keras_archive.h checks the rest
-  // HDF5's signature is at byte 0 or, after a user block, at 512, 1024, 2048, ...
-  bool hdf5 = false;
-  for (std::streamoff at = 0; !hdf5 && at <= (std::streamoff{1} << 20); at = at == 0 ? 512 : at * 2) {
-    in.clear();
-    in.seekg(at);
-    in.read(head, sizeof head);
-    hdf5 = in.gcount() == 8 && std::memcmp(head, "\x89HDF\r\n\x1a\n", 8) == 0;
-    if (in.gcount() < 8) break;
+  if (in.gcount() == 4 && std::memcmp(head, "PK\x03\x04", 4) == 0) return;  // a .keras archive (a zip)
+  // Anything else must be HDF5: its signature (HDF5 finds it after any user block), then the
+  // superblock, so a cut-off download is named here with its sizes.
+  try {
+    (void)io::h5::File::open_read(path);
+  } catch (const Error& e) {
+    KILN_FAIL("--weights: ", e.message(), " (weights are read from HDF5 files and Keras .keras archives)");
   }
-  KILN_CHECK(hdf5, "--weights: '", path, "' is neither an HDF5 weights file nor a Keras .keras archive");
-  (void)io::h5::File::open_read(path);  // refuses a truncated file, naming its sizes
 }
 
 std::string require_dir(const std::string& flag, const std::string& dir) {
@@ -250,20 +247,17 @@ std::string precision_flag(const Flags& f) {
 }
 
 io::Dataset eval_dataset(const std::string& dir) {
-  // A data folder of splits (train/, val/, test/ and nothing else) is evaluated on its val/;
-  // any other folder is itself the folder per class (where a class may be named 'val').
-  std::vector<std::string> subdirs;
-  for (const auto& e : fs::directory_iterator(dir))
-    if (e.is_directory()) subdirs.push_back(e.path().filename().string());
-  const bool splits = !subdirs.empty() && std::all_of(subdirs.begin(), subdirs.end(), [](const std::string& n) {
-    return n == "train" || n == "val" || n == "test";
-  });
-  if (!splits) return io::image_folder(dir);
+  // A data folder with split folders (train/, val/, test/; what else it holds aside) is
+  // evaluated on its val/, as train --data-dir reads it; one without them is itself the
+  // folder per class. Hidden folders (.ipynb_checkpoints) count for neither, as for classes.
   const fs::path val = fs::path(dir) / "val";
-  KILN_CHECK(fs::is_directory(val), "'", dir, "' holds ", subdirs.size() == 1 ? "only " : "", "split folders (",
-             subdirs.front(), subdirs.size() > 1 ? ", ..." : "", ") but no val/: pass the folder per class itself, e.g. ",
-             (fs::path(dir) / subdirs.front()).string());
-  return io::image_folder(val.string());
+  if (fs::is_directory(val)) return io::image_folder(val.string());
+  for (const char* split : {"train", "test"}) {
+    const fs::path p = fs::path(dir) / split;
+    KILN_CHECK(!fs::is_directory(p), "'", dir, "' holds ", split, "/ but no val/: pass a folder per class itself, e.g. ",
+               p.string());
+  }
+  return io::image_folder(dir);
 }
 
 // Refuses data whose classes are not the model's, naming the difference.
@@ -539,7 +533,7 @@ int cmd_predict(int argc, char** argv) {
 void export_model(const std::string& model_dir, const std::string& out, const std::string& format, bool best) {
   // The model directory's own files (checkpoints, frozen files) are never export targets.
   const std::string name = fs::path(out).filename().string();
-  KILN_CHECK(!(fs::weakly_canonical(fs::path(out)).parent_path() == fs::weakly_canonical(fs::path(model_dir)) &&
+  KILN_CHECK(!(fs::weakly_canonical(fs::absolute(out)).parent_path() == fs::weakly_canonical(fs::absolute(model_dir)) &&
                (name.rfind("ckpt-", 0) == 0 || name.rfind("frozen-", 0) == 0)),
              "--out '", out, "' would overwrite a checkpoint file of '", model_dir, "': write the export elsewhere");
   prepare_output_file("--out", out);
@@ -732,6 +726,9 @@ int cmd_demo(int argc, char** argv) {
     KILN_CHECK(work.empty() || !fs::exists(p, ec) || fs::is_empty(p, ec), "--work-dir '", work,
                "' already holds a demo run (", p.string(), "): give a new or empty folder, or remove that one");
   }
+  // Only a folder the demo makes is its own to suggest removing; in a given one it owns
+  // data/, model/ and export/.
+  const bool own_dir = work.empty() || !fs::exists(work);
   if (work.empty()) {
     std::string tmpl = (fs::temp_directory_path() / "vgg_finetune_demo_XXXXXX").string();
     KILN_CHECK(::mkdtemp(tmpl.data()) != nullptr, "cannot create a temporary folder in ", fs::temp_directory_path().string());
@@ -804,10 +801,13 @@ int cmd_demo(int argc, char** argv) {
               data.root.c_str());
   std::uintmax_t bytes = 0;
   std::error_code ec;
-  for (const auto& e : fs::recursive_directory_iterator(work, ec))
-    if (e.is_regular_file(ec)) bytes += e.file_size(ec);
+  for (const char* part : {"data", "model", "export"})
+    for (const auto& e : fs::recursive_directory_iterator(fs::path(work) / part, ec))
+      if (e.is_regular_file(ec)) bytes += e.file_size(ec);
+  const std::string parts = (fs::path(work) / "data").string() + " " + (fs::path(work) / "model").string() + " " +
+                            (fs::path(work) / "export").string();
   std::printf("its files (%.0f MB: data, checkpoints, export) are kept in %s; rm -rf %s removes them\n",
-              static_cast<double>(bytes) / 1e6, work.c_str(), work.c_str());
+              static_cast<double>(bytes) / 1e6, work.c_str(), own_dir ? work.c_str() : parts.c_str());
   return 0;
 }
 

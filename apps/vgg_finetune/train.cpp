@@ -49,19 +49,26 @@ std::string join_comma(const std::vector<std::string>& v) {
   return s;
 }
 
-// A model directory this run creates, removed again if the run fails while it is still
-// empty (a refused start leaves nothing behind); a directory that existed is never touched.
+// The folders a run will create for its model directory (it and any missing parents),
+// removed again, deepest first, if the run fails while they are still empty: a refused start
+// leaves nothing behind, and a folder that existed is never touched.
 struct NewDirGuard {
-  explicit NewDirGuard(std::string d) : dir(std::move(d)), made(!fs::exists(dir)) {}
-  ~NewDirGuard() {
+  explicit NewDirGuard(const std::string& d) {
     std::error_code ec;
-    if (made && std::uncaught_exceptions() > 0 && fs::is_directory(dir, ec) && fs::is_empty(dir, ec) && !ec)
-      fs::remove(dir, ec);
+    for (fs::path p = fs::absolute(d, ec); !p.empty() && !fs::exists(p, ec); p = p.parent_path()) {
+      made.push_back(p);
+      if (p == p.parent_path()) break;
+    }
+  }
+  ~NewDirGuard() {
+    if (std::uncaught_exceptions() == 0) return;
+    std::error_code ec;
+    for (const fs::path& p : made)  // deepest first
+      if (fs::is_directory(p, ec) && fs::is_empty(p, ec) && !ec) fs::remove(p, ec);
   }
   NewDirGuard(const NewDirGuard&) = delete;
   NewDirGuard& operator=(const NewDirGuard&) = delete;
-  std::string dir;
-  bool made;
+  std::vector<fs::path> made;
 };
 
 // The model directory must exist (created here) and be writable; checked before any work.

@@ -21,7 +21,7 @@ int64_t chunk_count(int64_t rows) { return std::clamp<int64_t>(rows / 32, 1, 64)
 // Per-channel sums over all rows: `add_row(r, acc)` adds row r's terms into acc[0, width);
 // width is C or 2C (two sums per channel). Returns the totals in double.
 template <typename AddRow>
-std::vector<double> channel_sums(int64_t rows, int64_t width, AddRow add_row) {
+KILN_CPU_CLONES std::vector<double> channel_sums(int64_t rows, int64_t width, AddRow add_row) {
   const int64_t chunks = chunk_count(rows);
   std::vector<double> partial(static_cast<size_t>(chunks * width), 0.0);
 #pragma omp parallel for schedule(static) if (chunks > 1)

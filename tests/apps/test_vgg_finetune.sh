@@ -182,6 +182,18 @@ if "$B" eval --model-dir "$W/a" --data-dir "$W/valonly" --device cpu > "$W/valon
 else bad "eval on val/ alone"; cat "$W/valonly.log"; fi
 expect_error "eval on a folder holding only train/" eval --model-dir "$W/a" --data-dir "$W/trainonly" --device cpu
 grep -q "no val/" "$W/err.txt" || bad "train/-only folder not explained"
+mkdir -p "$W/data/.ipynb_checkpoints" "$W/data/raw"
+if "$B" eval --model-dir "$W/a" --data-dir "$W/data" --device cpu > "$W/extra.log" 2>&1 && grep -q "(4 images)" "$W/extra.log"; then
+  ok "eval on a data folder that also holds other folders evaluates its val/"
+else bad "eval beside extra folders"; cat "$W/extra.log"; fi
+rmdir "$W/data/.ipynb_checkpoints" "$W/data/raw"
+(cd "$W/a" && "$B" export --model-dir . --out ckpt-000009.weights.h5 > /dev/null 2> "$W/bare.err")
+[ $? -ne 0 ] && [ ! -e "$W/a/ckpt-000009.weights.h5" ] && grep -q "would overwrite a checkpoint file" "$W/bare.err" &&
+  ok "export refuses a checkpoint name in the model directory given as a bare file name" ||
+  { bad "export with a bare checkpoint name"; cat "$W/bare.err"; }
+expect_error "weights of another model" train --data-dir "$W/data" --model-dir "$W/n1/n2/n3" --model resnet50 \
+  --weights "$W/out/a.h5" "${COMMON[@]}"
+[ ! -e "$W/n1" ] && ok "a refused start removed the model directory's parents it had made" || bad "left $W/n1 behind"
 if "$B" predict --model-dir "$W/a" "$W/data/val" --csv "$W/new/deeper/p.csv" --device cpu > "$W/pnew.log" 2>&1 &&
    [ -s "$W/new/deeper/p.csv" ] && grep -q "^model: .*ckpt-" "$W/pnew.log"; then
   ok "predict --csv into a folder that did not exist; the checkpoint used is named"

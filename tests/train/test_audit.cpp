@@ -215,4 +215,6 @@ TEST_CASE("audit: a single folder of classes, fewer than two classes, train with
   CHECK(train_only.splits.size() == 1);
   // An error, as train --data-dir refuses it, naming the way out.
   CHECK_THAT(train_only.errors.back(), Contains("has train/ but no val/") && Contains("--train-dir"));
+  fs::rename(d.root / "train", d.root / "val");
+  CHECK_THAT(audit_data_dir(d.root.string()).errors.back(), Contains("has val/ but no train/"));
 }
