@@ -246,6 +246,12 @@ std::string precision_flag(const Flags& f) {
   return f.given("precision") ? f.choice("precision", {"fp32", "bf16-frozen", "bf16"}) : "";
 }
 
+// "after 1 epoch", "after 3 epochs": how far a checkpoint had trained.
+std::string after_epochs(const io::CheckpointInfo& c) {
+  const long long n = static_cast<long long>(c.meta.epochs_done);
+  return "after " + std::to_string(n) + (n == 1 ? " epoch" : " epochs");
+}
+
 io::Dataset eval_dataset(const std::string& dir) {
   // A data folder with split folders (train/, val/, test/; what else it holds aside) is
   // evaluated on its val/, as train --data-dir reads it; one without them is itself the
@@ -334,9 +340,8 @@ int cmd_eval(int argc, char** argv) {
   lo.convention = t.convention;
   lo.device = device;
   io::Loader loader(ds, lo);
-  std::printf("model: %s (after %lld epochs)\nprecision: %s\ndata: %s\n", t.checkpoint.state_path.c_str(),
-              static_cast<long long>(t.checkpoint.meta.epochs_done), t.precision.describe().c_str(),
-              ds.summary().c_str());
+  std::printf("model: %s (%s)\nprecision: %s\ndata: %s\n", t.checkpoint.state_path.c_str(),
+              after_epochs(t.checkpoint).c_str(), t.precision.describe().c_str(), ds.summary().c_str());
   if (compare) {
     print_precision_comparison(t, f, device, loader);
     return 0;
@@ -521,8 +526,8 @@ int cmd_predict(int argc, char** argv) {
   const std::vector<std::string> paths = collect_images(f.positional());
   const Device device = choose_device(dev);
   TrainedModel t = load_trained(f.str("model-dir"), device, f.on("best"), precision_flag(f));
-  std::printf("model: %s (after %lld epochs)\nprecision: %s\n", t.checkpoint.state_path.c_str(),
-              static_cast<long long>(t.checkpoint.meta.epochs_done), t.precision.describe().c_str());
+  std::printf("model: %s (%s)\nprecision: %s\n", t.checkpoint.state_path.c_str(), after_epochs(t.checkpoint).c_str(),
+              t.precision.describe().c_str());
   const auto preds = predict_images(t, paths, top_k, batch, device);
   const int64_t bad = report_predictions(preds, t.checkpoint.meta.classes, f.str("csv"), f.str("json"));
   if (bad) std::printf("%lld of %zu image(s) could not be read (listed above)\n", static_cast<long long>(bad), preds.size());
@@ -542,10 +547,9 @@ void export_model(const std::string& model_dir, const std::string& out, const st
   eo.format = format == "keras" ? io::WeightsFormat::keras : io::WeightsFormat::kiln;
   eo.convention = t.checkpoint.meta.convention;
   io::export_weights(*t.model, out, eo);
-  std::printf("exported %s (after %lld epochs, val acc %.1f%%) to %s in %s layout, input convention %s\n",
-              t.checkpoint.weights_path.c_str(), static_cast<long long>(t.checkpoint.meta.epochs_done),
-              100.0 * t.checkpoint.meta.val_acc, out.c_str(), format.c_str(),
-              io::convention_name(t.checkpoint.meta.convention));
+  std::printf("exported %s (%s, val acc %.1f%%) to %s in %s layout, input convention %s\n",
+              t.checkpoint.weights_path.c_str(), after_epochs(t.checkpoint).c_str(), 100.0 * t.checkpoint.meta.val_acc,
+              out.c_str(), format.c_str(), io::convention_name(t.checkpoint.meta.convention));
 }
 
 int cmd_export(int argc, char** argv) {

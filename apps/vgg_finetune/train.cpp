@@ -430,12 +430,14 @@ void print_plan(const TrainConfig& cfg, int64_t start_epoch, const std::string& 
               cfg.model_dir.c_str(), every_steps.c_str(), cfg.keep);
   if (cfg.eval_every > 0)
     std::printf("evaluation: every epoch and every %lld steps\n", static_cast<long long>(cfg.eval_every));
-  std::printf("recipe: phase 1 (%s) %lld epoch(s) at lr %g, phase 2 (all layers) %lld epoch(s) at lr %g; "
-              "SGD momentum %g, weight decay %g on weights (not biases or batch-norm gamma/beta), %s, batch %lld, "
-              "seed %llu\n",
-              phase1.c_str(), static_cast<long long>(cfg.phase1_epochs), cfg.phase1_lr,
-              static_cast<long long>(cfg.phase2_epochs),
-              cfg.phase2_lr, cfg.momentum, cfg.weight_decay, dropout.c_str(), static_cast<long long>(cfg.batch),
+  const std::string phase2 = cfg.phase2_epochs == 0
+                                 ? std::string("phase 2 (all layers) skipped (--phase2-epochs 0)")
+                                 : "phase 2 (all layers) " + std::to_string(cfg.phase2_epochs) + " epoch(s) at lr " +
+                                       format_number("%g", cfg.phase2_lr);
+  std::printf("recipe: phase 1 (%s) %lld epoch(s) at lr %g, %s; SGD momentum %g, weight decay %g on weights (not "
+              "biases or batch-norm gamma/beta), %s, batch %lld, seed %llu\n",
+              phase1.c_str(), static_cast<long long>(cfg.phase1_epochs), cfg.phase1_lr, phase2.c_str(), cfg.momentum,
+              cfg.weight_decay, dropout.c_str(), static_cast<long long>(cfg.batch),
               static_cast<unsigned long long>(cfg.seed));
   const int64_t total = cfg.phase1_epochs + cfg.phase2_epochs;
   if (start_epoch >= total) std::printf("nothing left to train: all %lld epochs are done\n", static_cast<long long>(total));
