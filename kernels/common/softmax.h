@@ -44,11 +44,19 @@ KILN_HD float exp_nonpositive(float x) {
   return x >= -87.0f ? p * scale : (x < -87.0f ? 0.0f : x);
 }
 
-// Maximum of a row.
+// Maximum of a row. A value replaces the maximum only if strictly greater, so a NaN in x[0]
+// stays and later NaNs are ignored. Eight lanes (element i in lane i % 8), each started at
+// x[0], then combined by the same rule: the value one pass gives (a zero's sign aside, which
+// no x - m shows), as eight independent comparisons a vector max can run.
 KILN_HD float row_max(const float* x, int64_t n) {
-  float m = x[0];
-  for (int64_t i = 1; i < n; ++i) m = x[i] > m ? x[i] : m;
-  return m;
+  float m[8] = {x[0], x[0], x[0], x[0], x[0], x[0], x[0], x[0]};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int k = 0; k < 8; ++k) m[k] = x[i + k] > m[k] ? x[i + k] : m[k];
+  for (; i < n; ++i) m[i % 8] = x[i] > m[i % 8] ? x[i] : m[i % 8];
+  float r = m[0];
+  for (int k = 1; k < 8; ++k) r = m[k] > r ? m[k] : r;
+  return r;
 }
 
 // sum(e^(x[i] - m)) over a row, in double: element i goes into partial sum i % 8 and the
