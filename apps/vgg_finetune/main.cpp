@@ -569,7 +569,7 @@ int cmd_export(int argc, char** argv) {
 }
 
 int cmd_audit(int argc, char** argv) {
-  Flags f("audit", "DATA [flags]",
+  Flags f("audit", "DATA [flags]  (or --data-dir DATA)",
           "Checks a dataset the way train reads it, changing nothing. DATA holds train/ and val/ (and\n"
           "test/) folders of class folders, or is itself a folder of class folders. Every image is read\n"
           "and decoded. Prints the usable images per split and class; every file train would skip and\n"
@@ -580,15 +580,18 @@ int cmd_audit(int argc, char** argv) {
           "it starts and writes the skipped files to skipped.txt in the model directory. Exit code 1\n"
           "when train would refuse the data (a class with no usable train image, a val class train\n"
           "lacks, fewer than two classes, no usable val image).",
-          {{"out", "FILE", "", "also write the skipped files to FILE, one 'path<TAB>reason' line each"},
+          {{"data-dir", "DIR", "", "the data folder, as train's --data-dir (instead of DATA)"},
+           {"out", "FILE", "", "also write the skipped files to FILE, one 'path<TAB>reason' line each"},
            {"workers", "N", "0", "files read and decoded in parallel (0: one per CPU core)"},
            {"structure-only", "", "",
             "walk each file's structure (segments, chunks, checksums, end marker) without decoding pixels: faster"},
            {"max-pairs", "N", "10", "duplicate pairs named per kind (the rest are counted)"}},
           "  vgg_finetune audit pets\n  vgg_finetune audit pets --out pets_skipped.txt\n");
   if (!f.parse(argc, argv, 2)) return 0;
-  KILN_CHECK(f.positional().size() == 1, "audit takes one data folder (holding train/ and val/, or class folders), got ",
-             f.positional().size());
+  std::vector<std::string> data = f.positional();
+  if (!f.str("data-dir").empty()) data.push_back(f.str("data-dir"));
+  KILN_CHECK(data.size() == 1, "audit takes one data folder (DATA or --data-dir DIR: holding train/ and val/, or class "
+             "folders), got ", data.size());
   AuditOptions opt;
   opt.full_decode = !f.on("structure-only");
   const auto workers = static_cast<int>(f.integer("workers", 0, 64));
@@ -596,7 +599,7 @@ int cmd_audit(int argc, char** argv) {
   opt.max_pairs = static_cast<size_t>(f.integer("max-pairs", 0, 1000000));
   const std::string out = f.str("out");
   prepare_output_file("--out", out);
-  const AuditReport r = audit_data_dir(f.positional()[0], opt);
+  const AuditReport r = audit_data_dir(data[0], opt);
   std::printf("%s", r.summary(r.skipped.size(), out).c_str());
   if (!out.empty()) {
     io::write_file_atomic(out, r.skipped_text());

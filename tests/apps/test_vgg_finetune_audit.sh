@@ -44,6 +44,13 @@ if [ $rc -eq 0 ] &&
 else
   bad "audit (rc $rc)"; cat "$W/audit.log"
 fi
+# 1a. --data-dir, as train spells it, is the same audit.
+"$B" audit --data-dir "$D" --workers 2 > "$W/audit_flag.log" 2>&1
+rc=$?
+norm() { grep -v " in [0-9.]* s\|^wrote " "$1" | sed 's/ -- see .*//'; }  # timings, and what --out added
+if [ $rc -eq 0 ] && diff <(norm "$W/audit.log") <(norm "$W/audit_flag.log") > /dev/null; then
+  ok "audit --data-dir DIR is audit DIR"
+else bad "audit --data-dir"; diff "$W/audit.log" "$W/audit_flag.log" | head; fi
 printf '%s\t%s\n' \
   "$D/train/c0/._img1.png" "macOS resource fork (a '._' file, not an image)" \
   "$D/train/c0/garbage.jpg" "failed to decode: not a JPEG, PNG or BMP image (unrecognised first bytes)" \
