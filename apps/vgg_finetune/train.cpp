@@ -468,6 +468,14 @@ void clear_progress(bool tty) {
 }
 
 // The trainer's events as vgg_finetune's lines for people.
+// "phase 2 epoch 9 of 100" for the run's epoch `done` (1-based): the numbering of the
+// epoch lines, beside the run-wide one that metrics.csv and checkpoints use.
+std::string phase_epoch(const TrainConfig& cfg, int64_t done) {
+  const bool two = done > cfg.phase1_epochs;
+  return "phase " + std::to_string(two ? 2 : 1) + " epoch " + std::to_string(two ? done - cfg.phase1_epochs : done) +
+         " of " + std::to_string(two ? cfg.phase2_epochs : cfg.phase1_epochs);
+}
+
 TrainerHooks people_hooks(const TrainConfig& cfg, bool tty, Sequential& net) {
   TrainerHooks h;
   h.on_phase_start = [&cfg](int phase, const Phase& ph, Sequential& model) {
@@ -563,17 +571,19 @@ TrainerHooks people_hooks(const TrainConfig& cfg, bool tty, Sequential& net) {
                 e.images_per_second);
     std::fflush(stdout);
   };
-  h.on_stop = [tty](const StopInfo& s) {
+  h.on_stop = [tty, &cfg](const StopInfo& s) {
     if (s.kind == StopInfo::Kind::steps_mid_epoch) {
       clear_progress(tty);
       std::printf("stopping after step %lld (mid-epoch checkpoint %s) as --stop-after-steps asks; run the same train "
                   "command again to resume\n", static_cast<long long>(s.global_step), s.checkpoint.c_str());
     } else if (s.kind == StopInfo::Kind::steps_epoch_end) {
-      std::printf("stopping after step %lld (end of epoch %lld) as --stop-after-steps asks; run the same train command "
-                  "again to resume\n", static_cast<long long>(s.global_step), static_cast<long long>(s.epochs_done));
+      std::printf("stopping after step %lld (end of epoch %lld: %s) as --stop-after-steps asks; run the same train "
+                  "command again to resume\n", static_cast<long long>(s.global_step),
+                  static_cast<long long>(s.epochs_done), phase_epoch(cfg, s.epochs_done).c_str());
     } else {
-      std::printf("stopping after epoch %lld of %lld as --stop-after-epochs asks; run the same train command again to "
-                  "resume\n", static_cast<long long>(s.epochs_done), static_cast<long long>(s.total_epochs));
+      std::printf("stopping after epoch %lld of %lld (%s) as --stop-after-epochs asks; run the same train command "
+                  "again to resume\n", static_cast<long long>(s.epochs_done), static_cast<long long>(s.total_epochs),
+                  phase_epoch(cfg, s.epochs_done).c_str());
     }
   };
   return h;

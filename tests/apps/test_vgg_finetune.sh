@@ -47,7 +47,8 @@ fi
 "$B" train --data-dir "$W/data" --model-dir "$W/b" "${COMMON[@]}" --stop-after-epochs 1 > "$W/b1.log" 2>&1
 "$B" train --data-dir "$W/data" --model-dir "$W/b" "${COMMON[@]}" > "$W/b2.log" 2>&1
 da=$("$B" _digest --model-dir "$W/a" 2>&1); db=$("$B" _digest --model-dir "$W/b" 2>&1)
-if grep -q "resuming from" "$W/b2.log" && grep -q "epochs 2" <<< "$da" && [ "$da" = "$db" ]; then
+if grep -q "resuming from" "$W/b2.log" && grep -q "epochs 2" <<< "$da" && [ "$da" = "$db" ] &&
+   grep -q "^stopping after epoch 1 of 2 (phase 1 epoch 1 of 1) as --stop-after-epochs asks" "$W/b1.log"; then
   ok "resume after epoch 1 matches the uninterrupted run ($da)"
 else
   bad "resume: '$da' vs '$db'"; cat "$W/b2.log"
