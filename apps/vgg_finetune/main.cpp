@@ -695,6 +695,21 @@ bool choose_demo_recipe(TrainConfig& c, const std::string& model, bool full, boo
   return batch_norm;
 }
 
+// Where the demo's files stay and how large they are; rm -rf is suggested for the whole
+// work folder only when the demo made it (`own_dir`), else for its data/, model/, export/.
+void print_demo_kept(const std::string& work, bool own_dir) {
+  std::uintmax_t bytes = 0;
+  std::error_code ec;
+  std::string parts;
+  for (const char* part : {"data", "model", "export"}) {
+    parts += (parts.empty() ? "" : " ") + (fs::path(work) / part).string();
+    for (const auto& e : fs::recursive_directory_iterator(fs::path(work) / part, ec))
+      if (e.is_regular_file(ec)) bytes += e.file_size(ec);
+  }
+  std::printf("its files (%.0f MB: data, checkpoints, export) are kept in %s; rm -rf %s removes them\n",
+              static_cast<double>(bytes) / 1e6, work.c_str(), own_dir ? work.c_str() : parts.c_str());
+}
+
 int cmd_demo(int argc, char** argv) {
   Flags f("demo", "[flags]",
           "Runs the whole recipe on data it makes itself, so nothing needs downloading: a generated\n"
@@ -806,15 +821,7 @@ int cmd_demo(int argc, char** argv) {
               f.str("weights").empty() ? "RANDOMLY initialised, not pretrained" : ("loaded from " + f.str("weights")).c_str());
   std::printf("demo done in %.0f s. Try: %s eval --model-dir %s --data-dir %s\n", secs, argv[0], c.model_dir.c_str(),
               data.root.c_str());
-  std::uintmax_t bytes = 0;
-  std::error_code ec;
-  for (const char* part : {"data", "model", "export"})
-    for (const auto& e : fs::recursive_directory_iterator(fs::path(work) / part, ec))
-      if (e.is_regular_file(ec)) bytes += e.file_size(ec);
-  const std::string parts = (fs::path(work) / "data").string() + " " + (fs::path(work) / "model").string() + " " +
-                            (fs::path(work) / "export").string();
-  std::printf("its files (%.0f MB: data, checkpoints, export) are kept in %s; rm -rf %s removes them\n",
-              static_cast<double>(bytes) / 1e6, work.c_str(), own_dir ? work.c_str() : parts.c_str());
+  print_demo_kept(work, own_dir);
   return 0;
 }
 
