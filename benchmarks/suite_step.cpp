@@ -43,12 +43,6 @@ kiln::ParameterRef param_in(Module& model, const std::string& scope, bool last) 
   return last ? in.back() : in.front();
 }
 
-// "vgg16/fc8/" -> "fc8": a scope's last component, for row names and checks.
-std::string layer_of(const std::string& scope) {
-  const std::string s = scope.substr(0, scope.size() - 1);
-  return s.substr(s.rfind('/') + 1);
-}
-
 // On a GPU, the device memory high-water mark of the row just timed, as a summary value
 // "<what>_peak_mib" (the CPU backend keeps no such count).
 void record_peak_memory(const std::string& what, const Options& opt, SuiteResult& res) {
@@ -140,7 +134,7 @@ void time_graph_variant(Row r, Sequential& model, SGD& sgd, const Tensor& x, con
 SuiteResult run_step(const Options& opt, const MachineLimits& m) {
   SuiteResult res;
   const kiln::ModelSpec& spec = kiln::find_model_spec(opt.model);
-  const std::string head = layer_of(spec.head_scope);  // "fc8", "fc"
+  const std::string head = kiln::layer_of(spec, spec.head_scope);  // "fc8", "fc"
   const std::string step_head = spec.name + "/step_" + head;
   // Room for the longest row name ("vgg16/step_fc8@bf16-frozen+graph").
   set_table_widths(static_cast<int>(step_head.size() + std::string("@bf16-frozen+graph").size()), 34);

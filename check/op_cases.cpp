@@ -294,14 +294,14 @@ void append_math_cases(Generator& g, std::vector<OpCase>& cases) {
   }
 }
 
-// The bfloat16 form of an fp32 case: inputs rounded to bf16 values (held in float32), named
-// "<op>/bf16_<shape>", held to the fp32 op at rtol. Every floating input and the output are
-// bf16, so the bytes moved halve; the FLOPs do not change.
 // Whether input i stays float32 in a lower-precision run of k.
 bool kept_fp32(const OpCase& k, size_t i) {
   return std::find(k.fp32_inputs.begin(), k.fp32_inputs.end(), i) != k.fp32_inputs.end();
 }
 
+// The bfloat16 form of an fp32 case: inputs rounded to bf16 values (held in float32), named
+// "<op>/bf16_<shape>", held to the fp32 op at rtol. Every floating input but fp32_inputs and
+// the output are bf16, so the bytes moved halve; the FLOPs do not change.
 OpCase bf16_variant(OpCase k, double rtol) {
   const size_t slash = k.name.find('/');
   k.name = k.name.substr(0, slash + 1) + "bf16_" + k.name.substr(slash + 1);

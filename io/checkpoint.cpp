@@ -417,13 +417,19 @@ std::vector<CheckpointInfo> list_checkpoints(const std::string& model_dir, std::
 }
 
 std::optional<CheckpointInfo> latest_checkpoint(const std::string& model_dir) {
-  std::vector<CheckpointInfo> all = list_checkpoints(model_dir);
+  return latest_checkpoint(list_checkpoints(model_dir));
+}
+
+std::optional<CheckpointInfo> best_checkpoint(const std::string& model_dir) {
+  return best_checkpoint(list_checkpoints(model_dir));
+}
+
+std::optional<CheckpointInfo> latest_checkpoint(const std::vector<CheckpointInfo>& all) {
   if (all.empty()) return std::nullopt;
   return all.back();
 }
 
-std::optional<CheckpointInfo> best_checkpoint(const std::string& model_dir) {
-  std::vector<CheckpointInfo> all = list_checkpoints(model_dir);
+std::optional<CheckpointInfo> best_checkpoint(const std::vector<CheckpointInfo>& all) {
   if (all.empty()) return std::nullopt;
   size_t best = 0;
   for (size_t i = 0; i < all.size(); ++i)

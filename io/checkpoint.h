@@ -118,6 +118,9 @@ std::vector<CheckpointInfo> list_checkpoints(const std::string& model_dir,
                                              std::vector<DamagedCheckpoint>* damaged = nullptr);
 std::optional<CheckpointInfo> latest_checkpoint(const std::string& model_dir);
 std::optional<CheckpointInfo> best_checkpoint(const std::string& model_dir);
+// The same choices from a list_checkpoints result already read (oldest first).
+std::optional<CheckpointInfo> latest_checkpoint(const std::vector<CheckpointInfo>& all);
+std::optional<CheckpointInfo> best_checkpoint(const std::vector<CheckpointInfo>& all);
 
 CheckpointMeta read_checkpoint_meta(const std::string& state_path);
 // The same from an open state file's root (the file may be an in-memory image). Values a

@@ -247,10 +247,10 @@ File File::open_read(const std::string& path) {
     // stored_eof = 159718688"; people get the two sizes.
     const std::string why = hdf5_error_text();
     unsigned long long have = 0, want = 0;
-    const size_t at = why.find("truncated file: eof = ");
-    if (at != std::string::npos && std::sscanf(why.c_str() + at, "truncated file: eof = %llu", &have) == 1 &&
-        why.find("stored_eof = ") != std::string::npos &&
-        std::sscanf(why.c_str() + why.find("stored_eof = "), "stored_eof = %llu", &want) == 1)
+    const size_t at = why.find("truncated file: eof = "), stored = why.find("stored_eof = ");
+    if (at != std::string::npos && stored != std::string::npos &&
+        std::sscanf(why.c_str() + at, "truncated file: eof = %llu", &have) == 1 &&
+        std::sscanf(why.c_str() + stored, "stored_eof = %llu", &want) == 1)
       KILN_FAIL("HDF5 file '", path, "' is truncated: it holds ", have, " bytes of the ", want,
                 " its header records (an interrupted download or copy?)");
     KILN_FAIL("opening HDF5 file '", path, "' (truncated or corrupt?): ", why.empty() ? "HDF5 gave no reason" : why);

@@ -122,6 +122,10 @@ const std::vector<ModelSpec>& model_specs() {
 
 void check_head(const ModelSpec& spec, const std::string& head) { require_head(spec.name, spec.heads, head); }
 
+std::string layer_of(const ModelSpec& spec, const std::string& scope) {
+  return scope.substr(spec.name.size() + 1, scope.size() - spec.name.size() - 2);
+}
+
 const ModelSpec& find_model_spec(const std::string& name) {
   std::string known;
   for (const ModelSpec& s : model_specs()) {

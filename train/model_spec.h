@@ -68,6 +68,10 @@ struct ModelSpec {
   std::vector<std::pair<std::string, std::string>> torchvision_layers;
 };
 
+// The layer a scope of `spec`'s model names, without the root: "vgg16/fc6/" -> "fc6",
+// "resnet50/layer4/0/conv1/" -> "layer4/0/conv1".
+std::string layer_of(const ModelSpec& spec, const std::string& scope);
+
 // Every registered model (vgg11, vgg13, vgg16, vgg19, resnet50, resnet50_v1), in that order.
 const std::vector<ModelSpec>& model_specs();
 // The spec named `name`; an unknown name is an error listing the known ones.

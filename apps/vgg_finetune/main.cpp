@@ -255,7 +255,7 @@ std::string after_epochs(const io::CheckpointInfo& c) {
 io::Dataset eval_dataset(const std::string& dir) {
   // A data folder with split folders (train/, val/, test/; what else it holds aside) is
   // evaluated on its val/, as train --data-dir reads it; one without them is itself the
-  // folder per class. Hidden folders (.ipynb_checkpoints) count for neither, as for classes.
+  // folder per class.
   const fs::path val = fs::path(dir) / "val";
   if (fs::is_directory(val)) return io::image_folder(val.string());
   for (const char* split : {"train", "test"}) {

@@ -232,11 +232,6 @@ RunStart check_model_dir(const TrainConfig& cfg, const ModelSpec& spec, const st
   return s;
 }
 
-// "vgg16/fc6/" -> "fc6".
-std::string layer_of(const ModelSpec& spec, const std::string& scope) {
-  return scope.substr(spec.name.size() + 1, scope.size() - spec.name.size() - 2);
-}
-
 // The index in `scopes` of the first weight layer `layer` names: the layer itself ("fc6",
 // "layer4/0/conv1") or the group it opens ("layer4": ResNet's stage 4); scopes.size() when none.
 size_t first_scope_of(const ModelSpec& spec, const std::vector<std::string>& scopes, const std::string& layer) {
@@ -467,7 +462,6 @@ void clear_progress(bool tty) {
   if (tty) std::printf("\r%120s\r", "");
 }
 
-// The trainer's events as vgg_finetune's lines for people.
 // "phase 2 epoch 9 of 100" for the run's epoch `done` (1-based): the numbering of the
 // epoch lines, beside the run-wide one that metrics.csv and checkpoints use.
 std::string phase_epoch(const TrainConfig& cfg, int64_t done) {
@@ -476,6 +470,7 @@ std::string phase_epoch(const TrainConfig& cfg, int64_t done) {
          " of " + std::to_string(two ? cfg.phase2_epochs : cfg.phase1_epochs);
 }
 
+// The trainer's events as vgg_finetune's lines for people.
 TrainerHooks people_hooks(const TrainConfig& cfg, bool tty, Sequential& net) {
   TrainerHooks h;
   h.on_phase_start = [&cfg](int phase, const Phase& ph, Sequential& model) {
@@ -728,7 +723,8 @@ namespace {
 io::CheckpointInfo choose_checkpoint(const std::string& model_dir, bool best) {
   KILN_CHECK(fs::is_directory(model_dir), "model directory '", model_dir, "' does not exist");
   std::vector<io::DamagedCheckpoint> damaged;
-  const size_t loadable = io::list_checkpoints(model_dir, &damaged).size();
+  const std::vector<io::CheckpointInfo> all = io::list_checkpoints(model_dir, &damaged);
+  const size_t loadable = all.size();
   for (const io::DamagedCheckpoint& d : damaged)
     std::fprintf(stderr, "warning: checkpoint '%s' cannot be loaded: %s\n", d.state_path.c_str(), d.reason.c_str());
   KILN_CHECK(loadable > 0 || damaged.empty(), "model directory '", model_dir, "' holds ", damaged.size(),
@@ -737,7 +733,7 @@ io::CheckpointInfo choose_checkpoint(const std::string& model_dir, bool best) {
   KILN_CHECK(!best || damaged.empty(), "--best: ", damaged.size(), " checkpoint(s) of '", model_dir,
              "' cannot be loaded (warnings above) and one may be the best: restore the files they name, or leave "
              "--best out to use the latest checkpoint that loads");
-  const std::optional<io::CheckpointInfo> ck = best ? io::best_checkpoint(model_dir) : io::latest_checkpoint(model_dir);
+  const std::optional<io::CheckpointInfo> ck = best ? io::best_checkpoint(all) : io::latest_checkpoint(all);
   if (!damaged.empty())
     std::fprintf(stderr, "warning: using '%s', the latest checkpoint that can be loaded\n", ck->state_path.c_str());
   return *ck;
@@ -746,25 +742,25 @@ io::CheckpointInfo choose_checkpoint(const std::string& model_dir, bool best) {
 }  // namespace
 
 TrainedModel load_trained(const std::string& model_dir, Device device, bool best, const std::string& precision) {
-  const std::optional<io::CheckpointInfo> ck = choose_checkpoint(model_dir, best);
+  const io::CheckpointInfo ck = choose_checkpoint(model_dir, best);
   TrainedModel t;
-  t.checkpoint = *ck;
-  t.init = std::make_unique<Generator>(ck->meta.seed);
-  t.dropout = std::make_unique<Generator>(ck->meta.seed + 1);
-  const ModelSpec& spec = find_model_spec(ck->meta.arch);
-  t.model = spec.build(ModelOptions{static_cast<int64_t>(ck->meta.classes.size()), ck->meta.image_size, 0.5f,
-                                    ck->meta.head, ck->meta.adaptive_pool},
+  t.checkpoint = ck;
+  t.init = std::make_unique<Generator>(ck.meta.seed);
+  t.dropout = std::make_unique<Generator>(ck.meta.seed + 1);
+  const ModelSpec& spec = find_model_spec(ck.meta.arch);
+  t.model = spec.build(ModelOptions{static_cast<int64_t>(ck.meta.classes.size()), ck.meta.image_size, 0.5f,
+                                    ck.meta.head, ck.meta.adaptive_pool},
                        *t.init, *t.dropout);
-  io::load_checkpoint_weights(*t.model, *ck);
+  io::load_checkpoint_weights(*t.model, ck);
   t.model->to(device);
   t.model->eval();
   // Nothing trains here, but bf16-frozen keeps phase 1's boundary: the head in fp32, the
   // layers phase 1 froze in bf16 (converted once, as frozen weights are).
-  const Precision policy = parse_precision(precision.empty() ? ck->meta.precision : precision);
+  const Precision policy = parse_precision(precision.empty() ? ck.meta.precision : precision);
   t.model->freeze(t.model->name() + "/");
   if (policy == Precision::bf16_frozen) t.model->unfreeze(spec.head_scope);
   t.precision = apply_precision(*t.model, policy);
-  t.convention = ck->meta.convention;
+  t.convention = ck.meta.convention;
   return t;
 }
 
