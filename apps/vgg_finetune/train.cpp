@@ -10,7 +10,10 @@
 #include <exception>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
+#include <memory>
+#include <optional>
 #include <sstream>
 #include <utility>
 
@@ -458,9 +461,50 @@ void print_batch_norm_use(const BatchNormUse& u, bool decay) {
                 static_cast<long long>(u.layers - u.frozen), trains, gamma.c_str());
 }
 
+// Whether two epochs' lines show the same losses and accuracies (the formats of on_epoch).
+bool same_when_printed(const EpochSummary& a, const EpochSummary& b) {
+  const auto shown = [](const EpochSummary& e) {
+    char buf[96];
+    std::snprintf(buf, sizeof buf, "%.3f %.1f %.3f %.1f", e.train_loss, 100.0 * e.train_acc, e.val.loss,
+                  100.0 * e.val.acc);
+    return std::string(buf);
+  };
+  return shown(a) == shown(b);
+}
+
 void clear_progress(bool tty) {
   if (tty) std::printf("\r%120s\r", "");
 }
+
+// The line per epoch. Two with the same numbers read as a stalled run (the demo's phase 1
+// after its linear probe, where the training set is already fitted): say once per phase how
+// far it did move.
+std::function<void(const EpochSummary&)> epoch_lines(bool tty) {
+  struct Seen {
+    std::optional<EpochSummary> previous;
+    int noted_phase = 0;
+  };
+  auto seen = std::make_shared<Seen>();
+  return [tty, seen](const EpochSummary& e) {
+    clear_progress(tty);
+    std::printf("epoch %lld/%lld (phase %d: %s)  train loss %.3f acc %.1f%%  val loss %.3f acc %.1f%%  %.1f img/s\n",
+                static_cast<long long>(e.epoch_in_phase), static_cast<long long>(e.phase_epochs), e.phase,
+                e.phase_name.c_str(), e.train_loss, 100.0 * e.train_acc, e.val.loss, 100.0 * e.val.acc,
+                e.images_per_second);
+    const std::optional<EpochSummary>& p = seen->previous;
+    if (p && p->phase == e.phase && seen->noted_phase != e.phase && same_when_printed(*p, e)) {
+      std::printf("  (the same as epoch %lld to the digits shown: val loss moved by %+.1e, train loss by %+.1e; %s)\n",
+                  static_cast<long long>(p->epoch_in_phase), e.val.loss - p->val.loss, e.train_loss - p->train_loss,
+                  e.train_acc >= 0.995 ? "the training images are already fitted, so steps at this learning rate "
+                                         "have little left to change"
+                                       : "steps at this learning rate change little");
+      seen->noted_phase = e.phase;
+    }
+    seen->previous = e;
+    std::fflush(stdout);
+  };
+}
+
 
 // "phase 2 epoch 9 of 100" for the run's epoch `done` (1-based): the numbering of the
 // epoch lines, beside the run-wide one that metrics.csv and checkpoints use.
@@ -558,14 +602,7 @@ TrainerHooks people_hooks(const TrainConfig& cfg, bool tty, Sequential& net) {
                 static_cast<long long>(s.steps), s.loss_sum / s.seen, 100.0 * s.correct / s.seen, r.loss, 100.0 * r.acc);
     std::fflush(stdout);
   };
-  h.on_epoch = [tty](const EpochSummary& e) {
-    clear_progress(tty);
-    std::printf("epoch %lld/%lld (phase %d: %s)  train loss %.3f acc %.1f%%  val loss %.3f acc %.1f%%  %.1f img/s\n",
-                static_cast<long long>(e.epoch_in_phase), static_cast<long long>(e.phase_epochs), e.phase,
-                e.phase_name.c_str(), e.train_loss, 100.0 * e.train_acc, e.val.loss, 100.0 * e.val.acc,
-                e.images_per_second);
-    std::fflush(stdout);
-  };
+  h.on_epoch = epoch_lines(tty);
   h.on_stop = [tty, &cfg](const StopInfo& s) {
     if (s.kind == StopInfo::Kind::steps_mid_epoch) {
       clear_progress(tty);

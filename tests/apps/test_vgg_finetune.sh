@@ -43,6 +43,18 @@ else
   bad "frozen file: $frozen_files frozen file(s)"; ls -l "$W/a"
 fi
 
+# 1c. Epochs whose printed numbers repeat get one line saying how far they moved (a run at a
+# learning rate too small to show, as the demo's phase 1 after its probe, must not read as stalled).
+"$B" train --data-dir "$W/data" --model-dir "$W/still" "${COMMON[@]}" --phase1-epochs 3 --phase2-epochs 0 \
+  --phase1-lr 1e-12 --no-augment --keep-prob 1 > "$W/still.log" 2>&1
+notes=$(grep -c "^  (the same as epoch 1 to the digits shown: val loss moved by .*, train loss by " "$W/still.log")
+if [ "$notes" = 1 ] && grep -q "^epoch 3/3 (phase 1" "$W/still.log" && ! grep -q "the same as epoch" "$W/a.log"; then
+  ok "repeated epoch numbers are explained once per phase"
+else
+  bad "repeated-epoch note: $notes line(s)"; cat "$W/still.log"
+fi
+rm -rf "$W/still"
+
 # 2. Stop after epoch 1, resume: the final weights equal the uninterrupted run's bit for bit.
 "$B" train --data-dir "$W/data" --model-dir "$W/b" "${COMMON[@]}" --stop-after-epochs 1 > "$W/b1.log" 2>&1
 "$B" train --data-dir "$W/data" --model-dir "$W/b" "${COMMON[@]}" > "$W/b2.log" 2>&1
