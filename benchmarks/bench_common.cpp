@@ -63,7 +63,7 @@ const char* kUsage =
     "             (interpreter: $KILN_PYTHON, else /usr/bin/python3), without OPENBLAS_CORETYPE\n"
     "             and OPENBLAS_L2_SIZE; a peer whose GEMM is wrong is refused, one whose GEMM\n"
     "             runs under 50% of the sgemm limit is marked WEAK PEER on every row\n"
-    "  --print-plan  print MODEL's layer plan as JSON (vgg11, vgg13, vgg16, vgg19; default\n"
+    "  --print-plan  print MODEL's layer plan as JSON (any --model name; default\n"
     "             224x224, 1000 classes) and exit: the shapes the suites and peer scripts use\n";
 
 bool row_wanted(const Options& opt, const std::string& name) {

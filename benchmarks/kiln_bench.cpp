@@ -152,6 +152,39 @@ bool print_warnings(const std::vector<SuiteReport>& reports, const MachineLimits
   return all_checks_ok;
 }
 
+// --conv-search, read by the CUDA backend only (cuDNN's Find or its heuristics); the CPU has
+// one way. On a GPU, core's check refuses it with KILN_DETERMINISTIC=1, as it refuses
+// KILN_CONV_SEARCH.
+void apply_conv_search(const Options& opt, bool cuda) {
+  if (opt.conv_search != "exhaustive" && opt.conv_search != "heuristic")
+    throw std::invalid_argument("--conv-search must be exhaustive or heuristic, got '" + opt.conv_search + "'");
+  kiln::ComputeOptions math = kiln::compute_options();
+  math.exhaustive_conv_search = opt.conv_search == "exhaustive";
+  if (cuda) {
+    try {
+      kiln::check_compute_options(math);
+    } catch (const std::exception& e) {
+      throw std::invalid_argument("--conv-search " + opt.conv_search + " (exhaustive is kiln_bench's default on " +
+                                  "CUDA): " + e.what());
+    }
+  }
+  kiln::compute_options() = math;
+}
+
+// --print-plan: the layer plan the suites measure, for the PyTorch peers (--plan FILE) and
+// people. An unknown model or an image size it cannot take is a bad argument.
+int print_plan(const std::string& model, int64_t image_size, int64_t classes) {
+  std::string json;
+  try {
+    const kiln::ModelSpec& spec = kiln::find_model_spec(model);
+    json = kiln::plan_json(spec, image_size, classes ? classes : spec.default_num_classes);
+  } catch (const std::exception& e) {
+    throw std::invalid_argument(std::string("--print-plan: ") + e.what());
+  }
+  std::fputs(json.c_str(), stdout);
+  return 0;
+}
+
 int run(int argc, char** argv) {
   Options opt;
   std::string plan_model;  // --print-plan MODEL
@@ -203,29 +236,12 @@ int run(int argc, char** argv) {
       throw std::invalid_argument("unknown argument '" + a + "'");
     }
   }
-  if (!plan_model.empty()) {
-    // The layer plan the suites measure, for the PyTorch peers (--plan FILE) and people.
-    std::string json;
-    try {  // an unknown model or an image size it cannot take is a bad argument
-      const kiln::ModelSpec& spec = kiln::find_model_spec(plan_model);
-      json = kiln::plan_json(spec, plan_image_size, plan_classes ? plan_classes : spec.default_num_classes);
-    } catch (const std::exception& e) {
-      throw std::invalid_argument(std::string("--print-plan: ") + e.what());
-    }
-    std::fputs(json.c_str(), stdout);
-    return 0;
-  }
+  if (!plan_model.empty()) return print_plan(plan_model, plan_image_size, plan_classes);
   if (plan_image_size || plan_classes) throw std::invalid_argument("--image-size and --classes go with --print-plan");
   const kiln::Device device = bench_device(opt);  // --device, checked there
   const bool cuda = !device.is_cpu();
   const std::vector<const Suite*> suites = select_suites(opt, cuda);
-  if (opt.conv_search != "exhaustive" && opt.conv_search != "heuristic")
-    throw std::invalid_argument("--conv-search must be exhaustive or heuristic, got '" + opt.conv_search + "'");
-  // Read by the CUDA backend only (cuDNN's Find or its heuristics); the CPU has one way.
-  if (cuda && opt.conv_search == "exhaustive" && kiln::compute_options().deterministic)
-    throw std::invalid_argument("KILN_DETERMINISTIC=1 needs --conv-search heuristic (exhaustive, kiln_bench's "
-                                "default on CUDA, picks the algorithm by timing, anew in each process)");
-  kiln::compute_options().exhaustive_conv_search = opt.conv_search == "exhaustive";
+  apply_conv_search(opt, cuda);
   if (cuda && kiln::device_count(kiln::DeviceType::cuda) == 0) {
     std::fprintf(stderr, "kiln_bench: --device cuda: no GPU found\n");
     return 1;
@@ -297,11 +313,11 @@ int run(int argc, char** argv) {
 }  // namespace kiln::bench
 
 int main(int argc, char** argv) {
-  using kiln::bench::kUsage;
   try {
     return kiln::bench::run(argc, argv);
   } catch (const std::invalid_argument& e) {
-    std::fprintf(stderr, "kiln_bench: %s\n%s", e.what(), kUsage);
+    // The error alone, where it is seen; the flags are one --help away.
+    std::fprintf(stderr, "kiln_bench: %s (kiln_bench --help lists the flags)\n", e.what());
     return 2;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "kiln_bench: %s\n", e.what());

@@ -255,11 +255,14 @@ SuiteResult run_conv(const Options& opt, const MachineLimits& m) {
       bf16_ms += time_bf16(t, row, opt, m, res, bf16_skipped);
       if (gpu) {
         // The other way of choosing cuDNN's algorithms (Find or heuristics), timed the same
-        // way in the same run: rows "@heuristic" or "@find". Plans are cached per mode.
+        // way in the same run: rows "@heuristic" or "@find". Plans are cached per mode. Not
+        // under KILN_DETERMINISTIC=1, which core refuses with Find (it times anew per process).
         bool& exhaustive = kiln::compute_options().exhaustive_conv_search;
-        exhaustive = !exhaustive;
-        time_passes(t, exhaustive ? "@find" : "@heuristic", row, opt, m, res);
-        exhaustive = !exhaustive;
+        if (!kiln::compute_options().deterministic) {
+          exhaustive = !exhaustive;
+          time_passes(t, exhaustive ? "@find" : "@heuristic", row, opt, m, res);
+          exhaustive = !exhaustive;
+        }
         // The other cuDNN API under this run's algorithm choice: rows "@graph" (or "@legacy").
         const bool graph = kiln::conv_api() == kiln::ConvApi::graph;
         kiln::ScopedConvApi other(graph ? kiln::ConvApi::legacy : kiln::ConvApi::graph);
