@@ -115,6 +115,13 @@ std::string gpu_math_summary() {
 
 int device_count(DeviceType type) { return has_backend(type) ? backend_for(Device{type, 0}).device_count() : 0; }
 void synchronize(Device device) { backend_for(device).synchronize(device.index); }
+void stream_waits_for_kiln(Device device, std::uintptr_t stream) {
+  backend_for(device).stream_waits_for_kiln(device.index, stream);
+}
+void kiln_waits_for_stream(Device device, std::uintptr_t stream) {
+  backend_for(device).kiln_waits_for_stream(device.index, stream);
+}
+std::uintptr_t stream_handle(Device device) { return backend_for(device).stream_handle(device.index); }
 MemoryStats memory_stats(Device device) { return backend_for(device).memory_stats(device.index); }
 void reset_peak_memory(Device device) { backend_for(device).reset_peak_memory(device.index); }
 std::string device_name(Device device) { return backend_for(device).device_name(device.index); }

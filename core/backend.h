@@ -224,6 +224,18 @@ class Backend {
     (void)graph, (void)rng;
     KILN_FAIL("the ", name(), " backend cannot replay graphs");
   }
+
+  // ---- Hand-offs with other libraries' streams (DLPack). `stream` is a handle as DLPack
+  // passes it: on CUDA 1 is the legacy default stream, 2 the per-thread default, else a
+  // cudaStream_t. Both only order work on the device; the host does not wait. ----
+  // Work queued on `stream` from now on waits for the work kiln has queued on device `index`.
+  virtual void stream_waits_for_kiln(int index, std::uintptr_t stream) { (void)index, (void)stream; }
+  // Work kiln queues on device `index` from now on (frees included) waits for the work
+  // queued so far on `stream`.
+  virtual void kiln_waits_for_stream(int index, std::uintptr_t stream) { (void)index, (void)stream; }
+  // The handle of kiln's compute stream on device `index` (0 where there are no streams),
+  // for a producer that orders its work before kiln's (DLPack's __dlpack__(stream=...)).
+  virtual std::uintptr_t stream_handle(int index) { return (void)index, 0; }
 };
 
 // The process-wide compute options (read by backends at each op).
@@ -255,6 +267,12 @@ void set_gpu_math(const GpuMathSettings& s);
 int device_count(DeviceType type);
 // Waits for all queued work on `device`.
 void synchronize(Device device);
+// Orders another library's stream after kiln's queued work, and kiln's after its, on the
+// device (Backend::stream_waits_for_kiln, kiln_waits_for_stream); no-ops on the CPU.
+void stream_waits_for_kiln(Device device, std::uintptr_t stream);
+void kiln_waits_for_stream(Device device, std::uintptr_t stream);
+// kiln's compute stream on `device` as a DLPack stream handle (0 on the CPU).
+std::uintptr_t stream_handle(Device device);
 // Memory in use on `device` and its peak since the last reset.
 MemoryStats memory_stats(Device device);
 void reset_peak_memory(Device device);

@@ -250,6 +250,7 @@ Tensor batch_norm2d(const Tensor& x, const Tensor& gamma, const Tensor& beta, Te
   KILN_CHECK(eps > 0.0f && momentum >= 0.0f && momentum <= 1.0f, op, ": eps must be > 0 and momentum in [0, 1], got eps ",
              eps, " momentum ", momentum);
   const int64_t c = x.dim(3), rows = x.dim(0) * x.dim(1) * x.dim(2);
+  KILN_CHECK(c > 0, op, ": input x ", x.shape(), " has no channels (its last dimension, C, is 0)");
   Backend& be = backend_for(x.device());
   Tensor mean, var;
   if (training) {

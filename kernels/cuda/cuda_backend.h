@@ -29,6 +29,9 @@ class CudaBackend final : public Backend {
   double time_ms(int index, const std::function<void()>& fn) override;  // cuda_context.cpp
   Allocator& allocator(int index) override;
   void copy(const Tensor& src, Tensor& dst, bool non_blocking = false) override;  // cuda_memory.cpp
+  void stream_waits_for_kiln(int index, std::uintptr_t stream) override;           // cuda_memory.cpp
+  void kiln_waits_for_stream(int index, std::uintptr_t stream) override;           // cuda_memory.cpp
+  std::uintptr_t stream_handle(int index) override;                                // cuda_memory.cpp
   // cuda_elementwise.cu
   void fill(Tensor& t, double value) override;
   void arange(Tensor& t, double start, double step) override;

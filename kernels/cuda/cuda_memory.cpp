@@ -145,10 +145,13 @@ void CudaBackend::copy(const Tensor& src, Tensor& dst, bool non_blocking) {
     if (src.device().index == dst.device().index) {
       KILN_CUDA_CHECK(cudaMemcpyAsync(dst.raw_data(), src.raw_data(), bytes, cudaMemcpyDeviceToDevice, ctx.compute));
     } else {
-      // Across GPUs: order after the source's work, then copy on the destination's stream.
+      // Across GPUs: order after the source's work, then copy on the destination's stream,
+      // and wait for it: the source's memory is freed on its own device's stream, which
+      // knows nothing of this one (a rare path: kiln trains one GPU per process).
       KILN_CUDA_CHECK(cudaStreamSynchronize(context(src.device().index).compute));
       KILN_CUDA_CHECK(cudaMemcpyPeerAsync(dst.raw_data(), dst.device().index, src.raw_data(), src.device().index,
                                           bytes, ctx.compute));
+      KILN_CUDA_CHECK(cudaStreamSynchronize(ctx.compute));
     }
   } else if (dst_dev) {  // host -> device
     if (non_blocking && src.is_pinned()) {
@@ -172,9 +175,57 @@ void CudaBackend::copy(const Tensor& src, Tensor& dst, bool non_blocking) {
     }
   } else {  // device -> host
     KILN_CUDA_CHECK(cudaMemcpyAsync(dst.raw_data(), src.raw_data(), bytes, cudaMemcpyDeviceToHost, ctx.compute));
-    if (!(non_blocking && dst.is_pinned())) KILN_CUDA_CHECK(cudaStreamSynchronize(ctx.compute));
+    if (!(non_blocking && dst.is_pinned())) {
+      KILN_CUDA_CHECK(cudaStreamSynchronize(ctx.compute));
+    } else {
+      // The DMA writes dst later: keep its pinned block out of the cache (and so away from a
+      // loader thread's next batch) until the copy is done, even if the caller drops it.
+      cudaEvent_t after = nullptr;
+      KILN_CUDA_CHECK(cudaEventCreateWithFlags(&after, cudaEventDisableTiming));
+      KILN_CUDA_CHECK(cudaEventRecord(after, ctx.compute));
+      std::lock_guard<std::mutex> lock(g_pending_mu);
+      g_pending.push_back(Pending{after, dst.impl().storage});
+    }
   }
   scope.done();
+}
+
+namespace {
+// A DLPack stream handle as a CUDA stream (1: legacy default, 2: per-thread default).
+cudaStream_t external_stream(std::uintptr_t stream) {
+  KILN_CHECK(stream != 0, "stream handle 0 is ambiguous on CUDA (DLPack): pass 1 for the legacy default stream");
+  if (stream == 1) return cudaStreamLegacy;
+  if (stream == 2) return cudaStreamPerThread;
+  return reinterpret_cast<cudaStream_t>(stream);
+}
+
+// `waiter` waits for the work queued so far on `source`, through an event (both on the
+// current device); the event is released once the wait is queued.
+void order_after(cudaStream_t waiter, cudaStream_t source) {
+  cudaEvent_t e = nullptr;
+  KILN_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+  const cudaError_t recorded = cudaEventRecord(e, source);
+  const cudaError_t waited = recorded == cudaSuccess ? cudaStreamWaitEvent(waiter, e, 0) : recorded;
+  cudaEventDestroy(e);
+  KILN_CUDA_CHECK(waited);
+}
+}  // namespace
+
+void CudaBackend::stream_waits_for_kiln(int index, std::uintptr_t stream) {
+  OpScope scope("stream hand-off (DLPack)", index);
+  // The copy stream's last work is already ordered before the compute stream's (copy()).
+  order_after(external_stream(stream), scope.ctx().compute);
+  scope.done();
+}
+
+void CudaBackend::kiln_waits_for_stream(int index, std::uintptr_t stream) {
+  OpScope scope("stream hand-off (DLPack)", index);
+  order_after(scope.ctx().compute, external_stream(stream));
+  scope.done();
+}
+
+std::uintptr_t CudaBackend::stream_handle(int index) {
+  return reinterpret_cast<std::uintptr_t>(context(index).compute);
 }
 
 }  // namespace kiln::cuda

@@ -5,6 +5,10 @@
 //   as long as any kiln view of it. kiln tensors are contiguous: a strided producer is an
 //   error unless the caller asks for the copy (copy_to_contiguous, nchw_to_nhwc).
 // - export (Tensor.__dlpack__): a capsule that owns a kiln handle to the storage.
+// On CUDA both ways follow the stream protocol (kiln's compute stream is not the default
+// stream): the consumer's `stream` waits for kiln's queued work, and kiln's frees wait for
+// the consumer's work once it drops the capsule; an imported tensor is asked for with
+// kiln's stream, and kiln waits for its own work to finish before handing it back.
 #include <cstring>
 #include <string>
 #include <vector>
@@ -105,7 +109,7 @@ Tensor copy_to_kiln(const Array& a, const std::vector<size_t>& order, const char
   return t;
 }
 
-Tensor from_dlpack(const Array& a, bool copy_to_contiguous) {
+Tensor from_array(const Array& a, bool copy_to_contiguous) {
   const DType dtype = dtype_of_array(a);
   const Device device = device_of_array(a);
   std::vector<size_t> order(a.ndim());
@@ -118,13 +122,49 @@ Tensor from_dlpack(const Array& a, bool copy_to_contiguous) {
   }
   std::vector<int64_t> dims;
   for (size_t i = 0; i < a.ndim(); ++i) dims.push_back(static_cast<int64_t>(a.shape(i)));
-  // The producer's handle, dropped with the GIL when kiln's last view goes.
+  // The producer's handle, dropped with the GIL when kiln's last view goes. On a GPU kiln's
+  // queued work may still read the memory, and the producer may reuse it on a stream kiln
+  // cannot name: finish kiln's work first.
   auto* keep = new Array(a);
-  return Tensor::from_external(a.data(), Shape(dims), dtype, device, [keep] {
+  return Tensor::from_external(a.data(), Shape(dims), dtype, device, [keep, device] {
     if (!Py_IsInitialized()) return;  // interpreter gone: nothing left to hand back
+    if (!device.is_cpu()) {
+      try {
+        synchronize(device);
+      } catch (...) {  // a release must not throw; the device is gone or failed already
+      }
+    }
     nb::gil_scoped_acquire gil;
     delete keep;
   });
+}
+
+// from_dlpack: a CUDA producer is asked for its capsule with kiln's stream, so that kiln's
+// work on the memory waits for the producer's (the DLPack stream protocol; nanobind would
+// ask without one). Everything else goes through nanobind's ndarray caster.
+Tensor from_dlpack(nb::handle x, bool copy_to_contiguous) {
+  nb::object source = nb::borrow(x);
+  if (nb::hasattr(x, "__dlpack__") && nb::hasattr(x, "__dlpack_device__")) {
+    const nb::tuple where = nb::cast<nb::tuple>(x.attr("__dlpack_device__")());
+    if (nb::len(where) == 2 && nb::cast<int>(where[0]) == kDLCUDA) {
+      const int index = nb::cast<int>(where[1]);
+      const int have = device_count(DeviceType::cuda);
+      KILN_CHECK(index >= 0 && index < have, "from_dlpack: the tensor is on cuda:", index, " but kiln sees ", have,
+                 " CUDA device(s) here", have == 0 ? " (no GPU, or this kiln was built without CUDA)" : "",
+                 "; move it to the host first (x.cpu())");
+      source = x.attr("__dlpack__")(nb::arg("stream") = stream_handle(Device::cuda(index)));
+    }
+  }
+  Array a;
+  if (nb::try_cast(source, a, /*convert=*/false)) return from_array(a, copy_to_contiguous);
+  nb::ndarray<nb::ro> read_only;
+  KILN_CHECK(!nb::try_cast(nb::borrow(x), read_only, false), "from_dlpack: the array is read-only (np.broadcast_to, "
+             "or a NumPy view of another library's tensor), and kiln tensors are writable: pass a writable copy, "
+             "e.g. x.copy()");
+  KILN_FAIL("from_dlpack: kiln cannot share a ", nb::type_name(x.type()).c_str(), ": it needs a NumPy array, a "
+            "PyTorch tensor or anything with __dlpack__ or the buffer protocol, of a dtype kiln has (float32, "
+            "bfloat16, int32, int64, uint8) in native byte order; convert it first, e.g. "
+            "numpy.ascontiguousarray(x, dtype=numpy.float32)");
 }
 
 Tensor nchw_to_nhwc(const Array& a) {
@@ -132,11 +172,27 @@ Tensor nchw_to_nhwc(const Array& a) {
   return copy_to_kiln(a, {0, 2, 3, 1}, "nchw_to_nhwc");
 }
 
+// What an exported capsule keeps: kiln's handle to the memory and, on a GPU, the consumer's
+// stream, which kiln waits for before the memory can be freed (0: none was given).
+struct Exported {
+  Tensor tensor;
+  std::uintptr_t consumer_stream = 0;
+};
+
 // The tensor as a nanobind ndarray whose owner (a capsule) holds a kiln handle to it.
-Array to_array(const Tensor& t) {
+Array to_array(const Tensor& t, std::uintptr_t consumer_stream = 0) {
   KILN_CHECK(t.is_contiguous(), "__dlpack__: tensor ", t.description(), " is not contiguous");
-  auto* keep = new Tensor(t.detach());
-  nb::capsule owner(keep, [](void* p) noexcept { delete static_cast<Tensor*>(p); });
+  auto* keep = new Exported{t.detach(), consumer_stream};
+  nb::capsule owner(keep, [](void* p) noexcept {
+    auto* e = static_cast<Exported*>(p);
+    if (e->consumer_stream != 0) {
+      try {
+        kiln_waits_for_stream(e->tensor.device(), e->consumer_stream);
+      } catch (...) {  // a release must not throw; the device is gone or failed already
+      }
+    }
+    delete e;
+  });
   std::vector<size_t> shape;
   for (int64_t d : t.shape().dims()) shape.push_back(static_cast<size_t>(d));
   const int device_type = t.device().is_cpu() ? kDLCPU : kDLCUDA;
@@ -150,11 +206,28 @@ void bind_dlpack(nb::module_& m) {
   nb::class_<Tensor> cls = nb::borrow<nb::class_<Tensor>>(m.attr("Tensor"));
   cls.def("__dlpack__",
           [](const Tensor& t, nb::kwargs kwargs) {
-            nb::object arr = nb::cast(nb::ndarray<nb::array_api>(to_array(t)));
+            // On a GPU: stream None means the legacy default stream, -1 no ordering (the
+            // array API's rules); the consumer's stream waits for kiln's queued work.
+            std::uintptr_t consumer = 0;
+            if (kwargs.contains("stream")) {
+              nb::object s = kwargs["stream"];
+              nb::del(kwargs["stream"]);
+              if (!t.device().is_cpu()) {
+                const int64_t v = s.is_none() ? 1 : nb::cast<int64_t>(s);
+                KILN_CHECK(v != 0, "__dlpack__: stream 0 is ambiguous on CUDA; pass 1 for the legacy default "
+                           "stream, or -1 for no ordering");
+                if (v != -1) consumer = static_cast<std::uintptr_t>(v);
+              }
+            } else if (!t.device().is_cpu()) {
+              consumer = 1;
+            }
+            if (consumer != 0) stream_waits_for_kiln(t.device(), consumer);
+            nb::object arr = nb::cast(nb::ndarray<nb::array_api>(to_array(t, consumer)));
             return arr.attr("__dlpack__")(**kwargs);
           },
           "A DLPack capsule sharing this tensor's memory (versioned when max_version >= (1, 0) is asked for); "
-          "the capsule keeps the memory alive.");
+          "the capsule keeps the memory alive. On a GPU, `stream` (the consumer's; None: the legacy default "
+          "stream, -1: no ordering) waits for kiln's queued work, and kiln's later frees wait for that stream.");
   cls.def("__dlpack_device__", [](const Tensor& t) {
     return nb::make_tuple(t.device().is_cpu() ? kDLCPU : kDLCUDA, t.device().index);
   }, "(device type, index) as DLPack numbers them: (1, 0) for the CPU, (2, i) for cuda:i.");
@@ -162,7 +235,7 @@ void bind_dlpack(nb::module_& m) {
     KILN_CHECK(t.device().is_cpu(), "numpy(): the tensor is on ", t.device().str(), "; move it with .to(\"cpu\") first");
     return nb::ndarray<nb::numpy>(to_array(t));
   }, "A NumPy array sharing this tensor's memory (no copy).");
-  m.def("from_dlpack", &from_dlpack, arg("x").noconvert(), arg("copy_to_contiguous") = false,
+  m.def("from_dlpack", &from_dlpack, arg("x"), arg("copy_to_contiguous") = false,
         "A kiln tensor sharing x's memory (NumPy array, PyTorch tensor, anything with __dlpack__). "
         "Non-contiguous x is an error unless copy_to_contiguous=True, which makes a contiguous copy.");
   m.def("nchw_to_nhwc", &nchw_to_nhwc, arg("x").noconvert(),

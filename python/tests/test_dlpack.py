@@ -121,8 +121,12 @@ def test_dtypes_kiln_has_and_has_not():
     assert kiln.from_dlpack(torch.zeros(2, dtype=torch.bfloat16)).dtype == "bfloat16"
     with pytest.raises(kiln.Error, match="astype"):
         kiln.from_dlpack(np.zeros(3, dtype=np.float64))
-    with pytest.raises(TypeError):
+    with pytest.raises(kiln.Error, match="cannot share a list"):
         kiln.from_dlpack([1.0, 2.0])  # no DLPack, no buffer of a kiln dtype: not silently converted
+    with pytest.raises(kiln.Error, match="read-only.*x.copy"):
+        kiln.from_dlpack(np.broadcast_to(np.float32(1), (3,)))
+    with pytest.raises(kiln.Error, match="native byte order"):
+        kiln.from_dlpack(np.zeros(3, dtype=">f4"))
 
 
 @needs_torch
@@ -206,11 +210,30 @@ def test_a_tensor_from_another_device_is_an_error_or_a_device_tensor():
     producer, keep = foreign_device_capsule(2, data)  # kDLCUDA
     try:
         t = kiln.from_dlpack(producer)
-    except kiln.Error as e:  # a CPU-only kiln
-        assert "built without CUDA" in str(e) and "x.cpu()" in str(e)
-    else:  # a CUDA kiln: a CUDA tensor (never dereferenced here)
+    except kiln.Error as e:  # a CPU-only kiln, or no GPU
+        assert kiln.device_count() == 0
+        assert "cuda:0 but kiln sees 0 CUDA device(s)" in str(e) and "x.cpu()" in str(e)
+    else:  # a GPU: a CUDA tensor (never dereferenced here)
         assert t.device == "cuda:0"
         with pytest.raises(kiln.Error):
             t.numpy()
         del t
     del keep
+
+
+@pytest.mark.skipif(kiln.device_count() == 0 or not torch.cuda.is_available(), reason="needs a GPU kiln and torch see")
+def test_cuda_hand_offs_follow_the_stream_protocol():
+    # kiln's compute stream is not torch's: each side must see the other's queued writes.
+    # Large enough that an unordered read would run while the write is still in flight.
+    n = 1 << 26
+    t = kiln.full([n], 3.0, device="cuda")
+    assert torch.from_dlpack(t).sum().item() == 3.0 * n  # torch's stream waits for kiln's fill
+    y = torch.full((n,), 2.0, device="cuda")
+    assert kiln.sum(kiln.from_dlpack(y)).item() == 2.0 * n  # kiln's stream waits for torch's fill
+    # A capsule dropped by torch: kiln's next allocation may reuse the block only after
+    # torch's queued reads of it.
+    x = torch.from_dlpack(kiln.full([n], 1.0, device="cuda"))
+    s = x * 2.0
+    del x
+    z = kiln.full([n], 5.0, device="cuda")
+    assert s.sum().item() == 2.0 * n and kiln.sum(z).item() == 5.0 * n

@@ -43,6 +43,10 @@ TEST_CASE("batch_norm2d refuses one value per channel in training and bad shapes
   Tensor none;
   REQUIRE_THROWS_WITH(batch_norm2d(x2, Tensor(), Tensor(), none, none, false), Contains("needs running_mean"));
   REQUIRE_THROWS_WITH(batch_norm2d(Tensor::ones(Shape{2, 3}), Tensor(), Tensor(), rm, rv, true), Contains("rank 4"));
+  // No channels: refused before a backend divides by C.
+  Tensor x0 = Tensor::ones(Shape{2, 2, 2, 0}), e0 = Tensor::zeros(Shape{0}), o0 = Tensor::ones(Shape{0});
+  REQUIRE_THROWS_WITH(batch_norm2d(x0, Tensor(), Tensor(), e0, o0, true), Contains("no channels") && Contains("[2, 2, 2, 0]"));
+  REQUIRE_THROWS_WITH(batch_norm2d(x0, Tensor(), Tensor(), e0, o0, false), Contains("no channels"));
 }
 
 TEST_CASE("batch_norm2d's variance of an off-centre channel keeps its digits (two-pass, double)", "[batch_norm]") {
