@@ -227,10 +227,44 @@ struct Trainer::State {
   } graph;
 };
 
+namespace {
+
+std::string class_list(const std::vector<std::string>& classes) {
+  std::string s;
+  for (size_t i = 0; i < classes.size() && i < 8; ++i) s += (i ? ", " : "") + classes[i];
+  return s + (classes.size() > 8 ? ", ..." : "");
+}
+
+// The model, its spec and the data must agree before anything runs: a registered model run
+// under another's name would be checkpointed as that one (and refuse every resume), a head
+// sized for other classes trains outputs no data has, and splits labelled by different
+// class lists score val against the wrong numbers. (Any other Sequential may run under a
+// spec's name: the spec then names its checkpoints only.)
+void check_model_fits(Sequential& model, const ModelSpec& spec, const io::Dataset& train, const io::Dataset& val) {
+  const std::vector<ParameterRef> params = model.parameters();
+  const std::string root = params.empty() ? "" : params.front().name.substr(0, params.front().name.find('/'));
+  for (const ModelSpec& other : model_specs())
+    KILN_CHECK(root != other.name || root == spec.name, "trainer: the model is a ", root, " (its parameters are named '",
+               root, "/...') but the run names it ", spec.name, "; pass '", root, "' as the model's name");
+  const ParameterRef head = model.find(spec.head_scope + "weight");
+  const int64_t classes = static_cast<int64_t>(train.classes.size());
+  KILN_CHECK(head.tensor == nullptr || head.tensor->dim(0) == classes, "trainer: the model's head ", spec.head_scope,
+             " has ", head.tensor ? head.tensor->dim(0) : 0, " outputs but the training data ('", train.root,
+             "') has ", classes, " classes (", class_list(train.classes), "); build the model with num_classes=",
+             classes);
+  KILN_CHECK(val.classes == train.classes, "trainer: the validation data ('", val.root, "') is labelled by other "
+             "classes (", class_list(val.classes), ") than the training data (", class_list(train.classes), "), so a "
+             "label would mean another class in each; audit both together (train/audit.h's audit_splits), which "
+             "labels both by one list");
+}
+
+}  // namespace
+
 Trainer::Trainer(Sequential& model, const ModelSpec& spec, const io::Dataset& train, const io::Dataset& val,
                  TrainerOptions options, TrainerHooks hooks)
     : model_(model), spec_(spec), train_(train), val_(val), opt_(std::move(options)), hooks_(std::move(hooks)) {
   KILN_CHECK(!opt_.phases.empty(), "trainer: no phase to run");
+  check_model_fits(model_, spec_, train_, val_);
 }
 
 Trainer::~Trainer() = default;

@@ -14,6 +14,7 @@
 #include "io/dataset.h"
 #include "python/src/bindings.h"
 #include "train/api.h"
+#include "train/audit.h"
 #include "train/linear_probe.h"
 #include "train/trainer.h"
 
@@ -115,10 +116,37 @@ TrainerOptions trainer_options(std::vector<Phase> phases, const TrainArgs& a, co
   return t;
 }
 
+// Both folders checked as vgg_finetune train checks them (train/audit.h): labelled by one
+// class list, so a class missing from val keeps its number; files that do not decode are
+// skipped with a warning; data that cannot be trained on is an error naming why.
+AuditReport audit_for_training(const TrainArgs& a) {
+  AuditOptions opt;
+  opt.threads = a.num_workers;
+  AuditReport r;
+  {
+    nb::gil_scoped_release release;
+    r = audit_splits({{"train", a.train_dir}, {"val", a.val_dir}}, opt);
+  }
+  if (!r.errors.empty()) {
+    std::string all;
+    for (const std::string& e : r.errors) all += (all.empty() ? "" : "; ") + e;
+    KILN_FAIL("train: the data cannot be trained on: ", all);
+  }
+  std::vector<std::string> said = r.warnings;
+  if (!r.skipped.empty())
+    said.push_back("skipped " + std::to_string(r.skipped.size()) + " file(s) that cannot be used, e.g. " +
+                   r.skipped.front().path + ": " + io::skip_reason(r.skipped.front()));
+  for (const std::string& w : said)
+    if (PyErr_WarnEx(PyExc_UserWarning, ("kiln.train: " + w).c_str(), 1) != 0) throw nb::python_error();
+  return r;
+}
+
 nb::dict train(Sequential& model, const std::string& arch, std::vector<Phase> phases, const TrainArgs& a,
                nb::object on_epoch) {
   const ModelSpec& spec = find_model_spec(arch);
-  const io::Dataset train_ds = io::image_folder(a.train_dir), val_ds = io::image_folder(a.val_dir);
+  const AuditReport audit = audit_for_training(a);
+  const io::Dataset& train_ds = audit.splits[0].usable;
+  const io::Dataset& val_ds = audit.splits[1].usable;
   const BuiltModelInfo* built = built_model_of(model);
   TrainerOptions t = trainer_options(std::move(phases), a, spec, train_ds, built);
   TrainerHooks hooks;

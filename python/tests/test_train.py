@@ -2,6 +2,7 @@
 folder data set; frozen layers stay as they were, the head moves, checkpoints are written."""
 import os
 import tempfile
+import warnings
 
 import numpy as np
 import pytest
@@ -81,3 +82,33 @@ def test_cuda_graph_mode_is_taken_and_checked():
             kiln.train(kiln.build_model("vgg11", num_classes=2, image_size=32, seed=1), "vgg11",
                        [kiln.Phase("p", train=[spec.head_scope])], os.path.join(d, "train"),
                        os.path.join(d, "val"), os.path.join(d, "run3"), image_size=32, cuda_graph="sometimes")
+
+
+def test_val_missing_a_class_is_scored_by_trains_numbering_and_mismatches_are_refused():
+    from PIL import Image
+    rng = np.random.default_rng(2)
+    with tempfile.TemporaryDirectory() as d:
+        write_folder(d, "train", 4, rng)  # blue, red
+        write_folder(d, "val", 2, rng)
+        # A third train class, "aqua", sorted first: without one class list val's "blue"
+        # would be label 0 there, aqua's number in train.
+        os.makedirs(os.path.join(d, "train", "aqua"))
+        for i in range(4):
+            Image.fromarray(np.full((40, 40, 3), (0, 200, 200), np.uint8)).save(os.path.join(d, "train", "aqua", f"{i}.png"))
+        model = kiln.build_model("vgg11", num_classes=3, image_size=32, seed=1)
+        spec = kiln.find_model_spec("vgg11")
+        phase = kiln.Phase("probe", train=[spec.head_scope], lr=1e-3, epochs=1, linear_probe=True)
+        tr, va = os.path.join(d, "train"), os.path.join(d, "val")
+        with pytest.warns(UserWarning, match="val has no image of class 'aqua'"):
+            r = kiln.train(model, "vgg11", [phase], tr, va, os.path.join(d, "run"), batch_size=4, image_size=32,
+                           num_workers=1, augment=False)
+        # Colour separates these classes; scored by the wrong numbers val would read 0%.
+        assert r["acc"] >= 0.75, r
+        two = kiln.build_model("vgg11", num_classes=2, image_size=32, seed=1)
+        with warnings.catch_warnings():  # the same warning as above
+            warnings.simplefilter("ignore")
+            with pytest.raises(kiln.Error, match="the model is a vgg11 .* but the run names it vgg16; pass 'vgg11'"):
+                kiln.train(model, "vgg16", [phase], tr, va, os.path.join(d, "run2"), image_size=32)
+            with pytest.raises(kiln.Error, match="has 2 outputs but the training data .* has 3 classes"):
+                kiln.train(two, "vgg11", [phase], tr, va, os.path.join(d, "run3"), image_size=32)
+        assert not os.path.exists(os.path.join(d, "run2")) and not os.path.exists(os.path.join(d, "run3"))

@@ -320,3 +320,28 @@ TEST_CASE("eval_details says a class had no images instead of 0.0 percent", "[tr
   CHECK_THAT(d, Catch::Contains("dog        -   (no images of this class here)"));
   CHECK_THAT(d, !Catch::Contains("0/0"));
 }
+
+using Catch::Matchers::Contains;
+
+TEST_CASE("a Trainer refuses a model, head or labelling that does not fit the run, before writing anything",
+          "[train][errors]") {
+  const std::string root = test::make_temp_dir("trainer_fit");
+  app::make_demo_dataset(root + "/data", 3, 2, 1, 3);
+  const io::Dataset train = io::image_folder(root + "/data/train"), val = io::image_folder(root + "/data/val");
+  TrainerOptions t = tiny_options(root + "/run", false);
+  t.run.classes = train.classes;
+  // A registered model under another's name.
+  Generator g(1);
+  auto vgg11 = find_model_spec("vgg11").build(ModelOptions{3, 32, 0.5f}, g, g);
+  REQUIRE_THROWS_WITH(Trainer(*vgg11, find_model_spec("vgg16"), train, val, t),
+                      Contains("the model is a vgg11") && Contains("names it vgg16"));
+  // The head sized for 2 classes, the data has 3.
+  auto two = find_model_spec("vgg11").build(ModelOptions{2, 32, 0.5f}, g, g);
+  REQUIRE_THROWS_WITH(Trainer(*two, find_model_spec("vgg11"), train, val, t),
+                      Contains("vgg11/fc8/ has 2 outputs") && Contains("3 classes"));
+  // val labelled by its own class list (one class fewer: other numbers).
+  io::Dataset val2 = val;
+  val2.classes.pop_back();
+  REQUIRE_THROWS_WITH(Trainer(*vgg11, find_model_spec("vgg11"), train, val2, t), Contains("labelled by other classes"));
+  CHECK_FALSE(std::filesystem::exists(root + "/run"));
+}
