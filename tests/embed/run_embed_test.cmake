@@ -4,7 +4,7 @@
 #   3. configure tests/embed/consumer with -DCMAKE_PREFIX_PATH=<work>/prefix, build it
 #   4. run the consumer (no LD_LIBRARY_PATH: the installed libkiln.so must be found the way
 #      a real user's program finds it) and require exit status 0.
-#   5. run the README's example (consumer/top_class.cpp) on a weights file and an image that
+#   5. run the README's examples: consumer/train_step.cpp, then consumer/top_class.cpp on a weights file and an image that
 #      consumer/make_fixture writes (removed afterwards); it must print the expected class.
 # Run as: cmake -DKILN_BUILD_DIR=<kiln build dir> [-DKILN_EMBED_WORK_DIR=<dir>]
 #               [-DKILN_EMBED_GENERATOR=Ninja] [-DKILN_EMBED_MAKE_PROGRAM=<ninja>]
@@ -128,7 +128,12 @@ if(EXISTS "${KILN_BUILD_DIR}/dist")
   embed_step(run_dist "${exe_dir}/dist_consumer")
 endif()
 
-# 5. the README example (top_class.cpp, identical to the README's block: see
+# 5. the README examples (identical to the README's blocks: see check_readme_example.cmake):
+#    train_step.cpp's one SGD step must exit 0, then top_class.cpp on a weights file and an
+#    image make_fixture writes; its class must be the one the hand-written chain of kiln calls gives.
+get_filename_component(exe_dir "${exe}" DIRECTORY)
+embed_step(run_train_step "${exe_dir}/train_step")
+# (top_class.cpp, identical to the README's block: see
 #    check_readme_example.cmake) on a weights file and an image make_fixture writes; its
 #    class must be the one the hand-written chain of kiln calls gives.
 get_filename_component(exe_dir "${exe}" DIRECTORY)
