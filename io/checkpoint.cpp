@@ -80,14 +80,15 @@ double parse_double(const h5::Group& root, const std::string& name) {
   return v;
 }
 
-// Refuses values no run writes, before the app sizes a model or loops from them.
-void check_meta(const CheckpointMeta& m, const std::string& file) {
+// Refuses values no run writes: on load before the app sizes a model or loops from them
+// (`where` "checkpoint 'F'"), on save before a checkpoint its own loader would refuse is
+// written (`where` "save_checkpoint"); `why` ends each message.
+void check_meta(const CheckpointMeta& m, const std::string& where, const std::string& why) {
   auto in = [&](const char* what, int64_t v, int64_t lo, int64_t hi) {
-    KILN_CHECK(v >= lo && v <= hi, "checkpoint '", file, "': ", what, " is ", v, ", expected ", lo, "..", hi,
-               " (corrupt or not written by kiln?)");
+    KILN_CHECK(v >= lo && v <= hi, where, ": ", what, " is ", v, ", expected ", lo, "..", hi, " (", why, ")");
   };
   in("image_size", m.image_size, 32, 1024);  // the --image-size range kiln's trainers accept
-  KILN_CHECK(m.image_size % 32 == 0, "checkpoint '", file, "': image_size ", m.image_size, " is not a multiple of 32");
+  KILN_CHECK(m.image_size % 32 == 0, where, ": image_size ", m.image_size, " is not a multiple of 32 (", why, ")");
   in("phase", m.phase, 1, 64);  // a trainer's phases (vgg_finetune has 2)
   for (const auto& [what, v] : {std::pair<const char*, int64_t>{"epochs_done", m.epochs_done},
                                 {"batches_done", m.batches_done}, {"global_step", m.global_step},
@@ -96,11 +97,15 @@ void check_meta(const CheckpointMeta& m, const std::string& file) {
     in(what, v, 0, int64_t{1} << 48);
   in("the number of classes", static_cast<int64_t>(m.classes.size()), 1, 1 << 20);
   const std::string& w = m.weights_file;
-  KILN_CHECK(!w.empty() && w.find('/') == std::string::npos && w != "." && w != "..", "checkpoint '", file,
-             "': weights_file '", w, "' must be a file name inside the model directory");
+  KILN_CHECK(!w.empty() && w.find('/') == std::string::npos && w != "." && w != "..", where, ": weights_file '", w,
+             "' must be a file name inside the model directory");
   const std::string& z = m.frozen_file;
-  KILN_CHECK(z.empty() || (z.find('/') == std::string::npos && z != "." && z != ".." && z != w), "checkpoint '", file,
-             "': frozen_file '", z, "' must be a file name inside the model directory other than its weights file");
+  KILN_CHECK(z.empty() || (z.find('/') == std::string::npos && z != "." && z != ".." && z != w), where,
+             ": frozen_file '", z, "' must be a file name inside the model directory other than its weights file");
+}
+
+void check_meta(const CheckpointMeta& m, const std::string& file) {
+  check_meta(m, "checkpoint '" + file + "'", "corrupt or not written by kiln?");
 }
 
 bool ends_with(const std::string& s, const std::string& suffix) {
@@ -183,8 +188,14 @@ uint32_t frozen_digest_of(const std::string& weights_path) {
 
 std::string save_checkpoint(const std::string& model_dir, Module& model, Optimizer& opt, CheckpointMeta meta,
                             int keep_last) {
+  std::error_code ec;
+  KILN_CHECK(fs::is_directory(model_dir, ec), "save_checkpoint: the model directory '", model_dir,
+             "' does not exist or is not a directory; create it first");
   const std::string stem = stem_for(meta.epochs_done, meta.batches_done);
   meta.weights_file = stem + ".weights.h5";
+  // What the loader will refuse is refused now, not found at the resume.
+  check_meta(meta, "save_checkpoint", "kiln's loader would refuse this checkpoint: fill CheckpointMeta as "
+             "io/checkpoint.h describes, e.g. classes with the class names and image_size with the input size");
   ExportOptions eo;
   eo.convention = meta.convention;
   // What the phase freezes goes to its own file, written once: it cannot change while the
@@ -261,7 +272,6 @@ std::string save_checkpoint(const std::string& model_dir, Module& model, Optimiz
     }
     f.close();
   });
-  std::error_code ec;
 
   // Keep the last `keep_last` and the best by validation accuracy (the earliest of equals).
   std::vector<CheckpointInfo> all = list_checkpoints(model_dir);

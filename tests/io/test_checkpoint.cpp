@@ -396,3 +396,24 @@ TEST_CASE("buffers are exported, imported and checkpointed with the parameters",
   CHECK(back.stats().to_vector<float>() == m.stats().to_vector<float>());
   CHECK(values_of(back, "net/weight") == values_of(m, "net/weight"));
 }
+
+TEST_CASE("save_checkpoint refuses what its loader would refuse, and a missing directory, writing nothing",
+          "[checkpoint][errors]") {
+  TempDir tmp;
+  Generator gen(24);
+  WithBuffer m(gen);
+  SGD opt(m, SgdOptions{.lr = 0.1f});
+  CheckpointMeta meta;  // research code's first try: classes and image size left as they are
+  meta.image_size = 32;
+  REQUIRE_THROWS_WITH(save_checkpoint(tmp.dir, m, opt, meta, 2),
+                      Contains("save_checkpoint: the number of classes is 0") && Contains("loader would refuse"));
+  meta.classes = {"a", "b"};
+  meta.image_size = 28;
+  REQUIRE_THROWS_WITH(save_checkpoint(tmp.dir, m, opt, meta, 2), Contains("image_size is 28, expected 32..1024"));
+  CHECK(std::filesystem::is_empty(tmp.dir));
+  meta.image_size = 32;
+  REQUIRE_THROWS_WITH(save_checkpoint(tmp.dir + "/nope", m, opt, meta, 2),
+                      Contains("model directory '" + tmp.dir + "/nope' does not exist"));
+  save_checkpoint(tmp.dir, m, opt, meta, 2);
+  CHECK(latest_checkpoint(tmp.dir).has_value());
+}
