@@ -35,7 +35,10 @@ bool read_launcher(const std::function<const char*(const char*)>& get, LaunchEnv
                    const char* size, const char* local_rank, const char* local_size) {
   const int r = int_var(get, rank), n = int_var(get, size);
   if (n < 0 && r < 0) return false;
-  KILN_CHECK(n >= 1, "launch: ", rank, " is set but ", size, " is not (set both, or neither for one process)");
+  KILN_CHECK(n != 0, "launch: ", size, "=0: a run has one process or more (unset ", rank, " and ", size,
+             " for one process)");
+  KILN_CHECK(n >= 1, "launch: ", rank, " is set but ", size, " is not, or is empty (set both, or neither for one "
+             "process)");
   KILN_CHECK(r >= 0, "launch: ", size, "=", n, " is set but ", rank, " is not (set both, or neither for one process)");
   KILN_CHECK(r < n, "launch: ", rank, "=", r, " is not below ", size, "=", n, " (ranks count from 0)");
   env.rank = r;
@@ -314,6 +317,8 @@ std::vector<std::string> communicator_backends() {
 std::unique_ptr<Communicator> make_communicator(const LaunchEnv& env, Device device) {
   if (!env.distributed()) return single_process();
   const std::string name = !env.backend.empty() ? env.backend : device.is_cpu() ? "gloo" : "nccl";
+  KILN_CHECK(!(name == "nccl" && device.is_cpu()), "launch: KILN_DIST_BACKEND=nccl reduces GPU memory, but this run "
+             "trains on the CPU: unset KILN_DIST_BACKEND (gloo is the CPU's), or train on a GPU");
   CommunicatorFactory f;
   {
     std::lock_guard<std::mutex> lock(registry_mutex());
@@ -323,7 +328,9 @@ std::unique_ptr<Communicator> make_communicator(const LaunchEnv& env, Device dev
   if (!f) {
     if (registry().empty())
       KILN_FAIL("launched as rank ", env.rank, " of ", env.world_size, " (", env.launcher,
-                ") but this build has no multi-process support (install libgloo-dev and rebuild)");
+                ") but no multi-process backend is registered: a program must link kiln::dist (libkiln_dist) and "
+                "call kiln::dist::register_backends() first; a kiln without libkiln_dist was built without gloo "
+                "(install libgloo-dev and rebuild)");
     std::string have;
     for (const std::string& n : communicator_backends()) have += (have.empty() ? "" : ", ") + n;
     KILN_FAIL("launched as rank ", env.rank, " of ", env.world_size, " with the '", name,

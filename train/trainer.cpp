@@ -77,7 +77,7 @@ std::string run_fingerprint(Sequential& model, const ModelSpec& spec, const Trai
     f << "\n";
   }
   const io::LoaderOptions& l = o.loader;
-  f << "batch " << l.batch_size << " seed " << l.seed << " shuffle " << l.shuffle << " augment " << l.augment
+  f << "batch " << l.batch_size << " seed " << o.run.seed << " (loader " << l.seed << ") shuffle " << l.shuffle << " augment " << l.augment
     << " crop " << l.crop << " resize " << l.resize_shorter << " drop_last " << l.drop_last << "\n";
   f << "train " << train.size() << " images, classes";
   for (const std::string& c : train.classes) f << " " << c;

@@ -30,6 +30,8 @@ check_error() {  # WHAT EXPECTED-SUBSTRING ENV...
   if [ $rc = 3 ] && [ "$(echo "$out" | wc -l)" = 1 ] && grep -qF "$want" <<< "$out"; then ok "$what: $out"; else bad "$what (rc $rc): $out"; fi
 }
 check_error "rank without size" "RANK is set but WORLD_SIZE is not" RANK=0
+check_error "empty size" "RANK is set but WORLD_SIZE is not, or is empty" RANK=0 WORLD_SIZE=
+check_error "size 0" "WORLD_SIZE=0: a run has one process or more" RANK=0 WORLD_SIZE=0
 check_error "rank beyond size" "RANK=2 is not below WORLD_SIZE=2" RANK=2 WORLD_SIZE=2 MASTER_ADDR=h MASTER_PORT=1
 check_error "no rendezvous" "no rendezvous is set" RANK=0 WORLD_SIZE=2
 check_error "bad port" "port in 1..65535" RANK=0 WORLD_SIZE=2 MASTER_ADDR=h MASTER_PORT=99999

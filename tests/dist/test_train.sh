@@ -63,7 +63,7 @@ RANK=1 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port KILN_DIST_TIMEOUT=30
   --model-dir "$W/mis" "${COMMON[@]}" --seed 8 > "$W/mis.1" 2>&1 & p1=$!
 wait $p0; rc0=$?; wait $p1; rc1=$?
 if [ $rc0 = 1 ] && [ $rc1 = 1 ] && grep -q "error: rank 0: rank(s) 1 were started with another model, recipe or data" "$W/mis.0" &&
-   grep -q "error: rank 1: rank(s) 1 were started with another .*here: 'batch 4 seed 10" "$W/mis.1"; then
+   grep -q "error: rank 1: rank(s) 1 were started with another .*here: 'batch 4 seed 8 (loader 10)" "$W/mis.1"; then
   ok "recipe mismatch: $(grep error "$W/mis.1")"
 else bad "recipe mismatch (rc $rc0 $rc1)"; cat "$W"/mis.*; fi
 
