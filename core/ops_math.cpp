@@ -220,7 +220,9 @@ Tensor reshape(const Tensor& x, const Shape& shape_in) {
 Tensor flatten(const Tensor& x) {
   checks::defined("flatten", "input x", x);
   KILN_CHECK(x.rank() >= 1, "flatten: needs rank >= 1, got ", x.description());
-  return reshape(x, Shape{x.dim(0), x.dim(0) == 0 ? 0 : x.numel() / x.dim(0)});
+  int64_t features = 1;  // the product of the trailing extents, also for an empty batch
+  for (int64_t d = 1; d < x.rank(); ++d) features *= x.dim(d);
+  return reshape(x, Shape{x.dim(0), features});
 }
 
 Tensor slice(const Tensor& x, int64_t begin, int64_t end) {

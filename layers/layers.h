@@ -153,8 +153,12 @@ class Sequential final : public Module {
   // Appends a layer; returns it for further use.
   template <typename M>
   std::shared_ptr<M> add(std::shared_ptr<M> m) {
+    KILN_CHECK(m != nullptr, "Sequential ", name(), ": cannot add a null module");
     for (const auto& c : children())
       KILN_CHECK(c->name() != m->name(), "Sequential ", name(), ": a child named '", m->name(), "' already exists");
+    // A module inside itself would recurse without end when run or listed.
+    KILN_CHECK(!m->contains(*this), "Sequential ", name(), ": cannot add '", m->name(), "', which ",
+               m.get() == static_cast<const Module*>(this) ? "is this Sequential itself" : "contains this Sequential");
     return register_module(std::move(m));
   }
   Tensor forward(const Tensor& x) override;

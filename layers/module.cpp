@@ -35,6 +35,13 @@ void Module::collect_buffers(const std::string& prefix, std::vector<BufferRef>& 
   for (auto& c : children_) c->collect_buffers(scope, out);
 }
 
+bool Module::contains(const Module& m) const {
+  if (this == &m) return true;
+  for (const auto& c : children_)
+    if (c->contains(m)) return true;
+  return false;
+}
+
 std::vector<ParameterRef> Module::parameters() {
   std::vector<ParameterRef> out;
   collect("", out);

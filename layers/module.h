@@ -78,6 +78,8 @@ class Module {
 
   // The children, for containers and printing.
   const std::vector<std::shared_ptr<Module>>& children() const { return children_; }
+  // Whether `m` is this module or one below it (what a container may not take as a child).
+  bool contains(const Module& m) const;
   // A summary: one line per parameter with shape and trainable flag.
   std::string summary();
 

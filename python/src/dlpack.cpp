@@ -68,6 +68,9 @@ Device device_of_array(const Array& a) {
 }
 
 bool is_row_major(const Array& a) {
+  // An empty array has no element to misplace (torch gives [0, 3] strides (1, 1)).
+  for (size_t i = 0; i < a.ndim(); ++i)
+    if (a.shape(i) == 0) return true;
   int64_t expect = 1;
   for (size_t i = a.ndim(); i-- > 0;) {
     if (a.shape(i) != 1 && a.stride(i) != expect) return false;
@@ -233,6 +236,9 @@ void bind_dlpack(nb::module_& m) {
   }, "(device type, index) as DLPack numbers them: (1, 0) for the CPU, (2, i) for cuda:i.");
   cls.def("numpy", [](const Tensor& t) {
     KILN_CHECK(t.device().is_cpu(), "numpy(): the tensor is on ", t.device().str(), "; move it with .to(\"cpu\") first");
+    // NumPy has no bfloat16 (it would make an array of objects).
+    KILN_CHECK(t.dtype() != DType::bf16, "numpy(): NumPy has no bfloat16; take t.astype(\"float32\").numpy() (a "
+               "copy), or torch.from_dlpack(t), which shares the memory");
     return nb::ndarray<nb::numpy>(to_array(t));
   }, "A NumPy array sharing this tensor's memory (no copy).");
   m.def("from_dlpack", &from_dlpack, arg("x"), arg("copy_to_contiguous") = false,

@@ -114,25 +114,32 @@ void bind_modules(nb::module_& m) {
       .def("summary", &Module::summary, "One line per parameter: shape and trainable flag.")
       .def("__repr__", [](Module& mod) { return "kiln.Module('" + mod.name() + "')"; });
 
-  nb::class_<Sequential, Module>(m, "Sequential", "Runs its children in order.")
+  // The layers are final in Python: their forward runs in C++, so a Python subclass's
+  // forward would be skipped whenever the model runs (wrap them in a class of your own instead).
+  nb::class_<Sequential, Module>(m, "Sequential", nb::is_final(),
+                                 "Runs its children in order. Not subclassable (its forward runs in C++): hold one "
+                                 "in a class of your own and call it from there.")
       .def(nb::init<std::string>(), arg("name"))
       .def("add", [](Sequential& s, std::shared_ptr<Module> child) { s.add(std::move(child)); }, arg("module"),
-           "Appends a layer (its name must be new in this Sequential).");
-  nb::class_<Linear, Module>(m, "Linear", "x: [N, in] -> [N, out]; parameters weight [out, in], bias [out].")
+           "Appends a layer (its name must be new in this Sequential, and it may not contain this Sequential).");
+  nb::class_<Linear, Module>(m, "Linear", nb::is_final(), "x: [N, in] -> [N, out]; parameters weight [out, in], bias [out].")
       .def("__init__", [](Linear* self, std::string name, int64_t in, int64_t out, bool bias, uint64_t seed) {
              Generator gen(seed);
              new (self) Linear(std::move(name), in, out, bias, gen);
            }, arg("name"), arg("in_features"), arg("out_features"), arg("bias") = true, arg("seed") = 0);
-  nb::class_<Conv2d, Module>(m, "Conv2d", "NHWC convolution; parameters weight [out, k, k, in] (OHWI), bias [out].")
+  nb::class_<Conv2d, Module>(m, "Conv2d", nb::is_final(), "NHWC convolution; parameters weight [out, k, k, in] (OHWI), bias [out].")
       .def("__init__", [](Conv2d* self, std::string name, int64_t in, int64_t out, int64_t kernel, int64_t stride,
                           int64_t padding, bool bias, uint64_t seed) {
              Generator gen(seed);
              new (self) Conv2d(std::move(name), in, out, kernel, Conv2dParams{stride, stride, padding, padding}, bias, gen);
            }, arg("name"), arg("in_channels"), arg("out_channels"), arg("kernel"), arg("stride") = 1,
            arg("padding") = 0, arg("bias") = true, arg("seed") = 0);
-  nb::class_<ReLU, Module>(m, "ReLU").def(nb::init<std::string>(), arg("name"));
-  nb::class_<Flatten, Module>(m, "Flatten").def(nb::init<std::string>(), arg("name"));
-  nb::class_<MaxPool2d, Module>(m, "MaxPool2d")
+  nb::class_<ReLU, Module>(m, "ReLU", nb::is_final(), "max(x, 0), elementwise; no parameters.")
+      .def(nb::init<std::string>(), arg("name"));
+  nb::class_<Flatten, Module>(m, "Flatten", nb::is_final(), "[N, ...] -> [N, product of the rest]; no parameters.")
+      .def(nb::init<std::string>(), arg("name"));
+  nb::class_<MaxPool2d, Module>(m, "MaxPool2d", nb::is_final(),
+                                "NHWC max pooling over kernel x kernel windows at `stride`, no padding; no parameters.")
       .def("__init__", [](MaxPool2d* self, std::string name, int64_t kernel, int64_t stride) {
              new (self) MaxPool2d(std::move(name), Pool2dParams{kernel, kernel, stride, stride, 0, 0});
            }, arg("name"), arg("kernel") = 2, arg("stride") = 2);

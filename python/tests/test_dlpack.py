@@ -237,3 +237,10 @@ def test_cuda_hand_offs_follow_the_stream_protocol():
     del x
     z = kiln.full([n], 5.0, device="cuda")
     assert s.sum().item() == 2.0 * n and kiln.sum(z).item() == 5.0 * n
+
+
+def test_empty_torch_tensors_are_contiguous_and_bf16_has_no_numpy_view():
+    assert kiln.from_dlpack(torch.zeros(0, 3)).shape == (0, 3)
+    assert kiln.from_dlpack(torch.zeros(2, 0, 3)).shape == (2, 0, 3)
+    with pytest.raises(kiln.Error, match="NumPy has no bfloat16"):
+        kiln.ones([2, 3], dtype="bfloat16").numpy()

@@ -90,3 +90,22 @@ def test_type_stubs_ship_with_the_module():
     with open(stub) as f:
         text = f.read()
     assert "def from_dlpack(" in text and "class Tensor" in text and "def __dlpack__(" in text
+
+
+def test_a_module_cannot_contain_itself_and_layers_cannot_be_subclassed():
+    s = kiln.Sequential("s")
+    s.add(kiln.Linear("l", 4, 4))
+    with pytest.raises(kiln.Error, match="is this Sequential itself"):
+        s.add(s)
+    outer = kiln.Sequential("outer")
+    outer.add(s)
+    with pytest.raises(kiln.Error, match="contains this Sequential"):
+        s.add(outer)
+    assert list(s.parameters()) == ["s/l/weight", "s/l/bias"]  # unchanged, and no endless walk
+    with pytest.raises(TypeError):  # its forward would be skipped: refused at class creation
+        class Mine(kiln.Sequential):  # noqa: F841
+            pass
+
+
+def test_flatten_keeps_the_feature_size_of_an_empty_batch():
+    assert kiln.flatten(kiln.zeros([0, 2, 2, 3])).shape == (0, 12)
