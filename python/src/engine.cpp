@@ -204,8 +204,11 @@ void bind_weights(nb::module_& m) {
           opt.convention = io::parse_convention(convention);
           io::export_weights(model, path, opt);
         },
-        arg("model"), arg("path"), arg("format") = "kiln", arg("convention") = "caffe_bgr", Release(),
-        "Writes the model's parameters and buffers to `path` atomically (kiln's layout or Keras's).");
+        arg("model"), arg("path"), arg("format") = "kiln", arg("convention") = "torchvision_rgb", Release(),
+        "Writes the model's parameters and buffers to `path` atomically (kiln's layout or Keras's). `convention` "
+        "is recorded in the file as the preprocessing its inputs need (vgg_finetune and load_model read it): the "
+        "default, torchvision_rgb, is what Loader, train and load_image use by default; caffe_bgr or tf_rgb for a "
+        "model trained on such inputs (e.g. imported from Keras).");
   m.def("load_image", [](const std::string& path, int64_t image_size, const std::string& convention) {
           return load_image_tensor(path, image_size, io::parse_convention(convention));
         }, arg("path"), arg("image_size") = 224, arg("convention") = "torchvision_rgb", Release(),

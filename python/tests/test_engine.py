@@ -109,3 +109,16 @@ def test_a_module_cannot_contain_itself_and_layers_cannot_be_subclassed():
 
 def test_flatten_keeps_the_feature_size_of_an_empty_batch():
     assert kiln.flatten(kiln.zeros([0, 2, 2, 3])).shape == (0, 12)
+
+
+def test_exported_weights_record_the_preprocessing_the_loader_uses_by_default():
+    h5py = pytest.importorskip("h5py")
+    m = kiln.Sequential("net")
+    m.add(kiln.Linear("fc", 3, 2))
+    with tempfile.TemporaryDirectory() as d:
+        for conv in (None, "caffe_bgr"):
+            path = os.path.join(d, f"{conv}.h5")
+            kiln.export_weights(m, path, **({"convention": conv} if conv else {}))
+            with h5py.File(path, "r") as f:
+                got = f.attrs["input_convention"]
+                assert (got.decode() if isinstance(got, bytes) else got) == (conv or "torchvision_rgb")
