@@ -6,12 +6,11 @@ namespace kiln {
 
 Optimizer::Optimizer(std::vector<ParameterRef> params, float lr) : params_(std::move(params)), lr_(lr) {
   KILN_CHECK(lr >= 0, "optimizer: lr must be >= 0, got ", lr);
-  std::set<std::string> names;
   for (const ParameterRef& p : params_) {
     KILN_CHECK(p.tensor != nullptr && p.tensor->defined(), "optimizer: parameter '", p.name, "' has no tensor");
     KILN_CHECK(p.trainable, "optimizer: parameter '", p.name,
                "' is frozen; an optimizer takes trainable parameters only (Module::trainable_parameters())");
-    KILN_CHECK(names.insert(p.name).second, "optimizer: parameter '", p.name, "' is given twice");
+    KILN_CHECK(names_.insert(p.name).second, "optimizer: parameter '", p.name, "' is given twice");
   }
   steps_ = Tensor::zeros(Shape{}, TensorOptions{DType::i64, Device::cpu()});
 }
@@ -42,6 +41,14 @@ Tensor& Optimizer::add_state(size_t i, const std::string& suffix) {
   return state_.back().second;
 }
 
+void Optimizer::check_watched() const {
+  if (model_ == nullptr) return;
+  for (const ParameterRef& p : model_->trainable_parameters())
+    KILN_CHECK(names_.count(p.name) > 0, "optimizer: parameter '", p.name, "' trains now but was frozen when this "
+               "optimizer was made, so the optimizer does not hold it and would leave it unchanged; make a new "
+               "optimizer after unfreezing (an optimizer takes the model's trainable parameters when it is made)");
+}
+
 bool Optimizer::updates(size_t i) const {
   const Tensor& p = *params_[i].tensor;
   return p.requires_grad() && p.grad().defined();
@@ -60,6 +67,7 @@ SGD::SGD(std::vector<ParameterRef> params, const SgdOptions& opt) : Optimizer(st
 }
 
 void SGD::step() {
+  check_watched();
   SgdOptions o = opt_;
   o.lr = lr_;
   std::vector<SgdParamRef> refs;
@@ -91,6 +99,7 @@ Adam::Adam(std::vector<ParameterRef> params, const AdamOptions& opt) : Optimizer
 }
 
 void Adam::step() {
+  check_watched();
   AdamOptions o = opt_;
   o.lr = lr_;
   std::vector<AdamParamRef> refs;

@@ -4,6 +4,7 @@
 // checkpoint can save and restore it beside the weights.
 #pragma once
 
+#include <set>
 #include <string>
 #include <vector>
 
@@ -44,6 +45,10 @@ class Optimizer {
   int64_t steps() const;
 
   const std::vector<ParameterRef>& parameters() const { return params_; }
+  // Built from a model: step() then refuses to run while a parameter of it trains that this
+  // optimizer does not hold (unfrozen after the optimizer was made), which it would leave
+  // unchanged without a word. The model must outlive the optimizer (as its tensors must).
+  void watch(Module& model) { model_ = &model; }
   // Named state tensors, including "optimizer/step" (int64 [], on the host).
   std::vector<OptimizerStateRef> state();
 
@@ -56,12 +61,16 @@ class Optimizer {
   // (requires_grad mirrors Module's trainable flag, so one frozen after the optimizer was
   // built is left out). Not a second "frozen" flag: derived each step.
   bool updates(size_t i) const;
+  // The check watch() asks for, at the start of every step().
+  void check_watched() const;
 
   std::vector<ParameterRef> params_;
   float lr_;
 
  private:
   std::vector<std::pair<std::string, Tensor>> state_;  // in creation order
+  std::set<std::string> names_;                         // of params_
+  Module* model_ = nullptr;                             // watch()
   Tensor steps_;                                        // int64 [] on the host
 };
 
@@ -72,7 +81,7 @@ class Optimizer {
 class SGD final : public Optimizer {
  public:
   SGD(std::vector<ParameterRef> params, const SgdOptions& opt);
-  SGD(Module& model, const SgdOptions& opt) : SGD(model.trainable_parameters(), opt) {}
+  SGD(Module& model, const SgdOptions& opt) : SGD(model.trainable_parameters(), opt) { watch(model); }
   void step() override;
   const SgdOptions& options() const { return opt_; }
 
@@ -87,7 +96,7 @@ class SGD final : public Optimizer {
 class Adam final : public Optimizer {
  public:
   Adam(std::vector<ParameterRef> params, const AdamOptions& opt);
-  Adam(Module& model, const AdamOptions& opt) : Adam(model.trainable_parameters(), opt) {}
+  Adam(Module& model, const AdamOptions& opt) : Adam(model.trainable_parameters(), opt) { watch(model); }
   void step() override;
   const AdamOptions& options() const { return opt_; }
 

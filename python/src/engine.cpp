@@ -217,7 +217,8 @@ void bind_weights(nb::module_& m) {
 
 void bind_optimizers(nb::module_& m) {
   nb::class_<Optimizer>(m, "Optimizer", "Updates a model's trainable parameters from their gradients.")
-      .def("step", &Optimizer::step, Release(), "One update of every parameter that has a gradient.")
+      .def("step", &Optimizer::step, Release(), "One update of every parameter it holds (the model's trainable ones when it was made) that has a gradient; "
+           "a kiln.Error, changing nothing, when a layer was unfrozen since (make a new optimizer then).")
       .def("zero_grad", &Optimizer::zero_grad, "Drops every parameter's gradient.")
       .def_prop_rw("lr", &Optimizer::lr, &Optimizer::set_lr, "The learning rate (settable, e.g. by a schedule).")
       .def_prop_ro("steps", &Optimizer::steps, "step() calls done so far.");

@@ -298,3 +298,25 @@ TEST_CASE("Adam on the GPU matches the CPU bit for bit, across launches", "[opti
     CHECK(same_bits(cpu[k].exp_avg_sq.to_vector<float>(), cuda[k].exp_avg_sq.to_vector<float>()));
   }
 }
+
+TEST_CASE("an optimizer made from a model refuses to step once a layer it lacks is unfrozen, changing nothing",
+          "[optim][frozen][errors]") {
+  Generator g(8);
+  auto net = small_net(g);
+  net->freeze("net/fc1/");
+  SGD sgd(*net, SgdOptions{0.1f});
+  Adam adam(*net, AdamOptions{0.01f});
+  net->unfreeze("net/fc1/");  // progressive unfreezing: these optimizers do not hold fc1
+  const Tensor x = Tensor::normal(Shape{8, 4}, 0, 1, g);
+  const Tensor y = Tensor::from_vector(std::vector<int64_t>{0, 1, 2, 0, 1, 2, 0, 1}, Shape{8});
+  softmax_cross_entropy((*net)(x), y).backward();
+  const auto before = snapshot(*net);
+  for (Optimizer* opt : {static_cast<Optimizer*>(&sgd), static_cast<Optimizer*>(&adam)})
+    REQUIRE_THROWS_WITH(opt->step(), Catch::Contains("'net/fc1/weight' trains now but was frozen") &&
+                                         Catch::Contains("make a new optimizer after unfreezing"));
+  CHECK(snapshot(*net) == before);
+  CHECK(sgd.steps() == 0);
+  SGD fresh(*net, SgdOptions{0.1f});  // made after: holds fc1 and steps
+  fresh.step();
+  CHECK(snapshot(*net) != before);
+}
