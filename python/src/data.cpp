@@ -25,7 +25,15 @@ using nb::arg;
 // A Loader over an image folder, with the epoch state Python's iteration protocol needs.
 struct PyLoader {
   std::unique_ptr<io::Loader> loader;
-  bool epoch_done = false;  // the last next() ended an epoch: the next pass starts the next one
+  int64_t served = 0;  // batches of the current epoch handed out; 0 after its end
+  int64_t pass = 0;    // iter() calls: only the newest pass's iterator serves batches
+};
+
+// One pass over a Loader (what iter(loader) returns, as a DataLoader's iterator): it serves
+// the rest of the epoch its pass started, and ends once a newer pass has begun.
+struct LoaderPass {
+  PyLoader* loader;
+  int64_t pass;
 };
 
 PyLoader make_loader(const std::string& root, int64_t batch_size, int64_t image_size, bool augment, bool shuffle,
@@ -50,35 +58,54 @@ PyLoader make_loader(const std::string& root, int64_t batch_size, int64_t image_
   return p;
 }
 
+std::pair<Tensor, Tensor> next_batch(LoaderPass& lp) {
+  PyLoader& p = *lp.loader;
+  if (lp.pass != p.pass) throw nb::stop_iteration();  // a newer pass took over the loader
+  std::optional<io::Batch> b;
+  {
+    nb::gil_scoped_release unlocked;
+    b = p.loader->next();
+  }
+  if (!b) {
+    p.served = 0;
+    lp.pass = -1;  // ended: stays ended
+    throw nb::stop_iteration();
+  }
+  ++p.served;
+  return {b->images, b->labels};
+}
+
 }  // namespace
 
 void bind_data(nb::module_& m) {
+  nb::class_<LoaderPass>(m, "LoaderPass", "One pass (epoch) over a kiln.Loader, as iter(loader) returns it.")
+      .def("__iter__", [](nb::handle self) { return self; })
+      .def("__next__", &next_batch);
   nb::class_<PyLoader>(m, "Loader",
                        "Batches of an image folder (root/<class>/*.jpg|png|...) as (images, labels): images a "
                        "float32 kiln.Tensor [n, image_size, image_size, 3] (NHWC, the convention applied), labels "
                        "int64 [n] (class indices in `classes` order). Iterating gives one epoch; iterating again "
-                       "gives the next (a new order when shuffle). Files that fail to decode are skipped.")
+                       "gives the next (a new order when shuffle), also after a pass stopped early. Files that fail "
+                       "to decode are skipped.")
       .def(nb::new_(&make_loader), arg("root"), arg("batch_size") = 32, arg("image_size") = 224,
            arg("augment") = false, arg("shuffle") = true, arg("seed") = 0, arg("num_workers") = 2,
            arg("convention") = "torchvision_rgb", arg("device") = "cpu", arg("drop_last") = false,
            "augment: random crops and flips (else the centre crop after resizing the shorter side to "
            "image_size * 256 / 224); convention: torchvision_rgb, caffe_bgr or tf_rgb.")
-      .def("__iter__", [](nb::handle self) { return self; })
-      .def("__next__",
-           [](PyLoader& p) -> std::pair<Tensor, Tensor> {
-             p.epoch_done = false;
-             std::optional<io::Batch> b;
-             {
+      // A pass stopped early (a break, a peek with next(iter(loader))) leaves its epoch
+      // unfinished: a new pass first runs out that epoch's remaining batches, unread, so
+      // that every pass starts an epoch of its own.
+      .def("__iter__",
+           [](PyLoader& p) {
+             if (p.served > 0) {
                nb::gil_scoped_release unlocked;
-               b = p.loader->next();
+               while (p.loader->next()) {
+               }
+               p.served = 0;
              }
-             if (!b) {
-               p.epoch_done = true;
-               throw nb::stop_iteration();
-             }
-             return {b->images, b->labels};
-           })
-      .def("__len__", [](const PyLoader& p) { return p.loader->batches_per_epoch(); },
+             return LoaderPass{&p, ++p.pass};
+           },
+           nb::keep_alive<0, 1>(), "A pass over the next epoch.")      .def("__len__", [](const PyLoader& p) { return p.loader->batches_per_epoch(); },
            "Batches per epoch.")
       .def_prop_ro("classes", [](const PyLoader& p) { return p.loader->dataset().classes; })
       .def_prop_ro("epoch", [](const PyLoader& p) { return p.loader->epoch(); },

@@ -62,3 +62,20 @@ def test_kiln_features_feed_a_pytorch_head_without_copies():
                 opt.step()
                 losses.append(loss.item())
         assert losses[-1] < losses[0]
+
+
+def test_a_pass_stopped_early_still_leaves_the_next_pass_a_whole_epoch():
+    rng = np.random.default_rng(3)
+    with tempfile.TemporaryDirectory() as d:
+        write_folder(d, "train", 6, rng)  # 12 images: 3 batches of 4
+        loader = kiln.Loader(f"{d}/train", batch_size=4, image_size=32, seed=2, num_workers=1)
+        it = iter(loader)
+        _, first_labels = next(it)  # a peek
+        rest = [y for _, y in it]  # the same pass goes on: the epoch's other 2 batches
+        assert len(rest) == 2 and loader.epoch == 1
+        for _ in loader:  # a pass left after one batch
+            break
+        assert len(epoch(loader)) == 3 and loader.epoch == 3  # the next pass is a whole epoch
+        stale = iter(loader)
+        fresh = iter(loader)  # a newer pass takes the loader over: the old iterator ends
+        assert list(stale) == [] and len(list(fresh)) == 3
