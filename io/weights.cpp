@@ -128,6 +128,12 @@ std::string list_str(const std::vector<std::string>& v, size_t limit = 8) {
 
 std::string shape_of(const Tensor& t) { return h5::shape_str(t.shape().dims()); }
 
+std::vector<std::string> map_keys(const std::map<std::string, std::string>& map) {
+  std::vector<std::string> keys;
+  for (const auto& kv : map) keys.push_back("'" + kv.first + "'");
+  return keys;
+}
+
 std::string hex32(uint32_t v) {
   char buf[16];
   std::snprintf(buf, sizeof buf, "0x%08x", v);
@@ -305,7 +311,7 @@ ImportReport import_weights(Module& model, const h5::File& file, const ImportOpt
   std::vector<std::string> problems;
   std::vector<std::pair<const SourceEntry*, ParameterRef>> plan;
   std::vector<std::vector<int64_t>> plan_shapes;
-  std::vector<std::string> unknown_targets;
+  std::vector<std::string> unknown_targets, shape_refused;
   for (const SourceEntry& e : src.entries) {
     const std::string target = apply_map(map, e.name);
     const bool skip = matches_any(opt.skip, e.name) || (!target.empty() && matches_any(opt.skip, target));
@@ -343,7 +349,9 @@ ImportReport import_weights(Module& model, const h5::File& file, const ImportOpt
     }
     if (ks != t.shape().dims()) {
       problems.push_back(concat(where, ": model expects ", shape_of(t), ", file has ", h5::shape_str(ds.shape()),
-                                layout_note(e.layout), " (is the file for another image size or class count?)"));
+                                layout_note(e.layout), " (is the file for another image size or class count? "
+                                "skip_mismatched keeps such parameters as they are)"));
+      shape_refused.push_back(target);
       continue;
     }
     ds.check_storage();  // layout, filters, external files, extent in the file: before any value is read
@@ -351,13 +359,22 @@ ImportReport import_weights(Module& model, const h5::File& file, const ImportOpt
     plan_shapes.push_back(ks);
   }
 
-  std::vector<std::string> loaded_names;
-  for (const auto& pe : plan) loaded_names.push_back(pe.second.name);
-  std::sort(loaded_names.begin(), loaded_names.end());
+  // Missing: covered by the map, not skipped, and absent from the file. An entry the file
+  // has with another shape is mismatched (kept as it is) or a problem above, not missing.
+  std::vector<std::string> present;
+  for (const auto& pe : plan) present.push_back(pe.second.name);
+  present.insert(present.end(), rep.mismatched.begin(), rep.mismatched.end());
+  present.insert(present.end(), shape_refused.begin(), shape_refused.end());
+  std::sort(present.begin(), present.end());
   for (const ParameterRef& p : targets) {
     if (!map_covers(map, p.name) || matches_any(opt.skip, p.name)) continue;
-    if (!std::binary_search(loaded_names.begin(), loaded_names.end(), p.name)) rep.missing.push_back(p.name);
+    if (!std::binary_search(present.begin(), present.end(), p.name)) rep.missing.push_back(p.name);
   }
+  // A map that covers nothing in the file loads nothing: a typo in it, not a success.
+  if (plan.empty() && !rep.unmapped.empty() && problems.empty())
+    problems.push_back(concat("no entry of the file maps to a model parameter: all ", rep.unmapped.size(),
+                              " are unmapped (e.g. '", rep.unmapped.front(), "'); the assignment map's keys are ",
+                              list_str(map_keys(map), 4), " (a scope key ends in '/')"));
   if (!rep.missing.empty() && !opt.allow_missing)
     problems.push_back(concat("model parameters missing from the file: ", list_str(rep.missing),
                               " (a file for part of the model: allow missing parameters, or skip them, to keep their initial values)"));

@@ -44,7 +44,8 @@ struct ImportOptions {
   // Model parameters the map covers but the file lacks are an error unless this is set.
   bool allow_missing = false;
   // Entries shaped unlike their model parameter are skipped (and reported in mismatched)
-  // instead of an error; the parameter then counts as missing. For probing a file.
+  // instead of an error, and the parameter keeps its value (Keras's skip_mismatch), e.g. a
+  // head sized for other classes.
   bool skip_mismatched = false;
 };
 

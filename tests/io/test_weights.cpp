@@ -449,3 +449,34 @@ TEST_CASE("files without checksums load and the report says so, and format 2 req
     CHECK_THROWS_WITH(io::import_weights(*model, p, partial), Contains(p) && Contains("reads versions 1..2"));
   }
 }
+
+TEST_CASE("a head shaped otherwise is mismatched, not missing; skip_mismatched keeps it; a map that fits nothing fails",
+          "[weights][io]") {
+  TempDir tmp;
+  const std::string path = tmp / "vgg11_10.h5";
+  io::export_weights(*vgg(11, 10, 32, 1), path);
+  auto model = vgg(11, 2, 32, 2);
+  const std::vector<float> head_before = model->find("vgg11/fc8/weight").tensor->to_vector<float>();
+  // Without skip_mismatched: the shape is the one problem named, not also "missing".
+  try {
+    io::import_weights(*model, path);
+    FAIL("a mismatched head loaded");
+  } catch (const Error& e) {
+    CHECK_THAT(e.what(), Contains("model expects (2, 4096), file has (10, 4096)") && Contains("skip_mismatched"));
+    CHECK_THAT(e.what(), !Contains("missing from the file"));
+  }
+  // With it alone: every other layer loads and the head keeps its values (Keras's skip_mismatch).
+  io::ImportOptions opt;
+  opt.skip_mismatched = true;
+  const io::ImportReport rep = io::import_weights(*model, path, opt);
+  CHECK(rep.loaded.size() == 20);
+  CHECK(rep.mismatched == std::vector<std::string>{"vgg11/fc8/bias", "vgg11/fc8/weight"});
+  CHECK(rep.missing.empty());
+  CHECK(model->find("vgg11/fc8/weight").tensor->to_vector<float>() == head_before);
+  // A map whose keys cover no entry (no trailing '/'): an error, not "0 loaded".
+  io::ImportOptions typo;
+  typo.assignment_map = {{"vgg11", "vgg11/"}};
+  REQUIRE_THROWS_WITH(io::import_weights(*model, path, typo),
+                      Contains("no entry of the file maps to a model parameter") && Contains("'vgg11'") &&
+                          Contains("a scope key ends in '/'"));
+}
