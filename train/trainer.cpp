@@ -297,8 +297,6 @@ TrainResult Trainer::run(const std::optional<io::CheckpointInfo>& resume) {
     s.global_step = resume->meta.global_step;
     s.result.val = EvalResult{resume->meta.val_loss, resume->meta.val_acc, 0, {}};
     s.result.last_checkpoint = resume->state_path;
-  } else {
-    s.result.last_checkpoint = "(none yet)";
   }
   if (!resume && opt_.calibrate_batch_norm) {
     const BatchNormCalibration c = calibrate_batch_norm(model_, train_, s.vlo);
@@ -563,8 +561,9 @@ bool Trainer::train_step(const Tensor& x, const Tensor& y, int64_t row_first, in
     for (size_t i = 0; i < s.phase; ++i) first += opt_.phases[i].epochs;
     KILN_FAIL("the loss became ", std::isfinite(total) ? std::string("non-finite on another rank") : std::to_string(total),
               " in phase ", s.phase + 1, " epoch ", e - first + 1, "/", ph.epochs, " step ", s.step_in_epoch + 1,
-              ": training stopped (try a smaller learning rate); the last good checkpoint is kept: ",
-              s.result.last_checkpoint);
+              ": training stopped (try a smaller learning rate); ",
+              s.result.last_checkpoint.empty() ? std::string("no checkpoint was written yet")
+                                               : "the last good checkpoint is kept: " + s.result.last_checkpoint);
   }
   if (!replayed) s.optimizer->zero_grad();
   // Data-parallel: each rank's mean over its rows, weighted by its share of the global batch,

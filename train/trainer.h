@@ -186,7 +186,7 @@ struct TrainerHooks {
 struct TrainResult {
   EvalResult val;              // the last evaluation (from the checkpoint when nothing ran)
   bool finished = false;       // false: stopped early
-  std::string last_checkpoint;  // state file of the last checkpoint ("(none yet)")
+  std::string last_checkpoint;  // state file of the last checkpoint ("" when none was written or resumed from)
 };
 
 // Runs a recipe's phases over `model` (built by `spec`; labels are the data sets' class

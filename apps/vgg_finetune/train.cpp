@@ -748,7 +748,7 @@ TrainResult run_train(const TrainConfig& cfg) {
     std::printf("final validation: loss %.3f, accuracy %.1f%% on %lld images\n%s", r.val.loss, 100.0 * r.val.acc,
                 static_cast<long long>(r.val.images), eval_details(r.val, classes).c_str());
   }
-  std::printf("checkpoint: %s\n", r.last_checkpoint.c_str());
+  std::printf("checkpoint: %s\n", r.last_checkpoint.empty() ? "(none yet)" : r.last_checkpoint.c_str());
   return r;
 }
 

@@ -234,6 +234,14 @@ void bind_dlpack(nb::module_& m) {
   cls.def("__dlpack_device__", [](const Tensor& t) {
     return nb::make_tuple(t.device().is_cpu() ? kDLCPU : kDLCUDA, t.device().index);
   }, "(device type, index) as DLPack numbers them: (1, 0) for the CPU, (2, i) for cuda:i.");
+  // np.asarray(t), np.array(t) and NumPy's operators see the array, not an object holding a
+  // Tensor; the checks are numpy()'s.
+  cls.def("__array__", [](nb::handle self, nb::object dtype, nb::object copy) {
+    nb::object a = self.attr("numpy")();
+    if (!dtype.is_none()) a = a.attr("astype")(dtype, nb::arg("copy") = false);
+    if (!copy.is_none() && nb::cast<bool>(copy)) a = a.attr("copy")();
+    return a;
+  }, nb::arg("dtype") = nb::none(), nb::arg("copy") = nb::none(), "The NumPy view numpy() gives (NumPy's protocol).");
   cls.def("numpy", [](const Tensor& t) {
     KILN_CHECK(t.device().is_cpu(), "numpy(): the tensor is on ", t.device().str(), "; move it with .to(\"cpu\") first");
     // NumPy has no bfloat16 (it would make an array of objects).

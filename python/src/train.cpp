@@ -178,7 +178,9 @@ nb::dict train(Sequential& model, const std::string& arch, std::vector<Phase> ph
   nb::dict d = eval_dict(r.val);
   d["resumed_from"] = resume ? nb::object(nb::str(resume->state_path.c_str())) : nb::none();
   d["finished"] = r.finished;
-  d["last_checkpoint"] = r.last_checkpoint;
+  // Nothing evaluated (no epoch ran, nothing resumed): no numbers to report.
+  if (!resume && r.val.images == 0) d["loss"] = d["acc"] = nb::none();
+  d["last_checkpoint"] = r.last_checkpoint.empty() ? nb::object(nb::none()) : nb::str(r.last_checkpoint.c_str());
   return d;
 }
 
@@ -263,7 +265,8 @@ void bind_train(nb::module_& m) {
         "'off', 'on' or 'auto': record head-only phases' steps as CUDA graphs on a GPU (docs/gpu.md; elsewhere "
         "the step runs eagerly, with the same results). Ctrl-C stops it after the current step and "
         "raises KeyboardInterrupt; the last checkpoint stays intact. Returns the last validation "
-        "{loss, acc, images} with finished, last_checkpoint and resumed_from (a state file or None).");
+        "{loss, acc, images} with finished, last_checkpoint and resumed_from (a state file or None); loss and acc "
+        "are None when nothing was evaluated (no epoch ran).");
 }
 
 }  // namespace kiln::python

@@ -80,3 +80,15 @@ def test_sgd_step_matches_torch():
     close(params["fc/weight"], w, 1e-6)
     close(params["fc/bias"], b, 1e-6)
     assert opt.steps == 2
+
+
+def test_scalar_on_the_left_negation_and_numpy_protocol():
+    a = kiln.from_dlpack(np.array([1.0, 2.0, 3.0], np.float32))
+    a.requires_grad = True
+    y = kiln.sum(2.0 - a) + kiln.sum(-a)
+    y.backward()
+    assert (2.0 - a).tolist() == [1.0, 0.0, -1.0] and (-a).tolist() == [-1.0, -2.0, -3.0]
+    assert a.grad.tolist() == [-2.0, -2.0, -2.0]
+    view = np.asarray(a.detach())
+    assert view.dtype == np.float32 and view.ctypes.data == a.data_ptr  # the memory, not an object array
+    assert np.asarray(a.detach(), dtype=np.float64).dtype == np.float64

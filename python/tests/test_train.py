@@ -112,3 +112,14 @@ def test_val_missing_a_class_is_scored_by_trains_numbering_and_mismatches_are_re
             with pytest.raises(kiln.Error, match="has 2 outputs but the training data .* has 3 classes"):
                 kiln.train(two, "vgg11", [phase], tr, va, os.path.join(d, "run3"), image_size=32)
         assert not os.path.exists(os.path.join(d, "run2")) and not os.path.exists(os.path.join(d, "run3"))
+
+
+def test_a_run_with_no_epoch_reports_nothing_made_up():
+    rng = np.random.default_rng(4)
+    with tempfile.TemporaryDirectory() as d:
+        write_folder(d, "train", 2, rng)
+        write_folder(d, "val", 1, rng)
+        model = kiln.build_model("vgg11", num_classes=2, image_size=32, seed=1)
+        r = kiln.train(model, "vgg11", [kiln.Phase("none", epochs=0)], os.path.join(d, "train"),
+                       os.path.join(d, "val"), os.path.join(d, "run"), image_size=32, num_workers=1)
+        assert r["loss"] is None and r["acc"] is None and r["last_checkpoint"] is None and r["images"] == 0
