@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include <nanobind/stl/filesystem.h>
 #include <nanobind/stl/pair.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
@@ -36,7 +37,7 @@ struct LoaderPass {
   int64_t pass;
 };
 
-PyLoader make_loader(const std::string& root, int64_t batch_size, int64_t image_size, bool augment, bool shuffle,
+PyLoader make_loader(const std::filesystem::path& root, int64_t batch_size, int64_t image_size, bool augment, bool shuffle,
                      uint64_t seed, int num_workers, const std::string& convention, const std::string& device,
                      bool drop_last) {
   KILN_CHECK(batch_size >= 1, "kiln.Loader: batch_size must be >= 1, got ", batch_size);
@@ -54,7 +55,7 @@ PyLoader make_loader(const std::string& root, int64_t batch_size, int64_t image_
   o.drop_last = drop_last;
   o.warn = false;  // skipped files are counted in `skipped`, not printed from worker threads
   PyLoader p;
-  p.loader = std::make_unique<io::Loader>(io::image_folder(root), o);
+  p.loader = std::make_unique<io::Loader>(io::image_folder(root.string()), o);
   return p;
 }
 

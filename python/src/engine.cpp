@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include <nanobind/stl/filesystem.h>
 #include <nanobind/stl/map.h>
 #include <nanobind/stl/optional.h>
 #include <nanobind/stl/shared_ptr.h>
@@ -183,34 +184,34 @@ void bind_weights(nb::module_& m) {
       .def_prop_ro("convention", [](const io::ImportReport& r) { return std::string(io::convention_name(r.convention)); })
       .def("__str__", &io::ImportReport::to_string);
   m.def("import_weights",
-        [](Module& model, const std::string& path, std::vector<std::string> skip, bool allow_missing,
+        [](Module& model, const std::filesystem::path& path, std::vector<std::string> skip, bool allow_missing,
            bool skip_mismatched, std::map<std::string, std::string> assignment_map) {
           io::ImportOptions opt;
           opt.skip = std::move(skip);
           opt.allow_missing = allow_missing;
           opt.skip_mismatched = skip_mismatched;
           opt.assignment_map = std::move(assignment_map);
-          return io::import_weights(model, path, opt);
+          return io::import_weights(model, path.string(), opt);
         },
         arg("model"), arg("path"), arg("skip") = std::vector<std::string>{}, arg("allow_missing") = false,
         arg("skip_mismatched") = false, arg("assignment_map") = std::map<std::string, std::string>{}, Release(),
         "Loads a kiln, Keras/tf-keras or Keras 3 weights file into `model` (all or nothing); docs/weights_format.md.");
   m.def("export_weights",
-        [](Module& model, const std::string& path, const std::string& format, const std::string& convention) {
+        [](Module& model, const std::filesystem::path& path, const std::string& format, const std::string& convention) {
           io::ExportOptions opt;
           KILN_CHECK(format == "kiln" || format == "keras", "export_weights: format '", format,
                      "' is not one kiln writes; use \"kiln\" or \"keras\"");
           opt.format = format == "kiln" ? io::WeightsFormat::kiln : io::WeightsFormat::keras;
           opt.convention = io::parse_convention(convention);
-          io::export_weights(model, path, opt);
+          io::export_weights(model, path.string(), opt);
         },
         arg("model"), arg("path"), arg("format") = "kiln", arg("convention") = "torchvision_rgb", Release(),
         "Writes the model's parameters and buffers to `path` atomically (kiln's layout or Keras's). `convention` "
         "is recorded in the file as the preprocessing its inputs need (vgg_finetune and load_model read it): the "
         "default, torchvision_rgb, is what Loader, train and load_image use by default; caffe_bgr or tf_rgb for a "
         "model trained on such inputs (e.g. imported from Keras).");
-  m.def("load_image", [](const std::string& path, int64_t image_size, const std::string& convention) {
-          return load_image_tensor(path, image_size, io::parse_convention(convention));
+  m.def("load_image", [](const std::filesystem::path& path, int64_t image_size, const std::string& convention) {
+          return load_image_tensor(path.string(), image_size, io::parse_convention(convention));
         }, arg("path"), arg("image_size") = 224, arg("convention") = "torchvision_rgb", Release(),
         "One image file as a model input [1, size, size, 3] (resize, centre crop, the convention's normalisation).");
 }

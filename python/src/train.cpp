@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include <nanobind/stl/filesystem.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
@@ -239,13 +240,14 @@ void bind_train(nb::module_& m) {
       .def_rw("momentum", &Phase::momentum)
       .def_rw("weight_decay", &Phase::weight_decay);
   m.def("train",
-        [](Sequential& model, const std::string& arch, std::vector<Phase> phases, const std::string& train_dir,
-           const std::string& val_dir, const std::string& model_dir, int64_t batch_size, int64_t image_size,
+        [](Sequential& model, const std::string& arch, std::vector<Phase> phases, const std::filesystem::path& train_dir,
+           const std::filesystem::path& val_dir, const std::filesystem::path& model_dir, int64_t batch_size,
+           int64_t image_size,
            int num_workers, uint64_t seed, bool augment, const std::string& convention, bool feature_cache,
            nb::object on_epoch, int64_t checkpoint_every, int keep, bool calibrate_batch_norm, bool resume,
            const std::string& precision, const std::string& cuda_graph) {
           return train(model, arch, std::move(phases),
-                       TrainArgs{train_dir, val_dir, model_dir, convention, batch_size, image_size, num_workers,
+                       TrainArgs{train_dir.string(), val_dir.string(), model_dir.string(), convention, batch_size, image_size, num_workers,
                                  seed, augment, feature_cache, checkpoint_every, keep, calibrate_batch_norm, resume,
                                  precision, cuda_graph},
                        std::move(on_epoch));

@@ -122,3 +122,15 @@ def test_exported_weights_record_the_preprocessing_the_loader_uses_by_default():
             with h5py.File(path, "r") as f:
                 got = f.attrs["input_convention"]
                 assert (got.decode() if isinstance(got, bytes) else got) == (conv or "torchvision_rgb")
+
+
+def test_paths_may_be_pathlib_paths():
+    import pathlib
+    m = kiln.Sequential("net")
+    m.add(kiln.Linear("fc", 3, 2))
+    with tempfile.TemporaryDirectory() as d:
+        path = pathlib.Path(d) / "w.h5"
+        kiln.export_weights(m, path)
+        assert sorted(kiln.import_weights(m, path).loaded) == ["net/fc/bias", "net/fc/weight"]
+        with pytest.raises(kiln.Error, match="does not exist"):
+            kiln.Loader(pathlib.Path(d) / "nope")
