@@ -46,6 +46,14 @@ double load_as_double(const void* p, DType t) {
 Tensor Tensor::empty(const Shape& shape, TensorOptions opt) { return Tensor(make_impl(shape, opt)); }
 
 Tensor Tensor::full(const Shape& shape, double value, TensorOptions opt) {
+  // An integer type must hold the value: a fill would wrap or saturate it without a word.
+  const auto range = [&](int64_t lo, int64_t hi) {
+    KILN_CHECK(value >= static_cast<double>(lo) && value <= static_cast<double>(hi), "full: ", value, " does not fit ",
+               dtype_name(opt.dtype), " (", lo, "..", hi, ")");
+  };
+  if (opt.dtype == DType::u8) range(0, 255);
+  if (opt.dtype == DType::i32) range(INT32_MIN, INT32_MAX);
+  if (opt.dtype == DType::i64) range(INT64_MIN, int64_t{9223372036854774784});  // the largest double below 2^63
   Tensor t = empty(shape, opt);
   backend_for(opt.device).fill(t, value);
   return t;

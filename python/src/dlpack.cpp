@@ -38,8 +38,13 @@ DType dtype_of_array(const Array& a) {
     if (code == C::Int && t.bits == 64) return DType::i64;
     if (code == C::UInt && t.bits == 8) return DType::u8;
   }
-  KILN_FAIL("from_dlpack: kiln has no dtype for DLPack type (code ", int(t.code), ", ", int(t.bits), " bits, ",
-            int(t.lanes), " lanes); convert first, e.g. x.astype(numpy.float32) or x.float()");
+  const char* kind = code == C::Float ? "float" : code == C::Int ? "int" : code == C::UInt ? "uint"
+                     : code == C::Bfloat ? "bfloat" : code == C::Complex ? "complex" : code == C::Bool ? "bool" : "";
+  const std::string name = *kind == '\0' ? "DLPack type code " + std::to_string(int(t.code))
+                           : code == C::Bool ? std::string(kind) : kind + std::to_string(int(t.bits));
+  KILN_FAIL("from_dlpack: kiln has no ", name, t.lanes != 1 ? " x" + std::to_string(int(t.lanes)) + " lanes" : "",
+            " (it has float32, bfloat16, int32, int64, uint8); convert first, e.g. x.astype(numpy.float32) or "
+            "x.float()");
 }
 
 nb::dlpack::dtype dlpack_dtype(DType t) {

@@ -1,5 +1,6 @@
 // Tensor basics: dtypes, shapes, views, copies, factories, element access, printing.
 #include <catch2/catch.hpp>
+#include <cmath>
 #include <cstdint>
 
 #include "core/kiln.h"
@@ -65,6 +66,12 @@ TEST_CASE("factories fill as asked", "[tensor]") {
   CHECK(Tensor::arange(4, 1, 0.5).to_vector<float>() == std::vector<float>{1, 1.5, 2, 2.5});
   CHECK(Tensor::zeros(Shape{}).numel() == 1);
   CHECK(Tensor::zeros(Shape{0, 3}).numel() == 0);
+  // An integer type must hold the value (no wrap, no saturation).
+  CHECK(Tensor::full(Shape{2}, 255, TensorOptions{DType::u8}).to_vector<double>() == std::vector<double>{255, 255});
+  CHECK_THROWS_WITH(Tensor::full(Shape{2}, 300, TensorOptions{DType::u8}), Catch::Contains("300 does not fit uint8 (0..255)"));
+  CHECK_THROWS_WITH(Tensor::full(Shape{2}, -1, TensorOptions{DType::u8}), Catch::Contains("does not fit uint8"));
+  CHECK_THROWS_WITH(Tensor::full(Shape{2}, 1e20, TensorOptions{DType::i32}), Catch::Contains("does not fit int32"));
+  CHECK_THROWS_WITH(Tensor::full(Shape{2}, std::nan(""), TensorOptions{DType::i64}), Catch::Contains("does not fit int64"));
 }
 
 TEST_CASE("clone and to(device) copy, and to the same device is the same tensor", "[tensor]") {
