@@ -107,15 +107,34 @@ Dropout::Dropout(std::string name, float keep_prob, Generator& gen)
 
 Tensor Sequential::forward(const Tensor& x) { return forward_range(0, children().size(), x); }
 
+namespace {
+
+constexpr const char* kLayerMark = "in layer '";
+
+// An op's error inside a model names the layer it came from, as a path from the model
+// ("in layer 'vgg16/fc6': linear: ..."): each Sequential on the way out adds its name.
+[[noreturn]] void rethrow_in_layer(const Error& e, const std::string& container, const std::string& child) {
+  const std::string& m = e.message();
+  const size_t n = std::char_traits<char>::length(kLayerMark);
+  if (m.compare(0, n, kLayerMark) == 0) throw Error(kLayerMark + container + "/" + m.substr(n), e.location());
+  throw Error(kLayerMark + container + "/" + child + "': " + m, e.location());
+}
+
+}  // namespace
+
 Tensor Sequential::forward_range(size_t from, size_t to, Tensor x) {
   const auto& c = children();
   for (size_t i = from; i < to; ++i) {
-    auto* conv = dynamic_cast<Conv2d*>(c[i].get());
-    if (conv && i + 1 < to && dynamic_cast<ReLU*>(c[i + 1].get())) {
-      x = conv->forward_relu(x);
-      ++i;
-    } else {
-      x = (*c[i])(x);
+    try {
+      auto* conv = dynamic_cast<Conv2d*>(c[i].get());
+      if (conv && i + 1 < to && dynamic_cast<ReLU*>(c[i + 1].get())) {
+        x = conv->forward_relu(x);
+        ++i;
+      } else {
+        x = (*c[i])(x);
+      }
+    } catch (const Error& e) {
+      rethrow_in_layer(e, name(), c[i]->name());
     }
   }
   return x;

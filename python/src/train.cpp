@@ -149,6 +149,15 @@ nb::dict train(Sequential& model, const std::string& arch, std::vector<Phase> ph
   const io::Dataset& train_ds = audit.splits[0].usable;
   const io::Dataset& val_ds = audit.splits[1].usable;
   const BuiltModelInfo* built = built_model_of(model);
+  const int64_t built_size = !built ? 0 : built->options.image_size > 0 ? built->options.image_size
+                                                                         : spec.default_image_size;
+  if (built && built_size != a.image_size) {
+    const std::string w = "kiln.train: the model was built for image_size=" + std::to_string(built_size) +
+                          " but train runs at image_size=" + std::to_string(a.image_size) +
+                          " (its default is 224); pass image_size=" + std::to_string(built_size) +
+                          " unless the model takes any size";
+    if (PyErr_WarnEx(PyExc_UserWarning, w.c_str(), 1) != 0) throw nb::python_error();
+  }
   TrainerOptions t = trainer_options(std::move(phases), a, spec, train_ds, built);
   TrainerHooks hooks;
   if (!on_epoch.is_none()) {

@@ -123,3 +123,15 @@ def test_a_run_with_no_epoch_reports_nothing_made_up():
         r = kiln.train(model, "vgg11", [kiln.Phase("none", epochs=0)], os.path.join(d, "train"),
                        os.path.join(d, "val"), os.path.join(d, "run"), image_size=32, num_workers=1)
         assert r["loss"] is None and r["acc"] is None and r["last_checkpoint"] is None and r["images"] == 0
+
+
+def test_a_forgotten_image_size_is_said_and_the_failing_layer_named():
+    rng = np.random.default_rng(5)
+    with tempfile.TemporaryDirectory() as d:
+        write_folder(d, "train", 2, rng)
+        write_folder(d, "val", 1, rng)
+        model = kiln.build_model("vgg11", num_classes=2, image_size=32, seed=1)
+        with pytest.warns(UserWarning, match="built for image_size=32 but train runs at image_size=64"), \
+                pytest.raises(kiln.Error, match="in layer 'vgg11/fc6': linear"):
+            kiln.train(model, "vgg11", [kiln.Phase("p", epochs=1)], os.path.join(d, "train"), os.path.join(d, "val"),
+                       os.path.join(d, "run"), image_size=64, num_workers=1)

@@ -132,3 +132,19 @@ TEST_CASE("VGG starts as torchvision initialises it, and a from-scratch net pass
   for (int c = 0; c < 10; ++c) spread += std::fabs(l[c] - l[10 + c]);
   CHECK(spread / 10 > 4e-4);
 }
+
+TEST_CASE("an op's error inside a model names the layer, as a path from the model", "[module][errors]") {
+  Generator g(3);
+  auto inner = std::make_shared<Sequential>("block");
+  inner->add(std::make_shared<Linear>("fc", 4, 2, true, g));
+  Sequential net("net");
+  net.add(std::make_shared<Linear>("first", 4, 4, true, g));
+  net.add(inner);
+  CHECK(net(Tensor::zeros(Shape{2, 4})).shape() == Shape{2, 2});
+  REQUIRE_THROWS_WITH(net(Tensor::zeros(Shape{2, 5})),
+                      Catch::StartsWith("in layer 'net/first': linear: input x [2, 5] has 5 features"));
+  auto wrong = std::make_shared<Sequential>("block2");
+  wrong->add(std::make_shared<Linear>("fc", 3, 2, true, g));
+  net.add(wrong);
+  REQUIRE_THROWS_WITH(net(Tensor::zeros(Shape{2, 4})), Catch::StartsWith("in layer 'net/block2/fc': linear"));
+}
