@@ -35,6 +35,9 @@ class FileStore final : public RendezvousStore {
                ec ? ": " + ec.message() : std::string(), " (KILN_RENDEZVOUS=file:<dir> needs a directory every rank "
                "can write)");
   }
+  // A rank that stops (an error, a timeout) takes its keys with it: left behind, they would
+  // join the next run in this directory as a rank of the failed one.
+  ~FileStore() override { forget_own(); }
   void set(const std::string& key, const std::vector<char>& data) override {
     const std::string path = path_of(key), tmp = path + ".tmp" + std::to_string(::getpid());
     {
@@ -128,7 +131,10 @@ void join(RendezvousStore& store, const LaunchEnv& env, const std::string& backe
     const std::vector<char> v = store.get(prefix + std::to_string(r));
     const std::string theirs(v.begin(), v.end());
     KILN_CHECK(theirs == mine, "rank ", env.rank, " (", mine, ") and rank ", r, " (", theirs,
-               ") disagree: start every rank with the same world size and backend");
+               ") disagree: start every rank with the same world size and backend",
+               env.rendezvous.rfind("file:", 0) == 0 ? " (or, if no rank of this run says so, '" +
+                   env.rendezvous.substr(5) + "' holds keys of an earlier run that was killed: empty it)"
+                                                      : std::string());
   }
   // A rank launched with a larger world than the others' would wait above for ranks that never
   // come; one whose number is past the world of the others is caught by their check of it.

@@ -47,6 +47,14 @@ launch 2 "$W/file" env KILN_RENDEZVOUS=file:$W/rdv KILN_DIST_TIMEOUT=30 "$B" col
 if [ "$RCS" = "0 0" ] && grep -q "rank 1 ok" "$W/file.1" && [ -z "$(ls "$W/rdv")" ]; then ok "2 ranks, file rendezvous (its keys removed afterwards)"
 else bad "2 ranks file ($RCS)"; cat "$W"/file.*; ls "$W/rdv"; fi
 
+# 2a. A rank that fails (here: it waits for a third rank that never comes) takes its keys
+# with it, so the next run in the same directory starts clean.
+RANK=0 WORLD_SIZE=3 KILN_RENDEZVOUS=file:$W/rdv2 KILN_DIST_TIMEOUT=1 "$B" collectives > "$W/stale.0" 2>&1
+stale_rc=$?
+launch 2 "$W/after" env KILN_RENDEZVOUS=file:$W/rdv2 KILN_DIST_TIMEOUT=30 "$B" collectives
+if [ $stale_rc != 0 ] && [ "$RCS" = "0 0" ] && [ -z "$(ls "$W/rdv2")" ]; then ok "a failed rank leaves no key behind: the next run in its directory works"
+else bad "stale keys (rc $stale_rc, then $RCS)"; cat "$W"/stale.0 "$W"/after.*; ls "$W/rdv2"; fi
+
 # 2b. Gradient buckets started from backward's grad-ready hook, sums checked against every rank's own.
 port=$(free_port)
 launch 2 "$W/buckets" env MASTER_ADDR=127.0.0.1 MASTER_PORT=$port KILN_DIST_TIMEOUT=30 "$B" buckets
