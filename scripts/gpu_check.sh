@@ -77,6 +77,14 @@
 #   and cuBLASLt 13 (ldd -r), the libraries this script puts on LD_LIBRARY_PATH there.
 #   The [cuda] cases' reference scripts need torch only; h5py and tensorboard (CPU cases)
 #   are in the machine's Python too.
+# - 2026-12-03, session 9 (no GPU either), found by reading the CUDA code: DLPack hand-offs
+#   now follow the stream protocol (Backend::stream_waits_for_kiln / kiln_waits_for_stream;
+#   the Python module is not packed, so its CUDA test runs only where kiln's Python module is
+#   built against the machine's Python 3.12), a non-blocking device-to-host copy keeps its
+#   pinned destination until done, cross-GPU copies wait before the source may be freed,
+#   softmax/cross-entropy and batch norm are built with -fmad=false (bit-equal to the CPU's
+#   kernels/common math), graph replay's out-of-memory retry also trims graph memory, and a
+#   convolution over 2^31 - 1 elements is refused with the batch that fits.
 set -uo pipefail
 PACK=${1:-.gpu}
 OUT=${OUT:-/tmp/kiln_gpu}

@@ -81,6 +81,16 @@ int to_int(int64_t v, const char* what) {
   return static_cast<int>(v);
 }
 
+// cuDNN's 4-d descriptors index a whole tensor with int: over 2^31 - 1 elements it answers
+// NOT_SUPPORTED with no reason (VGG16's conv1 in fp32 from batch 653). Said here, with the
+// batch that fits.
+void check_elements(const char* what, int64_t n, int64_t h, int64_t w, int64_t c) {
+  const int64_t per_image = std::max<int64_t>(1, h * w * c);
+  KILN_CHECK(n * per_image <= INT_MAX, current_op(), ": ", what, " [", n, ", ", h, ", ", w, ", ", c, "] has ",
+             n * per_image, " elements, over the 2^31 - 1 cuDNN's descriptors index; split the batch (at most ",
+             INT_MAX / per_image, " images of this shape per call)");
+}
+
 // ---- RAII descriptors (destroy statuses are ignored: nothing useful to do at teardown) ----
 
 struct TensorDesc {
@@ -146,6 +156,7 @@ std::unique_ptr<ConvPlan> make_descriptors(const ConvKey& k, const Shape& y_shap
   auto plan = std::make_unique<ConvPlan>();
   // The data type of x, w and y; the convolution itself always computes in fp32.
   const cudnnDataType_t data = k.bf16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT;
+  check_elements("input x", k.n, k.h, k.w, k.c);
   KILN_CUDNN_CHECK(cudnnSetTensor4dDescriptor(plan->x.d, CUDNN_TENSOR_NHWC, data, to_int(k.n, "N"),
                                               to_int(k.c, "C"), to_int(k.h, "H"), to_int(k.w, "W")));
   KILN_CUDNN_CHECK(cudnnSetFilter4dDescriptor(plan->w.d, data, CUDNN_TENSOR_NHWC, to_int(k.o, "O"),
@@ -160,6 +171,7 @@ std::unique_ptr<ConvPlan> make_descriptors(const ConvKey& k, const Shape& y_shap
   KILN_CHECK(y_shape.rank() == 4 && y_shape[0] == on && y_shape[1] == oh && y_shape[2] == ow && y_shape[3] == oc,
              current_op(), ": cuDNN computes output [", on, ", ", oh, ", ", ow, ", ", oc, "] for ", k.str(),
              " but the output tensor is ", y_shape);
+  check_elements("output y", on, oh, ow, oc);
   KILN_CUDNN_CHECK(cudnnSetTensor4dDescriptor(plan->y.d, CUDNN_TENSOR_NHWC, data, on, oc, oh, ow));
   return plan;
 }

@@ -244,6 +244,9 @@ std::string CudaBackend::replay_graph(DeviceGraph& graph, PhiloxState rng) {
     cudaGetLastError();
     KILN_CUDA_CHECK(cudaStreamSynchronize(scope.stream()));
     KILN_CUDA_CHECK(cudaMemPoolTrimTo(scope.ctx().pool, 0));
+    // And the memory other graphs cached and no longer use (a dropped StepGraph's), as
+    // pool_allocate's retry does.
+    KILN_CUDA_CHECK(cudaDeviceGraphMemTrim(g->index));
     st = cudaGraphLaunch(g->exec, scope.stream());
   }
   if (st == cudaErrorMemoryAllocation) {
