@@ -99,7 +99,9 @@ inline Tensor operator*(float s, const Tensor& a) { return mul(a, s); }
 Tensor sum(const Tensor& x);
 // Mean of all elements -> scalar [].
 Tensor mean(const Tensor& x);
-// Index of the first maximum along the last dimension -> int64 [..] (no gradient).
+// Index of the first maximum along the last dimension -> int64 [..] (no gradient). A NaN
+// never wins, except in column 0, which nothing then beats (torch.argmax returns a NaN's
+// index instead); a row of logits with NaN in it has no meaningful class either way.
 Tensor argmax(const Tensor& x);
 
 // Weight decay as TF-slim writes it: scale * sum_i sum(w_i^2) / 2 -> scalar [].

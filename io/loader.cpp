@@ -24,7 +24,8 @@ Loader::Loader(Dataset dataset, LoaderOptions options)
   KILN_CHECK(n > 0, "Loader: dataset '", dataset_.root, "' has no samples");
   KILN_CHECK(n < (int64_t{1} << 32), "Loader: ", n, " samples; at most 2^32 supported");
   KILN_CHECK(opt_.batch_size > 0, "Loader: batch_size must be positive, got ", opt_.batch_size);
-  KILN_CHECK(opt_.num_workers > 0, "Loader: num_workers must be positive, got ", opt_.num_workers);
+  KILN_CHECK(opt_.num_workers > 0, "Loader: num_workers must be 1 or more, got ", opt_.num_workers,
+             " (images are decoded on worker threads; 1 is the nearest to a PyTorch DataLoader's 0)");
   KILN_CHECK(opt_.shard_count >= 1 && opt_.shard_rank >= 0 && opt_.shard_rank < opt_.shard_count, "Loader: shard ",
              opt_.shard_rank, " of ", opt_.shard_count, " is not a rank of the shard count");
   KILN_CHECK(opt_.prefetch_batches > 0, "Loader: prefetch_batches must be positive, got ", opt_.prefetch_batches);

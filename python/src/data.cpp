@@ -108,10 +108,12 @@ void bind_data(nb::module_& m) {
            },
            nb::keep_alive<0, 1>(), "A pass over the next epoch.")      .def("__len__", [](const PyLoader& p) { return p.loader->batches_per_epoch(); },
            "Batches per epoch.")
-      .def_prop_ro("classes", [](const PyLoader& p) { return p.loader->dataset().classes; })
+      .def_prop_ro("classes", [](const PyLoader& p) { return p.loader->dataset().classes; },
+                   "Class names, sorted; label i is classes[i].")
       .def_prop_ro("epoch", [](const PyLoader& p) { return p.loader->epoch(); },
                    "The epoch being served (0-based).")
-      .def_prop_ro("num_images", [](const PyLoader& p) { return static_cast<int64_t>(p.loader->dataset().size()); })
+      .def_prop_ro("num_images", [](const PyLoader& p) { return static_cast<int64_t>(p.loader->dataset().size()); },
+                   "Image files found (a file that fails to decode is counted, and skipped when served).")
       .def("epoch_order", [](const PyLoader& p, uint64_t epoch) { return p.loader->epoch_order(epoch); },
            arg("epoch"), "The dataset indices of `epoch` in the order they are served.");
 }

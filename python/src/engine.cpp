@@ -91,7 +91,7 @@ void bind_modules(nb::module_& m) {
                                   "(\"vgg16/conv1_1/weight\") and freezing goes by name pattern.")
       .def("__call__", &Module::forward, arg("x"), Release(), "y = forward(x).")
       .def("forward", &Module::forward, arg("x"), Release(), "y = forward(x).")
-      .def_prop_ro("name", &Module::name)
+      .def_prop_ro("name", &Module::name, "The name relative to its parent (parameter names join them with /).")
       .def("parameters", [](Module& mod) { return named_tensors(mod, false); },
            "Every parameter, {full name: Tensor} in registration order; the tensors share the model's memory.")
       .def("trainable_parameters", [](Module& mod) { return named_tensors(mod, true); },
@@ -107,7 +107,7 @@ void bind_modules(nb::module_& m) {
       .def("unfreeze", &Module::unfreeze, arg("pattern"), "The inverse of freeze.")
       .def("train", &Module::train, arg("on") = true, "Training mode (dropout active) or not, recursively.")
       .def("eval", &Module::eval, "Evaluation mode, recursively.")
-      .def_prop_ro("training", &Module::training)
+      .def_prop_ro("training", &Module::training, "Training mode (dropout active) or evaluation mode.")
       .def("to", [](Module& mod, const std::string& device) {
              mod.to(device_from_name(device));
            }, arg("device"), Release(), "Moves every parameter and buffer to \"cpu\" or \"cuda:N\".")
@@ -148,12 +148,13 @@ void bind_modules(nb::module_& m) {
 
 void bind_specs(nb::module_& m) {
   nb::class_<ModelSpec>(m, "ModelSpec", "A registered model: how it is built, scoped and named.")
-      .def_ro("name", &ModelSpec::name)
-      .def_ro("description", &ModelSpec::description)
-      .def_ro("default_image_size", &ModelSpec::default_image_size)
-      .def_ro("default_num_classes", &ModelSpec::default_num_classes)
-      .def_ro("backbone_scopes", &ModelSpec::backbone_scopes)
-      .def_ro("head_scope", &ModelSpec::head_scope)
+      .def_ro("name", &ModelSpec::name, "The registry name and the root scope of its parameters (\"vgg16\").")
+      .def_ro("description", &ModelSpec::description, "One line for people.")
+      .def_ro("default_image_size", &ModelSpec::default_image_size, "The input side build_model uses by default.")
+      .def_ro("default_num_classes", &ModelSpec::default_num_classes, "The published head's outputs (1000).")
+      .def_ro("backbone_scopes", &ModelSpec::backbone_scopes,
+              "Scopes of every weight layer before the head (what a head-only phase freezes).")
+      .def_ro("head_scope", &ModelSpec::head_scope, "The head's scope (\"vgg16/fc8/\"): replaced for new classes.")
       .def_prop_ro("heads", [](const ModelSpec& s) {
         std::vector<std::string> names;
         for (const HeadChoice& h : s.heads) names.push_back(h.name);
@@ -166,20 +167,25 @@ void bind_specs(nb::module_& m) {
         "The spec called `name`; an unknown name is a kiln.Error listing the known ones.");
   m.def("build_model", &build_model, arg("name"), arg("num_classes") = nb::none(), arg("image_size") = 0,
         arg("keep_prob") = 0.5f, arg("head") = "", arg("adaptive_pool") = false, arg("seed") = 0, Release(),
-        "Builds a registered model by name (weights drawn from `seed`, dropout from seed + 1); "
-        "num_classes defaults to the published head's.");
+        "Builds a registered model by name (weights drawn from `seed`, dropout from seed + 1). num_classes: the "
+        "head's outputs (default: the published head's); image_size: the input side (0: the spec's default, "
+        "224; VGG's fc6 follows it); keep_prob: dropout's keep probability after fc6 and fc7 (VGG); head: \"\" "
+        "or \"fc\" (the published head) or \"avg\" (global average pooling, then the head); adaptive_pool: "
+        "average-pool VGG's last feature map to 7x7 so fc6 keeps its published shape at any image size.");
 }
 
 void bind_weights(nb::module_& m) {
   nb::class_<io::ImportReport>(m, "ImportReport", "What import_weights loaded, skipped, missed or found mismatched.")
-      .def_ro("path", &io::ImportReport::path)
-      .def_ro("source_model", &io::ImportReport::source_model)
-      .def_ro("loaded", &io::ImportReport::loaded)
-      .def_ro("skipped", &io::ImportReport::skipped)
-      .def_ro("unmapped", &io::ImportReport::unmapped)
-      .def_ro("missing", &io::ImportReport::missing)
-      .def_ro("mismatched", &io::ImportReport::mismatched)
-      .def_ro("checksums", &io::ImportReport::checksums)
+      .def_ro("path", &io::ImportReport::path, "The file read.")
+      .def_ro("source_model", &io::ImportReport::source_model, "The file's model (for Keras files, the target's).")
+      .def_ro("loaded", &io::ImportReport::loaded, "kiln names of the parameters loaded.")
+      .def_ro("skipped", &io::ImportReport::skipped, "File entries not loaded: `skip` or skip_mismatched.")
+      .def_ro("unmapped", &io::ImportReport::unmapped, "File entries no assignment-map key covers.")
+      .def_ro("missing", &io::ImportReport::missing,
+              "Model parameters the map covers that the file lacks (kept as they were, with allow_missing).")
+      .def_ro("mismatched", &io::ImportReport::mismatched,
+              "Model parameters whose file entry has another shape (kept as they were).")
+      .def_ro("checksums", &io::ImportReport::checksums, "\"verified (...)\" or \"none ...\" and why.")
       .def_prop_ro("format", [](const io::ImportReport& r) { return std::string(io::format_name(r.format)); })
       .def_prop_ro("convention", [](const io::ImportReport& r) { return std::string(io::convention_name(r.convention)); })
       .def("__str__", &io::ImportReport::to_string);

@@ -70,10 +70,18 @@ std::optional<io::CheckpointInfo> resume_point(Sequential& model, const ModelSpe
   KILN_CHECK(m.precision == a.precision, "train(resume=True): ", choice.checkpoint->state_path, " was trained with "
              "precision='", m.precision, "', this run asks for '", a.precision, "'; pass precision='", m.precision,
              "' or use a new model_dir");
-  KILN_CHECK(m.arch == spec.name && m.image_size == a.image_size && m.classes == classes, "train(resume=True): ",
-             choice.checkpoint->state_path, " is a ", m.arch, " at image size ", m.image_size, " for ",
-             m.classes.size(), " classes, not this run's ", spec.name, " at ", a.image_size, " for ", classes.size(),
-             "; use a new model_dir or resume=False");
+  const auto list = [](const std::vector<std::string>& v) {
+    std::string s;
+    for (size_t i = 0; i < v.size() && i < 8; ++i) s += (i ? ", " : "") + v[i];
+    return s + (v.size() > 8 ? ", ..." : "");
+  };
+  const std::string differs = m.arch != spec.name         ? "model " + m.arch + ", this run's " + spec.name
+                              : m.image_size != a.image_size ? "image size " + std::to_string(m.image_size) +
+                                                                 ", this run's " + std::to_string(a.image_size)
+                              : m.classes != classes ? "classes " + list(m.classes) + "; this run's " + list(classes)
+                                                     : "";
+  KILN_CHECK(differs.empty(), "train(resume=True): ", choice.checkpoint->state_path, " was trained with another ",
+             differs, "; use a new model_dir or resume=False");
   io::load_checkpoint_weights(model, *choice.checkpoint);
   if (built) {
     built->init->set_state(m.init_gen);
@@ -233,7 +241,8 @@ void bind_train(nb::module_& m) {
         "Sets the CPU backend's thread count for this thread. Results agree bit for bit only between runs "
         "with the same count (oneDNN's convolution gradients depend on it).");
   nb::class_<Phase>(m, "Phase", "One phase of a recipe: what trains (Module.freeze patterns; everything else is "
-                                "frozen), learning rate, epochs, SGD momentum, weight decay.")
+                                "frozen; an empty list trains every layer), learning rate, epochs, SGD momentum, "
+                                "weight decay, and whether the head starts as a linear probe.")
       .def("__init__",
            [](Phase* self, std::string name, std::vector<std::string> train, double lr, int64_t epochs,
               double momentum, double weight_decay, bool linear_probe) {
@@ -242,12 +251,15 @@ void bind_train(nb::module_& m) {
            },
            arg("name"), arg("train") = std::vector<std::string>{}, arg("lr") = 1e-3, arg("epochs") = 1,
            arg("momentum") = 0.0, arg("weight_decay") = 0.0, arg("linear_probe") = false)
-      .def_rw("name", &Phase::name)
-      .def_rw("train", &Phase::train_patterns)
-      .def_rw("lr", &Phase::lr)
-      .def_rw("epochs", &Phase::epochs)
-      .def_rw("momentum", &Phase::momentum)
-      .def_rw("weight_decay", &Phase::weight_decay);
+      .def_rw("name", &Phase::name, "The phase's name in logs and on_epoch.")
+      .def_rw("train", &Phase::train_patterns, "Patterns of what trains (empty: every layer).")
+      .def_rw("lr", &Phase::lr, "SGD's learning rate.")
+      .def_rw("epochs", &Phase::epochs, "Epochs in this phase.")
+      .def_rw("momentum", &Phase::momentum, "SGD's momentum.")
+      .def_rw("weight_decay", &Phase::weight_decay, "L2 weight decay on weights (not biases).")
+      .def_prop_rw("linear_probe", [](const Phase& p) { return p.head_init == HeadInit::linear_probe; },
+                   [](Phase& p, bool on) { p.head_init = on ? HeadInit::linear_probe : HeadInit::as_is; },
+                   "Whether the head is fitted by ridge regression on its input features when the phase starts.");
   m.def("train",
         [](Sequential& model, const std::string& arch, std::vector<Phase> phases, const std::filesystem::path& train_dir,
            const std::filesystem::path& val_dir, const std::filesystem::path& model_dir, int64_t batch_size,

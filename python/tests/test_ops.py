@@ -92,3 +92,16 @@ def test_scalar_on_the_left_negation_and_numpy_protocol():
     view = np.asarray(a.detach())
     assert view.dtype == np.float32 and view.ctypes.data == a.data_ptr  # the memory, not an object array
     assert np.asarray(a.detach(), dtype=np.float64).dtype == np.float64
+
+
+def test_errors_name_fixes_in_python_words():
+    a, b = kiln.ones([2]), kiln.ones([2], dtype="bfloat16")
+    with pytest.raises(kiln.Error, match=r'astype\("float32"\) or \.astype\("bfloat16"\)') as e:
+        kiln.add(a, b)
+    assert "DType::" not in str(e.value)
+    x = kiln.ones([2])
+    x.requires_grad = True
+    y = kiln.sum(kiln.mul(x, x))
+    y.backward()
+    with pytest.raises(kiln.Error, match=r"backward\(retain_graph=True\)"):
+        y.backward()
