@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -59,17 +60,28 @@ int main(int argc, char** argv) {
         KILN_CHECK(i + 1 < argc, flag, " needs a value");
         return argv[++i];
       };
+      // The whole text must be the number: std::sto* alone takes "5x" and throws "stoll" at "abc".
+      auto number = [&](const char* flag, auto parse) {
+        const std::string v = value(flag);
+        size_t used = 0;
+        try {
+          const auto x = parse(v, &used);
+          if (used == v.size()) return x;
+        } catch (const std::logic_error&) {
+        }
+        KILN_FAIL(flag, " takes a number, got '", v, "'");
+      };
       if (a == "--help" || a == "-h") {
         usage();
         return 0;
       } else if (a == "--steps") {
-        steps = std::stoll(value("--steps"));
+        steps = number("--steps", [](const std::string& v, size_t* n) { return std::stoll(v, n); });
       } else if (a == "--batch") {
-        batch = std::stoll(value("--batch"));
+        batch = number("--batch", [](const std::string& v, size_t* n) { return std::stoll(v, n); });
       } else if (a == "--lr") {
-        lr = std::stof(value("--lr"));
+        lr = number("--lr", [](const std::string& v, size_t* n) { return std::stof(v, n); });
       } else if (a == "--seed") {
-        seed = std::stoull(value("--seed"));
+        seed = number("--seed", [](const std::string& v, size_t* n) { return std::stoull(v, n); });
       } else {
         KILN_FAIL("unknown argument '", a, "' (see --help)");
       }
@@ -130,6 +142,9 @@ int main(int argc, char** argv) {
                 static_cast<long long>(kClasses), std::log(static_cast<double>(kClasses)), secs,
                 static_cast<double>(steps * batch) / secs);
     return 0;
+  } catch (const Error& e) {  // the message alone: the source location is for kiln's developers
+    std::fprintf(stderr, "kiln_example: error: %s\n", e.message().c_str());
+    return 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "kiln_example: error: %s\n", e.what());
     return 1;

@@ -450,7 +450,7 @@ TEST_CASE("files without checksums load and the report says so, and format 2 req
   }
 }
 
-TEST_CASE("a head shaped otherwise is mismatched, not missing; skip_mismatched keeps it; a map that fits nothing fails",
+TEST_CASE("a head shaped otherwise is mismatched and not missing - skip_mismatched keeps it - a map that fits nothing fails",
           "[weights][io]") {
   TempDir tmp;
   const std::string path = tmp / "vgg11_10.h5";
