@@ -75,13 +75,14 @@ std::optional<io::CheckpointInfo> resume_point(Sequential& model, const ModelSpe
     for (size_t i = 0; i < v.size() && i < 8; ++i) s += (i ? ", " : "") + v[i];
     return s + (v.size() > 8 ? ", ..." : "");
   };
-  const std::string differs = m.arch != spec.name         ? "model " + m.arch + ", this run's " + spec.name
-                              : m.image_size != a.image_size ? "image size " + std::to_string(m.image_size) +
-                                                                 ", this run's " + std::to_string(a.image_size)
-                              : m.classes != classes ? "classes " + list(m.classes) + "; this run's " + list(classes)
+  const std::string differs = m.arch != spec.name ? "model " + m.arch + ", not this run's " + spec.name
+                              : m.image_size != a.image_size
+                                  ? "image size " + std::to_string(m.image_size) + ", not this run's " +
+                                        std::to_string(a.image_size)
+                              : m.classes != classes ? "classes " + list(m.classes) + " (not this run's " + list(classes) + ")"
                                                      : "";
-  KILN_CHECK(differs.empty(), "train(resume=True): ", choice.checkpoint->state_path, " was trained with another ",
-             differs, "; use a new model_dir or resume=False");
+  KILN_CHECK(differs.empty(), "train(resume=True): ", choice.checkpoint->state_path, " was trained with ", differs,
+             "; use a new model_dir or resume=False");
   io::load_checkpoint_weights(model, *choice.checkpoint);
   if (built) {
     built->init->set_state(m.init_gen);

@@ -135,3 +135,22 @@ def test_a_forgotten_image_size_is_said_and_the_failing_layer_named():
                 pytest.raises(kiln.Error, match="in layer 'vgg11/fc6': linear"):
             kiln.train(model, "vgg11", [kiln.Phase("p", epochs=1)], os.path.join(d, "train"), os.path.join(d, "val"),
                        os.path.join(d, "run"), image_size=64, num_workers=1)
+
+
+def test_a_refused_resume_says_what_differs():
+    rng = np.random.default_rng(6)
+    with tempfile.TemporaryDirectory() as d:
+        write_folder(os.path.join(d, "a"), "train", 2, rng)
+        write_folder(os.path.join(d, "a"), "val", 1, rng)
+        model = kiln.build_model("vgg11", num_classes=2, image_size=32, seed=1)
+        args = dict(image_size=32, num_workers=1, batch_size=4)
+        run = os.path.join(d, "run")
+        kiln.train(model, "vgg11", [kiln.Phase("p", epochs=1)], os.path.join(d, "a", "train"),
+                   os.path.join(d, "a", "val"), run, **args)
+        for split in ("train", "val"):  # the same images under other class names
+            os.makedirs(os.path.join(d, "b", split))
+            for old, new in (("blue", "ants"), ("red", "bees")):
+                os.rename(os.path.join(d, "a", split, old), os.path.join(d, "b", split, new))
+        with pytest.raises(kiln.Error, match=r"trained with classes blue, red \(not this run's ants, bees\)"):
+            kiln.train(model, "vgg11", [kiln.Phase("p", epochs=2)], os.path.join(d, "b", "train"),
+                       os.path.join(d, "b", "val"), run, resume=True, **args)
