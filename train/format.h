@@ -1,13 +1,18 @@
-// One printf-style number formatter for the training floor and its apps (evaluation
-// details, metrics logs, the app's lines for people), instead of a copy in each file.
+// The training floor's formatters for people's lines (evaluation details, metrics logs,
+// errors naming classes, the app's output), instead of a copy in each file.
 #pragma once
 
+#include <cstddef>
 #include <string>
+#include <vector>
 
 namespace kiln {
 
 // `value` formatted by the printf format `format` ("%.4f"); results longer than 63
 // characters are cut.
 std::string format_number(const char* format, double value);
+
+// "a, b, c": the names joined by ", ", the first `limit` of them then ", ..." when there are more.
+std::string join_names(const std::vector<std::string>& names, size_t limit = static_cast<size_t>(-1));
 
 }  // namespace kiln

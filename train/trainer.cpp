@@ -11,6 +11,7 @@
 #include "layers/loss.h"
 #include "layers/optim.h"
 #include "train/data_parallel.h"
+#include "train/format.h"
 #include "train/linear_probe.h"
 
 namespace kiln {
@@ -229,12 +230,6 @@ struct Trainer::State {
 
 namespace {
 
-std::string class_list(const std::vector<std::string>& classes) {
-  std::string s;
-  for (size_t i = 0; i < classes.size() && i < 8; ++i) s += (i ? ", " : "") + classes[i];
-  return s + (classes.size() > 8 ? ", ..." : "");
-}
-
 // The model, its spec and the data must agree before anything runs: a registered model run
 // under another's name would be checkpointed as that one (and refuse every resume), a head
 // sized for other classes trains outputs no data has, and splits labelled by different
@@ -250,10 +245,10 @@ void check_model_fits(Sequential& model, const ModelSpec& spec, const io::Datase
   const int64_t classes = static_cast<int64_t>(train.classes.size());
   KILN_CHECK(head.tensor == nullptr || head.tensor->dim(0) == classes, "trainer: the model's head ", spec.head_scope,
              " has ", head.tensor ? head.tensor->dim(0) : 0, " outputs but the training data ('", train.root,
-             "') has ", classes, " classes (", class_list(train.classes), "); build the model with num_classes=",
+             "') has ", classes, " classes (", join_names(train.classes, 8), "); build the model with num_classes=",
              classes);
   KILN_CHECK(val.classes == train.classes, "trainer: the validation data ('", val.root, "') is labelled by other "
-             "classes (", class_list(val.classes), ") than the training data (", class_list(train.classes), "), so a "
+             "classes (", join_names(val.classes, 8), ") than the training data (", join_names(train.classes, 8), "), so a "
              "label would mean another class in each; audit both together (train/audit.h's audit_splits), which "
              "labels both by one list");
 }

@@ -46,11 +46,6 @@ std::string join_lines(const std::vector<std::string>& v) {
   return s;
 }
 
-std::string join_comma(const std::vector<std::string>& v) {
-  std::string s;
-  for (const std::string& x : v) s += (s.empty() ? "" : ", ") + x;
-  return s;
-}
 
 // The folders a run will create for its model directory (it and any missing parents),
 // removed again, deepest first, if the run fails while they are still empty: a refused start
@@ -210,7 +205,7 @@ RunStart check_model_dir(const TrainConfig& cfg, const ModelSpec& spec, const st
   if (fs::exists(s.classes_path)) {
     const std::string have = read_text(s.classes_path);
     KILN_CHECK(have == join_lines(classes), "model directory '", cfg.model_dir, "' was made for other classes (",
-               s.classes_path, ") than the training folder has (", join_comma(classes), "); use a new --model-dir");
+               s.classes_path, ") than the training folder has (", join_names(classes), "); use a new --model-dir");
   }
   // The newest checkpoint whose files verify (a damaged newer one is reported later).
   s.choice = io::newest_intact_checkpoint(cfg.model_dir);
@@ -221,14 +216,14 @@ RunStart check_model_dir(const TrainConfig& cfg, const ModelSpec& spec, const st
                "' holds a ", m.arch, " at image size ", m.image_size, ", not ", spec.name, " at --image-size ",
                cfg.image_size, "; use a new --model-dir");
     KILN_CHECK(m.classes == classes, "model directory '", cfg.model_dir, "' holds a model for classes (",
-               join_comma(m.classes), "), not (", join_comma(classes), "); use a new --model-dir");
+               join_names(m.classes), "), not (", join_names(classes), "); use a new --model-dir");
   }
   // A resume continues the saved recipe: changed training flags are refused (unless allowed).
   s.config_path = (fs::path(cfg.model_dir) / "config.txt").string();
   s.saved_config = resume && fs::exists(s.config_path) ? read_text(s.config_path) : std::string();
   if (resume) s.changes = recipe_changes(cfg, s.saved_config);
   KILN_CHECK(s.changes.empty() || cfg.allow_changed_config, "model directory '", cfg.model_dir,
-             "' holds a run with another recipe: ", join_comma(s.changes), " (", s.config_path,
+             "' holds a run with another recipe: ", join_names(s.changes), " (", s.config_path,
              "); resume with the run's values, use a new --model-dir, or pass --allow-changed-config");
   KILN_CHECK(cfg.phase1_epochs + cfg.phase2_epochs >= 1,
              "nothing to train: --phase1-epochs and --phase2-epochs are both 0");
@@ -305,7 +300,7 @@ std::string layer_span(const ModelSpec& spec, const std::vector<std::string>& sc
   for (const std::string& s : scopes)
     if (pick(s)) names.push_back(layer_of(spec, s));
   if (names.empty()) return "none";
-  if (names.size() <= 3) return join_comma(names);
+  if (names.size() <= 3) return join_names(names);
   return names.front() + ".." + names.back() + " (" + std::to_string(names.size()) + " layers)";
 }
 
@@ -324,7 +319,7 @@ io::InputConvention load_start_weights(const TrainConfig& cfg, const ModelSpec& 
     std::fflush(stdout);
     for (const io::DamagedCheckpoint& d : s.choice.damaged)
       std::fprintf(stderr, "warning: checkpoint '%s' is damaged, not resuming from it: %s; its files are kept as %s\n",
-                   d.state_path.c_str(), d.reason.c_str(), join_comma(io::set_aside(d)).c_str());
+                   d.state_path.c_str(), d.reason.c_str(), join_names(io::set_aside(d)).c_str());
     const io::CheckpointMeta& m = resume->meta;
     init_gen.set_state(m.init_gen);
     dropout_gen.set_state(m.dropout_gen);
@@ -385,7 +380,7 @@ io::InputConvention load_start_weights(const TrainConfig& cfg, const ModelSpec& 
 void write_run_files(const TrainConfig& cfg, const RunStart& s, const std::vector<std::string>& classes) {
   if (const std::vector<std::string> stale = io::remove_stale_temporaries(cfg.model_dir); !stale.empty())
     std::printf("model dir: removed %zu stale temporary file(s) left by an interrupted run: %s\n", stale.size(),
-                join_comma(stale).c_str());
+                join_names(stale).c_str());
   if (!fs::exists(s.classes_path)) io::write_file_atomic(s.classes_path, join_lines(classes));
   if (!s.choice.checkpoint || s.saved_config.empty()) {
     io::write_file_atomic(s.config_path, cfg.config_text);
@@ -396,10 +391,10 @@ void write_run_files(const TrainConfig& cfg, const RunStart& s, const std::vecto
     for (std::string line; std::getline(in, line);)
       if (line.rfind("# changed on resume", 0) == 0) history += line + "\n";
     history += "# changed on resume at step " + std::to_string(s.choice.checkpoint->meta.global_step) +
-               " (--allow-changed-config): " + join_comma(s.changes) + "\n";
+               " (--allow-changed-config): " + join_names(s.changes) + "\n";
     io::write_file_atomic(s.config_path, history + cfg.config_text);
     std::printf("recipe changed on resume (--allow-changed-config): %s; the result will differ from an uninterrupted run\n",
-                join_comma(s.changes).c_str());
+                join_names(s.changes).c_str());
   }  // else: the same recipe, config.txt is kept as the run wrote it
 }
 

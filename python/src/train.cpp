@@ -16,6 +16,7 @@
 #include "python/src/bindings.h"
 #include "train/api.h"
 #include "train/audit.h"
+#include "train/format.h"
 #include "train/linear_probe.h"
 #include "train/trainer.h"
 
@@ -70,11 +71,7 @@ std::optional<io::CheckpointInfo> resume_point(Sequential& model, const ModelSpe
   KILN_CHECK(m.precision == a.precision, "train(resume=True): ", choice.checkpoint->state_path, " was trained with "
              "precision='", m.precision, "', this run asks for '", a.precision, "'; pass precision='", m.precision,
              "' or use a new model_dir");
-  const auto list = [](const std::vector<std::string>& v) {
-    std::string s;
-    for (size_t i = 0; i < v.size() && i < 8; ++i) s += (i ? ", " : "") + v[i];
-    return s + (v.size() > 8 ? ", ..." : "");
-  };
+  const auto list = [](const std::vector<std::string>& v) { return join_names(v, 8); };
   const std::string differs = m.arch != spec.name ? "model " + m.arch + ", not this run's " + spec.name
                               : m.image_size != a.image_size
                                   ? "image size " + std::to_string(m.image_size) + ", not this run's " +
