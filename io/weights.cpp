@@ -128,6 +128,22 @@ std::string list_str(const std::vector<std::string>& v, size_t limit = 8) {
 
 std::string shape_of(const Tensor& t) { return h5::shape_str(t.shape().dims()); }
 
+// Missing: covered by the map, not skipped, and absent from the file. An entry the file has
+// with another shape (`mismatched`, or refused and in `present`) is that, not missing.
+std::vector<std::string> missing_parameters(const std::vector<ParameterRef>& targets,
+                                            const std::map<std::string, std::string>& map,
+                                            const std::vector<std::string>& skip, std::vector<std::string> present,
+                                            const std::vector<std::string>& mismatched) {
+  present.insert(present.end(), mismatched.begin(), mismatched.end());
+  std::sort(present.begin(), present.end());
+  std::vector<std::string> missing;
+  for (const ParameterRef& p : targets) {
+    if (!map_covers(map, p.name) || matches_any(skip, p.name)) continue;
+    if (!std::binary_search(present.begin(), present.end(), p.name)) missing.push_back(p.name);
+  }
+  return missing;
+}
+
 std::vector<std::string> map_keys(const std::map<std::string, std::string>& map) {
   std::vector<std::string> keys;
   for (const auto& kv : map) keys.push_back("'" + kv.first + "'");
@@ -359,17 +375,9 @@ ImportReport import_weights(Module& model, const h5::File& file, const ImportOpt
     plan_shapes.push_back(ks);
   }
 
-  // Missing: covered by the map, not skipped, and absent from the file. An entry the file
-  // has with another shape is mismatched (kept as it is) or a problem above, not missing.
-  std::vector<std::string> present;
+  std::vector<std::string> present = shape_refused;
   for (const auto& pe : plan) present.push_back(pe.second.name);
-  present.insert(present.end(), rep.mismatched.begin(), rep.mismatched.end());
-  present.insert(present.end(), shape_refused.begin(), shape_refused.end());
-  std::sort(present.begin(), present.end());
-  for (const ParameterRef& p : targets) {
-    if (!map_covers(map, p.name) || matches_any(opt.skip, p.name)) continue;
-    if (!std::binary_search(present.begin(), present.end(), p.name)) rep.missing.push_back(p.name);
-  }
+  rep.missing = missing_parameters(targets, map, opt.skip, std::move(present), rep.mismatched);
   // A map that covers nothing in the file loads nothing: a typo in it, not a success.
   if (plan.empty() && !rep.unmapped.empty() && problems.empty())
     problems.push_back(concat("no entry of the file maps to a model parameter: all ", rep.unmapped.size(),
