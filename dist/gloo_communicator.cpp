@@ -15,6 +15,7 @@
 
 #include <chrono>
 #include <csignal>
+#include <exception>
 
 #include "core/error.h"
 #include "dist/gloo_communicator.h"
@@ -38,8 +39,15 @@ class GlooCommunicator final : public Communicator {
     gloo::transport::tcp::attr attr;
     attr.iface = host.iface;
     attr.hostname = host.hostname;
-    try {
+    try {  // gloo's own checks (an interface it cannot find) throw EnforceNotMet, not gloo::Exception
       device_ = gloo::transport::tcp::CreateDevice(attr);
+    } catch (const std::exception& e) {
+      KILN_FAIL("rank ", env.rank, ": gloo cannot open its transport on ",
+                host.iface.empty() ? "host '" + host.hostname + "'"
+                                   : "interface '" + host.iface + "' (GLOO_SOCKET_IFNAME)",
+                ": ", e.what(), host.iface.empty() ? "" : "; `ip -brief address` lists this machine's interfaces");
+    }
+    try {
       auto ctx = std::make_shared<gloo::rendezvous::Context>(env.rank, env.world_size);
       ctx->setTimeout(std::chrono::milliseconds(static_cast<int64_t>(env.timeout_s * 1000)));
       gloo::rendezvous::PrefixStore prefixed(env.run_id + ".gloo", *store_);
