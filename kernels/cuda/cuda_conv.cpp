@@ -292,7 +292,16 @@ size_t search_budget(Direction d, cudnnHandle_t h, const ConvPlan& p) {
   }
   size_t free_bytes = 0, total_bytes = 0;
   KILN_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
-  return std::min({want, kMaxConvWorkspaceBytes, free_bytes / 2});
+  // What kiln's pool holds unused is free to kiln too (the pool keeps freed blocks): counted
+  // out, the budget would shrink as a run warms up, and shapes first met later would be
+  // searched with less workspace than the first (not measured yet: no GPU run).
+  int dev = 0;
+  KILN_CUDA_CHECK(cudaGetDevice(&dev));
+  uint64_t reserved = 0, used = 0;
+  KILN_CUDA_CHECK(cudaMemPoolGetAttribute(context(dev).pool, cudaMemPoolAttrReservedMemCurrent, &reserved));
+  KILN_CUDA_CHECK(cudaMemPoolGetAttribute(context(dev).pool, cudaMemPoolAttrUsedMemCurrent, &used));
+  const size_t idle = reserved > used ? static_cast<size_t>(reserved - used) : 0;
+  return std::min({want, kMaxConvWorkspaceBytes, (free_bytes + idle) / 2});
 }
 
 // Picks the first admissible candidate (cuDNN ranks fastest first) and leaves its math
