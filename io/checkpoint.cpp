@@ -87,8 +87,9 @@ void check_meta(const CheckpointMeta& m, const std::string& where, const std::st
   auto in = [&](const char* what, int64_t v, int64_t lo, int64_t hi) {
     KILN_CHECK(v >= lo && v <= hi, where, ": ", what, " is ", v, ", expected ", lo, "..", hi, " (", why, ")");
   };
-  in("image_size", m.image_size, 32, 1024);  // the --image-size range kiln's trainers accept
-  KILN_CHECK(m.image_size % 32 == 0, where, ": image_size ", m.image_size, " is not a multiple of 32 (", why, ")");
+  // Any crop the loader takes (io/loader.h caps it at 16384): vgg_finetune checks its own
+  // --image-size rule, and research code may train other sizes.
+  in("image_size", m.image_size, 1, 16384);
   in("phase", m.phase, 1, 64);  // a trainer's phases (vgg_finetune has 2)
   for (const auto& [what, v] : {std::pair<const char*, int64_t>{"epochs_done", m.epochs_done},
                                 {"batches_done", m.batches_done}, {"global_step", m.global_step},
@@ -195,7 +196,7 @@ std::string save_checkpoint(const std::string& model_dir, Module& model, Optimiz
   meta.weights_file = stem + ".weights.h5";
   // What the loader will refuse is refused now, not found at the resume.
   check_meta(meta, "save_checkpoint", "kiln's loader would refuse this checkpoint: fill CheckpointMeta as "
-             "io/checkpoint.h describes, e.g. classes with the class names and image_size with the input size");
+             "io/checkpoint.h describes, e.g. classes with the class names and image_size with the input crop");
   ExportOptions eo;
   eo.convention = meta.convention;
   // What the phase freezes goes to its own file, written once: it cannot change while the

@@ -186,8 +186,9 @@ nb::dict train(Sequential& model, const std::string& arch, std::vector<Phase> ph
   std::optional<io::CheckpointInfo> resume;
   {
     nb::gil_scoped_release release;
-    resume = resume_point(model, spec, a, train_ds.classes, built);
+    // The Trainer checks the model against the data first; the resume then loads weights.
     Trainer trainer(model, spec, train_ds, val_ds, std::move(t), std::move(hooks));
+    resume = resume_point(model, spec, a, train_ds.classes, built);
     r = trainer.run(resume);
   }
   if (interrupt) throw *interrupt;

@@ -154,3 +154,25 @@ def test_a_refused_resume_says_what_differs():
         with pytest.raises(kiln.Error, match=r"trained with classes blue, red \(not this run's ants, bees\)"):
             kiln.train(model, "vgg11", [kiln.Phase("p", epochs=2)], os.path.join(d, "b", "train"),
                        os.path.join(d, "b", "val"), run, resume=True, **args)
+
+
+def test_a_resume_with_a_head_for_other_classes_is_refused_before_loading_and_odd_sizes_checkpoint():
+    rng = np.random.default_rng(7)
+    with tempfile.TemporaryDirectory() as d:
+        write_folder(d, "train", 2, rng)
+        write_folder(d, "val", 1, rng)
+        tr, va, run = os.path.join(d, "train"), os.path.join(d, "val"), os.path.join(d, "run")
+        kiln.train(kiln.build_model("vgg11", num_classes=2, image_size=32, seed=1), "vgg11", [kiln.Phase("p")],
+                   tr, va, run, image_size=32, num_workers=1)
+        three = kiln.build_model("vgg11", num_classes=3, image_size=32, seed=1)
+        with pytest.raises(kiln.Error, match="has 3 outputs but the training data"):
+            kiln.train(three, "vgg11", [kiln.Phase("p", epochs=2)], tr, va, run, image_size=32, num_workers=1,
+                       resume=True)
+        # A research model at a crop vgg_finetune does not offer (40 px) trains and checkpoints.
+        net = kiln.Sequential("net")
+        for layer in (kiln.Conv2d("conv", 3, 4, 3, padding=1), kiln.ReLU("relu"), kiln.MaxPool2d("pool"),
+                      kiln.Flatten("flat"), kiln.Linear("fc", 20 * 20 * 4, 2)):
+            net.add(layer)
+        r = kiln.train(net, "vgg11", [kiln.Phase("all", epochs=1)], tr, va, os.path.join(d, "odd"), image_size=40,
+                       num_workers=1)
+        assert r["finished"] and os.path.exists(r["last_checkpoint"])

@@ -102,7 +102,7 @@ TrainerOptions tiny_options(const std::string& dir, bool augment) {
   t.loader.warn = false;
   t.checkpoint_every = 1;
   t.model_dir = dir;
-  t.run.image_size = 32;  // what the checkpoint records (its checks want 32..1024)
+  t.run.image_size = 16;  // the crop, as the checkpoint records it
   t.run.convention = io::InputConvention::torchvision_rgb;
   return t;
 }
@@ -333,15 +333,16 @@ TEST_CASE("a Trainer refuses a model, head or labelling that does not fit the ru
   // A registered model under another's name.
   Generator g(1);
   auto vgg11 = find_model_spec("vgg11").build(ModelOptions{3, 32, 0.5f}, g, g);
-  REQUIRE_THROWS_WITH(Trainer(*vgg11, find_model_spec("vgg16"), train, val, t),
+  REQUIRE_THROWS_WITH(Trainer(*vgg11, find_model_spec("vgg16"), train, val, t).run(std::nullopt),
                       Contains("the model is a vgg11") && Contains("names it vgg16"));
   // The head sized for 2 classes, the data has 3.
   auto two = find_model_spec("vgg11").build(ModelOptions{2, 32, 0.5f}, g, g);
-  REQUIRE_THROWS_WITH(Trainer(*two, find_model_spec("vgg11"), train, val, t),
+  REQUIRE_THROWS_WITH(Trainer(*two, find_model_spec("vgg11"), train, val, t).run(std::nullopt),
                       Contains("vgg11/fc8/ has 2 outputs") && Contains("3 classes"));
   // val labelled by its own class list (one class fewer: other numbers).
   io::Dataset val2 = val;
   val2.classes.pop_back();
-  REQUIRE_THROWS_WITH(Trainer(*vgg11, find_model_spec("vgg11"), train, val2, t), Contains("labelled by other classes"));
+  REQUIRE_THROWS_WITH(Trainer(*vgg11, find_model_spec("vgg11"), train, val2, t).run(std::nullopt),
+                      Contains("labelled by other classes"));
   CHECK_FALSE(std::filesystem::exists(root + "/run"));
 }
