@@ -35,9 +35,6 @@ class FileStore final : public RendezvousStore {
                ec ? ": " + ec.message() : std::string(), " (KILN_RENDEZVOUS=file:<dir> needs a directory every rank "
                "can write)");
   }
-  // A rank that stops (an error, a timeout) takes its keys with it: left behind, they would
-  // join the next run in this directory as a rank of the failed one.
-  ~FileStore() override { forget_own(); }
   void set(const std::string& key, const std::vector<char>& data) override {
     const std::string path = path_of(key), tmp = path + ".tmp" + std::to_string(::getpid());
     {
@@ -121,7 +118,12 @@ void join(RendezvousStore& store, const LaunchEnv& env, const std::string& backe
         if (count++ < 8) missing += (missing.empty() ? "" : ", ") + std::to_string(r);
       }
     if (count == 0) break;
-    KILN_CHECK(Clock::now() < deadline, "rank ", env.rank, ": ", count, " of ", env.world_size, " ranks (",
+    // A rank that gives up waiting takes its key with it (file store): left behind, it would
+    // join the next run in this directory as a rank of this one. A rank that stops on a
+    // disagreement below keeps its key, so that the others see the disagreement at once.
+    const bool late = Clock::now() >= deadline;
+    if (late) store.forget_own();
+    KILN_CHECK(!late, "rank ", env.rank, ": ", count, " of ", env.world_size, " ranks (",
                missing, count > 8 ? ", ..." : "", ") did not join the rendezvous at ", env.rendezvous, " within ",
                env.timeout_s, " s: start all ", env.world_size,
                " processes with the same WORLD_SIZE and rendezvous (KILN_DIST_TIMEOUT sets the wait)");

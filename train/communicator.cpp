@@ -317,8 +317,6 @@ std::vector<std::string> communicator_backends() {
 std::unique_ptr<Communicator> make_communicator(const LaunchEnv& env, Device device) {
   if (!env.distributed()) return single_process();
   const std::string name = !env.backend.empty() ? env.backend : device.is_cpu() ? "gloo" : "nccl";
-  KILN_CHECK(!(name == "nccl" && device.is_cpu()), "launch: KILN_DIST_BACKEND=nccl reduces GPU memory, but this run "
-             "trains on the CPU: unset KILN_DIST_BACKEND (gloo is the CPU's), or train on a GPU");
   CommunicatorFactory f;
   {
     std::lock_guard<std::mutex> lock(registry_mutex());

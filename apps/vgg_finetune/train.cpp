@@ -643,6 +643,8 @@ std::unique_ptr<Communicator> join_ranks(const TrainConfig& cfg) {
   dist::register_backends();
 #endif
   const bool gpu = cfg.device == "cuda" || (cfg.device == "auto" && device_count(DeviceType::cuda) > 0);
+  KILN_CHECK(gpu || env.backend != "nccl", "launch: KILN_DIST_BACKEND=nccl reduces GPU memory, but this run trains "
+             "on the CPU (--device ", cfg.device, "): unset KILN_DIST_BACKEND (gloo is the CPU's), or train on a GPU");
   std::unique_ptr<Communicator> comm = make_communicator(env, gpu ? Device::cuda(env.local_rank) : Device::cpu());
   std::printf("data-parallel: %d ranks (%s, launched by %s, rendezvous %s, timeout %g s); global batch %lld, "
               "%lld-%lld per rank\n",

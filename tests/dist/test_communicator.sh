@@ -47,12 +47,12 @@ launch 2 "$W/file" env KILN_RENDEZVOUS=file:$W/rdv KILN_DIST_TIMEOUT=30 "$B" col
 if [ "$RCS" = "0 0" ] && grep -q "rank 1 ok" "$W/file.1" && [ -z "$(ls "$W/rdv")" ]; then ok "2 ranks, file rendezvous (its keys removed afterwards)"
 else bad "2 ranks file ($RCS)"; cat "$W"/file.*; ls "$W/rdv"; fi
 
-# 2a. A rank that fails (here: it waits for a third rank that never comes) takes its keys
+# 2a. A rank that gives up waiting (here: for a third rank that never comes) takes its key
 # with it, so the next run in the same directory starts clean.
 RANK=0 WORLD_SIZE=3 KILN_RENDEZVOUS=file:$W/rdv2 KILN_DIST_TIMEOUT=1 "$B" collectives > "$W/stale.0" 2>&1
 stale_rc=$?
 launch 2 "$W/after" env KILN_RENDEZVOUS=file:$W/rdv2 KILN_DIST_TIMEOUT=30 "$B" collectives
-if [ $stale_rc != 0 ] && [ "$RCS" = "0 0" ] && [ -z "$(ls "$W/rdv2")" ]; then ok "a failed rank leaves no key behind: the next run in its directory works"
+if [ $stale_rc != 0 ] && [ "$RCS" = "0 0" ] && [ -z "$(ls "$W/rdv2")" ]; then ok "a rank that timed out leaves no key behind: the next run in its directory works"
 else bad "stale keys (rc $stale_rc, then $RCS)"; cat "$W"/stale.0 "$W"/after.*; ls "$W/rdv2"; fi
 
 # 2b. Gradient buckets started from backward's grad-ready hook, sums checked against every rank's own.
@@ -71,6 +71,20 @@ dt=$(( $(date +%s) - t0 ))
 if [ $rc0 = 3 ] && [ $rc1 = 3 ] && [ $dt -le 10 ] && grep -q "disagree\|did not join\|closed the connection" "$W/ws.0" && grep -q "disagree\|did not join\|closed the connection" "$W/ws.1"; then
   ok "wrong world size: both ranks fail in ${dt} s: $(cat "$W/ws.1")"
 else bad "wrong world size (rc $rc0 $rc1, ${dt} s)"; cat "$W"/ws.*; fi
+
+# 3b. The same over a file rendezvous, three ranks: the one that stops first keeps its key,
+# so the others report the disagreement at once instead of waiting out the timeout.
+t0=$(date +%s)
+RANK=0 WORLD_SIZE=2 KILN_RENDEZVOUS=file:$W/rdv3 KILN_DIST_TIMEOUT=20 "$B" collectives > "$W/fws.0" 2>&1 & p0=$!
+RANK=1 WORLD_SIZE=3 KILN_RENDEZVOUS=file:$W/rdv3 KILN_DIST_TIMEOUT=20 "$B" collectives > "$W/fws.1" 2>&1 & p1=$!
+sleep 1
+RANK=2 WORLD_SIZE=3 KILN_RENDEZVOUS=file:$W/rdv3 KILN_DIST_TIMEOUT=20 "$B" collectives > "$W/fws.2" 2>&1 & p2=$!
+wait $p0; rc0=$?; wait $p1; rc1=$?; wait $p2; rc2=$?
+dt=$(( $(date +%s) - t0 ))
+if [ "$rc0 $rc1 $rc2" = "3 3 3" ] && [ $dt -le 10 ] && grep -q disagree "$W/fws.0" && grep -q disagree "$W/fws.1" &&
+   grep -q disagree "$W/fws.2"; then
+  ok "wrong world size, file rendezvous: all 3 ranks say 'disagree' in ${dt} s"
+else bad "wrong world size, file rendezvous (rc $rc0 $rc1 $rc2, ${dt} s)"; cat "$W"/fws.*; fi
 
 # 4. Unreachable rendezvous: rank 1 alone, nobody serves the port.
 port=$(free_port)

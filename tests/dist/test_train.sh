@@ -29,6 +29,13 @@ if ! "$PY" -c "import h5py, numpy" 2> /dev/null; then echo "no h5py/numpy for $P
 # 1. One process: the reference.
 "$B" train --data-dir "$W/data" --model-dir "$W/one" "${COMMON[@]}" > "$W/one.log" 2>&1 || { bad "one process"; cat "$W/one.log"; }
 
+# NCCL reduces GPU memory: asked for on a CPU run, it is refused by name before any rendezvous.
+out=$(RANK=0 WORLD_SIZE=2 KILN_RENDEZVOUS=file:$W/nccl KILN_DIST_BACKEND=nccl KILN_DIST_TIMEOUT=5 "$B" train \
+  --data-dir "$W/data" --model-dir "$W/nccl_run" "${COMMON[@]}" 2>&1); rc=$?
+if [ $rc != 0 ] && grep -q "KILN_DIST_BACKEND=nccl reduces GPU memory, but this run trains on the CPU" <<< "$out" &&
+   [ ! -e "$W/nccl_run" ]; then ok "nccl on a CPU run is refused by name"
+else bad "nccl on a CPU run (rc $rc): $out"; fi
+
 # 2. Two ranks over the TCP rendezvous, replicas checked after every step.
 port=$(free_port)
 t0=$(date +%s)
