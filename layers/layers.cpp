@@ -113,11 +113,14 @@ constexpr const char* kLayerMark = "in layer '";
 
 // An op's error inside a model names the layer it came from, as a path from the model
 // ("in layer 'vgg16/fc6': linear: ..."): each Sequential on the way out adds its name.
-[[noreturn]] void rethrow_in_layer(const Error& e, const std::string& container, const std::string& child) {
+// A Sequential child has put its own name first; any other child (a residual block holding
+// Sequentials) has not, so its name goes in here.
+[[noreturn]] void rethrow_in_layer(const Error& e, const std::string& container, const Module& child) {
   const std::string& m = e.message();
   const size_t n = std::char_traits<char>::length(kLayerMark);
-  if (m.compare(0, n, kLayerMark) == 0) throw Error(kLayerMark + container + "/" + m.substr(n), e.location());
-  throw Error(kLayerMark + container + "/" + child + "': " + m, e.location());
+  if (m.compare(0, n, kLayerMark) != 0) throw Error(kLayerMark + container + "/" + child.name() + "': " + m, e.location());
+  const bool named = dynamic_cast<const Sequential*>(&child) != nullptr;
+  throw Error(kLayerMark + container + "/" + (named ? "" : child.name() + "/") + m.substr(n), e.location());
 }
 
 }  // namespace
@@ -134,7 +137,7 @@ Tensor Sequential::forward_range(size_t from, size_t to, Tensor x) {
         x = (*c[i])(x);
       }
     } catch (const Error& e) {
-      rethrow_in_layer(e, name(), c[i]->name());
+      rethrow_in_layer(e, name(), *c[i]);
     }
   }
   return x;

@@ -364,3 +364,13 @@ TEST_CASE("ResNet-50 v1 loads the files real Keras writes and gives Keras's logi
   CHECK(full > 0);
   CHECK(notop > 0);
 }
+
+TEST_CASE("an op's error deep in ResNet-50 names the whole layer path, blocks included", "[resnet][errors]") {
+  Generator init(3);
+  auto net = make_resnet50(ResNetOptions{ResNetVariant::v1_5, 10, 32}, init);
+  Tensor* w = net->find("resnet50/layer1/0/downsample/0/weight").tensor;
+  REQUIRE(w != nullptr);
+  *w = Tensor::zeros(Shape{256, 1, 1, 32});  // 32 input channels where the block gives 64
+  REQUIRE_THROWS_WITH((*net)(Tensor::zeros(Shape{1, 32, 32, 3})),
+                      Catch::StartsWith("in layer 'resnet50/layer1/0/downsample/0': conv2d"));
+}
