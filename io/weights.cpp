@@ -365,8 +365,7 @@ ImportReport import_weights(Module& model, const h5::File& file, const ImportOpt
     }
     if (ks != t.shape().dims()) {
       problems.push_back(concat(where, ": model expects ", shape_of(t), ", file has ", h5::shape_str(ds.shape()),
-                                layout_note(e.layout), " (is the file for another image size or class count? "
-                                "skip_mismatched keeps such parameters as they are)"));
+                                layout_note(e.layout), " (is the file for another image size or class count?)"));
       shape_refused.push_back(target);
       continue;
     }
@@ -379,7 +378,7 @@ ImportReport import_weights(Module& model, const h5::File& file, const ImportOpt
   for (const auto& pe : plan) present.push_back(pe.second.name);
   rep.missing = missing_parameters(targets, map, opt.skip, std::move(present), rep.mismatched);
   // A map that covers nothing in the file loads nothing: a typo in it, not a success.
-  if (plan.empty() && !rep.unmapped.empty() && problems.empty())
+  if (plan.empty() && !rep.unmapped.empty() && rep.skipped.empty() && problems.empty())
     problems.push_back(concat("no entry of the file maps to a model parameter: all ", rep.unmapped.size(),
                               " are unmapped (e.g. '", rep.unmapped.front(), "'); the assignment map's keys are ",
                               list_str(map_keys(map), 4), " (a scope key ends in '/')"));
