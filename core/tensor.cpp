@@ -46,9 +46,11 @@ double load_as_double(const void* p, DType t) {
 Tensor Tensor::empty(const Shape& shape, TensorOptions opt) { return Tensor(make_impl(shape, opt)); }
 
 Tensor Tensor::full(const Shape& shape, double value, TensorOptions opt) {
-  // An integer type must hold the value: a fill would wrap or saturate it without a word.
+  // An integer type must hold the value (truncated toward zero, as the conversion does): a
+  // fill would wrap or saturate it without a word.
+  const double whole = std::trunc(value);
   const auto range = [&](int64_t lo, int64_t hi) {
-    KILN_CHECK(value >= static_cast<double>(lo) && value <= static_cast<double>(hi), "full: ", value, " does not fit ",
+    KILN_CHECK(whole >= static_cast<double>(lo) && whole <= static_cast<double>(hi), "full: ", value, " does not fit ",
                dtype_name(opt.dtype), " (", lo, "..", hi, ")");
   };
   if (opt.dtype == DType::u8) range(0, 255);

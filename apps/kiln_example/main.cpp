@@ -81,7 +81,9 @@ int main(int argc, char** argv) {
       } else if (a == "--lr") {
         lr = number("--lr", [](const std::string& v, size_t* n) { return std::stof(v, n); });
       } else if (a == "--seed") {
-        seed = number("--seed", [](const std::string& v, size_t* n) { return std::stoull(v, n); });
+        const long long s = number("--seed", [](const std::string& v, size_t* n) { return std::stoll(v, n); });
+        KILN_CHECK(s >= 0, "--seed takes a number >= 0, got ", s);  // std::stoull would wrap -1
+        seed = static_cast<uint64_t>(s);
       } else {
         KILN_FAIL("unknown argument '", a, "' (see --help)");
       }

@@ -70,6 +70,7 @@ TEST_CASE("factories fill as asked", "[tensor]") {
   CHECK(Tensor::full(Shape{2}, 255, TensorOptions{DType::u8}).to_vector<double>() == std::vector<double>{255, 255});
   CHECK_THROWS_WITH(Tensor::full(Shape{2}, 300, TensorOptions{DType::u8}), Catch::Contains("300 does not fit uint8 (0..255)"));
   CHECK_THROWS_WITH(Tensor::full(Shape{2}, -1, TensorOptions{DType::u8}), Catch::Contains("does not fit uint8"));
+  CHECK(Tensor::full(Shape{1}, 255.5, TensorOptions{DType::u8}).to_vector<double>() == std::vector<double>{255});
   CHECK_THROWS_WITH(Tensor::full(Shape{2}, 1e20, TensorOptions{DType::i32}), Catch::Contains("does not fit int32"));
   CHECK_THROWS_WITH(Tensor::full(Shape{2}, std::nan(""), TensorOptions{DType::i64}), Catch::Contains("does not fit int64"));
 }
