@@ -86,8 +86,9 @@ void bind_data(nb::module_& m) {
                        "Batches of an image folder (root/<class>/*.jpg|png|...) as (images, labels): images a "
                        "float32 kiln.Tensor [n, image_size, image_size, 3] (NHWC, the convention applied), labels "
                        "int64 [n] (class indices in `classes` order). Iterating gives one epoch; iterating again "
-                       "gives the next (a new order when shuffle), also after a pass stopped early. Files that fail "
-                       "to decode are skipped.")
+                       "gives the next (a new order when shuffle), also after a pass stopped early. One pass at a "
+                       "time: a new iter() ends the one before (zip(loader, loader) yields nothing). Files that "
+                       "fail to decode are skipped.")
       .def(nb::new_(&make_loader), arg("root"), arg("batch_size") = 32, arg("image_size") = 224,
            arg("augment") = false, arg("shuffle") = true, arg("seed") = 0, arg("num_workers") = 2,
            arg("convention") = "torchvision_rgb", arg("device") = "cpu", arg("drop_last") = false,

@@ -160,7 +160,12 @@ Tensor from_dlpack(nb::handle x, bool copy_to_contiguous) {
       KILN_CHECK(index >= 0 && index < have, "from_dlpack: the tensor is on cuda:", index, " but kiln sees ", have,
                  " CUDA device(s) here", have == 0 ? " (no GPU, or this kiln was built without CUDA)" : "",
                  "; move it to the host first (x.cpu())");
-      source = x.attr("__dlpack__")(nb::arg("stream") = stream_handle(Device::cuda(index)));
+      try {
+        source = x.attr("__dlpack__")(nb::arg("stream") = stream_handle(Device::cuda(index)));
+      } catch (const nb::python_error& e) {  // e.g. torch: "Can't export tensors that require gradient"
+        KILN_FAIL("from_dlpack: the producer refused to share its CUDA memory: ", e.what(),
+                  " (a PyTorch tensor that requires grad: pass x.detach())");
+      }
     }
   }
   Array a;
@@ -169,9 +174,9 @@ Tensor from_dlpack(nb::handle x, bool copy_to_contiguous) {
   KILN_CHECK(!nb::try_cast(nb::borrow(x), read_only, false), "from_dlpack: the array is read-only (np.broadcast_to, "
              "or a NumPy view of another library's tensor), and kiln tensors are writable: pass a writable copy, "
              "e.g. x.copy()");
-  KILN_FAIL("from_dlpack: kiln cannot share a ", nb::type_name(x.type()).c_str(), ": it needs a NumPy array, a "
-            "PyTorch tensor or anything with __dlpack__ or the buffer protocol, of a dtype kiln has (float32, "
-            "bfloat16, int32, int64, uint8) in native byte order; convert it first, e.g. "
+  KILN_FAIL("from_dlpack: kiln cannot share this ", nb::type_name(x.type()).c_str(), ": kiln shares arrays that "
+            "speak DLPack or the buffer protocol (NumPy, PyTorch, ...), of a dtype kiln has (float32, bfloat16, "
+            "int32, int64, uint8), in native byte order; convert it first, e.g. "
             "numpy.ascontiguousarray(x, dtype=numpy.float32)");
 }
 

@@ -123,7 +123,7 @@ def test_dtypes_kiln_has_and_has_not():
         kiln.from_dlpack(np.zeros(3, dtype=np.float64))
     with pytest.raises(kiln.Error, match="kiln has no float16"):
         kiln.from_dlpack(np.zeros(3, dtype=np.float16))
-    with pytest.raises(kiln.Error, match="cannot share a list"):
+    with pytest.raises(kiln.Error, match="cannot share this list"):
         kiln.from_dlpack([1.0, 2.0])  # no DLPack, no buffer of a kiln dtype: not silently converted
     with pytest.raises(kiln.Error, match="read-only.*x.copy"):
         kiln.from_dlpack(np.broadcast_to(np.float32(1), (3,)))
