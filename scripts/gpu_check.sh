@@ -84,7 +84,7 @@
 #   pinned destination until done, cross-GPU copies wait before the source may be freed,
 #   softmax/cross-entropy and batch norm are built with -fmad=false (bit-equal to the CPU's
 #   kernels/common math), graph replay's out-of-memory retry also trims graph memory, and a
-#   convolution over 2^31 - 1 elements is refused with the batch that fits.
+#   legacy-API convolution over 2^31 - 1 elements is refused with the batch that fits.
 set -uo pipefail
 PACK=${1:-.gpu}
 OUT=${OUT:-/tmp/kiln_gpu}

