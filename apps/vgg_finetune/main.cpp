@@ -304,17 +304,26 @@ void print_precision_comparison(TrainedModel& t, const Flags& f, Device device, 
               pct(c.correct_test, c.images));
 }
 
+// The flags eval, predict and export share, spelled once.
+const FlagSpec kModelDirFlag{"model-dir", "DIR", "", "a model directory made by train (required)"};
+const FlagSpec kBestFlag{"best", "", "", "use the best checkpoint by val accuracy instead of the latest"};
+const FlagSpec kDeviceFlag{"device", "auto|cpu|cuda", "auto", "where to run"};
+const FlagSpec kInferencePrecisionFlag{
+    "precision", "fp32|bf16-frozen|bf16", "",
+    "compute precision (default: the one the checkpoint was trained with): fp32; bf16-frozen: every layer but the "
+    "head in bf16, phase 1's boundary; bf16: every layer"};
+
 int cmd_eval(int argc, char** argv) {
   Flags f("eval", "--model-dir DIR --data-dir DIR [flags]",
           "Evaluates the model in --model-dir (its latest checkpoint, or --best) on a folder-per-class\n"
           "dataset (a folder of splits -- train/, val/, test/ -- is evaluated on its val/): loss,\n"
           "accuracy, per-class accuracy, confusion matrix.",
-          {{"model-dir", "DIR", "", "a model directory made by train (required)"},
+          {kModelDirFlag,
            {"data-dir", "DIR", "", "folder per class, or a folder holding val/ (required)"},
-           {"best", "", "", "use the best checkpoint by val accuracy instead of the latest"},
+           kBestFlag,
            {"batch", "N", "32", "batch size"},
-           {"device", "auto|cpu|cuda", "auto", "where to run"},
-           {"precision", "fp32|bf16-frozen|bf16", "", "compute precision (default: the one the checkpoint was trained with): fp32; bf16-frozen: every layer but the head in bf16, phase 1's boundary; bf16: every layer"},
+           kDeviceFlag,
+           kInferencePrecisionFlag,
            {"compare-precision", "bf16-frozen|bf16", "", "instead: run the weights in fp32 and in this precision on the same images and report how far each layer's output, the output distribution (KL) and the top-1 move"},
            {"workers", "N", "2", "image decoding threads"}},
           "  vgg_finetune eval --model-dir runs/pets --data-dir pets\n");
@@ -506,14 +515,14 @@ int cmd_predict(int argc, char** argv) {
   Flags f("predict", "--model-dir DIR IMAGE_OR_FOLDER... [flags]",
           "Prints the top-k classes with probabilities for each image (folders are searched for\n"
           ".jpg/.jpeg/.png/.bmp files). Unreadable images are reported and skipped, not fatal.",
-          {{"model-dir", "DIR", "", "a model directory made by train (required)"},
+          {kModelDirFlag,
            {"top-k", "N", "3", "classes printed per image"},
            {"csv", "FILE", "", "also write the predictions as CSV (path,rank,class,probability,error)"},
            {"json", "FILE", "", "also write the predictions as JSON"},
-           {"best", "", "", "use the best checkpoint by val accuracy instead of the latest"},
+           kBestFlag,
            {"batch", "N", "32", "images per forward pass"},
-           {"device", "auto|cpu|cuda", "auto", "where to run"},
-           {"precision", "fp32|bf16-frozen|bf16", "", "compute precision (default: the one the checkpoint was trained with): fp32; bf16-frozen: every layer but the head in bf16, phase 1's boundary; bf16: every layer"}},
+           kDeviceFlag,
+           kInferencePrecisionFlag},
           "  vgg_finetune predict --model-dir runs/pets photo.jpg more_photos/ --top-k 2 --json out.json\n");
   if (!f.parse(argc, argv, 2)) return 0;
   KILN_CHECK(!f.str("model-dir").empty(), "--model-dir is required");
@@ -556,7 +565,7 @@ int cmd_export(int argc, char** argv) {
   Flags f("export", "--model-dir DIR --out FILE [--format kiln|keras]",
           "Writes the trained weights of --model-dir (latest checkpoint, or --best) to an HDF5 file,\n"
           "atomically: kiln's layout (vgg16/<layer>/weight|bias, input convention recorded) or Keras's.",
-          {{"model-dir", "DIR", "", "a model directory made by train (required)"},
+          {kModelDirFlag,
            {"out", "FILE", "", "the file to write (required)"},
            {"format", "kiln|keras", "kiln", "layout of the file"},
            {"best", "", "", "export the best checkpoint by val accuracy instead of the latest"}},
@@ -725,7 +734,7 @@ int cmd_demo(int argc, char** argv) {
           {{"work-dir", "DIR", "", "where the data, model and export go (default: a new temporary folder, kept)"},
            {"model", "NAME", kDefaultModel, "the network: " + model_list() + " (see train --help)"},
            {"weights", "FILE", "", "pretrained weights of --model to use instead of the random ones"},
-           {"device", "auto|cpu|cuda", "auto", "where to run"},
+           kDeviceFlag,
            {"full", "", "",
             "run at full size (224 px, 10+10 epochs, augmentation) even on a CPU; with --weights the classic recipe "
             "(dropout, fc8 from random), from random weights fc8 from the probe"},
