@@ -13,12 +13,35 @@ TensorOptions like(const Tensor& t) { return TensorOptions{t.dtype(), t.device()
 TensorOptions like(const Tensor& t, DType dt) { return TensorOptions{dt, t.device()}; }
 
 // ---------------------------------------------------------------- conv2d
-struct Conv2dNode final : Node {
-  Conv2dNode() : Node("conv2d") {}
+// What a weighted op (y = x (*) w + b: conv2d, linear) keeps for backward: x only when w
+// needs a gradient, w only when x does (a frozen layer's input keeps nothing), and the
+// shapes its gradients take.
+struct WeightedNode : Node {
+  explicit WeightedNode(const char* name) : Node(name) {}
   SavedTensor x, w;
   Shape x_shape, w_shape;
-  Conv2dParams p;
   bool has_bias = false;
+  void release_saved() override {
+    x.reset();
+    w.reset();
+  }
+};
+
+// Records `node` as y's history of x, w and b (b may be undefined).
+void record_weighted(std::shared_ptr<WeightedNode> node, const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y) {
+  node->x_shape = x.shape();
+  node->w_shape = w.shape();
+  node->has_bias = b.defined();
+  if (w.requires_grad()) node->x = x.detach();
+  if (x.requires_grad()) node->w = w.detach();
+  node->next = {autograd::edge_for(x), autograd::edge_for(w)};
+  if (b.defined()) node->next.push_back(autograd::edge_for(b));
+  autograd::set_history(y, std::move(node));
+}
+
+struct Conv2dNode final : WeightedNode {
+  Conv2dNode() : WeightedNode("conv2d") {}
+  Conv2dParams p;
   std::vector<Tensor> apply(const Tensor& dy) override {
     Backend& be = backend_for(dy.device());
     Tensor dx, dw, db;
@@ -43,10 +66,6 @@ struct Conv2dNode final : Node {
     std::vector<Tensor> g{dx, dw};
     if (has_bias) g.push_back(db);
     return g;
-  }
-  void release_saved() override {
-    x.reset();
-    w.reset();
   }
 };
 
@@ -104,14 +123,7 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dPar
   if (record) {
     auto node = std::make_shared<Conv2dNode>();
     node->p = p;
-    node->x_shape = x.shape();
-    node->w_shape = w.shape();
-    node->has_bias = b.defined();
-    if (w.requires_grad()) node->x = x.detach();
-    if (x.requires_grad()) node->w = w.detach();
-    node->next = {autograd::edge_for(x), autograd::edge_for(w)};
-    if (b.defined()) node->next.push_back(autograd::edge_for(b));
-    autograd::set_history(y, node);
+    record_weighted(std::move(node), x, w, b, y);
   }
   return y;
 }
@@ -291,11 +303,8 @@ Tensor batch_norm2d(const Tensor& x, const Tensor& gamma, const Tensor& beta, Te
 
 // ---------------------------------------------------------------- linear
 namespace {
-struct LinearNode final : Node {
-  LinearNode() : Node("linear") {}
-  SavedTensor x, w;
-  Shape x_shape, w_shape;
-  bool has_bias = false;
+struct LinearNode final : WeightedNode {
+  LinearNode() : WeightedNode("linear") {}
   std::vector<Tensor> apply(const Tensor& dy) override {
     Tensor dx, dw, db;
     if (next[0].needed()) dx = Tensor::empty(x_shape, like(dy));
@@ -307,10 +316,6 @@ struct LinearNode final : Node {
     std::vector<Tensor> g{dx, dw};
     if (has_bias) g.push_back(db);
     return g;
-  }
-  void release_saved() override {
-    x.reset();
-    w.reset();
   }
 };
 }  // namespace
@@ -334,17 +339,7 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
   const bool record = autograd::needs_grad({&x, &w, &b});
   Tensor y = Tensor::empty(Shape{x.dim(0), w.dim(0)}, like(x));
   backend_for(x.device()).linear_forward(x, w, b, y);
-  if (record) {
-    auto node = std::make_shared<LinearNode>();
-    node->x_shape = x.shape();
-    node->w_shape = w.shape();
-    node->has_bias = b.defined();
-    if (w.requires_grad()) node->x = x.detach();
-    if (x.requires_grad()) node->w = w.detach();
-    node->next = {autograd::edge_for(x), autograd::edge_for(w)};
-    if (b.defined()) node->next.push_back(autograd::edge_for(b));
-    autograd::set_history(y, node);
-  }
+  if (record) record_weighted(std::make_shared<LinearNode>(), x, w, b, y);
   return y;
 }
 
