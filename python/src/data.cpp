@@ -26,7 +26,7 @@ using nb::arg;
 // A Loader over an image folder, with the epoch state Python's iteration protocol needs.
 struct PyLoader {
   std::unique_ptr<io::Loader> loader;
-  int64_t served = 0;  // batches of the current epoch handed out; 0 after its end
+  int64_t served = 0;  // batches of the current epoch taken from the loader; 0 after its end
   int64_t pass = 0;    // iter() calls: only the newest pass's iterator serves batches
 };
 
@@ -65,14 +65,19 @@ std::pair<Tensor, Tensor> next_batch(LoaderPass& lp) {
   std::optional<io::Batch> b;
   {
     nb::gil_scoped_release unlocked;
-    b = p.loader->next();
+    // A batch whose every file failed to decode has no rows: skipped (a mean loss over it is NaN).
+    for (;;) {
+      b = p.loader->next();
+      if (!b) break;
+      ++p.served;
+      if (b->labels.numel() > 0) break;
+    }
   }
   if (!b) {
     p.served = 0;
     lp.pass = -1;  // ended: stays ended
     throw nb::stop_iteration();
   }
-  ++p.served;
   return {b->images, b->labels};
 }
 
@@ -88,7 +93,8 @@ void bind_data(nb::module_& m) {
                        "int64 [n] (class indices in `classes` order). Iterating gives one epoch; iterating again "
                        "gives the next (a new order when shuffle), also after a pass stopped early. One pass at a "
                        "time: a new iter() ends the one before (zip(loader, loader) yields nothing). Files that "
-                       "fail to decode are skipped.")
+                       "fail to decode are skipped, so a batch may be short; one left with no image is not served "
+                       "(len() counts it).")
       .def(nb::new_(&make_loader), arg("root"), arg("batch_size") = 32, arg("image_size") = 224,
            arg("augment") = false, arg("shuffle") = true, arg("seed") = 0, arg("num_workers") = 2,
            arg("convention") = "torchvision_rgb", arg("device") = "cpu", arg("drop_last") = false,

@@ -79,3 +79,14 @@ def test_a_pass_stopped_early_still_leaves_the_next_pass_a_whole_epoch():
         stale = iter(loader)
         fresh = iter(loader)  # a newer pass takes the loader over: the old iterator ends
         assert list(stale) == [] and len(list(fresh)) == 3
+
+
+def test_a_batch_of_only_undecodable_files_is_not_served():
+    rng = np.random.default_rng(8)
+    with tempfile.TemporaryDirectory() as d:
+        write_folder(d, "train", 1, rng)  # blue/0.png, red/0.png
+        with open(f"{d}/train/red/0.png", "wb") as f:
+            f.write(b"not a png")
+        loader = kiln.Loader(f"{d}/train", batch_size=1, image_size=32, shuffle=False, num_workers=1)
+        got = [y.tolist() for _, y in loader]
+        assert len(loader) == 2 and got == [[0.0]]  # the broken red image's batch is skipped
