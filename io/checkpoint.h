@@ -20,7 +20,7 @@
 // and 2 (one full weights file each) still load and resume.
 //
 // Both files prove they are intact: every tensor in them carries its CRC32C (weights: kiln
-// format 2, docs/weights_format.md; state: root attribute state_format_version 2, each
+// format 2, docs/weights_format.md; state: root attribute state_format_version 2 or 3, each
 // optimizer/<name> dataset with a crc32c attribute), checked on every load. State files
 // without state_format_version (version 1) and weights files of kiln format 1 were written
 // before checksums and load unchecked. `train` resumes from the newest checkpoint that

@@ -1,6 +1,7 @@
 // The input convention of a set of weights: how pixels become network inputs (channel
 // order, scale, per-channel mean and std). One enum for weights import/export, the
-// transforms, the loader and checkpoints (DESIGN.md, "Preprocessing follows the weights").
+// transforms, the loader and checkpoints (docs/architecture.md, "Preprocessing follows the
+// weights").
 // Files store the convention by name ("caffe_bgr", ...); convert at that edge only.
 #pragma once
 

@@ -3,7 +3,7 @@
 // Source weights are mapped onto kiln's stable names ("vgg16/conv1_1/weight") through an
 // assignment map (tf.train.init_from_checkpoint's idea) and a skip list; the import
 // reports what was loaded, skipped, missing or mismatched, and which input convention
-// the weights expect (DESIGN.md, "Preprocessing follows the weights").
+// the weights expect (docs/architecture.md, "Preprocessing follows the weights").
 #pragma once
 
 #include <array>
