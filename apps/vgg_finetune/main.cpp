@@ -649,7 +649,7 @@ bool choose_demo_recipe(TrainConfig& c, const std::string& model, bool full, boo
     // Measured on the 2-core CPU (docs/resnet50.md): a linear probe on a random ResNet-50's
     // globally pooled features reaches ~28% (VGG16's flattened pool5: 84-88%), so learning
     // has to come from phase 2, which trains every layer (from scratch, in effect) at a
-    // higher rate: 8 epochs at lr 0.01, momentum 0.9 reach ~77% on val for seed 1.
+    // higher rate: 8 epochs at lr 0.01, momentum 0.9 reach 67-80% on val for seeds 1-3.
     c.image_size = 64;
     c.no_augment = true;
     c.probe_head = true;
