@@ -46,7 +46,6 @@ std::string join_lines(const std::vector<std::string>& v) {
   return s;
 }
 
-
 // The folders a run will create for its model directory (it and any missing parents),
 // removed again, deepest first, if the run fails while they are still empty: a refused start
 // leaves nothing behind, and a folder that existed is never touched.
@@ -456,15 +455,13 @@ void print_batch_norm_use(const BatchNormUse& u, bool decay) {
                 static_cast<long long>(u.layers - u.frozen), trains, gamma.c_str());
 }
 
-// Whether two epochs' lines show the same losses and accuracies (the formats of on_epoch).
-bool same_when_printed(const EpochSummary& a, const EpochSummary& b) {
-  const auto shown = [](const EpochSummary& e) {
-    char buf[96];
-    std::snprintf(buf, sizeof buf, "%.3f %.1f %.3f %.1f", e.train_loss, 100.0 * e.train_acc, e.val.loss,
-                  100.0 * e.val.acc);
-    return std::string(buf);
-  };
-  return shown(a) == shown(b);
+// An epoch's losses and accuracies as its line shows them: one format for the line and for
+// telling two lines apart.
+std::string epoch_numbers(const EpochSummary& e) {
+  char buf[96];
+  std::snprintf(buf, sizeof buf, "train loss %.3f acc %.1f%%  val loss %.3f acc %.1f%%", e.train_loss,
+                100.0 * e.train_acc, e.val.loss, 100.0 * e.val.acc);
+  return buf;
 }
 
 void clear_progress(bool tty) {
@@ -482,12 +479,11 @@ std::function<void(const EpochSummary&)> epoch_lines(bool tty) {
   auto seen = std::make_shared<Seen>();
   return [tty, seen](const EpochSummary& e) {
     clear_progress(tty);
-    std::printf("epoch %lld/%lld (phase %d: %s)  train loss %.3f acc %.1f%%  val loss %.3f acc %.1f%%  %.1f img/s\n",
-                static_cast<long long>(e.epoch_in_phase), static_cast<long long>(e.phase_epochs), e.phase,
-                e.phase_name.c_str(), e.train_loss, 100.0 * e.train_acc, e.val.loss, 100.0 * e.val.acc,
+    std::printf("epoch %lld/%lld (phase %d: %s)  %s  %.1f img/s\n", static_cast<long long>(e.epoch_in_phase),
+                static_cast<long long>(e.phase_epochs), e.phase, e.phase_name.c_str(), epoch_numbers(e).c_str(),
                 e.images_per_second);
     const std::optional<EpochSummary>& p = seen->previous;
-    if (p && p->phase == e.phase && seen->noted_phase != e.phase && same_when_printed(*p, e)) {
+    if (p && p->phase == e.phase && seen->noted_phase != e.phase && epoch_numbers(*p) == epoch_numbers(e)) {
       std::printf("  (the same as epoch %lld to the digits shown: val loss moved by %+.1e, train loss by %+.1e; %s)\n",
                   static_cast<long long>(p->epoch_in_phase), e.val.loss - p->val.loss, e.train_loss - p->train_loss,
                   e.train_acc >= 0.995 ? "the training images are already fitted, so steps at this learning rate "
@@ -499,7 +495,6 @@ std::function<void(const EpochSummary&)> epoch_lines(bool tty) {
     std::fflush(stdout);
   };
 }
-
 
 // "phase 2 epoch 9 of 100" for the run's epoch `done` (1-based): the numbering of the
 // epoch lines, beside the run-wide one that metrics.csv and checkpoints use.
