@@ -128,13 +128,12 @@ std::string list_str(const std::vector<std::string>& v, size_t limit = 8) {
 
 std::string shape_of(const Tensor& t) { return h5::shape_str(t.shape().dims()); }
 
-// Missing: covered by the map, not skipped, and absent from the file. An entry the file has
-// with another shape (`mismatched`, or refused and in `present`) is that, not missing.
+// Missing: covered by the map, not skipped, and absent from the file (`present`: the names
+// the file has an entry for, loaded or shaped otherwise; an entry of another shape is that,
+// not missing).
 std::vector<std::string> missing_parameters(const std::vector<ParameterRef>& targets,
                                             const std::map<std::string, std::string>& map,
-                                            const std::vector<std::string>& skip, std::vector<std::string> present,
-                                            const std::vector<std::string>& mismatched) {
-  present.insert(present.end(), mismatched.begin(), mismatched.end());
+                                            const std::vector<std::string>& skip, std::vector<std::string> present) {
   std::sort(present.begin(), present.end());
   std::vector<std::string> missing;
   for (const ParameterRef& p : targets) {
@@ -375,8 +374,9 @@ ImportReport import_weights(Module& model, const h5::File& file, const ImportOpt
   }
 
   std::vector<std::string> present = shape_refused;
+  present.insert(present.end(), rep.mismatched.begin(), rep.mismatched.end());
   for (const auto& pe : plan) present.push_back(pe.second.name);
-  rep.missing = missing_parameters(targets, map, opt.skip, std::move(present), rep.mismatched);
+  rep.missing = missing_parameters(targets, map, opt.skip, std::move(present));
   // A map that covers nothing in the file loads nothing: a typo in it, not a success.
   if (plan.empty() && !rep.unmapped.empty() && rep.skipped.empty() && problems.empty())
     problems.push_back(concat("no entry of the file maps to a model parameter: all ", rep.unmapped.size(),
