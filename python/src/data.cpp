@@ -113,7 +113,8 @@ void bind_data(nb::module_& m) {
              }
              return LoaderPass{&p, ++p.pass};
            },
-           nb::keep_alive<0, 1>(), "A pass over the next epoch.")      .def("__len__", [](const PyLoader& p) { return p.loader->batches_per_epoch(); },
+           nb::keep_alive<0, 1>(), "A pass over the next epoch.")
+      .def("__len__", [](const PyLoader& p) { return p.loader->batches_per_epoch(); },
            "Batches per epoch.")
       .def_prop_ro("classes", [](const PyLoader& p) { return p.loader->dataset().classes; },
                    "Class names, sorted; label i is classes[i].")

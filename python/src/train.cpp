@@ -123,6 +123,11 @@ TrainerOptions trainer_options(std::vector<Phase> phases, const TrainArgs& a, co
   return t;
 }
 
+// A Python UserWarning; an exception when the warnings filter turns it into one.
+void warn(const std::string& text) {
+  if (PyErr_WarnEx(PyExc_UserWarning, text.c_str(), 1) != 0) throw nb::python_error();
+}
+
 // Both folders checked as vgg_finetune train checks them (train/audit.h): labelled by one
 // class list, so a class missing from val keeps its number; files that do not decode are
 // skipped with a warning; data that cannot be trained on is an error naming why.
@@ -143,8 +148,7 @@ AuditReport audit_for_training(const TrainArgs& a) {
   if (!r.skipped.empty())
     said.push_back("skipped " + std::to_string(r.skipped.size()) + " file(s) that cannot be used, e.g. " +
                    r.skipped.front().path + ": " + io::skip_reason(r.skipped.front()));
-  for (const std::string& w : said)
-    if (PyErr_WarnEx(PyExc_UserWarning, ("kiln.train: " + w).c_str(), 1) != 0) throw nb::python_error();
+  for (const std::string& w : said) warn("kiln.train: " + w);
   return r;
 }
 
@@ -157,13 +161,10 @@ nb::dict train(Sequential& model, const std::string& arch, std::vector<Phase> ph
   const BuiltModelInfo* built = built_model_of(model);
   const int64_t built_size = !built ? 0 : built->options.image_size > 0 ? built->options.image_size
                                                                          : spec.default_image_size;
-  if (built && built_size != a.image_size) {
-    const std::string w = "kiln.train: the model was built for image_size=" + std::to_string(built_size) +
-                          " but train runs at image_size=" + std::to_string(a.image_size) +
-                          " (its default is 224); pass image_size=" + std::to_string(built_size) +
-                          " unless the model takes any size";
-    if (PyErr_WarnEx(PyExc_UserWarning, w.c_str(), 1) != 0) throw nb::python_error();
-  }
+  if (built && built_size != a.image_size)
+    warn("kiln.train: the model was built for image_size=" + std::to_string(built_size) +
+         " but train runs at image_size=" + std::to_string(a.image_size) + " (its default is 224); pass image_size=" +
+         std::to_string(built_size) + " unless the model takes any size");
   TrainerOptions t = trainer_options(std::move(phases), a, spec, train_ds, built);
   TrainerHooks hooks;
   if (!on_epoch.is_none()) {
