@@ -11,14 +11,12 @@ import kiln
 
 pytest.importorskip("PIL.Image")
 
-from image_folders import write_folder  # noqa: E402
+from image_folders import write_splits  # noqa: E402
 
 
 def test_head_only_phase_trains_the_head_alone():
-    rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as d:
-        write_folder(d, "train", 6, rng)
-        write_folder(d, "val", 2, rng)
+        write_splits(d, 6, 2, seed=0)
         model = kiln.build_model("vgg11", num_classes=2, image_size=32, seed=1)
         spec = kiln.find_model_spec("vgg11")
         before = {k: np.array(t.numpy()) for k, t in model.parameters().items()}
@@ -40,10 +38,8 @@ def test_head_only_phase_trains_the_head_alone():
 
 def test_precision_policy_reaches_the_trainer_and_the_checkpoint():
     h5py = pytest.importorskip("h5py")
-    rng = np.random.default_rng(1)
     with tempfile.TemporaryDirectory() as d:
-        write_folder(d, "train", 4, rng)
-        write_folder(d, "val", 2, rng)
+        write_splits(d, 4, 2, seed=1)
         model = kiln.build_model("vgg11", num_classes=2, image_size=32, seed=1)
         spec = kiln.find_model_spec("vgg11")
         run = os.path.join(d, "run")
@@ -63,10 +59,8 @@ def test_precision_policy_reaches_the_trainer_and_the_checkpoint():
 
 def test_cuda_graph_mode_is_taken_and_checked():
     # On a machine without a GPU, cuda_graph='on' trains eagerly: the same weights as 'off'.
-    rng = np.random.default_rng(2)
     with tempfile.TemporaryDirectory() as d:
-        write_folder(d, "train", 4, rng)
-        write_folder(d, "val", 2, rng)
+        write_splits(d, 4, 2, seed=2)
         spec = kiln.find_model_spec("vgg11")
         weights = []
         for i, mode in enumerate(("off", "on")):
@@ -86,19 +80,16 @@ def test_cuda_graph_mode_is_taken_and_checked():
 
 def test_val_missing_a_class_is_scored_by_trains_numbering_and_mismatches_are_refused():
     from PIL import Image
-    rng = np.random.default_rng(2)
     with tempfile.TemporaryDirectory() as d:
-        write_folder(d, "train", 4, rng)  # blue, red
-        write_folder(d, "val", 2, rng)
+        tr, va = write_splits(d, 4, 2, seed=2)  # blue, red
         # A third train class, "aqua", sorted first: without one class list val's "blue"
         # would be label 0 there, aqua's number in train.
-        os.makedirs(os.path.join(d, "train", "aqua"))
+        os.makedirs(os.path.join(tr, "aqua"))
         for i in range(4):
-            Image.fromarray(np.full((40, 40, 3), (0, 200, 200), np.uint8)).save(os.path.join(d, "train", "aqua", f"{i}.png"))
+            Image.fromarray(np.full((40, 40, 3), (0, 200, 200), np.uint8)).save(os.path.join(tr, "aqua", f"{i}.png"))
         model = kiln.build_model("vgg11", num_classes=3, image_size=32, seed=1)
         spec = kiln.find_model_spec("vgg11")
         phase = kiln.Phase("probe", train=[spec.head_scope], lr=1e-3, epochs=1, linear_probe=True)
-        tr, va = os.path.join(d, "train"), os.path.join(d, "val")
         with pytest.warns(UserWarning, match="val has no image of class 'aqua'"):
             r = kiln.train(model, "vgg11", [phase], tr, va, os.path.join(d, "run"), batch_size=4, image_size=32,
                            num_workers=1, augment=False)
@@ -115,10 +106,8 @@ def test_val_missing_a_class_is_scored_by_trains_numbering_and_mismatches_are_re
 
 
 def test_a_run_with_no_epoch_reports_nothing_made_up():
-    rng = np.random.default_rng(4)
     with tempfile.TemporaryDirectory() as d:
-        write_folder(d, "train", 2, rng)
-        write_folder(d, "val", 1, rng)
+        write_splits(d, 2, 1, seed=4)
         model = kiln.build_model("vgg11", num_classes=2, image_size=32, seed=1)
         r = kiln.train(model, "vgg11", [kiln.Phase("none", epochs=0)], os.path.join(d, "train"),
                        os.path.join(d, "val"), os.path.join(d, "run"), image_size=32, num_workers=1)
@@ -126,10 +115,8 @@ def test_a_run_with_no_epoch_reports_nothing_made_up():
 
 
 def test_a_forgotten_image_size_is_said_and_the_failing_layer_named():
-    rng = np.random.default_rng(5)
     with tempfile.TemporaryDirectory() as d:
-        write_folder(d, "train", 2, rng)
-        write_folder(d, "val", 1, rng)
+        write_splits(d, 2, 1, seed=5)
         model = kiln.build_model("vgg11", num_classes=2, image_size=32, seed=1)
         with pytest.warns(UserWarning, match="built for image_size=32 but train runs at image_size=64"), \
                 pytest.raises(kiln.Error, match="in layer 'vgg11/fc6': linear"):
@@ -138,10 +125,8 @@ def test_a_forgotten_image_size_is_said_and_the_failing_layer_named():
 
 
 def test_a_refused_resume_says_what_differs():
-    rng = np.random.default_rng(6)
     with tempfile.TemporaryDirectory() as d:
-        write_folder(os.path.join(d, "a"), "train", 2, rng)
-        write_folder(os.path.join(d, "a"), "val", 1, rng)
+        write_splits(os.path.join(d, "a"), 2, 1, seed=6)
         model = kiln.build_model("vgg11", num_classes=2, image_size=32, seed=1)
         args = dict(image_size=32, num_workers=1, batch_size=4)
         run = os.path.join(d, "run")
@@ -157,11 +142,9 @@ def test_a_refused_resume_says_what_differs():
 
 
 def test_a_resume_with_a_head_for_other_classes_is_refused_before_loading_and_odd_sizes_checkpoint():
-    rng = np.random.default_rng(7)
     with tempfile.TemporaryDirectory() as d:
-        write_folder(d, "train", 2, rng)
-        write_folder(d, "val", 1, rng)
-        tr, va, run = os.path.join(d, "train"), os.path.join(d, "val"), os.path.join(d, "run")
+        tr, va = write_splits(d, 2, 1, seed=7)
+        run = os.path.join(d, "run")
         kiln.train(kiln.build_model("vgg11", num_classes=2, image_size=32, seed=1), "vgg11", [kiln.Phase("p")],
                    tr, va, run, image_size=32, num_workers=1)
         three = kiln.build_model("vgg11", num_classes=3, image_size=32, seed=1)
