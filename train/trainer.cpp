@@ -255,6 +255,16 @@ void check_model_fits(Sequential& model, const ModelSpec& spec, const io::Datase
 
 }  // namespace
 
+std::string resume_mismatch(const io::CheckpointMeta& saved, const std::string& arch, int64_t image_size,
+                            const std::vector<std::string>& classes) {
+  if (saved.arch != arch) return "model " + saved.arch + ", not this run's " + arch;
+  if (saved.image_size != image_size)
+    return "image size " + std::to_string(saved.image_size) + ", not this run's " + std::to_string(image_size);
+  if (saved.classes != classes)
+    return "classes " + join_names(saved.classes, 8) + " (not this run's " + join_names(classes, 8) + ")";
+  return "";
+}
+
 Trainer::Trainer(Sequential& model, const ModelSpec& spec, const io::Dataset& train, const io::Dataset& val,
                  TrainerOptions options, TrainerHooks hooks)
     : model_(model), spec_(spec), train_(train), val_(val), opt_(std::move(options)), hooks_(std::move(hooks)) {
@@ -288,6 +298,10 @@ TrainResult Trainer::run(const std::optional<io::CheckpointInfo>& resume) {
     s.lo.shard_count = s.elo.shard_count = opt_.comm->size();
   }
   if (resume) {
+    const io::CheckpointMeta now = meta_at(0, 0, nullptr, s);  // what this run's checkpoints record
+    const std::string differs = resume_mismatch(resume->meta, now.arch, now.image_size, now.classes);
+    KILN_CHECK(differs.empty(), "trainer: checkpoint '", resume->state_path, "' was trained with ", differs,
+               ", so it cannot resume this run");
     s.start_epoch = resume->meta.epochs_done;
     s.global_step = resume->meta.global_step;
     s.result.val = EvalResult{resume->meta.val_loss, resume->meta.val_acc, 0, {}};

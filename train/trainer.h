@@ -50,6 +50,13 @@ struct Phase {
   HeadInit head_init = HeadInit::as_is;
 };
 
+// Why a checkpoint cannot resume a run of model `arch` at `image_size` on `classes`: ""
+// when it can, else the first difference in the checkpoint's words ("model resnet50, not
+// this run's vgg16"), for each caller's own advice. These make the model another one; the
+// recipe (rates, precision) is each caller's to compare.
+std::string resume_mismatch(const io::CheckpointMeta& saved, const std::string& arch, int64_t image_size,
+                            const std::vector<std::string>& classes);
+
 // Freezes `model` as `phase` says: its train_patterns train, everything else is frozen.
 void apply_phase(Sequential& model, const Phase& phase);
 

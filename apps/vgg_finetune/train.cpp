@@ -210,12 +210,9 @@ RunStart check_model_dir(const TrainConfig& cfg, const ModelSpec& spec, const st
   s.choice = io::newest_intact_checkpoint(cfg.model_dir);
   const std::optional<io::CheckpointInfo>& resume = s.choice.checkpoint;
   if (resume) {
-    const io::CheckpointMeta& m = resume->meta;
-    KILN_CHECK(m.arch == spec.name && m.image_size == cfg.image_size, "model directory '", cfg.model_dir,
-               "' holds a ", m.arch, " at image size ", m.image_size, ", not ", spec.name, " at --image-size ",
-               cfg.image_size, "; use a new --model-dir");
-    KILN_CHECK(m.classes == classes, "model directory '", cfg.model_dir, "' holds a model for classes (",
-               join_names(m.classes), "), not (", join_names(classes), "); use a new --model-dir");
+    const std::string differs = resume_mismatch(resume->meta, spec.name, cfg.image_size, classes);
+    KILN_CHECK(differs.empty(), "model directory '", cfg.model_dir, "' holds a checkpoint trained with ", differs, " (",
+               resume->state_path, "); use a new --model-dir");
   }
   // A resume continues the saved recipe: changed training flags are refused (unless allowed).
   s.config_path = (fs::path(cfg.model_dir) / "config.txt").string();

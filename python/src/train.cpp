@@ -71,13 +71,7 @@ std::optional<io::CheckpointInfo> resume_point(Sequential& model, const ModelSpe
   KILN_CHECK(m.precision == a.precision, "train(resume=True): ", choice.checkpoint->state_path, " was trained with "
              "precision='", m.precision, "', this run asks for '", a.precision, "'; pass precision='", m.precision,
              "' or use a new model_dir");
-  const auto list = [](const std::vector<std::string>& v) { return join_names(v, 8); };
-  const std::string differs = m.arch != spec.name ? "model " + m.arch + ", not this run's " + spec.name
-                              : m.image_size != a.image_size
-                                  ? "image size " + std::to_string(m.image_size) + ", not this run's " +
-                                        std::to_string(a.image_size)
-                              : m.classes != classes ? "classes " + list(m.classes) + " (not this run's " + list(classes) + ")"
-                                                     : "";
+  const std::string differs = resume_mismatch(m, spec.name, a.image_size, classes);
   KILN_CHECK(differs.empty(), "train(resume=True): ", choice.checkpoint->state_path, " was trained with ", differs,
              "; use a new model_dir or resume=False");
   io::load_checkpoint_weights(model, *choice.checkpoint);

@@ -19,6 +19,7 @@
 #include "tests/support/reference.h"
 
 using namespace kiln;
+using Catch::Matchers::Contains;
 
 namespace {
 
@@ -145,6 +146,10 @@ TEST_CASE("a Trainer runs any Sequential's phases and resumes mid-epoch bit for 
     auto c = tiny_net(g3);
     io::load_checkpoint_weights(*c, *choice.checkpoint);
     tb.stop_after_steps = 0;
+    TrainerOptions other = tb;  // another run: its checkpoint cannot resume it
+    other.run.image_size = 32;
+    REQUIRE_THROWS_WITH(Trainer(*c, spec, train, val, other).run(choice.checkpoint),
+                        Contains("was trained with image size 16, not this run's 32"));
     const TrainResult rc = Trainer(*c, spec, train, val, tb).run(choice.checkpoint);
     CHECK(rc.finished);
     for (const ParameterRef& p : a->parameters())
@@ -320,8 +325,6 @@ TEST_CASE("eval_details says a class had no images instead of 0.0 percent", "[tr
   CHECK_THAT(d, Catch::Contains("dog        -   (no images of this class here)"));
   CHECK_THAT(d, !Catch::Contains("0/0"));
 }
-
-using Catch::Matchers::Contains;
 
 TEST_CASE("a Trainer refuses a model, head or labelling that does not fit the run, before writing anything",
           "[train][errors]") {
