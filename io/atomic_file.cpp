@@ -3,12 +3,19 @@
 #include "io/atomic_file.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <sstream>
+#include <utility>
 
 #include "core/error.h"
 
@@ -71,6 +78,73 @@ void write_file_atomic(const std::string& path, const std::string& text) {
     const bool closed = std::fclose(f) == 0;
     KILN_CHECK(ok && closed, "failed writing '", tmp, "' (disk full?)");
   });
+}
+
+namespace {
+
+// "process 1234 (vgg_finetune)" for the holder of the flock on inode `ino`, from /proc/locks
+// ("1: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF"); "" when it cannot be told.
+std::string lock_holder(ino_t ino) {
+  std::ifstream locks("/proc/locks");
+  const std::string suffix = ":" + std::to_string(ino);
+  for (std::string line; std::getline(locks, line);) {
+    std::istringstream in(line);
+    std::string id, kind, mode, access, pid, dev_ino;
+    if (!(in >> id >> kind >> mode >> access >> pid >> dev_ino) || kind != "FLOCK") continue;
+    if (dev_ino.size() < suffix.size() || dev_ino.compare(dev_ino.size() - suffix.size(), suffix.size(), suffix) != 0)
+      continue;
+    std::string comm;
+    std::ifstream(std::string("/proc/") + pid + "/comm") >> comm;
+    return "process " + pid + (comm.empty() ? "" : " (" + comm + ")");
+  }
+  return "";
+}
+
+// This process's directory locks, by device and inode; the mutex also covers releasing one,
+// so a thread never meets a lock of its own process half closed.
+struct HeldLocks {
+  std::mutex mu;
+  std::map<std::pair<dev_t, ino_t>, std::weak_ptr<const int>> by_dir;
+};
+
+HeldLocks& held_locks() {
+  static HeldLocks h;
+  return h;
+}
+
+}  // namespace
+
+DirLock::DirLock(const std::string& dir, const std::string& what) {
+  HeldLocks& h = held_locks();
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  KILN_CHECK(fd >= 0, "cannot open ", what, " '", dir, "' to lock it: ", std::strerror(errno));
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    const int err = errno;
+    ::close(fd);
+    KILN_FAIL("cannot stat ", what, " '", dir, "': ", std::strerror(err));
+  }
+  const std::lock_guard<std::mutex> guard(h.mu);
+  const std::pair<dev_t, ino_t> key{st.st_dev, st.st_ino};
+  if (std::shared_ptr<const int> mine = h.by_dir[key].lock()) {
+    ::close(fd);
+    held_ = std::move(mine);
+    return;
+  }
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    ::close(fd);
+    if (err != EWOULDBLOCK) return;  // no flock here (ENOLCK, EINVAL...): unlocked
+    const std::string holder = lock_holder(st.st_ino);
+    KILN_FAIL(what, " '", dir, "' is in use by another run (", holder.empty() ? "another process" : holder,
+              "), which writes its checkpoints there; wait for it to end, stop it, or use another directory");
+  }
+  held_ = std::shared_ptr<const int>(new int(fd), [](const int* p) {
+    const std::lock_guard<std::mutex> release(held_locks().mu);
+    ::close(*p);  // releases the flock
+    delete p;
+  });
+  h.by_dir[key] = held_;
 }
 
 }  // namespace kiln::io

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <functional>
+#include <memory>
 #include <string>
 
 namespace kiln::io {
@@ -24,5 +25,22 @@ void write_atomic(const std::string& path, const std::function<void(const std::s
 
 // write_atomic of `text` as the whole file.
 void write_file_atomic(const std::string& path, const std::string& text);
+
+// Held by the one process that writes a model directory: another process taking it is
+// refused, since two runs there would prune and pair each other's checkpoint files. An
+// advisory lock (flock) on the directory itself: nothing is created, and the kernel drops
+// it when the process ends, killed or not. Taken again in the same process (vgg_finetune,
+// then its Trainer), the one lock is shared. On a file system without flock (some network
+// mounts) the run goes on unlocked.
+class DirLock {
+ public:
+  // Locks `dir`, which must exist; refused (kiln::Error naming the holder's process) when
+  // another process holds it. `what` names the directory in that message ("model directory").
+  explicit DirLock(const std::string& dir, const std::string& what = "model directory");
+  bool locked() const { return held_ != nullptr; }  // false: the file system has no flock
+
+ private:
+  std::shared_ptr<const int> held_;  // the locked descriptor, shared within the process
+};
 
 }  // namespace kiln::io

@@ -1,10 +1,13 @@
 #include "io/metrics.h"
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <sstream>
 
 #include "core/error.h"
+#include "io/atomic_file.h"
 
 namespace kiln::io {
 
@@ -67,7 +70,24 @@ void MetricsCsv::append(const std::vector<std::string>& values) {
              columns_.size(), " columns");
   out_ << csv_line(values);
   out_.flush();
-  KILN_CHECK(out_.good(), path_, ": cannot write a row");
+  KILN_CHECK(out_.good(), path_, ": cannot write a row (", std::strerror(errno), ")");
+}
+
+void MetricsCsv::drop_rows_after(int64_t last) {
+  out_.close();
+  std::ifstream in(path_, std::ios::binary);
+  std::string kept, line;
+  for (bool header = true; std::getline(in, line); header = false) {
+    char* end = nullptr;
+    const long long first = std::strtoll(line.c_str(), &end, 10);
+    // A line cut short by a kill has no newline and is dropped with the rest.
+    const bool whole = !in.eof();
+    if (header || (whole && end != line.c_str() && *end == ',' && first <= last)) kept += line + '\n';
+  }
+  in.close();
+  write_file_atomic(path_, kept);
+  out_.open(path_, std::ios::binary | std::ios::app);
+  KILN_CHECK(out_.is_open(), path_, ": cannot open for appending (", std::strerror(errno), ")");
 }
 
 }  // namespace kiln::io

@@ -1,6 +1,7 @@
 // Appending training metrics to a CSV file, one row per call, that survives a killed run.
 #pragma once
 
+#include <cstdint>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -18,6 +19,9 @@ class MetricsCsv {
 
   // One row; values.size() must equal the number of columns (else kiln::Error).
   void append(const std::vector<std::string>& values);
+  // Keeps the header and the rows whose first value, an integer, is at most `last`
+  // (rewritten atomically): a resumed run drops the rows of the steps it will run again.
+  void drop_rows_after(int64_t last);
 
  private:
   std::string path_;

@@ -58,7 +58,8 @@ void put_bytes(std::string& out, uint32_t field, const std::string& bytes) {
 }
 
 // Field numbers from event.proto and summary.proto.
-namespace event_field { constexpr uint32_t wall_time = 1, step = 2, file_version = 3, summary = 5; }
+namespace event_field { constexpr uint32_t wall_time = 1, step = 2, file_version = 3, summary = 5, session_log = 7; }
+namespace session_log_field { constexpr uint32_t status = 1, start = 1; }  // SessionLog.status, its START value
 namespace summary_field { constexpr uint32_t value = 1; }
 namespace value_field { constexpr uint32_t tag = 1, simple_value = 2, image = 4; }
 namespace image_field { constexpr uint32_t height = 1, width = 2, colorspace = 3, encoded_image_string = 4; }
@@ -151,6 +152,16 @@ void TensorBoardWriter::add_scalar(const std::string& tag, double value, int64_t
   put_bytes(v, value_field::tag, tag);
   put_float(v, value_field::simple_value, static_cast<float>(value));
   write_record(summary_event(step, v));
+}
+
+void TensorBoardWriter::add_session_start(int64_t step) {
+  std::string log;
+  put_int(log, session_log_field::status, session_log_field::start);
+  std::string event;
+  put_double(event, event_field::wall_time, now_seconds());
+  put_int(event, event_field::step, step);
+  put_bytes(event, event_field::session_log, log);
+  write_record(event);
 }
 
 void TensorBoardWriter::add_image_rgb(const std::string& tag, const std::vector<uint8_t>& rgb, int64_t height,

@@ -32,6 +32,9 @@ class TensorBoardWriter {
   // An 8-bit RGB image, rows top to bottom, rgb: [height, width, 3], stored PNG-encoded.
   void add_image_rgb(const std::string& tag, const std::vector<uint8_t>& rgb, int64_t height, int64_t width,
                      int64_t step);
+  // A SessionLog START at `step`: TensorBoard then drops the events of earlier files at
+  // `step` and later, which a resumed run writes again (tf.summary's restart convention).
+  void add_session_start(int64_t step);
   // fflush + fsync: what was added is on disk when this returns.
   void flush();
   const std::string& path() const { return path_; }

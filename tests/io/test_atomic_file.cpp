@@ -1,6 +1,11 @@
 // io/atomic_file: a file written through write_atomic is either the old one or the whole new
-// one; a failed write leaves no temporary and no partial file behind.
+// one; a failed write leaves no temporary and no partial file behind. DirLock keeps a second
+// run out of a model directory.
 #include <catch2/catch.hpp>
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -91,4 +96,26 @@ TEST_CASE("is_temporary_name knows what a killed writer leaves", "[atomic_file]"
   CHECK_FALSE(io::is_temporary_name("ckpt-000001.state.h5"));
   CHECK_FALSE(io::is_temporary_name("notes.tmp.txt"));
   CHECK_FALSE(io::is_temporary_name(".tmp"));
+}
+
+TEST_CASE("DirLock refuses a directory another process holds, shares it within one, and lets go", "[atomic_file]") {
+  TempDir t;
+  {
+    const io::DirLock a(t.dir);
+    const io::DirLock b(t.dir);  // the same process again: the one lock, shared
+    CHECK(a.locked());
+    CHECK(b.locked());
+    CHECK(t.entries() == 0);  // nothing is created
+  }
+  // Another holder, as another process's run would be (a flock through another open file).
+  const int fd = ::open(t.dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  REQUIRE(fd >= 0);
+  REQUIRE(::flock(fd, LOCK_EX | LOCK_NB) == 0);
+  CHECK_THROWS_WITH(io::DirLock(t.dir), Contains("model directory '" + t.dir + "' is in use by another run (process " +
+                                                 std::to_string(::getpid())) &&
+                                            Contains("use another directory"));
+  ::close(fd);  // the holder ends
+  const io::DirLock c(t.dir);
+  CHECK(c.locked());
+  CHECK_THROWS_WITH(io::DirLock(t.dir + "/missing"), Contains("cannot open model directory"));
 }

@@ -154,6 +154,43 @@ TEST_CASE("TensorBoardWriter names the directory it cannot create", "[tensorboar
   }
 }
 
+TEST_CASE("a resumed run's logs drop what an interrupted run wrote past its checkpoint", "[tensorboard]") {
+  const std::string dir = test::make_temp_dir("tb_resume");
+  {
+    TensorBoardWriter w(dir);  // the interrupted run: steps 1-5, checkpointed at step 2
+    for (int64_t step = 1; step <= 5; ++step) w.add_scalar("val/loss", static_cast<double>(step), step);
+  }
+  {
+    TensorBoardWriter w(dir);  // the resumed run: a second file
+    w.add_session_start(3);
+    w.add_scalar("val/loss", 30.0, 3);
+    w.add_scalar("val/loss", 40.0, 4);
+  }
+  const std::string out = dir + "/events.jsonl";
+  test::run_reference_script("read_events.py", dir + " " + out);
+  std::vector<std::string> seen;
+  std::ifstream in(out);
+  for (std::string line; std::getline(in, line);)
+    seen.push_back(json_field(line, "step") + "=" + json_field(line, "value"));
+  CHECK(seen == std::vector<std::string>{"1=1.0", "2=2.0", "3=30.0", "4=40.0"});
+
+  // metrics.csv: rows past the checkpoint's epoch go, and so does a row a kill cut short.
+  const std::string path = dir + "/metrics.csv";
+  {
+    MetricsCsv csv(path, {"epoch", "loss"});
+    for (int e = 1; e <= 4; ++e) csv.append({std::to_string(e), "0.5"});
+  }
+  std::ofstream(path, std::ios::app) << "5,0.2";  // no newline: killed mid-row
+  MetricsCsv csv(path, {"epoch", "loss"});
+  csv.drop_rows_after(2);
+  csv.append({"3", "0.25"});
+  CHECK(read_text(path) == "epoch,loss\n1,0.5\n2,0.5\n3,0.25\n");
+  csv.drop_rows_after(0);
+  CHECK(read_text(path) == "epoch,loss\n");
+  std::error_code ec;
+  fs::remove_all(dir, ec);
+}
+
 TEST_CASE("MetricsCsv writes the header once and appends across instances", "[tensorboard]") {
   const std::string dir = test::make_temp_dir("metrics_csv");
   const std::string path = dir + "/metrics.csv";
