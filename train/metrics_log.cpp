@@ -36,6 +36,12 @@ void MetricsLog::eval(int64_t step, const EvalResult& r) {
   tb_.flush();
 }
 
+void MetricsLog::start_at(int64_t epochs_done, int64_t global_step) {
+  csv_.drop_rows_after(epochs_done);
+  tb_.add_session_start(global_step + 1);
+  tb_.flush();
+}
+
 std::vector<uint8_t> confusion_image(const EvalResult& r, int64_t& side) {
   const int64_t k = static_cast<int64_t>(r.confusion.size()), cell = 16;
   side = k * cell;

@@ -33,6 +33,10 @@ class MetricsLog {
   void epoch(const EpochSummary& s);
   // A mid-epoch evaluation: validation scalars at `step`.
   void eval(int64_t step, const EvalResult& r);
+  // A run starting after `epochs_done` epochs and `global_step` steps (0, 0: a fresh one):
+  // what an interrupted run logged past that point is dropped, for it runs again (CSV rows
+  // now, TensorBoard's events when it reads them).
+  void start_at(int64_t epochs_done, int64_t global_step);
 
  private:
   io::MetricsCsv csv_;

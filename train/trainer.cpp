@@ -270,6 +270,10 @@ Trainer::Trainer(Sequential& model, const ModelSpec& spec, const io::Dataset& tr
     : model_(model), spec_(spec), train_(train), val_(val), opt_(std::move(options)), hooks_(std::move(hooks)) {
   KILN_CHECK(!opt_.phases.empty(), "trainer: no phase to run");
   check_model_fits(model_, spec_, train_, val_);
+  // Locked now when it exists, so that a caller loading a checkpoint before run() (kiln.train)
+  // reads one no other run is writing.
+  if ((opt_.comm == nullptr || opt_.comm->rank() == 0) && std::filesystem::is_directory(opt_.model_dir))
+    dir_lock_.emplace(opt_.model_dir);
 }
 
 Trainer::~Trainer() = default;
@@ -279,6 +283,7 @@ TrainResult Trainer::run(const std::optional<io::CheckpointInfo>& resume) {
   std::filesystem::create_directories(opt_.model_dir, ec);
   KILN_CHECK(!ec && std::filesystem::is_directory(opt_.model_dir), "trainer: cannot create the model directory '",
              opt_.model_dir, "': ", ec ? ec.message() : "not a directory");
+  if (!dir_lock_ && (opt_.comm == nullptr || opt_.comm->rank() == 0)) dir_lock_.emplace(opt_.model_dir);
   State s;
   s.resume = resume;
   s.lo = opt_.loader;
@@ -307,6 +312,8 @@ TrainResult Trainer::run(const std::optional<io::CheckpointInfo>& resume) {
     s.result.val = EvalResult{resume->meta.val_loss, resume->meta.val_acc, 0, {}};
     s.result.last_checkpoint = resume->state_path;
   }
+  if (opt_.metrics && s.root)
+    opt_.metrics->start_at(resume ? resume->meta.epochs_done : 0, resume ? resume->meta.global_step : 0);
   if (!resume && opt_.calibrate_batch_norm) {
     const BatchNormCalibration c = calibrate_batch_norm(model_, train_, s.vlo);
     if (c.layers > 0 && hooks_.on_batch_norm_calibrated) hooks_.on_batch_norm_calibrated(c);
@@ -504,8 +511,10 @@ bool Trainer::run_epoch(int64_t e, State& s) {
   sum.global_step = s.global_step;
   sum.lr = ph.schedule ? s.optimizer->lr() : ph.lr;
   if (hooks_.on_epoch) hooks_.on_epoch(sum);
-  s.result.last_checkpoint = save(meta_at(e + 1, 0, &sum.val, s), s);
+  // The row before the checkpoint: a kill between them repeats the epoch, whose row the
+  // resume drops (MetricsLog::start_at), instead of losing the row for good.
   if (opt_.metrics && s.root) opt_.metrics->epoch(sum);
+  s.result.last_checkpoint = save(meta_at(e + 1, 0, &sum.val, s), s);
   s.result.val = sum.val;
 
   const int64_t total = total_epochs(opt_.phases);
@@ -723,8 +732,8 @@ bool Trainer::train_steps(int64_t e, State& s) {
       if (opt_.metrics && s.root) opt_.metrics->eval(s.global_step, mid);
     }
     const bool stop_here = opt_.stop_after_steps > 0 && s.global_step >= opt_.stop_after_steps && mid_epoch;
-    if ((opt_.checkpoint_every > 0 && s.global_step % opt_.checkpoint_every == 0 && mid_epoch) || stop_here)
-      s.result.last_checkpoint = save(meta_at(e, s.batches_in_epoch, evaluated ? &mid : nullptr, s), s);
+    const bool due = (opt_.checkpoint_every > 0 && s.global_step % opt_.checkpoint_every == 0 && mid_epoch) || stop_here;
+    if (due) s.result.last_checkpoint = save(meta_at(e, s.batches_in_epoch, evaluated ? &mid : nullptr, s), s);
     if (stop_here) {
       if (hooks_.on_stop)
         hooks_.on_stop(StopInfo{StopInfo::Kind::steps_mid_epoch, s.global_step, e, total_epochs(opt_.phases),
@@ -732,6 +741,11 @@ bool Trainer::train_steps(int64_t e, State& s) {
       return false;
     }
     if (hooks_.should_stop && hooks_.should_stop()) {
+      // Also after an epoch's last batch: its resume serves no batch and goes on to the
+      // epoch's evaluation and checkpoint, as the full run does.
+      if (opt_.checkpoint_on_stop && !due)
+        s.result.last_checkpoint = save(meta_at(e, s.batches_in_epoch, evaluated ? &mid : nullptr, s), s);
+      s.result.interrupted = true;
       if (hooks_.on_stop)
         hooks_.on_stop(StopInfo{StopInfo::Kind::requested, s.global_step, e, total_epochs(opt_.phases),
                                 s.result.last_checkpoint});

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "io/atomic_file.h"
 #include "io/checkpoint.h"
 #include "io/dataset.h"
 #include "io/loader.h"
@@ -93,6 +94,9 @@ struct TrainerOptions {
   int64_t checkpoint_every = 0;   // > 0: also checkpoint every this many global steps
   int64_t stop_after_epochs = 0;  // > 0: stop once this many epochs are done
   int64_t stop_after_steps = 0;   // > 0: stop after this many steps, checkpointing there
+  // A stop TrainerHooks::should_stop asks for first checkpoints where it is (vgg_finetune's
+  // Ctrl-C), so a resume loses nothing; false: it leaves the last checkpoint (kiln.train's).
+  bool checkpoint_on_stop = false;
   bool eval_at_phase_start = false;  // also evaluate when a phase starts (not on a resume into it)
   // Before the first phase of a fresh run (not on a resume), calibrate_batch_norm on the
   // training set; a model without batch norm is left as it is.
@@ -160,8 +164,9 @@ struct HeadInitInfo {
 
 // Why a run stopped early.
 struct StopInfo {
-  // requested: TrainerHooks::should_stop said so after a step (no checkpoint is written
-  // there: the last one, in `checkpoint`, is what a resume starts from).
+  // requested: TrainerHooks::should_stop said so after a step; `checkpoint` is the one
+  // written there (TrainerOptions::checkpoint_on_stop) or else the last one, which a resume
+  // starts from.
   enum class Kind { steps_mid_epoch, steps_epoch_end, epochs, requested } kind;
   int64_t global_step = 0, epochs_done = 0, total_epochs = 0;
   std::string checkpoint;  // steps_mid_epoch: the one written there; requested: the last one
@@ -184,8 +189,8 @@ struct TrainerHooks {
   std::function<void(const EpochSummary&)> on_epoch;               // before its checkpoint
   std::function<void(const StopInfo&)> on_stop;
   // Asked after every training step (and its checkpoint, if one was due); true ends the run
-  // there, unfinished, without a further checkpoint: a caller's interrupt (the Python
-  // module's Ctrl-C) stops within one step and leaves the last checkpoint as it was.
+  // there, unfinished (checkpointed there with TrainerOptions::checkpoint_on_stop): a
+  // caller's interrupt (Ctrl-C) stops within one step.
   std::function<bool()> should_stop;
 };
 
@@ -193,6 +198,7 @@ struct TrainerHooks {
 struct TrainResult {
   EvalResult val;              // the last evaluation (from the checkpoint when nothing ran)
   bool finished = false;       // false: stopped early
+  bool interrupted = false;    // stopped because TrainerHooks::should_stop asked
   std::string last_checkpoint;  // state file of the last checkpoint ("" when none was written or resumed from)
 };
 
@@ -228,6 +234,7 @@ class Trainer {
   const io::Dataset& val_;
   TrainerOptions opt_;
   TrainerHooks hooks_;
+  std::optional<io::DirLock> dir_lock_;  // model_dir, held by rank 0 from construction (when it exists) or run
 };
 
 }  // namespace kiln

@@ -226,8 +226,10 @@ int cmd_train(int argc, char** argv) {
           "--checkpoint-every). Running the same command again on the same --model-dir resumes\n"
           "from its latest checkpoint (the --weights are not loaded again) and gives the same result\n"
           "as an uninterrupted run; a resume that changes a recipe flag is refused (see\n"
-          "--allow-changed-config). A run killed at any moment loses at most the steps since the\n"
-          "last checkpoint; temporary files it leaves are removed by the next run. It starts with the\n"
+          "--allow-changed-config). Ctrl-C (or SIGTERM) stops after the step in progress and\n"
+          "checkpoints there (exit code 130; a second Ctrl-C quits at once). A run killed at any\n"
+          "moment loses at most the steps since the last checkpoint; temporary files it leaves are\n"
+          "removed by the next run. One run at a time per --model-dir: a second is refused. It starts with the\n"
           "checks of vgg_finetune audit: it trains on the images that decode, lists the files it skips\n"
           "(and why) in --model-dir's skipped.txt, and refuses data it cannot train on. Started as N\n"
           "processes (RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT, or mpirun), it trains one model on all of\n"
@@ -237,8 +239,8 @@ int cmd_train(int argc, char** argv) {
           "  vgg_finetune train --train-dir a/train --val-dir a/val --model-dir runs/a --phase2-epochs 0\n");
   if (!f.parse(argc, argv, 2)) return 0;
   KILN_CHECK(f.positional().empty(), "train takes no positional argument, got '", f.positional()[0], "'");
-  run_train(train_config(f));
-  return 0;
+  // 130: stopped by a signal (Ctrl-C), checkpointed; the shell's convention for SIGINT.
+  return run_train(train_config(f)).interrupted ? 130 : 0;
 }
 
 // eval/predict's --precision: "" (not given) means the checkpoint's.
@@ -814,6 +816,7 @@ int cmd_demo(int argc, char** argv) {
               static_cast<long long>(c.image_size), static_cast<long long>(c.phase1_epochs),
               static_cast<long long>(c.phase2_epochs), changed.str().c_str());
   const TrainResult r = run_train(c);
+  if (r.interrupted) return 130;  // Ctrl-C: the run is checkpointed, the rest of the demo skipped
 
   std::printf("\n== vgg_finetune predict --model-dir %s (the first validation image of each class)\n", c.model_dir.c_str());
   TrainedModel t = load_trained(c.model_dir, device);

@@ -4,6 +4,8 @@
 
 #include <unistd.h>
 
+#include <csignal>
+
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -191,15 +193,18 @@ namespace {
 // What run_train found in the model directory before any work: the checkpoint to resume
 // from and the saved recipe.
 struct RunStart {
+  std::optional<io::DirLock> lock;  // rank 0's: no other run writes the directory meanwhile
   io::ResumeChoice choice;
   std::string classes_path, config_path, saved_config;
   std::vector<std::string> changes;  // recipe flags changed since the saved run
 };
 
 // Everything that can be refused about the model directory, checked before any write.
-RunStart check_model_dir(const TrainConfig& cfg, const ModelSpec& spec, const std::vector<std::string>& classes) {
+RunStart check_model_dir(const TrainConfig& cfg, const ModelSpec& spec, const std::vector<std::string>& classes,
+                         bool root) {
   RunStart s;
   prepare_model_dir(cfg.model_dir);
+  if (root) s.lock.emplace(cfg.model_dir);
   s.classes_path = (fs::path(cfg.model_dir) / "classes.txt").string();
   if (fs::exists(s.classes_path)) {
     const std::string have = read_text(s.classes_path);
@@ -502,6 +507,44 @@ std::string phase_epoch(const TrainConfig& cfg, int64_t done) {
 }
 
 // The trainer's events as vgg_finetune's lines for people.
+// Ctrl-C (SIGINT) and SIGTERM while one process trains: the first asks the trainer to stop
+// after the step in progress and checkpoint there, so the same command resumes with nothing
+// lost; a second one ends the process at once, as the signal would. Data-parallel runs keep
+// the default (a rank stopping alone would leave the others waiting): the launcher ends them
+// all, and they resume from their last checkpoint.
+volatile std::sig_atomic_t g_stop_signal = 0;
+
+extern "C" void on_stop_signal(int sig) {
+  if (g_stop_signal != 0) {
+    std::signal(sig, SIG_DFL);
+    std::raise(sig);
+    return;
+  }
+  g_stop_signal = sig;
+  static const char msg[] =
+      "\nstopping after the step in progress and writing a checkpoint (signal again to quit at once)\n";
+  [[maybe_unused]] const ssize_t n = ::write(STDERR_FILENO, msg, sizeof msg - 1);
+}
+
+// Installs on_stop_signal for its lifetime; restores the handlers it replaced.
+struct StopSignals {
+  StopSignals() {
+    g_stop_signal = 0;
+    struct sigaction sa {};
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    ::sigaction(SIGINT, &sa, &old_int);
+    ::sigaction(SIGTERM, &sa, &old_term);
+  }
+  ~StopSignals() {
+    ::sigaction(SIGINT, &old_int, nullptr);
+    ::sigaction(SIGTERM, &old_term, nullptr);
+  }
+  StopSignals(const StopSignals&) = delete;
+  StopSignals& operator=(const StopSignals&) = delete;
+  struct sigaction old_int {}, old_term {};
+};
+
 TrainerHooks people_hooks(const TrainConfig& cfg, bool tty, Sequential& net) {
   TrainerHooks h;
   h.on_phase_start = [&cfg](int phase, const Phase& ph, Sequential& model) {
@@ -599,6 +642,11 @@ TrainerHooks people_hooks(const TrainConfig& cfg, bool tty, Sequential& net) {
       std::printf("stopping after step %lld (end of epoch %lld: %s) as --stop-after-steps asks; run the same train "
                   "command again to resume\n", static_cast<long long>(s.global_step),
                   static_cast<long long>(s.epochs_done), phase_epoch(cfg, s.epochs_done).c_str());
+    } else if (s.kind == StopInfo::Kind::requested) {
+      clear_progress(tty);
+      std::printf("stopped by %s after step %lld (checkpoint %s); run the same train command again to resume\n",
+                  g_stop_signal == SIGTERM ? "SIGTERM" : "Ctrl-C", static_cast<long long>(s.global_step),
+                  s.checkpoint.empty() ? "none: nothing was trained yet" : s.checkpoint.c_str());
     } else {
       std::printf("stopping after epoch %lld of %lld (%s) as --stop-after-epochs asks; run the same train command "
                   "again to resume\n", static_cast<long long>(s.epochs_done), static_cast<long long>(s.total_epochs),
@@ -662,7 +710,7 @@ TrainResult run_train(const TrainConfig& cfg) {
   const auto num_classes = static_cast<int64_t>(classes.size());
   const ModelSpec& spec = find_model_spec(cfg.model);
   const NewDirGuard new_dir(cfg.model_dir);
-  const RunStart start = check_model_dir(cfg, spec, classes);
+  const RunStart start = check_model_dir(cfg, spec, classes, root);
   const std::string skipped_path = (fs::path(cfg.model_dir) / "skipped.txt").string();
   std::printf("%s", audit.summary(0, audit.skipped.empty() ? "" : skipped_path).c_str());
 
@@ -730,7 +778,14 @@ TrainResult run_train(const TrainConfig& cfg) {
   if (const char* c = std::getenv("KILN_DIST_CHECK_REPLICAS")) t.check_replicas = std::string(c) == "1";
   print_plan(cfg, resume ? resume->meta.epochs_done : 0, t.phases[0].name, *model);
 
-  Trainer trainer(*model, spec, train_ds, val_ds, std::move(t), people_hooks(cfg, ::isatty(fileno(stdout)) != 0, *model));
+  TrainerHooks hooks = people_hooks(cfg, ::isatty(fileno(stdout)) != 0, *model);
+  std::optional<StopSignals> signals;
+  if (comm->size() == 1) {
+    signals.emplace();
+    t.checkpoint_on_stop = true;
+    hooks.should_stop = [] { return g_stop_signal != 0; };
+  }
+  Trainer trainer(*model, spec, train_ds, val_ds, std::move(t), std::move(hooks));
   const TrainResult r = trainer.run(resume);
   if (!r.finished) return r;
   if (!r.val.confusion.empty()) {

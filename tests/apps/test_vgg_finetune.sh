@@ -2,7 +2,8 @@
 # End-to-end test of the vgg_finetune app on CPU with tiny generated data (2 classes, 32 px,
 # 1+1 epochs): train, eval, predict, export, resume bit-for-bit (after an epoch and mid-epoch),
 # a resume that changes the recipe refused, bad input giving one-line errors with a non-zero
-# exit, SIGKILL at random moments then resume (no half-written file, same final weights), a
+# exit, SIGKILL at random moments then resume (no half-written file, same final weights and
+# metrics rows), Ctrl-C then resume, a second run on a model directory in use refused, a
 # corrupt checkpoint refused by eval and resumed past by train, and the TensorBoard events
 # read back with the real tensorboard package.
 # Usage: test_vgg_finetune.sh PATH/TO/vgg_finetune
@@ -253,12 +254,39 @@ for trial in 1 2 3; do
   rc=$?
   dk=$("$B" _digest --model-dir "$K" 2>&1)
   if [ $rc -eq 0 ] && grep -q "removed .* stale temporary file(s) left by an interrupted run: .*ckpt-000099.state.h5.tmp" "$W/k$trial.r.log" &&
-     [ -z "$(ls "$K" | grep '\.tmp$')" ] && [ "$dk" = "$da" ]; then
+     [ -z "$(ls "$K" | grep '\.tmp$')" ] && [ "$dk" = "$da" ] && [ "$(cut -d, -f1 "$K/metrics.csv" | tr '\n' ' ')" = "epoch 1 2 " ]; then
     ok "SIGKILL after ${delay_ms} ms ($killed; left $state; $(grep -o 'resuming from [^:]*: [^,]*' "$W/k$trial.r.log" || echo 'no checkpoint yet: started over')): resumed to the same weights"
   else
     bad "kill $trial after ${delay_ms} ms ($killed, $state): rc $rc, '$dk' vs '$da'"; cat "$W/k$trial.r.log"
   fi
 done
+
+# 8a. Ctrl-C (SIGINT) stops after the step in progress with a checkpoint there (exit 130), and
+# the same command resumes to the uninterrupted run's weights and metrics rows. While the run
+# holds its model directory, a second run there is refused, naming the first's process.
+LONG=(--image-size 32 --phase1-epochs 1 --phase2-epochs 5 --batch 4 --seed 7 --device cpu)
+"$B" train --data-dir "$W/data" --model-dir "$W/ilong" "${LONG[@]}" > "$W/ilong.log" 2>&1
+"$B" train --data-dir "$W/data" --model-dir "$W/i" "${LONG[@]}" > "$W/i1.log" 2>&1 &
+pid=$!
+for _ in $(seq 600); do grep -q "^epoch 1/5 (phase 2" "$W/i1.log" && break; sleep 0.05; done
+kill -STOP $pid  # held mid-run, so the second run surely meets it
+"$B" train --data-dir "$W/data" --model-dir "$W/i" "${LONG[@]}" > "$W/i2.log" 2>&1
+second_rc=$?
+kill -INT $pid
+kill -CONT $pid
+wait $pid
+first_rc=$?
+"$B" train --data-dir "$W/data" --model-dir "$W/i" "${LONG[@]}" > "$W/i3.log" 2>&1
+rows() { cut -d, -f1-3 "$1/metrics.csv" | tr '\n' ' '; }
+if [ $second_rc -eq 1 ] && grep -q "model directory '$W/i' is in use by another run (process $pid (vgg_finetune))" "$W/i2.log" &&
+   [ $first_rc -eq 130 ] && grep -q "^stopped by Ctrl-C after step [0-9]* (checkpoint .*ckpt-.*state.h5); run the same train command again" "$W/i1.log" &&
+   grep -q "resuming from" "$W/i3.log" && [ "$("$B" _digest --model-dir "$W/i" 2>&1)" = "$("$B" _digest --model-dir "$W/ilong" 2>&1)" ] &&
+   [ "$(rows "$W/i")" = "$(rows "$W/ilong")" ]; then
+  ok "Ctrl-C checkpoints and exits 130, a second run meanwhile is refused, the resume ends as the uninterrupted run"
+else
+  bad "Ctrl-C: second run rc $second_rc, first rc $first_rc"; cat "$W/i2.log"; tail -3 "$W/i1.log"; tail -3 "$W/i3.log"
+fi
+rm -rf "$W/i" "$W/ilong"
 
 # 8b. Checksums. A float of the newest checkpoint's conv1_2 weights overwritten with 3e38:
 # eval refuses in one line naming the file and the tensor; train warns, sets that checkpoint
