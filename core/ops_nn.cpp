@@ -72,7 +72,10 @@ struct Conv2dNode final : WeightedNode {
 }  // namespace
 
 int64_t window_out_size(int64_t in, int64_t kernel, int64_t stride, int64_t pad) {
-  const int64_t span = in + 2 * pad - kernel;
+  int64_t span = 0;
+  KILN_CHECK(!__builtin_mul_overflow(pad, 2, &span) && !__builtin_add_overflow(span, in, &span) &&
+                 !__builtin_sub_overflow(span, kernel, &span),
+             "a window of ", kernel, " over ", in, " elements with padding ", pad, " overflows 64-bit sizes");
   return span < 0 ? 0 : span / stride + 1;  // C++ division truncates toward zero: guard negatives
 }
 
@@ -88,6 +91,8 @@ Tensor conv2d_output(const char* op, const Tensor& x, const Tensor& w, const Ten
   checks::same_device(op, "input x", x, "weight w", w);
   KILN_CHECK(w.dim(3) == x.dim(3), op, ": input x ", x.shape(), " has ", x.dim(3), " channels but weight w ",
              w.shape(), " expects ", w.dim(3), " (x is NHWC, w is OHWI)");
+  KILN_CHECK(w.numel() > 0, op, ": weight w ", w.shape(), " is empty (no output channel, input channel or kernel "
+             "tap); a convolution needs at least one of each");
   KILN_CHECK(p.stride_h >= 1 && p.stride_w >= 1 && p.pad_h >= 0 && p.pad_w >= 0, op, ": stride must be >= 1 and "
              "padding >= 0, got stride ", p.stride_h, "x", p.stride_w, " padding ", p.pad_h, "x", p.pad_w);
   if (b.defined()) {

@@ -1,12 +1,18 @@
 #include "core/shape.h"
 
+#include <cstdint>
 #include <sstream>
+
+#include "core/error.h"
 
 namespace kiln {
 
 int64_t Shape::numel() const {
+  for (int64_t d : dims_)
+    if (d == 0) return 0;  // empty, however large the other extents
   int64_t n = 1;
-  for (int64_t d : dims_) n *= d;
+  for (int64_t d : dims_)
+    KILN_CHECK(!__builtin_mul_overflow(n, d, &n), "shape ", *this, " has more than 2^63 - 1 elements");
   return n;
 }
 
@@ -15,7 +21,8 @@ std::vector<int64_t> Shape::contiguous_strides() const {
   int64_t acc = 1;
   for (size_t i = dims_.size(); i-- > 0;) {
     s[i] = acc;
-    acc *= dims_[i];
+    // Only an empty shape's strides can pass 2^63 - 1 (numel refuses the rest); they never address.
+    if (__builtin_mul_overflow(acc, dims_[i], &acc)) acc = INT64_MAX;
   }
   return s;
 }

@@ -15,7 +15,9 @@ namespace {
 std::shared_ptr<TensorImpl> make_impl(const Shape& shape, const TensorOptions& opt) {
   for (int64_t d : shape.dims()) KILN_CHECK(d >= 0, "tensor shape ", shape, " has a negative extent");
   auto impl = std::make_shared<TensorImpl>();
-  const size_t bytes = static_cast<size_t>(shape.numel()) * dtype_size(opt.dtype);
+  size_t bytes = 0;
+  KILN_CHECK(!__builtin_mul_overflow(static_cast<size_t>(shape.numel()), dtype_size(opt.dtype), &bytes), "a ",
+             dtype_name(opt.dtype), " tensor of shape ", shape, " would take more than 2^64 bytes");
   Allocator* alloc = nullptr;
   if (opt.device.is_cpu()) {
     alloc = opt.pinned ? &pinned_host_allocator() : &host_allocator();
@@ -122,10 +124,25 @@ std::string Tensor::description() const {
 Tensor Tensor::reshape(const Shape& shape) const { return kiln::reshape(*this, shape); }
 Tensor Tensor::slice(int64_t begin, int64_t end) const { return kiln::slice(*this, begin, end); }
 
+namespace {
+// A copy to another device, differentiable as in PyTorch: the gradient goes back to the
+// input's device. It keeps nothing.
+struct DeviceCopyNode final : Node {
+  explicit DeviceCopyNode(Device from) : Node("to_device"), from(from) {}
+  Device from;
+  std::vector<Tensor> apply(const Tensor& g) override { return {g.to(from)}; }
+};
+}  // namespace
+
 Tensor Tensor::to(Device device) const {
   if (device == this->device()) return *this;
   Tensor out = empty(shape(), TensorOptions{dtype(), device});
   out.copy_from(*this);
+  if (autograd::needs_grad({this})) {
+    auto node = std::make_shared<DeviceCopyNode>(this->device());
+    node->next = {autograd::edge_for(*this)};
+    autograd::set_history(out, node);
+  }
   return out;
 }
 

@@ -102,7 +102,8 @@ class Tensor {
   Tensor reshape(const Shape& shape) const;
   // Rows [begin, end) along dimension 0, sharing memory. Recorded by autograd.
   Tensor slice(int64_t begin, int64_t end) const;
-  // A copy on `device` (this tensor itself when it is already there).
+  // A copy on `device` (this tensor itself when it is already there); differentiable, as in
+  // PyTorch: the gradient goes back to this tensor's device.
   Tensor to(Device device) const;
   // A copy converted to `dtype` (this tensor itself when it already has it); kiln's one
   // cast. Between float32 and bfloat16 it is differentiable: when this tensor requires grad

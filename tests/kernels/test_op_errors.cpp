@@ -53,6 +53,17 @@ TEST_CASE("bad op parameters are errors", "[ops][errors]") {
   REQUIRE_THROWS_WITH(max_pool2d(x, Pool2dParams{2, 2, 2, 2, 2, 0}), Contains("padding"));
   REQUIRE_THROWS_WITH(conv2d(x, Tensor::zeros(Shape{1, 1, 1, 1}), Tensor(), Conv2dParams{0, 1, 0, 0}),
                       Contains("stride"));
+  // Empty weights: no output channel, no input channel, no tap (oneDNN's own words before).
+  REQUIRE_THROWS_WITH(conv2d(x, Tensor::zeros(Shape{0, 3, 3, 1})), Contains("conv2d: weight w [0, 3, 3, 1] is empty"));
+  REQUIRE_THROWS_WITH(conv2d(Tensor::zeros(Shape{1, 4, 4, 0}), Tensor::zeros(Shape{2, 3, 3, 0})), Contains("is empty"));
+  REQUIRE_THROWS_WITH(conv2d(x, Tensor::zeros(Shape{2, 0, 3, 1})), Contains("is empty"));
+  // Sizes past 64 bits are refused, not wrapped (a wrapped size allocated nothing and crashed).
+  REQUIRE_THROWS_WITH(Tensor::ones(Shape{int64_t{1} << 31, int64_t{1} << 31, 4}), Contains("more than 2^63 - 1 elements"));
+  REQUIRE_THROWS_WITH(Tensor::ones(Shape{int64_t{1} << 62}), Contains("would take more than 2^64 bytes"));
+  REQUIRE_THROWS_WITH(reshape(Tensor::ones(Shape{0}), Shape{int64_t{1} << 62, 2, 2, 4}), Contains("2^63 - 1"));
+  CHECK(reshape(Tensor::ones(Shape{0}), Shape{int64_t{1} << 62, 0}).numel() == 0);
+  REQUIRE_THROWS_WITH(conv2d(x, Tensor::zeros(Shape{1, 1, 1, 1}), Tensor(), Conv2dParams{1, 1, INT64_MAX / 2 + 1, 0}),
+                      Contains("overflows 64-bit sizes"));
   Tensor w = Tensor::zeros(Shape{2});
   std::vector<SgdParamRef> refs = {{w, Tensor::zeros(Shape{3}), Tensor()}};
   REQUIRE_THROWS_WITH(sgd_update(refs, SgdOptions{}), Contains("sgd_update") && Contains("[3]") && Contains("[2]"));
