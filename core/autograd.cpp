@@ -69,13 +69,17 @@ void set_history(Tensor& out, std::shared_ptr<Node> node) {
 
 namespace {
 
-void accumulate_leaf(TensorImpl& leaf, const Tensor& g) {
+// g is taken by value, so that a gradient nothing else holds is stored as it is. One that
+// is shared (an add's or reshape's backward hands the same gradient to both inputs, the
+// seed is the caller's) is copied: .grad is the caller's to change in place (clipping it
+// through numpy or torch), and must not change another leaf's gradient or the seed.
+void accumulate_leaf(TensorImpl& leaf, Tensor g) {
   KILN_CHECK(g.shape() == leaf.shape, "backward: gradient of shape ", g.shape(), " for a leaf of shape ", leaf.shape);
   KILN_CHECK(g.dtype() == leaf.dtype, "backward: a ", dtype_name(g.dtype()), " gradient for a ", dtype_name(leaf.dtype),
              " leaf ", leaf.shape, "; a gradient has its tensor's dtype (cast with .to(DType), which converts it back)");
   if (!leaf.grad) {
-    // Gradients are never modified in place, so sharing g's memory is safe.
-    leaf.grad = g.detach().impl_ptr();
+    const bool alone = g.impl_ptr().use_count() == 1 && g.impl().storage.use_count() == 1 && !g.requires_grad();
+    leaf.grad = alone ? g.impl_ptr() : g.detach().clone().impl_ptr();
   } else {
     leaf.grad = add(Tensor(leaf.grad), g).impl_ptr();
   }
@@ -150,7 +154,7 @@ void run_backward(const Tensor& root, const Tensor& seed_in, bool retain_graph) 
     for (size_t i = 0; i < grads.size(); ++i) {
       const Edge& e = node->next[i];
       if (!e.fn && e.leaf && grad_ready_hook) {
-        if (grads[i].defined()) accumulate_leaf(*e.leaf, grads[i]);
+        if (grads[i].defined()) accumulate_leaf(*e.leaf, std::move(grads[i]));
         if (--leaf_edges[e.leaf.get()] == 0) grad_ready_hook(*e.leaf);
         continue;
       }
@@ -160,7 +164,7 @@ void run_backward(const Tensor& root, const Tensor& seed_in, bool retain_graph) 
         if (p == pending.end()) pending.emplace(e.fn.get(), grads[i]);
         else p->second = add(p->second, grads[i]);
       } else {
-        accumulate_leaf(*e.leaf, grads[i]);
+        accumulate_leaf(*e.leaf, std::move(grads[i]));
       }
     }
     if (!retain_graph) {

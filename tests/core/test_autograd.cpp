@@ -26,6 +26,32 @@ TEST_CASE("a tensor used twice receives the sum of both paths", "[autograd]") {
   CHECK(x.grad().to_vector<float>() == std::vector<float>{7, 9});
 }
 
+TEST_CASE("each leaf's gradient is its own memory, apart from other leaves' and the seed", "[autograd]") {
+  // add and reshape hand one gradient to each input; a caller that clips a.grad in place
+  // must not change b.grad or its own seed.
+  Tensor a = Tensor::ones(Shape{3}).set_requires_grad(true);
+  Tensor b = Tensor::ones(Shape{3}).set_requires_grad(true);
+  Tensor c = Tensor::ones(Shape{3}).set_requires_grad(true);
+  const Tensor seed = Tensor::from_vector(std::vector<float>{1, 2, 3}, Shape{3});
+  add(add(a, b), c.reshape(Shape{3})).backward(seed);
+  CHECK(a.grad().raw_data() != b.grad().raw_data());
+  CHECK(a.grad().raw_data() != c.grad().raw_data());
+  CHECK(a.grad().raw_data() != seed.raw_data());
+  a.grad().data<float>()[0] = 0.5f;
+  CHECK(b.grad().to_vector<float>() == std::vector<float>{1, 2, 3});
+  CHECK(seed.to_vector<float>() == std::vector<float>{1, 2, 3});
+  // A leaf's own backward: the seed is the caller's, so the gradient is a copy.
+  Tensor d = Tensor::ones(Shape{3}).set_requires_grad(true);
+  d.backward(seed);
+  CHECK(d.grad().raw_data() != seed.raw_data());
+  // A gradient nothing else holds is kept as it is: linear's weight gradient, not copied.
+  Tensor w = Tensor::ones(Shape{2, 3}).set_requires_grad(true);
+  const AutogradStats before = autograd_stats();
+  sum(linear(Tensor::ones(Shape{4, 3}), w)).backward();
+  CHECK(w.grad().to_vector<float>() == std::vector<float>(6, 4.0f));
+  CHECK(autograd_stats().nodes_alive == before.nodes_alive);
+}
+
 TEST_CASE("backward on a non-scalar needs a seed gradient", "[autograd][errors]") {
   Tensor x = Tensor::ones(Shape{2, 2}).set_requires_grad(true);
   Tensor y = relu(x);

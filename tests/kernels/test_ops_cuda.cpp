@@ -146,6 +146,18 @@ TEST_CASE("conv2d_relu on the GPU (bias and ReLU in one pass) equals relu(conv2d
   }
 }
 
+TEST_CASE("a copy between devices is differentiable: the gradient returns to the input's device", "[cuda][autograd]") {
+  KILN_SKIP_WITHOUT_GPU();
+  Tensor x = Tensor::from_vector(std::vector<float>{1, -2, 3}, Shape{3});
+  x.set_requires_grad(true);
+  Tensor y = x.to(kGpu);
+  CHECK(y.requires_grad());
+  sum(mul(y, 2.0f)).backward();
+  REQUIRE(x.grad().defined());
+  CHECK(x.grad().device().is_cpu());
+  CHECK(x.grad().to_vector<float>() == std::vector<float>{2, 2, 2});
+}
+
 TEST_CASE("GPU dropout masks equal the CPU's for the same seed and offset", "[cuda][dropout]") {
   KILN_SKIP_WITHOUT_GPU();
   Generator a(31), b(31);
