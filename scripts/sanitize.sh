@@ -2,8 +2,8 @@
 # The sanitizer jobs CI runs after the test suite (CPU-only, each in its own build dir):
 #   1. the whole Catch2 suite and the vgg_finetune end-to-end test under AddressSanitizer +
 #      UndefinedBehaviorSanitizer (GCC, build-asan/);
-#   2. the loader and checkpoint tests under ThreadSanitizer (GCC, build-tsan/, a binary of
-#      just those tests;
+#   2. the loader, checkpoint and threaded-convolution tests under ThreadSanitizer (GCC,
+#      build-tsan/, a binary of just those tests;
 #      OMP_NUM_THREADS=1: libgomp is not TSan-instrumented, and the loader's own threads are
 #      what these tests exercise);
 #   3. every libFuzzer target over its committed corpus and reproducers, plus a short

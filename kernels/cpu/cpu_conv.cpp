@@ -50,6 +50,10 @@ struct ConvPlan {
   std::unique_ptr<dnnl::convolution_backward_data> bwd_data;
   std::unique_ptr<dnnl::convolution_backward_weights::primitive_desc> bwd_w_pd;
   std::unique_ptr<dnnl::convolution_backward_weights> bwd_w;
+  // Guards the lazy members above: two threads running one new shape build each once (the
+  // cache's lock covers finding the plan, not what is built in it later). Running a built
+  // primitive needs no lock.
+  std::mutex build_mu;
 };
 
 ConvKey make_key(const Tensor& x, const Shape& wshape, const Shape& yshape, const Conv2dParams& p, bool bias) {
@@ -97,7 +101,8 @@ ConvPlan& plan_for(const ConvKey& k) {
   return *slot;
 }
 
-// The forward descriptor the backward primitives of plan are built against.
+// The forward descriptor the backward primitives of plan are built against (called with
+// plan.build_mu held).
 const dnnl::convolution_forward::primitive_desc& backward_hint(ConvPlan& plan, const ConvKey& k) {
   if (!k.bf16) return *plan.fwd_pd;
   if (!plan.train_hint_pd) plan.train_hint_pd = forward_pd(plan, k, dnnl::prop_kind::forward_training);
@@ -120,10 +125,13 @@ memory adopt(const memory::desc& want, const memory::desc& user_md, void* user, 
 namespace {
 
 // y = conv(x, w) + b through plan's forward primitive `fwd` (made from `pd` when first used).
-void run_forward(const ConvPlan& plan, const dnnl::convolution_forward::primitive_desc& pd,
+void run_forward(ConvPlan& plan, const dnnl::convolution_forward::primitive_desc& pd,
                  std::unique_ptr<dnnl::convolution_forward>& fwd, const Tensor& x, const Tensor& w, const Tensor& b,
                  Tensor& y) {
-  if (!fwd) fwd = std::make_unique<dnnl::convolution_forward>(pd);
+  {
+    const std::lock_guard<std::mutex> lock(plan.build_mu);
+    if (!fwd) fwd = std::make_unique<dnnl::convolution_forward>(pd);
+  }
   memory xm(plan.x_md, onednn_engine(), x.raw_data());
   memory ym(plan.y_md, onednn_engine(), y.raw_data());
   memory wm = adopt(pd.weights_desc(), plan.w_user_md, w.raw_data(), true);
@@ -183,7 +191,10 @@ bool CpuBackend::conv2d_forward_relu(const Tensor& x, const Tensor& w, const Ten
   const ConvKey k = make_key(x, w.shape(), y.shape(), p, b.defined());
   ConvPlan& plan = plan_for(k);
   onednn_guarded("conv2d+relu", [&] { return k.str(); }, [&] {
-    if (!plan.fwd_relu_pd) plan.fwd_relu_pd = forward_pd(plan, k, dnnl::prop_kind::forward_inference, true);
+    {
+      const std::lock_guard<std::mutex> lock(plan.build_mu);
+      if (!plan.fwd_relu_pd) plan.fwd_relu_pd = forward_pd(plan, k, dnnl::prop_kind::forward_inference, true);
+    }
     run_forward(plan, *plan.fwd_relu_pd, plan.fwd_relu, x, w, b, y);
   });
   return true;
@@ -202,6 +213,7 @@ void CpuBackend::conv2d_backward_data(const Tensor& dy, const Tensor& w, const C
   }
   ConvPlan& plan = plan_for(k);
   onednn_guarded("conv2d backward-data", [&] { return k.str(); }, [&] {
+    std::unique_lock<std::mutex> lock(plan.build_mu);
     if (!plan.bwd_data) {
       memory::desc w_any({k.o, k.c, k.kh, k.kw}, data_type(k), tag::any);
       dnnl::convolution_backward_data::desc d(dnnl::algorithm::convolution_direct, plan.x_md, w_any, plan.y_md,
@@ -210,6 +222,7 @@ void CpuBackend::conv2d_backward_data(const Tensor& dy, const Tensor& w, const C
                                                                                            backward_hint(plan, k));
       plan.bwd_data = std::make_unique<dnnl::convolution_backward_data>(*plan.bwd_data_pd);
     }
+    lock.unlock();
     memory dym(plan.y_md, onednn_engine(), dy.raw_data());
     memory dxm(plan.x_md, onednn_engine(), dx.raw_data());
     memory wm = adopt(plan.bwd_data_pd->weights_desc(), plan.w_user_md, w.raw_data(), true);
@@ -223,6 +236,7 @@ void CpuBackend::conv2d_backward_filter(const Tensor& x, const Tensor& dy, const
   const ConvKey kb = make_key(x, dw.shape(), dy.shape(), p, db.defined());
   ConvPlan& plan = plan_for(kb);
   onednn_guarded("conv2d backward-filter", [&] { return kb.str(); }, [&] {
+    std::unique_lock<std::mutex> lock(plan.build_mu);
     if (!plan.bwd_w) {
       memory::desc w_any({kb.o, kb.c, kb.kh, kb.kw}, data_type(kb), tag::any);
       dnnl::convolution_backward_weights::desc d(dnnl::algorithm::convolution_direct, plan.x_md, w_any, plan.b_md,
@@ -231,6 +245,7 @@ void CpuBackend::conv2d_backward_filter(const Tensor& x, const Tensor& dy, const
                                                                                            backward_hint(plan, kb));
       plan.bwd_w = std::make_unique<dnnl::convolution_backward_weights>(*plan.bwd_w_pd);
     }
+    lock.unlock();
     memory xm(plan.x_md, onednn_engine(), x.raw_data());
     memory dym(plan.y_md, onednn_engine(), dy.raw_data());
     memory dwm = adopt(plan.bwd_w_pd->diff_weights_desc(), plan.w_user_md, dw.raw_data(), false);
