@@ -54,7 +54,9 @@ Tensor batch_norm2d(const Tensor& x, const Tensor& gamma, const Tensor& beta, Te
 // y = x w^T + b. x: [N, in], w: [out, in], b: [out] or undefined -> [N, out].
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b = Tensor());
 
-// max(x, 0), any shape.
+// max(x, 0), any shape. NaN maps to 0, as the fused conv+ReLU paths do (oneDNN's post-op,
+// kiln's CUDA bias+ReLU pass); torch.relu keeps NaN. A network diverging inside can thus
+// show a finite loss: the trainer's checks of the loss see only what reaches it.
 Tensor relu(const Tensor& x);
 
 // Training: x * mask / keep_prob, mask drawn from gen's Philox stream (the mask is

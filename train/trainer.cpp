@@ -422,7 +422,25 @@ EvalResult Trainer::evaluate_now(State& s) {
 
 std::string Trainer::save(const io::CheckpointMeta& meta, State& s) {
   if (!s.root) return "(rank 0 writes the checkpoints)";
+  check_weights_finite(meta, s);
   return io::save_checkpoint(opt_.model_dir, model_, *s.optimizer, meta, opt_.keep);
+}
+
+// A parameter gone NaN or infinite before ReLUs (which map NaN to 0) leaves the loss finite,
+// so the loss check alone misses it: each checkpoint first checks what trains (one sum of
+// x * 0 per parameter, NaN when x holds a NaN or an infinity). Replicas are equal: rank 0
+// checks for all.
+void Trainer::check_weights_finite(const io::CheckpointMeta& meta, const State& s) const {
+  const NoGradGuard no_grad;
+  for (const ParameterRef& p : model_.parameters()) {
+    if (!p.trainable) continue;
+    const double probe = sum(mul(*p.tensor, 0.0f)).item();
+    KILN_CHECK(std::isfinite(probe), "parameter '", p.name, "' holds NaN or infinity at step ", meta.global_step,
+               ": the training diverged inside the network, where ReLU maps NaN to 0 and the loss stays finite "
+               "(try a smaller learning rate); not checkpointing it, ",
+               s.result.last_checkpoint.empty() ? std::string("no checkpoint was written yet")
+                                                : "the last good checkpoint is kept: " + s.result.last_checkpoint);
+  }
 }
 
 io::CheckpointMeta Trainer::meta_at(int64_t epochs_done, int64_t batches_done, const EvalResult* val,

@@ -226,6 +226,7 @@ class Trainer {
   void start_phase(int number, State& s);
   HeadInitInfo fit_head(int number, State& s);
   EvalResult evaluate_now(State& s);
+  void check_weights_finite(const io::CheckpointMeta& meta, const State& s) const;
   io::CheckpointMeta meta_at(int64_t epochs_done, int64_t batches_done, const EvalResult* val, const State& s) const;
 
   Sequential& model_;

@@ -3,6 +3,7 @@
 // output, as vgg_finetune always did), and any Sequential trains and resumes through it.
 #include <catch2/catch.hpp>
 
+#include <cmath>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -324,6 +325,26 @@ TEST_CASE("eval_details says a class had no images instead of 0.0 percent", "[tr
   CHECK_THAT(d, Catch::Contains("cat     75.0%  (3/4)"));
   CHECK_THAT(d, Catch::Contains("dog        -   (no images of this class here)"));
   CHECK_THAT(d, !Catch::Contains("0/0"));
+}
+
+TEST_CASE("a weight gone NaN behind a ReLU is caught before it is checkpointed, the loss being finite", "[train][errors]") {
+  const std::string root = test::make_temp_dir("trainer_nan");
+  app::make_demo_dataset(root + "/data", 2, 2, 1, 3);
+  const io::Dataset train = io::image_folder(root + "/data/train"), val = io::image_folder(root + "/data/val");
+  Generator g(3);
+  auto net = tiny_net(g);
+  // One weight of fc1's first unit: that unit's output is NaN, ReLU makes it 0, fc2 sees a
+  // finite input; its gradient is 0 there, so SGD keeps the NaN.
+  net->find("net/fc1/weight").tensor->data<float>()[0] = std::nanf("");
+  TrainerOptions t = tiny_options(root + "/run", false);
+  t.run.classes = train.classes;
+  t.phases = {Phase{"all", {}, 0.01, nullptr, 1, 0.9, 0, HeadInit::as_is}};
+  REQUIRE_THROWS_WITH(Trainer(*net, find_model_spec("vgg16"), train, val, t).run(std::nullopt),
+                      Contains("parameter 'net/fc1/weight' holds NaN or infinity at step") &&
+                          Contains("no checkpoint was written yet"));
+  CHECK_FALSE(io::newest_intact_checkpoint(root + "/run").checkpoint);
+  std::error_code ec;
+  std::filesystem::remove_all(root, ec);
 }
 
 TEST_CASE("a Trainer refuses a model, head or labelling that does not fit the run, before writing anything",
