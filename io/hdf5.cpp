@@ -44,7 +44,12 @@ std::string hdf5_error_text() {
 // HDF5 prints its error stack to stderr by default; kiln reports errors as values instead.
 void quiet() {
   static std::once_flag once;
-  std::call_once(once, [] { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); });
+  std::call_once(once, [] {
+    // No library shutdown at exit: after a write that failed (disk full), HDF5 still holds the
+    // file and its shutdown crashed flushing it again; kiln closes every file itself.
+    H5dont_atexit();
+    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  });
 }
 
 }  // namespace
@@ -184,6 +189,9 @@ void write_dataset(Group& g, const std::string& rel, const std::vector<int64_t>&
   KILN_H5_OPEN(ds, H5Dcreate2(g.id(), rel.c_str(), type, space.get(), lcpl.get(), H5P_DEFAULT, H5P_DEFAULT),
                H5Dclose, "creating dataset ", where);
   KILN_H5_CHECK(H5Dwrite(ds.get(), type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data), "writing dataset ", where);
+  // A small dataset's data may reach the file only when it is closed: a failure there (disk
+  // full) is the write's, not something a destructor may drop.
+  KILN_H5_CHECK(H5Dclose(ds.release()), "writing dataset ", where, " (closing it)");
 }
 
 }  // namespace
@@ -293,6 +301,10 @@ void File::flush() {
 
 void File::close() {
   if (!h_.valid()) return;
+  // Flushed first: where a group or dataset is still open, H5Fclose leaves the file open
+  // and its last writes to that object's close, in a destructor that cannot report them.
+  unsigned intent = 0;
+  if (H5Fget_intent(h_.get(), &intent) >= 0 && (intent & H5F_ACC_RDWR) != 0) flush();
   KILN_H5_CHECK(H5Fclose(h_.release()), "closing HDF5 file '", path_, "'");
 }
 
