@@ -75,8 +75,9 @@ void write_file_atomic(const std::string& path, const std::string& text) {
     std::FILE* f = std::fopen(tmp.c_str(), "wb");
     KILN_CHECK(f != nullptr, "cannot write '", tmp, "': ", std::strerror(errno));
     const bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size() && std::fflush(f) == 0;
+    const int err = errno;
     const bool closed = std::fclose(f) == 0;
-    KILN_CHECK(ok && closed, "failed writing '", tmp, "' (disk full?)");
+    KILN_CHECK(ok && closed, "cannot write '", path, "': ", std::strerror(ok ? errno : err));
   });
 }
 

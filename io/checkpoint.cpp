@@ -255,6 +255,8 @@ std::string save_checkpoint(const std::string& model_dir, Module& model, Optimiz
     root.set_string_attribute("convention", convention_name(meta.convention));
     // uint64 values go through their bit pattern: HDF5 int attributes are int64.
     root.set_int_attribute("seed", static_cast<int64_t>(meta.seed));
+    root.set_int_attribute("data_size", meta.data_size);
+    root.set_int_attribute("data_digest", static_cast<int64_t>(meta.data_digest));
     root.set_int_attribute("init_gen_seed", static_cast<int64_t>(meta.init_gen.seed));
     root.set_int_attribute("init_gen_offset", static_cast<int64_t>(meta.init_gen.offset));
     root.set_int_attribute("dropout_gen_seed", static_cast<int64_t>(meta.dropout_gen.seed));
@@ -339,6 +341,10 @@ CheckpointMeta read_checkpoint_meta(const h5::Group& root) {
   m.classes = root.string_list_attribute("classes");
   m.convention = parse_convention(root.string_attribute("convention"));
   m.seed = static_cast<uint64_t>(root.int_attribute("seed"));
+  if (root.has_attribute("data_digest")) {
+    m.data_size = root.int_attribute("data_size");
+    m.data_digest = static_cast<uint32_t>(root.int_attribute("data_digest"));
+  }
   m.init_gen = {static_cast<uint64_t>(root.int_attribute("init_gen_seed")),
                 static_cast<uint64_t>(root.int_attribute("init_gen_offset"))};
   m.dropout_gen = {static_cast<uint64_t>(root.int_attribute("dropout_gen_seed")),
@@ -397,7 +403,7 @@ std::vector<CheckpointInfo> list_checkpoints(const std::string& model_dir, std::
     try {
       info.meta = read_checkpoint_meta(info.state_path);
     } catch (const Error& err) {
-      if (damaged) damaged->push_back({info.state_path, conventional, "", one_line(err.what())});
+      if (damaged) damaged->push_back({info.state_path, conventional, "", one_line(err.message())});
       continue;
     }
     info.weights_path = (fs::path(model_dir) / info.meta.weights_file).string();
@@ -500,14 +506,14 @@ ResumeChoice newest_intact_checkpoint(const std::string& model_dir) {
     try {
       verify_own_files(*it);
     } catch (const Error& err) {
-      r.damaged.push_back({it->state_path, it->weights_path, "", one_line(err.what())});
+      r.damaged.push_back({it->state_path, it->weights_path, "", one_line(err.message())});
       continue;
     }
     try {
       verify_frozen(*it);
       r.checkpoint = *it;
     } catch (const Error& err) {
-      r.damaged.push_back({it->state_path, it->weights_path, it->frozen_path, one_line(err.what())});
+      r.damaged.push_back({it->state_path, it->weights_path, it->frozen_path, one_line(err.message())});
     }
   }
   // Newest first, by file name (ckpt-EEEEEE[-BBBBBB] sorts in training order without its suffix).

@@ -67,6 +67,11 @@ struct CheckpointMeta {
   std::vector<std::string> classes;  // label i is classes[i]; at least one (save_checkpoint checks)
   InputConvention convention = InputConvention::unknown;  // in use; stored by name ("caffe_bgr")
   uint64_t seed = 0;         // the run's --seed (the loader's seed derives from it)
+  // The training samples the loader's order was drawn over: their count and a CRC32C of
+  // their paths (relative to the data folder) and labels (train/trainer.h samples_digest).
+  // Optional attributes: 0 in checkpoints written before them, which then compare as unknown.
+  int64_t data_size = 0;
+  uint32_t data_digest = 0;
   PhiloxState init_gen, dropout_gen;
   std::string weights_file;  // file name inside the model directory
   // Version 3: the frozen parameters' file inside the model directory ("": weights_file

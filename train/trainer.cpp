@@ -5,9 +5,11 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <exception>
 #include <filesystem>
 #include <sstream>
 
+#include "io/crc32c.h"
 #include "layers/loss.h"
 #include "layers/optim.h"
 #include "train/data_parallel.h"
@@ -255,6 +257,17 @@ void check_model_fits(Sequential& model, const ModelSpec& spec, const io::Datase
 
 }  // namespace
 
+uint32_t samples_digest(const io::Dataset& ds) {
+  uint32_t crc = 0;
+  const std::string root = ds.root.empty() || ds.root.back() == '/' ? ds.root : ds.root + "/";
+  for (const io::Sample& smp : ds.samples) {
+    const std::string rel = smp.path.rfind(root, 0) == 0 ? smp.path.substr(root.size()) : smp.path;
+    const std::string line = rel + '\t' + std::to_string(smp.label) + '\n';
+    crc = io::crc32c_extend(crc, line.data(), line.size());
+  }
+  return crc;
+}
+
 std::string resume_mismatch(const io::CheckpointMeta& saved, const std::string& arch, int64_t image_size,
                             const std::vector<std::string>& classes) {
   if (saved.arch != arch) return "model " + saved.arch + ", not this run's " + arch;
@@ -270,6 +283,7 @@ Trainer::Trainer(Sequential& model, const ModelSpec& spec, const io::Dataset& tr
     : model_(model), spec_(spec), train_(train), val_(val), opt_(std::move(options)), hooks_(std::move(hooks)) {
   KILN_CHECK(!opt_.phases.empty(), "trainer: no phase to run");
   check_model_fits(model_, spec_, train_, val_);
+  data_digest_ = samples_digest(train_);
   // Locked now when it exists, so that a caller loading a checkpoint before run() (kiln.train)
   // reads one no other run is writing.
   if ((opt_.comm == nullptr || opt_.comm->rank() == 0) && std::filesystem::is_directory(opt_.model_dir))
@@ -307,6 +321,7 @@ TrainResult Trainer::run(const std::optional<io::CheckpointInfo>& resume) {
     const std::string differs = resume_mismatch(resume->meta, now.arch, now.image_size, now.classes);
     KILN_CHECK(differs.empty(), "trainer: checkpoint '", resume->state_path, "' was trained with ", differs,
                ", so it cannot resume this run");
+    check_resume_data(*resume);
     s.start_epoch = resume->meta.epochs_done;
     s.global_step = resume->meta.global_step;
     s.result.val = EvalResult{resume->meta.val_loss, resume->meta.val_acc, 0, {}};
@@ -443,12 +458,27 @@ void Trainer::check_weights_finite(const io::CheckpointMeta& meta, const State& 
   }
 }
 
+// The loader's order is drawn over the sample list: a mid-epoch checkpoint resumes the same
+// epoch only over the same list (else some images would come twice and others never).
+void Trainer::check_resume_data(const io::CheckpointInfo& resume) const {
+  const io::CheckpointMeta& m = resume.meta;
+  if (m.data_digest == 0 || m.data_digest == data_digest_) return;  // unknown (older checkpoint) or the same
+  const auto now = static_cast<int64_t>(train_.size());
+  KILN_CHECK(m.batches_done == 0, "trainer: the training data ('", train_.root, "') changed since checkpoint '",
+             resume.state_path, "' (", m.data_size, " images then, ", now, " now), which stopped ", m.batches_done,
+             " batches into an epoch: resumed over other images, that epoch would serve some twice and others never. "
+             "Restore the data, or move that checkpoint's files aside to resume from the last epoch's end");
+  if (hooks_.on_data_changed) hooks_.on_data_changed(m.data_size, now);
+}
+
 io::CheckpointMeta Trainer::meta_at(int64_t epochs_done, int64_t batches_done, const EvalResult* val,
                                     const State& s) const {
   io::CheckpointMeta meta = opt_.run;
   meta.arch = spec_.name;
   meta.precision = precision_name(opt_.precision);
   if (meta.classes.empty()) meta.classes = train_.classes;
+  meta.data_size = static_cast<int64_t>(train_.size());
+  meta.data_digest = data_digest_;
   meta.epochs_done = epochs_done;
   meta.batches_done = batches_done;
   meta.global_step = s.global_step;
@@ -530,9 +560,18 @@ bool Trainer::run_epoch(int64_t e, State& s) {
   sum.lr = ph.schedule ? s.optimizer->lr() : ph.lr;
   if (hooks_.on_epoch) hooks_.on_epoch(sum);
   // The row before the checkpoint: a kill between them repeats the epoch, whose row the
-  // resume drops (MetricsLog::start_at), instead of losing the row for good.
-  if (opt_.metrics && s.root) opt_.metrics->epoch(sum);
+  // resume drops (MetricsLog::start_at), instead of losing the row for good. A log that
+  // cannot be written (disk full) stops the run, but after the epoch is checkpointed.
+  std::exception_ptr log_error;
+  if (opt_.metrics && s.root) {
+    try {
+      opt_.metrics->epoch(sum);
+    } catch (const std::exception&) {
+      log_error = std::current_exception();
+    }
+  }
   s.result.last_checkpoint = save(meta_at(e + 1, 0, &sum.val, s), s);
+  if (log_error) std::rethrow_exception(log_error);
   s.result.val = sum.val;
 
   const int64_t total = total_epochs(opt_.phases);

@@ -51,6 +51,10 @@ struct Phase {
   HeadInit head_init = HeadInit::as_is;
 };
 
+// A CRC32C of `ds`'s samples, paths relative to its root and labels, in order: what the
+// loader's epoch order is drawn over, so a mid-epoch resume can tell the data changed.
+uint32_t samples_digest(const io::Dataset& ds);
+
 // Why a checkpoint cannot resume a run of model `arch` at `image_size` on `classes`: ""
 // when it can, else the first difference in the checkpoint's words ("model resnet50, not
 // this run's vgg16"), for each caller's own advice. These make the model another one; the
@@ -184,6 +188,9 @@ struct TrainerHooks {
   std::function<void(const HeadInitInfo&)> on_head_init;
   std::function<void(const BatchNormCalibration&)> on_batch_norm_calibrated;
   std::function<void(int64_t batches, int64_t epoch)> on_resume_skip;  // epoch 1-based
+  // A resume at an epoch's end over training data other than the checkpoint's (`then` and
+  // `now` samples): it goes on with today's data (a mid-epoch resume is refused instead).
+  std::function<void(int64_t then, int64_t now)> on_data_changed;
   std::function<void(const StepInfo&)> on_step;
   std::function<void(const StepInfo&, const EvalResult&)> on_eval;  // every eval_every steps
   std::function<void(const EpochSummary&)> on_epoch;               // before its checkpoint
@@ -227,6 +234,7 @@ class Trainer {
   HeadInitInfo fit_head(int number, State& s);
   EvalResult evaluate_now(State& s);
   void check_weights_finite(const io::CheckpointMeta& meta, const State& s) const;
+  void check_resume_data(const io::CheckpointInfo& resume) const;
   io::CheckpointMeta meta_at(int64_t epochs_done, int64_t batches_done, const EvalResult* val, const State& s) const;
 
   Sequential& model_;
@@ -235,6 +243,7 @@ class Trainer {
   const io::Dataset& val_;
   TrainerOptions opt_;
   TrainerHooks hooks_;
+  uint32_t data_digest_ = 0;  // samples_digest(train_)
   std::optional<io::DirLock> dir_lock_;  // model_dir, held by rank 0 from construction (when it exists) or run
 };
 

@@ -26,6 +26,7 @@
 #include "io/transforms.h"
 #include "train/api.h"
 #include "train/audit.h"
+#include "train/format.h"
 
 namespace fs = std::filesystem;
 using namespace kiln;
@@ -248,10 +249,12 @@ std::string precision_flag(const Flags& f) {
   return f.given("precision") ? f.choice("precision", {"fp32", "bf16-frozen", "bf16"}) : "";
 }
 
-// "after 1 epoch", "after 3 epochs": how far a checkpoint had trained.
+// "after 1 epoch", "after 3 epochs", "after 1 epoch and 6 batches" (a mid-epoch one): how
+// far a checkpoint had trained.
 std::string after_epochs(const io::CheckpointInfo& c) {
-  const long long n = static_cast<long long>(c.meta.epochs_done);
-  return "after " + std::to_string(n) + (n == 1 ? " epoch" : " epochs");
+  const long long n = static_cast<long long>(c.meta.epochs_done), b = static_cast<long long>(c.meta.batches_done);
+  return "after " + std::to_string(n) + (n == 1 ? " epoch" : " epochs") +
+         (b > 0 ? " and " + std::to_string(b) + (b == 1 ? " batch" : " batches") : "");
 }
 
 io::Dataset eval_dataset(const std::string& dir) {
@@ -558,9 +561,11 @@ void export_model(const std::string& model_dir, const std::string& out, const st
   eo.format = format == "keras" ? io::WeightsFormat::keras : io::WeightsFormat::kiln;
   eo.convention = t.checkpoint.meta.convention;
   io::export_weights(*t.model, out, eo);
-  std::printf("exported %s (%s, val acc %.1f%%) to %s in %s layout, input convention %s\n",
-              t.checkpoint.weights_path.c_str(), after_epochs(t.checkpoint).c_str(), 100.0 * t.checkpoint.meta.val_acc,
-              out.c_str(), format.c_str(), io::convention_name(t.checkpoint.meta.convention));
+  const double acc = t.checkpoint.meta.val_acc;  // < 0: a mid-epoch checkpoint not evaluated
+  std::printf("exported %s (%s, %s) to %s in %s layout, input convention %s\n", t.checkpoint.weights_path.c_str(),
+              after_epochs(t.checkpoint).c_str(),
+              acc < 0 ? "not evaluated" : format_number("val acc %.1f%%", 100.0 * acc).c_str(), out.c_str(),
+              format.c_str(), io::convention_name(t.checkpoint.meta.convention));
 }
 
 int cmd_export(int argc, char** argv) {

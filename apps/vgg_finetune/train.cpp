@@ -633,14 +633,20 @@ TrainerHooks people_hooks(const TrainConfig& cfg, bool tty, Sequential& net) {
     std::fflush(stdout);
   };
   h.on_epoch = epoch_lines(tty);
+  h.on_data_changed = [](int64_t then, int64_t now) {
+    std::printf("note: the training data changed since the checkpoint (%lld images then, %lld now); training goes "
+                "on with today's, so the result will differ from an uninterrupted run's\n",
+                static_cast<long long>(then), static_cast<long long>(now));
+  };
   h.on_stop = [tty, &cfg](const StopInfo& s) {
     if (s.kind == StopInfo::Kind::steps_mid_epoch) {
       clear_progress(tty);
-      std::printf("stopping after step %lld (mid-epoch checkpoint %s) as --stop-after-steps asks; run the same train "
-                  "command again to resume\n", static_cast<long long>(s.global_step), s.checkpoint.c_str());
+      std::printf("stopping after step %lld (mid-epoch checkpoint %s) as --stop-after-steps asks; run the train "
+                  "command again without it to resume to the end\n", static_cast<long long>(s.global_step),
+                  s.checkpoint.c_str());
     } else if (s.kind == StopInfo::Kind::steps_epoch_end) {
-      std::printf("stopping after step %lld (end of epoch %lld: %s) as --stop-after-steps asks; run the same train "
-                  "command again to resume\n", static_cast<long long>(s.global_step),
+      std::printf("stopping after step %lld (end of epoch %lld: %s) as --stop-after-steps asks; run the train "
+                  "command again without it to resume to the end\n", static_cast<long long>(s.global_step),
                   static_cast<long long>(s.epochs_done), phase_epoch(cfg, s.epochs_done).c_str());
     } else if (s.kind == StopInfo::Kind::requested) {
       clear_progress(tty);
@@ -648,8 +654,8 @@ TrainerHooks people_hooks(const TrainConfig& cfg, bool tty, Sequential& net) {
                   g_stop_signal == SIGTERM ? "SIGTERM" : "Ctrl-C", static_cast<long long>(s.global_step),
                   s.checkpoint.empty() ? "none: nothing was trained yet" : s.checkpoint.c_str());
     } else {
-      std::printf("stopping after epoch %lld of %lld (%s) as --stop-after-epochs asks; run the same train command "
-                  "again to resume\n", static_cast<long long>(s.epochs_done), static_cast<long long>(s.total_epochs),
+      std::printf("stopping after epoch %lld of %lld (%s) as --stop-after-epochs asks; run the train command "
+                  "again without it to resume to the end\n", static_cast<long long>(s.epochs_done), static_cast<long long>(s.total_epochs),
                   phase_epoch(cfg, s.epochs_done).c_str());
     }
   };

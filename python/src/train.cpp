@@ -161,6 +161,12 @@ nb::dict train(Sequential& model, const std::string& arch, std::vector<Phase> ph
          std::to_string(built_size) + " unless the model takes any size");
   TrainerOptions t = trainer_options(std::move(phases), a, spec, train_ds, built);
   TrainerHooks hooks;
+  hooks.on_data_changed = [](int64_t then, int64_t now) {
+    nb::gil_scoped_acquire gil;
+    warn("kiln.train: the training data changed since the checkpoint (" + std::to_string(then) + " images then, " +
+         std::to_string(now) + " now); training goes on with today's, so the result will differ from an "
+         "uninterrupted run's");
+  };
   if (!on_epoch.is_none()) {
     hooks.on_epoch = [on_epoch](const EpochSummary& e) {
       nb::gil_scoped_acquire gil;

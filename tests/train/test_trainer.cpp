@@ -327,6 +327,51 @@ TEST_CASE("eval_details says a class had no images instead of 0.0 percent", "[tr
   CHECK_THAT(d, !Catch::Contains("0/0"));
 }
 
+TEST_CASE("a resume over changed training data: refused mid-epoch, said at an epoch's end", "[train][errors]") {
+  const std::string root = test::make_temp_dir("trainer_data");
+  app::make_demo_dataset(root + "/data", 2, 4, 2, 3);
+  const io::Dataset train = io::image_folder(root + "/data/train"), val = io::image_folder(root + "/data/val");
+  io::Dataset fewer = train;  // one image gone since the checkpoint
+  fewer.samples.pop_back();
+  fewer.class_counts.back() -= 1;
+  CHECK(samples_digest(fewer) != samples_digest(train));
+  io::Dataset moved = train;  // the same files under another folder: the same data
+  moved.root = "/elsewhere/train";
+  for (io::Sample& smp : moved.samples) smp.path = "/elsewhere/train" + smp.path.substr(train.root.size());
+  CHECK(samples_digest(moved) == samples_digest(train));
+  const ModelSpec& spec = find_model_spec("vgg16");
+  for (const bool mid_epoch : {true, false}) {
+    INFO("mid-epoch " << mid_epoch);
+    Generator g(5);
+    auto net = tiny_net(g);
+    TrainerOptions t = tiny_options(root + "/run" + std::to_string(mid_epoch), false);
+    t.checkpoint_every = mid_epoch ? 1 : 0;
+    if (mid_epoch) t.stop_after_steps = 4;  // 3 batches per epoch: 1 batch into epoch 2
+    else t.stop_after_epochs = 1;
+    Trainer(*net, spec, train, val, t).run(std::nullopt);
+    const io::ResumeChoice choice = io::newest_intact_checkpoint(t.model_dir);
+    REQUIRE(choice.checkpoint);
+    CHECK(choice.checkpoint->meta.data_size == 8);
+    CHECK((choice.checkpoint->meta.batches_done > 0) == mid_epoch);
+    t.stop_after_steps = t.stop_after_epochs = 0;
+    std::vector<std::pair<int64_t, int64_t>> said;
+    TrainerHooks hooks;
+    hooks.on_data_changed = [&](int64_t then, int64_t now) { said.emplace_back(then, now); };
+    if (mid_epoch) {
+      REQUIRE_THROWS_WITH(Trainer(*net, spec, fewer, val, t, hooks).run(choice.checkpoint),
+                          Contains("changed since checkpoint") && Contains("(8 images then, 7 now)") &&
+                              Contains("1 batches into an epoch"));
+      CHECK(Trainer(*net, spec, train, val, t, hooks).run(choice.checkpoint).finished);  // the same data: resumes
+      CHECK(said.empty());
+    } else {
+      CHECK(Trainer(*net, spec, fewer, val, t, hooks).run(choice.checkpoint).finished);
+      CHECK(said == std::vector<std::pair<int64_t, int64_t>>{{8, 7}});
+    }
+  }
+  std::error_code ec;
+  std::filesystem::remove_all(root, ec);
+}
+
 TEST_CASE("a weight gone NaN behind a ReLU is caught before it is checkpointed, the loss being finite", "[train][errors]") {
   const std::string root = test::make_temp_dir("trainer_nan");
   app::make_demo_dataset(root + "/data", 2, 2, 1, 3);
