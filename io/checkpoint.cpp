@@ -187,6 +187,45 @@ uint32_t frozen_digest_of(const std::string& weights_path) {
   return digest;
 }
 
+namespace {
+
+// The state file's attributes (read back by read_checkpoint_meta).
+void write_meta(h5::Group& root, const CheckpointMeta& meta) {
+  root.set_string_attribute("kind", kCheckpointKind);
+  root.set_int_attribute("state_format_version", kStateFormatVersion);
+  root.set_int_attribute("epochs_done", meta.epochs_done);
+  root.set_int_attribute("batches_done", meta.batches_done);
+  root.set_string_attribute("epoch_loss_sum", fmt_double(meta.epoch_loss_sum));
+  root.set_int_attribute("epoch_correct", meta.epoch_correct);
+  root.set_int_attribute("epoch_seen", meta.epoch_seen);
+  root.set_int_attribute("epoch_steps", meta.epoch_steps);
+  root.set_int_attribute("global_step", meta.global_step);
+  root.set_int_attribute("phase", meta.phase);
+  root.set_string_attribute("val_loss", fmt_double(meta.val_loss));
+  root.set_string_attribute("val_acc", fmt_double(meta.val_acc));
+  root.set_string_attribute("arch", meta.arch);
+  root.set_string_attribute("head", meta.head);
+  root.set_int_attribute("adaptive_pool", meta.adaptive_pool ? 1 : 0);
+  root.set_string_attribute("train_from", meta.train_from);
+  root.set_string_attribute("precision", meta.precision);
+  root.set_int_attribute("image_size", meta.image_size);
+  root.set_string_list_attribute("classes", meta.classes);
+  root.set_string_attribute("convention", convention_name(meta.convention));
+  // uint64 values go through their bit pattern: HDF5 int attributes are int64.
+  root.set_int_attribute("seed", static_cast<int64_t>(meta.seed));
+  root.set_int_attribute("data_size", meta.data_size);
+  root.set_int_attribute("data_digest", static_cast<int64_t>(meta.data_digest));
+  root.set_int_attribute("init_gen_seed", static_cast<int64_t>(meta.init_gen.seed));
+  root.set_int_attribute("init_gen_offset", static_cast<int64_t>(meta.init_gen.offset));
+  root.set_int_attribute("dropout_gen_seed", static_cast<int64_t>(meta.dropout_gen.seed));
+  root.set_int_attribute("dropout_gen_offset", static_cast<int64_t>(meta.dropout_gen.offset));
+  root.set_string_attribute("weights_file", meta.weights_file);
+  root.set_string_attribute("frozen_file", meta.frozen_file);
+  root.set_int_attribute("frozen_digest", meta.frozen_digest);
+}
+
+}  // namespace
+
 std::string save_checkpoint(const std::string& model_dir, Module& model, Optimizer& opt, CheckpointMeta meta,
                             int keep_last) {
   std::error_code ec;
@@ -233,37 +272,7 @@ std::string save_checkpoint(const std::string& model_dir, Module& model, Optimiz
   write_atomic(path, [&](const std::string& tmp) {
     h5::File f = h5::File::create(tmp);
     h5::Group root = f.root();
-    root.set_string_attribute("kind", kCheckpointKind);
-    root.set_int_attribute("state_format_version", kStateFormatVersion);
-    root.set_int_attribute("epochs_done", meta.epochs_done);
-    root.set_int_attribute("batches_done", meta.batches_done);
-    root.set_string_attribute("epoch_loss_sum", fmt_double(meta.epoch_loss_sum));
-    root.set_int_attribute("epoch_correct", meta.epoch_correct);
-    root.set_int_attribute("epoch_seen", meta.epoch_seen);
-    root.set_int_attribute("epoch_steps", meta.epoch_steps);
-    root.set_int_attribute("global_step", meta.global_step);
-    root.set_int_attribute("phase", meta.phase);
-    root.set_string_attribute("val_loss", fmt_double(meta.val_loss));
-    root.set_string_attribute("val_acc", fmt_double(meta.val_acc));
-    root.set_string_attribute("arch", meta.arch);
-    root.set_string_attribute("head", meta.head);
-    root.set_int_attribute("adaptive_pool", meta.adaptive_pool ? 1 : 0);
-    root.set_string_attribute("train_from", meta.train_from);
-    root.set_string_attribute("precision", meta.precision);
-    root.set_int_attribute("image_size", meta.image_size);
-    root.set_string_list_attribute("classes", meta.classes);
-    root.set_string_attribute("convention", convention_name(meta.convention));
-    // uint64 values go through their bit pattern: HDF5 int attributes are int64.
-    root.set_int_attribute("seed", static_cast<int64_t>(meta.seed));
-    root.set_int_attribute("data_size", meta.data_size);
-    root.set_int_attribute("data_digest", static_cast<int64_t>(meta.data_digest));
-    root.set_int_attribute("init_gen_seed", static_cast<int64_t>(meta.init_gen.seed));
-    root.set_int_attribute("init_gen_offset", static_cast<int64_t>(meta.init_gen.offset));
-    root.set_int_attribute("dropout_gen_seed", static_cast<int64_t>(meta.dropout_gen.seed));
-    root.set_int_attribute("dropout_gen_offset", static_cast<int64_t>(meta.dropout_gen.offset));
-    root.set_string_attribute("weights_file", meta.weights_file);
-    root.set_string_attribute("frozen_file", meta.frozen_file);
-    root.set_int_attribute("frozen_digest", meta.frozen_digest);
+    write_meta(root, meta);
     for (const OptimizerStateRef& s : opt.state()) {
       Tensor host = s.tensor->cpu();
       if (host.dtype() == DType::i64) {
