@@ -81,6 +81,25 @@ TEST_CASE("feature_cut walks any Sequential's layers against the phase's freezin
 
 namespace {
 
+// The demo data set in a temporary folder, removed with the fixture: train/ and val/ of
+// `classes` classes, as the trainer tests use it.
+struct DemoSplits {
+  DemoSplits(const std::string& name, int classes, int train_per_class, int val_per_class)
+      : root(test::make_temp_dir(name)) {
+    app::make_demo_dataset(root + "/data", classes, train_per_class, val_per_class, 3);
+    train = io::image_folder(root + "/data/train");
+    val = io::image_folder(root + "/data/val");
+  }
+  ~DemoSplits() {
+    std::error_code ec;
+    std::filesystem::remove_all(root, ec);
+  }
+  DemoSplits(const DemoSplits&) = delete;
+  DemoSplits& operator=(const DemoSplits&) = delete;
+  std::string root;
+  io::Dataset train, val;
+};
+
 // A model research code might write: no VGG in sight.
 std::shared_ptr<Sequential> tiny_net(Generator& gen) {
   auto net = std::make_shared<Sequential>("net");
@@ -112,9 +131,9 @@ TrainerOptions tiny_options(const std::string& dir, bool augment) {
 }  // namespace
 
 TEST_CASE("a Trainer runs any Sequential's phases and resumes mid-epoch bit for bit", "[train]") {
-  const std::string root = test::make_temp_dir("trainer");
-  const app::DemoDataset demo = app::make_demo_dataset(root + "/data", 2, 4, 2, 3);
-  const io::Dataset train = io::image_folder(root + "/data/train"), val = io::image_folder(root + "/data/val");
+  const DemoSplits d("trainer", 2, 4, 2);
+  const std::string& root = d.root;
+  const io::Dataset &train = d.train, &val = d.val;
   const ModelSpec& spec = find_model_spec("vgg16");  // only its name is recorded (arch)
   for (const bool augment : {true, false}) {
     INFO("augment " << augment);
@@ -156,14 +175,12 @@ TEST_CASE("a Trainer runs any Sequential's phases and resumes mid-epoch bit for 
     for (const ParameterRef& p : a->parameters())
       CHECK(c->find(p.name).tensor->to_vector<float>() == p.tensor->to_vector<float>());
   }
-  std::error_code ec;
-  std::filesystem::remove_all(root, ec);
 }
 
 TEST_CASE("under bf16-frozen the trainer caches bf16 features, records the policy and resumes bit for bit", "[train][precision]") {
-  const std::string root = test::make_temp_dir("trainer_bf16");
-  app::make_demo_dataset(root + "/data", 2, 4, 2, 3);
-  const io::Dataset train = io::image_folder(root + "/data/train"), val = io::image_folder(root + "/data/val");
+  const DemoSplits d("trainer_bf16", 2, 4, 2);
+  const std::string& root = d.root;
+  const io::Dataset &train = d.train, &val = d.val;
   const ModelSpec& spec = find_model_spec("vgg16");
   std::vector<double> mib;
   std::vector<std::string> lines;
@@ -203,8 +220,6 @@ TEST_CASE("under bf16-frozen the trainer caches bf16 features, records the polic
   CHECK(Trainer(*c, spec, train, val, tb).run(choice.checkpoint).finished);
   for (const ParameterRef& p : done->parameters())
     CHECK(c->find(p.name).tensor->to_vector<float>() == p.tensor->to_vector<float>());
-  std::error_code ec;
-  std::filesystem::remove_all(root, ec);
 }
 
 TEST_CASE("ResNet-50's head-only phase caches up to global pooling", "[train][resnet]") {
@@ -246,9 +261,9 @@ std::vector<float> values(const Tensor& t) { return t.cpu().to_vector<float>(); 
 }  // namespace
 
 TEST_CASE("batch-norm calibration takes the data's statistics and a frozen batch norm keeps them", "[train]") {
-  const std::string root = test::make_temp_dir("trainer_bn");
-  app::make_demo_dataset(root + "/data", 2, 4, 2, 3);
-  const io::Dataset train = io::image_folder(root + "/data/train"), val = io::image_folder(root + "/data/val");
+  const DemoSplits d("trainer_bn", 2, 4, 2);
+  const std::string& root = d.root;
+  const io::Dataset &train = d.train, &val = d.val;
   const ModelSpec& spec = find_model_spec("resnet50");  // only its name is recorded (arch)
   Generator gen(4);
   auto net = tiny_bn_net(gen);
@@ -314,8 +329,6 @@ TEST_CASE("batch-norm calibration takes the data's statistics and a frozen batch
   CHECK(uses[0].frozen == 1);
   CHECK(uses[1].frozen == 0);
   CHECK(cuts == std::vector<size_t>{5});  // conv, bn, relu, pool, flatten: cached up to global pooling
-  std::error_code ec;
-  std::filesystem::remove_all(root, ec);
 }
 
 TEST_CASE("eval_details says a class had no images instead of 0.0 percent", "[train]") {
@@ -328,9 +341,9 @@ TEST_CASE("eval_details says a class had no images instead of 0.0 percent", "[tr
 }
 
 TEST_CASE("a resume over changed training data: refused mid-epoch, said at an epoch's end", "[train][errors]") {
-  const std::string root = test::make_temp_dir("trainer_data");
-  app::make_demo_dataset(root + "/data", 2, 4, 2, 3);
-  const io::Dataset train = io::image_folder(root + "/data/train"), val = io::image_folder(root + "/data/val");
+  const DemoSplits d("trainer_data", 2, 4, 2);
+  const std::string& root = d.root;
+  const io::Dataset &train = d.train, &val = d.val;
   io::Dataset fewer = train;  // one image gone since the checkpoint
   fewer.samples.pop_back();
   fewer.class_counts.back() -= 1;
@@ -368,14 +381,12 @@ TEST_CASE("a resume over changed training data: refused mid-epoch, said at an ep
       CHECK(said == std::vector<std::pair<int64_t, int64_t>>{{8, 7}});
     }
   }
-  std::error_code ec;
-  std::filesystem::remove_all(root, ec);
 }
 
 TEST_CASE("a weight gone NaN behind a ReLU is caught before it is checkpointed, the loss being finite", "[train][errors]") {
-  const std::string root = test::make_temp_dir("trainer_nan");
-  app::make_demo_dataset(root + "/data", 2, 2, 1, 3);
-  const io::Dataset train = io::image_folder(root + "/data/train"), val = io::image_folder(root + "/data/val");
+  const DemoSplits d("trainer_nan", 2, 2, 1);
+  const std::string& root = d.root;
+  const io::Dataset &train = d.train, &val = d.val;
   Generator g(3);
   auto net = tiny_net(g);
   // One weight of fc1's first unit: that unit's output is NaN, ReLU makes it 0, fc2 sees a
@@ -388,15 +399,13 @@ TEST_CASE("a weight gone NaN behind a ReLU is caught before it is checkpointed, 
                       Contains("parameter 'net/fc1/weight' holds NaN or infinity at step") &&
                           Contains("no checkpoint was written yet"));
   CHECK_FALSE(io::newest_intact_checkpoint(root + "/run").checkpoint);
-  std::error_code ec;
-  std::filesystem::remove_all(root, ec);
 }
 
 TEST_CASE("a Trainer refuses a model, head or labelling that does not fit the run, before writing anything",
           "[train][errors]") {
-  const std::string root = test::make_temp_dir("trainer_fit");
-  app::make_demo_dataset(root + "/data", 3, 2, 1, 3);
-  const io::Dataset train = io::image_folder(root + "/data/train"), val = io::image_folder(root + "/data/val");
+  const DemoSplits d("trainer_fit", 3, 2, 1);
+  const std::string& root = d.root;
+  const io::Dataset &train = d.train, &val = d.val;
   TrainerOptions t = tiny_options(root + "/run", false);
   t.run.classes = train.classes;
   // A registered model under another's name.
