@@ -7,8 +7,10 @@
 #include <csignal>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <exception>
 #include <filesystem>
 #include <fstream>
@@ -73,12 +75,15 @@ struct NewDirGuard {
 // The model directory must exist (created here) and be writable; checked before any work.
 void prepare_model_dir(const std::string& dir) {
   std::error_code ec;
+  KILN_CHECK(!fs::is_symlink(fs::symlink_status(dir, ec)) || fs::exists(dir, ec), "model directory '", dir,
+             "' is a symbolic link to '", fs::read_symlink(dir, ec).string(), "', which does not exist: create that "
+             "folder, or give another --model-dir");
   fs::create_directories(dir, ec);
   KILN_CHECK(!ec && fs::is_directory(dir), "cannot create model directory '", dir, "': ",
-             ec ? ec.message() : "not a directory");
+             ec ? ec.message() : "a file of that name is in the way");
   const std::string probe = (fs::path(dir) / ".write_test").string();
   std::FILE* f = std::fopen(probe.c_str(), "wb");
-  KILN_CHECK(f != nullptr, "model directory '", dir, "' is not writable");
+  KILN_CHECK(f != nullptr, "model directory '", dir, "' is not writable: ", std::strerror(errno));
   std::fclose(f);
   fs::remove(probe, ec);
 }
@@ -805,22 +810,35 @@ TrainResult run_train(const TrainConfig& cfg) {
 namespace {
 
 // The checkpoint eval, predict and export load: the latest (or the best by validation
-// accuracy) of those whose files are all there. Each one that cannot be loaded is named on
-// stderr, and --best refuses to choose past them: the unreadable one may be the best.
+// accuracy) of those whose files are all there and verify (checksums, a file cut short).
+// Each one that cannot be loaded is named on stderr, and --best refuses to choose past
+// them: the unreadable one may be the best.
 io::CheckpointInfo choose_checkpoint(const std::string& model_dir, bool best) {
-  KILN_CHECK(fs::is_directory(model_dir), "model directory '", model_dir, "' does not exist");
+  KILN_CHECK(fs::is_directory(model_dir), "model directory '", model_dir, "' ",
+             fs::exists(model_dir) ? "is a file, not a folder: give the folder train wrote" : "does not exist");
   std::vector<io::DamagedCheckpoint> damaged;
-  const std::vector<io::CheckpointInfo> all = io::list_checkpoints(model_dir, &damaged);
-  const size_t loadable = all.size();
+  std::vector<io::CheckpointInfo> all = io::list_checkpoints(model_dir, &damaged);
+  KILN_CHECK(!all.empty() || !damaged.empty(), "model directory '", model_dir,
+             "' holds no checkpoint (run vgg_finetune train first)");
+  std::optional<io::CheckpointInfo> ck;
+  while (!all.empty() && !ck) {
+    const std::optional<io::CheckpointInfo> pick = best ? io::best_checkpoint(all) : io::latest_checkpoint(all);
+    try {
+      io::verify_checkpoint(*pick);
+      ck = pick;
+    } catch (const Error& e) {
+      damaged.push_back({pick->state_path, pick->weights_path, "", e.message()});
+      std::erase_if(all, [&](const io::CheckpointInfo& c) { return c.state_path == pick->state_path; });
+    }
+    if (best) break;
+  }
   for (const io::DamagedCheckpoint& d : damaged)
     std::fprintf(stderr, "warning: checkpoint '%s' cannot be loaded: %s\n", d.state_path.c_str(), d.reason.c_str());
-  KILN_CHECK(loadable > 0 || damaged.empty(), "model directory '", model_dir, "' holds ", damaged.size(),
-             " checkpoint(s) and none can be loaded (warnings above): restore the files they name, or train again");
-  KILN_CHECK(loadable > 0, "model directory '", model_dir, "' holds no checkpoint (run vgg_finetune train first)");
   KILN_CHECK(!best || damaged.empty(), "--best: ", damaged.size(), " checkpoint(s) of '", model_dir,
              "' cannot be loaded (warnings above) and one may be the best: restore the files they name, or leave "
              "--best out to use the latest checkpoint that loads");
-  const std::optional<io::CheckpointInfo> ck = best ? io::best_checkpoint(all) : io::latest_checkpoint(all);
+  KILN_CHECK(ck, "model directory '", model_dir, "' holds ", damaged.size(),
+             " checkpoint(s) and none can be loaded (warnings above): restore the files they name, or train again");
   if (!damaged.empty())
     std::fprintf(stderr, "warning: using '%s', the latest checkpoint that can be loaded\n", ck->state_path.c_str());
   return *ck;
