@@ -442,14 +442,14 @@ std::string Trainer::save(const io::CheckpointMeta& meta, State& s) {
 }
 
 // A parameter gone NaN or infinite before ReLUs (which map NaN to 0) leaves the loss finite,
-// so the loss check alone misses it: each checkpoint first checks what trains (one sum of
-// x * 0 per parameter, NaN when x holds a NaN or an infinity). Replicas are equal: rank 0
-// checks for all.
+// so the loss check alone misses it: each checkpoint first checks what trains (one sum per
+// parameter, one read and no temporary: not finite when it holds a NaN or an infinity, or
+// values so large their sum overflows, diverged too). Replicas are equal: rank 0 checks.
 void Trainer::check_weights_finite(const io::CheckpointMeta& meta, const State& s) const {
   const NoGradGuard no_grad;
   for (const ParameterRef& p : model_.parameters()) {
     if (!p.trainable) continue;
-    const double probe = sum(mul(*p.tensor, 0.0f)).item();
+    const double probe = sum(*p.tensor).item();
     KILN_CHECK(std::isfinite(probe), "parameter '", p.name, "' holds NaN or infinity at step ", meta.global_step,
                ": the training diverged inside the network, where ReLU maps NaN to 0 and the loss stays finite "
                "(try a smaller learning rate); not checkpointing it, ",
