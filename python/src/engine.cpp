@@ -140,10 +140,12 @@ void bind_modules(nb::module_& m) {
   nb::class_<Flatten, Module>(m, "Flatten", nb::is_final(), "[N, ...] -> [N, product of the rest]; no parameters.")
       .def(nb::init<std::string>(), arg("name"));
   nb::class_<MaxPool2d, Module>(m, "MaxPool2d", nb::is_final(),
-                                "NHWC max pooling over kernel x kernel windows at `stride`, no padding; no parameters.")
-      .def("__init__", [](MaxPool2d* self, std::string name, int64_t kernel, int64_t stride) {
-             new (self) MaxPool2d(std::move(name), Pool2dParams{kernel, kernel, stride, stride, 0, 0});
-           }, arg("name"), arg("kernel") = 2, arg("stride") = 2);
+                                "NHWC max pooling over kernel x kernel windows at `stride` (default: the kernel, "
+                                "as in torch), no padding; no parameters.")
+      .def("__init__", [](MaxPool2d* self, std::string name, int64_t kernel, std::optional<int64_t> stride) {
+             const int64_t s = stride.value_or(kernel);
+             new (self) MaxPool2d(std::move(name), Pool2dParams{kernel, kernel, s, s, 0, 0});
+           }, arg("name"), arg("kernel") = 2, arg("stride") = nb::none());
 }
 
 void bind_specs(nb::module_& m) {

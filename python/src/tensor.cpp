@@ -3,6 +3,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nanobind/operators.h>
@@ -133,20 +134,40 @@ struct NoGrad {
   std::unique_ptr<NoGradGuard> guard;
 };
 
+// An int, or a pair (h, w) of ints, as torch's conv and pooling arguments take: (h, w).
+std::pair<int64_t, int64_t> two_ints(const nb::handle& v, const char* what) {
+  if (nb::isinstance<nb::int_>(v)) {
+    const auto n = nb::cast<int64_t>(v);
+    return {n, n};
+  }
+  if ((nb::isinstance<nb::tuple>(v) || nb::isinstance<nb::list>(v)) && nb::len(v) == 2)
+    return {nb::cast<int64_t>(v[0]), nb::cast<int64_t>(v[1])};
+  KILN_FAIL(what, " must be an int or a pair (h, w) of ints, got ", nb::str(nb::type_name(v.type())).c_str());
+}
+
 void bind_nn_ops(nb::module_& m) {
-  m.def("conv2d", [](const Tensor& x, const Tensor& w, std::optional<Tensor> b, int64_t stride, int64_t padding) {
-          return conv2d(x, w, b ? *b : Tensor(), Conv2dParams{stride, stride, padding, padding});
-        }, arg("x"), arg("weight"), arg("bias") = nb::none(), arg("stride") = 1, arg("padding") = 0, Release(),
-        "Convolution. x: [N, H, W, C] (NHWC), weight: [O, KH, KW, C] (OHWI), bias: [O] -> [N, OH, OW, O].");
-  m.def("max_pool2d", [](const Tensor& x, int64_t kernel, int64_t stride, int64_t padding) {
-          return max_pool2d(x, Pool2dParams{kernel, kernel, stride, stride, padding, padding});
-        }, arg("x"), arg("kernel") = 2, arg("stride") = 2, arg("padding") = 0, Release(),
-        "Max pooling of NHWC x over kernel x kernel windows.");
+  m.def("conv2d", [](const Tensor& x, const Tensor& w, std::optional<Tensor> b, nb::handle stride, nb::handle padding) {
+          const auto [sh, sw] = two_ints(stride, "conv2d: stride");
+          const auto [ph, pw] = two_ints(padding, "conv2d: padding");
+          nb::gil_scoped_release release;
+          return conv2d(x, w, b ? *b : Tensor(), Conv2dParams{sh, sw, ph, pw});
+        }, arg("x"), arg("weight"), arg("bias") = nb::none(), arg("stride") = 1, arg("padding") = 0,
+        "Convolution. x: [N, H, W, C] (NHWC), weight: [O, KH, KW, C] (OHWI), bias: [O] -> [N, OH, OW, O]. "
+        "stride and padding: an int or (h, w), as in torch.");
+  m.def("max_pool2d", [](const Tensor& x, nb::handle kernel, nb::handle stride, nb::handle padding) {
+          const auto [kh, kw] = two_ints(kernel, "max_pool2d: kernel");
+          const auto [sh, sw] = stride.is_none() ? std::pair{kh, kw} : two_ints(stride, "max_pool2d: stride");
+          const auto [ph, pw] = two_ints(padding, "max_pool2d: padding");
+          nb::gil_scoped_release release;
+          return max_pool2d(x, Pool2dParams{kh, kw, sh, sw, ph, pw});
+        }, arg("x"), arg("kernel") = 2, arg("stride") = nb::none(), arg("padding") = 0,
+        "Max pooling of NHWC x. kernel, stride and padding: an int or (h, w); stride defaults to the kernel, "
+        "as in torch.");
   m.def("adaptive_avg_pool2d", &adaptive_avg_pool2d, arg("x"), arg("out_h"), arg("out_w"), Release(),
         "Average pooling of NHWC x to an out_h x out_w grid (torch.nn.AdaptiveAvgPool2d).");
   m.def("linear", [](const Tensor& x, const Tensor& w, std::optional<Tensor> b) { return linear(x, w, b ? *b : Tensor()); },
         arg("x"), arg("weight"), arg("bias") = nb::none(), Release(), "x @ weight.T + bias. x: [N, in], weight: [out, in].");
-  m.def("relu", &relu, arg("x"), Release(), "max(x, 0).");
+  m.def("relu", &relu, arg("x"), Release(), "max(x, 0); NaN maps to 0 (torch.relu keeps it; core/ops.h).");
   m.def("dropout", [](const Tensor& x, float keep_prob, bool training) { return dropout(x, keep_prob, training); },
         arg("x"), arg("keep_prob"), arg("training") = true, Release(),
         "x * mask / keep_prob in training (mask from the default generator); x itself otherwise.");

@@ -50,6 +50,23 @@ def test_conv2d_and_max_pool_nhwc_against_torch_nchw():
     close(kw.grad, w.grad.permute(0, 2, 3, 1), 1e-3)
 
 
+def test_conv2d_and_max_pool_take_h_w_pairs_and_pool_stride_defaults_to_kernel():
+    torch.manual_seed(2)
+    x = torch.randn(2, 3, 11, 9, requires_grad=True)
+    w = torch.randn(4, 3, 3, 2, requires_grad=True)
+    kx = kiln.nchw_to_nhwc(x.detach())
+    kw = kiln.from_dlpack(w.detach().permute(0, 2, 3, 1), copy_to_contiguous=True)
+    y = kiln.conv2d(kx, kw, stride=(2, 1), padding=[1, 0])
+    ref = torch.nn.functional.conv2d(x, w, stride=(2, 1), padding=(1, 0))
+    close(y, ref.permute(0, 2, 3, 1))
+    p = kiln.max_pool2d(kx, 3)  # stride 3, as torch's default
+    close(p, torch.nn.functional.max_pool2d(x, 3).permute(0, 2, 3, 1))
+    q = kiln.max_pool2d(kx, (3, 2), stride=(2, 1), padding=(1, 0))
+    close(q, torch.nn.functional.max_pool2d(x, (3, 2), stride=(2, 1), padding=(1, 0)).permute(0, 2, 3, 1))
+    with pytest.raises(kiln.Error, match="stride must be an int or a pair"):
+        kiln.conv2d(kx, kw, stride="2")
+
+
 def test_elementwise_operators_and_no_grad():
     a, b = kiln.full([3], 2.0), kiln.arange(3)
     a.requires_grad = True
