@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -83,17 +84,17 @@ void write_file_atomic(const std::string& path, const std::string& text) {
 
 namespace {
 
-// "process 1234 (vgg_finetune)" for the holder of the flock on inode `ino`, from /proc/locks
-// ("1: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF"); "" when it cannot be told.
-std::string lock_holder(ino_t ino) {
+// "process 1234 (vgg_finetune)" for the holder of the flock on (dev, ino), from /proc/locks
+// ("1: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF", device as hex major:minor); "" when it
+// cannot be told.
+std::string lock_holder(dev_t dev, ino_t ino) {
   std::ifstream locks("/proc/locks");
-  const std::string suffix = ":" + std::to_string(ino);
+  char want[64];
+  std::snprintf(want, sizeof want, "%02x:%02x:%llu", major(dev), minor(dev), static_cast<unsigned long long>(ino));
   for (std::string line; std::getline(locks, line);) {
     std::istringstream in(line);
     std::string id, kind, mode, access, pid, dev_ino;
-    if (!(in >> id >> kind >> mode >> access >> pid >> dev_ino) || kind != "FLOCK") continue;
-    if (dev_ino.size() < suffix.size() || dev_ino.compare(dev_ino.size() - suffix.size(), suffix.size(), suffix) != 0)
-      continue;
+    if (!(in >> id >> kind >> mode >> access >> pid >> dev_ino) || kind != "FLOCK" || dev_ino != want) continue;
     std::string comm;
     std::ifstream(std::string("/proc/") + pid + "/comm") >> comm;
     return "process " + pid + (comm.empty() ? "" : " (" + comm + ")");
@@ -101,11 +102,16 @@ std::string lock_holder(ino_t ino) {
   return "";
 }
 
-// This process's directory locks, by device and inode; the mutex also covers releasing one,
-// so a thread never meets a lock of its own process half closed.
+// This process's directory locks, by device and inode: the locked descriptor and how many
+// DirLocks share it, both changed only under the mutex (a DirLock ending while another
+// starts must not meet a descriptor about to close).
 struct HeldLocks {
+  struct Held {
+    int fd = -1;
+    int users = 0;
+  };
   std::mutex mu;
-  std::map<std::pair<dev_t, ino_t>, std::weak_ptr<const int>> by_dir;
+  std::map<std::pair<dev_t, ino_t>, Held> by_dir;
 };
 
 HeldLocks& held_locks() {
@@ -127,25 +133,36 @@ DirLock::DirLock(const std::string& dir, const std::string& what) {
   }
   const std::lock_guard<std::mutex> guard(h.mu);
   const std::pair<dev_t, ino_t> key{st.st_dev, st.st_ino};
-  if (std::shared_ptr<const int> mine = h.by_dir[key].lock()) {
+  const auto it = h.by_dir.find(key);
+  if (it != h.by_dir.end()) {  // this process holds it already: share
     ::close(fd);
-    held_ = std::move(mine);
-    return;
+    ++it->second.users;
+  } else {
+    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+      const int err = errno;
+      ::close(fd);
+      if (err != EWOULDBLOCK) return;  // no flock here (ENOLCK, EINVAL...): unlocked
+      const std::string holder = lock_holder(st.st_dev, st.st_ino);
+      KILN_FAIL(what, " '", dir, "' is in use by another run (", holder.empty() ? "another process" : holder,
+                "), which writes its checkpoints there; wait for it to end, stop it, or use another directory");
+    }
+    h.by_dir[key] = HeldLocks::Held{fd, 1};
   }
-  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
-    const int err = errno;
-    ::close(fd);
-    if (err != EWOULDBLOCK) return;  // no flock here (ENOLCK, EINVAL...): unlocked
-    const std::string holder = lock_holder(st.st_ino);
-    KILN_FAIL(what, " '", dir, "' is in use by another run (", holder.empty() ? "another process" : holder,
-              "), which writes its checkpoints there; wait for it to end, stop it, or use another directory");
-  }
-  held_ = std::shared_ptr<const int>(new int(fd), [](const int* p) {
-    const std::lock_guard<std::mutex> release(held_locks().mu);
-    ::close(*p);  // releases the flock
-    delete p;
-  });
-  h.by_dir[key] = held_;
+  dev_ = st.st_dev;
+  ino_ = st.st_ino;
+  locked_ = true;
+}
+
+DirLock::DirLock(DirLock&& o) noexcept : dev_(o.dev_), ino_(o.ino_), locked_(o.locked_) { o.locked_ = false; }
+
+DirLock::~DirLock() {
+  if (!locked_) return;
+  HeldLocks& h = held_locks();
+  const std::lock_guard<std::mutex> guard(h.mu);
+  const auto it = h.by_dir.find({dev_, ino_});
+  if (it == h.by_dir.end() || --it->second.users > 0) return;
+  ::close(it->second.fd);  // releases the flock
+  h.by_dir.erase(it);
 }
 
 }  // namespace kiln::io

@@ -3,6 +3,8 @@
 // (weights, checkpoints, benchmark reports, small text files) goes through write_atomic.
 #pragma once
 
+#include <sys/types.h>
+
 #include <functional>
 #include <memory>
 #include <string>
@@ -37,10 +39,17 @@ class DirLock {
   // Locks `dir`, which must exist; refused (kiln::Error naming the holder's process) when
   // another process holds it. `what` names the directory in that message ("model directory").
   explicit DirLock(const std::string& dir, const std::string& what = "model directory");
-  bool locked() const { return held_ != nullptr; }  // false: the file system has no flock
+  ~DirLock();
+  DirLock(DirLock&& o) noexcept;
+  DirLock(const DirLock&) = delete;
+  DirLock& operator=(const DirLock&) = delete;
+  DirLock& operator=(DirLock&&) = delete;
+  bool locked() const { return locked_; }  // false: the file system has no flock
 
  private:
-  std::shared_ptr<const int> held_;  // the locked descriptor, shared within the process
+  dev_t dev_ = 0;  // the directory's device and inode: this process's lock of it
+  ino_t ino_ = 0;
+  bool locked_ = false;
 };
 
 }  // namespace kiln::io
