@@ -109,7 +109,9 @@ Tensor Tensor::from_external(void* data, const Shape& shape, DType dtype, Device
   for (int64_t d : shape.dims()) KILN_CHECK(d >= 0, "tensor shape ", shape, " has a negative extent");
   KILN_CHECK(data != nullptr || shape.numel() == 0, "from_external: null data for shape ", shape);
   auto impl = std::make_shared<TensorImpl>();
-  const size_t bytes = static_cast<size_t>(shape.numel()) * dtype_size(dtype);
+  size_t bytes = 0;
+  KILN_CHECK(!__builtin_mul_overflow(static_cast<size_t>(shape.numel()), dtype_size(dtype), &bytes),
+             "from_external: a ", dtype_name(dtype), " tensor of shape ", shape, " would take more than 2^64 bytes");
   impl->storage = std::make_shared<Storage>(data, bytes, device, std::move(release));
   impl->shape = shape;
   impl->strides = shape.contiguous_strides();

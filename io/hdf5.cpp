@@ -46,7 +46,9 @@ void quiet() {
   static std::once_flag once;
   std::call_once(once, [] {
     // No library shutdown at exit: after a write that failed (disk full), HDF5 still holds the
-    // file and its shutdown crashed flushing it again; kiln closes every file itself.
+    // file and its shutdown crashed flushing it again; kiln closes every file itself. It
+    // takes only before the library's first use: in a process where another user of the
+    // same libhdf5 (h5py) came first, that one's exit handling stands.
     H5dont_atexit();
     H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
   });

@@ -436,15 +436,15 @@ EvalResult Trainer::evaluate_now(State& s) {
 }
 
 std::string Trainer::save(const io::CheckpointMeta& meta, State& s) {
+  check_weights_finite(meta, s);  // on every rank (replicas are equal): all stop together
   if (!s.root) return "(rank 0 writes the checkpoints)";
-  check_weights_finite(meta, s);
   return io::save_checkpoint(opt_.model_dir, model_, *s.optimizer, meta, opt_.keep);
 }
 
 // A parameter gone NaN or infinite before ReLUs (which map NaN to 0) leaves the loss finite,
 // so the loss check alone misses it: each checkpoint first checks what trains (one sum per
 // parameter, one read and no temporary: not finite when it holds a NaN or an infinity, or
-// values so large their sum overflows, diverged too). Replicas are equal: rank 0 checks.
+// values so large their sum overflows, diverged too).
 void Trainer::check_weights_finite(const io::CheckpointMeta& meta, const State& s) const {
   const NoGradGuard no_grad;
   for (const ParameterRef& p : model_.parameters()) {
@@ -581,6 +581,14 @@ bool Trainer::run_epoch(int64_t e, State& s) {
   }
   if (opt_.stop_after_epochs > 0 && e + 1 >= opt_.stop_after_epochs && e + 1 < total) {
     if (hooks_.on_stop) hooks_.on_stop(StopInfo{StopInfo::Kind::epochs, s.global_step, e + 1, total, ""});
+    return false;
+  }
+  // A stop asked for during the epoch's evaluation or checkpoint: the epoch's checkpoint is
+  // where it stops, before the next epoch's start (a feature cache, a probe) runs.
+  if (e + 1 < total && hooks_.should_stop && hooks_.should_stop()) {
+    s.result.interrupted = true;
+    if (hooks_.on_stop)
+      hooks_.on_stop(StopInfo{StopInfo::Kind::requested, s.global_step, e + 1, total, s.result.last_checkpoint});
     return false;
   }
   return true;

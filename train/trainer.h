@@ -195,9 +195,10 @@ struct TrainerHooks {
   std::function<void(const StepInfo&, const EvalResult&)> on_eval;  // every eval_every steps
   std::function<void(const EpochSummary&)> on_epoch;               // before its checkpoint
   std::function<void(const StopInfo&)> on_stop;
-  // Asked after every training step (and its checkpoint, if one was due); true ends the run
-  // there, unfinished (checkpointed there with TrainerOptions::checkpoint_on_stop): a
-  // caller's interrupt (Ctrl-C) stops within one step.
+  // Asked after every training step (and its checkpoint, if one was due) and after each
+  // epoch's checkpoint but the last; true ends the run there, unfinished (checkpointed there
+  // with TrainerOptions::checkpoint_on_stop): a caller's interrupt (Ctrl-C) stops within one
+  // step or one evaluation.
   std::function<bool()> should_stop;
 };
 

@@ -227,15 +227,15 @@ int cmd_train(int argc, char** argv) {
           "--checkpoint-every). Running the same command again on the same --model-dir resumes\n"
           "from its latest checkpoint (the --weights are not loaded again) and gives the same result\n"
           "as an uninterrupted run; a resume that changes a recipe flag is refused (see\n"
-          "--allow-changed-config). Ctrl-C (or SIGTERM) stops after the step in progress and\n"
-          "checkpoints there (exit code 130; a second Ctrl-C quits at once). A run killed at any\n"
-          "moment loses at most the steps since the last checkpoint; temporary files it leaves are\n"
-          "removed by the next run. One run at a time per --model-dir: a second is refused. It\n"
-          "starts with the checks of vgg_finetune audit: it trains on the images that decode, lists\n"
-          "the files it skips (and why) in --model-dir's skipped.txt, and refuses data it cannot\n"
-          "train on. Started as N processes (RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT, or mpirun),\n"
-          "it trains one model on all of them: --batch is the global batch, rank 0 prints and\n"
-          "writes (docs/data_parallel.md).",
+          "--allow-changed-config). Ctrl-C (or SIGTERM) stops after the step in progress, or at the\n"
+          "epoch's checkpoint, and checkpoints there (exit code 130; a second Ctrl-C quits at once).\n"
+          "A run killed at any moment loses at most the steps since the last checkpoint; temporary\n"
+          "files it leaves are removed by the next run. One run at a time per --model-dir: a second\n"
+          "is refused. It starts with the checks of vgg_finetune audit: it trains on the images that\n"
+          "decode, lists the files it skips (and why) in --model-dir's skipped.txt, and refuses data\n"
+          "it cannot train on. Started as N processes (RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT, or\n"
+          "mpirun), it trains one model on all of them: --batch is the global batch, rank 0 prints\n"
+          "and writes (docs/data_parallel.md).",
           train_specs(),
           "  vgg_finetune train --data-dir pets --model-dir runs/pets --weights vgg16.h5\n"
           "  vgg_finetune train --train-dir a/train --val-dir a/val --model-dir runs/a --phase2-epochs 0\n");

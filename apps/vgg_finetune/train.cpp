@@ -7,6 +7,7 @@
 #include <csignal>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -511,45 +512,56 @@ std::string phase_epoch(const TrainConfig& cfg, int64_t done) {
          " of " + std::to_string(two ? cfg.phase2_epochs : cfg.phase1_epochs);
 }
 
-// The trainer's events as vgg_finetune's lines for people.
 // Ctrl-C (SIGINT) and SIGTERM while one process trains: the first asks the trainer to stop
 // after the step in progress and checkpoint there, so the same command resumes with nothing
-// lost; a second one ends the process at once, as the signal would. Data-parallel runs keep
-// the default (a rank stopping alone would leave the others waiting): the launcher ends them
+// lost; a second one ends the process at once, as the signal would. A signal the process
+// was started ignoring (`cmd &` in a script ignores SIGINT) stays ignored, as in CPython.
+// SIGPIPE is ignored meanwhile: Ctrl-C on `train ... | tee log` ends tee too, and a write to
+// its pipe must fail, not end the run before its checkpoint. Data-parallel runs keep the
+// defaults (a rank stopping alone would leave the others waiting): the launcher ends them
 // all, and they resume from their last checkpoint.
-volatile std::sig_atomic_t g_stop_signal = 0;
+std::atomic<int> g_stop_signal{0};
+static_assert(std::atomic<int>::is_always_lock_free, "the signal handler needs a lock-free flag");
 
 extern "C" void on_stop_signal(int sig) {
-  if (g_stop_signal != 0) {
+  if (g_stop_signal.exchange(sig) != 0) {
     std::signal(sig, SIG_DFL);
     std::raise(sig);
     return;
   }
-  g_stop_signal = sig;
   static const char msg[] =
       "\nstopping after the step in progress and writing a checkpoint (signal again to quit at once)\n";
   [[maybe_unused]] const ssize_t n = ::write(STDERR_FILENO, msg, sizeof msg - 1);
 }
 
-// Installs on_stop_signal for its lifetime; restores the handlers it replaced.
+// Installs on_stop_signal (and ignores SIGPIPE) for its lifetime; restores what it replaced.
 struct StopSignals {
   StopSignals() {
     g_stop_signal = 0;
     struct sigaction sa {};
     sa.sa_handler = on_stop_signal;
+    sa.sa_flags = SA_RESTART;  // the other threads' reads and writes go on
     sigemptyset(&sa.sa_mask);
-    ::sigaction(SIGINT, &sa, &old_int);
-    ::sigaction(SIGTERM, &sa, &old_term);
+    for (const int sig : {SIGINT, SIGTERM}) {
+      struct sigaction& old = sig == SIGINT ? old_int : old_term;
+      ::sigaction(sig, nullptr, &old);
+      if (old.sa_handler != SIG_IGN) ::sigaction(sig, &sa, nullptr);
+    }
+    struct sigaction ignore {};
+    ignore.sa_handler = SIG_IGN;
+    ::sigaction(SIGPIPE, &ignore, &old_pipe);
   }
   ~StopSignals() {
     ::sigaction(SIGINT, &old_int, nullptr);
     ::sigaction(SIGTERM, &old_term, nullptr);
+    ::sigaction(SIGPIPE, &old_pipe, nullptr);
   }
   StopSignals(const StopSignals&) = delete;
   StopSignals& operator=(const StopSignals&) = delete;
-  struct sigaction old_int {}, old_term {};
+  struct sigaction old_int {}, old_term {}, old_pipe {};
 };
 
+// The trainer's events as vgg_finetune's lines for people.
 TrainerHooks people_hooks(const TrainConfig& cfg, bool tty, Sequential& net) {
   TrainerHooks h;
   h.on_phase_start = [&cfg](int phase, const Phase& ph, Sequential& model) {

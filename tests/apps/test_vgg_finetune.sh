@@ -294,14 +294,19 @@ for trial in 1 2 3; do
   fi
 done
 
-# 8a. Ctrl-C (SIGINT) stops after the step in progress with a checkpoint there (exit 130), and
-# the same command resumes to the uninterrupted run's weights and metrics rows. While the run
+# 8a. Ctrl-C (SIGINT) stops after the step in progress, or at the epoch's checkpoint when it
+# comes during the epoch's end, with a checkpoint there (exit 130); the same command resumes
+# from that checkpoint to the uninterrupted run's weights and metrics rows. While the run
 # holds its model directory, a second run there is refused, naming the first's process.
+# (A script's `cmd &` starts with SIGINT ignored: the first run gets the default back
+# through exec from Python, as an interactive shell's job would have it.)
 LONG=(--image-size 32 --phase1-epochs 1 --phase2-epochs 5 --batch 4 --seed 7 --device cpu)
+wait_for() { for _ in $(seq 600); do grep -q "$1" "$2" && return; sleep 0.05; done; }
 "$B" train --data-dir "$W/data" --model-dir "$W/ilong" "${LONG[@]}" > "$W/ilong.log" 2>&1
-"$B" train --data-dir "$W/data" --model-dir "$W/i" "${LONG[@]}" > "$W/i1.log" 2>&1 &
+/usr/bin/python3 -c 'import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])' \
+  "$B" train --data-dir "$W/data" --model-dir "$W/i" "${LONG[@]}" > "$W/i1.log" 2>&1 &
 pid=$!
-for _ in $(seq 600); do grep -q "^epoch 1/5 (phase 2" "$W/i1.log" && break; sleep 0.05; done
+wait_for "^epoch 1/5 (phase 2" "$W/i1.log"
 kill -STOP $pid  # held mid-run, so the second run surely meets it
 "$B" train --data-dir "$W/data" --model-dir "$W/i" "${LONG[@]}" > "$W/i2.log" 2>&1
 second_rc=$?
@@ -309,17 +314,34 @@ kill -INT $pid
 kill -CONT $pid
 wait $pid
 first_rc=$?
+stopped_at=$(grep -o "^stopped by Ctrl-C after step [0-9]* (checkpoint [^)]*)" "$W/i1.log" | sed 's/.*(checkpoint \(.*\))/\1/')
 "$B" train --data-dir "$W/data" --model-dir "$W/i" "${LONG[@]}" > "$W/i3.log" 2>&1
 rows() { cut -d, -f1-3 "$1/metrics.csv" | tr '\n' ' '; }
 if [ $second_rc -eq 1 ] && grep -q "model directory '$W/i' is in use by another run (process $pid (vgg_finetune))" "$W/i2.log" &&
-   [ $first_rc -eq 130 ] && grep -q "^stopped by Ctrl-C after step [0-9]* (checkpoint .*ckpt-.*state.h5); run the same train command again" "$W/i1.log" &&
-   grep -q "resuming from" "$W/i3.log" && [ "$("$B" _digest --model-dir "$W/i" 2>&1)" = "$("$B" _digest --model-dir "$W/ilong" 2>&1)" ] &&
+   [ $first_rc -eq 130 ] && [ -n "$stopped_at" ] && grep -q "^resuming from $stopped_at:" "$W/i3.log" &&
+   [ "$("$B" _digest --model-dir "$W/i" 2>&1)" = "$("$B" _digest --model-dir "$W/ilong" 2>&1)" ] &&
    [ "$(rows "$W/i")" = "$(rows "$W/ilong")" ]; then
-  ok "Ctrl-C checkpoints and exits 130, a second run meanwhile is refused, the resume ends as the uninterrupted run"
+  ok "Ctrl-C checkpoints where it stops (${stopped_at##*/}) and exits 130, a second run meanwhile is refused, the resume from there ends as the uninterrupted run"
 else
-  bad "Ctrl-C: second run rc $second_rc, first rc $first_rc"; cat "$W/i2.log"; tail -3 "$W/i1.log"; tail -3 "$W/i3.log"
+  bad "Ctrl-C: second run rc $second_rc, first rc $first_rc, stopped at '$stopped_at'"; cat "$W/i2.log"; tail -3 "$W/i1.log"; tail -3 "$W/i3.log"
 fi
-rm -rf "$W/i" "$W/ilong"
+# Started with SIGINT ignored (a script's background job), a run keeps ignoring it; SIGTERM
+# stops it the same way.
+"$B" train --data-dir "$W/data" --model-dir "$W/j" "${LONG[@]}" > "$W/j.log" 2>&1 &
+pid=$!
+wait_for "^epoch 1/1 (phase 1" "$W/j.log"
+kill -INT $pid
+sleep 0.5
+kill -0 $pid 2> /dev/null && alive=1 || alive=0
+kill -TERM $pid
+wait $pid
+term_rc=$?
+if [ $alive = 1 ] && [ $term_rc -eq 130 ] && grep -q "^stopped by SIGTERM after step [0-9]* (checkpoint .*state.h5)" "$W/j.log"; then
+  ok "an ignored SIGINT stays ignored; SIGTERM checkpoints and exits 130"
+else
+  bad "SIGINT ignored / SIGTERM: alive after INT $alive, rc $term_rc"; tail -3 "$W/j.log"
+fi
+rm -rf "$W/i" "$W/ilong" "$W/j"
 
 # 8b. Checksums. A float of the newest checkpoint's conv1_2 weights overwritten with 3e38:
 # eval refuses in one line naming the file and the tensor; train warns, sets that checkpoint
