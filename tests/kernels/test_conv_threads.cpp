@@ -14,13 +14,16 @@ using namespace kiln;
 
 namespace {
 
-// Forward, and both gradients, of one convolution.
+// Forward, both gradients, and the fused conv + ReLU of frozen layers, of one convolution:
+// each lazily built primitive of the shape.
 std::vector<std::vector<float>> conv_pass(const Tensor& x0, const Tensor& w0) {
   Tensor x = x0.clone().set_requires_grad(true);
   Tensor w = w0.clone().set_requires_grad(true);
   const Tensor y = conv2d(x, w, Tensor(), Conv2dParams{1, 1, 1, 1});
   sum(mul(y, y)).backward();
-  return {y.to_vector<float>(), x.grad().to_vector<float>(), w.grad().to_vector<float>()};
+  const NoGradGuard frozen;
+  const Tensor r = conv2d_relu(x0, w0, Tensor(), Conv2dParams{1, 1, 1, 1});
+  return {y.to_vector<float>(), x.grad().to_vector<float>(), w.grad().to_vector<float>(), r.to_vector<float>()};
 }
 
 }  // namespace
