@@ -76,7 +76,7 @@ std::unique_ptr<dnnl::convolution_forward::primitive_desc> forward_pd(const Conv
     po.append_eltwise(1.0f, dnnl::algorithm::eltwise_relu, 0.0f, 0.0f);
     attr.set_post_ops(po);
   }
-  return std::make_unique<dnnl::convolution_forward::primitive_desc>(d, attr, onednn_engine());
+  return std::make_unique<dnnl::convolution_forward::primitive_desc>(d, user_scratchpad(attr), onednn_engine());
 }
 
 ConvPlan& plan_for(const ConvKey& k) {
@@ -137,6 +137,7 @@ void run_forward(ConvPlan& plan, const dnnl::convolution_forward::primitive_desc
   memory wm = adopt(pd.weights_desc(), plan.w_user_md, w.raw_data(), true);
   std::unordered_map<int, memory> args{{DNNL_ARG_SRC, xm}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DST, ym}};
   if (b.defined()) args.emplace(DNNL_ARG_BIAS, memory(plan.b_md, onednn_engine(), b.raw_data()));
+  const Scratchpad scratch(pd.scratchpad_desc(), args);
   fwd->execute(onednn_stream(), args);
   onednn_stream().wait();
 }
@@ -218,15 +219,17 @@ void CpuBackend::conv2d_backward_data(const Tensor& dy, const Tensor& w, const C
       memory::desc w_any({k.o, k.c, k.kh, k.kw}, data_type(k), tag::any);
       dnnl::convolution_backward_data::desc d(dnnl::algorithm::convolution_direct, plan.x_md, w_any, plan.y_md,
                                               plan.strides, plan.pad, plan.pad);
-      plan.bwd_data_pd = std::make_unique<dnnl::convolution_backward_data::primitive_desc>(d, onednn_engine(),
-                                                                                           backward_hint(plan, k));
+      plan.bwd_data_pd = std::make_unique<dnnl::convolution_backward_data::primitive_desc>(
+          d, user_scratchpad(), onednn_engine(), backward_hint(plan, k));
       plan.bwd_data = std::make_unique<dnnl::convolution_backward_data>(*plan.bwd_data_pd);
     }
     lock.unlock();
     memory dym(plan.y_md, onednn_engine(), dy.raw_data());
     memory dxm(plan.x_md, onednn_engine(), dx.raw_data());
     memory wm = adopt(plan.bwd_data_pd->weights_desc(), plan.w_user_md, w.raw_data(), true);
-    plan.bwd_data->execute(onednn_stream(), {{DNNL_ARG_DIFF_DST, dym}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DIFF_SRC, dxm}});
+    std::unordered_map<int, memory> args{{DNNL_ARG_DIFF_DST, dym}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DIFF_SRC, dxm}};
+    const Scratchpad scratch(plan.bwd_data_pd->scratchpad_desc(), args);
+    plan.bwd_data->execute(onednn_stream(), args);
     onednn_stream().wait();
   });
 }
@@ -241,8 +244,8 @@ void CpuBackend::conv2d_backward_filter(const Tensor& x, const Tensor& dy, const
       memory::desc w_any({kb.o, kb.c, kb.kh, kb.kw}, data_type(kb), tag::any);
       dnnl::convolution_backward_weights::desc d(dnnl::algorithm::convolution_direct, plan.x_md, w_any, plan.b_md,
                                                  plan.y_md, plan.strides, plan.pad, plan.pad);
-      plan.bwd_w_pd = std::make_unique<dnnl::convolution_backward_weights::primitive_desc>(d, onednn_engine(),
-                                                                                           backward_hint(plan, kb));
+      plan.bwd_w_pd = std::make_unique<dnnl::convolution_backward_weights::primitive_desc>(
+          d, user_scratchpad(), onednn_engine(), backward_hint(plan, kb));
       plan.bwd_w = std::make_unique<dnnl::convolution_backward_weights>(*plan.bwd_w_pd);
     }
     lock.unlock();
@@ -251,6 +254,7 @@ void CpuBackend::conv2d_backward_filter(const Tensor& x, const Tensor& dy, const
     memory dwm = adopt(plan.bwd_w_pd->diff_weights_desc(), plan.w_user_md, dw.raw_data(), false);
     std::unordered_map<int, memory> args{{DNNL_ARG_SRC, xm}, {DNNL_ARG_DIFF_DST, dym}, {DNNL_ARG_DIFF_WEIGHTS, dwm}};
     if (db.defined()) args.emplace(DNNL_ARG_DIFF_BIAS, memory(plan.b_md, onednn_engine(), db.raw_data()));
+    const Scratchpad scratch(plan.bwd_w_pd->scratchpad_desc(), args);
     plan.bwd_w->execute(onednn_stream(), args);
     if (plan.bwd_w_pd->diff_weights_desc() != plan.w_user_md) {
       memory user(plan.w_user_md, onednn_engine(), dw.raw_data());

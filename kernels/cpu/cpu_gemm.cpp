@@ -38,7 +38,7 @@ struct MatmulKey {
 };
 
 struct MatmulPlan {
-  dnnl::memory::desc a, b, bias, c;
+  dnnl::memory::desc a, b, bias, c, scratch;
   std::unique_ptr<dnnl::matmul> prim;
 };
 
@@ -56,7 +56,9 @@ MatmulPlan& matmul_plan(const MatmulKey& k) {
     plan->b = memory::desc({k.k, k.n}, t, k.b_t ? ft::ba : ft::ab);
     plan->bias = k.bias ? memory::desc({1, k.n}, t, ft::ab) : memory::desc();
     plan->c = memory::desc({k.m, k.n}, t, ft::ab);
-    const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(plan->a, plan->b, plan->bias, plan->c), onednn_engine());
+    const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(plan->a, plan->b, plan->bias, plan->c), user_scratchpad(),
+                                          onednn_engine());
+    plan->scratch = pd.scratchpad_desc();
     plan->prim = std::make_unique<dnnl::matmul>(pd);
     slot = std::move(plan);
   }
@@ -79,6 +81,7 @@ void run_matmul(const char* op, const MatmulKey& k, const void* a, const void* b
                                                   {DNNL_ARG_WEIGHTS, dnnl::memory(p.b, e, const_cast<void*>(b))},
                                                   {DNNL_ARG_DST, dnnl::memory(p.c, e, c)}};
     if (bias) args.emplace(DNNL_ARG_BIAS, dnnl::memory(p.bias, e, const_cast<void*>(bias)));
+    const Scratchpad scratch(p.scratch, args);
     p.prim->execute(onednn_stream(), args);
     onednn_stream().wait();
   });

@@ -44,6 +44,7 @@ TEST_CASE("threads meeting a new convolution shape build its primitives once and
     for (const auto& r : got) {
       REQUIRE(r.size() == ref.size());
       for (size_t i = 0; i < r.size(); ++i) {
+        INFO("output " << i << " (y, dx, dw, fused)");
         REQUIRE(r[i].size() == ref[i].size());
         CHECK(std::memcmp(r[i].data(), ref[i].data(), r[i].size() * sizeof(float)) == 0);
       }
