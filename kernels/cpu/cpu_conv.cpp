@@ -137,7 +137,7 @@ void run_forward(ConvPlan& plan, const dnnl::convolution_forward::primitive_desc
   memory wm = adopt(pd.weights_desc(), plan.w_user_md, w.raw_data(), true);
   std::unordered_map<int, memory> args{{DNNL_ARG_SRC, xm}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DST, ym}};
   if (b.defined()) args.emplace(DNNL_ARG_BIAS, memory(plan.b_md, onednn_engine(), b.raw_data()));
-  const Scratchpad scratch(pd.scratchpad_desc(), args);
+  add_scratchpad(pd.scratchpad_desc(), args);
   fwd->execute(onednn_stream(), args);
   onednn_stream().wait();
 }
@@ -228,7 +228,7 @@ void CpuBackend::conv2d_backward_data(const Tensor& dy, const Tensor& w, const C
     memory dxm(plan.x_md, onednn_engine(), dx.raw_data());
     memory wm = adopt(plan.bwd_data_pd->weights_desc(), plan.w_user_md, w.raw_data(), true);
     std::unordered_map<int, memory> args{{DNNL_ARG_DIFF_DST, dym}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DIFF_SRC, dxm}};
-    const Scratchpad scratch(plan.bwd_data_pd->scratchpad_desc(), args);
+    add_scratchpad(plan.bwd_data_pd->scratchpad_desc(), args);
     plan.bwd_data->execute(onednn_stream(), args);
     onednn_stream().wait();
   });
@@ -254,7 +254,7 @@ void CpuBackend::conv2d_backward_filter(const Tensor& x, const Tensor& dy, const
     memory dwm = adopt(plan.bwd_w_pd->diff_weights_desc(), plan.w_user_md, dw.raw_data(), false);
     std::unordered_map<int, memory> args{{DNNL_ARG_SRC, xm}, {DNNL_ARG_DIFF_DST, dym}, {DNNL_ARG_DIFF_WEIGHTS, dwm}};
     if (db.defined()) args.emplace(DNNL_ARG_DIFF_BIAS, memory(plan.b_md, onednn_engine(), db.raw_data()));
-    const Scratchpad scratch(plan.bwd_w_pd->scratchpad_desc(), args);
+    add_scratchpad(plan.bwd_w_pd->scratchpad_desc(), args);
     plan.bwd_w->execute(onednn_stream(), args);
     if (plan.bwd_w_pd->diff_weights_desc() != plan.w_user_md) {
       memory user(plan.w_user_md, onednn_engine(), dw.raw_data());

@@ -81,7 +81,7 @@ void run_matmul(const char* op, const MatmulKey& k, const void* a, const void* b
                                                   {DNNL_ARG_WEIGHTS, dnnl::memory(p.b, e, const_cast<void*>(b))},
                                                   {DNNL_ARG_DST, dnnl::memory(p.c, e, c)}};
     if (bias) args.emplace(DNNL_ARG_BIAS, dnnl::memory(p.bias, e, const_cast<void*>(bias)));
-    const Scratchpad scratch(p.scratch, args);
+    add_scratchpad(p.scratch, args);
     p.prim->execute(onednn_stream(), args);
     onednn_stream().wait();
   });

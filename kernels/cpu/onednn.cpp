@@ -1,5 +1,9 @@
 #include "kernels/cpu/onednn.h"
 
+#include <cstddef>
+#include <cstdlib>
+#include <memory>
+
 namespace kiln::cpu {
 
 dnnl::engine& onednn_engine() {
@@ -17,11 +21,18 @@ dnnl::primitive_attr user_scratchpad(dnnl::primitive_attr attr) {
   return attr;
 }
 
-Scratchpad::Scratchpad(const dnnl::memory::desc& md, std::unordered_map<int, dnnl::memory>& args) {
+void add_scratchpad(const dnnl::memory::desc& md, std::unordered_map<int, dnnl::memory>& args) {
   const size_t bytes = md.get_size();
   if (bytes == 0) return;
-  buf_ = Tensor::empty(Shape{static_cast<int64_t>(bytes)}, TensorOptions{DType::u8});
-  args.insert_or_assign(DNNL_ARG_SCRATCHPAD, dnnl::memory(md, onednn_engine(), buf_.raw_data()));
+  thread_local std::unique_ptr<std::byte[], void (*)(std::byte*)> buf(nullptr, [](std::byte* p) { std::free(p); });
+  thread_local size_t capacity = 0;
+  if (bytes > capacity) {
+    const size_t rounded = (bytes + 4095) / 4096 * 4096;  // aligned_alloc wants a multiple of the alignment
+    buf.reset(static_cast<std::byte*>(std::aligned_alloc(4096, rounded)));
+    KILN_CHECK(buf != nullptr, "oneDNN scratchpad: cannot allocate ", rounded, " bytes");
+    capacity = rounded;
+  }
+  args.insert_or_assign(DNNL_ARG_SCRATCHPAD, dnnl::memory(md, onednn_engine(), buf.get()));
 }
 
 }  // namespace kiln::cpu

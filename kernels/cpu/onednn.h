@@ -8,7 +8,6 @@
 #include <unordered_map>
 
 #include "core/error.h"
-#include "core/tensor.h"
 
 namespace kiln::cpu {
 
@@ -23,16 +22,11 @@ dnnl::stream& onednn_stream();
 // research code's threads; tests/kernels/test_conv_threads.cpp). Each call passes its own.
 dnnl::primitive_attr user_scratchpad(dnnl::primitive_attr attr = {});
 
-// A scratchpad for one execution of a primitive made with user_scratchpad: a buffer from
-// kiln's host allocator (which reuses freed blocks), added to the call's arguments when the
-// primitive needs one.
-class Scratchpad {
- public:
-  Scratchpad(const dnnl::memory::desc& md, std::unordered_map<int, dnnl::memory>& args);
-
- private:
-  Tensor buf_;
-};
+// Adds to `args` the scratchpad a primitive made with user_scratchpad needs (md: its
+// scratchpad_desc()): this thread's buffer, grown as needed and kept, so a call allocates
+// nothing once warm. The primitive must have finished (onednn_stream().wait()) before this
+// thread runs another.
+void add_scratchpad(const dnnl::memory::desc& md, std::unordered_map<int, dnnl::memory>& args);
 
 // Runs fn; a dnnl::error becomes kiln::Error "op: oneDNN failed (...) for <shapes()>".
 // shapes is called only then: the description costs nothing on the calls that succeed.
