@@ -19,7 +19,8 @@ dnnl::stream& onednn_stream();
 // Attributes for kiln's cached primitives: the scratchpad is the caller's (user mode). In
 // Debian's oneDNN 2.6 the library's own scratchpad is shared, so two threads running one
 // cached primitive at once wrote each other's partial results (wrong convolutions from
-// research code's threads; tests/kernels/test_conv_threads.cpp). Each call passes its own.
+// research code's threads; tests/kernels/test_conv_threads.cpp). Each thread passes its own
+// (add_scratchpad).
 dnnl::primitive_attr user_scratchpad(dnnl::primitive_attr attr = {});
 
 // Adds to `args` the scratchpad a primitive made with user_scratchpad needs (md: its
