@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# kiln_bench end to end, tiny and untimed in spirit (speed is never asserted): every CPU
+# kiln_bench end to end, tiny and untimed in spirit (speed is never asserted; --cache warm:
+# evicting the last-level cache before each of a small row's thousands of runs took most of
+# 15 minutes on a 2-core Sapphire Rapids with a large L3): every CPU
 # suite (the op table's too, --suite ops) runs at batch 1 with one repeat, every row's check must pass (kiln_bench exits 1
 # otherwise), --compare must find a PyTorch row for every kiln row, and the JSON must hold
 # what the chart script reads; a weak peer is flagged and a wrong one refused; bad
@@ -16,7 +18,7 @@ ok() { echo "ok   $*"; }
 bad() { echo "FAIL $*"; fails=$((fails + 1)); }
 
 # 1. Every suite, with its peer, into one JSON file.
-if "$B" --suite all --batch 1 --repeat 1 --warmup 0 --threads 2 --compare --data "$W/jpegs" --json "$W/all.json" \
+if "$B" --suite all --batch 1 --repeat 1 --warmup 0 --cache warm --threads 2 --compare --data "$W/jpegs" --json "$W/all.json" \
      > "$W/all.log" 2>&1; then
   ok "kiln_bench --suite all --compare: every check passed"
 else
@@ -71,7 +73,7 @@ fi
 
 # 1a. The step suite on ResNet-50 (--model): kiln's rows and torchvision's, matched by name,
 # with the head-only step's batch norms frozen on both sides.
-if "$B" --suite step --model resnet50 --batch 1 --repeat 1 --warmup 0 --threads 2 --compare --json "$W/resnet.json" \
+if "$B" --suite step --model resnet50 --batch 1 --repeat 1 --warmup 0 --cache warm --threads 2 --compare --json "$W/resnet.json" \
      > "$W/resnet.log" 2>&1 &&
    "$PY" - "$W/resnet.json" <<'PYEOF'
 import json, sys
@@ -89,7 +91,7 @@ REFBLAS=/usr/lib/x86_64-linux-gnu/blas/libblas.so.3
 if [ -e "$REFBLAS" ]; then
   printf '#!/bin/sh\nLD_LIBRARY_PATH=%s exec %s "$@"\n' "$(dirname "$REFBLAS")" "$PY" > "$W/py_refblas"
   chmod +x "$W/py_refblas"
-  KILN_PYTHON="$W/py_refblas" "$B" --suite copy --batch 1 --repeat 1 --warmup 0 --compare --json "$W/weak.json" \
+  KILN_PYTHON="$W/py_refblas" "$B" --suite copy --batch 1 --repeat 1 --warmup 0 --cache warm --compare --json "$W/weak.json" \
     > "$W/weak.log" 2>&1
   rows=$(grep -c "^copy/.* WEAK PEER$" "$W/weak.log")
   if [ "$rows" = 3 ] && grep -q "WARNING: WEAK PEER in copy" "$W/weak.log" &&
@@ -110,7 +112,7 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 PYEOF
 printf '#!/bin/sh\nexec %s %s "$@"\n' "$PY" "$W/bad_gemm.py" > "$W/py_badgemm"
 chmod +x "$W/py_badgemm"
-KILN_PYTHON="$W/py_badgemm" "$B" --suite copy --batch 1 --repeat 1 --warmup 0 --compare --json "$W/refused.json" \
+KILN_PYTHON="$W/py_badgemm" "$B" --suite copy --batch 1 --repeat 1 --warmup 0 --cache warm --compare --json "$W/refused.json" \
   > "$W/refused.log" 2>&1
 if grep -q "WRONG RESULTS from torch's fp32 GEMM" "$W/refused.log" && grep -q "comparison REFUSED" "$W/refused.log" &&
    ! grep -q "^kiln vs pytorch" "$W/refused.log" &&
