@@ -190,15 +190,20 @@ Tensor reshape(const Tensor& x, const Shape& shape_in) {
   checks::defined("reshape", "input x", x);
   std::vector<int64_t> dims = shape_in.dims();
   int64_t known = 1, infer = -1;
+  bool overflow = false, zero = false;
   for (size_t i = 0; i < dims.size(); ++i) {
     if (dims[i] == -1) {
       KILN_CHECK(infer < 0, "reshape: more than one -1 in ", shape_in);
       infer = static_cast<int64_t>(i);
     } else {
       KILN_CHECK(dims[i] >= 0, "reshape: negative extent in ", shape_in);
-      known *= dims[i];
+      zero = zero || dims[i] == 0;
+      overflow = __builtin_mul_overflow(known, dims[i], &known) || overflow;
     }
   }
+  // An empty shape is empty however large its other extents.
+  if (zero) known = 0;
+  KILN_CHECK(!overflow || zero, "reshape: shape ", shape_in, " has more than 2^63 - 1 elements");
   if (infer >= 0) {
     KILN_CHECK(known > 0 && x.numel() % known == 0, "reshape: cannot infer -1 in ", shape_in, " for ",
                x.description());
