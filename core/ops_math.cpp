@@ -189,21 +189,18 @@ Tensor make_view(const Tensor& x, const Shape& shape, size_t extra_offset_bytes)
 Tensor reshape(const Tensor& x, const Shape& shape_in) {
   checks::defined("reshape", "input x", x);
   std::vector<int64_t> dims = shape_in.dims();
-  int64_t known = 1, infer = -1;
-  bool overflow = false, zero = false;
+  int64_t infer = -1;
+  std::vector<int64_t> given;  // the extents besides the -1
   for (size_t i = 0; i < dims.size(); ++i) {
     if (dims[i] == -1) {
       KILN_CHECK(infer < 0, "reshape: more than one -1 in ", shape_in);
       infer = static_cast<int64_t>(i);
     } else {
       KILN_CHECK(dims[i] >= 0, "reshape: negative extent in ", shape_in);
-      zero = zero || dims[i] == 0;
-      overflow = __builtin_mul_overflow(known, dims[i], &known) || overflow;
+      given.push_back(dims[i]);
     }
   }
-  // An empty shape is empty however large its other extents.
-  if (zero) known = 0;
-  KILN_CHECK(!overflow || zero, "reshape: shape ", shape_in, " has more than 2^63 - 1 elements");
+  const int64_t known = Shape(std::move(given)).numel();  // refuses more than 2^63 - 1 elements
   if (infer >= 0) {
     KILN_CHECK(known > 0 && x.numel() % known == 0, "reshape: cannot infer -1 in ", shape_in, " for ",
                x.description());

@@ -12,12 +12,19 @@
 namespace kiln {
 namespace {
 
-std::shared_ptr<TensorImpl> make_impl(const Shape& shape, const TensorOptions& opt) {
+// The bytes a tensor of `shape` and `dtype` takes; a negative extent, more than 2^63 - 1
+// elements (Shape::numel) or more than 2^64 bytes is refused, never wrapped.
+size_t storage_bytes(const Shape& shape, DType dtype) {
   for (int64_t d : shape.dims()) KILN_CHECK(d >= 0, "tensor shape ", shape, " has a negative extent");
-  auto impl = std::make_shared<TensorImpl>();
   size_t bytes = 0;
-  KILN_CHECK(!__builtin_mul_overflow(static_cast<size_t>(shape.numel()), dtype_size(opt.dtype), &bytes), "a ",
-             dtype_name(opt.dtype), " tensor of shape ", shape, " would take more than 2^64 bytes");
+  KILN_CHECK(!__builtin_mul_overflow(static_cast<size_t>(shape.numel()), dtype_size(dtype), &bytes), "a ",
+             dtype_name(dtype), " tensor of shape ", shape, " would take more than 2^64 bytes");
+  return bytes;
+}
+
+std::shared_ptr<TensorImpl> make_impl(const Shape& shape, const TensorOptions& opt) {
+  const size_t bytes = storage_bytes(shape, opt.dtype);
+  auto impl = std::make_shared<TensorImpl>();
   Allocator* alloc = nullptr;
   if (opt.device.is_cpu()) {
     alloc = opt.pinned ? &pinned_host_allocator() : &host_allocator();
@@ -106,12 +113,9 @@ Tensor Tensor::from_vector(const std::vector<int64_t>& values, const Shape& shap
 
 Tensor Tensor::from_external(void* data, const Shape& shape, DType dtype, Device device,
                              std::function<void()> release) {
-  for (int64_t d : shape.dims()) KILN_CHECK(d >= 0, "tensor shape ", shape, " has a negative extent");
-  KILN_CHECK(data != nullptr || shape.numel() == 0, "from_external: null data for shape ", shape);
+  const size_t bytes = storage_bytes(shape, dtype);
+  KILN_CHECK(data != nullptr || bytes == 0, "from_external: null data for shape ", shape);
   auto impl = std::make_shared<TensorImpl>();
-  size_t bytes = 0;
-  KILN_CHECK(!__builtin_mul_overflow(static_cast<size_t>(shape.numel()), dtype_size(dtype), &bytes),
-             "from_external: a ", dtype_name(dtype), " tensor of shape ", shape, " would take more than 2^64 bytes");
   impl->storage = std::make_shared<Storage>(data, bytes, device, std::move(release));
   impl->shape = shape;
   impl->strides = shape.contiguous_strides();
