@@ -286,8 +286,7 @@ Trainer::Trainer(Sequential& model, const ModelSpec& spec, const io::Dataset& tr
   data_digest_ = samples_digest(train_);
   // Locked now when it exists, so that a caller loading a checkpoint before run() (kiln.train)
   // reads one no other run is writing.
-  if ((opt_.comm == nullptr || opt_.comm->rank() == 0) && std::filesystem::is_directory(opt_.model_dir))
-    dir_lock_.emplace(opt_.model_dir);
+  if (is_root() && std::filesystem::is_directory(opt_.model_dir)) dir_lock_.emplace(opt_.model_dir);
 }
 
 Trainer::~Trainer() = default;
@@ -297,7 +296,7 @@ TrainResult Trainer::run(const std::optional<io::CheckpointInfo>& resume) {
   std::filesystem::create_directories(opt_.model_dir, ec);
   KILN_CHECK(!ec && std::filesystem::is_directory(opt_.model_dir), "trainer: cannot create the model directory '",
              opt_.model_dir, "': ", ec ? ec.message() : "not a directory");
-  if (!dir_lock_ && (opt_.comm == nullptr || opt_.comm->rank() == 0)) dir_lock_.emplace(opt_.model_dir);
+  if (!dir_lock_ && is_root()) dir_lock_.emplace(opt_.model_dir);
   State s;
   s.resume = resume;
   s.lo = opt_.loader;
@@ -306,7 +305,7 @@ TrainResult Trainer::run(const std::optional<io::CheckpointInfo>& resume) {
   s.vlo.augment = false;
   s.elo = s.vlo;
   s.dist = opt_.comm != nullptr && opt_.comm->size() > 1;
-  s.root = opt_.comm == nullptr || opt_.comm->rank() == 0;
+  s.root = is_root();
   if (s.dist) {
     // Same model, recipe and data everywhere, then rank 0's weights everywhere. The feature
     // cache, calibration and the linear probe read the whole data set on every rank (the
@@ -585,12 +584,7 @@ bool Trainer::run_epoch(int64_t e, State& s) {
   }
   // A stop asked for during the epoch's evaluation or checkpoint: the epoch's checkpoint is
   // where it stops, before the next epoch's start (a feature cache, a probe) runs.
-  if (e + 1 < total && hooks_.should_stop && hooks_.should_stop()) {
-    s.result.interrupted = true;
-    if (hooks_.on_stop)
-      hooks_.on_stop(StopInfo{StopInfo::Kind::requested, s.global_step, e + 1, total, s.result.last_checkpoint});
-    return false;
-  }
+  if (e + 1 < total && hooks_.should_stop && hooks_.should_stop()) return stopped_on_request(s, e + 1);
   return true;
 }
 
@@ -810,14 +804,18 @@ bool Trainer::train_steps(int64_t e, State& s) {
       // epoch's evaluation and checkpoint, as the full run does.
       if (opt_.checkpoint_on_stop && !due)
         s.result.last_checkpoint = save(meta_at(e, s.batches_in_epoch, evaluated ? &mid : nullptr, s), s);
-      s.result.interrupted = true;
-      if (hooks_.on_stop)
-        hooks_.on_stop(StopInfo{StopInfo::Kind::requested, s.global_step, e, total_epochs(opt_.phases),
-                                s.result.last_checkpoint});
-      return false;
+      return stopped_on_request(s, e);
     }
   }
   return true;
+}
+
+bool Trainer::stopped_on_request(State& s, int64_t epochs_done) {
+  s.result.interrupted = true;
+  if (hooks_.on_stop)
+    hooks_.on_stop(StopInfo{StopInfo::Kind::requested, s.global_step, epochs_done, total_epochs(opt_.phases),
+                            s.result.last_checkpoint});
+  return false;
 }
 
 }  // namespace kiln

@@ -234,6 +234,10 @@ class Trainer {
   void start_phase(int number, State& s);
   HeadInitInfo fit_head(int number, State& s);
   EvalResult evaluate_now(State& s);
+  // Rank 0, or the only process: the one that writes the model directory.
+  bool is_root() const { return opt_.comm == nullptr || opt_.comm->rank() == 0; }
+  // A stop should_stop asked for, `epochs_done` epochs in: reported, and false (the run ends).
+  bool stopped_on_request(State& s, int64_t epochs_done);
   void check_weights_finite(const io::CheckpointMeta& meta, const State& s) const;
   void check_resume_data(const io::CheckpointInfo& resume) const;
   io::CheckpointMeta meta_at(int64_t epochs_done, int64_t batches_done, const EvalResult* val, const State& s) const;

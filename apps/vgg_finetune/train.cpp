@@ -672,8 +672,8 @@ TrainerHooks people_hooks(const TrainConfig& cfg, bool tty, Sequential& net) {
                   s.checkpoint.empty() ? "none: nothing was trained yet" : s.checkpoint.c_str());
     } else {
       std::printf("stopping after epoch %lld of %lld (%s) as --stop-after-epochs asks; run the train command "
-                  "again without it to resume to the end\n", static_cast<long long>(s.epochs_done), static_cast<long long>(s.total_epochs),
-                  phase_epoch(cfg, s.epochs_done).c_str());
+                  "again without it to resume to the end\n", static_cast<long long>(s.epochs_done),
+                  static_cast<long long>(s.total_epochs), phase_epoch(cfg, s.epochs_done).c_str());
     }
   };
   return h;
