@@ -5,7 +5,6 @@
 // accumulating in fp32 (brgconv/jit avx512_core_bf16 kernels where the CPU has them).
 #include <algorithm>
 #include <map>
-#include <mutex>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <sstream>
 #include <tuple>
@@ -34,26 +33,55 @@ struct ConvKey {
   }
 };
 
-// Everything oneDNN needs for one convolution shape, built lazily per direction.
+// A reorder between the filter's OHWI and the layout a primitive chose, built when first
+// run and kept: building one per call went through oneDNN's global primitive cache on
+// every call, from every thread.
+class Reorder {
+ public:
+  // to = from in to's layout.
+  void run(const memory& from, const memory& to) {
+    {
+      const auto lock = onednn_build_lock();
+      if (!prim_) {
+        pd_ = std::make_unique<dnnl::reorder::primitive_desc>(from, to, user_scratchpad());
+        prim_ = std::make_unique<dnnl::reorder>(*pd_);
+      }
+    }
+    std::unordered_map<int, memory> args{{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}};
+    add_scratchpad(pd_->scratchpad_desc(), args);
+    prim_->execute(onednn_stream(), args);
+  }
+
+ private:
+  std::unique_ptr<dnnl::reorder::primitive_desc> pd_;
+  std::unique_ptr<dnnl::reorder> prim_;
+};
+
+// A forward convolution: its descriptor, its primitive and its filter reorder.
+struct Forward {
+  std::unique_ptr<dnnl::convolution_forward::primitive_desc> pd;
+  std::unique_ptr<dnnl::convolution_forward> prim;
+  Reorder weights;
+};
+
+// Everything oneDNN needs for one convolution shape, built lazily per direction under
+// onednn_build_lock (two threads running one new shape build each once). Running a built
+// primitive needs no lock.
 struct ConvPlan {
   memory::desc x_md, w_user_md, b_md, y_md;
   memory::dims strides, pad;
-  std::unique_ptr<dnnl::convolution_forward::primitive_desc> fwd_pd;
-  std::unique_ptr<dnnl::convolution_forward> fwd;
+  Forward fwd;
   // bf16 only: the forward_training descriptor the backward primitives take as their hint
-  // (fwd_pd is built for inference there).
+  // (fwd is built for inference there).
   std::unique_ptr<dnnl::convolution_forward::primitive_desc> train_hint_pd;
   // conv2d_forward_relu: inference with ReLU as oneDNN's post-op (built when first asked).
-  std::unique_ptr<dnnl::convolution_forward::primitive_desc> fwd_relu_pd;
-  std::unique_ptr<dnnl::convolution_forward> fwd_relu;
+  Forward fwd_relu;
   std::unique_ptr<dnnl::convolution_backward_data::primitive_desc> bwd_data_pd;
   std::unique_ptr<dnnl::convolution_backward_data> bwd_data;
+  Reorder bwd_data_weights;
   std::unique_ptr<dnnl::convolution_backward_weights::primitive_desc> bwd_w_pd;
   std::unique_ptr<dnnl::convolution_backward_weights> bwd_w;
-  // Guards the lazy members above: two threads running one new shape build each once (the
-  // cache's lock covers finding the plan, not what is built in it later). Running a built
-  // primitive needs no lock.
-  std::mutex build_mu;
+  Reorder bwd_w_out;
 };
 
 ConvKey make_key(const Tensor& x, const Shape& wshape, const Shape& yshape, const Conv2dParams& p, bool bias) {
@@ -80,9 +108,8 @@ std::unique_ptr<dnnl::convolution_forward::primitive_desc> forward_pd(const Conv
 }
 
 ConvPlan& plan_for(const ConvKey& k) {
-  static std::mutex mu;
   static std::map<ConvKey, std::unique_ptr<ConvPlan>> cache;
-  std::lock_guard<std::mutex> lock(mu);
+  const auto lock = onednn_build_lock();
   auto& slot = cache[k];
   if (slot) return *slot;
   auto plan = std::make_unique<ConvPlan>();
@@ -96,27 +123,31 @@ ConvPlan& plan_for(const ConvKey& k) {
   // bf16's forward is built for inference (the frozen backbone's case, which oneDNN may run
   // faster); its backward gets a training descriptor of its own (backward_hint).
   const auto prop = k.bf16 ? dnnl::prop_kind::forward_inference : dnnl::prop_kind::forward_training;
-  onednn_guarded("conv2d", [&] { return k.str(); }, [&] { plan->fwd_pd = forward_pd(*plan, k, prop); });
+  onednn_guarded("conv2d", [&] { return k.str(); }, [&] { plan->fwd.pd = forward_pd(*plan, k, prop); });
   slot = std::move(plan);
   return *slot;
 }
 
 // The forward descriptor the backward primitives of plan are built against (called with
-// plan.build_mu held).
+// onednn_build_lock held).
 const dnnl::convolution_forward::primitive_desc& backward_hint(ConvPlan& plan, const ConvKey& k) {
-  if (!k.bf16) return *plan.fwd_pd;
+  if (!k.bf16) return *plan.fwd.pd;
   if (!plan.train_hint_pd) plan.train_hint_pd = forward_pd(plan, k, dnnl::prop_kind::forward_training);
   return *plan.train_hint_pd;
 }
 
 
-// A oneDNN memory over `md`: the user's buffer when the layouts agree, else a scratch
-// buffer filled (when `in`) by a reorder from the user's layout.
-memory adopt(const memory::desc& want, const memory::desc& user_md, void* user, bool in) {
-  memory user_mem(user_md, onednn_engine(), user);
-  if (want == user_md) return user_mem;
-  memory m(want, onednn_engine());
-  if (in) dnnl::reorder(user_mem, m).execute(onednn_stream(), user_mem, m);
+// A oneDNN memory in layout `want` for the user's buffer in `user_md`: the buffer itself
+// when the layouts agree, else a scratch buffer (for an output, reordered back after).
+memory in_layout(const memory::desc& want, const memory::desc& user_md, void* user) {
+  if (want == user_md) return memory(user_md, onednn_engine(), user);
+  return memory(want, onednn_engine());
+}
+
+// An input in layout `want`: the user's buffer, or a scratch copy made by `reorder`.
+memory adopt(Reorder& reorder, const memory::desc& want, const memory::desc& user_md, void* user) {
+  memory m = in_layout(want, user_md, user);
+  if (want != user_md) reorder.run(memory(user_md, onednn_engine(), user), m);
   return m;
 }
 
@@ -124,21 +155,21 @@ memory adopt(const memory::desc& want, const memory::desc& user_md, void* user, 
 
 namespace {
 
-// y = conv(x, w) + b through plan's forward primitive `fwd` (made from `pd` when first used).
-void run_forward(ConvPlan& plan, const dnnl::convolution_forward::primitive_desc& pd,
-                 std::unique_ptr<dnnl::convolution_forward>& fwd, const Tensor& x, const Tensor& w, const Tensor& b,
-                 Tensor& y) {
+// y = conv(x, w) + b through one of plan's forward convolutions (its primitive made from
+// its descriptor when first used).
+void run_forward(const ConvPlan& plan, Forward& f, const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y) {
   {
-    const std::lock_guard<std::mutex> lock(plan.build_mu);
-    if (!fwd) fwd = std::make_unique<dnnl::convolution_forward>(pd);
+    const auto lock = onednn_build_lock();
+    if (!f.prim) f.prim = std::make_unique<dnnl::convolution_forward>(*f.pd);
   }
+  const dnnl::convolution_forward::primitive_desc& pd = *f.pd;
   memory xm(plan.x_md, onednn_engine(), x.raw_data());
   memory ym(plan.y_md, onednn_engine(), y.raw_data());
-  memory wm = adopt(pd.weights_desc(), plan.w_user_md, w.raw_data(), true);
+  memory wm = adopt(f.weights, pd.weights_desc(), plan.w_user_md, w.raw_data());
   std::unordered_map<int, memory> args{{DNNL_ARG_SRC, xm}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DST, ym}};
   if (b.defined()) args.emplace(DNNL_ARG_BIAS, memory(plan.b_md, onednn_engine(), b.raw_data()));
   add_scratchpad(pd.scratchpad_desc(), args);
-  fwd->execute(onednn_stream(), args);
+  f.prim->execute(onednn_stream(), args);
   onednn_stream().wait();
 }
 
@@ -184,7 +215,7 @@ void flip_swap_channels(const float* w, int64_t o, int64_t kh, int64_t kw, int64
 void CpuBackend::conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p, Tensor& y) {
   const ConvKey k = make_key(x, w.shape(), y.shape(), p, b.defined());
   ConvPlan& plan = plan_for(k);
-  onednn_guarded("conv2d", [&] { return k.str(); }, [&] { run_forward(plan, *plan.fwd_pd, plan.fwd, x, w, b, y); });
+  onednn_guarded("conv2d", [&] { return k.str(); }, [&] { run_forward(plan, plan.fwd, x, w, b, y); });
 }
 
 bool CpuBackend::conv2d_forward_relu(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p,
@@ -193,10 +224,10 @@ bool CpuBackend::conv2d_forward_relu(const Tensor& x, const Tensor& w, const Ten
   ConvPlan& plan = plan_for(k);
   onednn_guarded("conv2d+relu", [&] { return k.str(); }, [&] {
     {
-      const std::lock_guard<std::mutex> lock(plan.build_mu);
-      if (!plan.fwd_relu_pd) plan.fwd_relu_pd = forward_pd(plan, k, dnnl::prop_kind::forward_inference, true);
+      const auto lock = onednn_build_lock();
+      if (!plan.fwd_relu.pd) plan.fwd_relu.pd = forward_pd(plan, k, dnnl::prop_kind::forward_inference, true);
     }
-    run_forward(plan, *plan.fwd_relu_pd, plan.fwd_relu, x, w, b, y);
+    run_forward(plan, plan.fwd_relu, x, w, b, y);
   });
   return true;
 }
@@ -209,12 +240,12 @@ void CpuBackend::conv2d_backward_data(const Tensor& dy, const Tensor& w, const C
     Tensor wt = Tensor::empty({k.c, k.kh, k.kw, k.o});
     flip_swap_channels(w.data<float>(), k.o, k.kh, k.kw, k.c, wt.data<float>());
     onednn_guarded("conv2d backward-data (as a forward convolution)", [&] { return k.str(); },
-                   [&] { run_forward(plan, *plan.fwd_pd, plan.fwd, dy, wt, Tensor(), dx); });
+                   [&] { run_forward(plan, plan.fwd, dy, wt, Tensor(), dx); });
     return;
   }
   ConvPlan& plan = plan_for(k);
   onednn_guarded("conv2d backward-data", [&] { return k.str(); }, [&] {
-    std::unique_lock<std::mutex> lock(plan.build_mu);
+    auto lock = onednn_build_lock();
     if (!plan.bwd_data) {
       memory::desc w_any({k.o, k.c, k.kh, k.kw}, data_type(k), tag::any);
       dnnl::convolution_backward_data::desc d(dnnl::algorithm::convolution_direct, plan.x_md, w_any, plan.y_md,
@@ -226,7 +257,7 @@ void CpuBackend::conv2d_backward_data(const Tensor& dy, const Tensor& w, const C
     lock.unlock();
     memory dym(plan.y_md, onednn_engine(), dy.raw_data());
     memory dxm(plan.x_md, onednn_engine(), dx.raw_data());
-    memory wm = adopt(plan.bwd_data_pd->weights_desc(), plan.w_user_md, w.raw_data(), true);
+    memory wm = adopt(plan.bwd_data_weights, plan.bwd_data_pd->weights_desc(), plan.w_user_md, w.raw_data());
     std::unordered_map<int, memory> args{{DNNL_ARG_DIFF_DST, dym}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DIFF_SRC, dxm}};
     add_scratchpad(plan.bwd_data_pd->scratchpad_desc(), args);
     plan.bwd_data->execute(onednn_stream(), args);
@@ -239,7 +270,7 @@ void CpuBackend::conv2d_backward_filter(const Tensor& x, const Tensor& dy, const
   const ConvKey kb = make_key(x, dw.shape(), dy.shape(), p, db.defined());
   ConvPlan& plan = plan_for(kb);
   onednn_guarded("conv2d backward-filter", [&] { return kb.str(); }, [&] {
-    std::unique_lock<std::mutex> lock(plan.build_mu);
+    auto lock = onednn_build_lock();
     if (!plan.bwd_w) {
       memory::desc w_any({kb.o, kb.c, kb.kh, kb.kw}, data_type(kb), tag::any);
       dnnl::convolution_backward_weights::desc d(dnnl::algorithm::convolution_direct, plan.x_md, w_any, plan.b_md,
@@ -251,14 +282,14 @@ void CpuBackend::conv2d_backward_filter(const Tensor& x, const Tensor& dy, const
     lock.unlock();
     memory xm(plan.x_md, onednn_engine(), x.raw_data());
     memory dym(plan.y_md, onednn_engine(), dy.raw_data());
-    memory dwm = adopt(plan.bwd_w_pd->diff_weights_desc(), plan.w_user_md, dw.raw_data(), false);
+    memory dwm = in_layout(plan.bwd_w_pd->diff_weights_desc(), plan.w_user_md, dw.raw_data());
     std::unordered_map<int, memory> args{{DNNL_ARG_SRC, xm}, {DNNL_ARG_DIFF_DST, dym}, {DNNL_ARG_DIFF_WEIGHTS, dwm}};
     if (db.defined()) args.emplace(DNNL_ARG_DIFF_BIAS, memory(plan.b_md, onednn_engine(), db.raw_data()));
     add_scratchpad(plan.bwd_w_pd->scratchpad_desc(), args);
     plan.bwd_w->execute(onednn_stream(), args);
     if (plan.bwd_w_pd->diff_weights_desc() != plan.w_user_md) {
       memory user(plan.w_user_md, onednn_engine(), dw.raw_data());
-      dnnl::reorder(dwm, user).execute(onednn_stream(), dwm, user);
+      plan.bwd_w_out.run(dwm, user);
     }
     onednn_stream().wait();
   });

@@ -8,7 +8,6 @@
 #include <cstring>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <sstream>
 #include <tuple>
 #include <unordered_map>
@@ -44,9 +43,8 @@ struct MatmulPlan {
 
 MatmulPlan& matmul_plan(const MatmulKey& k) {
   using dnnl::memory;
-  static std::mutex mu;
   static std::map<MatmulKey, std::unique_ptr<MatmulPlan>> cache;
-  std::lock_guard<std::mutex> lock(mu);
+  const auto lock = onednn_build_lock();
   std::unique_ptr<MatmulPlan>& slot = cache[k];
   if (!slot) {
     auto plan = std::make_unique<MatmulPlan>();

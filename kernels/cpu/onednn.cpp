@@ -16,6 +16,11 @@ dnnl::stream& onednn_stream() {
   return s;
 }
 
+std::unique_lock<std::mutex> onednn_build_lock() {
+  static std::mutex mu;
+  return std::unique_lock<std::mutex>(mu);
+}
+
 dnnl::primitive_attr user_scratchpad(dnnl::primitive_attr attr) {
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
   return attr;

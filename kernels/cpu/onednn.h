@@ -3,6 +3,7 @@
 // its shapes.
 #pragma once
 
+#include <mutex>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <string>
 #include <unordered_map>
@@ -15,6 +16,13 @@ namespace kiln::cpu {
 dnnl::engine& onednn_engine();
 // This thread's stream (in-order; kiln waits on it after each primitive).
 dnnl::stream& onednn_stream();
+
+// Held while kiln builds any oneDNN primitive or descriptor, and while it looks up or fills
+// its own caches of them. Two threads building at once meet in oneDNN 2.6's global
+// primitive cache, which ThreadSanitizer flagged (a cache key read in one thread while
+// another's insert was, as TSan sees it, unsynchronised; CI, 2026-12-03). Building happens
+// once per shape, so in steady state the lock is taken uncontended and held for a lookup.
+[[nodiscard]] std::unique_lock<std::mutex> onednn_build_lock();
 
 // Attributes for kiln's cached primitives: the scratchpad is the caller's (user mode). In
 // Debian's oneDNN 2.6 the library's own scratchpad is shared, so two threads running one
