@@ -72,6 +72,9 @@ struct CheckpointMeta {
   // Optional attributes: 0 in checkpoints written before them, which then compare as unknown.
   int64_t data_size = 0;
   uint32_t data_digest = 0;
+  // The batch size batches_done counts in (the global batch under data parallel). Optional
+  // attribute: 0, unknown, in checkpoints written before it.
+  int64_t batch_size = 0;
   PhiloxState init_gen, dropout_gen;
   std::string weights_file;  // file name inside the model directory
   // Version 3: the frozen parameters' file inside the model directory ("": weights_file

@@ -31,10 +31,15 @@ Loader::Loader(Dataset dataset, LoaderOptions options)
   KILN_CHECK(opt_.prefetch_batches > 0, "Loader: prefetch_batches must be positive, got ", opt_.prefetch_batches);
   KILN_CHECK(opt_.crop > 0 && opt_.resize_shorter >= 0, "Loader: crop ", opt_.crop, " must be positive and resize ",
              opt_.resize_shorter, " non-negative");
-  batches_per_epoch_ = opt_.drop_last ? n / opt_.batch_size : (n + opt_.batch_size - 1) / opt_.batch_size;
+  batches_per_epoch_ = epoch_batches(n, opt_);
   KILN_CHECK(batches_per_epoch_ > 0, "Loader: drop_last with batch_size ", opt_.batch_size, " > ", n,
              " samples leaves no batch");
+  KILN_CHECK(opt_.start_batch >= 0 && opt_.start_batch < batches_per_epoch_, "Loader: start_batch ",
+             opt_.start_batch, " is not a batch of an epoch of ", batches_per_epoch_, " batches (", n,
+             " samples, batch_size ", opt_.batch_size, ")");
   epoch_ = opt_.start_epoch;
+  // Jobs count batches from the start of start_epoch: the skipped ones are never built.
+  next_job_ = consumed_ = served_in_epoch_ = opt_.start_batch;
   bytes_ = opt_.convert_at == LoaderOptions::ConvertAt::device ||
            (opt_.convert_at == LoaderOptions::ConvertAt::auto_ && !opt_.device.is_cpu());
   atlas_wanted_ = bytes_ && opt_.augment_on_device && opt_.cache_bytes > 0;
@@ -53,6 +58,10 @@ Loader::~Loader() {
   }
   work_cv_.notify_all();
   for (auto& t : workers_) t.join();
+}
+
+int64_t epoch_batches(int64_t samples, const LoaderOptions& opt) {
+  return opt.drop_last ? samples / opt.batch_size : (samples + opt.batch_size - 1) / opt.batch_size;
 }
 
 ShardRange shard_of(int64_t batch_begin, int64_t batch_end, int rank, int count) {

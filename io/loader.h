@@ -43,6 +43,9 @@ struct LoaderOptions {
   bool augment = true;        // training: random crop + random flip; false: central crop
   uint64_t seed = 0;
   uint64_t start_epoch = 0;   // resume here: the same order and crops as the full run's epoch
+  // ... and at this batch of it (0 <= start_batch < the epoch's batches): a mid-epoch resume
+  // serves the rest of the epoch without decoding the batches its checkpoint trained on.
+  int64_t start_batch = 0;
   bool drop_last = false;     // drop the last, short batch of an epoch
   int resize_shorter = 256;   // shorter side first resized to this (0: only if smaller than the crop)
   int crop = 224;
@@ -75,6 +78,9 @@ struct ShardRange {
   int64_t begin = 0, end = 0;
 };
 ShardRange shard_of(int64_t batch_begin, int64_t batch_end, int rank, int count);
+
+// Batches in an epoch of `samples` samples under `opt` (its batch_size and drop_last).
+int64_t epoch_batches(int64_t samples, const LoaderOptions& opt);
 
 struct Batch {
   Tensor images;       // [n, crop, crop, 3] float32 on LoaderOptions::device (NHWC)

@@ -232,6 +232,29 @@ struct Trainer::State {
 
 namespace {
 
+int64_t total_epochs(const std::vector<Phase>& phases) {
+  int64_t total = 0;
+  for (const Phase& p : phases) total += p.epochs;
+  return total;
+}
+
+// The batch epoch e starts at: a mid-epoch checkpoint's batches_done in the epoch it
+// resumes, else 0. A mid-epoch checkpoint counts batches of its run's size: of another size
+// (or, from a checkpoint too old to say, past this epoch's end) they are other images.
+int64_t resume_batch(int64_t e, const std::optional<io::CheckpointInfo>& resume, int64_t start_epoch,
+                     int64_t batch_size, int64_t epoch_batches) {
+  if (!resume || e != start_epoch || resume->meta.batches_done == 0) return 0;
+  const io::CheckpointMeta& m = resume->meta;
+  const char* advice = "; or move that checkpoint's files aside to resume from the last epoch's end";
+  KILN_CHECK(m.batch_size == 0 || m.batch_size == batch_size, "trainer: checkpoint '", resume->state_path,
+             "' stopped ", m.batches_done, " batches of ", m.batch_size, " into epoch ", e + 1,
+             ", and this run's batches are of ", batch_size, ": resume with batch size ", m.batch_size, advice);
+  KILN_CHECK(m.batches_done > 0 && m.batches_done < epoch_batches, "trainer: checkpoint '", resume->state_path,
+             "' stopped ", m.batches_done, " batches into epoch ", e + 1, ", but this run's epoch has ",
+             epoch_batches, " batches (was the batch size changed?): resume with the run's batch size", advice);
+  return m.batches_done;
+}
+
 // The model, its spec and the data must agree before anything runs: a registered model run
 // under another's name would be checkpointed as that one (and refuse every resume), a head
 // sized for other classes trains outputs no data has, and splits labelled by different
@@ -303,6 +326,7 @@ TrainResult Trainer::run(const std::optional<io::CheckpointInfo>& resume) {
   s.vlo = opt_.loader;
   s.vlo.shuffle = false;
   s.vlo.augment = false;
+  s.vlo.start_batch = 0;
   s.elo = s.vlo;
   s.dist = opt_.comm != nullptr && opt_.comm->size() > 1;
   s.root = is_root();
@@ -332,8 +356,7 @@ TrainResult Trainer::run(const std::optional<io::CheckpointInfo>& resume) {
     const BatchNormCalibration c = calibrate_batch_norm(model_, train_, s.vlo);
     if (c.layers > 0 && hooks_.on_batch_norm_calibrated) hooks_.on_batch_norm_calibrated(c);
   }
-  int64_t total = 0;
-  for (const Phase& p : opt_.phases) total += p.epochs;
+  const int64_t total = total_epochs(opt_.phases);
   for (int64_t e = s.start_epoch; e < total; ++e)
     if (!run_epoch(e, s)) return s.result;
   s.result.finished = true;
@@ -380,6 +403,8 @@ void Trainer::begin_phase(int64_t e, State& s) {
     // and the training loader must start at the epoch it first serves.
     if (!s.train_loader) {
       s.lo.start_epoch = static_cast<uint64_t>(e);
+      s.lo.start_batch =
+          resume_batch(e, s.resume, s.start_epoch, s.lo.batch_size, io::epoch_batches(static_cast<int64_t>(train_.size()), s.lo));
       s.train_loader = std::make_unique<io::Loader>(train_, s.lo);
     }
     if (!s.val_loader) s.val_loader = std::make_unique<io::Loader>(val_, s.elo);
@@ -478,6 +503,7 @@ io::CheckpointMeta Trainer::meta_at(int64_t epochs_done, int64_t batches_done, c
   if (meta.classes.empty()) meta.classes = train_.classes;
   meta.data_size = static_cast<int64_t>(train_.size());
   meta.data_digest = data_digest_;
+  meta.batch_size = s.lo.batch_size;
   meta.epochs_done = epochs_done;
   meta.batches_done = batches_done;
   meta.global_step = s.global_step;
@@ -497,16 +523,6 @@ io::CheckpointMeta Trainer::meta_at(int64_t epochs_done, int64_t batches_done, c
   return meta;
 }
 
-namespace {
-
-int64_t total_epochs(const std::vector<Phase>& phases) {
-  int64_t total = 0;
-  for (const Phase& p : phases) total += p.epochs;
-  return total;
-}
-
-}  // namespace
-
 bool Trainer::run_epoch(int64_t e, State& s) {
   int64_t first = 0;  // the phase's first epoch
   s.phase = 0;
@@ -525,17 +541,12 @@ bool Trainer::run_epoch(int64_t e, State& s) {
   const int64_t batch = s.lo.batch_size;
   if (s.cached) s.order = epoch_order_of(train_, s.lo, e);
   s.steps = s.cached ? (static_cast<int64_t>(s.order.size()) + batch - 1) / batch : s.train_loader->batches_per_epoch();
-  if (s.resume && e == s.start_epoch && s.resume->meta.batches_done > 0) {
-    // A mid-epoch checkpoint: skip the batches it already trained on. Batch contents depend
-    // only on (seed, epoch, index), so the rest of the epoch is what the full run saw.
+  if (resume_batch(e, s.resume, s.start_epoch, batch, s.steps) > 0) {
+    // A mid-epoch checkpoint: skip the batches it already trained on (the loader was built
+    // to start after them). Batch contents depend only on (seed, epoch, index), so the rest
+    // of the epoch is what the full run saw.
     const io::CheckpointMeta& m = s.resume->meta;
-    if (s.cached) {
-      s.order_at = std::min(s.order.size(), static_cast<size_t>(m.batches_done * batch));
-    } else {
-      for (int64_t k = 0; k < m.batches_done; ++k)
-        KILN_CHECK(s.train_loader->next().has_value(), "checkpoint '", s.resume->state_path, "' is ", m.batches_done,
-                   " batches into epoch ", e + 1, " but the epoch has only ", k, " (was the training data changed?)");
-    }
+    if (s.cached) s.order_at = static_cast<size_t>(m.batches_done * batch);
     s.batches_in_epoch = m.batches_done;
     s.loss_sum = m.epoch_loss_sum;
     s.correct = m.epoch_correct;

@@ -161,6 +161,7 @@ TEST_CASE("a Trainer runs any Sequential's phases and resumes mid-epoch bit for 
     const io::ResumeChoice choice = io::newest_intact_checkpoint(tb.model_dir);
     REQUIRE(choice.checkpoint);
     CHECK(choice.checkpoint->meta.batches_done == 1);
+    CHECK(choice.checkpoint->meta.batch_size == 3);
     CHECK(choice.checkpoint->meta.arch == "vgg16");
     Generator g3(99);
     auto c = tiny_net(g3);
@@ -170,6 +171,10 @@ TEST_CASE("a Trainer runs any Sequential's phases and resumes mid-epoch bit for 
     other.run.image_size = 32;
     REQUIRE_THROWS_WITH(Trainer(*c, spec, train, val, other).run(choice.checkpoint),
                         Contains("was trained with image size 16, not this run's 32"));
+    TrainerOptions bigger = tb;  // its one batch done would be other images in batches of 4
+    bigger.loader.batch_size = 4;
+    REQUIRE_THROWS_WITH(Trainer(*c, spec, train, val, bigger).run(choice.checkpoint),
+                        Contains("stopped 1 batches of 3 into epoch 2, and this run's batches are of 4"));
     const TrainResult rc = Trainer(*c, spec, train, val, tb).run(choice.checkpoint);
     CHECK(rc.finished);
     for (const ParameterRef& p : a->parameters())
