@@ -16,6 +16,10 @@ namespace {
 // Reductions sum fixed-size blocks in double, then the blocks in order: the result does
 // not depend on the thread count, so runs are bit-reproducible on any machine.
 constexpr int64_t kReduceBlock = 8192;
+// Within a block, element i goes to running sum i % kReduceLanes and the lanes are added
+// pairwise at the end: a fixed order still, but independent adds that vectorise. One chain
+// of double adds ran at ~4.5 GB/s on 2 threads (an add's latency per element).
+constexpr int kReduceLanes = 16;
 
 template <typename Fn>
 double blocked_sum(int64_t n, Fn&& term) {
@@ -23,10 +27,15 @@ double blocked_sum(int64_t n, Fn&& term) {
   std::vector<double> partial(static_cast<size_t>(blocks), 0.0);
 #pragma omp parallel for schedule(static) if (blocks > 1)
   for (int64_t b = 0; b < blocks; ++b) {
-    double s = 0;
-    const int64_t end = std::min(n, (b + 1) * kReduceBlock);
-    for (int64_t i = b * kReduceBlock; i < end; ++i) s += term(i);
-    partial[static_cast<size_t>(b)] = s;
+    double lane[kReduceLanes] = {};
+    const int64_t begin = b * kReduceBlock, end = std::min(n, begin + kReduceBlock);
+    int64_t i = begin;
+    for (; i + kReduceLanes <= end; i += kReduceLanes)
+      for (int j = 0; j < kReduceLanes; ++j) lane[j] += term(i + j);
+    for (int j = 0; i < end; ++i, ++j) lane[j] += term(i);
+    for (int w = kReduceLanes / 2; w > 0; w /= 2)
+      for (int j = 0; j < w; ++j) lane[j] += lane[j + w];
+    partial[static_cast<size_t>(b)] = lane[0];
   }
   double total = 0;
   for (double s : partial) total += s;

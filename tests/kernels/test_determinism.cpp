@@ -5,6 +5,8 @@
 // checked here on the CPU against the CPU backend's scatter, so the GPU kernel that calls
 // it is tested before any GPU runs it.
 #include <catch2/catch.hpp>
+#include <omp.h>
+
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -56,6 +58,38 @@ Tensor pool_grad(const Tensor& x, const Tensor& up, const Pool2dParams& p) {
 }
 
 }  // namespace
+
+TEST_CASE("sums over many blocks match a long-double sum and give the same bits on 1 or 2 threads",
+          "[determinism][ops]") {
+  // Three 8192-element blocks and a tail that fills no 16-lane row: every path of the
+  // blocked, laned sum (kernels/cpu/cpu_elementwise.cpp).
+  Generator g(3);
+  const Tensor x = Tensor::normal(Shape{3 * 8192 + 37}, 1.0f, 2.0f, g);
+  const std::vector<float> v = x.to_vector<float>();
+  long double ref = 0, ref_sq = 0;
+  for (const float f : v) {
+    ref += f;
+    ref_sq += static_cast<long double>(f) * f;
+  }
+  const int threads = omp_get_max_threads();
+  std::vector<float> got;
+  for (const int t : {1, 2}) {
+    omp_set_num_threads(t);
+    got.push_back(sum(x).to_vector<float>()[0]);
+    got.push_back(mean(x).to_vector<float>()[0]);
+    got.push_back(l2_penalty(std::vector<Tensor>{x}, 2.0f).to_vector<float>()[0]);  // the sum of squares
+  }
+  omp_set_num_threads(threads);
+  // Summed in double, rounded once to float: within float rounding of the exact values.
+  const auto n = static_cast<long double>(v.size());
+  const auto near = [](float got, long double want) {
+    return std::fabs(static_cast<double>(got) - static_cast<double>(want)) <= 1e-7 * std::fabs(static_cast<double>(want));
+  };
+  CHECK(near(got[0], ref));
+  CHECK(near(got[1], ref / n));
+  CHECK(near(got[2], ref_sq));
+  for (size_t i = 0; i < 3; ++i) CHECK(std::memcmp(&got[i], &got[i + 3], sizeof(float)) == 0);
+}
 
 TEST_CASE("the max-pool gradient gathered per input equals the CPU backend's scatter, bit for bit",
           "[ops][pool][determinism]") {
