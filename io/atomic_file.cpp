@@ -102,13 +102,14 @@ std::string lock_holder(dev_t dev, ino_t ino) {
   return "";
 }
 
-// This process's directory locks, by device and inode: the locked descriptor and how many
-// DirLocks share it, both changed only under the mutex (a DirLock ending while another
-// starts must not meet a descriptor about to close).
+// This process's directory locks, by device and inode: the locked descriptor, how many
+// DirLocks share it and whether one is its writer, all changed only under the mutex (a
+// DirLock ending while another starts must not meet a descriptor about to close).
 struct HeldLocks {
   struct Held {
     int fd = -1;
     int users = 0;
+    bool writer = false;
   };
   std::mutex mu;
   std::map<std::pair<dev_t, ino_t>, Held> by_dir;
@@ -121,7 +122,7 @@ HeldLocks& held_locks() {
 
 }  // namespace
 
-DirLock::DirLock(const std::string& dir, const std::string& what) {
+DirLock::DirLock(const std::string& dir, const std::string& what, Role role) {
   HeldLocks& h = held_locks();
   const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   KILN_CHECK(fd >= 0, "cannot open ", what, " '", dir, "' to lock it: ", std::strerror(errno));
@@ -134,9 +135,14 @@ DirLock::DirLock(const std::string& dir, const std::string& what) {
   const std::lock_guard<std::mutex> guard(h.mu);
   const std::pair<dev_t, ino_t> key{st.st_dev, st.st_ino};
   const auto it = h.by_dir.find(key);
-  if (it != h.by_dir.end()) {  // this process holds it already: share
+  const bool writer = role == Role::writer;
+  if (it != h.by_dir.end()) {  // this process holds it already: share, but not between writers
     ::close(fd);
+    KILN_CHECK(!(writer && it->second.writer), what, " '", dir,
+               "' is in use by another run in this process, which writes its checkpoints there; give each run "
+               "its own directory");
     ++it->second.users;
+    it->second.writer = it->second.writer || writer;
   } else {
     if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
       const int err = errno;
@@ -146,21 +152,26 @@ DirLock::DirLock(const std::string& dir, const std::string& what) {
       KILN_FAIL(what, " '", dir, "' is in use by another run (", holder.empty() ? "another process" : holder,
                 "), which writes its checkpoints there; wait for it to end, stop it, or use another directory");
     }
-    h.by_dir[key] = HeldLocks::Held{fd, 1};
+    h.by_dir[key] = HeldLocks::Held{fd, 1, writer};
   }
   dev_ = st.st_dev;
   ino_ = st.st_ino;
   locked_ = true;
+  writer_ = writer;
 }
 
-DirLock::DirLock(DirLock&& o) noexcept : dev_(o.dev_), ino_(o.ino_), locked_(o.locked_) { o.locked_ = false; }
+DirLock::DirLock(DirLock&& o) noexcept : dev_(o.dev_), ino_(o.ino_), locked_(o.locked_), writer_(o.writer_) {
+  o.locked_ = false;
+}
 
 DirLock::~DirLock() {
   if (!locked_) return;
   HeldLocks& h = held_locks();
   const std::lock_guard<std::mutex> guard(h.mu);
   const auto it = h.by_dir.find({dev_, ino_});
-  if (it == h.by_dir.end() || --it->second.users > 0) return;
+  if (it == h.by_dir.end()) return;
+  if (writer_) it->second.writer = false;
+  if (--it->second.users > 0) return;
   ::close(it->second.fd);  // releases the flock
   h.by_dir.erase(it);
 }

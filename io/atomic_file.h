@@ -32,13 +32,18 @@ void write_file_atomic(const std::string& path, const std::string& text);
 // refused, since two runs there would prune and pair each other's checkpoint files. An
 // advisory lock (flock) on the directory itself: nothing is created, and the kernel drops
 // it when the process ends, killed or not. Taken again in the same process (vgg_finetune,
-// then its Trainer), the one lock is shared. On a file system without flock (some network
+// then its Trainer), the one lock is shared; but one process holds one writer of a
+// directory at a time (two Trainers there, from research code's threads, would prune each
+// other's checkpoints as two processes would). On a file system without flock (some network
 // mounts) the run goes on unlocked.
 class DirLock {
  public:
+  // writer: the one that writes the directory (a Trainer); shared: around it (the app).
+  enum class Role { shared, writer };
   // Locks `dir`, which must exist; refused (kiln::Error naming the holder's process) when
-  // another process holds it. `what` names the directory in that message ("model directory").
-  explicit DirLock(const std::string& dir, const std::string& what = "model directory");
+  // another process holds it, or for a writer when this process has one already. `what`
+  // names the directory in those messages ("model directory").
+  explicit DirLock(const std::string& dir, const std::string& what = "model directory", Role role = Role::shared);
   ~DirLock();
   DirLock(DirLock&& o) noexcept;
   DirLock(const DirLock&) = delete;
@@ -50,6 +55,7 @@ class DirLock {
   dev_t dev_ = 0;  // the directory's device and inode: this process's lock of it
   ino_t ino_ = 0;
   bool locked_ = false;
+  bool writer_ = false;
 };
 
 }  // namespace kiln::io

@@ -309,7 +309,8 @@ Trainer::Trainer(Sequential& model, const ModelSpec& spec, const io::Dataset& tr
   data_digest_ = samples_digest(train_);
   // Locked now when it exists, so that a caller loading a checkpoint before run() (kiln.train)
   // reads one no other run is writing.
-  if (is_root() && std::filesystem::is_directory(opt_.model_dir)) dir_lock_.emplace(opt_.model_dir);
+  if (is_root() && std::filesystem::is_directory(opt_.model_dir))
+    dir_lock_.emplace(opt_.model_dir, "model directory", io::DirLock::Role::writer);
 }
 
 Trainer::~Trainer() = default;
@@ -319,7 +320,7 @@ TrainResult Trainer::run(const std::optional<io::CheckpointInfo>& resume) {
   std::filesystem::create_directories(opt_.model_dir, ec);
   KILN_CHECK(!ec && std::filesystem::is_directory(opt_.model_dir), "trainer: cannot create the model directory '",
              opt_.model_dir, "': ", ec ? ec.message() : "not a directory");
-  if (!dir_lock_ && is_root()) dir_lock_.emplace(opt_.model_dir);
+  if (!dir_lock_ && is_root()) dir_lock_.emplace(opt_.model_dir, "model directory", io::DirLock::Role::writer);
   State s;
   s.resume = resume;
   s.lo = opt_.loader;

@@ -100,7 +100,8 @@ TEST_CASE("is_temporary_name knows what a killed writer leaves", "[atomic_file]"
   CHECK_FALSE(io::is_temporary_name(".tmp"));
 }
 
-TEST_CASE("DirLock refuses a directory another process holds, shares it within one, and lets go", "[atomic_file]") {
+TEST_CASE("DirLock refuses a directory another process holds, shares it within one but for writers, and lets go",
+          "[atomic_file]") {
   TempDir t;
   {
     const io::DirLock a(t.dir);
@@ -119,6 +120,16 @@ TEST_CASE("DirLock refuses a directory another process holds, shares it within o
   ::close(fd);  // the holder ends
   const io::DirLock c(t.dir);
   CHECK(c.locked());
+  {
+    // One writer per process (a Trainer), beside any shared holders (the app around it).
+    const io::DirLock w(t.dir, "model directory", io::DirLock::Role::writer);
+    CHECK_THROWS_WITH(io::DirLock(t.dir, "model directory", io::DirLock::Role::writer),
+                      Contains("model directory '" + t.dir + "' is in use by another run in this process"));
+    const io::DirLock shared(t.dir);
+    CHECK(shared.locked());
+  }
+  const io::DirLock w2(t.dir, "model directory", io::DirLock::Role::writer);  // the first writer ended
+  CHECK(w2.locked());
   CHECK_THROWS_WITH(io::DirLock(t.dir + "/missing"), Contains("cannot open model directory"));
 }
 

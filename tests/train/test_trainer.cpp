@@ -428,4 +428,14 @@ TEST_CASE("a Trainer refuses a model, head or labelling that does not fit the ru
   REQUIRE_THROWS_WITH(Trainer(*vgg11, find_model_spec("vgg11"), train, val2, t).run(std::nullopt),
                       Contains("labelled by other classes"));
   CHECK_FALSE(std::filesystem::exists(root + "/run"));
+  // Two Trainers of one process on one directory (research code's threads): the second is
+  // refused while the first holds it.
+  std::filesystem::create_directories(t.model_dir);
+  auto net = tiny_net(g);
+  {
+    const Trainer first(*net, find_model_spec("vgg16"), train, val, t);
+    REQUIRE_THROWS_WITH(Trainer(*net, find_model_spec("vgg16"), train, val, t),
+                        Contains("is in use by another run in this process"));
+  }
+  CHECK_NOTHROW(Trainer(*net, find_model_spec("vgg16"), train, val, t));  // the first one ended
 }
