@@ -85,6 +85,9 @@
 #   softmax/cross-entropy and batch norm are built with -fmad=false (bit-equal to the CPU's
 #   kernels/common math), graph replay's out-of-memory retry also trims graph memory, and a
 #   legacy-API convolution over 2^31 - 1 elements is refused with the batch that fits.
+# - 2026-12-03, session 11 (no GPU either): no CUDA code changed. A mid-epoch resume now
+#   starts the loader at the checkpoint's batch (nothing decoded for the batches skipped),
+#   which the resume section exercises; it dry-ran here (KILN_CHECK_DEVICE=cpu) bit-identical.
 set -uo pipefail
 PACK=${1:-.gpu}
 OUT=${OUT:-/tmp/kiln_gpu}
