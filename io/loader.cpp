@@ -23,7 +23,6 @@ Loader::Loader(Dataset dataset, LoaderOptions options)
   const int64_t n = static_cast<int64_t>(dataset_.size());
   KILN_CHECK(n > 0, "Loader: dataset '", dataset_.root, "' has no samples");
   KILN_CHECK(n < (int64_t{1} << 32), "Loader: ", n, " samples; at most 2^32 supported");
-  KILN_CHECK(opt_.batch_size > 0, "Loader: batch_size must be positive, got ", opt_.batch_size);
   KILN_CHECK(opt_.num_workers > 0, "Loader: num_workers must be 1 or more, got ", opt_.num_workers,
              " (images are decoded on worker threads; 1 is the nearest to a PyTorch DataLoader's 0)");
   KILN_CHECK(opt_.shard_count >= 1 && opt_.shard_rank >= 0 && opt_.shard_rank < opt_.shard_count, "Loader: shard ",
@@ -34,8 +33,9 @@ Loader::Loader(Dataset dataset, LoaderOptions options)
   batches_per_epoch_ = epoch_batches(n, opt_);
   KILN_CHECK(batches_per_epoch_ > 0, "Loader: drop_last with batch_size ", opt_.batch_size, " > ", n,
              " samples leaves no batch");
-  KILN_CHECK(opt_.start_batch >= 0 && opt_.start_batch < batches_per_epoch_, "Loader: start_batch ",
-             opt_.start_batch, " is not a batch of an epoch of ", batches_per_epoch_, " batches (", n,
+  // start_batch == the epoch's batches: nothing of start_epoch is left to serve.
+  KILN_CHECK(opt_.start_batch >= 0 && opt_.start_batch <= batches_per_epoch_, "Loader: start_batch ",
+             opt_.start_batch, " is outside 0..", batches_per_epoch_, ", the batches of an epoch (", n,
              " samples, batch_size ", opt_.batch_size, ")");
   epoch_ = opt_.start_epoch;
   // Jobs count batches from the start of start_epoch: the skipped ones are never built.
@@ -61,6 +61,7 @@ Loader::~Loader() {
 }
 
 int64_t epoch_batches(int64_t samples, const LoaderOptions& opt) {
+  KILN_CHECK(opt.batch_size > 0, "Loader: batch_size must be positive, got ", opt.batch_size);
   return opt.drop_last ? samples / opt.batch_size : (samples + opt.batch_size - 1) / opt.batch_size;
 }
 

@@ -43,7 +43,7 @@ struct LoaderOptions {
   bool augment = true;        // training: random crop + random flip; false: central crop
   uint64_t seed = 0;
   uint64_t start_epoch = 0;   // resume here: the same order and crops as the full run's epoch
-  // ... and at this batch of it (0 <= start_batch < the epoch's batches): a mid-epoch resume
+  // ... and at this batch of it (0 <= start_batch <= the epoch's batches): a mid-epoch resume
   // serves the rest of the epoch without decoding the batches its checkpoint trained on.
   int64_t start_batch = 0;
   bool drop_last = false;     // drop the last, short batch of an epoch

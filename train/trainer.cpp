@@ -239,19 +239,18 @@ int64_t total_epochs(const std::vector<Phase>& phases) {
 }
 
 // The batch epoch e starts at: a mid-epoch checkpoint's batches_done in the epoch it
-// resumes, else 0. A mid-epoch checkpoint counts batches of its run's size: of another size
-// (or, from a checkpoint too old to say, past this epoch's end) they are other images.
+// resumes, else 0. It may be all of the epoch's `epoch_batches` (a stop asked for after the
+// epoch's last batch: the resume serves none and goes on to the epoch's evaluation and
+// checkpoint), never more (a checkpoint too old to record its batch size, resumed in
+// larger batches).
 int64_t resume_batch(int64_t e, const std::optional<io::CheckpointInfo>& resume, int64_t start_epoch,
-                     int64_t batch_size, int64_t epoch_batches) {
+                     int64_t epoch_batches) {
   if (!resume || e != start_epoch || resume->meta.batches_done == 0) return 0;
   const io::CheckpointMeta& m = resume->meta;
-  const char* advice = "; or move that checkpoint's files aside to resume from the last epoch's end";
-  KILN_CHECK(m.batch_size == 0 || m.batch_size == batch_size, "trainer: checkpoint '", resume->state_path,
-             "' stopped ", m.batches_done, " batches of ", m.batch_size, " into epoch ", e + 1,
-             ", and this run's batches are of ", batch_size, ": resume with batch size ", m.batch_size, advice);
-  KILN_CHECK(m.batches_done > 0 && m.batches_done < epoch_batches, "trainer: checkpoint '", resume->state_path,
+  KILN_CHECK(m.batches_done > 0 && m.batches_done <= epoch_batches, "trainer: checkpoint '", resume->state_path,
              "' stopped ", m.batches_done, " batches into epoch ", e + 1, ", but this run's epoch has ",
-             epoch_batches, " batches (was the batch size changed?): resume with the run's batch size", advice);
+             epoch_batches, " batches (was the batch size changed?): resume with the run's batch size, or move that "
+             "checkpoint's files aside to resume from the last epoch's end");
   return m.batches_done;
 }
 
@@ -305,6 +304,7 @@ Trainer::Trainer(Sequential& model, const ModelSpec& spec, const io::Dataset& tr
                  TrainerOptions options, TrainerHooks hooks)
     : model_(model), spec_(spec), train_(train), val_(val), opt_(std::move(options)), hooks_(std::move(hooks)) {
   KILN_CHECK(!opt_.phases.empty(), "trainer: no phase to run");
+  KILN_CHECK(opt_.loader.batch_size > 0, "trainer: the batch size must be positive, got ", opt_.loader.batch_size);
   check_model_fits(model_, spec_, train_, val_);
   data_digest_ = samples_digest(train_);
   // Locked now when it exists, so that a caller loading a checkpoint before run() (kiln.train)
@@ -327,7 +327,7 @@ TrainResult Trainer::run(const std::optional<io::CheckpointInfo>& resume) {
   s.vlo = opt_.loader;
   s.vlo.shuffle = false;
   s.vlo.augment = false;
-  s.vlo.start_batch = 0;
+  s.lo.start_batch = s.vlo.start_batch = 0;  // the resume's, set on the loader built for it
   s.elo = s.vlo;
   s.dist = opt_.comm != nullptr && opt_.comm->size() > 1;
   s.root = is_root();
@@ -404,9 +404,9 @@ void Trainer::begin_phase(int64_t e, State& s) {
     // and the training loader must start at the epoch it first serves.
     if (!s.train_loader) {
       s.lo.start_epoch = static_cast<uint64_t>(e);
-      s.lo.start_batch =
-          resume_batch(e, s.resume, s.start_epoch, s.lo.batch_size, io::epoch_batches(static_cast<int64_t>(train_.size()), s.lo));
-      s.train_loader = std::make_unique<io::Loader>(train_, s.lo);
+      io::LoaderOptions first = s.lo;
+      first.start_batch = resume_batch(e, s.resume, s.start_epoch, io::epoch_batches(static_cast<int64_t>(train_.size()), s.lo));
+      s.train_loader = std::make_unique<io::Loader>(train_, first);
     }
     if (!s.val_loader) s.val_loader = std::make_unique<io::Loader>(val_, s.elo);
   }
@@ -487,6 +487,12 @@ void Trainer::check_weights_finite(const io::CheckpointMeta& meta, const State& 
 // epoch only over the same list (else some images would come twice and others never).
 void Trainer::check_resume_data(const io::CheckpointInfo& resume) const {
   const io::CheckpointMeta& m = resume.meta;
+  // A mid-epoch checkpoint counts batches of its run's size: of another, they are other images.
+  const int64_t batch = opt_.loader.batch_size;
+  KILN_CHECK(m.batches_done == 0 || m.batch_size == 0 || m.batch_size == batch, "trainer: checkpoint '",
+             resume.state_path, "' stopped ", m.batches_done, " batches of ", m.batch_size, " into epoch ",
+             m.epochs_done + 1, ", and this run's batches are of ", batch, ": resume with batch size ", m.batch_size,
+             ", or move that checkpoint's files aside to resume from the last epoch's end");
   if (m.data_digest == 0 || m.data_digest == data_digest_) return;  // unknown (older checkpoint) or the same
   const auto now = static_cast<int64_t>(train_.size());
   KILN_CHECK(m.batches_done == 0, "trainer: the training data ('", train_.root, "') changed since checkpoint '",
@@ -542,7 +548,7 @@ bool Trainer::run_epoch(int64_t e, State& s) {
   const int64_t batch = s.lo.batch_size;
   if (s.cached) s.order = epoch_order_of(train_, s.lo, e);
   s.steps = s.cached ? (static_cast<int64_t>(s.order.size()) + batch - 1) / batch : s.train_loader->batches_per_epoch();
-  if (resume_batch(e, s.resume, s.start_epoch, batch, s.steps) > 0) {
+  if (resume_batch(e, s.resume, s.start_epoch, s.steps) > 0) {
     // A mid-epoch checkpoint: skip the batches it already trained on (the loader was built
     // to start after them). Batch contents depend only on (seed, epoch, index), so the rest
     // of the epoch is what the full run saw.

@@ -90,7 +90,8 @@ BatchNormCalibration calibrate_batch_norm(Sequential& model, const io::Dataset& 
 struct TrainerOptions {
   std::vector<Phase> phases;
   // The training loader (batch size, workers, seed, crops, convention, device, augment);
-  // validation uses the same without shuffling or augmentation.
+  // validation uses the same without shuffling or augmentation. Where it starts
+  // (start_epoch, start_batch) is the Trainer's: from the checkpoint it resumes, else 0.
   io::LoaderOptions loader;
   // Serve a phase from cached features of its frozen prefix when the loader does not augment.
   bool feature_cache = true;

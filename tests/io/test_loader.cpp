@@ -197,8 +197,20 @@ TEST_CASE("loader: reproducible from the seed, whatever the workers, and when re
     CHECK(m.images == std::vector<std::vector<float>>(full3.images.begin() + 6, full3.images.end()));
     CHECK(m.indices == std::vector<std::vector<int64_t>>(full3.indices.begin() + 6, full3.indices.end()));
   }
+  // Started at its end (a stop asked for after an epoch's last batch): nothing of epoch 1,
+  // then epoch 2 as the full run served it.
   resumed.start_batch = 4;  // an epoch of 15 samples has batches 0-3
-  CHECK_THROWS_WITH(Loader(ds, resumed), Catch::Contains("start_batch 4 is not a batch of an epoch of 4 batches"));
+  {
+    Loader end(ds, resumed);
+    CHECK_FALSE(end.next().has_value());
+    for (size_t k = 8; k < 12; ++k) {
+      auto batch = end.next();
+      REQUIRE(batch.has_value());
+      CHECK(batch->indices == full3.indices[k]);
+    }
+  }
+  resumed.start_batch = 5;
+  CHECK_THROWS_WITH(Loader(ds, resumed), Catch::Contains("start_batch 5 is outside 0..4, the batches of an epoch"));
 
   // The two epochs are shuffled differently, and a different seed changes everything.
   CHECK(std::vector<std::vector<int64_t>>(a.indices.begin(), a.indices.begin() + 4) !=

@@ -179,6 +179,29 @@ TEST_CASE("a Trainer runs any Sequential's phases and resumes mid-epoch bit for 
     CHECK(rc.finished);
     for (const ParameterRef& p : a->parameters())
       CHECK(c->find(p.name).tensor->to_vector<float>() == p.tensor->to_vector<float>());
+
+    // Stopped on request (Ctrl-C in the app) right after epoch 1's last batch: its checkpoint
+    // has all 3 batches done, and the resume serves none, then finishes the epoch and the run.
+    Generator g4(5);
+    auto d = tiny_net(g4);
+    TrainerOptions td = tiny_options(root + "/d" + std::to_string(augment), augment);
+    td.run.classes = train.classes;
+    td.checkpoint_on_stop = true;
+    int64_t step = 0;
+    TrainerHooks stop_hooks;
+    stop_hooks.on_step = [&step](const StepInfo& i) { step = i.global_step; };
+    stop_hooks.should_stop = [&step] { return step == 3; };
+    CHECK(Trainer(*d, spec, train, val, td, stop_hooks).run(std::nullopt).interrupted);
+    const io::ResumeChoice at_end = io::newest_intact_checkpoint(td.model_dir);
+    REQUIRE(at_end.checkpoint);
+    CHECK(at_end.checkpoint->meta.epochs_done == 0);
+    CHECK(at_end.checkpoint->meta.batches_done == 3);
+    Generator g5(99);
+    auto e = tiny_net(g5);
+    io::load_checkpoint_weights(*e, *at_end.checkpoint);
+    CHECK(Trainer(*e, spec, train, val, td).run(at_end.checkpoint).finished);
+    for (const ParameterRef& p : a->parameters())
+      CHECK(e->find(p.name).tensor->to_vector<float>() == p.tensor->to_vector<float>());
   }
 }
 
@@ -428,6 +451,10 @@ TEST_CASE("a Trainer refuses a model, head or labelling that does not fit the ru
   REQUIRE_THROWS_WITH(Trainer(*vgg11, find_model_spec("vgg11"), train, val2, t).run(std::nullopt),
                       Contains("labelled by other classes"));
   CHECK_FALSE(std::filesystem::exists(root + "/run"));
+  TrainerOptions none = t;  // once a division by zero (SIGFPE) before the loader's own check
+  none.loader.batch_size = 0;
+  REQUIRE_THROWS_WITH(Trainer(*vgg11, find_model_spec("vgg11"), train, val, none),
+                      Contains("the batch size must be positive, got 0"));
   // Two Trainers of one process on one directory (research code's threads): the second is
   // refused while the first holds it.
   std::filesystem::create_directories(t.model_dir);
