@@ -107,7 +107,7 @@ std::string lock_holder(dev_t dev, ino_t ino) {
 // DirLock ending while another starts must not meet a descriptor about to close).
 struct HeldLocks {
   struct Held {
-    int fd = -1;
+    int fd = -1;  // -1: the file system has no flock (the writer rule still holds in-process)
     int users = 0;
     bool writer = false;
   };
@@ -143,36 +143,42 @@ DirLock::DirLock(const std::string& dir, const std::string& what, Role role) {
                "its own directory");
     ++it->second.users;
     it->second.writer = it->second.writer || writer;
+    locked_ = it->second.fd >= 0;
   } else {
+    int held = fd;
     if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
       const int err = errno;
       ::close(fd);
-      if (err != EWOULDBLOCK) return;  // no flock here (ENOLCK, EINVAL...): unlocked
-      const std::string holder = lock_holder(st.st_dev, st.st_ino);
-      KILN_FAIL(what, " '", dir, "' is in use by another run (", holder.empty() ? "another process" : holder,
-                "), which writes its checkpoints there; wait for it to end, stop it, or use another directory");
+      held = -1;  // no flock here (ENOLCK, EINVAL...): unlocked between processes
+      if (err == EWOULDBLOCK) {
+        const std::string holder = lock_holder(st.st_dev, st.st_ino);
+        KILN_FAIL(what, " '", dir, "' is in use by another run (", holder.empty() ? "another process" : holder,
+                  "), which writes its checkpoints there; wait for it to end, stop it, or use another directory");
+      }
     }
-    h.by_dir[key] = HeldLocks::Held{fd, 1, writer};
+    h.by_dir[key] = HeldLocks::Held{held, 1, writer};
+    locked_ = held >= 0;
   }
   dev_ = st.st_dev;
   ino_ = st.st_ino;
-  locked_ = true;
+  registered_ = true;
   writer_ = writer;
 }
 
-DirLock::DirLock(DirLock&& o) noexcept : dev_(o.dev_), ino_(o.ino_), locked_(o.locked_), writer_(o.writer_) {
-  o.locked_ = false;
+DirLock::DirLock(DirLock&& o) noexcept
+    : dev_(o.dev_), ino_(o.ino_), registered_(o.registered_), locked_(o.locked_), writer_(o.writer_) {
+  o.registered_ = false;
 }
 
 DirLock::~DirLock() {
-  if (!locked_) return;
+  if (!registered_) return;
   HeldLocks& h = held_locks();
   const std::lock_guard<std::mutex> guard(h.mu);
   const auto it = h.by_dir.find({dev_, ino_});
   if (it == h.by_dir.end()) return;
   if (writer_) it->second.writer = false;
   if (--it->second.users > 0) return;
-  ::close(it->second.fd);  // releases the flock
+  if (it->second.fd >= 0) ::close(it->second.fd);  // releases the flock
   h.by_dir.erase(it);
 }
 

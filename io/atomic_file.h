@@ -35,7 +35,7 @@ void write_file_atomic(const std::string& path, const std::string& text);
 // then its Trainer), the one lock is shared; but one process holds one writer of a
 // directory at a time (two Trainers there, from research code's threads, would prune each
 // other's checkpoints as two processes would). On a file system without flock (some network
-// mounts) the run goes on unlocked.
+// mounts) other processes are not kept out; the writer rule within this process still holds.
 class DirLock {
  public:
   // writer: the one that writes the directory (a Trainer); shared: around it (the app).
@@ -54,6 +54,7 @@ class DirLock {
  private:
   dev_t dev_ = 0;  // the directory's device and inode: this process's lock of it
   ino_t ino_ = 0;
+  bool registered_ = false;  // counted in this process's locks (also where flock is missing)
   bool locked_ = false;
   bool writer_ = false;
 };
