@@ -38,7 +38,8 @@ struct ConvKey {
 // every call, from every thread.
 class Reorder {
  public:
-  // to = from in to's layout.
+  // to = from in to's layout; every call with the layouts of the first (each Reorder of a
+  // plan serves one fixed pair). Waits for it: the next primitive may regrow the scratchpad.
   void run(const memory& from, const memory& to) {
     {
       const auto lock = onednn_build_lock();
@@ -47,9 +48,12 @@ class Reorder {
         prim_ = std::make_unique<dnnl::reorder>(*pd_);
       }
     }
+    KILN_CHECK(from.get_desc() == pd_->src_desc() && to.get_desc() == pd_->dst_desc(),
+               "conv2d: a cached filter reorder was asked for other layouts than it was built for");
     std::unordered_map<int, memory> args{{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}};
     add_scratchpad(pd_->scratchpad_desc(), args);
     prim_->execute(onednn_stream(), args);
+    onednn_stream().wait();
   }
 
  private:

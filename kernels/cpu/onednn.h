@@ -20,8 +20,10 @@ dnnl::stream& onednn_stream();
 // Held while kiln builds any oneDNN primitive or descriptor, and while it looks up or fills
 // its own caches of them. Two threads building at once meet in oneDNN 2.6's global
 // primitive cache, which ThreadSanitizer flagged (a cache key read in one thread while
-// another's insert was, as TSan sees it, unsynchronised; CI, 2026-12-03). Building happens
-// once per shape, so in steady state the lock is taken uncontended and held for a lookup.
+// another's insert was, as TSan sees it, unsynchronised; CI, 2026-12-03). Warm, each call
+// holds it for a lookup; a thread meeting a new shape holds it while oneDNN builds
+// (milliseconds of JIT), and other threads' convolutions and matmuls wait that long, once
+// per shape (the plan cache's own lock already held them so for a new forward).
 [[nodiscard]] std::unique_lock<std::mutex> onednn_build_lock();
 
 // Attributes for kiln's cached primitives: the scratchpad is the caller's (user mode). In
