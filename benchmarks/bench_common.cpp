@@ -124,12 +124,7 @@ double other_load(const CpuTicks& a, const CpuTicks& b) {
 namespace {
 bool g_cold_cache = false;
 
-// The last-level cache a core reads from: the largest cache sysfs reports for CPU 0, at
-// most 128 MiB (more than any one x86 L3 slice today: 96 MiB per AMD X3D CCD, 112.5 MiB per
-// Sapphire Rapids socket). Virtual machines may report the host's total (480 MiB on one
-// cloud VM), which made every cold run read ~1 GiB and the suites take hours.
 size_t last_level_cache_bytes() {
-  constexpr size_t kCap = size_t{128} << 20;
   size_t best = 0;
   for (int idx = 0; idx < 8; ++idx) {
     std::ifstream f("/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(idx) + "/size");
@@ -140,7 +135,7 @@ size_t last_level_cache_bytes() {
     else if (v.back() == 'M') n <<= 20;
     best = std::max(best, n);
   }
-  return best ? std::min(best, kCap) : size_t{32} << 20;
+  return best ? best : size_t{32} << 20;
 }
 }  // namespace
 

@@ -85,9 +85,8 @@ constexpr double kDisturbed = 0.10;
 // evicted before each run, outside the timing.
 Stats time_it(kiln::Device device, int warmup, int repeat, const std::function<void()>& fn);
 void set_cold_cache(bool cold);
-// Reads a buffer twice the size of the last-level cache (sysfs, at most 128 MiB; 32 MiB if
-// unknown), so what the next run touches comes from memory. Returns the buffer's size in
-// bytes.
+// Reads a buffer twice the size of the last-level cache (sysfs; 32 MiB if unknown), so
+// what the next run touches comes from memory. Returns the buffer's size in bytes.
 size_t evict_cache();
 
 // ---------------------------------------------------------------- machine limits

@@ -107,7 +107,7 @@ MIN_TIMED_MS, MAX_RUNS = 200.0, 1000
 
 
 def last_level_cache_bytes():
-    """The largest cache of CPU 0 (sysfs) up to 128 MiB, as kiln_bench reads it; 32 MiB if unknown."""
+    """The largest cache of CPU 0 (sysfs), as kiln_bench reads it; 32 MiB if unknown."""
     best = 0
     for idx in range(8):
         try:
@@ -117,7 +117,7 @@ def last_level_cache_bytes():
             continue
         n = int(v.rstrip("KM") or 0) << (10 if v.endswith("K") else 20 if v.endswith("M") else 0)
         best = max(best, n)
-    return min(best, 128 << 20) if best else 32 << 20
+    return best or 32 << 20
 
 
 _evict_buf = None
