@@ -405,7 +405,8 @@ void Trainer::begin_phase(int64_t e, State& s) {
     if (!s.train_loader) {
       s.lo.start_epoch = static_cast<uint64_t>(e);
       io::LoaderOptions first = s.lo;
-      first.start_batch = resume_batch(e, s.resume, s.start_epoch, io::epoch_batches(static_cast<int64_t>(train_.size()), s.lo));
+      const int64_t batches = io::epoch_batches(static_cast<int64_t>(train_.size()), s.lo);
+      first.start_batch = resume_batch(e, s.resume, s.start_epoch, batches);
       s.train_loader = std::make_unique<io::Loader>(train_, first);
     }
     if (!s.val_loader) s.val_loader = std::make_unique<io::Loader>(val_, s.elo);

@@ -82,8 +82,9 @@ TEST_CASE("sums over many blocks match a long-double sum and give the same bits 
   omp_set_num_threads(threads);
   // Summed in double, rounded once to float: within float rounding of the exact values.
   const auto n = static_cast<long double>(v.size());
-  const auto near = [](float got, long double want) {
-    return std::fabs(static_cast<double>(got) - static_cast<double>(want)) <= 1e-7 * std::fabs(static_cast<double>(want));
+  const auto near = [](float value, long double want) {
+    const double w = static_cast<double>(want);
+    return std::fabs(static_cast<double>(value) - w) <= 1e-7 * std::fabs(w);
   };
   CHECK(near(got[0], ref));
   CHECK(near(got[1], ref / n));
