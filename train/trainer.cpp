@@ -327,6 +327,7 @@ TrainResult Trainer::run(const std::optional<io::CheckpointInfo>& resume) {
   s.vlo = opt_.loader;
   s.vlo.shuffle = false;
   s.vlo.augment = false;
+  s.vlo.drop_last = false;  // drop_last is for training: evaluation and feature caches see every image
   s.lo.start_batch = s.vlo.start_batch = 0;  // the resume's, set on the loader built for it
   s.elo = s.vlo;
   s.dist = opt_.comm != nullptr && opt_.comm->size() > 1;
@@ -548,7 +549,8 @@ bool Trainer::run_epoch(int64_t e, State& s) {
   s.order_at = 0;
   const int64_t batch = s.lo.batch_size;
   if (s.cached) s.order = epoch_order_of(train_, s.lo, e);
-  s.steps = s.cached ? (static_cast<int64_t>(s.order.size()) + batch - 1) / batch : s.train_loader->batches_per_epoch();
+  s.steps = s.cached ? io::epoch_batches(static_cast<int64_t>(s.order.size()), s.lo)
+                     : s.train_loader->batches_per_epoch();
   if (resume_batch(e, s.resume, s.start_epoch, s.steps) > 0) {
     // A mid-epoch checkpoint: skip the batches it already trained on (the loader was built
     // to start after them). Batch contents depend only on (seed, epoch, index), so the rest
@@ -774,7 +776,7 @@ bool Trainer::train_steps(int64_t e, State& s) {
     Tensor x, y;
     int64_t row_first = 0, rows_global = 0;  // this rank's first row and the global batch's rows
     if (s.cached) {
-      if (s.order_at >= s.order.size()) break;
+      if (s.batches_in_epoch >= s.steps) break;  // the loader's count: drop_last leaves a short batch out
       const size_t end = std::min(s.order.size(), s.order_at + static_cast<size_t>(batch));
       const io::ShardRange sh = io::shard_of(static_cast<int64_t>(s.order_at), static_cast<int64_t>(end),
                                              s.lo.shard_rank, s.lo.shard_count);

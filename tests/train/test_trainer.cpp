@@ -205,6 +205,39 @@ TEST_CASE("a Trainer runs any Sequential's phases and resumes mid-epoch bit for 
   }
 }
 
+TEST_CASE("drop_last drops the short training batch alike cached or not, and evaluation still sees every image",
+          "[train]") {
+  const DemoSplits d("trainer_drop_last", 2, 4, 2);  // 8 training images: batches of 3 are 3, 3 and a short 2
+  const ModelSpec& spec = find_model_spec("vgg16");
+  std::vector<std::vector<float>> weights;
+  for (const bool cache : {true, false}) {
+    INFO("feature cache " << cache);
+    Generator g(5);
+    auto net = tiny_net(g);
+    TrainerOptions t = tiny_options(d.root + "/m" + std::to_string(cache), false);
+    t.run.classes = d.train.classes;
+    t.loader.drop_last = true;
+    t.feature_cache = cache;
+    std::vector<int64_t> steps, seen;  // per epoch: the steps it announced and the images it trained on
+    TrainerHooks hooks;
+    hooks.on_step = [&](const StepInfo& i) {
+      if (i.step_in_epoch == 1) steps.push_back(i.steps), seen.push_back(0);
+      seen.back() = i.seen;
+    };
+    std::vector<bool> cached;
+    hooks.on_feature_mode = [&](const FeatureMode& m) { cached.push_back(m.cached); };
+    const TrainResult r = Trainer(*net, spec, d.train, d.val, t, hooks).run(std::nullopt);
+    CHECK(r.finished);
+    CHECK(r.val.images == 4);  // validation never drops images
+    CHECK(steps == std::vector<int64_t>{2, 2, 2});
+    CHECK(seen == std::vector<int64_t>{6, 6, 6});
+    REQUIRE_FALSE(cached.empty());
+    CHECK(cached.front() == cache);
+    weights.push_back(net->find("net/fc2/weight").tensor->to_vector<float>());
+  }
+  CHECK(weights[0] == weights[1]);
+}
+
 TEST_CASE("under bf16-frozen the trainer caches bf16 features, records the policy and resumes bit for bit", "[train][precision]") {
   const DemoSplits d("trainer_bf16", 2, 4, 2);
   const std::string& root = d.root;
