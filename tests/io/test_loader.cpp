@@ -478,6 +478,46 @@ TEST_CASE("loader: crops from the device atlas (forced on the CPU) equal the hos
   fs::remove_all(root);
 }
 
+TEST_CASE("loader: a mid-epoch start serves the full run's batches on the byte path, the atlas and each shard",
+          "[loader][atlas]") {
+  const std::string root = make_folder("loader_start");
+  const Dataset ds = image_folder(root);  // 15 samples: batches 0-3 of an epoch, the last of 3
+  struct Variant {
+    const char* name;
+    LoaderOptions::ConvertAt at;
+    bool atlas;
+    int rank, count;
+  };
+  for (const Variant& v : {Variant{"bytes", LoaderOptions::ConvertAt::device, false, 0, 1},
+                           Variant{"atlas", LoaderOptions::ConvertAt::device, true, 0, 1},
+                           Variant{"shard 0 of 2", LoaderOptions::ConvertAt::host, false, 0, 2},
+                           Variant{"shard 1 of 2", LoaderOptions::ConvertAt::host, false, 1, 2}}) {
+    INFO(v.name);
+    LoaderOptions o = small_options();
+    o.convert_at = v.at;
+    o.augment_on_device = v.atlas;
+    o.shard_rank = v.rank;
+    o.shard_count = v.count;
+    const Served full = serve(ds, o, 4);
+    REQUIRE(full.epochs.indices.size() == 16);
+    o.start_epoch = 1;
+    o.start_batch = 3;  // the short last batch is next
+    o.num_workers = 1;
+    const Served resumed = serve(ds, o, 3);  // the rest of epoch 1, then epochs 2 and 3
+    CHECK(resumed.stats.device_atlas == v.atlas);
+    REQUIRE(resumed.epochs.indices.size() == 9);
+    CHECK(resumed.epochs.indices == std::vector<std::vector<int64_t>>(full.epochs.indices.begin() + 7,
+                                                                      full.epochs.indices.end()));
+    CHECK(resumed.epochs.images == std::vector<std::vector<float>>(full.epochs.images.begin() + 7,
+                                                                   full.epochs.images.end()));
+    CHECK(resumed.epochs.labels == std::vector<std::vector<int64_t>>(full.epochs.labels.begin() + 7,
+                                                                     full.epochs.labels.end()));
+    const ShardRange mine = shard_of(12, 15, v.rank, v.count);  // this rank's rows of the short batch
+    CHECK(static_cast<int64_t>(resumed.epochs.indices.front().size()) == mine.end - mine.begin);
+  }
+  fs::remove_all(root);
+}
+
 TEST_CASE("loader: crops from the GPU atlas equal the host batches", "[loader][atlas][cuda]") {
   if (!has_backend(DeviceType::cuda) || device_count(DeviceType::cuda) == 0) {
     WARN("no CUDA device: skipped");
