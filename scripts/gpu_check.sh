@@ -30,6 +30,9 @@
 #   determinism  the fc8-only and full steps at batch 64 under heuristic search, by default
 #             and under KILN_DETERMINISTIC=1: what deterministic algorithms cost (the
 #             evidence for making them the default, docs/gpu.md)
+#   python    the Python module's tests (pytest; the pack's module is for Python 3.12, built
+#             here with scripts/gpu_python.sh), with this machine's PyTorch: DLPack hand-offs
+#             between kiln's and torch's CUDA streams, training from Python on the GPU
 #   table     the summary of every section run, then the target table
 #             (benchmarks/gpu_targets.py), printed last
 # Each section writes its logs and one summary line ($OUT/summary.tsv) as soon as it ends,
@@ -85,13 +88,16 @@
 #   softmax/cross-entropy and batch norm are built with -fmad=false (bit-equal to the CPU's
 #   kernels/common math), graph replay's out-of-memory retry also trims graph memory, and a
 #   legacy-API convolution over 2^31 - 1 elements is refused with the batch that fits.
+# - 2026-12-03, session 12 (no GPU either): the pack carries the Python module, built for the
+#   machine's Python 3.12.3 with Ubuntu 24.04's build of it run here (scripts/gpu_python.sh);
+#   the python section's tests passed here under that interpreter with NumPy 2.5 (no torch).
 # - 2026-12-03, session 11 (no GPU either): no CUDA code changed. A mid-epoch resume now
 #   starts the loader at the checkpoint's batch (nothing decoded for the batches skipped),
 #   which the resume section exercises; it dry-ran here (KILN_CHECK_DEVICE=cpu) bit-identical.
 set -uo pipefail
 PACK=${1:-.gpu}
 OUT=${OUT:-/tmp/kiln_gpu}
-SECTIONS=${SECTIONS:-tests,demo,resume,targets,graph,memory,recipe,stepgraph,bench,resnet,bf16,determinism,table}
+SECTIONS=${SECTIONS:-tests,demo,resume,targets,graph,memory,recipe,stepgraph,bench,resnet,bf16,determinism,python,table}
 DEADLINE=${DEADLINE:-540}
 # KILN_CHECK_DEVICE=cpu: a dry run of the script's logic on a machine without a GPU
 # (RESUME_SIZE=32 TARGET_BATCH=2 BATCH=2: every section at toy sizes; the [cuda] cases
@@ -340,6 +346,21 @@ if section determinism 40 "what KILN_DETERMINISTIC=1 costs: the default and the 
   KILN_DETERMINISTIC=1 step_rows determinism_on "${BATCH:-64}" vgg16/step_fc8,vgg16/step_all --conv-search heuristic
   (( rc |= $? ))
   summary determinism "$rc" "$(python3 "$KILN_SOURCE_DIR/benchmarks/gpu_targets.py" "$OUT" --determinism 2>&1 | tr '\n' ' ')"
+  fold "$rc"; stamp
+fi
+
+if section python 45 "the Python module's tests with this machine's Python and PyTorch (DLPack hand-offs on the GPU)"; then
+  PY=${KILN_PYTHON:-python3}
+  if [[ ! -d $PACK/python/kiln ]]; then
+    rc=77; echo "no Python module in the pack (scripts/gpu_pack.sh said why)" | tee "$OUT/python.log"
+  elif ! "$PY" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))'; then
+    rc=77; echo "the pack's module is for Python 3.12; $PY is $("$PY" -V 2>&1)" | tee "$OUT/python.log"
+  else
+    PYTHONPATH="$(cd "$PACK" && pwd)/python" KILN_VGG_FINETUNE="$VF" PYTHONDONTWRITEBYTECODE=1 \
+      timeout "$(cap 120)" "$PY" "$KILN_SOURCE_DIR/python/tests/run_tests.py" 2>&1 | tee "$OUT/python.log" | tail -20
+    rc=${PIPESTATUS[0]}
+  fi
+  summary python "$rc" "$(tail -1 "$OUT/python.log")"
   fold "$rc"; stamp
 fi
 

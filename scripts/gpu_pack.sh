@@ -5,18 +5,32 @@
 #   .gpu/libs.tar.xz  libkiln and every non-system library `ldd` lists for any of them
 #                  (oneDNN, libgomp, the OpenCL loader, HDF5 with libcurl, gnutls, krb5 and
 #                  the rest of its chain), xz-compressed: oneDNN alone is 40 MB unpacked.
+#   .gpu/python/kiln  the Python module for the GPU machine's Python 3.12, built with the
+#                  interpreter scripts/gpu_python.sh makes runnable here (needs network; when
+#                  that fails the pack has no module, saying so, and gpu_check.sh skips its
+#                  python section). KILN_GPU_PYTHON=PATH uses that interpreter, =none packs none.
 # Not packed: the C/C++ runtime (glibc, libstdc++, libgcc_s: the GPU machine's are newer),
 # the driver (libcuda), and cuDNN/cuBLAS, which the GPU machine has inside PyTorch's
 # install; gpu_check.sh unpacks the libraries, finds those, and stops in its first seconds
 # if any library is still missing. The pack itself fails on any "not found" here.
 # Then: device `run` with carry [".gpu"] and   bash scripts/gpu_check.sh .gpu
-# Environment: KILN_GPU_BUILD (default build-gpu).
+# Environment: KILN_GPU_BUILD (default build-gpu), KILN_GPU_PYTHON (above).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [[ -x /usr/local/cuda/bin/nvcc ]] && export PATH=/usr/local/cuda/bin:$PATH
 B=${KILN_GPU_BUILD:-build-gpu}
-cmake -S . -B "$B" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 >/dev/null
-ninja -C "$B" kiln_tests kiln_bench kiln_example vgg_finetune
+py=${KILN_GPU_PYTHON:-}
+if [[ -z $py ]]; then
+  py=$(bash scripts/gpu_python.sh 2> "${TMPDIR:-/tmp}/kiln_gpu_python.log" | tail -1) || {
+    echo "gpu_pack: no Python 3.12 here (${TMPDIR:-/tmp}/kiln_gpu_python.log): packing no Python module" >&2
+    py=none
+  }
+fi
+targets=(kiln_tests kiln_bench kiln_example vgg_finetune)
+if [[ $py == none ]]; then python_args=(-DKILN_PYTHON=OFF)
+else python_args=(-DKILN_PYTHON=ON "-DPython_EXECUTABLE=$py"); targets+=(_kiln _kiln_stub); fi
+cmake -S . -B "$B" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 "${python_args[@]}" >/dev/null
+ninja -C "$B" "${targets[@]}"
 
 bins=("$B"/tests/kiln_tests "$B"/benchmarks/kiln_bench "$B"/apps/kiln_example/kiln_example
       "$B"/apps/vgg_finetune/vgg_finetune)
@@ -36,9 +50,15 @@ for f in "${bins[@]}" "$B"/libkiln.so.0; do
   done < <(ldd "$f" | grep '=>')
 done
 (( missing == 0 )) || { echo "gpu_pack: missing libraries (above); nothing packed" >&2; rm -rf .gpu; exit 1; }
-strip --strip-unneeded .gpu/lib/* .gpu/bin/* 2>/dev/null || true
+if [[ $py != none ]]; then
+  mkdir -p .gpu/python
+  cp -r "$B"/python/kiln .gpu/python/
+  rm -rf .gpu/python/kiln/__pycache__
+fi
+strip --strip-unneeded .gpu/lib/* .gpu/bin/* .gpu/python/kiln/*.so 2>/dev/null || true
 tar -C .gpu/lib -cJf .gpu/libs.tar.xz .
 rm -rf .gpu/lib
 size=$(du -sm .gpu | cut -f1)
-echo "gpu_pack: .gpu is ${size} MiB ($(ls .gpu/bin | wc -l) binaries, $(tar -tJf .gpu/libs.tar.xz | grep -c '\.so') libraries)"
+module=$([[ $py == none ]] && echo "no Python module" || echo "the Python module for $("$py" -c 'import sys; print(sys.version.split()[0])')")
+echo "gpu_pack: .gpu is ${size} MiB ($(ls .gpu/bin | wc -l) binaries, $(tar -tJf .gpu/libs.tar.xz | grep -c '\.so') libraries, $module)"
 (( size < 64 )) || { echo "gpu_pack: .gpu is over the 64 MiB carry limit" >&2; exit 1; }
