@@ -216,6 +216,8 @@ void write_meta(h5::Group& root, const CheckpointMeta& meta) {
   root.set_int_attribute("data_size", meta.data_size);
   root.set_int_attribute("data_digest", static_cast<int64_t>(meta.data_digest));
   root.set_int_attribute("batch_size", meta.batch_size);
+  if (meta.loader_seed) root.set_int_attribute("loader_seed", static_cast<int64_t>(*meta.loader_seed));
+  if (meta.shuffle) root.set_int_attribute("shuffle", *meta.shuffle ? 1 : 0);
   root.set_int_attribute("init_gen_seed", static_cast<int64_t>(meta.init_gen.seed));
   root.set_int_attribute("init_gen_offset", static_cast<int64_t>(meta.init_gen.offset));
   root.set_int_attribute("dropout_gen_seed", static_cast<int64_t>(meta.dropout_gen.seed));
@@ -356,6 +358,8 @@ CheckpointMeta read_checkpoint_meta(const h5::Group& root) {
     m.data_digest = static_cast<uint32_t>(root.int_attribute("data_digest"));
   }
   if (root.has_attribute("batch_size")) m.batch_size = root.int_attribute("batch_size");
+  if (root.has_attribute("loader_seed")) m.loader_seed = static_cast<uint64_t>(root.int_attribute("loader_seed"));
+  if (root.has_attribute("shuffle")) m.shuffle = root.int_attribute("shuffle") != 0;
   m.init_gen = {static_cast<uint64_t>(root.int_attribute("init_gen_seed")),
                 static_cast<uint64_t>(root.int_attribute("init_gen_offset"))};
   m.dropout_gen = {static_cast<uint64_t>(root.int_attribute("dropout_gen_seed")),

@@ -75,6 +75,10 @@ struct CheckpointMeta {
   // The batch size batches_done counts in (the global batch under data parallel). Optional
   // attribute: 0, unknown, in checkpoints written before it.
   int64_t batch_size = 0;
+  // The order batches_done counts in: an epoch's order is drawn from the loader's seed, when
+  // it shuffles. Optional attributes: empty in checkpoints written before them, unknown.
+  std::optional<uint64_t> loader_seed;
+  std::optional<bool> shuffle;
   PhiloxState init_gen, dropout_gen;
   std::string weights_file;  // file name inside the model directory
   // Version 3: the frozen parameters' file inside the model directory ("": weights_file

@@ -495,6 +495,15 @@ void Trainer::check_resume_data(const io::CheckpointInfo& resume) const {
              resume.state_path, "' stopped ", m.batches_done, " batches of ", m.batch_size, " into epoch ",
              m.epochs_done + 1, ", and this run's batches are of ", batch, ": resume with batch size ", m.batch_size,
              ", or move that checkpoint's files aside to resume from the last epoch's end");
+  // ... and in an order drawn from its loader's seed: in another order, other images.
+  const io::LoaderOptions& l = opt_.loader;
+  KILN_CHECK(m.batches_done == 0 || !m.loader_seed || (*m.loader_seed == l.seed && m.shuffle == l.shuffle),
+             "trainer: checkpoint '", resume.state_path, "' stopped ", m.batches_done, " batches into epoch ",
+             m.epochs_done + 1, " of an order drawn with loader seed ", m.loader_seed.value_or(0),
+             m.shuffle.value_or(true) ? " (shuffled)" : " (not shuffled)", ", and this run's loader has seed ", l.seed,
+             l.shuffle ? " (shuffled)" : " (not shuffled)", ": resumed so, that epoch would serve some images twice "
+             "and others never. Resume with the checkpoint's seed, or move that checkpoint's files aside to resume "
+             "from the last epoch's end");
   if (m.data_digest == 0 || m.data_digest == data_digest_) return;  // unknown (older checkpoint) or the same
   const auto now = static_cast<int64_t>(train_.size());
   KILN_CHECK(m.batches_done == 0, "trainer: the training data ('", train_.root, "') changed since checkpoint '",
@@ -513,6 +522,8 @@ io::CheckpointMeta Trainer::meta_at(int64_t epochs_done, int64_t batches_done, c
   meta.data_size = static_cast<int64_t>(train_.size());
   meta.data_digest = data_digest_;
   meta.batch_size = s.lo.batch_size;
+  meta.loader_seed = s.lo.seed;
+  meta.shuffle = s.lo.shuffle;
   meta.epochs_done = epochs_done;
   meta.batches_done = batches_done;
   meta.global_step = s.global_step;

@@ -162,6 +162,8 @@ TEST_CASE("a Trainer runs any Sequential's phases and resumes mid-epoch bit for 
     REQUIRE(choice.checkpoint);
     CHECK(choice.checkpoint->meta.batches_done == 1);
     CHECK(choice.checkpoint->meta.batch_size == 3);
+    CHECK(choice.checkpoint->meta.loader_seed == uint64_t{11});
+    CHECK(choice.checkpoint->meta.shuffle == true);
     CHECK(choice.checkpoint->meta.arch == "vgg16");
     Generator g3(99);
     auto c = tiny_net(g3);
@@ -175,6 +177,15 @@ TEST_CASE("a Trainer runs any Sequential's phases and resumes mid-epoch bit for 
     bigger.loader.batch_size = 4;
     REQUIRE_THROWS_WITH(Trainer(*c, spec, train, val, bigger).run(choice.checkpoint),
                         Contains("stopped 1 batches of 3 into epoch 2, and this run's batches are of 4"));
+    TrainerOptions reseeded = tb;  // its epoch 2 is another order: the batch done may be other images
+    reseeded.loader.seed = 12;
+    REQUIRE_THROWS_WITH(Trainer(*c, spec, train, val, reseeded).run(choice.checkpoint),
+                        Contains("epoch 2 of an order drawn with loader seed 11 (shuffled), and this run's loader has "
+                                 "seed 12 (shuffled)"));
+    reseeded = tb;
+    reseeded.loader.shuffle = false;
+    REQUIRE_THROWS_WITH(Trainer(*c, spec, train, val, reseeded).run(choice.checkpoint),
+                        Contains("this run's loader has seed 11 (not shuffled)"));
     const TrainResult rc = Trainer(*c, spec, train, val, tb).run(choice.checkpoint);
     CHECK(rc.finished);
     for (const ParameterRef& p : a->parameters())
