@@ -234,6 +234,8 @@ std::string save_checkpoint(const std::string& model_dir, Module& model, Optimiz
   std::error_code ec;
   KILN_CHECK(fs::is_directory(model_dir, ec), "save_checkpoint: the model directory '", model_dir,
              "' does not exist or is not a directory; create it first");
+  KILN_CHECK(keep_last >= 1, "save_checkpoint: keep_last must be 1 or more (the checkpoint being written is one), got ",
+             keep_last);
   const std::string stem = stem_for(meta.epochs_done, meta.batches_done);
   meta.weights_file = stem + ".weights.h5";
   // What the loader will refuse is refused now, not found at the resume.

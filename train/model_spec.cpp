@@ -23,6 +23,13 @@ void require_head(const std::string& model, const std::vector<HeadChoice>& heads
   KILN_CHECK(offered, model, " has no head '", head, "' (its heads: ", names, ")");
 }
 
+// The input side a model is built for: the spec's default for 0.
+int64_t image_size_or_default(const std::string& model, const ModelOptions& o, int64_t default_size) {
+  KILN_CHECK(o.image_size >= 0, model, ": image size ", o.image_size, " is negative (0 takes the default, ",
+             default_size, ")");
+  return o.image_size > 0 ? o.image_size : default_size;
+}
+
 ModelSpec vgg_spec(int depth) {
   ModelSpec s;
   s.name = "vgg" + std::to_string(depth);
@@ -35,7 +42,7 @@ ModelSpec vgg_spec(int depth) {
              {"avg", "global average pooling of pool5, then fc8 (512 -> classes): Keras's pooling='avg'"}};
   const auto vgg_options = [depth, default_size, name = s.name, heads = s.heads](const ModelOptions& o) {
     require_head(name, heads, o.head);
-    return VggOptions{depth,        o.num_classes, o.keep_prob, o.image_size > 0 ? o.image_size : default_size,
+    return VggOptions{depth,        o.num_classes, o.keep_prob, image_size_or_default(name, o, default_size),
                       o.head == "avg" ? VggHead::avg : VggHead::fc, o.adaptive_pool};
   };
   s.build = [vgg_options](const ModelOptions& o, Generator& init, Generator& dropout) {
@@ -74,7 +81,7 @@ ModelSpec resnet50_spec(ResNetVariant variant) {
   s.heads = {{"fc", "global average pooling, then fc (2048 -> classes): the published classifier"}};
   const auto options = [variant, default_size, name = s.name, heads = s.heads](const ModelOptions& o) {
     require_head(name, heads, o.head);
-    return ResNetOptions{variant, o.num_classes, o.image_size > 0 ? o.image_size : default_size};
+    return ResNetOptions{variant, o.num_classes, image_size_or_default(name, o, default_size)};
   };
   s.build = [options](const ModelOptions& o, Generator& init, Generator&) { return make_resnet50(options(o), init); };
   s.plan = [](const ModelOptions&) { return std::vector<LayerPlan>{}; };

@@ -8,6 +8,7 @@
 #include <exception>
 #include <filesystem>
 #include <sstream>
+#include <utility>
 
 #include "io/crc32c.h"
 #include "layers/loss.h"
@@ -259,6 +260,30 @@ int64_t resume_batch(int64_t e, const std::optional<io::CheckpointInfo>& resume,
 // sized for other classes trains outputs no data has, and splits labelled by different
 // class lists score val against the wrong numbers. (Any other Sequential may run under a
 // spec's name: the spec then names its checkpoints only.)
+// The options' numbers, before anything runs: a negative count or rate would be taken in
+// silence (a phase of -2 epochs trains nothing, keep=-1 wraps to keeping everything).
+void check_options(const TrainerOptions& o) {
+  KILN_CHECK(!o.phases.empty(), "trainer: no phase to run");
+  KILN_CHECK(o.loader.batch_size > 0, "trainer: the batch size must be positive, got ", o.loader.batch_size);
+  KILN_CHECK(o.keep >= 1, "trainer: keep must be 1 or more (the checkpoints kept besides the best; the newest is "
+             "what a resume starts from), got ", o.keep);
+  for (const auto& [name, v] : {std::pair<const char*, int64_t>{"checkpoint_every", o.checkpoint_every},
+                                {"eval_every", o.eval_every},
+                                {"stop_after_epochs", o.stop_after_epochs},
+                                {"stop_after_steps", o.stop_after_steps}})
+    KILN_CHECK(v >= 0, "trainer: ", name, " must be 0 (off) or positive, got ", v);
+  KILN_CHECK(o.bucket_bytes > 0, "trainer: bucket_bytes must be positive, got ", o.bucket_bytes);
+  for (const Phase& p : o.phases) {
+    KILN_CHECK(p.epochs >= 0, "trainer: phase '", p.name, "' has ", p.epochs, " epochs; 0 or more");
+    KILN_CHECK(std::isfinite(p.lr) && p.lr >= 0, "trainer: phase '", p.name, "' has learning rate ", p.lr,
+               "; a finite rate of 0 or more");
+    KILN_CHECK(std::isfinite(p.momentum) && p.momentum >= 0 && p.momentum < 1, "trainer: phase '", p.name,
+               "' has momentum ", p.momentum, "; 0 <= momentum < 1");
+    KILN_CHECK(std::isfinite(p.weight_decay) && p.weight_decay >= 0, "trainer: phase '", p.name,
+               "' has weight decay ", p.weight_decay, "; a finite decay of 0 or more");
+  }
+}
+
 void check_model_fits(Sequential& model, const ModelSpec& spec, const io::Dataset& train, const io::Dataset& val) {
   const std::vector<ParameterRef> params = model.parameters();
   const std::string root = params.empty() ? "" : params.front().name.substr(0, params.front().name.find('/'));
@@ -303,8 +328,7 @@ std::string resume_mismatch(const io::CheckpointMeta& saved, const std::string& 
 Trainer::Trainer(Sequential& model, const ModelSpec& spec, const io::Dataset& train, const io::Dataset& val,
                  TrainerOptions options, TrainerHooks hooks)
     : model_(model), spec_(spec), train_(train), val_(val), opt_(std::move(options)), hooks_(std::move(hooks)) {
-  KILN_CHECK(!opt_.phases.empty(), "trainer: no phase to run");
-  KILN_CHECK(opt_.loader.batch_size > 0, "trainer: the batch size must be positive, got ", opt_.loader.batch_size);
+  check_options(opt_);
   check_model_fits(model_, spec_, train_, val_);
   data_digest_ = samples_digest(train_);
   // Locked now when it exists, so that a caller loading a checkpoint before run() (kiln.train)
@@ -589,11 +613,18 @@ bool Trainer::run_epoch(int64_t e, State& s) {
   sum.val = evaluate_now(s);
   sum.global_step = s.global_step;
   sum.lr = ph.schedule ? s.optimizer->lr() : ph.lr;
-  if (hooks_.on_epoch) hooks_.on_epoch(sum);
+  // A caller's hook that throws (a bug in a Python callback, Ctrl-C inside it) stops the run,
+  // but after the epoch is checkpointed, as a log that cannot be written (disk full) does.
+  std::exception_ptr hook_error, log_error;
+  if (hooks_.on_epoch) {
+    try {
+      hooks_.on_epoch(sum);
+    } catch (...) {
+      hook_error = std::current_exception();
+    }
+  }
   // The row before the checkpoint: a kill between them repeats the epoch, whose row the
-  // resume drops (MetricsLog::start_at), instead of losing the row for good. A log that
-  // cannot be written (disk full) stops the run, but after the epoch is checkpointed.
-  std::exception_ptr log_error;
+  // resume drops (MetricsLog::start_at), instead of losing the row for good.
   if (opt_.metrics && s.root) {
     try {
       opt_.metrics->epoch(sum);
@@ -602,6 +633,7 @@ bool Trainer::run_epoch(int64_t e, State& s) {
     }
   }
   s.result.last_checkpoint = save(meta_at(e + 1, 0, &sum.val, s), s);
+  if (hook_error) std::rethrow_exception(hook_error);
   if (log_error) std::rethrow_exception(log_error);
   s.result.val = sum.val;
 

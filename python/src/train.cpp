@@ -168,6 +168,9 @@ nb::dict train(Sequential& model, const std::string& arch, std::vector<Phase> ph
          "uninterrupted run's");
   };
   if (!on_epoch.is_none()) {
+    if (!PyCallable_Check(on_epoch.ptr()))
+      throw nb::type_error(("kiln.train: on_epoch must be a callable taking the epoch's dict, got " +
+                            nb::cast<std::string>(nb::repr(on_epoch))).c_str());
     hooks.on_epoch = [on_epoch](const EpochSummary& e) {
       nb::gil_scoped_acquire gil;
       on_epoch(epoch_dict(e));

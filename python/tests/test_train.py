@@ -36,6 +36,33 @@ def test_head_only_phase_trains_the_head_alone():
                        os.path.join(d, "run2"))
 
 
+def test_a_failing_on_epoch_keeps_the_epoch_and_bad_options_are_refused_first():
+    with tempfile.TemporaryDirectory() as d:
+        write_splits(d, 4, 2, seed=0)
+        spec = kiln.find_model_spec("vgg11")
+
+        def run(name, **kw):
+            model = kiln.build_model("vgg11", num_classes=2, image_size=32, seed=1)
+            return kiln.train(model, "vgg11", [kiln.Phase("head only", train=[spec.head_scope], lr=0.01, epochs=2)],
+                              os.path.join(d, "train"), os.path.join(d, "val"), os.path.join(d, name),
+                              batch_size=4, image_size=32, num_workers=1, **kw)
+
+        def typo(epoch):
+            raise ValueError("a typo in my logging")
+
+        with pytest.raises(ValueError, match="a typo in my logging"):
+            run("hook", on_epoch=typo)
+        assert any(f.startswith("ckpt-000001") for f in os.listdir(os.path.join(d, "hook")))  # epoch 1 kept
+        with pytest.raises(TypeError, match="on_epoch must be a callable"):
+            run("five", on_epoch=5)
+        with pytest.raises(kiln.Error, match="keep must be 1 or more"):
+            run("keep", keep=0)
+        with pytest.raises(kiln.Error, match="checkpoint_every must be 0 .off. or positive, got -5"):
+            run("every", checkpoint_every=-5)
+        for name in ("five", "keep", "every"):
+            assert not os.path.exists(os.path.join(d, name)), name
+
+
 def test_precision_policy_reaches_the_trainer_and_the_checkpoint():
     h5py = pytest.importorskip("h5py")
     with tempfile.TemporaryDirectory() as d:

@@ -16,6 +16,11 @@ TEST_CASE("the registry holds VGG11/13/16/19 and ResNet-50 and names the known m
   CHECK(names == std::vector<std::string>{"vgg11", "vgg13", "vgg16", "vgg19", "resnet50", "resnet50_v1"});
   CHECK(find_model_spec("vgg16").head_scope == "vgg16/fc8/");
   REQUIRE_THROWS_WITH(find_model_spec("resnet101"), Catch::Contains("resnet101") && Catch::Contains("vgg11, vgg13"));
+  // A negative image size is refused (0 is the default), not taken as the default.
+  Generator g(1);
+  for (const char* name : {"vgg16", "resnet50"})
+    REQUIRE_THROWS_WITH(find_model_spec(name).build(ModelOptions{10, -5}, g, g),
+                        Catch::Contains(std::string(name) + ": image size -5 is negative (0 takes the default, 224)"));
 }
 
 TEST_CASE("ResNet-50's specs: root scope is the name, scopes freeze to head-only, torchvision keys map", "[train][spec][resnet]") {

@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -453,6 +454,45 @@ TEST_CASE("a resume over changed training data: refused mid-epoch, said at an ep
       CHECK(said == std::vector<std::pair<int64_t, int64_t>>{{8, 7}});
     }
   }
+}
+
+TEST_CASE("a Trainer refuses negative counts and rates in its options, naming them", "[train][errors]") {
+  const DemoSplits d("trainer_options", 2, 2, 1);
+  Generator g(3);
+  auto net = tiny_net(g);
+  const TrainerOptions good = tiny_options(d.root + "/run", false);
+  const auto refused = [&](const std::function<void(TrainerOptions&)>& change, const std::string& says) {
+    TrainerOptions t = good;
+    t.run.classes = d.train.classes;
+    change(t);
+    CHECK_THROWS_WITH(Trainer(*net, find_model_spec("vgg16"), d.train, d.val, t), Contains(says));
+  };
+  refused([](TrainerOptions& t) { t.keep = 0; }, "keep must be 1 or more");
+  refused([](TrainerOptions& t) { t.keep = -1; }, "got -1");
+  refused([](TrainerOptions& t) { t.checkpoint_every = -5; }, "checkpoint_every must be 0 (off) or positive, got -5");
+  refused([](TrainerOptions& t) { t.stop_after_steps = -1; }, "stop_after_steps must be 0");
+  refused([](TrainerOptions& t) { t.phases[1].epochs = -2; }, "phase 'all' has -2 epochs");
+  refused([](TrainerOptions& t) { t.phases[0].lr = -0.1; }, "phase 'head' has learning rate -0.1");
+  refused([](TrainerOptions& t) { t.phases[0].lr = std::nan(""); }, "learning rate nan");
+  refused([](TrainerOptions& t) { t.phases[0].momentum = 1; }, "0 <= momentum < 1");
+  refused([](TrainerOptions& t) { t.phases[0].weight_decay = -1e-4; }, "weight decay -0.0001");
+  CHECK_FALSE(std::filesystem::exists(good.model_dir));  // refused before anything was written
+}
+
+TEST_CASE("an on_epoch hook that throws stops the run after its epoch is checkpointed", "[train][errors]") {
+  const DemoSplits d("trainer_hook", 2, 2, 1);
+  Generator g(3);
+  auto net = tiny_net(g);
+  TrainerOptions t = tiny_options(d.root + "/run", false);
+  t.run.classes = d.train.classes;
+  TrainerHooks hooks;  // a caller's logging bug, met after the first epoch
+  hooks.on_epoch = [](const EpochSummary&) { throw std::runtime_error("a typo in my logging"); };
+  REQUIRE_THROWS_WITH(Trainer(*net, find_model_spec("vgg16"), d.train, d.val, t, hooks).run(std::nullopt),
+                      "a typo in my logging");
+  const io::ResumeChoice choice = io::newest_intact_checkpoint(t.model_dir);
+  REQUIRE(choice.checkpoint);
+  CHECK(choice.checkpoint->meta.epochs_done == 1);
+  CHECK(choice.checkpoint->meta.batches_done == 0);
 }
 
 TEST_CASE("a weight gone NaN behind a ReLU is caught before it is checkpointed, the loss being finite", "[train][errors]") {
