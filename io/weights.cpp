@@ -431,7 +431,7 @@ void export_weights(Module& model, const std::string& path, const ExportOptions&
           write_checksummed(root, name, host.shape().dims(), host.data<float>());
         }
       } else {
-        write_keras(root, model);
+        write_keras(root, model, opt.convention);
       }
     }
     file.flush();

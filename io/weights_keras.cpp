@@ -161,7 +161,11 @@ SourceList list_keras(const h5::Group& root, Module& model) {
   SourceList s;
   s.format = WeightsFormat::keras;
   s.model = model.name();
-  s.convention = InputConvention::caffe_bgr;  // Keras's VGG16 ("caffe" preprocessing)
+  // Keras's VGG16 and ResNet50 take "caffe" preprocessing; a file kiln exported says what
+  // its model was trained on (write_keras).
+  s.convention = root.has_attribute(kKerasConventionAttribute)
+                     ? parse_convention(root.string_attribute(kKerasConventionAttribute))
+                     : InputConvention::caffe_bgr;
   std::string base_path;
   keras_base(root, base_path);
   std::optional<h5::Group> model_weights;
@@ -231,7 +235,7 @@ SourceList list_keras3(const h5::Group& root, Module& model) {
   return s;
 }
 
-void write_keras(h5::Group& root, Module& model) {
+void write_keras(h5::Group& root, Module& model, InputConvention convention) {
   const std::string prefix = model.name() + "/";
   const KerasLayerNames keras = keras_layer_names(model.name());
   const std::set<std::string> bns = batch_norm_layers(model);
@@ -260,6 +264,7 @@ void write_keras(h5::Group& root, Module& model) {
   root.set_string_list_attribute("layer_names", layer_names);
   root.set_string_attribute("backend", "tensorflow");
   root.set_string_attribute("keras_version", "2.11.0");
+  root.set_string_attribute(kKerasConventionAttribute, convention_name(convention));
   for (size_t l = 0; l < layer_names.size(); ++l) {
     h5::Group g = root.create_group(layer_names[l]);
     std::vector<std::string> names;

@@ -39,8 +39,10 @@ SourceList list_keras(const h5::Group& root, Module& model);
 SourceList list_keras3(const h5::Group& root, Module& model);
 // Writes the model as Keras's save_weights does (layer_names, weight_names, kernels in
 // Keras's layouts; layer names from layers/models/keras_names.h, batch norms as gamma,
-// beta, moving_mean, moving_variance).
-void write_keras(h5::Group& root, Module& model);
+// beta, moving_mean, moving_variance), and the input convention its inputs need in a root
+// attribute Keras ignores, which list_keras reads back (files without it: caffe_bgr).
+inline constexpr const char* kKerasConventionAttribute = "kiln_input_convention";
+void write_keras(h5::Group& root, Module& model, InputConvention convention);
 
 // Row-major [rows, cols] -> [cols, rows].
 void transpose(const float* src, float* dst, int64_t rows, int64_t cols);

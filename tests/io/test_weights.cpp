@@ -173,7 +173,7 @@ TEST_CASE("export then import round-trips bit-exactly in kiln and Keras layouts"
     auto dst = vgg(11, 10, 32, 2);
     const io::ImportReport rep = io::import_weights(*dst, path);
     CHECK(rep.loaded.size() == src->parameters().size());
-    if (fmt == io::WeightsFormat::kiln) CHECK(rep.convention == io::InputConvention::tf_rgb);
+    CHECK(rep.convention == io::InputConvention::tf_rgb);  // Keras's layout too: an attribute Keras ignores
     CHECK_THAT(rep.checksums, Contains(fmt == io::WeightsFormat::kiln ? "verified" : "Keras files carry no checksums"));
     CHECK_THAT(rep.to_string(), Contains("checksums: "));
     const auto ps = src->parameters(), pd = dst->parameters();
