@@ -54,17 +54,25 @@ double load_as_double(const void* p, DType t) {
 
 Tensor Tensor::empty(const Shape& shape, TensorOptions opt) { return Tensor(make_impl(shape, opt)); }
 
-Tensor Tensor::full(const Shape& shape, double value, TensorOptions opt) {
-  // An integer type must hold the value (truncated toward zero, as the conversion does): a
-  // fill would wrap or saturate it without a word.
+namespace {
+
+// An integer type must hold `value` (truncated toward zero, as the conversion does): a fill
+// would wrap or saturate it without a word.
+void check_fits(const char* op, double value, DType dtype) {
   const double whole = std::trunc(value);
   const auto range = [&](int64_t lo, int64_t hi) {
-    KILN_CHECK(whole >= static_cast<double>(lo) && whole <= static_cast<double>(hi), "full: ", value, " does not fit ",
-               dtype_name(opt.dtype), " (", lo, "..", hi, ")");
+    KILN_CHECK(whole >= static_cast<double>(lo) && whole <= static_cast<double>(hi), op, ": ", value,
+               " does not fit ", dtype_name(dtype), " (", lo, "..", hi, ")");
   };
-  if (opt.dtype == DType::u8) range(0, 255);
-  if (opt.dtype == DType::i32) range(INT32_MIN, INT32_MAX);
-  if (opt.dtype == DType::i64) range(INT64_MIN, int64_t{9223372036854774784});  // the largest double below 2^63
+  if (dtype == DType::u8) range(0, 255);
+  if (dtype == DType::i32) range(INT32_MIN, INT32_MAX);
+  if (dtype == DType::i64) range(INT64_MIN, int64_t{9223372036854774784});  // the largest double below 2^63
+}
+
+}  // namespace
+
+Tensor Tensor::full(const Shape& shape, double value, TensorOptions opt) {
+  check_fits("full", value, opt.dtype);
   Tensor t = empty(shape, opt);
   backend_for(opt.device).fill(t, value);
   return t;
@@ -74,6 +82,10 @@ Tensor Tensor::zeros(const Shape& shape, TensorOptions opt) { return full(shape,
 Tensor Tensor::ones(const Shape& shape, TensorOptions opt) { return full(shape, 1.0, opt); }
 
 Tensor Tensor::arange(int64_t n, double start, double step, TensorOptions opt) {
+  if (n > 0) {  // the first and last values bound the rest
+    check_fits("arange", start, opt.dtype);
+    check_fits("arange", start + static_cast<double>(n - 1) * step, opt.dtype);
+  }
   Tensor t = empty(Shape{n}, opt);
   backend_for(opt.device).arange(t, start, step);
   return t;

@@ -1,5 +1,6 @@
 // kiln.Tensor, its factories and the ops with autograd. Every call that runs a kernel (ops,
 // backward, copies) releases the GIL; metadata reads do not.
+#include <charconv>
 #include <memory>
 #include <optional>
 #include <string>
@@ -29,9 +30,13 @@ DType dtype_from_name(const std::string& name) {
 Device device_from_name(const std::string& name) {
   if (name == "cpu") return Device::cpu();
   if (name == "cuda") return Device::cuda(0);
-  if (name.rfind("cuda:", 0) == 0 && name.size() > 5 && name.find_first_not_of("0123456789", 5) == std::string::npos)
-    return Device::cuda(std::stoi(name.substr(5)));
-  KILN_FAIL("unknown device '", name, "': use \"cpu\", \"cuda\" or \"cuda:N\"");
+  int index = 0;
+  const char* end = name.data() + name.size();
+  if (name.rfind("cuda:", 0) == 0 && name.size() > 5 && name.find_first_not_of("0123456789", 5) == std::string::npos) {
+    const auto [at, ec] = std::from_chars(name.data() + 5, end, index);
+    if (ec == std::errc() && at == end) return Device::cuda(index);
+  }
+  KILN_FAIL("unknown device '", name, "': use \"cpu\", \"cuda\" or \"cuda:N\" (N a GPU's index)");
 }
 
 namespace {
@@ -129,9 +134,14 @@ void bind_factories(nb::module_& m) {
   m.def("manual_seed", &kiln::manual_seed, arg("seed"), "Reseeds the default generator.");
 }
 
-// kiln.no_grad(): a context manager that stops ops from recording (NoGradGuard).
+// kiln.no_grad(): a context manager that stops ops from recording (NoGradGuard). One object
+// may be entered again inside itself (`with ng: with ng:`): each enter pushes a guard, each
+// exit pops the newest, so grad mode comes back as it was at each level.
 struct NoGrad {
-  std::unique_ptr<NoGradGuard> guard;
+  NoGrad() = default;
+  NoGrad(const NoGrad&) = delete;  // std::vector's copy is declared for move-only elements too
+  NoGrad& operator=(const NoGrad&) = delete;
+  std::vector<std::unique_ptr<NoGradGuard>> guards;
 };
 
 // An int, or a pair (h, w) of ints, as torch's conv and pooling arguments take: (h, w).
@@ -140,9 +150,10 @@ std::pair<int64_t, int64_t> two_ints(const nb::handle& v, const char* what) {
     const auto n = nb::cast<int64_t>(v);
     return {n, n};
   }
-  if ((nb::isinstance<nb::tuple>(v) || nb::isinstance<nb::list>(v)) && nb::len(v) == 2)
+  if ((nb::isinstance<nb::tuple>(v) || nb::isinstance<nb::list>(v)) && nb::len(v) == 2 &&
+      nb::isinstance<nb::int_>(v[0]) && nb::isinstance<nb::int_>(v[1]))
     return {nb::cast<int64_t>(v[0]), nb::cast<int64_t>(v[1])};
-  KILN_FAIL(what, " must be an int or a pair (h, w) of ints, got ", nb::str(nb::type_name(v.type())).c_str());
+  KILN_FAIL(what, " must be an int or a pair (h, w) of ints, got ", nb::str(nb::repr(v)).c_str());
 }
 
 void bind_nn_ops(nb::module_& m) {
@@ -190,8 +201,10 @@ void bind_math_ops(nb::module_& m) {
         arg("x"), arg("shape"), Release(), "Same memory, new shape (one extent may be -1).");
   nb::class_<NoGrad>(m, "no_grad", "Context manager: ops inside record no autograd graph (inference).")
       .def(nb::init<>())
-      .def("__enter__", [](NoGrad& g) { g.guard = std::make_unique<NoGradGuard>(); })
-      .def("__exit__", [](NoGrad& g, nb::args) { g.guard.reset(); });
+      .def("__enter__", [](NoGrad& g) { g.guards.push_back(std::make_unique<NoGradGuard>()); })
+      .def("__exit__", [](NoGrad& g, nb::args) {
+        if (!g.guards.empty()) g.guards.pop_back();
+      });
   m.def("grad_enabled", &grad_enabled, "Whether ops record autograd graphs on this thread.");
 }
 

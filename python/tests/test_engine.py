@@ -83,6 +83,19 @@ def test_misuse_raises_kiln_error_not_a_crash():
         small_net()(kiln.zeros([1, 5, 5, 3]))  # fc expects 64 features
     with pytest.raises(kiln.Error):
         kiln.ones([2]).backward()  # not a scalar, no gradient given
+    with pytest.raises(kiln.Error, match="unknown device 'cuda:99999999999'"):  # was std::stoi's IndexError
+        kiln.ones([2], device="cuda:99999999999")
+    with pytest.raises(kiln.Error, match=r"stride must be an int or a pair \(h, w\) of ints, got \(1.7, 1\)"):
+        kiln.conv2d(kiln.ones([1, 3, 3, 1]), kiln.ones([1, 1, 1, 1]), stride=(1.7, 1))  # was std::bad_cast
+
+
+def test_one_no_grad_object_nests_in_itself():
+    ng = kiln.no_grad()
+    with ng:
+        with ng:
+            assert not kiln.grad_enabled()
+        assert not kiln.grad_enabled()
+    assert kiln.grad_enabled()
 
 
 def test_type_stubs_ship_with_the_module():

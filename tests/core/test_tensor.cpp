@@ -70,6 +70,9 @@ TEST_CASE("factories fill as asked", "[tensor]") {
   CHECK(Tensor::full(Shape{2}, 255, TensorOptions{DType::u8}).to_vector<double>() == std::vector<double>{255, 255});
   CHECK_THROWS_WITH(Tensor::full(Shape{2}, 300, TensorOptions{DType::u8}), Catch::Contains("300 does not fit uint8 (0..255)"));
   CHECK_THROWS_WITH(Tensor::full(Shape{2}, -1, TensorOptions{DType::u8}), Catch::Contains("does not fit uint8"));
+  // arange's last value too: 254, 255, then 256 would wrap to 0.
+  CHECK_THROWS_WITH(Tensor::arange(5, 254, 1, TensorOptions{DType::u8}), Catch::Contains("arange: 258 does not fit uint8"));
+  CHECK(Tensor::arange(2, 254, 1, TensorOptions{DType::u8}).numel() == 2);
   CHECK(Tensor::full(Shape{1}, 255.5, TensorOptions{DType::u8}).to_vector<double>() == std::vector<double>{255});
   CHECK_THROWS_WITH(Tensor::full(Shape{2}, 1e20, TensorOptions{DType::i32}), Catch::Contains("does not fit int32"));
   CHECK_THROWS_WITH(Tensor::full(Shape{2}, std::nan(""), TensorOptions{DType::i64}), Catch::Contains("does not fit int64"));
