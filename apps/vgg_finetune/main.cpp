@@ -437,10 +437,45 @@ std::vector<Prediction> predict_images(TrainedModel& t, const std::vector<std::s
 // An output file named by `flag` (audit --out, predict --csv/--json, export --out), checked
 // before any work is done: not a folder, and its folder made when missing, so a long run
 // never ends on "cannot write".
-void prepare_output_file(const std::string& flag, const std::string& file) {
+// What a command reads, which its output file must not overwrite.
+struct Reads {
+  std::string model_dir;               // its run's files (checkpoints, classes.txt, ...); others may be written
+  std::vector<std::string> data_dirs;  // data folders: any file written inside becomes one of their files
+  std::vector<std::string> files;      // input files given one by one
+};
+
+// A file a training run keeps in its model directory (apps/vgg_finetune/train.cpp, train/metrics_log.cpp).
+bool run_file(const fs::path& rel) {
+  const std::string first = rel.begin()->string();
+  return first.rfind("ckpt-", 0) == 0 || first.rfind("frozen-", 0) == 0 || first == "classes.txt" ||
+         first == "config.txt" || first == "skipped.txt" || first == "metrics.csv" || first == "events";
+}
+
+// `path` inside `dir` (both as they resolve), as a relative path; empty when outside.
+fs::path inside(const fs::path& path, const std::string& dir) {
+  if (dir.empty()) return {};
+  const fs::path rel = path.lexically_relative(fs::weakly_canonical(fs::absolute(dir)));
+  return rel.empty() || *rel.begin() == ".." || rel == "." ? fs::path() : rel;
+}
+
+void refuse_overwriting_inputs(const std::string& flag, const std::string& file, const Reads& reads) {
+  const fs::path out = fs::weakly_canonical(fs::absolute(file));
+  for (const std::string& f : reads.files)
+    KILN_CHECK(out != fs::weakly_canonical(fs::absolute(f)), flag, " '", file,
+               "' is one of the files this command reads: write it elsewhere");
+  for (const std::string& d : reads.data_dirs)
+    KILN_CHECK(inside(out, d).empty(), flag, " '", file, "' is inside the data folder '", d,
+               "', where it would become one of its files: write it elsewhere");
+  const fs::path rel = inside(out, reads.model_dir);
+  KILN_CHECK(rel.empty() || !run_file(rel), flag, " '", file, "' would overwrite a file of the run in '",
+             reads.model_dir, "' (", rel.string(), "): write it elsewhere");
+}
+
+void prepare_output_file(const std::string& flag, const std::string& file, const Reads& reads = {}) {
   if (file.empty()) return;
   KILN_CHECK(!fs::is_directory(file), flag, " '", file, "' is a folder: give a file name, e.g. ",
              (fs::path(file) / "out").string());
+  refuse_overwriting_inputs(flag, file, reads);
   if (fs::path(file).has_parent_path()) {
     std::error_code ec;
     fs::create_directories(fs::path(file).parent_path(), ec);
@@ -536,9 +571,10 @@ int cmd_predict(int argc, char** argv) {
   const int64_t top_k = f.integer("top-k", 1, 1000);
   const int64_t batch = f.integer("batch", 1, 4096);
   const std::string dev = f.choice("device", {"auto", "cpu", "cuda"});
-  prepare_output_file("--csv", f.str("csv"));
-  prepare_output_file("--json", f.str("json"));
   const std::vector<std::string> paths = collect_images(f.positional());
+  const Reads reads{f.str("model-dir"), {}, paths};  // beside the images is fine: not a training data set
+  prepare_output_file("--csv", f.str("csv"), reads);
+  prepare_output_file("--json", f.str("json"), reads);
   const Device device = choose_device(dev);
   TrainedModel t = load_trained(f.str("model-dir"), device, f.on("best"), precision_flag(f));
   std::printf("model: %s (%s)\nprecision: %s\n", t.checkpoint.state_path.c_str(), after_epochs(t.checkpoint).c_str(),
@@ -551,12 +587,7 @@ int cmd_predict(int argc, char** argv) {
 }
 
 void export_model(const std::string& model_dir, const std::string& out, const std::string& format, bool best) {
-  // The model directory's own files (checkpoints, frozen files) are never export targets.
-  const std::string name = fs::path(out).filename().string();
-  KILN_CHECK(!(fs::weakly_canonical(fs::absolute(out)).parent_path() == fs::weakly_canonical(fs::absolute(model_dir)) &&
-               (name.rfind("ckpt-", 0) == 0 || name.rfind("frozen-", 0) == 0)),
-             "--out '", out, "' would overwrite a checkpoint file of '", model_dir, "': write the export elsewhere");
-  prepare_output_file("--out", out);
+  prepare_output_file("--out", out, Reads{model_dir, {}, {}});  // never the run's own files
   TrainedModel t = load_trained(model_dir, Device::cpu(), best);
   io::ExportOptions eo;
   eo.format = format == "keras" ? io::WeightsFormat::keras : io::WeightsFormat::kiln;
@@ -615,7 +646,7 @@ int cmd_audit(int argc, char** argv) {
   opt.threads = workers > 0 ? workers : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   opt.max_pairs = static_cast<size_t>(f.integer("max-pairs", 0, 1000000));
   const std::string out = f.str("out");
-  prepare_output_file("--out", out);
+  prepare_output_file("--out", out, Reads{"", {data[0]}, {}});
   const AuditReport r = audit_data_dir(data[0], opt);
   std::printf("%s", r.summary(r.skipped.size(), out).c_str());
   if (!out.empty()) {

@@ -139,6 +139,14 @@ std::map<std::string, std::string> parse_config(const std::string& text) {
   return out;
 }
 
+// Whether a saved config.txt records any recipe flag (every version wrote the model's).
+bool records_recipe(const std::string& saved_text) {
+  const std::map<std::string, std::string> saved = parse_config(saved_text);
+  for (const RecipeFlag& r : recipe_flags(TrainConfig{}))
+    if (saved.count(r.name)) return true;
+  return false;
+}
+
 // The recipe flags of this run that differ from the saved config, as "--flag NEW (was OLD)".
 // Numbers compare by value (1e-3 equals 0.001); a flag the saved file does not record is not
 // compared (config.txt of an older version), except switches, which are recorded only when on.
@@ -229,6 +237,12 @@ RunStart check_model_dir(const TrainConfig& cfg, const ModelSpec& spec, const st
   s.config_path = (fs::path(cfg.model_dir) / "config.txt").string();
   s.saved_config = resume && fs::exists(s.config_path) ? read_text(s.config_path) : std::string();
   if (resume) s.changes = recipe_changes(cfg, s.saved_config);
+  // A config.txt gone, or overwritten by something else, would let any recipe resume.
+  KILN_CHECK(!resume || records_recipe(s.saved_config) || cfg.allow_changed_config, "model directory '",
+             cfg.model_dir, "' holds checkpoints, but its config.txt ", fs::exists(s.config_path) ? "records no recipe"
+             : "is missing (a run of kiln.train writes none)", ", so this resume cannot be checked against the run's recipe: restore ", s.config_path,
+             ", use a new --model-dir, or pass --allow-changed-config");
+  if (resume && !records_recipe(s.saved_config)) s.changes.push_back("the run's recipe was unknown (no config.txt)");
   KILN_CHECK(s.changes.empty() || cfg.allow_changed_config, "model directory '", cfg.model_dir,
              "' holds a run with another recipe: ", join_names(s.changes), " (", s.config_path,
              "); resume with the run's values, use a new --model-dir, or pass --allow-changed-config");

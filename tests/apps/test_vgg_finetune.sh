@@ -180,6 +180,11 @@ grep -q -- "--phase2-epochs is 2, the run used 1" "$W/err.txt" || bad "changed-r
 expect_error "changed lr on resume" train --data-dir "$W/data" --model-dir "$W/b" "${COMMON[@]}" --phase1-lr 0.01
 [ "$(md5sum < "$W/b/config.txt")" = "$cfg_before" ] && ok "refused resumes left config.txt unchanged" ||
   bad "config.txt changed by a refused resume"
+# A config.txt gone (or overwritten by another file) cannot vouch for the recipe.
+mv "$W/b/config.txt" "$W/b_config.bak"
+expect_error "resume without config.txt" train --data-dir "$W/data" --model-dir "$W/b" "${COMMON[@]}" --phase2-epochs 2
+grep -q "its config.txt is missing, so this resume cannot be checked" "$W/err.txt" || bad "a missing config.txt is not named"
+mv "$W/b_config.bak" "$W/b/config.txt"
 if "$B" train --data-dir "$W/data" --model-dir "$W/b" "${COMMON[@]}" --phase1-lr 0.001 > "$W/b3.log" 2>&1 &&
    grep -q "nothing left to train" "$W/b3.log" && [ "$(md5sum < "$W/b/config.txt")" = "$cfg_before" ] &&
    "$B" train --data-dir "$W/data" --model-dir "$W/b" "${COMMON[@]}" --phase2-epochs 2 --allow-changed-config > "$W/b4.log" 2>&1 &&
@@ -209,6 +214,16 @@ fi
 [ ! -e "$W/f" ] && ok "refused starts left no model directory" || bad "a refused start left $W/f"
 expect_error "export --out a folder" export --model-dir "$W/a" --out "$W/out"
 expect_error "export over a checkpoint" export --model-dir "$W/a" --out "$W/a/$(cd "$W/a" && ls ckpt-*.weights.h5 | tail -1)"
+# Output files never overwrite what the command reads (each was overwritten before 2026-12-03).
+cp "$W/a/classes.txt" "$W/classes.bak"
+expect_error "export over the run's classes.txt" export --model-dir "$W/a" --out "$W/a/classes.txt"
+cmp -s "$W/a/classes.txt" "$W/classes.bak" || bad "export overwrote classes.txt"
+img=$(ls "$W/data/val/"*/* | head -1)
+cp "$img" "$W/img.bak"
+expect_error "predict --json over a checkpoint" predict --model-dir "$W/a" "$img" --json "$W/a/$(cd "$W/a" && ls ckpt-*.state.h5 | tail -1)" --device cpu
+expect_error "predict --csv over its input image" predict --model-dir "$W/a" "$img" --csv "$img" --device cpu
+expect_error "audit --out inside the data" audit "$W/data" --out "$img"
+cmp -s "$img" "$W/img.bak" && ok "predict and audit left their input image as it was" || bad "an input image was overwritten"
 mkdir -p "$W/valonly" "$W/trainonly" && cp -r "$W/data/val" "$W/valonly/" && cp -r "$W/data/train" "$W/trainonly/"
 if "$B" eval --model-dir "$W/a" --data-dir "$W/valonly" --device cpu > "$W/valonly.log" 2>&1 &&
    grep -q "(4 images)" "$W/valonly.log"; then
@@ -222,7 +237,7 @@ if "$B" eval --model-dir "$W/a" --data-dir "$W/data" --device cpu > "$W/extra.lo
 else bad "eval beside extra folders"; cat "$W/extra.log"; fi
 rmdir "$W/data/.ipynb_checkpoints" "$W/data/raw"
 (cd "$W/a" && "$B" export --model-dir . --out ckpt-000009.weights.h5 > /dev/null 2> "$W/bare.err")
-[ $? -ne 0 ] && [ ! -e "$W/a/ckpt-000009.weights.h5" ] && grep -q "would overwrite a checkpoint file" "$W/bare.err" &&
+[ $? -ne 0 ] && [ ! -e "$W/a/ckpt-000009.weights.h5" ] && grep -q "would overwrite a file of the run" "$W/bare.err" &&
   ok "export refuses a checkpoint name in the model directory given as a bare file name" ||
   { bad "export with a bare checkpoint name"; cat "$W/bare.err"; }
 expect_error "weights of another model" train --data-dir "$W/data" --model-dir "$W/n1/n2/n3" --model resnet50 \
