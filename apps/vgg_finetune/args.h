@@ -49,4 +49,8 @@ class Flags {
   std::vector<std::string> given_flags_;
 };
 
+// `word` as one shell word, for the commands the app prints for pasting: as it is when it
+// holds only characters no shell treats specially, else in single quotes.
+std::string shell_quote(const std::string& word);
+
 }  // namespace kiln::app

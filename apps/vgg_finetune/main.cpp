@@ -750,12 +750,12 @@ void print_demo_kept(const std::string& work, bool own_dir) {
   std::error_code ec;
   std::string parts;
   for (const char* part : {"data", "model", "export"}) {
-    parts += (parts.empty() ? "" : " ") + (fs::path(work) / part).string();
+    parts += (parts.empty() ? "" : " ") + shell_quote((fs::path(work) / part).string());
     for (const auto& e : fs::recursive_directory_iterator(fs::path(work) / part, ec))
       if (e.is_regular_file(ec)) bytes += e.file_size(ec);
   }
   std::printf("its files (%.0f MB: data, checkpoints, export) are kept in %s; rm -rf %s removes them\n",
-              static_cast<double>(bytes) / 1e6, work.c_str(), own_dir ? work.c_str() : parts.c_str());
+              static_cast<double>(bytes) / 1e6, work.c_str(), own_dir ? shell_quote(work).c_str() : parts.c_str());
 }
 
 int cmd_demo(int argc, char** argv) {
@@ -847,29 +847,36 @@ int cmd_demo(int argc, char** argv) {
   if (c.momentum != defaults.momentum) changed << " --momentum " << c.momentum;
   std::printf("\n== vgg_finetune train%s --train-dir %s --val-dir %s --model-dir %s%s%s --image-size %lld "
               "--phase1-epochs %lld --phase2-epochs %lld%s\n",
-              model == kDefaultModel ? "" : (" --model " + model).c_str(), c.train_dir.c_str(), c.val_dir.c_str(),
-              c.model_dir.c_str(), c.weights.empty() ? "" : " --weights ",
-              c.weights.c_str(),
+              model == kDefaultModel ? "" : (" --model " + model).c_str(), shell_quote(c.train_dir).c_str(),
+              shell_quote(c.val_dir).c_str(), shell_quote(c.model_dir).c_str(), c.weights.empty() ? "" : " --weights ",
+              c.weights.empty() ? "" : shell_quote(c.weights).c_str(),
               static_cast<long long>(c.image_size), static_cast<long long>(c.phase1_epochs),
               static_cast<long long>(c.phase2_epochs), changed.str().c_str());
   const TrainResult r = run_train(c);
-  if (r.interrupted) return 130;  // Ctrl-C: the run is checkpointed, the rest of the demo skipped
+  if (r.interrupted) {  // Ctrl-C: the run is checkpointed, the rest of the demo skipped
+    std::printf("demo stopped: rerun the train line above (after ==) to resume its training; eval, predict and "
+                "export then take its --model-dir\n");
+    print_demo_kept(work, own_dir);
+    return 130;
+  }
 
-  std::printf("\n== vgg_finetune predict --model-dir %s (the first validation image of each class)\n", c.model_dir.c_str());
+  std::printf("\n== vgg_finetune predict --model-dir %s (the first validation image of each class)\n",
+              shell_quote(c.model_dir).c_str());
   TrainedModel t = load_trained(c.model_dir, device);
   const std::vector<std::string> some = one_val_image_per_class(c.val_dir, data.classes);
   report_predictions(predict_images(t, some, 3, 32, device), t.checkpoint.meta.classes, "", "");
 
   const std::string out = (fs::path(work) / "export" / (model + "_finetuned.h5")).string();
-  std::printf("\n== vgg_finetune export --model-dir %s --out %s\n", c.model_dir.c_str(), out.c_str());
+  std::printf("\n== vgg_finetune export --model-dir %s --out %s\n", shell_quote(c.model_dir).c_str(),
+              shell_quote(out).c_str());
   export_model(c.model_dir, out, "kiln", false);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::printf("\nsummary: val accuracy %.1f%% after training, against %.1f%% for colour alone and %.1f%% by chance; "
               "the backbone was %s\n",
               100.0 * r.val.acc, 100.0 * base.val_acc, 100.0 / static_cast<double>(data.classes.size()),
               f.str("weights").empty() ? "RANDOMLY initialised, not pretrained" : ("loaded from " + f.str("weights")).c_str());
-  std::printf("demo done in %.0f s. Try: %s eval --model-dir %s --data-dir %s\n", secs, argv[0], c.model_dir.c_str(),
-              data.root.c_str());
+  std::printf("demo done in %.0f s. Try: %s eval --model-dir %s --data-dir %s\n", secs, shell_quote(argv[0]).c_str(),
+              shell_quote(c.model_dir).c_str(), shell_quote(data.root).c_str());
   print_demo_kept(work, own_dir);
   return 0;
 }
