@@ -215,6 +215,7 @@ struct Trainer::State {
   // This epoch's running statistics and data position.
   double loss_sum = 0;
   int64_t correct = 0, seen = 0, step_in_epoch = 0, batches_in_epoch = 0, steps = 0;
+  int64_t seen0 = 0, steps0 = 0;  // seen and step_in_epoch when this process took the epoch up (a resume)
   std::vector<int64_t> order;  // cached: the epoch's sample order
   size_t order_at = 0;
   Clock::time_point t0;        // the epoch's start
@@ -578,7 +579,7 @@ bool Trainer::run_epoch(int64_t e, State& s) {
   model_.train();
   s.t0 = Clock::now();
   s.loss_sum = 0;
-  s.correct = s.seen = s.step_in_epoch = s.batches_in_epoch = 0;
+  s.correct = s.seen = s.step_in_epoch = s.batches_in_epoch = s.seen0 = s.steps0 = 0;
   // The batches of this epoch: from the loader, or (cached) the same order from the cache.
   s.order.clear();
   s.order_at = 0;
@@ -597,6 +598,8 @@ bool Trainer::run_epoch(int64_t e, State& s) {
     s.correct = m.epoch_correct;
     s.seen = m.epoch_seen;
     s.step_in_epoch = m.epoch_steps;
+    s.seen0 = s.seen;  // trained before the checkpoint: not in this process's img/s
+    s.steps0 = s.step_in_epoch;
     if (hooks_.on_resume_skip) hooks_.on_resume_skip(m.batches_done, e + 1);
   }
   if (!train_steps(e, s)) return false;
@@ -607,7 +610,7 @@ bool Trainer::run_epoch(int64_t e, State& s) {
   sum.epoch = e + 1;
   sum.epoch_in_phase = e - first + 1;
   sum.phase_epochs = ph.epochs;
-  sum.images_per_second = static_cast<double>(s.seen) / std::max(seconds_since(s.t0), 1e-9);
+  sum.images_per_second = static_cast<double>(s.seen - s.seen0) / std::max(seconds_since(s.t0), 1e-9);
   sum.train_loss = s.loss_sum / static_cast<double>(s.seen);
   sum.train_acc = static_cast<double>(s.correct) / static_cast<double>(s.seen);
   sum.val = evaluate_now(s);
@@ -842,7 +845,8 @@ bool Trainer::train_steps(int64_t e, State& s) {
     ++s.batches_in_epoch;  // empty batches included: the data position
     if (!train_step(x, y, row_first, rows_global, e, s)) continue;
     const StepInfo info{number, e - first + 1, ph.epochs, s.step_in_epoch, s.steps, s.batches_in_epoch,
-                        s.global_step, s.loss_sum, seconds_since(s.t0), s.correct, s.seen};
+                        s.global_step, s.loss_sum, seconds_since(s.t0), s.correct, s.seen, s.seen - s.seen0,
+                        s.step_in_epoch - s.steps0};
     if (hooks_.on_step) hooks_.on_step(info);
     // Every N steps (the epoch's last batch is left to the per-epoch evaluation and checkpoint).
     const bool mid_epoch = s.batches_in_epoch < s.steps;

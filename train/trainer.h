@@ -135,8 +135,11 @@ struct StepInfo {
   int phase = 1;  // 1-based
   int64_t epoch_in_phase = 1, phase_epochs = 1;
   int64_t step_in_epoch = 0, steps = 0, batches_in_epoch = 0, global_step = 0;
-  double loss_sum = 0, seconds = 0;  // over this epoch so far
+  double loss_sum = 0, seconds = 0;  // over this epoch so far (seconds: in this process)
   int64_t correct = 0, seen = 0;
+  // Of them, the images and steps this process trained in `seconds`: all of them, but after a
+  // mid-epoch resume only those since (img/s and ETA are computed from these).
+  int64_t timed_seen = 0, timed_steps = 0;
 };
 
 // How a phase's batches are served.

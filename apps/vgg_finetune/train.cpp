@@ -646,8 +646,9 @@ TrainerHooks people_hooks(const TrainConfig& cfg, bool tty, Sequential& net) {
   };
   if (tty) {
     h.on_step = [](const StepInfo& s) {
-      const double ips = static_cast<double>(s.seen) / std::max(s.seconds, 1e-9);
-      const double eta = static_cast<double>(s.steps - s.step_in_epoch) * (s.seconds / static_cast<double>(s.step_in_epoch));
+      const double ips = static_cast<double>(s.timed_seen) / std::max(s.seconds, 1e-9);
+      const double eta = static_cast<double>(s.steps - s.step_in_epoch) *
+                         (s.seconds / static_cast<double>(std::max<int64_t>(s.timed_steps, 1)));
       std::printf("\r  phase %d epoch %lld/%lld step %lld/%lld  loss %.3f acc %.1f%%  %.1f img/s  ETA %d:%02d   ", s.phase,
                   static_cast<long long>(s.epoch_in_phase), static_cast<long long>(s.phase_epochs),
                   static_cast<long long>(s.step_in_epoch), static_cast<long long>(s.steps), s.loss_sum / s.seen,

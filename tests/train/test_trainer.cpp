@@ -187,8 +187,16 @@ TEST_CASE("a Trainer runs any Sequential's phases and resumes mid-epoch bit for 
     reseeded.loader.shuffle = false;
     REQUIRE_THROWS_WITH(Trainer(*c, spec, train, val, reseeded).run(choice.checkpoint),
                         Contains("this run's loader has seed 11 (not shuffled)"));
-    const TrainResult rc = Trainer(*c, spec, train, val, tb).run(choice.checkpoint);
+    std::vector<StepInfo> after;  // img/s after a mid-epoch resume counts this process's images only
+    TrainerHooks resumed_hooks;
+    resumed_hooks.on_step = [&after](const StepInfo& i) { after.push_back(i); };
+    const TrainResult rc = Trainer(*c, spec, train, val, tb, resumed_hooks).run(choice.checkpoint);
     CHECK(rc.finished);
+    REQUIRE_FALSE(after.empty());
+    CHECK(after[0].step_in_epoch == 2);
+    CHECK(after[0].seen == 6);
+    CHECK(after[0].timed_steps == 1);
+    CHECK(after[0].timed_seen == 3);
     for (const ParameterRef& p : a->parameters())
       CHECK(c->find(p.name).tensor->to_vector<float>() == p.tensor->to_vector<float>());
 
