@@ -118,7 +118,8 @@ std::vector<FlagSpec> train_specs() {
       {"no-feature-cache", "", "", "with --no-augment, run the full network each step anyway (to compare)"},
       {"head-init", "random|probe", "random",
        "how fc8 starts: random, or probe: fitted by ridge regression on the frozen layers' features of the training "
-       "images before phase 1 (a linear probe; the ridge strength chosen by cross-validation on them)"},
+       "images before phase 1 (before phase 2 with --phase1-epochs 0; a linear probe, the ridge strength chosen by "
+       "cross-validation on them)"},
       {"calibrate-bn", "auto|on|off", "auto",
        "estimate the batch-norm layers' running statistics on the training images before phase 1 (models with "
        "batch norm: resnet50*); auto: only without --weights, when they are still 0 and 1 as initialised"},

@@ -430,7 +430,8 @@ std::vector<Phase> recipe_phases(const TrainConfig& cfg, const ModelSpec& spec, 
                                               : layer_of(spec, trains.front()) + ".." + layer_of(spec, trains.back());
   Phase head{name, trains, cfg.phase1_lr, nullptr, cfg.phase1_epochs, cfg.momentum, cfg.weight_decay};
   Phase all{"all layers", {}, cfg.phase2_lr, nullptr, cfg.phase2_epochs, cfg.momentum, cfg.weight_decay};
-  head.head_init = cfg.probe_head ? HeadInit::linear_probe : HeadInit::as_is;
+  // The probe fits the head before the first phase that trains (phase 2 when phase 1 has no epochs).
+  (cfg.phase1_epochs > 0 ? head : all).head_init = cfg.probe_head ? HeadInit::linear_probe : HeadInit::as_is;
   return {head, all};
 }
 
