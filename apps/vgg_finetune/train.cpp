@@ -775,6 +775,7 @@ TrainResult run_train(const TrainConfig& cfg) {
   const bool adaptive = m.options.adaptive_pool;
   const io::InputConvention convention =
       load_start_weights(cfg, spec, start, *model, init_gen, dropout_gen, num_classes, m);
+  std::vector<Phase> phases = recipe_phases(cfg, spec, m);  // a bad --train-from is refused before any write
   if (root) {  // rank 0 alone writes the model directory
     write_run_files(cfg, start, classes);
     io::write_file_atomic(skipped_path, audit.skipped_text());  // empty when none: no stale list from an earlier run
@@ -782,7 +783,7 @@ TrainResult run_train(const TrainConfig& cfg) {
   model->to(device);
 
   TrainerOptions t;
-  t.phases = recipe_phases(cfg, spec, m);
+  t.phases = std::move(phases);
   t.loader.batch_size = cfg.batch;
   t.loader.num_workers = cfg.workers;
   t.loader.seed = cfg.seed + 2;

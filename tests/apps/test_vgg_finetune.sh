@@ -183,7 +183,7 @@ expect_error "changed lr on resume" train --data-dir "$W/data" --model-dir "$W/b
 # A config.txt gone (or overwritten by another file) cannot vouch for the recipe.
 mv "$W/b/config.txt" "$W/b_config.bak"
 expect_error "resume without config.txt" train --data-dir "$W/data" --model-dir "$W/b" "${COMMON[@]}" --phase2-epochs 2
-grep -q "its config.txt is missing, so this resume cannot be checked" "$W/err.txt" || bad "a missing config.txt is not named"
+grep -q "its config.txt is missing (a run of kiln.train writes none), so this resume cannot be checked" "$W/err.txt" || bad "a missing config.txt is not named"
 mv "$W/b_config.bak" "$W/b/config.txt"
 if "$B" train --data-dir "$W/data" --model-dir "$W/b" "${COMMON[@]}" --phase1-lr 0.001 > "$W/b3.log" 2>&1 &&
    grep -q "nothing left to train" "$W/b3.log" && [ "$(md5sum < "$W/b/config.txt")" = "$cfg_before" ] &&
@@ -211,6 +211,7 @@ grep -q "is truncated: it holds 4000 bytes of the $(stat -c %s "$W/out/a.h5")" "
 if ! nvidia-smi -L > /dev/null 2>&1; then
   expect_error "--device cuda without a GPU" train --data-dir "$W/data" --model-dir "$W/f" "${COMMON[@]/cpu/cuda}"
 fi
+expect_error "a --train-from layer the model lacks" train --data-dir "$W/data" --model-dir "$W/f" --train-from bogus "${COMMON[@]}"
 [ ! -e "$W/f" ] && ok "refused starts left no model directory" || bad "a refused start left $W/f"
 expect_error "export --out a folder" export --model-dir "$W/a" --out "$W/out"
 expect_error "export over a checkpoint" export --model-dir "$W/a" --out "$W/a/$(cd "$W/a" && ls ckpt-*.weights.h5 | tail -1)"
