@@ -376,6 +376,16 @@ TrainResult Trainer::run(const std::optional<io::CheckpointInfo>& resume) {
     s.global_step = resume->meta.global_step;
     s.result.val = EvalResult{resume->meta.val_loss, resume->meta.val_acc, 0, {}};
     s.result.last_checkpoint = resume->state_path;
+    // A stop asked for at or before where the checkpoint stands: nothing to train (a step
+    // or an epoch more would be past it).
+    const io::CheckpointMeta& m = resume->meta;
+    const int64_t total = total_epochs(opt_.phases);
+    if (m.epochs_done < total && ((opt_.stop_after_steps > 0 && m.global_step >= opt_.stop_after_steps) ||
+                                  (opt_.stop_after_epochs > 0 && m.epochs_done >= opt_.stop_after_epochs))) {
+      if (hooks_.on_stop)
+        hooks_.on_stop(StopInfo{StopInfo::Kind::already_past, m.global_step, m.epochs_done, total, resume->state_path});
+      return s.result;
+    }
   }
   if (opt_.metrics && s.root)
     opt_.metrics->start_at(resume ? resume->meta.epochs_done : 0, resume ? resume->meta.global_step : 0);

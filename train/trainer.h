@@ -175,9 +175,10 @@ struct StopInfo {
   // requested: TrainerHooks::should_stop said so after a step; `checkpoint` is the one
   // written there (TrainerOptions::checkpoint_on_stop) or else the last one, which a resume
   // starts from.
-  enum class Kind { steps_mid_epoch, steps_epoch_end, epochs, requested } kind;
+  // already_past: the checkpoint resumed stands at or past the stop asked for; nothing ran.
+  enum class Kind { steps_mid_epoch, steps_epoch_end, epochs, requested, already_past } kind;
   int64_t global_step = 0, epochs_done = 0, total_epochs = 0;
-  std::string checkpoint;  // steps_mid_epoch: the one written there; requested: the last one
+  std::string checkpoint;  // steps_mid_epoch: the one written there; requested: the last one; already_past: resumed
 };
 
 // Callbacks; each may be empty. The trainer prints nothing itself.

@@ -302,13 +302,16 @@ void print_precision_comparison(TrainedModel& t, const Flags& f, Device device, 
   std::printf("  relative error ||%s - fp32|| / ||fp32|| of each layer's output:\n", p.c_str());
   for (size_t i = 0; i < c.layers.size(); ++i)
     std::printf("    %-10s %.2e\n", c.layers[i].c_str(), c.rel_error[i]);
-  const auto pct = [](int64_t a, int64_t b) { return b > 0 ? 100.0 * static_cast<double>(a) / static_cast<double>(b) : 0.0; };
+  // "n/a" of no images (a model with no clear top-1 anywhere), not 0.00%.
+  const auto pct = [](int64_t a, int64_t b) {
+    return b > 0 ? format_number("%.2f%%", 100.0 * static_cast<double>(a) / static_cast<double>(b)) : "n/a";
+  };
   std::printf("  outputs: mean KL(fp32 || %s) %.2e nats; top-1 agrees on %lld of %lld images with a clear fp32 top-1 "
-              "(top-1 probability >= top-2 + %.2f): %.2f%%; on all images %.2f%%\n",
+              "(top-1 probability >= top-2 + %.2f): %s; on all images %s\n",
               p.c_str(), c.kl, static_cast<long long>(c.agree_clear), static_cast<long long>(c.clear), c.margin,
-              pct(c.agree_clear, c.clear), pct(c.agree_all, c.images));
-  std::printf("  accuracy: fp32 %.2f%%, %s %.2f%%\n", pct(c.correct_ref, c.images), p.c_str(),
-              pct(c.correct_test, c.images));
+              pct(c.agree_clear, c.clear).c_str(), pct(c.agree_all, c.images).c_str());
+  std::printf("  accuracy: fp32 %s, %s %s\n", pct(c.correct_ref, c.images).c_str(), p.c_str(),
+              pct(c.correct_test, c.images).c_str());
 }
 
 // The flags eval, predict and export share, spelled once.
@@ -588,6 +591,10 @@ int cmd_predict(int argc, char** argv) {
 }
 
 void export_model(const std::string& model_dir, const std::string& out, const std::string& format, bool best) {
+  // Keras 3 opens a .keras name as a ZIP archive (model.save's format); this is HDF5.
+  KILN_CHECK(fs::path(out).extension() != ".keras", "--out '", out, "': Keras opens .keras files as ZIP archives "
+             "(model.save's format), and export writes HDF5 weights; name it .h5 (Keras: model.load_weights('",
+             fs::path(out).replace_extension(".h5").filename().string(), "'))");
   prepare_output_file("--out", out, Reads{model_dir, {}, {}});  // never the run's own files
   TrainedModel t = load_trained(model_dir, Device::cpu(), best);
   io::ExportOptions eo;

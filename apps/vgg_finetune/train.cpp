@@ -334,6 +334,11 @@ io::InputConvention load_start_weights(const TrainConfig& cfg, const ModelSpec& 
   io::InputConvention convention = io::InputConvention::torchvision_rgb;
   std::string source = "the default, no weights file says otherwise";
   if (resume) {
+    // The preprocessing is the run's: a resume keeps it (it was silently ignored).
+    KILN_CHECK(cfg.convention == "auto" || io::parse_convention(cfg.convention) == resume->meta.convention,
+               "--convention ", cfg.convention, ": the run in '", cfg.model_dir, "' trained on ",
+               io::convention_name(resume->meta.convention), " inputs, which its resume keeps; leave --convention out, "
+               "or use a new --model-dir");
     io::load_checkpoint_weights(model, *resume);
     // The run goes ahead: damaged checkpoints are moved out of its way (a retrained epoch
     // would overwrite them, pruning would count them), not deleted.
@@ -681,6 +686,11 @@ TrainerHooks people_hooks(const TrainConfig& cfg, bool tty, Sequential& net) {
       std::printf("stopping after step %lld (end of epoch %lld: %s) as --stop-after-steps asks; run the train "
                   "command again without it to resume to the end\n", static_cast<long long>(s.global_step),
                   static_cast<long long>(s.epochs_done), phase_epoch(cfg, s.epochs_done).c_str());
+    } else if (s.kind == StopInfo::Kind::already_past) {
+      std::printf("nothing to train: the checkpoint (%s: step %lld, %lld epoch(s) done) is already where --stop-after-%s "
+                  "stops; run the train command again without it, or with a later stop, to go on\n",
+                  s.checkpoint.c_str(), static_cast<long long>(s.global_step), static_cast<long long>(s.epochs_done),
+                  cfg.stop_after_steps > 0 && s.global_step >= cfg.stop_after_steps ? "steps" : "epochs");
     } else if (s.kind == StopInfo::Kind::requested) {
       clear_progress(tty);
       std::printf("stopped by %s after step %lld (checkpoint %s); run the same train command again to resume\n",

@@ -185,6 +185,8 @@ mv "$W/b/config.txt" "$W/b_config.bak"
 expect_error "resume without config.txt" train --data-dir "$W/data" --model-dir "$W/b" "${COMMON[@]}" --phase2-epochs 2
 grep -q "its config.txt is missing (a run of kiln.train writes none), so this resume cannot be checked" "$W/err.txt" || bad "a missing config.txt is not named"
 mv "$W/b_config.bak" "$W/b/config.txt"
+expect_error "another --convention on resume" train --data-dir "$W/data" --model-dir "$W/b" "${COMMON[@]}" --convention caffe_bgr
+grep -q "trained on torchvision_rgb inputs, which its resume keeps" "$W/err.txt" || bad "--convention on resume not explained"
 if "$B" train --data-dir "$W/data" --model-dir "$W/b" "${COMMON[@]}" --phase1-lr 0.001 > "$W/b3.log" 2>&1 &&
    grep -q "nothing left to train" "$W/b3.log" && [ "$(md5sum < "$W/b/config.txt")" = "$cfg_before" ] &&
    "$B" train --data-dir "$W/data" --model-dir "$W/b" "${COMMON[@]}" --phase2-epochs 2 --allow-changed-config > "$W/b4.log" 2>&1 &&
@@ -218,6 +220,7 @@ expect_error "export over a checkpoint" export --model-dir "$W/a" --out "$W/a/$(
 # Output files never overwrite what the command reads (each was overwritten before 2026-12-03).
 cp "$W/a/classes.txt" "$W/classes.bak"
 expect_error "export over the run's classes.txt" export --model-dir "$W/a" --out "$W/a/classes.txt"
+expect_error "export to a .keras name (Keras reads those as ZIP)" export --model-dir "$W/a" --out "$W/out/a.keras" --format keras
 cmp -s "$W/a/classes.txt" "$W/classes.bak" || bad "export overwrote classes.txt"
 img=$(ls "$W/data/val/"*/* | head -1)
 cp "$img" "$W/img.bak"

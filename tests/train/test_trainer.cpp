@@ -187,6 +187,17 @@ TEST_CASE("a Trainer runs any Sequential's phases and resumes mid-epoch bit for 
     reseeded.loader.shuffle = false;
     REQUIRE_THROWS_WITH(Trainer(*c, spec, train, val, reseeded).run(choice.checkpoint),
                         Contains("this run's loader has seed 11 (not shuffled)"));
+    TrainerOptions past = tb;  // a stop at or before the checkpoint's step: nothing trains
+    past.stop_after_steps = 3;
+    std::vector<StopInfo> stops;
+    TrainerHooks stop_seen;
+    stop_seen.on_stop = [&stops](const StopInfo& i) { stops.push_back(i); };
+    stop_seen.on_step = [](const StepInfo&) { FAIL("a step ran past the stop"); };
+    CHECK_FALSE(Trainer(*c, spec, train, val, past, stop_seen).run(choice.checkpoint).finished);
+    REQUIRE(stops.size() == 1);
+    CHECK(stops[0].kind == StopInfo::Kind::already_past);
+    CHECK(stops[0].global_step == 4);
+    CHECK(io::newest_intact_checkpoint(tb.model_dir).checkpoint->state_path == choice.checkpoint->state_path);
     std::vector<StepInfo> after;  // img/s after a mid-epoch resume counts this process's images only
     TrainerHooks resumed_hooks;
     resumed_hooks.on_step = [&after](const StepInfo& i) { after.push_back(i); };
