@@ -141,7 +141,8 @@ std::shared_ptr<const Image> Loader::load(int64_t sample) {
     if (opt_.strict) throw;
     if (cache_.mark_bad(i)) {
       // Decode errors name the file already; a transform's (an extreme aspect ratio) does not.
-      const std::string what = e.what();
+      // For people: no source location (the app shows those only under KILN_VERBOSE=1).
+      const std::string what = e.message();
       const std::string msg = what.rfind(path, 0) == 0 ? what : path + ": " + what;
       if (opt_.warn) std::fprintf(stderr, "kiln: warning: skipping image: %s\n", msg.c_str());
       std::lock_guard<std::mutex> lock(mu_);
