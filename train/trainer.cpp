@@ -822,6 +822,21 @@ bool Trainer::graph_step(const Tensor& x, const Tensor& y, double& loss, double&
   return true;
 }
 
+bool Trainer::train_step_in_context(const Tensor& x, const Tensor& y, int64_t row_first, int64_t rows_global,
+                                    int64_t e, State& s) {
+  try {
+    return train_step(x, y, row_first, rows_global, e, s);
+  } catch (const Error& err) {
+    // Which batch, in the data's terms: a layer's complaint ("batch norm needs more than one
+    // value per channel") is then traceable to, say, an epoch's last batch of one image.
+    const int64_t n = x.defined() ? x.dim(0) : 0;
+    throw Error("trainer: epoch " + std::to_string(e + 1) + ", batch " + std::to_string(s.batches_in_epoch) + " of " +
+                    std::to_string(s.steps) + " (" + std::to_string(n) + " image(s)" +
+                    (s.dist ? " on this rank" : "") + "): " + err.message(),
+                err.location());
+  }
+}
+
 bool Trainer::train_steps(int64_t e, State& s) {
   const Phase& ph = opt_.phases[s.phase];
   const int number = static_cast<int>(s.phase) + 1;
@@ -853,7 +868,7 @@ bool Trainer::train_steps(int64_t e, State& s) {
       rows_global = ge - gb;
     }
     ++s.batches_in_epoch;  // empty batches included: the data position
-    if (!train_step(x, y, row_first, rows_global, e, s)) continue;
+    if (!train_step_in_context(x, y, row_first, rows_global, e, s)) continue;
     const StepInfo info{number, e - first + 1, ph.epochs, s.step_in_epoch, s.steps, s.batches_in_epoch,
                         s.global_step, s.loss_sum, seconds_since(s.t0), s.correct, s.seen, s.seen - s.seen0,
                         s.step_in_epoch - s.steps0};

@@ -232,6 +232,9 @@ class Trainer {
   bool run_epoch(int64_t e, State& s);
   bool train_steps(int64_t e, State& s);
   bool train_step(const Tensor& x, const Tensor& y, int64_t row_first, int64_t rows_global, int64_t e, State& s);
+  // train_step, its errors prefixed with the epoch, the batch and its size.
+  bool train_step_in_context(const Tensor& x, const Tensor& y, int64_t row_first, int64_t rows_global, int64_t e,
+                             State& s);
   bool graph_step(const Tensor& x, const Tensor& y, double& loss, double& total, int64_t& correct, State& s);
   void choose_step_mode(State& s);
   std::string save(const io::CheckpointMeta& meta, State& s);
