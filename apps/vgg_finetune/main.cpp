@@ -766,6 +766,24 @@ void print_demo_kept(const std::string& work, bool own_dir) {
               static_cast<double>(bytes) / 1e6, work.c_str(), own_dir ? shell_quote(work).c_str() : parts.c_str());
 }
 
+// The train command the demo runs, printed so that it can be rerun as is (a resume after
+// Ctrl-C): the recipe flags the demo changed from train's defaults, paths quoted.
+void print_demo_train_line(const TrainConfig& c, bool batch_norm) {
+  const TrainConfig defaults;
+  std::ostringstream changed;
+  if (c.no_augment) changed << " --no-augment";
+  if (c.keep_prob != defaults.keep_prob && !batch_norm) changed << " --keep-prob " << c.keep_prob;
+  if (c.probe_head) changed << " --head-init probe";
+  if (c.phase2_lr != defaults.phase2_lr) changed << " --phase2-lr " << c.phase2_lr;
+  if (c.momentum != defaults.momentum) changed << " --momentum " << c.momentum;
+  std::printf("\n== vgg_finetune train%s --train-dir %s --val-dir %s --model-dir %s%s%s --image-size %lld "
+              "--phase1-epochs %lld --phase2-epochs %lld%s\n",
+              c.model == kDefaultModel ? "" : (" --model " + c.model).c_str(), shell_quote(c.train_dir).c_str(),
+              shell_quote(c.val_dir).c_str(), shell_quote(c.model_dir).c_str(), c.weights.empty() ? "" : " --weights ",
+              c.weights.empty() ? "" : shell_quote(c.weights).c_str(), static_cast<long long>(c.image_size),
+              static_cast<long long>(c.phase1_epochs), static_cast<long long>(c.phase2_epochs), changed.str().c_str());
+}
+
 int cmd_demo(int argc, char** argv) {
   Flags f("demo", "[flags]",
           "Runs the whole recipe on data it makes itself, so nothing needs downloading: a generated\n"
@@ -845,21 +863,7 @@ int cmd_demo(int argc, char** argv) {
   c.seed = seed;
   c.device = dev;
   c.config_text = "# vgg_finetune demo\n" + recipe_config_text(c);
-  // The recipe flags the demo changed from train's defaults, so the line can be rerun as is.
-  const TrainConfig defaults;
-  std::ostringstream changed;
-  if (c.no_augment) changed << " --no-augment";
-  if (c.keep_prob != defaults.keep_prob && !batch_norm) changed << " --keep-prob " << c.keep_prob;
-  if (c.probe_head) changed << " --head-init probe";
-  if (c.phase2_lr != defaults.phase2_lr) changed << " --phase2-lr " << c.phase2_lr;
-  if (c.momentum != defaults.momentum) changed << " --momentum " << c.momentum;
-  std::printf("\n== vgg_finetune train%s --train-dir %s --val-dir %s --model-dir %s%s%s --image-size %lld "
-              "--phase1-epochs %lld --phase2-epochs %lld%s\n",
-              model == kDefaultModel ? "" : (" --model " + model).c_str(), shell_quote(c.train_dir).c_str(),
-              shell_quote(c.val_dir).c_str(), shell_quote(c.model_dir).c_str(), c.weights.empty() ? "" : " --weights ",
-              c.weights.empty() ? "" : shell_quote(c.weights).c_str(),
-              static_cast<long long>(c.image_size), static_cast<long long>(c.phase1_epochs),
-              static_cast<long long>(c.phase2_epochs), changed.str().c_str());
+  print_demo_train_line(c, batch_norm);
   const TrainResult r = run_train(c);
   if (r.interrupted) {  // Ctrl-C: the run is checkpointed, the rest of the demo skipped
     std::printf("demo stopped: rerun the train line above (after ==) to resume its training; eval, predict and "

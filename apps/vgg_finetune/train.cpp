@@ -581,6 +581,36 @@ struct StopSignals {
   struct sigaction old_int {}, old_term {}, old_pipe {};
 };
 
+// The line said when a run stops before its end, by kind.
+std::function<void(const StopInfo&)> stop_lines(bool tty, const TrainConfig& cfg) {
+  return [tty, &cfg](const StopInfo& s) {
+    if (s.kind == StopInfo::Kind::steps_mid_epoch) {
+      clear_progress(tty);
+      std::printf("stopping after step %lld (mid-epoch checkpoint %s) as --stop-after-steps asks; run the train "
+                  "command again without it to resume to the end\n", static_cast<long long>(s.global_step),
+                  s.checkpoint.c_str());
+    } else if (s.kind == StopInfo::Kind::steps_epoch_end) {
+      std::printf("stopping after step %lld (end of epoch %lld: %s) as --stop-after-steps asks; run the train "
+                  "command again without it to resume to the end\n", static_cast<long long>(s.global_step),
+                  static_cast<long long>(s.epochs_done), phase_epoch(cfg, s.epochs_done).c_str());
+    } else if (s.kind == StopInfo::Kind::already_past) {
+      std::printf("nothing to train: the checkpoint (%s: step %lld, %lld epoch(s) done) is already where --stop-after-%s "
+                  "stops; run the train command again without it, or with a later stop, to go on\n",
+                  s.checkpoint.c_str(), static_cast<long long>(s.global_step), static_cast<long long>(s.epochs_done),
+                  cfg.stop_after_steps > 0 && s.global_step >= cfg.stop_after_steps ? "steps" : "epochs");
+    } else if (s.kind == StopInfo::Kind::requested) {
+      clear_progress(tty);
+      std::printf("stopped by %s after step %lld (checkpoint %s); run the same train command again to resume\n",
+                  g_stop_signal == SIGTERM ? "SIGTERM" : "Ctrl-C", static_cast<long long>(s.global_step),
+                  s.checkpoint.empty() ? "none: nothing was trained yet" : s.checkpoint.c_str());
+    } else {
+      std::printf("stopping after epoch %lld of %lld (%s) as --stop-after-epochs asks; run the train command "
+                  "again without it to resume to the end\n", static_cast<long long>(s.epochs_done),
+                  static_cast<long long>(s.total_epochs), phase_epoch(cfg, s.epochs_done).c_str());
+    }
+  };
+}
+
 // The trainer's events as vgg_finetune's lines for people.
 TrainerHooks people_hooks(const TrainConfig& cfg, bool tty, Sequential& net) {
   TrainerHooks h;
@@ -676,32 +706,7 @@ TrainerHooks people_hooks(const TrainConfig& cfg, bool tty, Sequential& net) {
                 "on with today's, so the result will differ from an uninterrupted run's\n",
                 static_cast<long long>(then), static_cast<long long>(now));
   };
-  h.on_stop = [tty, &cfg](const StopInfo& s) {
-    if (s.kind == StopInfo::Kind::steps_mid_epoch) {
-      clear_progress(tty);
-      std::printf("stopping after step %lld (mid-epoch checkpoint %s) as --stop-after-steps asks; run the train "
-                  "command again without it to resume to the end\n", static_cast<long long>(s.global_step),
-                  s.checkpoint.c_str());
-    } else if (s.kind == StopInfo::Kind::steps_epoch_end) {
-      std::printf("stopping after step %lld (end of epoch %lld: %s) as --stop-after-steps asks; run the train "
-                  "command again without it to resume to the end\n", static_cast<long long>(s.global_step),
-                  static_cast<long long>(s.epochs_done), phase_epoch(cfg, s.epochs_done).c_str());
-    } else if (s.kind == StopInfo::Kind::already_past) {
-      std::printf("nothing to train: the checkpoint (%s: step %lld, %lld epoch(s) done) is already where --stop-after-%s "
-                  "stops; run the train command again without it, or with a later stop, to go on\n",
-                  s.checkpoint.c_str(), static_cast<long long>(s.global_step), static_cast<long long>(s.epochs_done),
-                  cfg.stop_after_steps > 0 && s.global_step >= cfg.stop_after_steps ? "steps" : "epochs");
-    } else if (s.kind == StopInfo::Kind::requested) {
-      clear_progress(tty);
-      std::printf("stopped by %s after step %lld (checkpoint %s); run the same train command again to resume\n",
-                  g_stop_signal == SIGTERM ? "SIGTERM" : "Ctrl-C", static_cast<long long>(s.global_step),
-                  s.checkpoint.empty() ? "none: nothing was trained yet" : s.checkpoint.c_str());
-    } else {
-      std::printf("stopping after epoch %lld of %lld (%s) as --stop-after-epochs asks; run the train command "
-                  "again without it to resume to the end\n", static_cast<long long>(s.epochs_done),
-                  static_cast<long long>(s.total_epochs), phase_epoch(cfg, s.epochs_done).c_str());
-    }
-  };
+  h.on_stop = stop_lines(tty, cfg);
   return h;
 }
 
