@@ -85,6 +85,11 @@ FolderScan scan_image_folder(const std::string& root) {
     else if (e.is_directory(ec)) ds.classes.push_back(name);
     else scan.skipped.push_back(skipped(e.path(), Why::outside_class));
   }
+  // Class names are kept one per line (classes.txt, checkpoints' lists, CSV reports).
+  for (const std::string& c : ds.classes)
+    KILN_CHECK(std::none_of(c.begin(), c.end(), [](char ch) { return ch == '\n' || ch == '\r'; }), "image folder '",
+               root, "': class folder name '", c, "' holds a line break, which the class list (one name a line) "
+               "cannot keep: rename that folder");
   std::sort(ds.classes.begin(), ds.classes.end());
   for (size_t label = 0; label < ds.classes.size(); ++label) {
     const fs::path dir = fs::path(root) / ds.classes[label];

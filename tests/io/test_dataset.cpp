@@ -54,6 +54,10 @@ TEST_CASE("image_folder: errors name the folder", "[dataset]") {
   touch(root / "empty" / ".x.jpg");
   CHECK_THROWS_WITH(image_folder(root.string()),
                     Catch::Contains((root / "empty").string()) && Catch::Contains("holds no image file"));
+  fs::remove_all(root / "empty");
+  fs::create_directories(root / "two\nlines");  // classes.txt would read it as two classes
+  touch(root / "two\nlines" / "a.jpg");
+  CHECK_THROWS_WITH(image_folder(root.string()), Catch::Contains("holds a line break") && Catch::Contains("rename"));
   fs::remove_all(root);
 }
 
