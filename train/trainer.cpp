@@ -256,11 +256,6 @@ int64_t resume_batch(int64_t e, const std::optional<io::CheckpointInfo>& resume,
   return m.batches_done;
 }
 
-// The model, its spec and the data must agree before anything runs: a registered model run
-// under another's name would be checkpointed as that one (and refuse every resume), a head
-// sized for other classes trains outputs no data has, and splits labelled by different
-// class lists score val against the wrong numbers. (Any other Sequential may run under a
-// spec's name: the spec then names its checkpoints only.)
 // The options' numbers, before anything runs: a negative count or rate would be taken in
 // silence (a phase of -2 epochs trains nothing, keep=-1 wraps to keeping everything).
 void check_options(const TrainerOptions& o) {
@@ -285,6 +280,11 @@ void check_options(const TrainerOptions& o) {
   }
 }
 
+// The model, its spec and the data must agree before anything runs: a registered model run
+// under another's name would be checkpointed as that one (and refuse every resume), a head
+// sized for other classes trains outputs no data has, and splits labelled by different
+// class lists score val against the wrong numbers. (Any other Sequential may run under a
+// spec's name: the spec then names its checkpoints only.)
 void check_model_fits(Sequential& model, const ModelSpec& spec, const io::Dataset& train, const io::Dataset& val) {
   const std::vector<ParameterRef> params = model.parameters();
   const std::string root = params.empty() ? "" : params.front().name.substr(0, params.front().name.find('/'));
@@ -330,6 +330,9 @@ Trainer::Trainer(Sequential& model, const ModelSpec& spec, const io::Dataset& tr
                  TrainerOptions options, TrainerHooks hooks)
     : model_(model), spec_(spec), train_(train), val_(val), opt_(std::move(options)), hooks_(std::move(hooks)) {
   check_options(opt_);
+  // The loader's refusal, for the cached path too (which builds no loader).
+  KILN_CHECK(io::epoch_batches(static_cast<int64_t>(train.size()), opt_.loader) > 0, "trainer: drop_last with batch "
+             "size ", opt_.loader.batch_size, " > the ", train.size(), " training images leaves no batch");
   check_model_fits(model_, spec_, train_, val_);
   data_digest_ = samples_digest(train_);
   // Locked now when it exists, so that a caller loading a checkpoint before run() (kiln.train)
@@ -530,15 +533,20 @@ void Trainer::check_resume_data(const io::CheckpointInfo& resume) const {
              resume.state_path, "' stopped ", m.batches_done, " batches of ", m.batch_size, " into epoch ",
              m.epochs_done + 1, ", and this run's batches are of ", batch, ": resume with batch size ", m.batch_size,
              ", or move that checkpoint's files aside to resume from the last epoch's end");
-  // ... and in an order drawn from its loader's seed: in another order, other images.
+  // ... and in its epoch's order: shuffled from the loader's seed, or the data's own. In
+  // another order the batches done are other images.
   const io::LoaderOptions& l = opt_.loader;
-  KILN_CHECK(m.batches_done == 0 || !m.loader_seed || (*m.loader_seed == l.seed && m.shuffle == l.shuffle),
-             "trainer: checkpoint '", resume.state_path, "' stopped ", m.batches_done, " batches into epoch ",
-             m.epochs_done + 1, " of an order drawn with loader seed ", m.loader_seed.value_or(0),
-             m.shuffle.value_or(true) ? " (shuffled)" : " (not shuffled)", ", and this run's loader has seed ", l.seed,
-             l.shuffle ? " (shuffled)" : " (not shuffled)", ": resumed so, that epoch would serve some images twice "
-             "and others never. Resume with the checkpoint's seed, or move that checkpoint's files aside to resume "
-             "from the last epoch's end");
+  if (m.batches_done > 0 && m.loader_seed && m.shuffle) {
+    const auto order = [](bool shuffle, uint64_t seed) {
+      return shuffle ? "an order shuffled with loader seed " + std::to_string(seed) : std::string("the data's order");
+    };
+    const bool same = *m.shuffle == l.shuffle && (!l.shuffle || *m.loader_seed == l.seed);
+    KILN_CHECK(same, "trainer: checkpoint '", resume.state_path, "' stopped ", m.batches_done, " batches into epoch ",
+               m.epochs_done + 1, " of ", order(*m.shuffle, *m.loader_seed), ", and this run's is ",
+               order(l.shuffle, l.seed), ": resumed so, that epoch would serve some images twice and others never. "
+               "Resume with the checkpoint's ", *m.shuffle != l.shuffle ? "shuffling" : "seed",
+               ", or move that checkpoint's files aside to resume from the last epoch's end");
+  }
   if (m.data_digest == 0 || m.data_digest == data_digest_) return;  // unknown (older checkpoint) or the same
   const auto now = static_cast<int64_t>(train_.size());
   KILN_CHECK(m.batches_done == 0, "trainer: the training data ('", train_.root, "') changed since checkpoint '",
@@ -665,6 +673,14 @@ bool Trainer::run_epoch(int64_t e, State& s) {
   return true;
 }
 
+std::string Trainer::batch_context(int64_t e, const State& s) const {
+  int64_t first = 0;
+  for (size_t i = 0; i < s.phase; ++i) first += opt_.phases[i].epochs;
+  return "trainer: phase " + std::to_string(s.phase + 1) + " epoch " + std::to_string(e - first + 1) + "/" +
+         std::to_string(opt_.phases[s.phase].epochs) + ", batch " + std::to_string(s.batches_in_epoch) + " of " +
+         std::to_string(s.steps);
+}
+
 bool Trainer::train_step(const Tensor& x, const Tensor& y, int64_t row_first, int64_t rows_global, int64_t e,
                          State& s) {
   const Phase& ph = opt_.phases[s.phase];
@@ -681,7 +697,15 @@ bool Trainer::train_step(const Tensor& x, const Tensor& y, int64_t row_first, in
     {
       // Dropout masks keyed by the row's place in the global batch, not in this rank's share.
       RowWindow window(s.dist ? opt_.dropout_gen : nullptr, row_first, n, rows_global);
-      logits = s.cached ? run_from(model_, s.train_cache.cut, x) : model_(x);
+      try {
+        logits = s.cached ? run_from(model_, s.train_cache.cut, x) : model_(x);
+      } catch (const Error& err) {
+        // Which batch, in the data's terms: a layer's complaint ("batch norm needs more than
+        // one value per channel") is then traceable to, say, an epoch's last batch of one image.
+        throw Error(batch_context(e, s) + " (" + std::to_string(n) + " image(s)" + (s.dist ? " on this rank" : "") +
+                        "): " + err.message(),
+                    err.location());
+      }
     }
     Tensor data_loss;
     loss = classification_loss(logits, y, model_, static_cast<float>(ph.weight_decay), &data_loss);
@@ -822,21 +846,6 @@ bool Trainer::graph_step(const Tensor& x, const Tensor& y, double& loss, double&
   return true;
 }
 
-bool Trainer::train_step_in_context(const Tensor& x, const Tensor& y, int64_t row_first, int64_t rows_global,
-                                    int64_t e, State& s) {
-  try {
-    return train_step(x, y, row_first, rows_global, e, s);
-  } catch (const Error& err) {
-    // Which batch, in the data's terms: a layer's complaint ("batch norm needs more than one
-    // value per channel") is then traceable to, say, an epoch's last batch of one image.
-    const int64_t n = x.defined() ? x.dim(0) : 0;
-    throw Error("trainer: epoch " + std::to_string(e + 1) + ", batch " + std::to_string(s.batches_in_epoch) + " of " +
-                    std::to_string(s.steps) + " (" + std::to_string(n) + " image(s)" +
-                    (s.dist ? " on this rank" : "") + "): " + err.message(),
-                err.location());
-  }
-}
-
 bool Trainer::train_steps(int64_t e, State& s) {
   const Phase& ph = opt_.phases[s.phase];
   const int number = static_cast<int>(s.phase) + 1;
@@ -868,7 +877,7 @@ bool Trainer::train_steps(int64_t e, State& s) {
       rows_global = ge - gb;
     }
     ++s.batches_in_epoch;  // empty batches included: the data position
-    if (!train_step_in_context(x, y, row_first, rows_global, e, s)) continue;
+    if (!train_step(x, y, row_first, rows_global, e, s)) continue;
     const StepInfo info{number, e - first + 1, ph.epochs, s.step_in_epoch, s.steps, s.batches_in_epoch,
                         s.global_step, s.loss_sum, seconds_since(s.t0), s.correct, s.seen, s.seen - s.seen0,
                         s.step_in_epoch - s.steps0};

@@ -90,7 +90,7 @@ BatchNormCalibration calibrate_batch_norm(Sequential& model, const io::Dataset& 
 struct TrainerOptions {
   std::vector<Phase> phases;
   // The training loader (batch size, workers, seed, crops, convention, device, augment);
-  // validation uses the same without shuffling or augmentation. Where it starts
+  // validation uses the same without shuffling, augmentation or drop_last. Where it starts
   // (start_epoch, start_batch) is the Trainer's: from the checkpoint it resumes, else 0.
   io::LoaderOptions loader;
   // Serve a phase from cached features of its frozen prefix when the loader does not augment.
@@ -110,7 +110,7 @@ struct TrainerOptions {
   // in checkpoints.
   Precision precision = Precision::fp32;
   std::string model_dir;          // checkpoints go here (created when missing)
-  int keep = 2;                   // checkpoints kept besides the best
+  int keep = 2;                   // checkpoints kept besides the best (1 or more)
   // Copied into every checkpoint (image_size, classes, convention, seed); arch is the spec's
   // name, classes default to the training set's.
   io::CheckpointMeta run;
@@ -198,7 +198,8 @@ struct TrainerHooks {
   std::function<void(int64_t then, int64_t now)> on_data_changed;
   std::function<void(const StepInfo&)> on_step;
   std::function<void(const StepInfo&, const EvalResult&)> on_eval;  // every eval_every steps
-  std::function<void(const EpochSummary&)> on_epoch;               // before its checkpoint
+  // Before the epoch's checkpoint; what it throws ends the run once that checkpoint is written.
+  std::function<void(const EpochSummary&)> on_epoch;
   std::function<void(const StopInfo&)> on_stop;
   // Asked after every training step (and its checkpoint, if one was due) and after each
   // epoch's checkpoint but the last; true ends the run there, unfinished (checkpointed there
@@ -232,9 +233,8 @@ class Trainer {
   bool run_epoch(int64_t e, State& s);
   bool train_steps(int64_t e, State& s);
   bool train_step(const Tensor& x, const Tensor& y, int64_t row_first, int64_t rows_global, int64_t e, State& s);
-  // train_step, its errors prefixed with the epoch, the batch and its size.
-  bool train_step_in_context(const Tensor& x, const Tensor& y, int64_t row_first, int64_t rows_global, int64_t e,
-                             State& s);
+  // "trainer: phase P epoch E/N, batch B of S": where a step's error happened, in the data's terms.
+  std::string batch_context(int64_t e, const State& s) const;
   bool graph_step(const Tensor& x, const Tensor& y, double& loss, double& total, int64_t& correct, State& s);
   void choose_step_mode(State& s);
   std::string save(const io::CheckpointMeta& meta, State& s);

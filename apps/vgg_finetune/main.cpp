@@ -111,7 +111,8 @@ std::vector<FlagSpec> train_specs() {
       {"image-size", "N", "224", "input crop size, a multiple of 32 (smaller is faster). fc6 follows the size, "
                                  "unless --weights has a published fc6 (made for 224 px): pool5 is then "
                                  "average-pooled to 7x7 so that fc6 loads"},
-      {"convention", "NAME", "auto", "input preprocessing: auto (from the weights), caffe_bgr, tf_rgb, torchvision_rgb"},
+      {"convention", "NAME", "auto",
+       "input preprocessing: auto (from the weights), caffe_bgr, tf_rgb, torchvision_rgb; a resume keeps the run's"},
       {"workers", "N", "2", "image decoding threads"},
       {"keep", "N", "2", "checkpoints kept (the best by val accuracy is kept too)"},
       {"no-augment", "", "", "central crops, no flips: phase 1 computes pool5 features once, then runs only fc6..fc8 per step"},
@@ -134,7 +135,8 @@ std::vector<FlagSpec> train_specs() {
        "record phase 1's step (the head alone) once as a CUDA graph and replay it per batch: off; on: in every head-only phase on a GPU; auto: only where phase 1 runs from cached features (--no-augment), where the short step is bound by kernel launches. Partial batches, phase 2, the CPU and a failed capture run eagerly; results are the same either way. Off by default until it has run on a GPU"},
       {"allow-changed-config", "", "",
        "resume even though a recipe flag (epochs, learning rates, batch, momentum, weight decay, keep prob, seed, "
-       "augment, image size) differs from the run's config.txt; config.txt then records the change"},
+       "augment, image size) differs from the run's config.txt, or config.txt is missing or records no recipe; "
+       "config.txt then records the change"},
   };
 }
 
@@ -438,9 +440,6 @@ std::vector<Prediction> predict_images(TrainedModel& t, const std::vector<std::s
   return out;
 }
 
-// An output file named by `flag` (audit --out, predict --csv/--json, export --out), checked
-// before any work is done: not a folder, and its folder made when missing, so a long run
-// never ends on "cannot write".
 // What a command reads, which its output file must not overwrite.
 struct Reads {
   std::string model_dir;               // its run's files (checkpoints, classes.txt, ...); others may be written
@@ -462,6 +461,8 @@ fs::path inside(const fs::path& path, const std::string& dir) {
   return rel.empty() || *rel.begin() == ".." || rel == "." ? fs::path() : rel;
 }
 
+// Refuses an output file that is one of `reads`' files, inside its data folders, or one of
+// its model directory's run files.
 void refuse_overwriting_inputs(const std::string& flag, const std::string& file, const Reads& reads) {
   const fs::path out = fs::weakly_canonical(fs::absolute(file));
   for (const std::string& f : reads.files)
@@ -475,6 +476,9 @@ void refuse_overwriting_inputs(const std::string& flag, const std::string& file,
              reads.model_dir, "' (", rel.string(), "): write it elsewhere");
 }
 
+// An output file named by `flag` (audit --out, predict --csv/--json, export --out), checked
+// before any work is done: not a folder, not what the command reads, and its folder made
+// when missing, so a long run never ends on "cannot write".
 void prepare_output_file(const std::string& flag, const std::string& file, const Reads& reads = {}) {
   if (file.empty()) return;
   KILN_CHECK(!fs::is_directory(file), flag, " '", file, "' is a folder: give a file name, e.g. ",
@@ -611,7 +615,7 @@ void export_model(const std::string& model_dir, const std::string& out, const st
 int cmd_export(int argc, char** argv) {
   Flags f("export", "--model-dir DIR --out FILE [--format kiln|keras]",
           "Writes the trained weights of --model-dir (latest checkpoint, or --best) to an HDF5 file,\n"
-          "atomically: kiln's layout (vgg16/<layer>/weight|bias, input convention recorded) or Keras's.",
+          "atomically: kiln's layout (vgg16/<layer>/weight|bias) or Keras's, the input convention recorded in either.",
           {kModelDirFlag,
            {"out", "FILE", "", "the file to write (required)"},
            {"format", "kiln|keras", "kiln", "layout of the file"},
@@ -684,9 +688,9 @@ std::vector<std::string> one_val_image_per_class(const std::string& val_dir, con
 
 // The demo's recipe for `model` on this run: scaled down on a CPU unless --full, the
 // classic recipe with --weights, else a probe-started head (from random weights the classic
-// recipe stays at chance). Sets c and prints what it chose; returns whether the model has
-// batch norm (ResNet-50), which changes both the recipe and the rerunnable line.
-bool choose_demo_recipe(TrainConfig& c, const std::string& model, bool full, bool with_weights) {
+// recipe stays at chance). Sets c and prints what it chose; a model with batch norm
+// (ResNet-50) gets a recipe of its own.
+void choose_demo_recipe(TrainConfig& c, const std::string& model, bool full, bool with_weights) {
   bool batch_norm = false;  // ResNet-50: its random features probe poorly (below)
   {
     Generator g1(1), g2(2);
@@ -748,7 +752,6 @@ bool choose_demo_recipe(TrainConfig& c, const std::string& model, bool full, boo
                 "linear probe, dropout off (the classic recipe, for pretrained weights, stays at chance from random "
                 "ones: --weights runs it)\n");
   }
-  return batch_norm;
 }
 
 // Where the demo's files stay and how large they are; rm -rf is suggested for the whole
@@ -767,21 +770,12 @@ void print_demo_kept(const std::string& work, bool own_dir) {
 }
 
 // The train command the demo runs, printed so that it can be rerun as is (a resume after
-// Ctrl-C): the recipe flags the demo changed from train's defaults, paths quoted.
-void print_demo_train_line(const TrainConfig& c, bool batch_norm) {
-  const TrainConfig defaults;
-  std::ostringstream changed;
-  if (c.no_augment) changed << " --no-augment";
-  if (c.keep_prob != defaults.keep_prob && !batch_norm) changed << " --keep-prob " << c.keep_prob;
-  if (c.probe_head) changed << " --head-init probe";
-  if (c.phase2_lr != defaults.phase2_lr) changed << " --phase2-lr " << c.phase2_lr;
-  if (c.momentum != defaults.momentum) changed << " --momentum " << c.momentum;
-  std::printf("\n== vgg_finetune train%s --train-dir %s --val-dir %s --model-dir %s%s%s --image-size %lld "
-              "--phase1-epochs %lld --phase2-epochs %lld%s\n",
-              c.model == kDefaultModel ? "" : (" --model " + c.model).c_str(), shell_quote(c.train_dir).c_str(),
-              shell_quote(c.val_dir).c_str(), shell_quote(c.model_dir).c_str(), c.weights.empty() ? "" : " --weights ",
-              c.weights.empty() ? "" : shell_quote(c.weights).c_str(), static_cast<long long>(c.image_size),
-              static_cast<long long>(c.phase1_epochs), static_cast<long long>(c.phase2_epochs), changed.str().c_str());
+// Ctrl-C): the recipe flags the demo set apart from train's defaults, paths quoted.
+void print_demo_train_line(const TrainConfig& c) {
+  std::printf("\n== vgg_finetune train --train-dir %s --val-dir %s --model-dir %s%s%s%s\n",
+              shell_quote(c.train_dir).c_str(), shell_quote(c.val_dir).c_str(), shell_quote(c.model_dir).c_str(),
+              c.weights.empty() ? "" : " --weights ", c.weights.empty() ? "" : shell_quote(c.weights).c_str(),
+              recipe_flags_changed(c).c_str());
 }
 
 int cmd_demo(int argc, char** argv) {
@@ -838,7 +832,7 @@ int cmd_demo(int argc, char** argv) {
   c.precision = f.choice("precision", {"fp32", "bf16-frozen", "bf16"});
   c.cuda_graph = f.choice("cuda-graph", {"off", "on", "auto"});
   const int train_per_class = 100, val_per_class = 25;
-  const bool batch_norm = choose_demo_recipe(c, model, full, !f.str("weights").empty());
+  choose_demo_recipe(c, model, full, !f.str("weights").empty());
   c.eval_at_phase_start = true;
   std::printf("work dir: %s\n", work.c_str());
   const DemoDataset data = make_demo_dataset((fs::path(work) / "data").string(), 8, train_per_class, val_per_class, seed);
@@ -863,7 +857,7 @@ int cmd_demo(int argc, char** argv) {
   c.seed = seed;
   c.device = dev;
   c.config_text = "# vgg_finetune demo\n" + recipe_config_text(c);
-  print_demo_train_line(c, batch_norm);
+  print_demo_train_line(c);
   const TrainResult r = run_train(c);
   if (r.interrupted) {  // Ctrl-C: the run is checkpointed, the rest of the demo skipped
     std::printf("demo stopped: rerun the train line above (after ==) to resume its training; eval, predict and "

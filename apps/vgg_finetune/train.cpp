@@ -22,6 +22,7 @@
 #include <sstream>
 #include <utility>
 
+#include "apps/vgg_finetune/args.h"
 #include "layers/loss.h"
 #include "train/api.h"
 #include "train/audit.h"
@@ -195,6 +196,17 @@ Device choose_device(const std::string& flag) {
   return Device::cuda(0);
 }
 
+std::string recipe_flags_changed(const TrainConfig& cfg) {
+  const std::vector<RecipeFlag> now = recipe_flags(cfg), defaults = recipe_flags(TrainConfig{});
+  std::string out;
+  for (size_t i = 0; i < now.size(); ++i) {
+    if (now[i].value == defaults[i].value) continue;
+    out += std::string(" --") + now[i].name;
+    if (!now[i].is_switch) out += " " + shell_quote(now[i].value);
+  }
+  return out;
+}
+
 std::string recipe_config_text(const TrainConfig& cfg) {
   std::string out;
   for (const RecipeFlag& r : recipe_flags(cfg))
@@ -242,7 +254,9 @@ RunStart check_model_dir(const TrainConfig& cfg, const ModelSpec& spec, const st
              cfg.model_dir, "' holds checkpoints, but its config.txt ", fs::exists(s.config_path) ? "records no recipe"
              : "is missing (a run of kiln.train writes none)", ", so this resume cannot be checked against the run's recipe: restore ", s.config_path,
              ", use a new --model-dir, or pass --allow-changed-config");
-  if (resume && !records_recipe(s.saved_config)) s.changes.push_back("the run's recipe was unknown (no config.txt)");
+  if (resume && !records_recipe(s.saved_config))
+    s.changes.push_back(std::string("the run's recipe was unknown (") +
+                        (fs::exists(s.config_path) ? "config.txt recorded none" : "no config.txt") + ")");
   KILN_CHECK(s.changes.empty() || cfg.allow_changed_config, "model directory '", cfg.model_dir,
              "' holds a run with another recipe: ", join_names(s.changes), " (", s.config_path,
              "); resume with the run's values, use a new --model-dir, or pass --allow-changed-config");
@@ -408,7 +422,7 @@ void write_run_files(const TrainConfig& cfg, const RunStart& s, const std::vecto
     std::printf("model dir: removed %zu stale temporary file(s) left by an interrupted run: %s\n", stale.size(),
                 join_names(stale).c_str());
   if (!fs::exists(s.classes_path)) io::write_file_atomic(s.classes_path, join_lines(classes));
-  if (!s.choice.checkpoint || s.saved_config.empty()) {
+  if (!s.choice.checkpoint) {
     io::write_file_atomic(s.config_path, cfg.config_text);
   } else if (!s.changes.empty()) {
     // --allow-changed-config: the new values become the run's, the change is recorded.

@@ -56,6 +56,9 @@ struct TrainConfig {
 
 // "key = value" lines of the recipe flags (those a resume must not change), for config.txt.
 std::string recipe_config_text(const TrainConfig& cfg);
+// The recipe flags whose values differ from train's defaults, as " --flag value" for a
+// command line to print (the demo's train line, which a resume reruns as is).
+std::string recipe_flags_changed(const TrainConfig& cfg);
 
 // "auto" takes cuda:0 when a GPU is present; prints which device it took and why.
 Device choose_device(const std::string& flag);

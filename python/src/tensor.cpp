@@ -146,13 +146,15 @@ struct NoGrad {
 
 // An int, or a pair (h, w) of ints, as torch's conv and pooling arguments take: (h, w).
 std::pair<int64_t, int64_t> two_ints(const nb::handle& v, const char* what) {
-  if (nb::isinstance<nb::int_>(v)) {
-    const auto n = nb::cast<int64_t>(v);
+  // An int: a Python int or anything with __index__ (NumPy's integers), not a float.
+  const auto integer = [](const nb::handle& h) { return PyIndex_Check(h.ptr()) != 0; };
+  if (integer(v)) {
+    const auto n = nb::cast<int64_t>(nb::int_(v));
     return {n, n};
   }
-  if ((nb::isinstance<nb::tuple>(v) || nb::isinstance<nb::list>(v)) && nb::len(v) == 2 &&
-      nb::isinstance<nb::int_>(v[0]) && nb::isinstance<nb::int_>(v[1]))
-    return {nb::cast<int64_t>(v[0]), nb::cast<int64_t>(v[1])};
+  if ((nb::isinstance<nb::tuple>(v) || nb::isinstance<nb::list>(v)) && nb::len(v) == 2 && integer(v[0]) &&
+      integer(v[1]))
+    return {nb::cast<int64_t>(nb::int_(v[0])), nb::cast<int64_t>(nb::int_(v[1]))};
   KILN_FAIL(what, " must be an int or a pair (h, w) of ints, got ", nb::str(nb::repr(v)).c_str());
 }
 

@@ -107,7 +107,8 @@ TrainerOptions trainer_options(std::vector<Phase> phases, const TrainArgs& a, co
   t.run.classes = train_ds.classes;
   t.run.convention = t.loader.convention;
   t.run.seed = a.seed;
-  if (built) {  // the model's seed and generators, so a resume (here or by vgg_finetune) rebuilds alike
+  if (built) {  // the model's seed and generators, so a resume (here, or by vgg_finetune with
+                // --allow-changed-config: no config.txt is written here) rebuilds alike
     t.run.seed = built->seed;
     t.run.head = built->options.head;
     t.run.adaptive_pool = built->options.adaptive_pool;

@@ -214,19 +214,30 @@ if ! nvidia-smi -L > /dev/null 2>&1; then
   expect_error "--device cuda without a GPU" train --data-dir "$W/data" --model-dir "$W/f" "${COMMON[@]/cpu/cuda}"
 fi
 expect_error "a --train-from layer the model lacks" train --data-dir "$W/data" --model-dir "$W/f" --train-from bogus "${COMMON[@]}"
+grep -q "has no layer 'bogus'" "$W/err.txt" || bad "--train-from bogus: $(cat "$W/err.txt")"
 [ ! -e "$W/f" ] && ok "refused starts left no model directory" || bad "a refused start left $W/f"
 expect_error "export --out a folder" export --model-dir "$W/a" --out "$W/out"
 expect_error "export over a checkpoint" export --model-dir "$W/a" --out "$W/a/$(cd "$W/a" && ls ckpt-*.weights.h5 | tail -1)"
 # Output files never overwrite what the command reads (each was overwritten before 2026-12-03).
 cp "$W/a/classes.txt" "$W/classes.bak"
+# said: expect_error's last refusal names TEXT.
+said() { grep -q -- "$1" "$W/err.txt" || bad "the refusal does not say '$1': $(cat "$W/err.txt")"; }
 expect_error "export over the run's classes.txt" export --model-dir "$W/a" --out "$W/a/classes.txt"
+said "would overwrite a file of the run in '$W/a' (classes.txt)"
 expect_error "export to a .keras name (Keras reads those as ZIP)" export --model-dir "$W/a" --out "$W/out/a.keras" --format keras
+said "Keras opens .keras files as ZIP archives"
 cmp -s "$W/a/classes.txt" "$W/classes.bak" || bad "export overwrote classes.txt"
 img=$(ls "$W/data/val/"*/* | head -1)
 cp "$img" "$W/img.bak"
-expect_error "predict --json over a checkpoint" predict --model-dir "$W/a" "$img" --json "$W/a/$(cd "$W/a" && ls ckpt-*.state.h5 | tail -1)" --device cpu
+state=$(cd "$W/a" && ls ckpt-*.state.h5 | tail -1)
+cp "$W/a/$state" "$W/state.bak"
+expect_error "predict --json over a checkpoint" predict --model-dir "$W/a" "$img" --json "$W/a/$state" --device cpu
+said "would overwrite a file of the run in '$W/a' ($state)"
+cmp -s "$W/a/$state" "$W/state.bak" || bad "predict overwrote a checkpoint"
 expect_error "predict --csv over its input image" predict --model-dir "$W/a" "$img" --csv "$img" --device cpu
+said "is one of the files this command reads"
 expect_error "audit --out inside the data" audit "$W/data" --out "$img"
+said "is inside the data folder '$W/data'"
 cmp -s "$img" "$W/img.bak" && ok "predict and audit left their input image as it was" || bad "an input image was overwritten"
 mkdir -p "$W/valonly" "$W/trainonly" && cp -r "$W/data/val" "$W/valonly/" && cp -r "$W/data/train" "$W/trainonly/"
 if "$B" eval --model-dir "$W/a" --data-dir "$W/valonly" --device cpu > "$W/valonly.log" 2>&1 &&

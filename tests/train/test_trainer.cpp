@@ -181,12 +181,12 @@ TEST_CASE("a Trainer runs any Sequential's phases and resumes mid-epoch bit for 
     TrainerOptions reseeded = tb;  // its epoch 2 is another order: the batch done may be other images
     reseeded.loader.seed = 12;
     REQUIRE_THROWS_WITH(Trainer(*c, spec, train, val, reseeded).run(choice.checkpoint),
-                        Contains("epoch 2 of an order drawn with loader seed 11 (shuffled), and this run's loader has "
-                                 "seed 12 (shuffled)"));
+                        Contains("epoch 2 of an order shuffled with loader seed 11, and this run's is an order "
+                                 "shuffled with loader seed 12") && Contains("Resume with the checkpoint's seed"));
     reseeded = tb;
     reseeded.loader.shuffle = false;
     REQUIRE_THROWS_WITH(Trainer(*c, spec, train, val, reseeded).run(choice.checkpoint),
-                        Contains("this run's loader has seed 11 (not shuffled)"));
+                        Contains("this run's is the data's order") && Contains("checkpoint's shuffling"));
     TrainerOptions past = tb;  // a stop at or before the checkpoint's step: nothing trains
     past.stop_after_steps = 3;
     std::vector<StopInfo> stops;
@@ -267,6 +267,32 @@ TEST_CASE("drop_last drops the short training batch alike cached or not, and eva
     weights.push_back(net->find("net/fc2/weight").tensor->to_vector<float>());
   }
   CHECK(weights[0] == weights[1]);
+  // A batch larger than the data leaves no batch to train: said when the Trainer is made.
+  Generator g(5);
+  auto net = tiny_net(g);
+  TrainerOptions t = tiny_options(d.root + "/none", false);
+  t.run.classes = d.train.classes;
+  t.loader.drop_last = true;
+  t.loader.batch_size = 9;
+  CHECK_THROWS_WITH(Trainer(*net, spec, d.train, d.val, t),
+                    Contains("drop_last with batch size 9 > the 8 training images leaves no batch"));
+}
+
+TEST_CASE("an error inside a training step names the phase, the epoch and the batch", "[train][errors]") {
+  const DemoSplits d("trainer_context", 2, 4, 2);  // 8 training images: batches of 7, then 1
+  auto net = std::make_shared<Sequential>("net");
+  Generator g(5);
+  net->add(std::make_shared<AdaptiveAvgPool2d>("pool", 1, 1));
+  net->add(std::make_shared<BatchNorm2d>("bn", 3));  // one value per channel from a batch of one image
+  net->add(std::make_shared<Flatten>("flatten"));
+  net->add(std::make_shared<Linear>("fc", 3, 2, true, g));
+  TrainerOptions t = tiny_options(d.root + "/run", false);
+  t.run.classes = d.train.classes;
+  t.phases = {Phase{"all", {}, 0.01, nullptr, 1, 0.9, 0, HeadInit::as_is}};
+  t.loader.batch_size = 7;
+  CHECK_THROWS_WITH(Trainer(*net, find_model_spec("vgg16"), d.train, d.val, t).run(std::nullopt),
+                    Contains("trainer: phase 1 epoch 1/1, batch 2 of 2 (1 image(s)): ") &&
+                        Contains("more than one value per channel"));
 }
 
 TEST_CASE("under bf16-frozen the trainer caches bf16 features, records the policy and resumes bit for bit", "[train][precision]") {
