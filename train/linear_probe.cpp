@@ -272,6 +272,10 @@ LinearProbe fit_linear_probe(const Tensor& feats, const std::vector<int64_t>& la
   KILN_CHECK(!options.lambdas.empty(), "linear probe: no ridge strength to try");
   for (double l : options.lambdas) KILN_CHECK(l > 0, "linear probe: ridge strengths must be positive, got ", l);
   for (int64_t l : labels) KILN_CHECK(l >= 0 && l < classes, "linear probe: label ", l, " outside [0, ", classes, ")");
+  // A NaN would surface as a matrix "not positive definite", blaming the ridge strength.
+  const auto bad = std::find_if(x.begin(), x.end(), [](float v) { return !std::isfinite(v); });
+  KILN_CHECK(bad == x.end(), "linear probe: feature ", (bad - x.begin()) % d, " of row ", (bad - x.begin()) / d, " is ",
+             bad == x.end() ? 0.0f : *bad, ": the features must be finite (a layer before the head diverged?)");
 
   const Standardised s = standardise(x, n, d);
   double cv_acc = -1, mult = options.lambdas.front(), scale = 1;

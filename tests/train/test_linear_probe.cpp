@@ -162,6 +162,10 @@ TEST_CASE("linear probe: lambda chosen on held-out training rows, bad input refu
   LinearProbeOptions none;
   none.lambdas = {};
   CHECK_THROWS_AS(fit_linear_probe(f, y, classes, none), Error);
+  std::vector<float> with_nan = x;
+  with_nan[5 * d + 7] = std::nanf("");  // named, rather than blamed on the ridge strength
+  CHECK_THROWS_WITH(fit_linear_probe(Tensor::from_vector(with_nan, Shape{n, d}), y, classes),
+                    Catch::Contains("feature 7 of row 5 is nan") && Catch::Contains("must be finite"));
 }
 
 namespace {
