@@ -475,6 +475,11 @@ void print_plan(const TrainConfig& cfg, int64_t start_epoch, const std::string& 
               static_cast<unsigned long long>(cfg.seed));
   const int64_t total = cfg.phase1_epochs + cfg.phase2_epochs;
   if (start_epoch >= total) std::printf("nothing left to train: all %lld epochs are done\n", static_cast<long long>(total));
+  // Flags that cannot act on this run, said rather than taken in silence.
+  if (!cfg.feature_cache && !cfg.no_augment)
+    std::printf("note: --no-feature-cache changes nothing here: with augmentation on no features are cached\n");
+  if (cfg.calibrate_bn == "on" && !holds<BatchNorm2d>(model))
+    std::printf("note: --calibrate-bn on changes nothing here: %s has no batch-norm layer\n", cfg.model.c_str());
 }
 
 // What a phase does with batch norm (nothing for models without it): the classic
