@@ -124,7 +124,13 @@ void kiln_waits_for_stream(Device device, std::uintptr_t stream) {
 std::uintptr_t stream_handle(Device device) { return backend_for(device).stream_handle(device.index); }
 MemoryStats memory_stats(Device device) { return backend_for(device).memory_stats(device.index); }
 void reset_peak_memory(Device device) { backend_for(device).reset_peak_memory(device.index); }
-std::string device_name(Device device) { return backend_for(device).device_name(device.index); }
+std::string device_name(Device device) {
+  // A GPU index past the count: said so, not the driver's status for a missing device.
+  const int n = device_count(device.type);
+  KILN_CHECK(device.is_cpu() || (device.index >= 0 && device.index < n), "no device ", device.str(), ": kiln sees ", n,
+             " CUDA GPU(s) here");
+  return backend_for(device).device_name(device.index);
+}
 double time_ms(Device device, const std::function<void()>& fn) { return backend_for(device).time_ms(device.index, fn); }
 
 double Backend::time_ms(int /*index*/, const std::function<void()>& fn) {

@@ -25,6 +25,9 @@ def test_devices():
         kiln.device_count("tpu")
     with pytest.raises(kiln.Error, match="unknown device"):
         kiln.memory_stats("gpu0")
+    n = kiln.device_count()
+    with pytest.raises(kiln.Error, match=f"no device cuda:{n}: kiln sees {n} CUDA GPU"):
+        kiln.device_name(f"cuda:{n}")
 
 
 def test_set_gpu_math_applies_and_reports(restore_gpu_math):
