@@ -27,7 +27,9 @@ using Array = nb::ndarray<>;  // any dtype, shape, order and device
 
 constexpr int kDLCPU = 1, kDLCUDA = 2, kDLCUDAHost = 3;
 
-DType dtype_of_array(const Array& a) {
+// Templates over nanobind's writable and read-only arrays (nchw_to_nhwc only reads).
+template <class A>
+DType dtype_of_array(const A& a, const char* op = "from_dlpack") {
   const nb::dlpack::dtype t = a.dtype();
   using C = nb::dlpack::dtype_code;
   const auto code = static_cast<C>(t.code);
@@ -42,7 +44,7 @@ DType dtype_of_array(const Array& a) {
                      : code == C::Bfloat ? "bfloat" : code == C::Complex ? "complex" : code == C::Bool ? "bool" : "";
   const std::string name = *kind == '\0' ? "DLPack type code " + std::to_string(int(t.code))
                            : code == C::Bool ? std::string(kind) : kind + std::to_string(int(t.bits));
-  KILN_FAIL("from_dlpack: kiln has no ", name, t.lanes != 1 ? " x" + std::to_string(int(t.lanes)) + " lanes" : "",
+  KILN_FAIL(op, ": kiln has no ", name, t.lanes != 1 ? " x" + std::to_string(int(t.lanes)) + " lanes" : "",
             " (it has float32, bfloat16, int32, int64, uint8); convert first, e.g. x.astype(numpy.float32) or "
             "x.float()");
 }
@@ -58,7 +60,8 @@ nb::dlpack::dtype dlpack_dtype(DType t) {
   KILN_FAIL("no DLPack type for ", dtype_name(t));
 }
 
-Device device_of_array(const Array& a) {
+template <class A>
+Device device_of_array(const A& a) {
   if (a.device_type() == kDLCPU || a.device_type() == kDLCUDAHost) return Device::cpu();
   if (a.device_type() == kDLCUDA) {
 #if defined(KILN_HAS_CUDA)
@@ -86,7 +89,8 @@ bool is_row_major(const Array& a) {
 
 // Copies a host array with arbitrary element strides (in `order` of its dimensions) into
 // the contiguous dst; dims[k] = a.shape(order[k]).
-void copy_strided(const Array& a, const std::vector<size_t>& order, char* dst) {
+template <class A>
+void copy_strided(const A& a, const std::vector<size_t>& order, char* dst) {
   const size_t esize = (a.dtype().bits / 8u) * a.dtype().lanes, n = order.size();
   const char* base = static_cast<const char*>(a.data()) ;
   std::vector<int64_t> idx(n, 0);
@@ -104,12 +108,13 @@ void copy_strided(const Array& a, const std::vector<size_t>& order, char* dst) {
 }
 
 // A contiguous kiln copy of a host array, its dimensions taken in `order`.
-Tensor copy_to_kiln(const Array& a, const std::vector<size_t>& order, const char* why) {
+template <class A>
+Tensor copy_to_kiln(const A& a, const std::vector<size_t>& order, const char* why) {
   KILN_CHECK(device_of_array(a).is_cpu(), why, ": the layout-converting copy runs on the host; the tensor is on "
              "a GPU: make it contiguous there first (x.contiguous()) and call from_dlpack without the copy");
   std::vector<int64_t> dims;
   for (size_t k : order) dims.push_back(static_cast<int64_t>(a.shape(k)));
-  Tensor t = Tensor::empty(Shape(dims), TensorOptions{dtype_of_array(a)});
+  Tensor t = Tensor::empty(Shape(dims), TensorOptions{dtype_of_array(a, why)});
   {
     nb::gil_scoped_release release;
     copy_strided(a, order, static_cast<char*>(t.raw_data()));
@@ -180,7 +185,7 @@ Tensor from_dlpack(nb::handle x, bool copy_to_contiguous) {
             "numpy.ascontiguousarray(x, dtype=numpy.float32)");
 }
 
-Tensor nchw_to_nhwc(const Array& a) {
+Tensor nchw_to_nhwc(const nb::ndarray<nb::ro>& a) {  // read-only input too: it is copied
   KILN_CHECK(a.ndim() == 4, "nchw_to_nhwc: expected an image batch [N, C, H, W], got ", a.ndim(), " dimensions");
   return copy_to_kiln(a, {0, 2, 3, 1}, "nchw_to_nhwc");
 }

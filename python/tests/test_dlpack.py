@@ -114,6 +114,13 @@ def test_nchw_to_nhwc_is_the_named_layout_copy():
         kiln.nchw_to_nhwc(torch.zeros(3, 4))
 
 
+def test_nchw_to_nhwc_takes_read_only_arrays_and_names_itself():
+    a = np.broadcast_to(np.arange(3, dtype=np.float32).reshape(1, 3, 1, 1), (2, 3, 2, 2))  # read-only
+    assert np.array_equal(np.from_dlpack(kiln.nchw_to_nhwc(a)), np.transpose(a, (0, 2, 3, 1)))
+    with pytest.raises(kiln.Error, match="nchw_to_nhwc: kiln has no float64"):
+        kiln.nchw_to_nhwc(np.zeros((1, 3, 2, 2)))
+
+
 @needs_torch
 def test_dtypes_kiln_has_and_has_not():
     for np_type, name in [(np.float32, "float32"), (np.int32, "int32"), (np.int64, "int64"), (np.uint8, "uint8")]:
