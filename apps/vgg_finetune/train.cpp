@@ -225,6 +225,18 @@ struct RunStart {
   std::vector<std::string> changes;  // recipe flags changed since the saved run
 };
 
+// Once a checkpoint is in phase 2, phase 1 is over: another --phase1-epochs (even with
+// --allow-changed-config) would run phase-1 epochs after phase-2 ones.
+void check_phase1_over(const TrainConfig& cfg, const io::CheckpointInfo& resume, const std::string& saved_config) {
+  if (resume.meta.phase != 2) return;
+  const std::map<std::string, std::string> saved = parse_config(saved_config);
+  const auto it = saved.find("phase1-epochs");
+  KILN_CHECK(it == saved.end() || it->second == std::to_string(cfg.phase1_epochs), "--phase1-epochs ",
+             cfg.phase1_epochs, ": phase 1 of the run in '", cfg.model_dir, "' is over (", resume.state_path,
+             " is in phase 2) after ", it->second, " epoch(s); another length would run phase 1 again after phase 2. "
+             "Keep --phase1-epochs ", it->second, " (phase 2's flags may change with --allow-changed-config)");
+}
+
 // Everything that can be refused about the model directory, checked before any write.
 RunStart check_model_dir(const TrainConfig& cfg, const ModelSpec& spec, const std::vector<std::string>& classes,
                          bool root) {
@@ -251,9 +263,11 @@ RunStart check_model_dir(const TrainConfig& cfg, const ModelSpec& spec, const st
   if (resume) s.changes = recipe_changes(cfg, s.saved_config);
   // A config.txt gone, or overwritten by something else, would let any recipe resume.
   KILN_CHECK(!resume || records_recipe(s.saved_config) || cfg.allow_changed_config, "model directory '",
-             cfg.model_dir, "' holds checkpoints, but its config.txt ", fs::exists(s.config_path) ? "records no recipe"
-             : "is missing (a run of kiln.train writes none)", ", so this resume cannot be checked against the run's recipe: restore ", s.config_path,
+             cfg.model_dir, "' holds checkpoints, but its config.txt ",
+             fs::exists(s.config_path) ? "records no recipe" : "is missing (a run of kiln.train writes none)",
+             ", so this resume cannot be checked against the run's recipe: restore ", s.config_path,
              ", use a new --model-dir, or pass --allow-changed-config");
+  if (resume) check_phase1_over(cfg, *resume, s.saved_config);
   if (resume && !records_recipe(s.saved_config))
     s.changes.push_back(std::string("the run's recipe was unknown (") +
                         (fs::exists(s.config_path) ? "config.txt recorded none" : "no config.txt") + ")");

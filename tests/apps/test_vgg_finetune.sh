@@ -197,6 +197,10 @@ if "$B" train --data-dir "$W/data" --model-dir "$W/b" "${COMMON[@]}" --phase1-lr
 else
   bad "--allow-changed-config"; cat "$W/b3.log" "$W/b4.log" "$W/b/config.txt"
 fi
+# Phase 1 is over once the run is in phase 2: a new length would run it again after phase 2.
+expect_error "--phase1-epochs changed after phase 1" train --data-dir "$W/data" --model-dir "$W/b" "${COMMON[@]}" \
+  --phase1-epochs 3 --phase2-epochs 2 --allow-changed-config
+grep -q "phase 1 of the run in '$W/b' is over" "$W/err.txt" || bad "phase 1's end not explained: $(cat "$W/err.txt")"
 
 # 6c. Mistakes a newcomer makes (found by reviewing the app from a fresh clone): each refused
 # before any work with a line naming it, leaving no model directory, or handled as --help says.
