@@ -275,19 +275,34 @@ io::Dataset eval_dataset(const std::string& dir) {
   return io::image_folder(dir);
 }
 
-// Refuses data whose classes are not the model's, naming the difference.
-void check_same_classes(const io::Dataset& ds, const std::vector<std::string>& model_classes,
-                        const std::string& model_dir) {
-  if (ds.classes == model_classes) return;
+// The data labelled by the model's class numbers. Data may lack some of the model's classes
+// (a test set without a rare class: those are reported with no images); a class the model
+// does not have is refused, naming the difference.
+io::Dataset in_model_classes(io::Dataset ds, const std::vector<std::string>& model_classes,
+                             const std::string& model_dir) {
+  if (ds.classes == model_classes) return ds;
   const auto missing_from = [](const std::vector<std::string>& a, const std::vector<std::string>& b) {
     std::string out;
     for (const std::string& c : a)
       if (std::find(b.begin(), b.end(), c) == b.end()) out += (out.empty() ? "" : ", ") + c;
-    return out.empty() ? std::string("none") : out;
+    return out;
   };
-  KILN_FAIL("the classes of '", ds.root, "' differ from the model's (", model_dir, "/classes.txt): the data has ",
-            missing_from(ds.classes, model_classes), " that the model lacks, and lacks ",
-            missing_from(model_classes, ds.classes), " that the model has");
+  const std::string extra = missing_from(ds.classes, model_classes);
+  KILN_CHECK(extra.empty(), "the classes of '", ds.root, "' differ from the model's (", model_dir,
+             "/classes.txt): the data has ", extra, " that the model lacks");
+  const std::string lacking = missing_from(model_classes, ds.classes);
+  std::vector<int64_t> to_model;
+  for (const std::string& c : ds.classes)
+    to_model.push_back(std::find(model_classes.begin(), model_classes.end(), c) - model_classes.begin());
+  for (io::Sample& sample : ds.samples) sample.label = to_model[static_cast<size_t>(sample.label)];
+  std::vector<int64_t> counts(model_classes.size(), 0);
+  for (size_t k = 0; k < to_model.size(); ++k) counts[static_cast<size_t>(to_model[k])] = ds.class_counts[k];
+  ds.classes = model_classes;
+  ds.class_counts = counts;
+  std::printf("note: '%s' has no folder for %s, of the model's classes: no image is scored as those, though the "
+              "model may predict them\n",
+              ds.root.c_str(), lacking.c_str());
+  return ds;
 }
 
 // eval --compare-precision: the checkpoint's weights in fp32 (t, the reference) against the
@@ -345,12 +360,12 @@ int cmd_eval(int argc, char** argv) {
   const int64_t batch = f.integer("batch", 1, 4096);
   const int workers = static_cast<int>(f.integer("workers", 1, 64));
   const std::string dev = f.choice("device", {"auto", "cpu", "cuda"});
-  const io::Dataset ds = eval_dataset(data);
+  io::Dataset ds = eval_dataset(data);
   const Device device = choose_device(dev);
   const bool compare = f.given("compare-precision");  // the reference is fp32 unless --precision says otherwise
   TrainedModel t = load_trained(f.str("model-dir"), device, f.on("best"),
                                 compare && !f.given("precision") ? "fp32" : precision_flag(f));
-  check_same_classes(ds, t.checkpoint.meta.classes, f.str("model-dir"));
+  ds = in_model_classes(std::move(ds), t.checkpoint.meta.classes, f.str("model-dir"));
   io::LoaderOptions lo;
   lo.batch_size = batch;
   lo.num_workers = workers;

@@ -250,6 +250,18 @@ if "$B" eval --model-dir "$W/a" --data-dir "$W/valonly" --device cpu > "$W/valon
 else bad "eval on val/ alone"; cat "$W/valonly.log"; fi
 expect_error "eval on a folder holding only train/" eval --model-dir "$W/a" --data-dir "$W/trainonly" --device cpu
 grep -q "no val/" "$W/err.txt" || bad "train/-only folder not explained"
+# A test set without one of the model's classes is scored by the model's numbering; a class
+# the model lacks is refused.
+mkdir -p "$W/sub/val" && cp -r "$W/data3/val/c0" "$W/data3/val/c2" "$W/sub/val/"
+if "$B" train --data-dir "$W/data3" --model-dir "$W/m3" --image-size 32 --phase1-epochs 1 --phase2-epochs 0 \
+     --batch 4 --device cpu > "$W/m3.log" 2>&1 &&
+   "$B" eval --model-dir "$W/m3" --data-dir "$W/sub" --device cpu > "$W/sub.log" 2>&1 &&
+   grep -q "has no folder for c1, of the model's classes" "$W/sub.log" && grep -q "(2 images)" "$W/sub.log" &&
+   grep -q "c1 .*no images" "$W/sub.log"; then
+  ok "eval on data lacking one of the model's classes scores the others by the model's numbering"
+else bad "eval on a subset of the classes"; cat "$W/m3.log" "$W/sub.log"; fi
+expect_error "eval on data with a class the model lacks" eval --model-dir "$W/a" --data-dir "$W/data3" --device cpu
+grep -q "the data has c2 that the model lacks" "$W/err.txt" || bad "an extra class not named: $(cat "$W/err.txt")"
 mkdir -p "$W/data/.ipynb_checkpoints" "$W/data/raw"
 if "$B" eval --model-dir "$W/a" --data-dir "$W/data" --device cpu > "$W/extra.log" 2>&1 && grep -q "(4 images)" "$W/extra.log"; then
   ok "eval on a data folder that also holds other folders evaluates its val/"
