@@ -344,7 +344,7 @@ int cmd_eval(int argc, char** argv) {
   Flags f("eval", "--model-dir DIR --data-dir DIR [flags]",
           "Evaluates the model in --model-dir (its latest checkpoint, or --best) on a folder-per-class\n"
           "dataset (a folder of splits -- train/, val/, test/ -- is evaluated on its val/): loss,\n"
-          "accuracy, per-class accuracy, confusion matrix.",
+          "accuracy, per-class accuracy, confusion matrix. Its classes are the model's, or some of them.",
           {kModelDirFlag,
            {"data-dir", "DIR", "", "folder per class, or a folder holding val/ (required)"},
            kBestFlag,
