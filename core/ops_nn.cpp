@@ -272,8 +272,8 @@ Tensor batch_norm2d(const Tensor& x, const Tensor& gamma, const Tensor& beta, Te
   Tensor mean, var;
   if (training) {
     KILN_CHECK(rows > 1, op, ": training needs more than one value per channel to take batch statistics, got input x ",
-               x.shape(), " (N*H*W = ", rows, "); use a batch of two or more (an epoch's last batch too: another batch size), larger "
-               "images, or the inference form (eval(), or freeze the layer)");
+               x.shape(), " (N*H*W = ", rows, "); use a batch of two or more (an epoch's last batch too: another "
+               "batch size), larger images, or the inference form (eval(), or freeze the layer)");
     mean = Tensor::empty(Shape{c}, TensorOptions{DType::f32, x.device()});  // fp32 for a bf16 x too
     var = Tensor::empty(Shape{c}, TensorOptions{DType::f32, x.device()});
     be.batch_norm_stats(x, momentum, mean, var, running_mean, running_var);

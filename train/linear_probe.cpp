@@ -275,7 +275,7 @@ LinearProbe fit_linear_probe(const Tensor& feats, const std::vector<int64_t>& la
   // A NaN would surface as a matrix "not positive definite", blaming the ridge strength.
   const auto bad = std::find_if(x.begin(), x.end(), [](float v) { return !std::isfinite(v); });
   KILN_CHECK(bad == x.end(), "linear probe: feature ", (bad - x.begin()) % d, " of row ", (bad - x.begin()) / d, " is ",
-             bad == x.end() ? 0.0f : *bad, ": the features must be finite (a layer before the head diverged?)");
+             *bad, ": the features must be finite (a layer before the head diverged?)");
 
   const Standardised s = standardise(x, n, d);
   double cv_acc = -1, mult = options.lambdas.front(), scale = 1;

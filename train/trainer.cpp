@@ -673,9 +673,14 @@ bool Trainer::run_epoch(int64_t e, State& s) {
   return true;
 }
 
-std::string Trainer::batch_context(int64_t e, const State& s) const {
+int64_t Trainer::phase_first_epoch(const State& s) const {
   int64_t first = 0;
   for (size_t i = 0; i < s.phase; ++i) first += opt_.phases[i].epochs;
+  return first;
+}
+
+std::string Trainer::batch_context(int64_t e, const State& s) const {
+  const int64_t first = phase_first_epoch(s);
   return "trainer: phase " + std::to_string(s.phase + 1) + " epoch " + std::to_string(e - first + 1) + "/" +
          std::to_string(opt_.phases[s.phase].epochs) + ", batch " + std::to_string(s.batches_in_epoch) + " of " +
          std::to_string(s.steps);
@@ -735,8 +740,7 @@ bool Trainer::train_step(const Tensor& x, const Tensor& y, int64_t row_first, in
     if (rows == 0) return false;
   }
   if (!finite) {
-    int64_t first = 0;
-    for (size_t i = 0; i < s.phase; ++i) first += opt_.phases[i].epochs;
+    const int64_t first = phase_first_epoch(s);
     KILN_FAIL("the loss became ", std::isfinite(total) ? std::string("non-finite on another rank") : std::to_string(total),
               " in phase ", s.phase + 1, " epoch ", e - first + 1, "/", ph.epochs, " step ", s.step_in_epoch + 1,
               ": training stopped (try a smaller learning rate); ",
@@ -849,8 +853,7 @@ bool Trainer::graph_step(const Tensor& x, const Tensor& y, double& loss, double&
 bool Trainer::train_steps(int64_t e, State& s) {
   const Phase& ph = opt_.phases[s.phase];
   const int number = static_cast<int>(s.phase) + 1;
-  int64_t first = 0;
-  for (size_t i = 0; i < s.phase; ++i) first += opt_.phases[i].epochs;
+  const int64_t first = phase_first_epoch(s);
   const int64_t batch = s.lo.batch_size;
   for (;;) {
     Tensor x, y;

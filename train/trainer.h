@@ -233,6 +233,8 @@ class Trainer {
   bool run_epoch(int64_t e, State& s);
   bool train_steps(int64_t e, State& s);
   bool train_step(const Tensor& x, const Tensor& y, int64_t row_first, int64_t rows_global, int64_t e, State& s);
+  // The global index of the current phase's first epoch.
+  int64_t phase_first_epoch(const State& s) const;
   // "trainer: phase P epoch E/N, batch B of S": where a step's error happened, in the data's terms.
   std::string batch_context(int64_t e, const State& s) const;
   bool graph_step(const Tensor& x, const Tensor& y, double& loss, double& total, int64_t& correct, State& s);

@@ -141,8 +141,7 @@ std::map<std::string, std::string> parse_config(const std::string& text) {
 }
 
 // Whether a saved config.txt records any recipe flag (every version wrote the model's).
-bool records_recipe(const std::string& saved_text) {
-  const std::map<std::string, std::string> saved = parse_config(saved_text);
+bool records_recipe(const std::map<std::string, std::string>& saved) {
   for (const RecipeFlag& r : recipe_flags(TrainConfig{}))
     if (saved.count(r.name)) return true;
   return false;
@@ -151,8 +150,7 @@ bool records_recipe(const std::string& saved_text) {
 // The recipe flags of this run that differ from the saved config, as "--flag NEW (was OLD)".
 // Numbers compare by value (1e-3 equals 0.001); a flag the saved file does not record is not
 // compared (config.txt of an older version), except switches, which are recorded only when on.
-std::vector<std::string> recipe_changes(const TrainConfig& cfg, const std::string& saved_text) {
-  const std::map<std::string, std::string> saved = parse_config(saved_text);
+std::vector<std::string> recipe_changes(const TrainConfig& cfg, const std::map<std::string, std::string>& saved) {
   std::vector<std::string> changes;
   for (const RecipeFlag& r : recipe_flags(cfg)) {
     const auto it = saved.find(r.name);
@@ -227,9 +225,9 @@ struct RunStart {
 
 // Once a checkpoint is in phase 2, phase 1 is over: another --phase1-epochs (even with
 // --allow-changed-config) would run phase-1 epochs after phase-2 ones.
-void check_phase1_over(const TrainConfig& cfg, const io::CheckpointInfo& resume, const std::string& saved_config) {
+void check_phase1_over(const TrainConfig& cfg, const io::CheckpointInfo& resume,
+                       const std::map<std::string, std::string>& saved) {
   if (resume.meta.phase != 2) return;
-  const std::map<std::string, std::string> saved = parse_config(saved_config);
   const auto it = saved.find("phase1-epochs");
   KILN_CHECK(it == saved.end() || it->second == std::to_string(cfg.phase1_epochs), "--phase1-epochs ",
              cfg.phase1_epochs, ": phase 1 of the run in '", cfg.model_dir, "' is over (", resume.state_path,
@@ -259,18 +257,22 @@ RunStart check_model_dir(const TrainConfig& cfg, const ModelSpec& spec, const st
   }
   // A resume continues the saved recipe: changed training flags are refused (unless allowed).
   s.config_path = (fs::path(cfg.model_dir) / "config.txt").string();
-  s.saved_config = resume && fs::exists(s.config_path) ? read_text(s.config_path) : std::string();
-  if (resume) s.changes = recipe_changes(cfg, s.saved_config);
-  // A config.txt gone, or overwritten by something else, would let any recipe resume.
-  KILN_CHECK(!resume || records_recipe(s.saved_config) || cfg.allow_changed_config, "model directory '",
-             cfg.model_dir, "' holds checkpoints, but its config.txt ",
-             fs::exists(s.config_path) ? "records no recipe" : "is missing (a run of kiln.train writes none)",
-             ", so this resume cannot be checked against the run's recipe: restore ", s.config_path,
-             ", use a new --model-dir, or pass --allow-changed-config");
-  if (resume) check_phase1_over(cfg, *resume, s.saved_config);
-  if (resume && !records_recipe(s.saved_config))
-    s.changes.push_back(std::string("the run's recipe was unknown (") +
-                        (fs::exists(s.config_path) ? "config.txt recorded none" : "no config.txt") + ")");
+  if (resume) {
+    const bool have_file = fs::exists(s.config_path);
+    s.saved_config = have_file ? read_text(s.config_path) : std::string();
+    const std::map<std::string, std::string> saved = parse_config(s.saved_config);
+    s.changes = recipe_changes(cfg, saved);
+    // A config.txt gone, or overwritten by something else, would let any recipe resume.
+    if (!records_recipe(saved)) {
+      KILN_CHECK(cfg.allow_changed_config, "model directory '", cfg.model_dir,
+                 "' holds checkpoints, but its config.txt ", have_file ? "records no recipe" : "is missing (a run of kiln.train writes none)",
+                 ", so this resume cannot be checked against the run's recipe: restore ", s.config_path,
+                 ", use a new --model-dir, or pass --allow-changed-config");
+      s.changes.push_back(std::string("the run's recipe was unknown (") +
+                          (have_file ? "config.txt recorded none" : "no config.txt") + ")");
+    }
+    check_phase1_over(cfg, *resume, saved);
+  }
   KILN_CHECK(s.changes.empty() || cfg.allow_changed_config, "model directory '", cfg.model_dir,
              "' holds a run with another recipe: ", join_names(s.changes), " (", s.config_path,
              "); resume with the run's values, use a new --model-dir, or pass --allow-changed-config");
@@ -627,8 +629,8 @@ std::function<void(const StopInfo&)> stop_lines(bool tty, const TrainConfig& cfg
                   "command again without it to resume to the end\n", static_cast<long long>(s.global_step),
                   static_cast<long long>(s.epochs_done), phase_epoch(cfg, s.epochs_done).c_str());
     } else if (s.kind == StopInfo::Kind::already_past) {
-      std::printf("nothing to train: the checkpoint (%s: step %lld, %lld epoch(s) done) is already where --stop-after-%s "
-                  "stops; run the train command again without it, or with a later stop, to go on\n",
+      std::printf("nothing to train: the checkpoint (%s: step %lld, %lld epoch(s) done) is already where "
+                  "--stop-after-%s stops; run the train command again without it, or with a later stop, to go on\n",
                   s.checkpoint.c_str(), static_cast<long long>(s.global_step), static_cast<long long>(s.epochs_done),
                   cfg.stop_after_steps > 0 && s.global_step >= cfg.stop_after_steps ? "steps" : "epochs");
     } else if (s.kind == StopInfo::Kind::requested) {
