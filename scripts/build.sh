@@ -17,6 +17,7 @@ python=${KILN_PYTHON:-/usr/bin/python3}
 python_args=()
 if [[ " $* " != *" -DKILN_PYTHON="* ]] && ! grep -qs '^KILN_PYTHON:BOOL=ON' "$build_dir/CMakeCache.txt" \
    && [[ $python != none ]] && "$python" -c "import nanobind" 2> /dev/null; then
+  # An older nanobind fails the configure (python/CMakeLists.txt) with a line naming the fix.
   python_args=(-DKILN_PYTHON=ON "-DPython_EXECUTABLE=$python")
 fi
 

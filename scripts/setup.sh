@@ -76,9 +76,13 @@ fi
 # Debian's pybind11 has no DLPack). pip-installed into the system python3 only when not
 # importable already.
 if [[ $want_tests == 1 ]]; then
+  # nanobind: 2.10.1 is the oldest with nb::array_api, which the bindings use (python/CMakeLists.txt).
   pip_missing=()
+  declare -A pip_check=([tensorboard]="import tensorboard"
+    [nanobind]="import nanobind; v = tuple(map(int, nanobind.__version__.split('.')[:3])); assert v >= (2, 10, 1)")
   for mod in tensorboard nanobind; do
-    if /usr/bin/python3 -c "import $mod" 2>/dev/null; then echo "setup.sh: $mod present"; else pip_missing+=("$mod"); fi
+    if /usr/bin/python3 -c "${pip_check[$mod]}" 2>/dev/null; then echo "setup.sh: $mod present"
+    else pip_missing+=("$mod"); fi
   done
   if (( ${#pip_missing[@]} > 0 )); then
     echo "setup.sh: installing ${pip_missing[*]} with pip"
@@ -92,7 +96,7 @@ if [[ $want_tests == 1 ]]; then
       "${sudo[@]}" apt-get update -q
       "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends python3-pip
     fi
-    "${sudo[@]}" /usr/bin/python3 -m pip install --quiet --break-system-packages "${pip_missing[@]}"
+    "${sudo[@]}" /usr/bin/python3 -m pip install --quiet --upgrade --break-system-packages "${pip_missing[@]}"
   fi
 fi
 
