@@ -152,6 +152,8 @@ void check_frozen_identity(const CheckpointInfo& c) {
 
 }  // namespace
 
+bool is_checkpoint_store_name(const std::string& n) { return n.rfind("ckpt-", 0) == 0 || n.rfind("frozen-", 0) == 0; }
+
 std::vector<std::string> remove_stale_temporaries(const std::string& model_dir) {
   std::vector<std::string> removed;
   std::error_code ec;

@@ -95,6 +95,11 @@ struct CheckpointInfo {
   CheckpointMeta meta;
 };
 
+// Whether a file name in a model directory belongs to the checkpoint store: ckpt-* (checkpoints,
+// their temporaries and *.corrupt set-asides) and frozen-* (frozen files). Other writers keep
+// clear of these names.
+bool is_checkpoint_store_name(const std::string& file_name);
+
 // Loads a checkpoint's parameters and buffers into `model`: its weights file and, from
 // version 3, the frozen file it names (whose digest must be the one recorded). Every
 // parameter and buffer must come from one of them; on an error the model may hold part of

@@ -10,9 +10,9 @@
 namespace kiln {
 
 MetricsLog::MetricsLog(const std::string& model_dir)
-    : csv_((std::filesystem::path(model_dir) / "metrics.csv").string(),
+    : csv_((std::filesystem::path(model_dir) / kMetricsCsvName).string(),
            {"epoch", "phase", "step", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "img_per_s"}),
-      tb_((std::filesystem::path(model_dir) / "events").string()) {}
+      tb_((std::filesystem::path(model_dir) / kEventsDirName).string()) {}
 
 void MetricsLog::epoch(const EpochSummary& s) {
   csv_.append({std::to_string(s.epoch), std::to_string(s.phase), std::to_string(s.global_step), format_number("%g", s.lr),

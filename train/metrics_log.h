@@ -25,6 +25,10 @@ struct EpochSummary {
   EvalResult val;
 };
 
+// The files MetricsLog keeps in a model directory (others, e.g. vgg_finetune, keep out of their way).
+inline constexpr const char* kMetricsCsvName = "metrics.csv";
+inline constexpr const char* kEventsDirName = "events";
+
 // metrics.csv and events/ of a model directory.
 class MetricsLog {
  public:

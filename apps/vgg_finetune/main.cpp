@@ -27,6 +27,7 @@
 #include "train/api.h"
 #include "train/audit.h"
 #include "train/format.h"
+#include "train/metrics_log.h"
 
 namespace fs = std::filesystem;
 using namespace kiln;
@@ -462,11 +463,11 @@ struct Reads {
   std::vector<std::string> files;      // input files given one by one
 };
 
-// A file a training run keeps in its model directory (apps/vgg_finetune/train.cpp, train/metrics_log.cpp).
+// A file a training run keeps in its model directory (train.h, io/checkpoint.h, train/metrics_log.h).
 bool run_file(const fs::path& rel) {
   const std::string first = rel.begin()->string();
-  return first.rfind("ckpt-", 0) == 0 || first.rfind("frozen-", 0) == 0 || first == "classes.txt" ||
-         first == "config.txt" || first == "skipped.txt" || first == "metrics.csv" || first == "events";
+  return io::is_checkpoint_store_name(first) || first == kClassesFile || first == kConfigFile ||
+         first == kSkippedFile || first == kMetricsCsvName || first == kEventsDirName;
 }
 
 // `path` inside `dir` (both as they resolve), as a relative path; empty when outside.
@@ -963,7 +964,7 @@ int cmd_check_dir(int argc, char** argv) {
   if (!f.parse(argc, argv, 2)) return 0;
   const std::string dir = f.str("model-dir");
   KILN_CHECK(fs::is_directory(dir), "model directory '", dir, "' does not exist");
-  std::ifstream cin_classes(fs::path(dir) / "classes.txt");
+  std::ifstream cin_classes(fs::path(dir) / kClassesFile);
   int64_t num_classes = 0;
   for (std::string line; std::getline(cin_classes, line);) num_classes += !line.empty();
   std::vector<std::string> names;
@@ -991,7 +992,7 @@ int cmd_check_dir(int argc, char** argv) {
       continue;
     }
     // Checkpoint files and the frozen files that complete them (io/checkpoint.h).
-    if ((n.rfind("ckpt-", 0) != 0 && n.rfind("frozen-", 0) != 0) || !ends(n, ".h5")) continue;
+    if (!io::is_checkpoint_store_name(n) || !ends(n, ".h5")) continue;
     try {
       if (ends(n, ".state.h5")) {
         io::read_checkpoint_meta(path);

@@ -241,7 +241,7 @@ RunStart check_model_dir(const TrainConfig& cfg, const ModelSpec& spec, const st
   RunStart s;
   prepare_model_dir(cfg.model_dir);
   if (root) s.lock.emplace(cfg.model_dir);
-  s.classes_path = (fs::path(cfg.model_dir) / "classes.txt").string();
+  s.classes_path = (fs::path(cfg.model_dir) / kClassesFile).string();
   if (fs::exists(s.classes_path)) {
     const std::string have = read_text(s.classes_path);
     KILN_CHECK(have == join_lines(classes), "model directory '", cfg.model_dir, "' was made for other classes (",
@@ -256,7 +256,7 @@ RunStart check_model_dir(const TrainConfig& cfg, const ModelSpec& spec, const st
                resume->state_path, "); use a new --model-dir");
   }
   // A resume continues the saved recipe: changed training flags are refused (unless allowed).
-  s.config_path = (fs::path(cfg.model_dir) / "config.txt").string();
+  s.config_path = (fs::path(cfg.model_dir) / kConfigFile).string();
   if (resume) {
     const bool have_file = fs::exists(s.config_path);
     s.saved_config = have_file ? read_text(s.config_path) : std::string();
@@ -800,7 +800,7 @@ TrainResult run_train(const TrainConfig& cfg) {
   const ModelSpec& spec = find_model_spec(cfg.model);
   const NewDirGuard new_dir(cfg.model_dir);
   const RunStart start = check_model_dir(cfg, spec, classes, root);
-  const std::string skipped_path = (fs::path(cfg.model_dir) / "skipped.txt").string();
+  const std::string skipped_path = (fs::path(cfg.model_dir) / kSkippedFile).string();
   std::printf("%s", audit.summary(0, audit.skipped.empty() ? "" : skipped_path).c_str());
 
   Generator init_gen(cfg.seed), dropout_gen(cfg.seed + 1);

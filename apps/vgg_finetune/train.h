@@ -21,6 +21,12 @@ namespace kiln::app {
 // The model vgg_finetune trains unless --model names another of train/model_spec's registry.
 inline constexpr const char* kDefaultModel = "vgg16";
 
+// The files a training run keeps in its model directory beside the checkpoints (io/checkpoint.h)
+// and the metrics (train/metrics_log.h): the class names, the recipe, the images it skipped.
+inline constexpr const char* kClassesFile = "classes.txt";
+inline constexpr const char* kConfigFile = "config.txt";
+inline constexpr const char* kSkippedFile = "skipped.txt";
+
 // The train command's flags.
 struct TrainConfig {
   std::string model = kDefaultModel;  // a registered model spec: vgg16, resnet50, resnet50_v1, ...
