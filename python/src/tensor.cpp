@@ -5,11 +5,13 @@
 #include <optional>
 #include <string>
 #include <utility>
+#include <variant>
 #include <vector>
 
 #include <nanobind/operators.h>
 #include <nanobind/stl/optional.h>
 #include <nanobind/stl/string.h>
+#include <nanobind/stl/variant.h>
 #include <nanobind/stl/vector.h>
 
 #include "python/src/bindings.h"
@@ -115,8 +117,21 @@ void bind_factories(nb::module_& m) {
   m.def("ones", [](const std::vector<int64_t>& s, const std::string& dt, const std::string& dev) {
           return Tensor::ones(to_shape(s), options(dt, dev));
         }, arg("shape"), arg("dtype") = "float32", arg("device") = "cpu", Release(), "A tensor of ones.");
-  m.def("full", [](const std::vector<int64_t>& s, double v, const std::string& dt, const std::string& dev) {
-          return Tensor::full(to_shape(s), v, options(dt, dev));
+  m.def("full", [](const std::vector<int64_t>& s, std::variant<int64_t, double> value, const std::string& dt,
+                   const std::string& dev) {
+          // The fill goes through a double: an int64 it cannot hold exactly (beyond 2^53) is
+          // refused for an int64 tensor rather than rounded to a neighbour.
+          const TensorOptions opt = options(dt, dev);
+          double v = 0;
+          if (const int64_t* i = std::get_if<int64_t>(&value)) {
+            v = static_cast<double>(*i);
+            KILN_CHECK(opt.dtype != DType::i64 || (v < 0x1p63 && static_cast<int64_t>(v) == *i), "full: ", *i,
+                       " is not exactly representable as a double, which kiln fills through (it holds integers "
+                       "exactly up to 2^53): an int64 tensor would get a neighbouring value");
+          } else {
+            v = std::get<double>(value);
+          }
+          return Tensor::full(to_shape(s), v, opt);
         }, arg("shape"), arg("value"), arg("dtype") = "float32", arg("device") = "cpu", Release(),
         "A tensor filled with `value`.");
   m.def("arange", [](int64_t n, double start, double step, const std::string& dt, const std::string& dev) {

@@ -89,6 +89,16 @@ def test_misuse_raises_kiln_error_not_a_crash():
         kiln.conv2d(kiln.ones([1, 3, 3, 1]), kiln.ones([1, 1, 1, 1]), stride=(1.7, 1))  # was std::bad_cast
 
 
+def test_full_refuses_an_int64_a_double_would_round():
+    big = 2**60  # exactly a double
+    assert np.from_dlpack(kiln.full([2], big, dtype="int64")).tolist() == [big, big]
+    with pytest.raises(kiln.Error, match="9007199254740993 is not exactly representable as a double"):
+        kiln.full([1], 2**53 + 1, dtype="int64")  # was filled with 2**53
+    assert kiln.full([1], 2**53 + 1).item() == float(2**53)  # a float tensor rounds, as it must
+    with pytest.raises(kiln.Error, match="does not fit int64"):
+        kiln.full([1], 2**70, dtype="int64")
+
+
 def test_one_no_grad_object_nests_in_itself():
     ng = kiln.no_grad()
     with ng:
