@@ -179,7 +179,21 @@ Tensor from_dlpack(nb::handle x, bool copy_to_contiguous) {
   KILN_CHECK(!nb::try_cast(nb::borrow(x), read_only, false), "from_dlpack: the array is read-only (np.broadcast_to, "
              "or a NumPy view of another library's tensor), and kiln tensors are writable: pass a writable copy, "
              "e.g. x.copy()");
-  KILN_FAIL("from_dlpack: kiln cannot share this ", nb::type_name(x.type()).c_str(), ": kiln shares arrays that "
+  // What the producer itself says (torch 1.13: "Bool type is not supported by dlpack"), and its dtype.
+  std::string producer;
+  if (nb::hasattr(x, "__dlpack__")) {
+    try {
+      (void)x.attr("__dlpack__")();
+    } catch (const nb::python_error& e) {
+      producer = std::string(" (its __dlpack__ says: ") + nb::str(e.value()).c_str() + ")";
+    }
+  }
+  if (nb::hasattr(x, "dtype")) {
+    const nb::object dtype = x.attr("dtype");
+    const nb::str spelled(static_cast<nb::handle>(dtype));  // str(dtype); an accessor would pick str(const char*)
+    producer = std::string(" of dtype ") + spelled.c_str() + producer;
+  }
+  KILN_FAIL("from_dlpack: kiln cannot share this ", nb::type_name(x.type()).c_str(), producer, ": kiln shares arrays that "
             "speak DLPack or the buffer protocol (NumPy, PyTorch, ...), of a dtype kiln has (float32, bfloat16, "
             "int32, int64, uint8), in native byte order; convert it first, e.g. "
             "numpy.ascontiguousarray(x, dtype=numpy.float32)");

@@ -125,7 +125,6 @@ def test_nchw_to_nhwc_takes_read_only_arrays_and_names_itself():
 def test_dtypes_kiln_has_and_has_not():
     for np_type, name in [(np.float32, "float32"), (np.int32, "int32"), (np.int64, "int64"), (np.uint8, "uint8")]:
         assert kiln.from_dlpack(np.zeros(3, dtype=np_type)).dtype == name
-    assert kiln.from_dlpack(torch.zeros(2, dtype=torch.bfloat16)).dtype == "bfloat16"
     with pytest.raises(kiln.Error, match="kiln has no float64 .*astype"):
         kiln.from_dlpack(np.zeros(3, dtype=np.float64))
     with pytest.raises(kiln.Error, match="kiln has no float16"):
@@ -136,6 +135,17 @@ def test_dtypes_kiln_has_and_has_not():
         kiln.from_dlpack(np.broadcast_to(np.float32(1), (3,)))
     with pytest.raises(kiln.Error, match="native byte order"):
         kiln.from_dlpack(np.zeros(3, dtype=">f4"))
+
+
+@needs_torch
+def test_torch_dtypes_kiln_has_and_has_not():
+    assert kiln.from_dlpack(torch.zeros(2, dtype=torch.bfloat16)).dtype == "bfloat16"
+    # What torch's own __dlpack__ refuses is named with its dtype and torch's words (torch 1.13
+    # exports no bool; torch 2 does, and then kiln names the dtype it lacks).
+    with pytest.raises(kiln.Error, match=r"kiln has no bool|dtype torch.bool \(its __dlpack__ says: .*not supported"):
+        kiln.from_dlpack(torch.tensor([True, False]))
+    with pytest.raises(kiln.Error, match=r"dtype torch.float32 \(its __dlpack__ says: "):
+        kiln.from_dlpack(torch.ones(2).to_sparse())
 
 
 @needs_torch
