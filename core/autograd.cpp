@@ -11,6 +11,8 @@ namespace {
 std::atomic<int64_t> g_nodes_alive{0};
 std::atomic<int64_t> g_saved_bytes{0};
 thread_local bool t_grad_enabled = true;
+// The op whose backward this thread runs (its name), for SavedTensor's messages.
+thread_local const char* t_backward_op = nullptr;
 }  // namespace
 
 SavedTensor::SavedTensor(const Tensor& t) { *this = t; }
@@ -19,6 +21,7 @@ SavedTensor& SavedTensor::operator=(const Tensor& t) {
   reset();
   t_ = t;
   bytes_ = t.defined() ? t.nbytes() : 0;
+  version_ = t.defined() ? t.version() : 0;
   g_saved_bytes += static_cast<int64_t>(bytes_);
   return *this;
 }
@@ -26,6 +29,10 @@ SavedTensor& SavedTensor::operator=(const Tensor& t) {
 const Tensor& SavedTensor::get() const {
   KILN_CHECK(t_.defined(), "a tensor saved for backward was already freed: backward ran through this graph "
              "before; call backward(seed, /*retain_graph=*/true) the first time to go through it twice");
+  KILN_CHECK(t_.version() == version_, "backward of ", t_backward_op ? t_backward_op : "an op", ": a tensor it saved, ",
+             t_.description(), ", was changed in place after the forward (", t_.version() - version_,
+             " write(s): copy_from, an optimizer step, batch norm's running statistics, ...), so its gradient would "
+             "use the new values; run backward before changing it, or give the op a clone()");
   return t_;
 }
 
@@ -148,7 +155,15 @@ void run_backward(const Tensor& root, const Tensor& seed_in, bool retain_graph) 
     if (it == pending.end()) continue;  // no gradient flowed here
     Tensor grad = std::move(it->second);
     pending.erase(it);
-    std::vector<Tensor> grads = node->apply(grad);
+    t_backward_op = node->name().c_str();
+    std::vector<Tensor> grads;
+    try {
+      grads = node->apply(grad);
+    } catch (...) {
+      t_backward_op = nullptr;
+      throw;
+    }
+    t_backward_op = nullptr;
     KILN_CHECK(grads.size() == node->next.size(), "op ", node->name(), " returned ", grads.size(),
                " gradients for ", node->next.size(), " inputs");
     for (size_t i = 0; i < grads.size(); ++i) {

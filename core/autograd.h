@@ -38,6 +38,7 @@ class SavedTensor {
  private:
   Tensor t_;
   size_t bytes_ = 0;
+  uint64_t version_ = 0;  // t_.version() when saved
 };
 
 // One recorded op. apply() maps dL/d(output) to dL/d(each input), in input order

@@ -326,6 +326,10 @@ void sgd_update(std::span<SgdParamRef> params, const SgdOptions& opt) {
   }
   NoGradGuard no_grad;
   backend_for(dev).sgd_update(params, opt);
+  for (const SgdParamRef& r : params) {
+    r.param.mark_modified();
+    if (opt.momentum > 0) r.momentum_buf.mark_modified();
+  }
 }
 
 // ---------------------------------------------------------------- Adam
@@ -354,6 +358,11 @@ void adam_update(std::span<AdamParamRef> params, const AdamOptions& opt, int64_t
   }
   NoGradGuard no_grad;
   backend_for(dev).adam_update(params, opt, step);
+  for (const AdamParamRef& r : params) {
+    r.param.mark_modified();
+    r.exp_avg.mark_modified();
+    r.exp_avg_sq.mark_modified();
+  }
 }
 
 // ---------------------------------------------------------------- pixel lookup

@@ -277,6 +277,10 @@ Tensor batch_norm2d(const Tensor& x, const Tensor& gamma, const Tensor& beta, Te
     mean = Tensor::empty(Shape{c}, TensorOptions{DType::f32, x.device()});  // fp32 for a bf16 x too
     var = Tensor::empty(Shape{c}, TensorOptions{DType::f32, x.device()});
     be.batch_norm_stats(x, momentum, mean, var, running_mean, running_var);
+    if (running_mean.defined()) {
+      running_mean.mark_modified();
+      running_var.mark_modified();
+    }
   } else {
     KILN_CHECK(running_mean.defined(), op, ": the inference form (training false) needs running_mean and running_var");
     mean = running_mean;

@@ -1,7 +1,9 @@
 // A block of memory on one device, shared by a tensor and its views.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <utility>
 
@@ -31,6 +33,11 @@ class Storage {
   size_t bytes() const { return bytes_; }
   Device device() const { return device_; }
   bool pinned() const { return allocator_ && allocator_->pinned(); }
+  // How many times kiln wrote into this memory in place (Tensor::mark_modified): autograd
+  // compares it with the count a saved tensor had when the forward saved it. Atomic: the
+  // loader's threads fill batches while the caller runs backward on others.
+  uint64_t version() const { return version_.load(std::memory_order_relaxed); }
+  void bump_version() { version_.fetch_add(1, std::memory_order_relaxed); }
 
  private:
   void* data_;
@@ -38,6 +45,7 @@ class Storage {
   Device device_;
   Allocator* allocator_;           // null for borrowed memory
   std::function<void()> release_;  // borrowed memory: hands it back to its owner
+  std::atomic<uint64_t> version_{0};
 };
 
 }  // namespace kiln

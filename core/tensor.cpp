@@ -202,6 +202,7 @@ void Tensor::copy_from(const Tensor& src, bool non_blocking) {
              " elements, destination ", description(), " has ", numel());
   Device d = !device().is_cpu() ? device() : src.device();
   backend_for(d).copy(src, *this, non_blocking);
+  mark_modified();
 }
 
 Tensor Tensor::detach() const {

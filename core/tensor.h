@@ -117,6 +117,13 @@ class Tensor {
   // Copies src's values into this tensor (same numel; devices and dtypes may differ).
   // non_blocking: see Backend::copy (host memory must be pinned to overlap).
   void copy_from(const Tensor& src, bool non_blocking = false);
+  // Records an in-place write into this tensor's memory (views share the count). kiln's own
+  // in-place writers call it (copy_from, the optimizer updates, batch norm's running
+  // statistics); code writing through data<T>() itself should too, so that a backward that
+  // saved these values refuses to use the new ones (PyTorch's version counter).
+  void mark_modified() const { impl().storage->bump_version(); }
+  // The count mark_modified advances (0 for a fresh tensor).
+  uint64_t version() const { return impl().storage->version(); }
   // Same memory, no autograd history, requires_grad false.
   Tensor detach() const;
 

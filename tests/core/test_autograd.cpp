@@ -70,6 +70,35 @@ TEST_CASE("backward twice through a freed graph is an error, retained graphs all
   REQUIRE_THROWS_WITH(loss.backward(), Catch::Contains("already freed") && Catch::Contains("retain_graph"));
 }
 
+TEST_CASE("a saved tensor changed in place before backward is refused, naming the op", "[autograd][errors]") {
+  // PyTorch's version counter: backward would otherwise use the new values, silently.
+  Tensor a = Tensor::from_vector(std::vector<float>{1, 2, 3}, Shape{3}).set_requires_grad(true);
+  Tensor b = Tensor::from_vector(std::vector<float>{10, 20, 30}, Shape{3});
+  Tensor y = sum(mul(a, b));
+  b.copy_from(Tensor::full(Shape{3}, -1.0));  // a view would count too: versions live on the storage
+  REQUIRE_THROWS_WITH(y.backward(), Catch::Contains("backward of mul") && Catch::Contains("changed in place") &&
+                                        Catch::Contains("1 write(s)"));
+  CHECK_FALSE(a.grad().defined());
+
+  // The multi-loss pattern: an optimizer step between two backwards through one graph.
+  Tensor w = Tensor::from_vector(std::vector<float>{1, 2}, Shape{1, 2}).set_requires_grad(true);
+  Tensor x = Tensor::from_vector(std::vector<float>{3, 4}, Shape{1, 2}).set_requires_grad(true);
+  Tensor loss = sum(linear(x, w));
+  loss.backward(Tensor(), /*retain_graph=*/true);
+  CHECK(x.grad().to_vector<float>() == std::vector<float>{1, 2});
+  SgdParamRef ref{w, w.grad(), Tensor()};
+  sgd_update(std::span<SgdParamRef>(&ref, 1), SgdOptions{0.5f});
+  CHECK(w.version() == 1);
+  REQUIRE_THROWS_WITH(loss.backward(), Catch::Contains("changed in place"));
+
+  // Unchanged, or changed before the forward: no complaint.
+  Tensor c = Tensor::from_vector(std::vector<float>{1, 2}, Shape{2});
+  c.copy_from(Tensor::full(Shape{2}, 2.0));
+  Tensor z = sum(mul(a.slice(0, 2), c));
+  z.backward();
+  CHECK(a.grad().to_vector<float>() == std::vector<float>{2, 2, 0});
+}
+
 TEST_CASE("backward on a tensor that needs no gradient says so", "[autograd][errors]") {
   Tensor x = Tensor::ones(Shape{3});
   REQUIRE_THROWS_WITH(sum(x).backward(), Catch::Contains("does not require grad"));
