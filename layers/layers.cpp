@@ -25,19 +25,29 @@ void WeightLayer::set_compute(DType compute, bool out_f32) {
              dtype_name(compute));
   compute_ = compute;
   out_f32_ = out_f32;
-  frozen_weight_ = frozen_bias_ = Tensor();
-  if (compute_ == DType::bf16 && !weight_->requires_grad()) {
-    NoGradGuard no_grad;
-    frozen_weight_ = weight_->to(DType::bf16);
-    if (bias_) frozen_bias_ = bias_->to(DType::bf16);
+  {
+    const std::lock_guard<std::mutex> lock(frozen_mu_);
+    frozen_weight_ = frozen_bias_ = FrozenCopy{};
+  }
+  if (compute_ == DType::bf16) {  // convert frozen weights now, not in the first timed step
+    if (!weight_->requires_grad()) (void)compute_weight();
+    if (bias_ && !bias_->requires_grad()) (void)compute_bias();
   }
 }
 
 Tensor WeightLayer::input(const Tensor& x) const { return x.dtype() == compute_ ? x : x.to(compute_); }
 
-Tensor WeightLayer::operand(const Tensor& master, const Tensor& frozen_copy) const {
+Tensor WeightLayer::operand(const Tensor& master, FrozenCopy& copy) const {
   if (compute_ == DType::f32) return master;
-  return frozen_copy.defined() ? frozen_copy : master.to(DType::bf16);
+  if (master.requires_grad()) return master.to(DType::bf16);
+  const std::lock_guard<std::mutex> lock(frozen_mu_);
+  if (!copy.bf16.defined() || copy.data != master.raw_data() || copy.version != master.version()) {
+    NoGradGuard no_grad;
+    copy.bf16 = master.to(DType::bf16);
+    copy.data = master.raw_data();
+    copy.version = master.version();
+  }
+  return copy.bf16;
 }
 
 Tensor WeightLayer::compute_weight() const { return operand(*weight_, frozen_weight_); }

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <memory>
+#include <mutex>
 #include <vector>
 
 #include "layers/init.h"
@@ -18,12 +19,14 @@ enum class Init { xavier_uniform, kaiming_normal, kaiming_normal_fan_out, normal
 
 // A layer with a weight (Conv2d, Linear). Its parameters are fp32 master copies whatever it
 // computes in: fp32, or bf16 with fp32 accumulation (train/precision.h chooses per layer and
-// phase). A frozen bf16 layer converts its weights once, in set_compute; a trained one casts
-// them on every forward, through autograd, so gradients reach the fp32 masters.
+// phase). A frozen bf16 layer converts its weights once and keeps the copy while the master
+// is unchanged (its version and memory); a trained one casts them on every forward, through
+// autograd, so gradients reach the fp32 masters.
 class WeightLayer : public Module {
  public:
   // f32 or bf16; out_f32 casts the output back to f32 (the model's last weight layer, so
-  // losses and metrics see fp32). Call again after the weights or their freezing change.
+  // losses and metrics see fp32). Frozen bf16 weights are converted here; a later change of
+  // the weights (an import, a copy) or of their freezing is noticed at the next forward.
   void set_compute(DType compute, bool out_f32 = false);
   DType compute_dtype() const { return compute_; }
   Tensor& weight() { return *weight_; }
@@ -40,14 +43,22 @@ class WeightLayer : public Module {
   Tensor output(Tensor y) const;
 
  private:
-  // A parameter as the compute dtype wants it: itself (fp32), its bf16 copy made in
-  // set_compute (frozen), or cast now through autograd (trained).
-  Tensor operand(const Tensor& master, const Tensor& frozen_copy) const;
+  // A frozen master's bf16 copy, and which master values it was made from.
+  struct FrozenCopy {
+    Tensor bf16;
+    const void* data = nullptr;
+    uint64_t version = 0;
+  };
+  // A parameter as the compute dtype wants it: itself (fp32), its bf16 copy (frozen; remade
+  // when the master changed), or cast now through autograd (trained: a copy would get no
+  // gradient, and an unfrozen layer would silently stop training).
+  Tensor operand(const Tensor& master, FrozenCopy& copy) const;
   Tensor* weight_ = nullptr;
   Tensor* bias_ = nullptr;
   DType compute_ = DType::f32;
   bool out_f32_ = false;
-  Tensor frozen_weight_, frozen_bias_;  // bf16 copies of frozen weights (set_compute)
+  mutable std::mutex frozen_mu_;  // research code may run one model from several threads
+  mutable FrozenCopy frozen_weight_, frozen_bias_;
 };
 
 // 2-d convolution, x: [N, H, W, in] -> [N, OH, OW, out]. Parameters "weight" [out, k, k, in]
@@ -154,8 +165,6 @@ class Sequential final : public Module {
   template <typename M>
   std::shared_ptr<M> add(std::shared_ptr<M> m) {
     KILN_CHECK(m != nullptr, "Sequential ", name(), ": cannot add a null module");
-    for (const auto& c : children())
-      KILN_CHECK(c->name() != m->name(), "Sequential ", name(), ": a child named '", m->name(), "' already exists");
     // A module inside itself would recurse without end when run or listed.
     KILN_CHECK(!m->contains(*this), "Sequential ", name(), ": cannot add '", m->name(), "', which ",
                m.get() == static_cast<const Module*>(this) ? "is this Sequential itself" : "contains this Sequential");

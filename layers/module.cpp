@@ -1,6 +1,7 @@
 #include "layers/module.h"
 
 #include <functional>
+#include <set>
 #include <sstream>
 
 namespace kiln {
@@ -11,7 +12,12 @@ Module::Module(std::string name) : name_(std::move(name)) {
 }
 
 Tensor& Module::register_parameter(const std::string& name, Tensor t, bool decay) {
+  // Checked here, not at the first checkpoint: names are the tensors' HDF5 paths.
+  KILN_CHECK(!name.empty() && name.find('/') == std::string::npos, "module ", name_, ": parameter name '", name,
+             "' must be non-empty and contain no '/'");
   for (const Slot& s : params_) KILN_CHECK(s.name != name, "module ", name_, ": parameter '", name, "' registered twice");
+  for (const auto& c : children_)
+    KILN_CHECK(c->name() != name, "module ", name_, ": parameter '", name, "' has the name of a child module");
   t = t.detach();
   t.set_requires_grad(true);
   params_.push_back(Slot{name, t, decay, true});
@@ -23,16 +29,28 @@ Tensor& Module::register_buffer(const std::string& name, Tensor t) {
   return buffers_.back().second;
 }
 
-void Module::collect(const std::string& prefix, std::vector<ParameterRef>& out) {
-  const std::string scope = prefix + name_ + "/";
-  for (Slot& s : params_) out.push_back(ParameterRef{scope + s.name, &s.tensor, s.decay, s.trainable});
-  for (auto& c : children_) c->collect(scope, out);
+void Module::check_child_name(const std::string& child) const {
+  for (const auto& c : children_)
+    KILN_CHECK(c->name() != child, "module ", name_, " already has a child named '", child,
+               "'; their parameters would share names (give each its own)");
+  for (const Slot& s : params_)
+    KILN_CHECK(s.name != child, "module ", name_, ": child '", child, "' has the name of one of its parameters");
 }
 
-void Module::collect_buffers(const std::string& prefix, std::vector<BufferRef>& out) {
+// A module reached twice (one Module in two containers: tied weights) is listed once, under
+// its first path, as PyTorch's named_parameters() does: an optimizer would update it twice.
+void Module::collect(const std::string& prefix, std::vector<ParameterRef>& out, std::set<const Module*>& seen) {
+  if (!seen.insert(this).second) return;
+  const std::string scope = prefix + name_ + "/";
+  for (Slot& s : params_) out.push_back(ParameterRef{scope + s.name, &s.tensor, s.decay, s.trainable});
+  for (auto& c : children_) c->collect(scope, out, seen);
+}
+
+void Module::collect_buffers(const std::string& prefix, std::vector<BufferRef>& out, std::set<const Module*>& seen) {
+  if (!seen.insert(this).second) return;
   const std::string scope = prefix + name_ + "/";
   for (auto& [n, t] : buffers_) out.push_back(BufferRef{scope + n, &t});
-  for (auto& c : children_) c->collect_buffers(scope, out);
+  for (auto& c : children_) c->collect_buffers(scope, out, seen);
 }
 
 bool Module::contains(const Module& m) const {
@@ -44,13 +62,15 @@ bool Module::contains(const Module& m) const {
 
 std::vector<ParameterRef> Module::parameters() {
   std::vector<ParameterRef> out;
-  collect("", out);
+  std::set<const Module*> seen;
+  collect("", out, seen);
   return out;
 }
 
 std::vector<BufferRef> Module::buffers() {
   std::vector<BufferRef> out;
-  collect_buffers("", out);
+  std::set<const Module*> seen;
+  collect_buffers("", out, seen);
   return out;
 }
 

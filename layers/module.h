@@ -12,6 +12,7 @@
 
 #include <deque>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -48,7 +49,8 @@ class Module {
   Tensor operator()(const Tensor& x) { return forward(x); }
 
   const std::string& name() const { return name_; }
-  // Parameters of this module and all below, full names, in registration order.
+  // Parameters of this module and all below, full names, in registration order; a module
+  // reached twice (shared by two containers: tied weights) is listed once, under its first path.
   std::vector<ParameterRef> parameters();
   std::vector<BufferRef> buffers();
   // The parameter with this full name; its tensor is nullptr when there is none.
@@ -89,6 +91,8 @@ class Module {
   Tensor& register_buffer(const std::string& name, Tensor t);
   template <typename M>
   std::shared_ptr<M> register_module(std::shared_ptr<M> m) {
+    KILN_CHECK(m != nullptr, "module ", name_, ": register_module of a null module");
+    check_child_name(m->name());
     children_.push_back(m);
     return m;
   }
@@ -100,8 +104,10 @@ class Module {
     bool decay = true;
     bool trainable = true;
   };
-  void collect(const std::string& prefix, std::vector<ParameterRef>& out);
-  void collect_buffers(const std::string& prefix, std::vector<BufferRef>& out);
+  // Refuses a child name another child or a parameter of this module already has.
+  void check_child_name(const std::string& child) const;
+  void collect(const std::string& prefix, std::vector<ParameterRef>& out, std::set<const Module*>& seen);
+  void collect_buffers(const std::string& prefix, std::vector<BufferRef>& out, std::set<const Module*>& seen);
   int set_trainable(const std::string& pattern, bool trainable, const char* verb);
 
   std::string name_;

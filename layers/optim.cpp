@@ -1,16 +1,23 @@
 #include "layers/optim.h"
 
+#include <cmath>
+#include <map>
 #include <set>
 
 namespace kiln {
 
 Optimizer::Optimizer(std::vector<ParameterRef> params, float lr) : params_(std::move(params)), lr_(lr) {
-  KILN_CHECK(lr >= 0, "optimizer: lr must be >= 0, got ", lr);
+  KILN_CHECK(std::isfinite(lr) && lr >= 0, "optimizer: lr must be finite and >= 0, got ", lr);
+  std::map<const void*, std::string> memory;  // one tensor under two names would be updated twice a step
   for (const ParameterRef& p : params_) {
     KILN_CHECK(p.tensor != nullptr && p.tensor->defined(), "optimizer: parameter '", p.name, "' has no tensor");
     KILN_CHECK(p.trainable, "optimizer: parameter '", p.name,
                "' is frozen; an optimizer takes trainable parameters only (Module::trainable_parameters())");
     KILN_CHECK(names_.insert(p.name).second, "optimizer: parameter '", p.name, "' is given twice");
+    const auto [at, fresh] = memory.emplace(p.tensor->raw_data(), p.name);
+    KILN_CHECK(fresh || p.tensor->numel() == 0, "optimizer: parameters '", at->second, "' and '", p.name,
+               "' are the same memory, and each step would update it twice; to tie weights, put one module in both "
+               "places (parameters() lists a shared module once)");
   }
   steps_ = Tensor::zeros(Shape{}, TensorOptions{DType::i64, Device::cpu()});
 }
@@ -20,7 +27,7 @@ void Optimizer::zero_grad() {
 }
 
 void Optimizer::set_lr(float lr) {
-  KILN_CHECK(lr >= 0, "optimizer: lr must be >= 0, got ", lr);
+  KILN_CHECK(std::isfinite(lr) && lr >= 0, "optimizer: lr must be finite and >= 0, got ", lr);
   lr_ = lr;
 }
 

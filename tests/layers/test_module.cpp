@@ -5,6 +5,7 @@
 #include <catch2/catch.hpp>
 
 #include "layers/models/vgg.h"
+#include "layers/optim.h"
 
 using namespace kiln;
 
@@ -28,6 +29,52 @@ TEST_CASE("parameters have stable hierarchical names in registration order", "[l
   Tensor y = net(Tensor::ones(Shape{2, 5, 5, 3}));
   CHECK(y.shape() == Shape{2, 2});
   REQUIRE_THROWS_WITH(net.add(std::make_shared<ReLU>("relu1")), Catch::Contains("relu1") && Catch::Contains("already"));
+}
+
+TEST_CASE("a module in two containers is listed once: tied weights update once a step", "[layers]") {
+  Generator g(1);
+  auto shared = std::make_shared<Linear>("fc", 2, 2, false, g);
+  auto a = std::make_shared<Sequential>("a"), b = std::make_shared<Sequential>("b");
+  a->add(shared);
+  b->add(shared);
+  Sequential net("net");
+  net.add(a);
+  net.add(b);
+  const std::vector<ParameterRef> p = net.parameters();
+  REQUIRE(p.size() == 1);
+  CHECK(p[0].name == "net/a/fc/weight");
+  const std::vector<float> w0 = shared->weight().to_vector<float>();
+  SGD opt(net, SgdOptions{0.1f});
+  sum(net(Tensor::ones(Shape{1, 2}))).backward();  // x -> fc -> fc: both uses reach one gradient
+  const std::vector<float> g0 = shared->weight().grad().to_vector<float>();
+  opt.step();
+  const std::vector<float> w1 = shared->weight().to_vector<float>();
+  for (size_t i = 0; i < w0.size(); ++i) CHECK(w1[i] == Approx(w0[i] - 0.1f * g0[i]));  // once, not twice
+
+  // One tensor under two names (not a shared module) is refused: it would be updated twice.
+  std::vector<ParameterRef> twice{p[0], ParameterRef{"other", p[0].tensor, true, true}};
+  REQUIRE_THROWS_WITH(SGD(twice, SgdOptions{0.1f}), Catch::Contains("are the same memory") &&
+                                                         Catch::Contains("net/a/fc/weight") && Catch::Contains("other"));
+}
+
+namespace {
+// Research code's own module: a raw parameter beside children.
+struct Custom final : Module {
+  explicit Custom(const std::string& param) : Module("custom") { register_parameter(param, Tensor::ones(Shape{2}), true); }
+  Tensor forward(const Tensor& x) override { return x; }
+  void add_child(std::shared_ptr<Module> m) { register_module(std::move(m)); }
+};
+}  // namespace
+
+TEST_CASE("names that would collide in a checkpoint are refused when registered", "[layers][errors]") {
+  // They used to fail only at the first checkpoint, inside HDF5, hours into a run.
+  Generator g(1);
+  Custom c("w");
+  REQUIRE_THROWS_WITH(c.add_child(std::make_shared<ReLU>("w")), Catch::Contains("child 'w' has the name of one of"));
+  c.add_child(std::make_shared<ReLU>("act"));
+  REQUIRE_THROWS_WITH(c.add_child(std::make_shared<ReLU>("act")), Catch::Contains("already has a child named 'act'"));
+  REQUIRE_THROWS_WITH(Custom("a/b"), Catch::Contains("parameter name 'a/b'") && Catch::Contains("no '/'"));
+  REQUIRE_THROWS_WITH(Custom(""), Catch::Contains("non-empty"));
 }
 
 TEST_CASE("freeze and unfreeze take exact names, scopes and globs, and refuse typos", "[layers][frozen]") {

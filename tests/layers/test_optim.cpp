@@ -167,6 +167,10 @@ TEST_CASE("a parameter without a gradient is skipped and stays unchanged", "[opt
   CHECK(a.at({1}) == Approx(1.9).epsilon(1e-6));
   adam.zero_grad();
   CHECK_FALSE(a.grad().defined());
+  // A rate that is not a finite number is refused, as a negative one is (StepLR with gamma > 1
+  // could reach inf, and the weights would follow).
+  REQUIRE_THROWS_WITH(adam.set_lr(INFINITY), Catch::Contains("finite"));
+  REQUIRE_THROWS_WITH(adam.set_lr(NAN), Catch::Contains("finite"));
 }
 
 TEST_CASE("adam_update checks its arguments", "[optim][adam]") {

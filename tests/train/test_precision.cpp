@@ -142,20 +142,29 @@ TEST_CASE("a frozen conv and its relu run fused, with the values of the layers o
   }
 }
 
-TEST_CASE("frozen weights are converted to bf16 once per phase, not per step", "[train][precision]") {
+TEST_CASE("a frozen layer's bf16 copy follows its master, and unfrozen the layer trains", "[train][precision]") {
   Generator gen(8);
   auto net = small_convnet(gen);
   const Tensor x = Tensor::normal(Shape{2, 8, 8, 3}, 0, 1, gen);
   apply_phase(*net, train_only({"net/fc2/"}));
   apply_precision(*net, Precision::bf16_frozen);
   const std::vector<float> before = (*net)(x).to_vector<float>();
-  // The fp32 master changes behind the policy's back: the bf16 copy made at the phase's start
-  // is what runs, so the output does not move until the policy is applied again.
-  Tensor& w = dynamic_cast<WeightLayer&>(*net->child("conv1")).weight();
-  w.copy_from(Tensor::zeros(w.shape()));
   CHECK((*net)(x).to_vector<float>() == before);
+  // The fp32 master changes after the policy was applied (an import, a copy): the next
+  // forward converts it again; it used to run the stale copy until the policy was reapplied.
+  auto& conv1 = dynamic_cast<WeightLayer&>(*net->child("conv1"));
+  conv1.weight().copy_from(Tensor::zeros(conv1.weight().shape()));
+  const std::vector<float> zeroed = (*net)(x).to_vector<float>();
+  CHECK(zeroed != before);
   apply_precision(*net, Precision::bf16_frozen);
-  CHECK((*net)(x).to_vector<float>() != before);
+  CHECK((*net)(x).to_vector<float>() == zeroed);
+
+  // Unfrozen after set_compute: the layer casts through autograd and gets its gradient (it
+  // used to keep running the frozen copy, and never trained, without a word).
+  net->unfreeze("net/conv1/");
+  sum((*net)(x)).backward();
+  REQUIRE(conv1.weight().grad().defined());
+  CHECK(conv1.compute_dtype() == DType::bf16);
 }
 
 TEST_CASE("a bf16 frozen prefix of a VGG records no graph: nodes only for what trains", "[train][precision][frozen]") {
