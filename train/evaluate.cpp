@@ -11,10 +11,16 @@
 namespace kiln {
 
 EvalTally::EvalTally(int64_t num_classes) {
+  KILN_CHECK(num_classes > 0, "evaluation: num_classes must be positive, got ", num_classes);
   r_.confusion.assign(static_cast<size_t>(num_classes), std::vector<int64_t>(static_cast<size_t>(num_classes), 0));
 }
 
 void EvalTally::add(const Tensor& logits, const Tensor& labels) {
+  // The confusion matrix is num_classes square: a wider head's predictions would land outside it.
+  const auto classes = static_cast<int64_t>(r_.confusion.size());
+  KILN_CHECK(logits.rank() == 2 && logits.dim(1) == classes, "evaluation: the model gives ", logits.description(),
+             " (class scores per image) but num_classes is ", classes, "; pass the model's class count (its head's "
+             "output size), not the data's");
   const int64_t n = logits.dim(0);
   loss_sum_ += softmax_cross_entropy(logits, labels).item() * static_cast<double>(n);
   const std::vector<int64_t> pred = argmax(logits).to_vector<int64_t>();

@@ -449,6 +449,17 @@ TEST_CASE("batch-norm calibration takes the data's statistics and a frozen batch
   CHECK(cuts == std::vector<size_t>{5});  // conv, bn, relu, pool, flatten: cached up to global pooling
 }
 
+TEST_CASE("an evaluation tally refuses logits wider or narrower than its classes", "[train][errors]") {
+  // A 1000-class head tallied over a 2-class folder wrote past the confusion matrix.
+  EvalTally tally(2);
+  const Tensor labels = Tensor::from_vector(std::vector<int64_t>{0, 1}, Shape{2});
+  REQUIRE_THROWS_WITH(tally.add(Tensor::zeros(Shape{2, 1000}), labels),
+                      Catch::Contains("float32[2, 1000]") && Catch::Contains("num_classes is 2") &&
+                          Catch::Contains("the model's class count"));
+  tally.add(Tensor::from_vector(std::vector<float>{1, 0, 0, 1}, Shape{2, 2}), labels);
+  CHECK(tally.finish().acc == 1.0);
+}
+
 TEST_CASE("eval_details says a class had no images instead of 0.0 percent", "[train]") {
   EvalResult r;
   r.confusion = {{3, 1}, {0, 0}};
