@@ -27,6 +27,12 @@ std::vector<int64_t> Shape::contiguous_strides() const {
   return s;
 }
 
+void Shape::out_of_range(int64_t d) const {
+  KILN_CHECK(rank() > 0, "dimension ", d, " of a 0-d shape, which has none");
+  KILN_FAIL("dimension ", d, " is out of range for shape ", str(), " (rank ", rank(), ": valid are ", -rank(), "..",
+            rank() - 1, ")");
+}
+
 std::string Shape::str() const {
   std::ostringstream os;
   os << '[';

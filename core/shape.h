@@ -18,8 +18,8 @@ class Shape {
 
   int64_t rank() const { return static_cast<int64_t>(dims_.size()); }
   // Extent of dimension d; negative d counts from the end.
-  int64_t operator[](int64_t d) const { return dims_.at(static_cast<size_t>(d < 0 ? d + rank() : d)); }
-  int64_t& operator[](int64_t d) { return dims_.at(static_cast<size_t>(d < 0 ? d + rank() : d)); }
+  int64_t operator[](int64_t d) const { return dims_[index(d)]; }
+  int64_t& operator[](int64_t d) { return dims_[index(d)]; }
   // Product of extents (1 for a scalar).
   int64_t numel() const;
   const std::vector<int64_t>& dims() const { return dims_; }
@@ -30,6 +30,14 @@ class Shape {
   bool operator==(const Shape&) const = default;
 
  private:
+  // d as an index into dims_; a kiln::Error naming the shape when it is out of range.
+  size_t index(int64_t d) const {
+    const int64_t i = d < 0 ? d + rank() : d;
+    if (i < 0 || i >= rank()) out_of_range(d);
+    return static_cast<size_t>(i);
+  }
+  [[noreturn]] void out_of_range(int64_t d) const;
+
   std::vector<int64_t> dims_;
 };
 

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "core/philox.h"
+#include "kernels/common/convert.h"
 
 namespace kiln::cpu {
 namespace {
@@ -31,19 +32,14 @@ void for_each_dtype(DType t, Fn&& fn) {
   }
 }
 
-template <typename T> T from_d(double v) { return static_cast<T>(v); }
-template <> BFloat16 from_d(double v) { return BFloat16(static_cast<float>(v)); }
+using common::from_double;
 
-// d[i] = s[i] converted (through double: exact for every pair of kiln's dtypes but the
-// narrowing ones, which round once); bf16 <-> fp32 are the precision policy's casts.
+// d[i] = s[i] converted (kernels/common/convert.h); bf16 <-> fp32 are the precision policy's casts.
 template <typename S, typename D>
 KILN_CPU_CLONES
 void convert_loop(const S* s, D* d, int64_t n) {
 #pragma omp parallel for schedule(static) if (n > 65536)
-  for (int64_t i = 0; i < n; ++i) {
-    if constexpr (std::is_same_v<S, BFloat16>) d[i] = from_d<D>(static_cast<double>(static_cast<float>(s[i])));
-    else d[i] = from_d<D>(static_cast<double>(s[i]));
-  }
+  for (int64_t i = 0; i < n; ++i) d[i] = common::convert<S, D>(s[i]);
 }
 
 }  // namespace
@@ -89,7 +85,7 @@ void CpuBackend::fill(Tensor& t, double value) {
   for_each_dtype(t.dtype(), [&](auto tag) {
     using T = decltype(tag);
     T* p = static_cast<T*>(t.raw_data());
-    const T v = from_d<T>(value);
+    const T v = from_double<T>(value);
 #pragma omp parallel for schedule(static) if (n > 65536)
     for (int64_t i = 0; i < n; ++i) p[i] = v;
   });
@@ -100,7 +96,7 @@ void CpuBackend::arange(Tensor& t, double start, double step) {
   for_each_dtype(t.dtype(), [&](auto tag) {
     using T = decltype(tag);
     T* p = static_cast<T*>(t.raw_data());
-    for (int64_t i = 0; i < n; ++i) p[i] = from_d<T>(start + step * static_cast<double>(i));
+    for (int64_t i = 0; i < n; ++i) p[i] = from_double<T>(start + step * static_cast<double>(i));
   });
 }
 

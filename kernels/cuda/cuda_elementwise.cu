@@ -5,6 +5,7 @@
 #include <type_traits>
 
 #include "core/philox.h"
+#include "kernels/common/convert.h"
 #include "kernels/common/elementwise.h"
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/cuda_context.h"
@@ -36,35 +37,8 @@ void for_each_dtype(DType t, Fn&& fn) {
   KILN_FAIL(current_op(), ": unknown dtype ", static_cast<int>(t));
 }
 
-// double -> T exactly as the CPU backend's from_d (so fill, arange and copy agree bit for bit).
-// For integers out of range (and NaN) C++ leaves the result undefined; x86-64, where the CPU
-// backend runs, truncates to INT_MIN / INT64_MIN and takes uint8 as the low byte of an int32,
-// while the GPU saturates. The device path spells out x86's answers so both backends agree.
-template <typename T>
-KILN_HD T from_double(double v) {
-  if constexpr (std::is_same_v<T, BFloat16>) {
-    return BFloat16(static_cast<float>(v));
-  } else if constexpr (std::is_same_v<T, float>) {
-    return static_cast<float>(v);
-  } else {
-#if defined(__CUDA_ARCH__)
-    if constexpr (std::is_same_v<T, int64_t>) {
-      return (v >= -9223372036854775808.0 && v < 9223372036854775808.0) ? static_cast<int64_t>(v) : INT64_MIN;
-    } else {
-      const int32_t i = (v > -2147483649.0 && v < 2147483648.0) ? static_cast<int32_t>(v) : INT32_MIN;
-      return static_cast<T>(i);  // uint8: the low byte, as x86's cvttsd2si then a byte store
-    }
-#else
-    return static_cast<T>(v);
-#endif
-  }
-}
-// T -> double as the CPU's copy reads a source element (bfloat16 through float, exactly).
-template <typename T>
-KILN_HD double to_double(T v) {
-  if constexpr (std::is_same_v<T, BFloat16>) return static_cast<double>(static_cast<float>(v));
-  else return static_cast<double>(v);
-}
+// double -> T as the CPU backend converts (kernels/common/convert.h): fill, arange and copy agree bit for bit.
+using common::from_double;
 
 __device__ __forceinline__ int64_t global_thread() {
   return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -172,7 +146,7 @@ __global__ void set_philox_kernel(uint64_t* dst, uint64_t seed, uint64_t offset)
 
 template <typename S, typename D>
 __global__ void convert_kernel(const S* src, D* dst, int64_t n) {
-  for (int64_t i = global_thread(); i < n; i += grid_threads()) dst[i] = from_double<D>(to_double(src[i]));
+  for (int64_t i = global_thread(); i < n; i += grid_threads()) dst[i] = common::convert<S, D>(src[i]);
 }
 
 // T is float or BFloat16; a bf16 sum is formed in fp32 and rounded once. Relu: max(y + b, 0)

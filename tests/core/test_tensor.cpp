@@ -32,6 +32,15 @@ TEST_CASE("every dtype has its size and name, and converts through copies", "[te
   Tensor a = Tensor::arange(5, 0, 60, TensorOptions{DType::i64});
   CHECK(a.to(DType::u8).to_vector<int64_t>() == std::vector<int64_t>{0, 60, 120, 180, 240});
   CHECK(a.to(DType::i32).to(DType::f32).to_vector<float>() == std::vector<float>{0, 60, 120, 180, 240});
+  // Integer to integer wraps as C++20 and PyTorch do, without a double in between (which
+  // rounded 2^53 + 1 and sent out-of-range values to 0).
+  const Tensor big = Tensor::from_vector(std::vector<int64_t>{INT64_MAX, -2147483649LL, (1LL << 53) + 1, -1}, Shape{4});
+  CHECK(big.to(DType::u8).to_vector<int64_t>() == std::vector<int64_t>{255, 255, 1, 255});
+  CHECK(big.to(DType::i32).to_vector<int64_t>() == std::vector<int64_t>{-1, 2147483647, 1, -1});
+  // A float out of an integer's range, or NaN, gives INT32_MIN's answer (documented, not UB).
+  const Tensor f = Tensor::from_vector(std::vector<float>{1e10f, -3.7f, NAN, 255.9f}, Shape{4});
+  CHECK(f.to(DType::i32).to_vector<int64_t>() == std::vector<int64_t>{INT32_MIN, -3, INT32_MIN, 255});
+  CHECK(f.to(DType::i64).to_vector<int64_t>() == std::vector<int64_t>{10000000000LL, -3, INT64_MIN, 255});
 }
 
 TEST_CASE("host memory is 64-byte aligned and pinned falls back to plain memory without CUDA", "[tensor]") {
@@ -100,6 +109,12 @@ TEST_CASE("element access checks rank and bounds", "[tensor][errors]") {
   REQUIRE_THROWS_WITH(t.data<int64_t>(), Catch::Contains("float32"));
   REQUIRE_THROWS_WITH(t.reshape(Shape{4, 2}), Catch::Contains("6 elements"));
   REQUIRE_THROWS_WITH(t.slice(1, 3), Catch::Contains("out of range"));
+  // A kiln::Error naming the shape, not std::vector's out_of_range.
+  REQUIRE_THROWS_AS(t.dim(2), Error);
+  REQUIRE_THROWS_WITH(t.dim(2), Catch::Contains("dimension 2 is out of range for shape [2, 3]") &&
+                                    Catch::Contains("-2..1"));
+  CHECK(t.dim(-1) == 3);
+  REQUIRE_THROWS_WITH(Tensor::zeros(Shape{}).dim(0), Catch::Contains("0-d"));
 }
 
 TEST_CASE("printing shows dtype, shape, device and elided values", "[tensor]") {
