@@ -4,9 +4,11 @@
 // bfloat16, forward and backward: x, w, bias, y and their gradients in bf16, oneDNN
 // accumulating in fp32 (brgconv/jit avx512_core_bf16 kernels where the CPU has them).
 #include <algorithm>
+#include <cstring>
 #include <map>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <sstream>
+#include <string_view>
 #include <tuple>
 
 #include "kernels/cpu/cpu_backend.h"
@@ -95,6 +97,18 @@ ConvKey make_key(const Tensor& x, const Shape& wshape, const Shape& yshape, cons
 
 dt data_type(const ConvKey& k) { return k.bf16 ? dt::bf16 : dt::f32; }
 
+// Debian's oneDNN 2.6.3, bf16 forward: its brgconv kernels (brgconv:avx512_core_amx_bf16, and
+// brgconv:avx512_core_bf16 where AMX is off) gave garbage (1e35, NaN) in some outputs and
+// overran their scratchpad (heap corruption, "free(): invalid next size") when a stride
+// passes its kernel, or the width stride is 3 or more with one or a few output columns. A
+// likely cause, read in v2.6.3's source and not confirmed: their input-copy buffer is sized
+// for a stride of at most the kernel (get_inp_size clamps it); the width case is empirical. Over
+// ~8,000 random bf16 shapes on a Xeon with AMX (2026-12) every wrong forward met this test and
+// none with width stride <= 2 and both strides within the kernel did; those keep brgconv
+// (kiln's fast path: 3x3 stride 1 or 2, 7x7 stride 2; strided 1x1 is brgconv_1x1, unaffected).
+// Where it holds, the next implementation oneDNN offers runs instead (jit:avx512_core_amx_bf16).
+bool brgconv_bf16_unsafe(const ConvKey& k) { return k.sh > k.kh || k.sw > k.kw || k.sw >= 3; }
+
 std::unique_ptr<dnnl::convolution_forward::primitive_desc> forward_pd(const ConvPlan& plan, const ConvKey& k,
                                                                      dnnl::prop_kind prop, bool relu = false) {
   memory::desc w_any({k.o, k.c, k.kh, k.kw}, data_type(k), tag::any);
@@ -108,7 +122,12 @@ std::unique_ptr<dnnl::convolution_forward::primitive_desc> forward_pd(const Conv
     po.append_eltwise(1.0f, dnnl::algorithm::eltwise_relu, 0.0f, 0.0f);
     attr.set_post_ops(po);
   }
-  return std::make_unique<dnnl::convolution_forward::primitive_desc>(d, user_scratchpad(attr), onednn_engine());
+  auto pd = std::make_unique<dnnl::convolution_forward::primitive_desc>(d, user_scratchpad(attr), onednn_engine());
+  if (k.bf16 && brgconv_bf16_unsafe(k)) {
+    while (std::string_view(pd->impl_info_str()).starts_with("brgconv:"))
+      KILN_CHECK(pd->next_impl(), "conv2d: oneDNN offers no bf16 convolution but brgconv for ", k.str());
+  }
+  return pd;
 }
 
 ConvPlan& plan_for(const ConvKey& k) {
@@ -188,6 +207,21 @@ void run_forward(const ConvPlan& plan, Forward& f, const Tensor& x, const Tensor
 bool backward_data_as_forward(const ConvKey& k) {
   return !k.bf16 && k.sh == 1 && k.sw == 1 && k.kh * k.kw > 1 && k.ph <= k.kh - 1 && k.pw <= k.kw - 1 &&
          k.c >= 16 && k.h * k.w >= 28 * 28;
+}
+
+// Whether some filter tap of k meets only padding at every output position (its gradient is
+// exactly 0): a tap t along an axis of input size n, output size on, stride st, padding pad
+// reads input o * st - pad + t for o in [0, on).
+bool has_padding_only_taps(const ConvKey& k) {
+  const auto any_dead = [](int64_t taps, int64_t n, int64_t on, int64_t st, int64_t pad) {
+    for (int64_t t = 0; t < taps; ++t) {
+      bool live = false;
+      for (int64_t o = 0; o < on && !live; ++o) live = o * st - pad + t >= 0 && o * st - pad + t < n;
+      if (!live) return true;
+    }
+    return false;
+  };
+  return any_dead(k.kh, k.h, k.oh, k.sh, k.ph) || any_dead(k.kw, k.w, k.ow, k.sw, k.pw);
 }
 
 // The forward convolution that computes k's input gradient (dy in, dx out).
@@ -290,6 +324,13 @@ void CpuBackend::conv2d_backward_filter(const Tensor& x, const Tensor& dy, const
     std::unordered_map<int, memory> args{{DNNL_ARG_SRC, xm}, {DNNL_ARG_DIFF_DST, dym}, {DNNL_ARG_DIFF_WEIGHTS, dwm}};
     if (db.defined()) args.emplace(DNNL_ARG_DIFF_BIAS, memory(plan.b_md, onednn_engine(), db.raw_data()));
     add_scratchpad(plan.bwd_w_pd->scratchpad_desc(), args);
+    // oneDNN 2.6.3's bf16 backward-weights (jit:avx512_core_amx_bf16, jit_bf16:avx512_core_bf16)
+    // sums into an fp32 buffer in the scratchpad and never initialises it for taps that only
+    // meet padding: their gradient came back as whatever the scratchpad held (1e33, NaN, once
+    // an earlier convolution left it dirty; zeroing dw instead did not help). Zeroed only for
+    // such shapes: elsewhere it would cost a pass over the buffer for nothing.
+    if (kb.bf16 && has_padding_only_taps(kb) && args.count(DNNL_ARG_SCRATCHPAD))
+      std::memset(args.at(DNNL_ARG_SCRATCHPAD).get_data_handle(), 0, plan.bwd_w_pd->scratchpad_desc().get_size());
     plan.bwd_w->execute(onednn_stream(), args);
     if (plan.bwd_w_pd->diff_weights_desc() != plan.w_user_md) {
       memory user(plan.w_user_md, onednn_engine(), dw.raw_data());

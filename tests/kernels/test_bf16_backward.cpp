@@ -4,6 +4,8 @@
 // gradients; frozen inputs record nothing), and a small conv + linear net trained a few
 // SGD steps in bf16 through the cast, against the same run in fp32.
 #include <catch2/catch.hpp>
+#include <omp.h>
+
 #include <cmath>
 #include <fstream>
 #include <string>
@@ -70,6 +72,42 @@ Tensor randn(const Shape& s, uint64_t seed) {
 }
 
 }  // namespace
+
+TEST_CASE("bf16 conv2d with strides past the kernel or padding-only taps matches the fp32 op", "[bf16][conv]") {
+  // Shapes where Debian's oneDNN 2.6.3 got bf16 wrong (kernels/cpu/cpu_conv.cpp): its brgconv
+  // forward (AMX or not) with a stride above the kernel or a width stride of 3 or more gave
+  // garbage (1e35, NaN) or overran its scratchpad; its backward-weights left filter taps that
+  // only ever meet padding unwritten. An fp32 backward first leaves the heap and this
+  // thread's scratchpad dirty, as a training step before would. One thread, as found: with
+  // two, oneDNN 2.6.3 blocks some of these shapes otherwise and gets them right.
+  struct OneThread {
+    int before = omp_get_max_threads();
+    OneThread() { omp_set_num_threads(1); }
+    ~OneThread() { omp_set_num_threads(before); }
+  } one_thread;
+  {
+    Tensor x = randn({1, 2, 1, 512}, 20).set_requires_grad(true), w = randn({512, 1, 3, 512}, 21);
+    Tensor y = conv2d(x, w.set_requires_grad(true), Tensor(), Conv2dParams{1, 3, 3, 3});
+    y.backward(Tensor::ones(y.shape()));
+  }
+  const double rtol = 1.0 / 256 * 1.001, atol_of_max = 1.0 / 4096;  // as the test above
+  struct Case {
+    Shape x, w;
+    Conv2dParams p;
+  };
+  const Case cases[] = {
+      {{1, 33, 16, 64}, {8, 5, 1, 64}, {1, 8, 1, 0}},   // stride_w 8 > kw 1: 1e35 in places
+      {{1, 16, 31, 64}, {1, 3, 1, 64}, {7, 3, 0, 1}},   // stride_h 7 > kh 3
+      {{2, 36, 2, 100}, {8, 3, 4, 100}, {1, 3, 0, 2}},  // stride_w 3 <= kw 4, one column out
+      {{1, 33, 1, 128}, {1, 5, 1, 128}, {1, 5, 0, 0}},  // one column out, stride_w 5: heap corruption
+      {{1, 2, 1, 64}, {32, 2, 5, 64}, {2, 8, 0, 3}},    // dw: taps kw = 0, 1, 2, 4 see only padding
+  };
+  for (const Case& c : cases) DYNAMIC_SECTION("x " << c.x << " w " << c.w << " stride " << c.p.stride_h << "x"
+                                                << c.p.stride_w << " padding " << c.p.pad_h << "x" << c.p.pad_w) {
+    require_bf16_matches_fp32([&](const std::vector<Tensor>& t) { return conv2d(t[0], t[1], Tensor(), c.p); },
+                              {randn(c.x, 22), randn(c.w, 23)}, rtol, atol_of_max);
+  }
+}
 
 TEST_CASE("bf16 op-table cases match the fp32 op forward and backward", "[bf16][ops]") {
   int checked = 0;
