@@ -624,7 +624,11 @@ void export_model(const std::string& model_dir, const std::string& out, const st
   eo.convention = t.checkpoint.meta.convention;
   io::export_weights(*t.model, out, eo);
   const double acc = t.checkpoint.meta.val_acc;  // < 0: a mid-epoch checkpoint not evaluated
-  std::printf("exported %s (%s, %s) to %s in %s layout, input convention %s\n", t.checkpoint.weights_path.c_str(),
+  // A checkpoint whose phase froze layers is two files: name both, or the small one looks like all of it.
+  const std::string from = t.checkpoint.frozen_path.empty()
+                               ? t.checkpoint.weights_path
+                               : t.checkpoint.weights_path + " + " + fs::path(t.checkpoint.frozen_path).filename().string();
+  std::printf("exported %s (%s, %s) to %s in %s layout, input convention %s\n", from.c_str(),
               after_epochs(t.checkpoint).c_str(),
               acc < 0 ? "not evaluated" : format_number("val acc %.1f%%", 100.0 * acc).c_str(), out.c_str(),
               format.c_str(), io::convention_name(t.checkpoint.meta.convention));

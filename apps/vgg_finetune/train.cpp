@@ -695,9 +695,10 @@ TrainerHooks people_hooks(const TrainConfig& cfg, bool tty, Sequential& net) {
   };
   h.on_step_mode = [](const StepModeInfo& m) { std::printf("phase %d steps: %s\n", m.phase, m.why.c_str()); };
   h.on_batch_norm_calibrated = [&cfg](const BatchNormCalibration& c) {
-    std::printf("batch norm: running statistics of all %lld layers estimated on %lld train images (%lld batches, "
+    std::printf("batch norm: running statistics of all %lld layers estimated on %lld train images (%lld batch%s, "
                 "%.1f s) before phase 1 (--calibrate-bn %s%s)\n",
                 static_cast<long long>(c.layers), static_cast<long long>(c.images), static_cast<long long>(c.batches),
+                c.batches == 1 ? "" : "es",
                 c.seconds, cfg.calibrate_bn.c_str(),
                 cfg.calibrate_bn == "auto" ? ": no --weights, so they held 0 and 1 as initialised" : "");
   };
@@ -775,9 +776,13 @@ std::unique_ptr<Communicator> join_ranks(const TrainConfig& cfg) {
   KILN_CHECK(gpu || env.backend != "nccl", "launch: KILN_DIST_BACKEND=nccl reduces GPU memory, but this run trains "
              "on the CPU (--device ", cfg.device, "): unset KILN_DIST_BACKEND (gloo is the CPU's), or train on a GPU");
   std::unique_ptr<Communicator> comm = make_communicator(env, gpu ? Device::cuda(env.local_rank) : Device::cpu());
-  std::printf("data-parallel: %d ranks (%s, launched by %s, rendezvous %s, timeout %g s); global batch %lld, "
+  // The variables say how the ranks were described, not who started them (a shell loop can set RANK too).
+  const char* vars = env.launcher == "torchrun" ? "torchrun-style RANK/WORLD_SIZE"
+                     : env.launcher == "mpirun" ? "Open MPI's OMPI_COMM_WORLD_*"
+                                                : env.launcher.c_str();
+  std::printf("data-parallel: %d ranks (%s, ranks from %s, rendezvous %s, timeout %g s); global batch %lld, "
               "%lld-%lld per rank\n",
-              comm->size(), comm->backend().c_str(), env.launcher.c_str(), env.rendezvous.c_str(), env.timeout_s,
+              comm->size(), comm->backend().c_str(), vars, env.rendezvous.c_str(), env.timeout_s,
               static_cast<long long>(cfg.batch), static_cast<long long>(cfg.batch / comm->size()),
               static_cast<long long>((cfg.batch + comm->size() - 1) / comm->size()));
   return comm;
