@@ -59,8 +59,9 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b = Tensor());
 // show a finite loss: the trainer's checks of the loss see only what reaches it.
 Tensor relu(const Tensor& x);
 
-// Training: x * mask / keep_prob, mask drawn from gen's Philox stream (the mask is
-// regenerated in backward, never stored). Eval (training=false) or keep_prob == 1: x itself.
+// Training: x / keep_prob where the mask keeps it, else 0 (a dropped NaN or inf becomes 0;
+// torch multiplies by the mask, giving NaN), mask drawn from gen's Philox stream (the mask
+// is regenerated in backward, never stored). Eval (training=false) or keep_prob == 1: x itself.
 Tensor dropout(const Tensor& x, float keep_prob, bool training, Generator& gen = default_generator());
 
 // Same memory, new shape (one extent may be -1). Backward reshapes the gradient back.

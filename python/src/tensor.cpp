@@ -163,13 +163,19 @@ struct NoGrad {
 std::pair<int64_t, int64_t> two_ints(const nb::handle& v, const char* what) {
   // An int: a Python int or anything with __index__ (NumPy's integers), not a float.
   const auto integer = [](const nb::handle& h) { return PyIndex_Check(h.ptr()) != 0; };
+  // One int as int64; beyond its range a kiln.Error naming the argument (nanobind: bad_cast).
+  const auto int64 = [&](const nb::handle& h) {
+    int64_t n = 0;
+    KILN_CHECK(nb::try_cast(nb::int_(h), n), what, " ", nb::str(nb::repr(h)).c_str(), " does not fit int64");
+    return n;
+  };
   if (integer(v)) {
-    const auto n = nb::cast<int64_t>(nb::int_(v));
+    const int64_t n = int64(v);
     return {n, n};
   }
   if ((nb::isinstance<nb::tuple>(v) || nb::isinstance<nb::list>(v)) && nb::len(v) == 2 && integer(v[0]) &&
       integer(v[1]))
-    return {nb::cast<int64_t>(nb::int_(v[0])), nb::cast<int64_t>(nb::int_(v[1]))};
+    return {int64(v[0]), int64(v[1])};
   KILN_FAIL(what, " must be an int or a pair (h, w) of ints, got ", nb::str(nb::repr(v)).c_str());
 }
 

@@ -87,6 +87,8 @@ def test_misuse_raises_kiln_error_not_a_crash():
         kiln.ones([2], device="cuda:99999999999")
     with pytest.raises(kiln.Error, match=r"stride must be an int or a pair \(h, w\) of ints, got \(1.7, 1\)"):
         kiln.conv2d(kiln.ones([1, 3, 3, 1]), kiln.ones([1, 1, 1, 1]), stride=(1.7, 1))  # was std::bad_cast
+    with pytest.raises(kiln.Error, match=r"conv2d: padding 9223372036854775808 does not fit int64"):
+        kiln.conv2d(kiln.ones([1, 3, 3, 1]), kiln.ones([1, 1, 1, 1]), padding=2**63)  # was std::bad_cast too
 
 
 def test_full_refuses_an_int64_a_double_would_round():
