@@ -11,13 +11,21 @@ Module::Module(std::string name) : name_(std::move(name)) {
              "' must be non-empty and contain no '/'");
 }
 
-Tensor& Module::register_parameter(const std::string& name, Tensor t, bool decay) {
-  // Checked here, not at the first checkpoint: names are the tensors' HDF5 paths.
-  KILN_CHECK(!name.empty() && name.find('/') == std::string::npos, "module ", name_, ": parameter name '", name,
+// Checked when registered, not at the first checkpoint: the names are the tensors' HDF5 paths,
+// so a parameter, a buffer and a child of one module must each have a name of their own.
+void Module::check_new_name(const std::string& name, const char* what) const {
+  KILN_CHECK(!name.empty() && name.find('/') == std::string::npos, "module ", name_, ": ", what, " name '", name,
              "' must be non-empty and contain no '/'");
-  for (const Slot& s : params_) KILN_CHECK(s.name != name, "module ", name_, ": parameter '", name, "' registered twice");
+  for (const Slot& s : params_)
+    KILN_CHECK(s.name != name, "module ", name_, ": ", what, " '", name, "' has the name of one of its parameters");
+  for (const auto& [n, t] : buffers_)
+    KILN_CHECK(n != name, "module ", name_, ": ", what, " '", name, "' has the name of one of its buffers");
   for (const auto& c : children_)
-    KILN_CHECK(c->name() != name, "module ", name_, ": parameter '", name, "' has the name of a child module");
+    KILN_CHECK(c->name() != name, "module ", name_, ": ", what, " '", name, "' has the name of one of its children");
+}
+
+Tensor& Module::register_parameter(const std::string& name, Tensor t, bool decay) {
+  check_new_name(name, "parameter");
   t = t.detach();
   t.set_requires_grad(true);
   params_.push_back(Slot{name, t, decay, true});
@@ -25,16 +33,9 @@ Tensor& Module::register_parameter(const std::string& name, Tensor t, bool decay
 }
 
 Tensor& Module::register_buffer(const std::string& name, Tensor t) {
+  check_new_name(name, "buffer");
   buffers_.emplace_back(name, t.detach());
   return buffers_.back().second;
-}
-
-void Module::check_child_name(const std::string& child) const {
-  for (const auto& c : children_)
-    KILN_CHECK(c->name() != child, "module ", name_, " already has a child named '", child,
-               "'; their parameters would share names (give each its own)");
-  for (const Slot& s : params_)
-    KILN_CHECK(s.name != child, "module ", name_, ": child '", child, "' has the name of one of its parameters");
 }
 
 // A module reached twice (one Module in two containers: tied weights) is listed once, under

@@ -92,7 +92,7 @@ class Module {
   template <typename M>
   std::shared_ptr<M> register_module(std::shared_ptr<M> m) {
     KILN_CHECK(m != nullptr, "module ", name_, ": register_module of a null module");
-    check_child_name(m->name());
+    check_new_name(m->name(), "child");
     children_.push_back(m);
     return m;
   }
@@ -104,8 +104,9 @@ class Module {
     bool decay = true;
     bool trainable = true;
   };
-  // Refuses a child name another child or a parameter of this module already has.
-  void check_child_name(const std::string& child) const;
+  // Refuses a name (of a parameter, buffer or child: `what`) that is empty, holds '/', or is
+  // taken by another parameter, buffer or child of this module.
+  void check_new_name(const std::string& name, const char* what) const;
   void collect(const std::string& prefix, std::vector<ParameterRef>& out, std::set<const Module*>& seen);
   void collect_buffers(const std::string& prefix, std::vector<BufferRef>& out, std::set<const Module*>& seen);
   int set_trainable(const std::string& pattern, bool trainable, const char* verb);

@@ -14,8 +14,9 @@ Optimizer::Optimizer(std::vector<ParameterRef> params, float lr) : params_(std::
     KILN_CHECK(p.trainable, "optimizer: parameter '", p.name,
                "' is frozen; an optimizer takes trainable parameters only (Module::trainable_parameters())");
     KILN_CHECK(names_.insert(p.name).second, "optimizer: parameter '", p.name, "' is given twice");
+    if (p.tensor->numel() == 0) continue;  // no memory to update twice (and may share an address)
     const auto [at, fresh] = memory.emplace(p.tensor->raw_data(), p.name);
-    KILN_CHECK(fresh || p.tensor->numel() == 0, "optimizer: parameters '", at->second, "' and '", p.name,
+    KILN_CHECK(fresh, "optimizer: parameters '", at->second, "' and '", p.name,
                "' are the same memory, and each step would update it twice; to tie weights, put one module in both "
                "places (parameters() lists a shared module once)");
   }

@@ -217,6 +217,7 @@ std::shared_ptr<CommWork> Communicator::allreduce_sum_async(Tensor t) {
       [this, t]() mutable {
         if (takes_device(t.device())) {
           do_allreduce_sum(t.raw_data(), t.numel(), Elem::f32, t.device());
+          t.mark_modified();  // an in-place write, as copy_from's on the host path
           return;
         }
         Tensor h = t.cpu();
@@ -243,6 +244,7 @@ void Communicator::broadcast(Tensor& t, int root) {
       [this, &t, root] {
         if (takes_device(t.device())) {
           do_broadcast(t.raw_data(), static_cast<int64_t>(t.nbytes()), root, t.device());
+          t.mark_modified();  // an in-place write: a frozen layer's bf16 copy, a saved tensor see it
           return;
         }
         Tensor h = t.cpu();

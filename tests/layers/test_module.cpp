@@ -28,7 +28,7 @@ TEST_CASE("parameters have stable hierarchical names in registration order", "[l
   CHECK(net.find("net/fc/bias").tensor == nullptr);
   Tensor y = net(Tensor::ones(Shape{2, 5, 5, 3}));
   CHECK(y.shape() == Shape{2, 2});
-  REQUIRE_THROWS_WITH(net.add(std::make_shared<ReLU>("relu1")), Catch::Contains("relu1") && Catch::Contains("already"));
+  REQUIRE_THROWS_WITH(net.add(std::make_shared<ReLU>("relu1")), Catch::Contains("relu1") && Catch::Contains("one of its children"));
 }
 
 TEST_CASE("a module in two containers is listed once: tied weights update once a step", "[layers]") {
@@ -63,6 +63,7 @@ struct Custom final : Module {
   explicit Custom(const std::string& param) : Module("custom") { register_parameter(param, Tensor::ones(Shape{2}), true); }
   Tensor forward(const Tensor& x) override { return x; }
   void add_child(std::shared_ptr<Module> m) { register_module(std::move(m)); }
+  void add_buffer(const std::string& name) { register_buffer(name, Tensor::zeros(Shape{1})); }
 };
 }  // namespace
 
@@ -72,7 +73,12 @@ TEST_CASE("names that would collide in a checkpoint are refused when registered"
   Custom c("w");
   REQUIRE_THROWS_WITH(c.add_child(std::make_shared<ReLU>("w")), Catch::Contains("child 'w' has the name of one of"));
   c.add_child(std::make_shared<ReLU>("act"));
-  REQUIRE_THROWS_WITH(c.add_child(std::make_shared<ReLU>("act")), Catch::Contains("already has a child named 'act'"));
+  REQUIRE_THROWS_WITH(c.add_child(std::make_shared<ReLU>("act")), Catch::Contains("child 'act' has the name of one of its children"));
+  REQUIRE_THROWS_WITH(c.add_buffer("w"), Catch::Contains("buffer 'w' has the name of one of its parameters"));
+  REQUIRE_THROWS_WITH(c.add_buffer("act"), Catch::Contains("buffer 'act' has the name of one of its children"));
+  REQUIRE_THROWS_WITH(c.add_buffer("a/b"), Catch::Contains("buffer name 'a/b'"));
+  c.add_buffer("running");
+  REQUIRE_THROWS_WITH(c.add_child(std::make_shared<ReLU>("running")), Catch::Contains("one of its buffers"));
   REQUIRE_THROWS_WITH(Custom("a/b"), Catch::Contains("parameter name 'a/b'") && Catch::Contains("no '/'"));
   REQUIRE_THROWS_WITH(Custom(""), Catch::Contains("non-empty"));
 }
