@@ -4,6 +4,7 @@
 #include <cstring>
 #include <iomanip>
 #include <sstream>
+#include <type_traits>
 
 #include "core/autograd.h"
 #include "core/backend.h"
@@ -48,6 +49,16 @@ double load_as_double(const void* p, DType t) {
     case DType::u8: return *static_cast<const uint8_t*>(p);
   }
   return 0;
+}
+
+// An integer element, exactly (an int64 beyond 2^53 would round through a double).
+int64_t load_as_int64(const void* p, DType t) {
+  switch (t) {
+    case DType::i32: return *static_cast<const int32_t*>(p);
+    case DType::i64: return *static_cast<const int64_t*>(p);
+    case DType::u8: return *static_cast<const uint8_t*>(p);
+    default: return 0;
+  }
 }
 
 }  // namespace
@@ -240,6 +251,10 @@ std::vector<T> Tensor::to_vector() const {
   std::vector<T> out(static_cast<size_t>(numel()));
   const char* p = static_cast<const char*>(h.raw_data());
   const size_t es = dtype_size(dtype());
+  if (std::is_integral_v<T> && !is_floating(dtype())) {  // integer to integer: exact, wrapping as C++20's casts
+    for (size_t i = 0; i < out.size(); ++i) out[i] = static_cast<T>(load_as_int64(p + i * es, dtype()));
+    return out;
+  }
   for (size_t i = 0; i < out.size(); ++i) out[i] = static_cast<T>(load_as_double(p + i * es, dtype()));
   return out;
 }

@@ -35,6 +35,7 @@ TEST_CASE("every dtype has its size and name, and converts through copies", "[te
   // Integer to integer wraps as C++20 and PyTorch do, without a double in between (which
   // rounded 2^53 + 1 and sent out-of-range values to 0).
   const Tensor big = Tensor::from_vector(std::vector<int64_t>{INT64_MAX, -2147483649LL, (1LL << 53) + 1, -1}, Shape{4});
+  CHECK(big.to_vector<int64_t>() == std::vector<int64_t>{INT64_MAX, -2147483649LL, (1LL << 53) + 1, -1});  // exact
   CHECK(big.to(DType::u8).to_vector<int64_t>() == std::vector<int64_t>{255, 255, 1, 255});
   CHECK(big.to(DType::i32).to_vector<int64_t>() == std::vector<int64_t>{-1, 2147483647, 1, -1});
   // A float out of an integer's range, or NaN, gives INT32_MIN's answer (documented, not UB).
