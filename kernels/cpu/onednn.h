@@ -46,7 +46,13 @@ void onednn_guarded(const char* op, Shapes&& shapes, Fn&& fn) {
   try {
     fn();
   } catch (const dnnl::error& e) {
-    KILN_FAIL(op, ": oneDNN failed (", e.what(), ", status ", static_cast<int>(e.status), ") for ", shapes());
+    const std::string what = shapes();
+    // oneDNN has bf16 kernels only from AVX-512 up: on an AVX2 CPU it finds no implementation.
+    const bool bf16 = e.status == dnnl_unimplemented && what.find("bfloat16") != std::string::npos;
+    KILN_FAIL(op, ": oneDNN failed (", e.what(), ", status ", static_cast<int>(e.status), ") for ", what,
+              bf16 ? "; oneDNN has no bfloat16 kernel for this CPU (it needs AVX-512): use float32 here "
+                     "(precision fp32)"
+                   : "");
   }
 }
 
