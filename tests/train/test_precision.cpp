@@ -158,6 +158,14 @@ TEST_CASE("a frozen layer's bf16 copy follows its master, and unfrozen the layer
   CHECK(zeroed != before);
   apply_precision(*net, Precision::bf16_frozen);
   CHECK((*net)(x).to_vector<float>() == zeroed);
+  // A master replaced outright: its new memory may sit at the freed block's address with a
+  // write count of 0 again, and must still be converted anew.
+  const Shape ws = conv1.weight().shape();
+  conv1.weight() = Tensor();
+  conv1.weight() = Tensor::full(ws, 0.25);
+  const std::vector<float> replaced = (*net)(x).to_vector<float>();
+  CHECK(replaced != zeroed);
+  CHECK(replaced != before);
 
   // Unfrozen after set_compute: the layer casts through autograd and gets its gradient (it
   // used to keep running the frozen copy, and never trained, without a word).
