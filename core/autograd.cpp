@@ -13,6 +13,14 @@ std::atomic<int64_t> g_saved_bytes{0};
 thread_local bool t_grad_enabled = true;
 // The op whose backward this thread runs (its name), for SavedTensor's messages.
 thread_local const char* t_backward_op = nullptr;
+
+// Sets t_backward_op for one apply(), however it ends.
+struct BackwardOpScope {
+  explicit BackwardOpScope(const std::string& name) { t_backward_op = name.c_str(); }
+  ~BackwardOpScope() { t_backward_op = nullptr; }
+  BackwardOpScope(const BackwardOpScope&) = delete;
+  BackwardOpScope& operator=(const BackwardOpScope&) = delete;
+};
 }  // namespace
 
 SavedTensor::SavedTensor(const Tensor& t) { *this = t; }
@@ -155,15 +163,11 @@ void run_backward(const Tensor& root, const Tensor& seed_in, bool retain_graph) 
     if (it == pending.end()) continue;  // no gradient flowed here
     Tensor grad = std::move(it->second);
     pending.erase(it);
-    t_backward_op = node->name().c_str();
     std::vector<Tensor> grads;
-    try {
+    {
+      const BackwardOpScope op(node->name());
       grads = node->apply(grad);
-    } catch (...) {
-      t_backward_op = nullptr;
-      throw;
     }
-    t_backward_op = nullptr;
     KILN_CHECK(grads.size() == node->next.size(), "op ", node->name(), " returned ", grads.size(),
                " gradients for ", node->next.size(), " inputs");
     for (size_t i = 0; i < grads.size(); ++i) {
