@@ -63,6 +63,11 @@ std::string attr_key(const std::string& name) {
   return "int:" + k;
 }
 
+// An optimizer's kind and settings (OptimizerSetting), beside its state: absent in checkpoints
+// written before 2026-12-04, which restore unchecked.
+constexpr const char* kOptimizerKindAttr = "optimizer_kind";
+std::string setting_key(const std::string& name) { return "optimizer_setting:" + name; }
+
 std::string fmt_double(double v) {
   char buf[64];
   std::snprintf(buf, sizeof buf, "%.17g", v);
@@ -280,6 +285,8 @@ std::string save_checkpoint(const std::string& model_dir, Module& model, Optimiz
     h5::File f = h5::File::create(tmp);
     h5::Group root = f.root();
     write_meta(root, meta);
+    root.set_string_attribute(kOptimizerKindAttr, opt.kind());
+    for (const OptimizerSetting& o : opt.settings()) root.set_string_attribute(setting_key(o.name), fmt_double(o.value));
     for (const OptimizerStateRef& s : opt.state()) {
       Tensor host = s.tensor->cpu();
       if (host.dtype() == DType::i64) {
@@ -380,14 +387,51 @@ CheckpointMeta read_checkpoint_meta(const h5::Group& root) {
   return m;
 }
 
-void restore_optimizer(const std::string& state_path, Optimizer& opt) {
-  const h5::File f = h5::File::open_read(state_path);
-  restore_optimizer(f.root(), opt);
+namespace {
+
+// A setting as a person wrote it: the shortest text that reads back as the same float.
+std::string fmt_setting(double v) {
+  char buf[64];
+  for (int digits = 6; digits <= 17; ++digits) {
+    std::snprintf(buf, sizeof buf, "%.*g", digits, v);
+    if (static_cast<float>(std::strtod(buf, nullptr)) == static_cast<float>(v)) break;
+  }
+  return buf;
 }
 
-void restore_optimizer(const h5::Group& root, Optimizer& opt) {
+// The saved settings `opt` does not share, as "momentum 0.9 saved, 0.5 here"; refuses
+// another kind of optimizer outright (its state means something else).
+std::string changed_settings(const h5::Group& root, const Optimizer& opt) {
+  std::string changed;
+  if (!root.has_attribute(kOptimizerKindAttr)) return changed;  // written before settings were recorded
+  const std::string kind = root.string_attribute(kOptimizerKindAttr);
+  KILN_CHECK(kind == opt.kind(), "checkpoint '", root.file(), "' holds the state of ", kind.substr(0, 64),
+             ", but it is being restored into ", opt.kind(), "; build the optimizer it was saved with");
+  for (const OptimizerSetting& o : opt.settings()) {
+    const std::string key = setting_key(o.name);
+    if (!root.has_attribute(key)) continue;
+    const double saved = parse_double(root, key);
+    if (saved != o.value)
+      changed += (changed.empty() ? "" : "; ") + o.name + " " + fmt_setting(saved) + " saved, " + fmt_setting(o.value) +
+                 " here";
+  }
+  return changed;
+}
+
+}  // namespace
+
+void restore_optimizer(const std::string& state_path, Optimizer& opt, bool allow_changed_settings) {
+  const h5::File f = h5::File::open_read(state_path);
+  restore_optimizer(f.root(), opt, allow_changed_settings);
+}
+
+void restore_optimizer(const h5::Group& root, Optimizer& opt, bool allow_changed_settings) {
   const std::string& state_path = root.file();
   const bool verify = state_version(root) >= 2;
+  const std::string changed = changed_settings(root, opt);
+  KILN_CHECK(changed.empty() || allow_changed_settings, "checkpoint '", state_path, "' was saved by ", opt.kind(),
+             " with other settings (", changed, "); build the optimizer with the saved settings to "
+             "resume that run, or allow changed settings (vgg_finetune train --allow-changed-config)");
   for (const OptimizerStateRef& s : opt.state()) {
     if (s.tensor->dtype() == DType::i64) {
       const std::string key = attr_key(s.name);
@@ -395,6 +439,12 @@ void restore_optimizer(const h5::Group& root, Optimizer& opt) {
       s.tensor->copy_from(Tensor::from_vector(std::vector<int64_t>{root.int_attribute(key)}, s.tensor->shape()));
     } else {
       const std::string rel = "optimizer/" + s.name;
+      // A state the saved settings did not make (momentum 0 then, 0.9 now) starts at zero, as
+      // in a new optimizer, when changed settings are allowed.
+      if (!changed.empty() && !root.is_dataset(rel)) {
+        s.tensor->copy_from(Tensor::zeros(s.tensor->shape(), TensorOptions{s.tensor->dtype(), s.tensor->device()}));
+        continue;
+      }
       KILN_CHECK(root.is_dataset(rel), "checkpoint '", state_path, "' has no optimizer entry '", s.name,
                  "' (was it written with other optimizer settings, e.g. --momentum?)");
       const h5::Dataset ds = root.dataset(rel);

@@ -144,9 +144,12 @@ CheckpointMeta read_checkpoint_meta(const std::string& state_path);
 // run could not have written (image size, phase, counts) are refused.
 CheckpointMeta read_checkpoint_meta(const h5::Group& root);
 // Copies the saved optimizer state into `opt` (built for the same phase: same state names).
-void restore_optimizer(const std::string& state_path, Optimizer& opt);
+// A checkpoint records its optimizer's kind and settings (momentum, betas, ...; not lr): another
+// kind is refused, and other settings too unless `allow_changed_settings`, when the state
+// they did not make starts at zero.
+void restore_optimizer(const std::string& state_path, Optimizer& opt, bool allow_changed_settings = false);
 // The same from an open state file's root; shapes and types are checked before reading.
-void restore_optimizer(const h5::Group& root, Optimizer& opt);
+void restore_optimizer(const h5::Group& root, Optimizer& opt, bool allow_changed_settings = false);
 
 // Reads every tensor of the files of `c` (state, weights, frozen) and checks its checksum
 // and the frozen file's digest; a kiln::Error names the

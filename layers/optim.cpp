@@ -89,6 +89,10 @@ void SGD::step() {
   advance();
 }
 
+std::vector<OptimizerSetting> SGD::settings() const {
+  return {{"momentum", opt_.momentum}, {"weight_decay", opt_.weight_decay}, {"nesterov", opt_.nesterov ? 1.0 : 0.0}};
+}
+
 // ---------------------------------------------------------------- Adam
 Adam::Adam(std::vector<ParameterRef> params, const AdamOptions& opt) : Optimizer(std::move(params), opt.lr), opt_(opt) {
   KILN_CHECK(opt.beta1 >= 0 && opt.beta1 < 1 && opt.beta2 >= 0 && opt.beta2 < 1,
@@ -119,6 +123,10 @@ void Adam::step() {
   }
   adam_update(refs, o, steps() + 1);
   advance();
+}
+
+std::vector<OptimizerSetting> Adam::settings() const {
+  return {{"beta1", opt_.beta1}, {"beta2", opt_.beta2}, {"eps", opt_.eps}, {"weight_decay", opt_.weight_decay}};
 }
 
 }  // namespace kiln

@@ -13,6 +13,13 @@
 
 namespace kiln {
 
+// One hyper-parameter that shapes the optimizer's state, recorded in checkpoints so a resume
+// into an optimizer built otherwise is caught (the learning rate is not one: schedules move it).
+struct OptimizerSetting {
+  std::string name;  // "momentum", "beta2", ...
+  double value;      // the float the optimizer uses, widened; booleans as 0 or 1
+};
+
 // One tensor of optimizer state, e.g. "vgg16/fc8/weight/momentum". A checkpoint reads the
 // tensor to save it and copies into it (same shape, device and dtype) to restore it.
 struct OptimizerStateRef {
@@ -51,6 +58,10 @@ class Optimizer {
   void watch(Module& model) { model_ = &model; }
   // Named state tensors, including "optimizer/step" (int64 [], on the host).
   std::vector<OptimizerStateRef> state();
+  // "SGD" or "Adam": which update the state belongs to.
+  virtual std::string kind() const = 0;
+  // The hyper-parameters besides lr, in a fixed order per kind.
+  virtual std::vector<OptimizerSetting> settings() const = 0;
 
  protected:
   // Adds a zero tensor shaped and placed like parameter i, named "<param name>/<suffix>".
@@ -83,6 +94,8 @@ class SGD final : public Optimizer {
   SGD(std::vector<ParameterRef> params, const SgdOptions& opt);
   SGD(Module& model, const SgdOptions& opt) : SGD(model.trainable_parameters(), opt) { watch(model); }
   void step() override;
+  std::string kind() const override { return "SGD"; }
+  std::vector<OptimizerSetting> settings() const override;
   const SgdOptions& options() const { return opt_; }
 
  private:
@@ -98,6 +111,8 @@ class Adam final : public Optimizer {
   Adam(std::vector<ParameterRef> params, const AdamOptions& opt);
   Adam(Module& model, const AdamOptions& opt) : Adam(model.trainable_parameters(), opt) { watch(model); }
   void step() override;
+  std::string kind() const override { return "Adam"; }
+  std::vector<OptimizerSetting> settings() const override;
   const AdamOptions& options() const { return opt_; }
 
  private:

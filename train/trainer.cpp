@@ -415,7 +415,7 @@ void Trainer::begin_phase(int64_t e, State& s) {
     so.momentum = static_cast<float>(ph.momentum);
     s.optimizer = std::make_unique<SGD>(model_, so);
     if (s.resume && e == s.start_epoch && s.resume->meta.phase == number)
-      io::restore_optimizer(s.resume->state_path, *s.optimizer);
+      io::restore_optimizer(s.resume->state_path, *s.optimizer, opt_.allow_changed_optimizer_settings);
     else
       fresh = true;
     s.opt_phase = number;

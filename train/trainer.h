@@ -106,6 +106,9 @@ struct TrainerOptions {
   // Before the first phase of a fresh run (not on a resume), calibrate_batch_norm on the
   // training set; a model without batch norm is left as it is.
   bool calibrate_batch_norm = false;
+  // A resume into a phase whose optimizer settings (momentum) differ from the checkpoint's is
+  // refused unless this is set (vgg_finetune's --allow-changed-config); io::restore_optimizer.
+  bool allow_changed_optimizer_settings = false;
   // Which layers compute in bf16, applied at each phase's start (train/precision.h); recorded
   // in checkpoints.
   Precision precision = Precision::fp32;

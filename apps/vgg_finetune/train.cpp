@@ -858,6 +858,7 @@ TrainResult run_train(const TrainConfig& cfg) {
   t.stop_after_steps = cfg.stop_after_steps;
   t.model_dir = cfg.model_dir;
   t.keep = cfg.keep;
+  t.allow_changed_optimizer_settings = cfg.allow_changed_config;
   t.run.image_size = cfg.image_size;
   t.run.head = cfg.head;
   t.run.adaptive_pool = adaptive;

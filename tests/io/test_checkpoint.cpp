@@ -191,7 +191,7 @@ void rewrite_as_version2(const CheckpointInfo& c, Module& model) {
     for (const std::string& a : root.attribute_names()) {
       // Attributes version 2 did not have (newer optional ones included): a real v2 file lacks them.
       if (a == "frozen_file" || a == "frozen_digest" || a == "state_format_version" || a == "head" ||
-          a == "adaptive_pool" || a == "train_from" || a == "precision")
+          a == "adaptive_pool" || a == "train_from" || a == "precision" || a.rfind("optimizer_", 0) == 0)
         continue;
       if (a == "classes") classes = root.string_list_attribute(a);
       else if (a == "kind" || a == "epoch_loss_sum" || a == "val_loss" || a == "val_acc" || a == "arch" ||
@@ -350,6 +350,10 @@ TEST_CASE("checkpoints of state format 2 (one full weights file) still load and 
   restore_optimizer(choice.checkpoint->state_path, *fresh.opt);
   CHECK(momentum_of(*fresh.opt, "vgg16/fc8/weight/momentum").to_vector<float>() ==
         momentum_of(*run.opt, "vgg16/fc8/weight/momentum").to_vector<float>());
+  // Its optimizer's settings were not recorded then: another momentum restores unchecked.
+  SGD other_momentum(*fresh.model, SgdOptions{.lr = 0.1f, .momentum = 0.5f});
+  restore_optimizer(choice.checkpoint->state_path, other_momentum);
+  CHECK(other_momentum.steps() == 1);
   // The run goes on in format 3 beside it.
   run.step();
   run.save(tmp.dir, 2, 5);
@@ -416,4 +420,62 @@ TEST_CASE("save_checkpoint refuses what its loader would refuse, and a missing d
                       Contains("model directory '" + tmp.dir + "/nope' does not exist"));
   save_checkpoint(tmp.dir, m, opt, meta, 2);
   CHECK(latest_checkpoint(tmp.dir).has_value());
+}
+
+TEST_CASE("a checkpoint records its optimizer's kind and settings, and a resume into another is refused",
+          "[checkpoint]") {
+  TempDir tmp;
+  Run run;  // SGD, momentum 0.9
+  run.step();
+  const std::string state = run.save(tmp.dir, 1);
+  const std::string momentum = "vgg16/fc8/weight/momentum";
+  const auto model = [](Generator& gen) {
+    auto m = std::make_shared<Sequential>("vgg16");
+    m->add(std::make_shared<Linear>("fc8", 8, 2, true, gen));
+    return m;
+  };
+  Generator gen{5};
+
+  // Same settings, another lr (schedules move it): restored.
+  auto same = model(gen);
+  SGD same_opt(*same, SgdOptions{.lr = 0.01f, .momentum = 0.9f});
+  restore_optimizer(state, same_opt);
+  CHECK(same_opt.steps() == 1);
+  CHECK(momentum_of(same_opt, momentum).to_vector<float>() == momentum_of(*run.opt, momentum).to_vector<float>());
+
+  // Another momentum: refused, naming both values; allowed, the state is restored.
+  auto other = model(gen);
+  SGD other_opt(*other, SgdOptions{.lr = 0.1f, .momentum = 0.5f, .nesterov = true});
+  CHECK_THROWS_WITH(restore_optimizer(state, other_opt),
+                    Contains("'" + state + "' was saved by SGD with other settings (momentum 0.9 saved, 0.5 here; "
+                             "nesterov 0 saved, 1 here)") &&
+                        Contains("--allow-changed-config"));
+  CHECK(other_opt.steps() == 0);  // nothing copied before the refusal
+  restore_optimizer(state, other_opt, /*allow_changed_settings=*/true);
+  CHECK(other_opt.steps() == 1);
+  CHECK(momentum_of(other_opt, momentum).to_vector<float>() == momentum_of(*run.opt, momentum).to_vector<float>());
+
+  // Another kind: refused even when changed settings are allowed (Adam's moments are no momentum).
+  auto adam = model(gen);
+  Adam adam_opt(*adam, AdamOptions{});
+  CHECK_THROWS_WITH(restore_optimizer(state, adam_opt, true),
+                    Contains("holds the state of SGD, but it is being restored into Adam"));
+
+  // Momentum 0 saved (no momentum state), 0.9 now and allowed: the momentum starts at zero.
+  auto plain = model(gen);
+  SGD plain_opt(*plain, SgdOptions{.lr = 0.1f});
+  sgd_step(*plain, plain_opt, gen);
+  CheckpointMeta m;
+  m.epochs_done = 2;
+  m.global_step = 2;
+  m.image_size = 32;
+  m.classes = {"a", "b"};
+  m.convention = io::InputConvention::caffe_bgr;
+  fs::create_directories(tmp.dir + "/plain");
+  const std::string plain_state = save_checkpoint(tmp.dir + "/plain", *plain, plain_opt, m, 5);
+  CHECK_THROWS_WITH(restore_optimizer(plain_state, same_opt), Contains("(momentum 0 saved, 0.9 here)"));
+  restore_optimizer(plain_state, same_opt, true);
+  CHECK(same_opt.steps() == 1);
+  const std::vector<float> zero = momentum_of(same_opt, momentum).to_vector<float>();
+  CHECK(std::all_of(zero.begin(), zero.end(), [](float v) { return v == 0.0f; }));
 }

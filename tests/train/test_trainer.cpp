@@ -187,6 +187,10 @@ TEST_CASE("a Trainer runs any Sequential's phases and resumes mid-epoch bit for 
     reseeded.loader.shuffle = false;
     REQUIRE_THROWS_WITH(Trainer(*c, spec, train, val, reseeded).run(choice.checkpoint),
                         Contains("this run's is the data's order") && Contains("checkpoint's shuffling"));
+    TrainerOptions remomentum = tb;  // the saved momentum is an average under 0.9: refused unless allowed
+    remomentum.phases[0].momentum = 0.5;
+    REQUIRE_THROWS_WITH(Trainer(*c, spec, train, val, remomentum).run(choice.checkpoint),
+                        Contains("was saved by SGD with other settings (momentum 0.9 saved, 0.5 here)"));
     TrainerOptions past = tb;  // a stop at or before the checkpoint's step: nothing trains
     past.stop_after_steps = 3;
     std::vector<StopInfo> stops;
