@@ -69,6 +69,39 @@ std::shared_ptr<Sequential> build_model(const std::string& name, std::optional<i
   return std::shared_ptr<Sequential>(built, built->model.get());
 }
 
+// A Sequential's child by position (negative: from the end), as Python indexes lists.
+size_t child_index(const Sequential& s, int64_t i) {
+  const auto n = static_cast<int64_t>(s.children().size());
+  const int64_t j = i < 0 ? i + n : i;
+  if (j < 0 || j >= n)
+    throw nb::index_error(("Sequential '" + s.name() + "' has " + std::to_string(n) + " layers; index " +
+                           std::to_string(i) + " is out of range").c_str());
+  return static_cast<size_t>(j);
+}
+
+// A Sequential's child by name; a KeyError lists the names there are.
+size_t child_index(const Sequential& s, const std::string& name) {
+  std::string names;
+  for (size_t i = 0; i < s.children().size(); ++i) {
+    if (s.children()[i]->name() == name) return i;
+    names += (i ? ", " : "") + s.children()[i]->name();
+  }
+  throw nb::key_error(("Sequential '" + s.name() + "' has no layer '" + name + "'; its layers: " + names).c_str());
+}
+
+// s[start:stop]: a new Sequential of s's name over the same layers. It keeps s (and so a
+// built model's generators, which its dropout layers draw from) alive while it lives.
+std::shared_ptr<Sequential> sequential_slice(std::shared_ptr<Sequential> s, const nb::slice& range) {
+  const auto [start, stop, step, length] = range.compute(s->children().size());
+  if (step != 1)
+    throw nb::value_error(("Sequential '" + s->name() + "': a slice runs consecutive layers; step " +
+                           std::to_string(step) + " is not 1").c_str());
+  std::shared_ptr<Sequential> out(new Sequential(s->name()), [keep = s](Sequential* p) { delete p; });
+  for (size_t i = 0; i < length; ++i) out->add(s->children()[start + i]);
+  out->train(s->training());
+  return out;
+}
+
 }  // namespace
 
 const BuiltModelInfo* built_model_of(const Module& model) {
@@ -122,7 +155,24 @@ void bind_modules(nb::module_& m) {
                                  "in a class of your own and call it from there.")
       .def(nb::init<std::string>(), arg("name"))
       .def("add", [](Sequential& s, std::shared_ptr<Module> child) { s.add(std::move(child)); }, arg("module"),
-           "Appends a layer (its name must be new in this Sequential, and it may not contain this Sequential).");
+           "Appends a layer (its name must be new in this Sequential, and it may not contain this Sequential).")
+      .def("__len__", [](const Sequential& s) { return s.children().size(); }, "How many layers it runs.")
+      .def("__getitem__",
+           [](std::shared_ptr<Sequential> s, int64_t i) {
+             return std::shared_ptr<Module>(s, s->children()[child_index(*s, i)].get());
+           },
+           arg("index"), "The layer at this position (negative: from the end); it shares the model's memory.")
+      .def("__getitem__",
+           [](std::shared_ptr<Sequential> s, const std::string& name) {
+             return std::shared_ptr<Module>(s, s->children()[child_index(*s, name)].get());
+           },
+           arg("name"), "The layer of this name (e.g. \"fc7\").")
+      .def("__getitem__", &sequential_slice, arg("slice"),
+           "A Sequential of the same name running these layers (step 1), sharing them: model[:-1] is the model "
+           "without its last layer, whose output is then the features the head saw. Its parameters keep their "
+           "names; freezing, training mode and moves act on the shared layers.")
+      .def("index", [](const Sequential& s, const std::string& name) { return child_index(s, name); }, arg("name"),
+           "The position of the layer of this name: model[:model.index(\"fc8\")] runs every layer before fc8.");
   nb::class_<Linear, Module>(m, "Linear", nb::is_final(), "x: [N, in] -> [N, out]; parameters weight [out, in], bias [out].")
       .def("__init__", [](Linear* self, std::string name, int64_t in, int64_t out, bool bias, uint64_t seed) {
              Generator gen(seed);

@@ -47,6 +47,41 @@ def test_module_outlives_python_references():
     opt.step()  # no gradients yet: nothing to do, nothing to crash
 
 
+def test_sequential_layers_by_position_name_and_slice():
+    model = kiln.build_model("vgg11", num_classes=3, image_size=32, seed=5)
+    names = [layer.name for layer in model]  # iterates the layers in order
+    assert len(model) == len(names) and names[-1] == "fc8" and model[-1].name == "fc8"
+    assert model["fc7"].name == "fc7" and names[model.index("fc7")] == "fc7"
+    assert isinstance(model["fc8"], kiln.Linear)
+    with pytest.raises(IndexError, match="has %d layers; index 99" % len(names)):
+        model[99]
+    with pytest.raises(KeyError, match="no layer 'fc9'; its layers: conv1_1,"):
+        model["fc9"]
+    with pytest.raises(ValueError, match="step 2 is not 1"):
+        model[::2]
+
+    # The backbone without fc8: its output is what fc8 sees, and fc8 of it is the model's logits.
+    backbone = model[:model.index("fc8")]
+    assert len(backbone) == len(model) - 1 and isinstance(backbone, kiln.Sequential)
+    assert set(backbone.parameters()) == set(model.parameters()) - {"vgg11/fc8/weight", "vgg11/fc8/bias"}
+    model.eval()
+    x = kiln.from_dlpack(np.random.default_rng(0).standard_normal((2, 32, 32, 3)).astype(np.float32))
+    with kiln.no_grad():
+        feats = backbone(x)
+        assert feats.shape == (2, 4096)
+        assert np.array_equal(np.from_dlpack(model["fc8"](feats)), np.from_dlpack(model(x)))
+    # Shared layers: freezing through the slice freezes the model's.
+    backbone.freeze("vgg11/fc7/")
+    assert "vgg11/fc7/weight" not in model.trainable_parameters()
+
+    # The slice keeps the built model's generators alive: its dropout draws after the model is gone.
+    backbone.train()
+    del model
+    gc.collect()
+    y = backbone(x)
+    assert y.shape == (2, 4096) and np.isfinite(np.from_dlpack(y)).all()
+
+
 def test_weights_export_import_round_trip():
     a, b = small_net(), small_net()
     b.parameters()["net/fc/weight"].numpy()[:] = 0.0
