@@ -596,6 +596,36 @@ ResumeChoice newest_intact_checkpoint(const std::string& model_dir) {
   return r;
 }
 
+CheckpointInfo choose_checkpoint(const std::string& model_dir, bool best, const std::string& best_option,
+                                 const std::function<void(const std::string&)>& warn) {
+  KILN_CHECK(fs::is_directory(model_dir), "model directory '", model_dir, "' ",
+             fs::exists(model_dir) ? "is a file, not a folder: give the folder training wrote" : "does not exist");
+  std::vector<DamagedCheckpoint> damaged;
+  std::vector<CheckpointInfo> all = list_checkpoints(model_dir, &damaged);
+  KILN_CHECK(!all.empty() || !damaged.empty(), "model directory '", model_dir,
+             "' holds no checkpoint (train into it first: vgg_finetune train or kiln.train)");
+  std::optional<CheckpointInfo> ck;
+  while (!all.empty() && !ck) {
+    const std::optional<CheckpointInfo> pick = best ? best_checkpoint(all) : latest_checkpoint(all);
+    try {
+      verify_checkpoint(*pick);
+      ck = pick;
+    } catch (const Error& e) {
+      damaged.push_back({pick->state_path, pick->weights_path, "", e.message()});
+      std::erase_if(all, [&](const CheckpointInfo& c) { return c.state_path == pick->state_path; });
+    }
+    if (best) break;
+  }
+  for (const DamagedCheckpoint& d : damaged) warn("checkpoint '" + d.state_path + "' cannot be loaded: " + d.reason);
+  KILN_CHECK(!best || damaged.empty(), best_option, ": ", damaged.size(), " checkpoint(s) of '", model_dir,
+             "' cannot be loaded (warnings above) and one may be the best: restore the files they name, or leave ",
+             best_option, " out to use the latest checkpoint that loads");
+  KILN_CHECK(ck, "model directory '", model_dir, "' holds ", damaged.size(),
+             " checkpoint(s) and none can be loaded (warnings above): restore the files they name, or train again");
+  if (!damaged.empty()) warn("using '" + ck->state_path + "', the latest checkpoint that can be loaded");
+  return *ck;
+}
+
 std::vector<std::string> set_aside(const DamagedCheckpoint& d) {
   std::vector<std::string> moved;
   for (const std::string& path : {d.state_path, d.weights_path, d.frozen_path}) {

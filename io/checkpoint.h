@@ -165,6 +165,13 @@ struct ResumeChoice {
 // A directory holding checkpoints none of which is intact is a kiln::Error (starting over
 // there would mix a new run with the old one's files).
 ResumeChoice newest_intact_checkpoint(const std::string& model_dir);
+// The checkpoint to use (eval, predict, export, kiln.load_checkpoint): the latest, or the
+// best by validation accuracy, of those whose files are all there and verify. `warn` hears of
+// each one passed over ("checkpoint '...' cannot be loaded: why") and of the one used instead,
+// before any error; `best` refuses while any cannot be loaded (that one may be the best),
+// naming the caller's switch `best_option` ("--best").
+CheckpointInfo choose_checkpoint(const std::string& model_dir, bool best, const std::string& best_option,
+                                 const std::function<void(const std::string&)>& warn);
 // Renames a damaged checkpoint's files to <name>.corrupt (.corrupt.1, ... if taken): kept for
 // inspection, no longer a checkpoint. Returns the new file names.
 std::vector<std::string> set_aside(const DamagedCheckpoint& d);

@@ -892,47 +892,10 @@ TrainResult run_train(const TrainConfig& cfg) {
   return r;
 }
 
-namespace {
-
-// The checkpoint eval, predict and export load: the latest (or the best by validation
-// accuracy) of those whose files are all there and verify (checksums, a file cut short).
-// Each one that cannot be loaded is named on stderr, and --best refuses to choose past
-// them: the unreadable one may be the best.
-io::CheckpointInfo choose_checkpoint(const std::string& model_dir, bool best) {
-  KILN_CHECK(fs::is_directory(model_dir), "model directory '", model_dir, "' ",
-             fs::exists(model_dir) ? "is a file, not a folder: give the folder train wrote" : "does not exist");
-  std::vector<io::DamagedCheckpoint> damaged;
-  std::vector<io::CheckpointInfo> all = io::list_checkpoints(model_dir, &damaged);
-  KILN_CHECK(!all.empty() || !damaged.empty(), "model directory '", model_dir,
-             "' holds no checkpoint (run vgg_finetune train first)");
-  std::optional<io::CheckpointInfo> ck;
-  while (!all.empty() && !ck) {
-    const std::optional<io::CheckpointInfo> pick = best ? io::best_checkpoint(all) : io::latest_checkpoint(all);
-    try {
-      io::verify_checkpoint(*pick);
-      ck = pick;
-    } catch (const Error& e) {
-      damaged.push_back({pick->state_path, pick->weights_path, "", e.message()});
-      std::erase_if(all, [&](const io::CheckpointInfo& c) { return c.state_path == pick->state_path; });
-    }
-    if (best) break;
-  }
-  for (const io::DamagedCheckpoint& d : damaged)
-    std::fprintf(stderr, "warning: checkpoint '%s' cannot be loaded: %s\n", d.state_path.c_str(), d.reason.c_str());
-  KILN_CHECK(!best || damaged.empty(), "--best: ", damaged.size(), " checkpoint(s) of '", model_dir,
-             "' cannot be loaded (warnings above) and one may be the best: restore the files they name, or leave "
-             "--best out to use the latest checkpoint that loads");
-  KILN_CHECK(ck, "model directory '", model_dir, "' holds ", damaged.size(),
-             " checkpoint(s) and none can be loaded (warnings above): restore the files they name, or train again");
-  if (!damaged.empty())
-    std::fprintf(stderr, "warning: using '%s', the latest checkpoint that can be loaded\n", ck->state_path.c_str());
-  return *ck;
-}
-
-}  // namespace
-
 TrainedModel load_trained(const std::string& model_dir, Device device, bool best, const std::string& precision) {
-  const io::CheckpointInfo ck = choose_checkpoint(model_dir, best);
+  const io::CheckpointInfo ck = io::choose_checkpoint(model_dir, best, "--best", [](const std::string& line) {
+    std::fprintf(stderr, "warning: %s\n", line.c_str());
+  });
   TrainedModel t;
   t.checkpoint = ck;
   t.init = std::make_unique<Generator>(ck.meta.seed);

@@ -206,9 +206,59 @@ nb::dict train(Sequential& model, const std::string& arch, std::vector<Phase> ph
   return d;
 }
 
+// kiln.load_checkpoint: the checkpoint's weights into `model` (built as the one trained), its
+// record as a dict. Warnings about checkpoints passed over are said before any error.
+nb::dict load_checkpoint(Sequential& model, const std::string& model_dir, bool best) {
+  io::CheckpointInfo ck;
+  std::vector<std::string> said;
+  std::exception_ptr error;
+  {
+    nb::gil_scoped_release release;
+    try {
+      ck = io::choose_checkpoint(model_dir, best, "best=True", [&said](const std::string& l) { said.push_back(l); });
+      KILN_CHECK(ck.meta.arch == model.name(), "kiln.load_checkpoint: ", ck.state_path, " holds a ", ck.meta.arch,
+                 ", and this model is a ", model.name(), "; build it with kiln.build_model(\"", ck.meta.arch,
+                 "\", num_classes=", ck.meta.classes.size(), ", image_size=", ck.meta.image_size, ")");
+      io::load_checkpoint_weights(model, ck);
+    } catch (...) {
+      error = std::current_exception();
+    }
+  }
+  for (const std::string& l : said) warn("kiln.load_checkpoint: " + l);
+  if (error) std::rethrow_exception(error);
+  const io::CheckpointMeta& m = ck.meta;
+  nb::dict d;
+  d["state_path"] = ck.state_path;
+  d["arch"] = m.arch;
+  d["classes"] = m.classes;
+  d["image_size"] = m.image_size;
+  d["head"] = m.head;
+  d["convention"] = std::string(io::convention_name(m.convention));
+  d["precision"] = m.precision;
+  d["phase"] = m.phase;
+  d["epochs_done"] = m.epochs_done;
+  d["batches_done"] = m.batches_done;
+  d["global_step"] = m.global_step;
+  d["val_acc"] = m.val_acc < 0 ? nb::object(nb::none()) : nb::cast(m.val_acc);
+  d["val_loss"] = m.val_acc < 0 ? nb::object(nb::none()) : nb::cast(m.val_loss);
+  return d;
+}
+
 }  // namespace
 
 void bind_train(nb::module_& m) {
+  m.def("load_checkpoint",
+        [](Sequential& model, const std::filesystem::path& model_dir, bool best) {
+          return load_checkpoint(model, model_dir.string(), best);
+        },
+        arg("model"), arg("model_dir"), arg("best") = false,
+        "Loads into `model` the weights and buffers of model_dir's latest checkpoint (best=True: the best by "
+        "validation accuracy) among those whose files verify, as vgg_finetune eval does; checkpoints passed over "
+        "are warned about, and best=True refuses while any cannot be loaded. `model` is built as the one trained "
+        "(kiln.build_model with its arch, len(classes) and image_size). Returns the checkpoint's record: "
+        "state_path, arch, classes, image_size, head, convention, precision, phase, epochs_done, batches_done, "
+        "global_step, val_acc and val_loss (None when it was not evaluated). The model's mode is left as it is: "
+        "call model.eval() for inference.");
   // The closed-form linear probe on fixed features: a baseline, or a head's start (the
   // trainer's linear_probe phases use the same function).
   m.def("fit_linear_probe",

@@ -35,6 +35,32 @@ def test_head_only_phase_trains_the_head_alone():
             kiln.train(model, "vgg11", [kiln.Phase("p")], os.path.join(d, "nope"), os.path.join(d, "val"),
                        os.path.join(d, "run2"))
 
+        # The run's checkpoint into a new model: the trained weights, and the run's record.
+        run = os.path.join(d, "run")
+        other = kiln.build_model("vgg11", num_classes=2, image_size=32, seed=7)
+        info = kiln.load_checkpoint(other, run)
+        assert info["state_path"] == result["last_checkpoint"] and info["epochs_done"] == 2
+        assert info["arch"] == "vgg11" and info["classes"] == ["blue", "red"] and info["image_size"] == 32
+        assert info["val_acc"] == pytest.approx(result["acc"])
+        for name, t in model.parameters().items():
+            assert np.array_equal(t.numpy(), other.parameters()[name].numpy()), name
+        assert kiln.load_checkpoint(other, run, best=True)["epochs_done"] in (1, 2)
+        with pytest.raises(kiln.Error, match=r'holds a vgg11, and this model is a vgg16; build it with '
+                                             r'kiln.build_model\("vgg11", num_classes=2, image_size=32\)'):
+            kiln.load_checkpoint(kiln.build_model("vgg16", num_classes=2, image_size=32), run)
+        with pytest.raises(kiln.Error, match="does not exist"):
+            kiln.load_checkpoint(other, os.path.join(d, "nope"))
+        # The latest cut short: said, and the one before is used. A state file that does not
+        # read hides its validation accuracy, so best=True refuses to guess.
+        for suffix in (".weights.h5", ".state.h5"):
+            path = info["state_path"].replace(".state.h5", suffix)
+            with open(path, "r+b") as f:
+                f.truncate(os.path.getsize(path) // 2)
+            with pytest.warns(UserWarning, match="ckpt-000002.* cannot be loaded"):
+                assert kiln.load_checkpoint(other, run)["epochs_done"] == 1
+        with pytest.warns(UserWarning, match="cannot be loaded"), pytest.raises(kiln.Error, match="best=True: 1 "):
+            kiln.load_checkpoint(other, run, best=True)
+
 
 def test_a_failing_on_epoch_keeps_the_epoch_and_bad_options_are_refused_first():
     with tempfile.TemporaryDirectory() as d:
