@@ -206,6 +206,7 @@ struct Trainer::State {
   std::unique_ptr<SGD> optimizer;
   // Data-parallel (TrainerOptions::comm with more than one rank).
   bool dist = false, root = true;
+  bool stop_agreed = false;    // some rank's should_stop said yes before the last step's all-reduce
   std::unique_ptr<GradientReducer> reducer;
   io::LoaderOptions elo;       // the evaluation loader's: vlo sharded
   std::unique_ptr<io::Loader> train_loader, val_loader;
@@ -654,6 +655,9 @@ bool Trainer::run_epoch(int64_t e, State& s) {
     }
   }
   s.result.last_checkpoint = save(meta_at(e + 1, 0, &sum.val, s), s);
+  // Data-parallel: a rank whose hook or log failed stops, and so must the others, not wait
+  // for it in the next step's all-reduce until the timeout.
+  agree_on_epoch_errors(hook_error || log_error, e + 1, s);
   if (hook_error) std::rethrow_exception(hook_error);
   if (log_error) std::rethrow_exception(log_error);
   s.result.val = sum.val;
@@ -669,8 +673,29 @@ bool Trainer::run_epoch(int64_t e, State& s) {
   }
   // A stop asked for during the epoch's evaluation or checkpoint: the epoch's checkpoint is
   // where it stops, before the next epoch's start (a feature cache, a probe) runs.
-  if (e + 1 < total && hooks_.should_stop && hooks_.should_stop()) return stopped_on_request(s, e + 1);
+  if (e + 1 < total && stop_asked(s)) return stopped_on_request(s, e + 1);
   return true;
+}
+
+bool Trainer::stop_asked(State& s) {
+  const bool here = hooks_.should_stop && hooks_.should_stop();
+  if (!s.dist) return here;
+  std::vector<double> v{here ? 1.0 : 0.0};  // every rank stops, or none
+  opt_.comm->allreduce_sum(v);
+  return v[0] > 0;
+}
+
+void Trainer::agree_on_epoch_errors(bool failed_here, int64_t epoch, State& s) {
+  if (!s.dist) return;
+  std::vector<double> v(static_cast<size_t>(opt_.comm->size()), 0.0);
+  v[static_cast<size_t>(opt_.comm->rank())] = failed_here ? 1.0 : 0.0;
+  opt_.comm->allreduce_sum(v);
+  std::string ranks;
+  for (size_t r = 0; r < v.size(); ++r)
+    if (v[r] > 0) ranks += (ranks.empty() ? "" : ", ") + std::to_string(r);
+  KILN_CHECK(ranks.empty() || failed_here, "trainer: rank(s) ", ranks, " failed after epoch ", epoch,
+             " (their on_epoch hook or metrics log threw; the error is on their stderr), so this rank stops too, "
+             "after the epoch's checkpoint");
 }
 
 int64_t Trainer::phase_first_epoch(const State& s) const {
@@ -726,11 +751,14 @@ bool Trainer::train_step(const Tensor& x, const Tensor& y, int64_t row_first, in
   bool finite = std::isfinite(total);
   if (s.dist) {
     // One small all-reduce per step: rows, loss and hits over the ranks, a non-finite loss
-    // anywhere, and the dropout stream's position (a rank without rows drew nothing).
+    // anywhere, the dropout stream's position (a rank without rows drew nothing), and whether
+    // any rank's should_stop asks to stop (all ranks then stop after this step).
     const PhiloxState g = opt_.dropout_gen ? opt_.dropout_gen->state() : PhiloxState{};
+    const bool stop = hooks_.should_stop && hooks_.should_stop();
     std::vector<double> v{rows, loss_sum, static_cast<double>(correct), finite ? 0.0 : 1.0,
-                          n > 0 ? static_cast<double>(g.offset) : 0.0, n > 0 ? 1.0 : 0.0};
+                          n > 0 ? static_cast<double>(g.offset) : 0.0, n > 0 ? 1.0 : 0.0, stop ? 1.0 : 0.0};
     opt_.comm->allreduce_sum(v);
+    s.stop_agreed = v[6] > 0;
     rows = v[0];
     loss_sum = v[1];
     correct = static_cast<int64_t>(v[2]);
@@ -904,7 +932,7 @@ bool Trainer::train_steps(int64_t e, State& s) {
                                 s.result.last_checkpoint});
       return false;
     }
-    if (hooks_.should_stop && hooks_.should_stop()) {
+    if (s.dist ? s.stop_agreed : hooks_.should_stop && hooks_.should_stop()) {
       // Also after an epoch's last batch: its resume serves no batch and goes on to the
       // epoch's evaluation and checkpoint, as the full run does.
       if (opt_.checkpoint_on_stop && !due)

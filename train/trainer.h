@@ -207,7 +207,9 @@ struct TrainerHooks {
   // Asked after every training step (and its checkpoint, if one was due) and after each
   // epoch's checkpoint but the last; true ends the run there, unfinished (checkpointed there
   // with TrainerOptions::checkpoint_on_stop): a caller's interrupt (Ctrl-C) stops within one
-  // step or one evaluation.
+  // step or one evaluation. Data-parallel, it is asked on every rank before each step's
+  // all-reduce, and all ranks stop after the step where any said true (and likewise at an
+  // epoch's end), so a signal to one rank stops them all at one place.
   std::function<bool()> should_stop;
 };
 
@@ -251,6 +253,11 @@ class Trainer {
   bool is_root() const { return opt_.comm == nullptr || opt_.comm->rank() == 0; }
   // A stop should_stop asked for, `epochs_done` epochs in: reported, and false (the run ends).
   bool stopped_on_request(State& s, int64_t epochs_done);
+  // should_stop's answer outside a step; data-parallel, true on every rank when any asks.
+  bool stop_asked(State& s);
+  // Data-parallel: after an epoch's checkpoint, every rank learns whether any failed in its
+  // on_epoch hook or log, and a rank that did not fail throws, naming those that did.
+  void agree_on_epoch_errors(bool failed_here, int64_t epoch, State& s);
   void check_weights_finite(const io::CheckpointMeta& meta, const State& s) const;
   void check_resume_data(const io::CheckpointInfo& resume) const;
   io::CheckpointMeta meta_at(int64_t epochs_done, int64_t batches_done, const EvalResult* val, const State& s) const;

@@ -572,9 +572,8 @@ std::string phase_epoch(const TrainConfig& cfg, int64_t done) {
 // lost; a second one ends the process at once, as the signal would. A signal the process
 // was started ignoring (`cmd &` in a script ignores SIGINT) stays ignored, as in CPython.
 // SIGPIPE is ignored meanwhile: Ctrl-C on `train ... | tee log` ends tee too, and a write to
-// its pipe must fail, not end the run before its checkpoint. Data-parallel runs keep the
-// defaults (a rank stopping alone would leave the others waiting): the launcher ends them
-// all, and they resume from their last checkpoint.
+// its pipe must fail, not end the run before its checkpoint. Data-parallel, a signal to any
+// rank stops all of them after one step (TrainerHooks::should_stop), checkpointed by rank 0.
 std::atomic<int> g_stop_signal{0};
 static_assert(std::atomic<int>::is_always_lock_free, "the signal handler needs a lock-free flag");
 
@@ -636,7 +635,8 @@ std::function<void(const StopInfo&)> stop_lines(bool tty, const TrainConfig& cfg
     } else if (s.kind == StopInfo::Kind::requested) {
       clear_progress(tty);
       std::printf("stopped by %s after step %lld (checkpoint %s); run the same train command again to resume\n",
-                  g_stop_signal == SIGTERM ? "SIGTERM" : "Ctrl-C", static_cast<long long>(s.global_step),
+                  g_stop_signal == SIGTERM ? "SIGTERM" : g_stop_signal == SIGINT ? "Ctrl-C" : "a signal to another rank",
+                  static_cast<long long>(s.global_step),
                   s.checkpoint.empty() ? "none: nothing was trained yet" : s.checkpoint.c_str());
     } else {
       std::printf("stopping after epoch %lld of %lld (%s) as --stop-after-epochs asks; run the train command "
@@ -875,12 +875,10 @@ TrainResult run_train(const TrainConfig& cfg) {
   print_plan(cfg, resume ? resume->meta.epochs_done : 0, t.phases[0].name, *model);
 
   TrainerHooks hooks = people_hooks(cfg, ::isatty(fileno(stdout)) != 0, *model);
-  std::optional<StopSignals> signals;
-  if (comm->size() == 1) {
-    signals.emplace();
-    t.checkpoint_on_stop = true;
-    hooks.should_stop = [] { return g_stop_signal != 0; };
-  }
+  // Data-parallel too: the trainer stops every rank after the step where one was signalled.
+  const StopSignals signals;
+  t.checkpoint_on_stop = true;
+  hooks.should_stop = [] { return g_stop_signal != 0; };
   Trainer trainer(*model, spec, train_ds, val_ds, std::move(t), std::move(hooks));
   const TrainResult r = trainer.run(resume);
   if (!r.finished) return r;

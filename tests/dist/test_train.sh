@@ -6,7 +6,9 @@
 # process with the same global batch; a rank
 # launched with another recipe is a one-line error on every rank; a rank killed mid-epoch
 # makes the other exit non-zero within KILN_DIST_TIMEOUT, and a resume from the last
-# checkpoint ends bit for bit where the uninterrupted 2-rank run ends. ~60-90 s on 2 cores.
+# checkpoint ends bit for bit where the uninterrupted 2-rank run ends; SIGTERM to one rank
+# stops both after one step, checkpointed, and the resume ends there bit for bit too.
+# ~60-90 s on 2 cores.
 # Exit 77 (Skipped) when kiln_dist was not built.
 # Usage: test_train.sh PATH/TO/vgg_finetune HAVE_DIST(1|0)
 set -u
@@ -16,7 +18,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lib.sh"
 . "$HERE/../support/checks.sh"
 begin_checks kiln_dist_train
-trap 'kill $(jobs -p) 2> /dev/null; rm -rf "$W"' EXIT
+trap 'kill $(jobs -p) 2> /dev/null; [ -n "${KEEP:-}" ] || rm -rf "$W"' EXIT
 unset RANK WORLD_SIZE LOCAL_RANK MASTER_ADDR MASTER_PORT KILN_RENDEZVOUS
 export OMP_NUM_THREADS=1
 COMMON=(--image-size 32 --phase1-epochs 1 --phase2-epochs 1 --batch 4 --seed 7 --device cpu --workers 1)
@@ -98,6 +100,30 @@ da=$("$B" _digest --model-dir "$W/two" 2>&1); db=$("$B" _digest --model-dir "$W/
 if [ "$RCS" = "0 0" ] && grep -q "resuming from" "$W/resume.0" && [ "$da" = "$db" ]; then
   ok "resume after the kill ends where the uninterrupted 2-rank run ends, bit for bit ($db)"
 else bad "resume ($RCS): '$da' vs '$db'"; tail -n 5 "$W"/resume.*; fi
+
+# 5b. A stop signal reaching one rank only (SIGTERM to rank 1, as a scheduler's preemption of
+# one node; SIGINT would do the same, but a script's background job ignores it): every rank
+# stops after the same step, rank 0 checkpoints there and names the cause, both exit 130, and
+# the resume ends bit for bit where the uninterrupted 2-rank run ends.
+port=$(free_port)
+export MASTER_ADDR=127.0.0.1 MASTER_PORT=$port KILN_DIST_TIMEOUT=60
+RANK=0 WORLD_SIZE=2 "$B" train --data-dir "$W/data" --model-dir "$W/int" "${COMMON[@]}" --checkpoint-every 1 > "$W/int.0" 2>&1 & p0=$!
+RANK=1 WORLD_SIZE=2 "$B" train --data-dir "$W/data" --model-dir "$W/int" "${COMMON[@]}" --checkpoint-every 1 > "$W/int.1" 2>&1 & p1=$!
+for _ in $(seq 1200); do  # until the checkpoint after the first step (5 remain)
+  [ -f "$W/int/ckpt-000000-000001.state.h5" ] && break
+  sleep 0.05
+done
+kill -TERM $p1
+wait $p0; rc0=$?; wait $p1; rc1=$?
+port=$(free_port)
+export MASTER_PORT=$port
+launch 2 "$W/int_resume" "$B" train --data-dir "$W/data" --model-dir "$W/int" "${COMMON[@]}" --checkpoint-every 1
+unset MASTER_ADDR MASTER_PORT KILN_DIST_TIMEOUT
+di=$("$B" _digest --model-dir "$W/int" 2>&1)
+if [ $rc0 = 130 ] && [ $rc1 = 130 ] && grep -q "stopped by a signal to another rank after step [1-5] " "$W/int.0" &&
+   [ "$RCS" = "0 0" ] && grep -q "resuming from" "$W/int_resume.0" && [ "$da" = "$di" ]; then
+  ok "SIGTERM to rank 1 alone: both ranks stop at one step ($(grep -o 'after step [0-9]*' "$W/int.0")), exit 130, and the resume ends bit for bit"
+else bad "SIGTERM to one rank (rc $rc0 $rc1, resume $RCS): '$da' vs '$di'"; tail -n 5 "$W"/int.* "$W"/int_resume.*; fi
 
 # 6. Another rank count on resume: 2 ranks stop mid-epoch after step 4, 3 ranks finish; the
 # global batches are the same, so the result is one process's within the tolerance.

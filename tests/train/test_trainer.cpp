@@ -3,11 +3,17 @@
 // output, as vgg_finetune always did), and any Sequential trains and resumes through it.
 #include <catch2/catch.hpp>
 
+#include <chrono>
 #include <cmath>
+#include <condition_variable>
+#include <cstring>
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <mutex>
+#include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "apps/vgg_finetune/demo_data.h"
@@ -16,6 +22,7 @@
 #include "io/dataset.h"
 #include "io/weights.h"
 #include "train/feature_cache.h"
+#include "train/communicator.h"
 #include "train/model_spec.h"
 #include "train/trainer.h"
 #include "tests/support/reference.h"
@@ -609,4 +616,142 @@ TEST_CASE("a Trainer refuses a model, head or labelling that does not fit the ru
                         Contains("is in use by another run in this process"));
   }
   CHECK_NOTHROW(Trainer(*net, find_model_spec("vgg16"), train, val, t));  // the first one ended
+}
+
+namespace {
+
+// Ranks as threads of this process, for tests: each collective is a meeting where the last
+// rank to arrive reduces (or copies) through every rank's buffer while the others wait. A
+// rank left waiting 30 s fails, as a real backend's timeout would, instead of hanging the test.
+struct ThreadRanks {
+  explicit ThreadRanks(int n) : size(n), data(static_cast<size_t>(n)) {}
+  // Runs `op` over all ranks' buffers once every rank has brought its own.
+  void meet(int rank, void* mine, const std::function<void(std::vector<void*>&)>& op) {
+    std::unique_lock<std::mutex> lock(mu);
+    data[static_cast<size_t>(rank)] = mine;
+    const uint64_t gen = generation;
+    if (++arrived == size) {
+      op(data);
+      arrived = 0;
+      ++generation;
+      cv.notify_all();
+      return;
+    }
+    KILN_CHECK(cv.wait_for(lock, std::chrono::seconds(30), [&] { return generation != gen; }), "rank ", rank,
+               ": the other ranks did not join the collective within 30 s");
+  }
+  const int size;
+  std::mutex mu;
+  std::condition_variable cv;
+  int arrived = 0;
+  uint64_t generation = 0;
+  std::vector<void*> data;
+};
+
+class ThreadComm final : public Communicator {
+ public:
+  ThreadComm(ThreadRanks& g, int rank) : g_(g), rank_(rank) {}
+  ~ThreadComm() override { shutdown(); }
+  int rank() const override { return rank_; }
+  int size() const override { return g_.size; }
+  std::string backend() const override { return "threads"; }
+
+ protected:
+  void do_allreduce_sum(void* data, int64_t count, Elem elem, Device) override {
+    g_.meet(rank_, data, [&](std::vector<void*>& all) {
+      if (elem == Elem::f32) sum<float>(all, count);
+      else sum<double>(all, count);
+    });
+  }
+  void do_broadcast(void* data, int64_t bytes, int root, Device) override {
+    g_.meet(rank_, data, [&](std::vector<void*>& all) {
+      for (void* p : all)
+        if (p != all[static_cast<size_t>(root)]) std::memcpy(p, all[static_cast<size_t>(root)], static_cast<size_t>(bytes));
+    });
+  }
+  void do_barrier() override {
+    g_.meet(rank_, nullptr, [](std::vector<void*>&) {});
+  }
+
+ private:
+  template <typename T>
+  static void sum(std::vector<void*>& all, int64_t count) {
+    for (int64_t i = 0; i < count; ++i) {
+      T s = 0;
+      for (void* p : all) s += static_cast<T*>(p)[i];
+      for (void* p : all) static_cast<T*>(p)[i] = s;
+    }
+  }
+  ThreadRanks& g_;
+  int rank_;
+};
+
+// Runs `per_rank(rank, comm)` on two ranks at once; returns each rank's error text ("" if none).
+std::vector<std::string> run_two_ranks(const std::function<void(int, Communicator&)>& per_rank) {
+  ThreadRanks g(2);
+  std::vector<std::string> errors(2);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < 2; ++r)
+    threads.emplace_back([&, r] {
+      ThreadComm comm(g, r);
+      try {
+        per_rank(r, comm);
+      } catch (const std::exception& e) {
+        errors[static_cast<size_t>(r)] = e.what();
+      }
+    });
+  for (std::thread& t : threads) t.join();
+  return errors;
+}
+
+}  // namespace
+
+TEST_CASE("data-parallel ranks stop together when one is asked to, or when one's on_epoch hook fails",
+          "[train][dist][errors]") {
+  const DemoSplits d("trainer_ranks", 2, 4, 2);
+  const ModelSpec& spec = find_model_spec("vgg16");
+  // should_stop says yes on rank 1 alone, after its second step: both ranks stop after the
+  // same step, and rank 0 checkpoints there.
+  std::vector<int64_t> stopped_at(2, -1);
+  std::vector<std::string> errors = run_two_ranks([&](int rank, Communicator& comm) {
+    Generator g(5);
+    auto net = tiny_net(g);
+    TrainerOptions t = tiny_options(d.root + "/stop", false);
+    t.run.classes = d.train.classes;
+    t.comm = &comm;
+    t.checkpoint_every = 0;
+    t.checkpoint_on_stop = true;
+    int64_t steps = 0;
+    TrainerHooks h;
+    h.on_step = [&steps](const StepInfo& i) { steps = i.global_step; };
+    h.should_stop = [&steps, rank] { return rank == 1 && steps >= 2; };
+    h.on_stop = [&stopped_at, rank](const StopInfo& i) { stopped_at[static_cast<size_t>(rank)] = i.global_step; };
+    CHECK(Trainer(*net, spec, d.train, d.val, t, h).run(std::nullopt).interrupted);
+  });
+  CHECK(errors == std::vector<std::string>{"", ""});
+  CHECK(stopped_at[0] == stopped_at[1]);
+  CHECK(stopped_at[0] >= 3);  // asked before step 3's all-reduce at the latest
+  const io::ResumeChoice choice = io::newest_intact_checkpoint(d.root + "/stop");
+  REQUIRE(choice.checkpoint);
+  CHECK(choice.checkpoint->meta.global_step == stopped_at[0]);
+
+  // on_epoch throws on rank 1 after epoch 1: rank 1 raises its error, rank 0 names rank 1,
+  // both after the epoch's checkpoint (before, rank 0 waited in the next step's all-reduce).
+  errors = run_two_ranks([&](int rank, Communicator& comm) {
+    Generator g(5);
+    auto net = tiny_net(g);
+    TrainerOptions t = tiny_options(d.root + "/hook", false);
+    t.run.classes = d.train.classes;
+    t.comm = &comm;
+    TrainerHooks h;
+    h.on_epoch = [rank](const EpochSummary&) {
+      if (rank == 1) throw std::runtime_error("a typo in rank 1's logging");
+    };
+    Trainer(*net, spec, d.train, d.val, t, h).run(std::nullopt);
+  });
+  CHECK(errors[1] == "a typo in rank 1's logging");
+  CHECK_THAT(errors[0], Contains("rank(s) 1 failed after epoch 1") && Contains("after the epoch's checkpoint"));
+  const io::ResumeChoice hook = io::newest_intact_checkpoint(d.root + "/hook");
+  REQUIRE(hook.checkpoint);
+  CHECK(hook.checkpoint->meta.epochs_done == 1);
 }
