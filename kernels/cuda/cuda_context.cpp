@@ -1,6 +1,7 @@
 // Streams, pool, handles and op scopes of the CUDA backend (see cuda_context.h).
 #include "kernels/cuda/cuda_context.h"
 
+#include <atomic>
 #include <cstdlib>
 #include <memory>
 #include <mutex>
@@ -18,6 +19,10 @@ thread_local const char* t_current_op = "cuda";
 
 std::mutex g_mu;
 std::vector<std::unique_ptr<DeviceContext>> g_contexts;
+std::atomic<int> g_first_device{-1};  // the device of the first context made (adopt_kiln_device)
+
+// The device activate() last made current on this thread; -1: none yet.
+thread_local int t_device = -1;
 
 double mib(size_t b) { return static_cast<double>(b) / (1024.0 * 1024.0); }
 
@@ -76,17 +81,23 @@ DeviceContext& context(int index) {
   KILN_CUDA_CHECK(cudaMemPoolSetAttribute(ctx->pool, cudaMemPoolAttrReleaseThreshold, &threshold));
   KILN_CUDA_CHECK(cudaSetDevice(previous));
   g_contexts[static_cast<size_t>(index)] = std::move(ctx);
+  int none = -1;
+  g_first_device.compare_exchange_strong(none, index);
   return *g_contexts[static_cast<size_t>(index)];
 }
 
 DeviceContext& activate(int index) {
   DeviceContext& ctx = context(index);
-  thread_local int t_device = -1;
   if (t_device != index) {
     KILN_CUDA_CHECK(cudaSetDevice(index));
     t_device = index;
   }
   return ctx;
+}
+
+void adopt_kiln_device() {
+  const int home = g_first_device.load();
+  if (t_device < 0 && home >= 0) activate(home);
 }
 
 namespace {

@@ -29,6 +29,12 @@ DeviceContext& context(int index);
 // Makes `index` current on this thread and returns its context.
 DeviceContext& activate(int index);
 
+// For a thread that has made no device current through activate() (a loader worker about to
+// allocate or free pinned memory): makes current the first device kiln made a context on. The
+// runtime would otherwise use device 0, and the first CUDA call on the thread would create a
+// primary context there: a rank on GPU 3 would hold memory on GPU 0. No-op before any context.
+void adopt_kiln_device();
+
 // cuDNN and cuBLASLt handles of this thread for GPU `index`, bound to its compute stream.
 cudnnHandle_t cudnn_handle(int index);
 cublasLtHandle_t cublaslt_handle(int index);

@@ -36,6 +36,9 @@ class PinnedAllocator final : public Allocator {
  public:
   void* allocate(size_t bytes) override {
     if (device_count() == 0) return host_allocator().allocate(bytes);
+    // Loader workers allocate batches: on a thread with no device yet, cudaHostAlloc would
+    // make a context on device 0 (memory on GPU 0 for every rank of a data-parallel run).
+    adopt_kiln_device();
     void* p = nullptr;
     const cudaError_t st = cudaHostAlloc(&p, bytes == 0 ? 64 : bytes, cudaHostAllocPortable);
     if (st != cudaSuccess) {
@@ -46,6 +49,11 @@ class PinnedAllocator final : public Allocator {
   }
   void deallocate(void* p, size_t bytes) override {
     if (device_count() == 0) return host_allocator().deallocate(p, bytes);
+    try {
+      adopt_kiln_device();  // as in allocate(): a worker dropping a batch past the cache's cap
+    } catch (...) {
+      // Freeing runs from destructors; cudaFreeHost below works from any device.
+    }
     cudaFreeHost(p);
   }
   bool pinned() const override { return device_count() > 0; }
