@@ -79,7 +79,11 @@ DeviceContext& context(int index) {
   // so a training step in steady state makes no cudaMalloc/cudaFree.
   uint64_t threshold = UINT64_MAX;
   KILN_CUDA_CHECK(cudaMemPoolSetAttribute(ctx->pool, cudaMemPoolAttrReleaseThreshold, &threshold));
-  KILN_CUDA_CHECK(cudaSetDevice(previous));
+  // Back to the thread's device only if kiln made one current here: since CUDA 12 cudaSetDevice
+  // creates the device's primary context, and a fresh thread's "previous" is the default device
+  // 0, so restoring it would put a context on GPU 0 of a process that trains on another GPU.
+  // (A thread left on `index` has t_device -1 still: activate() sets its device explicitly.)
+  if (t_device >= 0) KILN_CUDA_CHECK(cudaSetDevice(previous));
   g_contexts[static_cast<size_t>(index)] = std::move(ctx);
   int none = -1;
   g_first_device.compare_exchange_strong(none, index);
