@@ -274,6 +274,9 @@ struct L2Node final : Node {
 
 Tensor l2_penalty(std::span<const Tensor> weights, float scale) {
   KILN_CHECK(!weights.empty(), "l2_penalty: no weights given");
+  for (size_t i = 0; i < weights.size(); ++i)
+    KILN_CHECK(weights[i].defined(), "l2_penalty: weight ", i, " of ", weights.size(),
+               " is an undefined Tensor (default-constructed, or a parameter never set)");
   const Device dev = weights[0].device();
   Tensor total = Tensor::zeros(Shape{}, TensorOptions{DType::f32, dev});
   Tensor part = Tensor::empty(Shape{}, TensorOptions{DType::f32, dev});

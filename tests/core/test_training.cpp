@@ -112,3 +112,10 @@ TEST_CASE("the SGD update follows PyTorch's momentum, Nesterov and weight decay 
     }
   }
 }
+
+TEST_CASE("l2_penalty names an undefined weight by its position", "[training][errors]") {
+  const Tensor w = Tensor::ones(Shape{2});
+  CHECK_THROWS_WITH(l2_penalty(std::vector<Tensor>{w, Tensor()}, 1.0f),
+                    Catch::Matchers::Contains("l2_penalty: weight 1 of 2 is an undefined Tensor"));
+  CHECK(l2_penalty(std::vector<Tensor>{w}, 1.0f).item() == 1.0);  // 0.5 * scale * (1 + 1)
+}
