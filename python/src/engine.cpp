@@ -97,8 +97,11 @@ std::shared_ptr<Sequential> sequential_slice(std::shared_ptr<Sequential> s, cons
     throw nb::value_error(("Sequential '" + s->name() + "': a slice runs consecutive layers; step " +
                            std::to_string(step) + " is not 1").c_str());
   std::shared_ptr<Sequential> out(new Sequential(s->name()), [keep = s](Sequential* p) { delete p; });
-  for (size_t i = 0; i < length; ++i) out->add(s->children()[start + i]);
+  // The slice's own flag follows the parent's, set while it has no children: train() recurses, and the
+  // shared layers must keep the modes they have (a backbone put in eval() through an earlier slice
+  // would get its dropout and batch norm switched back to training, as torch's slicing never does).
   out->train(s->training());
+  for (size_t i = 0; i < length; ++i) out->add(s->children()[start + i]);
   return out;
 }
 
