@@ -4,6 +4,7 @@
 // vgg_finetune reads. One pass over it is one epoch; the next pass starts the next epoch.
 // The GIL is released while a batch is waited for.
 #include <memory>
+#include <mutex>
 #include <string>
 #include <utility>
 #include <vector>
@@ -28,6 +29,11 @@ struct PyLoader {
   std::unique_ptr<io::Loader> loader;
   int64_t served = 0;  // batches of the current epoch taken from the loader; 0 after its end
   int64_t pass = 0;    // iter() calls: only the newest pass's iterator serves batches
+  // Held (with the GIL released) around everything that reads or changes the loader and the
+  // counters above: io::Loader is single-consumer, and two Python threads draining one pass
+  // both got past the pass check while the GIL was released, so one took the next epoch's first
+  // batch. A unique_ptr: make_loader returns a PyLoader by value.
+  std::unique_ptr<std::mutex> mu = std::make_unique<std::mutex>();
 };
 
 // One pass over a Loader (what iter(loader) returns, as a DataLoader's iterator): it serves
@@ -61,23 +67,25 @@ PyLoader make_loader(const std::filesystem::path& root, int64_t batch_size, int6
 
 std::pair<Tensor, Tensor> next_batch(LoaderPass& lp) {
   PyLoader& p = *lp.loader;
-  if (lp.pass != p.pass) throw nb::stop_iteration();  // a newer pass took over the loader
   std::optional<io::Batch> b;
   {
     nb::gil_scoped_release unlocked;
-    // A batch whose every file failed to decode has no rows: skipped (a mean loss over it is NaN).
-    for (;;) {
-      b = p.loader->next();
-      if (!b) break;
-      ++p.served;
-      if (b->labels.numel() > 0) break;
+    const std::lock_guard<std::mutex> lock(*p.mu);  // taken without the GIL: its holder may wait for a batch
+    if (lp.pass == p.pass) {  // else a newer pass took over the loader, or this one ended
+      // A batch whose every file failed to decode has no rows: skipped (a mean loss over it is NaN).
+      for (;;) {
+        b = p.loader->next();
+        if (!b) break;
+        ++p.served;
+        if (b->labels.numel() > 0) break;
+      }
+      if (!b) {
+        p.served = 0;
+        lp.pass = -1;  // ended: stays ended
+      }
     }
   }
-  if (!b) {
-    p.served = 0;
-    lp.pass = -1;  // ended: stays ended
-    throw nb::stop_iteration();
-  }
+  if (!b) throw nb::stop_iteration();
   return {b->images, b->labels};
 }
 
@@ -105,8 +113,9 @@ void bind_data(nb::module_& m) {
       // that every pass starts an epoch of its own.
       .def("__iter__",
            [](PyLoader& p) {
+             nb::gil_scoped_release unlocked;
+             const std::lock_guard<std::mutex> lock(*p.mu);
              if (p.served > 0) {
-               nb::gil_scoped_release unlocked;
                while (p.loader->next()) {
                }
                p.served = 0;
