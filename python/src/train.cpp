@@ -4,6 +4,7 @@
 // callback and, after every step, to let Python's signal handlers run (Ctrl-C).
 #include <omp.h>
 
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -172,9 +173,15 @@ nb::dict train(Sequential& model, const std::string& arch, std::vector<Phase> ph
     if (!PyCallable_Check(on_epoch.ptr()))
       throw nb::type_error(("kiln.train: on_epoch must be a callable taking the epoch's dict, got " +
                             nb::cast<std::string>(nb::repr(on_epoch))).c_str());
-    hooks.on_epoch = [on_epoch](const EpochSummary& e) {
+    // The hooks live in the Trainer, which is destroyed while the GIL is released: the callable's
+    // reference is dropped by a deleter that takes the GIL (a copied nb::object would Py_DECREF without it).
+    std::shared_ptr<nb::object> callback(new nb::object(on_epoch), [](nb::object* o) {
       nb::gil_scoped_acquire gil;
-      on_epoch(epoch_dict(e));
+      delete o;
+    });
+    hooks.on_epoch = [callback](const EpochSummary& e) {
+      nb::gil_scoped_acquire gil;
+      (*callback)(epoch_dict(e));
     };
   }
   // Ctrl-C: while the GIL is released, Python's C-level handler only notes the signal; after every
