@@ -8,6 +8,8 @@
 #include <fstream>
 #include <map>
 #include <set>
+#include <utility>
+#include <vector>
 
 #include "io/crc32c.h"
 #include "io/hdf5.h"
@@ -553,19 +555,31 @@ void load_checkpoint_weights(Module& model, const CheckpointInfo& c) {
     return;
   }
   check_frozen_identity(c);  // before anything is loaded
-  ImportOptions part;
-  part.allow_missing = true;  // each file holds part; together they must hold everything
-  std::set<std::string> loaded;
-  for (const std::string& path : {c.frozen_path, c.weights_path})
-    for (std::string& n : import_weights(model, path, part).loaded) loaded.insert(std::move(n));
-  std::vector<std::string> missing;
-  for (const ParameterRef& p : model.parameters())
-    if (!loaded.count(p.name)) missing.push_back(p.name);
-  for (const BufferRef& b : model.buffers())
-    if (!loaded.count(b.name)) missing.push_back(b.name);
-  KILN_CHECK(missing.empty(), "checkpoint '", c.state_path, "': neither its weights file '", c.weights_path,
-             "' nor its frozen file '", c.frozen_path, "' holds '", missing.front(), "' (", missing.size(),
-             " tensor(s) missing)");
+  // Each import is all or nothing, but there are two: a model built for other classes took the frozen
+  // file's layers and then refused the weights file's head, and kiln.load_checkpoint's caller kept a
+  // half-loaded model. The values from before are copied (for a moment, the model's size again) and put
+  // back on any failure.
+  std::vector<std::pair<Tensor*, Tensor>> before;
+  for (const ParameterRef& p : model.parameters()) before.emplace_back(p.tensor, p.tensor->clone());
+  for (const BufferRef& b : model.buffers()) before.emplace_back(b.tensor, b.tensor->clone());
+  try {
+    ImportOptions part;
+    part.allow_missing = true;  // each file holds part; together they must hold everything
+    std::set<std::string> loaded;
+    for (const std::string& path : {c.frozen_path, c.weights_path})
+      for (std::string& n : import_weights(model, path, part).loaded) loaded.insert(std::move(n));
+    std::vector<std::string> missing;
+    for (const ParameterRef& p : model.parameters())
+      if (!loaded.count(p.name)) missing.push_back(p.name);
+    for (const BufferRef& b : model.buffers())
+      if (!loaded.count(b.name)) missing.push_back(b.name);
+    KILN_CHECK(missing.empty(), "checkpoint '", c.state_path, "': neither its weights file '", c.weights_path,
+               "' nor its frozen file '", c.frozen_path, "' holds '", missing.front(), "' (", missing.size(),
+               " tensor(s) missing)");
+  } catch (...) {
+    for (auto& [tensor, value] : before) tensor->copy_from(value);
+    throw;
+  }
 }
 
 ResumeChoice newest_intact_checkpoint(const std::string& model_dir) {
