@@ -102,8 +102,8 @@ bool is_checkpoint_store_name(const std::string& file_name);
 
 // Loads a checkpoint's parameters and buffers into `model`: its weights file and, from
 // version 3, the frozen file it names (whose digest must be the one recorded). Every
-// parameter and buffer must come from one of them; on an error the model may hold part of
-// the checkpoint.
+// parameter and buffer must come from one of them; on an error the model keeps the values it
+// had (copied first: the model's size again, for the call).
 void load_checkpoint_weights(Module& model, const CheckpointInfo& c);
 
 // The identity of a set of tensors: CRC32C over their names (sorted) and per-tensor CRC32Cs.

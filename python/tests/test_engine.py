@@ -64,12 +64,16 @@ def test_sequential_layers_by_position_name_and_slice():
     backbone = model[:model.index("fc8")]
     assert len(backbone) == len(model) - 1 and isinstance(backbone, kiln.Sequential)
     assert set(backbone.parameters()) == set(model.parameters()) - {"vgg11/fc8/weight", "vgg11/fc8/bias"}
-    model.eval()
+    backbone.eval()  # its layers' modes, shared: the model's own flag stays "training"
+    assert model.training and not model["drop6"].training
     x = kiln.from_dlpack(np.random.default_rng(0).standard_normal((2, 32, 32, 3)).astype(np.float32))
     with kiln.no_grad():
         feats = backbone(x)
         assert feats.shape == (2, 4096)
         assert np.array_equal(np.from_dlpack(model["fc8"](feats)), np.from_dlpack(model(x)))
+    # Taking a slice of the (training) model leaves the shared layers' modes as they are.
+    model[:model.index("fc8")]  # again, over drop6
+    assert not model["drop6"].training and not backbone["drop6"].training
     # Shared layers: freezing through the slice freezes the model's.
     backbone.freeze("vgg11/fc7/")
     assert "vgg11/fc7/weight" not in model.trainable_parameters()

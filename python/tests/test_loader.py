@@ -81,6 +81,29 @@ def test_a_pass_stopped_early_still_leaves_the_next_pass_a_whole_epoch():
         assert list(stale) == [] and len(list(fresh)) == 3
 
 
+def test_one_pass_drained_by_two_threads_serves_its_epoch_once():
+    import threading
+    rng = np.random.default_rng(4)
+    with tempfile.TemporaryDirectory() as d:
+        write_folder(d, "train", 5, rng)  # 10 images, batches of 1
+        loader = kiln.Loader(f"{d}/train", batch_size=1, image_size=32, shuffle=False, num_workers=2)
+        it = iter(loader)
+        got, lock = [], threading.Lock()
+
+        def drain():
+            for _, y in it:
+                with lock:
+                    got.append(int(y.numpy()[0]))
+
+        threads = [threading.Thread(target=drain) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(got) == [0] * 5 + [1] * 5 and loader.epoch == 1  # not 11 batches, not epoch 2
+        assert len(epoch(loader)) == 10 and loader.epoch == 2  # the next pass is a whole epoch
+
+
 def test_a_batch_of_only_undecodable_files_is_not_served():
     rng = np.random.default_rng(8)
     with tempfile.TemporaryDirectory() as d:

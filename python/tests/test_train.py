@@ -45,6 +45,13 @@ def test_head_only_phase_trains_the_head_alone():
         for name, t in model.parameters().items():
             assert np.array_equal(t.numpy(), other.parameters()[name].numpy()), name
         assert kiln.load_checkpoint(other, run, best=True)["epochs_done"] in (1, 2)
+        # A model for other classes: refused on fc8 (the weights file), after the frozen file's
+        # layers loaded; the model keeps every value it had.
+        three = kiln.build_model("vgg11", num_classes=3, image_size=32, seed=7)
+        values = {k: np.array(t.numpy()) for k, t in three.parameters().items()}
+        with pytest.raises(kiln.Error, match="fc8"):
+            kiln.load_checkpoint(three, run)
+        assert all(np.array_equal(values[k], t.numpy()) for k, t in three.parameters().items())
         with pytest.raises(kiln.Error, match=r'holds a vgg11, and this model is a vgg16; build it with '
                                              r'kiln.build_model\("vgg11", num_classes=2, image_size=32\)'):
             kiln.load_checkpoint(kiln.build_model("vgg16", num_classes=2, image_size=32), run)
