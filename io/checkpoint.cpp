@@ -433,7 +433,8 @@ void restore_optimizer(const h5::Group& root, Optimizer& opt, bool allow_changed
   const std::string changed = changed_settings(root, opt);
   KILN_CHECK(changed.empty() || allow_changed_settings, "checkpoint '", state_path, "' was saved by ", opt.kind(),
              " with other settings (", changed, "); build the optimizer with the saved settings to "
-             "resume that run, or allow changed settings (vgg_finetune train --allow-changed-config)");
+             "resume that run (kiln.train: the Phase's momentum), or allow changed settings (vgg_finetune train "
+             "--allow-changed-config; TrainerOptions::allow_changed_optimizer_settings)");
   for (const OptimizerStateRef& s : opt.state()) {
     if (s.tensor->dtype() == DType::i64) {
       const std::string key = attr_key(s.name);
@@ -448,7 +449,8 @@ void restore_optimizer(const h5::Group& root, Optimizer& opt, bool allow_changed
         continue;
       }
       KILN_CHECK(root.is_dataset(rel), "checkpoint '", state_path, "' has no optimizer entry '", s.name,
-                 "' (was it written with other optimizer settings, e.g. --momentum?)");
+                 "' (the optimizer holds parameters or settings the saved one did not: does this phase train other layers "
+                 "than the run's, or with another momentum?)");
       const h5::Dataset ds = root.dataset(rel);
       KILN_CHECK(ds.shape() == s.tensor->shape().dims(), "checkpoint '", state_path, "': optimizer entry '", s.name,
                  "' has shape ", h5::shape_str(ds.shape()), ", expected ", h5::shape_str(s.tensor->shape().dims()));

@@ -157,6 +157,15 @@ Tensor from_array(const Array& a, bool copy_to_contiguous) {
 // ask without one). Everything else goes through nanobind's ndarray caster.
 Tensor from_dlpack(nb::handle x, bool copy_to_contiguous) {
   nb::object source = nb::borrow(x);
+  // PyTorch will not hand out a leaf's memory while it requires grad (writes would bypass its
+  // autograd's version counter and give wrong gradients); nanobind's caster reaches a CPU
+  // tensor's memory another way, so the refusal is made here, as for CUDA below.
+  if (!nb::isinstance<Tensor>(x) && nb::hasattr(x, "requires_grad") && nb::hasattr(x, "detach")) {
+    const nb::object rg = x.attr("requires_grad");
+    KILN_CHECK(!(nb::isinstance<nb::bool_>(rg) && nb::cast<bool>(rg)), "from_dlpack: this ",
+               nb::type_name(x.type()).c_str(), " requires grad, and its producer keeps such memory to itself (a "
+               "write through kiln would not be seen by its autograd): pass x.detach()");
+  }
   if (nb::hasattr(x, "__dlpack__") && nb::hasattr(x, "__dlpack_device__")) {
     const nb::tuple where = nb::cast<nb::tuple>(x.attr("__dlpack_device__")());
     if (nb::len(where) == 2 && nb::cast<int>(where[0]) == kDLCUDA) {

@@ -57,6 +57,15 @@ def test_torch_round_trip_shares_memory_both_ways():
     del x, y
     gc.collect()
     assert t.tolist() == [0, 7, 2, 3, 4, 5, 6, 9]
+    # A leaf that requires grad is refused, as torch's own x.numpy() and __dlpack__ refuse it:
+    # a write through kiln would give wrong gradients. Its detach() shares.
+    w = torch.ones(3, requires_grad=True)
+    with pytest.raises(kiln.Error, match="requires grad.*pass x.detach"):
+        kiln.from_dlpack(w)
+    assert kiln.from_dlpack(w.detach()).data_ptr == w.data_ptr()
+    k = kiln.ones([2])
+    k.requires_grad = True
+    assert kiln.from_dlpack(k).tolist() == [1.0, 1.0]  # kiln's own tensors share as before
 
 
 @needs_torch
