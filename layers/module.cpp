@@ -137,9 +137,10 @@ int Module::set_trainable(const std::string& pattern, bool trainable, const char
     for (auto& c : m.children_) walk(*c, scope);
   };
   walk(*this, "");
-  KILN_CHECK(matched > 0, verb, "('", pattern, "'): no parameter of ", name_, " matches (names look like '",
-             parameters().empty() ? std::string("-") : parameters().front().name,
-             "'; a scope ends in '/', a glob uses * and ?)");
+  const std::vector<ParameterRef> all = parameters();
+  KILN_CHECK(matched > 0, verb, "('", pattern, "'): no parameter of ", name_, " matches (",
+             all.empty() ? std::string("it has no parameters") : "names look like '" + all.front().name + "'",
+             "; a scope ends in '/', a glob uses * and ?)");
   return matched;
 }
 

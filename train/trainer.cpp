@@ -133,7 +133,13 @@ void apply_phase(Sequential& model, const Phase& phase) {
     return;
   }
   model.freeze(all);
-  for (const std::string& p : phase.train_patterns) model.unfreeze(p);
+  for (const std::string& p : phase.train_patterns) {
+    try {
+      model.unfreeze(p);
+    } catch (const Error& e) {  // the caller wrote a phase, not an unfreeze call
+      KILN_FAIL("phase '", phase.name, "' trains '", p, "', which matches nothing: ", e.message());
+    }
+  }
 }
 
 BatchNormUse batch_norm_use(Module& model) {

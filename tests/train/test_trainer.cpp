@@ -755,3 +755,13 @@ TEST_CASE("data-parallel ranks stop together when one is asked to, or when one's
   REQUIRE(hook.checkpoint);
   CHECK(hook.checkpoint->meta.epochs_done == 1);
 }
+
+TEST_CASE("a phase whose train pattern matches nothing is named in the error, not an unfreeze call it never made", "[train][errors]") {
+  Generator g(1);
+  auto net = tiny_net(g);
+  CHECK_THROWS_WITH(apply_phase(*net, phase("head only", {"net/fc9/"})),
+                    Contains("phase 'head only' trains 'net/fc9/', which matches nothing: unfreeze('net/fc9/'): no "
+                             "parameter of net matches (names look like 'net/fc1/weight'"));
+  Sequential empty("empty");
+  CHECK_THROWS_WITH(empty.freeze("*"), Contains("no parameter of empty matches (it has no parameters;"));
+}
