@@ -105,7 +105,7 @@ struct MachineLimits {
 };
 
 // The roofs every row is measured against: what `device` does at its best, measured now.
-// CPU: oneDNN's sgemm (row-major) and a multi-threaded copy; a GPU: kiln's GEMM and a
+// CPU: oneDNN's sgemm (row-major) and the faster of a memcpy and a streaming-store copy; a GPU: kiln's GEMM and a
 // device copy, through the public API.
 MachineLimits measure_limits(kiln::Device device, int threads, int repeat);
 // The device's name only, its roofs zero (printed as "-"): for --only runs.
