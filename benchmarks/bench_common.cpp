@@ -27,6 +27,7 @@
 #include "check/op_cases.h"
 #include "io/atomic_file.h"
 #include "layers/models/resnet.h"
+#include "train/precision.h"
 
 
 namespace kiln::bench {
@@ -241,7 +242,8 @@ namespace {
 // at three elements against a double reference, judged as every row is (check_row, the
 // reduction class).
 void check_peak_gemm(const char* what, int64_t n, const std::vector<float>& a, const std::vector<float>& b,
-                     bool b_transposed, const std::function<float(int64_t, int64_t)>& c) {
+                     bool b_transposed, const std::function<float(int64_t, int64_t)>& c,
+                     double rtol = kiln::check::kRtolReduction) {
   Row probe;
   probe.name = what;
   std::vector<double> got, want;
@@ -253,7 +255,7 @@ void check_peak_gemm(const char* what, int64_t n, const std::vector<float>& a, c
     got.push_back(c(i, j));
     want.push_back(ref);
   }
-  check_row(probe, got, want, kiln::check::kRtolReduction);
+  check_row(probe, got, want, rtol);
   if (!probe.check_ok) throw std::runtime_error(std::string(what) + " computes wrong products: " + probe.check);
 }
 
@@ -265,6 +267,27 @@ std::pair<std::vector<float>, std::vector<float>> peak_operands(int64_t n) {
     b[static_cast<size_t>(i)] = static_cast<float>((i % 5) - 2) * 0.01f;
   }
   return {std::move(a), std::move(b)};
+}
+
+// The bf16 roof: the backend's GEMM (kiln linear, y = x w^T) with x, w and y in bf16 and
+// fp32 accumulation, as the bf16 rows compute. Checked on the bf16-rounded operands with one
+// more bf16 rounding of the output allowed (as conv's bf16 rows). 0 without native bf16.
+double measure_bf16_peak(kiln::Device device, int64_t n, int reps, double& other_load) {
+  if (!kiln::native_bf16(device)) return 0;
+  const auto [a, b] = peak_operands(n);
+  const Tensor x = Tensor::from_vector(a, Shape{n, n}).to(device).to(kiln::DType::bf16);
+  const Tensor w = Tensor::from_vector(b, Shape{n, n}).to(device).to(kiln::DType::bf16);
+  Tensor y = Tensor::empty(Shape{n, n}, kiln::TensorOptions{kiln::DType::bf16, device});
+  kiln::Backend& be = kiln::backend_for(device);
+  const Stats s = time_it(device, 1, reps, [&] { be.linear_forward(x, w, Tensor(), y); });
+  const std::vector<float> xr = x.to(kiln::DType::f32).cpu().to_vector<float>();
+  const std::vector<float> wr = w.to(kiln::DType::f32).cpu().to_vector<float>();
+  const Tensor y_host = y.to(kiln::DType::f32).cpu();
+  const float* yp = y_host.data<float>();
+  check_peak_gemm("the bf16 GEMM (kiln linear)", n, xr, wr, true, [&](int64_t i, int64_t j) { return yp[i * n + j]; },
+                  1.0 / 256 + kiln::check::kRtolReduction);
+  other_load = std::max(other_load, s.other_load);
+  return 2.0 * n * n * n / (s.min_ms * 1e-3) / 1e9;
 }
 
 // The CPU's roofs: oneDNN's sgemm (row-major, 2048^3) and the faster of two multi-threaded
@@ -281,6 +304,10 @@ void measure_cpu_roofs(MachineLimits& m, int reps, Stats& g, Stats& bw) {
   check_peak_gemm("dnnl_sgemm", n, a, b, false, [&](int64_t i, int64_t j) { return c[static_cast<size_t>(i * n + j)]; });
   m.peak_gflops = 2.0 * n * n * n / (g.min_ms * 1e-3) / 1e9;
   m.sgemm_shape = "sgemm 2048x2048x2048";
+  // No TF32 on a CPU: its fp32 rows all run fp32 arithmetic.
+  m.peak_tf32_gflops = m.peak_gflops;
+  m.peak_bf16_gflops = measure_bf16_peak(kiln::Device::cpu(), n, reps, g.other_load);
+  m.peaks_from = m.peak_bf16_gflops > 0 ? "bf16: kiln linear bf16 2048^3" : "bf16: no native bf16, not measured";
 
   // 256 MiB each way, copied twice: by glibc's memcpy and with streaming stores; the roof is
   // the faster. memcpy's ordinary stores read each destination line first (read for
@@ -365,6 +392,26 @@ void measure_gpu_roofs(kiln::Device device, MachineLimits& m, int reps, Stats& g
   const bool tf32 = kiln::compute_options().matmul_tf32;
   m.peak_gflops = 2.0 * n * n * n / (g.min_ms * 1e-3) / 1e9;
   m.sgemm_shape = std::string("kiln linear ") + (tf32 ? "TF32" : "fp32") + " 8192^3";
+  // TF32 convolutions (KILN_TF32=conv, the default) run on tensor cores: their roof is a
+  // TF32 GEMM, measured with GEMMs switched to TF32 for this one timing.
+  if (tf32) {
+    m.peak_tf32_gflops = m.peak_gflops;
+  } else {
+    kiln::ComputeOptions& math = kiln::compute_options();
+    math.matmul_tf32 = true;
+    Stats t;
+    try {
+      t = time_it(device, 1, reps, [&] { be.linear_forward(x, w, Tensor(), y); });
+    } catch (...) {
+      math.matmul_tf32 = false;
+      throw;
+    }
+    math.matmul_tf32 = false;
+    m.peak_tf32_gflops = 2.0 * n * n * n / (t.min_ms * 1e-3) / 1e9;
+    g.other_load = std::max(g.other_load, t.other_load);
+  }
+  m.peak_bf16_gflops = measure_bf16_peak(device, n, reps, g.other_load);
+  m.peaks_from = "TF32 and bf16: kiln linear 8192^3";
 
   const int64_t bytes = int64_t{1} << 31;  // 2 GiB each way: far past a GPU's L2
   const Tensor src = Tensor::zeros(Shape{bytes}, kiln::TensorOptions{kiln::DType::u8, device});
@@ -422,16 +469,28 @@ void time_checked_row(Row row, const Options& opt, const MachineLimits& m, Suite
 
 // The fraction of the roofline: the attainable rate is min(peak, intensity * bandwidth),
 // so a memory-bound row (a pool, an fc at small batch) is judged against the bandwidth.
+const char* math_name(Math m) { return m == Math::bf16 ? "bf16" : m == Math::tf32 ? "tf32" : "fp32"; }
+
+double peak_of(const Row& r, const MachineLimits& m) {
+  switch (r.math) {
+    case Math::fp32: return m.peak_gflops;
+    case Math::tf32: return m.peak_tf32_gflops;
+    case Math::bf16: return m.peak_bf16_gflops;
+  }
+  return 0;
+}
+
 double roof_fraction(const Row& r, const MachineLimits& m) {
   if (!r.timed || r.bytes <= 0 || m.bandwidth_gbs <= 0) return 0;
-  const double attainable = std::min(m.peak_gflops, r.flops / r.bytes * m.bandwidth_gbs);
+  if (r.flops > 0 && peak_of(r, m) <= 0) return 0;  // no roof of its math measured: not judged
+  const double attainable = std::min(peak_of(r, m), r.flops / r.bytes * m.bandwidth_gbs);
   if (attainable <= 0) return gbs(r) / m.bandwidth_gbs;
   return gflops(r) / attainable;
 }
 
 const char* bound_of(const Row& r, const MachineLimits& m) {
-  if (r.bytes <= 0 || m.peak_gflops <= 0) return "-";  // a view (no data moved), or no limits measured
-  return r.flops / r.bytes * m.bandwidth_gbs < m.peak_gflops ? "mem" : "flop";
+  if (r.bytes <= 0 || peak_of(r, m) <= 0) return "-";  // a view (no data moved), or no limits measured
+  return r.flops / r.bytes * m.bandwidth_gbs < peak_of(r, m) ? "mem" : "flop";
 }
 
 namespace {
@@ -465,7 +524,7 @@ void print_row(const Row& r, const MachineLimits& m) {
   char rate[16] = "-", of_peak[16] = "-";
   if (r.flops > 0) {
     std::snprintf(rate, sizeof rate, "%.1f", gflops(r));
-    if (m.peak_gflops > 0) std::snprintf(of_peak, sizeof of_peak, "%.1f%%", 100.0 * gflops(r) / m.peak_gflops);
+    if (peak_of(r, m) > 0) std::snprintf(of_peak, sizeof of_peak, "%.1f%%", 100.0 * gflops(r) / peak_of(r, m));
   }
   std::printf("%-*s %-*s %9.3f %9.3f %9.3f %8s %6s %7.2f %5s %4.0f%% %4.0f%%%s %s\n", g_name_w, r.name.c_str(),
               g_shape_w, r.shape.c_str(), r.t.median_ms, r.t.min_ms, r.t.max_ms, rate, of_peak, gbs(r), bound_of(r, m),
@@ -867,7 +926,8 @@ void json_suite_body(std::ostringstream& js, const MachineLimits& m, const Suite
     if (r.timed) {
       js << ", \"median_ms\": " << json_num(r.t.median_ms) << ", \"min_ms\": " << json_num(r.t.min_ms)
          << ", \"max_ms\": " << json_num(r.t.max_ms) << ", \"gflops\": " << json_num(gflops(r))
-         << ", \"fraction_of_peak\": " << json_num(gflops(r) / m.peak_gflops) << ", \"gbs\": " << json_num(gbs(r))
+         << ", \"math\": \"" << math_name(r.math) << "\", \"fraction_of_peak\": " << json_num(gflops(r) / peak_of(r, m))
+         << ", \"gbs\": " << json_num(gbs(r))
          << ", \"fraction_of_roof\": " << json_num(roof_fraction(r, m))
          << ", \"runs\": " << r.t.runs << ", \"other_load\": " << json_num(r.t.other_load);
     }
@@ -923,6 +983,8 @@ void write_json(const std::string& path, const Options& opt, const MachineLimits
      << ", \"tf32\": " << json_str(kiln::tf32_mode()) << "},\n";
   js << "  \"machine\": {\"device\": " << json_str(m.device) << ", \"threads\": " << m.threads
      << ", \"peak_gflops\": " << json_num(m.peak_gflops) << ", \"peak_from\": " << json_str(m.sgemm_shape)
+     << ", \"peak_tf32_gflops\": " << json_num(m.peak_tf32_gflops) << ", \"peak_bf16_gflops\": "
+     << json_num(m.peak_bf16_gflops) << ", \"peaks_from\": " << json_str(m.peaks_from)
      << ", \"loadavg\": " << json_str(m.loadavg) << ", \"other_load\": " << json_num(m.other_load) << ", \"bandwidth_gbs\": " << json_num(m.bandwidth_gbs) << ", \"bandwidth_from\": " << json_str(m.copy_size)
      << ", \"onednn\": \"" << dv->major << "." << dv->minor << "." << dv->patch << "\"},\n";
   if (reports.size() == 1) {

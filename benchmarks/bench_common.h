@@ -97,6 +97,12 @@ struct MachineLimits {
   std::string device;  // the CPU's or the GPU's model
   int threads = 0;
   double peak_gflops = 0;    // best fp32 GEMM rate (TF32 on a GPU where allowed)
+  // The roofs of rows that compute in other math (Row::math): a TF32 GEMM (a GPU only; the
+  // same as peak_gflops where GEMMs already use TF32) and a bf16 GEMM (where the device has
+  // native bf16: AMX or AVX512_BF16 on a CPU, tensor cores on a GPU); 0 where not measured.
+  double peak_tf32_gflops = 0;
+  double peak_bf16_gflops = 0;
+  std::string peaks_from;  // how the TF32 and bf16 roofs were measured, for the header
   double bandwidth_gbs = 0;  // best copy rate, bytes read + written
   std::string sgemm_shape;
   std::string copy_size;
@@ -114,12 +120,18 @@ MachineLimits unmeasured_limits(kiln::Device device, int threads);
 // ---------------------------------------------------------------- rows and results
 
 // One checked, timed kernel (or a whole forward pass).
+// The arithmetic a row's FLOPs run in, which picks its compute roof: an fp32 peak does not
+// bound a bf16 convolution on AMX (16x fp32's FLOPs a cycle) or a TF32 one on tensor cores.
+enum class Math { fp32, tf32, bf16 };
+const char* math_name(Math m);
+
 struct Row {
   std::string name;
   std::string kind;   // conv, pool, fc, net
   std::string shape;  // what it computes, e.g. "[8,32,32,3] -> [8,32,32,16]"
   double flops = 0;   // useful floating-point operations of one run
   double bytes = 0;   // minimum memory traffic of one run (inputs, weights, outputs)
+  Math math = Math::fp32;  // the compute roof it is judged against (peak_of)
   bool checked = false;
   bool check_ok = false;
   std::string check;  // what the check found, for people
@@ -135,8 +147,11 @@ struct SuiteResult {
 };
 
 double gflops(const Row& r);
+// The compute roof of the row's math; 0 where that roof was not measured (then %peak and
+// %roof print "-" rather than a fraction of another math's peak).
+double peak_of(const Row& r, const MachineLimits& m);
 double gbs(const Row& r);
-// The fraction of the roofline: min(peak, intensity * bandwidth).
+// The fraction of the roofline: min(peak_of(r), intensity * bandwidth).
 double roof_fraction(const Row& r, const MachineLimits& m);
 const char* bound_of(const Row& r, const MachineLimits& m);
 

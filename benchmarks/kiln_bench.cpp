@@ -115,7 +115,11 @@ void print_header(const Options& opt, const std::vector<const Suite*>& suites, c
   std::printf("limits: fp32 peak %.1f GFLOP/s (best %s), bandwidth %.1f GB/s (best %s, read + write)%s\n",
               m.peak_gflops, m.sgemm_shape.c_str(), m.bandwidth_gbs, m.copy_size.c_str(),
               m.other_load > kDisturbed ? " -- DISTURBED by other processes" : "");
-  std::printf("%%peak: of the GEMM peak (a kernel better tuned than that GEMM can exceed 100%%); %%roof: of\n"
+  if (m.peak_gflops > 0)
+    std::printf("        TF32 peak %.1f GFLOP/s, bf16 peak %.1f GFLOP/s (%s; 0: not measured)\n", m.peak_tf32_gflops,
+                m.peak_bf16_gflops, m.peaks_from.c_str());
+  std::printf("%%peak: of the GEMM peak of the row's math, fp32, TF32 (GPU convs by default) or bf16 (rows @bf16)\n"
+              "(a kernel better tuned than that GEMM, or a Winograd convolution, can exceed 100%%); %%roof: of\n"
               "min(peak, FLOP/byte * bandwidth) (a row whose data fits in the last-level cache can exceed 100%%);\n"
               "cache: %s\n"
               "other: CPU share taken by other processes while timing\n"

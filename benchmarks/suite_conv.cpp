@@ -216,6 +216,7 @@ double time_bf16(ConvLayer& t, const std::function<Row(const std::string&, doubl
     return 0;
   }
   Row h = row("fwd@bf16", (t.xb + t.wb + t.ob + t.yb) / 2);
+  h.math = Math::bf16;  // judged against the bf16 GEMM: on AMX an fp32 roof is passed 2-10x
   check_forward(xh.to(kiln::DType::f32).cpu(), wh.to(kiln::DType::f32).cpu(), bh.to(kiln::DType::f32).cpu(),
                 yh.to(kiln::DType::f32).cpu(), h, kRtolBf16);
   time_checked_row(std::move(h), opt, m, res, [&] { be.conv2d_forward(xh, wh, bh, kSame, yh); });
@@ -245,6 +246,9 @@ SuiteResult run_conv(const Options& opt, const MachineLimits& m) {
         r.shape = shape;
         r.flops = t.flops;
         r.bytes = bytes;
+        // fp32 convolutions on a GPU run on TF32 tensor cores unless KILN_TF32=none: their
+        // roof is the TF32 GEMM, not the strict fp32 one (~8x lower on an H200).
+        r.math = gpu && kiln::compute_options().conv_tf32 ? Math::tf32 : Math::fp32;
         return r;
       };
       const size_t first = res.rows.size();

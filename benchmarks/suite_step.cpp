@@ -61,6 +61,7 @@ void time_precision_variant(Row r, kiln::Precision p, Sequential& model, const s
                             const MachineLimits& m, SuiteResult& res) {
   const kiln::Device d = bench_device(opt);
   r.name += std::string("@") + kiln::precision_name(p);
+  r.math = Math::bf16;  // the convolutions, nearly all of the FLOPs, run in bf16 (fc8 alone stays fp32)
   if (!row_wanted(opt, r.name)) return;
   if (d.is_cpu() && !kiln::native_bf16(d)) {
     std::printf("%s: skipped (this CPU has no AVX-512 BF16: bf16 would be emulated)\n", r.name.c_str());
@@ -94,6 +95,7 @@ void time_graph_variant(Row r, Sequential& model, SGD& sgd, const Tensor& x, con
   const kiln::Device d = bench_device(opt);
   const std::string r_key = r.name.substr(r.name.find('/') + 1);  // "step_fc8"
   r.name += "@bf16-frozen+graph";
+  r.math = Math::bf16;
   if (d.is_cpu() || !row_wanted(opt, r.name)) return;
   try {
     const kiln::PrecisionUse u = kiln::apply_precision(model, kiln::Precision::bf16_frozen);
@@ -149,6 +151,8 @@ SuiteResult run_step(const Options& opt, const MachineLimits& m) {
   for (size_t i = 0; i < lab.size(); ++i) lab[i] = static_cast<int64_t>((i * 5) % kClasses);
   const Tensor labels = to_bench_device(Tensor::from_vector(lab, Shape{n}), opt);
   const auto [fwd_flops, fwd_bytes] = forward_cost(spec, n, kClasses);
+  // On a GPU the convolutions (nearly all of the FLOPs) run in TF32 unless KILN_TF32=none.
+  const bool gpu_tf32 = !bench_device(opt).is_cpu() && kiln::compute_options().conv_tf32;
   const std::string shape = shape_str(x.shape()) + "->" + std::to_string(kClasses);
 
   // Inference: eval mode (dropout off, batch norm on running statistics), no graph.
@@ -159,6 +163,7 @@ SuiteResult run_step(const Options& opt, const MachineLimits& m) {
     r.shape = shape;
     r.flops = fwd_flops;
     r.bytes = fwd_bytes;
+    r.math = gpu_tf32 ? Math::tf32 : Math::fp32;
     model->train(false);
     kiln::NoGradGuard ng;
     const std::vector<float> logits = (*model)(x).to_vector<float>();
@@ -212,6 +217,7 @@ SuiteResult run_step(const Options& opt, const MachineLimits& m) {
     // two backward products per layer (the usual 3x).
     r.flops = phase == 1 ? fwd_flops + 2.0 * 2.0 * n * head_in * kClasses : 3.0 * fwd_flops;
     r.bytes = phase == 1 ? fwd_bytes : 3.0 * fwd_bytes;
+    r.math = gpu_tf32 ? Math::tf32 : Math::fp32;
     // One checked step: it must touch what is trainable and nothing else.
     const CheckStep check_step = [&](Row& row, const std::function<void()>& run) {
       const std::vector<float> last_before = last_w.tensor->to_vector<float>();
