@@ -272,7 +272,7 @@ std::pair<std::vector<float>, std::vector<float>> peak_operands(int64_t n) {
 // The bf16 roof: the backend's GEMM (kiln linear, y = x w^T) with x, w and y in bf16 and
 // fp32 accumulation, as the bf16 rows compute. Checked on the bf16-rounded operands with one
 // more bf16 rounding of the output allowed (as conv's bf16 rows). 0 without native bf16.
-double measure_bf16_peak(kiln::Device device, int64_t n, int reps, double& other_load) {
+double measure_bf16_peak_unguarded(kiln::Device device, int64_t n, int reps, double& other_load) {
   if (!kiln::native_bf16(device)) return 0;
   const auto [a, b] = peak_operands(n);
   const Tensor x = Tensor::from_vector(a, Shape{n, n}).to(device).to(kiln::DType::bf16);
@@ -288,6 +288,17 @@ double measure_bf16_peak(kiln::Device device, int64_t n, int reps, double& other
                   1.0 / 256 + kiln::check::kRtolReduction);
   other_load = std::max(other_load, s.other_load);
   return 2.0 * n * n * n / (s.min_ms * 1e-3) / 1e9;
+}
+
+// The same; a failure leaves the bf16 roof unmeasured (its rows print '-') and says why in
+// `from`, instead of ending a run whose fp32 rows need no bf16 roof.
+double measure_bf16_peak(kiln::Device device, int64_t n, int reps, double& other_load, std::string& from) {
+  try {
+    return measure_bf16_peak_unguarded(device, n, reps, other_load);
+  } catch (const std::exception& e) {
+    from += std::string(" (bf16 not measured: ") + e.what() + ")";
+    return 0;
+  }
 }
 
 // The CPU's roofs: oneDNN's sgemm (row-major, 2048^3) and the faster of two multi-threaded
@@ -306,8 +317,9 @@ void measure_cpu_roofs(MachineLimits& m, int reps, Stats& g, Stats& bw) {
   m.sgemm_shape = "sgemm 2048x2048x2048";
   // No TF32 on a CPU: its fp32 rows all run fp32 arithmetic.
   m.peak_tf32_gflops = m.peak_gflops;
-  m.peak_bf16_gflops = measure_bf16_peak(kiln::Device::cpu(), n, reps, g.other_load);
-  m.peaks_from = m.peak_bf16_gflops > 0 ? "bf16: kiln linear bf16 2048^3" : "bf16: no native bf16, not measured";
+  m.peaks_from = kiln::native_bf16(kiln::Device::cpu()) ? "bf16: kiln linear bf16 2048^3"
+                                                          : "bf16: no native bf16, not measured";
+  m.peak_bf16_gflops = measure_bf16_peak(kiln::Device::cpu(), n, reps, g.other_load, m.peaks_from);
 
   // 256 MiB each way, copied twice: by glibc's memcpy and with streaming stores; the roof is
   // the faster. memcpy's ordinary stores read each destination line first (read for
@@ -410,8 +422,8 @@ void measure_gpu_roofs(kiln::Device device, MachineLimits& m, int reps, Stats& g
     m.peak_tf32_gflops = 2.0 * n * n * n / (t.min_ms * 1e-3) / 1e9;
     g.other_load = std::max(g.other_load, t.other_load);
   }
-  m.peak_bf16_gflops = measure_bf16_peak(device, n, reps, g.other_load);
   m.peaks_from = "TF32 and bf16: kiln linear 8192^3";
+  m.peak_bf16_gflops = measure_bf16_peak(device, n, reps, g.other_load, m.peaks_from);
 
   const int64_t bytes = int64_t{1} << 31;  // 2 GiB each way: far past a GPU's L2
   const Tensor src = Tensor::zeros(Shape{bytes}, kiln::TensorOptions{kiln::DType::u8, device});
