@@ -135,11 +135,12 @@ std::vector<FlagSpec> train_specs() {
       {"cuda-graph", "off|on|auto", "off",
        "record phase 1's step (the head alone) once as a CUDA graph and replay it per batch: off; on: in every head-only phase on a GPU; auto: only where phase 1 runs from cached features (--no-augment), where the short step is bound by kernel launches. Partial batches, phase 2, the CPU and a failed capture run eagerly; results are the same either way. Off by default until it has run on a GPU"},
       {"allow-changed-config", "", "",
-       "resume even though a recipe flag (--model, --phase1-epochs, --phase1-lr, --phase2-epochs, --phase2-lr, "
-       "--batch, --momentum, --weight-decay, --keep-prob, --seed, --image-size, --head, --train-from, --no-augment, "
+       "resume even though a recipe flag (--phase1-epochs, --phase1-lr, --phase2-epochs, --phase2-lr, "
+       "--batch, --momentum, --weight-decay, --keep-prob, --seed, --no-augment, "
        "--head-init, --calibrate-bn, --precision) differs from the run's config.txt, or config.txt is missing or "
        "records no recipe; config.txt then records the change. --phase1-epochs cannot change once a checkpoint is "
-       "in phase 2"},
+       "in phase 2; --model, --image-size, --head and --train-from never change on resume (the checkpoints hold "
+       "that model)"},
   };
 }
 

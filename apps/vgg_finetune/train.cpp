@@ -254,6 +254,19 @@ RunStart check_model_dir(const TrainConfig& cfg, const ModelSpec& spec, const st
     const std::string differs = resume_mismatch(resume->meta, spec.name, cfg.image_size, classes);
     KILN_CHECK(differs.empty(), "model directory '", cfg.model_dir, "' holds a checkpoint trained with ", differs, " (",
                resume->state_path, "); use a new --model-dir");
+    // The head and phase 1's first layer are the run's too: its checkpoints hold that model (the
+    // avg head has no fc6, fc7) and a resume takes train_from from the checkpoint, so another
+    // value would be recorded as a change (--allow-changed-config) and not happen.
+    const std::string head = resume->meta.head.empty() ? "fc" : resume->meta.head;
+    KILN_CHECK(cfg.head == head, "--head ", cfg.head, ": the run in '", cfg.model_dir, "' was built with --head ", head,
+               " (", resume->state_path, "), which its resume keeps, even with --allow-changed-config; give --head ",
+               head, ", or use a new --model-dir");
+    const std::string from =
+        resume->meta.train_from.empty() ? layer_of(spec, spec.head_scope) : resume->meta.train_from;
+    KILN_CHECK(cfg.train_from == "auto" || cfg.train_from == from, "--train-from ", cfg.train_from,
+               ": phase 1 of the run in '", cfg.model_dir, "' trains from ", from, " (", resume->state_path,
+               "), which its resume keeps, even with --allow-changed-config; leave --train-from out, or use a new "
+               "--model-dir");
   }
   // A resume continues the saved recipe: changed training flags are refused (unless allowed).
   s.config_path = (fs::path(cfg.model_dir) / kConfigFile).string();

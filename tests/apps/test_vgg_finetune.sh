@@ -185,6 +185,16 @@ mv "$W/b/config.txt" "$W/b_config.bak"
 expect_error "resume without config.txt" train --data-dir "$W/data" --model-dir "$W/b" "${COMMON[@]}" --phase2-epochs 2
 grep -q "its config.txt is missing (a run of kiln.train writes none), so this resume cannot be checked" "$W/err.txt" || bad "a missing config.txt is not named"
 mv "$W/b_config.bak" "$W/b/config.txt"
+# --head and --train-from are the checkpoints' model and phase 1: even --allow-changed-config cannot change them
+# (a resume took train_from from the checkpoint while config.txt recorded the new value).
+expect_error "another --train-from on resume" train --data-dir "$W/data" --model-dir "$W/b" "${COMMON[@]}" \
+  --train-from fc6 --allow-changed-config
+grep -q -- "--train-from fc6: phase 1 of the run in '$W/b' trains from fc8" "$W/err.txt" ||
+  bad "--train-from on resume: $(cat "$W/err.txt")"
+expect_error "another --head on resume" train --data-dir "$W/data" --model-dir "$W/b" "${COMMON[@]}" --head avg \
+  --allow-changed-config
+grep -q -- "--head avg: the run in '$W/b' was built with --head fc" "$W/err.txt" ||
+  bad "--head on resume: $(cat "$W/err.txt")"
 expect_error "another --convention on resume" train --data-dir "$W/data" --model-dir "$W/b" "${COMMON[@]}" --convention caffe_bgr
 grep -q "trained on torchvision_rgb inputs, which its resume keeps" "$W/err.txt" || bad "--convention on resume not explained"
 if "$B" train --data-dir "$W/data" --model-dir "$W/b" "${COMMON[@]}" --phase1-lr 0.001 > "$W/b3.log" 2>&1 &&
