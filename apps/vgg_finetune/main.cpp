@@ -265,18 +265,31 @@ std::string after_epochs(const io::CheckpointInfo& c) {
          (b > 0 ? " and " + std::to_string(b) + (b == 1 ? " batch" : " batches") : "");
 }
 
+// A folder per class to evaluate on. One class is enough (a test set of new images of one
+// class; the help says "the model's classes, or some of them"): io::image_folder asks for two,
+// as training does.
+io::Dataset eval_folder(const std::string& dir) {
+  io::Dataset ds = io::scan_image_folder(dir).dataset;
+  KILN_CHECK(!ds.classes.empty(), "--data-dir '", dir, "' holds no class folder: give the folder that holds a folder "
+             "per class (or one holding val/), not the images themselves");
+  for (size_t label = 0; label < ds.classes.size(); ++label)
+    KILN_CHECK(ds.class_counts[label] > 0, "class folder '", (fs::path(dir) / ds.classes[label]).string(),
+               "' holds no image file (expected .jpg, .jpeg, .png or .bmp)");
+  return ds;
+}
+
 io::Dataset eval_dataset(const std::string& dir) {
   // A data folder with split folders (train/, val/, test/; what else it holds aside) is
   // evaluated on its val/, as train --data-dir reads it; one without them is itself the
   // folder per class.
   const fs::path val = fs::path(dir) / "val";
-  if (fs::is_directory(val)) return io::image_folder(val.string());
+  if (fs::is_directory(val)) return eval_folder(val.string());
   for (const char* split : {"train", "test"}) {
     const fs::path p = fs::path(dir) / split;
     KILN_CHECK(!fs::is_directory(p), "'", dir, "' holds ", split, "/ but no val/: pass a folder per class itself, e.g. ",
                p.string());
   }
-  return io::image_folder(dir);
+  return eval_folder(dir);
 }
 
 // The data labelled by the model's class numbers. Data may lack some of the model's classes

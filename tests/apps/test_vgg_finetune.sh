@@ -270,6 +270,12 @@ if "$B" train --data-dir "$W/data3" --model-dir "$W/m3" --image-size 32 --phase1
    grep -q "c1 .*no images" "$W/sub.log"; then
   ok "eval on data lacking one of the model's classes scores the others by the model's numbering"
 else bad "eval on a subset of the classes"; cat "$W/m3.log" "$W/sub.log"; fi
+# One class is "some of them" too (io::image_folder's two-class rule is training's).
+mkdir -p "$W/one/val" && cp -r "$W/data3/val/c1" "$W/one/val/"
+if "$B" eval --model-dir "$W/m3" --data-dir "$W/one" --device cpu > "$W/one.log" 2>&1 &&
+   grep -q "(1 images)" "$W/one.log"; then
+  ok "eval on data holding one of the model's classes"
+else bad "eval on one class"; cat "$W/one.log"; fi
 expect_error "eval on data with a class the model lacks" eval --model-dir "$W/a" --data-dir "$W/data3" --device cpu
 grep -q "the data has c2 that the model lacks" "$W/err.txt" || bad "an extra class not named: $(cat "$W/err.txt")"
 mkdir -p "$W/data/.ipynb_checkpoints" "$W/data/raw"
