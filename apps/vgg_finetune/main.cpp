@@ -147,7 +147,7 @@ std::vector<FlagSpec> train_specs() {
 // --weights before any work: a file (not a folder), a .keras archive (a zip) or an HDF5
 // file that opens (a cut-off download is named with its sizes), so a wrong path never waits
 // for the data audit to be refused.
-void check_weights_file(const std::string& path) {
+void check_weights_file(const std::string& path, const std::string& model) {
   if (path.empty()) return;
   KILN_CHECK(fs::exists(path), "--weights: file '", path, "' does not exist");
   KILN_CHECK(!fs::is_directory(path), "--weights: '", path, "' is a folder; give the weights file inside it (.h5 or .keras)");
@@ -158,11 +158,19 @@ void check_weights_file(const std::string& path) {
   if (in.gcount() == 4 && std::memcmp(head, "PK\x03\x04", 4) == 0) return;  // a .keras archive (a zip)
   // Anything else must be HDF5: its signature (HDF5 finds it after any user block), then the
   // superblock, so a cut-off download is named here with its sizes.
+  std::string file_model;  // the model a kiln weights file names (Keras files name none)
   try {
-    (void)io::h5::File::open_read(path);
+    const io::h5::File file = io::h5::File::open_read(path);
+    const io::h5::Group root = file.root();
+    if (root.has_attribute("kiln_format_version") && root.has_attribute("model"))
+      file_model = root.string_attribute("model");
   } catch (const Error& e) {
     KILN_FAIL("--weights: ", e.message(), " (weights are read from HDF5 files and Keras .keras archives)");
   }
+  // The import's own refusal ("pass an assignment_map to load across models") names a library
+  // option that the app has no flag for.
+  KILN_CHECK(file_model.empty() || file_model == model, "--weights '", path, "' holds ", file_model, " weights, not ",
+             model, "'s: pass --model ", file_model, " (the default is ", kDefaultModel, "), or weights of ", model);
 }
 
 std::string require_dir(const std::string& flag, const std::string& dir) {
@@ -191,7 +199,7 @@ TrainConfig train_config(const Flags& f) {
     c.val_dir = require_dir("val-dir", f.str("val-dir"));
   }
   c.weights = f.str("weights");
-  check_weights_file(c.weights);
+  check_weights_file(c.weights, c.model);
   c.batch = f.integer("batch", 1, 4096);
   c.phase1_epochs = f.integer("phase1-epochs", 0, 100000);
   c.phase1_lr = f.real("phase1-lr", 0, 10);
@@ -844,7 +852,7 @@ int cmd_demo(int argc, char** argv) {
   const uint64_t seed = static_cast<uint64_t>(f.integer("seed", 0, INT64_MAX));
   const std::string dev = f.choice("device", {"auto", "cpu", "cuda"});
   const std::string model = f.choice("model", model_names());
-  check_weights_file(f.str("weights"));
+  check_weights_file(f.str("weights"), model);
   std::string work = f.str("work-dir");
   for (const char* part : {"data", "model"}) {
     std::error_code ec;
