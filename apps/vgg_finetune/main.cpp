@@ -623,6 +623,11 @@ int cmd_predict(int argc, char** argv) {
   const Reads reads{f.str("model-dir"), {}, paths};  // beside the images is fine: not a training data set
   prepare_output_file("--csv", f.str("csv"), reads);
   prepare_output_file("--json", f.str("json"), reads);
+  // One file for both: the JSON, written second, replaced the CSV without a word.
+  KILN_CHECK(f.str("csv").empty() || f.str("json").empty() ||
+                 fs::weakly_canonical(fs::absolute(f.str("csv"))) != fs::weakly_canonical(fs::absolute(f.str("json"))),
+             "--csv and --json name the same file '", f.str("json"),
+             "': the JSON would replace the CSV; give each its own");
   const Device device = choose_device(dev);
   TrainedModel t = load_trained(f.str("model-dir"), device, f.on("best"), precision_flag(f));
   std::printf("model: %s (%s)\nprecision: %s\n", t.checkpoint.state_path.c_str(), after_epochs(t.checkpoint).c_str(),
