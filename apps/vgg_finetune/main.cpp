@@ -175,7 +175,8 @@ void check_weights_file(const std::string& path, const std::string& model) {
 
 std::string require_dir(const std::string& flag, const std::string& dir) {
   KILN_CHECK(!dir.empty(), "--", flag, " is required");
-  KILN_CHECK(fs::is_directory(dir), "--", flag, ": folder '", dir, "' does not exist");
+  KILN_CHECK(fs::is_directory(dir), "--", flag, ": '", dir, "' ",
+             fs::exists(dir) ? "is a file, not a folder: give the folder that holds it" : "does not exist");
   return dir;
 }
 
