@@ -172,13 +172,24 @@ void check_classes(AuditReport& r, const AuditOptions& opt) {
       const std::string& name = r.classes[c];
       const int64_t n = sp.usable.class_counts[c];
       const std::string dir = (fs::path(sp.usable.root) / name).string();
+      // A class folder holding folders and no image is most often a dataset nested one level too
+      // deep (data/train/train/<class>/): "remove the folder" would delete all of it.
+      std::vector<std::string> subfolders;
+      if (sp.has_folder[c] && sp.found[c] == 0)
+        for (const io::SkippedFile& f : r.skipped)
+          if (f.why == io::SkippedFile::Why::folder && fs::path(f.path).parent_path() == fs::path(dir))
+            subfolders.push_back(fs::path(f.path).filename().string());
       const std::string why_none = !sp.has_folder[c] ? "no folder '" + dir + "'"
+                                   : !subfolders.empty() ? "'" + dir + "' holds folders (" + join_names(subfolders, 3) +
+                                                               "), not images"
                                    : sp.found[c] == 0 ? "'" + dir + "' holds no .jpg, .jpeg, .png or .bmp file"
                                    : "'" + dir + "': " + plural(sp.found[c], "image file", "image files") +
                                          " found, none usable (see the skipped files)";
       if (s == 0 && sp.has_folder[c] && n == 0) {
-        r.errors.push_back("class '" + name + "' has no usable image in " + sp.name + " (" + why_none +
-                           "): add images or remove the folder");
+        r.errors.push_back("class '" + name + "' has no usable image in " + sp.name + " (" + why_none + "): " +
+                           (subfolders.empty() ? "add images or remove the folder"
+                                               : "class folders nested one level too deep? Each class folder holds "
+                                                 "its images directly; give the folder that holds the class folders"));
       } else if (s > 0 && !first.has_folder[c] && sp.has_folder[c]) {
         r.errors.push_back(sp.name + " has class '" + name + "' that " + first.name +
                            " has no folder for: the model could not learn it; rename or remove '" + dir +

@@ -92,6 +92,19 @@ for cmd in audit train; do
   fi
 done
 
+# 4. Class folders one level too deep (N/train/train/<class>/): named as such, and the folder holding
+# all of train's images is not called one to remove.
+mkdir -p "$W/nested/train" "$W/nested/val"
+cp -r "$W/more/train" "$W/nested/train/" && cp -r "$W/more/val" "$W/nested/val/"
+"$B" audit "$W/nested" > "$W/out.txt" 2> "$W/err.txt"
+rc=$?
+said_nested="^error: class 'train' has no usable image in train ('$W/nested/train/train' holds folders (c0)"
+if [ $rc -eq 1 ] && grep -q "$said_nested, not images): class folders nested one level too deep?" "$W/out.txt"; then
+  ok "audit names class folders nested one level too deep"
+else
+  bad "nested class folders"; cat "$W/out.txt" "$W/err.txt"
+fi
+
 "$B" audit --help | grep -q "^usage: vgg_finetune audit" || bad "audit --help"
 "$B" --help | grep -q "^  audit " || bad "--help lists audit"
 end_checks "vgg_finetune audit"
