@@ -223,11 +223,11 @@ printf 'not weights' > "$W/w.txt"
 expect_error "--weights not HDF5" train --data-dir "$W/data" --model-dir "$W/f" --weights "$W/w.txt" "${COMMON[@]}"
 head -c 4000 "$W/out/a.h5" > "$W/cut.h5"
 expect_error "--weights cut off" train --data-dir "$W/data" --model-dir "$W/f" --weights "$W/cut.h5" "${COMMON[@]}"
+grep -q "is truncated: it holds 4000 bytes of the $(stat -c %s "$W/out/a.h5")" "$W/err.txt" || bad "truncation sizes"
 expect_error "--weights of another model" train --data-dir "$W/data" --model-dir "$W/f" --weights "$W/out/a.h5" \
   --model vgg19 "${COMMON[@]}"
 grep -q "holds vgg16 weights, not vgg19's: pass --model vgg16" "$W/err.txt" ||
   bad "another model's weights: $(cat "$W/err.txt")"
-grep -q "is truncated: it holds 4000 bytes of the $(stat -c %s "$W/out/a.h5")" "$W/err.txt" || bad "truncation sizes"
 if ! nvidia-smi -L > /dev/null 2>&1; then
   expect_error "--device cuda without a GPU" train --data-dir "$W/data" --model-dir "$W/f" "${COMMON[@]/cpu/cuda}"
 fi
