@@ -34,7 +34,11 @@ def main():
         report = json.load(f)
     m = report.get("machine", {})
     title = args.title or f"kiln_bench: fraction of the roofline ({m.get('device', m.get('cpu', '?'))}, {m.get('threads', '?')} threads)"
-    sub = (f"limits measured in the run: fp32 peak {m.get('peak_gflops', 0):.1f} GFLOP/s ({m.get('peak_from', '')}), "
+    # Rows are judged against the peak of their math (fp32, TF32, bf16: the row's "math"); runs
+    # before 2026-12-04 recorded the fp32 peak alone.
+    others = "".join(f", {name} peak {m[key]:.1f}" for name, key in (("TF32", "peak_tf32_gflops"), ("bf16", "peak_bf16_gflops"))
+                     if m.get(key) and m.get(key) != m.get("peak_gflops"))  # a CPU's TF32 peak is its fp32 one
+    sub = (f"limits measured in the run: fp32 peak {m.get('peak_gflops', 0):.1f} GFLOP/s ({m.get('peak_from', '')}){others}, "
            f"bandwidth {m.get('bandwidth_gbs', 0):.1f} GB/s ({m.get('bandwidth_from', '')}); load average {m.get('loadavg', '?')}")
 
     out, y = [], 58
@@ -78,7 +82,7 @@ def main():
            f'<text x="8" y="34" font-size="10">{html.escape(sub)}</text>',
            f'<text x="8" y="48" font-size="10">{html.escape(legend)}</text>',
            *grid, *out,
-           f'<text x="{x0}" y="{y + 30}" font-size="10">fraction of min(peak, FLOP/byte x bandwidth); bars capped at '
+           f'<text x="{x0}" y="{y + 30}" font-size="10">fraction of min(peak of the row\'s math, FLOP/byte x bandwidth); bars capped at '
            f'{int(CAP * 100)}%</text>',
            "</svg>"]
     with open(args.output, "w") as f:
