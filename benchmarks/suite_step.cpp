@@ -131,6 +131,19 @@ void time_graph_variant(Row r, Sequential& model, SGD& sgd, const Tensor& x, con
   kiln::apply_precision(model, kiln::Precision::fp32);
 }
 
+// A whole-network row. Its FLOPs are nearly all convolutions, which on a GPU run in TF32
+// unless KILN_TF32=none: that is the peak it is judged against there.
+Row net_row(const std::string& name, const std::string& shape, double flops, double bytes, const Options& opt) {
+  Row r;
+  r.name = name;
+  r.kind = "net";
+  r.shape = shape;
+  r.flops = flops;
+  r.bytes = bytes;
+  r.math = !bench_device(opt).is_cpu() && kiln::compute_options().conv_tf32 ? Math::tf32 : Math::fp32;
+  return r;
+}
+
 }  // namespace
 
 SuiteResult run_step(const Options& opt, const MachineLimits& m) {
@@ -151,19 +164,11 @@ SuiteResult run_step(const Options& opt, const MachineLimits& m) {
   for (size_t i = 0; i < lab.size(); ++i) lab[i] = static_cast<int64_t>((i * 5) % kClasses);
   const Tensor labels = to_bench_device(Tensor::from_vector(lab, Shape{n}), opt);
   const auto [fwd_flops, fwd_bytes] = forward_cost(spec, n, kClasses);
-  // On a GPU the convolutions (nearly all of the FLOPs) run in TF32 unless KILN_TF32=none.
-  const bool gpu_tf32 = !bench_device(opt).is_cpu() && kiln::compute_options().conv_tf32;
   const std::string shape = shape_str(x.shape()) + "->" + std::to_string(kClasses);
 
   // Inference: eval mode (dropout off, batch norm on running statistics), no graph.
   if (row_wanted(opt, spec.name + "/forward")) {
-    Row r;
-    r.name = spec.name + "/forward";
-    r.kind = "net";
-    r.shape = shape;
-    r.flops = fwd_flops;
-    r.bytes = fwd_bytes;
-    r.math = gpu_tf32 ? Math::tf32 : Math::fp32;
+    Row r = net_row(spec.name + "/forward", shape, fwd_flops, fwd_bytes, opt);
     model->train(false);
     kiln::NoGradGuard ng;
     const std::vector<float> logits = (*model)(x).to_vector<float>();
@@ -209,15 +214,11 @@ SuiteResult run_step(const Options& opt, const MachineLimits& m) {
       last_loss.backward();
       sgd.step();
     };
-    Row r;
-    r.name = phase == 1 ? step_head : spec.name + "/step_all";
-    r.kind = "net";
-    r.shape = shape;
     // Phase 1: the forward plus the head's two gradient products; phase 2: forward and
     // two backward products per layer (the usual 3x).
-    r.flops = phase == 1 ? fwd_flops + 2.0 * 2.0 * n * head_in * kClasses : 3.0 * fwd_flops;
-    r.bytes = phase == 1 ? fwd_bytes : 3.0 * fwd_bytes;
-    r.math = gpu_tf32 ? Math::tf32 : Math::fp32;
+    Row r = net_row(phase == 1 ? step_head : spec.name + "/step_all", shape,
+                    phase == 1 ? fwd_flops + 2.0 * 2.0 * n * head_in * kClasses : 3.0 * fwd_flops,
+                    phase == 1 ? fwd_bytes : 3.0 * fwd_bytes, opt);
     // One checked step: it must touch what is trainable and nothing else.
     const CheckStep check_step = [&](Row& row, const std::function<void()>& run) {
       const std::vector<float> last_before = last_w.tensor->to_vector<float>();
