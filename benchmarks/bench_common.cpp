@@ -461,6 +461,17 @@ MachineLimits unmeasured_limits(kiln::Device device, int threads) {
   return m;
 }
 
+Row make_row(std::string name, std::string kind, std::string shape, double flops, double bytes, Math math) {
+  Row r;
+  r.name = std::move(name);
+  r.kind = std::move(kind);
+  r.shape = std::move(shape);
+  r.flops = flops;
+  r.bytes = bytes;
+  r.math = math;
+  return r;
+}
+
 double gflops(const Row& r) { return r.timed ? r.flops / (r.t.median_ms * 1e-3) / 1e9 : 0; }
 double gbs(const Row& r) { return r.timed ? r.bytes / (r.t.median_ms * 1e-3) / 1e9 : 0; }
 

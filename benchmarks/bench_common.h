@@ -146,6 +146,10 @@ struct SuiteResult {
   bool all_checks_ok = true;
 };
 
+// A row before it is checked and timed: what it is and what one run costs, judged against
+// the peak of `math`.
+Row make_row(std::string name, std::string kind, std::string shape, double flops, double bytes,
+             Math math = Math::fp32);
 double gflops(const Row& r);
 // The compute roof of the row's math; 0 where that roof was not measured (then %peak and
 // %roof print "-" rather than a fraction of another math's peak).

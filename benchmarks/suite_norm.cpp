@@ -35,16 +35,6 @@ void stats(const float* x, int64_t rows, int64_t c, std::vector<double>& mean, s
   for (double& v : var) v /= static_cast<double>(rows);
 }
 
-Row make_row(const std::string& name, const std::string& shape, double flops, double bytes) {
-  Row r;
-  r.name = name;
-  r.kind = "norm";
-  r.shape = shape;
-  r.flops = flops;
-  r.bytes = bytes;
-  return r;
-}
-
 void norm_rows(const std::string& name, int64_t n, int64_t h, int64_t c, const Options& opt, const MachineLimits& m,
                SuiteResult& res, kiln::Generator& gen) {
   kiln::Backend& be = kiln::backend_for(bench_device(opt));
@@ -90,7 +80,7 @@ void norm_rows(const std::string& name, int64_t n, int64_t h, int64_t c, const O
   const double el = static_cast<double>(rows * c);
   const std::string shape = shape_str(xs);
   // Training forward: x read twice at least (statistics, then normalisation), y written.
-  Row tf = make_row(name + "/train_fwd", shape, 7.0 * el, 4.0 * (2.0 * el + el));
+  Row tf = make_row(name + "/train_fwd", "norm", shape, 7.0 * el, 4.0 * (2.0 * el + el));
   check_row(
       tf, ne, [&](size_t e) { return yp[e]; }, [&](size_t e) { return gp[ch(e)] * x_hat(e) + bp[ch(e)]; }, kRtol,
       "y");
@@ -103,7 +93,7 @@ void norm_rows(const std::string& name, int64_t n, int64_t h, int64_t c, const O
     be.batch_norm_forward(x, mean, var, gamma, beta, kEps, y);
   });
   // Training backward: dy and x read twice (the sums, then dx), dx written.
-  Row tb = make_row(name + "/train_bwd", shape, 9.0 * el, 4.0 * (4.0 * el + el));
+  Row tb = make_row(name + "/train_bwd", "norm", shape, 9.0 * el, 4.0 * (4.0 * el + el));
   check_row(
       tb, ne, [&](size_t e) { return dxp[e]; },
       [&](size_t e) {
@@ -120,7 +110,7 @@ void norm_rows(const std::string& name, int64_t n, int64_t h, int64_t c, const O
   // one read, one write.
   be.batch_norm_forward(x, rm, rv, gamma, beta, kEps, y);
   const Tensor ye_h = y.cpu(), rm_h = rm.cpu(), rv_now = rv.cpu();
-  Row ef = make_row(name + "/eval_fwd", shape, 4.0 * el, 4.0 * 2.0 * el);
+  Row ef = make_row(name + "/eval_fwd", "norm", shape, 4.0 * el, 4.0 * 2.0 * el);
   check_row(
       ef, ne, [&](size_t e) { return ye_h.data<float>()[e]; },
       [&](size_t e) {

@@ -134,14 +134,8 @@ void time_graph_variant(Row r, Sequential& model, SGD& sgd, const Tensor& x, con
 // A whole-network row. Its FLOPs are nearly all convolutions, which on a GPU run in TF32
 // unless KILN_TF32=none: that is the peak it is judged against there.
 Row net_row(const std::string& name, const std::string& shape, double flops, double bytes, const Options& opt) {
-  Row r;
-  r.name = name;
-  r.kind = "net";
-  r.shape = shape;
-  r.flops = flops;
-  r.bytes = bytes;
-  r.math = !bench_device(opt).is_cpu() && kiln::compute_options().conv_tf32 ? Math::tf32 : Math::fp32;
-  return r;
+  return make_row(name, "net", shape, flops, bytes,
+                  !bench_device(opt).is_cpu() && kiln::compute_options().conv_tf32 ? Math::tf32 : Math::fp32);
 }
 
 }  // namespace
