@@ -265,6 +265,10 @@ std::vector<float> read_checksummed(const h5::Group& g, const std::string& rel, 
   return v;
 }
 
+std::string weights_source_model(const h5::Group& root) {
+  return root.has_attribute("kiln_format_version") && root.has_attribute("model") ? root.string_attribute("model") : "";
+}
+
 std::string verify_weights(const std::string& path) {
   const h5::File file = open_weights_file(path);  // HDF5, or a .keras archive's weights
   const h5::Group root = file.root();

@@ -24,6 +24,7 @@
 #include "io/hdf5.h"
 #include "io/image.h"
 #include "io/transforms.h"
+#include "io/weights.h"
 #include "train/api.h"
 #include "train/audit.h"
 #include "train/format.h"
@@ -160,10 +161,7 @@ void check_weights_file(const std::string& path, const std::string& model) {
   // superblock, so a cut-off download is named here with its sizes.
   std::string file_model;  // the model a kiln weights file names (Keras files name none)
   try {
-    const io::h5::File file = io::h5::File::open_read(path);
-    const io::h5::Group root = file.root();
-    if (root.has_attribute("kiln_format_version") && root.has_attribute("model"))
-      file_model = root.string_attribute("model");
+    file_model = io::weights_source_model(io::h5::File::open_read(path).root());
   } catch (const Error& e) {
     KILN_FAIL("--weights: ", e.message(), " (weights are read from HDF5 files and Keras .keras archives)");
   }
