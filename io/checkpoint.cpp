@@ -642,6 +642,23 @@ CheckpointInfo choose_checkpoint(const std::string& model_dir, bool best, const 
   return *ck;
 }
 
+CheckpointInfo choose_and_load_checkpoint(const std::string& model_dir, bool best, const std::string& best_option,
+                                          const std::function<void(const std::string&)>& warn,
+                                          const std::function<void(const CheckpointInfo&)>& load) {
+  for (int attempt = 1;; ++attempt) {
+    const CheckpointInfo ck = choose_checkpoint(model_dir, best, best_option, warn);
+    try {
+      load(ck);
+      return ck;
+    } catch (const Error&) {
+      std::error_code ec;
+      const bool gone = !fs::exists(ck.state_path, ec) || !fs::exists(ck.weights_path, ec) ||
+                        (!ck.frozen_path.empty() && !fs::exists(ck.frozen_path, ec));
+      if (!gone || attempt == 3) throw;
+    }
+  }
+}
+
 std::vector<std::string> set_aside(const DamagedCheckpoint& d) {
   std::vector<std::string> moved;
   for (const std::string& path : {d.state_path, d.weights_path, d.frozen_path}) {

@@ -172,6 +172,12 @@ ResumeChoice newest_intact_checkpoint(const std::string& model_dir);
 // naming the caller's switch `best_option` ("--best").
 CheckpointInfo choose_checkpoint(const std::string& model_dir, bool best, const std::string& best_option,
                                  const std::function<void(const std::string&)>& warn);
+// choose_checkpoint, then `load` of the one chosen. A file of it gone by then is a run writing
+// model_dir that pruned it meanwhile (a file missing at the choice fails the choice), not
+// damage: it chooses again, three tries in all. Returns the checkpoint loaded.
+CheckpointInfo choose_and_load_checkpoint(const std::string& model_dir, bool best, const std::string& best_option,
+                                          const std::function<void(const std::string&)>& warn,
+                                          const std::function<void(const CheckpointInfo&)>& load);
 // Renames a damaged checkpoint's files to <name>.corrupt (.corrupt.1, ... if taken): kept for
 // inspection, no longer a checkpoint. Returns the new file names.
 std::vector<std::string> set_aside(const DamagedCheckpoint& d);

@@ -930,23 +930,14 @@ TrainedModel load_checkpoint_model(const io::CheckpointInfo& ck, Device device, 
 }  // namespace
 
 TrainedModel load_trained(const std::string& model_dir, Device device, bool best, const std::string& precision) {
-  // eval or predict beside a train writing model_dir: the run prunes old checkpoints, and the one
-  // chosen here may go between choose_checkpoint's check and the load, which then failed with
-  // "weights file '...' does not exist" as if the directory were damaged. A file gone since the
-  // check is that race (a missing one fails the check): choose again.
-  for (int attempt = 1;; ++attempt) {
-    const io::CheckpointInfo ck = io::choose_checkpoint(model_dir, best, "--best", [](const std::string& line) {
-      std::fprintf(stderr, "warning: %s\n", line.c_str());
-    });
-    try {
-      return load_checkpoint_model(ck, device, precision);
-    } catch (const Error&) {
-      std::error_code ec;
-      const bool gone = !fs::exists(ck.state_path, ec) || !fs::exists(ck.weights_path, ec) ||
-                        (!ck.frozen_path.empty() && !fs::exists(ck.frozen_path, ec));
-      if (!gone || attempt == 3) throw;
-    }
-  }
+  // eval or predict beside a train writing model_dir: the run may prune the checkpoint chosen
+  // before it is loaded, and then another is chosen (it failed as "weights file '...' does not
+  // exist", as if the directory were damaged).
+  TrainedModel t;
+  io::choose_and_load_checkpoint(
+      model_dir, best, "--best", [](const std::string& line) { std::fprintf(stderr, "warning: %s\n", line.c_str()); },
+      [&](const io::CheckpointInfo& ck) { t = load_checkpoint_model(ck, device, precision); });
+  return t;
 }
 
 }  // namespace kiln::app

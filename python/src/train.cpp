@@ -222,11 +222,15 @@ nb::dict load_checkpoint(Sequential& model, const std::string& model_dir, bool b
   {
     nb::gil_scoped_release release;
     try {
-      ck = io::choose_checkpoint(model_dir, best, "best=True", [&said](const std::string& l) { said.push_back(l); });
-      KILN_CHECK(ck.meta.arch == model.name(), "kiln.load_checkpoint: ", ck.state_path, " holds a ", ck.meta.arch,
-                 ", and this model is a ", model.name(), "; build it with kiln.build_model(\"", ck.meta.arch,
-                 "\", num_classes=", ck.meta.classes.size(), ", image_size=", ck.meta.image_size, ")");
-      io::load_checkpoint_weights(model, ck);
+      // A run writing model_dir may prune the checkpoint chosen before it is loaded: another is chosen.
+      ck = io::choose_and_load_checkpoint(
+          model_dir, best, "best=True", [&said](const std::string& l) { said.push_back(l); },
+          [&model](const io::CheckpointInfo& c) {
+            KILN_CHECK(c.meta.arch == model.name(), "kiln.load_checkpoint: ", c.state_path, " holds a ", c.meta.arch,
+                       ", and this model is a ", model.name(), "; build it with kiln.build_model(\"", c.meta.arch,
+                       "\", num_classes=", c.meta.classes.size(), ", image_size=", c.meta.image_size, ")");
+            io::load_checkpoint_weights(model, c);
+          });
     } catch (...) {
       error = std::current_exception();
     }
