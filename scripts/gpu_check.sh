@@ -35,9 +35,14 @@
 #             between kiln's and torch's CUDA streams, training from Python on the GPU
 #   table     the summary of every section run, then the target table
 #             (benchmarks/gpu_targets.py), printed last
-# Each section writes its logs and one summary line ($OUT/summary.tsv) as soon as it ends,
-# so a timeout loses nothing already measured. SECTIONS=demo,table reruns some alone.
-# Logs go to $OUT (or /tmp/kiln_gpu).
+# Each section writes its logs and one summary line (summary.tsv) as soon as it ends, and
+# ships them at once, so a timeout loses nothing already measured. SECTIONS=demo,table
+# reruns some alone.
+# Files: everything is written under a work folder (KILN_GPU_WORK, default /tmp/kiln_gpu_work:
+# unpacked libraries, demo data, checkpoints, logs). The device tool brings back at most 8
+# files from $OUT, none deeper than 2 folders, so after every section the logs, JSON, CSV and
+# text files of the work folder (none over 2 MB) go to $OUT/logs.tgz, and summary.tsv,
+# targets.md and cudnn_deviceprop.json beside it. Without $OUT (a dry run) nothing is shipped.
 #
 # Usage (from the repository root): [SECTIONS=...] [DEADLINE=s] bash scripts/gpu_check.sh [PACK_DIR=.gpu]
 #
@@ -96,8 +101,11 @@
 #   which the resume section exercises; it dry-ran here (KILN_CHECK_DEVICE=cpu) bit-identical.
 set -uo pipefail
 PACK=${1:-.gpu}
-OUT=${OUT:-/tmp/kiln_gpu}
-SECTIONS=${SECTIONS:-tests,demo,resume,targets,graph,memory,recipe,stepgraph,bench,resnet,bf16,determinism,python,table}
+SHIP=${OUT:-}  # where results go back from (the device tool's $OUT); empty: keep them in the work folder
+OUT=${KILN_GPU_WORK:-/tmp/kiln_gpu_work}
+# The issue's "done when" first (tests, demo, target rows, memory, recipe), then resume and
+# the newer features, then the rest: what does not fit in DEADLINE is skipped, saying so.
+SECTIONS=${SECTIONS:-tests,demo,targets,memory,recipe,resume,python,stepgraph,graph,resnet,bench,bf16,determinism,table}
 DEADLINE=${DEADLINE:-540}
 # KILN_CHECK_DEVICE=cpu: a dry run of the script's logic on a machine without a GPU
 # (RESUME_SIZE=32 TARGET_BATCH=2 BATCH=2: every section at toy sizes; the [cuda] cases
@@ -117,6 +125,16 @@ summary() {
   [[ $2 == 0 ]] && r=ok
   [[ $2 == skip || $2 == 77 ]] && r=skipped
   printf '%s\t%s\t%s\t%s\n' "$1" "$r" "$(( $(date +%s) - START ))" "$3" >> "$OUT/summary.tsv"
+  ship
+}
+# ship: the work folder's small text results to $SHIP (see Files above), replaced whole each time.
+ship() {
+  [[ -n $SHIP ]] || return 0
+  (cd "$OUT" && find . -maxdepth 3 -path ./lib -prune -o -type f -size -2M \
+     \( -name '*.log' -o -name '*.json' -o -name '*.tsv' -o -name '*.md' -o -name '*.txt' -o -name '*.csv' \) -print |
+   tar -czf "$SHIP/logs.tgz.part" -T - 2>/dev/null) && mv "$SHIP/logs.tgz.part" "$SHIP/logs.tgz"
+  for f in summary.tsv targets.md cudnn_deviceprop.json; do [[ -f $OUT/$f ]] && cp "$OUT/$f" "$SHIP/"; done
+  return 0
 }
 # fold RC: a section's status into the check's (77, skipped, is not a failure).
 fold() { (( $1 == 77 )) || (( RC |= $1 )); }
@@ -173,13 +191,13 @@ export KILN_CUDNN_DEVICEPROP_OUT="$OUT/cudnn_deviceprop.json"
 
 if section tests 60 "every [cuda] case: the older ones by heuristics, then exhaustive search; the newer apart"; then
   OLD="[cuda]~${NEW_TAGS//,/\~}"  # every [cuda] case without a new tag (\~: no tilde expansion)
-  timeout "$(cap 150)" "$KT" "$OLD" --reporter compact 2>&1 | tee "$OUT/tests_cuda.log" | tail -15
+  timeout "$(cap 120)" "$KT" "$OLD" --reporter compact 2>&1 | tee "$OUT/tests_cuda.log" | tail -15
   rc=${PIPESTATUS[0]}
-  KILN_CONV_SEARCH=exhaustive timeout "$(cap 120)" "$KT" "$OLD" --reporter compact 2>&1 |
+  KILN_CONV_SEARCH=exhaustive timeout "$(cap 60)" "$KT" "$OLD" --reporter compact 2>&1 |
     tee "$OUT/tests_cuda_exhaustive.log" | tail -8
   (( rc |= PIPESTATUS[0] ))
   for tag in ${NEW_TAGS//,/ }; do
-    timeout "$(cap 120)" "$KT" "[cuda]${tag}~[timing]" --reporter compact 2>&1 | tee "$OUT/tests_new_${tag//[\[\]]/}.log" | tail -8
+    timeout "$(cap 60)" "$KT" "[cuda]${tag}~[timing]" --reporter compact 2>&1 | tee "$OUT/tests_new_${tag//[\[\]]/}.log" | tail -8
     (( rc |= PIPESTATUS[0] ))
   done
   if [[ "${FULL:-0}" == 1 ]]; then
@@ -202,7 +220,7 @@ demo_summary() {
 
 if section demo 40 "vgg_finetune demo at full size on the GPU"; then
   rm -rf "$OUT/demo_work"
-  timeout "$(cap 240)" "$VF" demo --device "$DEVICE" --full --work-dir "$OUT/demo_work" 2>&1 | tee "$OUT/demo.log" | tail -30
+  timeout "$(cap 200)" "$VF" demo --device "$DEVICE" --full --work-dir "$OUT/demo_work" 2>&1 | tee "$OUT/demo.log" | tail -30
   rc=${PIPESTATUS[0]}
   summary demo "$rc" "$(demo_summary "$OUT/demo.log")"
   fold "$rc"; stamp
@@ -371,5 +389,6 @@ if want table; then
   python3 "$KILN_SOURCE_DIR/benchmarks/gpu_targets.py" "$OUT" --markdown "$OUT/targets.md" \
     $([[ $DEVICE == cuda ]] || echo --any-batch)
 fi
+ship
 echo "== done in $(( $(date +%s) - START )) s: rc=$RC"
 exit $(( RC != 0 ))
