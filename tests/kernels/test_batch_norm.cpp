@@ -164,8 +164,10 @@ TEST_CASE("batch_norm2d on the GPU matches the CPU at a ResNet-50 shape, running
       std::vector<double> y, dx, dg, db, rm, rv;
     };
     auto run = [&](Device d) {
-      Tensor xd = x.to(d).set_requires_grad(true), gd = gamma.to(d).set_requires_grad(true),
-             bd = beta.to(d).set_requires_grad(true);
+      // clone(): to(cpu) of a CPU tensor is the tensor itself, and the CPU run would make
+      // the shared x require grad (the GPU run's copies then carry history, not leaves).
+      Tensor xd = x.clone().to(d).set_requires_grad(true), gd = gamma.clone().to(d).set_requires_grad(true),
+             bd = beta.clone().to(d).set_requires_grad(true);
       Tensor rm = Tensor::full(Shape{128}, 0.5f).to(d), rv = Tensor::full(Shape{128}, 2.0f).to(d);
       Tensor y = batch_norm2d(xd, gd, bd, rm, rv, training);
       y.backward(dy.to(d));
