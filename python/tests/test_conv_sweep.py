@@ -25,7 +25,8 @@ def run_case(rng, dtype):
     n, h, w, c, o, kh, kw, stride, padding = draw(rng)
     cast = (lambda a: torch.from_numpy(a).bfloat16().float().numpy()) if dtype == "bfloat16" else (lambda a: a)
     x = cast(rng.standard_normal((n, h, w, c), dtype=np.float32))
-    wt = cast(rng.standard_normal((o, kh, kw, c), dtype=np.float32) / np.sqrt(kh * kw * c))
+    # np.float32: NumPy 2 (NEP 50) makes float32 / np.float64 a float64 array, which from_dlpack refuses.
+    wt = cast(rng.standard_normal((o, kh, kw, c), dtype=np.float32) / np.float32(np.sqrt(kh * kw * c)))
     b = cast(rng.standard_normal((o,), dtype=np.float32))
     # Dirty the scratchpad as a real run's earlier layers would.
     kiln.conv2d(kiln.uniform([2, 9, 9, 8]), kiln.uniform([8, 3, 3, 8]), padding=1)
