@@ -90,11 +90,11 @@ TEST_CASE("with TF32 allowed, conv and GEMM stay within 3e-3 of the CPU", "[cuda
   Tensor b = Tensor::normal(Shape{32}, 0, 1, g);
   const std::vector<double> cpu = conv2d(x, w, b, Conv2dParams{1, 1, 1, 1}).to_vector<double>();
   const std::vector<double> gpu = conv2d(x.to(kGpu), w.to(kGpu), b.to(kGpu), Conv2dParams{1, 1, 1, 1}).to_vector<double>();
-  KILN_REQUIRE_CLOSE(gpu, cpu, 3e-3 * mean_abs(cpu), 3e-3);
+  KILN_REQUIRE_CLOSE(gpu, cpu, check::kRtolTf32 * mean_abs(cpu), check::kRtolTf32);
   Tensor a = Tensor::normal(Shape{64, 512}, 0, 1, g), m = Tensor::normal(Shape{256, 512}, 0, 0.05f, g);
   const std::vector<double> lc = linear(a, m).to_vector<double>();
   const std::vector<double> lg = linear(a.to(kGpu), m.to(kGpu)).to_vector<double>();
-  KILN_REQUIRE_CLOSE(lg, lc, 3e-3 * mean_abs(lc), 3e-3);
+  KILN_REQUIRE_CLOSE(lg, lc, check::kRtolTf32 * mean_abs(lc), check::kRtolTf32);
 }
 
 TEST_CASE("VGG-sized conv and linear on the GPU match the CPU within 1e-4", "[cuda][ops]") {
