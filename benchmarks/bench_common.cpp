@@ -21,10 +21,12 @@
 #include <fstream>
 #include <memory>
 #include <stdexcept>
+#include <sstream>
 #include <string_view>
 
 #include "check/compare.h"
 #include "check/op_cases.h"
+#include "core/profiler.h"
 #include "io/atomic_file.h"
 #include "layers/models/resnet.h"
 #include "train/precision.h"
@@ -36,7 +38,7 @@ const char* kUsage =
     "usage: kiln_bench [--device cpu|cuda] [--suite NAME[,NAME]] [--batch N[,N]] [--repeat N]\n"
     "                  [--warmup N] [--threads N] [--cache cold|warm] [--data DIR]\n"
     "                  [--conv-search exhaustive|heuristic] [--json FILE] [--compare] [--list]\n"
-    "                  [--only ROW[,ROW]] [--model NAME]\n"
+    "                  [--only ROW[,ROW]] [--model NAME] [--profile N]\n"
     "       kiln_bench --print-plan MODEL [--image-size N] [--classes N]\n"
     "Every row is checked against a double-precision reference, then timed; it prints the\n"
     "time, GFLOP/s or GB/s and the fraction of this machine's limits, measured at start.\n"
@@ -62,6 +64,8 @@ const char* kUsage =
     "  --model    step suite: the model it trains (default vgg16; resnet50: rows resnet50/forward,\n"
     "             resnet50/step_fc with the backbone and its batch norms frozen, resnet50/step_all;\n"
     "             the PyTorch peer is torchvision's resnet50; vgg11, vgg13, vgg19, resnet50_v1)\n"
+    "  --profile  after timing each row, run it once more with every kiln op timed alone\n"
+    "             (kiln::Profiler) and print its N most expensive ops by input shape\n"
     "  --compare  run the suite's PyTorch peer script in the same run and print ratios\n"
     "             (interpreter: $KILN_PYTHON, else /usr/bin/python3), without OPENBLAS_CORETYPE\n"
     "             and OPENBLAS_L2_SIZE; a peer whose GEMM is wrong is refused, one whose GEMM\n"
@@ -475,6 +479,16 @@ Row make_row(std::string name, std::string kind, std::string shape, double flops
 double gflops(const Row& r) { return r.timed ? r.flops / (r.t.median_ms * 1e-3) / 1e9 : 0; }
 double gbs(const Row& r) { return r.timed ? r.bytes / (r.t.median_ms * 1e-3) / 1e9 : 0; }
 
+// --profile: one more run of fn with each op timed alone, its `top` costliest lines indented
+// under the row (the table's total is the ops' sum; the row's median is the free-running time).
+static void print_profile(const std::function<void()>& fn, int top) {
+  kiln::Profiler p(true);
+  fn();
+  p.stop();
+  std::istringstream lines(p.table(static_cast<size_t>(top)));
+  for (std::string l; std::getline(lines, l);) std::printf("    %s\n", l.c_str());
+}
+
 void time_checked_row(Row row, const Options& opt, const MachineLimits& m, SuiteResult& res,
                       const std::function<void()>& fn) {
   if (row.check_ok) {
@@ -485,6 +499,7 @@ void time_checked_row(Row row, const Options& opt, const MachineLimits& m, Suite
   }
   print_row(row, m);
   if (!row.check_ok) std::printf("  check failed: %s\n", row.check.c_str());
+  if (row.check_ok && opt.profile > 0) print_profile(fn, opt.profile);
   res.rows.push_back(std::move(row));
 }
 

@@ -47,6 +47,9 @@ struct Options {
   // --model: the registered model the step suite builds (train/model_spec.h); the other
   // suites measure VGG16's layers whatever this says, so kiln_bench refuses it with them.
   std::string model = "vgg16";
+  // --profile N: after timing each row, run it once more under kiln::Profiler (by op and
+  // input shape) and print its N most expensive lines; 0: off.
+  int profile = 0;
 };
 
 // Whether --only lets row `name` run.

@@ -227,6 +227,7 @@ int run(int argc, char** argv) {
       setenv("KILN_PEER_ONLY", argv[i], 1);  // the peer (torch_cpu_peer.py) runs the same rows
     }
     else if (a == "--model") opt.model = value();
+    else if (a == "--profile") opt.profile = static_cast<int>(parse_int(a, value(), 1));
     else if (a == "--print-plan") plan_model = value();
     else if (a == "--image-size") plan_image_size = parse_int(a, value(), 32);
     else if (a == "--classes") plan_classes = parse_int(a, value(), 1);

@@ -6,4 +6,5 @@
 #include "core/error.h"
 #include "core/generator.h"
 #include "core/ops.h"
+#include "core/profiler.h"
 #include "core/tensor.h"

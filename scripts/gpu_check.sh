@@ -284,11 +284,13 @@ if section graphapp 40 "vgg_finetune under cuDNN's graph API (KILN_CONV_API=grap
 fi
 
 # step_rows NAME BATCH ROWS [kiln_bench flags...]: the step suite's ROWS at BATCH into
-# $OUT/NAME.json and NAME.log (exhaustive algorithm search on both sides, as cudnn.benchmark).
+# $OUT/NAME.json and NAME.log (exhaustive algorithm search on both sides, as cudnn.benchmark);
+# each kiln row's op-by-op profile (kiln_bench --profile, 25 lines) is in the log, indented.
 step_rows() {
   local name=$1 batch=$2 rows=$3; shift 3
   timeout "$(cap 200)" "$KB" --device "$DEVICE" --suite step --batch "$batch" --only "$rows" --warmup 2 \
-    --repeat "${REPEAT:-5}" --json "$OUT/$name.json" "$@" 2>&1 | tee "$OUT/$name.log" | grep -v '^ ' | tail -14
+    --repeat "${REPEAT:-5}" --profile "${PROFILE:-25}" --json "$OUT/$name.json" "$@" 2>&1 | tee "$OUT/$name.log" |
+    grep -v '^ ' | tail -14
   return "${PIPESTATUS[0]}"
 }
 

@@ -1,10 +1,11 @@
 // Devices and GPU math from Python (docs/python.md): how many GPUs, waiting for one, its
 // memory, and the switches the KILN_* variables set at start (TF32, conv algorithm search,
-// determinism, cuDNN API), settable at run time as torch.backends' are.
+// determinism, cuDNN API), settable at run time as torch.backends' are; and the op profiler.
 #include <nanobind/stl/optional.h>
 #include <nanobind/stl/string.h>
 
 #include "core/conv_api.h"
+#include "core/profiler.h"
 #include "python/src/bindings.h"
 
 namespace kiln::python {
@@ -16,6 +17,33 @@ DeviceType device_type_from_name(const std::string& kind) {
   if (kind == "cpu") return DeviceType::cpu;
   if (kind == "cuda") return DeviceType::cuda;
   KILN_FAIL("unknown device type '", kind, "': use \"cpu\" or \"cuda\"");
+}
+// kiln.Profiler: core/profiler.h as a context manager.
+void bind_profiler(nb::module_& m) {
+  nb::class_<Profiler>(m, "Profiler",
+                       "Times every kiln op this thread runs, each alone (the device drained around it), until "
+                       "stop() or the end of its `with` block: `with kiln.Profiler() as p: step()`, then "
+                       "print(p.table()). One at a time per process (docs/performance.md, 'profiling').")
+      .def(nb::init<bool>(), arg("by_shape") = false, "by_shape: a row per op and input shape, else per op.")
+      .def("__enter__", [](Profiler& p) -> Profiler& { return p; }, nb::rv_policy::reference)
+      .def("__exit__", [](Profiler& p, nb::args) { p.stop(); })
+      .def("stop", &Profiler::stop, "Stops timing; the rows stay readable.")
+      .def("reset", &Profiler::reset, "Forgets the rows so far (a warm-up's) and goes on timing.")
+      .def(
+          "rows",
+          [](const Profiler& p) {
+            nb::list out;
+            for (const ProfileRow& r : p.rows()) {
+              nb::dict d;
+              d["op"] = r.op, d["shape"] = r.shape, d["calls"] = r.calls, d["total_ms"] = r.total_ms;
+              out.append(d);
+            }
+            return out;
+          },
+          "The rows, most total time first: dicts with op, shape (\"\" unless by_shape), calls, total_ms.")
+      .def_prop_ro("untimed_calls", &Profiler::untimed_calls,
+                   "Calls that passed untimed: while recording a CUDA graph, or from other threads.")
+      .def("table", &Profiler::table, arg("top") = 25, "The rows as a text table (top: how many; 0: all).");
 }
 }  // namespace
 
@@ -64,6 +92,7 @@ void bind_device(nb::module_& m) {
         "Sets GPU math switches (None leaves one as it is), all or none: an unknown value, or deterministic=True "
         "with conv_search=\"exhaustive\", raises kiln.Error and changes nothing. Takes effect from the next op; "
         "no effect on the CPU.");
+  bind_profiler(m);
 }
 
 }  // namespace kiln::python

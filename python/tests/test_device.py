@@ -49,3 +49,20 @@ def test_set_gpu_math_is_all_or_nothing(restore_gpu_math):
     with pytest.raises(kiln.Error, match="do not go together"):
         kiln.set_gpu_math(deterministic=True, conv_search="exhaustive")
     assert kiln.gpu_math() == before
+
+
+def test_profiler_times_each_op_of_a_block():
+    x = kiln.uniform([2, 8, 8, 3])
+    w = kiln.uniform([4, 3, 3, 3])
+    with kiln.Profiler(by_shape=True) as p:
+        kiln.relu(kiln.conv2d(x, w, padding=1))
+    rows = p.rows()
+    conv = [r for r in rows if r["op"] == "conv2d_forward"]
+    assert len(conv) == 1 and conv[0]["calls"] == 1 and conv[0]["shape"] == "float32[2, 8, 8, 3]"
+    assert any(r["op"] == "relu" for r in rows)
+    assert p.table().startswith("profile: ")
+    kiln.relu(x)  # after the block: not counted
+    assert sum(r["calls"] for r in p.rows() if r["op"] == "relu") == 1
+    with pytest.raises(kiln.Error, match="another profiler"):
+        with kiln.Profiler():
+            kiln.Profiler()
