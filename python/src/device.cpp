@@ -23,7 +23,7 @@ void bind_profiler(nb::module_& m) {
   nb::class_<Profiler>(m, "Profiler",
                        "Times every kiln op this thread runs, each alone (the device drained around it), until "
                        "stop() or the end of its `with` block: `with kiln.Profiler() as p: step()`, then "
-                       "print(p.table()). One at a time per process (docs/performance.md, 'profiling').")
+                       "print(p.table()). One at a time per process (README, 'Benchmarks').")
       .def(nb::init<bool>(), arg("by_shape") = false, "by_shape: a row per op and input shape, else per op.")
       .def("__enter__", [](Profiler& p) -> Profiler& { return p; }, nb::rv_policy::reference)
       .def("__exit__", [](Profiler& p, nb::args) { p.stop(); })
