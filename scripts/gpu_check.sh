@@ -20,7 +20,8 @@
 #             (PyTorch eager and torch.compile), strict fp32 (KILN_TF32=none) at batch 64
 #   graph     the same rows through cuDNN's graph API (KILN_CONV_API=graph), kiln only
 #   memory    peak GPU memory of the fc8-only step, kiln and PyTorch, read from outside (NVML)
-#   recipe    the seed recipe end to end, kiln against its PyTorch twin (benchmarks/torch_recipe.py),
+#   recipe    the seed recipe end to end, kiln against its PyTorch twin (benchmarks/torch_recipe.py;
+#             3 seeds need ~190 s: 63 s a seed pair on 2026-12-04),
 #             fc8 from the linear probe on both sides as demo --full runs it (HEAD_INIT=random:
 #             train's defaults, near chance from random weights)
 #   stepgraph phase 1 with the step captured in a CUDA graph (vgg_finetune --cuda-graph on vs off)
@@ -325,7 +326,7 @@ if section memory 40 "peak GPU memory of the fc8-only step, kiln and PyTorch, re
 fi
 
 if section recipe 60 "the seed recipe end to end: vgg_finetune train against its PyTorch twin, per seed"; then
-  env "${ROWS_ENV[@]}" ROWS=a BUDGET="$(cap 150)" RUN_LIMIT="$(cap 90)" DEMO_DATA="$OUT/demo_work/data" \
+  env "${ROWS_ENV[@]}" ROWS=a BUDGET="$(cap 200)" RUN_LIMIT="$(cap 90)" DEMO_DATA="$OUT/demo_work/data" \
     SEEDS="${SEEDS:-1 2 3}" bash benchmarks/gpu_recipe_rows.sh 2>&1 | tee "$OUT/recipe.log"
   rc=${PIPESTATUS[0]}
   summary recipe "$rc" "$(grep -E '^\(a\) (kiln|torch):|ratio' "$OUT/recipe.log" | tr '\n' ' ')"
