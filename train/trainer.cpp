@@ -371,7 +371,7 @@ TrainResult Trainer::run(const std::optional<io::CheckpointInfo>& resume) {
     // Same model, recipe and data everywhere, then rank 0's weights everywhere. The feature
     // cache, calibration and the linear probe read the whole data set on every rank (the
     // same rows, the same results); training and uncached evaluation read shards.
-    check_same_run(*opt_.comm, run_fingerprint(model_, spec_, opt_, train_, val_, resume));
+    check_ranks_agree(model_, spec_, opt_, train_, val_, resume);
     broadcast_model(model_, *opt_.comm);
     s.lo.shard_rank = s.elo.shard_rank = opt_.comm->rank();
     s.lo.shard_count = s.elo.shard_count = opt_.comm->size();
@@ -955,6 +955,12 @@ bool Trainer::stopped_on_request(State& s, int64_t epochs_done) {
     hooks_.on_stop(StopInfo{StopInfo::Kind::requested, s.global_step, epochs_done, total_epochs(opt_.phases),
                             s.result.last_checkpoint});
   return false;
+}
+
+void check_ranks_agree(Sequential& model, const ModelSpec& spec, const TrainerOptions& o, const io::Dataset& train,
+                       const io::Dataset& val, const std::optional<io::CheckpointInfo>& resume) {
+  if (o.comm == nullptr || o.comm->size() <= 1) return;
+  check_same_run(*o.comm, run_fingerprint(model, spec, o, train, val, resume));
 }
 
 }  // namespace kiln

@@ -272,4 +272,11 @@ class Trainer {
   std::optional<io::DirLock> dir_lock_;  // model_dir, held by rank 0 from construction (when it exists) or run
 };
 
+// Data-parallel (o.comm over 2+ ranks): refuses on every rank, naming the first difference, a
+// start whose model, recipe, data or resume point differ from rank 0's; nothing otherwise.
+// Trainer::run checks this first; a program calls it itself to check before it writes files
+// of its own (vgg_finetune's classes.txt and config.txt), so a refused start writes nothing.
+void check_ranks_agree(Sequential& model, const ModelSpec& spec, const TrainerOptions& o, const io::Dataset& train,
+                       const io::Dataset& val, const std::optional<io::CheckpointInfo>& resume);
+
 }  // namespace kiln

@@ -844,10 +844,6 @@ TrainResult run_train(const TrainConfig& cfg) {
   const io::InputConvention convention =
       load_start_weights(cfg, spec, start, *model, init_gen, dropout_gen, num_classes, m);
   std::vector<Phase> phases = recipe_phases(cfg, spec, m);  // a bad --train-from is refused before any write
-  if (root) {  // rank 0 alone writes the model directory
-    write_run_files(cfg, start, classes);
-    io::write_file_atomic(skipped_path, audit.skipped_text());  // empty when none: no stale list from an earlier run
-  }
   model->to(device);
 
   TrainerOptions t;
@@ -881,9 +877,16 @@ TrainResult run_train(const TrainConfig& cfg) {
   t.run.seed = cfg.seed;
   t.init_gen = &init_gen;
   t.dropout_gen = &dropout_gen;
+  t.comm = comm.get();
+  // Every rank agrees on the run before rank 0 writes a file: a refused start leaves the
+  // model directory as it was (the trainer would check the same, after these writes).
+  check_ranks_agree(*model, spec, t, train_ds, val_ds, resume);
+  if (root) {  // rank 0 alone writes the model directory
+    write_run_files(cfg, start, classes);
+    io::write_file_atomic(skipped_path, audit.skipped_text());  // empty when none: no stale list from an earlier run
+  }
   std::optional<MetricsLog> metrics;
   if (root) t.metrics = &metrics.emplace(cfg.model_dir);
-  t.comm = comm.get();
   if (const char* c = std::getenv("KILN_DIST_CHECK_REPLICAS")) t.check_replicas = std::string(c) == "1";
   print_plan(cfg, resume ? resume->meta.epochs_done : 0, t.phases[0].name, *model);
 

@@ -71,10 +71,12 @@ RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port KILN_DIST_TIMEOUT=30
 RANK=1 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port KILN_DIST_TIMEOUT=30 "$B" train --data-dir "$W/data" \
   --model-dir "$W/mis" "${COMMON[@]}" --seed 8 > "$W/mis.1" 2>&1 & p1=$!
 wait $p0; rc0=$?; wait $p1; rc1=$?
+# Refused before rank 0 wrote anything: the new model directory is gone again.
 if [ $rc0 = 1 ] && [ $rc1 = 1 ] && grep -q "error: rank 0: rank(s) 1 were started with another model, recipe or data" "$W/mis.0" &&
-   grep -q "error: rank 1: rank(s) 1 were started with another .*here: 'batch 4 seed 8 (loader 10)" "$W/mis.1"; then
-  ok "recipe mismatch: $(grep error "$W/mis.1")"
-else bad "recipe mismatch (rc $rc0 $rc1)"; cat "$W"/mis.*; fi
+   grep -q "error: rank 1: rank(s) 1 were started with another .*here: 'batch 4 seed 8 (loader 10)" "$W/mis.1" &&
+   [ ! -e "$W/mis" ]; then
+  ok "recipe mismatch, nothing written: $(grep error "$W/mis.1")"
+else bad "recipe mismatch (rc $rc0 $rc1; model dir: $(ls -A "$W/mis" 2>&1 | tr '\n' ' '))"; cat "$W"/mis.*; fi
 
 # 5. Kill rank 1 after a few mid-epoch checkpoints: rank 0 stops within the timeout.
 port=$(free_port)
