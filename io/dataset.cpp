@@ -14,7 +14,11 @@ namespace fs = std::filesystem;
 
 std::string Dataset::summary() const {
   std::ostringstream os;
-  os << samples.size() << " images in " << classes.size() << " classes";
+  // A split's classes are the union of all splits' (labels must agree): say how many have images.
+  const auto with_images = std::count_if(class_counts.begin(), class_counts.end(), [](auto n) { return n > 0; });
+  os << samples.size() << " images in ";
+  if (static_cast<size_t>(with_images) < classes.size()) os << with_images << " of ";
+  os << classes.size() << " classes";
   for (size_t i = 0; i < classes.size(); ++i) os << (i == 0 ? ": " : ", ") << classes[i] << " " << class_counts[i];
   return os.str();
 }

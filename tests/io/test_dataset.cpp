@@ -38,6 +38,10 @@ TEST_CASE("image_folder: sorted classes, extensions in any case, hidden files sk
   CHECK(ds.samples[5].label == 1);
   CHECK(ds.samples[8].label == 2);
   CHECK(ds.summary() == "9 images in 3 classes: bear 5, owl 2, wolf 2");
+  io::Dataset empty_class = ds;  // a split whose classes include one it has no images of
+  std::erase_if(empty_class.samples, [](const io::Sample& s) { return s.label == 1; });
+  empty_class.class_counts[1] = 0;
+  CHECK(empty_class.summary() == "7 images in 2 of 3 classes: bear 5, owl 0, wolf 2");
   fs::remove_all(root);
 }
 
