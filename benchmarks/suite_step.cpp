@@ -139,6 +139,17 @@ Row net_row(const std::string& name, const std::string& shape, double flops, dou
                   !bench_device(opt).is_cpu() && kiln::compute_options().conv_tf32 ? Math::tf32 : Math::fp32);
 }
 
+// Under the graph API, whether its plans served the rows or shapes fell back to legacy
+// (the H200 run of 2026-12-04 could not tell: strict fp32 timed the same on both APIs).
+void print_conv_api_use(const Options& opt) {
+  if (bench_device(opt).is_cpu() || kiln::conv_api() != kiln::ConvApi::graph) return;
+  const kiln::ConvApiCounts c = kiln::conv_api_counts();
+  std::printf("conv graph API over the suite: %lld plans built (%lld fused), %lld fallbacks to the legacy API, "
+              "%lld graph runs (%lld fused)\n", static_cast<long long>(c.graph_plans),
+              static_cast<long long>(c.fused_plans), static_cast<long long>(c.fallbacks),
+              static_cast<long long>(c.graph_runs), static_cast<long long>(c.fused_runs));
+}
+
 }  // namespace
 
 SuiteResult run_step(const Options& opt, const MachineLimits& m) {
@@ -251,15 +262,7 @@ SuiteResult run_step(const Options& opt, const MachineLimits& m) {
   if (!res.rows.empty() && res.rows.front().name == spec.name + "/forward" && res.rows.front().timed)
     res.summary.emplace_back("forward_img_per_s", static_cast<double>(n) / (res.rows.front().t.median_ms * 1e-3));
   for (const auto& [k, v] : res.summary) std::printf("%s: %.2f (batch %lld)\n", k.c_str(), v, static_cast<long long>(n));
-  // Under the graph API, whether its plans served the rows or shapes fell back to legacy
-  // (the H200 run of 2026-12-04 could not tell: strict fp32 timed the same on both APIs).
-  if (!bench_device(opt).is_cpu() && kiln::conv_api() == kiln::ConvApi::graph) {
-    const kiln::ConvApiCounts c = kiln::conv_api_counts();
-    std::printf("conv graph API over the suite: %lld plans built (%lld fused), %lld fallbacks to the legacy API, "
-                "%lld graph runs (%lld fused)\n", static_cast<long long>(c.graph_plans),
-                static_cast<long long>(c.fused_plans), static_cast<long long>(c.fallbacks),
-                static_cast<long long>(c.graph_runs), static_cast<long long>(c.fused_runs));
-  }
+  print_conv_api_use(opt);
   return res;
 }
 
