@@ -111,6 +111,10 @@
 #   bwd_data rows checked TF32 against fp32 bounds (no times for them). The device tool
 #   brings back at most 8 files from $OUT: this script now ships logs.tgz (see Files).
 #   A second call 30 s after the first found no warm machine: plan one call.
+# - Added 2026-12-04 after run 2, NOT yet run on a GPU: kiln::Profiler (each step row's log
+#   carries a 25-line op profile, kiln_bench --profile), the graphapp and strictconv
+#   sections, the step suite's line on which cuDNN API served, the conv suite's TF32 and
+#   bf16 bounds, the recipe's 200 s budget (3 seeds).
 set -uo pipefail
 PACK=${1:-.gpu}
 SHIP=${OUT:-}  # where results go back from (the device tool's $OUT); empty: keep them in the work folder
