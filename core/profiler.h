@@ -33,7 +33,7 @@ struct ProfileRow {
 // a time per process (a second throws kiln::Error).
 class Profiler {
  public:
-  // by_shape: one row per op and input shape (conv2d_forward, "float32[64, 224, 224, 3]"), else per op.
+  // by_shape: one row per op and input shape (its dtype and shape, as "float32[N, H, W, C]"), else per op.
   explicit Profiler(bool by_shape = false);
   ~Profiler();
   Profiler(const Profiler&) = delete;

@@ -58,7 +58,7 @@ TEST_CASE("the profiler counts each backend call of a step, by op and by input s
   CHECK(by_shape.table(0).find("conv2d_forward") != std::string::npos);
 }
 
-TEST_CASE("a stopped profiler counts nothing more; reset forgets; one runs at a time", "[profiler]") {
+TEST_CASE("a stopped profiler counts nothing more, reset forgets, and one runs at a time", "[profiler]") {
   Generator g(4);
   Profiler p;
   CHECK_THROWS_WITH(Profiler(), Catch::Contains("another profiler is running"));
