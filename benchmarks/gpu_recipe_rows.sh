@@ -49,6 +49,7 @@ if [[ " $ROWS " == *" a "* ]]; then
     rc=$?; wall=$(since "$t0")
     echo "kiln $s $rc $wall" >> "$OUT/recipe_walls.txt"
     echo "(a) kiln  seed $s: rc $rc, wall $wall s; $(grep -E '^final validation' "$OUT/kiln_recipe_s$s.log")"
+    echo "(a) kiln  seed $s $(grep -E '^time: ' "$OUT/kiln_recipe_s$s.log")"  # where the wall time went
     # shellcheck disable=SC2086  # TWIN_EXTRA: flags, split on purpose
     timeout "$RUN_LIMIT" "$PY" "$ROOT/benchmarks/torch_recipe.py" --data "$D" --device "$DEV" --seed "$s" \
       --workers 8 --channels-last --checkpoint-dir "$W/torch_ckpt" --start-time "$(now)" "${TWIN_HEAD[@]}" \

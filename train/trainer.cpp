@@ -351,6 +351,13 @@ Trainer::Trainer(Sequential& model, const ModelSpec& spec, const io::Dataset& tr
 Trainer::~Trainer() = default;
 
 TrainResult Trainer::run(const std::optional<io::CheckpointInfo>& resume) {
+  const auto t0 = Clock::now();
+  TrainResult r = run_all(resume);
+  r.times.total = seconds_since(t0);
+  return r;
+}
+
+TrainResult Trainer::run_all(const std::optional<io::CheckpointInfo>& resume) {
   std::error_code ec;
   std::filesystem::create_directories(opt_.model_dir, ec);
   KILN_CHECK(!ec && std::filesystem::is_directory(opt_.model_dir), "trainer: cannot create the model directory '",
@@ -465,6 +472,7 @@ void Trainer::start_phase(int number, State& s) {
   if (opt_.eval_at_phase_start && hooks_.on_phase_eval) hooks_.on_phase_eval(number, "before", evaluate_now(s));
   if (ph.head_init != HeadInit::linear_probe) return;
   const HeadInitInfo info = fit_head(number, s);
+  s.result.times.probe += info.seconds;
   if (hooks_.on_head_init) hooks_.on_head_init(info);
   if (opt_.eval_at_phase_start && hooks_.on_phase_eval)
     hooks_.on_phase_eval(number, "after the linear probe", evaluate_now(s));
@@ -498,19 +506,25 @@ HeadInitInfo Trainer::fit_head(int number, State& s) {
 }
 
 EvalResult Trainer::evaluate_now(State& s) {
+  const auto t0 = Clock::now();
   const auto classes = static_cast<int64_t>(train_.classes.size());
   // Training-mode batch norm updated each rank's running statistics from its shard: one
   // model again before it is evaluated or saved.
   if (s.dist) average_buffers(model_, *opt_.comm);
-  if (s.cached) return evaluate_cached(model_, s.val_cache, s.lo.batch_size, s.lo.device, classes);
-  return s.dist ? evaluate_sharded(model_, *s.val_loader, classes, *opt_.comm)
-                : evaluate(model_, *s.val_loader, classes);
+  EvalResult r = s.cached ? evaluate_cached(model_, s.val_cache, s.lo.batch_size, s.lo.device, classes)
+                 : s.dist ? evaluate_sharded(model_, *s.val_loader, classes, *opt_.comm)
+                          : evaluate(model_, *s.val_loader, classes);
+  s.result.times.evaluation += seconds_since(t0);
+  return r;
 }
 
 std::string Trainer::save(const io::CheckpointMeta& meta, State& s) {
+  const auto t0 = Clock::now();
   check_weights_finite(meta, s);  // on every rank (replicas are equal): all stop together
-  if (!s.root) return "(rank 0 writes the checkpoints)";
-  return io::save_checkpoint(opt_.model_dir, model_, *s.optimizer, meta, opt_.keep);
+  std::string path = s.root ? io::save_checkpoint(opt_.model_dir, model_, *s.optimizer, meta, opt_.keep)
+                            : std::string("(rank 0 writes the checkpoints)");
+  s.result.times.checkpoints += seconds_since(t0);
+  return path;
 }
 
 // A parameter gone NaN or infinite before ReLUs (which map NaN to 0) leaves the loss finite,
@@ -627,7 +641,14 @@ bool Trainer::run_epoch(int64_t e, State& s) {
     s.steps0 = s.step_in_epoch;
     if (hooks_.on_resume_skip) hooks_.on_resume_skip(m.batches_done, e + 1);
   }
-  if (!train_steps(e, s)) return false;
+  // The steps' time, less the evaluations and checkpoints made between them (--eval-every,
+  // --checkpoint-every, a stop), which count as themselves.
+  RunTimes& times = s.result.times;
+  const double others_before = times.evaluation + times.checkpoints;
+  const auto ts = Clock::now();
+  const bool go_on = train_steps(e, s);
+  times.steps += seconds_since(ts) - (times.evaluation + times.checkpoints - others_before);
+  if (!go_on) return false;
   KILN_CHECK(s.seen > 0, "no training image of '", train_.root, "' could be read");
   EpochSummary sum;
   sum.phase = static_cast<int>(s.phase) + 1;

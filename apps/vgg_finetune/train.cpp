@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -804,6 +805,7 @@ std::unique_ptr<Communicator> join_ranks(const TrainConfig& cfg) {
 }  // namespace
 
 TrainResult run_train(const TrainConfig& cfg) {
+  const auto t_start = std::chrono::steady_clock::now();  // before the rendezvous, the device and the audit
   const std::unique_ptr<Communicator> comm = join_ranks(cfg);
   const bool root = comm->rank() == 0;
   // Everything that can be refused is checked before any work or any write: the device, then
@@ -903,6 +905,11 @@ TrainResult run_train(const TrainConfig& cfg) {
                 static_cast<long long>(r.val.images), eval_details(r.val, classes).c_str());
   }
   std::printf("checkpoint: %s\n", r.last_checkpoint.empty() ? "(none yet)" : r.last_checkpoint.c_str());
+  const RunTimes& w = r.times;
+  const double since_start = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+  std::printf("time: %.1f s since the start, %.1f s of it training: steps %.1f s, evaluation %.1f s, checkpoints "
+              "%.1f s, linear probe %.1f s, other %.1f s (phase set-up, feature caches, calibration)\n",
+              since_start, w.total, w.steps, w.evaluation, w.checkpoints, w.probe, w.other());
   return r;
 }
 

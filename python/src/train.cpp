@@ -210,6 +210,10 @@ nb::dict train(Sequential& model, const std::string& arch, std::vector<Phase> ph
   // Nothing evaluated (no epoch ran, nothing resumed): no numbers to report.
   if (!resume && r.val.images == 0) d["loss"] = d["acc"] = nb::none();
   d["last_checkpoint"] = r.last_checkpoint.empty() ? nb::object(nb::none()) : nb::str(r.last_checkpoint.c_str());
+  nb::dict times;
+  times["total"] = r.times.total, times["steps"] = r.times.steps, times["evaluation"] = r.times.evaluation;
+  times["checkpoints"] = r.times.checkpoints, times["probe"] = r.times.probe, times["other"] = r.times.other();
+  d["times"] = times;
   return d;
 }
 
@@ -353,8 +357,9 @@ void bind_train(nb::module_& m) {
         "'off', 'on' or 'auto': record head-only phases' steps as CUDA graphs on a GPU (docs/gpu.md; elsewhere "
         "the step runs eagerly, with the same results). Ctrl-C stops it after the current step and "
         "raises KeyboardInterrupt; the last checkpoint stays intact. Returns the last validation "
-        "{loss, acc, images} with finished, last_checkpoint and resumed_from (a state file or None); loss and acc "
-        "are None when nothing was evaluated (no epoch ran).");
+        "{loss, acc, images} with finished, last_checkpoint, resumed_from (a state file or None) and times (seconds: "
+        "total, steps, evaluation, checkpoints, probe, other); loss and acc are None when nothing was evaluated "
+        "(no epoch ran).");
 }
 
 }  // namespace kiln::python

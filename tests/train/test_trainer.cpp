@@ -247,6 +247,26 @@ TEST_CASE("a Trainer runs any Sequential's phases and resumes mid-epoch bit for 
   }
 }
 
+TEST_CASE("a run says where its wall time went: steps, evaluation, checkpoints, the probe, the rest", "[train]") {
+  const DemoSplits d("trainer_times", 2, 4, 2);
+  const ModelSpec& spec = find_model_spec("vgg16");
+  Generator g(5);
+  auto net = tiny_net(g);
+  TrainerOptions t = tiny_options(d.root + "/m", true);
+  t.run.classes = d.train.classes;
+  t.phases[0].head_init = HeadInit::linear_probe;
+  const TrainResult r = Trainer(*net, spec, d.train, d.val, t).run(std::nullopt);
+  REQUIRE(r.finished);
+  const RunTimes& w = r.times;
+  CHECK(w.steps > 0);
+  CHECK(w.evaluation > 0);   // after each of the 3 epochs
+  CHECK(w.checkpoints > 0);  // after every step (checkpoint_every 1) and each epoch
+  CHECK(w.probe > 0);
+  // The parts are disjoint: mid-epoch checkpoints count as checkpoints, not as steps.
+  CHECK(w.steps + w.evaluation + w.checkpoints + w.probe <= w.total);
+  CHECK(w.other() >= 0);
+}
+
 TEST_CASE("drop_last drops the short training batch alike cached or not, and evaluation still sees every image",
           "[train]") {
   const DemoSplits d("trainer_drop_last", 2, 4, 2);  // 8 training images: batches of 3 are 3, 3 and a short 2
