@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The GPU check: on a machine with an NVIDIA GPU and a kiln build packed by
-# scripts/gpu_pack.sh, run in sections, existing code first and new features last, each
-# under a share of one time budget (DEADLINE, default 540 s: the device tool's per-call
-# limit is 600 s). A section that would not fit in what is left is skipped, saying so.
+# scripts/gpu_pack.sh, run in sections, each under a share of one time budget (DEADLINE,
+# default 540 s: the device tool's per-call limit is 600 s). A section that would not fit in
+# what is left is skipped, saying so. They run in this order (the code's, whatever SECTIONS
+# lists): tests, demo, targets, memory, recipe (the GPU issue's "done when"), resume,
+# graphapp, python, strictconv, stepgraph, graph, resnet, bench, bf16, determinism, table.
 #   tests     every [cuda] test case that existed before 2026-12-02 (conv algorithms by
 #             heuristics, then exhaustive search); then the newer ones apart ([bf16], [graph],
 #             [graph_step], ...), so a crash in a new feature cannot hide the old results;
@@ -205,26 +207,7 @@ NEW_TAGS='[bf16],[graph],[graph_step],[determinism],[fused],[deviceprop]'
 # without a GPU can have cuDNN rank engines and build plans for it (docs/gpu.md).
 export KILN_CUDNN_DEVICEPROP_OUT="$OUT/cudnn_deviceprop.json"
 
-if section tests 60 "every [cuda] case: the older ones by heuristics, then exhaustive search; the newer apart"; then
-  OLD="[cuda]~${NEW_TAGS//,/\~}"  # every [cuda] case without a new tag (\~: no tilde expansion)
-  timeout "$(cap 120)" "$KT" "$OLD" --reporter compact 2>&1 | tee "$OUT/tests_cuda.log" | tail -15
-  rc=${PIPESTATUS[0]}
-  KILN_CONV_SEARCH=exhaustive timeout "$(cap 60)" "$KT" "$OLD" --reporter compact 2>&1 |
-    tee "$OUT/tests_cuda_exhaustive.log" | tail -8
-  (( rc |= PIPESTATUS[0] ))
-  for tag in ${NEW_TAGS//,/ }; do
-    timeout "$(cap 60)" "$KT" "[cuda]${tag}~[timing]" --reporter compact 2>&1 | tee "$OUT/tests_new_${tag//[\[\]]/}.log" | tail -8
-    (( rc |= PIPESTATUS[0] ))
-  done
-  if [[ "${FULL:-0}" == 1 ]]; then
-    echo "== the whole suite (CPU cases too): FULL=1"
-    "$KT" --reporter compact 2>&1 | tee "$OUT/tests.log" | tail -25
-    (( rc |= PIPESTATUS[0] ))
-  fi
-  summary tests "$rc" "$(grep -h -E '^(Passed|Failed|All tests)' "$OUT"/tests_*.log | tr '\n' ' ')"
-  fold "$rc"; stamp
-fi
-
+# Helpers the sections share (defined before any runs, so any section can run alone).
 # demo_summary LOG: the demo's accuracy line and each phase's last img/s.
 demo_summary() {
   local acc p1 p2
@@ -233,14 +216,6 @@ demo_summary() {
   p2=$(grep -E '^epoch .*phase 2' "$1" | tail -1 | grep -o '[0-9.]* img/s')
   echo "$acc; phase 1 ${p1:-?}, phase 2 ${p2:-?}; $(grep -o 'demo done in [0-9]* s' "$1")"
 }
-
-if section demo 40 "vgg_finetune demo at full size on the GPU"; then
-  rm -rf "$OUT/demo_work"
-  timeout "$(cap 200)" "$VF" demo --device "$DEVICE" --full --work-dir "$OUT/demo_work" 2>&1 | tee "$OUT/demo.log" | tail -30
-  rc=${PIPESTATUS[0]}
-  summary demo "$rc" "$(demo_summary "$OUT/demo.log")"
-  fold "$rc"; stamp
-fi
 
 # resume_data: the demo's data (or a toy set) and R, the short train both resume pairs run.
 resume_data() {
@@ -262,6 +237,74 @@ resume_pair() {
   elif [[ $rc == 0 ]]; then verdict="NOT bit-identical: $da vs $db"
   else verdict="a run failed (resume$1.log)"; fi
 }
+
+# step_rows NAME BATCH ROWS [kiln_bench flags...]: the step suite's ROWS at BATCH into
+# $OUT/NAME.json and NAME.log (exhaustive algorithm search on both sides, as cudnn.benchmark);
+# each kiln row's op-by-op profile (kiln_bench --profile, 25 lines) is in the log, indented.
+step_rows() {
+  local name=$1 batch=$2 rows=$3; shift 3
+  timeout "$(cap 200)" "$KB" --device "$DEVICE" --suite step --batch "$batch" --only "$rows" --warmup 2 \
+    --repeat "${REPEAT:-5}" --profile "${PROFILE:-25}" --json "$OUT/$name.json" "$@" 2>&1 | tee "$OUT/$name.log" |
+    grep -v '^ ' | tail -14
+  return "${PIPESTATUS[0]}"
+}
+
+# benchmarks/gpu_recipe_rows.sh: row (a) the recipe, (b) the memory (docs/torch_recipe.md).
+ROWS_ENV=(OUT="$OUT" VF="$VF" KB="$KB" PY="$KILN_PYTHON" DEV="$DEVICE")
+
+if section tests 60 "every [cuda] case: the older ones by heuristics, then exhaustive search; the newer apart"; then
+  OLD="[cuda]~${NEW_TAGS//,/\~}"  # every [cuda] case without a new tag (\~: no tilde expansion)
+  timeout "$(cap 120)" "$KT" "$OLD" --reporter compact 2>&1 | tee "$OUT/tests_cuda.log" | tail -15
+  rc=${PIPESTATUS[0]}
+  KILN_CONV_SEARCH=exhaustive timeout "$(cap 60)" "$KT" "$OLD" --reporter compact 2>&1 |
+    tee "$OUT/tests_cuda_exhaustive.log" | tail -8
+  (( rc |= PIPESTATUS[0] ))
+  for tag in ${NEW_TAGS//,/ }; do
+    timeout "$(cap 60)" "$KT" "[cuda]${tag}~[timing]" --reporter compact 2>&1 | tee "$OUT/tests_new_${tag//[\[\]]/}.log" | tail -8
+    (( rc |= PIPESTATUS[0] ))
+  done
+  if [[ "${FULL:-0}" == 1 ]]; then
+    echo "== the whole suite (CPU cases too): FULL=1"
+    "$KT" --reporter compact 2>&1 | tee "$OUT/tests.log" | tail -25
+    (( rc |= PIPESTATUS[0] ))
+  fi
+  summary tests "$rc" "$(grep -h -E '^(Passed|Failed|All tests)' "$OUT"/tests_*.log | tr '\n' ' ')"
+  fold "$rc"; stamp
+fi
+
+if section demo 40 "vgg_finetune demo at full size on the GPU"; then
+  rm -rf "$OUT/demo_work"
+  timeout "$(cap 200)" "$VF" demo --device "$DEVICE" --full --work-dir "$OUT/demo_work" 2>&1 | tee "$OUT/demo.log" | tail -30
+  rc=${PIPESTATUS[0]}
+  summary demo "$rc" "$(demo_summary "$OUT/demo.log")"
+  fold "$rc"; stamp
+fi
+
+if section targets 150 "the target rows, kiln then PyTorch (eager, then torch.compile) on the same GPU"; then
+  TB=${TARGET_BATCH:-256}; B=${BATCH:-64}
+  KILN_PEER_COMPILE=1 step_rows targets_b256 "$TB" vgg16/step_fc8@bf16-frozen,vgg16/step_fc8@bf16-frozen+graph \
+    --compare; rc=$?
+  KILN_PEER_COMPILE=1 step_rows targets_b64 "$B" vgg16/forward,vgg16/step_fc8,vgg16/step_all,vgg16/step_all@bf16 \
+    --compare; (( rc |= $? ))
+  KILN_TF32=none step_rows targets_strict "$B" vgg16/forward,vgg16/step_all --compare; (( rc |= $? ))
+  summary targets "$rc" "$(grep -h 'img_per_s: kiln' "$OUT"/targets_*.log | tr '\n' ' ' | cut -c1-600)"
+  fold "$rc"; stamp
+fi
+
+if section memory 40 "peak GPU memory of the fc8-only step, kiln and PyTorch, read by NVML from outside"; then
+  env "${ROWS_ENV[@]}" ROWS=b RUN_LIMIT="$(cap 40)" bash benchmarks/gpu_recipe_rows.sh 2>&1 | tee "$OUT/memory.log"
+  rc=${PIPESTATUS[0]}
+  summary memory "$rc" "$(grep '^(b)' "$OUT/memory.log" | tr '\n' ' ')"
+  fold "$rc"; stamp
+fi
+
+if section recipe 60 "the seed recipe end to end: vgg_finetune train against its PyTorch twin, per seed"; then
+  env "${ROWS_ENV[@]}" ROWS=a BUDGET="$(cap 200)" RUN_LIMIT="$(cap 90)" DEMO_DATA="$OUT/demo_work/data" \
+    SEEDS="${SEEDS:-1 2 3}" bash benchmarks/gpu_recipe_rows.sh 2>&1 | tee "$OUT/recipe.log"
+  rc=${PIPESTATUS[0]}
+  summary recipe "$rc" "$(grep -E '^\(a\) (kiln|torch):|ratio' "$OUT/recipe.log" | tr '\n' ' ')"
+  fold "$rc"; stamp
+fi
 
 if section resume 40 "stopped mid-phase-2 and resumed on the GPU, against the uninterrupted run"; then
   resume_data
@@ -288,52 +331,27 @@ if section graphapp 40 "vgg_finetune under cuDNN's graph API (KILN_CONV_API=grap
   fold "$rc"; stamp
 fi
 
-# step_rows NAME BATCH ROWS [kiln_bench flags...]: the step suite's ROWS at BATCH into
-# $OUT/NAME.json and NAME.log (exhaustive algorithm search on both sides, as cudnn.benchmark);
-# each kiln row's op-by-op profile (kiln_bench --profile, 25 lines) is in the log, indented.
-step_rows() {
-  local name=$1 batch=$2 rows=$3; shift 3
-  timeout "$(cap 200)" "$KB" --device "$DEVICE" --suite step --batch "$batch" --only "$rows" --warmup 2 \
-    --repeat "${REPEAT:-5}" --profile "${PROFILE:-25}" --json "$OUT/$name.json" "$@" 2>&1 | tee "$OUT/$name.log" |
-    grep -v '^ ' | tail -14
-  return "${PIPESTATUS[0]}"
-}
-
-if section targets 150 "the target rows, kiln then PyTorch (eager, then torch.compile) on the same GPU"; then
-  TB=${TARGET_BATCH:-256}; B=${BATCH:-64}
-  KILN_PEER_COMPILE=1 step_rows targets_b256 "$TB" vgg16/step_fc8@bf16-frozen,vgg16/step_fc8@bf16-frozen+graph \
-    --compare; rc=$?
-  KILN_PEER_COMPILE=1 step_rows targets_b64 "$B" vgg16/forward,vgg16/step_fc8,vgg16/step_all,vgg16/step_all@bf16 \
-    --compare; (( rc |= $? ))
-  KILN_TF32=none step_rows targets_strict "$B" vgg16/forward,vgg16/step_all --compare; (( rc |= $? ))
-  summary targets "$rc" "$(grep -h 'img_per_s: kiln' "$OUT"/targets_*.log | tr '\n' ' ' | cut -c1-600)"
+if section python 45 "the Python module's tests with this machine's Python and PyTorch (DLPack hand-offs on the GPU)"; then
+  PY=${KILN_PYTHON:-python3}
+  if [[ ! -d $PACK/python/kiln ]]; then
+    rc=77; echo "no Python module in the pack (scripts/gpu_pack.sh said why)" | tee "$OUT/python.log"
+  elif ! "$PY" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))'; then
+    rc=77; echo "the pack's module is for Python 3.12; $PY is $("$PY" -V 2>&1)" | tee "$OUT/python.log"
+  else
+    PYTHONPATH="$(cd "$PACK" && pwd)/python" KILN_VGG_FINETUNE="$VF" PYTHONDONTWRITEBYTECODE=1 \
+      timeout "$(cap 120)" "$PY" "$KILN_SOURCE_DIR/python/tests/run_tests.py" 2>&1 | tee "$OUT/python.log" | tail -20
+    rc=${PIPESTATUS[0]}
+  fi
+  summary python "$rc" "$(tail -1 "$OUT/python.log")"
   fold "$rc"; stamp
 fi
 
-if section graph 60 "the target rows through cuDNN's graph API (KILN_CONV_API=graph; conv+bias+ReLU fused)"; then
-  export KILN_CONV_API=graph
-  step_rows graph_b256 "${TARGET_BATCH:-256}" vgg16/step_fc8@bf16-frozen,vgg16/step_fc8@bf16-frozen+graph; rc=$?
-  step_rows graph_b64 "${BATCH:-64}" vgg16/forward,vgg16/step_fc8,vgg16/step_all,vgg16/step_all@bf16; (( rc |= $? ))
-  KILN_TF32=none step_rows graph_strict "${BATCH:-64}" vgg16/forward,vgg16/step_all; (( rc |= $? ))
-  unset KILN_CONV_API
-  summary graph "$rc" "$(grep -h -E '^conv graph API' "$OUT"/graph_*.log | sort | uniq -c | head -3 | tr '\n' ' ')"
-  fold "$rc"; stamp
-fi
-
-# benchmarks/gpu_recipe_rows.sh: row (a) the recipe, (b) the memory (docs/torch_recipe.md).
-ROWS_ENV=(OUT="$OUT" VF="$VF" KB="$KB" PY="$KILN_PYTHON" DEV="$DEVICE")
-if section memory 40 "peak GPU memory of the fc8-only step, kiln and PyTorch, read by NVML from outside"; then
-  env "${ROWS_ENV[@]}" ROWS=b RUN_LIMIT="$(cap 40)" bash benchmarks/gpu_recipe_rows.sh 2>&1 | tee "$OUT/memory.log"
+if section strictconv 90 "the conv suite in strict fp32 (KILN_TF32=none), kiln then PyTorch, layer by layer"; then
+  KILN_TF32=none timeout "$(cap 150)" "$KB" --device "$DEVICE" --suite conv --batch "${BATCH:-64}" \
+    --warmup 2 --repeat "${REPEAT:-5}" --conv-search "${CONV_SEARCH:-exhaustive}" --compare --json "$OUT/strictconv.json" \
+    2>&1 | tee "$OUT/strictconv.log" | tail -30
   rc=${PIPESTATUS[0]}
-  summary memory "$rc" "$(grep '^(b)' "$OUT/memory.log" | tr '\n' ' ')"
-  fold "$rc"; stamp
-fi
-
-if section recipe 60 "the seed recipe end to end: vgg_finetune train against its PyTorch twin, per seed"; then
-  env "${ROWS_ENV[@]}" ROWS=a BUDGET="$(cap 200)" RUN_LIMIT="$(cap 90)" DEMO_DATA="$OUT/demo_work/data" \
-    SEEDS="${SEEDS:-1 2 3}" bash benchmarks/gpu_recipe_rows.sh 2>&1 | tee "$OUT/recipe.log"
-  rc=${PIPESTATUS[0]}
-  summary recipe "$rc" "$(grep -E '^\(a\) (kiln|torch):|ratio' "$OUT/recipe.log" | tr '\n' ' ')"
+  summary strictconv "$rc" "$(grep -h -E '^b[0-9]+_fwd(_bwd)?_ms: kiln' "$OUT/strictconv.log" | tr '\n' ' ')"
   fold "$rc"; stamp
 fi
 
@@ -355,24 +373,13 @@ if section stepgraph 60 "phase 1 with the step captured in a CUDA graph, against
   fold "$rc"; stamp
 fi
 
-if section strictconv 90 "the conv suite in strict fp32 (KILN_TF32=none), kiln then PyTorch, layer by layer"; then
-  KILN_TF32=none timeout "$(cap 150)" "$KB" --device "$DEVICE" --suite conv --batch "${BATCH:-64}" \
-    --warmup 2 --repeat "${REPEAT:-5}" --conv-search "${CONV_SEARCH:-exhaustive}" --compare --json "$OUT/strictconv.json" \
-    2>&1 | tee "$OUT/strictconv.log" | tail -30
-  rc=${PIPESTATUS[0]}
-  summary strictconv "$rc" "$(grep -h -E '^b[0-9]+_fwd(_bwd)?_ms: kiln' "$OUT/strictconv.log" | tr '\n' ' ')"
-  fold "$rc"; stamp
-fi
-
-if section bench 120 "the other suites, kiln then PyTorch on the same GPU (conv layer by layer; memory-bound)"; then
-  timeout "$(cap 200)" "$KB" --device "$DEVICE" --suite conv --batch "${BATCH:-64}" \
-    --warmup 2 --repeat "${REPEAT:-5}" --conv-search "${CONV_SEARCH:-exhaustive}" --compare --json "$OUT/bench.json" \
-    2>&1 | tee "$OUT/bench.log" | tail -30
-  rc=${PIPESTATUS[0]}
-  timeout "$(cap 150)" "$KB" --device "$DEVICE" --suite gemm,pool,softmax_ce,elementwise,sgd,copy \
-    --repeat "${REPEAT:-5}" --compare --json "$OUT/bench_mem.json" 2>&1 | tee "$OUT/bench_mem.log" | tail -20
-  (( rc |= PIPESTATUS[0] ))
-  summary bench "$rc" "rows in bench.log, bench_mem.log"
+if section graph 60 "the target rows through cuDNN's graph API (KILN_CONV_API=graph; conv+bias+ReLU fused)"; then
+  export KILN_CONV_API=graph
+  step_rows graph_b256 "${TARGET_BATCH:-256}" vgg16/step_fc8@bf16-frozen,vgg16/step_fc8@bf16-frozen+graph; rc=$?
+  step_rows graph_b64 "${BATCH:-64}" vgg16/forward,vgg16/step_fc8,vgg16/step_all,vgg16/step_all@bf16; (( rc |= $? ))
+  KILN_TF32=none step_rows graph_strict "${BATCH:-64}" vgg16/forward,vgg16/step_all; (( rc |= $? ))
+  unset KILN_CONV_API
+  summary graph "$rc" "$(grep -h -E '^conv graph API' "$OUT"/graph_*.log | sort | uniq -c | head -3 | tr '\n' ' ')"
   fold "$rc"; stamp
 fi
 
@@ -391,6 +398,18 @@ if section resnet 40 "vgg_finetune demo --model resnet50 on the GPU (batch norm'
   fold "$rc"; stamp
 fi
 
+if section bench 120 "the other suites, kiln then PyTorch on the same GPU (conv layer by layer; memory-bound)"; then
+  timeout "$(cap 200)" "$KB" --device "$DEVICE" --suite conv --batch "${BATCH:-64}" \
+    --warmup 2 --repeat "${REPEAT:-5}" --conv-search "${CONV_SEARCH:-exhaustive}" --compare --json "$OUT/bench.json" \
+    2>&1 | tee "$OUT/bench.log" | tail -30
+  rc=${PIPESTATUS[0]}
+  timeout "$(cap 150)" "$KB" --device "$DEVICE" --suite gemm,pool,softmax_ce,elementwise,sgd,copy \
+    --repeat "${REPEAT:-5}" --compare --json "$OUT/bench_mem.json" 2>&1 | tee "$OUT/bench_mem.log" | tail -20
+  (( rc |= PIPESTATUS[0] ))
+  summary bench "$rc" "rows in bench.log, bench_mem.log"
+  fold "$rc"; stamp
+fi
+
 if section bf16 15 "bf16 vs fp32: one VGG16 conv layer and fc6, timed (exhaustive search for both)"; then
   KILN_CONV_SEARCH=exhaustive timeout "$(cap 60)" "$KT" "[cuda][bf16][timing]" --reporter compact 2>&1 |
     tee "$OUT/bf16_timing.log" | tail -8
@@ -404,21 +423,6 @@ if section determinism 40 "what KILN_DETERMINISTIC=1 costs: the default and the 
   KILN_DETERMINISTIC=1 step_rows determinism_on "${BATCH:-64}" vgg16/step_fc8,vgg16/step_all --conv-search heuristic
   (( rc |= $? ))
   summary determinism "$rc" "$(python3 "$KILN_SOURCE_DIR/benchmarks/gpu_targets.py" "$OUT" --determinism 2>&1 | tr '\n' ' ')"
-  fold "$rc"; stamp
-fi
-
-if section python 45 "the Python module's tests with this machine's Python and PyTorch (DLPack hand-offs on the GPU)"; then
-  PY=${KILN_PYTHON:-python3}
-  if [[ ! -d $PACK/python/kiln ]]; then
-    rc=77; echo "no Python module in the pack (scripts/gpu_pack.sh said why)" | tee "$OUT/python.log"
-  elif ! "$PY" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))'; then
-    rc=77; echo "the pack's module is for Python 3.12; $PY is $("$PY" -V 2>&1)" | tee "$OUT/python.log"
-  else
-    PYTHONPATH="$(cd "$PACK" && pwd)/python" KILN_VGG_FINETUNE="$VF" PYTHONDONTWRITEBYTECODE=1 \
-      timeout "$(cap 120)" "$PY" "$KILN_SOURCE_DIR/python/tests/run_tests.py" 2>&1 | tee "$OUT/python.log" | tail -20
-    rc=${PIPESTATUS[0]}
-  fi
-  summary python "$rc" "$(tail -1 "$OUT/python.log")"
   fold "$rc"; stamp
 fi
 
