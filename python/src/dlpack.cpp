@@ -9,6 +9,7 @@
 // stream): the consumer's `stream` waits for kiln's queued work, and kiln's frees wait for
 // the consumer's work once it drops the capsule; an imported tensor is asked for with
 // kiln's stream, and kiln waits for its own work to finish before handing it back.
+#include <atomic>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -21,6 +22,20 @@
 
 namespace kiln::python {
 namespace {
+
+// Set by Py_AtExit's callback, the last thing Py_FinalizeEx runs: Python is gone for good.
+std::atomic<bool> g_python_gone{false};
+
+// Whether a release may hand a reference back to Python now. Py_IsInitialized() alone turns
+// false before the modules' globals are cleared, so a kiln tensor still holding a producer's
+// array at exit (kiln.from_dlpack(t) of a kiln tensor t) skipped its release and nanobind
+// reported the producer, and every kiln type with it, as leaked. While finalizing, the
+// thread that holds the GIL (the one clearing the modules) may still release; other threads,
+// and anything after Py_AtExit, may not.
+bool python_usable() {
+  if (g_python_gone.load()) return false;
+  return Py_IsInitialized() || PyGILState_Check() != 0;
+}
 
 using nb::arg;
 using Array = nb::ndarray<>;  // any dtype, shape, order and device
@@ -140,7 +155,7 @@ Tensor from_array(const Array& a, bool copy_to_contiguous) {
   // cannot name: finish kiln's work first.
   auto* keep = new Array(a);
   return Tensor::from_external(a.data(), Shape(dims), dtype, device, [keep, device] {
-    if (!Py_IsInitialized()) return;  // interpreter gone: nothing left to hand back
+    if (!python_usable()) return;  // interpreter gone: nothing left to hand back
     if (!device.is_cpu()) {
       try {
         synchronize(device);
@@ -244,6 +259,7 @@ Array to_array(const Tensor& t, std::uintptr_t consumer_stream = 0) {
 }  // namespace
 
 void bind_dlpack(nb::module_& m) {
+  Py_AtExit([] { g_python_gone.store(true); });
   nb::class_<Tensor> cls = nb::borrow<nb::class_<Tensor>>(m.attr("Tensor"));
   cls.def("__dlpack__",
           [](const Tensor& t, nb::kwargs kwargs) {

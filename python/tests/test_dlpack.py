@@ -3,6 +3,8 @@ visible both ways, memory kept alive whichever side is dropped first, explicit c
 layouts kiln does not share, errors for what it cannot take."""
 import gc
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -277,3 +279,13 @@ def test_empty_torch_tensors_are_contiguous():
 def test_bf16_has_no_numpy_view():
     with pytest.raises(kiln.Error, match="NumPy has no bfloat16"):
         kiln.ones([2, 3], dtype="bfloat16").numpy()
+
+
+def test_a_shared_tensor_alive_at_exit_is_released_not_leaked():
+    # Python clears the modules' globals after Py_IsInitialized() turns false: a kiln tensor
+    # still sharing another kiln tensor's memory then skipped its release, and nanobind
+    # reported every kiln type as leaked at exit.
+    code = "import kiln\nt = kiln.uniform([3, 4])\ny = kiln.from_dlpack(t)\ndel t\n"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert "leaked" not in run.stderr, run.stderr
