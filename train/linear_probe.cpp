@@ -5,28 +5,129 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <exception>
+
+#include "kernels/cpu/cpu_elements.h"
 
 namespace kiln {
+
+namespace {
+
+// Eight doubles as one value: GCC's vector extension, lowered to whatever registers a clone
+// has (two ymm, four xmm), lane by lane, so every clone computes the same bits.
+using v8d = double __attribute__((vector_size(64)));
+
+// Dot products of rows x[0..R) with row y over n doubles: each in eight interleaved lanes
+// added in a fixed order (no fused multiply-add: -ffp-contract=off), so every ISA clone
+// (kernels/cpu/cpu_elements.h) returns the same bits; R rows share each load of y. Inlined
+// into each clone below.
+template <int R>
+[[gnu::always_inline]] inline void dots_of(const double* const* x, const double* y, int64_t n, double* out) {
+  v8d s[R] = {};
+  int64_t k = 0;
+  for (; k + 8 <= n; k += 8) {
+    v8d yv, xv;
+    std::memcpy(&yv, y + k, sizeof yv);  // unaligned loads
+    for (int i = 0; i < R; ++i) {
+      std::memcpy(&xv, x[i] + k, sizeof xv);
+      s[i] += xv * yv;
+    }
+  }
+  for (int i = 0; i < R; ++i) {
+    double t = ((s[i][0] + s[i][1]) + (s[i][2] + s[i][3])) + ((s[i][4] + s[i][5]) + (s[i][6] + s[i][7]));
+    for (int64_t j = k; j < n; ++j) t += x[i][j] * y[j];
+    out[i] = t;
+  }
+}
+
+// dots_of for 1 <= r <= 4 rows.
+KILN_CPU_CLONES void dots(const double* const* x, int r, const double* y, int64_t n, double* out) {
+  switch (r) {
+    case 1: return dots_of<1>(x, y, n, out);
+    case 2: return dots_of<2>(x, y, n, out);
+    case 3: return dots_of<3>(x, y, n, out);
+    default: return dots_of<4>(x, y, n, out);
+  }
+}
+
+double dot(const double* x, const double* y, int64_t n) {
+  double out = 0;
+  dots(&x, 1, y, n, &out);
+  return out;
+}
+
+// Adds the lower triangle of x x^T [n, n] (row-major) for x [n, d] to g: rows in blocks of
+// four, each block against every earlier row (one pass over that row serves four products),
+// over the features in chunks whose rows stay in cache together; blocks spread over the
+// threads, every entry summed the same way whatever their number.
+void add_lower_gram(const double* x, int64_t n, int64_t d, double* g) {
+  constexpr int64_t kChunk = 512;  // 4 KB of each row: a few thousand rows' chunks fit in L3
+  const int64_t blocks = (n + 3) / 4;
+  for (int64_t k0 = 0; k0 < d; k0 += kChunk) {
+    const int64_t len = std::min(kChunk, d - k0);
+#pragma omp parallel for schedule(dynamic, 1) if (n * d > 65536)
+    for (int64_t b = blocks - 1; b >= 0; --b) {  // the longest blocks first
+      const int64_t i0 = 4 * b, r = std::min<int64_t>(4, n - i0);
+      const double* rows[4];
+      for (int64_t i = 0; i < r; ++i) rows[i] = x + (i0 + i) * d + k0;
+      double out[4];
+      for (int64_t j = 0; j < i0 + r; ++j) {
+        dots(rows, static_cast<int>(r), x + j * d + k0, len, out);
+        for (int64_t i = 0; i < r; ++i)
+          if (j <= i0 + i) g[(i0 + i) * n + j] += out[i];
+      }
+    }
+  }
+}
+
+}  // namespace
 
 namespace detail {
 
 void ridge_solve(std::vector<double> a, double lambda, int64_t n, std::vector<double>& b, int64_t m) {
   KILN_CHECK(static_cast<int64_t>(a.size()) == n * n && static_cast<int64_t>(b.size()) == n * m,
              "ridge_solve: sizes do not match n = ", n, ", m = ", m);
-  // a = L L^T, L in the lower triangle of a.
-  for (int64_t j = 0; j < n; ++j) {
-    double* rj = a.data() + j * n;
-    double d = rj[j] + lambda;
-    for (int64_t k = 0; k < j; ++k) d -= rj[k] * rj[k];
-    KILN_CHECK(d > 0 && std::isfinite(d), "ridge_solve: the matrix is not positive definite at row ", j,
-               " (lambda ", lambda, " too small for these features?)");
-    const double ljj = std::sqrt(d);
-    rj[j] = ljj;
-    for (int64_t i = j + 1; i < n; ++i) {
-      double* ri = a.data() + i * n;
-      double s = ri[j];
-      for (int64_t k = 0; k < j; ++k) s -= ri[k] * rj[k];
-      ri[j] = s / ljj;
+  // a = L L^T, L in the lower triangle of a, left-looking in panels of kPanel columns: first
+  // every row below takes the panel's columns' dot products with the earlier panels (four
+  // rows per pass over the panel's rows, which stay in cache: the unblocked order reread the
+  // whole triangle once per column, and a 2048-feature primal probe ran at memory speed),
+  // then the panel is finished column by column over its own few columns.
+  constexpr int64_t kPanel = 32;
+  for (int64_t j0 = 0; j0 < n; j0 += kPanel) {
+    const int64_t j1 = std::min(n, j0 + kPanel);
+    if (j0 > 0) {
+#pragma omp parallel for schedule(static) if ((n - j0) * j0 * kPanel > (int64_t{1} << 22))
+      for (int64_t i0 = j0; i0 < n; i0 += 4) {
+        const int r = static_cast<int>(std::min<int64_t>(4, n - i0));
+        const double* rows[4];
+        for (int i = 0; i < r; ++i) rows[i] = a.data() + (i0 + i) * n;
+        double out[4];
+        for (int64_t j = j0; j < std::min(j1, i0 + r); ++j) {
+          dots(rows, r, a.data() + j * n, j0, out);
+          for (int i = 0; i < r; ++i)
+            if (j <= i0 + i) a[static_cast<size_t>((i0 + i) * n + j)] -= out[i];
+        }
+      }
+    }
+    for (int64_t j = j0; j < j1; ++j) {
+      double* rj = a.data() + j * n;
+      const double d = rj[j] + lambda - dot(rj + j0, rj + j0, j - j0);
+      KILN_CHECK(d > 0 && std::isfinite(d), "ridge_solve: the matrix is not positive definite at row ", j,
+                 " (lambda ", lambda, " too small for these features?)");
+      const double ljj = std::sqrt(d);
+      rj[j] = ljj;
+      for (int64_t i0 = j + 1; i0 < n; i0 += 4) {
+        const int r = static_cast<int>(std::min<int64_t>(4, n - i0));
+        const double* rows[4];
+        for (int i = 0; i < r; ++i) rows[i] = a.data() + (i0 + i) * n + j0;
+        double out[4];
+        dots(rows, r, rj + j0, j - j0, out);
+        for (int i = 0; i < r; ++i) {
+          double& lij = a[static_cast<size_t>((i0 + i) * n + j)];
+          lij = (lij - out[i]) / ljj;
+        }
+      }
     }
   }
   // Forward (L y = b), then backward (L^T x = y), all right-hand sides at once.
@@ -51,19 +152,6 @@ void ridge_solve(std::vector<double> a, double lambda, int64_t n, std::vector<do
 
 namespace {
 
-double dot(const double* x, const double* y, int64_t n) {
-  double s0 = 0, s1 = 0, s2 = 0, s3 = 0;  // four chains: the loop is latency-bound otherwise
-  int64_t k = 0;
-  for (; k + 4 <= n; k += 4) {
-    s0 += x[k] * y[k];
-    s1 += x[k + 1] * y[k + 1];
-    s2 += x[k + 2] * y[k + 2];
-    s3 += x[k + 3] * y[k + 3];
-  }
-  for (; k < n; ++k) s0 += x[k] * y[k];
-  return (s0 + s1) + (s2 + s3);
-}
-
 // The rows standardised over all of them: z = (x - mu) / sd, a constant feature with sd 1
 // (its z is 0). Cross-validation folds share these statistics: they come from training rows
 // only, and a fold's own mean and spread would barely differ.
@@ -71,6 +159,12 @@ struct Standardised {
   int64_t n = 0, d = 0;
   std::vector<double> mu, sd, z;  // z: [n, d]
   std::vector<double> gram;       // z z^T [n, n] (lower triangle) when n <= d, else empty
+  // Fewer rows than features: solved in the dual, an [n, n] system cut from the Gram matrix.
+  bool dual() const { return !gram.empty(); }
+  // Row a's features dotted with row b's (dual only).
+  double k(int64_t a, int64_t b) const {
+    return a >= b ? gram[static_cast<size_t>(a * n + b)] : gram[static_cast<size_t>(b * n + a)];
+  }
 };
 
 Standardised standardise(const std::vector<float>& x, int64_t n, int64_t d) {
@@ -106,75 +200,105 @@ Standardised standardise(const std::vector<float>& x, int64_t n, int64_t d) {
           (x[static_cast<size_t>(i * d + j)] - s.mu[static_cast<size_t>(j)]) / s.sd[static_cast<size_t>(j)];
   if (n <= d) {
     s.gram.assign(static_cast<size_t>(n * n), 0.0);
-    for (int64_t i = 0; i < n; ++i)
-      for (int64_t j = 0; j <= i; ++j)
-        s.gram[static_cast<size_t>(i * n + j)] = dot(s.z.data() + i * d, s.z.data() + j * d, d);
+    add_lower_gram(s.z.data(), n, d, s.gram.data());
   }
   return s;
 }
 
-// Ridge weights w [d, classes] on z from rows `rows` at strength lambda, to one-hot targets
-// centred on those rows' class frequencies (returned in ybar: the unpenalised intercept).
-std::vector<double> ridge_weights(const Standardised& s, const std::vector<int64_t>& labels, int64_t classes,
-                                  const std::vector<int64_t>& rows, double lambda, std::vector<double>& ybar) {
+// Adds sign * Z^T Z [d, d] (lower triangle) over rows `rows` of z to g: the primal system's
+// matrix (a fold's fit rows: all rows' matrix less the held-out rows', one pass each).
+void add_primal_gram(const Standardised& s, const std::vector<int64_t>& rows, double sign, std::vector<double>& g) {
   const auto n = static_cast<int64_t>(rows.size());
-  const int64_t d = s.d;
-  ybar.assign(static_cast<size_t>(classes), 0.0);
-  for (int64_t r : rows) ybar[static_cast<size_t>(labels[static_cast<size_t>(r)])] += 1.0 / static_cast<double>(n);
+  std::vector<double> zt(static_cast<size_t>(s.d * n));  // the rows' features, feature-major
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < s.d; ++j)
+      zt[static_cast<size_t>(j * n + i)] = s.z[static_cast<size_t>(rows[static_cast<size_t>(i)] * s.d + j)];
+  std::vector<double> part(static_cast<size_t>(s.d * s.d), 0.0);
+  add_lower_gram(zt.data(), s.d, n, part.data());
+  g.resize(part.size(), 0.0);
+  for (size_t i = 0; i < g.size(); ++i) g[i] += sign * part[i];
+}
+
+// A ridge fit on some rows at one strength: the intercept ybar [classes] (the rows' class
+// frequencies, on which the one-hot targets are centred) and the coefficients: dual
+// alpha [rows, classes] (w = Z_rows^T alpha) or primal w [d, classes].
+struct RidgeFit {
+  std::vector<double> ybar, coef;
+};
+
+// `gram`: the primal system's matrix over the rows (primal_gram); unused in the dual.
+RidgeFit ridge_fit(const Standardised& s, const std::vector<int64_t>& labels, int64_t classes,
+                   const std::vector<int64_t>& rows, double lambda, const std::vector<double>& gram) {
+  const auto n = static_cast<int64_t>(rows.size());
+  RidgeFit f;
+  f.ybar.assign(static_cast<size_t>(classes), 0.0);
+  for (int64_t r : rows) f.ybar[static_cast<size_t>(labels[static_cast<size_t>(r)])] += 1.0 / static_cast<double>(n);
   std::vector<double> y(static_cast<size_t>(n * classes));
   for (int64_t i = 0; i < n; ++i)
     for (int64_t c = 0; c < classes; ++c)
       y[static_cast<size_t>(i * classes + c)] =
-          (labels[static_cast<size_t>(rows[static_cast<size_t>(i)])] == c ? 1.0 : 0.0) - ybar[static_cast<size_t>(c)];
-  std::vector<double> w(static_cast<size_t>(d * classes), 0.0);
-  if (!s.gram.empty()) {
-    // Dual: w = Z^T (Z Z^T + lambda I)^-1 Y, an n x n system cut from the Gram matrix.
+          (labels[static_cast<size_t>(rows[static_cast<size_t>(i)])] == c ? 1.0 : 0.0) - f.ybar[static_cast<size_t>(c)];
+  if (s.dual()) {
+    // alpha = (Z Z^T + lambda I)^-1 Y.
     std::vector<double> k(static_cast<size_t>(n * n));
     for (int64_t i = 0; i < n; ++i)
-      for (int64_t j = 0; j <= i; ++j) {
-        const int64_t a = std::max(rows[static_cast<size_t>(i)], rows[static_cast<size_t>(j)]);
-        const int64_t b = std::min(rows[static_cast<size_t>(i)], rows[static_cast<size_t>(j)]);
-        k[static_cast<size_t>(i * n + j)] = s.gram[static_cast<size_t>(a * s.n + b)];
-      }
+      for (int64_t j = 0; j <= i; ++j) k[static_cast<size_t>(i * n + j)] = s.k(rows[i], rows[j]);
     detail::ridge_solve(std::move(k), lambda, n, y, classes);
-    for (int64_t i = 0; i < n; ++i) {
-      const double* zi = s.z.data() + rows[static_cast<size_t>(i)] * d;
-      for (int64_t j = 0; j < d; ++j)
-        for (int64_t c = 0; c < classes; ++c)
-          w[static_cast<size_t>(j * classes + c)] += zi[j] * y[static_cast<size_t>(i * classes + c)];
-    }
+    f.coef = std::move(y);
   } else {
-    // Primal: w = (Z^T Z + lambda I)^-1 Z^T Y, a d x d system.
-    std::vector<double> g(static_cast<size_t>(d * d), 0.0);
+    // w = (Z^T Z + lambda I)^-1 Z^T Y.
+    f.coef.assign(static_cast<size_t>(s.d * classes), 0.0);
     for (int64_t i = 0; i < n; ++i) {
-      const double* zi = s.z.data() + rows[static_cast<size_t>(i)] * d;
-      for (int64_t a = 0; a < d; ++a) {
-        for (int64_t b = 0; b <= a; ++b) g[static_cast<size_t>(a * d + b)] += zi[a] * zi[b];
+      const double* zi = s.z.data() + rows[static_cast<size_t>(i)] * s.d;
+      for (int64_t a = 0; a < s.d; ++a)
         for (int64_t c = 0; c < classes; ++c)
-          w[static_cast<size_t>(a * classes + c)] += zi[a] * y[static_cast<size_t>(i * classes + c)];
-      }
+          f.coef[static_cast<size_t>(a * classes + c)] += zi[a] * y[static_cast<size_t>(i * classes + c)];
     }
-    detail::ridge_solve(std::move(g), lambda, d, w, classes);
+    detail::ridge_solve(gram, lambda, s.d, f.coef, classes);
+  }
+  return f;
+}
+
+// The fit's weights w [d, classes] on the standardised features (fitted on `rows`).
+std::vector<double> ridge_weights(const Standardised& s, const std::vector<int64_t>& rows, const RidgeFit& f,
+                                  int64_t classes) {
+  if (!s.dual()) return f.coef;
+  std::vector<double> w(static_cast<size_t>(s.d * classes), 0.0);
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const double* zi = s.z.data() + rows[i] * s.d;
+    const double* ai = f.coef.data() + static_cast<int64_t>(i) * classes;
+    for (int64_t j = 0; j < s.d; ++j)
+      for (int64_t c = 0; c < classes; ++c) w[static_cast<size_t>(j * classes + c)] += zi[j] * ai[c];
   }
   return w;
 }
 
-// Held-out tallies of w on rows `rows`: correct predictions and the squared error of the
-// scores against one-hot targets; the scores go to their rows of `scores` [n, classes].
+// Held-out tallies of a fit (on rows `fit`) over rows `held`: correct predictions and the
+// squared error of the scores against one-hot targets; the scores go to their rows of
+// `scores` [n, classes]. The dual scores through the Gram matrix (K[held, fit] alpha),
+// never forming w.
 void score_rows(const Standardised& s, const std::vector<int64_t>& labels, int64_t classes,
-                const std::vector<int64_t>& rows, const std::vector<double>& w, const std::vector<double>& ybar,
+                const std::vector<int64_t>& fit, const RidgeFit& f, const std::vector<int64_t>& held,
                 int64_t& correct, double& sq_err, std::vector<double>& scores) {
-  for (int64_t r : rows) {
-    const double* zr = s.z.data() + r * s.d;
+  for (int64_t r : held) {
+    double* v = scores.data() + r * classes;
+    for (int64_t c = 0; c < classes; ++c) v[c] = f.ybar[static_cast<size_t>(c)];
+    if (s.dual()) {
+      for (size_t i = 0; i < fit.size(); ++i) {
+        const double kri = s.k(r, fit[i]);
+        const double* ai = f.coef.data() + static_cast<int64_t>(i) * classes;
+        for (int64_t c = 0; c < classes; ++c) v[c] += kri * ai[c];
+      }
+    } else {
+      const double* zr = s.z.data() + r * s.d;
+      for (int64_t j = 0; j < s.d; ++j)
+        for (int64_t c = 0; c < classes; ++c) v[c] += zr[j] * f.coef[static_cast<size_t>(j * classes + c)];
+    }
     int64_t best = 0;
-    double best_s = -1e300;
     for (int64_t c = 0; c < classes; ++c) {
-      double v = ybar[static_cast<size_t>(c)];
-      for (int64_t j = 0; j < s.d; ++j) v += zr[j] * w[static_cast<size_t>(j * classes + c)];
-      scores[static_cast<size_t>(r * classes + c)] = v;
-      const double t = v - (labels[static_cast<size_t>(r)] == c ? 1.0 : 0.0);
+      const double t = v[c] - (labels[static_cast<size_t>(r)] == c ? 1.0 : 0.0);
       sq_err += t * t;
-      if (v > best_s) best_s = v, best = c;
+      if (v[c] > v[best]) best = c;
     }
     correct += best == labels[static_cast<size_t>(r)];
   }
@@ -200,36 +324,67 @@ double best_scale(const std::vector<double>& scores, const std::vector<int64_t>&
   return best;
 }
 
-// The lambda multiple with the best k-fold accuracy (ties: lower squared error); its accuracy
-// and the scale that calibrates its held-out scores.
-double choose_lambda(const Standardised& s, const std::vector<int64_t>& labels, int64_t classes,
-                     const LinearProbeOptions& options, double* cv_acc, double* scale) {
-  std::vector<std::vector<int64_t>> fold(static_cast<size_t>(options.folds));
+// The k folds' rows (row i of each class, by order of appearance, in fold i % folds) and
+// each fold's complement (the rows its fit uses), sorted.
+void make_folds(const std::vector<int64_t>& labels, int64_t classes, int folds, std::vector<std::vector<int64_t>>& held,
+                std::vector<std::vector<int64_t>>& fit) {
+  held.assign(static_cast<size_t>(folds), {});
+  fit.assign(static_cast<size_t>(folds), {});
   std::vector<int64_t> seen(static_cast<size_t>(classes), 0);
-  for (int64_t i = 0; i < s.n; ++i)
-    fold[static_cast<size_t>(seen[static_cast<size_t>(labels[static_cast<size_t>(i)])]++ % options.folds)].push_back(i);
-  double best_mult = options.lambdas.front(), best_err = 0;
-  int64_t best_correct = -1;
-  std::vector<double> best_scores;
-  for (double mult : options.lambdas) {
-    int64_t correct = 0;
-    double err = 0;
-    std::vector<double> scores(static_cast<size_t>(s.n * classes), 0.0);
-    for (size_t f = 0; f < fold.size(); ++f) {
-      std::vector<int64_t> fit;
-      for (size_t g = 0; g < fold.size(); ++g)
-        if (g != f) fit.insert(fit.end(), fold[g].begin(), fold[g].end());
-      if (fold[f].empty() || fit.size() < 2) continue;
-      std::sort(fit.begin(), fit.end());
-      std::vector<double> ybar;
-      const std::vector<double> w = ridge_weights(s, labels, classes, fit, mult * static_cast<double>(s.d), ybar);
-      score_rows(s, labels, classes, fold[f], w, ybar, correct, err, scores);
+  for (size_t i = 0; i < labels.size(); ++i)
+    held[static_cast<size_t>(seen[static_cast<size_t>(labels[i])]++ % folds)].push_back(static_cast<int64_t>(i));
+  for (size_t f = 0; f < held.size(); ++f) {
+    for (size_t g = 0; g < held.size(); ++g)
+      if (g != f) fit[f].insert(fit[f].end(), held[g].begin(), held[g].end());
+    std::sort(fit[f].begin(), fit[f].end());
+  }
+}
+
+// The lambda multiple with the best k-fold accuracy (ties: lower squared error); its accuracy
+// and the scale that calibrates its held-out scores. Every (lambda, fold) fit is independent:
+// they run on the threads, each into its own slots, tallied afterwards in a fixed order.
+double choose_lambda(const Standardised& s, const std::vector<int64_t>& labels, int64_t classes,
+                     const LinearProbeOptions& options, const std::vector<double>& primal_all, double* cv_acc,
+                     double* scale) {
+  std::vector<std::vector<int64_t>> held, fit;
+  make_folds(labels, classes, options.folds, held, fit);
+  const auto folds = static_cast<int64_t>(held.size()), lambdas = static_cast<int64_t>(options.lambdas.size());
+  // Primal: each fold's fit rows' Z^T Z, all rows' (primal_all) less the fold's own.
+  std::vector<std::vector<double>> grams(static_cast<size_t>(folds));
+  for (int64_t f = 0; f < folds && !s.dual(); ++f)
+    if (!held[f].empty() && fit[f].size() >= 2) {
+      grams[f] = primal_all;
+      add_primal_gram(s, held[f], -1.0, grams[f]);
     }
-    if (correct > best_correct || (correct == best_correct && err < best_err))
-      best_correct = correct, best_err = err, best_mult = mult, best_scores = std::move(scores);
+  std::vector<int64_t> correct(static_cast<size_t>(lambdas * folds), 0);
+  std::vector<double> err(static_cast<size_t>(lambdas * folds), 0.0);
+  std::vector<std::vector<double>> scores(static_cast<size_t>(lambdas),
+                                          std::vector<double>(static_cast<size_t>(s.n * classes), 0.0));
+  std::vector<std::exception_ptr> failed(static_cast<size_t>(lambdas * folds));
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t t = 0; t < lambdas * folds; ++t) {
+    const int64_t l = t / folds, f = t % folds;
+    if (held[f].empty() || fit[f].size() < 2) continue;
+    try {
+      const RidgeFit r = ridge_fit(s, labels, classes, fit[f], options.lambdas[l] * static_cast<double>(s.d), grams[f]);
+      score_rows(s, labels, classes, fit[f], r, held[f], correct[t], err[t], scores[l]);
+    } catch (...) {
+      failed[t] = std::current_exception();  // nothing may leave an OpenMP region
+    }
+  }
+  for (const std::exception_ptr& e : failed)
+    if (e) std::rethrow_exception(e);
+  double best_mult = options.lambdas.front(), best_err = 0;
+  int64_t best_correct = -1, best_l = 0;
+  for (int64_t l = 0; l < lambdas; ++l) {
+    int64_t c = 0;
+    double e = 0;
+    for (int64_t f = 0; f < folds; ++f) c += correct[l * folds + f], e += err[l * folds + f];
+    if (c > best_correct || (c == best_correct && e < best_err))
+      best_correct = c, best_err = e, best_mult = options.lambdas[l], best_l = l;
   }
   *cv_acc = static_cast<double>(best_correct) / static_cast<double>(s.n);
-  *scale = best_scale(best_scores, labels, classes);
+  *scale = best_scale(scores[best_l], labels, classes);
   return best_mult;
 }
 
@@ -278,14 +433,17 @@ LinearProbe fit_linear_probe(const Tensor& feats, const std::vector<int64_t>& la
              *bad, ": the features must be finite (a layer before the head diverged?)");
 
   const Standardised s = standardise(x, n, d);
-  double cv_acc = -1, mult = options.lambdas.front(), scale = 1;
-  if (options.lambdas.size() > 1 && options.folds > 1)
-    mult = choose_lambda(s, labels, classes, options, &cv_acc, &scale);
   std::vector<int64_t> all(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) all[static_cast<size_t>(i)] = i;
-  std::vector<double> ybar;
+  std::vector<double> primal_all;  // more rows than features: Z^T Z over every row
+  if (!s.dual()) add_primal_gram(s, all, 1.0, primal_all);
+  double cv_acc = -1, mult = options.lambdas.front(), scale = 1;
+  if (options.lambdas.size() > 1 && options.folds > 1)
+    mult = choose_lambda(s, labels, classes, options, primal_all, &cv_acc, &scale);
   const double lambda = mult * static_cast<double>(d);
-  const std::vector<double> w = ridge_weights(s, labels, classes, all, lambda, ybar);
+  const RidgeFit f = ridge_fit(s, labels, classes, all, lambda, primal_all);
+  const std::vector<double> w = ridge_weights(s, all, f, classes);
+  const std::vector<double>& ybar = f.ybar;
   // Fold the standardisation and the scale in: score_c = scale (sum_j w_jc (x_j - mu_j) / sd_j + ybar_c).
   LinearProbe p;
   p.classes = classes;
