@@ -27,8 +27,10 @@
 #             fc8 from the linear probe on both sides as demo --full runs it (HEAD_INIT=random:
 #             train's defaults, near chance from random weights)
 #   stepgraph phase 1 with the step captured in a CUDA graph (vgg_finetune --cuda-graph on vs off)
-#   strictconv  the conv suite layer by layer in strict fp32 (KILN_TF32=none) beside PyTorch:
-#             where the strict forward (0.50x) and step (0.15x) lose on 2026-12-04
+#   strictconv  the conv suite layer by layer in strict fp32 (KILN_TF32=none) beside PyTorch,
+#             on the legacy then the graph API, each plan logged (KILN_CONV_LOG=1): where the
+#             strict forward (0.50x) and step (0.15x) lost on 2026-12-04, and whether the wider
+#             workspace and the graph search's engine list (2026-12-04, session 16) close it
 #   bench     the other kiln_bench --device cuda suites (conv layer by layer, memory-bound
 #             kernels, GEMM, copies), each with --compare
 #   resnet    vgg_finetune demo --model resnet50 on the GPU (batch norm's CUDA kernels), then
@@ -346,12 +348,21 @@ if section python 45 "the Python module's tests with this machine's Python and P
   fold "$rc"; stamp
 fi
 
-if section strictconv 90 "the conv suite in strict fp32 (KILN_TF32=none), kiln then PyTorch, layer by layer"; then
-  KILN_TF32=none timeout "$(cap 150)" "$KB" --device "$DEVICE" --suite conv --batch "${BATCH:-64}" \
-    --warmup 2 --repeat "${REPEAT:-5}" --conv-search "${CONV_SEARCH:-exhaustive}" --compare --json "$OUT/strictconv.json" \
-    2>&1 | tee "$OUT/strictconv.log" | tail -30
-  rc=${PIPESTATUS[0]}
-  summary strictconv "$rc" "$(grep -h -E '^b[0-9]+_fwd(_bwd)?_ms: kiln' "$OUT/strictconv.log" | tr '\n' ' ')"
+if section strictconv 120 "the conv suite in strict fp32 (KILN_TF32=none), kiln then PyTorch, layer by layer, legacy then graph API"; then
+  # KILN_CONV_LOG=1: a line per plan (the chosen algorithm or engine and the candidates timed,
+  # with their workspaces), the evidence for which engines the strict rows need.
+  rc=0
+  for api in legacy graph; do
+    log="$OUT/strictconv_$api.log"
+    KILN_TF32=none KILN_CONV_API=$api KILN_CONV_LOG=1 timeout "$(cap 110)" "$KB" --device "$DEVICE" --suite conv \
+      --batch "${BATCH:-64}" --warmup 2 --repeat "${REPEAT:-3}" --conv-search "${CONV_SEARCH:-exhaustive}" --compare \
+      --json "$OUT/strictconv_$api.json" > "$log" 2>&1
+    r=$?; (( rc |= r ))
+    grep -v '^kiln: conv plan' "$log" | tail -12
+    echo "-- $api: $(grep -c '^kiln: conv plan' "$log") plans logged (grep 'kiln: conv plan' $log)"
+    [[ $api == legacy ]] && (( $(left) < 60 )) && { echo "-- graph pass skipped: $(left) s left"; break; }
+  done
+  summary strictconv "$rc" "$(grep -h -E '^b[0-9]+_fwd(_bwd)?_ms: kiln' "$OUT"/strictconv_*.log | tr '\n' ' ')"
   fold "$rc"; stamp
 fi
 

@@ -15,6 +15,8 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -283,25 +285,44 @@ int algo_count(Direction d) {
   return 0;
 }
 
-// Scratch for Find: enough for the hungriest algorithm, within the cap and half the free memory.
-size_t search_budget(Direction d, cudnnHandle_t h, const ConvPlan& p) {
-  size_t want = 0;
-  for (int a = 0; a < algo_count(d); ++a) {
-    size_t bytes = 0;
-    if (workspace_size(d, h, p, a, &bytes) == CUDNN_STATUS_SUCCESS) want = std::max(want, bytes);
-  }
+}  // namespace
+
+size_t conv_workspace_limit(const ConvKey& k) {
   size_t free_bytes = 0, total_bytes = 0;
-  KILN_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+  int current = 0;
+  KILN_CUDA_CHECK(cudaGetDevice(&current));
+  if (current != k.device) KILN_CUDA_CHECK(cudaSetDevice(k.device));  // cudaMemGetInfo reads the current device
+  const cudaError_t got = cudaMemGetInfo(&free_bytes, &total_bytes);
+  if (current != k.device) KILN_CUDA_CHECK(cudaSetDevice(current));
+  KILN_CUDA_CHECK(got);
   // What kiln's pool holds unused is free to kiln too (the pool keeps freed blocks): counted
   // out, the budget would shrink as a run warms up, and shapes first met later would be
-  // searched with less workspace than the first (not measured yet: no GPU run).
-  int dev = 0;
-  KILN_CUDA_CHECK(cudaGetDevice(&dev));
+  // searched with less workspace than the first.
   uint64_t reserved = 0, used = 0;
-  KILN_CUDA_CHECK(cudaMemPoolGetAttribute(context(dev).pool, cudaMemPoolAttrReservedMemCurrent, &reserved));
-  KILN_CUDA_CHECK(cudaMemPoolGetAttribute(context(dev).pool, cudaMemPoolAttrUsedMemCurrent, &used));
+  KILN_CUDA_CHECK(cudaMemPoolGetAttribute(context(k.device).pool, cudaMemPoolAttrReservedMemCurrent, &reserved));
+  KILN_CUDA_CHECK(cudaMemPoolGetAttribute(context(k.device).pool, cudaMemPoolAttrUsedMemCurrent, &used));
   const size_t idle = reserved > used ? static_cast<size_t>(reserved - used) : 0;
-  return std::min({want, kMaxConvWorkspaceBytes, (free_bytes + idle) / 2});
+  return std::min(conv_workspace_share(k), (free_bytes + idle) / 2);
+}
+
+bool conv_log_enabled() {
+  static const bool on = [] {
+    const char* v = std::getenv("KILN_CONV_LOG");
+    return v && *v && std::string(v) != "0";
+  }();
+  return on;
+}
+
+namespace {
+
+// Scratch for Find: enough for the hungriest algorithm, within conv_workspace_limit.
+size_t search_budget(const ConvKey& k, cudnnHandle_t h, const ConvPlan& p) {
+  size_t want = 0;
+  for (int a = 0; a < algo_count(k.dir); ++a) {
+    size_t bytes = 0;
+    if (workspace_size(k.dir, h, p, a, &bytes) == CUDNN_STATUS_SUCCESS) want = std::max(want, bytes);
+  }
+  return std::min(want, conv_workspace_limit(k));
 }
 
 // Picks the first admissible candidate (cuDNN ranks fastest first) and leaves its math
@@ -346,6 +367,19 @@ std::map<ConvKey, std::unique_ptr<ConvPlan>>& cache() {
   return c;
 }
 
+// KILN_CONV_LOG's line for a legacy plan: what was chosen among the candidates.
+void log_plan(const ConvKey& k, const std::vector<Candidate>& cands, const ConvPlan& p) {
+  std::ostringstream os;
+  for (const Candidate& c : cands)
+    if (c.status == CUDNN_STATUS_SUCCESS)
+      os << " " << algo_name(k.dir, c.algo) << (k.exhaustive ? "=" + std::to_string(c.ms) + "ms" : std::string()) << "/"
+         << (c.memory >> 20) << "MiB";
+  std::fprintf(stderr, "kiln: conv plan: %s %s: legacy %s (math %s, workspace %zu MiB); %s:%s\n",
+               direction_name(k.dir), k.str().c_str(), algo_name(k.dir, p.algo), math_name(p.math),
+               p.workspace_bytes >> 20, k.exhaustive ? "cuDNN's Find timed" : "cuDNN's heuristics ranked",
+               os.str().c_str());
+}
+
 // The cached plan for the key, chosen on first use (Find runs on `data`, outside the lock).
 ConvPlan& plan_for(const ConvKey& k, const Shape& y_shape, cudnnHandle_t h, const ConvData& data) {
   {
@@ -356,14 +390,17 @@ ConvPlan& plan_for(const ConvKey& k, const Shape& y_shape, cudnnHandle_t h, cons
   KILN_CHECK(!(k.exhaustive && capturing()), current_op(), ": no plan yet for ", k.str(), " while recording a CUDA "
              "graph (cudnnFind runs and times every algorithm): run the step eagerly once before recording");
   std::unique_ptr<ConvPlan> plan = make_descriptors(k, y_shape);
+  std::vector<Candidate> cands;
   if (k.exhaustive) {
-    const size_t budget = search_budget(k.dir, h, *plan);
+    const size_t budget = search_budget(k, h, *plan);
     Workspace ws(k.device, budget);
-    const std::vector<Candidate> cands = find_candidates(k.dir, h, *plan, data, ws.data(), budget);
+    cands = find_candidates(k.dir, h, *plan, data, ws.data(), budget);
     pick(k, h, cands, budget, *plan);
   } else {
-    pick(k, h, heuristic_candidates(k.dir, h, *plan), kMaxConvWorkspaceBytes, *plan);
+    cands = heuristic_candidates(k.dir, h, *plan);
+    pick(k, h, cands, conv_workspace_limit(k), *plan);
   }
+  if (conv_log_enabled()) log_plan(k, cands, *plan);
   std::lock_guard<std::mutex> lock(cache_mutex());
   auto [it, inserted] = cache().emplace(k, std::move(plan));  // another thread may have won: use its plan
   (void)inserted;
@@ -556,7 +593,7 @@ std::vector<ConvAlgoInfo> conv_forward_candidates(const Tensor& x, const Tensor&
 
   // Fresh descriptors so the cached plan's math type is left alone.
   std::unique_ptr<ConvPlan> fresh = make_descriptors(k, y_shape);
-  const size_t budget = search_budget(Direction::forward, h, *fresh);
+  const size_t budget = search_budget(k, h, *fresh);
   Workspace ws(dev, budget);
   const std::vector<Candidate> cands = find_candidates(Direction::forward, h, *fresh, data, ws.data(), budget);
 

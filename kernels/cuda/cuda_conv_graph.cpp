@@ -1,10 +1,11 @@
 // Convolution as cuDNN operation graphs through the backend C API (cudnn_graph.h):
 // descriptors are created, given attributes, finalized; an operation graph of one
-// convolution (or convolution -> add bias -> ReLU) goes to the engine heuristics (mode A,
-// then FALLBACK); each engine config whose numerical notes the math allows is finalized
-// into an execution plan, and the first that finalizes is kept (with exhaustive search
-// on, the fastest of the first kSearchPlans, each run once to load its kernels and once
-// timed). Tensors keep cuDNN's logical order [N, C, H, W] with the strides of kiln's NHWC
+// convolution (or convolution -> add bias -> ReLU) goes to the engine heuristics (mode A),
+// then cuDNN's fallback list, then every other engine by global index; each engine config
+// whose numerical notes the math allows is finalized into an execution plan, and the first
+// that finalizes within the workspace limit is kept (with exhaustive search on, the fastest
+// of the first kSearchPlans from all three sources, each run once to load its kernels and
+// once timed: the heuristics alone offer strict fp32 NHWC convolutions one or two engines). Tensors keep cuDNN's logical order [N, C, H, W] with the strides of kiln's NHWC
 // memory, filters [O, C, KH, KW] with OHWI strides, so nothing is transposed.
 //
 // Numerical notes, as PyTorch filters them: DOWN_CONVERT_INPUTS (fp32 operands rounded to
@@ -40,7 +41,7 @@
 namespace kiln::cuda {
 namespace {
 
-constexpr int kSearchPlans = 8;     // plans timed per key under exhaustive search (cudnn.benchmark's spirit)
+constexpr int kSearchPlans = 12;    // plans timed per key under exhaustive search (cudnn.benchmark's spirit)
 constexpr int64_t kAlignment = 16;  // byte alignment every plan assumes of every buffer (checked per call)
 
 // Unique ids of the graph's tensors: the variant pack binds pointers to them.
@@ -309,11 +310,60 @@ bool admissible(cudnnBackendDescriptor_t cfg, const ConvKey& k) {
   return true;
 }
 
+// cuDNN's global index of a config's engine; -1 when it cannot be read.
+int64_t engine_index(cudnnBackendDescriptor_t cfg) {
+  Descriptor engine(CUDNN_BACKEND_ENGINE_DESCRIPTOR);
+  cudnnBackendDescriptor_t e = engine.get();
+  int64_t n = 0, index = -1;
+  if (cudnnBackendGetAttribute(cfg, CUDNN_ATTR_ENGINECFG_ENGINE, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &n, &e) !=
+          CUDNN_STATUS_SUCCESS ||
+      n != 1 ||
+      cudnnBackendGetAttribute(e, CUDNN_ATTR_ENGINE_GLOBAL_INDEX, CUDNN_TYPE_INT64, 1, &n, &index) !=
+          CUDNN_STATUS_SUCCESS)
+    return -1;
+  return index;
+}
+
+// Configs (default knobs) of the graph's engines by global index, skipping those in `skip`
+// and those that do not support the graph: what cuDNN has beyond its heuristics' lists.
+// The heuristics rank strict fp32 NHWC convolutions poorly (VGG16's conv4_1 forward on the
+// H200: mode A admits one engine, the fallback list four, and 81 engines exist), so the
+// exhaustive search also times these. The engine descriptors go to `keep`.
+std::vector<Descriptor> global_engine_configs(cudnnBackendDescriptor_t graph, const std::vector<int64_t>& skip,
+                                              std::vector<Descriptor>& keep,
+                                              cudnnBackendDescriptor_t deviceprop = nullptr) {
+  int64_t count = 0, n = 0;
+  if (cudnnBackendGetAttribute(graph, CUDNN_ATTR_OPERATIONGRAPH_ENGINE_GLOBAL_COUNT, CUDNN_TYPE_INT64, 1, &n,
+                               &count) != CUDNN_STATUS_SUCCESS)
+    return {};
+  std::vector<Descriptor> cfgs;
+  for (int64_t i = 0; i < count; ++i) {
+    if (std::find(skip.begin(), skip.end(), i) != skip.end()) continue;
+    try {
+      Descriptor engine(CUDNN_BACKEND_ENGINE_DESCRIPTOR);
+      engine.set(CUDNN_ATTR_ENGINE_OPERATION_GRAPH, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &graph)
+          .set(CUDNN_ATTR_ENGINE_GLOBAL_INDEX, CUDNN_TYPE_INT64, 1, &i);
+      if (deviceprop) engine.set(CUDNN_ATTR_ENGINE_DEVICEPROP, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &deviceprop);
+      engine.finalize();  // fails for engines that do not support this graph
+      Descriptor cfg(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR);
+      cfg.set(CUDNN_ATTR_ENGINECFG_ENGINE, engine).finalize();
+      keep.push_back(std::move(engine));
+      cfgs.push_back(std::move(cfg));
+    } catch (const GraphFailure&) {
+      continue;
+    }
+  }
+  return cfgs;
+}
+
 // An execution plan finalized from an engine config, and the workspace it needs.
 struct Candidate {
   Descriptor cfg;
   Descriptor plan;
   int64_t workspace;
+  int64_t engine = -1;         // cuDNN's global engine index
+  const char* source = "";     // "heuristics A", "fallback list" or "engine list"
+  double ms = -1;              // timed under exhaustive search
 };
 
 // The plan of one config, or the status that refused it (unsupported configs are expected).
@@ -388,21 +438,38 @@ double time_candidate(const GraphKey& gk, const Candidate& c, const Bindings& b)
   }
 }
 
-// Finds the key's plan: heuristics mode A, then FALLBACK only if A gave nothing usable (the
-// lists overlap, and each fused build is a run-time compile), filtered by numerical notes;
-// the first config that finalizes, or the fastest of the first kSearchPlans under
-// exhaustive search. Throws GraphFailure, with counts of what was offered, when none.
+// KILN_CONV_LOG's line for a graph plan: the chosen engine and what else was timed.
+void log_plan(const GraphKey& gk, const std::vector<Candidate>& found, size_t best) {
+  std::string timed;
+  for (const Candidate& c : found)
+    timed += " " + std::to_string(c.engine) + (c.ms >= 0 ? "=" + std::to_string(c.ms) + "ms" : std::string()) + "/" +
+             std::to_string(c.workspace >> 20) + "MiB";
+  const Candidate& b = found[best];
+  std::fprintf(stderr, "kiln: conv plan: %s: graph engine %lld from the %s (workspace %lld MiB); %zu candidate%s "
+               "(engine=ms/workspace):%s\n", gk.str().c_str(), static_cast<long long>(b.engine), b.source,
+               static_cast<long long>(b.workspace >> 20), found.size(), found.size() == 1 ? "" : "s", timed.c_str());
+}
+
+// Finds the key's plan from three sources in turn: heuristics mode A, cuDNN's fallback list,
+// then (exhaustive search, or when both gave nothing usable) every other engine by global
+// index. Configs are filtered by numerical notes and by the workspace this convolution may
+// have (conv_workspace_limit); the first that finalizes serves, or under exhaustive search
+// the fastest of the first kSearchPlans. Throws GraphFailure, with counts of what was
+// offered, when none.
 void search(const GraphKey& gk, const Shape& y_shape, const Bindings& b, GraphPlan& g) {
   const cudnnBackendDescriptor_t graph = build_graph(gk, y_shape, g);
   const size_t want = gk.conv.exhaustive ? kSearchPlans : 1;
+  const auto ws_limit = static_cast<int64_t>(conv_workspace_limit(gk.conv));
   std::vector<Candidate> found;
+  std::vector<int64_t> seen;  // engines the heuristics offered: not offered again by index
   GraphFailure last{CUDNN_STATUS_NOT_SUPPORTED, "no engine config offered"};
-  int offered = 0, refused_by_notes = 0, not_finalized = 0;
-  for (const cudnnBackendHeurMode_t mode : {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK}) {
-    if (found.size() >= want || (mode == CUDNN_HEUR_MODE_FALLBACK && !found.empty())) break;
+  int offered = 0, refused_by_notes = 0, not_finalized = 0, over_workspace = 0;
+  for (const int source : {0, 1, 2}) {
+    if (found.size() >= want) break;
     std::vector<Descriptor> cfgs;
     try {
-      cfgs = engine_configs(graph, mode);
+      if (source == 2) cfgs = global_engine_configs(graph, seen, g.keep);
+      else cfgs = engine_configs(graph, source == 0 ? CUDNN_HEUR_MODE_A : CUDNN_HEUR_MODE_FALLBACK);
     } catch (const GraphFailure& f) {
       last = f;
       continue;
@@ -410,6 +477,8 @@ void search(const GraphKey& gk, const Shape& y_shape, const Bindings& b, GraphPl
     for (Descriptor& cfg : cfgs) {
       if (found.size() >= want) break;
       ++offered;
+      const int64_t engine = engine_index(cfg.get());
+      if (source < 2) seen.push_back(engine);
       if (!admissible(cfg.get(), gk.conv)) {
         ++refused_by_notes;
         if (not_finalized == 0)  // nothing more telling yet
@@ -420,26 +489,34 @@ void search(const GraphKey& gk, const Shape& y_shape, const Bindings& b, GraphPl
       }
       cudnnStatus_t status = CUDNN_STATUS_SUCCESS;
       std::optional<Candidate> c = finalize_plan(gk.handle, std::move(cfg), status);
-      if (c) {
-        found.push_back(std::move(*c));
-      } else {
+      if (!c) {
         ++not_finalized;
         last = GraphFailure{status, "finalizing an execution plan"};
+      } else if (c->workspace > ws_limit) {
+        ++over_workspace;
+        last = GraphFailure{CUDNN_STATUS_NOT_SUPPORTED, "every plan wanted more workspace than the " +
+                                                            std::to_string(ws_limit >> 20) + " MiB allowed"};
+      } else {
+        c->engine = engine;
+        c->source = source == 0 ? "heuristics (mode A)" : source == 1 ? "fallback list" : "engine list";
+        found.push_back(std::move(*c));
       }
     }
   }
   if (found.empty())
     throw GraphFailure{last.status, last.where + "; " + std::to_string(offered) + " engine configs offered, " +
                                         std::to_string(refused_by_notes) + " refused by their numerical notes, " +
-                                        std::to_string(not_finalized) + " did not finalize"};
+                                        std::to_string(not_finalized) + " did not finalize, " +
+                                        std::to_string(over_workspace) + " over the workspace limit"};
   size_t best = 0;
   if (found.size() > 1) {
     double best_ms = std::numeric_limits<double>::infinity();
     for (size_t i = 0; i < found.size(); ++i) {
-      const double ms = time_candidate(gk, found[i], b);
-      if (ms < best_ms) best_ms = ms, best = i;
+      found[i].ms = time_candidate(gk, found[i], b);
+      if (found[i].ms < best_ms) best_ms = found[i].ms, best = i;
     }
   }
+  if (conv_log_enabled()) log_plan(gk, found, best);
   g.keep.push_back(std::move(found[best].cfg));
   g.workspace = found[best].workspace;
   g.plan.emplace(std::move(found[best].plan));
@@ -597,25 +674,32 @@ std::string check_device_properties(const std::string& json) {
 }
 
 PlanCensus census_without_device(const ConvKey& k, const Shape& y_shape, bool fused, bool bias,
-                                 const std::string& device_json) {
+                                 const std::string& device_json, bool all_sources) {
   PlanCensus c;
   try {
     const Descriptor device = device_properties(device_json);
     GraphPlan g;
     const cudnnBackendDescriptor_t graph = build_graph(GraphKey{k, fused, bias, 0, nullptr}, y_shape, g);
-    for (const cudnnBackendHeurMode_t mode : {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK}) {
+    std::vector<int64_t> seen;
+    for (const int source : {0, 1, 2}) {  // as search(): heuristics, fallback list, engine list
+      if (source == 2 && c.plans > 0 && !all_sources) break;  // as a search that is not exhaustive
       std::vector<Descriptor> cfgs;
       try {
-        cfgs = engine_configs(graph, mode, device.get());
+        if (source == 2) cfgs = global_engine_configs(graph, seen, g.keep, device.get());
+        else cfgs = engine_configs(graph, source == 0 ? CUDNN_HEUR_MODE_A : CUDNN_HEUR_MODE_FALLBACK, device.get());
       } catch (const GraphFailure&) {
-        continue;  // as search(): a mode that ranks nothing leaves the other
+        continue;  // a source that offers nothing leaves the others
       }
       for (Descriptor& cfg : cfgs) {
         ++c.offered;
+        if (source < 2) seen.push_back(engine_index(cfg.get()));
         if (!admissible(cfg.get(), k)) continue;
         ++c.admitted;
         cudnnStatus_t status = CUDNN_STATUS_SUCCESS;
-        if (finalize_plan(nullptr, std::move(cfg), status, device.get())) ++c.plans;
+        if (const std::optional<Candidate> p = finalize_plan(nullptr, std::move(cfg), status, device.get())) {
+          ++c.plans;
+          c.workspaces.push_back(p->workspace);
+        }
       }
     }
   } catch (const GraphFailure& f) {

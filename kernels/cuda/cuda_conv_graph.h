@@ -6,7 +6,10 @@
 // legacy API (cuda_conv.cpp), which the callers run whenever these return false.
 #pragma once
 
+#include <algorithm>
+#include <cstdint>
 #include <string>
+#include <vector>
 
 #include "core/shape.h"
 #include "kernels/cuda/cuda_conv_key.h"
@@ -41,14 +44,22 @@ std::string device_properties_json(int device);
 std::string check_device_properties(const std::string& json);
 
 // What the graph path's plan search finds for k's graph (fused: + bias when `bias`, then
-// ReLU) on the GPU that device_json describes, without that GPU: the engine configs cuDNN's
-// heuristics offer (modes A and FALLBACK), those kiln's numerical-note filter admits for
-// k's math, and those that finalize into a plan. Throws when cuDNN refuses the JSON or the
-// graph. Lets a machine without a GPU check that every shape kiln runs has a plan there.
+// ReLU) on the GPU that device_json describes, without that GPU: the engine configs its
+// plan search meets (cuDNN's heuristics, mode A; the fallback list; every other engine by
+// global index), those kiln's numerical-note filter admits for k's math, and those that
+// finalize into a plan. Throws when cuDNN refuses the JSON or the graph. Lets a machine
+// without a GPU check that every shape kiln runs has a plan there.
+// all_sources: every source as an exhaustive search meets them (else the engine list only
+// when the others gave no plan, as a search that is not exhaustive).
 struct PlanCensus {
   int offered = 0, admitted = 0, plans = 0;
+  std::vector<int64_t> workspaces;  // each plan's workspace in bytes
+  // Plans whose workspace is at most `bytes`.
+  int plans_within(int64_t bytes) const {
+    return static_cast<int>(std::count_if(workspaces.begin(), workspaces.end(), [&](int64_t w) { return w <= bytes; }));
+  }
 };
 PlanCensus census_without_device(const ConvKey& k, const Shape& y_shape, bool fused, bool bias,
-                                 const std::string& device_json);
+                                 const std::string& device_json, bool all_sources = false);
 
 }  // namespace kiln::cuda

@@ -4,6 +4,7 @@
 // the compute options the same way.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <sstream>
@@ -13,8 +14,12 @@
 namespace kiln::cuda {
 
 // No convolution algorithm or plan may ask for more scratch than this (some FFT variants
-// want gigabytes).
-constexpr size_t kMaxConvWorkspaceBytes = size_t{1} << 30;
+// want tens of gigabytes); conv_workspace_limit says what one convolution may have.
+constexpr size_t kMaxConvWorkspaceBytes = size_t{16} << 30;
+
+// KILN_CONV_LOG=1: one line on stderr per plan chosen (shape, path, algorithm or engine,
+// workspace, and the candidates ranked or timed), to see which engines serve which shapes.
+bool conv_log_enabled();
 
 // Which of the three convolutions: y from x and w, dx from dy and w, dw from x and dy.
 enum class Direction : uint8_t { forward, backward_data, backward_filter };
@@ -54,6 +59,23 @@ struct ConvKey {
     return os.str();
   }
 };
+
+// The scratch one convolution may have: 1 GiB, or 2.5 times its largest tensor if more, up
+// to kMaxConvWorkspaceBytes. cuDNN's strict fp32 NHWC engines transpose x and y into their
+// workspace (1.53 GiB for VGG16's conv1_2 at batch 64 on the H200); under a flat 1 GiB cap
+// only the slowest engine was left, and that backward-data took 492 ms against PyTorch's
+// 4.6. Not more than 2.5x: algorithms wanting several times the activations (FFT, some
+// tensor-core variants) would make a step's peak memory theirs.
+inline size_t conv_workspace_share(const ConvKey& k) {
+  const int64_t oh = (k.h + 2 * k.ph - k.kh) / k.sh + 1, ow = (k.w + 2 * k.pw - k.kw) / k.sw + 1;
+  const int64_t largest = std::max({k.n * k.h * k.w * k.c, k.n * oh * ow * k.o, k.o * k.kh * k.kw * k.c});
+  const double bytes = 2.5 * static_cast<double>(largest) * (k.bf16 ? 2.0 : 4.0);
+  return std::clamp(static_cast<size_t>(std::min(bytes, 1e18)), size_t{1} << 30, kMaxConvWorkspaceBytes);
+}
+
+// conv_workspace_share, and never more than half of what the GPU has free plus what kiln's
+// pool holds unused (needs the GPU).
+size_t conv_workspace_limit(const ConvKey& k);
 
 // The device buffers of one call; which one is written depends on the direction
 // (forward: y, backward-data: x (= dx), backward-filter: w (= dw)).
