@@ -448,6 +448,7 @@ void Trainer::begin_phase(int64_t e, State& s) {
                          : compute_features(model_, cut, val_, s.vlo);
     FeatureMode m{number, true, cut, s.train_cache.feats.dim(0), s.val_cache.feats.dim(0), seconds_since(tc),
                   static_cast<double>(s.train_cache.feats.nbytes() + s.val_cache.feats.nbytes()) / (1 << 20)};
+    s.result.times.caches += m.seconds;
     if (hooks_.on_feature_mode) hooks_.on_feature_mode(m);
   } else if (!s.cached && cut > 0 && e == s.start_epoch) {
     if (hooks_.on_feature_mode) hooks_.on_feature_mode(FeatureMode{number, false, cut, 0, 0, 0, 0});

@@ -215,12 +215,13 @@ struct TrainerHooks {
 
 // What a run ended with.
 // Where a run's wall time went, in seconds: the training steps (waits for data included),
-// evaluations, checkpoints (the finiteness check and the write), linear probes, and the
-// rest (phase set-up, feature caches, batch-norm calibration). The recipe's end-to-end
-// time is what users wait for; this says which part to make faster.
+// evaluations, checkpoints (the finiteness check and the write), linear probes, feature
+// caches (a frozen backbone's features computed once for a phase), and the rest (phase
+// set-up, batch-norm calibration). The recipe's end-to-end time is what users wait for;
+// this says which part to make faster.
 struct RunTimes {
-  double total = 0, steps = 0, evaluation = 0, checkpoints = 0, probe = 0;
-  double other() const { return total - steps - evaluation - checkpoints - probe; }
+  double total = 0, steps = 0, evaluation = 0, checkpoints = 0, probe = 0, caches = 0;
+  double other() const { return total - steps - evaluation - checkpoints - probe - caches; }
 };
 
 struct TrainResult {

@@ -908,8 +908,8 @@ TrainResult run_train(const TrainConfig& cfg) {
   const RunTimes& w = r.times;
   const double since_start = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
   std::printf("time: %.1f s since the start, %.1f s of it training: steps %.1f s, evaluation %.1f s, checkpoints "
-              "%.1f s, linear probe %.1f s, other %.1f s (phase set-up, feature caches, calibration)\n",
-              since_start, w.total, w.steps, w.evaluation, w.checkpoints, w.probe, w.other());
+              "%.1f s, linear probe %.1f s, feature caches %.1f s, other %.1f s (phase set-up, calibration)\n",
+              since_start, w.total, w.steps, w.evaluation, w.checkpoints, w.probe, w.caches, w.other());
   return r;
 }
 

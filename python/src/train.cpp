@@ -212,7 +212,8 @@ nb::dict train(Sequential& model, const std::string& arch, std::vector<Phase> ph
   d["last_checkpoint"] = r.last_checkpoint.empty() ? nb::object(nb::none()) : nb::str(r.last_checkpoint.c_str());
   nb::dict times;
   times["total"] = r.times.total, times["steps"] = r.times.steps, times["evaluation"] = r.times.evaluation;
-  times["checkpoints"] = r.times.checkpoints, times["probe"] = r.times.probe, times["other"] = r.times.other();
+  times["checkpoints"] = r.times.checkpoints, times["probe"] = r.times.probe, times["caches"] = r.times.caches;
+  times["other"] = r.times.other();
   d["times"] = times;
   return d;
 }
@@ -358,7 +359,7 @@ void bind_train(nb::module_& m) {
         "the step runs eagerly, with the same results). Ctrl-C stops it after the current step and "
         "raises KeyboardInterrupt; the last checkpoint stays intact. Returns the last validation "
         "{loss, acc, images} with finished, last_checkpoint, resumed_from (a state file or None) and times (seconds: "
-        "total, steps, evaluation, checkpoints, probe, other); loss and acc are None when nothing was evaluated "
+        "total, steps, evaluation, checkpoints, probe, caches, other); loss and acc are None when nothing was evaluated "
         "(no epoch ran).");
 }
 

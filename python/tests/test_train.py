@@ -30,7 +30,8 @@ def test_head_only_phase_trains_the_head_alone():
         assert os.path.exists(result["last_checkpoint"])
         times = result["times"]  # seconds; the parts are disjoint, the rest is "other"
         assert times["steps"] > 0 and times["evaluation"] > 0 and times["checkpoints"] > 0 and times["other"] >= 0
-        assert abs(sum(times[k] for k in ("steps", "evaluation", "checkpoints", "probe", "other")) - times["total"]) < 1e-6
+        parts = ("steps", "evaluation", "checkpoints", "probe", "caches", "other")
+        assert abs(sum(times[k] for k in parts) - times["total"]) < 1e-6
         for name, t in model.parameters().items():
             moved = not np.array_equal(before[name], t.numpy())
             assert moved == name.startswith(spec.head_scope), name

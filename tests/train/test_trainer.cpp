@@ -247,12 +247,13 @@ TEST_CASE("a Trainer runs any Sequential's phases and resumes mid-epoch bit for 
   }
 }
 
-TEST_CASE("a run says where its wall time went: steps, evaluation, checkpoints, the probe, the rest", "[train]") {
+TEST_CASE("a run says where its wall time went: steps, evaluation, checkpoints, the probe, caches, the rest",
+          "[train]") {
   const DemoSplits d("trainer_times", 2, 4, 2);
   const ModelSpec& spec = find_model_spec("vgg16");
   Generator g(5);
   auto net = tiny_net(g);
-  TrainerOptions t = tiny_options(d.root + "/m", true);
+  TrainerOptions t = tiny_options(d.root + "/m", false);  // no augmentation: the head phase caches features
   t.run.classes = d.train.classes;
   t.phases[0].head_init = HeadInit::linear_probe;
   const TrainResult r = Trainer(*net, spec, d.train, d.val, t).run(std::nullopt);
@@ -262,8 +263,9 @@ TEST_CASE("a run says where its wall time went: steps, evaluation, checkpoints, 
   CHECK(w.evaluation > 0);   // after each of the 3 epochs
   CHECK(w.checkpoints > 0);  // after every step (checkpoint_every 1) and each epoch
   CHECK(w.probe > 0);
+  CHECK(w.caches > 0);
   // The parts are disjoint: mid-epoch checkpoints count as checkpoints, not as steps.
-  CHECK(w.steps + w.evaluation + w.checkpoints + w.probe <= w.total);
+  CHECK(w.steps + w.evaluation + w.checkpoints + w.probe + w.caches <= w.total);
   CHECK(w.other() >= 0);
 }
 
