@@ -119,9 +119,17 @@
 #   carries a 25-line op profile, kiln_bench --profile), the graphapp and strictconv
 #   sections, the step suite's line on which cuDNN API served, the conv suite's TF32 and
 #   bf16 bounds, the recipe's 200 s budget (3 seeds).
+# - Added 2026-12-04 (session 16, no GPU), NOT yet run on a GPU: a convolution's workspace
+#   limit is 1 GiB or 2.5x its largest tensor (was a flat 1 GiB, which left strict fp32
+#   conv1_2 only cuDNN's slowest engine: the 492 ms backward-data); the graph API's
+#   exhaustive search also times cuDNN's fallback list and every engine by global index;
+#   KILN_CONV_LOG=1 (the strictconv section, both APIs); the linear probe 8x faster (the
+#   recipe's 3.4 s probe); the time: line's "feature caches" part. Predictions:
+#   docs/performance.md, 2026-12-04 (session 16).
 set -uo pipefail
 PACK=${1:-.gpu}
 SHIP=${OUT:-}  # where results go back from (the device tool's $OUT); empty: keep them in the work folder
+[[ -z $SHIP ]] || mkdir -p "$SHIP"
 OUT=${KILN_GPU_WORK:-/tmp/kiln_gpu_work}
 # The "done when" first (tests, demo, target rows, memory, recipe), then resume and
 # the newer features, then the rest: what does not fit in DEADLINE is skipped, saying so.
