@@ -8,7 +8,7 @@
 #include <cstring>
 #include <exception>
 
-#include "kernels/cpu/cpu_elements.h"
+#include "core/hd.h"  // KILN_CPU_CLONES
 
 namespace kiln {
 
@@ -20,7 +20,7 @@ using v8d = double __attribute__((vector_size(64)));
 
 // Dot products of rows x[0..R) with row y over n doubles: each in eight interleaved lanes
 // added in a fixed order (no fused multiply-add: -ffp-contract=off), so every ISA clone
-// (kernels/cpu/cpu_elements.h) returns the same bits; R rows share each load of y. Inlined
+// (KILN_CPU_CLONES, core/hd.h) returns the same bits; R rows share each load of y. Inlined
 // into each clone below.
 template <int R>
 [[gnu::always_inline]] inline void dots_of(const double* const* x, const double* y, int64_t n, double* out) {
