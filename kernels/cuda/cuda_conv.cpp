@@ -288,6 +288,9 @@ int algo_count(Direction d) {
 }  // namespace
 
 size_t conv_workspace_limit(const ConvKey& k) {
+  // While recording a CUDA graph, no query the capture might refuse: a shape first met there
+  // (heuristic search) gets its share, as a plan made eagerly on an idle GPU would.
+  if (capturing()) return conv_workspace_share(k);
   size_t free_bytes = 0, total_bytes = 0;
   int current = 0;
   KILN_CUDA_CHECK(cudaGetDevice(&current));
