@@ -356,7 +356,7 @@ if section python 45 "the Python module's tests with this machine's Python and P
   fold "$rc"; stamp
 fi
 
-if section strictconv 120 "the conv suite in strict fp32 (KILN_TF32=none), kiln then PyTorch, layer by layer, legacy then graph API"; then
+if section strictconv 120 "the conv suite in strict fp32 (KILN_TF32=none) beside PyTorch, legacy then graph API"; then
   # KILN_CONV_LOG=1: a line per plan (the chosen algorithm or engine and the candidates timed,
   # with their workspaces), the evidence for which engines the strict rows need.
   rc=0

@@ -5,8 +5,9 @@
 // whose numerical notes the math allows is finalized into an execution plan, and the first
 // that finalizes within the workspace limit is kept (with exhaustive search on, the fastest
 // of the first kSearchPlans from all three sources, each run once to load its kernels and
-// once timed: the heuristics alone offer strict fp32 NHWC convolutions one or two engines). Tensors keep cuDNN's logical order [N, C, H, W] with the strides of kiln's NHWC
-// memory, filters [O, C, KH, KW] with OHWI strides, so nothing is transposed.
+// once timed: the heuristics alone offer strict fp32 NHWC convolutions one or two engines).
+// Tensors keep cuDNN's logical order [N, C, H, W] with the strides of kiln's NHWC memory,
+// filters [O, C, KH, KW] with OHWI strides, so nothing is transposed.
 //
 // Numerical notes, as PyTorch filters them: DOWN_CONVERT_INPUTS (fp32 operands rounded to
 // fp16/bf16) and REDUCED_PRECISION_REDUCTION (accumulation below fp32) are never admitted;

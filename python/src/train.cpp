@@ -359,7 +359,8 @@ void bind_train(nb::module_& m) {
         "the step runs eagerly, with the same results). Ctrl-C stops it after the current step and "
         "raises KeyboardInterrupt; the last checkpoint stays intact. Returns the last validation "
         "{loss, acc, images} with finished, last_checkpoint, resumed_from (a state file or None) and times (seconds: "
-        "total, steps, evaluation, checkpoints, probe, caches, other); loss and acc are None when nothing was evaluated "
+        "total, steps, evaluation, checkpoints, probe, caches, other); loss and acc are None when nothing was "
+        "evaluated "
         "(no epoch ran).");
 }
 
