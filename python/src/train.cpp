@@ -360,8 +360,7 @@ void bind_train(nb::module_& m) {
         "raises KeyboardInterrupt; the last checkpoint stays intact. Returns the last validation "
         "{loss, acc, images} with finished, last_checkpoint, resumed_from (a state file or None) and times (seconds: "
         "total, steps, evaluation, checkpoints, probe, caches, other); loss and acc are None when nothing was "
-        "evaluated "
-        "(no epoch ran).");
+        "evaluated (no epoch ran).");
 }
 
 }  // namespace kiln::python
