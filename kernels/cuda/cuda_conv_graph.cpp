@@ -363,7 +363,7 @@ struct Candidate {
   Descriptor plan;
   int64_t workspace;
   int64_t engine = -1;         // cuDNN's global engine index
-  const char* source = "";     // "heuristics A", "fallback list" or "engine list"
+  const char* source = "";     // "heuristics (mode A)", "fallback list" or "engine list"
   double ms = -1;              // timed under exhaustive search
 };
 
