@@ -693,13 +693,15 @@ PlanCensus census_without_device(const ConvKey& k, const Shape& y_shape, bool fu
       }
       for (Descriptor& cfg : cfgs) {
         ++c.offered;
-        if (source < 2) seen.push_back(engine_index(cfg.get()));
+        const int64_t engine = engine_index(cfg.get());
+        if (source < 2) seen.push_back(engine);
         if (!admissible(cfg.get(), k)) continue;
         ++c.admitted;
         cudnnStatus_t status = CUDNN_STATUS_SUCCESS;
         if (const std::optional<Candidate> p = finalize_plan(nullptr, std::move(cfg), status, device.get())) {
           ++c.plans;
           c.workspaces.push_back(p->workspace);
+          c.engines.push_back(engine);
         }
       }
     }

@@ -54,6 +54,7 @@ std::string check_device_properties(const std::string& json);
 struct PlanCensus {
   int offered = 0, admitted = 0, plans = 0;
   std::vector<int64_t> workspaces;  // each plan's workspace in bytes
+  std::vector<int64_t> engines;     // each plan's cuDNN engine (global index), in the same order
   // Plans whose workspace is at most `bytes`.
   int plans_within(int64_t bytes) const {
     return static_cast<int>(std::count_if(workspaces.begin(), workspaces.end(), [&](int64_t w) { return w <= bytes; }));

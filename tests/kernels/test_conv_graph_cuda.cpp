@@ -270,6 +270,26 @@ TEST_CASE("strict fp32 VGG16 convolutions keep the cuDNN plans that need workspa
     }
   }
   CHECK(layers == 2);
+  // KILN_CUDNN_CENSUS_OUT=FILE: every VGG16 convolution's strict plans there, a line per layer
+  // and direction, "engine:MiB" per plan (docs/performance.md's table, 2026-12-04).
+  if (const char* out = std::getenv("KILN_CUDNN_CENSUS_OUT")) {
+    std::ofstream f(out);
+    f << "VGG16 at batch " << n << ", strict fp32, NHWC, every source; plans as engine:workspace MiB\n";
+    for (const LayerPlan& l : vgg_plan(VggOptions{})) {
+      if (l.kind != LayerPlan::Kind::conv) continue;
+      const Shape y{n, l.out_size, l.out_size, l.out_channels};
+      for (const cuda::Direction dir : {cuda::Direction::forward, cuda::Direction::backward_data,
+                                        cuda::Direction::backward_filter}) {
+        const cuda::ConvKey k = key(l, dir);
+        const cuda::PlanCensus r = cuda::census_without_device(k, y, false, false, census.json, true);
+        f << l.name << " " << cuda::direction_name(dir) << " (limit " << (cuda::conv_workspace_share(k) >> 20)
+          << " MiB):";
+        for (size_t i = 0; i < r.engines.size(); ++i) f << " " << r.engines[i] << ":" << (r.workspaces[i] >> 20);
+        f << "\n";
+      }
+    }
+    CHECK(f.good());
+  }
 }
 
 // The GPU check keeps the JSON (KILN_CUDNN_DEVICEPROP_OUT, scripts/gpu_check.sh): with it, a
