@@ -357,9 +357,13 @@ if section python 45 "the Python module's tests with this machine's Python and P
 fi
 
 if section strictconv 120 "the conv suite in strict fp32 (KILN_TF32=none) beside PyTorch, legacy then graph API"; then
+  # First the deviceless census of every strict VGG16 plan (engine:workspace), here where
+  # NVRTC is on the path, so runtime-compiled engines (80) can finalize too; ~5 s.
+  KILN_CUDNN_CENSUS_OUT="$OUT/cudnn_census_strict.txt" timeout "$(cap 60)" "$KT" \
+    "strict fp32 VGG16 convolutions keep*" --reporter compact 2>&1 | tail -2
+  rc=${PIPESTATUS[0]}
   # KILN_CONV_LOG=1: a line per plan (the chosen algorithm or engine and the candidates timed,
   # with their workspaces), the evidence for which engines the strict rows need.
-  rc=0
   for api in legacy graph; do
     log="$OUT/strictconv_$api.log"
     KILN_TF32=none KILN_CONV_API=$api KILN_CONV_LOG=1 timeout "$(cap 110)" "$KB" --device "$DEVICE" --suite conv \
