@@ -18,42 +18,42 @@ namespace {
 // has (two ymm, four xmm), lane by lane, so every clone computes the same bits.
 using v8d = double __attribute__((vector_size(64)));
 
-// Dot products of rows x[0..R) with row y over n doubles: each in eight interleaved lanes
-// added in a fixed order (no fused multiply-add: -ffp-contract=off), so every ISA clone
-// (KILN_CPU_CLONES, core/hd.h) returns the same bits; R rows share each load of y. Inlined
-// into each clone below.
+// Dot products of R rows with row y over n doubles, row i at m + i * ld: each in eight
+// interleaved lanes added in a fixed order (no fused multiply-add: -ffp-contract=off), so
+// every ISA clone (KILN_CPU_CLONES, core/hd.h) returns the same bits; the R rows share each
+// load of y. Inlined into each clone below.
 template <int R>
-[[gnu::always_inline]] inline void dots_of(const double* const* x, const double* y, int64_t n, double* out) {
+[[gnu::always_inline]] inline void dots_of(const double* m, int64_t ld, const double* y, int64_t n, double* out) {
   v8d s[R] = {};
   int64_t k = 0;
   for (; k + 8 <= n; k += 8) {
     v8d yv, xv;
     std::memcpy(&yv, y + k, sizeof yv);  // unaligned loads
     for (int i = 0; i < R; ++i) {
-      std::memcpy(&xv, x[i] + k, sizeof xv);
+      std::memcpy(&xv, m + i * ld + k, sizeof xv);
       s[i] += xv * yv;
     }
   }
   for (int i = 0; i < R; ++i) {
     double t = ((s[i][0] + s[i][1]) + (s[i][2] + s[i][3])) + ((s[i][4] + s[i][5]) + (s[i][6] + s[i][7]));
-    for (int64_t j = k; j < n; ++j) t += x[i][j] * y[j];
+    for (int64_t j = k; j < n; ++j) t += m[i * ld + j] * y[j];
     out[i] = t;
   }
 }
 
-// dots_of for 1 <= r <= 4 rows.
-KILN_CPU_CLONES void dots(const double* const* x, int r, const double* y, int64_t n, double* out) {
+// dots_of for the first min(r, 4) rows of the row-major matrix m (row stride ld).
+KILN_CPU_CLONES void dots(const double* m, int64_t ld, int64_t r, const double* y, int64_t n, double* out) {
   switch (r) {
-    case 1: return dots_of<1>(x, y, n, out);
-    case 2: return dots_of<2>(x, y, n, out);
-    case 3: return dots_of<3>(x, y, n, out);
-    default: return dots_of<4>(x, y, n, out);
+    case 1: return dots_of<1>(m, ld, y, n, out);
+    case 2: return dots_of<2>(m, ld, y, n, out);
+    case 3: return dots_of<3>(m, ld, y, n, out);
+    default: return dots_of<4>(m, ld, y, n, out);
   }
 }
 
 double dot(const double* x, const double* y, int64_t n) {
   double out = 0;
-  dots(&x, 1, y, n, &out);
+  dots(x, 0, 1, y, n, &out);
   return out;
 }
 
@@ -69,11 +69,9 @@ void add_lower_gram(const double* x, int64_t n, int64_t d, double* g) {
 #pragma omp parallel for schedule(dynamic, 1) if (n * d > 65536)
     for (int64_t b = blocks - 1; b >= 0; --b) {  // the longest blocks first
       const int64_t i0 = 4 * b, r = std::min<int64_t>(4, n - i0);
-      const double* rows[4];
-      for (int64_t i = 0; i < r; ++i) rows[i] = x + (i0 + i) * d + k0;
       double out[4];
       for (int64_t j = 0; j < i0 + r; ++j) {
-        dots(rows, static_cast<int>(r), x + j * d + k0, len, out);
+        dots(x + i0 * d + k0, d, r, x + j * d + k0, len, out);
         for (int64_t i = 0; i < r; ++i)
           if (j <= i0 + i) g[(i0 + i) * n + j] += out[i];
       }
@@ -99,13 +97,11 @@ void ridge_solve(std::vector<double> a, double lambda, int64_t n, std::vector<do
     if (j0 > 0) {
 #pragma omp parallel for schedule(static) if ((n - j0) * j0 * kPanel > (int64_t{1} << 22))
       for (int64_t i0 = j0; i0 < n; i0 += 4) {
-        const int r = static_cast<int>(std::min<int64_t>(4, n - i0));
-        const double* rows[4];
-        for (int i = 0; i < r; ++i) rows[i] = a.data() + (i0 + i) * n;
+        const int64_t r = std::min<int64_t>(4, n - i0);
         double out[4];
         for (int64_t j = j0; j < std::min(j1, i0 + r); ++j) {
-          dots(rows, r, a.data() + j * n, j0, out);
-          for (int i = 0; i < r; ++i)
+          dots(a.data() + i0 * n, n, r, a.data() + j * n, j0, out);
+          for (int64_t i = 0; i < r; ++i)
             if (j <= i0 + i) a[static_cast<size_t>((i0 + i) * n + j)] -= out[i];
         }
       }
@@ -118,12 +114,10 @@ void ridge_solve(std::vector<double> a, double lambda, int64_t n, std::vector<do
       const double ljj = std::sqrt(d);
       rj[j] = ljj;
       for (int64_t i0 = j + 1; i0 < n; i0 += 4) {
-        const int r = static_cast<int>(std::min<int64_t>(4, n - i0));
-        const double* rows[4];
-        for (int i = 0; i < r; ++i) rows[i] = a.data() + (i0 + i) * n + j0;
+        const int64_t r = std::min<int64_t>(4, n - i0);
         double out[4];
-        dots(rows, r, rj + j0, j - j0, out);
-        for (int i = 0; i < r; ++i) {
+        dots(a.data() + i0 * n + j0, n, r, rj + j0, j - j0, out);
+        for (int64_t i = 0; i < r; ++i) {
           double& lij = a[static_cast<size_t>((i0 + i) * n + j)];
           lij = (lij - out[i]) / ljj;
         }
@@ -226,7 +220,7 @@ struct RidgeFit {
   std::vector<double> ybar, coef;
 };
 
-// `gram`: the primal system's matrix over the rows (primal_gram); unused in the dual.
+// `gram`: the primal system's matrix over the rows (add_primal_gram); unused in the dual.
 RidgeFit ridge_fit(const Standardised& s, const std::vector<int64_t>& labels, int64_t classes,
                    const std::vector<int64_t>& rows, double lambda, const std::vector<double>& gram) {
   const auto n = static_cast<int64_t>(rows.size());
