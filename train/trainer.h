@@ -213,7 +213,6 @@ struct TrainerHooks {
   std::function<bool()> should_stop;
 };
 
-// What a run ended with.
 // Where a run's wall time went, in seconds: the training steps (waits for data included),
 // evaluations, checkpoints (the finiteness check and the write), linear probes, feature
 // caches (a frozen backbone's features computed once for a phase), and the rest (phase
@@ -224,6 +223,7 @@ struct RunTimes {
   double other() const { return total - steps - evaluation - checkpoints - probe - caches; }
 };
 
+// What a run ended with.
 struct TrainResult {
   RunTimes times;              // this process's share of the run (a resume counts from its start)
   EvalResult val;              // the last evaluation (from the checkpoint when nothing ran)

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "core/conv_api.h"
+#include "core/ops.h"  // window_out_size
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/cuda_context.h"
 #include "kernels/cuda/cuda_graph.h"
@@ -286,6 +287,13 @@ int algo_count(Direction d) {
 }
 
 }  // namespace
+
+size_t conv_workspace_share(const ConvKey& k) {
+  const int64_t oh = window_out_size(k.h, k.kh, k.sh, k.ph), ow = window_out_size(k.w, k.kw, k.sw, k.pw);
+  const int64_t largest = std::max({k.n * k.h * k.w * k.c, k.n * oh * ow * k.o, k.o * k.kh * k.kw * k.c});
+  const double bytes = 2.5 * static_cast<double>(largest) * (k.bf16 ? 2.0 : 4.0);
+  return std::clamp(static_cast<size_t>(std::min(bytes, 1e18)), size_t{1} << 30, kMaxConvWorkspaceBytes);
+}
 
 size_t conv_workspace_limit(const ConvKey& k) {
   // While recording a CUDA graph, no query the capture might refuse: a shape first met there

@@ -4,7 +4,6 @@
 // the compute options the same way.
 #pragma once
 
-#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <sstream>
@@ -66,12 +65,7 @@ struct ConvKey {
 // only the slowest engine was left, and that backward-data took 492 ms against PyTorch's
 // 4.6. Not more than 2.5x: algorithms wanting several times the activations (FFT, some
 // tensor-core variants) would make a step's peak memory theirs.
-inline size_t conv_workspace_share(const ConvKey& k) {
-  const int64_t oh = (k.h + 2 * k.ph - k.kh) / k.sh + 1, ow = (k.w + 2 * k.pw - k.kw) / k.sw + 1;
-  const int64_t largest = std::max({k.n * k.h * k.w * k.c, k.n * oh * ow * k.o, k.o * k.kh * k.kw * k.c});
-  const double bytes = 2.5 * static_cast<double>(largest) * (k.bf16 ? 2.0 : 4.0);
-  return std::clamp(static_cast<size_t>(std::min(bytes, 1e18)), size_t{1} << 30, kMaxConvWorkspaceBytes);
-}
+size_t conv_workspace_share(const ConvKey& k);
 
 // conv_workspace_share, and never more than half of what the GPU has free plus what kiln's
 // pool holds unused (needs the GPU).
