@@ -357,13 +357,30 @@ std::vector<Descriptor> global_engine_configs(cudnnBackendDescriptor_t graph, co
   return cfgs;
 }
 
+// The plan search's sources, in the order it asks them (search(), census_without_device).
+enum Source : int { kHeuristics, kFallbackList, kEngineList };
+constexpr Source kSources[] = {kHeuristics, kFallbackList, kEngineList};
+
+const char* source_name(Source source) {
+  return source == kHeuristics ? "heuristics (mode A)" : source == kFallbackList ? "fallback list" : "engine list";
+}
+
+// One source's engine configs for the graph: cuDNN's heuristics (mode A) or fallback list,
+// or every engine by global index the first two did not offer (`seen`, their engines);
+// deviceprop: for the GPU it describes instead of this one.
+std::vector<Descriptor> source_configs(Source source, cudnnBackendDescriptor_t graph, const std::vector<int64_t>& seen,
+                                       std::vector<Descriptor>& keep, cudnnBackendDescriptor_t deviceprop = nullptr) {
+  if (source == kEngineList) return global_engine_configs(graph, seen, keep, deviceprop);
+  return engine_configs(graph, source == kHeuristics ? CUDNN_HEUR_MODE_A : CUDNN_HEUR_MODE_FALLBACK, deviceprop);
+}
+
 // An execution plan finalized from an engine config, and the workspace it needs.
 struct Candidate {
   Descriptor cfg;
   Descriptor plan;
   int64_t workspace;
   int64_t engine = -1;         // cuDNN's global engine index
-  const char* source = "";     // "heuristics (mode A)", "fallback list" or "engine list"
+  const char* source = "";     // source_name of where it came from
   double ms = -1;              // timed under exhaustive search
 };
 
@@ -465,12 +482,11 @@ void search(const GraphKey& gk, const Shape& y_shape, const Bindings& b, GraphPl
   std::vector<int64_t> seen;  // engines the heuristics offered: not offered again by index
   GraphFailure last{CUDNN_STATUS_NOT_SUPPORTED, "no engine config offered"};
   int offered = 0, refused_by_notes = 0, not_finalized = 0, over_workspace = 0;
-  for (const int source : {0, 1, 2}) {
+  for (const Source source : kSources) {
     if (found.size() >= want) break;
     std::vector<Descriptor> cfgs;
     try {
-      if (source == 2) cfgs = global_engine_configs(graph, seen, g.keep);
-      else cfgs = engine_configs(graph, source == 0 ? CUDNN_HEUR_MODE_A : CUDNN_HEUR_MODE_FALLBACK);
+      cfgs = source_configs(source, graph, seen, g.keep);
     } catch (const GraphFailure& f) {
       last = f;
       continue;
@@ -479,7 +495,7 @@ void search(const GraphKey& gk, const Shape& y_shape, const Bindings& b, GraphPl
       if (found.size() >= want) break;
       ++offered;
       const int64_t engine = engine_index(cfg.get());
-      if (source < 2) seen.push_back(engine);
+      if (source != kEngineList) seen.push_back(engine);
       if (!admissible(cfg.get(), gk.conv)) {
         ++refused_by_notes;
         if (not_finalized == 0)  // nothing more telling yet
@@ -499,7 +515,7 @@ void search(const GraphKey& gk, const Shape& y_shape, const Bindings& b, GraphPl
                                                             std::to_string(ws_limit >> 20) + " MiB allowed"};
       } else {
         c->engine = engine;
-        c->source = source == 0 ? "heuristics (mode A)" : source == 1 ? "fallback list" : "engine list";
+        c->source = source_name(source);
         found.push_back(std::move(*c));
       }
     }
@@ -682,19 +698,18 @@ PlanCensus census_without_device(const ConvKey& k, const Shape& y_shape, bool fu
     GraphPlan g;
     const cudnnBackendDescriptor_t graph = build_graph(GraphKey{k, fused, bias, 0, nullptr}, y_shape, g);
     std::vector<int64_t> seen;
-    for (const int source : {0, 1, 2}) {  // as search(): heuristics, fallback list, engine list
-      if (source == 2 && c.plans > 0 && !all_sources) break;  // as a search that is not exhaustive
+    for (const Source source : kSources) {  // as search()
+      if (source == kEngineList && c.plans > 0 && !all_sources) break;  // as a search that is not exhaustive
       std::vector<Descriptor> cfgs;
       try {
-        if (source == 2) cfgs = global_engine_configs(graph, seen, g.keep, device.get());
-        else cfgs = engine_configs(graph, source == 0 ? CUDNN_HEUR_MODE_A : CUDNN_HEUR_MODE_FALLBACK, device.get());
+        cfgs = source_configs(source, graph, seen, g.keep, device.get());
       } catch (const GraphFailure&) {
         continue;  // a source that offers nothing leaves the others
       }
       for (Descriptor& cfg : cfgs) {
         ++c.offered;
         const int64_t engine = engine_index(cfg.get());
-        if (source < 2) seen.push_back(engine);
+        if (source != kEngineList) seen.push_back(engine);
         if (!admissible(cfg.get(), k)) continue;
         ++c.admitted;
         cudnnStatus_t status = CUDNN_STATUS_SUCCESS;
