@@ -26,6 +26,7 @@
 
 #include "check/compare.h"
 #include "check/op_cases.h"
+#include "core/conv_api.h"
 #include "core/profiler.h"
 #include "io/atomic_file.h"
 #include "layers/models/resnet.h"
@@ -1016,7 +1017,8 @@ void write_json(const std::string& path, const Options& opt, const MachineLimits
   js << "  \"options\": {\"batch\": " << opt.batch << ", \"repeat\": " << opt.repeat << ", \"warmup\": " << opt.warmup
      << ", \"threads\": " << opt.threads
      << ", \"cache\": \"" << (opt.cold_cache ? "cold" : "warm") << "\", \"device\": " << json_str(opt.device)
-     << ", \"tf32\": " << json_str(kiln::tf32_mode()) << "},\n";
+     << ", \"tf32\": " << json_str(kiln::tf32_mode())
+     << ", \"conv_api\": " << json_str(kiln::conv_api_name(kiln::conv_api())) << "},\n";
   js << "  \"machine\": {\"device\": " << json_str(m.device) << ", \"threads\": " << m.threads
      << ", \"peak_gflops\": " << json_num(m.peak_gflops) << ", \"peak_from\": " << json_str(m.sgemm_shape)
      << ", \"peak_tf32_gflops\": " << json_num(m.peak_tf32_gflops) << ", \"peak_bf16_gflops\": "

@@ -4,8 +4,9 @@
     python3 benchmarks/gpu_targets.py OUT_DIR [--markdown FILE]
 
 Reads the kiln_bench JSON files of the check's `targets` section (each kiln row with its
-PyTorch twin, the peer's torch.compile rows beside them), the `graph` section's reruns of
-the same rows through cuDNN's graph API (kiln only), and, when present, the `memory` and
+PyTorch twin, the peer's torch.compile rows beside them), the `legacy` section's reruns of
+the same rows through cuDNN's other API (kiln only; the `graph` section's in a check from
+before graph became the default, 2026-12-04), and, when present, the `memory` and
 `recipe` sections' JSON. Prints one line per target: kiln's best time and how it got it,
 PyTorch eager and compiled, the ratio to the faster PyTorch row (> 1: kiln faster), the
 target and whether it is met. A missing input prints "not measured" and never a number.
@@ -38,7 +39,9 @@ def load(out, stem):
         return None
     try:
         with open(path) as f:
-            return json.load(f)
+            run = json.load(f)
+        run["_file"] = stem  # which section wrote it (api_label)
+        return run
     except (OSError, ValueError) as e:
         print(f"gpu_targets.py: cannot read {path}: {e}", file=sys.stderr)
         return None
@@ -70,21 +73,37 @@ def kiln_ms(report, row):
     return k, t, c
 
 
+def api_label(run):
+    """Which cuDNN API a kiln_bench JSON ran on: its options say since 2026-12-04; before,
+    the check's main sections ran on legacy (then the default) and its `graph` section not."""
+    if not run:
+        return "-"
+    api = run.get("options", {}).get("conv_api")
+    if api is None:
+        api = "graph" if run.get("_file", "").startswith("graph_") else "legacy"
+    return "cuDNN graph API" if api == "graph" else "legacy conv API"
+
+
 def fmt_ms(ms, batch):
     return "not measured" if ms is None else f"{ms:.2f} ms ({batch / (ms * 1e-3):,.0f} img/s)"
 
 
 def target_line(out, label, row, stem, batch, target, floor, ratio_floor):
-    main_run, graph_run = load(out, stem), load(out, "graph_" + stem.split("_", 1)[1])
+    # The `legacy` section's reruns; a check from before 2026-12-04 (legacy the default) has
+    # the `graph` section's instead.
+    suffix = stem.split("_", 1)[1]
+    main_run = load(out, stem)
+    other_run = load(out, "legacy_" + suffix) or load(out, "graph_" + suffix)
     main_run = main_run if batch_of(main_run, batch) else None
-    graph_run = graph_run if batch_of(graph_run, batch) else None
+    other_run = other_run if batch_of(other_run, batch) else None
     _, torch_eager, torch_compiled = kiln_ms(main_run, row)
     if ANY_BATCH and main_run:  # a dry run: rates at the batch actually run
         batch = main_run.get("options", {}).get("batch", batch)
     # kiln's best configuration of its own switches: KILN_CONV_API, and the step recorded
     # as a CUDA graph where the suite has that row ("+graph").
     options = []
-    for run, api in ((main_run, "legacy conv API"), (graph_run, "cuDNN graph API")):
+    for run in (main_run, other_run):
+        api = api_label(run)
         for name, how in ((row, api), (row + "+graph", api + ", CUDA graph")):
             ms = kiln_ms(run, name)[0]
             if ms:

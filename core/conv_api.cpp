@@ -11,7 +11,7 @@ namespace {
 
 ConvApi from_environment() {
   const char* v = std::getenv("KILN_CONV_API");
-  return parse_conv_api(v != nullptr ? v : "legacy", "KILN_CONV_API");
+  return parse_conv_api(v != nullptr ? v : "graph", "KILN_CONV_API");
 }
 
 std::atomic<ConvApi>& current() {
@@ -33,8 +33,8 @@ const char* conv_api_name(ConvApi api) { return api == ConvApi::graph ? "graph" 
 
 ConvApi parse_conv_api(const std::string& value, const std::string& name) {
   KILN_CHECK(value == "legacy" || value == "graph", name, "='", value,
-             "' is not a convolution API: use legacy (cuDNN's cudnnConvolutionForward & co., the default) or graph "
-             "(cuDNN's operation graphs, falling back to legacy per shape)");
+             "' is not a convolution API: use graph (cuDNN's operation graphs, falling back to legacy per shape; the "
+             "default) or legacy (cuDNN's cudnnConvolutionForward & co.)");
   return value == "graph" ? ConvApi::graph : ConvApi::legacy;
 }
 

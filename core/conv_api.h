@@ -1,7 +1,8 @@
 // Which cuDNN interface the CUDA backend's convolutions go through, and counts of what
 // ran, so tests and kiln_bench can say which path a shape took. The switch lives here, in
 // core, because benchmarks and tests see only the public API; it has no effect on the CPU.
-// KILN_CONV_API=legacy (the default) | graph, read once, on first use.
+// KILN_CONV_API=graph (the default since the third H200 run, 2026-12-04: as fast or faster on
+// every row timed, docs/gpu.md) | legacy, read once, on first use.
 #pragma once
 
 #include <cstdint>
