@@ -22,6 +22,19 @@ static_assert(std::is_same_v<herr_t, int>, "kiln::io::h5::Handle's close functio
 namespace kiln::io::h5 {
 namespace {
 
+// Debian's HDF5 is built without its thread-safety option, so kiln serialises every call into
+// HDF5 itself, as that option would: each wrapper below holds this lock (recursive: wrappers
+// call wrappers) for as long as it calls HDF5. A checkpoint can then be written on a
+// background thread (io/checkpoint.h CheckpointWriter) while the training thread reads
+// weights, or a Python thread exports, without either corrupting HDF5's global state.
+std::recursive_mutex& api_mutex() {
+  static std::recursive_mutex m;
+  return m;
+}
+struct Serial {
+  std::lock_guard<std::recursive_mutex> lock{api_mutex()};
+};
+
 // The description of the innermost HDF5 error on this thread's stack ("" when none).
 std::string hdf5_error_text() {
   std::string msg;
@@ -211,6 +224,7 @@ Handle& Handle::operator=(Handle&& o) noexcept {
 }
 
 void Handle::reset() {
+  const Serial serial_call;
   if (id_ >= 0 && close_) close_(id_);  // a destructor cannot report; File::close() checks
   id_ = -1;
 }
@@ -235,6 +249,7 @@ std::string shape_str(const std::vector<int64_t>& shape) {
 }
 
 int64_t open_object_count() {
+  const Serial serial_call;
   const ssize_t n = H5Fget_obj_count(H5F_OBJ_ALL, H5F_OBJ_ALL);
   KILN_H5_CHECK(n, "counting open HDF5 objects");
   return static_cast<int64_t>(n);
@@ -243,6 +258,7 @@ int64_t open_object_count() {
 // ---- File ----
 
 File File::open_read(const std::string& path) {
+  const Serial serial_call;
   quiet();
   KILN_CHECK(std::filesystem::exists(path), "weights file '", path, "' does not exist");
   KILN_CHECK(!std::filesystem::is_directory(path), "'", path, "' is a directory, expected an HDF5 file");
@@ -269,6 +285,7 @@ File File::open_read(const std::string& path) {
 }
 
 File File::open_image(const void* data, size_t size, const std::string& name) {
+  const Serial serial_call;
   quiet();
   KILN_CHECK(data != nullptr && size > 0, "HDF5 file image '", name, "' is empty");
   KILN_H5_OPEN(fapl, H5Pcreate(H5P_FILE_ACCESS), H5Pclose, "making file-access properties for '", name, "'");
@@ -285,6 +302,7 @@ File File::open_image(const void* data, size_t size, const std::string& name) {
 }
 
 File File::create(const std::string& path) {
+  const Serial serial_call;
   quiet();
   KILN_H5_OPEN(f, H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose,
                "creating HDF5 file '", path, "'");
@@ -292,16 +310,19 @@ File File::create(const std::string& path) {
 }
 
 Group File::root() const {
+  const Serial serial_call;
   KILN_CHECK(h_.valid(), "HDF5 file '", path_, "' is closed");
   KILN_H5_OPEN(g, H5Gopen2(h_.get(), "/", H5P_DEFAULT), H5Gclose, "opening the root group of '", path_, "'");
   return Group(std::move(g), path_, "/");
 }
 
 void File::flush() {
+  const Serial serial_call;
   KILN_H5_CHECK(H5Fflush(h_.get(), H5F_SCOPE_GLOBAL), "flushing HDF5 file '", path_, "'");
 }
 
 void File::close() {
+  const Serial serial_call;
   if (!h_.valid()) return;
   // Flushed first: where a group or dataset is still open, H5Fclose leaves the file open
   // and its last writes to that object's close, in a destructor that cannot report them.
@@ -317,6 +338,7 @@ std::string Group::where(const std::string& child) const {
 }
 
 bool Group::exists(const std::string& rel) const {
+  const Serial serial_call;
   // H5Lexists fails (rather than saying false) when an intermediate group is missing,
   // so test each prefix of the path in turn.
   size_t pos = 0;
@@ -337,6 +359,7 @@ bool Group::exists(const std::string& rel) const {
 }
 
 bool Group::is_group(const std::string& rel) const {
+  const Serial serial_call;
   hid_t o = H5Oopen(h_.get(), rel.c_str(), no_external_links());
   if (o < 0) {
     H5Eclear2(H5E_DEFAULT);
@@ -349,6 +372,7 @@ bool Group::is_group(const std::string& rel) const {
 }
 
 bool Group::is_dataset(const std::string& rel) const {
+  const Serial serial_call;
   hid_t o = H5Oopen(h_.get(), rel.c_str(), no_external_links());
   if (o < 0) {
     H5Eclear2(H5E_DEFAULT);
@@ -361,6 +385,7 @@ bool Group::is_dataset(const std::string& rel) const {
 }
 
 std::vector<std::string> Group::children() const {
+  const Serial serial_call;
   std::vector<std::string> names;
   auto cb = [](hid_t, const char* name, const H5L_info_t*, void* out) -> herr_t {
     static_cast<std::vector<std::string>*>(out)->push_back(name);
@@ -372,6 +397,7 @@ std::vector<std::string> Group::children() const {
 }
 
 uint64_t Group::object_address(const std::string& rel) const {
+  const Serial serial_call;
   H5O_info_t info;
   KILN_H5_CHECK(H5Oget_info_by_name2(h_.get(), rel.c_str(), &info, H5O_INFO_BASIC, no_external_links()),
                 "reading the object header of ", where(rel));
@@ -379,6 +405,7 @@ uint64_t Group::object_address(const std::string& rel) const {
 }
 
 Group Group::group(const std::string& rel) const {
+  const Serial serial_call;
   KILN_CHECK(exists(rel) && is_group(rel), "expected a group ", where(rel), ", found ",
              exists(rel) ? "a non-group object" : "nothing");
   KILN_H5_OPEN(g, H5Gopen2(h_.get(), rel.c_str(), no_external_links(Access::group)), H5Gclose, "opening group ", where(rel));
@@ -386,6 +413,7 @@ Group Group::group(const std::string& rel) const {
 }
 
 Dataset Group::dataset(const std::string& rel) const {
+  const Serial serial_call;
   KILN_CHECK(exists(rel) && is_dataset(rel), "expected a dataset ", where(rel), ", found ",
              exists(rel) ? "a non-dataset object" : "nothing");
   KILN_H5_OPEN(d, H5Dopen2(h_.get(), rel.c_str(), no_external_links(Access::dataset)), H5Dclose, "opening dataset ", where(rel));
@@ -393,6 +421,7 @@ Dataset Group::dataset(const std::string& rel) const {
 }
 
 Group Group::create_group(const std::string& rel) {
+  const Serial serial_call;
   if (exists(rel)) return group(rel);
   Handle lcpl = intermediate_lcpl();
   KILN_H5_OPEN(g, H5Gcreate2(h_.get(), rel.c_str(), lcpl.get(), H5P_DEFAULT, H5P_DEFAULT), H5Gclose,
@@ -401,20 +430,24 @@ Group Group::create_group(const std::string& rel) {
 }
 
 void Group::write_f32(const std::string& rel, const std::vector<int64_t>& shape, const float* data) {
+  const Serial serial_call;
   write_dataset(*this, rel, shape, H5T_NATIVE_FLOAT, data);
 }
 
 void Group::write_i32(const std::string& rel, const std::vector<int64_t>& shape, const int32_t* data) {
+  const Serial serial_call;
   write_dataset(*this, rel, shape, H5T_NATIVE_INT32, data);
 }
 
 bool Group::has_attribute(const std::string& name) const {
+  const Serial serial_call;
   const htri_t e = H5Aexists(h_.get(), name.c_str());
   KILN_H5_CHECK(e, "looking for attribute '", name, "' of ", where());
   return e > 0;
 }
 
 std::vector<std::string> Group::attribute_names() const {
+  const Serial serial_call;
   std::vector<std::string> names;
   auto cb = [](hid_t, const char* name, const H5A_info_t*, void* out) -> herr_t {
     static_cast<std::vector<std::string>*>(out)->push_back(name);
@@ -426,6 +459,7 @@ std::vector<std::string> Group::attribute_names() const {
 }
 
 std::vector<std::string> Group::string_list_attribute(const std::string& name) const {
+  const Serial serial_call;
   const std::string ctx = concat("attribute '", name, "' of ", where());
   KILN_CHECK(has_attribute(name), "missing ", ctx);
   KILN_H5_OPEN(a, H5Aopen(h_.get(), name.c_str(), H5P_DEFAULT), H5Aclose, "opening ", ctx);
@@ -467,12 +501,14 @@ std::vector<std::string> Group::string_list_attribute(const std::string& name) c
 }
 
 std::string Group::string_attribute(const std::string& name) const {
+  const Serial serial_call;
   const std::vector<std::string> v = string_list_attribute(name);
   KILN_CHECK(v.size() == 1, "expected one string in attribute '", name, "' of ", where(), ", found ", v.size());
   return v[0];
 }
 
 int64_t Group::int_attribute(const std::string& name) const {
+  const Serial serial_call;
   const std::string ctx = concat("attribute '", name, "' of ", where());
   KILN_CHECK(has_attribute(name), "missing ", ctx);
   KILN_H5_OPEN(a, H5Aopen(h_.get(), name.c_str(), H5P_DEFAULT), H5Aclose, "opening ", ctx);
@@ -490,6 +526,7 @@ int64_t Group::int_attribute(const std::string& name) const {
 }
 
 void Group::set_string_attribute(const std::string& name, const std::string& value) {
+  const Serial serial_call;
   const std::string ctx = concat("attribute '", name, "' of ", where());
   if (has_attribute(name)) KILN_H5_CHECK(H5Adelete(h_.get(), name.c_str()), "replacing ", ctx);
   KILN_H5_OPEN(type, H5Tcopy(H5T_C_S1), H5Tclose, "making a string type for ", ctx);
@@ -503,6 +540,7 @@ void Group::set_string_attribute(const std::string& name, const std::string& val
 }
 
 void Group::set_string_list_attribute(const std::string& name, const std::vector<std::string>& values) {
+  const Serial serial_call;
   const std::string ctx = concat("attribute '", name, "' of ", where());
   if (has_attribute(name)) KILN_H5_CHECK(H5Adelete(h_.get(), name.c_str()), "replacing ", ctx);
   size_t width = 1;
@@ -520,6 +558,7 @@ void Group::set_string_list_attribute(const std::string& name, const std::vector
 }
 
 void Group::set_int_attribute(const std::string& name, int64_t value) {
+  const Serial serial_call;
   const std::string ctx = concat("attribute '", name, "' of ", where());
   if (has_attribute(name)) KILN_H5_CHECK(H5Adelete(h_.get(), name.c_str()), "replacing ", ctx);
   KILN_H5_OPEN(space, H5Screate(H5S_SCALAR), H5Sclose, "making a scalar dataspace for ", ctx);
@@ -531,6 +570,7 @@ void Group::set_int_attribute(const std::string& name, int64_t value) {
 // ---- Dataset ----
 
 Dataset::Dataset(Handle h, std::string file, std::string path) : h_(std::move(h)), file_(std::move(file)), path_(std::move(path)) {
+  const Serial serial_call;
   const std::string ctx = concat("dataset '", path_, "' in file '", file_, "'");
   KILN_H5_OPEN(space, H5Dget_space(h_.get()), H5Sclose, "reading the dataspace of ", ctx);
   shape_ = extent(space.get(), numel_, ctx);
@@ -542,6 +582,7 @@ Dataset::Dataset(Handle h, std::string file, std::string path) : h_(std::move(h)
 int64_t Dataset::numel() const { return numel_; }
 
 void Dataset::check_storage() const {
+  const Serial serial_call;
   const std::string ctx = concat("dataset '", path_, "' in file '", file_, "'");
   check_bytes(numel_, type_.size, kMaxDatasetBytes, ctx);
   KILN_H5_OPEN(dcpl, H5Dget_create_plist(h_.get()), H5Pclose, "reading the storage properties of ", ctx);
@@ -600,6 +641,7 @@ void Dataset::check_storage() const {
 }
 
 std::vector<float> Dataset::read_f32() const {
+  const Serial serial_call;
   const std::string ctx = concat("dataset '", path_, "' in file '", file_, "'");
   KILN_CHECK(type_.cls == TypeInfo::floating, ctx, ": expected float32 values, found ", type_.name());
   KILN_CHECK(standard_float_, ctx, ": expected IEEE float16/32/64 values, found a ", type_.size * 8,
@@ -617,14 +659,17 @@ std::vector<float> Dataset::read_f32() const {
 // the group's attribute code and checks (and names the dataset in its messages).
 
 bool Dataset::has_attribute(const std::string& name) const {
+  const Serial serial_call;
   return Group(Handle(h_.get(), nullptr), file_, path_).has_attribute(name);
 }
 
 int64_t Dataset::int_attribute(const std::string& name) const {
+  const Serial serial_call;
   return Group(Handle(h_.get(), nullptr), file_, path_).int_attribute(name);
 }
 
 void Dataset::set_int_attribute(const std::string& name, int64_t value) {
+  const Serial serial_call;
   Group(Handle(h_.get(), nullptr), file_, path_).set_int_attribute(name, value);
 }
 
