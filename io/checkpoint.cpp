@@ -175,16 +175,27 @@ std::vector<std::string> remove_stale_temporaries(const std::string& model_dir) 
   return removed;
 }
 
-uint32_t frozen_digest_of(Module& model, const std::function<bool(const std::string&)>& select) {
+namespace {
+
+// frozen_digest_of's value for named tensors (any device and float dtype).
+uint32_t digest_of(const std::vector<std::pair<std::string, const Tensor*>>& tensors) {
   std::map<std::string, uint32_t> crcs;
-  for (const ParameterRef& p : model.parameters()) {
-    if (!select(p.name)) continue;
-    const Tensor host = p.tensor->cpu().to(DType::f32);
-    crcs[p.name] = tensor_checksum(host.data<float>(), static_cast<size_t>(host.numel()));
+  for (const auto& [name, tensor] : tensors) {
+    const Tensor host = tensor->cpu().to(DType::f32);
+    crcs[name] = tensor_checksum(host.data<float>(), static_cast<size_t>(host.numel()));
   }
   uint32_t digest = 0;
   for (const auto& [name, crc] : crcs) digest = digest_add(digest, name, crc);
   return digest;
+}
+
+}  // namespace
+
+uint32_t frozen_digest_of(Module& model, const std::function<bool(const std::string&)>& select) {
+  std::vector<std::pair<std::string, const Tensor*>> tensors;
+  for (const ParameterRef& p : model.parameters())
+    if (select(p.name)) tensors.emplace_back(p.name, p.tensor);
+  return digest_of(tensors);
 }
 
 uint32_t frozen_digest_of(const std::string& weights_path) {
@@ -238,20 +249,33 @@ void write_meta(h5::Group& root, const CheckpointMeta& meta) {
 
 }  // namespace
 
-std::string save_checkpoint(const std::string& model_dir, Module& model, Optimizer& opt, CheckpointMeta meta,
-                            int keep_last) {
+namespace {
+
+// A copy on the host in float32 that shares no memory with `t` (which goes on training).
+Tensor host_copy(const Tensor& t) {
+  return t.device().is_cpu() && t.dtype() == DType::f32 ? t.clone() : t.cpu().to(DType::f32);
+}
+
+void prune_checkpoints(const std::string& model_dir, int keep_last);
+
+}  // namespace
+
+CheckpointImage take_checkpoint(const std::string& model_dir, Module& model, Optimizer& opt, CheckpointMeta meta,
+                                int keep_last) {
+  const NoGradGuard no_grad;  // copies, not graph nodes
   std::error_code ec;
   KILN_CHECK(fs::is_directory(model_dir, ec), "save_checkpoint: the model directory '", model_dir,
              "' does not exist or is not a directory; create it first");
   KILN_CHECK(keep_last >= 1, "save_checkpoint: keep_last must be 1 or more (the checkpoint being written is one), got ",
              keep_last);
-  const std::string stem = stem_for(meta.epochs_done, meta.batches_done);
-  meta.weights_file = stem + ".weights.h5";
+  meta.weights_file = stem_for(meta.epochs_done, meta.batches_done) + ".weights.h5";
   // What the loader will refuse is refused now, not found at the resume.
   check_meta(meta, "save_checkpoint", "kiln's loader would refuse this checkpoint: fill CheckpointMeta as "
              "io/checkpoint.h describes, e.g. classes with the class names and image_size with the input crop");
-  ExportOptions eo;
-  eo.convention = meta.convention;
+  CheckpointImage im;
+  im.model_dir = model_dir;
+  im.keep_last = keep_last;
+  im.model_name = model.name();
   // What the phase freezes goes to its own file, written once: it cannot change while the
   // phase runs, and a new digest (other values) means a new file, never one rewritten.
   std::set<std::string> frozen;
@@ -260,8 +284,34 @@ std::string save_checkpoint(const std::string& model_dir, Module& model, Optimiz
   meta.frozen_file.clear();
   meta.frozen_digest = 0;
   auto is_frozen = [&](const std::string& name) { return frozen.count(name) > 0; };
-  if (!frozen.empty()) {
-    meta.frozen_digest = frozen_digest_of(model, is_frozen);
+  // Their digest, and so the frozen file's name, is computed by write_checkpoint from these
+  // copies: the training thread only copies.
+  for (const ParameterRef& p : model.parameters())
+    if (is_frozen(p.name)) im.frozen.emplace_back(p.name, host_copy(*p.tensor));
+  // The weights file: what trains, and the buffers, in export_weights' order.
+  for (const ParameterRef& p : model.parameters())
+    if (!is_frozen(p.name)) im.weights.emplace_back(p.name, host_copy(*p.tensor));
+  for (const BufferRef& b : model.buffers())
+    if (!is_frozen(b.name)) im.weights.emplace_back(b.name, host_copy(*b.tensor));
+  im.optimizer_kind = opt.kind();
+  im.optimizer_settings = opt.settings();
+  for (const OptimizerStateRef& st : opt.state())
+    im.optimizer_state.emplace_back(st.name, st.tensor->dtype() == DType::i64 ? st.tensor->cpu().clone()
+                                                                               : host_copy(*st.tensor));
+  im.meta = std::move(meta);
+  return im;
+}
+
+std::string write_checkpoint(const CheckpointImage& im) {
+  const std::string& model_dir = im.model_dir;
+  CheckpointMeta meta = im.meta;
+  auto refs = [](const std::vector<std::pair<std::string, Tensor>>& v) {
+    std::vector<std::pair<std::string, const Tensor*>> out;
+    for (const auto& [name, t] : v) out.emplace_back(name, &t);
+    return out;
+  };
+  if (!im.frozen.empty()) {
+    meta.frozen_digest = digest_of(refs(im.frozen));
     char name[64];
     std::snprintf(name, sizeof name, "frozen-phase%d-%08x.weights.h5", meta.phase, meta.frozen_digest);
     meta.frozen_file = name;
@@ -272,36 +322,40 @@ std::string save_checkpoint(const std::string& model_dir, Module& model, Optimiz
     } catch (const Error&) {
       have = false;  // unreadable: written again
     }
-    if (!have) {
-      ExportOptions fo = eo;
-      fo.select = is_frozen;
-      export_weights(model, frozen_path, fo);  // atomic itself
-    }
-    eo.select = [&](const std::string& n) { return !is_frozen(n); };
+    if (!have) write_kiln_weights(frozen_path, im.model_name, meta.convention, refs(im.frozen));  // atomic itself
   }
-  const std::string weights_path = (fs::path(model_dir) / meta.weights_file).string();
-  export_weights(model, weights_path, eo);  // atomic itself
+  write_kiln_weights((fs::path(model_dir) / meta.weights_file).string(), im.model_name, meta.convention,
+                     refs(im.weights));
 
-  const std::string path = (fs::path(model_dir) / (stem + ".state.h5")).string();
+  const std::string path =
+      (fs::path(model_dir) / (stem_for(meta.epochs_done, meta.batches_done) + ".state.h5")).string();
   write_atomic(path, [&](const std::string& tmp) {
     h5::File f = h5::File::create(tmp);
     h5::Group root = f.root();
     write_meta(root, meta);
-    root.set_string_attribute(kOptimizerKindAttr, opt.kind());
-    for (const OptimizerSetting& o : opt.settings()) root.set_string_attribute(setting_key(o.name), fmt_double(o.value));
-    for (const OptimizerStateRef& s : opt.state()) {
-      Tensor host = s.tensor->cpu();
+    root.set_string_attribute(kOptimizerKindAttr, im.optimizer_kind);
+    for (const OptimizerSetting& o : im.optimizer_settings)
+      root.set_string_attribute(setting_key(o.name), fmt_double(o.value));
+    for (const auto& [name, host] : im.optimizer_state) {
       if (host.dtype() == DType::i64) {
-        root.set_int_attribute(attr_key(s.name), static_cast<int64_t>(host.item()));
+        root.set_int_attribute(attr_key(name), static_cast<int64_t>(host.item()));
       } else {
         const std::vector<float> v = host.to_vector<float>();
-        write_checksummed(root, "optimizer/" + s.name, host.shape().dims(), v.data());
+        write_checksummed(root, "optimizer/" + name, host.shape().dims(), v.data());
       }
     }
     f.close();
   });
+  prune_checkpoints(model_dir, im.keep_last);
+  return path;
+}
 
-  // Keep the last `keep_last` and the best by validation accuracy (the earliest of equals).
+namespace {
+
+// Keeps the last `keep_last` and the best by validation accuracy (the earliest of equals),
+// and removes orphans, stale temporaries and frozen files no checkpoint names.
+void prune_checkpoints(const std::string& model_dir, int keep_last) {
+  std::error_code ec;
   std::vector<CheckpointInfo> all = list_checkpoints(model_dir);
   size_t best = 0;
   for (size_t i = 0; i < all.size(); ++i)
@@ -332,7 +386,50 @@ std::string save_checkpoint(const std::string& model_dir, Module& model, Optimiz
     const std::string n = e.path().filename().string();
     if (is_frozen_name(n) && !named.count(n)) fs::remove(e.path(), ec);
   }
-  return path;
+}
+
+}  // namespace
+
+std::string save_checkpoint(const std::string& model_dir, Module& model, Optimizer& opt, CheckpointMeta meta,
+                            int keep_last) {
+  return write_checkpoint(take_checkpoint(model_dir, model, opt, std::move(meta), keep_last));
+}
+
+CheckpointWriter::~CheckpointWriter() {
+  try {
+    wait();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "kiln: %s\n", e.what());
+  }
+}
+
+std::string CheckpointWriter::submit(CheckpointImage image) {
+  wait();
+  path_ = (fs::path(image.model_dir) / (stem_for(image.meta.epochs_done, image.meta.batches_done) + ".state.h5"))
+              .string();
+  thread_ = std::thread([this, im = std::move(image)] {
+    try {
+      write_checkpoint(im);
+    } catch (...) {
+      error_ = std::current_exception();
+    }
+  });
+  return path_;
+}
+
+std::string CheckpointWriter::wait() {
+  if (!thread_.joinable()) return "";
+  thread_.join();  // orders the thread's error_ before this read
+  const std::string path = std::move(path_);
+  path_.clear();
+  if (!error_) return path;
+  const std::exception_ptr e = std::exchange(error_, nullptr);
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& x) {
+    KILN_FAIL("writing checkpoint '", path, "' (on the background writer) failed: ", x.what(),
+              "; the checkpoints written before it are kept");
+  }
 }
 
 CheckpointMeta read_checkpoint_meta(const std::string& state_path) {

@@ -415,28 +415,42 @@ ImportReport import_weights(Module& model, const h5::File& file, const ImportOpt
   return rep;
 }
 
-void export_weights(Module& model, const std::string& path, const ExportOptions& opt) {
-  KILN_CHECK(opt.format == WeightsFormat::kiln || opt.format == WeightsFormat::keras, "export_weights: format ",
-             format_name(opt.format), " is import-only; export writes kiln or keras");
+void write_kiln_weights(const std::string& path, const std::string& model_name, InputConvention convention,
+                        const std::vector<std::pair<std::string, const Tensor*>>& tensors) {
   write_atomic(path, [&](const std::string& tmp) {
     h5::File file = h5::File::create(tmp);
     {
       h5::Group root = file.root();
-      if (opt.format == WeightsFormat::kiln) {
-        root.set_int_attribute("kiln_format_version", kKilnFormatVersion);
-        root.set_string_attribute("model", model.name());
-        root.set_string_attribute("input_convention", convention_name(opt.convention));
-        std::vector<std::pair<std::string, Tensor*>> tensors;
-        for (const ParameterRef& p : model.parameters()) tensors.emplace_back(p.name, p.tensor);
-        for (const BufferRef& b : model.buffers()) tensors.emplace_back(b.name, b.tensor);
-        for (const auto& [name, tensor] : tensors) {
-          if (opt.select && !opt.select(name)) continue;
-          const Tensor host = tensor->cpu().to(DType::f32);
-          write_checksummed(root, name, host.shape().dims(), host.data<float>());
-        }
-      } else {
-        write_keras(root, model, opt.convention);
+      root.set_int_attribute("kiln_format_version", kKilnFormatVersion);
+      root.set_string_attribute("model", model_name);
+      root.set_string_attribute("input_convention", convention_name(convention));
+      for (const auto& [name, tensor] : tensors) {
+        const Tensor host = tensor->cpu().to(DType::f32);
+        write_checksummed(root, name, host.shape().dims(), host.data<float>());
       }
+    }
+    file.flush();
+    file.close();
+  });
+}
+
+void export_weights(Module& model, const std::string& path, const ExportOptions& opt) {
+  KILN_CHECK(opt.format == WeightsFormat::kiln || opt.format == WeightsFormat::keras, "export_weights: format ",
+             format_name(opt.format), " is import-only; export writes kiln or keras");
+  if (opt.format == WeightsFormat::kiln) {
+    std::vector<std::pair<std::string, const Tensor*>> tensors;
+    for (const ParameterRef& p : model.parameters())
+      if (!opt.select || opt.select(p.name)) tensors.emplace_back(p.name, p.tensor);
+    for (const BufferRef& b : model.buffers())
+      if (!opt.select || opt.select(b.name)) tensors.emplace_back(b.name, b.tensor);
+    write_kiln_weights(path, model.name(), opt.convention, tensors);
+    return;
+  }
+  write_atomic(path, [&](const std::string& tmp) {
+    h5::File file = h5::File::create(tmp);
+    {
+      h5::Group root = file.root();
+      write_keras(root, model, opt.convention);
     }
     file.flush();
     file.close();

@@ -114,4 +114,10 @@ size_t verify_checksums(const h5::Group& g);
 // it, synced, renamed over `path`), so `path` is never half-written.
 void export_weights(Module& model, const std::string& path, const ExportOptions& opt = {});
 
+// A kiln-format weights file of named tensors (any device and float dtype; written as
+// float32 with their checksums), atomically as export_weights: what export_weights writes
+// for a Module, and a checkpoint for host copies taken earlier (io/checkpoint.h).
+void write_kiln_weights(const std::string& path, const std::string& model_name, InputConvention convention,
+                        const std::vector<std::pair<std::string, const Tensor*>>& tensors);
+
 }  // namespace kiln::io

@@ -227,6 +227,7 @@ struct Trainer::State {
   size_t order_at = 0;
   Clock::time_point t0;        // the epoch's start
   TrainResult result;
+  std::unique_ptr<io::CheckpointWriter> writer;  // TrainerOptions::background_checkpoints, rank 0
   // The phase's recorded step (TrainerOptions::cuda_graph), decided per phase and input.
   struct Graph {
     int phase = 0;               // 1-based phase decided for; 0: none yet
@@ -412,9 +413,9 @@ TrainResult Trainer::run_all(const std::optional<io::CheckpointInfo>& resume) {
   }
   const int64_t total = total_epochs(opt_.phases);
   for (int64_t e = s.start_epoch; e < total; ++e)
-    if (!run_epoch(e, s)) return s.result;
+    if (!run_epoch(e, s)) return finish(s);
   s.result.finished = true;
-  return s.result;
+  return finish(s);
 }
 
 void Trainer::begin_phase(int64_t e, State& s) {
@@ -522,10 +523,28 @@ EvalResult Trainer::evaluate_now(State& s) {
 std::string Trainer::save(const io::CheckpointMeta& meta, State& s) {
   const auto t0 = Clock::now();
   check_weights_finite(meta, s);  // on every rank (replicas are equal): all stop together
-  std::string path = s.root ? io::save_checkpoint(opt_.model_dir, model_, *s.optimizer, meta, opt_.keep)
-                            : std::string("(rank 0 writes the checkpoints)");
+  std::string path = "(rank 0 writes the checkpoints)";
+  if (s.root && opt_.background_checkpoints) {
+    if (!s.writer) s.writer = std::make_unique<io::CheckpointWriter>();
+    s.writer->wait();  // the previous write's error stops the run before another is taken
+    path = s.writer->submit(io::take_checkpoint(opt_.model_dir, model_, *s.optimizer, meta, opt_.keep));
+  } else if (s.root) {
+    path = io::save_checkpoint(opt_.model_dir, model_, *s.optimizer, meta, opt_.keep);
+  }
   s.result.times.checkpoints += seconds_since(t0);
   return path;
+}
+
+void Trainer::flush_checkpoints(State& s) {
+  if (!s.writer) return;
+  const auto t0 = Clock::now();
+  s.writer->wait();
+  s.result.times.checkpoints += seconds_since(t0);
+}
+
+TrainResult Trainer::finish(State& s) {
+  flush_checkpoints(s);
+  return s.result;
 }
 
 // A parameter gone NaN or infinite before ReLUs (which map NaN to 0) leaves the loss finite,
@@ -692,10 +711,12 @@ bool Trainer::run_epoch(int64_t e, State& s) {
 
   const int64_t total = total_epochs(opt_.phases);
   if (opt_.stop_after_steps > 0 && s.global_step >= opt_.stop_after_steps && e + 1 < total) {
+    flush_checkpoints(s);
     if (hooks_.on_stop) hooks_.on_stop(StopInfo{StopInfo::Kind::steps_epoch_end, s.global_step, e + 1, total, ""});
     return false;
   }
   if (opt_.stop_after_epochs > 0 && e + 1 >= opt_.stop_after_epochs && e + 1 < total) {
+    flush_checkpoints(s);
     if (hooks_.on_stop) hooks_.on_stop(StopInfo{StopInfo::Kind::epochs, s.global_step, e + 1, total, ""});
     return false;
   }
@@ -955,6 +976,7 @@ bool Trainer::train_steps(int64_t e, State& s) {
     const bool due = (opt_.checkpoint_every > 0 && s.global_step % opt_.checkpoint_every == 0 && mid_epoch) || stop_here;
     if (due) s.result.last_checkpoint = save(meta_at(e, s.batches_in_epoch, evaluated ? &mid : nullptr, s), s);
     if (stop_here) {
+      flush_checkpoints(s);
       if (hooks_.on_stop)
         hooks_.on_stop(StopInfo{StopInfo::Kind::steps_mid_epoch, s.global_step, e, total_epochs(opt_.phases),
                                 s.result.last_checkpoint});
@@ -973,6 +995,7 @@ bool Trainer::train_steps(int64_t e, State& s) {
 
 bool Trainer::stopped_on_request(State& s, int64_t epochs_done) {
   s.result.interrupted = true;
+  flush_checkpoints(s);
   if (hooks_.on_stop)
     hooks_.on_stop(StopInfo{StopInfo::Kind::requested, s.global_step, epochs_done, total_epochs(opt_.phases),
                             s.result.last_checkpoint});

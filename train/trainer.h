@@ -114,6 +114,11 @@ struct TrainerOptions {
   Precision precision = Precision::fp32;
   std::string model_dir;          // checkpoints go here (created when missing)
   int keep = 2;                   // checkpoints kept besides the best (1 or more)
+  // Checkpoint files are written on a thread of their own (io::CheckpointWriter) while the
+  // next steps run; the training thread only copies the tensors to the host. A run ends, and
+  // a stop is reported, once the last write is on disk; a failed write stops the run at the
+  // next checkpoint or its end. false: each checkpoint is written before training goes on.
+  bool background_checkpoints = true;
   // Copied into every checkpoint (image_size, classes, convention, seed); arch is the spec's
   // name, classes default to the training set's.
   io::CheckpointMeta run;
@@ -257,6 +262,11 @@ class Trainer {
   bool graph_step(const Tensor& x, const Tensor& y, double& loss, double& total, int64_t& correct, State& s);
   void choose_step_mode(State& s);
   std::string save(const io::CheckpointMeta& meta, State& s);
+  // Waits for the checkpoint being written (TrainerOptions::background_checkpoints), counted
+  // as checkpoint time; throws when it failed. Before a run ends or reports a stop.
+  void flush_checkpoints(State& s);
+  // flush_checkpoints, then the result.
+  TrainResult finish(State& s);
   void begin_phase(int64_t e, State& s);
   void start_phase(int number, State& s);
   HeadInitInfo fit_head(int number, State& s);

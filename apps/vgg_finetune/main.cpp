@@ -132,6 +132,9 @@ std::vector<FlagSpec> train_specs() {
       {"eval-every", "N", "0", "also evaluate on the validation set every N steps (0: only after each epoch)"},
       {"checkpoint-every", "N", "0",
        "also write a checkpoint every N steps (0: only after each epoch); a resume from one continues mid-epoch exactly"},
+      {"sync-checkpoints", "", "",
+       "write each checkpoint before training goes on; by default its files are written on a thread of their own "
+       "while the next steps run (the same files; a run ends once the last is on disk)"},
       {"precision", "fp32|bf16-frozen|bf16", "fp32", "which layers compute in bf16 (fp32 accumulation; weights, gradients, optimizer and checkpoints stay fp32): fp32; bf16-frozen: the layers this phase freezes (the boundary moves with the phase); bf16: every layer, from fp32 master weights (docs/precision.md)"},
       {"cuda-graph", "off|on|auto", "off",
        "record phase 1's step (the head alone) once as a CUDA graph and replay it per batch: off; on: in every head-only phase on a GPU; auto: only where phase 1 runs from cached features (--no-augment), where the short step is bound by kernel launches. Partial batches, phase 2, the CPU and a failed capture run eagerly; results are the same either way. Off by default until it has run on a GPU"},
@@ -221,6 +224,7 @@ TrainConfig train_config(const Flags& f) {
   c.stop_after_steps = f.integer("stop-after-steps", 0, INT64_MAX);
   c.eval_every = f.integer("eval-every", 0, INT64_MAX);
   c.checkpoint_every = f.integer("checkpoint-every", 0, INT64_MAX);
+  c.sync_checkpoints = f.on("sync-checkpoints");
   c.allow_changed_config = f.on("allow-changed-config");
   c.no_augment = f.on("no-augment");
   c.feature_cache = !f.on("no-feature-cache");

@@ -865,6 +865,7 @@ TrainResult run_train(const TrainConfig& cfg) {
   t.calibrate_batch_norm = cfg.calibrate_bn == "on" || (cfg.calibrate_bn == "auto" && cfg.weights.empty());
   t.eval_every = cfg.eval_every;
   t.checkpoint_every = cfg.checkpoint_every;
+  t.background_checkpoints = !cfg.sync_checkpoints;
   t.stop_after_epochs = cfg.stop_after_epochs;
   t.stop_after_steps = cfg.stop_after_steps;
   t.model_dir = cfg.model_dir;

@@ -44,6 +44,7 @@ struct TrainConfig {
   int keep = 2;
   std::string convention = "auto";  // or an io convention name, overriding the weights'
   bool no_augment = false;          // central crops, no flips; phase 1 then reuses pool5 features
+  bool sync_checkpoints = false;    // each checkpoint on disk before training goes on (not in the background)
   bool feature_cache = true;        // false: with no_augment, still run the full forward (for checks)
   bool probe_head = false;          // --head-init probe: fc8 starts as a ridge fit on the frozen layers' features
   bool eval_at_phase_start = false; // also evaluate when a phase starts (the demo's before/after lines)

@@ -247,6 +247,49 @@ TEST_CASE("a Trainer runs any Sequential's phases and resumes mid-epoch bit for 
   }
 }
 
+TEST_CASE("checkpoints written in the background hold what a run writing them in place holds", "[train][background]") {
+  const DemoSplits d("trainer_bg", 2, 4, 2);
+  const ModelSpec& spec = find_model_spec("vgg16");
+  std::vector<std::vector<io::CheckpointInfo>> runs;
+  for (const bool background : {false, true}) {
+    Generator g(5);
+    auto net = tiny_net(g);
+    TrainerOptions t = tiny_options(d.root + (background ? "/bg" : "/sync"), true);
+    t.run.classes = d.train.classes;
+    t.background_checkpoints = background;
+    t.keep = 100;  // every checkpoint kept, to compare them all
+    t.stop_after_steps = 7;  // mid-epoch: the stop is reported once its checkpoint is on disk
+    std::vector<StopInfo> stops;
+    TrainerHooks hooks;
+    hooks.on_stop = [&stops](const StopInfo& i) {
+      CHECK(std::filesystem::exists(i.checkpoint));
+      stops.push_back(i);
+    };
+    const TrainResult r = Trainer(*net, spec, d.train, d.val, t, hooks).run(std::nullopt);
+    CHECK_FALSE(r.finished);
+    REQUIRE(stops.size() == 1);
+    CHECK(r.last_checkpoint == stops[0].checkpoint);
+    CHECK(r.times.checkpoints > 0);
+    runs.push_back(io::list_checkpoints(t.model_dir));
+  }
+  REQUIRE(runs[0].size() == 7);  // checkpoint_every 1: one per step
+  REQUIRE(runs[1].size() == runs[0].size());
+  for (size_t i = 0; i < runs[0].size(); ++i) {
+    const io::CheckpointInfo &a = runs[0][i], &b = runs[1][i];
+    INFO("checkpoint " << a.state_path);
+    CHECK(std::filesystem::path(a.state_path).filename() == std::filesystem::path(b.state_path).filename());
+    CHECK(a.meta.frozen_digest == b.meta.frozen_digest);
+    CHECK(io::frozen_digest_of(a.weights_path) == io::frozen_digest_of(b.weights_path));  // every tensor's CRC32C
+    CHECK_NOTHROW(io::verify_checkpoint(b));
+    Generator g1(1), g2(2);
+    auto na = tiny_net(g1), nb = tiny_net(g2);
+    io::load_checkpoint_weights(*na, a);
+    io::load_checkpoint_weights(*nb, b);
+    for (const ParameterRef& p : na->parameters())
+      CHECK(nb->find(p.name).tensor->to_vector<float>() == p.tensor->to_vector<float>());
+  }
+}
+
 TEST_CASE("a run says where its wall time went: steps, evaluation, checkpoints, the probe, caches, the rest",
           "[train]") {
   const DemoSplits d("trainer_times", 2, 4, 2);
