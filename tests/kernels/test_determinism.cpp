@@ -21,7 +21,7 @@ namespace {
 
 const Device kGpu = Device::cuda(0);
 
-// Windows that overlap (the gather's case) and ones that do not, with padding and odd sizes.
+// Windows that overlap (the gather's case) and ones that do not, with padding, gaps and odd sizes.
 const std::vector<Pool2dParams>& pool_geometries() {
   static const std::vector<Pool2dParams> g = {
       {2, 2, 2, 2, 0, 0},  // VGG
@@ -30,6 +30,7 @@ const std::vector<Pool2dParams>& pool_geometries() {
       {3, 3, 1, 1, 1, 1},  // up to nine
       {3, 2, 2, 1, 1, 0},  // different per axis
       {3, 3, 3, 3, 1, 1},  // stride == kernel with padding: no overlap
+      {2, 2, 3, 3, 0, 0},  // stride > kernel: inputs in no window (their gradient is 0)
   };
   return g;
 }
@@ -127,6 +128,49 @@ TEST_CASE("the max-pool gradient gathered per input equals the CPU backend's sca
       CHECK(differ == 0);
     }
   }
+}
+
+// The GPU's max-pool kernels work a pack of channels per thread (16 bytes: 8 bf16, 4 float)
+// through kernels/common/pool.h; run here on the CPU for every pack, they must give the CPU
+// backend's bits: the forward's values and argmax, and, where windows do not overlap, the
+// routed gradient.
+TEST_CASE("max-pool by channel packs, as the GPU runs it, gives the CPU backend's bits", "[ops][pool][determinism]") {
+  for (const DType dtype : {DType::f32, DType::bf16}) {
+    for (const Pool2dParams& p : pool_geometries()) {
+      INFO(dtype_name(dtype) << ", kernel " << p.kernel_h << "x" << p.kernel_w << " stride " << p.stride_h << "x"
+                             << p.stride_w << " pad " << p.pad_h << "x" << p.pad_w);
+      const Shape s{2, 13, 11, 16};
+      const Tensor x = tied_values(s, 60, dtype);
+      Tensor y = max_pool2d(x, p);
+      Tensor idx = Tensor::empty(y.shape(), TensorOptions{DType::i32, Device::cpu()});
+      backend_for(Device::cpu()).max_pool2d_forward(x, p, y, idx);
+      const int64_t h = s[1], w = s[2], c = s[3], oh = y.dim(1), ow = y.dim(2);
+      Generator gu(61);
+      const Tensor up = Tensor::uniform(y.shape(), -1.0f, 1.0f, gu).to(dtype);
+      const Tensor dx = pool_grad(x, up, p);
+      Tensor y2 = Tensor::zeros(y.shape(), TensorOptions{dtype, Device::cpu()});
+      Tensor idx2 = Tensor::zeros(y.shape(), TensorOptions{DType::i32, Device::cpu()});
+      Tensor dx2 = Tensor::zeros(x.shape(), TensorOptions{dtype, Device::cpu()});  // what no window covers stays 0
+      const auto run = [&](auto tag) {
+        using T = decltype(tag);
+        REQUIRE(common::pool_packs<T>(c, x.raw_data()));
+        const int64_t packs = y.numel() / common::kPoolPack<T>;
+        for (int64_t i = 0; i < packs; ++i)
+          common::max_pool_pack_at(x.data<T>(), h, w, c, oh, ow, p, i, y2.data<T>(), idx2.data<int32_t>());
+        if (!common::pool_windows_overlap(p))
+          for (int64_t i = 0; i < packs; ++i)
+            common::max_pool_route_pack_at(up.data<T>(), idx.data<int32_t>(), h, w, c, oh, ow, p, i, dx2.data<T>());
+      };
+      if (dtype == DType::bf16) run(BFloat16());
+      else run(0.0f);
+      CHECK(f32_bits(y2) == f32_bits(y));
+      CHECK(idx2.to_vector<int32_t>() == idx.to_vector<int32_t>());
+      if (!common::pool_windows_overlap(p)) CHECK(f32_bits(dx2) == f32_bits(dx));
+    }
+  }
+  CHECK_FALSE(common::pool_packs<float>(6, nullptr));  // 6 channels: no whole packs of 4
+  alignas(16) float buf[8] = {};
+  CHECK_FALSE(common::pool_packs<float>(4, buf + 1));  // a pixel not 16-byte aligned
 }
 
 TEST_CASE("max-pool backward on the GPU gives the CPU's bits, overlapping windows too", "[cuda][determinism]") {
