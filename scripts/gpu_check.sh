@@ -128,6 +128,16 @@
 #   KILN_CONV_LOG=1 (the strictconv section, both APIs); the linear probe 8x faster (the
 #   recipe's 3.4 s probe); the time: line's "feature caches" part. Predictions:
 #   docs/performance.md, 2026-12-04 (session 16).
+# - Run 3 (2026-12-04, session 17; two calls: 546 s, then 254 s at once on the warm machine,
+#   838 s held of 900): the session-16 pack loaded; every [cuda] case passed; everything
+#   from session 16 above ran (strict forward through the graph API 1.17x PyTorch). The
+#   graph section's strict step and the strictconv pass ran out of time: exhaustive search
+#   timed cuDNN's engine 0 at up to 4.7 s a run (held back since). A warm machine takes a
+#   second call at once (no start-up): plan a first call of ~545 s and a second with the rest.
+# - Changed after run 3, NOT yet run on a GPU: the graph API the default (sections graph and
+#   graphapp became legacy and legacyapp; strictconv is one pass on the default API and runs
+#   right after resume), max-pool by channel packs, checkpoints written in the background.
+#   Predictions: docs/performance.md, 2026-12-04 (session 17).
 set -uo pipefail
 PACK=${1:-.gpu}
 SHIP=${OUT:-}  # where results go back from (the device tool's $OUT); empty: keep them in the work folder
