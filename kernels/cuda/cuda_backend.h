@@ -111,4 +111,9 @@ void launch_add_bias(float* y, const float* b, int64_t rows, int64_t cols, cudaS
 void launch_add_bias(BFloat16* y, const BFloat16* b, int64_t rows, int64_t cols, cudaStream_t stream,
                      bool relu = false);
 
+// dst [rows, to] = src [rows, from], columns from..to-1 zero (to > from): a bf16
+// convolution's channels padded for cuDNN's tensor-core kernels (cuda_conv.cpp).
+void launch_pad_columns(const BFloat16* src, int64_t rows, int64_t from, int64_t to, BFloat16* dst,
+                        cudaStream_t stream);
+
 }  // namespace kiln::cuda

@@ -438,6 +438,27 @@ void launch_add_bias(BFloat16* y, const BFloat16* b, int64_t rows, int64_t cols,
 
 namespace {
 
+// One thread per element of dst: a copy of src's column, or zero past its last.
+__global__ void pad_columns_kernel(const BFloat16* src, int64_t from, int64_t to, int64_t total, BFloat16* dst) {
+  const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += step) {
+    const int64_t r = i / to, c = i % to;
+    dst[i] = c < from ? src[r * from + c] : BFloat16(0.0f);
+  }
+}
+
+}  // namespace
+
+void launch_pad_columns(const BFloat16* src, int64_t rows, int64_t from, int64_t to, BFloat16* dst,
+                        cudaStream_t stream) {
+  const int64_t total = rows * to;
+  if (total <= 0) return;
+  pad_columns_kernel<<<elementwise_blocks(total, kThreads), kThreads, 0, stream>>>(src, from, to, total, dst);
+  KILN_CUDA_CHECK_LAUNCH();
+}
+
+namespace {
+
 template <typename T>
 void column_sum(const T* x, int64_t rows, int64_t cols, T* out, cudaStream_t stream) {
   if (cols <= 0) return;
