@@ -7,6 +7,7 @@
 
 #include "core/hd.h"
 #include "core/op_params.h"
+#include "kernels/common/pack.h"
 
 namespace kiln::common {
 
@@ -103,27 +104,18 @@ KILN_HD float max_pool_grad_at(const T* grad, const int32_t* arg, int64_t hh, in
 // so NaNs propagate as in PyTorch).
 KILN_HD bool pool_takes(float candidate, float current) { return candidate > current || candidate != candidate; }
 
-// ---- Channel packs: 16 bytes of T (8 bfloat16, 4 float) per GPU thread ----
+// ---- Channel packs (kernels/common/pack.h): 16 bytes of T per GPU thread ----
 // One thread per output element spent its time on 64-bit index arithmetic, not on memory:
 // on the H200 (2026-12-04) bf16 max-pool forward over VGG16's pool1 at batch 256 took
-// 3.4 ms for 2 GB moved (0.6 TB/s of 4.8). A pack per thread does that arithmetic once per 8
-// channels and loads and stores 16 bytes at a time. The functions below are what the GPU
-// kernels run for each pack; the CPU tests call them too, against the CPU backend's bits.
-
-// The channels in one pack of T.
-template <typename T>
-inline constexpr int64_t kPoolPack = static_cast<int64_t>(16 / sizeof(T));
-// One pack, loaded and stored whole.
-template <typename T>
-struct alignas(16) PoolPack {
-  T v[kPoolPack<T>];
-};
+// 3.4 ms for 2 GB moved (0.6 TB/s of 4.8). A pack per thread does that arithmetic once per
+// 8 channels and loads and stores 16 bytes at a time. The functions below are what the
+// GPU kernels run for each pack; the CPU tests call them too, against the CPU backend's bits.
 
 // Whether an NHWC map with c channels at `data` can be read in packs: whole packs per
 // pixel, and the first 16-byte aligned (then every pixel's is).
 template <typename T>
 KILN_HD bool pool_packs(int64_t c, const void* data) {
-  return c % kPoolPack<T> == 0 && reinterpret_cast<uintptr_t>(data) % 16 == 0;
+  return whole_packs<T>(c, data);
 }
 
 // Pack i of max pooling [N, H, W, C] -> [N, OH, OW, C] (packs numbered as the output's
@@ -132,7 +124,7 @@ KILN_HD bool pool_packs(int64_t c, const void* data) {
 template <typename T>
 KILN_HD void max_pool_pack_at(const T* x, int64_t h, int64_t w, int64_t c, int64_t oh, int64_t ow,
                               const Pool2dParams& p, int64_t i, T* y, int32_t* argmax) {
-  constexpr int64_t V = kPoolPack<T>;
+  constexpr int64_t V = Pack16<T>::n;
   const int64_t packs = c / V;
   const int64_t kv = i % packs;
   int64_t rest = i / packs;
@@ -144,7 +136,7 @@ KILN_HD void max_pool_pack_at(const T* x, int64_t h, int64_t w, int64_t c, int64
   const WindowRange rw = pool_window(j, p.stride_w, p.pad_w, p.kernel_w, w);
   float best[V];
   int32_t pos[V];
-  PoolPack<T> out;
+  Pack16<T> out;
   for (int64_t l = 0; l < V; ++l) {
     best[l] = -INFINITY;
     out.v[l] = T(-INFINITY);
@@ -152,7 +144,7 @@ KILN_HD void max_pool_pack_at(const T* x, int64_t h, int64_t w, int64_t c, int64
   }
   for (int64_t hh = rh.begin; hh < rh.end; ++hh)
     for (int64_t ww = rw.begin; ww < rw.end; ++ww) {
-      const PoolPack<T> in = *reinterpret_cast<const PoolPack<T>*>(x + ((b * h + hh) * w + ww) * c + kv * V);
+      const Pack16<T> in = *reinterpret_cast<const Pack16<T>*>(x + ((b * h + hh) * w + ww) * c + kv * V);
       for (int64_t l = 0; l < V; ++l) {
         const float f = static_cast<float>(in.v[l]);
         if (pool_takes(f, best[l])) {
@@ -162,7 +154,7 @@ KILN_HD void max_pool_pack_at(const T* x, int64_t h, int64_t w, int64_t c, int64
         }
       }
     }
-  *reinterpret_cast<PoolPack<T>*>(y + i * V) = out;
+  *reinterpret_cast<Pack16<T>*>(y + i * V) = out;
   if (argmax != nullptr)
     for (int64_t l = 0; l < V; ++l) argmax[i * V + l] = pos[l];
 }
@@ -174,7 +166,7 @@ KILN_HD void max_pool_pack_at(const T* x, int64_t h, int64_t w, int64_t c, int64
 template <typename T>
 KILN_HD void max_pool_route_pack_at(const T* dy, const int32_t* argmax, int64_t h, int64_t w, int64_t c, int64_t oh,
                                     int64_t ow, const Pool2dParams& p, int64_t i, T* dx) {
-  constexpr int64_t V = kPoolPack<T>;
+  constexpr int64_t V = Pack16<T>::n;
   const int64_t packs = c / V;
   const int64_t kv = i % packs;
   int64_t rest = i / packs;
@@ -184,7 +176,7 @@ KILN_HD void max_pool_route_pack_at(const T* dy, const int32_t* argmax, int64_t 
   const int64_t b = rest / oh;
   const WindowRange rh = pool_window(r, p.stride_h, p.pad_h, p.kernel_h, h);
   const WindowRange rw = pool_window(j, p.stride_w, p.pad_w, p.kernel_w, w);
-  const PoolPack<T> g = *reinterpret_cast<const PoolPack<T>*>(dy + i * V);
+  const Pack16<T> g = *reinterpret_cast<const Pack16<T>*>(dy + i * V);
   T routed[V];
   int32_t at[V];
   for (int64_t l = 0; l < V; ++l) {
@@ -194,9 +186,9 @@ KILN_HD void max_pool_route_pack_at(const T* dy, const int32_t* argmax, int64_t 
   for (int64_t hh = rh.begin; hh < rh.end; ++hh)
     for (int64_t ww = rw.begin; ww < rw.end; ++ww) {
       const int32_t here = static_cast<int32_t>(hh * w + ww);
-      PoolPack<T> o;
+      Pack16<T> o;
       for (int64_t l = 0; l < V; ++l) o.v[l] = at[l] == here ? routed[l] : T(0.0f);
-      *reinterpret_cast<PoolPack<T>*>(dx + ((b * h + hh) * w + ww) * c + kv * V) = o;
+      *reinterpret_cast<Pack16<T>*>(dx + ((b * h + hh) * w + ww) * c + kv * V) = o;
     }
 }
 

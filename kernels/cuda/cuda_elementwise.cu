@@ -7,6 +7,7 @@
 #include "core/philox.h"
 #include "kernels/common/convert.h"
 #include "kernels/common/elementwise.h"
+#include "kernels/common/pack.h"
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/cuda_context.h"
 #include "kernels/cuda/cuda_graph.h"
@@ -93,6 +94,17 @@ __global__ void relu_kernel(const T* x, T* y, int64_t n) {
   for (int64_t i = global_thread(); i < n; i += grid_threads()) y[i] = T(common::relu(static_cast<float>(x[i])));
 }
 
+// relu_kernel by 16-byte packs (kernels/common/pack.h), where the tensors allow it: the
+// same math per element, with wide accesses and one index per pack.
+template <typename T>
+__global__ void relu_pack_kernel(const T* x, T* y, int64_t packs) {
+  for (int64_t i = global_thread(); i < packs; i += grid_threads()) {
+    common::Pack16<T> p = common::load_pack(x, i);
+    for (int64_t l = 0; l < common::Pack16<T>::n; ++l) p.v[l] = T(common::relu(static_cast<float>(p.v[l])));
+    common::store_pack(y, i, p);
+  }
+}
+
 // out[i] = lut[i % c][u8[i]]: the table is copied from the host, so the values equal the
 // CPU's bit for bit.
 __global__ void lut_u8_kernel(const uint8_t* u8, const float* lut, int64_t c, float* out, int64_t n) {
@@ -119,6 +131,18 @@ template <typename T>
 __global__ void relu_backward_kernel(const T* y, const T* dy, T* dx, int64_t n) {
   for (int64_t i = global_thread(); i < n; i += grid_threads())
     dx[i] = T(common::relu_backward(static_cast<float>(y[i]), static_cast<float>(dy[i])));
+}
+
+// relu_backward_kernel by 16-byte packs, where the tensors allow it.
+template <typename T>
+__global__ void relu_backward_pack_kernel(const T* y, const T* dy, T* dx, int64_t packs) {
+  for (int64_t i = global_thread(); i < packs; i += grid_threads()) {
+    const common::Pack16<T> a = common::load_pack(y, i);
+    common::Pack16<T> g = common::load_pack(dy, i);
+    for (int64_t l = 0; l < common::Pack16<T>::n; ++l)
+      g.v[l] = T(common::relu_backward(static_cast<float>(a.v[l]), static_cast<float>(g.v[l])));
+    common::store_pack(dx, i, g);
+  }
 }
 
 // T is float or BFloat16: bf16 scales in fp32 with fp32's Philox mask and rounds once, as
@@ -328,17 +352,24 @@ void CudaBackend::binary_scalar(BinaryOp op, const Tensor& a, float s, Tensor& o
   scope.done();
 }
 
+// relu and its backward move 16-byte packs when every tensor holds whole aligned packs (an
+// activation's NHWC channels do); on the H200 (2026-12-04) the element-per-thread kernels
+// took 2.3 ms of the bf16 VGG16 step at batch 64.
 void CudaBackend::relu(const Tensor& x, Tensor& y) {
   OpScope scope("relu", y.device().index);
   const int64_t n = y.numel();
-  if (n > 0 && x.dtype() == DType::bf16) {
-    relu_kernel<<<elementwise_blocks(n, kThreads), kThreads, 0, scope.stream()>>>(x.data<BFloat16>(),
-                                                                                  y.data<BFloat16>(), n);
-    KILN_CUDA_CHECK_LAUNCH();
-  } else if (n > 0) {
-    relu_kernel<<<elementwise_blocks(n, kThreads), kThreads, 0, scope.stream()>>>(x.data<float>(), y.data<float>(),
-                                                                                  n);
-    KILN_CUDA_CHECK_LAUNCH();
+  if (n > 0) {
+    for_float_or_bf16(x.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      if (common::whole_packs<T>(n, x.raw_data()) && common::whole_packs<T>(n, y.raw_data())) {
+        const int64_t packs = n / common::Pack16<T>::n;
+        relu_pack_kernel<T><<<elementwise_blocks(packs, kThreads), kThreads, 0, scope.stream()>>>(
+            x.data<T>(), y.data<T>(), packs);
+      } else {
+        relu_kernel<T><<<elementwise_blocks(n, kThreads), kThreads, 0, scope.stream()>>>(x.data<T>(), y.data<T>(), n);
+      }
+      KILN_CUDA_CHECK_LAUNCH();
+    });
   }
   scope.done();
 }
@@ -349,8 +380,15 @@ void CudaBackend::relu_backward(const Tensor& y, const Tensor& dy, Tensor& dx) {
   if (n > 0) {
     for_float_or_bf16(dy.dtype(), [&](auto tag) {
       using T = decltype(tag);
-      relu_backward_kernel<T><<<elementwise_blocks(n, kThreads), kThreads, 0, scope.stream()>>>(
-          y.data<T>(), dy.data<T>(), dx.data<T>(), n);
+      if (common::whole_packs<T>(n, y.raw_data()) && common::whole_packs<T>(n, dy.raw_data()) &&
+          common::whole_packs<T>(n, dx.raw_data())) {
+        const int64_t packs = n / common::Pack16<T>::n;
+        relu_backward_pack_kernel<T><<<elementwise_blocks(packs, kThreads), kThreads, 0, scope.stream()>>>(
+            y.data<T>(), dy.data<T>(), dx.data<T>(), packs);
+      } else {
+        relu_backward_kernel<T><<<elementwise_blocks(n, kThreads), kThreads, 0, scope.stream()>>>(
+            y.data<T>(), dy.data<T>(), dx.data<T>(), n);
+      }
       KILN_CUDA_CHECK_LAUNCH();
     });
   }

@@ -157,7 +157,7 @@ template <typename T>
 void max_pool_forward(const Tensor& x, const Pool2dParams& p, Tensor& y, int32_t* argmax, cudaStream_t stream) {
   const int64_t h = x.dim(1), w = x.dim(2), c = x.dim(3), oh = y.dim(1), ow = y.dim(2);
   if (common::pool_packs<T>(c, x.raw_data()) && common::pool_packs<T>(c, y.raw_data())) {
-    const int64_t packs = y.numel() / common::kPoolPack<T>;
+    const int64_t packs = y.numel() / common::Pack16<T>::n;
     max_pool_forward_pack_kernel<T><<<elementwise_blocks(packs, kThreads), kThreads, 0, stream>>>(
         x.data<T>(), h, w, c, oh, ow, p, packs, y.data<T>(), argmax);
   } else {
@@ -174,7 +174,7 @@ void max_pool_route(const Tensor& dy, const Tensor& argmax, const Pool2dParams& 
   const int64_t h = dx.dim(1), w = dx.dim(2), c = dx.dim(3), oh = dy.dim(1), ow = dy.dim(2);
   const int32_t* a = argmax.data<int32_t>();
   if (common::pool_packs<T>(c, dy.raw_data()) && common::pool_packs<T>(c, dx.raw_data())) {
-    const int64_t packs = dy.numel() / common::kPoolPack<T>;
+    const int64_t packs = dy.numel() / common::Pack16<T>::n;
     max_pool_route_pack_kernel<T><<<elementwise_blocks(packs, kThreads), kThreads, 0, stream>>>(
         dy.data<T>(), a, h, w, c, oh, ow, p, packs, dx.data<T>());
   } else {

@@ -154,7 +154,7 @@ TEST_CASE("max-pool by channel packs, as the GPU runs it, gives the CPU backend'
       const auto run = [&](auto tag) {
         using T = decltype(tag);
         REQUIRE(common::pool_packs<T>(c, x.raw_data()));
-        const int64_t packs = y.numel() / common::kPoolPack<T>;
+        const int64_t packs = y.numel() / common::Pack16<T>::n;
         for (int64_t i = 0; i < packs; ++i)
           common::max_pool_pack_at(x.data<T>(), h, w, c, oh, ow, p, i, y2.data<T>(), idx2.data<int32_t>());
         if (!common::pool_windows_overlap(p))
