@@ -128,7 +128,7 @@ class Backend {
   // y = conv(x, w) + b (b may be undefined).
   virtual void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p,
                               Tensor& y) = 0;
-  // y = max(conv(x, w) + b, 0) in one pass (inference: nothing is recorded for backward);
+  // y = max(conv(x, w) + b, 0) in one pass (core records the backward from y, x and w);
   // false when this backend has no fused form (the caller then runs the two ops).
   virtual bool conv2d_forward_relu(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p,
                                    Tensor& y) {

@@ -26,9 +26,10 @@ namespace kiln {
 // y[n, oh, ow, o] = b[o] + sum_{kh, kw, c} x[n, oh*sh - ph + kh, ow*sw - pw + kw, c] * w[o, kh, kw, c]
 // x: [N, H, W, C], w: [O, KH, KW, C], b: [O] or undefined -> y: [N, OH, OW, O].
 Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b = Tensor(), const Conv2dParams& p = {});
-// relu(conv2d(x, w, b, p)). Where nothing needs a gradient (a frozen layer) it runs as one
-// pass where the backend can (oneDNN's ReLU post-op on the CPU), the same values; otherwise
-// the two ops, recorded as usual.
+// relu(conv2d(x, w, b, p)) as one pass where the backend can (oneDNN's ReLU post-op on the
+// CPU, cuDNN's fused graph or one bias-and-ReLU pass on the GPU), the same values up to the
+// rounding a fused bf16 bias skips; recorded, when something needs a gradient, as one node
+// whose backward is relu's (from the output) then conv2d's. Otherwise the two ops.
 Tensor conv2d_relu(const Tensor& x, const Tensor& w, const Tensor& b = Tensor(), const Conv2dParams& p = {});
 
 // Max over KHxKW windows, padding counts as -inf; backward routes to the first maximum.

@@ -39,33 +39,53 @@ void record_weighted(std::shared_ptr<WeightedNode> node, const Tensor& x, const 
   autograd::set_history(y, std::move(node));
 }
 
+// conv2d's input gradients from dy: dx, dw and db as the node's edges need them.
+std::vector<Tensor> conv2d_grads(const WeightedNode& n, const Conv2dParams& p, const Tensor& dy) {
+  Backend& be = backend_for(dy.device());
+  Tensor dx, dw, db;
+  if (n.next[0].needed()) {
+    dx = Tensor::empty(n.x_shape, like(dy));
+    be.conv2d_backward_data(dy, n.w.get(), p, dx);
+  }
+  const bool need_w = n.next[1].needed(), need_b = n.has_bias && n.next[2].needed();
+  if (need_w || need_b) {
+    Tensor dw_out = Tensor::empty(n.w_shape, like(dy));
+    if (need_b) db = Tensor::empty(Shape{n.w_shape[0]}, like(dy));
+    if (need_w) {
+      be.conv2d_backward_filter(n.x.get(), dy, p, dw_out, db);
+      dw = dw_out;
+    } else {
+      // Only the bias needs a gradient: column sums of dy viewed as [N*OH*OW, O].
+      Tensor dy2 = dy.detach().reshape(Shape{dy.numel() / n.w_shape[0], n.w_shape[0]});
+      Tensor none;
+      be.linear_backward(dy2, Tensor(), Tensor(), none, none, db);
+    }
+  }
+  std::vector<Tensor> g{dx, dw};
+  if (n.has_bias) g.push_back(db);
+  return g;
+}
+
 struct Conv2dNode final : WeightedNode {
   Conv2dNode() : WeightedNode("conv2d") {}
   Conv2dParams p;
+  std::vector<Tensor> apply(const Tensor& dy) override { return conv2d_grads(*this, p, dy); }
+};
+
+// relu(conv2d(x, w, b)) computed in one forward pass (Backend::conv2d_forward_relu): the
+// backward is relu's from the saved output, then conv2d's.
+struct Conv2dReluNode final : WeightedNode {
+  Conv2dReluNode() : WeightedNode("conv2d_relu") {}
+  Conv2dParams p;
+  SavedTensor y;
   std::vector<Tensor> apply(const Tensor& dy) override {
-    Backend& be = backend_for(dy.device());
-    Tensor dx, dw, db;
-    if (next[0].needed()) {
-      dx = Tensor::empty(x_shape, like(dy));
-      be.conv2d_backward_data(dy, w.get(), p, dx);
-    }
-    const bool need_w = next[1].needed(), need_b = has_bias && next[2].needed();
-    if (need_w || need_b) {
-      Tensor dw_out = Tensor::empty(w_shape, like(dy));
-      if (need_b) db = Tensor::empty(Shape{w_shape[0]}, like(dy));
-      if (need_w) {
-        be.conv2d_backward_filter(x.get(), dy, p, dw_out, db);
-        dw = dw_out;
-      } else {
-        // Only the bias needs a gradient: column sums of dy viewed as [N*OH*OW, O].
-        Tensor dy2 = dy.detach().reshape(Shape{dy.numel() / w_shape[0], w_shape[0]});
-        Tensor none;
-        be.linear_backward(dy2, Tensor(), Tensor(), none, none, db);
-      }
-    }
-    std::vector<Tensor> g{dx, dw};
-    if (has_bias) g.push_back(db);
-    return g;
+    Tensor g = Tensor::empty(dy.shape(), like(dy));
+    backend_for(dy.device()).relu_backward(y.get(), dy, g);
+    return conv2d_grads(*this, p, g);
+  }
+  void release_saved() override {
+    WeightedNode::release_saved();
+    y.reset();
   }
 };
 
@@ -111,12 +131,20 @@ Tensor conv2d_output(const char* op, const Tensor& x, const Tensor& w, const Ten
 }  // namespace
 
 Tensor conv2d_relu(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p) {
-  if (autograd::needs_grad({&x, &w, &b})) return relu(conv2d(x, w, b, p));
   Tensor y = conv2d_output("conv2d_relu", x, w, b, p);
+  const bool record = autograd::needs_grad({&x, &w, &b});
   Backend& be = backend_for(x.device());
   if (!be.conv2d_forward_relu(x, w, b, p, y)) {
+    if (record) return relu(conv2d(x, w, b, p));
     be.conv2d_forward(x, w, b, p, y);
     be.relu(y, y);
+    return y;
+  }
+  if (record) {
+    auto node = std::make_shared<Conv2dReluNode>();
+    node->p = p;
+    node->y = y.detach();
+    record_weighted(std::move(node), x, w, b, y);
   }
   return y;
 }

@@ -234,7 +234,7 @@ TEST_CASE("bf16 conv2d and linear match PyTorch's bf16 ops", "[bf16][torch]") {
   }
 }
 
-TEST_CASE("conv2d_relu equals relu(conv2d) bit for bit, fused or recorded, in fp32 and bf16", "[bf16][conv]") {
+TEST_CASE("conv2d_relu equals relu(conv2d) bit for bit, values and gradients, in fp32 and bf16", "[bf16][conv]") {
   Generator gen(31);
   for (const DType dt : {DType::f32, DType::bf16}) {
     INFO(dtype_name(dt));
@@ -247,12 +247,24 @@ TEST_CASE("conv2d_relu equals relu(conv2d) bit for bit, fused or recorded, in fp
     CHECK(conv2d_relu(x, w, b, p).to(DType::f32).to_vector<float>() == ref.to_vector<float>());
     CHECK(conv2d_relu(x, w, Tensor(), p).to(DType::f32).to_vector<float>() ==
           relu(conv2d(x, w, Tensor(), p)).to(DType::f32).to_vector<float>());
-    // A weight that trains: the two ops, recorded, and the gradient reaches it.
-    Tensor wt = w.to(DType::f32).detach();
-    wt.set_requires_grad(true);
-    const Tensor yt = conv2d_relu(x.to(DType::f32), wt, b.to(DType::f32), p);
-    CHECK(yt.requires_grad());
-    sum(yt).backward();
-    CHECK(wt.grad().defined());
+    // Everything trains: one fused pass recorded as one node, whose gradients are the two
+    // ops' bit for bit (relu's backward from the output, then conv2d's).
+    const auto grads = [&](bool fused) {
+      std::vector<Tensor> leaves{x.detach(), w.detach(), b.detach()};
+      for (Tensor& t : leaves) t.set_requires_grad(true);
+      const Tensor y = fused ? conv2d_relu(leaves[0], leaves[1], leaves[2], p)
+                             : relu(conv2d(leaves[0], leaves[1], leaves[2], p));
+      if (fused) {
+        REQUIRE(y.grad_fn() != nullptr);
+        CHECK(y.grad_fn()->name() == "conv2d_relu");
+        CHECK(y.to(DType::f32).to_vector<float>() == ref.to_vector<float>());
+      }
+      Generator gu(32);
+      y.backward(Tensor::normal(y.shape(), 0, 1, gu).to(dt));
+      std::vector<std::vector<float>> g;
+      for (const Tensor& t : leaves) g.push_back(t.grad().to(DType::f32).to_vector<float>());
+      return g;
+    };
+    CHECK(grads(true) == grads(false));
   }
 }
