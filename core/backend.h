@@ -135,6 +135,11 @@ class Backend {
     (void)x, (void)w, (void)b, (void)p, (void)y;
     return false;
   }
+  // Whether a forward that records for backward should take conv2d_forward_relu too. The
+  // CUDA backend's fused pass saves the activations' bias and ReLU passes; on the CPU the
+  // VGG16 step at batch 8 was 4-10% slower with oneDNN's post-op in training (3.88-4.15 s
+  // against 3.74-3.78 s, 2026-12-04), so the CPU keeps conv2d then relu there.
+  virtual bool conv2d_forward_relu_trains() const { return false; }
   // dx from dy and w.
   virtual void conv2d_backward_data(const Tensor& dy, const Tensor& w, const Conv2dParams& p, Tensor& dx) = 0;
   // dw (and db when defined) from x and dy.

@@ -28,8 +28,9 @@ namespace kiln {
 Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b = Tensor(), const Conv2dParams& p = {});
 // relu(conv2d(x, w, b, p)) as one pass where the backend can (oneDNN's ReLU post-op on the
 // CPU, cuDNN's fused graph or one bias-and-ReLU pass on the GPU), the same values up to the
-// rounding a fused bf16 bias skips; recorded, when something needs a gradient, as one node
-// whose backward is relu's (from the output) then conv2d's. Otherwise the two ops.
+// rounding a fused bf16 bias skips. When something needs a gradient, on a backend whose
+// fused pass pays in training (Backend::conv2d_forward_relu_trains: the GPU's), recorded as
+// one node whose backward is relu's (from the output) then conv2d's; otherwise the two ops.
 Tensor conv2d_relu(const Tensor& x, const Tensor& w, const Tensor& b = Tensor(), const Conv2dParams& p = {});
 
 // Max over KHxKW windows, padding counts as -inf; backward routes to the first maximum.

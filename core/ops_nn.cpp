@@ -131,9 +131,10 @@ Tensor conv2d_output(const char* op, const Tensor& x, const Tensor& w, const Ten
 }  // namespace
 
 Tensor conv2d_relu(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p) {
-  Tensor y = conv2d_output("conv2d_relu", x, w, b, p);
   const bool record = autograd::needs_grad({&x, &w, &b});
   Backend& be = backend_for(x.device());
+  if (record && !be.conv2d_forward_relu_trains()) return relu(conv2d(x, w, b, p));
+  Tensor y = conv2d_output("conv2d_relu", x, w, b, p);
   if (!be.conv2d_forward_relu(x, w, b, p, y)) {
     if (record) return relu(conv2d(x, w, b, p));
     be.conv2d_forward(x, w, b, p, y);

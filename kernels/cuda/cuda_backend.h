@@ -48,6 +48,7 @@ class CudaBackend final : public Backend {
   // Fused only under KILN_CONV_API=graph (cuda_conv_graph.cpp); false otherwise.
   bool conv2d_forward_relu(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p,
                            Tensor& y) override;
+  bool conv2d_forward_relu_trains() const override { return true; }
   void conv2d_backward_data(const Tensor& dy, const Tensor& w, const Conv2dParams& p, Tensor& dx) override;
   void conv2d_backward_filter(const Tensor& x, const Tensor& dy, const Conv2dParams& p, Tensor& dw,
                               Tensor& db) override;
