@@ -111,6 +111,27 @@ KILN_HD bool pool_takes(float candidate, float current) { return candidate > cur
 // 8 channels and loads and stores 16 bytes at a time. The functions below are what the
 // GPU kernels run for each pack; the CPU tests call them too, against the CPU backend's bits.
 
+// Where output element (or pack) i of an [N, OH, OW, groups] walk stands, channels fastest
+// (groups: the channels, or the packs of them): its image, row, column and group, and the
+// input window it pools over. Every max-pool kernel starts here.
+struct PoolAt {
+  int64_t b, r, j, k;
+  WindowRange rh, rw;
+};
+KILN_HD PoolAt pool_at(int64_t i, int64_t groups, int64_t oh, int64_t ow, int64_t h, int64_t w,
+                       const Pool2dParams& p) {
+  PoolAt a;
+  a.k = i % groups;
+  int64_t rest = i / groups;
+  a.j = rest % ow;
+  rest /= ow;
+  a.r = rest % oh;
+  a.b = rest / oh;
+  a.rh = pool_window(a.r, p.stride_h, p.pad_h, p.kernel_h, h);
+  a.rw = pool_window(a.j, p.stride_w, p.pad_w, p.kernel_w, w);
+  return a;
+}
+
 // Whether an NHWC map with c channels at `data` can be read in packs: whole packs per
 // pixel, and the first 16-byte aligned (then every pixel's is).
 template <typename T>
@@ -125,15 +146,9 @@ template <typename T>
 KILN_HD void max_pool_pack_at(const T* x, int64_t h, int64_t w, int64_t c, int64_t oh, int64_t ow,
                               const Pool2dParams& p, int64_t i, T* y, int32_t* argmax) {
   constexpr int64_t V = Pack16<T>::n;
-  const int64_t packs = c / V;
-  const int64_t kv = i % packs;
-  int64_t rest = i / packs;
-  const int64_t j = rest % ow;
-  rest /= ow;
-  const int64_t r = rest % oh;
-  const int64_t b = rest / oh;
-  const WindowRange rh = pool_window(r, p.stride_h, p.pad_h, p.kernel_h, h);
-  const WindowRange rw = pool_window(j, p.stride_w, p.pad_w, p.kernel_w, w);
+  const PoolAt a = pool_at(i, c / V, oh, ow, h, w, p);
+  const int64_t b = a.b, kv = a.k;
+  const WindowRange rh = a.rh, rw = a.rw;
   float best[V];
   int32_t pos[V];
   Pack16<T> out;
@@ -167,15 +182,9 @@ template <typename T>
 KILN_HD void max_pool_route_pack_at(const T* dy, const int32_t* argmax, int64_t h, int64_t w, int64_t c, int64_t oh,
                                     int64_t ow, const Pool2dParams& p, int64_t i, T* dx) {
   constexpr int64_t V = Pack16<T>::n;
-  const int64_t packs = c / V;
-  const int64_t kv = i % packs;
-  int64_t rest = i / packs;
-  const int64_t j = rest % ow;
-  rest /= ow;
-  const int64_t r = rest % oh;
-  const int64_t b = rest / oh;
-  const WindowRange rh = pool_window(r, p.stride_h, p.pad_h, p.kernel_h, h);
-  const WindowRange rw = pool_window(j, p.stride_w, p.pad_w, p.kernel_w, w);
+  const PoolAt a = pool_at(i, c / V, oh, ow, h, w, p);
+  const int64_t b = a.b, kv = a.k;
+  const WindowRange rh = a.rh, rw = a.rw;
   const Pack16<T> g = *reinterpret_cast<const Pack16<T>*>(dy + i * V);
   T routed[V];
   int32_t at[V];

@@ -23,14 +23,9 @@ __global__ void max_pool_forward_kernel(const T* x, int64_t h, int64_t w, int64_
                                         Pool2dParams p, int64_t total, T* y, int32_t* argmax) {
   const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += step) {
-    const int64_t k = i % c;
-    int64_t rest = i / c;
-    const int64_t j = rest % ow;
-    rest /= ow;
-    const int64_t r = rest % oh;
-    const int64_t b = rest / oh;
-    const common::WindowRange rh = common::pool_window(r, p.stride_h, p.pad_h, p.kernel_h, h);
-    const common::WindowRange rw = common::pool_window(j, p.stride_w, p.pad_w, p.kernel_w, w);
+    const common::PoolAt a = common::pool_at(i, c, oh, ow, h, w, p);
+    const int64_t b = a.b, k = a.k;
+    const common::WindowRange rh = a.rh, rw = a.rw;
     float best = -INFINITY;
     T best_t = T(best);
     int64_t best_pos = rh.begin * w + rw.begin;
@@ -80,14 +75,9 @@ __global__ void max_pool_route_kernel(const T* dy, const int32_t* argmax, int64_
                                       int64_t oh, int64_t ow, Pool2dParams p, int64_t total, T* dx) {
   const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += step) {
-    const int64_t k = i % c;
-    int64_t rest = i / c;
-    const int64_t j = rest % ow;
-    rest /= ow;
-    const int64_t r = rest % oh;
-    const int64_t b = rest / oh;
-    const common::WindowRange rh = common::pool_window(r, p.stride_h, p.pad_h, p.kernel_h, h);
-    const common::WindowRange rw = common::pool_window(j, p.stride_w, p.pad_w, p.kernel_w, w);
+    const common::PoolAt a = common::pool_at(i, c, oh, ow, h, w, p);
+    const int64_t b = a.b, k = a.k;
+    const common::WindowRange rh = a.rh, rw = a.rw;
     const int64_t at = argmax[i];
     const T g = T(0.0f + static_cast<float>(dy[i]));
     const T zero = T(0.0f);

@@ -57,13 +57,17 @@ struct Run {
   }
   void step() { sgd_step(*model, *opt, gen); }
   std::string save(const std::string& dir, int64_t epochs) {
+    return save_checkpoint(dir, *model, *opt, meta(epochs), 5);
+  }
+  // What this run's checkpoint after `epochs` epochs records.
+  static CheckpointMeta meta(int64_t epochs) {
     CheckpointMeta m;
     m.epochs_done = epochs;
     m.global_step = epochs;
     m.image_size = 32;
     m.classes = {"a", "b"};
     m.convention = io::InputConvention::caffe_bgr;
-    return save_checkpoint(dir, *model, *opt, m, 5);
+    return m;
   }
 };
 
@@ -487,12 +491,7 @@ TEST_CASE("a checkpoint image holds the values at take_checkpoint, not those tra
   TempDir tmp;
   Run run;
   run.step();
-  CheckpointMeta m;
-  m.epochs_done = 1;
-  m.global_step = 1;
-  m.image_size = 32;
-  m.classes = {"a", "b"};
-  m.convention = io::InputConvention::caffe_bgr;
+  const CheckpointMeta m = Run::meta(1);
   const std::vector<float> w_then = run.model->find("vgg16/fc8/weight").tensor->to_vector<float>();
   const Tensor mom_then = momentum_of(*run.opt, "vgg16/fc8/weight/momentum");
   REQUIRE(mom_then.defined());
@@ -520,11 +519,7 @@ TEST_CASE("a background checkpoint write that fails is reported by the next wait
   TempDir tmp;
   Run run;
   run.step();
-  CheckpointMeta m;
-  m.epochs_done = 2;
-  m.image_size = 32;
-  m.classes = {"a", "b"};
-  m.convention = io::InputConvention::caffe_bgr;
+  const CheckpointMeta m = Run::meta(2);
   const std::string dir = tmp.dir + "/run";
   fs::create_directories(dir);
   CheckpointImage image = take_checkpoint(dir, *run.model, *run.opt, m, 5);
@@ -561,15 +556,10 @@ TEST_CASE("HDF5 reads on one thread and a checkpoint written on another do not d
   SGD big_opt(big, SgdOptions{.lr = 0.1f, .momentum = 0.9f});
   const std::string big_dir = tmp.dir + "/big";
   fs::create_directories(big_dir);
-  CheckpointMeta m;
-  m.image_size = 32;
-  m.classes = {"a", "b"};
-  m.convention = io::InputConvention::caffe_bgr;
   CheckpointWriter writer;
   int reads = 0;
   for (int64_t e = 2; e <= 9; ++e) {
-    m.epochs_done = m.global_step = e;
-    writer.submit(take_checkpoint(big_dir, big, big_opt, m, 20));
+    writer.submit(take_checkpoint(big_dir, big, big_opt, Run::meta(e), 20));
     for (int i = 0; i < 20; ++i, ++reads) {  // meanwhile, on this thread: the first checkpoint, read and verified
       Run back;
       CheckpointInfo c;
