@@ -58,6 +58,7 @@ struct TrainArgs {
   bool calibrate_batch_norm, resume;
   std::string precision;   // train/precision.h's name
   std::string cuda_graph;  // train/step_graph.h's mode name
+  bool background_checkpoints;
 };
 
 // With `resume`: model_dir's newest intact checkpoint, checked against this run and loaded
@@ -102,6 +103,7 @@ TrainerOptions trainer_options(std::vector<Phase> phases, const TrainArgs& a, co
   t.calibrate_batch_norm = a.calibrate_batch_norm;
   t.precision = parse_precision(a.precision);
   t.cuda_graph = parse_cuda_graph_mode(a.cuda_graph);
+  t.background_checkpoints = a.background_checkpoints;
   t.model_dir = a.model_dir;
   t.run.arch = spec.name;
   t.run.image_size = a.image_size;
@@ -336,11 +338,11 @@ void bind_train(nb::module_& m) {
            int64_t image_size,
            int num_workers, uint64_t seed, bool augment, const std::string& convention, bool feature_cache,
            nb::object on_epoch, int64_t checkpoint_every, int keep, bool calibrate_batch_norm, bool resume,
-           const std::string& precision, const std::string& cuda_graph) {
+           const std::string& precision, const std::string& cuda_graph, bool background_checkpoints) {
           return train(model, arch, std::move(phases),
                        TrainArgs{train_dir.string(), val_dir.string(), model_dir.string(), convention, batch_size, image_size, num_workers,
                                  seed, augment, feature_cache, checkpoint_every, keep, calibrate_batch_norm, resume,
-                                 precision, cuda_graph},
+                                 precision, cuda_graph, background_checkpoints},
                        std::move(on_epoch));
         },
         arg("model"), arg("arch"), arg("phases"), arg("train_dir"), arg("val_dir"), arg("model_dir"),
@@ -348,7 +350,7 @@ void bind_train(nb::module_& m) {
         arg("augment") = true, arg("convention") = "torchvision_rgb", arg("feature_cache") = true,
         arg("on_epoch") = nb::none(), arg("checkpoint_every") = 0, arg("keep") = 2,
         arg("calibrate_batch_norm") = false, arg("resume") = false, arg("precision") = "fp32",
-        arg("cuda_graph") = "off",
+        arg("cuda_graph") = "off", arg("background_checkpoints") = true,
         "Trains `model` (built by kiln.build_model(arch, ...)) through `phases` on folder data sets "
         "(<dir>/<class>/*.jpg), checkpointing into model_dir after every epoch (and every checkpoint_every "
         "steps; the last `keep` kept plus the best); on_epoch(dict) after each epoch. `seed` is the loader's "
@@ -356,7 +358,9 @@ void bind_train(nb::module_& m) {
         "model_dir's newest intact checkpoint when there is one. precision: 'fp32', 'bf16-frozen' (the layers "
         "each phase freezes compute in bf16) or 'bf16' (docs/precision.md); recorded in checkpoints. cuda_graph: "
         "'off', 'on' or 'auto': record head-only phases' steps as CUDA graphs on a GPU (docs/gpu.md; elsewhere "
-        "the step runs eagerly, with the same results). Ctrl-C stops it after the current step and "
+        "the step runs eagerly, with the same results). background_checkpoints: checkpoint files are written on a "
+        "thread of their own while training goes on (the same files; train returns once the last is on disk); "
+        "False writes each before the next step. Ctrl-C stops it after the current step and "
         "raises KeyboardInterrupt; the last checkpoint stays intact. Returns the last validation "
         "{loss, acc, images} with finished, last_checkpoint, resumed_from (a state file or None) and times (seconds: "
         "total, steps, evaluation, checkpoints, probe, caches, other); loss and acc are None when nothing was "

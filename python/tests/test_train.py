@@ -142,6 +142,27 @@ def test_cuda_graph_mode_is_taken_and_checked():
                        os.path.join(d, "val"), os.path.join(d, "run3"), image_size=32, cuda_graph="sometimes")
 
 
+def test_checkpoints_written_in_the_background_or_in_place_are_the_same():
+    with tempfile.TemporaryDirectory() as d:
+        write_splits(d, 4, 2, seed=4)
+        spec = kiln.find_model_spec("vgg11")
+        weights, results = [], []
+        for background in (True, False):
+            model = kiln.build_model("vgg11", num_classes=2, image_size=32, seed=1)
+            results.append(kiln.train(model, "vgg11", [kiln.Phase("head only", train=[spec.head_scope], lr=0.01,
+                                                                   epochs=2)],
+                                      os.path.join(d, "train"), os.path.join(d, "val"),
+                                      os.path.join(d, f"run{int(background)}"), batch_size=4, image_size=32,
+                                      num_workers=1, seed=3, background_checkpoints=background))
+            assert os.path.exists(results[-1]["last_checkpoint"])  # on disk when train returns
+            other = kiln.build_model("vgg11", num_classes=2, image_size=32, seed=9)
+            kiln.load_checkpoint(other, os.path.join(d, f"run{int(background)}"))
+            weights.append({k: np.array(t.numpy()) for k, t in other.parameters().items()})
+        assert os.path.basename(results[0]["last_checkpoint"]) == os.path.basename(results[1]["last_checkpoint"])
+        for k in weights[0]:
+            assert np.array_equal(weights[0][k], weights[1][k]), k
+
+
 def test_val_missing_a_class_is_scored_by_trains_numbering_and_mismatches_are_refused():
     from PIL import Image
     with tempfile.TemporaryDirectory() as d:
