@@ -490,6 +490,15 @@ static void print_profile(const std::function<void()>& fn, int top) {
   for (std::string l; std::getline(lines, l);) std::printf("    %s\n", l.c_str());
 }
 
+namespace {
+std::function<void(const SuiteResult&)>& row_listener() {
+  static std::function<void(const SuiteResult&)> listener;
+  return listener;
+}
+}  // namespace
+
+void set_row_listener(std::function<void(const SuiteResult&)> listener) { row_listener() = std::move(listener); }
+
 void time_checked_row(Row row, const Options& opt, const MachineLimits& m, SuiteResult& res,
                       const std::function<void()>& fn) {
   if (row.check_ok) {
@@ -502,6 +511,7 @@ void time_checked_row(Row row, const Options& opt, const MachineLimits& m, Suite
   if (!row.check_ok) std::printf("  check failed: %s\n", row.check.c_str());
   if (row.check_ok && opt.profile > 0) print_profile(fn, opt.profile);
   res.rows.push_back(std::move(row));
+  if (row_listener()) row_listener()(res);
 }
 
 // The fraction of the roofline: the attainable rate is min(peak, intensity * bandwidth),

@@ -170,6 +170,10 @@ void print_row(const Row& r, const MachineLimits& m);
 // Check, then time: when row.check_ok, times fn into row; prints the row; records it.
 void time_checked_row(Row row, const Options& opt, const MachineLimits& m, SuiteResult& res,
                       const std::function<void()>& fn);
+// Called with the suite's result so far after each row time_checked_row adds (empty: none).
+// kiln_bench --json rewrites its file each time, so a run cut short (a GPU check's time
+// limit) keeps the rows it timed.
+void set_row_listener(std::function<void(const SuiteResult&)> listener);
 
 // ---------------------------------------------------------------- checking
 

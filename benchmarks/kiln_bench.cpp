@@ -277,7 +277,15 @@ int run(int argc, char** argv) {
   print_header(opt, suites, m);
 
   std::vector<SuiteReport> reports;
+  const Suite* running = nullptr;
+  if (!opt.json_path.empty())  // the rows so far, rewritten after each (no PyTorch rows until the end)
+    set_row_listener([&](const SuiteResult& partial) {
+      std::vector<SuiteReport> so_far = reports;
+      so_far.push_back(SuiteReport{running, partial, std::nullopt});
+      write_json(opt.json_path, opt, m, so_far);
+    });
   for (const Suite* suite : suites) {
+    running = suite;
     if (suites.size() > 1) {
       std::printf("\n================ %s: %s\n\n", suite->name, suite->help);
       std::fflush(stdout);
@@ -302,6 +310,7 @@ int run(int argc, char** argv) {
                     name.c_str(), opt.device.c_str());
     reports.push_back(std::move(rep));
   }
+  set_row_listener(nullptr);
   if (!opt.json_path.empty()) {
     write_json(opt.json_path, opt, m, reports);
     std::printf("\nJSON written to %s\n", opt.json_path.c_str());

@@ -137,6 +137,8 @@
 # - Changed after run 3, NOT yet run on a GPU: the graph API the default (sections graph and
 #   graphapp became legacy and legacyapp; strictconv is one pass on the default API and runs
 #   right after resume), max-pool by channel packs, checkpoints written in the background.
+#   kiln_bench now rewrites its --json after every row, so a section cut short by its time
+#   limit keeps the kiln rows it timed (run 3 lost the strict forward's graph-API row so).
 #   Predictions: docs/performance.md, 2026-12-04 (session 17).
 set -uo pipefail
 PACK=${1:-.gpu}
