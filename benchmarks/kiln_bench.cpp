@@ -189,6 +189,29 @@ int print_plan(const std::string& model, int64_t image_size, int64_t classes) {
   return 0;
 }
 
+// One suite's rows, and with --compare its PyTorch peer's, printed as they come.
+SuiteReport run_suite(const Suite& suite, const Options& opt, const MachineLimits& m) {
+  SuiteReport rep;
+  rep.suite = &suite;
+  rep.res = suite.run(opt, m);
+  if (opt.compare) {
+    if (!suite.peer_script) {
+      std::printf("\n--compare: suite %s has no PyTorch peer; kiln results only\n", suite.name);
+    } else {
+      rep.peer = run_peer(suite, opt, m);
+      if (rep.peer->ok) print_comparison(rep.res, *rep.peer);
+      else std::printf("\n--compare: PyTorch comparison %s: %s; kiln results only\n",
+                       rep.peer->refused ? "REFUSED" : "unavailable", rep.peer->why.c_str());
+    }
+  }
+  set_table_widths(0, 0);
+  for (const std::string& name : opt.only)  // a misspelt name, or a row this device does not run
+    if (std::none_of(rep.res.rows.begin(), rep.res.rows.end(), [&](const Row& r) { return r.name == name; }))
+      std::printf("--only %s: no such row ran on %s (a misspelt name, a skipped row, or a GPU-only row)\n",
+                  name.c_str(), opt.device.c_str());
+  return rep;
+}
+
 int run(int argc, char** argv) {
   Options opt;
   std::string plan_model;  // --print-plan MODEL
@@ -290,25 +313,7 @@ int run(int argc, char** argv) {
       std::printf("\n================ %s: %s\n\n", suite->name, suite->help);
       std::fflush(stdout);
     }
-    SuiteReport rep;
-    rep.suite = suite;
-    rep.res = suite->run(opt, m);
-    if (opt.compare) {
-      if (!suite->peer_script) {
-        std::printf("\n--compare: suite %s has no PyTorch peer; kiln results only\n", suite->name);
-      } else {
-        rep.peer = run_peer(*suite, opt, m);
-        if (rep.peer->ok) print_comparison(rep.res, *rep.peer);
-        else std::printf("\n--compare: PyTorch comparison %s: %s; kiln results only\n",
-                         rep.peer->refused ? "REFUSED" : "unavailable", rep.peer->why.c_str());
-      }
-    }
-    set_table_widths(0, 0);
-    for (const std::string& name : opt.only)  // a misspelt name, or a row this device does not run
-      if (std::none_of(rep.res.rows.begin(), rep.res.rows.end(), [&](const Row& r) { return r.name == name; }))
-        std::printf("--only %s: no such row ran on %s (a misspelt name, a skipped row, or a GPU-only row)\n",
-                    name.c_str(), opt.device.c_str());
-    reports.push_back(std::move(rep));
+    reports.push_back(run_suite(*suite, opt, m));
   }
   set_row_listener(nullptr);
   if (!opt.json_path.empty()) {
