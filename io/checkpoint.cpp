@@ -258,6 +258,11 @@ Tensor host_copy(const Tensor& t) {
 
 void prune_checkpoints(const std::string& model_dir, int keep_last);
 
+// The state file an image's checkpoint is written to (the file that makes it exist).
+std::string state_path_of(const CheckpointImage& im) {
+  return (fs::path(im.model_dir) / (stem_for(im.meta.epochs_done, im.meta.batches_done) + ".state.h5")).string();
+}
+
 }  // namespace
 
 CheckpointImage take_checkpoint(const std::string& model_dir, Module& model, Optimizer& opt, CheckpointMeta meta,
@@ -327,8 +332,7 @@ std::string write_checkpoint(const CheckpointImage& im) {
   write_kiln_weights((fs::path(model_dir) / meta.weights_file).string(), im.model_name, meta.convention,
                      refs(im.weights));
 
-  const std::string path =
-      (fs::path(model_dir) / (stem_for(meta.epochs_done, meta.batches_done) + ".state.h5")).string();
+  const std::string path = state_path_of(im);
   write_atomic(path, [&](const std::string& tmp) {
     h5::File f = h5::File::create(tmp);
     h5::Group root = f.root();
@@ -405,8 +409,7 @@ CheckpointWriter::~CheckpointWriter() {
 
 std::string CheckpointWriter::submit(CheckpointImage image) {
   wait();
-  path_ = (fs::path(image.model_dir) / (stem_for(image.meta.epochs_done, image.meta.batches_done) + ".state.h5"))
-              .string();
+  path_ = state_path_of(image);
   thread_ = std::thread([this, im = std::move(image)] {
     try {
       write_checkpoint(im);

@@ -400,8 +400,7 @@ TrainResult Trainer::run_all(const std::optional<io::CheckpointInfo>& resume) {
     const int64_t total = total_epochs(opt_.phases);
     if (m.epochs_done < total && ((opt_.stop_after_steps > 0 && m.global_step >= opt_.stop_after_steps) ||
                                   (opt_.stop_after_epochs > 0 && m.epochs_done >= opt_.stop_after_epochs))) {
-      if (hooks_.on_stop)
-        hooks_.on_stop(StopInfo{StopInfo::Kind::already_past, m.global_step, m.epochs_done, total, resume->state_path});
+      report_stop(s, StopInfo{StopInfo::Kind::already_past, m.global_step, m.epochs_done, total, resume->state_path});
       return s.result;
     }
   }
@@ -545,6 +544,11 @@ void Trainer::flush_checkpoints(State& s) {
 TrainResult Trainer::finish(State& s) {
   flush_checkpoints(s);
   return s.result;
+}
+
+void Trainer::report_stop(State& s, const StopInfo& info) {
+  flush_checkpoints(s);
+  if (hooks_.on_stop) hooks_.on_stop(info);
 }
 
 // A parameter gone NaN or infinite before ReLUs (which map NaN to 0) leaves the loss finite,
@@ -711,13 +715,11 @@ bool Trainer::run_epoch(int64_t e, State& s) {
 
   const int64_t total = total_epochs(opt_.phases);
   if (opt_.stop_after_steps > 0 && s.global_step >= opt_.stop_after_steps && e + 1 < total) {
-    flush_checkpoints(s);
-    if (hooks_.on_stop) hooks_.on_stop(StopInfo{StopInfo::Kind::steps_epoch_end, s.global_step, e + 1, total, ""});
+    report_stop(s, StopInfo{StopInfo::Kind::steps_epoch_end, s.global_step, e + 1, total, ""});
     return false;
   }
   if (opt_.stop_after_epochs > 0 && e + 1 >= opt_.stop_after_epochs && e + 1 < total) {
-    flush_checkpoints(s);
-    if (hooks_.on_stop) hooks_.on_stop(StopInfo{StopInfo::Kind::epochs, s.global_step, e + 1, total, ""});
+    report_stop(s, StopInfo{StopInfo::Kind::epochs, s.global_step, e + 1, total, ""});
     return false;
   }
   // A stop asked for during the epoch's evaluation or checkpoint: the epoch's checkpoint is
@@ -976,10 +978,8 @@ bool Trainer::train_steps(int64_t e, State& s) {
     const bool due = (opt_.checkpoint_every > 0 && s.global_step % opt_.checkpoint_every == 0 && mid_epoch) || stop_here;
     if (due) s.result.last_checkpoint = save(meta_at(e, s.batches_in_epoch, evaluated ? &mid : nullptr, s), s);
     if (stop_here) {
-      flush_checkpoints(s);
-      if (hooks_.on_stop)
-        hooks_.on_stop(StopInfo{StopInfo::Kind::steps_mid_epoch, s.global_step, e, total_epochs(opt_.phases),
-                                s.result.last_checkpoint});
+      report_stop(s, StopInfo{StopInfo::Kind::steps_mid_epoch, s.global_step, e, total_epochs(opt_.phases),
+                              s.result.last_checkpoint});
       return false;
     }
     if (s.dist ? s.stop_agreed : hooks_.should_stop && hooks_.should_stop()) {
@@ -995,10 +995,8 @@ bool Trainer::train_steps(int64_t e, State& s) {
 
 bool Trainer::stopped_on_request(State& s, int64_t epochs_done) {
   s.result.interrupted = true;
-  flush_checkpoints(s);
-  if (hooks_.on_stop)
-    hooks_.on_stop(StopInfo{StopInfo::Kind::requested, s.global_step, epochs_done, total_epochs(opt_.phases),
-                            s.result.last_checkpoint});
+  report_stop(s, StopInfo{StopInfo::Kind::requested, s.global_step, epochs_done, total_epochs(opt_.phases),
+                          s.result.last_checkpoint});
   return false;
 }
 

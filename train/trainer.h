@@ -267,6 +267,8 @@ class Trainer {
   void flush_checkpoints(State& s);
   // flush_checkpoints, then the result.
   TrainResult finish(State& s);
+  // flush_checkpoints, then hooks' on_stop: a stop is reported with its checkpoint on disk.
+  void report_stop(State& s, const StopInfo& info);
   void begin_phase(int64_t e, State& s);
   void start_phase(int number, State& s);
   HeadInitInfo fit_head(int number, State& s);
