@@ -110,6 +110,8 @@ KILN_HD bool pool_takes(float candidate, float current) { return candidate > cur
 // 3.4 ms for 2 GB moved (0.6 TB/s of 4.8). A pack per thread does that arithmetic once per
 // 8 channels and loads and stores 16 bytes at a time. The functions below are what the
 // GPU kernels run for each pack; the CPU tests call them too, against the CPU backend's bits.
+// An NHWC map is read by packs where its channel count is whole packs and its first pixel
+// 16-byte aligned (whole_packs(c, data)): then every pixel's is.
 
 // Where output element (or pack) i of an [N, OH, OW, groups] walk stands, channels fastest
 // (groups: the channels, or the packs of them): its image, row, column and group, and the
@@ -130,13 +132,6 @@ KILN_HD PoolAt pool_at(int64_t i, int64_t groups, int64_t oh, int64_t ow, int64_
   a.rh = pool_window(a.r, p.stride_h, p.pad_h, p.kernel_h, h);
   a.rw = pool_window(a.j, p.stride_w, p.pad_w, p.kernel_w, w);
   return a;
-}
-
-// Whether an NHWC map with c channels at `data` can be read in packs: whole packs per
-// pixel, and the first 16-byte aligned (then every pixel's is).
-template <typename T>
-KILN_HD bool pool_packs(int64_t c, const void* data) {
-  return whole_packs<T>(c, data);
 }
 
 // Pack i of max pooling [N, H, W, C] -> [N, OH, OW, C] (packs numbered as the output's

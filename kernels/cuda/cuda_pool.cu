@@ -46,7 +46,7 @@ __global__ void max_pool_forward_kernel(const T* x, int64_t h, int64_t w, int64_
 }
 
 // The same, a pack of channels per thread (kernels/common/pool.h max_pool_pack_at): where
-// the channel count and alignment allow it (pool_packs), which VGG's and ResNet's do.
+// the channel count and alignment allow it (common::whole_packs over the channels), which VGG's and ResNet's do.
 template <typename T>
 __global__ void max_pool_forward_pack_kernel(const T* x, int64_t h, int64_t w, int64_t c, int64_t oh, int64_t ow,
                                              Pool2dParams p, int64_t packs, T* y, int32_t* argmax) {
@@ -142,11 +142,11 @@ void adaptive_avg_backward(const Tensor& dy, Tensor& dx, cudaStream_t stream) {
   KILN_CUDA_CHECK_LAUNCH();
 }
 
-// Max pooling forward of x into y (argmax when not null): by packs where pool_packs allows.
+// Max pooling forward of x into y (argmax when not null): by packs where whole_packs allows.
 template <typename T>
 void max_pool_forward(const Tensor& x, const Pool2dParams& p, Tensor& y, int32_t* argmax, cudaStream_t stream) {
   const int64_t h = x.dim(1), w = x.dim(2), c = x.dim(3), oh = y.dim(1), ow = y.dim(2);
-  if (common::pool_packs<T>(c, x.raw_data()) && common::pool_packs<T>(c, y.raw_data())) {
+  if (common::whole_packs<T>(c, x.raw_data()) && common::whole_packs<T>(c, y.raw_data())) {
     const int64_t packs = y.numel() / common::Pack16<T>::n;
     max_pool_forward_pack_kernel<T><<<elementwise_blocks(packs, kThreads), kThreads, 0, stream>>>(
         x.data<T>(), h, w, c, oh, ow, p, packs, y.data<T>(), argmax);
@@ -158,12 +158,12 @@ void max_pool_forward(const Tensor& x, const Pool2dParams& p, Tensor& y, int32_t
 }
 
 // Max pooling's backward where windows do not overlap (max_pool2d_backward zeroed what no
-// window covers): by packs where pool_packs allows.
+// window covers): by packs where whole_packs allows.
 template <typename T>
 void max_pool_route(const Tensor& dy, const Tensor& argmax, const Pool2dParams& p, Tensor& dx, cudaStream_t stream) {
   const int64_t h = dx.dim(1), w = dx.dim(2), c = dx.dim(3), oh = dy.dim(1), ow = dy.dim(2);
   const int32_t* a = argmax.data<int32_t>();
-  if (common::pool_packs<T>(c, dy.raw_data()) && common::pool_packs<T>(c, dx.raw_data())) {
+  if (common::whole_packs<T>(c, dy.raw_data()) && common::whole_packs<T>(c, dx.raw_data())) {
     const int64_t packs = dy.numel() / common::Pack16<T>::n;
     max_pool_route_pack_kernel<T><<<elementwise_blocks(packs, kThreads), kThreads, 0, stream>>>(
         dy.data<T>(), a, h, w, c, oh, ow, p, packs, dx.data<T>());

@@ -153,7 +153,7 @@ TEST_CASE("max-pool by channel packs, as the GPU runs it, gives the CPU backend'
       Tensor dx2 = Tensor::zeros(x.shape(), TensorOptions{dtype, Device::cpu()});  // what no window covers stays 0
       const auto run = [&](auto tag) {
         using T = decltype(tag);
-        REQUIRE(common::pool_packs<T>(c, x.raw_data()));
+        REQUIRE(common::whole_packs<T>(c, x.raw_data()));
         const int64_t packs = y.numel() / common::Pack16<T>::n;
         for (int64_t i = 0; i < packs; ++i)
           common::max_pool_pack_at(x.data<T>(), h, w, c, oh, ow, p, i, y2.data<T>(), idx2.data<int32_t>());
@@ -168,9 +168,9 @@ TEST_CASE("max-pool by channel packs, as the GPU runs it, gives the CPU backend'
       if (!common::pool_windows_overlap(p)) CHECK(f32_bits(dx2) == f32_bits(dx));
     }
   }
-  CHECK_FALSE(common::pool_packs<float>(6, nullptr));  // 6 channels: no whole packs of 4
+  CHECK_FALSE(common::whole_packs<float>(6, nullptr));  // 6 channels: no whole packs of 4
   alignas(16) float buf[8] = {};
-  CHECK_FALSE(common::pool_packs<float>(4, buf + 1));  // a pixel not 16-byte aligned
+  CHECK_FALSE(common::whole_packs<float>(4, buf + 1));  // a pixel not 16-byte aligned
 }
 
 TEST_CASE("max-pool backward on the GPU gives the CPU's bits, overlapping windows too", "[cuda][determinism]") {
