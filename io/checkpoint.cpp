@@ -265,8 +265,36 @@ std::string state_path_of(const CheckpointImage& im) {
 
 }  // namespace
 
+FrozenImage::FrozenImage(const std::vector<std::pair<std::string, const Tensor*>>& tensors) {
+  for (const auto& [name, t] : tensors) {
+    host_.emplace_back(name, host_copy(*t));
+    source_.emplace_back(*t, t->version());
+  }
+}
+
+bool FrozenImage::holds(const std::vector<std::pair<std::string, const Tensor*>>& tensors) const {
+  if (tensors.size() != source_.size()) return false;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const Tensor& now = *tensors[i].second;
+    const auto& [then, version] = source_[i];
+    if (tensors[i].first != host_[i].first || now.raw_data() != then.raw_data() || now.dtype() != then.dtype() ||
+        now.shape() != then.shape() || now.device() != then.device() || now.version() != version)
+      return false;
+  }
+  return true;
+}
+
+uint32_t FrozenImage::digest() const {
+  std::call_once(digest_once_, [this] {
+    std::vector<std::pair<std::string, const Tensor*>> refs;
+    for (const auto& [name, t] : host_) refs.emplace_back(name, &t);
+    digest_ = digest_of(refs);
+  });
+  return digest_;
+}
+
 CheckpointImage take_checkpoint(const std::string& model_dir, Module& model, Optimizer& opt, CheckpointMeta meta,
-                                int keep_last) {
+                                int keep_last, std::shared_ptr<const FrozenImage> previous) {
   const NoGradGuard no_grad;  // copies, not graph nodes
   std::error_code ec;
   KILN_CHECK(fs::is_directory(model_dir, ec), "save_checkpoint: the model directory '", model_dir,
@@ -290,9 +318,13 @@ CheckpointImage take_checkpoint(const std::string& model_dir, Module& model, Opt
   meta.frozen_digest = 0;
   auto is_frozen = [&](const std::string& name) { return frozen.count(name) > 0; };
   // Their digest, and so the frozen file's name, is computed by write_checkpoint from these
-  // copies: the training thread only copies.
+  // copies: the training thread only copies, and only when the last copies are out of date.
+  std::vector<std::pair<std::string, const Tensor*>> frozen_now;
   for (const ParameterRef& p : model.parameters())
-    if (is_frozen(p.name)) im.frozen.emplace_back(p.name, host_copy(*p.tensor));
+    if (is_frozen(p.name)) frozen_now.emplace_back(p.name, p.tensor);
+  if (!frozen_now.empty())
+    im.frozen = previous && previous->holds(frozen_now) ? std::move(previous)
+                                                         : std::make_shared<const FrozenImage>(frozen_now);
   // The weights file: what trains, and the buffers, in export_weights' order.
   for (const ParameterRef& p : model.parameters())
     if (!is_frozen(p.name)) im.weights.emplace_back(p.name, host_copy(*p.tensor));
@@ -315,8 +347,8 @@ std::string write_checkpoint(const CheckpointImage& im) {
     for (const auto& [name, t] : v) out.emplace_back(name, &t);
     return out;
   };
-  if (!im.frozen.empty()) {
-    meta.frozen_digest = digest_of(refs(im.frozen));
+  if (im.frozen) {
+    meta.frozen_digest = im.frozen->digest();
     char name[64];
     std::snprintf(name, sizeof name, "frozen-phase%d-%08x.weights.h5", meta.phase, meta.frozen_digest);
     meta.frozen_file = name;
@@ -327,7 +359,7 @@ std::string write_checkpoint(const CheckpointImage& im) {
     } catch (const Error&) {
       have = false;  // unreadable: written again
     }
-    if (!have) write_kiln_weights(frozen_path, im.model_name, meta.convention, refs(im.frozen));  // atomic itself
+    if (!have) write_kiln_weights(frozen_path, im.model_name, meta.convention, refs(im.frozen->host()));  // atomic
   }
   write_kiln_weights((fs::path(model_dir) / meta.weights_file).string(), im.model_name, meta.convention,
                      refs(im.weights));

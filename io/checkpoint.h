@@ -31,6 +31,8 @@
 #include <cstdint>
 #include <exception>
 #include <functional>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
@@ -122,6 +124,28 @@ uint32_t frozen_digest_of(const std::string& weights_path);
 std::string save_checkpoint(const std::string& model_dir, Module& model, Optimizer& opt, CheckpointMeta meta,
                             int keep_last);
 
+// The frozen parameters' host copies (float32), shared by the checkpoints of a phase: they
+// cannot change while it runs, so one copy and one digest serve them all. On the lent H200
+// each phase-1 checkpoint of VGG16 copied and checksummed its 537 MB again (2026-12-04).
+class FrozenImage {
+ public:
+  // Copies `tensors` (name, parameter) to the host, keeping a reference to each to recognise it.
+  explicit FrozenImage(const std::vector<std::pair<std::string, const Tensor*>>& tensors);
+  // Whether it still holds these tensors' values: the same names in order, each the same memory
+  // (kept alive by the reference) at the same write count (Tensor::version).
+  bool holds(const std::vector<std::pair<std::string, const Tensor*>>& tensors) const;
+  // The copies, named.
+  const std::vector<std::pair<std::string, Tensor>>& host() const { return host_; }
+  // frozen_digest_of's value for them, computed on the first call (by the writing thread).
+  uint32_t digest() const;
+
+ private:
+  std::vector<std::pair<std::string, Tensor>> host_;
+  std::vector<std::pair<Tensor, uint64_t>> source_;  // each copied tensor (shared memory) and its version then
+  mutable std::once_flag digest_once_;
+  mutable uint32_t digest_ = 0;
+};
+
 // A checkpoint taken but not yet on disk: host copies (float32; the optimizer's int64 step
 // counts as they are) of everything save_checkpoint writes, so the files can be written on
 // another thread while the model trains on (CheckpointWriter).
@@ -131,17 +155,19 @@ struct CheckpointImage {
   CheckpointMeta meta;  // weights_file filled in; frozen_file and frozen_digest by write_checkpoint
   std::string model_name;
   std::vector<std::pair<std::string, Tensor>> weights;  // what trains, and the buffers
-  // The frozen parameters: their digest names the frozen file, written when not on disk yet.
-  std::vector<std::pair<std::string, Tensor>> frozen;
+  // The frozen parameters (null when none): their digest names the frozen file, written when
+  // not on disk yet.
+  std::shared_ptr<const FrozenImage> frozen;
   std::string optimizer_kind;
   std::vector<OptimizerSetting> optimizer_settings;
   std::vector<std::pair<std::string, Tensor>> optimizer_state;
 };
 
 // save_checkpoint's first half, on the training thread: checks `meta` and copies to the host
-// what the checkpoint holds. Copies only: checksums and files are write_checkpoint's.
+// what the checkpoint holds. Copies only: checksums and files are write_checkpoint's. The
+// frozen parameters are not copied again when `previous` (the last image's) still holds them.
 CheckpointImage take_checkpoint(const std::string& model_dir, Module& model, Optimizer& opt, CheckpointMeta meta,
-                                int keep_last);
+                                int keep_last, std::shared_ptr<const FrozenImage> previous = nullptr);
 // Its second half, on any thread: the frozen parameters' digest, the files (the frozen file
 // only when no file of that digest is on disk), then the pruning. Returns the state path.
 std::string write_checkpoint(const CheckpointImage& image);

@@ -228,6 +228,7 @@ struct Trainer::State {
   Clock::time_point t0;        // the epoch's start
   TrainResult result;
   std::unique_ptr<io::CheckpointWriter> writer;  // TrainerOptions::background_checkpoints, rank 0
+  std::shared_ptr<const io::FrozenImage> frozen_image;  // the last checkpoint's, reused while it holds
   // The phase's recorded step (TrainerOptions::cuda_graph), decided per phase and input.
   struct Graph {
     int phase = 0;               // 1-based phase decided for; 0: none yet
@@ -526,9 +527,12 @@ std::string Trainer::save(const io::CheckpointMeta& meta, State& s) {
   if (s.root && opt_.background_checkpoints) {
     if (!s.writer) s.writer = std::make_unique<io::CheckpointWriter>();
     s.writer->wait();  // the previous write's error stops the run before another is taken
-    path = s.writer->submit(io::take_checkpoint(opt_.model_dir, model_, *s.optimizer, meta, opt_.keep));
-  } else if (s.root) {
-    path = io::save_checkpoint(opt_.model_dir, model_, *s.optimizer, meta, opt_.keep);
+  }
+  if (s.root) {
+    io::CheckpointImage image = io::take_checkpoint(opt_.model_dir, model_, *s.optimizer, meta, opt_.keep,
+                                                    std::move(s.frozen_image));
+    s.frozen_image = image.frozen;
+    path = s.writer ? s.writer->submit(std::move(image)) : io::write_checkpoint(image);
   }
   s.result.times.checkpoints += seconds_since(t0);
   return path;

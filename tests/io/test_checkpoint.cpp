@@ -514,6 +514,45 @@ TEST_CASE("a checkpoint image holds the values at take_checkpoint, not those tra
   CHECK(momentum_of(*back.opt, "vgg16/fc8/weight/momentum").to_vector<float>() == mom_then.to_vector<float>());
 }
 
+TEST_CASE("the checkpoints of a phase share one copy of its frozen parameters, copied again once they change",
+          "[checkpoint][background]") {
+  TempDir tmp;
+  FrozenRun run;
+  run.step();
+  CheckpointMeta m = Run::meta(1);
+  const CheckpointImage first = take_checkpoint(tmp.dir, *run.model, *run.opt, m, 5);
+  REQUIRE(first.frozen);
+  CHECK(first.frozen->host().size() == 2);  // fc7's weight and bias
+  run.step();  // trains fc8 alone: fc7 is the same memory at the same version
+  m = Run::meta(2);
+  const CheckpointImage second = take_checkpoint(tmp.dir, *run.model, *run.opt, m, 5, first.frozen);
+  CHECK(second.frozen == first.frozen);
+  write_checkpoint(first);
+  write_checkpoint(second);
+  CHECK(latest_checkpoint(tmp.dir)->meta.frozen_digest == first.frozen->digest());
+
+  // A frozen tensor written in place (copy_from counts the write): the next image copies anew,
+  // and its checkpoint names another frozen file, holding the new values.
+  Tensor& w7 = *run.model->find("vgg16/fc7/weight").tensor;
+  w7.copy_from(Tensor::full(w7.shape(), 0.5f));
+  m = Run::meta(3);
+  const CheckpointImage third = take_checkpoint(tmp.dir, *run.model, *run.opt, m, 5, second.frozen);
+  REQUIRE(third.frozen);
+  CHECK(third.frozen != second.frozen);
+  CHECK(third.frozen->digest() != second.frozen->digest());
+  write_checkpoint(third);
+  const CheckpointInfo c = *latest_checkpoint(tmp.dir);
+  CHECK_NOTHROW(verify_checkpoint(c));
+  FrozenRun back;
+  load_checkpoint_weights(*back.model, c);
+  CHECK(values_of(*back.model, "vgg16/fc7/weight") == std::vector<float>(64, 0.5f));
+  // A model with nothing frozen takes no frozen image, whatever it is given.
+  run.all_layers();
+  m = Run::meta(4);
+  m.phase = 2;
+  CHECK_FALSE(take_checkpoint(tmp.dir, *run.model, *run.opt, m, 5, third.frozen).frozen);
+}
+
 TEST_CASE("a background checkpoint write that fails is reported by the next wait, naming the checkpoint",
           "[checkpoint][background][errors]") {
   TempDir tmp;
