@@ -78,6 +78,8 @@ def api_label(run):
     the check's main sections ran on legacy (then the default) and its `graph` section not."""
     if not run:
         return "-"
+    if run.get("options", {}).get("device", "cuda") == "cpu":  # a dry run on the CPU: no cuDNN
+        return "CPU"
     api = run.get("options", {}).get("conv_api")
     if api is None:
         api = "graph" if run.get("_file", "").startswith("graph_") else "legacy"

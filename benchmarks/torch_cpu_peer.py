@@ -187,6 +187,65 @@ def time_it_cuda(fn, warmup, repeat):
     return {"median_ms": med, "min_ms": ms[0], "max_ms": ms[-1], "runs": len(ms), "other_load": 0.0}
 
 
+# Kernel families of a profiled step (first match wins), so that kiln's --profile table and the
+# peer's can be compared by family: cuDNN's Hopper kernels say fprop/dgrad/wgrad in their names,
+# inductor's say triton_.
+PROFILE_FAMILIES = (
+    ("conv backward-data", ("dgrad",)),
+    ("conv backward-filter", ("wgrad",)),
+    ("conv backward (CPU: both)", ("convolution_backward",)),
+    ("conv forward", ("fprop", "conv", "implicit_gemm", "winograd")),
+    ("gemm (linear)", ("gemm", "nvjet", "cublas", "cutlass", "addmm", "aten::mm", "linear", "matmul")),
+    ("pooling", ("pool",)),
+    ("fused by torch.compile", ("triton",)),
+    ("optimizer", ("multi_tensor", "sgd", "foreach")),
+    ("relu / threshold", ("relu", "threshold", "clamp")),
+    ("layout, casts, copies", ("copy", "nchw", "nhwc", "transpose", "cast", "to_copy", "convert")),
+)
+
+
+def profile_step(name, fn, top, steps=3):
+    """KILN_PEER_PROFILE=N: the row's step under torch.profiler after its timing, printed to
+    stderr (kiln_bench --compare passes it through): per step, each kernel family's time, then
+    the N kernels (on the CPU, ops) taking the most. These are the kernels' own run times as the
+    step runs, where kiln's --profile times each op alone with the device drained around it."""
+    from torch.profiler import ProfilerActivity, profile
+    gpu = DEVICE == "cuda"
+    fn()
+    if gpu:
+        torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if gpu else [])) as prof:
+        for _ in range(steps):
+            fn()
+        if gpu:
+            torch.cuda.synchronize()
+    events = prof.key_averages()
+    attr = ("self_device_time_total" if hasattr(events[0], "self_device_time_total")
+            else "self_cuda_time_total") if gpu else "self_cpu_time_total"
+    # On a GPU only the kernels' (and copies') own entries: an op's "self device time" is
+    # its kernels' again.
+    kind = torch.autograd.DeviceType.CUDA if gpu else torch.autograd.DeviceType.CPU
+    kernels = [(getattr(e, attr) / 1e3 / steps, e.count / steps, e.key) for e in events
+               if getattr(e, "device_type", kind) == kind]
+    kernels = sorted([k for k in kernels if k[0] > 0], reverse=True)
+    total = sum(k[0] for k in kernels)
+    families = {}
+    for ms, _, key in kernels:
+        low = key.lower()
+        fam = next((f for f, words in PROFILE_FAMILIES if any(w in low for w in words)), "other")
+        families[fam] = families.get(fam, 0.0) + ms
+    out = [f"    peer profile of {name}: {total:.3f} ms of {'kernels' if gpu else 'ops'} per step "
+           f"(torch.profiler, {steps} steps)"]
+    for fam, ms in sorted(families.items(), key=lambda kv: -kv[1]):
+        out.append(f"      {fam:<28} {ms:9.3f} ms  {100 * ms / total:5.1f}%")
+    out.append(f"      {'kernel' if gpu else 'op':<90} {'calls':>6} {'ms':>9}  share")
+    for ms, calls, key in kernels[:top]:
+        out.append(f"      {key[:90]:<90} {calls:6.0f} {ms:9.3f}  {100 * ms / total:4.1f}%")
+    if len(kernels) > top:
+        out.append(f"      ({len(kernels) - top} more)")
+    print("\n".join(out), file=sys.stderr, flush=True)
+
+
 def conv(batches, args, rows, summary):
     """Forward (with bias), backward-data, backward-filter (with the bias gradient): the
     calls autograd makes for F.conv2d, in channels_last (PyTorch's fast CPU layout)."""
@@ -277,6 +336,7 @@ def step(batches, args, rows, summary):
     y = (torch.arange(n) * 5) % 8
     only = set(filter(None, os.environ.get("KILN_PEER_ONLY", "").split(",")))  # kiln_bench --only
     want = lambda name: not only or name in only  # noqa: E731
+    profile_top = int(os.environ.get("KILN_PEER_PROFILE", "0") or 0)  # profile_step's N
 
     def timed(name, fn, key):
         if not want(name.removesuffix("+compile")):  # a compiled row goes with its eager one
@@ -284,6 +344,11 @@ def step(batches, args, rows, summary):
         t = time_it(fn, args.warmup, args.repeat)
         rows.append({"name": name, **t})
         summary[key + "_img_per_s"] = n / (t["median_ms"] * 1e-3)
+        if profile_top > 0:
+            try:
+                profile_step(name, fn, profile_top)
+            except Exception as e:  # noqa: BLE001  (a profiler failure costs the profile, not the row)
+                print(f"torch_cpu_peer.py: profile of {name} failed: {e}", file=sys.stderr)
 
     net.eval()
     with torch.no_grad():

@@ -21,7 +21,10 @@
 #             API that was the default until 2026-12-04 (graphapp before: the graph API's)
 #   targets   the issue's target rows, kiln beside PyTorch on the same GPU in one run each:
 #             fc8-only bf16-frozen step at batch 256, the default and bf16 steps at batch 64
-#             (PyTorch eager and torch.compile), strict fp32 (KILN_TF32=none) at batch 64
+#             (PyTorch eager and torch.compile), strict fp32 (KILN_TF32=none) at batch 64;
+#             each row with kiln's op profile ("by op:" totals) and the peer's (torch.profiler:
+#             time per kernel family, top kernels; PEER_PROFILE=N lines, 0 off), the
+#             measured cause the issue asks for where a target is missed
 #   legacy    the same rows through cuDNN's legacy API (KILN_CONV_API=legacy), kiln only
 #             (the section `graph` until 2026-12-04, when graph was not yet the default)
 #   memory    peak GPU memory of the fc8-only step, kiln and PyTorch, read from outside (NVML)
@@ -140,6 +143,10 @@
 #   kiln_bench now rewrites its --json after every row, so a section cut short by its time
 #   limit keeps the kiln rows it timed (run 3 lost the strict forward's graph-API row so).
 #   Predictions: docs/performance.md, 2026-12-04 (session 17).
+# - Added 2026-12-04 (session 18, no GPU), NOT yet run on a GPU: the targets section profiles
+#   the PyTorch peer's rows too (KILN_PEER_PROFILE, dry-run on the CPU under torch 1.13), and
+#   kiln's profiles open with per-op totals; a phase's checkpoints share one host copy of
+#   its frozen weights (the recipe's phase-1 checkpoints).
 set -uo pipefail
 PACK=${1:-.gpu}
 SHIP=${OUT:-}  # where results go back from (the device tool's $OUT); empty: keep them in the work folder
@@ -306,11 +313,13 @@ fi
 
 if section targets 150 "the target rows, kiln then PyTorch (eager, then torch.compile) on the same GPU"; then
   TB=${TARGET_BATCH:-256}; B=${BATCH:-64}
+  export KILN_PEER_PROFILE=${PEER_PROFILE:-20}  # the peer's profile after each of its rows
   KILN_PEER_COMPILE=1 step_rows targets_b256 "$TB" vgg16/step_fc8@bf16-frozen,vgg16/step_fc8@bf16-frozen+graph \
     --compare; rc=$?
   KILN_PEER_COMPILE=1 step_rows targets_b64 "$B" vgg16/forward,vgg16/step_fc8,vgg16/step_all,vgg16/step_all@bf16 \
     --compare; (( rc |= $? ))
   KILN_TF32=none step_rows targets_strict "$B" vgg16/forward,vgg16/step_all --compare; (( rc |= $? ))
+  unset KILN_PEER_PROFILE
   summary targets "$rc" "$(grep -h 'img_per_s: kiln' "$OUT"/targets_*.log | tr '\n' ' ' | cut -c1-600)"
   fold "$rc"; stamp
 fi
