@@ -557,21 +557,28 @@ bool CudaBackend::conv2d_forward_relu(const Tensor& x, const Tensor& w, const Te
                                       Tensor& y) {
   if (y.numel() == 0 || x.numel() == 0 || w.numel() == 0) return false;
   const bool bf16 = x.dtype() == DType::bf16;
-  if (conv_api() == ConvApi::graph) {
-    const int dev = x.device().index;
-    OpScope scope(bf16 ? "conv2d+relu (bfloat16)" : "conv2d+relu", dev);
-    ConvKey k = make_typed_key(x.dtype(), dev, Direction::forward, x.shape(), w.shape(), p);
-    ConvData d{x.raw_data(), w.raw_data(), y.raw_data()};
-    ChannelPad pad;
-    pad_channels_for_tensor_cores(k, d, pad, scope.stream());
-    const bool fused = graph_convolution_bias_relu(k, y.shape(), d, b.defined() ? b.raw_data() : nullptr);
-    scope.done();
-    if (fused) return true;
+  if (conv_api() != ConvApi::graph) {
+    if (!b.defined()) return false;
+    if (bf16) conv2d_forward_bf16(x, w, b, p, y, true);
+    else conv2d_forward_f32(x, w, b, p, y, true);
+    return true;
   }
-  if (!b.defined()) return false;
-  if (bf16) conv2d_forward_bf16(x, w, b, p, y, true);
-  else conv2d_forward_f32(x, w, b, p, y, true);
-  return true;
+  const int dev = x.device().index;
+  OpScope scope(bf16 ? "conv2d+relu (bfloat16)" : "conv2d+relu", dev);
+  ConvKey k = make_typed_key(x.dtype(), dev, Direction::forward, x.shape(), w.shape(), p);
+  ConvData d{x.raw_data(), w.raw_data(), y.raw_data()};
+  ChannelPad pad;
+  pad_channels_for_tensor_cores(k, d, pad, scope.stream());
+  bool done = graph_convolution_bias_relu(k, y.shape(), d, b.defined() ? b.raw_data() : nullptr);
+  if (!done && b.defined()) {  // no fused plan: the convolution on the copies already padded, then bias + ReLU
+    convolve(k, y.shape(), d);
+    const int64_t rows = y.numel() / y.dim(3);
+    if (bf16) launch_add_bias(y.data<BFloat16>(), b.data<BFloat16>(), rows, y.dim(3), scope.stream(), true);
+    else launch_add_bias(y.data<float>(), b.data<float>(), rows, y.dim(3), scope.stream(), true);
+    done = true;
+  }
+  scope.done();
+  return done;
 }
 
 void CudaBackend::conv2d_backward_data(const Tensor& dy, const Tensor& w, const Conv2dParams& p, Tensor& dx) {
