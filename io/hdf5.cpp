@@ -31,9 +31,7 @@ std::recursive_mutex& api_mutex() {
   static std::recursive_mutex m;
   return m;
 }
-struct Serial {
-  std::lock_guard<std::recursive_mutex> lock{api_mutex()};
-};
+using Serial = CallLock;
 
 // The description of the innermost HDF5 error on this thread's stack ("" when none).
 std::string hdf5_error_text() {
@@ -222,6 +220,9 @@ Handle& Handle::operator=(Handle&& o) noexcept {
   }
   return *this;
 }
+
+CallLock::CallLock() { api_mutex().lock(); }
+CallLock::~CallLock() { api_mutex().unlock(); }
 
 void Handle::reset() {
   const Serial serial_call;

@@ -12,6 +12,18 @@ namespace kiln::io::h5 {
 // HDF5's hid_t (int64_t since HDF5 1.10; checked in hdf5.cpp).
 using Id = int64_t;
 
+// Holds the lock every call of kiln's into HDF5 takes: Debian's HDF5 is built without its
+// thread safety, and kiln writes checkpoints on a thread of their own. Code that calls the
+// HDF5 C API itself while kiln may be running holds one around those calls. Recursive:
+// kiln's own calls on the holding thread still go through.
+class CallLock {
+ public:
+  CallLock();
+  ~CallLock();
+  CallLock(const CallLock&) = delete;
+  CallLock& operator=(const CallLock&) = delete;
+};
+
 // Files come from the internet: what a file declares is checked before kiln allocates
 // for it. The most bytes one dataset may hold once read (fc6 of VGG16 is 411 MB in float32).
 inline constexpr int64_t kMaxDatasetBytes = int64_t{4} << 30;
