@@ -38,6 +38,11 @@ class Storage {
   // loader's threads fill batches while the caller runs backward on others.
   uint64_t version() const { return version_.load(std::memory_order_relaxed); }
   void bump_version() { version_.fetch_add(1, std::memory_order_relaxed); }
+  // Whether code outside kiln may write this memory without a version bump: it is borrowed
+  // from another library, or was handed to one (DLPack, NumPy). What trusts version() alone
+  // to know the values unchanged (a checkpoint's shared frozen copy) does not trust it here.
+  bool shared_outside() const { return allocator_ == nullptr || shared_out_.load(std::memory_order_relaxed); }
+  void mark_shared_outside() { shared_out_.store(true, std::memory_order_relaxed); }
 
  private:
   void* data_;
@@ -46,6 +51,7 @@ class Storage {
   Allocator* allocator_;           // null for borrowed memory
   std::function<void()> release_;  // borrowed memory: hands it back to its owner
   std::atomic<uint64_t> version_{0};
+  std::atomic<bool> shared_out_{false};
 };
 
 }  // namespace kiln

@@ -124,6 +124,10 @@ class Tensor {
   void mark_modified() const { impl().storage->bump_version(); }
   // The count mark_modified advances (0 for a fresh tensor).
   uint64_t version() const { return impl().storage->version(); }
+  // Whether other libraries may write this memory unseen by version() (Storage::shared_outside).
+  bool shared_outside() const { return impl().storage->shared_outside(); }
+  // Records that this memory was handed to another library that may write it (DLPack export).
+  void mark_shared_outside() const { impl().storage->mark_shared_outside(); }
   // Same memory, no autograd history, requires_grad false.
   Tensor detach() const;
 

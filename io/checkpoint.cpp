@@ -278,7 +278,8 @@ bool FrozenImage::holds(const std::vector<std::pair<std::string, const Tensor*>>
     const Tensor& now = *tensors[i].second;
     const auto& [then, version] = source_[i];
     if (tensors[i].first != host_[i].first || now.raw_data() != then.raw_data() || now.dtype() != then.dtype() ||
-        now.shape() != then.shape() || now.device() != then.device() || now.version() != version)
+        now.shape() != then.shape() || now.device() != then.device() || now.version() != version ||
+        now.shared_outside())
       return false;
   }
   return true;

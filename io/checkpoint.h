@@ -132,7 +132,8 @@ class FrozenImage {
   // Copies `tensors` (name, parameter) to the host, keeping a reference to each to recognise it.
   explicit FrozenImage(const std::vector<std::pair<std::string, const Tensor*>>& tensors);
   // Whether it still holds these tensors' values: the same names in order, each the same memory
-  // (kept alive by the reference) at the same write count (Tensor::version).
+  // (kept alive by the reference) at the same write count (Tensor::version), none shared with
+  // another library that may write it unseen (Tensor::shared_outside: copied again each time).
   bool holds(const std::vector<std::pair<std::string, const Tensor*>>& tensors) const;
   // The copies, named.
   const std::vector<std::pair<std::string, Tensor>>& host() const { return host_; }

@@ -238,6 +238,7 @@ struct Exported {
 // The tensor as a nanobind ndarray whose owner (a capsule) holds a kiln handle to it.
 Array to_array(const Tensor& t, std::uintptr_t consumer_stream = 0) {
   KILN_CHECK(t.is_contiguous(), "__dlpack__: tensor ", t.description(), " is not contiguous");
+  t.mark_shared_outside();  // the consumer may write it without kiln counting the write
   auto* keep = new Exported{t.detach(), consumer_stream};
   nb::capsule owner(keep, [](void* p) noexcept {
     auto* e = static_cast<Exported*>(p);

@@ -550,9 +550,17 @@ TEST_CASE("the checkpoints of a phase share one copy of its frozen parameters, c
   FrozenRun back;
   load_checkpoint_weights(*back.model, c);
   CHECK(values_of(*back.model, "vgg16/fc7/weight") == std::vector<float>(64, 0.5f));
+  // Memory another library may write (a NumPy or DLPack view handed out) is copied every time.
+  run.model->find("vgg16/fc7/bias").tensor->mark_shared_outside();
+  m = Run::meta(4);
+  const CheckpointImage fourth = take_checkpoint(tmp.dir, *run.model, *run.opt, m, 5, third.frozen);
+  CHECK(fourth.frozen != third.frozen);
+  CHECK(fourth.frozen->digest() == third.frozen->digest());  // the same values, copied again
+  CHECK_FALSE(fourth.frozen->holds({{"vgg16/fc7/weight", run.model->find("vgg16/fc7/weight").tensor},
+                                    {"vgg16/fc7/bias", run.model->find("vgg16/fc7/bias").tensor}}));
   // A model with nothing frozen takes no frozen image, whatever it is given.
   run.all_layers();
-  m = Run::meta(4);
+  m = Run::meta(5);
   m.phase = 2;
   CHECK_FALSE(take_checkpoint(tmp.dir, *run.model, *run.opt, m, 5, third.frozen).frozen);
 }
