@@ -36,6 +36,7 @@
 
 #include "core/backend.h"
 #include "core/conv_api.h"
+#include "core/ops.h"  // window_out_size
 #include "kernels/cuda/cuda_context.h"
 #include "kernels/cuda/cuda_graph.h"
 
@@ -614,7 +615,8 @@ bool run(const ConvKey& k, bool fused, const Shape& y_shape, const ConvData& d, 
   if (conv_api() != ConvApi::graph) return false;
   if (!aligned(d.x) || !aligned(d.w) || !aligned(d.y) || (bias && !aligned(bias))) return false;
   KILN_CHECK(y_shape.rank() == 4 && y_shape[0] == k.n && y_shape[3] == k.o &&
-                 y_shape[1] == (k.h + 2 * k.ph - k.kh) / k.sh + 1 && y_shape[2] == (k.w + 2 * k.pw - k.kw) / k.sw + 1,
+                 y_shape[1] == window_out_size(k.h, k.kh, k.sh, k.ph) &&
+                 y_shape[2] == window_out_size(k.w, k.kw, k.sw, k.pw),
              current_op(), ": the output side ", y_shape, " does not fit the ", direction_name(k.dir),
              " convolution of ", k.str());
   const GraphKey gk{k, fused, bias != nullptr, thread_serial(), cudnn_handle(k.device)};
