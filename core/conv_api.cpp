@@ -1,6 +1,7 @@
 #include "core/conv_api.h"
 
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <string>
 
@@ -22,6 +23,7 @@ std::atomic<ConvApi>& current() {
 // One count per ConvApiEvent, in its order.
 std::atomic<int64_t> g_counts[5];
 static_assert(static_cast<int>(detail::ConvApiEvent::fused_run) == 4, "one count per event");
+std::atomic<int64_t> g_plan_ns{0};  // plan_seconds, in nanoseconds
 
 }  // namespace
 
@@ -45,11 +47,20 @@ ConvApiCounts conv_api_counts() {
   c.fallbacks = g_counts[2].load();
   c.graph_runs = g_counts[3].load();
   c.fused_runs = g_counts[4].load();
+  c.plan_seconds = static_cast<double>(g_plan_ns.load()) * 1e-9;
   return c;
 }
 
 namespace detail {
 void count_conv_api(ConvApiEvent event) { g_counts[static_cast<int>(event)].fetch_add(1); }
+namespace {
+int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+}  // namespace
+PlanTimer::PlanTimer() : start_ns_(now_ns()) {}
+PlanTimer::~PlanTimer() { g_plan_ns.fetch_add(now_ns() - start_ns_); }
 }  // namespace detail
 
 }  // namespace kiln

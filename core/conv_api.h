@@ -40,13 +40,17 @@ class ScopedConvApi {
 };
 
 // What the graph API has done since the process started; all zero under legacy, on the
-// CPU, and in a build without CUDA. Differences of two snapshots say what one call did.
+// CPU, and in a build without CUDA (plan_seconds: both APIs). Differences of two snapshots
+// say what one call did.
 struct ConvApiCounts {
   int64_t graph_plans = 0;  // execution plans built (one per shape, direction, dtype and options)
   int64_t fused_plans = 0;  // of which conv + bias + ReLU as one graph
   int64_t fallbacks = 0;    // graphs that got no plan: that shape runs on the legacy API from then on
   int64_t graph_runs = 0;   // convolutions executed through a graph plan
   int64_t fused_runs = 0;   // of which fused conv + bias + ReLU
+  // Host seconds spent choosing convolution plans on either API: cuDNN's heuristics or its
+  // timed search, finalizing, runtime compilation. A run's first steps pay it, once per shape.
+  double plan_seconds = 0;
 };
 
 // A snapshot of the counts.
@@ -57,6 +61,18 @@ namespace detail {
 enum class ConvApiEvent : uint8_t { graph_plan, fused_plan, fallback, graph_run, fused_run };
 // Thread-safe; called by kernels/cuda/cuda_conv_graph.cpp only.
 void count_conv_api(ConvApiEvent event);
+// Adds the time from its construction to its destruction to plan_seconds, however the
+// search it spans ends; thread-safe; the CUDA backend's plan searches hold one.
+class PlanTimer {
+ public:
+  PlanTimer();
+  ~PlanTimer();
+  PlanTimer(const PlanTimer&) = delete;
+  PlanTimer& operator=(const PlanTimer&) = delete;
+
+ private:
+  int64_t start_ns_;
+};
 }  // namespace detail
 
 }  // namespace kiln

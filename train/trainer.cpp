@@ -10,6 +10,7 @@
 #include <sstream>
 #include <utility>
 
+#include "core/conv_api.h"
 #include "io/crc32c.h"
 #include "layers/loss.h"
 #include "layers/optim.h"
@@ -354,8 +355,10 @@ Trainer::~Trainer() = default;
 
 TrainResult Trainer::run(const std::optional<io::CheckpointInfo>& resume) {
   const auto t0 = Clock::now();
+  const double plans0 = conv_api_counts().plan_seconds;
   TrainResult r = run_all(resume);
   r.times.total = seconds_since(t0);
+  r.times.conv_plans = conv_api_counts().plan_seconds - plans0;
   return r;
 }
 

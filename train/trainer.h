@@ -225,6 +225,9 @@ struct TrainerHooks {
 // this says which part to make faster.
 struct RunTimes {
   double total = 0, steps = 0, evaluation = 0, checkpoints = 0, probe = 0, caches = 0;
+  // Within the parts above (a GPU run's first steps, evaluations and probes), the time spent
+  // choosing convolution plans (ConvApiCounts::plan_seconds); 0 on the CPU.
+  double conv_plans = 0;
   double other() const { return total - steps - evaluation - checkpoints - probe - caches; }
 };
 

@@ -908,9 +908,12 @@ TrainResult run_train(const TrainConfig& cfg) {
   std::printf("checkpoint: %s\n", r.last_checkpoint.empty() ? "(none yet)" : r.last_checkpoint.c_str());
   const RunTimes& w = r.times;
   const double since_start = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+  char plans[96] = "";  // on a GPU: what the first steps spent choosing cuDNN plans
+  if (w.conv_plans > 0)
+    std::snprintf(plans, sizeof plans, "; within them, choosing GPU convolution plans %.1f s", w.conv_plans);
   std::printf("time: %.1f s since the start, %.1f s of it training: steps %.1f s, evaluation %.1f s, checkpoints "
-              "%.1f s, linear probe %.1f s, feature caches %.1f s, other %.1f s (phase set-up, calibration)\n",
-              since_start, w.total, w.steps, w.evaluation, w.checkpoints, w.probe, w.caches, w.other());
+              "%.1f s, linear probe %.1f s, feature caches %.1f s, other %.1f s (phase set-up, calibration)%s\n",
+              since_start, w.total, w.steps, w.evaluation, w.checkpoints, w.probe, w.caches, w.other(), plans);
   return r;
 }
 

@@ -401,6 +401,7 @@ ConvPlan& plan_for(const ConvKey& k, const Shape& y_shape, cudnnHandle_t h, cons
   }
   KILN_CHECK(!(k.exhaustive && capturing()), current_op(), ": no plan yet for ", k.str(), " while recording a CUDA "
              "graph (cudnnFind runs and times every algorithm): run the step eagerly once before recording");
+  const detail::PlanTimer timed;
   std::unique_ptr<ConvPlan> plan = make_descriptors(k, y_shape);
   std::vector<Candidate> cands;
   if (k.exhaustive) {

@@ -587,6 +587,7 @@ GraphPlan& plan_for(const GraphKey& gk, const Shape& y_shape, const Bindings& b)
              " while recording a CUDA graph (timing candidates needs the host to wait): run the step eagerly once "
              "before recording");
   auto g = std::make_unique<GraphPlan>();
+  const detail::PlanTimer timed;
   try {
     search(gk, y_shape, b, *g);
     detail::count_conv_api(detail::ConvApiEvent::graph_plan);

@@ -215,7 +215,7 @@ nb::dict train(Sequential& model, const std::string& arch, std::vector<Phase> ph
   nb::dict times;
   times["total"] = r.times.total, times["steps"] = r.times.steps, times["evaluation"] = r.times.evaluation;
   times["checkpoints"] = r.times.checkpoints, times["probe"] = r.times.probe, times["caches"] = r.times.caches;
-  times["other"] = r.times.other();
+  times["other"] = r.times.other(), times["conv_plans"] = r.times.conv_plans;
   d["times"] = times;
   return d;
 }
@@ -363,8 +363,9 @@ void bind_train(nb::module_& m) {
         "False writes each before the next step. Ctrl-C stops it after the current step and "
         "raises KeyboardInterrupt; the last checkpoint stays intact. Returns the last validation "
         "{loss, acc, images} with finished, last_checkpoint, resumed_from (a state file or None) and times (seconds: "
-        "total, steps, evaluation, checkpoints, probe, caches, other); loss and acc are None when nothing was "
-        "evaluated (no epoch ran).");
+        "total, steps, evaluation, checkpoints, probe, caches, other; and conv_plans, the part of them spent "
+        "choosing GPU convolution plans, 0 on the CPU); loss and acc are None when nothing was evaluated (no "
+        "epoch ran).");
 }
 
 }  // namespace kiln::python

@@ -32,6 +32,7 @@ def test_head_only_phase_trains_the_head_alone():
         assert times["steps"] > 0 and times["evaluation"] > 0 and times["checkpoints"] > 0 and times["other"] >= 0
         parts = ("steps", "evaluation", "checkpoints", "probe", "caches", "other")
         assert abs(sum(times[k] for k in parts) - times["total"]) < 1e-6
+        assert times["conv_plans"] == 0  # within the parts, and only on a GPU
         for name, t in model.parameters().items():
             moved = not np.array_equal(before[name], t.numpy())
             assert moved == name.startswith(spec.head_scope), name

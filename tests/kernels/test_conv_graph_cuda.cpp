@@ -65,7 +65,8 @@ double max_abs(const std::vector<double>& v) {
 ConvApiCounts since(const ConvApiCounts& before) {
   const ConvApiCounts now = conv_api_counts();
   return {now.graph_plans - before.graph_plans, now.fused_plans - before.fused_plans,
-          now.fallbacks - before.fallbacks, now.graph_runs - before.graph_runs, now.fused_runs - before.fused_runs};
+          now.fallbacks - before.fallbacks,   now.graph_runs - before.graph_runs,
+          now.fused_runs - before.fused_runs, now.plan_seconds - before.plan_seconds};
 }
 
 // y, dx, dw and db of one conv on `d` for the same inputs and upstream gradient.
@@ -101,6 +102,11 @@ void compare_passes(double rtol) {
       CHECK(did.graph_runs + did.fallbacks == 3);
       if (s.vgg) CHECK(did.graph_runs == 3);
       if (did.fallbacks > 0) WARN(s.name << ": " << did.fallbacks << " passes fell back to the legacy API");
+      // Choosing a plan takes time, once per shape: the same convolutions again take none.
+      if (did.graph_plans > 0) CHECK(did.plan_seconds > 0);
+      const ConvApiCounts again = conv_api_counts();
+      conv_and_grads(s, kGpu);
+      CHECK(since(again).plan_seconds == 0);
     }
   }
 }
