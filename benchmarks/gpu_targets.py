@@ -96,16 +96,18 @@ def target_line(out, label, row, stem, batch, target, floor, ratio_floor):
     suffix = stem.split("_", 1)[1]
     main_run = load(out, stem)
     other_run = load(out, "legacy_" + suffix) or load(out, "graph_" + suffix)
+    unfused_run = load(out, "fuse_" + suffix)  # the `fuse` section: KILN_CONV_FUSE=0
     main_run = main_run if batch_of(main_run, batch) else None
     other_run = other_run if batch_of(other_run, batch) else None
+    unfused_run = unfused_run if batch_of(unfused_run, batch) else None
     _, torch_eager, torch_compiled = kiln_ms(main_run, row)
     if ANY_BATCH and main_run:  # a dry run: rates at the batch actually run
         batch = main_run.get("options", {}).get("batch", batch)
-    # kiln's best configuration of its own switches: KILN_CONV_API, and the step recorded
-    # as a CUDA graph where the suite has that row ("+graph").
+    # kiln's best configuration of its own switches: KILN_CONV_API, KILN_CONV_FUSE, and the
+    # step recorded as a CUDA graph where the suite has that row ("+graph").
     options = []
-    for run in (main_run, other_run):
-        api = api_label(run)
+    for run, tag in ((main_run, ""), (other_run, ""), (unfused_run, ", unfused conv + bias + ReLU")):
+        api = api_label(run) + tag
         for name, how in ((row, api), (row + "+graph", api + ", CUDA graph")):
             ms = kiln_ms(run, name)[0]
             if ms:

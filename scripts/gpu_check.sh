@@ -4,7 +4,7 @@
 # default 540 s: the device tool's per-call limit is 600 s). A section that would not fit in
 # what is left is skipped, saying so. They run in this order (the code's, whatever SECTIONS
 # lists): tests, demo, targets, memory, recipe (the GPU issue's "done when"), resume,
-# strictconv, legacyapp, python, stepgraph, legacy, resnet, bench, bf16, determinism, table.
+# strictconv, legacyapp, python, stepgraph, fuse, legacy, resnet, bench, bf16, determinism, table.
 # Everything runs on the default convolution API (cuDNN's graph API since 2026-12-04) unless
 # a section says otherwise; legacyapp and legacy run the legacy API for comparison.
 #   tests     every [cuda] test case that existed before 2026-12-02 (conv algorithms by
@@ -33,6 +33,9 @@
 #             fc8 from the linear probe on both sides as demo --full runs it (HEAD_INIT=random:
 #             train's defaults, near chance from random weights)
 #   stepgraph phase 1 with the step captured in a CUDA graph (vgg_finetune --cuda-graph on vs off)
+#   fuse      the bf16 and default target rows with conv + bias + ReLU unfused (KILN_CONV_FUSE=0:
+#             the best plain convolution plan, then kiln's bias + ReLU pass), kiln only: whether
+#             the fused graphs' engines are the faster (the table takes the best of both)
 #   strictconv  the conv suite layer by layer in strict fp32 (KILN_TF32=none) beside PyTorch,
 #             each row on both APIs ("@legacy" rows), each plan logged (KILN_CONV_LOG=1): where
 #             the strict step still loses (0.46x on the legacy API, run 3)
@@ -146,7 +149,8 @@
 # - Added 2026-12-04 (session 18, no GPU), NOT yet run on a GPU: the targets section profiles
 #   the PyTorch peer's rows too (KILN_PEER_PROFILE, dry-run on the CPU under torch 1.13), and
 #   kiln's profiles open with per-op totals; a phase's checkpoints share one host copy of
-#   its frozen weights (the recipe's phase-1 checkpoints).
+#   its frozen weights (the recipe's phase-1 checkpoints); the time: line's "choosing GPU
+#   convolution plans" (the first epoch's cost); the fuse section (KILN_CONV_FUSE=0).
 set -uo pipefail
 PACK=${1:-.gpu}
 SHIP=${OUT:-}  # where results go back from (the device tool's $OUT); empty: keep them in the work folder
@@ -154,7 +158,7 @@ SHIP=${OUT:-}  # where results go back from (the device tool's $OUT); empty: kee
 OUT=${KILN_GPU_WORK:-/tmp/kiln_gpu_work}
 # The issue's "done when" first (tests, demo, target rows, memory, recipe), then resume and
 # the newer features, then the rest: what does not fit in DEADLINE is skipped, saying so.
-SECTIONS=${SECTIONS:-tests,demo,targets,memory,recipe,resume,strictconv,legacyapp,python,stepgraph,legacy,resnet,bench,bf16,determinism,table}
+SECTIONS=${SECTIONS:-tests,demo,targets,memory,recipe,resume,strictconv,legacyapp,python,stepgraph,fuse,legacy,resnet,bench,bf16,determinism,table}
 DEADLINE=${DEADLINE:-540}
 # KILN_CHECK_DEVICE=cpu: a dry run of the script's logic on a machine without a GPU
 # (RESUME_SIZE=32 TARGET_BATCH=2 BATCH=2: every section at toy sizes; the [cuda] cases
@@ -416,6 +420,17 @@ if section stepgraph 60 "phase 1 with the step captured in a CUDA graph, against
   summary stepgraph "$rc" "$same; on: $(grep -i -m1 'cuda graph' "$OUT/stepgraph_on.log"); off $(grep -E '^epoch .*phase 1' \
     "$OUT/stepgraph_off.log" | tail -1 | grep -o '[0-9.]* img/s'), on $(grep -E '^epoch .*phase 1' "$OUT/stepgraph_on.log" |
     tail -1 | grep -o '[0-9.]* img/s')"
+  fold "$rc"; stamp
+fi
+
+if section fuse 60 "the target rows with conv + bias + ReLU unfused (KILN_CONV_FUSE=0), kiln only"; then
+  export KILN_CONV_FUSE=0
+  step_rows fuse_b256 "${TARGET_BATCH:-256}" vgg16/step_fc8@bf16-frozen,vgg16/step_fc8@bf16-frozen+graph; rc=$?
+  step_rows fuse_b64 "${BATCH:-64}" vgg16/forward,vgg16/step_fc8,vgg16/step_all,vgg16/step_all@bf16; (( rc |= $? ))
+  KILN_TF32=none step_rows fuse_strict "${BATCH:-64}" vgg16/forward; (( rc |= $? ))  # the strict step: too long
+  unset KILN_CONV_FUSE
+  summary fuse "$rc" "$(grep -h -E '^vgg16/(forward|step_[a-z0-9@+-]+) ' "$OUT"/fuse_*.log | awk '{print $1, $3 " ms"}' |
+    tr '\n' ' ')"
   fold "$rc"; stamp
 fi
 
