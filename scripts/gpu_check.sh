@@ -4,7 +4,8 @@
 # default 540 s: the device tool's per-call limit is 600 s). A section that would not fit in
 # what is left is skipped, saying so. They run in this order (the code's, whatever SECTIONS
 # lists): tests, demo, targets, memory, recipe (the GPU issue's "done when"), resume,
-# strictconv, legacyapp, python, stepgraph, fuse, legacy, resnet, bench, bf16, determinism, table.
+# stepgraph, fuse, strictconv, python, legacyapp, legacy, resnet, bench, bf16, determinism,
+# table (since session 18 the short sections that decide defaults come before strictconv).
 # Everything runs on the default convolution API (cuDNN's graph API since 2026-12-04) unless
 # a section says otherwise; legacyapp and legacy run the legacy API for comparison.
 #   tests     every [cuda] test case that existed before 2026-12-02 (conv algorithms by
@@ -142,7 +143,8 @@
 #   second call at once (no start-up): plan a first call of ~545 s and a second with the rest.
 # - Changed after run 3, NOT yet run on a GPU: the graph API the default (sections graph and
 #   graphapp became legacy and legacyapp; strictconv is one pass on the default API and runs
-#   right after resume), max-pool by channel packs, checkpoints written in the background.
+#   right after resume; since session 18 after stepgraph and fuse), max-pool by channel
+#   packs, checkpoints written in the background.
 #   kiln_bench now rewrites its --json after every row, so a section cut short by its time
 #   limit keeps the kiln rows it timed (run 3 lost the strict forward's graph-API row so).
 #   Predictions: docs/performance.md, 2026-12-04 (session 17).
@@ -158,7 +160,7 @@ SHIP=${OUT:-}  # where results go back from (the device tool's $OUT); empty: kee
 OUT=${KILN_GPU_WORK:-/tmp/kiln_gpu_work}
 # The issue's "done when" first (tests, demo, target rows, memory, recipe), then resume and
 # the newer features, then the rest: what does not fit in DEADLINE is skipped, saying so.
-SECTIONS=${SECTIONS:-tests,demo,targets,memory,recipe,resume,strictconv,legacyapp,python,stepgraph,fuse,legacy,resnet,bench,bf16,determinism,table}
+SECTIONS=${SECTIONS:-tests,demo,targets,memory,recipe,resume,stepgraph,fuse,strictconv,python,legacyapp,legacy,resnet,bench,bf16,determinism,table}
 DEADLINE=${DEADLINE:-540}
 # KILN_CHECK_DEVICE=cpu: a dry run of the script's logic on a machine without a GPU
 # (RESUME_SIZE=32 TARGET_BATCH=2 BATCH=2: every section at toy sizes; the [cuda] cases
@@ -360,51 +362,6 @@ if section resume 40 "stopped mid-phase-2 and resumed on the GPU, against the un
   fold "$rc"; stamp
 fi
 
-if section strictconv 120 "the conv suite in strict fp32 (KILN_TF32=none) beside PyTorch, each row on both APIs"; then
-  # First the deviceless census of every strict VGG16 plan (engine:workspace), here where
-  # NVRTC is on the path, so runtime-compiled engines (80) can finalize too; ~5 s.
-  KILN_CUDNN_CENSUS_OUT="$OUT/cudnn_census_strict.txt" timeout "$(cap 60)" "$KT" \
-    "strict fp32 VGG16 convolutions keep*" --reporter compact 2>&1 | tail -2
-  rc=${PIPESTATUS[0]}
-  # One pass under the default API (graph): its "@legacy" rows time the other API. On
-  # 2026-12-04 a pass took 110 s for conv1_1..conv3_1 of the 13 layers (every row also timed
-  # by PyTorch, every plan searched exhaustively), so a timeout here still leaves those rows.
-  # KILN_CONV_LOG=1: a line per plan (the chosen algorithm or engine and the candidates timed,
-  # with their workspaces), the evidence for which engines the strict rows need.
-  log="$OUT/strictconv.log"
-  KILN_TF32=none KILN_CONV_LOG=1 timeout "$(cap 150)" "$KB" --device "$DEVICE" --suite conv \
-    --batch "${BATCH:-64}" --warmup 2 --repeat "${REPEAT:-3}" --conv-search "${CONV_SEARCH:-exhaustive}" --compare \
-    --json "$OUT/strictconv.json" > "$log" 2>&1
-  r=$?; (( rc |= r ))
-  grep -v '^kiln: conv plan' "$log" | tail -12
-  echo "-- $(grep -c '^kiln: conv plan' "$log") plans logged (grep 'kiln: conv plan' $log)"
-  summary strictconv "$rc" "$(grep -h -E '^b[0-9]+_fwd(_bwd)?_ms: kiln' "$log" | tr '\n' ' ')"
-  fold "$rc"; stamp
-fi
-
-if section legacyapp 40 "vgg_finetune under cuDNN's legacy API (KILN_CONV_API=legacy): the resume pair"; then
-  resume_data
-  KILN_CONV_API=legacy resume_pair "_legacy"
-  grep -h -m1 'GPU math' "$OUT/resume_legacy.log"
-  summary legacyapp "$rc" "legacy API: $verdict"
-  fold "$rc"; stamp
-fi
-
-if section python 45 "the Python module's tests with this machine's Python and PyTorch (DLPack hand-offs on the GPU)"; then
-  PY=${KILN_PYTHON:-python3}
-  if [[ ! -d $PACK/python/kiln ]]; then
-    rc=77; echo "no Python module in the pack (scripts/gpu_pack.sh said why)" | tee "$OUT/python.log"
-  elif ! "$PY" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))'; then
-    rc=77; echo "the pack's module is for Python 3.12; $PY is $("$PY" -V 2>&1)" | tee "$OUT/python.log"
-  else
-    PYTHONPATH="$(cd "$PACK" && pwd)/python" KILN_VGG_FINETUNE="$VF" PYTHONDONTWRITEBYTECODE=1 \
-      timeout "$(cap 120)" "$PY" "$KILN_SOURCE_DIR/python/tests/run_tests.py" 2>&1 | tee "$OUT/python.log" | tail -20
-    rc=${PIPESTATUS[0]}
-  fi
-  summary python "$rc" "$(tail -1 "$OUT/python.log")"
-  fold "$rc"; stamp
-fi
-
 if section stepgraph 60 "phase 1 with the step captured in a CUDA graph, against the eager step"; then
   DATA="$OUT/demo_work/data"
   [[ -d $DATA ]] || "$VF" _toy-data "$DATA" --classes 4 --train 64 --val 16 --size 256 > /dev/null
@@ -431,6 +388,51 @@ if section fuse 60 "the target rows with conv + bias + ReLU unfused (KILN_CONV_F
   unset KILN_CONV_FUSE
   summary fuse "$rc" "$(grep -h -E '^vgg16/(forward|step_[a-z0-9@+-]+) ' "$OUT"/fuse_*.log | awk '{print $1, $3 " ms"}' |
     tr '\n' ' ')"
+  fold "$rc"; stamp
+fi
+
+if section strictconv 120 "the conv suite in strict fp32 (KILN_TF32=none) beside PyTorch, each row on both APIs"; then
+  # First the deviceless census of every strict VGG16 plan (engine:workspace), here where
+  # NVRTC is on the path, so runtime-compiled engines (80) can finalize too; ~5 s.
+  KILN_CUDNN_CENSUS_OUT="$OUT/cudnn_census_strict.txt" timeout "$(cap 60)" "$KT" \
+    "strict fp32 VGG16 convolutions keep*" --reporter compact 2>&1 | tail -2
+  rc=${PIPESTATUS[0]}
+  # One pass under the default API (graph): its "@legacy" rows time the other API. On
+  # 2026-12-04 a pass took 110 s for conv1_1..conv3_1 of the 13 layers (every row also timed
+  # by PyTorch, every plan searched exhaustively), so a timeout here still leaves those rows.
+  # KILN_CONV_LOG=1: a line per plan (the chosen algorithm or engine and the candidates timed,
+  # with their workspaces), the evidence for which engines the strict rows need.
+  log="$OUT/strictconv.log"
+  KILN_TF32=none KILN_CONV_LOG=1 timeout "$(cap 150)" "$KB" --device "$DEVICE" --suite conv \
+    --batch "${BATCH:-64}" --warmup 2 --repeat "${REPEAT:-3}" --conv-search "${CONV_SEARCH:-exhaustive}" --compare \
+    --json "$OUT/strictconv.json" > "$log" 2>&1
+  r=$?; (( rc |= r ))
+  grep -v '^kiln: conv plan' "$log" | tail -12
+  echo "-- $(grep -c '^kiln: conv plan' "$log") plans logged (grep 'kiln: conv plan' $log)"
+  summary strictconv "$rc" "$(grep -h -E '^b[0-9]+_fwd(_bwd)?_ms: kiln' "$log" | tr '\n' ' ')"
+  fold "$rc"; stamp
+fi
+
+if section python 45 "the Python module's tests with this machine's Python and PyTorch (DLPack hand-offs on the GPU)"; then
+  PY=${KILN_PYTHON:-python3}
+  if [[ ! -d $PACK/python/kiln ]]; then
+    rc=77; echo "no Python module in the pack (scripts/gpu_pack.sh said why)" | tee "$OUT/python.log"
+  elif ! "$PY" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))'; then
+    rc=77; echo "the pack's module is for Python 3.12; $PY is $("$PY" -V 2>&1)" | tee "$OUT/python.log"
+  else
+    PYTHONPATH="$(cd "$PACK" && pwd)/python" KILN_VGG_FINETUNE="$VF" PYTHONDONTWRITEBYTECODE=1 \
+      timeout "$(cap 120)" "$PY" "$KILN_SOURCE_DIR/python/tests/run_tests.py" 2>&1 | tee "$OUT/python.log" | tail -20
+    rc=${PIPESTATUS[0]}
+  fi
+  summary python "$rc" "$(tail -1 "$OUT/python.log")"
+  fold "$rc"; stamp
+fi
+
+if section legacyapp 40 "vgg_finetune under cuDNN's legacy API (KILN_CONV_API=legacy): the resume pair"; then
+  resume_data
+  KILN_CONV_API=legacy resume_pair "_legacy"
+  grep -h -m1 'GPU math' "$OUT/resume_legacy.log"
+  summary legacyapp "$rc" "legacy API: $verdict"
   fold "$rc"; stamp
 fi
 
