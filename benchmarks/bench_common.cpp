@@ -1028,7 +1028,8 @@ void write_json(const std::string& path, const Options& opt, const MachineLimits
      << ", \"threads\": " << opt.threads
      << ", \"cache\": \"" << (opt.cold_cache ? "cold" : "warm") << "\", \"device\": " << json_str(opt.device)
      << ", \"tf32\": " << json_str(kiln::tf32_mode())
-     << ", \"conv_api\": " << json_str(kiln::conv_api_name(kiln::conv_api())) << "},\n";
+     << ", \"conv_api\": " << json_str(kiln::conv_api_name(kiln::conv_api()))
+     << ", \"conv_fuse\": " << (kiln::conv_fuse() ? "true" : "false") << "},\n";
   js << "  \"machine\": {\"device\": " << json_str(m.device) << ", \"threads\": " << m.threads
      << ", \"peak_gflops\": " << json_num(m.peak_gflops) << ", \"peak_from\": " << json_str(m.sgemm_shape)
      << ", \"peak_tf32_gflops\": " << json_num(m.peak_tf32_gflops) << ", \"peak_bf16_gflops\": "

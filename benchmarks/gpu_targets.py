@@ -83,7 +83,10 @@ def api_label(run):
     api = run.get("options", {}).get("conv_api")
     if api is None:
         api = "graph" if run.get("_file", "").startswith("graph_") else "legacy"
-    return "cuDNN graph API" if api == "graph" else "legacy conv API"
+    if api != "graph":
+        return "legacy conv API"
+    # KILN_CONV_FUSE=0 (the `fuse` section; its JSON says so since session 18).
+    return "cuDNN graph API" + ("" if run.get("options", {}).get("conv_fuse", True) else ", conv + bias + ReLU unfused")
 
 
 def fmt_ms(ms, batch):
@@ -106,8 +109,8 @@ def target_line(out, label, row, stem, batch, target, floor, ratio_floor):
     # kiln's best configuration of its own switches: KILN_CONV_API, KILN_CONV_FUSE, and the
     # step recorded as a CUDA graph where the suite has that row ("+graph").
     options = []
-    for run, tag in ((main_run, ""), (other_run, ""), (unfused_run, ", unfused conv + bias + ReLU")):
-        api = api_label(run) + tag
+    for run in (main_run, other_run, unfused_run):
+        api = api_label(run)
         for name, how in ((row, api), (row + "+graph", api + ", CUDA graph")):
             ms = kiln_ms(run, name)[0]
             if ms:

@@ -90,6 +90,7 @@ void set_gpu_math(const GpuMathSettings& s) {
   const ConvApi api = s.conv_api ? parse_conv_api(*s.conv_api, "conv_api") : conv_api();
   compute_options() = o;  // nothing changes unless every setting was valid
   set_conv_api(api);
+  if (s.conv_fuse) set_conv_fuse(*s.conv_fuse);
 }
 
 const char* tf32_mode() {
@@ -110,6 +111,7 @@ std::string gpu_math_summary() {
   s += o.deterministic ? "; deterministic algorithms only (KILN_DETERMINISTIC=1)"
                        : "; non-deterministic algorithms allowed (KILN_DETERMINISTIC=0)";
   s += std::string("; cuDNN ") + conv_api_name(conv_api()) + " API (KILN_CONV_API)";
+  if (conv_api() == ConvApi::graph && !conv_fuse()) s += ", conv + bias + ReLU unfused (KILN_CONV_FUSE=0)";
   return s;
 }
 

@@ -260,6 +260,7 @@ struct GpuMathSettings {
   std::optional<std::string> conv_search;  // "heuristic", "exhaustive"
   std::optional<bool> deterministic;
   std::optional<std::string> conv_api;     // "legacy", "graph"
+  std::optional<bool> conv_fuse;           // conv + bias + ReLU as one graph (conv_fuse())
 };
 // Refuses options that contradict each other (deterministic algorithms with exhaustive
 // search), naming both switches; backends call it before honouring options a program set.

@@ -20,6 +20,17 @@ std::atomic<ConvApi>& current() {
   return api;
 }
 
+std::atomic<bool>& fuse_flag() {
+  static std::atomic<bool> fuse{[] {
+    const char* v = std::getenv("KILN_CONV_FUSE");
+    KILN_CHECK(v == nullptr || std::string(v) == "0" || std::string(v) == "1", "KILN_CONV_FUSE='", v,
+               "': use 1 (conv + bias + ReLU as one cuDNN graph under KILN_CONV_API=graph, the default) or 0 (the "
+               "convolution, then kiln's bias + ReLU pass)");
+    return v == nullptr || std::string(v) == "1";
+  }()};
+  return fuse;
+}
+
 // One count per ConvApiEvent, in its order.
 std::atomic<int64_t> g_counts[5];
 static_assert(static_cast<int>(detail::ConvApiEvent::fused_run) == 4, "one count per event");
@@ -39,6 +50,10 @@ ConvApi parse_conv_api(const std::string& value, const std::string& name) {
              "default) or legacy (cuDNN's cudnnConvolutionForward & co.)");
   return value == "graph" ? ConvApi::graph : ConvApi::legacy;
 }
+
+bool conv_fuse() { return fuse_flag().load(std::memory_order_relaxed); }
+
+void set_conv_fuse(bool fuse) { fuse_flag().store(fuse, std::memory_order_relaxed); }
 
 ConvApiCounts conv_api_counts() {
   ConvApiCounts c;

@@ -39,6 +39,26 @@ class ScopedConvApi {
   ConvApi previous_;
 };
 
+// Whether conv + bias + ReLU goes to the graph API as one fused graph (true) or as the best
+// plain convolution plan then kiln's bias + ReLU pass (false). Fused graphs take only engines
+// with a pointwise epilogue, which may be the slower (docs/gpu.md). KILN_CONV_FUSE=1|0 read
+// on the first call (anything else is an error), or what set_conv_fuse set last.
+bool conv_fuse();
+// Overrides the environment for the whole process (tests, benchmarks).
+void set_conv_fuse(bool fuse);
+
+// Sets conv_fuse for its lifetime and restores the previous value (a test's scope).
+class ScopedConvFuse {
+ public:
+  explicit ScopedConvFuse(bool fuse) : previous_(conv_fuse()) { set_conv_fuse(fuse); }
+  ~ScopedConvFuse() { set_conv_fuse(previous_); }
+  ScopedConvFuse(const ScopedConvFuse&) = delete;
+  ScopedConvFuse& operator=(const ScopedConvFuse&) = delete;
+
+ private:
+  bool previous_;
+};
+
 // What the graph API has done since the process started; all zero under legacy, on the
 // CPU, and in a build without CUDA (plan_seconds: both APIs). Differences of two snapshots
 // say what one call did.

@@ -469,21 +469,6 @@ bool pad_channels_enabled() {
   return on;
 }
 
-// Whether conv2d_forward_relu asks the graph API for conv + bias + ReLU as one graph. Such
-// graphs take only cuDNN's engines with a pointwise epilogue (runtime-fused ones among them),
-// which may be slower than the best plain convolution plus kiln's bias + ReLU pass; the
-// H200 runs have not yet timed the two apart. KILN_CONV_FUSE=0 runs the latter.
-bool fuse_enabled() {
-  static const bool on = [] {
-    const char* v = std::getenv("KILN_CONV_FUSE");
-    KILN_CHECK(v == nullptr || std::string(v) == "0" || std::string(v) == "1", "KILN_CONV_FUSE='", v,
-               "': use 1 (conv + bias + ReLU as one cuDNN graph under KILN_CONV_API=graph, the default) or 0 (the "
-               "convolution, then kiln's bias + ReLU pass)");
-    return v == nullptr || std::string(v) == "1";
-  }();
-  return on;
-}
-
 // The padded copies of one convolution's x and w, alive while it runs.
 struct ChannelPad {
   std::optional<Workspace> x, w;
@@ -565,7 +550,7 @@ void CudaBackend::conv2d_forward(const Tensor& x, const Tensor& w, const Tensor&
 }
 
 // Under the graph API, conv + bias + ReLU as one cuDNN graph where a fused plan exists (and
-// KILN_CONV_FUSE is not 0). Otherwise (legacy, no fused plan, fusion off) with a bias: the
+// conv_fuse(), KILN_CONV_FUSE). Otherwise (legacy, no fused plan, fusion off) with a bias: the
 // convolution, then bias and ReLU in one pass over y (PyTorch's eager path makes two).
 // Without a bias, or for an empty convolution, false: the caller runs conv2d_forward and
 // relu. Core has checked dtypes (x, w, b and y alike) and shapes.
@@ -585,7 +570,7 @@ bool CudaBackend::conv2d_forward_relu(const Tensor& x, const Tensor& w, const Te
   ConvData d{x.raw_data(), w.raw_data(), y.raw_data()};
   ChannelPad pad;
   pad_channels_for_tensor_cores(k, d, pad, scope.stream());
-  bool done = fuse_enabled() && graph_convolution_bias_relu(k, y.shape(), d, b.defined() ? b.raw_data() : nullptr);
+  bool done = conv_fuse() && graph_convolution_bias_relu(k, y.shape(), d, b.defined() ? b.raw_data() : nullptr);
   if (!done && b.defined()) {  // no fused plan: the convolution on the copies already padded, then bias + ReLU
     convolve(k, y.shape(), d);
     const int64_t rows = y.numel() / y.dim(3);

@@ -76,19 +76,21 @@ void bind_device(nb::module_& m) {
           out["conv_search"] = o.exhaustive_conv_search ? "exhaustive" : "heuristic";
           out["deterministic"] = o.deterministic;
           out["conv_api"] = conv_api_name(conv_api());
+          out["conv_fuse"] = conv_fuse();
           out["summary"] = gpu_math_summary();
           return out;
         },
         "The GPU math switches in force: tf32 (\"none\", \"conv\", \"all\"), conv_search (\"heuristic\", "
-        "\"exhaustive\"), deterministic, conv_api (\"legacy\", \"graph\"), and a summary in words. They start "
-        "from KILN_TF32, KILN_CONV_SEARCH, KILN_DETERMINISTIC and KILN_CONV_API (README).");
+        "\"exhaustive\"), deterministic, conv_api (\"legacy\", \"graph\"), conv_fuse (the graph API's conv + bias + "
+        "ReLU as one graph), and a summary in words. They start from KILN_TF32, KILN_CONV_SEARCH, "
+        "KILN_DETERMINISTIC, KILN_CONV_API and KILN_CONV_FUSE (README).");
   m.def("set_gpu_math",
         [](std::optional<std::string> tf32, std::optional<std::string> conv_search, std::optional<bool> deterministic,
-           std::optional<std::string> conv_api) {
-          set_gpu_math(GpuMathSettings{tf32, conv_search, deterministic, conv_api});
+           std::optional<std::string> conv_api, std::optional<bool> conv_fuse) {
+          set_gpu_math(GpuMathSettings{tf32, conv_search, deterministic, conv_api, conv_fuse});
         },
         nb::kw_only(), arg("tf32") = nb::none(), arg("conv_search") = nb::none(), arg("deterministic") = nb::none(),
-        arg("conv_api") = nb::none(),
+        arg("conv_api") = nb::none(), arg("conv_fuse") = nb::none(),
         "Sets GPU math switches (None leaves one as it is), all or none: an unknown value, or deterministic=True "
         "with conv_search=\"exhaustive\", raises kiln.Error and changes nothing. Takes effect from the next op; "
         "no effect on the CPU.");

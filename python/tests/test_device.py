@@ -10,7 +10,7 @@ def restore_gpu_math():
     was = kiln.gpu_math()
     yield
     kiln.set_gpu_math(tf32=was["tf32"], conv_search=was["conv_search"], deterministic=was["deterministic"],
-                      conv_api=was["conv_api"])
+                      conv_api=was["conv_api"], conv_fuse=was["conv_fuse"])
 
 
 def test_devices():
@@ -37,7 +37,10 @@ def test_set_gpu_math_applies_and_reports(restore_gpu_math):
     assert "KILN_TF32=none" in m["summary"] and "graph API" in m["summary"]
     kiln.set_gpu_math(deterministic=True)  # the others stay
     m = kiln.gpu_math()
-    assert m["deterministic"] and m["tf32"] == "none" and m["conv_search"] == "heuristic"
+    assert m["deterministic"] and m["tf32"] == "none" and m["conv_search"] == "heuristic" and m["conv_fuse"]
+    kiln.set_gpu_math(conv_fuse=False)
+    m = kiln.gpu_math()
+    assert not m["conv_fuse"] and "KILN_CONV_FUSE=0" in m["summary"]
 
 
 def test_set_gpu_math_is_all_or_nothing(restore_gpu_math):

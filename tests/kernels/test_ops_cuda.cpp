@@ -170,12 +170,16 @@ TEST_CASE("a trained conv2d_relu on the GPU is one fused node whose gradients ma
     return out;
   };
   const std::vector<std::vector<double>> cpu = run(Device::cpu(), false);
-  for (const ConvApi api : {ConvApi::legacy, ConvApi::graph}) {
-    INFO(conv_api_name(api));
+  for (const auto& [api, fuse] : {std::pair{ConvApi::legacy, true}, {ConvApi::graph, true}, {ConvApi::graph, false}}) {
+    INFO(conv_api_name(api) << (fuse ? "" : ", KILN_CONV_FUSE=0"));
     const ScopedConvApi scoped(api);
+    const ScopedConvFuse scoped_fuse(fuse);
+    const ConvApiCounts before = conv_api_counts();
     const std::vector<std::vector<double>> fused = run(kGpu, true);
-    // The legacy API's fused pass is the same kernels in the same order: the same bits.
-    if (api == ConvApi::legacy) CHECK(fused == run(kGpu, false));
+    if (!fuse) CHECK(conv_api_counts().fused_runs == before.fused_runs);  // no fused graph asked for
+    // Unfused (the legacy API, or fusion off), the node runs the convolution, then bias and
+    // ReLU in one pass, as relu(conv2d) runs them in two: the same bits.
+    if (api == ConvApi::legacy || !fuse) CHECK(fused == run(kGpu, false));
     for (size_t i = 0; i < cpu.size(); ++i) {
       INFO("output " << i << " (y, dx, dw, db)");
       KILN_REQUIRE_CLOSE(fused[i], cpu[i], 1e-4 * mean_abs(cpu[i]), 1e-4);
