@@ -216,6 +216,14 @@ void Tensor::copy_from(const Tensor& src, bool non_blocking) {
   mark_modified();
 }
 
+TensorStamp::TensorStamp(const Tensor& t)
+    : storage_(t.impl().storage), data_(t.raw_data()), shape_(t.shape()), dtype_(t.dtype()), version_(t.version()) {}
+
+bool TensorStamp::unchanged(const Tensor& t) const {
+  return t.defined() && storage_.lock() == t.impl().storage && data_ == t.raw_data() && shape_ == t.shape() &&
+         dtype_ == t.dtype() && version_ == t.version() && !t.shared_outside();
+}
+
 Tensor Tensor::detach() const {
   auto impl = std::make_shared<TensorImpl>();
   impl->storage = impl_->storage;

@@ -170,6 +170,26 @@ class Tensor {
 
 std::ostream& operator<<(std::ostream& os, const Tensor& t);
 
+// Which values a tensor held when stamped: its memory (a weak reference, so that a new block
+// at a freed one's address is not taken for it), where in it, as what, and its write count.
+// What caches a tensor's values (a frozen weight's bf16 copy, a checkpoint's frozen copy)
+// keeps one and asks `unchanged` before reusing them.
+class TensorStamp {
+ public:
+  TensorStamp() = default;
+  explicit TensorStamp(const Tensor& t);
+  // True when t is the same memory, view and dtype at the same version (Tensor::version),
+  // and not shared with a library that may write it unseen (Tensor::shared_outside).
+  bool unchanged(const Tensor& t) const;
+
+ private:
+  std::weak_ptr<Storage> storage_;
+  const void* data_ = nullptr;
+  Shape shape_;
+  DType dtype_ = DType::f32;
+  uint64_t version_ = 0;
+};
+
 extern template std::vector<float> Tensor::to_vector<float>() const;
 extern template std::vector<double> Tensor::to_vector<double>() const;
 extern template std::vector<int32_t> Tensor::to_vector<int32_t>() const;

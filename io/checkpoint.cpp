@@ -268,19 +268,14 @@ std::string state_path_of(const CheckpointImage& im) {
 FrozenImage::FrozenImage(const std::vector<std::pair<std::string, const Tensor*>>& tensors) {
   for (const auto& [name, t] : tensors) {
     host_.emplace_back(name, host_copy(*t));
-    source_.emplace_back(*t, t->version());
+    source_.emplace_back(*t);
   }
 }
 
 bool FrozenImage::holds(const std::vector<std::pair<std::string, const Tensor*>>& tensors) const {
   if (tensors.size() != source_.size()) return false;
   for (size_t i = 0; i < tensors.size(); ++i) {
-    const Tensor& now = *tensors[i].second;
-    const auto& [then, version] = source_[i];
-    if (tensors[i].first != host_[i].first || now.raw_data() != then.raw_data() || now.dtype() != then.dtype() ||
-        now.shape() != then.shape() || now.device() != then.device() || now.version() != version ||
-        now.shared_outside())
-      return false;
+    if (tensors[i].first != host_[i].first || !source_[i].unchanged(*tensors[i].second)) return false;
   }
   return true;
 }

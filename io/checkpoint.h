@@ -131,9 +131,9 @@ class FrozenImage {
  public:
   // Copies `tensors` (name, parameter) to the host, keeping a reference to each to recognise it.
   explicit FrozenImage(const std::vector<std::pair<std::string, const Tensor*>>& tensors);
-  // Whether it still holds these tensors' values: the same names in order, each the same memory
-  // (kept alive by the reference) at the same write count (Tensor::version), none shared with
-  // another library that may write it unseen (Tensor::shared_outside: copied again each time).
+  // Whether it still holds these tensors' values: the same names in order, each unchanged
+  // since copied (TensorStamp: the same memory at the same write count, not shared with a
+  // library that may write it unseen).
   bool holds(const std::vector<std::pair<std::string, const Tensor*>>& tensors) const;
   // The copies, named.
   const std::vector<std::pair<std::string, Tensor>>& host() const { return host_; }
@@ -142,7 +142,7 @@ class FrozenImage {
 
  private:
   std::vector<std::pair<std::string, Tensor>> host_;
-  std::vector<std::pair<Tensor, uint64_t>> source_;  // each copied tensor (shared memory) and its version then
+  std::vector<TensorStamp> source_;  // what each copy was made from
   mutable std::once_flag digest_once_;
   mutable uint32_t digest_ = 0;
 };

@@ -41,13 +41,10 @@ Tensor WeightLayer::operand(const Tensor& master, FrozenCopy& copy) const {
   if (compute_ == DType::f32) return master;
   if (master.requires_grad()) return master.to(DType::bf16);
   const std::lock_guard<std::mutex> lock(frozen_mu_);
-  if (!copy.bf16.defined() || copy.storage.lock() != master.impl().storage || copy.data != master.raw_data() ||
-      copy.version != master.version()) {
+  if (!copy.bf16.defined() || !copy.made_from.unchanged(master)) {
     NoGradGuard no_grad;
     copy.bf16 = master.to(DType::bf16);
-    copy.storage = master.impl().storage;
-    copy.data = master.raw_data();
-    copy.version = master.version();
+    copy.made_from = TensorStamp(master);
   }
   return copy.bf16;
 }

@@ -43,14 +43,10 @@ class WeightLayer : public Module {
   Tensor output(Tensor y) const;
 
  private:
-  // A frozen master's bf16 copy, and which master values it was made from: its memory (a
-  // weak reference, so that a new block at a freed one's address is not taken for it), where
-  // in it, and its write count then.
+  // A frozen master's bf16 copy, and which master values it was made from.
   struct FrozenCopy {
     Tensor bf16;
-    std::weak_ptr<Storage> storage;
-    const void* data = nullptr;
-    uint64_t version = 0;
+    TensorStamp made_from;
   };
   // A parameter as the compute dtype wants it: itself (fp32), its bf16 copy (frozen; remade
   // when the master changed), or cast now through autograd (trained: a copy would get no
