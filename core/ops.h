@@ -36,6 +36,12 @@ Tensor conv2d_relu(const Tensor& x, const Tensor& w, const Tensor& b = Tensor(),
 // Max over KHxKW windows, padding counts as -inf; backward routes to the first maximum.
 // x: [N, H, W, C] -> [N, OH, OW, C].
 Tensor max_pool2d(const Tensor& x, const Pool2dParams& p = {});
+// max_pool2d(conv2d_relu(x, w, b, cp), pp), VGG's block end: the same values and gradients
+// bit for bit. When something needs a gradient it is one node, whose backward applies ReLU's
+// mask to the pooled gradient (a quarter of the elements for 2x2 windows) and which keeps
+// the pooled output, not the convolution's.
+Tensor conv2d_relu_max_pool2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& cp,
+                              const Pool2dParams& pp);
 // Adaptive average pooling to an out_h x out_w grid, as torch.nn.AdaptiveAvgPool2d (output
 // cell o averages inputs [floor(o*in/out), ceil((o+1)*in/out)) per axis; a smaller input is
 // repeated). x: [N, H, W, C] -> [N, out_h, out_w, C]. VGG pools pool5 to 7x7 so pretrained

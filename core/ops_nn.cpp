@@ -178,8 +178,10 @@ struct MaxPoolNode final : Node {
 };
 }  // namespace
 
-Tensor max_pool2d(const Tensor& x, const Pool2dParams& p) {
-  const char* op = "max_pool2d";
+namespace {
+
+// max_pool2d's argument checks; returns the (unfilled) output.
+Tensor max_pool2d_output(const char* op, const Tensor& x, const Pool2dParams& p) {
   checks::float32_or_bf16(op, "input x", x);
   checks::rank(op, "input x", x, 4, "[N, H, W, C]");
   KILN_CHECK(p.kernel_h >= 1 && p.kernel_w >= 1 && p.stride_h >= 1 && p.stride_w >= 1, op,
@@ -191,7 +193,13 @@ Tensor max_pool2d(const Tensor& x, const Pool2dParams& p) {
   const int64_t oh = window_out_size(x.dim(1), p.kernel_h, p.stride_h, p.pad_h);
   const int64_t ow = window_out_size(x.dim(2), p.kernel_w, p.stride_w, p.pad_w);
   KILN_CHECK(oh >= 1 && ow >= 1, op, ": window ", p.kernel_h, "x", p.kernel_w, " does not fit input ", x.shape());
-  Tensor y = Tensor::empty(Shape{x.dim(0), oh, ow, x.dim(3)}, like(x));
+  return Tensor::empty(Shape{x.dim(0), oh, ow, x.dim(3)}, like(x));
+}
+
+}  // namespace
+
+Tensor max_pool2d(const Tensor& x, const Pool2dParams& p) {
+  Tensor y = max_pool2d_output("max_pool2d", x, p);
   const bool record = autograd::needs_grad({&x});
   Tensor idx;
   if (record) idx = Tensor::empty(y.shape(), like(x, DType::i32));
@@ -205,6 +213,58 @@ Tensor max_pool2d(const Tensor& x, const Pool2dParams& p) {
     autograd::set_history(y, node);
   }
   return y;
+}
+
+// ---------------------------------------------------------------- conv2d_relu_max_pool2d
+namespace {
+// max_pool2d(conv2d_relu(x, w, b)) as one node. A window's maximum is above 0 exactly when
+// ReLU passed the element the pooled gradient goes to, so the backward masks the pooled
+// gradient with ReLU's derivative at the pooled values, routes it, then runs conv2d's: the
+// same values as the two nodes, ReLU's backward over a quarter of the elements (VGG's 2x2
+// windows), and the convolution's output not kept (the pooled output and indices are).
+struct Conv2dReluPoolNode final : WeightedNode {
+  Conv2dReluPoolNode() : WeightedNode("conv2d_relu_max_pool2d") {}
+  Conv2dParams cp;
+  Pool2dParams pp;
+  Shape y_shape;  // the convolution's output
+  SavedTensor pooled, argmax;
+  std::vector<Tensor> apply(const Tensor& dpooled) override {
+    Backend& be = backend_for(dpooled.device());
+    Tensor masked = Tensor::empty(dpooled.shape(), like(dpooled));
+    be.relu_backward(pooled.get(), dpooled, masked);
+    Tensor dy = Tensor::empty(y_shape, like(dpooled));
+    be.max_pool2d_backward(masked, argmax.get(), pp, dy);
+    return conv2d_grads(*this, cp, dy);
+  }
+  void release_saved() override {
+    WeightedNode::release_saved();
+    pooled.reset();
+    argmax.reset();
+  }
+};
+}  // namespace
+
+Tensor conv2d_relu_max_pool2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& cp,
+                              const Pool2dParams& pp) {
+  if (!autograd::needs_grad({&x, &w, &b})) return max_pool2d(conv2d_relu(x, w, b, cp), pp);
+  Tensor y;
+  {
+    // The forward values conv2d_relu gives when it trains on this backend (its fused pass
+    // where that pays, else conv2d then relu), without their nodes.
+    const NoGradGuard no_grad;
+    y = backend_for(x.device()).conv2d_forward_relu_trains() ? conv2d_relu(x, w, b, cp) : relu(conv2d(x, w, b, cp));
+  }
+  Tensor pooled = max_pool2d_output("conv2d_relu_max_pool2d", y, pp);
+  Tensor idx = Tensor::empty(pooled.shape(), like(y, DType::i32));
+  backend_for(y.device()).max_pool2d_forward(y, pp, pooled, idx);
+  auto node = std::make_shared<Conv2dReluPoolNode>();
+  node->cp = cp;
+  node->pp = pp;
+  node->y_shape = y.shape();
+  node->pooled = pooled.detach();
+  node->argmax = idx;
+  record_weighted(std::move(node), x, w, b, pooled);
+  return pooled;
 }
 
 // ---------------------------------------------------------------- adaptive_avg_pool2d

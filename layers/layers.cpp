@@ -69,6 +69,13 @@ Tensor Conv2d::forward_relu(const Tensor& x) {
   return output(conv2d_relu(input(x), compute_weight(), compute_bias(), p_));
 }
 
+Tensor Conv2d::forward_relu_pool(const Tensor& x, const Pool2dParams& p) {
+  // An output cast to fp32 is pooled after the cast, as the layers run apart: overlapping
+  // windows would otherwise sum their gradients in bf16.
+  if (out_f32()) return max_pool2d(forward_relu(x), p);
+  return conv2d_relu_max_pool2d(input(x), compute_weight(), compute_bias(), p_, p);
+}
+
 Linear::Linear(std::string name, int64_t in, int64_t out, bool bias, Generator& gen, Init init)
     : WeightLayer(std::move(name)) {
   KILN_CHECK(in >= 1 && out >= 1, "Linear ", this->name(), ": sizes must be >= 1, got in ", in, " out ", out);
@@ -139,7 +146,11 @@ Tensor Sequential::forward_range(size_t from, size_t to, Tensor x) {
   for (size_t i = from; i < to; ++i) {
     try {
       auto* conv = dynamic_cast<Conv2d*>(c[i].get());
-      if (conv && i + 1 < to && dynamic_cast<ReLU*>(c[i + 1].get())) {
+      auto* pool = i + 2 < to ? dynamic_cast<MaxPool2d*>(c[i + 2].get()) : nullptr;
+      if (conv && pool && dynamic_cast<ReLU*>(c[i + 1].get())) {  // VGG's block end
+        x = conv->forward_relu_pool(x, pool->params());
+        i += 2;
+      } else if (conv && i + 1 < to && dynamic_cast<ReLU*>(c[i + 1].get())) {
         x = conv->forward_relu(x);
         ++i;
       } else {

@@ -41,6 +41,7 @@ class WeightLayer : public Module {
   Tensor compute_weight() const;
   Tensor compute_bias() const;
   Tensor output(Tensor y) const;
+  bool out_f32() const { return out_f32_; }
 
  private:
   // A frozen master's bf16 copy, and which master values it was made from.
@@ -69,6 +70,8 @@ class Conv2d final : public WeightLayer {
   Tensor forward(const Tensor& x) override;
   // relu(forward(x)), in one pass where the layer is frozen (core/ops.h conv2d_relu).
   Tensor forward_relu(const Tensor& x);
+  // max_pool2d(relu(forward(x)), p), one node when it trains (core/ops.h conv2d_relu_max_pool2d).
+  Tensor forward_relu_pool(const Tensor& x, const Pool2dParams& p);
 
  private:
   Conv2dParams p_;
@@ -91,6 +94,7 @@ class MaxPool2d final : public Module {
  public:
   MaxPool2d(std::string name, Pool2dParams p) : Module(std::move(name)), p_(p) {}
   Tensor forward(const Tensor& x) override { return max_pool2d(x, p_); }
+  const Pool2dParams& params() const { return p_; }
 
  private:
   Pool2dParams p_;

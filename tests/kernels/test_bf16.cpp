@@ -5,6 +5,8 @@
 // the order in which oneDNN accumulates in fp32. conv2d and linear are also checked
 // against PyTorch's bf16 ops (torch 1.13 on the CPU).
 #include <catch2/catch.hpp>
+
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <fstream>
@@ -231,6 +233,47 @@ TEST_CASE("bf16 conv2d and linear match PyTorch's bf16 ops", "[bf16][torch]") {
     const Tensor ref = Tensor::from_vector(std::vector<float>(r.begin(), r.end()), Shape(shape));
     INFO("case " << i << " " << outs[i].description());
     require_close(outs[i], ref, 2 * kSumRtol, kSumAtolOfMax * max_abs(ref));
+  }
+}
+
+TEST_CASE("conv2d_relu_max_pool2d equals max_pool2d(conv2d_relu) bit for bit, values and gradients", "[bf16][conv]") {
+  Generator gen(41);
+  // VGG's 2x2 windows, odd sides with overlapping 3x3 windows and padding; biases around 0
+  // and below, so that some windows hold no positive value (their gradient is ReLU's 0).
+  const std::vector<std::pair<Shape, Pool2dParams>> cases = {{Shape{2, 8, 8, 4}, Pool2dParams{2, 2, 2, 2, 0, 0}},
+                                                             {Shape{2, 9, 7, 4}, Pool2dParams{3, 3, 2, 2, 1, 1}}};
+  for (const DType dt : {DType::f32, DType::bf16}) {
+    for (const auto& [xs, pp] : cases) {
+      INFO(dtype_name(dt) << " x " << xs << " pool " << pp.kernel_h << "x" << pp.kernel_w << " stride " << pp.stride_h);
+      const Tensor x = Tensor::normal(xs, 0, 1, gen).to(dt);
+      const Tensor w = Tensor::normal(Shape{6, 3, 3, 4}, 0, 0.3f, gen).to(dt);
+      const Tensor b = Tensor::normal(Shape{6}, -0.5f, 0.5f, gen).to(dt);
+      const Conv2dParams cp{1, 1, 1, 1};
+      const Tensor ref = max_pool2d(conv2d_relu(x, w, b, cp), pp).to(DType::f32);
+      CHECK(conv2d_relu_max_pool2d(x, w, b, cp, pp).to(DType::f32).to_vector<float>() == ref.to_vector<float>());
+      // Which of x, w and b train: all, a first layer's (no dx), a frozen layer's input only.
+      const std::array<bool, 3> all{true, true, true}, first_layer{false, true, true}, frozen{true, false, false};
+      for (const std::array<bool, 3>& trains : {all, first_layer, frozen}) {
+        const auto grads = [&](bool fused) {
+          std::vector<Tensor> leaves{x.detach(), w.detach(), b.detach()};
+          for (size_t i = 0; i < 3; ++i) leaves[i].set_requires_grad(trains[i]);
+          const Tensor y = fused ? conv2d_relu_max_pool2d(leaves[0], leaves[1], leaves[2], cp, pp)
+                                 : max_pool2d(conv2d_relu(leaves[0], leaves[1], leaves[2], cp), pp);
+          if (fused) {
+            REQUIRE(y.grad_fn() != nullptr);
+            CHECK(y.grad_fn()->name() == "conv2d_relu_max_pool2d");
+            CHECK(y.to(DType::f32).to_vector<float>() == ref.to_vector<float>());
+          }
+          Generator gu(42);
+          y.backward(Tensor::normal(y.shape(), 0, 1, gu).to(dt));
+          std::vector<std::vector<float>> g;
+          for (const Tensor& t : leaves)
+            if (t.requires_grad()) g.push_back(t.grad().to(DType::f32).to_vector<float>());
+          return g;
+        };
+        CHECK(grads(true) == grads(false));
+      }
+    }
   }
 }
 

@@ -187,6 +187,39 @@ TEST_CASE("a trained conv2d_relu on the GPU is one fused node whose gradients ma
   }
 }
 
+TEST_CASE("conv2d_relu_max_pool2d on the GPU is one node whose values and gradients match the CPU's",
+          "[cuda][conv][fused]") {
+  KILN_SKIP_WITHOUT_GPU();
+  Generator g(35);
+  const Tensor x = Tensor::normal(Shape{4, 30, 28, 32}, 0, 1, g);
+  const Tensor w = Tensor::normal(Shape{64, 3, 3, 32}, 0, 0.1f, g);
+  const Tensor b = Tensor::normal(Shape{64}, -0.3f, 0.5f, g);  // some windows hold no positive value
+  const Conv2dParams cp{1, 1, 1, 1};
+  const Pool2dParams pp{};  // VGG's 2x2, stride 2
+  const Tensor up = Tensor::normal(Shape{4, 15, 14, 64}, 0, 1, g);
+  const auto run = [&](Device device) {
+    std::vector<Tensor> leaves{x.to(device).detach(), w.to(device).detach(), b.to(device).detach()};
+    for (Tensor& t : leaves) t.set_requires_grad(true);
+    const Tensor y = conv2d_relu_max_pool2d(leaves[0], leaves[1], leaves[2], cp, pp);
+    REQUIRE(y.grad_fn() != nullptr);
+    CHECK(y.grad_fn()->name() == "conv2d_relu_max_pool2d");
+    y.backward(up.to(device));
+    std::vector<std::vector<double>> out{y.to_vector<double>()};
+    for (const Tensor& t : leaves) out.push_back(t.grad().to_vector<double>());
+    return out;
+  };
+  const std::vector<std::vector<double>> cpu = run(Device::cpu());
+  for (const ConvApi api : {ConvApi::legacy, ConvApi::graph}) {
+    INFO(conv_api_name(api));
+    const ScopedConvApi scoped(api);
+    const std::vector<std::vector<double>> gpu = run(kGpu);
+    for (size_t i = 0; i < cpu.size(); ++i) {
+      INFO("output " << i << " (pooled y, dx, dw, db)");
+      KILN_REQUIRE_CLOSE(gpu[i], cpu[i], 1e-4 * mean_abs(cpu[i]), 1e-4);
+    }
+  }
+}
+
 TEST_CASE("a copy between devices is differentiable: the gradient returns to the input's device", "[cuda][autograd]") {
   KILN_SKIP_WITHOUT_GPU();
   Tensor x = Tensor::from_vector(std::vector<float>{1, -2, 3}, Shape{3});
