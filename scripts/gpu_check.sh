@@ -152,7 +152,10 @@
 #   the PyTorch peer's rows too (KILN_PEER_PROFILE, dry-run on the CPU under torch 1.13), and
 #   kiln's profiles open with per-op totals; a phase's checkpoints share one host copy of
 #   its frozen weights (the recipe's phase-1 checkpoints); the time: line's "choosing GPU
-#   convolution plans" (the first epoch's cost); the fuse section (KILN_CONV_FUSE=0).
+#   convolution plans" (the first epoch's cost); the fuse section (KILN_CONV_FUSE=0); VGG's
+#   conv, ReLU and max-pool as one training node (conv2d_relu_max_pool2d, a [fused] case:
+#   the full steps' ReLU backward over a quarter of the block ends, less peak memory).
+#   Predictions: docs/performance.md, 2026-12-04 (session 18).
 set -uo pipefail
 PACK=${1:-.gpu}
 SHIP=${OUT:-}  # where results go back from (the device tool's $OUT); empty: keep them in the work folder
