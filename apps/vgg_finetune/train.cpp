@@ -24,6 +24,7 @@
 #include <utility>
 
 #include "apps/vgg_finetune/args.h"
+#include "layers/init.h"
 #include "layers/loss.h"
 #include "train/api.h"
 #include "train/audit.h"
@@ -925,9 +926,12 @@ TrainedModel load_checkpoint_model(const io::CheckpointInfo& ck, Device device, 
   t.init = std::make_unique<Generator>(ck.meta.seed);
   t.dropout = std::make_unique<Generator>(ck.meta.seed + 1);
   const ModelSpec& spec = find_model_spec(ck.meta.arch);
-  t.model = spec.build(ModelOptions{static_cast<int64_t>(ck.meta.classes.size()), ck.meta.image_size, 0.5f,
-                                    ck.meta.head, ck.meta.adaptive_pool},
-                       *t.init, *t.dropout);
+  {
+    const init::SkipDraws skip;  // every weight comes from the checkpoint
+    t.model = spec.build(ModelOptions{static_cast<int64_t>(ck.meta.classes.size()), ck.meta.image_size, 0.5f,
+                                      ck.meta.head, ck.meta.adaptive_pool},
+                         *t.init, *t.dropout);
+  }
   io::load_checkpoint_weights(*t.model, ck);
   t.model->to(device);
   t.model->eval();

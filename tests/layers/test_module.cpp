@@ -1,5 +1,6 @@
 // Modules: stable hierarchical names, freezing by name/scope/glob, train/eval, and the
 // VGG family built from one table.
+#include <algorithm>
 #include <cmath>
 
 #include <catch2/catch.hpp>
@@ -184,6 +185,31 @@ TEST_CASE("VGG starts as torchvision initialises it, and a from-scratch net pass
   double spread = 0;
   for (int c = 0; c < 10; ++c) spread += std::fabs(l[c] - l[10 + c]);
   CHECK(spread / 10 > 4e-4);
+}
+
+TEST_CASE("a model built under init::SkipDraws draws nothing and leaves the generator where drawing would", "[layers][init]") {
+  // For a model whose every weight a checkpoint then sets: zeros, and what is drawn after it
+  // (another model, dropout's masks from its own generator) as if it had drawn.
+  Generator a(3), b(3), drop_a(4), drop_b(4);
+  auto drawn = make_vgg(VggOptions{11, 10, 0.5f, 32}, a, drop_a);
+  std::shared_ptr<Sequential> skipped;
+  {
+    const init::SkipDraws skip;
+    skipped = make_vgg(VggOptions{11, 10, 0.5f, 32}, b, drop_b);
+  }
+  CHECK(a.state().offset == b.state().offset);
+  CHECK(a.state().offset > 0);
+  for (const ParameterRef& p : skipped->parameters()) {
+    INFO(p.name);
+    const std::vector<float> v = p.tensor->to_vector<float>();
+    CHECK(std::all_of(v.begin(), v.end(), [](float x) { return x == 0.0f; }));
+  }
+  // Out of its scope the draws are back: the next models are equal, and random.
+  auto next_a = make_vgg(VggOptions{11, 10, 0.5f, 32}, a, drop_a);
+  auto next_b = make_vgg(VggOptions{11, 10, 0.5f, 32}, b, drop_b);
+  const std::vector<float> wa = next_a->find("vgg11/conv1_1/weight").tensor->to_vector<float>();
+  CHECK(wa == next_b->find("vgg11/conv1_1/weight").tensor->to_vector<float>());
+  CHECK(wa != drawn->find("vgg11/conv1_1/weight").tensor->to_vector<float>());
 }
 
 TEST_CASE("an op's error inside a model names the layer, as a path from the model", "[module][errors]") {
