@@ -187,7 +187,8 @@ TEST_CASE("VGG starts as torchvision initialises it, and a from-scratch net pass
   CHECK(spread / 10 > 4e-4);
 }
 
-TEST_CASE("a model built under init::SkipDraws draws nothing and leaves the generator where drawing would", "[layers][init]") {
+TEST_CASE("a model built under init::SkipDraws draws nothing and leaves the generator where drawing would",
+          "[layers][init]") {
   // For a model whose every weight a checkpoint then sets: zeros, and what is drawn after it
   // (another model, dropout's masks from its own generator) as if it had drawn.
   Generator a(3), b(3), drop_a(4), drop_b(4);
