@@ -830,7 +830,12 @@ TrainResult run_train(const TrainConfig& cfg) {
   m.options = ModelOptions{num_classes, cfg.image_size, static_cast<float>(cfg.keep_prob), cfg.head,
                            resume && resume->meta.adaptive_pool};
   const PhiloxState init_start = init_gen.state();
-  std::shared_ptr<Sequential> model = spec.build(m.options, init_gen, dropout_gen);
+  std::shared_ptr<Sequential> model;
+  {
+    std::optional<init::SkipDraws> skip;  // a resume's weights all come from its checkpoint
+    if (resume) skip.emplace();
+    model = spec.build(m.options, init_gen, dropout_gen);
+  }
   // Published fc6 weights expect pool5 at 7x7: when the file's fc6 does not fit this image
   // size, pool5 is pooled adaptively to 7x7 and the model rebuilt (from the same seed).
   if (!resume && !cfg.weights.empty() && cfg.head == "fc" && cfg.image_size != spec.default_image_size &&
