@@ -56,6 +56,14 @@ std::string env_or(const char* name, const char* fallback) {
 
 }  // namespace
 
+bool env_switch(const char* name, bool fallback, const char* what_1, const char* what_0) {
+  const char* v = std::getenv(name);
+  if (v == nullptr) return fallback;
+  const std::string s = v;
+  KILN_CHECK(s == "0" || s == "1", name, "='", s, "': use 1 (", what_1, ") or 0 (", what_0, ")");
+  return s == "1";
+}
+
 ComputeOptions& compute_options() {
   static ComputeOptions options = [] {
     ComputeOptions o;
@@ -64,10 +72,8 @@ ComputeOptions& compute_options() {
                "TF32, GEMMs stay strict fp32); unset KILN_ALLOW_TF32 and set KILN_TF32=all for what it did");
     parse_tf32(o, env_or("KILN_TF32", "conv"), "KILN_TF32");
     parse_conv_search(o, env_or("KILN_CONV_SEARCH", "heuristic"), "KILN_CONV_SEARCH");
-    const std::string det = env_or("KILN_DETERMINISTIC", "0");
-    KILN_CHECK(det == "0" || det == "1", "KILN_DETERMINISTIC='", det,
-               "' must be 1 (only algorithms that give the same bits every run) or 0 (the default)");
-    o.deterministic = det == "1";
+    o.deterministic = env_switch("KILN_DETERMINISTIC", false, "only algorithms that give the same bits every run",
+                                 "the default");
     check_compute_options(o);
     return o;
   }();

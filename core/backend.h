@@ -245,6 +245,9 @@ class Backend {
 
 // The process-wide compute options (read by backends at each op).
 ComputeOptions& compute_options();
+// The 0|1 environment switch `name` (`fallback` when unset); any other value is an error
+// naming the switch and what 1 and 0 do (what_1, what_0: "the default" goes in one of them).
+bool env_switch(const char* name, bool fallback, const char* what_1, const char* what_0);
 // The current TF32 mode by its KILN_TF32 name ("none", "conv", "all"; "gemm" when a program
 // set GEMMs alone), for reports and for a peer that must match it.
 const char* tf32_mode();

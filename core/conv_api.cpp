@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <string>
 
+#include "core/backend.h"
 #include "core/error.h"
 
 namespace kiln {
@@ -21,13 +22,10 @@ std::atomic<ConvApi>& current() {
 }
 
 std::atomic<bool>& fuse_flag() {
-  static std::atomic<bool> fuse{[] {
-    const char* v = std::getenv("KILN_CONV_FUSE");
-    KILN_CHECK(v == nullptr || std::string(v) == "0" || std::string(v) == "1", "KILN_CONV_FUSE='", v,
-               "': use 1 (conv + bias + ReLU as one cuDNN graph under KILN_CONV_API=graph, the default) or 0 (the "
-               "convolution, then kiln's bias + ReLU pass)");
-    return v == nullptr || std::string(v) == "1";
-  }()};
+  static std::atomic<bool> fuse{env_switch("KILN_CONV_FUSE", true,
+                                           "conv + bias + ReLU as one cuDNN graph under KILN_CONV_API=graph, the "
+                                           "default",
+                                           "the convolution, then kiln's bias + ReLU pass")};
   return fuse;
 }
 

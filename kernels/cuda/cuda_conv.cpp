@@ -460,12 +460,9 @@ void zero(void* p, size_t bytes, cudaStream_t s) {
 constexpr int64_t kPadChannelsTo = 8;
 
 bool pad_channels_enabled() {
-  static const bool on = [] {
-    const char* v = std::getenv("KILN_CONV_PAD_CHANNELS");
-    KILN_CHECK(v == nullptr || std::string(v) == "0" || std::string(v) == "1", "KILN_CONV_PAD_CHANNELS='", v,
-               "': use 1 (pad a bf16 convolution's channels to 8 for tensor cores, the default) or 0");
-    return v == nullptr || std::string(v) == "1";
-  }();
+  static const bool on = env_switch("KILN_CONV_PAD_CHANNELS", true,
+                                    "pad a bf16 convolution's channels to 8 for tensor cores, the default",
+                                    "no padding");
   return on;
 }
 
