@@ -258,6 +258,13 @@ Tensor host_copy(const Tensor& t) {
 
 void prune_checkpoints(const std::string& model_dir, int keep_last);
 
+// Named tensors as the (name, pointer) pairs digest_of and write_kiln_weights take.
+std::vector<std::pair<std::string, const Tensor*>> refs(const std::vector<std::pair<std::string, Tensor>>& v) {
+  std::vector<std::pair<std::string, const Tensor*>> out;
+  for (const auto& [name, t] : v) out.emplace_back(name, &t);
+  return out;
+}
+
 // The state file an image's checkpoint is written to (the file that makes it exist).
 std::string state_path_of(const CheckpointImage& im) {
   return (fs::path(im.model_dir) / (stem_for(im.meta.epochs_done, im.meta.batches_done) + ".state.h5")).string();
@@ -281,11 +288,7 @@ bool FrozenImage::holds(const std::vector<std::pair<std::string, const Tensor*>>
 }
 
 uint32_t FrozenImage::digest() const {
-  std::call_once(digest_once_, [this] {
-    std::vector<std::pair<std::string, const Tensor*>> refs;
-    for (const auto& [name, t] : host_) refs.emplace_back(name, &t);
-    digest_ = digest_of(refs);
-  });
+  std::call_once(digest_once_, [this] { digest_ = digest_of(refs(host_)); });
   return digest_;
 }
 
@@ -338,11 +341,6 @@ CheckpointImage take_checkpoint(const std::string& model_dir, Module& model, Opt
 std::string write_checkpoint(const CheckpointImage& im) {
   const std::string& model_dir = im.model_dir;
   CheckpointMeta meta = im.meta;
-  auto refs = [](const std::vector<std::pair<std::string, Tensor>>& v) {
-    std::vector<std::pair<std::string, const Tensor*>> out;
-    for (const auto& [name, t] : v) out.emplace_back(name, &t);
-    return out;
-  };
   if (im.frozen) {
     meta.frozen_digest = im.frozen->digest();
     char name[64];
