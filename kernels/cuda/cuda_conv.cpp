@@ -487,6 +487,13 @@ void pad_channels_for_tensor_cores(ConvKey& k, ConvData& d, ChannelPad& pad, cud
   d.w = pad.w->data();
 }
 
+// y += b per channel (y is [.., O] in b's dtype), then ReLU when asked: one pass over y.
+void add_bias(const Tensor& b, Tensor& y, cudaStream_t stream, bool relu) {
+  const int64_t rows = y.numel() / y.dim(3);
+  if (y.dtype() == DType::bf16) launch_add_bias(y.data<BFloat16>(), b.data<BFloat16>(), rows, y.dim(3), stream, relu);
+  else launch_add_bias(y.data<float>(), b.data<float>(), rows, y.dim(3), stream, relu);
+}
+
 // conv2d_forward in bfloat16: x, w, b and y bf16 (core checked that they match), cuDNN
 // accumulating in fp32 and rounding y once; a bias then costs a second rounding (y + b in
 // fp32, rounded to bf16), which the CPU's fused oneDNN bias does not: at most one more
@@ -511,8 +518,7 @@ void conv2d_forward_bf16(const Tensor& x, const Tensor& w, const Tensor& b, cons
     pad_channels_for_tensor_cores(k, d, pad, scope.stream());
     convolve(k, y.shape(), d);
   }
-  if (b.defined())
-    launch_add_bias(y.data<BFloat16>(), b.data<BFloat16>(), y.numel() / y.dim(3), y.dim(3), scope.stream(), relu);
+  if (b.defined()) add_bias(b, y, scope.stream(), relu);
   scope.done();
 }
 
@@ -534,7 +540,7 @@ void conv2d_forward_f32(const Tensor& x, const Tensor& w, const Tensor& b, const
     convolve(make_key(dev, Direction::forward, x.shape(), w.shape(), p), y.shape(),
              ConvData{x.raw_data(), w.raw_data(), y.raw_data()});
   }
-  if (b.defined()) launch_add_bias(py, b.data<float>(), y.numel() / y.dim(3), y.dim(3), scope.stream(), relu);
+  if (b.defined()) add_bias(b, y, scope.stream(), relu);
   scope.done();
 }
 
@@ -570,9 +576,7 @@ bool CudaBackend::conv2d_forward_relu(const Tensor& x, const Tensor& w, const Te
   bool done = conv_fuse() && graph_convolution_bias_relu(k, y.shape(), d, b.defined() ? b.raw_data() : nullptr);
   if (!done && b.defined()) {  // no fused plan: the convolution on the copies already padded, then bias + ReLU
     convolve(k, y.shape(), d);
-    const int64_t rows = y.numel() / y.dim(3);
-    if (bf16) launch_add_bias(y.data<BFloat16>(), b.data<BFloat16>(), rows, y.dim(3), scope.stream(), true);
-    else launch_add_bias(y.data<float>(), b.data<float>(), rows, y.dim(3), scope.stream(), true);
+    add_bias(b, y, scope.stream(), true);
     done = true;
   }
   scope.done();
