@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstring>
+#include <functional>
 
 #include "check/op_cases.h"
 #include "core/conv_api.h"
@@ -40,6 +41,25 @@ Run run_case(const OpCase& c, Device d) {
   r.updated = updated;
   for (const Tensor& t : in) r.grads.push_back(t.requires_grad() ? t.grad().to_vector<double>() : std::vector<double>{});
   return r;
+}
+
+using ConvOp = std::function<Tensor(const Tensor&, const Tensor&, const Tensor&)>;
+
+// op(x, w, b) on `device` with all three trained, then backward from `up`: the output and
+// the gradients of x, w and b. With `node`, the output's grad_fn must be that node.
+std::vector<std::vector<double>> value_and_grads(const ConvOp& op, const Tensor& x, const Tensor& w, const Tensor& b,
+                                                 const Tensor& up, Device device, const char* node) {
+  std::vector<Tensor> leaves{x.to(device).detach(), w.to(device).detach(), b.to(device).detach()};
+  for (Tensor& t : leaves) t.set_requires_grad(true);
+  const Tensor y = op(leaves[0], leaves[1], leaves[2]);
+  if (node != nullptr) {
+    REQUIRE(y.grad_fn() != nullptr);
+    CHECK(y.grad_fn()->name() == node);
+  }
+  y.backward(up.to(device));
+  std::vector<std::vector<double>> out{y.to_vector<double>()};
+  for (const Tensor& t : leaves) out.push_back(t.grad().to_vector<double>());
+  return out;
 }
 
 // Every case of `dtype`, forward and gradients, on the GPU against the CPU's run.
@@ -146,7 +166,8 @@ TEST_CASE("conv2d_relu on the GPU (bias and ReLU in one pass) equals relu(conv2d
   }
 }
 
-TEST_CASE("a trained conv2d_relu on the GPU is one fused node whose gradients match relu(conv2d)'s", "[cuda][conv][fused]") {
+TEST_CASE("a trained conv2d_relu on the GPU is one fused node whose gradients match relu(conv2d)'s",
+          "[cuda][conv][fused]") {
   KILN_SKIP_WITHOUT_GPU();
   Generator g(34);
   const Tensor x = Tensor::normal(Shape{4, 30, 29, 32}, 0, 1, g);
@@ -156,18 +177,10 @@ TEST_CASE("a trained conv2d_relu on the GPU is one fused node whose gradients ma
   const Tensor up = Tensor::normal(Shape{4, 30, 29, 64}, 0, 1, g);
   // y and the gradients of x, w and b, from conv2d_relu (fused) or relu(conv2d) on `device`.
   const auto run = [&](Device device, bool fused) {
-    std::vector<Tensor> leaves{x.to(device).detach(), w.to(device).detach(), b.to(device).detach()};
-    for (Tensor& t : leaves) t.set_requires_grad(true);
-    const Tensor y = fused ? conv2d_relu(leaves[0], leaves[1], leaves[2], p)
-                           : relu(conv2d(leaves[0], leaves[1], leaves[2], p));
-    if (fused && device == kGpu) {
-      REQUIRE(y.grad_fn() != nullptr);
-      CHECK(y.grad_fn()->name() == "conv2d_relu");
-    }
-    y.backward(up.to(device));
-    std::vector<std::vector<double>> out{y.to_vector<double>()};
-    for (const Tensor& t : leaves) out.push_back(t.grad().to_vector<double>());
-    return out;
+    const ConvOp fused_op = [&](const Tensor& a, const Tensor& k, const Tensor& c) { return conv2d_relu(a, k, c, p); };
+    const ConvOp apart = [&](const Tensor& a, const Tensor& k, const Tensor& c) { return relu(conv2d(a, k, c, p)); };
+    return value_and_grads(fused ? fused_op : apart, x, w, b, up, device,
+                           fused && device == kGpu ? "conv2d_relu" : nullptr);
   };
   const std::vector<std::vector<double>> cpu = run(Device::cpu(), false);
   for (const auto& [api, fuse] : {std::pair{ConvApi::legacy, true}, {ConvApi::graph, true}, {ConvApi::graph, false}}) {
@@ -198,15 +211,9 @@ TEST_CASE("conv2d_relu_max_pool2d on the GPU is one node whose values and gradie
   const Pool2dParams pp{};  // VGG's 2x2, stride 2
   const Tensor up = Tensor::normal(Shape{4, 15, 14, 64}, 0, 1, g);
   const auto run = [&](Device device) {
-    std::vector<Tensor> leaves{x.to(device).detach(), w.to(device).detach(), b.to(device).detach()};
-    for (Tensor& t : leaves) t.set_requires_grad(true);
-    const Tensor y = conv2d_relu_max_pool2d(leaves[0], leaves[1], leaves[2], cp, pp);
-    REQUIRE(y.grad_fn() != nullptr);
-    CHECK(y.grad_fn()->name() == "conv2d_relu_max_pool2d");
-    y.backward(up.to(device));
-    std::vector<std::vector<double>> out{y.to_vector<double>()};
-    for (const Tensor& t : leaves) out.push_back(t.grad().to_vector<double>());
-    return out;
+    return value_and_grads(
+        [&](const Tensor& a, const Tensor& k, const Tensor& c) { return conv2d_relu_max_pool2d(a, k, c, cp, pp); }, x,
+        w, b, up, device, "conv2d_relu_max_pool2d");
   };
   const std::vector<std::vector<double>> cpu = run(Device::cpu());
   for (const ConvApi api : {ConvApi::legacy, ConvApi::graph}) {
