@@ -146,11 +146,12 @@ Tensor Sequential::forward_range(size_t from, size_t to, Tensor x) {
   for (size_t i = from; i < to; ++i) {
     try {
       auto* conv = dynamic_cast<Conv2d*>(c[i].get());
-      auto* pool = i + 2 < to ? dynamic_cast<MaxPool2d*>(c[i + 2].get()) : nullptr;
-      if (conv && pool && dynamic_cast<ReLU*>(c[i + 1].get())) {  // VGG's block end
+      const bool relu_next = conv && i + 1 < to && dynamic_cast<ReLU*>(c[i + 1].get());
+      auto* pool = relu_next && i + 2 < to ? dynamic_cast<MaxPool2d*>(c[i + 2].get()) : nullptr;
+      if (pool) {  // VGG's block end
         x = conv->forward_relu_pool(x, pool->params());
         i += 2;
-      } else if (conv && i + 1 < to && dynamic_cast<ReLU*>(c[i + 1].get())) {
+      } else if (relu_next) {
         x = conv->forward_relu(x);
         ++i;
       } else {
