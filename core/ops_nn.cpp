@@ -249,10 +249,8 @@ Tensor conv2d_relu_max_pool2d(const Tensor& x, const Tensor& w, const Tensor& b,
   if (!autograd::needs_grad({&x, &w, &b})) return max_pool2d(conv2d_relu(x, w, b, cp), pp);
   Tensor y;
   {
-    // The forward values conv2d_relu gives when it trains on this backend (its fused pass
-    // where that pays, else conv2d then relu), without their nodes.
-    const NoGradGuard no_grad;
-    y = backend_for(x.device()).conv2d_forward_relu_trains() ? conv2d_relu(x, w, b, cp) : relu(conv2d(x, w, b, cp));
+    const NoGradGuard no_grad;  // the values only: this op's node is the one recorded
+    y = conv2d_relu(x, w, b, cp);
   }
   Tensor pooled = max_pool2d_output("conv2d_relu_max_pool2d", y, pp);
   Tensor idx = Tensor::empty(pooled.shape(), like(y, DType::i32));
