@@ -145,9 +145,11 @@ void print_conv_api_use(const Options& opt) {
   if (bench_device(opt).is_cpu() || kiln::conv_api() != kiln::ConvApi::graph) return;
   const kiln::ConvApiCounts c = kiln::conv_api_counts();
   std::printf("conv graph API over the suite: %lld plans built (%lld fused), %lld fallbacks to the legacy API, "
-              "%lld graph runs (%lld fused)\n", static_cast<long long>(c.graph_plans),
-              static_cast<long long>(c.fused_plans), static_cast<long long>(c.fallbacks),
-              static_cast<long long>(c.graph_runs), static_cast<long long>(c.fused_runs));
+              "%lld graph runs (%lld fused); conv + bias + ReLU timed fused against apart for %lld shapes, apart "
+              "faster for %lld\n", static_cast<long long>(c.graph_plans), static_cast<long long>(c.fused_plans),
+              static_cast<long long>(c.fallbacks), static_cast<long long>(c.graph_runs),
+              static_cast<long long>(c.fused_runs), static_cast<long long>(c.fuse_timed),
+              static_cast<long long>(c.fuse_declined));
 }
 
 }  // namespace

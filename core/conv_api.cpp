@@ -30,8 +30,8 @@ std::atomic<bool>& fuse_flag() {
 }
 
 // One count per ConvApiEvent, in its order.
-std::atomic<int64_t> g_counts[5];
-static_assert(static_cast<int>(detail::ConvApiEvent::fused_run) == 4, "one count per event");
+std::atomic<int64_t> g_counts[7];
+static_assert(static_cast<int>(detail::ConvApiEvent::fuse_declined) == 6, "one count per event");
 std::atomic<int64_t> g_plan_ns{0};  // plan_seconds, in nanoseconds
 
 }  // namespace
@@ -60,6 +60,8 @@ ConvApiCounts conv_api_counts() {
   c.fallbacks = g_counts[2].load();
   c.graph_runs = g_counts[3].load();
   c.fused_runs = g_counts[4].load();
+  c.fuse_timed = g_counts[5].load();
+  c.fuse_declined = g_counts[6].load();
   c.plan_seconds = static_cast<double>(g_plan_ns.load()) * 1e-9;
   return c;
 }

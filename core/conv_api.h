@@ -39,10 +39,11 @@ class ScopedConvApi {
   ConvApi previous_;
 };
 
-// Whether conv + bias + ReLU goes to the graph API as one fused graph (true) or as the best
-// plain convolution plan then kiln's bias + ReLU pass (false). Fused graphs take only engines
-// with a pointwise epilogue, which may be the slower (docs/gpu.md). KILN_CONV_FUSE=1|0 read
-// on the first call (anything else is an error), or what set_conv_fuse set last.
+// Whether conv + bias + ReLU may go to the graph API as one fused graph (true) or always runs
+// as the best plain convolution plan then kiln's bias + ReLU pass (false). Fused graphs take
+// only engines with a pointwise epilogue, which may be the slower (docs/gpu.md): under
+// exhaustive search the two are timed once per shape and the faster kept. KILN_CONV_FUSE=1|0
+// read on the first call (anything else is an error), or what set_conv_fuse set last.
 bool conv_fuse();
 // Overrides the environment for the whole process (tests, benchmarks).
 void set_conv_fuse(bool fuse);
@@ -68,6 +69,11 @@ struct ConvApiCounts {
   int64_t fallbacks = 0;    // graphs that got no plan: that shape runs on the legacy API from then on
   int64_t graph_runs = 0;   // convolutions executed through a graph plan
   int64_t fused_runs = 0;   // of which fused conv + bias + ReLU
+  // Under exhaustive search: keys whose fused conv + bias + ReLU was timed against the plain
+  // convolution then kiln's bias + ReLU pass, and of those, keys where the latter won and
+  // serves from then on.
+  int64_t fuse_timed = 0;
+  int64_t fuse_declined = 0;
   // Host seconds spent choosing convolution plans on either API: cuDNN's heuristics or its
   // timed search, finalizing, runtime compilation. A run's first steps pay it, once per shape.
   double plan_seconds = 0;
@@ -78,8 +84,8 @@ ConvApiCounts conv_api_counts();
 
 namespace detail {
 // The events the CUDA backend reports; each adds one to its count.
-enum class ConvApiEvent : uint8_t { graph_plan, fused_plan, fallback, graph_run, fused_run };
-// Thread-safe; called by kernels/cuda/cuda_conv_graph.cpp only.
+enum class ConvApiEvent : uint8_t { graph_plan, fused_plan, fallback, graph_run, fused_run, fuse_timed, fuse_declined };
+// Thread-safe; called by the CUDA backend's convolutions only (kernels/cuda/cuda_conv*.cpp).
 void count_conv_api(ConvApiEvent event);
 // Adds the time from its construction to its destruction to plan_seconds, however the
 // search it spans ends; thread-safe; the CUDA backend's plan searches hold one.

@@ -36,7 +36,9 @@
 #   stepgraph phase 1 with the step captured in a CUDA graph (vgg_finetune --cuda-graph on vs off)
 #   fuse      the bf16 and default target rows with conv + bias + ReLU unfused (KILN_CONV_FUSE=0:
 #             the best plain convolution plan, then kiln's bias + ReLU pass), kiln only: whether
-#             the fused graphs' engines are the faster (the table takes the best of both)
+#             the fused graphs' engines are the faster (the table takes the best of both; since
+#             session 19 the default rows' exhaustive search already picks per shape, and the
+#             step rows print "conv + bias + ReLU timed fused against apart for N shapes")
 #   strictconv  the conv suite layer by layer in strict fp32 (KILN_TF32=none) beside PyTorch,
 #             each row on both APIs ("@legacy" rows), each plan logged (KILN_CONV_LOG=1): where
 #             the strict step still loses (0.46x on the legacy API, run 3)

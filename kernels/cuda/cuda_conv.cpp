@@ -17,6 +17,7 @@
 #include <climits>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -544,6 +545,67 @@ void conv2d_forward_f32(const Tensor& x, const Tensor& w, const Tensor& b, const
   scope.done();
 }
 
+// conv + bias + ReLU of k on d, fused (one graph; false when the key has no fused plan) or
+// apart (the plain plan, then kiln's bias + ReLU pass over y).
+bool conv_bias_relu(const ConvKey& k, const ConvData& d, const Tensor& b, Tensor& y, cudaStream_t stream,
+                    bool fused) {
+  if (fused) return graph_convolution_bias_relu(k, y.shape(), d, b.raw_data());
+  convolve(k, y.shape(), d);
+  add_bias(b, y, stream, true);
+  return true;
+}
+
+// The faster of two runs of fn, in ms on the GPU's clock.
+double best_of_two(int dev, const std::function<void()>& fn) {
+  return std::min(time_ms(Device::cuda(dev), fn), time_ms(Device::cuda(dev), fn));
+}
+
+// Under exhaustive search, whether each key's conv + bias + ReLU runs fused, timed once
+// per key (shared by threads; a thread's plans are its own, their timing is not).
+std::mutex& fuse_choice_mutex() {
+  static std::mutex mu;
+  return mu;
+}
+std::map<ConvKey, bool>& fuse_choices() {
+  static auto* m = new std::map<ConvKey, bool>;  // never destroyed, as the plan caches
+  return *m;
+}
+
+// Whether k's conv + bias + ReLU should run as the fused graph. A fused graph may take only
+// engines with a pointwise epilogue: on the H200 (run 3) conv1_2's fused bf16 forward ran
+// at 12% of peak. So under exhaustive search, which times every plan anyway, the fused run
+// is timed once per key against the plain plan plus kiln's pass, both warmed first, and the
+// faster serves the key from then on (KILN_CONV_LOG prints both times). Under heuristic
+// search the fused graph serves wherever it has a plan: a timed choice may differ between
+// processes, and the two round differently (bf16: fused once, apart twice), so a resumed
+// run would no longer equal the uninterrupted one. Leaves y computed by one of the two.
+bool fused_is_faster(const ConvKey& k, const ConvData& d, const Tensor& b, Tensor& y, cudaStream_t stream) {
+  if (!k.exhaustive) return true;
+  {
+    std::lock_guard<std::mutex> lock(fuse_choice_mutex());
+    const auto it = fuse_choices().find(k);
+    if (it != fuse_choices().end()) return it->second;
+  }
+  // Recording a CUDA graph cannot wait for timings; an exhaustive search has refused to
+  // record before an eager step, which made this choice.
+  if (capturing()) return true;
+  bool fused = conv_bias_relu(k, d, b, y, stream, true);  // searches the fused plan; false: it has none
+  double fused_ms = 0, apart_ms = 0;
+  if (fused) {
+    conv_bias_relu(k, d, b, y, stream, false);  // searches the plain plan
+    fused_ms = best_of_two(k.device, [&] { fused = conv_bias_relu(k, d, b, y, stream, true) && fused; });
+    apart_ms = best_of_two(k.device, [&] { conv_bias_relu(k, d, b, y, stream, false); });
+    fused = fused && fused_ms <= apart_ms;  // a fused plan that failed to run has fallen back: apart
+    detail::count_conv_api(detail::ConvApiEvent::fuse_timed);
+    if (!fused) detail::count_conv_api(detail::ConvApiEvent::fuse_declined);
+    if (conv_log_enabled())
+      std::fprintf(stderr, "kiln: conv fuse: forward %s: fused graph %.4f ms, convolution then bias + ReLU %.4f ms: "
+                   "%s\n", k.str().c_str(), fused_ms, apart_ms, fused ? "fused" : "apart");
+  }
+  std::lock_guard<std::mutex> lock(fuse_choice_mutex());
+  return fuse_choices().emplace(k, fused).first->second;  // another thread may have chosen first: its choice
+}
+
 }  // namespace
 
 void CudaBackend::conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p,
@@ -552,8 +614,9 @@ void CudaBackend::conv2d_forward(const Tensor& x, const Tensor& w, const Tensor&
   conv2d_forward_f32(x, w, b, p, y, false);
 }
 
-// Under the graph API, conv + bias + ReLU as one cuDNN graph where a fused plan exists (and
-// conv_fuse(), KILN_CONV_FUSE). Otherwise (legacy, no fused plan, fusion off) with a bias: the
+// Under the graph API, conv + bias + ReLU as one cuDNN graph where a fused plan exists,
+// conv_fuse() allows it (KILN_CONV_FUSE) and, under exhaustive search, it timed faster
+// (fused_is_faster). Otherwise (legacy, no fused plan, fusion off or slower) with a bias: the
 // convolution, then bias and ReLU in one pass over y (PyTorch's eager path makes two).
 // Without a bias, or for an empty convolution, false: the caller runs conv2d_forward and
 // relu. Core has checked dtypes (x, w, b and y alike) and shapes.
@@ -573,12 +636,11 @@ bool CudaBackend::conv2d_forward_relu(const Tensor& x, const Tensor& w, const Te
   ConvData d{x.raw_data(), w.raw_data(), y.raw_data()};
   ChannelPad pad;
   pad_channels_for_tensor_cores(k, d, pad, scope.stream());
-  bool done = conv_fuse() && graph_convolution_bias_relu(k, y.shape(), d, b.defined() ? b.raw_data() : nullptr);
-  if (!done && b.defined()) {  // no fused plan: the convolution on the copies already padded, then bias + ReLU
-    convolve(k, y.shape(), d);
-    add_bias(b, y, scope.stream(), true);
-    done = true;
-  }
+  bool done = false;
+  if (!b.defined()) done = conv_fuse() && graph_convolution_bias_relu(k, y.shape(), d, nullptr);
+  else  // on the copies already padded, fused where that is allowed and pays, else apart
+    done = conv_bias_relu(k, d, b, y, scope.stream(), conv_fuse() && fused_is_faster(k, d, b, y, scope.stream())) ||
+           conv_bias_relu(k, d, b, y, scope.stream(), false);
   scope.done();
   return done;
 }
