@@ -44,6 +44,22 @@ TEST_CASE("a fill is a pure function of seed and offset", "[philox]") {
   CHECK(Tensor::uniform(Shape{8}, 0.0f, 1.0f, b).to_vector<float>() == next);
 }
 
+TEST_CASE("a fill made a Philox block at a time equals the stream element by element", "[philox]") {
+  // Sizes that end inside a block, and more than one thread's share (the fill's OpenMP threshold).
+  for (const int64_t n : {int64_t{1}, int64_t{7}, int64_t{40001}}) {
+    Generator g(99);
+    g.reserve(3);  // the fill starts at block 1
+    const PhiloxState at = g.state();
+    const std::vector<float> u = Tensor::uniform(Shape{n}, 0.0f, 1.0f, g).to_vector<float>();
+    const std::vector<float> z = Tensor::normal(Shape{n}, 0.0f, 1.0f, g).to_vector<float>();
+    const PhiloxState z_at{at.seed, at.offset + static_cast<uint64_t>((n + 3) / 4)};
+    for (int64_t i = 0; i < n; ++i) {
+      REQUIRE(u[i] == philox_uniform(at, static_cast<uint64_t>(i)));
+      REQUIRE(z[i] == philox_normal(z_at, static_cast<uint64_t>(i)));
+    }
+  }
+}
+
 TEST_CASE("uniform and normal fills have the right moments", "[philox]") {
   Generator g(7);
   const std::vector<double> u = Tensor::uniform(Shape{200000}, -2.0f, 4.0f, g).to_vector<double>();
