@@ -102,6 +102,7 @@ class ProfilingBackend final : public Backend {
     op("conv2d_forward_relu", x, [&] { fused = in()->conv2d_forward_relu(x, w, b, p, y); });
     return fused;
   }
+  bool conv2d_forward_relu_trains() const override { return in()->conv2d_forward_relu_trains(); }
   void conv2d_backward_data(const Tensor& dy, const Tensor& w, const Conv2dParams& p, Tensor& dx) override {
     op("conv2d_backward_data", dy, [&] { in()->conv2d_backward_data(dy, w, p, dx); });
   }
