@@ -25,6 +25,7 @@
 #include "layers/layers.h"
 #include "tests/support/reference.h"
 #include "tests/support/files.h"
+#include "tests/support/gpu.h"
 
 namespace fs = std::filesystem;
 using namespace kiln;
@@ -563,6 +564,41 @@ TEST_CASE("the checkpoints of a phase share one copy of its frozen parameters, c
   m = Run::meta(5);
   m.phase = 2;
   CHECK_FALSE(take_checkpoint(tmp.dir, *run.model, *run.opt, m, 5, third.frozen).frozen);
+}
+
+TEST_CASE("a checkpoint of a model on the GPU copies its values into pinned host memory before training goes on",
+          "[checkpoint][background][cuda]") {
+  KILN_SKIP_WITHOUT_GPU();
+  TempDir tmp;
+  const Device gpu = Device::cuda(0);
+  FrozenRun run;  // fc7 frozen, fc8 trained
+  run.model->to(gpu);
+  run.opt = std::make_unique<SGD>(*run.model, SgdOptions{.lr = 0.1f, .momentum = 0.9f});
+  const Tensor y = Tensor::from_vector(std::vector<int64_t>{0, 1, 1, 0}, Shape{4}).to(gpu);
+  const auto step = [&] {
+    run.opt->zero_grad();
+    softmax_cross_entropy(run.model->forward(Tensor::normal(Shape{4, 8}, 0, 1, run.gen).to(gpu)), y).backward();
+    run.opt->step();
+  };
+  step();
+  const std::vector<float> w8 = values_of(*run.model, "vgg16/fc8/weight");
+  const std::vector<float> w7 = values_of(*run.model, "vgg16/fc7/weight");
+  const std::vector<float> mom = momentum_of(*run.opt, "vgg16/fc8/weight/momentum").to_vector<float>();
+  const CheckpointImage image = take_checkpoint(tmp.dir, *run.model, *run.opt, Run::meta(1), 5);
+  step();  // queued right after: the image must not see it
+  REQUIRE(values_of(*run.model, "vgg16/fc8/weight") != w8);
+  REQUIRE(image.frozen);
+  for (const auto& [name, t] : image.weights) CHECK(t.is_pinned());
+  for (const auto& [name, t] : image.frozen->host()) CHECK(t.is_pinned());
+  write_checkpoint(image);
+  const CheckpointInfo c = *latest_checkpoint(tmp.dir);
+  CHECK_NOTHROW(verify_checkpoint(c));
+  FrozenRun back;  // on the CPU
+  load_checkpoint_weights(*back.model, c);
+  CHECK(values_of(*back.model, "vgg16/fc8/weight") == w8);
+  CHECK(values_of(*back.model, "vgg16/fc7/weight") == w7);
+  restore_optimizer(c.state_path, *back.opt);
+  CHECK(momentum_of(*back.opt, "vgg16/fc8/weight/momentum").to_vector<float>() == mom);
 }
 
 TEST_CASE("a background checkpoint write that fails is reported by the next wait, naming the checkpoint",
