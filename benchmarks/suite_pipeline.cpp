@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <set>
 #include <string>
 #include <thread>
@@ -84,6 +85,43 @@ Row pipeline_row(const std::string& name, int64_t images) {
   // What one pass writes: the float batches (what the network reads).
   r.bytes = 4.0 * images * kCrop * kCrop * 3;
   return r;
+}
+
+// Whole epochs of `loader` against `reference` (sample, epoch, destination): the first fills
+// the cache, the second (cached) is served from it, through the atlas where there is one.
+// Bit-identical (rtol 0): the loader runs the same transforms. Judged image by image; r keeps
+// the worst image's verdict.
+void check_loader_epochs(io::Loader& loader, const std::function<void(int64_t, uint64_t, float*)>& reference,
+                         size_t image_floats, int64_t n, bool cached, bool atlas, Row& r) {
+  Row worst;
+  std::vector<float> ref(image_floats);
+  int64_t rows = 0;
+  for (int e = 0; e < (cached ? 2 : 1); ++e)
+    while (auto b = loader.next()) {
+      const std::vector<float> got = b->images.to_vector<float>();
+      for (size_t k = 0; k < b->indices.size(); ++k) {
+        reference(b->indices[k], b->epoch, ref.data());
+        Row one;
+        check_row(
+            one, ref.size(), [&](size_t i) { return got[k * ref.size() + i]; }, [&](size_t i) { return ref[i]; }, 0,
+            "image " + std::to_string(b->indices[k]) + " of epoch " + std::to_string(b->epoch));
+        if (!worst.checked || one.check_budget > worst.check_budget) worst = std::move(one);
+        ++rows;
+      }
+    }
+  r.checked = worst.checked;
+  r.check_ok = worst.check_ok;
+  r.check = worst.check;
+  r.check_budget = worst.check_budget;
+  const int64_t expected = n * (cached ? 2 : 1);
+  if (rows != expected) {
+    r.check_ok = false;
+    r.check = "the checked epochs delivered " + std::to_string(rows) + " images, not " + std::to_string(expected);
+  }
+  if (atlas && !loader.stats().device_atlas) {
+    r.check_ok = false;
+    r.check = "the loader did not build its atlas";
+  }
 }
 
 }  // namespace
@@ -167,41 +205,7 @@ SuiteResult run_pipeline(const Options& opt, const MachineLimits& m) {
       Row r = pipeline_row("loader/w" + std::to_string(w) + (cached ? "/cached" : "/cold") +
                                (v.atlas ? "@device_atlas" : ""),
                            n);
-      // Check whole epochs against the reference: the first fills the cache, the second
-      // (cached rows) is served from it, through the atlas where there is one.
-      {
-        // Bit-identical (rtol 0): the loader runs the same transforms. Judged image by
-        // image; the row keeps the worst image's verdict.
-        Row worst;
-        std::vector<float> ref(out.size());
-        int64_t rows = 0;
-        for (int e = 0; e < (cached ? 2 : 1); ++e)
-        while (auto b = loader.next()) {
-          const std::vector<float> got = b->images.to_vector<float>();
-          for (size_t k = 0; k < b->indices.size(); ++k) {
-            reference(b->indices[k], b->epoch, ref.data());
-            Row one;
-            check_row(
-                one, ref.size(), [&](size_t i) { return got[k * ref.size() + i]; }, [&](size_t i) { return ref[i]; },
-                0, "image " + std::to_string(b->indices[k]) + " of epoch " + std::to_string(b->epoch));
-            if (!worst.checked || one.check_budget > worst.check_budget) worst = std::move(one);
-            ++rows;
-          }
-        }
-        r.checked = worst.checked;
-        r.check_ok = worst.check_ok;
-        r.check = worst.check;
-        r.check_budget = worst.check_budget;
-        if (rows != n * (cached ? 2 : 1)) {
-          r.check_ok = false;
-          r.check = "the checked epochs delivered " + std::to_string(rows) + " images, not " +
-                    std::to_string(n * (cached ? 2 : 1));
-        }
-        if (v.atlas && !loader.stats().device_atlas) {
-          r.check_ok = false;
-          r.check = "the loader did not build its atlas";
-        }
-      }
+      check_loader_epochs(loader, reference, out.size(), n, cached, v.atlas, r);
       time_checked_row(std::move(r), opt, m, res, [&] {
         while (loader.next()) {
         }
