@@ -17,7 +17,8 @@
 # Logs and JSON go to $OUT; data and checkpoints (GBs) to /tmp, removed after each seed.
 # Environment: OUT (required), DEMO_DATA (for a), ROWS ("a b"), SEEDS ("1 2 3"), HEAD_INIT (probe), BUDGET (150 s for a), VF
 # (vgg_finetune), KB (kiln_bench), PY (a Python with torch), DEV (cuda), TWIN_EXTRA (more
-# torch_recipe.py flags), RUN_LIMIT (90 s: timeout of each run).
+# torch_recipe.py flags), RUN_LIMIT (90 s: timeout of each run), END (the epoch second by which
+# every run must be over: gpu_check's deadline; each run's timeout is cut to it).
 set -u
 : "${OUT:?set OUT to the folder for logs and JSON}"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -30,6 +31,16 @@ case $HEAD_INIT in
   *) echo "gpu_recipe_rows: HEAD_INIT is probe or random, not '$HEAD_INIT'"; exit 2 ;;
 esac
 now() { date +%s.%N; }
+# The timeout of the next run: RUN_LIMIT, cut to what is left before END.
+limit() {
+  local l=$RUN_LIMIT r
+  if [[ -n ${END:-} ]]; then r=$(( END - $(date +%s) )); (( r < l )) && l=$(( r > 1 ? r : 1 )); fi
+  echo "$l"
+}
+# add_rc RC: a run's status into the script's; 77 (a tool that cannot run here, e.g. no NVML)
+# is a skip, and the script exits 77 only when nothing failed.
+skipped=0
+add_rc() { if (( $1 == 77 )); then skipped=1; else (( rc_all |= $1 )); fi; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 rc_all=0
 
@@ -44,19 +55,19 @@ if [[ " $ROWS " == *" a "* ]]; then
       echo "(a) seed $s not started: $left s left of $BUDGET, a seed took $(( (SECONDS - t_a) / done_seeds )) s"; break
     fi
     W=/tmp/recipe_s$s; rm -rf "$W"
-    t0=$(now); timeout "$RUN_LIMIT" "$VF" train --train-dir "$D/train" --val-dir "$D/val" --model-dir "$W/kiln" \
+    t0=$(now); timeout -k 10 "$(limit)" "$VF" train --train-dir "$D/train" --val-dir "$D/val" --model-dir "$W/kiln" \
       --device "$DEV" --seed "$s" "${KILN_HEAD[@]}" > "$OUT/kiln_recipe_s$s.log" 2>&1
     rc=$?; wall=$(since "$t0")
     echo "kiln $s $rc $wall" >> "$OUT/recipe_walls.txt"
     echo "(a) kiln  seed $s: rc $rc, wall $wall s; $(grep -E '^final validation' "$OUT/kiln_recipe_s$s.log")"
     echo "(a) kiln  seed $s $(grep -E '^time: ' "$OUT/kiln_recipe_s$s.log")"  # where the wall time went
     # shellcheck disable=SC2086  # TWIN_EXTRA: flags, split on purpose
-    timeout "$RUN_LIMIT" "$PY" "$ROOT/benchmarks/torch_recipe.py" --data "$D" --device "$DEV" --seed "$s" \
+    timeout -k 10 "$(limit)" "$PY" "$ROOT/benchmarks/torch_recipe.py" --data "$D" --device "$DEV" --seed "$s" \
       --workers 8 --channels-last --checkpoint-dir "$W/torch_ckpt" --start-time "$(now)" "${TWIN_HEAD[@]}" \
       $TWIN_EXTRA --json "$OUT/torch_recipe_s$s.json" > "$OUT/torch_recipe_s$s.log" 2>&1
     trc=$?
     echo "(a) torch seed $s: rc $trc, $(tail -1 "$OUT/torch_recipe_s$s.log")"
-    (( rc_all |= rc | trc ))
+    add_rc "$rc"; add_rc "$trc"
     rm -rf "$W"; done_seeds=$((done_seeds + 1))
   done
   "$PY" - "$OUT" "$HEAD_INIT" <<'PY'
@@ -91,12 +102,12 @@ PY
 fi
 
 if [[ " $ROWS " == *" b "* ]]; then
-  timeout "$RUN_LIMIT" "$PY" "$ROOT/benchmarks/gpu_peak_memory.py" --json "$OUT/peak_torch_fc8.json" -- \
+  timeout -k 10 "$(limit)" "$PY" "$ROOT/benchmarks/gpu_peak_memory.py" --json "$OUT/peak_torch_fc8.json" -- \
     "$PY" "$ROOT/benchmarks/torch_fc8_step.py" --only vgg16/step_fc8@bf16-frozen --device "$DEV" --batch 256 --steps 20
-  rc=$?; (( rc_all |= rc ))
-  timeout "$RUN_LIMIT" "$PY" "$ROOT/benchmarks/gpu_peak_memory.py" --json "$OUT/peak_kiln_fc8.json" -- \
+  add_rc $?
+  timeout -k 10 "$(limit)" "$PY" "$ROOT/benchmarks/gpu_peak_memory.py" --json "$OUT/peak_kiln_fc8.json" -- \
     "$KB" --suite step --device "$DEV" --batch 256 --only vgg16/step_fc8@bf16-frozen
-  rc=$?; (( rc_all |= rc ))
+  add_rc $?
   "$PY" - "$OUT" <<'PY'
 import json, os, sys
 r = {n: json.load(open(f"{sys.argv[1]}/peak_{n}_fc8.json")) for n in ("kiln", "torch")
@@ -108,4 +119,5 @@ if len(r) == 2 and all("peak_mib" in v for v in r.values()):
     json.dump({"kiln_peak_mib": k, "torch_peak_mib": t}, open(f"{sys.argv[1]}/memory.json", "w"))
 PY
 fi
+(( rc_all == 0 && skipped )) && exit 77
 exit "$rc_all"

@@ -265,7 +265,12 @@ class HostCopies {
   Tensor operator()(const Tensor& t) {
     if (t.device().is_cpu()) return t.dtype() == DType::f32 ? t.clone() : t.to(DType::f32);
     const Tensor src = t.to(DType::f32);  // a cast on the device, before the copy
-    Tensor host = Tensor::empty(src.shape(), TensorOptions{DType::f32, Device::cpu(), true});
+    Tensor host;
+    try {
+      host = Tensor::empty(src.shape(), TensorOptions{DType::f32, Device::cpu(), true});
+    } catch (const Error&) {
+      return src.cpu();  // no page-locked memory to be had (a container's limit): the blocking copy
+    }
     host.copy_from(src, /*non_blocking=*/true);
     if (std::find(devices_.begin(), devices_.end(), t.device()) == devices_.end()) devices_.push_back(t.device());
     return host;

@@ -56,8 +56,11 @@
 #   table     the summary of every section run, then the target table
 #             (benchmarks/gpu_targets.py), printed last
 # Each section writes its logs and one summary line (summary.tsv) as soon as it ends, and
-# ships them at once, so a timeout loses nothing already measured. SECTIONS=demo,table
-# reruns some alone.
+# ships them at once, so a timeout loses nothing already measured; stopped from outside
+# (SIGTERM, SIGINT) it ships what the section in progress has written so far, then exits.
+# Every run is capped by what is left of DEADLINE (timeout -k 10: the app finishes its step
+# and checkpoint on SIGTERM, a program that does not stop is killed 10 s later).
+# SECTIONS=demo,table reruns some alone.
 # Files: everything is written under a work folder (KILN_GPU_WORK, default /tmp/kiln_gpu_work:
 # unpacked libraries, demo data, checkpoints, logs). The device tool brings back at most 8
 # files from $OUT, none deeper than 2 folders, so after every section the logs, JSON, CSV and
@@ -190,12 +193,16 @@ summary() {
 # ship: the work folder's small text results to $SHIP (see Files above), replaced whole each time.
 ship() {
   [[ -n $SHIP ]] || return 0
-  (cd "$OUT" && find . -maxdepth 3 -path ./lib -prune -o -type f -size -2M \
+  (cd "$OUT" && find . -maxdepth 3 -path ./lib -prune -o -type f -size -2048k \
      \( -name '*.log' -o -name '*.json' -o -name '*.tsv' -o -name '*.md' -o -name '*.txt' -o -name '*.csv' \) -print |
    tar -czf "$SHIP/logs.tgz.part" -T - 2>/dev/null) && mv "$SHIP/logs.tgz.part" "$SHIP/logs.tgz"
   for f in summary.tsv targets.md cudnn_deviceprop.json; do [[ -f $OUT/$f ]] && cp "$OUT/$f" "$SHIP/"; done
   return 0
 }
+# Stopped from outside (the device tool's time limit, Ctrl-C): ship what exists first. The
+# sections' JSON and logs are written as rows finish, so the rows measured so far come back.
+trap 'echo "gpu_check: stopped by a signal after $(( $(date +%s) - START )) s; shipping what exists"; ship; exit 143' \
+  TERM INT
 # fold RC: a section's status into the check's (77, skipped, is not a failure).
 fold() { (( $1 == 77 )) || (( RC |= $1 )); }
 # section NAME NEED TITLE: the section is wanted and ~NEED seconds are left for it.
@@ -239,12 +246,15 @@ MISSING=0
 for b in "$PACK"/bin/*; do
   if ldd "$b" | grep "not found" | sed "s|^|$(basename "$b"): |"; then MISSING=1; fi
 done
+for m in "$PACK"/python/kiln/_kiln*.so; do  # the Python module: only its section would fail
+  [[ -f $m ]] && ldd "$m" | grep "not found" | sed "s|^|warning: the Python module: |"
+done
 if (( MISSING )); then echo "gpu_check: libraries missing on this machine (above); stopping before any test"; exit 2; fi
 VF="$PACK/bin/vgg_finetune"
 KB="$PACK/bin/kiln_bench"
 KT="$PACK/bin/kiln_tests"
 # The cases added since 2026-12-02 (never run on a GPU before this script): run apart.
-NEW_TAGS='[bf16],[graph],[graph_step],[determinism],[fused],[deviceprop]'
+NEW_TAGS='[bf16],[graph],[graph_step],[determinism],[fused],[deviceprop],[background]'
 # [deviceprop] saves cuDNN's JSON description of this GPU: commit it (tests/data/) and runs
 # without a GPU can have cuDNN rank engines and build plans for it (docs/gpu.md).
 export KILN_CUDNN_DEVICEPROP_OUT="$OUT/cudnn_deviceprop.json"
@@ -268,10 +278,10 @@ resume_data() {
 # resume_pair TAG: the uninterrupted run and the stopped-and-resumed one; sets verdict and rc.
 resume_pair() {
   rm -rf "$OUT/resume_a$1" "$OUT/resume_b$1"
-  { timeout "$(cap 100)" "$VF" train "${R[@]}" --model-dir "$OUT/resume_a$1" &&
+  { timeout -k 10 "$(cap 100)" "$VF" train "${R[@]}" --model-dir "$OUT/resume_a$1" &&
     steps=$(awk -F, 'NR > 1 {s = $3} END {print s}' "$OUT/resume_a$1/metrics.csv") &&
-    timeout "$(cap 100)" "$VF" train "${R[@]}" --model-dir "$OUT/resume_b$1" --stop-after-steps $(( steps - 2 )) &&
-    timeout "$(cap 100)" "$VF" train "${R[@]}" --model-dir "$OUT/resume_b$1"; } > "$OUT/resume$1.log" 2>&1
+    timeout -k 10 "$(cap 100)" "$VF" train "${R[@]}" --model-dir "$OUT/resume_b$1" --stop-after-steps $(( steps - 2 )) &&
+    timeout -k 10 "$(cap 100)" "$VF" train "${R[@]}" --model-dir "$OUT/resume_b$1"; } > "$OUT/resume$1.log" 2>&1
   rc=$?
   local da db
   da=$("$VF" _digest --model-dir "$OUT/resume_a$1" 2>&1); db=$("$VF" _digest --model-dir "$OUT/resume_b$1" 2>&1)
@@ -284,25 +294,29 @@ resume_pair() {
 # $OUT/NAME.json and NAME.log (exhaustive algorithm search on both sides, as cudnn.benchmark);
 # each kiln row's op-by-op profile (kiln_bench --profile, 25 lines) is in the log, indented.
 step_rows() {
-  local name=$1 batch=$2 rows=$3; shift 3
-  timeout "$(cap 200)" "$KB" --device "$DEVICE" --suite step --batch "$batch" --only "$rows" --warmup 2 \
-    --repeat "${REPEAT:-5}" --profile "${PROFILE:-25}" --json "$OUT/$name.json" "$@" 2>&1 | tee "$OUT/$name.log" |
+  local name=$1 batch=$2 rows=$3 prof=(); shift 3
+  (( ${PROFILE:-25} > 0 )) && prof=(--profile "${PROFILE:-25}")  # PROFILE=0: none
+  timeout -k 10 "$(cap 200)" "$KB" --device "$DEVICE" --suite step --batch "$batch" --only "$rows" --warmup 2 \
+    --repeat "${REPEAT:-5}" "${prof[@]}" --json "$OUT/$name.json" "$@" 2>&1 | tee "$OUT/$name.log" |
     grep -v '^ ' | tail -14
   return "${PIPESTATUS[0]}"
 }
 
 # benchmarks/gpu_recipe_rows.sh: row (a) the recipe, (b) the memory (docs/torch_recipe.md).
-ROWS_ENV=(OUT="$OUT" VF="$VF" KB="$KB" PY="$KILN_PYTHON" DEV="$DEVICE")
+ROWS_ENV=(OUT="$OUT" VF="$VF" KB="$KB" PY="$KILN_PYTHON" DEV="$DEVICE" END=$(( START + DEADLINE )))
 
 if section tests 60 "every [cuda] case: the older ones by heuristics, then exhaustive search; the newer apart"; then
   OLD="[cuda]~${NEW_TAGS//,/\~}"  # every [cuda] case without a new tag (\~: no tilde expansion)
-  timeout "$(cap 120)" "$KT" "$OLD" --reporter compact 2>&1 | tee "$OUT/tests_cuda.log" | tail -15
+  timeout -k 10 "$(cap 120)" "$KT" "$OLD" --reporter compact 2>&1 | tee "$OUT/tests_cuda.log" | tail -15
   rc=${PIPESTATUS[0]}
-  KILN_CONV_SEARCH=exhaustive timeout "$(cap 60)" "$KT" "$OLD" --reporter compact 2>&1 |
+  KILN_CONV_SEARCH=exhaustive timeout -k 10 "$(cap 60)" "$KT" "$OLD" --reporter compact 2>&1 |
     tee "$OUT/tests_cuda_exhaustive.log" | tail -8
   (( rc |= PIPESTATUS[0] ))
-  for tag in ${NEW_TAGS//,/ }; do
-    timeout "$(cap 60)" "$KT" "[cuda]${tag}~[timing]" --reporter compact 2>&1 | tee "$OUT/tests_new_${tag//[\[\]]/}.log" | tail -8
+  IFS=, read -ra TAGS <<< "$NEW_TAGS"  # not word splitting: "[bf16]" would glob
+  for tag in "${TAGS[@]}"; do
+    if (( $(left) < 10 )); then echo "tests: $(left) s left: ${tag} and the tags after it not run"; break; fi
+    timeout -k 10 "$(cap 60)" "$KT" "[cuda]${tag}~[timing]" --reporter compact 2>&1 |
+      tee "$OUT/tests_new_${tag//[\[\]]/}.log" | tail -8
     (( rc |= PIPESTATUS[0] ))
   done
   if [[ "${FULL:-0}" == 1 ]]; then
@@ -316,7 +330,7 @@ fi
 
 if section demo 40 "vgg_finetune demo at full size on the GPU"; then
   rm -rf "$OUT/demo_work"
-  timeout "$(cap 200)" "$VF" demo --device "$DEVICE" --full --work-dir "$OUT/demo_work" 2>&1 | tee "$OUT/demo.log" | tail -30
+  timeout -k 10 "$(cap 200)" "$VF" demo --device "$DEVICE" --full --work-dir "$OUT/demo_work" 2>&1 | tee "$OUT/demo.log" | tail -30
   rc=${PIPESTATUS[0]}
   summary demo "$rc" "$(demo_summary "$OUT/demo.log")"
   fold "$rc"; stamp
@@ -373,9 +387,9 @@ if section stepgraph 60 "phase 1 with the step captured in a CUDA graph, against
   G=(--data-dir "$DATA" --device "$DEVICE" --image-size "${RESUME_SIZE:-224}" --phase1-epochs 2 --phase2-epochs 0
      --batch 32 --seed 5)
   rm -rf "$OUT/stepgraph_off" "$OUT/stepgraph_on"
-  timeout "$(cap 100)" "$VF" train "${G[@]}" --model-dir "$OUT/stepgraph_off" --cuda-graph off > "$OUT/stepgraph_off.log" 2>&1
+  timeout -k 10 "$(cap 100)" "$VF" train "${G[@]}" --model-dir "$OUT/stepgraph_off" --cuda-graph off > "$OUT/stepgraph_off.log" 2>&1
   rc=$?
-  timeout "$(cap 100)" "$VF" train "${G[@]}" --model-dir "$OUT/stepgraph_on" --cuda-graph on > "$OUT/stepgraph_on.log" 2>&1
+  timeout -k 10 "$(cap 100)" "$VF" train "${G[@]}" --model-dir "$OUT/stepgraph_on" --cuda-graph on > "$OUT/stepgraph_on.log" 2>&1
   (( rc |= $? ))
   da=$("$VF" _digest --model-dir "$OUT/stepgraph_off" 2>&1); db=$("$VF" _digest --model-dir "$OUT/stepgraph_on" 2>&1)
   same=$([[ "$da" == "$db" ]] && echo "weights bit-identical" || echo "weights DIFFER ($da vs $db)")
@@ -399,7 +413,7 @@ fi
 if section strictconv 120 "the conv suite in strict fp32 (KILN_TF32=none) beside PyTorch, each row on both APIs"; then
   # First the deviceless census of every strict VGG16 plan (engine:workspace), here where
   # NVRTC is on the path, so runtime-compiled engines (80) can finalize too; ~5 s.
-  KILN_CUDNN_CENSUS_OUT="$OUT/cudnn_census_strict.txt" timeout "$(cap 60)" "$KT" \
+  KILN_CUDNN_CENSUS_OUT="$OUT/cudnn_census_strict.txt" timeout -k 10 "$(cap 60)" "$KT" \
     "strict fp32 VGG16 convolutions keep*" --reporter compact 2>&1 | tail -2
   rc=${PIPESTATUS[0]}
   # One pass under the default API (graph): its "@legacy" rows time the other API. On
@@ -408,13 +422,16 @@ if section strictconv 120 "the conv suite in strict fp32 (KILN_TF32=none) beside
   # KILN_CONV_LOG=1: a line per plan (the chosen algorithm or engine and the candidates timed,
   # with their workspaces), the evidence for which engines the strict rows need.
   log="$OUT/strictconv.log"
-  KILN_TF32=none KILN_CONV_LOG=1 timeout "$(cap 150)" "$KB" --device "$DEVICE" --suite conv \
+  KILN_TF32=none KILN_CONV_LOG=1 timeout -k 10 "$(cap 150)" "$KB" --device "$DEVICE" --suite conv \
     --batch "${BATCH:-64}" --warmup 2 --repeat "${REPEAT:-3}" --conv-search "${CONV_SEARCH:-exhaustive}" --compare \
     --json "$OUT/strictconv.json" > "$log" 2>&1
   r=$?; (( rc |= r ))
   grep -v '^kiln: conv plan' "$log" | tail -12
   echo "-- $(grep -c '^kiln: conv plan' "$log") plans logged (grep 'kiln: conv plan' $log)"
-  summary strictconv "$rc" "$(grep -h -E '^b[0-9]+_fwd(_bwd)?_ms: kiln' "$log" | tr '\n' ' ')"
+  found=$(grep -h -E '^b[0-9]+_fwd(_bwd)?_ms: kiln' "$log" | tr '\n' ' ')
+  # Printed when the whole suite is done; a pass stopped by its timeout still has its rows.
+  [[ -n $found ]] || found="rows timed: $(grep -E '^conv[0-9]_[0-9]/' "$log" | awk '{print $1, $3}' | tr '\n' ' ')"
+  summary strictconv "$rc" "$(echo "$found" | cut -c1-700)"
   fold "$rc"; stamp
 fi
 
@@ -426,7 +443,7 @@ if section python 45 "the Python module's tests with this machine's Python and P
     rc=77; echo "the pack's module is for Python 3.12; $PY is $("$PY" -V 2>&1)" | tee "$OUT/python.log"
   else
     PYTHONPATH="$(cd "$PACK" && pwd)/python" KILN_VGG_FINETUNE="$VF" PYTHONDONTWRITEBYTECODE=1 \
-      timeout "$(cap 120)" "$PY" "$KILN_SOURCE_DIR/python/tests/run_tests.py" 2>&1 | tee "$OUT/python.log" | tail -20
+      timeout -k 10 "$(cap 120)" "$PY" "$KILN_SOURCE_DIR/python/tests/run_tests.py" 2>&1 | tee "$OUT/python.log" | tail -20
     rc=${PIPESTATUS[0]}
   fi
   summary python "$rc" "$(tail -1 "$OUT/python.log")"
@@ -447,17 +464,17 @@ if section legacy 60 "the target rows through cuDNN's legacy API (KILN_CONV_API=
   step_rows legacy_b64 "${BATCH:-64}" vgg16/forward,vgg16/step_fc8,vgg16/step_all,vgg16/step_all@bf16; (( rc |= $? ))
   KILN_TF32=none step_rows legacy_strict "${BATCH:-64}" vgg16/forward,vgg16/step_all; (( rc |= $? ))
   unset KILN_CONV_API
-  summary legacy "$rc" "$(grep -h -o 'kiln/torch [0-9.]*' "$OUT"/legacy_*.log | tr '\n' ' ')"
+  summary legacy "$rc" "$(grep -h -E '^[a-z0-9_@+-]*_img_per_s: ' "$OUT"/legacy_*.log | tr '\n' ' ' | cut -c1-600)"
   fold "$rc"; stamp
 fi
 
 if section resnet 40 "vgg_finetune demo --model resnet50 on the GPU (batch norm's CUDA kernels), then its steps"; then
   rm -rf "$OUT/resnet_work"
-  timeout "$(cap 200)" "$VF" demo --model resnet50 --device "$DEVICE" --full --work-dir "$OUT/resnet_work" 2>&1 |
+  timeout -k 10 "$(cap 200)" "$VF" demo --model resnet50 --device "$DEVICE" --full --work-dir "$OUT/resnet_work" 2>&1 |
     tee "$OUT/resnet.log" | tail -20
   rc=${PIPESTATUS[0]}
   # ResNet-50's forward, head-only and full steps against torchvision's on the same GPU.
-  timeout "$(cap 90)" "$KB" --device "$DEVICE" --suite step --model resnet50 --batch "${BATCH:-64}" --warmup 2 \
+  timeout -k 10 "$(cap 90)" "$KB" --device "$DEVICE" --suite step --model resnet50 --batch "${BATCH:-64}" --warmup 2 \
     --repeat "${REPEAT:-5}" --conv-search "${CONV_SEARCH:-exhaustive}" --compare --json "$OUT/resnet_step.json" \
     2>&1 | tee "$OUT/resnet_step.log" | tail -16
   (( rc |= PIPESTATUS[0] ))
@@ -467,11 +484,11 @@ if section resnet 40 "vgg_finetune demo --model resnet50 on the GPU (batch norm'
 fi
 
 if section bench 120 "the other suites, kiln then PyTorch on the same GPU (conv layer by layer; memory-bound)"; then
-  timeout "$(cap 200)" "$KB" --device "$DEVICE" --suite conv --batch "${BATCH:-64}" \
+  timeout -k 10 "$(cap 200)" "$KB" --device "$DEVICE" --suite conv --batch "${BATCH:-64}" \
     --warmup 2 --repeat "${REPEAT:-5}" --conv-search "${CONV_SEARCH:-exhaustive}" --compare --json "$OUT/bench.json" \
     2>&1 | tee "$OUT/bench.log" | tail -30
   rc=${PIPESTATUS[0]}
-  timeout "$(cap 150)" "$KB" --device "$DEVICE" --suite gemm,pool,softmax_ce,elementwise,sgd,copy \
+  timeout -k 10 "$(cap 150)" "$KB" --device "$DEVICE" --suite gemm,pool,softmax_ce,elementwise,sgd,copy \
     --repeat "${REPEAT:-5}" --compare --json "$OUT/bench_mem.json" 2>&1 | tee "$OUT/bench_mem.log" | tail -20
   (( rc |= PIPESTATUS[0] ))
   summary bench "$rc" "rows in bench.log, bench_mem.log"
@@ -479,7 +496,7 @@ if section bench 120 "the other suites, kiln then PyTorch on the same GPU (conv 
 fi
 
 if section bf16 15 "bf16 vs fp32: one VGG16 conv layer and fc6, timed (exhaustive search for both)"; then
-  KILN_CONV_SEARCH=exhaustive timeout "$(cap 60)" "$KT" "[cuda][bf16][timing]" --reporter compact 2>&1 |
+  KILN_CONV_SEARCH=exhaustive timeout -k 10 "$(cap 60)" "$KT" "[cuda][bf16][timing]" --reporter compact 2>&1 |
     tee "$OUT/bf16_timing.log" | tail -8
   rc=${PIPESTATUS[0]}
   summary bf16 "$rc" "$(grep -h -E '^bf16 timing: (conv|fc6)' "$OUT/bf16_timing.log" | sed 's/^bf16 timing: //' | tr '\n' ' ')"
