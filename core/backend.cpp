@@ -118,6 +118,8 @@ std::string gpu_math_summary() {
                        : "; non-deterministic algorithms allowed (KILN_DETERMINISTIC=0)";
   s += std::string("; cuDNN ") + conv_api_name(conv_api()) + " API (KILN_CONV_API)";
   if (conv_api() == ConvApi::graph && !conv_fuse()) s += ", conv + bias + ReLU unfused (KILN_CONV_FUSE=0)";
+  else if (conv_api() == ConvApi::graph && o.exhaustive_conv_search)
+    s += ", conv + bias + ReLU fused where that timed faster (KILN_CONV_FUSE)";
   return s;
 }
 

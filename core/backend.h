@@ -256,7 +256,7 @@ const char* tf32_mode();
 std::string gpu_math_summary();
 
 // The GPU math switches by their variables' values (KILN_TF32, KILN_CONV_SEARCH,
-// KILN_DETERMINISTIC, KILN_CONV_API), for programs that set them at run time; an empty
+// KILN_DETERMINISTIC, KILN_CONV_API, KILN_CONV_FUSE), for programs that set them at run time; an empty
 // field leaves its switch as it is.
 struct GpuMathSettings {
   std::optional<std::string> tf32;         // "none", "conv", "all"

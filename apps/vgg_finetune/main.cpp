@@ -109,7 +109,8 @@ std::vector<FlagSpec> train_specs() {
       {"seed", "N", "1", "seed of initialisation, dropout and data order"},
       {"device", "auto|cpu|cuda", "auto",
        "where to train; auto takes the GPU when there is one. On a GPU the variables KILN_TF32, KILN_CONV_SEARCH, "
-       "KILN_DETERMINISTIC and KILN_CONV_API choose its math (README); the run's 'GPU math:' line names those in force"},
+       "KILN_DETERMINISTIC, KILN_CONV_API and KILN_CONV_FUSE choose its math (README); the run's 'GPU math:' line "
+       "names those in force"},
       {"image-size", "N", "224", "input crop size, a multiple of 32 (smaller is faster). fc6 follows the size, "
                                  "unless --weights has a published fc6 (made for 224 px): pool5 is then "
                                  "average-pooled to 7x7 so that fc6 loads"},

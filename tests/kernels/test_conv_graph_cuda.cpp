@@ -342,15 +342,20 @@ TEST_CASE("the convolution API switch is scoped and counts nothing on the CPU", 
   CHECK(std::string(conv_api_name(ConvApi::legacy)) == "legacy");
 }
 
-TEST_CASE("the fusion switch (KILN_CONV_FUSE) is scoped, and the GPU math line says when it is off", "[graph]") {
+TEST_CASE("the fusion switch (KILN_CONV_FUSE) is scoped, and the GPU math line says when it is off or timed",
+          "[graph]") {
   const bool was = conv_fuse();
   {
+    test::ScopedComputeOptions restore;
+    compute_options().exhaustive_conv_search = false;
     const ScopedConvApi graph(ConvApi::graph);
     const ScopedConvFuse off(false);
     CHECK_FALSE(conv_fuse());
     CHECK(gpu_math_summary().find("conv + bias + ReLU unfused (KILN_CONV_FUSE=0)") != std::string::npos);
     const ScopedConvFuse on(true);
     CHECK(gpu_math_summary().find("KILN_CONV_FUSE") == std::string::npos);
+    compute_options().exhaustive_conv_search = true;  // fused or apart is then timed per shape
+    CHECK(gpu_math_summary().find("fused where that timed faster (KILN_CONV_FUSE)") != std::string::npos);
   }
   CHECK(conv_fuse() == was);
 }
