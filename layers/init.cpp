@@ -6,12 +6,15 @@ namespace kiln::init {
 namespace {
 
 thread_local bool t_skip_draws = false;
+thread_local std::vector<detail::DeferredDraw>* t_deferred = nullptr;  // a recording DeferredDraws'
 
-// Zeros where SkipDraws is in force, the generator advanced as a draw of that size would.
-bool skipped(const Shape& shape, Generator& gen, Tensor& out) {
-  if (!t_skip_draws) return false;
-  gen.reserve(static_cast<uint64_t>(shape.numel()));
+// Zeros where SkipDraws or a recording DeferredDraws is in force, the generator advanced as
+// a draw of that size would; the latter also notes the draw (normal: N(a, b), else U(a, b)).
+bool skipped(const Shape& shape, Generator& gen, Tensor& out, bool normal, float a, float b) {
+  if (!t_skip_draws && t_deferred == nullptr) return false;
+  const PhiloxState at = gen.reserve(static_cast<uint64_t>(shape.numel()));
   out = Tensor::zeros(shape);
+  if (!t_skip_draws) t_deferred->push_back(detail::DeferredDraw{out, at, normal, a, b, out.version()});
   return true;
 }
 
@@ -19,6 +22,33 @@ bool skipped(const Shape& shape, Generator& gen, Tensor& out) {
 
 SkipDraws::SkipDraws() : previous_(t_skip_draws) { t_skip_draws = true; }
 SkipDraws::~SkipDraws() { t_skip_draws = previous_; }
+
+DeferredDraws::DeferredDraws() {
+  KILN_CHECK(t_deferred == nullptr, "init::DeferredDraws: another one is already recording on this thread");
+  t_deferred = &draws_;
+}
+
+DeferredDraws::~DeferredDraws() { stop(); }
+
+void DeferredDraws::stop() {
+  if (recording_) t_deferred = nullptr;
+  recording_ = false;
+}
+
+int64_t DeferredDraws::draw_untouched() {
+  stop();
+  int64_t drawn = 0;
+  for (detail::DeferredDraw& d : draws_) {
+    if (d.tensor.version() != d.version) continue;  // written since: loaded
+    Backend& be = backend_for(d.tensor.device());
+    if (d.normal) be.fill_normal(d.tensor, d.at, d.a, d.b);
+    else be.fill_uniform(d.tensor, d.at, d.a, d.b);
+    d.tensor.mark_modified();
+    drawn += d.tensor.numel();
+  }
+  draws_.clear();
+  return drawn;
+}
 
 Fans fans(const Shape& s) {
   KILN_CHECK(s.rank() == 2 || s.rank() == 4, "init: expected a linear [out, in] or conv [O, KH, KW, C] weight, got ",
@@ -32,7 +62,7 @@ Tensor xavier_uniform(const Shape& shape, Generator& gen) {
   const Fans f = fans(shape);
   const float a = static_cast<float>(std::sqrt(6.0 / (f.in + f.out)));
   Tensor t;
-  return skipped(shape, gen, t) ? t : Tensor::uniform(shape, -a, a, gen);
+  return skipped(shape, gen, t, false, -a, a) ? t : Tensor::uniform(shape, -a, a, gen);
 }
 
 Tensor kaiming_normal(const Shape& shape, Generator& gen) {
@@ -45,7 +75,7 @@ Tensor kaiming_normal_fan_out(const Shape& shape, Generator& gen) {
 
 Tensor normal(const Shape& shape, float std, Generator& gen) {
   Tensor t;
-  return skipped(shape, gen, t) ? t : Tensor::normal(shape, 0.0f, std, gen);
+  return skipped(shape, gen, t, true, 0.0f, std) ? t : Tensor::normal(shape, 0.0f, std, gen);
 }
 
 Tensor zeros(const Shape& shape) { return Tensor::zeros(shape); }

@@ -2,6 +2,8 @@
 // the same seed has the same weights on any machine. Shapes: conv OHWI, linear [out, in].
 #pragma once
 
+#include <vector>
+
 #include "core/kiln.h"
 
 namespace kiln::init {
@@ -36,6 +38,41 @@ class SkipDraws {
 
  private:
   bool previous_;
+};
+
+namespace detail {
+// One draw put off: the tensor (zeros until drawn), where in its generator's stream its
+// values start, how they are drawn (normal: N(a, b), else U(a, b)), and its version then.
+struct DeferredDraw {
+  Tensor tensor;
+  PhiloxState at;
+  bool normal;
+  float a, b;
+  uint64_t version;
+};
+}  // namespace detail
+
+// SkipDraws that remembers: while it records on this thread (from construction to stop()),
+// the random initialisers return zeros and advance the generator, and draw_untouched() later
+// draws, into each such tensor nothing has written since (Tensor::version), the values the
+// build would have drawn, from the same generator offsets: bit for bit the eager model. For
+// a model whose weights mostly come from a file: `vgg_finetune train --weights` draws what
+// the file lacks (VGG16's fc8), not the 138M values the import then replaces.
+class DeferredDraws {
+ public:
+  DeferredDraws();
+  // Stops recording; tensors not drawn by then stay zero.
+  ~DeferredDraws();
+  DeferredDraws(const DeferredDraws&) = delete;
+  DeferredDraws& operator=(const DeferredDraws&) = delete;
+  // Ends the recording: initialisers draw again (e.g. once the model is built).
+  void stop();
+  // Stops, then draws every recorded tensor still unwritten; returns how many values it drew.
+  int64_t draw_untouched();
+
+ private:
+  std::vector<detail::DeferredDraw> draws_;
+  bool recording_ = true;
 };
 
 }  // namespace kiln::init

@@ -803,6 +803,34 @@ std::unique_ptr<Communicator> join_ranks(const TrainConfig& cfg) {
   return comm;
 }
 
+// The model as the seed builds it, before any weights load. A resume's is built under
+// SkipDraws (its checkpoint sets every weight); with --weights under `deferred`, so that only
+// what the file lacks is drawn, after the import, from the offsets the build reserved.
+// Published fc6 weights expect pool5 at 7x7: when the file's fc6 does not fit this image
+// size, pool5 is pooled adaptively to 7x7 and the model rebuilt from the same seed.
+std::shared_ptr<Sequential> build_start_model(const TrainConfig& cfg, const ModelSpec& spec, bool resume,
+                                              ModelChoice& m, Generator& init_gen, Generator& dropout_gen,
+                                              std::optional<init::DeferredDraws>& deferred) {
+  const PhiloxState init_start = init_gen.state();
+  const auto build = [&] {
+    std::optional<init::SkipDraws> skip;
+    deferred.reset();  // a rebuild's draws replace the first build's
+    if (resume) skip.emplace();
+    else if (!cfg.weights.empty()) deferred.emplace();
+    std::shared_ptr<Sequential> model = spec.build(m.options, init_gen, dropout_gen);
+    if (deferred) deferred->stop();
+    return model;
+  };
+  std::shared_ptr<Sequential> model = build();
+  if (!resume && !cfg.weights.empty() && cfg.head == "fc" && cfg.image_size != spec.default_image_size &&
+      !fits_as_built(cfg, spec, *model)) {
+    m.options.adaptive_pool = true;
+    init_gen.set_state(init_start);
+    model = build();
+  }
+  return model;
+}
+
 }  // namespace
 
 TrainResult run_train(const TrainConfig& cfg) {
@@ -829,21 +857,9 @@ TrainResult run_train(const TrainConfig& cfg) {
   ModelChoice m;
   m.options = ModelOptions{num_classes, cfg.image_size, static_cast<float>(cfg.keep_prob), cfg.head,
                            resume && resume->meta.adaptive_pool};
-  const PhiloxState init_start = init_gen.state();
-  std::shared_ptr<Sequential> model;
-  {
-    std::optional<init::SkipDraws> skip;  // a resume's weights all come from its checkpoint
-    if (resume) skip.emplace();
-    model = spec.build(m.options, init_gen, dropout_gen);
-  }
-  // Published fc6 weights expect pool5 at 7x7: when the file's fc6 does not fit this image
-  // size, pool5 is pooled adaptively to 7x7 and the model rebuilt (from the same seed).
-  if (!resume && !cfg.weights.empty() && cfg.head == "fc" && cfg.image_size != spec.default_image_size &&
-      !fits_as_built(cfg, spec, *model)) {
-    m.options.adaptive_pool = true;
-    init_gen.set_state(init_start);
-    model = spec.build(m.options, init_gen, dropout_gen);
-  }
+  std::optional<init::DeferredDraws> deferred;
+  std::shared_ptr<Sequential> model = build_start_model(cfg, spec, resume.has_value(), m, init_gen, dropout_gen,
+                                                        deferred);
   m.scopes = model->parameter_scopes();
   const std::string head_layer = layer_of(spec, spec.head_scope);
   if (resume) m.train_from = resume->meta.train_from.empty() ? head_layer : resume->meta.train_from;
@@ -851,6 +867,7 @@ TrainResult run_train(const TrainConfig& cfg) {
   const bool adaptive = m.options.adaptive_pool;
   const io::InputConvention convention =
       load_start_weights(cfg, spec, start, *model, init_gen, dropout_gen, num_classes, m);
+  if (deferred) deferred->draw_untouched();  // on the host, before the move: the CPU's bits
   std::vector<Phase> phases = recipe_phases(cfg, spec, m);  // a bad --train-from is refused before any write
   model->to(device);
 

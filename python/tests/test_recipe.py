@@ -1,7 +1,8 @@
 """vgg_finetune train's seed recipe written in Python from kiln's generic pieces (build_model,
 Phase, train) gives the app's weights bit for bit: the same generators (weights from --seed,
 dropout from seed + 1, the loader from seed + 2), phases (the head alone, then every layer),
-loader and trainer options. Runs the built app ($KILN_VGG_FINETUNE, set by ctest); ~5 s."""
+loader and trainer options; with --weights too (the app then draws only what the file lacks).
+Runs the built app ($KILN_VGG_FINETUNE, set by ctest); ~10 s."""
 import os
 import subprocess
 import tempfile
@@ -27,18 +28,22 @@ def run_app(*args):
     return r.stdout
 
 
-def seed_recipe_in_python(data, model_dir):
-    """vgg_finetune train --model vgg16 (no --weights) as a researcher would write it."""
+def seed_recipe_in_python(data, model_dir, weights=None):
+    """vgg_finetune train --model vgg16 [--weights FILE, a file with every layer] as a researcher
+    would write it."""
     spec = kiln.find_model_spec("vgg16")
     model = kiln.build_model("vgg16", num_classes=2, image_size=SIZE, keep_prob=KEEP, head="fc", seed=SEED)
-    # No weights file: phase 1 trains the head alone (named as the app names it), phase 2 every layer.
+    if weights:  # every layer below the head from the file; the head as the seed drew it
+        report = kiln.import_weights(model, weights, skip=[spec.head_scope])
+        assert not report.missing
+    # Phase 1 trains the head alone (named as the app names it), phase 2 every layer.
     head = spec.head_scope.rstrip("/").split("/")[-1]
     phases = [kiln.Phase(f"{head} only", train=[spec.head_scope], lr=LR1, epochs=1, momentum=MOMENTUM,
                          weight_decay=DECAY),
               kiln.Phase("all layers", lr=LR2, epochs=1, momentum=MOMENTUM, weight_decay=DECAY)]
     result = kiln.train(model, "vgg16", phases, os.path.join(data, "train"), os.path.join(data, "val"), model_dir,
                         batch_size=BATCH, image_size=SIZE, num_workers=2, seed=SEED + 2, augment=True,
-                        convention="torchvision_rgb", feature_cache=True, calibrate_batch_norm=True)
+                        convention="torchvision_rgb", feature_cache=True, calibrate_batch_norm=not weights)
     assert result["finished"]
     return model
 
@@ -71,6 +76,34 @@ def test_seed_recipe_from_python_equals_vgg_finetune_train():
             assert a.tobytes() == b.tobytes(), f"{name}: max |python - app| {np.abs(a - b).max()}"
             # Not trivially equal: both runs moved every layer away from the seed's initialisation.
             assert not np.array_equal(a, untrained[name].numpy()), f"{name} did not train"
+
+
+@pytest.mark.skipif(not os.path.isfile(APP), reason="KILN_VGG_FINETUNE names no vgg_finetune binary "
+                                                     "(ctest sets it when the app is built)")
+def test_seed_recipe_with_weights_from_python_equals_vgg_finetune_train():
+    # With --weights the app draws only what the file does not set (fc8 here), after the import,
+    # from the offsets its build reserved (init::DeferredDraws); Python draws everything, then
+    # imports over it. The same bits either way.
+    with tempfile.TemporaryDirectory() as d:
+        data = os.path.join(d, "data")
+        run_app("_toy-data", data, "--classes", "2", "--train", "4", "--val", "2", "--size", "40")
+        start = os.path.join(d, "start.h5")  # "pretrained": another seed, another class count
+        kiln.export_weights(kiln.build_model("vgg16", num_classes=5, image_size=SIZE, seed=SEED + 50), start)
+        run_app("train", "--train-dir", os.path.join(data, "train"), "--val-dir", os.path.join(data, "val"),
+                "--model-dir", os.path.join(d, "app"), "--weights", start, "--image-size", str(SIZE),
+                "--phase1-epochs", "1", "--phase2-epochs", "1", "--phase1-lr", str(LR1), "--phase2-lr", str(LR2),
+                "--momentum", str(MOMENTUM), "--weight-decay", str(DECAY), "--keep-prob", str(KEEP), "--batch",
+                str(BATCH), "--seed", str(SEED), "--device", "cpu")
+        exported = os.path.join(d, "app.h5")
+        run_app("export", "--model-dir", os.path.join(d, "app"), "--out", exported)
+
+        got = seed_recipe_in_python(data, os.path.join(d, "py"), weights=start).parameters()
+        app = kiln.build_model("vgg16", num_classes=2, image_size=SIZE, seed=SEED + 100)
+        assert not kiln.import_weights(app, exported).missing
+        want = app.parameters()
+        assert list(got) == list(want)
+        for name in got:
+            assert got[name].numpy().tobytes() == want[name].numpy().tobytes(), name
 
 
 def test_num_threads_round_trip():

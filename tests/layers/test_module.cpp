@@ -213,6 +213,36 @@ TEST_CASE("a model built under init::SkipDraws draws nothing and leaves the gene
   CHECK(wa != drawn->find("vgg11/conv1_1/weight").tensor->to_vector<float>());
 }
 
+TEST_CASE("a model built under init::DeferredDraws gets the eager model's values for every tensor not written since",
+          "[layers][init]") {
+  // As `vgg_finetune train --weights` builds: what the file has is written (copy_from), the
+  // rest drawn afterwards, from the offsets the build reserved. The generator ends where the
+  // eager build left it, and what is drawn after the build (before draw_untouched) is the same.
+  Generator a(6), b(6), drop_a(7), drop_b(7);
+  auto eager = make_vgg(VggOptions{11, 10, 0.5f, 32}, a, drop_a);
+  const Tensor after_a = Tensor::normal(Shape{5}, 0.0f, 1.0f, a);
+  init::DeferredDraws deferred;
+  auto lazy = make_vgg(VggOptions{11, 10, 0.5f, 32}, b, drop_b);
+  deferred.stop();
+  CHECK(a.state().offset > b.state().offset);  // a drew after_a
+  const Tensor after_b = Tensor::normal(Shape{5}, 0.0f, 1.0f, b);  // drawn at once: recording stopped
+  CHECK(after_b.to_vector<float>() == after_a.to_vector<float>());
+  CHECK(a.state().offset == b.state().offset);
+  Tensor& loaded = *lazy->find("vgg11/conv2_1/weight").tensor;
+  loaded.copy_from(Tensor::full(loaded.shape(), 0.25f));  // "from the file"
+  int64_t expected = 0;
+  for (const ParameterRef& p : lazy->parameters())
+    if (p.name != "vgg11/conv2_1/weight" && p.name.find("/bias") == std::string::npos) expected += p.tensor->numel();
+  CHECK(deferred.draw_untouched() == expected);  // biases start at zero: nothing to draw
+  for (const ParameterRef& p : lazy->parameters()) {
+    INFO(p.name);
+    const std::vector<float> v = p.tensor->to_vector<float>();
+    if (p.name == "vgg11/conv2_1/weight") CHECK(v == std::vector<float>(v.size(), 0.25f));
+    else CHECK(v == eager->find(p.name).tensor->to_vector<float>());
+  }
+  CHECK(deferred.draw_untouched() == 0);  // once
+}
+
 TEST_CASE("an op's error inside a model names the layer, as a path from the model", "[module][errors]") {
   Generator g(3);
   auto inner = std::make_shared<Sequential>("block");
