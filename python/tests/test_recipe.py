@@ -48,26 +48,42 @@ def seed_recipe_in_python(data, model_dir, weights=None):
     return model
 
 
-@pytest.mark.skipif(not os.path.isfile(APP), reason="KILN_VGG_FINETUNE names no vgg_finetune binary "
-                                                     "(ctest sets it when the app is built)")
+needs_app = pytest.mark.skipif(not os.path.isfile(APP), reason="KILN_VGG_FINETUNE names no vgg_finetune binary "
+                                                                "(ctest sets it when the app is built)")
+
+
+def toy_data(d):
+    data = os.path.join(d, "data")
+    run_app("_toy-data", data, "--classes", "2", "--train", "4", "--val", "2", "--size", "40")
+    return data
+
+
+def app_recipe(data, d, *extra):
+    """vgg_finetune train with the flags above (and `extra`) into d/app; returns its export."""
+    run_app("train", "--train-dir", os.path.join(data, "train"), "--val-dir", os.path.join(data, "val"),
+            "--model-dir", os.path.join(d, "app"), "--image-size", str(SIZE), "--phase1-epochs", "1",
+            "--phase2-epochs", "1", "--phase1-lr", str(LR1), "--phase2-lr", str(LR2), "--momentum",
+            str(MOMENTUM), "--weight-decay", str(DECAY), "--keep-prob", str(KEEP), "--batch", str(BATCH),
+            "--seed", str(SEED), "--device", "cpu", *extra)
+    exported = os.path.join(d, "app.h5")
+    run_app("export", "--model-dir", os.path.join(d, "app"), "--out", exported)
+    return exported
+
+
+def exported_weights(exported):
+    app = kiln.build_model("vgg16", num_classes=2, image_size=SIZE, seed=SEED + 100)
+    report = kiln.import_weights(app, exported)
+    assert not report.missing and not report.skipped
+    return app.parameters()
+
+
+@needs_app
 def test_seed_recipe_from_python_equals_vgg_finetune_train():
     with tempfile.TemporaryDirectory() as d:
-        data = os.path.join(d, "data")
-        run_app("_toy-data", data, "--classes", "2", "--train", "4", "--val", "2", "--size", "40")
-        run_app("train", "--train-dir", os.path.join(data, "train"), "--val-dir", os.path.join(data, "val"),
-                "--model-dir", os.path.join(d, "app"), "--image-size", str(SIZE), "--phase1-epochs", "1",
-                "--phase2-epochs", "1", "--phase1-lr", str(LR1), "--phase2-lr", str(LR2), "--momentum",
-                str(MOMENTUM), "--weight-decay", str(DECAY), "--keep-prob", str(KEEP), "--batch", str(BATCH),
-                "--seed", str(SEED), "--device", "cpu")
-        exported = os.path.join(d, "app.h5")
-        run_app("export", "--model-dir", os.path.join(d, "app"), "--out", exported)
-
-        model = seed_recipe_in_python(data, os.path.join(d, "py"))
-        app = kiln.build_model("vgg16", num_classes=2, image_size=SIZE, seed=SEED + 100)
-        report = kiln.import_weights(app, exported)
-        assert not report.missing and not report.skipped
+        data = toy_data(d)
+        want = exported_weights(app_recipe(data, d))
+        got = seed_recipe_in_python(data, os.path.join(d, "py")).parameters()
         untrained = kiln.build_model("vgg16", num_classes=2, image_size=SIZE, seed=SEED).parameters()
-        got, want = model.parameters(), app.parameters()
         assert list(got) == list(want)
         for name in got:
             a, b = got[name].numpy(), want[name].numpy()
@@ -78,29 +94,17 @@ def test_seed_recipe_from_python_equals_vgg_finetune_train():
             assert not np.array_equal(a, untrained[name].numpy()), f"{name} did not train"
 
 
-@pytest.mark.skipif(not os.path.isfile(APP), reason="KILN_VGG_FINETUNE names no vgg_finetune binary "
-                                                     "(ctest sets it when the app is built)")
+@needs_app
 def test_seed_recipe_with_weights_from_python_equals_vgg_finetune_train():
     # With --weights the app draws only what the file does not set (fc8 here), after the import,
     # from the offsets its build reserved (init::DeferredDraws); Python draws everything, then
     # imports over it. The same bits either way.
     with tempfile.TemporaryDirectory() as d:
-        data = os.path.join(d, "data")
-        run_app("_toy-data", data, "--classes", "2", "--train", "4", "--val", "2", "--size", "40")
+        data = toy_data(d)
         start = os.path.join(d, "start.h5")  # "pretrained": another seed, another class count
         kiln.export_weights(kiln.build_model("vgg16", num_classes=5, image_size=SIZE, seed=SEED + 50), start)
-        run_app("train", "--train-dir", os.path.join(data, "train"), "--val-dir", os.path.join(data, "val"),
-                "--model-dir", os.path.join(d, "app"), "--weights", start, "--image-size", str(SIZE),
-                "--phase1-epochs", "1", "--phase2-epochs", "1", "--phase1-lr", str(LR1), "--phase2-lr", str(LR2),
-                "--momentum", str(MOMENTUM), "--weight-decay", str(DECAY), "--keep-prob", str(KEEP), "--batch",
-                str(BATCH), "--seed", str(SEED), "--device", "cpu")
-        exported = os.path.join(d, "app.h5")
-        run_app("export", "--model-dir", os.path.join(d, "app"), "--out", exported)
-
+        want = exported_weights(app_recipe(data, d, "--weights", start))
         got = seed_recipe_in_python(data, os.path.join(d, "py"), weights=start).parameters()
-        app = kiln.build_model("vgg16", num_classes=2, image_size=SIZE, seed=SEED + 100)
-        assert not kiln.import_weights(app, exported).missing
-        want = app.parameters()
         assert list(got) == list(want)
         for name in got:
             assert got[name].numpy().tobytes() == want[name].numpy().tobytes(), name
