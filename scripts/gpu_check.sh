@@ -161,6 +161,15 @@
 #   conv, ReLU and max-pool as one training node (conv2d_relu_max_pool2d, a [fused] case:
 #   the full steps' ReLU backward over a quarter of the block ends, less peak memory).
 #   Predictions: docs/performance.md, 2026-12-04 (session 18).
+# - Added 2026-12-04 (session 19, no GPU), NOT yet run on a GPU: exhaustive search times
+#   each shape's conv + bias + ReLU fused against apart and keeps the faster (the step rows
+#   print how many shapes went apart); checkpoints copy into pinned host memory (the recipe's
+#   checkpoints part); the profiler forwards conv2d_forward_relu_trains (before, kiln's "by
+#   op:" profiles of GPU training rows were of relu(conv2d), not the fused node timed);
+#   exact inputs for the [fused] gradient cases; [background] runs apart as a new tag; this
+#   script ships what exists when stopped by a signal and caps every run by DEADLINE.
+#   Run `bash scripts/gpu_pack.sh` at HEAD first: a pack older than HEAD runs old binaries.
+#   Predictions: docs/performance.md, 2026-12-04 (session 19).
 set -uo pipefail
 PACK=${1:-.gpu}
 SHIP=${OUT:-}  # where results go back from (the device tool's $OUT); empty: keep them in the work folder
