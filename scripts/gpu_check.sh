@@ -228,6 +228,7 @@ section() {
 RC=0
 
 echo "== GPU"
+echo "pack: $PACK, built from $(cat "$PACK/PACKED_FROM" 2>/dev/null || echo 'an unknown commit (packed before session 19)')"
 if [[ $DEVICE == cuda ]]; then
   nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader | tee "$OUT/gpu.txt"
 fi

@@ -9,6 +9,8 @@
 #                  interpreter scripts/gpu_python.sh makes runnable here (needs network; when
 #                  that fails the pack has no module, saying so, and gpu_check.sh skips its
 #                  python section). KILN_GPU_PYTHON=PATH uses that interpreter, =none packs none.
+#   .gpu/PACKED_FROM  the commit built (and whether the tree had uncommitted changes), which
+#                  gpu_check.sh prints in its first lines: a pack older than HEAD runs old code.
 # Not packed: the C/C++ runtime (glibc, libstdc++, libgcc_s: the GPU machine's are newer),
 # the driver (libcuda), and cuDNN/cuBLAS, which the GPU machine has inside PyTorch's
 # install; gpu_check.sh unpacks the libraries, finds those, and stops in its first seconds
@@ -60,7 +62,12 @@ fi
 strip --strip-unneeded .gpu/lib/* .gpu/bin/* .gpu/python/kiln/*.so 2>/dev/null || true
 tar -C .gpu/lib -cJf .gpu/libs.tar.xz .
 rm -rf .gpu/lib
+# What the binaries were built from: gpu_check.sh prints it first (a stale pack runs old code).
+dirty=$([[ -n $(git status --porcelain -uno 2>/dev/null) ]] && echo ' + uncommitted changes' || true)
+echo "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$dirty (packed $(date -u '+%Y-%m-%d %H:%M UTC'))" \
+  > .gpu/PACKED_FROM
 size=$(du -sm .gpu | cut -f1)
 module=$([[ $py == none ]] && echo "no Python module" || echo "the Python module for $("$py" -c 'import sys; print(sys.version.split()[0])')")
+echo "gpu_pack: built from $(cat .gpu/PACKED_FROM)"
 echo "gpu_pack: .gpu is ${size} MiB ($(ls .gpu/bin | wc -l) binaries, $(tar -tJf .gpu/libs.tar.xz | grep -c '\.so') libraries, $module)"
 (( size < 64 )) || { echo "gpu_pack: .gpu is over the 64 MiB carry limit" >&2; exit 1; }
