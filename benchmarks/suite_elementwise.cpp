@@ -1,7 +1,9 @@
-// kiln_bench --suite elementwise: relu, relu backward, dropout (keep 0.5) and add at the
-// sizes of VGG16's activations at batch 8 (conv1_2, conv3_3, conv5_3 outputs and fc6),
-// through the backend into preallocated outputs. Memory-bound: judged against the
-// measured copy bandwidth. Small sizes fit in the last-level cache and may pass 100%.
+// kiln_bench --suite elementwise: relu, relu backward, dropout (keep 0.5), add and the
+// random fills (uniform, normal: how every model's weights start) at the sizes of VGG16's
+// activations at batch 8 (conv1_2, conv3_3, conv5_3 outputs and fc6), through the backend
+// into preallocated outputs. Judged against the measured copy bandwidth; the normal fill is
+// bound by its logarithms and sines instead, which its low %roof shows. Small sizes fit in
+// the last-level cache and may pass 100%.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -13,6 +15,7 @@
 #include "check/op_cases.h"
 #include "core/backend.h"
 #include "core/generator.h"
+#include "core/philox.h"
 
 namespace kiln::bench {
 
@@ -103,6 +106,29 @@ SuiteResult run_elementwise(const Options& opt, const MachineLimits& m) {
           r, static_cast<size_t>(ne), [&](size_t i) { return op[i]; },
           [&](size_t i) { return static_cast<double>(ap[i]) + bp[i]; }, 6e-8);
       time_checked_row(std::move(r), opt, m, res, [&] { be.binary(kiln::BinaryOp::add, a, b, out); });
+    }
+    // The fills against the stream's element functions (core/philox.h), U(0, 1) and N(0, 1) so
+    // that a + b * draw adds no rounding: uniform exact everywhere, normal exact on the CPU
+    // (the same libm) and within a few ulp on a GPU (its logf and sincosf).
+    const kiln::PhiloxState st = gen.reserve(static_cast<uint64_t>(ne));
+    {
+      be.fill_uniform(out, st, 0.0f, 1.0f);
+      op = host_floats(out, out_host);
+      Row r = row("fill_uniform", el, 4.0 * el);
+      check_row(
+          r, static_cast<size_t>(ne), [&](size_t i) { return op[i]; },
+          [&](size_t i) { return static_cast<double>(kiln::philox_uniform(st, i)); }, 0);
+      time_checked_row(std::move(r), opt, m, res, [&] { be.fill_uniform(out, st, 0.0f, 1.0f); });
+    }
+    {
+      be.fill_normal(out, st, 0.0f, 1.0f);
+      op = host_floats(out, out_host);
+      Row r = row("fill_normal", el, 4.0 * el);
+      check_row(
+          r, static_cast<size_t>(ne), [&](size_t i) { return op[i]; },
+          [&](size_t i) { return static_cast<double>(kiln::philox_normal(st, i)); },
+          bench_device(opt).is_cpu() ? 0.0 : kiln::check::kRtolElementwise);
+      time_checked_row(std::move(r), opt, m, res, [&] { be.fill_normal(out, st, 0.0f, 1.0f); });
     }
   }
   return res;

@@ -26,8 +26,10 @@ KILN_HD float relu_backward(float y, float dy) { return y > 0.0f ? dy : 0.0f; }
 // Element i of dropout: kept with probability `keep`, scaled by 1/keep. The mask is a
 // pure function of (state, i), so CPU and GPU agree bit for bit and backward regenerates it.
 KILN_HD bool dropout_keep(PhiloxState s, uint64_t i, float keep) { return philox_uniform(s, i) < keep; }
+// Dropout of x whose uniform draw is u (philox_uniform's element i, or one of a block's four).
+KILN_HD float dropout_given(float x, float u, float keep) { return u < keep ? x * (1.0f / keep) : 0.0f; }
 KILN_HD float dropout(float x, PhiloxState s, uint64_t i, float keep) {
-  return dropout_keep(s, i, keep) ? x * (1.0f / keep) : 0.0f;
+  return dropout_given(x, philox_uniform(s, i), keep);
 }
 
 // The atlas byte where output pixel (y, x) of a crop_flip_lut_u8 window starts (its first

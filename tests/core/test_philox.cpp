@@ -44,7 +44,8 @@ TEST_CASE("a fill is a pure function of seed and offset", "[philox]") {
   CHECK(Tensor::uniform(Shape{8}, 0.0f, 1.0f, b).to_vector<float>() == next);
 }
 
-TEST_CASE("a fill made a Philox block at a time equals the stream element by element", "[philox]") {
+TEST_CASE("fills and dropout masks made a Philox block at a time equal the stream element by element",
+          "[philox]") {
   // Sizes that end inside a block, and more than one thread's share (the fill's OpenMP threshold).
   for (const int64_t n : {int64_t{1}, int64_t{7}, int64_t{40001}}) {
     Generator g(99);
@@ -57,6 +58,12 @@ TEST_CASE("a fill made a Philox block at a time equals the stream element by ele
       REQUIRE(u[i] == philox_uniform(at, static_cast<uint64_t>(i)));
       REQUIRE(z[i] == philox_normal(z_at, static_cast<uint64_t>(i)));
     }
+    // Dropout's mask too: element i kept when its uniform is below keep, then scaled.
+    const Tensor x = Tensor::full(Shape{n}, 3.0f);
+    const PhiloxState d_at = g.state();
+    const std::vector<float> y = dropout(x, 0.6f, true, g).to_vector<float>();
+    for (int64_t i = 0; i < n; ++i)
+      REQUIRE(y[i] == (philox_uniform(d_at, static_cast<uint64_t>(i)) < 0.6f ? 3.0f * (1.0f / 0.6f) : 0.0f));
   }
 }
 
