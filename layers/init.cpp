@@ -25,6 +25,7 @@ SkipDraws::~SkipDraws() { t_skip_draws = previous_; }
 
 DeferredDraws::DeferredDraws() {
   KILN_CHECK(t_deferred == nullptr, "init::DeferredDraws: another one is already recording on this thread");
+  KILN_CHECK(!t_skip_draws, "init::DeferredDraws inside init::SkipDraws would record nothing: one or the other");
   t_deferred = &draws_;
 }
 

@@ -68,6 +68,8 @@ class DeferredDraws {
   // Ends the recording: initialisers draw again (e.g. once the model is built).
   void stop();
   // Stops, then draws every recorded tensor still unwritten; returns how many values it drew.
+  // Before the model moves to another device: the draws go into the memory recorded (the
+  // CPU's, whose bits the eager build has), which a move leaves behind.
   int64_t draw_untouched();
 
  private:

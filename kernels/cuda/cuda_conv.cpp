@@ -581,6 +581,7 @@ std::map<ConvKey, bool>& fuse_choices() {
 // run would no longer equal the uninterrupted one. Leaves y computed by one of the two.
 bool fused_is_faster(const ConvKey& k, const ConvData& d, const Tensor& b, Tensor& y, cudaStream_t stream) {
   if (!k.exhaustive) return true;
+  if (!graph_buffers_aligned(d, b.raw_data())) return false;  // this call runs apart; the shape is not judged by it
   {
     std::lock_guard<std::mutex> lock(fuse_choice_mutex());
     const auto it = fuse_choices().find(k);
@@ -593,6 +594,7 @@ bool fused_is_faster(const ConvKey& k, const ConvData& d, const Tensor& b, Tenso
   double fused_ms = 0, apart_ms = 0;
   if (fused) {
     conv_bias_relu(k, d, b, y, stream, false);  // searches the plain plan
+    const detail::PlanTimer timed;  // choosing between the two plans is plan time too
     fused_ms = best_of_two(k.device, [&] { fused = conv_bias_relu(k, d, b, y, stream, true) && fused; });
     apart_ms = best_of_two(k.device, [&] { conv_bias_relu(k, d, b, y, stream, false); });
     fused = fused && fused_ms <= apart_ms;  // a fused plan that failed to run has fallen back: apart

@@ -616,7 +616,7 @@ bool aligned(const void* p) { return reinterpret_cast<uintptr_t>(p) % kAlignment
 // Runs the key's plan; false when the legacy API must do it instead.
 bool run(const ConvKey& k, bool fused, const Shape& y_shape, const ConvData& d, const void* bias) {
   if (conv_api() != ConvApi::graph) return false;
-  if (!aligned(d.x) || !aligned(d.w) || !aligned(d.y) || (bias && !aligned(bias))) return false;
+  if (!graph_buffers_aligned(d, bias)) return false;
   KILN_CHECK(y_shape.rank() == 4 && y_shape[0] == k.n && y_shape[3] == k.o &&
                  y_shape[1] == window_out_size(k.h, k.kh, k.sh, k.ph) &&
                  y_shape[2] == window_out_size(k.w, k.kw, k.sw, k.pw),
@@ -740,6 +740,10 @@ PlanCensus census_without_device(const ConvKey& k, const Shape& y_shape, bool fu
     KILN_FAIL("cuDNN refused the ", GraphKey{k, fused, bias, 0, nullptr}.str(), " without a device: ", failure_text(f));
   }
   return c;
+}
+
+bool graph_buffers_aligned(const ConvData& d, const void* bias) {
+  return aligned(d.x) && aligned(d.w) && aligned(d.y) && (bias == nullptr || aligned(bias));
 }
 
 bool graph_convolution(const ConvKey& k, const Shape& y_shape, const ConvData& d) {

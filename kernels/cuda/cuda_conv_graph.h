@@ -22,6 +22,9 @@ namespace kiln::cuda {
 // the [N, OH, OW, O] side (y, or dy for the backward directions).
 bool graph_convolution(const ConvKey& k, const Shape& y_shape, const ConvData& d);
 
+// Whether the graph API can take these buffers at all (16-byte aligned, as its plans assume):
+// false is this call's matter, not the shape's (a view at an odd offset).
+bool graph_buffers_aligned(const ConvData& d, const void* bias);
 // y = max(conv(x, w) + bias, 0) as one forward graph (bias null: max(conv(x, w), 0)); k.dir
 // is forward. False as above: the caller then runs the convolution and the ReLU apart.
 bool graph_convolution_bias_relu(const ConvKey& k, const Shape& y_shape, const ConvData& d, const void* bias);

@@ -244,8 +244,28 @@ TEST_CASE("a model built under init::DeferredDraws gets the eager model's values
   CHECK(deferred.draw_untouched() == 0);  // once
 }
 
+TEST_CASE("each random initialiser deferred draws the eager values; DeferredDraws refuses to nest", "[layers][init]") {
+  const Shape conv{8, 3, 3, 5}, fc{7, 9};
+  const auto draw_all = [&](Generator& g) {
+    return std::vector<Tensor>{init::xavier_uniform(conv, g), init::kaiming_normal(conv, g),
+                               init::kaiming_normal_fan_out(fc, g), init::normal(fc, 0.01f, g)};
+  };
+  Generator a(9), b(9);
+  const std::vector<Tensor> eager = draw_all(a);
+  std::vector<Tensor> lazy;
+  {
+    init::DeferredDraws deferred;
+    lazy = draw_all(b);
+    CHECK_THROWS_WITH(init::DeferredDraws(), Catch::Contains("already recording"));
+    CHECK(deferred.draw_untouched() == 2 * conv.numel() + 2 * fc.numel());
+  }
+  for (size_t i = 0; i < eager.size(); ++i) CHECK(lazy[i].to_vector<float>() == eager[i].to_vector<float>());
+  const init::SkipDraws skip;
+  CHECK_THROWS_WITH(init::DeferredDraws(), Catch::Contains("record nothing"));
+}
+
 TEST_CASE("ResNet-50 built under init::DeferredDraws and drawn afterwards equals its eager build", "[layers][init]") {
-  // Every initialiser the model uses (He normal fan-out convolutions, the head's uniform)
+  // Every initialiser the model uses (He normal fan-out convolutions, the head's normal)
   // returns the very tensor the layer keeps: a draw into a copy would never reach the model.
   Generator a(8), b(8);
   auto eager = make_resnet50(ResNetOptions{ResNetVariant::v1_5, 10, 64}, a);
