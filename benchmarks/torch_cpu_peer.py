@@ -126,6 +126,9 @@ def elementwise():
             b, a, 0, grad_input=out)))
         rows.append((f"dropout/{name}", lambda a=a: F.dropout(a, 0.5, training=True)))
         rows.append((f"add/{name}", lambda a=a, b=b, out=out: torch.add(a, b, out=out)))
+        # The random fills in place, into the same preallocated output (torch's default generator).
+        rows.append((f"fill_uniform/{name}", lambda out=out: out.uniform_(0, 1)))
+        rows.append((f"fill_normal/{name}", lambda out=out: out.normal_(0, 1)))
     return rows
 
 

@@ -244,7 +244,8 @@ TEST_CASE("a model built under init::DeferredDraws gets the eager model's values
   CHECK(deferred.draw_untouched() == 0);  // once
 }
 
-TEST_CASE("each random initialiser deferred draws the eager values; DeferredDraws refuses to nest", "[layers][init]") {
+TEST_CASE("each random initialiser deferred draws the eager values, and DeferredDraws refuses to nest",
+          "[layers][init]") {
   const Shape conv{8, 3, 3, 5}, fc{7, 9};
   const auto draw_all = [&](Generator& g) {
     return std::vector<Tensor>{init::xavier_uniform(conv, g), init::kaiming_normal(conv, g),
