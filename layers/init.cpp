@@ -8,14 +8,17 @@ namespace {
 thread_local bool t_skip_draws = false;
 thread_local std::vector<detail::DeferredDraw>* t_deferred = nullptr;  // a recording DeferredDraws'
 
-// Zeros where SkipDraws or a recording DeferredDraws is in force, the generator advanced as
-// a draw of that size would; the latter also notes the draw (normal: N(a, b), else U(a, b)).
-bool skipped(const Shape& shape, Generator& gen, Tensor& out, bool normal, float a, float b) {
-  if (!t_skip_draws && t_deferred == nullptr) return false;
+// Every random initialiser's draw (normal: N(a, b), else U(a, b)), described once for both
+// ways: drawn now, or, where SkipDraws or a recording DeferredDraws is in force, zeros with the
+// generator advanced as the draw would (what is drawn later is unchanged), the latter also
+// noting the draw for draw_untouched.
+Tensor draw(const Shape& shape, Generator& gen, bool normal, float a, float b) {
+  if (!t_skip_draws && t_deferred == nullptr)
+    return normal ? Tensor::normal(shape, a, b, gen) : Tensor::uniform(shape, a, b, gen);
   const PhiloxState at = gen.reserve(static_cast<uint64_t>(shape.numel()));
-  out = Tensor::zeros(shape);
+  Tensor out = Tensor::zeros(shape);
   if (!t_skip_draws) t_deferred->push_back(detail::DeferredDraw{out, at, normal, a, b, out.version()});
-  return true;
+  return out;
 }
 
 }  // namespace
@@ -62,8 +65,7 @@ Fans fans(const Shape& s) {
 Tensor xavier_uniform(const Shape& shape, Generator& gen) {
   const Fans f = fans(shape);
   const float a = static_cast<float>(std::sqrt(6.0 / (f.in + f.out)));
-  Tensor t;
-  return skipped(shape, gen, t, false, -a, a) ? t : Tensor::uniform(shape, -a, a, gen);
+  return draw(shape, gen, false, -a, a);
 }
 
 Tensor kaiming_normal(const Shape& shape, Generator& gen) {
@@ -75,8 +77,7 @@ Tensor kaiming_normal_fan_out(const Shape& shape, Generator& gen) {
 }
 
 Tensor normal(const Shape& shape, float std, Generator& gen) {
-  Tensor t;
-  return skipped(shape, gen, t, true, 0.0f, std) ? t : Tensor::normal(shape, 0.0f, std, gen);
+  return draw(shape, gen, true, 0.0f, std);
 }
 
 Tensor zeros(const Shape& shape) { return Tensor::zeros(shape); }
