@@ -632,6 +632,7 @@ bool CudaBackend::conv2d_forward_relu(const Tensor& x, const Tensor& w, const Te
     else conv2d_forward_f32(x, w, b, p, y, true);
     return true;
   }
+  if (!b.defined() && !conv_fuse()) return false;  // before padding: the caller's conv2d_forward pads
   const int dev = x.device().index;
   OpScope scope(bf16 ? "conv2d+relu (bfloat16)" : "conv2d+relu", dev);
   ConvKey k = make_typed_key(x.dtype(), dev, Direction::forward, x.shape(), w.shape(), p);
@@ -639,7 +640,7 @@ bool CudaBackend::conv2d_forward_relu(const Tensor& x, const Tensor& w, const Te
   ChannelPad pad;
   pad_channels_for_tensor_cores(k, d, pad, scope.stream());
   bool done = false;
-  if (!b.defined()) done = conv_fuse() && graph_convolution_bias_relu(k, y.shape(), d, nullptr);
+  if (!b.defined()) done = graph_convolution_bias_relu(k, y.shape(), d, nullptr);
   else  // on the copies already padded, fused where that is allowed and pays, else apart
     done = conv_bias_relu(k, d, b, y, scope.stream(), conv_fuse() && fused_is_faster(k, d, b, y, scope.stream())) ||
            conv_bias_relu(k, d, b, y, scope.stream(), false);
