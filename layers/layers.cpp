@@ -144,12 +144,21 @@ constexpr const char* kLayerMark = "in layer '";
 Tensor Sequential::forward_range(size_t from, size_t to, Tensor x) {
   const auto& c = children();
   for (size_t i = from; i < to; ++i) {
+    size_t at = i;  // the layer an error names
     try {
       auto* conv = dynamic_cast<Conv2d*>(c[i].get());
       const bool relu_next = conv && i + 1 < to && dynamic_cast<ReLU*>(c[i + 1].get());
       auto* pool = relu_next && i + 2 < to ? dynamic_cast<MaxPool2d*>(c[i + 2].get()) : nullptr;
       if (pool) {  // VGG's block end
-        x = conv->forward_relu_pool(x, pool->params());
+        try {
+          x = conv->forward_relu_pool(x, pool->params());
+        } catch (const Error&) {
+          // Again apart, so that the error names the layer it came from: a pooling window
+          // that does not fit the convolution's output is the pool's, not the conv's.
+          x = conv->forward_relu(x);
+          at = i + 2;
+          x = (*pool)(x);
+        }
         i += 2;
       } else if (relu_next) {
         x = conv->forward_relu(x);
@@ -158,7 +167,7 @@ Tensor Sequential::forward_range(size_t from, size_t to, Tensor x) {
         x = (*c[i])(x);
       }
     } catch (const Error& e) {
-      rethrow_in_layer(e, name(), *c[i]);
+      rethrow_in_layer(e, name(), *c[at]);
     }
   }
   return x;

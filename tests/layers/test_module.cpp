@@ -2,6 +2,7 @@
 // VGG family built from one table.
 #include <algorithm>
 #include <cmath>
+#include <optional>
 
 #include <catch2/catch.hpp>
 
@@ -294,4 +295,22 @@ TEST_CASE("an op's error inside a model names the layer, as a path from the mode
   wrong->add(std::make_shared<Linear>("fc", 3, 2, true, g));
   net.add(wrong);
   REQUIRE_THROWS_WITH(net(Tensor::zeros(Shape{2, 4})), Catch::StartsWith("in layer 'net/block2/fc': linear"));
+}
+
+TEST_CASE("a conv, ReLU and max-pool run fused still name the failing layer", "[module][errors]") {
+  // Sequential runs conv + ReLU + pool as one op; an error must still name the layer the
+  // user wrote: the pool whose window does not fit, or the conv whose input is wrong.
+  Generator g(4);
+  Sequential net("net");
+  net.add(std::make_shared<Conv2d>("conv", 3, 4, 3, Conv2dParams{1, 1, 1, 1}, true, g));
+  net.add(std::make_shared<ReLU>("relu"));
+  net.add(std::make_shared<MaxPool2d>("pool", Pool2dParams{2, 2, 2, 2, 0, 0}));
+  for (const bool grad : {false, true}) {
+    INFO("recording: " << grad);
+    std::optional<NoGradGuard> off;
+    if (!grad) off.emplace();
+    CHECK(net(Tensor::zeros(Shape{1, 4, 4, 3})).shape() == Shape{1, 2, 2, 4});
+    REQUIRE_THROWS_WITH(net(Tensor::zeros(Shape{1, 1, 1, 3})), Catch::StartsWith("in layer 'net/pool': max_pool2d"));
+    REQUIRE_THROWS_WITH(net(Tensor::zeros(Shape{1, 4, 4, 5})), Catch::StartsWith("in layer 'net/conv': conv2d"));
+  }
 }
