@@ -78,8 +78,9 @@ ImportReport import_weights(Module& model, const h5::File& file, const ImportOpt
 struct ExportOptions {
   WeightsFormat format = WeightsFormat::kiln;  // kiln or keras (keras3 is import-only)
   // The preprocessing the model's inputs need, recorded in the file (in Keras's layout as an
-  // attribute Keras ignores) and reported when it is imported.
-  InputConvention convention = InputConvention::caffe_bgr;
+  // attribute Keras ignores) and reported when it is imported; load_model preprocesses by it.
+  // The default is the loader's (LoaderOptions), so a model trained with defaults exports right.
+  InputConvention convention = InputConvention::torchvision_rgb;
   // Kiln layout only: which parameters and buffers (by full name) are written; null: all.
   // Checkpoints write what trains and keep what a phase freezes in a file of its own.
   std::function<bool(const std::string& name)> select;

@@ -24,7 +24,9 @@ int main(int argc, char** argv) {
     const int64_t size = 32, classes = 3;
     Generator g1(7), g2(8);
     auto net = find_model_spec("vgg11").build(ModelOptions{classes, size, 0.5f}, g1, g2);
-    io::export_weights(*net, weights);  // records caffe_bgr, the default
+    io::ExportOptions eo;
+    eo.convention = io::InputConvention::caffe_bgr;  // the consumer's programs read it from the file
+    io::export_weights(*net, weights, eo);
     io::Image img;
     img.width = 45;
     img.height = 38;
