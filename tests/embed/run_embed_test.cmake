@@ -6,6 +6,8 @@
 #      a real user's program finds it) and require exit status 0.
 #   5. run the README's examples: consumer/train_step.cpp, then consumer/top_class.cpp on a weights file and an image that
 #      consumer/make_fixture writes (removed afterwards); it must print the expected class.
+#   6. configure the consumer against the build tree itself (-Dkiln_DIR=<kiln build>), build
+#      and run its first program.
 # Run as: cmake -DKILN_BUILD_DIR=<kiln build dir> [-DKILN_EMBED_WORK_DIR=<dir>]
 #               [-DKILN_EMBED_GENERATOR=Ninja] [-DKILN_EMBED_MAKE_PROGRAM=<ninja>]
 #               [-DKILN_EMBED_CXX_COMPILER=<c++>] [-DKILN_EMBED_BUILD_TYPE=Release]
@@ -64,9 +66,10 @@ foreach(f include/kiln/core/kiln.h include/kiln/core/tensor.h include/kiln/core/
     list(APPEND missing "${f}")
   endif()
 endforeach()
-file(GLOB common_headers "${prefix}/include/kiln/kernels/common/*.h")
-if(NOT common_headers)
-  list(APPEND missing "include/kiln/kernels/common/*.h")
+# kernels/ is internal: installed, it would look like API no public header needs.
+file(GLOB_RECURSE kernel_headers RELATIVE "${prefix}" "${prefix}/include/kiln/kernels/*")
+if(kernel_headers)
+  message(FATAL_ERROR "embed: internal headers were installed: ${kernel_headers}")
 endif()
 file(GLOB_RECURSE config_files "${prefix}/lib*/kilnConfig.cmake")
 if(NOT config_files)
@@ -157,4 +160,21 @@ string(FIND "${got}" ": ${expected}, p = " at)
 if(at EQUAL -1)
   message(FATAL_ERROR "embed: the README example printed '${got}', expected ${expected} (the hand-written chain's)")
 endif()
-message(STATUS "embed: an installed kiln builds and runs in another CMake project, README example included")
+
+# 6. uninstalled: the same consumer against kiln's build tree (-Dkiln_DIR=<build dir>, the
+#    targets export() writes there), configured, its first program built and run.
+set(tree_build "${KILN_EMBED_WORK_DIR}/consumer-build-tree")
+file(REMOVE_RECURSE "${tree_build}")
+embed_step(configure_build_tree "${CMAKE_COMMAND}" -S "${KILN_EMBED_CONSUMER_DIR}" -B "${tree_build}" ${gen_args}
+  "-Dkiln_DIR=${KILN_BUILD_DIR}"
+  -DCMAKE_FIND_USE_PACKAGE_REGISTRY=OFF
+  -DCMAKE_FIND_USE_SYSTEM_PACKAGE_REGISTRY=OFF)
+embed_step(build_build_tree "${CMAKE_COMMAND}" --build "${tree_build}" --target kiln_consumer ${config_args})
+set(tree_exe "${tree_build}/kiln_consumer")
+if(KILN_EMBED_BUILD_TYPE AND NOT EXISTS "${tree_exe}")
+  set(tree_exe "${tree_build}/${KILN_EMBED_BUILD_TYPE}/kiln_consumer")
+endif()
+embed_step(run_build_tree "${tree_exe}")
+file(REMOVE_RECURSE "${tree_build}")
+message(STATUS "embed: an installed kiln, and kiln's build tree, build and run in another CMake project, "
+               "README example included")
