@@ -12,7 +12,8 @@ inline void defined(const char* op, const char* what, const Tensor& t) {
 
 inline void float32(const char* op, const char* what, const Tensor& t) {
   defined(op, what, t);
-  KILN_CHECK(t.dtype() == DType::f32, op, ": ", what, " must be float32, got ", t.description());
+  KILN_CHECK(t.dtype() == DType::f32, op, ": ", what, " must be float32, got ", t.description(),
+             "; convert it with .to(DType::f32)");
 }
 
 // The ops a bf16 segment runs (core/ops.h lists them) also take bfloat16, forward and
@@ -25,11 +26,17 @@ inline void float32_or_bf16(const char* op, const char* what, const Tensor& t) {
 
 // One dtype per op call: kiln never casts an operand silently.
 inline void same_dtype(const char* op, const char* what_a, const Tensor& a, const char* what_b, const Tensor& b) {
-  if (!b.defined()) return;
-  KILN_CHECK(a.dtype() == b.dtype(), op, ": ", what_a, " is ", dtype_name(a.dtype()), " but ", what_b, " is ",
-             dtype_name(b.dtype()), " (", a.description(), " vs ", b.description(), "); convert one with .to(DType::",
-             a.dtype() == DType::bf16 ? "bf16" : "f32", ") or .to(DType::", b.dtype() == DType::bf16 ? "bf16" : "f32",
-             ") so that both match");
+  if (!b.defined() || a.dtype() == b.dtype()) return;
+  const auto to = [](DType d) { return d == DType::bf16 ? ".to(DType::bf16)" : ".to(DType::f32)"; };
+  const auto is_float = [](DType d) { return d == DType::f32 || d == DType::bf16; };
+  // Advice that names real conversions: to the other's float type, never an int to an int.
+  const std::string advice =
+      is_float(a.dtype()) && is_float(b.dtype())
+          ? std::string("convert one with ") + to(a.dtype()) + " or " + to(b.dtype()) + " so that both match"
+          : std::string("convert ") + (is_float(a.dtype()) ? what_b : what_a) + " with " +
+                to(is_float(a.dtype()) ? a.dtype() : b.dtype());
+  KILN_FAIL(op, ": ", what_a, " is ", dtype_name(a.dtype()), " but ", what_b, " is ", dtype_name(b.dtype()), " (",
+            a.description(), " vs ", b.description(), "); ", advice);
 }
 
 inline void rank(const char* op, const char* what, const Tensor& t, int64_t r, const char* layout) {

@@ -286,6 +286,19 @@ void Tensor::backward(const Tensor& seed, bool retain_graph) const {
 }
 
 namespace {
+// One element as printed: floats always look like floats ("2." as torch and NumPy print
+// them, not "2"), integers as integers.
+void print_value(std::ostringstream& os, double v, DType dt) {
+  if (!is_floating(dt)) {
+    os << static_cast<int64_t>(v);
+    return;
+  }
+  std::ostringstream one;
+  one << std::setprecision(6) << v;
+  const std::string s = one.str();
+  os << s << (s.find_first_of(".eEnN") == std::string::npos ? "." : "");  // "inf" and "nan" hold an n
+}
+
 void print_rec(std::ostringstream& os, const char* base, const Tensor& t, int64_t d, int64_t offset,
                int64_t edge, int indent) {
   const int64_t n = t.dim(d);
@@ -299,8 +312,7 @@ void print_rec(std::ostringstream& os, const char* base, const Tensor& t, int64_
       continue;
     }
     if (d + 1 == t.rank()) {
-      const double v = load_as_double(base + (offset + i * stride) * static_cast<int64_t>(es), t.dtype());
-      if (is_floating(t.dtype())) os << std::setprecision(6) << v; else os << static_cast<int64_t>(v);
+      print_value(os, load_as_double(base + (offset + i * stride) * static_cast<int64_t>(es), t.dtype()), t.dtype());
     } else {
       print_rec(os, base, t, d + 1, offset + i * stride, edge, indent + 1);
     }
@@ -318,7 +330,7 @@ std::string Tensor::str(int64_t edge_items) const {
   os << ")\n";
   Tensor h = cpu();
   if (rank() == 0) {
-    os << load_as_double(h.raw_data(), dtype());
+    print_value(os, load_as_double(h.raw_data(), dtype()), dtype());
   } else if (numel() == 0) {
     os << "[]";
   } else {

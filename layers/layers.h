@@ -30,7 +30,8 @@ class WeightLayer : public Module {
   void set_compute(DType compute, bool out_f32 = false);
   DType compute_dtype() const { return compute_; }
   Tensor& weight() { return *weight_; }
-  Tensor& bias() { return *bias_; }
+  Tensor& bias() { return *bias_; }  // only when has_bias()
+  bool has_bias() const { return bias_ != nullptr; }
 
  protected:
   explicit WeightLayer(std::string name) : Module(std::move(name)) {}
@@ -72,6 +73,7 @@ class Conv2d final : public WeightLayer {
   Tensor forward_relu(const Tensor& x);
   // max_pool2d(relu(forward(x)), p), one node when it trains (core/ops.h conv2d_relu_max_pool2d).
   Tensor forward_relu_pool(const Tensor& x, const Pool2dParams& p);
+  const Conv2dParams& params() const { return p_; }
 
  private:
   Conv2dParams p_;

@@ -291,6 +291,9 @@ void bind_dlpack(nb::module_& m) {
   }, "(device type, index) as DLPack numbers them: (1, 0) for the CPU, (2, i) for cuda:i.");
   // np.asarray(t), np.array(t) and NumPy's operators see the array, not an object holding a
   // Tensor; the checks are numpy()'s.
+  // NumPy on the left of an operator (np.float32(2) * t, array + t) defers to the Tensor's
+  // own operators instead of turning t into an array and silently dropping autograd.
+  cls.attr("__array_ufunc__") = nb::none();
   cls.def("__array__", [](nb::handle self, nb::object dtype, nb::object copy) {
     nb::object a = self.attr("numpy")();
     if (!dtype.is_none()) a = a.attr("astype")(dtype, nb::arg("copy") = false);

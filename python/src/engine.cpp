@@ -1,6 +1,8 @@
 // The engine above the ops, thinly: modules (freezing by name pattern), the model specs
 // and building by name, weights import/export, SGD and Adam, one image's input tensor.
 // Calls that run a model, an optimizer step or file I/O release the GIL.
+#include <charconv>
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -115,6 +117,49 @@ const BuiltModelInfo* built_model_of(const Module& model) {
 
 namespace {
 
+// A float as the double its shortest decimal names (0.01f: 0.01, not 0.009999999776...), so
+// that Python shows a float32 setting as the user typed it.
+double as_decimal(float v) {
+  char buf[32];
+  const auto r = std::to_chars(buf, buf + sizeof buf, v);
+  return std::strtod(std::string(buf, r.ptr).c_str(), nullptr);
+}
+
+// Python's view of a module: its class, name and shape ("kiln.Conv2d('conv1_1', 3 -> 64,
+// kernel 3, stride 1, padding 1)"), so a slice, a layer and a model are told apart.
+std::string module_repr(nb::handle self) {
+  Module& mod = nb::cast<Module&>(self);
+  const std::string head = "kiln." + nb::cast<std::string>(self.type().attr("__name__")) + "('" + mod.name() + "'";
+  const auto n = [](int64_t v) { return std::to_string(v); };
+  if (auto* s = dynamic_cast<Sequential*>(&mod)) return head + ", " + n(static_cast<int64_t>(s->children().size())) + " layers)";
+  if (auto* c = dynamic_cast<Conv2d*>(&mod)) {
+    const Tensor& w = c->weight();  // [out, k, k, in]
+    const Conv2dParams& p = c->params();
+    const std::string pair = p.stride_h == p.stride_w && p.pad_h == p.pad_w
+                                 ? ", stride " + n(p.stride_h) + ", padding " + n(p.pad_h)
+                                 : ", stride " + n(p.stride_h) + "x" + n(p.stride_w) + ", padding " + n(p.pad_h) + "x" +
+                                       n(p.pad_w);
+    const std::string kernel = w.dim(1) == w.dim(2) ? n(w.dim(1)) : n(w.dim(1)) + "x" + n(w.dim(2));
+    return head + ", " + n(w.dim(3)) + " -> " + n(w.dim(0)) + ", kernel " + kernel + pair +
+           (c->has_bias() ? "" : ", no bias") + ")";
+  }
+  if (auto* l = dynamic_cast<Linear*>(&mod))
+    return head + ", " + n(l->weight().dim(1)) + " -> " + n(l->weight().dim(0)) + (l->has_bias() ? "" : ", no bias") + ")";
+  if (auto* p = dynamic_cast<MaxPool2d*>(&mod))
+    return head + ", kernel " + n(p->params().kernel_h) + ", stride " + n(p->params().stride_h) + ")";
+  return head + ")";
+}
+
+// An optimizer's settings as Python shows them: "kiln.SGD(lr=0.01, momentum=0.9, ..., 2 parameters)".
+std::string optimizer_repr(const Optimizer& o) {
+  std::string s = "kiln." + o.kind() + "(lr=" + nb::cast<std::string>(nb::repr(nb::float_(as_decimal(o.lr()))));
+  for (const OptimizerSetting& v : o.settings())
+    s += ", " + v.name + "=" +
+         (v.name == "nesterov" ? std::string(v.value != 0 ? "True" : "False")
+                               : nb::cast<std::string>(nb::repr(nb::float_(as_decimal(static_cast<float>(v.value))))));
+  return s + ", " + std::to_string(o.parameters().size()) + " parameters)";
+}
+
 nb::dict named_tensors(Module& m, bool trainable_only) {
   nb::dict d;
   for (const ParameterRef& p : trainable_only ? m.trainable_parameters() : m.parameters())
@@ -141,15 +186,28 @@ void bind_modules(nb::module_& m) {
            "Freezes parameters matching an exact name, a scope ending in '/', or a glob with * and ?; "
            "returns how many matched (none is an error).")
       .def("unfreeze", &Module::unfreeze, arg("pattern"), "The inverse of freeze.")
-      .def("train", &Module::train, arg("on") = true, "Training mode (dropout active) or not, recursively.")
-      .def("eval", &Module::eval, "Evaluation mode, recursively.")
+      // train, eval and to return the module itself, as torch's do: model = build(...).eval().
+      .def("train", [](nb::handle self, bool on) {
+             nb::cast<Module&>(self).train(on);
+             return nb::borrow(self);
+           }, arg("on") = true, "Training mode (dropout active) or not, recursively; returns the module.")
+      .def("eval", [](nb::handle self) {
+             nb::cast<Module&>(self).eval();
+             return nb::borrow(self);
+           }, "Evaluation mode, recursively; returns the module.")
       .def_prop_ro("training", &Module::training, "Training mode (dropout active) or evaluation mode.")
-      .def("to", [](Module& mod, const std::string& device) {
-             mod.to(device_from_name(device));
-           }, arg("device"), Release(), "Moves every parameter and buffer to \"cpu\" or \"cuda:N\".")
+      .def("to", [](nb::handle self, const std::string& device) {
+             Module& mod = nb::cast<Module&>(self);
+             const Device d = device_from_name(device);
+             {
+               const nb::gil_scoped_release release;
+               mod.to(d);
+             }
+             return nb::borrow(self);
+           }, arg("device"), "Moves every parameter and buffer to \"cpu\" or \"cuda:N\"; returns the module.")
       .def("parameter_scopes", &Module::parameter_scopes, "The scopes of the layers that own parameters, in order.")
       .def("summary", &Module::summary, "One line per parameter: shape and trainable flag.")
-      .def("__repr__", [](Module& mod) { return "kiln.Module('" + mod.name() + "')"; });
+      .def("__repr__", &module_repr);
 
   // The layers are final in Python: their forward runs in C++, so a Python subclass's
   // forward would be skipped whenever the model runs (wrap them in a class of your own instead).
@@ -243,7 +301,8 @@ void bind_weights(nb::module_& m) {
       .def_ro("checksums", &io::ImportReport::checksums, "\"verified (...)\" or \"none ...\" and why.")
       .def_prop_ro("format", [](const io::ImportReport& r) { return std::string(io::format_name(r.format)); })
       .def_prop_ro("convention", [](const io::ImportReport& r) { return std::string(io::convention_name(r.convention)); })
-      .def("__str__", &io::ImportReport::to_string);
+      .def("__str__", &io::ImportReport::to_string)
+      .def("__repr__", &io::ImportReport::to_string);
   m.def("import_weights",
         [](Module& model, const std::filesystem::path& path, std::vector<std::string> skip, bool allow_missing,
            bool skip_mismatched, std::map<std::string, std::string> assignment_map) {
@@ -282,19 +341,28 @@ void bind_optimizers(nb::module_& m) {
       .def("step", &Optimizer::step, Release(), "One update of every parameter it holds (the model's trainable ones when it was made) that has a gradient; "
            "a kiln.Error, changing nothing, when a layer was unfrozen since (make a new optimizer then).")
       .def("zero_grad", &Optimizer::zero_grad, "Drops every parameter's gradient.")
-      .def_prop_rw("lr", &Optimizer::lr, &Optimizer::set_lr, "The learning rate (settable, e.g. by a schedule).")
-      .def_prop_ro("steps", &Optimizer::steps, "step() calls done so far.");
+      .def_prop_rw("lr", [](const Optimizer& o) { return as_decimal(o.lr()); },
+                   [](Optimizer& o, double lr) { o.set_lr(static_cast<float>(lr)); },
+                   "The learning rate (settable, e.g. by a schedule); kept as a float32.")
+      .def_prop_ro("steps", &Optimizer::steps, "step() calls done so far.")
+      .def("__repr__", &optimizer_repr);
   // keep_alive<1, 2>: the optimizer points into the model's parameters, so it keeps the model.
   nb::class_<SGD, Optimizer>(m, "SGD", "torch.optim.SGD over the model's trainable parameters.")
-      .def("__init__", [](SGD* self, Module& model, float lr, float momentum, float weight_decay, bool nesterov) {
-             new (self) SGD(model, SgdOptions{lr, momentum, weight_decay, nesterov});
-           }, arg("model"), arg("lr") = 0.01f, arg("momentum") = 0.0f, arg("weight_decay") = 0.0f,
-           arg("nesterov") = false, nb::keep_alive<1, 2>());
+      .def("__init__", [](SGD* self, Module& model, double lr, double momentum, double weight_decay, bool nesterov) {
+             new (self) SGD(model, SgdOptions{static_cast<float>(lr), static_cast<float>(momentum),
+                                              static_cast<float>(weight_decay), nesterov});
+           }, arg("model"), arg("lr") = 0.01, arg("momentum") = 0.0, arg("weight_decay") = 0.0,
+           arg("nesterov") = false, nb::keep_alive<1, 2>(),
+           "Over `model`'s parameters that train now (freeze first); the settings are kept as float32.");
   nb::class_<Adam, Optimizer>(m, "Adam", "torch.optim.Adam (no amsgrad) over the model's trainable parameters.")
-      .def("__init__", [](Adam* self, Module& model, float lr, float beta1, float beta2, float eps, float weight_decay) {
-             new (self) Adam(model, AdamOptions{lr, beta1, beta2, eps, weight_decay});
-           }, arg("model"), arg("lr") = 1e-3f, arg("beta1") = 0.9f, arg("beta2") = 0.999f, arg("eps") = 1e-8f,
-           arg("weight_decay") = 0.0f, nb::keep_alive<1, 2>());
+      .def("__init__", [](Adam* self, Module& model, double lr, double beta1, double beta2, double eps,
+                          double weight_decay) {
+             new (self) Adam(model, AdamOptions{static_cast<float>(lr), static_cast<float>(beta1),
+                                                static_cast<float>(beta2), static_cast<float>(eps),
+                                                static_cast<float>(weight_decay)});
+           }, arg("model"), arg("lr") = 1e-3, arg("beta1") = 0.9, arg("beta2") = 0.999, arg("eps") = 1e-8,
+           arg("weight_decay") = 0.0, nb::keep_alive<1, 2>(),
+           "Over `model`'s parameters that train now (freeze first); the settings are kept as float32.");
 }
 
 }  // namespace

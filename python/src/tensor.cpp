@@ -64,7 +64,20 @@ void bind_tensor_class(nb::module_& m) {
       .def_prop_ro("device", [](const Tensor& t) { return t.device().str(); }, "\"cpu\" or \"cuda:N\".")
       .def_prop_ro("ndim", &Tensor::rank, "The number of dimensions.")
       .def("numel", &Tensor::numel, "The number of elements.")
-      .def("__len__", [](const Tensor& t) { return t.rank() == 0 ? int64_t{0} : t.dim(0); })
+      .def("__len__", [](const Tensor& t) {
+             if (t.rank() == 0) throw nb::type_error("len() of a 0-d tensor (it has one value: item())");
+             return t.dim(0);
+           })
+      // Truth and numbers of one-element tensors, as torch's: `if loss:` and float(loss) read the
+      // value; a larger tensor's truth is ambiguous, not its length's.
+      .def("__bool__", [](const Tensor& t) {
+             if (t.numel() != 1)
+               throw nb::value_error(("the truth value of a tensor of " + std::to_string(t.numel()) +
+                                      " elements is ambiguous; compare its item() or tolist()").c_str());
+             return t.item() != 0;
+           })
+      .def("__float__", [](const Tensor& t) { return t.item(); })
+      .def("__int__", [](const Tensor& t) { return static_cast<int64_t>(t.item()); })
       .def_prop_ro("data_ptr", [](const Tensor& t) { return reinterpret_cast<uintptr_t>(t.raw_data()); },
                    "The address of the first element (to check that memory is shared).")
       .def_prop_rw("requires_grad", &Tensor::requires_grad,
@@ -94,7 +107,10 @@ void bind_tensor_class(nb::module_& m) {
       .def("item", &Tensor::item, Release(), "The value of a one-element tensor, as a float.")
       .def("tolist", [](const Tensor& t) { return t.to_vector<double>(); },
            "All elements, flattened, as floats (a copy).")
-      .def("__repr__", [](const Tensor& t) { return "kiln.Tensor(" + t.description() + ")"; })
+      .def("__repr__", [](const Tensor& t) {  // str()'s first line, without reading the values
+             return "kiln.Tensor(" + t.description() + (t.requires_grad() ? ", requires_grad" : "") +
+                    (t.grad_fn() ? ", grad_fn=" + t.grad_fn()->name() : std::string()) + ")";
+           })
       .def("__str__", [](const Tensor& t) { return t.str(); })
       .def(nb::self + nb::self, Release())
       .def(nb::self - nb::self, Release())
@@ -204,7 +220,8 @@ void bind_nn_ops(nb::module_& m) {
   m.def("relu", &relu, arg("x"), Release(), "max(x, 0); NaN maps to 0 (torch.relu keeps it; core/ops.h).");
   m.def("dropout", [](const Tensor& x, float keep_prob, bool training) { return dropout(x, keep_prob, training); },
         arg("x"), arg("keep_prob"), arg("training") = true, Release(),
-        "x * mask / keep_prob in training (mask from the default generator); x itself otherwise.");
+        "x * mask / keep_prob in training (mask from the default generator); x itself otherwise. keep_prob is "
+        "the probability of KEEPING an element: torch's dropout(x, p) is kiln.dropout(x, 1 - p).");
   m.def("flatten", &flatten, arg("x"), Release(), "[N, ...] -> [N, prod(...)] (NHWC order, Keras's).");
   m.def("slice", &kiln::slice, arg("x"), arg("begin"), arg("end"), Release(), "Rows [begin, end) of dimension 0, same memory.");
   m.def("softmax_cross_entropy", &softmax_cross_entropy, arg("logits"), arg("labels"), Release(),

@@ -122,3 +122,59 @@ def test_errors_name_fixes_in_python_words():
     y.backward()
     with pytest.raises(kiln.Error, match=r"backward\(retain_graph=True\)"):
         y.backward()
+
+
+def test_one_value_tensors_act_as_numbers_and_larger_ones_refuse_truth():
+    loss = kiln.sum(kiln.full([2], 1.0))
+    assert bool(loss) and float(loss) == 2.0 and int(loss) == 2
+    assert not bool(kiln.full([], 0.0))
+    with pytest.raises(ValueError, match="ambiguous"):
+        bool(kiln.ones([2]))
+    with pytest.raises(TypeError, match="0-d"):
+        len(kiln.full([], 3.0))
+    assert len(kiln.ones([4, 2])) == 4
+
+
+def test_numpy_on_the_left_keeps_autograd():
+    a = kiln.from_dlpack(np.array([1.0, 2.0], np.float32))
+    a.requires_grad = True
+    y = np.float32(3) * a  # NumPy defers to the Tensor: still a kiln.Tensor on the graph
+    assert isinstance(y, kiln.Tensor) and "grad_fn=mul_scalar" in repr(y)
+    kiln.sum(y - np.float32(1)).backward()
+    assert a.grad.tolist() == [3.0, 3.0]
+    with pytest.raises(TypeError):
+        np.ones(2, np.float32) + a  # not silently an ndarray without a graph
+
+
+def test_errors_offer_conversions_that_exist():
+    with pytest.raises(kiln.Error, match=r'convert weight w with \.astype\("float32"\)$'):
+        kiln.conv2d(kiln.zeros([1, 4, 4, 3]), kiln.zeros([2, 3, 3, 3], dtype="int32"))
+    with pytest.raises(kiln.Error, match=r'convert it with \.astype\("float32"\)'):
+        kiln.sum(kiln.zeros([2], dtype="bfloat16"))
+
+
+def test_reprs_say_what_a_thing_is():
+    t = kiln.full([2], 2.0)
+    t.requires_grad = True
+    assert repr(t) == "kiln.Tensor(float32[2] on cpu, requires_grad)"
+    assert repr(t * 2.0).endswith("requires_grad, grad_fn=mul_scalar)")
+    assert str(t).endswith("[2., 2.]")  # floats print as floats
+    model = kiln.build_model("vgg11", num_classes=3, image_size=32)
+    assert repr(model) == "kiln.Sequential('vgg11', 29 layers)"
+    assert repr(model[:3]) == "kiln.Sequential('vgg11', 3 layers)"
+    assert repr(model[0]) == "kiln.Conv2d('conv1_1', 3 -> 64, kernel 3, stride 1, padding 1)"
+    assert repr(model["fc8"]) == "kiln.Linear('fc8', 4096 -> 3)"
+    assert repr(model["pool1"]) == "kiln.MaxPool2d('pool1', kernel 2, stride 2)"
+    sgd = kiln.SGD(model, lr=0.01, momentum=0.9)
+    assert repr(sgd) == "kiln.SGD(lr=0.01, momentum=0.9, weight_decay=0.0, nesterov=False, 22 parameters)"
+    assert sgd.lr == 0.01  # the float32 shown as the decimal it was given
+    sgd.lr = 0.003
+    assert sgd.lr == 0.003
+    assert repr(kiln.Adam(model)).startswith("kiln.Adam(lr=0.001, beta1=0.9, beta2=0.999, eps=1e-08")
+
+
+def test_train_eval_and_to_return_the_module():
+    model = kiln.build_model("vgg11", num_classes=3, image_size=32).eval()
+    assert isinstance(model, kiln.Sequential) and not model.training
+    assert model.train() is model and model.training
+    assert model.to("cpu") is model
