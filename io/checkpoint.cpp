@@ -323,6 +323,16 @@ uint32_t FrozenImage::digest() const {
   return digest_;
 }
 
+std::string FrozenImage::file_on_disk() const {
+  const std::lock_guard<std::mutex> lock(file_mu_);
+  return file_;
+}
+
+void FrozenImage::set_file_on_disk(const std::string& path) const {
+  const std::lock_guard<std::mutex> lock(file_mu_);
+  file_ = path;
+}
+
 CheckpointImage take_checkpoint(const std::string& model_dir, Module& model, Optimizer& opt, CheckpointMeta meta,
                                 int keep_last, std::shared_ptr<const FrozenImage> previous) {
   const NoGradGuard no_grad;  // copies, not graph nodes
@@ -380,13 +390,20 @@ std::string write_checkpoint(const CheckpointImage& im) {
     std::snprintf(name, sizeof name, "frozen-phase%d-%08x.weights.h5", meta.phase, meta.frozen_digest);
     meta.frozen_file = name;
     const std::string frozen_path = (fs::path(model_dir) / meta.frozen_file).string();
-    bool have = false;
-    try {
-      have = fs::exists(frozen_path) && frozen_digest_of(frozen_path) == meta.frozen_digest;
-    } catch (const Error&) {
-      have = false;  // unreadable: written again
+    if (im.frozen->file_on_disk() != frozen_path) {
+      // A file of this name from before (a resume, a run started over): its name and digest
+      // attribute say which values it should hold, not that its data still do, so every
+      // tensor is read and checked once; a damaged one is written again.
+      bool have = false;
+      try {
+        have = fs::exists(frozen_path) && frozen_digest_of(frozen_path) == meta.frozen_digest;
+        if (have) verify_weights(frozen_path);
+      } catch (const Error&) {
+        have = false;  // unreadable or damaged: written again
+      }
+      if (!have) write_kiln_weights(frozen_path, im.model_name, meta.convention, refs(im.frozen->host()));  // atomic
+      im.frozen->set_file_on_disk(frozen_path);
     }
-    if (!have) write_kiln_weights(frozen_path, im.model_name, meta.convention, refs(im.frozen->host()));  // atomic
   }
   write_kiln_weights((fs::path(model_dir) / meta.weights_file).string(), im.model_name, meta.convention,
                      refs(im.weights));
@@ -766,7 +783,7 @@ ResumeChoice newest_intact_checkpoint(const std::string& model_dir) {
             [&](const DamagedCheckpoint& a, const DamagedCheckpoint& b) { return stem(a) > stem(b); });
   if (!r.checkpoint && !r.damaged.empty())
     KILN_FAIL("model directory '", model_dir, "' holds ", r.damaged.size(), " checkpoint(s) and none is intact (the ",
-              "newest: ", r.damaged.front().reason, "); not starting over on top of them: move its ckpt-* files ",
+              "newest: ", r.damaged.front().reason, "); not starting over on top of them: move its ckpt-* and frozen-* files ",
               "elsewhere, or use a new --model-dir");
   return r;
 }

@@ -139,12 +139,18 @@ class FrozenImage {
   const std::vector<std::pair<std::string, Tensor>>& host() const { return host_; }
   // frozen_digest_of's value for them, computed on the first call (by the writing thread).
   uint32_t digest() const;
+  // The file this process wrote these values to, or found intact (every tensor's data read
+  // and checked): later checkpoints of the phase reuse it unread. "" before the first.
+  std::string file_on_disk() const;
+  void set_file_on_disk(const std::string& path) const;
 
  private:
   std::vector<std::pair<std::string, Tensor>> host_;
   std::vector<TensorStamp> source_;  // what each copy was made from
   mutable std::once_flag digest_once_;
   mutable uint32_t digest_ = 0;
+  mutable std::mutex file_mu_;
+  mutable std::string file_;
 };
 
 // A checkpoint taken but not yet on disk: host copies (float32; the optimizer's int64 step
