@@ -523,17 +523,23 @@ void refuse_overwriting_inputs(const std::string& flag, const std::string& file,
 // An output file named by `flag` (audit --out, predict --csv/--json, export --out), checked
 // before any work is done: not a folder, not what the command reads, and its folder made
 // when missing, so a long run never ends on "cannot write".
-void prepare_output_file(const std::string& flag, const std::string& file, const Reads& reads = {}) {
-  if (file.empty()) return;
+// Checks an output file's name and creates its folder when missing, saying so (a typo in a
+// path should not make a folder tree unseen). The guard removes what it created if the
+// command then fails.
+std::unique_ptr<NewDirGuard> prepare_output_file(const std::string& flag, const std::string& file,
+                                                 const Reads& reads = {}) {
+  if (file.empty()) return nullptr;
   KILN_CHECK(!fs::is_directory(file), flag, " '", file, "' is a folder: give a file name, e.g. ",
              (fs::path(file) / "out").string());
   refuse_overwriting_inputs(flag, file, reads);
-  if (fs::path(file).has_parent_path()) {
-    std::error_code ec;
-    fs::create_directories(fs::path(file).parent_path(), ec);
-    KILN_CHECK(!ec, flag, ": cannot create the folder '", fs::path(file).parent_path().string(), "' for '", file,
-               "': ", ec.message());
-  }
+  if (!fs::path(file).has_parent_path()) return nullptr;
+  const fs::path dir = fs::path(file).parent_path();
+  auto guard = std::make_unique<NewDirGuard>(dir.string());
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  KILN_CHECK(!ec, flag, ": cannot create the folder '", dir.string(), "' for '", file, "': ", ec.message());
+  if (!guard->made.empty()) std::printf("%s: created the folder '%s'\n", flag.c_str(), dir.string().c_str());
+  return guard;
 }
 
 std::vector<std::string> collect_images(const std::vector<std::string>& args) {
@@ -625,8 +631,8 @@ int cmd_predict(int argc, char** argv) {
   const std::string dev = f.choice("device", {"auto", "cpu", "cuda"});
   const std::vector<std::string> paths = collect_images(f.positional());
   const Reads reads{f.str("model-dir"), {}, paths};  // beside the images is fine: not a training data set
-  prepare_output_file("--csv", f.str("csv"), reads);
-  prepare_output_file("--json", f.str("json"), reads);
+  const auto csv_dir = prepare_output_file("--csv", f.str("csv"), reads);
+  const auto json_dir = prepare_output_file("--json", f.str("json"), reads);
   // One file for both: the JSON, written second, replaced the CSV without a word.
   KILN_CHECK(f.str("csv").empty() || f.str("json").empty() ||
                  fs::weakly_canonical(fs::absolute(f.str("csv"))) != fs::weakly_canonical(fs::absolute(f.str("json"))),
@@ -648,7 +654,7 @@ void export_model(const std::string& model_dir, const std::string& out, const st
   KILN_CHECK(fs::path(out).extension() != ".keras", "--out '", out, "': Keras opens .keras files as ZIP archives "
              "(model.save's format), and export writes HDF5 weights; name it .h5 (Keras: model.load_weights('",
              fs::path(out).replace_extension(".h5").filename().string(), "'))");
-  prepare_output_file("--out", out, Reads{model_dir, {}, {}});  // never the run's own files
+  const auto out_dir = prepare_output_file("--out", out, Reads{model_dir, {}, {}});  // never the run's own files
   TrainedModel t = load_trained(model_dir, Device::cpu(), best);
   io::ExportOptions eo;
   eo.format = format == "keras" ? io::WeightsFormat::keras : io::WeightsFormat::kiln;
@@ -711,7 +717,7 @@ int cmd_audit(int argc, char** argv) {
   opt.threads = workers > 0 ? workers : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   opt.max_pairs = static_cast<size_t>(f.integer("max-pairs", 0, 1000000));
   const std::string out = f.str("out");
-  prepare_output_file("--out", out, Reads{"", {data[0]}, {}});
+  const auto out_dir = prepare_output_file("--out", out, Reads{"", {data[0]}, {}});
   const AuditReport r = audit_data_dir(data[0], opt);
   std::printf("%s", r.summary(r.skipped.size(), out).c_str());
   if (!out.empty()) {

@@ -38,6 +38,21 @@ namespace fs = std::filesystem;
 
 namespace kiln::app {
 
+NewDirGuard::NewDirGuard(const std::string& d) {
+  std::error_code ec;
+  for (fs::path p = fs::absolute(d, ec); !p.empty() && !fs::exists(p, ec); p = p.parent_path()) {
+    made.push_back(p.string());
+    if (p == p.parent_path()) break;
+  }
+}
+
+NewDirGuard::~NewDirGuard() {
+  if (std::uncaught_exceptions() == 0) return;
+  std::error_code ec;
+  for (const std::string& p : made)  // deepest first
+    if (fs::is_directory(p, ec) && fs::is_empty(p, ec) && !ec) fs::remove(p, ec);
+}
+
 namespace {
 
 
@@ -54,27 +69,6 @@ std::string join_lines(const std::vector<std::string>& v) {
   return s;
 }
 
-// The folders a run will create for its model directory (it and any missing parents),
-// removed again, deepest first, if the run fails while they are still empty: a refused start
-// leaves nothing behind, and a folder that existed is never touched.
-struct NewDirGuard {
-  explicit NewDirGuard(const std::string& d) {
-    std::error_code ec;
-    for (fs::path p = fs::absolute(d, ec); !p.empty() && !fs::exists(p, ec); p = p.parent_path()) {
-      made.push_back(p);
-      if (p == p.parent_path()) break;
-    }
-  }
-  ~NewDirGuard() {
-    if (std::uncaught_exceptions() == 0) return;
-    std::error_code ec;
-    for (const fs::path& p : made)  // deepest first
-      if (fs::is_directory(p, ec) && fs::is_empty(p, ec) && !ec) fs::remove(p, ec);
-  }
-  NewDirGuard(const NewDirGuard&) = delete;
-  NewDirGuard& operator=(const NewDirGuard&) = delete;
-  std::vector<fs::path> made;
-};
 
 // The model directory must exist (created here) and be writable; checked before any work.
 void prepare_model_dir(const std::string& dir) {

@@ -18,6 +18,17 @@
 
 namespace kiln::app {
 
+// The folders a command will create (a directory and any missing parents), removed again,
+// deepest first, if the command fails while they are still empty: a refused command leaves
+// nothing behind, and a folder that existed is never touched.
+struct NewDirGuard {
+  explicit NewDirGuard(const std::string& dir);
+  ~NewDirGuard();
+  NewDirGuard(const NewDirGuard&) = delete;
+  NewDirGuard& operator=(const NewDirGuard&) = delete;
+  std::vector<std::string> made;  // absolute, deepest first
+};
+
 // The model vgg_finetune trains unless --model names another of train/model_spec's registry.
 inline constexpr const char* kDefaultModel = "vgg16";
 

@@ -295,9 +295,12 @@ expect_error "weights of another model" train --data-dir "$W/data" --model-dir "
   --weights "$W/out/a.h5" "${COMMON[@]}"
 [ ! -e "$W/n1" ] && ok "a refused start removed the model directory's parents it had made" || bad "left $W/n1 behind"
 if "$B" predict --model-dir "$W/a" "$W/data/val" --csv "$W/new/deeper/p.csv" --device cpu > "$W/pnew.log" 2>&1 &&
-   [ -s "$W/new/deeper/p.csv" ] && grep -q "^model: .*ckpt-" "$W/pnew.log"; then
-  ok "predict --csv into a folder that did not exist; the checkpoint used is named"
+   [ -s "$W/new/deeper/p.csv" ] && grep -q "^model: .*ckpt-" "$W/pnew.log" &&
+   grep -qF -- "--csv: created the folder '$W/new/deeper'" "$W/pnew.log"; then
+  ok "predict --csv into a folder that did not exist, saying it created it; the checkpoint used is named"
 else bad "predict --csv into a new folder"; cat "$W/pnew.log"; fi
+expect_error "export from a model dir without checkpoints" export --model-dir "$W/data" --out "$W/nx/ny/a.h5"
+[ ! -e "$W/nx" ] && ok "a failed export removed the folders it had made for --out" || bad "left $W/nx behind"
 # A missing frozen file: the checkpoints that need it are named; --best refuses, the latest
 # loadable one is used with a warning.
 cp -r "$W/a" "$W/a2" && rm "$W/a2"/frozen-*.weights.h5
