@@ -160,7 +160,7 @@ bool is_keras3(const h5::Group& root) { return root.exists("layers") && root.is_
 SourceList list_keras(const h5::Group& root, Module& model) {
   SourceList s;
   s.format = WeightsFormat::keras;
-  s.model = model.name();
+  s.model = root.has_attribute(kKerasModelAttribute) ? root.string_attribute(kKerasModelAttribute) : model.name();
   // Keras's VGG16 and ResNet50 take "caffe" preprocessing; a file kiln exported says what
   // its model was trained on (write_keras).
   s.convention = root.has_attribute(kKerasConventionAttribute)
@@ -172,8 +172,9 @@ SourceList list_keras(const h5::Group& root, Module& model) {
   if (!base_path.empty()) model_weights.emplace(root.group(base_path));
   const h5::Group& base = model_weights ? *model_weights : root;
   const std::string origin_base = base_path.empty() ? "/" : "/" + base_path + "/";
-  // Layer names live with each model's table (layers/models/): io restates no model.
-  const KerasLayerNames layer_names = keras_layer_names(model.name());
+  // Layer names live with each model's table (layers/models/): io restates no model. The
+  // entries are named as the file's model's (the import maps them onto the target's).
+  const KerasLayerNames layer_names = keras_layer_names(s.model);
   const std::set<std::string> bns = batch_norm_layers(model);
   for (const std::string& layer : read_chunked(base, "layer_names")) {
     KILN_CHECK(base.exists(layer) && base.is_group(layer), "Keras weights file '", root.file(), "': layer '", layer,
@@ -188,7 +189,7 @@ SourceList list_keras(const h5::Group& root, Module& model) {
       const size_t rank = g.dataset(names[i]).shape().size();
       std::string r = role_by_name(names[i]);
       if (r.empty()) r = role(i, batch_norm);
-      s.entries.push_back({model.name() + "/" + kiln_layer + "/" + r, origin_base + layer + "/" + names[i],
+      s.entries.push_back({s.model + "/" + kiln_layer + "/" + r, origin_base + layer + "/" + names[i],
                            r == "weight" ? layout_for_rank(rank) : Layout::same});
     }
   }
@@ -265,6 +266,7 @@ void write_keras(h5::Group& root, Module& model, InputConvention convention) {
   root.set_string_attribute("backend", "tensorflow");
   root.set_string_attribute("keras_version", "2.11.0");
   root.set_string_attribute(kKerasConventionAttribute, convention_name(convention));
+  root.set_string_attribute(kKerasModelAttribute, model.name());
   for (size_t l = 0; l < layer_names.size(); ++l) {
     h5::Group g = root.create_group(layer_names[l]);
     std::vector<std::string> names;

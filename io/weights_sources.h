@@ -42,6 +42,11 @@ SourceList list_keras3(const h5::Group& root, Module& model);
 // beta, moving_mean, moving_variance), and the input convention its inputs need in a root
 // attribute Keras ignores, which list_keras reads back (files without it: caffe_bgr).
 inline constexpr const char* kKerasConventionAttribute = "kiln_input_convention";
+// The model kiln exported a Keras-layout file from ("vgg11"), likewise ignored by Keras: read
+// back as the file's model, so that weights of another network are refused by name, not
+// loaded into the layers whose names and shapes happen to match. Files without it are read
+// as the target model's.
+inline constexpr const char* kKerasModelAttribute = "kiln_model";
 void write_keras(h5::Group& root, Module& model, InputConvention convention);
 
 // Row-major [rows, cols] -> [cols, rows].

@@ -452,6 +452,31 @@ TEST_CASE("files without checksums load and the report says so, and format 2 req
   }
 }
 
+TEST_CASE("a Keras-layout file kiln exported names its model, so another network's weights are refused by name",
+          "[weights][io]") {
+  // VGG11's Keras names (block1_conv1, block2_conv1, ...) are a subset of VGG16's; read as
+  // VGG16's, its layers landed where VGG16 has other inputs, with gaps between.
+  TempDir tmp;
+  const std::string path = tmp / "vgg11_keras.h5";
+  io::ExportOptions keras;
+  keras.format = io::WeightsFormat::keras;
+  auto src = vgg(11, 10, 32, 1);
+  io::export_weights(*src, path, keras);
+  CHECK(io::weights_source_model(io::h5::File::open_read(path).root()) == "vgg11");
+  auto vgg16 = vgg(16, 10, 32, 2);
+  CHECK_THROWS_WITH(io::import_weights(*vgg16, path), Contains("is for model 'vgg11', not 'vgg16'"));
+  io::ImportOptions partial;
+  partial.allow_missing = true;
+  CHECK_THROWS_WITH(io::import_weights(*vgg16, path, partial), Contains("is for model 'vgg11'"));
+  // Into its own model it loads whole, named as before.
+  auto back = vgg(11, 10, 32, 3);
+  const io::ImportReport rep = io::import_weights(*back, path);
+  CHECK(rep.source_model == "vgg11");
+  CHECK(rep.loaded.size() == 22);
+  CHECK(back->find("vgg11/conv2_1/weight").tensor->to_vector<float>() ==
+        src->find("vgg11/conv2_1/weight").tensor->to_vector<float>());
+}
+
 TEST_CASE("a head shaped otherwise is mismatched and not missing - skip_mismatched keeps it - a map that fits nothing fails",
           "[weights][io]") {
   TempDir tmp;
