@@ -144,10 +144,6 @@ double median(std::vector<int64_t> v) {
   return v.size() % 2 ? static_cast<double>(v[m]) : 0.5 * static_cast<double>(v[m - 1] + v[m]);
 }
 
-std::string plural(int64_t n, const std::string& one, const std::string& many) {
-  return std::to_string(n) + " " + (n == 1 ? one : many);
-}
-
 // "1/4" for 0.25, else the fraction as a number.
 std::string fraction_text(double f) {
   for (int d = 2; d <= 10; ++d)
@@ -317,9 +313,14 @@ std::string duplicates_text(const AuditReport& r, size_t max) {
 }  // namespace
 
 std::string AuditReport::summary(size_t list_skipped, const std::string& skipped_path) const {
+  const auto failed = std::count_if(skipped.begin(), skipped.end(), [](const io::SkippedFile& f) {
+    return f.why == io::SkippedFile::Why::undecodable;
+  });
+  const std::string how = options.full_decode ? "fully decoded" : "checked (structure only, no decode)";
   std::string out = "audit: " + plural(files_read, "image file", "image files") + " read and " +
-                    (options.full_decode ? "fully decoded" : "checked (structure only, no decode)") + " in " +
-                    format_number("%.1f", seconds) + " s\n";
+                    (failed == 0 ? how : std::to_string(files_read - failed) + " of them " + how + ", " +
+                                             std::to_string(failed) + " failing") +
+                    " in " + format_number("%.1f", seconds) + " s\n";
   for (const SplitAudit& sp : splits) out += split_line(sp);
   if (skipped.empty()) {
     out += "skipped: none\n";

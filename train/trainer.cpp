@@ -601,6 +601,7 @@ void Trainer::check_resume_data(const io::CheckpointInfo& resume) const {
   }
   if (m.data_digest == 0 || m.data_digest == data_digest_) return;  // unknown (older checkpoint) or the same
   const auto now = static_cast<int64_t>(train_.size());
+  if (m.epochs_done >= total_epochs(opt_.phases)) return;  // nothing trains: the change acts on nothing
   KILN_CHECK(m.batches_done == 0, "trainer: the training data ('", train_.root, "') changed since checkpoint '",
              resume.state_path, "' (", m.data_size, " images then, ", now, " now), which stopped ", m.batches_done,
              " batches into an epoch: resumed over other images, that epoch would serve some twice and others never. "

@@ -67,6 +67,11 @@ bool Flags::parse(int argc, char** argv, int first) {
   return true;
 }
 
+void Flags::set_default(const std::string& name, const std::string& value) {
+  spec(name);
+  values_[name] = value;
+}
+
 bool Flags::given(const std::string& name) const {
   spec(name);
   for (const std::string& g : given_flags_)

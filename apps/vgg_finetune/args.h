@@ -28,6 +28,8 @@ class Flags {
 
   // True when the flag was given on the command line.
   bool given(const std::string& name) const;
+  // Replaces a flag's default (it stays "not given"): a resume's recipe from its config.txt.
+  void set_default(const std::string& name, const std::string& value);
   std::string str(const std::string& name) const;
   bool on(const std::string& name) const;
   int64_t integer(const std::string& name, int64_t lo, int64_t hi) const;

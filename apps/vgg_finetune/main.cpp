@@ -116,7 +116,7 @@ std::vector<FlagSpec> train_specs() {
                                  "average-pooled to 7x7 so that fc6 loads"},
       {"convention", "NAME", "auto",
        "input preprocessing: auto (from the weights), caffe_bgr, tf_rgb, torchvision_rgb; a resume keeps the run's"},
-      {"workers", "N", "2", "image decoding threads"},
+      {"workers", "N", "2", "image decoding threads (0: one per CPU core)"},
       {"keep", "N", "2", "checkpoints kept (the best by val accuracy is kept too)"},
       {"no-augment", "", "", "central crops, no flips: phase 1 computes pool5 features once, then runs only fc6..fc8 per step"},
       {"no-feature-cache", "", "", "with --no-augment, run the full network each step anyway (to compare)"},
@@ -182,6 +182,12 @@ std::string require_dir(const std::string& flag, const std::string& dir) {
   return dir;
 }
 
+// --workers of train, eval and audit: 1..64 threads, or 0 for one per CPU core.
+int workers_flag(const Flags& f) {
+  const auto n = static_cast<int>(f.integer("workers", 0, 64));
+  return n > 0 ? n : static_cast<int>(std::min(64u, std::max(1u, std::thread::hardware_concurrency())));
+}
+
 TrainConfig train_config(const Flags& f) {
   TrainConfig c;
   c.model = f.choice("model", model_names());
@@ -219,7 +225,7 @@ TrainConfig train_config(const Flags& f) {
   c.head = f.choice("head", {"fc", "avg"});
   check_head(find_model_spec(c.model), c.head);  // before any work, as the builder would
   c.train_from = f.str("train-from");
-  c.workers = static_cast<int>(f.integer("workers", 1, 64));
+  c.workers = workers_flag(f);
   c.keep = static_cast<int>(f.integer("keep", 1, 1000));
   c.stop_after_epochs = f.integer("stop-after-epochs", 0, 100000);
   c.stop_after_steps = f.integer("stop-after-steps", 0, INT64_MAX);
@@ -237,6 +243,22 @@ TrainConfig train_config(const Flags& f) {
   return c;
 }
 
+// A resume continues its run's recipe: each recipe flag left out takes the value config.txt
+// records (one given that differs is refused later, unless --allow-changed-config). Says
+// which values came from there.
+void inherit_saved_recipe(Flags& f) {
+  if (f.str("model-dir").empty()) return;
+  std::string taken;
+  for (const RecipeFlag& r : saved_recipe(f.str("model-dir"))) {
+    if (f.given(r.name) || same_recipe_value(r.name, f.str(r.name), r.value)) continue;
+    f.set_default(r.name, r.value);
+    taken += std::string(" --") + r.name + (r.is_switch ? "" : " " + shell_quote(r.value));
+  }
+  if (!taken.empty())
+    std::printf("resuming the run in %s with its recipe (%s):%s\n", f.str("model-dir").c_str(),
+                (fs::path(f.str("model-dir")) / kConfigFile).string().c_str(), taken.c_str());
+}
+
 int cmd_train(int argc, char** argv) {
   Flags f("train", "--model-dir DIR (--data-dir DIR | --train-dir DIR --val-dir DIR) [flags]",
           "Trains VGG16 (or --model) on a folder-per-class dataset: phase 1 trains the head (fc8)\n"
@@ -245,8 +267,8 @@ int cmd_train(int argc, char** argv) {
           "checkpoint into --model-dir each epoch (and every N steps with --eval-every and\n"
           "--checkpoint-every). Running the same command again on the same --model-dir resumes\n"
           "from its latest checkpoint (the --weights are not loaded again) and gives the same result\n"
-          "as an uninterrupted run; a resume that changes a recipe flag is refused (see\n"
-          "--allow-changed-config). Ctrl-C (or SIGTERM) stops after the step in progress, or at the\n"
+          "as an uninterrupted run; recipe flags left out take the run's values (its config.txt), and\n"
+          "one given with another value is refused (see --allow-changed-config). Ctrl-C (or SIGTERM) stops after the step in progress, or at the\n"
           "epoch's checkpoint, and checkpoints there (exit code 130; a second Ctrl-C quits at once).\n"
           "A run killed at any moment loses at most the steps since the last checkpoint; temporary\n"
           "files it leaves are removed by the next run. One run at a time per --model-dir: a second\n"
@@ -260,6 +282,7 @@ int cmd_train(int argc, char** argv) {
           "  vgg_finetune train --train-dir a/train --val-dir a/val --model-dir runs/a --phase2-epochs 0\n");
   if (!f.parse(argc, argv, 2)) return 0;
   KILN_CHECK(f.positional().empty(), "train takes no positional argument, got '", f.positional()[0], "'");
+  inherit_saved_recipe(f);
   // 130: stopped by a signal (Ctrl-C), checkpointed; the shell's convention for SIGINT.
   return run_train(train_config(f)).interrupted ? 130 : 0;
 }
@@ -381,13 +404,13 @@ int cmd_eval(int argc, char** argv) {
            kDeviceFlag,
            kInferencePrecisionFlag,
            {"compare-precision", "bf16-frozen|bf16", "", "instead: run the weights in fp32 and in this precision on the same images and report how far each layer's output, the output distribution (KL) and the top-1 move"},
-           {"workers", "N", "2", "image decoding threads"}},
+           {"workers", "N", "2", "image decoding threads (0: one per CPU core)"}},
           "  vgg_finetune eval --model-dir runs/pets --data-dir pets\n");
   if (!f.parse(argc, argv, 2)) return 0;
   KILN_CHECK(!f.str("model-dir").empty(), "--model-dir is required");
   const std::string data = require_dir("data-dir", f.str("data-dir"));
   const int64_t batch = f.integer("batch", 1, 4096);
-  const int workers = static_cast<int>(f.integer("workers", 1, 64));
+  const int workers = workers_flag(f);
   const std::string dev = f.choice("device", {"auto", "cpu", "cuda"});
   io::Dataset ds = eval_dataset(data);
   const Device device = choose_device(dev);
@@ -713,8 +736,7 @@ int cmd_audit(int argc, char** argv) {
              "folders), got ", data.size());
   AuditOptions opt;
   opt.full_decode = !f.on("structure-only");
-  const auto workers = static_cast<int>(f.integer("workers", 0, 64));
-  opt.threads = workers > 0 ? workers : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  opt.threads = workers_flag(f);
   opt.max_pairs = static_cast<size_t>(f.integer("max-pairs", 0, 1000000));
   const std::string out = f.str("out");
   const auto out_dir = prepare_output_file("--out", out, Reads{"", {data[0]}, {}});

@@ -98,12 +98,6 @@ std::string exact(double v) {
 
 // The recipe flags (what a resume must not change) with their values in this run; a switch
 // has "1" when on and "" when off (config.txt then has no line for it, as Flags::dump writes).
-struct RecipeFlag {
-  const char* name;
-  std::string value;
-  bool is_switch;
-};
-
 std::vector<RecipeFlag> recipe_flags(const TrainConfig& c) {
   return {{"model", c.model, false},
           {"phase1-epochs", std::to_string(c.phase1_epochs), false},
@@ -158,12 +152,7 @@ std::vector<std::string> recipe_changes(const TrainConfig& cfg, const std::map<s
       continue;
     }
     if (it == saved.end()) continue;
-    const char* text = it->second.c_str();
-    char* end = nullptr;
-    const double was = std::strtod(text, &end);
-    const bool same = (end && *end == '\0' && end != text) ? was == std::strtod(r.value.c_str(), nullptr)
-                                                            : it->second == r.value;
-    if (r.name == std::string("seed") ? it->second != r.value : !same)
+    if (!same_recipe_value(r.name, it->second, r.value))
       changes.push_back(std::string("--") + r.name + " is " + r.value + ", the run used " + it->second);
   }
   return changes;
@@ -188,6 +177,31 @@ Device choose_device(const std::string& flag) {
     std::printf("device: cuda:0 (--device auto: %d GPU%s found)\n", gpus, gpus > 1 ? "s" : "");
   std::printf("GPU math: %s\n", gpu_math_summary().c_str());
   return Device::cuda(0);
+}
+
+bool same_recipe_value(const std::string& name, const std::string& a, const std::string& b) {
+  if (name == "seed") return a == b;  // a uint64: a double would round it
+  char* end = nullptr;
+  const double x = std::strtod(a.c_str(), &end);
+  return (end && *end == '\0' && end != a.c_str()) ? x == std::strtod(b.c_str(), nullptr) : a == b;
+}
+
+std::vector<RecipeFlag> saved_recipe(const std::string& model_dir) {
+  std::error_code ec;
+  bool resumable = false;
+  for (const auto& e : fs::directory_iterator(model_dir, ec)) {
+    const std::string n = e.path().filename().string();
+    resumable = resumable || (n.rfind("ckpt-", 0) == 0 && n.size() > 9 && n.compare(n.size() - 9, 9, ".state.h5") == 0);
+  }
+  const fs::path config = fs::path(model_dir) / kConfigFile;
+  if (!resumable || !fs::is_regular_file(config, ec)) return {};
+  const std::map<std::string, std::string> saved = parse_config(read_text(config.string()));
+  std::vector<RecipeFlag> out;
+  for (const RecipeFlag& r : recipe_flags(TrainConfig{})) {
+    const auto it = saved.find(r.name);
+    if (it != saved.end()) out.push_back({r.name, it->second, r.is_switch});
+  }
+  return out;
 }
 
 std::string recipe_flags_changed(const TrainConfig& cfg) {
@@ -499,7 +513,9 @@ void print_plan(const TrainConfig& cfg, int64_t start_epoch, const std::string& 
               cfg.weight_decay, dropout.c_str(), static_cast<long long>(cfg.batch),
               static_cast<unsigned long long>(cfg.seed));
   const int64_t total = cfg.phase1_epochs + cfg.phase2_epochs;
-  if (start_epoch >= total) std::printf("nothing left to train: all %lld epochs are done\n", static_cast<long long>(total));
+  if (start_epoch >= total)
+    std::printf("nothing left to train: %s done\n",
+                (total == 1 ? std::string("its 1 epoch is") : "all " + plural(total, "epoch", "epochs") + " are").c_str());
   // Flags that cannot act on this run, said rather than taken in silence.
   if (!cfg.feature_cache && !cfg.no_augment)
     std::printf("note: --no-feature-cache changes nothing here: with augmentation on no features are cached\n");
@@ -677,8 +693,9 @@ TrainerHooks people_hooks(const TrainConfig& cfg, bool tty, Sequential& net) {
     // app does not recommend it there.
     const Device d = net.parameters().front().tensor->device();
     if (u.policy == Precision::fp32 && u.frozen > 0 && d.is_cpu() && native_bf16(d))
-      std::printf("  (--precision bf16-frozen would run the %lld frozen layers in bf16 on this CPU: about twice as fast, "
-                  "the same accuracy in our measurements; docs/precision.md)\n", static_cast<long long>(u.frozen));
+      std::printf("  (--precision bf16-frozen would run the %s in bf16 on this CPU: about twice as fast, "
+                  "the same accuracy in our measurements; docs/precision.md)\n",
+                  (u.frozen == 1 ? std::string("frozen layer") : plural(u.frozen, "frozen layer", "frozen layers")).c_str());
   };
   h.on_feature_mode = [&cfg, &net](const FeatureMode& m) {
     // The cut's layers by name: the cached output ("flatten" reads as the map it flattens).

@@ -74,6 +74,18 @@ struct TrainConfig {
 
 // "key = value" lines of the recipe flags (those a resume must not change), for config.txt.
 std::string recipe_config_text(const TrainConfig& cfg);
+// A recipe flag (one a resume must not change) and its value as config.txt writes it.
+struct RecipeFlag {
+  const char* name;  // without "--"
+  std::string value;
+  bool is_switch;  // a flag without a value, recorded as "1" only when on
+};
+// The recipe flags config.txt records for the run in `model_dir` when it holds a checkpoint
+// to resume (a state file); none for a new run. A resume's flags left out take these values,
+// so "train again on the same --model-dir" needs no flag but the paths.
+std::vector<RecipeFlag> saved_recipe(const std::string& model_dir);
+// Whether two values of recipe flag `name` are the same: numbers by value (1e-3 equals 0.001).
+bool same_recipe_value(const std::string& name, const std::string& a, const std::string& b);
 // The recipe flags whose values differ from train's defaults, as " --flag value" for a
 // command line to print (the demo's train line, which a resume reruns as is).
 std::string recipe_flags_changed(const TrainConfig& cfg);

@@ -37,12 +37,19 @@ PY
 then ok "bf16-frozen: per-phase lines, bf16 feature cache at half the fp32 KiB ($(mib "$W/b.log") vs $(mib "$W/f.log")), config.txt"
 else bad "bf16-frozen run (rc $rc/$rcf)"; grep -E "precision|mode|error" "$W/b.log" "$W/f.log" | head; fi
 
-# 2. A resume that changes the policy is refused; the same policy resumes (nothing left to do).
-"$B" train --data-dir "$W/data" --model-dir "$W/b" "${COMMON[@]}" > "$W/r.log" 2>&1
+# 2. A resume that changes the policy is refused; one that leaves --precision out takes the
+#    run's (config.txt) and resumes (nothing left to do).
+"$B" train --data-dir "$W/data" --model-dir "$W/b" "${COMMON[@]}" --precision fp32 > "$W/r.log" 2>&1
 rc=$?
 if [ $rc -ne 0 ] && grep -q -- "--precision is fp32, the run used bf16-frozen" "$W/r.log"; then
   ok "resume with another --precision refused"
 else bad "resume with another --precision (rc $rc)"; tail -3 "$W/r.log"; fi
+"$B" train --data-dir "$W/data" --model-dir "$W/b" "${COMMON[@]}" > "$W/r2.log" 2>&1
+rc=$?
+if [ $rc -eq 0 ] && grep -q -- "with its recipe ($W/b/config.txt): --precision bf16-frozen$" "$W/r2.log" &&
+   grep -q "^nothing left to train" "$W/r2.log"; then
+  ok "resume without --precision takes the run's, and says so"
+else bad "resume without --precision (rc $rc)"; tail -3 "$W/r2.log"; fi
 
 # 3. eval and predict take the checkpoint's policy; --compare-precision; a bad name.
 "$B" eval --model-dir "$W/b" --data-dir "$W/data" --device cpu > "$W/e.log" 2>&1

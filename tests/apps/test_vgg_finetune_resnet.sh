@@ -131,6 +131,6 @@ expect_error "an unknown --model lists the known ones" "resnet50_v1" \
   train --data-dir "$W/data" --model-dir "$W/u" --model resnet34 --device cpu
 expect_error "a resnet50 model dir refuses --model vgg16" "trained with model resnet50, not this run's vgg16" \
   train --data-dir "$W/data" --model-dir "$W/a" --image-size 64 --batch 4 --seed 5 --device cpu --no-augment \
-  --phase1-epochs 1 --phase2-epochs 1
+  --phase1-epochs 1 --phase2-epochs 1 --model vgg16
 
 end_checks "resnet app"
