@@ -27,7 +27,6 @@ constexpr int64_t kStateFormatVersion = 3;
 constexpr int64_t kFirstFrozenFileVersion = 3;
 // The state file's identity. The app's name stays in it: every checkpoint written so far
 // carries it, and a resume must keep reading them.
-constexpr const char* kCheckpointKind = "vgg_finetune checkpoint";
 
 int64_t state_version(const h5::Group& root) {
   if (!root.has_attribute("state_format_version")) return 1;

@@ -48,6 +48,9 @@
 
 namespace kiln::io {
 
+// The state file's "kind" attribute: what tells a checkpoint from a weights file.
+inline constexpr const char* kCheckpointKind = "vgg_finetune checkpoint";
+
 // Where a run stands and what it was made with: enough to rebuild the model and continue.
 struct CheckpointMeta {
   int64_t epochs_done = 0;   // epochs completed; the next epoch to run (0-based) is this

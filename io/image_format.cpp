@@ -368,6 +368,25 @@ ImageInfo check_bmp(const uint8_t* b, size_t size, const std::string& name, int6
   return {static_cast<int>(w), static_cast<int>(height), alpha ? 4 : 3};
 }
 
+// The formats people's folders hold that kiln does not read, by their signatures, so the
+// error names what the file is and what to do: "" when none matches.
+std::string other_format(const uint8_t* b, size_t n) {
+  const std::string convert = " (kiln reads JPEG, PNG and BMP: convert it, e.g. to PNG)";
+  const auto at = [&](size_t off, const char* s) {
+    const size_t len = std::strlen(s);
+    return n >= off + len && std::memcmp(b + off, s, len) == 0;
+  };
+  if (at(0, "RIFF") && at(8, "WEBP")) return "a WebP image" + convert;
+  if (at(0, "GIF87a") || at(0, "GIF89a")) return "a GIF image" + convert;
+  if (at(4, "ftypheic") || at(4, "ftypheix") || at(4, "ftypmif1") || at(4, "ftyphevc")) return "a HEIC image" + convert;
+  if (at(4, "ftypavif")) return "an AVIF image" + convert;
+  if (n >= 4 && ((b[0] == 'I' && b[1] == 'I' && b[2] == 42 && b[3] == 0) || (b[0] == 'M' && b[1] == 'M' && b[2] == 0 && b[3] == 42)))
+    return "a TIFF image" + convert;
+  if (n >= 4 && b[0] == 0x00 && b[1] == 0x05 && b[2] == 0x16 && b[3] == 0x07)
+    return "a macOS AppleDouble ('._') metadata file, not an image (macOS writes one beside each file it copies)";
+  return "";
+}
+
 }  // namespace
 
 ImageFormat sniff_image_format(const uint8_t* b, size_t n) {
@@ -386,6 +405,8 @@ ImageInfo check_image_structure(const uint8_t* bytes, size_t size, ImageFormat f
     case ImageFormat::bmp: return check_bmp(bytes, size, name, max_pixels);
     case ImageFormat::unknown: break;
   }
+  const std::string other = other_format(bytes, size);
+  KILN_CHECK(other.empty(), name, ": not a JPEG, PNG or BMP image: it is ", other);
   KILN_FAIL(name, ": not a JPEG, PNG or BMP image (unrecognised first bytes)");
 }
 

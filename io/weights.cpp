@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "io/atomic_file.h"
+#include "io/checkpoint.h"
 #include "io/crc32c.h"
 #include "io/hdf5.h"
 #include "io/keras_archive.h"
@@ -184,6 +185,11 @@ std::string checksum_status(WeightsFormat format, int64_t version) {
 }
 
 [[noreturn]] void fail_unknown_format(const h5::Group& root) {
+  // A checkpoint's state file is what a run names last; its weights are another file.
+  KILN_CHECK(!(root.has_attribute("kind") && root.string_attribute("kind") == kCheckpointKind), "'", root.file(),
+             "' is a checkpoint's state file (optimizer state and progress), not a weights file: write the "
+             "model's weights with 'vgg_finetune export --model-dir DIR --out FILE' (the checkpoint's own weights "
+             "files hold only part of the model when its phase froze layers)");
   KILN_FAIL("'", root.file(), "' is HDF5 but not a weights file kiln knows: expected a kiln_format_version attribute ",
             "(kiln), a layer_names attribute (Keras) or a layers/ group (Keras 3); found groups [",
             list_str(root.children()), "] and attributes [", list_str(root.attribute_names()), "]");

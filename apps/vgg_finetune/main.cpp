@@ -569,10 +569,19 @@ std::vector<std::string> collect_images(const std::vector<std::string>& args) {
   std::vector<std::string> paths;
   for (const std::string& a : args) {
     if (fs::is_directory(a)) {
+      // A folder's image files as train reads a class folder: hidden ones (macOS's "._" files,
+      // metadata beside each copied file) are passed over, and counted.
       std::vector<std::string> files;
-      for (const auto& e : fs::recursive_directory_iterator(a))
-        if (e.is_regular_file() && io::has_image_extension(e.path().filename().string()))
-          files.push_back(e.path().string());
+      int64_t hidden = 0;
+      for (const auto& e : fs::recursive_directory_iterator(a)) {
+        const std::string name = e.path().filename().string();
+        if (!e.is_regular_file() || !io::has_image_extension(name)) continue;
+        if (name[0] == '.') ++hidden;
+        else files.push_back(e.path().string());
+      }
+      if (hidden > 0)
+        std::printf("note: %s in '%s' passed over (names starting with '.', such as macOS's ._ files)\n",
+                    plural(hidden, "hidden image file", "hidden image files").c_str(), a.c_str());
       std::sort(files.begin(), files.end());
       KILN_CHECK(!files.empty(), "folder '", a, "' holds no image (.jpg, .jpeg, .png, .bmp)");
       paths.insert(paths.end(), files.begin(), files.end());

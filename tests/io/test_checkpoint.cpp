@@ -292,6 +292,15 @@ TEST_CASE("a phase's frozen parameters are written once, and checkpoints hold wh
   CHECK(files_in(tmp.dir) == std::vector<std::string>{"ckpt-000003.state.h5", "ckpt-000003.weights.h5"});
 }
 
+TEST_CASE("a checkpoint's state file given as weights says what it is and how to get weights", "[checkpoint][weights]") {
+  TempDir tmp;
+  FrozenRun run;
+  run.step();
+  const std::string state = run.save(tmp.dir, 1, 1);
+  CHECK_THROWS_WITH(io::import_weights(*run.model, state),
+                    Contains("is a checkpoint's state file") && Contains("vgg_finetune export --model-dir"));
+}
+
 TEST_CASE("a mismatched or corrupt frozen file makes its checkpoints damaged", "[checkpoint][checksum]") {
   TempDir tmp;
   FrozenRun run;

@@ -269,3 +269,24 @@ TEST_CASE("broken files are refused with the file and the reason", "[images]") {
   }
   fs::remove_all(dir);
 }
+
+TEST_CASE("a file of another image format is named as what it is, with what to do", "[images][errors]") {
+  const auto error_for = [](std::vector<uint8_t> head) {
+    head.resize(64, 0);
+    try {
+      (void)decode_image_bytes(head, "x.jpg");
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("decoded");
+  };
+  const auto bytes = [](const std::string& s) { return std::vector<uint8_t>(s.begin(), s.end()); };
+  CHECK_THAT(error_for(bytes(std::string("RIFF\x10\0\0\0WEBPVP8 ", 16))),
+             Catch::Contains("x.jpg: not a JPEG, PNG or BMP image: it is a WebP image") && Catch::Contains("convert it"));
+  CHECK_THAT(error_for(bytes("GIF89a")), Catch::Contains("it is a GIF image"));
+  CHECK_THAT(error_for(bytes(std::string("\0\0\0\x18" "ftypheic", 12))), Catch::Contains("it is a HEIC image"));
+  CHECK_THAT(error_for(bytes(std::string("\0\0\0\x1c" "ftypavif", 12))), Catch::Contains("it is an AVIF image"));
+  CHECK_THAT(error_for(bytes(std::string("II*\0", 4))), Catch::Contains("it is a TIFF image"));
+  CHECK_THAT(error_for({0x00, 0x05, 0x16, 0x07}), Catch::Contains("AppleDouble ('._') metadata file, not an image"));
+  CHECK_THAT(error_for(bytes("hello")), Catch::Contains("(unrecognised first bytes)"));
+}
