@@ -127,6 +127,23 @@ struct RowWindow {
 
 }  // namespace
 
+namespace {
+
+// Every phase's train patterns match some parameter of the model: checked when the trainer
+// is made, before anything is written, not when the phase starts.
+void check_phase_patterns(Module& model, const std::vector<Phase>& phases) {
+  const std::vector<ParameterRef> params = model.parameters();
+  for (const Phase& ph : phases)
+    for (const std::string& p : ph.train_patterns) {
+      const bool any = std::any_of(params.begin(), params.end(), [&](const ParameterRef& r) { return name_matches(p, r.name); });
+      KILN_CHECK(any, "phase '", ph.name, "' trains '", p, "', which matches no parameter of ", model.name(), " (",
+                 params.empty() ? std::string("it has no parameters") : "names look like '" + params.front().name + "'",
+                 "; a scope ends in '/', a glob uses * and ?)");
+    }
+}
+
+}  // namespace
+
 void apply_phase(Sequential& model, const Phase& phase) {
   const std::string all = model.name() + "/";
   if (phase.train_patterns.empty()) {
@@ -340,6 +357,7 @@ Trainer::Trainer(Sequential& model, const ModelSpec& spec, const io::Dataset& tr
                  TrainerOptions options, TrainerHooks hooks)
     : model_(model), spec_(spec), train_(train), val_(val), opt_(std::move(options)), hooks_(std::move(hooks)) {
   check_options(opt_);
+  check_phase_patterns(model_, opt_.phases);
   // The loader's refusal, for the cached path too (which builds no loader).
   KILN_CHECK(io::epoch_batches(static_cast<int64_t>(train.size()), opt_.loader) > 0, "trainer: drop_last with batch "
              "size ", opt_.loader.batch_size, " > the ", train.size(), " training images leaves no batch");

@@ -279,28 +279,35 @@ void bind_train(nb::module_& m) {
         "call model.eval() for inference.");
   // The closed-form linear probe on fixed features: a baseline, or a head's start (the
   // trainer's linear_probe phases use the same function).
-  m.def("fit_linear_probe",
-        [](const Tensor& feats, const std::vector<int64_t>& labels, int64_t classes) {
-          LinearProbe p;
-          {
-            nb::gil_scoped_release release;
-            p = fit_linear_probe(feats, labels, classes);
-          }
-          nb::dict d;
-          d["weight"] = Tensor::from_vector(p.weight, Shape{p.classes, p.dim});
-          d["bias"] = Tensor::from_vector(p.bias, Shape{p.classes});
-          d["lambda_"] = p.lambda;
-          d["holdout_acc"] = p.holdout_acc;
-          d["scale"] = p.scale;
-          d["train_acc"] = p.train_acc;
-          return d;
-        },
-        arg("feats"), arg("labels"), arg("classes"),
+  const auto fit_probe = [](const Tensor& feats, const std::vector<int64_t>& labels, int64_t classes) {
+    LinearProbe p;
+    {
+      nb::gil_scoped_release release;
+      p = fit_linear_probe(feats, labels, classes);
+    }
+    nb::dict d;
+    d["weight"] = Tensor::from_vector(p.weight, Shape{p.classes, p.dim});
+    d["bias"] = Tensor::from_vector(p.bias, Shape{p.classes});
+    d["lambda_"] = p.lambda;
+    d["holdout_acc"] = p.holdout_acc;
+    d["scale"] = p.scale;
+    d["train_acc"] = p.train_acc;
+    return d;
+  };
+  m.def("fit_linear_probe", fit_probe, arg("feats"), arg("labels"), arg("classes"),
         "A linear classifier fitted in closed form on feats [N, D] float32 with labels in [0, classes): ridge "
         "regression to one-hot targets on standardised features, the ridge strength chosen by 5-fold "
         "cross-validation, the scores scaled to minimise the held-out cross-entropy (train/linear_probe.h). "
         "Returns a dict: weight [classes, D] and bias [classes] (scores = feats @ weight.T + bias), lambda_ (the "
         "strength), holdout_acc, scale, train_acc.");
+  // The labels as a Loader yields them (an int64 kiln.Tensor [N]).
+  m.def("fit_linear_probe",
+        [fit_probe](const Tensor& feats, const Tensor& labels, int64_t classes) {
+          KILN_CHECK(labels.dtype() == DType::i64 || labels.dtype() == DType::i32, "fit_linear_probe: labels must be "
+                     "integers (a Loader's int64 labels, a list of ints), got ", labels.description());
+          return fit_probe(feats, labels.to_vector<int64_t>(), classes);
+        },
+        arg("feats"), arg("labels"), arg("classes"));
   // The CPU backend's OpenMP threads (the calling thread's setting, shared with anything else
   // in the process using libgomp: `import torch` may lower it). oneDNN's convolution gradients
   // sum in an order that depends on the count, so bit-identical runs need equal counts.

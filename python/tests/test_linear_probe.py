@@ -44,6 +44,11 @@ def test_probe_separates_classes_and_reports_its_choice():
     assert p["lambda_"] / 40 in (3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1, 3) and p["scale"] >= 1
     with pytest.raises(kiln.Error, match="label 3 outside"):
         kiln.fit_linear_probe(kiln.from_dlpack(x), [3] * 90, 3)
+    # Labels as a Loader yields them, a kiln int64 tensor, give the same fit.
+    q = kiln.fit_linear_probe(kiln.from_dlpack(x), kiln.from_dlpack(y.astype(np.int64)), 3)
+    assert q["weight"].tolist() == p["weight"].tolist()
+    with pytest.raises(kiln.Error, match="labels must be integers"):
+        kiln.fit_linear_probe(kiln.from_dlpack(x), kiln.from_dlpack(y.astype(np.float32)), 3)
 
 
 @needs_torch

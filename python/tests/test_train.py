@@ -97,7 +97,12 @@ def test_a_failing_on_epoch_keeps_the_epoch_and_bad_options_are_refused_first():
             run("keep", keep=0)
         with pytest.raises(kiln.Error, match="checkpoint_every must be 0 .off. or positive, got -5"):
             run("every", checkpoint_every=-5)
-        for name in ("five", "keep", "every"):
+        model = kiln.build_model("vgg11", num_classes=2, image_size=32, seed=1)
+        with pytest.raises(kiln.Error, match="phase 'p' trains 'fc8', which matches no parameter of vgg11"):
+            kiln.train(model, "vgg11", [kiln.Phase("p", train=["fc8"], lr=0.01, epochs=1)],
+                       os.path.join(d, "train"), os.path.join(d, "val"), os.path.join(d, "pattern"),
+                       batch_size=4, image_size=32, num_workers=1)
+        for name in ("five", "keep", "every", "pattern"):
             assert not os.path.exists(os.path.join(d, name)), name
 
 

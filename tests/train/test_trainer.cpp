@@ -829,4 +829,13 @@ TEST_CASE("a phase whose train pattern matches nothing is named in the error, no
                              "parameter of net matches (names look like 'net/fc1/weight'"));
   Sequential empty("empty");
   CHECK_THROWS_WITH(empty.freeze("*"), Contains("no parameter of empty matches (it has no parameters;"));
+  // A Trainer refuses it when it is made, before a model directory exists.
+  const DemoSplits d("trainer_patterns", 2, 4, 2);
+  TrainerOptions t = tiny_options(d.root + "/m", false);
+  t.run.classes = d.train.classes;
+  t.phases[1].train_patterns = {"net/fc9/"};
+  CHECK_THROWS_WITH(Trainer(*net, find_model_spec("vgg16"), d.train, d.val, t),
+                    Contains("phase 'all' trains 'net/fc9/', which matches no parameter of net (names look like "
+                             "'net/fc1/weight'"));
+  CHECK_FALSE(std::filesystem::exists(d.root + "/m"));
 }
