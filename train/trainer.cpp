@@ -296,6 +296,14 @@ void check_options(const TrainerOptions& o) {
                                 {"stop_after_steps", o.stop_after_steps}})
     KILN_CHECK(v >= 0, "trainer: ", name, " must be 0 (off) or positive, got ", v);
   KILN_CHECK(o.bucket_bytes > 0, "trainer: bucket_bytes must be positive, got ", o.bucket_bytes);
+  // What checkpoints record is what the loader feeds: a resume and load_model read it back.
+  KILN_CHECK(o.run.image_size == o.loader.crop, "trainer: run.image_size is ", o.run.image_size,
+             " but the loader crops ", o.loader.crop, " px inputs; checkpoints record run.image_size as the model's "
+             "input size: set both alike");
+  KILN_CHECK(o.run.convention == io::InputConvention::unknown || o.run.convention == o.loader.convention,
+             "trainer: run.convention is ", io::convention_name(o.run.convention), " but the loader normalises as ",
+             io::convention_name(o.loader.convention), "; checkpoints record run.convention as the inputs' "
+             "preprocessing: set both alike, or leave run.convention unknown (the loader's is recorded)");
   for (const Phase& p : o.phases) {
     KILN_CHECK(p.epochs >= 0, "trainer: phase '", p.name, "' has ", p.epochs, " epochs; 0 or more");
     KILN_CHECK(std::isfinite(p.lr) && p.lr >= 0, "trainer: phase '", p.name, "' has learning rate ", p.lr,
@@ -357,11 +365,11 @@ Trainer::Trainer(Sequential& model, const ModelSpec& spec, const io::Dataset& tr
                  TrainerOptions options, TrainerHooks hooks)
     : model_(model), spec_(spec), train_(train), val_(val), opt_(std::move(options)), hooks_(std::move(hooks)) {
   check_options(opt_);
-  check_phase_patterns(model_, opt_.phases);
   // The loader's refusal, for the cached path too (which builds no loader).
   KILN_CHECK(io::epoch_batches(static_cast<int64_t>(train.size()), opt_.loader) > 0, "trainer: drop_last with batch "
              "size ", opt_.loader.batch_size, " > the ", train.size(), " training images leaves no batch");
   check_model_fits(model_, spec_, train_, val_);
+  check_phase_patterns(model_, opt_.phases);  // after the model is known to be the spec's
   data_digest_ = samples_digest(train_);
   // Locked now when it exists, so that a caller loading a checkpoint before run() (kiln.train)
   // reads one no other run is writing.
@@ -381,6 +389,17 @@ TrainResult Trainer::run(const std::optional<io::CheckpointInfo>& resume) {
 }
 
 TrainResult Trainer::run_all(const std::optional<io::CheckpointInfo>& resume) {
+  if (!resume && is_root()) {
+    // A fresh run would write its ckpt-000001 over another run's and prune the rest.
+    std::vector<io::DamagedCheckpoint> damaged;
+    const std::vector<io::CheckpointInfo> there = io::list_checkpoints(opt_.model_dir, &damaged);
+    KILN_CHECK(there.empty() && damaged.empty(), "trainer: model directory '", opt_.model_dir, "' already holds ",
+               there.size() + damaged.size(), " checkpoint(s) (", there.empty() ? damaged.back().state_path
+                                                                         : there.back().state_path,
+               ") and this run starts fresh, so its checkpoints would replace them: resume from them "
+               "(kiln.train(..., resume=True); in C++, run(io::newest_intact_checkpoint(dir).checkpoint)), or give "
+               "a new model directory");
+  }
   std::error_code ec;
   std::filesystem::create_directories(opt_.model_dir, ec);
   KILN_CHECK(!ec && std::filesystem::is_directory(opt_.model_dir), "trainer: cannot create the model directory '",
@@ -630,6 +649,7 @@ void Trainer::check_resume_data(const io::CheckpointInfo& resume) const {
 io::CheckpointMeta Trainer::meta_at(int64_t epochs_done, int64_t batches_done, const EvalResult* val,
                                     const State& s) const {
   io::CheckpointMeta meta = opt_.run;
+  if (meta.convention == io::InputConvention::unknown) meta.convention = opt_.loader.convention;
   meta.arch = spec_.name;
   meta.precision = precision_name(opt_.precision);
   if (meta.classes.empty()) meta.classes = train_.classes;

@@ -3,6 +3,15 @@
 // evaluation (train/evaluate.h), checkpoints and resume (io/checkpoint.h) and metrics
 // (train/metrics_log.h) as separate pieces, and hooks through which a program prints its own
 // words. apps/vgg_finetune's `train` is a thin command over it.
+//
+// With a model of your own: the model is a Sequential whose last weight layer is the head;
+// the spec (train/model_spec.h) needs only a name (recorded in checkpoints as the arch) and
+// head_scope (the head's parameter scope, "net/fc2/"), its builder is not called; the data
+// are image folders (io::Dataset, io/dataset.h: a folder per class), read through the loader
+// (no in-memory tensors). TrainerOptions::run.image_size must equal loader.crop, and
+// run.convention the loader's (or stay unknown). run(std::nullopt) starts fresh and refuses a
+// model directory that holds checkpoints; run(io::newest_intact_checkpoint(dir).checkpoint)
+// resumes. tests/train/test_trainer.cpp's tiny_net runs so.
 #pragma once
 
 #include <cstdint>
@@ -120,7 +129,8 @@ struct TrainerOptions {
   // next checkpoint or its end. false: each checkpoint is written before training goes on.
   bool background_checkpoints = true;
   // Copied into every checkpoint (image_size, classes, convention, seed); arch is the spec's
-  // name, classes default to the training set's.
+  // name, classes default to the training set's. image_size must be loader.crop; convention
+  // the loader's, or unknown (then the loader's is recorded).
   io::CheckpointMeta run;
   Generator* init_gen = nullptr;     // their states go into checkpoints (may be null)
   Generator* dropout_gen = nullptr;

@@ -50,7 +50,7 @@ TrainerOptions graph_options(const std::string& dir, Device device, Generator* d
   t.loader.warn = false;
   t.loader.device = device;
   t.model_dir = dir;
-  t.run.image_size = 32;
+  t.run.image_size = 16;  // the crop, as checkpoints record it
   t.run.convention = io::InputConvention::torchvision_rgb;
   t.dropout_gen = drop;
   return t;

@@ -178,7 +178,8 @@ TEST_CASE("a Trainer runs any Sequential's phases and resumes mid-epoch bit for 
     io::load_checkpoint_weights(*c, *choice.checkpoint);
     tb.stop_after_steps = 0;
     TrainerOptions other = tb;  // another run: its checkpoint cannot resume it
-    other.run.image_size = 32;
+    other.run.image_size = other.loader.crop = 32;
+    other.loader.resize_shorter = 36;
     REQUIRE_THROWS_WITH(Trainer(*c, spec, train, val, other).run(choice.checkpoint),
                         Contains("was trained with image size 16, not this run's 32"));
     TrainerOptions bigger = tb;  // its one batch done would be other images in batches of 4
@@ -838,4 +839,51 @@ TEST_CASE("a phase whose train pattern matches nothing is named in the error, no
                     Contains("phase 'all' trains 'net/fc9/', which matches no parameter of net (names look like "
                              "'net/fc1/weight'"));
   CHECK_FALSE(std::filesystem::exists(d.root + "/m"));
+}
+
+TEST_CASE("a fresh run into a model directory holding checkpoints is refused, replacing none", "[train][errors]") {
+  const DemoSplits d("trainer_fresh_over", 2, 4, 2);
+  Generator g(6);
+  auto net = tiny_net(g);
+  TrainerOptions t = tiny_options(d.root + "/m", false);
+  t.run.classes = d.train.classes;
+  t.phases.resize(1);
+  t.phases[0].epochs = 1;
+  REQUIRE(Trainer(*net, find_model_spec("vgg16"), d.train, d.val, t).run(std::nullopt).finished);
+  const io::ResumeChoice before = io::newest_intact_checkpoint(d.root + "/m");
+  REQUIRE(before.checkpoint);
+  const auto written = std::filesystem::last_write_time(before.checkpoint->state_path);
+  CHECK_THROWS_WITH(Trainer(*net, find_model_spec("vgg16"), d.train, d.val, t).run(std::nullopt),
+                    Contains("already holds") && Contains("resume from them"));
+  CHECK(std::filesystem::last_write_time(before.checkpoint->state_path) == written);
+  // Resuming from them is what it asks for: the finished run has nothing left to do.
+  CHECK(Trainer(*net, find_model_spec("vgg16"), d.train, d.val, t).run(before.checkpoint).finished);
+}
+
+TEST_CASE("checkpoints record what the loader feeds: run.image_size and run.convention must agree with it",
+          "[train][errors]") {
+  const DemoSplits d("trainer_run_record", 2, 4, 2);
+  Generator g(7);
+  auto net = tiny_net(g);
+  TrainerOptions t = tiny_options(d.root + "/m", false);
+  t.run.classes = d.train.classes;
+  TrainerOptions size = t;
+  size.run.image_size = 224;
+  CHECK_THROWS_WITH(Trainer(*net, find_model_spec("vgg16"), d.train, d.val, size),
+                    Contains("run.image_size is 224 but the loader crops 16 px inputs"));
+  TrainerOptions conv = t;
+  conv.loader.convention = io::InputConvention::torchvision_rgb;
+  conv.run.convention = io::InputConvention::caffe_bgr;
+  CHECK_THROWS_WITH(Trainer(*net, find_model_spec("vgg16"), d.train, d.val, conv),
+                    Contains("run.convention is caffe_bgr but the loader normalises as torchvision_rgb"));
+  // Left unknown, the loader's is what the checkpoints record.
+  TrainerOptions unknown = t;
+  unknown.loader.convention = io::InputConvention::tf_rgb;
+  unknown.run.convention = io::InputConvention::unknown;
+  unknown.phases.resize(1);
+  unknown.phases[0].epochs = 1;
+  REQUIRE(Trainer(*net, find_model_spec("vgg16"), d.train, d.val, unknown).run(std::nullopt).finished);
+  const io::ResumeChoice c = io::newest_intact_checkpoint(d.root + "/m");
+  REQUIRE(c.checkpoint);
+  CHECK(c.checkpoint->meta.convention == io::InputConvention::tf_rgb);
 }
