@@ -159,7 +159,8 @@ class Tensor {
   std::string str(int64_t edge_items = 3) const;
 
   TensorImpl& impl() const {
-    KILN_CHECK(impl_ != nullptr, "use of an undefined tensor");
+    KILN_CHECK(impl_ != nullptr, "use of an undefined tensor (a default-made Tensor, or grad() of a tensor that "
+               "backward() has not reached: check defined() first)");
     return *impl_;
   }
   const std::shared_ptr<TensorImpl>& impl_ptr() const { return impl_; }

@@ -16,12 +16,13 @@ Module::Module(std::string name) : name_(std::move(name)) {
 void Module::check_new_name(const std::string& name, const char* what) const {
   KILN_CHECK(!name.empty() && name.find('/') == std::string::npos, "module ", name_, ": ", what, " name '", name,
              "' must be non-empty and contain no '/'");
+  // Names are unique within a module: a parameter, a buffer and a child may not share one.
   for (const Slot& s : params_)
-    KILN_CHECK(s.name != name, "module ", name_, ": ", what, " '", name, "' has the name of one of its parameters");
+    KILN_CHECK(s.name != name, "module ", name_, " already has a parameter named '", name, "' (adding a ", what, ")");
   for (const auto& [n, t] : buffers_)
-    KILN_CHECK(n != name, "module ", name_, ": ", what, " '", name, "' has the name of one of its buffers");
+    KILN_CHECK(n != name, "module ", name_, " already has a buffer named '", name, "' (adding a ", what, ")");
   for (const auto& c : children_)
-    KILN_CHECK(c->name() != name, "module ", name_, ": ", what, " '", name, "' has the name of one of its children");
+    KILN_CHECK(c->name() != name, "module ", name_, " already has a child named '", name, "' (adding a ", what, ")");
 }
 
 Tensor& Module::register_parameter(const std::string& name, Tensor t, bool decay) {
@@ -166,7 +167,7 @@ std::string Module::summary() {
     total += p.tensor->numel();
     if (p.trainable) trainable += p.tensor->numel();
   }
-  os << total << " parameters, " << trainable << " trainable";
+  os << total << " parameters, " << trainable << " trainable\n";
   return os.str();
 }
 

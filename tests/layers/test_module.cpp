@@ -31,7 +31,7 @@ TEST_CASE("parameters have stable hierarchical names in registration order", "[l
   CHECK(net.find("net/fc/bias").tensor == nullptr);
   Tensor y = net(Tensor::ones(Shape{2, 5, 5, 3}));
   CHECK(y.shape() == Shape{2, 2});
-  REQUIRE_THROWS_WITH(net.add(std::make_shared<ReLU>("relu1")), Catch::Contains("relu1") && Catch::Contains("one of its children"));
+  REQUIRE_THROWS_WITH(net.add(std::make_shared<ReLU>("relu1")), Catch::Contains("already has a child named 'relu1'"));
 }
 
 TEST_CASE("a module in two containers is listed once: tied weights update once a step", "[layers]") {
@@ -74,14 +74,14 @@ TEST_CASE("names that would collide in a checkpoint are refused when registered"
   // They used to fail only at the first checkpoint, inside HDF5, hours into a run.
   Generator g(1);
   Custom c("w");
-  REQUIRE_THROWS_WITH(c.add_child(std::make_shared<ReLU>("w")), Catch::Contains("child 'w' has the name of one of"));
+  REQUIRE_THROWS_WITH(c.add_child(std::make_shared<ReLU>("w")), Catch::Contains("already has a parameter named 'w' (adding a child)"));
   c.add_child(std::make_shared<ReLU>("act"));
-  REQUIRE_THROWS_WITH(c.add_child(std::make_shared<ReLU>("act")), Catch::Contains("child 'act' has the name of one of its children"));
-  REQUIRE_THROWS_WITH(c.add_buffer("w"), Catch::Contains("buffer 'w' has the name of one of its parameters"));
-  REQUIRE_THROWS_WITH(c.add_buffer("act"), Catch::Contains("buffer 'act' has the name of one of its children"));
+  REQUIRE_THROWS_WITH(c.add_child(std::make_shared<ReLU>("act")), Catch::Contains("already has a child named 'act' (adding a child)"));
+  REQUIRE_THROWS_WITH(c.add_buffer("w"), Catch::Contains("already has a parameter named 'w' (adding a buffer)"));
+  REQUIRE_THROWS_WITH(c.add_buffer("act"), Catch::Contains("already has a child named 'act' (adding a buffer)"));
   REQUIRE_THROWS_WITH(c.add_buffer("a/b"), Catch::Contains("buffer name 'a/b'"));
   c.add_buffer("running");
-  REQUIRE_THROWS_WITH(c.add_child(std::make_shared<ReLU>("running")), Catch::Contains("one of its buffers"));
+  REQUIRE_THROWS_WITH(c.add_child(std::make_shared<ReLU>("running")), Catch::Contains("already has a buffer named 'running'"));
   REQUIRE_THROWS_WITH(Custom("a/b"), Catch::Contains("parameter name 'a/b'") && Catch::Contains("no '/'"));
   REQUIRE_THROWS_WITH(Custom(""), Catch::Contains("non-empty"));
 }
