@@ -1,7 +1,10 @@
-// kiln_example: the built-in default job until vgg_finetune exists. Trains a small
-// convnet with the engine on generated images (four classes of oriented stripes under
-// noise) and prints the loss falling. Nothing is downloaded.
+// kiln_example: a small convnet trained on the CPU directly against the op API (conv2d, relu,
+// max_pool2d, linear, softmax_cross_entropy, sgd_update on tensors it holds itself), on
+// generated images (four classes of oriented stripes under noise); it prints the loss
+// falling. Nothing is downloaded. The same with modules and an optimizer (layers/) is the
+// README's "Using kiln from another CMake project".
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>

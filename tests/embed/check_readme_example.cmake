@@ -45,8 +45,9 @@ endfunction()
 string(REGEX MATCHALL "<!-- tests/embed/consumer/[A-Za-z0-9_]+\\.cpp: compiled and run by the embed test" marks
        "${readme}")
 list(LENGTH marks count)
-if(count LESS 2)
-  message(FATAL_ERROR "README.md: expected the marked examples train_step.cpp and top_class.cpp, found ${count}")
+if(count LESS 3)
+  message(FATAL_ERROR "README.md: expected the marked examples train_step.cpp, train_module.cpp and top_class.cpp, "
+                      "found ${count}")
 endif()
 foreach(m IN LISTS marks)
   string(REGEX REPLACE "^<!-- ([^:]+):.*" "\\1" rel "${m}")

@@ -136,6 +136,7 @@ endif()
 #    image make_fixture writes; its class must be the one the hand-written chain of kiln calls gives.
 get_filename_component(exe_dir "${exe}" DIRECTORY)
 embed_step(run_train_step "${exe_dir}/train_step")
+embed_step(run_train_module "${exe_dir}/train_module")
 # (top_class.cpp, identical to the README's block: see
 #    check_readme_example.cmake) on a weights file and an image make_fixture writes; its
 #    class must be the one the hand-written chain of kiln calls gives.
