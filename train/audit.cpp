@@ -380,6 +380,15 @@ AuditReport audit_splits(const std::vector<std::pair<std::string, std::string>>&
             [](const io::SkippedFile& a, const io::SkippedFile& b) { return a.path < b.path; });
   r.duplicates = find_duplicates(std::move(candidates));
   check_classes(r, opt);
+  // One folder given as two splits: every image is its own "duplicate", and the second
+  // split's accuracy is the first's, measuring nothing about new images.
+  for (size_t a = 0; a < splits.size(); ++a)
+    for (size_t b = a + 1; b < splits.size(); ++b) {
+      std::error_code ec;
+      if (fs::equivalent(splits[a].second, splits[b].second, ec))
+        r.errors.push_back(splits[b].first + " is the same folder as " + splits[a].first + " ('" + splits[b].second +
+                           "'): its accuracy would be the training accuracy; give a folder of other images");
+    }
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return r;
 }

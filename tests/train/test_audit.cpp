@@ -199,6 +199,15 @@ TEST_CASE("audit: what train refuses -- a class with no usable train image, a va
   CHECK_THAT(r.summary(0, ""), Contains("error: class 'yak' has no usable image in train"));
 }
 
+TEST_CASE("audit: one folder given as both train and val is refused", "[audit]") {
+  const DirtyData d;
+  const std::string same = (d.train / ".." / d.train.filename()).string();  // another spelling of it
+  const AuditReport r = audit_splits({{"train", d.train.string()}, {"val", same}});
+  REQUIRE_FALSE(r.errors.empty());
+  CHECK_THAT(r.errors.back(), Contains("val is the same folder as train ('" + same + "')") &&
+                                  Contains("give a folder of other images"));
+}
+
 TEST_CASE("audit: a single folder of classes, fewer than two classes, train without val", "[audit]") {
   const DirtyData d;
   const AuditReport one = audit_data_dir(d.val.string());
