@@ -182,6 +182,13 @@ std::string require_dir(const std::string& flag, const std::string& dir) {
   return dir;
 }
 
+// `path` inside `dir` (both as they resolve), as a relative path; empty when outside.
+fs::path inside(const fs::path& path, const std::string& dir) {
+  if (dir.empty()) return {};
+  const fs::path rel = path.lexically_relative(fs::weakly_canonical(fs::absolute(dir)));
+  return rel.empty() || *rel.begin() == ".." || rel == "." ? fs::path() : rel;
+}
+
 // --workers of train, eval and audit: 1..64 threads, or 0 for one per CPU core.
 int workers_flag(const Flags& f) {
   const auto n = static_cast<int>(f.integer("workers", 0, 64));
@@ -207,6 +214,12 @@ TrainConfig train_config(const Flags& f) {
     c.train_dir = require_dir("train-dir", f.str("train-dir"));
     c.val_dir = require_dir("val-dir", f.str("val-dir"));
   }
+  // Checkpoints, config.txt and events/ written into a class folder would be read as its files.
+  const fs::path model_dir = fs::weakly_canonical(fs::absolute(c.model_dir));
+  for (const std::string& d : {c.train_dir, c.val_dir})
+    KILN_CHECK(inside(model_dir, d).empty() && model_dir != fs::weakly_canonical(fs::absolute(d)), "--model-dir '",
+               c.model_dir, "' is inside the data folder '", d, "', where the run's files would be taken for data: "
+               "put it elsewhere");
   c.weights = f.str("weights");
   check_weights_file(c.weights, c.model);
   c.batch = f.integer("batch", 1, 4096);
@@ -521,13 +534,6 @@ bool run_file(const fs::path& rel) {
          first == kSkippedFile || first == kMetricsCsvName || first == kEventsDirName;
 }
 
-// `path` inside `dir` (both as they resolve), as a relative path; empty when outside.
-fs::path inside(const fs::path& path, const std::string& dir) {
-  if (dir.empty()) return {};
-  const fs::path rel = path.lexically_relative(fs::weakly_canonical(fs::absolute(dir)));
-  return rel.empty() || *rel.begin() == ".." || rel == "." ? fs::path() : rel;
-}
-
 // Refuses an output file that is one of `reads`' files, inside its data folders, or one of
 // its model directory's run files.
 void refuse_overwriting_inputs(const std::string& flag, const std::string& file, const Reads& reads) {
@@ -545,10 +551,8 @@ void refuse_overwriting_inputs(const std::string& flag, const std::string& file,
 
 // An output file named by `flag` (audit --out, predict --csv/--json, export --out), checked
 // before any work is done: not a folder, not what the command reads, and its folder made
-// when missing, so a long run never ends on "cannot write".
-// Checks an output file's name and creates its folder when missing, saying so (a typo in a
-// path should not make a folder tree unseen). The guard removes what it created if the
-// command then fails.
+// when missing (and said: a typo in a path should not make a folder tree unseen), so a long
+// run never ends on "cannot write". The guard removes the folders made if the command fails.
 std::unique_ptr<NewDirGuard> prepare_output_file(const std::string& flag, const std::string& file,
                                                  const Reads& reads = {}) {
   if (file.empty()) return nullptr;

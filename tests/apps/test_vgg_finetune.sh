@@ -299,6 +299,7 @@ if "$B" predict --model-dir "$W/a" "$W/data/val" --csv "$W/new/deeper/p.csv" --d
    grep -qF -- "--csv: created the folder '$W/new/deeper'" "$W/pnew.log"; then
   ok "predict --csv into a folder that did not exist, saying it created it; the checkpoint used is named"
 else bad "predict --csv into a new folder"; cat "$W/pnew.log"; fi
+expect_error "a model dir inside the data" train --data-dir "$W/data" --model-dir "$W/data/train/$(ls "$W/data/train" | head -1)/run" "${COMMON[@]}"
 expect_error "export from a model dir without checkpoints" export --model-dir "$W/data" --out "$W/nx/ny/a.h5"
 [ ! -e "$W/nx" ] && ok "a failed export removed the folders it had made for --out" || bad "left $W/nx behind"
 # A missing frozen file: the checkpoints that need it are named; --best refuses, the latest
