@@ -441,8 +441,9 @@ int cmd_eval(int argc, char** argv) {
   lo.convention = t.convention;
   lo.device = device;
   io::Loader loader(ds, lo);
-  std::printf("model: %s (%s)\nprecision: %s\ndata: %s\n", t.checkpoint.state_path.c_str(),
-              after_epochs(t.checkpoint).c_str(), t.precision.describe().c_str(), ds.summary().c_str());
+  std::printf("model: %s (%s)\nprecision: %s\ndata: %s: %s\n", t.checkpoint.state_path.c_str(),
+              after_epochs(t.checkpoint).c_str(), t.precision.describe().c_str(), ds.root.c_str(),
+              ds.summary().c_str());
   if (compare) {
     print_precision_comparison(t, f, device, loader);
     return 0;

@@ -521,6 +521,11 @@ void print_plan(const TrainConfig& cfg, int64_t start_epoch, const std::string& 
     std::printf("note: --no-feature-cache changes nothing here: with augmentation on no features are cached\n");
   if (cfg.calibrate_bn == "on" && !holds<BatchNorm2d>(model))
     std::printf("note: --calibrate-bn on changes nothing here: %s has no batch-norm layer\n", cfg.model.c_str());
+  for (const auto& [phase, epochs, lr] : {std::tuple{1, cfg.phase1_epochs, cfg.phase1_lr},
+                                          std::tuple{2, cfg.phase2_epochs, cfg.phase2_lr}})
+    if (epochs > 0 && lr == 0)
+      std::printf("note: --phase%d-lr 0: phase %d changes no weight%s; its epochs only evaluate\n", phase, phase,
+                  phase == 1 && cfg.probe_head ? " after the probe fits the head" : "");
 }
 
 // What a phase does with batch norm (nothing for models without it): the classic
