@@ -30,6 +30,7 @@ std::string python_spelling(std::string m) {
 
 NB_MODULE(_kiln, m) {
   m.doc() = "kiln: tensors, autograd, modules, model specs, weights and optimizers (docs/python.md)";
+  m.attr("__version__") = KILN_VERSION;  // the CMake project's, as pyproject.toml's
   // One exception class for everything kiln rejects; its message is kiln's own, without the
   // C++ file:line, which stays available as the `location` attribute.
   g_error_type = PyErr_NewExceptionWithDoc("kiln.Error", "An error kiln reported (kiln::Error): the message says what was "

@@ -58,6 +58,11 @@ void bind_tensor_class(nb::module_& m) {
   nb::class_<Tensor>(m, "Tensor",
                      "A kiln tensor: contiguous, row-major (images NHWC), on one device, with autograd state. "
                      "Shares memory with NumPy and PyTorch through DLPack (kiln.from_dlpack, torch.from_dlpack).")
+      // torch.tensor(data)'s users reach for kiln.Tensor(data): say where tensors come from.
+      .def("__init__", [](Tensor*, nb::args, nb::kwargs) {
+             throw nb::type_error("kiln.Tensor is not made directly: kiln.from_dlpack(array) shares a NumPy array's "
+                                  "or a torch tensor's memory, and kiln.zeros/ones/full/uniform/normal make new ones");
+           })
       .def_prop_ro("shape", &shape_tuple, "The extents, a tuple of ints.")
       .def_prop_ro("dtype", [](const Tensor& t) { return std::string(dtype_name(t.dtype())); },
                    "The element type's name: float32, bfloat16, int32, int64 or uint8.")

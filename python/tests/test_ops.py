@@ -1,4 +1,6 @@
 """A few ops' forward and gradients from Python against PyTorch (NHWC in kiln, NCHW in torch)."""
+import os
+
 import numpy as np
 import pytest
 
@@ -178,3 +180,11 @@ def test_train_eval_and_to_return_the_module():
     assert isinstance(model, kiln.Sequential) and not model.training
     assert model.train() is model and model.training
     assert model.to("cpu") is model
+
+
+def test_version_and_where_tensors_come_from():
+    root = os.path.join(os.path.dirname(__file__), "..", "..")
+    with open(os.path.join(root, "pyproject.toml")) as f:
+        assert f'version = "{kiln.__version__}"' in f.read()
+    with pytest.raises(TypeError, match="kiln.from_dlpack"):
+        kiln.Tensor([1.0, 2.0])
