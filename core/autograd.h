@@ -18,21 +18,29 @@ namespace kiln {
 struct Edge {
   std::shared_ptr<Node> fn;
   std::shared_ptr<TensorImpl> leaf;
+  // False when the input needs no gradient: backward sends nothing there.
   bool needed() const { return fn || leaf; }
 };
 
 // A tensor kept for backward. Its bytes count in autograd_stats().saved_bytes until released.
 class SavedTensor {
  public:
+  // Holds nothing until assigned.
   SavedTensor() = default;
+  // Saves `t` now, as operator= does.
   explicit SavedTensor(const Tensor& t);
+  // Releases it, so saved_bytes falls as graphs are freed.
   ~SavedTensor() { reset(); }
   SavedTensor(const SavedTensor&) = delete;
   SavedTensor& operator=(const SavedTensor&) = delete;
+  // Saves `t` in place of what it held: its bytes counted, its version noted for get()'s check.
   SavedTensor& operator=(const Tensor& t);
-  // The saved tensor; throws if it was already released by a backward pass.
+  // The saved tensor; throws if a backward pass released it, or if it was changed in place
+  // since it was saved (its version moved).
   const Tensor& get() const;
+  // Releases the tensor and takes its bytes off saved_bytes; get() then throws.
   void reset();
+  // False when nothing is held (never saved, or released).
   bool defined() const { return t_.defined(); }
 
  private:
@@ -45,15 +53,19 @@ class SavedTensor {
 // (undefined where an input needs no gradient).
 class Node {
  public:
+  // Counted in autograd_stats().nodes_alive until destroyed; `name` is the op's, for messages.
   explicit Node(std::string name);
+  // Takes it off nodes_alive; virtual, as graphs hold each op's node through Node pointers.
   virtual ~Node();
   Node(const Node&) = delete;
   Node& operator=(const Node&) = delete;
 
+  // Runs with recording off (backward holds a NoGradGuard); returns one gradient per edge in `next`.
   virtual std::vector<Tensor> apply(const Tensor& grad_output) = 0;
   // Drops saved tensors; called after backward unless the graph is retained.
   virtual void release_saved() {}
 
+  // The op's name, for backward's error messages.
   const std::string& name() const { return name_; }
   std::vector<Edge> next;  // one per op input
   bool released = false;
@@ -67,6 +79,7 @@ struct AutogradStats {
   int64_t nodes_alive = 0;
   int64_t saved_bytes = 0;
 };
+// The counters now; atomics, so any thread may read them.
 AutogradStats autograd_stats();
 
 // Whether ops record graph nodes on this thread (true by default).
@@ -75,7 +88,9 @@ bool grad_enabled();
 // Disables recording for its lifetime (inference, optimizer updates).
 class NoGradGuard {
  public:
+  // Turns recording off on this thread, remembering whether it was on.
   NoGradGuard();
+  // Restores what it found, so guards nest.
   ~NoGradGuard();
   NoGradGuard(const NoGradGuard&) = delete;
   NoGradGuard& operator=(const NoGradGuard&) = delete;
@@ -101,7 +116,9 @@ using GradReadyHook = std::function<void(const TensorImpl& leaf)>;
 // Installs a hook on this thread for the scope's lifetime (the previous one is restored).
 class GradReadyScope {
  public:
+  // Installs `hook`, keeping the previous one.
   explicit GradReadyScope(GradReadyHook hook);
+  // Puts the previous hook back.
   ~GradReadyScope();
   GradReadyScope(const GradReadyScope&) = delete;
   GradReadyScope& operator=(const GradReadyScope&) = delete;

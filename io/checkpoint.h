@@ -145,6 +145,7 @@ class FrozenImage {
   // The file this process wrote these values to, or found intact (every tensor's data read
   // and checked): later checkpoints of the phase reuse it unread. "" before the first.
   std::string file_on_disk() const;
+  // const: the image is shared read-only between checkpoints; only this path changes, under a lock.
   void set_file_on_disk(const std::string& path) const;
 
  private:
@@ -187,6 +188,7 @@ std::string write_checkpoint(const CheckpointImage& image);
 // recipe's 18.6). A write's error is thrown by the next call that waits for it.
 class CheckpointWriter {
  public:
+  // Idle: no thread runs until submit().
   CheckpointWriter() = default;
   // Waits for the write in flight; an error then goes to stderr (a destructor cannot throw).
   ~CheckpointWriter();
@@ -219,12 +221,15 @@ struct DamagedCheckpoint {
 // The tensors' checksums are not read here (verify_checkpoint does).
 std::vector<CheckpointInfo> list_checkpoints(const std::string& model_dir,
                                              std::vector<DamagedCheckpoint>* damaged = nullptr);
+// The newest checkpoint list_checkpoints finds, or none. Checksums are not verified (choose_checkpoint does).
 std::optional<CheckpointInfo> latest_checkpoint(const std::string& model_dir);
+// The one with the highest val_acc (the earliest of equals), or none; its checksums are not verified either.
 std::optional<CheckpointInfo> best_checkpoint(const std::string& model_dir);
 // The same choices from a list_checkpoints result already read (oldest first).
 std::optional<CheckpointInfo> latest_checkpoint(const std::vector<CheckpointInfo>& all);
 std::optional<CheckpointInfo> best_checkpoint(const std::vector<CheckpointInfo>& all);
 
+// A state file's metadata, from its attributes only: no tensor is read, so no checksum is checked.
 CheckpointMeta read_checkpoint_meta(const std::string& state_path);
 // The same from an open state file's root (the file may be an in-memory image). Values a
 // run could not have written (image size, phase, counts) are refused.

@@ -9,17 +9,20 @@
 
 namespace kiln::io {
 
+// One image file and its label, an index into Dataset::classes.
 struct Sample {
   std::string path;
   int64_t label = 0;
 };
 
+// The samples of a data set, its class names and per-class counts (image_folder, image_list).
 struct Dataset {
   std::string root;                  // the folder or list file it came from
   std::vector<std::string> classes;  // class names; label i is classes[i]
   std::vector<Sample> samples;       // folder datasets: by class, then by file name
   std::vector<int64_t> class_counts; // samples per class
 
+  // Samples, not classes.
   size_t size() const { return samples.size(); }
   // "412 images in 3 classes: bear 140, owl 130, wolf 142".
   std::string summary() const;
@@ -31,6 +34,7 @@ bool has_image_extension(const std::string& name);
 // A file under a data folder that is not used for training, and why. The folder scan finds
 // the first four kinds; an audit that reads the files (train/audit.h) the last two.
 struct SkippedFile {
+  // What is wrong with it; `detail` adds the extension or the decoder's message.
   enum class Why { unsupported, hidden, folder, outside_class, empty, undecodable };
   std::string path;
   Why why = Why::unsupported;
@@ -47,7 +51,7 @@ struct FolderScan {
   std::vector<SkippedFile> skipped;  // everything else found under root, sorted by path
 };
 // The scan behind image_folder, without its checks on class counts: throws kiln::Error only
-// when root is missing. Lists every other entry: hidden files and folders (macOS "._" forks
+// when root is missing or a class folder's name holds a line break. Lists every other entry: hidden files and folders (macOS "._" forks
 // named as such), files without an image extension, folders inside a class folder (not
 // searched), files next to the class folders.
 FolderScan scan_image_folder(const std::string& root);

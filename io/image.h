@@ -17,11 +17,15 @@ struct Image {
   int channels = 3;
   std::vector<uint8_t> pixels;
 
+  // Pixel bytes held: what the decode cache and the loader's device atlas count.
   size_t nbytes() const { return pixels.size(); }
+  // Row y's first byte; y is not range-checked.
   uint8_t* row(int y) { return pixels.data() + static_cast<size_t>(y) * width * channels; }
+  // The same, read-only.
   const uint8_t* row(int y) const { return pixels.data() + static_cast<size_t>(y) * width * channels; }
 };
 
+// Limits checked before any pixel is decoded; the loader passes its own (LoaderOptions::decode).
 struct DecodeOptions {
   // Images with more pixels than this (width * height, read from the header) are refused
   // before any pixel is decoded: a corrupt or hostile header cannot make us allocate gigabytes.

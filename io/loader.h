@@ -35,6 +35,7 @@
 
 namespace kiln::io {
 
+// How a Loader batches, orders, crops and delivers a dataset; the Loader checks it when made.
 struct LoaderOptions {
   int64_t batch_size = 32;
   int num_workers = 2;
@@ -77,11 +78,13 @@ struct LoaderOptions {
 struct ShardRange {
   int64_t begin = 0, end = 0;
 };
+// The slice itself; rank and count are not checked here (the Loader checks its shard options).
 ShardRange shard_of(int64_t batch_begin, int64_t batch_end, int rank, int count);
 
 // Batches in an epoch of `samples` samples under `opt` (its batch_size and drop_last).
 int64_t epoch_batches(int64_t samples, const LoaderOptions& opt);
 
+// One batch from Loader::next(); the host_* and device_bytes tensors keep async work's inputs alive.
 struct Batch {
   Tensor images;       // [n, crop, crop, 3] float32 on LoaderOptions::device (NHWC)
   Tensor labels;       // [n] int64 on LoaderOptions::device
@@ -97,11 +100,13 @@ struct Batch {
   int64_t skipped = 0;  // samples of this batch dropped because their file failed to decode
 };
 
+// A file the loader skipped and why; `reason` is the error's message and starts with the path.
 struct DecodeFailure {
   std::string path;
   std::string reason;
 };
 
+// Counters from Loader::stats(): the decode cache, skipped files and the device atlas.
 struct LoaderStats {
   CacheStats cache;      // once the device atlas is in use, rows come from it, not the cache
   int64_t failures = 0;  // distinct files that failed to decode
@@ -110,8 +115,10 @@ struct LoaderStats {
   int64_t atlas_rows = 0;     // rows cropped from it so far
 };
 
+// Serves a Dataset as batches, epoch after epoch, built ahead by worker threads (see the top of this file).
 class Loader {
  public:
+  // Checks the options against the dataset (a kiln::Error names the bad one) and starts the workers at once.
   Loader(Dataset dataset, LoaderOptions options);
   // Stops the workers (they abandon the batch in hand) and joins them.
   ~Loader();
@@ -124,12 +131,16 @@ class Loader {
 
   // The epoch next() is serving.
   uint64_t epoch() const { return epoch_; }
+  // Batches in every epoch (global under sharding); a resume's first epoch serves those from start_batch on.
   int64_t batches_per_epoch() const { return batches_per_epoch_; }
+  // The dataset as given: files that fail to decode stay in it.
   const Dataset& dataset() const { return dataset_; }
   // The dataset indices of an epoch in the order they are served (before dropping failures).
   std::vector<int64_t> epoch_order(uint64_t epoch) const;
 
+  // Counters so far; safe to call while the workers run.
   LoaderStats stats() const;
+  // The files skipped so far, each once, in the order workers met them (none under strict: it throws).
   std::vector<DecodeFailure> failures() const;
 
  private:

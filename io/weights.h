@@ -24,10 +24,12 @@ class File;
 class Group;
 }  // namespace h5
 
+// The layouts import reads; export writes kiln or keras (keras3 is import-only).
 enum class WeightsFormat { kiln, keras, keras3 };
 // "kiln", "keras (HDF5)", "keras 3 (.weights.h5)".
 const char* format_name(WeightsFormat f);
 
+// How import_weights maps, skips and checks entries; the defaults load a file of the same model, whole.
 struct ImportOptions {
   // Source name or scope -> kiln name or scope. Keys ending in '/' map whole scopes
   // ({"vgg16/": "vgg16/"}); the longest matching key wins. Source entries no key matches
@@ -49,6 +51,7 @@ struct ImportOptions {
   bool skip_mismatched = false;
 };
 
+// What an import did, for logs (to_string) and checks: which names loaded, skipped, unmapped, missing.
 struct ImportReport {
   std::string path;
   WeightsFormat format = WeightsFormat::kiln;
@@ -75,6 +78,7 @@ ImportReport import_weights(Module& model, const std::string& path, const Import
 // dataset's shape and type is checked against the model before any value is read.
 ImportReport import_weights(Module& model, const h5::File& file, const ImportOptions& opt = {});
 
+// How export_weights writes: the layout, the input convention to record, and which tensors.
 struct ExportOptions {
   WeightsFormat format = WeightsFormat::kiln;  // kiln or keras (keras3 is import-only)
   // The preprocessing the model's inputs need, recorded in the file (in Keras's layout as an

@@ -28,20 +28,26 @@ class WeightLayer : public Module {
   // losses and metrics see fp32). Frozen bf16 weights are converted here; a later change of
   // the weights (an import, a copy) or of their freezing is noticed at the next forward.
   void set_compute(DType compute, bool out_f32 = false);
+  // What set_compute chose; f32 until it is called.
   DType compute_dtype() const { return compute_; }
+  // The fp32 master, whatever the layer computes in.
   Tensor& weight() { return *weight_; }
   Tensor& bias() { return *bias_; }  // only when has_bias()
+  // Whether it was built with a bias.
   bool has_bias() const { return bias_ != nullptr; }
 
  protected:
+  // For subclasses, which then register their weights with add_weights.
   explicit WeightLayer(std::string name) : Module(std::move(name)) {}
-  // Registers the parameters ([..] weight; bias [out] when `out` > 0).
+  // Registers the parameters ([..] weight; bias [bias_out] when `bias_out` > 0).
   void add_weights(Tensor w, int64_t bias_out);
   // The forward's operands in the compute dtype (bias undefined when the layer has none).
   Tensor input(const Tensor& x) const;
   Tensor compute_weight() const;
   Tensor compute_bias() const;
+  // `y` cast back to fp32 when out_f32 is set, else as computed.
   Tensor output(Tensor y) const;
+  // set_compute's out_f32: whether outputs go back to fp32.
   bool out_f32() const { return out_f32_; }
 
  private:
@@ -66,13 +72,17 @@ class WeightLayer : public Module {
 // and, with bias, "bias" [out].
 class Conv2d final : public WeightLayer {
  public:
+  // Channels and kernel must be >= 1; the weight is drawn from `gen` by `init`, the bias starts at zero.
   Conv2d(std::string name, int64_t in, int64_t out, int64_t kernel, Conv2dParams p, bool bias, Generator& gen,
          Init init = Init::xavier_uniform);
+  // In the compute dtype (set_compute); out_f32 casts the result back to fp32.
   Tensor forward(const Tensor& x) override;
-  // relu(forward(x)), in one pass where the layer is frozen (core/ops.h conv2d_relu).
+  // relu(forward(x)), in one pass where nothing needs a gradient, or on a backend whose fused
+  // pass trains (the GPU's) also in training (core/ops.h conv2d_relu).
   Tensor forward_relu(const Tensor& x);
   // max_pool2d(relu(forward(x)), p), one node when it trains (core/ops.h conv2d_relu_max_pool2d).
   Tensor forward_relu_pool(const Tensor& x, const Pool2dParams& p);
+  // The stride and padding it was built with.
   const Conv2dParams& params() const { return p_; }
 
  private:
@@ -82,20 +92,29 @@ class Conv2d final : public WeightLayer {
 // x: [N, in] -> [N, out]. Parameters "weight" [out, in] and, with bias, "bias" [out].
 class Linear final : public WeightLayer {
  public:
+  // Sizes must be >= 1; the weight is drawn from `gen` by `init`, the bias starts at zero.
   Linear(std::string name, int64_t in, int64_t out, bool bias, Generator& gen, Init init = Init::xavier_uniform);
+  // In the compute dtype (set_compute); out_f32 casts the result back to fp32.
   Tensor forward(const Tensor& x) override;
 };
 
+// max(x, 0), no parameters; after a Conv2d in a Sequential, it runs fused into it.
 class ReLU final : public Module {
  public:
+  // No parameters: a name is all it needs.
   explicit ReLU(std::string name) : Module(std::move(name)) {}
+  // core/ops.h relu, where nothing fused it.
   Tensor forward(const Tensor& x) override { return relu(x); }
 };
 
+// Max pooling (core/ops.h max_pool2d); a Sequential runs Conv2d, ReLU, MaxPool2d in a row as one op where it can.
 class MaxPool2d final : public Module {
  public:
+  // `p` is checked when it runs (core/ops.h max_pool2d), not here.
   MaxPool2d(std::string name, Pool2dParams p) : Module(std::move(name)), p_(p) {}
+  // core/ops.h max_pool2d, where nothing fused it.
   Tensor forward(const Tensor& x) override { return max_pool2d(x, p_); }
+  // Its window, for Sequential's fused conv-ReLU-pool.
   const Pool2dParams& params() const { return p_; }
 
  private:
@@ -105,6 +124,7 @@ class MaxPool2d final : public Module {
 // Adaptive average pooling to a fixed grid (core/ops.h adaptive_avg_pool2d).
 class AdaptiveAvgPool2d final : public Module {
  public:
+  // The output grid is out_h x out_w.
   AdaptiveAvgPool2d(std::string name, int64_t out_h, int64_t out_w) : Module(std::move(name)), h_(out_h), w_(out_w) {}
   // bf16 input is pooled in fp32 (the pooled map is small; what follows is the head).
   Tensor forward(const Tensor& x) override { return adaptive_avg_pool2d(as_f32(x), h_, w_); }
@@ -123,7 +143,9 @@ class AdaptiveAvgPool2d final : public Module {
 // trainable=False), so a frozen layer always takes the inference form, even in train().
 class BatchNorm2d final : public Module {
  public:
+  // PyTorch's defaults; channels must be >= 1.
   BatchNorm2d(std::string name, int64_t channels, float momentum = 0.1f, float eps = 1e-5f);
+  // Batch statistics while calibrating or when uses_batch_statistics(), else the running ones.
   Tensor forward(const Tensor& x) override;
   // True when forward normalises with batch statistics (and updates the running ones).
   bool uses_batch_statistics() const;
@@ -132,9 +154,13 @@ class BatchNorm2d final : public Module {
   // since it was turned on (PyTorch's momentum=None), replacing what they held; for a model
   // whose statistics mean nothing for this data (random initialisation, another domain).
   void calibrate(bool on);
+  // gamma (torchvision's "weight"), ones at first.
   Tensor& weight() { return *weight_; }
+  // beta (torchvision's "bias"), zeros at first.
   Tensor& bias() { return *bias_; }
+  // A buffer, saved by checkpoints; forward updates it only when it normalises with batch statistics.
   Tensor& running_mean() { return *running_mean_; }
+  // A buffer, as running_mean.
   Tensor& running_var() { return *running_var_; }
 
  private:
@@ -147,7 +173,9 @@ class BatchNorm2d final : public Module {
 // Active in training mode only; draws masks from `gen` (which must outlive the layer).
 class Dropout final : public Module {
  public:
+  // keep_prob in (0, 1], else a kiln::Error.
   Dropout(std::string name, float keep_prob, Generator& gen);
+  // x itself outside training mode or at keep_prob 1.
   Tensor forward(const Tensor& x) override { return dropout(x, keep_prob_, training(), *gen_); }
 
  private:
@@ -158,13 +186,16 @@ class Dropout final : public Module {
 // [N, ...] -> [N, prod(...)].
 class Flatten final : public Module {
  public:
+  // No parameters: a name is all it needs.
   explicit Flatten(std::string name) : Module(std::move(name)) {}
+  // A view (core/ops.h flatten), in NHWC order as Keras flattens.
   Tensor forward(const Tensor& x) override { return flatten(x); }
 };
 
 // Runs its children in order.
 class Sequential final : public Module {
  public:
+  // Empty; add() appends the layers.
   explicit Sequential(std::string name) : Module(std::move(name)) {}
   // Appends a layer; returns it for further use.
   template <typename M>
@@ -175,9 +206,11 @@ class Sequential final : public Module {
                m.get() == static_cast<const Module*>(this) ? "is this Sequential itself" : "contains this Sequential");
     return register_module(std::move(m));
   }
+  // forward_range over every child, so a Conv2d and the ReLU (and MaxPool2d) after it run fused.
   Tensor forward(const Tensor& x) override;
-  // Children [from, to) on x. A Conv2d followed by a ReLU runs as one conv2d_relu (fused
-  // where nothing needs a gradient: the frozen backbone's inference), unless `to` splits them.
+  // Children [from, to) on x. A Conv2d followed by a ReLU runs as one conv2d_relu, and then a
+  // MaxPool2d as one conv2d_relu_max_pool2d (core/ops.h says where each fuses), unless `to`
+  // splits them; an error still names the layer it came from.
   Tensor forward_range(size_t from, size_t to, Tensor x);
   // The child with this (relative) name, or nullptr.
   std::shared_ptr<Module> child(const std::string& name) const;

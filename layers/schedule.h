@@ -7,16 +7,21 @@
 
 namespace kiln {
 
+// Base of the schedules below; the rate depends on the step alone, so one schedule can be shared and wrapped.
 class Schedule {
  public:
+  // Virtual: schedules are held through pointers to the base (WarmupLR's `after`).
   virtual ~Schedule() = default;
+  // The rate for `step` (>= 0), the step about to be taken.
   virtual float lr(int64_t step) const = 0;
 };
 
 // lr(step) = base.
 class ConstantLR final : public Schedule {
  public:
+  // base >= 0, else a kiln::Error.
   explicit ConstantLR(float base);
+  // The formula above; a negative step is a kiln::Error.
   float lr(int64_t step) const override;
 
  private:
@@ -26,7 +31,9 @@ class ConstantLR final : public Schedule {
 // lr(step) = base * gamma^floor(step / every): drops by gamma every `every` steps.
 class StepLR final : public Schedule {
  public:
+  // Needs base >= 0, every > 0 and gamma > 0 (a kiln::Error otherwise).
   StepLR(float base, int64_t every, float gamma);
+  // The formula above; a negative step is a kiln::Error.
   float lr(int64_t step) const override;
 
  private:
@@ -39,7 +46,9 @@ class StepLR final : public Schedule {
 // lr(step) = floor + (base - floor) * (1 + cos(pi * step / steps)) / 2.
 class CosineLR final : public Schedule {
  public:
+  // Needs steps > 0 and 0 <= floor <= base (a kiln::Error otherwise).
   CosineLR(float base, int64_t steps, float floor = 0.0f);
+  // The formula above; a negative step is a kiln::Error.
   float lr(int64_t step) const override;
 
  private:
@@ -53,7 +62,9 @@ class CosineLR final : public Schedule {
 // the wrapped schedule's clock starts when the warm-up ends.
 class WarmupLR final : public Schedule {
  public:
+  // Needs a schedule to wrap and warmup >= 0 (0: `after` unchanged).
   WarmupLR(std::shared_ptr<const Schedule> after, int64_t warmup);
+  // The formula above; a negative step is a kiln::Error.
   float lr(int64_t step) const override;
 
  private:

@@ -22,6 +22,7 @@ enum class ResNetVariant {
   v1_5,  // torchvision's resnet50: stride in the 3x3 conv, convs without bias, BN eps 1e-5
 };
 
+// What make_resnet50 and resnet50_convs build (only make_resnet50 checks the values).
 struct ResNetOptions {
   ResNetVariant variant = ResNetVariant::v1_5;
   int64_t num_classes = 1000;  // fc's size
@@ -34,7 +35,9 @@ struct ResNetOptions {
 // and a ReLU follows the sum.
 class Bottleneck final : public Module {
  public:
+  // stride != 1 or in != 4 x width adds the downsample shortcut; `variant` sets where it strides, conv biases, BN eps.
   Bottleneck(std::string name, int64_t in, int64_t width, int64_t stride, ResNetVariant variant, Generator& init);
+  // Sums in fp32 when the block and its shortcut differ in dtype (a bf16-frozen boundary between them).
   Tensor forward(const Tensor& x) override;
 
  private:
@@ -57,6 +60,7 @@ struct ResNetStemPool {
   int64_t side, channels;
   Pool2dParams p;
 };
+// image_size is not checked here: make_resnet50 refuses sizes that are not multiples of 32.
 ResNetStemPool resnet50_stem_pool(int64_t image_size = 224);
 
 // One convolution make_resnet50 builds: its path under the root scope ("layer2/0/conv2"),

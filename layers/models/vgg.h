@@ -22,6 +22,7 @@ enum class VggHead {
   avg,  // global average pooling of pool5, then fc8 (512 -> classes): Keras's pooling='avg'
 };
 
+// What make_vgg and vgg_plan build; they refuse other depths, num_classes < 1 and sizes not a multiple of 32.
 struct VggOptions {
   int depth = 16;               // 11, 13, 16 or 19
   int64_t num_classes = 1000;   // fc8's size
