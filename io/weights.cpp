@@ -274,9 +274,7 @@ std::vector<float> read_checksummed(const h5::Group& g, const std::string& rel, 
 std::string weights_source_model(const h5::Group& root) {
   if (root.has_attribute("kiln_format_version"))
     return root.has_attribute("model") ? root.string_attribute("model") : "";
-  return is_keras(root) && root.has_attribute(weights_detail::kKerasModelAttribute)
-             ? root.string_attribute(weights_detail::kKerasModelAttribute)
-             : "";
+  return is_keras(root) ? keras_file_model(root) : "";
 }
 
 std::string verify_weights(const std::string& path) {

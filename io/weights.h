@@ -107,8 +107,9 @@ std::vector<float> read_checksummed(const h5::Group& g, const std::string& rel, 
 // without a model; a corrupt tensor is a kiln::Error as above. Returns what
 // ImportReport::checksums would say (files without checksums are not an error).
 std::string verify_weights(const std::string& path);
-// The model a weights file was exported from ("vgg16"), from its root: kiln's layout names
-// it, and so does a Keras-layout file kiln wrote; "" for other files, which name none.
+// The model a weights file is for ("vgg16"), from its root: kiln's layout names it, so does a
+// Keras-layout file kiln wrote, and keras.applications' layer names identify VGG16, VGG19 and
+// ResNet50 (resnet50_v1); "" for other files.
 std::string weights_source_model(const h5::Group& root);
 // Reads every dataset below `g` and checks its checksum (each must carry one); the first
 // corrupt tensor is a kiln::Error as above. Returns how many were checked.

@@ -157,10 +157,29 @@ bool is_keras(const h5::Group& root) {
 
 bool is_keras3(const h5::Group& root) { return root.exists("layers") && root.is_group("layers"); }
 
+std::string keras_file_model(const h5::Group& root) {
+  if (root.has_attribute(kKerasModelAttribute)) return root.string_attribute(kKerasModelAttribute);
+  std::string base_path;
+  keras_base(root, base_path);
+  std::optional<h5::Group> model_weights;
+  if (!base_path.empty()) model_weights.emplace(root.group(base_path));
+  const std::vector<std::string> layers = read_chunked(model_weights ? *model_weights : root, "layer_names");
+  const std::set<std::string> names(layers.begin(), layers.end());
+  const auto has = [&](const char* n) { return names.count(n) > 0; };
+  // keras.applications' names; ResNet50V2 (pre-activation) and the deeper ResNets share
+  // ResNet50's first names, and kiln builds neither.
+  if (has("conv1_conv") && has("conv5_block3_3_conv") && !has("conv2_block1_preact_bn") && !has("conv4_block7_1_conv"))
+    return "resnet50_v1";
+  if (has("block5_conv4")) return "vgg19";
+  if (has("block5_conv3")) return "vgg16";
+  return "";
+}
+
 SourceList list_keras(const h5::Group& root, Module& model) {
   SourceList s;
   s.format = WeightsFormat::keras;
-  s.model = root.has_attribute(kKerasModelAttribute) ? root.string_attribute(kKerasModelAttribute) : model.name();
+  const std::string file_model = keras_file_model(root);
+  s.model = file_model.empty() ? model.name() : file_model;
   // Keras's VGG16 and ResNet50 take "caffe" preprocessing; a file kiln exported says what
   // its model was trained on (write_keras).
   s.convention = root.has_attribute(kKerasConventionAttribute)

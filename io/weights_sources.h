@@ -47,6 +47,9 @@ inline constexpr const char* kKerasConventionAttribute = "kiln_input_convention"
 // loaded into the layers whose names and shapes happen to match. Files without it are read
 // as the target model's.
 inline constexpr const char* kKerasModelAttribute = "kiln_model";
+// The model a Keras HDF5 file is for: the kiln_model attribute kiln writes, else the model
+// keras.applications' layer names identify ("vgg16", "vgg19", "resnet50_v1"), else "".
+std::string keras_file_model(const h5::Group& root);
 void write_keras(h5::Group& root, Module& model, InputConvention convention);
 
 // Row-major [rows, cols] -> [cols, rows].

@@ -141,6 +141,11 @@ TEST_CASE("VGG16 weights from torchvision in kiln, Keras and Keras 3 layouts giv
     CHECK(rep.skipped.empty());
     CHECK(rep.format == c.format);
     CHECK(rep.convention == c.convention);
+    if (c.format == io::WeightsFormat::keras) {
+      // keras.applications' layer names say which network the file is for: not VGG19.
+      CHECK(io::weights_source_model(io::h5::File::open_read(path).root()) == "vgg16");
+      CHECK_THROWS_WITH(io::import_weights(*vgg(19, c.classes, 32, 1), path), Contains("is for model 'vgg16', not 'vgg19'"));
+    }
     // The converted torchvision file is kiln format 1, written by a script: no checksums.
     CHECK_THAT(rep.checksums, Contains(c.format == io::WeightsFormat::kiln ? "kiln format version 1" : "none in file"));
     const std::vector<double> want = test::read_npy(ref.dir + "/logits_" + std::to_string(c.classes) + ".npy");

@@ -224,6 +224,10 @@ TEST_CASE("ResNet-50 v1 in Keras's layouts (tf-keras, model.save, Keras 3, no-to
     INFO("a no-top file loads the whole backbone and reports fc missing");
     auto model = resnet(ResNetVariant::v1, 10, 64, 5);
     const std::string file = dir + "/resnet50_v1_keras_notop.h5";
+    // Its layer names say it is keras.applications' ResNet50 (v1): refused by the v1.5 model.
+    CHECK(io::weights_source_model(io::h5::File::open_read(file).root()) == "resnet50_v1");
+    CHECK_THROWS_WITH(io::import_weights(*resnet(ResNetVariant::v1_5, 10, 64, 5), file),
+                      Catch::Contains("is for model 'resnet50_v1', not 'resnet50'"));
     REQUIRE_THROWS_WITH(io::import_weights(*model, file), Catch::Contains("resnet50_v1/fc/weight") &&
                                                              Catch::Contains("missing from the file"));
     io::ImportOptions opt;
