@@ -193,7 +193,7 @@ TrainerOptions probe_options(const std::string& dir) {
   t.checkpoint_every = 1;
   t.eval_at_phase_start = true;
   t.model_dir = dir;
-  t.run.image_size = 32;
+  t.run.image_size = 16;  // the crop, as checkpoints record it
   t.run.convention = io::InputConvention::torchvision_rgb;
   return t;
 }
