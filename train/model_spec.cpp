@@ -3,8 +3,10 @@
 #include "train/model_spec.h"
 
 #include <algorithm>
+#include <optional>
 #include <sstream>
 
+#include "layers/init.h"
 #include "layers/models/keras_names.h"
 #include "layers/models/resnet.h"
 #include "layers/models/vgg.h"
@@ -173,6 +175,72 @@ std::string plan_json(const ModelSpec& spec, int64_t image_size, int64_t num_cla
   }
   js << "  ]\n}\n";
   return js.str();
+}
+
+namespace {
+
+// The import that starts a model from a weights file: the published layers the model lacks
+// skipped (the avg head has no fc6, fc7; a scope may be a group, ResNet's "layer1/"), what the
+// file lacks kept, the head skipped unless asked for. `probe`: anything shaped otherwise is
+// skipped too, to see what fits.
+io::ImportOptions start_import(const ModelSpec& spec, Sequential& model, bool head, bool probe) {
+  io::ImportOptions opt;
+  if (!head) opt.skip.push_back(spec.head_scope);
+  const std::vector<std::string> scopes = model.parameter_scopes();
+  for (const std::string& s : spec.backbone_scopes)
+    if (std::none_of(scopes.begin(), scopes.end(), [&](const std::string& sc) { return sc.rfind(s, 0) == 0; }))
+      opt.skip.push_back(s);
+  opt.allow_missing = true;
+  opt.skip_mismatched = probe;
+  return opt;
+}
+
+bool in_scope(const std::vector<std::string>& names, const std::string& scope) {
+  return std::all_of(names.begin(), names.end(), [&](const std::string& n) { return n.rfind(scope, 0) == 0; });
+}
+
+}  // namespace
+
+PretrainedModel build_from_weights(const ModelSpec& spec, ModelOptions options, const std::string& path,
+                                   Generator& init, Generator& dropout, bool keep_head) {
+  PretrainedModel p;
+  p.options = std::move(options);
+  const PhiloxState init_start = init.state();
+  std::optional<init::DeferredDraws> deferred;
+  const auto build = [&] {
+    deferred.reset();  // a rebuild's draws replace the first build's
+    init.set_state(init_start);
+    deferred.emplace();
+    std::shared_ptr<Sequential> m = spec.build(p.options, init, dropout);
+    deferred->stop();
+    return m;
+  };
+  p.model = build();
+  // A VGG at another size has another fc6, which the published one fits once pool5 is pooled
+  // to its grid: a probe import (skipping what is shaped otherwise) says whether it fits.
+  const int64_t size = p.options.image_size > 0 ? p.options.image_size : spec.default_image_size;
+  const bool may_adapt = (p.options.head.empty() || p.options.head == "fc") && size != spec.default_image_size &&
+                         !p.options.adaptive_pool;
+  const auto probe = [&] { return io::import_weights(*p.model, path, start_import(spec, *p.model, keep_head, true)); };
+  std::optional<io::ImportReport> fit;
+  if (may_adapt || keep_head) fit = probe();
+  if (may_adapt && !in_scope(fit->mismatched, spec.head_scope)) {
+    p.options.adaptive_pool = true;
+    p.model = build();
+    if (keep_head) fit = probe();
+  }
+  // keep_head: the probe's import is the start (a head of other classes skipped) unless a
+  // layer below the head is shaped otherwise; then, as without keep_head, the import with the
+  // head skipped and nothing else, which names each such layer in its error.
+  if (keep_head && in_scope(fit->mismatched, spec.head_scope)) p.report = std::move(*fit);
+  else p.report = io::import_weights(*p.model, path, start_import(spec, *p.model, false, false));
+  const bool below_head = std::any_of(p.report.loaded.begin(), p.report.loaded.end(),
+                                      [&](const std::string& n) { return n.rfind(spec.head_scope, 0) != 0; });
+  KILN_CHECK(below_head, "weights file '", path, "' holds none of ", spec.name,
+             "'s layers below the head, so there is nothing to start from: check the file, or start from the "
+             "seeded initialisation without it");
+  deferred->draw_untouched();  // on the host, before any move: the bits the eager build has
+  return p;
 }
 
 }  // namespace kiln

@@ -68,6 +68,23 @@ struct ModelSpec {
   std::vector<std::pair<std::string, std::string>> torchvision_layers;
 };
 
+// A model started from a weights file, as fine-tuning starts one (build_from_weights).
+struct PretrainedModel {
+  std::shared_ptr<Sequential> model;
+  ModelOptions options;     // as built: adaptive_pool may have been turned on
+  io::ImportReport report;  // what loaded, what was skipped (the head) and what the file lacks
+};
+// `spec`'s model started from the weights file `path`, as vgg_finetune train --weights and
+// kiln.build_model(weights=) start it: every layer the file has below the head loads; the
+// layers it lacks (a no-top file's fc6 and fc7) and the head keep the draws of the model
+// built without the file, drawn only for them (init::DeferredDraws: the same bits). The
+// head loads too when `keep_head` and the file's has its shape (the same classes); else it
+// is the new layer sized for options.num_classes. A VGG at another image size whose file's
+// fc6 expects the published pool5 is built with adaptive_pool. Refused: a file holding none
+// of the layers below the head, or (keep_head) one whose layers below it are shaped otherwise.
+PretrainedModel build_from_weights(const ModelSpec& spec, ModelOptions options, const std::string& path,
+                                   Generator& init, Generator& dropout, bool keep_head = false);
+
 // The layer a scope of `spec`'s model names, without the root: "vgg16/fc6/" -> "fc6",
 // "resnet50/layer4/0/conv1/" -> "layer4/0/conv1".
 std::string layer_of(const ModelSpec& spec, const std::string& scope);

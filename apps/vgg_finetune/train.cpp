@@ -320,24 +320,14 @@ struct ModelChoice {
   ModelOptions options;
   std::vector<std::string> scopes;  // weight layers of the model, in order
   std::string train_from;           // a layer name; "" before it is known
+  std::optional<io::ImportReport> weights;  // what --weights loaded (build_from_weights)
 };
 
-// --weights into a model that may lack published layers (the avg head) or that the file
-// may cover in part (a no-top file): the head and layers the model lacks are skipped,
-// missing ones keep their initialisation and train from phase 1. Sets m.train_from.
-io::ImportReport import_partial(const TrainConfig& cfg, const ModelSpec& spec, Sequential& model, ModelChoice& m) {
-  io::ImportOptions opt;
-  opt.skip = {spec.head_scope};
-  // Published layers this model lacks (the avg head has no fc6, fc7) are skipped; a scope
-  // may be a group (ResNet's "resnet50/layer1/") the model holds layers of.
-  for (const std::string& s : spec.backbone_scopes)
-    if (std::none_of(m.scopes.begin(), m.scopes.end(), [&](const std::string& sc) { return sc.rfind(s, 0) == 0; }))
-      opt.skip.push_back(s);
-  opt.allow_missing = true;
-  const io::ImportReport report = io::import_weights(model, cfg.weights, opt);
-  KILN_CHECK(!report.loaded.empty(), "--weights '", cfg.weights, "' holds none of ", spec.name,
-             "'s layers below the head, so there is nothing to fine-tune from; check the file, or train from scratch "
-             "without --weights");
+// Phase 1's first trained layer after --weights (m.weights): layers the file lacks (a no-top
+// file's fc6, fc7) keep their initialisation, so phase 1 trains from the first of them.
+// Sets m.train_from.
+void choose_train_from(const TrainConfig& cfg, const ModelSpec& spec, ModelChoice& m) {
+  const io::ImportReport& report = *m.weights;
   std::string first_new;  // the first layer below the head the file lacks
   for (const std::string& scope : m.scopes) {
     if (scope == spec.head_scope) break;
@@ -352,20 +342,6 @@ io::ImportReport import_partial(const TrainConfig& cfg, const ModelSpec& spec, S
     KILN_CHECK(pos(first_new) >= pos(m.train_from), "--train-from ", m.train_from, " would leave ", first_new,
                " frozen at its random initialisation: --weights '", cfg.weights, "' lacks it; use --train-from ",
                first_new, " (or auto)");
-  return report;
-}
-
-// True when every layer --weights has below the head fits `model` as built (a probe import
-// that skips what is shaped otherwise).
-bool fits_as_built(const TrainConfig& cfg, const ModelSpec& spec, Sequential& model) {
-  io::ImportOptions opt;
-  opt.skip = {spec.head_scope};
-  opt.allow_missing = true;
-  opt.skip_mismatched = true;
-  const io::ImportReport r = io::import_weights(model, cfg.weights, opt);
-  // The head is replaced anyway: its shape (the file's class count) says nothing.
-  return std::all_of(r.mismatched.begin(), r.mismatched.end(),
-                     [&](const std::string& n) { return n.rfind(spec.head_scope, 0) == 0; });
 }
 
 // "conv1_1..conv5_3 (13 layers)" of the layers in `scopes` for which `pick` holds.
@@ -415,7 +391,8 @@ io::InputConvention load_start_weights(const TrainConfig& cfg, const ModelSpec& 
                 mid.c_str(), static_cast<long long>(m.global_step), acc.c_str(),
                 cfg.weights.empty() ? "" : " (--weights is not loaded again)");
   } else if (!cfg.weights.empty()) {
-    const io::ImportReport report = import_partial(cfg, spec, model, m);
+    choose_train_from(cfg, spec, m);
+    const io::ImportReport& report = *m.weights;
     const auto loaded = [&](const std::string& scope) {
       return std::any_of(report.loaded.begin(), report.loaded.end(),
                          [&](const std::string& n) { return n.rfind(scope, 0) == 0; });
@@ -820,32 +797,21 @@ std::unique_ptr<Communicator> join_ranks(const TrainConfig& cfg) {
   return comm;
 }
 
-// The model as the seed builds it, before any weights load. A resume's is built under
-// SkipDraws (its checkpoint sets every weight); with --weights under `deferred`, so that only
-// what the file lacks is drawn, after the import, from the offsets the build reserved.
-// Published fc6 weights expect pool5 at 7x7: when the file's fc6 does not fit this image
-// size, pool5 is pooled adaptively to 7x7 and the model rebuilt from the same seed.
+// The model a run starts from. A resume's is built under SkipDraws (its checkpoint sets every
+// weight); with --weights it is started from the file (train/model_spec.h build_from_weights:
+// only what the file lacks is drawn; a VGG at another size may get adaptive_pool, which
+// m.options then records); else drawn from the seed.
 std::shared_ptr<Sequential> build_start_model(const TrainConfig& cfg, const ModelSpec& spec, bool resume,
-                                              ModelChoice& m, Generator& init_gen, Generator& dropout_gen,
-                                              std::optional<init::DeferredDraws>& deferred) {
-  const PhiloxState init_start = init_gen.state();
-  const auto build = [&] {
-    std::optional<init::SkipDraws> skip;
-    deferred.reset();  // a rebuild's draws replace the first build's
-    if (resume) skip.emplace();
-    else if (!cfg.weights.empty()) deferred.emplace();
-    std::shared_ptr<Sequential> model = spec.build(m.options, init_gen, dropout_gen);
-    if (deferred) deferred->stop();
-    return model;
-  };
-  std::shared_ptr<Sequential> model = build();
-  if (!resume && !cfg.weights.empty() && cfg.head == "fc" && cfg.image_size != spec.default_image_size &&
-      !fits_as_built(cfg, spec, *model)) {
-    m.options.adaptive_pool = true;
-    init_gen.set_state(init_start);
-    model = build();
+                                              ModelChoice& m, Generator& init_gen, Generator& dropout_gen) {
+  if (resume) {
+    const init::SkipDraws skip;  // the checkpoint's values replace every draw
+    return spec.build(m.options, init_gen, dropout_gen);
   }
-  return model;
+  if (cfg.weights.empty()) return spec.build(m.options, init_gen, dropout_gen);
+  PretrainedModel p = build_from_weights(spec, m.options, cfg.weights, init_gen, dropout_gen);
+  m.options = p.options;
+  m.weights = std::move(p.report);
+  return p.model;
 }
 
 }  // namespace
@@ -874,9 +840,7 @@ TrainResult run_train(const TrainConfig& cfg) {
   ModelChoice m;
   m.options = ModelOptions{num_classes, cfg.image_size, static_cast<float>(cfg.keep_prob), cfg.head,
                            resume && resume->meta.adaptive_pool};
-  std::optional<init::DeferredDraws> deferred;
-  std::shared_ptr<Sequential> model = build_start_model(cfg, spec, resume.has_value(), m, init_gen, dropout_gen,
-                                                        deferred);
+  std::shared_ptr<Sequential> model = build_start_model(cfg, spec, resume.has_value(), m, init_gen, dropout_gen);
   m.scopes = model->parameter_scopes();
   const std::string head_layer = layer_of(spec, spec.head_scope);
   if (resume) m.train_from = resume->meta.train_from.empty() ? head_layer : resume->meta.train_from;
@@ -884,7 +848,6 @@ TrainResult run_train(const TrainConfig& cfg) {
   const bool adaptive = m.options.adaptive_pool;
   const io::InputConvention convention =
       load_start_weights(cfg, spec, start, *model, init_gen, dropout_gen, num_classes, m);
-  if (deferred) deferred->draw_untouched();  // on the host, before the move: the CPU's bits
   std::vector<Phase> phases = recipe_phases(cfg, spec, m);  // a bad --train-from is refused before any write
   model->to(device);
 

@@ -37,6 +37,9 @@ struct BuiltModelInfo {
 // The BuiltModelInfo of `model` while it lives; null for a model not made by kiln.build_model.
 const BuiltModelInfo* built_model_of(const Module& model);
 
+// A Python UserWarning (the GIL held); an exception when the warnings filter turns it into one.
+void warn(const std::string& text);
+
 // A tensor shape from a Python sequence of ints.
 Shape to_shape(const std::vector<int64_t>& dims);
 // The DType called `name` ("float32", "int64", ...); an unknown name is a kiln::Error.

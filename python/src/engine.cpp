@@ -24,6 +24,7 @@
 #include "layers/optim.h"
 #include "python/src/bindings.h"
 #include "train/api.h"
+#include "train/format.h"
 #include "train/model_spec.h"
 
 namespace kiln::python {
@@ -59,13 +60,38 @@ BuiltModel::~BuiltModel() {
   built_models().erase(model.get());
 }
 
+// With `weights`, started from the file as train/model_spec.h's build_from_weights does, the
+// head kept when it fits (the same classes); what the file lacks, and a head of other classes
+// when num_classes was left out, is said in a warning.
 std::shared_ptr<Sequential> build_model(const std::string& name, std::optional<int64_t> num_classes,
                                         int64_t image_size, float keep_prob, const std::string& head,
-                                        bool adaptive_pool, uint64_t seed) {
+                                        bool adaptive_pool, uint64_t seed,
+                                        const std::optional<std::filesystem::path>& weights) {
   const ModelSpec& spec = find_model_spec(name);
   auto built = std::make_shared<BuiltModel>(
       seed, ModelOptions(num_classes.value_or(spec.default_num_classes), image_size, keep_prob, head, adaptive_pool));
-  built->model = spec.build(built->options, built->init_gen, built->dropout_gen);
+  std::vector<std::string> said;
+  if (!weights) {
+    nb::gil_scoped_release release;
+    built->model = spec.build(built->options, built->init_gen, built->dropout_gen);
+  } else {
+    PretrainedModel p;
+    {
+      nb::gil_scoped_release release;
+      p = build_from_weights(spec, built->options, weights->string(), built->init_gen, built->dropout_gen, true);
+    }
+    built->model = p.model;
+    built->options = p.options;
+    const io::ImportReport& r = p.report;
+    if (!r.missing.empty())
+      said.push_back("the weights file lacks " + std::to_string(r.missing.size()) + " parameter(s) of " + spec.name +
+                     " (" + join_names(r.missing, 4) + "): they keep their draws from seed " + std::to_string(seed));
+    if (!num_classes && !r.mismatched.empty())
+      said.push_back("the weights file's head is shaped for other classes than " + spec.name + "'s default " +
+                     std::to_string(spec.default_num_classes) + " (" + join_names(r.mismatched, 2) +
+                     "): it was not loaded; pass num_classes to size the head, or give a file with it");
+  }
+  for (const std::string& s : said) warn("kiln.build_model: " + s);
   const std::lock_guard<std::mutex> lock(built_mutex);
   built_models()[built->model.get()] = built.get();
   return std::shared_ptr<Sequential>(built, built->model.get());
@@ -279,12 +305,17 @@ void bind_specs(nb::module_& m) {
   m.def("find_model_spec", &find_model_spec, arg("name"), nb::rv_policy::reference,
         "The spec called `name`; an unknown name is a kiln.Error listing the known ones.");
   m.def("build_model", &build_model, arg("name"), arg("num_classes") = nb::none(), arg("image_size") = 0,
-        arg("keep_prob") = 0.5f, arg("head") = "", arg("adaptive_pool") = false, arg("seed") = 0, Release(),
+        arg("keep_prob") = 0.5f, arg("head") = "", arg("adaptive_pool") = false, arg("seed") = 0,
+        arg("weights") = nb::none(),
         "Builds a registered model by name (weights drawn from `seed`, dropout from seed + 1). num_classes: the "
         "head's outputs (default: the published head's); image_size: the input side (0: the spec's default, "
         "224; VGG's fc6 follows it); keep_prob: dropout's keep probability after fc6 and fc7 (VGG); head: \"\" "
         "or \"fc\" (the published head) or \"avg\" (global average pooling, then the head); adaptive_pool: "
-        "average-pool VGG's last feature map to 7x7 so fc6 keeps its published shape at any image size.");
+        "average-pool VGG's last feature map to 7x7 so fc6 keeps its published shape at any image size. weights: "
+        "a kiln, Keras or Keras 3 file to start from, as vgg_finetune train --weights starts: every layer it has "
+        "loads (the head when it has this model's classes; else the head is new), only what it lacks is drawn "
+        "from the seed (the same values as without the file), and a VGG at another image size gets "
+        "adaptive_pool when the file's fc6 needs it. For the import's full report, use import_weights instead.");
 }
 
 void bind_weights(nb::module_& m) {

@@ -41,6 +41,10 @@ Device device_from_name(const std::string& name) {
   KILN_FAIL("unknown device '", name, "': use \"cpu\", \"cuda\" or \"cuda:N\" (N a GPU's index)");
 }
 
+void warn(const std::string& text) {
+  if (PyErr_WarnEx(PyExc_UserWarning, text.c_str(), 1) != 0) throw nb::python_error();
+}
+
 namespace {
 
 TensorOptions options(const std::string& dtype, const std::string& device) {

@@ -121,11 +121,6 @@ TrainerOptions trainer_options(std::vector<Phase> phases, const TrainArgs& a, co
   return t;
 }
 
-// A Python UserWarning; an exception when the warnings filter turns it into one.
-void warn(const std::string& text) {
-  if (PyErr_WarnEx(PyExc_UserWarning, text.c_str(), 1) != 0) throw nb::python_error();
-}
-
 // Both folders checked as vgg_finetune train checks them (train/audit.h): labelled by one
 // class list, so a class missing from val keeps its number; files that do not decode are
 // skipped with a warning; data that cannot be trained on is an error naming why.

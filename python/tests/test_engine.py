@@ -198,3 +198,41 @@ def test_paths_may_be_pathlib_paths():
         assert sorted(kiln.import_weights(m, path).loaded) == ["net/fc/bias", "net/fc/weight"]
         with pytest.raises(kiln.Error, match="does not exist"):
             kiln.Loader(pathlib.Path(d) / "nope")
+
+
+def test_build_model_from_weights_draws_only_what_the_file_lacks():
+    with tempfile.TemporaryDirectory() as d:
+        src = kiln.build_model("vgg11", num_classes=5, image_size=32, seed=3)
+        full = os.path.join(d, "vgg11_5.h5")
+        kiln.export_weights(src, full)
+        # Other classes: every layer below the head loads, the head is the seed's draw, bit for
+        # bit what build_model + import_weights (head skipped) gives.
+        got = kiln.build_model("vgg11", num_classes=2, image_size=32, seed=8, weights=full)
+        want = kiln.build_model("vgg11", num_classes=2, image_size=32, seed=8)
+        kiln.import_weights(want, full, skip=["vgg11/fc8/"])
+        g, w = got.parameters(), want.parameters()
+        assert g.keys() == w.keys()
+        for name in g:
+            assert g[name].tolist() == w[name].tolist(), name
+        # The same classes: the head loads too.
+        same = kiln.build_model("vgg11", num_classes=5, image_size=32, seed=8, weights=full)
+        assert same.parameters()["vgg11/fc8/weight"].tolist() == src.parameters()["vgg11/fc8/weight"].tolist()
+        # A file lacking layers: said, and those keep the seed's draws.
+        part = kiln.Sequential("vgg11")
+        part.add(kiln.Conv2d("conv1_1", 3, 64, 3, padding=1, seed=4))
+        part_path = os.path.join(d, "conv1_1.h5")
+        kiln.export_weights(part, part_path)
+        with pytest.warns(UserWarning, match=r"lacks 20 parameter\(s\) of vgg11"):
+            lacking = kiln.build_model("vgg11", num_classes=2, image_size=32, seed=8, weights=part_path)
+        drawn = kiln.build_model("vgg11", num_classes=2, image_size=32, seed=8).parameters()
+        assert lacking.parameters()["vgg11/fc6/weight"].tolist() == drawn["vgg11/fc6/weight"].tolist()
+        assert lacking.parameters()["vgg11/conv1_1/weight"].tolist() == part.parameters()["vgg11/conv1_1/weight"].tolist()
+        # The default classes against a file of others: said.
+        with pytest.warns(UserWarning, match="head is shaped for other classes"):
+            kiln.build_model("vgg11", image_size=32, seed=8, weights=full)
+        # A 224 px file at 64 px: pool5 is pooled to fc6's 7x7.
+        big = os.path.join(d, "vgg11_224.h5")
+        kiln.export_weights(kiln.build_model("vgg11", num_classes=5, seed=3), big)
+        adapted = kiln.build_model("vgg11", num_classes=2, image_size=64, seed=8, weights=big)
+        assert adapted.parameters()["vgg11/fc6/weight"].shape == (4096, 25088)
+        assert adapted(kiln.zeros([1, 64, 64, 3])).shape == (1, 2)

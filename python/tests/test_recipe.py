@@ -28,12 +28,13 @@ def run_app(*args):
     return r.stdout
 
 
-def seed_recipe_in_python(data, model_dir, weights=None):
+def seed_recipe_in_python(data, model_dir, weights=None, start_from_weights=False):
     """vgg_finetune train --model vgg16 [--weights FILE, a file with every layer] as a researcher
-    would write it."""
+    would write it: build, then import over the draws, or (start_from_weights) build_model(weights=)."""
     spec = kiln.find_model_spec("vgg16")
-    model = kiln.build_model("vgg16", num_classes=2, image_size=SIZE, keep_prob=KEEP, head="fc", seed=SEED)
-    if weights:  # every layer below the head from the file; the head as the seed drew it
+    model = kiln.build_model("vgg16", num_classes=2, image_size=SIZE, keep_prob=KEEP, head="fc", seed=SEED,
+                             weights=weights if start_from_weights else None)
+    if weights and not start_from_weights:  # every layer below the head from the file; the head as the seed drew it
         report = kiln.import_weights(model, weights, skip=[spec.head_scope])
         assert not report.missing
     # Phase 1 trains the head alone (named as the app names it), phase 2 every layer.
@@ -108,6 +109,10 @@ def test_seed_recipe_with_weights_from_python_equals_vgg_finetune_train():
         assert list(got) == list(want)
         for name in got:
             assert got[name].numpy().tobytes() == want[name].numpy().tobytes(), name
+        # build_model(weights=) starts it as the app does (the same function): the same bits.
+        started = seed_recipe_in_python(data, os.path.join(d, "py2"), weights=start, start_from_weights=True)
+        for name, t in started.parameters().items():
+            assert t.numpy().tobytes() == want[name].numpy().tobytes(), name
 
 
 def test_num_threads_round_trip():
