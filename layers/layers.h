@@ -72,9 +72,10 @@ class WeightLayer : public Module {
 // and, with bias, "bias" [out].
 class Conv2d final : public WeightLayer {
  public:
-  // Channels and kernel must be >= 1; the weight is drawn from `gen` by `init`, the bias starts at zero.
-  Conv2d(std::string name, int64_t in, int64_t out, int64_t kernel, Conv2dParams p, bool bias, Generator& gen,
-         Init init = Init::xavier_uniform);
+  // Channels and kernel must be >= 1; the weight is drawn from `gen` (default_generator() unless given) by
+  // `init`, the bias starts at zero.
+  Conv2d(std::string name, int64_t in, int64_t out, int64_t kernel, Conv2dParams p = {}, bool bias = true,
+         Generator& gen = default_generator(), Init init = Init::xavier_uniform);
   // In the compute dtype (set_compute); out_f32 casts the result back to fp32.
   Tensor forward(const Tensor& x) override;
   // relu(forward(x)), in one pass where nothing needs a gradient, or on a backend whose fused
@@ -92,8 +93,10 @@ class Conv2d final : public WeightLayer {
 // x: [N, in] -> [N, out]. Parameters "weight" [out, in] and, with bias, "bias" [out].
 class Linear final : public WeightLayer {
  public:
-  // Sizes must be >= 1; the weight is drawn from `gen` by `init`, the bias starts at zero.
-  Linear(std::string name, int64_t in, int64_t out, bool bias, Generator& gen, Init init = Init::xavier_uniform);
+  // Sizes must be >= 1; the weight is drawn from `gen` (default_generator() unless given) by `init`, the bias
+  // starts at zero.
+  Linear(std::string name, int64_t in, int64_t out, bool bias = true, Generator& gen = default_generator(),
+         Init init = Init::xavier_uniform);
   // In the compute dtype (set_compute); out_f32 casts the result back to fp32.
   Tensor forward(const Tensor& x) override;
 };

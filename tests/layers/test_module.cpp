@@ -314,3 +314,15 @@ TEST_CASE("a conv, ReLU and max-pool run fused still name the failing layer", "[
     REQUIRE_THROWS_WITH(net(Tensor::zeros(Shape{1, 4, 4, 5})), Catch::StartsWith("in layer 'net/conv': conv2d"));
   }
 }
+
+TEST_CASE("layers built without a generator draw from the default one, as torch's do", "[layers]") {
+  manual_seed(21);
+  Linear fc("fc", 4, 3);
+  Conv2d conv("conv", 3, 2, 3);
+  Generator g(21);
+  Linear fc_given("fc", 4, 3, true, g);
+  Conv2d conv_given("conv", 3, 2, 3, Conv2dParams{}, true, g);
+  CHECK(fc.weight().to_vector<float>() == fc_given.weight().to_vector<float>());
+  CHECK(conv.weight().to_vector<float>() == conv_given.weight().to_vector<float>());
+  CHECK(fc.has_bias());
+}
