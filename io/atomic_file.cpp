@@ -102,6 +102,18 @@ std::string lock_holder(dev_t dev, ino_t ino) {
   return "";
 }
 
+}  // namespace
+
+std::string dir_lock_holder(const std::string& dir) {
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) != 0) return "";
+  const std::string holder = lock_holder(st.st_dev, st.st_ino);
+  const std::string me = "process " + std::to_string(::getpid());
+  return holder == me || holder.rfind(me + " ", 0) == 0 ? std::string() : holder;
+}
+
+namespace {
+
 // This process's directory locks, by device and inode: the locked descriptor, how many
 // DirLocks share it and whether one is its writer, all changed only under the mutex (a
 // DirLock ending while another starts must not meet a descriptor about to close).

@@ -28,6 +28,10 @@ void write_atomic(const std::string& path, const std::function<void(const std::s
 // write_atomic of `text` as the whole file.
 void write_file_atomic(const std::string& path, const std::string& text);
 
+// The other process holding a DirLock on `dir` ("process 1234 (vgg_finetune)"); "" when none
+// does, or it cannot be told (no /proc/locks, no flock).
+std::string dir_lock_holder(const std::string& dir);
+
 // Held by the one process that writes a model directory: another process taking it is
 // refused, since two runs there would prune and pair each other's checkpoint files. An
 // advisory lock (flock) on the directory itself: nothing is created, and the kernel drops

@@ -793,8 +793,13 @@ CheckpointInfo choose_checkpoint(const std::string& model_dir, bool best, const 
              fs::exists(model_dir) ? "is a file, not a folder: give the folder training wrote" : "does not exist");
   std::vector<DamagedCheckpoint> damaged;
   std::vector<CheckpointInfo> all = list_checkpoints(model_dir, &damaged);
-  KILN_CHECK(!all.empty() || !damaged.empty(), "model directory '", model_dir,
-             "' holds no checkpoint (train into it first: vgg_finetune train or kiln.train)");
+  if (all.empty() && damaged.empty()) {
+    const std::string writer = dir_lock_holder(model_dir);
+    KILN_FAIL("model directory '", model_dir, "' holds no checkpoint ",
+              writer.empty() ? std::string("(train into it first: vgg_finetune train or kiln.train)")
+                             : "yet: a run (" + writer + ") is training into it and has not written its first one; "
+                               "try again after its first epoch");
+  }
   std::optional<CheckpointInfo> ck;
   while (!all.empty() && !ck) {
     const std::optional<CheckpointInfo> pick = best ? best_checkpoint(all) : latest_checkpoint(all);

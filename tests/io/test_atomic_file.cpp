@@ -5,7 +5,10 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include <csignal>
 
 #include <atomic>
 #include <filesystem>
@@ -17,6 +20,7 @@
 
 #include "core/error.h"
 #include "io/atomic_file.h"
+#include "io/checkpoint.h"
 #include "tests/support/reference.h"
 
 namespace fs = std::filesystem;
@@ -151,4 +155,36 @@ TEST_CASE("threads of one process taking and dropping one DirLock are never refu
   a.join();
   b.join();
   CHECK(refused == 0);
+}
+
+TEST_CASE("a model directory another process is training into, before its first checkpoint, says so",
+          "[atomic_file][checkpoint]") {
+  TempDir t;
+  CHECK_THROWS_WITH(io::choose_checkpoint(t.dir, false, "", {}), Contains("train into it first"));
+  int ready[2];
+  REQUIRE(::pipe(ready) == 0);
+  const pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {  // a run holding the directory, as a Trainer's DirLock does
+    const int fd = ::open(t.dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    const char ok = fd >= 0 && ::flock(fd, LOCK_EX) == 0 ? 1 : 0;
+    if (::write(ready[1], &ok, 1) != 1) ::_exit(1);
+    ::pause();  // until killed
+    ::_exit(0);
+  }
+  char ok = 0;
+  REQUIRE(::read(ready[0], &ok, 1) == 1);
+  CHECK(ok == 1);
+  CHECK_THAT(io::dir_lock_holder(t.dir), Catch::StartsWith("process " + std::to_string(child)));
+  CHECK_THROWS_WITH(io::choose_checkpoint(t.dir, false, "", {}),
+                    Contains("holds no checkpoint yet: a run (process " + std::to_string(child)) &&
+                        Contains("has not written its first one"));
+  ::kill(child, SIGKILL);
+  ::waitpid(child, nullptr, 0);
+  ::close(ready[0]);
+  ::close(ready[1]);
+  CHECK(io::dir_lock_holder(t.dir).empty());
+  // This process's own lock is not "another run".
+  const io::DirLock mine(t.dir);
+  CHECK(io::dir_lock_holder(t.dir).empty());
 }
