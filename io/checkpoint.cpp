@@ -782,8 +782,8 @@ ResumeChoice newest_intact_checkpoint(const std::string& model_dir) {
             [&](const DamagedCheckpoint& a, const DamagedCheckpoint& b) { return stem(a) > stem(b); });
   if (!r.checkpoint && !r.damaged.empty())
     KILN_FAIL("model directory '", model_dir, "' holds ", r.damaged.size(), " checkpoint(s) and none is intact (the ",
-              "newest: ", r.damaged.front().reason, "); not starting over on top of them: move its ckpt-* and frozen-* files ",
-              "elsewhere, or use a new --model-dir");
+              "newest: ", r.damaged.front().reason, "); not starting over on top of them: move its ckpt-* and ",
+              "frozen-* files elsewhere, or use a new --model-dir");
   return r;
 }
 
