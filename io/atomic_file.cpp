@@ -85,16 +85,18 @@ void write_file_atomic(const std::string& path, const std::string& text) {
 namespace {
 
 // "process 1234 (vgg_finetune)" for the holder of the flock on (dev, ino), from /proc/locks
-// ("1: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF", device as hex major:minor); "" when it
-// cannot be told.
-std::string lock_holder(dev_t dev, ino_t ino) {
+// ("1: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF", device as hex major:minor), passing
+// over process `skip`; "" when it cannot be told.
+std::string lock_holder(dev_t dev, ino_t ino, pid_t skip = -1) {
   std::ifstream locks("/proc/locks");
   char want[64];
   std::snprintf(want, sizeof want, "%02x:%02x:%llu", major(dev), minor(dev), static_cast<unsigned long long>(ino));
   for (std::string line; std::getline(locks, line);) {
     std::istringstream in(line);
     std::string id, kind, mode, access, pid, dev_ino;
-    if (!(in >> id >> kind >> mode >> access >> pid >> dev_ino) || kind != "FLOCK" || dev_ino != want) continue;
+    if (!(in >> id >> kind >> mode >> access >> pid >> dev_ino) || kind != "FLOCK" || dev_ino != want ||
+        pid == std::to_string(skip))
+      continue;
     std::string comm;
     std::ifstream(std::string("/proc/") + pid + "/comm") >> comm;
     return "process " + pid + (comm.empty() ? "" : " (" + comm + ")");
@@ -107,9 +109,7 @@ std::string lock_holder(dev_t dev, ino_t ino) {
 std::string dir_lock_holder(const std::string& dir) {
   struct stat st {};
   if (::stat(dir.c_str(), &st) != 0) return "";
-  const std::string holder = lock_holder(st.st_dev, st.st_ino);
-  const std::string me = "process " + std::to_string(::getpid());
-  return holder == me || holder.rfind(me + " ", 0) == 0 ? std::string() : holder;
+  return lock_holder(st.st_dev, st.st_ino, ::getpid());
 }
 
 namespace {

@@ -25,8 +25,6 @@ namespace {
 // 3: frozen_file and frozen_digest; the weights file holds what trains (and the buffers).
 constexpr int64_t kStateFormatVersion = 3;
 constexpr int64_t kFirstFrozenFileVersion = 3;
-// The state file's identity. The app's name stays in it: every checkpoint written so far
-// carries it, and a resume must keep reading them.
 
 int64_t state_version(const h5::Group& root) {
   if (!root.has_attribute("state_format_version")) return 1;

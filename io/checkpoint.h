@@ -48,7 +48,9 @@
 
 namespace kiln::io {
 
-// The state file's "kind" attribute: what tells a checkpoint from a weights file.
+// The state file's "kind" attribute: what tells a checkpoint from a weights file. The app's
+// name stays in it: every checkpoint written so far carries it, and a resume must keep
+// reading them.
 inline constexpr const char* kCheckpointKind = "vgg_finetune checkpoint";
 
 // Where a run stands and what it was made with: enough to rebuild the model and continue.

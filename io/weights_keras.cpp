@@ -157,29 +157,36 @@ bool is_keras(const h5::Group& root) {
 
 bool is_keras3(const h5::Group& root) { return root.exists("layers") && root.is_group("layers"); }
 
-std::string keras_file_model(const h5::Group& root) {
+namespace {
+
+// The model of a Keras file whose layer_names are `layers`: the kiln_model attribute kiln
+// writes, else the model keras.applications' names identify, else "".
+std::string file_model(const h5::Group& root, const std::vector<std::string>& layers) {
   if (root.has_attribute(kKerasModelAttribute)) return root.string_attribute(kKerasModelAttribute);
-  std::string base_path;
-  keras_base(root, base_path);
-  std::optional<h5::Group> model_weights;
-  if (!base_path.empty()) model_weights.emplace(root.group(base_path));
-  const std::vector<std::string> layers = read_chunked(model_weights ? *model_weights : root, "layer_names");
   const std::set<std::string> names(layers.begin(), layers.end());
   const auto has = [&](const char* n) { return names.count(n) > 0; };
-  // keras.applications' names; ResNet50V2 (pre-activation) and the deeper ResNets share
-  // ResNet50's first names, and kiln builds neither.
-  if (has("conv1_conv") && has("conv5_block3_3_conv") && !has("conv2_block1_preact_bn") && !has("conv4_block7_1_conv"))
+  // ResNet50V2 (pre-activation) and the deeper ResNets share ResNet50's first names, and
+  // kiln builds neither.
+  if (has("conv1_conv") && has("conv5_block3_3_conv") && !has("conv2_block1_preact_bn") &&
+      !has("conv4_block7_1_conv"))
     return "resnet50_v1";
   if (has("block5_conv4")) return "vgg19";
   if (has("block5_conv3")) return "vgg16";
   return "";
 }
 
+}  // namespace
+
+std::string keras_file_model(const h5::Group& root) {
+  std::string base_path;
+  keras_base(root, base_path);
+  return file_model(root, base_path.empty() ? read_chunked(root, "layer_names")
+                                            : read_chunked(root.group(base_path), "layer_names"));
+}
+
 SourceList list_keras(const h5::Group& root, Module& model) {
   SourceList s;
   s.format = WeightsFormat::keras;
-  const std::string file_model = keras_file_model(root);
-  s.model = file_model.empty() ? model.name() : file_model;
   // Keras's VGG16 and ResNet50 take "caffe" preprocessing; a file kiln exported says what
   // its model was trained on (write_keras).
   s.convention = root.has_attribute(kKerasConventionAttribute)
@@ -191,11 +198,14 @@ SourceList list_keras(const h5::Group& root, Module& model) {
   if (!base_path.empty()) model_weights.emplace(root.group(base_path));
   const h5::Group& base = model_weights ? *model_weights : root;
   const std::string origin_base = base_path.empty() ? "/" : "/" + base_path + "/";
+  const std::vector<std::string> layers = read_chunked(base, "layer_names");
+  const std::string named = file_model(root, layers);
+  s.model = named.empty() ? model.name() : named;
   // Layer names live with each model's table (layers/models/): io restates no model. The
   // entries are named as the file's model's (the import maps them onto the target's).
   const KerasLayerNames layer_names = keras_layer_names(s.model);
   const std::set<std::string> bns = batch_norm_layers(model);
-  for (const std::string& layer : read_chunked(base, "layer_names")) {
+  for (const std::string& layer : layers) {
     KILN_CHECK(base.exists(layer) && base.is_group(layer), "Keras weights file '", root.file(), "': layer '", layer,
                "' is listed in layer_names but ", base.where(layer), " is not a group");
     const h5::Group g = base.group(layer);

@@ -125,17 +125,14 @@ struct RowWindow {
   }
 };
 
-}  // namespace
-
-namespace {
-
 // Every phase's train patterns match some parameter of the model: checked when the trainer
 // is made, before anything is written, not when the phase starts.
 void check_phase_patterns(Module& model, const std::vector<Phase>& phases) {
   const std::vector<ParameterRef> params = model.parameters();
   for (const Phase& ph : phases)
     for (const std::string& p : ph.train_patterns) {
-      const bool any = std::any_of(params.begin(), params.end(), [&](const ParameterRef& r) { return name_matches(p, r.name); });
+      const bool any =
+          std::any_of(params.begin(), params.end(), [&](const ParameterRef& r) { return name_matches(p, r.name); });
       KILN_CHECK(any, "phase '", ph.name, "' trains '", p, "', which matches no parameter of ", model.name(), " (",
                  params.empty() ? std::string("it has no parameters") : "names look like '" + params.front().name + "'",
                  "; a scope ends in '/', a glob uses * and ?)");

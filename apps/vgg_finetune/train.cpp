@@ -56,7 +56,6 @@ NewDirGuard::~NewDirGuard() {
 
 namespace {
 
-
 std::string read_text(const std::string& path) {
   std::ifstream in(path);
   std::stringstream ss;
@@ -69,7 +68,6 @@ std::string join_lines(const std::vector<std::string>& v) {
   for (const std::string& x : v) s += x + "\n";
   return s;
 }
-
 
 // The model directory must exist (created here) and be writable; checked before any work.
 void prepare_model_dir(const std::string& dir) {
