@@ -51,9 +51,9 @@ struct FolderScan {
   std::vector<SkippedFile> skipped;  // everything else found under root, sorted by path
 };
 // The scan behind image_folder, without its checks on class counts: throws kiln::Error only
-// when root is missing or a class folder's name holds a line break. Lists every other entry: hidden files and folders (macOS "._" forks
-// named as such), files without an image extension, folders inside a class folder (not
-// searched), files next to the class folders.
+// when root is missing or a class folder's name holds a line break. Lists every other entry:
+// hidden files and folders (macOS "._" forks named as such), files without an image
+// extension, folders inside a class folder (not searched), files next to the class folders.
 FolderScan scan_image_folder(const std::string& root);
 
 // A folder per class. Class names are the sorted subfolder names (hidden ones skipped);

@@ -378,10 +378,11 @@ std::string other_format(const uint8_t* b, size_t n) {
   };
   if (at(0, "RIFF") && at(8, "WEBP")) return "a WebP image" + convert;
   if (at(0, "GIF87a") || at(0, "GIF89a")) return "a GIF image" + convert;
-  if (at(4, "ftypheic") || at(4, "ftypheix") || at(4, "ftypmif1") || at(4, "ftyphevc")) return "a HEIC image" + convert;
+  if (at(4, "ftypheic") || at(4, "ftypheix") || at(4, "ftypmif1") || at(4, "ftyphevc"))
+    return "a HEIC image" + convert;
   if (at(4, "ftypavif")) return "an AVIF image" + convert;
-  if (n >= 4 && ((b[0] == 'I' && b[1] == 'I' && b[2] == 42 && b[3] == 0) || (b[0] == 'M' && b[1] == 'M' && b[2] == 0 && b[3] == 42)))
-    return "a TIFF image" + convert;
+  if (at(0, "II*") && n >= 4 && b[3] == 0) return "a TIFF image" + convert;  // little-endian
+  if (at(0, "MM") && n >= 4 && b[2] == 0 && b[3] == 42) return "a TIFF image" + convert;  // big-endian
   if (n >= 4 && b[0] == 0x00 && b[1] == 0x05 && b[2] == 0x16 && b[3] == 0x07)
     return "a macOS AppleDouble ('._') metadata file, not an image (macOS writes one beside each file it copies)";
   return "";

@@ -489,9 +489,10 @@ void print_plan(const TrainConfig& cfg, int64_t start_epoch, const std::string& 
               cfg.weight_decay, dropout.c_str(), static_cast<long long>(cfg.batch),
               static_cast<unsigned long long>(cfg.seed));
   const int64_t total = cfg.phase1_epochs + cfg.phase2_epochs;
-  if (start_epoch >= total)
-    std::printf("nothing left to train: %s done\n",
-                (total == 1 ? std::string("its 1 epoch is") : "all " + plural(total, "epoch", "epochs") + " are").c_str());
+  if (start_epoch >= total) {
+    const std::string done = total == 1 ? "its 1 epoch is" : "all " + plural(total, "epoch", "epochs") + " are";
+    std::printf("nothing left to train: %s done\n", done.c_str());
+  }
   // Flags that cannot act on this run, said rather than taken in silence.
   if (!cfg.feature_cache && !cfg.no_augment)
     std::printf("note: --no-feature-cache changes nothing here: with augmentation on no features are cached\n");
@@ -676,7 +677,7 @@ TrainerHooks people_hooks(const TrainConfig& cfg, bool tty, Sequential& net) {
     if (u.policy == Precision::fp32 && u.frozen > 0 && d.is_cpu() && native_bf16(d))
       std::printf("  (--precision bf16-frozen would run the %s in bf16 on this CPU: about twice as fast, "
                   "the same accuracy in our measurements; docs/precision.md)\n",
-                  (u.frozen == 1 ? std::string("frozen layer") : plural(u.frozen, "frozen layer", "frozen layers")).c_str());
+                  u.frozen == 1 ? "frozen layer" : plural(u.frozen, "frozen layer", "frozen layers").c_str());
   };
   h.on_feature_mode = [&cfg, &net](const FeatureMode& m) {
     // The cut's layers by name: the cached output ("flatten" reads as the map it flattens).

@@ -157,7 +157,8 @@ std::string module_repr(nb::handle self) {
   Module& mod = nb::cast<Module&>(self);
   const std::string head = "kiln." + nb::cast<std::string>(self.type().attr("__name__")) + "('" + mod.name() + "'";
   const auto n = [](int64_t v) { return std::to_string(v); };
-  if (auto* s = dynamic_cast<Sequential*>(&mod)) return head + ", " + n(static_cast<int64_t>(s->children().size())) + " layers)";
+  if (auto* s = dynamic_cast<Sequential*>(&mod))
+    return head + ", " + n(static_cast<int64_t>(s->children().size())) + " layers)";
   if (auto* c = dynamic_cast<Conv2d*>(&mod)) {
     const Tensor& w = c->weight();  // [out, k, k, in]
     const Conv2dParams& p = c->params();
@@ -170,7 +171,8 @@ std::string module_repr(nb::handle self) {
            (c->has_bias() ? "" : ", no bias") + ")";
   }
   if (auto* l = dynamic_cast<Linear*>(&mod))
-    return head + ", " + n(l->weight().dim(1)) + " -> " + n(l->weight().dim(0)) + (l->has_bias() ? "" : ", no bias") + ")";
+    return head + ", " + n(l->weight().dim(1)) + " -> " + n(l->weight().dim(0)) + (l->has_bias() ? "" : ", no bias") +
+           ")";
   if (auto* p = dynamic_cast<MaxPool2d*>(&mod))
     return head + ", kernel " + n(p->params().kernel_h) + ", stride " + n(p->params().stride_h) + ")";
   return head + ")";

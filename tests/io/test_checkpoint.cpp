@@ -292,7 +292,8 @@ TEST_CASE("a phase's frozen parameters are written once, and checkpoints hold wh
   CHECK(files_in(tmp.dir) == std::vector<std::string>{"ckpt-000003.state.h5", "ckpt-000003.weights.h5"});
 }
 
-TEST_CASE("a checkpoint's state file given as weights says what it is and how to get weights", "[checkpoint][weights]") {
+TEST_CASE("a checkpoint's state file given as weights says what it is and how to get weights",
+          "[checkpoint][weights]") {
   TempDir tmp;
   FrozenRun run;
   run.step();

@@ -282,7 +282,8 @@ TEST_CASE("a file of another image format is named as what it is, with what to d
   };
   const auto bytes = [](const std::string& s) { return std::vector<uint8_t>(s.begin(), s.end()); };
   CHECK_THAT(error_for(bytes(std::string("RIFF\x10\0\0\0WEBPVP8 ", 16))),
-             Catch::Contains("x.jpg: not a JPEG, PNG or BMP image: it is a WebP image") && Catch::Contains("convert it"));
+             Catch::Contains("x.jpg: not a JPEG, PNG or BMP image: it is a WebP image") &&
+                 Catch::Contains("convert it"));
   CHECK_THAT(error_for(bytes("GIF89a")), Catch::Contains("it is a GIF image"));
   CHECK_THAT(error_for(bytes(std::string("\0\0\0\x18" "ftypheic", 12))), Catch::Contains("it is a HEIC image"));
   CHECK_THAT(error_for(bytes(std::string("\0\0\0\x1c" "ftypavif", 12))), Catch::Contains("it is an AVIF image"));

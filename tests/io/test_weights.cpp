@@ -144,7 +144,8 @@ TEST_CASE("VGG16 weights from torchvision in kiln, Keras and Keras 3 layouts giv
     if (c.format == io::WeightsFormat::keras) {
       // keras.applications' layer names say which network the file is for: not VGG19.
       CHECK(io::weights_source_model(io::h5::File::open_read(path).root()) == "vgg16");
-      CHECK_THROWS_WITH(io::import_weights(*vgg(19, c.classes, 32, 1), path), Contains("is for model 'vgg16', not 'vgg19'"));
+      CHECK_THROWS_WITH(io::import_weights(*vgg(19, c.classes, 32, 1), path),
+                        Contains("is for model 'vgg16', not 'vgg19'"));
     }
     // The converted torchvision file is kiln format 1, written by a script: no checksums.
     CHECK_THAT(rep.checksums, Contains(c.format == io::WeightsFormat::kiln ? "kiln format version 1" : "none in file"));

@@ -74,14 +74,17 @@ TEST_CASE("names that would collide in a checkpoint are refused when registered"
   // They used to fail only at the first checkpoint, inside HDF5, hours into a run.
   Generator g(1);
   Custom c("w");
-  REQUIRE_THROWS_WITH(c.add_child(std::make_shared<ReLU>("w")), Catch::Contains("already has a parameter named 'w' (adding a child)"));
+  REQUIRE_THROWS_WITH(c.add_child(std::make_shared<ReLU>("w")),
+                      Catch::Contains("already has a parameter named 'w' (adding a child)"));
   c.add_child(std::make_shared<ReLU>("act"));
-  REQUIRE_THROWS_WITH(c.add_child(std::make_shared<ReLU>("act")), Catch::Contains("already has a child named 'act' (adding a child)"));
+  REQUIRE_THROWS_WITH(c.add_child(std::make_shared<ReLU>("act")),
+                      Catch::Contains("already has a child named 'act' (adding a child)"));
   REQUIRE_THROWS_WITH(c.add_buffer("w"), Catch::Contains("already has a parameter named 'w' (adding a buffer)"));
   REQUIRE_THROWS_WITH(c.add_buffer("act"), Catch::Contains("already has a child named 'act' (adding a buffer)"));
   REQUIRE_THROWS_WITH(c.add_buffer("a/b"), Catch::Contains("buffer name 'a/b'"));
   c.add_buffer("running");
-  REQUIRE_THROWS_WITH(c.add_child(std::make_shared<ReLU>("running")), Catch::Contains("already has a buffer named 'running'"));
+  REQUIRE_THROWS_WITH(c.add_child(std::make_shared<ReLU>("running")),
+                      Catch::Contains("already has a buffer named 'running'"));
   REQUIRE_THROWS_WITH(Custom("a/b"), Catch::Contains("parameter name 'a/b'") && Catch::Contains("no '/'"));
   REQUIRE_THROWS_WITH(Custom(""), Catch::Contains("non-empty"));
 }
