@@ -26,6 +26,20 @@ const FlagSpec& Flags::spec(const std::string& name) const {
   KILN_FAIL("internal: flag --", name, " not declared for ", command_);
 }
 
+namespace {
+
+// A switch's "=VALUE" as Flags stores it: "1" on, "" off (as when not given).
+std::string switch_value(const std::string& name, const std::string& value) {
+  for (const char* on : {"1", "true", "yes", "on"})
+    if (value == on) return "1";
+  for (const char* off : {"0", "false", "no", "off"})
+    if (value == off) return "";
+  KILN_FAIL("--", name, " is a switch: give it alone (on), or as --", name, "=1 or --", name, "=0 (off), got '--",
+            name, "=", value, "'");
+}
+
+}  // namespace
+
 bool Flags::parse(int argc, char** argv, int first) {
   for (int i = first; i < argc; ++i) {
     std::string a = argv[i];
@@ -50,8 +64,9 @@ bool Flags::parse(int argc, char** argv, int first) {
       if (c.name == name) s = &c;
     KILN_CHECK(s != nullptr, "unknown flag '--", name, "' (see vgg_finetune ", command_, " --help)");
     if (s->value_name.empty()) {
-      KILN_CHECK(!has_value, "--", name, " takes no value");
-      value = "1";
+      // A switch may be given off (--no-augment=0): the only way to turn off one that a
+      // resume took from the run's config.txt.
+      value = has_value ? switch_value(name, value) : "1";
     } else if (!has_value) {
       KILN_CHECK(i + 1 < argc, "--", name, " needs a value (", s->value_name, ")");
       // "--model-dir --no-augment": the value was forgotten, and taking the next flag as it

@@ -143,7 +143,8 @@ std::vector<FlagSpec> train_specs() {
        "resume even though a recipe flag (--phase1-epochs, --phase1-lr, --phase2-epochs, --phase2-lr, "
        "--batch, --momentum, --weight-decay, --keep-prob, --seed, --no-augment, "
        "--head-init, --calibrate-bn, --precision) differs from the run's config.txt, or config.txt is missing or "
-       "records no recipe; config.txt then records the change. --phase1-epochs cannot change once a checkpoint is "
+       "records no recipe; config.txt then records the change (a switch the run had on is turned off with "
+       "--no-augment=0). --phase1-epochs cannot change once a checkpoint is "
        "in phase 2; --model, --image-size, --head and --train-from never change on resume (the checkpoints hold "
        "that model)"},
   };

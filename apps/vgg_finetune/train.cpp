@@ -136,6 +136,13 @@ bool records_recipe(const std::map<std::string, std::string>& saved) {
   return false;
 }
 
+// "--a is 1, the run used 0; --b is off, the run used on": changes hold commas themselves.
+std::string join_changes(const std::vector<std::string>& changes) {
+  std::string out;
+  for (const std::string& c : changes) out += (out.empty() ? "" : "; ") + c;
+  return out;
+}
+
 // The recipe flags of this run that differ from the saved config, as "--flag NEW (was OLD)".
 // Numbers compare by value (1e-3 equals 0.001); a flag the saved file does not record is not
 // compared (config.txt of an older version), except switches, which are recorded only when on.
@@ -296,7 +303,7 @@ RunStart check_model_dir(const TrainConfig& cfg, const ModelSpec& spec, const st
     check_phase1_over(cfg, *resume, saved);
   }
   KILN_CHECK(s.changes.empty() || cfg.allow_changed_config, "model directory '", cfg.model_dir,
-             "' holds a run with another recipe: ", join_names(s.changes), " (", s.config_path,
+             "' holds a run with another recipe: ", join_changes(s.changes), " (", s.config_path,
              "); resume with the run's values, use a new --model-dir, or pass --allow-changed-config");
   KILN_CHECK(cfg.phase1_epochs + cfg.phase2_epochs >= 1,
              "nothing to train: --phase1-epochs and --phase2-epochs are both 0");
@@ -446,10 +453,10 @@ void write_run_files(const TrainConfig& cfg, const RunStart& s, const std::vecto
     for (std::string line; std::getline(in, line);)
       if (line.rfind("# changed on resume", 0) == 0) history += line + "\n";
     history += "# changed on resume at step " + std::to_string(s.choice.checkpoint->meta.global_step) +
-               " (--allow-changed-config): " + join_names(s.changes) + "\n";
+               " (--allow-changed-config): " + join_changes(s.changes) + "\n";
     io::write_file_atomic(s.config_path, history + cfg.config_text);
     std::printf("recipe changed on resume (--allow-changed-config): %s; the result will differ from an uninterrupted run\n",
-                join_names(s.changes).c_str());
+                join_changes(s.changes).c_str());
   }  // else: the same recipe, config.txt is kept as the run wrote it
 }
 

@@ -212,6 +212,28 @@ expect_error "--phase1-epochs changed after phase 1" train --data-dir "$W/data" 
   --phase1-epochs 3 --phase2-epochs 2 --allow-changed-config
 grep -q "phase 1 of the run in '$W/b' is over" "$W/err.txt" || bad "phase 1's end not explained: $(cat "$W/err.txt")"
 
+# 6b'. A switch the run had on (--no-augment) is inherited when left out, and turned off only
+# with --no-augment=0 and --allow-changed-config (before, nothing could turn it off).
+"$B" train --data-dir "$W/data" --model-dir "$W/na" "${COMMON[@]}" --phase2-epochs 0 --no-augment > "$W/na1.log" 2>&1
+"$B" train --data-dir "$W/data" --model-dir "$W/na" "${COMMON[@]}" --phase2-epochs 0 > "$W/na2.log" 2>&1
+grep -q -- "with its recipe ($W/na/config.txt): --no-augment$" "$W/na2.log" || bad "switch not inherited: $(cat "$W/na2.log")"
+expect_error "a switch turned off on resume" train --data-dir "$W/data" --model-dir "$W/na" "${COMMON[@]}" --phase2-epochs 0 \
+  --no-augment=0
+grep -q -- "--no-augment is off, the run used on" "$W/err.txt" || bad "switch turned off: $(cat "$W/err.txt")"
+expect_error "a switch given a value it does not take" train --data-dir "$W/data" --model-dir "$W/na" "${COMMON[@]}" \
+  --no-augment=maybe
+grep -q -- "--no-augment is a switch: give it alone (on), or as --no-augment=1 or --no-augment=0 (off)" "$W/err.txt" ||
+  bad "switch value: $(cat "$W/err.txt")"
+if "$B" train --data-dir "$W/data" --model-dir "$W/na" "${COMMON[@]}" --phase2-epochs 1 --no-augment=0 \
+     --allow-changed-config > "$W/na3.log" 2>&1 &&
+   grep -q "recipe changed on resume (--allow-changed-config): --phase2-epochs is 1, the run used 0; --no-augment is off" "$W/na3.log" &&
+   grep -q "^epoch 1/1 (phase 2" "$W/na3.log" && ! grep -q "^no-augment" "$W/na/config.txt"; then
+  ok "a switch inherited on resume, turned off with --no-augment=0 --allow-changed-config"
+else
+  bad "switch off on resume"; cat "$W/na3.log" "$W/na/config.txt"
+fi
+rm -rf "$W/na"
+
 # 6c. Mistakes a newcomer makes (found by reviewing the app from a fresh clone): each refused
 # before any work with a line naming it, leaving no model directory, or handled as --help says.
 expect_error "a flag's value forgotten" train --data-dir "$W/data" --model-dir --no-augment "${COMMON[@]}"
