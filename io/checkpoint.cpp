@@ -145,13 +145,19 @@ void stored_checksums(const h5::Group& g, const std::string& prefix, std::map<st
   }
 }
 
-// The frozen file of `c` is the one its state recorded.
-void check_frozen_identity(const CheckpointInfo& c) {
-  const uint32_t have = frozen_digest_of(c.frozen_path);
+// The file at `path` (`what`: "frozen file", "weights file") is the one the state recorded.
+void check_identity(const CheckpointInfo& c, const char* what, const std::string& path, uint32_t recorded) {
+  const uint32_t have = weights_digest_of(path);
   char buf[96];
-  std::snprintf(buf, sizeof buf, "digest 0x%08x, the checkpoint was written with 0x%08x", have, c.meta.frozen_digest);
-  KILN_CHECK(have == c.meta.frozen_digest, "frozen file '", c.frozen_path, "' is not the one checkpoint '",
-             c.state_path, "' was written with (", buf, "); it was replaced or changed after kiln wrote it");
+  std::snprintf(buf, sizeof buf, "digest 0x%08x, the checkpoint was written with 0x%08x", have, recorded);
+  KILN_CHECK(have == recorded, what, " '", path, "' is not the one checkpoint '", c.state_path, "' was written with (",
+             buf, "); it was replaced or changed after kiln wrote it (another run's file?)");
+}
+
+// The files of `c` are the ones its state recorded (a weights digest of 0: not recorded).
+void check_identities(const CheckpointInfo& c) {
+  if (c.meta.weights_digest != 0) check_identity(c, "weights file", c.weights_path, c.meta.weights_digest);
+  if (!c.frozen_path.empty()) check_identity(c, "frozen file", c.frozen_path, c.meta.frozen_digest);
 }
 
 }  // namespace
@@ -174,7 +180,7 @@ std::vector<std::string> remove_stale_temporaries(const std::string& model_dir) 
 
 namespace {
 
-// frozen_digest_of's value for named tensors (any device and float dtype).
+// weights_digest_of's value for named tensors (any device and float dtype).
 uint32_t digest_of(const std::vector<std::pair<std::string, const Tensor*>>& tensors) {
   std::map<std::string, uint32_t> crcs;
   for (const auto& [name, tensor] : tensors) {
@@ -188,14 +194,14 @@ uint32_t digest_of(const std::vector<std::pair<std::string, const Tensor*>>& ten
 
 }  // namespace
 
-uint32_t frozen_digest_of(Module& model, const std::function<bool(const std::string&)>& select) {
+uint32_t weights_digest_of(Module& model, const std::function<bool(const std::string&)>& select) {
   std::vector<std::pair<std::string, const Tensor*>> tensors;
   for (const ParameterRef& p : model.parameters())
     if (select(p.name)) tensors.emplace_back(p.name, p.tensor);
   return digest_of(tensors);
 }
 
-uint32_t frozen_digest_of(const std::string& weights_path) {
+uint32_t weights_digest_of(const std::string& weights_path) {
   const h5::File f = h5::File::open_read(weights_path);
   std::map<std::string, uint32_t> crcs;
   stored_checksums(f.root(), "", crcs, 0);
@@ -242,6 +248,7 @@ void write_meta(h5::Group& root, const CheckpointMeta& meta) {
   root.set_string_attribute("weights_file", meta.weights_file);
   root.set_string_attribute("frozen_file", meta.frozen_file);
   root.set_int_attribute("frozen_digest", meta.frozen_digest);
+  root.set_int_attribute("weights_digest", meta.weights_digest);
 }
 
 }  // namespace
@@ -393,7 +400,7 @@ std::string write_checkpoint(const CheckpointImage& im) {
       // tensor is read and checked once; a damaged one is written again.
       bool have = false;
       try {
-        have = fs::exists(frozen_path) && frozen_digest_of(frozen_path) == meta.frozen_digest;
+        have = fs::exists(frozen_path) && weights_digest_of(frozen_path) == meta.frozen_digest;
         if (have) verify_weights(frozen_path);
       } catch (const Error&) {
         have = false;  // unreadable or damaged: written again
@@ -402,8 +409,9 @@ std::string write_checkpoint(const CheckpointImage& im) {
       im.frozen->set_file_on_disk(frozen_path);
     }
   }
-  write_kiln_weights((fs::path(model_dir) / meta.weights_file).string(), im.model_name, meta.convention,
-                     refs(im.weights));
+  const std::string weights_path = (fs::path(model_dir) / meta.weights_file).string();
+  write_kiln_weights(weights_path, im.model_name, meta.convention, refs(im.weights));
+  meta.weights_digest = weights_digest_of(weights_path);  // the checksums it was just written with
 
   const std::string path = state_path_of(im);
   write_atomic(path, [&](const std::string& tmp) {
@@ -558,6 +566,12 @@ CheckpointMeta read_checkpoint_meta(const h5::Group& root) {
                " is no 32-bit CRC (corrupt or not written by kiln?)");
     m.frozen_digest = static_cast<uint32_t>(d);
   }
+  if (root.has_attribute("weights_digest")) {
+    const int64_t d = root.int_attribute("weights_digest");
+    KILN_CHECK(d >= 0 && d <= int64_t{0xFFFFFFFF}, "checkpoint '", state_path, "': weights_digest ", d,
+               " is no 32-bit CRC (corrupt or not written by kiln?)");
+    m.weights_digest = static_cast<uint32_t>(d);
+  }
   check_meta(m, state_path);
   return m;
 }
@@ -709,12 +723,13 @@ void verify_own_files(const CheckpointInfo& c) {
     if (state_version(root) >= 2) verify_checksums(root);
   }
   verify_weights(c.weights_path);
+  if (c.meta.weights_digest != 0) check_identity(c, "weights file", c.weights_path, c.meta.weights_digest);
 }
 
 void verify_frozen(const CheckpointInfo& c) {
   if (c.frozen_path.empty()) return;
   verify_weights(c.frozen_path);
-  check_frozen_identity(c);
+  check_identity(c, "frozen file", c.frozen_path, c.meta.frozen_digest);
 }
 
 }  // namespace
@@ -725,11 +740,11 @@ void verify_checkpoint(const CheckpointInfo& c) {
 }
 
 void load_checkpoint_weights(Module& model, const CheckpointInfo& c) {
+  check_identities(c);  // before anything is loaded
   if (c.frozen_path.empty()) {
     import_weights(model, c.weights_path);
     return;
   }
-  check_frozen_identity(c);  // before anything is loaded
   // Each import is all or nothing, but there are two: a model built for other classes took the frozen
   // file's layers and then refused the weights file's head, and kiln.load_checkpoint's caller kept a
   // half-loaded model. The values from before are copied (for a moment, the model's size again) and put

@@ -92,9 +92,12 @@ struct CheckpointMeta {
   PhiloxState init_gen, dropout_gen;
   std::string weights_file;  // file name inside the model directory
   // Version 3: the frozen parameters' file inside the model directory ("": weights_file
-  // holds every parameter) and its digest (frozen_digest_of).
+  // holds every parameter) and its digest (weights_digest_of).
   std::string frozen_file;
   uint32_t frozen_digest = 0;
+  // The weights file's digest (weights_digest_of), so that another run's file of the same
+  // name is refused. Optional attribute: 0, unchecked, in checkpoints written before it.
+  uint32_t weights_digest = 0;
 };
 
 // One complete checkpoint on disk: its two files and its metadata.
@@ -118,9 +121,10 @@ void load_checkpoint_weights(Module& model, const CheckpointInfo& c);
 
 // The identity of a set of tensors: CRC32C over their names (sorted) and per-tensor CRC32Cs.
 // From the model's tensors whose names `select` accepts, or from a kiln weights file's
-// datasets and their stored checksums (which verify_weights checks against the values).
-uint32_t frozen_digest_of(Module& model, const std::function<bool(const std::string&)>& select);
-uint32_t frozen_digest_of(const std::string& weights_path);
+// datasets and their stored checksums (which verify_weights checks against the values). It
+// names a phase's frozen file and ties a checkpoint's weights file to its state file.
+uint32_t weights_digest_of(Module& model, const std::function<bool(const std::string&)>& select);
+uint32_t weights_digest_of(const std::string& weights_path);
 
 // Writes the checkpoint of (meta.epochs_done, meta.batches_done) (the frozen file when the
 // model has frozen parameters and no file of theirs exists yet, weights, then state), then
@@ -142,7 +146,7 @@ class FrozenImage {
   bool holds(const std::vector<std::pair<std::string, const Tensor*>>& tensors) const;
   // The copies, named.
   const std::vector<std::pair<std::string, Tensor>>& host() const { return host_; }
-  // frozen_digest_of's value for them, computed on the first call (by the writing thread).
+  // weights_digest_of's value for them, computed on the first call (by the writing thread).
   uint32_t digest() const;
   // The file this process wrote these values to, or found intact (every tensor's data read
   // and checked): later checkpoints of the phase reuse it unread. "" before the first.

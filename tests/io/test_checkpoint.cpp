@@ -199,8 +199,8 @@ void rewrite_as_version2(const CheckpointInfo& c, Module& model) {
     const io::h5::Group root = f.root();
     for (const std::string& a : root.attribute_names()) {
       // Attributes version 2 did not have (newer optional ones included): a real v2 file lacks them.
-      if (a == "frozen_file" || a == "frozen_digest" || a == "state_format_version" || a == "head" ||
-          a == "adaptive_pool" || a == "train_from" || a == "precision" || a.rfind("optimizer_", 0) == 0)
+      if (a == "frozen_file" || a == "frozen_digest" || a == "weights_digest" || a == "state_format_version" ||
+          a == "head" || a == "adaptive_pool" || a == "train_from" || a == "precision" || a.rfind("optimizer_", 0) == 0)
         continue;
       if (a == "classes") classes = root.string_list_attribute(a);
       else if (a == "kind" || a == "epoch_loss_sum" || a == "val_loss" || a == "val_acc" || a == "arch" ||
@@ -351,6 +351,36 @@ TEST_CASE("a mismatched or corrupt frozen file makes its checkpoints damaged", "
   CHECK(list_checkpoints(tmp.dir, &damaged).empty());
   REQUIRE(damaged.size() == 1);
   CHECK_THAT(damaged[0].reason, Contains("names frozen file") && Contains("which is missing"));
+}
+
+TEST_CASE("another run's weights file under a checkpoint's name is refused by identity, and set aside",
+          "[checkpoint][checksum]") {
+  // Found by review: another run's ckpt-*.weights.h5 (intact, the same tensor names) loaded
+  // without a word, and eval, predict, export and a resume all used the other model.
+  TempDir tmp, other_dir;
+  Run run, other;
+  run.step();
+  run.save(tmp.dir, 1);
+  run.step();
+  run.save(tmp.dir, 2);
+  for (int i = 0; i < 3; ++i) other.step();  // the same model trained further: other values
+  other.save(other_dir.dir, 2);
+  const CheckpointInfo c = *latest_checkpoint(tmp.dir);
+  CHECK(c.meta.weights_digest == weights_digest_of(c.weights_path));
+  const std::vector<float> before = values_of(*run.model, "vgg16/fc8/weight");
+  fs::copy_file(latest_checkpoint(other_dir.dir)->weights_path, c.weights_path, fs::copy_options::overwrite_existing);
+
+  CHECK_THROWS_WITH(verify_checkpoint(c), Contains("weights file '" + c.weights_path + "' is not the one checkpoint '" +
+                                                   c.state_path + "' was written with") &&
+                                              Contains("another run's file?"));
+  CHECK_THROWS_WITH(load_checkpoint_weights(*run.model, c), Contains("is not the one checkpoint"));
+  CHECK(values_of(*run.model, "vgg16/fc8/weight") == before);  // nothing loaded
+  // The resume passes over it to the checkpoint before, naming the weights file as the cause.
+  const ResumeChoice r = newest_intact_checkpoint(tmp.dir);
+  REQUIRE(r.checkpoint);
+  CHECK(r.checkpoint->meta.epochs_done == 1);
+  REQUIRE(r.damaged.size() == 1);
+  CHECK_THAT(r.damaged[0].reason, Contains("weights file"));
 }
 
 TEST_CASE("checkpoints of state format 2 (one full weights file) still load and resume", "[checkpoint]") {

@@ -280,7 +280,7 @@ TEST_CASE("checkpoints written in the background hold what a run writing them in
     INFO("checkpoint " << a.state_path);
     CHECK(std::filesystem::path(a.state_path).filename() == std::filesystem::path(b.state_path).filename());
     CHECK(a.meta.frozen_digest == b.meta.frozen_digest);
-    CHECK(io::frozen_digest_of(a.weights_path) == io::frozen_digest_of(b.weights_path));  // every tensor's CRC32C
+    CHECK(io::weights_digest_of(a.weights_path) == io::weights_digest_of(b.weights_path));  // every tensor's CRC32C
     CHECK_NOTHROW(io::verify_checkpoint(b));
     Generator g1(1), g2(2);
     auto na = tiny_net(g1), nb = tiny_net(g2);
@@ -587,6 +587,33 @@ TEST_CASE("a resume over changed training data: refused mid-epoch, said at an ep
       CHECK(said == std::vector<std::pair<int64_t, int64_t>>{{8, 7}});
     }
   }
+}
+
+TEST_CASE("a resume whose phases put the checkpoint's epoch in another phase is refused", "[train][errors]") {
+  // Found by review: a config.txt edited to a longer phase 1 after phase 2 began resumed and
+  // ran a phase-1 epoch after the phase-2 ones (the app compared the flag with config.txt).
+  const DemoSplits d("trainer_phases", 2, 2, 1);
+  Generator g(5);
+  auto net = tiny_net(g);
+  TrainerOptions t = tiny_options(d.root + "/run", false);
+  t.checkpoint_every = 0;
+  t.stop_after_epochs = 1;
+  const ModelSpec& spec = find_model_spec("vgg16");
+  Trainer(*net, spec, d.train, d.val, t).run(std::nullopt);  // phase 1 (2 epochs), stopped after 1
+  t.stop_after_epochs = 0;
+  const auto resume = [&](const std::vector<int64_t>& epochs) {
+    TrainerOptions o = t;
+    o.phases[0].epochs = epochs[0];
+    o.phases[1].epochs = epochs[1];
+    return Trainer(*net, spec, d.train, d.val, o).run(io::newest_intact_checkpoint(t.model_dir).checkpoint);
+  };
+  CHECK_THROWS_WITH(resume({0, 3}), Contains("is in phase 1 at epoch 1, but this run's phases put epoch 1 in phase 2") &&
+                                        Contains("that phase would end before the epochs it ran"));
+  CHECK(resume({2, 1}).finished);  // as it was: phase 2 ends the run at epoch 3
+  CHECK_THROWS_WITH(resume({3, 1}), Contains("is in phase 2 at epoch 3, but this run's phases put epoch 3 in phase 1") &&
+                                        Contains("would run again after the next"));
+  CHECK(resume({2, 2}).finished);  // a longer phase 2 goes on from where it is
+  CHECK(io::newest_intact_checkpoint(t.model_dir).checkpoint->meta.epochs_done == 4);
 }
 
 TEST_CASE("a Trainer refuses negative counts and rates in its options, naming them", "[train][errors]") {
