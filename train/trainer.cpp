@@ -264,6 +264,28 @@ int64_t total_epochs(const std::vector<Phase>& phases) {
   return total;
 }
 
+// The 1-based phase that `phases` put 0-based epoch e in.
+int phase_of_epoch(const std::vector<Phase>& phases, int64_t e) {
+  size_t i = 0;
+  for (int64_t first = 0; i + 1 < phases.size() && e >= first + phases[i].epochs; ++i) first += phases[i].epochs;
+  return static_cast<int>(i) + 1;
+}
+
+// A checkpoint's phase is the one this run's phases put its epoch in: a resume that changed the
+// length of a phase it has run into (a hand-edited config.txt, another recipe from Python)
+// would run one phase's epochs after the next one's, or end a phase before what it ran.
+void check_resume_phase(const io::CheckpointInfo& c, const std::vector<Phase>& phases) {
+  const io::CheckpointMeta& m = c.meta;
+  const int64_t e = m.batches_done > 0 ? m.epochs_done : m.epochs_done - 1;  // the epoch its phase is of
+  if (e < 0 || e >= total_epochs(phases)) return;  // past the end: nothing trains
+  const int now = phase_of_epoch(phases, e);
+  KILN_CHECK(now == m.phase, "trainer: checkpoint '", c.state_path, "' is in phase ", m.phase, " at epoch ", e + 1,
+             ", but this run's phases put epoch ", e + 1, " in phase ", now, ": a resume cannot change the epochs ",
+             "of a phase it has already run into (", now > m.phase ? "that phase would end before the epochs it ran"
+                                                                   : "that phase would run again after the next",
+             "); give the phases the epochs the run had, or start a new run");
+}
+
 // The batch epoch e starts at: a mid-epoch checkpoint's batches_done in the epoch it
 // resumes, else 0. It may be all of the epoch's `epoch_batches` (a stop asked for after the
 // epoch's last batch: the resume serves none and goes on to the epoch's evaluation and
@@ -428,6 +450,7 @@ TrainResult Trainer::run_all(const std::optional<io::CheckpointInfo>& resume) {
     KILN_CHECK(differs.empty(), "trainer: checkpoint '", resume->state_path, "' was trained with ", differs,
                ", so it cannot resume this run");
     check_resume_data(*resume);
+    check_resume_phase(*resume, opt_.phases);
     s.start_epoch = resume->meta.epochs_done;
     s.global_step = resume->meta.global_step;
     s.result.val = EvalResult{resume->meta.val_loss, resume->meta.val_acc, 0, {}};
@@ -675,10 +698,7 @@ io::CheckpointMeta Trainer::meta_at(int64_t epochs_done, int64_t batches_done, c
 }
 
 bool Trainer::run_epoch(int64_t e, State& s) {
-  int64_t first = 0;  // the phase's first epoch
-  s.phase = 0;
-  while (s.phase + 1 < opt_.phases.size() && e >= first + opt_.phases[s.phase].epochs)
-    first += opt_.phases[s.phase++].epochs;
+  s.phase = static_cast<size_t>(phase_of_epoch(opt_.phases, e) - 1);
   const Phase& ph = opt_.phases[s.phase];
   begin_phase(e, s);
   choose_step_mode(s);
@@ -721,7 +741,7 @@ bool Trainer::run_epoch(int64_t e, State& s) {
   sum.phase = static_cast<int>(s.phase) + 1;
   sum.phase_name = ph.name;
   sum.epoch = e + 1;
-  sum.epoch_in_phase = e - first + 1;
+  sum.epoch_in_phase = e - phase_first_epoch(s) + 1;
   sum.phase_epochs = ph.epochs;
   sum.images_per_second = static_cast<double>(s.seen - s.seen0) / std::max(seconds_since(s.t0), 1e-9);
   sum.train_loss = s.loss_sum / static_cast<double>(s.seen);
