@@ -55,6 +55,13 @@ bool is_temporary_name(const std::string& name) {
   return true;
 }
 
+std::string unreadable_reason(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return std::strerror(errno);
+  ::close(fd);
+  return "";
+}
+
 void write_atomic(const std::string& path, const std::function<void(const std::string& tmp)>& write) {
   const std::string tmp = temporary_path(path);
   try {

@@ -19,6 +19,10 @@ std::string temporary_path(const std::string& path);
 // pid suffix) or "<name>.tmp<digits>".
 bool is_temporary_name(const std::string& file_name);
 
+// "" when `path` opens for reading, else the system's reason ("Permission denied"): a file
+// that cannot be read is not thereby damaged, and must not be treated as such.
+std::string unreadable_reason(const std::string& path);
+
 // Writes `path` atomically: `write(tmp)` creates, fills and closes the file `tmp`; then that
 // file is flushed to disk (fsync), renamed over `path`, and the directory synced so the
 // rename itself survives a power cut. If `write` or any step throws, the temporary is

@@ -164,12 +164,19 @@ void check_identities(const CheckpointInfo& c) {
 
 bool is_checkpoint_store_name(const std::string& n) { return n.rfind("ckpt-", 0) == 0 || n.rfind("frozen-", 0) == 0; }
 
-std::vector<std::string> remove_stale_temporaries(const std::string& model_dir) {
+bool is_run_temporary(const std::string& n, const std::vector<std::string>& run_files) {
+  if (!is_temporary_name(n)) return false;
+  const std::string target = n.substr(0, n.rfind(".tmp"));
+  return is_checkpoint_store_name(target) || std::find(run_files.begin(), run_files.end(), target) != run_files.end();
+}
+
+std::vector<std::string> remove_stale_temporaries(const std::string& model_dir,
+                                                  const std::vector<std::string>& run_files) {
   std::vector<std::string> removed;
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(model_dir, ec)) {
     const std::string n = e.path().filename().string();
-    if (is_temporary_name(n) && e.is_regular_file(ec)) {
+    if (is_run_temporary(n, run_files) && e.is_regular_file(ec)) {
       std::error_code rec;
       if (fs::remove(e.path(), rec)) removed.push_back(n);
     }
@@ -772,7 +779,25 @@ void load_checkpoint_weights(Module& model, const CheckpointInfo& c) {
   }
 }
 
+namespace {
+
+// A checkpoint file that cannot be read (its permissions) is not damaged: a resume must not
+// set it aside and train again from an older one, so it stops first, naming the file.
+void check_store_readable(const std::string& model_dir) {
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(model_dir, ec)) {
+    const std::string n = e.path().filename().string();
+    if (!is_checkpoint_store_name(n) || !ends_with(n, ".h5") || !e.is_regular_file(ec)) continue;
+    const std::string why = unreadable_reason(e.path().string());
+    KILN_CHECK(why.empty(), "cannot read '", e.path().string(), "': ", why, "; the run's files are left as they are: ",
+               "make them readable (chmod, chown) or run as their owner");
+  }
+}
+
+}  // namespace
+
 ResumeChoice newest_intact_checkpoint(const std::string& model_dir) {
+  check_store_readable(model_dir);
   ResumeChoice r;
   const std::vector<CheckpointInfo> all = list_checkpoints(model_dir, &r.damaged);
   for (auto it = all.rbegin(); it != all.rend() && !r.checkpoint; ++it) {

@@ -279,8 +279,14 @@ CheckpointInfo choose_and_load_checkpoint(const std::string& model_dir, bool bes
 // inspection, no longer a checkpoint. Returns the new file names.
 std::vector<std::string> set_aside(const DamagedCheckpoint& d);
 
-// Removes the *.tmp[<pid>] files a killed run may have left in the model directory (never treated
-// as checkpoints). Returns their names.
-std::vector<std::string> remove_stale_temporaries(const std::string& model_dir);
+// Whether `file_name` is a temporary (<name>.tmp[<pid>]) a killed writer of the model
+// directory left: of a checkpoint file, or of one of `run_files` (the other files the run
+// writes there, "config.txt"). Any other *.tmp file is the user's, never removed.
+bool is_run_temporary(const std::string& file_name, const std::vector<std::string>& run_files);
+
+// Removes the temporaries (is_run_temporary) a killed run may have left in the model
+// directory (never treated as checkpoints). Returns their names.
+std::vector<std::string> remove_stale_temporaries(const std::string& model_dir,
+                                                  const std::vector<std::string>& run_files = {});
 
 }  // namespace kiln::io

@@ -15,6 +15,7 @@
 #include <type_traits>
 
 #include "core/error.h"
+#include "io/atomic_file.h"
 
 static_assert(std::is_same_v<hid_t, kiln::io::h5::Id>, "kiln::io::h5::Id must be hid_t (HDF5 >= 1.10)");
 static_assert(std::is_same_v<herr_t, int>, "kiln::io::h5::Handle's close functions return herr_t");
@@ -263,6 +264,8 @@ File File::open_read(const std::string& path) {
   quiet();
   KILN_CHECK(std::filesystem::exists(path), "weights file '", path, "' does not exist");
   KILN_CHECK(!std::filesystem::is_directory(path), "'", path, "' is a directory, expected an HDF5 file");
+  const std::string unreadable = unreadable_reason(path);
+  KILN_CHECK(unreadable.empty(), "cannot read '", path, "': ", unreadable);
   const htri_t is = H5Fis_hdf5(path.c_str());
   if (is <= 0) {
     const std::string why = hdf5_error_text();

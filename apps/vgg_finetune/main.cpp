@@ -1067,7 +1067,7 @@ int cmd_check_dir(int argc, char** argv) {
   int64_t good = 0, bad = 0, tmp = 0;
   for (const std::string& n : names) {
     const std::string path = (fs::path(dir) / n).string();
-    if (io::is_temporary_name(n)) {
+    if (io::is_run_temporary(n, run_file_names())) {
       ++tmp;
       std::printf("tmp  %s (not a checkpoint; the next run removes it)\n", n.c_str());
       continue;

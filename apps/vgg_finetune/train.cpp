@@ -166,6 +166,8 @@ std::vector<std::string> recipe_changes(const TrainConfig& cfg, const std::map<s
 
 }  // namespace
 
+std::vector<std::string> run_file_names() { return {kClassesFile, kConfigFile, kSkippedFile, kMetricsCsvName}; }
+
 Device choose_device(const std::string& flag) {
   if (flag == "cpu") {
     std::printf("device: cpu (asked for with --device cpu)\n");
@@ -440,7 +442,8 @@ io::InputConvention load_start_weights(const TrainConfig& cfg, const ModelSpec& 
 // classes.txt and config.txt, written only once the weights fit (a refused run leaves the
 // directory as it was), and the temporaries an interrupted run left removed.
 void write_run_files(const TrainConfig& cfg, const RunStart& s, const std::vector<std::string>& classes) {
-  if (const std::vector<std::string> stale = io::remove_stale_temporaries(cfg.model_dir); !stale.empty())
+  if (const std::vector<std::string> stale = io::remove_stale_temporaries(cfg.model_dir, run_file_names());
+      !stale.empty())
     std::printf("model dir: removed %zu stale temporary file(s) left by an interrupted run: %s\n", stale.size(),
                 join_names(stale).c_str());
   if (!fs::exists(s.classes_path)) io::write_file_atomic(s.classes_path, join_lines(classes));

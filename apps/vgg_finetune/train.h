@@ -37,6 +37,9 @@ inline constexpr const char* kDefaultModel = "vgg16";
 inline constexpr const char* kClassesFile = "classes.txt";
 inline constexpr const char* kConfigFile = "config.txt";
 inline constexpr const char* kSkippedFile = "skipped.txt";
+// Every file the run writes there besides checkpoints: a temporary of one of them is the run's
+// to remove (io::remove_stale_temporaries), any other *.tmp file the user's.
+std::vector<std::string> run_file_names();
 
 // The train command's flags.
 struct TrainConfig {

@@ -473,7 +473,7 @@ with h5py.File(weights, "r+") as f:
     f.attrs["kiln_format_version"] = np.int64(1)
     f.visititems(lambda name, o: o.attrs.__delitem__("crc32c") if "crc32c" in o.attrs else None)
 with h5py.File(z + "/ckpt-000001.state.h5", "r+") as f:
-    for a in ("state_format_version", "frozen_file", "frozen_digest"):
+    for a in ("state_format_version", "frozen_file", "frozen_digest", "weights_digest"):
         if a in f.attrs:
             del f.attrs[a]
 EOF
@@ -502,6 +502,38 @@ EOF
 else
   bad "checksums: /usr/bin/python3 lacks h5py (scripts/setup.sh --tests installs it)"
 fi
+
+# 8c. A checkpoint file that cannot be read (its permissions) is not damaged: train stops,
+# naming it, and sets nothing aside (it renamed the newest to *.corrupt and retrained an epoch).
+# Needs another user than root, who reads any file: run as nobody where that can run the app.
+P=$(mktemp -d /tmp/kiln_perm.XXXXXX)
+chmod 755 "$P"
+cp -r "$W/a" "$P/m" && cp -r "$W/data" "$P/data"
+if [ "$(id -u)" = 0 ] && command -v runuser > /dev/null && chown -R nobody "$P" 2> /dev/null &&
+   runuser -u nobody -- "$B" --help > /dev/null 2>&1; then
+  newest=$(ls "$P/m/"ckpt-*.weights.h5 | tail -1)
+  chown root "$newest" && chmod 600 "$newest"
+  before=$(ls "$P/m" | md5sum)
+  runuser -u nobody -- "$B" train --data-dir "$P/data" --model-dir "$P/m" "${COMMON[@]}" > "$P/log" 2>&1
+  rc=$?
+  if [ $rc -ne 0 ] && grep -q "error: cannot read '$newest': Permission denied; the run's files are left as they are" "$P/log" &&
+     [ "$(ls "$P/m" | md5sum)" = "$before" ]; then
+    ok "an unreadable checkpoint file stops train, named, with nothing set aside"
+  else bad "unreadable checkpoint (rc $rc)"; cat "$P/log"; ls "$P/m"; fi
+else
+  echo "skip an unreadable checkpoint file: needs root to run the app as 'nobody' (runuser), which this machine cannot"
+fi
+rm -rf "$P"
+
+# 8d. Only the run's own temporaries are removed: a user's notes.tmp in the model directory stays.
+echo "mine" > "$W/a/notes.tmp"
+: > "$W/a/config.txt.tmp4242"
+if "$B" train --data-dir "$W/data" --model-dir "$W/a" "${COMMON[@]}" > "$W/tmp.log" 2>&1 &&
+   grep -q "removed 1 stale temporary file(s) left by an interrupted run: config.txt.tmp4242" "$W/tmp.log" &&
+   [ "$(cat "$W/a/notes.tmp")" = mine ] && [ ! -e "$W/a/config.txt.tmp4242" ]; then
+  ok "a run removes its own temporaries and leaves the user's *.tmp files"
+else bad "temporaries"; cat "$W/tmp.log"; ls "$W/a"; fi
+rm -f "$W/a/notes.tmp"
 
 # 9. TensorBoard: the run's event files read back with the real tensorboard package.
 if /usr/bin/python3 -c "import tensorboard, PIL" 2> /dev/null; then
