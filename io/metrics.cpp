@@ -4,6 +4,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <iterator>
+#include <fstream>
 #include <sstream>
 
 #include "core/error.h"
@@ -40,26 +42,29 @@ MetricsCsv::MetricsCsv(const std::string& path, std::vector<std::string> columns
   const std::string header = csv_line(columns_);
 
   // An existing, non-empty file must start with our header; we append after its content.
+  std::error_code ec;
+  KILN_CHECK(!std::filesystem::is_directory(path_, ec), path_, " is a folder, where kiln keeps its metrics file: ",
+             "move it away");
   bool need_header = true;
-  bool need_newline = false;
   {
     std::ifstream in(path_, std::ios::binary);
     if (in) {
       std::string existing((std::istreambuf_iterator<char>(in)), {});
       if (!existing.empty()) {
-        KILN_CHECK(existing.compare(0, header.size(), header) == 0, path_,
-                   ": exists with a different header; expected '", header.substr(0, header.size() - 1), "', found '",
-                   existing.substr(0, existing.find('\n')), "'");
+        // Its first line is the header, or the header saved with a CR LF ending (a spreadsheet).
+        const std::string first = existing.substr(0, existing.find('\n'));
+        const std::string want = header.substr(0, header.size() - 1);
+        KILN_CHECK(first == want || first == want + "\r", path_, ": exists with a different header; expected '", want,
+                   "', found '", first, "' (move the file away to start a new one)");
         need_header = false;
-        // A run killed mid-row leaves no final newline: start our rows on a line of their own.
-        need_newline = existing.back() != '\n';
+        // A run killed mid-row leaves a row cut short, with no final newline: it goes.
+        if (existing.back() != '\n') write_file_atomic(path_, existing.substr(0, existing.rfind('\n') + 1));
       }
     }
   }
 
   out_.open(path_, std::ios::binary | std::ios::app);
   KILN_CHECK(out_.is_open(), path_, ": cannot open for appending (", std::strerror(errno), ")");
-  if (need_newline) out_ << '\n';
   if (need_header) out_ << header;
   out_.flush();
   KILN_CHECK(out_.good(), path_, ": cannot write the header");

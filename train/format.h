@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace kiln {
@@ -17,5 +18,12 @@ std::string plural(long long n, const std::string& one, const std::string& many)
 
 // "a, b, c": the names joined by ", ", the first `limit` of them then ", ..." when there are more.
 std::string join_names(const std::vector<std::string>& names, size_t limit = static_cast<size_t>(-1));
+
+// The lines of a text file as an editor may have saved it: a UTF-8 byte-order mark dropped,
+// and the CR of a CR LF ending (Windows editors, spreadsheets).
+std::vector<std::string> text_lines(std::string_view text);
+
+// `s` without its leading and trailing spaces and tabs.
+std::string trimmed(std::string_view s);
 
 }  // namespace kiln

@@ -164,7 +164,7 @@ void check_weights_file(const std::string& path, const std::string& model) {
   if (in.gcount() == 4 && std::memcmp(head, "PK\x03\x04", 4) == 0) return;  // a .keras archive (a zip)
   // Anything else must be HDF5: its signature (HDF5 finds it after any user block), then the
   // superblock, so a cut-off download is named here with its sizes.
-  std::string file_model;  // the model a kiln weights file names (Keras files name none)
+  std::string file_model;  // the model the file names (kiln files, and Keras files kiln or keras.applications wrote)
   try {
     file_model = io::weights_source_model(io::h5::File::open_read(path).root());
   } catch (const Error& e) {
@@ -263,14 +263,19 @@ TrainConfig train_config(const Flags& f) {
 void inherit_saved_recipe(Flags& f) {
   if (f.str("model-dir").empty()) return;
   std::string taken;
-  for (const RecipeFlag& r : saved_recipe(f.str("model-dir"))) {
-    if (f.given(r.name) || same_recipe_value(r.name, f.str(r.name), r.value)) continue;
+  const SavedRecipe saved = saved_recipe(f.str("model-dir"));
+  for (const RecipeFlag& r : saved.flags) {
+    if (f.given(r.name)) continue;
+    // A recipe value is never empty as kiln writes it: the file was cut short or edited.
+    KILN_CHECK(r.is_switch || !r.value.empty(), saved.source, ": '", r.name, "' has no value (cut short, or edited?); ",
+               "restore it, or give --", r.name, " with --allow-changed-config");
+    if (same_recipe_value(r.name, f.str(r.name), r.value)) continue;
     f.set_default(r.name, r.value);
     taken += std::string(" --") + r.name + (r.is_switch ? "" : " " + shell_quote(r.value));
   }
   if (!taken.empty())
-    std::printf("resuming the run in %s with its recipe (%s):%s\n", f.str("model-dir").c_str(),
-                (fs::path(f.str("model-dir")) / kConfigFile).string().c_str(), taken.c_str());
+    std::printf("resuming the run in %s with its recipe (%s):%s\n", f.str("model-dir").c_str(), saved.source.c_str(),
+                taken.c_str());
 }
 
 int cmd_train(int argc, char** argv) {

@@ -7,6 +7,7 @@
 #include <csignal>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -56,8 +57,12 @@ NewDirGuard::~NewDirGuard() {
 
 namespace {
 
+// The whole of a small file the run keeps (config.txt, classes.txt).
 std::string read_text(const std::string& path) {
-  std::ifstream in(path);
+  std::error_code ec;
+  KILN_CHECK(!fs::is_directory(path, ec), path, " is a folder, where the run keeps a file: move it away");
+  std::ifstream in(path, std::ios::binary);
+  KILN_CHECK(in.good(), "cannot read '", path, "': ", std::strerror(errno));
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
@@ -117,14 +122,22 @@ std::vector<RecipeFlag> recipe_flags(const TrainConfig& c) {
           {"precision", c.precision, false}};
 }
 
-// "key = value" lines of config.txt ('#' lines are comments).
-std::map<std::string, std::string> parse_config(const std::string& text) {
+// "key = value" lines of config.txt at `path` ('#' lines are comments; spaces around '=' and
+// CR LF endings, as an editor may leave them, are taken). A line of neither kind, or a key
+// given twice, is refused with its line: a resume must not guess at the run's recipe.
+std::map<std::string, std::string> parse_config(const std::string& text, const std::string& path) {
   std::map<std::string, std::string> out;
-  std::istringstream in(text);
-  for (std::string line; std::getline(in, line);) {
+  const std::vector<std::string> lines = text_lines(text);
+  for (size_t i = 0; i < lines.size(); ++i) {
+    const std::string line = trimmed(lines[i]);
     if (line.empty() || line[0] == '#') continue;
-    const size_t eq = line.find(" = ");
-    if (eq != std::string::npos) out[line.substr(0, eq)] = line.substr(eq + 3);
+    const size_t eq = line.find('=');
+    KILN_CHECK(eq != std::string::npos && eq > 0, path, ", line ", i + 1, ": '", line, "' is not 'key = value' ",
+               "(edited, or cut short?); restore the line, or move the file away and resume with ",
+               "--allow-changed-config");
+    const std::string key = trimmed(std::string_view(line).substr(0, eq));
+    KILN_CHECK(out.emplace(key, trimmed(std::string_view(line).substr(eq + 1))).second, path, ", line ", i + 1,
+               ": '", key, "' is given a second time (edited?); keep one of its lines");
   }
   return out;
 }
@@ -194,7 +207,31 @@ bool same_recipe_value(const std::string& name, const std::string& a, const std:
   return (end && *end == '\0' && end != a.c_str()) ? x == std::strtod(b.c_str(), nullptr) : a == b;
 }
 
-std::vector<RecipeFlag> saved_recipe(const std::string& model_dir) {
+namespace {
+
+// What the newest checkpoint of `model_dir` records of the recipe (config.txt gone); none
+// when no checkpoint can be read (the resume then says why).
+SavedRecipe recipe_of_checkpoint(const std::string& model_dir) {
+  std::vector<io::CheckpointInfo> all;
+  try {
+    all = io::list_checkpoints(model_dir);
+  } catch (const Error&) {
+    return {};
+  }
+  if (all.empty()) return {};
+  const io::CheckpointMeta& m = all.back().meta;
+  SavedRecipe out{all.back().state_path, {{"model", m.arch, false},
+                                          {"image-size", std::to_string(m.image_size), false},
+                                          {"head", m.head.empty() ? "fc" : m.head, false},
+                                          {"seed", std::to_string(m.seed), false},
+                                          {"precision", m.precision, false}}};
+  if (m.batch_size > 0) out.flags.push_back({"batch", std::to_string(m.batch_size), false});
+  return out;
+}
+
+}  // namespace
+
+SavedRecipe saved_recipe(const std::string& model_dir) {
   std::error_code ec;
   bool resumable = false;
   for (const auto& e : fs::directory_iterator(model_dir, ec)) {
@@ -202,12 +239,14 @@ std::vector<RecipeFlag> saved_recipe(const std::string& model_dir) {
     resumable = resumable || (n.rfind("ckpt-", 0) == 0 && n.size() > 9 && n.compare(n.size() - 9, 9, ".state.h5") == 0);
   }
   const fs::path config = fs::path(model_dir) / kConfigFile;
-  if (!resumable || !fs::is_regular_file(config, ec)) return {};
-  const std::map<std::string, std::string> saved = parse_config(read_text(config.string()));
-  std::vector<RecipeFlag> out;
+  if (!resumable) return {};
+  if (!fs::exists(config, ec)) return recipe_of_checkpoint(model_dir);
+  if (!fs::is_regular_file(config, ec)) return {};
+  const std::map<std::string, std::string> saved = parse_config(read_text(config.string()), config.string());
+  SavedRecipe out{config.string(), {}};
   for (const RecipeFlag& r : recipe_flags(TrainConfig{})) {
     const auto it = saved.find(r.name);
-    if (it != saved.end()) out.push_back({r.name, it->second, r.is_switch});
+    if (it != saved.end()) out.flags.push_back({r.name, it->second, r.is_switch});
   }
   return out;
 }
@@ -253,6 +292,42 @@ void check_phase1_over(const TrainConfig& cfg, const io::CheckpointInfo& resume,
              "Keep --phase1-epochs ", it->second, " (phase 2's flags may change with --allow-changed-config)");
 }
 
+// The recipe values a checkpoint records itself (seed, batch, precision) against this run's:
+// config.txt changed after the checkpoint was written (edited by hand, or a resume with
+// --allow-changed-config that wrote no checkpoint yet) would otherwise change them unsaid.
+// Flags `changes` already names are not named twice.
+void add_checkpoint_changes(const TrainConfig& cfg, const io::CheckpointInfo& c, std::vector<std::string>& changes) {
+  std::vector<std::array<std::string, 3>> values = {{"seed", std::to_string(cfg.seed), std::to_string(c.meta.seed)},
+                                                     {"precision", cfg.precision, c.meta.precision}};
+  if (c.meta.batch_size > 0) values.push_back({"batch", std::to_string(cfg.batch), std::to_string(c.meta.batch_size)});
+  for (const auto& [name, now, then] : values) {
+    const std::string flag = "--" + name + " ";
+    const bool named =
+        std::any_of(changes.begin(), changes.end(), [&](const std::string& x) { return x.rfind(flag, 0) == 0; });
+    if (now != then && !named)
+      changes.push_back(flag + "is " + now + ", the checkpoint " + fs::path(c.state_path).filename().string() +
+                        " was trained with " + then + " (config.txt changed since it was written?)");
+  }
+}
+
+// classes.txt names the run's classes in label order (CR LF endings and a last empty line
+// taken). When the checkpoints were trained on the training folder's classes, the file is
+// what changed, and the message says so.
+void check_classes_file(const std::string& model_dir, const std::string& path, const std::vector<std::string>& classes,
+                        const std::optional<io::CheckpointInfo>& resume) {
+  if (!fs::exists(path)) return;
+  std::vector<std::string> have = text_lines(read_text(path));
+  while (!have.empty() && have.back().empty()) have.pop_back();
+  if (have == classes) return;
+  const std::string fix = resume && resume->meta.classes == classes
+                              ? "; its checkpoints were trained on the training folder's classes, so " + path +
+                                    " was changed since: restore it (one class per line, in that order), or remove "
+                                    "it and it is written again"
+                              : "; use a new --model-dir";
+  KILN_FAIL("model directory '", model_dir, "' was made for other classes: ", path, " lists (", join_names(have, 20),
+            "), the training folder has (", join_names(classes, 20), ")", fix);
+}
+
 // Everything that can be refused about the model directory, checked before any write.
 RunStart check_model_dir(const TrainConfig& cfg, const ModelSpec& spec, const std::vector<std::string>& classes,
                          bool root) {
@@ -260,14 +335,10 @@ RunStart check_model_dir(const TrainConfig& cfg, const ModelSpec& spec, const st
   prepare_model_dir(cfg.model_dir);
   if (root) s.lock.emplace(cfg.model_dir);
   s.classes_path = (fs::path(cfg.model_dir) / kClassesFile).string();
-  if (fs::exists(s.classes_path)) {
-    const std::string have = read_text(s.classes_path);
-    KILN_CHECK(have == join_lines(classes), "model directory '", cfg.model_dir, "' was made for other classes (",
-               s.classes_path, ") than the training folder has (", join_names(classes), "); use a new --model-dir");
-  }
   // The newest checkpoint whose files verify (a damaged newer one is reported later).
   s.choice = io::newest_intact_checkpoint(cfg.model_dir);
   const std::optional<io::CheckpointInfo>& resume = s.choice.checkpoint;
+  check_classes_file(cfg.model_dir, s.classes_path, classes, resume);
   if (resume) {
     const std::string differs = resume_mismatch(resume->meta, spec.name, cfg.image_size, classes);
     KILN_CHECK(differs.empty(), "model directory '", cfg.model_dir, "' holds a checkpoint trained with ", differs, " (",
@@ -291,8 +362,9 @@ RunStart check_model_dir(const TrainConfig& cfg, const ModelSpec& spec, const st
   if (resume) {
     const bool have_file = fs::exists(s.config_path);
     s.saved_config = have_file ? read_text(s.config_path) : std::string();
-    const std::map<std::string, std::string> saved = parse_config(s.saved_config);
+    const std::map<std::string, std::string> saved = parse_config(s.saved_config, s.config_path);
     s.changes = recipe_changes(cfg, saved);
+    add_checkpoint_changes(cfg, *resume, s.changes);
     // A config.txt gone, or overwritten by something else, would let any recipe resume.
     if (!records_recipe(saved)) {
       KILN_CHECK(cfg.allow_changed_config, "model directory '", cfg.model_dir,

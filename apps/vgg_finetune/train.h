@@ -83,10 +83,16 @@ struct RecipeFlag {
   std::string value;
   bool is_switch;  // a flag without a value, recorded as "1" only when on
 };
+// The recipe of the run in a model directory, and where it was read.
+struct SavedRecipe {
+  std::string source;             // config.txt's path, or the newest state file's when config.txt is gone
+  std::vector<RecipeFlag> flags;  // none for a new run
+};
 // The recipe flags config.txt records for the run in `model_dir` when it holds a checkpoint
-// to resume (a state file); none for a new run. A resume's flags left out take these values,
-// so "train again on the same --model-dir" needs no flag but the paths.
-std::vector<RecipeFlag> saved_recipe(const std::string& model_dir);
+// to resume (a state file); without config.txt, those the newest checkpoint records itself
+// (model, image size, head, seed, batch, precision). A resume's flags left out take these
+// values, so "train again on the same --model-dir" needs no flag but the paths.
+SavedRecipe saved_recipe(const std::string& model_dir);
 // Whether two values of recipe flag `name` are the same: numbers by value (1e-3 equals 0.001).
 bool same_recipe_value(const std::string& name, const std::string& a, const std::string& b);
 // The recipe flags whose values differ from train's defaults, as " --flag value" for a

@@ -19,6 +19,7 @@
 namespace fs = std::filesystem;
 using namespace kiln;
 using namespace kiln::io;
+using Catch::Matchers::Contains;
 
 namespace {
 
@@ -228,4 +229,20 @@ TEST_CASE("MetricsCsv writes the header once and appends across instances", "[te
     CHECK(std::string(e.what()).find(path) != std::string::npos);
   }
   CHECK(read_text(path) == before);
+
+  // Found by review: a row cut short by a kill stayed in the file for good (rows went on
+  // below it); a header saved with CR LF (a spreadsheet) was refused as "different" though
+  // it read the same; a folder in the file's place gave libstdc++'s words, no file name.
+  const std::string cut = dir + "/cut.csv";
+  std::ofstream(cut, std::ios::binary) << "epoch,loss\n1,0.5\n2,0.2";
+  MetricsCsv(cut, {"epoch", "loss"}).append({"2", "0.25"});
+  CHECK(read_text(cut) == "epoch,loss\n1,0.5\n2,0.25\n");
+  const std::string crlf = dir + "/crlf.csv";
+  std::ofstream(crlf, std::ios::binary) << "epoch,loss\r\n1,0.5\r\n";
+  MetricsCsv(crlf, {"epoch", "loss"}).append({"2", "0.25"});
+  CHECK(read_text(crlf) == "epoch,loss\r\n1,0.5\r\n2,0.25\n");
+  fs::create_directory(dir + "/folder.csv");
+  CHECK_THROWS_WITH(MetricsCsv(dir + "/folder.csv", {"a"}), Contains(dir + "/folder.csv is a folder"));
+  std::error_code ec;
+  fs::remove_all(dir, ec);
 }
