@@ -360,8 +360,8 @@ io::Dataset in_model_classes(io::Dataset ds, const std::vector<std::string>& mod
     return out;
   };
   const std::string extra = missing_from(ds.classes, model_classes);
-  KILN_CHECK(extra.empty(), "the classes of '", ds.root, "' differ from the model's (", model_dir,
-             "/classes.txt): the data has ", extra, " that the model lacks");
+  KILN_CHECK(extra.empty(), "the classes of '", ds.root, "' differ from the model's (its checkpoint's, in ", model_dir,
+             "): the data has ", extra, " that the model lacks (", join_names(model_classes, 20), ")");
   const std::string lacking = missing_from(model_classes, ds.classes);
   std::vector<int64_t> to_model;
   for (const std::string& c : ds.classes)
