@@ -11,15 +11,18 @@
 
 #include <algorithm>
 #include <array>
+#include <charconv>
 #include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <exception>
 #include <fstream>
 #include <memory>
+#include <set>
 #include <stdexcept>
 #include <sstream>
 #include <string_view>
@@ -44,33 +47,47 @@ const char* kUsage =
     "Every row is checked against a double-precision reference, then timed; it prints the\n"
     "time, GFLOP/s or GB/s and the fraction of this machine's limits, measured at start.\n"
     "Rows named NAME@HOW are kiln's other ways of doing the same op.\n"
+    "Columns: median/min/max ms of the timed runs; GFLOP/s; %peak: of the measured GEMM peak of\n"
+    "the row's math; GB/s: the row's minimum traffic (inputs, weights, outputs) per second;\n"
+    "bound: mem or flop, whichever roof is lower at the row's FLOP/byte; %roof: of that roof;\n"
+    "other: CPU share other processes took while timing (! over 10%); check: worst\n"
+    "|error| / tolerance. A '?' after a fraction: the limits were measured while other\n"
+    "processes ran (DISTURBED), so it is a fraction of a limit measured low.\n"
     "  --device   cpu (default) or cuda: the same suites on the GPU (those marked [cpu, cuda] in\n"
     "             --list; conv and step by default there), timed with events on its stream\n"
     "  --conv-search  on a GPU: exhaustive (default; cuDNN Find, as PyTorch's cudnn.benchmark)\n"
     "             or heuristic (kiln's library default); conv adds rows @find or @heuristic,\n"
-    "             the other choice\n"
+    "             the other choice; ignored on a CPU (it has one way)\n"
     "  --suite    which benchmark to run (default vgg16_forward; all: every suite of the\n"
     "             device; --list shows them)\n"
-    "  --batch    batch size (default 8); conv takes a list, e.g. 1,8,64 (its default)\n"
+    "  --batch    batch size (default 8), read by conv, step and vgg16_forward only (the other\n"
+    "             suites time fixed shapes and refuse it; --suite all applies it to those three);\n"
+    "             conv takes a list, e.g. 1,8,64 (its default)\n"
     "  --cache    cold (default): evict the last-level cache before each timed run, outside\n"
     "             the timing; warm: leave it (small inputs then stay cache-resident)\n"
     "  --repeat   timed runs per row, at least; rows under 200 ms in all run until 200 ms\n"
     "             are measured; the median and min/max are reported (default 5)\n"
     "  --warmup   untimed runs before timing (default 1)\n"
-    "  --data     pipeline: folder of generated JPEGs (default /tmp/kiln_pipeline_bench)\n"
+    "  --data     pipeline: folder of generated JPEGs (default /tmp/kiln_pipeline_bench): a new\n"
+    "             or empty folder, or one kiln_bench made (it holds .kiln_pipeline_bench)\n"
     "  --threads  OpenMP threads for kiln, oneDNN and the PyTorch peer (default 2)\n"
-    "  --json     also write the results as JSON to FILE\n"
-    "  --only     step suite: run only these rows (e.g. vgg16/step_fc8@bf16-frozen) and skip\n"
-    "             measuring the limits, so an outside meter sees those rows' memory alone\n"
+    "  --json     also write the results as JSON to FILE (its folder must exist)\n"
+    "  --only     step suite only: run only these rows (e.g. vgg16/step_fc8@bf16-frozen) and skip\n"
+    "             measuring the limits, so an outside meter sees those rows' memory alone; an\n"
+    "             unknown row name is an error that lists the suite's rows\n"
     "  --model    step suite: the model it trains (default vgg16; resnet50: rows resnet50/forward,\n"
     "             resnet50/step_fc with the backbone and its batch norms frozen, resnet50/step_all;\n"
     "             the PyTorch peer is torchvision's resnet50; vgg11, vgg13, vgg19, resnet50_v1)\n"
     "  --profile  after timing each row, run it once more with every kiln op timed alone\n"
-    "             (kiln::Profiler) and print its N most expensive ops by input shape\n"
-    "  --compare  run the suite's PyTorch peer script in the same run and print ratios\n"
-    "             (interpreter: $KILN_PYTHON, else /usr/bin/python3), without OPENBLAS_CORETYPE\n"
-    "             and OPENBLAS_L2_SIZE; a peer whose GEMM is wrong is refused, one whose GEMM\n"
-    "             runs under 50% of the sgemm limit is marked WEAK PEER on every row\n"
+    "             (kiln::Profiler) and print its N most expensive ops by input shape: the suites\n"
+    "             vgg16_forward, step, gemm, sgd and ops; the others call the backend (pipeline:\n"
+    "             the image code) directly and have no op records\n"
+    "  --compare  run the suite's PyTorch peer script in the same run and print ratios:\n"
+    "             ratio = torch ms / kiln ms, > 1 means kiln is faster (interpreter:\n"
+    "             $KILN_PYTHON, else /usr/bin/python3; checked before any timing, exit status 2\n"
+    "             when it or torch is missing), without OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE;\n"
+    "             a peer whose GEMM is wrong is refused, one whose GEMM runs under 50% of the\n"
+    "             sgemm limit is marked WEAK PEER on every row; the ops suite has no peer\n"
     "  --print-plan  print MODEL's layer plan as JSON (any --model name; default\n"
     "             224x224, 1000 classes) and exit: the shapes the suites and peer scripts use\n";
 
@@ -242,6 +259,53 @@ std::string cpu_model() {
 }
 
 namespace {
+
+// fp32 FLOP a cycle of one core, where the vendor and family fix it: AMD Zen 2, 3 and 4 have
+// two 256-bit FMA pipes (Zen 4 runs AVX-512 on them too): 2 x 8 x 2 = 32; Zen 1, 128-bit: 16.
+// Elsewhere 0: Intel's AVX-512 parts have one or two 512-bit FMA units, which /proc/cpuinfo
+// does not tell, and Zen 5's datapath differs by part.
+int fp32_flop_per_cycle(const std::string& vendor, int family, int model) {
+  if (vendor != "AuthenticAMD") return 0;
+  if (family == 0x19) return 32;
+  if (family == 0x17) return model >= 0x30 ? 32 : 16;
+  return 0;
+}
+
+// The CPU's fp32 rate from what /proc/cpuinfo says (cores used x FLOP/cycle x clock), printed
+// beside the measured peak so that a peak measured low on a busy machine can be told. The
+// clock is cpufreq's maximum where the kernel gives one, else cpuinfo's "cpu MHz" (on a VM the
+// nominal clock: boost can run above it). Left 0 where the FLOP/cycle or the cores are unknown.
+void cpu_fp32_theoretical(MachineLimits& m) {
+  std::ifstream f("/proc/cpuinfo");
+  std::string vendor, phys;
+  int family = -1, model = -1;
+  double mhz = 0;
+  std::set<std::pair<std::string, std::string>> cores;  // (physical id, core id): SMT siblings share FMA units
+  for (std::string line; std::getline(f, line);) {
+    const size_t colon = line.find(':');
+    if (colon == std::string::npos || colon == 0) continue;
+    const std::string key = line.substr(0, line.find_last_not_of(" \t", colon - 1) + 1);
+    const std::string val = colon + 2 <= line.size() ? line.substr(colon + 2) : "";
+    if (key == "vendor_id") vendor = val;
+    else if (key == "cpu family") family = std::atoi(val.c_str());
+    else if (key == "model") model = std::atoi(val.c_str());
+    else if (key == "cpu MHz") mhz = std::max(mhz, std::atof(val.c_str()));
+    else if (key == "physical id") phys = val;
+    else if (key == "core id") cores.emplace(phys, val);
+  }
+  const int per_cycle = fp32_flop_per_cycle(vendor, family, model);
+  std::ifstream maxf("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq");  // kHz
+  double max_khz = 0;
+  const bool have_max = static_cast<bool>(maxf >> max_khz) && max_khz > 0;
+  const double ghz = have_max ? max_khz / 1e6 : mhz / 1e3;
+  const int used = std::min<int>(m.threads, static_cast<int>(cores.size()));
+  if (per_cycle == 0 || used <= 0 || ghz <= 0) return;
+  m.theoretical_gflops = used * per_cycle * ghz;
+  char buf[160];
+  std::snprintf(buf, sizeof buf, "%d core%s x %d FLOP/cycle x %.2f GHz, %s", used, used == 1 ? "" : "s", per_cycle,
+                ghz, have_max ? "cpufreq's maximum clock" : "cpuinfo's clock (boost clocks can run above it)");
+  m.theoretical_from = buf;
+}
 
 // A peak from a wrong product is no peak: c = a b (b_transposed: a b^T; n x n, row-major)
 // at three elements against a double reference, judged as every row is (check_row, the
@@ -444,8 +508,12 @@ MachineLimits measure_limits(kiln::Device device, int threads, int repeat) {
   MachineLimits m = unmeasured_limits(device, threads);
   const int reps = std::max(3, repeat);
   Stats g, bw;
-  if (device.is_cpu()) measure_cpu_roofs(m, reps, g, bw);
-  else measure_gpu_roofs(device, m, reps, g, bw);
+  if (device.is_cpu()) {
+    measure_cpu_roofs(m, reps, g, bw);
+    cpu_fp32_theoretical(m);
+  } else {
+    measure_gpu_roofs(device, m, reps, g, bw);
+  }
   m.other_load = std::max(g.other_load, bw.other_load);
   return m;
 }
@@ -461,6 +529,11 @@ MachineLimits unmeasured_limits(kiln::Device device, int threads) {
     os << one << " " << five << " " << fifteen;
     m.loadavg = os.str();
   }
+  const std::time_t now = std::time(nullptr);
+  std::tm utc{};
+  char stamp[32] = "unknown";
+  if (gmtime_r(&now, &utc)) std::strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%SZ", &utc);
+  m.started_utc = stamp;
   m.threads = threads;
   m.sgemm_shape = m.copy_size = "not measured (--only)";
   return m;
@@ -482,10 +555,19 @@ double gbs(const Row& r) { return r.timed ? r.bytes / (r.t.median_ms * 1e-3) / 1
 
 // --profile: one more run of fn with each op timed alone, its `top` costliest lines indented
 // under the row (the table's total is the ops' sum; the row's median is the free-running time).
-static void print_profile(const std::function<void()>& fn, int top) {
+// Rows that call the backend directly leave no op records: said once per suite, not as empty
+// tables; a view (no bytes moved) has nothing to profile either way.
+static void print_profile(const Row& row, const std::function<void()>& fn, int top, SuiteResult& res) {
   kiln::Profiler p(true);
   fn();
   p.stop();
+  if (p.rows().empty()) {
+    if (!res.profile_said_empty && row.bytes > 0)
+      std::printf("    --profile: this suite's rows call the backend (or the image code) directly, not through "
+                  "kiln's ops, so there are no op records to show\n");
+    res.profile_said_empty = res.profile_said_empty || row.bytes > 0;
+    return;
+  }
   std::istringstream lines(p.table(static_cast<size_t>(top)));
   for (std::string l; std::getline(lines, l);) std::printf("    %s\n", l.c_str());
 }
@@ -509,7 +591,7 @@ void time_checked_row(Row row, const Options& opt, const MachineLimits& m, Suite
   }
   print_row(row, m);
   if (!row.check_ok) std::printf("  check failed: %s\n", row.check.c_str());
-  if (row.check_ok && opt.profile > 0) print_profile(fn, opt.profile);
+  if (row.check_ok && opt.profile > 0) print_profile(row, fn, opt.profile, res);
   res.rows.push_back(std::move(row));
   if (row_listener()) row_listener()(res);
 }
@@ -528,8 +610,8 @@ double peak_of(const Row& r, const MachineLimits& m) {
 }
 
 double roof_fraction(const Row& r, const MachineLimits& m) {
-  if (!r.timed || r.bytes <= 0 || m.bandwidth_gbs <= 0) return 0;
-  if (r.flops > 0 && peak_of(r, m) <= 0) return 0;  // no roof of its math measured: not judged
+  if (!r.timed || r.bytes <= 0 || m.bandwidth_gbs <= 0) return std::nan("");
+  if (r.flops > 0 && peak_of(r, m) <= 0) return std::nan("");  // no roof of its math measured: not judged
   const double attainable = std::min(peak_of(r, m), r.flops / r.bytes * m.bandwidth_gbs);
   if (attainable <= 0) return gbs(r) / m.bandwidth_gbs;
   return gflops(r) / attainable;
@@ -568,15 +650,18 @@ void print_row(const Row& r, const MachineLimits& m) {
     return;
   }
   // Rows without arithmetic (copies, the image pipeline) have no GFLOP/s to show.
-  char rate[16] = "-", of_peak[16] = "-";
+  char rate[16] = "-", of_peak[16] = "-", of_roof[16] = "-";
+  const char* mark = m.disturbed() ? "?" : "";  // a fraction of a limit measured low
   if (r.flops > 0) {
     std::snprintf(rate, sizeof rate, "%.1f", gflops(r));
-    if (peak_of(r, m) > 0) std::snprintf(of_peak, sizeof of_peak, "%.1f%%", 100.0 * gflops(r) / peak_of(r, m));
+    if (peak_of(r, m) > 0)
+      std::snprintf(of_peak, sizeof of_peak, "%.1f%%%s", 100.0 * gflops(r) / peak_of(r, m), mark);
   }
-  std::printf("%-*s %-*s %9.3f %9.3f %9.3f %8s %6s %7.2f %5s %4.0f%% %4.0f%%%s %s\n", g_name_w, r.name.c_str(),
+  if (const double roof = roof_fraction(r, m); !std::isnan(roof))
+    std::snprintf(of_roof, sizeof of_roof, "%.0f%%%s", 100.0 * roof, mark);
+  std::printf("%-*s %-*s %9.3f %9.3f %9.3f %8s %6s %7.2f %5s %5s %4.0f%%%s %s\n", g_name_w, r.name.c_str(),
               g_shape_w, r.shape.c_str(), r.t.median_ms, r.t.min_ms, r.t.max_ms, rate, of_peak, gbs(r), bound_of(r, m),
-              100.0 * roof_fraction(r, m), 100.0 * r.t.other_load, r.t.other_load > kDisturbed ? "!" : " ",
-              check.c_str());
+              of_roof, 100.0 * r.t.other_load, r.t.other_load > kDisturbed ? "!" : " ", check.c_str());
   std::fflush(stdout);
 }
 
@@ -755,11 +840,13 @@ std::string json_str(std::string_view s) {
   return out + "\"";
 }
 
+// The shortest text that reads back as exactly v (integers as integers: 2097152); null for
+// NaN and infinities (no value: a row without FLOPs has no GFLOP/s).
 std::string json_num(double v) {
   if (!std::isfinite(v)) return "null";
   char buf[32];
-  std::snprintf(buf, sizeof buf, "%.6g", v);
-  return buf;
+  const auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
+  return ec == std::errc() ? std::string(buf, end) : "null";
 }
 
 // ---------------------------------------------------------------- the PyTorch peer
@@ -831,24 +918,54 @@ void read_peer_blas(const Json& j, const MachineLimits& m, PeerResult& p) {
   }
 }
 
+// The peers' interpreter: $KILN_PYTHON, else /usr/bin/python3.
+std::string peer_python() {
+  const char* env_python = std::getenv("KILN_PYTHON");
+  return env_python && *env_python ? env_python : "/usr/bin/python3";
+}
+
+// s in single quotes for /bin/sh (the peer's command line goes through popen).
+std::string quote(const std::string& s) {
+  std::string q = "'";
+  for (const char ch : s) q += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
+  return q + "'";
+}
+
+// What a peer's exit status says, for people: 127 (the shell found no interpreter), 2 (no
+// torch), 3 (a wrong GEMM), else a failure of the script.
+std::string peer_failure(int code, const std::string& python) {
+  return code == 127 ? "interpreter " + python + " not found (set KILN_PYTHON)"
+         : code == 2 ? "PyTorch is not importable by " + python + " (set KILN_PYTHON to one that has it)"
+         : code == 3 ? "PyTorch's fp32 GEMM computes WRONG products on this machine (the peer's message above "
+                       "names its BLAS and the worst element); timings of wrong results compare nothing"
+                     : "the peer script failed (exit status " + std::to_string(code) + ", see its message above)";
+}
+
 }  // namespace
+
+void check_peer_python(const Suite& suite) {
+  if (!suite.peer_script) return;
+  const std::string python = peer_python();
+  const std::string script = std::string(KILN_SOURCE_DIR) + "/" + suite.peer_script;
+  if (!std::ifstream(script)) throw std::invalid_argument("--compare: peer script " + script + " not found");
+  // The script's --help: its imports (torch, and torchvision where it needs it) and nothing more.
+  const int status = std::system((quote(python) + " " + quote(script) + " --help >/dev/null 2>&1").c_str());
+  const int code = status != -1 && WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  if (code == 0) return;
+  // 126: found but not executable; any other failure: no usable torch there.
+  throw std::invalid_argument("--compare: " + peer_failure(code == 126 || code == 127 ? 127 : 2, python));
+}
 
 // Runs the peer script with the same batch, repeat and threads; it prints JSON on stdout
 // (its stderr goes to the terminal).
 PeerResult run_peer(const Suite& suite, const Options& opt, const MachineLimits& m) {
   PeerResult p;
-  const char* env_python = std::getenv("KILN_PYTHON");
-  const std::string python = env_python && *env_python ? env_python : "/usr/bin/python3";
+  const std::string python = peer_python();
   const std::string script = std::string(KILN_SOURCE_DIR) + "/" + suite.peer_script;
   if (!std::ifstream(script)) {
     p.why = "peer script " + script + " not found";
     return p;
   }
-  const auto quote = [](const std::string& s) {
-    std::string q = "'";
-    for (const char ch : s) q += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
-    return q + "'";
-  };
   std::string batch = std::to_string(opt.batch);
   if (suite.sweeps_batches) {
     batch.clear();
@@ -880,11 +997,7 @@ PeerResult run_peer(const Suite& suite, const Options& opt, const MachineLimits&
   if (status != 0) {
     const int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
     p.refused = code == 3;
-    p.why = code == 127 ? "interpreter " + python + " not found (set KILN_PYTHON)"
-            : code == 2 ? "PyTorch is not importable by " + python + " (set KILN_PYTHON to one that has it)"
-            : code == 3 ? "PyTorch's fp32 GEMM computes WRONG products on this machine (the peer's message above "
-                          "names its BLAS and the worst element); timings of wrong results compare nothing"
-                        : "the peer script failed (exit status " + std::to_string(code) + ", see its message above)";
+    p.why = peer_failure(code, python);
     return p;
   }
   try {
@@ -897,8 +1010,10 @@ PeerResult run_peer(const Suite& suite, const Options& opt, const MachineLimits&
       const Json* name = r.find("name");
       const auto med = r.number("median_ms"), lo = r.number("min_ms"), hi = r.number("max_ms");
       if (!name || name->kind != Json::Kind::string || !med) throw std::runtime_error("a row lacks name/median_ms");
+      const Json* note = r.find("note");  // the peer's caveat (torch_pipeline.py: no decode cache)
       p.rows.emplace_back(name->str, PeerRow{Stats{*med, lo.value_or(*med), hi.value_or(*med),
-                                                   r.number("other_load").value_or(0)}});
+                                                   r.number("other_load").value_or(0)},
+                                             note && note->kind == Json::Kind::string ? note->str : ""});
     }
     if (const Json* s = j.find("summary"); s && s->kind == Json::Kind::object)
       for (const auto& [k, v] : s->obj)
@@ -910,6 +1025,11 @@ PeerResult run_peer(const Suite& suite, const Options& opt, const MachineLimits&
   }
   return p;
 }
+
+namespace {
+// " (torch: NOTE)" after a compared row whose peer row says what its time is not, else "".
+std::string peer_note(const std::string& note) { return note.empty() ? "" : " (torch: " + note + ")"; }
+}  // namespace
 
 void print_comparison(const SuiteResult& res, const PeerResult& peer) {
   std::printf("\nkiln vs %s (ratio = torch ms / kiln ms; > 1 means kiln is faster)\n", peer.label.c_str());
@@ -932,10 +1052,11 @@ void print_comparison(const SuiteResult& res, const PeerResult& peer) {
       continue;
     }
     const bool disturbed = r.t.other_load > kDisturbed || t->t.other_load > kDisturbed;
-    std::printf("%-*s %10.3f %10.3f %7.2f   %9.3f..%-9.3f %9.3f..%-9.3f %5.0f%%/%.0f%%%s%s\n", g_name_w,
+    std::printf("%-*s %10.3f %10.3f %7.2f   %9.3f..%-9.3f %9.3f..%-9.3f %5.0f%%/%.0f%%%s%s%s\n", g_name_w,
                 r.name.c_str(),
                 r.t.median_ms, t->t.median_ms, t->t.median_ms / r.t.median_ms, r.t.min_ms, r.t.max_ms, t->t.min_ms,
-                t->t.max_ms, 100.0 * r.t.other_load, 100.0 * t->t.other_load, disturbed ? " !" : "", weak_mark);
+                t->t.max_ms, 100.0 * r.t.other_load, 100.0 * t->t.other_load, disturbed ? " !" : "",
+                peer_note(t->note).c_str(), weak_mark);
   }
   // The peer's own variants (torch.compile): PyTorch's other ways, shown beside kiln's rows.
   for (const auto& [name, t] : peer.rows) {
@@ -950,8 +1071,10 @@ void print_comparison(const SuiteResult& res, const PeerResult& peer) {
       // Times (…_ms) compare as the rows do, torch / kiln; rates (…_per_s) as kiln / torch:
       // either way, above 1 means kiln is faster.
       const bool time = k.size() > 3 && k.compare(k.size() - 3, 3, "_ms") == 0;
-      std::printf("%s: kiln %.2f, torch %.2f, %s %.2f%s\n", k.c_str(), v, pv, time ? "torch/kiln" : "kiln/torch",
-                  time ? pv / v : v / pv, weak_mark);
+      // A summary named after a row ("loader/w2/cached_img_per_s") carries that row's peer note.
+      const PeerRow* row = peer.row(k.substr(0, k.rfind("_img_per_s")));
+      std::printf("%s: kiln %.2f, torch %.2f, %s %.2f%s%s\n", k.c_str(), v, pv, time ? "torch/kiln" : "kiln/torch",
+                  time ? pv / v : v / pv, row ? peer_note(row->note).c_str() : "", weak_mark);
     }
   }
 }
@@ -963,6 +1086,7 @@ namespace {
 // A suite's "rows", "summary" and "peer" members.
 void json_suite_body(std::ostringstream& js, const MachineLimits& m, const SuiteResult& res,
                      const std::optional<PeerResult>& peer) {
+  const double nan = std::nan("");  // written as null
   js << "  \"rows\": [\n";
   for (size_t i = 0; i < res.rows.size(); ++i) {
     const Row& r = res.rows[i];
@@ -972,8 +1096,9 @@ void json_suite_body(std::ostringstream& js, const MachineLimits& m, const Suite
        << json_num(r.check_budget) << ", \"check\": " << json_str(r.check);
     if (r.timed) {
       js << ", \"median_ms\": " << json_num(r.t.median_ms) << ", \"min_ms\": " << json_num(r.t.min_ms)
-         << ", \"max_ms\": " << json_num(r.t.max_ms) << ", \"gflops\": " << json_num(gflops(r))
-         << ", \"math\": \"" << math_name(r.math) << "\", \"fraction_of_peak\": " << json_num(gflops(r) / peak_of(r, m))
+         << ", \"max_ms\": " << json_num(r.t.max_ms) << ", \"gflops\": " << json_num(r.flops > 0 ? gflops(r) : nan)
+         << ", \"math\": \"" << math_name(r.math) << "\", \"fraction_of_peak\": "
+         << json_num(r.flops > 0 ? gflops(r) / peak_of(r, m) : nan)
          << ", \"gbs\": " << json_num(gbs(r))
          << ", \"fraction_of_roof\": " << json_num(roof_fraction(r, m))
          << ", \"runs\": " << r.t.runs << ", \"other_load\": " << json_num(r.t.other_load);
@@ -983,6 +1108,7 @@ void json_suite_body(std::ostringstream& js, const MachineLimits& m, const Suite
         js << ", \"torch_median_ms\": " << json_num(t->t.median_ms) << ", \"torch_min_ms\": "
            << json_num(t->t.min_ms) << ", \"torch_max_ms\": " << json_num(t->t.max_ms)
            << ", \"torch_other_load\": " << json_num(t->t.other_load);
+        if (!t->note.empty()) js << ", \"torch_note\": " << json_str(t->note);
         if (r.timed) js << ", \"ratio_torch_over_kiln\": " << json_num(t->t.median_ms / r.t.median_ms);
         if (peer->weak) js << ", \"torch_weak_peer\": true";
       }
@@ -1024,7 +1150,14 @@ void write_json(const std::string& path, const Options& opt, const MachineLimits
   std::ostringstream js;
   const dnnl_version_t* dv = dnnl_version();
   js << "{\n  \"suite\": " << json_str(reports.size() == 1 ? std::string(reports[0].suite->name) : opt.suite) << ",\n";
-  js << "  \"options\": {\"batch\": " << opt.batch << ", \"repeat\": " << opt.repeat << ", \"warmup\": " << opt.warmup
+  js << "  \"kiln_commit\": " << json_str(KILN_BENCH_COMMIT) << ", \"timestamp_utc\": " << json_str(m.started_utc)
+     << ", \"command\": " << json_str(opt.command_line) << ",\n";
+  // The batch only where a suite of the report reads it (conv, step, vgg16_forward).
+  const bool batched =
+      std::any_of(reports.begin(), reports.end(), [](const SuiteReport& r) { return takes_batch(*r.suite); });
+  js << "  \"options\": {";
+  if (batched) js << "\"batch\": " << opt.batch << ", ";
+  js << "\"repeat\": " << opt.repeat << ", \"warmup\": " << opt.warmup
      << ", \"threads\": " << opt.threads
      << ", \"cache\": \"" << (opt.cold_cache ? "cold" : "warm") << "\", \"device\": " << json_str(opt.device)
      << ", \"tf32\": " << json_str(kiln::tf32_mode())
@@ -1035,7 +1168,11 @@ void write_json(const std::string& path, const Options& opt, const MachineLimits
      << ", \"peak_tf32_gflops\": " << json_num(m.peak_tf32_gflops) << ", \"peak_bf16_gflops\": "
      << json_num(m.peak_bf16_gflops) << ", \"peaks_from\": " << json_str(m.peaks_from)
      << ", \"loadavg\": " << json_str(m.loadavg) << ", \"other_load\": " << json_num(m.other_load) << ", \"bandwidth_gbs\": " << json_num(m.bandwidth_gbs) << ", \"bandwidth_from\": " << json_str(m.copy_size)
-     << ", \"onednn\": \"" << dv->major << "." << dv->minor << "." << dv->patch << "\"},\n";
+     << ", \"onednn\": \"" << dv->major << "." << dv->minor << "." << dv->patch << "\"";
+  if (m.theoretical_gflops > 0)
+    js << ", \"theoretical_gflops\": " << json_num(m.theoretical_gflops) << ", \"theoretical_from\": "
+       << json_str(m.theoretical_from);
+  js << "},\n";
   if (reports.size() == 1) {
     json_suite_body(js, m, reports[0].res, reports[0].peer);
   } else {
@@ -1157,11 +1294,13 @@ std::vector<int64_t> batches_or(const Options& opt, std::vector<int64_t> fallbac
   return opt.batches.empty() ? fallback : opt.batches;
 }
 
-int64_t parse_int(const std::string& flag, const char* v, int64_t lo) {
+int64_t parse_int(const std::string& flag, const char* v, int64_t lo, int64_t hi) {
   char* end = nullptr;
+  errno = 0;
   const long long x = std::strtoll(v, &end, 10);
-  if (end == v || *end != '\0' || x < lo)
-    throw std::invalid_argument(flag + " expects an integer >= " + std::to_string(lo) + ", got '" + v + "'");
+  if (end == v || *end != '\0' || errno == ERANGE || x < lo || x > hi)
+    throw std::invalid_argument(flag + " expects an integer from " + std::to_string(lo) + " to " + std::to_string(hi) +
+                                ", got '" + v + "'");
   return x;
 }
 

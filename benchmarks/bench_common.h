@@ -50,6 +50,8 @@ struct Options {
   // --profile N: after timing each row, run it once more under kiln::Profiler (by op and
   // input shape) and print its N most expensive lines; 0: off.
   int profile = 0;
+  // The command line as given, for the JSON report (who ran what).
+  std::string command_line;
 };
 
 // Whether --only lets row `name` run.
@@ -110,7 +112,16 @@ struct MachineLimits {
   std::string sgemm_shape;
   std::string copy_size;
   std::string loadavg;  // /proc/loadavg at start: other work on the machine skews everything
+  std::string started_utc;  // when the run started, "2026-12-04T10:00:00Z"
   double other_load = 0;  // the larger of the two measurements' Stats::other_load
+  // The theoretical fp32 rate of the cores used (cores x FMA FLOP/cycle x clock), from what
+  // /proc/cpuinfo says, printed beside the measured peak; 0 where that is not known (GPUs,
+  // CPUs whose FMA width /proc/cpuinfo does not determine).
+  double theoretical_gflops = 0;
+  std::string theoretical_from;  // "2 cores x 32 FLOP/cycle x 2.60 GHz (...)"
+  // Other processes took CPU time while the limits were measured: fractions of them are
+  // fractions of limits measured low (printed with a '?').
+  bool disturbed() const { return other_load > kDisturbed; }
 };
 
 // The roofs every row is measured against: what `device` does at its best, measured now.
@@ -147,6 +158,7 @@ struct SuiteResult {
   std::vector<Row> rows;
   std::vector<std::pair<std::string, double>> summary;  // e.g. forward_img_per_s
   bool all_checks_ok = true;
+  bool profile_said_empty = false;  // --profile: the "no op records" note was printed
 };
 
 // A row before it is checked and timed: what it is and what one run costs, judged against
@@ -158,7 +170,8 @@ double gflops(const Row& r);
 // %roof print "-" rather than a fraction of another math's peak).
 double peak_of(const Row& r, const MachineLimits& m);
 double gbs(const Row& r);
-// The fraction of the roofline: min(peak_of(r), intensity * bandwidth).
+// The fraction of the roofline: min(peak_of(r), intensity * bandwidth); NaN where the row is
+// not judged (untimed, no bytes, or that roof not measured: printed '-', JSON null).
 double roof_fraction(const Row& r, const MachineLimits& m);
 const char* bound_of(const Row& r, const MachineLimits& m);
 
@@ -229,12 +242,17 @@ struct Suite {
   bool peer_takes_data = false;   // pass --dir DATA_DIR to the peer script (pipeline)
   bool on_cuda = false;           // also runs with --device cuda (tensors and timing on the GPU)
   bool peer_takes_plan = true;    // pass --plan FILE (the model plan as JSON) to the peer script
+  bool takes_batch = false;       // reads --batch (one size); sweeps_batches implies it
 };
+
+// Whether the suite reads --batch (kiln_bench refuses --batch for the others).
+inline bool takes_batch(const Suite& s) { return s.takes_batch || s.sweeps_batches; }
 
 // ---------------------------------------------------------------- the PyTorch peer
 
 struct PeerRow {
   Stats t;
+  std::string note;  // the peer's caveat for this row ("no decode cache: every epoch decodes"), or ""
 };
 
 struct PeerResult {
@@ -268,6 +286,10 @@ constexpr double kWeakPeer = 0.5;
 // times); it prints JSON on stdout. OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE are removed
 // from the peer's environment only; the peer's GEMM rate is judged against m (weak).
 PeerResult run_peer(const Suite& suite, const Options& opt, const MachineLimits& m);
+// --compare, before any timing: the suite's peer script starts under its interpreter
+// ($KILN_PYTHON, else /usr/bin/python3) and imports torch; otherwise a bad argument saying
+// which and what to set.
+void check_peer_python(const Suite& suite);
 void print_comparison(const SuiteResult& res, const PeerResult& peer);
 
 // One suite's results, with its peer's when there is one.
@@ -281,6 +303,8 @@ struct SuiteReport {
 void write_json(const std::string& path, const Options& opt, const MachineLimits& m,
                 const std::vector<SuiteReport>& reports);
 
-int64_t parse_int(const std::string& flag, const char* v, int64_t lo);
+// `v` as an integer in [lo, hi]; anything else (not a number, out of range) is a bad
+// argument naming the flag and the range.
+int64_t parse_int(const std::string& flag, const char* v, int64_t lo, int64_t hi);
 
 }  // namespace kiln::bench

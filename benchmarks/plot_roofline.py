@@ -3,8 +3,8 @@
 (min(sgemm peak, FLOP/byte x copy bandwidth), both measured by kiln_bench at start) as a
 horizontal bar. Writes SVG by hand (no matplotlib, no network needed).
 
-    kiln_bench --suite all --compare --json bench.json
-    python3 benchmarks/plot_roofline.py bench.json -o docs/bench_cpu.svg [--title "..."]
+    kiln_bench --suite all --compare --json /tmp/bench.json
+    python3 benchmarks/plot_roofline.py /tmp/bench.json -o docs/bench_cpu.svg [--title "..."]
 
 Bars are capped at 150% (rows whose data fit in the cache can pass 100%); the number
 printed is the real fraction. A row whose timing ran beside other work (other > 10%) is
@@ -30,8 +30,11 @@ def main():
     ap.add_argument("-o", "--output", required=True, help="SVG file to write")
     ap.add_argument("--title", default=None)
     args = ap.parse_args()
-    with open(args.json_file) as f:
-        report = json.load(f)
+    try:  # a missing or unreadable report is one line, not a traceback
+        with open(args.json_file) as f:
+            report = json.load(f)
+    except (OSError, ValueError) as e:
+        sys.exit(f"plot_roofline.py: cannot read {args.json_file}: {e}")
     m = report.get("machine", {})
     title = args.title or f"kiln_bench: fraction of the roofline ({m.get('device', m.get('cpu', '?'))}, {m.get('threads', '?')} threads)"
     # Rows are judged against the peak of their math (fp32, TF32, bf16: the row's "math"); runs

@@ -16,8 +16,10 @@
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <set>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -58,10 +60,22 @@ io::Image synthetic_photo(int w, int h, uint32_t seed) {
   return img;
 }
 
-// Writes the dataset unless DIR already holds it (a marker file names what is there).
+constexpr const char* kMarker = ".kiln_pipeline_bench";  // in DIR: kiln_bench made it
+
+// The marker's text once the dataset is whole ("200 500x375"); before that it says "generating".
+std::string marker_text() {
+  return std::to_string(kImages) + " " + std::to_string(kWidth) + "x" + std::to_string(kHeight);
+}
+
+// Writes the dataset unless DIR already holds it whole (the marker says so). The marker is
+// written first, so a run cut short leaves a folder kiln_bench still knows as its own.
 void ensure_dataset(const std::string& dir) {
-  const fs::path marker = fs::path(dir) / ".kiln_pipeline_bench";
-  if (fs::exists(marker)) return;
+  const fs::path marker = fs::path(dir) / kMarker;
+  std::string said;
+  if (std::ifstream f(marker); f && std::getline(f, said) && said == marker_text()) return;
+  check_data_dir(dir);
+  fs::create_directories(dir);
+  std::ofstream(marker) << "generating\n";
   std::printf("generating %d JPEGs of %dx%d (quality 90) in %s\n", kImages, kWidth, kHeight, dir.c_str());
   for (int i = 0; i < kImages; ++i) {
     const fs::path cls = fs::path(dir) / (i % 2 ? "cat" : "dog");
@@ -69,11 +83,7 @@ void ensure_dataset(const std::string& dir) {
     io::write_jpeg((cls / ("img" + std::to_string(i) + ".jpg")).string(),
                    synthetic_photo(kWidth, kHeight, static_cast<uint32_t>(i)), 90);
   }
-  FILE* f = std::fopen(marker.c_str(), "w");
-  if (f) {
-    std::fprintf(f, "%d %dx%d\n", kImages, kWidth, kHeight);
-    std::fclose(f);
-  }
+  std::ofstream(marker) << marker_text() << "\n";
 }
 
 Row pipeline_row(const std::string& name, int64_t images) {
@@ -125,6 +135,18 @@ void check_loader_epochs(io::Loader& loader, const std::function<void(int64_t, u
 }
 
 }  // namespace
+
+void check_data_dir(const std::string& dir) {
+  std::error_code ec;
+  const fs::path p(dir);
+  if (dir.empty()) throw std::invalid_argument("--data needs a folder");
+  if (!fs::exists(p, ec)) return;
+  if (!fs::is_directory(p, ec))
+    throw std::invalid_argument("--data " + dir + ": not a folder; give a new or empty folder for the generated JPEGs");
+  if (!fs::exists(p / kMarker, ec) && !fs::is_empty(p, ec))
+    throw std::invalid_argument("--data " + dir + ": the folder holds files and was not made by kiln_bench (no " +
+                                kMarker + "); give a new or empty folder for the 200 generated JPEGs");
+}
 
 SuiteResult run_pipeline(const Options& opt, const MachineLimits& m) {
   ensure_dataset(opt.data_dir);

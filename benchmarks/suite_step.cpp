@@ -154,6 +154,14 @@ void print_conv_api_use(const Options& opt) {
 
 }  // namespace
 
+std::vector<std::string> step_row_names(const kiln::ModelSpec& spec) {
+  const std::string step_head = spec.name + "/step_" + kiln::layer_of(spec, spec.head_scope);
+  const std::string step_all = spec.name + "/step_all";
+  const std::string frozen = std::string("@") + kiln::precision_name(kiln::Precision::bf16_frozen);
+  return {spec.name + "/forward", step_head, step_head + frozen, step_head + frozen + "+graph", step_all,
+          step_all + "@" + kiln::precision_name(kiln::Precision::bf16)};
+}
+
 SuiteResult run_step(const Options& opt, const MachineLimits& m) {
   SuiteResult res;
   const kiln::ModelSpec& spec = kiln::find_model_spec(opt.model);

@@ -5,7 +5,7 @@
 # suite (the op table's too, --suite ops) runs at batch 1 with one repeat, every row's check must pass (kiln_bench exits 1
 # otherwise), --compare must find a PyTorch row for every kiln row, and the JSON must hold
 # what the chart script reads; a weak peer is flagged and a wrong one refused; bad
-# arguments are one-line errors with exit status 2.
+# arguments are one-line errors with exit status 2, given before any timing.
 # Usage: test_kiln_bench.sh PATH/TO/kiln_bench
 set -u
 B=${1:?usage: test_kiln_bench.sh PATH/TO/kiln_bench}
@@ -57,6 +57,18 @@ assert len(ops) >= 40 and all(n.startswith("op/") for n in ops), sorted(ops)[:5]
 for n in ("op/conv2d/k3_s1_p1_bias", "op/linear/bias", "op/batch_norm2d/train_2x3x5x4", "op/add/tensor"):
     assert ops[n]["flops"] > 0 and ops[n]["bytes"] > 0, ops[n]
 assert ops["op/reshape/infer"]["bytes"] == 0, ops["op/reshape/infer"]  # a view moves no data
+# The report says what made it, and its numbers are exact: bytes as integers, no GFLOP/s
+# (null, not 0) for rows without FLOPs.
+import re
+assert re.fullmatch(r"[0-9a-f]{40}|unknown", j["kiln_commit"]), j["kiln_commit"]
+assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", j["timestamp_utc"]), j["timestamp_utc"]
+assert "--suite all" in j["command"] and j["options"]["batch"] == 1, (j["command"], j["options"])
+cp = {r["name"]: r for r in next(s for s in j["suites"] if s["suite"] == "copy")["rows"]}
+assert cp["copy/1MiB"]["bytes"] == 2097152 and isinstance(cp["copy/1MiB"]["bytes"], int), cp["copy/1MiB"]
+assert cp["copy/1MiB"]["gflops"] is None and cp["copy/1MiB"]["fraction_of_peak"] is None, cp["copy/1MiB"]
+# The peer's caveat travels with its row (torchvision has no decode cache).
+pipe = {r["name"]: r for r in next(s for s in j["suites"] if s["suite"] == "pipeline")["rows"]}
+assert "decode cache" in pipe["loader/w1/cached"].get("torch_note", ""), pipe["loader/w1/cached"]
 # Every CPU peer but the image pipeline's names its BLAS and measured its GEMM.
 for s in j["suites"]:
     if s["suite"] != "pipeline" and s["suite"] not in no_peer:
@@ -64,6 +76,8 @@ for s in j["suites"]:
         assert p.get("blas") and p.get("sgemm_gflops", 0) > 0 and "weak" in p, f"{s['suite']}: peer {p}"
 PYEOF
 then ok "JSON: all suites, all rows checked, timed and compared"; else bad "JSON contents"; fi
+if grep -q "^loader/w1/cached .*(torch: no decode cache" "$W/all.log"; then ok "the pipeline peer's note is printed"
+else bad "the pipeline peer's note is missing"; grep -m2 "^loader/w1/cached " "$W/all.log"; fi
 # The OpenBLAS pins of this environment, if any, are removed for the peer only.
 if [ -n "${OPENBLAS_CORETYPE:-}${OPENBLAS_L2_SIZE:-}" ]; then
   if grep -q "running the PyTorch peer: env -u OPENBLAS_" "$W/all.log" && grep -q "^peer BLAS: " "$W/all.log"; then
@@ -91,7 +105,7 @@ REFBLAS=/usr/lib/x86_64-linux-gnu/blas/libblas.so.3
 if [ -e "$REFBLAS" ]; then
   printf '#!/bin/sh\nLD_LIBRARY_PATH=%s exec %s "$@"\n' "$(dirname "$REFBLAS")" "$PY" > "$W/py_refblas"
   chmod +x "$W/py_refblas"
-  KILN_PYTHON="$W/py_refblas" "$B" --suite copy --batch 1 --repeat 1 --warmup 0 --cache warm --compare --json "$W/weak.json" \
+  KILN_PYTHON="$W/py_refblas" "$B" --suite copy --repeat 1 --warmup 0 --cache warm --compare --json "$W/weak.json" \
     > "$W/weak.log" 2>&1
   rows=$(grep -c "^copy/.* WEAK PEER$" "$W/weak.log")
   if [ "$rows" = 3 ] && grep -q "WARNING: WEAK PEER in copy" "$W/weak.log" &&
@@ -112,13 +126,20 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 PYEOF
 printf '#!/bin/sh\nexec %s %s "$@"\n' "$PY" "$W/bad_gemm.py" > "$W/py_badgemm"
 chmod +x "$W/py_badgemm"
-KILN_PYTHON="$W/py_badgemm" "$B" --suite copy --batch 1 --repeat 1 --warmup 0 --cache warm --compare --json "$W/refused.json" \
-  > "$W/refused.log" 2>&1
+KILN_PYTHON="$W/py_badgemm" "$B" --suite copy --repeat 1 --warmup 0 --cache warm --compare --profile 1 \
+  --json "$W/refused.json" > "$W/refused.log" 2>&1
 if grep -q "WRONG RESULTS from torch's fp32 GEMM" "$W/refused.log" && grep -q "comparison REFUSED" "$W/refused.log" &&
    ! grep -q "^kiln vs pytorch" "$W/refused.log" &&
    "$PY" -c "import json,sys; p=json.load(open(sys.argv[1]))['peer']; assert p['refused'] and not p['ok'], p" "$W/refused.json"; then
   ok "a peer whose GEMM is wrong is refused"
 else bad "wrong-GEMM peer not refused"; tail -12 "$W/refused.log"; fi
+# The copy suite reads no --batch (not in its JSON) and its rows call the backend directly:
+# --profile says so once instead of printing empty tables.
+if [ "$(grep -c "no op records to show" "$W/refused.log")" = 1 ] && ! grep -q "profile: 0 calls" "$W/refused.log" &&
+   "$PY" -c "import json,sys; o=json.load(open(sys.argv[1]))['options']; assert 'batch' not in o, o" \
+     "$W/refused.json"; then
+  ok "copy: no batch in the JSON, --profile says once that there are no op records"
+else bad "copy's JSON options or its --profile note"; grep -m3 "profile" "$W/refused.log"; fi
 
 # 3. The chart from that JSON (the SVG docs/performance.md embeds).
 if "$PY" "$HERE/benchmarks/plot_roofline.py" "$W/all.json" -o "$W/chart.svg" > "$W/plot.log" 2>&1 &&
@@ -128,16 +149,33 @@ else
   bad "plot_roofline.py"; cat "$W/plot.log"
 fi
 
-# 4. Bad arguments: one line naming the problem, exit status 2.
+# 4. Bad arguments: one line naming the problem, exit status 2, before any timing (no limits line).
 check_bad() {  # expected-text args...
   local want=$1; shift
   "$B" "$@" > "$W/bad.log" 2>&1
   local rc=$?
-  if [ $rc -eq 2 ] && grep -q -- "$want" "$W/bad.log"; then ok "rejects $* ($want)"; else bad "$* gave exit $rc: $(head -2 "$W/bad.log")"; fi
+  if [ $rc -eq 2 ] && grep -q -- "$want" "$W/bad.log" && ! grep -q "^limits:" "$W/bad.log"; then ok "rejects $* ($want)"
+  else bad "$* gave exit $rc: $(head -2 "$W/bad.log")"; fi
 }
 check_bad "unknown suite 'nope'" --suite nope
 check_bad "--cache must be cold or warm" --cache tepid
-check_bad "only conv sweeps a list" --suite gemm --batch 1,8
+check_bad "only conv sweeps a list" --suite step --batch 1,8
+check_bad "suite gemm times its own fixed shapes" --suite gemm --batch 1
+check_bad "--repeat expects an integer from 1 to" --repeat 4294967296
+check_bad "--threads expects an integer from 1 to" --threads 2147483648
+check_bad "--batch expects an integer from 1 to" --suite step --batch 99999999999999999999
+check_bad "no row 'vgg16/step_nope' (vgg16: vgg16/forward, vgg16/step_fc8," --suite step --only vgg16/step_nope
+check_bad "--json needs a file path" --suite copy --json ''
+check_bad "--json $W/nope/x.json: folder $W/nope does not exist" --suite copy --json "$W/nope/x.json"
+check_bad "--json $W: is a folder" --suite copy --json "$W"
+mkdir -p "$W/user_files" && echo mine > "$W/user_files/notes.txt"
+check_bad "was not made by kiln_bench" --suite pipeline --data "$W/user_files"
+check_bad "suite ops has no PyTorch peer" --suite ops --compare
+KILN_PYTHON="$W/no_such_python" check_bad "interpreter $W/no_such_python not found" --suite copy --compare
+KILN_PYTHON=/bin/false check_bad "PyTorch is not importable by /bin/false" --suite copy --compare
+check_bad "folder $W/nope does not exist" --suite copy --threads 4096 --json "$W/nope/x.json"
+grep -q "warning: --threads 4096 is more than the" "$W/bad.log" && ok "--threads past the CPUs: a warning" ||
+  bad "no warning for --threads 4096: $(head -2 "$W/bad.log")"
 check_bad "--batch" --batch 0
 check_bad "--device must be cpu or cuda" --device gpu
 check_bad "unknown model 'nope'" --suite step --model nope
