@@ -1,6 +1,7 @@
 #include "core/autograd.h"
 
 #include <algorithm>
+#include <mutex>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -92,12 +93,24 @@ void accumulate_leaf(TensorImpl& leaf, Tensor g) {
   KILN_CHECK(g.shape() == leaf.shape, "backward: gradient of shape ", g.shape(), " for a leaf of shape ", leaf.shape);
   KILN_CHECK(g.dtype() == leaf.dtype, "backward: a ", dtype_name(g.dtype()), " gradient for a ", dtype_name(leaf.dtype),
              " leaf ", leaf.shape, "; a gradient has its tensor's dtype (cast with .to(DType), which converts it back)");
-  if (!leaf.grad) {
+  const std::shared_ptr<TensorImpl> have = load_grad(leaf);
+  if (!have) {
     const bool alone = g.impl_ptr().use_count() == 1 && g.impl().storage.use_count() == 1 && !g.requires_grad();
-    leaf.grad = alone ? g.impl_ptr() : g.detach().clone().impl_ptr();
+    store_grad(leaf, alone ? g.impl_ptr() : g.detach().clone().impl_ptr());
   } else {
-    leaf.grad = add(Tensor(leaf.grad), g).impl_ptr();
+    store_grad(leaf, add(Tensor(have), g).impl_ptr());
   }
+}
+
+std::mutex& grad_slot_mutex() {
+  static std::mutex m;
+  return m;
+}
+
+// Held for a whole backward pass (run_backward).
+std::mutex& backward_mutex() {
+  static std::mutex m;
+  return m;
 }
 
 }  // namespace
@@ -105,6 +118,19 @@ void accumulate_leaf(TensorImpl& leaf, Tensor g) {
 namespace {
 thread_local GradReadyHook grad_ready_hook;
 }  // namespace
+
+std::shared_ptr<TensorImpl> load_grad(const TensorImpl& leaf) {
+  const std::lock_guard<std::mutex> lock(grad_slot_mutex());
+  return leaf.grad;
+}
+
+void store_grad(TensorImpl& leaf, std::shared_ptr<TensorImpl> grad) {
+  {
+    const std::lock_guard<std::mutex> lock(grad_slot_mutex());
+    leaf.grad.swap(grad);
+  }
+  grad.reset();  // the old gradient, outside the lock
+}
 
 GradReadyScope::GradReadyScope(GradReadyHook hook) : previous_(std::move(grad_ready_hook)) {
   grad_ready_hook = std::move(hook);
@@ -124,6 +150,7 @@ void run_backward(const Tensor& root, const Tensor& seed_in, bool retain_graph) 
   KILN_CHECK(seed.shape() == root.shape() && seed.dtype() == root.dtype(), "backward(): seed gradient ",
              seed.description(), " does not match ", root.description(), " (shape and dtype must agree)");
   NoGradGuard no_grad;
+  const std::lock_guard<std::mutex> one_pass_at_a_time(backward_mutex());
   if (root.is_leaf()) {
     accumulate_leaf(root.impl(), seed);
     return;

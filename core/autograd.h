@@ -107,8 +107,17 @@ bool needs_grad(std::initializer_list<const Tensor*> inputs);
 Edge edge_for(const Tensor& input);
 // Makes `out` the output of `node` (sets grad_fn and requires_grad).
 void set_history(Tensor& out, std::shared_ptr<Node> node);
-// Runs backward from `root` with seed gradient `seed`.
+// Runs backward from `root` with seed gradient `seed`. Backward passes run one at a time in a
+// process (a lock held for the pass): two threads' passes into shared leaves then sum exactly,
+// where unlocked they lost updates and corrupted the heap (found from Python threads).
 void run_backward(const Tensor& root, const Tensor& seed, bool retain_graph);
+
+// A leaf's gradient slot, read and replaced under a lock held for nothing else: a .grad read
+// (or zero_grad) on one thread while backward stores on another must not tear the pointer.
+std::shared_ptr<TensorImpl> load_grad(const TensorImpl& leaf);
+// Replaces the slot; the gradient it held is released after the lock (its memory may belong
+// to NumPy or torch, whose release may need the GIL).
+void store_grad(TensorImpl& leaf, std::shared_ptr<TensorImpl> grad);
 
 // Called during backward when a leaf's gradient is final (every edge into it was walked):
 // data-parallel training starts a bucket's all-reduce from it while backward runs on.

@@ -281,6 +281,16 @@ Tensor& Tensor::set_requires_grad(bool r) {
   return *this;
 }
 
+Tensor Tensor::grad() const { return Tensor(autograd::load_grad(impl())); }
+
+void Tensor::zero_grad() { autograd::store_grad(impl(), nullptr); }
+
+void Tensor::set_grad(const Tensor& g) {
+  KILN_CHECK(!g.defined() || (g.shape() == shape() && g.dtype() == dtype()), "set_grad: a gradient ", g.description(),
+             " for ", description(), " (shape and dtype must agree)");
+  autograd::store_grad(impl(), g.defined() ? g.impl_ptr() : nullptr);
+}
+
 void Tensor::backward(const Tensor& seed, bool retain_graph) const {
   autograd::run_backward(*this, seed, retain_graph);
 }

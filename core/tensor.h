@@ -144,10 +144,14 @@ class Tensor {
   bool requires_grad() const { return impl().requires_grad; }
   // Marks a leaf as needing a gradient; returns *this.
   Tensor& set_requires_grad(bool r);
-  // The accumulated gradient (undefined until backward reached this leaf).
-  Tensor grad() const { return Tensor(impl().grad); }
+  // The accumulated gradient (undefined until backward reached this leaf). Safe to call while
+  // another thread runs backward (autograd::load_grad).
+  Tensor grad() const;
   // Forgets the accumulated gradient.
-  void zero_grad() { impl().grad.reset(); }
+  void zero_grad();
+  // Makes `g` (same shape and dtype, or undefined) the accumulated gradient: a data-parallel
+  // sum, a gradient replayed by a CUDA graph.
+  void set_grad(const Tensor& g);
   // True when the tensor was not produced by a recorded op.
   bool is_leaf() const { return impl().grad_fn == nullptr; }
   const std::shared_ptr<Node>& grad_fn() const { return impl().grad_fn; }

@@ -233,7 +233,7 @@ void GradientReducer::reduce() {
       if (Tensor g = p.grad(); g.defined())
         g.copy_from(sum);
       else
-        p.impl_ptr()->grad = sum.clone().impl_ptr();  // no sample here this step: the others' sum
+        p.set_grad(sum.clone());  // no sample here this step: the others' sum
       at += p.numel();
     }
   }

@@ -132,7 +132,7 @@ const std::vector<Tensor>* StepGraph::launch(std::string& why) {
   why = backend_for(device_).replay_graph(*graph_, at);
   if (!why.empty()) return nullptr;
   if (rng_) rng_->set_state(PhiloxState{at.seed, at.offset + draws_});
-  for (size_t i = 0; i < params_.size(); ++i) params_[i].impl().grad = grads_[i].impl_ptr();
+  for (size_t i = 0; i < params_.size(); ++i) params_[i].set_grad(grads_[i]);
   return &outputs_;
 }
 
