@@ -131,7 +131,9 @@ std::unique_ptr<dnnl::convolution_forward::primitive_desc> forward_pd(const Conv
 }
 
 ConvPlan& plan_for(const ConvKey& k) {
-  static std::map<ConvKey, std::unique_ptr<ConvPlan>> cache;
+  // Never destroyed: a thread still running at exit (a Python daemon thread in kiln.train) may
+  // use a plan while static destructors run; the process's end reclaims it.
+  static auto& cache = *new std::map<ConvKey, std::unique_ptr<ConvPlan>>;
   const auto lock = onednn_build_lock();
   auto& slot = cache[k];
   if (slot) return *slot;

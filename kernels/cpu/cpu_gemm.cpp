@@ -43,7 +43,9 @@ struct MatmulPlan {
 
 MatmulPlan& matmul_plan(const MatmulKey& k) {
   using dnnl::memory;
-  static std::map<MatmulKey, std::unique_ptr<MatmulPlan>> cache;
+  // Never destroyed: a thread still running at exit (a Python daemon thread in kiln.train) may
+  // use a plan while static destructors run; the process's end reclaims it.
+  static auto& cache = *new std::map<MatmulKey, std::unique_ptr<MatmulPlan>>;
   const auto lock = onednn_build_lock();
   std::unique_ptr<MatmulPlan>& slot = cache[k];
   if (!slot) {

@@ -7,7 +7,8 @@
 namespace kiln::cpu {
 
 dnnl::engine& onednn_engine() {
-  static dnnl::engine e(dnnl::engine::kind::cpu, 0);
+  // Never destroyed, as the plan caches built on it (cpu_conv.cpp): a thread may run at exit.
+  static auto& e = *new dnnl::engine(dnnl::engine::kind::cpu, 0);
   return e;
 }
 

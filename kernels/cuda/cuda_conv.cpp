@@ -376,7 +376,9 @@ std::mutex& cache_mutex() {
 }
 
 std::map<ConvKey, std::unique_ptr<ConvPlan>>& cache() {
-  static std::map<ConvKey, std::unique_ptr<ConvPlan>> c;
+  // Never destroyed: a thread still running at exit (a Python daemon thread in kiln.train) may
+  // use a plan while static destructors run; the process's end reclaims it.
+  static auto& c = *new std::map<ConvKey, std::unique_ptr<ConvPlan>>;
   return c;
 }
 

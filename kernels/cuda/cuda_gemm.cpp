@@ -174,7 +174,9 @@ std::unique_ptr<GemmPlan> make_plan(const GemmKey& key, const GemmCall& g, cubla
 
 GemmPlan& plan_for(const GemmKey& key, const GemmCall& g, cublasLtHandle_t h) {
   static std::mutex mu;
-  static std::map<GemmKey, std::unique_ptr<GemmPlan>> cache;
+  // Never destroyed: a thread still running at exit (a Python daemon thread in kiln.train) may
+  // use a plan while static destructors run; the process's end reclaims it.
+  static auto& cache = *new std::map<GemmKey, std::unique_ptr<GemmPlan>>;
   {
     std::lock_guard<std::mutex> lock(mu);
     auto it = cache.find(key);

@@ -119,7 +119,8 @@ void CudaBackend::reset_peak_memory(int index) {
 
 Allocator& CudaBackend::allocator(int index) {
   static std::mutex mu;
-  static std::vector<std::unique_ptr<DeviceAllocator>> allocators;
+  // Never destroyed: a thread still running at exit may free into its allocator.
+  static auto& allocators = *new std::vector<std::unique_ptr<DeviceAllocator>>;
   context(index);  // throws a clear error when the GPU does not exist
   std::lock_guard<std::mutex> lock(mu);
   if (allocators.size() <= static_cast<size_t>(index)) allocators.resize(static_cast<size_t>(index) + 1);

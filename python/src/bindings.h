@@ -40,6 +40,13 @@ const BuiltModelInfo* built_model_of(const Module& model);
 // A Python UserWarning (the GIL held); an exception when the warnings filter turns it into one.
 void warn(const std::string& text);
 
+// Whether the interpreter is finalizing or gone: a kiln thread (kiln.train in a daemon
+// thread at exit) must not take the GIL then, which crashed in PyThreadState_New.
+bool python_exiting();
+// Called by a kiln thread before it takes the GIL for a callback: when python_exiting(), it
+// never returns (the process's exit ends the thread), as CPython parks daemon threads.
+void park_if_python_exiting();
+
 // A tensor shape from a Python sequence of ints.
 Shape to_shape(const std::vector<int64_t>& dims);
 // The DType called `name` ("float32", "int64", ...); an unknown name is a kiln::Error.

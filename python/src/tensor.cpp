@@ -1,9 +1,11 @@
 // kiln.Tensor, its factories and the ops with autograd. Every call that runs a kernel (ops,
 // backward, copies) releases the GIL; metadata reads do not.
 #include <charconv>
+#include <chrono>
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <utility>
 #include <variant>
 #include <vector>
@@ -43,6 +45,19 @@ Device device_from_name(const std::string& name) {
 
 void warn(const std::string& text) {
   if (PyErr_WarnEx(PyExc_UserWarning, text.c_str(), 1) != 0) throw nb::python_error();
+}
+
+bool python_exiting() {
+#if PY_VERSION_HEX >= 0x030D0000
+  return !Py_IsInitialized() || Py_IsFinalizing();
+#else
+  return !Py_IsInitialized() || _Py_IsFinalizing();
+#endif
+}
+
+void park_if_python_exiting() {
+  if (!python_exiting()) return;
+  for (;;) std::this_thread::sleep_for(std::chrono::hours(1));
 }
 
 namespace {

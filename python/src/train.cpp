@@ -4,7 +4,11 @@
 // callback and, after every step, to let Python's signal handlers run (Ctrl-C).
 #include <omp.h>
 
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -23,6 +27,48 @@
 
 namespace kiln::python {
 namespace {
+
+// Runs of kiln.train in progress, and whether the interpreter is exiting (atexit): a run in a
+// daemon thread then stops after its step and checkpoints, as on Ctrl-C, and the exit waits
+// for it, so that no training runs on while the process tears down the libraries it uses (it
+// crashed in oneDNN and in PyThreadState_New).
+struct RunningTrains {
+  std::mutex mu;
+  std::condition_variable done;
+  int running = 0;
+  std::atomic<bool> exiting{false};
+};
+RunningTrains& running_trains() {
+  static auto& r = *new RunningTrains;  // never destroyed: used until the process ends
+  return r;
+}
+
+// Counts one kiln.train while it runs, the GIL released.
+struct TrainInFlight {
+  TrainInFlight() {
+    const std::lock_guard<std::mutex> lock(running_trains().mu);
+    ++running_trains().running;
+  }
+  ~TrainInFlight() {
+    {
+      const std::lock_guard<std::mutex> lock(running_trains().mu);
+      --running_trains().running;
+    }
+    running_trains().done.notify_all();
+  }
+  TrainInFlight(const TrainInFlight&) = delete;
+  TrainInFlight& operator=(const TrainInFlight&) = delete;
+};
+
+// Registered with Python's atexit: asks every run to stop, then waits for them (up to 120 s:
+// a step and a checkpoint), the GIL released so that they can return.
+void stop_trains_at_exit() {
+  RunningTrains& r = running_trains();
+  r.exiting = true;
+  nb::gil_scoped_release release;
+  std::unique_lock<std::mutex> lock(r.mu);
+  r.done.wait_for(lock, std::chrono::seconds(120), [&] { return r.running == 0; });
+}
 
 using nb::arg;
 
@@ -161,6 +207,7 @@ nb::dict train(Sequential& model, const std::string& arch, std::vector<Phase> ph
   TrainerOptions t = trainer_options(std::move(phases), a, spec, train_ds, built);
   TrainerHooks hooks;
   hooks.on_data_changed = [](int64_t then, int64_t now) {
+    park_if_python_exiting();
     nb::gil_scoped_acquire gil;
     warn("kiln.train: the training data changed since the checkpoint (" + std::to_string(then) + " images then, " +
          std::to_string(now) + " now); training goes on with today's, so the result will differ from an "
@@ -173,10 +220,13 @@ nb::dict train(Sequential& model, const std::string& arch, std::vector<Phase> ph
     // The hooks live in the Trainer, which is destroyed while the GIL is released: the callable's
     // reference is dropped by a deleter that takes the GIL (a copied nb::object would Py_DECREF without it).
     std::shared_ptr<nb::object> callback(new nb::object(on_epoch), [](nb::object* o) {
+      if (python_exiting()) return;  // nothing to hand back to
       nb::gil_scoped_acquire gil;
       delete o;
     });
     hooks.on_epoch = [callback](const EpochSummary& e) {
+      if (running_trains().exiting) return;  // no Python callbacks while it exits
+      park_if_python_exiting();
       nb::gil_scoped_acquire gil;
       (*callback)(epoch_dict(e));
     };
@@ -186,6 +236,8 @@ nb::dict train(Sequential& model, const std::string& arch, std::vector<Phase> ph
   // the run without a further checkpoint and is raised once the trainer has returned.
   std::optional<nb::python_error> interrupt;
   hooks.should_stop = [&interrupt] {
+    if (running_trains().exiting) return true;  // the interpreter is exiting: stop and checkpoint
+    park_if_python_exiting();
     nb::gil_scoped_acquire gil;
     if (PyErr_CheckSignals() == 0) return false;
     interrupt.emplace();  // takes the pending exception
@@ -195,6 +247,7 @@ nb::dict train(Sequential& model, const std::string& arch, std::vector<Phase> ph
   std::optional<io::CheckpointInfo> resume;
   {
     nb::gil_scoped_release release;
+    const TrainInFlight in_flight;
     // The Trainer checks the model against the data first; the resume then loads weights.
     Trainer trainer(model, spec, train_ds, val_ds, std::move(t), std::move(hooks));
     resume = resume_point(model, spec, a, train_ds.classes, built);
@@ -260,6 +313,7 @@ nb::dict load_checkpoint(Sequential& model, const std::string& model_dir, bool b
 }  // namespace
 
 void bind_train(nb::module_& m) {
+  nb::module_::import_("atexit").attr("register")(nb::cpp_function(&stop_trains_at_exit));
   m.def("load_checkpoint",
         [](Sequential& model, const std::filesystem::path& model_dir, bool best) {
           return load_checkpoint(model, model_dir.string(), best);
