@@ -180,6 +180,8 @@ class Dropout final : public Module {
   Dropout(std::string name, float keep_prob, Generator& gen);
   // x itself outside training mode or at keep_prob 1.
   Tensor forward(const Tensor& x) override { return dropout(x, keep_prob_, training(), *gen_); }
+  // What ranks of one data-parallel run must agree on (train/trainer.cpp run_fingerprint).
+  float keep_prob() const { return keep_prob_; }
 
  private:
   float keep_prob_;

@@ -81,13 +81,25 @@ std::string run_fingerprint(Sequential& model, const ModelSpec& spec, const Trai
     for (const std::string& t : p.train_patterns) f << " " << t;
     f << "\n";
   }
+  for_each_module<Dropout>(model, [&](Dropout& d) { f << "dropout " << d.name() << " keep " << d.keep_prob() << "\n"; });
   const io::LoaderOptions& l = o.loader;
-  f << "batch " << l.batch_size << " seed " << o.run.seed << " (loader " << l.seed << ") shuffle " << l.shuffle << " augment " << l.augment
-    << " crop " << l.crop << " resize " << l.resize_shorter << " drop_last " << l.drop_last << "\n";
-  f << "train " << train.size() << " images, classes";
+  f << "batch " << l.batch_size << " seed " << o.run.seed << " (loader " << l.seed << ") shuffle " << l.shuffle
+    << " augment " << l.augment << " crop " << l.crop << " resize " << l.resize_shorter << " drop_last " << l.drop_last
+    << "\n";
+  // What makes ranks issue other collectives (an evaluation's all-reduce against a step's
+  // exchanged each other's numbers; a feature cache against none deadlocked) or compute
+  // other things: found by a review starting one rank with another flag.
+  f << "precision " << precision_name(o.precision) << " feature_cache " << o.feature_cache << " eval_every "
+    << o.eval_every << " checkpoint_every " << o.checkpoint_every << " stop_after " << o.stop_after_epochs
+    << " epochs " << o.stop_after_steps << " steps calibrate_bn " << o.calibrate_batch_norm << " phase_eval "
+    << o.eval_at_phase_start << " cuda_graph " << static_cast<int>(o.cuda_graph) << "\n";
+  // The samples themselves (paths relative to the data folder, labels): counts alone let two
+  // images swapped between classes on one rank train on mixed labels.
+  f << "train " << train.size() << " images, digest " << samples_digest(train) << ", classes";
   for (const std::string& c : train.classes) f << " " << c;
-  f << "\nval " << val.size() << " images\n";
-  f << "resume " << (resume ? std::to_string(resume->meta.global_step) : std::string("none")) << "\n";
+  f << "\nval " << val.size() << " images, digest " << samples_digest(val) << "\n";
+  f << "resume " << (resume ? "from the checkpoint at step " + std::to_string(resume->meta.global_step)
+                            : std::string("none (no checkpoint in this rank's model directory)")) << "\n";
   return f.str();
 }
 

@@ -78,6 +78,20 @@ if [ $rc0 = 1 ] && [ $rc1 = 1 ] && grep -q "error: rank 0: rank(s) 1 were starte
   ok "recipe mismatch, nothing written: $(grep error "$W/mis.1")"
 else bad "recipe mismatch (rc $rc0 $rc1; model dir: $(ls -A "$W/mis" 2>&1 | tr '\n' ' '))"; cat "$W"/mis.*; fi
 
+# 4b. Flags the check once missed (found by review): --eval-every on one rank made an
+# evaluation's all-reduce meet a step's, each rank taking the other's numbers (val acc 84.7%
+# of 8 images); --keep-prob on one rank trained other weights unsaid. Both refused at start.
+port=$(free_port)
+RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port KILN_DIST_TIMEOUT=30 "$B" train --data-dir "$W/data" \
+  --model-dir "$W/mis2" "${COMMON[@]}" > "$W/mis2.0" 2>&1 & p0=$!
+RANK=1 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port KILN_DIST_TIMEOUT=30 "$B" train --data-dir "$W/data" \
+  --model-dir "$W/mis2" "${COMMON[@]}" --eval-every 1 --keep-prob 0.9 > "$W/mis2.1" 2>&1 & p1=$!
+wait $p0; rc0=$?; wait $p1; rc1=$?
+if [ $rc0 = 1 ] && [ $rc1 = 1 ] && grep -q "error: rank 1: rank(s) 1 were started with another .*here: 'dropout .* keep 0.9" "$W/mis2.1" &&
+   [ ! -e "$W/mis2" ]; then
+  ok "--keep-prob and --eval-every on one rank refused: $(grep error "$W/mis2.1")"
+else bad "flags on one rank (rc $rc0 $rc1)"; cat "$W"/mis2.*; fi
+
 # 5. Kill rank 1 after a few mid-epoch checkpoints: rank 0 stops within the timeout.
 port=$(free_port)
 export MASTER_ADDR=127.0.0.1 MASTER_PORT=$port KILN_DIST_TIMEOUT=5
