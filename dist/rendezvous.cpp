@@ -6,6 +6,9 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdint>
+#include <random>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -105,44 +108,91 @@ std::unique_ptr<RendezvousStore> open_store(const LaunchEnv& env) {
   return std::make_unique<TcpStore>(host, std::stoi(hp.substr(colon + 1)), env.rank == 0, timeout_of(env));
 }
 
+namespace {
+
+// Rank r's join value against this rank's: a disagreement stops this rank at once.
+void check_join_value(RendezvousStore& store, const LaunchEnv& env, const std::string& key, int r,
+                      const std::string& mine) {
+  const std::vector<char> v = store.get(key);
+  const std::string theirs(v.begin(), v.end());
+  KILN_CHECK(theirs == mine, "rank ", env.rank, " (", mine, ") and rank ", r, " (", theirs,
+             ") disagree: start every rank with the same world size and backend",
+             env.rendezvous.rfind("file:", 0) == 0 ? " (or, if no rank of this run says so, '" +
+                 env.rendezvous.substr(5) + "' holds keys of an earlier run that was killed: empty it)"
+                                                    : std::string());
+}
+
+}  // namespace
+
+// A number no other process draws: which process holds a rank's place in the store.
+std::string process_token() {
+  std::random_device rd;
+  const uint64_t t = (uint64_t{rd()} << 32) ^ rd() ^ static_cast<uint64_t>(::getpid()) ^
+                     static_cast<uint64_t>(Clock::now().time_since_epoch().count());
+  return std::to_string(t);
+}
+
 void join(RendezvousStore& store, const LaunchEnv& env, const std::string& backend) {
   const std::string prefix = env.run_id + ".join.";
   const std::string mine = "world_size=" + std::to_string(env.world_size) + " backend=" + backend;
+  // Two runs on one MASTER_PORT, or a rank started twice, merged silently: one run trained
+  // with the other's process and data (found by review). A store whose run has all its ranks
+  // refuses another, and a rank's place held by another process is said.
+  KILN_CHECK(!store.has(prefix + "complete"), "rank ", env.rank, ": the run at ", env.rendezvous, " has all its ",
+             "ranks already: another run uses this rendezvous (give each run its own MASTER_PORT), or this rank ",
+             "was started twice");
+  const std::string token = process_token(), id_key = prefix + std::to_string(env.rank) + ".id";
+  store.set(id_key, std::vector<char>(token.begin(), token.end()));
   store.set(prefix + std::to_string(env.rank), std::vector<char>(mine.begin(), mine.end()));
-  const auto deadline = Clock::now() + timeout_of(env);
+  const auto start = Clock::now(), deadline = start + timeout_of(env);
+  std::vector<bool> checked(static_cast<size_t>(env.world_size), false);
+  bool said_waiting = false;
   for (;;) {
     std::string missing;
     int count = 0;
-    for (int r = 0; r < env.world_size; ++r)
-      if (!store.has(prefix + std::to_string(r))) {
-        if (count++ < 8) missing += (missing.empty() ? "" : ", ") + std::to_string(r);
+    for (int r = 0; r < env.world_size; ++r) {
+      if (checked[static_cast<size_t>(r)]) continue;
+      const std::string key = prefix + std::to_string(r);
+      if (store.has(key)) {
+        // Each value as soon as it is there: a rank started with another WORLD_SIZE stops
+        // every rank at once, not only those whose world it fits (found by review).
+        check_join_value(store, env, key, r, mine);
+        checked[static_cast<size_t>(r)] = true;
+      } else if (count++ < 8) {
+        missing += (missing.empty() ? "" : ", ") + std::to_string(r);
       }
+    }
     if (count == 0) break;
     // A rank that gives up waiting takes its key with it (file store): left behind, it would
     // join the next run in this directory as a rank of this one. A rank that stops on a
-    // disagreement below keeps its key, so that the others see the disagreement at once.
+    // disagreement keeps its key, so that the others see the disagreement at once.
     const bool late = Clock::now() >= deadline;
     if (late) store.forget_own();
     KILN_CHECK(!late, "rank ", env.rank, ": ", count, " of ", env.world_size, " ranks (",
                missing, count > 8 ? ", ..." : "", ") did not join the rendezvous at ", env.rendezvous, " within ",
                env.timeout_s, " s: start all ", env.world_size,
                " processes with the same WORLD_SIZE and rendezvous (KILN_DIST_TIMEOUT sets the wait)");
+    // Said once: a rank that failed before joining (a typo in its command) left the others
+    // silent for the whole timeout.
+    if (!said_waiting && Clock::now() - start > std::chrono::seconds(5)) {
+      std::fprintf(stderr, "rank %d: waiting for rank(s) %s%s to join the rendezvous at %s (up to %g s, "
+                   "KILN_DIST_TIMEOUT)\n", env.rank, missing.c_str(), count > 8 ? ", ..." : "",
+                   env.rendezvous.c_str(), env.timeout_s);
+      said_waiting = true;
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  for (int r = 0; r < env.world_size; ++r) {
-    const std::vector<char> v = store.get(prefix + std::to_string(r));
-    const std::string theirs(v.begin(), v.end());
-    KILN_CHECK(theirs == mine, "rank ", env.rank, " (", mine, ") and rank ", r, " (", theirs,
-               ") disagree: start every rank with the same world size and backend",
-               env.rendezvous.rfind("file:", 0) == 0 ? " (or, if no rank of this run says so, '" +
-                   env.rendezvous.substr(5) + "' holds keys of an earlier run that was killed: empty it)"
-                                                      : std::string());
   }
   // A rank launched with a larger world than the others' would wait above for ranks that never
   // come; one whose number is past the world of the others is caught by their check of it.
   const std::string beyond = prefix + std::to_string(env.world_size);
   KILN_CHECK(!store.has(beyond), "rank ", env.rank, ": a rank ", env.world_size, " joined, but WORLD_SIZE is ",
              env.world_size, ": start every rank with the same WORLD_SIZE");
+  const std::vector<char> holder = store.get(id_key);
+  KILN_CHECK(std::string(holder.begin(), holder.end()) == token, "rank ", env.rank, ": another process joined as rank ",
+             env.rank, " at ", env.rendezvous, " too: two processes were started with RANK=", env.rank,
+             ", or a second run uses this rendezvous (give each run its own MASTER_PORT)");
+  const std::string one = "1";
+  store.set(prefix + "complete", std::vector<char>(one.begin(), one.end()));
 }
 
 TransportHost transport_host(const LaunchEnv& env) {

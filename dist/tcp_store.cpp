@@ -8,8 +8,10 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -73,8 +75,20 @@ bool read_bytes(int fd, std::vector<char>& out) {
   return n == 0 || recv_all(fd, out.data(), n);
 }
 
-// A connected socket to host:port, or -1 (errno-style reason in `why`).
-int connect_to(const std::string& host, int port, std::string& why) {
+// Sends and receives on `fd` (and connect, on Linux) give up after `t`: a store that never
+// answers (rank 0 stopped, another program on the port, a host that drops packets) is an
+// error within the rendezvous timeout, not a wait without end (found by review).
+void set_io_timeout(int fd, std::chrono::milliseconds t) {
+  timeval tv{};
+  tv.tv_sec = static_cast<time_t>(t.count() / 1000);
+  tv.tv_usec = static_cast<suseconds_t>((t.count() % 1000) * 1000);
+  if (tv.tv_sec == 0 && tv.tv_usec == 0) tv.tv_usec = 1000;  // 0 would mean no timeout
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+}
+
+// A connected socket to host:port whose I/O gives up after `timeout`, or -1 (the reason in `why`).
+int connect_to(const std::string& host, int port, std::chrono::milliseconds timeout, std::string& why) {
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
@@ -88,6 +102,7 @@ int connect_to(const std::string& host, int port, std::string& why) {
   for (addrinfo* a = res; a != nullptr; a = a->ai_next) {
     fd = ::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
     if (fd < 0) continue;
+    set_io_timeout(fd, timeout);
     if (::connect(fd, a->ai_addr, a->ai_addrlen) == 0) break;
     why = std::strerror(errno);
     ::close(fd);
@@ -138,7 +153,8 @@ TcpStore::TcpStore(const std::string& host, int port, bool serve, std::chrono::m
   const auto deadline = Clock::now() + timeout;
   std::string why;
   for (;;) {
-    fd_ = connect_to(host, port, why);
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    fd_ = connect_to(host, port, std::max(left, std::chrono::milliseconds(1)), why);
     if (fd_ >= 0) break;
     if (Clock::now() >= deadline) {
       if (serve) {
@@ -153,6 +169,7 @@ TcpStore::TcpStore(const std::string& host, int port, bool serve, std::chrono::m
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
+  set_io_timeout(fd_, timeout_);  // each request within the whole timeout
 }
 
 TcpStore::~TcpStore() {
@@ -228,7 +245,12 @@ std::vector<char> TcpStore::request(const std::vector<char>& msg) {
   std::vector<char> value;
   bool ok = send_all(fd_, msg.data(), msg.size()) && recv_all(fd_, &status, 1);
   if (ok && msg[0] == 'G' && status == 1) ok = read_bytes(fd_, value);
-  KILN_CHECK(ok, "rendezvous: the store at ", where_, " closed the connection (rank 0 stopped?)");
+  if (!ok && (errno == EAGAIN || errno == EWOULDBLOCK))
+    KILN_FAIL("rendezvous: the store at ", where_, " did not answer within ",
+              std::chrono::duration<double>(timeout_).count(), " s (rank 0 stopped or stuck, or another program on ",
+              "MASTER_PORT?; KILN_DIST_TIMEOUT sets the wait)");
+  KILN_CHECK(ok, "rendezvous: the store at ", where_, " closed the connection (rank 0 stopped, or another program on ",
+             "MASTER_PORT?)");
   value.insert(value.begin(), status);
   return value;
 }

@@ -113,4 +113,37 @@ kill $p1 2> /dev/null; wait $p1 2> /dev/null
 if [ $rc0 = 3 ] && [ $dt -le 8 ] && grep -q "rank 0: failed after [2-4]\.[0-9] s" "$W/stall.0"; then ok "stalled rank: timeout after ${dt} s: $(cat "$W/stall.0")"
 else bad "stalled rank (rc $rc0, ${dt} s)"; cat "$W"/stall.*; fi
 
+# 7. Found by review: a store that accepts and never answers (another program on the port)
+# held a rank forever; two processes as one rank, or a process joining a run that has all its
+# ranks (a second run on its MASTER_PORT), merged silently.
+port=$(free_port)
+python3 -c "import socket, sys, time; s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('127.0.0.1', $port)); s.listen(4); c, _ = s.accept(); time.sleep(20)" & listener=$!
+sleep 0.5
+t0=$(date +%s)
+out=$(RANK=1 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port KILN_DIST_TIMEOUT=2 timeout 30 "$B" collectives 2>&1); rc=$?
+dt=$(( $(date +%s) - t0 ))
+kill $listener 2> /dev/null; wait $listener 2> /dev/null
+if [ $rc = 3 ] && [ $dt -le 6 ] && grep -q "the store at 127.0.0.1:$port did not answer within 2 s" <<< "$out"; then
+  ok "a store that never answers: an error in ${dt} s: $out"
+else bad "silent store (rc $rc, ${dt} s): $out"; fi
+port=$(free_port)
+for r in 0 1 1; do
+  RANK=$r WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port KILN_DIST_TIMEOUT=5 timeout 30 "$B" collectives > "$W/dup.$r.$RANDOM" 2>&1 &
+done
+wait
+# Which message depends on timing: the second joined before the run had all its ranks, or after.
+if grep -q "another process joined as rank 1 at tcp:127.0.0.1:$port too\|has all its ranks already: .* or this rank was started twice" \
+   "$W"/dup.1.*; then ok "a rank started twice is named: $(grep -h error "$W"/dup.1.*)"
+else bad "a rank started twice"; cat "$W"/dup.*; fi
+port=$(free_port)
+launch_late() { RANK=$1 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port KILN_DIST_TIMEOUT=4 timeout 30 "$B" "$2"; }
+launch_late 0 stall > "$W/late.0" 2>&1 & p0=$!
+launch_late 1 stall > "$W/late.1" 2>&1 & p1=$!
+sleep 1.5
+out=$(launch_late 1 collectives 2>&1); rc=$?
+kill $p1 2> /dev/null; wait $p0 $p1 2> /dev/null
+if [ $rc = 3 ] && grep -q "the run at tcp:127.0.0.1:$port has all its ranks already" <<< "$out"; then ok "a late joiner is refused: $out"
+else bad "late joiner (rc $rc): $out"; fi
+
 end_checks "communicator"
