@@ -148,6 +148,15 @@ Tensor from_array(const Array& a, bool copy_to_contiguous) {
                "for an NCHW image batch");
     return copy_to_kiln(a, order, "from_dlpack(copy_to_contiguous=True)");
   }
+  // Kernels read elements aligned (a misaligned float* is undefined, and vector loads may
+  // fault): a NumPy view at an odd byte offset is copied on request, else refused.
+  const size_t esize = dtype_size(dtype);
+  if (reinterpret_cast<uintptr_t>(a.data()) % esize != 0) {
+    KILN_CHECK(copy_to_contiguous, "from_dlpack: the array's data is not aligned to its ", esize, "-byte elements ",
+               "(a view at an odd byte offset), and kiln's kernels need them aligned; pass copy_to_contiguous=True ",
+               "for an aligned copy");
+    return copy_to_kiln(a, order, "from_dlpack(copy_to_contiguous=True)");
+  }
   std::vector<int64_t> dims;
   for (size_t i = 0; i < a.ndim(); ++i) dims.push_back(static_cast<int64_t>(a.shape(i)));
   // The producer's handle, dropped with the GIL when kiln's last view goes. On a GPU kiln's
@@ -181,6 +190,13 @@ Tensor from_dlpack(nb::handle x, bool copy_to_contiguous) {
                nb::type_name(x.type()).c_str(), " requires grad, and its producer keeps such memory to itself (a "
                "write through kiln would not be seen by its autograd): pass x.detach()");
   }
+  // A torch view with a lazy negation or conjugation (torch._neg_view, x.conj().imag) hands
+  // out the un-negated memory through DLPack (torch 1.13 does): kiln would read other values.
+  for (const char* lazy : {"is_neg", "is_conj"})
+    if (!nb::isinstance<Tensor>(x) && nb::hasattr(x, lazy) && nb::hasattr(x, "resolve_neg"))
+      KILN_CHECK(!nb::cast<bool>(x.attr(lazy)()), "from_dlpack: this ", nb::type_name(x.type()).c_str(), " is a view ",
+                 "whose ", std::string(lazy) == "is_neg" ? "negation" : "conjugation", " is not applied to its memory ",
+                 "yet, so its values are not what the memory holds: pass x.resolve_neg().resolve_conj()");
   if (nb::hasattr(x, "__dlpack__") && nb::hasattr(x, "__dlpack_device__")) {
     const nb::tuple where = nb::cast<nb::tuple>(x.attr("__dlpack_device__")());
     if (nb::len(where) == 2 && nb::cast<int>(where[0]) == kDLCUDA) {
@@ -200,9 +216,17 @@ Tensor from_dlpack(nb::handle x, bool copy_to_contiguous) {
   Array a;
   if (nb::try_cast(source, a, /*convert=*/false)) return from_array(a, copy_to_contiguous);
   nb::ndarray<nb::ro> read_only;
-  KILN_CHECK(!nb::try_cast(nb::borrow(x), read_only, false), "from_dlpack: the array is read-only (np.broadcast_to, "
-             "or a NumPy view of another library's tensor), and kiln tensors are writable: pass a writable copy, "
-             "e.g. x.copy()");
+  if (nb::try_cast(nb::borrow(x), read_only, false)) {
+    // A copy was asked for: a read-only source is as good as any (np.broadcast_to's view).
+    if (copy_to_contiguous && device_of_array(read_only).is_cpu()) {
+      std::vector<size_t> order(read_only.ndim());
+      for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+      return copy_to_kiln(read_only, order, "from_dlpack(copy_to_contiguous=True)");
+    }
+    KILN_FAIL("from_dlpack: the array is read-only (np.broadcast_to, or a NumPy view of another library's tensor), ",
+              "and kiln tensors share memory writably: pass copy_to_contiguous=True for a copy, or a writable one, ",
+              "e.g. x.copy()");
+  }
   // What the producer itself says (torch 1.13: "Bool type is not supported by dlpack"), and its dtype.
   std::string producer;
   if (nb::hasattr(x, "__dlpack__")) {

@@ -1,6 +1,7 @@
 // kiln.Tensor, its factories and the ops with autograd. Every call that runs a kernel (ops,
 // backward, copies) releases the GIL; metadata reads do not.
 #include <charconv>
+#include <cmath>
 #include <chrono>
 #include <memory>
 #include <optional>
@@ -101,7 +102,16 @@ void bind_tensor_class(nb::module_& m) {
              return t.item() != 0;
            })
       .def("__float__", [](const Tensor& t) { return t.item(); })
-      .def("__int__", [](const Tensor& t) { return static_cast<int64_t>(t.item()); })
+      // Integers exactly (item() goes through a double: 2**63 - 1 came back as -2**63); a
+      // float as Python's int(float) does: NaN and infinities raise, large values stay exact.
+      .def("__int__", [](const Tensor& t) -> nb::object {
+             KILN_CHECK(t.numel() == 1, "int(): only a one-element tensor converts, this is ", t.description());
+             if (t.dtype() == DType::i64 || t.dtype() == DType::i32 || t.dtype() == DType::u8)
+               return nb::int_(t.cpu().to(DType::i64).to_vector<int64_t>()[0]);
+             PyObject* i = PyLong_FromDouble(t.item());
+             if (i == nullptr) throw nb::python_error();
+             return nb::steal(i);
+           })
       .def_prop_ro("data_ptr", [](const Tensor& t) { return reinterpret_cast<uintptr_t>(t.raw_data()); },
                    "The address of the first element (to check that memory is shared).")
       .def_prop_rw("requires_grad", &Tensor::requires_grad,
@@ -175,7 +185,13 @@ void bind_factories(nb::module_& m) {
         }, arg("shape"), arg("value"), arg("dtype") = "float32", arg("device") = "cpu", Release(),
         "A tensor filled with `value`.");
   m.def("arange", [](int64_t n, double start, double step, const std::string& dt, const std::string& dev) {
-          return Tensor::arange(n, start, step, options(dt, dev));
+          // Values are made through doubles, exact for integers up to 2^53: past it an int64
+          // range would repeat and skip values ([2^53, 2^53, 2^53 + 2]); refused, as full does.
+          const TensorOptions opt = options(dt, dev);
+          KILN_CHECK(opt.dtype != DType::i64 || std::abs(start) + std::abs(step) * static_cast<double>(n) <= 0x1p53,
+                     "arange: an int64 range reaching past 2^53 (start ", start, ", step ", step, ", ", n,
+                     " values) is not exact through the doubles kiln makes it with");
+          return Tensor::arange(n, start, step, opt);
         }, arg("n"), arg("start") = 0.0, arg("step") = 1.0, arg("dtype") = "float32", arg("device") = "cpu",
         Release(), "1-d [start, start+step, ...) with n elements.");
   m.def("uniform", [](const std::vector<int64_t>& s, float lo, float hi, const std::string& dev) {

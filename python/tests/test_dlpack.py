@@ -289,3 +289,38 @@ def test_a_shared_tensor_alive_at_exit_is_released_not_leaked():
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
     assert "leaked" not in run.stderr, run.stderr
+
+
+def test_values_a_careless_caller_hands_over_are_refused_or_read_exactly():
+    # Found by review (2026-12-05): each was silently wrong before.
+    # int() of an integer tensor went through a double: 2**63 - 1 came back as -2**63.
+    for v in (2**63 - 1, 2**62 + 1, 2**53 + 1, -5):
+        assert int(kiln.from_dlpack(np.array([v], np.int64))) == v
+    assert int(kiln.full([1], -2.7)) == -2
+    with pytest.raises(ValueError):
+        int(kiln.full([1], float("nan")))
+    with pytest.raises(OverflowError):
+        int(kiln.full([1], float("inf")))
+    # A view at an odd byte offset was taken as a misaligned float*; now copied on request.
+    u = np.arange(65, dtype=np.uint8)[1:].view(np.float32)
+    with pytest.raises(kiln.Error, match="not aligned to its 4-byte elements"):
+        kiln.from_dlpack(u)
+    assert kiln.from_dlpack(u, copy_to_contiguous=True).tolist() == u.tolist()
+    # A read-only source is fine when a copy is asked for (it was refused as read-only).
+    b = np.broadcast_to(np.arange(3, dtype=np.float32), (2, 3))
+    assert kiln.from_dlpack(b, copy_to_contiguous=True).numpy().tolist() == b.tolist()
+    with pytest.raises(kiln.Error, match="read-only"):
+        kiln.from_dlpack(b)
+    # An int64 range past 2^53 repeated and skipped values.
+    with pytest.raises(kiln.Error, match="past 2\\^53"):
+        kiln.arange(4, start=2**53, dtype="int64")
+    assert kiln.arange(3, start=2**52, dtype="int64").numpy().tolist() == [2**52, 2**52 + 1, 2**52 + 2]
+
+
+@needs_torch
+def test_torch_views_with_a_lazy_negation_are_refused():
+    # torch 1.13's own DLPack export hands out the memory without the negation: [1, 2] for [-1, -2].
+    with pytest.raises(kiln.Error, match="negation is not applied"):
+        kiln.from_dlpack(torch._neg_view(torch.tensor([1.0, 2.0])))
+    t = kiln.from_dlpack(torch._neg_view(torch.tensor([1.0, 2.0])).resolve_neg())
+    assert t.tolist() == [-1.0, -2.0]
