@@ -2,9 +2,27 @@
 #pragma once
 
 #include "core/error.h"
+#include "core/op_params.h"
 #include "core/tensor.h"
 
 namespace kiln::checks {
+
+// A convolution's geometry: stride >= 1, padding >= 0 (checked by the op, and by Conv2d
+// when it is made, so a bad layer is named before the first forward).
+inline void conv_params(const char* op, const Conv2dParams& p) {
+  KILN_CHECK(p.stride_h >= 1 && p.stride_w >= 1 && p.pad_h >= 0 && p.pad_w >= 0, op, ": stride must be >= 1 and "
+             "padding >= 0, got stride ", p.stride_h, "x", p.stride_w, " padding ", p.pad_h, "x", p.pad_w);
+}
+
+// A max pool's geometry: kernel and stride >= 1, padding in [0, kernel/2].
+inline void pool_params(const char* op, const Pool2dParams& p) {
+  KILN_CHECK(p.kernel_h >= 1 && p.kernel_w >= 1 && p.stride_h >= 1 && p.stride_w >= 1, op,
+             ": kernel and stride must be >= 1, got kernel ", p.kernel_h, "x", p.kernel_w, " stride ", p.stride_h,
+             "x", p.stride_w);
+  KILN_CHECK(p.pad_h >= 0 && p.pad_w >= 0 && 2 * p.pad_h <= p.kernel_h && 2 * p.pad_w <= p.kernel_w, op,
+             ": padding must be in [0, kernel/2], got ", p.pad_h, "x", p.pad_w, " for kernel ", p.kernel_h, "x",
+             p.kernel_w);
+}
 
 inline void defined(const char* op, const char* what, const Tensor& t) {
   KILN_CHECK(t.defined(), op, ": ", what, " is an undefined tensor");

@@ -113,8 +113,7 @@ Tensor conv2d_output(const char* op, const Tensor& x, const Tensor& w, const Ten
              w.shape(), " expects ", w.dim(3), " (x is NHWC, w is OHWI)");
   KILN_CHECK(w.numel() > 0, op, ": weight w ", w.shape(), " is empty (no output channel, input channel or kernel "
              "tap); a convolution needs at least one of each");
-  KILN_CHECK(p.stride_h >= 1 && p.stride_w >= 1 && p.pad_h >= 0 && p.pad_w >= 0, op, ": stride must be >= 1 and "
-             "padding >= 0, got stride ", p.stride_h, "x", p.stride_w, " padding ", p.pad_h, "x", p.pad_w);
+  checks::conv_params(op, p);
   if (b.defined()) {
     checks::same_dtype(op, "input x", x, "bias b", b);
     checks::same_device(op, "input x", x, "bias b", b);
@@ -184,12 +183,7 @@ namespace {
 Tensor max_pool2d_output(const char* op, const Tensor& x, const Pool2dParams& p) {
   checks::float32_or_bf16(op, "input x", x);
   checks::rank(op, "input x", x, 4, "[N, H, W, C]");
-  KILN_CHECK(p.kernel_h >= 1 && p.kernel_w >= 1 && p.stride_h >= 1 && p.stride_w >= 1, op,
-             ": kernel and stride must be >= 1, got kernel ", p.kernel_h, "x", p.kernel_w, " stride ", p.stride_h,
-             "x", p.stride_w);
-  KILN_CHECK(p.pad_h >= 0 && p.pad_w >= 0 && 2 * p.pad_h <= p.kernel_h && 2 * p.pad_w <= p.kernel_w, op,
-             ": padding must be in [0, kernel/2], got ", p.pad_h, "x", p.pad_w, " for kernel ", p.kernel_h, "x",
-             p.kernel_w);
+  checks::pool_params(op, p);
   const int64_t oh = window_out_size(x.dim(1), p.kernel_h, p.stride_h, p.pad_h);
   const int64_t ow = window_out_size(x.dim(2), p.kernel_w, p.stride_w, p.pad_w);
   KILN_CHECK(oh >= 1 && ow >= 1, op, ": window ", p.kernel_h, "x", p.kernel_w, " does not fit input ", x.shape());

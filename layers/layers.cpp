@@ -1,5 +1,7 @@
 #include "layers/layers.h"
 
+#include "core/op_checks.h"
+
 namespace kiln {
 namespace {
 Tensor init_weight(Init init, const Shape& s, Generator& gen) {
@@ -60,7 +62,12 @@ Conv2d::Conv2d(std::string name, int64_t in, int64_t out, int64_t kernel, Conv2d
     : WeightLayer(std::move(name)), p_(p) {
   KILN_CHECK(in >= 1 && out >= 1 && kernel >= 1, "Conv2d ", this->name(), ": channels and kernel must be >= 1, got in ",
              in, " out ", out, " kernel ", kernel);
+  checks::conv_params(("Conv2d " + this->name()).c_str(), p);
   add_weights(init_weight(init, Shape{out, kernel, kernel, in}, gen), bias ? out : 0);
+}
+
+MaxPool2d::MaxPool2d(std::string name, Pool2dParams p) : Module(std::move(name)), p_(p) {
+  checks::pool_params(("MaxPool2d " + this->name()).c_str(), p);
 }
 
 Tensor Conv2d::forward(const Tensor& x) { return output(conv2d(input(x), compute_weight(), compute_bias(), p_)); }

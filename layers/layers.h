@@ -114,7 +114,7 @@ class ReLU final : public Module {
 class MaxPool2d final : public Module {
  public:
   // `p` is checked when it runs (core/ops.h max_pool2d), not here.
-  MaxPool2d(std::string name, Pool2dParams p) : Module(std::move(name)), p_(p) {}
+  MaxPool2d(std::string name, Pool2dParams p);
   // core/ops.h max_pool2d, where nothing fused it.
   Tensor forward(const Tensor& x) override { return max_pool2d(x, p_); }
   // Its window, for Sequential's fused conv-ReLU-pool.

@@ -64,8 +64,11 @@ bool Optimizer::updates(size_t i) const {
 
 // ---------------------------------------------------------------- SGD
 SGD::SGD(std::vector<ParameterRef> params, const SgdOptions& opt) : Optimizer(std::move(params), opt.lr), opt_(opt) {
-  KILN_CHECK(opt.momentum >= 0 && opt.weight_decay >= 0, "SGD: momentum and weight_decay must be >= 0, got ",
-             opt.momentum, ", ", opt.weight_decay);
+  // As a trainer's Phase: momentum 1 or more never forgets a gradient and diverges.
+  KILN_CHECK(std::isfinite(opt.momentum) && opt.momentum >= 0 && opt.momentum < 1 && std::isfinite(opt.weight_decay) &&
+                 opt.weight_decay >= 0,
+             "SGD: momentum must be in [0, 1) and weight_decay finite and >= 0, got ", opt.momentum, ", ",
+             opt.weight_decay);
   KILN_CHECK(!opt.nesterov || opt.momentum > 0, "SGD: Nesterov needs momentum > 0");
   // Pointers into state_ are taken after all are added: the vector may reallocate meanwhile.
   for (size_t i = 0; i < params_.size() && opt.momentum > 0; ++i) add_state(i, "momentum");

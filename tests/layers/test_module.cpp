@@ -329,3 +329,17 @@ TEST_CASE("layers built without a generator draw from the default one, as torch'
   CHECK(conv.weight().to_vector<float>() == conv_given.weight().to_vector<float>());
   CHECK(fc.has_bias());
 }
+
+TEST_CASE("layers and optimizers refuse bad geometry and hyper-parameters when made and name the layer",
+          "[module][errors]") {
+  // Found by review: Conv2d(stride=0) and MaxPool2d(kernel=0) were refused only at the first
+  // forward, and SGD(momentum=2) not at all (a trainer's Phase refuses it).
+  Generator g(1);
+  CHECK_THROWS_WITH(Conv2d("c1", 3, 4, 3, Conv2dParams{0, 0, 1, 1}, true, g),
+                    Catch::Contains("Conv2d c1: stride must be >= 1"));
+  CHECK_THROWS_WITH(Conv2d("c2", 3, 4, 3, Conv2dParams{1, 1, -1, -1}, true, g), Catch::Contains("padding >= 0"));
+  CHECK_THROWS_WITH(MaxPool2d("p", Pool2dParams{0, 0, 1, 1, 0, 0}), Catch::Contains("MaxPool2d p: kernel and stride"));
+  Linear l("l", 2, 2, true, g);
+  CHECK_THROWS_WITH(SGD(l, SgdOptions{.lr = 0.1f, .momentum = 2.0f}), Catch::Contains("momentum must be in [0, 1)"));
+  CHECK_NOTHROW(SGD(l, SgdOptions{.lr = 0.1f, .momentum = 0.9f}));
+}
