@@ -46,14 +46,21 @@ def train(data, model_dir, model, phases, **kw):
                       batch_size=2, image_size=32, seed=3, num_workers=2, checkpoint_every=2, **kw)
 
 
+def child_run(d, seed, template, **more):
+    """Writes the data set under d; returns the run folder and the child's code from template."""
+    rng = np.random.default_rng(seed)
+    write_folder(d, "train", STEPS_PER_EPOCH, rng)
+    write_folder(d, "val", 2, rng)
+    run = os.path.join(d, "run")
+    return run, lambda **now: template.format(here=os.path.dirname(os.path.abspath(__file__)),
+                                              train=os.path.join(d, "train"), val=os.path.join(d, "val"), run=run,
+                                              **more, **now)
+
+
 def test_ctrl_c_stops_training_and_the_checkpoint_resumes():
     with tempfile.TemporaryDirectory() as d:
-        rng = np.random.default_rng(1)
-        write_folder(d, "train", STEPS_PER_EPOCH, rng)
-        write_folder(d, "val", 2, rng)
-        run = os.path.join(d, "run")
-        code = CHILD.format(here=os.path.dirname(os.path.abspath(__file__)), train=os.path.join(d, "train"),
-                            val=os.path.join(d, "val"), run=run)
+        run, code_for = child_run(d, 1, CHILD)
+        code = code_for()
         # This process's thread count, so the child's steps match the resumed run's bit for bit.
         env = dict(os.environ, OMP_NUM_THREADS=str(kiln.get_num_threads()))
         child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -116,13 +123,9 @@ def test_interpreter_exit_with_a_run_in_a_daemon_thread_stops_it_cleanly():
     # (SIGSEGV in ~6 of 8 runs). Now atexit asks the run to stop after its step, as Ctrl-C
     # does, and waits for its checkpoint; the exit is clean and the run resumes.
     with tempfile.TemporaryDirectory() as d:
-        rng = np.random.default_rng(2)
-        write_folder(d, "train", STEPS_PER_EPOCH, rng)
-        write_folder(d, "val", 2, rng)
-        run = os.path.join(d, "run")
+        run, code_for = child_run(d, 2, DAEMON_CHILD)
         for delay in (0.0, 0.4, 0.8, 1.2):  # the crash depended on timing: four exits
-            code = DAEMON_CHILD.format(here=os.path.dirname(os.path.abspath(__file__)), train=os.path.join(d, "train"),
-                                       val=os.path.join(d, "val"), run=run, delay=delay)
+            code = code_for(delay=delay)
             shutil.rmtree(run, ignore_errors=True)
             child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
             assert child.returncode == 0, f"exit {child.returncode}\n{child.stdout}\n{child.stderr}"
