@@ -13,6 +13,7 @@
 
 #include "io/crc32c.h"
 #include "io/hdf5.h"
+#include "io/transforms.h"
 
 namespace fs = std::filesystem;
 
@@ -91,9 +92,9 @@ void check_meta(const CheckpointMeta& m, const std::string& where, const std::st
   auto in = [&](const char* what, int64_t v, int64_t lo, int64_t hi) {
     KILN_CHECK(v >= lo && v <= hi, where, ": ", what, " is ", v, ", expected ", lo, "..", hi, " (", why, ")");
   };
-  // Any crop the loader takes (io/loader.h caps it at 16384): vgg_finetune checks its own
+  // Any crop the loader takes (io/transforms.h kMaxImageSize): vgg_finetune checks its own
   // --image-size rule, and research code may train other sizes.
-  in("image_size", m.image_size, 1, 16384);
+  in("image_size", m.image_size, 1, kMaxImageSize);
   in("phase", m.phase, 1, 64);  // a trainer's phases (vgg_finetune has 2)
   for (const auto& [what, v] : {std::pair<const char*, int64_t>{"epochs_done", m.epochs_done},
                                 {"batches_done", m.batches_done}, {"global_step", m.global_step},

@@ -73,7 +73,7 @@ struct CheckpointMeta {
   std::string train_from;
   // The precision policy's name (train/precision.h); checkpoints written before it read "fp32".
   std::string precision = "fp32";
-  int64_t image_size = 224;  // the input crop, 1..16384 (save_checkpoint checks)
+  int64_t image_size = 224;  // the input crop, 1..kMaxImageSize (save_checkpoint checks)
   std::vector<std::string> classes;  // label i is classes[i]; at least one (save_checkpoint checks)
   InputConvention convention = InputConvention::unknown;  // in use; stored by name ("caffe_bgr")
   uint64_t seed = 0;         // the run's --seed (the loader's seed derives from it)

@@ -28,8 +28,8 @@ Loader::Loader(Dataset dataset, LoaderOptions options)
   KILN_CHECK(opt_.shard_count >= 1 && opt_.shard_rank >= 0 && opt_.shard_rank < opt_.shard_count, "Loader: shard ",
              opt_.shard_rank, " of ", opt_.shard_count, " is not a rank of the shard count");
   KILN_CHECK(opt_.prefetch_batches > 0, "Loader: prefetch_batches must be positive, got ", opt_.prefetch_batches);
-  KILN_CHECK(opt_.crop > 0 && opt_.resize_shorter >= 0, "Loader: crop ", opt_.crop, " must be positive and resize ",
-             opt_.resize_shorter, " non-negative");
+  KILN_CHECK(opt_.crop > 0 && opt_.crop <= kMaxImageSize && opt_.resize_shorter >= 0, "Loader: crop ", opt_.crop,
+             " must be in 1..", kMaxImageSize, " and resize ", opt_.resize_shorter, " non-negative");
   batches_per_epoch_ = epoch_batches(n, opt_);
   KILN_CHECK(batches_per_epoch_ > 0, "Loader: drop_last with batch_size ", opt_.batch_size, " > ", n,
              " samples leaves no batch");

@@ -13,6 +13,10 @@
 
 namespace kiln::io {
 
+// The largest input crop (image size) kiln takes: a 16384 x 16384 RGB crop is 3 GiB as
+// floats. The loader, checkpoints and single-image loading check against it.
+inline constexpr int64_t kMaxImageSize = 16384;
+
 // Resamples to width x height with PIL's BILINEAR filter (Image.resize in Pillow 9): a
 // triangle whose support grows with the shrink factor (antialiased when shrinking),
 // separable, horizontal pass first, 8-bit fixed-point coefficients with 22 fraction bits.

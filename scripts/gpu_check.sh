@@ -170,6 +170,13 @@
 #   script ships what exists when stopped by a signal and caps every run by DEADLINE.
 #   Run `bash scripts/gpu_pack.sh` at HEAD first: a pack older than HEAD runs old binaries.
 #   Predictions: docs/performance.md, 2026-12-04 (session 19).
+# - 2026-12-05 (sessions 20 and 21, no GPU), NOT yet run on a GPU: backward passes take a
+#   process-wide lock and gradient slots a short one (threads); the CUDA conv and GEMM plan
+#   caches and device allocators are never destroyed (a thread may run at exit); checkpoints
+#   record their weights file's digest; kiln_bench refuses --batch for suites that do not
+#   read it, an unknown --only row, and a --compare whose interpreter or torch is missing,
+#   before any timing (exit 2): every call below was checked against those rules, and the
+#   resume and stepgraph sections dry-ran here at HEAD (KILN_CHECK_DEVICE=cpu, bit-identical).
 set -uo pipefail
 PACK=${1:-.gpu}
 SHIP=${OUT:-}  # where results go back from (the device tool's $OUT); empty: keep them in the work folder

@@ -63,6 +63,8 @@ void image_to_input(const io::Image& img, int64_t image_size, io::InputConventio
 }
 
 Tensor image_tensor(const io::Image& img, int64_t image_size, io::InputConvention convention) {
+  KILN_CHECK(image_size >= 1 && image_size <= io::kMaxImageSize, "image size ", image_size, " is outside 1..",
+             io::kMaxImageSize, " (the input crop, in pixels a side)");
   std::vector<float> buf(static_cast<size_t>(image_size * image_size * 3));
   image_to_input(img, image_size, convention, buf.data());
   return Tensor::from_vector(buf, Shape{1, image_size, image_size, 3});

@@ -20,8 +20,8 @@ int int_var(const std::function<const char*(const char*)>& get, const char* name
   if (v == nullptr || *v == '\0') return -1;
   char* end = nullptr;
   const long x = std::strtol(v, &end, 10);
-  KILN_CHECK(end != nullptr && *end == '\0' && x >= 0 && x < (1 << 20), "launch: ", name, "='", v,
-             "' is not a non-negative integer");
+  KILN_CHECK(end != nullptr && *end == '\0' && x >= 0, "launch: ", name, "='", v, "' is not a non-negative integer");
+  KILN_CHECK(x < (1 << 20), "launch: ", name, "=", v, " is more than kiln takes (at most ", (1 << 20) - 1, ")");
   return static_cast<int>(x);
 }
 

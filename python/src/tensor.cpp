@@ -153,10 +153,13 @@ void bind_tensor_class(nb::module_& m) {
       .def(nb::self - float(), Release())
       .def(nb::self * float(), Release())
       .def(float() * nb::self, Release())
-      .def("__radd__", [](const Tensor& a, float s) { return add(a, s); }, Release())
+      // is_operator: another operand type gives NotImplemented, so Python's own TypeError
+      // ("unsupported operand type(s) for +: 'numpy.ndarray' and 'kiln.Tensor'"), not a
+      // list of nanobind signatures.
+      .def("__radd__", [](const Tensor& a, float s) { return add(a, s); }, nb::is_operator(), Release())
       // s - a and -a, exactly (a negation is exact in floating point); no division (kiln has no
       // elementwise divide: multiply by a reciprocal where its rounding is acceptable).
-      .def("__rsub__", [](const Tensor& a, float s) { return add(mul(a, -1.0f), s); }, Release())
+      .def("__rsub__", [](const Tensor& a, float s) { return add(mul(a, -1.0f), s); }, nb::is_operator(), Release())
       .def("__neg__", [](const Tensor& a) { return mul(a, -1.0f); }, Release());
 }
 

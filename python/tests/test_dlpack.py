@@ -5,6 +5,7 @@ import gc
 import os
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -315,6 +316,13 @@ def test_values_a_careless_caller_hands_over_are_refused_or_read_exactly():
     with pytest.raises(kiln.Error, match="past 2\\^53"):
         kiln.arange(4, start=2**53, dtype="int64")
     assert kiln.arange(3, start=2**52, dtype="int64").numpy().tolist() == [2**52, 2**52 + 1, 2**52 + 2]
+    # An image size past kiln's largest crop was a MemoryError (std::bad_alloc).
+    pil = pytest.importorskip("PIL.Image")
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "x.png")
+        pil.new("RGB", (8, 8)).save(path)
+        with pytest.raises(kiln.Error, match="image size 100000 is outside 1..16384"):
+            kiln.load_image(path, 100000)
 
 
 @needs_torch

@@ -35,6 +35,7 @@ check_error "size 0" "WORLD_SIZE=0: a run has one process or more" RANK=0 WORLD_
 check_error "rank beyond size" "RANK=2 is not below WORLD_SIZE=2" RANK=2 WORLD_SIZE=2 MASTER_ADDR=h MASTER_PORT=1
 check_error "no rendezvous" "no rendezvous is set" RANK=0 WORLD_SIZE=2
 check_error "bad port" "port in 1..65535" RANK=0 WORLD_SIZE=2 MASTER_ADDR=h MASTER_PORT=99999
+check_error "huge size" "WORLD_SIZE=99999999 is more than kiln takes" RANK=0 WORLD_SIZE=99999999
 check_error "torchrun's port" "KILN_RENDEZVOUS=tcp:n0:<free port>" RANK=0 WORLD_SIZE=2 MASTER_ADDR=n0 MASTER_PORT=29500 TORCHELASTIC_USE_AGENT_STORE=True
 check_error "bad timeout" "KILN_DIST_TIMEOUT='soon'" KILN_DIST_TIMEOUT=soon
 
