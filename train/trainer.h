@@ -95,7 +95,9 @@ struct BatchNormCalibration {
 // backbone and a linear probe then see what training-mode batch norm sees.
 BatchNormCalibration calibrate_batch_norm(Sequential& model, const io::Dataset& ds, io::LoaderOptions opt);
 
-// What a run is and where it writes.
+// What a run is and where it writes. A field that changes which collectives a data-parallel
+// rank runs, or what it computes, belongs in run_fingerprint (trainer.cpp) too: ranks that
+// differ there are refused at the start rather than exchanging each other's numbers.
 struct TrainerOptions {
   std::vector<Phase> phases;
   // The training loader (batch size, workers, seed, crops, convention, device, augment);
