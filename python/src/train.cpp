@@ -387,7 +387,15 @@ void bind_train(nb::module_& m) {
       .def_rw("weight_decay", &Phase::weight_decay, "L2 weight decay on weights (not biases).")
       .def_prop_rw("linear_probe", [](const Phase& p) { return p.head_init == HeadInit::linear_probe; },
                    [](Phase& p, bool on) { p.head_init = on ? HeadInit::linear_probe : HeadInit::as_is; },
-                   "Whether the head is fitted by ridge regression on its input features when the phase starts.");
+                   "Whether the head is fitted by ridge regression on its input features when the phase starts.")
+      // The constructor's call as it would be written (it was <kiln.Phase object at 0x...>).
+      .def("__repr__", [](const Phase& p) {
+        const auto py = [](nb::handle h) { return std::string(nb::repr(h).c_str()); };
+        std::string r = "kiln.Phase(" + py(nb::str(p.name.c_str())) + ", train=" + py(nb::cast(p.train_patterns)) +
+                        ", lr=" + py(nb::float_(p.lr)) + ", epochs=" + std::to_string(p.epochs) +
+                        ", momentum=" + py(nb::float_(p.momentum)) + ", weight_decay=" + py(nb::float_(p.weight_decay));
+        return r + (p.head_init == HeadInit::linear_probe ? ", linear_probe=True)" : ")");
+      });
   m.def("train",
         [](Sequential& model, const std::string& arch, std::vector<Phase> phases, const std::filesystem::path& train_dir,
            const std::filesystem::path& val_dir, const std::filesystem::path& model_dir, int64_t batch_size,

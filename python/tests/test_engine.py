@@ -236,3 +236,12 @@ def test_build_model_from_weights_draws_only_what_the_file_lacks():
         adapted = kiln.build_model("vgg11", num_classes=2, image_size=64, seed=8, weights=big)
         assert adapted.parameters()["vgg11/fc6/weight"].shape == (4096, 25088)
         assert adapted(kiln.zeros([1, 64, 64, 3])).shape == (1, 2)
+
+
+def test_a_phase_reprs_as_the_call_that_makes_it():
+    p = kiln.Phase("fc8 only", train=["vgg16/fc8/"], lr=1e-3, epochs=10, weight_decay=5e-4, linear_probe=True)
+    assert repr(p) == ("kiln.Phase('fc8 only', train=['vgg16/fc8/'], lr=0.001, epochs=10, momentum=0.0, "
+                       "weight_decay=0.0005, linear_probe=True)")
+    q = eval(repr(p), {"kiln": kiln})
+    assert (q.name, q.train, q.lr, q.epochs, q.weight_decay, q.linear_probe) == (
+        p.name, p.train, p.lr, p.epochs, p.weight_decay, p.linear_probe)
