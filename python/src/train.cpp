@@ -43,7 +43,7 @@ RunningTrains& running_trains() {
   return r;
 }
 
-// Counts one kiln.train while it runs, the GIL released.
+// Counts one kiln.train while it runs.
 struct TrainInFlight {
   TrainInFlight() {
     const std::lock_guard<std::mutex> lock(running_trains().mu);
@@ -245,9 +245,13 @@ nb::dict train(Sequential& model, const std::string& arch, std::vector<Phase> ph
   };
   TrainResult r;
   std::optional<io::CheckpointInfo> resume;
+  // Counted from here to the return, with the GIL held at both ends: an exit waiting for this
+  // run (stop_trains_at_exit) goes on only once this thread has the GIL back. Counted inside
+  // the release, the exit could finalize first, and CPython ends a daemon thread that then
+  // asks for the GIL with pthread_exit, whose unwinding through kiln's frames aborts.
+  const TrainInFlight in_flight;
   {
     nb::gil_scoped_release release;
-    const TrainInFlight in_flight;
     // The Trainer checks the model against the data first; the resume then loads weights.
     Trainer trainer(model, spec, train_ds, val_ds, std::move(t), std::move(hooks));
     resume = resume_point(model, spec, a, train_ds.classes, built);
