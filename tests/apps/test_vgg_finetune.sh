@@ -238,32 +238,33 @@ rm -rf "$W/na"
 # around '=' are read; a line that is no 'key = value', a key twice, a value cut off, or a seed
 # the checkpoint was not trained with are refused naming the file; without config.txt the
 # checkpoint's own values are taken; classes.txt reordered is named as what changed.
-config_case() {  # config_case NAME EDIT...: a copy of run b, edited by the command EDIT
+# config_case NAME EDIT PATTERN SAYS: a copy of run b, edited by the command EDIT, resumed; its
+# output must match the grep pattern PATTERN (checked as "ok SAYS", else "FAIL NAME").
+config_case() {
   rm -rf "$W/cf" && cp -r "$W/b" "$W/cf" && (cd "$W/cf" && eval "$2")
   "$B" train --data-dir "$W/data" --model-dir "$W/cf" --device cpu > "$W/cf.log" 2>&1
+  if grep -q -- "$3" "$W/cf.log"; then ok "$4"; else bad "$1"; cat "$W/cf.log"; fi
 }
-config_case crlf "sed -i 's/\$/\r/' config.txt classes.txt; sed -i 's/^batch = 4/batch=4  /' config.txt" &&
-  grep -q "^nothing left to train" "$W/cf.log" && ok "config.txt and classes.txt with CR LF endings and 'batch=4  ' read" ||
-  { bad "CR LF config"; cat "$W/cf.log"; }
-config_case garbage "echo garbage >> config.txt"
-grep -q "error: $W/cf/config.txt, line [0-9]*: 'garbage' is not 'key = value'" "$W/cf.log" &&
-  ok "a config.txt line that is no 'key = value' refused with its line" || { bad "garbage line"; cat "$W/cf.log"; }
-config_case twice "echo 'phase2-epochs = 5' >> config.txt"
-grep -q "line [0-9]*: 'phase2-epochs' is given a second time" "$W/cf.log" && ok "a key given twice in config.txt refused" ||
-  { bad "key twice"; cat "$W/cf.log"; }
-config_case cut "sed -i 's/^seed = .*/seed = /' config.txt"
-grep -q "error: $W/cf/config.txt: 'seed' has no value (cut short, or edited?)" "$W/cf.log" &&
-  ok "a recipe value cut off in config.txt refused" || { bad "value cut off"; cat "$W/cf.log"; }
-config_case seed "sed -i 's/^seed = 7/seed = 8/' config.txt"
-grep -q -- "--seed is 8, the checkpoint ckpt-[0-9]*.state.h5 was trained with 7 (config.txt changed since it was written?)" \
-  "$W/cf.log" && ok "a seed edited in config.txt refused against the checkpoint's" || { bad "edited seed"; cat "$W/cf.log"; }
-config_case gone "rm config.txt"
-grep -q "with its recipe ($W/cf/ckpt-[0-9]*.state.h5): --image-size 32 --seed 7 --batch 4" "$W/cf.log" &&
-  grep -q "its config.txt is missing" "$W/cf.log" && ok "without config.txt the checkpoint's values are taken, the rest refused" ||
-  { bad "config.txt gone"; cat "$W/cf.log"; }
-config_case classes "printf 'c1\nc0\n' > classes.txt"
-grep -q "classes.txt lists (c1, c0), the training folder has (c0, c1); its checkpoints were trained on the training folder's" \
-  "$W/cf.log" && ok "classes.txt reordered is named as what changed" || { bad "classes.txt reordered"; cat "$W/cf.log"; }
+config_case "CR LF config" "sed -i 's/\$/\r/' config.txt classes.txt; sed -i 's/^batch = 4/batch=4  /' config.txt" \
+  "^nothing left to train" "config.txt and classes.txt with CR LF endings and 'batch=4  ' read"
+config_case "garbage line" "echo garbage >> config.txt" \
+  "error: $W/cf/config.txt, line [0-9]*: 'garbage' is not 'key = value'" \
+  "a config.txt line that is no 'key = value' refused with its line"
+config_case "key twice" "echo 'phase2-epochs = 5' >> config.txt" "line [0-9]*: 'phase2-epochs' is given a second time" \
+  "a key given twice in config.txt refused"
+config_case "value cut off" "sed -i 's/^seed = .*/seed = /' config.txt" \
+  "error: $W/cf/config.txt: 'seed' has no value (cut short, or edited?)" "a recipe value cut off in config.txt refused"
+config_case "edited seed" "sed -i 's/^seed = 7/seed = 8/' config.txt" \
+  "--seed is 8, the checkpoint ckpt-[0-9]*.state.h5 was trained with 7 (config.txt changed since it was written?)" \
+  "a seed edited in config.txt refused against the checkpoint's"
+config_case "config.txt gone" "rm config.txt" \
+  "with its recipe ($W/cf/ckpt-[0-9]*.state.h5): --image-size 32 --seed 7 --batch 4" \
+  "without config.txt the checkpoint's values are taken"
+grep -q "its config.txt is missing" "$W/cf.log" && ok "without config.txt the rest is refused" ||
+  { bad "config.txt gone: not refused"; cat "$W/cf.log"; }
+config_case "classes.txt reordered" "printf 'c1\nc0\n' > classes.txt" \
+  "classes.txt lists (c1, c0), the training folder has (c0, c1); its checkpoints were trained on the training folder's" \
+  "classes.txt reordered is named as what changed"
 rm -rf "$W/cf"
 
 # 6c. Mistakes a newcomer makes (found by reviewing the app from a fresh clone): each refused
