@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <numeric>
 
+#include "core/op_checks.h"
+
 namespace kiln::check {
 namespace {
 
@@ -376,6 +378,79 @@ void append_bf16_cases(std::vector<OpCase>& cases) {
   }
 }
 
+// Values of magnitude in [lo, hi] with random signs: divisors kept off zero, where 1/b's
+// curvature would swamp a finite difference.
+Tensor magnitude_between(Generator& g, Shape s, float lo, float hi) {
+  std::vector<float> v = Tensor::uniform(s, lo, hi, g).to_vector<float>();
+  const std::vector<float> sign = Tensor::uniform(s, -1.0f, 1.0f, g).to_vector<float>();
+  for (size_t i = 0; i < v.size(); ++i) v[i] = sign[i] < 0 ? -v[i] : v[i];
+  return Tensor::from_vector(v, s);
+}
+
+// A case resizing its input to `shape` (sum_to or broadcast_to); the reference gets the
+// shape as params rank, d0, d1, ...
+OpCase resize_case(const std::string& name, const std::string& op, Tensor x, const Shape& shape) {
+  const bool sums = op == "sum_to";
+  OpCase k = simple(name, op, {std::move(x)}, {true},
+                    [sums, shape](const std::vector<Tensor>& in) {
+                      return sums ? sum_to(in[0], shape) : broadcast_to(in[0], shape);
+                    },
+                    sums ? kRtolReduction : kRtolElementwise);  // broadcast_to's gradient is a sum
+  k.params["rank"] = static_cast<double>(shape.rank());
+  for (int64_t d = 0; d < shape.rank(); ++d) k.params["d" + std::to_string(d)] = static_cast<double>(shape[d]);
+  // A sum adds each input element once; a repeat writes the output and computes nothing.
+  set_streaming_cost(k, sums ? 1 : 0, shape.numel());
+  return k;
+}
+
+// A binary op on operands of different shapes (or a 0-d one), with its broadcast's cost:
+// one operation per output element, each operand read once, the output written once.
+OpCase broadcast_case(const std::string& name, const std::string& op, Tensor a, Tensor b, double rtol) {
+  const int64_t out = checks::broadcast_shape(op.c_str(), a.shape(), b.shape()).numel();
+  OpCase k = simple(name, op, {std::move(a), std::move(b)}, {true, true},
+                    [op](const std::vector<Tensor>& in) {
+                      return op == "add" ? add(in[0], in[1])
+                             : op == "sub" ? sub(in[0], in[1])
+                             : op == "mul" ? mul(in[0], in[1])
+                                           : div(in[0], in[1]);
+                    },
+                    rtol);
+  k.flops = static_cast<double>(out);
+  k.bytes = input_bytes(k) + 4.0 * static_cast<double>(out);
+  return k;
+}
+
+// Division, broadcasting (each binary op, a 0-d operand, both operands broadcast), sum_to
+// and broadcast_to, on a generator of their own so that the cases above keep their inputs.
+void append_broadcast_cases(std::vector<OpCase>& cases) {
+  Generator g(20261205);
+  cases.push_back(broadcast_case("div/tensor", "div", randn(g, {3, 4}), magnitude_between(g, {3, 4}, 0.5f, 1.5f),
+                                 kRtolElementwise));
+  {
+    OpCase k = simple("div/scalar", "div_scalar", {randn(g, {2, 5})}, {true},
+                      [](const std::vector<Tensor>& in) { return div(in[0], -1.75f); }, kRtolElementwise);
+    k.params = {{"s", -1.75}};
+    set_streaming_cost(k, 1, 10);
+    cases.push_back(k);
+  }
+  cases.push_back(broadcast_case("add/broadcast_channels", "add", randn(g, {2, 3, 4, 5}), randn(g, {5}),
+                                 kRtolElementwise));
+  cases.push_back(broadcast_case("sub/broadcast_both", "sub", randn(g, {3, 1, 4}), randn(g, {2, 1}),
+                                 kRtolElementwise));
+  cases.push_back(broadcast_case("mul/broadcast_rows", "mul", randn(g, {4, 5}), randn(g, {4, 1}), kRtolElementwise));
+  cases.push_back(broadcast_case("div/broadcast_leading", "div", randn(g, {2, 3}),
+                                 magnitude_between(g, {1, 1, 3}, 0.5f, 1.5f), kRtolElementwise));
+  cases.push_back(broadcast_case("add/scalar_tensor", "add", randn(g, {3, 4}), randn(g, {}), kRtolElementwise));
+  cases.push_back(resize_case("sum_to/channels", "sum_to", randn(g, {2, 3, 4, 5}), Shape{5}));
+  cases.push_back(resize_case("sum_to/keep_middle", "sum_to", randn(g, {3, 4, 5}), Shape{4, 1}));
+  cases.push_back(resize_case("sum_to/keep_leading", "sum_to", randn(g, {3, 4, 5}), Shape{3, 1, 1}));
+  cases.push_back(resize_case("sum_to/all", "sum_to", randn(g, {2, 3}), Shape{}));
+  cases.push_back(resize_case("broadcast_to/rows_and_leading", "broadcast_to", randn(g, {4, 1}), Shape{3, 4, 5}));
+  cases.push_back(
+      bf16_variant(broadcast_case("add/broadcast_channels", "add", randn(g, {2, 3, 4, 5}), randn(g, {5}), 0), kRtolBf16));
+  cases.push_back(bf16_variant(resize_case("sum_to/channels", "sum_to", randn(g, {2, 3, 4, 5}), Shape{5}), kRtolBf16));
+}
+
 }  // namespace
 
 std::vector<OpCase> all_op_cases() {
@@ -416,6 +491,7 @@ std::vector<OpCase> all_op_cases() {
   cases.push_back(batch_norm_case(g, "eval_single_pixel_1x1x1x3", 1, 1, 1, 3, false, true, 0.1f));
   append_math_cases(g, cases);
   append_bf16_cases(cases);
+  append_broadcast_cases(cases);
   return cases;
 }
 

@@ -113,10 +113,18 @@ class Backend {
   virtual void fill_uniform(Tensor& t, PhiloxState s, float lo, float hi) = 0;
   virtual void fill_normal(Tensor& t, PhiloxState s, float mean, float std) = 0;
 
-  // out = a (op) b, same shapes, float32.
+  // out = a (op) b; a and b have out's shape or broadcast to it (NumPy's rules, checked by
+  // core: kernels/common/broadcast.h); float32 or bfloat16, all three alike.
   virtual void binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) = 0;
   // out = a (op) s.
   virtual void binary_scalar(BinaryOp op, const Tensor& a, float s, Tensor& out) = 0;
+  // out = x summed over the dimensions along which out broadcasts to x (out's shape, padded
+  // on the left with 1s, has 1 or x's extent in each): a broadcast operand's gradient. In
+  // double, in kernels/common/broadcast.h's order (sum_to_element), so every backend gives
+  // the same bits whatever its thread count.
+  virtual void sum_to(const Tensor& x, Tensor& out) = 0;
+  // out = x repeated along the dimensions along which it broadcasts to out's shape.
+  virtual void broadcast_to(const Tensor& x, Tensor& out) = 0;
   // y = max(x, 0).
   virtual void relu(const Tensor& x, Tensor& y) = 0;
   // dx = dy where y > 0, else 0.

@@ -1,6 +1,9 @@
 // Argument checks shared by the op files; every message names the op and what it got.
 #pragma once
 
+#include <algorithm>
+#include <vector>
+
 #include "core/error.h"
 #include "core/op_params.h"
 #include "core/tensor.h"
@@ -69,6 +72,33 @@ inline void same_device(const char* op, const char* what_a, const Tensor& a, con
 
 inline void same_shape(const char* op, const Tensor& a, const Tensor& b) {
   KILN_CHECK(a.shape() == b.shape(), op, ": shapes differ: ", a.shape(), " vs ", b.shape());
+}
+
+// Whether `from` repeats to `to` unchanged otherwise: aligned from the right, each of from's
+// extents is to's or 1, and from has no more dimensions.
+inline bool broadcasts_to(const Shape& from, const Shape& to) {
+  if (from.rank() > to.rank()) return false;
+  for (int64_t i = 1; i <= from.rank(); ++i)
+    if (from[-i] != 1 && from[-i] != to[-i]) return false;
+  return true;
+}
+
+// The shape a and b broadcast to, by NumPy's and PyTorch's rule: dimensions aligned from
+// the right, each pair equal or one of them 1 (a missing one counts as 1); at most
+// kMaxBroadcastRank dimensions.
+inline Shape broadcast_shape(const char* op, const Shape& a, const Shape& b) {
+  const int64_t rank = std::max(a.rank(), b.rank());
+  KILN_CHECK(rank <= kMaxBroadcastRank, op, ": ", a, " and ", b, " have more than ", kMaxBroadcastRank,
+             " dimensions, more than kiln broadcasts; reshape them first");
+  std::vector<int64_t> dims(static_cast<size_t>(rank));
+  for (int64_t i = 1; i <= rank; ++i) {
+    const int64_t da = i <= a.rank() ? a[-i] : 1, db = i <= b.rank() ? b[-i] : 1;
+    KILN_CHECK(da == db || da == 1 || db == 1, op, ": shapes ", a, " and ", b, " do not broadcast: dimension ", -i,
+               " is ", da, " against ", db, " (aligned from the right, each pair of extents must be equal or one "
+               "of them 1)");
+    dims[static_cast<size_t>(rank - i)] = da == 1 ? db : da;
+  }
+  return Shape(std::move(dims));
 }
 
 }  // namespace kiln::checks

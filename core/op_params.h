@@ -41,6 +41,10 @@ struct AdamOptions {
 };
 
 // Elementwise binary ops.
-enum class BinaryOp : uint8_t { add, sub, mul };
+enum class BinaryOp : uint8_t { add, sub, mul, div };
+
+// The most dimensions an elementwise op's broadcast may have (kernels/common/broadcast.h
+// passes a plan of this size to a GPU kernel by value).
+constexpr int kMaxBroadcastRank = 8;
 
 }  // namespace kiln

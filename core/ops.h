@@ -90,21 +90,35 @@ Tensor softmax(const Tensor& x);
 // Log-softmax over the last dimension, any rank >= 1.
 Tensor log_softmax(const Tensor& x);
 
-// Elementwise on equal shapes.
+// Elementwise, float32 or bfloat16. Shapes broadcast as in NumPy and PyTorch (aligned from
+// the right, each pair of extents equal or one of them 1): [N, H, W, C] + [C] adds per
+// channel, and a broadcast operand's gradient is summed back to its shape.
 Tensor add(const Tensor& a, const Tensor& b);
 Tensor sub(const Tensor& a, const Tensor& b);
 Tensor mul(const Tensor& a, const Tensor& b);
+// IEEE division (correctly rounded, as a / b in C++): x / 0 is +-inf, 0 / 0 NaN.
+Tensor div(const Tensor& a, const Tensor& b);
 // With a scalar.
 Tensor add(const Tensor& a, float s);
 Tensor sub(const Tensor& a, float s);
 Tensor mul(const Tensor& a, float s);
+// a / s, divided (not multiplied by 1 / s, which rounds twice).
+Tensor div(const Tensor& a, float s);
 inline Tensor operator+(const Tensor& a, const Tensor& b) { return add(a, b); }
 inline Tensor operator-(const Tensor& a, const Tensor& b) { return sub(a, b); }
 inline Tensor operator*(const Tensor& a, const Tensor& b) { return mul(a, b); }
+inline Tensor operator/(const Tensor& a, const Tensor& b) { return div(a, b); }
 inline Tensor operator+(const Tensor& a, float s) { return add(a, s); }
 inline Tensor operator-(const Tensor& a, float s) { return sub(a, s); }
 inline Tensor operator*(const Tensor& a, float s) { return mul(a, s); }
+inline Tensor operator/(const Tensor& a, float s) { return div(a, s); }
 inline Tensor operator*(float s, const Tensor& a) { return mul(a, s); }
+// x summed down to `shape`, of which x's shape is a broadcast (torch's sum_to_size): each
+// element the sum, in double, of those that broadcast from it. x itself when shapes match.
+Tensor sum_to(const Tensor& x, const Shape& shape);
+// x repeated up to `shape`, a broadcast of x's (torch's expand, as a copy). x itself when
+// shapes match.
+Tensor broadcast_to(const Tensor& x, const Shape& shape);
 
 // Sum of all elements -> scalar [].
 Tensor sum(const Tensor& x);

@@ -15,37 +15,62 @@ const char* binary_name(BinaryOp op) {
     case BinaryOp::add: return "add";
     case BinaryOp::sub: return "sub";
     case BinaryOp::mul: return "mul";
+    case BinaryOp::div: return "div";
   }
   return "?";
+}
+
+// g summed down to `shape` (the gradient of an operand broadcast to g's shape); g itself
+// when it has that shape already.
+Tensor reduce_to(const Tensor& g, const Shape& shape) {
+  if (g.shape() == shape) return g;
+  Tensor out = Tensor::empty(shape, like(g));
+  backend_for(g.device()).sum_to(g, out);
+  return out;
+}
+
+// op(x, y) on the backend into a new tensor of `shape` (x and y broadcast to it).
+Tensor apply_binary(BinaryOp op, const Tensor& x, const Tensor& y, const Shape& shape) {
+  Tensor out = Tensor::empty(shape, like(x));
+  backend_for(x.device()).binary(op, x, y, out);
+  return out;
+}
+
+// -t, exactly (a negation rounds nothing).
+Tensor negated(const Tensor& t) {
+  Tensor out = Tensor::empty(t.shape(), like(t));
+  backend_for(t.device()).binary_scalar(BinaryOp::mul, t, -1.0f, out);
+  return out;
 }
 
 struct BinaryNode final : Node {
   explicit BinaryNode(BinaryOp op) : Node(binary_name(op)), op(op) {}
   BinaryOp op;
-  SavedTensor a, b;  // mul only, and only the one the other's gradient needs
+  Shape a_shape, b_shape;  // the operands' shapes: a broadcast one's gradient is summed back
+  SavedTensor a, b;        // mul and div only, and only what the gradients asked for need
   std::vector<Tensor> apply(const Tensor& g) override {
-    Backend& be = backend_for(g.device());
     Tensor ga, gb;
+    const bool want_a = next[0].needed(), want_b = next[1].needed();
     switch (op) {
       case BinaryOp::add:
-        if (next[0].needed()) ga = g;
-        if (next[1].needed()) gb = g;
+        if (want_a) ga = reduce_to(g, a_shape);
+        if (want_b) gb = reduce_to(g, b_shape);
         break;
       case BinaryOp::sub:
-        if (next[0].needed()) ga = g;
-        if (next[1].needed()) {
-          gb = Tensor::empty(g.shape(), like(g));
-          be.binary_scalar(BinaryOp::mul, g, -1.0f, gb);
-        }
+        if (want_a) ga = reduce_to(g, a_shape);
+        if (want_b) gb = negated(reduce_to(g, b_shape));
         break;
       case BinaryOp::mul:
-        if (next[0].needed()) {
-          ga = Tensor::empty(g.shape(), like(g));
-          be.binary(BinaryOp::mul, g, b.get(), ga);
-        }
-        if (next[1].needed()) {
-          gb = Tensor::empty(g.shape(), like(g));
-          be.binary(BinaryOp::mul, g, a.get(), gb);
+        if (want_a) ga = reduce_to(apply_binary(BinaryOp::mul, g, b.get(), g.shape()), a_shape);
+        if (want_b) gb = reduce_to(apply_binary(BinaryOp::mul, g, a.get(), g.shape()), b_shape);
+        break;
+      case BinaryOp::div:
+        // PyTorch's formulas: d/da = g / b, d/db = -g * a / (b * b).
+        if (want_a) ga = reduce_to(apply_binary(BinaryOp::div, g, b.get(), g.shape()), a_shape);
+        if (want_b) {
+          const Tensor ga_b = apply_binary(BinaryOp::mul, g, a.get(), g.shape());
+          const Tensor bb = apply_binary(BinaryOp::mul, b.get(), b.get(), b_shape);
+          gb = negated(reduce_to(apply_binary(BinaryOp::div, ga_b, bb, g.shape()), b_shape));
         }
         break;
     }
@@ -63,14 +88,19 @@ Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b) {
   checks::float32_or_bf16(name, "b", b);
   checks::same_dtype(name, "a", a, "b", b);
   checks::same_device(name, "a", a, "b", b);
-  checks::same_shape(name, a, b);
-  Tensor out = Tensor::empty(a.shape(), like(a));
+  const Shape shape = a.shape() == b.shape() ? a.shape() : checks::broadcast_shape(name, a.shape(), b.shape());
+  Tensor out = Tensor::empty(shape, like(a));
   backend_for(a.device()).binary(op, a, b, out);
   if (autograd::needs_grad({&a, &b})) {
     auto node = std::make_shared<BinaryNode>(op);
+    node->a_shape = a.shape();
+    node->b_shape = b.shape();
     if (op == BinaryOp::mul) {
       if (b.requires_grad()) node->a = a.detach();
       if (a.requires_grad()) node->b = b.detach();
+    } else if (op == BinaryOp::div) {
+      if (b.requires_grad()) node->a = a.detach();
+      node->b = b.detach();
     }
     node->next = {autograd::edge_for(a), autograd::edge_for(b)};
     autograd::set_history(out, node);
@@ -83,9 +113,9 @@ struct ScalarNode final : Node {
   BinaryOp op;
   float s;
   std::vector<Tensor> apply(const Tensor& g) override {
-    if (op != BinaryOp::mul) return {g};
+    if (op != BinaryOp::mul && op != BinaryOp::div) return {g};
     Tensor ga = Tensor::empty(g.shape(), like(g));
-    backend_for(g.device()).binary_scalar(BinaryOp::mul, g, s, ga);
+    backend_for(g.device()).binary_scalar(op, g, s, ga);  // g * s, or g / s
     return {ga};
   }
 };
@@ -102,14 +132,55 @@ Tensor binary_scalar(BinaryOp op, const Tensor& a, float s) {
   return out;
 }
 
+// The backward of sum_to (repeat the gradient up) and of broadcast_to (sum it down).
+struct BroadcastNode final : Node {
+  BroadcastNode(bool sums, Shape x_shape) : Node(sums ? "sum_to" : "broadcast_to"), sums(sums), x_shape(x_shape) {}
+  bool sums;
+  Shape x_shape;
+  std::vector<Tensor> apply(const Tensor& g) override {
+    if (!sums) return {reduce_to(g, x_shape)};
+    Tensor gx = Tensor::empty(x_shape, like(g));
+    backend_for(g.device()).broadcast_to(g, gx);
+    return {gx};
+  }
+};
+
+// sum_to (sums) or broadcast_to of x to `shape`.
+Tensor resize_by_broadcast(const Tensor& x, const Shape& shape, bool sums) {
+  const char* name = sums ? "sum_to" : "broadcast_to";
+  checks::float32_or_bf16(name, "input x", x);
+  const Shape& big = sums ? x.shape() : shape;  // the one the other repeats to
+  const Shape& small = sums ? shape : x.shape();
+  KILN_CHECK(checks::broadcasts_to(small, big), name, ": ", sums ? "x's shape " : "shape ", big,
+             " is not a broadcast of ", sums ? "shape " : "x's shape ", small, " (aligned from the right, each of ",
+             small, "'s extents must be ", big, "'s or 1)");
+  KILN_CHECK(big.rank() <= kMaxBroadcastRank, name, ": ", big, " has more than ", kMaxBroadcastRank,
+             " dimensions, more than kiln broadcasts; reshape it first");
+  if (shape == x.shape()) return x;
+  Tensor out = Tensor::empty(shape, like(x));
+  Backend& be = backend_for(x.device());
+  if (sums) be.sum_to(x, out);
+  else be.broadcast_to(x, out);
+  if (autograd::needs_grad({&x})) {
+    auto node = std::make_shared<BroadcastNode>(sums, x.shape());
+    node->next = {autograd::edge_for(x)};
+    autograd::set_history(out, node);
+  }
+  return out;
+}
+
 }  // namespace
 
 Tensor add(const Tensor& a, const Tensor& b) { return binary(BinaryOp::add, a, b); }
 Tensor sub(const Tensor& a, const Tensor& b) { return binary(BinaryOp::sub, a, b); }
 Tensor mul(const Tensor& a, const Tensor& b) { return binary(BinaryOp::mul, a, b); }
+Tensor div(const Tensor& a, const Tensor& b) { return binary(BinaryOp::div, a, b); }
 Tensor add(const Tensor& a, float s) { return binary_scalar(BinaryOp::add, a, s); }
 Tensor sub(const Tensor& a, float s) { return binary_scalar(BinaryOp::sub, a, s); }
 Tensor mul(const Tensor& a, float s) { return binary_scalar(BinaryOp::mul, a, s); }
+Tensor div(const Tensor& a, float s) { return binary_scalar(BinaryOp::div, a, s); }
+Tensor sum_to(const Tensor& x, const Shape& shape) { return resize_by_broadcast(x, shape, true); }
+Tensor broadcast_to(const Tensor& x, const Shape& shape) { return resize_by_broadcast(x, shape, false); }
 
 // ---------------------------------------------------------------- sum / mean
 namespace {

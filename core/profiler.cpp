@@ -86,6 +86,12 @@ class ProfilingBackend final : public Backend {
   void binary_scalar(BinaryOp o, const Tensor& a, float s, Tensor& out) override {
     op("binary_scalar", a, [&] { in()->binary_scalar(o, a, s, out); });
   }
+  void sum_to(const Tensor& x, Tensor& out) override {
+    op("sum_to", x, [&] { in()->sum_to(x, out); });
+  }
+  void broadcast_to(const Tensor& x, Tensor& out) override {
+    op("broadcast_to", out, [&] { in()->broadcast_to(x, out); });
+  }
   void relu(const Tensor& x, Tensor& y) override { op("relu", x, [&] { in()->relu(x, y); }); }
   void relu_backward(const Tensor& y, const Tensor& dy, Tensor& dx) override {
     op("relu_backward", dy, [&] { in()->relu_backward(y, dy, dx); });

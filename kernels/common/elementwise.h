@@ -14,6 +14,7 @@ KILN_HD float binary_apply(BinaryOp op, float a, float b) {
     case BinaryOp::add: return a + b;
     case BinaryOp::sub: return a - b;
     case BinaryOp::mul: return a * b;
+    case BinaryOp::div: return a / b;  // IEEE division on both (no reciprocal, no fast math)
   }
   return 0.0f;
 }

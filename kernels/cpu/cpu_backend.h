@@ -6,6 +6,9 @@
 
 namespace kiln::cpu {
 
+// out = a (op) b where a or b broadcasts to out (kernels/cpu/cpu_broadcast.cpp).
+void binary_broadcast(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out);
+
 // Implements Backend on the host.
 class CpuBackend : public Backend {
  public:
@@ -21,6 +24,8 @@ class CpuBackend : public Backend {
   void fill_normal(Tensor& t, PhiloxState s, float mean, float std) override;
   void binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) override;
   void binary_scalar(BinaryOp op, const Tensor& a, float s, Tensor& out) override;
+  void sum_to(const Tensor& x, Tensor& out) override;
+  void broadcast_to(const Tensor& x, Tensor& out) override;
   void relu(const Tensor& x, Tensor& y) override;
   void relu_backward(const Tensor& y, const Tensor& dy, Tensor& dx) override;
   void dropout(const Tensor& x, float keep, PhiloxState s, Tensor& y) override;

@@ -108,6 +108,7 @@ void binary_typed(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) {
     case BinaryOp::add: return binary_loop<BinaryOp::add>(pa, pb, po, n);
     case BinaryOp::sub: return binary_loop<BinaryOp::sub>(pa, pb, po, n);
     case BinaryOp::mul: return binary_loop<BinaryOp::mul>(pa, pb, po, n);
+    case BinaryOp::div: return binary_loop<BinaryOp::div>(pa, pb, po, n);
   }
 }
 
@@ -120,12 +121,14 @@ void binary_scalar_typed(BinaryOp op, const Tensor& a, float s, Tensor& out) {
     case BinaryOp::add: return binary_scalar_loop<BinaryOp::add>(pa, s, po, n);
     case BinaryOp::sub: return binary_scalar_loop<BinaryOp::sub>(pa, s, po, n);
     case BinaryOp::mul: return binary_scalar_loop<BinaryOp::mul>(pa, s, po, n);
+    case BinaryOp::div: return binary_scalar_loop<BinaryOp::div>(pa, s, po, n);
   }
 }
 
 }  // namespace
 
 void CpuBackend::binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) {
+  if (a.shape() != out.shape() || b.shape() != out.shape()) return binary_broadcast(op, a, b, out);
   if (out.dtype() == DType::bf16) return binary_typed<BFloat16>(op, a, b, out);
   binary_typed<float>(op, a, b, out);
 }

@@ -40,6 +40,8 @@ class CudaBackend final : public Backend {
   void fill_normal(Tensor& t, PhiloxState s, float mean, float std) override;
   void binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) override;
   void binary_scalar(BinaryOp op, const Tensor& a, float s, Tensor& out) override;
+  void sum_to(const Tensor& x, Tensor& out) override;
+  void broadcast_to(const Tensor& x, Tensor& out) override;
   void relu(const Tensor& x, Tensor& y) override;
   void relu_backward(const Tensor& y, const Tensor& dy, Tensor& dx) override;
   void dropout(const Tensor& x, float keep, PhiloxState s, Tensor& y) override;

@@ -5,6 +5,7 @@
 #include <type_traits>
 
 #include "core/philox.h"
+#include "kernels/common/broadcast.h"
 #include "kernels/common/convert.h"
 #include "kernels/common/elementwise.h"
 #include "kernels/common/pack.h"
@@ -80,6 +81,46 @@ template <typename T>
 __global__ void binary_kernel(BinaryOp op, const T* a, const T* b, T* out, int64_t n) {
   for (int64_t i = global_thread(); i < n; i += grid_threads())
     out[i] = T(common::binary_apply(op, static_cast<float>(a[i]), static_cast<float>(b[i])));
+}
+
+// out = a (op) b with a or b broadcast (kernels/common/broadcast.h): one output element per
+// thread, its operands' offsets from the plan.
+template <typename T>
+__global__ void binary_broadcast_kernel(BinaryOp op, common::BroadcastPlan<2> p, const T* a, const T* b, T* out,
+                                        int64_t n) {
+  for (int64_t i = global_thread(); i < n; i += grid_threads()) {
+    int64_t off[2];
+    common::broadcast_offsets(p, i, off);
+    out[i] = T(common::binary_apply(op, static_cast<float>(a[off[0]]), static_cast<float>(b[off[1]])));
+  }
+}
+
+// out = x repeated to out's shape: one output element per thread.
+template <typename T>
+__global__ void broadcast_to_kernel(common::BroadcastPlan<1> p, const T* x, T* out, int64_t n) {
+  for (int64_t i = global_thread(); i < n; i += grid_threads()) {
+    int64_t off[1];
+    common::broadcast_offsets(p, i, off);
+    out[i] = x[off[0]];
+  }
+}
+
+// The dimensions a sum_to plan keeps, passed by value to its kernel.
+struct KeptDims {
+  int d[kMaxBroadcastRank];
+  int n;
+};
+
+// out[j] = sum_to_element(j): one output element per thread, in the CPU backend's order, so
+// both give the same bits. Where out keeps x's innermost dimension, neighbouring threads
+// read neighbouring elements.
+template <typename T>
+__global__ void sum_to_kernel(common::BroadcastPlan<2> p, KeptDims kept, const T* x, T* out, int64_t n) {
+  for (int64_t j = global_thread(); j < n; j += grid_threads()) {
+    const double s = common::sum_to_element(p, kept.d, kept.n, j,
+                                            [x](int64_t o) { return static_cast<double>(static_cast<float>(x[o])); });
+    out[j] = from_double<T>(s);
+  }
 }
 
 template <typename T>
@@ -323,15 +364,66 @@ void CudaBackend::fill_normal(Tensor& t, PhiloxState s, float mean, float std) {
 
 // ---------------------------------------------------------------- per-element math
 
+namespace {
+
+void binary_broadcast(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out, cudaStream_t stream) {
+  const common::BroadcastPlan<2> p = common::broadcast_plan<2>(out, {&a, &b});
+  const int64_t n = out.numel();
+  for_float_or_bf16(out.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    binary_broadcast_kernel<T><<<elementwise_blocks(n, kThreads), kThreads, 0, stream>>>(op, p, a.data<T>(),
+                                                                                       b.data<T>(), out.data<T>(), n);
+    KILN_CUDA_CHECK_LAUNCH();
+  });
+}
+
+}  // namespace
+
 // float32 or bfloat16 (core checked that a, b and out share the dtype).
 void CudaBackend::binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) {
   OpScope scope("binary", out.device().index);
   const int64_t n = out.numel();
-  if (n > 0) {
+  if (n > 0 && (a.shape() != out.shape() || b.shape() != out.shape())) {
+    binary_broadcast(op, a, b, out, scope.stream());
+  } else if (n > 0) {
     for_float_or_bf16(out.dtype(), [&](auto tag) {
       using T = decltype(tag);
       binary_kernel<T><<<elementwise_blocks(n, kThreads), kThreads, 0, scope.stream()>>>(op, a.data<T>(), b.data<T>(),
                                                                                        out.data<T>(), n);
+      KILN_CUDA_CHECK_LAUNCH();
+    });
+  }
+  scope.done();
+}
+
+void CudaBackend::sum_to(const Tensor& x, Tensor& out) {
+  OpScope scope("sum_to", out.device().index);
+  const int64_t n = out.numel();
+  if (x.numel() == 0) {
+    fill(out, 0.0);
+  } else if (n > 0) {
+    const common::BroadcastPlan<2> p = common::broadcast_plan<2>(x, {&x, &out});
+    KeptDims kept{};
+    kept.n = common::kept_dims(p, kept.d);
+    for_float_or_bf16(out.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      sum_to_kernel<T><<<elementwise_blocks(n, kThreads), kThreads, 0, scope.stream()>>>(p, kept, x.data<T>(),
+                                                                                       out.data<T>(), n);
+      KILN_CUDA_CHECK_LAUNCH();
+    });
+  }
+  scope.done();
+}
+
+void CudaBackend::broadcast_to(const Tensor& x, Tensor& out) {
+  OpScope scope("broadcast_to", out.device().index);
+  const int64_t n = out.numel();
+  if (n > 0) {
+    const common::BroadcastPlan<1> p = common::broadcast_plan<1>(out, {&x});
+    for_float_or_bf16(out.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      broadcast_to_kernel<T><<<elementwise_blocks(n, kThreads), kThreads, 0, scope.stream()>>>(p, x.data<T>(),
+                                                                                             out.data<T>(), n);
       KILN_CUDA_CHECK_LAUNCH();
     });
   }

@@ -65,14 +65,19 @@ def run_op(op, p, x, extras):
         return torch.softmax(x[0], -1)
     if op == "log_softmax":
         return torch.log_softmax(x[0], -1)
-    if op in ("add", "sub", "mul"):
-        return {"add": torch.add, "sub": torch.sub, "mul": torch.mul}[op](x[0], x[1])
+    if op in ("add", "sub", "mul", "div"):
+        return {"add": torch.add, "sub": torch.sub, "mul": torch.mul, "div": torch.div}[op](x[0], x[1])
+    if op in ("sum_to", "broadcast_to"):
+        shape = [int(p[f"d{i}"]) for i in range(int(p["rank"]))]
+        return x[0].sum_to_size(shape) if op == "sum_to" else x[0].expand(shape)
     if op == "add_scalar":
         return x[0] + p["s"]
     if op == "sub_scalar":
         return x[0] - p["s"]
     if op == "mul_scalar":
         return x[0] * p["s"]
+    if op == "div_scalar":
+        return x[0] / p["s"]
     if op == "sum":
         return x[0].sum()
     if op == "mean":

@@ -1,0 +1,141 @@
+// Broadcast indexing shared by the CPU and CUDA backends: the elementwise ops on operands of
+// different shapes (NumPy's rules, checked in core), the sum of a gradient back down to an
+// operand's shape, and a tensor repeated up to another's. One plan describes all three: the
+// output's extents and, per operand, its stride in each (0 along a broadcast dimension).
+// Dimensions are collapsed first (size-1 ones dropped, neighbours that step alike merged),
+// so [N, H, W, C] + [C] runs as [N*H*W, C] with strides (C, 1) and (0, 1).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "core/hd.h"
+#include "core/op_params.h"
+
+namespace kiln::common {
+
+// Output extents (outermost first) and each operand's element stride in them.
+template <int Operands>
+struct BroadcastPlan {
+  int rank = 0;                      // 0: a single element
+  int64_t dims[kMaxBroadcastRank] = {};
+  int64_t stride[Operands][kMaxBroadcastRank] = {};
+};
+
+// The plan for extents `out` over operands whose extents, left-padded with 1s, are out's or
+// 1 in each dimension, out's rank at most kMaxBroadcastRank (core checked both).
+template <int Operands>
+BroadcastPlan<Operands> broadcast_plan(const std::vector<int64_t>& out,
+                                       const std::vector<int64_t>* const (&operands)[Operands]) {
+  const int full = static_cast<int>(out.size());
+  // Each operand's contiguous strides, aligned to out's dimensions, 0 where it broadcasts.
+  std::vector<int64_t> stride[Operands];
+  for (int k = 0; k < Operands; ++k) {
+    const std::vector<int64_t>& d = *operands[k];
+    stride[k].assign(static_cast<size_t>(full), 0);
+    int64_t step = 1;
+    for (int i = full - 1, j = static_cast<int>(d.size()) - 1; i >= 0 && j >= 0; --i, --j) {
+      if (d[static_cast<size_t>(j)] != 1) stride[k][static_cast<size_t>(i)] = step;
+      step *= d[static_cast<size_t>(j)];
+    }
+  }
+  BroadcastPlan<Operands> p;
+  for (int i = 0; i < full; ++i) {
+    const int64_t n = out[static_cast<size_t>(i)];
+    if (n == 1) continue;  // no index runs along it
+    bool merges = p.rank > 0;
+    for (int k = 0; k < Operands && merges; ++k)
+      merges = stride[k][static_cast<size_t>(i)] * n == p.stride[k][p.rank - 1];
+    if (merges) {
+      p.dims[p.rank - 1] *= n;
+      for (int k = 0; k < Operands; ++k) p.stride[k][p.rank - 1] = stride[k][static_cast<size_t>(i)];
+      continue;
+    }
+    p.dims[p.rank] = n;
+    for (int k = 0; k < Operands; ++k) p.stride[k][p.rank] = stride[k][static_cast<size_t>(i)];
+    ++p.rank;
+  }
+  return p;
+}
+
+// The plan for tensors (kiln::Tensor; this header does not include it): out's extents and
+// the operands'.
+template <int Operands, typename Tensor>
+BroadcastPlan<Operands> broadcast_plan(const Tensor& out, const Tensor* const (&operands)[Operands]) {
+  const std::vector<int64_t>* dims[Operands];
+  for (int k = 0; k < Operands; ++k) dims[k] = &operands[k]->shape().dims();
+  return broadcast_plan<Operands>(out.shape().dims(), dims);
+}
+
+// The offsets of output element i (row-major over the plan's dims) in each operand.
+template <int Operands>
+KILN_HD void broadcast_offsets(const BroadcastPlan<Operands>& p, int64_t i, int64_t (&off)[Operands]) {
+  for (int k = 0; k < Operands; ++k) off[k] = 0;
+  for (int d = p.rank - 1; d >= 0; --d) {
+    const int64_t q = i / p.dims[d];
+    const int64_t r = i - q * p.dims[d];
+    for (int k = 0; k < Operands; ++k) off[k] += r * p.stride[k][d];
+    i = q;
+  }
+}
+
+// The extent of the innermost collapsed dimension (1 for a single element): the run that
+// the CPU loops over with constant strides.
+template <int Operands>
+KILN_HD int64_t inner_extent(const BroadcastPlan<Operands>& p) {
+  return p.rank == 0 ? 1 : p.dims[p.rank - 1];
+}
+
+// The dimensions of a sum_to plan (below) that out keeps (its stride != 0), outermost first,
+// into `kept`; returns how many.
+inline int kept_dims(const BroadcastPlan<2>& p, int (&kept)[kMaxBroadcastRank]) {
+  int n = 0;
+  for (int d = 0; d < p.rank; ++d)
+    if (p.stride[1][d] != 0) kept[n++] = d;
+  return n;
+}
+
+// sum_to's order, which both backends keep so that they give the same bits: output element
+// j sums, in double from 0, x's elements that broadcast from it in x's row-major order;
+// where x's innermost (collapsed) dimension is summed too, each run along it is summed
+// first, from 0, and the run's sum added. Plan: over x's extents, operand 0 x, operand 1
+// out. `kept` lists the plan dimensions out has (out stride != 0), outermost first; load(o)
+// reads x's element o as a double.
+template <typename Load>
+KILN_HD double sum_to_element(const BroadcastPlan<2>& p, const int* kept, int n_kept, int64_t j, Load load) {
+  // j over the kept dimensions (out is contiguous in them, in this order) gives x's base.
+  int64_t base = 0;
+  for (int k = n_kept - 1; k >= 0; --k) {
+    const int d = kept[k];
+    const int64_t q = j / p.dims[d];
+    base += (j - q * p.dims[d]) * p.stride[0][d];
+    j = q;
+  }
+  const bool inner_summed = p.rank > 0 && p.stride[1][p.rank - 1] == 0;
+  const int64_t inner = inner_summed ? p.dims[p.rank - 1] : 1;
+  const int64_t inner_step = inner_summed ? p.stride[0][p.rank - 1] : 0;
+  // The summed dimensions outside the innermost run, counted in row-major order.
+  int64_t count = 1;
+  for (int d = 0; d < p.rank - (inner_summed ? 1 : 0); ++d)
+    if (p.stride[1][d] == 0) count *= p.dims[d];
+  double acc = 0;
+  for (int64_t m = 0; m < count; ++m) {
+    int64_t off = base, rest = m;
+    for (int d = p.rank - (inner_summed ? 2 : 1); d >= 0; --d) {
+      if (p.stride[1][d] != 0) continue;
+      const int64_t q = rest / p.dims[d];
+      off += (rest - q * p.dims[d]) * p.stride[0][d];
+      rest = q;
+    }
+    if (!inner_summed) {
+      acc += load(off);
+      continue;
+    }
+    double run = 0;
+    for (int64_t k = 0; k < inner; ++k) run += load(off + k * inner_step);
+    acc += run;
+  }
+  return acc;
+}
+
+}  // namespace kiln::common

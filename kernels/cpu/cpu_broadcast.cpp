@@ -1,0 +1,163 @@
+// CPU launchers for broadcasting (kernels/common/broadcast.h): elementwise ops on operands of
+// different shapes, a tensor summed down to a broadcast operand's shape, and one repeated up.
+// Each walks the plan's rows (every dimension but the innermost) in parallel and runs the
+// innermost dimension with constant strides, 0 or 1, known at compile time so it vectorises.
+#include <omp.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "kernels/common/broadcast.h"
+#include "kernels/common/elementwise.h"
+#include "kernels/cpu/cpu_backend.h"
+#include "kernels/cpu/cpu_elements.h"
+
+namespace kiln::cpu {
+namespace {
+
+// Loops run on more threads from this many elements on (as the same-shape loops).
+constexpr int64_t kParallelFrom = 65536;
+
+// The plan's rows: the product of every extent but the innermost.
+template <int Operands>
+int64_t rows_of(const common::BroadcastPlan<Operands>& p) {
+  int64_t n = 1;
+  for (int d = 0; d + 1 < p.rank; ++d) n *= p.dims[d];
+  return n;
+}
+
+// One row of out = a (Op) b; SA, SB: the operands' steps along it (0 or 1).
+template <BinaryOp Op, int SA, int SB, typename R>
+KILN_CPU_CLONES void binary_row(const R* a, const R* b, R* o, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) o[i] = from_f32<R>(common::binary_apply(Op, to_f32(a[i * SA]), to_f32(b[i * SB])));
+}
+
+template <BinaryOp Op, typename T>
+void binary_rows(const common::BroadcastPlan<2>& p, const T* a, const T* b, T* out) {
+  using R = raw_t<T>;
+  const int64_t inner = common::inner_extent(p), n_rows = rows_of(p);
+  const int64_t sa = p.rank == 0 ? 0 : p.stride[0][p.rank - 1], sb = p.rank == 0 ? 0 : p.stride[1][p.rank - 1];
+#pragma omp parallel for schedule(static) if (n_rows * inner > kParallelFrom && n_rows > 1)
+  for (int64_t r = 0; r < n_rows; ++r) {
+    int64_t off[2];
+    common::broadcast_offsets(p, r * inner, off);
+    const R* pa = raw(a) + off[0];
+    const R* pb = raw(b) + off[1];
+    R* po = raw(out) + r * inner;
+    if (sa == 1 && sb == 1) binary_row<Op, 1, 1>(pa, pb, po, inner);
+    else if (sa == 1) binary_row<Op, 1, 0>(pa, pb, po, inner);
+    else if (sb == 1) binary_row<Op, 0, 1>(pa, pb, po, inner);
+    else binary_row<Op, 0, 0>(pa, pb, po, inner);
+  }
+}
+
+template <typename T>
+void binary_broadcast_typed(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) {
+  const common::BroadcastPlan<2> p = common::broadcast_plan<2>(out, {&a, &b});
+  const T* pa = a.data<T>();
+  const T* pb = b.data<T>();
+  T* po = out.data<T>();
+  switch (op) {
+    case BinaryOp::add: return binary_rows<BinaryOp::add>(p, pa, pb, po);
+    case BinaryOp::sub: return binary_rows<BinaryOp::sub>(p, pa, pb, po);
+    case BinaryOp::mul: return binary_rows<BinaryOp::mul>(p, pa, pb, po);
+    case BinaryOp::div: return binary_rows<BinaryOp::div>(p, pa, pb, po);
+  }
+}
+
+// Adds row `x` into the double accumulators `acc` element by element (out keeps x's
+// innermost dimension).
+template <typename R>
+KILN_CPU_CLONES void accumulate_row(const R* x, double* acc, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) acc[i] += static_cast<double>(to_f32(x[i]));
+}
+
+// The sum of row `x` in double, from 0, in order (sum_to_element's run).
+template <typename R>
+double row_sum(const R* x, int64_t n) {
+  double s = 0;
+  for (int64_t i = 0; i < n; ++i) s += static_cast<double>(to_f32(x[i]));
+  return s;
+}
+
+// sum_to in kernels/common/broadcast.h's order, rows walked in x's order: where out keeps
+// the innermost dimension, each thread takes a block of its columns through every row;
+// where it is summed too, the rows' runs are summed in parallel and added in row order.
+template <typename T>
+void sum_to_typed(const Tensor& x, Tensor& out) {
+  using R = raw_t<T>;
+  const common::BroadcastPlan<2> p = common::broadcast_plan<2>(x, {&x, &out});
+  const int64_t inner = common::inner_extent(p), n_rows = rows_of(p);
+  const bool inner_kept = p.rank > 0 && p.stride[1][p.rank - 1] != 0;
+  const R* px = raw(x.data<T>());
+  std::vector<double> acc(static_cast<size_t>(out.numel()), 0.0);
+  const auto row_out = [&](int64_t r) {
+    int64_t off[2];
+    common::broadcast_offsets(p, r * inner, off);
+    return off[1];
+  };
+  if (inner_kept) {
+    // A block per thread, 64 to 512 columns (whole cache lines of accumulators): a sum down
+    // to 512 channels in one 512-column block ran on one thread.
+    const int64_t threads = omp_get_max_threads();
+    const int64_t width = std::clamp<int64_t>(((inner + threads - 1) / threads + 15) & ~int64_t{15}, 64, 512);
+    const int64_t blocks = (inner + width - 1) / width;
+#pragma omp parallel for schedule(static) if (x.numel() > kParallelFrom && blocks > 1)
+    for (int64_t blk = 0; blk < blocks; ++blk) {
+      const int64_t c0 = blk * width, n = std::min(inner - c0, width);
+      for (int64_t r = 0; r < n_rows; ++r) accumulate_row(px + r * inner + c0, acc.data() + row_out(r) + c0, n);
+    }
+  } else {
+    std::vector<double> runs(static_cast<size_t>(n_rows));
+#pragma omp parallel for schedule(static) if (x.numel() > kParallelFrom && n_rows > 1)
+    for (int64_t r = 0; r < n_rows; ++r) runs[static_cast<size_t>(r)] = row_sum(px + r * inner, inner);
+    for (int64_t r = 0; r < n_rows; ++r) acc[static_cast<size_t>(row_out(r))] += runs[static_cast<size_t>(r)];
+  }
+  R* po = raw(out.data<T>());
+  for (size_t j = 0; j < acc.size(); ++j) po[j] = from_f32<R>(static_cast<float>(acc[j]));
+}
+
+// One row of a repeat: out[i] = x[i * S].
+template <int S, typename R>
+KILN_CPU_CLONES void repeat_row(const R* x, R* o, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) o[i] = x[i * S];
+}
+
+template <typename T>
+void broadcast_to_typed(const Tensor& x, Tensor& out) {
+  using R = raw_t<T>;
+  const common::BroadcastPlan<1> p = common::broadcast_plan<1>(out, {&x});
+  const int64_t inner = common::inner_extent(p), n_rows = rows_of(p);
+  const bool step = p.rank > 0 && p.stride[0][p.rank - 1] != 0;
+  const R* px = raw(x.data<T>());
+  R* po = raw(out.data<T>());
+#pragma omp parallel for schedule(static) if (out.numel() > kParallelFrom && n_rows > 1)
+  for (int64_t r = 0; r < n_rows; ++r) {
+    int64_t off[1];
+    common::broadcast_offsets(p, r * inner, off);
+    if (step) repeat_row<1>(px + off[0], po + r * inner, inner);
+    else repeat_row<0>(px + off[0], po + r * inner, inner);
+  }
+}
+
+}  // namespace
+
+void binary_broadcast(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) {
+  if (out.numel() == 0) return;
+  if (out.dtype() == DType::bf16) return binary_broadcast_typed<BFloat16>(op, a, b, out);
+  binary_broadcast_typed<float>(op, a, b, out);
+}
+
+void CpuBackend::sum_to(const Tensor& x, Tensor& out) {
+  if (x.numel() == 0) return fill(out, 0.0);
+  if (x.dtype() == DType::bf16) return sum_to_typed<BFloat16>(x, out);
+  sum_to_typed<float>(x, out);
+}
+
+void CpuBackend::broadcast_to(const Tensor& x, Tensor& out) {
+  if (out.numel() == 0) return;
+  if (x.dtype() == DType::bf16) return broadcast_to_typed<BFloat16>(x, out);
+  broadcast_to_typed<float>(x, out);
+}
+
+}  // namespace kiln::cpu

@@ -1,0 +1,143 @@
+// Broadcasting and division beyond the op table's small cases: shapes large enough for the
+// CPU's threaded and blocked paths, sum_to's order against the function the GPU runs
+// (kernels/common/broadcast.h), IEEE division, the messages for shapes that do not
+// broadcast, and the GPU against the CPU bit for bit.
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <limits>
+
+#include "core/backend.h"
+#include "kernels/common/broadcast.h"
+#include "tests/support/gpu.h"
+
+using namespace kiln;
+
+namespace {
+
+// What the GPU's sum_to kernel computes for every output element, run here on the host.
+std::vector<float> sum_to_by_element(const Tensor& x, const Shape& shape) {
+  const Tensor out = Tensor::empty(shape);
+  const common::BroadcastPlan<2> p = common::broadcast_plan<2>(x, {&x, &out});
+  int kept[kMaxBroadcastRank];
+  const int n_kept = common::kept_dims(p, kept);
+  const std::vector<float> xv = x.to(DType::f32).to_vector<float>();
+  std::vector<float> r(static_cast<size_t>(shape.numel()));
+  for (int64_t j = 0; j < shape.numel(); ++j)
+    r[static_cast<size_t>(j)] = static_cast<float>(common::sum_to_element(
+        p, kept, n_kept, j, [&](int64_t o) { return static_cast<double>(xv[static_cast<size_t>(o)]); }));
+  return r;
+}
+
+// Shapes and what they sum to: out keeping the innermost dimension (two column blocks of the
+// CPU's), summing it, three alternating groups, a middle one kept, and everything.
+const std::vector<std::pair<Shape, Shape>> kSums = {
+    {Shape{300, 700}, Shape{700}},          {Shape{700, 300}, Shape{700, 1}}, {Shape{5, 40, 6, 50}, Shape{40, 1, 50}},
+    {Shape{8, 9, 10}, Shape{1, 9, 1}},      {Shape{2, 3}, Shape{}},           {Shape{64, 7, 7, 130}, Shape{130}},
+    {Shape{1, 33, 1, 5}, Shape{33, 1, 5}}};
+
+}  // namespace
+
+TEST_CASE("sum_to on the CPU adds in the order the GPU's kernel does, bit for bit", "[broadcast]") {
+  Generator g(11);
+  for (const DType dt : {DType::f32, DType::bf16}) {
+    for (const auto& [big, small] : kSums) {
+      INFO(big << " -> " << small << " in " << dtype_name(dt));
+      const Tensor x = Tensor::normal(big, 0.0f, 1.0f, g).to(dt);
+      const Tensor s = sum_to(x, small);
+      REQUIRE(s.shape() == small);
+      std::vector<float> want = sum_to_by_element(x, small);
+      if (dt == DType::bf16)  // the kernel's result, rounded to bf16 as the store does
+        want = Tensor::from_vector(want, small).to(DType::bf16).to(DType::f32).to_vector<float>();
+      REQUIRE(s.to(DType::f32).to_vector<float>() == want);
+    }
+  }
+}
+
+TEST_CASE("broadcast ops equal the same op on operands repeated to full size, bit for bit", "[broadcast]") {
+  Generator g(12);
+  const std::vector<std::pair<Shape, Shape>> pairs = {
+      {Shape{64, 7, 7, 130}, Shape{130}}, {Shape{33, 1, 257}, Shape{1, 65, 1}}, {Shape{1}, Shape{9, 300, 40}},
+      {Shape{}, Shape{70000}}, {Shape{5, 1, 3, 1, 7}, Shape{4, 1, 6, 1}}};
+  for (const DType dt : {DType::f32, DType::bf16}) {
+    for (const auto& [sa, sb] : pairs) {
+      INFO(sa << " and " << sb << " in " << dtype_name(dt));
+      const Tensor a = Tensor::normal(sa, 0.0f, 1.0f, g).to(dt);
+      const Tensor b = Tensor::uniform(sb, 0.5f, 2.0f, g).to(dt);
+      const Tensor ab = add(a, b);
+      const Shape full = ab.shape();
+      const Tensor fa = broadcast_to(a, full), fb = broadcast_to(b, full);
+      REQUIRE(fa.shape() == full);
+      CHECK(ab.to(DType::f32).to_vector<float>() == add(fa, fb).to(DType::f32).to_vector<float>());
+      CHECK(sub(a, b).to(DType::f32).to_vector<float>() == sub(fa, fb).to(DType::f32).to_vector<float>());
+      CHECK(mul(b, a).to(DType::f32).to_vector<float>() == mul(fb, fa).to(DType::f32).to_vector<float>());
+      CHECK(div(a, b).to(DType::f32).to_vector<float>() == div(fa, fb).to(DType::f32).to_vector<float>());
+    }
+  }
+}
+
+TEST_CASE("div rounds correctly and follows IEEE at zero", "[broadcast]") {
+  Generator g(13);
+  const Tensor a = Tensor::normal(Shape{4096}, 0.0f, 3.0f, g), b = Tensor::normal(Shape{4096}, 0.0f, 0.5f, g);
+  const std::vector<float> q = div(a, b).to_vector<float>(), av = a.to_vector<float>(), bv = b.to_vector<float>();
+  // A double quotient rounded to float is the correctly rounded float quotient (53 >= 2 * 24 + 2 bits).
+  for (size_t i = 0; i < q.size(); ++i) REQUIRE(q[i] == static_cast<float>(double(av[i]) / double(bv[i])));
+  const std::vector<float> s = div(a, 3.0f).to_vector<float>();
+  for (size_t i = 0; i < s.size(); ++i) REQUIRE(s[i] == static_cast<float>(double(av[i]) / 3.0));
+  const std::vector<float> z = div(Tensor::from_vector(std::vector<float>{1, -1, 0}, Shape{3}), Tensor::zeros(Shape{1}))
+                                   .to_vector<float>();
+  CHECK(z[0] == std::numeric_limits<float>::infinity());
+  CHECK(z[1] == -std::numeric_limits<float>::infinity());
+  CHECK(std::isnan(z[2]));
+}
+
+TEST_CASE("a broadcast operand's gradient is summed back to its shape", "[broadcast][autograd]") {
+  // y = x * w + b per channel; dL/dw = sum over pixels of x * g, dL/db = sum of g.
+  Generator g(14);
+  Tensor x = Tensor::normal(Shape{2, 3, 3, 4}, 0.0f, 1.0f, g);
+  Tensor w = Tensor::normal(Shape{4}, 0.0f, 1.0f, g), b = Tensor::normal(Shape{4}, 0.0f, 1.0f, g);
+  w.set_requires_grad(true);
+  b.set_requires_grad(true);
+  Tensor y = add(mul(x, w), b);
+  REQUIRE(y.shape() == Shape{2, 3, 3, 4});
+  sum(y).backward();
+  const std::vector<float> xv = x.to_vector<float>();
+  std::vector<double> dw(4, 0.0);
+  for (size_t i = 0; i < xv.size(); ++i) dw[i % 4] += xv[i];
+  const std::vector<float> gw = w.grad().to_vector<float>(), gb = b.grad().to_vector<float>();
+  for (size_t c = 0; c < 4; ++c) {
+    CHECK(gw[c] == Approx(dw[c]).epsilon(1e-6));
+    CHECK(gb[c] == 18.0f);
+  }
+}
+
+TEST_CASE("shapes that do not broadcast are refused, naming both and the dimension", "[broadcast][errors]") {
+  const Tensor a = Tensor::zeros(Shape{2, 3}), b = Tensor::zeros(Shape{4});
+  CHECK_THROWS_WITH(add(a, b), Catch::Contains("add: shapes [2, 3] and [4] do not broadcast: dimension -1 is 3 "
+                                               "against 4"));
+  CHECK_THROWS_WITH(div(b, a), Catch::Contains("div: shapes [4] and [2, 3]"));
+  CHECK_THROWS_WITH(sum_to(a, Shape{2}), Catch::Contains("sum_to: x's shape [2, 3] is not a broadcast of shape [2]"));
+  CHECK_THROWS_WITH(sum_to(b, Shape{2, 4}), Catch::Contains("is not a broadcast of"));
+  CHECK_THROWS_WITH(broadcast_to(a, Shape{3, 3}), Catch::Contains("broadcast_to: shape [3, 3] is not a broadcast of "
+                                                                  "x's shape [2, 3]"));
+  const Tensor deep = Tensor::zeros(Shape{1, 1, 1, 1, 1, 1, 1, 1, 2});
+  CHECK_THROWS_WITH(add(deep, Tensor::zeros(Shape{2})), Catch::Contains("more than 8 dimensions"));
+  CHECK_THROWS_WITH(add(a, Tensor::zeros(Shape{2, 3}, TensorOptions{DType::bf16})),
+                    Catch::Contains("add: a is float32 but b is bfloat16"));
+}
+
+TEST_CASE("broadcast ops, sum_to and broadcast_to on the GPU equal the CPU's bit for bit", "[cuda][broadcast]") {
+  KILN_SKIP_WITHOUT_GPU();
+  Generator g(15);
+  for (const DType dt : {DType::f32, DType::bf16}) {
+    for (const auto& [big, small] : kSums) {
+      INFO(big << " -> " << small << " in " << dtype_name(dt));
+      const Tensor x = Tensor::normal(big, 0.0f, 1.0f, g).to(dt), y = Tensor::normal(small, 0.0f, 1.0f, g).to(dt);
+      const Tensor xg = x.to(Device::cuda()), yg = y.to(Device::cuda());
+      const auto host = [](const Tensor& t) { return t.to(Device::cpu()).to(DType::f32).to_vector<float>(); };
+      CHECK(host(sum_to(xg, small)) == host(sum_to(x, small)));
+      CHECK(host(broadcast_to(yg, big)) == host(broadcast_to(y, big)));
+      CHECK(host(add(xg, yg)) == host(add(x, y)));
+      CHECK(host(div(yg, xg)) == host(div(y, x)));
+    }
+  }
+}
