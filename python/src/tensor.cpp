@@ -149,17 +149,22 @@ void bind_tensor_class(nb::module_& m) {
       .def(nb::self + nb::self, Release())
       .def(nb::self - nb::self, Release())
       .def(nb::self * nb::self, Release())
+      .def(nb::self / nb::self, Release())
       .def(nb::self + float(), Release())
       .def(nb::self - float(), Release())
       .def(nb::self * float(), Release())
+      .def(nb::self / float(), Release())
       .def(float() * nb::self, Release())
       // is_operator: another operand type gives NotImplemented, so Python's own TypeError
       // ("unsupported operand type(s) for +: 'numpy.ndarray' and 'kiln.Tensor'"), not a
       // list of nanobind signatures.
       .def("__radd__", [](const Tensor& a, float s) { return add(a, s); }, nb::is_operator(), Release())
-      // s - a and -a, exactly (a negation is exact in floating point); no division (kiln has no
-      // elementwise divide: multiply by a reciprocal where its rounding is acceptable).
+      // s - a and -a, exactly (a negation is exact in floating point); s / a divides a 0-d
+      // tensor holding s by a (broadcast), as torch does.
       .def("__rsub__", [](const Tensor& a, float s) { return add(mul(a, -1.0f), s); }, nb::is_operator(), Release())
+      .def("__rtruediv__", [](const Tensor& a, float s) {
+             return div(Tensor::full(Shape{}, s, TensorOptions{a.dtype(), a.device()}), a);
+           }, nb::is_operator(), Release())
       .def("__neg__", [](const Tensor& a) { return mul(a, -1.0f); }, Release());
 }
 
@@ -274,9 +279,17 @@ void bind_nn_ops(nb::module_& m) {
 }
 
 void bind_math_ops(nb::module_& m) {
-  m.def("add", nb::overload_cast<const Tensor&, const Tensor&>(&add), arg("a"), arg("b"), Release(), "a + b (equal shapes).");
-  m.def("sub", nb::overload_cast<const Tensor&, const Tensor&>(&sub), arg("a"), arg("b"), Release(), "a - b (equal shapes).");
-  m.def("mul", nb::overload_cast<const Tensor&, const Tensor&>(&mul), arg("a"), arg("b"), Release(), "a * b (equal shapes).");
+  // Shapes broadcast as in NumPy and torch (core/ops.h).
+  using Binary = Tensor (*)(const Tensor&, const Tensor&);
+  m.def("add", static_cast<Binary>(&add), arg("a"), arg("b"), Release(), "a + b, broadcast.");
+  m.def("sub", static_cast<Binary>(&sub), arg("a"), arg("b"), Release(), "a - b, broadcast.");
+  m.def("mul", static_cast<Binary>(&mul), arg("a"), arg("b"), Release(), "a * b, broadcast.");
+  m.def("div", static_cast<Binary>(&div), arg("a"), arg("b"), Release(),
+        "a / b, broadcast; IEEE division (x / 0 is +-inf, 0 / 0 NaN).");
+  m.def("sum_to", [](const Tensor& x, const std::vector<int64_t>& s) { return sum_to(x, to_shape(s)); }, arg("x"),
+        arg("shape"), Release(), "x summed down to `shape`, which broadcasts to x's (torch's sum_to_size).");
+  m.def("broadcast_to", [](const Tensor& x, const std::vector<int64_t>& s) { return broadcast_to(x, to_shape(s)); },
+        arg("x"), arg("shape"), Release(), "x repeated up to `shape` (a copy; torch's expand).");
   m.def("sum", &kiln::sum, arg("x"), Release(), "The sum of all elements, a scalar tensor.");
   m.def("mean", &kiln::mean, arg("x"), Release(), "The mean of all elements, a scalar tensor.");
   m.def("argmax", &argmax, arg("x"), Release(), "Index of the first maximum along the last dimension (int64).");

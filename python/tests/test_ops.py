@@ -81,6 +81,26 @@ def test_elementwise_operators_and_no_grad():
     assert not z.requires_grad and kiln.grad_enabled()
 
 
+def test_broadcasting_and_division_match_torch():
+    torch.manual_seed(1)
+    x, w, b = torch.randn(2, 3, 4, 5), torch.randn(5), torch.rand(3, 1, 1) + 0.5
+    kx, kw, kb = k(x), k(w), k(b)
+    y = kiln.sum((kx * kw - kb) / kb + 1.0 / kb + kx / 4.0)
+    for v in (x, w, b):
+        v.requires_grad_(True)
+    ref = ((x * w - b) / b + 1.0 / b + x / 4.0).sum()
+    y.backward()
+    ref.backward()
+    assert y.item() == pytest.approx(ref.item(), rel=1e-5)
+    for kv, tv in ((kx, x), (kw, w), (kb, b)):
+        assert tuple(kv.grad.shape) == tuple(tv.shape)
+        close(kv.grad, tv.grad, 1e-4)
+    close(kiln.sum_to(kx, [4, 1]), x.sum_to_size(4, 1))
+    close(kiln.broadcast_to(kw, [3, 5]), w.expand(3, 5))
+    with pytest.raises(kiln.Error, match=r"shapes \[2, 3, 4, 5\] and \[4\] do not broadcast"):
+        kx + kiln.ones([4])
+
+
 def test_sgd_step_matches_torch():
     lin = kiln.Linear("fc", 4, 2, seed=3)
     params = lin.parameters()
