@@ -1,4 +1,5 @@
-// kiln_bench --suite elementwise: relu, relu backward, dropout (keep 0.5), add and the
+// kiln_bench --suite elementwise: relu, relu backward, dropout (keep 0.5), add, div, a
+// per-channel add and the sum down to channels (a bias and its gradient), and the
 // random fills (uniform, normal: how every model's weights start) at the sizes of VGG16's
 // activations at batch 8 (conv1_2, conv3_3, conv5_3 outputs and fc6), through the backend
 // into preallocated outputs. Judged against the measured copy bandwidth; the normal fill is
@@ -18,6 +19,61 @@
 #include "core/philox.h"
 
 namespace kiln::bench {
+namespace {
+
+// div (a / b), a per-channel add (a + bias, bias [C] broadcast: a layer's bias) and the sum
+// down to [C] (that bias's gradient) for one size: a, b and out on the bench device, their
+// host copies ap, bp; rows named "<op>/<size>".
+void broadcast_rows(const std::string& size, const Tensor& a, const Tensor& b, Tensor& out, const float* ap,
+                    const float* bp, const Options& opt, const MachineLimits& m, SuiteResult& res) {
+  kiln::Backend& be = kiln::backend_for(bench_device(opt));
+  const int64_t ne = a.numel(), c = a.dim(-1);
+  const double el = static_cast<double>(ne);
+  Tensor out_host;
+  const auto row = [&](const std::string& op_name, double flops, double bytes) {
+    Row r;
+    r.name = op_name + "/" + size;
+    r.kind = "elementwise";
+    r.shape = shape_str(a.shape());
+    r.flops = flops;
+    r.bytes = bytes;
+    return r;
+  };
+  {  // div: the double quotient rounded once is the correctly rounded float one
+    be.binary(kiln::BinaryOp::div, a, b, out);
+    const float* op = host_floats(out, out_host);
+    Row r = row("div", el, 12.0 * el);
+    check_row(
+        r, static_cast<size_t>(ne), [&](size_t i) { return op[i]; },
+        [&](size_t i) { return static_cast<double>(static_cast<float>(static_cast<double>(ap[i]) / bp[i])); }, 0);
+    time_checked_row(std::move(r), opt, m, res, [&] { be.binary(kiln::BinaryOp::div, a, b, out); });
+  }
+  const Tensor bias = b.reshape(Shape{ne / c, c}).slice(0, 1).reshape(Shape{c});  // b's first row
+  {  // a + bias per channel: one float rounding
+    be.binary(kiln::BinaryOp::add, a, bias, out);
+    const float* op = host_floats(out, out_host);
+    Row r = row("add_channel", el, 8.0 * el + 4.0 * static_cast<double>(c));
+    check_row(
+        r, static_cast<size_t>(ne), [&](size_t i) { return op[i]; },
+        [&](size_t i) { return static_cast<double>(ap[i]) + bp[i % static_cast<size_t>(c)]; }, 6e-8);
+    time_checked_row(std::move(r), opt, m, res, [&] { be.binary(kiln::BinaryOp::add, a, bias, out); });
+  }
+  {  // sum down to [C]: in double, rounded once
+    Tensor sums = bias.clone();
+    be.sum_to(a, sums);
+    std::vector<double> ref(static_cast<size_t>(c), 0.0);
+    for (int64_t i = 0; i < ne; ++i) ref[static_cast<size_t>(i % c)] += ap[i];
+    Tensor sums_host;
+    const float* sp = host_floats(sums, sums_host);
+    Row r = row("sum_channel", el, 4.0 * el + 4.0 * static_cast<double>(c));
+    check_row(
+        r, static_cast<size_t>(c), [&](size_t i) { return sp[i]; }, [&](size_t i) { return ref[i]; },
+        kiln::check::kRtolReduction);
+    time_checked_row(std::move(r), opt, m, res, [&] { be.sum_to(a, sums); });
+  }
+}
+
+}  // namespace
 
 SuiteResult run_elementwise(const Options& opt, const MachineLimits& m) {
   SuiteResult res;
@@ -107,6 +163,7 @@ SuiteResult run_elementwise(const Options& opt, const MachineLimits& m) {
           [&](size_t i) { return static_cast<double>(ap[i]) + bp[i]; }, 6e-8);
       time_checked_row(std::move(r), opt, m, res, [&] { be.binary(kiln::BinaryOp::add, a, b, out); });
     }
+    broadcast_rows(s.name, a, b, out, ap, bp, opt, m, res);
     // The fills against the stream's element functions (core/philox.h), U(0, 1) and N(0, 1) so
     // that a + b * draw adds no rounding: uniform exact everywhere, normal exact on the CPU
     // (the same libm) and within a few ulp on a GPU (its logf and sincosf).

@@ -126,6 +126,11 @@ def elementwise():
             b, a, 0, grad_input=out)))
         rows.append((f"dropout/{name}", lambda a=a: F.dropout(a, 0.5, training=True)))
         rows.append((f"add/{name}", lambda a=a, b=b, out=out: torch.add(a, b, out=out)))
+        rows.append((f"div/{name}", lambda a=a, b=b, out=out: torch.div(a, b, out=out)))
+        c = shape[-1]
+        bias, sums = b.reshape(-1, c)[0].clone(), torch.empty(c)
+        rows.append((f"add_channel/{name}", lambda a=a, bias=bias, out=out: torch.add(a, bias, out=out)))
+        rows.append((f"sum_channel/{name}", lambda a=a, c=c, sums=sums: torch.sum(a.reshape(-1, c), 0, out=sums)))
         # The random fills in place, into the same preallocated output (torch's default generator).
         rows.append((f"fill_uniform/{name}", lambda out=out: out.uniform_(0, 1)))
         rows.append((f"fill_normal/{name}", lambda out=out: out.normal_(0, 1)))
