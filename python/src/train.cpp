@@ -7,6 +7,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -91,6 +92,29 @@ nb::dict epoch_dict(const EpochSummary& e) {
   d["train_acc"] = e.train_acc;
   d["val"] = eval_dict(e.val);
   return d;
+}
+
+// kiln.train's on_epoch: called with the epoch's dict once its checkpoint is on disk (so
+// kiln.load_checkpoint there reads it, not the one before or none).
+std::function<void(const EpochSummary&, const std::string&)> epoch_hook(nb::object on_epoch) {
+  if (!PyCallable_Check(on_epoch.ptr()))
+    throw nb::type_error(("kiln.train: on_epoch must be a callable taking the epoch's dict, got " +
+                          nb::cast<std::string>(nb::repr(on_epoch))).c_str());
+  // The hooks live in the Trainer, which is destroyed while the GIL is released: the callable's
+  // reference is dropped by a deleter that takes the GIL (a copied nb::object would Py_DECREF without it).
+  std::shared_ptr<nb::object> callback(new nb::object(std::move(on_epoch)), [](nb::object* o) {
+    if (python_exiting()) return;  // nothing to hand back to
+    nb::gil_scoped_acquire gil;
+    delete o;
+  });
+  return [callback](const EpochSummary& e, const std::string& checkpoint) {
+    if (running_trains().exiting) return;  // no Python callbacks while it exits
+    park_if_python_exiting();
+    nb::gil_scoped_acquire gil;
+    nb::dict d = epoch_dict(e);
+    d["checkpoint"] = checkpoint;
+    (*callback)(d);
+  };
 }
 
 struct TrainArgs {
@@ -213,24 +237,7 @@ nb::dict train(Sequential& model, const std::string& arch, std::vector<Phase> ph
          std::to_string(now) + " now); training goes on with today's, so the result will differ from an "
          "uninterrupted run's");
   };
-  if (!on_epoch.is_none()) {
-    if (!PyCallable_Check(on_epoch.ptr()))
-      throw nb::type_error(("kiln.train: on_epoch must be a callable taking the epoch's dict, got " +
-                            nb::cast<std::string>(nb::repr(on_epoch))).c_str());
-    // The hooks live in the Trainer, which is destroyed while the GIL is released: the callable's
-    // reference is dropped by a deleter that takes the GIL (a copied nb::object would Py_DECREF without it).
-    std::shared_ptr<nb::object> callback(new nb::object(on_epoch), [](nb::object* o) {
-      if (python_exiting()) return;  // nothing to hand back to
-      nb::gil_scoped_acquire gil;
-      delete o;
-    });
-    hooks.on_epoch = [callback](const EpochSummary& e) {
-      if (running_trains().exiting) return;  // no Python callbacks while it exits
-      park_if_python_exiting();
-      nb::gil_scoped_acquire gil;
-      (*callback)(epoch_dict(e));
-    };
-  }
+  if (!on_epoch.is_none()) hooks.on_epoch_saved = epoch_hook(std::move(on_epoch));
   // Ctrl-C: while the GIL is released, Python's C-level handler only notes the signal; after every
   // step the trainer asks here, the handler runs, and its exception (KeyboardInterrupt) ends
   // the run without a further checkpoint and is raised once the trainer has returned.
@@ -421,7 +428,10 @@ void bind_train(nb::module_& m) {
         arg("cuda_graph") = "off", arg("background_checkpoints") = true,
         "Trains `model` (built by kiln.build_model(arch, ...)) through `phases` on folder data sets "
         "(<dir>/<class>/*.jpg), checkpointing into model_dir after every epoch (and every checkpoint_every "
-        "steps; the last `keep` kept plus the best); on_epoch(dict) after each epoch. `seed` is the loader's "
+        "steps; the last `keep` kept plus the best); on_epoch(dict) after each epoch, once that epoch's "
+        "checkpoint is on disk (the dict: phase, phase_name, epoch, global_step, lr, train_loss, train_acc, val "
+        "{loss, acc, images}, and checkpoint, its state file, which kiln.load_checkpoint(model, model_dir) there "
+        "loads). `seed` is the loader's "
         "(shuffling, crops, flips; vgg_finetune train uses its --seed + 2). resume=True continues from "
         "model_dir's newest intact checkpoint when there is one. precision: 'fp32', 'bf16-frozen' (the layers "
         "each phase freezes compute in bf16) or 'bf16' (docs/precision.md); recorded in checkpoints. cuda_graph: "
