@@ -292,6 +292,12 @@ void bind_math_ops(nb::module_& m) {
       .def("__enter__", [](NoGrad& g) { g.guards.push_back(std::make_unique<NoGradGuard>()); })
       .def("__exit__", [](NoGrad& g, nb::args) {
         if (!g.guards.empty()) g.guards.pop_back();
+      })
+      // "kiln.no_grad()", or while its `with` runs "kiln.no_grad(entered)" ("entered 2 times" inside itself).
+      .def("__repr__", [](const NoGrad& g) {
+        const size_t n = g.guards.size();
+        return std::string("kiln.no_grad(") +
+               (n == 0 ? "" : n == 1 ? "entered" : "entered " + std::to_string(n) + " times") + ")";
       });
   m.def("grad_enabled", &grad_enabled, "Whether ops record autograd graphs on this thread.");
 }
