@@ -781,6 +781,14 @@ bool Trainer::run_epoch(int64_t e, State& s) {
     }
   }
   s.result.last_checkpoint = save(meta_at(e + 1, 0, &sum.val, s), s);
+  if (hooks_.on_epoch_saved && !hook_error) {
+    flush_checkpoints(s);  // on disk before the hook, which may read it
+    try {
+      hooks_.on_epoch_saved(sum, s.result.last_checkpoint);
+    } catch (...) {
+      hook_error = std::current_exception();
+    }
+  }
   // Data-parallel: a rank whose hook or log failed stops, and so must the others, not wait
   // for it in the next step's all-reduce until the timeout.
   agree_on_epoch_errors(hook_error || log_error, e + 1, s);

@@ -220,6 +220,10 @@ struct TrainerHooks {
   std::function<void(const StepInfo&, const EvalResult&)> on_eval;  // every eval_every steps
   // Before the epoch's checkpoint; what it throws ends the run once that checkpoint is written.
   std::function<void(const EpochSummary&)> on_epoch;
+  // After the epoch's checkpoint is on disk (a background write is waited for first, so a
+  // reader of model_dir here sees it), with its state file; after on_epoch, and not called
+  // when on_epoch threw. What it throws ends the run, that checkpoint kept (kiln.train's on_epoch).
+  std::function<void(const EpochSummary&, const std::string& checkpoint)> on_epoch_saved;
   std::function<void(const StopInfo&)> on_stop;
   // Asked after every training step (and its checkpoint, if one was due) and after each
   // epoch's checkpoint but the last; true ends the run there, unfinished (checkpointed there

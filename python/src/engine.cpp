@@ -188,6 +188,16 @@ std::string optimizer_repr(const Optimizer& o) {
   return s + ", " + std::to_string(o.parameters().size()) + " parameters)";
 }
 
+// An import's counts on one line, "kiln.ImportReport('vgg16.h5', keras, 32 loaded, 0 skipped, 0 unmapped,
+// 0 missing)"; str() is the full report with the names.
+std::string import_report_repr(const io::ImportReport& r) {
+  const auto n = [](const std::vector<std::string>& v) { return std::to_string(v.size()); };
+  return "kiln.ImportReport(" + nb::cast<std::string>(nb::repr(nb::str(r.path.c_str()))) + ", " +
+         io::format_name(r.format) + ", " + n(r.loaded) + " loaded, " + n(r.skipped) + " skipped" +
+         (r.mismatched.empty() ? "" : " (" + n(r.mismatched) + " shaped unlike the model's)") + ", " + n(r.unmapped) +
+         " unmapped, " + n(r.missing) + " missing)";
+}
+
 nb::dict named_tensors(Module& m, bool trainable_only) {
   nb::dict d;
   for (const ParameterRef& p : trainable_only ? m.trainable_parameters() : m.parameters())
@@ -335,7 +345,7 @@ void bind_weights(nb::module_& m) {
       .def_prop_ro("format", [](const io::ImportReport& r) { return std::string(io::format_name(r.format)); })
       .def_prop_ro("convention", [](const io::ImportReport& r) { return std::string(io::convention_name(r.convention)); })
       .def("__str__", &io::ImportReport::to_string)
-      .def("__repr__", &io::ImportReport::to_string);
+      .def("__repr__", &import_report_repr);
   m.def("import_weights",
         [](Module& model, const std::filesystem::path& path, std::vector<std::string> skip, bool allow_missing,
            bool skip_mismatched, std::map<std::string, std::string> assignment_map) {

@@ -137,7 +137,12 @@ void bind_tensor_class(nb::module_& m) {
       .def("to", [](const Tensor& t, const std::string& device) { return t.to(device_from_name(device)); },
            arg("device"), Release(), "A copy on `device` (\"cpu\", \"cuda:0\"); this tensor when already there.")
       .def("astype", [](const Tensor& t, const std::string& dtype) { return t.to(dtype_from_name(dtype)); },
-           arg("dtype"), Release(), "A copy converted to `dtype`; this tensor when it already has it.")
+           arg("dtype"), Release(),
+           "A copy converted to `dtype`; this tensor when it already has it. A float to an integer type truncates "
+           "toward zero; NaN, infinities and values outside the type's range give its minimum (int32 -2**31, int64 "
+           "-2**63), and uint8 takes the low byte of the int32 result (NaN and inf give 0, 300.7 gives 44, -1.5 "
+           "gives 255). An integer to a narrower one wraps modulo 2**bits. The same on CPU and GPU "
+           "(kernels/common/convert.h); torch leaves the float cases undefined.")
       .def("item", &Tensor::item, Release(), "The value of a one-element tensor, as a float.")
       .def("tolist", [](const Tensor& t) { return t.to_vector<double>(); },
            "All elements, flattened, as floats (a copy).")
@@ -300,6 +305,12 @@ void bind_math_ops(nb::module_& m) {
       .def("__enter__", [](NoGrad& g) { g.guards.push_back(std::make_unique<NoGradGuard>()); })
       .def("__exit__", [](NoGrad& g, nb::args) {
         if (!g.guards.empty()) g.guards.pop_back();
+      })
+      // "kiln.no_grad()", or while its `with` runs "kiln.no_grad(entered)" ("entered 2 times" inside itself).
+      .def("__repr__", [](const NoGrad& g) {
+        const size_t n = g.guards.size();
+        return std::string("kiln.no_grad(") +
+               (n == 0 ? "" : n == 1 ? "entered" : "entered " + std::to_string(n) + " times") + ")";
       });
   m.def("grad_enabled", &grad_enabled, "Whether ops record autograd graphs on this thread.");
 }

@@ -4,9 +4,11 @@
 // callback and, after every step, to let Python's signal handlers run (Ctrl-C).
 #include <omp.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -91,6 +93,86 @@ nb::dict epoch_dict(const EpochSummary& e) {
   d["train_acc"] = e.train_acc;
   d["val"] = eval_dict(e.val);
   return d;
+}
+
+// The names of the parameters that train now.
+std::vector<std::string> trainable_names(Module& model) {
+  std::vector<std::string> names;
+  for (const ParameterRef& p : model.trainable_parameters()) names.push_back(p.name);
+  return names;
+}
+
+// What on_epoch changed in what trains ("unfroze vgg11/fc7/weight, ... and froze ..."), "" when nothing.
+std::string training_changes(const std::vector<std::string>& before, const std::vector<std::string>& after) {
+  const auto missing_from = [](const std::vector<std::string>& from, const std::vector<std::string>& in) {
+    std::vector<std::string> out;
+    for (const std::string& n : from)
+      if (std::find(in.begin(), in.end(), n) == in.end()) out.push_back(n);
+    return out;
+  };
+  const std::vector<std::string> unfrozen = missing_from(after, before), frozen = missing_from(before, after);
+  std::string said;
+  if (!unfrozen.empty()) said = "unfroze " + join_names(unfrozen, 4);
+  if (!frozen.empty()) said += (said.empty() ? "froze " : " and froze ") + join_names(frozen, 4);
+  return said;
+}
+
+// The train=[...] of a phase training exactly what trains in `model` now, as Python writes it
+// (a layer's scope, "vgg11/fc7/", where all of it trains, else parameter names), or "" when
+// nothing trains (train=[] would train everything) or it takes more than four entries.
+std::string train_list(Module& model) {
+  const auto scope_of = [](const std::string& n) { return n.substr(0, n.rfind('/') + 1); };
+  std::vector<std::string> entries;
+  const std::vector<ParameterRef> all = model.parameters();
+  for (const ParameterRef& p : all) {
+    if (!p.trainable) continue;
+    const std::string scope = scope_of(p.name);
+    const bool whole = std::all_of(all.begin(), all.end(), [&](const ParameterRef& q) {
+      return scope_of(q.name) != scope || q.trainable;
+    });
+    const std::string entry = whole ? scope : p.name;
+    if (std::find(entries.begin(), entries.end(), entry) == entries.end()) entries.push_back(entry);
+  }
+  if (entries.empty() || entries.size() > 4) return "";
+  std::string out;
+  for (const std::string& e : entries) out += (out.empty() ? "['" : ", '") + e + "'";
+  return out + "]";
+}
+
+// kiln.train's on_epoch: called with the epoch's dict once its checkpoint is on disk (so
+// kiln.load_checkpoint there reads it). What trains is the phase's (the trainer's optimizer
+// holds exactly those parameters, and a resume re-applies the phase): a callback that freezes
+// or unfreezes ends the run with what to do instead, rather than with the optimizer's refusal
+// ("make a new optimizer", which a kiln.train user cannot) or a silent difference from a resume.
+std::function<void(const EpochSummary&, const std::string&)> epoch_hook(Sequential& model, nb::object on_epoch) {
+  if (!PyCallable_Check(on_epoch.ptr()))
+    throw nb::type_error(("kiln.train: on_epoch must be a callable taking the epoch's dict, got " +
+                          nb::cast<std::string>(nb::repr(on_epoch))).c_str());
+  // The hooks live in the Trainer, which is destroyed while the GIL is released: the callable's
+  // reference is dropped by a deleter that takes the GIL (a copied nb::object would Py_DECREF without it).
+  std::shared_ptr<nb::object> callback(new nb::object(std::move(on_epoch)), [](nb::object* o) {
+    if (python_exiting()) return;  // nothing to hand back to
+    nb::gil_scoped_acquire gil;
+    delete o;
+  });
+  return [callback, &model](const EpochSummary& e, const std::string& checkpoint) {
+    if (running_trains().exiting) return;  // no Python callbacks while it exits
+    park_if_python_exiting();
+    nb::gil_scoped_acquire gil;
+    const std::vector<std::string> before = trainable_names(model);
+    nb::dict d = epoch_dict(e);
+    d["checkpoint"] = checkpoint;
+    (*callback)(d);
+    const std::string changed = training_changes(before, trainable_names(model));
+    if (changed.empty()) return;
+    const std::string now = train_list(model);
+    KILN_FAIL("kiln.train: on_epoch ", changed, " in phase ", e.phase, " '", e.phase_name, "' (epoch ", e.epoch,
+              "), but what trains is fixed for each phase by its kiln.Phase(train=[...]) patterns: kiln.train's "
+              "optimizer holds exactly those parameters, and a resume sets them again. To change what trains, end "
+              "this phase and add a later kiln.Phase whose train lists what should train then",
+              now.empty() ? std::string() : " (here: train=" + now + ")", ". The run stopped after epoch ", e.epoch,
+              "'s checkpoint (", checkpoint, ")");
+  };
 }
 
 struct TrainArgs {
@@ -213,24 +295,7 @@ nb::dict train(Sequential& model, const std::string& arch, std::vector<Phase> ph
          std::to_string(now) + " now); training goes on with today's, so the result will differ from an "
          "uninterrupted run's");
   };
-  if (!on_epoch.is_none()) {
-    if (!PyCallable_Check(on_epoch.ptr()))
-      throw nb::type_error(("kiln.train: on_epoch must be a callable taking the epoch's dict, got " +
-                            nb::cast<std::string>(nb::repr(on_epoch))).c_str());
-    // The hooks live in the Trainer, which is destroyed while the GIL is released: the callable's
-    // reference is dropped by a deleter that takes the GIL (a copied nb::object would Py_DECREF without it).
-    std::shared_ptr<nb::object> callback(new nb::object(on_epoch), [](nb::object* o) {
-      if (python_exiting()) return;  // nothing to hand back to
-      nb::gil_scoped_acquire gil;
-      delete o;
-    });
-    hooks.on_epoch = [callback](const EpochSummary& e) {
-      if (running_trains().exiting) return;  // no Python callbacks while it exits
-      park_if_python_exiting();
-      nb::gil_scoped_acquire gil;
-      (*callback)(epoch_dict(e));
-    };
-  }
+  if (!on_epoch.is_none()) hooks.on_epoch_saved = epoch_hook(model, std::move(on_epoch));
   // Ctrl-C: while the GIL is released, Python's C-level handler only notes the signal; after every
   // step the trainer asks here, the handler runs, and its exception (KeyboardInterrupt) ends
   // the run without a further checkpoint and is raised once the trainer has returned.
@@ -421,7 +486,10 @@ void bind_train(nb::module_& m) {
         arg("cuda_graph") = "off", arg("background_checkpoints") = true,
         "Trains `model` (built by kiln.build_model(arch, ...)) through `phases` on folder data sets "
         "(<dir>/<class>/*.jpg), checkpointing into model_dir after every epoch (and every checkpoint_every "
-        "steps; the last `keep` kept plus the best); on_epoch(dict) after each epoch. `seed` is the loader's "
+        "steps; the last `keep` kept plus the best); on_epoch(dict) after each epoch, once that epoch's "
+        "checkpoint is on disk (the dict: phase, phase_name, epoch, global_step, lr, train_loss, train_acc, val "
+        "{loss, acc, images}, and checkpoint, its state file, which kiln.load_checkpoint(model, model_dir) there "
+        "loads); it may not freeze or unfreeze the model (a later kiln.Phase does). `seed` is the loader's "
         "(shuffling, crops, flips; vgg_finetune train uses its --seed + 2). resume=True continues from "
         "model_dir's newest intact checkpoint when there is one. precision: 'fp32', 'bf16-frozen' (the layers "
         "each phase freezes compute in bf16) or 'bf16' (docs/precision.md); recorded in checkpoints. cuda_graph: "

@@ -169,6 +169,71 @@ def test_checkpoints_written_in_the_background_or_in_place_are_the_same():
             assert np.array_equal(weights[0][k], weights[1][k]), k
 
 
+def test_on_epoch_sees_the_epochs_checkpoint_on_disk():
+    # Checkpoints are written on a thread of their own while training goes on; on_epoch is
+    # called once its epoch's is on disk, so a read there loads that one, complete (it used to
+    # be called before the write: the read got the epoch before's, or an older one while a
+    # write was in flight). Mid-epoch checkpoints (checkpoint_every=1) keep the writer busy.
+    with tempfile.TemporaryDirectory() as d:
+        write_splits(d, 4, 2, seed=5)
+        spec = kiln.find_model_spec("vgg11")
+        run = os.path.join(d, "run")
+        model = kiln.build_model("vgg11", num_classes=2, image_size=32, seed=1)
+        seen = []
+
+        def on_epoch(e):
+            reader = kiln.build_model("vgg11", num_classes=2, image_size=32, seed=9)
+            info = kiln.load_checkpoint(reader, run)
+            seen.append((e["epoch"], e["checkpoint"], info["state_path"], info["epochs_done"], info["batches_done"]))
+            for name, t in model.parameters().items():  # the weights the epoch ended with
+                assert np.array_equal(t.numpy(), reader.parameters()[name].numpy()), name
+
+        result = kiln.train(model, "vgg11", [kiln.Phase("head only", train=[spec.head_scope], lr=0.01, epochs=3)],
+                            os.path.join(d, "train"), os.path.join(d, "val"), run, batch_size=4, image_size=32,
+                            num_workers=1, seed=3, checkpoint_every=1, on_epoch=on_epoch)
+        assert [s[0] for s in seen] == [1, 2, 3]
+        for epoch, checkpoint, state_path, epochs_done, batches_done in seen:
+            assert checkpoint == state_path and os.path.basename(state_path) == f"ckpt-{epoch:06d}.state.h5"
+            assert (epochs_done, batches_done) == (epoch, 0)
+        assert seen[-1][1] == result["last_checkpoint"]
+
+
+def test_freezing_in_on_epoch_says_to_use_a_later_phase():
+    # What trains is the phase's: unfreezing in on_epoch used to end in the optimizer's "make a
+    # new optimizer" (kiln.train owns it), and freezing trained on silently, unlike a resume.
+    with tempfile.TemporaryDirectory() as d:
+        write_splits(d, 4, 2, seed=6)
+        spec = kiln.find_model_spec("vgg11")
+        for name, change, said, phase in (
+                ("unfreeze", lambda m: m.unfreeze("vgg11/fc7/"), "unfroze vgg11/fc7/weight, vgg11/fc7/bias",
+                 "train=['vgg11/fc7/', 'vgg11/fc8/']"),
+                ("freeze", lambda m: m.freeze("vgg11/fc8/weight"), "froze vgg11/fc8/weight",
+                 "train=['vgg11/fc8/bias']")):
+            model = kiln.build_model("vgg11", num_classes=2, image_size=32, seed=1)
+            run = os.path.join(d, name)
+            with pytest.raises(kiln.Error) as e:
+                kiln.train(model, "vgg11", [kiln.Phase("head only", train=[spec.head_scope], lr=0.01, epochs=2)],
+                           os.path.join(d, "train"), os.path.join(d, "val"), run, batch_size=4, image_size=32,
+                           num_workers=1, on_epoch=lambda epoch: change(model))
+            message = str(e.value)
+            assert f"kiln.train: on_epoch {said} in phase 1 'head only' (epoch 1)" in message
+            assert "fixed for each phase by its kiln.Phase(train=[...])" in message and f"(here: {phase})" in message
+            assert "make a new optimizer" not in message
+            # The epoch's checkpoint was written before on_epoch ran; no further epoch was.
+            assert sorted(f for f in os.listdir(run) if f.startswith("ckpt-")) == [
+                "ckpt-000001.state.h5", "ckpt-000001.weights.h5"], name
+        # Changing it and changing it back within the callback is no change.
+        model = kiln.build_model("vgg11", num_classes=2, image_size=32, seed=1)
+
+        def peek(epoch):
+            model.unfreeze("vgg11/fc7/")
+            model.freeze("vgg11/fc7/")
+
+        assert kiln.train(model, "vgg11", [kiln.Phase("head only", train=[spec.head_scope], lr=0.01, epochs=2)],
+                          os.path.join(d, "train"), os.path.join(d, "val"), os.path.join(d, "peek"), batch_size=4,
+                          image_size=32, num_workers=1, on_epoch=peek)["finished"]
+
+
 def test_val_missing_a_class_is_scored_by_trains_numbering_and_mismatches_are_refused():
     from PIL import Image
     with tempfile.TemporaryDirectory() as d:
