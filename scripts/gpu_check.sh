@@ -177,6 +177,13 @@
 #   read it, an unknown --only row, and a --compare whose interpreter or torch is missing,
 #   before any timing (exit 2): every call below was checked against those rules, and the
 #   resume and stepgraph sections dry-ran here at HEAD (KILN_CHECK_DEVICE=cpu, bit-identical).
+# - 2026-12-05 (session 22, no GPU), NOT yet run on a GPU: elementwise ops broadcast and
+#   divide (kernels/common/broadcast.h; cuda_elementwise.cu's binary_broadcast, sum_to and
+#   broadcast_to kernels). Their op-table cases (div/*, */broadcast_*, sum_to/*, broadcast_to/*)
+#   run inside the older "[cuda][ops]" case; [broadcast] (new tag, run apart) holds them to
+#   the CPU bit for bit at sizes that take the CPU's threaded paths. The bench section's
+#   elementwise suite has div, add_channel and sum_channel rows (sum_channel: one thread per
+#   output channel, so expect a low %roof at 64 channels).
 set -uo pipefail
 PACK=${1:-.gpu}
 SHIP=${OUT:-}  # where results go back from (the device tool's $OUT); empty: keep them in the work folder
@@ -271,7 +278,7 @@ VF="$PACK/bin/vgg_finetune"
 KB="$PACK/bin/kiln_bench"
 KT="$PACK/bin/kiln_tests"
 # The cases added since 2026-12-02 (never run on a GPU before this script): run apart.
-NEW_TAGS='[bf16],[graph],[graph_step],[determinism],[fused],[deviceprop],[background]'
+NEW_TAGS='[bf16],[graph],[graph_step],[determinism],[fused],[deviceprop],[background],[broadcast]'
 # [deviceprop] saves cuDNN's JSON description of this GPU: commit it (tests/data/) and runs
 # without a GPU can have cuDNN rank engines and build plans for it (docs/gpu.md).
 export KILN_CUDNN_DEVICEPROP_OUT="$OUT/cudnn_deviceprop.json"
