@@ -3,9 +3,12 @@
 // a reader sees a whole value or none.
 #include "dist/rendezvous.h"
 
+#include <fcntl.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <cstdint>
 #include <random>
 #include <cstdio>
@@ -66,6 +69,21 @@ class FileStore final : public RendezvousStore {
       }
   }
   bool has(const std::string& key) override { return fs::exists(path_of(key)); }
+  // O_EXCL: the file system lets one process create the file. Its value is written after,
+  // so a claimed key's value is for its owner, not for readers.
+  bool claim(const std::string& key, const std::vector<char>& data) override {
+    const std::string path = path_of(key);
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0) {
+      KILN_CHECK(errno == EEXIST, "rendezvous: cannot create '", path, "': ", std::strerror(errno));
+      return false;
+    }
+    own_.push_back(path);
+    const bool written = ::write(fd, data.data(), data.size()) == static_cast<ssize_t>(data.size());
+    ::close(fd);
+    KILN_CHECK(written, "rendezvous: cannot write '", path, "'");
+    return true;
+  }
   void forget_own() override {
     std::error_code ec;
     for (const std::string& p : own_) fs::remove(p, ec);
@@ -141,8 +159,15 @@ void join(RendezvousStore& store, const LaunchEnv& env, const std::string& backe
   KILN_CHECK(!store.has(prefix + "complete"), "rank ", env.rank, ": the run at ", env.rendezvous, " has all its ",
              "ranks already: another run uses this rendezvous (give each run its own MASTER_PORT), or this rank ",
              "was started twice");
+  // A rank's place goes to one process: a second started with the same RANK is refused at
+  // once, whenever it comes (a check of who held the key last let both through when the
+  // second set it after the first had looked).
   const std::string token = process_token(), id_key = prefix + std::to_string(env.rank) + ".id";
-  store.set(id_key, std::vector<char>(token.begin(), token.end()));
+  KILN_CHECK(store.claim(id_key, std::vector<char>(token.begin(), token.end())), "rank ", env.rank,
+             ": another process joined as rank ", env.rank, " at ", env.rendezvous, " too: two processes were ",
+             "started with RANK=", env.rank, ", or a second run uses this rendezvous (give each run its own ",
+             env.rendezvous.rfind("file:", 0) == 0 ? "directory; or '" + env.rendezvous.substr(5) +
+                 "' holds keys of an earlier run that was killed: empty it)" : std::string("MASTER_PORT)"));
   store.set(prefix + std::to_string(env.rank), std::vector<char>(mine.begin(), mine.end()));
   const auto start = Clock::now(), deadline = start + timeout_of(env);
   std::vector<bool> checked(static_cast<size_t>(env.world_size), false);
@@ -187,10 +212,6 @@ void join(RendezvousStore& store, const LaunchEnv& env, const std::string& backe
   const std::string beyond = prefix + std::to_string(env.world_size);
   KILN_CHECK(!store.has(beyond), "rank ", env.rank, ": a rank ", env.world_size, " joined, but WORLD_SIZE is ",
              env.world_size, ": start every rank with the same WORLD_SIZE");
-  const std::vector<char> holder = store.get(id_key);
-  KILN_CHECK(std::string(holder.begin(), holder.end()) == token, "rank ", env.rank, ": another process joined as rank ",
-             env.rank, " at ", env.rendezvous, " too: two processes were started with RANK=", env.rank,
-             ", or a second run uses this rendezvous (give each run its own MASTER_PORT)");
   const std::string one = "1";
   store.set(prefix + "complete", std::vector<char>(one.begin(), one.end()));
 }

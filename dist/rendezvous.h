@@ -21,6 +21,9 @@ class RendezvousStore : public gloo::rendezvous::Store {
   virtual void forget_own() {}
   // True when `key` is set now.
   virtual bool has(const std::string& key) = 0;
+  // Sets `key` to data unless it is set already, in one atomic step; true when this call
+  // set it. Of two processes claiming a key, exactly one gets true, whatever the timing.
+  virtual bool claim(const std::string& key, const std::vector<char>& data) = 0;
 };
 
 // The store env.rendezvous names ("file:<dir>" or "tcp:<host>:<port>"), its waits bounded by

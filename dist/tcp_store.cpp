@@ -217,11 +217,12 @@ void TcpStore::serve_client(int fd) {
       k.assign(buf.begin(), buf.end());
     }
     std::vector<char> reply;
-    if (op == 'S') {
+    if (op == 'S' || op == 'X') {  // set; X: only where absent, replying whether it set
       if (nkeys != 1 || !read_bytes(fd, buf)) return;
       std::lock_guard<std::mutex> lock(mu_);
-      data_[keys[0]] = buf;
-      reply.push_back(1);
+      const bool sets = op == 'S' || data_.count(keys[0]) == 0;
+      if (sets) data_[keys[0]] = buf;
+      reply.push_back(sets ? 1 : 0);
     } else if (op == 'G' && nkeys == 1) {
       std::lock_guard<std::mutex> lock(mu_);
       auto it = data_.find(keys[0]);
@@ -261,6 +262,14 @@ void TcpStore::set(const std::string& key, const std::vector<char>& data) {
   put_bytes(m, key.data(), key.size());
   put_bytes(m, data.data(), data.size());
   request(m);
+}
+
+bool TcpStore::claim(const std::string& key, const std::vector<char>& data) {
+  std::vector<char> m{'X'};
+  put_u32(m, 1);
+  put_bytes(m, key.data(), key.size());
+  put_bytes(m, data.data(), data.size());
+  return request(m)[0] == 1;
 }
 
 bool TcpStore::check(const std::vector<std::string>& keys) {

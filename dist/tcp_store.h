@@ -36,6 +36,8 @@ class TcpStore final : public RendezvousStore {
   // True when every key is set.
   bool check(const std::vector<std::string>& keys);
   bool has(const std::string& key) override { return check({key}); }
+  // The server sets the key only if it is absent, under its lock.
+  bool claim(const std::string& key, const std::vector<char>& data) override;
 
  private:
   std::vector<char> request(const std::vector<char>& msg);

@@ -9,6 +9,9 @@
 //                others all-reduce again: they must fail with kiln::Error
 //   stall        rank 1 sleeps instead of its second all-reduce: the others time out
 //   env          prints the parsed launch environment (or its one-line error)
+//   claim        two stores of this launch's rendezvous (for TCP: rank 0's server and a
+//                client of it) claim the same keys in turn; prints who got each: the
+//                first claimant of a key, never both (the join's one-process-per-rank rule)
 //   time N       times an all-reduce of N floats (median of 3 after one warm-up), for docs
 // A kiln::Error is printed as "rank R: error: MESSAGE" and exits 3.
 #include <unistd.h>
@@ -24,6 +27,7 @@
 
 #include "core/kiln.h"
 #include "dist/dist.h"
+#include "dist/rendezvous.h"
 #include "layers/layers.h"
 #include "train/communicator.h"
 #include "train/data_parallel.h"
@@ -142,6 +146,22 @@ void die_or_stall(Communicator& c, bool die) {
   std::printf("rank %d: the second all-reduce returned although rank 1 is gone\n", c.rank());
 }
 
+// Key "a" claimed by store 1 then 2, key "b" by 2 then 1: prints "claims: a 1 0, b 1 0"
+// when exactly the first claimant of each got it; the keys are removed after.
+int claim_twice(kiln::LaunchEnv env) {
+  env.rank = 0;
+  std::unique_ptr<kiln::dist::RendezvousStore> one = kiln::dist::open_store(env);
+  env.rank = 1;
+  std::unique_ptr<kiln::dist::RendezvousStore> two = kiln::dist::open_store(env);
+  const std::vector<char> v{'x'};
+  const bool a1 = one->claim("claim.a", v), a2 = two->claim("claim.a", v);
+  const bool b2 = two->claim("claim.b", v), b1 = one->claim("claim.b", v);
+  std::printf("claims: a %d %d, b %d %d\n", a1, a2, b2, b1);
+  one->forget_own();
+  two->forget_own();
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -156,6 +176,7 @@ int main(int argc, char** argv) {
                   env.local_rank, env.launcher.c_str(), env.rendezvous.c_str(), env.timeout_s);
       return 0;
     }
+    if (what == "claim") return claim_twice(env);
     std::unique_ptr<Communicator> c = kiln::make_communicator(env);
     if (what == "collectives") {
       const bool ok = collectives(*c);

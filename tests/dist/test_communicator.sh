@@ -128,6 +128,14 @@ kill $listener 2> /dev/null; wait $listener 2> /dev/null
 if [ $rc = 3 ] && [ $dt -le 6 ] && grep -q "the store at 127.0.0.1:$port did not answer within 2 s" <<< "$out"; then
   ok "a store that never answers: an error in ${dt} s: $out"
 else bad "silent store (rc $rc, ${dt} s): $out"; fi
+# The rule under the next case, without its timing: of two processes claiming a key (a
+# rank's place), exactly the first gets it, on both stores.
+port=$(free_port)
+tcp=$(KILN_RENDEZVOUS=tcp:127.0.0.1:$port KILN_DIST_TIMEOUT=5 timeout 30 "$B" claim 2>&1)
+file=$(KILN_RENDEZVOUS=file:$W/claims KILN_DIST_TIMEOUT=5 timeout 30 "$B" claim 2>&1)
+if [ "$tcp" = "claims: a 1 0, b 1 0" ] && [ "$file" = "claims: a 1 0, b 1 0" ] && [ -z "$(ls "$W/claims")" ]; then
+  ok "a key claimed twice goes to the first claimant only: TCP and file stores"
+else bad "claims: tcp '$tcp', file '$file', left: $(ls "$W/claims" 2>&1)"; fi
 port=$(free_port)
 for r in 0 1 1; do
   RANK=$r WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port KILN_DIST_TIMEOUT=5 timeout 30 "$B" collectives > "$W/dup.$r.$RANDOM" 2>&1 &
