@@ -95,14 +95,57 @@ inline int kept_dims(const BroadcastPlan<2>& p, int (&kept)[kMaxBroadcastRank]) 
   return n;
 }
 
-// sum_to's order, which both backends keep so that they give the same bits: output element
-// j sums, in double from 0, x's elements that broadcast from it in x's row-major order;
+// Column sums, [rows, cols] -> [cols], in an order built for a GPU (many threads per column,
+// fixed whatever the GPU): the rows split into column_chunks() chunks of
+// ceil(rows / chunks) rows; in a chunk, row r adds into lane (r - chunk begin) %
+// kColumnRowLanes; a chunk's sum is its lanes added in lane order, a column's its chunks'
+// sums added in chunk order from 0; all in double. sum_to takes it for a plan of that shape
+// (a channel sum of NHWC, a bias's gradient); CUDA's linear bias gradient runs it too.
+constexpr int64_t kColumnChunks = 256;
+constexpr int kColumnRowLanes = 8;
+constexpr int64_t kColumnPartials = int64_t{1} << 23;  // chunk sums held at most (64 MiB of doubles)
+
+// How many chunks the rows of a [rows, cols] column sum split into (rows > 0).
+KILN_HD int64_t column_chunks(int64_t rows, int64_t cols) {
+  const int64_t by_rows = rows < kColumnChunks ? rows : kColumnChunks;
+  const int64_t by_memory = cols > 0 && kColumnPartials / cols > 0 ? kColumnPartials / cols : 1;
+  return by_rows < by_memory ? by_rows : by_memory;
+}
+
+// One column's sum in that order; load(r) reads its element in row r as a double.
+template <typename Load>
+KILN_HD double column_sum_element(int64_t rows, int64_t cols, Load load) {
+  if (rows <= 0) return 0.0;
+  const int64_t chunks = column_chunks(rows, cols), per = (rows + chunks - 1) / chunks;
+  double total = 0;
+  for (int64_t k = 0; k < chunks; ++k) {
+    const int64_t begin = k * per, end = begin + per < rows ? begin + per : rows;
+    double lane[kColumnRowLanes] = {};
+    for (int64_t r = begin; r < end; ++r) lane[(r - begin) % kColumnRowLanes] += load(r);
+    double s = lane[0];
+    for (int l = 1; l < kColumnRowLanes; ++l) s += lane[l];
+    total += s;
+  }
+  return total;
+}
+
+// Whether a sum_to plan (below) is a column sum: [rows, cols] -> [cols].
+KILN_HD bool is_column_sum(const BroadcastPlan<2>& p) {
+  return p.rank == 2 && p.stride[1][0] == 0 && p.stride[1][1] == 1;
+}
+
+// sum_to's order, which both backends keep so that they give the same bits: a column sum as
+// above; otherwise output element j sums, in double from 0, x's elements that broadcast from it in x's row-major order;
 // where x's innermost (collapsed) dimension is summed too, each run along it is summed
 // first, from 0, and the run's sum added. Plan: over x's extents, operand 0 x, operand 1
 // out. `kept` lists the plan dimensions out has (out stride != 0), outermost first; load(o)
 // reads x's element o as a double.
 template <typename Load>
 KILN_HD double sum_to_element(const BroadcastPlan<2>& p, const int* kept, int n_kept, int64_t j, Load load) {
+  if (is_column_sum(p)) {
+    const int64_t cols = p.dims[1];
+    return column_sum_element(p.dims[0], cols, [&](int64_t r) { return load(r * cols + j); });
+  }
   // j over the kept dimensions (out is contiguous in them, in this order) gives x's base.
   int64_t base = 0;
   for (int k = n_kept - 1; k >= 0; --k) {

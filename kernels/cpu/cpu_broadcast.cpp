@@ -72,6 +72,13 @@ KILN_CPU_CLONES void accumulate_row(const R* x, double* acc, int64_t n) {
   for (int64_t i = 0; i < n; ++i) acc[i] += static_cast<double>(to_f32(x[i]));
 }
 
+// acc = +0 + x (a sum from +0 after its first term: -0 becomes +0, as it does on the GPU),
+// or +0 where x is null (an empty chunk).
+template <typename R>
+KILN_CPU_CLONES void start_row(const R* x, double* acc, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) acc[i] = x != nullptr ? 0.0 + static_cast<double>(to_f32(x[i])) : 0.0;
+}
+
 // The sum of row `x` in double, from 0, in order (sum_to_element's run).
 template <typename R>
 double row_sum(const R* x, int64_t n) {
@@ -80,17 +87,66 @@ double row_sum(const R* x, int64_t n) {
   return s;
 }
 
-// sum_to in kernels/common/broadcast.h's order, rows walked in x's order: where out keeps
-// the innermost dimension, each thread takes a block of its columns through every row;
-// where it is summed too, the rows' runs are summed in parallel and added in row order.
-template <typename T>
-void sum_to_typed(const Tensor& x, Tensor& out) {
-  using R = raw_t<T>;
-  const common::BroadcastPlan<2> p = common::broadcast_plan<2>(x, {&x, &out});
+// A column sum of x [rows, cols] into acc [cols] (zeros) in kernels/common/broadcast.h's column order:
+// the chunks in parallel, each a block of columns at a time through its rows into its lanes,
+// then each column's chunk sums added in chunk order.
+template <typename R>
+void column_sums_in_chunks(const R* x, int64_t rows, int64_t cols, double* acc) {
+  constexpr int64_t kBlock = 512;
+  constexpr int kLanes = common::kColumnRowLanes;
+  const int64_t chunks = common::column_chunks(rows, cols), per = (rows + chunks - 1) / chunks;
+  const int64_t blocks = (cols + kBlock - 1) / kBlock;
+  // Every chunk sum is written below: no zeroing. Up to 8 MiB stays with the calling thread
+  // for its next call (a fresh 1 MiB cost its page faults, a third of a 512-channel sum).
+  thread_local std::vector<double> kept;
+  std::vector<double> once;
+  const size_t need = static_cast<size_t>(chunks * cols);
+  std::vector<double>& partial = need <= (size_t{1} << 20) ? kept : once;
+  if (partial.size() < need) partial.resize(need);
+#pragma omp parallel for collapse(2) schedule(static) if (rows * cols > kParallelFrom)
+  for (int64_t k = 0; k < chunks; ++k) {
+    for (int64_t blk = 0; blk < blocks; ++blk) {
+      const int64_t begin = k * per, end = std::min(begin + per, rows);
+      const int64_t c0 = blk * kBlock, n = std::min(cols - c0, kBlock);
+      double* out = partial.data() + k * cols + c0;
+      if (end - begin <= kLanes) {  // a row per lane: the lanes' sum is the rows' in order
+        start_row(end > begin ? x + begin * cols + c0 : nullptr, out, n);
+        for (int64_t r = begin + 1; r < end; ++r) accumulate_row(x + r * cols + c0, out, n);
+        continue;
+      }
+      // A lane starts at its first row (+0 plus it, as a sum from +0 does), so none is zeroed.
+      double lane[kLanes * kBlock];
+      for (int64_t r = begin; r < end; ++r) {
+        double* l = lane + (r - begin) % kLanes * n;
+        if (r - begin < kLanes) start_row(x + r * cols + c0, l, n);
+        else accumulate_row(x + r * cols + c0, l, n);
+      }
+      for (int64_t i = 0; i < n; ++i) {
+        double s = lane[i];
+        for (int64_t l = 1; l < kLanes; ++l) s += lane[l * n + i];
+        out[i] = s;
+      }
+    }
+  }
+  // Chunk by chunk into acc (from +0, as the column order starts), a block of columns per
+  // thread: contiguous reads, where a column at a time strode through the partials.
+#pragma omp parallel for schedule(static) if (chunks * cols > kParallelFrom && blocks > 1)
+  for (int64_t blk = 0; blk < blocks; ++blk) {
+    const int64_t c0 = blk * kBlock, n = std::min(cols - c0, kBlock);
+    for (int64_t k = 0; k < chunks; ++k) {
+      const double* p = partial.data() + k * cols + c0;
+      for (int64_t i = 0; i < n; ++i) acc[c0 + i] += p[i];
+    }
+  }
+}
+
+// sum_to's other plans, in kernels/common/broadcast.h's order: rows walked in x's order. Where out keeps the innermost
+// dimension, each thread takes a block of its columns through every row; where it is
+// summed too, the rows' runs are summed in parallel and added in row order.
+template <typename R>
+void sum_in_rows(const common::BroadcastPlan<2>& p, const R* px, std::vector<double>& acc) {
   const int64_t inner = common::inner_extent(p), n_rows = rows_of(p);
   const bool inner_kept = p.rank > 0 && p.stride[1][p.rank - 1] != 0;
-  const R* px = raw(x.data<T>());
-  std::vector<double> acc(static_cast<size_t>(out.numel()), 0.0);
   const auto row_out = [&](int64_t r) {
     int64_t off[2];
     common::broadcast_offsets(p, r * inner, off);
@@ -102,16 +158,30 @@ void sum_to_typed(const Tensor& x, Tensor& out) {
     const int64_t threads = omp_get_max_threads();
     const int64_t width = std::clamp<int64_t>(((inner + threads - 1) / threads + 15) & ~int64_t{15}, 64, 512);
     const int64_t blocks = (inner + width - 1) / width;
-#pragma omp parallel for schedule(static) if (x.numel() > kParallelFrom && blocks > 1)
+#pragma omp parallel for schedule(static) if (n_rows * inner > kParallelFrom && blocks > 1)
     for (int64_t blk = 0; blk < blocks; ++blk) {
       const int64_t c0 = blk * width, n = std::min(inner - c0, width);
       for (int64_t r = 0; r < n_rows; ++r) accumulate_row(px + r * inner + c0, acc.data() + row_out(r) + c0, n);
     }
   } else {
     std::vector<double> runs(static_cast<size_t>(n_rows));
-#pragma omp parallel for schedule(static) if (x.numel() > kParallelFrom && n_rows > 1)
+#pragma omp parallel for schedule(static) if (n_rows * inner > kParallelFrom && n_rows > 1)
     for (int64_t r = 0; r < n_rows; ++r) runs[static_cast<size_t>(r)] = row_sum(px + r * inner, inner);
     for (int64_t r = 0; r < n_rows; ++r) acc[static_cast<size_t>(row_out(r))] += runs[static_cast<size_t>(r)];
+  }
+}
+
+// sum_to in kernels/common/broadcast.h's order, column sums apart.
+template <typename T>
+void sum_to_typed(const Tensor& x, Tensor& out) {
+  using R = raw_t<T>;
+  const common::BroadcastPlan<2> p = common::broadcast_plan<2>(x, {&x, &out});
+  const R* px = raw(x.data<T>());
+  std::vector<double> acc(static_cast<size_t>(out.numel()), 0.0);
+  if (common::is_column_sum(p)) {
+    column_sums_in_chunks(px, p.dims[0], p.dims[1], acc.data());
+  } else {
+    sum_in_rows(p, px, acc);
   }
   R* po = raw(out.data<T>());
   for (size_t j = 0; j < acc.size(); ++j) po[j] = from_f32<R>(static_cast<float>(acc[j]));

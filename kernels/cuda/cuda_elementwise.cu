@@ -232,15 +232,13 @@ __global__ void add_bias_kernel(T* y, const T* b, int64_t rows, int64_t cols) {
   }
 }
 
-// Column sums in two passes with a fixed shape, so the result is the same on every GPU
-// and every run: pass 1 splits the rows into kColumnChunks contiguous chunks and sums each
-// chunk per column in double (a 32-column tile per block, kColumnRowLanes row lanes, lanes
-// combined in lane order); pass 2 adds the chunk partials per column in chunk order.
-// T is float or BFloat16: each element is read exactly into double, the total rounded to
-// float and then (bf16) once more, as the CPU's column_sums.
-constexpr int64_t kColumnChunks = 256;
+// Column sums in two passes, in kernels/common/broadcast.h's column order (the CPU's
+// sum_to keeps it too): pass 1 sums each chunk of rows per column in double (a 32-column
+// tile per block, kColumnRowLanes row lanes, lanes combined in lane order); pass 2 adds the
+// chunk partials per column in chunk order. T is float or BFloat16: each element is read
+// exactly into double, the total rounded to float and then (bf16) once more.
+using common::kColumnRowLanes;
 constexpr int kColumnTile = 32;
-constexpr int kColumnRowLanes = 8;
 
 template <typename T>
 __global__ void column_partial_kernel(const T* x, int64_t rows, int64_t cols, int64_t rows_per_chunk,
@@ -403,6 +401,14 @@ void CudaBackend::sum_to(const Tensor& x, Tensor& out) {
     fill(out, 0.0);
   } else if (n > 0) {
     const common::BroadcastPlan<2> p = common::broadcast_plan<2>(x, {&x, &out});
+    if (common::is_column_sum(p)) {  // many threads per column (one per output was 64 for 64 channels)
+      if (x.dtype() == DType::bf16)
+        launch_column_sum(x.data<BFloat16>(), p.dims[0], p.dims[1], out.data<BFloat16>(), scope.stream());
+      else
+        launch_column_sum(x.data<float>(), p.dims[0], p.dims[1], out.data<float>(), scope.stream());
+      scope.done();
+      return;
+    }
     KeptDims kept{};
     kept.n = common::kept_dims(p, kept.d);
     for_float_or_bf16(out.dtype(), [&](auto tag) {
@@ -597,7 +603,7 @@ void column_sum(const T* x, int64_t rows, int64_t cols, T* out, cudaStream_t str
     return;
   }
   const int index = device_of_stream(stream);
-  const int64_t chunks = rows < kColumnChunks ? rows : kColumnChunks;
+  const int64_t chunks = common::column_chunks(rows, cols);
   const int64_t rows_per_chunk = (rows + chunks - 1) / chunks;
   Workspace partial(index, static_cast<size_t>(chunks * cols) * sizeof(double));
   double* pp = static_cast<double*>(partial.data());

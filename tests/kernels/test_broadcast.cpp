@@ -53,6 +53,47 @@ TEST_CASE("sum_to on the CPU adds in the order the GPU's kernel does, bit for bi
   }
 }
 
+TEST_CASE("sum_to's order shows in its bits: the CPU keeps the GPU's, not another", "[broadcast]") {
+  // Each output's first term (in x's order) is 1e15 and its last -1e15: the running sums in
+  // double are then too coarse (ulp 0.125) for the normal terms added while they are large,
+  // so the result depends on the order, unlike sums of terms alike (where rounding to float
+  // hides it).
+  Generator g(16);
+  for (const auto& [big, small] : std::vector<std::pair<Shape, Shape>>{{Shape{3000, 70}, Shape{70}},
+                                                                       {Shape{7, 400, 9}, Shape{1, 400, 1}}}) {
+    INFO(big << " -> " << small);
+    std::vector<float> v = Tensor::normal(big, 0.0f, 1.0f, g).to_vector<float>();
+    const Tensor shape_only = Tensor::empty(big), out = Tensor::empty(small);
+    const common::BroadcastPlan<2> p = common::broadcast_plan<2>(shape_only, {&shape_only, &out});
+    std::vector<int64_t> first(static_cast<size_t>(small.numel()), -1), last(first.size(), -1);
+    for (int64_t i = 0; i < big.numel(); ++i) {
+      int64_t off[2];
+      common::broadcast_offsets(p, i, off);
+      if (first[static_cast<size_t>(off[1])] < 0) first[static_cast<size_t>(off[1])] = off[0];
+      last[static_cast<size_t>(off[1])] = off[0];
+    }
+    for (size_t j = 0; j < first.size(); ++j) {
+      v[static_cast<size_t>(first[j])] = 1e15f;
+      v[static_cast<size_t>(last[j])] = -1e15f;
+    }
+    const Tensor x = Tensor::from_vector(v, big);
+    const std::vector<float> got = sum_to(x, small).to_vector<float>(), want = sum_to_by_element(x, small);
+    REQUIRE(got == want);
+    // The same values summed in x's order, one running sum per output, differ somewhere: the
+    // comparison above tells groupings apart (which terms are summed before they meet a large
+    // running sum; 7 lanes instead of 8 fails it).
+    std::vector<double> in_order(static_cast<size_t>(small.numel()), 0.0);
+    for (int64_t i = 0; i < big.numel(); ++i) {
+      int64_t off[2];
+      common::broadcast_offsets(p, i, off);
+      in_order[static_cast<size_t>(off[1])] += v[static_cast<size_t>(off[0])];
+    }
+    size_t differ = 0;
+    for (size_t j = 0; j < got.size(); ++j) differ += got[j] != static_cast<float>(in_order[j]);
+    CHECK(differ > 0);
+  }
+}
+
 TEST_CASE("broadcast ops equal the same op on operands repeated to full size, bit for bit", "[broadcast]") {
   Generator g(12);
   const std::vector<std::pair<Shape, Shape>> pairs = {
