@@ -182,8 +182,8 @@
 #   broadcast_to kernels). Their op-table cases (div/*, */broadcast_*, sum_to/*, broadcast_to/*)
 #   run inside the older "[cuda][ops]" case; [broadcast] (new tag, run apart) holds them to
 #   the CPU bit for bit at sizes that take the CPU's threaded paths. The bench section's
-#   elementwise suite has div, add_channel and sum_channel rows (sum_channel: one thread per
-#   output channel, so expect a low %roof at 64 channels).
+#   elementwise suite has div, add_channel and sum_channel rows (sum_channel: the two-pass
+#   column kernel of the linear bias gradient; other sum_to shapes run one thread per output).
 set -uo pipefail
 PACK=${1:-.gpu}
 SHIP=${OUT:-}  # where results go back from (the device tool's $OUT); empty: keep them in the work folder
