@@ -151,12 +151,14 @@ Tensor resize_by_broadcast(const Tensor& x, const Shape& shape, bool sums) {
   checks::float32_or_bf16(name, "input x", x);
   const Shape& big = sums ? x.shape() : shape;  // the one the other repeats to
   const Shape& small = sums ? shape : x.shape();
+  for (int64_t d : shape.dims())
+    KILN_CHECK(d >= 0, name, ": the shape ", shape, " has a negative extent");
   KILN_CHECK(checks::broadcasts_to(small, big), name, ": ", sums ? "x's shape " : "shape ", big,
              " is not a broadcast of ", sums ? "shape " : "x's shape ", small, " (aligned from the right, each of ",
-             small, "'s extents must be ", big, "'s or 1)");
+             small, "'s extents must be ", big, "'s or 1, and ", small, " may not have more dimensions)");
+  if (shape == x.shape()) return x;
   KILN_CHECK(big.rank() <= kMaxBroadcastRank, name, ": ", big, " has more than ", kMaxBroadcastRank,
              " dimensions, more than kiln broadcasts; reshape it first");
-  if (shape == x.shape()) return x;
   Tensor out = Tensor::empty(shape, like(x));
   Backend& be = backend_for(x.device());
   if (sums) be.sum_to(x, out);

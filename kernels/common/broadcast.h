@@ -129,9 +129,21 @@ KILN_HD double column_sum_element(int64_t rows, int64_t cols, Load load) {
   return total;
 }
 
-// Whether a sum_to plan (below) is a column sum: [rows, cols] -> [cols].
-KILN_HD bool is_column_sum(const BroadcastPlan<2>& p) {
-  return p.rank == 2 && p.stride[1][0] == 0 && p.stride[1][1] == 1;
+// Whether a sum_to plan (below) is a column sum, [rows, cols] -> [cols], and its rows and
+// cols: a sum of everything is one column (a 0-d operand's gradient: many threads on a GPU,
+// where a row-major order would be one).
+KILN_HD bool column_sum_shape(const BroadcastPlan<2>& p, int64_t& rows, int64_t& cols) {
+  if (p.rank == 2 && p.stride[1][0] == 0 && p.stride[1][1] == 1) {
+    rows = p.dims[0];
+    cols = p.dims[1];
+    return true;
+  }
+  if (p.rank <= 1 && (p.rank == 0 || p.stride[1][0] == 0)) {
+    rows = p.rank == 0 ? 1 : p.dims[0];
+    cols = 1;
+    return true;
+  }
+  return false;
 }
 
 // sum_to's order, which both backends keep so that they give the same bits: a column sum as
@@ -142,10 +154,9 @@ KILN_HD bool is_column_sum(const BroadcastPlan<2>& p) {
 // reads x's element o as a double.
 template <typename Load>
 KILN_HD double sum_to_element(const BroadcastPlan<2>& p, const int* kept, int n_kept, int64_t j, Load load) {
-  if (is_column_sum(p)) {
-    const int64_t cols = p.dims[1];
-    return column_sum_element(p.dims[0], cols, [&](int64_t r) { return load(r * cols + j); });
-  }
+  int64_t rows = 0, cols = 0;
+  if (column_sum_shape(p, rows, cols))
+    return column_sum_element(rows, cols, [&](int64_t r) { return load(r * cols + j); });
   // j over the kept dimensions (out is contiguous in them, in this order) gives x's base.
   int64_t base = 0;
   for (int k = n_kept - 1; k >= 0; --k) {

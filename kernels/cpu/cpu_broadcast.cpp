@@ -178,8 +178,9 @@ void sum_to_typed(const Tensor& x, Tensor& out) {
   const common::BroadcastPlan<2> p = common::broadcast_plan<2>(x, {&x, &out});
   const R* px = raw(x.data<T>());
   std::vector<double> acc(static_cast<size_t>(out.numel()), 0.0);
-  if (common::is_column_sum(p)) {
-    column_sums_in_chunks(px, p.dims[0], p.dims[1], acc.data());
+  int64_t rows = 0, cols = 0;
+  if (common::column_sum_shape(p, rows, cols)) {
+    column_sums_in_chunks(px, rows, cols, acc.data());
   } else {
     sum_in_rows(p, px, acc);
   }

@@ -401,11 +401,12 @@ void CudaBackend::sum_to(const Tensor& x, Tensor& out) {
     fill(out, 0.0);
   } else if (n > 0) {
     const common::BroadcastPlan<2> p = common::broadcast_plan<2>(x, {&x, &out});
-    if (common::is_column_sum(p)) {  // many threads per column (one per output was 64 for 64 channels)
+    int64_t rows = 0, cols = 0;
+    if (common::column_sum_shape(p, rows, cols)) {  // many threads per column (one per output was 64 for 64 channels)
       if (x.dtype() == DType::bf16)
-        launch_column_sum(x.data<BFloat16>(), p.dims[0], p.dims[1], out.data<BFloat16>(), scope.stream());
+        launch_column_sum(x.data<BFloat16>(), rows, cols, out.data<BFloat16>(), scope.stream());
       else
-        launch_column_sum(x.data<float>(), p.dims[0], p.dims[1], out.data<float>(), scope.stream());
+        launch_column_sum(x.data<float>(), rows, cols, out.data<float>(), scope.stream());
       scope.done();
       return;
     }

@@ -99,6 +99,13 @@ def test_broadcasting_and_division_match_torch():
     close(kiln.broadcast_to(kw, [3, 5]), w.expand(3, 5))
     with pytest.raises(kiln.Error, match=r"shapes \[2, 3, 4, 5\] and \[4\] do not broadcast"):
         kx + kiln.ones([4])
+    # s / t on bf16: s stays float32 until the one rounding of the quotient, as in t / s.
+    a = torch.linspace(0.5, 4, 200)
+    ka = kiln.from_dlpack(a.clone()).astype("bfloat16")
+    abf = a.bfloat16().float()
+    for s in (0.1, 1 / 3, 7.7):
+        want = (torch.tensor(s, dtype=torch.float32) / abf).bfloat16().float()
+        assert (s / ka).astype("float32").tolist() == want.tolist()
 
 
 def test_sgd_step_matches_torch():

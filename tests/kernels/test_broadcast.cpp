@@ -3,7 +3,9 @@
 // (kernels/common/broadcast.h), IEEE division, the messages for shapes that do not
 // broadcast, and the GPU against the CPU bit for bit.
 #include <catch2/catch.hpp>
+#include <bit>
 #include <cmath>
+#include <cstdint>
 #include <limits>
 
 #include "core/backend.h"
@@ -160,8 +162,12 @@ TEST_CASE("shapes that do not broadcast are refused, naming both and the dimensi
   CHECK_THROWS_WITH(sum_to(b, Shape{2, 4}), Catch::Contains("is not a broadcast of"));
   CHECK_THROWS_WITH(broadcast_to(a, Shape{3, 3}), Catch::Contains("broadcast_to: shape [3, 3] is not a broadcast of "
                                                                   "x's shape [2, 3]"));
+  CHECK_THROWS_WITH(sum_to(b, Shape{1, 1, 4}), Catch::Contains("[1, 1, 4] may not have more dimensions"));
+  CHECK_THROWS_WITH(broadcast_to(b, Shape{-1, 4}), Catch::Contains("broadcast_to: the shape [-1, 4] has a negative"));
   const Tensor deep = Tensor::zeros(Shape{1, 1, 1, 1, 1, 1, 1, 1, 2});
   CHECK_THROWS_WITH(add(deep, Tensor::zeros(Shape{2})), Catch::Contains("more than 8 dimensions"));
+  CHECK(sum_to(deep, deep.shape()).raw_data() == deep.raw_data());  // equal shapes: x itself, at any rank
+  CHECK_THROWS_WITH(sum_to(deep, Shape{2}), Catch::Contains("more than 8 dimensions"));
   CHECK_THROWS_WITH(add(a, Tensor::zeros(Shape{2, 3}, TensorOptions{DType::bf16})),
                     Catch::Contains("add: a is float32 but b is bfloat16"));
 }
@@ -174,7 +180,12 @@ TEST_CASE("broadcast ops, sum_to and broadcast_to on the GPU equal the CPU's bit
       INFO(big << " -> " << small << " in " << dtype_name(dt));
       const Tensor x = Tensor::normal(big, 0.0f, 1.0f, g).to(dt), y = Tensor::normal(small, 0.0f, 1.0f, g).to(dt);
       const Tensor xg = x.to(Device::cuda()), yg = y.to(Device::cuda());
-      const auto host = [](const Tensor& t) { return t.to(Device::cpu()).to(DType::f32).to_vector<float>(); };
+      const auto host = [](const Tensor& t) {  // the bits, so that -0 differs from +0 and NaN matches itself
+        std::vector<uint32_t> bits;
+        for (float f : t.to(Device::cpu()).to(DType::f32).to_vector<float>())
+          bits.push_back(std::bit_cast<uint32_t>(f));
+        return bits;
+      };
       CHECK(host(sum_to(xg, small)) == host(sum_to(x, small)));
       CHECK(host(broadcast_to(yg, big)) == host(broadcast_to(y, big)));
       CHECK(host(add(xg, yg)) == host(add(x, y)));
