@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <algorithm>
 #include <cstdint>
 #include <random>
 #include <cstdio>
@@ -78,11 +79,19 @@ class FileStore final : public RendezvousStore {
       KILN_CHECK(errno == EEXIST, "rendezvous: cannot create '", path, "': ", std::strerror(errno));
       return false;
     }
-    own_.push_back(path);
     const bool written = ::write(fd, data.data(), data.size()) == static_cast<ssize_t>(data.size());
     ::close(fd);
+    std::error_code ec;
+    if (!written) fs::remove(path, ec);  // not left claimed by a process that stops here
     KILN_CHECK(written, "rendezvous: cannot write '", path, "'");
+    own_.push_back(path);
     return true;
+  }
+  void release(const std::string& key) override {
+    const std::string path = path_of(key);
+    std::error_code ec;
+    fs::remove(path, ec);
+    own_.erase(std::remove(own_.begin(), own_.end(), path), own_.end());
   }
   void forget_own() override {
     std::error_code ec;
@@ -140,34 +149,9 @@ void check_join_value(RendezvousStore& store, const LaunchEnv& env, const std::s
                                                     : std::string());
 }
 
-}  // namespace
-
-// A number no other process draws: which process holds a rank's place in the store.
-std::string process_token() {
-  std::random_device rd;
-  const uint64_t t = (uint64_t{rd()} << 32) ^ rd() ^ static_cast<uint64_t>(::getpid()) ^
-                     static_cast<uint64_t>(Clock::now().time_since_epoch().count());
-  return std::to_string(t);
-}
-
-void join(RendezvousStore& store, const LaunchEnv& env, const std::string& backend) {
-  const std::string prefix = env.run_id + ".join.";
-  const std::string mine = "world_size=" + std::to_string(env.world_size) + " backend=" + backend;
-  // Two runs on one MASTER_PORT, or a rank started twice, merged silently: one run trained
-  // with the other's process and data (found by review). A store whose run has all its ranks
-  // refuses another, and a rank's place held by another process is said.
-  KILN_CHECK(!store.has(prefix + "complete"), "rank ", env.rank, ": the run at ", env.rendezvous, " has all its ",
-             "ranks already: another run uses this rendezvous (give each run its own MASTER_PORT), or this rank ",
-             "was started twice");
-  // A rank's place goes to one process: a second started with the same RANK is refused at
-  // once, whenever it comes (a check of who held the key last let both through when the
-  // second set it after the first had looked).
-  const std::string token = process_token(), id_key = prefix + std::to_string(env.rank) + ".id";
-  KILN_CHECK(store.claim(id_key, std::vector<char>(token.begin(), token.end())), "rank ", env.rank,
-             ": another process joined as rank ", env.rank, " at ", env.rendezvous, " too: two processes were ",
-             "started with RANK=", env.rank, ", or a second run uses this rendezvous (give each run its own ",
-             env.rendezvous.rfind("file:", 0) == 0 ? "directory; or '" + env.rendezvous.substr(5) +
-                 "' holds keys of an earlier run that was killed: empty it)" : std::string("MASTER_PORT)"));
+// Sets this rank's join value, waits for every rank's (each checked against it as it
+// comes), then checks that no rank beyond WORLD_SIZE came.
+void wait_for_ranks(RendezvousStore& store, const LaunchEnv& env, const std::string& prefix, const std::string& mine) {
   store.set(prefix + std::to_string(env.rank), std::vector<char>(mine.begin(), mine.end()));
   const auto start = Clock::now(), deadline = start + timeout_of(env);
   std::vector<bool> checked(static_cast<size_t>(env.world_size), false);
@@ -212,6 +196,50 @@ void join(RendezvousStore& store, const LaunchEnv& env, const std::string& backe
   const std::string beyond = prefix + std::to_string(env.world_size);
   KILN_CHECK(!store.has(beyond), "rank ", env.rank, ": a rank ", env.world_size, " joined, but WORLD_SIZE is ",
              env.world_size, ": start every rank with the same WORLD_SIZE");
+}
+
+}  // namespace
+
+// A number no other process draws: which process holds a rank's place in the store.
+std::string process_token() {
+  std::random_device rd;
+  const uint64_t t = (uint64_t{rd()} << 32) ^ rd() ^ static_cast<uint64_t>(::getpid()) ^
+                     static_cast<uint64_t>(Clock::now().time_since_epoch().count());
+  return std::to_string(t);
+}
+
+void join(RendezvousStore& store, const LaunchEnv& env, const std::string& backend) {
+  const std::string prefix = env.run_id + ".join.";
+  const std::string mine = "world_size=" + std::to_string(env.world_size) + " backend=" + backend;
+  // Two runs on one MASTER_PORT, or a rank started twice, merged silently: one run trained
+  // with the other's process and data (found by review). A store whose run has all its ranks
+  // refuses another, and a rank's place held by another process is said.
+  KILN_CHECK(!store.has(prefix + "complete"), "rank ", env.rank, ": the run at ", env.rendezvous, " has all its ",
+             "ranks already: another run uses this rendezvous (give each run its own MASTER_PORT), or this rank ",
+             "was started twice");
+  // A rank's place goes to one process: a second started with the same RANK is refused at
+  // once, whenever it comes (a check of who held the key last let both through when the
+  // second set it after the first had looked).
+  const std::string token = process_token(), id_key = prefix + std::to_string(env.rank) + ".id";
+  const bool file = env.rendezvous.rfind("file:", 0) == 0;
+  KILN_CHECK(store.claim(id_key, std::vector<char>(token.begin(), token.end())), "rank ", env.rank,
+             ": another process joined as rank ", env.rank, " at ", env.rendezvous, " too: two processes were ",
+             "started with RANK=", env.rank, ", or a second run uses this rendezvous (give each run its own ",
+             file ? "directory), or '" + env.rendezvous.substr(5) + "' holds keys of an earlier run that was "
+                        "killed: empty it"
+                  : std::string("MASTER_PORT), or this rank's earlier process was killed while the others waited: "
+                                "restart every rank"));
+  try {
+    wait_for_ranks(store, env, prefix, mine);
+  } catch (...) {
+    // Its place back: a rank that failed to join can be started again (the join value
+    // stays, so that the others see a disagreement at once).
+    try {
+      store.release(id_key);
+    } catch (...) {  // the store is gone (rank 0 stopped): nothing holds the place
+    }
+    throw;
+  }
   const std::string one = "1";
   store.set(prefix + "complete", std::vector<char>(one.begin(), one.end()));
 }

@@ -24,6 +24,9 @@ class RendezvousStore : public gloo::rendezvous::Store {
   // Sets `key` to data unless it is set already, in one atomic step; true when this call
   // set it. Of two processes claiming a key, exactly one gets true, whatever the timing.
   virtual bool claim(const std::string& key, const std::vector<char>& data) = 0;
+  // Removes a key this process claimed: a rank whose join failed gives its place back, so
+  // that it can be started again.
+  virtual void release(const std::string& key) = 0;
 };
 
 // The store env.rendezvous names ("file:<dir>" or "tcp:<host>:<port>"), its waits bounded by

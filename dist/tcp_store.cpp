@@ -223,6 +223,10 @@ void TcpStore::serve_client(int fd) {
       const bool sets = op == 'S' || data_.count(keys[0]) == 0;
       if (sets) data_[keys[0]] = buf;
       reply.push_back(sets ? 1 : 0);
+    } else if (op == 'D' && nkeys == 1) {
+      std::lock_guard<std::mutex> lock(mu_);
+      data_.erase(keys[0]);
+      reply.push_back(1);
     } else if (op == 'G' && nkeys == 1) {
       std::lock_guard<std::mutex> lock(mu_);
       auto it = data_.find(keys[0]);
@@ -270,6 +274,13 @@ bool TcpStore::claim(const std::string& key, const std::vector<char>& data) {
   put_bytes(m, key.data(), key.size());
   put_bytes(m, data.data(), data.size());
   return request(m)[0] == 1;
+}
+
+void TcpStore::release(const std::string& key) {
+  std::vector<char> m{'D'};
+  put_u32(m, 1);
+  put_bytes(m, key.data(), key.size());
+  request(m);
 }
 
 bool TcpStore::check(const std::vector<std::string>& keys) {

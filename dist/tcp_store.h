@@ -38,6 +38,7 @@ class TcpStore final : public RendezvousStore {
   bool has(const std::string& key) override { return check({key}); }
   // The server sets the key only if it is absent, under its lock.
   bool claim(const std::string& key, const std::vector<char>& data) override;
+  void release(const std::string& key) override;
 
  private:
   std::vector<char> request(const std::vector<char>& msg);

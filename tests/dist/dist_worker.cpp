@@ -11,7 +11,8 @@
 //   env          prints the parsed launch environment (or its one-line error)
 //   claim        two stores of this launch's rendezvous (for TCP: rank 0's server and a
 //                client of it) claim the same keys in turn; prints who got each: the
-//                first claimant of a key, never both (the join's one-process-per-rank rule)
+//                first claimant of a key, never both (the join's one-process-per-rank rule),
+//                and a released key goes to the next claimant
 //   time N       times an all-reduce of N floats (median of 3 after one warm-up), for docs
 // A kiln::Error is printed as "rank R: error: MESSAGE" and exits 3.
 #include <unistd.h>
@@ -146,8 +147,9 @@ void die_or_stall(Communicator& c, bool die) {
   std::printf("rank %d: the second all-reduce returned although rank 1 is gone\n", c.rank());
 }
 
-// Key "a" claimed by store 1 then 2, key "b" by 2 then 1: prints "claims: a 1 0, b 1 0"
-// when exactly the first claimant of each got it; the keys are removed after.
+// Key "a" claimed by store 1 then 2, key "b" by 2 then 1, then "a" released by 1 and claimed
+// by 2: prints "claims: a 1 0, b 1 0, a after release 1" when exactly the first claimant of
+// each got it and a released key is free again; the keys are removed after.
 int claim_twice(kiln::LaunchEnv env) {
   env.rank = 0;
   std::unique_ptr<kiln::dist::RendezvousStore> one = kiln::dist::open_store(env);
@@ -156,7 +158,9 @@ int claim_twice(kiln::LaunchEnv env) {
   const std::vector<char> v{'x'};
   const bool a1 = one->claim("claim.a", v), a2 = two->claim("claim.a", v);
   const bool b2 = two->claim("claim.b", v), b1 = one->claim("claim.b", v);
-  std::printf("claims: a %d %d, b %d %d\n", a1, a2, b2, b1);
+  one->release("claim.a");  // a failed join gives its place back
+  const bool again = two->claim("claim.a", v);
+  std::printf("claims: a %d %d, b %d %d, a after release %d\n", a1, a2, b2, b1, again);
   one->forget_own();
   two->forget_own();
   return 0;

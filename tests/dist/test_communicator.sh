@@ -133,8 +133,9 @@ else bad "silent store (rc $rc, ${dt} s): $out"; fi
 port=$(free_port)
 tcp=$(KILN_RENDEZVOUS=tcp:127.0.0.1:$port KILN_DIST_TIMEOUT=5 timeout 30 "$B" claim 2>&1)
 file=$(KILN_RENDEZVOUS=file:$W/claims KILN_DIST_TIMEOUT=5 timeout 30 "$B" claim 2>&1)
-if [ "$tcp" = "claims: a 1 0, b 1 0" ] && [ "$file" = "claims: a 1 0, b 1 0" ] && [ -z "$(ls "$W/claims")" ]; then
-  ok "a key claimed twice goes to the first claimant only: TCP and file stores"
+want="claims: a 1 0, b 1 0, a after release 1"
+if [ "$tcp" = "$want" ] && [ "$file" = "$want" ] && [ -z "$(ls "$W/claims")" ]; then
+  ok "a key claimed twice goes to the first claimant only, and a released one to the next: TCP and file stores"
 else bad "claims: tcp '$tcp', file '$file', left: $(ls "$W/claims" 2>&1)"; fi
 port=$(free_port)
 for r in 0 1 1; do
