@@ -57,12 +57,7 @@ void binary_broadcast_typed(BinaryOp op, const Tensor& a, const Tensor& b, Tenso
   const T* pa = a.data<T>();
   const T* pb = b.data<T>();
   T* po = out.data<T>();
-  switch (op) {
-    case BinaryOp::add: return binary_rows<BinaryOp::add>(p, pa, pb, po);
-    case BinaryOp::sub: return binary_rows<BinaryOp::sub>(p, pa, pb, po);
-    case BinaryOp::mul: return binary_rows<BinaryOp::mul>(p, pa, pb, po);
-    case BinaryOp::div: return binary_rows<BinaryOp::div>(p, pa, pb, po);
-  }
+  with_binary_op(op, [&](auto o) { binary_rows<decltype(o)::value>(p, pa, pb, po); });
 }
 
 // Adds row `x` into the double accumulators `acc` element by element (out keeps x's
@@ -87,9 +82,9 @@ double row_sum(const R* x, int64_t n) {
   return s;
 }
 
-// A column sum of x [rows, cols] into acc [cols] (zeros) in kernels/common/broadcast.h's column order:
-// the chunks in parallel, each a block of columns at a time through its rows into its lanes,
-// then each column's chunk sums added in chunk order.
+// A column sum of x [rows, cols] into acc [cols] (zeros) in kernels/common/broadcast.h's
+// column order: the chunks in parallel, each a block of columns at a time through its rows
+// into its lanes, then each column's chunk sums added in chunk order.
 template <typename R>
 void column_sums_in_chunks(const R* x, int64_t rows, int64_t cols, double* acc) {
   constexpr int64_t kBlock = 512;
@@ -140,9 +135,10 @@ void column_sums_in_chunks(const R* x, int64_t rows, int64_t cols, double* acc) 
   }
 }
 
-// sum_to's other plans, in kernels/common/broadcast.h's order: rows walked in x's order. Where out keeps the innermost
-// dimension, each thread takes a block of its columns through every row; where it is
-// summed too, the rows' runs are summed in parallel and added in row order.
+// sum_to's other plans, in kernels/common/broadcast.h's order: rows walked in x's order.
+// Where out keeps the innermost dimension, each thread takes a block of its columns through
+// every row; where it is summed too, the rows' runs are summed in parallel and added in row
+// order.
 template <typename R>
 void sum_in_rows(const common::BroadcastPlan<2>& p, const R* px, std::vector<double>& acc) {
   const int64_t inner = common::inner_extent(p), n_rows = rows_of(p);
