@@ -147,9 +147,9 @@ KILN_HD bool column_sum_shape(const BroadcastPlan<2>& p, int64_t& rows, int64_t&
 }
 
 // sum_to's order, which both backends keep so that they give the same bits: a column sum as
-// above; otherwise output element j sums, in double from 0, x's elements that broadcast from it in x's row-major order;
-// where x's innermost (collapsed) dimension is summed too, each run along it is summed
-// first, from 0, and the run's sum added. Plan: over x's extents, operand 0 x, operand 1
+// above; otherwise output element j sums, in double from 0, x's elements that broadcast from
+// it in x's row-major order; where x's innermost (collapsed) dimension is summed too, each
+// run along it is summed first, from 0, and the run's sum added. Plan: over x's extents, operand 0 x, operand 1
 // out. `kept` lists the plan dimensions out has (out stride != 0), outermost first; load(o)
 // reads x's element o as a double.
 template <typename Load>

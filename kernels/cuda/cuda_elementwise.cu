@@ -402,18 +402,15 @@ void CudaBackend::sum_to(const Tensor& x, Tensor& out) {
   } else if (n > 0) {
     const common::BroadcastPlan<2> p = common::broadcast_plan<2>(x, {&x, &out});
     int64_t rows = 0, cols = 0;
-    if (common::column_sum_shape(p, rows, cols)) {  // many threads per column (one per output was 64 for 64 channels)
-      if (x.dtype() == DType::bf16)
-        launch_column_sum(x.data<BFloat16>(), rows, cols, out.data<BFloat16>(), scope.stream());
-      else
-        launch_column_sum(x.data<float>(), rows, cols, out.data<float>(), scope.stream());
-      scope.done();
-      return;
-    }
+    const bool columns = common::column_sum_shape(p, rows, cols);  // many threads per column
     KeptDims kept{};
     kept.n = common::kept_dims(p, kept.d);
     for_float_or_bf16(out.dtype(), [&](auto tag) {
       using T = decltype(tag);
+      if (columns) {
+        launch_column_sum(x.data<T>(), rows, cols, out.data<T>(), scope.stream());
+        return;
+      }
       sum_to_kernel<T><<<elementwise_blocks(n, kThreads), kThreads, 0, scope.stream()>>>(p, kept, x.data<T>(),
                                                                                        out.data<T>(), n);
       KILN_CUDA_CHECK_LAUNCH();
