@@ -6,13 +6,12 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
-#include <cstring>
-#include <algorithm>
 #include <cstdint>
-#include <random>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -70,8 +69,8 @@ class FileStore final : public RendezvousStore {
       }
   }
   bool has(const std::string& key) override { return fs::exists(path_of(key)); }
-  // O_EXCL: the file system lets one process create the file. Its value is written after,
-  // so a claimed key's value is for its owner, not for readers.
+  // O_EXCL: the file system lets one process create the file (its value, written after,
+  // is read by no rank).
   bool claim(const std::string& key, const std::vector<char>& data) override {
     const std::string path = path_of(key);
     const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
@@ -200,14 +199,6 @@ void wait_for_ranks(RendezvousStore& store, const LaunchEnv& env, const std::str
 
 }  // namespace
 
-// A number no other process draws: which process holds a rank's place in the store.
-std::string process_token() {
-  std::random_device rd;
-  const uint64_t t = (uint64_t{rd()} << 32) ^ rd() ^ static_cast<uint64_t>(::getpid()) ^
-                     static_cast<uint64_t>(Clock::now().time_since_epoch().count());
-  return std::to_string(t);
-}
-
 void join(RendezvousStore& store, const LaunchEnv& env, const std::string& backend) {
   const std::string prefix = env.run_id + ".join.";
   const std::string mine = "world_size=" + std::to_string(env.world_size) + " backend=" + backend;
@@ -220,9 +211,11 @@ void join(RendezvousStore& store, const LaunchEnv& env, const std::string& backe
   // A rank's place goes to one process: a second started with the same RANK is refused at
   // once, whenever it comes (a check of who held the key last let both through when the
   // second set it after the first had looked).
-  const std::string token = process_token(), id_key = prefix + std::to_string(env.rank) + ".id";
+  // The claim is the check; its value (the claimant's pid) is only for a person reading a
+  // file rendezvous directory.
+  const std::string pid = std::to_string(::getpid()), id_key = prefix + std::to_string(env.rank) + ".id";
   const bool file = env.rendezvous.rfind("file:", 0) == 0;
-  KILN_CHECK(store.claim(id_key, std::vector<char>(token.begin(), token.end())), "rank ", env.rank,
+  KILN_CHECK(store.claim(id_key, std::vector<char>(pid.begin(), pid.end())), "rank ", env.rank,
              ": another process joined as rank ", env.rank, " at ", env.rendezvous, " too: two processes were ",
              "started with RANK=", env.rank, ", or a second run uses this rendezvous (give each run its own ",
              file ? "directory), or '" + env.rendezvous.substr(5) + "' holds keys of an earlier run that was "

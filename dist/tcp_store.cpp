@@ -62,6 +62,15 @@ void put_bytes(std::vector<char>& m, const char* p, size_t n) {
   if (n > 0) std::memcpy(m.data() + at, p, n);
 }
 
+// A request on one key: the op, the key and (set, claim) its value.
+std::vector<char> one_key(char op, const std::string& key, const std::vector<char>* value) {
+  std::vector<char> m{op};
+  put_u32(m, 1);
+  put_bytes(m, key.data(), key.size());
+  if (value != nullptr) put_bytes(m, value->data(), value->size());
+  return m;
+}
+
 bool read_u32(int fd, uint32_t& v) {
   if (!recv_all(fd, &v, 4)) return false;
   v = ntohl(v);
@@ -260,28 +269,13 @@ std::vector<char> TcpStore::request(const std::vector<char>& msg) {
   return value;
 }
 
-void TcpStore::set(const std::string& key, const std::vector<char>& data) {
-  std::vector<char> m{'S'};
-  put_u32(m, 1);
-  put_bytes(m, key.data(), key.size());
-  put_bytes(m, data.data(), data.size());
-  request(m);
-}
+void TcpStore::set(const std::string& key, const std::vector<char>& data) { request(one_key('S', key, &data)); }
 
 bool TcpStore::claim(const std::string& key, const std::vector<char>& data) {
-  std::vector<char> m{'X'};
-  put_u32(m, 1);
-  put_bytes(m, key.data(), key.size());
-  put_bytes(m, data.data(), data.size());
-  return request(m)[0] == 1;
+  return request(one_key('X', key, &data))[0] == 1;
 }
 
-void TcpStore::release(const std::string& key) {
-  std::vector<char> m{'D'};
-  put_u32(m, 1);
-  put_bytes(m, key.data(), key.size());
-  request(m);
-}
+void TcpStore::release(const std::string& key) { request(one_key('D', key, nullptr)); }
 
 bool TcpStore::check(const std::vector<std::string>& keys) {
   std::vector<char> m{'C'};
@@ -305,10 +299,7 @@ void TcpStore::wait(const std::vector<std::string>& keys, const std::chrono::mil
 
 std::vector<char> TcpStore::get(const std::string& key) {
   wait({key}, timeout_);
-  std::vector<char> m{'G'};
-  put_u32(m, 1);
-  put_bytes(m, key.data(), key.size());
-  std::vector<char> r = request(m);
+  std::vector<char> r = request(one_key('G', key, nullptr));
   return std::vector<char>(r.begin() + 1, r.end());
 }
 
