@@ -31,13 +31,7 @@ void broadcast_rows(const std::string& size, const Tensor& a, const Tensor& b, T
   const double el = static_cast<double>(ne);
   Tensor out_host;
   const auto row = [&](const std::string& op_name, double flops, double bytes) {
-    Row r;
-    r.name = op_name + "/" + size;
-    r.kind = "elementwise";
-    r.shape = shape_str(a.shape());
-    r.flops = flops;
-    r.bytes = bytes;
-    return r;
+    return make_row(op_name + "/" + size, "elementwise", shape_str(a.shape()), flops, bytes);
   };
   {  // div: the double quotient rounded once is the correctly rounded float one
     be.binary(kiln::BinaryOp::div, a, b, out);
@@ -105,13 +99,7 @@ SuiteResult run_elementwise(const Options& opt, const MachineLimits& m) {
     const float* op = nullptr;
     const std::string shape = shape_str(s.shape);
     const auto row = [&](const std::string& op_name, double flops, double bytes) {
-      Row r;
-      r.name = op_name + "/" + s.name;
-      r.kind = "elementwise";
-      r.shape = shape;
-      r.flops = flops;
-      r.bytes = bytes;
-      return r;
+      return make_row(op_name + "/" + s.name, "elementwise", shape, flops, bytes);
     };
 
     {  // relu: y = max(x, 0), exact
