@@ -273,6 +273,13 @@ void Profiler::stop() {
   g_active = nullptr;
 }
 
+bool Profiler::by_shape() const { return state_->by_shape; }
+
+bool Profiler::timing() const {
+  const std::lock_guard<std::mutex> lock(g_mu);
+  return g_active == state_;
+}
+
 void Profiler::reset() {
   const std::lock_guard<std::mutex> lock(state_->mu);
   state_->rows.clear();

@@ -50,6 +50,10 @@ class Profiler {
   // The rows as a table: the top `top` rows (0: all), each with its share of the total, and
   // a first line saying what the times are (each op alone, the device drained around it).
   std::string table(size_t top = 25) const;
+  // Whether rows are per op and input shape (the constructor's by_shape).
+  bool by_shape() const;
+  // Whether it is timing now: made, and neither stopped nor destroyed.
+  bool timing() const;
 
   struct State;  // shared with the forwarding backends (core/profiler.cpp)
 

@@ -21,42 +21,30 @@ DeviceType device_type_from_name(const std::string& kind) {
   if (kind == "cuda") return DeviceType::cuda;
   KILN_FAIL("unknown device type '", kind, "': use \"cpu\" or \"cuda\"");
 }
-// kiln.Profiler: core/profiler.h as a context manager, with what its repr says.
-struct PyProfiler : Profiler {
-  explicit PyProfiler(bool by_shape) : Profiler(by_shape), by_shape(by_shape) {}
-  const bool by_shape;
-  bool stopped = false;  // stop() or the end of its `with` block
-};
-
 // "kiln.Profiler(by_shape=False, timing, 3 rows of 12 calls)": its mode and what it holds.
-std::string profiler_repr(const PyProfiler& p) {
+std::string profiler_repr(const Profiler& p) {
   const std::vector<ProfileRow> rows = p.rows();
   int64_t calls = 0;
   for (const ProfileRow& r : rows) calls += r.calls;
-  return std::string("kiln.Profiler(by_shape=") + (p.by_shape ? "True" : "False") +
-         (p.stopped ? ", stopped, " : ", timing, ") + std::to_string(rows.size()) + " rows of " +
+  return std::string("kiln.Profiler(by_shape=") + (p.by_shape() ? "True" : "False") +
+         (p.timing() ? ", timing, " : ", stopped, ") + std::to_string(rows.size()) + " rows of " +
          std::to_string(calls) + " calls)";
 }
 
+// kiln.Profiler: core/profiler.h as a context manager.
 void bind_profiler(nb::module_& m) {
-  nb::class_<PyProfiler>(m, "Profiler",
-                         "Times every kiln op this thread runs, each alone (the device drained around it), until "
-                         "stop() or the end of its `with` block: `with kiln.Profiler() as p: step()`, then "
-                         "print(p.table()). One at a time per process (README, 'Benchmarks').")
+  nb::class_<Profiler>(m, "Profiler",
+                       "Times every kiln op this thread runs, each alone (the device drained around it), until "
+                       "stop() or the end of its `with` block: `with kiln.Profiler() as p: step()`, then "
+                       "print(p.table()). One at a time per process (README, 'Benchmarks').")
       .def(nb::init<bool>(), arg("by_shape") = false, "by_shape: a row per op and input shape, else per op.")
-      .def("__enter__", [](PyProfiler& p) -> PyProfiler& { return p; }, nb::rv_policy::reference)
-      .def("__exit__", [](PyProfiler& p, nb::args) {
-        p.stop();
-        p.stopped = true;
-      })
-      .def("stop", [](PyProfiler& p) {
-        p.stop();
-        p.stopped = true;
-      }, "Stops timing; the rows stay readable.")
-      .def("reset", [](PyProfiler& p) { p.reset(); }, "Forgets the rows so far (a warm-up's) and goes on timing.")
+      .def("__enter__", [](Profiler& p) -> Profiler& { return p; }, nb::rv_policy::reference)
+      .def("__exit__", [](Profiler& p, nb::args) { p.stop(); })
+      .def("stop", &Profiler::stop, "Stops timing; the rows stay readable.")
+      .def("reset", &Profiler::reset, "Forgets the rows so far (a warm-up's) and goes on timing.")
       .def(
           "rows",
-          [](const PyProfiler& p) {
+          [](const Profiler& p) {
             nb::list out;
             for (const ProfileRow& r : p.rows()) {
               nb::dict d;
@@ -66,9 +54,9 @@ void bind_profiler(nb::module_& m) {
             return out;
           },
           "The rows, most total time first: dicts with op, shape (\"\" unless by_shape), calls, total_ms.")
-      .def_prop_ro("untimed_calls", [](const PyProfiler& p) { return p.untimed_calls(); },
+      .def_prop_ro("untimed_calls", &Profiler::untimed_calls,
                    "Calls that passed untimed: while recording a CUDA graph, or from other threads.")
-      .def("table", [](const PyProfiler& p, size_t top) { return p.table(top); }, arg("top") = 25, "The rows as a text table (top: how many; 0: all).")
+      .def("table", &Profiler::table, arg("top") = 25, "The rows as a text table (top: how many; 0: all).")
       .def("__repr__", &profiler_repr);
 }
 }  // namespace
