@@ -420,6 +420,22 @@ OpCase broadcast_case(const std::string& name, const std::string& op, Tensor a, 
   return k;
 }
 
+// The scalar on the left, s - a and s / a (divisors kept off zero), in fp32 and bf16.
+void append_reversed_scalar_cases(Generator& g, std::vector<OpCase>& cases) {
+  for (const bool divides : {false, true}) {
+    const float s = divides ? 2.5f : -0.75f;
+    const std::string op = divides ? "rdiv_scalar" : "rsub_scalar";
+    OpCase k = simple((divides ? "div" : "sub") + std::string("/scalar_left"), op,
+                      {divides ? magnitude_between(g, {3, 5}, 0.5f, 1.5f) : randn(g, {3, 5})}, {true},
+                      [divides, s](const std::vector<Tensor>& in) { return divides ? s / in[0] : s - in[0]; },
+                      kRtolElementwise);
+    k.params = {{"s", static_cast<double>(s)}};
+    set_streaming_cost(k, 1, 15);
+    cases.push_back(k);
+    cases.push_back(bf16_variant(k, kRtolBf16));
+  }
+}
+
 // Division, broadcasting (each binary op, a 0-d operand, both operands broadcast), sum_to
 // and broadcast_to, on a generator of their own so that the cases above keep their inputs.
 void append_broadcast_cases(std::vector<OpCase>& cases) {
@@ -449,6 +465,7 @@ void append_broadcast_cases(std::vector<OpCase>& cases) {
   cases.push_back(
       bf16_variant(broadcast_case("add/broadcast_channels", "add", randn(g, {2, 3, 4, 5}), randn(g, {5}), 0), kRtolBf16));
   cases.push_back(bf16_variant(resize_case("sum_to/channels", "sum_to", randn(g, {2, 3, 4, 5}), Shape{5}), kRtolBf16));
+  append_reversed_scalar_cases(g, cases);  // last, so that the cases above keep their inputs
 }
 
 }  // namespace

@@ -40,8 +40,10 @@ struct AdamOptions {
   float weight_decay = 0.0f;
 };
 
-// Elementwise binary ops.
-enum class BinaryOp : uint8_t { add, sub, mul, div };
+// Elementwise binary ops, a op b. rsub and rdiv take the operands the other way round,
+// b - a and b / a: with a scalar b they are s - t and s / t in one pass, which a scalar on
+// the right cannot say (core builds them for a scalar only).
+enum class BinaryOp : uint8_t { add, sub, mul, div, rsub, rdiv };
 
 // The most dimensions an elementwise op's broadcast may have (kernels/common/broadcast.h
 // passes a plan of this size to a GPU kernel by value).

@@ -104,6 +104,10 @@ Tensor sub(const Tensor& a, float s);
 Tensor mul(const Tensor& a, float s);
 // a / s, divided (not multiplied by 1 / s, which rounds twice).
 Tensor div(const Tensor& a, float s);
+// With the scalar on the left: s - a, and s / a (IEEE, as div). One pass each, and a
+// bf16 a is computed in float32 with s as given, rounded once, as a - s and a / s are.
+Tensor sub(float s, const Tensor& a);
+Tensor div(float s, const Tensor& a);
 inline Tensor operator+(const Tensor& a, const Tensor& b) { return add(a, b); }
 inline Tensor operator-(const Tensor& a, const Tensor& b) { return sub(a, b); }
 inline Tensor operator*(const Tensor& a, const Tensor& b) { return mul(a, b); }
@@ -112,7 +116,10 @@ inline Tensor operator+(const Tensor& a, float s) { return add(a, s); }
 inline Tensor operator-(const Tensor& a, float s) { return sub(a, s); }
 inline Tensor operator*(const Tensor& a, float s) { return mul(a, s); }
 inline Tensor operator/(const Tensor& a, float s) { return div(a, s); }
+inline Tensor operator+(float s, const Tensor& a) { return add(a, s); }
+inline Tensor operator-(float s, const Tensor& a) { return sub(s, a); }
 inline Tensor operator*(float s, const Tensor& a) { return mul(a, s); }
+inline Tensor operator/(float s, const Tensor& a) { return div(s, a); }
 // x summed down to `shape`, of which x's shape is a broadcast (torch's sum_to_size): each
 // element the sum, in double, of those that broadcast from it. x itself when shapes match.
 Tensor sum_to(const Tensor& x, const Shape& shape);

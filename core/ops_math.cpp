@@ -16,6 +16,8 @@ const char* binary_name(BinaryOp op) {
     case BinaryOp::sub: return "sub";
     case BinaryOp::mul: return "mul";
     case BinaryOp::div: return "div";
+    case BinaryOp::rsub: return "rsub";
+    case BinaryOp::rdiv: return "rdiv";
   }
   return "?";
 }
@@ -73,6 +75,9 @@ struct BinaryNode final : Node {
           gb = negated(reduce_to(apply_binary(BinaryOp::div, ga_b, bb, g.shape()), b_shape));
         }
         break;
+      case BinaryOp::rsub:
+      case BinaryOp::rdiv:
+        break;  // never built: binary() is called with the four ops above, binary_scalar with these
     }
     return {ga, gb};
   }
@@ -112,12 +117,19 @@ struct ScalarNode final : Node {
   ScalarNode(BinaryOp op, float s) : Node(std::string(binary_name(op)) + "_scalar"), op(op), s(s) {}
   BinaryOp op;
   float s;
+  SavedTensor a;  // rdiv only
   std::vector<Tensor> apply(const Tensor& g) override {
-    if (op != BinaryOp::mul && op != BinaryOp::div) return {g};
+    if (op == BinaryOp::add || op == BinaryOp::sub) return {g};
+    if (op == BinaryOp::rsub) return {negated(g)};
+    // g * s or g / s; for s / a, -g * s over a * a (the tensor division's formula for its divisor).
+    const bool rdiv = op == BinaryOp::rdiv;
     Tensor ga = Tensor::empty(g.shape(), like(g));
-    backend_for(g.device()).binary_scalar(op, g, s, ga);  // g * s, or g / s
-    return {ga};
+    backend_for(g.device()).binary_scalar(rdiv ? BinaryOp::mul : op, g, rdiv ? -s : s, ga);
+    if (!rdiv) return {ga};
+    const Tensor& x = a.get();
+    return {apply_binary(BinaryOp::div, ga, apply_binary(BinaryOp::mul, x, x, x.shape()), g.shape())};
   }
+  void release_saved() override { a.reset(); }
 };
 
 Tensor binary_scalar(BinaryOp op, const Tensor& a, float s) {
@@ -126,6 +138,7 @@ Tensor binary_scalar(BinaryOp op, const Tensor& a, float s) {
   backend_for(a.device()).binary_scalar(op, a, s, out);
   if (autograd::needs_grad({&a})) {
     auto node = std::make_shared<ScalarNode>(op, s);
+    if (op == BinaryOp::rdiv) node->a = a.detach();
     node->next = {autograd::edge_for(a)};
     autograd::set_history(out, node);
   }
@@ -181,6 +194,8 @@ Tensor add(const Tensor& a, float s) { return binary_scalar(BinaryOp::add, a, s)
 Tensor sub(const Tensor& a, float s) { return binary_scalar(BinaryOp::sub, a, s); }
 Tensor mul(const Tensor& a, float s) { return binary_scalar(BinaryOp::mul, a, s); }
 Tensor div(const Tensor& a, float s) { return binary_scalar(BinaryOp::div, a, s); }
+Tensor sub(float s, const Tensor& a) { return binary_scalar(BinaryOp::rsub, a, s); }
+Tensor div(float s, const Tensor& a) { return binary_scalar(BinaryOp::rdiv, a, s); }
 Tensor sum_to(const Tensor& x, const Shape& shape) { return resize_by_broadcast(x, shape, true); }
 Tensor broadcast_to(const Tensor& x, const Shape& shape) { return resize_by_broadcast(x, shape, false); }
 

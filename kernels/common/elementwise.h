@@ -15,6 +15,8 @@ KILN_HD float binary_apply(BinaryOp op, float a, float b) {
     case BinaryOp::sub: return a - b;
     case BinaryOp::mul: return a * b;
     case BinaryOp::div: return a / b;  // IEEE division on both (no reciprocal, no fast math)
+    case BinaryOp::rsub: return b - a;
+    case BinaryOp::rdiv: return b / a;
   }
   return 0.0f;
 }

@@ -38,6 +38,8 @@ void with_binary_op(BinaryOp op, Fn&& fn) {
     case BinaryOp::sub: return fn(std::integral_constant<BinaryOp, BinaryOp::sub>{});
     case BinaryOp::mul: return fn(std::integral_constant<BinaryOp, BinaryOp::mul>{});
     case BinaryOp::div: return fn(std::integral_constant<BinaryOp, BinaryOp::div>{});
+    case BinaryOp::rsub: return fn(std::integral_constant<BinaryOp, BinaryOp::rsub>{});
+    case BinaryOp::rdiv: return fn(std::integral_constant<BinaryOp, BinaryOp::rdiv>{});
   }
 }
 

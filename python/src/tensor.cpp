@@ -164,14 +164,10 @@ void bind_tensor_class(nb::module_& m) {
       // ("unsupported operand type(s) for +: 'numpy.ndarray' and 'kiln.Tensor'"), not a
       // list of nanobind signatures.
       .def("__radd__", [](const Tensor& a, float s) { return add(a, s); }, nb::is_operator(), Release())
-      // s - a and -a, exactly (a negation is exact in floating point); s / a divides a 0-d
-      // float32 tensor holding s by a (broadcast), as torch does: s is not rounded to a
-      // bf16 a's dtype first, as it is not in a / s or s - a.
-      .def("__rsub__", [](const Tensor& a, float s) { return add(mul(a, -1.0f), s); }, nb::is_operator(), Release())
-      .def("__rtruediv__", [](const Tensor& a, float s) {
-             const Tensor num = Tensor::full(Shape{}, s, TensorOptions{DType::f32, a.device()});
-             return a.dtype() == DType::bf16 ? div(num, a.to(DType::f32)).to(DType::bf16) : div(num, a);
-           }, nb::is_operator(), Release())
+      // s - a and s / a in one pass each (core's scalar-on-the-left ops); a bf16 a is computed
+      // in float32 with s as given and rounded once, as torch does and as a - s and a / s are.
+      .def("__rsub__", [](const Tensor& a, float s) { return sub(s, a); }, nb::is_operator(), Release())
+      .def("__rtruediv__", [](const Tensor& a, float s) { return div(s, a); }, nb::is_operator(), Release())
       .def("__neg__", [](const Tensor& a) { return mul(a, -1.0f); }, Release());
 }
 

@@ -106,6 +106,21 @@ def test_broadcasting_and_division_match_torch():
     for s in (0.1, 1 / 3, 7.7):
         want = (torch.tensor(s, dtype=torch.float32) / abf).bfloat16().float()
         assert (s / ka).astype("float32").tolist() == want.tolist()
+        want = (torch.tensor(s, dtype=torch.float32) - abf).bfloat16().float()
+        assert (s - ka).astype("float32").tolist() == want.tolist()
+
+
+def test_a_scalar_on_the_left_is_one_op_with_torchs_gradient():
+    torch.manual_seed(2)
+    x = torch.rand(4, 3) + 0.5
+    kx = k(x)
+    y, z = 1.5 - kx, 3.0 / kx
+    assert "grad_fn=rsub_scalar" in repr(y) and "grad_fn=rdiv_scalar" in repr(z)
+    kiln.sum(y * z).backward()
+    x.requires_grad_(True)
+    ((1.5 - x) * (3.0 / x)).sum().backward()
+    close(kx.grad, x.grad, 1e-5)
+    assert (1.0 / kiln.zeros([1])).tolist() == [float("inf")]
 
 
 def test_sgd_step_matches_torch():

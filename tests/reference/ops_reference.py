@@ -78,6 +78,10 @@ def run_op(op, p, x, extras):
         return x[0] * p["s"]
     if op == "div_scalar":
         return x[0] / p["s"]
+    if op == "rsub_scalar":
+        return p["s"] - x[0]
+    if op == "rdiv_scalar":
+        return p["s"] / x[0]
     if op == "sum":
         return x[0].sum()
     if op == "mean":
