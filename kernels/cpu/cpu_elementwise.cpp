@@ -77,13 +77,15 @@ namespace {
 
 // The op as a template argument (with_binary_op). T is float or BFloat16: bf16 operands
 // compute in fp32 and round once on the store.
+// `if (parallel : ...)`, not a bare `if`: that would apply to `simd` too and leave loops of
+// 64K elements or fewer scalar (6-7x slower; tests/check_omp_pragmas.py).
 template <BinaryOp Op, typename T>
 KILN_CPU_CLONES
 void binary_loop(const T* a, const T* b, T* o, int64_t n) {
   const auto* pa = raw(a);
   const auto* pb = raw(b);
   auto* po = raw(o);
-#pragma omp parallel for simd schedule(static) if (n > 65536)
+#pragma omp parallel for simd schedule(static) if (parallel : n > 65536)
   for (int64_t i = 0; i < n; ++i)
     po[i] = from_f32<raw_t<T>>(common::binary_apply(Op, to_f32(pa[i]), to_f32(pb[i])));
 }
@@ -93,7 +95,7 @@ KILN_CPU_CLONES
 void binary_scalar_loop(const T* a, float s, T* o, int64_t n) {
   const auto* pa = raw(a);
   auto* po = raw(o);
-#pragma omp parallel for simd schedule(static) if (n > 65536)
+#pragma omp parallel for simd schedule(static) if (parallel : n > 65536)
   for (int64_t i = 0; i < n; ++i) po[i] = from_f32<raw_t<T>>(common::binary_apply(Op, to_f32(pa[i]), s));
 }
 
@@ -135,7 +137,7 @@ void relu_loop(const Tensor& x, Tensor& y) {
   const auto* px = raw(x.data<T>());
   auto* py = raw(y.data<T>());
   const int64_t n = x.numel();
-#pragma omp parallel for simd schedule(static) if (n > 65536)
+#pragma omp parallel for simd schedule(static) if (parallel : n > 65536)
   for (int64_t i = 0; i < n; ++i) py[i] = from_f32<raw_t<T>>(common::relu(to_f32(px[i])));
 }
 
@@ -146,7 +148,7 @@ void relu_backward_loop(const Tensor& y, const Tensor& dy, Tensor& dx) {
   const auto* pdy = raw(dy.data<T>());
   auto* pdx = raw(dx.data<T>());
   const int64_t n = y.numel();
-#pragma omp parallel for simd schedule(static) if (n > 65536)
+#pragma omp parallel for simd schedule(static) if (parallel : n > 65536)
   for (int64_t i = 0; i < n; ++i) pdx[i] = from_f32<raw_t<T>>(common::relu_backward(to_f32(py[i]), to_f32(pdy[i])));
 }
 
@@ -177,7 +179,7 @@ void relu_bf16_bits(const Tensor& x, Tensor& y) {
   const auto* px = raw(x.data<BFloat16>());
   auto* py = raw(y.data<BFloat16>());
   const int64_t n = x.numel();
-#pragma omp parallel for simd schedule(static) if (n > 65536)
+#pragma omp parallel for simd schedule(static) if (parallel : n > 65536)
   for (int64_t i = 0; i < n; ++i) py[i] = static_cast<uint16_t>(px[i] - 1u) < 0x7f80u ? px[i] : uint16_t{0};
 }
 
