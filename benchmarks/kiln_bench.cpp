@@ -55,7 +55,8 @@ const Suite kSuites[] = {
      .help = "relu, relu backward, dropout, add, fill_uniform, fill_normal at VGG16 activation sizes (batch 8)",
      .run = run_elementwise, .peer_script = kCpuPeer, .peer_takes_suite = true, .on_cuda = true},
     {.name = "sgd",
-     .help = "multi-tensor SGD (momentum, weight decay) over VGG16's 32 parameters, all and fc8-only; @per_tensor",
+     .help = "multi-tensor SGD (momentum, weight decay) and Adam over VGG16's 32 parameters, all and fc8-only; "
+             "@per_tensor",
      .run = run_sgd, .peer_script = kCpuPeer, .peer_takes_suite = true, .on_cuda = true},
     {.name = "copy", .help = "tensor copies within the device, 1 to 256 MiB; on a GPU also H2D/D2H, pinned and pageable",
      .run = run_copy, .peer_script = kCpuPeer, .peer_takes_suite = true, .on_cuda = true},

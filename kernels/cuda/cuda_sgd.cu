@@ -14,13 +14,14 @@ namespace {
 using SgdBatch = MultiTensorBatch<3>;  // weight, gradient, momentum (null when momentum is 0)
 static_assert(sizeof(SgdBatch) + sizeof(SgdOptions) < 4096, "kernel parameters must stay under 4 KB");
 
+template <bool kMomentum>
 __global__ void sgd_kernel(SgdBatch batch, SgdOptions opt) {
   const BlockRange r = block_range(batch, blockIdx.x);
   float* w = batch.arrays[0][r.t];
   const float* g = batch.arrays[1][r.t];
   float* v = batch.arrays[2][r.t];
   for (int64_t i = r.begin + threadIdx.x; i < r.end; i += kMultiThreads)
-    common::sgd_update_element(w[i], g[i], v ? v + i : nullptr, opt);
+    common::sgd_update_element<kMomentum>(w[i], g[i], kMomentum ? v + i : nullptr, opt);
 }
 
 }  // namespace
@@ -39,7 +40,8 @@ void CudaBackend::sgd_update(std::span<SgdParamRef> params, const SgdOptions& op
                                                      momentum ? r.momentum_buf.data<float>() : nullptr}};
       },
       [&](const SgdBatch& batch, int64_t blocks) {
-        sgd_kernel<<<static_cast<unsigned>(blocks), kMultiThreads, 0, scope.stream()>>>(batch, opt);
+        const auto kernel = momentum ? sgd_kernel<true> : sgd_kernel<false>;
+        kernel<<<static_cast<unsigned>(blocks), kMultiThreads, 0, scope.stream()>>>(batch, opt);
         KILN_CUDA_CHECK_LAUNCH();
       });
   scope.done();
