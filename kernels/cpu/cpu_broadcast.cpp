@@ -91,19 +91,15 @@ void column_sums_in_chunks(const R* x, int64_t rows, int64_t cols, double* acc) 
   constexpr int kLanes = common::kColumnRowLanes;
   const int64_t chunks = common::column_chunks(rows, cols), per = (rows + chunks - 1) / chunks;
   const int64_t blocks = (cols + kBlock - 1) / kBlock;
-  // Every chunk sum is written below: no zeroing. Up to 8 MiB stays with the calling thread
-  // for its next call (a fresh 1 MiB cost its page faults, a third of a 512-channel sum).
-  thread_local std::vector<double> kept;
+  // Every chunk sum is written below: no zeroing.
   std::vector<double> once;
-  const size_t need = static_cast<size_t>(chunks * cols);
-  std::vector<double>& partial = need <= (size_t{1} << 20) ? kept : once;
-  if (partial.size() < need) partial.resize(need);
+  double* const partial = reduction_scratch<struct ColumnSumsSite>(static_cast<size_t>(chunks * cols), once);
 #pragma omp parallel for collapse(2) schedule(static) if (rows * cols > kParallelFrom)
   for (int64_t k = 0; k < chunks; ++k) {
     for (int64_t blk = 0; blk < blocks; ++blk) {
       const int64_t begin = k * per, end = std::min(begin + per, rows);
       const int64_t c0 = blk * kBlock, n = std::min(cols - c0, kBlock);
-      double* out = partial.data() + k * cols + c0;
+      double* out = partial + k * cols + c0;
       if (end - begin <= kLanes) {  // a row per lane: the lanes' sum is the rows' in order
         start_row(end > begin ? x + begin * cols + c0 : nullptr, out, n);
         for (int64_t r = begin + 1; r < end; ++r) accumulate_row(x + r * cols + c0, out, n);
@@ -129,7 +125,7 @@ void column_sums_in_chunks(const R* x, int64_t rows, int64_t cols, double* acc) 
   for (int64_t blk = 0; blk < blocks; ++blk) {
     const int64_t c0 = blk * kBlock, n = std::min(cols - c0, kBlock);
     for (int64_t k = 0; k < chunks; ++k) {
-      const double* p = partial.data() + k * cols + c0;
+      const double* p = partial + k * cols + c0;
       for (int64_t i = 0; i < n; ++i) acc[c0 + i] += p[i];
     }
   }
