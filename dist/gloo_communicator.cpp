@@ -34,7 +34,7 @@ class GlooCommunicator final : public Communicator {
     // lost peer (dist_train's killed-rank check once died so, rc 141, on 2026-12-02).
     std::signal(SIGPIPE, SIG_IGN);
     store_ = open_store(env);
-    join(*store_, env, "gloo");
+    ranks_ = join(*store_, env, "gloo");
     const TransportHost host = transport_host(env);
     gloo::transport::tcp::attr attr;
     attr.iface = host.iface;
@@ -102,13 +102,14 @@ class GlooCommunicator final : public Communicator {
     try {
       f();
     } catch (const gloo::Exception& e) {
-      KILN_FAIL("rank ", env_.rank, " of ", env_.world_size, ": the ", what, " failed: a peer process stopped or ",
-                "did not answer within ", env_.timeout_s, " s (KILN_DIST_TIMEOUT) [gloo: ", e.what(), "]");
+      KILN_FAIL("rank ", env_.rank, " of ", env_.world_size, ": the ", what, " failed: ",
+                peer_failure_cause(ranks_, env_.rank, env_.timeout_s), " [gloo: ", e.what(), "]");
     }
   }
 
   LaunchEnv env_;
   std::unique_ptr<RendezvousStore> store_;
+  std::vector<RankProcess> ranks_;  // each rank's process, to name one that stopped
   std::shared_ptr<gloo::transport::Device> device_;
   std::shared_ptr<gloo::Context> context_;
 };

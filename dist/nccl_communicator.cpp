@@ -85,7 +85,7 @@ class NcclCommunicator final : public Communicator {
     device_ = env.local_rank;
     cuda_check(cudaSetDevice(device_), "cudaSetDevice");
     store_ = open_store(env);
-    join(*store_, env, "nccl");
+    ranks_ = join(*store_, env, "nccl");
     ncclUniqueId id{};
     const std::string key = env.run_id + ".nccl.id";
     if (env.rank == 0) {
@@ -171,8 +171,7 @@ class NcclCommunicator final : public Communicator {
         comm_ = nullptr;
         KILN_FAIL("rank ", env_.rank, " of ", env_.world_size, ": the ", what, " failed: ",
                   async != ncclSuccess ? std::string("NCCL: ") + nccl().GetErrorString(async)
-                                       : "a peer process stopped or did not answer within " +
-                                             std::to_string(env_.timeout_s) + " s (KILN_DIST_TIMEOUT)");
+                                       : peer_failure_cause(ranks_, env_.rank, env_.timeout_s));
       }
       std::this_thread::sleep_for(std::chrono::microseconds(50));
     }
@@ -181,6 +180,7 @@ class NcclCommunicator final : public Communicator {
   LaunchEnv env_;
   int device_ = 0;
   std::unique_ptr<RendezvousStore> store_;
+  std::vector<RankProcess> ranks_;  // each rank's process, to name one that stopped
   ncclComm_t comm_ = nullptr;
   cudaStream_t stream_ = nullptr;
   bool aborted_ = false;  // comm_ was aborted: destroy nothing more

@@ -4,6 +4,7 @@
 #include "dist/rendezvous.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -15,6 +16,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <sstream>
 #include <thread>
 
 #include "core/error.h"
@@ -197,9 +199,73 @@ void wait_for_ranks(RendezvousStore& store, const LaunchEnv& env, const std::str
              env.world_size, ": start every rank with the same WORLD_SIZE");
 }
 
+// Where this process's pid means something: the host name and the pid namespace (two
+// containers on one host may share a name and reuse each other's pids).
+std::string this_process_place() {
+  char name[256] = {};
+  ::gethostname(name, sizeof name - 1);
+  std::error_code ec;
+  const fs::path ns = fs::read_symlink("/proc/self/ns/pid", ec);
+  return std::string(name) + (ec ? "" : " " + ns.string());
+}
+
+// Whether process `pid` of this machine has exited: gone, or a zombie its parent has not
+// reaped yet (its sockets are closed, so its peers' collectives fail before it is gone).
+bool process_exited(long long pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  if (!stat) return ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH;
+  const std::string line((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+  const size_t paren = line.rfind(')');  // the state follows "(comm)", which may hold spaces
+  return paren == std::string::npos || paren + 2 >= line.size() || line[paren + 2] == 'Z' || line[paren + 2] == 'X';
+}
+
 }  // namespace
 
-void join(RendezvousStore& store, const LaunchEnv& env, const std::string& backend) {
+std::string peer_failure_cause(const std::vector<RankProcess>& ranks, int self, double timeout_s) {
+  const std::string here = this_process_place();
+  std::vector<size_t> local;
+  for (size_t r = 0; r < ranks.size(); ++r)
+    if (static_cast<int>(r) != self && ranks[r].pid > 0 && ranks[r].where == here) local.push_back(r);
+  std::string gone;
+  int count = 0;
+  // A peer whose socket closed may not have finished exiting yet: a second's grace.
+  for (int attempt = 0; attempt < 20 && count == 0 && !local.empty(); ++attempt) {
+    if (attempt > 0) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    for (size_t r : local) {
+      if (!process_exited(ranks[r].pid)) continue;
+      gone += (gone.empty() ? "" : ", ") + std::to_string(r) + " (pid " + std::to_string(ranks[r].pid) + ")";
+      ++count;
+    }
+  }
+  if (count > 0) return std::string(count == 1 ? "rank " : "ranks ") + gone + (count == 1 ? " has" : " have") + " exited";
+  std::ostringstream os;
+  os << "a peer process stopped or did not answer within " << timeout_s << " s (KILN_DIST_TIMEOUT)";
+  const std::string out = os.str();
+  if (local.empty()) return out;
+  return out + (local.size() + 1 == ranks.size() ? "; every rank runs on this machine and all are still running, so "
+                                                   "one hung"
+                                                 : "; every other rank on this machine is still running");
+}
+
+namespace {
+
+// Each rank's process, from the place values the ranks claimed (every rank has joined).
+std::vector<RankProcess> read_roster(RendezvousStore& store, const std::string& prefix, int world_size) {
+  std::vector<RankProcess> ranks(static_cast<size_t>(world_size));
+  for (int r = 0; r < world_size; ++r) {
+    const std::vector<char> v = store.get(prefix + std::to_string(r) + ".id");
+    const std::string text(v.begin(), v.end());
+    const size_t at = text.find('@');
+    RankProcess& p = ranks[static_cast<size_t>(r)];
+    p.pid = std::atoll(text.substr(0, at).c_str());
+    if (at != std::string::npos) p.where = text.substr(at + 1);
+  }
+  return ranks;
+}
+
+}  // namespace
+
+std::vector<RankProcess> join(RendezvousStore& store, const LaunchEnv& env, const std::string& backend) {
   const std::string prefix = env.run_id + ".join.";
   const std::string mine = "world_size=" + std::to_string(env.world_size) + " backend=" + backend;
   // Two runs on one MASTER_PORT, or a rank started twice, merged silently: one run trained
@@ -211,9 +277,10 @@ void join(RendezvousStore& store, const LaunchEnv& env, const std::string& backe
   // A rank's place goes to one process: a second started with the same RANK is refused at
   // once, whenever it comes (a check of who held the key last let both through when the
   // second set it after the first had looked).
-  // The claim is the check; its value (the claimant's pid) is only for a person reading a
-  // file rendezvous directory.
-  const std::string pid = std::to_string(::getpid()), id_key = prefix + std::to_string(env.rank) + ".id";
+  // The claim is the check; its value ("PID@PLACE") names the process for a person reading a
+  // file rendezvous directory and for stopped_peers after a failed collective.
+  const std::string pid = std::to_string(::getpid()) + "@" + this_process_place();
+  const std::string id_key = prefix + std::to_string(env.rank) + ".id";
   const bool file = env.rendezvous.rfind("file:", 0) == 0;
   KILN_CHECK(store.claim(id_key, std::vector<char>(pid.begin(), pid.end())), "rank ", env.rank,
              ": another process joined as rank ", env.rank, " at ", env.rendezvous, " too: two processes were ",
@@ -235,6 +302,7 @@ void join(RendezvousStore& store, const LaunchEnv& env, const std::string& backe
   }
   const std::string one = "1";
   store.set(prefix + "complete", std::vector<char>(one.begin(), one.end()));
+  return read_roster(store, prefix, env.world_size);
 }
 
 TransportHost transport_host(const LaunchEnv& env) {

@@ -33,10 +33,22 @@ class RendezvousStore : public gloo::rendezvous::Store {
 // env.timeout_s.
 std::unique_ptr<RendezvousStore> open_store(const LaunchEnv& env);
 
+// The process that holds one rank's place: its pid and where that pid means something (host
+// name and pid namespace), so that a rank can tell which peer on its own machine has stopped.
+struct RankProcess {
+  long long pid = 0;
+  std::string where;
+};
+
 // Every rank announces itself (rank, world size, backend) under env.run_id and waits for
 // all world_size ranks; a rank that does not come within the timeout, or ranks that
-// disagree on the world size or backend, are a one-line error.
-void join(RendezvousStore& store, const LaunchEnv& env, const std::string& backend);
+// disagree on the world size or backend, are a one-line error. Returns each rank's process.
+std::vector<RankProcess> join(RendezvousStore& store, const LaunchEnv& env, const std::string& backend);
+
+// Why a collective failed on rank `self`, for its error: "rank 1 (pid 4242) has exited" when
+// ranks on this machine are gone (waiting up to a second for one that is closing), else that a
+// peer stopped or did not answer within timeout_s, and whether the ranks here still run.
+std::string peer_failure_cause(const std::vector<RankProcess>& ranks, int self, double timeout_s);
 
 // The address this rank's gloo transport listens on: GLOO_SOCKET_IFNAME's interface when set,
 // loopback when MASTER_ADDR is a loopback address, else this host's name.

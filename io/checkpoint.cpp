@@ -8,6 +8,7 @@
 #include <fstream>
 #include <map>
 #include <set>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -164,6 +165,11 @@ void check_identities(const CheckpointInfo& c) {
 }  // namespace
 
 bool is_checkpoint_store_name(const std::string& n) { return n.rfind("ckpt-", 0) == 0 || n.rfind("frozen-", 0) == 0; }
+
+bool is_checkpoint_state_name(const std::string& n) {
+  const std::string_view suffix = ".state.h5";
+  return n.rfind("ckpt-", 0) == 0 && n.size() > 5 + suffix.size() && n.ends_with(suffix);
+}
 
 bool is_run_temporary(const std::string& n, const std::vector<std::string>& run_files) {
   if (!is_temporary_name(n)) return false;
@@ -662,8 +668,7 @@ std::vector<CheckpointInfo> list_checkpoints(const std::string& model_dir, std::
   const std::string suffix = ".state.h5";
   for (const auto& e : fs::directory_iterator(model_dir, ec)) {
     const std::string n = e.path().filename().string();
-    if (n.rfind("ckpt-", 0) != 0 || n.size() <= suffix.size() || n.substr(n.size() - suffix.size()) != suffix)
-      continue;
+    if (!is_checkpoint_state_name(n)) continue;
     CheckpointInfo info;
     info.state_path = e.path().string();
     // Unreadable, or its weights gone: not a checkpoint we can resume from.

@@ -112,6 +112,9 @@ struct CheckpointInfo {
 // their temporaries and *.corrupt set-asides) and frozen-* (frozen files). Other writers keep
 // clear of these names.
 bool is_checkpoint_store_name(const std::string& file_name);
+// Whether a file name is a checkpoint's state file, ckpt-EEEEEE[-BBBBBB].state.h5: the file a
+// checkpoint exists by (its weights file may be an orphan).
+bool is_checkpoint_state_name(const std::string& file_name);
 
 // Loads a checkpoint's parameters and buffers into `model`: its weights file and, from
 // version 3, the frozen file it names (whose digest must be the one recorded). Every

@@ -15,10 +15,10 @@ std::string plural(long long n, const std::string& one, const std::string& many)
   return std::to_string(n) + " " + (n == 1 ? one : many);
 }
 
-std::string join_names(const std::vector<std::string>& names, size_t limit) {
+std::string join_names(const std::vector<std::string>& names, size_t limit, const std::string& separator) {
   std::string s;
-  for (size_t i = 0; i < names.size() && i < limit; ++i) s += (i ? ", " : "") + names[i];
-  return s + (names.size() > limit ? ", ..." : "");
+  for (size_t i = 0; i < names.size() && i < limit; ++i) s += (i ? separator : "") + names[i];
+  return s + (names.size() > limit ? separator + "..." : "");
 }
 
 std::vector<std::string> text_lines(std::string_view text) {

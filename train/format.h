@@ -16,8 +16,10 @@ std::string format_number(const char* format, double value);
 // "1 epoch", "3 epochs": the count with `one` when it is 1, else with `many`.
 std::string plural(long long n, const std::string& one, const std::string& many);
 
-// "a, b, c": the names joined by ", ", the first `limit` of them then ", ..." when there are more.
-std::string join_names(const std::vector<std::string>& names, size_t limit = static_cast<size_t>(-1));
+// "a, b, c": the names joined by `separator`, the first `limit` of them then "..." when there
+// are more ("; " joins items that hold commas themselves).
+std::string join_names(const std::vector<std::string>& names, size_t limit = static_cast<size_t>(-1),
+                       const std::string& separator = ", ");
 
 // The lines of a text file as an editor may have saved it: a UTF-8 byte-order mark dropped,
 // and the CR of a CR LF ending (Windows editors, spreadsheets).

@@ -151,9 +151,7 @@ bool records_recipe(const std::map<std::string, std::string>& saved) {
 
 // "--a is 1, the run used 0; --b is off, the run used on": changes hold commas themselves.
 std::string join_changes(const std::vector<std::string>& changes) {
-  std::string out;
-  for (const std::string& c : changes) out += (out.empty() ? "" : "; ") + c;
-  return out;
+  return join_names(changes, changes.size(), "; ");
 }
 
 // The recipe flags of this run that differ from the saved config, as "--flag NEW (was OLD)".
@@ -236,7 +234,7 @@ SavedRecipe saved_recipe(const std::string& model_dir) {
   bool resumable = false;
   for (const auto& e : fs::directory_iterator(model_dir, ec)) {
     const std::string n = e.path().filename().string();
-    resumable = resumable || (n.rfind("ckpt-", 0) == 0 && n.size() > 9 && n.compare(n.size() - 9, 9, ".state.h5") == 0);
+    resumable = resumable || io::is_checkpoint_state_name(n);
   }
   const fs::path config = fs::path(model_dir) / kConfigFile;
   if (!resumable) return {};

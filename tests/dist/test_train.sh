@@ -105,7 +105,7 @@ kill -9 $p1; wait $p1 2> /dev/null
 t0=$(date +%s)
 wait $p0; rc0=$?
 dt=$(( $(date +%s) - t0 ))
-if [ $rc0 != 0 ] && [ $dt -le 15 ] && grep -q "a peer process stopped\|closed the connection" "$W/kill.0"; then
+if [ $rc0 != 0 ] && [ $dt -le 15 ] && grep -q "rank 1 (pid [0-9]*) has exited\|closed the connection" "$W/kill.0"; then
   ok "killed rank 1: rank 0 exits $rc0 after ${dt} s: $(grep error "$W/kill.0")"
 else bad "killed rank (rc $rc0, ${dt} s)"; tail -n 5 "$W/kill.0"; fi
 port=$(free_port)
