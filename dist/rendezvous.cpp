@@ -249,18 +249,41 @@ std::string peer_failure_cause(const std::vector<RankProcess>& ranks, int self, 
 
 namespace {
 
-// Each rank's process, from the place values the ranks claimed (every rank has joined).
+// The process a rank's claim names ("PID@PLACE").
+RankProcess claimant(RendezvousStore& store, const std::string& id_key) {
+  const std::vector<char> v = store.get(id_key);
+  const std::string text(v.begin(), v.end());
+  const size_t at = text.find('@');
+  RankProcess p;
+  p.pid = std::atoll(text.substr(0, at).c_str());
+  if (at != std::string::npos) p.where = text.substr(at + 1);
+  return p;
+}
+
+// Each rank's process, from the claims (every rank has joined).
 std::vector<RankProcess> read_roster(RendezvousStore& store, const std::string& prefix, int world_size) {
-  std::vector<RankProcess> ranks(static_cast<size_t>(world_size));
-  for (int r = 0; r < world_size; ++r) {
-    const std::vector<char> v = store.get(prefix + std::to_string(r) + ".id");
-    const std::string text(v.begin(), v.end());
-    const size_t at = text.find('@');
-    RankProcess& p = ranks[static_cast<size_t>(r)];
-    p.pid = std::atoll(text.substr(0, at).c_str());
-    if (at != std::string::npos) p.where = text.substr(at + 1);
-  }
+  std::vector<RankProcess> ranks;
+  for (int r = 0; r < world_size; ++r) ranks.push_back(claimant(store, prefix + std::to_string(r) + ".id"));
   return ranks;
+}
+
+// Throws for a rank whose place another process claimed first, saying which process when it
+// can: one on this machine that is still running (this rank was started twice), one that has
+// exited (keys left by a killed run), or one elsewhere.
+[[noreturn]] void refuse_taken_place(RendezvousStore& store, const LaunchEnv& env, const std::string& id_key) {
+  const bool file = env.rendezvous.rfind("file:", 0) == 0;
+  const std::string fresh = file ? "empty '" + env.rendezvous.substr(5) + "'" : std::string("restart every rank");
+  RankProcess holder;
+  if (store.has(id_key)) holder = claimant(store, id_key);
+  const bool here = holder.pid > 0 && holder.where == this_process_place();
+  const std::string who = holder.pid > 0 ? " (pid " + std::to_string(holder.pid) + ")" : "";
+  if (here && process_exited(holder.pid))
+    KILN_FAIL("rank ", env.rank, ": its place at ", env.rendezvous, " is held by a process of an earlier run", who,
+              " that has exited: that run was killed while its ranks waited; ", fresh, " and start again");
+  KILN_FAIL("rank ", env.rank, ": another process", who, here ? ", running on this machine," : "", " joined as rank ",
+            env.rank, " at ", env.rendezvous, " first: two processes were started with RANK=", env.rank,
+            ", or a second run uses this rendezvous (give each run its own ", file ? "directory" : "MASTER_PORT", ")",
+            here ? "" : ", or an earlier run there was killed: " + fresh);
 }
 
 }  // namespace
@@ -278,17 +301,10 @@ std::vector<RankProcess> join(RendezvousStore& store, const LaunchEnv& env, cons
   // once, whenever it comes (a check of who held the key last let both through when the
   // second set it after the first had looked).
   // The claim is the check; its value ("PID@PLACE") names the process for a person reading a
-  // file rendezvous directory and for stopped_peers after a failed collective.
+  // file rendezvous directory, for the refusal below and for peer_failure_cause.
   const std::string pid = std::to_string(::getpid()) + "@" + this_process_place();
   const std::string id_key = prefix + std::to_string(env.rank) + ".id";
-  const bool file = env.rendezvous.rfind("file:", 0) == 0;
-  KILN_CHECK(store.claim(id_key, std::vector<char>(pid.begin(), pid.end())), "rank ", env.rank,
-             ": another process joined as rank ", env.rank, " at ", env.rendezvous, " too: two processes were ",
-             "started with RANK=", env.rank, ", or a second run uses this rendezvous (give each run its own ",
-             file ? "directory), or '" + env.rendezvous.substr(5) + "' holds keys of an earlier run that was "
-                        "killed: empty it"
-                  : std::string("MASTER_PORT), or this rank's earlier process was killed while the others waited: "
-                                "restart every rank"));
+  if (!store.claim(id_key, std::vector<char>(pid.begin(), pid.end()))) refuse_taken_place(store, env, id_key);
   try {
     wait_for_ranks(store, env, prefix, mine);
   } catch (...) {

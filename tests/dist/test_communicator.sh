@@ -146,9 +146,18 @@ for r in 0 1 1; do
 done
 wait
 # Which message depends on timing: the second joined before the run had all its ranks, or after.
-if grep -q "another process joined as rank 1 at tcp:127.0.0.1:$port too\|has all its ranks already: .* or this rank was started twice" \
+if grep -q "another process (pid [0-9]*), running on this machine, joined as rank 1 at tcp:127.0.0.1:$port first\|has all its ranks already: .* or this rank was started twice" \
    "$W"/dup.1.*; then ok "a rank started twice is named: $(grep -h error "$W"/dup.1.*)"
 else bad "a rank started twice"; cat "$W"/dup.*; fi
+# A rank killed while it waited (kill -9: no chance to take its keys away) leaves its claim in a
+# file rendezvous directory; the next process for that rank is told it is a dead run's, by pid.
+RANK=1 WORLD_SIZE=2 KILN_RENDEZVOUS=file:$W/rdv_killed KILN_DIST_TIMEOUT=60 "$B" collectives > /dev/null 2>&1 & pk=$!
+for _ in $(seq 100); do [ -n "$(ls "$W/rdv_killed" 2> /dev/null)" ] && break; sleep 0.05; done
+kill -9 $pk; wait $pk 2> /dev/null
+out=$(RANK=1 WORLD_SIZE=2 KILN_RENDEZVOUS=file:$W/rdv_killed KILN_DIST_TIMEOUT=5 timeout 30 "$B" collectives 2>&1); rc=$?
+if [ $rc = 3 ] && grep -q "held by a process of an earlier run (pid $pk) that has exited: .* empty '$W/rdv_killed'" <<< "$out"; then
+  ok "a killed run's claim is named as such: $out"
+else bad "a killed run's claim (rc $rc): $out"; fi
 port=$(free_port)
 launch_late() { RANK=$1 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port KILN_DIST_TIMEOUT=4 timeout 30 "$B" "$2"; }
 launch_late 0 stall > "$W/late.0" 2>&1 & p0=$!
