@@ -314,10 +314,14 @@ std::vector<std::pair<std::string, const Tensor*>> refs(const std::vector<std::p
 
 // The state file an image's checkpoint is written to (the file that makes it exist).
 std::string state_path_of(const CheckpointImage& im) {
-  return (fs::path(im.model_dir) / (stem_for(im.meta.epochs_done, im.meta.batches_done) + ".state.h5")).string();
+  return checkpoint_state_path(im.model_dir, im.meta.epochs_done, im.meta.batches_done);
 }
 
 }  // namespace
+
+std::string checkpoint_state_path(const std::string& model_dir, int64_t epochs_done, int64_t batches_done) {
+  return (fs::path(model_dir) / (stem_for(epochs_done, batches_done) + ".state.h5")).string();
+}
 
 FrozenImage::FrozenImage(const std::vector<std::pair<std::string, const Tensor*>>& tensors) {
   HostCopies host_copy;

@@ -238,6 +238,9 @@ std::optional<CheckpointInfo> best_checkpoint(const std::string& model_dir);
 std::optional<CheckpointInfo> latest_checkpoint(const std::vector<CheckpointInfo>& all);
 std::optional<CheckpointInfo> best_checkpoint(const std::vector<CheckpointInfo>& all);
 
+// The state file of the checkpoint after `epochs_done` epochs and `batches_done` batches of
+// the next (0: an epoch's end) in model_dir: ckpt-EEEEEE[-BBBBBB].state.h5.
+std::string checkpoint_state_path(const std::string& model_dir, int64_t epochs_done, int64_t batches_done);
 // A state file's metadata, from its attributes only: no tensor is read, so no checksum is checked.
 CheckpointMeta read_checkpoint_meta(const std::string& state_path);
 // The same from an open state file's root (the file may be an in-memory image). Values a

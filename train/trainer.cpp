@@ -595,7 +595,8 @@ EvalResult Trainer::evaluate_now(State& s) {
 std::string Trainer::save(const io::CheckpointMeta& meta, State& s) {
   const auto t0 = Clock::now();
   check_weights_finite(meta, s);  // on every rank (replicas are equal): all stop together
-  std::string path = "(rank 0 writes the checkpoints)";
+  // Where rank 0 writes it: every rank's on_epoch_saved gets the same path.
+  std::string path = io::checkpoint_state_path(opt_.model_dir, meta.epochs_done, meta.batches_done);
   if (s.root && opt_.background_checkpoints) {
     if (!s.writer) s.writer = std::make_unique<io::CheckpointWriter>();
     s.writer->wait();  // the previous write's error stops the run before another is taken
@@ -781,17 +782,7 @@ bool Trainer::run_epoch(int64_t e, State& s) {
     }
   }
   s.result.last_checkpoint = save(meta_at(e + 1, 0, &sum.val, s), s);
-  if (hooks_.on_epoch_saved && !hook_error) {
-    flush_checkpoints(s);  // on disk before the hook, which may read it
-    try {
-      hooks_.on_epoch_saved(sum, s.result.last_checkpoint);
-    } catch (...) {
-      hook_error = std::current_exception();
-    }
-  }
-  // Data-parallel: a rank whose hook or log failed stops, and so must the others, not wait
-  // for it in the next step's all-reduce until the timeout.
-  agree_on_epoch_errors(hook_error || log_error, e + 1, s);
+  after_epoch_saved(sum, hook_error, log_error != nullptr, e + 1, s);
   if (hook_error) std::rethrow_exception(hook_error);
   if (log_error) std::rethrow_exception(log_error);
   s.result.val = sum.val;
@@ -819,17 +810,45 @@ bool Trainer::stop_asked(State& s) {
   return v[0] > 0;
 }
 
-void Trainer::agree_on_epoch_errors(bool failed_here, int64_t epoch, State& s) {
-  if (!s.dist) return;
-  std::vector<double> v(static_cast<size_t>(opt_.comm->size()), 0.0);
-  v[static_cast<size_t>(opt_.comm->rank())] = failed_here ? 1.0 : 0.0;
+bool Trainer::agree_on_epoch_errors(bool failed_here, bool wants_saved, int64_t epoch, State& s) {
+  if (!s.dist) return wants_saved;
+  // Per rank: failed, then wants_saved.
+  const size_t n = static_cast<size_t>(opt_.comm->size()), me = static_cast<size_t>(opt_.comm->rank());
+  std::vector<double> v(2 * n, 0.0);
+  v[me] = failed_here ? 1.0 : 0.0;
+  v[n + me] = wants_saved ? 1.0 : 0.0;
   opt_.comm->allreduce_sum(v);
   std::string ranks;
-  for (size_t r = 0; r < v.size(); ++r)
+  bool any_wants = false;
+  for (size_t r = 0; r < n; ++r) {
     if (v[r] > 0) ranks += (ranks.empty() ? "" : ", ") + std::to_string(r);
+    any_wants = any_wants || v[n + r] > 0;
+  }
   KILN_CHECK(ranks.empty() || failed_here, "trainer: rank(s) ", ranks, " failed after epoch ", epoch,
-             " (their on_epoch hook or metrics log threw; the error is on their stderr), so this rank stops too, "
+             " (an epoch hook or their metrics log threw; the error is on their stderr), so this rank stops too, "
              "after the epoch's checkpoint");
+  return any_wants;
+}
+
+void Trainer::after_epoch_saved(const EpochSummary& sum, std::exception_ptr& hook_error, bool log_failed,
+                                int64_t epoch, State& s) {
+  // A rank whose hook or log failed stops, and so must the others, not wait for it in the next
+  // step's all-reduce until the timeout. Every rank takes the same branches below (the
+  // agreement's answers are the same everywhere), so their collectives stay paired.
+  const bool any_wants = agree_on_epoch_errors(hook_error || log_failed, hooks_.on_epoch_saved != nullptr, epoch, s);
+  // on_epoch threw: no on_epoch_saved. Alone, a log that failed still lets it run first (the
+  // log's error is thrown after); data-parallel, the failing ranks stop here (the others threw).
+  if (!any_wants || hook_error || (s.dist && log_failed)) return;
+  flush_checkpoints(s);  // on disk before the hook, which may read it
+  if (s.dist) opt_.comm->barrier();  // rank 0 wrote it: every rank's hook may read it now
+  if (hooks_.on_epoch_saved) {
+    try {
+      hooks_.on_epoch_saved(sum, s.result.last_checkpoint);
+    } catch (...) {
+      hook_error = std::current_exception();
+    }
+  }
+  if (s.dist) agree_on_epoch_errors(hook_error != nullptr, false, epoch, s);
 }
 
 int64_t Trainer::phase_first_epoch(const State& s) const {

@@ -223,6 +223,7 @@ struct TrainerHooks {
   // After the epoch's checkpoint is on disk (a background write is waited for first, so a
   // reader of model_dir here sees it), with its state file; after on_epoch, and not called
   // when on_epoch threw. What it throws ends the run, that checkpoint kept (kiln.train's on_epoch).
+  // Data-parallel, every rank's runs after rank 0 has written it, with the same path.
   std::function<void(const EpochSummary&, const std::string& checkpoint)> on_epoch_saved;
   std::function<void(const StopInfo&)> on_stop;
   // Asked after every training step (and its checkpoint, if one was due) and after each
@@ -298,9 +299,15 @@ class Trainer {
   bool stopped_on_request(State& s, int64_t epochs_done);
   // should_stop's answer outside a step; data-parallel, true on every rank when any asks.
   bool stop_asked(State& s);
-  // Data-parallel: after an epoch's checkpoint, every rank learns whether any failed in its
-  // on_epoch hook or log, and a rank that did not fail throws, naming those that did.
-  void agree_on_epoch_errors(bool failed_here, int64_t epoch, State& s);
+  // Data-parallel: after an epoch's checkpoint, every rank learns whether any failed in an
+  // epoch hook or its log, and a rank that did not fail throws, naming those that did.
+  // Returns whether any rank wants_saved (has an on_epoch_saved hook); false alone.
+  bool agree_on_epoch_errors(bool failed_here, bool wants_saved, int64_t epoch, State& s);
+  // After the epoch's checkpoint: on_epoch_saved with that checkpoint on disk (rank 0's, on
+  // every rank), unless on_epoch threw (hook_error, then set to what on_epoch_saved throws);
+  // data-parallel, the ranks agree on every failure first and after.
+  void after_epoch_saved(const EpochSummary& sum, std::exception_ptr& hook_error, bool log_failed, int64_t epoch,
+                         State& s);
   void check_weights_finite(const io::CheckpointMeta& meta, const State& s) const;
   void check_resume_data(const io::CheckpointInfo& resume) const;
   io::CheckpointMeta meta_at(int64_t epochs_done, int64_t batches_done, const EvalResult* val, const State& s) const;

@@ -847,6 +847,29 @@ TEST_CASE("data-parallel ranks stop together when one is asked to, or when one's
   const io::ResumeChoice hook = io::newest_intact_checkpoint(d.root + "/hook");
   REQUIRE(hook.checkpoint);
   CHECK(hook.checkpoint->meta.epochs_done == 1);
+
+  // on_epoch_saved on every rank sees rank 0's checkpoint on disk (rank 1 once ran its hook
+  // while rank 0's background write was still going); one that throws stops both ranks.
+  std::vector<std::vector<std::string>> seen(2);
+  errors = run_two_ranks([&](int rank, Communicator& comm) {
+    Generator g(5);
+    auto net = tiny_net(g);
+    TrainerOptions t = tiny_options(d.root + "/saved", false);
+    t.run.classes = d.train.classes;
+    t.comm = &comm;
+    TrainerHooks h;
+    h.on_epoch_saved = [&seen, rank](const EpochSummary& sum, const std::string& checkpoint) {
+      const bool there =
+          std::filesystem::exists(checkpoint) && io::read_checkpoint_meta(checkpoint).epochs_done == sum.epoch;
+      seen[static_cast<size_t>(rank)].push_back(there ? "epoch " + std::to_string(sum.epoch) : "missing");
+      if (rank == 1 && sum.epoch == 2) throw std::runtime_error("rank 1's hook gives up");
+    };
+    Trainer(*net, spec, d.train, d.val, t, h).run(std::nullopt);
+  });
+  CHECK(seen[0] == std::vector<std::string>{"epoch 1", "epoch 2"});
+  CHECK(seen[1] == std::vector<std::string>{"epoch 1", "epoch 2"});
+  CHECK(errors[1] == "rank 1's hook gives up");
+  CHECK_THAT(errors[0], Contains("rank(s) 1 failed after epoch 2"));
 }
 
 TEST_CASE("a phase whose train pattern matches nothing is named in the error, not an unfreeze call it never made", "[train][errors]") {
