@@ -184,6 +184,11 @@
 #   the CPU bit for bit at sizes that take the CPU's threaded paths. The bench section's
 #   elementwise suite has div, add_channel and sum_channel rows (sum_channel: the two-pass
 #   column kernel of the linear bias gradient; other sum_to shapes run one thread per output).
+# - 2026-12-05 (session 23, no GPU), NOT yet run on a GPU: s - t and s / t as one op
+#   (BinaryOp rsub/rdiv through binary_scalar_kernel; op-table cases sub/scalar_left,
+#   div/scalar_left and their bf16 variants, inside "[cuda][ops]"); the SGD kernel takes the
+#   momentum choice as a template argument (same math); the bench section's sgd suite now also
+#   times adam/all and adam/fc8_only beside torch.optim.Adam(foreach=True).
 set -uo pipefail
 PACK=${1:-.gpu}
 SHIP=${OUT:-}  # where results go back from (the device tool's $OUT); empty: keep them in the work folder
