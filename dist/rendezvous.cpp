@@ -237,7 +237,8 @@ std::string peer_failure_cause(const std::vector<RankProcess>& ranks, int self, 
       ++count;
     }
   }
-  if (count > 0) return std::string(count == 1 ? "rank " : "ranks ") + gone + (count == 1 ? " has" : " have") + " exited";
+  if (count > 0)
+    return std::string(count == 1 ? "rank " : "ranks ") + gone + (count == 1 ? " has" : " have") + " exited";
   std::ostringstream os;
   os << "a peer process stopped or did not answer within " << timeout_s << " s (KILN_DIST_TIMEOUT)";
   const std::string out = os.str();
