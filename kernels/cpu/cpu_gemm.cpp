@@ -87,21 +87,6 @@ void run_matmul(const char* op, const MatmulKey& k, const void* a, const void* b
   });
 }
 
-// Column sums of dy [rows, out] into db [out], in double with the rows in order:
-// deterministic for any thread count. T is float or BFloat16 (rounded once).
-template <typename T>
-void column_sums(const Tensor& dy, Tensor& db) {
-  const int64_t rows = dy.dim(0), out = dy.dim(1);
-  const T* pdy = dy.data<T>();
-  T* pdb = db.data<T>();
-#pragma omp parallel for schedule(static) if (out > 64)
-  for (int64_t o = 0; o < out; ++o) {
-    double s = 0;
-    for (int64_t r = 0; r < rows; ++r) s += static_cast<float>(pdy[r * out + o]);
-    pdb[o] = T(static_cast<float>(s));
-  }
-}
-
 // The bf16 backward: matmuls (an empty sum, K = 0, is a zero fill: oneDNN rejects it).
 void linear_backward_bf16(CpuBackend& be, const Tensor& dy, const Tensor& x, const Tensor& w, Tensor& dx,
                           Tensor& dw, Tensor& db) {
@@ -118,7 +103,7 @@ void linear_backward_bf16(CpuBackend& be, const Tensor& dy, const Tensor& x, con
     else run_matmul("linear backward (dw)", MatmulKey{out, rows, dw.dim(1), true, false, false, true},
                     dy.raw_data(), x.raw_data(), nullptr, dw.raw_data());
   }
-  if (db.defined()) column_sums<BFloat16>(dy, db);
+  if (db.defined()) be.sum_to(dy, db);  // the bias gradient: the chunked column order, as on a GPU
 }
 
 }  // namespace
@@ -181,7 +166,9 @@ void CpuBackend::linear_backward(const Tensor& dy, const Tensor& x, const Tensor
     // dw[out, in] = dy[rows, out]^T * x[rows, in]
     sgemm(true, false, out, in, rows, 1.0f, pdy, out, x.data<float>(), in, 0.0f, dw.data<float>(), in);
   }
-  if (db.defined()) column_sums<float>(dy, db);
+  // The bias gradient: sum_to's chunked column order (kernels/common/broadcast.h), the order
+  // of CUDA's bias-gradient kernel too, so both backends give the same bits.
+  if (db.defined()) sum_to(dy, db);
 }
 
 }  // namespace kiln::cpu

@@ -96,6 +96,28 @@ TEST_CASE("sum_to's order shows in its bits: the CPU keeps the GPU's, not anothe
   }
 }
 
+TEST_CASE("linear's bias gradient is sum_to's column order, bit for bit, fp32 and bf16", "[broadcast]") {
+  // dy with 1e15 and -1e15 at each column's first and last row, as above: the bits show the
+  // grouping. The bias gradient took the rows in plain order until 2026-12-05; now the
+  // GPU's chunked column order (the CUDA bias-gradient kernel's), so both backends agree.
+  Generator g(17);
+  const int64_t rows = 3000, out = 70, in = 5;
+  std::vector<float> v = Tensor::normal(Shape{rows, out}, 0.0f, 1.0f, g).to_vector<float>();
+  for (int64_t o = 0; o < out; ++o) {
+    v[static_cast<size_t>(o)] = 1e15f;
+    v[static_cast<size_t>((rows - 1) * out + o)] = -1e15f;
+  }
+  for (const DType dt : {DType::f32, DType::bf16}) {
+    INFO(dtype_name(dt));
+    const Tensor dy = Tensor::from_vector(v, Shape{rows, out}).to(dt);
+    const Tensor x = Tensor::normal(Shape{rows, in}, 0.0f, 1.0f, g).to(dt);
+    const Tensor w = Tensor::normal(Shape{out, in}, 0.0f, 1.0f, g).to(dt);
+    Tensor b = Tensor::zeros(Shape{out}, TensorOptions{dt, Device::cpu()}).set_requires_grad(true);
+    linear(x, w, b).backward(dy);
+    CHECK(b.grad().to(DType::f32).to_vector<float>() == sum_to(dy, Shape{out}).to(DType::f32).to_vector<float>());
+  }
+}
+
 TEST_CASE("broadcast ops equal the same op on operands repeated to full size, bit for bit", "[broadcast]") {
   Generator g(12);
   const std::vector<std::pair<Shape, Shape>> pairs = {
@@ -191,5 +213,23 @@ TEST_CASE("broadcast ops, sum_to and broadcast_to on the GPU equal the CPU's bit
       CHECK(host(add(xg, yg)) == host(add(x, y)));
       CHECK(host(div(yg, xg)) == host(div(y, x)));
     }
+  }
+}
+
+TEST_CASE("linear's bias gradient on the GPU equals the CPU's bit for bit", "[cuda][broadcast]") {
+  KILN_SKIP_WITHOUT_GPU();
+  Generator g(18);
+  for (const DType dt : {DType::f32, DType::bf16}) {
+    INFO(dtype_name(dt));
+    const Tensor dy = Tensor::normal(Shape{1000, 130}, 0.0f, 1.0f, g).to(dt);
+    const Tensor x = Tensor::normal(Shape{1000, 9}, 0.0f, 1.0f, g).to(dt);
+    const Tensor w = Tensor::normal(Shape{130, 9}, 0.0f, 1.0f, g).to(dt);
+    std::vector<std::vector<float>> grads;
+    for (const Device d : {Device::cpu(), Device::cuda()}) {
+      Tensor b = Tensor::zeros(Shape{130}, TensorOptions{dt, d}).set_requires_grad(true);
+      linear(x.to(d), w.to(d), b).backward(dy.to(d));
+      grads.push_back(b.grad().to(Device::cpu()).to(DType::f32).to_vector<float>());
+    }
+    CHECK(grads[0] == grads[1]);
   }
 }
