@@ -810,7 +810,7 @@ bool Trainer::stop_asked(State& s) {
   return v[0] > 0;
 }
 
-bool Trainer::agree_on_epoch_errors(bool failed_here, bool wants_saved, int64_t epoch, State& s) {
+bool Trainer::agree_on_epoch_errors(bool failed_here, bool wants_saved, int64_t epoch, const char* what, State& s) {
   if (!s.dist) return wants_saved;
   // Per rank: failed, then wants_saved.
   const size_t n = static_cast<size_t>(opt_.comm->size()), me = static_cast<size_t>(opt_.comm->rank());
@@ -824,9 +824,8 @@ bool Trainer::agree_on_epoch_errors(bool failed_here, bool wants_saved, int64_t 
     if (v[r] > 0) ranks += (ranks.empty() ? "" : ", ") + std::to_string(r);
     any_wants = any_wants || v[n + r] > 0;
   }
-  KILN_CHECK(ranks.empty() || failed_here, "trainer: rank(s) ", ranks, " failed after epoch ", epoch,
-             " (an epoch hook or their metrics log threw; the error is on their stderr), so this rank stops too, "
-             "after the epoch's checkpoint");
+  KILN_CHECK(ranks.empty() || failed_here, "trainer: rank(s) ", ranks, " failed after epoch ", epoch, " (", what,
+             "; the error is on their stderr), so this rank stops too, after the epoch's checkpoint");
   return any_wants;
 }
 
@@ -835,12 +834,22 @@ void Trainer::after_epoch_saved(const EpochSummary& sum, std::exception_ptr& hoo
   // A rank whose hook or log failed stops, and so must the others, not wait for it in the next
   // step's all-reduce until the timeout. Every rank takes the same branches below (the
   // agreement's answers are the same everywhere), so their collectives stay paired.
-  const bool any_wants = agree_on_epoch_errors(hook_error || log_failed, hooks_.on_epoch_saved != nullptr, epoch, s);
+  const bool any_wants = agree_on_epoch_errors(hook_error || log_failed, hooks_.on_epoch_saved != nullptr, epoch,
+                                               "their on_epoch hook or metrics log threw", s);
   // on_epoch threw: no on_epoch_saved. Alone, a log that failed still lets it run first (the
   // log's error is thrown after); data-parallel, the failing ranks stop here (the others threw).
   if (!any_wants || hook_error || (s.dist && log_failed)) return;
-  flush_checkpoints(s);  // on disk before the hook, which may read it
-  if (s.dist) opt_.comm->barrier();  // rank 0 wrote it: every rank's hook may read it now
+  // On disk before the hook, which may read it. Data-parallel, the agreement on rank 0's write
+  // is the barrier too: no rank's hook runs before the file is there, and a failed write stops
+  // every rank at once instead of leaving them waiting.
+  std::exception_ptr write_error;
+  try {
+    flush_checkpoints(s);
+  } catch (...) {
+    write_error = std::current_exception();
+  }
+  agree_on_epoch_errors(write_error != nullptr, false, epoch, "its checkpoint write failed", s);
+  if (write_error) std::rethrow_exception(write_error);
   if (hooks_.on_epoch_saved) {
     try {
       hooks_.on_epoch_saved(sum, s.result.last_checkpoint);
@@ -848,7 +857,7 @@ void Trainer::after_epoch_saved(const EpochSummary& sum, std::exception_ptr& hoo
       hook_error = std::current_exception();
     }
   }
-  if (s.dist) agree_on_epoch_errors(hook_error != nullptr, false, epoch, s);
+  agree_on_epoch_errors(hook_error != nullptr, false, epoch, "their on_epoch_saved hook threw", s);
 }
 
 int64_t Trainer::phase_first_epoch(const State& s) const {

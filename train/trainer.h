@@ -299,10 +299,11 @@ class Trainer {
   bool stopped_on_request(State& s, int64_t epochs_done);
   // should_stop's answer outside a step; data-parallel, true on every rank when any asks.
   bool stop_asked(State& s);
-  // Data-parallel: after an epoch's checkpoint, every rank learns whether any failed in an
-  // epoch hook or its log, and a rank that did not fail throws, naming those that did.
-  // Returns whether any rank wants_saved (has an on_epoch_saved hook); false alone.
-  bool agree_on_epoch_errors(bool failed_here, bool wants_saved, int64_t epoch, State& s);
+  // Data-parallel: after an epoch's checkpoint, every rank learns whether any failed (`what`
+  // failed there: "their on_epoch hook or metrics log threw"), and a rank that did not fail
+  // throws, naming those that did. Returns whether any rank wants_saved (has an
+  // on_epoch_saved hook); alone, wants_saved itself.
+  bool agree_on_epoch_errors(bool failed_here, bool wants_saved, int64_t epoch, const char* what, State& s);
   // After the epoch's checkpoint: on_epoch_saved with that checkpoint on disk (rank 0's, on
   // every rank), unless on_epoch threw (hook_error, then set to what on_epoch_saved throws);
   // data-parallel, the ranks agree on every failure first and after.
