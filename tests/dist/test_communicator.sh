@@ -100,9 +100,10 @@ port=$(free_port)
 t0=$(date +%s)
 launch 3 "$W/die" env MASTER_ADDR=127.0.0.1 MASTER_PORT=$port KILN_DIST_TIMEOUT=20 "$B" die
 dt=$(( $(date +%s) - t0 ))
-# Each survivor names the rank that exited, by its pid (rank 2 may name rank 0 too, if rank 0
-# has already stopped on its own error).
-if [ "$RCS" = "3 9 3" ] && [ $dt -le 15 ] && grep -q "rank 0: failed after .* the all-reduce failed: rank 1 (pid [0-9]*) has exited" "$W/die.0" &&
+# Each survivor names the rank that exited, by its pid (and the other survivor too, when that
+# one has already stopped on its own error: "ranks 1 (pid N), 2 (pid M) have exited").
+if [ "$RCS" = "3 9 3" ] && [ $dt -le 15 ] &&
+   grep -q "rank 0: failed after .* the all-reduce failed: ranks\{0,1\} \(.*, \)\{0,1\}1 (pid [0-9]*)\(, 2 (pid [0-9]*)\)\{0,1\} ha\(s\|ve\) exited" "$W/die.0" &&
    grep -q "rank 2: failed after .* 1 (pid [0-9]*)" "$W/die.2"; then ok "killed rank: the others fail in ${dt} s: $(cat "$W/die.0")"
 else bad "killed rank ($RCS, ${dt} s)"; cat "$W"/die.*; fi
 
