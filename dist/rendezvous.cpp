@@ -71,8 +71,9 @@ class FileStore final : public RendezvousStore {
       }
   }
   bool has(const std::string& key) override { return fs::exists(path_of(key)); }
-  // O_EXCL: the file system lets one process create the file (its value, written after,
-  // is read by no rank).
+  // O_EXCL: the file system lets one process create the file. Its value, written after, is
+  // read once every rank has joined (each rank sets its join value after its claim), or by a
+  // refused claimant, which may find it still empty and then says less.
   bool claim(const std::string& key, const std::vector<char>& data) override {
     const std::string path = path_of(key);
     const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);

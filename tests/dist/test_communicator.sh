@@ -153,7 +153,8 @@ else bad "a rank started twice"; cat "$W"/dup.*; fi
 # A rank killed while it waited (kill -9: no chance to take its keys away) leaves its claim in a
 # file rendezvous directory; the next process for that rank is told it is a dead run's, by pid.
 RANK=1 WORLD_SIZE=2 KILN_RENDEZVOUS=file:$W/rdv_killed KILN_DIST_TIMEOUT=60 "$B" collectives > /dev/null 2>&1 & pk=$!
-for _ in $(seq 100); do [ -n "$(ls "$W/rdv_killed" 2> /dev/null)" ] && break; sleep 0.05; done
+# Two files: its claim is written (the join value comes after it).
+for _ in $(seq 100); do [ "$(ls "$W/rdv_killed" 2> /dev/null | wc -l)" -ge 2 ] && break; sleep 0.05; done
 kill -9 $pk; wait $pk 2> /dev/null
 out=$(RANK=1 WORLD_SIZE=2 KILN_RENDEZVOUS=file:$W/rdv_killed KILN_DIST_TIMEOUT=5 timeout 30 "$B" collectives 2>&1); rc=$?
 if [ $rc = 3 ] && grep -q "held by a process of an earlier run (pid $pk) that has exited: .* empty '$W/rdv_killed'" <<< "$out"; then
