@@ -803,23 +803,30 @@ TEST_CASE("data-parallel ranks stop together when one is asked to, or when one's
           "[train][dist][errors]") {
   const DemoSplits d("trainer_ranks", 2, 4, 2);
   const ModelSpec& spec = find_model_spec("vgg16");
+  // One rank's run of tiny_net into d.root + dir with `h`; `edit` changes its options first.
+  const auto run_rank = [&](Communicator& comm, const std::string& dir, const TrainerHooks& h,
+                            const std::function<void(TrainerOptions&)>& edit = nullptr) {
+    Generator g(5);
+    auto net = tiny_net(g);
+    TrainerOptions t = tiny_options(d.root + dir, false);
+    t.run.classes = d.train.classes;
+    t.comm = &comm;
+    if (edit) edit(t);
+    return Trainer(*net, spec, d.train, d.val, t, h).run(std::nullopt);
+  };
   // should_stop says yes on rank 1 alone, after its second step: both ranks stop after the
   // same step, and rank 0 checkpoints there.
   std::vector<int64_t> stopped_at(2, -1);
   std::vector<std::string> errors = run_two_ranks([&](int rank, Communicator& comm) {
-    Generator g(5);
-    auto net = tiny_net(g);
-    TrainerOptions t = tiny_options(d.root + "/stop", false);
-    t.run.classes = d.train.classes;
-    t.comm = &comm;
-    t.checkpoint_every = 0;
-    t.checkpoint_on_stop = true;
     int64_t steps = 0;
     TrainerHooks h;
     h.on_step = [&steps](const StepInfo& i) { steps = i.global_step; };
     h.should_stop = [&steps, rank] { return rank == 1 && steps >= 2; };
     h.on_stop = [&stopped_at, rank](const StopInfo& i) { stopped_at[static_cast<size_t>(rank)] = i.global_step; };
-    CHECK(Trainer(*net, spec, d.train, d.val, t, h).run(std::nullopt).interrupted);
+    CHECK(run_rank(comm, "/stop", h, [](TrainerOptions& t) {
+            t.checkpoint_every = 0;
+            t.checkpoint_on_stop = true;
+          }).interrupted);
   });
   CHECK(errors == std::vector<std::string>{"", ""});
   CHECK(stopped_at[0] == stopped_at[1]);
@@ -831,16 +838,11 @@ TEST_CASE("data-parallel ranks stop together when one is asked to, or when one's
   // on_epoch throws on rank 1 after epoch 1: rank 1 raises its error, rank 0 names rank 1,
   // both after the epoch's checkpoint (before, rank 0 waited in the next step's all-reduce).
   errors = run_two_ranks([&](int rank, Communicator& comm) {
-    Generator g(5);
-    auto net = tiny_net(g);
-    TrainerOptions t = tiny_options(d.root + "/hook", false);
-    t.run.classes = d.train.classes;
-    t.comm = &comm;
     TrainerHooks h;
     h.on_epoch = [rank](const EpochSummary&) {
       if (rank == 1) throw std::runtime_error("a typo in rank 1's logging");
     };
-    Trainer(*net, spec, d.train, d.val, t, h).run(std::nullopt);
+    run_rank(comm, "/hook", h);
   });
   CHECK(errors[1] == "a typo in rank 1's logging");
   CHECK_THAT(errors[0], Contains("rank(s) 1 failed after epoch 1") && Contains("after the epoch's checkpoint"));
@@ -852,11 +854,6 @@ TEST_CASE("data-parallel ranks stop together when one is asked to, or when one's
   // while rank 0's background write was still going); one that throws stops both ranks.
   std::vector<std::vector<std::string>> seen(2);
   errors = run_two_ranks([&](int rank, Communicator& comm) {
-    Generator g(5);
-    auto net = tiny_net(g);
-    TrainerOptions t = tiny_options(d.root + "/saved", false);
-    t.run.classes = d.train.classes;
-    t.comm = &comm;
     TrainerHooks h;
     h.on_epoch_saved = [&seen, rank](const EpochSummary& sum, const std::string& checkpoint) {
       const bool there =
@@ -864,7 +861,7 @@ TEST_CASE("data-parallel ranks stop together when one is asked to, or when one's
       seen[static_cast<size_t>(rank)].push_back(there ? "epoch " + std::to_string(sum.epoch) : "missing");
       if (rank == 1 && sum.epoch == 2) throw std::runtime_error("rank 1's hook gives up");
     };
-    Trainer(*net, spec, d.train, d.val, t, h).run(std::nullopt);
+    run_rank(comm, "/saved", h);
   });
   CHECK(seen[0] == std::vector<std::string>{"epoch 1", "epoch 2"});
   CHECK(seen[1] == std::vector<std::string>{"epoch 1", "epoch 2"});
