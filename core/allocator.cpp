@@ -2,11 +2,13 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <cstring>
 #include <map>
 #include <mutex>
 #include <new>
 #include <string>
 
+#include "core/backend.h"
 #include "core/error.h"
 
 namespace kiln {
@@ -32,6 +34,15 @@ size_t host_cache_cap() {
   return mb > 0 ? static_cast<size_t>(mb) << 20 : 0;
 }
 
+// KILN_POISON=1: every block handed out is first filled with 0xFF bytes, a NaN in float32
+// and bfloat16 and -1 in integers, so a kernel that reads memory nobody wrote shows as NaN
+// in its result instead of passing on stale values that happen to be finite.
+bool poison() {
+  static const bool on = env_switch("KILN_POISON", false, "fill every new host block with NaN bytes",
+                                    "hand blocks out as they are, the default");
+  return on;
+}
+
 }  // namespace
 
 struct CachingAllocator::Impl {
@@ -50,6 +61,12 @@ CachingAllocator::~CachingAllocator() {
 }
 
 void* CachingAllocator::allocate(size_t bytes) {
+  void* p = take(bytes);
+  if (poison() && bytes > 0) std::memset(p, 0xFF, bytes);
+  return p;
+}
+
+void* CachingAllocator::take(size_t bytes) {
   if (bytes >= impl_->min_bytes && impl_->max_cached > 0) {
     std::lock_guard<std::mutex> lock(impl_->mu);
     auto it = impl_->free_blocks.find(bytes);

@@ -21,7 +21,8 @@ class Allocator {
 // Keeps freed blocks of at least `min_bytes` for reuse by an allocation of the same size,
 // up to `max_cached_bytes` in all. A training step asks for the same sizes every time; a
 // fresh large block costs a system call and a page fault per 4 KiB on first touch (and a
-// pinned one a slow cudaHostAlloc), a cached one nothing. Thread-safe.
+// pinned one a slow cudaHostAlloc), a cached one nothing. Thread-safe. Under KILN_POISON=1
+// every block is filled with 0xFF bytes (NaN) before it is handed out: a debugging switch.
 class CachingAllocator final : public Allocator {
  public:
   CachingAllocator(Allocator& backing, size_t min_bytes, size_t max_cached_bytes);
@@ -38,6 +39,7 @@ class CachingAllocator final : public Allocator {
   Stats stats() const;
 
  private:
+  void* take(size_t bytes);  // a cached block of exactly `bytes`, else a new one
   struct Impl;
   Allocator& backing_;
   Impl* impl_;

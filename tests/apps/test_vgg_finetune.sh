@@ -3,7 +3,8 @@
 # 1+1 epochs): train, eval, predict, export, resume bit-for-bit (after an epoch and mid-epoch),
 # a resume that changes the recipe refused, bad input giving one-line errors with a non-zero
 # exit, SIGKILL at random moments then resume (no half-written file, same final weights and
-# metrics rows), Ctrl-C then resume, a second run on a model directory in use refused, a full
+# metrics rows), Ctrl-C then resume, a second run on a model directory in use refused, a run
+# with every new host block filled with NaN bytes (KILN_POISON=1) ending as the plain one, a full
 # disk, a corrupt or cut-short newest checkpoint passed over by eval and train, and the
 # TensorBoard events read back with the real tensorboard package.
 # Usage: test_vgg_finetune.sh PATH/TO/vgg_finetune
@@ -428,6 +429,15 @@ done
 LONG=(--image-size 32 --phase1-epochs 1 --phase2-epochs 5 --batch 4 --seed 7 --device cpu)
 wait_for() { for _ in $(seq 600); do grep -q "$1" "$2" && return; sleep 0.05; done; }
 "$B" train --data-dir "$W/data" --model-dir "$W/ilong" "${LONG[@]}" > "$W/ilong.log" 2>&1
+# Every new host block filled with NaN bytes (KILN_POISON=1): a kernel, the loader or the
+# checkpoint writer reading memory nobody wrote would leave NaN or other weights.
+KILN_POISON=1 "$B" train --data-dir "$W/data" --model-dir "$W/p" "${LONG[@]}" > "$W/p.log" 2>&1
+if [ "$("$B" _digest --model-dir "$W/p" 2>&1)" = "$("$B" _digest --model-dir "$W/ilong" 2>&1)" ]; then
+  ok "with every new host block poisoned with NaN bytes, both phases train to the same weights"
+else
+  bad "KILN_POISON=1 changed the run"; tail -3 "$W/p.log"
+fi
+rm -rf "$W/p"
 /usr/bin/python3 -c 'import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])' \
   "$B" train --data-dir "$W/data" --model-dir "$W/i" "${LONG[@]}" > "$W/i1.log" 2>&1 &
 pid=$!
