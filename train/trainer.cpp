@@ -628,21 +628,46 @@ void Trainer::report_stop(State& s, const StopInfo& info) {
   if (hooks_.on_stop) hooks_.on_stop(info);
 }
 
+namespace {
+
+// What a parameter that failed the finite check holds, for its error (read only then): how
+// many of its values are NaN and how many infinite, or that none is and its sum overflowed.
+std::string non_finite_census(const Tensor& t) {
+  const std::vector<float> v = t.to(DType::f32).cpu().to_vector<float>();
+  int64_t nan = 0, inf = 0;
+  for (const float x : v) {
+    nan += std::isnan(x);
+    inf += std::isinf(x);
+  }
+  const std::string of = " of its " + std::to_string(v.size()) + " values";
+  if (nan + inf == 0) return "no NaN or infinity" + of + ", but their sum overflows";
+  return std::to_string(nan) + " NaN and " + std::to_string(inf) + " infinite" + of;
+}
+
+}  // namespace
+
 // A parameter gone NaN or infinite before ReLUs (which map NaN to 0) leaves the loss finite,
 // so the loss check alone misses it: each checkpoint first checks what trains (one sum per
 // parameter, one read and no temporary: not finite when it holds a NaN or an infinity, or
-// values so large their sum overflows, diverged too).
+// values so large their sum overflows, diverged too). The error counts them and names every
+// parameter that fails, which tells a divergence (all of a layer, then the layers after it)
+// from a few stray values.
 void Trainer::check_weights_finite(const io::CheckpointMeta& meta, const State& s) const {
   const NoGradGuard no_grad;
+  std::vector<std::string> failed;
+  std::string first;
   for (const ParameterRef& p : model_.parameters()) {
-    if (!p.trainable) continue;
-    const double probe = sum(*p.tensor).item();
-    KILN_CHECK(std::isfinite(probe), "parameter '", p.name, "' holds NaN or infinity at step ", meta.global_step,
-               ": the training diverged inside the network, where ReLU maps NaN to 0 and the loss stays finite "
-               "(try a smaller learning rate); not checkpointing it, ",
-               s.result.last_checkpoint.empty() ? std::string("no checkpoint was written yet")
-                                                : "the last good checkpoint is kept: " + s.result.last_checkpoint);
+    if (!p.trainable || std::isfinite(sum(*p.tensor).item())) continue;
+    if (failed.empty()) first = " (" + non_finite_census(*p.tensor) + ")";
+    failed.push_back(p.name);
   }
+  if (failed.empty()) return;
+  KILN_FAIL("parameter '", failed.front(), "' holds NaN or infinity at step ", meta.global_step, first,
+            failed.size() > 1 ? ", as do " + join_names({failed.begin() + 1, failed.end()}, 8) : std::string(),
+            ": the training diverged inside the network, where ReLU maps NaN to 0 and the loss stays finite "
+            "(try a smaller learning rate); not checkpointing it, ",
+            s.result.last_checkpoint.empty() ? std::string("no checkpoint was written yet")
+                                             : "the last good checkpoint is kept: " + s.result.last_checkpoint);
 }
 
 // The loader's order is drawn over the sample list: a mid-epoch checkpoint resumes the same

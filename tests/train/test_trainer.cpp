@@ -664,11 +664,13 @@ TEST_CASE("a weight gone NaN behind a ReLU is caught before it is checkpointed, 
   // One weight of fc1's first unit: that unit's output is NaN, ReLU makes it 0, fc2 sees a
   // finite input; its gradient is 0 there, so SGD keeps the NaN.
   net->find("net/fc1/weight").tensor->data<float>()[0] = std::nanf("");
+  net->find("net/fc1/bias").tensor->data<float>()[0] = std::nanf("");  // the same unit: named too
   TrainerOptions t = tiny_options(root + "/run", false);
   t.run.classes = train.classes;
   t.phases = {Phase{"all", {}, 0.01, nullptr, 1, 0.9, 0, HeadInit::as_is}};
   REQUIRE_THROWS_WITH(Trainer(*net, find_model_spec("vgg16"), train, val, t).run(std::nullopt),
                       Contains("parameter 'net/fc1/weight' holds NaN or infinity at step") &&
+                          Contains("(1 NaN and 0 infinite of its 6144 values), as do net/fc1/bias:") &&
                           Contains("no checkpoint was written yet"));
   CHECK_FALSE(io::newest_intact_checkpoint(root + "/run").checkpoint);
 }
