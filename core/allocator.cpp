@@ -34,15 +34,6 @@ size_t host_cache_cap() {
   return mb > 0 ? static_cast<size_t>(mb) << 20 : 0;
 }
 
-// KILN_POISON=1: every block handed out is first filled with 0xFF bytes, a NaN in float32
-// and bfloat16 and -1 in integers, so a kernel that reads memory nobody wrote shows as NaN
-// in its result instead of passing on stale values that happen to be finite.
-bool poison() {
-  static const bool on = env_switch("KILN_POISON", false, "fill every new host block with NaN bytes",
-                                    "hand blocks out as they are, the default");
-  return on;
-}
-
 }  // namespace
 
 struct CachingAllocator::Impl {
@@ -60,9 +51,15 @@ CachingAllocator::~CachingAllocator() {
   delete impl_;
 }
 
+bool poison_allocations() {
+  static const bool on = env_switch("KILN_POISON", false, "fill every new block with NaN bytes",
+                                    "hand blocks out as they are, the default");
+  return on;
+}
+
 void* CachingAllocator::allocate(size_t bytes) {
   void* p = take(bytes);
-  if (poison() && bytes > 0) std::memset(p, 0xFF, bytes);
+  if (poison_allocations() && bytes > 0) std::memset(p, 0xFF, bytes);
   return p;
 }
 

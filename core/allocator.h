@@ -21,8 +21,8 @@ class Allocator {
 // Keeps freed blocks of at least `min_bytes` for reuse by an allocation of the same size,
 // up to `max_cached_bytes` in all. A training step asks for the same sizes every time; a
 // fresh large block costs a system call and a page fault per 4 KiB on first touch (and a
-// pinned one a slow cudaHostAlloc), a cached one nothing. Thread-safe. Under KILN_POISON=1
-// every block is filled with 0xFF bytes (NaN) before it is handed out: a debugging switch.
+// pinned one a slow cudaHostAlloc), a cached one nothing. Thread-safe. Poisons its blocks
+// under KILN_POISON=1 (poison_allocations).
 class CachingAllocator final : public Allocator {
  public:
   CachingAllocator(Allocator& backing, size_t min_bytes, size_t max_cached_bytes);
@@ -44,6 +44,12 @@ class CachingAllocator final : public Allocator {
   Allocator& backing_;
   Impl* impl_;
 };
+
+// KILN_POISON=1 (read once): every block an allocator hands out is first filled with 0xFF
+// bytes, a NaN in float32 and bfloat16 and -1 in integers, so a kernel that reads memory
+// nobody wrote shows as NaN in its result instead of passing on stale finite values. Host
+// blocks (CachingAllocator) and CUDA device blocks (a memset queued where they are allocated).
+bool poison_allocations();
 
 // 64-byte aligned host memory, large blocks cached for reuse (KILN_HOST_CACHE_MB, default
 // 1024, caps the cache; 0 turns it off).

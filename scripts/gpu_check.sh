@@ -5,7 +5,7 @@
 # what is left is skipped, saying so. They run in this order (the code's, whatever SECTIONS
 # lists): tests, demo, targets, memory, recipe (the GPU issue's "done when"), resume,
 # stepgraph, fuse, strictconv, python, legacyapp, legacy, resnet, bench, bf16, determinism,
-# table (since session 18 the short sections that decide defaults come before strictconv).
+# poison, table (since session 18 the short sections that decide defaults come before strictconv).
 # Everything runs on the default convolution API (cuDNN's graph API since 2026-12-04) unless
 # a section says otherwise; legacyapp and legacy run the legacy API for comparison.
 #   tests     every [cuda] test case that existed before 2026-12-02 (conv algorithms by
@@ -50,6 +50,9 @@
 #   determinism  the fc8-only and full steps at batch 64 under heuristic search, by default
 #             and under KILN_DETERMINISTIC=1: what deterministic algorithms cost (the
 #             evidence for making them the default, docs/gpu.md)
+#   poison    every [cuda] case again under KILN_POISON=1 (session 24, not run on a GPU yet):
+#             each new device block gets a NaN memset on its stream where it is allocated, so
+#             a kernel reading memory nobody wrote fails its CPU comparison
 #   python    the Python module's tests (pytest; the pack's module is for Python 3.12, built
 #             here with scripts/gpu_python.sh), with this machine's PyTorch: DLPack hand-offs
 #             between kiln's and torch's CUDA streams, training from Python on the GPU
@@ -196,7 +199,7 @@ SHIP=${OUT:-}  # where results go back from (the device tool's $OUT); empty: kee
 OUT=${KILN_GPU_WORK:-/tmp/kiln_gpu_work}
 # The issue's "done when" first (tests, demo, target rows, memory, recipe), then resume and
 # the newer features, then the rest: what does not fit in DEADLINE is skipped, saying so.
-SECTIONS=${SECTIONS:-tests,demo,targets,memory,recipe,resume,stepgraph,fuse,strictconv,python,legacyapp,legacy,resnet,bench,bf16,determinism,table}
+SECTIONS=${SECTIONS:-tests,demo,targets,memory,recipe,resume,stepgraph,fuse,strictconv,python,legacyapp,legacy,resnet,bench,bf16,determinism,poison,table}
 DEADLINE=${DEADLINE:-540}
 # KILN_CHECK_DEVICE=cpu: a dry run of the script's logic on a machine without a GPU
 # (RESUME_SIZE=32 TARGET_BATCH=2 BATCH=2: every section at toy sizes; the [cuda] cases
@@ -537,6 +540,14 @@ if section determinism 40 "what KILN_DETERMINISTIC=1 costs: the default and the 
   KILN_DETERMINISTIC=1 step_rows determinism_on "${BATCH:-64}" vgg16/step_fc8,vgg16/step_all --conv-search heuristic
   (( rc |= $? ))
   summary determinism "$rc" "$(python3 "$KILN_SOURCE_DIR/benchmarks/gpu_targets.py" "$OUT" --determinism 2>&1 | tr '\n' ' ')"
+  fold "$rc"; stamp
+fi
+
+if section poison 40 "every [cuda] case with each new device and host block filled with NaN bytes (KILN_POISON=1)"; then
+  timeout -k 10 "$(cap 120)" env KILN_POISON=1 "$KT" "[cuda]~[timing]" --reporter compact 2>&1 |
+    tee "$OUT/poison_cuda.log" | tail -10
+  rc=${PIPESTATUS[0]}
+  summary poison "$rc" "$(grep -h -E '^(Passed|Failed|All tests)' "$OUT/poison_cuda.log" | tr '\n' ' ')"
   fold "$rc"; stamp
 fi
 

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "core/allocator.h"
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/cuda_graph.h"
 #include "kernels/cuda/cuda_info.h"
@@ -190,6 +191,8 @@ void* pool_allocate(int index, size_t bytes, const char* what) {
               mib(static_cast<size_t>(used)), " MiB");
   }
   KILN_CUDA_CHECK(st);
+  // Stream-ordered like the allocation itself (and recorded as a node while capturing).
+  if (poison_allocations()) KILN_CUDA_CHECK(cudaMemsetAsync(p, 0xFF, ask, ctx.compute));
   note_allocation(p);
   return p;
 }
