@@ -379,6 +379,38 @@ nb::dict load_checkpoint(Sequential& model, const std::string& model_dir, bool b
   return d;
 }
 
+// kiln.Phase: one phase of a recipe, as the trainer takes it.
+void bind_phase(nb::module_& m) {
+  nb::class_<Phase>(m, "Phase", "One phase of a recipe: what trains (Module.freeze patterns; everything else is "
+                                "frozen; an empty list trains every layer), learning rate, epochs, SGD momentum, "
+                                "weight decay, and whether the head starts as a linear probe.")
+      .def("__init__",
+           [](Phase* self, std::string name, std::vector<std::string> train, double lr, int64_t epochs,
+              double momentum, double weight_decay, bool linear_probe) {
+             new (self) Phase{std::move(name), std::move(train), lr, nullptr, epochs, momentum, weight_decay,
+                              linear_probe ? HeadInit::linear_probe : HeadInit::as_is};
+           },
+           arg("name"), arg("train") = std::vector<std::string>{}, arg("lr") = 1e-3, arg("epochs") = 1,
+           arg("momentum") = 0.0, arg("weight_decay") = 0.0, arg("linear_probe") = false)
+      .def_rw("name", &Phase::name, "The phase's name in logs and on_epoch.")
+      .def_rw("train", &Phase::train_patterns, "Patterns of what trains (empty: every layer).")
+      .def_rw("lr", &Phase::lr, "SGD's learning rate.")
+      .def_rw("epochs", &Phase::epochs, "Epochs in this phase.")
+      .def_rw("momentum", &Phase::momentum, "SGD's momentum.")
+      .def_rw("weight_decay", &Phase::weight_decay, "L2 weight decay on weights (not biases).")
+      .def_prop_rw("linear_probe", [](const Phase& p) { return p.head_init == HeadInit::linear_probe; },
+                   [](Phase& p, bool on) { p.head_init = on ? HeadInit::linear_probe : HeadInit::as_is; },
+                   "Whether the head is fitted by ridge regression on its input features when the phase starts.")
+      // The constructor's call as it would be written (it was <kiln.Phase object at 0x...>).
+      .def("__repr__", [](const Phase& p) {
+        const auto py = [](nb::handle h) { return std::string(nb::repr(h).c_str()); };
+        std::string r = "kiln.Phase(" + py(nb::str(p.name.c_str())) + ", train=" + py(nb::cast(p.train_patterns)) +
+                        ", lr=" + py(nb::float_(p.lr)) + ", epochs=" + std::to_string(p.epochs) +
+                        ", momentum=" + py(nb::float_(p.momentum)) + ", weight_decay=" + py(nb::float_(p.weight_decay));
+        return r + (p.head_init == HeadInit::linear_probe ? ", linear_probe=True)" : ")");
+      });
+}
+
 }  // namespace
 
 void bind_train(nb::module_& m) {
@@ -437,45 +469,18 @@ void bind_train(nb::module_& m) {
         }, arg("n"),
         "Sets the CPU backend's thread count for this thread. Results agree bit for bit only between runs "
         "with the same count (oneDNN's convolution gradients depend on it).");
-  nb::class_<Phase>(m, "Phase", "One phase of a recipe: what trains (Module.freeze patterns; everything else is "
-                                "frozen; an empty list trains every layer), learning rate, epochs, SGD momentum, "
-                                "weight decay, and whether the head starts as a linear probe.")
-      .def("__init__",
-           [](Phase* self, std::string name, std::vector<std::string> train, double lr, int64_t epochs,
-              double momentum, double weight_decay, bool linear_probe) {
-             new (self) Phase{std::move(name), std::move(train), lr, nullptr, epochs, momentum, weight_decay,
-                              linear_probe ? HeadInit::linear_probe : HeadInit::as_is};
-           },
-           arg("name"), arg("train") = std::vector<std::string>{}, arg("lr") = 1e-3, arg("epochs") = 1,
-           arg("momentum") = 0.0, arg("weight_decay") = 0.0, arg("linear_probe") = false)
-      .def_rw("name", &Phase::name, "The phase's name in logs and on_epoch.")
-      .def_rw("train", &Phase::train_patterns, "Patterns of what trains (empty: every layer).")
-      .def_rw("lr", &Phase::lr, "SGD's learning rate.")
-      .def_rw("epochs", &Phase::epochs, "Epochs in this phase.")
-      .def_rw("momentum", &Phase::momentum, "SGD's momentum.")
-      .def_rw("weight_decay", &Phase::weight_decay, "L2 weight decay on weights (not biases).")
-      .def_prop_rw("linear_probe", [](const Phase& p) { return p.head_init == HeadInit::linear_probe; },
-                   [](Phase& p, bool on) { p.head_init = on ? HeadInit::linear_probe : HeadInit::as_is; },
-                   "Whether the head is fitted by ridge regression on its input features when the phase starts.")
-      // The constructor's call as it would be written (it was <kiln.Phase object at 0x...>).
-      .def("__repr__", [](const Phase& p) {
-        const auto py = [](nb::handle h) { return std::string(nb::repr(h).c_str()); };
-        std::string r = "kiln.Phase(" + py(nb::str(p.name.c_str())) + ", train=" + py(nb::cast(p.train_patterns)) +
-                        ", lr=" + py(nb::float_(p.lr)) + ", epochs=" + std::to_string(p.epochs) +
-                        ", momentum=" + py(nb::float_(p.momentum)) + ", weight_decay=" + py(nb::float_(p.weight_decay));
-        return r + (p.head_init == HeadInit::linear_probe ? ", linear_probe=True)" : ")");
-      });
+  bind_phase(m);
   m.def("train",
-        [](Sequential& model, const std::string& arch, std::vector<Phase> phases, const std::filesystem::path& train_dir,
-           const std::filesystem::path& val_dir, const std::filesystem::path& model_dir, int64_t batch_size,
-           int64_t image_size,
-           int num_workers, uint64_t seed, bool augment, const std::string& convention, bool feature_cache,
-           nb::object on_epoch, int64_t checkpoint_every, int keep, bool calibrate_batch_norm, bool resume,
-           const std::string& precision, const std::string& cuda_graph, bool background_checkpoints) {
+        [](Sequential& model, const std::string& arch, std::vector<Phase> phases,
+           const std::filesystem::path& train_dir, const std::filesystem::path& val_dir,
+           const std::filesystem::path& model_dir, int64_t batch_size, int64_t image_size, int num_workers,
+           uint64_t seed, bool augment, const std::string& convention, bool feature_cache, nb::object on_epoch,
+           int64_t checkpoint_every, int keep, bool calibrate_batch_norm, bool resume, const std::string& precision,
+           const std::string& cuda_graph, bool background_checkpoints) {
           return train(model, arch, std::move(phases),
-                       TrainArgs{train_dir.string(), val_dir.string(), model_dir.string(), convention, batch_size, image_size, num_workers,
-                                 seed, augment, feature_cache, checkpoint_every, keep, calibrate_batch_norm, resume,
-                                 precision, cuda_graph, background_checkpoints},
+                       TrainArgs{train_dir.string(), val_dir.string(), model_dir.string(), convention, batch_size,
+                                 image_size, num_workers, seed, augment, feature_cache, checkpoint_every, keep,
+                                 calibrate_batch_norm, resume, precision, cuda_graph, background_checkpoints},
                        std::move(on_epoch));
         },
         arg("model"), arg("arch"), arg("phases"), arg("train_dir"), arg("val_dir"), arg("model_dir"),
