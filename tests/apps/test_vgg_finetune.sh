@@ -4,7 +4,8 @@
 # a resume that changes the recipe refused, bad input giving one-line errors with a non-zero
 # exit, SIGKILL at random moments then resume (no half-written file, same final weights and
 # metrics rows), Ctrl-C then resume, a second run on a model directory in use refused, a run
-# with every new host block filled with NaN bytes (KILN_POISON=1) ending as the plain one, a full
+# with every new host block filled with NaN bytes (KILN_POISON=1) ending as the plain one, SIGTERM
+# at random moments then the same command ending as the uninterrupted run, a full
 # disk, a corrupt or cut-short newest checkpoint passed over by eval and train, and the
 # TensorBoard events read back with the real tensorboard package.
 # Usage: test_vgg_finetune.sh PATH/TO/vgg_finetune
@@ -428,7 +429,9 @@ done
 # through exec from Python, as an interactive shell's job would have it.)
 LONG=(--image-size 32 --phase1-epochs 1 --phase2-epochs 5 --batch 4 --seed 7 --device cpu)
 wait_for() { for _ in $(seq 600); do grep -q "$1" "$2" && return; sleep 0.05; done; }
+t_long=$(date +%s%N)
 "$B" train --data-dir "$W/data" --model-dir "$W/ilong" "${LONG[@]}" > "$W/ilong.log" 2>&1
+long_ms=$(( ($(date +%s%N) - t_long) / 1000000 ))
 # Every new host block filled with NaN bytes (KILN_POISON=1): a kernel, the loader or the
 # checkpoint writer reading memory nobody wrote would leave NaN or other weights.
 KILN_POISON=1 "$B" train --data-dir "$W/data" --model-dir "$W/p" "${LONG[@]}" > "$W/p.log" 2>&1
@@ -476,7 +479,36 @@ if [ $alive = 1 ] && [ $term_rc -eq 130 ] && grep -q "^stopped by SIGTERM after 
 else
   bad "SIGINT ignored / SIGTERM: alive after INT $alive, rc $term_rc"; tail -3 "$W/j.log"
 fi
-rm -rf "$W/i" "$W/ilong" "$W/j"
+# SIGTERM at random moments of the two-phase run (start-up, phase 1, the phase change while
+# its checkpoint is written in the background, phase 2): before training starts it ends the
+# process (143, nothing to keep); after, the run stops after its step with a checkpoint (130).
+# Either way the same command then ends with the uninterrupted run's weights. A failing
+# trial's logs are kept in the test's output.
+for trial in 1 2 3; do
+  delay_ms=$(( long_ms * (3 + RANDOM % 67) / 100 ))  # the first run's time has the cold start in it
+  rm -rf "$W/t"
+  "$B" train --data-dir "$W/data" --model-dir "$W/t" "${LONG[@]}" > "$W/t1.log" 2>&1 &
+  pid=$!
+  sleep "$(printf '%d.%03d' $((delay_ms / 1000)) $((delay_ms % 1000)))"
+  kill -TERM $pid 2> /dev/null
+  wait $pid
+  rc=$?
+  "$B" train --data-dir "$W/data" --model-dir "$W/t" "${LONG[@]}" > "$W/t2.log" 2>&1
+  rc2=$?
+  case $rc in
+    130) said=$(grep -o "^stopped by SIGTERM after step [0-9]*" "$W/t1.log") ;;
+    143) said="ended before training started" ;;
+    0) said=$(grep -q "^final validation" "$W/t1.log" && echo "had finished") ;;
+    *) said="" ;;
+  esac
+  if [ -n "$said" ] && [ $rc2 -eq 0 ] &&
+     [ "$("$B" _digest --model-dir "$W/t" 2>&1)" = "$("$B" _digest --model-dir "$W/ilong" 2>&1)" ]; then
+    ok "SIGTERM after ${delay_ms} ms of ${long_ms}: ${said}, rc $rc; the same command ends as the uninterrupted run"
+  else
+    bad "SIGTERM after ${delay_ms} ms: rc $rc, resume rc $rc2"; cat "$W/t1.log"; tail -5 "$W/t2.log"
+  fi
+done
+rm -rf "$W/i" "$W/ilong" "$W/j" "$W/t"
 
 # 8b. Checksums. A float of the newest checkpoint's conv1_2 weights overwritten with 3e38:
 # eval refuses in one line naming the file and the tensor; train warns, sets that checkpoint
