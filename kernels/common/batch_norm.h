@@ -44,14 +44,29 @@ KILN_HD void bn_finish_stats(double mean, double centred_squares, int64_t count,
 }
 
 // Running (count, mean, centred sum of squares) of one channel, merged with a block's:
-// Chan, Golub and LeVeque's pairwise update, free of cancellation.
+// Chan, Golub and LeVeque's pairwise update, free of cancellation. Its two weights depend on
+// the counts alone, so channels that have merged the same rows share them: bn_merge_weights
+// once per block, then bn_merge_with per channel (bn_merge is the two together).
+struct BnMergeWeights {
+  double mean_w = 0, m2_w = 0;  // block_count / n and count * block_count / n
+};
+
+KILN_HD BnMergeWeights bn_merge_weights(double count, double block_count) {
+  const double n = count + block_count;
+  if (n == 0.0) return {};  // two empty parts: nothing moves
+  return {block_count / n, count * block_count / n};
+}
+
+KILN_HD void bn_merge_with(double& mean, double& m2, BnMergeWeights w, double block_mean, double block_m2) {
+  const double delta = block_mean - mean;
+  mean += delta * w.mean_w;
+  m2 += block_m2 + delta * delta * w.m2_w;
+}
+
 KILN_HD void bn_merge(double& count, double& mean, double& m2, double block_count, double block_mean,
                       double block_m2) {
-  const double n = count + block_count, delta = block_mean - mean;
-  if (n == 0.0) return;
-  mean += delta * (block_count / n);
-  m2 += block_m2 + delta * delta * (count * block_count / n);
-  count = n;
+  bn_merge_with(mean, m2, bn_merge_weights(count, block_count), block_mean, block_m2);
+  count += block_count;
 }
 
 // dx of training-form batch norm, through the batch statistics: with scale = gamma * invstd,
