@@ -4,8 +4,8 @@
 // large against the spread (a channel at 1000 +- 0.01 keeps no digit of its variance in
 // float, and few in double), while the centred second pass is exact to rounding whatever
 // the mean. The CUDA backend makes both passes over the whole tensor; the CPU makes them per
-// cache-sized block of rows and merges the blocks with bn_merge (Chan et al.'s update, whose
-// terms are all non-negative), reading x from memory once. Each backend splits rows by a
+// cache-sized block of rows and merges the blocks with bn_merge_with (Chan et al.'s update,
+// whose terms are all non-negative), reading x from memory once. Each backend splits rows by a
 // rule fixed by the shape alone and combines the parts in order, so results never depend on
 // thread counts or timing.
 #pragma once
@@ -46,7 +46,7 @@ KILN_HD void bn_finish_stats(double mean, double centred_squares, int64_t count,
 // Running (count, mean, centred sum of squares) of one channel, merged with a block's:
 // Chan, Golub and LeVeque's pairwise update, free of cancellation. Its two weights depend on
 // the counts alone, so channels that have merged the same rows share them: bn_merge_weights
-// once per block, then bn_merge_with per channel (bn_merge is the two together).
+// once per block (the counts advance by the caller), then bn_merge_with per channel.
 struct BnMergeWeights {
   double mean_w = 0, m2_w = 0;  // block_count / n and count * block_count / n
 };
@@ -61,12 +61,6 @@ KILN_HD void bn_merge_with(double& mean, double& m2, BnMergeWeights w, double bl
   const double delta = block_mean - mean;
   mean += delta * w.mean_w;
   m2 += block_m2 + delta * delta * w.m2_w;
-}
-
-KILN_HD void bn_merge(double& count, double& mean, double& m2, double block_count, double block_mean,
-                      double block_m2) {
-  bn_merge_with(mean, m2, bn_merge_weights(count, block_count), block_mean, block_m2);
-  count += block_count;
 }
 
 // dx of training-form batch norm, through the batch statistics: with scale = gamma * invstd,

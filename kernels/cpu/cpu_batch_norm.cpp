@@ -90,7 +90,7 @@ void bn_stats(const Tensor& x, float momentum, Tensor& mean, Tensor& var, Tensor
   const int64_t c = x.dim(3), rows = x.numel() / c;
   const raw_t<T>* px = raw(x.data<T>());
   // Blocks of about 128 KiB of x: each takes its mean, then its centred squares while the
-  // block is still in cache; the blocks merge in order afterwards (bn_merge).
+  // block is still in cache; the blocks merge in order afterwards (bn_merge_with).
   const int64_t block_rows = std::max<int64_t>(1, (int64_t{32} << 10) / c), blocks = (rows + block_rows - 1) / block_rows;
   std::vector<double> once;
   double* const bmean = reduction_scratch<struct BnStatsSite>(static_cast<size_t>(2 * blocks * c), once);
