@@ -432,10 +432,11 @@ wait_for() { for _ in $(seq 600); do grep -q "$1" "$2" && return; sleep 0.05; do
 t_long=$(date +%s%N)
 "$B" train --data-dir "$W/data" --model-dir "$W/ilong" "${LONG[@]}" > "$W/ilong.log" 2>&1
 long_ms=$(( ($(date +%s%N) - t_long) / 1000000 ))
+d_long=$("$B" _digest --model-dir "$W/ilong" 2>&1)  # the weights every run of LONG must end with
 # Every new host block filled with NaN bytes (KILN_POISON=1): a kernel, the loader or the
 # checkpoint writer reading memory nobody wrote would leave NaN or other weights.
 KILN_POISON=1 "$B" train --data-dir "$W/data" --model-dir "$W/p" "${LONG[@]}" > "$W/p.log" 2>&1
-if [ "$("$B" _digest --model-dir "$W/p" 2>&1)" = "$("$B" _digest --model-dir "$W/ilong" 2>&1)" ]; then
+if [ "$("$B" _digest --model-dir "$W/p" 2>&1)" = "$d_long" ]; then
   ok "with every new host block poisoned with NaN bytes, both phases train to the same weights"
 else
   bad "KILN_POISON=1 changed the run"; tail -3 "$W/p.log"
@@ -457,7 +458,7 @@ stopped_at=$(grep -o "^stopped by Ctrl-C after step [0-9]* (checkpoint [^)]*)" "
 rows() { cut -d, -f1-3 "$1/metrics.csv" | tr '\n' ' '; }
 if [ $second_rc -eq 1 ] && grep -q "model directory '$W/i' is in use by another run (process $pid (vgg_finetune))" "$W/i2.log" &&
    [ $first_rc -eq 130 ] && [ -n "$stopped_at" ] && grep -q "^resuming from $stopped_at:" "$W/i3.log" &&
-   [ "$("$B" _digest --model-dir "$W/i" 2>&1)" = "$("$B" _digest --model-dir "$W/ilong" 2>&1)" ] &&
+   [ "$("$B" _digest --model-dir "$W/i" 2>&1)" = "$d_long" ] &&
    [ "$(rows "$W/i")" = "$(rows "$W/ilong")" ]; then
   ok "Ctrl-C checkpoints where it stops (${stopped_at##*/}) and exits 130, a second run meanwhile is refused, the resume from there ends as the uninterrupted run"
 else
@@ -502,7 +503,7 @@ for trial in 1 2 3; do
     *) said="" ;;
   esac
   if [ -n "$said" ] && [ $rc2 -eq 0 ] &&
-     [ "$("$B" _digest --model-dir "$W/t" 2>&1)" = "$("$B" _digest --model-dir "$W/ilong" 2>&1)" ]; then
+     [ "$("$B" _digest --model-dir "$W/t" 2>&1)" = "$d_long" ]; then
     ok "SIGTERM after ${delay_ms} ms of ${long_ms}: ${said}, rc $rc; the same command ends as the uninterrupted run"
   else
     bad "SIGTERM after ${delay_ms} ms: rc $rc, resume rc $rc2"; cat "$W/t1.log"; tail -5 "$W/t2.log"
