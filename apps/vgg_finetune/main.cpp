@@ -1108,6 +1108,7 @@ int cmd_check_dir(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  start_stop_signal_relay();
   const std::string cmd = argc > 1 ? argv[1] : "";
   try {
     if (cmd.empty() || cmd == "--help" || cmd == "-h" || cmd == "help") {

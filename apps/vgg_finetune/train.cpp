@@ -4,6 +4,8 @@
 
 #include <unistd.h>
 
+#include <pthread.h>
+
 #include <csignal>
 
 #include <algorithm>
@@ -22,6 +24,7 @@
 #include <memory>
 #include <optional>
 #include <sstream>
+#include <thread>
 #include <tuple>
 #include <utility>
 
@@ -661,45 +664,52 @@ std::string phase_epoch(const TrainConfig& cfg, int64_t done) {
 // SIGPIPE is ignored meanwhile: Ctrl-C on `train ... | tee log` ends tee too, and a write to
 // its pipe must fail, not end the run before its checkpoint. Data-parallel, a signal to any
 // rank stops all of them after one step (TrainerHooks::should_stop), checkpointed by rank 0.
+// No handler runs on a thread that computes (core/signals.h: oneDNN's GEMM kernels point rsp
+// into the heap): start_stop_signal_relay blocks both signals before any thread exists, so
+// every thread inherits the block, and its own thread takes them with sigwait.
 std::atomic<int> g_stop_signal{0};
-static_assert(std::atomic<int>::is_always_lock_free, "the signal handler needs a lock-free flag");
+std::atomic<bool> g_training{false};  // a StopSignals lives: a signal asks to stop
 
-extern "C" void on_stop_signal(int sig) {
-  if (g_stop_signal.exchange(sig) != 0) {
-    std::signal(sig, SIG_DFL);
-    std::raise(sig);
-    return;
-  }
-  static const char msg[] =
-      "\nstopping after the step in progress and writing a checkpoint (signal again to quit at once)\n";
-  [[maybe_unused]] const ssize_t n = ::write(STDERR_FILENO, msg, sizeof msg - 1);
+// The default action of `sig` (end the process, the shell sees 128 + sig), from the relay thread.
+[[noreturn]] void end_by_signal(int sig) {
+  std::signal(sig, SIG_DFL);
+  sigset_t one;
+  sigemptyset(&one);
+  sigaddset(&one, sig);
+  pthread_sigmask(SIG_UNBLOCK, &one, nullptr);
+  std::raise(sig);
+  std::_Exit(128 + sig);  // not reached: the default action ends the process
 }
 
-// Installs on_stop_signal (and ignores SIGPIPE) for its lifetime; restores what it replaced.
+sigset_t g_relayed;  // the signals start_stop_signal_relay blocked, read by its thread
+
+void relay_loop() {
+  for (;;) {
+    int sig = 0;
+    if (sigwait(&g_relayed, &sig) != 0) continue;
+    if (!g_training || g_stop_signal.exchange(sig) != 0) end_by_signal(sig);
+    static const char msg[] =
+        "\nstopping after the step in progress and writing a checkpoint (signal again to quit at once)\n";
+    [[maybe_unused]] const ssize_t n = ::write(STDERR_FILENO, msg, sizeof msg - 1);
+  }
+}
+
+// While it lives, the relay's signals ask the trainer to stop and SIGPIPE is ignored.
 struct StopSignals {
   StopSignals() {
     g_stop_signal = 0;
-    struct sigaction sa {};
-    sa.sa_handler = on_stop_signal;
-    sa.sa_flags = SA_RESTART;  // the other threads' reads and writes go on
-    sigemptyset(&sa.sa_mask);
-    for (const int sig : {SIGINT, SIGTERM}) {
-      struct sigaction& old = sig == SIGINT ? old_int : old_term;
-      ::sigaction(sig, nullptr, &old);
-      if (old.sa_handler != SIG_IGN) ::sigaction(sig, &sa, nullptr);
-    }
+    g_training = true;
     struct sigaction ignore {};
     ignore.sa_handler = SIG_IGN;
     ::sigaction(SIGPIPE, &ignore, &old_pipe);
   }
   ~StopSignals() {
-    ::sigaction(SIGINT, &old_int, nullptr);
-    ::sigaction(SIGTERM, &old_term, nullptr);
+    g_training = false;
     ::sigaction(SIGPIPE, &old_pipe, nullptr);
   }
   StopSignals(const StopSignals&) = delete;
   StopSignals& operator=(const StopSignals&) = delete;
-  struct sigaction old_int {}, old_term {}, old_pipe {};
+  struct sigaction old_pipe {};
 };
 
 // The line said when a run stops before its end, by kind.
@@ -1037,6 +1047,17 @@ TrainedModel load_trained(const std::string& model_dir, Device device, bool best
       model_dir, best, "--best", [](const std::string& line) { std::fprintf(stderr, "warning: %s\n", line.c_str()); },
       [&](const io::CheckpointInfo& ck) { t = load_checkpoint_model(ck, device, precision); });
   return t;
+}
+
+void start_stop_signal_relay() {
+  sigemptyset(&g_relayed);
+  for (const int sig : {SIGINT, SIGTERM}) {
+    struct sigaction old {};
+    ::sigaction(sig, nullptr, &old);
+    if (old.sa_handler != SIG_IGN) sigaddset(&g_relayed, sig);  // ignored from the start: stays so
+  }
+  pthread_sigmask(SIG_BLOCK, &g_relayed, nullptr);  // before any thread: all inherit it
+  std::thread(relay_loop).detach();
 }
 
 }  // namespace kiln::app

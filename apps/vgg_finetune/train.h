@@ -102,6 +102,12 @@ std::string recipe_flags_changed(const TrainConfig& cfg);
 // "auto" takes cuda:0 when a GPU is present; prints which device it took and why.
 Device choose_device(const std::string& flag);
 
+// main()'s first call, before any thread exists: blocks SIGINT and SIGTERM in every thread
+// and takes them on a thread of its own (no handler may run inside oneDNN: core/signals.h).
+// While run_train trains the first asks it to stop at a checkpoint; otherwise they end the
+// process as their default action would. One the process started ignoring stays ignored.
+void start_stop_signal_relay();
+
 // Checks the data and the model directory, then trains (or resumes) the recipe, printing
 // for people. finished is false when a --stop-after-* flag stopped it.
 TrainResult run_train(const TrainConfig& cfg);

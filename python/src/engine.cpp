@@ -31,7 +31,6 @@ namespace kiln::python {
 namespace {
 
 using nb::arg;
-using Release = nb::call_guard<nb::gil_scoped_release>;
 
 // A model built from its spec with the generators it keeps using (dropout draws its masks
 // from `dropout` for as long as the model lives); handed out as an aliasing shared_ptr to
@@ -73,11 +72,13 @@ std::shared_ptr<Sequential> build_model(const std::string& name, std::optional<i
   std::vector<std::string> said;
   if (!weights) {
     nb::gil_scoped_release release;
+    const SignalsHeld held;  // core/signals.h
     built->model = spec.build(built->options, built->init_gen, built->dropout_gen);
   } else {
     PretrainedModel p;
     {
       nb::gil_scoped_release release;
+      const SignalsHeld held;  // core/signals.h
       p = build_from_weights(spec, built->options, weights->string(), built->init_gen, built->dropout_gen, true);
     }
     built->model = p.model;
@@ -239,6 +240,7 @@ void bind_modules(nb::module_& m) {
              const Device d = device_from_name(device);
              {
                const nb::gil_scoped_release release;
+               const SignalsHeld held;  // core/signals.h
                mod.to(d);
              }
              return nb::borrow(self);
