@@ -7,4 +7,5 @@
 #include "core/generator.h"
 #include "core/ops.h"
 #include "core/profiler.h"
+#include "core/signals.h"
 #include "core/tensor.h"
