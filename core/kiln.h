@@ -7,5 +7,4 @@
 #include "core/generator.h"
 #include "core/ops.h"
 #include "core/profiler.h"
-#include "core/signals.h"
 #include "core/tensor.h"

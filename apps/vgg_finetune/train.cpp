@@ -664,9 +664,9 @@ std::string phase_epoch(const TrainConfig& cfg, int64_t done) {
 // SIGPIPE is ignored meanwhile: Ctrl-C on `train ... | tee log` ends tee too, and a write to
 // its pipe must fail, not end the run before its checkpoint. Data-parallel, a signal to any
 // rank stops all of them after one step (TrainerHooks::should_stop), checkpointed by rank 0.
-// No handler runs on a thread that computes (core/signals.h: oneDNN's GEMM kernels point rsp
-// into the heap): start_stop_signal_relay blocks both signals before any thread exists, so
-// every thread inherits the block, and its own thread takes them with sigwait.
+// No handler runs at all: start_stop_signal_relay blocks both signals before any thread
+// exists, so every thread inherits the block, and its own thread takes them with sigwait, as
+// ordinary code (a handler on a thread inside oneDNN corrupted the heap: kernels/cpu/onednn.h).
 std::atomic<int> g_stop_signal{0};
 std::atomic<bool> g_training{false};  // a StopSignals lives: a signal asks to stop
 

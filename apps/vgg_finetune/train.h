@@ -103,7 +103,7 @@ std::string recipe_flags_changed(const TrainConfig& cfg);
 Device choose_device(const std::string& flag);
 
 // main()'s first call, before any thread exists: blocks SIGINT and SIGTERM in every thread
-// and takes them on a thread of its own (no handler may run inside oneDNN: core/signals.h).
+// and takes them on a thread of its own, so no handler runs anywhere (kernels/cpu/onednn.h).
 // While run_train trains the first asks it to stop at a checkpoint; otherwise they end the
 // process as their default action would. One the process started ignoring stays ignored.
 void start_stop_signal_relay();

@@ -1,7 +1,11 @@
 #include "kernels/cpu/onednn.h"
 
+#include <omp.h>
+#include <pthread.h>
+
 #include <cstddef>
 #include <cstdlib>
+#include <initializer_list>
 #include <memory>
 
 namespace kiln::cpu {
@@ -40,5 +44,31 @@ void add_scratchpad(const dnnl::memory::desc& md, std::unordered_map<int, dnnl::
   }
   args.insert_or_assign(DNNL_ARG_SCRATCHPAD, dnnl::memory(md, onednn_engine(), buf.get()));
 }
+
+namespace {
+
+sigset_t held_signals() {
+  sigset_t s;
+  sigfillset(&s);
+  for (const int sig : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS, SIGABRT}) sigdelset(&s, sig);
+  return s;
+}
+
+}  // namespace
+
+SignalsHeld::SignalsHeld() {
+  static const sigset_t held = held_signals();
+  pthread_sigmask(SIG_BLOCK, &held, &before_);
+  // This thread's OpenMP pool, where oneDNN runs its kernels: blocked once, and again if its
+  // size changes (libgomp then starts workers, which may have inherited an open mask).
+  thread_local int blocked_pool = 0;
+  if (blocked_pool != omp_get_max_threads() && !omp_in_parallel()) {
+#pragma omp parallel
+    pthread_sigmask(SIG_BLOCK, &held, nullptr);
+    blocked_pool = omp_get_max_threads();
+  }
+}
+
+SignalsHeld::~SignalsHeld() { pthread_sigmask(SIG_SETMASK, &before_, nullptr); }
 
 }  // namespace kiln::cpu

@@ -1,8 +1,9 @@
 // What kiln's oneDNN-backed CPU kernels share: the engine, a stream per thread, scratchpads
-// per call, and a wrapper that turns oneDNN's exceptions into kiln errors naming the op and
-// its shapes.
+// per call, signals held while oneDNN runs, and a wrapper that turns oneDNN's exceptions into
+// kiln errors naming the op and its shapes.
 #pragma once
 
+#include <csignal>
 #include <mutex>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <string>
@@ -39,10 +40,34 @@ dnnl::primitive_attr user_scratchpad(dnnl::primitive_attr attr = {});
 // thread runs another.
 void add_scratchpad(const dnnl::memory::desc& md, std::unordered_map<int, dnnl::memory>& args);
 
-// Runs fn; a dnnl::error becomes kiln::Error "op: oneDNN failed (...) for <shapes()>".
-// shapes is called only then: the description costs nothing on the calls that succeed.
+// oneDNN's generated f32 GEMM kernels (up to oneDNN 3.11; Debian ships 2.6.3) point rsp into
+// the heap while they run (oneDNN issue #4845, fixed by its PR #4855), and the kernel writes a
+// signal's frame at rsp: a handler that ran on a thread inside one wrote over heap memory (a
+// weight turned NaN, or malloc's records: "corrupted size vs. prev_size"; vgg_finetune's
+// SIGTERM test, about one CI run in three, 2026-12-05). Default actions and ignored signals
+// push no frame; a handler does: Python's SIGINT one, vgg_finetune's, a profiler's SIGPROF.
+// So while one lives, every signal but the faults (SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP,
+// SIGSYS, SIGABRT: they must reach their handler at once) is blocked in this thread, and first
+// in every worker of its OpenMP pool, for good (they never need one: the kernel delivers a
+// process-wide signal to a thread that does not block it). One that comes meanwhile is
+// handled when the call ends. Costs two system calls (about 0.5 us each here).
+class SignalsHeld {
+ public:
+  SignalsHeld();
+  ~SignalsHeld();
+  SignalsHeld(const SignalsHeld&) = delete;
+  SignalsHeld& operator=(const SignalsHeld&) = delete;
+
+ private:
+  sigset_t before_;  // the thread's mask before
+};
+
+// Runs fn with signals held (SignalsHeld); a dnnl::error becomes kiln::Error "op: oneDNN
+// failed (...) for <shapes()>". shapes is called only then: the description costs nothing on
+// the calls that succeed.
 template <typename Shapes, typename Fn>
 void onednn_guarded(const char* op, Shapes&& shapes, Fn&& fn) {
+  const SignalsHeld held;
   try {
     fn();
   } catch (const dnnl::error& e) {

@@ -5,17 +5,15 @@
 #include <nanobind/nanobind.h>
 
 #include "core/kiln.h"
-#include "core/signals.h"
 #include "train/model_spec.h"
 
 namespace kiln::python {
 
 namespace nb = nanobind;
 
-// What every call that computes holds while it runs: the GIL released (other Python threads go
-// on), then signals held, so Python's C-level handler never runs inside a oneDNN kernel
-// (core/signals.h); a Ctrl-C that comes meanwhile is handled when the call ends.
-using Release = nb::call_guard<nb::gil_scoped_release, SignalsHeld>;
+// What every call that computes holds while it runs: the GIL released, so other Python threads
+// go on (kiln's oneDNN calls hold signals themselves: kernels/cpu/onednn.h).
+using Release = nb::call_guard<nb::gil_scoped_release>;
 
 // kiln.Tensor (metadata, autograd, views), the factories and the ops (python/src/tensor.cpp).
 void bind_tensor(nb::module_& m);

@@ -108,7 +108,6 @@ std::pair<Tensor, Tensor> next_batch(LoaderPass& lp) {
   std::optional<io::Batch> b;
   {
     nb::gil_scoped_release unlocked;
-    const SignalsHeld held;  // core/signals.h
     const std::lock_guard<std::mutex> lock(*p.mu);  // taken without the GIL: its holder may wait for a batch
     if (lp.pass == p.pass) {  // else a newer pass took over the loader, or this one ended
       // A batch whose every file failed to decode has no rows: skipped (a mean loss over it is NaN).
@@ -155,7 +154,6 @@ void bind_data(nb::module_& m) {
       .def("__iter__",
            [](PyLoader& p) {
              nb::gil_scoped_release unlocked;
-             const SignalsHeld held;  // core/signals.h
              const std::lock_guard<std::mutex> lock(*p.mu);
              if (p.served > 0) {
                while (p.loader->next()) {

@@ -132,7 +132,6 @@ Tensor copy_to_kiln(const A& a, const std::vector<size_t>& order, const char* wh
   Tensor t = Tensor::empty(Shape(dims), TensorOptions{dtype_of_array(a, why)});
   {
     nb::gil_scoped_release release;
-    const SignalsHeld held;  // core/signals.h
     copy_strided(a, order, static_cast<char*>(t.raw_data()));
   }
   return t;

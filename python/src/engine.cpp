@@ -72,13 +72,11 @@ std::shared_ptr<Sequential> build_model(const std::string& name, std::optional<i
   std::vector<std::string> said;
   if (!weights) {
     nb::gil_scoped_release release;
-    const SignalsHeld held;  // core/signals.h
     built->model = spec.build(built->options, built->init_gen, built->dropout_gen);
   } else {
     PretrainedModel p;
     {
       nb::gil_scoped_release release;
-      const SignalsHeld held;  // core/signals.h
       p = build_from_weights(spec, built->options, weights->string(), built->init_gen, built->dropout_gen, true);
     }
     built->model = p.model;
@@ -240,7 +238,6 @@ void bind_modules(nb::module_& m) {
              const Device d = device_from_name(device);
              {
                const nb::gil_scoped_release release;
-               const SignalsHeld held;  // core/signals.h
                mod.to(d);
              }
              return nb::borrow(self);

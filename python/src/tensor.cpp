@@ -250,7 +250,6 @@ void bind_nn_ops(nb::module_& m) {
           const auto [sh, sw] = two_ints(stride, "conv2d: stride");
           const auto [ph, pw] = two_ints(padding, "conv2d: padding");
           nb::gil_scoped_release release;
-          const SignalsHeld held;  // core/signals.h
           return conv2d(x, w, b ? *b : Tensor(), Conv2dParams{sh, sw, ph, pw});
         }, arg("x"), arg("weight"), arg("bias") = nb::none(), arg("stride") = 1, arg("padding") = 0,
         "Convolution. x: [N, H, W, C] (NHWC), weight: [O, KH, KW, C] (OHWI), bias: [O] -> [N, OH, OW, O]. "
@@ -260,7 +259,6 @@ void bind_nn_ops(nb::module_& m) {
           const auto [sh, sw] = stride.is_none() ? std::pair{kh, kw} : two_ints(stride, "max_pool2d: stride");
           const auto [ph, pw] = two_ints(padding, "max_pool2d: padding");
           nb::gil_scoped_release release;
-          const SignalsHeld held;  // core/signals.h
           return max_pool2d(x, Pool2dParams{kh, kw, sh, sw, ph, pw});
         }, arg("x"), arg("kernel") = 2, arg("stride") = nb::none(), arg("padding") = 0,
         "Max pooling of NHWC x. kernel, stride and padding: an int or (h, w); stride defaults to the kernel, "

@@ -258,7 +258,6 @@ AuditReport audit_for_training(const TrainArgs& a) {
   AuditReport r;
   {
     nb::gil_scoped_release release;
-    const SignalsHeld held;  // core/signals.h
     r = audit_splits({{"train", a.train_dir}, {"val", a.val_dir}}, opt);
   }
   if (!r.errors.empty()) {
@@ -297,15 +296,13 @@ nb::dict train(Sequential& model, const std::string& arch, std::vector<Phase> ph
          "uninterrupted run's");
   };
   if (!on_epoch.is_none()) hooks.on_epoch_saved = epoch_hook(model, std::move(on_epoch));
-  // Ctrl-C: signals are held while the trainer computes (core/signals.h); after every step the
-  // trainer asks here, Python's C-level handler notes a pending one, its Python handler runs, and
-  // its exception (KeyboardInterrupt) ends the run without a further checkpoint and is raised
-  // once the trainer has returned.
+  // Ctrl-C: while the GIL is released, Python's C-level handler only notes the signal (never
+  // inside oneDNN, which holds signals: kernels/cpu/onednn.h); after every step the trainer asks
+  // here, the handler runs, and its exception (KeyboardInterrupt) ends the run without a further
+  // checkpoint and is raised once the trainer has returned.
   std::optional<nb::python_error> interrupt;
-  std::optional<SignalsHeld> held;
-  hooks.should_stop = [&interrupt, &held] {
+  hooks.should_stop = [&interrupt] {
     if (running_trains().exiting) return true;  // the interpreter is exiting: stop and checkpoint
-    if (held) held->let_pending_in();
     park_if_python_exiting();
     nb::gil_scoped_acquire gil;
     if (PyErr_CheckSignals() == 0) return false;
@@ -321,12 +318,10 @@ nb::dict train(Sequential& model, const std::string& arch, std::vector<Phase> ph
   const TrainInFlight in_flight;
   {
     nb::gil_scoped_release release;
-    held.emplace();  // before the Trainer: its loader and checkpoint threads inherit the mask
     // The Trainer checks the model against the data first; the resume then loads weights.
     Trainer trainer(model, spec, train_ds, val_ds, std::move(t), std::move(hooks));
     resume = resume_point(model, spec, a, train_ds.classes, built);
     r = trainer.run(resume);
-    held.reset();  // the run is over: a pending signal is handled now
   }
   if (interrupt) throw *interrupt;
   nb::dict d = eval_dict(r.val);
@@ -351,7 +346,6 @@ nb::dict load_checkpoint(Sequential& model, const std::string& model_dir, bool b
   std::exception_ptr error;
   {
     nb::gil_scoped_release release;
-    const SignalsHeld held;  // core/signals.h
     try {
       // A run writing model_dir may prune the checkpoint chosen before it is loaded: another is chosen.
       ck = io::choose_and_load_checkpoint(
@@ -440,7 +434,6 @@ void bind_train(nb::module_& m) {
     LinearProbe p;
     {
       nb::gil_scoped_release release;
-      const SignalsHeld held;  // core/signals.h
       p = fit_linear_probe(feats, labels, classes);
     }
     nb::dict d;

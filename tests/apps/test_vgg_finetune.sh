@@ -485,7 +485,7 @@ fi
 # process (143, nothing to keep); after, the run stops after its step with a checkpoint (130).
 # Either way the same command then ends with the uninterrupted run's weights. A failing
 # trial's logs are kept in the test's output. (These trials found a handler that ran inside
-# oneDNN's GEMM corrupting the heap about once in three CI runs: core/signals.h.)
+# oneDNN's GEMM corrupting the heap about once in three CI runs: kernels/cpu/onednn.h.)
 for trial in 1 2 3; do
   delay_ms=$(( long_ms * (3 + RANDOM % 67) / 100 ))  # the first run's time has the cold start in it
   rm -rf "$W/t"
