@@ -62,10 +62,11 @@ SignalsHeld::SignalsHeld() {
   // This thread's OpenMP pool, where oneDNN runs its kernels: blocked once, and again if its
   // size changes (libgomp then starts workers, which may have inherited an open mask).
   thread_local int blocked_pool = 0;
-  if (blocked_pool != omp_get_max_threads() && !omp_in_parallel()) {
+  const int pool = omp_get_max_threads();
+  if (blocked_pool != pool && !omp_in_parallel()) {
 #pragma omp parallel
     pthread_sigmask(SIG_BLOCK, &held, nullptr);
-    blocked_pool = omp_get_max_threads();
+    blocked_pool = pool;
   }
 }
 

@@ -3,7 +3,6 @@
 // for the call, its OpenMP pool for good; a signal that comes meanwhile is handled after.
 #include <catch2/catch.hpp>
 
-#include <omp.h>
 #include <pthread.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -12,7 +11,6 @@
 #include <chrono>
 #include <csignal>
 #include <thread>
-#include <utility>
 #include <vector>
 
 #include "core/kiln.h"
