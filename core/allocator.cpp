@@ -8,22 +8,67 @@
 #include <new>
 #include <string>
 
+#include <sys/mman.h>
+
 #include "core/backend.h"
 #include "core/error.h"
 
+// Sanitizer builds: GCC says so by macro, clang by __has_feature.
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || __has_feature(memory_sanitizer)
+#define KILN_SANITIZED_BUILD 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define KILN_SANITIZED_BUILD 1
+#endif
+
 namespace kiln {
+
+bool host_huge_pages() {
+#ifdef KILN_SANITIZED_BUILD
+  return false;
+#else
+  static const bool on = env_switch("KILN_HUGE_PAGES", true, "host blocks of 2 MiB and more on huge pages, the default",
+                                    "4 KiB pages only");
+  return on;
+#endif
+}
+
 namespace {
 
 class AlignedHostAllocator final : public Allocator {
  public:
+  static constexpr size_t kHuge = size_t{2} << 20;  // blocks this large go to map_huge (host_huge_pages)
+
   void* allocate(size_t bytes) override {
+    if (bytes >= kHuge && host_huge_pages()) return map_huge(bytes);
     constexpr size_t kAlign = 64;
     const size_t rounded = ((bytes + kAlign - 1) / kAlign) * kAlign;
     void* p = std::aligned_alloc(kAlign, rounded == 0 ? kAlign : rounded);
     KILN_CHECK(p != nullptr, "host allocation of ", bytes, " bytes failed (out of memory)");
     return p;
   }
-  void deallocate(void* p, size_t) override { std::free(p); }
+  void deallocate(void* p, size_t bytes) override {
+    if (bytes >= kHuge && host_huge_pages()) ::munmap(p, page_round(bytes));
+    else std::free(p);
+  }
+
+ private:
+  static size_t page_round(size_t bytes) { return (bytes + 4095) / 4096 * 4096; }
+  // Maps kHuge more than asked, keeps the 2 MiB-aligned part. The advice is a wish: a kernel
+  // without THP, or out of huge pages, gives 4 KiB pages and the block works the same.
+  static void* map_huge(size_t bytes) {
+    const size_t len = page_round(bytes), span = len + kHuge;
+    void* base = ::mmap(nullptr, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    KILN_CHECK(base != MAP_FAILED, "host allocation of ", bytes, " bytes failed (out of memory)");
+    const uintptr_t b = reinterpret_cast<uintptr_t>(base), at = (b + kHuge - 1) / kHuge * kHuge;
+    if (at > b) ::munmap(base, at - b);
+    if (b + span > at + len) ::munmap(reinterpret_cast<void*>(at + len), b + span - (at + len));
+    void* p = reinterpret_cast<void*>(at);
+    ::madvise(p, len, MADV_HUGEPAGE);
+    return p;
+  }
 };
 
 std::atomic<Allocator*> g_pinned{nullptr};

@@ -20,7 +20,7 @@ class Allocator {
 
 // Keeps freed blocks of at least `min_bytes` for reuse by an allocation of the same size,
 // up to `max_cached_bytes` in all. A training step asks for the same sizes every time; a
-// fresh large block costs a system call and a page fault per 4 KiB on first touch (and a
+// fresh large block costs a system call and a page fault per page on first touch (and a
 // pinned one a slow cudaHostAlloc), a cached one nothing. Thread-safe. Poisons its blocks
 // under KILN_POISON=1 (poison_allocations).
 class CachingAllocator final : public Allocator {
@@ -50,6 +50,13 @@ class CachingAllocator final : public Allocator {
 // nobody wrote shows as NaN in its result instead of passing on stale finite values. Host
 // blocks (CachingAllocator) and CUDA device blocks (a memset queued where they are allocated).
 bool poison_allocations();
+
+// Whether host blocks of 2 MiB and more are mapped apart on a 2 MiB boundary with transparent
+// huge pages asked for (madvise): Linux's common "madvise" mode gives them only to those who
+// ask, and with 4 KiB pages a memory-bound op on a cold tensor misses the TLB every 4 KiB
+// (docs/performance.md, session 26). KILN_HUGE_PAGES=0 turns it off (read once); sanitizer
+// builds keep malloc, so the sanitizer still sees every block's bounds.
+bool host_huge_pages();
 
 // 64-byte aligned host memory, large blocks cached for reuse (KILN_HOST_CACHE_MB, default
 // 1024, caps the cache; 0 turns it off).

@@ -3,7 +3,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
+#include <fstream>
+#include <string>
 
 #include "core/kiln.h"
 
@@ -148,6 +151,39 @@ TEST_CASE("large host blocks are reused by the next tensor of the same size", "[
   // Other sizes do not take it.
   Tensor c = Tensor::empty(Shape{n + 1});
   CHECK(c.raw_data() != first);
+}
+
+// The VmFlags of the mapping that holds `p`, from /proc/self/smaps ("" when not found).
+static std::string vm_flags_at(const void* p) {
+  std::ifstream smaps("/proc/self/smaps");
+  const uintptr_t at = reinterpret_cast<uintptr_t>(p);
+  bool inside = false;
+  for (std::string line; std::getline(smaps, line);) {
+    unsigned long lo = 0, hi = 0;
+    if (std::sscanf(line.c_str(), "%lx-%lx ", &lo, &hi) == 2) inside = lo <= at && at < hi;
+    else if (inside && line.rfind("VmFlags:", 0) == 0) return line;
+  }
+  return "";
+}
+
+TEST_CASE("host blocks of 2 MiB and more start on a 2 MiB boundary and ask for huge pages", "[tensor][memory]") {
+  if (!host_huge_pages()) {
+    WARN("host_huge_pages() is off (KILN_HUGE_PAGES=0 or a sanitizer build): skipped");
+    return;
+  }
+  const int64_t n = (int64_t{5} << 20) / 4 + 7;  // 5 MiB and a bit: two whole huge pages and a tail
+  Tensor t = Tensor::empty(Shape{n});
+  CHECK(reinterpret_cast<uintptr_t>(t.raw_data()) % (size_t{2} << 20) == 0);
+  float* d = t.data<float>();
+  for (int64_t i = 0; i < n; ++i) d[i] = static_cast<float>(i % 1009);  // every byte is ours to write
+  CHECK(d[n - 1] == static_cast<float>((n - 1) % 1009));
+  const std::string flags = vm_flags_at(t.raw_data());
+  if (flags.empty()) {
+    WARN("no /proc/self/smaps entry for the block: the advice is not checked");
+    return;
+  }
+  INFO(flags);
+  CHECK(flags.find(" hg") != std::string::npos);  // MADV_HUGEPAGE took
 }
 
 // Hidden: run by the poisoned_memory ctest, which sets KILN_POISON=1 for the suite it runs,
