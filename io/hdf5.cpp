@@ -252,6 +252,7 @@ std::string shape_str(const std::vector<int64_t>& shape) {
 
 int64_t open_object_count() {
   const Serial serial_call;
+  quiet();  // may be the process's first HDF5 call: H5dont_atexit takes only before the library's first use
   const ssize_t n = H5Fget_obj_count(H5F_OBJ_ALL, H5F_OBJ_ALL);
   KILN_H5_CHECK(n, "counting open HDF5 objects");
   return static_cast<int64_t>(n);
