@@ -3,6 +3,9 @@
 #include "kernels/cpu/cpu_elements.h"
 
 #include <omp.h>
+#if defined(__x86_64__)
+#include <emmintrin.h>
+#endif
 
 #include <algorithm>
 #include <cstring>
@@ -43,6 +46,33 @@ void convert_loop(const S* s, D* d, int64_t n) {
   for (int64_t i = 0; i < n; ++i) d[i] = common::convert<S, D>(s[i]);
 }
 
+// Copies of at least this many bytes split across the threads: one core's memmove moved a
+// cold 1 MiB in 0.055 ms and 16 MiB in 1.16, two threads in 0.03 and 0.45-0.8 (scratch
+// program, 2026-12-05, docs/performance.md session 26).
+constexpr size_t kParallelCopyBytes = size_t{256} << 10;
+// From this size the destination is written with non-temporal stores: it cannot stay in the
+// last-level cache anyway, and a plain store first reads the line it overwrites (256 MiB:
+// 10.5 -> 6.9 ms in the same program).
+constexpr size_t kStreamCopyBytes = size_t{32} << 20;
+
+// memcpy whose destination bypasses the cache (16-byte non-temporal stores; x86-64 has them
+// in its baseline, so no ISA clone is needed). Elsewhere, memcpy.
+void stream_copy(char* d, const char* s, size_t n) {
+#if defined(__x86_64__)
+  const size_t head = std::min(n, (16 - reinterpret_cast<uintptr_t>(d) % 16) % 16);
+  std::memcpy(d, s, head);
+  size_t i = head;
+  for (; i + 64 <= n; i += 64)
+    for (size_t k = 0; k < 64; k += 16)
+      _mm_stream_si128(reinterpret_cast<__m128i*>(d + i + k),
+                       _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i + k)));
+  _mm_sfence();  // the streamed lines are visible before the copy counts as done
+  std::memcpy(d + i, s + i, n - i);
+#else
+  std::memcpy(d, s, n);
+#endif
+}
+
 }  // namespace
 
 Allocator& CpuBackend::allocator(int) { return host_allocator(); }
@@ -56,19 +86,18 @@ void CpuBackend::copy(const Tensor& src, Tensor& dst, bool) {
     char* d = static_cast<char*>(dst.raw_data());
     const size_t bytes = src.nbytes();
     if (s == d) return;
-    // Disjoint copies larger than the last-level cache split across the threads: there one
-    // core's memcpy reached 23 GB/s of the 42 two give (kiln_bench copy/256MiB); up to 16 MiB
-    // one core already runs at the limit and the fork only costs.
     const bool disjoint = s + bytes <= d || d + bytes <= s;
-    if (!disjoint || bytes < (size_t{32} << 20)) {
+    if (!disjoint || bytes < kParallelCopyBytes) {
       std::memmove(d, s, bytes);
       return;
     }
+    const bool stream = bytes >= kStreamCopyBytes;
 #pragma omp parallel
     {
       const size_t t = static_cast<size_t>(omp_get_thread_num()), nt = static_cast<size_t>(omp_get_num_threads());
-      const size_t begin = bytes * t / nt, end = bytes * (t + 1) / nt;
-      std::memcpy(d + begin, s + begin, end - begin);
+      const size_t begin = bytes * t / nt / 64 * 64, end = t + 1 == nt ? bytes : bytes * (t + 1) / nt / 64 * 64;
+      if (stream) stream_copy(d + begin, s + begin, end - begin);
+      else std::memcpy(d + begin, s + begin, end - begin);
     }
     return;
   }

@@ -75,6 +75,30 @@ TEST_CASE("shapes have row-major strides and views share memory", "[tensor]") {
   CHECK(t.at({0, 2, 3}) == 11);
 }
 
+TEST_CASE("host copies are exact at every size and byte offset, threaded and streamed", "[tensor][memory]") {
+  // Sizes for each way CpuBackend::copy takes: memmove, threads over memcpy (256 KiB and
+  // more), threads with non-temporal stores (32 MiB and more), each at odd offsets.
+  for (const int64_t n : {int64_t{100}, (int64_t{300} << 10) + 3, (int64_t{33} << 20) + 7}) {
+    INFO("bytes " << n);
+    Tensor src_base = Tensor::empty(Shape{n + 1}, TensorOptions{DType::u8});
+    Tensor dst_base = Tensor::full(Shape{n + 10}, 0.0f).to(DType::u8);
+    uint8_t* sp = src_base.data<uint8_t>();
+    for (int64_t i = 0; i <= n; ++i) sp[i] = static_cast<uint8_t>((i * 131 + 7) % 251);
+    Tensor dst = dst_base.slice(5, 5 + n);
+    dst.copy_from(src_base.slice(1, 1 + n));
+    const uint8_t* dp = dst_base.data<uint8_t>();
+    int64_t wrong = 0;
+    for (int64_t i = 0; i < n; ++i) wrong += dp[5 + i] != sp[1 + i];
+    CHECK(wrong == 0);
+    CHECK(std::all_of(dp, dp + 5, [](uint8_t b) { return b == 0; }));  // nothing written around it
+    CHECK(std::all_of(dp + 5 + n, dp + n + 10, [](uint8_t b) { return b == 0; }));
+    // Overlapping views of one tensor copy as memmove would.
+    std::vector<uint8_t> want(sp + 3, sp + 1 + n);
+    src_base.slice(0, n - 2).copy_from(src_base.slice(3, n + 1));
+    CHECK(std::equal(want.begin(), want.end(), src_base.data<uint8_t>()));
+  }
+}
+
 TEST_CASE("factories fill as asked", "[tensor]") {
   CHECK(Tensor::ones(Shape{2, 2}).to_vector<float>() == std::vector<float>(4, 1.0f));
   CHECK(Tensor::full(Shape{3}, 2.5).to_vector<float>() == std::vector<float>(3, 2.5f));
