@@ -36,8 +36,8 @@ KILN_HD WindowRange adaptive_covering(int64_t i, int64_t out, int64_t in) {
 
 // Adaptive average pooling of one channel: output (i, j) of an oh x ow grid over an h x w
 // map. `img` points at the channel's first value in one NHWC image, `c` is the channel
-// stride. Both backends compute every element through this, so they sum in one order
-// and give the same bits.
+// stride. The GPU computes every element through this; the CPU adds the same terms in the
+// same order a row of channels at a time (cpu_pool.cpp), so both give the same bits.
 // T is float or bfloat16 (read as float: the sum is fp32 either way).
 template <typename T>
 KILN_HD float adaptive_avg_at(const T* img, int64_t i, int64_t j, int64_t h, int64_t w, int64_t c, int64_t oh,
@@ -49,7 +49,8 @@ KILN_HD float adaptive_avg_at(const T* img, int64_t i, int64_t j, int64_t h, int
   return sum * (1.0f / static_cast<float>((rh.end - rh.begin) * (rw.end - rw.begin)));
 }
 // Its gradient at input (hh, ww) of one channel: dy / area summed over the windows that
-// cover it (a gather: no atomics). `grad` points at the channel's first value of dy.
+// cover it (a gather: no atomics). `grad` points at the channel's first value of dy. The
+// CPU's row-wise loop follows this order too.
 template <typename T>
 KILN_HD float adaptive_avg_grad_at(const T* grad, int64_t hh, int64_t ww, int64_t h, int64_t w, int64_t c,
                                    int64_t oh, int64_t ow) {
