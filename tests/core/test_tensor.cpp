@@ -81,7 +81,7 @@ TEST_CASE("host copies are exact at every size and byte offset, threaded and str
   for (const int64_t n : {int64_t{100}, (int64_t{300} << 10) + 3, (int64_t{33} << 20) + 7}) {
     INFO("bytes " << n);
     Tensor src_base = Tensor::empty(Shape{n + 1}, TensorOptions{DType::u8});
-    Tensor dst_base = Tensor::full(Shape{n + 10}, 0.0f).to(DType::u8);
+    Tensor dst_base = Tensor::zeros(Shape{n + 10}, TensorOptions{DType::u8});
     uint8_t* sp = src_base.data<uint8_t>();
     for (int64_t i = 0; i <= n; ++i) sp[i] = static_cast<uint8_t>((i * 131 + 7) % 251);
     Tensor dst = dst_base.slice(5, 5 + n);
@@ -192,7 +192,7 @@ static std::string vm_flags_at(const void* p) {
 
 TEST_CASE("host blocks of 2 MiB and more start on a 2 MiB boundary and ask for huge pages", "[tensor][memory]") {
   if (!host_huge_pages()) {
-    WARN("host_huge_pages() is off (KILN_HUGE_PAGES=0 or a sanitizer build): skipped");
+    WARN("huge-page case skipped: host_huge_pages() is off (KILN_HUGE_PAGES=0 or a sanitizer build)");
     return;
   }
   const int64_t n = (int64_t{5} << 20) / 4 + 7;  // 5 MiB and a bit: two whole huge pages and a tail
@@ -203,7 +203,7 @@ TEST_CASE("host blocks of 2 MiB and more start on a 2 MiB boundary and ask for h
   CHECK(d[n - 1] == static_cast<float>((n - 1) % 1009));
   const std::string flags = vm_flags_at(t.raw_data());
   if (flags.empty()) {
-    WARN("no /proc/self/smaps entry for the block: the advice is not checked");
+    WARN("huge-page case skipped: no /proc/self/smaps entry for the block to check the advice in");
     return;
   }
   INFO(flags);
