@@ -72,14 +72,27 @@ EvalResult evaluate_cached(Sequential& model, const FeatureCache& cache, int64_t
   return tally.finish();
 }
 
+namespace {
+
+// The columns a class name takes in a terminal, counted in code points (UTF-8 continuation
+// bytes take none): a name such as "café" padded by its bytes pushed its row's numbers left.
+size_t columns(const std::string& s) {
+  size_t n = 0;
+  for (unsigned char c : s) n += (c & 0xC0) != 0x80;
+  return n;
+}
+
+}  // namespace
+
 std::string eval_details(const EvalResult& r, const std::vector<std::string>& classes) {
   std::string out = "per-class accuracy:\n";
   size_t w = 5;
-  for (const std::string& c : classes) w = std::max(w, c.size());
+  for (const std::string& c : classes) w = std::max(w, columns(c));
+  const auto padded = [&](size_t t) { return "  " + classes[t] + std::string(w - columns(classes[t]), ' '); };
   for (size_t t = 0; t < classes.size(); ++t) {
     int64_t total = 0;
     for (int64_t v : r.confusion[t]) total += v;
-    const std::string name = "  " + classes[t] + std::string(w - classes[t].size(), ' ');
+    const std::string name = padded(t);
     if (total == 0) {  // not 0.0%: nothing was measured
       out += name + "      -   (no images of this class here)\n";
       continue;
@@ -90,7 +103,7 @@ std::string eval_details(const EvalResult& r, const std::vector<std::string>& cl
   }
   out += "confusion matrix (rows: true class, columns: predicted, in the order above):\n";
   for (size_t t = 0; t < classes.size(); ++t) {
-    out += "  " + classes[t] + std::string(w - classes[t].size(), ' ');
+    out += padded(t);
     for (int64_t v : r.confusion[t]) out += format_number(" %5.0f", static_cast<double>(v));
     out += "\n";
   }

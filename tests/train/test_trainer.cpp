@@ -544,6 +544,10 @@ TEST_CASE("eval_details says a class had no images instead of 0.0 percent", "[tr
   CHECK_THAT(d, Catch::Contains("cat     75.0%  (3/4)"));
   CHECK_THAT(d, Catch::Contains("dog        -   (no images of this class here)"));
   CHECK_THAT(d, !Catch::Contains("0/0"));
+  // A name outside ASCII is padded by the columns it takes, not its bytes ("é" is two).
+  const std::string u = eval_details(r, {"caf\xc3\xa9", "chat"});
+  CHECK_THAT(u, Catch::Contains("caf\xc3\xa9    75.0%  (3/4)"));
+  CHECK_THAT(u, Catch::Contains("  caf\xc3\xa9      3     1\n  chat      0     0\n"));
 }
 
 TEST_CASE("a resume over changed training data: refused mid-epoch, said at an epoch's end", "[train][errors]") {
