@@ -259,7 +259,13 @@ std::string skipped_counts(const std::vector<io::SkippedFile>& skipped) {
   std::vector<std::pair<std::string, int64_t>> order(groups.begin(), groups.end());
   std::stable_sort(order.begin(), order.end(), [](const auto& a, const auto& b) { return a.second > b.second; });
   std::string out = plural(static_cast<int64_t>(skipped.size()), "file", "files") + " (";
-  for (size_t i = 0; i < order.size(); ++i) out += (i ? ", " : "") + std::to_string(order[i].second) + " " + order[i].first;
+  for (size_t i = 0; i < order.size(); ++i) {
+    // The groups that end or start in a noun take its plural: "2 macOS ._ files", "2 folders in ...".
+    std::string g = order[i].first;
+    if (order[i].second > 1 && g.size() > 5 && g.compare(g.size() - 5, 5, " file") == 0) g += "s";
+    if (order[i].second > 1 && g.rfind("folder ", 0) == 0) g.insert(6, "s");
+    out += (i ? ", " : "") + std::to_string(order[i].second) + " " + g;
+  }
   return out + ")";
 }
 

@@ -170,6 +170,15 @@ TEST_CASE("audit: usable counts, every skipped file with its reason, duplicate p
   CHECK_THAT(txt, Contains(d.p(d.train / "cat" / "photo.webp") + "\tunsupported format .webp"));
 }
 
+TEST_CASE("audit: the skipped counts take the plural where a group names a file or a folder", "[audit]") {
+  const DirtyData d;
+  write_bytes(d.train / "dog" / "._d0.png", std::string("\0\x05\x16\x07", 4) + "Mac OS X");
+  fs::create_directories(d.train / "owl" / "more");
+  fs::create_directories(d.train / "dog" / "more");
+  const std::string s = audit_data_dir(d.root.string()).summary(0, "/m/skipped.txt");
+  CHECK_THAT(s, Contains("2 folders in a class folder") && Contains("2 macOS ._ files") && Contains("2 failed to decode"));
+}
+
 TEST_CASE("audit: only decoding finds compressed data cut short, which the structure walk alone passes", "[audit]") {
   const DirtyData d;
   write_png_short_idat(d.train / "dog" / "d0.png", 99);
