@@ -761,8 +761,8 @@ TrainerHooks people_hooks(const TrainConfig& cfg, bool tty, Sequential& net) {
   };
   h.on_precision = [&net](int, const PrecisionUse& u) {
     std::printf("  precision: %s\n", u.describe().c_str());
-    // CPU only: the GPU's bf16 path has not run on a GPU yet (docs/precision.md), so the
-    // app does not recommend it there.
+    // CPU only: on a GPU bf16's speed and values are measured, its accuracy over a recipe is
+    // not (docs/precision.md), so the app does not recommend it there.
     const Device d = net.parameters().front().tensor->device();
     if (u.policy == Precision::fp32 && u.frozen > 0 && d.is_cpu() && native_bf16(d))
       std::printf("  (--precision bf16-frozen would run the %s in bf16 on this CPU: about twice as fast, "
