@@ -1,5 +1,6 @@
 // kiln_bench --suite elementwise: relu, relu backward, dropout (keep 0.5), add, div, a
-// per-channel add and the sum down to channels (a bias and its gradient), and the
+// per-channel add and the sum down to channels (a bias and its gradient), the unary math
+// ops (exp, log, sqrt, tanh, sigmoid, gelu, silu, abs; at conv3_3's size only), and the
 // random fills (uniform, normal: how every model's weights start) at the sizes of VGG16's
 // activations at batch 8 (conv1_2, conv3_3, conv5_3 outputs and fc6), through the backend
 // into preallocated outputs. Judged against the measured copy bandwidth; the normal fill is
@@ -64,6 +65,48 @@ void broadcast_rows(const std::string& size, const Tensor& a, const Tensor& b, T
         r, static_cast<size_t>(c), [&](size_t i) { return sp[i]; }, [&](size_t i) { return ref[i]; },
         kiln::check::kRtolReduction);
     time_checked_row(std::move(r), opt, m, res, [&] { be.sum_to(a, sums); });
+  }
+}
+
+// The unary math ops at one size (`a` in [-1, 1]; log and sqrt on |a| + 0.1, their domain),
+// forward, against double-precision math; rows "<op>/<size>". Bound by their libm calls
+// (expf, logf, tanhf, erff per element), not by memory, which their %roof shows.
+void unary_rows(const std::string& size, const Tensor& a_host, Tensor& out, const Options& opt, const MachineLimits& m,
+                SuiteResult& res) {
+  kiln::Backend& be = kiln::backend_for(bench_device(opt));
+  const int64_t ne = a_host.numel();
+  const double el = static_cast<double>(ne);
+  Tensor pos_host = a_host.clone();
+  for (int64_t i = 0; i < ne; ++i) pos_host.data<float>()[i] = std::fabs(pos_host.data<float>()[i]) + 0.1f;
+  const Tensor a = to_bench_device(a_host, opt), pos = to_bench_device(pos_host, opt);
+  struct U {
+    const char* name;
+    kiln::UnaryOp op;
+    double (*ref)(double);
+  };
+  const U ops[] = {
+      {"exp", kiln::UnaryOp::exp, [](double x) { return std::exp(x); }},
+      {"log", kiln::UnaryOp::log, [](double x) { return std::log(x); }},
+      {"sqrt", kiln::UnaryOp::sqrt, [](double x) { return std::sqrt(x); }},
+      {"tanh", kiln::UnaryOp::tanh, [](double x) { return std::tanh(x); }},
+      {"sigmoid", kiln::UnaryOp::sigmoid, [](double x) { return 1.0 / (1.0 + std::exp(-x)); }},
+      {"gelu", kiln::UnaryOp::gelu, [](double x) { return 0.5 * x * (1.0 + std::erf(x / std::sqrt(2.0))); }},
+      {"silu", kiln::UnaryOp::silu, [](double x) { return x / (1.0 + std::exp(-x)); }},
+      {"abs", kiln::UnaryOp::abs, [](double x) { return std::fabs(x); }},
+  };
+  Tensor out_host;
+  for (const U& u : ops) {
+    const bool positive = u.op == kiln::UnaryOp::log || u.op == kiln::UnaryOp::sqrt;
+    const Tensor& x = positive ? pos : a;
+    const float* xp = (positive ? pos_host : a_host).data<float>();
+    be.unary(u.op, x, out);
+    const float* op = host_floats(out, out_host);
+    Row r = make_row(std::string(u.name) + "/" + size, "elementwise", shape_str(a.shape()), el, 8.0 * el);
+    const auto ref = u.ref;
+    check_row(
+        r, static_cast<size_t>(ne), [&](size_t i) { return op[i]; },
+        [&](size_t i) { return ref(static_cast<double>(xp[i])); }, kiln::check::kRtolElementwise);
+    time_checked_row(std::move(r), opt, m, res, [&] { be.unary(u.op, x, out); });
   }
 }
 
@@ -152,6 +195,7 @@ SuiteResult run_elementwise(const Options& opt, const MachineLimits& m) {
       time_checked_row(std::move(r), opt, m, res, [&] { be.binary(kiln::BinaryOp::add, a, b, out); });
     }
     broadcast_rows(s.name, a, b, out, ap, bp, opt, m, res);
+    if (s.name == "conv3_3") unary_rows(s.name, a_host, out, opt, m, res);  // one size: they take libm's time
     // The fills against the stream's element functions (core/philox.h), U(0, 1) and N(0, 1) so
     // that a + b * draw adds no rounding: uniform exact everywhere, normal exact on the CPU
     // (the same libm) and within a few ulp on a GPU (its logf and sincosf).

@@ -131,6 +131,12 @@ def elementwise():
         bias, sums = b.reshape(-1, c)[0].clone(), torch.empty(c)
         rows.append((f"add_channel/{name}", lambda a=a, bias=bias, out=out: torch.add(a, bias, out=out)))
         rows.append((f"sum_channel/{name}", lambda a=a, c=c, sums=sums: torch.sum(a.reshape(-1, c), 0, out=sums)))
+        if name == "conv3_3":  # the unary math ops, as kiln_bench: log and sqrt on |a| + 0.1
+            pos = a.abs() + 0.1
+            for op, f, x in (("exp", torch.exp, a), ("log", torch.log, pos), ("sqrt", torch.sqrt, pos),
+                             ("tanh", torch.tanh, a), ("sigmoid", torch.sigmoid, a), ("gelu", torch._C._nn.gelu, a),
+                             ("silu", torch._C._nn.silu, a), ("abs", torch.abs, a)):
+                rows.append((f"{op}/{name}", lambda f=f, x=x, out=out: f(x, out=out)))
         # The random fills in place, into the same preallocated output (torch's default generator).
         rows.append((f"fill_uniform/{name}", lambda out=out: out.uniform_(0, 1)))
         rows.append((f"fill_normal/{name}", lambda out=out: out.normal_(0, 1)))

@@ -468,6 +468,33 @@ void append_broadcast_cases(std::vector<OpCase>& cases) {
   append_reversed_scalar_cases(g, cases);  // last, so that the cases above keep their inputs
 }
 
+// The unary math ops (exp, log, ...), fp32 and bf16, on a generator of their own so that
+// the cases above keep their inputs. log and sqrt on [0.2, 3] (their domain, away from 0's
+// steep slopes); abs away from its kink at 0; the others over [-3, 3], where sigmoid, tanh,
+// gelu and silu bend.
+void append_unary_cases(std::vector<OpCase>& cases) {
+  Generator g(20261206);
+  struct U {
+    const char* op;
+    Tensor (*fn)(const Tensor&);
+    int domain;  // 0: [-3, 3]; 1: [0.2, 3]; 2: |x| in [0.1, 3]
+  };
+  const U ops[] = {{"exp", &kiln::exp, 0}, {"log", &kiln::log, 1}, {"sqrt", &kiln::sqrt, 1}, {"tanh", &kiln::tanh, 0},
+                   {"sigmoid", &kiln::sigmoid, 0}, {"gelu", &kiln::gelu, 0}, {"silu", &kiln::silu, 0}, {"abs", &kiln::abs, 2}};
+  for (const U& u : ops) {
+    const Shape s{3, 5, 2};
+    Tensor x = u.domain == 0 ? Tensor::uniform(s, -3.0f, 3.0f, g)
+               : u.domain == 1 ? Tensor::uniform(s, 0.2f, 3.0f, g)
+                              : magnitude_between(g, s, 0.1f, 3.0f);
+    const auto fn = u.fn;
+    OpCase k = simple(std::string(u.op) + "/3x5x2", u.op, {x}, {true},
+                      [fn](const std::vector<Tensor>& in) { return fn(in[0]); }, kRtolElementwise);
+    set_streaming_cost(k, 1, 30);
+    cases.push_back(k);
+    cases.push_back(bf16_variant(k, kRtolBf16));
+  }
+}
+
 }  // namespace
 
 std::vector<OpCase> all_op_cases() {
@@ -509,6 +536,7 @@ std::vector<OpCase> all_op_cases() {
   append_math_cases(g, cases);
   append_bf16_cases(cases);
   append_broadcast_cases(cases);
+  append_unary_cases(cases);
   return cases;
 }
 

@@ -125,6 +125,11 @@ class Backend {
   virtual void sum_to(const Tensor& x, Tensor& out) = 0;
   // out = x repeated along the dimensions along which it broadcasts to out's shape.
   virtual void broadcast_to(const Tensor& x, Tensor& out) = 0;
+  // y = op(x) elementwise (kernels/common/elementwise.h); float32 or bfloat16, x and y alike.
+  virtual void unary(UnaryOp op, const Tensor& x, Tensor& y) = 0;
+  // dx = dy * op'(x), from x and y = op(x) (x is undefined where the op's gradient reads only y:
+  // common::unary_backward_reads_input).
+  virtual void unary_backward(UnaryOp op, const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx) = 0;
   // y = max(x, 0).
   virtual void relu(const Tensor& x, Tensor& y) = 0;
   // dx = dy where y > 0, else 0.

@@ -1,10 +1,12 @@
 // The plain parameter structs of the ops (geometry, optimizer hyper-parameters, the
-// binary-op tag): what core/ops.h, the backends and the kernel math in kernels/common
+// binary- and unary-op tags): what core/ops.h, the backends and the kernel math in kernels/common
 // share. Kept apart from core/backend.h so kernels/common never sees the Backend
 // interface or Tensor (tests/check_include_graph.py enforces it).
 #pragma once
 
 #include <cstdint>
+
+#include "core/hd.h"
 
 namespace kiln {
 
@@ -44,6 +46,18 @@ struct AdamOptions {
 // b - a and b / a: with a scalar b they are s - t and s / t in one pass, which a scalar on
 // the right cannot say (core builds them for a scalar only).
 enum class BinaryOp : uint8_t { add, sub, mul, div, rsub, rdiv };
+
+// Elementwise unary math (kernels/common/elementwise.h has each one's value and gradient).
+// gelu is the exact (erf) form, torch's default; silu is x * sigmoid(x).
+enum class UnaryOp : uint8_t { exp, log, sqrt, tanh, sigmoid, gelu, silu, abs };
+
+// Whether op's gradient reads its input x (else only its output y): what autograd keeps, and
+// which of the two common::unary_backward is given. exp and sqrt take y (y and 1 / 2y carry
+// y's relative error unchanged); tanh and sigmoid recompute from x, as 1 - y*y and y(1 - y)
+// from a bfloat16 y near 1 cancel to noise.
+KILN_HD constexpr bool unary_backward_reads_input(UnaryOp op) {
+  return op != UnaryOp::exp && op != UnaryOp::sqrt;
+}
 
 // The most dimensions an elementwise op's broadcast may have (kernels/common/broadcast.h
 // passes a plan of this size to a GPU kernel by value).

@@ -120,6 +120,21 @@ inline Tensor operator+(float s, const Tensor& a) { return add(a, s); }
 inline Tensor operator-(float s, const Tensor& a) { return sub(s, a); }
 inline Tensor operator*(float s, const Tensor& a) { return mul(a, s); }
 inline Tensor operator/(float s, const Tensor& a) { return div(s, a); }
+// Elementwise math, float32 or bfloat16 (computed in fp32, rounded once), any shape, with
+// gradients. Values are the platform libm's (glibc on the CPU, CUDA's on the GPU), a few ulp
+// apart. Outside the domain as in IEEE and torch: log(0) = -inf, log(-1) and sqrt(-1) NaN.
+Tensor exp(const Tensor& x);
+Tensor log(const Tensor& x);
+Tensor sqrt(const Tensor& x);
+Tensor tanh(const Tensor& x);
+// 1 / (1 + exp(-x)).
+Tensor sigmoid(const Tensor& x);
+// x * Phi(x), Phi the standard normal CDF (the exact erf form, torch's default; not tanh's).
+Tensor gelu(const Tensor& x);
+// x * sigmoid(x) (swish).
+Tensor silu(const Tensor& x);
+// |x|; its gradient is 0 at 0, as torch's.
+Tensor abs(const Tensor& x);
 // x summed down to `shape`, of which x's shape is a broadcast (torch's sum_to_size): each
 // element the sum, in double, of those that broadcast from it. x itself when shapes match.
 Tensor sum_to(const Tensor& x, const Shape& shape);

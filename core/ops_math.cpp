@@ -184,7 +184,61 @@ Tensor resize_by_broadcast(const Tensor& x, const Shape& shape, bool sums) {
   return out;
 }
 
+const char* unary_name(UnaryOp op) {
+  switch (op) {
+    case UnaryOp::exp: return "exp";
+    case UnaryOp::log: return "log";
+    case UnaryOp::sqrt: return "sqrt";
+    case UnaryOp::tanh: return "tanh";
+    case UnaryOp::sigmoid: return "sigmoid";
+    case UnaryOp::gelu: return "gelu";
+    case UnaryOp::silu: return "silu";
+    case UnaryOp::abs: return "abs";
+  }
+  return "?";
+}
+
+// Keeps the input or the output, whichever the op's gradient reads.
+struct UnaryNode final : Node {
+  explicit UnaryNode(UnaryOp op) : Node(unary_name(op)), op(op) {}
+  UnaryOp op;
+  SavedTensor x, y;
+  std::vector<Tensor> apply(const Tensor& dy) override {
+    Tensor dx = Tensor::empty(dy.shape(), like(dy));
+    const bool reads_x = unary_backward_reads_input(op);  // only that one was saved
+    backend_for(dy.device()).unary_backward(op, reads_x ? x.get() : Tensor(), reads_x ? Tensor() : y.get(), dy, dx);
+    return {dx};
+  }
+  void release_saved() override {
+    x.reset();
+    y.reset();
+  }
+};
+
+Tensor unary(UnaryOp op, const Tensor& x) {
+  checks::float32_or_bf16(unary_name(op), "input x", x);
+  Tensor y = Tensor::empty(x.shape(), like(x));
+  backend_for(x.device()).unary(op, x, y);
+  if (autograd::needs_grad({&x})) {
+    auto node = std::make_shared<UnaryNode>(op);
+    if (unary_backward_reads_input(op)) node->x = x.detach();
+    else node->y = y.detach();
+    node->next = {autograd::edge_for(x)};
+    autograd::set_history(y, node);
+  }
+  return y;
+}
+
 }  // namespace
+
+Tensor exp(const Tensor& x) { return unary(UnaryOp::exp, x); }
+Tensor log(const Tensor& x) { return unary(UnaryOp::log, x); }
+Tensor sqrt(const Tensor& x) { return unary(UnaryOp::sqrt, x); }
+Tensor tanh(const Tensor& x) { return unary(UnaryOp::tanh, x); }
+Tensor sigmoid(const Tensor& x) { return unary(UnaryOp::sigmoid, x); }
+Tensor gelu(const Tensor& x) { return unary(UnaryOp::gelu, x); }
+Tensor silu(const Tensor& x) { return unary(UnaryOp::silu, x); }
+Tensor abs(const Tensor& x) { return unary(UnaryOp::abs, x); }
 
 Tensor add(const Tensor& a, const Tensor& b) { return binary(BinaryOp::add, a, b); }
 Tensor sub(const Tensor& a, const Tensor& b) { return binary(BinaryOp::sub, a, b); }

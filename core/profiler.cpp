@@ -92,6 +92,10 @@ class ProfilingBackend final : public Backend {
   void broadcast_to(const Tensor& x, Tensor& out) override {
     op("broadcast_to", out, [&] { in()->broadcast_to(x, out); });
   }
+  void unary(UnaryOp o, const Tensor& x, Tensor& y) override { op("unary", x, [&] { in()->unary(o, x, y); }); }
+  void unary_backward(UnaryOp o, const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx) override {
+    op("unary_backward", dy, [&] { in()->unary_backward(o, x, y, dy, dx); });
+  }
   void relu(const Tensor& x, Tensor& y) override { op("relu", x, [&] { in()->relu(x, y); }); }
   void relu_backward(const Tensor& y, const Tensor& dy, Tensor& dx) override {
     op("relu_backward", dy, [&] { in()->relu_backward(y, dy, dx); });

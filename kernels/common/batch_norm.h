@@ -19,7 +19,7 @@ namespace kiln::common {
 
 // 1 / sqrt(var + eps), rounded once from double: both backends give the same bits.
 KILN_HD float bn_invstd(float var, float eps) {
-  return static_cast<float>(1.0 / sqrt(static_cast<double>(var) + static_cast<double>(eps)));
+  return static_cast<float>(1.0 / ::sqrt(static_cast<double>(var) + static_cast<double>(eps)));
 }
 
 // The normalised value x_hat = (x - mean) * invstd.

@@ -1,6 +1,7 @@
 // Per-element math shared by the CPU and CUDA backends: one definition, two launchers.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 
 #include "core/op_params.h"
@@ -17,6 +18,52 @@ KILN_HD float binary_apply(BinaryOp op, float a, float b) {
     case BinaryOp::div: return a / b;  // IEEE division on both (no reciprocal, no fast math)
     case BinaryOp::rsub: return b - a;
     case BinaryOp::rdiv: return b / a;
+  }
+  return 0.0f;
+}
+
+// Unary math in fp32 with the platform's libm (glibc on the CPU, CUDA's on the GPU): within
+// a few ulp of each other, not bit for bit. sigmoid saturates to exactly 0 and 1 as torch's.
+KILN_HD float unary_apply(UnaryOp op, float x) {
+  switch (op) {
+    case UnaryOp::exp: return expf(x);
+    case UnaryOp::log: return logf(x);
+    case UnaryOp::sqrt: return sqrtf(x);
+    case UnaryOp::tanh: return tanhf(x);
+    case UnaryOp::sigmoid: return 1.0f / (1.0f + expf(-x));
+    case UnaryOp::gelu: return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
+    case UnaryOp::silu: return x / (1.0f + expf(-x));
+    case UnaryOp::abs: return fabsf(x);
+  }
+  return 0.0f;
+}
+
+// dx of unary op `op` from its input x, its output y and dy (each op reads one of x and y:
+// unary_backward_reads_input, core/op_params.h).
+// At the kinks the gradient is torch's: abs' is 0 at 0, sqrt's is inf at 0.
+KILN_HD float unary_backward(UnaryOp op, float x, float y, float dy) {
+  switch (op) {
+    case UnaryOp::exp: return dy * y;
+    case UnaryOp::log: return dy / x;
+    case UnaryOp::sqrt: return dy / (2.0f * y);
+    case UnaryOp::tanh: {  // from x: 1 - y*y from a bf16 y near 1 cancels to noise
+      const float t = tanhf(x);
+      return dy * (1.0f - t * t);
+    }
+    case UnaryOp::sigmoid: {
+      const float s = 1.0f / (1.0f + expf(-x));
+      return dy * (s * (1.0f - s));
+    }
+    case UnaryOp::gelu: {
+      const float cdf = 0.5f * (1.0f + erff(x * 0.70710678118654752f));
+      const float pdf = 0.39894228040143268f * expf(-0.5f * x * x);
+      return dy * (cdf + x * pdf);
+    }
+    case UnaryOp::silu: {
+      const float s = 1.0f / (1.0f + expf(-x));
+      return dy * (s * (1.0f + x * (1.0f - s)));
+    }
+    case UnaryOp::abs: return x > 0.0f ? dy : (x < 0.0f ? -dy : 0.0f);
   }
   return 0.0f;
 }

@@ -84,7 +84,7 @@ KILN_HD double row_sum_exp(const float* x, int64_t n, float m, float* out = null
 KILN_HD void softmax_row(const float* x, int64_t n, bool log_out, float* y) {
   const float m = row_max(x, n);
   if (log_out) {
-    const double lse = log(row_sum_exp(x, n, m));
+    const double lse = ::log(row_sum_exp(x, n, m));
     for (int64_t i = 0; i < n; ++i) y[i] = static_cast<float>(static_cast<double>(x[i] - m) - lse);
   } else {
     const float inv = static_cast<float>(1.0 / row_sum_exp(x, n, m, y));  // y holds the exps
@@ -106,7 +106,7 @@ KILN_HD void softmax_backward_row(const float* y, const float* dy, int64_t n, bo
 // -log softmax(x)[label] for one row.
 KILN_HD double cross_entropy_row(const float* x, int64_t n, int64_t label) {
   const float m = row_max(x, n);
-  return log(row_sum_exp(x, n, m)) - static_cast<double>(x[label] - m);
+  return ::log(row_sum_exp(x, n, m)) - static_cast<double>(x[label] - m);
 }
 
 // dx = (softmax(x) - onehot(label)) * scale for one row (dx not x): the exps are kept in dx

@@ -44,6 +44,21 @@ void with_binary_op(BinaryOp op, Fn&& fn) {
   }
 }
 
+// with_binary_op's counterpart for the unary math ops.
+template <typename Fn>
+void with_unary_op(UnaryOp op, Fn&& fn) {
+  switch (op) {
+    case UnaryOp::exp: return fn(std::integral_constant<UnaryOp, UnaryOp::exp>{});
+    case UnaryOp::log: return fn(std::integral_constant<UnaryOp, UnaryOp::log>{});
+    case UnaryOp::sqrt: return fn(std::integral_constant<UnaryOp, UnaryOp::sqrt>{});
+    case UnaryOp::tanh: return fn(std::integral_constant<UnaryOp, UnaryOp::tanh>{});
+    case UnaryOp::sigmoid: return fn(std::integral_constant<UnaryOp, UnaryOp::sigmoid>{});
+    case UnaryOp::gelu: return fn(std::integral_constant<UnaryOp, UnaryOp::gelu>{});
+    case UnaryOp::silu: return fn(std::integral_constant<UnaryOp, UnaryOp::silu>{});
+    case UnaryOp::abs: return fn(std::integral_constant<UnaryOp, UnaryOp::abs>{});
+  }
+}
+
 // n doubles of scratch for a reduction's partial sums, not zeroed. Up to 8 MiB are kept by the
 // calling thread for its next call at the same Site (a tag type: one buffer per call site, so
 // that two sites never share one); larger requests live in `once`, freed by the caller. Fresh

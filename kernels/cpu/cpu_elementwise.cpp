@@ -131,6 +131,61 @@ void CpuBackend::binary_scalar(BinaryOp op, const Tensor& a, float s, Tensor& ou
 
 namespace {
 
+// The unary ops call libm per element (expf, logf, tanhf, erff): GCC leaves these loops
+// scalar without -ffast-math, so they are threaded from fewer elements than the streaming ones.
+template <UnaryOp Op, typename T>
+KILN_CPU_CLONES
+void unary_loop(const T* x, T* y, int64_t n) {
+  const auto* px = raw(x);
+  auto* py = raw(y);
+#pragma omp parallel for simd schedule(static) if (parallel : n > 16384)
+  for (int64_t i = 0; i < n; ++i) py[i] = from_f32<raw_t<T>>(common::unary_apply(Op, to_f32(px[i])));
+}
+
+// x or y may be null where the op's gradient does not read it (unary_backward_reads_input).
+template <UnaryOp Op, typename T>
+KILN_CPU_CLONES
+void unary_backward_loop(const T* x, const T* y, const T* dy, T* dx, int64_t n) {
+  const auto* px = raw(x);
+  const auto* py = raw(y);
+  const auto* pdy = raw(dy);
+  auto* pdx = raw(dx);
+  constexpr bool reads_x = unary_backward_reads_input(Op);
+#pragma omp parallel for simd schedule(static) if (parallel : n > 16384)
+  for (int64_t i = 0; i < n; ++i) {
+    const float xi = reads_x ? to_f32(px[i]) : 0.0f, yi = reads_x ? 0.0f : to_f32(py[i]);
+    pdx[i] = from_f32<raw_t<T>>(common::unary_backward(Op, xi, yi, to_f32(pdy[i])));
+  }
+}
+
+template <typename T>
+void unary_typed(UnaryOp op, const Tensor& x, Tensor& y) {
+  with_unary_op(op, [&](auto o) { unary_loop<decltype(o)::value>(x.data<T>(), y.data<T>(), y.numel()); });
+}
+
+template <typename T>
+void unary_backward_typed(UnaryOp op, const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx) {
+  const T* px = x.defined() ? x.data<T>() : nullptr;
+  const T* py = y.defined() ? y.data<T>() : nullptr;
+  with_unary_op(op, [&](auto o) {
+    unary_backward_loop<decltype(o)::value>(px, py, dy.data<T>(), dx.data<T>(), dx.numel());
+  });
+}
+
+}  // namespace
+
+void CpuBackend::unary(UnaryOp op, const Tensor& x, Tensor& y) {
+  if (y.dtype() == DType::bf16) return unary_typed<BFloat16>(op, x, y);
+  unary_typed<float>(op, x, y);
+}
+
+void CpuBackend::unary_backward(UnaryOp op, const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx) {
+  if (dx.dtype() == DType::bf16) return unary_backward_typed<BFloat16>(op, x, y, dy, dx);
+  unary_backward_typed<float>(op, x, y, dy, dx);
+}
+
+namespace {
+
 template <typename T>
 KILN_CPU_CLONES
 void relu_loop(const Tensor& x, Tensor& y) {

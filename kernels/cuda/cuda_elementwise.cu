@@ -129,6 +129,23 @@ __global__ void binary_scalar_kernel(BinaryOp op, const T* a, float s, T* out, i
     out[i] = T(common::binary_apply(op, static_cast<float>(a[i]), s));
 }
 
+// T is float or BFloat16 (computed in fp32, rounded once on the store).
+template <typename T>
+__global__ void unary_kernel(UnaryOp op, const T* x, T* y, int64_t n) {
+  for (int64_t i = global_thread(); i < n; i += grid_threads())
+    y[i] = T(common::unary_apply(op, static_cast<float>(x[i])));
+}
+
+// x or y is null where the op's gradient does not read it (unary_backward_reads_input).
+template <typename T>
+__global__ void unary_backward_kernel(UnaryOp op, const T* x, const T* y, const T* dy, T* dx, int64_t n) {
+  const bool reads_x = unary_backward_reads_input(op);
+  for (int64_t i = global_thread(); i < n; i += grid_threads()) {
+    const float xi = reads_x ? static_cast<float>(x[i]) : 0.0f, yi = reads_x ? 0.0f : static_cast<float>(y[i]);
+    dx[i] = T(common::unary_backward(op, xi, yi, static_cast<float>(dy[i])));
+  }
+}
+
 // T is float or BFloat16 (exact: the output is an input value or zero, converted back losslessly).
 template <typename T>
 __global__ void relu_kernel(const T* x, T* y, int64_t n) {
@@ -442,6 +459,36 @@ void CudaBackend::binary_scalar(BinaryOp op, const Tensor& a, float s, Tensor& o
       using T = decltype(tag);
       binary_scalar_kernel<T><<<elementwise_blocks(n, kThreads), kThreads, 0, scope.stream()>>>(op, a.data<T>(), s,
                                                                                               out.data<T>(), n);
+      KILN_CUDA_CHECK_LAUNCH();
+    });
+  }
+  scope.done();
+}
+
+void CudaBackend::unary(UnaryOp op, const Tensor& x, Tensor& y) {
+  OpScope scope("unary", y.device().index);
+  const int64_t n = y.numel();
+  if (n > 0) {
+    for_float_or_bf16(y.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      unary_kernel<T><<<elementwise_blocks(n, kThreads), kThreads, 0, scope.stream()>>>(op, x.data<T>(),
+                                                                                      y.data<T>(), n);
+      KILN_CUDA_CHECK_LAUNCH();
+    });
+  }
+  scope.done();
+}
+
+void CudaBackend::unary_backward(UnaryOp op, const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx) {
+  OpScope scope("unary backward", dx.device().index);
+  const int64_t n = dx.numel();
+  if (n > 0) {
+    for_float_or_bf16(dx.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      const T* px = x.defined() ? x.data<T>() : nullptr;
+      const T* py = y.defined() ? y.data<T>() : nullptr;
+      unary_backward_kernel<T><<<elementwise_blocks(n, kThreads), kThreads, 0, scope.stream()>>>(
+          op, px, py, dy.data<T>(), dx.data<T>(), n);
       KILN_CUDA_CHECK_LAUNCH();
     });
   }

@@ -86,7 +86,7 @@ __global__ void softmax_kernel(const float* x, int64_t rows, int64_t cols, bool 
     float* yr = y + r * cols;
     const float m = block_row_max<kThreads>(xr, cols, smax);
     const double sum = block_row_sum_exp<kThreads>(xr, cols, m, ssum);
-    const double lse = log(sum);
+    const double lse = ::log(sum);
     const float inv = static_cast<float>(1.0 / sum);
     // y may alias x: every read of the row is done (the reductions synchronise) before a write.
     for (int64_t i = threadIdx.x; i < cols; i += kThreads) {
@@ -130,7 +130,7 @@ __global__ void cross_entropy_rows_kernel(const float* x, const L* labels, int64
     }
     const float* xr = x + r * cols;
     const float m = block_row_max<kThreads>(xr, cols, smax);
-    const double lse = log(block_row_sum_exp<kThreads>(xr, cols, m, ssum));
+    const double lse = ::log(block_row_sum_exp<kThreads>(xr, cols, m, ssum));
     if (threadIdx.x == 0) losses[r] = lse - static_cast<double>(xr[label] - m);
   }
 }

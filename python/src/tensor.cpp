@@ -167,7 +167,8 @@ void bind_tensor_class(nb::module_& m) {
       // in float32 with s as given and rounded once, as torch does and as a - s and a / s are.
       .def("__rsub__", [](const Tensor& a, float s) { return sub(s, a); }, nb::is_operator(), Release())
       .def("__rtruediv__", [](const Tensor& a, float s) { return div(s, a); }, nb::is_operator(), Release())
-      .def("__neg__", [](const Tensor& a) { return mul(a, -1.0f); }, Release());
+      .def("__neg__", [](const Tensor& a) { return mul(a, -1.0f); }, Release())
+      .def("__abs__", [](const Tensor& a) { return kiln::abs(a); }, Release());
 }
 
 void bind_factories(nb::module_& m) {
@@ -292,6 +293,17 @@ void bind_math_ops(nb::module_& m) {
         arg("shape"), Release(), "x summed down to `shape`, which broadcasts to x's (torch's sum_to_size).");
   m.def("broadcast_to", [](const Tensor& x, const std::vector<int64_t>& s) { return broadcast_to(x, to_shape(s)); },
         arg("x"), arg("shape"), Release(), "x repeated up to `shape` (a copy; torch's expand).");
+  // Unary math (core/ops.h): fp32 or bf16, any shape, with gradients.
+  using Unary = Tensor (*)(const Tensor&);
+  m.def("exp", static_cast<Unary>(&kiln::exp), arg("x"), Release(), "e ** x, elementwise.");
+  m.def("log", static_cast<Unary>(&kiln::log), arg("x"), Release(), "Natural log, elementwise (log(0) = -inf).");
+  m.def("sqrt", static_cast<Unary>(&kiln::sqrt), arg("x"), Release(), "Square root, elementwise.");
+  m.def("tanh", static_cast<Unary>(&kiln::tanh), arg("x"), Release(), "tanh, elementwise.");
+  m.def("sigmoid", &kiln::sigmoid, arg("x"), Release(), "1 / (1 + exp(-x)), elementwise (torch.sigmoid).");
+  m.def("gelu", &kiln::gelu, arg("x"), Release(),
+        "x * Phi(x), the exact erf form (torch.nn.functional.gelu's default, not approximate='tanh').");
+  m.def("silu", &kiln::silu, arg("x"), Release(), "x * sigmoid(x) (torch.nn.functional.silu, swish).");
+  m.def("abs", static_cast<Unary>(&kiln::abs), arg("x"), Release(), "|x|, elementwise; its gradient is 0 at 0.");
   m.def("sum", &kiln::sum, arg("x"), Release(), "The sum of all elements, a scalar tensor.");
   m.def("mean", &kiln::mean, arg("x"), Release(), "The mean of all elements, a scalar tensor.");
   m.def("argmax", &argmax, arg("x"), Release(), "Index of the first maximum along the last dimension (int64).");

@@ -110,6 +110,24 @@ def test_broadcasting_and_division_match_torch():
         assert (s - ka).astype("float32").tolist() == want.tolist()
 
 
+@pytest.mark.parametrize("name", ["exp", "log", "sqrt", "tanh", "sigmoid", "gelu", "silu", "abs"])
+def test_unary_math_matches_torch_forward_and_gradient(name):
+    torch.manual_seed(3)
+    x = torch.randn(3, 7) * 2
+    if name in ("log", "sqrt"):
+        x = x.abs() + 0.2  # the domain, away from 0's steep slope
+    kx = k(x)
+    y = getattr(kiln, name)(kx)
+    kiln.sum(y).backward()
+    xt = x.clone().requires_grad_(True)
+    ref = (getattr(torch, name, None) or getattr(torch.nn.functional, name))(xt)
+    ref.sum().backward()
+    close(y, ref, 1e-5)
+    close(kx.grad, xt.grad, 1e-5)
+    if name == "abs":  # Python's abs() is the same op
+        assert abs(kiln.from_dlpack(np.array([-1.5, 2.0], np.float32))).tolist() == [1.5, 2.0]
+
+
 def test_a_scalar_on_the_left_is_one_op_with_torchs_gradient():
     torch.manual_seed(2)
     x = torch.rand(4, 3) + 0.5

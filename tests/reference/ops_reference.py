@@ -49,6 +49,10 @@ def run_op(op, p, x, extras):
         return F.linear(x[0], x[1], x[2] if len(x) > 2 else None)
     if op == "relu":
         return torch.relu(x[0])
+    if op in ("exp", "log", "sqrt", "tanh", "sigmoid", "abs"):
+        return getattr(torch, op)(x[0])
+    if op in ("gelu", "silu"):
+        return getattr(F, op)(x[0])
     if op == "dropout":
         return x[0] * extras[0] / p["keep"]
     if op == "cast":  # kiln's Tensor::to between bf16 and f32: exact on bf16 values
