@@ -12,6 +12,7 @@
 #include <atomic>
 #include <cstring>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nanobind/ndarray.h>
@@ -176,6 +177,35 @@ Tensor from_array(const Array& a, bool copy_to_contiguous) {
   });
 }
 
+// Refuses a torch view with a lazy negation or conjugation (torch._neg_view, x.conj().imag):
+// its DLPack export hands out the un-negated memory (torch 1.13 does), so kiln would read, or
+// copy, other values than the tensor's. `op` names the caller.
+void refuse_lazy_views(nb::handle x, const char* op) {
+  if (nb::isinstance<Tensor>(x) || !nb::hasattr(x, "resolve_neg")) return;
+  for (const char* lazy : {"is_neg", "is_conj"})
+    if (nb::hasattr(x, lazy))
+      KILN_CHECK(!nb::cast<bool>(x.attr(lazy)()), op, ": this ", nb::type_name(x.type()).c_str(), " is a view ",
+                 "whose ", std::string(lazy) == "is_neg" ? "negation" : "conjugation", " is not applied to its memory ",
+                 "yet, so its values are not what the memory holds: pass x.resolve_neg().resolve_conj()");
+}
+
+// The producer's (device type, index) from __dlpack_device__, said in kiln's words when it
+// is not a pair of ints (torch's meta tensors raise "Unknown device type meta").
+std::pair<int, int> dlpack_device(nb::handle x, const char* op) {
+  nb::object where;
+  try {
+    where = x.attr("__dlpack_device__")();
+  } catch (const nb::python_error& e) {
+    KILN_FAIL(op, ": this ", nb::type_name(x.type()).c_str(), " cannot say where its memory is (its __dlpack_device__ ",
+              "says: ", nb::str(e.value()).c_str(), "); kiln takes tensors in host or CUDA memory");
+  }
+  const bool pair = nb::isinstance<nb::tuple>(where) && nb::len(where) == 2 && nb::isinstance<nb::int_>(where[0]) &&
+                    nb::isinstance<nb::int_>(where[1]);
+  KILN_CHECK(pair, op, ": this ", nb::type_name(x.type()).c_str(), "'s __dlpack_device__() returned ",
+             nb::repr(where).c_str(), ", not the (device type, index) pair of ints the DLPack protocol asks for");
+  return {nb::cast<int>(where[0]), nb::cast<int>(where[1])};
+}
+
 // from_dlpack: a CUDA producer is asked for its capsule with kiln's stream, so that kiln's
 // work on the memory waits for the producer's (the DLPack stream protocol; nanobind would
 // ask without one). Everything else goes through nanobind's ndarray caster.
@@ -190,17 +220,10 @@ Tensor from_dlpack(nb::handle x, bool copy_to_contiguous) {
                nb::type_name(x.type()).c_str(), " requires grad, and its producer keeps such memory to itself (a "
                "write through kiln would not be seen by its autograd): pass x.detach()");
   }
-  // A torch view with a lazy negation or conjugation (torch._neg_view, x.conj().imag) hands
-  // out the un-negated memory through DLPack (torch 1.13 does): kiln would read other values.
-  for (const char* lazy : {"is_neg", "is_conj"})
-    if (!nb::isinstance<Tensor>(x) && nb::hasattr(x, lazy) && nb::hasattr(x, "resolve_neg"))
-      KILN_CHECK(!nb::cast<bool>(x.attr(lazy)()), "from_dlpack: this ", nb::type_name(x.type()).c_str(), " is a view ",
-                 "whose ", std::string(lazy) == "is_neg" ? "negation" : "conjugation", " is not applied to its memory ",
-                 "yet, so its values are not what the memory holds: pass x.resolve_neg().resolve_conj()");
+  refuse_lazy_views(x, "from_dlpack");
   if (nb::hasattr(x, "__dlpack__") && nb::hasattr(x, "__dlpack_device__")) {
-    const nb::tuple where = nb::cast<nb::tuple>(x.attr("__dlpack_device__")());
-    if (nb::len(where) == 2 && nb::cast<int>(where[0]) == kDLCUDA) {
-      const int index = nb::cast<int>(where[1]);
+    const auto [type, index] = dlpack_device(x, "from_dlpack");
+    if (type == kDLCUDA) {
       const int have = device_count(DeviceType::cuda);
       KILN_CHECK(index >= 0 && index < have, "from_dlpack: the tensor is on cuda:", index, " but kiln sees ", have,
                  " CUDA device(s) here", have == 0 ? " (no GPU, or this kiln was built without CUDA)" : "",
@@ -247,7 +270,14 @@ Tensor from_dlpack(nb::handle x, bool copy_to_contiguous) {
             "numpy.ascontiguousarray(x, dtype=numpy.float32)");
 }
 
-Tensor nchw_to_nhwc(const nb::ndarray<nb::ro>& a) {  // read-only input too: it is copied
+Tensor nchw_to_nhwc(nb::handle x) {  // read-only input too: it is copied
+  refuse_lazy_views(x, "nchw_to_nhwc");
+  if (nb::hasattr(x, "__dlpack__") && nb::hasattr(x, "__dlpack_device__")) (void)dlpack_device(x, "nchw_to_nhwc");
+  nb::ndarray<nb::ro> a;
+  KILN_CHECK(nb::try_cast(nb::borrow(x), a, /*convert=*/false), "nchw_to_nhwc: kiln cannot read this ",
+             nb::type_name(x.type()).c_str(), ": it copies arrays that speak DLPack or the buffer protocol (NumPy, ",
+             "PyTorch, ...), dense, of a dtype kiln has (float32, bfloat16, int32, int64, uint8), in native byte ",
+             "order; convert it first, e.g. numpy.ascontiguousarray(x, dtype=numpy.float32)");
   KILN_CHECK(a.ndim() == 4, "nchw_to_nhwc: expected an image batch [N, C, H, W], got ", a.ndim(), " dimensions");
   return copy_to_kiln(a, {0, 2, 3, 1}, "nchw_to_nhwc");
 }
@@ -334,7 +364,7 @@ void bind_dlpack(nb::module_& m) {
   m.def("from_dlpack", &from_dlpack, arg("x"), arg("copy_to_contiguous") = false,
         "A kiln tensor sharing x's memory (NumPy array, PyTorch tensor, anything with __dlpack__). "
         "Non-contiguous x is an error unless copy_to_contiguous=True, which makes a contiguous copy.");
-  m.def("nchw_to_nhwc", &nchw_to_nhwc, arg("x").noconvert(),
+  m.def("nchw_to_nhwc", &nchw_to_nhwc, arg("x"),
         "A contiguous NHWC kiln copy of an NCHW image batch (e.g. a PyTorch tensor): kiln's layout.");
 }
 

@@ -332,3 +332,28 @@ def test_torch_views_with_a_lazy_negation_are_refused():
         kiln.from_dlpack(torch._neg_view(torch.tensor([1.0, 2.0])))
     t = kiln.from_dlpack(torch._neg_view(torch.tensor([1.0, 2.0])).resolve_neg())
     assert t.tolist() == [-1.0, -2.0]
+    # nchw_to_nhwc copied the memory as stored: [1, 2, 3] for a view holding [-1, -2, -3].
+    v = torch.complex(torch.zeros(1, 1, 1, 3), torch.tensor([[[[1.0, 2.0, 3.0]]]])).conj().imag
+    with pytest.raises(kiln.Error, match="nchw_to_nhwc: .* negation is not applied"):
+        kiln.nchw_to_nhwc(v)
+    assert kiln.nchw_to_nhwc(v.resolve_neg()).tolist() == [-1.0, -2.0, -3.0]
+
+
+@needs_torch
+def test_producers_that_cannot_say_where_their_memory_is_get_kilns_words():
+    with pytest.raises(kiln.Error, match="from_dlpack: .*Unknown device type meta"):
+        kiln.from_dlpack(torch.empty(3, device="meta"))
+    with pytest.raises(kiln.Error, match="nchw_to_nhwc: .*Unknown device type meta"):
+        kiln.nchw_to_nhwc(torch.empty(1, 1, 1, 3, device="meta"))
+
+    class ListDevice:  # __dlpack_device__ must give a (type, index) tuple of ints
+        def __dlpack__(self, stream=None):
+            return np.zeros(3, np.float32).__dlpack__()
+
+        def __dlpack_device__(self):
+            return [1, 0]
+
+    with pytest.raises(kiln.Error, match=r"returned \[1, 0\], not the \(device type, index\) pair"):
+        kiln.from_dlpack(ListDevice())
+    with pytest.raises(kiln.Error, match="nchw_to_nhwc: kiln cannot read this .*native byte order"):
+        kiln.nchw_to_nhwc(np.zeros((1, 2, 2, 2), dtype=">f4"))
