@@ -49,6 +49,11 @@ struct ImportOptions {
   // instead of an error, and the parameter keeps its value (Keras's skip_mismatch), e.g. a
   // head sized for other classes.
   bool skip_mismatched = false;
+  // A skip pattern that matches no entry of the file and no parameter of the model is an
+  // error (a typo, e.g. "vgg16/fc8" for the scope "vgg16/fc8/", would load what it meant to
+  // skip). Off for callers whose patterns may legitimately match nothing (the trainer skips
+  // published layers a model lacks whether or not the file has them); Python sets it.
+  bool skip_must_match = false;
 };
 
 // What an import did, for logs (to_string) and checks: which names loaded, skipped, unmapped, missing.

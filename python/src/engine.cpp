@@ -350,6 +350,7 @@ void bind_weights(nb::module_& m) {
            bool skip_mismatched, std::map<std::string, std::string> assignment_map) {
           io::ImportOptions opt;
           opt.skip = std::move(skip);
+          opt.skip_must_match = true;  // a typo in a pattern would load what it meant to skip
           opt.allow_missing = allow_missing;
           opt.skip_mismatched = skip_mismatched;
           opt.assignment_map = std::move(assignment_map);

@@ -210,6 +210,9 @@ def test_build_model_from_weights_draws_only_what_the_file_lacks():
         got = kiln.build_model("vgg11", num_classes=2, image_size=32, seed=8, weights=full)
         want = kiln.build_model("vgg11", num_classes=2, image_size=32, seed=8)
         kiln.import_weights(want, full, skip=["vgg11/fc8/"])
+        # A pattern that matches nothing (the scope without its '/') would load what it meant to skip.
+        with pytest.raises(kiln.Error, match="skip pattern 'vgg11/fc8' matches no entry"):
+            kiln.import_weights(want, full, skip=["vgg11/fc8"])
         g, w = got.parameters(), want.parameters()
         assert g.keys() == w.keys()
         for name in g:

@@ -521,6 +521,28 @@ TEST_CASE("a head shaped otherwise is mismatched and not missing - skip_mismatch
   CHECK(none.mismatched.size() == 2);
 }
 
+TEST_CASE("with skip_must_match a skip pattern that matches nothing is refused before anything loads",
+          "[weights][io][errors]") {
+  TempDir tmp;
+  const std::string path = tmp / "vgg11_3.h5";
+  io::export_weights(*vgg(11, 3, 32, 1), path);
+  auto model = vgg(11, 3, 32, 2);
+  const std::vector<float> before = model->find("vgg11/conv1_1/weight").tensor->to_vector<float>();
+  io::ImportOptions opt;
+  opt.skip = {"vgg11/fc8"};  // the scope without its '/': matches neither a file entry nor a parameter
+  CHECK(io::import_weights(*model, path, opt).skipped.empty());  // without the flag: loads everything
+  model = vgg(11, 3, 32, 2);
+  opt.skip_must_match = true;
+  REQUIRE_THROWS_WITH(io::import_weights(*model, path, opt),
+                      Contains("skip pattern 'vgg11/fc8' matches no entry of the file and no parameter of the model") &&
+                          Contains("e.g. 'vgg11/fc8/'"));
+  CHECK(model->find("vgg11/conv1_1/weight").tensor->to_vector<float>() == before);  // nothing loaded
+  // A pattern matching a parameter the file lacks, or an entry the model lacks, is used.
+  opt.skip = {"vgg11/fc8/", "*/bias"};
+  const io::ImportReport rep = io::import_weights(*model, path, opt);
+  CHECK(rep.skipped.size() == 12);  // 11 biases and fc8's weight
+}
+
 // Hidden: run alone by the hdf5_exit_after_failed_writes ctest, so that its HDF5 call is the
 // process's first. After a write that failed, HDF5 1.10 keeps the file's identifier but frees
 // the file, and its shutdown at exit crashed on it (SIGSEGV); kiln turns that shutdown off
