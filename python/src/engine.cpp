@@ -132,6 +132,18 @@ std::shared_ptr<Sequential> sequential_slice(std::shared_ptr<Sequential> s, cons
   return out;
 }
 
+// Sequential.add from Python. A Sequential whose layers this one holds already (a slice of it:
+// model.add(model[:1])) is refused: the slice keeps its parent alive, so the two held each other
+// for good (nanobind reported them leaked at exit), and those layers would run twice.
+void sequential_add(Sequential& s, std::shared_ptr<Module> child) {
+  if (const auto* seq = dynamic_cast<const Sequential*>(child.get()); seq != nullptr && seq != &s)
+    for (const auto& c : seq->children())
+      KILN_CHECK(!s.contains(*c), "Sequential ", s.name(), ": cannot add '", child->name(), "': its layer '",
+                 c->name(), "' is in ", s.name(), " already (a slice of a model shares its layers; adding it back ",
+                 "would run them twice and keep both alive for good)");
+  s.add(std::move(child));
+}
+
 }  // namespace
 
 const BuiltModelInfo* built_model_of(const Module& model) {
@@ -252,8 +264,9 @@ void bind_modules(nb::module_& m) {
                                  "Runs its children in order. Not subclassable (its forward runs in C++): hold one "
                                  "in a class of your own and call it from there.")
       .def(nb::init<std::string>(), arg("name"))
-      .def("add", [](Sequential& s, std::shared_ptr<Module> child) { s.add(std::move(child)); }, arg("module"),
-           "Appends a layer (its name must be new in this Sequential, and it may not contain this Sequential).")
+      .def("add", &sequential_add, arg("module"),
+           "Appends a layer (its name must be new in this Sequential, and it may not contain this Sequential or "
+           "share its layers, as a slice of it does).")
       .def("__len__", [](const Sequential& s) { return s.children().size(); }, "How many layers it runs.")
       .def("__getitem__",
            [](std::shared_ptr<Sequential> s, int64_t i) {

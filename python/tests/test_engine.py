@@ -59,6 +59,11 @@ def test_sequential_layers_by_position_name_and_slice():
         model["fc9"]
     with pytest.raises(ValueError, match="step 2 is not 1"):
         model[::2]
+    # A slice added back into its model: refused (its layers would run twice, and the two would
+    # keep each other alive for good).
+    with pytest.raises(kiln.Error, match="its layer 'conv1_1' is in vgg11 already"):
+        model.add(model[:1])
+    assert names == [layer.name for layer in model]
 
     # The backbone without fc8: its output is what fc8 sees, and fc8 of it is the model's logits.
     backbone = model[:model.index("fc8")]
