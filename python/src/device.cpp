@@ -34,11 +34,17 @@ std::string profiler_repr(const Profiler& p) {
 // kiln.Profiler: core/profiler.h as a context manager.
 void bind_profiler(nb::module_& m) {
   nb::class_<Profiler>(m, "Profiler",
-                       "Times every kiln op this thread runs, each alone (the device drained around it), until "
-                       "stop() or the end of its `with` block: `with kiln.Profiler() as p: step()`, then "
-                       "print(p.table()). One at a time per process (README, 'Benchmarks').")
+                       "Times every kiln op this thread runs, each alone (the device drained around it), from "
+                       "its creation until stop() or the end of its `with` block: `with kiln.Profiler() as p: "
+                       "step()`, then print(p.table()). One at a time per process, and once: a stopped one is not "
+                       "started again (make a new one; README, 'Benchmarks').")
       .def(nb::init<bool>(), arg("by_shape") = false, "by_shape: a row per op and input shape, else per op.")
-      .def("__enter__", [](Profiler& p) -> Profiler& { return p; }, nb::rv_policy::reference)
+      // A second `with` over a stopped profiler timed nothing and said nothing.
+      .def("__enter__", [](Profiler& p) -> Profiler& {
+             KILN_CHECK(p.timing(), "this kiln.Profiler has stopped (its `with` block ended, or stop() was called) "
+                        "and does not time again: make a new one, `with kiln.Profiler() as p:`");
+             return p;
+           }, nb::rv_policy::reference)
       .def("__exit__", [](Profiler& p, nb::args) { p.stop(); })
       .def("stop", &Profiler::stop, "Stops timing; the rows stay readable.")
       .def("reset", &Profiler::reset, "Forgets the rows so far (a warm-up's) and goes on timing.")

@@ -69,3 +69,7 @@ def test_profiler_times_each_op_of_a_block():
     with pytest.raises(kiln.Error, match="another profiler"):
         with kiln.Profiler():
             kiln.Profiler()
+    # A stopped profiler is not started again: a second `with` over it timed nothing, silently.
+    with pytest.raises(kiln.Error, match="has stopped .* make a new one"):
+        with p:
+            kiln.relu(x)
