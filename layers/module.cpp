@@ -25,6 +25,20 @@ void Module::check_new_name(const std::string& name, const char* what) const {
     KILN_CHECK(c->name() != name, "module ", name_, " already has a child named '", name, "' (adding a ", what, ")");
 }
 
+namespace {
+
+// The trainable flag is what freezes (module.h); a tensor's requires_grad set by hand (torch's
+// way to freeze, `p.requires_grad = False`) disagreed with it silently: the parameter got no
+// gradient, yet optimizers, summaries and the trainer counted it as training.
+void check_flags_agree(const ParameterRef& p) {
+  KILN_CHECK(p.trainable == p.tensor->requires_grad(), "parameter '", p.name, "': its tensor's requires_grad is ",
+             p.tensor->requires_grad() ? "on" : "off", " but its module has it ", p.trainable ? "trainable" : "frozen",
+             " (requires_grad set on the tensor by hand?); freeze and unfreeze through the module ",
+             "(model.freeze(\"", p.name, "\") / model.unfreeze(...)), which keeps both in step");
+}
+
+}  // namespace
+
 Tensor& Module::register_parameter(const std::string& name, Tensor t, bool decay) {
   check_new_name(name, "parameter");
   t = t.detach();
@@ -84,8 +98,10 @@ ParameterRef Module::find(const std::string& full_name) {
 
 std::vector<ParameterRef> Module::trainable_parameters() {
   std::vector<ParameterRef> out;
-  for (const ParameterRef& p : parameters())
+  for (const ParameterRef& p : parameters()) {
+    check_flags_agree(p);
     if (p.trainable) out.push_back(p);
+  }
   return out;
 }
 
@@ -163,6 +179,7 @@ std::string Module::summary() {
   std::ostringstream os;
   int64_t total = 0, trainable = 0;
   for (const ParameterRef& p : parameters()) {
+    check_flags_agree(p);
     os << (p.trainable ? "  train  " : "  frozen ") << p.name << " " << p.tensor->shape() << "\n";
     total += p.tensor->numel();
     if (p.trainable) trainable += p.tensor->numel();

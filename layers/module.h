@@ -7,7 +7,8 @@
 // kept equal to the flag, so a frozen prefix records no graph), an optimizer's parameter
 // list (Module::trainable_parameters(); the multi-tensor updates in core/ops.h update every
 // parameter they are given), the trainer's feature-cache cut and what a checkpoint stores
-// once per phase.
+// once per phase. A requires_grad set on such a tensor by hand is refused where the flag is
+// read (trainable_parameters, summary), naming freeze and unfreeze.
 #pragma once
 
 #include <deque>

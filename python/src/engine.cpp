@@ -136,7 +136,8 @@ std::shared_ptr<Sequential> sequential_slice(std::shared_ptr<Sequential> s, cons
 // model.add(model[:1])) is refused: the slice keeps its parent alive, so the two held each other
 // for good (nanobind reported them leaked at exit), and those layers would run twice.
 void sequential_add(Sequential& s, std::shared_ptr<Module> child) {
-  if (const auto* seq = dynamic_cast<const Sequential*>(child.get()); seq != nullptr && seq != &s)
+  const auto* seq = dynamic_cast<const Sequential*>(child.get());
+  if (seq != nullptr && !seq->contains(s))  // one that contains s: Sequential::add says so
     for (const auto& c : seq->children())
       KILN_CHECK(!s.contains(*c), "Sequential ", s.name(), ": cannot add '", child->name(), "': its layer '",
                  c->name(), "' is in ", s.name(), " already (a slice of a model shares its layers; adding it back ",

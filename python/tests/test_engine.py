@@ -253,3 +253,15 @@ def test_a_phase_reprs_as_the_call_that_makes_it():
     q = eval(repr(p), {"kiln": kiln})
     assert (q.name, q.train, q.lr, q.epochs, q.weight_decay, q.linear_probe) == (
         p.name, p.train, p.lr, p.epochs, p.weight_decay, p.linear_probe)
+
+
+def test_requires_grad_set_by_hand_on_a_parameter_is_refused_naming_freeze():
+    # torch's way to freeze; in kiln the module's flag freezes, and the two disagreed silently.
+    s = kiln.Sequential("n")
+    s.add(kiln.Linear("l", 3, 2))
+    s.parameters()["n/l/bias"].requires_grad = False
+    for what in (lambda: s.trainable_parameters(), lambda: s.summary(), lambda: kiln.SGD(s, lr=0.1)):
+        with pytest.raises(kiln.Error, match=r"'n/l/bias': its tensor's requires_grad is off .*model\.freeze"):
+            what()
+    s.freeze("n/l/bias")
+    assert list(s.trainable_parameters()) == ["n/l/weight"]

@@ -105,6 +105,25 @@ TEST_CASE("freeze and unfreeze take exact names, scopes and globs, and refuse ty
   REQUIRE_THROWS_WITH(vgg->freeze("vgg16/conv9_1/"), Catch::Contains("no parameter") && Catch::Contains("vgg16/conv1_1/weight"));
 }
 
+TEST_CASE("requires_grad set on a parameter by hand, against its module's flag, is refused where the flag is read",
+          "[layers][frozen][errors]") {
+  Generator init(2), drop(3);
+  auto vgg = make_vgg(VggOptions{11, 3, 0.5f, 32}, init, drop);
+  vgg->find("vgg11/fc8/bias").tensor->set_requires_grad(false);  // torch's way to freeze, not kiln's
+  // (Catch's combined matchers hold their parts by reference: built inline, not kept in a variable.)
+  REQUIRE_THROWS_WITH(vgg->trainable_parameters(),
+                      Catch::Contains("parameter 'vgg11/fc8/bias': its tensor's requires_grad is off but its "
+                                      "module has it trainable") &&
+                          Catch::Contains("model.freeze(\"vgg11/fc8/bias\")"));
+  REQUIRE_THROWS_WITH(vgg->summary(), Catch::Contains("its tensor's requires_grad is off"));
+  CHECK(vgg->freeze("vgg11/fc8/bias") == 1);  // through the module: both agree again
+  CHECK(vgg->trainable_parameters().size() == 21);
+  vgg->find("vgg11/conv1_1/weight").tensor->set_requires_grad(true);  // and the other way
+  vgg->freeze("vgg11/conv1_1/");
+  vgg->find("vgg11/conv1_1/weight").tensor->set_requires_grad(true);
+  REQUIRE_THROWS_WITH(vgg->trainable_parameters(), Catch::Contains("requires_grad is on but its module has it frozen"));
+}
+
 TEST_CASE("the frozen prefix of a VGG costs one forward pass: nodes only for what trains", "[layers][frozen]") {
   Generator init(4), drop(5);
   auto vgg = make_vgg(VggOptions{11, 3, 0.5f, 32}, init, drop);
