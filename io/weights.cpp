@@ -301,12 +301,11 @@ size_t verify_checksums(const h5::Group& g) {
 
 namespace {
 
-// The skip patterns that match no file entry (by its name or the model name it maps to) and no
-// parameter or buffer of the model: ImportOptions::skip_must_match refuses them.
-std::vector<std::string> unmatched_skips(const std::vector<std::string>& skip, const std::vector<SourceEntry>& entries,
-                                         const std::map<std::string, std::string>& map,
-                                         const std::vector<ParameterRef>& targets) {
-  std::vector<std::string> out;
+// A problem for each skip pattern that matches no file entry (by its name or the model name it
+// maps to) and no parameter or buffer of the model: ImportOptions::skip_must_match.
+void refuse_unmatched_skips(const std::vector<std::string>& skip, const std::vector<SourceEntry>& entries,
+                            const std::map<std::string, std::string>& map, const std::vector<ParameterRef>& targets,
+                            std::vector<std::string>& problems) {
   for (const std::string& p : skip) {
     const bool in_file = std::any_of(entries.begin(), entries.end(), [&](const SourceEntry& e) {
       const std::string target = apply_map(map, e.name);
@@ -314,9 +313,10 @@ std::vector<std::string> unmatched_skips(const std::vector<std::string>& skip, c
     });
     const bool in_model =
         std::any_of(targets.begin(), targets.end(), [&](const ParameterRef& t) { return name_matches(p, t.name); });
-    if (!in_file && !in_model) out.push_back(p);
+    if (!in_file && !in_model)
+      problems.push_back(concat("skip pattern '", p, "' matches no entry of the file and no parameter of the model",
+                                p.empty() || p.back() == '/' ? "" : " (a scope ends in '/', e.g. '" + p + "/')"));
   }
-  return out;
 }
 
 }  // namespace
@@ -411,10 +411,7 @@ ImportReport import_weights(Module& model, const h5::File& file, const ImportOpt
   present.insert(present.end(), rep.mismatched.begin(), rep.mismatched.end());
   for (const auto& pe : plan) present.push_back(pe.second.name);
   rep.missing = missing_parameters(targets, map, opt.skip, std::move(present));
-  if (opt.skip_must_match)
-    for (const std::string& p : unmatched_skips(opt.skip, src.entries, map, targets))
-      problems.push_back(concat("skip pattern '", p, "' matches no entry of the file and no parameter of the model",
-                                p.empty() || p.back() == '/' ? "" : " (a scope ends in '/', e.g. '" + p + "/')"));
+  if (opt.skip_must_match) refuse_unmatched_skips(opt.skip, src.entries, map, targets, problems);
   // A map that covers nothing in the file loads nothing: a typo in it, not a success.
   if (plan.empty() && !rep.unmapped.empty() && rep.skipped.empty() && problems.empty())
     problems.push_back(concat("no entry of the file maps to a model parameter: all ", rep.unmapped.size(),

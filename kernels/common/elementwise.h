@@ -7,6 +7,7 @@
 #include "core/op_params.h"
 #include "core/hd.h"
 #include "core/philox.h"
+#include "kernels/common/exp.h"
 
 namespace kiln::common {
 
@@ -22,17 +23,19 @@ KILN_HD float binary_apply(BinaryOp op, float a, float b) {
   return 0.0f;
 }
 
-// Unary math in fp32 with the platform's libm (glibc on the CPU, CUDA's on the GPU): within
-// a few ulp of each other, not bit for bit. sigmoid saturates to exactly 0 and 1 as torch's.
+// Unary math in fp32. exp, tanh, sigmoid and silu use kiln's own exponential (exp.h: plain
+// arithmetic, so the CPU's loops vectorise; within 2-3 ulp); log and gelu's erf the platform's
+// libm (glibc on the CPU, CUDA's on the GPU). CPU and GPU agree to a few ulp, not bit for bit
+// (nvcc contracts multiply-adds). sigmoid saturates to exactly 0 and 1 as torch's.
 KILN_HD float unary_apply(UnaryOp op, float x) {
   switch (op) {
-    case UnaryOp::exp: return expf(x);
+    case UnaryOp::exp: return exp_float(x);
     case UnaryOp::log: return logf(x);
     case UnaryOp::sqrt: return sqrtf(x);
-    case UnaryOp::tanh: return tanhf(x);
-    case UnaryOp::sigmoid: return 1.0f / (1.0f + expf(-x));
+    case UnaryOp::tanh: return tanh_float(x);
+    case UnaryOp::sigmoid: return 1.0f / (1.0f + exp_float(-x));
     case UnaryOp::gelu: return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
-    case UnaryOp::silu: return x / (1.0f + expf(-x));
+    case UnaryOp::silu: return x / (1.0f + exp_float(-x));
     case UnaryOp::abs: return fabsf(x);
   }
   return 0.0f;
@@ -47,20 +50,20 @@ KILN_HD float unary_backward(UnaryOp op, float x, float y, float dy) {
     case UnaryOp::log: return dy / x;
     case UnaryOp::sqrt: return dy / (2.0f * y);
     case UnaryOp::tanh: {  // from x: 1 - y*y from a bf16 y near 1 cancels to noise
-      const float t = tanhf(x);
+      const float t = tanh_float(x);
       return dy * (1.0f - t * t);
     }
     case UnaryOp::sigmoid: {
-      const float s = 1.0f / (1.0f + expf(-x));
+      const float s = 1.0f / (1.0f + exp_float(-x));
       return dy * (s * (1.0f - s));
     }
     case UnaryOp::gelu: {
       const float cdf = 0.5f * (1.0f + erff(x * 0.70710678118654752f));
-      const float pdf = 0.39894228040143268f * expf(-0.5f * x * x);
+      const float pdf = 0.39894228040143268f * exp_float(-0.5f * x * x);
       return dy * (cdf + x * pdf);
     }
     case UnaryOp::silu: {
-      const float s = 1.0f / (1.0f + expf(-x));
+      const float s = 1.0f / (1.0f + exp_float(-x));
       return dy * (s * (1.0f + x * (1.0f - s)));
     }
     case UnaryOp::abs: return x > 0.0f ? dy : (x < 0.0f ? -dy : 0.0f);

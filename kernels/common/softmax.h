@@ -1,6 +1,6 @@
 // Row math for softmax, log-softmax and the fused softmax-cross-entropy. Numerically
 // stable: every exponent is taken after subtracting the row maximum, so it is <= 0, and
-// exp_nonpositive below computes it in float; sums of exponentials accumulate in double.
+// exp_nonpositive (kernels/common/exp.h) computes it in float; sums of exponentials accumulate in double.
 #pragma once
 
 #include <cmath>
@@ -8,41 +8,9 @@
 #include <cstring>
 
 #include "core/hd.h"
+#include "kernels/common/exp.h"
 
 namespace kiln::common {
-
-// e^x for x <= 0, in float, without a library call or a branch, so loops over it
-// vectorise (glibc's expf and exp do not without -ffast-math; a scalar double exp per
-// element made the CPU's softmax-cross-entropy 3-15x slower than PyTorch's). Cody-Waite
-// range reduction x = n ln2 + r, |r| <= ln2/2, then Taylor to r^7 (truncation 5e-9
-// relative) and 2^n from the exponent bits; within 2 ulp of e^x on [-87, 0] (tested against
-// double exp). Below -87, e^x < 1.7e-38 is returned as 0: next to a softmax's largest term,
-// 1, no float holds it. NaN stays NaN. Plain multiplies and adds in a fixed order, so every
-// CPU (and every target_clones variant, -ffp-contract=off) gives the same bits.
-KILN_HD float exp_nonpositive(float x) {
-  const float kLog2e = 1.44269504088896341f;
-  const float kLn2Hi = 0.693145751953125f;  // few significant bits: n * kLn2Hi is exact for |n| <= 127
-  const float kLn2Lo = 1.42860682030941723212e-6f;
-  const float kRound = 12582912.0f;  // 1.5 * 2^23: adding it rounds to the nearest integer
-  // Selects, not branches, so the loops vectorise. A NaN x fails the comparison and is
-  // reduced as -87 (n stays in range), then returned as itself below.
-  const float xc = x >= -87.0f ? x : -87.0f;
-  const float t = xc * kLog2e;
-  const float n = (t + kRound) - kRound;  // in [-126, 0]: 2^n stays a normal float
-  const float r = (xc - n * kLn2Hi) - n * kLn2Lo;
-  float p = 1.0f / 5040.0f;
-  p = p * r + 1.0f / 720.0f;
-  p = p * r + 1.0f / 120.0f;
-  p = p * r + 1.0f / 24.0f;
-  p = p * r + 1.0f / 6.0f;
-  p = p * r + 0.5f;
-  p = p * r + 1.0f;
-  p = p * r + 1.0f;
-  const uint32_t bits = static_cast<uint32_t>(static_cast<int32_t>(n) + 127) << 23;
-  float scale;
-  memcpy(&scale, &bits, sizeof scale);
-  return x >= -87.0f ? p * scale : (x < -87.0f ? 0.0f : x);
-}
 
 // Maximum of a row. A value replaces the maximum only if strictly greater, so a NaN in x[0]
 // stays and later NaNs are ignored. Eight lanes (element i in lane i % 8), each started at

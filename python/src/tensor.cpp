@@ -100,11 +100,19 @@ void bind_tensor_class(nb::module_& m) {
                                       " elements is ambiguous; compare its item() or tolist()").c_str());
              return t.item() != 0;
            })
-      .def("__float__", [](const Tensor& t) { return t.item(); })
+      // ValueError for more than one element, as torch and NumPy raise (kiln.Error is a RuntimeError).
+      .def("__float__", [](const Tensor& t) {
+             if (t.numel() != 1)
+               throw nb::value_error(("float(): only a one-element tensor converts, this is " + t.description() +
+                                      "; take t.tolist() for its values").c_str());
+             return t.item();
+           })
       // Integers exactly (item() goes through a double: 2**63 - 1 came back as -2**63); a
       // float as Python's int(float) does: NaN and infinities raise, large values stay exact.
       .def("__int__", [](const Tensor& t) -> nb::object {
-             KILN_CHECK(t.numel() == 1, "int(): only a one-element tensor converts, this is ", t.description());
+             if (t.numel() != 1)
+               throw nb::value_error(("int(): only a one-element tensor converts, this is " + t.description() +
+                                      "; take t.tolist() for its values").c_str());
              if (t.dtype() == DType::i64 || t.dtype() == DType::i32 || t.dtype() == DType::u8)
                return nb::int_(t.cpu().to(DType::i64).to_vector<int64_t>()[0]);
              PyObject* i = PyLong_FromDouble(t.item());
@@ -204,7 +212,8 @@ void bind_factories(nb::module_& m) {
                      " values) is not exact through the doubles kiln makes it with");
           return Tensor::arange(n, start, step, opt);
         }, arg("n"), arg("start") = 0.0, arg("step") = 1.0, arg("dtype") = "float32", arg("device") = "cpu",
-        Release(), "1-d [start, start+step, ...) with n elements.");
+        Release(), "1-d [start, start+step, ...) with n elements. The count comes first: torch.arange(a, b) is "
+        "kiln.arange(b - a, a).");
   m.def("uniform", [](const std::vector<int64_t>& s, float lo, float hi, const std::string& dev) {
           return Tensor::uniform(to_shape(s), lo, hi, default_generator(), options("float32", dev));
         }, arg("shape"), arg("low") = 0.0f, arg("high") = 1.0f, arg("device") = "cpu", Release(),

@@ -423,7 +423,9 @@ void bind_train(nb::module_& m) {
         arg("model"), arg("model_dir"), arg("best") = false,
         "Loads into `model` the weights and buffers of model_dir's latest checkpoint (best=True: the best by "
         "validation accuracy) among those whose files verify, as vgg_finetune eval does; checkpoints passed over "
-        "are warned about, and best=True refuses while any cannot be loaded. `model` is built as the one trained "
+        "are warned about, and best=True refuses while a state file does not read (that checkpoint may be the "
+        "best; a damaged weights file of another checkpoint is passed over with a warning). `model` is built as "
+        "the one trained "
         "(kiln.build_model with its arch, len(classes) and image_size). Returns the checkpoint's record: "
         "state_path, arch, classes, image_size, head, convention, precision, phase, epochs_done, batches_done, "
         "global_step, val_acc and val_loss (None when it was not evaluated). The model's mode is left as it is: "

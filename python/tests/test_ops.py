@@ -195,6 +195,9 @@ def test_one_value_tensors_act_as_numbers_and_larger_ones_refuse_truth():
     with pytest.raises(TypeError, match="0-d"):
         len(kiln.full([], 3.0))
     assert len(kiln.ones([4, 2])) == 4
+    for number in (float, int):  # ValueError, as torch and NumPy raise
+        with pytest.raises(ValueError, match=r"only a one-element tensor converts.*tolist\(\)"):
+            number(kiln.ones([3]))
 
 
 def test_numpy_on_the_left_keeps_autograd():

@@ -1,5 +1,5 @@
-// The softmax row math (kernels/common/softmax.h): its float exponential against double
-// exp over the whole range it serves, and the CPU backend's softmax and cross-entropy
+// The softmax row math (kernels/common/softmax.h): its float exponentials (kernels/common/exp.h)
+// against double exp over the ranges they serve, and the CPU backend's softmax and cross-entropy
 // against the serial row functions (the same bits: a fixed summation order) and against
 // float64 sums.
 #include <catch2/catch.hpp>
@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/kiln.h"
+#include "kernels/common/exp.h"
 #include "kernels/common/softmax.h"
 
 using namespace kiln;
@@ -41,6 +42,46 @@ TEST_CASE("exp_nonpositive is within 2 ulp of e^x on [-87, 0] and exact where it
   CHECK(common::exp_nonpositive(-87.5f) == 0.0f);
   CHECK(common::exp_nonpositive(-std::numeric_limits<float>::infinity()) == 0.0f);
   CHECK(std::isnan(common::exp_nonpositive(std::numeric_limits<float>::quiet_NaN())));
+}
+
+TEST_CASE("exp_float and tanh_float are within 2 and 3 ulp over the float range, with IEEE's ends", "[softmax][ops]") {
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+  double worst_exp = 0, worst_tanh = 0;
+  float at_exp = 0, at_tanh = 0;
+  const int64_t steps = int64_t{1} << 21;
+  for (int64_t i = 0; i <= steps; ++i) {
+    // e^x where it is a normal float; tanh over [-10, 10] (+-1 beyond, checked below).
+    const float x = static_cast<float>(-87.3 + 176.0 * static_cast<double>(i) / static_cast<double>(steps));
+    const double u = ulps(common::exp_float(x), std::exp(static_cast<double>(x)));
+    if (u > worst_exp) worst_exp = u, at_exp = x;
+    const float t = static_cast<float>(-10.0 + 20.0 * static_cast<double>(i) / static_cast<double>(steps));
+    const double want = std::tanh(static_cast<double>(t));
+    const double v = want == 0 ? 0 : ulps(std::abs(common::tanh_float(t)), std::abs(want));
+    if (v > worst_tanh) worst_tanh = v, at_tanh = t;
+  }
+  INFO("exp: worst " << worst_exp << " ulp at " << at_exp << "; tanh: worst " << worst_tanh << " ulp at " << at_tanh);
+  CHECK(worst_exp <= 2.0);
+  CHECK(worst_tanh <= 3.0);
+  CHECK(worst_exp > 0.0);
+  // Near zero tanh is its polynomial: relative error, where ulps of tiny values would be huge.
+  for (const float t : {1e-30f, 1e-6f, 0.01f, 0.3f, 0.6249f})
+    CHECK(std::abs(common::tanh_float(t) / std::tanh(static_cast<double>(t)) - 1.0) < 3e-7);
+  // The ends: overflow, the denormals (rounded once, not flushed), zero, and NaN.
+  CHECK(common::exp_float(0.0f) == 1.0f);
+  CHECK(common::exp_float(88.73f) == inf);
+  CHECK(common::exp_float(inf) == inf);
+  CHECK(std::isfinite(common::exp_float(88.72f)));
+  CHECK(common::exp_float(-inf) == 0.0f);
+  CHECK(common::exp_float(-104.0f) == 0.0f);
+  const float sub = common::exp_float(-100.0f);  // 3.7e-44: a denormal, 26 of 2^-149
+  CHECK(std::abs(static_cast<double>(sub) - std::exp(-100.0)) <= std::ldexp(1.0, -149));
+  CHECK(sub > 0.0f);
+  CHECK(std::isnan(common::exp_float(nan)));
+  CHECK(common::tanh_float(30.0f) == 1.0f);
+  CHECK(common::tanh_float(-100.0f) == -1.0f);
+  CHECK(common::tanh_float(inf) == 1.0f);
+  CHECK(std::signbit(common::tanh_float(-0.0f)));
+  CHECK(std::isnan(common::tanh_float(nan)));
 }
 
 TEST_CASE("softmax and cross-entropy on the CPU give the serial row math's bits and float64's values", "[softmax]") {

@@ -176,7 +176,8 @@ TEST_CASE("audit: the skipped counts take the plural where a group names a file 
   fs::create_directories(d.train / "owl" / "more");
   fs::create_directories(d.train / "dog" / "more");
   const std::string s = audit_data_dir(d.root.string()).summary(0, "/m/skipped.txt");
-  CHECK_THAT(s, Contains("2 folders in a class folder") && Contains("2 macOS ._ files") && Contains("2 failed to decode"));
+  CHECK_THAT(s, Contains("2 folders in a class folder") && Contains("2 macOS ._ files") &&
+                    Contains("2 failed to decode"));
 }
 
 TEST_CASE("audit: only decoding finds compressed data cut short, which the structure walk alone passes", "[audit]") {

@@ -1,0 +1,90 @@
+// e^x in float without a library call or a branch, so that the loops over it vectorise
+// (glibc's expf does not without -ffast-math). One range reduction and polynomial, two range
+// policies: exp_nonpositive for softmax's exponents (x <= 0, tiny results flushed to 0) and
+// exp_float for the exp-based unary ops (the whole float range, denormal results included).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#include "core/hd.h"
+
+namespace kiln::common {
+
+// 2^n for an integer-valued n in [-126, 127], from the exponent bits.
+KILN_HD float pow2_int(float n) {
+  const uint32_t bits = static_cast<uint32_t>(static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  memcpy(&scale, &bits, sizeof scale);
+  return scale;
+}
+
+// e^x as p * 2^n: Cody-Waite range reduction x = n ln2 + r, |r| <= ln2/2, then Taylor to r^7
+// (truncation 5e-9 relative); returns p and sets n (an integer, as a float). Needs |x| < 2^22 / log2(e).
+// Plain multiplies and adds in a fixed order, so every CPU (and every target_clones variant,
+// -ffp-contract=off) gives the same bits.
+KILN_HD float exp_parts(float x, float& n) {
+  const float kLog2e = 1.44269504088896341f;
+  const float kLn2Hi = 0.693145751953125f;  // few significant bits: 15 significant bits: n * kLn2Hi is exact for |n| <= 511
+  const float kLn2Lo = 1.42860682030941723212e-6f;
+  const float kRound = 12582912.0f;  // 1.5 * 2^23: adding it rounds to the nearest integer
+  const float t = x * kLog2e;
+  n = (t + kRound) - kRound;
+  const float r = (x - n * kLn2Hi) - n * kLn2Lo;
+  float p = 1.0f / 5040.0f;
+  p = p * r + 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  return p;
+}
+
+// e^x for x <= 0 (a softmax's exponents, after subtracting the row maximum; a scalar double
+// exp per element made the CPU's softmax-cross-entropy 3-15x slower than PyTorch's); within
+// 2 ulp of e^x on [-87, 0] (tested against double exp). Below -87, e^x < 1.7e-38 is returned
+// as 0: next to a softmax's largest term, 1, no float holds it. NaN stays NaN.
+KILN_HD float exp_nonpositive(float x) {
+  // Selects, not branches, so the loops vectorise. A NaN x fails the comparison and is
+  // reduced as -87 (n stays in [-126, 0]: 2^n a normal float), then returned as itself below.
+  const float xc = x >= -87.0f ? x : -87.0f;
+  float n;
+  const float p = exp_parts(xc, n);
+  return x >= -87.0f ? p * pow2_int(n) : (x < -87.0f ? 0.0f : x);
+}
+
+// e^x over every float: within 2 ulp where e^x is a normal float (tested against double exp),
+// rounded once into the denormals below -87.3, 0 below -103.98, +inf above 88.72, NaN as NaN.
+// 2^n is applied in two halves, each a normal float, so that results near both ends of the
+// range are neither flushed nor overflowed early.
+KILN_HD float exp_float(float x) {
+  const float kMax = 88.72283935546875f;  // the largest float whose e^x is finite
+  const float xc = x > -104.0f ? (x < kMax ? x : kMax) : -104.0f;  // NaN: reduced as -104, returned below
+  float n;
+  const float p = exp_parts(xc, n);                                   // n in [-150, 128]
+  const float kRound = 12582912.0f;
+  const float half = (n * 0.5f + kRound) - kRound;                    // in [-75, 64]
+  const float y = (p * pow2_int(half)) * pow2_int(n - half);
+  return x > kMax ? INFINITY : (x == x ? y : x);
+}
+
+// tanh(x) from the same exponential, vectorisable: an odd polynomial below |x| = 0.625 (Cephes'
+// tanhf coefficients, where 1 - 2 / (e^2x + 1) would cancel), 1 - 2 / (e^2|x| + 1) with x's
+// sign above (+-1 from |x| = 9 on, e^2|x| = inf past 44). Within 3 ulp of tanh (tested).
+KILN_HD float tanh_float(float x) {
+  const float a = x < 0.0f ? -x : x;
+  const float z = x * x;
+  float p = -5.70498872745e-3f;
+  p = p * z + 2.06390887954e-2f;
+  p = p * z - 5.37397155531e-2f;
+  p = p * z + 1.33314422036e-1f;
+  p = p * z - 3.33332819422e-1f;
+  const float small = x * (1.0f + z * p);  // x * (...), not x + ...: tanh(-0) is -0
+  const float big = 1.0f - 2.0f / (exp_float(2.0f * a) + 1.0f);
+  return a < 0.625f ? small : (x < 0.0f ? -big : big);  // NaN: big is NaN
+}
+
+}  // namespace kiln::common
