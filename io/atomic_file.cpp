@@ -63,6 +63,12 @@ std::string unreadable_reason(const std::string& path) {
 }
 
 void write_atomic(const std::string& path, const std::function<void(const std::string& tmp)>& write) {
+  // Said in a user's words before the writer fails on its temporary name (HDF5's message named
+  // "f.h5.tmp7818", its open flags and errno 2).
+  std::error_code dir_ec;
+  const std::string dir = directory_of(path);
+  KILN_CHECK(fs::is_directory(dir, dir_ec), "cannot write '", path, "': the folder '", dir, "' ",
+             fs::exists(dir, dir_ec) ? "is not a folder" : "does not exist (create it first)");
   const std::string tmp = temporary_path(path);
   try {
     write(tmp);

@@ -89,10 +89,14 @@ TEST_CASE("write_atomic: a failing writer leaves the old file and removes its te
   CHECK(t.entries() == 1);
 }
 
-TEST_CASE("write_atomic refuses a directory that does not exist, naming the file", "[atomic_file]") {
+TEST_CASE("write_atomic refuses a directory that does not exist, naming the file and the folder", "[atomic_file]") {
   TempDir t;
-  const std::string path = (fs::path(t.dir) / "missing" / "d.txt").string();
-  CHECK_THROWS_WITH(io::write_file_atomic(path, "x"), Contains("cannot write '" + path + ".tmp"));
+  const std::string dir = (fs::path(t.dir) / "missing").string(), path = dir + "/d.txt";
+  // The file a user named and the folder to create, not the temporary name (HDF5 said "d.h5.tmp<pid>").
+  CHECK_THROWS_WITH(io::write_file_atomic(path, "x"),
+                    Contains("cannot write '" + path + "': the folder '" + dir + "' does not exist (create it first)"));
+  std::ofstream(dir) << "a file where the folder should be";
+  CHECK_THROWS_WITH(io::write_file_atomic(path, "x"), Contains("the folder '" + dir + "' is not a folder"));
 }
 
 TEST_CASE("is_temporary_name knows what a killed writer leaves", "[atomic_file]") {
