@@ -23,14 +23,14 @@ KILN_HD float binary_apply(BinaryOp op, float a, float b) {
   return 0.0f;
 }
 
-// Unary math in fp32. exp, tanh, sigmoid and silu use kiln's own exponential (exp.h: plain
-// arithmetic, so the CPU's loops vectorise; within 2-3 ulp); log and gelu's erf the platform's
-// libm (glibc on the CPU, CUDA's on the GPU). CPU and GPU agree to a few ulp, not bit for bit
+// Unary math in fp32. exp, log, tanh, sigmoid and silu use kiln's own exp.h (plain arithmetic,
+// so the CPU's loops vectorise; within 2 ulp); gelu's erf is the platform's libm (glibc on the
+// CPU, CUDA's on the GPU). CPU and GPU agree to a few ulp, not bit for bit
 // (nvcc contracts multiply-adds). sigmoid saturates to exactly 0 and 1 as torch's.
 KILN_HD float unary_apply(UnaryOp op, float x) {
   switch (op) {
     case UnaryOp::exp: return exp_float(x);
-    case UnaryOp::log: return logf(x);
+    case UnaryOp::log: return log_float(x);
     case UnaryOp::sqrt: return sqrtf(x);
     case UnaryOp::tanh: return tanh_float(x);
     case UnaryOp::sigmoid: return 1.0f / (1.0f + exp_float(-x));

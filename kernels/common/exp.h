@@ -1,7 +1,7 @@
-// e^x in float without a library call or a branch, so that the loops over it vectorise
-// (glibc's expf does not without -ffast-math). One range reduction and polynomial, two range
-// policies: exp_nonpositive for softmax's exponents (x <= 0, tiny results flushed to 0) and
-// exp_float for the exp-based unary ops (the whole float range, denormal results included).
+// e^x (and tanh and log) in float without a library call or a branch, so that the loops over
+// them vectorise (glibc's expf and logf do not without -ffast-math). One range reduction and
+// polynomial, two range policies: exp_nonpositive for softmax's exponents (x <= 0, tiny results
+// flushed to 0) and exp_float for the unary ops (the whole float range, denormals included).
 #pragma once
 
 #include <cmath>
@@ -85,6 +85,56 @@ KILN_HD float tanh_float(float x) {
   const float small = x * (1.0f + z * p);  // x * (...), not x + ...: tanh(-0) is -0
   const float big = 1.0f - 2.0f / (exp_float(2.0f * a) + 1.0f);
   return a < 0.625f ? small : (x < 0.0f ? -big : big);  // NaN: big is NaN
+}
+
+// log(x) without a library call, vectorisable: x = m 2^e with m in [sqrt(1/2), sqrt(2)), then
+// Cephes' logf polynomial in m - 1 and e ln2 added in two parts. A denormal x is its mantissa
+// bits as an integer times 2^-149. log(0) = -inf, log(x < 0) = NaN, log(inf) = inf, NaN kept.
+// Within 2 ulp (tested). The selects are on integers and the arms hold no float arithmetic:
+// GCC left the loop scalar ("control flow in loop") for a conditional float multiply.
+KILN_HD float log_float(float x) {
+  uint32_t xbits;
+  memcpy(&xbits, &x, sizeof xbits);
+  // Masks, not ?:, for the two cases: GCC moved the int-to-float conversion into a branch of
+  // its own (a conversion "could trap") and then could not vectorise the loop.
+  const uint32_t tiny = (xbits & 0x7f800000u) == 0 ? 0xffffffffu : 0u;  // denormal or zero
+  const float as_int = static_cast<float>(static_cast<int32_t>(xbits & 0x007fffffu));  // exact: < 2^23
+  uint32_t ibits;
+  memcpy(&ibits, &as_int, sizeof ibits);
+  const uint32_t bits = (ibits & tiny) | (xbits & ~tiny);
+  int32_t e = static_cast<int32_t>((bits >> 23) & 0xffu) - 127 - static_cast<int32_t>(149u & tiny);
+  uint32_t mbits = (bits & 0x007fffffu) | 0x3f800000u;  // the mantissa as a float in [1, 2)
+  const uint32_t high = mbits > 0x3fb504f3u ? 0xffffffffu : 0u;  // m > sqrt(2): m / 2 and e + 1
+  mbits -= 0x00800000u & high;
+  e += static_cast<int32_t>(1u & high);
+  float m;
+  memcpy(&m, &mbits, sizeof m);
+  const float fe = static_cast<float>(e);
+  const float f = m - 1.0f, z = f * f;
+  float p = 7.0376836292e-2f;
+  p = p * f - 1.1514610310e-1f;
+  p = p * f + 1.1676998740e-1f;
+  p = p * f - 1.2420140846e-1f;
+  p = p * f + 1.4249322787e-1f;
+  p = p * f - 1.6668057665e-1f;
+  p = p * f + 2.0000714765e-1f;
+  p = p * f - 2.4999993993e-1f;
+  p = p * f + 3.3333331174e-1f;
+  float y = f * z * p;
+  y = y + fe * -2.12194440e-4f;
+  y = y - 0.5f * z;
+  const float r = (f + y) + fe * 0.693359375f;
+  // The result by mask too: r chosen by ?: was computed only where it is returned, and that
+  // branch (float arithmetic "could trap") kept the loop scalar.
+  const float special = x == 0.0f ? -INFINITY : (x < 0.0f ? NAN : x);  // 0, negative; inf and NaN as x
+  const uint32_t ok = 0u - static_cast<uint32_t>((x > 0.0f) & (x < INFINITY));  // no &&: its branch came back
+  uint32_t rbits, sbits;
+  memcpy(&rbits, &r, sizeof rbits);
+  memcpy(&sbits, &special, sizeof sbits);
+  const uint32_t out = (rbits & ok) | (sbits & ~ok);
+  float result;
+  memcpy(&result, &out, sizeof result);
+  return result;
 }
 
 }  // namespace kiln::common

@@ -84,6 +84,31 @@ TEST_CASE("exp_float and tanh_float are within 2 and 3 ulp over the float range,
   CHECK(std::isnan(common::tanh_float(nan)));
 }
 
+TEST_CASE("log_float is within 2 ulp from the denormals to the largest float, with IEEE's ends", "[softmax][ops]") {
+  double worst = 0;
+  float at = 0;
+  const int64_t steps = int64_t{1} << 21;
+  for (int64_t i = 0; i <= steps; ++i) {  // x = 2^k, k over [-149, 128): every binade, denormals too
+    const float x = static_cast<float>(std::exp2(-149.0 + 276.99 * static_cast<double>(i) / static_cast<double>(steps)));
+    const double want = std::log(static_cast<double>(x));
+    if (want == 0) continue;
+    const double u = ulps(std::abs(common::log_float(x)), std::abs(want));
+    if (u > worst) worst = u, at = x;
+  }
+  INFO("worst " << worst << " ulp at x = " << at);
+  CHECK(worst <= 2.0);
+  CHECK(worst > 0.0);
+  for (const float x : {0.999f, 1.0001f, 1.5f, 0.75f})  // near 1, where log is small: relative error
+    CHECK(std::abs(common::log_float(x) / std::log(static_cast<double>(x)) - 1.0) < 3e-7);
+  const float inf = std::numeric_limits<float>::infinity();
+  CHECK(common::log_float(1.0f) == 0.0f);
+  CHECK(common::log_float(0.0f) == -inf);
+  CHECK(common::log_float(inf) == inf);
+  CHECK(std::isnan(common::log_float(-1.0f)));
+  CHECK(std::isnan(common::log_float(-inf)));
+  CHECK(std::isnan(common::log_float(std::numeric_limits<float>::quiet_NaN())));
+}
+
 TEST_CASE("softmax and cross-entropy on the CPU give the serial row math's bits and float64's values", "[softmax]") {
   // 37 rows of 1000 classes (chunks of 256 and a tail of 232; rows * cols above the serial
   // cut, so rows run in parallel), logits spread over +-40 so some terms underflow.
