@@ -109,6 +109,34 @@ TEST_CASE("log_float is within 2 ulp from the denormals to the largest float, wi
   CHECK(std::isnan(common::log_float(std::numeric_limits<float>::quiet_NaN())));
 }
 
+TEST_CASE("erfc_nonnegative is within 8 ulp, normal_cdf within 12 and below -2 within 2e-5", "[softmax][ops]") {
+  double worst_erfc = 0, worst_cdf = 0, worst_tail = 0;
+  float at_erfc = 0, at_cdf = 0;
+  const int64_t steps = int64_t{1} << 20;
+  for (int64_t i = 0; i <= steps; ++i) {
+    const float z = static_cast<float>(9.0 * static_cast<double>(i) / static_cast<double>(steps));  // erfc(9) = 4e-37
+    const double u = ulps(common::erfc_nonnegative(z), std::erfc(static_cast<double>(z)));
+    if (u > worst_erfc) worst_erfc = u, at_erfc = z;
+    const float x = static_cast<float>(-12.0 + 24.0 * static_cast<double>(i) / static_cast<double>(steps));
+    const double want = 0.5 * std::erfc(-static_cast<double>(x) / std::sqrt(2.0));
+    if (x >= -2.0f) {
+      const double v = ulps(common::normal_cdf(x), want);
+      if (v > worst_cdf) worst_cdf = v, at_cdf = x;
+    } else {  // the float x / sqrt(2) is off by up to half an ulp, and erfc's slope there is 2z times its value
+      worst_tail = std::max(worst_tail, std::abs(common::normal_cdf(x) / want - 1.0));
+    }
+  }
+  INFO("erfc: worst " << worst_erfc << " ulp at " << at_erfc << "; cdf: worst " << worst_cdf << " ulp at " << at_cdf
+                      << ", below -2 " << worst_tail << " relative");
+  CHECK(worst_erfc <= 8.0);
+  CHECK(worst_cdf <= 12.0);  // erfc's 6 and the rounding of x / sqrt(2)
+  CHECK(worst_tail <= 2e-5);  // torch's float gelu, 1 + erf(x / sqrt 2), cancels to nothing there
+  CHECK(common::normal_cdf(0.0f) == 0.5f);
+  CHECK(common::normal_cdf(20.0f) == 1.0f);
+  CHECK(common::normal_cdf(-20.0f) == 0.0f);
+  CHECK(std::isnan(common::normal_cdf(std::numeric_limits<float>::quiet_NaN())));
+}
+
 TEST_CASE("softmax and cross-entropy on the CPU give the serial row math's bits and float64's values", "[softmax]") {
   // 37 rows of 1000 classes (chunks of 256 and a tail of 232; rows * cols above the serial
   // cut, so rows run in parallel), logits spread over +-40 so some terms underflow.
