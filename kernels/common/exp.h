@@ -26,7 +26,7 @@ KILN_HD float pow2_int(float n) {
 // -ffp-contract=off) gives the same bits.
 KILN_HD float exp_parts(float x, float& n) {
   const float kLog2e = 1.44269504088896341f;
-  const float kLn2Hi = 0.693145751953125f;  // few significant bits: 15 significant bits: n * kLn2Hi is exact for |n| <= 511
+  const float kLn2Hi = 0.693145751953125f;  // 15 significant bits: n * kLn2Hi is exact for |n| <= 511
   const float kLn2Lo = 1.42860682030941723212e-6f;
   const float kRound = 12582912.0f;  // 1.5 * 2^23: adding it rounds to the nearest integer
   const float t = x * kLog2e;
