@@ -143,6 +143,7 @@ KILN_HD float log_float(float x) {
 // e^(-z^2) = e^(-s^2) e^(-(z - s)(z + s)). Within 8 ulp up to z = 9 (tested: 6.0); 0 past ~10.
 // gelu's CDF is erfc(-x/sqrt 2) / 2, so erf itself (which cancels near 0) is never formed.
 KILN_HD float erfc_nonnegative(float z) {
+  z = z > 11.0f ? 11.0f : z;  // erfc(11) rounds to 0; an infinite z made (z - s) NaN. NaN stays.
   const float t = 1.0f / (1.0f + 0.5f * z);
   float p = 0.17087277f;
   p = p * t - 0.82215223f;

@@ -128,6 +128,15 @@ def test_unary_math_matches_torch_forward_and_gradient(name):
         assert abs(kiln.from_dlpack(np.array([-1.5, 2.0], np.float32))).tolist() == [1.5, 2.0]
 
 
+def test_unary_math_at_infinities_nan_zeros_and_denormals_is_torchs():
+    v = np.array([np.inf, -np.inf, np.nan, 0.0, -0.0, 1e-40, 100.0, -100.0, -1.0], np.float32)
+    for name in ["exp", "log", "sqrt", "tanh", "sigmoid", "gelu", "silu", "abs"]:
+        got = getattr(kiln, name)(kiln.from_dlpack(v.copy())).tolist()
+        want = (getattr(torch, name, None) or getattr(torch.nn.functional, name))(torch.from_numpy(v.copy())).tolist()
+        for g, w in zip(got, want):  # NaN where torch has NaN; otherwise within a few ulp (exact at the ends)
+            assert (g != g and w != w) or g == pytest.approx(w, rel=1e-6, abs=0), (name, got, want)
+
+
 def test_a_scalar_on_the_left_is_one_op_with_torchs_gradient():
     torch.manual_seed(2)
     x = torch.rand(4, 3) + 0.5

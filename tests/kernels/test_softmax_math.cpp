@@ -135,6 +135,9 @@ TEST_CASE("erfc_nonnegative is within 8 ulp, normal_cdf within 12 and below -2 w
   CHECK(common::normal_cdf(0.0f) == 0.5f);
   CHECK(common::normal_cdf(20.0f) == 1.0f);
   CHECK(common::normal_cdf(-20.0f) == 0.0f);
+  CHECK(common::normal_cdf(std::numeric_limits<float>::infinity()) == 1.0f);  // gelu(inf) = inf, not NaN
+  CHECK(common::normal_cdf(-std::numeric_limits<float>::infinity()) == 0.0f);
+  CHECK(common::erfc_nonnegative(std::numeric_limits<float>::infinity()) == 0.0f);
   CHECK(std::isnan(common::normal_cdf(std::numeric_limits<float>::quiet_NaN())));
 }
 
