@@ -69,8 +69,8 @@ void broadcast_rows(const std::string& size, const Tensor& a, const Tensor& b, T
 }
 
 // The unary math ops at one size (`a` in [-1, 1]; log and sqrt on |a| + 0.1, their domain),
-// forward, against double-precision math; rows "<op>/<size>". Bound by their libm calls
-// (expf, logf, tanhf, erff per element), not by memory, which their %roof shows.
+// forward, against double-precision math; rows "<op>/<size>". Those past sqrt and abs are
+// bound by their arithmetic (kernels/common/exp.h's polynomials), not memory, as %roof shows.
 void unary_rows(const std::string& size, const Tensor& a_host, Tensor& out, const Options& opt, const MachineLimits& m,
                 SuiteResult& res) {
   kiln::Backend& be = kiln::backend_for(bench_device(opt));
@@ -195,7 +195,7 @@ SuiteResult run_elementwise(const Options& opt, const MachineLimits& m) {
       time_checked_row(std::move(r), opt, m, res, [&] { be.binary(kiln::BinaryOp::add, a, b, out); });
     }
     broadcast_rows(s.name, a, b, out, ap, bp, opt, m, res);
-    if (s.name == "conv3_3") unary_rows(s.name, a_host, out, opt, m, res);  // one size: they take libm's time
+    if (s.name == "conv3_3") unary_rows(s.name, a_host, out, opt, m, res);  // one size: eight rows more
     // The fills against the stream's element functions (core/philox.h), U(0, 1) and N(0, 1) so
     // that a + b * draw adds no rounding: uniform exact everywhere, normal exact on the CPU
     // (the same libm) and within a few ulp on a GPU (its logf and sincosf).

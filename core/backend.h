@@ -127,8 +127,8 @@ class Backend {
   virtual void broadcast_to(const Tensor& x, Tensor& out) = 0;
   // y = op(x) elementwise (kernels/common/elementwise.h); float32 or bfloat16, x and y alike.
   virtual void unary(UnaryOp op, const Tensor& x, Tensor& y) = 0;
-  // dx = dy * op'(x), from x and y = op(x) (x is undefined where the op's gradient reads only y:
-  // common::unary_backward_reads_input).
+  // dx = dy * op'(x), from x or y = op(x): the one unary_backward_reads_input (core/op_params.h)
+  // names is defined, the other not.
   virtual void unary_backward(UnaryOp op, const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx) = 0;
   // y = max(x, 0).
   virtual void relu(const Tensor& x, Tensor& y) = 0;

@@ -198,21 +198,19 @@ const char* unary_name(UnaryOp op) {
   return "?";
 }
 
-// Keeps the input or the output, whichever the op's gradient reads.
+// Keeps the input or the output, whichever the op's gradient reads (unary_backward_reads_input).
 struct UnaryNode final : Node {
   explicit UnaryNode(UnaryOp op) : Node(unary_name(op)), op(op) {}
   UnaryOp op;
-  SavedTensor x, y;
+  SavedTensor saved;  // x or y
   std::vector<Tensor> apply(const Tensor& dy) override {
     Tensor dx = Tensor::empty(dy.shape(), like(dy));
-    const bool reads_x = unary_backward_reads_input(op);  // only that one was saved
-    backend_for(dy.device()).unary_backward(op, reads_x ? x.get() : Tensor(), reads_x ? Tensor() : y.get(), dy, dx);
+    const Tensor t = saved.get();
+    const bool reads_x = unary_backward_reads_input(op);
+    backend_for(dy.device()).unary_backward(op, reads_x ? t : Tensor(), reads_x ? Tensor() : t, dy, dx);
     return {dx};
   }
-  void release_saved() override {
-    x.reset();
-    y.reset();
-  }
+  void release_saved() override { saved.reset(); }
 };
 
 Tensor unary(UnaryOp op, const Tensor& x) {
@@ -221,8 +219,7 @@ Tensor unary(UnaryOp op, const Tensor& x) {
   backend_for(x.device()).unary(op, x, y);
   if (autograd::needs_grad({&x})) {
     auto node = std::make_shared<UnaryNode>(op);
-    if (unary_backward_reads_input(op)) node->x = x.detach();
-    else node->y = y.detach();
+    node->saved = (unary_backward_reads_input(op) ? x : y).detach();
     node->next = {autograd::edge_for(x)};
     autograd::set_history(y, node);
   }

@@ -33,7 +33,7 @@ KILN_HD float unary_apply(UnaryOp op, float x) {
     case UnaryOp::log: return log_float(x);
     case UnaryOp::sqrt: return sqrtf(x);
     case UnaryOp::tanh: return tanh_float(x);
-    case UnaryOp::sigmoid: return 1.0f / (1.0f + exp_float(-x));
+    case UnaryOp::sigmoid: return sigmoid_float(x);
     case UnaryOp::gelu: return x * normal_cdf(x);
     case UnaryOp::silu: return x / (1.0f + exp_float(-x));
     case UnaryOp::abs: return fabsf(x);
@@ -54,7 +54,7 @@ KILN_HD float unary_backward(UnaryOp op, float x, float y, float dy) {
       return dy * (1.0f - t * t);
     }
     case UnaryOp::sigmoid: {
-      const float s = 1.0f / (1.0f + exp_float(-x));
+      const float s = sigmoid_float(x);
       return dy * (s * (1.0f - s));
     }
     case UnaryOp::gelu: {
@@ -63,7 +63,7 @@ KILN_HD float unary_backward(UnaryOp op, float x, float y, float dy) {
       return dy * (cdf + x * pdf);
     }
     case UnaryOp::silu: {
-      const float s = 1.0f / (1.0f + exp_float(-x));
+      const float s = sigmoid_float(x);
       return dy * (s * (1.0f + x * (1.0f - s)));
     }
     case UnaryOp::abs: return x > 0.0f ? dy : (x < 0.0f ? -dy : 0.0f);

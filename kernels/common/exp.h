@@ -12,13 +12,20 @@
 
 namespace kiln::common {
 
-// 2^n for an integer-valued n in [-126, 127], from the exponent bits.
-KILN_HD float pow2_int(float n) {
-  const uint32_t bits = static_cast<uint32_t>(static_cast<int32_t>(n) + 127) << 23;
-  float scale;
-  memcpy(&scale, &bits, sizeof scale);
-  return scale;
+// A float's bits and back (memcpy: the defined way, compiled to a register move).
+KILN_HD uint32_t bits_of(float f) {
+  uint32_t u;
+  memcpy(&u, &f, sizeof u);
+  return u;
 }
+KILN_HD float float_of(uint32_t u) {
+  float f;
+  memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+// 2^n for an integer-valued n in [-126, 127], from the exponent bits.
+KILN_HD float pow2_int(float n) { return float_of(static_cast<uint32_t>(static_cast<int32_t>(n) + 127) << 23); }
 
 // e^x as p * 2^n: Cody-Waite range reduction x = n ln2 + r, |r| <= ln2/2, then Taylor to r^7
 // (truncation 5e-9 relative); returns p and sets n (an integer, as a float). Needs |x| < 2^22 / log2(e).
@@ -93,22 +100,18 @@ KILN_HD float tanh_float(float x) {
 // Within 2 ulp (tested). The selects are on integers and the arms hold no float arithmetic:
 // GCC left the loop scalar ("control flow in loop") for a conditional float multiply.
 KILN_HD float log_float(float x) {
-  uint32_t xbits;
-  memcpy(&xbits, &x, sizeof xbits);
+  const uint32_t xbits = bits_of(x);
   // Masks, not ?:, for the two cases: GCC moved the int-to-float conversion into a branch of
   // its own (a conversion "could trap") and then could not vectorise the loop.
   const uint32_t tiny = (xbits & 0x7f800000u) == 0 ? 0xffffffffu : 0u;  // denormal or zero
-  const float as_int = static_cast<float>(static_cast<int32_t>(xbits & 0x007fffffu));  // exact: < 2^23
-  uint32_t ibits;
-  memcpy(&ibits, &as_int, sizeof ibits);
+  const uint32_t ibits = bits_of(static_cast<float>(static_cast<int32_t>(xbits & 0x007fffffu)));  // exact: < 2^23
   const uint32_t bits = (ibits & tiny) | (xbits & ~tiny);
   int32_t e = static_cast<int32_t>((bits >> 23) & 0xffu) - 127 - static_cast<int32_t>(149u & tiny);
   uint32_t mbits = (bits & 0x007fffffu) | 0x3f800000u;  // the mantissa as a float in [1, 2)
   const uint32_t high = mbits > 0x3fb504f3u ? 0xffffffffu : 0u;  // m > sqrt(2): m / 2 and e + 1
   mbits -= 0x00800000u & high;
   e += static_cast<int32_t>(1u & high);
-  float m;
-  memcpy(&m, &mbits, sizeof m);
+  const float m = float_of(mbits);
   const float fe = static_cast<float>(e);
   const float f = m - 1.0f, z = f * f;
   float p = 7.0376836292e-2f;
@@ -128,13 +131,7 @@ KILN_HD float log_float(float x) {
   // branch (float arithmetic "could trap") kept the loop scalar.
   const float special = x == 0.0f ? -INFINITY : (x < 0.0f ? NAN : x);  // 0, negative; inf and NaN as x
   const uint32_t ok = 0u - static_cast<uint32_t>((x > 0.0f) & (x < INFINITY));  // no &&: its branch came back
-  uint32_t rbits, sbits;
-  memcpy(&rbits, &r, sizeof rbits);
-  memcpy(&sbits, &special, sizeof sbits);
-  const uint32_t out = (rbits & ok) | (sbits & ~ok);
-  float result;
-  memcpy(&result, &out, sizeof result);
-  return result;
+  return float_of((bits_of(r) & ok) | (bits_of(special) & ~ok));
 }
 
 // erfc(z) for z >= 0 (Numerical Recipes' erfcc: t = 1 / (1 + z/2), erfc = t e^(-z^2 + P(t)),
@@ -155,15 +152,14 @@ KILN_HD float erfc_nonnegative(float z) {
   p = p * t + 0.37409196f;
   p = p * t + 1.00002368f;
   p = p * t - 1.26551223f;
-  uint32_t zbits;
-  memcpy(&zbits, &z, sizeof zbits);
-  const uint32_t sbits = zbits & 0xfffff000u;
-  float s;
-  memcpy(&s, &sbits, sizeof s);
+  const float s = float_of(bits_of(z) & 0xfffff000u);
   // Two factors: p - s^2 as one exponent rounded p's bits away (an ulp of 67 is 7.6e-6); the
   // small parts, p and (z - s)(z + s), share one.
   return t * exp_float(p - (z - s) * (z + s)) * exp_float(-(s * s));
 }
+
+// 1 / (1 + e^-x): sigmoid's value, and the factor silu's and both their gradients take.
+KILN_HD float sigmoid_float(float x) { return 1.0f / (1.0f + exp_float(-x)); }
 
 // The standard normal CDF, Phi(x) = erfc(-x / sqrt 2) / 2, by erfc_nonnegative of |x| / sqrt 2:
 // within 12 ulp above x = -2, 2e-5 relative below (x / sqrt 2 rounded to a float; torch's float

@@ -131,8 +131,8 @@ void CpuBackend::binary_scalar(BinaryOp op, const Tensor& a, float s, Tensor& ou
 
 namespace {
 
-// The unary ops call libm per element (expf, logf, tanhf, erff): GCC leaves these loops
-// scalar without -ffast-math, so they are threaded from fewer elements than the streaming ones.
+// The unary ops cost tens of flops an element (kernels/common/exp.h's polynomials), more than
+// a streaming op's one, so their loops are threaded from fewer elements.
 template <UnaryOp Op, typename T>
 KILN_CPU_CLONES
 void unary_loop(const T* x, T* y, int64_t n) {
