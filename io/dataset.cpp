@@ -63,12 +63,12 @@ std::string skip_reason(const SkippedFile& f) {
   return "";
 }
 
-std::string skip_group(const SkippedFile& f) {
+std::string skip_group(const SkippedFile& f, bool many) {
   using Why = SkippedFile::Why;
   switch (f.why) {
     case Why::unsupported: return f.detail.empty() ? "without extension" : "unsupported ." + f.detail;
-    case Why::hidden: return is_resource_fork(f.path) ? "macOS ._ file" : "hidden";
-    case Why::folder: return "folder in a class folder";
+    case Why::hidden: return is_resource_fork(f.path) ? (many ? "macOS ._ files" : "macOS ._ file") : "hidden";
+    case Why::folder: return many ? "folders in a class folder" : "folder in a class folder";
     case Why::outside_class: return "not in a class folder";
     case Why::empty: return "empty";
     case Why::undecodable: return "failed to decode";

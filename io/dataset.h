@@ -42,8 +42,9 @@ struct SkippedFile {
 };
 // The reason as a user reads it: "unsupported format .webp (kiln reads .jpg, .jpeg, .png, .bmp)".
 std::string skip_reason(const SkippedFile& f);
-// The reason's group, for counts: "unsupported .webp", "macOS ._ file", "failed to decode".
-std::string skip_group(const SkippedFile& f);
+// The reason's group, for counts: "unsupported .webp", "macOS ._ file", "failed to decode";
+// with `many`, the form that follows a count above 1 ("macOS ._ files", "folders in a class folder").
+std::string skip_group(const SkippedFile& f, bool many = false);
 
 // A folder-per-class scan that says what it passed over.
 struct FolderScan {

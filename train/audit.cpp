@@ -254,17 +254,20 @@ std::string split_line(const SplitAudit& sp) {
 
 // "3 files (2 unsupported .webp, 1 failed to decode)".
 std::string skipped_counts(const std::vector<io::SkippedFile>& skipped) {
-  std::map<std::string, int64_t> groups;
-  for (const io::SkippedFile& f : skipped) ++groups[io::skip_group(f)];
-  std::vector<std::pair<std::string, int64_t>> order(groups.begin(), groups.end());
-  std::stable_sort(order.begin(), order.end(), [](const auto& a, const auto& b) { return a.second > b.second; });
+  // Each group's count and a file of it, whose group is said in the count's number.
+  std::map<std::string, std::pair<int64_t, const io::SkippedFile*>> groups;
+  for (const io::SkippedFile& f : skipped) {
+    auto& [count, example] = groups[io::skip_group(f)];
+    ++count;
+    example = &f;
+  }
+  std::vector<std::pair<int64_t, const io::SkippedFile*>> order;
+  for (const auto& [name, g] : groups) order.push_back(g);
+  std::stable_sort(order.begin(), order.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
   std::string out = plural(static_cast<int64_t>(skipped.size()), "file", "files") + " (";
   for (size_t i = 0; i < order.size(); ++i) {
-    // The groups that end or start in a noun take its plural: "2 macOS ._ files", "2 folders in ...".
-    std::string g = order[i].first;
-    if (order[i].second > 1 && g.size() > 5 && g.compare(g.size() - 5, 5, " file") == 0) g += "s";
-    if (order[i].second > 1 && g.rfind("folder ", 0) == 0) g.insert(6, "s");
-    out += (i ? ", " : "") + std::to_string(order[i].second) + " " + g;
+    const auto& [count, example] = order[i];
+    out += (i ? ", " : "") + std::to_string(count) + " " + io::skip_group(*example, count > 1);
   }
   return out + ")";
 }
