@@ -73,6 +73,14 @@ nb::typed<nb::tuple, int, nb::ellipsis> shape_tuple(const Tensor& t) {
   return nb::typed<nb::tuple, int, nb::ellipsis>(nb::tuple(l));
 }
 
+// float(t) and int(t) of more than one element: ValueError, as torch and NumPy raise
+// (kiln.Error is a RuntimeError).
+void one_value(const char* what, const Tensor& t) {
+  if (t.numel() != 1)
+    throw nb::value_error((std::string(what) + ": only a one-element tensor converts, this is " + t.description() +
+                           "; take t.tolist() for its values").c_str());
+}
+
 void bind_tensor_class(nb::module_& m) {
   nb::class_<Tensor>(m, "Tensor",
                      "A kiln tensor: contiguous, row-major (images NHWC), on one device, with autograd state. "
@@ -100,19 +108,14 @@ void bind_tensor_class(nb::module_& m) {
                                       " elements is ambiguous; compare its item() or tolist()").c_str());
              return t.item() != 0;
            })
-      // ValueError for more than one element, as torch and NumPy raise (kiln.Error is a RuntimeError).
       .def("__float__", [](const Tensor& t) {
-             if (t.numel() != 1)
-               throw nb::value_error(("float(): only a one-element tensor converts, this is " + t.description() +
-                                      "; take t.tolist() for its values").c_str());
+             one_value("float()", t);
              return t.item();
            })
       // Integers exactly (item() goes through a double: 2**63 - 1 came back as -2**63); a
       // float as Python's int(float) does: NaN and infinities raise, large values stay exact.
       .def("__int__", [](const Tensor& t) -> nb::object {
-             if (t.numel() != 1)
-               throw nb::value_error(("int(): only a one-element tensor converts, this is " + t.description() +
-                                      "; take t.tolist() for its values").c_str());
+             one_value("int()", t);
              if (t.dtype() == DType::i64 || t.dtype() == DType::i32 || t.dtype() == DType::u8)
                return nb::int_(t.cpu().to(DType::i64).to_vector<int64_t>()[0]);
              PyObject* i = PyLong_FromDouble(t.item());
