@@ -59,8 +59,7 @@ KILN_HD float unary_backward(UnaryOp op, float x, float y, float dy) {
     }
     case UnaryOp::gelu: {
       const float cdf = normal_cdf(x);
-      const float pdf = 0.39894228040143268f * exp_float(-0.5f * x * x);
-      return dy * (cdf + x * pdf);
+      return dy * (cdf + x * normal_pdf(x));
     }
     case UnaryOp::silu: {
       const float s = sigmoid_float(x);

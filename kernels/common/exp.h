@@ -1,7 +1,8 @@
 // e^x (and tanh and log) in float without a library call or a branch, so that the loops over
 // them vectorise (glibc's expf and logf do not without -ffast-math). One range reduction and
-// polynomial, two range policies: exp_nonpositive for softmax's exponents (x <= 0, tiny results
-// flushed to 0) and exp_float for the unary ops (the whole float range, denormals included).
+// polynomial, three range policies: exp_nonpositive for softmax's exponents (x <= 0, tiny results
+// flushed to 0), exp_float for the unary ops (the whole float range, denormals included) and
+// exp_split for e^(-x^2) (gelu's CDF and density), whose exponent would be rounded as one float.
 #pragma once
 
 #include <cmath>
@@ -27,18 +28,8 @@ KILN_HD float float_of(uint32_t u) {
 // 2^n for an integer-valued n in [-126, 127], from the exponent bits.
 KILN_HD float pow2_int(float n) { return float_of(static_cast<uint32_t>(static_cast<int32_t>(n) + 127) << 23); }
 
-// e^x as p * 2^n: Cody-Waite range reduction x = n ln2 + r, |r| <= ln2/2, then Taylor to r^7
-// (truncation 5e-9 relative); returns p and sets n (an integer, as a float). Needs |x| < 2^22 / log2(e).
-// Plain multiplies and adds in a fixed order, so every CPU (and every target_clones variant,
-// -ffp-contract=off) gives the same bits.
-KILN_HD float exp_parts(float x, float& n) {
-  const float kLog2e = 1.44269504088896341f;
-  const float kLn2Hi = 0.693145751953125f;  // 15 significant bits: n * kLn2Hi is exact for |n| <= 511
-  const float kLn2Lo = 1.42860682030941723212e-6f;
-  const float kRound = 12582912.0f;  // 1.5 * 2^23: adding it rounds to the nearest integer
-  const float t = x * kLog2e;
-  n = (t + kRound) - kRound;
-  const float r = (x - n * kLn2Hi) - n * kLn2Lo;
+// e^r for |r| <= ln2/2 (a reduced argument): Taylor to r^7 (truncation 5e-9 relative).
+KILN_HD float exp_reduced(float r) {
   float p = 1.0f / 5040.0f;
   p = p * r + 1.0f / 720.0f;
   p = p * r + 1.0f / 120.0f;
@@ -48,6 +39,22 @@ KILN_HD float exp_parts(float x, float& n) {
   p = p * r + 1.0f;
   p = p * r + 1.0f;
   return p;
+}
+
+// Cody-Waite's constants, shared by every reduction below.
+inline constexpr float kLog2e = 1.44269504088896341f;
+inline constexpr float kLn2Hi = 0.693145751953125f;  // 15 significant bits: n * kLn2Hi is exact for |n| <= 511
+inline constexpr float kLn2Lo = 1.42860682030941723212e-6f;
+inline constexpr float kRound = 12582912.0f;  // 1.5 * 2^23: adding it rounds to the nearest integer
+
+// e^x as p * 2^n: Cody-Waite range reduction x = n ln2 + r, |r| <= ln2/2, then exp_reduced;
+// returns p and sets n (an integer, as a float). Needs |x| < 2^22 / log2(e).
+// Plain multiplies and adds in a fixed order, so every CPU (and every target_clones variant,
+// -ffp-contract=off) gives the same bits.
+KILN_HD float exp_parts(float x, float& n) {
+  const float t = x * kLog2e;
+  n = (t + kRound) - kRound;
+  return exp_reduced((x - n * kLn2Hi) - n * kLn2Lo);
 }
 
 // e^x for x <= 0 (a softmax's exponents, after subtracting the row maximum; a scalar double
@@ -72,7 +79,6 @@ KILN_HD float exp_float(float x) {
   const float xc = x > -104.0f ? (x < kMax ? x : kMax) : -104.0f;  // NaN: reduced as -104, returned below
   float n;
   const float p = exp_parts(xc, n);                                   // n in [-150, 128]
-  const float kRound = 12582912.0f;
   const float half = (n * 0.5f + kRound) - kRound;                    // in [-75, 64]
   const float y = (p * pow2_int(half)) * pow2_int(n - half);
   return x > kMax ? INFINITY : (x == x ? y : x);
@@ -134,28 +140,38 @@ KILN_HD float log_float(float x) {
   return float_of((bits_of(r) & ok) | (bits_of(special) & ~ok));
 }
 
+// e^(a + b) for an a in [-122, 0] that is exact (a product of two floats of 12 significant bits)
+// and a small b (|b| <= 2): one reduction and one polynomial where exp_float(a) * exp_float(b)
+// took two. a - n ln2's high part is exact where a is large (by Sterbenz's lemma and a's bits), so the
+// large exponent is never rounded; the sum is, once, in r + b (under an ulp of 2). Results below
+// 2^-126 are rounded once into the denormals (2^n applied in two normal halves).
+KILN_HD float exp_split(float a, float b) {
+  const float n = ((a + b) * kLog2e + kRound) - kRound;  // in [-179, 3]
+  const float p = exp_reduced(((a - n * kLn2Hi) - n * kLn2Lo) + b);
+  const float half = (n * 0.5f + kRound) - kRound;
+  return (p * pow2_int(half)) * pow2_int(n - half);
+}
+
+// x with its low 12 mantissa bits cleared: its square is exact, so e^(-x^2) can be split as
+// e^(-s^2) e^(-(x - s)(x + s)) without the rounding of x^2 (an ulp of 67 is 7.6e-6) in the exponent.
+KILN_HD float high_half(float x) { return float_of(bits_of(x) & 0xfffff000u); }
+
 // erfc(z) for z >= 0 (Numerical Recipes' erfcc: t = 1 / (1 + z/2), erfc = t e^(-z^2 + P(t)),
-// fractional error under 1.2e-7 in exact arithmetic), with -z^2 split so that float rounding
-// of z^2 does not grow with z: s is z with its low 12 mantissa bits cleared, s^2 is exact, and
-// e^(-z^2) = e^(-s^2) e^(-(z - s)(z + s)). Within 8 ulp up to z = 9 (tested: 6.0); 0 past ~10.
-// gelu's CDF is erfc(-x/sqrt 2) / 2, so erf itself (which cancels near 0) is never formed.
+// fractional error under 1.2e-7 in exact arithmetic), with -z^2 split by high_half. Within 8 ulp
+// up to z = 9 (tested: 5.7); 0 past ~10. P's high terms by Estrin (a shorter dependency chain:
+// 1.9x faster with exp_split than Horner and two exp_float), its last two by Horner (Estrin
+// throughout cost 1.2 ulp near z = 8). gelu's CDF is erfc(-x/sqrt 2) / 2, so erf itself (which
+// cancels near 0) is never formed.
 KILN_HD float erfc_nonnegative(float z) {
   z = z > 11.0f ? 11.0f : z;  // erfc(11) rounds to 0; an infinite z made (z - s) NaN. NaN stays.
   const float t = 1.0f / (1.0f + 0.5f * z);
-  float p = 0.17087277f;
-  p = p * t - 0.82215223f;
-  p = p * t + 1.48851587f;
-  p = p * t - 1.13520398f;
-  p = p * t + 0.27886807f;
-  p = p * t - 0.18628806f;
-  p = p * t + 0.09678418f;
-  p = p * t + 0.37409196f;
-  p = p * t + 1.00002368f;
-  p = p * t - 1.26551223f;
-  const float s = float_of(bits_of(z) & 0xfffff000u);
-  // Two factors: p - s^2 as one exponent rounded p's bits away (an ulp of 67 is 7.6e-6); the
-  // small parts, p and (z - s)(z + s), share one.
-  return t * exp_float(p - (z - s) * (z + s)) * exp_float(-(s * s));
+  const float t2 = t * t;
+  const float c23 = 0.37409196f + 0.09678418f * t, c45 = -0.18628806f + 0.27886807f * t;
+  const float c67 = -1.13520398f + 1.48851587f * t, c89 = -0.82215223f + 0.17087277f * t;
+  const float high = (c23 + c45 * t2) + (c67 + c89 * t2) * (t2 * t2);
+  const float p = -1.26551223f + t * (1.00002368f + t * high);
+  const float s = high_half(z);
+  return t * exp_split(-(s * s), p - (z - s) * (z + s));
 }
 
 // 1 / (1 + e^-x): sigmoid's value, and the factor silu's and both their gradients take.
@@ -167,6 +183,15 @@ KILN_HD float sigmoid_float(float x) { return 1.0f / (1.0f + exp_float(-x)); }
 KILN_HD float normal_cdf(float x) {
   const float e = erfc_nonnegative((x < 0.0f ? -x : x) * 0.70710678118654752f);
   return x < 0.0f ? 0.5f * e : 1.0f - 0.5f * e;
+}
+
+// The standard normal density, e^(-x^2/2) / sqrt(2 pi), with x^2 split by high_half: within
+// 3 ulp (tested: 2.2); 0 from |x| = 15.6 on (e^-121.7 is below every float), NaN kept.
+KILN_HD float normal_pdf(float x) {
+  const float a = x < 0.0f ? -x : x;
+  const float c = a > 15.6f ? 15.6f : a;  // an infinite x made (c - s) NaN
+  const float s = high_half(c);
+  return 0.39894228040143268f * exp_split(-0.5f * (s * s), -0.5f * ((c - s) * (c + s)));
 }
 
 }  // namespace kiln::common

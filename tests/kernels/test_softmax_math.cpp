@@ -141,6 +141,25 @@ TEST_CASE("erfc_nonnegative is within 8 ulp, normal_cdf within 12 and below -2 w
   CHECK(std::isnan(common::normal_cdf(std::numeric_limits<float>::quiet_NaN())));
 }
 
+TEST_CASE("normal_pdf is within 3 ulp where it is a normal float, 0 far out", "[softmax][ops]") {
+  double worst = 0;
+  float at = 0;
+  const int64_t steps = int64_t{1} << 20;
+  for (int64_t i = 0; i <= steps; ++i) {  // e^(-x^2/2) / sqrt(2 pi) is a normal float up to |x| = 13.2
+    const float x = static_cast<float>(-13.0 + 26.0 * static_cast<double>(i) / static_cast<double>(steps));
+    const double xd = static_cast<double>(x);
+    const double u = ulps(common::normal_pdf(x), std::exp(-0.5 * xd * xd) / std::sqrt(2.0 * M_PI));
+    if (u > worst) worst = u, at = x;
+  }
+  INFO("worst " << worst << " ulp at " << at);
+  CHECK(worst <= 3.0);  // exp_float(-0.5f * x * x) was 65 ulp off near |x| = 12: x * x rounded in the exponent
+  const float inf = std::numeric_limits<float>::infinity();
+  CHECK(common::normal_pdf(0.0f) == 0.39894228040143268f);
+  CHECK(common::normal_pdf(20.0f) == 0.0f);
+  CHECK(common::normal_pdf(-inf) == 0.0f);
+  CHECK(std::isnan(common::normal_pdf(std::numeric_limits<float>::quiet_NaN())));
+}
+
 TEST_CASE("softmax and cross-entropy on the CPU give the serial row math's bits and float64's values", "[softmax]") {
   // 37 rows of 1000 classes (chunks of 256 and a tail of 232; rows * cols above the serial
   // cut, so rows run in parallel), logits spread over +-40 so some terms underflow.
