@@ -3,7 +3,6 @@
 // CUDA backend produce the same stream element by element, in any order, on any thread.
 #pragma once
 
-#include <cmath>
 #include <cstdint>
 
 #include "core/hd.h"
@@ -67,37 +66,6 @@ KILN_HD float philox_uniform(PhiloxState s, uint64_t i) {
 KILN_HD void philox_uniform4(PhiloxState s, uint64_t block, float out[4]) {
   const Philox4 b = philox_block(s.seed, s.offset + block);
   for (int k = 0; k < 4; ++k) out[k] = bits_to_unit_float(b.v[k]);
-}
-
-// Box-Muller's radius from the first word of a pair: u1 in (0, 1] so the log is finite.
-KILN_HD float box_muller_radius(uint32_t word) {
-  const float u1 = (static_cast<float>(word >> 8) + 1.0f) * (1.0f / 16777216.0f);
-  return sqrtf(-2.0f * logf(u1));
-}
-
-// Box-Muller's angle from the second word of a pair.
-KILN_HD float box_muller_angle(uint32_t word) { return 6.2831853071795864f * bits_to_unit_float(word); }
-
-// The i-th standard normal number of the stream at `s` (Box-Muller on word pairs).
-// CPU and CUDA agree to within a few ulp (libm vs CUDA's logf/sincosf), not bit for bit.
-KILN_HD float philox_normal(PhiloxState s, uint64_t i) {
-  const Philox4 b = philox_block(s.seed, s.offset + i / 4);
-  const unsigned pair = static_cast<unsigned>(i % 4) / 2;
-  const float r = box_muller_radius(philox_word(b, 2 * pair));
-  const float theta = box_muller_angle(philox_word(b, 2 * pair + 1));
-  return (i % 2 == 0) ? r * cosf(theta) : r * sinf(theta);
-}
-
-// Elements 4 * block .. 4 * block + 3 of philox_normal's stream, bit for bit, from one
-// Philox block and two logarithms instead of four of each: VGG16's 138M draws spent most
-// of their time there.
-KILN_HD void philox_normal4(PhiloxState s, uint64_t block, float out[4]) {
-  const Philox4 b = philox_block(s.seed, s.offset + block);
-  for (int pair = 0; pair < 2; ++pair) {
-    const float r = box_muller_radius(b.v[2 * pair]), theta = box_muller_angle(b.v[2 * pair + 1]);
-    out[2 * pair] = r * cosf(theta);
-    out[2 * pair + 1] = r * sinf(theta);
-  }
 }
 
 }  // namespace kiln

@@ -10,7 +10,6 @@
 #include <algorithm>
 #include <cstring>
 
-#include "core/philox.h"
 #include "kernels/common/convert.h"
 
 namespace kiln::cpu {
@@ -136,34 +135,6 @@ void CpuBackend::broadcast_scalar(const Tensor& scalar, float scale, Tensor& t) 
   const int64_t n = t.numel();
 #pragma omp parallel for schedule(static) if (n > 65536)
   for (int64_t i = 0; i < n; ++i) p[i] = v;
-}
-
-namespace {
-
-// p[i] = a + b * draw(i) over n elements, a Philox block (four elements) at a time:
-// block(s, k, v) writes elements 4k .. 4k + 3 of the stream into v.
-template <typename Block>
-void fill_by_blocks(float* p, int64_t n, PhiloxState s, float a, float b, Block block) {
-  const int64_t blocks = (n + 3) / 4;
-#pragma omp parallel for schedule(static) if (n > 16384)
-  for (int64_t k = 0; k < blocks; ++k) {
-    float v[4];
-    block(s, static_cast<uint64_t>(k), v);
-    const int64_t m = std::min<int64_t>(4, n - 4 * k);
-    for (int64_t j = 0; j < m; ++j) p[4 * k + j] = a + b * v[j];
-  }
-}
-
-}  // namespace
-
-void CpuBackend::fill_uniform(Tensor& t, PhiloxState s, float lo, float hi) {
-  fill_by_blocks(t.data<float>(), t.numel(), s, lo, hi - lo,
-                 [](PhiloxState st, uint64_t k, float* v) { philox_uniform4(st, k, v); });
-}
-
-void CpuBackend::fill_normal(Tensor& t, PhiloxState s, float mean, float std) {
-  fill_by_blocks(t.data<float>(), t.numel(), s, mean, std,
-                 [](PhiloxState st, uint64_t k, float* v) { philox_normal4(st, k, v); });
 }
 
 }  // namespace kiln::cpu

@@ -5,6 +5,7 @@
 
 #include "kernels/common/adam.h"
 #include "kernels/common/elementwise.h"
+#include "kernels/common/normal.h"
 #include "kernels/common/sgd.h"
 #include "kernels/common/softmax.h"
 #include "kernels/cpu/cpu_backend.h"
@@ -214,8 +215,8 @@ void dropout_loop(const Tensor& x, float keep, PhiloxState s, Tensor& y) {
   auto* py = raw(y.data<T>());
   const int64_t n = x.numel(), blocks = (n + 3) / 4;
   // A Philox block gives the mask of four elements (one per element took four times the work).
-  // Its own loop, not cpu_backend.cpp's fill_by_blocks: in a helper the OpenMP region left this
-  // ISA-cloned function and dropout/conv1_2 ran 113 ms instead of 40 (2026-12-05).
+  // Its own loop, not a helper's: in a helper the OpenMP region left this ISA-cloned function
+  // and dropout/conv1_2 ran 113 ms instead of 40 (2026-12-05).
 #pragma omp parallel for schedule(static) if (n > 16384)
   for (int64_t k = 0; k < blocks; ++k) {
     float u[4];
@@ -223,6 +224,38 @@ void dropout_loop(const Tensor& x, float keep, PhiloxState s, Tensor& y) {
     const int64_t m = std::min<int64_t>(4, n - 4 * k);
     for (int64_t j = 0; j < m; ++j)
       py[4 * k + j] = from_f32<raw_t<T>>(common::dropout_given(to_f32(px[4 * k + j]), u[j], keep));
+  }
+}
+
+// fill_uniform and fill_normal, 64 Philox blocks (256 numbers) at a time: the blocks' words in
+// one loop, the numbers from them in a second, both vectorised (the OpenMP region inside the
+// ISA-cloned function, as dropout_loop's). Block by block, with libm's log, cos and sin per
+// Box-Muller pair, fill_normal took 9.3 ns a number on one core; this, 1.6 (2026-12-06).
+template <bool Normal>
+KILN_CPU_CLONES
+void fill_loop(float* p, int64_t n, PhiloxState s, float a, float b) {
+  constexpr int64_t kBlocks = 64;
+  const int64_t blocks = (n + 3) / 4, chunks = (blocks + kBlocks - 1) / kBlocks;
+#pragma omp parallel for schedule(static) if (n > 16384)
+  for (int64_t c = 0; c < chunks; ++c) {
+    const int64_t first = c * kBlocks, m = std::min(kBlocks, blocks - first);
+    uint32_t w[4][kBlocks];
+    for (int64_t j = 0; j < m; ++j) {
+      const Philox4 q = philox_block(s.seed, s.offset + static_cast<uint64_t>(first + j));
+      for (int k = 0; k < 4; ++k) w[k][j] = q.v[k];
+    }
+    float v[4 * kBlocks];
+    for (int64_t j = 0; j < m; ++j) {
+      if constexpr (Normal) {
+        common::box_muller(w[0][j], w[1][j], v[4 * j], v[4 * j + 1]);
+        common::box_muller(w[2][j], w[3][j], v[4 * j + 2], v[4 * j + 3]);
+      } else {
+        for (int k = 0; k < 4; ++k) v[4 * j + k] = bits_to_unit_float(w[k][j]);
+      }
+    }
+    const int64_t count = std::min(4 * kBlocks, n - 4 * first);
+    float* out = p + 4 * first;
+    for (int64_t i = 0; i < count; ++i) out[i] = a + b * v[i];
   }
 }
 
@@ -245,6 +278,14 @@ void relu_bf16_bits(const Tensor& x, Tensor& y) {
 void CpuBackend::relu(const Tensor& x, Tensor& y) {
   if (x.dtype() == DType::bf16) return relu_bf16_bits(x, y);
   relu_loop<float>(x, y);
+}
+
+void CpuBackend::fill_uniform(Tensor& t, PhiloxState s, float lo, float hi) {
+  fill_loop<false>(t.data<float>(), t.numel(), s, lo, hi - lo);
+}
+
+void CpuBackend::fill_normal(Tensor& t, PhiloxState s, float mean, float std) {
+  fill_loop<true>(t.data<float>(), t.numel(), s, mean, std);
 }
 
 void CpuBackend::relu_backward(const Tensor& y, const Tensor& dy, Tensor& dx) {

@@ -8,6 +8,7 @@
 #include "kernels/common/broadcast.h"
 #include "kernels/common/convert.h"
 #include "kernels/common/elementwise.h"
+#include "kernels/common/normal.h"
 #include "kernels/common/pack.h"
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/cuda_context.h"
@@ -73,7 +74,7 @@ __global__ void uniform_kernel(float* p, PhiloxState s, float lo, float span, in
 
 __global__ void normal_kernel(float* p, PhiloxState s, float mean, float std, int64_t n) {
   for (int64_t i = global_thread(); i < n; i += grid_threads())
-    p[i] = __fadd_rn(mean, __fmul_rn(std, philox_normal(s, static_cast<uint64_t>(i))));
+    p[i] = __fadd_rn(mean, __fmul_rn(std, common::philox_normal(s, static_cast<uint64_t>(i))));
 }
 
 // T is float or BFloat16 (fp32 math, one rounding on the store; for float both casts are no-ops).

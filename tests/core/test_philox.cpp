@@ -1,9 +1,11 @@
 // Philox4x32-10 against the Random123 known-answer vectors, the stream addressing, and
 // the GPU's copy of the same math where a GPU exists.
 #include <catch2/catch.hpp>
+#include <algorithm>
 #include <cmath>
 
 #include "core/kiln.h"
+#include "kernels/common/normal.h"
 #if defined(KILN_HAS_CUDA)
 #include "kernels/cuda/cuda_info.h"
 #endif
@@ -56,7 +58,7 @@ TEST_CASE("fills and dropout masks made a Philox block at a time equal the strea
     const PhiloxState z_at{at.seed, at.offset + static_cast<uint64_t>((n + 3) / 4)};
     for (int64_t i = 0; i < n; ++i) {
       REQUIRE(u[i] == philox_uniform(at, static_cast<uint64_t>(i)));
-      REQUIRE(z[i] == philox_normal(z_at, static_cast<uint64_t>(i)));
+      REQUIRE(z[i] == common::philox_normal(z_at, static_cast<uint64_t>(i)));
     }
     // Dropout's mask too: element i kept when its uniform is below keep, then scaled.
     const Tensor x = Tensor::full(Shape{n}, 3.0f);
@@ -65,6 +67,32 @@ TEST_CASE("fills and dropout masks made a Philox block at a time equal the strea
     for (int64_t i = 0; i < n; ++i)
       REQUIRE(y[i] == (philox_uniform(d_at, static_cast<uint64_t>(i)) < 0.6f ? 3.0f * (1.0f / 0.6f) : 0.0f));
   }
+}
+
+TEST_CASE("Box-Muller's sine and cosine of a turn are within 1.2e-7, its normals within 1e-6 of double's", "[philox]") {
+  double worst_trig = 0, worst_normal = 0;
+  for (uint32_t k = 0; k < (1u << 24); k += 3) {  // u = k / 2^24: every third draw bits_to_unit_float gives
+    const float u = static_cast<float>(k) * (1.0f / 16777216.0f);
+    float s = 0, c = 0;
+    common::sincos_turns(u, s, c);
+    const double theta = 6.283185307179586 * static_cast<double>(u);
+    worst_trig = std::max({worst_trig, std::abs(s - std::sin(theta)), std::abs(c - std::cos(theta))});
+    const uint32_t w1 = (k * 2654435761u) & 0xffffff00u, w2 = k << 8;  // a spread of radii, every angle
+    float z0 = 0, z1 = 0;
+    common::box_muller(w1, w2, z0, z1);
+    const double r = std::sqrt(-2.0 * std::log((static_cast<double>(w1 >> 8) + 1.0) / 16777216.0));
+    worst_normal = std::max({worst_normal, std::abs(z0 - r * std::cos(theta)), std::abs(z1 - r * std::sin(theta))});
+  }
+  INFO("sin/cos worst " << worst_trig << ", normals worst " << worst_normal << " absolute");
+  CHECK(worst_trig <= 1.2e-7);  // a float near 1 is within 6e-8 of the value; Cephes' polynomials add 1 ulp
+  CHECK(worst_normal <= 1e-6);  // radius up to 5.8: a few ulp of it
+  float s = 1, c = 0;
+  common::sincos_turns(0.0f, s, c);
+  CHECK((s == 0.0f && c == 1.0f));
+  common::sincos_turns(0.25f, s, c);
+  CHECK((s == 1.0f && c == 0.0f));
+  common::sincos_turns(0.5f, s, c);
+  CHECK((s == 0.0f && c == -1.0f));
 }
 
 TEST_CASE("uniform and normal fills have the right moments", "[philox]") {
@@ -100,6 +128,23 @@ TEST_CASE("the GPU draws the same uniform stream as the CPU, bit for bit", "[phi
       Tensor::uniform(Shape{4099}, -1.0f, 3.0f, a, TensorOptions{DType::f32, Device::cuda(0)}).to_vector<float>();
   const std::vector<float> cpu = Tensor::uniform(Shape{4099}, -1.0f, 3.0f, b).to_vector<float>();
   for (size_t i = 0; i < gpu.size(); ++i) REQUIRE(gpu[i] == cpu[i]);
+#else
+  WARN("built without CUDA: CUDA case skipped");
+#endif
+}
+
+TEST_CASE("the GPU draws the CPU's normal stream to within a few ulp", "[philox][cuda]") {
+#if defined(KILN_HAS_CUDA)
+  if (cuda::device_count() == 0) {
+    WARN("no GPU found: CUDA case skipped");
+    return;
+  }
+  Generator a(987654321), b(987654321);
+  const std::vector<float> gpu =
+      Tensor::normal(Shape{4099}, 0.0f, 1.0f, a, TensorOptions{DType::f32, Device::cuda(0)}).to_vector<float>();
+  const std::vector<float> cpu = Tensor::normal(Shape{4099}, 0.0f, 1.0f, b).to_vector<float>();
+  for (size_t i = 0; i < gpu.size(); ++i)  // the same formula; nvcc contracts its multiply-adds
+    REQUIRE(std::abs(gpu[i] - cpu[i]) <= 1e-6f * std::max(1.0f, std::abs(cpu[i])));
 #else
   WARN("built without CUDA: CUDA case skipped");
 #endif
