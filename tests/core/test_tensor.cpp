@@ -147,6 +147,32 @@ TEST_CASE("element access checks rank and bounds", "[tensor][errors]") {
   REQUIRE_THROWS_WITH(Tensor::zeros(Shape{}).dim(0), Catch::Contains("0-d"));
 }
 
+TEST_CASE("error locations are relative to the repository root, python/ included", "[tensor][errors]") {
+  // Found by audit: the Python module's checks reported /work/main/python/src/tensor.cpp:31,
+  // the core's core/ops_nn.cpp:116.
+  const auto location = [](const char* file) {
+    try {
+      detail::throw_error(file, 7, "m");
+    } catch (const Error& e) {
+      return e.location();
+    }
+    return std::string();
+  };
+  const std::string self = __FILE__, tail = "tests/core/test_tensor.cpp";
+  REQUIRE(self.size() > tail.size());
+  const std::string root = self.substr(0, self.size() - tail.size());
+  CHECK(location(__FILE__) == "tests/core/test_tensor.cpp:7");
+  CHECK(location((root + "python/src/tensor.cpp").c_str()) == "python/src/tensor.cpp:7");
+  CHECK(location((root + "core/ops_nn.cpp").c_str()) == "core/ops_nn.cpp:7");
+  CHECK(location("/elsewhere/include/kiln/layers/layers.h") == "layers/layers.h:7");
+  try {
+    Tensor::zeros(Shape{2}).dim(3);
+    FAIL("dim(3) of a 1-d tensor did not throw");
+  } catch (const Error& e) {
+    CHECK(e.location().rfind("core/", 0) == 0);
+  }
+}
+
 TEST_CASE("printing shows dtype, shape, device and elided values", "[tensor]") {
   Tensor t = Tensor::arange(20).reshape(Shape{2, 10});
   const std::string s = t.str();
