@@ -8,6 +8,9 @@ namespace kiln {
 
 Optimizer::Optimizer(std::vector<ParameterRef> params, float lr) : params_(std::move(params)), lr_(lr) {
   KILN_CHECK(std::isfinite(lr) && lr >= 0, "optimizer: lr must be finite and >= 0, got ", lr);
+  // Its step() would change nothing, silently (torch.optim refuses an empty list too).
+  KILN_CHECK(!params_.empty(), "optimizer: no trainable parameters to update: the model's are all frozen, or it "
+             "has none; unfreeze the ones to train before making the optimizer");
   std::map<const void*, std::string> memory;  // one tensor under two names would be updated twice a step
   for (const ParameterRef& p : params_) {
     KILN_CHECK(p.tensor != nullptr && p.tensor->defined(), "optimizer: parameter '", p.name, "' has no tensor");

@@ -32,7 +32,7 @@ struct OptimizerStateRef {
 // it after moving the model to its device: the state lives beside each parameter.
 class Optimizer {
  public:
-  // Every ref must be trainable and name a tensor; names must be unique.
+  // At least one ref; every ref must be trainable and name a tensor; names must be unique.
   explicit Optimizer(std::vector<ParameterRef> params, float lr);
   virtual ~Optimizer() = default;
   Optimizer(const Optimizer&) = delete;

@@ -9,6 +9,17 @@ import pytest
 import kiln
 
 
+def test_an_optimizer_with_nothing_to_train_is_refused():
+    net = kiln.Sequential("net")
+    net.add(kiln.Linear("fc", 3, 2))
+    net.freeze("net/")
+    for make in (lambda: kiln.SGD(net, lr=0.1), lambda: kiln.Adam(net, lr=0.1)):
+        with pytest.raises(kiln.Error, match="no trainable parameters to update.*unfreeze"):
+            make()
+    net.unfreeze("net/fc/")
+    assert "2 parameters" in repr(kiln.SGD(net, lr=0.1))
+
+
 def test_error_locations_are_relative_to_the_repository_root():
     with pytest.raises(kiln.Error) as bound:  # checked in python/src, was /work/main/python/src/...
         kiln.zeros([2], dtype="float64")

@@ -136,6 +136,13 @@ TEST_CASE("optimizers take exactly the trainable parameters, and frozen ones sta
   // A frozen parameter handed over explicitly is refused, by name.
   REQUIRE_THROWS_WITH(SGD(net->parameters(), SgdOptions{0.1f}), Catch::Contains("net/fc1/weight") &&
                                                                     Catch::Contains("frozen"));
+  // Nothing to train is refused too (found by audit: SGD and Adam of a fully frozen model were
+  // accepted, and their steps changed nothing).
+  auto frozen = small_net(g);
+  frozen->freeze("net/");
+  REQUIRE_THROWS_WITH(SGD(*frozen, SgdOptions{0.1f}), Catch::Contains("no trainable parameters to update"));
+  REQUIRE_THROWS_WITH(Adam(std::vector<ParameterRef>{}, AdamOptions{0.01f}),
+                      Catch::Contains("no trainable parameters to update"));
 
   const auto before = snapshot(*net);
   for (Optimizer* opt : {static_cast<Optimizer*>(&sgd), static_cast<Optimizer*>(&adam)}) {
