@@ -276,7 +276,7 @@ Tensor& Tensor::set_requires_grad(bool r) {
   KILN_CHECK(!r || is_floating(dtype()), "set_requires_grad: only floating tensors can require grad, this is ",
              description());
   KILN_CHECK(is_leaf(), "set_requires_grad: only leaves can change requires_grad; this tensor was made by ",
-             grad_fn()->name());
+             grad_fn()->name(), " (detach() gives its values without the history, sharing memory)");
   impl().requires_grad = r;
   return *this;
 }

@@ -165,3 +165,13 @@ TEST_CASE("five layers with the first four frozen record nodes only for the last
   for (const Tensor& w : frozen_w) CHECK_FALSE(w.grad().defined());
   CHECK(autograd_stats().saved_bytes == before.saved_bytes);  // released after backward
 }
+
+TEST_CASE("requires_grad changes only on leaves, and the refusal names detach()", "[autograd][errors]") {
+  Tensor a = Tensor::ones(Shape{2}).set_requires_grad(true);
+  Tensor y = a * 2.0f;
+  CHECK_THROWS_WITH(y.set_requires_grad(false), Catch::Contains("only leaves can change requires_grad") &&
+                                                    Catch::Contains("made by mul_scalar") &&
+                                                    Catch::Contains("detach()"));
+  CHECK(y.requires_grad());
+  CHECK_FALSE(y.detach().set_requires_grad(false).requires_grad());
+}
