@@ -10,18 +10,27 @@
 
 namespace kiln::checks {
 
-// A convolution's geometry: stride >= 1, padding >= 0 (checked by the op, and by Conv2d
-// when it is made, so a bad layer is named before the first forward).
-inline void conv_params(const char* op, const Conv2dParams& p) {
-  KILN_CHECK(p.stride_h >= 1 && p.stride_w >= 1 && p.pad_h >= 0 && p.pad_w >= 0, op, ": stride must be >= 1 and "
-             "padding >= 0, got stride ", p.stride_h, "x", p.stride_w, " padding ", p.pad_h, "x", p.pad_w);
+// The largest stride, padding or kernel extent a window op takes: oneDNN and cuDNN hold them
+// as 32-bit ints (a stride of 2^31 failed inside oneDNN as "status 2", naming no argument).
+inline constexpr int64_t kMaxWindowArg = 2147483647;
+
+// A window argument (h, w) within [lo, kMaxWindowArg], or an error naming it and the range.
+inline void window_arg(const char* op, const char* what, int64_t h, int64_t w, int64_t lo) {
+  KILN_CHECK(h >= lo && w >= lo && h <= kMaxWindowArg && w <= kMaxWindowArg, op, ": ", what, " must be in [", lo,
+             ", ", kMaxWindowArg, "], got ", h, "x", w);
 }
 
-// A max pool's geometry: kernel and stride >= 1, padding in [0, kernel/2].
+// A convolution's geometry: stride in [1, 2^31 - 1], padding in [0, 2^31 - 1] (checked by
+// the op, and by Conv2d when it is made, so a bad layer is named before the first forward).
+inline void conv_params(const char* op, const Conv2dParams& p) {
+  window_arg(op, "stride", p.stride_h, p.stride_w, 1);
+  window_arg(op, "padding", p.pad_h, p.pad_w, 0);
+}
+
+// A max pool's geometry: kernel and stride in [1, 2^31 - 1], padding in [0, kernel/2].
 inline void pool_params(const char* op, const Pool2dParams& p) {
-  KILN_CHECK(p.kernel_h >= 1 && p.kernel_w >= 1 && p.stride_h >= 1 && p.stride_w >= 1, op,
-             ": kernel and stride must be >= 1, got kernel ", p.kernel_h, "x", p.kernel_w, " stride ", p.stride_h,
-             "x", p.stride_w);
+  window_arg(op, "kernel", p.kernel_h, p.kernel_w, 1);
+  window_arg(op, "stride", p.stride_h, p.stride_w, 1);
   KILN_CHECK(p.pad_h >= 0 && p.pad_w >= 0 && 2 * p.pad_h <= p.kernel_h && 2 * p.pad_w <= p.kernel_w, op,
              ": padding must be in [0, kernel/2], got ", p.pad_h, "x", p.pad_w, " for kernel ", p.kernel_h, "x",
              p.kernel_w);

@@ -124,6 +124,9 @@ Tensor conv2d_output(const char* op, const Tensor& x, const Tensor& w, const Ten
   const int64_t ow = window_out_size(x.dim(2), w.dim(2), p.stride_w, p.pad_w);
   KILN_CHECK(oh >= 1 && ow >= 1, op, ": kernel ", w.dim(1), "x", w.dim(2), " with padding ", p.pad_h, "x", p.pad_w,
              " does not fit input ", x.shape());
+  KILN_CHECK(oh <= checks::kMaxWindowArg && ow <= checks::kMaxWindowArg, op, ": padding ", p.pad_h, "x", p.pad_w,
+             " makes an output of ", oh, "x", ow, " per image, beyond the ", checks::kMaxWindowArg,
+             " per side oneDNN and cuDNN take");
   return Tensor::empty(Shape{x.dim(0), oh, ow, w.dim(0)}, like(x));
 }
 

@@ -62,6 +62,7 @@ Conv2d::Conv2d(std::string name, int64_t in, int64_t out, int64_t kernel, Conv2d
     : WeightLayer(std::move(name)), p_(p) {
   KILN_CHECK(in >= 1 && out >= 1 && kernel >= 1, "Conv2d ", this->name(), ": channels and kernel must be >= 1, got in ",
              in, " out ", out, " kernel ", kernel);
+  checks::window_arg(("Conv2d " + this->name()).c_str(), "kernel", kernel, kernel, 1);
   checks::conv_params(("Conv2d " + this->name()).c_str(), p);
   add_weights(init_weight(init, Shape{out, kernel, kernel, in}, gen), bias ? out : 0);
 }

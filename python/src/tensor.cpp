@@ -240,8 +240,14 @@ struct NoGrad {
 
 // An int, or a pair (h, w) of ints, as torch's conv and pooling arguments take: (h, w).
 std::pair<int64_t, int64_t> two_ints(const nb::handle& v, const char* what) {
-  // An int: a Python int or anything with __index__ (NumPy's integers), not a float.
-  const auto integer = [](const nb::handle& h) { return PyIndex_Check(h.ptr()) != 0; };
+  // An int: a Python int or anything whose __index__ gives one (NumPy's integers), not a
+  // float, nor a NumPy array of several values (it has __index__, which raises).
+  const auto integer = [](const nb::handle& h) {
+    PyObject* i = PyNumber_Index(h.ptr());
+    if (i == nullptr) PyErr_Clear();
+    Py_XDECREF(i);
+    return i != nullptr;
+  };
   // One int as int64; beyond its range a kiln.Error naming the argument (nanobind: bad_cast).
   const auto int64 = [&](const nb::handle& h) {
     int64_t n = 0;

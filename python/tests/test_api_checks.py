@@ -9,6 +9,28 @@ import pytest
 import kiln
 
 
+def test_window_arguments_out_of_range_name_the_argument_and_the_range():
+    x, w = kiln.ones([1, 8, 8, 3]), kiln.ones([4, 3, 3, 3])
+    # Found by audit: a NumPy array raised NumPy's "only size-1 arrays can be converted", and
+    # 2**40 reached oneDNN, which failed as "status 2".
+    with pytest.raises(kiln.Error, match=r"conv2d: stride must be an int or a pair \(h, w\) of ints, got array"):
+        kiln.conv2d(x, w, stride=np.array([1, 1]))
+    assert kiln.conv2d(x, w, stride=np.int64(2)).shape == (1, 3, 3, 4)
+    with pytest.raises(kiln.Error, match=r"conv2d: stride must be in \[1, 2147483647\], got 1099511627776x1099511627776"):
+        kiln.conv2d(x, w, stride=2**40)
+    with pytest.raises(kiln.Error, match=r"conv2d: padding must be in \[0, 2147483647\], got 0x1099511627776"):
+        kiln.conv2d(x, w, padding=(0, 2**40))
+    with pytest.raises(kiln.Error, match=r"max_pool2d: kernel must be in \[1, 2147483647\]"):
+        kiln.max_pool2d(x, kernel=np.int64(2**40))
+    with pytest.raises(kiln.Error, match=r"max_pool2d: stride must be in \[1, 2147483647\]"):
+        kiln.max_pool2d(x, stride=2**40)
+    with pytest.raises(kiln.Error, match=r"Conv2d c: stride must be in \[1, 2147483647\]"):
+        kiln.Conv2d("c", 3, 4, 3, stride=2**40)
+    with pytest.raises(kiln.Error, match=r"MaxPool2d p: kernel must be in \[1, 2147483647\]"):
+        kiln.MaxPool2d("p", 2**40)
+    assert kiln.conv2d(x, w, stride=2**31 - 1).shape == (1, 1, 1, 4)  # the range's end works
+
+
 def test_an_optimizer_with_nothing_to_train_is_refused():
     net = kiln.Sequential("net")
     net.add(kiln.Linear("fc", 3, 2))

@@ -62,7 +62,12 @@ TEST_CASE("bad op parameters are errors", "[ops][errors]") {
   REQUIRE_THROWS_WITH(Tensor::ones(Shape{int64_t{1} << 62}), Contains("would take more than 2^64 bytes"));
   REQUIRE_THROWS_WITH(reshape(Tensor::ones(Shape{0}), Shape{int64_t{1} << 62, 2, 2, 4}), Contains("2^63 - 1"));
   CHECK(reshape(Tensor::ones(Shape{0}), Shape{int64_t{1} << 62, 0}).numel() == 0);
+  // A padding past the int range oneDNN and cuDNN take is refused by name; an extent near
+  // 2^63 (an empty batch holds one) with padding still overflows, and is refused too.
   REQUIRE_THROWS_WITH(conv2d(x, Tensor::zeros(Shape{1, 1, 1, 1}), Tensor(), Conv2dParams{1, 1, INT64_MAX / 2 + 1, 0}),
+                      Contains("conv2d: padding must be in [0, 2147483647]"));
+  REQUIRE_THROWS_WITH(conv2d(Tensor::zeros(Shape{0, INT64_MAX - 1, 1, 1}), Tensor::zeros(Shape{1, 1, 1, 1}), Tensor(),
+                             Conv2dParams{1, 1, 1, 0}),
                       Contains("overflows 64-bit sizes"));
   Tensor w = Tensor::zeros(Shape{2});
   std::vector<SgdParamRef> refs = {{w, Tensor::zeros(Shape{3}), Tensor()}};
