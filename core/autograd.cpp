@@ -58,8 +58,8 @@ AutogradStats autograd_stats() { return AutogradStats{g_nodes_alive.load(), g_sa
 
 bool grad_enabled() { return t_grad_enabled; }
 
-NoGradGuard::NoGradGuard() : previous_(t_grad_enabled) { t_grad_enabled = false; }
-NoGradGuard::~NoGradGuard() { t_grad_enabled = previous_; }
+GradModeGuard::GradModeGuard(bool enabled) : previous_(t_grad_enabled) { t_grad_enabled = enabled; }
+GradModeGuard::~GradModeGuard() { t_grad_enabled = previous_; }
 
 namespace autograd {
 

@@ -85,18 +85,25 @@ AutogradStats autograd_stats();
 // Whether ops record graph nodes on this thread (true by default).
 bool grad_enabled();
 
-// Disables recording for its lifetime (inference, optimizer updates).
-class NoGradGuard {
+// Sets recording on or off for its lifetime: GradModeGuard(true) records again inside a
+// no-grad region (kiln.enable_grad: a trained part of an otherwise frozen forward).
+class GradModeGuard {
  public:
-  // Turns recording off on this thread, remembering whether it was on.
-  NoGradGuard();
+  // Sets recording on this thread to `enabled`, remembering what it was.
+  explicit GradModeGuard(bool enabled);
   // Restores what it found, so guards nest.
-  ~NoGradGuard();
-  NoGradGuard(const NoGradGuard&) = delete;
-  NoGradGuard& operator=(const NoGradGuard&) = delete;
+  ~GradModeGuard();
+  GradModeGuard(const GradModeGuard&) = delete;
+  GradModeGuard& operator=(const GradModeGuard&) = delete;
 
  private:
   bool previous_;
+};
+
+// Disables recording for its lifetime (inference, optimizer updates).
+class NoGradGuard : public GradModeGuard {
+ public:
+  NoGradGuard() : GradModeGuard(false) {}
 };
 
 namespace autograd {

@@ -11,6 +11,7 @@
 #include <variant>
 #include <vector>
 
+#include <nanobind/eval.h>
 #include <nanobind/operators.h>
 #include <nanobind/stl/optional.h>
 #include <nanobind/stl/string.h>
@@ -228,15 +229,67 @@ void bind_factories(nb::module_& m) {
   m.def("manual_seed", &kiln::manual_seed, arg("seed"), "Reseeds the default generator.");
 }
 
-// kiln.no_grad(): a context manager that stops ops from recording (NoGradGuard). One object
-// may be entered again inside itself (`with ng: with ng:`): each enter pushes a guard, each
-// exit pops the newest, so grad mode comes back as it was at each level.
-struct NoGrad {
-  NoGrad() = default;
-  NoGrad(const NoGrad&) = delete;  // std::vector's copy is declared for move-only elements too
-  NoGrad& operator=(const NoGrad&) = delete;
-  std::vector<std::unique_ptr<NoGradGuard>> guards;
+// kiln.no_grad() and kiln.enable_grad(): context managers that turn recording off or on
+// (GradModeGuard). One object may be entered again inside itself (`with ng: with ng:`): each
+// enter pushes a guard, each exit pops the newest, so grad mode comes back as it was at each level.
+template <bool Enabled>
+struct GradMode {
+  GradMode() = default;
+  GradMode(const GradMode&) = delete;  // std::vector's copy is declared for move-only elements too
+  GradMode& operator=(const GradMode&) = delete;
+  std::vector<std::unique_ptr<GradModeGuard>> guards;
 };
+
+// Called on a function, no_grad() and enable_grad() decorate it as torch's do. The wrapper is
+// a Python function, which nanobind's are not: functools.wraps keeps the name, docstring and
+// signature, and it binds as a method. Each call enters a fresh object of the mode, so a
+// decorated function is reentrant and runs on several threads at once. A generator function
+// is refused: its body runs after the call has returned, outside the mode.
+constexpr const char kGradModeDecorator[] = R"py(
+import functools, inspect
+def grad_mode_decorator(mode, fn):
+    name = "kiln." + mode.__name__ + "()"
+    if inspect.isgeneratorfunction(fn) or inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+        raise TypeError(f"{name} cannot decorate {fn.__qualname__}, a generator or coroutine function: its body "
+                        f"runs after the call has returned, outside the mode; write `with {name}:` inside it")
+    @functools.wraps(fn)
+    def in_mode(*args, **kwargs):
+        with mode():
+            return fn(*args, **kwargs)
+    return in_mode
+)py";
+
+// Binds GradMode<Enabled> as kiln.`name`; `decorate` is kGradModeDecorator's function.
+template <bool Enabled>
+void bind_grad_mode(nb::module_& m, const char* name, const char* doc, const nb::object& decorate) {
+  using Mode = GradMode<Enabled>;
+  nb::class_<Mode>(m, name, doc)
+      .def(nb::init<>())
+      .def("__enter__", [](Mode& g) { g.guards.push_back(std::make_unique<GradModeGuard>(Enabled)); })
+      .def("__exit__", [](Mode& g, nb::args) {
+        if (!g.guards.empty()) g.guards.pop_back();
+      })
+      .def("__call__", [decorate](const Mode&, nb::callable fn) { return decorate(nb::type<Mode>(), fn); },
+           arg("fn"), "As a decorator: the function runs in this mode at every call (as torch's).")
+      // "kiln.no_grad()", or while its `with` runs "kiln.no_grad(entered)" ("entered 2 times" inside itself).
+      .def("__repr__", [name](const Mode& g) {
+        const size_t n = g.guards.size();
+        return std::string("kiln.") + name + "(" +
+               (n == 0 ? "" : n == 1 ? "entered" : "entered " + std::to_string(n) + " times") + ")";
+      });
+}
+
+void bind_grad_modes(nb::module_& m) {
+  nb::dict scope;
+  scope["__builtins__"] = nb::handle(PyEval_GetBuiltins());
+  nb::exec(kGradModeDecorator, scope);
+  const nb::object decorate = scope["grad_mode_decorator"];
+  bind_grad_mode<false>(m, "no_grad", "Context manager or decorator: ops inside record no autograd graph "
+                        "(inference).", decorate);
+  bind_grad_mode<true>(m, "enable_grad", "Context manager or decorator: ops inside record autograd graphs, also "
+                       "within no_grad (a part that trains in a frozen forward).", decorate);
+  m.def("grad_enabled", &grad_enabled, "Whether ops record autograd graphs on this thread.");
+}
 
 // An int, or a pair (h, w) of ints, as torch's conv and pooling arguments take: (h, w).
 std::pair<int64_t, int64_t> two_ints(const nb::handle& v, const char* what) {
@@ -327,19 +380,6 @@ void bind_math_ops(nb::module_& m) {
   m.def("argmax", &argmax, arg("x"), Release(), "Index of the first maximum along the last dimension (int64).");
   m.def("reshape", [](const Tensor& x, const std::vector<int64_t>& s) { return reshape(x, to_shape(s)); },
         arg("x"), arg("shape"), Release(), "Same memory, new shape (one extent may be -1).");
-  nb::class_<NoGrad>(m, "no_grad", "Context manager: ops inside record no autograd graph (inference).")
-      .def(nb::init<>())
-      .def("__enter__", [](NoGrad& g) { g.guards.push_back(std::make_unique<NoGradGuard>()); })
-      .def("__exit__", [](NoGrad& g, nb::args) {
-        if (!g.guards.empty()) g.guards.pop_back();
-      })
-      // "kiln.no_grad()", or while its `with` runs "kiln.no_grad(entered)" ("entered 2 times" inside itself).
-      .def("__repr__", [](const NoGrad& g) {
-        const size_t n = g.guards.size();
-        return std::string("kiln.no_grad(") +
-               (n == 0 ? "" : n == 1 ? "entered" : "entered " + std::to_string(n) + " times") + ")";
-      });
-  m.def("grad_enabled", &grad_enabled, "Whether ops record autograd graphs on this thread.");
 }
 
 }  // namespace
@@ -349,6 +389,7 @@ void bind_tensor(nb::module_& m) {
   bind_factories(m);
   bind_nn_ops(m);
   bind_math_ops(m);
+  bind_grad_modes(m);
 }
 
 }  // namespace kiln::python

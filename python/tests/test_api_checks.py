@@ -31,6 +31,65 @@ def test_window_arguments_out_of_range_name_the_argument_and_the_range():
     assert kiln.conv2d(x, w, stride=2**31 - 1).shape == (1, 1, 1, 4)  # the range's end works
 
 
+class Model:
+    @kiln.no_grad()
+    def infer(self, x):
+        """Doubles x."""
+        return x * 2.0, kiln.grad_enabled()
+
+
+def test_no_grad_and_enable_grad_decorate_functions_and_methods():
+    x = kiln.ones([2])
+    x.requires_grad = True
+    y, enabled = Model().infer(x)
+    assert not y.requires_grad and not enabled and kiln.grad_enabled()
+    assert Model.infer.__name__ == "infer" and Model.infer.__doc__ == "Doubles x."
+
+    @kiln.enable_grad()
+    def trained_part(v):
+        return kiln.sum(v * v)
+
+    with kiln.no_grad():
+        loss = trained_part(x)
+        assert not kiln.grad_enabled()
+    assert loss.requires_grad
+    loss.backward()
+    assert x.grad.tolist() == [2.0, 2.0]
+
+    @kiln.no_grad()
+    def fails():
+        raise ValueError("inside")
+
+    with pytest.raises(ValueError, match="inside"):
+        fails()
+    assert kiln.grad_enabled()  # restored on the way out
+
+    # A fresh guard per call: threads and recursion do not share one object's stack.
+    seen = []
+    threads = [threading.Thread(target=lambda: seen.append(Model().infer(x)[1])) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert seen == [False] * 4 and kiln.grad_enabled()
+
+    def gen():
+        yield x * 2.0
+
+    with pytest.raises(TypeError, match=r"kiln.no_grad\(\) cannot decorate .*gen, a generator"):
+        kiln.no_grad()(gen)
+
+
+def test_enable_grad_nests_in_no_grad_and_says_whether_it_is_entered():
+    eg = kiln.enable_grad()
+    assert repr(eg) == "kiln.enable_grad()"
+    with kiln.no_grad():
+        with eg:
+            assert kiln.grad_enabled() and repr(eg) == "kiln.enable_grad(entered)"
+        assert not kiln.grad_enabled()
+    assert kiln.grad_enabled()
+
+
 def test_an_optimizer_with_nothing_to_train_is_refused():
     net = kiln.Sequential("net")
     net.add(kiln.Linear("fc", 3, 2))

@@ -120,6 +120,26 @@ TEST_CASE("requires_grad propagates and no-grad mode records nothing", "[autogra
   CHECK(grad_enabled());
 }
 
+TEST_CASE("GradModeGuard(true) records again inside a no-grad region, and guards restore on exit", "[autograd]") {
+  Tensor a = Tensor::ones(Shape{3}).set_requires_grad(true);
+  NoGradGuard off;
+  CHECK_FALSE((a * a).requires_grad());
+  {
+    GradModeGuard on(true);
+    CHECK(grad_enabled());
+    Tensor y = sum(a * a);
+    CHECK(y.requires_grad());
+    y.backward();
+    CHECK(a.grad().to_vector<float>() == std::vector<float>{2, 2, 2});
+    {
+      GradModeGuard off_again(false);
+      CHECK_FALSE(grad_enabled());
+    }
+    CHECK(grad_enabled());
+  }
+  CHECK_FALSE(grad_enabled());
+}
+
 TEST_CASE("an op with no input requiring grad records no node and saves nothing", "[autograd][frozen]") {
   Tensor x = Tensor::ones(Shape{2, 4, 4, 3});
   Tensor w = Tensor::ones(Shape{5, 3, 3, 3});
