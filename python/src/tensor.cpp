@@ -82,12 +82,55 @@ void one_value(const char* what, const Tensor& t) {
                            "; take t.tolist() for its values").c_str());
 }
 
+// The other operand of an arithmetic operator when it is not a kiln tensor: a number
+// (Python's, NumPy's scalars and 0-d arrays, a one-value torch tensor) as a float; nullopt for
+// what Python should offer the other operand (NotImplemented). An array (NumPy's, torch's) is
+// a TypeError naming the converter, in either order: torch converts an ndarray on its right
+// silently (a copy, float64 arithmetic) and fails with it on the left; kiln has no float64,
+// and its converter, kiln.from_dlpack, shares memory, so the conversion is the caller's.
+std::optional<float> scalar_operand(nb::handle other, const char* symbol, bool reflected) {
+  float s = 0;
+  const bool number = PyFloat_Check(other.ptr()) || PyLong_Check(other.ptr());
+  if (!number && (nb::hasattr(other, "__dlpack__") || nb::hasattr(other, "__array_interface__") ||
+                  nb::hasattr(other, "__array__"))) {
+    int64_t ndim = -1;
+    if (!nb::try_cast(nb::getattr(other, "ndim", nb::none()), ndim) || ndim != 0) {
+      const nb::handle t = other.type();  // "numpy.ndarray", "torch.Tensor"
+      const std::string type =
+          std::string(nb::str(t.attr("__module__")).c_str()) + "." + nb::str(t.attr("__qualname__")).c_str();
+      const std::string operands = reflected ? "'" + type + "' and 'kiln.Tensor'" : "'kiln.Tensor' and '" + type + "'";
+      throw nb::type_error(("unsupported operand types for " + std::string(symbol) + ": " + operands +
+                            "; kiln does not convert arrays implicitly: convert it with kiln.from_dlpack(array) "
+                            "(shares its memory; kiln takes float32, bfloat16, int32, int64 and uint8: convert a "
+                            "float64 one first, NumPy's a.astype(np.float32), torch's t.float())").c_str());
+    }
+  }
+  return nb::try_cast(other, s) ? std::optional(s) : std::nullopt;
+}
+
+// Tensor.`name`(other) for a non-tensor other (the tensor-tensor overload comes first): `op`
+// of the tensor and the number, or NotImplemented, or scalar_operand's TypeError.
+template <typename Op>
+void bind_scalar_operator(nb::class_<Tensor>& c, const char* name, const char* symbol, bool reflected, Op op) {
+  c.def(name, [symbol, reflected, op](const Tensor& a, nb::handle other) -> nb::object {
+          const std::optional<float> s = scalar_operand(other, symbol, reflected);
+          if (!s) return nb::not_implemented();
+          Tensor y;
+          {
+            nb::gil_scoped_release release;
+            y = op(a, *s);
+          }
+          return nb::cast(std::move(y));
+        },
+        nb::is_operator(), nb::sig((std::string("def ") + name + "(self, arg: float, /) -> Tensor").c_str()));
+}
+
 void bind_tensor_class(nb::module_& m) {
-  nb::class_<Tensor>(m, "Tensor",
+  nb::class_<Tensor> c(m, "Tensor",
                      "A kiln tensor: contiguous, row-major (images NHWC), on one device, with autograd state. "
-                     "Shares memory with NumPy and PyTorch through DLPack (kiln.from_dlpack, torch.from_dlpack).")
-      // torch.tensor(data)'s users reach for kiln.Tensor(data): say where tensors come from.
-      .def("__init__", [](Tensor*, nb::args, nb::kwargs) {
+                     "Shares memory with NumPy and PyTorch through DLPack (kiln.from_dlpack, torch.from_dlpack).");
+  // torch.tensor(data)'s users reach for kiln.Tensor(data): say where tensors come from.
+  c.def("__init__", [](Tensor*, nb::args, nb::kwargs) {
              throw nb::type_error("kiln.Tensor is not made directly: kiln.from_dlpack(array) shares a NumPy array's "
                                   "or a torch tensor's memory, and kiln.zeros/ones/full/uniform/normal make new ones");
            })
@@ -166,21 +209,18 @@ void bind_tensor_class(nb::module_& m) {
       .def(nb::self - nb::self, Release())
       .def(nb::self * nb::self, Release())
       .def(nb::self / nb::self, Release())
-      .def(nb::self + float(), Release())
-      .def(nb::self - float(), Release())
-      .def(nb::self * float(), Release())
-      .def(nb::self / float(), Release())
-      .def(float() * nb::self, Release())
-      // is_operator: another operand type gives NotImplemented, so Python's own TypeError
-      // ("unsupported operand type(s) for +: 'numpy.ndarray' and 'kiln.Tensor'"), not a
-      // list of nanobind signatures.
-      .def("__radd__", [](const Tensor& a, float s) { return add(a, s); }, nb::is_operator(), Release())
-      // s - a and s / a in one pass each (core's scalar-on-the-left ops); a bf16 a is computed
-      // in float32 with s as given and rounded once, as torch does and as a - s and a / s are.
-      .def("__rsub__", [](const Tensor& a, float s) { return sub(s, a); }, nb::is_operator(), Release())
-      .def("__rtruediv__", [](const Tensor& a, float s) { return div(s, a); }, nb::is_operator(), Release())
       .def("__neg__", [](const Tensor& a) { return mul(a, -1.0f); }, Release())
       .def("__abs__", [](const Tensor& a) { return kiln::abs(a); }, Release());
+  bind_scalar_operator(c, "__add__", "+", false, [](const Tensor& a, float s) { return add(a, s); });
+  bind_scalar_operator(c, "__sub__", "-", false, [](const Tensor& a, float s) { return sub(a, s); });
+  bind_scalar_operator(c, "__mul__", "*", false, [](const Tensor& a, float s) { return mul(a, s); });
+  bind_scalar_operator(c, "__truediv__", "/", false, [](const Tensor& a, float s) { return div(a, s); });
+  bind_scalar_operator(c, "__radd__", "+", true, [](const Tensor& a, float s) { return add(a, s); });
+  bind_scalar_operator(c, "__rmul__", "*", true, [](const Tensor& a, float s) { return mul(a, s); });
+  // s - a and s / a in one pass each (core's scalar-on-the-left ops); a bf16 a is computed
+  // in float32 with s as given and rounded once, as torch does and as a - s and a / s are.
+  bind_scalar_operator(c, "__rsub__", "-", true, [](const Tensor& a, float s) { return sub(s, a); });
+  bind_scalar_operator(c, "__rtruediv__", "/", true, [](const Tensor& a, float s) { return div(s, a); });
 }
 
 void bind_factories(nb::module_& m) {

@@ -9,6 +9,23 @@ import pytest
 import kiln
 
 
+@pytest.mark.parametrize("op", ["+", "-", "*", "/"])
+def test_a_numpy_array_operand_is_a_type_error_naming_from_dlpack_in_either_order(op):
+    t, a = kiln.ones([2, 3]), np.ones((2, 3), np.float32)
+    calc = {"+": lambda x, y: x + y, "-": lambda x, y: x - y, "*": lambda x, y: x * y, "/": lambda x, y: x / y}[op]
+    with pytest.raises(TypeError, match=rf"for \{op}: 'kiln.Tensor' and 'numpy.ndarray'.*kiln.from_dlpack\(array\)"):
+        calc(t, a)
+    with pytest.raises(TypeError, match=rf"for \{op}: 'numpy.ndarray' and 'kiln.Tensor'.*kiln.from_dlpack\(array\)"):
+        calc(a, t)
+    # Converted, it works; numbers (NumPy's scalars and 0-d arrays included) stay scalars.
+    assert calc(t, kiln.from_dlpack(a)).tolist() == calc(np.ones(6), np.ones(6)).tolist()
+    for s in (2, 2.0, np.float32(2), np.int64(2), np.array(2.0)):
+        assert calc(t, s).tolist() == [calc(1.0, 2.0)] * 6
+        assert calc(s, t).tolist() == [calc(2.0, 1.0)] * 6
+    with pytest.raises(TypeError):  # Python's own message (str's * says "can't multiply sequence")
+        calc(t, "2")
+
+
 def test_window_arguments_out_of_range_name_the_argument_and_the_range():
     x, w = kiln.ones([1, 8, 8, 3]), kiln.ones([4, 3, 3, 3])
     # Found by audit: a NumPy array raised NumPy's "only size-1 arrays can be converted", and
