@@ -222,21 +222,33 @@ PretrainedModel build_from_weights(const ModelSpec& spec, ModelOptions options, 
   const bool may_adapt = (p.options.head.empty() || p.options.head == "fc") && size != spec.default_image_size &&
                          !p.options.adaptive_pool;
   const auto probe = [&] { return io::import_weights(*p.model, path, start_import(spec, *p.model, keep_head, true)); };
+  // How many of `names` are below the head (not in its scope).
+  const auto below_head = [&](const std::vector<std::string>& names) {
+    return std::count_if(names.begin(), names.end(),
+                         [&](const std::string& n) { return n.rfind(spec.head_scope, 0) != 0; });
+  };
   std::optional<io::ImportReport> fit;
   if (may_adapt || keep_head) fit = probe();
   if (may_adapt && !in_scope(fit->mismatched, spec.head_scope)) {
+    // Kept only where pooling fits more of the file: a file made at a third size fits neither
+    // way, and its error then names the shapes of the model asked for, not those of pool5
+    // pooled to the published 7x7 (fc6 expecting 25088 inputs in a 32 px model).
+    const auto plain = below_head(fit->mismatched);
     p.options.adaptive_pool = true;
     p.model = build();
-    if (keep_head) fit = probe();
+    fit = probe();
+    if (below_head(fit->mismatched) >= plain) {
+      p.options.adaptive_pool = false;
+      p.model = build();
+      fit.reset();
+    }
   }
-  // keep_head: the probe's import is the start (a head of other classes skipped) unless a
-  // layer below the head is shaped otherwise; then, as without keep_head, the import with the
-  // head skipped and nothing else, which names each such layer in its error.
-  if (keep_head && in_scope(fit->mismatched, spec.head_scope)) p.report = std::move(*fit);
+  // The probe's import is the start (a head of other classes skipped) unless a layer below
+  // the head is shaped otherwise; then, as without keep_head, the import with the head
+  // skipped and nothing else, which names each such layer in its error.
+  if (fit && in_scope(fit->mismatched, spec.head_scope)) p.report = std::move(*fit);
   else p.report = io::import_weights(*p.model, path, start_import(spec, *p.model, false, false));
-  const bool below_head = std::any_of(p.report.loaded.begin(), p.report.loaded.end(),
-                                      [&](const std::string& n) { return n.rfind(spec.head_scope, 0) != 0; });
-  KILN_CHECK(below_head, "weights file '", path, "' holds none of ", spec.name,
+  KILN_CHECK(below_head(p.report.loaded) > 0, "weights file '", path, "' holds none of ", spec.name,
              "'s layers below the head, so there is nothing to start from: check the file, or start from the "
              "seeded initialisation without it");
   deferred->draw_untouched();  // on the host, before any move: the bits the eager build has

@@ -48,6 +48,24 @@ def test_window_arguments_out_of_range_name_the_argument_and_the_range():
     assert kiln.conv2d(x, w, stride=2**31 - 1).shape == (1, 1, 1, 4)  # the range's end works
 
 
+def test_build_model_from_a_file_of_another_image_size_names_fc6_as_built():
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "vgg11_64.h5")  # fc6 takes pool5 at 2x2: 2048 inputs
+        kiln.export_weights(kiln.build_model("vgg11", num_classes=2, image_size=64, seed=1), path)
+        # Found by audit: at 32 px pool5 was pooled to 7x7 to try the published shape, which did
+        # not fit either, and the error named fc6 as (4096, 25088), a shape nothing asked for.
+        with pytest.raises(kiln.Error) as e:
+            kiln.build_model("vgg11", num_classes=2, image_size=32, weights=path)
+        msg = str(e.value)
+        assert "'vgg11/fc6/weight'" in msg or "(vgg11/fc6/weight)" in msg
+        assert "model expects (4096, 512), file has (4096, 2048)" in msg and "25088" not in msg
+        # A published-shaped file still starts a 64 px model with pool5 pooled to 7x7.
+        big = os.path.join(d, "vgg11_224.h5")
+        kiln.export_weights(kiln.build_model("vgg11", num_classes=2, seed=1), big)
+        adapted = kiln.build_model("vgg11", num_classes=2, image_size=64, weights=big)
+        assert adapted.parameters()["vgg11/fc6/weight"].shape == (4096, 25088)
+
+
 class Model:
     @kiln.no_grad()
     def infer(self, x):
