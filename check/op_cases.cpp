@@ -481,7 +481,7 @@ void append_unary_cases(std::vector<OpCase>& cases) {
   };
   const U ops[] = {{"exp", &kiln::exp, 0},         {"log", &kiln::log, 1},   {"sqrt", &kiln::sqrt, 1},
                    {"tanh", &kiln::tanh, 0},       {"sigmoid", &kiln::sigmoid, 0}, {"gelu", &kiln::gelu, 0},
-                   {"silu", &kiln::silu, 0},       {"abs", &kiln::abs, 2}};
+                   {"silu", &kiln::silu, 0},       {"abs", &kiln::abs, 2},   {"neg", &kiln::neg, 0}};
   for (const U& u : ops) {
     const Shape s{3, 5, 2};
     Tensor x = u.domain == 0 ? Tensor::uniform(s, -3.0f, 3.0f, g)

@@ -108,6 +108,9 @@ Tensor div(const Tensor& a, float s);
 // bf16 a is computed in float32 with s as given, rounded once, as a - s and a / s are.
 Tensor sub(float s, const Tensor& a);
 Tensor div(float s, const Tensor& a);
+// -a, as a * -1: exact, -0 for 0 and NaN kept, as torch.neg.
+inline Tensor neg(const Tensor& a) { return mul(a, -1.0f); }
+inline Tensor operator-(const Tensor& a) { return neg(a); }
 inline Tensor operator+(const Tensor& a, const Tensor& b) { return add(a, b); }
 inline Tensor operator-(const Tensor& a, const Tensor& b) { return sub(a, b); }
 inline Tensor operator*(const Tensor& a, const Tensor& b) { return mul(a, b); }

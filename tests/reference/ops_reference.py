@@ -49,7 +49,7 @@ def run_op(op, p, x, extras):
         return F.linear(x[0], x[1], x[2] if len(x) > 2 else None)
     if op == "relu":
         return torch.relu(x[0])
-    if op in ("exp", "log", "sqrt", "tanh", "sigmoid", "abs"):
+    if op in ("exp", "log", "sqrt", "tanh", "sigmoid", "abs", "neg"):
         return getattr(torch, op)(x[0])
     if op in ("gelu", "silu"):
         return getattr(F, op)(x[0])
