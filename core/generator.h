@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <mutex>
 
 #include "core/philox.h"
@@ -29,8 +30,12 @@ class Generator {
   // how the batch is split across processes. A row's numbers must be a multiple of 4 when
   // first > 0 (offsets count Philox blocks of 4).
   void set_row_window(int64_t first, int64_t local, int64_t global);
+  // Expires when this generator is destroyed: a layer that keeps a Generator* (Dropout) checks
+  // it before drawing, so a generator that went out of scope is an error, not freed memory read.
+  std::weak_ptr<const void> lifetime() const { return alive_; }
 
  private:
+  std::shared_ptr<const int> alive_ = std::make_shared<const int>(0);
   mutable std::mutex mu_;
   uint64_t seed_ = 0;
   uint64_t offset_ = 0;

@@ -37,7 +37,10 @@ void WeightLayer::set_compute(DType compute, bool out_f32) {
   }
 }
 
-Tensor WeightLayer::input(const Tensor& x) const { return x.dtype() == compute_ ? x : x.to(compute_); }
+Tensor WeightLayer::input(const Tensor& x) const {
+  checks::defined(name().c_str(), "input x", x);  // else Tensor's own message, which names no layer
+  return x.dtype() == compute_ ? x : x.to(compute_);
+}
 
 Tensor WeightLayer::operand(const Tensor& master, FrozenCopy& copy) const {
   if (compute_ == DType::f32) return master;
@@ -124,9 +127,19 @@ Tensor BatchNorm2d::forward(const Tensor& x) {
 }
 
 Dropout::Dropout(std::string name, float keep_prob, Generator& gen)
-    : Module(std::move(name)), keep_prob_(keep_prob), gen_(&gen) {
+    : Module(std::move(name)), keep_prob_(keep_prob), gen_(&gen), gen_alive_(gen.lifetime()) {
   KILN_CHECK(keep_prob > 0.0f && keep_prob <= 1.0f, "Dropout ", this->name(), ": keep_prob must be in (0, 1], got ",
              keep_prob);
+}
+
+Tensor Dropout::forward(const Tensor& x) {
+  // A Generator declared in a function that builds the model ends with that function, while
+  // the model lives on: the masks then came from freed memory, silently.
+  const bool draws = training() && keep_prob_ < 1.0f;
+  KILN_CHECK(!draws || !gen_alive_.expired(), "Dropout ", name(), ": the Generator it was made with has been ",
+             "destroyed; keep it alive as long as the model trains (e.g. beside the model, not inside the ",
+             "function that builds it)");
+  return dropout(x, keep_prob_, training(), draws ? *gen_ : default_generator());  // no draw: gen_ unread
 }
 
 Tensor Sequential::forward(const Tensor& x) { return forward_range(0, children().size(), x); }
@@ -151,6 +164,8 @@ constexpr const char* kLayerMark = "in layer '";
 
 Tensor Sequential::forward_range(size_t from, size_t to, Tensor x) {
   const auto& c = children();
+  KILN_CHECK(from <= to && to <= c.size(), "Sequential ", name(), ": forward_range(", from, ", ", to,
+             ") is not a range of its ", c.size(), " layers (0 <= from <= to <= ", c.size(), ")");
   for (size_t i = from; i < to; ++i) {
     size_t at = i;  // the layer an error names
     try {

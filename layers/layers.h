@@ -173,19 +173,21 @@ class BatchNorm2d final : public Module {
   int64_t calibration_batches_ = 0;
 };
 
-// Active in training mode only; draws masks from `gen` (which must outlive the layer).
+// Active in training mode only; draws masks from `gen`, which must outlive the layer's training
+// (a destroyed one is a kiln::Error when a mask is drawn, not a read of freed memory).
 class Dropout final : public Module {
  public:
   // keep_prob in (0, 1], else a kiln::Error.
   Dropout(std::string name, float keep_prob, Generator& gen);
   // x itself outside training mode or at keep_prob 1.
-  Tensor forward(const Tensor& x) override { return dropout(x, keep_prob_, training(), *gen_); }
+  Tensor forward(const Tensor& x) override;
   // What ranks of one data-parallel run must agree on (train/trainer.cpp run_fingerprint).
   float keep_prob() const { return keep_prob_; }
 
  private:
   float keep_prob_;
   Generator* gen_;
+  std::weak_ptr<const void> gen_alive_;  // gen_->lifetime()
 };
 
 // [N, ...] -> [N, prod(...)].
@@ -215,7 +217,8 @@ class Sequential final : public Module {
   Tensor forward(const Tensor& x) override;
   // Children [from, to) on x. A Conv2d followed by a ReLU runs as one conv2d_relu, and then a
   // MaxPool2d as one conv2d_relu_max_pool2d (core/ops.h says where each fuses), unless `to`
-  // splits them; an error still names the layer it came from.
+  // splits them; an error still names the layer it came from. from == to gives x; a range
+  // outside the children is a kiln::Error.
   Tensor forward_range(size_t from, size_t to, Tensor x);
   // The child with this (relative) name, or nullptr.
   std::shared_ptr<Module> child(const std::string& name) const;

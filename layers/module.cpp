@@ -6,16 +6,35 @@
 
 namespace kiln {
 
+namespace {
+
+// What is wrong with a module, parameter or buffer name, or "" if nothing. A name is one
+// component of the tensors' HDF5 paths and of the patterns freeze() takes: '/' would split it,
+// HDF5 has no group "." or ".." (an export failed naming its temporary file), and '*' or '?'
+// would make a recipe's exact name a glob.
+std::string name_problem(const std::string& name) {
+  if (name.empty()) return "is empty";
+  if (name == "." || name == "..") return "is '" + name + "', which no HDF5 path can hold";
+  const size_t bad = name.find_first_of("/*?");
+  if (bad != std::string::npos) return std::string("contains '") + name[bad] + "'";
+  return "";
+}
+
+constexpr const char* kNameRule = "names are parts of checkpoint paths and freeze patterns: non-empty, "
+                                  "without '/', '*' or '?', and not '.' or '..'";
+
+}  // namespace
+
 Module::Module(std::string name) : name_(std::move(name)) {
-  KILN_CHECK(!name_.empty() && name_.find('/') == std::string::npos, "module name '", name_,
-             "' must be non-empty and contain no '/'");
+  const std::string problem = name_problem(name_);
+  KILN_CHECK(problem.empty(), "module name '", name_, "' ", problem, " (", kNameRule, ")");
 }
 
 // Checked when registered, not at the first checkpoint: the names are the tensors' HDF5 paths,
 // so a parameter, a buffer and a child of one module must each have a name of their own.
 void Module::check_new_name(const std::string& name, const char* what) const {
-  KILN_CHECK(!name.empty() && name.find('/') == std::string::npos, "module ", name_, ": ", what, " name '", name,
-             "' must be non-empty and contain no '/'");
+  const std::string problem = name_problem(name);
+  KILN_CHECK(problem.empty(), "module ", name_, ": ", what, " name '", name, "' ", problem, " (", kNameRule, ")");
   // Names are unique within a module: a parameter, a buffer and a child may not share one.
   for (const Slot& s : params_)
     KILN_CHECK(s.name != name, "module ", name_, " already has a parameter named '", name, "' (adding a ", what, ")");

@@ -85,8 +85,27 @@ TEST_CASE("names that would collide in a checkpoint are refused when registered"
   c.add_buffer("running");
   REQUIRE_THROWS_WITH(c.add_child(std::make_shared<ReLU>("running")),
                       Catch::Contains("already has a buffer named 'running'"));
-  REQUIRE_THROWS_WITH(Custom("a/b"), Catch::Contains("parameter name 'a/b'") && Catch::Contains("no '/'"));
-  REQUIRE_THROWS_WITH(Custom(""), Catch::Contains("non-empty"));
+  REQUIRE_THROWS_WITH(Custom("a/b"), Catch::Contains("parameter name 'a/b'") && Catch::Contains("contains '/'"));
+  REQUIRE_THROWS_WITH(Custom(""), Catch::Contains("is empty") && Catch::Contains("non-empty"));
+  // "." and ".." name no HDF5 group (an export failed naming its temporary file); '*' and '?'
+  // would make a recipe's exact name a freeze glob.
+  REQUIRE_THROWS_WITH(ReLU("."), Catch::Contains("module name '.' is '.'") && Catch::Contains("HDF5"));
+  REQUIRE_THROWS_WITH(c.add_buffer(".."), Catch::Contains("buffer name '..' is '..'"));
+  REQUIRE_THROWS_WITH(ReLU("fc*"), Catch::Contains("module name 'fc*' contains '*'"));
+  REQUIRE_THROWS_WITH(c.add_child(std::make_shared<ReLU>("a?")), Catch::Contains("contains '?'"));
+  CHECK_NOTHROW(ReLU("layer1.0"));  // a dot inside a name is a name
+}
+
+TEST_CASE("forward_range refuses a range outside the Sequential's layers", "[layers][errors]") {
+  Sequential s("s");
+  s.add(std::make_shared<ReLU>("a"));
+  s.add(std::make_shared<ReLU>("b"));
+  const Tensor x = Tensor::full(Shape{2}, -1.0f);
+  CHECK(s.forward_range(2, 2, x).to_vector<float>() == x.to_vector<float>());  // empty: x itself
+  CHECK(s.forward_range(0, 2, x).to_vector<float>() == std::vector<float>{0.0f, 0.0f});
+  // It read past the children (a heap overflow under ASan, a crash without) and ran nothing for from > to.
+  REQUIRE_THROWS_WITH(s.forward_range(1, 9, x), Catch::Contains("forward_range(1, 9) is not a range of its 2 layers"));
+  REQUIRE_THROWS_WITH(s.forward_range(2, 1, x), Catch::Contains("0 <= from <= to <= 2"));
 }
 
 TEST_CASE("freeze and unfreeze take exact names, scopes and globs, and refuse typos", "[layers][frozen]") {
@@ -180,6 +199,20 @@ TEST_CASE("dropout layers follow train and eval mode", "[layers]") {
   CHECK(zeros < 600);
   net.eval();
   CHECK(net(x).to_vector<float>() == x.to_vector<float>());
+}
+
+TEST_CASE("a dropout layer whose generator was destroyed refuses to draw, and evaluates", "[layers][errors]") {
+  // The README's net built inside a function with its Generator local: the layer outlived it
+  // and drew masks from freed memory (garbage in Release, an abort under ASan).
+  Sequential net("net");
+  {
+    Generator drop(9);
+    net.add(std::make_shared<Dropout>("drop", 0.5f, drop));
+  }
+  const Tensor x = Tensor::ones(Shape{8});
+  REQUIRE_THROWS_WITH(net(x), Catch::Contains("Dropout drop: the Generator it was made with has been destroyed"));
+  net.eval();
+  CHECK(net(x).to_vector<float>() == x.to_vector<float>());  // nothing drawn: no generator needed
 }
 
 TEST_CASE("VGG starts as torchvision initialises it, and a from-scratch net passes signal to fc8", "[layers][init]") {
