@@ -2,6 +2,12 @@
 // never dereferences memory of a non-CPU device.
 #pragma once
 
+// Every kiln header includes this one (through core/tensor.h): a pre-C++20 compiler stops here,
+// with the fix, instead of at the first defaulted operator== below.
+#if __cplusplus < 202002L
+#error "kiln's headers need C++20: compile with -std=c++20 (find_package(kiln)'s kiln::kiln requests it)"
+#endif
+
 #include <cstdint>
 #include <string>
 

@@ -209,6 +209,8 @@ Tensor Tensor::clone() const {
 }
 
 void Tensor::copy_from(const Tensor& src, bool non_blocking) {
+  KILN_CHECK(defined() && src.defined(), "copy_from: the ", defined() ? "source" : "destination",
+             " is an undefined tensor (a default-made Tensor, or grad() of a tensor that backward() has not reached)");
   KILN_CHECK(src.numel() == numel(), "copy_from: source ", src.description(), " has ", src.numel(),
              " elements, destination ", description(), " has ", numel());
   Device d = !device().is_cpu() ? device() : src.device();
@@ -333,6 +335,9 @@ void print_rec(std::ostringstream& os, const char* base, const Tensor& t, int64_
 }  // namespace
 
 std::string Tensor::str(int64_t edge_items) const {
+  // 0 printed "[..., ]": nothing at either end of every dimension longer than 0.
+  KILN_CHECK(edge_items >= 1, "Tensor::str: edge_items (the values shown at each end of a long dimension) ",
+             "must be at least 1, got ", edge_items);
   std::ostringstream os;
   os << "Tensor(" << description();
   if (requires_grad()) os << ", requires_grad";

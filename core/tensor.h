@@ -159,7 +159,8 @@ class Tensor {
   // freed afterwards unless retain_graph is true.
   void backward(const Tensor& seed = Tensor(), bool retain_graph = false) const;
 
-  // Readable printout: description, then values (long dimensions elided).
+  // Readable printout: description, then values (a dimension longer than 2 * edge_items shows
+  // edge_items at each end; edge_items >= 1).
   std::string str(int64_t edge_items = 3) const;
 
   TensorImpl& impl() const {

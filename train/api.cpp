@@ -111,6 +111,10 @@ int64_t weights_num_classes(const ModelSpec& spec, const std::string& weights_pa
     // kiln's layout: <model>/<layer>/bias, the model named by the file.
     const std::string model = root.has_attribute("model") ? root.string_attribute("model") : spec.name;
     n = bias_length(root, model + "/" + head + "/bias");
+    // Another model's export: num_classes would only move the error to the import.
+    KILN_CHECK(n > 0 || model == spec.name, "the weights file '", weights_path, "' holds a model named '", model,
+               "' (its 'model' attribute), not ", spec.name, ", and has no ", spec.name, " head layer '", head,
+               "': load it with the model it was exported from");
   } else if (root.is_group("layers")) {
     // Keras 3 (.weights.h5): layers/<dense_k>/vars/1 of the last dense layer.
     std::string last;
@@ -133,7 +137,8 @@ int64_t weights_num_classes(const ModelSpec& spec, const std::string& weights_pa
     }
   }
   KILN_CHECK(n > 0, "cannot tell how many classes the weights file '", weights_path, "' has: no bias of ", spec.name,
-             "'s head layer '", head, "' found; set LoadOptions::num_classes");
+             "'s head layer '", head, "' found; if the file is ", spec.name, "'s without its head, set ",
+             "LoadOptions::num_classes");
   return n;
 }
 

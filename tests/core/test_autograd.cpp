@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include "core/kiln.h"
+#include "layers/layers.h"
 
 using namespace kiln;
 
@@ -60,6 +61,17 @@ TEST_CASE("backward on a non-scalar needs a seed gradient", "[autograd][errors]"
   y.backward(Tensor::full(Shape{2, 2}, 0.5));
   CHECK(x.grad().to_vector<float>() == std::vector<float>(4, 0.5f));
   REQUIRE_THROWS_WITH(relu(x).backward(Tensor::ones(Shape{3})), Catch::Contains("seed gradient"));
+}
+
+TEST_CASE("an undefined tensor given to backward, copy_from or a layer is named with its use", "[autograd][errors]") {
+  // Each said only "use of an undefined tensor", naming no op or layer.
+  const Tensor none;
+  REQUIRE_THROWS_WITH(none.backward(), Catch::Contains("backward() on an undefined tensor"));
+  Tensor dst = Tensor::zeros(Shape{2});
+  REQUIRE_THROWS_WITH(dst.copy_from(none), Catch::Contains("copy_from: the source is an undefined tensor"));
+  REQUIRE_THROWS_WITH(Tensor().copy_from(dst), Catch::Contains("copy_from: the destination is an undefined"));
+  Linear fc("fc", 2, 3);
+  REQUIRE_THROWS_WITH(fc(none), Catch::Contains("fc: input x is an undefined tensor"));
 }
 
 TEST_CASE("backward twice through a freed graph is an error, retained graphs allow it", "[autograd][errors]") {

@@ -184,6 +184,9 @@ TEST_CASE("printing shows dtype, shape, device and elided values", "[tensor]") {
   CHECK_THAT(Tensor::full(Shape{}, -INFINITY).str(), Catch::EndsWith("-inf"));
   Tensor l = Tensor::arange(3, 0, 1, TensorOptions{DType::i64});
   CHECK_THAT(l.str(), Catch::Contains("[0, 1, 2]"));
+  CHECK_THAT(t.str(1), Catch::Contains("[[0., ..., 9.],"));
+  // edge_items 0 printed "[..., ]".
+  REQUIRE_THROWS_WITH(t.str(0), Catch::Contains("edge_items") && Catch::Contains("at least 1, got 0"));
 }
 
 TEST_CASE("large host blocks are reused by the next tensor of the same size", "[tensor][memory]") {

@@ -135,6 +135,17 @@ TEST_CASE("api: load_model reads the head's size from Keras files too, and says 
     f.close();
   }
   REQUIRE_THROWS_WITH(load_model("vgg11", other), Catch::Contains("LoadOptions::num_classes"));
+  // Another model's kiln export: named as such, not "set num_classes", which would only move
+  // the error to the import.
+  const std::string mlp = (dir / "mlp.h5").string();
+  {
+    Sequential net("mlp");
+    net.add(std::make_shared<Linear>("fc", 4, 2));
+    io::export_weights(net, mlp);
+  }
+  REQUIRE_THROWS_WITH(load_model("vgg11", mlp), Catch::Contains("holds a model named 'mlp'") &&
+                                                    Catch::Contains("not vgg11") &&
+                                                    !Catch::Contains("num_classes"));
   fs::remove_all(dir);
 }
 
