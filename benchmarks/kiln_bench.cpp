@@ -53,8 +53,8 @@ const Suite kSuites[] = {
      .run = run_softmax_ce, .peer_script = kCpuPeer, .peer_takes_suite = true, .on_cuda = true},
     {.name = "elementwise",
      .help = "relu, relu backward, dropout, add, div, a per-channel add and its sum_to, "
-             "exp/log/sqrt/tanh/sigmoid/gelu/silu/abs (conv3_3 only), fill_uniform, fill_normal at VGG16 activation "
-             "sizes (batch 8)",
+             "exp/log/sqrt/tanh/sigmoid/gelu/silu/abs/softplus (conv3_3 only), fill_uniform, fill_normal at VGG16 "
+             "activation sizes (batch 8)",
      .run = run_elementwise, .peer_script = kCpuPeer, .peer_takes_suite = true, .on_cuda = true},
     {.name = "sgd",
      .help = "multi-tensor SGD (momentum, weight decay) and Adam over VGG16's 32 parameters, all and fc8-only; "

@@ -1,6 +1,6 @@
 // kiln_bench --suite elementwise: relu, relu backward, dropout (keep 0.5), add, div, a
 // per-channel add and the sum down to channels (a bias and its gradient), the unary math
-// ops (exp, log, sqrt, tanh, sigmoid, gelu, silu, abs; at conv3_3's size only), and the
+// ops (exp, log, sqrt, tanh, sigmoid, gelu, silu, abs, softplus; at conv3_3's size only), and the
 // random fills (uniform, normal: how every model's weights start) at the sizes of VGG16's
 // activations at batch 8 (conv1_2, conv3_3, conv5_3 outputs and fc6), through the backend
 // into preallocated outputs. Judged against the measured copy bandwidth; the normal fill is
@@ -104,6 +104,7 @@ void unary_rows(const std::string& size, const Tensor& a_host, Tensor& out, cons
       {"gelu", kiln::UnaryOp::gelu, [](double x) { return 0.5 * x * (1.0 + std::erf(x / std::sqrt(2.0))); }},
       {"silu", kiln::UnaryOp::silu, [](double x) { return x / (1.0 + std::exp(-x)); }},
       {"abs", kiln::UnaryOp::abs, [](double x) { return std::fabs(x); }},
+      {"softplus", kiln::UnaryOp::softplus, [](double x) { return std::log1p(std::exp(x)); }},
   };
   Tensor out_host;
   for (const U& u : ops) {

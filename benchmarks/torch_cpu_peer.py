@@ -135,7 +135,8 @@ def elementwise():
             pos = a.abs() + 0.1
             for op, f, x in (("exp", torch.exp, a), ("log", torch.log, pos), ("sqrt", torch.sqrt, pos),
                              ("tanh", torch.tanh, a), ("sigmoid", torch.sigmoid, a), ("gelu", torch._C._nn.gelu, a),
-                             ("silu", torch._C._nn.silu, a), ("abs", torch.abs, a)):
+                             ("silu", torch._C._nn.silu, a), ("abs", torch.abs, a),
+                             ("softplus", torch._C._nn.softplus, a)):
                 rows.append((f"{op}/{name}", lambda f=f, x=x, out=out: f(x, out=out)))
         # The random fills in place, into the same preallocated output (torch's default generator).
         rows.append((f"fill_uniform/{name}", lambda out=out: out.uniform_(0, 1)))

@@ -481,7 +481,8 @@ void append_unary_cases(std::vector<OpCase>& cases) {
   };
   const U ops[] = {{"exp", &kiln::exp, 0},         {"log", &kiln::log, 1},   {"sqrt", &kiln::sqrt, 1},
                    {"tanh", &kiln::tanh, 0},       {"sigmoid", &kiln::sigmoid, 0}, {"gelu", &kiln::gelu, 0},
-                   {"silu", &kiln::silu, 0},       {"abs", &kiln::abs, 2},   {"neg", &kiln::neg, 0}};
+                   {"silu", &kiln::silu, 0},       {"abs", &kiln::abs, 2},   {"neg", &kiln::neg, 0},
+                   {"softplus", &kiln::softplus, 0}};
   for (const U& u : ops) {
     const Shape s{3, 5, 2};
     Tensor x = u.domain == 0 ? Tensor::uniform(s, -3.0f, 3.0f, g)
@@ -493,6 +494,26 @@ void append_unary_cases(std::vector<OpCase>& cases) {
     set_streaming_cost(k, 1, 30);
     cases.push_back(k);
     cases.push_back(bf16_variant(k, kRtolBf16));
+  }
+}
+
+// The losses (mse, l1, binary cross-entropy on logits), on a generator of their own: gradients
+// to both operands. The targets of the cross-entropy in [0, 1], as probabilities are.
+void append_loss_cases(std::vector<OpCase>& cases) {
+  Generator g(20261207);
+  using Loss = Tensor (*)(const Tensor&, const Tensor&);
+  const std::pair<const char*, Loss> losses[] = {{"mse_loss", &kiln::mse_loss},
+                                                 {"l1_loss", &kiln::l1_loss},
+                                                 {"bce_with_logits", &kiln::binary_cross_entropy_with_logits}};
+  for (const auto& [op, fn] : losses) {
+    const Shape s{4, 3};
+    const Tensor a = Tensor::uniform(s, -3.0f, 3.0f, g);
+    const Tensor b = std::string(op) == "bce_with_logits" ? Tensor::uniform(s, 0.0f, 1.0f, g)
+                                                           : Tensor::uniform(s, -3.0f, 3.0f, g);
+    const Loss f = fn;
+    cases.push_back(streaming(simple(std::string(op) + "/4x3", op, {a, b}, {true, true},
+                                     [f](const std::vector<Tensor>& in) { return f(in[0], in[1]); }, kRtolReduction),
+                              4, 1));
   }
 }
 
@@ -538,6 +559,7 @@ std::vector<OpCase> all_op_cases() {
   append_bf16_cases(cases);
   append_broadcast_cases(cases);
   append_unary_cases(cases);
+  append_loss_cases(cases);
   return cases;
 }
 

@@ -48,8 +48,9 @@ struct AdamOptions {
 enum class BinaryOp : uint8_t { add, sub, mul, div, rsub, rdiv };
 
 // Elementwise unary math (kernels/common/elementwise.h has each one's value and gradient).
-// gelu is the exact (erf) form, torch's default; silu is x * sigmoid(x).
-enum class UnaryOp : uint8_t { exp, log, sqrt, tanh, sigmoid, gelu, silu, abs };
+// gelu is the exact (erf) form, torch's default; silu is x * sigmoid(x); softplus is
+// log(1 + e^x), with no threshold (torch's beta 1, threshold 20 returns x above 20: the same float).
+enum class UnaryOp : uint8_t { exp, log, sqrt, tanh, sigmoid, gelu, silu, abs, softplus };
 
 // Whether op's gradient reads its input x (else only its output y): what autograd keeps, and
 // which of the two common::unary_backward is given. exp and sqrt take y (y and 1 / 2y carry

@@ -139,6 +139,8 @@ Tensor gelu(const Tensor& x);
 Tensor silu(const Tensor& x);
 // |x|; its gradient is 0 at 0, as torch's.
 Tensor abs(const Tensor& x);
+// log(1 + e^x), stable for any x (torch.nn.functional.softplus); gradient sigmoid(x).
+Tensor softplus(const Tensor& x);
 // x summed down to `shape`, of which x's shape is a broadcast (torch's sum_to_size): each
 // element the sum, in double, of those that broadcast from it. x itself when shapes match.
 Tensor sum_to(const Tensor& x, const Shape& shape);
@@ -154,6 +156,19 @@ Tensor mean(const Tensor& x);
 // never wins, except in column 0, which nothing then beats (torch.argmax returns a NaN's
 // index instead); a row of logits with NaN in it has no meaningful class either way.
 Tensor argmax(const Tensor& x);
+
+// Losses for research code, float32, the mean over every element (torch's reduction='mean');
+// pred and target of one shape (no broadcast: a [N] target against [N, 1] predictions would
+// silently compare every pair). Built from the ops above, so gradients flow to both operands
+// and they run on either device.
+// mean((pred - target)^2)
+Tensor mse_loss(const Tensor& pred, const Tensor& target);
+// mean(|pred - target|)
+Tensor l1_loss(const Tensor& pred, const Tensor& target);
+// Binary cross-entropy of sigmoid(logits) against targets in [0, 1], from the logits, as
+// torch's binary_cross_entropy_with_logits: mean(softplus(x) - x y), finite for any logit
+// (a sigmoid then a log gives inf from |x| ~ 17 on).
+Tensor binary_cross_entropy_with_logits(const Tensor& logits, const Tensor& targets);
 
 // Weight decay as TF-slim writes it: scale * sum_i sum(w_i^2) / 2 -> scalar [].
 // Apply it to weights only, not biases.

@@ -194,6 +194,7 @@ const char* unary_name(UnaryOp op) {
     case UnaryOp::gelu: return "gelu";
     case UnaryOp::silu: return "silu";
     case UnaryOp::abs: return "abs";
+    case UnaryOp::softplus: return "softplus";
   }
   return "?";
 }
@@ -236,6 +237,7 @@ Tensor sigmoid(const Tensor& x) { return unary(UnaryOp::sigmoid, x); }
 Tensor gelu(const Tensor& x) { return unary(UnaryOp::gelu, x); }
 Tensor silu(const Tensor& x) { return unary(UnaryOp::silu, x); }
 Tensor abs(const Tensor& x) { return unary(UnaryOp::abs, x); }
+Tensor softplus(const Tensor& x) { return unary(UnaryOp::softplus, x); }
 
 Tensor add(const Tensor& a, const Tensor& b) { return binary(BinaryOp::add, a, b); }
 Tensor sub(const Tensor& a, const Tensor& b) { return binary(BinaryOp::sub, a, b); }
@@ -284,6 +286,38 @@ Tensor reduce_sum(const Tensor& x, bool is_mean) {
 
 Tensor sum(const Tensor& x) { return reduce_sum(x, false); }
 Tensor mean(const Tensor& x) { return reduce_sum(x, true); }
+
+namespace {
+// A loss's operands: float32, one device, one shape, so that its error names the loss and not
+// the sub or mean it is made of.
+void check_loss_operands(const char* op, const char* what_a, const Tensor& a, const char* what_b, const Tensor& b) {
+  checks::float32(op, what_a, a);
+  checks::float32(op, what_b, b);
+  checks::same_device(op, what_a, a, what_b, b);
+  KILN_CHECK(a.shape() == b.shape(), op, ": ", what_a, " is ", a.shape(), " but ", what_b, " is ", b.shape(),
+             " (a loss compares them element by element; reshape one to match)");
+  KILN_CHECK(a.numel() > 0, op, ": ", what_a, " has no elements (", a.description(),
+             "); the mean of none is undefined");
+}
+}  // namespace
+
+Tensor mse_loss(const Tensor& pred, const Tensor& target) {
+  check_loss_operands("mse_loss", "pred", pred, "target", target);
+  const Tensor d = sub(pred, target);
+  return mean(mul(d, d));
+}
+
+Tensor l1_loss(const Tensor& pred, const Tensor& target) {
+  check_loss_operands("l1_loss", "pred", pred, "target", target);
+  return mean(abs(sub(pred, target)));
+}
+
+Tensor binary_cross_entropy_with_logits(const Tensor& logits, const Tensor& targets) {
+  check_loss_operands("binary_cross_entropy_with_logits", "logits", logits, "targets", targets);
+  // softplus(x) - x y: its gradient is sigmoid(x) - y at every x; relu(x) + log(1 + e^-|x|) from
+  // other ops gave -y at x = 0 (their subgradients), where a zero-initialised head starts.
+  return mean(sub(softplus(logits), mul(logits, targets)));
+}
 
 Tensor argmax(const Tensor& x) {
   checks::float32("argmax", "input x", x);

@@ -37,6 +37,7 @@ KILN_HD float unary_apply(UnaryOp op, float x) {
     case UnaryOp::gelu: return x * normal_cdf(x);
     case UnaryOp::silu: return x / (1.0f + exp_float(-x));
     case UnaryOp::abs: return fabsf(x);
+    case UnaryOp::softplus: return softplus_float(x);
   }
   return 0.0f;
 }
@@ -66,6 +67,7 @@ KILN_HD float unary_backward(UnaryOp op, float x, float y, float dy) {
       return dy * (s * (1.0f + x * (1.0f - s)));
     }
     case UnaryOp::abs: return x > 0.0f ? dy : (x < 0.0f ? -dy : 0.0f);
+    case UnaryOp::softplus: return dy * sigmoid_float(x);
   }
   return 0.0f;
 }

@@ -81,7 +81,10 @@ KILN_HD float exp_float(float x) {
   const float p = exp_parts(xc, n);                                   // n in [-150, 128]
   const float half = (n * 0.5f + kRound) - kRound;                    // in [-75, 64]
   const float y = (p * pow2_int(half)) * pow2_int(n - half);
-  return x > kMax ? INFINITY : (x == x ? y : x);
+  // By masks, not ?:: inlined into log_float (softplus), GCC threaded the ?: into branches and
+  // left the loop scalar ("control flow in loop").
+  const uint32_t over = 0u - static_cast<uint32_t>(x > kMax), nan = 0u - static_cast<uint32_t>(x != x);
+  return float_of((bits_of(INFINITY) & over) | (bits_of(x) & nan) | (bits_of(y) & ~(over | nan)));
 }
 
 // tanh(x) from the same exponential, vectorisable: an odd polynomial below |x| = 0.625 (Cephes'
@@ -172,6 +175,27 @@ KILN_HD float erfc_nonnegative(float z) {
   const float p = -1.26551223f + t * (1.00002368f + t * high);
   const float s = high_half(z);
   return t * exp_split(-(s * s), p - (z - s) * (z + s));
+}
+
+// log(1 + t) for t >= 0, accurate where 1 + t rounds t away (Goldberg's: log(u) t / (u - 1)
+// with u = 1 + t corrects u's rounding; t itself once u is 1). Within 3 ulp (tested). Both
+// arms are computed and one picked by integer masks: with ?: GCC moved the log and the division
+// into a branch of their own (float arithmetic "could trap") and left the loop scalar.
+KILN_HD float log1p_nonnegative(float t) {
+  const float u = 1.0f + t;
+  const float d = u - 1.0f;
+  const uint32_t same = 0u - static_cast<uint32_t>(d == 0.0f);     // 1 + t rounded to 1: t itself
+  const uint32_t huge = 0u - static_cast<uint32_t>(u == INFINITY);  // inf * (inf / inf) would be NaN
+  const float den = float_of((bits_of(d) & ~same) | (bits_of(1.0f) & same));
+  const uint32_t r = bits_of(log_float(u) * (t / den));
+  return float_of((bits_of(t) & same) | (bits_of(u) & huge) | (r & ~(same | huge)));
+}
+
+// log(1 + e^x) as max(x, 0) + log(1 + e^-|x|): no overflow for large x, e^x's relative
+// accuracy kept for very negative x (where 1 + e^x rounds to 1).
+KILN_HD float softplus_float(float x) {
+  const float a = x < 0.0f ? -x : x;
+  return (x > 0.0f ? x : 0.0f) + log1p_nonnegative(exp_float(-a));  // NaN: 0 + NaN
 }
 
 // 1 / (1 + e^-x): sigmoid's value, and the factor silu's and both their gradients take.

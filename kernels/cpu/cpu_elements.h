@@ -56,6 +56,7 @@ void with_unary_op(UnaryOp op, Fn&& fn) {
     case UnaryOp::gelu: return fn(std::integral_constant<UnaryOp, UnaryOp::gelu>{});
     case UnaryOp::silu: return fn(std::integral_constant<UnaryOp, UnaryOp::silu>{});
     case UnaryOp::abs: return fn(std::integral_constant<UnaryOp, UnaryOp::abs>{});
+    case UnaryOp::softplus: return fn(std::integral_constant<UnaryOp, UnaryOp::softplus>{});
   }
 }
 

@@ -415,6 +415,15 @@ void bind_math_ops(nb::module_& m) {
         "x * Phi(x), the exact erf form (torch.nn.functional.gelu's default, not approximate='tanh').");
   m.def("silu", &kiln::silu, arg("x"), Release(), "x * sigmoid(x) (torch.nn.functional.silu, swish).");
   m.def("abs", static_cast<Unary>(&kiln::abs), arg("x"), Release(), "|x|, elementwise; its gradient is 0 at 0.");
+  m.def("softplus", &kiln::softplus, arg("x"), Release(),
+        "log(1 + exp(x)), stable for any x (torch.nn.functional.softplus); gradient sigmoid(x).");
+  // Losses (core/ops.h): float32, pred and target of one shape, the mean over all elements.
+  m.def("mse_loss", &kiln::mse_loss, arg("pred"), arg("target"), Release(),
+        "mean((pred - target) ** 2) (torch.nn.functional.mse_loss); shapes must match, no broadcast.");
+  m.def("l1_loss", &kiln::l1_loss, arg("pred"), arg("target"), Release(),
+        "mean(|pred - target|) (torch.nn.functional.l1_loss); shapes must match, no broadcast.");
+  m.def("binary_cross_entropy_with_logits", &kiln::binary_cross_entropy_with_logits, arg("logits"), arg("targets"),
+        Release(), "mean(softplus(x) - x * y), targets y in [0, 1] (torch's binary_cross_entropy_with_logits).");
   m.def("sum", &kiln::sum, arg("x"), Release(), "The sum of all elements, a scalar tensor.");
   m.def("mean", &kiln::mean, arg("x"), Release(), "The mean of all elements, a scalar tensor.");
   m.def("argmax", &argmax, arg("x"), Release(), "Index of the first maximum along the last dimension (int64).");

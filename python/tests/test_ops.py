@@ -110,7 +110,7 @@ def test_broadcasting_and_division_match_torch():
         assert (s - ka).astype("float32").tolist() == want.tolist()
 
 
-@pytest.mark.parametrize("name", ["exp", "log", "sqrt", "tanh", "sigmoid", "gelu", "silu", "abs"])
+@pytest.mark.parametrize("name", ["exp", "log", "sqrt", "tanh", "sigmoid", "gelu", "silu", "abs", "softplus"])
 def test_unary_math_matches_torch_forward_and_gradient(name):
     torch.manual_seed(3)
     x = torch.randn(3, 7) * 2
@@ -130,11 +130,37 @@ def test_unary_math_matches_torch_forward_and_gradient(name):
 
 def test_unary_math_at_infinities_nan_zeros_and_denormals_is_torchs():
     v = np.array([np.inf, -np.inf, np.nan, 0.0, -0.0, 1e-40, 100.0, -100.0, -1.0], np.float32)
-    for name in ["exp", "log", "sqrt", "tanh", "sigmoid", "gelu", "silu", "abs"]:
+    for name in ["exp", "log", "sqrt", "tanh", "sigmoid", "gelu", "silu", "abs", "softplus"]:
         got = getattr(kiln, name)(kiln.from_dlpack(v.copy())).tolist()
         want = (getattr(torch, name, None) or getattr(torch.nn.functional, name))(torch.from_numpy(v.copy())).tolist()
         for g, w in zip(got, want):  # NaN where torch has NaN; otherwise within a few ulp (exact at the ends)
             assert (g != g and w != w) or g == pytest.approx(w, rel=1e-6, abs=0), (name, got, want)
+
+
+@pytest.mark.parametrize("name", ["mse_loss", "l1_loss", "binary_cross_entropy_with_logits"])
+def test_losses_match_torch_forward_and_both_gradients(name):
+    torch.manual_seed(4)
+    a = torch.randn(5, 3) * 2
+    b = torch.rand(5, 3) if name.startswith("binary") else torch.randn(5, 3)
+    ka, kb = k(a), k(b)
+    loss = getattr(kiln, name)(ka, kb)
+    loss.backward()
+    at, bt = a.clone().requires_grad_(True), b.clone().requires_grad_(True)
+    ref = getattr(torch.nn.functional, name)(at, bt)
+    ref.backward()
+    close(loss, ref, 1e-5)
+    close(ka.grad, at.grad, 1e-5)
+    close(kb.grad, bt.grad, 1e-5)
+    with pytest.raises(kiln.Error, match="reshape one to match"):
+        getattr(kiln, name)(ka, k(b.reshape(15)))
+
+
+def test_bce_with_logits_at_zero_logits_has_torchs_gradient():
+    # A zero-initialised head starts at logits exactly 0: the gradient is sigmoid(0) - y there.
+    x = k(torch.zeros(4))
+    y = torch.tensor([0.0, 1.0, 0.25, 1.0])
+    kiln.binary_cross_entropy_with_logits(x, k(y)).backward()
+    assert x.grad.tolist() == pytest.approx(((0.5 - y) / 4).tolist(), abs=1e-7)
 
 
 def test_a_scalar_on_the_left_is_one_op_with_torchs_gradient():

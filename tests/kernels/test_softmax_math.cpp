@@ -160,6 +160,36 @@ TEST_CASE("normal_pdf is within 3 ulp where it is a normal float, 0 far out", "[
   CHECK(std::isnan(common::normal_pdf(std::numeric_limits<float>::quiet_NaN())));
 }
 
+TEST_CASE("log1p_nonnegative and softplus_float are within 3 ulp, and exact at their ends", "[softmax][ops]") {
+  double worst_log1p = 0, worst_softplus = 0;
+  float at_log1p = 0, at_softplus = 0;
+  const int64_t steps = int64_t{1} << 20;
+  for (int64_t i = 0; i <= steps; ++i) {
+    const double f = static_cast<double>(i) / static_cast<double>(steps);
+    const float t = static_cast<float>(std::exp2(-40.0 + 41.0 * f));  // 2^-40 .. 2: 1 + t rounds t away below 2^-24
+    const double u = ulps(common::log1p_nonnegative(t), std::log1p(static_cast<double>(t)));
+    if (u > worst_log1p) worst_log1p = u, at_log1p = t;
+    const float x = static_cast<float>(-90.0 + 180.0 * f);  // softplus(-90) = 8e-40: denormal
+    const double want = std::log1p(std::exp(static_cast<double>(x)));
+    if (want >= std::numeric_limits<float>::min()) {
+      const double v = ulps(common::softplus_float(x), want);
+      if (v > worst_softplus) worst_softplus = v, at_softplus = x;
+    }
+  }
+  INFO("log1p worst " << worst_log1p << " ulp at " << at_log1p << "; softplus worst " << worst_softplus << " at "
+                      << at_softplus);
+  CHECK(worst_log1p <= 3.0);
+  CHECK(worst_softplus <= 3.0);
+  const float inf = std::numeric_limits<float>::infinity();
+  CHECK(common::log1p_nonnegative(0.0f) == 0.0f);
+  CHECK(common::log1p_nonnegative(inf) == inf);
+  CHECK(common::softplus_float(0.0f) == static_cast<float>(std::log(2.0)));
+  CHECK(common::softplus_float(inf) == inf);
+  CHECK(common::softplus_float(-inf) == 0.0f);
+  CHECK(common::softplus_float(100.0f) == 100.0f);
+  CHECK(std::isnan(common::softplus_float(std::numeric_limits<float>::quiet_NaN())));
+}
+
 TEST_CASE("softmax and cross-entropy on the CPU give the serial row math's bits and float64's values", "[softmax]") {
   // 37 rows of 1000 classes (chunks of 256 and a tail of 232; rows * cols above the serial
   // cut, so rows run in parallel), logits spread over +-40 so some terms underflow.

@@ -51,8 +51,12 @@ def run_op(op, p, x, extras):
         return torch.relu(x[0])
     if op in ("exp", "log", "sqrt", "tanh", "sigmoid", "abs", "neg"):
         return getattr(torch, op)(x[0])
-    if op in ("gelu", "silu"):
+    if op in ("gelu", "silu", "softplus"):
         return getattr(F, op)(x[0])
+    if op in ("mse_loss", "l1_loss"):
+        return getattr(F, op)(x[0], x[1])
+    if op == "bce_with_logits":
+        return F.binary_cross_entropy_with_logits(x[0], x[1])
     if op == "dropout":
         return x[0] * extras[0] / p["keep"]
     if op == "cast":  # kiln's Tensor::to between bf16 and f32: exact on bf16 values
