@@ -517,6 +517,23 @@ void append_loss_cases(std::vector<OpCase>& cases) {
   }
 }
 
+// transpose (one matrix, and a batch of them over tiles' edges) and matmul, fp32 and bf16, on a
+// generator of their own.
+void append_matrix_cases(std::vector<OpCase>& cases) {
+  Generator g(20261208);
+  OpCase t = simple("transpose/3x4", "transpose", {randn(g, {3, 4})}, {true},
+                    [](const std::vector<Tensor>& in) { return transpose(in[0]); }, kRtolExact);
+  cases.push_back(t);
+  cases.push_back(bf16_variant(t, kRtolExact));
+  cases.push_back(simple("transpose/batched_2x33x35", "transpose", {randn(g, {2, 33, 35})}, {true},
+                         [](const std::vector<Tensor>& in) { return transpose(in[0]); }, kRtolExact));
+  OpCase m = simple("matmul/5x4x3", "matmul", {randn(g, {5, 4}), randn(g, {4, 3})}, {true, true},
+                    [](const std::vector<Tensor>& in) { return matmul(in[0], in[1]); }, kRtolReduction);
+  m.flops = 2.0 * 5 * 4 * 3;
+  cases.push_back(m);
+  cases.push_back(bf16_variant(m, kRtolBf16));
+}
+
 }  // namespace
 
 std::vector<OpCase> all_op_cases() {
@@ -560,6 +577,7 @@ std::vector<OpCase> all_op_cases() {
   append_broadcast_cases(cases);
   append_unary_cases(cases);
   append_loss_cases(cases);
+  append_matrix_cases(cases);
   return cases;
 }
 

@@ -125,6 +125,9 @@ class Backend {
   virtual void sum_to(const Tensor& x, Tensor& out) = 0;
   // out = x repeated along the dimensions along which it broadcasts to out's shape.
   virtual void broadcast_to(const Tensor& x, Tensor& out) = 0;
+  // y[.., j, i] = x[.., i, j]: x's last two dimensions swapped (rank >= 2, y shaped so);
+  // float32 or bfloat16, moved as bits. Tensors are contiguous, so a transpose is a copy.
+  virtual void transpose(const Tensor& x, Tensor& y) = 0;
   // y = op(x) elementwise (kernels/common/elementwise.h); float32 or bfloat16, x and y alike.
   virtual void unary(UnaryOp op, const Tensor& x, Tensor& y) = 0;
   // dx = dy * op'(x), from x or y = op(x): the one unary_backward_reads_input (core/op_params.h)

@@ -141,6 +141,12 @@ Tensor silu(const Tensor& x);
 Tensor abs(const Tensor& x);
 // log(1 + e^x), stable for any x (torch.nn.functional.softplus); gradient sigmoid(x).
 Tensor softplus(const Tensor& x);
+// x with its last two dimensions swapped (rank >= 2; torch's x.transpose(-2, -1) made
+// contiguous): a copy, as kiln's tensors are always contiguous. Gradient: dy transposed.
+Tensor transpose(const Tensor& x);
+// a @ b for a [M, K] and b [K, N] -> [M, N], float32 or bfloat16 (as linear), gradients to
+// both: linear(a, transpose(b)), so it runs where linear runs (oneDNN, cuBLASLt).
+Tensor matmul(const Tensor& a, const Tensor& b);
 // x summed down to `shape`, of which x's shape is a broadcast (torch's sum_to_size): each
 // element the sum, in double, of those that broadcast from it. x itself when shapes match.
 Tensor sum_to(const Tensor& x, const Shape& shape);

@@ -348,6 +348,12 @@ struct SliceNode final : Node {
   }
 };
 
+// transpose's gradient is the transpose of dy.
+struct TransposeNode final : Node {
+  TransposeNode() : Node("transpose") {}
+  std::vector<Tensor> apply(const Tensor& g) override { return {transpose(g.detach())}; }
+};
+
 Tensor make_view(const Tensor& x, const Shape& shape, size_t extra_offset_bytes) {
   auto impl = std::make_shared<TensorImpl>();
   impl->storage = x.impl().storage;
@@ -358,6 +364,35 @@ Tensor make_view(const Tensor& x, const Shape& shape, size_t extra_offset_bytes)
   return Tensor(impl);
 }
 }  // namespace
+
+Tensor transpose(const Tensor& x) {
+  checks::float32_or_bf16("transpose", "input x", x);
+  KILN_CHECK(x.rank() >= 2, "transpose: swaps the last two dimensions, so x needs at least two, got ",
+             x.description());
+  std::vector<int64_t> dims = x.shape().dims();
+  std::swap(dims[dims.size() - 2], dims[dims.size() - 1]);
+  Tensor y = Tensor::empty(Shape(dims), like(x));
+  backend_for(x.device()).transpose(x, y);
+  if (autograd::needs_grad({&x})) {
+    auto node = std::make_shared<TransposeNode>();
+    node->next = {autograd::edge_for(x)};
+    autograd::set_history(y, node);
+  }
+  return y;
+}
+
+Tensor matmul(const Tensor& a, const Tensor& b) {
+  const char* op = "matmul";
+  checks::float32_or_bf16(op, "a", a);
+  checks::float32_or_bf16(op, "b", b);
+  checks::rank(op, "a", a, 2, "[M, K]");
+  checks::rank(op, "b", b, 2, "[K, N]");
+  KILN_CHECK(a.dim(1) == b.dim(0), op, ": a ", a.shape(), " has ", a.dim(1), " columns but b ", b.shape(), " has ",
+             b.dim(0), " rows (a [M, K] @ b [K, N])");
+  // linear computes x w^T: b's transpose is its w. The copy costs K N elements a call, small
+  // beside the product's 2 M K N flops.
+  return linear(a, transpose(b));
+}
 
 Tensor reshape(const Tensor& x, const Shape& shape_in) {
   checks::defined("reshape", "input x", x);

@@ -92,6 +92,9 @@ class ProfilingBackend final : public Backend {
   void broadcast_to(const Tensor& x, Tensor& out) override {
     op("broadcast_to", out, [&] { in()->broadcast_to(x, out); });
   }
+  void transpose(const Tensor& x, Tensor& y) override {
+    op("transpose", y, [&] { in()->transpose(x, y); });
+  }
   void unary(UnaryOp o, const Tensor& x, Tensor& y) override { op("unary", x, [&] { in()->unary(o, x, y); }); }
   void unary_backward(UnaryOp o, const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx) override {
     op("unary_backward", dy, [&] { in()->unary_backward(o, x, y, dy, dx); });

@@ -26,6 +26,7 @@ class CpuBackend : public Backend {
   void binary_scalar(BinaryOp op, const Tensor& a, float s, Tensor& out) override;
   void sum_to(const Tensor& x, Tensor& out) override;
   void broadcast_to(const Tensor& x, Tensor& out) override;
+  void transpose(const Tensor& x, Tensor& y) override;
   void unary(UnaryOp op, const Tensor& x, Tensor& y) override;
   void unary_backward(UnaryOp op, const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx) override;
   void relu(const Tensor& x, Tensor& y) override;

@@ -217,6 +217,38 @@ void CpuBackend::sum_to(const Tensor& x, Tensor& out) {
   sum_to_typed<float>(x, out);
 }
 
+namespace {
+
+// y[b][j][i] = x[b][i][j] over a [batch, rows, cols] x, in 32 x 32 tiles: within a tile both
+// the reads and the writes stay on a few cache lines (a row of y is a column of x).
+template <typename Bits>
+void transpose_tiles(const Bits* x, Bits* y, int64_t batch, int64_t rows, int64_t cols) {
+  constexpr int64_t kTile = 32;
+  const int64_t tile_rows = (rows + kTile - 1) / kTile, tile_cols = (cols + kTile - 1) / kTile;
+  const int64_t tiles = batch * tile_rows * tile_cols;
+#pragma omp parallel for schedule(static) if (batch * rows * cols > 65536)
+  for (int64_t t = 0; t < tiles; ++t) {
+    const int64_t b = t / (tile_rows * tile_cols), in_b = t % (tile_rows * tile_cols);
+    const int64_t i0 = (in_b / tile_cols) * kTile, j0 = (in_b % tile_cols) * kTile;
+    const int64_t i1 = std::min(rows, i0 + kTile), j1 = std::min(cols, j0 + kTile);
+    const Bits* xb = x + b * rows * cols;
+    Bits* yb = y + b * rows * cols;
+    for (int64_t i = i0; i < i1; ++i)
+      for (int64_t j = j0; j < j1; ++j) yb[j * rows + i] = xb[i * cols + j];
+  }
+}
+
+}  // namespace
+
+void CpuBackend::transpose(const Tensor& x, Tensor& y) {
+  if (x.numel() == 0) return;
+  const int64_t rows = x.dim(-2), cols = x.dim(-1), batch = x.numel() / (rows * cols);
+  if (x.dtype() == DType::bf16)
+    return transpose_tiles(static_cast<const uint16_t*>(x.raw_data()), static_cast<uint16_t*>(y.raw_data()), batch,
+                           rows, cols);
+  transpose_tiles(static_cast<const uint32_t*>(x.raw_data()), static_cast<uint32_t*>(y.raw_data()), batch, rows, cols);
+}
+
 void CpuBackend::broadcast_to(const Tensor& x, Tensor& out) {
   if (out.numel() == 0) return;
   if (x.dtype() == DType::bf16) return broadcast_to_typed<BFloat16>(x, out);

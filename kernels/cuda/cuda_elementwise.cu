@@ -1,6 +1,7 @@
 // CUDA launchers for fills, Philox draws and per-element math (kernels/common/elementwise.h),
 // plus the dtype conversion, bias add and deterministic column sum the other CUDA files share.
 // Every kernel is a grid-stride loop with 64-bit indices; results match the CPU backend.
+#include <algorithm>
 #include <cstdint>
 #include <type_traits>
 
@@ -93,6 +94,31 @@ __global__ void binary_broadcast_kernel(BinaryOp op, common::BroadcastPlan<2> p,
     int64_t off[2];
     common::broadcast_offsets(p, i, off);
     out[i] = T(common::binary_apply(op, static_cast<float>(a[off[0]]), static_cast<float>(b[off[1]])));
+  }
+}
+
+// y = x with its last two dimensions swapped, a 32 x 32 tile per block through shared memory
+// (padded to 33 columns: no bank conflicts), so that both the global reads and writes are
+// coalesced. Blocks cover the tiles of every matrix in x.y order; Bits is the element's bits.
+template <typename Bits>
+__global__ void transpose_kernel(const Bits* x, Bits* y, int64_t rows, int64_t cols, int64_t tiles_per_matrix,
+                                 int64_t tile_cols, int64_t tiles) {
+  __shared__ Bits tile[32][33];
+  for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
+    const int64_t b = t / tiles_per_matrix, in_b = t % tiles_per_matrix;
+    const int64_t i0 = (in_b / tile_cols) * 32, j0 = (in_b % tile_cols) * 32;
+    const Bits* xb = x + b * rows * cols;
+    Bits* yb = y + b * rows * cols;
+    for (int k = threadIdx.y; k < 32; k += blockDim.y) {
+      const int64_t i = i0 + k, j = j0 + threadIdx.x;
+      if (i < rows && j < cols) tile[k][threadIdx.x] = xb[i * cols + j];
+    }
+    __syncthreads();
+    for (int k = threadIdx.y; k < 32; k += blockDim.y) {
+      const int64_t j = j0 + k, i = i0 + threadIdx.x;  // y's row j, column i
+      if (i < rows && j < cols) yb[j * rows + i] = tile[threadIdx.x][k];
+    }
+    __syncthreads();  // the tile is refilled for the next t
   }
 }
 
@@ -448,6 +474,28 @@ void CudaBackend::broadcast_to(const Tensor& x, Tensor& out) {
                                                                                              out.data<T>(), n);
       KILN_CUDA_CHECK_LAUNCH();
     });
+  }
+  scope.done();
+}
+
+void CudaBackend::transpose(const Tensor& x, Tensor& y) {
+  OpScope scope("transpose", y.device().index);
+  if (x.numel() > 0) {
+    const int64_t rows = x.dim(-2), cols = x.dim(-1), batch = x.numel() / (rows * cols);
+    const int64_t tile_cols = (cols + 31) / 32, per_matrix = ((rows + 31) / 32) * tile_cols;
+    const int64_t tiles = batch * per_matrix;
+    const unsigned blocks = static_cast<unsigned>(std::min<int64_t>(tiles, int64_t{1} << 20));
+    const dim3 threads(32, 8);
+    if (x.dtype() == DType::bf16) {
+      transpose_kernel<uint16_t><<<blocks, threads, 0, scope.stream()>>>(
+          static_cast<const uint16_t*>(x.raw_data()), static_cast<uint16_t*>(y.raw_data()), rows, cols, per_matrix,
+          tile_cols, tiles);
+    } else {
+      transpose_kernel<uint32_t><<<blocks, threads, 0, scope.stream()>>>(
+          static_cast<const uint32_t*>(x.raw_data()), static_cast<uint32_t*>(y.raw_data()), rows, cols, per_matrix,
+          tile_cols, tiles);
+    }
+    KILN_CUDA_CHECK_LAUNCH();
   }
   scope.done();
 }

@@ -209,7 +209,8 @@ void bind_tensor_class(nb::module_& m) {
       .def(nb::self - nb::self, Release())
       .def(nb::self * nb::self, Release())
       .def(nb::self / nb::self, Release())
-      .def("__neg__", [](const Tensor& a) { return mul(a, -1.0f); }, Release())
+      .def("__neg__", [](const Tensor& a) { return kiln::neg(a); }, Release())
+      .def("__matmul__", [](const Tensor& a, const Tensor& b) { return matmul(a, b); }, nb::is_operator(), Release())
       .def("__abs__", [](const Tensor& a) { return kiln::abs(a); }, Release());
   bind_scalar_operator(c, "__add__", "+", false, [](const Tensor& a, float s) { return add(a, s); });
   bind_scalar_operator(c, "__sub__", "-", false, [](const Tensor& a, float s) { return sub(a, s); });
@@ -427,6 +428,10 @@ void bind_math_ops(nb::module_& m) {
   m.def("sum", &kiln::sum, arg("x"), Release(), "The sum of all elements, a scalar tensor.");
   m.def("mean", &kiln::mean, arg("x"), Release(), "The mean of all elements, a scalar tensor.");
   m.def("argmax", &argmax, arg("x"), Release(), "Index of the first maximum along the last dimension (int64).");
+  m.def("transpose", &kiln::transpose, arg("x"), Release(),
+        "x with its last two dimensions swapped (a copy; torch's x.transpose(-2, -1)), with gradient.");
+  m.def("matmul", &kiln::matmul, arg("a"), arg("b"), Release(),
+        "a @ b for a [M, K] and b [K, N] (2-D only), float32 or bfloat16, gradients to both.");
   m.def("reshape", [](const Tensor& x, const std::vector<int64_t>& s) { return reshape(x, to_shape(s)); },
         arg("x"), arg("shape"), Release(), "Same memory, new shape (one extent may be -1).");
 }

@@ -155,6 +155,26 @@ def test_losses_match_torch_forward_and_both_gradients(name):
         getattr(kiln, name)(ka, k(b.reshape(15)))
 
 
+def test_transpose_and_matmul_match_torch_with_gradients():
+    torch.manual_seed(5)
+    a, b = torch.randn(6, 4), torch.randn(4, 3)
+    ka, kb = k(a), k(b)
+    y = ka @ kb
+    kiln.sum(kiln.mul(y, y)).backward()
+    at, bt = a.clone().requires_grad_(True), b.clone().requires_grad_(True)
+    ref = at @ bt
+    (ref * ref).sum().backward()
+    close(y, ref, 1e-5)
+    close(ka.grad, at.grad, 1e-4)
+    close(kb.grad, bt.grad, 1e-4)
+    x = torch.randn(2, 3, 5)
+    assert kiln.transpose(k(x, grad=False)).tolist() == x.transpose(-2, -1).flatten().tolist()
+    with pytest.raises(kiln.Error, match=r"a \[6, 4\] has 4 columns but b \[3, 4\] has 3 rows"):
+        kiln.matmul(ka, k(b.t()))
+    with pytest.raises(TypeError):
+        ka @ b.numpy()
+
+
 def test_bce_with_logits_at_zero_logits_has_torchs_gradient():
     # A zero-initialised head starts at logits exactly 0: the gradient is sigmoid(0) - y there.
     x = k(torch.zeros(4))

@@ -55,6 +55,10 @@ def run_op(op, p, x, extras):
         return getattr(F, op)(x[0])
     if op in ("mse_loss", "l1_loss"):
         return getattr(F, op)(x[0], x[1])
+    if op == "transpose":
+        return x[0].transpose(-2, -1)
+    if op == "matmul":
+        return torch.matmul(x[0], x[1])
     if op == "bce_with_logits":
         return F.binary_cross_entropy_with_logits(x[0], x[1])
     if op == "dropout":
