@@ -52,7 +52,7 @@ const Suite kSuites[] = {
     {.name = "softmax_ce", .help = "fused softmax cross-entropy forward and backward, batch 64..1024 x classes 8, 1000",
      .run = run_softmax_ce, .peer_script = kCpuPeer, .peer_takes_suite = true, .on_cuda = true},
     {.name = "elementwise",
-     .help = "relu, relu backward, dropout, add, div, a per-channel add and its sum_to, "
+     .help = "relu, relu backward, dropout, add, div, a per-channel add and its sum_to, transpose, "
              "exp/log/sqrt/tanh/sigmoid/gelu/silu/abs/softplus (conv3_3 only), fill_uniform, fill_normal at VGG16 "
              "activation sizes (batch 8)",
      .run = run_elementwise, .peer_script = kCpuPeer, .peer_takes_suite = true, .on_cuda = true},

@@ -1,6 +1,7 @@
 // kiln_bench --suite elementwise: relu, relu backward, dropout (keep 0.5), add, div, a
-// per-channel add and the sum down to channels (a bias and its gradient), the unary math
-// ops (exp, log, sqrt, tanh, sigmoid, gelu, silu, abs, softplus; at conv3_3's size only), and the
+// per-channel add and the sum down to channels (a bias and its gradient), the [N H W, C]
+// transpose, the unary math ops (exp, log, sqrt, tanh, sigmoid, gelu, silu, abs, softplus; at
+// conv3_3's size only), and the
 // random fills (uniform, normal: how every model's weights start) at the sizes of VGG16's
 // activations at batch 8 (conv1_2, conv3_3, conv5_3 outputs and fc6), through the backend
 // into preallocated outputs. Judged against the measured copy bandwidth; the normal fill is
@@ -76,6 +77,22 @@ void broadcast_rows(const std::string& size, const Tensor& a, const Tensor& b, T
         r, static_cast<size_t>(c), [&](size_t i) { return sp[i]; }, [&](size_t i) { return ref[i]; },
         kiln::check::kRtolReduction);
     time_checked_row(std::move(r), opt, m, res, [&] { be.sum_to(a, sums); });
+  }
+  {  // transpose of the [N H W, C] matrix to [C, N H W] (a layout change): exact
+    const int64_t rows = ne / c;
+    const Tensor a2 = a.reshape(Shape{rows, c});
+    Tensor o2 = out.reshape(Shape{c, rows});
+    be.transpose(a2, o2);
+    const float* op = host_floats(o2, out_host);
+    Row r = row("transpose", 0.0, 8.0 * el);
+    check_row(
+        r, static_cast<size_t>(ne), [&](size_t k) { return op[k]; },
+        [&](size_t k) {
+          const size_t j = k / static_cast<size_t>(rows), i = k % static_cast<size_t>(rows);
+          return static_cast<double>(ap[i * static_cast<size_t>(c) + j]);
+        },
+        0);
+    time_checked_row(std::move(r), opt, m, res, [&] { be.transpose(a2, o2); });
   }
 }
 
