@@ -109,7 +109,7 @@ Tensor div(const Tensor& a, float s);
 Tensor sub(float s, const Tensor& a);
 Tensor div(float s, const Tensor& a);
 // -a, as a * -1: exact, -0 for 0 and NaN kept, as torch.neg.
-inline Tensor neg(const Tensor& a) { return mul(a, -1.0f); }
+Tensor neg(const Tensor& a);
 inline Tensor operator-(const Tensor& a) { return neg(a); }
 inline Tensor operator+(const Tensor& a, const Tensor& b) { return add(a, b); }
 inline Tensor operator-(const Tensor& a, const Tensor& b) { return sub(a, b); }
@@ -173,7 +173,7 @@ Tensor mse_loss(const Tensor& pred, const Tensor& target);
 Tensor l1_loss(const Tensor& pred, const Tensor& target);
 // Binary cross-entropy of sigmoid(logits) against targets in [0, 1], from the logits, as
 // torch's binary_cross_entropy_with_logits: mean(softplus(x) - x y), finite for any logit
-// (a sigmoid then a log gives inf from |x| ~ 17 on).
+// (a sigmoid then a log gives inf from |x| ~ 17 on), and accurate for a confident logit of either sign.
 Tensor binary_cross_entropy_with_logits(const Tensor& logits, const Tensor& targets);
 
 // Weight decay as TF-slim writes it: scale * sum_i sum(w_i^2) / 2 -> scalar [].

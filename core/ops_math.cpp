@@ -239,6 +239,11 @@ Tensor silu(const Tensor& x) { return unary(UnaryOp::silu, x); }
 Tensor abs(const Tensor& x) { return unary(UnaryOp::abs, x); }
 Tensor softplus(const Tensor& x) { return unary(UnaryOp::softplus, x); }
 
+Tensor neg(const Tensor& a) {
+  checks::float32_or_bf16("neg", "input x", a);  // else mul's words
+  return mul(a, -1.0f);
+}
+
 Tensor add(const Tensor& a, const Tensor& b) { return binary(BinaryOp::add, a, b); }
 Tensor sub(const Tensor& a, const Tensor& b) { return binary(BinaryOp::sub, a, b); }
 Tensor mul(const Tensor& a, const Tensor& b) { return binary(BinaryOp::mul, a, b); }
@@ -314,9 +319,11 @@ Tensor l1_loss(const Tensor& pred, const Tensor& target) {
 
 Tensor binary_cross_entropy_with_logits(const Tensor& logits, const Tensor& targets) {
   check_loss_operands("binary_cross_entropy_with_logits", "logits", logits, "targets", targets);
-  // softplus(x) - x y: its gradient is sigmoid(x) - y at every x; relu(x) + log(1 + e^-|x|) from
-  // other ops gave -y at x = 0 (their subgradients), where a zero-initialised head starts.
-  return mean(sub(softplus(logits), mul(logits, targets)));
+  // y softplus(-x) + (1 - y) softplus(x): no cancellation for a confident logit of either sign
+  // (softplus(x) - x y lost the loss of x = 16, y = 1 to rounding), and the gradient is
+  // sigmoid(x) - y at every x (through relu and abs it was -y at x = 0, where a
+  // zero-initialised head starts).
+  return mean(add(mul(targets, softplus(neg(logits))), mul(sub(1.0f, targets), softplus(logits))));
 }
 
 Tensor argmax(const Tensor& x) {

@@ -83,7 +83,7 @@ void one_value(const char* what, const Tensor& t) {
 }
 
 // The other operand of an arithmetic operator when it is not a kiln tensor: a number
-// (Python's, NumPy's scalars and 0-d arrays, a one-value torch tensor) as a float; nullopt for
+// (Python's, NumPy's scalars and 0-d arrays, a 0-d torch tensor) as a float; nullopt for
 // what Python should offer the other operand (NotImplemented). An array (NumPy's, torch's) is
 // a TypeError naming the converter, in either order: torch converts an ndarray on its right
 // silently (a copy, float64 arithmetic) and fails with it on the left; kiln has no float64,

@@ -72,6 +72,7 @@ TEST_CASE("an undefined tensor given to backward, copy_from or a layer is named 
   REQUIRE_THROWS_WITH(Tensor().copy_from(dst), Catch::Contains("copy_from: the destination is an undefined"));
   Linear fc("fc", 2, 3);
   REQUIRE_THROWS_WITH(fc(none), Catch::Contains("fc: input x is an undefined tensor"));
+  REQUIRE_THROWS_WITH(-none, Catch::Contains("neg: input x is an undefined tensor"));  // not "mul: a"
 }
 
 TEST_CASE("backward twice through a freed graph is an error, retained graphs allow it", "[autograd][errors]") {
