@@ -139,8 +139,7 @@ GradReadyScope::GradReadyScope(GradReadyHook hook) : previous_(std::move(grad_re
 GradReadyScope::~GradReadyScope() { grad_ready_hook = std::move(previous_); }
 
 void run_backward(const Tensor& root, const Tensor& seed_in, bool retain_graph) {
-  KILN_CHECK(root.defined(), "backward() on an undefined tensor (a default-made Tensor, or grad() of a tensor ",
-             "that backward() has not reached)");
+  KILN_CHECK(root.defined(), "backward() on an undefined tensor (", kUndefinedTensorOrigin, ")");
   KILN_CHECK(root.requires_grad(), "backward() on ", root.description(),
              " which does not require grad (no input of the ops that made it requires grad)");
   Tensor seed = seed_in;

@@ -210,7 +210,7 @@ Tensor Tensor::clone() const {
 
 void Tensor::copy_from(const Tensor& src, bool non_blocking) {
   KILN_CHECK(defined() && src.defined(), "copy_from: the ", defined() ? "source" : "destination",
-             " is an undefined tensor (a default-made Tensor, or grad() of a tensor that backward() has not reached)");
+             " is an undefined tensor (", kUndefinedTensorOrigin, ")");
   KILN_CHECK(src.numel() == numel(), "copy_from: source ", src.description(), " has ", src.numel(),
              " elements, destination ", description(), " has ", numel());
   Device d = !device().is_cpu() ? device() : src.device();

@@ -41,6 +41,10 @@ struct TensorOptions {
   bool pinned = false;  // host tensors only: page-locked memory when a CUDA backend exists
 };
 
+// Where an undefined tensor comes from, for each error that meets one.
+inline constexpr const char* kUndefinedTensorOrigin =
+    "a default-made Tensor, or grad() of a tensor that backward() has not reached";
+
 // A handle to a tensor. Default-constructed handles are "undefined" (like an empty optional).
 class Tensor {
  public:
@@ -164,8 +168,7 @@ class Tensor {
   std::string str(int64_t edge_items = 3) const;
 
   TensorImpl& impl() const {
-    KILN_CHECK(impl_ != nullptr, "use of an undefined tensor (a default-made Tensor, or grad() of a tensor that "
-               "backward() has not reached: check defined() first)");
+    KILN_CHECK(impl_ != nullptr, "use of an undefined tensor (", kUndefinedTensorOrigin, ": check defined() first)");
     return *impl_;
   }
   const std::shared_ptr<TensorImpl>& impl_ptr() const { return impl_; }

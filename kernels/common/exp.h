@@ -57,6 +57,14 @@ KILN_HD float exp_parts(float x, float& n) {
   return exp_reduced((x - n * kLn2Hi) - n * kLn2Lo);
 }
 
+// p * 2^n for an integer-valued n in [-252, 254], 2^n applied in two halves, each a normal
+// float, so that a result near either end of the range is neither flushed nor overflowed early
+// (one rounding into the denormals).
+KILN_HD float times_pow2(float p, float n) {
+  const float half = (n * 0.5f + kRound) - kRound;
+  return (p * pow2_int(half)) * pow2_int(n - half);
+}
+
 // e^x for x <= 0 (a softmax's exponents, after subtracting the row maximum; a scalar double
 // exp per element made the CPU's softmax-cross-entropy 3-15x slower than PyTorch's); within
 // 2 ulp of e^x on [-87, 0] (tested against double exp). Below -87, e^x < 1.7e-38 is returned
@@ -71,16 +79,14 @@ KILN_HD float exp_nonpositive(float x) {
 }
 
 // e^x over every float: within 2 ulp where e^x is a normal float (tested against double exp),
-// rounded once into the denormals below -87.3, 0 below -103.98, +inf above 88.72, NaN as NaN.
-// 2^n is applied in two halves, each a normal float, so that results near both ends of the
-// range are neither flushed nor overflowed early.
+// rounded once into the denormals below -87.3 (times_pow2), 0 below -103.98, +inf above 88.72,
+// NaN as NaN.
 KILN_HD float exp_float(float x) {
   const float kMax = 88.72283935546875f;  // the largest float whose e^x is finite
   const float xc = x > -104.0f ? (x < kMax ? x : kMax) : -104.0f;  // NaN: reduced as -104, returned below
   float n;
-  const float p = exp_parts(xc, n);                                   // n in [-150, 128]
-  const float half = (n * 0.5f + kRound) - kRound;                    // in [-75, 64]
-  const float y = (p * pow2_int(half)) * pow2_int(n - half);
+  const float p = exp_parts(xc, n);  // n in [-150, 128]
+  const float y = times_pow2(p, n);
   // By masks, not ?:: inlined into log_float (softplus), GCC threaded the ?: into branches and
   // left the loop scalar ("control flow in loop").
   const uint32_t over = 0u - static_cast<uint32_t>(x > kMax), nan = 0u - static_cast<uint32_t>(x != x);
@@ -147,13 +153,11 @@ KILN_HD float log_float(float x) {
 // and a small b (|b| <= 2): one reduction and one polynomial where exp_float(a) * exp_float(b)
 // took two. a - n ln2's high part is exact where a is large (by Sterbenz's lemma and a's bits), so the
 // large exponent is never rounded; the sum is, once, in r + b (under an ulp of 2). Results below
-// 2^-126 are rounded once into the denormals (2^n applied in two normal halves).
+// 2^-126 are rounded once into the denormals (times_pow2).
 KILN_HD float exp_split(float a, float b) {
   const float m = ((a + b) * kLog2e + kRound) - kRound;  // in [-179, 3]
   const float n = m >= -179.0f ? m : -179.0f;  // NaN (a NaN z): a defined int conversion; p is NaN
-  const float p = exp_reduced(((a - n * kLn2Hi) - n * kLn2Lo) + b);
-  const float half = (n * 0.5f + kRound) - kRound;
-  return (p * pow2_int(half)) * pow2_int(n - half);
+  return times_pow2(exp_reduced(((a - n * kLn2Hi) - n * kLn2Lo) + b), n);
 }
 
 // x with its low 12 mantissa bits cleared: its square is exact, so e^(-x^2) can be split as
