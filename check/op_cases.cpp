@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <numeric>
+#include <tuple>
 
 #include "core/op_checks.h"
 
@@ -534,6 +535,105 @@ void append_matrix_cases(std::vector<OpCase>& cases) {
   cases.push_back(bf16_variant(m, kRtolBf16));
 }
 
+// maximum, minimum, clamp and the comparisons. Operands of maximum and minimum differ by 0.05 or
+// more and clamp's inputs stay 0.025 from its bounds, past the finite differences' step (0.01), so
+// no difference straddles a kink; eq and ne get ties on purpose (every other element).
+void append_select_cases(std::vector<OpCase>& cases) {
+  Generator g(20261209);
+  const Tensor a = distinct(g, {3, 4});
+  const Tensor row = Tensor::from_vector(std::vector<float>{-0.15f, 0.05f, 0.25f, -0.35f}, {4});
+  for (const char* op : {"maximum", "minimum"}) {
+    const bool is_max = std::string(op) == "maximum";
+    OpCase k = simple(std::string(op) + "/3x4_by_4", op, {a, row}, {true, true},
+                      [is_max](const std::vector<Tensor>& in) {
+                        return is_max ? maximum(in[0], in[1]) : minimum(in[0], in[1]);
+                      },
+                      kRtolElementwise);  // exact but for the broadcast operand's summed gradient
+    set_streaming_cost(k, 1, 12);
+    cases.push_back(k);
+    cases.push_back(bf16_variant(k, kRtolBf16));
+  }
+  OpCase c = simple("clamp/3x5", "clamp", {distinct(g, {3, 5})}, {true},
+                    [](const std::vector<Tensor>& in) { return clamp(in[0], -0.375f, 0.4375f); }, kRtolExact);
+  c.params = {{"lo", -0.375}, {"hi", 0.4375}};  // bounds exact in bf16, 0.025 or more from every input
+  set_streaming_cost(c, 2, 15);
+  cases.push_back(c);
+  cases.push_back(bf16_variant(c, kRtolExact));
+  std::vector<float> tied = a.to_vector<float>();
+  for (size_t i = 0; i < tied.size(); i += 2) tied[i] += 0.3f;
+  const Tensor b = Tensor::from_vector(tied, {3, 4});
+  using Compare = Tensor (*)(const Tensor&, const Tensor&);
+  using CompareScalar = Tensor (*)(const Tensor&, float);
+  const std::tuple<const char*, Compare, CompareScalar> ops[] = {
+      {"gt", &kiln::gt, &kiln::gt}, {"ge", &kiln::ge, &kiln::ge}, {"lt", &kiln::lt, &kiln::lt},
+      {"le", &kiln::le, &kiln::le}, {"eq", &kiln::eq, &kiln::eq}, {"ne", &kiln::ne, &kiln::ne}};
+  for (const auto& [op, fn, fn_s] : ops) {
+    const Compare f = fn;
+    const CompareScalar fs = fn_s;
+    cases.push_back(streaming(simple(std::string(op) + "/3x4_ties", op, {a, b}, {false, false},
+                                     [f](const std::vector<Tensor>& in) { return f(in[0], in[1]); }, kRtolExact),
+                              1, 12));
+    cases.push_back(streaming(simple(std::string(op) + "/3x4_by_4", op, {a, row}, {false, false},
+                                     [f](const std::vector<Tensor>& in) { return f(in[0], in[1]); }, kRtolExact),
+                              1, 12));
+    OpCase k = simple(std::string(op) + "_scalar/3x4", std::string(op) + "_scalar", {a}, {false},
+                      [fs](const std::vector<Tensor>& in) { return fs(in[0], 0.5f); }, kRtolExact);
+    k.params = {{"s", 0.5}};  // one of a's values (0.1f * 5 rounds to 0.5f): a tie
+    cases.push_back(streaming(k, 1, 12));
+  }
+}
+
+// Reductions over chosen dimensions, narrow, concat, stack and layer_norm.
+void append_shape_cases(std::vector<OpCase>& cases) {
+  Generator g(20261210);
+  const Tensor x = randn(g, {2, 3, 4});
+  const auto reduce_case = [&](const char* op, std::vector<int64_t> dims, bool keepdim) {
+    const bool is_mean = std::string(op) == "mean_dims";
+    std::string name = std::string(op) + "/2x3x4_over";
+    for (int64_t d : dims) name += "_" + std::to_string(d);
+    OpCase k = simple(name + (keepdim ? "_keepdim" : ""), op, {x}, {true},
+                      [=](const std::vector<Tensor>& in) {
+                        return is_mean ? mean(in[0], dims, keepdim) : sum(in[0], dims, keepdim);
+                      },
+                      kRtolReduction);
+    k.params = {{"keepdim", keepdim ? 1.0 : 0.0}, {"ndims", static_cast<double>(dims.size())}};
+    for (size_t i = 0; i < dims.size(); ++i) k.params["d" + std::to_string(i)] = static_cast<double>(dims[i]);
+    return k;
+  };
+  cases.push_back(streaming(reduce_case("sum_dims", {1}, false), 1, 8));
+  cases.push_back(streaming(reduce_case("sum_dims", {-1}, true), 1, 6));
+  cases.push_back(streaming(reduce_case("mean_dims", {0, 2}, true), 1, 3));
+  cases.push_back(bf16_variant(streaming(reduce_case("mean_dims", {0}, false), 1, 12), kRtolBf16));
+  OpCase n = simple("narrow/3x5x4_dim1_1to4", "narrow", {randn(g, {3, 5, 4})}, {true},
+                    [](const std::vector<Tensor>& in) { return narrow(in[0], 1, 1, 3); }, kRtolExact);
+  n.params = {{"dim", 1}, {"start", 1}, {"length", 3}};
+  cases.push_back(streaming(n, 0, 36));
+  OpCase c = simple("concat/2x3x4_2x1x4_2x2x4_dim1", "concat", {x, randn(g, {2, 1, 4}), randn(g, {2, 2, 4})},
+                    {true, true, true}, [](const std::vector<Tensor>& in) { return concat(in, 1); }, kRtolExact);
+  c.params = {{"dim", 1}};
+  cases.push_back(streaming(c, 0, 48));
+  cases.push_back(bf16_variant(cases.back(), kRtolExact));
+  OpCase li = simple("concat/i64_labels", "concat",
+                     {Tensor::from_vector(std::vector<int64_t>{3, 1, 4}, {3}),
+                      Tensor::from_vector(std::vector<int64_t>{1, 5}, {2})},
+                     {false, false}, [](const std::vector<Tensor>& in) { return concat(in, 0); }, kRtolExact);
+  li.params = {{"dim", 0}};
+  li.bytes = 2 * 5 * 8.0;  // five int64 read and written
+  cases.push_back(li);
+  OpCase st = simple("stack/3x4_twice_dim1", "stack", {randn(g, {3, 4}), randn(g, {3, 4})}, {true, true},
+                     [](const std::vector<Tensor>& in) { return stack(in, 1); }, kRtolExact);
+  st.params = {{"dim", 1}};
+  cases.push_back(streaming(st, 0, 24));
+  // Rows off-centre and spread, as batch_norm2d's, so the normalisation has work to do.
+  OpCase ln = simple("layer_norm/4x6", "layer_norm",
+                     {add(mul(randn(g, {4, 6}), 1.5f), 0.7f), add(mul(randn(g, {6}), 0.5f), 1.0f), randn(g, {6})},
+                     {true, true, true},
+                     [](const std::vector<Tensor>& in) { return layer_norm(in[0], in[1], in[2], 1e-5f); },
+                     kRtolReduction);
+  ln.params = {{"eps", 1e-5}};
+  cases.push_back(streaming(ln, 8, 24));
+}
+
 }  // namespace
 
 std::vector<OpCase> all_op_cases() {
@@ -578,6 +678,8 @@ std::vector<OpCase> all_op_cases() {
   append_unary_cases(cases);
   append_loss_cases(cases);
   append_matrix_cases(cases);
+  append_select_cases(cases);
+  append_shape_cases(cases);
   return cases;
 }
 

@@ -128,6 +128,12 @@ class Backend {
   // y[.., j, i] = x[.., i, j]: x's last two dimensions swapped (rank >= 2, y shaped so);
   // float32 or bfloat16, moved as bits. Tensors are contiguous, so a transpose is a copy.
   virtual void transpose(const Tensor& x, Tensor& y) = 0;
+  // dst[r, dst_col + j] = src[r, src_col + j] for r < rows and j < width, src viewed as
+  // [rows, src.numel() / rows] and dst as [rows, dst.numel() / rows]; one dtype, one device,
+  // moved as bytes. A slice along any dimension is such a block: concat and narrow, each the
+  // other's gradient.
+  virtual void copy_block(const Tensor& src, int64_t src_col, Tensor& dst, int64_t dst_col, int64_t rows,
+                          int64_t width) = 0;
   // y = op(x) elementwise (kernels/common/elementwise.h); float32 or bfloat16, x and y alike.
   virtual void unary(UnaryOp op, const Tensor& x, Tensor& y) = 0;
   // dx = dy * op'(x), from x or y = op(x): the one unary_backward_reads_input (core/op_params.h)

@@ -62,6 +62,12 @@ Tensor batch_norm2d(const Tensor& x, const Tensor& gamma, const Tensor& beta, Te
 // y = x w^T + b. x: [N, in], w: [out, in], b: [out] or undefined -> [N, out].
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b = Tensor());
 
+// Layer normalisation over the last dimension (torch's F.layer_norm with normalized_shape [C]):
+// (x - mean) / sqrt(var + eps) * gamma + beta, with the biased variance; gamma and beta [C], or
+// undefined for none. Float32. Composed of mean, sub, mul, div and sqrt, so gradients reach x,
+// gamma and beta through them (a fused kernel would save passes, not change the math).
+Tensor layer_norm(const Tensor& x, const Tensor& gamma = Tensor(), const Tensor& beta = Tensor(), float eps = 1e-5f);
+
 // max(x, 0), any shape. NaN maps to 0, as the fused conv+ReLU paths do (oneDNN's post-op,
 // kiln's CUDA bias+ReLU pass); torch.relu keeps NaN. A network diverging inside can thus
 // show a finite loss: the trainer's checks of the loss see only what reaches it.
@@ -80,6 +86,16 @@ Tensor flatten(const Tensor& x);
 
 // Rows [begin, end) of dimension 0, sharing memory.
 Tensor slice(const Tensor& x, int64_t begin, int64_t end);
+
+// Elements [start, start + length) of dimension dim (negative counts from the last), every
+// dimension else whole: torch's narrow, but a copy, as kiln's tensors are contiguous (slice is
+// the view along dimension 0). Any dtype.
+Tensor narrow(const Tensor& x, int64_t dim, int64_t start, int64_t length);
+// xs joined along dimension dim, in order: one dtype and device, every other extent equal (torch.cat).
+Tensor concat(const std::vector<Tensor>& xs, int64_t dim);
+// xs of one shape joined along a new dimension dim (0 to rank; negative counts from the end):
+// three [N, C] make [3, N, C] at dim 0, [N, 3, C] at dim 1 (torch.stack).
+Tensor stack(const std::vector<Tensor>& xs, int64_t dim);
 
 // Mean over the batch of -log softmax(logits)[label]; fused and numerically stable.
 // logits: [N, K] float32, labels: [N] int32/int64 in [0, K) -> scalar [].
@@ -147,6 +163,30 @@ Tensor transpose(const Tensor& x);
 // a @ b for a [M, K] and b [K, N] -> [M, N], float32 or bfloat16 (as linear), gradients to
 // both: linear(a, transpose(b)), so it runs where linear runs (oneDNN, cuBLASLt).
 Tensor matmul(const Tensor& a, const Tensor& b);
+// The larger (maximum) or smaller (minimum) of a and b per element, broadcast as add; a NaN in
+// either is returned (torch's rule, where fmax would drop it). The gradient goes to the operand
+// that won, half to each on a tie, and whole to both where a NaN is involved (torch's formula).
+Tensor maximum(const Tensor& a, const Tensor& b);
+Tensor minimum(const Tensor& a, const Tensor& b);
+// x limited to [lo, hi] per element (torch.clamp; -inf or inf leaves a side open). NaN stays NaN.
+// The gradient passes where lo <= x <= hi, the bounds included. lo > hi or a NaN bound is refused.
+Tensor clamp(const Tensor& x, float lo, float hi);
+// Comparisons per element, broadcast as add: 1 where a > b (>=, <, <=, ==, !=) holds, else 0, in
+// a's dtype (kiln has no bool tensors); a NaN compares unequal to everything. No gradient: the
+// result is a mask to multiply by, count or average.
+Tensor gt(const Tensor& a, const Tensor& b);
+Tensor ge(const Tensor& a, const Tensor& b);
+Tensor lt(const Tensor& a, const Tensor& b);
+Tensor le(const Tensor& a, const Tensor& b);
+Tensor eq(const Tensor& a, const Tensor& b);
+Tensor ne(const Tensor& a, const Tensor& b);
+// The comparisons against a scalar: gt(x, 0.5f) is 1 where x > 0.5.
+Tensor gt(const Tensor& a, float s);
+Tensor ge(const Tensor& a, float s);
+Tensor lt(const Tensor& a, float s);
+Tensor le(const Tensor& a, float s);
+Tensor eq(const Tensor& a, float s);
+Tensor ne(const Tensor& a, float s);
 // x summed down to `shape`, of which x's shape is a broadcast (torch's sum_to_size): each
 // element the sum, in double, of those that broadcast from it. x itself when shapes match.
 Tensor sum_to(const Tensor& x, const Shape& shape);
@@ -158,6 +198,13 @@ Tensor broadcast_to(const Tensor& x, const Shape& shape);
 Tensor sum(const Tensor& x);
 // Mean of all elements -> scalar [].
 Tensor mean(const Tensor& x);
+// Sum or mean over the dimensions `dims` (negative counts from the last; each once), float32 or
+// bfloat16, accumulated in double: [N, T, C] summed over {1} is [N, C], or [N, 1, C] with keepdim
+// (torch's x.sum(dims, keepdim)). The one-dimension forms take dim alone: mean(x, -1, true).
+Tensor sum(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim = false);
+Tensor mean(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim = false);
+Tensor sum(const Tensor& x, int64_t dim, bool keepdim = false);
+Tensor mean(const Tensor& x, int64_t dim, bool keepdim = false);
 // Index of the first maximum along the last dimension -> int64 [..] (no gradient). A NaN
 // never wins, except in column 0, which nothing then beats (torch.argmax returns a NaN's
 // index instead); a row of logits with NaN in it has no meaningful class either way.

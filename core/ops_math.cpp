@@ -1,5 +1,7 @@
 // Elementwise arithmetic, reductions, views (reshape, flatten, slice), the L2 penalty,
 // the SGD and Adam updates, and the pixel lookups that turn bytes into network inputs.
+#include <cmath>
+
 #include "core/op_checks.h"
 #include "core/ops.h"
 
@@ -18,9 +20,20 @@ const char* binary_name(BinaryOp op) {
     case BinaryOp::div: return "div";
     case BinaryOp::rsub: return "rsub";
     case BinaryOp::rdiv: return "rdiv";
+    case BinaryOp::maximum: return "maximum";
+    case BinaryOp::minimum: return "minimum";
+    case BinaryOp::gt: return "gt";
+    case BinaryOp::ge: return "ge";
+    case BinaryOp::lt: return "lt";
+    case BinaryOp::le: return "le";
+    case BinaryOp::eq: return "eq";
+    case BinaryOp::ne: return "ne";
   }
   return "?";
 }
+
+// The comparisons: their 0/1 output is a step function of the operands, with no gradient.
+bool is_comparison(BinaryOp op) { return op >= BinaryOp::gt; }
 
 // g summed down to `shape` (the gradient of an operand broadcast to g's shape); g itself
 // when it has that shape already.
@@ -38,6 +51,19 @@ Tensor apply_binary(BinaryOp op, const Tensor& x, const Tensor& y, const Shape& 
   return out;
 }
 
+// The share of the gradient of maximum or minimum that goes to x against y: 1, but 0 where y
+// wins (x < y for maximum: loses = lt; x > y for minimum: gt) and 0.5 on a tie. A NaN on either
+// side wins for both, so each gets the whole gradient there (torch's formula).
+Tensor winner_weight(BinaryOp loses, const Tensor& x, const Tensor& y, const Shape& shape) {
+  Tensor w = apply_binary(loses, x, y, shape);
+  Tensor tie = apply_binary(BinaryOp::eq, x, y, shape);
+  Backend& be = backend_for(x.device());
+  be.binary_scalar(BinaryOp::mul, tie, 0.5f, tie);
+  be.binary(BinaryOp::add, w, tie, w);
+  be.binary_scalar(BinaryOp::rsub, w, 1.0f, w);
+  return w;
+}
+
 // -t, exactly (a negation rounds nothing).
 Tensor negated(const Tensor& t) {
   Tensor out = Tensor::empty(t.shape(), like(t));
@@ -49,7 +75,7 @@ struct BinaryNode final : Node {
   explicit BinaryNode(BinaryOp op) : Node(binary_name(op)), op(op) {}
   BinaryOp op;
   Shape a_shape, b_shape;  // the operands' shapes: a broadcast one's gradient is summed back
-  SavedTensor a, b;        // mul and div only, and only what the gradients asked for need
+  SavedTensor a, b;        // mul, div, maximum and minimum only, and only what the gradients need
   std::vector<Tensor> apply(const Tensor& g) override {
     Tensor ga, gb;
     const bool want_a = next[0].needed(), want_b = next[1].needed();
@@ -75,9 +101,17 @@ struct BinaryNode final : Node {
           gb = negated(reduce_to(apply_binary(BinaryOp::div, ga_b, bb, g.shape()), b_shape));
         }
         break;
-      case BinaryOp::rsub:
-      case BinaryOp::rdiv:
-        break;  // never built: binary() is called with the four ops above, binary_scalar with these
+      case BinaryOp::maximum:
+      case BinaryOp::minimum: {
+        const BinaryOp loses = op == BinaryOp::maximum ? BinaryOp::lt : BinaryOp::gt;
+        if (want_a) ga = reduce_to(apply_binary(BinaryOp::mul, g, winner_weight(loses, a.get(), b.get(), g.shape()),
+                                                g.shape()), a_shape);
+        if (want_b) gb = reduce_to(apply_binary(BinaryOp::mul, g, winner_weight(loses, b.get(), a.get(), g.shape()),
+                                                g.shape()), b_shape);
+        break;
+      }
+      default:
+        break;  // never built: rsub and rdiv come from binary_scalar, and comparisons have no gradient
     }
     return {ga, gb};
   }
@@ -96,11 +130,14 @@ Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b) {
   const Shape shape = a.shape() == b.shape() ? a.shape() : checks::broadcast_shape(name, a.shape(), b.shape());
   Tensor out = Tensor::empty(shape, like(a));
   backend_for(a.device()).binary(op, a, b, out);
-  if (autograd::needs_grad({&a, &b})) {
+  if (!is_comparison(op) && autograd::needs_grad({&a, &b})) {
     auto node = std::make_shared<BinaryNode>(op);
     node->a_shape = a.shape();
     node->b_shape = b.shape();
-    if (op == BinaryOp::mul) {
+    if (op == BinaryOp::maximum || op == BinaryOp::minimum) {
+      node->a = a.detach();
+      node->b = b.detach();
+    } else if (op == BinaryOp::mul) {
       if (b.requires_grad()) node->a = a.detach();
       if (a.requires_grad()) node->b = b.detach();
     } else if (op == BinaryOp::div) {
@@ -136,7 +173,7 @@ Tensor binary_scalar(BinaryOp op, const Tensor& a, float s) {
   checks::float32_or_bf16(binary_name(op), "a", a);
   Tensor out = Tensor::empty(a.shape(), like(a));
   backend_for(a.device()).binary_scalar(op, a, s, out);
-  if (autograd::needs_grad({&a})) {
+  if (!is_comparison(op) && autograd::needs_grad({&a})) {
     auto node = std::make_shared<ScalarNode>(op, s);
     if (op == BinaryOp::rdiv) node->a = a.detach();
     node->next = {autograd::edge_for(a)};
@@ -254,6 +291,59 @@ Tensor mul(const Tensor& a, float s) { return binary_scalar(BinaryOp::mul, a, s)
 Tensor div(const Tensor& a, float s) { return binary_scalar(BinaryOp::div, a, s); }
 Tensor sub(float s, const Tensor& a) { return binary_scalar(BinaryOp::rsub, a, s); }
 Tensor div(float s, const Tensor& a) { return binary_scalar(BinaryOp::rdiv, a, s); }
+// ---------------------------------------------------------------- clamp
+namespace {
+// torch's gradient: g where lo <= x <= hi, the bounds included; 0 outside and at a NaN x.
+struct ClampNode final : Node {
+  ClampNode(float lo, float hi) : Node("clamp"), lo(lo), hi(hi) {}
+  float lo, hi;
+  SavedTensor x;
+  std::vector<Tensor> apply(const Tensor& g) override {
+    const Tensor& xv = x.get();
+    Backend& be = backend_for(g.device());
+    Tensor inside = Tensor::empty(xv.shape(), like(xv)), below = Tensor::empty(xv.shape(), like(xv));
+    be.binary_scalar(BinaryOp::ge, xv, lo, inside);
+    be.binary_scalar(BinaryOp::le, xv, hi, below);
+    be.binary(BinaryOp::mul, inside, below, inside);
+    be.binary(BinaryOp::mul, inside, g, inside);
+    return {inside};
+  }
+  void release_saved() override { x.reset(); }
+};
+}  // namespace
+
+Tensor clamp(const Tensor& x, float lo, float hi) {
+  checks::float32_or_bf16("clamp", "input x", x);
+  KILN_CHECK(!std::isnan(lo) && !std::isnan(hi), "clamp: a bound is NaN (lo ", lo, ", hi ", hi,
+             "); pass -inf or inf for a side that is not bounded");
+  KILN_CHECK(lo <= hi, "clamp: lo ", lo, " is above hi ", hi, ", so no value lies between them");
+  Tensor out = Tensor::empty(x.shape(), like(x));
+  Backend& be = backend_for(x.device());
+  be.binary_scalar(BinaryOp::maximum, x, lo, out);  // NaN stays NaN through both, as torch.clamp
+  be.binary_scalar(BinaryOp::minimum, out, hi, out);
+  if (autograd::needs_grad({&x})) {
+    auto node = std::make_shared<ClampNode>(lo, hi);
+    node->x = x.detach();
+    node->next = {autograd::edge_for(x)};
+    autograd::set_history(out, node);
+  }
+  return out;
+}
+
+Tensor maximum(const Tensor& a, const Tensor& b) { return binary(BinaryOp::maximum, a, b); }
+Tensor minimum(const Tensor& a, const Tensor& b) { return binary(BinaryOp::minimum, a, b); }
+Tensor gt(const Tensor& a, const Tensor& b) { return binary(BinaryOp::gt, a, b); }
+Tensor ge(const Tensor& a, const Tensor& b) { return binary(BinaryOp::ge, a, b); }
+Tensor lt(const Tensor& a, const Tensor& b) { return binary(BinaryOp::lt, a, b); }
+Tensor le(const Tensor& a, const Tensor& b) { return binary(BinaryOp::le, a, b); }
+Tensor eq(const Tensor& a, const Tensor& b) { return binary(BinaryOp::eq, a, b); }
+Tensor ne(const Tensor& a, const Tensor& b) { return binary(BinaryOp::ne, a, b); }
+Tensor gt(const Tensor& a, float s) { return binary_scalar(BinaryOp::gt, a, s); }
+Tensor ge(const Tensor& a, float s) { return binary_scalar(BinaryOp::ge, a, s); }
+Tensor lt(const Tensor& a, float s) { return binary_scalar(BinaryOp::lt, a, s); }
+Tensor le(const Tensor& a, float s) { return binary_scalar(BinaryOp::le, a, s); }
+Tensor eq(const Tensor& a, float s) { return binary_scalar(BinaryOp::eq, a, s); }
+Tensor ne(const Tensor& a, float s) { return binary_scalar(BinaryOp::ne, a, s); }
 Tensor sum_to(const Tensor& x, const Shape& shape) { return resize_by_broadcast(x, shape, true); }
 Tensor broadcast_to(const Tensor& x, const Shape& shape) { return resize_by_broadcast(x, shape, false); }
 
@@ -291,6 +381,45 @@ Tensor reduce_sum(const Tensor& x, bool is_mean) {
 
 Tensor sum(const Tensor& x) { return reduce_sum(x, false); }
 Tensor mean(const Tensor& x) { return reduce_sum(x, true); }
+
+namespace {
+// sum or mean of x over `dims` (each in [-rank, rank), none twice), as sum_to a shape with those
+// extents 1, then a view without them unless keepdim. The gradient is sum_to's: a repeat.
+Tensor reduce_dims(const char* op, const Tensor& x, const std::vector<int64_t>& dims, bool keepdim, bool is_mean) {
+  checks::float32_or_bf16(op, "input x", x);
+  KILN_CHECK(!dims.empty(), op, ": no dimension given; ", op, "(x) reduces every one");
+  const int64_t rank = x.rank();
+  std::vector<int64_t> kept = x.shape().dims(), dropped;
+  std::vector<bool> reduced(static_cast<size_t>(rank), false);
+  int64_t count = 1;
+  for (int64_t d : dims) {
+    KILN_CHECK(d >= -rank && d < rank, op, ": dimension ", d, " is out of range for ", x.description(), " (", rank,
+               " dimensions: ", -rank, " to ", rank - 1, ")");
+    const auto k = static_cast<size_t>(d < 0 ? d + rank : d);
+    KILN_CHECK(!reduced[k], op, ": dimension ", k, " is named twice in the dimensions given");
+    reduced[k] = true;
+    count *= kept[k];
+    kept[k] = 1;
+  }
+  KILN_CHECK(!is_mean || count > 0, op, ": the dimensions given of ", x.description(),
+             " hold no element, so they have no mean");
+  Tensor out = sum_to(x, Shape(kept));
+  if (is_mean) out = mul(out, 1.0f / static_cast<float>(count));
+  if (keepdim) return out;
+  for (size_t k = 0; k < reduced.size(); ++k)
+    if (!reduced[k]) dropped.push_back(x.dim(static_cast<int64_t>(k)));
+  return reshape(out, Shape(dropped));
+}
+}  // namespace
+
+Tensor sum(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim) {
+  return reduce_dims("sum", x, dims, keepdim, false);
+}
+Tensor mean(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim) {
+  return reduce_dims("mean", x, dims, keepdim, true);
+}
+Tensor sum(const Tensor& x, int64_t dim, bool keepdim) { return sum(x, std::vector<int64_t>{dim}, keepdim); }
+Tensor mean(const Tensor& x, int64_t dim, bool keepdim) { return mean(x, std::vector<int64_t>{dim}, keepdim); }
 
 namespace {
 // A loss's operands: float32, one device, one shape, so that its error names the loss and not

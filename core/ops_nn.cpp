@@ -437,6 +437,28 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
   return y;
 }
 
+// ---------------------------------------------------------------- layer_norm
+Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps) {
+  const char* op = "layer_norm";
+  checks::float32(op, "input x", x);
+  KILN_CHECK(x.rank() >= 1 && x.dim(-1) >= 1, op, ": needs a non-empty last dimension to normalise, got ",
+             x.description());
+  KILN_CHECK(std::isfinite(eps) && eps >= 0.0f, op, ": eps must be finite and >= 0, got ", eps);
+  const int64_t c = x.dim(-1);
+  for (const auto& [what, t] : {std::pair<const char*, const Tensor*>{"gamma", &gamma}, {"beta", &beta}}) {
+    if (!t->defined()) continue;
+    checks::float32(op, what, *t);
+    checks::same_device(op, "input x", x, what, *t);
+    KILN_CHECK(t->shape() == Shape{c}, op, ": ", what, " must be [", c, "] for ", x.description(), ", got ",
+               t->shape());
+  }
+  const Tensor centred = sub(x, mean(x, -1, true));
+  Tensor y = div(centred, sqrt(add(mean(mul(centred, centred), -1, true), eps)));
+  if (gamma.defined()) y = mul(y, gamma);
+  if (beta.defined()) y = add(y, beta);
+  return y;
+}
+
 // ---------------------------------------------------------------- relu
 namespace {
 struct ReluNode final : Node {

@@ -95,6 +95,10 @@ class ProfilingBackend final : public Backend {
   void transpose(const Tensor& x, Tensor& y) override {
     op("transpose", y, [&] { in()->transpose(x, y); });
   }
+  void copy_block(const Tensor& src, int64_t src_col, Tensor& dst, int64_t dst_col, int64_t rows,
+                  int64_t width) override {
+    op("copy_block", dst, [&] { in()->copy_block(src, src_col, dst, dst_col, rows, width); });
+  }
   void unary(UnaryOp o, const Tensor& x, Tensor& y) override { op("unary", x, [&] { in()->unary(o, x, y); }); }
   void unary_backward(UnaryOp o, const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx) override {
     op("unary_backward", dy, [&] { in()->unary_backward(o, x, y, dy, dx); });

@@ -1,5 +1,7 @@
 #include "layers/layers.h"
 
+#include <cmath>
+
 #include "core/op_checks.h"
 
 namespace kiln {
@@ -124,6 +126,19 @@ Tensor BatchNorm2d::forward(const Tensor& x) {
                         1.0f / static_cast<float>(calibration_batches_), eps_);
   }
   return batch_norm2d(x, *weight_, *bias_, *running_mean_, *running_var_, uses_batch_statistics(), momentum_, eps_);
+}
+
+LayerNorm::LayerNorm(std::string name, int64_t features, float eps) : Module(std::move(name)), eps_(eps) {
+  KILN_CHECK(features >= 1, "LayerNorm ", this->name(), ": features must be >= 1, got ", features);
+  KILN_CHECK(std::isfinite(eps) && eps >= 0.0f, "LayerNorm ", this->name(), ": eps must be finite and >= 0, got ", eps);
+  weight_ = &register_parameter("weight", Tensor::ones(Shape{features}), false);
+  bias_ = &register_parameter("bias", init::zeros(Shape{features}), false);
+}
+
+Tensor LayerNorm::forward(const Tensor& x) {
+  KILN_CHECK(!x.defined() || (x.rank() >= 1 && x.dim(-1) == weight_->dim(0)), "LayerNorm ", name(), ": input ",
+             x.description(), " does not end in its ", weight_->dim(0), " features");
+  return layer_norm(x, *weight_, *bias_, eps_);
 }
 
 Dropout::Dropout(std::string name, float keep_prob, Generator& gen)

@@ -173,6 +173,24 @@ class BatchNorm2d final : public Module {
   int64_t calibration_batches_ = 0;
 };
 
+// Layer normalisation over the last dimension (core/ops.h layer_norm), for sequence and token
+// models: parameters weight (gamma, ones at first) and bias (beta, zeros), [features], no decay.
+class LayerNorm final : public Module {
+ public:
+  // features must be >= 1; eps torch's default.
+  LayerNorm(std::string name, int64_t features, float eps = 1e-5f);
+  // x: [..., features], float32.
+  Tensor forward(const Tensor& x) override;
+  // gamma (torch's "weight").
+  Tensor& weight() { return *weight_; }
+  // beta (torch's "bias").
+  Tensor& bias() { return *bias_; }
+
+ private:
+  float eps_;
+  Tensor *weight_, *bias_;
+};
+
 // Active in training mode only; draws masks from `gen`, which must outlive the layer's training
 // (a destroyed one is a kiln::Error when a mask is drawn, not a read of freed memory).
 class Dropout final : public Module {

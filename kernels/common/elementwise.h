@@ -19,6 +19,15 @@ KILN_HD float binary_apply(BinaryOp op, float a, float b) {
     case BinaryOp::div: return a / b;  // IEEE division on both (no reciprocal, no fast math)
     case BinaryOp::rsub: return b - a;
     case BinaryOp::rdiv: return b / a;
+    // Selects, not fmaxf: fmaxf drops a NaN operand, torch.maximum returns it.
+    case BinaryOp::maximum: return (a > b || a != a) ? a : b;
+    case BinaryOp::minimum: return (a < b || a != a) ? a : b;
+    case BinaryOp::gt: return a > b ? 1.0f : 0.0f;
+    case BinaryOp::ge: return a >= b ? 1.0f : 0.0f;
+    case BinaryOp::lt: return a < b ? 1.0f : 0.0f;
+    case BinaryOp::le: return a <= b ? 1.0f : 0.0f;
+    case BinaryOp::eq: return a == b ? 1.0f : 0.0f;
+    case BinaryOp::ne: return a != b ? 1.0f : 0.0f;
   }
   return 0.0f;
 }

@@ -2,9 +2,11 @@
 // different shapes, a tensor summed down to a broadcast operand's shape, and one repeated up.
 // Each walks the plan's rows (every dimension but the innermost) in parallel and runs the
 // innermost dimension with constant strides, 0 or 1, known at compile time so it vectorises.
+// Beside them the two layout moves: transpose (tiles) and copy_block (a memcpy per row).
 #include <omp.h>
 
 #include <algorithm>
+#include <cstring>
 #include <vector>
 
 #include "kernels/common/broadcast.h"
@@ -247,6 +249,17 @@ void CpuBackend::transpose(const Tensor& x, Tensor& y) {
     return transpose_tiles(static_cast<const uint16_t*>(x.raw_data()), static_cast<uint16_t*>(y.raw_data()), batch,
                            rows, cols);
   transpose_tiles(static_cast<const uint32_t*>(x.raw_data()), static_cast<uint32_t*>(y.raw_data()), batch, rows, cols);
+}
+
+void CpuBackend::copy_block(const Tensor& src, int64_t src_col, Tensor& dst, int64_t dst_col, int64_t rows,
+                            int64_t width) {
+  if (rows == 0 || width == 0) return;
+  const auto es = static_cast<int64_t>(dtype_size(src.dtype()));
+  const int64_t src_pitch = src.numel() / rows * es, dst_pitch = dst.numel() / rows * es, bytes = width * es;
+  const auto* ps = static_cast<const char*>(src.raw_data()) + src_col * es;
+  auto* pd = static_cast<char*>(dst.raw_data()) + dst_col * es;
+#pragma omp parallel for schedule(static) if (rows * bytes > 4 * kParallelFrom && rows > 1)
+  for (int64_t r = 0; r < rows; ++r) std::memcpy(pd + r * dst_pitch, ps + r * src_pitch, static_cast<size_t>(bytes));
 }
 
 void CpuBackend::broadcast_to(const Tensor& x, Tensor& out) {

@@ -41,6 +41,14 @@ void with_binary_op(BinaryOp op, Fn&& fn) {
     case BinaryOp::div: return fn(std::integral_constant<BinaryOp, BinaryOp::div>{});
     case BinaryOp::rsub: return fn(std::integral_constant<BinaryOp, BinaryOp::rsub>{});
     case BinaryOp::rdiv: return fn(std::integral_constant<BinaryOp, BinaryOp::rdiv>{});
+    case BinaryOp::maximum: return fn(std::integral_constant<BinaryOp, BinaryOp::maximum>{});
+    case BinaryOp::minimum: return fn(std::integral_constant<BinaryOp, BinaryOp::minimum>{});
+    case BinaryOp::gt: return fn(std::integral_constant<BinaryOp, BinaryOp::gt>{});
+    case BinaryOp::ge: return fn(std::integral_constant<BinaryOp, BinaryOp::ge>{});
+    case BinaryOp::lt: return fn(std::integral_constant<BinaryOp, BinaryOp::lt>{});
+    case BinaryOp::le: return fn(std::integral_constant<BinaryOp, BinaryOp::le>{});
+    case BinaryOp::eq: return fn(std::integral_constant<BinaryOp, BinaryOp::eq>{});
+    case BinaryOp::ne: return fn(std::integral_constant<BinaryOp, BinaryOp::ne>{});
   }
 }
 

@@ -185,6 +185,7 @@ std::string module_repr(nb::handle self) {
   if (auto* l = dynamic_cast<Linear*>(&mod))
     return head + ", " + n(l->weight().dim(1)) + " -> " + n(l->weight().dim(0)) + (l->has_bias() ? "" : ", no bias") +
            ")";
+  if (auto* l = dynamic_cast<LayerNorm*>(&mod)) return head + ", " + n(l->weight().dim(0)) + ")";
   if (auto* p = dynamic_cast<MaxPool2d*>(&mod))
     return head + ", kernel " + n(p->params().kernel_h) + ", stride " + n(p->params().stride_h) + ")";
   return head + ")";
@@ -297,6 +298,10 @@ void bind_modules(nb::module_& m) {
              new (self) Conv2d(std::move(name), in, out, kernel, Conv2dParams{stride, stride, padding, padding}, bias, gen);
            }, arg("name"), arg("in_channels"), arg("out_channels"), arg("kernel"), arg("stride") = 1,
            arg("padding") = 0, arg("bias") = true, arg("seed") = 0);
+  nb::class_<LayerNorm, Module>(m, "LayerNorm", nb::is_final(),
+                                "Normalises over the last dimension (kiln.layer_norm); parameters weight and bias "
+                                "[features], ones and zeros at first (torch.nn.LayerNorm(features)).")
+      .def(nb::init<std::string, int64_t, float>(), arg("name"), arg("features"), arg("eps") = 1e-5f);
   nb::class_<ReLU, Module>(m, "ReLU", nb::is_final(), "max(x, 0), elementwise; no parameters.")
       .def(nb::init<std::string>(), arg("name"));
   nb::class_<Flatten, Module>(m, "Flatten", nb::is_final(), "[N, ...] -> [N, product of the rest]; no parameters.")

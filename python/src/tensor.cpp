@@ -3,10 +3,13 @@
 #include <charconv>
 #include <cmath>
 #include <chrono>
+#include <functional>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <utility>
 #include <variant>
 #include <vector>
@@ -222,6 +225,20 @@ void bind_tensor_class(nb::module_& m) {
   // in float32 with s as given and rounded once, as torch does and as a - s and a / s are.
   bind_scalar_operator(c, "__rsub__", "-", true, [](const Tensor& a, float s) { return sub(s, a); });
   bind_scalar_operator(c, "__rtruediv__", "/", true, [](const Tensor& a, float s) { return div(s, a); });
+  // Comparisons give 0/1 masks in the tensor's dtype, as kiln has no bool tensors (core/ops.h);
+  // s < t reaches t.__gt__(s) through Python's reflection. == and != compare elements too, as
+  // torch's do, so a tensor hashes by identity (Python drops __hash__ when __eq__ is defined).
+  using Compare = Tensor (*)(const Tensor&, const Tensor&);
+  using CompareScalar = Tensor (*)(const Tensor&, float);
+  const std::tuple<const char*, const char*, Compare, CompareScalar> comparisons[] = {
+      {"__gt__", ">", &kiln::gt, &kiln::gt}, {"__ge__", ">=", &kiln::ge, &kiln::ge},
+      {"__lt__", "<", &kiln::lt, &kiln::lt}, {"__le__", "<=", &kiln::le, &kiln::le},
+      {"__eq__", "==", &kiln::eq, &kiln::eq}, {"__ne__", "!=", &kiln::ne, &kiln::ne}};
+  for (const auto& [name, symbol, fn, fn_s] : comparisons) {
+    c.def(name, fn, nb::is_operator(), Release());
+    bind_scalar_operator(c, name, symbol, false, fn_s);
+  }
+  c.def("__hash__", [](nb::handle self) { return static_cast<int64_t>(std::hash<const void*>{}(self.ptr())); });
 }
 
 void bind_factories(nb::module_& m) {
@@ -378,6 +395,11 @@ void bind_nn_ops(nb::module_& m) {
         "as in torch.");
   m.def("adaptive_avg_pool2d", &adaptive_avg_pool2d, arg("x"), arg("out_h"), arg("out_w"), Release(),
         "Average pooling of NHWC x to an out_h x out_w grid (torch.nn.AdaptiveAvgPool2d).");
+  m.def("layer_norm", [](const Tensor& x, std::optional<Tensor> w, std::optional<Tensor> b, float eps) {
+          return layer_norm(x, w ? *w : Tensor(), b ? *b : Tensor(), eps);
+        }, arg("x"), arg("weight") = nb::none(), arg("bias") = nb::none(), arg("eps") = 1e-5f, Release(),
+        "Normalises x over its last dimension, then * weight + bias ([C] each, or None): "
+        "torch.nn.functional.layer_norm(x, (C,), weight, bias, eps). float32.");
   m.def("linear", [](const Tensor& x, const Tensor& w, std::optional<Tensor> b) { return linear(x, w, b ? *b : Tensor()); },
         arg("x"), arg("weight"), arg("bias") = nb::none(), Release(), "x @ weight.T + bias. x: [N, in], weight: [out, in].");
   m.def("relu", &relu, arg("x"), Release(), "max(x, 0); NaN maps to 0 (torch.relu keeps it; core/ops.h).");
@@ -391,6 +413,13 @@ void bind_nn_ops(nb::module_& m) {
         "Mean over the batch of -log softmax(logits)[label]. logits: [N, K] float32, labels: [N] int32/int64.");
   m.def("softmax", &softmax, arg("x"), Release(), "Softmax over the last dimension.");
   m.def("log_softmax", &log_softmax, arg("x"), Release(), "Log-softmax over the last dimension.");
+}
+
+// A dimension argument as torch takes it: an int, or a list or tuple of ints.
+using Dims = std::variant<int64_t, std::vector<int64_t>>;
+std::vector<int64_t> dims_of(const Dims& d) {
+  if (const int64_t* one = std::get_if<int64_t>(&d)) return {*one};
+  return std::get<std::vector<int64_t>>(d);
 }
 
 void bind_math_ops(nb::module_& m) {
@@ -425,8 +454,46 @@ void bind_math_ops(nb::module_& m) {
         "mean(|pred - target|) (torch.nn.functional.l1_loss); shapes must match, no broadcast.");
   m.def("binary_cross_entropy_with_logits", &kiln::binary_cross_entropy_with_logits, arg("logits"), arg("targets"),
         Release(), "mean(softplus(x) - x * y), targets y in [0, 1] (torch's binary_cross_entropy_with_logits).");
-  m.def("sum", &kiln::sum, arg("x"), Release(), "The sum of all elements, a scalar tensor.");
-  m.def("mean", &kiln::mean, arg("x"), Release(), "The mean of all elements, a scalar tensor.");
+  m.def("sum", [](const Tensor& x, std::optional<Dims> dim, bool keepdim) {
+          return dim ? kiln::sum(x, dims_of(*dim), keepdim) : kiln::sum(x);
+        }, arg("x"), arg("dim") = nb::none(), arg("keepdim") = false, Release(),
+        "The sum of all elements (a scalar tensor), or over dimension `dim`, an int or a list of ints, keeping "
+        "them as extents 1 with keepdim (torch.sum).");
+  m.def("mean", [](const Tensor& x, std::optional<Dims> dim, bool keepdim) {
+          return dim ? kiln::mean(x, dims_of(*dim), keepdim) : kiln::mean(x);
+        }, arg("x"), arg("dim") = nb::none(), arg("keepdim") = false, Release(),
+        "The mean of all elements (a scalar tensor), or over `dim` as sum's (torch.mean).");
+  m.def("maximum", &kiln::maximum, arg("a"), arg("b"), Release(),
+        "The larger of a and b per element, broadcast; NaN wins (torch.maximum). Gradient to the larger, half each "
+        "on a tie.");
+  m.def("minimum", &kiln::minimum, arg("a"), arg("b"), Release(), "The smaller of a and b per element, as maximum.");
+  m.def("clamp", [](const Tensor& x, std::optional<float> lo, std::optional<float> hi) {
+          constexpr float inf = std::numeric_limits<float>::infinity();
+          return clamp(x, lo.value_or(-inf), hi.value_or(inf));
+        }, arg("x"), arg("min") = nb::none(), arg("max") = nb::none(), Release(),
+        "x limited to [min, max] (either may be None); NaN stays NaN. Gradient where min <= x <= max (torch.clamp).");
+  using Compare = Tensor (*)(const Tensor&, const Tensor&);
+  using CompareScalar = Tensor (*)(const Tensor&, float);
+  // Each: 1 where a op b, else 0, in a's dtype (a mask; no gradient); b a tensor (broadcast) or a number.
+  const std::tuple<const char*, const char*, Compare, CompareScalar> comparisons[] = {
+      {"gt", "1 where a > b, else 0 (a mask in a's dtype, no gradient); b: a tensor, broadcast, or a number.",
+       &kiln::gt, &kiln::gt},
+      {"ge", "1 where a >= b, else 0, as gt.", &kiln::ge, &kiln::ge},
+      {"lt", "1 where a < b, else 0, as gt.", &kiln::lt, &kiln::lt},
+      {"le", "1 where a <= b, else 0, as gt.", &kiln::le, &kiln::le},
+      {"eq", "1 where a == b, else 0, as gt (NaN equals nothing).", &kiln::eq, &kiln::eq},
+      {"ne", "1 where a != b, else 0, as gt.", &kiln::ne, &kiln::ne}};
+  for (const auto& [name, doc, fn, fn_s] : comparisons) {
+    m.def(name, fn, arg("a"), arg("b"), Release(), doc);
+    m.def(name, fn_s, arg("a"), arg("b"), Release(), doc);
+  }
+  m.def("narrow", &kiln::narrow, arg("x"), arg("dim"), arg("start"), arg("length"), Release(),
+        "Elements [start, start + length) of dimension dim (torch.narrow, but a copy: kiln's tensors are "
+        "contiguous).");
+  m.def("concat", &kiln::concat, arg("tensors"), arg("dim") = 0, Release(),
+        "The tensors joined along dim, in order (torch.cat); gradients to each.");
+  m.def("stack", &kiln::stack, arg("tensors"), arg("dim") = 0, Release(),
+        "Tensors of one shape joined along a new dimension dim (torch.stack).");
   m.def("argmax", &argmax, arg("x"), Release(), "Index of the first maximum along the last dimension (int64).");
   m.def("transpose", &kiln::transpose, arg("x"), Release(),
         "x with its last two dimensions swapped (a copy; torch's x.transpose(-2, -1)), with gradient.");

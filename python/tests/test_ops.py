@@ -175,6 +175,112 @@ def test_transpose_and_matmul_match_torch_with_gradients():
         ka @ b.numpy()
 
 
+def test_reductions_over_dims_match_torch_with_gradients():
+    torch.manual_seed(6)
+    x = torch.randn(2, 3, 4)
+    for dim, keepdim in [(1, False), (-1, True), ([0, 2], False), ((0, 1), True)]:
+        for name in ["sum", "mean"]:
+            kx, tx = k(x), x.clone().requires_grad_(True)
+            y = getattr(kiln, name)(kx, dim, keepdim=keepdim)
+            ref = getattr(torch, name)(tx, dim, keepdim=keepdim)
+            assert y.shape == tuple(ref.shape)
+            kiln.sum(kiln.mul(y, y)).backward()
+            (ref * ref).sum().backward()
+            close(y, ref, 1e-5)
+            close(kx.grad, tx.grad, 1e-5)
+    with pytest.raises(kiln.Error, match=r"dimension 3 is out of range .* -3 to 2"):
+        kiln.sum(k(x), 3)
+    with pytest.raises(kiln.Error, match="dimension 1 is named twice"):
+        kiln.mean(k(x), [1, -2])
+
+
+def test_maximum_minimum_clamp_and_comparisons_match_torch():
+    a = torch.tensor([[1.0, -2.0, 3.0, 0.5], [0.0, 4.0, -1.0, 2.0]])
+    b = torch.tensor([0.5, -2.0, 5.0, float("nan")])
+    for name in ["maximum", "minimum"]:
+        ka, kb = k(a), k(b)
+        ta, tb = a.clone().requires_grad_(True), b.clone().requires_grad_(True)
+        y = getattr(kiln, name)(ka, kb)
+        ref = getattr(torch, name)(ta, tb)
+        np.testing.assert_array_equal(np.from_dlpack(y), ref.detach().numpy())  # NaN where b is NaN, as torch
+        w = torch.randn(2, 4)
+        kiln.sum(kiln.mul(kiln.maximum(y, k(torch.full((4,), -100.0), grad=False)), k(w, grad=False))).backward()
+        (torch.maximum(ref, torch.full((4,), -100.0)) * w).sum().backward()
+        close(ka.grad, ta.grad, 1e-6)  # half to each on the tie at column 1, as torch
+        close(kb.grad, tb.grad, 1e-6)
+    x = torch.tensor([-3.0, -1.0, 0.0, 1.0, 2.5, float("nan")])
+    kx, tx = k(x), x.clone().requires_grad_(True)
+    y = kiln.clamp(kx, min=-1.0, max=1.0)
+    ref = torch.clamp(tx, min=-1.0, max=1.0)
+    np.testing.assert_array_equal(np.from_dlpack(y), ref.detach().numpy())
+    kiln.sum(y).backward()
+    ref.sum().backward()
+    np.testing.assert_array_equal(np.from_dlpack(kx.grad), tx.grad.numpy())  # 1 at the bounds, as torch
+    assert kiln.clamp(k(x, grad=False), max=0.0).tolist()[:5] == [-3.0, -1.0, 0.0, 0.0, 0.0]
+    with pytest.raises(kiln.Error, match="lo 1 is above hi -1"):
+        kiln.clamp(kx, 1.0, -1.0)
+    ka, kb = k(a, grad=False), k(b, grad=False)
+    for name, op in [("gt", "__gt__"), ("ge", "__ge__"), ("lt", "__lt__"), ("le", "__le__"), ("eq", "__eq__"),
+                     ("ne", "__ne__")]:
+        want = getattr(torch, name)(a, b).float().numpy()
+        np.testing.assert_array_equal(np.from_dlpack(getattr(kiln, name)(ka, kb)), want)
+        np.testing.assert_array_equal(np.from_dlpack(getattr(ka, op)(kb)), want)
+        want_s = getattr(torch, name)(a, 0.5).float().numpy()
+        np.testing.assert_array_equal(np.from_dlpack(getattr(kiln, name)(ka, 0.5)), want_s)
+    assert (0.5 < ka).tolist() == (a > 0.5).float().flatten().tolist()
+    assert not (ka > kb).requires_grad and kiln.mean(ka == ka).item() == 1.0
+    assert len({ka, kb}) == 2 and ka != None  # noqa: E711  (hashable by identity; None is not a tensor)
+
+
+def test_narrow_concat_and_stack_match_torch_with_gradients():
+    torch.manual_seed(7)
+    xs = [torch.randn(2, 3, 4), torch.randn(2, 1, 4), torch.randn(2, 2, 4)]
+    ks, ts = [k(x) for x in xs], [x.clone().requires_grad_(True) for x in xs]
+    w = torch.randn(2, 6, 4)
+    y, ref = kiln.concat(ks, 1), torch.cat(ts, 1)
+    assert y.shape == (2, 6, 4)
+    kiln.sum(kiln.mul(y, k(w, grad=False))).backward()
+    (ref * w).sum().backward()
+    close(y, ref, 0)
+    for kt, t in zip(ks, ts):
+        close(kt.grad, t.grad, 0)
+    kx, tx = k(xs[0]), xs[0].clone().requires_grad_(True)
+    n, nref = kiln.narrow(kx, -1, 1, 2), tx.narrow(-1, 1, 2)
+    kiln.sum(kiln.mul(n, n)).backward()
+    (nref * nref).sum().backward()
+    close(n, nref, 0)
+    close(kx.grad, tx.grad, 0)
+    s = kiln.stack([k(xs[0], grad=False), k(xs[0], grad=False)], dim=-1)
+    close(s, torch.stack([xs[0], xs[0]], -1), 0)
+    labels = kiln.concat([kiln.arange(3, dtype="int64"), kiln.arange(2, dtype="int64")])
+    assert labels.dtype == "int64" and labels.tolist() == [0, 1, 2, 0, 1]
+    with pytest.raises(kiln.Error, match=r"tensor 1 is .*\[2, 1, 4\].*every extent but dimension 2's must match"):
+        kiln.concat(ks[:2], 2)
+    with pytest.raises(kiln.Error, match=r"narrow: \[2, 2 \+ 3\) is outside dimension 1"):
+        kiln.narrow(kx, 1, 2, 3)
+
+
+def test_layer_norm_matches_torch_with_gradients():
+    torch.manual_seed(8)
+    x, g, b = torch.randn(5, 7) * 2 + 1, torch.randn(7), torch.randn(7)
+    kx, kg, kb = k(x), k(g), k(b)
+    tx, tg, tb = (t.clone().requires_grad_(True) for t in (x, g, b))
+    y = kiln.layer_norm(kx, kg, kb)
+    ref = torch.nn.functional.layer_norm(tx, (7,), tg, tb)
+    w = torch.randn(5, 7)
+    kiln.sum(kiln.mul(y, k(w, grad=False))).backward()
+    (ref * w).sum().backward()
+    close(y, ref, 1e-5)
+    for kt, t in [(kx, tx), (kg, tg), (kb, tb)]:
+        close(kt.grad, t.grad, 1e-4)
+    layer = kiln.LayerNorm("ln", 7)
+    assert repr(layer) == "kiln.LayerNorm('ln', 7)"
+    assert sorted(layer.parameters()) == ["ln/bias", "ln/weight"]
+    close(layer(k(x, grad=False)), torch.nn.LayerNorm(7)(x), 1e-5)
+    with pytest.raises(kiln.Error, match="does not end in its 7 features"):
+        layer(k(torch.randn(7, 5), grad=False))
+
+
 def test_bce_with_logits_keeps_the_small_loss_of_confident_logits():
     # softplus(x) - x y cancelled: at x = 16, y = 1 the loss rounded to 0, 0.5% off over these four.
     x = np.array([10.0, 16.0, 17.0, 30.0, -12.0, -20.0], np.float32)

@@ -1,9 +1,11 @@
 // Bad arguments raise kiln::Error naming the op and the shapes (or dtypes, or devices).
 #include <catch2/catch.hpp>
+#include <cmath>
 #include <cstring>
 
 #include "core/kiln.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "layers/layers.h"
 
 using namespace kiln;
 using Catch::Contains;
@@ -73,6 +75,58 @@ TEST_CASE("bad op parameters are errors", "[ops][errors]") {
   std::vector<SgdParamRef> refs = {{w, Tensor::zeros(Shape{3}), Tensor()}};
   REQUIRE_THROWS_WITH(sgd_update(refs, SgdOptions{}), Contains("sgd_update") && Contains("[3]") && Contains("[2]"));
   REQUIRE_THROWS_WITH(sgd_update(refs, SgdOptions{-1.0f}), Contains("lr"));
+}
+
+TEST_CASE("the dimension ops and selections name what was wrong", "[ops][errors]") {
+  const Tensor x = Tensor::zeros(Shape{2, 3, 4});
+  REQUIRE_THROWS_WITH(sum(x, 3), Contains("sum: dimension 3 is out of range") && Contains("-3 to 2"));
+  REQUIRE_THROWS_WITH(mean(x, {1, -2}), Contains("mean: dimension 1 is named twice"));
+  REQUIRE_THROWS_WITH(mean(Tensor::zeros(Shape{2, 0}), 1), Contains("hold no element"));
+  REQUIRE_THROWS_WITH(sum(x, std::vector<int64_t>{}), Contains("no dimension given") && Contains("sum(x)"));
+  REQUIRE_THROWS_WITH(narrow(x, 1, 2, 2), Contains("narrow: [2, 2 + 2) is outside dimension 1") && Contains("0 to 3"));
+  REQUIRE_THROWS_WITH(narrow(x, -4, 0, 1), Contains("narrow: dimension -4 is out of range"));
+  REQUIRE_THROWS_WITH(concat({}, 0), Contains("concat: no tensor given"));
+  REQUIRE_THROWS_WITH(concat({x, Tensor::zeros(Shape{2, 3, 5})}, 1),
+                      Contains("tensor 1 is float32[2, 3, 5]") && Contains("every extent but dimension 1's"));
+  REQUIRE_THROWS_WITH(concat({x, Tensor::zeros(Shape{2, 3, 4}, TensorOptions{DType::i64})}, 0),
+                      Contains("concat") && Contains("int64"));
+  REQUIRE_THROWS_WITH(concat({x, Tensor()}, 0), Contains("concat") && Contains("tensor 1"));
+  REQUIRE_THROWS_WITH(stack({x, Tensor::zeros(Shape{2, 3, 5})}, 0), Contains("stacked tensors have one shape"));
+  REQUIRE_THROWS_WITH(stack({x}, 4), Contains("stack: dimension 4 is out of range") && Contains("-4 to 3"));
+  REQUIRE_THROWS_WITH(clamp(x, 1.0f, -1.0f), Contains("clamp: lo 1 is above hi -1"));
+  REQUIRE_THROWS_WITH(clamp(x, std::nanf(""), 1.0f), Contains("clamp: a bound is NaN"));
+  REQUIRE_THROWS_WITH(maximum(x, Tensor::zeros(Shape{5})), Contains("maximum") && Contains("[5]"));
+  REQUIRE_THROWS_WITH(layer_norm(x, Tensor::ones(Shape{3})), Contains("layer_norm: gamma must be [4]"));
+  REQUIRE_THROWS_WITH(layer_norm(x.to(DType::bf16)), Contains("layer_norm") && Contains("bfloat16"));
+  REQUIRE_THROWS_WITH(LayerNorm("ln", 0), Contains("LayerNorm ln: features must be >= 1"));
+  REQUIRE_THROWS_WITH(LayerNorm("ln", 5).forward(x), Contains("LayerNorm ln") && Contains("its 5 features"));
+}
+
+TEST_CASE("selections follow torch at NaN and ties and at the clamp bounds", "[ops]") {
+  const float nan = std::nanf("");
+  const Tensor a = Tensor::from_vector(std::vector<float>{1.0f, nan, 2.0f, -1.0f}, Shape{4});
+  const Tensor b = Tensor::from_vector(std::vector<float>{nan, 0.0f, 2.0f, 3.0f}, Shape{4});
+  const std::vector<float> mx = maximum(a, b).to_vector<float>(), mn = minimum(a, b).to_vector<float>();
+  CHECK((std::isnan(mx[0]) && std::isnan(mx[1]) && mx[2] == 2.0f && mx[3] == 3.0f));
+  CHECK((std::isnan(mn[0]) && std::isnan(mn[1]) && mn[2] == 2.0f && mn[3] == -1.0f));
+  CHECK(eq(a, b).to_vector<float>() == std::vector<float>{0, 0, 1, 0});
+  CHECK(ne(a, b).to_vector<float>() == std::vector<float>{1, 1, 0, 1});
+  CHECK(ge(a, 1.0f).to_vector<float>() == std::vector<float>{1, 0, 1, 0});
+  Tensor ta = a.clone(), tb = b.clone();
+  ta.set_requires_grad(true);
+  tb.set_requires_grad(true);
+  sum(maximum(ta, tb)).backward();
+  // torch's formula: the whole gradient to both where a NaN is involved, half each on the tie.
+  CHECK(ta.grad().to_vector<float>() == std::vector<float>{1, 1, 0.5f, 0});
+  CHECK(tb.grad().to_vector<float>() == std::vector<float>{1, 1, 0.5f, 1});
+  CHECK_FALSE(gt(ta, tb).requires_grad());
+  Tensor x = Tensor::from_vector(std::vector<float>{-2.0f, -1.0f, 0.0f, 1.0f, 2.0f, nan}, Shape{6});
+  x.set_requires_grad(true);
+  const Tensor y = clamp(x, -1.0f, 1.0f);
+  const std::vector<float> yv = y.to_vector<float>();
+  CHECK((yv[0] == -1.0f && yv[4] == 1.0f && std::isnan(yv[5])));
+  sum(y).backward();
+  CHECK(x.grad().to_vector<float>() == std::vector<float>{0, 1, 1, 1, 0, 0});
 }
 
 namespace {

@@ -59,6 +59,25 @@ def run_op(op, p, x, extras):
         return x[0].transpose(-2, -1)
     if op == "matmul":
         return torch.matmul(x[0], x[1])
+    if op in ("maximum", "minimum"):
+        return getattr(torch, op)(x[0], x[1])
+    if op == "clamp":
+        return torch.clamp(x[0], p["lo"], p["hi"])
+    if op in ("gt", "ge", "lt", "le", "eq", "ne"):  # kiln's masks are 0/1 in the operands' dtype
+        return getattr(torch, op)(x[0], x[1]).to(torch.float64)
+    if op in ("gt_scalar", "ge_scalar", "lt_scalar", "le_scalar", "eq_scalar", "ne_scalar"):
+        return getattr(torch, op[:2])(x[0], p["s"]).to(torch.float64)
+    if op in ("sum_dims", "mean_dims"):
+        dims = [int(p[f"d{i}"]) for i in range(int(p["ndims"]))]
+        return getattr(torch, op[:-5])(x[0], dims, keepdim=bool(int(p["keepdim"])))
+    if op == "narrow":
+        return x[0].narrow(int(p["dim"]), int(p["start"]), int(p["length"]))
+    if op == "concat":
+        return torch.cat(x, int(p["dim"]))
+    if op == "stack":
+        return torch.stack(x, int(p["dim"]))
+    if op == "layer_norm":
+        return F.layer_norm(x[0], (x[0].shape[-1],), x[1], x[2], p["eps"])
     if op == "bce_with_logits":
         return F.binary_cross_entropy_with_logits(x[0], x[1])
     if op == "dropout":
@@ -118,7 +137,8 @@ def main():
         extras = [torch.from_numpy(np.load(os.path.join(d, n)).astype(np.float64)) for n in c["extras"]]
         out = run_op(c["op"], c["params"], xs, extras)
         up = torch.from_numpy(np.load(os.path.join(d, c["upstream"])).astype(np.float64))
-        (out * up).sum().backward()
+        if out.requires_grad:  # the comparisons and an integer concat have no gradient
+            (out * up).sum().backward()
         np.save(os.path.join(d, c["id"] + "_out.npy"), out.detach().contiguous().numpy())
         for i in c.get("updated", []):
             np.save(os.path.join(d, f"{c['id']}_updated{i}.npy"), xs[i].detach().contiguous().numpy())

@@ -1,0 +1,150 @@
+// Ops that cut and join tensors along any dimension: narrow, concat, stack. kiln's tensors are
+// contiguous, so each is a block copy (Backend::copy_block) and each one's gradient the other's.
+#include "core/op_checks.h"
+#include "core/ops.h"
+
+namespace kiln {
+namespace {
+
+// dim in [-rank, rank) as a non-negative index, or a message naming op and x.
+int64_t resolve_dim(const char* op, int64_t dim, int64_t rank, const std::string& what) {
+  KILN_CHECK(dim >= -rank && dim < rank, op, ": dimension ", dim, " is out of range for ", what, " (", rank,
+             " dimensions: ", -rank, " to ", rank - 1, ")");
+  return dim < 0 ? dim + rank : dim;
+}
+
+// x around dimension d as a block: rows = the extents before d multiplied, inner = those after.
+int64_t rows_before(const Shape& s, int64_t d) {
+  int64_t r = 1;
+  for (int64_t i = 0; i < d; ++i) r *= s[i];
+  return r;
+}
+int64_t inner_after(const Shape& s, int64_t d) {
+  int64_t r = 1;
+  for (int64_t i = d + 1; i < s.rank(); ++i) r *= s[i];
+  return r;
+}
+
+// The gradient of narrow: g placed back at [start, start + length) of dimension d, zeros around.
+struct NarrowNode final : Node {
+  NarrowNode() : Node("narrow") {}
+  Shape x_shape;
+  int64_t d = 0, start = 0;
+  std::vector<Tensor> apply(const Tensor& g) override {
+    Tensor gx = Tensor::zeros(x_shape, TensorOptions{g.dtype(), g.device()});
+    const int64_t inner = inner_after(x_shape, d);
+    backend_for(g.device()).copy_block(g, 0, gx, start * inner, rows_before(x_shape, d), g.shape()[d] * inner);
+    return {gx};
+  }
+};
+
+// The gradient of concat: each input's block of g, cut back out.
+struct ConcatNode final : Node {
+  ConcatNode() : Node("concat") {}
+  std::vector<Shape> shapes;
+  int64_t d = 0;
+  std::vector<Tensor> apply(const Tensor& g) override {
+    std::vector<Tensor> grads(shapes.size());
+    const int64_t rows = rows_before(g.shape(), d), inner = inner_after(g.shape(), d);
+    int64_t offset = 0;
+    for (size_t i = 0; i < shapes.size(); ++i) {
+      const int64_t width = shapes[i][d] * inner;
+      if (next[i].needed()) {
+        grads[i] = Tensor::empty(shapes[i], TensorOptions{g.dtype(), g.device()});
+        backend_for(g.device()).copy_block(g, offset, grads[i], 0, rows, width);
+      }
+      offset += width;
+    }
+    return grads;
+  }
+};
+
+// Every input beside the first has its dtype, device, rank and extents, dimension d's apart.
+void check_joinable(const char* op, const std::vector<Tensor>& xs, int64_t d) {
+  const Tensor& first = xs[0];
+  for (size_t i = 1; i < xs.size(); ++i) {
+    const Tensor& x = xs[i];
+    const std::string what = "tensor " + std::to_string(i);
+    checks::defined(op, what.c_str(), x);
+    checks::same_dtype(op, "tensor 0", first, what.c_str(), x);
+    checks::same_device(op, "tensor 0", first, what.c_str(), x);
+    bool fits = x.rank() == first.rank();
+    for (int64_t k = 0; fits && k < x.rank(); ++k) fits = k == d || x.dim(k) == first.dim(k);
+    KILN_CHECK(fits, op, ": ", what, " is ", x.description(), " and tensor 0 is ", first.description(),
+               "; every extent but dimension ", d, "'s must match");
+  }
+}
+
+}  // namespace
+
+Tensor narrow(const Tensor& x, int64_t dim, int64_t start, int64_t length) {
+  checks::defined("narrow", "input x", x);
+  KILN_CHECK(x.rank() >= 1, "narrow: needs a tensor of rank >= 1, got ", x.description());
+  const int64_t d = resolve_dim("narrow", dim, x.rank(), x.description());
+  KILN_CHECK(start >= 0 && length >= 0 && start <= x.dim(d) - length, "narrow: [", start, ", ", start, " + ", length,
+             ") is outside dimension ", d, " of ", x.description(), " (0 to ", x.dim(d), ")");
+  std::vector<int64_t> dims = x.shape().dims();
+  dims[static_cast<size_t>(d)] = length;
+  Tensor y = Tensor::empty(Shape(dims), TensorOptions{x.dtype(), x.device()});
+  const int64_t inner = inner_after(x.shape(), d);
+  backend_for(x.device()).copy_block(x, start * inner, y, 0, rows_before(x.shape(), d), length * inner);
+  if (autograd::needs_grad({&x})) {
+    auto node = std::make_shared<NarrowNode>();
+    node->x_shape = x.shape();
+    node->d = d;
+    node->start = start;
+    node->next = {autograd::edge_for(x)};
+    autograd::set_history(y, node);
+  }
+  return y;
+}
+
+Tensor concat(const std::vector<Tensor>& xs, int64_t dim) {
+  KILN_CHECK(!xs.empty(), "concat: no tensor given");
+  checks::defined("concat", "tensor 0", xs[0]);
+  KILN_CHECK(xs[0].rank() >= 1, "concat: needs tensors of rank >= 1, got ", xs[0].description(),
+             "; stack joins scalars");
+  const int64_t d = resolve_dim("concat", dim, xs[0].rank(), xs[0].description());
+  check_joinable("concat", xs, d);
+  std::vector<int64_t> dims = xs[0].shape().dims();
+  dims[static_cast<size_t>(d)] = 0;
+  for (const Tensor& x : xs) dims[static_cast<size_t>(d)] += x.dim(d);
+  Tensor y = Tensor::empty(Shape(dims), TensorOptions{xs[0].dtype(), xs[0].device()});
+  const int64_t rows = rows_before(y.shape(), d), inner = inner_after(y.shape(), d);
+  Backend& be = backend_for(y.device());
+  int64_t offset = 0;
+  for (const Tensor& x : xs) {
+    be.copy_block(x, 0, y, offset, rows, x.dim(d) * inner);
+    offset += x.dim(d) * inner;
+  }
+  bool record = false;
+  for (const Tensor& x : xs) record = record || autograd::needs_grad({&x});
+  if (record) {
+    auto node = std::make_shared<ConcatNode>();
+    node->d = d;
+    for (const Tensor& x : xs) {
+      node->shapes.push_back(x.shape());
+      node->next.push_back(autograd::edge_for(x));
+    }
+    autograd::set_history(y, node);
+  }
+  return y;
+}
+
+Tensor stack(const std::vector<Tensor>& xs, int64_t dim) {
+  KILN_CHECK(!xs.empty(), "stack: no tensor given");
+  checks::defined("stack", "tensor 0", xs[0]);
+  const int64_t d = resolve_dim("stack", dim, xs[0].rank() + 1, "the stacked " + xs[0].description());
+  for (size_t i = 1; i < xs.size(); ++i) {
+    checks::defined("stack", ("tensor " + std::to_string(i)).c_str(), xs[i]);
+    KILN_CHECK(xs[i].shape() == xs[0].shape(), "stack: tensor ", i, " is ", xs[i].description(),
+               " and tensor 0 is ", xs[0].description(), "; stacked tensors have one shape");
+  }
+  std::vector<int64_t> dims = xs[0].shape().dims();
+  dims.insert(dims.begin() + d, 1);
+  std::vector<Tensor> parts;
+  for (const Tensor& x : xs) parts.push_back(reshape(x, Shape(dims)));
+  return concat(parts, d);
+}
+
+}  // namespace kiln
