@@ -1,7 +1,8 @@
 // kiln_bench --suite elementwise: relu, relu backward, dropout (keep 0.5), add, div, a
 // per-channel add and the sum down to channels (a bias and its gradient), the [N H W, C]
-// transpose, the unary math ops (exp, log, sqrt, tanh, sigmoid, gelu, silu, abs, softplus; at
-// conv3_3's size only), and the
+// transpose, the unary math ops (exp, log, sqrt, tanh, sigmoid, gelu, silu, abs, softplus),
+// maximum, amax over channels, the channel concat and layer_norm (these at conv3_3's size only),
+// and the
 // random fills (uniform, normal: how every model's weights start) at the sizes of VGG16's
 // activations at batch 8 (conv1_2, conv3_3, conv5_3 outputs and fc6), through the backend
 // into preallocated outputs. Judged against the measured copy bandwidth; the normal fill is
@@ -139,6 +140,84 @@ void unary_rows(const std::string& size, const Tensor& a_host, Tensor& out, cons
   }
 }
 
+// The selections and joins at one size, a: [N, H, W, C] with C = a.dim(-1), b alike, in [-1, 1]:
+// maximum(a, b), amax over the channels, the channel concat of a and b, and layer_norm over the
+// channels (gamma, beta random; composed of kiln's ops, so it runs ~9 passes where torch fuses
+// one). Each against double-precision math; rows "<op>/<size>".
+void selection_rows(const std::string& size, const Tensor& a_host, const Tensor& b_host, const Options& opt,
+                    const MachineLimits& m, SuiteResult& res) {
+  kiln::Backend& be = kiln::backend_for(bench_device(opt));
+  const kiln::NoGradGuard no_grad;
+  const int64_t ne = a_host.numel(), c = a_host.dim(-1), rows = ne / c;
+  const double el = static_cast<double>(ne);
+  const float* ap = a_host.data<float>();
+  const float* bp = b_host.data<float>();
+  const Tensor a = to_bench_device(a_host, opt), b = to_bench_device(b_host, opt);
+  const auto row = [&](const std::string& op_name, double flops, double bytes) {
+    return make_row(op_name + "/" + size, "elementwise", shape_str(a.shape()), flops, bytes);
+  };
+  Tensor host;
+  {  // maximum: one of the operands, exact
+    Tensor out = empty_on_bench_device(a.shape(), opt);
+    be.binary(kiln::BinaryOp::maximum, a, b, out);
+    const float* op = host_floats(out, host);
+    Row r = row("maximum", el, 12.0 * el);
+    check_row(r, static_cast<size_t>(ne), [&](size_t i) { return op[i]; },
+              [&](size_t i) { return static_cast<double>(std::max(ap[i], bp[i])); }, 0);
+    time_checked_row(std::move(r), opt, m, res, [&] { be.binary(kiln::BinaryOp::maximum, a, b, out); });
+  }
+  {  // amax over the channels: exact
+    Tensor out = empty_on_bench_device(Shape{rows, 1}, opt);
+    be.reduce_extreme(kiln::BinaryOp::maximum, a, rows, c, 1, out);
+    const float* op = host_floats(out, host);
+    Row r = row("amax_channel", el, 4.0 * el + 4.0 * static_cast<double>(rows));
+    check_row(r, static_cast<size_t>(rows), [&](size_t i) { return op[i]; },
+              [&](size_t i) { return static_cast<double>(*std::max_element(ap + i * c, ap + (i + 1) * c)); }, 0);
+    time_checked_row(std::move(r), opt, m, res,
+                     [&] { be.reduce_extreme(kiln::BinaryOp::maximum, a, rows, c, 1, out); });
+  }
+  {  // concat of a and b along the channels: moved, exact
+    Tensor out = empty_on_bench_device(Shape{rows, 2 * c}, opt);
+    const auto join = [&] {
+      be.copy_block(a, 0, out, 0, rows, c);
+      be.copy_block(b, 0, out, c, rows, c);
+    };
+    join();
+    const float* op = host_floats(out, host);
+    Row r = row("concat_channel", 0.0, 16.0 * el);
+    check_row(r, static_cast<size_t>(2 * ne), [&](size_t k) { return op[k]; },
+              [&](size_t k) {
+                const size_t i = k / static_cast<size_t>(2 * c), j = k % static_cast<size_t>(2 * c);
+                return static_cast<double>(j < static_cast<size_t>(c) ? ap[i * c + j] : bp[i * c + j - c]);
+              },
+              0);
+    time_checked_row(std::move(r), opt, m, res, join);
+  }
+  {  // layer_norm over the channels: the core op, against the normalisation in double
+    kiln::Generator g(7);
+    const Tensor gamma_host = Tensor::uniform(Shape{c}, 0.5f, 1.5f, g), beta_host = Tensor::uniform(Shape{c}, -1, 1, g);
+    const Tensor gamma = to_bench_device(gamma_host, opt), beta = to_bench_device(beta_host, opt);
+    const Tensor x = a.reshape(Shape{rows, c});
+    const Tensor y = kiln::layer_norm(x, gamma, beta);
+    const float* op = host_floats(y, host);
+    std::vector<double> ref(static_cast<size_t>(ne));
+    for (int64_t i = 0; i < rows; ++i) {
+      double mean = 0, var = 0;
+      for (int64_t j = 0; j < c; ++j) mean += ap[i * c + j];
+      mean /= static_cast<double>(c);
+      for (int64_t j = 0; j < c; ++j) var += (ap[i * c + j] - mean) * (ap[i * c + j] - mean);
+      const double inv = 1.0 / std::sqrt(var / static_cast<double>(c) + 1e-5);
+      for (int64_t j = 0; j < c; ++j)
+        ref[static_cast<size_t>(i * c + j)] =
+            (ap[i * c + j] - mean) * inv * gamma_host.data<float>()[j] + beta_host.data<float>()[j];
+    }
+    Row r = row("layer_norm", 8.0 * el, 8.0 * el);  // the least it must move: x in, y out
+    check_row(r, static_cast<size_t>(ne), [&](size_t i) { return op[i]; }, [&](size_t i) { return ref[i]; },
+              kiln::check::kRtolReduction);
+    time_checked_row(std::move(r), opt, m, res, [&] { (void)kiln::layer_norm(x, gamma, beta); });
+  }
+}
+
 }  // namespace
 
 SuiteResult run_elementwise(const Options& opt, const MachineLimits& m) {
@@ -224,7 +303,10 @@ SuiteResult run_elementwise(const Options& opt, const MachineLimits& m) {
       time_checked_row(std::move(r), opt, m, res, [&] { be.binary(kiln::BinaryOp::add, a, b, out); });
     }
     broadcast_rows(s.name, a, b, out, ap, bp, opt, m, res);
-    if (s.name == "conv3_3") unary_rows(s.name, a_host, out, opt, m, res);  // one size: eight rows more
+    if (s.name == "conv3_3") {  // one size: thirteen rows more
+      unary_rows(s.name, a_host, out, opt, m, res);
+      selection_rows(s.name, a_host, b_host, opt, m, res);
+    }
     // The fills against the stream (core/philox.h), U(0, 1) and N(0, 1) so that a + b * draw adds
     // no rounding: uniform exact against philox_uniform; normal against Box-Muller in double from
     // the same Philox words (kiln's float log, sine and cosine are within a few ulp of it).

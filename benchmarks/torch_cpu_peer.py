@@ -139,6 +139,16 @@ def elementwise():
                              ("silu", torch._C._nn.silu, a), ("abs", torch.abs, a),
                              ("softplus", torch._C._nn.softplus, a)):
                 rows.append((f"{op}/{name}", lambda f=f, x=x, out=out: f(x, out=out)))
+            # The selections and joins, as kiln_bench's selection_rows.
+            a2, b2 = a.reshape(-1, c), b.reshape(-1, c)
+            amax_out, cat_out = torch.empty(a2.shape[0]), torch.empty(a2.shape[0], 2 * c)
+            gen = torch.Generator().manual_seed(7)
+            gamma = torch.empty(c).uniform_(0.5, 1.5, generator=gen)
+            beta = torch.empty(c).uniform_(-1, 1, generator=gen)
+            rows.append((f"maximum/{name}", lambda a=a, b=b, out=out: torch.maximum(a, b, out=out)))
+            rows.append((f"amax_channel/{name}", lambda a2=a2, o=amax_out: torch.amax(a2, 1, out=o)))
+            rows.append((f"concat_channel/{name}", lambda a2=a2, b2=b2, o=cat_out: torch.cat([a2, b2], 1, out=o)))
+            rows.append((f"layer_norm/{name}", lambda a2=a2, c=c, g=gamma, bt=beta: F.layer_norm(a2, (c,), g, bt)))
         # The random fills in place, into the same preallocated output (torch's default generator).
         rows.append((f"fill_uniform/{name}", lambda out=out: out.uniform_(0, 1)))
         rows.append((f"fill_normal/{name}", lambda out=out: out.normal_(0, 1)))

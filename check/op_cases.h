@@ -64,6 +64,14 @@ struct OpCase {
 // Every op case, inputs generated deterministically.
 std::vector<OpCase> all_op_cases();
 
+// Whether some input of c is differentiable: a case without one (a comparison, an integer concat)
+// is checked forward only, and every other runs a backward.
+inline bool has_gradient(const OpCase& c) {
+  for (bool d : c.differentiable)
+    if (d) return true;
+  return false;
+}
+
 // Inputs moved to `device`, floating ones in the case's dtype, with requires_grad set on
 // the differentiable ones.
 std::vector<Tensor> prepare_inputs(const OpCase& c, Device device, bool requires_grad);

@@ -128,6 +128,10 @@ class Backend {
   // y[.., j, i] = x[.., i, j]: x's last two dimensions swapped (rank >= 2, y shaped so);
   // float32 or bfloat16, moved as bits. Tensors are contiguous, so a transpose is a copy.
   virtual void transpose(const Tensor& x, Tensor& y) = 0;
+  // out[r, i] = the largest (op maximum) or smallest (op minimum) of x[r, k, i] over k < n, x
+  // viewed as [rows, n, inner] (n >= 1) and out as [rows, inner]; NaN wins, as binary_apply's
+  // maximum. Float32 or bfloat16, x and out alike. Exact, so any order gives the same bits.
+  virtual void reduce_extreme(BinaryOp op, const Tensor& x, int64_t rows, int64_t n, int64_t inner, Tensor& out) = 0;
   // dst[r, dst_col + j] = src[r, src_col + j] for r < rows and j < width, src viewed as
   // [rows, src.numel() / rows] and dst as [rows, dst.numel() / rows]; one dtype, one device,
   // moved as bytes. A slice along any dimension is such a block: concat and narrow, each the

@@ -172,15 +172,17 @@ Tensor minimum(const Tensor& a, const Tensor& b);
 // The gradient passes where lo <= x <= hi, the bounds included. lo > hi or a NaN bound is refused.
 Tensor clamp(const Tensor& x, float lo, float hi);
 // Comparisons per element, broadcast as add: 1 where a > b (>=, <, <=, ==, !=) holds, else 0, in
-// a's dtype (kiln has no bool tensors); a NaN compares unequal to everything. No gradient: the
-// result is a mask to multiply by, count or average.
+// a's dtype (kiln has no bool tensors); a NaN compares unequal to everything. Float32 or bfloat16
+// (not yet integer tensors: argmax's int64 needs a cast to compare). No gradient: the result is a
+// mask to multiply by, count or average.
 Tensor gt(const Tensor& a, const Tensor& b);
 Tensor ge(const Tensor& a, const Tensor& b);
 Tensor lt(const Tensor& a, const Tensor& b);
 Tensor le(const Tensor& a, const Tensor& b);
 Tensor eq(const Tensor& a, const Tensor& b);
 Tensor ne(const Tensor& a, const Tensor& b);
-// The comparisons against a scalar: gt(x, 0.5f) is 1 where x > 0.5.
+// The comparisons against a scalar: gt(x, 0.5f) is 1 where x > 0.5. s meets a bfloat16 x rounded
+// to bfloat16, as torch's (eq(x, 0.1f) holds where x is bf16's 0.1); clamp's bounds the same.
 Tensor gt(const Tensor& a, float s);
 Tensor ge(const Tensor& a, float s);
 Tensor lt(const Tensor& a, float s);
@@ -200,11 +202,18 @@ Tensor sum(const Tensor& x);
 Tensor mean(const Tensor& x);
 // Sum or mean over the dimensions `dims` (negative counts from the last; each once), float32 or
 // bfloat16, accumulated in double: [N, T, C] summed over {1} is [N, C], or [N, 1, C] with keepdim
-// (torch's x.sum(dims, keepdim)). The one-dimension forms take dim alone: mean(x, -1, true).
+// (torch's x.sum(dims, keepdim)). The one-dimension forms take dim alone: mean(x, -1, true). A
+// mean over dimensions that hold no element is refused (torch returns NaN).
 Tensor sum(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim = false);
 Tensor mean(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim = false);
 Tensor sum(const Tensor& x, int64_t dim, bool keepdim = false);
 Tensor mean(const Tensor& x, int64_t dim, bool keepdim = false);
+// The largest (amax) or smallest (amin) element over `dims`, as sum's: exact, NaN wins, float32 or
+// bfloat16 (torch.amax). The gradient is shared evenly among the elements equal to the result.
+Tensor amax(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim = false);
+Tensor amin(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim = false);
+Tensor amax(const Tensor& x, int64_t dim, bool keepdim = false);
+Tensor amin(const Tensor& x, int64_t dim, bool keepdim = false);
 // Index of the first maximum along the last dimension -> int64 [..] (no gradient). A NaN
 // never wins, except in column 0, which nothing then beats (torch.argmax returns a NaN's
 // index instead); a row of logits with NaN in it has no meaningful class either way.

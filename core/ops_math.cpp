@@ -169,8 +169,15 @@ struct ScalarNode final : Node {
   void release_saved() override { a.reset(); }
 };
 
+// s as a tensor of t's dtype holds it: a comparison or a clamp bound meets a bfloat16 tensor as
+// bfloat16, as torch's do (x == 0.1 is true where x holds bf16's 0.1).
+float in_dtype_of(const Tensor& t, float s) {
+  return t.dtype() == DType::bf16 ? BFloat16::to_float(BFloat16::from_float(s)) : s;
+}
+
 Tensor binary_scalar(BinaryOp op, const Tensor& a, float s) {
   checks::float32_or_bf16(binary_name(op), "a", a);
+  if (is_comparison(op)) s = in_dtype_of(a, s);
   Tensor out = Tensor::empty(a.shape(), like(a));
   backend_for(a.device()).binary_scalar(op, a, s, out);
   if (!is_comparison(op) && autograd::needs_grad({&a})) {
@@ -317,6 +324,8 @@ Tensor clamp(const Tensor& x, float lo, float hi) {
   KILN_CHECK(!std::isnan(lo) && !std::isnan(hi), "clamp: a bound is NaN (lo ", lo, ", hi ", hi,
              "); pass -inf or inf for a side that is not bounded");
   KILN_CHECK(lo <= hi, "clamp: lo ", lo, " is above hi ", hi, ", so no value lies between them");
+  lo = in_dtype_of(x, lo);  // so the gradient's bounds are the values the forward clamps to
+  hi = in_dtype_of(x, hi);
   Tensor out = Tensor::empty(x.shape(), like(x));
   Backend& be = backend_for(x.device());
   be.binary_scalar(BinaryOp::maximum, x, lo, out);  // NaN stays NaN through both, as torch.clamp
@@ -383,35 +392,115 @@ Tensor sum(const Tensor& x) { return reduce_sum(x, false); }
 Tensor mean(const Tensor& x) { return reduce_sum(x, true); }
 
 namespace {
-// sum or mean of x over `dims` (each in [-rank, rank), none twice), as sum_to a shape with those
-// extents 1, then a view without them unless keepdim. The gradient is sum_to's: a repeat.
-Tensor reduce_dims(const char* op, const Tensor& x, const std::vector<int64_t>& dims, bool keepdim, bool is_mean) {
-  checks::float32_or_bf16(op, "input x", x);
+// x's shape with `dims` reduced: kept (each reduced extent 1, keepdim's shape), dropped (without
+// them), reduced (per dimension) and count (the elements each result takes). Each dim in
+// [-rank, rank), none twice, at least one.
+struct Reduction {
+  Shape kept, dropped;
+  std::vector<bool> reduced;
+  int64_t count = 1;
+};
+Reduction reduction_of(const char* op, const Tensor& x, const std::vector<int64_t>& dims) {
   KILN_CHECK(!dims.empty(), op, ": no dimension given; ", op, "(x) reduces every one");
   const int64_t rank = x.rank();
   std::vector<int64_t> kept = x.shape().dims(), dropped;
-  std::vector<bool> reduced(static_cast<size_t>(rank), false);
-  int64_t count = 1;
+  Reduction r;
+  r.reduced.assign(static_cast<size_t>(rank), false);
+  if (rank == 0) {  // a scalar: dimension 0 or -1 names the value itself, as torch takes it
+    for (int64_t d : dims)
+      KILN_CHECK(d == 0 || d == -1, op, ": dimension ", d, " is out of range for a scalar (0 or -1 only)");
+    return r;
+  }
   for (int64_t d : dims) {
     KILN_CHECK(d >= -rank && d < rank, op, ": dimension ", d, " is out of range for ", x.description(), " (", rank,
                " dimensions: ", -rank, " to ", rank - 1, ")");
     const auto k = static_cast<size_t>(d < 0 ? d + rank : d);
-    KILN_CHECK(!reduced[k], op, ": dimension ", k, " is named twice in the dimensions given");
-    reduced[k] = true;
-    count *= kept[k];
+    KILN_CHECK(!r.reduced[k], op, ": dimension ", k, " is named twice in the dimensions given");
+    r.reduced[k] = true;
+    r.count *= kept[k];
     kept[k] = 1;
   }
-  KILN_CHECK(!is_mean || count > 0, op, ": the dimensions given of ", x.description(),
+  for (size_t k = 0; k < r.reduced.size(); ++k)
+    if (!r.reduced[k]) dropped.push_back(x.dim(static_cast<int64_t>(k)));
+  r.kept = Shape(kept);
+  r.dropped = Shape(dropped);
+  return r;
+}
+
+// sum or mean of x over `dims`, as sum_to a shape with those extents 1, then a view without them
+// unless keepdim. The gradient is sum_to's: a repeat.
+Tensor reduce_dims(const char* op, const Tensor& x, const std::vector<int64_t>& dims, bool keepdim, bool is_mean) {
+  checks::float32_or_bf16(op, "input x", x);
+  const Reduction r = reduction_of(op, x, dims);
+  KILN_CHECK(!is_mean || r.count > 0, op, ": the dimensions given of ", x.description(),
              " hold no element, so they have no mean");
-  Tensor out = sum_to(x, Shape(kept));
-  if (is_mean) out = mul(out, 1.0f / static_cast<float>(count));
-  if (keepdim) return out;
-  for (size_t k = 0; k < reduced.size(); ++k)
-    if (!reduced[k]) dropped.push_back(x.dim(static_cast<int64_t>(k)));
-  return reshape(out, Shape(dropped));
+  // Summed extents of 1 leave the shape: sum_to would return x itself, which a result may not be.
+  Tensor out = r.kept == x.shape() ? mul(x, 1.0f) : sum_to(x, r.kept);
+  if (is_mean) out = mul(out, 1.0f / static_cast<float>(r.count));
+  return keepdim ? out : reshape(out, r.dropped);
+}
+
+// amax and amin's gradient, torch's: g shared evenly among the elements equal to the result
+// (a NaN result matches none, so its gradient is NaN, as torch's).
+struct ExtremeNode final : Node {
+  explicit ExtremeNode(BinaryOp op) : Node(op == BinaryOp::maximum ? "amax" : "amin") {}
+  SavedTensor x, result;  // result in the kept shape (reduced extents 1)
+  std::vector<Tensor> apply(const Tensor& g) override {
+    const Tensor xv = x.get(), r = result.get();
+    Backend& be = backend_for(g.device());
+    Tensor mask = apply_binary(BinaryOp::eq, xv, r, xv.shape());
+    Tensor share = Tensor::empty(r.shape(), like(r));
+    be.sum_to(mask, share);
+    be.binary(BinaryOp::rdiv, share, g.detach().reshape(r.shape()), share);  // g / count
+    be.binary(BinaryOp::mul, mask, share, mask);
+    return {mask};
+  }
+  void release_saved() override {
+    x.reset();
+    result.reset();
+  }
+};
+
+// amax (op maximum) or amin over `dims`: one reduce_extreme pass per dimension, exact.
+Tensor reduce_extreme_dims(BinaryOp op, const Tensor& x, const std::vector<int64_t>& dims, bool keepdim) {
+  const char* name = op == BinaryOp::maximum ? "amax" : "amin";
+  checks::float32_or_bf16(name, "input x", x);
+  const Reduction r = reduction_of(name, x, dims);
+  KILN_CHECK(r.count > 0, name, ": the dimensions given of ", x.description(),
+             " hold no element, so they have no ", op == BinaryOp::maximum ? "maximum" : "minimum");
+  if (x.rank() == 0) return mul(x, 1.0f);  // a scalar's extreme is itself (a new tensor, gradient 1)
+  Backend& be = backend_for(x.device());
+  Tensor cur = x;
+  for (int64_t d = 0; d < x.rank(); ++d) {
+    if (!r.reduced[static_cast<size_t>(d)]) continue;
+    std::vector<int64_t> next = cur.shape().dims();
+    next[static_cast<size_t>(d)] = 1;
+    Tensor out = Tensor::empty(Shape(next), like(x));
+    int64_t rows = 1, inner = 1;
+    for (int64_t k = 0; k < d; ++k) rows *= cur.dim(k);
+    for (int64_t k = d + 1; k < cur.rank(); ++k) inner *= cur.dim(k);
+    be.reduce_extreme(op, cur, rows, cur.dim(d), inner, out);
+    cur = out;
+  }
+  if (autograd::needs_grad({&x})) {
+    auto node = std::make_shared<ExtremeNode>(op);
+    node->x = x.detach();
+    node->result = cur.detach();
+    node->next = {autograd::edge_for(x)};
+    autograd::set_history(cur, node);
+  }
+  return keepdim ? cur : reshape(cur, r.dropped);
 }
 }  // namespace
 
+Tensor amax(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim) {
+  return reduce_extreme_dims(BinaryOp::maximum, x, dims, keepdim);
+}
+Tensor amin(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim) {
+  return reduce_extreme_dims(BinaryOp::minimum, x, dims, keepdim);
+}
+Tensor amax(const Tensor& x, int64_t dim, bool keepdim) { return amax(x, std::vector<int64_t>{dim}, keepdim); }
+Tensor amin(const Tensor& x, int64_t dim, bool keepdim) { return amin(x, std::vector<int64_t>{dim}, keepdim); }
 Tensor sum(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim) {
   return reduce_dims("sum", x, dims, keepdim, false);
 }

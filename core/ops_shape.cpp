@@ -136,7 +136,10 @@ Tensor stack(const std::vector<Tensor>& xs, int64_t dim) {
   checks::defined("stack", "tensor 0", xs[0]);
   const int64_t d = resolve_dim("stack", dim, xs[0].rank() + 1, "the stacked " + xs[0].description());
   for (size_t i = 1; i < xs.size(); ++i) {
-    checks::defined("stack", ("tensor " + std::to_string(i)).c_str(), xs[i]);
+    const std::string what = "tensor " + std::to_string(i);
+    checks::defined("stack", what.c_str(), xs[i]);
+    checks::same_dtype("stack", "tensor 0", xs[0], what.c_str(), xs[i]);
+    checks::same_device("stack", "tensor 0", xs[0], what.c_str(), xs[i]);
     KILN_CHECK(xs[i].shape() == xs[0].shape(), "stack: tensor ", i, " is ", xs[i].description(),
                " and tensor 0 is ", xs[0].description(), "; stacked tensors have one shape");
   }

@@ -95,6 +95,9 @@ class ProfilingBackend final : public Backend {
   void transpose(const Tensor& x, Tensor& y) override {
     op("transpose", y, [&] { in()->transpose(x, y); });
   }
+  void reduce_extreme(BinaryOp o, const Tensor& x, int64_t rows, int64_t n, int64_t inner, Tensor& out) override {
+    op("reduce_extreme", x, [&] { in()->reduce_extreme(o, x, rows, n, inner, out); });
+  }
   void copy_block(const Tensor& src, int64_t src_col, Tensor& dst, int64_t dst_col, int64_t rows,
                   int64_t width) override {
     op("copy_block", dst, [&] { in()->copy_block(src, src_col, dst, dst_col, rows, width); });

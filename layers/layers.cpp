@@ -138,7 +138,7 @@ LayerNorm::LayerNorm(std::string name, int64_t features, float eps) : Module(std
 Tensor LayerNorm::forward(const Tensor& x) {
   KILN_CHECK(!x.defined() || (x.rank() >= 1 && x.dim(-1) == weight_->dim(0)), "LayerNorm ", name(), ": input ",
              x.description(), " does not end in its ", weight_->dim(0), " features");
-  return layer_norm(x, *weight_, *bias_, eps_);
+  return layer_norm(as_f32(x), *weight_, *bias_, eps_);  // fp32-only, as AdaptiveAvgPool2d (layers.h)
 }
 
 Dropout::Dropout(std::string name, float keep_prob, Generator& gen)

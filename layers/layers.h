@@ -179,7 +179,7 @@ class LayerNorm final : public Module {
  public:
   // features must be >= 1; eps torch's default.
   LayerNorm(std::string name, int64_t features, float eps = 1e-5f);
-  // x: [..., features], float32.
+  // x: [..., features]; a bfloat16 x (after a bf16 layer) is normalised in float32.
   Tensor forward(const Tensor& x) override;
   // gamma (torch's "weight").
   Tensor& weight() { return *weight_; }

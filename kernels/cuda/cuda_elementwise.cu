@@ -85,6 +85,19 @@ __global__ void binary_kernel(BinaryOp op, const T* a, const T* b, T* out, int64
     out[i] = T(common::binary_apply(op, static_cast<float>(a[i]), static_cast<float>(b[i])));
 }
 
+// reduce_extreme: a thread per output (r, i) walks k; neighbouring threads read neighbouring i,
+// so the reads coalesce when inner is large (a reduced last dimension reads strided: simple, not
+// fast). The value picked is one of x's, so the bf16 store rounds nothing.
+template <typename T>
+__global__ void extreme_kernel(BinaryOp op, const T* x, int64_t n, int64_t inner, T* out, int64_t outs) {
+  for (int64_t o = global_thread(); o < outs; o += grid_threads()) {
+    const T* p = x + (o / inner) * n * inner + o % inner;
+    float best = static_cast<float>(p[0]);
+    for (int64_t k = 1; k < n; ++k) best = common::binary_apply(op, best, static_cast<float>(p[k * inner]));
+    out[o] = T(best);
+  }
+}
+
 // out = a (op) b with a or b broadcast (kernels/common/broadcast.h): one output element per
 // thread, its operands' offsets from the plan.
 template <typename T>
@@ -472,6 +485,20 @@ void CudaBackend::broadcast_to(const Tensor& x, Tensor& out) {
       using T = decltype(tag);
       broadcast_to_kernel<T><<<elementwise_blocks(n, kThreads), kThreads, 0, scope.stream()>>>(p, x.data<T>(),
                                                                                              out.data<T>(), n);
+      KILN_CUDA_CHECK_LAUNCH();
+    });
+  }
+  scope.done();
+}
+
+void CudaBackend::reduce_extreme(BinaryOp op, const Tensor& x, int64_t rows, int64_t n, int64_t inner, Tensor& out) {
+  OpScope scope("reduce_extreme", out.device().index);
+  const int64_t outs = rows * inner;
+  if (outs > 0) {
+    for_float_or_bf16(x.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      extreme_kernel<T><<<elementwise_blocks(outs, kThreads), kThreads, 0, scope.stream()>>>(op, x.data<T>(), n, inner,
+                                                                                          out.data<T>(), outs);
       KILN_CUDA_CHECK_LAUNCH();
     });
   }

@@ -109,11 +109,25 @@ void CudaBackend::copy_block(const Tensor& src, int64_t src_col, Tensor& dst, in
   const auto es = static_cast<int64_t>(dtype_size(src.dtype()));
   const auto src_pitch = static_cast<size_t>(src.numel() / rows * es);
   const auto dst_pitch = static_cast<size_t>(dst.numel() / rows * es);
-  // One strided copy for every row: the copy engine walks the pitches, no kernel of kiln's.
-  KILN_CUDA_CHECK(cudaMemcpy2DAsync(static_cast<char*>(dst.raw_data()) + dst_col * es, dst_pitch,
-                                    static_cast<const char*>(src.raw_data()) + src_col * es, src_pitch,
-                                    static_cast<size_t>(width * es), static_cast<size_t>(rows),
-                                    cudaMemcpyDeviceToDevice, scope.stream()));
+  const auto bytes = static_cast<size_t>(width * es);
+  char* d = static_cast<char*>(dst.raw_data()) + dst_col * es;
+  const char* s = static_cast<const char*>(src.raw_data()) + src_col * es;
+  int max_pitch = 0;
+  KILN_CUDA_CHECK(cudaDeviceGetAttribute(&max_pitch, cudaDevAttrMaxPitch, dst.device().index));
+  if (rows == 1 || (src_pitch == bytes && dst_pitch == bytes)) {
+    // One run of bytes (a block along dimension 0, or whole rows): a plain copy, whatever its size.
+    KILN_CUDA_CHECK(cudaMemcpyAsync(d, s, bytes * static_cast<size_t>(rows), cudaMemcpyDeviceToDevice,
+                                    scope.stream()));
+  } else if (src_pitch <= static_cast<size_t>(max_pitch) && dst_pitch <= static_cast<size_t>(max_pitch)) {
+    // One strided copy for every row: the copy engine walks the pitches, no kernel of kiln's.
+    KILN_CUDA_CHECK(cudaMemcpy2DAsync(d, dst_pitch, s, src_pitch, bytes, static_cast<size_t>(rows),
+                                      cudaMemcpyDeviceToDevice, scope.stream()));
+  } else {
+    // A pitch past the copy engine's limit (rows over 2 GiB apart, so few rows): a copy per row.
+    for (int64_t r = 0; r < rows; ++r)
+      KILN_CUDA_CHECK(cudaMemcpyAsync(d + static_cast<size_t>(r) * dst_pitch, s + static_cast<size_t>(r) * src_pitch,
+                                      bytes, cudaMemcpyDeviceToDevice, scope.stream()));
+  }
   scope.done();
 }
 

@@ -1,5 +1,6 @@
 // kiln.Tensor, its factories and the ops with autograd. Every call that runs a kernel (ops,
 // backward, copies) releases the GIL; metadata reads do not.
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <chrono>
@@ -226,19 +227,18 @@ void bind_tensor_class(nb::module_& m) {
   bind_scalar_operator(c, "__rsub__", "-", true, [](const Tensor& a, float s) { return sub(s, a); });
   bind_scalar_operator(c, "__rtruediv__", "/", true, [](const Tensor& a, float s) { return div(s, a); });
   // Comparisons give 0/1 masks in the tensor's dtype, as kiln has no bool tensors (core/ops.h);
-  // s < t reaches t.__gt__(s) through Python's reflection. == and != compare elements too, as
-  // torch's do, so a tensor hashes by identity (Python drops __hash__ when __eq__ is defined).
+  // s < t reaches t.__gt__(s) through Python's reflection. == and != stay Python's identity: each
+  // return from C++ is a new wrapper, so elementwise == would make `t in list` and dict lookups of
+  // a model's own parameters raise; kiln.eq and kiln.ne compare elements.
   using Compare = Tensor (*)(const Tensor&, const Tensor&);
   using CompareScalar = Tensor (*)(const Tensor&, float);
   const std::tuple<const char*, const char*, Compare, CompareScalar> comparisons[] = {
       {"__gt__", ">", &kiln::gt, &kiln::gt}, {"__ge__", ">=", &kiln::ge, &kiln::ge},
-      {"__lt__", "<", &kiln::lt, &kiln::lt}, {"__le__", "<=", &kiln::le, &kiln::le},
-      {"__eq__", "==", &kiln::eq, &kiln::eq}, {"__ne__", "!=", &kiln::ne, &kiln::ne}};
+      {"__lt__", "<", &kiln::lt, &kiln::lt}, {"__le__", "<=", &kiln::le, &kiln::le}};
   for (const auto& [name, symbol, fn, fn_s] : comparisons) {
     c.def(name, fn, nb::is_operator(), Release());
     bind_scalar_operator(c, name, symbol, false, fn_s);
   }
-  c.def("__hash__", [](nb::handle self) { return static_cast<int64_t>(std::hash<const void*>{}(self.ptr())); });
 }
 
 void bind_factories(nb::module_& m) {
@@ -422,6 +422,14 @@ std::vector<int64_t> dims_of(const Dims& d) {
   return std::get<std::vector<int64_t>>(d);
 }
 
+// dim as dims_of, or every dimension of x when it is None (a scalar: dimension 0, itself).
+std::vector<int64_t> dims_or_all(const Tensor& x, const std::optional<Dims>& dim) {
+  if (dim) return dims_of(*dim);
+  std::vector<int64_t> all(static_cast<size_t>(std::max<int64_t>(x.rank(), 1)));
+  for (size_t d = 0; d < all.size(); ++d) all[d] = static_cast<int64_t>(d);
+  return all;
+}
+
 void bind_math_ops(nb::module_& m) {
   // Shapes broadcast as in NumPy and torch (core/ops.h).
   using Binary = Tensor (*)(const Tensor&, const Tensor&);
@@ -455,19 +463,30 @@ void bind_math_ops(nb::module_& m) {
   m.def("binary_cross_entropy_with_logits", &kiln::binary_cross_entropy_with_logits, arg("logits"), arg("targets"),
         Release(), "mean(softplus(x) - x * y), targets y in [0, 1] (torch's binary_cross_entropy_with_logits).");
   m.def("sum", [](const Tensor& x, std::optional<Dims> dim, bool keepdim) {
-          return dim ? kiln::sum(x, dims_of(*dim), keepdim) : kiln::sum(x);
+          return dim || keepdim ? kiln::sum(x, dims_or_all(x, dim), keepdim) : kiln::sum(x);
         }, arg("x"), arg("dim") = nb::none(), arg("keepdim") = false, Release(),
         "The sum of all elements (a scalar tensor), or over dimension `dim`, an int or a list of ints, keeping "
         "them as extents 1 with keepdim (torch.sum).");
   m.def("mean", [](const Tensor& x, std::optional<Dims> dim, bool keepdim) {
-          return dim ? kiln::mean(x, dims_of(*dim), keepdim) : kiln::mean(x);
+          return dim || keepdim ? kiln::mean(x, dims_or_all(x, dim), keepdim) : kiln::mean(x);
         }, arg("x"), arg("dim") = nb::none(), arg("keepdim") = false, Release(),
         "The mean of all elements (a scalar tensor), or over `dim` as sum's (torch.mean).");
+  using Extreme = Tensor (*)(const Tensor&, const std::vector<int64_t>&, bool);
+  const std::tuple<const char*, const char*, Extreme> extremes[] = {
+      {"amax", "The largest element (a scalar tensor), or the largest over `dim` as sum's; NaN wins (torch.amax). "
+               "The gradient is shared evenly among the elements equal to the result.", &kiln::amax},
+      {"amin", "The smallest element, or over `dim`, as amax (torch.amin).", &kiln::amin}};
+  for (const auto& [name, doc, fn] : extremes) {
+    m.def(name, [fn](const Tensor& x, std::optional<Dims> dim, bool keepdim) {
+            return fn(x, dims_or_all(x, dim), keepdim);
+          }, arg("x"), arg("dim") = nb::none(), arg("keepdim") = false, Release(), doc);
+  }
   m.def("maximum", &kiln::maximum, arg("a"), arg("b"), Release(),
         "The larger of a and b per element, broadcast; NaN wins (torch.maximum). Gradient to the larger, half each "
         "on a tie.");
   m.def("minimum", &kiln::minimum, arg("a"), arg("b"), Release(), "The smaller of a and b per element, as maximum.");
   m.def("clamp", [](const Tensor& x, std::optional<float> lo, std::optional<float> hi) {
+          KILN_CHECK(lo || hi, "clamp: give min, max or both (with neither it would change nothing)");
           constexpr float inf = std::numeric_limits<float>::infinity();
           return clamp(x, lo.value_or(-inf), hi.value_or(inf));
         }, arg("x"), arg("min") = nb::none(), arg("max") = nb::none(), Release(),

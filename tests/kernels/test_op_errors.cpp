@@ -93,6 +93,11 @@ TEST_CASE("the dimension ops and selections name what was wrong", "[ops][errors]
   REQUIRE_THROWS_WITH(concat({x, Tensor()}, 0), Contains("concat") && Contains("tensor 1"));
   REQUIRE_THROWS_WITH(stack({x, Tensor::zeros(Shape{2, 3, 5})}, 0), Contains("stacked tensors have one shape"));
   REQUIRE_THROWS_WITH(stack({x}, 4), Contains("stack: dimension 4 is out of range") && Contains("-4 to 3"));
+  REQUIRE_THROWS_WITH(stack({x, Tensor::zeros(Shape{2, 3, 4}, TensorOptions{DType::i64})}, 0),
+                      Contains("stack") && Contains("int64"));
+  REQUIRE_THROWS_WITH(amax(Tensor::zeros(Shape{0, 3}), 0), Contains("amax") && Contains("no maximum"));
+  REQUIRE_THROWS_WITH(sum(Tensor::zeros(Shape{}), 1), Contains("out of range for a scalar (0 or -1 only)"));
+  CHECK(sum(Tensor::full(Shape{}, 2.5), 0).item() == 2.5);  // a scalar's dimension 0 is itself, as torch
   REQUIRE_THROWS_WITH(clamp(x, 1.0f, -1.0f), Contains("clamp: lo 1 is above hi -1"));
   REQUIRE_THROWS_WITH(clamp(x, std::nanf(""), 1.0f), Contains("clamp: a bound is NaN"));
   REQUIRE_THROWS_WITH(maximum(x, Tensor::zeros(Shape{5})), Contains("maximum") && Contains("[5]"));
@@ -127,6 +132,12 @@ TEST_CASE("selections follow torch at NaN and ties and at the clamp bounds", "[o
   CHECK((yv[0] == -1.0f && yv[4] == 1.0f && std::isnan(yv[5])));
   sum(y).backward();
   CHECK(x.grad().to_vector<float>() == std::vector<float>{0, 1, 1, 1, 0, 0});
+  // A result over extents of 1 is a new tensor, not x itself (sum_to would return x).
+  Tensor col = Tensor::zeros(Shape{3, 1});
+  CHECK(sum(col, 1, true).raw_data() != col.raw_data());
+  CHECK(amax(a, 0).item() != amax(a, 0).item());  // NaN wins
+  CHECK(amin(Tensor::from_vector(std::vector<float>{3, -2, 5, -2}, Shape{2, 2}), 1).to_vector<float>() ==
+        std::vector<float>{-2, -2});
 }
 
 namespace {

@@ -67,9 +67,9 @@ def run_op(op, p, x, extras):
         return getattr(torch, op)(x[0], x[1]).to(torch.float64)
     if op in ("gt_scalar", "ge_scalar", "lt_scalar", "le_scalar", "eq_scalar", "ne_scalar"):
         return getattr(torch, op[:2])(x[0], p["s"]).to(torch.float64)
-    if op in ("sum_dims", "mean_dims"):
+    if op in ("sum_dims", "mean_dims", "amax", "amin"):
         dims = [int(p[f"d{i}"]) for i in range(int(p["ndims"]))]
-        return getattr(torch, op[:-5])(x[0], dims, keepdim=bool(int(p["keepdim"])))
+        return getattr(torch, op.removesuffix("_dims"))(x[0], dims, keepdim=bool(int(p["keepdim"])))
     if op == "narrow":
         return x[0].narrow(int(p["dim"]), int(p["start"]), int(p["length"]))
     if op == "concat":
