@@ -143,6 +143,13 @@ std::string device_name(Device device) {
 }
 double time_ms(Device device, const std::function<void()>& fn) { return backend_for(device).time_ms(device.index, fn); }
 
+void Backend::layer_norm_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, Tensor&,
+                                  Tensor&) {
+  // Core calls it only after this backend's layer_norm_forward fused; a backend that fuses one
+  // and not the other is a kiln bug.
+  KILN_FAIL("layer_norm_backward: the ", name(), " backend fused layer_norm's forward but has no backward for it");
+}
+
 double Backend::time_ms(int /*index*/, const std::function<void()>& fn) {
   const auto t0 = std::chrono::steady_clock::now();
   fn();

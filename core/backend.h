@@ -128,6 +128,18 @@ class Backend {
   // y[.., j, i] = x[.., i, j]: x's last two dimensions swapped (rank >= 2, y shaped so);
   // float32 or bfloat16, moved as bits. Tensors are contiguous, so a transpose is a copy.
   virtual void transpose(const Tensor& x, Tensor& y) = 0;
+  // Layer normalisation of x [rows, c] over c: y = (x - mean) * rstd * gamma + beta (gamma and
+  // beta [c] float32, or undefined), float32; mean and rstd [rows] float32 kept for backward.
+  // False where this backend has no fused kernel: core then composes the op of its others.
+  virtual bool layer_norm_forward(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps, Tensor& y,
+                                  Tensor& mean, Tensor& rstd) {
+    (void)x, (void)gamma, (void)beta, (void)eps, (void)y, (void)mean, (void)rstd;
+    return false;
+  }
+  // Its backward, where layer_norm_forward fused: dx, and dy * xhat per element into dy_xhat when
+  // it is defined (gamma's gradient is its sum over rows, core's sum_to).
+  virtual void layer_norm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma, const Tensor& mean,
+                                   const Tensor& rstd, Tensor& dx, Tensor& dy_xhat);
   // out[r, i] = the largest (op maximum) or smallest (op minimum) of x[r, k, i] over k < n, x
   // viewed as [rows, n, inner] (n >= 1) and out as [rows, inner]; NaN wins, as binary_apply's
   // maximum. Float32 or bfloat16, x and out alike. Exact, so any order gives the same bits.

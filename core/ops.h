@@ -64,8 +64,9 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b = Tensor());
 
 // Layer normalisation over the last dimension (torch's F.layer_norm with normalized_shape [C]):
 // (x - mean) / sqrt(var + eps) * gamma + beta, with the biased variance; gamma and beta [C], or
-// undefined for none. Float32. Composed of mean, sub, mul, div and sqrt, so gradients reach x,
-// gamma and beta through them (a fused kernel would save passes, not change the math).
+// undefined for none. Float32. Fused where the backend has a kernel for it (the CPU: statistics
+// in double, three passes over x), else composed of mean, sub, mul, div and sqrt (CUDA, until
+// its kernel has run on a GPU); gradients reach x, gamma and beta either way.
 Tensor layer_norm(const Tensor& x, const Tensor& gamma = Tensor(), const Tensor& beta = Tensor(), float eps = 1e-5f);
 
 // max(x, 0), any shape. NaN maps to 0, as the fused conv+ReLU paths do (oneDNN's post-op,

@@ -438,6 +438,50 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
 }
 
 // ---------------------------------------------------------------- layer_norm
+namespace {
+// The fused forward's backward: dx from the backend; gamma's gradient the sum over rows of
+// dy * xhat and beta's of dy (sum_to: the same bits whatever the thread count).
+struct LayerNormNode final : Node {
+  LayerNormNode() : Node("layer_norm") {}
+  SavedTensor x, gamma, mean, rstd;  // gamma only when the op had one
+  bool has_gamma = false;
+  std::vector<Tensor> apply(const Tensor& dy) override {
+    const Tensor xv = x.get(), gv = has_gamma ? gamma.get() : Tensor();
+    Backend& be = backend_for(dy.device());
+    const bool want_x = next[0].needed(), want_gamma = next[1].needed(), want_beta = next[2].needed();
+    Tensor dx = Tensor::empty(xv.shape(), like(xv)), dy_xhat;
+    if (want_gamma) dy_xhat = Tensor::empty(xv.shape(), like(xv));
+    be.layer_norm_backward(dy, xv, gv, mean.get(), rstd.get(), dx, dy_xhat);
+    Tensor dgamma, dbeta;
+    const Shape c{xv.dim(-1)};
+    if (want_gamma) {
+      dgamma = Tensor::empty(c, like(xv));
+      be.sum_to(dy_xhat, dgamma);
+    }
+    if (want_beta) {
+      dbeta = Tensor::empty(c, like(xv));
+      be.sum_to(dy, dbeta);
+    }
+    return {want_x ? dx : Tensor(), dgamma, dbeta};
+  }
+  void release_saved() override {
+    x.reset();
+    gamma.reset();
+    mean.reset();
+    rstd.reset();
+  }
+};
+
+// layer_norm of kiln's ops, where the backend has no fused kernel: gradients through them.
+Tensor composed_layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps) {
+  const Tensor centred = sub(x, mean(x, -1, true));
+  Tensor y = div(centred, sqrt(add(mean(mul(centred, centred), -1, true), eps)));
+  if (gamma.defined()) y = mul(y, gamma);
+  if (beta.defined()) y = add(y, beta);
+  return y;
+}
+}  // namespace
+
 Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps) {
   const char* op = "layer_norm";
   checks::float32(op, "input x", x);
@@ -452,10 +496,21 @@ Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, floa
     KILN_CHECK(t->shape() == Shape{c}, op, ": ", what, " must be [", c, "] for ", x.description(), ", got ",
                t->shape());
   }
-  const Tensor centred = sub(x, mean(x, -1, true));
-  Tensor y = div(centred, sqrt(add(mean(mul(centred, centred), -1, true), eps)));
-  if (gamma.defined()) y = mul(y, gamma);
-  if (beta.defined()) y = add(y, beta);
+  Tensor y = Tensor::empty(x.shape(), like(x));
+  const Shape rows{x.numel() / c};
+  Tensor mean_t = Tensor::empty(rows, like(x)), rstd = Tensor::empty(rows, like(x));
+  if (!backend_for(x.device()).layer_norm_forward(x, gamma, beta, eps, y, mean_t, rstd))
+    return composed_layer_norm(x, gamma, beta, eps);
+  if (autograd::needs_grad({&x, &gamma, &beta})) {
+    auto node = std::make_shared<LayerNormNode>();
+    node->x = x.detach();
+    node->has_gamma = gamma.defined();
+    if (node->has_gamma) node->gamma = gamma.detach();
+    node->mean = mean_t;
+    node->rstd = rstd;
+    node->next = {autograd::edge_for(x), autograd::edge_for(gamma), autograd::edge_for(beta)};
+    autograd::set_history(y, node);
+  }
   return y;
 }
 

@@ -95,6 +95,16 @@ class ProfilingBackend final : public Backend {
   void transpose(const Tensor& x, Tensor& y) override {
     op("transpose", y, [&] { in()->transpose(x, y); });
   }
+  bool layer_norm_forward(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps, Tensor& y, Tensor& mean,
+                          Tensor& rstd) override {
+    bool fused = false;
+    op("layer_norm_forward", x, [&] { fused = in()->layer_norm_forward(x, gamma, beta, eps, y, mean, rstd); });
+    return fused;
+  }
+  void layer_norm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma, const Tensor& mean,
+                           const Tensor& rstd, Tensor& dx, Tensor& dy_xhat) override {
+    op("layer_norm_backward", dy, [&] { in()->layer_norm_backward(dy, x, gamma, mean, rstd, dx, dy_xhat); });
+  }
   void reduce_extreme(BinaryOp o, const Tensor& x, int64_t rows, int64_t n, int64_t inner, Tensor& out) override {
     op("reduce_extreme", x, [&] { in()->reduce_extreme(o, x, rows, n, inner, out); });
   }

@@ -27,6 +27,10 @@ class CpuBackend : public Backend {
   void sum_to(const Tensor& x, Tensor& out) override;
   void broadcast_to(const Tensor& x, Tensor& out) override;
   void transpose(const Tensor& x, Tensor& y) override;
+  bool layer_norm_forward(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps, Tensor& y, Tensor& mean,
+                          Tensor& rstd) override;
+  void layer_norm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma, const Tensor& mean,
+                           const Tensor& rstd, Tensor& dx, Tensor& dy_xhat) override;
   void reduce_extreme(BinaryOp op, const Tensor& x, int64_t rows, int64_t n, int64_t inner, Tensor& out) override;
   void copy_block(const Tensor& src, int64_t src_col, Tensor& dst, int64_t dst_col, int64_t rows,
                   int64_t width) override;

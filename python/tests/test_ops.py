@@ -306,6 +306,12 @@ def test_layer_norm_matches_torch_with_gradients():
     close(y, ref, 1e-5)
     for kt, t in [(kx, tx), (kg, tg), (kb, tb)]:
         close(kt.grad, t.grad, 1e-4)
+    kx, tx = k(x), x.clone().requires_grad_(True)  # no weight or bias
+    y, ref = kiln.layer_norm(kx), torch.nn.functional.layer_norm(tx, (7,))
+    kiln.sum(kiln.mul(y, k(w, grad=False))).backward()
+    (ref * w).sum().backward()
+    close(y, ref, 1e-5)
+    close(kx.grad, tx.grad, 1e-4)
     layer = kiln.LayerNorm("ln", 7)
     assert repr(layer) == "kiln.LayerNorm('ln', 7)"
     assert sorted(layer.parameters()) == ["ln/bias", "ln/weight"]

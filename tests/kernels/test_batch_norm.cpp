@@ -1,9 +1,11 @@
 // batch_norm2d beyond the op table (which checks both forms against finite differences,
 // PyTorch and the GPU): refusals, the variance of an off-centre channel, the running
 // statistics over several steps, what backward keeps, and the BatchNorm2d layer's rules.
+// Also layer_norm's fused CPU kernel against its composition of kiln's ops.
 #include <catch2/catch.hpp>
 #include <cmath>
 
+#include "kernels/cpu/cpu_backend.h"
 #include "layers/layers.h"
 #include "tests/support/gpu.h"
 #include "tests/support/require_close.h"
@@ -183,4 +185,48 @@ TEST_CASE("batch_norm2d on the GPU matches the CPU at a ResNet-50 shape, running
     KILN_REQUIRE_CLOSE(d.rm, c.rm, 1e-6, 1e-6);
     KILN_REQUIRE_CLOSE(d.rv, c.rv, 1e-6, 1e-6);
   }
+}
+
+namespace {
+// The CPU backend without its fused layer_norm: core composes the op of mean, sub, mul, div and
+// sqrt, as on a backend with no kernel for it (CUDA today).
+class ComposingCpu final : public cpu::CpuBackend {
+ public:
+  bool layer_norm_forward(const Tensor&, const Tensor&, const Tensor&, float, Tensor&, Tensor&, Tensor&) override {
+    return false;
+  }
+};
+
+// layer_norm of fixed inputs on whatever backend the CPU has now: y, then the gradients of
+// sum(y * w) to x, gamma and beta, all flattened into one vector.
+std::vector<double> layer_norm_run() {
+  Generator g(11);
+  Tensor x = add(mul(Tensor::normal(Shape{6, 37}, 0, 1, g), 3.0f), 2.0f);
+  Tensor gamma = Tensor::uniform(Shape{37}, 0.5f, 2, g);
+  Tensor beta = Tensor::normal(Shape{37}, 0, 1, g), w = Tensor::normal(Shape{6, 37}, 0, 1, g);
+  for (Tensor* t : {&x, &gamma, &beta}) t->set_requires_grad(true);
+  const Tensor y = layer_norm(x, gamma, beta, 1e-5f);
+  sum(mul(y, w)).backward();
+  std::vector<double> all = y.to_vector<double>();
+  for (const Tensor* t : {&x, &gamma, &beta}) {
+    const std::vector<double> gr = t->grad().to_vector<double>();
+    all.insert(all.end(), gr.begin(), gr.end());
+  }
+  return all;
+}
+}  // namespace
+
+TEST_CASE("layer_norm composed of kiln's ops matches the fused CPU kernel in forward and gradients",
+          "[ops][layer_norm]") {
+  const std::vector<double> fused = layer_norm_run();
+  std::vector<double> composed;
+  {
+    ComposingCpu composing;
+    struct Restore {
+      Backend* previous;
+      ~Restore() { register_backend(DeviceType::cpu, previous); }
+    } restore{register_backend(DeviceType::cpu, &composing)};
+    composed = layer_norm_run();  // every tensor it made is gone before the backend is
+  }
+  KILN_REQUIRE_CLOSE(composed, fused, 1e-5 * mean_abs(fused), 1e-5);
 }
