@@ -114,6 +114,20 @@ def test_no_grad_and_enable_grad_decorate_functions_and_methods():
     with pytest.raises(TypeError, match=r"kiln.no_grad\(\) cannot decorate .*gen, a generator"):
         kiln.no_grad()(gen)
 
+    @kiln.no_grad  # without parentheses, as torch takes it too
+    def bare(v):
+        """Triples v."""
+        return v * 3.0
+
+    @kiln.enable_grad
+    def bare_on(v):
+        return v * 3.0
+
+    assert not bare(x).requires_grad and bare.__name__ == "bare" and bare.__doc__ == "Triples v."
+    with kiln.no_grad():
+        assert bare_on(x).requires_grad
+    assert isinstance(kiln.no_grad(), kiln.no_grad) and repr(kiln.no_grad()) == "kiln.no_grad()"
+
 
 def test_enable_grad_nests_in_no_grad_and_says_whether_it_is_entered():
     eg = kiln.enable_grad()
