@@ -42,11 +42,14 @@ system_re='^(linux-vdso|ld-linux|libc\.so|libm\.so|libdl\.so|librt\.so|libpthrea
 rm -rf .gpu
 mkdir -p .gpu/bin .gpu/lib
 cp "${bins[@]}" .gpu/bin/
-cp -L "$B"/libkiln.so.0 .gpu/lib/
+# libkiln under its SONAME (libkiln.so.0.N while kiln is 0.x: CMakeLists.txt), the name the binaries load.
+soname=$(readelf -d "$B"/libkiln.so | sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/p')
+[[ -n $soname && -e $B/$soname ]] || { echo "gpu_pack: no SONAME found in $B/libkiln.so" >&2; exit 1; }
+cp -L "$B/$soname" .gpu/lib/
 missing=0
 modules=()
 [[ $py != none ]] && modules=("$B"/python/kiln/_kiln*.so)
-for f in "${bins[@]}" "$B"/libkiln.so.0 "${modules[@]}"; do
+for f in "${bins[@]}" "$B/$soname" "${modules[@]}"; do
   while read -r name _ path _; do
     if [[ $path == "not" ]]; then echo "gpu_pack: $f needs $name, which is not found here" >&2; missing=1; continue; fi
     [[ $name =~ $system_re || -z $path ]] && continue
