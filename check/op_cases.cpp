@@ -533,6 +533,17 @@ void append_matrix_cases(std::vector<OpCase>& cases) {
   m.flops = 2.0 * 5 * 4 * 3;
   cases.push_back(m);
   cases.push_back(bf16_variant(m, kRtolBf16));
+  // [..., M, K] @ [K, N]: every row of a through one product; [B, M, K] @ [B, K, N]: a product per matrix.
+  OpCase rows = simple("matmul/2x3x4_by_4x5", "matmul", {randn(g, {2, 3, 4}), randn(g, {4, 5})}, {true, true},
+                       [](const std::vector<Tensor>& in) { return matmul(in[0], in[1]); }, kRtolReduction);
+  rows.flops = 2.0 * 6 * 4 * 5;
+  cases.push_back(rows);
+  OpCase batched = simple("matmul/2x3x4x5_by_2x3x5x2", "matmul", {randn(g, {2, 3, 4, 5}), randn(g, {2, 3, 5, 2})},
+                          {true, true}, [](const std::vector<Tensor>& in) { return matmul(in[0], in[1]); },
+                          kRtolReduction);
+  batched.flops = 2.0 * 6 * 4 * 5 * 2;
+  cases.push_back(batched);
+  cases.push_back(bf16_variant(batched, kRtolBf16));
 }
 
 // maximum, minimum, clamp and the comparisons. Operands of maximum and minimum differ by 0.05 or
@@ -608,6 +619,11 @@ void append_shape_cases(std::vector<OpCase>& cases) {
   cases.push_back(bf16_variant(cases.back(), kRtolExact));
   cases.push_back(streaming(reduce_case("amin", amin_dims, {0, 2}, true), 1, 3));
   cases.push_back(streaming(reduce_case("amax", amax_dims, {-1}, false), 1, 6));
+  // Rows long enough for the GPU's block-per-row kernel (1024 and more), maximum not at the start.
+  OpCase long_rows = simple("amax/3x1500_over_1", "amax", {distinct(g, {3, 1500})}, {true},
+                            [](const std::vector<Tensor>& in) { return amax(in[0], 1); }, kRtolExact);
+  long_rows.params = {{"keepdim", 0.0}, {"ndims", 1.0}, {"d0", 1.0}};
+  cases.push_back(streaming(long_rows, 1, 3));
   OpCase n = simple("narrow/3x5x4_dim1_1to4", "narrow", {randn(g, {3, 5, 4})}, {true},
                     [](const std::vector<Tensor>& in) { return narrow(in[0], 1, 1, 3); }, kRtolExact);
   n.params = {{"dim", 1}, {"start", 1}, {"length", 3}};

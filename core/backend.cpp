@@ -143,11 +143,14 @@ std::string device_name(Device device) {
 }
 double time_ms(Device device, const std::function<void()>& fn) { return backend_for(device).time_ms(device.index, fn); }
 
+// Core calls these only where has_layer_norm() says the backend has them.
+void Backend::layer_norm_forward(const Tensor&, const Tensor&, const Tensor&, float, Tensor&, Tensor&, Tensor&) {
+  KILN_FAIL("layer_norm_forward: the ", name(), " backend has no fused layer_norm (has_layer_norm() is false)");
+}
+
 void Backend::layer_norm_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, Tensor&,
                                   Tensor&) {
-  // Core calls it only after this backend's layer_norm_forward fused; a backend that fuses one
-  // and not the other is a kiln bug.
-  KILN_FAIL("layer_norm_backward: the ", name(), " backend fused layer_norm's forward but has no backward for it");
+  KILN_FAIL("layer_norm_backward: the ", name(), " backend has no fused layer_norm (has_layer_norm() is false)");
 }
 
 double Backend::time_ms(int /*index*/, const std::function<void()>& fn) {

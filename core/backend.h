@@ -128,21 +128,21 @@ class Backend {
   // y[.., j, i] = x[.., i, j]: x's last two dimensions swapped (rank >= 2, y shaped so);
   // float32 or bfloat16, moved as bits. Tensors are contiguous, so a transpose is a copy.
   virtual void transpose(const Tensor& x, Tensor& y) = 0;
+  // Whether this backend has a fused layer normalisation (layer_norm_forward/backward); where
+  // not, core composes the op of its others (CUDA, until its kernel has run on a GPU).
+  virtual bool has_layer_norm() const { return false; }
   // Layer normalisation of x [rows, c] over c: y = (x - mean) * rstd * gamma + beta (gamma and
   // beta [c] float32, or undefined), float32; mean and rstd [rows] float32 kept for backward.
-  // False where this backend has no fused kernel: core then composes the op of its others.
-  virtual bool layer_norm_forward(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps, Tensor& y,
-                                  Tensor& mean, Tensor& rstd) {
-    (void)x, (void)gamma, (void)beta, (void)eps, (void)y, (void)mean, (void)rstd;
-    return false;
-  }
-  // Its backward, where layer_norm_forward fused: dx, and dy * xhat per element into dy_xhat when
-  // it is defined (gamma's gradient is its sum over rows, core's sum_to).
+  virtual void layer_norm_forward(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps, Tensor& y,
+                                  Tensor& mean, Tensor& rstd);
+  // Its backward: dx (skipped when undefined), and dy * xhat per element into dy_xhat when it is
+  // defined (gamma's gradient is its sum over rows, core's sum_to).
   virtual void layer_norm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma, const Tensor& mean,
                                    const Tensor& rstd, Tensor& dx, Tensor& dy_xhat);
   // out[r, i] = the largest (op maximum) or smallest (op minimum) of x[r, k, i] over k < n, x
   // viewed as [rows, n, inner] (n >= 1) and out as [rows, inner]; NaN wins, as binary_apply's
-  // maximum. Float32 or bfloat16, x and out alike. Exact, so any order gives the same bits.
+  // maximum. Float32 or bfloat16, x and out alike. Exact: any order gives the same value, though
+  // which of -0 and +0, or which of two NaNs, comes out may depend on it.
   virtual void reduce_extreme(BinaryOp op, const Tensor& x, int64_t rows, int64_t n, int64_t inner, Tensor& out) = 0;
   // dst[r, dst_col + j] = src[r, src_col + j] for r < rows and j < width, src viewed as
   // [rows, src.numel() / rows] and dst as [rows, dst.numel() / rows]; one dtype, one device,

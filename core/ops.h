@@ -161,8 +161,11 @@ Tensor softplus(const Tensor& x);
 // x with its last two dimensions swapped (rank >= 2; torch's x.transpose(-2, -1) made
 // contiguous): a copy, as kiln's tensors are always contiguous. Gradient: dy transposed.
 Tensor transpose(const Tensor& x);
-// a @ b for a [M, K] and b [K, N] -> [M, N], float32 or bfloat16 (as linear), gradients to
-// both: linear(a, transpose(b)), so it runs where linear runs (oneDNN, cuBLASLt).
+// a @ b, float32 or bfloat16 (as linear), gradients to both; it runs where linear runs (oneDNN,
+// cuBLASLt). a [M, K] @ b [K, N] -> [M, N] is linear(a, transpose(b)); a [..., M, K] @ b [K, N]
+// is one such product over all of a's rows; a [..., M, K] @ b [..., K, N] with the same leading
+// dimensions (attention's scores, for one) one product per matrix, a loop of linear's kernels.
+// Leading dimensions are not broadcast against each other (torch's are).
 Tensor matmul(const Tensor& a, const Tensor& b);
 // The larger (maximum) or smaller (minimum) of a and b per element, broadcast as add; a NaN in
 // either is returned (torch's rule, where fmax would drop it). The gradient goes to the operand

@@ -409,6 +409,7 @@ Reduction reduction_of(const char* op, const Tensor& x, const std::vector<int64_
   if (rank == 0) {  // a scalar: dimension 0 or -1 names the value itself, as torch takes it
     for (int64_t d : dims)
       KILN_CHECK(d == 0 || d == -1, op, ": dimension ", d, " is out of range for a scalar (0 or -1 only)");
+    KILN_CHECK(dims.size() == 1, op, ": dimension 0 is named twice in the dimensions given (0 and -1 are both it)");
     return r;
   }
   for (int64_t d : dims) {
@@ -606,17 +607,97 @@ Tensor transpose(const Tensor& x) {
   return y;
 }
 
+namespace {
+// Matrix i of a [B, R, C] tensor as an [R, C] view of its memory.
+Tensor matrix_view(const Tensor& t, int64_t i) {
+  const int64_t r = t.dim(-2), c = t.dim(-1);
+  return make_view(t, Shape{r, c}, static_cast<size_t>(i * r * c) * dtype_size(t.dtype()));
+}
+
+// A batched matmul's gradient, matrix by matrix through linear's backward: da_i = dy_i b_i^T and
+// db_i^T = dy_i^T a_i, written straight into views of da and of db^T, then db^T transposed.
+struct BatchedMatmulNode final : Node {
+  BatchedMatmulNode() : Node("matmul") {}
+  SavedTensor a, bt;  // a [B, M, K] and b transposed, [B, N, K]
+  Shape a_shape, b_shape;
+  std::vector<Tensor> apply(const Tensor& g) override {
+    const bool want_a = next[0].needed(), want_b = next[1].needed();
+    const Tensor av = a.get(), btv = bt.get();
+    const int64_t batch = av.dim(0);
+    const Tensor g3 = g.detach().reshape(Shape{batch, av.dim(1), btv.dim(1)});
+    Tensor da = want_a ? Tensor::empty(av.shape(), like(av)) : Tensor();
+    Tensor dbt = want_b ? Tensor::empty(btv.shape(), like(btv)) : Tensor();
+    Backend& be = backend_for(g.device());
+    for (int64_t i = 0; i < batch; ++i) {
+      Tensor dai = want_a ? matrix_view(da, i) : Tensor(), dbti = want_b ? matrix_view(dbt, i) : Tensor(), none;
+      be.linear_backward(matrix_view(g3, i), matrix_view(av, i), matrix_view(btv, i), dai, dbti, none);
+    }
+    Tensor db;
+    if (want_b) {
+      db = Tensor::empty(Shape{batch, btv.dim(2), btv.dim(1)}, like(btv));
+      be.transpose(dbt, db);
+    }
+    return {want_a ? da.reshape(a_shape) : Tensor(), want_b ? db.reshape(b_shape) : Tensor()};
+  }
+  void release_saved() override {
+    a.reset();
+    bt.reset();
+  }
+};
+
+// a [..., M, K] @ b [..., K, N] with the same leading dimensions: one product per matrix.
+Tensor batched_matmul(const Tensor& a, const Tensor& b) {
+  const int64_t m = a.dim(-2), k = a.dim(-1), n = b.dim(-1), batch = a.numel() / std::max<int64_t>(m * k, 1);
+  const Tensor a3 = a.detach().reshape(Shape{batch, m, k}), b3 = b.detach().reshape(Shape{batch, k, n});
+  Backend& be = backend_for(a.device());
+  Tensor bt = Tensor::empty(Shape{batch, n, k}, like(b));
+  be.transpose(b3, bt);  // linear's w for each product
+  Tensor y3 = Tensor::empty(Shape{batch, m, n}, like(a));
+  for (int64_t i = 0; i < batch; ++i) {
+    Tensor yi = matrix_view(y3, i);
+    be.linear_forward(matrix_view(a3, i), matrix_view(bt, i), Tensor(), yi);
+  }
+  std::vector<int64_t> dims = a.shape().dims();
+  dims.back() = n;
+  Tensor y = y3.reshape(Shape(dims));
+  if (autograd::needs_grad({&a, &b})) {
+    auto node = std::make_shared<BatchedMatmulNode>();
+    node->a = a3;
+    node->bt = bt;
+    node->a_shape = a.shape();
+    node->b_shape = b.shape();
+    node->next = {autograd::edge_for(a), autograd::edge_for(b)};
+    autograd::set_history(y, node);
+  }
+  return y;
+}
+}  // namespace
+
 Tensor matmul(const Tensor& a, const Tensor& b) {
   const char* op = "matmul";
   checks::float32_or_bf16(op, "a", a);
   checks::float32_or_bf16(op, "b", b);
-  checks::rank(op, "a", a, 2, "[M, K]");
-  checks::rank(op, "b", b, 2, "[K, N]");
-  KILN_CHECK(a.dim(1) == b.dim(0), op, ": a ", a.shape(), " has ", a.dim(1), " columns but b ", b.shape(), " has ",
-             b.dim(0), " rows (a [M, K] @ b [K, N])");
-  // linear computes x w^T: b's transpose is its w. The copy costs K N elements a call, small
-  // beside the product's 2 M K N flops.
-  return linear(a, transpose(b));
+  checks::same_dtype(op, "a", a, "b", b);
+  checks::same_device(op, "a", a, "b", b);
+  KILN_CHECK(a.rank() >= 2 && b.rank() >= 2, op, ": a ", a.shape(), " and b ", b.shape(),
+             " must each have two dimensions or more (a vector is a [1, K] or [K, 1] matrix)");
+  KILN_CHECK(a.dim(-1) == b.dim(-2), op, ": a ", a.shape(), " has ", a.dim(-1), " columns but b ", b.shape(), " has ",
+             b.dim(-2), " rows (a [..., M, K] @ b [..., K, N])");
+  if (b.rank() == 2) {
+    // linear computes x w^T: b's transpose is its w (a copy of K N elements, small beside the
+    // product's 2 M K N flops). Every row of a meets the same b: one product for all of them.
+    if (a.rank() == 2) return linear(a, transpose(b));
+    std::vector<int64_t> dims = a.shape().dims();
+    dims.back() = b.dim(1);
+    return reshape(linear(reshape(a, Shape{-1, a.dim(-1)}), transpose(b)), Shape(dims));
+  }
+  std::vector<int64_t> lead_a = a.shape().dims(), lead_b = b.shape().dims();
+  lead_a.resize(lead_a.size() - 2);
+  lead_b.resize(lead_b.size() - 2);
+  KILN_CHECK(lead_a == lead_b, op, ": a ", a.shape(), " and b ", b.shape(),
+             " differ in their batch dimensions; kiln multiplies batches of one shape (no broadcast between them), "
+             "or a batch by one [K, N] matrix");
+  return batched_matmul(a, b);
 }
 
 Tensor reshape(const Tensor& x, const Shape& shape_in) {

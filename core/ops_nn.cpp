@@ -449,7 +449,8 @@ struct LayerNormNode final : Node {
     const Tensor xv = x.get(), gv = has_gamma ? gamma.get() : Tensor();
     Backend& be = backend_for(dy.device());
     const bool want_x = next[0].needed(), want_gamma = next[1].needed(), want_beta = next[2].needed();
-    Tensor dx = Tensor::empty(xv.shape(), like(xv)), dy_xhat;
+    Tensor dx, dy_xhat;
+    if (want_x) dx = Tensor::empty(xv.shape(), like(xv));
     if (want_gamma) dy_xhat = Tensor::empty(xv.shape(), like(xv));
     be.layer_norm_backward(dy, xv, gv, mean.get(), rstd.get(), dx, dy_xhat);
     Tensor dgamma, dbeta;
@@ -462,7 +463,7 @@ struct LayerNormNode final : Node {
       dbeta = Tensor::empty(c, like(xv));
       be.sum_to(dy, dbeta);
     }
-    return {want_x ? dx : Tensor(), dgamma, dbeta};
+    return {dx, dgamma, dbeta};
   }
   void release_saved() override {
     x.reset();
@@ -496,11 +497,12 @@ Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, floa
     KILN_CHECK(t->shape() == Shape{c}, op, ": ", what, " must be [", c, "] for ", x.description(), ", got ",
                t->shape());
   }
+  Backend& be = backend_for(x.device());
+  if (!be.has_layer_norm()) return composed_layer_norm(x, gamma, beta, eps);
   Tensor y = Tensor::empty(x.shape(), like(x));
   const Shape rows{x.numel() / c};
   Tensor mean_t = Tensor::empty(rows, like(x)), rstd = Tensor::empty(rows, like(x));
-  if (!backend_for(x.device()).layer_norm_forward(x, gamma, beta, eps, y, mean_t, rstd))
-    return composed_layer_norm(x, gamma, beta, eps);
+  be.layer_norm_forward(x, gamma, beta, eps, y, mean_t, rstd);
   if (autograd::needs_grad({&x, &gamma, &beta})) {
     auto node = std::make_shared<LayerNormNode>();
     node->x = x.detach();

@@ -95,11 +95,10 @@ class ProfilingBackend final : public Backend {
   void transpose(const Tensor& x, Tensor& y) override {
     op("transpose", y, [&] { in()->transpose(x, y); });
   }
-  bool layer_norm_forward(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps, Tensor& y, Tensor& mean,
+  bool has_layer_norm() const override { return in()->has_layer_norm(); }
+  void layer_norm_forward(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps, Tensor& y, Tensor& mean,
                           Tensor& rstd) override {
-    bool fused = false;
-    op("layer_norm_forward", x, [&] { fused = in()->layer_norm_forward(x, gamma, beta, eps, y, mean, rstd); });
-    return fused;
+    op("layer_norm_forward", x, [&] { in()->layer_norm_forward(x, gamma, beta, eps, y, mean, rstd); });
   }
   void layer_norm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma, const Tensor& mean,
                            const Tensor& rstd, Tensor& dx, Tensor& dy_xhat) override {

@@ -49,8 +49,8 @@ KILN_CPU_CLONES void forward_rows(const float* x, const float* gamma, const floa
   }
 }
 
-// dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)) with dxhat = dy * gamma, per row;
-// dy * xhat into dy_xhat (when not null) for gamma's gradient.
+// dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)) with dxhat = dy * gamma, per row
+// (when dx is not null); dy * xhat into dy_xhat (when not null) for gamma's gradient.
 KILN_CPU_CLONES void backward_rows(const float* dy, const float* x, const float* gamma, const float* mean,
                                    const float* rstd, int64_t rows, int64_t c, float* dx, float* dy_xhat) {
 #pragma omp parallel for schedule(static) if (rows * c > 65536 && rows > 1)
@@ -61,11 +61,18 @@ KILN_CPU_CLONES void backward_rows(const float* dy, const float* x, const float*
     const auto xhat = [&](int64_t i) { return (xr[i] - m) * s; };
     const auto dxhat = [&](int64_t i) { return gamma != nullptr ? gr[i] * gamma[i] : gr[i]; };
     const double inv_c = 1.0 / static_cast<double>(c);
+    if (dx == nullptr) {  // only gamma's gradient asked for: no row sums
+      float* pr = dy_xhat + r * c;
+      for (int64_t i = 0; i < c; ++i) pr[i] = gr[i] * xhat(i);
+      continue;
+    }
     const auto a = static_cast<float>(lane_sum(c, [&](int64_t i) { return static_cast<double>(dxhat(i)); }) * inv_c);
     const auto b = static_cast<float>(
         lane_sum(c, [&](int64_t i) { return static_cast<double>(dxhat(i)) * static_cast<double>(xhat(i)); }) * inv_c);
-    float* dxr = dx + r * c;
-    for (int64_t i = 0; i < c; ++i) dxr[i] = s * (dxhat(i) - a - xhat(i) * b);
+    if (dx != nullptr) {
+      float* dxr = dx + r * c;
+      for (int64_t i = 0; i < c; ++i) dxr[i] = s * (dxhat(i) - a - xhat(i) * b);
+    }
     if (dy_xhat != nullptr) {
       float* pr = dy_xhat + r * c;
       for (int64_t i = 0; i < c; ++i) pr[i] = gr[i] * xhat(i);
@@ -77,19 +84,18 @@ const float* data_or_null(const Tensor& t) { return t.defined() ? t.data<float>(
 
 }  // namespace
 
-bool CpuBackend::layer_norm_forward(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps, Tensor& y,
+void CpuBackend::layer_norm_forward(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps, Tensor& y,
                                     Tensor& mean, Tensor& rstd) {
   const int64_t c = x.dim(-1), rows = c > 0 ? x.numel() / c : 0;
   forward_rows(x.data<float>(), data_or_null(gamma), data_or_null(beta), eps, rows, c, y.data<float>(),
                mean.data<float>(), rstd.data<float>());
-  return true;
 }
 
 void CpuBackend::layer_norm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma, const Tensor& mean,
                                      const Tensor& rstd, Tensor& dx, Tensor& dy_xhat) {
   const int64_t c = x.dim(-1), rows = c > 0 ? x.numel() / c : 0;
   backward_rows(dy.data<float>(), x.data<float>(), data_or_null(gamma), mean.data<float>(), rstd.data<float>(), rows,
-                c, dx.data<float>(), dy_xhat.defined() ? dy_xhat.data<float>() : nullptr);
+                c, dx.defined() ? dx.data<float>() : nullptr, dy_xhat.defined() ? dy_xhat.data<float>() : nullptr);
 }
 
 }  // namespace kiln::cpu

@@ -86,8 +86,9 @@ __global__ void binary_kernel(BinaryOp op, const T* a, const T* b, T* out, int64
 }
 
 // reduce_extreme: a thread per output (r, i) walks k; neighbouring threads read neighbouring i,
-// so the reads coalesce when inner is large (a reduced last dimension reads strided: simple, not
-// fast). The value picked is one of x's, so the bf16 store rounds nothing.
+// so the reads coalesce when inner is large (short last dimensions read strided; long ones take
+// extreme_rows_kernel). Still slow where few outputs each span a long strided run (inner > 1,
+// rows * inner small). The value picked is one of x's, so the bf16 store rounds nothing.
 template <typename T>
 __global__ void extreme_kernel(BinaryOp op, const T* x, int64_t n, int64_t inner, T* out, int64_t outs) {
   for (int64_t o = global_thread(); o < outs; o += grid_threads()) {
@@ -95,6 +96,30 @@ __global__ void extreme_kernel(BinaryOp op, const T* x, int64_t n, int64_t inner
     float best = static_cast<float>(p[0]);
     for (int64_t k = 1; k < n; ++k) best = common::binary_apply(op, best, static_cast<float>(p[k * inner]));
     out[o] = T(best);
+  }
+}
+
+// reduce_extreme over a long last dimension (inner 1), where a thread per output would walk a
+// whole row alone: a block per row, its threads striding the row, then a warp-shuffle and a
+// shared-memory tree. Every thread starts from the row's first element (max takes it twice
+// harmlessly); the tree changes only which zero or NaN comes out, never the value.
+template <typename T>
+__global__ void extreme_rows_kernel(BinaryOp op, const T* x, int64_t rows, int64_t n, T* out) {
+  __shared__ float part[kThreads / 32];
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    const T* row = x + r * n;
+    float best = static_cast<float>(row[0]);
+    for (int64_t k = threadIdx.x; k < n; k += kThreads)
+      best = common::binary_apply(op, best, static_cast<float>(row[k]));
+    for (int offset = 16; offset > 0; offset /= 2)
+      best = common::binary_apply(op, best, __shfl_xor_sync(0xffffffffu, best, offset));
+    __syncthreads();  // the previous row's thread 0 may still read part
+    if (threadIdx.x % 32 == 0) part[threadIdx.x / 32] = best;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      for (int w = 1; w < kThreads / 32; ++w) best = common::binary_apply(op, best, part[w]);
+      out[r] = T(best);
+    }
   }
 }
 
@@ -497,8 +522,13 @@ void CudaBackend::reduce_extreme(BinaryOp op, const Tensor& x, int64_t rows, int
   if (outs > 0) {
     for_float_or_bf16(x.dtype(), [&](auto tag) {
       using T = decltype(tag);
-      extreme_kernel<T><<<elementwise_blocks(outs, kThreads), kThreads, 0, scope.stream()>>>(op, x.data<T>(), n, inner,
-                                                                                          out.data<T>(), outs);
+      if (inner == 1 && n >= 1024) {  // long rows: a block each
+        const auto blocks = static_cast<unsigned>(std::min<int64_t>(rows, int64_t{1} << 20));
+        extreme_rows_kernel<T><<<blocks, kThreads, 0, scope.stream()>>>(op, x.data<T>(), rows, n, out.data<T>());
+      } else {
+        extreme_kernel<T><<<elementwise_blocks(outs, kThreads), kThreads, 0, scope.stream()>>>(
+            op, x.data<T>(), n, inner, out.data<T>(), outs);
+      }
       KILN_CUDA_CHECK_LAUNCH();
     });
   }

@@ -517,7 +517,8 @@ void bind_math_ops(nb::module_& m) {
   m.def("transpose", &kiln::transpose, arg("x"), Release(),
         "x with its last two dimensions swapped (a copy; torch's x.transpose(-2, -1)), with gradient.");
   m.def("matmul", &kiln::matmul, arg("a"), arg("b"), Release(),
-        "a @ b for a [M, K] and b [K, N] (2-D only), float32 or bfloat16, gradients to both.");
+        "a @ b, float32 or bfloat16, gradients to both: a [..., M, K] by b [K, N], or by b [..., K, N] with the "
+        "same leading dimensions (not broadcast).");
   m.def("reshape", [](const Tensor& x, const std::vector<int64_t>& s) { return reshape(x, to_shape(s)); },
         arg("x"), arg("shape"), Release(), "Same memory, new shape (one extent may be -1).");
 }

@@ -171,6 +171,19 @@ def test_transpose_and_matmul_match_torch_with_gradients():
     assert kiln.transpose(k(x, grad=False)).tolist() == x.transpose(-2, -1).flatten().tolist()
     with pytest.raises(kiln.Error, match=r"a \[6, 4\] has 4 columns but b \[3, 4\] has 3 rows"):
         kiln.matmul(ka, k(b.t()))
+    # Batches: every row of a [2, 5, 6] through one [6, 4]; attention's [2, 3, 5, 6] @ [2, 3, 6, 5].
+    for sa, sb in [((2, 5, 6), (6, 4)), ((2, 3, 5, 6), (2, 3, 6, 5))]:
+        a3, b3 = torch.randn(*sa), torch.randn(*sb)
+        ka3, kb3 = k(a3), k(b3)
+        ta3, tb3 = a3.clone().requires_grad_(True), b3.clone().requires_grad_(True)
+        y3, ref3 = ka3 @ kb3, ta3 @ tb3
+        kiln.sum(kiln.mul(y3, y3)).backward()
+        (ref3 * ref3).sum().backward()
+        close(y3, ref3, 1e-5)
+        close(ka3.grad, ta3.grad, 1e-4)
+        close(kb3.grad, tb3.grad, 1e-4)
+    with pytest.raises(kiln.Error, match="differ in their batch dimensions"):
+        kiln.matmul(k(torch.randn(2, 3, 4), grad=False), k(torch.randn(3, 4, 5), grad=False))
     with pytest.raises(TypeError):
         ka @ b.numpy()
 
