@@ -644,6 +644,12 @@ void append_shape_cases(std::vector<OpCase>& cases) {
                      [](const std::vector<Tensor>& in) { return stack(in, 1); }, kRtolExact);
   st.params = {{"dim", 1}};
   cases.push_back(streaming(st, 0, 24));
+  // Indices with repeats (rows 1 and 4 twice), so the gradient sums rows.
+  OpCase emb = simple("embedding/7x5_by_2x3", "embedding",
+                      {randn(g, {7, 5}), Tensor::from_vector(std::vector<int64_t>{1, 4, 6, 4, 0, 1}, {2, 3})},
+                      {true, false}, [](const std::vector<Tensor>& in) { return embedding(in[0], in[1]); },
+                      kRtolElementwise);  // exact but for the repeated rows' summed gradients
+  cases.push_back(streaming(emb, 0, 30));
   // Rows off-centre and spread, as batch_norm2d's, so the normalisation has work to do.
   OpCase ln = simple("layer_norm/4x6", "layer_norm",
                      {add(mul(randn(g, {4, 6}), 1.5f), 0.7f), add(mul(randn(g, {6}), 0.5f), 1.0f), randn(g, {6})},

@@ -62,6 +62,11 @@ Tensor batch_norm2d(const Tensor& x, const Tensor& gamma, const Tensor& beta, Te
 // y = x w^T + b. x: [N, in], w: [out, in], b: [out] or undefined -> [N, out].
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b = Tensor());
 
+// The rows of weight [rows, features] (float32) at indices (int32 or int64, any shape, each in
+// [0, rows), checked: on a GPU that costs one copy to the host and a wait) -> [..., features]
+// (torch's F.embedding). Gradient to weight: each row's uses summed in order.
+Tensor embedding(const Tensor& weight, const Tensor& indices);
+
 // Layer normalisation over the last dimension (torch's F.layer_norm with normalized_shape [C]):
 // (x - mean) / sqrt(var + eps) * gamma + beta, with the biased variance; gamma and beta [C], or
 // undefined for none. Float32. Fused where the backend has a kernel for it (the CPU: statistics

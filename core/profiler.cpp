@@ -95,6 +95,12 @@ class ProfilingBackend final : public Backend {
   void transpose(const Tensor& x, Tensor& y) override {
     op("transpose", y, [&] { in()->transpose(x, y); });
   }
+  void gather_rows(const Tensor& table, const Tensor& idx, Tensor& out) override {
+    op("gather_rows", out, [&] { in()->gather_rows(table, idx, out); });
+  }
+  void scatter_add_rows(const Tensor& g, const Tensor& idx, Tensor& grad) override {
+    op("scatter_add_rows", g, [&] { in()->scatter_add_rows(g, idx, grad); });
+  }
   bool has_layer_norm() const override { return in()->has_layer_norm(); }
   void layer_norm_forward(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps, Tensor& y, Tensor& mean,
                           Tensor& rstd) override {

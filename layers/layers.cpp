@@ -141,6 +141,14 @@ Tensor LayerNorm::forward(const Tensor& x) {
   return layer_norm(as_f32(x), *weight_, *bias_, eps_);  // fp32-only, as AdaptiveAvgPool2d (layers.h)
 }
 
+Embedding::Embedding(std::string name, int64_t count, int64_t features, Generator& gen) : Module(std::move(name)) {
+  KILN_CHECK(count >= 1 && features >= 1, "Embedding ", this->name(), ": count and features must be >= 1, got ", count,
+             " and ", features);
+  weight_ = &register_parameter("weight", Tensor::normal(Shape{count, features}, 0.0f, 1.0f, gen), true);
+}
+
+Tensor Embedding::forward(const Tensor& indices) { return embedding(*weight_, indices); }
+
 Dropout::Dropout(std::string name, float keep_prob, Generator& gen)
     : Module(std::move(name)), keep_prob_(keep_prob), gen_(&gen), gen_alive_(gen.lifetime()) {
   KILN_CHECK(keep_prob > 0.0f && keep_prob <= 1.0f, "Dropout ", this->name(), ": keep_prob must be in (0, 1], got ",

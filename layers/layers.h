@@ -191,6 +191,21 @@ class LayerNorm final : public Module {
   Tensor *weight_, *bias_;
 };
 
+// A lookup table of learned rows (core/ops.h embedding), for tokens and other categories:
+// parameter weight [count, features], N(0, 1) at first as torch's, with weight decay.
+class Embedding final : public Module {
+ public:
+  // count and features must be >= 1.
+  Embedding(std::string name, int64_t count, int64_t features, Generator& gen = default_generator());
+  // indices: int32 or int64, any shape, each in [0, count) -> [..., features].
+  Tensor forward(const Tensor& indices) override;
+  // The table.
+  Tensor& weight() { return *weight_; }
+
+ private:
+  Tensor* weight_;
+};
+
 // Active in training mode only; draws masks from `gen`, which must outlive the layer's training
 // (a destroyed one is a kiln::Error when a mask is drawn, not a read of freed memory).
 class Dropout final : public Module {

@@ -2,7 +2,8 @@
 // different shapes, a tensor summed down to a broadcast operand's shape, and one repeated up.
 // Each walks the plan's rows (every dimension but the innermost) in parallel and runs the
 // innermost dimension with constant strides, 0 or 1, known at compile time so it vectorises.
-// Beside them the two layout moves: transpose (tiles) and copy_block (a memcpy per row).
+// Beside them the layout moves: transpose (tiles), copy_block (a memcpy per row) and the
+// embedding's row gather and its gradient's scatter-add.
 #include <omp.h>
 
 #include <algorithm>
@@ -260,6 +261,47 @@ void CpuBackend::copy_block(const Tensor& src, int64_t src_col, Tensor& dst, int
   auto* pd = static_cast<char*>(dst.raw_data()) + dst_col * es;
 #pragma omp parallel for schedule(static) if (rows * bytes > 4 * kParallelFrom && rows > 1)
   for (int64_t r = 0; r < rows; ++r) std::memcpy(pd + r * dst_pitch, ps + r * src_pitch, static_cast<size_t>(bytes));
+}
+
+namespace {
+template <typename I>
+void gather_typed(const Tensor& table, const I* idx, int64_t n, Tensor& out) {
+  const auto row = static_cast<size_t>(table.dim(1)) * dtype_size(table.dtype());
+  const auto* pt = static_cast<const char*>(table.raw_data());
+  auto* po = static_cast<char*>(out.raw_data());
+#pragma omp parallel for schedule(static) if (static_cast<int64_t>(row) * n > 4 * kParallelFrom && n > 1)
+  for (int64_t i = 0; i < n; ++i)
+    std::memcpy(po + static_cast<size_t>(i) * row, pt + static_cast<size_t>(idx[i]) * row, row);
+}
+
+// Threads take blocks of columns, each walking every i in order: the same sums whatever the
+// thread count.
+template <typename I>
+void scatter_add_typed(const float* g, const I* idx, int64_t n, int64_t d, float* grad) {
+  constexpr int64_t kBlock = 256;
+  const int64_t blocks = (d + kBlock - 1) / kBlock;
+#pragma omp parallel for schedule(static) if (n * d > kParallelFrom && blocks > 1)
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int64_t c0 = b * kBlock, w = std::min(kBlock, d - c0);
+    for (int64_t i = 0; i < n; ++i) {
+      float* dst = grad + static_cast<int64_t>(idx[i]) * d + c0;
+      const float* src = g + i * d + c0;
+      for (int64_t j = 0; j < w; ++j) dst[j] += src[j];
+    }
+  }
+}
+}  // namespace
+
+void CpuBackend::gather_rows(const Tensor& table, const Tensor& idx, Tensor& out) {
+  if (idx.dtype() == DType::i64) return gather_typed(table, idx.data<int64_t>(), idx.numel(), out);
+  gather_typed(table, idx.data<int32_t>(), idx.numel(), out);
+}
+
+void CpuBackend::scatter_add_rows(const Tensor& g, const Tensor& idx, Tensor& grad) {
+  const int64_t n = idx.numel(), d = grad.dim(1);
+  float* out = grad.data<float>();
+  if (idx.dtype() == DType::i64) return scatter_add_typed(g.data<float>(), idx.data<int64_t>(), n, d, out);
+  scatter_add_typed(g.data<float>(), idx.data<int32_t>(), n, d, out);
 }
 
 void CpuBackend::broadcast_to(const Tensor& x, Tensor& out) {

@@ -43,6 +43,8 @@ class CudaBackend final : public Backend {
   void sum_to(const Tensor& x, Tensor& out) override;
   void broadcast_to(const Tensor& x, Tensor& out) override;
   void transpose(const Tensor& x, Tensor& y) override;
+  void gather_rows(const Tensor& table, const Tensor& idx, Tensor& out) override;
+  void scatter_add_rows(const Tensor& g, const Tensor& idx, Tensor& grad) override;
   void reduce_extreme(BinaryOp op, const Tensor& x, int64_t rows, int64_t n, int64_t inner, Tensor& out) override;
   void copy_block(const Tensor& src, int64_t src_col, Tensor& dst, int64_t dst_col, int64_t rows,
                   int64_t width) override;

@@ -123,6 +123,21 @@ __global__ void extreme_rows_kernel(BinaryOp op, const T* x, int64_t rows, int64
   }
 }
 
+// gather_rows: a thread per output element. T float or BFloat16, I int32 or int64.
+template <typename T, typename I>
+__global__ void gather_rows_kernel(const T* table, const I* idx, int64_t n, int64_t d, T* out) {
+  for (int64_t e = global_thread(); e < n * d; e += grid_threads())
+    out[e] = table[static_cast<int64_t>(idx[e / d]) * d + e % d];
+}
+
+// scatter_add_rows: a thread per column walking every i in order, the CPU's order, so repeated
+// indices sum to the same bits on both (no atomics). Slow where D is small and n large.
+template <typename I>
+__global__ void scatter_add_rows_kernel(const float* g, const I* idx, int64_t n, int64_t d, float* grad) {
+  for (int64_t j = global_thread(); j < d; j += grid_threads())
+    for (int64_t i = 0; i < n; ++i) grad[static_cast<int64_t>(idx[i]) * d + j] += g[i * d + j];
+}
+
 // out = a (op) b with a or b broadcast (kernels/common/broadcast.h): one output element per
 // thread, its operands' offsets from the plan.
 template <typename T>
@@ -531,6 +546,41 @@ void CudaBackend::reduce_extreme(BinaryOp op, const Tensor& x, int64_t rows, int
       }
       KILN_CUDA_CHECK_LAUNCH();
     });
+  }
+  scope.done();
+}
+
+void CudaBackend::gather_rows(const Tensor& table, const Tensor& idx, Tensor& out) {
+  OpScope scope("gather_rows", out.device().index);
+  const int64_t n = idx.numel(), d = table.dim(1);
+  if (n * d > 0) {
+    for_float_or_bf16(table.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      const unsigned blocks = elementwise_blocks(n * d, kThreads);
+      if (idx.dtype() == DType::i64)
+        gather_rows_kernel<T><<<blocks, kThreads, 0, scope.stream()>>>(table.data<T>(), idx.data<int64_t>(), n, d,
+                                                                       out.data<T>());
+      else
+        gather_rows_kernel<T><<<blocks, kThreads, 0, scope.stream()>>>(table.data<T>(), idx.data<int32_t>(), n, d,
+                                                                       out.data<T>());
+      KILN_CUDA_CHECK_LAUNCH();
+    });
+  }
+  scope.done();
+}
+
+void CudaBackend::scatter_add_rows(const Tensor& g, const Tensor& idx, Tensor& grad) {
+  OpScope scope("scatter_add_rows", grad.device().index);
+  const int64_t n = idx.numel(), d = grad.dim(1);
+  if (n * d > 0) {
+    const unsigned blocks = elementwise_blocks(d, kThreads);
+    if (idx.dtype() == DType::i64)
+      scatter_add_rows_kernel<<<blocks, kThreads, 0, scope.stream()>>>(g.data<float>(), idx.data<int64_t>(), n, d,
+                                                                       grad.data<float>());
+    else
+      scatter_add_rows_kernel<<<blocks, kThreads, 0, scope.stream()>>>(g.data<float>(), idx.data<int32_t>(), n, d,
+                                                                       grad.data<float>());
+    KILN_CUDA_CHECK_LAUNCH();
   }
   scope.done();
 }

@@ -186,6 +186,8 @@ std::string module_repr(nb::handle self) {
     return head + ", " + n(l->weight().dim(1)) + " -> " + n(l->weight().dim(0)) + (l->has_bias() ? "" : ", no bias") +
            ")";
   if (auto* l = dynamic_cast<LayerNorm*>(&mod)) return head + ", " + n(l->weight().dim(0)) + ")";
+  if (auto* e = dynamic_cast<Embedding*>(&mod))
+    return head + ", " + n(e->weight().dim(0)) + " x " + n(e->weight().dim(1)) + ")";
   if (auto* p = dynamic_cast<MaxPool2d*>(&mod))
     return head + ", kernel " + n(p->params().kernel_h) + ", stride " + n(p->params().stride_h) + ")";
   return head + ")";
@@ -298,6 +300,13 @@ void bind_modules(nb::module_& m) {
              new (self) Conv2d(std::move(name), in, out, kernel, Conv2dParams{stride, stride, padding, padding}, bias, gen);
            }, arg("name"), arg("in_channels"), arg("out_channels"), arg("kernel"), arg("stride") = 1,
            arg("padding") = 0, arg("bias") = true, arg("seed") = 0);
+  nb::class_<Embedding, Module>(m, "Embedding", nb::is_final(),
+                                "A table of learned rows (kiln.embedding): int indices [...] -> [..., features]; "
+                                "parameter weight [count, features], N(0, 1) at first (torch.nn.Embedding).")
+      .def("__init__", [](Embedding* self, std::string name, int64_t count, int64_t features, uint64_t seed) {
+             Generator gen(seed);
+             new (self) Embedding(std::move(name), count, features, gen);
+           }, arg("name"), arg("count"), arg("features"), arg("seed") = 0);
   nb::class_<LayerNorm, Module>(m, "LayerNorm", nb::is_final(),
                                 "Normalises over the last dimension (kiln.layer_norm); parameters weight and bias "
                                 "[features], ones and zeros at first (torch.nn.LayerNorm(features)).")

@@ -395,6 +395,9 @@ void bind_nn_ops(nb::module_& m) {
         "as in torch.");
   m.def("adaptive_avg_pool2d", &adaptive_avg_pool2d, arg("x"), arg("out_h"), arg("out_w"), Release(),
         "Average pooling of NHWC x to an out_h x out_w grid (torch.nn.AdaptiveAvgPool2d).");
+  m.def("embedding", &kiln::embedding, arg("weight"), arg("indices"), Release(),
+        "The rows of weight [rows, features] (float32) at int32/int64 indices of any shape -> [..., features] "
+        "(torch.nn.functional.embedding(indices, weight): note the order). Gradient to weight.");
   m.def("layer_norm", [](const Tensor& x, std::optional<Tensor> w, std::optional<Tensor> b, float eps) {
           return layer_norm(x, w ? *w : Tensor(), b ? *b : Tensor(), eps);
         }, arg("x"), arg("weight") = nb::none(), arg("bias") = nb::none(), arg("eps") = 1e-5f, Release(),

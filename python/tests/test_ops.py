@@ -306,6 +306,25 @@ def test_narrow_concat_and_stack_match_torch_with_gradients():
         kiln.narrow(kx, 1, 2, 3)
 
 
+def test_embedding_matches_torch_with_gradients():
+    torch.manual_seed(9)
+    w = torch.randn(10, 4)
+    idx = torch.tensor([[1, 3, 3], [9, 0, 1]])
+    kw, tw = k(w), w.clone().requires_grad_(True)
+    y, ref = kiln.embedding(kw, k(idx, grad=False)), torch.nn.functional.embedding(idx, tw)
+    up = torch.randn(2, 3, 4)
+    kiln.sum(kiln.mul(y, k(up, grad=False))).backward()
+    (ref * up).sum().backward()
+    close(y, ref, 0)
+    close(kw.grad, tw.grad, 1e-6)  # rows 1 and 3 twice: summed
+    table = kiln.Embedding("tok", 10, 4, seed=1)
+    assert repr(table) == "kiln.Embedding('tok', 10 x 4)" and table(k(idx.int(), grad=False)).shape == (2, 3, 4)
+    with pytest.raises(kiln.Error, match=r"index 10 at position 1 .* outside the table's 10 rows"):
+        kiln.embedding(kw, k(torch.tensor([2, 10]), grad=False))
+    with pytest.raises(kiln.Error, match="indices must be int32 or int64"):
+        kiln.embedding(kw, k(torch.tensor([2.0]), grad=False))
+
+
 def test_layer_norm_matches_torch_with_gradients():
     torch.manual_seed(8)
     x, g, b = torch.randn(5, 7) * 2 + 1, torch.randn(7), torch.randn(7)
