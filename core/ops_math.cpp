@@ -618,23 +618,25 @@ Tensor matrix_view(const Tensor& t, int64_t i) {
 // db_i^T = dy_i^T a_i, written straight into views of da and of db^T, then db^T transposed.
 struct BatchedMatmulNode final : Node {
   BatchedMatmulNode() : Node("matmul") {}
-  SavedTensor a, bt;  // a [B, M, K] and b transposed, [B, N, K]
-  Shape a_shape, b_shape;
+  SavedTensor a, bt;  // a [B, M, K] (for db) and b transposed, [B, N, K] (for da)
+  Shape a_shape, b_shape, g3_shape;  // g3_shape: [B, M, N]
+  int64_t k_extent = 0;
   std::vector<Tensor> apply(const Tensor& g) override {
     const bool want_a = next[0].needed(), want_b = next[1].needed();
-    const Tensor av = a.get(), btv = bt.get();
-    const int64_t batch = av.dim(0);
-    const Tensor g3 = g.detach().reshape(Shape{batch, av.dim(1), btv.dim(1)});
-    Tensor da = want_a ? Tensor::empty(av.shape(), like(av)) : Tensor();
-    Tensor dbt = want_b ? Tensor::empty(btv.shape(), like(btv)) : Tensor();
+    const Tensor av = want_b ? a.get() : Tensor(), btv = want_a ? bt.get() : Tensor();
+    const int64_t batch = g3_shape[0], m = g3_shape[1], n = g3_shape[2], k = k_extent;
+    const Tensor g3 = g.detach().reshape(g3_shape);
+    Tensor da = want_a ? Tensor::empty(Shape{batch, m, k}, like(g)) : Tensor();
+    Tensor dbt = want_b ? Tensor::empty(Shape{batch, n, k}, like(g)) : Tensor();
     Backend& be = backend_for(g.device());
     for (int64_t i = 0; i < batch; ++i) {
       Tensor dai = want_a ? matrix_view(da, i) : Tensor(), dbti = want_b ? matrix_view(dbt, i) : Tensor(), none;
-      be.linear_backward(matrix_view(g3, i), matrix_view(av, i), matrix_view(btv, i), dai, dbti, none);
+      be.linear_backward(matrix_view(g3, i), want_b ? matrix_view(av, i) : Tensor(),
+                         want_a ? matrix_view(btv, i) : Tensor(), dai, dbti, none);
     }
     Tensor db;
     if (want_b) {
-      db = Tensor::empty(Shape{batch, btv.dim(2), btv.dim(1)}, like(btv));
+      db = Tensor::empty(Shape{batch, k, n}, like(g));
       be.transpose(dbt, db);
     }
     return {want_a ? da.reshape(a_shape) : Tensor(), want_b ? db.reshape(b_shape) : Tensor()};
@@ -647,7 +649,9 @@ struct BatchedMatmulNode final : Node {
 
 // a [..., M, K] @ b [..., K, N] with the same leading dimensions: one product per matrix.
 Tensor batched_matmul(const Tensor& a, const Tensor& b) {
-  const int64_t m = a.dim(-2), k = a.dim(-1), n = b.dim(-1), batch = a.numel() / std::max<int64_t>(m * k, 1);
+  const int64_t m = a.dim(-2), k = a.dim(-1), n = b.dim(-1);
+  int64_t batch = 1;  // the leading dimensions' product (a.numel() / (m k) fails where m or k is 0)
+  for (int64_t d = 0; d < a.rank() - 2; ++d) batch *= a.dim(d);
   const Tensor a3 = a.detach().reshape(Shape{batch, m, k}), b3 = b.detach().reshape(Shape{batch, k, n});
   Backend& be = backend_for(a.device());
   Tensor bt = Tensor::empty(Shape{batch, n, k}, like(b));
@@ -662,10 +666,12 @@ Tensor batched_matmul(const Tensor& a, const Tensor& b) {
   Tensor y = y3.reshape(Shape(dims));
   if (autograd::needs_grad({&a, &b})) {
     auto node = std::make_shared<BatchedMatmulNode>();
-    node->a = a3;
-    node->bt = bt;
+    if (b.requires_grad()) node->a = a3;  // db needs a, da needs b: each kept only when asked for
+    if (a.requires_grad()) node->bt = bt;
     node->a_shape = a.shape();
     node->b_shape = b.shape();
+    node->g3_shape = Shape{batch, m, n};
+    node->k_extent = k;
     node->next = {autograd::edge_for(a), autograd::edge_for(b)};
     autograd::set_history(y, node);
   }
@@ -689,7 +695,9 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
     if (a.rank() == 2) return linear(a, transpose(b));
     std::vector<int64_t> dims = a.shape().dims();
     dims.back() = b.dim(1);
-    return reshape(linear(reshape(a, Shape{-1, a.dim(-1)}), transpose(b)), Shape(dims));
+    int64_t lead = 1;  // a's rows: its leading dimensions' product times M (explicit, as K may be 0)
+    for (int64_t d = 0; d < a.rank() - 1; ++d) lead *= a.dim(d);
+    return reshape(linear(reshape(a, Shape{lead, a.dim(-1)}), transpose(b)), Shape(dims));
   }
   std::vector<int64_t> lead_a = a.shape().dims(), lead_b = b.shape().dims();
   lead_a.resize(lead_a.size() - 2);

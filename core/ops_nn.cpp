@@ -446,7 +446,8 @@ struct EmbeddingNode final : Node {
   Shape w_shape;
   std::vector<Tensor> apply(const Tensor& g) override {
     Tensor grad = Tensor::zeros(w_shape, like(g));
-    backend_for(g.device()).scatter_add_rows(g.detach().reshape(Shape{-1, w_shape[1]}), idx.get(), grad);
+    const Tensor& i = idx.get();
+    backend_for(g.device()).scatter_add_rows(g.detach().reshape(Shape{i.numel(), w_shape[1]}), i, grad);
     return {grad};
   }
   void release_saved() override { idx.reset(); }
@@ -464,6 +465,11 @@ void check_indices(const Tensor& indices, int64_t rows) {
 
 Tensor embedding(const Tensor& weight, const Tensor& indices) {
   const char* op = "embedding";
+  checks::defined(op, "weight", weight);
+  checks::defined(op, "indices", indices);
+  KILN_CHECK(!(is_floating(indices.dtype()) && !is_floating(weight.dtype())), op, ": weight is ",
+             weight.description(), " and indices ", indices.description(),
+             ": the arguments look swapped; kiln takes (weight, indices), torch's F.embedding (indices, weight)");
   checks::float32(op, "weight", weight);
   checks::rank(op, "weight", weight, 2, "[rows, features]");
   checks::defined(op, "indices", indices);
@@ -501,7 +507,7 @@ struct LayerNormNode final : Node {
     Tensor dx, dy_xhat;
     if (want_x) dx = Tensor::empty(xv.shape(), like(xv));
     if (want_gamma) dy_xhat = Tensor::empty(xv.shape(), like(xv));
-    be.layer_norm_backward(dy, xv, gv, mean.get(), rstd.get(), dx, dy_xhat);
+    if (want_x || want_gamma) be.layer_norm_backward(dy, xv, gv, mean.get(), rstd.get(), dx, dy_xhat);
     Tensor dgamma, dbeta;
     const Shape c{xv.dim(-1)};
     if (want_gamma) {

@@ -62,6 +62,7 @@ KILN_CPU_CLONES void backward_rows(const float* dy, const float* x, const float*
     const auto dxhat = [&](int64_t i) { return gamma != nullptr ? gr[i] * gamma[i] : gr[i]; };
     const double inv_c = 1.0 / static_cast<double>(c);
     if (dx == nullptr) {  // only gamma's gradient asked for: no row sums
+      if (dy_xhat == nullptr) continue;
       float* pr = dy_xhat + r * c;
       for (int64_t i = 0; i < c; ++i) pr[i] = gr[i] * xhat(i);
       continue;

@@ -182,6 +182,14 @@ def test_transpose_and_matmul_match_torch_with_gradients():
         close(y3, ref3, 1e-5)
         close(ka3.grad, ta3.grad, 1e-4)
         close(kb3.grad, tb3.grad, 1e-4)
+    for sa, sb in [((2, 0, 4), (2, 4, 5)), ((2, 3, 0), (2, 0, 5)), ((2, 3, 0), (0, 5))]:  # empty products, as torch
+        a0, b0 = torch.randn(*sa), torch.randn(*sb)
+        ka0, kb0 = k(a0), k(b0)
+        y0 = ka0 @ kb0
+        assert y0.shape == tuple((a0 @ b0).shape)
+        close(y0, a0 @ b0, 0)
+        kiln.sum(y0).backward()
+        assert ka0.grad.shape == sa and kb0.grad.shape == sb
     with pytest.raises(kiln.Error, match="differ in their batch dimensions"):
         kiln.matmul(k(torch.randn(2, 3, 4), grad=False), k(torch.randn(3, 4, 5), grad=False))
     with pytest.raises(TypeError):
@@ -323,6 +331,8 @@ def test_embedding_matches_torch_with_gradients():
         kiln.embedding(kw, k(torch.tensor([2, 10]), grad=False))
     with pytest.raises(kiln.Error, match="indices must be int32 or int64"):
         kiln.embedding(kw, k(torch.tensor([2.0]), grad=False))
+    with pytest.raises(kiln.Error, match=r"look swapped; kiln takes \(weight, indices\)"):
+        kiln.embedding(k(idx, grad=False), kw)
 
 
 def test_layer_norm_matches_torch_with_gradients():
@@ -344,6 +354,11 @@ def test_layer_norm_matches_torch_with_gradients():
     (ref * w).sum().backward()
     close(y, ref, 1e-5)
     close(kx.grad, tx.grad, 1e-4)
+    # Only beta trains (a frozen input and gamma): its gradient alone, as torch's.
+    kb2, tb2 = k(b), b.clone().requires_grad_(True)
+    kiln.sum(kiln.layer_norm(k(x, grad=False), k(g, grad=False), kb2)).backward()
+    torch.nn.functional.layer_norm(x, (7,), g, tb2).sum().backward()
+    close(kb2.grad, tb2.grad, 1e-6)
     layer = kiln.LayerNorm("ln", 7)
     assert repr(layer) == "kiln.LayerNorm('ln', 7)"
     assert sorted(layer.parameters()) == ["ln/bias", "ln/weight"]
