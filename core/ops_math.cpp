@@ -477,10 +477,7 @@ Tensor reduce_extreme_dims(BinaryOp op, const Tensor& x, const std::vector<int64
     std::vector<int64_t> next = cur.shape().dims();
     next[static_cast<size_t>(d)] = 1;
     Tensor out = Tensor::empty(Shape(next), like(x));
-    int64_t rows = 1, inner = 1;
-    for (int64_t k = 0; k < d; ++k) rows *= cur.dim(k);
-    for (int64_t k = d + 1; k < cur.rank(); ++k) inner *= cur.dim(k);
-    be.reduce_extreme(op, cur, rows, cur.dim(d), inner, out);
+    be.reduce_extreme(op, cur, cur.shape().numel_before(d), cur.dim(d), cur.shape().numel_after(d), out);
     cur = out;
   }
   if (autograd::needs_grad({&x})) {
@@ -649,9 +646,8 @@ struct BatchedMatmulNode final : Node {
 
 // a [..., M, K] @ b [..., K, N] with the same leading dimensions: one product per matrix.
 Tensor batched_matmul(const Tensor& a, const Tensor& b) {
-  const int64_t m = a.dim(-2), k = a.dim(-1), n = b.dim(-1);
-  int64_t batch = 1;  // the leading dimensions' product (a.numel() / (m k) fails where m or k is 0)
-  for (int64_t d = 0; d < a.rank() - 2; ++d) batch *= a.dim(d);
+  // The leading dimensions' product (a.numel() / (m k) fails where m or k is 0).
+  const int64_t m = a.dim(-2), k = a.dim(-1), n = b.dim(-1), batch = a.shape().numel_before(a.rank() - 2);
   const Tensor a3 = a.detach().reshape(Shape{batch, m, k}), b3 = b.detach().reshape(Shape{batch, k, n});
   Backend& be = backend_for(a.device());
   Tensor bt = Tensor::empty(Shape{batch, n, k}, like(b));
@@ -695,9 +691,9 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
     if (a.rank() == 2) return linear(a, transpose(b));
     std::vector<int64_t> dims = a.shape().dims();
     dims.back() = b.dim(1);
-    int64_t lead = 1;  // a's rows: its leading dimensions' product times M (explicit, as K may be 0)
-    for (int64_t d = 0; d < a.rank() - 1; ++d) lead *= a.dim(d);
-    return reshape(linear(reshape(a, Shape{lead, a.dim(-1)}), transpose(b)), Shape(dims));
+    // a's rows, counted explicitly (reshape cannot infer -1 where K is 0).
+    const int64_t rows = a.shape().numel_before(a.rank() - 1);
+    return reshape(linear(reshape(a, Shape{rows, a.dim(-1)}), transpose(b)), Shape(dims));
   }
   std::vector<int64_t> lead_a = a.shape().dims(), lead_b = b.shape().dims();
   lead_a.resize(lead_a.size() - 2);

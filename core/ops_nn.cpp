@@ -327,11 +327,14 @@ struct BatchNormNode final : Node {
   }
 };
 
-void check_channel_vector(const char* op, const char* what, const Tensor& t, const Tensor& x) {
+// t holds one float32 value per entry of x's last dimension (batch norm's channels, layer
+// norm's features), on x's device; `layout` names that dimension in the message.
+void check_channel_vector(const char* op, const char* what, const Tensor& t, const Tensor& x,
+                          const char* layout = "NHWC, one value per channel") {
   checks::float32(op, what, t);
   checks::same_device(op, "input x", x, what, t);
-  KILN_CHECK(t.rank() == 1 && t.dim(0) == x.dim(3), op, ": ", what, " must be [", x.dim(3), "] for input x ",
-             x.shape(), " (NHWC, one value per channel), got ", t.shape());
+  KILN_CHECK(t.rank() == 1 && t.dim(0) == x.dim(-1), op, ": ", what, " must be [", x.dim(-1), "] for input x ",
+             x.shape(), " (", layout, "), got ", t.shape());
 }
 }  // namespace
 
@@ -472,7 +475,6 @@ Tensor embedding(const Tensor& weight, const Tensor& indices) {
              ": the arguments look swapped; kiln takes (weight, indices), torch's F.embedding (indices, weight)");
   checks::float32(op, "weight", weight);
   checks::rank(op, "weight", weight, 2, "[rows, features]");
-  checks::defined(op, "indices", indices);
   KILN_CHECK(indices.dtype() == DType::i32 || indices.dtype() == DType::i64, op,
              ": indices must be int32 or int64, got ", indices.description());
   checks::same_device(op, "weight", weight, "indices", indices);
@@ -545,13 +547,8 @@ Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, floa
              x.description());
   KILN_CHECK(std::isfinite(eps) && eps >= 0.0f, op, ": eps must be finite and >= 0, got ", eps);
   const int64_t c = x.dim(-1);
-  for (const auto& [what, t] : {std::pair<const char*, const Tensor*>{"gamma", &gamma}, {"beta", &beta}}) {
-    if (!t->defined()) continue;
-    checks::float32(op, what, *t);
-    checks::same_device(op, "input x", x, what, *t);
-    KILN_CHECK(t->shape() == Shape{c}, op, ": ", what, " must be [", c, "] for ", x.description(), ", got ",
-               t->shape());
-  }
+  if (gamma.defined()) check_channel_vector(op, "gamma", gamma, x, "one value per feature of its last dimension");
+  if (beta.defined()) check_channel_vector(op, "beta", beta, x, "one value per feature of its last dimension");
   Backend& be = backend_for(x.device());
   if (!be.has_layer_norm()) return composed_layer_norm(x, gamma, beta, eps);
   Tensor y = Tensor::empty(x.shape(), like(x));

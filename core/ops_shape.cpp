@@ -13,18 +13,6 @@ int64_t resolve_dim(const char* op, int64_t dim, int64_t rank, const std::string
   return dim < 0 ? dim + rank : dim;
 }
 
-// x around dimension d as a block: rows = the extents before d multiplied, inner = those after.
-int64_t rows_before(const Shape& s, int64_t d) {
-  int64_t r = 1;
-  for (int64_t i = 0; i < d; ++i) r *= s[i];
-  return r;
-}
-int64_t inner_after(const Shape& s, int64_t d) {
-  int64_t r = 1;
-  for (int64_t i = d + 1; i < s.rank(); ++i) r *= s[i];
-  return r;
-}
-
 // The gradient of narrow: g placed back at [start, start + length) of dimension d, zeros around.
 struct NarrowNode final : Node {
   NarrowNode() : Node("narrow") {}
@@ -32,8 +20,8 @@ struct NarrowNode final : Node {
   int64_t d = 0, start = 0;
   std::vector<Tensor> apply(const Tensor& g) override {
     Tensor gx = Tensor::zeros(x_shape, TensorOptions{g.dtype(), g.device()});
-    const int64_t inner = inner_after(x_shape, d);
-    backend_for(g.device()).copy_block(g, 0, gx, start * inner, rows_before(x_shape, d), g.shape()[d] * inner);
+    const int64_t inner = x_shape.numel_after(d);
+    backend_for(g.device()).copy_block(g, 0, gx, start * inner, x_shape.numel_before(d), g.shape()[d] * inner);
     return {gx};
   }
 };
@@ -45,7 +33,7 @@ struct ConcatNode final : Node {
   int64_t d = 0;
   std::vector<Tensor> apply(const Tensor& g) override {
     std::vector<Tensor> grads(shapes.size());
-    const int64_t rows = rows_before(g.shape(), d), inner = inner_after(g.shape(), d);
+    const int64_t rows = g.shape().numel_before(d), inner = g.shape().numel_after(d);
     int64_t offset = 0;
     for (size_t i = 0; i < shapes.size(); ++i) {
       const int64_t width = shapes[i][d] * inner;
@@ -86,8 +74,8 @@ Tensor narrow(const Tensor& x, int64_t dim, int64_t start, int64_t length) {
   std::vector<int64_t> dims = x.shape().dims();
   dims[static_cast<size_t>(d)] = length;
   Tensor y = Tensor::empty(Shape(dims), TensorOptions{x.dtype(), x.device()});
-  const int64_t inner = inner_after(x.shape(), d);
-  backend_for(x.device()).copy_block(x, start * inner, y, 0, rows_before(x.shape(), d), length * inner);
+  const int64_t inner = x.shape().numel_after(d);
+  backend_for(x.device()).copy_block(x, start * inner, y, 0, x.shape().numel_before(d), length * inner);
   if (autograd::needs_grad({&x})) {
     auto node = std::make_shared<NarrowNode>();
     node->x_shape = x.shape();
@@ -110,7 +98,7 @@ Tensor concat(const std::vector<Tensor>& xs, int64_t dim) {
   dims[static_cast<size_t>(d)] = 0;
   for (const Tensor& x : xs) dims[static_cast<size_t>(d)] += x.dim(d);
   Tensor y = Tensor::empty(Shape(dims), TensorOptions{xs[0].dtype(), xs[0].device()});
-  const int64_t rows = rows_before(y.shape(), d), inner = inner_after(y.shape(), d);
+  const int64_t rows = y.shape().numel_before(d), inner = y.shape().numel_after(d);
   Backend& be = backend_for(y.device());
   int64_t offset = 0;
   for (const Tensor& x : xs) {

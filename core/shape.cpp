@@ -16,6 +16,16 @@ int64_t Shape::numel() const {
   return n;
 }
 
+int64_t Shape::numel_before(int64_t d) const {
+  KILN_CHECK(d >= 0 && d <= rank(), "numel_before: dimension ", d, " is outside [0, ", rank(), "] for ", *this);
+  return Shape(std::vector<int64_t>(dims_.begin(), dims_.begin() + d)).numel();
+}
+
+int64_t Shape::numel_after(int64_t d) const {
+  KILN_CHECK(d >= 0 && d < rank(), "numel_after: dimension ", d, " is outside [0, ", rank(), ") for ", *this);
+  return Shape(std::vector<int64_t>(dims_.begin() + d + 1, dims_.end())).numel();
+}
+
 std::vector<int64_t> Shape::contiguous_strides() const {
   std::vector<int64_t> s(dims_.size());
   int64_t acc = 1;

@@ -22,6 +22,10 @@ class Shape {
   int64_t& operator[](int64_t d) { return dims_[index(d)]; }
   // Product of extents (1 for a scalar).
   int64_t numel() const;
+  // Product of the extents before dimension d, d in [0, rank]: the rows of a view around d.
+  int64_t numel_before(int64_t d) const;
+  // Product of the extents after dimension d, d in [0, rank): the inner run of a view around d.
+  int64_t numel_after(int64_t d) const;
   const std::vector<int64_t>& dims() const { return dims_; }
   // Row-major strides in elements.
   std::vector<int64_t> contiguous_strides() const;

@@ -28,6 +28,13 @@ void for_float_or_bf16(DType t, Fn&& fn) {
   else fn(float{});
 }
 
+// Calls fn(I{}) with I the index type of `t`, int64_t or int32_t (an embedding's indices).
+template <typename Fn>
+void for_index_type(DType t, Fn&& fn) {
+  if (t == DType::i64) fn(int64_t{});
+  else fn(int32_t{});
+}
+
 // Calls fn(T{}) with T the C++ type of `t` (the CPU backend's dispatch, on device types).
 template <typename Fn>
 void for_each_dtype(DType t, Fn&& fn) {
@@ -556,13 +563,11 @@ void CudaBackend::gather_rows(const Tensor& table, const Tensor& idx, Tensor& ou
   if (n * d > 0) {
     for_float_or_bf16(table.dtype(), [&](auto tag) {
       using T = decltype(tag);
-      const unsigned blocks = elementwise_blocks(n * d, kThreads);
-      if (idx.dtype() == DType::i64)
-        gather_rows_kernel<T><<<blocks, kThreads, 0, scope.stream()>>>(table.data<T>(), idx.data<int64_t>(), n, d,
-                                                                       out.data<T>());
-      else
-        gather_rows_kernel<T><<<blocks, kThreads, 0, scope.stream()>>>(table.data<T>(), idx.data<int32_t>(), n, d,
-                                                                       out.data<T>());
+      for_index_type(idx.dtype(), [&](auto index_tag) {
+        using I = decltype(index_tag);
+        gather_rows_kernel<T><<<elementwise_blocks(n * d, kThreads), kThreads, 0, scope.stream()>>>(
+            table.data<T>(), idx.data<I>(), n, d, out.data<T>());
+      });
       KILN_CUDA_CHECK_LAUNCH();
     });
   }
@@ -573,13 +578,11 @@ void CudaBackend::scatter_add_rows(const Tensor& g, const Tensor& idx, Tensor& g
   OpScope scope("scatter_add_rows", grad.device().index);
   const int64_t n = idx.numel(), d = grad.dim(1);
   if (n * d > 0) {
-    const unsigned blocks = elementwise_blocks(d, kThreads);
-    if (idx.dtype() == DType::i64)
-      scatter_add_rows_kernel<<<blocks, kThreads, 0, scope.stream()>>>(g.data<float>(), idx.data<int64_t>(), n, d,
-                                                                       grad.data<float>());
-    else
-      scatter_add_rows_kernel<<<blocks, kThreads, 0, scope.stream()>>>(g.data<float>(), idx.data<int32_t>(), n, d,
-                                                                       grad.data<float>());
+    for_index_type(idx.dtype(), [&](auto index_tag) {
+      using I = decltype(index_tag);
+      scatter_add_rows_kernel<<<elementwise_blocks(d, kThreads), kThreads, 0, scope.stream()>>>(
+          g.data<float>(), idx.data<I>(), n, d, grad.data<float>());
+    });
     KILN_CUDA_CHECK_LAUNCH();
   }
   scope.done();

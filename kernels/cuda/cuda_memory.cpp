@@ -112,13 +112,17 @@ void CudaBackend::copy_block(const Tensor& src, int64_t src_col, Tensor& dst, in
   const auto bytes = static_cast<size_t>(width * es);
   char* d = static_cast<char*>(dst.raw_data()) + dst_col * es;
   const char* s = static_cast<const char*>(src.raw_data()) + src_col * es;
-  int max_pitch = 0;
-  KILN_CUDA_CHECK(cudaDeviceGetAttribute(&max_pitch, cudaDevAttrMaxPitch, dst.device().index));
+  // The copy engine's pitch limit, asked only where a strided copy is wanted.
+  const auto pitches_fit = [&] {
+    int max_pitch = 0;
+    KILN_CUDA_CHECK(cudaDeviceGetAttribute(&max_pitch, cudaDevAttrMaxPitch, dst.device().index));
+    return src_pitch <= static_cast<size_t>(max_pitch) && dst_pitch <= static_cast<size_t>(max_pitch);
+  };
   if (rows == 1 || (src_pitch == bytes && dst_pitch == bytes)) {
     // One run of bytes (a block along dimension 0, or whole rows): a plain copy, whatever its size.
     KILN_CUDA_CHECK(cudaMemcpyAsync(d, s, bytes * static_cast<size_t>(rows), cudaMemcpyDeviceToDevice,
                                     scope.stream()));
-  } else if (src_pitch <= static_cast<size_t>(max_pitch) && dst_pitch <= static_cast<size_t>(max_pitch)) {
+  } else if (pitches_fit()) {
     // One strided copy for every row: the copy engine walks the pitches, no kernel of kiln's.
     KILN_CUDA_CHECK(cudaMemcpy2DAsync(d, dst_pitch, s, src_pitch, bytes, static_cast<size_t>(rows),
                                       cudaMemcpyDeviceToDevice, scope.stream()));
