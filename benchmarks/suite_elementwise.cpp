@@ -1,13 +1,13 @@
 // kiln_bench --suite elementwise: relu, relu backward, dropout (keep 0.5), add, div, a
 // per-channel add and the sum down to channels (a bias and its gradient), the [N H W, C]
 // transpose, the unary math ops (exp, log, sqrt, tanh, sigmoid, gelu, silu, abs, softplus),
-// maximum, amax over channels, the channel concat and layer_norm (these at conv3_3's size only),
-// and the
-// random fills (uniform, normal: how every model's weights start) at the sizes of VGG16's
-// activations at batch 8 (conv1_2, conv3_3, conv5_3 outputs and fc6), through the backend
-// into preallocated outputs. Judged against the measured copy bandwidth; the normal fill is
-// bound by its logarithms and sines instead, which its low %roof shows. Small sizes fit in
-// the last-level cache and may pass 100%.
+// maximum, amax over channels, the channel concat, a ** 2 and a ** 1.5 (pow's exact form and
+// its powf path) and layer_norm (these at conv3_3's size only), and the random fills (uniform,
+// normal: how every model's weights start) at the sizes of VGG16's activations at batch 8
+// (conv1_2, conv3_3, conv5_3 outputs and fc6), through the backend into preallocated outputs.
+// Judged against the measured copy bandwidth; the normal fill is bound by its logarithms and
+// sines instead, which its low %roof shows. Small sizes fit in the last-level cache and may
+// pass 100%.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -192,6 +192,27 @@ void selection_rows(const std::string& size, const Tensor& a_host, const Tensor&
               },
               0);
     time_checked_row(std::move(r), opt, m, res, join);
+  }
+  {  // a ** 2: pow's exact form x * x, one rounding (the vectorised loop of a fixed exponent)
+    Tensor out = empty_on_bench_device(a.shape(), opt);
+    be.binary_scalar(kiln::BinaryOp::pow, a, 2.0f, out);
+    const float* op = host_floats(out, host);
+    Row r = row("pow_square", el, 8.0 * el);
+    check_row(r, static_cast<size_t>(ne), [&](size_t i) { return op[i]; },
+              [&](size_t i) { return static_cast<double>(ap[i] * ap[i]); }, 0);
+    time_checked_row(std::move(r), opt, m, res, [&] { be.binary_scalar(kiln::BinaryOp::pow, a, 2.0f, out); });
+  }
+  {  // (|a| + 0.1) ** 1.5: powf per element (within an ulp of the double power)
+    const Tensor pos = kiln::add(kiln::abs(a), 0.1f);
+    Tensor pos_host;
+    const float* pp = host_floats(pos, pos_host);
+    Tensor out = empty_on_bench_device(a.shape(), opt);
+    be.binary_scalar(kiln::BinaryOp::pow, pos, 1.5f, out);
+    const float* op = host_floats(out, host);
+    Row r = row("pow", el, 8.0 * el);
+    check_row(r, static_cast<size_t>(ne), [&](size_t i) { return op[i]; },
+              [&](size_t i) { return std::pow(static_cast<double>(pp[i]), 1.5); }, kiln::check::kRtolElementwise);
+    time_checked_row(std::move(r), opt, m, res, [&] { be.binary_scalar(kiln::BinaryOp::pow, pos, 1.5f, out); });
   }
   {  // layer_norm over the channels: the core op, against the normalisation in double
     kiln::Generator g(7);

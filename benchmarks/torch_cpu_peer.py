@@ -148,6 +148,8 @@ def elementwise():
             rows.append((f"maximum/{name}", lambda a=a, b=b, out=out: torch.maximum(a, b, out=out)))
             rows.append((f"amax_channel/{name}", lambda a2=a2, o=amax_out: torch.amax(a2, 1, out=o)))
             rows.append((f"concat_channel/{name}", lambda a2=a2, b2=b2, o=cat_out: torch.cat([a2, b2], 1, out=o)))
+            rows.append((f"pow_square/{name}", lambda a=a, out=out: torch.pow(a, 2, out=out)))
+            rows.append((f"pow/{name}", lambda pos=pos, out=out: torch.pow(pos, 1.5, out=out)))
             rows.append((f"layer_norm/{name}", lambda a2=a2, c=c, g=gamma, bt=beta: F.layer_norm(a2, (c,), g, bt)))
         # The random fills in place, into the same preallocated output (torch's default generator).
         rows.append((f"fill_uniform/{name}", lambda out=out: out.uniform_(0, 1)))

@@ -1,7 +1,9 @@
 #include "check/op_cases.h"
 
 #include <algorithm>
+#include <cmath>
 #include <numeric>
+#include <sstream>
 #include <tuple>
 
 #include "core/op_checks.h"
@@ -660,6 +662,37 @@ void append_shape_cases(std::vector<OpCase>& cases) {
   cases.push_back(streaming(ln, 8, 24));
 }
 
+// pow: a number exponent (each of pow_float's exact forms, and two through powf), a number base,
+// and a tensor exponent broadcast. Fractional exponents take bases in [0.5, 2] (a negative base's
+// power is NaN there); integer ones take either sign, |x| >= 0.5, away from -1 and -2's poles.
+void append_power_cases(std::vector<OpCase>& cases) {
+  Generator g(20261211);
+  for (const float p : {2.0f, 3.0f, -1.0f, -2.0f, 0.5f, -0.5f, 1.5f, 0.3f, 0.0f}) {
+    const bool integer = p == std::floor(p);
+    Tensor x = integer ? magnitude_between(g, {3, 4}, 0.5f, 2.0f) : Tensor::uniform({3, 4}, 0.5f, 2.0f, g);
+    std::ostringstream name;
+    name << "pow/3x4_to_" << p;
+    OpCase k = simple(name.str(), "pow_scalar", {std::move(x)}, {true},
+                      [p](const std::vector<Tensor>& in) { return pow(in[0], p); }, kRtolElementwise);
+    k.params = {{"p", static_cast<double>(p)}};
+    set_streaming_cost(k, 1, 12);
+    cases.push_back(k);
+    if (p == 2.0f || p == 1.5f) cases.push_back(bf16_variant(k, kRtolBf16));
+  }
+  OpCase r = simple("pow/2.5_to_3x4", "rpow_scalar", {Tensor::uniform({3, 4}, -2.0f, 2.0f, g)}, {true},
+                    [](const std::vector<Tensor>& in) { return pow(2.5f, in[0]); }, kRtolElementwise);
+  r.params = {{"s", 2.5}};
+  set_streaming_cost(r, 1, 12);
+  cases.push_back(r);
+  cases.push_back(bf16_variant(r, kRtolBf16));
+  Tensor base = Tensor::uniform({3, 4}, 0.5f, 2.0f, g), exponent = Tensor::uniform({4}, -2.0f, 2.0f, g);
+  OpCase t = simple("pow/3x4_by_4", "pow", {std::move(base), std::move(exponent)}, {true, true},
+                    [](const std::vector<Tensor>& in) { return pow(in[0], in[1]); },
+                    kRtolElementwise);  // the exponent's gradient is summed over rows
+  set_streaming_cost(t, 1, 12);
+  cases.push_back(t);
+}
+
 }  // namespace
 
 std::vector<OpCase> all_op_cases() {
@@ -706,6 +739,7 @@ std::vector<OpCase> all_op_cases() {
   append_matrix_cases(cases);
   append_select_cases(cases);
   append_shape_cases(cases);
+  append_power_cases(cases);
   return cases;
 }
 

@@ -46,8 +46,10 @@ struct AdamOptions {
 // b - a and b / a: with a scalar b they are s - t and s / t in one pass, which a scalar on
 // the right cannot say (core builds them for a scalar only). maximum and minimum propagate a
 // NaN in either operand, as torch's; the comparisons gt .. ne give 1 where a op b holds and 0
-// where not (a NaN compares unequal to everything), in the operands' dtype.
-enum class BinaryOp : uint8_t { add, sub, mul, div, rsub, rdiv, maximum, minimum, gt, ge, lt, le, eq, ne };
+// where not (a NaN compares unequal to everything), in the operands' dtype. pow is a ** b and
+// rpow b ** a (a number's power of a tensor, 2 ** x), common::pow_float's value.
+// The comparisons stay last: core tells them by op >= gt.
+enum class BinaryOp : uint8_t { add, sub, mul, div, rsub, rdiv, pow, rpow, maximum, minimum, gt, ge, lt, le, eq, ne };
 
 // Elementwise unary math (kernels/common/elementwise.h has each one's value and gradient).
 // gelu is the exact (erf) form, torch's default; silu is x * sigmoid(x); softplus is

@@ -132,6 +132,15 @@ Tensor sub(float s, const Tensor& a);
 Tensor div(float s, const Tensor& a);
 // -a, as a * -1: exact, -0 for 0 and NaN kept, as torch.neg.
 Tensor neg(const Tensor& a);
+// a ** b per element, broadcast as add (torch.pow). The exponents 2, 3, 0.5, -0.5, -1, -2 and 1
+// are computed as torch's exact forms (x * x, sqrt(x), 1 / x, ...), the others by powf (within an
+// ulp); a negative base to a non-integer power is NaN. Gradients torch's: b * a ** (b - 1) to a
+// (0 where b is 0), a ** b * log(a) to b (0 where a is 0 and b >= 0).
+Tensor pow(const Tensor& a, const Tensor& b);
+// x ** p for a number p (x ** 2, x ** 0.5), as pow above.
+Tensor pow(const Tensor& x, float p);
+// base ** x for a number base (2 ** x, 10 ** x), as pow above; the gradient is base ** x * log(base).
+Tensor pow(float base, const Tensor& x);
 inline Tensor operator-(const Tensor& a) { return neg(a); }
 inline Tensor operator+(const Tensor& a, const Tensor& b) { return add(a, b); }
 inline Tensor operator-(const Tensor& a, const Tensor& b) { return sub(a, b); }

@@ -20,6 +20,8 @@ const char* binary_name(BinaryOp op) {
     case BinaryOp::div: return "div";
     case BinaryOp::rsub: return "rsub";
     case BinaryOp::rdiv: return "rdiv";
+    case BinaryOp::pow: return "pow";
+    case BinaryOp::rpow: return "rpow";
     case BinaryOp::maximum: return "maximum";
     case BinaryOp::minimum: return "minimum";
     case BinaryOp::gt: return "gt";
@@ -64,18 +66,46 @@ Tensor winner_weight(BinaryOp loses, const Tensor& x, const Tensor& y, const Sha
   return w;
 }
 
-// -t, exactly (a negation rounds nothing).
-Tensor negated(const Tensor& t) {
-  Tensor out = Tensor::empty(t.shape(), like(t));
-  backend_for(t.device()).binary_scalar(BinaryOp::mul, t, -1.0f, out);
+// op(x, s) on the backend into a new tensor of x's shape.
+Tensor apply_scalar(BinaryOp op, const Tensor& x, float s) {
+  Tensor out = Tensor::empty(x.shape(), like(x));
+  backend_for(x.device()).binary_scalar(op, x, s, out);
   return out;
+}
+
+// -t, exactly (a negation rounds nothing).
+Tensor negated(const Tensor& t) { return apply_scalar(BinaryOp::mul, t, -1.0f); }
+
+// log(x) per element on the backend, into a new tensor.
+Tensor apply_log(const Tensor& x) {
+  Tensor out = Tensor::empty(x.shape(), like(x));
+  backend_for(x.device()).unary(UnaryOp::log, x, out);
+  return out;
+}
+
+// The gradients of a ** b, torch's formulas: g * b * a ** (b - 1) to a, 0 where b == 0; g * a ** b
+// * log(a) to b, 0 where a == 0 and b >= 0. The zeros come by substitution, not by multiplying
+// with a mask (0 * inf is NaN): the exponent b - 1 + [b == 0] makes a's power 1 where b is 0 (then
+// times b, 0), and a + [a == 0][b >= 0] makes the log 0 where a is. Adding 0 elsewhere is exact.
+Tensor pow_grad_base(const Tensor& g, const Tensor& a, const Tensor& b) {
+  const Tensor e = apply_binary(BinaryOp::add, apply_scalar(BinaryOp::sub, b, 1.0f),
+                                apply_scalar(BinaryOp::eq, b, 0.0f), b.shape());
+  const Tensor slope = apply_binary(BinaryOp::mul, b, apply_binary(BinaryOp::pow, a, e, g.shape()), g.shape());
+  return apply_binary(BinaryOp::mul, g, slope, g.shape());
+}
+Tensor pow_grad_exponent(const Tensor& g, const Tensor& a, const Tensor& b) {
+  const Tensor zero_base = apply_binary(BinaryOp::mul, apply_scalar(BinaryOp::eq, a, 0.0f),
+                                        apply_scalar(BinaryOp::ge, b, 0.0f), g.shape());
+  const Tensor log_a = apply_log(apply_binary(BinaryOp::add, a, zero_base, g.shape()));
+  const Tensor y = apply_binary(BinaryOp::pow, a, b, g.shape());
+  return apply_binary(BinaryOp::mul, g, apply_binary(BinaryOp::mul, y, log_a, g.shape()), g.shape());
 }
 
 struct BinaryNode final : Node {
   explicit BinaryNode(BinaryOp op) : Node(binary_name(op)), op(op) {}
   BinaryOp op;
   Shape a_shape, b_shape;  // the operands' shapes: a broadcast one's gradient is summed back
-  SavedTensor a, b;        // mul, div, maximum and minimum only, and only what the gradients need
+  SavedTensor a, b;        // mul, div, pow, maximum and minimum only, and only what the gradients need
   std::vector<Tensor> apply(const Tensor& g) override {
     Tensor ga, gb;
     const bool want_a = next[0].needed(), want_b = next[1].needed();
@@ -110,8 +140,12 @@ struct BinaryNode final : Node {
                                                 g.shape()), b_shape);
         break;
       }
+      case BinaryOp::pow:
+        if (want_a) ga = reduce_to(pow_grad_base(g, a.get(), b.get()), a_shape);
+        if (want_b) gb = reduce_to(pow_grad_exponent(g, a.get(), b.get()), b_shape);
+        break;
       default:
-        break;  // never built: rsub and rdiv come from binary_scalar, and comparisons have no gradient
+        break;  // never built: rsub, rdiv and rpow come from binary_scalar, and comparisons have no gradient
     }
     return {ga, gb};
   }
@@ -134,7 +168,7 @@ Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b) {
     auto node = std::make_shared<BinaryNode>(op);
     node->a_shape = a.shape();
     node->b_shape = b.shape();
-    if (op == BinaryOp::maximum || op == BinaryOp::minimum) {
+    if (op == BinaryOp::maximum || op == BinaryOp::minimum || op == BinaryOp::pow) {
       node->a = a.detach();
       node->b = b.detach();
     } else if (op == BinaryOp::mul) {
@@ -154,17 +188,33 @@ struct ScalarNode final : Node {
   ScalarNode(BinaryOp op, float s) : Node(std::string(binary_name(op)) + "_scalar"), op(op), s(s) {}
   BinaryOp op;
   float s;
-  SavedTensor a;  // rdiv only
+  SavedTensor a;  // rdiv, pow and rpow only
   std::vector<Tensor> apply(const Tensor& g) override {
     if (op == BinaryOp::add || op == BinaryOp::sub) return {g};
     if (op == BinaryOp::rsub) return {negated(g)};
+    if (op == BinaryOp::pow) return {pow_gradient(g)};
+    if (op == BinaryOp::rpow) return {rpow_gradient(g)};
     // g * s or g / s; for s / a, -g * s over a * a (the tensor division's formula for its divisor).
     const bool rdiv = op == BinaryOp::rdiv;
-    Tensor ga = Tensor::empty(g.shape(), like(g));
-    backend_for(g.device()).binary_scalar(rdiv ? BinaryOp::mul : op, g, rdiv ? -s : s, ga);
+    Tensor ga = apply_scalar(rdiv ? BinaryOp::mul : op, g, rdiv ? -s : s);
     if (!rdiv) return {ga};
     const Tensor& x = a.get();
     return {apply_binary(BinaryOp::div, ga, apply_binary(BinaryOp::mul, x, x, x.shape()), g.shape())};
+  }
+  // a ** s: g * (s * a ** (s - 1)), and 0 for s = 0 (torch's formula and order).
+  Tensor pow_gradient(const Tensor& g) {
+    if (s == 0.0f) return Tensor::zeros(g.shape(), like(g));
+    const Tensor slope = apply_scalar(BinaryOp::mul, apply_scalar(BinaryOp::pow, a.get(), s - 1.0f), s);
+    return apply_binary(BinaryOp::mul, g, slope, g.shape());
+  }
+  // s ** a: g * (s ** a * log(s)), log(s) in double rounded once. For s = 0, torch's 0 where a >= 0
+  // and -inf (inf * log 0) where a < 0 are log of the mask a >= 0.
+  Tensor rpow_gradient(const Tensor& g) {
+    const Tensor& x = a.get();
+    const Tensor slope = s == 0.0f ? apply_log(apply_scalar(BinaryOp::ge, x, 0.0f))
+                                   : apply_scalar(BinaryOp::mul, apply_scalar(BinaryOp::rpow, x, s),
+                                                  static_cast<float>(std::log(static_cast<double>(s))));
+    return apply_binary(BinaryOp::mul, g, slope, g.shape());
   }
   void release_saved() override { a.reset(); }
 };
@@ -182,7 +232,7 @@ Tensor binary_scalar(BinaryOp op, const Tensor& a, float s) {
   backend_for(a.device()).binary_scalar(op, a, s, out);
   if (!is_comparison(op) && autograd::needs_grad({&a})) {
     auto node = std::make_shared<ScalarNode>(op, s);
-    if (op == BinaryOp::rdiv) node->a = a.detach();
+    if (op == BinaryOp::rdiv || op == BinaryOp::pow || op == BinaryOp::rpow) node->a = a.detach();
     node->next = {autograd::edge_for(a)};
     autograd::set_history(out, node);
   }
@@ -298,6 +348,9 @@ Tensor mul(const Tensor& a, float s) { return binary_scalar(BinaryOp::mul, a, s)
 Tensor div(const Tensor& a, float s) { return binary_scalar(BinaryOp::div, a, s); }
 Tensor sub(float s, const Tensor& a) { return binary_scalar(BinaryOp::rsub, a, s); }
 Tensor div(float s, const Tensor& a) { return binary_scalar(BinaryOp::rdiv, a, s); }
+Tensor pow(const Tensor& a, const Tensor& b) { return binary(BinaryOp::pow, a, b); }
+Tensor pow(const Tensor& x, float p) { return binary_scalar(BinaryOp::pow, x, p); }
+Tensor pow(float base, const Tensor& x) { return binary_scalar(BinaryOp::rpow, x, base); }
 // ---------------------------------------------------------------- clamp
 namespace {
 // torch's gradient: g where lo <= x <= hi, the bounds included; 0 outside and at a NaN x.

@@ -11,6 +11,25 @@
 
 namespace kiln::common {
 
+// x ** y as torch's pow computes it: the exponents torch's kernels give exact forms (x * x for 2,
+// sqrt for 0.5, 1 / x for -1, ...) take the same forms here, so x ** 2 is exactly x * x and
+// (-0) ** 0.5 is -0 as torch's; every other exponent is the C library's powf (within 1 ulp on
+// glibc; CUDA's, a few ulp: they agree to a few ulp, as exp does). The branches are on y alone:
+// for a number y they are the same for every element, and a loop that fixes y at compile time
+// (the CPU's, pow_exponent_loop) folds them into the one arithmetic form, which vectorises.
+// The exponents pow_float gives an exact form, for loops that fix one at compile time.
+inline constexpr float kPowExactForms[] = {2.0f, 0.5f, 1.0f, -1.0f, 3.0f, -0.5f, -2.0f};
+KILN_HD float pow_float(float x, float y) {
+  if (y == 2.0f) return x * x;
+  if (y == 0.5f) return sqrtf(x);
+  if (y == 1.0f) return x;
+  if (y == -1.0f) return 1.0f / x;
+  if (y == 3.0f) return x * x * x;
+  if (y == -0.5f) return 1.0f / sqrtf(x);
+  if (y == -2.0f) return 1.0f / (x * x);
+  return powf(x, y);
+}
+
 KILN_HD float binary_apply(BinaryOp op, float a, float b) {
   switch (op) {
     case BinaryOp::add: return a + b;
@@ -19,6 +38,8 @@ KILN_HD float binary_apply(BinaryOp op, float a, float b) {
     case BinaryOp::div: return a / b;  // IEEE division on both (no reciprocal, no fast math)
     case BinaryOp::rsub: return b - a;
     case BinaryOp::rdiv: return b / a;
+    case BinaryOp::pow: return pow_float(a, b);
+    case BinaryOp::rpow: return pow_float(b, a);
     // Selects, not fmaxf: fmaxf drops a NaN operand, torch.maximum returns it.
     case BinaryOp::maximum: return (a > b || a != a) ? a : b;
     case BinaryOp::minimum: return (a < b || a != a) ? a : b;

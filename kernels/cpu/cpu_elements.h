@@ -41,6 +41,8 @@ void with_binary_op(BinaryOp op, Fn&& fn) {
     case BinaryOp::div: return fn(std::integral_constant<BinaryOp, BinaryOp::div>{});
     case BinaryOp::rsub: return fn(std::integral_constant<BinaryOp, BinaryOp::rsub>{});
     case BinaryOp::rdiv: return fn(std::integral_constant<BinaryOp, BinaryOp::rdiv>{});
+    case BinaryOp::pow: return fn(std::integral_constant<BinaryOp, BinaryOp::pow>{});
+    case BinaryOp::rpow: return fn(std::integral_constant<BinaryOp, BinaryOp::rpow>{});
     case BinaryOp::maximum: return fn(std::integral_constant<BinaryOp, BinaryOp::maximum>{});
     case BinaryOp::minimum: return fn(std::integral_constant<BinaryOp, BinaryOp::minimum>{});
     case BinaryOp::gt: return fn(std::integral_constant<BinaryOp, BinaryOp::gt>{});

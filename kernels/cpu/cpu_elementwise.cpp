@@ -1,6 +1,8 @@
 // CPU launchers for the elementwise, softmax, reduction and optimizer math in kernels/common.
 #include <algorithm>
 #include <cmath>
+#include <iterator>
+#include <utility>
 #include <vector>
 
 #include "kernels/common/adam.h"
@@ -109,11 +111,30 @@ void binary_typed(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) {
   with_binary_op(op, [&](auto o) { binary_loop<decltype(o)::value>(pa, pb, po, n); });
 }
 
+// a ** E with E fixed at compile time: pow_float's branches fold away into E's one form (x * x,
+// sqrtf, ...) and the loop vectorises; through the runtime loop each element called powf.
+template <float E, typename T>
+KILN_CPU_CLONES
+void pow_exponent_loop(const T* a, T* o, int64_t n) {
+  const auto* pa = raw(a);
+  auto* po = raw(o);
+#pragma omp parallel for simd schedule(static) if (parallel : n > 65536)
+  for (int64_t i = 0; i < n; ++i) po[i] = from_f32<raw_t<T>>(common::pow_float(to_f32(pa[i]), E));
+}
+
+// a ** s through pow_exponent_loop where s is one of pow_float's exact forms; false otherwise.
+template <typename T, size_t... I>
+bool pow_by_exact_form(const T* a, float s, T* o, int64_t n, std::index_sequence<I...>) {
+  return ((s == common::kPowExactForms[I] && (pow_exponent_loop<common::kPowExactForms[I]>(a, o, n), true)) || ...);
+}
+
 template <typename T>
 void binary_scalar_typed(BinaryOp op, const Tensor& a, float s, Tensor& out) {
   const T* pa = a.data<T>();
   T* po = out.data<T>();
   const int64_t n = out.numel();
+  constexpr auto forms = std::make_index_sequence<std::size(common::kPowExactForms)>{};
+  if (op == BinaryOp::pow && pow_by_exact_form(pa, s, po, n, forms)) return;
   with_binary_op(op, [&](auto o) { binary_scalar_loop<decltype(o)::value>(pa, s, po, n); });
 }
 

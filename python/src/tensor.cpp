@@ -226,6 +226,9 @@ void bind_tensor_class(nb::module_& m) {
   // in float32 with s as given and rounded once, as torch does and as a - s and a / s are.
   bind_scalar_operator(c, "__rsub__", "-", true, [](const Tensor& a, float s) { return sub(s, a); });
   bind_scalar_operator(c, "__rtruediv__", "/", true, [](const Tensor& a, float s) { return div(s, a); });
+  c.def("__pow__", static_cast<Tensor (*)(const Tensor&, const Tensor&)>(&kiln::pow), nb::is_operator(), Release());
+  bind_scalar_operator(c, "__pow__", "**", false, [](const Tensor& a, float p) { return kiln::pow(a, p); });
+  bind_scalar_operator(c, "__rpow__", "**", true, [](const Tensor& a, float base) { return kiln::pow(base, a); });
   // Comparisons give 0/1 masks in the tensor's dtype, as kiln has no bool tensors (core/ops.h);
   // s < t reaches t.__gt__(s) through Python's reflection. == and != stay Python's identity: each
   // return from C++ is a new wrapper, so elementwise == would make `t in list` and dict lookups of
@@ -484,6 +487,14 @@ void bind_math_ops(nb::module_& m) {
             return fn(x, dims_or_all(x, dim), keepdim);
           }, arg("x"), arg("dim") = nb::none(), arg("keepdim") = false, Release(), doc);
   }
+  const char* pow_doc =
+      "a ** b per element, broadcast; either may be a number (torch.pow). The exponents 2, 3, 0.5, -0.5, -1, -2 "
+      "are computed exactly as torch's (x * x, sqrt, 1 / x, ...), others within an ulp; a negative base to a "
+      "non-integer power is NaN. Gradients to both tensors.";
+  m.def("pow", static_cast<Tensor (*)(const Tensor&, const Tensor&)>(&kiln::pow), arg("a"), arg("b"), Release(),
+        pow_doc);
+  m.def("pow", static_cast<Tensor (*)(const Tensor&, float)>(&kiln::pow), arg("a"), arg("b"), Release(), pow_doc);
+  m.def("pow", static_cast<Tensor (*)(float, const Tensor&)>(&kiln::pow), arg("a"), arg("b"), Release(), pow_doc);
   m.def("maximum", &kiln::maximum, arg("a"), arg("b"), Release(),
         "The larger of a and b per element, broadcast; NaN wins (torch.maximum). Gradient to the larger, half each "
         "on a tie.");

@@ -286,6 +286,45 @@ def test_maximum_minimum_clamp_and_comparisons_match_torch():
     np.testing.assert_array_equal(np.from_dlpack(kt.grad), tt.grad.numpy())  # halves at the tie, NaN where NaN won
 
 
+def test_pow_matches_torch_bit_for_bit_at_special_values_with_gradients():
+    # Zeros of both signs, infinities, NaN, a denormal and negative bases: torch's exact forms for
+    # 2, 3, 0.5, -0.5, -1, -2 ((-0) ** 0.5 is -0, (-inf) ** 0.5 NaN) and powf's rules elsewhere.
+    x = torch.tensor([-0.0, 0.0, -float("inf"), float("inf"), -2.0, 2.0, float("nan"), 1e-45, -8.0, 1.7, 0.6])
+    for p in [2, 3, 0.5, -0.5, -1, -2, 0, 1, 1.5, 0.25]:
+        np.testing.assert_array_equal(np.from_dlpack(k(x, grad=False) ** p), (x ** p).numpy())
+    np.testing.assert_array_equal(np.from_dlpack(2.0 ** k(x, grad=False)), (2.0 ** x).numpy())
+    np.testing.assert_array_equal(np.from_dlpack(k(x, grad=False) ** k(x, grad=False)), torch.pow(x, x).numpy())
+    # Gradients where torch's formulas have their zeros: a ** 0 and 0 ** a, a base of 0 with
+    # exponents 0 and 2 (the exponent's gradient there is 0, not NaN), and a negative base.
+    a = torch.tensor([-1.5, -1.0, 0.0, 0.0, 0.5, 2.0])
+    e = torch.tensor([0.0, 2.0, 0.0, 2.0, -1.0, 0.5])
+    for p in [0, 0.5, 2, 3, -1, 1.5]:
+        ka, ta = k(a), a.clone().requires_grad_(True)
+        (ka ** p).backward(kiln.ones([6]))
+        (ta ** p).backward(torch.ones(6))
+        np.testing.assert_array_equal(np.from_dlpack(ka.grad), ta.grad.numpy())
+    for base in [0.0, 2.0, 0.5]:
+        ka, ta = k(a), a.clone().requires_grad_(True)
+        kiln.sum(base ** ka).backward()
+        (base ** ta).sum().backward()
+        np.testing.assert_array_equal(np.from_dlpack(ka.grad), ta.grad.numpy())
+    ka, ke, ta, te = k(a), k(e), a.clone().requires_grad_(True), e.clone().requires_grad_(True)
+    kiln.sum(kiln.pow(ka, ke)).backward()
+    torch.pow(ta, te).sum().backward()
+    np.testing.assert_array_equal(np.from_dlpack(ka.grad), ta.grad.numpy())
+    np.testing.assert_array_equal(np.from_dlpack(ke.grad), te.grad.numpy())
+    # Broadcast exponent: its gradient is summed over the rows, as torch's.
+    b, f = torch.rand(3, 4) + 0.5, torch.randn(4)
+    kb, kf, tb, tf = k(b), k(f), b.clone().requires_grad_(True), f.clone().requires_grad_(True)
+    y = kiln.pow(kb, kf)
+    kiln.sum(y).backward()
+    torch.pow(tb, tf).sum().backward()
+    close(y, torch.pow(b, f), 1e-6)
+    close(kb.grad, tb.grad, 1e-5)
+    close(kf.grad, tf.grad, 1e-5)
+    assert kiln.pow(2.0, k(f, grad=False)).shape == (4,) and kiln.pow(kb, 2).requires_grad
+
+
 def test_narrow_concat_and_stack_match_torch_with_gradients():
     torch.manual_seed(7)
     xs = [torch.randn(2, 3, 4), torch.randn(2, 1, 4), torch.randn(2, 2, 4)]

@@ -101,6 +101,9 @@ TEST_CASE("the dimension ops and selections name what was wrong", "[ops][errors]
   REQUIRE_THROWS_WITH(clamp(x, 1.0f, -1.0f), Contains("clamp: lo 1 is above hi -1"));
   REQUIRE_THROWS_WITH(clamp(x, std::nanf(""), 1.0f), Contains("clamp: a bound is NaN"));
   REQUIRE_THROWS_WITH(maximum(x, Tensor::zeros(Shape{5})), Contains("maximum") && Contains("[5]"));
+  REQUIRE_THROWS_WITH(pow(x, Tensor::zeros(Shape{5})), Contains("pow") && Contains("[5]"));
+  REQUIRE_THROWS_WITH(pow(Tensor::zeros(Shape{3}, TensorOptions{DType::i64}), 2.0f),
+                      Contains("pow") && Contains("int64"));
   REQUIRE_THROWS_WITH(layer_norm(x, Tensor::ones(Shape{3})), Contains("layer_norm: gamma must be [4]"));
   REQUIRE_THROWS_WITH(layer_norm(x.to(DType::bf16)), Contains("layer_norm") && Contains("bfloat16"));
   REQUIRE_THROWS_WITH(LayerNorm("ln", 0), Contains("LayerNorm ln: features must be >= 1"));

@@ -115,6 +115,12 @@ def run_op(op, p, x, extras):
         return p["s"] - x[0]
     if op == "rdiv_scalar":
         return p["s"] / x[0]
+    if op == "pow_scalar":
+        return x[0] ** p["p"]
+    if op == "rpow_scalar":
+        return p["s"] ** x[0]
+    if op == "pow":
+        return torch.pow(x[0], x[1])
     if op == "sum":
         return x[0].sum()
     if op == "mean":
