@@ -1,13 +1,13 @@
 // kiln_bench --suite elementwise: relu, relu backward, dropout (keep 0.5), add, div, a
 // per-channel add and the sum down to channels (a bias and its gradient), the [N H W, C]
 // transpose, the unary math ops (exp, log, sqrt, tanh, sigmoid, gelu, silu, abs, softplus),
-// maximum, amax over channels, the channel concat, a ** 2 and a ** 1.5 (pow's exact form and
-// its powf path) and layer_norm (these at conv3_3's size only), and the random fills (uniform,
-// normal: how every model's weights start) at the sizes of VGG16's activations at batch 8
-// (conv1_2, conv3_3, conv5_3 outputs and fc6), through the backend into preallocated outputs.
-// Judged against the measured copy bandwidth; the normal fill is bound by its logarithms and
-// sines instead, which its low %roof shows. Small sizes fit in the last-level cache and may
-// pass 100%.
+// maximum, amax over channels, the channel concat, a permutation, where, a ** 2 and a ** 1.5
+// (pow's exact form and its powf path) and layer_norm (these at conv3_3's size only), and the
+// random fills (uniform, normal: how every model's weights start) at the sizes of VGG16's
+// activations at batch 8 (conv1_2, conv3_3, conv5_3 outputs and fc6), through the backend into
+// preallocated outputs. Judged against the measured copy bandwidth; the normal fill is bound by
+// its logarithms and sines instead, which its low %roof shows. Small sizes fit in the last-level
+// cache and may pass 100%.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -140,6 +140,73 @@ void unary_rows(const std::string& size, const Tensor& a_host, Tensor& out, cons
   }
 }
 
+// where, a permutation and the powers (the ops research code composes attention of), at one size:
+// rows named "<op>/<size>", as selection_rows'.
+void where_permute_pow_rows(const std::string& size, const Tensor& a_host, const Tensor& b_host, const Options& opt,
+                            const MachineLimits& m, SuiteResult& res) {
+  kiln::Backend& be = kiln::backend_for(bench_device(opt));
+  const kiln::NoGradGuard no_grad;
+  const int64_t ne = a_host.numel(), c = a_host.dim(-1);
+  const double el = static_cast<double>(ne);
+  const float* ap = a_host.data<float>();
+  const float* bp = b_host.data<float>();
+  const Tensor a = to_bench_device(a_host, opt), b = to_bench_device(b_host, opt);
+  const auto row = [&](const std::string& op_name, double flops, double bytes) {
+    return make_row(op_name + "/" + size, "elementwise", shape_str(a.shape()), flops, bytes);
+  };
+  Tensor host;
+  {  // where(a > 0, a, b): a blend, exact. kiln's mask is float32 (16 bytes an element in all; torch's
+     // bool mask makes its 13)
+    const Tensor mask = kiln::gt(a, 0.0f);
+    Tensor out = empty_on_bench_device(a.shape(), opt);
+    be.where(mask, a, b, out);
+    const float* op = host_floats(out, host);
+    Row r = row("where", 0.0, 16.0 * el);
+    check_row(r, static_cast<size_t>(ne), [&](size_t i) { return op[i]; },
+              [&](size_t i) { return static_cast<double>(ap[i] > 0 ? ap[i] : bp[i]); }, 0);
+    time_checked_row(std::move(r), opt, m, res, [&] { be.where(mask, a, b, out); });
+  }
+  {  // [N, H, W, C] -> [N, W, H, C]: a permutation that keeps the channels' runs (attention's head
+     // split has this shape), moved exactly
+    const int64_t n = a.dim(0), h = a.dim(1), w = a.dim(2);
+    Tensor out = empty_on_bench_device(Shape{n, w, h, c}, opt);
+    const std::vector<int64_t> order{0, 2, 1, 3};
+    be.permute(a, order, out);
+    const float* op = host_floats(out, host);
+    Row r = row("permute_0213", 0.0, 8.0 * el);
+    check_row(r, static_cast<size_t>(ne), [&](size_t k) { return op[k]; },
+              [&](size_t k) {
+                const int64_t i = static_cast<int64_t>(k), ch = i % c, y = i / c % h, x = i / (c * h) % w,
+                              b = i / (c * h * w);
+                return static_cast<double>(ap[((b * h + y) * w + x) * c + ch]);
+              },
+              0);
+    time_checked_row(std::move(r), opt, m, res, [&] { be.permute(a, order, out); });
+  }
+  {  // a ** 2: pow's exact form x * x, one rounding (the vectorised loop of a fixed exponent)
+    Tensor out = empty_on_bench_device(a.shape(), opt);
+    be.binary_scalar(kiln::BinaryOp::pow, a, 2.0f, out);
+    const float* op = host_floats(out, host);
+    Row r = row("pow_square", el, 8.0 * el);
+    check_row(r, static_cast<size_t>(ne), [&](size_t i) { return op[i]; },
+              [&](size_t i) { return static_cast<double>(ap[i] * ap[i]); }, 0);
+    time_checked_row(std::move(r), opt, m, res, [&] { be.binary_scalar(kiln::BinaryOp::pow, a, 2.0f, out); });
+  }
+  {  // (|a| + 0.1) ** 1.5: powf per element (within an ulp of the double power)
+    const Tensor pos = kiln::add(kiln::abs(a), 0.1f);
+    Tensor pos_host;
+    const float* pp = host_floats(pos, pos_host);
+    Tensor out = empty_on_bench_device(a.shape(), opt);
+    be.binary_scalar(kiln::BinaryOp::pow, pos, 1.5f, out);
+    const float* op = host_floats(out, host);
+    Row r = row("pow", el, 8.0 * el);
+    check_row(r, static_cast<size_t>(ne), [&](size_t i) { return op[i]; },
+              [&](size_t i) { return std::pow(static_cast<double>(pp[i]), 1.5); }, kiln::check::kRtolElementwise);
+    time_checked_row(std::move(r), opt, m, res, [&] { be.binary_scalar(kiln::BinaryOp::pow, pos, 1.5f, out); });
+  }
+}
+
+
 // The selections and joins at one size, a: [N, H, W, C] with C = a.dim(-1), b alike, in [-1, 1]:
 // maximum(a, b), amax over the channels, the channel concat of a and b, and layer_norm over the
 // channels (gamma, beta random; composed of kiln's ops, so it runs ~9 passes where torch fuses
@@ -192,27 +259,6 @@ void selection_rows(const std::string& size, const Tensor& a_host, const Tensor&
               },
               0);
     time_checked_row(std::move(r), opt, m, res, join);
-  }
-  {  // a ** 2: pow's exact form x * x, one rounding (the vectorised loop of a fixed exponent)
-    Tensor out = empty_on_bench_device(a.shape(), opt);
-    be.binary_scalar(kiln::BinaryOp::pow, a, 2.0f, out);
-    const float* op = host_floats(out, host);
-    Row r = row("pow_square", el, 8.0 * el);
-    check_row(r, static_cast<size_t>(ne), [&](size_t i) { return op[i]; },
-              [&](size_t i) { return static_cast<double>(ap[i] * ap[i]); }, 0);
-    time_checked_row(std::move(r), opt, m, res, [&] { be.binary_scalar(kiln::BinaryOp::pow, a, 2.0f, out); });
-  }
-  {  // (|a| + 0.1) ** 1.5: powf per element (within an ulp of the double power)
-    const Tensor pos = kiln::add(kiln::abs(a), 0.1f);
-    Tensor pos_host;
-    const float* pp = host_floats(pos, pos_host);
-    Tensor out = empty_on_bench_device(a.shape(), opt);
-    be.binary_scalar(kiln::BinaryOp::pow, pos, 1.5f, out);
-    const float* op = host_floats(out, host);
-    Row r = row("pow", el, 8.0 * el);
-    check_row(r, static_cast<size_t>(ne), [&](size_t i) { return op[i]; },
-              [&](size_t i) { return std::pow(static_cast<double>(pp[i]), 1.5); }, kiln::check::kRtolElementwise);
-    time_checked_row(std::move(r), opt, m, res, [&] { be.binary_scalar(kiln::BinaryOp::pow, pos, 1.5f, out); });
   }
   {  // layer_norm over the channels: the core op, against the normalisation in double
     kiln::Generator g(7);
@@ -327,6 +373,7 @@ SuiteResult run_elementwise(const Options& opt, const MachineLimits& m) {
     if (s.name == "conv3_3") {  // one size: thirteen rows more
       unary_rows(s.name, a_host, out, opt, m, res);
       selection_rows(s.name, a_host, b_host, opt, m, res);
+      where_permute_pow_rows(s.name, a_host, b_host, opt, m, res);
     }
     // The fills against the stream (core/philox.h), U(0, 1) and N(0, 1) so that a + b * draw adds
     // no rounding: uniform exact against philox_uniform; normal against Box-Muller in double from

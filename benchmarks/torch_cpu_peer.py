@@ -148,6 +148,10 @@ def elementwise():
             rows.append((f"maximum/{name}", lambda a=a, b=b, out=out: torch.maximum(a, b, out=out)))
             rows.append((f"amax_channel/{name}", lambda a2=a2, o=amax_out: torch.amax(a2, 1, out=o)))
             rows.append((f"concat_channel/{name}", lambda a2=a2, b2=b2, o=cat_out: torch.cat([a2, b2], 1, out=o)))
+            perm_out = torch.empty(a.shape[0], a.shape[2], a.shape[1], a.shape[3])
+            rows.append((f"permute_0213/{name}", lambda a=a, o=perm_out: o.copy_(a.permute(0, 2, 1, 3))))
+            mask = a > 0
+            rows.append((f"where/{name}", lambda m=mask, a=a, b=b, out=out: torch.where(m, a, b, out=out)))
             rows.append((f"pow_square/{name}", lambda a=a, out=out: torch.pow(a, 2, out=out)))
             rows.append((f"pow/{name}", lambda pos=pos, out=out: torch.pow(pos, 1.5, out=out)))
             rows.append((f"layer_norm/{name}", lambda a2=a2, c=c, g=gamma, bt=beta: F.layer_norm(a2, (c,), g, bt)))

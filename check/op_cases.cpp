@@ -662,7 +662,7 @@ void append_shape_cases(std::vector<OpCase>& cases) {
   cases.push_back(streaming(ln, 8, 24));
 }
 
-// pow: a number exponent (each of pow_float's exact forms, and two through powf), a number base,
+// pow: a number exponent (each of pow_number's exact forms, and two through powf), a number base,
 // and a tensor exponent broadcast. Fractional exponents take bases in [0.5, 2] (a negative base's
 // power is NaN there); integer ones take either sign, |x| >= 0.5, away from -1 and -2's poles.
 void append_power_cases(std::vector<OpCase>& cases) {
@@ -691,6 +691,50 @@ void append_power_cases(std::vector<OpCase>& cases) {
                     kRtolElementwise);  // the exponent's gradient is summed over rows
   set_streaming_cost(t, 1, 12);
   cases.push_back(t);
+}
+
+// where (a row of b broadcast against a [3, 4] mask, a NaN in the mask counting as true) and
+// masked_fill (a mask of rows broadcast over x), fp32 and bf16.
+void append_where_cases(std::vector<OpCase>& cases) {
+  Generator g(20261212);
+  std::vector<float> mask = gt(randn(g, {3, 4}), 0.0f).to_vector<float>();
+  mask[5] = std::nanf("");
+  OpCase w = simple("where/3x4_mask_by_4", "where",
+                    {Tensor::from_vector(mask, {3, 4}), randn(g, {3, 4}), randn(g, {4})}, {false, true, true},
+                    [](const std::vector<Tensor>& in) { return where(in[0], in[1], in[2]); },
+                    kRtolElementwise);  // exact but for b's summed gradient
+  set_streaming_cost(w, 0, 12);
+  cases.push_back(w);
+  cases.push_back(bf16_variant(w, kRtolBf16));
+  OpCase m = simple("masked_fill/3x4_by_3x1", "masked_fill",
+                    {randn(g, {3, 4}), Tensor::from_vector(std::vector<float>{1, 0, 1}, {3, 1})}, {true, false},
+                    [](const std::vector<Tensor>& in) { return masked_fill(in[0], in[1], -2.5f); }, kRtolExact);
+  m.params = {{"value", -2.5}};
+  set_streaming_cost(m, 0, 12);
+  cases.push_back(m);
+  cases.push_back(bf16_variant(m, kRtolExact));
+}
+
+// permute: attention's head split (innermost kept: runs), one that moves the innermost dimension
+// (strided), the last two swapped (transpose's kernel) and an int64 one (moved as bits).
+void append_permute_cases(std::vector<OpCase>& cases) {
+  Generator g(20261213);
+  const auto permute_case = [&](const std::string& name, Tensor x, std::vector<int64_t> dims) {
+    const bool floats = x.dtype() == DType::f32;
+    const int64_t n = x.numel();
+    OpCase k = simple("permute/" + name, "permute", {std::move(x)}, {floats},
+                      [dims](const std::vector<Tensor>& in) { return permute(in[0], dims); }, kRtolExact);
+    k.params = {{"ndims", static_cast<double>(dims.size())}};
+    for (size_t i = 0; i < dims.size(); ++i) k.params["d" + std::to_string(i)] = static_cast<double>(dims[i]);
+    return streaming(k, 0, n);
+  };
+  cases.push_back(permute_case("2x3x4x5_0213", randn(g, {2, 3, 4, 5}), {0, 2, 1, 3}));
+  cases.push_back(bf16_variant(cases.back(), kRtolExact));
+  cases.push_back(permute_case("2x3x4_201", randn(g, {2, 3, 4}), {2, 0, 1}));
+  cases.push_back(permute_case("3x4_10", randn(g, {3, 4}), {1, -2}));
+  cases.push_back(permute_case("i64_2x3_10", Tensor::from_vector(std::vector<int64_t>{3, 1, 4, 1, 5, 9}, {2, 3}),
+                               {1, 0}));
+  cases.back().bytes = 2 * 6 * 8.0;  // six int64 read and written
 }
 
 }  // namespace
@@ -740,6 +784,8 @@ std::vector<OpCase> all_op_cases() {
   append_select_cases(cases);
   append_shape_cases(cases);
   append_power_cases(cases);
+  append_where_cases(cases);
+  append_permute_cases(cases);
   return cases;
 }
 

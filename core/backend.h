@@ -118,6 +118,9 @@ class Backend {
   virtual void binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) = 0;
   // out = a (op) s.
   virtual void binary_scalar(BinaryOp op, const Tensor& a, float s, Tensor& out) = 0;
+  // out = a where cond is nonzero, else b (torch.where), moved as bits; all four of one shape and
+  // dtype, float32 or bfloat16 (core broadcasts and converts cond first). A NaN cond counts as true.
+  virtual void where(const Tensor& cond, const Tensor& a, const Tensor& b, Tensor& out) = 0;
   // out = x summed over the dimensions along which out broadcasts to x (out's shape, padded
   // on the left with 1s, has 1 or x's extent in each): a broadcast operand's gradient. In
   // double, in kernels/common/broadcast.h's order (sum_to_element), so every backend gives
@@ -125,6 +128,9 @@ class Backend {
   virtual void sum_to(const Tensor& x, Tensor& out) = 0;
   // out = x repeated along the dimensions along which it broadcasts to out's shape.
   virtual void broadcast_to(const Tensor& x, Tensor& out) = 0;
+  // y = x with its dimensions permuted: y's dimension i is x's dims[i] (dims a permutation of
+  // 0 .. rank-1, checked by core; y shaped so). Any dtype, moved as bits.
+  virtual void permute(const Tensor& x, const std::vector<int64_t>& dims, Tensor& y) = 0;
   // y[.., j, i] = x[.., i, j]: x's last two dimensions swapped (rank >= 2, y shaped so);
   // float32 or bfloat16, moved as bits. Tensors are contiguous, so a transpose is a copy.
   virtual void transpose(const Tensor& x, Tensor& y) = 0;

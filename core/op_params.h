@@ -47,7 +47,7 @@ struct AdamOptions {
 // the right cannot say (core builds them for a scalar only). maximum and minimum propagate a
 // NaN in either operand, as torch's; the comparisons gt .. ne give 1 where a op b holds and 0
 // where not (a NaN compares unequal to everything), in the operands' dtype. pow is a ** b and
-// rpow b ** a (a number's power of a tensor, 2 ** x), common::pow_float's value.
+// rpow b ** a (a number's power of a tensor, 2 ** x); kernels/common/elementwise.h says how.
 // The comparisons stay last: core tells them by op >= gt.
 enum class BinaryOp : uint8_t { add, sub, mul, div, rsub, rdiv, pow, rpow, maximum, minimum, gt, ge, lt, le, eq, ne };
 

@@ -132,14 +132,17 @@ Tensor sub(float s, const Tensor& a);
 Tensor div(float s, const Tensor& a);
 // -a, as a * -1: exact, -0 for 0 and NaN kept, as torch.neg.
 Tensor neg(const Tensor& a);
-// a ** b per element, broadcast as add (torch.pow). The exponents 2, 3, 0.5, -0.5, -1, -2 and 1
-// are computed as torch's exact forms (x * x, sqrt(x), 1 / x, ...), the others by powf (within an
-// ulp); a negative base to a non-integer power is NaN. Gradients torch's: b * a ** (b - 1) to a
-// (0 where b is 0), a ** b * log(a) to b (0 where a is 0 and b >= 0).
+// a ** b per element, broadcast as add (torch.pow): powf per element, as torch's tensor path; a
+// negative base to a non-integer power is NaN. Gradients torch's: b * a ** (b - 1) to a (0 where b
+// is 0), a ** b * log(a) to b (0 where a is 0 and b >= 0). bfloat16 computes in float32 and rounds
+// once (torch's bf16 x ** 3 rounds x * x first).
 Tensor pow(const Tensor& a, const Tensor& b);
-// x ** p for a number p (x ** 2, x ** 0.5), as pow above.
+// x ** p for a number p (x ** 2, x ** 0.5), as torch's number-exponent path: 2, 3, 0.5, -0.5, -1,
+// -2 in its exact forms (x * x, sqrt(x), 1 / x, ...), so x ** 2 is x * x bit for bit; other p by
+// powf. p is used as a float32, rounded to bfloat16 for a bfloat16 x (as torch's).
 Tensor pow(const Tensor& x, float p);
-// base ** x for a number base (2 ** x, 10 ** x), as pow above; the gradient is base ** x * log(base).
+// base ** x for a number base (2 ** x, 10 ** x), as pow above (powf per element); the gradient
+// is base ** x * log(base). base is rounded to bfloat16 for a bfloat16 x, as p above.
 Tensor pow(float base, const Tensor& x);
 inline Tensor operator-(const Tensor& a) { return neg(a); }
 inline Tensor operator+(const Tensor& a, const Tensor& b) { return add(a, b); }
@@ -175,6 +178,11 @@ Tensor softplus(const Tensor& x);
 // x with its last two dimensions swapped (rank >= 2; torch's x.transpose(-2, -1) made
 // contiguous): a copy, as kiln's tensors are always contiguous. Gradient: dy transposed.
 Tensor transpose(const Tensor& x);
+// x with its dimensions reordered: the result's dimension i is x's dims[i] (torch.permute, but a
+// copy: kiln's tensors are contiguous), any dtype; dims names each of x's once (negative from
+// the end). [B, T, H, D] -> [B, H, T, D] ({0, 2, 1, 3}) splits attention into heads. The
+// gradient is g permuted back.
+Tensor permute(const Tensor& x, const std::vector<int64_t>& dims);
 // a @ b, float32 or bfloat16 (as linear), gradients to both; it runs where linear runs (oneDNN,
 // cuBLASLt). a [M, K] @ b [K, N] -> [M, N] is linear(a, transpose(b)); a [..., M, K] @ b [K, N]
 // is one such product over all of a's rows; a [..., M, K] @ b [..., K, N] with the same leading
@@ -189,6 +197,16 @@ Tensor minimum(const Tensor& a, const Tensor& b);
 // x limited to [lo, hi] per element (torch.clamp; -inf or inf leaves a side open). NaN stays NaN.
 // The gradient passes where lo <= x <= hi, the bounds included. lo > hi or a NaN bound is refused.
 Tensor clamp(const Tensor& x, float lo, float hi);
+// a where cond is nonzero, else b, per element (torch.where): cond, a and b broadcast together
+// as add's. cond is a mask of any dtype (a comparison's 0/1, or an integer tensor); nonzero and
+// NaN count as true. The gradient goes to a where cond holds and to b elsewhere. A number for a
+// or b is a constant in the other's dtype.
+Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b);
+Tensor where(const Tensor& cond, const Tensor& a, float b);
+Tensor where(const Tensor& cond, float a, const Tensor& b);
+// x with `value` where mask is nonzero (torch.masked_fill: -inf over attention scores a token
+// may not see); mask broadcasts to x's shape, which the result keeps.
+Tensor masked_fill(const Tensor& x, const Tensor& mask, float value);
 // Comparisons per element, broadcast as add: 1 where a > b (>=, <, <=, ==, !=) holds, else 0, in
 // a's dtype (kiln has no bool tensors); a NaN compares unequal to everything. Float32 or bfloat16
 // (not yet integer tensors: argmax's int64 needs a cast to compare). No gradient: the result is a

@@ -83,22 +83,37 @@ Tensor apply_log(const Tensor& x) {
   return out;
 }
 
-// The gradients of a ** b, torch's formulas: g * b * a ** (b - 1) to a, 0 where b == 0; g * a ** b
-// * log(a) to b, 0 where a == 0 and b >= 0. The zeros come by substitution, not by multiplying
-// with a mask (0 * inf is NaN): the exponent b - 1 + [b == 0] makes a's power 1 where b is 0 (then
-// times b, 0), and a + [a == 0][b >= 0] makes the log 0 where a is. Adding 0 elsewhere is exact.
+// t repeated up to `shape` (t itself where it has that shape already), in `dtype`; detached.
+Tensor expanded(const Tensor& t, const Shape& shape, DType dtype) {
+  const Tensor typed = t.dtype() == dtype ? t.detach() : t.detach().to(dtype);
+  if (typed.shape() == shape) return typed;
+  Tensor out = Tensor::empty(shape, like(typed));
+  backend_for(typed.device()).broadcast_to(typed, out);
+  return out;
+}
+
+// t with 0 where mask (broadcast to t's shape) is nonzero: a choice, not a product with the mask,
+// so an inf or NaN of t there goes too (torch's masked_fill of a gradient).
+Tensor zeroed_where(const Tensor& mask, const Tensor& t) {
+  Tensor out = Tensor::empty(t.shape(), like(t));
+  backend_for(t.device()).where(expanded(mask, t.shape(), t.dtype()), Tensor::zeros(t.shape(), like(t)), t, out);
+  return out;
+}
+
+// The gradients of a ** b, torch's formulas and orders: g * (b * a ** (b - 1)) to a, then 0 where
+// b is 0; g * (a ** b * log(a)) to b, its factor a ** b * log(a) 0 where a is 0 and b >= 0 (before
+// the product: an infinite g makes NaN there, as torch's).
 Tensor pow_grad_base(const Tensor& g, const Tensor& a, const Tensor& b) {
-  const Tensor e = apply_binary(BinaryOp::add, apply_scalar(BinaryOp::sub, b, 1.0f),
-                                apply_scalar(BinaryOp::eq, b, 0.0f), b.shape());
+  const Tensor e = apply_scalar(BinaryOp::sub, b, 1.0f);
   const Tensor slope = apply_binary(BinaryOp::mul, b, apply_binary(BinaryOp::pow, a, e, g.shape()), g.shape());
-  return apply_binary(BinaryOp::mul, g, slope, g.shape());
+  return zeroed_where(apply_scalar(BinaryOp::eq, b, 0.0f), apply_binary(BinaryOp::mul, g, slope, g.shape()));
 }
 Tensor pow_grad_exponent(const Tensor& g, const Tensor& a, const Tensor& b) {
+  const Tensor y = apply_binary(BinaryOp::pow, a, b, g.shape());
+  const Tensor slope = apply_binary(BinaryOp::mul, y, apply_log(a), g.shape());
   const Tensor zero_base = apply_binary(BinaryOp::mul, apply_scalar(BinaryOp::eq, a, 0.0f),
                                         apply_scalar(BinaryOp::ge, b, 0.0f), g.shape());
-  const Tensor log_a = apply_log(apply_binary(BinaryOp::add, a, zero_base, g.shape()));
-  const Tensor y = apply_binary(BinaryOp::pow, a, b, g.shape());
-  return apply_binary(BinaryOp::mul, g, apply_binary(BinaryOp::mul, y, log_a, g.shape()), g.shape());
+  return apply_binary(BinaryOp::mul, g, zeroed_where(zero_base, slope), g.shape());
 }
 
 struct BinaryNode final : Node {
@@ -184,6 +199,12 @@ Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b) {
   return out;
 }
 
+// s as a tensor of t's dtype holds it: a comparison, a clamp bound or a power's number meets a
+// bfloat16 tensor as bfloat16, as torch's do (x == 0.1 is true where x holds bf16's 0.1).
+float in_dtype_of(const Tensor& t, float s) {
+  return t.dtype() == DType::bf16 ? BFloat16::to_float(BFloat16::from_float(s)) : s;
+}
+
 struct ScalarNode final : Node {
   ScalarNode(BinaryOp op, float s) : Node(std::string(binary_name(op)) + "_scalar"), op(op), s(s) {}
   BinaryOp op;
@@ -207,27 +228,21 @@ struct ScalarNode final : Node {
     const Tensor slope = apply_scalar(BinaryOp::mul, apply_scalar(BinaryOp::pow, a.get(), s - 1.0f), s);
     return apply_binary(BinaryOp::mul, g, slope, g.shape());
   }
-  // s ** a: g * (s ** a * log(s)), log(s) in double rounded once. For s = 0, torch's 0 where a >= 0
-  // and -inf (inf * log 0) where a < 0 are log of the mask a >= 0.
+  // s ** a: g * (s ** a * log(s)), log(s) in double rounded once to a's dtype (as torch's scalar
+  // multiplier); for s = 0 (or -0) the factor is 0 where a >= 0, as torch's.
   Tensor rpow_gradient(const Tensor& g) {
     const Tensor& x = a.get();
-    const Tensor slope = s == 0.0f ? apply_log(apply_scalar(BinaryOp::ge, x, 0.0f))
-                                   : apply_scalar(BinaryOp::mul, apply_scalar(BinaryOp::rpow, x, s),
-                                                  static_cast<float>(std::log(static_cast<double>(s))));
+    const float log_s = in_dtype_of(x, static_cast<float>(std::log(static_cast<double>(s))));
+    Tensor slope = apply_scalar(BinaryOp::mul, apply_scalar(BinaryOp::rpow, x, s), log_s);
+    if (s == 0.0f) slope = zeroed_where(apply_scalar(BinaryOp::ge, x, 0.0f), slope);
     return apply_binary(BinaryOp::mul, g, slope, g.shape());
   }
   void release_saved() override { a.reset(); }
 };
 
-// s as a tensor of t's dtype holds it: a comparison or a clamp bound meets a bfloat16 tensor as
-// bfloat16, as torch's do (x == 0.1 is true where x holds bf16's 0.1).
-float in_dtype_of(const Tensor& t, float s) {
-  return t.dtype() == DType::bf16 ? BFloat16::to_float(BFloat16::from_float(s)) : s;
-}
-
 Tensor binary_scalar(BinaryOp op, const Tensor& a, float s) {
   checks::float32_or_bf16(binary_name(op), "a", a);
-  if (is_comparison(op)) s = in_dtype_of(a, s);
+  if (is_comparison(op) || op == BinaryOp::pow || op == BinaryOp::rpow) s = in_dtype_of(a, s);
   Tensor out = Tensor::empty(a.shape(), like(a));
   backend_for(a.device()).binary_scalar(op, a, s, out);
   if (!is_comparison(op) && autograd::needs_grad({&a})) {
@@ -349,8 +364,14 @@ Tensor div(const Tensor& a, float s) { return binary_scalar(BinaryOp::div, a, s)
 Tensor sub(float s, const Tensor& a) { return binary_scalar(BinaryOp::rsub, a, s); }
 Tensor div(float s, const Tensor& a) { return binary_scalar(BinaryOp::rdiv, a, s); }
 Tensor pow(const Tensor& a, const Tensor& b) { return binary(BinaryOp::pow, a, b); }
-Tensor pow(const Tensor& x, float p) { return binary_scalar(BinaryOp::pow, x, p); }
-Tensor pow(float base, const Tensor& x) { return binary_scalar(BinaryOp::rpow, x, base); }
+Tensor pow(const Tensor& x, float p) {
+  checks::float32_or_bf16("pow", "x", x);
+  return binary_scalar(BinaryOp::pow, x, p);
+}
+Tensor pow(float base, const Tensor& x) {
+  checks::float32_or_bf16("pow", "the exponent x of base ** x", x);
+  return binary_scalar(BinaryOp::rpow, x, base);
+}
 // ---------------------------------------------------------------- clamp
 namespace {
 // torch's gradient: g where lo <= x <= hi, the bounds included; 0 outside and at a NaN x.
@@ -390,6 +411,72 @@ Tensor clamp(const Tensor& x, float lo, float hi) {
     autograd::set_history(out, node);
   }
   return out;
+}
+
+namespace {
+
+// where's gradient: g to a where cond holds and to b elsewhere (0 in the other's places: a
+// choice, not a product, so an infinite g stays out of the branch not taken), each summed back
+// to its operand's shape.
+struct WhereNode final : Node {
+  WhereNode() : Node("where") {}
+  Shape a_shape, b_shape;
+  SavedTensor cond;  // broadcast to the output's shape, in its dtype
+  std::vector<Tensor> apply(const Tensor& g) override {
+    Backend& be = backend_for(g.device());
+    const Tensor zeros = Tensor::zeros(g.shape(), like(g));
+    const auto share = [&](bool to_a, const Shape& shape) {
+      Tensor t = Tensor::empty(g.shape(), like(g));
+      be.where(cond.get(), to_a ? g : zeros, to_a ? zeros : g, t);
+      return reduce_to(t, shape);
+    };
+    return {next[0].needed() ? share(true, a_shape) : Tensor(), next[1].needed() ? share(false, b_shape) : Tensor()};
+  }
+  void release_saved() override { cond.reset(); }
+};
+
+}  // namespace
+
+Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
+  checks::defined("where", "cond", cond);
+  checks::float32_or_bf16("where", "a", a);
+  checks::float32_or_bf16("where", "b", b);
+  checks::same_dtype("where", "a", a, "b", b);
+  checks::same_device("where", "a", a, "b", b);
+  checks::same_device("where", "a", a, "cond", cond);
+  const Shape shape = checks::broadcast_shape("where", cond.shape(), checks::broadcast_shape("where", a.shape(),
+                                                                                              b.shape()));
+  const Tensor c = expanded(cond, shape, a.dtype());
+  Tensor out = Tensor::empty(shape, like(a));
+  backend_for(a.device()).where(c, expanded(a, shape, a.dtype()), expanded(b, shape, a.dtype()), out);
+  if (autograd::needs_grad({&a, &b})) {
+    auto node = std::make_shared<WhereNode>();
+    node->a_shape = a.shape();
+    node->b_shape = b.shape();
+    node->cond = c;
+    node->next = {autograd::edge_for(a), autograd::edge_for(b)};
+    autograd::set_history(out, node);
+  }
+  return out;
+}
+
+Tensor where(const Tensor& cond, const Tensor& a, float b) {
+  checks::float32_or_bf16("where", "a", a);
+  return where(cond, a, Tensor::full(Shape{}, b, like(a)));
+}
+
+Tensor where(const Tensor& cond, float a, const Tensor& b) {
+  checks::float32_or_bf16("where", "b", b);
+  return where(cond, Tensor::full(Shape{}, a, like(b)), b);
+}
+
+Tensor masked_fill(const Tensor& x, const Tensor& mask, float value) {
+  checks::float32_or_bf16("masked_fill", "x", x);
+  checks::defined("masked_fill", "mask", mask);
+  KILN_CHECK(checks::broadcasts_to(mask.shape(), x.shape()), "masked_fill: mask ", mask.shape(),
+             " does not broadcast to x's shape ", x.shape(), " (the result keeps x's shape; aligned from the right, "
+             "each of the mask's extents must be x's or 1)");
+  return where(mask, value, x);
 }
 
 Tensor maximum(const Tensor& a, const Tensor& b) { return binary(BinaryOp::maximum, a, b); }

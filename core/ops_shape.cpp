@@ -1,5 +1,6 @@
-// Ops that cut and join tensors along any dimension: narrow, concat, stack. kiln's tensors are
-// contiguous, so each is a block copy (Backend::copy_block) and each one's gradient the other's.
+// Ops that cut and join tensors along any dimension: narrow, concat, stack (kiln's tensors are
+// contiguous, so each is a block copy, Backend::copy_block, and each one's gradient the other's);
+// and permute, a copy in the new order (Backend::permute), whose gradient is the inverse one.
 #include "core/op_checks.h"
 #include "core/ops.h"
 
@@ -45,6 +46,13 @@ struct ConcatNode final : Node {
     }
     return grads;
   }
+};
+
+// The gradient of permute: g permuted back by the inverse permutation.
+struct PermuteNode final : Node {
+  PermuteNode() : Node("permute") {}
+  std::vector<int64_t> inverse;
+  std::vector<Tensor> apply(const Tensor& g) override { return {permute(g.detach(), inverse)}; }
 };
 
 // Every input beside the first has its dtype, device, rank and extents, dimension d's apart.
@@ -136,6 +144,39 @@ Tensor stack(const std::vector<Tensor>& xs, int64_t dim) {
   std::vector<Tensor> parts;
   for (const Tensor& x : xs) parts.push_back(reshape(x, Shape(dims)));
   return concat(parts, d);
+}
+
+Tensor permute(const Tensor& x, const std::vector<int64_t>& dims) {
+  checks::defined("permute", "x", x);
+  const int64_t rank = x.rank();
+  KILN_CHECK(static_cast<int64_t>(dims.size()) == rank, "permute: ", dims.size(), " dimension(s) given for ",
+             x.description(), "; name each of its ", rank, " once, in the new order");
+  KILN_CHECK(rank <= kMaxBroadcastRank, "permute: ", x.description(), " has more than ", kMaxBroadcastRank,
+             " dimensions, more than kiln permutes; reshape it first");
+  std::vector<int64_t> order(dims.size()), inverse(dims.size(), -1);
+  std::vector<int64_t> extents(dims.size());
+  for (size_t i = 0; i < dims.size(); ++i) {
+    const int64_t d = resolve_dim("permute", dims[i], rank, x.description());
+    KILN_CHECK(inverse[static_cast<size_t>(d)] < 0, "permute: dimension ", d, " is named twice (positions ",
+               inverse[static_cast<size_t>(d)], " and ", i, " of dims); a permutation names each of the ", rank,
+               " once");
+    order[i] = d;
+    inverse[static_cast<size_t>(d)] = static_cast<int64_t>(i);
+    extents[i] = x.dim(d);
+  }
+  // The last two swapped, the others in place: transpose's tiled kernel (and node) does it.
+  bool swaps_last_two = rank >= 2 && order[rank - 2] == rank - 1 && order[rank - 1] == rank - 2;
+  for (int64_t i = 0; swaps_last_two && i + 2 < rank; ++i) swaps_last_two = order[i] == i;
+  if (swaps_last_two && (x.dtype() == DType::f32 || x.dtype() == DType::bf16)) return transpose(x);
+  Tensor y = Tensor::empty(Shape(extents), TensorOptions{x.dtype(), x.device()});
+  backend_for(x.device()).permute(x, order, y);
+  if (autograd::needs_grad({&x})) {
+    auto node = std::make_shared<PermuteNode>();
+    node->inverse = std::move(inverse);
+    node->next = {autograd::edge_for(x)};
+    autograd::set_history(y, node);
+  }
+  return y;
 }
 
 }  // namespace kiln

@@ -110,6 +110,12 @@ class ProfilingBackend final : public Backend {
                            const Tensor& rstd, Tensor& dx, Tensor& dy_xhat) override {
     op("layer_norm_backward", dy, [&] { in()->layer_norm_backward(dy, x, gamma, mean, rstd, dx, dy_xhat); });
   }
+  void permute(const Tensor& x, const std::vector<int64_t>& dims, Tensor& y) override {
+    op("permute", y, [&] { in()->permute(x, dims, y); });
+  }
+  void where(const Tensor& c, const Tensor& a, const Tensor& b, Tensor& out) override {
+    op("where", out, [&] { in()->where(c, a, b, out); });
+  }
   void reduce_extreme(BinaryOp o, const Tensor& x, int64_t rows, int64_t n, int64_t inner, Tensor& out) override {
     op("reduce_extreme", x, [&] { in()->reduce_extreme(o, x, rows, n, inner, out); });
   }

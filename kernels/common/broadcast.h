@@ -22,6 +22,24 @@ struct BroadcastPlan {
   int64_t stride[Operands][kMaxBroadcastRank] = {};
 };
 
+// Appends an output dimension of extent n, with each operand's stride along it, to p: dropped
+// when n is 1 (no index runs along it), merged into p's last dimension when every operand steps
+// across both alike (row-major order kept).
+template <int Operands>
+void collapse_into(BroadcastPlan<Operands>& p, int64_t n, const int64_t (&stride)[Operands]) {
+  if (n == 1) return;
+  bool merges = p.rank > 0;
+  for (int k = 0; k < Operands && merges; ++k) merges = stride[k] * n == p.stride[k][p.rank - 1];
+  if (merges) {
+    p.dims[p.rank - 1] *= n;
+    for (int k = 0; k < Operands; ++k) p.stride[k][p.rank - 1] = stride[k];
+    return;
+  }
+  p.dims[p.rank] = n;
+  for (int k = 0; k < Operands; ++k) p.stride[k][p.rank] = stride[k];
+  ++p.rank;
+}
+
 // The plan for extents `out` over operands whose extents, left-padded with 1s, are out's or
 // 1 in each dimension, out's rank at most kMaxBroadcastRank (core checked both).
 template <int Operands>
@@ -41,19 +59,24 @@ BroadcastPlan<Operands> broadcast_plan(const std::vector<int64_t>& out,
   }
   BroadcastPlan<Operands> p;
   for (int i = 0; i < full; ++i) {
-    const int64_t n = out[static_cast<size_t>(i)];
-    if (n == 1) continue;  // no index runs along it
-    bool merges = p.rank > 0;
-    for (int k = 0; k < Operands && merges; ++k)
-      merges = stride[k][static_cast<size_t>(i)] * n == p.stride[k][p.rank - 1];
-    if (merges) {
-      p.dims[p.rank - 1] *= n;
-      for (int k = 0; k < Operands; ++k) p.stride[k][p.rank - 1] = stride[k][static_cast<size_t>(i)];
-      continue;
-    }
-    p.dims[p.rank] = n;
-    for (int k = 0; k < Operands; ++k) p.stride[k][p.rank] = stride[k][static_cast<size_t>(i)];
-    ++p.rank;
+    int64_t at[Operands];
+    for (int k = 0; k < Operands; ++k) at[k] = stride[k][static_cast<size_t>(i)];
+    collapse_into(p, out[static_cast<size_t>(i)], at);
+  }
+  return p;
+}
+
+// The plan of y = x with its dimensions permuted (y's dimension i is x's dims[i]; dims a
+// permutation of x's, at most kMaxBroadcastRank, core checked): y's extents and x's stride in
+// each, collapsed alike, so a permutation that keeps neighbours together moves whole runs
+// ([B, T, H, D] -> [B, H, T, D] copies rows of D).
+inline BroadcastPlan<1> permute_plan(const std::vector<int64_t>& x_dims, const std::vector<int64_t>& dims) {
+  std::vector<int64_t> x_stride(x_dims.size(), 1);
+  for (size_t i = x_dims.size(); i-- > 1;) x_stride[i - 1] = x_stride[i] * x_dims[i];
+  BroadcastPlan<1> p;
+  for (const int64_t d : dims) {
+    const int64_t at[1] = {x_stride[static_cast<size_t>(d)]};
+    collapse_into(p, x_dims[static_cast<size_t>(d)], at);
   }
   return p;
 }
@@ -65,6 +88,16 @@ BroadcastPlan<Operands> broadcast_plan(const Tensor& out, const Tensor* const (&
   const std::vector<int64_t>* dims[Operands];
   for (int k = 0; k < Operands; ++k) dims[k] = &operands[k]->shape().dims();
   return broadcast_plan<Operands>(out.shape().dims(), dims);
+}
+
+// fn(R{}) with R the unsigned integer type of an element of `bytes` bytes (1, 2, 4 or 8): for
+// the moves by a plan (a repeat, a permutation), which copy elements and never read them.
+template <typename Fn>
+void with_element_bits(size_t bytes, Fn&& fn) {
+  if (bytes == 1) return fn(uint8_t{});
+  if (bytes == 2) return fn(uint16_t{});
+  if (bytes == 4) return fn(uint32_t{});
+  fn(uint64_t{});
 }
 
 // The offsets of output element i (row-major over the plan's dims) in each operand.

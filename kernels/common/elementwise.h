@@ -11,23 +11,24 @@
 
 namespace kiln::common {
 
-// x ** y as torch's pow computes it: the exponents torch's kernels give exact forms (x * x for 2,
-// sqrt for 0.5, 1 / x for -1, ...) take the same forms here, so x ** 2 is exactly x * x and
-// (-0) ** 0.5 is -0 as torch's; every other exponent is the C library's powf (within 1 ulp on
-// glibc; CUDA's, a few ulp: they agree to a few ulp, as exp does). The branches are on y alone:
-// for a number y they are the same for every element, and a loop that fixes y at compile time
-// (the CPU's, pow_exponent_loop) folds them into the one arithmetic form, which vectorises.
-// The exponents pow_float gives an exact form, for loops that fix one at compile time.
+// x ** p for a number p, as torch's number-exponent kernels compute it in float32: the exponents
+// they give exact forms take the same forms here (x * x for 2, sqrt for 0.5, 1 / x for -1, ...), so
+// x ** 2 is exactly x * x and (-0) ** 0.5 is -0 as torch's; every other p is the C library's powf
+// (glibc's within an ulp of powf's exact value; CUDA's within a few: they agree to a few ulp, as exp
+// does). A tensor exponent, and a number base (2 ** x), take powf for every element, as torch's
+// tensor path does (binary_apply). The branches are on p alone: the same for every element, and a
+// loop that fixes p at compile time (the CPU's pow_exponent_loop) folds them into one form.
+// The exponents pow_number gives an exact form, for loops that fix one at compile time.
 inline constexpr float kPowExactForms[] = {2.0f, 0.5f, 1.0f, -1.0f, 3.0f, -0.5f, -2.0f};
-KILN_HD float pow_float(float x, float y) {
-  if (y == 2.0f) return x * x;
-  if (y == 0.5f) return sqrtf(x);
-  if (y == 1.0f) return x;
-  if (y == -1.0f) return 1.0f / x;
-  if (y == 3.0f) return x * x * x;
-  if (y == -0.5f) return 1.0f / sqrtf(x);
-  if (y == -2.0f) return 1.0f / (x * x);
-  return powf(x, y);
+KILN_HD float pow_number(float x, float p) {
+  if (p == 2.0f) return x * x;
+  if (p == 0.5f) return sqrtf(x);
+  if (p == 1.0f) return x;
+  if (p == -1.0f) return 1.0f / x;
+  if (p == 3.0f) return x * x * x;
+  if (p == -0.5f) return 1.0f / sqrtf(x);
+  if (p == -2.0f) return 1.0f / (x * x);
+  return powf(x, p);
 }
 
 KILN_HD float binary_apply(BinaryOp op, float a, float b) {
@@ -38,8 +39,8 @@ KILN_HD float binary_apply(BinaryOp op, float a, float b) {
     case BinaryOp::div: return a / b;  // IEEE division on both (no reciprocal, no fast math)
     case BinaryOp::rsub: return b - a;
     case BinaryOp::rdiv: return b / a;
-    case BinaryOp::pow: return pow_float(a, b);
-    case BinaryOp::rpow: return pow_float(b, a);
+    case BinaryOp::pow: return powf(a, b);
+    case BinaryOp::rpow: return powf(b, a);
     // Selects, not fmaxf: fmaxf drops a NaN operand, torch.maximum returns it.
     case BinaryOp::maximum: return (a > b || a != a) ? a : b;
     case BinaryOp::minimum: return (a < b || a != a) ? a : b;
@@ -51,6 +52,11 @@ KILN_HD float binary_apply(BinaryOp op, float a, float b) {
     case BinaryOp::ne: return a != b ? 1.0f : 0.0f;
   }
   return 0.0f;
+}
+
+// a (op) s for a number s: binary_apply's, but for a number exponent's exact forms (pow_number).
+KILN_HD float binary_scalar_apply(BinaryOp op, float a, float s) {
+  return op == BinaryOp::pow ? pow_number(a, s) : binary_apply(op, a, s);
 }
 
 // Unary math in fp32 through kiln's own exp.h (plain arithmetic, so the CPU's loops vectorise;
@@ -101,6 +107,9 @@ KILN_HD float unary_backward(UnaryOp op, float x, float y, float dy) {
   }
   return 0.0f;
 }
+
+// Whether where(cond, a, b) takes a: cond nonzero, NaN included (torch's bool(NaN) is true).
+KILN_HD bool where_chooses_a(float cond) { return cond != 0.0f; }
 
 KILN_HD float relu(float x) { return x > 0.0f ? x : 0.0f; }
 

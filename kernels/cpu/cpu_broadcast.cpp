@@ -2,7 +2,8 @@
 // different shapes, a tensor summed down to a broadcast operand's shape, and one repeated up.
 // Each walks the plan's rows (every dimension but the innermost) in parallel and runs the
 // innermost dimension with constant strides, 0 or 1, known at compile time so it vectorises.
-// Beside them the layout moves: transpose (tiles), copy_block (a memcpy per row) and the
+// Beside them the layout moves: transpose (tiles), permute (by a plan, as the repeat),
+// copy_block (a memcpy per row) and the
 // embedding's row gather and its gradient's scatter-add.
 #include <omp.h>
 
@@ -183,27 +184,39 @@ void sum_to_typed(const Tensor& x, Tensor& out) {
   for (size_t j = 0; j < acc.size(); ++j) po[j] = from_f32<R>(static_cast<float>(acc[j]));
 }
 
-// One row of a repeat: out[i] = x[i * S].
+// One row of a move by a plan: out[i] = x[i * S] (S 0 for a repeat, 1 for a run).
 template <int S, typename R>
 KILN_CPU_CLONES void repeat_row(const R* x, R* o, int64_t n) {
   for (int64_t i = 0; i < n; ++i) o[i] = x[i * S];
 }
 
-template <typename T>
-void broadcast_to_typed(const Tensor& x, Tensor& out) {
-  using R = raw_t<T>;
-  const common::BroadcastPlan<1> p = common::broadcast_plan<1>(out, {&x});
+// The same with any step: a permutation that moves x's innermost dimension (a transposing one).
+template <typename R>
+KILN_CPU_CLONES void strided_row(const R* x, R* o, int64_t n, int64_t step) {
+  for (int64_t i = 0; i < n; ++i) o[i] = x[i * step];
+}
+
+// out[i] = x[offset(i)] for every element of out, by a one-operand plan (broadcast_to's repeat
+// or a permutation): rows in parallel, each a run, a repeat or a strided gather. R: the
+// elements' bits (common::with_element_bits).
+template <typename R>
+void move_by_plan(const common::BroadcastPlan<1>& p, const Tensor& x, Tensor& out) {
   const int64_t inner = common::inner_extent(p), n_rows = rows_of(p);
-  const bool step = p.rank > 0 && p.stride[0][p.rank - 1] != 0;
-  const R* px = raw(x.data<T>());
-  R* po = raw(out.data<T>());
+  const int64_t step = p.rank > 0 ? p.stride[0][p.rank - 1] : 0;
+  const R* px = static_cast<const R*>(x.raw_data());
+  R* po = static_cast<R*>(out.raw_data());
 #pragma omp parallel for schedule(static) if (out.numel() > kParallelFrom && n_rows > 1)
   for (int64_t r = 0; r < n_rows; ++r) {
     int64_t off[1];
     common::broadcast_offsets(p, r * inner, off);
-    if (step) repeat_row<1>(px + off[0], po + r * inner, inner);
-    else repeat_row<0>(px + off[0], po + r * inner, inner);
+    if (step == 1) repeat_row<1>(px + off[0], po + r * inner, inner);
+    else if (step == 0) repeat_row<0>(px + off[0], po + r * inner, inner);
+    else strided_row(px + off[0], po + r * inner, inner, step);
   }
+}
+
+void move_by_plan(const common::BroadcastPlan<1>& p, const Tensor& x, Tensor& out) {
+  common::with_element_bits(dtype_size(x.dtype()), [&](auto r) { move_by_plan<decltype(r)>(p, x, out); });
 }
 
 }  // namespace
@@ -306,8 +319,12 @@ void CpuBackend::scatter_add_rows(const Tensor& g, const Tensor& idx, Tensor& gr
 
 void CpuBackend::broadcast_to(const Tensor& x, Tensor& out) {
   if (out.numel() == 0) return;
-  if (x.dtype() == DType::bf16) return broadcast_to_typed<BFloat16>(x, out);
-  broadcast_to_typed<float>(x, out);
+  move_by_plan(common::broadcast_plan<1>(out, {&x}), x, out);
+}
+
+void CpuBackend::permute(const Tensor& x, const std::vector<int64_t>& dims, Tensor& y) {
+  if (y.numel() == 0) return;
+  move_by_plan(common::permute_plan(x.shape().dims(), dims), x, y);
 }
 
 }  // namespace kiln::cpu

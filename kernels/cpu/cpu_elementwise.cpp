@@ -99,7 +99,7 @@ void binary_scalar_loop(const T* a, float s, T* o, int64_t n) {
   const auto* pa = raw(a);
   auto* po = raw(o);
 #pragma omp parallel for simd schedule(static) if (parallel : n > 65536)
-  for (int64_t i = 0; i < n; ++i) po[i] = from_f32<raw_t<T>>(common::binary_apply(Op, to_f32(pa[i]), s));
+  for (int64_t i = 0; i < n; ++i) po[i] = from_f32<raw_t<T>>(common::binary_scalar_apply(Op, to_f32(pa[i]), s));
 }
 
 template <typename T>
@@ -111,18 +111,18 @@ void binary_typed(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) {
   with_binary_op(op, [&](auto o) { binary_loop<decltype(o)::value>(pa, pb, po, n); });
 }
 
-// a ** E with E fixed at compile time: pow_float's branches fold away into E's one form (x * x,
-// sqrtf, ...) and the loop vectorises; through the runtime loop each element called powf.
+// a ** E with E fixed at compile time: pow_number's branches fold away into E's one form (x * x,
+// sqrtf, ...) and the loop vectorises; binary_scalar_loop's, with E a runtime value, is scalar.
 template <float E, typename T>
 KILN_CPU_CLONES
 void pow_exponent_loop(const T* a, T* o, int64_t n) {
   const auto* pa = raw(a);
   auto* po = raw(o);
 #pragma omp parallel for simd schedule(static) if (parallel : n > 65536)
-  for (int64_t i = 0; i < n; ++i) po[i] = from_f32<raw_t<T>>(common::pow_float(to_f32(pa[i]), E));
+  for (int64_t i = 0; i < n; ++i) po[i] = from_f32<raw_t<T>>(common::pow_number(to_f32(pa[i]), E));
 }
 
-// a ** s through pow_exponent_loop where s is one of pow_float's exact forms; false otherwise.
+// a ** s through pow_exponent_loop where s is one of pow_number's exact forms; false otherwise.
 template <typename T, size_t... I>
 bool pow_by_exact_form(const T* a, float s, T* o, int64_t n, std::index_sequence<I...>) {
   return ((s == common::kPowExactForms[I] && (pow_exponent_loop<common::kPowExactForms[I]>(a, o, n), true)) || ...);
@@ -229,6 +229,19 @@ void relu_backward_loop(const Tensor& y, const Tensor& dy, Tensor& dx) {
   for (int64_t i = 0; i < n; ++i) pdx[i] = from_f32<raw_t<T>>(common::relu_backward(to_f32(py[i]), to_f32(pdy[i])));
 }
 
+// The stored bits of a or b, chosen per element by cond (in their dtype: a blend, vectorised).
+template <typename T>
+KILN_CPU_CLONES
+void where_loop(const Tensor& cond, const Tensor& a, const Tensor& b, Tensor& out) {
+  const auto* pc = raw(cond.data<T>());
+  const auto* pa = raw(a.data<T>());
+  const auto* pb = raw(b.data<T>());
+  auto* po = raw(out.data<T>());
+  const int64_t n = out.numel();
+#pragma omp parallel for simd schedule(static) if (parallel : n > 65536)
+  for (int64_t i = 0; i < n; ++i) po[i] = common::where_chooses_a(to_f32(pc[i])) ? pa[i] : pb[i];
+}
+
 template <typename T>
 KILN_CPU_CLONES
 void dropout_loop(const Tensor& x, float keep, PhiloxState s, Tensor& y) {
@@ -307,6 +320,11 @@ void CpuBackend::fill_uniform(Tensor& t, PhiloxState s, float lo, float hi) {
 
 void CpuBackend::fill_normal(Tensor& t, PhiloxState s, float mean, float std) {
   fill_loop<true>(t.data<float>(), t.numel(), s, mean, std);
+}
+
+void CpuBackend::where(const Tensor& cond, const Tensor& a, const Tensor& b, Tensor& out) {
+  if (out.dtype() == DType::bf16) return where_loop<BFloat16>(cond, a, b, out);
+  where_loop<float>(cond, a, b, out);
 }
 
 void CpuBackend::relu_backward(const Tensor& y, const Tensor& dy, Tensor& dx) {

@@ -182,9 +182,10 @@ __global__ void transpose_kernel(const Bits* x, Bits* y, int64_t rows, int64_t c
   }
 }
 
-// out = x repeated to out's shape: one output element per thread.
-template <typename T>
-__global__ void broadcast_to_kernel(common::BroadcastPlan<1> p, const T* x, T* out, int64_t n) {
+// out[i] = x[offset(i)] by a one-operand plan (broadcast_to's repeat, a permutation): one output
+// element per thread. R: the elements' bits (common::with_element_bits).
+template <typename R>
+__global__ void move_by_plan_kernel(common::BroadcastPlan<1> p, const R* x, R* out, int64_t n) {
   for (int64_t i = global_thread(); i < n; i += grid_threads()) {
     int64_t off[1];
     common::broadcast_offsets(p, i, off);
@@ -213,7 +214,7 @@ __global__ void sum_to_kernel(common::BroadcastPlan<2> p, KeptDims kept, const T
 template <typename T>
 __global__ void binary_scalar_kernel(BinaryOp op, const T* a, float s, T* out, int64_t n) {
   for (int64_t i = global_thread(); i < n; i += grid_threads())
-    out[i] = T(common::binary_apply(op, static_cast<float>(a[i]), s));
+    out[i] = T(common::binary_scalar_apply(op, static_cast<float>(a[i]), s));
 }
 
 // T is float or BFloat16 (computed in fp32, rounded once on the store).
@@ -269,6 +270,13 @@ __global__ void crop_flip_lut_u8_kernel(const uint8_t* atlas, const int64_t* des
     const int y = pix / s, x = pix - y * s;
     out[e] = lut[c * 256 + atlas[common::crop_flip_source(desc + i * 6, s, y, x) + c]];
   }
+}
+
+// T is float or BFloat16: a's or b's element as stored.
+template <typename T>
+__global__ void where_kernel(const T* cond, const T* a, const T* b, T* out, int64_t n) {
+  for (int64_t i = global_thread(); i < n; i += grid_threads())
+    out[i] = common::where_chooses_a(static_cast<float>(cond[i])) ? a[i] : b[i];
 }
 
 // T is float or BFloat16 (exact: dy or zero, stored back losslessly).
@@ -523,18 +531,31 @@ void CudaBackend::sum_to(const Tensor& x, Tensor& out) {
   scope.done();
 }
 
+namespace {
+
+// Launches move_by_plan_kernel on the scope's stream.
+void move_by_plan(const common::BroadcastPlan<1>& p, const Tensor& x, Tensor& out, OpScope& scope) {
+  const int64_t n = out.numel();
+  if (n == 0) return;
+  common::with_element_bits(dtype_size(x.dtype()), [&](auto tag) {
+    using R = decltype(tag);
+    move_by_plan_kernel<R><<<elementwise_blocks(n, kThreads), kThreads, 0, scope.stream()>>>(
+        p, static_cast<const R*>(x.raw_data()), static_cast<R*>(out.raw_data()), n);
+    KILN_CUDA_CHECK_LAUNCH();
+  });
+}
+
+}  // namespace
+
 void CudaBackend::broadcast_to(const Tensor& x, Tensor& out) {
   OpScope scope("broadcast_to", out.device().index);
-  const int64_t n = out.numel();
-  if (n > 0) {
-    const common::BroadcastPlan<1> p = common::broadcast_plan<1>(out, {&x});
-    for_float_or_bf16(out.dtype(), [&](auto tag) {
-      using T = decltype(tag);
-      broadcast_to_kernel<T><<<elementwise_blocks(n, kThreads), kThreads, 0, scope.stream()>>>(p, x.data<T>(),
-                                                                                             out.data<T>(), n);
-      KILN_CUDA_CHECK_LAUNCH();
-    });
-  }
+  if (out.numel() > 0) move_by_plan(common::broadcast_plan<1>(out, {&x}), x, out, scope);
+  scope.done();
+}
+
+void CudaBackend::permute(const Tensor& x, const std::vector<int64_t>& dims, Tensor& y) {
+  OpScope scope("permute", y.device().index);
+  if (y.numel() > 0) move_by_plan(common::permute_plan(x.shape().dims(), dims), x, y, scope);
   scope.done();
 }
 
@@ -670,6 +691,20 @@ void CudaBackend::relu(const Tensor& x, Tensor& y) {
       } else {
         relu_kernel<T><<<elementwise_blocks(n, kThreads), kThreads, 0, scope.stream()>>>(x.data<T>(), y.data<T>(), n);
       }
+      KILN_CUDA_CHECK_LAUNCH();
+    });
+  }
+  scope.done();
+}
+
+void CudaBackend::where(const Tensor& cond, const Tensor& a, const Tensor& b, Tensor& out) {
+  OpScope scope("where", out.device().index);
+  const int64_t n = out.numel();
+  if (n > 0) {
+    for_float_or_bf16(out.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      where_kernel<T><<<elementwise_blocks(n, kThreads), kThreads, 0, scope.stream()>>>(
+          cond.data<T>(), a.data<T>(), b.data<T>(), out.data<T>(), n);
       KILN_CUDA_CHECK_LAUNCH();
     });
   }

@@ -488,13 +488,26 @@ void bind_math_ops(nb::module_& m) {
           }, arg("x"), arg("dim") = nb::none(), arg("keepdim") = false, Release(), doc);
   }
   const char* pow_doc =
-      "a ** b per element, broadcast; either may be a number (torch.pow). The exponents 2, 3, 0.5, -0.5, -1, -2 "
-      "are computed exactly as torch's (x * x, sqrt, 1 / x, ...), others within an ulp; a negative base to a "
-      "non-integer power is NaN. Gradients to both tensors.";
+      "a ** b per element, broadcast; either may be a number (torch.pow). A number exponent 2, 3, 0.5, -0.5, -1 "
+      "or -2 takes torch's exact forms (x * x, sqrt, 1 / x, ...); otherwise powf per element (a number is used as "
+      "a float32). A negative base to a non-integer power is NaN. Gradients to every tensor operand.";
   m.def("pow", static_cast<Tensor (*)(const Tensor&, const Tensor&)>(&kiln::pow), arg("a"), arg("b"), Release(),
         pow_doc);
   m.def("pow", static_cast<Tensor (*)(const Tensor&, float)>(&kiln::pow), arg("a"), arg("b"), Release(), pow_doc);
   m.def("pow", static_cast<Tensor (*)(float, const Tensor&)>(&kiln::pow), arg("a"), arg("b"), Release(), pow_doc);
+  const char* where_doc =
+      "a where cond is nonzero, else b (torch.where); cond, a and b broadcast together. cond: a mask of any dtype "
+      "(a comparison's 0/1, an integer tensor; NaN counts as true); a or b may be a number. Gradients to a where "
+      "cond holds, to b elsewhere.";
+  m.def("where", static_cast<Tensor (*)(const Tensor&, const Tensor&, const Tensor&)>(&kiln::where), arg("cond"),
+        arg("a"), arg("b"), Release(), where_doc);
+  m.def("where", static_cast<Tensor (*)(const Tensor&, const Tensor&, float)>(&kiln::where), arg("cond"), arg("a"),
+        arg("b"), Release(), where_doc);
+  m.def("where", static_cast<Tensor (*)(const Tensor&, float, const Tensor&)>(&kiln::where), arg("cond"), arg("a"),
+        arg("b"), Release(), where_doc);
+  m.def("masked_fill", &kiln::masked_fill, arg("x"), arg("mask"), arg("value"), Release(),
+        "x with `value` where mask is nonzero (torch.masked_fill; e.g. -inf over the attention scores a token may "
+        "not see); mask broadcasts to x's shape.");
   m.def("maximum", &kiln::maximum, arg("a"), arg("b"), Release(),
         "The larger of a and b per element, broadcast; NaN wins (torch.maximum). Gradient to the larger, half each "
         "on a tie.");
@@ -520,6 +533,9 @@ void bind_math_ops(nb::module_& m) {
     m.def(name, fn, arg("a"), arg("b"), Release(), doc);
     m.def(name, fn_s, arg("a"), arg("b"), Release(), doc);
   }
+  m.def("permute", &kiln::permute, arg("x"), arg("dims"), Release(),
+        "x with its dimensions reordered: the result's dimension i is x's dims[i] (torch.permute, but a copy: "
+        "kiln's tensors are contiguous); any dtype. permute(x, [0, 2, 1, 3]) takes [B, T, H, D] to [B, H, T, D].");
   m.def("narrow", &kiln::narrow, arg("x"), arg("dim"), arg("start"), arg("length"), Release(),
         "Elements [start, start + length) of dimension dim (torch.narrow, but a copy: kiln's tensors are "
         "contiguous).");

@@ -286,14 +286,24 @@ def test_maximum_minimum_clamp_and_comparisons_match_torch():
     np.testing.assert_array_equal(np.from_dlpack(kt.grad), tt.grad.numpy())  # halves at the tie, NaN where NaN won
 
 
+def same(kt, want):
+    """kiln's tensor equals `want` (a torch tensor) element for element, NaN for NaN and -0 for -0."""
+    got, want = np.from_dlpack(kt), want.detach().numpy()
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
+
+
 def test_pow_matches_torch_bit_for_bit_at_special_values_with_gradients():
-    # Zeros of both signs, infinities, NaN, a denormal and negative bases: torch's exact forms for
-    # 2, 3, 0.5, -0.5, -1, -2 ((-0) ** 0.5 is -0, (-inf) ** 0.5 NaN) and powf's rules elsewhere.
+    # Zeros of both signs, infinities, NaN, a denormal and negative bases: a number exponent takes
+    # torch's exact forms for 2, 3, 0.5, -0.5, -1, -2 ((-0) ** 0.5 is -0, (-inf) ** 0.5 NaN) and
+    # powf otherwise; a tensor exponent and a number base take powf everywhere ((-0) ** 0.5 is +0).
     x = torch.tensor([-0.0, 0.0, -float("inf"), float("inf"), -2.0, 2.0, float("nan"), 1e-45, -8.0, 1.7, 0.6])
     for p in [2, 3, 0.5, -0.5, -1, -2, 0, 1, 1.5, 0.25]:
-        np.testing.assert_array_equal(np.from_dlpack(k(x, grad=False) ** p), (x ** p).numpy())
-    np.testing.assert_array_equal(np.from_dlpack(2.0 ** k(x, grad=False)), (2.0 ** x).numpy())
-    np.testing.assert_array_equal(np.from_dlpack(k(x, grad=False) ** k(x, grad=False)), torch.pow(x, x).numpy())
+        same(k(x, grad=False) ** p, x ** p)
+        same(k(x, grad=False) ** k(torch.full_like(x, p), grad=False), torch.pow(x, torch.full_like(x, p)))
+    for base in [2.0, 0.0, -0.0, 0.5]:
+        same(base ** k(x, grad=False), base ** x)
+    same(k(x, grad=False) ** k(x, grad=False), torch.pow(x, x))
     # Gradients where torch's formulas have their zeros: a ** 0 and 0 ** a, a base of 0 with
     # exponents 0 and 2 (the exponent's gradient there is 0, not NaN), and a negative base.
     a = torch.tensor([-1.5, -1.0, 0.0, 0.0, 0.5, 2.0])
@@ -302,17 +312,20 @@ def test_pow_matches_torch_bit_for_bit_at_special_values_with_gradients():
         ka, ta = k(a), a.clone().requires_grad_(True)
         (ka ** p).backward(kiln.ones([6]))
         (ta ** p).backward(torch.ones(6))
-        np.testing.assert_array_equal(np.from_dlpack(ka.grad), ta.grad.numpy())
-    for base in [0.0, 2.0, 0.5]:
+        same(ka.grad, ta.grad)
+    for base in [0.0, -0.0, 2.0, 0.5]:
         ka, ta = k(a), a.clone().requires_grad_(True)
         kiln.sum(base ** ka).backward()
         (base ** ta).sum().backward()
-        np.testing.assert_array_equal(np.from_dlpack(ka.grad), ta.grad.numpy())
+        same(ka.grad, ta.grad)
+    # An upstream gradient of inf, NaN and negatives: torch zeroes the base's gradient after the
+    # product (0 where b is 0, even for inf) and the exponent's factor before it (inf * 0 is NaN).
+    up = torch.tensor([float("inf"), float("nan"), -3.0, -1.0, 2.0, -2.0])
     ka, ke, ta, te = k(a), k(e), a.clone().requires_grad_(True), e.clone().requires_grad_(True)
-    kiln.sum(kiln.pow(ka, ke)).backward()
-    torch.pow(ta, te).sum().backward()
-    np.testing.assert_array_equal(np.from_dlpack(ka.grad), ta.grad.numpy())
-    np.testing.assert_array_equal(np.from_dlpack(ke.grad), te.grad.numpy())
+    kiln.pow(ka, ke).backward(k(up, grad=False))
+    torch.pow(ta, te).backward(up)
+    same(ka.grad, ta.grad)
+    same(ke.grad, te.grad)
     # Broadcast exponent: its gradient is summed over the rows, as torch's.
     b, f = torch.rand(3, 4) + 0.5, torch.randn(4)
     kb, kf, tb, tf = k(b), k(f), b.clone().requires_grad_(True), f.clone().requires_grad_(True)
@@ -323,6 +336,64 @@ def test_pow_matches_torch_bit_for_bit_at_special_values_with_gradients():
     close(kb.grad, tb.grad, 1e-5)
     close(kf.grad, tf.grad, 1e-5)
     assert kiln.pow(2.0, k(f, grad=False)).shape == (4,) and kiln.pow(kb, 2).requires_grad
+
+
+def test_where_and_masked_fill_match_torch_with_gradients():
+    torch.manual_seed(11)
+    # A causal mask of -inf under a softmax, as attention uses it: values and the scores' gradient.
+    s, causal, w = torch.randn(2, 4, 4), torch.triu(torch.ones(4, 4), 1), torch.randn(2, 4, 4)
+    ks, ts = k(s), s.clone().requires_grad_(True)
+    y = kiln.softmax(kiln.masked_fill(ks, k(causal, grad=False), float("-inf")))
+    ref = torch.softmax(ts.masked_fill(causal.bool(), float("-inf")), -1)
+    kiln.sum(kiln.mul(y, k(w, grad=False))).backward()
+    (ref * w).sum().backward()
+    close(y, ref, 1e-6)
+    close(ks.grad, ts.grad, 1e-6)
+    # where with a mask of floats (NaN counts as true), integers, and a number on either side.
+    cond = torch.tensor([1.0, 0.0, float("nan"), -2.0])
+    a, b = torch.randn(3, 4), torch.randn(4)
+    ka, kb, ta, tb = k(a), k(b), a.clone().requires_grad_(True), b.clone().requires_grad_(True)
+    y = kiln.where(k(cond, grad=False), ka, kb)
+    ref = torch.where(cond != 0, ta, tb)
+    kiln.sum(kiln.mul(y, y)).backward()
+    (ref * ref).sum().backward()
+    np.testing.assert_array_equal(np.from_dlpack(y), ref.detach().numpy())
+    np.testing.assert_array_equal(np.from_dlpack(ka.grad), ta.grad.numpy())
+    close(kb.grad, tb.grad, 1e-6)  # summed over the broadcast rows
+    ints = kiln.from_dlpack(torch.tensor([0, 3, 0, 1]))
+    assert kiln.where(ints, 1.5, k(b, grad=False)).tolist() == torch.where(torch.tensor([0, 3, 0, 1]) != 0, 1.5,
+                                                                            b).tolist()
+    assert kiln.where(ints, k(b, grad=False), -1.0).tolist() == torch.where(torch.tensor([0, 3, 0, 1]) != 0, b,
+                                                                             -1.0).tolist()
+    with pytest.raises(kiln.Error, match=r"masked_fill: mask \[2, 4\] does not broadcast to x's shape \[3, 4\]"):
+        kiln.masked_fill(ka, k(torch.ones(2, 4), grad=False), 0.0)
+    with pytest.raises(kiln.Error, match="do not broadcast"):
+        kiln.where(k(torch.ones(2), grad=False), ka, kb)
+
+
+def test_permute_matches_torch_with_gradients_in_any_dtype():
+    torch.manual_seed(12)
+    for shape, dims in [((2, 3, 4, 5), [0, 2, 1, 3]), ((2, 3, 4), [2, 0, 1]), ((3, 4), [1, 0]), ((2, 1, 3), [-1, 0, 1]),
+                        ((2, 3, 2, 2, 3), [4, 3, 2, 1, 0]), ((0, 3), [1, 0])]:
+        x, w = torch.randn(*shape), torch.randn(*[shape[d] for d in dims])
+        kx, tx = k(x), x.clone().requires_grad_(True)
+        y = kiln.permute(kx, dims)
+        ref = tx.permute(dims)
+        kiln.sum(kiln.mul(y, k(w, grad=False))).backward()
+        (ref * w).sum().backward()
+        np.testing.assert_array_equal(np.from_dlpack(y), ref.detach().numpy())
+        np.testing.assert_array_equal(np.from_dlpack(kx.grad), tx.grad.numpy())
+    for t in (torch.arange(24).reshape(2, 3, 4), torch.randint(0, 255, (3, 4, 5), dtype=torch.uint8),
+              torch.randn(2, 3, 4).to(torch.bfloat16)):
+        y = kiln.permute(kiln.from_dlpack(t.clone()), [1, 2, 0])
+        assert torch.equal(torch.from_dlpack(y), t.permute(1, 2, 0))
+    kx = k(torch.zeros(2, 3, 4), grad=False)
+    with pytest.raises(kiln.Error, match="name each of its 3 once"):
+        kiln.permute(kx, [0, 1])
+    with pytest.raises(kiln.Error, match="dimension 0 is named twice"):
+        kiln.permute(kx, [0, -3, 1])
+    with pytest.raises(kiln.Error, match="dimension 3 is out of range"):
+        kiln.permute(kx, [0, 1, 3])
 
 
 def test_narrow_concat_and_stack_match_torch_with_gradients():

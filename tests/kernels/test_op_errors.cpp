@@ -101,6 +101,15 @@ TEST_CASE("the dimension ops and selections name what was wrong", "[ops][errors]
   REQUIRE_THROWS_WITH(clamp(x, 1.0f, -1.0f), Contains("clamp: lo 1 is above hi -1"));
   REQUIRE_THROWS_WITH(clamp(x, std::nanf(""), 1.0f), Contains("clamp: a bound is NaN"));
   REQUIRE_THROWS_WITH(maximum(x, Tensor::zeros(Shape{5})), Contains("maximum") && Contains("[5]"));
+  REQUIRE_THROWS_WITH(where(Tensor::ones(Shape{2}), x, x), Contains("where: shapes") && Contains("do not broadcast"));
+  REQUIRE_THROWS_WITH(where(x, x, x.to(DType::bf16)), Contains("where: a is float32 but b is bfloat16"));
+  REQUIRE_THROWS_WITH(where(Tensor(), x, 0.0f), Contains("where: cond is an undefined tensor"));
+  REQUIRE_THROWS_WITH(masked_fill(x, Tensor::ones(Shape{5, 3, 4}), 0.0f),
+                      Contains("masked_fill: mask [5, 3, 4] does not broadcast to x's shape [2, 3, 4]"));
+  REQUIRE_THROWS_WITH(permute(x, {2, 1}), Contains("permute: 2 dimension(s) given") && Contains("each of its 3"));
+  REQUIRE_THROWS_WITH(permute(x, {2, 1, -1}), Contains("permute: dimension 2 is named twice (positions 0 and 2"));
+  REQUIRE_THROWS_WITH(permute(x, {0, 1, 5}), Contains("permute: dimension 5 is out of range"));
+  REQUIRE_THROWS_WITH(permute(Tensor(), {}), Contains("permute: x is an undefined tensor"));
   REQUIRE_THROWS_WITH(pow(x, Tensor::zeros(Shape{5})), Contains("pow") && Contains("[5]"));
   REQUIRE_THROWS_WITH(pow(Tensor::zeros(Shape{3}, TensorOptions{DType::i64}), 2.0f),
                       Contains("pow") && Contains("int64"));

@@ -70,6 +70,8 @@ def run_op(op, p, x, extras):
     if op in ("sum_dims", "mean_dims", "amax", "amin"):
         dims = [int(p[f"d{i}"]) for i in range(int(p["ndims"]))]
         return getattr(torch, op.removesuffix("_dims"))(x[0], dims, keepdim=bool(int(p["keepdim"])))
+    if op == "permute":
+        return x[0].permute([int(p[f"d{i}"]) for i in range(int(p["ndims"]))])
     if op == "narrow":
         return x[0].narrow(int(p["dim"]), int(p["start"]), int(p["length"]))
     if op == "concat":
@@ -121,6 +123,10 @@ def run_op(op, p, x, extras):
         return p["s"] ** x[0]
     if op == "pow":
         return torch.pow(x[0], x[1])
+    if op == "where":  # kiln's mask: nonzero (NaN included) is true
+        return torch.where(x[0] != 0, x[1], x[2])
+    if op == "masked_fill":
+        return x[0].masked_fill(x[1] != 0, p["value"])
     if op == "sum":
         return x[0].sum()
     if op == "mean":
