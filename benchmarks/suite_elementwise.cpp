@@ -1,13 +1,13 @@
 // kiln_bench --suite elementwise: relu, relu backward, dropout (keep 0.5), add, div, a
-// per-channel add and the sum down to channels (a bias and its gradient), the [N H W, C]
-// transpose, the unary math ops (exp, log, sqrt, tanh, sigmoid, gelu, silu, abs, softplus),
-// maximum, amax over channels, the channel concat, a permutation, where, a ** 2 and a ** 1.5
-// (pow's exact form and its powf path) and layer_norm (these at conv3_3's size only), and the
-// random fills (uniform, normal: how every model's weights start) at the sizes of VGG16's
-// activations at batch 8 (conv1_2, conv3_3, conv5_3 outputs and fc6), through the backend into
-// preallocated outputs. Judged against the measured copy bandwidth; the normal fill is bound by
-// its logarithms and sines instead, which its low %roof shows. Small sizes fit in the last-level
-// cache and may pass 100%.
+// per-channel add and the sum down to channels (a bias and its gradient), the sum over the last
+// dimension, the [N H W, C] transpose, the unary math ops (exp, log, sqrt, tanh, sigmoid, gelu,
+// silu, abs, softplus), maximum, amax over channels, the channel concat, a permutation, where,
+// a ** 2 and a ** 1.5 (pow's exact form and its powf path) and layer_norm (these at conv3_3's
+// size only), and the random fills (uniform, normal: how every model's weights start) at the
+// sizes of VGG16's activations at batch 8 (conv1_2, conv3_3, conv5_3 outputs and fc6), through
+// the backend into preallocated outputs. Judged against the measured copy bandwidth; the normal
+// fill is bound by its logarithms and sines instead, which its low %roof shows. Small sizes fit
+// in the last-level cache and may pass 100%.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -78,6 +78,22 @@ void broadcast_rows(const std::string& size, const Tensor& a, const Tensor& b, T
         r, static_cast<size_t>(c), [&](size_t i) { return sp[i]; }, [&](size_t i) { return ref[i]; },
         kiln::check::kRtolReduction);
     time_checked_row(std::move(r), opt, m, res, [&] { be.sum_to(a, sums); });
+  }
+  {  // the sum over the last dimension, [N H W, C] -> [N H W, 1] (a mean or a norm over features):
+     // sum_to's runs in double, rounded once
+    const int64_t rows = ne / c;
+    Tensor sums = empty_on_bench_device(Shape{rows, 1}, opt);
+    const Tensor a2 = a.reshape(Shape{rows, c});
+    be.sum_to(a2, sums);
+    std::vector<double> ref(static_cast<size_t>(rows), 0.0);
+    for (int64_t i = 0; i < ne; ++i) ref[static_cast<size_t>(i / c)] += ap[i];
+    Tensor sums_host;
+    const float* sp = host_floats(sums, sums_host);
+    Row r = row("sum_last", el, 4.0 * el + 4.0 * static_cast<double>(rows));
+    check_row(
+        r, static_cast<size_t>(rows), [&](size_t i) { return sp[i]; }, [&](size_t i) { return ref[i]; },
+        kiln::check::kRtolReduction);
+    time_checked_row(std::move(r), opt, m, res, [&] { be.sum_to(a2, sums); });
   }
   {  // transpose of the [N H W, C] matrix to [C, N H W] (a layout change): exact
     const int64_t rows = ne / c;
@@ -370,7 +386,7 @@ SuiteResult run_elementwise(const Options& opt, const MachineLimits& m) {
       time_checked_row(std::move(r), opt, m, res, [&] { be.binary(kiln::BinaryOp::add, a, b, out); });
     }
     broadcast_rows(s.name, a, b, out, ap, bp, opt, m, res);
-    if (s.name == "conv3_3") {  // one size: thirteen rows more
+    if (s.name == "conv3_3") {  // one size only: the unary math, selections, joins, where, permute, powers
       unary_rows(s.name, a_host, out, opt, m, res);
       selection_rows(s.name, a_host, b_host, opt, m, res);
       where_permute_pow_rows(s.name, a_host, b_host, opt, m, res);

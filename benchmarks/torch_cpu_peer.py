@@ -131,6 +131,8 @@ def elementwise():
         bias, sums = b.reshape(-1, c)[0].clone(), torch.empty(c)
         rows.append((f"add_channel/{name}", lambda a=a, bias=bias, out=out: torch.add(a, bias, out=out)))
         rows.append((f"sum_channel/{name}", lambda a=a, c=c, sums=sums: torch.sum(a.reshape(-1, c), 0, out=sums)))
+        last = torch.empty(a.numel() // c, 1)
+        rows.append((f"sum_last/{name}", lambda a=a, c=c, o=last: torch.sum(a.reshape(-1, c), 1, keepdim=True, out=o)))
         rows.append((f"transpose/{name}", lambda a=a, c=c, out=out: out.view(c, -1).copy_(a.view(-1, c).t())))
         if name == "conv3_3":  # the unary math ops, as kiln_bench: log and sqrt on |a| + 0.1
             pos = a.abs() + 0.1

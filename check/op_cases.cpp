@@ -735,6 +735,19 @@ void append_permute_cases(std::vector<OpCase>& cases) {
   cases.push_back(permute_case("i64_2x3_10", Tensor::from_vector(std::vector<int64_t>{3, 1, 4, 1, 5, 9}, {2, 3}),
                                {1, 0}));
   cases.back().bytes = 2 * 6 * 8.0;  // six int64 read and written
+  OpCase t = simple("transpose/2x3x4_dims_0_2", "transpose_dims", {randn(g, {2, 3, 4})}, {true},
+                    [](const std::vector<Tensor>& in) { return transpose(in[0], 0, 2); }, kRtolExact);
+  t.params = {{"d0", 0}, {"d1", 2}};
+  cases.push_back(streaming(t, 0, 24));
+  // Over a middle dimension: the last dimension's kernel between two permutations.
+  for (const bool log : {false, true}) {
+    const std::string op = log ? "log_softmax" : "softmax";
+    OpCase s = simple(op + "/2x5x3_dim1", op + "_dim", {randn(g, {2, 5, 3})}, {true},
+                      [log](const std::vector<Tensor>& in) { return log ? log_softmax(in[0], 1) : softmax(in[0], 1); },
+                      kRtolReduction);
+    s.params = {{"dim", 1}};
+    cases.push_back(streaming(s, 4, 30));
+  }
 }
 
 }  // namespace

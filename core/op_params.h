@@ -51,6 +51,16 @@ struct AdamOptions {
 // The comparisons stay last: core tells them by op >= gt.
 enum class BinaryOp : uint8_t { add, sub, mul, div, rsub, rdiv, pow, rpow, maximum, minimum, gt, ge, lt, le, eq, ne };
 
+// The number exponents p that pow takes in an exact form, as torch's number-exponent kernels do
+// (x * x for 2, sqrt for 0.5, 1 / x for -1, ...: common::pow_number has each one's form).
+inline constexpr float kPowExactForms[] = {2.0f, 0.5f, 1.0f, -1.0f, 3.0f, -0.5f, -2.0f};
+// Whether p is one of them.
+constexpr bool pow_exact_form(float p) {
+  for (const float e : kPowExactForms)
+    if (p == e) return true;
+  return false;
+}
+
 // Elementwise unary math (kernels/common/elementwise.h has each one's value and gradient).
 // gelu is the exact (erf) form, torch's default; silu is x * sigmoid(x); softplus is
 // log(1 + e^x), with no threshold (torch's beta 1, threshold 20 returns x above 20: the same float).

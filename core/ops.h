@@ -111,6 +111,10 @@ Tensor softmax_cross_entropy(const Tensor& logits, const Tensor& labels);
 Tensor softmax(const Tensor& x);
 // Log-softmax over the last dimension, any rank >= 1.
 Tensor log_softmax(const Tensor& x);
+// Softmax and log-softmax over dimension dim (negative from the end): the last dimension's
+// kernels, with dim permuted last and back (two copies) when it is another.
+Tensor softmax(const Tensor& x, int64_t dim);
+Tensor log_softmax(const Tensor& x, int64_t dim);
 
 // Elementwise, float32 or bfloat16. Shapes broadcast as in NumPy and PyTorch (aligned from
 // the right, each pair of extents equal or one of them 1): [N, H, W, C] + [C] adds per
@@ -135,11 +139,13 @@ Tensor neg(const Tensor& a);
 // a ** b per element, broadcast as add (torch.pow): powf per element, as torch's tensor path; a
 // negative base to a non-integer power is NaN. Gradients torch's: b * a ** (b - 1) to a (0 where b
 // is 0), a ** b * log(a) to b (0 where a is 0 and b >= 0). bfloat16 computes in float32 and rounds
-// once (torch's bf16 x ** 3 rounds x * x first).
+// once.
 Tensor pow(const Tensor& a, const Tensor& b);
 // x ** p for a number p (x ** 2, x ** 0.5), as torch's number-exponent path: 2, 3, 0.5, -0.5, -1,
 // -2 in its exact forms (x * x, sqrt(x), 1 / x, ...), so x ** 2 is x * x bit for bit; other p by
-// powf. p is used as a float32, rounded to bfloat16 for a bfloat16 x (as torch's).
+// powf. p is used as a float32, rounded to bfloat16 for a bfloat16 x (as torch's). A bfloat16
+// x ** 3 and x ** -2 are computed in float32 and rounded once, where torch's round x * x first
+// (kiln's are the nearer, and differ from torch's by a bfloat16 ulp in about a quarter of values).
 Tensor pow(const Tensor& x, float p);
 // base ** x for a number base (2 ** x, 10 ** x), as pow above (powf per element); the gradient
 // is base ** x * log(base). base is rounded to bfloat16 for a bfloat16 x, as p above.
@@ -183,6 +189,8 @@ Tensor transpose(const Tensor& x);
 // the end). [B, T, H, D] -> [B, H, T, D] ({0, 2, 1, 3}) splits attention into heads. The
 // gradient is g permuted back.
 Tensor permute(const Tensor& x, const std::vector<int64_t>& dims);
+// x with dimensions d0 and d1 swapped (torch.transpose(x, d0, d1), a copy): a permute.
+Tensor transpose(const Tensor& x, int64_t d0, int64_t d1);
 // a @ b, float32 or bfloat16 (as linear), gradients to both; it runs where linear runs (oneDNN,
 // cuBLASLt). a [M, K] @ b [K, N] -> [M, N] is linear(a, transpose(b)); a [..., M, K] @ b [K, N]
 // is one such product over all of a's rows; a [..., M, K] @ b [..., K, N] with the same leading
@@ -254,6 +262,8 @@ Tensor amin(const Tensor& x, int64_t dim, bool keepdim = false);
 // never wins, except in column 0, which nothing then beats (torch.argmax returns a NaN's
 // index instead); a row of logits with NaN in it has no meaningful class either way.
 Tensor argmax(const Tensor& x);
+// The same along dimension dim (negative from the end), which the result drops (torch.argmax).
+Tensor argmax(const Tensor& x, int64_t dim);
 
 // Losses for research code, float32, the mean over every element (torch's reduction='mean');
 // pred and target of one shape (no broadcast: a [N] target against [N, 1] predictions would

@@ -92,6 +92,16 @@ Tensor expanded(const Tensor& t, const Shape& shape, DType dtype) {
   return out;
 }
 
+// cond as a mask in `dtype` that is nonzero exactly where cond is (NaN included): cond itself in
+// that dtype, or cond converted to float32; for bfloat16, that float's != 0 as 0/1, since a tiny
+// float (below about 4.6e-41) would round to a bfloat16 0.
+Tensor mask_in(const Tensor& cond, DType dtype) {
+  if (cond.dtype() == dtype) return cond.detach();
+  const Tensor f = cond.dtype() == DType::f32 ? cond.detach() : cond.detach().to(DType::f32);
+  if (dtype == DType::f32) return f;
+  return apply_scalar(BinaryOp::ne, f, 0.0f).to(dtype);
+}
+
 // t with 0 where mask (broadcast to t's shape) is nonzero: a choice, not a product with the mask,
 // so an inf or NaN of t there goes too (torch's masked_fill of a gradient).
 Tensor zeroed_where(const Tensor& mask, const Tensor& t) {
@@ -366,6 +376,11 @@ Tensor div(float s, const Tensor& a) { return binary_scalar(BinaryOp::rdiv, a, s
 Tensor pow(const Tensor& a, const Tensor& b) { return binary(BinaryOp::pow, a, b); }
 Tensor pow(const Tensor& x, float p) {
   checks::float32_or_bf16("pow", "x", x);
+  // A bfloat16 x meets p rounded to bfloat16, as torch's; but torch picks its exact forms by p as
+  // given, so a p that only rounds to one (0.501 to 0.5) takes powf, the tensor exponent's path.
+  const float rounded = in_dtype_of(x, p);
+  if (rounded != p && pow_exact_form(rounded))
+    return binary(BinaryOp::pow, x, Tensor::full(Shape{}, rounded, like(x)));
   return binary_scalar(BinaryOp::pow, x, p);
 }
 Tensor pow(float base, const Tensor& x) {
@@ -421,13 +436,14 @@ namespace {
 struct WhereNode final : Node {
   WhereNode() : Node("where") {}
   Shape a_shape, b_shape;
-  SavedTensor cond;  // broadcast to the output's shape, in its dtype
+  SavedTensor cond;  // mask_in's, in the output's dtype, at its own shape (a [T, T] mask stays that size)
   std::vector<Tensor> apply(const Tensor& g) override {
     Backend& be = backend_for(g.device());
     const Tensor zeros = Tensor::zeros(g.shape(), like(g));
+    const Tensor c = expanded(cond.get(), g.shape(), g.dtype());
     const auto share = [&](bool to_a, const Shape& shape) {
       Tensor t = Tensor::empty(g.shape(), like(g));
-      be.where(cond.get(), to_a ? g : zeros, to_a ? zeros : g, t);
+      be.where(c, to_a ? g : zeros, to_a ? zeros : g, t);
       return reduce_to(t, shape);
     };
     return {next[0].needed() ? share(true, a_shape) : Tensor(), next[1].needed() ? share(false, b_shape) : Tensor()};
@@ -446,14 +462,15 @@ Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
   checks::same_device("where", "a", a, "cond", cond);
   const Shape shape = checks::broadcast_shape("where", cond.shape(), checks::broadcast_shape("where", a.shape(),
                                                                                               b.shape()));
-  const Tensor c = expanded(cond, shape, a.dtype());
+  const Tensor mask = mask_in(cond, a.dtype());
   Tensor out = Tensor::empty(shape, like(a));
-  backend_for(a.device()).where(c, expanded(a, shape, a.dtype()), expanded(b, shape, a.dtype()), out);
+  backend_for(a.device()).where(expanded(mask, shape, a.dtype()), expanded(a, shape, a.dtype()),
+                                expanded(b, shape, a.dtype()), out);
   if (autograd::needs_grad({&a, &b})) {
     auto node = std::make_shared<WhereNode>();
     node->a_shape = a.shape();
     node->b_shape = b.shape();
-    node->cond = c;
+    node->cond = mask;
     node->next = {autograd::edge_for(a), autograd::edge_for(b)};
     autograd::set_history(out, node);
   }

@@ -1,6 +1,11 @@
 // Ops that cut and join tensors along any dimension: narrow, concat, stack (kiln's tensors are
 // contiguous, so each is a block copy, Backend::copy_block, and each one's gradient the other's);
-// and permute, a copy in the new order (Backend::permute), whose gradient is the inverse one.
+// and permute, a copy in the new order (Backend::permute), whose gradient is the inverse one,
+// with the ops it brings to a dimension other than the last (transpose of any two, softmax,
+// log_softmax and argmax along one).
+#include <utility>
+#include <vector>
+
 #include "core/op_checks.h"
 #include "core/ops.h"
 
@@ -177,6 +182,58 @@ Tensor permute(const Tensor& x, const std::vector<int64_t>& dims) {
     autograd::set_history(y, node);
   }
   return y;
+}
+
+Tensor transpose(const Tensor& x, int64_t d0, int64_t d1) {
+  checks::defined("transpose", "x", x);
+  std::vector<int64_t> order(static_cast<size_t>(x.rank()));
+  for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int64_t>(i);
+  std::swap(order[static_cast<size_t>(resolve_dim("transpose", d0, x.rank(), x.description()))],
+            order[static_cast<size_t>(resolve_dim("transpose", d1, x.rank(), x.description()))]);
+  return permute(x, order);
+}
+
+namespace {
+
+// x's dimensions with d moved last, the others in order: the permutation that brings d to a
+// last-dimension kernel.
+std::vector<int64_t> moving_last(int64_t rank, int64_t d) {
+  std::vector<int64_t> order;
+  for (int64_t i = 0; i < rank; ++i)
+    if (i != d) order.push_back(i);
+  order.push_back(d);
+  return order;
+}
+
+// op (softmax or log_softmax) over dimension dim: the last-dimension op, with dim moved last and
+// back when it is another.
+Tensor softmax_along(const char* name, Tensor (*op)(const Tensor&), const Tensor& x, int64_t dim) {
+  checks::defined(name, "x", x);
+  KILN_CHECK(x.rank() >= 1, name, ": x must have a dimension to normalise over, got ", x.description());
+  const int64_t d = resolve_dim(name, dim, x.rank(), x.description());
+  if (d == x.rank() - 1) return op(x);
+  const std::vector<int64_t> order = moving_last(x.rank(), d);
+  std::vector<int64_t> back(order.size());
+  for (size_t i = 0; i < order.size(); ++i) back[static_cast<size_t>(order[i])] = static_cast<int64_t>(i);
+  return permute(op(permute(x, order)), back);
+}
+
+}  // namespace
+
+Tensor softmax(const Tensor& x, int64_t dim) {
+  return softmax_along("softmax", static_cast<Tensor (*)(const Tensor&)>(&softmax), x, dim);
+}
+
+Tensor log_softmax(const Tensor& x, int64_t dim) {
+  return softmax_along("log_softmax", static_cast<Tensor (*)(const Tensor&)>(&log_softmax), x, dim);
+}
+
+Tensor argmax(const Tensor& x, int64_t dim) {
+  checks::defined("argmax", "x", x);
+  KILN_CHECK(x.rank() >= 1, "argmax: x must have a dimension to search, got ", x.description());
+  const int64_t d = resolve_dim("argmax", dim, x.rank(), x.description());
+  if (d == x.rank() - 1) return argmax(x);
+  return argmax(permute(x.detach(), moving_last(x.rank(), d)));  // the others stay in order: no way back
 }
 
 }  // namespace kiln

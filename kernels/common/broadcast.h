@@ -179,12 +179,29 @@ KILN_HD bool column_sum_shape(const BroadcastPlan<2>& p, int64_t& rows, int64_t&
   return false;
 }
 
+// The sum of a run of n terms in double (sum_to's innermost summed dimension): term k into lane
+// k % kRunLanes, each lane from +0 in order, then the lanes added in lane order. Eight chains of
+// adds, not one: one chain in order (before 2026-12-06) was latency-bound, a sum over a last
+// dimension at a third of torch's speed on the CPU; the GPU's thread per output runs it too.
+constexpr int kRunLanes = 8;
+template <typename Load>
+KILN_HD double run_sum(int64_t n, Load load) {
+  double lane[kRunLanes] = {};
+  int64_t k = 0;
+  for (; k + kRunLanes <= n; k += kRunLanes)
+    for (int l = 0; l < kRunLanes; ++l) lane[l] += load(k + l);
+  for (int l = 0; k + l < n; ++l) lane[l] += load(k + l);
+  double s = lane[0];
+  for (int l = 1; l < kRunLanes; ++l) s += lane[l];
+  return s;
+}
+
 // sum_to's order, which both backends keep so that they give the same bits: a column sum as
 // above; otherwise output element j sums, in double from 0, x's elements that broadcast from
-// it in x's row-major order; where x's innermost (collapsed) dimension is summed too, each
-// run along it is summed first, from 0, and the run's sum added. Plan: over x's extents, operand 0 x, operand 1
-// out. `kept` lists the plan dimensions out has (out stride != 0), outermost first; load(o)
-// reads x's element o as a double.
+// it in x's row-major order; where x's innermost (collapsed) dimension is summed too, each run
+// along it is summed first (run_sum) and the run's sum added. Plan: over x's extents, operand 0
+// x, operand 1 out. `kept` lists the plan dimensions out has (out stride != 0), outermost first;
+// load(o) reads x's element o as a double.
 template <typename Load>
 KILN_HD double sum_to_element(const BroadcastPlan<2>& p, const int* kept, int n_kept, int64_t j, Load load) {
   int64_t rows = 0, cols = 0;
@@ -218,9 +235,7 @@ KILN_HD double sum_to_element(const BroadcastPlan<2>& p, const int* kept, int n_
       acc += load(off);
       continue;
     }
-    double run = 0;
-    for (int64_t k = 0; k < inner; ++k) run += load(off + k * inner_step);
-    acc += run;
+    acc += run_sum(inner, [&](int64_t k) { return load(off + k * inner_step); });
   }
   return acc;
 }

@@ -18,8 +18,7 @@ namespace kiln::common {
 // does). A tensor exponent, and a number base (2 ** x), take powf for every element, as torch's
 // tensor path does (binary_apply). The branches are on p alone: the same for every element, and a
 // loop that fixes p at compile time (the CPU's pow_exponent_loop) folds them into one form.
-// The exponents pow_number gives an exact form, for loops that fix one at compile time.
-inline constexpr float kPowExactForms[] = {2.0f, 0.5f, 1.0f, -1.0f, 3.0f, -0.5f, -2.0f};
+// Its list is kPowExactForms (core/op_params.h).
 KILN_HD float pow_number(float x, float p) {
   if (p == 2.0f) return x * x;
   if (p == 0.5f) return sqrtf(x);

@@ -125,7 +125,7 @@ void pow_exponent_loop(const T* a, T* o, int64_t n) {
 // a ** s through pow_exponent_loop where s is one of pow_number's exact forms; false otherwise.
 template <typename T, size_t... I>
 bool pow_by_exact_form(const T* a, float s, T* o, int64_t n, std::index_sequence<I...>) {
-  return ((s == common::kPowExactForms[I] && (pow_exponent_loop<common::kPowExactForms[I]>(a, o, n), true)) || ...);
+  return ((s == kPowExactForms[I] && (pow_exponent_loop<kPowExactForms[I]>(a, o, n), true)) || ...);
 }
 
 template <typename T>
@@ -133,7 +133,7 @@ void binary_scalar_typed(BinaryOp op, const Tensor& a, float s, Tensor& out) {
   const T* pa = a.data<T>();
   T* po = out.data<T>();
   const int64_t n = out.numel();
-  constexpr auto forms = std::make_index_sequence<std::size(common::kPowExactForms)>{};
+  constexpr auto forms = std::make_index_sequence<std::size(kPowExactForms)>{};
   if (op == BinaryOp::pow && pow_by_exact_form(pa, s, po, n, forms)) return;
   with_binary_op(op, [&](auto o) { binary_scalar_loop<decltype(o)::value>(pa, s, po, n); });
 }

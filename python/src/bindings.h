@@ -4,6 +4,10 @@
 
 #include <nanobind/nanobind.h>
 
+#include <optional>
+#include <variant>
+#include <vector>
+
 #include "core/kiln.h"
 #include "train/model_spec.h"
 
@@ -50,6 +54,22 @@ bool python_exiting();
 // Called by a kiln thread before it takes the GIL for a callback: when python_exiting(), it
 // never returns (the process's exit ends the thread), as CPython parks daemon threads.
 void park_if_python_exiting();
+
+// A dimension argument as torch takes it: an int, or a list or tuple of ints.
+using Dims = std::variant<int64_t, std::vector<int64_t>>;
+// Its dimensions as a list.
+std::vector<int64_t> dims_of(const Dims& d);
+// dim as dims_of, or every dimension of x when it is None (a scalar: dimension 0, itself).
+std::vector<int64_t> dims_or_all(const Tensor& x, const std::optional<Dims>& dim);
+// kiln.sum and kiln.mean: over dim (None: every element, a scalar tensor), keeping the summed
+// extents as 1 with keepdim. Module functions and Tensor methods alike.
+Tensor sum_over(const Tensor& x, std::optional<Dims> dim, bool keepdim);
+Tensor mean_over(const Tensor& x, std::optional<Dims> dim, bool keepdim);
+// kiln.clamp with either bound None (open); neither is refused.
+Tensor clamp_between(const Tensor& x, std::optional<float> lo, std::optional<float> hi);
+// The methods torch users call on a tensor (x.sum(-1), x.permute(0, 2, 1, 3)), each the module
+// function of the same name (python/src/tensor_methods.cpp); after bind_tensor's class.
+void bind_tensor_methods(nb::module_& m);
 
 // A tensor shape from a Python sequence of ints.
 Shape to_shape(const std::vector<int64_t>& dims);

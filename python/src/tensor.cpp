@@ -30,6 +30,33 @@ using nb::arg;
 
 Shape to_shape(const std::vector<int64_t>& dims) { return Shape(dims); }
 
+std::vector<int64_t> dims_of(const Dims& d) {
+  if (const int64_t* one = std::get_if<int64_t>(&d)) return {*one};
+  return std::get<std::vector<int64_t>>(d);
+}
+
+std::vector<int64_t> dims_or_all(const Tensor& x, const std::optional<Dims>& dim) {
+  if (dim) return dims_of(*dim);
+  std::vector<int64_t> all(static_cast<size_t>(std::max<int64_t>(x.rank(), 1)));
+  for (size_t d = 0; d < all.size(); ++d) all[d] = static_cast<int64_t>(d);
+  return all;
+}
+
+Tensor sum_over(const Tensor& x, std::optional<Dims> dim, bool keepdim) {
+  return dim || keepdim ? kiln::sum(x, dims_or_all(x, dim), keepdim) : kiln::sum(x);
+}
+
+Tensor mean_over(const Tensor& x, std::optional<Dims> dim, bool keepdim) {
+  return dim || keepdim ? kiln::mean(x, dims_or_all(x, dim), keepdim) : kiln::mean(x);
+}
+
+Tensor clamp_between(const Tensor& x, std::optional<float> lo, std::optional<float> hi) {
+  KILN_CHECK(lo || hi, "clamp: give min, max or both (with neither it would change nothing)");
+  constexpr float inf = std::numeric_limits<float>::infinity();
+  return kiln::clamp(x, lo.value_or(-inf), hi.value_or(inf));
+}
+
+
 DType dtype_from_name(const std::string& name) {
   for (DType t : {DType::f32, DType::bf16, DType::i32, DType::i64, DType::u8})
     if (name == dtype_name(t)) return t;
@@ -417,23 +444,10 @@ void bind_nn_ops(nb::module_& m) {
   m.def("slice", &kiln::slice, arg("x"), arg("begin"), arg("end"), Release(), "Rows [begin, end) of dimension 0, same memory.");
   m.def("softmax_cross_entropy", &softmax_cross_entropy, arg("logits"), arg("labels"), Release(),
         "Mean over the batch of -log softmax(logits)[label]. logits: [N, K] float32, labels: [N] int32/int64.");
-  m.def("softmax", &softmax, arg("x"), Release(), "Softmax over the last dimension.");
-  m.def("log_softmax", &log_softmax, arg("x"), Release(), "Log-softmax over the last dimension.");
-}
-
-// A dimension argument as torch takes it: an int, or a list or tuple of ints.
-using Dims = std::variant<int64_t, std::vector<int64_t>>;
-std::vector<int64_t> dims_of(const Dims& d) {
-  if (const int64_t* one = std::get_if<int64_t>(&d)) return {*one};
-  return std::get<std::vector<int64_t>>(d);
-}
-
-// dim as dims_of, or every dimension of x when it is None (a scalar: dimension 0, itself).
-std::vector<int64_t> dims_or_all(const Tensor& x, const std::optional<Dims>& dim) {
-  if (dim) return dims_of(*dim);
-  std::vector<int64_t> all(static_cast<size_t>(std::max<int64_t>(x.rank(), 1)));
-  for (size_t d = 0; d < all.size(); ++d) all[d] = static_cast<int64_t>(d);
-  return all;
+  m.def("softmax", [](const Tensor& x, int64_t dim) { return softmax(x, dim); }, arg("x"), arg("dim") = -1,
+        Release(), "Softmax over dimension dim (the last by default; another is permuted last and back).");
+  m.def("log_softmax", [](const Tensor& x, int64_t dim) { return log_softmax(x, dim); }, arg("x"),
+        arg("dim") = -1, Release(), "Log-softmax over dimension dim, as softmax.");
 }
 
 void bind_math_ops(nb::module_& m) {
@@ -468,14 +482,10 @@ void bind_math_ops(nb::module_& m) {
         "mean(|pred - target|) (torch.nn.functional.l1_loss); shapes must match, no broadcast.");
   m.def("binary_cross_entropy_with_logits", &kiln::binary_cross_entropy_with_logits, arg("logits"), arg("targets"),
         Release(), "mean(softplus(x) - x * y), targets y in [0, 1] (torch's binary_cross_entropy_with_logits).");
-  m.def("sum", [](const Tensor& x, std::optional<Dims> dim, bool keepdim) {
-          return dim || keepdim ? kiln::sum(x, dims_or_all(x, dim), keepdim) : kiln::sum(x);
-        }, arg("x"), arg("dim") = nb::none(), arg("keepdim") = false, Release(),
+  m.def("sum", &sum_over, arg("x"), arg("dim") = nb::none(), arg("keepdim") = false, Release(),
         "The sum of all elements (a scalar tensor), or over dimension `dim`, an int or a list of ints, keeping "
         "them as extents 1 with keepdim (torch.sum).");
-  m.def("mean", [](const Tensor& x, std::optional<Dims> dim, bool keepdim) {
-          return dim || keepdim ? kiln::mean(x, dims_or_all(x, dim), keepdim) : kiln::mean(x);
-        }, arg("x"), arg("dim") = nb::none(), arg("keepdim") = false, Release(),
+  m.def("mean", &mean_over, arg("x"), arg("dim") = nb::none(), arg("keepdim") = false, Release(),
         "The mean of all elements (a scalar tensor), or over `dim` as sum's (torch.mean).");
   using Extreme = Tensor (*)(const Tensor&, const std::vector<int64_t>&, bool);
   const std::tuple<const char*, const char*, Extreme> extremes[] = {
@@ -512,11 +522,7 @@ void bind_math_ops(nb::module_& m) {
         "The larger of a and b per element, broadcast; NaN wins (torch.maximum). Gradient to the larger, half each "
         "on a tie.");
   m.def("minimum", &kiln::minimum, arg("a"), arg("b"), Release(), "The smaller of a and b per element, as maximum.");
-  m.def("clamp", [](const Tensor& x, std::optional<float> lo, std::optional<float> hi) {
-          KILN_CHECK(lo || hi, "clamp: give min, max or both (with neither it would change nothing)");
-          constexpr float inf = std::numeric_limits<float>::infinity();
-          return clamp(x, lo.value_or(-inf), hi.value_or(inf));
-        }, arg("x"), arg("min") = nb::none(), arg("max") = nb::none(), Release(),
+  m.def("clamp", &clamp_between, arg("x"), arg("min") = nb::none(), arg("max") = nb::none(), Release(),
         "x limited to [min, max] (either may be None); NaN stays NaN. Gradient where min <= x <= max (torch.clamp).");
   using Compare = Tensor (*)(const Tensor&, const Tensor&);
   using CompareScalar = Tensor (*)(const Tensor&, float);
@@ -543,9 +549,11 @@ void bind_math_ops(nb::module_& m) {
         "The tensors joined along dim, in order (torch.cat); gradients to each.");
   m.def("stack", &kiln::stack, arg("tensors"), arg("dim") = 0, Release(),
         "Tensors of one shape joined along a new dimension dim (torch.stack).");
-  m.def("argmax", &argmax, arg("x"), Release(), "Index of the first maximum along the last dimension (int64).");
-  m.def("transpose", &kiln::transpose, arg("x"), Release(),
-        "x with its last two dimensions swapped (a copy; torch's x.transpose(-2, -1)), with gradient.");
+  m.def("argmax", [](const Tensor& x, int64_t dim) { return argmax(x, dim); }, arg("x"), arg("dim") = -1,
+        Release(), "Index of the first maximum along dimension dim, which the result drops (int64, no gradient).");
+  m.def("transpose", [](const Tensor& x, int64_t d0, int64_t d1) { return kiln::transpose(x, d0, d1); }, arg("x"),
+        arg("dim0") = -2, arg("dim1") = -1, Release(),
+        "x with dimensions dim0 and dim1 swapped, the last two by default (a copy; torch.transpose), with gradient.");
   m.def("matmul", &kiln::matmul, arg("a"), arg("b"), Release(),
         "a @ b, float32 or bfloat16, gradients to both: a [..., M, K] by b [K, N], or by b [..., K, N] with the "
         "same leading dimensions (not broadcast).");
@@ -557,6 +565,7 @@ void bind_math_ops(nb::module_& m) {
 
 void bind_tensor(nb::module_& m) {
   bind_tensor_class(m);
+  bind_tensor_methods(m);
   bind_factories(m);
   bind_nn_ops(m);
   bind_math_ops(m);

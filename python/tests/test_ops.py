@@ -396,6 +396,45 @@ def test_permute_matches_torch_with_gradients_in_any_dtype():
         kiln.permute(kx, [0, 1, 3])
 
 
+def test_ops_along_a_chosen_dimension_and_tensor_methods_match_torch():
+    torch.manual_seed(13)
+    x, w = torch.randn(2, 5, 3), torch.randn(2, 5, 3)
+    for name in ["softmax", "log_softmax"]:
+        for dim in [0, 1, -1]:
+            kx, tx = k(x), x.clone().requires_grad_(True)
+            y = getattr(kiln, name)(kx, dim)
+            ref = getattr(torch, name)(tx, dim)
+            kiln.sum(kiln.mul(y, k(w, grad=False))).backward()
+            (ref * w).sum().backward()
+            close(y, ref, 1e-6)
+            close(kx.grad, tx.grad, 1e-5)
+    for dim in [0, 1, 2, -1]:
+        assert torch.equal(torch.from_dlpack(kiln.argmax(k(x, grad=False), dim)), torch.argmax(x, dim))
+    kx, tx = k(x), x.clone().requires_grad_(True)
+    y = kiln.transpose(kx, 0, 2)
+    kiln.sum(kiln.mul(y, k(w.transpose(0, 2), grad=False))).backward()
+    (tx.transpose(0, 2) * w.transpose(0, 2)).sum().backward()
+    close(y, tx.transpose(0, 2), 0)
+    close(kx.grad, tx.grad, 0)
+    close(kiln.transpose(kx), x.transpose(-2, -1), 0)  # the last two by default
+    # Methods: each is the module function of the same name.
+    t, kt = x, k(x, grad=False)
+    pairs = [(kt.sum(), t.sum()), (kt.sum(-1), t.sum(-1)),
+             (kt.mean([0, 2], keepdim=True), t.mean([0, 2], keepdim=True)), (kt.amax(1), t.amax(1)), (kt.amin(), t.amin()), (kt.permute(2, 0, 1), t.permute(2, 0, 1)),
+             (kt.permute([1, 0, 2]), t.permute([1, 0, 2])), (kt.transpose(0, 1), t.transpose(0, 1)),
+             (kt.softmax(1), t.softmax(1)), (kt.log_softmax(-1), t.log_softmax(-1)), (kt.exp(), t.exp()),
+             (kt.abs().sqrt(), t.abs().sqrt()), (kt.tanh(), t.tanh()), (kt.sigmoid(), t.sigmoid()),
+             (kt.relu(), t.relu()), (kt.abs().log(), t.abs().log()), (kt.pow(2), t.pow(2)),
+             (kt.abs().pow(k(w.abs(), grad=False)), t.abs().pow(w.abs())), (kt.clamp(max=0.5), t.clamp(max=0.5)),
+             (kt.masked_fill(kt > 0, -1.0), t.masked_fill(t > 0, -1.0)),
+             (kt.matmul(k(w.transpose(1, 2), grad=False)), t.matmul(w.transpose(1, 2)))]
+    for got, want in pairs:
+        close(got, want, 1e-5)
+    assert torch.equal(torch.from_dlpack(kt.argmax(1)), t.argmax(1))
+    with pytest.raises(kiln.Error, match="clamp: give min, max or both"):
+        kt.clamp()
+
+
 def test_narrow_concat_and_stack_match_torch_with_gradients():
     torch.manual_seed(7)
     xs = [torch.randn(2, 3, 4), torch.randn(2, 1, 4), torch.randn(2, 2, 4)]

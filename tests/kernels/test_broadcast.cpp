@@ -61,8 +61,10 @@ TEST_CASE("sum_to's order shows in its bits: the CPU keeps the GPU's, not anothe
   // so the result depends on the order, unlike sums of terms alike (where rounding to float
   // hides it).
   Generator g(16);
+  // A column sum, runs within a larger sum, and runs that are each an output (the last dimension's).
   for (const auto& [big, small] : std::vector<std::pair<Shape, Shape>>{{Shape{3000, 70}, Shape{70}},
-                                                                       {Shape{7, 400, 9}, Shape{1, 400, 1}}}) {
+                                                                       {Shape{7, 400, 9}, Shape{1, 400, 1}},
+                                                                       {Shape{40, 3000}, Shape{40, 1}}}) {
     INFO(big << " -> " << small);
     std::vector<float> v = Tensor::normal(big, 0.0f, 1.0f, g).to_vector<float>();
     const Tensor shape_only = Tensor::empty(big), out = Tensor::empty(small);

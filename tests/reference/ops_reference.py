@@ -70,6 +70,10 @@ def run_op(op, p, x, extras):
     if op in ("sum_dims", "mean_dims", "amax", "amin"):
         dims = [int(p[f"d{i}"]) for i in range(int(p["ndims"]))]
         return getattr(torch, op.removesuffix("_dims"))(x[0], dims, keepdim=bool(int(p["keepdim"])))
+    if op == "transpose_dims":
+        return x[0].transpose(int(p["d0"]), int(p["d1"]))
+    if op in ("softmax_dim", "log_softmax_dim"):
+        return getattr(torch, op.removesuffix("_dim"))(x[0], int(p["dim"]))
     if op == "permute":
         return x[0].permute([int(p[f"d{i}"]) for i in range(int(p["ndims"]))])
     if op == "narrow":
