@@ -216,9 +216,11 @@ float in_dtype_of(const Tensor& t, float s) {
 }
 
 struct ScalarNode final : Node {
-  ScalarNode(BinaryOp op, float s) : Node(std::string(binary_name(op)) + "_scalar"), op(op), s(s) {}
+  ScalarNode(BinaryOp op, float s, float given)
+      : Node(std::string(binary_name(op)) + "_scalar"), op(op), s(s), given(given) {}
   BinaryOp op;
-  float s;
+  float s;      // as the forward used it (a power's number rounded to bf16 for a bf16 a)
+  float given;  // as the caller gave it: torch's pow gradients start from the unrounded number
   SavedTensor a;  // rdiv, pow and rpow only
   std::vector<Tensor> apply(const Tensor& g) override {
     if (op == BinaryOp::add || op == BinaryOp::sub) return {g};
@@ -232,17 +234,18 @@ struct ScalarNode final : Node {
     const Tensor& x = a.get();
     return {apply_binary(BinaryOp::div, ga, apply_binary(BinaryOp::mul, x, x, x.shape()), g.shape())};
   }
-  // a ** s: g * (s * a ** (s - 1)), and 0 for s = 0 (torch's formula and order).
+  // a ** p: g * (p * a ** (p - 1)), and 0 for p = 0: torch's formula and order, from p as given
+  // (a ** (p - 1) is kiln's pow, which rounds p - 1 for a bf16 a as torch's does).
   Tensor pow_gradient(const Tensor& g) {
-    if (s == 0.0f) return Tensor::zeros(g.shape(), like(g));
-    const Tensor slope = apply_scalar(BinaryOp::mul, apply_scalar(BinaryOp::pow, a.get(), s - 1.0f), s);
+    if (given == 0.0f) return Tensor::zeros(g.shape(), like(g));
+    const Tensor slope = apply_scalar(BinaryOp::mul, pow(a.get(), given - 1.0f), given);
     return apply_binary(BinaryOp::mul, g, slope, g.shape());
   }
-  // s ** a: g * (s ** a * log(s)), log(s) in double rounded once to a's dtype (as torch's scalar
-  // multiplier); for s = 0 (or -0) the factor is 0 where a >= 0, as torch's.
+  // s ** a: g * (s ** a * log(s)), log(s) of s as given, in double, rounded once to a's dtype (as
+  // torch's scalar multiplier); for s = 0 (or -0) the factor is 0 where a >= 0, as torch's.
   Tensor rpow_gradient(const Tensor& g) {
     const Tensor& x = a.get();
-    const float log_s = in_dtype_of(x, static_cast<float>(std::log(static_cast<double>(s))));
+    const float log_s = in_dtype_of(x, static_cast<float>(std::log(static_cast<double>(given))));
     Tensor slope = apply_scalar(BinaryOp::mul, apply_scalar(BinaryOp::rpow, x, s), log_s);
     if (s == 0.0f) slope = zeroed_where(apply_scalar(BinaryOp::ge, x, 0.0f), slope);
     return apply_binary(BinaryOp::mul, g, slope, g.shape());
@@ -252,11 +255,12 @@ struct ScalarNode final : Node {
 
 Tensor binary_scalar(BinaryOp op, const Tensor& a, float s) {
   checks::float32_or_bf16(binary_name(op), "a", a);
+  const float given = s;
   if (is_comparison(op) || op == BinaryOp::pow || op == BinaryOp::rpow) s = in_dtype_of(a, s);
   Tensor out = Tensor::empty(a.shape(), like(a));
   backend_for(a.device()).binary_scalar(op, a, s, out);
   if (!is_comparison(op) && autograd::needs_grad({&a})) {
-    auto node = std::make_shared<ScalarNode>(op, s);
+    auto node = std::make_shared<ScalarNode>(op, s, given);
     if (op == BinaryOp::rdiv || op == BinaryOp::pow || op == BinaryOp::rpow) node->a = a.detach();
     node->next = {autograd::edge_for(a)};
     autograd::set_history(out, node);

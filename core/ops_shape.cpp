@@ -156,8 +156,6 @@ Tensor permute(const Tensor& x, const std::vector<int64_t>& dims) {
   const int64_t rank = x.rank();
   KILN_CHECK(static_cast<int64_t>(dims.size()) == rank, "permute: ", dims.size(), " dimension(s) given for ",
              x.description(), "; name each of its ", rank, " once, in the new order");
-  KILN_CHECK(rank <= kMaxBroadcastRank, "permute: ", x.description(), " has more than ", kMaxBroadcastRank,
-             " dimensions, more than kiln permutes; reshape it first");
   std::vector<int64_t> order(dims.size()), inverse(dims.size(), -1);
   std::vector<int64_t> extents(dims.size());
   for (size_t i = 0; i < dims.size(); ++i) {
@@ -169,10 +167,13 @@ Tensor permute(const Tensor& x, const std::vector<int64_t>& dims) {
     inverse[static_cast<size_t>(d)] = static_cast<int64_t>(i);
     extents[i] = x.dim(d);
   }
-  // The last two swapped, the others in place: transpose's tiled kernel (and node) does it.
+  // The last two swapped, the others in place: transpose's tiled kernel (and node) does it, at
+  // any rank.
   bool swaps_last_two = rank >= 2 && order[rank - 2] == rank - 1 && order[rank - 1] == rank - 2;
   for (int64_t i = 0; swaps_last_two && i + 2 < rank; ++i) swaps_last_two = order[i] == i;
   if (swaps_last_two && (x.dtype() == DType::f32 || x.dtype() == DType::bf16)) return transpose(x);
+  KILN_CHECK(rank <= kMaxBroadcastRank, "permute: ", x.description(), " has more than ", kMaxBroadcastRank,
+             " dimensions, more than kiln permutes; reshape it first");
   Tensor y = Tensor::empty(Shape(extents), TensorOptions{x.dtype(), x.device()});
   backend_for(x.device()).permute(x, order, y);
   if (autograd::needs_grad({&x})) {
@@ -208,10 +209,14 @@ std::vector<int64_t> moving_last(int64_t rank, int64_t d) {
 // op (softmax or log_softmax) over dimension dim: the last-dimension op, with dim moved last and
 // back when it is another.
 Tensor softmax_along(const char* name, Tensor (*op)(const Tensor&), const Tensor& x, int64_t dim) {
-  checks::defined(name, "x", x);
+  checks::float32(name, "x", x);
   KILN_CHECK(x.rank() >= 1, name, ": x must have a dimension to normalise over, got ", x.description());
   const int64_t d = resolve_dim(name, dim, x.rank(), x.description());
   if (d == x.rank() - 1) return op(x);
+  // What the last-dimension op would refuse, named for x as given, before a permuted copy is made.
+  KILN_CHECK(x.dim(d) > 0, name, ": dimension ", dim, " of ", x.description(), " is empty: nothing to normalise");
+  KILN_CHECK(x.rank() <= kMaxBroadcastRank, name, ": over a dimension but the last, ", x.description(),
+             " has more than ", kMaxBroadcastRank, " dimensions; reshape it first");
   const std::vector<int64_t> order = moving_last(x.rank(), d);
   std::vector<int64_t> back(order.size());
   for (size_t i = 0; i < order.size(); ++i) back[static_cast<size_t>(order[i])] = static_cast<int64_t>(i);
@@ -229,10 +234,13 @@ Tensor log_softmax(const Tensor& x, int64_t dim) {
 }
 
 Tensor argmax(const Tensor& x, int64_t dim) {
-  checks::defined("argmax", "x", x);
+  checks::float32("argmax", "x", x);
   KILN_CHECK(x.rank() >= 1, "argmax: x must have a dimension to search, got ", x.description());
   const int64_t d = resolve_dim("argmax", dim, x.rank(), x.description());
   if (d == x.rank() - 1) return argmax(x);
+  KILN_CHECK(x.dim(d) > 0, "argmax: dimension ", dim, " of ", x.description(), " is empty: it has no maximum");
+  KILN_CHECK(x.rank() <= kMaxBroadcastRank, "argmax: over a dimension but the last, ", x.description(),
+             " has more than ", kMaxBroadcastRank, " dimensions; reshape it first");
   return argmax(permute(x.detach(), moving_last(x.rank(), d)));  // the others stay in order: no way back
 }
 

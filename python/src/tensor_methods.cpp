@@ -31,8 +31,9 @@ void bind_reductions(nb::handle cls) {
   method(cls, "amin", [](const Tensor& x, std::optional<Dims> dim, bool keepdim) {
     return kiln::amin(x, dims_or_all(x, dim), keepdim);
   }, arg("dim") = nb::none(), arg("keepdim") = false, Release());
-  method(cls, "argmax", [](const Tensor& x, int64_t dim) { return kiln::argmax(x, dim); }, arg("dim") = -1,
-         Release());
+  // dim is required: torch's x.argmax() with none is the index into the flattened tensor, and
+  // kiln.argmax(x)'s default is the last dimension, so neither default would be the other's.
+  method(cls, "argmax", [](const Tensor& x, int64_t dim) { return kiln::argmax(x, dim); }, arg("dim"), Release());
 }
 
 // The reorderings and the ops along a chosen dimension.
@@ -40,8 +41,11 @@ void bind_layout(nb::handle cls) {
   // x.permute(0, 2, 1, 3) or x.permute([0, 2, 1, 3]), as torch takes both.
   method(cls, "permute", [](const Tensor& x, nb::args dims) {
     std::vector<int64_t> order;
-    if (dims.size() == 1 && !nb::isinstance<nb::int_>(dims[0])) order = nb::cast<std::vector<int64_t>>(dims[0]);
-    else order = nb::cast<std::vector<int64_t>>(dims);
+    int64_t one = 0;
+    const bool as_list = dims.size() == 1 && !nb::try_cast(dims[0], one);
+    if (!nb::try_cast(as_list ? nb::handle(dims[0]) : nb::handle(dims), order))
+      throw nb::type_error("Tensor.permute takes the new order as ints, x.permute(0, 2, 1, 3), or as one list or "
+                           "tuple of ints, x.permute([0, 2, 1, 3])");
     nb::gil_scoped_release release;
     return kiln::permute(x, order);
   });

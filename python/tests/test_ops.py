@@ -433,6 +433,21 @@ def test_ops_along_a_chosen_dimension_and_tensor_methods_match_torch():
     assert torch.equal(torch.from_dlpack(kt.argmax(1)), t.argmax(1))
     with pytest.raises(kiln.Error, match="clamp: give min, max or both"):
         kt.clamp()
+    with pytest.raises(TypeError, match="takes the new order as ints"):
+        kt.permute(0.5, 1, 2)
+    with pytest.raises(TypeError):
+        kt.argmax()  # dim required: torch's default flattens, kiln.argmax's is the last dimension
+    with pytest.raises(kiln.Error, match=r"argmax: x must be float32, got int64\[2, 3\]"):
+        kiln.argmax(kiln.from_dlpack(torch.arange(6).reshape(2, 3)), 0)  # named as given, not as permuted
+    deep = torch.randn([1] * 10 + [2, 3])
+    close(kiln.transpose(k(deep, grad=False)), deep.transpose(-2, -1), 0)  # the last two at any rank
+    # A bf16 power's gradient starts from the exponent as given, as torch's (2.01 - 1, not bf16(2.01) - 1).
+    b = torch.tensor([0.5, 3.0, 8.0]).to(torch.bfloat16)
+    kb, tb = kiln.from_dlpack(b.clone()).clone(), b.clone().requires_grad_(True)
+    kb.requires_grad = True
+    kiln.sum(kb ** 2.01).backward()
+    (tb ** 2.01).sum().backward()
+    np.testing.assert_allclose(torch.from_dlpack(kb.grad).float().numpy(), tb.grad.float().numpy(), rtol=1 / 128)
 
 
 def test_narrow_concat_and_stack_match_torch_with_gradients():
@@ -621,7 +636,8 @@ def test_errors_offer_conversions_that_exist():
     with pytest.raises(kiln.Error, match=r'convert weight w with \.astype\("float32"\)$'):
         kiln.conv2d(kiln.zeros([1, 4, 4, 3]), kiln.zeros([2, 3, 3, 3], dtype="int32"))
     with pytest.raises(kiln.Error, match=r'convert it with \.astype\("float32"\)'):
-        kiln.sum(kiln.zeros([2], dtype="bfloat16"))
+        kiln.softmax(kiln.zeros([2], dtype="bfloat16"))
+    assert kiln.sum(kiln.ones([2], dtype="bfloat16")).item() == 2.0  # every element of a bf16 tensor: by dims
 
 
 def test_reprs_say_what_a_thing_is():
