@@ -124,7 +124,9 @@ Tensor sub(const Tensor& a, const Tensor& b);
 Tensor mul(const Tensor& a, const Tensor& b);
 // IEEE division (correctly rounded, as a / b in C++): x / 0 is +-inf, 0 / 0 NaN.
 Tensor div(const Tensor& a, const Tensor& b);
-// With a scalar.
+// With a scalar. A bfloat16 a meets s as a float32 and the result is rounded once (torch 1.13
+// rounds s to bfloat16 first: a bfloat16 ulp apart at most; the comparisons, clamp and pow do
+// round s, as torch's do there).
 Tensor add(const Tensor& a, float s);
 Tensor sub(const Tensor& a, float s);
 Tensor mul(const Tensor& a, float s);
@@ -212,6 +214,8 @@ Tensor clamp(const Tensor& x, float lo, float hi);
 Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b);
 Tensor where(const Tensor& cond, const Tensor& a, float b);
 Tensor where(const Tensor& cond, float a, const Tensor& b);
+// Both numbers: a float32 tensor of cond's shape, on its device (torch.where(c, 1.0, 0.0)).
+Tensor where(const Tensor& cond, float a, float b);
 // x with `value` where mask is nonzero (torch.masked_fill: -inf over attention scores a token
 // may not see); mask broadcasts to x's shape, which the result keeps.
 Tensor masked_fill(const Tensor& x, const Tensor& mask, float value);

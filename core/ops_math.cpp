@@ -491,6 +491,12 @@ Tensor where(const Tensor& cond, float a, const Tensor& b) {
   return where(cond, Tensor::full(Shape{}, a, like(b)), b);
 }
 
+Tensor where(const Tensor& cond, float a, float b) {
+  checks::defined("where", "cond", cond);
+  const TensorOptions f32{DType::f32, cond.device()};
+  return where(cond, Tensor::full(Shape{}, a, f32), Tensor::full(Shape{}, b, f32));
+}
+
 Tensor masked_fill(const Tensor& x, const Tensor& mask, float value) {
   checks::float32_or_bf16("masked_fill", "x", x);
   checks::defined("masked_fill", "mask", mask);

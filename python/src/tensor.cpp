@@ -251,8 +251,10 @@ void bind_tensor_class(nb::module_& m) {
   bind_scalar_operator(c, "__truediv__", "/", false, [](const Tensor& a, float s) { return div(a, s); });
   bind_scalar_operator(c, "__radd__", "+", true, [](const Tensor& a, float s) { return add(a, s); });
   bind_scalar_operator(c, "__rmul__", "*", true, [](const Tensor& a, float s) { return mul(a, s); });
-  // s - a and s / a in one pass each (core's scalar-on-the-left ops); a bf16 a is computed
-  // in float32 with s as given and rounded once, as torch does and as a - s and a / s are.
+  // s - a and s / a in one pass each (core's scalar-on-the-left ops); a bf16 a is computed in
+  // float32 with s as given and rounded once, as a - s and a / s are. torch 1.13 rounds s to
+  // bfloat16 first for all four (measured: bf16 3.03125 * 2.0078125 is 6.0625 there, kiln's
+  // 6.09375 is the product rounded once), so the two may differ by a bfloat16 ulp.
   bind_scalar_operator(c, "__rsub__", "-", true, [](const Tensor& a, float s) { return sub(s, a); });
   bind_scalar_operator(c, "__rtruediv__", "/", true, [](const Tensor& a, float s) { return div(s, a); });
   c.def("__pow__", static_cast<Tensor (*)(const Tensor&, const Tensor&)>(&kiln::pow), nb::is_operator(), Release());
@@ -509,13 +511,15 @@ void bind_math_ops(nb::module_& m) {
   m.def("pow", static_cast<Tensor (*)(float, const Tensor&)>(&kiln::pow), arg("a"), arg("b"), Release(), pow_doc);
   const char* where_doc =
       "a where cond is nonzero, else b (torch.where); cond, a and b broadcast together. cond: a mask of any dtype "
-      "(a comparison's 0/1, an integer tensor; NaN counts as true); a or b may be a number. Gradients to a where "
-      "cond holds, to b elsewhere.";
+      "(a comparison's 0/1, an integer tensor; NaN counts as true); a or b may be a number (both: a float32 "
+      "result of cond's shape). Gradients to a where cond holds, to b elsewhere.";
   m.def("where", static_cast<Tensor (*)(const Tensor&, const Tensor&, const Tensor&)>(&kiln::where), arg("cond"),
         arg("a"), arg("b"), Release(), where_doc);
   m.def("where", static_cast<Tensor (*)(const Tensor&, const Tensor&, float)>(&kiln::where), arg("cond"), arg("a"),
         arg("b"), Release(), where_doc);
   m.def("where", static_cast<Tensor (*)(const Tensor&, float, const Tensor&)>(&kiln::where), arg("cond"), arg("a"),
+        arg("b"), Release(), where_doc);
+  m.def("where", static_cast<Tensor (*)(const Tensor&, float, float)>(&kiln::where), arg("cond"), arg("a"),
         arg("b"), Release(), where_doc);
   m.def("masked_fill", &kiln::masked_fill, arg("x"), arg("mask"), arg("value"), Release(),
         "x with `value` where mask is nonzero (torch.masked_fill; e.g. -inf over the attention scores a token may "

@@ -369,6 +369,7 @@ def test_where_and_masked_fill_match_torch_with_gradients():
         kiln.masked_fill(ka, k(torch.ones(2, 4), grad=False), 0.0)
     with pytest.raises(kiln.Error, match="do not broadcast"):
         kiln.where(k(torch.ones(2), grad=False), ka, kb)
+    assert kiln.where(ints, 1.0, 0.0).tolist() == [0.0, 1.0, 0.0, 1.0]  # both numbers: float32 of cond's shape
 
 
 def test_permute_matches_torch_with_gradients_in_any_dtype():
