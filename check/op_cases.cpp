@@ -750,6 +750,29 @@ void append_permute_cases(std::vector<OpCase>& cases) {
   }
 }
 
+// var and stddev over chosen dimensions, unbiased and the population's, on inputs off-centre so
+// that the mean's subtraction has work to do.
+void append_statistics_cases(std::vector<OpCase>& cases) {
+  Generator g(20261214);
+  const Tensor x = add(mul(randn(g, {2, 5, 3}), 1.5f), 0.7f);
+  for (const auto& [op, correction, dims] : {std::tuple<const char*, int64_t, std::vector<int64_t>>{"var", 1, {1}},
+                                             {"var", 0, {0, 2}}, {"std", 1, {-1}}}) {
+    const bool is_var = std::string(op) == "var";
+    std::string name = std::string(op) + "/2x5x3_over";
+    for (const int64_t d : dims) name += "_" + std::to_string(d);
+    const int64_t c = correction;
+    const std::vector<int64_t> ds = dims;
+    OpCase k = simple(name + "_correction" + std::to_string(c), std::string(op) + "_dims", {x}, {true},
+                      [is_var, ds, c](const std::vector<Tensor>& in) {
+                        return is_var ? var(in[0], ds, c) : stddev(in[0], ds, c);
+                      },
+                      kRtolReduction);
+    k.params = {{"correction", static_cast<double>(c)}, {"ndims", static_cast<double>(ds.size())}};
+    for (size_t i = 0; i < ds.size(); ++i) k.params["d" + std::to_string(i)] = static_cast<double>(ds[i]);
+    cases.push_back(streaming(k, 5, 30));
+  }
+}
+
 }  // namespace
 
 std::vector<OpCase> all_op_cases() {
@@ -799,6 +822,7 @@ std::vector<OpCase> all_op_cases() {
   append_power_cases(cases);
   append_where_cases(cases);
   append_permute_cases(cases);
+  append_statistics_cases(cases);
   return cases;
 }
 

@@ -675,6 +675,20 @@ Tensor mean(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim) {
 Tensor sum(const Tensor& x, int64_t dim, bool keepdim) { return sum(x, std::vector<int64_t>{dim}, keepdim); }
 Tensor mean(const Tensor& x, int64_t dim, bool keepdim) { return mean(x, std::vector<int64_t>{dim}, keepdim); }
 
+Tensor var(const Tensor& x, const std::vector<int64_t>& dims, int64_t correction, bool keepdim) {
+  checks::float32_or_bf16("var", "input x", x);
+  KILN_CHECK(correction >= 0, "var: correction ", correction, " is negative (1: unbiased, 0: the population's)");
+  const Reduction r = reduction_of("var", x, dims);
+  KILN_CHECK(r.count > 0, "var: the dimensions given of ", x.description(), " hold no element, so they have no "
+             "variance");
+  const Tensor d = sub(x, mean(x, dims, true));
+  return div(sum(mul(d, d), dims, keepdim), static_cast<float>(r.count - correction));
+}
+
+Tensor stddev(const Tensor& x, const std::vector<int64_t>& dims, int64_t correction, bool keepdim) {
+  return sqrt(var(x, dims, correction, keepdim));
+}
+
 namespace {
 // A loss's operands: float32, one device, one shape, so that its error names the loss and not
 // the sub or mean it is made of.

@@ -65,6 +65,9 @@ std::vector<int64_t> dims_or_all(const Tensor& x, const std::optional<Dims>& dim
 // extents as 1 with keepdim. Module functions and Tensor methods alike.
 Tensor sum_over(const Tensor& x, std::optional<Dims> dim, bool keepdim);
 Tensor mean_over(const Tensor& x, std::optional<Dims> dim, bool keepdim);
+// kiln.var and kiln.std over dim (None: every element), with torch's correction (1: unbiased).
+Tensor var_over(const Tensor& x, std::optional<Dims> dim, int64_t correction, bool keepdim);
+Tensor std_over(const Tensor& x, std::optional<Dims> dim, int64_t correction, bool keepdim);
 // kiln.clamp with either bound None (open); neither is refused.
 Tensor clamp_between(const Tensor& x, std::optional<float> lo, std::optional<float> hi);
 // The methods torch users call on a tensor (x.sum(-1), x.permute(0, 2, 1, 3)), each the module

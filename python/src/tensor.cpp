@@ -52,6 +52,14 @@ Tensor mean_over(const Tensor& x, std::optional<Dims> dim, bool keepdim) {
   return dim || keepdim || x.dtype() != DType::f32 ? kiln::mean(x, dims_or_all(x, dim), keepdim) : kiln::mean(x);
 }
 
+Tensor var_over(const Tensor& x, std::optional<Dims> dim, int64_t correction, bool keepdim) {
+  return kiln::var(x, dims_or_all(x, dim), correction, keepdim);
+}
+
+Tensor std_over(const Tensor& x, std::optional<Dims> dim, int64_t correction, bool keepdim) {
+  return kiln::stddev(x, dims_or_all(x, dim), correction, keepdim);
+}
+
 Tensor clamp_between(const Tensor& x, std::optional<float> lo, std::optional<float> hi) {
   KILN_CHECK(lo || hi, "clamp: give min, max or both (with neither it would change nothing)");
   constexpr float inf = std::numeric_limits<float>::infinity();
@@ -491,6 +499,11 @@ void bind_math_ops(nb::module_& m) {
         "them as extents 1 with keepdim (torch.sum).");
   m.def("mean", &mean_over, arg("x"), arg("dim") = nb::none(), arg("keepdim") = false, Release(),
         "The mean of all elements (a scalar tensor), or over `dim` as sum's (torch.mean).");
+  m.def("var", &var_over, arg("x"), arg("dim") = nb::none(), arg("correction") = 1, arg("keepdim") = false,
+        Release(), "The variance over dim (None: every element): sum((x - mean)^2) / (count - correction), "
+        "correction 1 the unbiased estimate, 0 the population's (torch.var's correction); gradients through it.");
+  m.def("std", &std_over, arg("x"), arg("dim") = nb::none(), arg("correction") = 1, arg("keepdim") = false,
+        Release(), "The square root of var (torch.std).");
   using Extreme = Tensor (*)(const Tensor&, const std::vector<int64_t>&, bool);
   const std::tuple<const char*, const char*, Extreme> extremes[] = {
       {"amax", "The largest element (a scalar tensor), or the largest over `dim` as sum's; NaN wins (torch.amax). "

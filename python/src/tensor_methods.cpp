@@ -21,10 +21,12 @@ void method(nb::handle cls, const char* name, Fn&& fn, const Extra&... extra) {
                                     doc.c_str());
 }
 
-// The reductions over dims: sum, mean, amax, amin (dim None: every element).
+// The reductions over dims: sum, mean, var, std, amax, amin (dim None: every element), argmax.
 void bind_reductions(nb::handle cls) {
   method(cls, "sum", &sum_over, arg("dim") = nb::none(), arg("keepdim") = false, Release());
   method(cls, "mean", &mean_over, arg("dim") = nb::none(), arg("keepdim") = false, Release());
+  method(cls, "var", &var_over, arg("dim") = nb::none(), arg("correction") = 1, arg("keepdim") = false, Release());
+  method(cls, "std", &std_over, arg("dim") = nb::none(), arg("correction") = 1, arg("keepdim") = false, Release());
   method(cls, "amax", [](const Tensor& x, std::optional<Dims> dim, bool keepdim) {
     return kiln::amax(x, dims_or_all(x, dim), keepdim);
   }, arg("dim") = nb::none(), arg("keepdim") = false, Release());

@@ -397,6 +397,26 @@ def test_permute_matches_torch_with_gradients_in_any_dtype():
         kiln.permute(kx, [0, 1, 3])
 
 
+def test_var_and_std_match_torch_with_gradients():
+    torch.manual_seed(14)
+    x, w = torch.randn(2, 5, 3) * 1.5 + 0.7, torch.randn(2, 5, 3)
+    for name in ["var", "std"]:
+        for dim, correction in [(None, 1), (1, 1), ([0, 2], 0), (-1, 1)]:
+            kx, tx = k(x), x.clone().requires_grad_(True)
+            y = getattr(kiln, name)(kx, dim, correction=correction, keepdim=True)
+            ref = getattr(torch, name)(tx, list(range(3)) if dim is None else dim, unbiased=bool(correction),
+                                       keepdim=True)
+            kiln.sum(kiln.mul(y, k(w.sum(list(range(3)) if dim is None else dim, keepdim=True), grad=False))).backward()
+            (ref * w.sum(list(range(3)) if dim is None else dim, keepdim=True)).sum().backward()
+            close(y, ref, 1e-5)
+            close(kx.grad, tx.grad, 1e-4)
+    close(k(x, grad=False).var(1), x.var(1), 1e-5)
+    close(k(x, grad=False).std(), x.std(), 1e-5)
+    assert np.isnan(kiln.var(kiln.ones([1]), 0).item())  # one element, unbiased: 0 / 0, as torch's
+    with pytest.raises(kiln.Error, match="var: correction -1 is negative"):
+        kiln.var(k(x, grad=False), 0, correction=-1)
+
+
 def test_ops_along_a_chosen_dimension_and_tensor_methods_match_torch():
     torch.manual_seed(13)
     x, w = torch.randn(2, 5, 3), torch.randn(2, 5, 3)

@@ -70,6 +70,9 @@ def run_op(op, p, x, extras):
     if op in ("sum_dims", "mean_dims", "amax", "amin"):
         dims = [int(p[f"d{i}"]) for i in range(int(p["ndims"]))]
         return getattr(torch, op.removesuffix("_dims"))(x[0], dims, keepdim=bool(int(p["keepdim"])))
+    if op in ("var_dims", "std_dims"):
+        dims = [int(p[f"d{i}"]) for i in range(int(p["ndims"]))]
+        return getattr(torch, op.removesuffix("_dims"))(x[0], dims, unbiased=bool(int(p["correction"])))
     if op == "transpose_dims":
         return x[0].transpose(int(p["d0"]), int(p["d1"]))
     if op in ("softmax_dim", "log_softmax_dim"):
