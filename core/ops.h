@@ -256,10 +256,11 @@ Tensor sum(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim = fal
 Tensor mean(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim = false);
 Tensor sum(const Tensor& x, int64_t dim, bool keepdim = false);
 Tensor mean(const Tensor& x, int64_t dim, bool keepdim = false);
-// The variance over `dims`: sum((x - mean)^2) / (count - correction), two passes in x's dtype
-// (torch.var; correction 1 is the unbiased estimate, 0 the population's; count <= correction
-// gives inf or NaN, as torch's). stddev is its square root (torch.std; Python's kiln.std).
-// Gradients through the composition.
+// The variance over `dims`: sum((x - mean)^2) / max(count - correction, 0), two passes in float32
+// (a bfloat16 x rounded once at the end; torch.var; correction 1 is the unbiased estimate, 0 the
+// population's; count <= correction gives inf or NaN, and an empty reduction NaN, as torch's).
+// stddev is its square root (torch.std; Python's kiln.std), whose gradient is 0 where it is 0, as
+// torch's. Gradients through the composition.
 Tensor var(const Tensor& x, const std::vector<int64_t>& dims, int64_t correction = 1, bool keepdim = false);
 Tensor stddev(const Tensor& x, const std::vector<int64_t>& dims, int64_t correction = 1, bool keepdim = false);
 // The largest (amax) or smallest (amin) element over `dims`, as sum's: exact, NaN wins, float32 or

@@ -1,5 +1,6 @@
 // Elementwise arithmetic, reductions, views (reshape, flatten, slice), the L2 penalty,
 // the SGD and Adam updates, and the pixel lookups that turn bytes into network inputs.
+#include <algorithm>
 #include <cmath>
 
 #include "core/op_checks.h"
@@ -253,18 +254,23 @@ struct ScalarNode final : Node {
   void release_saved() override { a.reset(); }
 };
 
+// out = a (op) s's history, when a wants a gradient: s as the forward used it, given as the caller
+// gave it.
+void record_scalar_op(BinaryOp op, const Tensor& a, float s, float given, Tensor& out) {
+  if (is_comparison(op) || !autograd::needs_grad({&a})) return;
+  auto node = std::make_shared<ScalarNode>(op, s, given);
+  if (op == BinaryOp::rdiv || op == BinaryOp::pow || op == BinaryOp::rpow) node->a = a.detach();
+  node->next = {autograd::edge_for(a)};
+  autograd::set_history(out, node);
+}
+
 Tensor binary_scalar(BinaryOp op, const Tensor& a, float s) {
   checks::float32_or_bf16(binary_name(op), "a", a);
   const float given = s;
   if (is_comparison(op) || op == BinaryOp::pow || op == BinaryOp::rpow) s = in_dtype_of(a, s);
   Tensor out = Tensor::empty(a.shape(), like(a));
   backend_for(a.device()).binary_scalar(op, a, s, out);
-  if (!is_comparison(op) && autograd::needs_grad({&a})) {
-    auto node = std::make_shared<ScalarNode>(op, s, given);
-    if (op == BinaryOp::rdiv || op == BinaryOp::pow || op == BinaryOp::rpow) node->a = a.detach();
-    node->next = {autograd::edge_for(a)};
-    autograd::set_history(out, node);
-  }
+  record_scalar_op(op, a, s, given, out);
   return out;
 }
 
@@ -382,10 +388,12 @@ Tensor pow(const Tensor& x, float p) {
   checks::float32_or_bf16("pow", "x", x);
   // A bfloat16 x meets p rounded to bfloat16, as torch's; but torch picks its exact forms by p as
   // given, so a p that only rounds to one (0.501 to 0.5) takes powf, the tensor exponent's path.
+  // Its gradient is still the number exponent's, from p as given.
   const float rounded = in_dtype_of(x, p);
-  if (rounded != p && pow_exact_form(rounded))
-    return binary(BinaryOp::pow, x, Tensor::full(Shape{}, rounded, like(x)));
-  return binary_scalar(BinaryOp::pow, x, p);
+  if (rounded == p || !pow_exact_form(rounded)) return binary_scalar(BinaryOp::pow, x, p);
+  Tensor out = apply_binary(BinaryOp::pow, x, Tensor::full(Shape{}, rounded, like(x)), x.shape());
+  record_scalar_op(BinaryOp::pow, x, rounded, p, out);
+  return out;
 }
 Tensor pow(float base, const Tensor& x) {
   checks::float32_or_bf16("pow", "the exponent x of base ** x", x);
@@ -675,18 +683,53 @@ Tensor mean(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim) {
 Tensor sum(const Tensor& x, int64_t dim, bool keepdim) { return sum(x, std::vector<int64_t>{dim}, keepdim); }
 Tensor mean(const Tensor& x, int64_t dim, bool keepdim) { return mean(x, std::vector<int64_t>{dim}, keepdim); }
 
-Tensor var(const Tensor& x, const std::vector<int64_t>& dims, int64_t correction, bool keepdim) {
-  checks::float32_or_bf16("var", "input x", x);
-  KILN_CHECK(correction >= 0, "var: correction ", correction, " is negative (1: unbiased, 0: the population's)");
-  const Reduction r = reduction_of("var", x, dims);
-  KILN_CHECK(r.count > 0, "var: the dimensions given of ", x.description(), " hold no element, so they have no "
-             "variance");
+namespace {
+
+// The variance for var and stddev (op names the caller). A bfloat16 x is computed in float32 and
+// rounded once (its mean rounded to bf16 before the subtraction biased the variance by n times
+// that rounding squared: 3x at [100, 100, 100.5, ...]). The divisor is count - correction, at
+// least 0 (torch's: inf past the count), and an empty reduction is NaN, as torch's.
+Tensor variance(const char* op, const Tensor& x, const std::vector<int64_t>& dims, int64_t correction,
+                bool keepdim) {
+  checks::float32_or_bf16(op, "input x", x);
+  KILN_CHECK(correction >= 0, op, ": correction ", correction, " is negative (1: unbiased, 0: the population's)");
+  const Reduction r = reduction_of(op, x, dims);
+  if (r.count == 0) return Tensor::full(keepdim ? r.kept : r.dropped, NAN, like(x));
+  if (x.dtype() == DType::bf16) return variance(op, x.to(DType::f32), dims, correction, keepdim).to(DType::bf16);
   const Tensor d = sub(x, mean(x, dims, true));
-  return div(sum(mul(d, d), dims, keepdim), static_cast<float>(r.count - correction));
+  return div(sum(mul(d, d), dims, keepdim), static_cast<float>(std::max<int64_t>(r.count - correction, 0)));
+}
+
+// sqrt's gradient, but 0 where the deviation is 0 (torch's std_backward): a constant row, a
+// padding feature, must not turn every gradient NaN through 1 / (2 * 0).
+struct StdNode final : Node {
+  StdNode() : Node("std") {}
+  SavedTensor y;
+  std::vector<Tensor> apply(const Tensor& g) override {
+    const Tensor& s = y.get();
+    const Tensor half_over = apply_binary(BinaryOp::div, g, apply_scalar(BinaryOp::mul, s, 2.0f), g.shape());
+    return {zeroed_where(apply_scalar(BinaryOp::eq, s, 0.0f), half_over)};
+  }
+  void release_saved() override { y.reset(); }
+};
+
+}  // namespace
+
+Tensor var(const Tensor& x, const std::vector<int64_t>& dims, int64_t correction, bool keepdim) {
+  return variance("var", x, dims, correction, keepdim);
 }
 
 Tensor stddev(const Tensor& x, const std::vector<int64_t>& dims, int64_t correction, bool keepdim) {
-  return sqrt(var(x, dims, correction, keepdim));
+  const Tensor v = variance("std", x, dims, correction, keepdim);
+  Tensor y = Tensor::empty(v.shape(), like(v));
+  backend_for(v.device()).unary(UnaryOp::sqrt, v, y);
+  if (autograd::needs_grad({&v})) {
+    auto node = std::make_shared<StdNode>();
+    node->y = y.detach();
+    node->next = {autograd::edge_for(v)};
+    autograd::set_history(y, node);
+  }
+  return y;
 }
 
 namespace {

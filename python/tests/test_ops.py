@@ -413,6 +413,17 @@ def test_var_and_std_match_torch_with_gradients():
     close(k(x, grad=False).var(1), x.var(1), 1e-5)
     close(k(x, grad=False).std(), x.std(), 1e-5)
     assert np.isnan(kiln.var(kiln.ones([1]), 0).item())  # one element, unbiased: 0 / 0, as torch's
+    # bf16 in float32 (a mean rounded to bf16 first made this 0.2002), correction past the count
+    # (inf, not negative), an empty reduction (NaN), std's gradient at zero deviation (0, not NaN).
+    hb = torch.tensor([100, 100, 100.5, 100.5, 100.5, 100.5]).to(torch.bfloat16)
+    assert torch.from_dlpack(kiln.var(kiln.from_dlpack(hb.clone()))).item() == torch.var(hb).item()
+    r = torch.randn(4, 5)
+    assert kiln.var(k(r, grad=False), 1, correction=6).tolist() == [float("inf")] * 4
+    assert all(np.isnan(kiln.var(kiln.zeros([3, 0]), 1).tolist()))
+    flat = kiln.full([2, 3], 2.0)
+    flat.requires_grad = True
+    kiln.sum(kiln.std(flat, 1)).backward()
+    assert flat.grad.tolist() == [0.0] * 6
     with pytest.raises(kiln.Error, match="var: correction -1 is negative"):
         kiln.var(k(x, grad=False), 0, correction=-1)
 
@@ -469,6 +480,13 @@ def test_ops_along_a_chosen_dimension_and_tensor_methods_match_torch():
     kiln.sum(kb ** 2.01).backward()
     (tb ** 2.01).sum().backward()
     np.testing.assert_allclose(torch.from_dlpack(kb.grad).float().numpy(), tb.grad.float().numpy(), rtol=1 / 128)
+    # An exponent that rounds onto an exact form in bf16 (1.001 to 1) keeps the number's gradient.
+    z = torch.tensor([0.0, 100.0, -2.0]).to(torch.bfloat16)
+    kz, tz = kiln.from_dlpack(z.clone()).clone(), z.clone().requires_grad_(True)
+    kz.requires_grad = True
+    kiln.sum(kz ** 1.001).backward()
+    (tz ** 1.001).sum().backward()
+    np.testing.assert_array_equal(torch.from_dlpack(kz.grad).float().numpy(), tz.grad.float().numpy())
 
 
 def test_narrow_concat_and_stack_match_torch_with_gradients():
