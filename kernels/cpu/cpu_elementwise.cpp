@@ -111,21 +111,24 @@ void binary_typed(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) {
   with_binary_op(op, [&](auto o) { binary_loop<decltype(o)::value>(pa, pb, po, n); });
 }
 
-// a ** E with E fixed at compile time: pow_number's branches fold away into E's one form (x * x,
-// sqrtf, ...) and the loop vectorises; binary_scalar_loop's, with E a runtime value, is scalar.
-template <float E, typename T>
+// a ** E with E = kPowExactForms[I] fixed at compile time: pow_number's branches fold away into
+// E's one form (x * x, sqrtf, ...) and the loop vectorises; binary_scalar_loop's, with E a runtime
+// value, is scalar. The index, not the float, is the template argument: clang before 18 (the fuzz
+// build's) takes no float template parameter.
+template <size_t I, typename T>
 KILN_CPU_CLONES
 void pow_exponent_loop(const T* a, T* o, int64_t n) {
+  constexpr float e = kPowExactForms[I];
   const auto* pa = raw(a);
   auto* po = raw(o);
 #pragma omp parallel for simd schedule(static) if (parallel : n > 65536)
-  for (int64_t i = 0; i < n; ++i) po[i] = from_f32<raw_t<T>>(common::pow_number(to_f32(pa[i]), E));
+  for (int64_t i = 0; i < n; ++i) po[i] = from_f32<raw_t<T>>(common::pow_number(to_f32(pa[i]), e));
 }
 
 // a ** s through pow_exponent_loop where s is one of pow_number's exact forms; false otherwise.
 template <typename T, size_t... I>
 bool pow_by_exact_form(const T* a, float s, T* o, int64_t n, std::index_sequence<I...>) {
-  return ((s == kPowExactForms[I] && (pow_exponent_loop<kPowExactForms[I]>(a, o, n), true)) || ...);
+  return ((s == kPowExactForms[I] && (pow_exponent_loop<I>(a, o, n), true)) || ...);
 }
 
 template <typename T>
