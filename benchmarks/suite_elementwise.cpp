@@ -156,21 +156,38 @@ void unary_rows(const std::string& size, const Tensor& a_host, Tensor& out, cons
   }
 }
 
-// where, a permutation and the powers (the ops research code composes attention of), at one size:
-// rows named "<op>/<size>", as selection_rows'.
-void where_permute_pow_rows(const std::string& size, const Tensor& a_host, const Tensor& b_host, const Options& opt,
-                            const MachineLimits& m, SuiteResult& res) {
-  kiln::Backend& be = kiln::backend_for(bench_device(opt));
-  const kiln::NoGradGuard no_grad;
-  const int64_t ne = a_host.numel(), c = a_host.dim(-1);
-  const double el = static_cast<double>(ne);
-  const float* ap = a_host.data<float>();
-  const float* bp = b_host.data<float>();
-  const Tensor a = to_bench_device(a_host, opt), b = to_bench_device(b_host, opt);
-  const auto row = [&](const std::string& op_name, double flops, double bytes) {
+// The row groups run at one size only (conv3_3's), over a: [N, H, W, C] with C = a.dim(-1) and b
+// alike, in [-1, 1]: the operands on the bench device and on the host, and rows "<op>/<size>".
+struct OneSizeRows {
+  OneSizeRows(const std::string& size, const Tensor& a_host, const Tensor& b_host, const Options& opt,
+              const MachineLimits& m, SuiteResult& res)
+      : size(size), opt(opt), m(m), res(res), be(kiln::backend_for(bench_device(opt))), ne(a_host.numel()),
+        c(a_host.dim(-1)), rows(ne / c), el(static_cast<double>(ne)), ap(a_host.data<float>()),
+        bp(b_host.data<float>()), a(to_bench_device(a_host, opt)), b(to_bench_device(b_host, opt)) {}
+  Row row(const std::string& op_name, double flops, double bytes) const {
     return make_row(op_name + "/" + size, "elementwise", shape_str(a.shape()), flops, bytes);
-  };
-  Tensor host;
+  }
+  // The selections and joins: maximum(a, b), amax over the channels, the channel concat of a and
+  // b, and layer_norm over the channels (gamma, beta random). Each against double-precision math.
+  void selections();
+  // where, a permutation and the powers (the ops research code composes attention of).
+  void where_permute_pow();
+
+  const std::string& size;
+  const Options& opt;
+  const MachineLimits& m;
+  SuiteResult& res;
+  kiln::Backend& be;
+  const kiln::NoGradGuard no_grad;
+  const int64_t ne, c, rows;
+  const double el;
+  const float* ap;
+  const float* bp;
+  const Tensor a, b;
+  Tensor host;  // an output, read where the references are
+};
+
+void OneSizeRows::where_permute_pow() {
   {  // where(a > 0, a, b): a blend, exact. kiln's mask is float32 (16 bytes an element in all; torch's
      // bool mask makes its 13)
     const Tensor mask = kiln::gt(a, 0.0f);
@@ -223,23 +240,7 @@ void where_permute_pow_rows(const std::string& size, const Tensor& a_host, const
 }
 
 
-// The selections and joins at one size, a: [N, H, W, C] with C = a.dim(-1), b alike, in [-1, 1]:
-// maximum(a, b), amax over the channels, the channel concat of a and b, and layer_norm over the
-// channels (gamma, beta random; composed of kiln's ops, so it runs ~9 passes where torch fuses
-// one). Each against double-precision math; rows "<op>/<size>".
-void selection_rows(const std::string& size, const Tensor& a_host, const Tensor& b_host, const Options& opt,
-                    const MachineLimits& m, SuiteResult& res) {
-  kiln::Backend& be = kiln::backend_for(bench_device(opt));
-  const kiln::NoGradGuard no_grad;
-  const int64_t ne = a_host.numel(), c = a_host.dim(-1), rows = ne / c;
-  const double el = static_cast<double>(ne);
-  const float* ap = a_host.data<float>();
-  const float* bp = b_host.data<float>();
-  const Tensor a = to_bench_device(a_host, opt), b = to_bench_device(b_host, opt);
-  const auto row = [&](const std::string& op_name, double flops, double bytes) {
-    return make_row(op_name + "/" + size, "elementwise", shape_str(a.shape()), flops, bytes);
-  };
-  Tensor host;
+void OneSizeRows::selections() {
   {  // maximum: one of the operands, exact
     Tensor out = empty_on_bench_device(a.shape(), opt);
     be.binary(kiln::BinaryOp::maximum, a, b, out);
@@ -388,8 +389,9 @@ SuiteResult run_elementwise(const Options& opt, const MachineLimits& m) {
     broadcast_rows(s.name, a, b, out, ap, bp, opt, m, res);
     if (s.name == "conv3_3") {  // one size only: the unary math, selections, joins, where, permute, powers
       unary_rows(s.name, a_host, out, opt, m, res);
-      selection_rows(s.name, a_host, b_host, opt, m, res);
-      where_permute_pow_rows(s.name, a_host, b_host, opt, m, res);
+      OneSizeRows one(s.name, a_host, b_host, opt, m, res);
+      one.selections();
+      one.where_permute_pow();
     }
     // The fills against the stream (core/philox.h), U(0, 1) and N(0, 1) so that a + b * draw adds
     // no rounding: uniform exact against philox_uniform; normal against Box-Muller in double from

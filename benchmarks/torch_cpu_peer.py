@@ -141,7 +141,7 @@ def elementwise():
                              ("silu", torch._C._nn.silu, a), ("abs", torch.abs, a),
                              ("softplus", torch._C._nn.softplus, a)):
                 rows.append((f"{op}/{name}", lambda f=f, x=x, out=out: f(x, out=out)))
-            # The selections and joins, as kiln_bench's selection_rows.
+            # The selections, joins, where, permute and powers, as kiln_bench's OneSizeRows.
             a2, b2 = a.reshape(-1, c), b.reshape(-1, c)
             amax_out, cat_out = torch.empty(a2.shape[0]), torch.empty(a2.shape[0], 2 * c)
             gen = torch.Generator().manual_seed(7)

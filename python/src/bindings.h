@@ -65,6 +65,9 @@ std::vector<int64_t> dims_or_all(const Tensor& x, const std::optional<Dims>& dim
 // extents as 1 with keepdim. Module functions and Tensor methods alike.
 Tensor sum_over(const Tensor& x, std::optional<Dims> dim, bool keepdim);
 Tensor mean_over(const Tensor& x, std::optional<Dims> dim, bool keepdim);
+// kiln.amax and kiln.amin over dim (None: every element).
+Tensor amax_over(const Tensor& x, std::optional<Dims> dim, bool keepdim);
+Tensor amin_over(const Tensor& x, std::optional<Dims> dim, bool keepdim);
 // kiln.var and kiln.std over dim (None: every element), with torch's correction (1: unbiased).
 Tensor var_over(const Tensor& x, std::optional<Dims> dim, int64_t correction, bool keepdim);
 Tensor std_over(const Tensor& x, std::optional<Dims> dim, int64_t correction, bool keepdim);

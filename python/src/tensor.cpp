@@ -52,6 +52,14 @@ Tensor mean_over(const Tensor& x, std::optional<Dims> dim, bool keepdim) {
   return dim || keepdim || x.dtype() != DType::f32 ? kiln::mean(x, dims_or_all(x, dim), keepdim) : kiln::mean(x);
 }
 
+Tensor amax_over(const Tensor& x, std::optional<Dims> dim, bool keepdim) {
+  return kiln::amax(x, dims_or_all(x, dim), keepdim);
+}
+
+Tensor amin_over(const Tensor& x, std::optional<Dims> dim, bool keepdim) {
+  return kiln::amin(x, dims_or_all(x, dim), keepdim);
+}
+
 Tensor var_over(const Tensor& x, std::optional<Dims> dim, int64_t correction, bool keepdim) {
   return kiln::var(x, dims_or_all(x, dim), correction, keepdim);
 }
@@ -504,16 +512,11 @@ void bind_math_ops(nb::module_& m) {
         "correction 1 the unbiased estimate, 0 the population's (torch.var's correction); gradients through it.");
   m.def("std", &std_over, arg("x"), arg("dim") = nb::none(), arg("correction") = 1, arg("keepdim") = false,
         Release(), "The square root of var (torch.std).");
-  using Extreme = Tensor (*)(const Tensor&, const std::vector<int64_t>&, bool);
-  const std::tuple<const char*, const char*, Extreme> extremes[] = {
-      {"amax", "The largest element (a scalar tensor), or the largest over `dim` as sum's; NaN wins (torch.amax). "
-               "The gradient is shared evenly among the elements equal to the result.", &kiln::amax},
-      {"amin", "The smallest element, or over `dim`, as amax (torch.amin).", &kiln::amin}};
-  for (const auto& [name, doc, fn] : extremes) {
-    m.def(name, [fn](const Tensor& x, std::optional<Dims> dim, bool keepdim) {
-            return fn(x, dims_or_all(x, dim), keepdim);
-          }, arg("x"), arg("dim") = nb::none(), arg("keepdim") = false, Release(), doc);
-  }
+  m.def("amax", &amax_over, arg("x"), arg("dim") = nb::none(), arg("keepdim") = false, Release(),
+        "The largest element (a scalar tensor), or the largest over `dim` as sum's; NaN wins (torch.amax). The "
+        "gradient is shared evenly among the elements equal to the result.");
+  m.def("amin", &amin_over, arg("x"), arg("dim") = nb::none(), arg("keepdim") = false, Release(),
+        "The smallest element, or over `dim`, as amax (torch.amin).");
   const char* pow_doc =
       "a ** b per element, broadcast; either may be a number (torch.pow). A number exponent 2, 3, 0.5, -0.5, -1 "
       "or -2 takes torch's exact forms (x * x, sqrt, 1 / x, ...); otherwise powf per element (a number is used as "

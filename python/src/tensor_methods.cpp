@@ -27,12 +27,8 @@ void bind_reductions(nb::handle cls) {
   method(cls, "mean", &mean_over, arg("dim") = nb::none(), arg("keepdim") = false, Release());
   method(cls, "var", &var_over, arg("dim") = nb::none(), arg("correction") = 1, arg("keepdim") = false, Release());
   method(cls, "std", &std_over, arg("dim") = nb::none(), arg("correction") = 1, arg("keepdim") = false, Release());
-  method(cls, "amax", [](const Tensor& x, std::optional<Dims> dim, bool keepdim) {
-    return kiln::amax(x, dims_or_all(x, dim), keepdim);
-  }, arg("dim") = nb::none(), arg("keepdim") = false, Release());
-  method(cls, "amin", [](const Tensor& x, std::optional<Dims> dim, bool keepdim) {
-    return kiln::amin(x, dims_or_all(x, dim), keepdim);
-  }, arg("dim") = nb::none(), arg("keepdim") = false, Release());
+  method(cls, "amax", &amax_over, arg("dim") = nb::none(), arg("keepdim") = false, Release());
+  method(cls, "amin", &amin_over, arg("dim") = nb::none(), arg("keepdim") = false, Release());
   // dim is required: torch's x.argmax() with none is the index into the flattened tensor, and
   // kiln.argmax(x)'s default is the last dimension, so neither default would be the other's.
   method(cls, "argmax", [](const Tensor& x, int64_t dim) { return kiln::argmax(x, dim); }, arg("dim"), Release());
