@@ -530,6 +530,7 @@ void append_matrix_cases(std::vector<OpCase>& cases) {
   cases.push_back(bf16_variant(t, kRtolExact));
   cases.push_back(simple("transpose/batched_2x33x35", "transpose", {randn(g, {2, 33, 35})}, {true},
                          [](const std::vector<Tensor>& in) { return transpose(in[0]); }, kRtolExact));
+  cases.push_back(bf16_variant(cases.back(), kRtolExact));  // the CPU's 8 x 8 blocks of 16-bit elements
   OpCase m = simple("matmul/5x4x3", "matmul", {randn(g, {5, 4}), randn(g, {4, 3})}, {true, true},
                     [](const std::vector<Tensor>& in) { return matmul(in[0], in[1]); }, kRtolReduction);
   m.flops = 2.0 * 5 * 4 * 3;
@@ -715,8 +716,10 @@ void append_where_cases(std::vector<OpCase>& cases) {
   cases.push_back(bf16_variant(m, kRtolExact));
 }
 
-// permute: attention's head split (innermost kept: runs), one that moves the innermost dimension
-// (strided), the last two swapped (transpose's kernel) and an int64 one (moved as bits).
+// permute: attention's head split (innermost kept: runs), NCHW to NHWC and a dimension moved
+// first (two groups swapped: transpose's kernel, over its 8 x 8 blocks and their edges), one
+// that moves the innermost dimension otherwise (strided), the last two swapped and an int64 one
+// (moved as bits).
 void append_permute_cases(std::vector<OpCase>& cases) {
   Generator g(20261213);
   const auto permute_case = [&](const std::string& name, Tensor x, std::vector<int64_t> dims) {
@@ -730,7 +733,10 @@ void append_permute_cases(std::vector<OpCase>& cases) {
   };
   cases.push_back(permute_case("2x3x4x5_0213", randn(g, {2, 3, 4, 5}), {0, 2, 1, 3}));
   cases.push_back(bf16_variant(cases.back(), kRtolExact));
+  cases.push_back(permute_case("2x9x4x5_0231", randn(g, {2, 9, 4, 5}), {0, 2, 3, 1}));
+  cases.push_back(bf16_variant(cases.back(), kRtolExact));
   cases.push_back(permute_case("2x3x4_201", randn(g, {2, 3, 4}), {2, 0, 1}));
+  cases.push_back(permute_case("2x3x4_210", randn(g, {2, 3, 4}), {2, 1, 0}));
   cases.push_back(permute_case("3x4_10", randn(g, {3, 4}), {1, -2}));
   cases.push_back(permute_case("i64_2x3_10", Tensor::from_vector(std::vector<int64_t>{3, 1, 4, 1, 5, 9}, {2, 3}),
                                {1, 0}));

@@ -142,6 +142,49 @@ TEST_CASE("broadcast ops equal the same op on operands repeated to full size, bi
   }
 }
 
+namespace {
+
+// x permuted by order, element by element on the host: the reference for the kernels' blocks.
+std::vector<float> permuted_by_index(const Tensor& x, const std::vector<int64_t>& order) {
+  const std::vector<float> xv = x.to(DType::f32).to_vector<float>();
+  const auto rank = static_cast<int64_t>(order.size());
+  std::vector<int64_t> stride(static_cast<size_t>(rank), 1);
+  for (int64_t d = rank - 2; d >= 0; --d) stride[static_cast<size_t>(d)] = stride[static_cast<size_t>(d + 1)] * x.dim(d + 1);
+  std::vector<float> out(xv.size());
+  for (int64_t o = 0; o < x.numel(); ++o) {
+    int64_t rest = o, src = 0;
+    for (int64_t i = rank - 1; i >= 0; --i) {
+      const int64_t d = order[static_cast<size_t>(i)];
+      src += (rest % x.dim(d)) * stride[static_cast<size_t>(d)];
+      rest /= x.dim(d);
+    }
+    out[static_cast<size_t>(o)] = xv[static_cast<size_t>(src)];
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("transpose and permute put every element where its index says, fp32 and bf16", "[broadcast]") {
+  // Batched transposes over the CPU's 8 x 8 blocks and their edges (threaded past 65536
+  // elements), group swaps that become one (NCHW to NHWC, a dimension moved first or last) and
+  // permutations that stay strided gathers.
+  Generator g(18);
+  const std::vector<std::pair<Shape, std::vector<int64_t>>> moves = {
+      {Shape{3, 37, 45}, {0, 2, 1}},     {Shape{4, 300, 257}, {0, 2, 1}},      {Shape{40, 24}, {1, 0}},
+      {Shape{2, 17, 6, 5}, {0, 2, 3, 1}}, {Shape{2, 5, 6, 17}, {0, 3, 1, 2}}, {Shape{20, 9, 11}, {2, 0, 1}},
+      {Shape{20, 9, 11}, {1, 2, 0}},     {Shape{9, 10, 11}, {2, 1, 0}},        {Shape{3, 4, 5, 6}, {1, 0, 3, 2}}};
+  for (const DType dt : {DType::f32, DType::bf16}) {
+    for (const auto& [shape, order] : moves) {
+      INFO(shape << " permuted " << Shape(order) << " in " << dtype_name(dt));
+      const Tensor x = Tensor::normal(shape, 0.0f, 1.0f, g).to(dt);
+      const Tensor y = permute(x, order);
+      REQUIRE(y.dtype() == dt);
+      CHECK(y.to(DType::f32).to_vector<float>() == permuted_by_index(x, order));
+    }
+  }
+}
+
 TEST_CASE("div rounds correctly and follows IEEE at zero", "[broadcast]") {
   Generator g(13);
   const Tensor a = Tensor::normal(Shape{4096}, 0.0f, 3.0f, g), b = Tensor::normal(Shape{4096}, 0.0f, 0.5f, g);
