@@ -194,7 +194,8 @@ Tensor permute(const Tensor& x, const std::vector<int64_t>& dims) {
   if ((x.dtype() == DType::f32 || x.dtype() == DType::bf16) && as_batched_transpose(x, order, batch, rows, cols))
     return reshape(transpose(reshape(x, Shape{batch, rows, cols})), Shape(extents));
   KILN_CHECK(rank <= kMaxBroadcastRank, "permute: ", x.description(), " has more than ", kMaxBroadcastRank,
-             " dimensions, more than kiln permutes; reshape it first");
+             " dimensions, more than kiln permutes other than by swapping two groups of dimensions; "
+             "reshape it first");
   Tensor y = Tensor::empty(Shape(extents), TensorOptions{x.dtype(), x.device()});
   backend_for(x.device()).permute(x, order, y);
   if (autograd::needs_grad({&x})) {

@@ -244,7 +244,8 @@ void CpuBackend::sum_to(const Tensor& x, Tensor& out) {
 namespace {
 
 // Eight elements of T as one vector (GCC's and clang's vector extensions): each target_clones ISA
-// picks its own instructions for the shuffles below (x86-64-v4: one vpermt2 each).
+// picks its own instructions for the shuffles below (x86-64-v4: one vpermt2d each for 32-bit
+// elements, punpck[lh]wd for 16-bit ones).
 template <typename T>
 struct Lanes8 {
   typedef T type __attribute__((vector_size(8 * sizeof(T))));
@@ -256,6 +257,10 @@ struct Lanes8 {
 // of the copy roof: a scalar load and store per element, the stores a stride apart.
 template <typename T>
 KILN_HD void transpose_8x8(const T* x, int64_t ldx, T* y, int64_t ldy) {
+#if !defined(__clang__) && defined(__GNUC__) && __GNUC__ < 12  // no __builtin_shufflevector before GCC 12
+  for (int i = 0; i < 8; ++i)
+    for (int j = 0; j < 8; ++j) y[j * ldy + i] = x[i * ldx + j];
+#else
   using V = typename Lanes8<T>::type;
   V r[8], n[8];
   for (int i = 0; i < 8; ++i) std::memcpy(&r[i], x + i * ldx, sizeof(V));
@@ -267,6 +272,7 @@ KILN_HD void transpose_8x8(const T* x, int64_t ldx, T* y, int64_t ldy) {
     for (int i = 0; i < 8; ++i) r[i] = n[i];
   }
   for (int j = 0; j < 8; ++j) std::memcpy(y + j * ldy, &r[j], sizeof(V));
+#endif
 }
 
 // y[j][i] = x[i][j] for i in [i0, i1), j in [j0, j1): 8 x 8 blocks, elements at the edges.
