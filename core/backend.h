@@ -114,7 +114,8 @@ class Backend {
   virtual void fill_normal(Tensor& t, PhiloxState s, float mean, float std) = 0;
 
   // out = a (op) b; a and b have out's shape or broadcast to it (NumPy's rules, checked by
-  // core: kernels/common/broadcast.h); float32 or bfloat16, all three alike.
+  // core: kernels/common/broadcast.h); float32 or bfloat16, all three alike. A comparison also
+  // takes int32 or int64 operands (a and b alike) into a float32 out.
   virtual void binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) = 0;
   // out = a (op) s.
   virtual void binary_scalar(BinaryOp op, const Tensor& a, float s, Tensor& out) = 0;

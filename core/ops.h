@@ -220,9 +220,10 @@ Tensor where(const Tensor& cond, float a, float b);
 // may not see); mask broadcasts to x's shape, which the result keeps.
 Tensor masked_fill(const Tensor& x, const Tensor& mask, float value);
 // Comparisons per element, broadcast as add: 1 where a > b (>=, <, <=, ==, !=) holds, else 0, in
-// a's dtype (kiln has no bool tensors); a NaN compares unequal to everything. Float32 or bfloat16
-// (not yet integer tensors: argmax's int64 needs a cast to compare). No gradient: the result is a
-// mask to multiply by, count or average.
+// a's dtype (kiln has no bool tensors); a NaN compares unequal to everything. Float32 or bfloat16,
+// or integers: int32 and int64 tensors (with each other; an int32 widened beside an int64) compare
+// exactly into a float32 mask, so mean(eq(argmax(logits, -1), labels)) is the accuracy. No
+// gradient: the result is a mask to multiply by, count or average.
 Tensor gt(const Tensor& a, const Tensor& b);
 Tensor ge(const Tensor& a, const Tensor& b);
 Tensor lt(const Tensor& a, const Tensor& b);
@@ -230,7 +231,8 @@ Tensor le(const Tensor& a, const Tensor& b);
 Tensor eq(const Tensor& a, const Tensor& b);
 Tensor ne(const Tensor& a, const Tensor& b);
 // The comparisons against a scalar: gt(x, 0.5f) is 1 where x > 0.5. s meets a bfloat16 x rounded
-// to bfloat16, as torch's (eq(x, 0.1f) holds where x is bf16's 0.1); clamp's bounds the same.
+// to bfloat16, as torch's (eq(x, 0.1f) holds where x is bf16's 0.1); clamp's bounds the same. An
+// integer x meets s exactly: gt(x, 2.5f) is gt(x, 2), eq(x, 2.5f) nowhere.
 Tensor gt(const Tensor& a, float s);
 Tensor ge(const Tensor& a, float s);
 Tensor lt(const Tensor& a, float s);

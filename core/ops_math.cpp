@@ -181,8 +181,58 @@ struct BinaryNode final : Node {
   }
 };
 
+// A comparison's operand may be an integer tensor: int32 or int64, not uint8.
+void comparable_integer(const char* name, const char* what, const Tensor& t, const char* other) {
+  KILN_CHECK(t.dtype() == DType::i32 || t.dtype() == DType::i64, name, ": ", what, " is ", t.description(),
+             other != nullptr ? " and the other operand an integer tensor" : "",
+             "; integers compare with integers, int32 or int64 (convert with astype: a float32 holds every integer "
+             "to 2^24 exactly)");
+}
+
+// A comparison of integer tensors (int32 or int64; an int32 one widened to int64 beside an
+// int64), exact at any magnitude (as floats, int64s past 2^24 would round together), into a
+// float32 0/1 mask: kiln has no bool, and a float mask averages into an accuracy.
+Tensor compare_integers(BinaryOp op, const Tensor& a_in, const Tensor& b_in) {
+  const char* name = binary_name(op);
+  comparable_integer(name, "a", a_in, "b");
+  comparable_integer(name, "b", b_in, "a");
+  checks::same_device(name, "a", a_in, "b", b_in);
+  const Shape shape =
+      a_in.shape() == b_in.shape() ? a_in.shape() : checks::broadcast_shape(name, a_in.shape(), b_in.shape());
+  const DType common = a_in.dtype() == DType::i64 || b_in.dtype() == DType::i64 ? DType::i64 : DType::i32;
+  const Tensor a = a_in.to(common), b = b_in.to(common);
+  Tensor out = Tensor::empty(shape, TensorOptions{DType::f32, a.device()});
+  backend_for(a.device()).binary(op, a, b, out);
+  return out;
+}
+
+// An integer tensor against a number s, exact whatever s: a non-integral s compares as the
+// integer below it (x > 2.5 is x > 2, x <= 2.5 is x <= 2; == never holds, != always), and an s
+// past the dtype's range, or NaN, gives every element the same answer.
+Tensor compare_integers_with(BinaryOp op, const Tensor& a, float s_given) {
+  comparable_integer(binary_name(op), "a", a, nullptr);
+  const auto constant = [&](bool holds) {
+    return Tensor::full(a.shape(), holds ? 1.0 : 0.0, TensorOptions{DType::f32, a.device()});
+  };
+  const double s = s_given, below = std::floor(s);
+  if (std::isnan(s)) return constant(op == BinaryOp::ne);
+  if (below != s) {  // not an integer: no element equals it
+    if (op == BinaryOp::eq || op == BinaryOp::ne) return constant(op == BinaryOp::ne);
+    op = op == BinaryOp::gt || op == BinaryOp::ge ? BinaryOp::gt : BinaryOp::le;
+  }
+  const bool wide = a.dtype() == DType::i64;
+  const double lowest = wide ? -9223372036854775808.0 : -2147483648.0, past = -lowest;  // past: max + 1
+  if (below < lowest) return constant(op == BinaryOp::gt || op == BinaryOp::ge || op == BinaryOp::ne);
+  if (below >= past) return constant(op == BinaryOp::lt || op == BinaryOp::le || op == BinaryOp::ne);
+  const Tensor b =
+      Tensor::from_vector(std::vector<int64_t>{static_cast<int64_t>(below)}, Shape{}).to(a.dtype()).to(a.device());
+  return compare_integers(op, a, b);
+}
+
 Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b) {
   const char* name = binary_name(op);
+  if (is_comparison(op) && a.defined() && b.defined() && (!is_floating(a.dtype()) || !is_floating(b.dtype())))
+    return compare_integers(op, a, b);
   checks::float32_or_bf16(name, "a", a);
   checks::float32_or_bf16(name, "b", b);
   checks::same_dtype(name, "a", a, "b", b);
@@ -265,6 +315,7 @@ void record_scalar_op(BinaryOp op, const Tensor& a, float s, float given, Tensor
 }
 
 Tensor binary_scalar(BinaryOp op, const Tensor& a, float s) {
+  if (is_comparison(op) && a.defined() && !is_floating(a.dtype())) return compare_integers_with(op, a, s);
   checks::float32_or_bf16(binary_name(op), "a", a);
   const float given = s;
   if (is_comparison(op) || op == BinaryOp::pow || op == BinaryOp::rpow) s = in_dtype_of(a, s);

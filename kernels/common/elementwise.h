@@ -30,6 +30,21 @@ KILN_HD float pow_number(float x, float p) {
   return powf(x, p);
 }
 
+// A comparison, 1 or 0, of two floats or of two integers (int32 or int64, compared as themselves,
+// not as floats: past 2^24 neighbours would round together); a NaN compares unequal to everything.
+template <typename T>
+KILN_HD float compare_apply(BinaryOp op, T a, T b) {
+  switch (op) {
+    case BinaryOp::gt: return a > b ? 1.0f : 0.0f;
+    case BinaryOp::ge: return a >= b ? 1.0f : 0.0f;
+    case BinaryOp::lt: return a < b ? 1.0f : 0.0f;
+    case BinaryOp::le: return a <= b ? 1.0f : 0.0f;
+    case BinaryOp::eq: return a == b ? 1.0f : 0.0f;
+    case BinaryOp::ne: return a != b ? 1.0f : 0.0f;
+    default: return 0.0f;  // not a comparison
+  }
+}
+
 KILN_HD float binary_apply(BinaryOp op, float a, float b) {
   switch (op) {
     case BinaryOp::add: return a + b;
@@ -43,12 +58,12 @@ KILN_HD float binary_apply(BinaryOp op, float a, float b) {
     // Selects, not fmaxf: fmaxf drops a NaN operand, torch.maximum returns it.
     case BinaryOp::maximum: return (a > b || a != a) ? a : b;
     case BinaryOp::minimum: return (a < b || a != a) ? a : b;
-    case BinaryOp::gt: return a > b ? 1.0f : 0.0f;
-    case BinaryOp::ge: return a >= b ? 1.0f : 0.0f;
-    case BinaryOp::lt: return a < b ? 1.0f : 0.0f;
-    case BinaryOp::le: return a <= b ? 1.0f : 0.0f;
-    case BinaryOp::eq: return a == b ? 1.0f : 0.0f;
-    case BinaryOp::ne: return a != b ? 1.0f : 0.0f;
+    case BinaryOp::gt:
+    case BinaryOp::ge:
+    case BinaryOp::lt:
+    case BinaryOp::le:
+    case BinaryOp::eq:
+    case BinaryOp::ne: return compare_apply(op, a, b);
   }
   return 0.0f;
 }

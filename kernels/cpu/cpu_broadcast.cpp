@@ -229,6 +229,34 @@ void move_by_plan(const common::BroadcastPlan<1>& p, const Tensor& x, Tensor& ou
 
 }  // namespace
 
+namespace {
+
+// out (float32) = a (op) b for integer a and b (a comparison), by the plan: rows in parallel.
+template <typename I>
+void compare_integers_typed(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) {
+  const common::BroadcastPlan<2> p = common::broadcast_plan<2>(out, {&a, &b});
+  const int64_t inner = common::inner_extent(p), n_rows = rows_of(p);
+  const int64_t sa = p.rank == 0 ? 0 : p.stride[0][p.rank - 1], sb = p.rank == 0 ? 0 : p.stride[1][p.rank - 1];
+  const I* pa = a.data<I>();
+  const I* pb = b.data<I>();
+  float* po = out.data<float>();
+#pragma omp parallel for schedule(static) if (n_rows * inner > kParallelFrom && n_rows > 1)
+  for (int64_t r = 0; r < n_rows; ++r) {
+    int64_t off[2];
+    common::broadcast_offsets(p, r * inner, off);
+    for (int64_t i = 0; i < inner; ++i)
+      po[r * inner + i] = common::compare_apply(op, pa[off[0] + i * sa], pb[off[1] + i * sb]);
+  }
+}
+
+}  // namespace
+
+void compare_integers(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) {
+  if (out.numel() == 0) return;
+  if (a.dtype() == DType::i64) return compare_integers_typed<int64_t>(op, a, b, out);
+  compare_integers_typed<int32_t>(op, a, b, out);
+}
+
 void binary_broadcast(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) {
   if (out.numel() == 0) return;
   if (out.dtype() == DType::bf16) return binary_broadcast_typed<BFloat16>(op, a, b, out);

@@ -144,6 +144,7 @@ void binary_scalar_typed(BinaryOp op, const Tensor& a, float s, Tensor& out) {
 }  // namespace
 
 void CpuBackend::binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) {
+  if (!is_floating(a.dtype())) return compare_integers(op, a, b, out);
   if (a.shape() != out.shape() || b.shape() != out.shape()) return binary_broadcast(op, a, b, out);
   if (out.dtype() == DType::bf16) return binary_typed<BFloat16>(op, a, b, out);
   binary_typed<float>(op, a, b, out);

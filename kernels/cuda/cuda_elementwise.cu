@@ -157,6 +157,18 @@ __global__ void binary_broadcast_kernel(BinaryOp op, common::BroadcastPlan<2> p,
   }
 }
 
+// out (float32) = a (op) b for a comparison of integer operands, broadcast by the plan: one
+// output element per thread.
+template <typename I>
+__global__ void compare_integers_kernel(BinaryOp op, common::BroadcastPlan<2> p, const I* a, const I* b, float* out,
+                                        int64_t n) {
+  for (int64_t i = global_thread(); i < n; i += grid_threads()) {
+    int64_t off[2];
+    common::broadcast_offsets(p, i, off);
+    out[i] = common::compare_apply(op, a[off[0]], b[off[1]]);
+  }
+}
+
 // y = x with its last two dimensions swapped, a 32 x 32 tile per block through shared memory
 // (padded to 33 columns: no bank conflicts), so that both the global reads and writes are
 // coalesced. Blocks cover the tiles of every matrix in x.y order; Bits is the element's bits.
@@ -489,11 +501,22 @@ void binary_broadcast(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out
 
 }  // namespace
 
-// float32 or bfloat16 (core checked that a, b and out share the dtype).
+// float32 or bfloat16 (core checked that a, b and out share the dtype), or a comparison of int32
+// or int64 operands into float32 (compared as integers, by the plan).
 void CudaBackend::binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) {
   OpScope scope("binary", out.device().index);
   const int64_t n = out.numel();
-  if (n > 0 && (a.shape() != out.shape() || b.shape() != out.shape())) {
+  if (n > 0 && !is_floating(a.dtype())) {
+    const common::BroadcastPlan<2> p = common::broadcast_plan<2>(out, {&a, &b});
+    if (a.dtype() == DType::i64) {
+      compare_integers_kernel<int64_t><<<elementwise_blocks(n, kThreads), kThreads, 0, scope.stream()>>>(
+          op, p, a.data<int64_t>(), b.data<int64_t>(), out.data<float>(), n);
+    } else {
+      compare_integers_kernel<int32_t><<<elementwise_blocks(n, kThreads), kThreads, 0, scope.stream()>>>(
+          op, p, a.data<int32_t>(), b.data<int32_t>(), out.data<float>(), n);
+    }
+    KILN_CUDA_CHECK_LAUNCH();
+  } else if (n > 0 && (a.shape() != out.shape() || b.shape() != out.shape())) {
     binary_broadcast(op, a, b, out, scope.stream());
   } else if (n > 0) {
     for_float_or_bf16(out.dtype(), [&](auto tag) {

@@ -174,6 +174,43 @@ void bind_scalar_operator(nb::class_<Tensor>& c, const char* name, const char* s
         nb::is_operator(), nb::sig((std::string("def ") + name + "(self, arg: float, /) -> Tensor").c_str()));
 }
 
+using Compare = Tensor (*)(const Tensor&, const Tensor&);
+using CompareScalar = Tensor (*)(const Tensor&, float);
+
+// A comparison of a with a Python number: an integer tensor against an int goes through a 0-d
+// int64 tensor, exact at any magnitude (as a float32 the number rounds past 2^24); anything else
+// is the float32 number's comparison (core compares an integer tensor with it exactly too).
+Tensor compare_number(Compare fn, CompareScalar fn_s, const Tensor& a, const std::variant<int64_t, double>& b) {
+  const int64_t* i = std::get_if<int64_t>(&b);
+  if (i != nullptr && a.defined() && !is_floating(a.dtype()))
+    return fn(a, Tensor::from_vector(std::vector<int64_t>{*i}, Shape{}).to(a.device()));
+  return fn_s(a, i != nullptr ? static_cast<float>(*i) : static_cast<float>(std::get<double>(b)));
+}
+
+// Tensor.`name`(other) for a comparison operator and a non-tensor other: compare_number's, or
+// NotImplemented, or scalar_operand's TypeError.
+void bind_compare_operator(nb::class_<Tensor>& c, const char* name, const char* symbol, Compare fn,
+                           CompareScalar fn_s) {
+  c.def(name, [symbol, fn, fn_s](const Tensor& a, nb::handle other) -> nb::object {
+          int64_t i = 0;
+          std::variant<int64_t, double> b;
+          if (PyLong_Check(other.ptr()) && nb::try_cast(other, i)) {
+            b = i;
+          } else {
+            const std::optional<float> s = scalar_operand(other, symbol, false);
+            if (!s) return nb::not_implemented();
+            b = static_cast<double>(*s);
+          }
+          Tensor y;
+          {
+            nb::gil_scoped_release release;
+            y = compare_number(fn, fn_s, a, b);
+          }
+          return nb::cast(std::move(y));
+        },
+        nb::is_operator(), nb::sig((std::string("def ") + name + "(self, arg: float, /) -> Tensor").c_str()));
+}
+
 void bind_tensor_class(nb::module_& m) {
   nb::class_<Tensor> c(m, "Tensor",
                      "A kiln tensor: contiguous, row-major (images NHWC), on one device, with autograd state. "
@@ -276,18 +313,17 @@ void bind_tensor_class(nb::module_& m) {
   c.def("__pow__", static_cast<Tensor (*)(const Tensor&, const Tensor&)>(&kiln::pow), nb::is_operator(), Release());
   bind_scalar_operator(c, "__pow__", "**", false, [](const Tensor& a, float p) { return kiln::pow(a, p); });
   bind_scalar_operator(c, "__rpow__", "**", true, [](const Tensor& a, float base) { return kiln::pow(base, a); });
-  // Comparisons give 0/1 masks in the tensor's dtype, as kiln has no bool tensors (core/ops.h);
-  // s < t reaches t.__gt__(s) through Python's reflection. == and != stay Python's identity: each
-  // return from C++ is a new wrapper, so elementwise == would make `t in list` and dict lookups of
-  // a model's own parameters raise; kiln.eq and kiln.ne compare elements.
-  using Compare = Tensor (*)(const Tensor&, const Tensor&);
-  using CompareScalar = Tensor (*)(const Tensor&, float);
+  // Comparisons give 0/1 masks in the tensor's dtype (float32 for integer tensors), as kiln has
+  // no bool tensors (core/ops.h); s < t reaches t.__gt__(s) through Python's reflection. == and !=
+  // stay Python's identity: each return from C++ is a new wrapper, so elementwise == would make
+  // `t in list` and dict lookups of a model's own parameters raise; kiln.eq and kiln.ne compare
+  // elements.
   const std::tuple<const char*, const char*, Compare, CompareScalar> comparisons[] = {
       {"__gt__", ">", &kiln::gt, &kiln::gt}, {"__ge__", ">=", &kiln::ge, &kiln::ge},
       {"__lt__", "<", &kiln::lt, &kiln::lt}, {"__le__", "<=", &kiln::le, &kiln::le}};
   for (const auto& [name, symbol, fn, fn_s] : comparisons) {
     c.def(name, fn, nb::is_operator(), Release());
-    bind_scalar_operator(c, name, symbol, false, fn_s);
+    bind_compare_operator(c, name, symbol, fn, fn_s);
   }
 }
 
@@ -546,11 +582,12 @@ void bind_math_ops(nb::module_& m) {
   m.def("minimum", &kiln::minimum, arg("a"), arg("b"), Release(), "The smaller of a and b per element, as maximum.");
   m.def("clamp", &clamp_between, arg("x"), arg("min") = nb::none(), arg("max") = nb::none(), Release(),
         "x limited to [min, max] (either may be None); NaN stays NaN. Gradient where min <= x <= max (torch.clamp).");
-  using Compare = Tensor (*)(const Tensor&, const Tensor&);
-  using CompareScalar = Tensor (*)(const Tensor&, float);
   // Each: 1 where a op b, else 0, in a's dtype (a mask; no gradient); b a tensor (broadcast) or a number.
   const std::tuple<const char*, const char*, Compare, CompareScalar> comparisons[] = {
-      {"gt", "1 where a > b, else 0 (a mask in a's dtype, no gradient); b: a tensor, broadcast, or a number.",
+      {"gt",
+       "1 where a > b, else 0 (a mask in a's dtype, no gradient); b: a tensor, broadcast, or a number. Integer "
+       "tensors (int32, int64) compare exactly, with each other or with a number, into a float32 mask: "
+       "kiln.eq(logits.argmax(-1), labels).mean() is the accuracy.",
        &kiln::gt, &kiln::gt},
       {"ge", "1 where a >= b, else 0, as gt.", &kiln::ge, &kiln::ge},
       {"lt", "1 where a < b, else 0, as gt.", &kiln::lt, &kiln::lt},
@@ -559,7 +596,9 @@ void bind_math_ops(nb::module_& m) {
       {"ne", "1 where a != b, else 0, as gt.", &kiln::ne, &kiln::ne}};
   for (const auto& [name, doc, fn, fn_s] : comparisons) {
     m.def(name, fn, arg("a"), arg("b"), Release(), doc);
-    m.def(name, fn_s, arg("a"), arg("b"), Release(), doc);
+    m.def(name, [fn, fn_s](const Tensor& a, const std::variant<int64_t, double>& b) {
+            return compare_number(fn, fn_s, a, b);
+          }, arg("a"), arg("b"), Release(), doc);
   }
   m.def("permute", &kiln::permute, arg("x"), arg("dims"), Release(),
         "x with its dimensions reordered: the result's dimension i is x's dims[i] (torch.permute, but a copy: "

@@ -220,6 +220,30 @@ def test_reductions_over_dims_match_torch_with_gradients():
         kiln.mean(k(x), [1, -2])
 
 
+def test_integer_comparisons_are_exact_and_give_an_accuracy():
+    # argmax's int64 against a Loader's int64 labels: kiln.eq(...).mean() is the accuracy.
+    torch.manual_seed(0)
+    logits, labels = torch.randn(50, 7), torch.randint(0, 7, (50,))
+    acc = kiln.mean(kiln.eq(kiln.argmax(k(logits, grad=False), -1), kiln.from_dlpack(labels)))
+    assert acc.dtype == "float32"
+    assert acc.item() == pytest.approx((logits.argmax(-1) == labels).float().mean().item(), abs=1e-7)
+    # Exact past 2^24 (and 2^53), int32 beside int64, tensors and Python numbers, operators too.
+    big = torch.tensor([2**40, 2**40 + 1, 2**62 + 1, -3, 2], dtype=torch.int64)
+    kb, k32 = kiln.from_dlpack(big), kiln.from_dlpack(torch.tensor([1, 2, 3, -3, 2], dtype=torch.int32))
+    for name in ["gt", "ge", "lt", "le", "eq", "ne"]:
+        f = getattr(torch, name)
+        for other, tother in [(2**40 + 1, 2**40 + 1), (2**62 + 1, 2**62 + 1), (2, 2), (2.5, 2.5), (-1e30, -1e30)]:
+            got = np.from_dlpack(getattr(kiln, name)(kb, other))
+            np.testing.assert_array_equal(got, f(big.double(), tother).float().numpy()
+                                          if isinstance(other, float) else f(big, tother).float().numpy())
+        np.testing.assert_array_equal(np.from_dlpack(getattr(kiln, name)(k32, kb)),
+                                      f(torch.tensor([1, 2, 3, -3, 2]), big).float().numpy())
+    assert np.from_dlpack(kb > 2**40).tolist() == [0.0, 1.0, 1.0, 0.0, 0.0]
+    assert np.from_dlpack(2**40 < kb).tolist() == [0.0, 1.0, 1.0, 0.0, 0.0]
+    with pytest.raises(kiln.Error, match="eq: b is float32.*integers compare with integers"):
+        kiln.eq(kb, k(torch.zeros(5), grad=False))
+
+
 def test_maximum_minimum_clamp_and_comparisons_match_torch():
     a = torch.tensor([[1.0, -2.0, 3.0, 0.5], [0.0, 4.0, -1.0, 2.0]])
     b = torch.tensor([0.5, -2.0, 5.0, float("nan")])

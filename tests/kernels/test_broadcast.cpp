@@ -185,6 +185,102 @@ TEST_CASE("transpose and permute put every element where its index says, fp32 an
   }
 }
 
+namespace {
+
+// Integer operands for the comparisons: neighbours past 2^24 (and near int64's ends) that a float
+// would round together, so that only an exact comparison tells them apart.
+Tensor integers(const std::vector<int64_t>& v, const Shape& shape, DType dt) {
+  return Tensor::from_vector(v, shape).to(dt);
+}
+
+// What a comparison of a [rows, cols] with b [cols] must give, element by element.
+std::vector<float> compared_by_hand(BinaryOp op, const std::vector<int64_t>& a, const std::vector<int64_t>& b) {
+  std::vector<float> out;
+  for (size_t i = 0; i < a.size(); ++i) {
+    const int64_t x = a[i], y = b[i % b.size()];
+    const bool holds = op == BinaryOp::gt ? x > y : op == BinaryOp::ge ? x >= y : op == BinaryOp::lt ? x < y
+                     : op == BinaryOp::le ? x <= y : op == BinaryOp::eq ? x == y : x != y;
+    out.push_back(holds ? 1.0f : 0.0f);
+  }
+  return out;
+}
+
+const BinaryOp kComparisons[] = {BinaryOp::gt, BinaryOp::ge, BinaryOp::lt, BinaryOp::le, BinaryOp::eq, BinaryOp::ne};
+
+const char* comparison_name(BinaryOp op) {
+  const char* names[] = {"gt", "ge", "lt", "le", "eq", "ne"};
+  return names[static_cast<int>(op) - static_cast<int>(BinaryOp::gt)];
+}
+
+Tensor compared(BinaryOp op, const Tensor& a, const Tensor& b) {
+  switch (op) {
+    case BinaryOp::gt: return gt(a, b);
+    case BinaryOp::ge: return ge(a, b);
+    case BinaryOp::lt: return lt(a, b);
+    case BinaryOp::le: return le(a, b);
+    case BinaryOp::eq: return eq(a, b);
+    default: return ne(a, b);
+  }
+}
+
+Tensor compared(BinaryOp op, const Tensor& a, float s) {
+  switch (op) {
+    case BinaryOp::gt: return gt(a, s);
+    case BinaryOp::ge: return ge(a, s);
+    case BinaryOp::lt: return lt(a, s);
+    case BinaryOp::le: return le(a, s);
+    case BinaryOp::eq: return eq(a, s);
+    default: return ne(a, s);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("integer tensors compare exactly at any magnitude into a float32 mask, broadcast", "[broadcast]") {
+  constexpr int64_t k = int64_t{1} << 40, top = std::numeric_limits<int64_t>::max();
+  const std::vector<int64_t> a = {k, k + 1, k - 1, -k, top, top - 1, 0, -1, 5, 7, 16777217, 16777216};
+  const std::vector<int64_t> b = {k, k, top, 0, 5, 16777216};
+  for (const BinaryOp op : kComparisons) {
+    INFO(comparison_name(op));
+    const Tensor out = compared(op, integers(a, Shape{2, 6}, DType::i64), integers(b, Shape{6}, DType::i64));
+    REQUIRE(out.dtype() == DType::f32);
+    REQUIRE(out.shape() == Shape({2, 6}));
+    CHECK(out.to_vector<float>() == compared_by_hand(op, a, b));
+    // int32 beside int64 (widened), and int32 with int32, through the threaded rows.
+    const std::vector<int64_t> small = {16777217, 16777216, -3, 2147483647, -2147483646, 9};  // in int32 after - i % 3
+    std::vector<int64_t> many;
+    for (int64_t i = 0; i < 200004; ++i) many.push_back(small[static_cast<size_t>(i) % small.size()] - i % 3);
+    const Tensor m32 = integers(many, Shape{200004 / 6, 6}, DType::i32);
+    CHECK(compared(op, m32, integers(small, Shape{6}, DType::i64)).to_vector<float>() ==
+          compared_by_hand(op, many, small));
+    CHECK(compared(op, m32, integers(small, Shape{6}, DType::i32)).to_vector<float>() ==
+          compared_by_hand(op, many, small));
+  }
+}
+
+TEST_CASE("an integer tensor against a number compares exactly, also past its range and at NaN", "[broadcast]") {
+  const std::vector<int64_t> a = {-3, -2, -1, 0, 1, 2, 3, 2147483647};
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+  for (const DType dt : {DType::i32, DType::i64}) {
+    const Tensor x = integers(a, Shape{8}, dt);
+    for (const BinaryOp op : kComparisons) {
+      for (const float s : {2.0f, 2.5f, -2.5f, 0.0f, -0.0f, 1e30f, -1e30f, 3e9f, -3e9f, inf, -inf, nan}) {
+        INFO(comparison_name(op) << " with " << s << " on " << dtype_name(dt));
+        std::vector<float> want;
+        for (const int64_t v : a) {
+          const double d = static_cast<double>(v), t = s;
+          const bool holds = op == BinaryOp::gt ? d > t : op == BinaryOp::ge ? d >= t : op == BinaryOp::lt ? d < t
+                           : op == BinaryOp::le ? d <= t : op == BinaryOp::eq ? d == t : d != t;
+          want.push_back(holds ? 1.0f : 0.0f);
+        }
+        const Tensor out = compared(op, x, s);
+        REQUIRE(out.dtype() == DType::f32);
+        CHECK(out.to_vector<float>() == want);
+      }
+    }
+  }
+}
+
 TEST_CASE("div rounds correctly and follows IEEE at zero", "[broadcast]") {
   Generator g(13);
   const Tensor a = Tensor::normal(Shape{4096}, 0.0f, 3.0f, g), b = Tensor::normal(Shape{4096}, 0.0f, 0.5f, g);
@@ -257,6 +353,24 @@ TEST_CASE("broadcast ops, sum_to and broadcast_to on the GPU equal the CPU's bit
       CHECK(host(broadcast_to(yg, big)) == host(broadcast_to(y, big)));
       CHECK(host(add(xg, yg)) == host(add(x, y)));
       CHECK(host(div(yg, xg)) == host(div(y, x)));
+    }
+  }
+}
+
+TEST_CASE("integer comparisons on the GPU equal the CPU's", "[cuda][broadcast]") {
+  KILN_SKIP_WITHOUT_GPU();
+  constexpr int64_t k = int64_t{1} << 40;
+  std::vector<int64_t> many;
+  for (int64_t i = 0; i < 300000; ++i) many.push_back(k + i % 7 - 3);
+  const std::vector<int64_t> row = {k, k + 1, k - 1, k + 3, -k, k - 3};
+  for (const DType dt : {DType::i32, DType::i64}) {
+    const Tensor a = integers(many, Shape{50000, 6}, dt), b = integers(row, Shape{6}, DType::i64);
+    for (const BinaryOp op : kComparisons) {
+      INFO(comparison_name(op) << " on " << dtype_name(dt));
+      CHECK(compared(op, a.to(Device::cuda()), b.to(Device::cuda())).to(Device::cpu()).to_vector<float>() ==
+            compared(op, a, b).to_vector<float>());
+      CHECK(compared(op, a.to(Device::cuda()), 2.5f).to(Device::cpu()).to_vector<float>() ==
+            compared(op, a, 2.5f).to_vector<float>());
     }
   }
 }
