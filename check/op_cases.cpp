@@ -577,7 +577,7 @@ void append_select_cases(std::vector<OpCase>& cases) {
   for (size_t i = 0; i < tied.size(); i += 2) tied[i] += 0.3f;
   const Tensor b = Tensor::from_vector(tied, {3, 4});
   using Compare = Tensor (*)(const Tensor&, const Tensor&);
-  using CompareScalar = Tensor (*)(const Tensor&, float);
+  using CompareScalar = Tensor (*)(const Tensor&, double);
   const std::tuple<const char*, Compare, CompareScalar> ops[] = {
       {"gt", &kiln::gt, &kiln::gt}, {"ge", &kiln::ge, &kiln::ge}, {"lt", &kiln::lt, &kiln::lt},
       {"le", &kiln::le, &kiln::le}, {"eq", &kiln::eq, &kiln::eq}, {"ne", &kiln::ne, &kiln::ne}};

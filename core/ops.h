@@ -230,15 +230,17 @@ Tensor lt(const Tensor& a, const Tensor& b);
 Tensor le(const Tensor& a, const Tensor& b);
 Tensor eq(const Tensor& a, const Tensor& b);
 Tensor ne(const Tensor& a, const Tensor& b);
-// The comparisons against a scalar: gt(x, 0.5f) is 1 where x > 0.5. s meets a bfloat16 x rounded
-// to bfloat16, as torch's (eq(x, 0.1f) holds where x is bf16's 0.1); clamp's bounds the same. An
-// integer x meets s exactly: gt(x, 2.5f) is gt(x, 2), eq(x, 2.5f) nowhere.
-Tensor gt(const Tensor& a, float s);
-Tensor ge(const Tensor& a, float s);
-Tensor lt(const Tensor& a, float s);
-Tensor le(const Tensor& a, float s);
-Tensor eq(const Tensor& a, float s);
-Tensor ne(const Tensor& a, float s);
+// The comparisons against a number: gt(x, 0.5) is 1 where x > 0.5. s meets a float32 x rounded to
+// float32 and a bfloat16 x rounded to bfloat16, as torch's (eq(x, 0.1) holds where x is bf16's
+// 0.1); clamp's bounds the same. An integer x meets s exactly (a double: every int32, and int64s
+// to 2^53): gt(x, 2.5) is gt(x, 2), eq(x, 2.5) nowhere, and an s past x's range or NaN gives
+// every element the same answer.
+Tensor gt(const Tensor& a, double s);
+Tensor ge(const Tensor& a, double s);
+Tensor lt(const Tensor& a, double s);
+Tensor le(const Tensor& a, double s);
+Tensor eq(const Tensor& a, double s);
+Tensor ne(const Tensor& a, double s);
 // x summed down to `shape`, of which x's shape is a broadcast (torch's sum_to_size): each
 // element the sum, in double, of those that broadcast from it. x itself when shapes match.
 Tensor sum_to(const Tensor& x, const Shape& shape);

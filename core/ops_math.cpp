@@ -181,12 +181,19 @@ struct BinaryNode final : Node {
   }
 };
 
-// A comparison's operand may be an integer tensor: int32 or int64, not uint8.
-void comparable_integer(const char* name, const char* what, const Tensor& t, const char* other) {
-  KILN_CHECK(t.dtype() == DType::i32 || t.dtype() == DType::i64, name, ": ", what, " is ", t.description(),
-             other != nullptr ? " and the other operand an integer tensor" : "",
-             "; integers compare with integers, int32 or int64 (convert with astype: a float32 holds every integer "
-             "to 2^24 exactly)");
+// A comparison's operands where one is an integer tensor: both int32 or int64 (not uint8), or an
+// error saying which to convert.
+void integer_operands(const char* name, const Tensor& a, const Tensor& b) {
+  checks::defined(name, "a", a);
+  checks::defined(name, "b", b);
+  for (const auto& [what, t] : {std::pair{"a", &a}, std::pair{"b", &b}}) {
+    if (t->dtype() == DType::i32 || t->dtype() == DType::i64) continue;
+    KILN_CHECK(!is_floating(t->dtype()), name, ": a is ", a.description(), " and b is ", b.description(),
+               "; integers compare with integers and floats with floats: convert one with astype (a float32 holds "
+               "every integer to 2^24 exactly)");
+    KILN_FAIL(name, ": ", what, " is ", t->description(),
+              "; comparisons take float32, bfloat16, int32 or int64 tensors (convert it with astype)");
+  }
 }
 
 // A comparison of integer tensors (int32 or int64; an int32 one widened to int64 beside an
@@ -194,8 +201,7 @@ void comparable_integer(const char* name, const char* what, const Tensor& t, con
 // float32 0/1 mask: kiln has no bool, and a float mask averages into an accuracy.
 Tensor compare_integers(BinaryOp op, const Tensor& a_in, const Tensor& b_in) {
   const char* name = binary_name(op);
-  comparable_integer(name, "a", a_in, "b");
-  comparable_integer(name, "b", b_in, "a");
+  integer_operands(name, a_in, b_in);
   checks::same_device(name, "a", a_in, "b", b_in);
   const Shape shape =
       a_in.shape() == b_in.shape() ? a_in.shape() : checks::broadcast_shape(name, a_in.shape(), b_in.shape());
@@ -209,12 +215,15 @@ Tensor compare_integers(BinaryOp op, const Tensor& a_in, const Tensor& b_in) {
 // An integer tensor against a number s, exact whatever s: a non-integral s compares as the
 // integer below it (x > 2.5 is x > 2, x <= 2.5 is x <= 2; == never holds, != always), and an s
 // past the dtype's range, or NaN, gives every element the same answer.
-Tensor compare_integers_with(BinaryOp op, const Tensor& a, float s_given) {
-  comparable_integer(binary_name(op), "a", a, nullptr);
+Tensor compare_integers_with(BinaryOp op, const Tensor& a, double s) {
+  const char* name = binary_name(op);
+  checks::defined(name, "a", a);
+  KILN_CHECK(a.dtype() == DType::i32 || a.dtype() == DType::i64, name, ": a is ", a.description(),
+             "; comparisons take float32, bfloat16, int32 or int64 tensors (convert it with astype)");
   const auto constant = [&](bool holds) {
     return Tensor::full(a.shape(), holds ? 1.0 : 0.0, TensorOptions{DType::f32, a.device()});
   };
-  const double s = s_given, below = std::floor(s);
+  const double below = std::floor(s);
   if (std::isnan(s)) return constant(op == BinaryOp::ne);
   if (below != s) {  // not an integer: no element equals it
     if (op == BinaryOp::eq || op == BinaryOp::ne) return constant(op == BinaryOp::ne);
@@ -224,14 +233,14 @@ Tensor compare_integers_with(BinaryOp op, const Tensor& a, float s_given) {
   const double lowest = wide ? -9223372036854775808.0 : -2147483648.0, past = -lowest;  // past: max + 1
   if (below < lowest) return constant(op == BinaryOp::gt || op == BinaryOp::ge || op == BinaryOp::ne);
   if (below >= past) return constant(op == BinaryOp::lt || op == BinaryOp::le || op == BinaryOp::ne);
-  const Tensor b =
+  const Tensor b =  // in a's dtype: no widening copy of an int32 a
       Tensor::from_vector(std::vector<int64_t>{static_cast<int64_t>(below)}, Shape{}).to(a.dtype()).to(a.device());
   return compare_integers(op, a, b);
 }
 
 Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b) {
   const char* name = binary_name(op);
-  if (is_comparison(op) && a.defined() && b.defined() && (!is_floating(a.dtype()) || !is_floating(b.dtype())))
+  if (is_comparison(op) && ((a.defined() && !is_floating(a.dtype())) || (b.defined() && !is_floating(b.dtype()))))
     return compare_integers(op, a, b);
   checks::float32_or_bf16(name, "a", a);
   checks::float32_or_bf16(name, "b", b);
@@ -315,7 +324,6 @@ void record_scalar_op(BinaryOp op, const Tensor& a, float s, float given, Tensor
 }
 
 Tensor binary_scalar(BinaryOp op, const Tensor& a, float s) {
-  if (is_comparison(op) && a.defined() && !is_floating(a.dtype())) return compare_integers_with(op, a, s);
   checks::float32_or_bf16(binary_name(op), "a", a);
   const float given = s;
   if (is_comparison(op) || op == BinaryOp::pow || op == BinaryOp::rpow) s = in_dtype_of(a, s);
@@ -573,12 +581,20 @@ Tensor lt(const Tensor& a, const Tensor& b) { return binary(BinaryOp::lt, a, b);
 Tensor le(const Tensor& a, const Tensor& b) { return binary(BinaryOp::le, a, b); }
 Tensor eq(const Tensor& a, const Tensor& b) { return binary(BinaryOp::eq, a, b); }
 Tensor ne(const Tensor& a, const Tensor& b) { return binary(BinaryOp::ne, a, b); }
-Tensor gt(const Tensor& a, float s) { return binary_scalar(BinaryOp::gt, a, s); }
-Tensor ge(const Tensor& a, float s) { return binary_scalar(BinaryOp::ge, a, s); }
-Tensor lt(const Tensor& a, float s) { return binary_scalar(BinaryOp::lt, a, s); }
-Tensor le(const Tensor& a, float s) { return binary_scalar(BinaryOp::le, a, s); }
-Tensor eq(const Tensor& a, float s) { return binary_scalar(BinaryOp::eq, a, s); }
-Tensor ne(const Tensor& a, float s) { return binary_scalar(BinaryOp::ne, a, s); }
+// A comparison with a number: exact for an integer tensor, the number in the dtype of a float one.
+namespace {
+Tensor compare_number(BinaryOp op, const Tensor& a, double s) {
+  if (a.defined() && !is_floating(a.dtype())) return compare_integers_with(op, a, s);
+  return binary_scalar(op, a, static_cast<float>(s));
+}
+}  // namespace
+
+Tensor gt(const Tensor& a, double s) { return compare_number(BinaryOp::gt, a, s); }
+Tensor ge(const Tensor& a, double s) { return compare_number(BinaryOp::ge, a, s); }
+Tensor lt(const Tensor& a, double s) { return compare_number(BinaryOp::lt, a, s); }
+Tensor le(const Tensor& a, double s) { return compare_number(BinaryOp::le, a, s); }
+Tensor eq(const Tensor& a, double s) { return compare_number(BinaryOp::eq, a, s); }
+Tensor ne(const Tensor& a, double s) { return compare_number(BinaryOp::ne, a, s); }
 Tensor sum_to(const Tensor& x, const Shape& shape) { return resize_by_broadcast(x, shape, true); }
 Tensor broadcast_to(const Tensor& x, const Shape& shape) { return resize_by_broadcast(x, shape, false); }
 

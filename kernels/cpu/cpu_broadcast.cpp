@@ -231,21 +231,47 @@ void move_by_plan(const common::BroadcastPlan<1>& p, const Tensor& x, Tensor& ou
 
 namespace {
 
-// out (float32) = a (op) b for integer a and b (a comparison), by the plan: rows in parallel.
+// One run of out (float32) = a (Op) b for integers; SA, SB: the operands' steps (0 or 1).
+template <BinaryOp Op, int SA, int SB, typename I>
+KILN_CPU_CLONES void compare_row(const I* a, const I* b, float* o, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) o[i] = common::compare_apply(Op, a[i * SA], b[i * SB]);
+}
+
+// out = a (Op) b for integer a and b by the plan, in pieces of up to kPiece elements of a row, in
+// parallel (a tensor against a number is one row).
+template <BinaryOp Op, typename I>
+void compare_rows(const common::BroadcastPlan<2>& p, const I* pa, const I* pb, float* po) {
+  constexpr int64_t kPiece = 16384;
+  const int64_t inner = common::inner_extent(p), n_rows = rows_of(p), pieces = (inner + kPiece - 1) / kPiece;
+  const int64_t sa = p.rank == 0 ? 0 : p.stride[0][p.rank - 1], sb = p.rank == 0 ? 0 : p.stride[1][p.rank - 1];
+#pragma omp parallel for schedule(static) if (n_rows * inner > kParallelFrom && n_rows * pieces > 1)
+  for (int64_t t = 0; t < n_rows * pieces; ++t) {
+    const int64_t r = t / pieces, i0 = (t % pieces) * kPiece, n = std::min(kPiece, inner - i0);
+    int64_t off[2];
+    common::broadcast_offsets(p, r * inner, off);
+    const I* a = pa + off[0] + i0 * sa;
+    const I* b = pb + off[1] + i0 * sb;
+    float* o = po + r * inner + i0;
+    if (sa == 1 && sb == 1) compare_row<Op, 1, 1>(a, b, o, n);
+    else if (sa == 1) compare_row<Op, 1, 0>(a, b, o, n);
+    else if (sb == 1) compare_row<Op, 0, 1>(a, b, o, n);
+    else compare_row<Op, 0, 0>(a, b, o, n);
+  }
+}
+
 template <typename I>
 void compare_integers_typed(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) {
   const common::BroadcastPlan<2> p = common::broadcast_plan<2>(out, {&a, &b});
-  const int64_t inner = common::inner_extent(p), n_rows = rows_of(p);
-  const int64_t sa = p.rank == 0 ? 0 : p.stride[0][p.rank - 1], sb = p.rank == 0 ? 0 : p.stride[1][p.rank - 1];
   const I* pa = a.data<I>();
   const I* pb = b.data<I>();
   float* po = out.data<float>();
-#pragma omp parallel for schedule(static) if (n_rows * inner > kParallelFrom && n_rows > 1)
-  for (int64_t r = 0; r < n_rows; ++r) {
-    int64_t off[2];
-    common::broadcast_offsets(p, r * inner, off);
-    for (int64_t i = 0; i < inner; ++i)
-      po[r * inner + i] = common::compare_apply(op, pa[off[0] + i * sa], pb[off[1] + i * sb]);
+  switch (op) {  // the comparisons alone: with_binary_op would instantiate the arithmetic too
+    case BinaryOp::gt: return compare_rows<BinaryOp::gt>(p, pa, pb, po);
+    case BinaryOp::ge: return compare_rows<BinaryOp::ge>(p, pa, pb, po);
+    case BinaryOp::lt: return compare_rows<BinaryOp::lt>(p, pa, pb, po);
+    case BinaryOp::le: return compare_rows<BinaryOp::le>(p, pa, pb, po);
+    case BinaryOp::eq: return compare_rows<BinaryOp::eq>(p, pa, pb, po);
+    default: return compare_rows<BinaryOp::ne>(p, pa, pb, po);
   }
 }
 

@@ -137,8 +137,8 @@ void one_value(const char* what, const Tensor& t) {
 // a TypeError naming the converter, in either order: torch converts an ndarray on its right
 // silently (a copy, float64 arithmetic) and fails with it on the left; kiln has no float64,
 // and its converter, kiln.from_dlpack, shares memory, so the conversion is the caller's.
-std::optional<float> scalar_operand(nb::handle other, const char* symbol, bool reflected) {
-  float s = 0;
+std::optional<double> scalar_operand(nb::handle other, const char* symbol, bool reflected) {
+  double s = 0;
   const bool number = PyFloat_Check(other.ptr()) || PyLong_Check(other.ptr());
   if (!number && (nb::hasattr(other, "__dlpack__") || nb::hasattr(other, "__array_interface__") ||
                   nb::hasattr(other, "__array__"))) {
@@ -162,12 +162,12 @@ std::optional<float> scalar_operand(nb::handle other, const char* symbol, bool r
 template <typename Op>
 void bind_scalar_operator(nb::class_<Tensor>& c, const char* name, const char* symbol, bool reflected, Op op) {
   c.def(name, [symbol, reflected, op](const Tensor& a, nb::handle other) -> nb::object {
-          const std::optional<float> s = scalar_operand(other, symbol, reflected);
+          const std::optional<double> s = scalar_operand(other, symbol, reflected);
           if (!s) return nb::not_implemented();
           Tensor y;
           {
             nb::gil_scoped_release release;
-            y = op(a, *s);
+            y = op(a, static_cast<float>(*s));
           }
           return nb::cast(std::move(y));
         },
@@ -175,40 +175,57 @@ void bind_scalar_operator(nb::class_<Tensor>& c, const char* name, const char* s
 }
 
 using Compare = Tensor (*)(const Tensor&, const Tensor&);
-using CompareScalar = Tensor (*)(const Tensor&, float);
+using CompareNumber = Tensor (*)(const Tensor&, double);
 
-// A comparison of a with a Python number: an integer tensor against an int goes through a 0-d
-// int64 tensor, exact at any magnitude (as a float32 the number rounds past 2^24); anything else
-// is the float32 number's comparison (core compares an integer tensor with it exactly too).
-Tensor compare_number(Compare fn, CompareScalar fn_s, const Tensor& a, const std::variant<int64_t, double>& b) {
-  const int64_t* i = std::get_if<int64_t>(&b);
-  if (i != nullptr && a.defined() && !is_floating(a.dtype()))
-    return fn(a, Tensor::from_vector(std::vector<int64_t>{*i}, Shape{}).to(a.device()));
-  return fn_s(a, i != nullptr ? static_cast<float>(*i) : static_cast<float>(std::get<double>(b)));
+// A Python number as a comparison takes it: an integer (an int or a bool, or NumPy's and torch's
+// integer scalars through __index__) as an int64, one past int64 as +-inf (past every integer
+// tensor's range, so the same answers), any other number as a double; nullopt for what is no
+// number (scalar_operand's TypeError for an array).
+std::optional<std::variant<int64_t, double>> comparison_number(nb::handle other, const char* symbol) {
+  PyObject* o = other.ptr();
+  if (!PyFloat_Check(o) && PyIndex_Check(o)) {
+    const nb::object index = nb::steal(PyNumber_Index(o));
+    if (index.is_valid()) {
+      int overflow = 0;
+      const long long v = PyLong_AsLongLongAndOverflow(index.ptr(), &overflow);
+      if (overflow != 0) return overflow > 0 ? std::numeric_limits<double>::infinity()
+                                             : -std::numeric_limits<double>::infinity();
+      if (!(v == -1 && PyErr_Occurred())) return static_cast<int64_t>(v);
+    }
+    PyErr_Clear();  // no integer after all (a float tensor's __index__): taken as a number below
+  }
+  const std::optional<double> s = scalar_operand(other, symbol, false);
+  if (!s) return std::nullopt;
+  return *s;
 }
 
-// Tensor.`name`(other) for a comparison operator and a non-tensor other: compare_number's, or
-// NotImplemented, or scalar_operand's TypeError.
-void bind_compare_operator(nb::class_<Tensor>& c, const char* name, const char* symbol, Compare fn,
-                           CompareScalar fn_s) {
-  c.def(name, [symbol, fn, fn_s](const Tensor& a, nb::handle other) -> nb::object {
-          int64_t i = 0;
-          std::variant<int64_t, double> b;
-          if (PyLong_Check(other.ptr()) && nb::try_cast(other, i)) {
-            b = i;
-          } else {
-            const std::optional<float> s = scalar_operand(other, symbol, false);
-            if (!s) return nb::not_implemented();
-            b = static_cast<double>(*s);
-          }
-          Tensor y;
-          {
-            nb::gil_scoped_release release;
-            y = compare_number(fn, fn_s, a, b);
-          }
-          return nb::cast(std::move(y));
-        },
-        nb::is_operator(), nb::sig((std::string("def ") + name + "(self, arg: float, /) -> Tensor").c_str()));
+// a compared with a number: an integer tensor meets an integer as a 0-d tensor of its dtype
+// (exact at any magnitude, no widening copy of an int32 a), or core's constant answer when the
+// integer is past int32's range for an int32 a; everything else through core's double overload.
+Tensor compare_number(Compare fn, CompareNumber fn_n, const Tensor& a, const std::variant<int64_t, double>& b) {
+  const int64_t* i = std::get_if<int64_t>(&b);
+  if (i == nullptr) return fn_n(a, std::get<double>(b));
+  const bool past_int32 = *i < std::numeric_limits<int32_t>::min() || *i > std::numeric_limits<int32_t>::max();
+  if (!a.defined() || is_floating(a.dtype()) || (a.dtype() == DType::i32 && past_int32))
+    return fn_n(a, static_cast<double>(*i));
+  return fn(a, Tensor::from_vector(std::vector<int64_t>{*i}, Shape{}).to(a.dtype()).to(a.device()));
+}
+
+// A comparison's number overload, Tensor.__gt__ and the like (operator: NotImplemented for what is
+// no number) and kiln.gt (a TypeError), both through compare_number.
+nb::object compare_with(Compare fn, CompareNumber fn_n, const Tensor& a, nb::handle other, const char* symbol,
+                        bool op) {
+  const std::optional<std::variant<int64_t, double>> b = comparison_number(other, symbol);
+  if (!b) {
+    if (op) return nb::not_implemented();
+    throw nb::type_error((std::string(symbol) + ": b must be a kiln.Tensor or a number").c_str());
+  }
+  Tensor y;
+  {
+    nb::gil_scoped_release release;
+    y = compare_number(fn, fn_n, a, *b);
+  }
+  return nb::cast(std::move(y));
 }
 
 void bind_tensor_class(nb::module_& m) {
@@ -318,12 +335,14 @@ void bind_tensor_class(nb::module_& m) {
   // stay Python's identity: each return from C++ is a new wrapper, so elementwise == would make
   // `t in list` and dict lookups of a model's own parameters raise; kiln.eq and kiln.ne compare
   // elements.
-  const std::tuple<const char*, const char*, Compare, CompareScalar> comparisons[] = {
+  const std::tuple<const char*, const char*, Compare, CompareNumber> comparisons[] = {
       {"__gt__", ">", &kiln::gt, &kiln::gt}, {"__ge__", ">=", &kiln::ge, &kiln::ge},
       {"__lt__", "<", &kiln::lt, &kiln::lt}, {"__le__", "<=", &kiln::le, &kiln::le}};
-  for (const auto& [name, symbol, fn, fn_s] : comparisons) {
+  for (const auto& [name, symbol, fn, fn_n] : comparisons) {
     c.def(name, fn, nb::is_operator(), Release());
-    bind_compare_operator(c, name, symbol, fn, fn_s);
+    c.def(name, [symbol, fn, fn_n](const Tensor& a, nb::handle other) {
+            return compare_with(fn, fn_n, a, other, symbol, true);
+          }, nb::is_operator(), nb::sig((std::string("def ") + name + "(self, arg: float, /) -> Tensor").c_str()));
   }
 }
 
@@ -583,7 +602,7 @@ void bind_math_ops(nb::module_& m) {
   m.def("clamp", &clamp_between, arg("x"), arg("min") = nb::none(), arg("max") = nb::none(), Release(),
         "x limited to [min, max] (either may be None); NaN stays NaN. Gradient where min <= x <= max (torch.clamp).");
   // Each: 1 where a op b, else 0, in a's dtype (a mask; no gradient); b a tensor (broadcast) or a number.
-  const std::tuple<const char*, const char*, Compare, CompareScalar> comparisons[] = {
+  const std::tuple<const char*, const char*, Compare, CompareNumber> comparisons[] = {
       {"gt",
        "1 where a > b, else 0 (a mask in a's dtype, no gradient); b: a tensor, broadcast, or a number. Integer "
        "tensors (int32, int64) compare exactly, with each other or with a number, into a float32 mask: "
@@ -594,11 +613,10 @@ void bind_math_ops(nb::module_& m) {
       {"le", "1 where a <= b, else 0, as gt.", &kiln::le, &kiln::le},
       {"eq", "1 where a == b, else 0, as gt (NaN equals nothing).", &kiln::eq, &kiln::eq},
       {"ne", "1 where a != b, else 0, as gt.", &kiln::ne, &kiln::ne}};
-  for (const auto& [name, doc, fn, fn_s] : comparisons) {
+  for (const auto& [name, doc, fn, fn_n] : comparisons) {
     m.def(name, fn, arg("a"), arg("b"), Release(), doc);
-    m.def(name, [fn, fn_s](const Tensor& a, const std::variant<int64_t, double>& b) {
-            return compare_number(fn, fn_s, a, b);
-          }, arg("a"), arg("b"), Release(), doc);
+    m.def(name, [name, fn, fn_n](const Tensor& a, nb::handle b) { return compare_with(fn, fn_n, a, b, name, false); },
+          arg("a"), arg("b"), nb::sig((std::string("def ") + name + "(a: Tensor, b: float) -> Tensor").c_str()), doc);
   }
   m.def("permute", &kiln::permute, arg("x"), arg("dims"), Release(),
         "x with its dimensions reordered: the result's dimension i is x's dims[i] (torch.permute, but a copy: "

@@ -240,8 +240,22 @@ def test_integer_comparisons_are_exact_and_give_an_accuracy():
                                       f(torch.tensor([1, 2, 3, -3, 2]), big).float().numpy())
     assert np.from_dlpack(kb > 2**40).tolist() == [0.0, 1.0, 1.0, 0.0, 0.0]
     assert np.from_dlpack(2**40 < kb).tolist() == [0.0, 1.0, 1.0, 0.0, 0.0]
-    with pytest.raises(kiln.Error, match="eq: b is float32.*integers compare with integers"):
+    # A float past 2^24 is a double, not rounded to float32; NumPy's and torch's integer scalars are
+    # integers; an int past int64 is past every element (torch raises there).
+    exact = kiln.from_dlpack(torch.tensor([16777217, 2147483647, 2**40 + 1]))
+    assert np.from_dlpack(kiln.eq(exact, 16777217.0)).tolist() == [1.0, 0.0, 0.0]
+    assert np.from_dlpack(kiln.eq(exact, float(2**40 + 1))).tolist() == [0.0, 0.0, 1.0]
+    assert np.from_dlpack(exact > np.int64(16777216)).tolist() == [1.0, 1.0, 1.0]
+    assert np.from_dlpack(exact >= torch.tensor(2**40 + 1)).tolist() == [0.0, 0.0, 1.0]
+    assert np.from_dlpack(kiln.gt(exact, -2**63 - 1)).tolist() == [1.0, 1.0, 1.0]
+    assert np.from_dlpack(kiln.eq(exact, 2**64)).tolist() == [0.0, 0.0, 0.0]
+    i32 = kiln.from_dlpack(torch.tensor([2147483647, -5], dtype=torch.int32))
+    assert np.from_dlpack(i32 < 2147483647.0).tolist() == [0.0, 1.0]
+    assert np.from_dlpack(i32 < 2**31).tolist() == [1.0, 1.0]
+    with pytest.raises(kiln.Error, match="eq: a is int64.* and b is float32.*integers compare with integers"):
         kiln.eq(kb, k(torch.zeros(5), grad=False))
+    with pytest.raises(TypeError, match="kiln does not convert arrays implicitly"):
+        kiln.gt(kb, np.array([[5]]))
 
 
 def test_maximum_minimum_clamp_and_comparisons_match_torch():

@@ -223,7 +223,7 @@ Tensor compared(BinaryOp op, const Tensor& a, const Tensor& b) {
   }
 }
 
-Tensor compared(BinaryOp op, const Tensor& a, float s) {
+Tensor compared(BinaryOp op, const Tensor& a, double s) {
   switch (op) {
     case BinaryOp::gt: return gt(a, s);
     case BinaryOp::ge: return ge(a, s);
@@ -242,6 +242,9 @@ TEST_CASE("integer tensors compare exactly at any magnitude into a float32 mask,
   const std::vector<int64_t> b = {k, k, top, 0, 5, 16777216};
   for (const BinaryOp op : kComparisons) {
     INFO(comparison_name(op));
+    // Against a number past 2^24 (a double holds it; a float32 would round it to 16777216).
+    CHECK(compared(op, integers(a, Shape{12}, DType::i64), 16777217.0).to_vector<float>() ==
+          compared_by_hand(op, a, {16777217}));
     const Tensor out = compared(op, integers(a, Shape{2, 6}, DType::i64), integers(b, Shape{6}, DType::i64));
     REQUIRE(out.dtype() == DType::f32);
     REQUIRE(out.shape() == Shape({2, 6}));
@@ -264,11 +267,12 @@ TEST_CASE("an integer tensor against a number compares exactly, also past its ra
   for (const DType dt : {DType::i32, DType::i64}) {
     const Tensor x = integers(a, Shape{8}, dt);
     for (const BinaryOp op : kComparisons) {
-      for (const float s : {2.0f, 2.5f, -2.5f, 0.0f, -0.0f, 1e30f, -1e30f, 3e9f, -3e9f, inf, -inf, nan}) {
+      for (const double s : {2.0, 2.5, -2.5, 0.0, -0.0, 1e30, -1e30, 3e9, -3e9, 2147483647.0, 2147483646.5,
+                             3.5 - 0x1p31, -2147483648.0, double{inf}, double{-inf}, double{nan}}) {
         INFO(comparison_name(op) << " with " << s << " on " << dtype_name(dt));
         std::vector<float> want;
         for (const int64_t v : a) {
-          const double d = static_cast<double>(v), t = s;
+          const double d = static_cast<double>(v), t = s;  // exact: every int32 is a double
           const bool holds = op == BinaryOp::gt ? d > t : op == BinaryOp::ge ? d >= t : op == BinaryOp::lt ? d < t
                            : op == BinaryOp::le ? d <= t : op == BinaryOp::eq ? d == t : d != t;
           want.push_back(holds ? 1.0f : 0.0f);
@@ -359,18 +363,18 @@ TEST_CASE("broadcast ops, sum_to and broadcast_to on the GPU equal the CPU's bit
 
 TEST_CASE("integer comparisons on the GPU equal the CPU's", "[cuda][broadcast]") {
   KILN_SKIP_WITHOUT_GPU();
-  constexpr int64_t k = int64_t{1} << 40;
-  std::vector<int64_t> many;
-  for (int64_t i = 0; i < 300000; ++i) many.push_back(k + i % 7 - 3);
-  const std::vector<int64_t> row = {k, k + 1, k - 1, k + 3, -k, k - 3};
   for (const DType dt : {DType::i32, DType::i64}) {
+    const int64_t k = dt == DType::i64 ? int64_t{1} << 40 : int64_t{1} << 30;  // within each dtype
+    std::vector<int64_t> many;
+    for (int64_t i = 0; i < 300000; ++i) many.push_back(k + i % 7 - 3);
+    const std::vector<int64_t> row = {k, k + 1, k - 1, k + 3, -k, k - 3};
     const Tensor a = integers(many, Shape{50000, 6}, dt), b = integers(row, Shape{6}, DType::i64);
     for (const BinaryOp op : kComparisons) {
       INFO(comparison_name(op) << " on " << dtype_name(dt));
       CHECK(compared(op, a.to(Device::cuda()), b.to(Device::cuda())).to(Device::cpu()).to_vector<float>() ==
             compared(op, a, b).to_vector<float>());
-      CHECK(compared(op, a.to(Device::cuda()), 2.5f).to(Device::cpu()).to_vector<float>() ==
-            compared(op, a, 2.5f).to_vector<float>());
+      CHECK(compared(op, a.to(Device::cuda()), 2.5).to(Device::cpu()).to_vector<float>() ==
+            compared(op, a, 2.5).to_vector<float>());
     }
   }
 }

@@ -31,10 +31,12 @@ TEST_CASE("shape mismatches name the op and both shapes", "[ops][errors]") {
 TEST_CASE("wrong dtypes name the op and the dtype", "[ops][errors]") {
   // Integers compare with integers only (a float32 holds int64s exactly only to 2^24), not uint8.
   const Tensor labels = Tensor::zeros(Shape{4}, TensorOptions{DType::i64});
-  REQUIRE_THROWS_WITH(eq(labels, Tensor::zeros(Shape{4})),
-                      Contains("eq: b is float32[4]") && Contains("integers compare with integers"));
-  REQUIRE_THROWS_WITH(gt(Tensor::zeros(Shape{4}, TensorOptions{DType::u8}), 1.0f),
-                      Contains("gt: a is uint8[4]") && Contains("int32 or int64"));
+  REQUIRE_THROWS_WITH(eq(labels, Tensor::zeros(Shape{4})), Contains("eq: a is int64[4] on cpu and b is float32[4]") &&
+                                                                Contains("integers compare with integers"));
+  const Tensor bytes = Tensor::zeros(Shape{4}, TensorOptions{DType::u8});
+  REQUIRE_THROWS_WITH(gt(bytes, 1.0), Contains("gt: a is uint8[4]") && Contains("int32 or int64"));
+  REQUIRE_THROWS_WITH(gt(bytes, Tensor::zeros(Shape{4})), Contains("gt: a is uint8[4] on cpu; comparisons take"));
+  REQUIRE_THROWS_WITH(gt(labels, Tensor()), Contains("gt: b is an undefined tensor"));
   REQUIRE_THROWS_WITH(add(labels, labels), Contains("add") && Contains("int64[4]"));
   Tensor i = Tensor::zeros(Shape{2, 4, 4, 3}, TensorOptions{DType::i32});
   REQUIRE_THROWS_WITH(conv2d(i, Tensor::zeros(Shape{4, 3, 3, 3})), Contains("conv2d") && Contains("int32[2, 4, 4, 3]"));
