@@ -745,14 +745,22 @@ void append_permute_cases(std::vector<OpCase>& cases) {
                     [](const std::vector<Tensor>& in) { return transpose(in[0], 0, 2); }, kRtolExact);
   t.params = {{"d0", 0}, {"d1", 2}};
   cases.push_back(streaming(t, 0, 24));
-  // Over a middle dimension: the last dimension's kernel between two permutations.
+  // Over a middle dimension (the CPU's kernel along it, in blocks of 64 columns: [2, 5, 70] has a
+  // full block and a partial one; the GPU's last-dimension kernel between two permutations) and
+  // over the first.
   for (const bool log : {false, true}) {
     const std::string op = log ? "log_softmax" : "softmax";
-    OpCase s = simple(op + "/2x5x3_dim1", op + "_dim", {randn(g, {2, 5, 3})}, {true},
-                      [log](const std::vector<Tensor>& in) { return log ? log_softmax(in[0], 1) : softmax(in[0], 1); },
-                      kRtolReduction);
-    s.params = {{"dim", 1}};
-    cases.push_back(streaming(s, 4, 30));
+    using Case = std::tuple<const char*, std::vector<int64_t>, int64_t>;
+    for (const auto& [name, shape, dim] : {Case{"2x5x3_dim1", {2, 5, 3}, 1},
+                                           {"2x5x70_dim1", {2, 5, 70}, 1}, {"6x4_dim0", {6, 4}, 0}}) {
+      const Tensor x = randn(g, Shape(shape));
+      const int64_t d = dim;  // a copy: clang 14 captures no structured binding
+      OpCase s = simple(op + "/" + name, op + "_dim", {x}, {true},
+                        [log, d](const std::vector<Tensor>& in) { return log ? log_softmax(in[0], d) : softmax(in[0], d); },
+                        kRtolReduction);
+      s.params = {{"dim", static_cast<double>(d)}};
+      cases.push_back(streaming(s, 4, x.numel()));
+    }
   }
 }
 

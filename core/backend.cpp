@@ -153,6 +153,15 @@ void Backend::layer_norm_backward(const Tensor&, const Tensor&, const Tensor&, c
   KILN_FAIL("layer_norm_backward: the ", name(), " backend has no fused layer_norm (has_layer_norm() is false)");
 }
 
+// Core calls these only where has_softmax_inner() says the backend has them.
+void Backend::softmax_inner(const Tensor&, int64_t, int64_t, bool, Tensor&) {
+  KILN_FAIL("softmax_inner: the ", name(), " backend has no softmax along an inner dimension");
+}
+
+void Backend::softmax_inner_backward(const Tensor&, const Tensor&, int64_t, int64_t, bool, Tensor&) {
+  KILN_FAIL("softmax_inner_backward: the ", name(), " backend has no softmax along an inner dimension");
+}
+
 double Backend::time_ms(int /*index*/, const std::function<void()>& fn) {
   const auto t0 = std::chrono::steady_clock::now();
   fn();

@@ -152,6 +152,15 @@ class Backend {
   // defined (gamma's gradient is its sum over rows, core's sum_to).
   virtual void layer_norm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma, const Tensor& mean,
                                    const Tensor& rstd, Tensor& dx, Tensor& dy_xhat);
+  // Whether this backend runs softmax along a dimension other than the last in place
+  // (softmax_inner/backward); where not, core moves the dimension last and back (CUDA, until
+  // its kernel has run on a GPU).
+  virtual bool has_softmax_inner() const { return false; }
+  // Softmax (or log-softmax) of x [outer, n, inner] over n (inner > 1), float32, y alike.
+  virtual void softmax_inner(const Tensor& x, int64_t n, int64_t inner, bool log, Tensor& y);
+  // Its backward given its output y.
+  virtual void softmax_inner_backward(const Tensor& y, const Tensor& dy, int64_t n, int64_t inner, bool log,
+                                      Tensor& dx);
   // out[r, i] = the largest (op maximum) or smallest (op minimum) of x[r, k, i] over k < n, x
   // viewed as [rows, n, inner] (n >= 1) and out as [rows, inner]; NaN wins, as binary_apply's
   // maximum. Float32 or bfloat16, x and out alike. Exact: any order gives the same value, though

@@ -111,8 +111,9 @@ Tensor softmax_cross_entropy(const Tensor& logits, const Tensor& labels);
 Tensor softmax(const Tensor& x);
 // Log-softmax over the last dimension, any rank >= 1.
 Tensor log_softmax(const Tensor& x);
-// Softmax and log-softmax over dimension dim (negative from the end): the last dimension's
-// kernels, with dim permuted last and back (two copies) when it is another.
+// Softmax and log-softmax over dimension dim (negative from the end): for another than the last,
+// the backend's kernel along it where it has one (the CPU), else the last dimension's kernels
+// with dim permuted last and back (two copies).
 Tensor softmax(const Tensor& x, int64_t dim);
 Tensor log_softmax(const Tensor& x, int64_t dim);
 

@@ -228,15 +228,49 @@ std::vector<int64_t> moving_last(int64_t rank, int64_t d) {
   return order;
 }
 
-// op (softmax or log_softmax) over dimension dim: the last-dimension op, with dim moved last and
-// back when it is another.
-Tensor softmax_along(const char* name, Tensor (*op)(const Tensor&), const Tensor& x, int64_t dim) {
+// The backward of softmax (log_softmax) over a dimension other than the last, run in place.
+struct SoftmaxInnerNode final : Node {
+  SoftmaxInnerNode(bool log, int64_t n, int64_t inner)
+      : Node(log ? "log_softmax" : "softmax"), log(log), n(n), inner(inner) {}
+  bool log;
+  int64_t n, inner;  // x as [outer, n, inner]
+  SavedTensor y;
+  std::vector<Tensor> apply(const Tensor& dy) override {
+    const Tensor& ys = y.get();
+    Tensor dx = Tensor::empty(ys.shape(), TensorOptions{dy.dtype(), dy.device()});
+    backend_for(dy.device()).softmax_inner_backward(ys, dy, n, inner, log, dx);
+    return {dx};
+  }
+  void release_saved() override { y.reset(); }
+};
+
+// op (softmax or log_softmax) over dimension dim: the last-dimension op; for another, the
+// backend's kernel along it where it has one (the CPU), else the last-dimension op with dim moved
+// last and back.
+Tensor softmax_along(bool log, const Tensor& x, int64_t dim) {
+  const char* name = log ? "log_softmax" : "softmax";
+  using LastDim = Tensor (*)(const Tensor&);
+  const LastDim op = log ? static_cast<LastDim>(&log_softmax) : static_cast<LastDim>(&softmax);
   checks::float32(name, "x", x);
   KILN_CHECK(x.rank() >= 1, name, ": x must have a dimension to normalise over, got ", x.description());
   const int64_t d = resolve_dim(name, dim, x.rank(), x.description());
   if (d == x.rank() - 1) return op(x);
   // What the last-dimension op would refuse, named for x as given, before a permuted copy is made.
   KILN_CHECK(x.dim(d) > 0, name, ": dimension ", dim, " of ", x.description(), " is empty: nothing to normalise");
+  Backend& be = backend_for(x.device());
+  if (be.has_softmax_inner()) {
+    int64_t inner = 1;
+    for (int64_t i = d + 1; i < x.rank(); ++i) inner *= x.dim(i);
+    Tensor y = Tensor::empty(x.shape(), TensorOptions{x.dtype(), x.device()});
+    if (inner > 0) be.softmax_inner(x, x.dim(d), inner, log, y);
+    if (autograd::needs_grad({&x})) {
+      auto node = std::make_shared<SoftmaxInnerNode>(log, x.dim(d), inner);
+      node->y = y.detach();
+      node->next = {autograd::edge_for(x)};
+      autograd::set_history(y, node);
+    }
+    return y;
+  }
   KILN_CHECK(x.rank() <= kMaxBroadcastRank, name, ": over a dimension but the last, ", x.description(),
              " has more than ", kMaxBroadcastRank, " dimensions; reshape it first");
   const std::vector<int64_t> order = moving_last(x.rank(), d);
@@ -248,11 +282,11 @@ Tensor softmax_along(const char* name, Tensor (*op)(const Tensor&), const Tensor
 }  // namespace
 
 Tensor softmax(const Tensor& x, int64_t dim) {
-  return softmax_along("softmax", static_cast<Tensor (*)(const Tensor&)>(&softmax), x, dim);
+  return softmax_along(false, x, dim);
 }
 
 Tensor log_softmax(const Tensor& x, int64_t dim) {
-  return softmax_along("log_softmax", static_cast<Tensor (*)(const Tensor&)>(&log_softmax), x, dim);
+  return softmax_along(true, x, dim);
 }
 
 Tensor argmax(const Tensor& x, int64_t dim) {

@@ -102,6 +102,14 @@ class ProfilingBackend final : public Backend {
     op("scatter_add_rows", g, [&] { in()->scatter_add_rows(g, idx, grad); });
   }
   bool has_layer_norm() const override { return in()->has_layer_norm(); }
+  bool has_softmax_inner() const override { return in()->has_softmax_inner(); }
+  void softmax_inner(const Tensor& x, int64_t n, int64_t inner, bool log, Tensor& y) override {
+    op("softmax_inner", x, [&] { in()->softmax_inner(x, n, inner, log, y); });
+  }
+  void softmax_inner_backward(const Tensor& y, const Tensor& dy, int64_t n, int64_t inner, bool log,
+                              Tensor& dx) override {
+    op("softmax_inner_backward", y, [&] { in()->softmax_inner_backward(y, dy, n, inner, log, dx); });
+  }
   void layer_norm_forward(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps, Tensor& y, Tensor& mean,
                           Tensor& rstd) override {
     op("layer_norm_forward", x, [&] { in()->layer_norm_forward(x, gamma, beta, eps, y, mean, rstd); });

@@ -30,6 +30,10 @@ class CpuBackend : public Backend {
   void broadcast_to(const Tensor& x, Tensor& out) override;
   void transpose(const Tensor& x, Tensor& y) override;
   bool has_layer_norm() const override { return true; }
+  bool has_softmax_inner() const override { return true; }
+  void softmax_inner(const Tensor& x, int64_t n, int64_t inner, bool log, Tensor& y) override;
+  void softmax_inner_backward(const Tensor& y, const Tensor& dy, int64_t n, int64_t inner, bool log,
+                              Tensor& dx) override;
   void layer_norm_forward(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps, Tensor& y, Tensor& mean,
                           Tensor& rstd) override;
   void layer_norm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma, const Tensor& mean,
