@@ -752,7 +752,8 @@ void append_permute_cases(std::vector<OpCase>& cases) {
     const std::string op = log ? "log_softmax" : "softmax";
     using Case = std::tuple<const char*, std::vector<int64_t>, int64_t>;
     for (const auto& [name, shape, dim] : {Case{"2x5x3_dim1", {2, 5, 3}, 1},
-                                           {"2x5x70_dim1", {2, 5, 70}, 1}, {"6x4_dim0", {6, 4}, 0}}) {
+                                           {"2x5x70_dim1", {2, 5, 70}, 1}, {"6x4_dim0", {6, 4}, 0},
+                                           {"3x4x1_dim1", {3, 4, 1}, 1}}) {  // nothing after dim: the last's kernel
       const Tensor x = randn(g, Shape(shape));
       const int64_t d = dim;  // a copy: clang 14 captures no structured binding
       OpCase s = simple(op + "/" + name, op + "_dim", {x}, {true},

@@ -257,10 +257,11 @@ Tensor softmax_along(bool log, const Tensor& x, int64_t dim) {
   if (d == x.rank() - 1) return op(x);
   // What the last-dimension op would refuse, named for x as given, before a permuted copy is made.
   KILN_CHECK(x.dim(d) > 0, name, ": dimension ", dim, " of ", x.description(), " is empty: nothing to normalise");
+  int64_t inner = 1;
+  for (int64_t i = d + 1; i < x.rank(); ++i) inner *= x.dim(i);
+  if (inner == 1) return reshape(op(reshape(x, Shape{x.numel() / x.dim(d), x.dim(d)})), x.shape());  // [N, C, 1, 1]
   Backend& be = backend_for(x.device());
   if (be.has_softmax_inner()) {
-    int64_t inner = 1;
-    for (int64_t i = d + 1; i < x.rank(); ++i) inner *= x.dim(i);
     Tensor y = Tensor::empty(x.shape(), TensorOptions{x.dtype(), x.device()});
     if (inner > 0) be.softmax_inner(x, x.dim(d), inner, log, y);
     if (autograd::needs_grad({&x})) {

@@ -407,12 +407,11 @@ void softmax_inner_blocks(const float* x, int64_t outer, int64_t n, int64_t inne
     for (int64_t j = 0; j < w; ++j) m[j] = xb[j], s[j] = 0.0;
     for (int64_t k = 1; k < n; ++k)  // a NaN first stays; a later one is not greater: softmax_row's rule
       for (int64_t j = 0; j < w; ++j) m[j] = xb[k * inner + j] > m[j] ? xb[k * inner + j] : m[j];
-    for (int64_t k = 0; k < n; ++k) {
-      for (int64_t j = 0; j < w; ++j) {
-        const float e = common::exp_nonpositive(xb[k * inner + j] - m[j]);
-        if (!log) yb[k * inner + j] = e;
-        s[j] += static_cast<double>(e);
-      }
+    for (int64_t k = 0; k < n; ++k) {  // the exponentials in a loop of their own (it vectorises), then summed
+      const float* xr = xb + k * inner;
+      float* yr = yb + k * inner;
+      for (int64_t j = 0; j < w; ++j) yr[j] = common::exp_nonpositive(xr[j] - m[j]);
+      for (int64_t j = 0; j < w; ++j) s[j] += static_cast<double>(yr[j]);
     }
     if (log) {
       for (int64_t j = 0; j < w; ++j) s[j] = std::log(s[j]);
@@ -442,15 +441,22 @@ void softmax_inner_backward_blocks(const float* y, const float* dy, int64_t oute
     float* db = dx + base;
     double s[kInnerWidth];
     for (int64_t j = 0; j < w; ++j) s[j] = 0.0;
-    for (int64_t k = 0; k < n; ++k)
-      for (int64_t j = 0; j < w; ++j)
-        s[j] += log ? static_cast<double>(gb[k * inner + j])
-                    : static_cast<double>(gb[k * inner + j]) * yb[k * inner + j];
+    for (int64_t k = 0; k < n; ++k) {  // a branch per loop, not per element: each loop vectorises
+      const float *yr = yb + k * inner, *gr = gb + k * inner;
+      if (log) {
+        for (int64_t j = 0; j < w; ++j) s[j] += static_cast<double>(gr[j]);
+      } else {
+        for (int64_t j = 0; j < w; ++j) s[j] += static_cast<double>(gr[j]) * yr[j];
+      }
+    }
     for (int64_t k = 0; k < n; ++k) {
-      for (int64_t j = 0; j < w; ++j) {
-        const int64_t i = k * inner + j;
-        db[i] = log ? static_cast<float>(gb[i] - static_cast<double>(common::exp_nonpositive(yb[i])) * s[j])
-                    : static_cast<float>(yb[i] * (gb[i] - s[j]));
+      const float *yr = yb + k * inner, *gr = gb + k * inner;
+      float* dr = db + k * inner;
+      if (log) {
+        for (int64_t j = 0; j < w; ++j)
+          dr[j] = static_cast<float>(gr[j] - static_cast<double>(common::exp_nonpositive(yr[j])) * s[j]);
+      } else {
+        for (int64_t j = 0; j < w; ++j) dr[j] = static_cast<float>(yr[j] * (gr[j] - s[j]));
       }
     }
   }

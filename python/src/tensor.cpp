@@ -178,10 +178,13 @@ using Compare = Tensor (*)(const Tensor&, const Tensor&);
 using CompareNumber = Tensor (*)(const Tensor&, double);
 
 // A Python number as a comparison takes it: an integer (an int or a bool, or NumPy's and torch's
-// integer scalars through __index__) as an int64, one past int64 as +-inf (past every integer
+// 0-d integer scalars through __index__) as an int64, one past int64 as +-inf (past every integer
 // tensor's range, so the same answers), any other number as a double; nullopt for what is no
-// number (scalar_operand's TypeError for an array).
+// number, and scalar_operand's TypeError for an array of one or more dimensions (checked first:
+// torch's one-element tensors have an __index__ too).
 std::optional<std::variant<int64_t, double>> comparison_number(nb::handle other, const char* symbol) {
+  const std::optional<double> s = scalar_operand(other, symbol, false);
+  if (!s) return std::nullopt;
   PyObject* o = other.ptr();
   if (!PyFloat_Check(o) && PyIndex_Check(o)) {
     const nb::object index = nb::steal(PyNumber_Index(o));
@@ -192,10 +195,9 @@ std::optional<std::variant<int64_t, double>> comparison_number(nb::handle other,
                                              : -std::numeric_limits<double>::infinity();
       if (!(v == -1 && PyErr_Occurred())) return static_cast<int64_t>(v);
     }
-    PyErr_Clear();  // no integer after all (a float tensor's __index__): taken as a number below
+    if (!PyErr_ExceptionMatches(PyExc_TypeError)) throw nb::python_error();
+    PyErr_Clear();  // no integer after all (a float tensor's __index__): the number above
   }
-  const std::optional<double> s = scalar_operand(other, symbol, false);
-  if (!s) return std::nullopt;
   return *s;
 }
 
@@ -205,6 +207,9 @@ std::optional<std::variant<int64_t, double>> comparison_number(nb::handle other,
 Tensor compare_number(Compare fn, CompareNumber fn_n, const Tensor& a, const std::variant<int64_t, double>& b) {
   const int64_t* i = std::get_if<int64_t>(&b);
   if (i == nullptr) return fn_n(a, std::get<double>(b));
+  // A float tensor meets an int rounded once, to float32 (through a double, one past 2^53 would
+  // round twice: torch rounds int64 to float directly).
+  if (a.defined() && is_floating(a.dtype())) return fn_n(a, static_cast<double>(static_cast<float>(*i)));
   const bool past_int32 = *i < std::numeric_limits<int32_t>::min() || *i > std::numeric_limits<int32_t>::max();
   if (!a.defined() || is_floating(a.dtype()) || (a.dtype() == DType::i32 && past_int32))
     return fn_n(a, static_cast<double>(*i));
@@ -520,7 +525,9 @@ void bind_nn_ops(nb::module_& m) {
   m.def("softmax_cross_entropy", &softmax_cross_entropy, arg("logits"), arg("labels"), Release(),
         "Mean over the batch of -log softmax(logits)[label]. logits: [N, K] float32, labels: [N] int32/int64.");
   m.def("softmax", [](const Tensor& x, int64_t dim) { return softmax(x, dim); }, arg("x"), arg("dim") = -1,
-        Release(), "Softmax over dimension dim (the last by default; another is permuted last and back).");
+        Release(),
+        "Softmax over dimension dim (the last by default; another runs in place on the CPU, permuted last and back "
+        "on a GPU).");
   m.def("log_softmax", [](const Tensor& x, int64_t dim) { return log_softmax(x, dim); }, arg("x"),
         arg("dim") = -1, Release(), "Log-softmax over dimension dim, as softmax.");
 }

@@ -256,6 +256,12 @@ def test_integer_comparisons_are_exact_and_give_an_accuracy():
         kiln.eq(kb, k(torch.zeros(5), grad=False))
     with pytest.raises(TypeError, match="kiln does not convert arrays implicitly"):
         kiln.gt(kb, np.array([[5]]))
+    with pytest.raises(TypeError, match="kiln does not convert arrays implicitly"):
+        kb > torch.tensor([5])  # a one-element tensor has an __index__, but is no number
+    # A float tensor meets an int rounded once to float32, as torch's (not through a double first).
+    ft = torch.tensor([2.0**60 + 2**37, 2.0**60])
+    v = 2**60 + 2**36 + 1
+    np.testing.assert_array_equal(np.from_dlpack(kiln.eq(kiln.from_dlpack(ft), v)), (ft == v).float().numpy())
 
 
 def test_maximum_minimum_clamp_and_comparisons_match_torch():
