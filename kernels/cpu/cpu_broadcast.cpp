@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/common/broadcast.h"
@@ -37,23 +38,38 @@ KILN_CPU_CLONES void binary_row(const R* a, const R* b, R* o, int64_t n) {
   for (int64_t i = 0; i < n; ++i) o[i] = from_f32<R>(common::binary_apply(Op, to_f32(a[i * SA]), to_f32(b[i * SB])));
 }
 
-template <BinaryOp Op, typename T>
-void binary_rows(const common::BroadcastPlan<2>& p, const T* a, const T* b, T* out) {
-  using R = raw_t<T>;
-  const int64_t inner = common::inner_extent(p), n_rows = rows_of(p);
+// Walks a two-operand plan in pieces of up to kPiece elements of a row, in parallel from
+// kParallelFrom elements, so that one long row (a tensor against a 0-d one) splits across threads
+// as many short rows do. For each piece: row(SA, SB, a offset, b offset, out offset, n), SA and SB
+// the operands' steps along the row (0 or 1) as std::integral_constant, so its loop vectorises.
+template <typename Row>
+void for_each_piece(const common::BroadcastPlan<2>& p, Row&& row) {
+  constexpr int64_t kPiece = 16384;
+  const int64_t inner = common::inner_extent(p), n_rows = rows_of(p), pieces = (inner + kPiece - 1) / kPiece;
   const int64_t sa = p.rank == 0 ? 0 : p.stride[0][p.rank - 1], sb = p.rank == 0 ? 0 : p.stride[1][p.rank - 1];
-#pragma omp parallel for schedule(static) if (n_rows * inner > kParallelFrom && n_rows > 1)
-  for (int64_t r = 0; r < n_rows; ++r) {
+  using One = std::integral_constant<int, 1>;
+  using Zero = std::integral_constant<int, 0>;
+#pragma omp parallel for schedule(static) if (n_rows * inner > kParallelFrom && n_rows * pieces > 1)
+  for (int64_t t = 0; t < n_rows * pieces; ++t) {
+    const int64_t r = t / pieces, i0 = (t % pieces) * kPiece, n = std::min(kPiece, inner - i0);
     int64_t off[2];
     common::broadcast_offsets(p, r * inner, off);
-    const R* pa = raw(a) + off[0];
-    const R* pb = raw(b) + off[1];
-    R* po = raw(out) + r * inner;
-    if (sa == 1 && sb == 1) binary_row<Op, 1, 1>(pa, pb, po, inner);
-    else if (sa == 1) binary_row<Op, 1, 0>(pa, pb, po, inner);
-    else if (sb == 1) binary_row<Op, 0, 1>(pa, pb, po, inner);
-    else binary_row<Op, 0, 0>(pa, pb, po, inner);
+    const int64_t ia = off[0] + i0 * sa, ib = off[1] + i0 * sb, io = r * inner + i0;
+    if (sa == 1 && sb == 1) row(One{}, One{}, ia, ib, io, n);
+    else if (sa == 1) row(One{}, Zero{}, ia, ib, io, n);
+    else if (sb == 1) row(Zero{}, One{}, ia, ib, io, n);
+    else row(Zero{}, Zero{}, ia, ib, io, n);
   }
+}
+
+template <BinaryOp Op, typename T>
+void binary_rows(const common::BroadcastPlan<2>& p, const T* a, const T* b, T* out) {
+  const raw_t<T>* ra = raw(a);
+  const raw_t<T>* rb = raw(b);
+  raw_t<T>* ro = raw(out);
+  for_each_piece(p, [&](auto sa, auto sb, int64_t ia, int64_t ib, int64_t io, int64_t n) {
+    binary_row<Op, decltype(sa)::value, decltype(sb)::value>(ra + ia, rb + ib, ro + io, n);
+  });
 }
 
 template <typename T>
@@ -237,26 +253,12 @@ KILN_CPU_CLONES void compare_row(const I* a, const I* b, float* o, int64_t n) {
   for (int64_t i = 0; i < n; ++i) o[i] = common::compare_apply(Op, a[i * SA], b[i * SB]);
 }
 
-// out = a (Op) b for integer a and b by the plan, in pieces of up to kPiece elements of a row, in
-// parallel (a tensor against a number is one row).
+// out = a (Op) b for integer a and b by the plan.
 template <BinaryOp Op, typename I>
 void compare_rows(const common::BroadcastPlan<2>& p, const I* pa, const I* pb, float* po) {
-  constexpr int64_t kPiece = 16384;
-  const int64_t inner = common::inner_extent(p), n_rows = rows_of(p), pieces = (inner + kPiece - 1) / kPiece;
-  const int64_t sa = p.rank == 0 ? 0 : p.stride[0][p.rank - 1], sb = p.rank == 0 ? 0 : p.stride[1][p.rank - 1];
-#pragma omp parallel for schedule(static) if (n_rows * inner > kParallelFrom && n_rows * pieces > 1)
-  for (int64_t t = 0; t < n_rows * pieces; ++t) {
-    const int64_t r = t / pieces, i0 = (t % pieces) * kPiece, n = std::min(kPiece, inner - i0);
-    int64_t off[2];
-    common::broadcast_offsets(p, r * inner, off);
-    const I* a = pa + off[0] + i0 * sa;
-    const I* b = pb + off[1] + i0 * sb;
-    float* o = po + r * inner + i0;
-    if (sa == 1 && sb == 1) compare_row<Op, 1, 1>(a, b, o, n);
-    else if (sa == 1) compare_row<Op, 1, 0>(a, b, o, n);
-    else if (sb == 1) compare_row<Op, 0, 1>(a, b, o, n);
-    else compare_row<Op, 0, 0>(a, b, o, n);
-  }
+  for_each_piece(p, [&](auto sa, auto sb, int64_t ia, int64_t ib, int64_t io, int64_t n) {
+    compare_row<Op, decltype(sa)::value, decltype(sb)::value>(pa + ia, pb + ib, po + io, n);
+  });
 }
 
 template <typename I>

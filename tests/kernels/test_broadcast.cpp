@@ -124,7 +124,9 @@ TEST_CASE("broadcast ops equal the same op on operands repeated to full size, bi
   Generator g(12);
   const std::vector<std::pair<Shape, Shape>> pairs = {
       {Shape{64, 7, 7, 130}, Shape{130}}, {Shape{33, 1, 257}, Shape{1, 65, 1}}, {Shape{1}, Shape{9, 300, 40}},
-      {Shape{}, Shape{70000}}, {Shape{5, 1, 3, 1, 7}, Shape{4, 1, 6, 1}}};
+      {Shape{}, Shape{70000}}, {Shape{5, 1, 3, 1, 7}, Shape{4, 1, 6, 1}},
+      // Rows longer than the CPU's pieces of 16384, split at offsets inside each operand's row.
+      {Shape{3, 40000}, Shape{2, 1, 40000}}, {Shape{5, 1}, Shape{1, 50000}}};
   for (const DType dt : {DType::f32, DType::bf16}) {
     for (const auto& [sa, sb] : pairs) {
       INFO(sa << " and " << sb << " in " << dtype_name(dt));
