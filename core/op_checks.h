@@ -1,4 +1,5 @@
-// Argument checks shared by the op files; every message names the op and what it got.
+// Argument checks shared by the op files, every message naming the op and what it got, and
+// the options of the tensors the ops make.
 #pragma once
 
 #include <algorithm>
@@ -111,3 +112,11 @@ inline Shape broadcast_shape(const char* op, const Shape& a, const Shape& b) {
 }
 
 }  // namespace kiln::checks
+
+namespace kiln {
+
+// Options for a new tensor on t's device, of t's dtype unless told otherwise.
+inline TensorOptions like(const Tensor& t) { return TensorOptions{t.dtype(), t.device()}; }
+inline TensorOptions like(const Tensor& t, DType dt) { return TensorOptions{dt, t.device()}; }
+
+}  // namespace kiln

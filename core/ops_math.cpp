@@ -9,10 +9,6 @@
 namespace kiln {
 namespace {
 
-// Options for a new tensor on t's device, of t's dtype unless told otherwise.
-TensorOptions like(const Tensor& t) { return TensorOptions{t.dtype(), t.device()}; }
-TensorOptions like(const Tensor& t, DType dt) { return TensorOptions{dt, t.device()}; }
-
 const char* binary_name(BinaryOp op) {
   switch (op) {
     case BinaryOp::add: return "add";
@@ -181,6 +177,10 @@ struct BinaryNode final : Node {
   }
 };
 
+// What a comparison takes, for the errors that meet anything else.
+constexpr const char* kComparedDTypes =
+    "; comparisons take float32, bfloat16, int32 or int64 tensors (convert it with astype)";
+
 // A comparison's operands where one is an integer tensor: both int32 or int64 (not uint8), or an
 // error saying which to convert.
 void integer_operands(const char* name, const Tensor& a, const Tensor& b) {
@@ -191,8 +191,7 @@ void integer_operands(const char* name, const Tensor& a, const Tensor& b) {
     KILN_CHECK(!is_floating(t->dtype()), name, ": a is ", a.description(), " and b is ", b.description(),
                "; integers compare with integers and floats with floats: convert one with astype (a float32 holds "
                "every integer to 2^24 exactly)");
-    KILN_FAIL(name, ": ", what, " is ", t->description(),
-              "; comparisons take float32, bfloat16, int32 or int64 tensors (convert it with astype)");
+    KILN_FAIL(name, ": ", what, " is ", t->description(), kComparedDTypes);
   }
 }
 
@@ -207,7 +206,7 @@ Tensor compare_integers(BinaryOp op, const Tensor& a_in, const Tensor& b_in) {
       a_in.shape() == b_in.shape() ? a_in.shape() : checks::broadcast_shape(name, a_in.shape(), b_in.shape());
   const DType common = a_in.dtype() == DType::i64 || b_in.dtype() == DType::i64 ? DType::i64 : DType::i32;
   const Tensor a = a_in.to(common), b = b_in.to(common);
-  Tensor out = Tensor::empty(shape, TensorOptions{DType::f32, a.device()});
+  Tensor out = Tensor::empty(shape, like(a, DType::f32));
   backend_for(a.device()).binary(op, a, b, out);
   return out;
 }
@@ -218,10 +217,9 @@ Tensor compare_integers(BinaryOp op, const Tensor& a_in, const Tensor& b_in) {
 Tensor compare_integers_with(BinaryOp op, const Tensor& a, double s) {
   const char* name = binary_name(op);
   checks::defined(name, "a", a);
-  KILN_CHECK(a.dtype() == DType::i32 || a.dtype() == DType::i64, name, ": a is ", a.description(),
-             "; comparisons take float32, bfloat16, int32 or int64 tensors (convert it with astype)");
+  KILN_CHECK(a.dtype() == DType::i32 || a.dtype() == DType::i64, name, ": a is ", a.description(), kComparedDTypes);
   const auto constant = [&](bool holds) {
-    return Tensor::full(a.shape(), holds ? 1.0 : 0.0, TensorOptions{DType::f32, a.device()});
+    return Tensor::full(a.shape(), holds ? 1.0 : 0.0, like(a, DType::f32));
   };
   const double below = std::floor(s);
   if (std::isnan(s)) return constant(op == BinaryOp::ne);

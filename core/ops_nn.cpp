@@ -8,10 +8,6 @@
 namespace kiln {
 namespace {
 
-// Options for a new tensor on t's device, of t's dtype unless told otherwise.
-TensorOptions like(const Tensor& t) { return TensorOptions{t.dtype(), t.device()}; }
-TensorOptions like(const Tensor& t, DType dt) { return TensorOptions{dt, t.device()}; }
-
 // ---------------------------------------------------------------- conv2d
 // What a weighted op (y = x (*) w + b: conv2d, linear) keeps for backward: x only when w
 // needs a gradient, w only when x does (a frozen layer's input keeps nothing), and the

@@ -25,7 +25,7 @@ struct NarrowNode final : Node {
   Shape x_shape;
   int64_t d = 0, start = 0;
   std::vector<Tensor> apply(const Tensor& g) override {
-    Tensor gx = Tensor::zeros(x_shape, TensorOptions{g.dtype(), g.device()});
+    Tensor gx = Tensor::zeros(x_shape, like(g));
     const int64_t inner = x_shape.numel_after(d);
     backend_for(g.device()).copy_block(g, 0, gx, start * inner, x_shape.numel_before(d), g.shape()[d] * inner);
     return {gx};
@@ -44,7 +44,7 @@ struct ConcatNode final : Node {
     for (size_t i = 0; i < shapes.size(); ++i) {
       const int64_t width = shapes[i][d] * inner;
       if (next[i].needed()) {
-        grads[i] = Tensor::empty(shapes[i], TensorOptions{g.dtype(), g.device()});
+        grads[i] = Tensor::empty(shapes[i], like(g));
         backend_for(g.device()).copy_block(g, offset, grads[i], 0, rows, width);
       }
       offset += width;
@@ -86,7 +86,7 @@ Tensor narrow(const Tensor& x, int64_t dim, int64_t start, int64_t length) {
              ") is outside dimension ", d, " of ", x.description(), " (0 to ", x.dim(d), ")");
   std::vector<int64_t> dims = x.shape().dims();
   dims[static_cast<size_t>(d)] = length;
-  Tensor y = Tensor::empty(Shape(dims), TensorOptions{x.dtype(), x.device()});
+  Tensor y = Tensor::empty(Shape(dims), like(x));
   const int64_t inner = x.shape().numel_after(d);
   backend_for(x.device()).copy_block(x, start * inner, y, 0, x.shape().numel_before(d), length * inner);
   if (autograd::needs_grad({&x})) {
@@ -110,7 +110,7 @@ Tensor concat(const std::vector<Tensor>& xs, int64_t dim) {
   std::vector<int64_t> dims = xs[0].shape().dims();
   dims[static_cast<size_t>(d)] = 0;
   for (const Tensor& x : xs) dims[static_cast<size_t>(d)] += x.dim(d);
-  Tensor y = Tensor::empty(Shape(dims), TensorOptions{xs[0].dtype(), xs[0].device()});
+  Tensor y = Tensor::empty(Shape(dims), like(xs[0]));
   const int64_t rows = y.shape().numel_before(d), inner = y.shape().numel_after(d);
   Backend& be = backend_for(y.device());
   int64_t offset = 0;
@@ -196,7 +196,7 @@ Tensor permute(const Tensor& x, const std::vector<int64_t>& dims) {
   KILN_CHECK(rank <= kMaxBroadcastRank, "permute: ", x.description(), " has more than ", kMaxBroadcastRank,
              " dimensions, more than kiln permutes other than by swapping two groups of dimensions; "
              "reshape it first");
-  Tensor y = Tensor::empty(Shape(extents), TensorOptions{x.dtype(), x.device()});
+  Tensor y = Tensor::empty(Shape(extents), like(x));
   backend_for(x.device()).permute(x, order, y);
   if (autograd::needs_grad({&x})) {
     auto node = std::make_shared<PermuteNode>();
@@ -237,7 +237,7 @@ struct SoftmaxInnerNode final : Node {
   SavedTensor y;
   std::vector<Tensor> apply(const Tensor& dy) override {
     const Tensor& ys = y.get();
-    Tensor dx = Tensor::empty(ys.shape(), TensorOptions{dy.dtype(), dy.device()});
+    Tensor dx = Tensor::empty(ys.shape(), like(dy));
     backend_for(dy.device()).softmax_inner_backward(ys, dy, n, inner, log, dx);
     return {dx};
   }
@@ -262,7 +262,7 @@ Tensor softmax_along(bool log, const Tensor& x, int64_t dim) {
   if (inner == 1) return reshape(op(reshape(x, Shape{x.numel() / x.dim(d), x.dim(d)})), x.shape());  // [N, C, 1, 1]
   Backend& be = backend_for(x.device());
   if (be.has_softmax_inner()) {
-    Tensor y = Tensor::empty(x.shape(), TensorOptions{x.dtype(), x.device()});
+    Tensor y = Tensor::empty(x.shape(), like(x));
     if (inner > 0) be.softmax_inner(x, x.dim(d), inner, log, y);
     if (autograd::needs_grad({&x})) {
       auto node = std::make_shared<SoftmaxInnerNode>(log, x.dim(d), inner);

@@ -145,29 +145,35 @@ __global__ void scatter_add_rows_kernel(const float* g, const I* idx, int64_t n,
     for (int64_t i = 0; i < n; ++i) grad[static_cast<int64_t>(idx[i]) * d + j] += g[i * d + j];
 }
 
-// out = a (op) b with a or b broadcast (kernels/common/broadcast.h): one output element per
-// thread, its operands' offsets from the plan.
-template <typename T>
-__global__ void binary_broadcast_kernel(BinaryOp op, common::BroadcastPlan<2> p, const T* a, const T* b, T* out,
-                                        int64_t n) {
+// out = fn(a, b) with a or b broadcast (kernels/common/broadcast.h): one output element per
+// thread, its operands' offsets from the plan. fn: ArithmeticOf (floats) or ComparisonOf
+// (integers into a float32 mask).
+template <typename In, typename Out, typename Fn>
+__global__ void broadcast_kernel(common::BroadcastPlan<2> p, const In* a, const In* b, Out* out, int64_t n, Fn fn) {
   for (int64_t i = global_thread(); i < n; i += grid_threads()) {
     int64_t off[2];
     common::broadcast_offsets(p, i, off);
-    out[i] = T(common::binary_apply(op, static_cast<float>(a[off[0]]), static_cast<float>(b[off[1]])));
+    out[i] = fn(a[off[0]], b[off[1]]);
   }
 }
 
-// out (float32) = a (op) b for a comparison of integer operands, broadcast by the plan: one
-// output element per thread.
-template <typename I>
-__global__ void compare_integers_kernel(BinaryOp op, common::BroadcastPlan<2> p, const I* a, const I* b, float* out,
-                                        int64_t n) {
-  for (int64_t i = global_thread(); i < n; i += grid_threads()) {
-    int64_t off[2];
-    common::broadcast_offsets(p, i, off);
-    out[i] = common::compare_apply(op, a[off[0]], b[off[1]]);
+// An arithmetic op of float32 or bfloat16 elements, computed in float32 (as the CPU's).
+struct ArithmeticOf {
+  BinaryOp op;
+  template <typename T>
+  __device__ T operator()(T x, T y) const {
+    return T(common::binary_apply(op, static_cast<float>(x), static_cast<float>(y)));
   }
-}
+};
+
+// A comparison of integer elements, exact, as 0 or 1.
+struct ComparisonOf {
+  BinaryOp op;
+  template <typename I>
+  __device__ float operator()(I x, I y) const {
+    return common::compare_apply(op, x, y);
+  }
+};
 
 // y = x with its last two dimensions swapped, a 32 x 32 tile per block through shared memory
 // (padded to 33 columns: no bank conflicts), so that both the global reads and writes are
@@ -488,15 +494,14 @@ void CudaBackend::fill_normal(Tensor& t, PhiloxState s, float mean, float std) {
 
 namespace {
 
-void binary_broadcast(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out, cudaStream_t stream) {
+// out = fn(a, b) by the plan of their shapes, In the operands' element type and Out out's.
+template <typename In, typename Out, typename Fn>
+void broadcast_binary(const Tensor& a, const Tensor& b, Tensor& out, Fn fn, cudaStream_t stream) {
   const common::BroadcastPlan<2> p = common::broadcast_plan<2>(out, {&a, &b});
   const int64_t n = out.numel();
-  for_float_or_bf16(out.dtype(), [&](auto tag) {
-    using T = decltype(tag);
-    binary_broadcast_kernel<T><<<elementwise_blocks(n, kThreads), kThreads, 0, stream>>>(op, p, a.data<T>(),
-                                                                                       b.data<T>(), out.data<T>(), n);
-    KILN_CUDA_CHECK_LAUNCH();
-  });
+  broadcast_kernel<<<elementwise_blocks(n, kThreads), kThreads, 0, stream>>>(p, a.data<In>(), b.data<In>(),
+                                                                            out.data<Out>(), n, fn);
+  KILN_CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace
@@ -506,18 +511,15 @@ void binary_broadcast(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out
 void CudaBackend::binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) {
   OpScope scope("binary", out.device().index);
   const int64_t n = out.numel();
-  if (n > 0 && !is_floating(a.dtype())) {
-    const common::BroadcastPlan<2> p = common::broadcast_plan<2>(out, {&a, &b});
-    if (a.dtype() == DType::i64) {
-      compare_integers_kernel<int64_t><<<elementwise_blocks(n, kThreads), kThreads, 0, scope.stream()>>>(
-          op, p, a.data<int64_t>(), b.data<int64_t>(), out.data<float>(), n);
-    } else {
-      compare_integers_kernel<int32_t><<<elementwise_blocks(n, kThreads), kThreads, 0, scope.stream()>>>(
-          op, p, a.data<int32_t>(), b.data<int32_t>(), out.data<float>(), n);
-    }
-    KILN_CUDA_CHECK_LAUNCH();
+  if (n > 0 && a.dtype() == DType::i64) {
+    broadcast_binary<int64_t, float>(a, b, out, ComparisonOf{op}, scope.stream());
+  } else if (n > 0 && a.dtype() == DType::i32) {
+    broadcast_binary<int32_t, float>(a, b, out, ComparisonOf{op}, scope.stream());
   } else if (n > 0 && (a.shape() != out.shape() || b.shape() != out.shape())) {
-    binary_broadcast(op, a, b, out, scope.stream());
+    for_float_or_bf16(out.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      broadcast_binary<T, T>(a, b, out, ArithmeticOf{op}, scope.stream());
+    });
   } else if (n > 0) {
     for_float_or_bf16(out.dtype(), [&](auto tag) {
       using T = decltype(tag);

@@ -195,15 +195,19 @@ Tensor integers(const std::vector<int64_t>& v, const Shape& shape, DType dt) {
   return Tensor::from_vector(v, shape).to(dt);
 }
 
+// Whether x (op) y holds, written out by hand (the kernels' compare_apply is what is tested), as
+// the 0/1 of a comparison's mask.
+template <typename T>
+float holds_by_hand(BinaryOp op, T x, T y) {
+  const bool holds = op == BinaryOp::gt ? x > y : op == BinaryOp::ge ? x >= y : op == BinaryOp::lt ? x < y
+                   : op == BinaryOp::le ? x <= y : op == BinaryOp::eq ? x == y : x != y;
+  return holds ? 1.0f : 0.0f;
+}
+
 // What a comparison of a [rows, cols] with b [cols] must give, element by element.
 std::vector<float> compared_by_hand(BinaryOp op, const std::vector<int64_t>& a, const std::vector<int64_t>& b) {
   std::vector<float> out;
-  for (size_t i = 0; i < a.size(); ++i) {
-    const int64_t x = a[i], y = b[i % b.size()];
-    const bool holds = op == BinaryOp::gt ? x > y : op == BinaryOp::ge ? x >= y : op == BinaryOp::lt ? x < y
-                     : op == BinaryOp::le ? x <= y : op == BinaryOp::eq ? x == y : x != y;
-    out.push_back(holds ? 1.0f : 0.0f);
-  }
+  for (size_t i = 0; i < a.size(); ++i) out.push_back(holds_by_hand(op, a[i], b[i % b.size()]));
   return out;
 }
 
@@ -273,12 +277,8 @@ TEST_CASE("an integer tensor against a number compares exactly, also past its ra
                              3.5 - 0x1p31, -2147483648.0, double{inf}, double{-inf}, double{nan}}) {
         INFO(comparison_name(op) << " with " << s << " on " << dtype_name(dt));
         std::vector<float> want;
-        for (const int64_t v : a) {
-          const double d = static_cast<double>(v), t = s;  // exact: every int32 is a double
-          const bool holds = op == BinaryOp::gt ? d > t : op == BinaryOp::ge ? d >= t : op == BinaryOp::lt ? d < t
-                           : op == BinaryOp::le ? d <= t : op == BinaryOp::eq ? d == t : d != t;
-          want.push_back(holds ? 1.0f : 0.0f);
-        }
+        // exact as doubles: every int32 is one
+        for (const int64_t v : a) want.push_back(holds_by_hand(op, static_cast<double>(v), s));
         const Tensor out = compared(op, x, s);
         REQUIRE(out.dtype() == DType::f32);
         CHECK(out.to_vector<float>() == want);
