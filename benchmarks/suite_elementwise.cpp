@@ -2,7 +2,7 @@
 // per-channel add and the sum down to channels (a bias and its gradient), the sum over the last
 // dimension, the [N H W, C] transpose, the unary math ops (exp, log, sqrt, tanh, sigmoid, gelu,
 // silu, abs, softplus), maximum, amax over channels, the channel concat, a permutation, where,
-// a ** 2 and a ** 1.5 (pow's exact form and its powf path) and layer_norm (these at conv3_3's
+// a ** 2 and a ** 1.5 (pow's exact form and its vector loop) and layer_norm (these at conv3_3's
 // size only), and the random fills (uniform, normal: how every model's weights start) at the
 // sizes of VGG16's activations at batch 8 (conv1_2, conv3_3, conv5_3 outputs and fc6), through
 // the backend into preallocated outputs. Judged against the measured copy bandwidth; the normal
@@ -225,7 +225,7 @@ void OneSizeRows::where_permute_pow() {
               [&](size_t i) { return static_cast<double>(ap[i] * ap[i]); }, 0);
     time_checked_row(std::move(r), opt, m, res, [&] { be.binary_scalar(kiln::BinaryOp::pow, a, 2.0f, out); });
   }
-  {  // (|a| + 0.1) ** 1.5: powf per element (within an ulp of the double power)
+  {  // (|a| + 0.1) ** 1.5: pow_positive's vector loop (within an ulp of the double power)
     const Tensor pos = kiln::add(kiln::abs(a), 0.1f);
     Tensor pos_host;
     const float* pp = host_floats(pos, pos_host);

@@ -145,8 +145,9 @@ Tensor neg(const Tensor& a);
 // once.
 Tensor pow(const Tensor& a, const Tensor& b);
 // x ** p for a number p (x ** 2, x ** 0.5), as torch's number-exponent path: 2, 3, 0.5, -0.5, -1,
-// -2 in its exact forms (x * x, sqrt(x), 1 / x, ...), so x ** 2 is x * x bit for bit; other p by
-// powf. p is used as a float32, rounded to bfloat16 for a bfloat16 x (as torch's). A bfloat16
+// -2 in its exact forms (x * x, sqrt(x), 1 / x, ...), so x ** 2 is x * x bit for bit; other p
+// rounded once from double on the CPU (powf on a GPU, and for a zero, negative, infinite or NaN x,
+// or an infinite p: their signs and ends are the C library's). p is used as a float32, rounded to bfloat16 for a bfloat16 x (as torch's). A bfloat16
 // x ** 3 and x ** -2 are computed in float32 and rounded once, where torch's round x * x first
 // (kiln's are the nearer, and differ from torch's by a bfloat16 ulp in about a quarter of values).
 Tensor pow(const Tensor& x, float p);

@@ -131,6 +131,32 @@ bool pow_by_exact_form(const T* a, float s, T* o, int64_t n, std::index_sequence
   return ((s == kPowExactForms[I] && (pow_exponent_loop<I>(a, o, n), true)) || ...);
 }
 
+// a ** s for a finite s other than the exact forms: pow_positive's vector loop over blocks, then
+// powf (pow_number's) for a block's elements it does not take (zero, negative, inf, NaN: their
+// signs and ends are the C library's), so a tensor without them never leaves the vector loop.
+template <typename T>
+KILN_CPU_CLONES
+void pow_vector_loop(const T* a, float s, T* o, int64_t n) {
+  constexpr int64_t kBlock = 4096;
+  const auto* pa = raw(a);
+  auto* po = raw(o);
+#pragma omp parallel for schedule(static) if (n > 65536)
+  for (int64_t b0 = 0; b0 < n; b0 += kBlock) {
+    const int64_t b1 = std::min(n, b0 + kBlock);
+    uint32_t others = 0;
+#pragma omp simd reduction(| : others)
+    for (int64_t i = b0; i < b1; ++i) {
+      const float x = to_f32(pa[i]);
+      others |= static_cast<uint32_t>(common::bits_of(x) - 1u >= 0x7f7fffffu);  // not in (0, inf)
+      po[i] = from_f32<raw_t<T>>(common::pow_positive(x, s));
+    }
+    for (int64_t i = b0; i < b1 && others != 0; ++i) {
+      const float x = to_f32(pa[i]);
+      if (common::bits_of(x) - 1u >= 0x7f7fffffu) po[i] = from_f32<raw_t<T>>(common::pow_number(x, s));
+    }
+  }
+}
+
 template <typename T>
 void binary_scalar_typed(BinaryOp op, const Tensor& a, float s, Tensor& out) {
   const T* pa = a.data<T>();
@@ -138,6 +164,7 @@ void binary_scalar_typed(BinaryOp op, const Tensor& a, float s, Tensor& out) {
   const int64_t n = out.numel();
   constexpr auto forms = std::make_index_sequence<std::size(kPowExactForms)>{};
   if (op == BinaryOp::pow && pow_by_exact_form(pa, s, po, n, forms)) return;
+  if (op == BinaryOp::pow && std::isfinite(s)) return pow_vector_loop(pa, s, po, n);
   with_binary_op(op, [&](auto o) { binary_scalar_loop<decltype(o)::value>(pa, s, po, n); });
 }
 

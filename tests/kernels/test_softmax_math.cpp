@@ -5,6 +5,7 @@
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -192,6 +193,56 @@ TEST_CASE("log1p_nonnegative and softplus_float are within 3 ulp, and exact at t
   CHECK(common::softplus_float(-inf) == 0.0f);
   CHECK(common::softplus_float(100.0f) == 100.0f);
   CHECK(std::isnan(common::softplus_float(std::numeric_limits<float>::quiet_NaN())));
+}
+
+TEST_CASE("pow_positive rounds the power once, within half an ulp and 1e-12, over every binade", "[softmax][ops]") {
+  for (const float p : {1.5f, 0.3f, -1.7f, 2.5f, 7.0f, -0.25f, 1e-3f, 13.7f, 0.0f}) {
+    double worst = 0;
+    float at = 0;
+    const int64_t steps = int64_t{1} << 18;
+    for (int64_t i = 0; i <= steps; ++i) {  // x = 2^k, k over [-149, 128): denormal x too
+      const double k = -149.0 + 276.99 * static_cast<double>(i) / static_cast<double>(steps);
+      const float x = static_cast<float>(std::exp2(k));
+      const double want = std::pow(static_cast<double>(x), static_cast<double>(p));
+      const float got = common::pow_positive(x, p);
+      if (want > std::numeric_limits<float>::max() * (1 + 0x1p-25)) {  // rounds past the largest float
+        CHECK(got == std::numeric_limits<float>::infinity());
+      } else if (want < std::numeric_limits<float>::min()) {  // into the denormals, rounded once
+        CHECK(std::abs(static_cast<double>(got) - want) <= 0x1p-150 * (1 + 1e-9));
+      } else {
+        const double u = ulps(got, want);
+        if (u > worst) worst = u, at = x;
+      }
+    }
+    INFO("p = " << p << ": worst " << worst << " ulp at x = " << at);
+    CHECK(worst <= 0.5 + 1e-5);
+    CHECK(common::pow_positive(1.0f, p) == 1.0f);
+  }
+}
+
+TEST_CASE("pow with a number exponent keeps powf's answers where the vector loop cannot go", "[softmax][ops]") {
+  // Zero, negative, infinite and NaN bases take powf after their block (4096 elements): put them
+  // at the start, inside and at the end of later blocks, among positive bases.
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+  const std::vector<float> odd = {0.0f, -0.0f, -2.0f, -0.5f, -inf, inf, nan, 1e-42f, 1.0f};
+  for (const float p : {1.5f, -1.5f, 0.3f, 4.0f, -3.0f, 0.0f, 1e10f, -1e10f}) {
+    INFO("p = " << p);
+    std::vector<float> x(70000);
+    for (size_t i = 0; i < x.size(); ++i) x[i] = 0.25f + static_cast<float>(i % 1000) * 0.01f;
+    for (size_t k = 0; k < odd.size(); ++k) x[(k * 8191 + 4095) % x.size()] = odd[k], x[x.size() - 1 - k] = odd[k];
+    const Tensor xt = Tensor::from_vector(x, Shape{static_cast<int64_t>(x.size())});
+    const std::vector<float> y = pow(xt, p).to_vector<float>();
+    int64_t wrong = 0;
+    for (size_t i = 0; i < x.size(); ++i) {
+      const float want = std::pow(x[i], p);
+      const bool odd_base = !(x[i] > 0.0f && x[i] < inf);
+      // powf's own bits where powf answers; within an ulp of powf's (itself within 0.82) elsewhere
+      const bool near = y[i] == want || std::abs(y[i] - want) <= std::abs(want) * 0x1p-23f;
+      const bool same = std::isnan(want) ? std::isnan(y[i]) : odd_base ? std::memcmp(&y[i], &want, 4) == 0 : near;
+      if (!same && wrong++ < 5) UNSCOPED_INFO("x = " << x[i] << ": " << y[i] << ", powf " << want);
+    }
+    CHECK(wrong == 0);
+  }
 }
 
 TEST_CASE("softmax and cross-entropy on the CPU give the serial row math's bits and float64's values", "[softmax]") {
