@@ -145,11 +145,13 @@ Tensor neg(const Tensor& a);
 // once.
 Tensor pow(const Tensor& a, const Tensor& b);
 // x ** p for a number p (x ** 2, x ** 0.5), as torch's number-exponent path: 2, 3, 0.5, -0.5, -1,
-// -2 in its exact forms (x * x, sqrt(x), 1 / x, ...), so x ** 2 is x * x bit for bit; other p
-// rounded once from double on the CPU (powf on a GPU, and for a zero, negative, infinite or NaN x,
-// or an infinite p: their signs and ends are the C library's). p is used as a float32, rounded to bfloat16 for a bfloat16 x (as torch's). A bfloat16
-// x ** 3 and x ** -2 are computed in float32 and rounded once, where torch's round x * x first
-// (kiln's are the nearer, and differ from torch's by a bfloat16 ulp in about a quarter of values).
+// -2 in its exact forms (x * x, sqrt(x), 1 / x, ...), so x ** 2 is x * x bit for bit; other p by
+// powf on a GPU, and on the CPU by the double power rounded to float (within half an ulp but for
+// ~1e-13; an exact tie may round either way) where x is positive and finite (powf for the rest,
+// and for an infinite or NaN p: their signs and ends are the C library's). p is used as a float32,
+// rounded to bfloat16 for a bfloat16 x (as torch's). A bfloat16 x ** p is computed in float32 and
+// rounded to bfloat16, so x ** 3 and x ** -2 round once where torch's round x * x first (kiln's
+// are the nearer, and differ from torch's by a bfloat16 ulp in about a quarter of values).
 Tensor pow(const Tensor& x, float p);
 // base ** x for a number base (2 ** x, 10 ** x), as pow above (powf per element); the gradient
 // is base ** x * log(base). base is rounded to bfloat16 for a bfloat16 x, as p above.

@@ -224,7 +224,7 @@ KILN_HD double double_of(uint64_t u) {
 
 // x ** p for a positive finite x (denormals too) and a finite p, vectorisable: 2^(p log2 x) in
 // double, rounded once to float, so within half an ulp but for the double math's ~1e-13 relative
-// error (glibc's powf is within 0.82 ulp; its scalar calls kept the loop at 10% of memory speed).
+// error (an exact tie, 66049 ** 1.5, may round either way) (glibc's powf is within 0.82 ulp; its scalar calls kept the loop at 10% of memory speed).
 // x = m 2^e, m in [sqrt(1/2), sqrt(2)) (every float is a normal double: no denormal case);
 // log m = 2 atanh(s), s = (m - 1) / (m + 1), |s| < 0.172, by its series to s^17 (truncation
 // 1e-15 relative); 2^y = 2^n e^g, g = (y - n) ln 2 in [-0.35, 0.35], by Taylor to g^12

@@ -1,7 +1,8 @@
 // CPU launchers for broadcasting (kernels/common/broadcast.h): elementwise ops on operands of
 // different shapes, a tensor summed down to a broadcast operand's shape, and one repeated up.
-// Each walks the plan's rows (every dimension but the innermost) in parallel and runs the
-// innermost dimension with constant strides, 0 or 1, known at compile time so it vectorises.
+// Each walks the plan's rows (every dimension but the innermost; the elementwise ops split long
+// rows into pieces, for_each_piece) in parallel and runs the innermost dimension with constant
+// strides, 0 or 1, known at compile time so it vectorises.
 // Beside them the layout moves: transpose (32 x 32 tiles of 8 x 8 blocks in registers), permute
 // (by a plan, as the repeat; core sends a swap of two groups of dimensions to transpose),
 // copy_block (a memcpy per row) and the
