@@ -218,15 +218,15 @@ Tensor transpose(const Tensor& x, int64_t d0, int64_t d1) {
 
 namespace {
 
-// x's dimensions with d moved last, the others in order: the permutation that brings d to a
-// last-dimension kernel.
-std::vector<int64_t> moving_last(int64_t rank, int64_t d) {
-  std::vector<int64_t> order;
-  for (int64_t i = 0; i < rank; ++i)
-    if (i != d) order.push_back(i);
-  order.push_back(d);
-  return order;
+// x as [outer, n, inner] around its dimension d (n = x.dim(d)), and that view with n moved last,
+// one batched transpose at any rank: how a last-dimension kernel runs along d.
+Shape around_dim(const Tensor& x, int64_t d) {
+  int64_t outer = 1, inner = 1;
+  for (int64_t i = 0; i < d; ++i) outer *= x.dim(i);
+  for (int64_t i = d + 1; i < x.rank(); ++i) inner *= x.dim(i);
+  return Shape{outer, x.dim(d), inner};
 }
+Tensor moved_last(const Tensor& x, int64_t d) { return permute(reshape(x, around_dim(x, d)), {0, 2, 1}); }
 
 // The backward of softmax (log_softmax) over a dimension other than the last, run in place.
 struct SoftmaxInnerNode final : Node {
@@ -246,7 +246,7 @@ struct SoftmaxInnerNode final : Node {
 
 // op (softmax or log_softmax) over dimension dim: the last-dimension op; for another, the
 // backend's kernel along it where it has one (the CPU), else the last-dimension op with dim moved
-// last and back.
+// last and back (a GPU).
 Tensor softmax_along(bool log, const Tensor& x, int64_t dim) {
   const char* name = log ? "log_softmax" : "softmax";
   using LastDim = Tensor (*)(const Tensor&);
@@ -272,12 +272,7 @@ Tensor softmax_along(bool log, const Tensor& x, int64_t dim) {
     }
     return y;
   }
-  KILN_CHECK(x.rank() <= kMaxBroadcastRank, name, ": over a dimension but the last, ", x.description(),
-             " has more than ", kMaxBroadcastRank, " dimensions; reshape it first");
-  const std::vector<int64_t> order = moving_last(x.rank(), d);
-  std::vector<int64_t> back(order.size());
-  for (size_t i = 0; i < order.size(); ++i) back[static_cast<size_t>(order[i])] = static_cast<int64_t>(i);
-  return permute(op(permute(x, order)), back);
+  return reshape(permute(op(moved_last(x, d)), {0, 2, 1}), x.shape());
 }
 
 }  // namespace
@@ -296,9 +291,9 @@ Tensor argmax(const Tensor& x, int64_t dim) {
   const int64_t d = resolve_dim("argmax", dim, x.rank(), x.description());
   if (d == x.rank() - 1) return argmax(x);
   KILN_CHECK(x.dim(d) > 0, "argmax: dimension ", dim, " of ", x.description(), " is empty: it has no maximum");
-  KILN_CHECK(x.rank() <= kMaxBroadcastRank, "argmax: over a dimension but the last, ", x.description(),
-             " has more than ", kMaxBroadcastRank, " dimensions; reshape it first");
-  return argmax(permute(x.detach(), moving_last(x.rank(), d)));  // the others stay in order: no way back
+  std::vector<int64_t> kept = x.shape().dims();
+  kept.erase(kept.begin() + d);
+  return reshape(argmax(moved_last(x.detach(), d)), Shape(kept));
 }
 
 }  // namespace kiln

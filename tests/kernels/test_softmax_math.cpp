@@ -13,6 +13,8 @@
 #include "core/kiln.h"
 #include "kernels/common/exp.h"
 #include "kernels/common/softmax.h"
+#include "kernels/cpu/cpu_backend.h"
+#include "tests/support/require_close.h"
 
 using namespace kiln;
 
@@ -285,4 +287,69 @@ TEST_CASE("softmax and cross-entropy on the CPU give the serial row math's bits 
   double row_sum = 0;
   for (int64_t i = 0; i < cols; ++i) row_sum += y[static_cast<size_t>(i)];
   CHECK(std::abs(row_sum - 1.0) <= 1e-5);
+}
+
+namespace {
+
+// The CPU backend without its softmax along an inner dimension: core moves the dimension last
+// and back around the last-dimension kernel, as on a backend without one (CUDA today).
+class PermutingCpu final : public cpu::CpuBackend {
+ public:
+  bool has_softmax_inner() const override { return false; }
+};
+
+// softmax and log_softmax of fixed inputs along dim on whatever backend the CPU has now, and the
+// gradients of sum(y * w) to x for each, flattened into one vector.
+std::vector<double> softmax_along_run(const Shape& shape, int64_t dim) {
+  Generator g(7);
+  std::vector<double> all;
+  for (const bool log : {false, true}) {
+    Tensor x = mul(Tensor::normal(shape, 0, 1, g), 3.0f);
+    const Tensor w = Tensor::normal(shape, 0, 1, g);
+    x.set_requires_grad(true);
+    const Tensor y = log ? log_softmax(x, dim) : softmax(x, dim);
+    sum(mul(y, w)).backward();
+    for (const Tensor& t : {y, x.grad()}) {
+      const std::vector<double> v = t.to_vector<double>();
+      all.insert(all.end(), v.begin(), v.end());
+    }
+  }
+  return all;
+}
+
+}  // namespace
+
+TEST_CASE("softmax along an inner dimension moved last and back (a GPU's way) equals the in-place kernel",
+          "[softmax]") {
+  // Over a partial vector block, over dim 0, at rank 9 (past permute's 8), and a negative dim.
+  const std::vector<std::pair<Shape, int64_t>> cases = {{Shape{2, 5, 70}, 1}, {Shape{6, 4}, 0},
+                                                        {Shape{2, 3, 1, 2, 1, 2, 1, 2, 3}, 4}, {Shape{3, 4, 5}, -2}};
+  for (const auto& [shape, dim] : cases) {
+    INFO(shape << " along " << dim);
+    const std::vector<double> in_place = softmax_along_run(shape, dim);
+    std::vector<double> moved;
+    {
+      PermutingCpu permuting;
+      struct Restore {
+        Backend* previous;
+        ~Restore() { register_backend(DeviceType::cpu, previous); }
+      } restore{register_backend(DeviceType::cpu, &permuting)};
+      moved = softmax_along_run(shape, dim);  // every tensor it made is gone before the backend is
+    }
+    KILN_REQUIRE_CLOSE(moved, in_place, 1e-6, 1e-5);
+  }
+}
+
+TEST_CASE("argmax along a dimension but the last takes any rank, the first maximum's index", "[softmax]") {
+  Generator g(9);
+  const Shape shape{2, 1, 3, 1, 2, 1, 1, 2, 4};  // rank 9: past permute's 8, as [outer 6, n 2, inner 8]
+  Tensor x = Tensor::uniform(shape, -2, 2, g);
+  const std::vector<float> v = x.to_vector<float>();
+  const std::vector<int64_t> got = argmax(x, 4).to_vector<int64_t>();
+  REQUIRE(got.size() == 48);
+  for (int64_t o = 0; o < 6; ++o)
+    for (int64_t i = 0; i < 8; ++i) {
+      const size_t first = static_cast<size_t>(o * 16 + i), second = first + 8;
+      CHECK(got[static_cast<size_t>(o * 8 + i)] == (v[second] > v[first] ? 1 : 0));
+    }
 }
