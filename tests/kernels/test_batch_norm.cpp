@@ -9,6 +9,7 @@
 #include "layers/layers.h"
 #include "tests/support/gpu.h"
 #include "tests/support/require_close.h"
+#include "tests/support/scoped_backend.h"
 
 using namespace kiln;
 using namespace kiln::check;
@@ -220,10 +221,7 @@ TEST_CASE("layer_norm composed of kiln's ops matches the fused CPU kernel in for
   std::vector<double> composed;
   {
     ComposingCpu composing;
-    struct Restore {
-      Backend* previous;
-      ~Restore() { register_backend(DeviceType::cpu, previous); }
-    } restore{register_backend(DeviceType::cpu, &composing)};
+    const test::ScopedBackend installed(DeviceType::cpu, &composing);
     composed = layer_norm_run();  // every tensor it made is gone before the backend is
   }
   KILN_REQUIRE_CLOSE(composed, fused, 1e-5 * mean_abs(fused), 1e-5);

@@ -6,6 +6,7 @@
 #include "core/kiln.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "layers/layers.h"
+#include "tests/support/scoped_backend.h"
 
 using namespace kiln;
 using Catch::Contains;
@@ -178,10 +179,7 @@ TEST_CASE("mixing devices names the op and both devices", "[ops][errors]") {
     return;
   }
   FakeDevice fake;
-  struct Restore {
-    Backend* previous;
-    ~Restore() { register_backend(DeviceType::cuda, previous); }
-  } restore{register_backend(DeviceType::cuda, &fake)};
+  const test::ScopedBackend installed(DeviceType::cuda, &fake);
   Tensor w = Tensor::zeros(Shape{4, 3, 3, 3}, TensorOptions{DType::f32, Device::cuda(0)});
   REQUIRE_THROWS_WITH(conv2d(Tensor::zeros(Shape{1, 5, 5, 3}), w),
                       Contains("conv2d") && Contains("is on cpu") && Contains("cuda:0"));

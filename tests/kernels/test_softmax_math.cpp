@@ -15,6 +15,7 @@
 #include "kernels/common/softmax.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "tests/support/require_close.h"
+#include "tests/support/scoped_backend.h"
 
 using namespace kiln;
 
@@ -330,10 +331,7 @@ TEST_CASE("softmax along an inner dimension moved last and back (a GPU's way) eq
     std::vector<double> moved;
     {
       PermutingCpu permuting;
-      struct Restore {
-        Backend* previous;
-        ~Restore() { register_backend(DeviceType::cpu, previous); }
-      } restore{register_backend(DeviceType::cpu, &permuting)};
+      const test::ScopedBackend installed(DeviceType::cpu, &permuting);
       moved = softmax_along_run(shape, dim);  // every tensor it made is gone before the backend is
     }
     KILN_REQUIRE_CLOSE(moved, in_place, 1e-6, 1e-5);
