@@ -547,6 +547,18 @@ void append_matrix_cases(std::vector<OpCase>& cases) {
   batched.flops = 2.0 * 6 * 4 * 5 * 2;
   cases.push_back(batched);
   cases.push_back(bf16_variant(batched, kRtolBf16));
+  // Batch dimensions broadcast both ways ([2, 1] against [3]: each operand repeated), and a b of
+  // batch extents 1 (one product for all of a's rows).
+  OpCase both = simple("matmul/2x1x4x5_by_3x5x2", "matmul", {randn(g, {2, 1, 4, 5}), randn(g, {3, 5, 2})},
+                       {true, true}, [](const std::vector<Tensor>& in) { return matmul(in[0], in[1]); },
+                       kRtolReduction);
+  both.flops = 2.0 * 6 * 4 * 5 * 2;
+  cases.push_back(both);
+  OpCase one_b = simple("matmul/2x3x4_by_1x1x4x5", "matmul", {randn(g, {2, 3, 4}), randn(g, {1, 1, 4, 5})},
+                        {true, true}, [](const std::vector<Tensor>& in) { return matmul(in[0], in[1]); },
+                        kRtolReduction);
+  one_b.flops = 2.0 * 6 * 4 * 5;
+  cases.push_back(one_b);
 }
 
 // maximum, minimum, clamp and the comparisons. Operands of maximum and minimum differ by 0.05 or

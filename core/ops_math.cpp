@@ -987,10 +987,29 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   std::vector<int64_t> lead_a = a.shape().dims(), lead_b = b.shape().dims();
   lead_a.resize(lead_a.size() - 2);
   lead_b.resize(lead_b.size() - 2);
-  KILN_CHECK(lead_a == lead_b, op, ": a ", a.shape(), " and b ", b.shape(),
-             " differ in their batch dimensions; kiln multiplies batches of one shape (no broadcast between them), "
-             "or a batch by one [K, N] matrix");
-  return batched_matmul(a, b);
+  if (lead_a == lead_b) return batched_matmul(a, b);
+  // Batch dimensions broadcast as torch.matmul's (aligned from the right, equal or one of them 1).
+  for (size_t i = 1; i <= std::max(lead_a.size(), lead_b.size()); ++i) {
+    const int64_t da = i <= lead_a.size() ? lead_a[lead_a.size() - i] : 1;
+    const int64_t db = i <= lead_b.size() ? lead_b[lead_b.size() - i] : 1;
+    KILN_CHECK(da == db || da == 1 || db == 1, op, ": a ", a.shape(), " and b ", b.shape(),
+               " have batch dimensions that do not broadcast: ", da, " against ", db, " at batch dimension -", i,
+               " (aligned from the right, each pair of extents equal or one of them 1)");
+  }
+  const std::vector<int64_t> lead = checks::broadcast_shape(op, Shape(lead_a), Shape(lead_b)).dims();
+  const auto batch_of = [&lead](const Tensor& t) {  // t's matrices under the common batch dimensions
+    std::vector<int64_t> dims = lead;
+    dims.insert(dims.end(), {t.dim(-2), t.dim(-1)});
+    return Shape(std::move(dims));
+  };
+  // One b for every batch (its batch extents all 1): a's rows through one product, a's batch
+  // dimensions only padded with 1s (a view).
+  if (Shape(lead_b).numel() == 1) return matmul(reshape(a, batch_of(a)), reshape(b, Shape{b.dim(-2), b.dim(-1)}));
+  // Otherwise each operand repeated to the common batch (broadcast_to: a copy of the smaller one,
+  // its gradient summed back by broadcast_to's).
+  const Tensor fa = lead_a == lead ? a : broadcast_to(a, batch_of(a));
+  const Tensor fb = lead_b == lead ? b : broadcast_to(b, batch_of(b));
+  return batched_matmul(fa, fb);
 }
 
 Tensor reshape(const Tensor& x, const Shape& shape_in) {
