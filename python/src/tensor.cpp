@@ -641,8 +641,8 @@ void bind_math_ops(nb::module_& m) {
         arg("dim0") = -2, arg("dim1") = -1, Release(),
         "x with dimensions dim0 and dim1 swapped, the last two by default (a copy; torch.transpose), with gradient.");
   m.def("matmul", &kiln::matmul, arg("a"), arg("b"), Release(),
-        "a @ b, float32 or bfloat16, gradients to both: a [..., M, K] by b [K, N], or by b [..., K, N] with the "
-        "same leading dimensions (not broadcast).");
+        "a @ b, float32 or bfloat16, gradients to both: a [..., M, K] by b [K, N] or by b [..., K, N], leading "
+        "dimensions broadcast as torch.matmul's.");
   m.def("reshape", [](const Tensor& x, const std::vector<int64_t>& s) { return reshape(x, to_shape(s)); },
         arg("x"), arg("shape"), Release(), "Same memory, new shape (one extent may be -1).");
 }
