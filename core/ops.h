@@ -202,8 +202,9 @@ Tensor transpose(const Tensor& x, int64_t d0, int64_t d1);
 // is one such product over all of a's rows; a [..., M, K] @ b [..., K, N] with the same leading
 // dimensions (attention's scores, for one) one product per matrix, a loop of linear's kernels.
 // Leading dimensions broadcast as torch's ([B, H, M, K] @ [1, H, K, N], [M, K] @ [B, K, N]): a b
-// whose leading extents are all 1 is one [K, N] matrix; otherwise the operand with fewer
-// matrices is repeated to the common batch first (a copy). Vectors are [1, K] or [K, 1] matrices.
+// whose leading extents are all 1 is one [K, N] matrix; otherwise an operand with fewer matrices
+// than the common batch is repeated to it first (a copy; leading 1s alone are a view), at most 6
+// batch dimensions other than 1. Vectors are [1, K] or [K, 1] matrices.
 Tensor matmul(const Tensor& a, const Tensor& b);
 // The larger (maximum) or smaller (minimum) of a and b per element, broadcast as add; a NaN in
 // either is returned (torch's rule, where fmax would drop it). The gradient goes to the operand

@@ -989,27 +989,37 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   lead_b.resize(lead_b.size() - 2);
   if (lead_a == lead_b) return batched_matmul(a, b);
   // Batch dimensions broadcast as torch.matmul's (aligned from the right, equal or one of them 1).
-  for (size_t i = 1; i <= std::max(lead_a.size(), lead_b.size()); ++i) {
+  // lead: the common batch; kept: its extents but the 1s, with each operand's there (ka, kb), so
+  // padding with 1s stays a view and only a real repeat copies.
+  const size_t rank = std::max(lead_a.size(), lead_b.size());
+  std::vector<int64_t> lead(rank), kept, ka, kb;
+  for (size_t j = 0; j < rank; ++j) {
+    const size_t i = rank - j;  // from the right
     const int64_t da = i <= lead_a.size() ? lead_a[lead_a.size() - i] : 1;
     const int64_t db = i <= lead_b.size() ? lead_b[lead_b.size() - i] : 1;
     KILN_CHECK(da == db || da == 1 || db == 1, op, ": a ", a.shape(), " and b ", b.shape(),
-               " have batch dimensions that do not broadcast: ", da, " against ", db, " at batch dimension -", i,
+               " have batch dimensions that do not broadcast: ", da, " against ", db, " at dimension -", i + 2,
                " (aligned from the right, each pair of extents equal or one of them 1)");
+    lead[j] = da == 1 ? db : da;
+    if (lead[j] != 1) kept.push_back(lead[j]), ka.push_back(da), kb.push_back(db);
   }
-  const std::vector<int64_t> lead = checks::broadcast_shape(op, Shape(lead_a), Shape(lead_b)).dims();
-  const auto batch_of = [&lead](const Tensor& t) {  // t's matrices under the common batch dimensions
-    std::vector<int64_t> dims = lead;
-    dims.insert(dims.end(), {t.dim(-2), t.dim(-1)});
-    return Shape(std::move(dims));
+  const auto matrices = [](std::vector<int64_t> batch, int64_t rows, int64_t cols) {
+    batch.insert(batch.end(), {rows, cols});
+    return Shape(std::move(batch));
   };
-  // One b for every batch (its batch extents all 1): a's rows through one product, a's batch
-  // dimensions only padded with 1s (a view).
-  if (Shape(lead_b).numel() == 1) return matmul(reshape(a, batch_of(a)), reshape(b, Shape{b.dim(-2), b.dim(-1)}));
-  // Otherwise each operand repeated to the common batch (broadcast_to: a copy of the smaller one,
-  // its gradient summed back by broadcast_to's).
-  const Tensor fa = lead_a == lead ? a : broadcast_to(a, batch_of(a));
-  const Tensor fb = lead_b == lead ? b : broadcast_to(b, batch_of(b));
-  return batched_matmul(fa, fb);
+  const Shape out = matrices(lead, a.dim(-2), b.dim(-1));
+  // One b for every batch (its batch extents all 1): a's rows through one product.
+  if (Shape(lead_b).numel() == 1) return reshape(matmul(a, reshape(b, Shape{b.dim(-2), b.dim(-1)})), out);
+  KILN_CHECK((ka == kept && kb == kept) || kept.size() + 2 <= static_cast<size_t>(kMaxBroadcastRank), op, ": a ",
+             a.shape(), " and b ", b.shape(), " broadcast over more than ", kMaxBroadcastRank - 2,
+             " batch dimensions that are not 1; reshape them first");
+  // Each operand repeated to the common batch where it has 1s (broadcast_to: a copy of the one
+  // with fewer matrices, its gradient summed back by broadcast_to's).
+  const auto batched = [&](const Tensor& t, const std::vector<int64_t>& own) {
+    const Tensor v = reshape(t, matrices(own, t.dim(-2), t.dim(-1)));
+    return own == kept ? v : broadcast_to(v, matrices(kept, t.dim(-2), t.dim(-1)));
+  };
+  return reshape(batched_matmul(batched(a, ka), batched(b, kb)), out);
 }
 
 Tensor reshape(const Tensor& x, const Shape& shape_in) {

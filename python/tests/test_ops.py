@@ -191,7 +191,9 @@ def test_transpose_and_matmul_match_torch_with_gradients():
         kiln.sum(y0).backward()
         assert ka0.grad.shape == sa and kb0.grad.shape == sb
     # Batch dimensions broadcast as torch's, gradients summed back to each operand's shape.
-    for sa, sb in [((2, 1, 3, 4), (5, 4, 2)), ((3, 4), (2, 4, 5)), ((2, 3, 4), (1, 1, 4, 5)), ((1, 3, 4), (2, 4, 5))]:
+    # Past 8 dimensions where only 1s are added (a view), and a batch padded with 1s.
+    for sa, sb in [((2, 1, 3, 4), (5, 4, 2)), ((3, 4), (2, 4, 5)), ((2, 3, 4), (1, 1, 4, 5)), ((1, 3, 4), (2, 4, 5)),
+                   ((3, 4), (1,) * 7 + (2, 4, 5)), ((2, 3, 4), (1, 2, 4, 5))]:
         ta, tb = torch.randn(*sa, requires_grad=True), torch.randn(*sb, requires_grad=True)
         ka2, kb2 = k(ta.detach()), k(tb.detach())
         y2, ref2 = ka2 @ kb2, ta @ tb
@@ -201,7 +203,7 @@ def test_transpose_and_matmul_match_torch_with_gradients():
         (ref2 * ref2).sum().backward()
         close(ka2.grad, ta.grad, 1e-4)
         close(kb2.grad, tb.grad, 1e-4)
-    with pytest.raises(kiln.Error, match=r"batch dimensions that do not broadcast: 2 against 3"):
+    with pytest.raises(kiln.Error, match=r"batch dimensions that do not broadcast: 2 against 3 at dimension -3"):
         kiln.matmul(k(torch.randn(2, 3, 4), grad=False), k(torch.randn(3, 4, 5), grad=False))
     with pytest.raises(TypeError):
         ka @ b.numpy()
