@@ -24,4 +24,5 @@ for shape, d in [((n, h, h, c), 1), ((n * h * h, c), 0), ((64, 1000, 49), 1), ((
     old = lambda: kiln.permute(kiln.softmax(kiln.permute(kx, order), -1), back)
     tt = lambda: torch.softmax(tx, d)
     assert np.allclose(np.from_dlpack(new()), tt().numpy(), rtol=1e-5, atol=1e-7)
-    print(f"{str(shape):20s} dim {d}: in place {best(new):8.3f} ms  permuted {best(old):8.3f} ms  torch {best(tt):8.3f} ms")
+    print(f"{str(shape):20s} dim {d}: in place {best(new):8.3f} ms  permuted {best(old):8.3f} ms  "
+          f"torch {best(tt):8.3f} ms")

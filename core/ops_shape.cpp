@@ -218,15 +218,15 @@ Tensor transpose(const Tensor& x, int64_t d0, int64_t d1) {
 
 namespace {
 
-// x as [outer, n, inner] around its dimension d (n = x.dim(d)), and that view with n moved last,
-// one batched transpose at any rank: how a last-dimension kernel runs along d.
+// x's extents as [outer, n, inner] around its dimension d (n = x.dim(d)), and x in that view with
+// n moved last, one batched transpose at any rank: how a last-dimension kernel runs along d.
 Shape around_dim(const Tensor& x, int64_t d) {
   int64_t outer = 1, inner = 1;
   for (int64_t i = 0; i < d; ++i) outer *= x.dim(i);
   for (int64_t i = d + 1; i < x.rank(); ++i) inner *= x.dim(i);
   return Shape{outer, x.dim(d), inner};
 }
-Tensor moved_last(const Tensor& x, int64_t d) { return permute(reshape(x, around_dim(x, d)), {0, 2, 1}); }
+Tensor moved_last(const Tensor& x, const Shape& around) { return permute(reshape(x, around), {0, 2, 1}); }
 
 // The backward of softmax (log_softmax) over a dimension other than the last, run in place.
 struct SoftmaxInnerNode final : Node {
@@ -257,9 +257,9 @@ Tensor softmax_along(bool log, const Tensor& x, int64_t dim) {
   if (d == x.rank() - 1) return op(x);
   // What the last-dimension op would refuse, named for x as given, before a permuted copy is made.
   KILN_CHECK(x.dim(d) > 0, name, ": dimension ", dim, " of ", x.description(), " is empty: nothing to normalise");
-  int64_t inner = 1;
-  for (int64_t i = d + 1; i < x.rank(); ++i) inner *= x.dim(i);
-  if (inner == 1) return reshape(op(reshape(x, Shape{x.numel() / x.dim(d), x.dim(d)})), x.shape());  // [N, C, 1, 1]
+  const Shape around = around_dim(x, d);  // [outer, n, inner]
+  const int64_t inner = around[2];
+  if (inner == 1) return reshape(op(reshape(x, Shape{around[0], around[1]})), x.shape());  // [N, C, 1, 1]
   Backend& be = backend_for(x.device());
   if (be.has_softmax_inner()) {
     Tensor y = Tensor::empty(x.shape(), like(x));
@@ -272,7 +272,7 @@ Tensor softmax_along(bool log, const Tensor& x, int64_t dim) {
     }
     return y;
   }
-  return reshape(permute(op(moved_last(x, d)), {0, 2, 1}), x.shape());
+  return reshape(permute(op(moved_last(x, around)), {0, 2, 1}), x.shape());
 }
 
 }  // namespace
@@ -293,7 +293,7 @@ Tensor argmax(const Tensor& x, int64_t dim) {
   KILN_CHECK(x.dim(d) > 0, "argmax: dimension ", dim, " of ", x.description(), " is empty: it has no maximum");
   std::vector<int64_t> kept = x.shape().dims();
   kept.erase(kept.begin() + d);
-  return reshape(argmax(moved_last(x.detach(), d)), Shape(kept));
+  return reshape(argmax(moved_last(x.detach(), around_dim(x, d))), Shape(kept));
 }
 
 }  // namespace kiln

@@ -224,11 +224,13 @@ KILN_HD double double_of(uint64_t u) {
 
 // x ** p for a positive finite x (denormals too) and a finite p, vectorisable: 2^(p log2 x) in
 // double, rounded once to float, so within half an ulp but for the double math's ~1e-13 relative
-// error (an exact tie, 66049 ** 1.5, may round either way) (glibc's powf is within 0.82 ulp; its scalar calls kept the loop at 10% of memory speed).
+// error (an exact tie, 66049 ** 1.5, may round either way). glibc's powf is within 0.82 ulp, but
+// its scalar calls kept the loop at 10% of memory speed.
 // x = m 2^e, m in [sqrt(1/2), sqrt(2)) (every float is a normal double: no denormal case);
 // log m = 2 atanh(s), s = (m - 1) / (m + 1), |s| < 0.172, by its series to s^17 (truncation
 // 1e-15 relative); 2^y = 2^n e^g, g = (y - n) ln 2 in [-0.35, 0.35], by Taylor to g^12
-// (truncation 2e-16). y is clamped to [-400, 400]: past float's range either way, and 2^n a normal double.
+// (truncation 2e-16). y is clamped to [-400, 400]: past float's range either way, and 2^n a
+// normal double.
 // Integers as doubles go through bits (2^52 + k holds k in its low mantissa bits), not
 // conversions, so the AVX2 clone (no int64 <-> double instructions) vectorises too. Other x
 // (zero, negative, infinite, NaN) give garbage: the caller takes powf there.
