@@ -13,17 +13,20 @@
 
 namespace kiln::common {
 
-// A float's bits and back (memcpy: the defined way, compiled to a register move).
-KILN_HD uint32_t bits_of(float f) {
-  uint32_t u;
-  memcpy(&u, &f, sizeof u);
-  return u;
+// u's bits read as a To of the same size (memcpy: the defined way, compiled to a register move).
+template <typename To, typename From>
+KILN_HD To bits_as(From u) {
+  static_assert(sizeof(To) == sizeof(From), "bits_as: the sizes differ");
+  To t;
+  memcpy(&t, &u, sizeof t);
+  return t;
 }
-KILN_HD float float_of(uint32_t u) {
-  float f;
-  memcpy(&f, &u, sizeof f);
-  return f;
-}
+
+// A float's bits and back; a double's (pow_positive's exponent and mantissa).
+KILN_HD uint32_t bits_of(float f) { return bits_as<uint32_t>(f); }
+KILN_HD float float_of(uint32_t u) { return bits_as<float>(u); }
+KILN_HD uint64_t bits_of(double d) { return bits_as<uint64_t>(d); }
+KILN_HD double double_of(uint64_t u) { return bits_as<double>(u); }
 
 // 2^n for an integer-valued n in [-126, 127], from the exponent bits.
 KILN_HD float pow2_int(float n) { return float_of(static_cast<uint32_t>(static_cast<int32_t>(n) + 127) << 23); }
@@ -209,18 +212,6 @@ KILN_HD float softplus_float(float x) {
 
 // 1 / (1 + e^-x): sigmoid's value, and the factor silu's and both their gradients take.
 KILN_HD float sigmoid_float(float x) { return 1.0f / (1.0f + exp_float(-x)); }
-
-// A double's bits and back (pow_positive's exponent and mantissa).
-KILN_HD uint64_t bits_of(double d) {
-  uint64_t u;
-  memcpy(&u, &d, sizeof u);
-  return u;
-}
-KILN_HD double double_of(uint64_t u) {
-  double d;
-  memcpy(&d, &u, sizeof d);
-  return d;
-}
 
 // x ** p for a positive finite x (denormals too) and a finite p, vectorisable: 2^(p log2 x) in
 // double, rounded once to float, so within half an ulp but for the double math's ~1e-13 relative
