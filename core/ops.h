@@ -177,7 +177,7 @@ Tensor exp(const Tensor& x);
 Tensor log(const Tensor& x);
 Tensor sqrt(const Tensor& x);
 Tensor tanh(const Tensor& x);
-// 1 / (1 + exp(-x)).
+// 1 / (1 + exp(-x)); e^x / (1 + e^x) below 0, so denormal rather than 0 down to -103.9.
 Tensor sigmoid(const Tensor& x);
 // x * Phi(x), Phi the standard normal CDF (the exact erf form, torch's default; not tanh's).
 Tensor gelu(const Tensor& x);

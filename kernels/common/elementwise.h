@@ -77,7 +77,8 @@ KILN_HD float binary_scalar_apply(BinaryOp op, float a, float s) {
 // Unary math in fp32 through kiln's own exp.h (plain arithmetic, so the CPU's loops vectorise;
 // exp, log and tanh within 2 ulp, gelu's normal CDF within 12 above -2); sqrt and abs exact. CPU and
 // GPU agree to a few ulp, not bit for bit (nvcc contracts multiply-adds). sigmoid saturates to
-// exactly 0 and 1 as torch's.
+// exactly 1 as torch's, and to 0 only below -103.9, where e^x leaves the denormals (torch's from
+// -88.7, where its e^-x overflows).
 KILN_HD float unary_apply(UnaryOp op, float x) {
   switch (op) {
     case UnaryOp::exp: return exp_float(x);
@@ -86,7 +87,7 @@ KILN_HD float unary_apply(UnaryOp op, float x) {
     case UnaryOp::tanh: return tanh_float(x);
     case UnaryOp::sigmoid: return sigmoid_float(x);
     case UnaryOp::gelu: return x * normal_cdf(x);
-    case UnaryOp::silu: return x / (1.0f + exp_float(-x));
+    case UnaryOp::silu: return sigmoid_float(x, x);
     case UnaryOp::abs: return fabsf(x);
     case UnaryOp::softplus: return softplus_float(x);
   }

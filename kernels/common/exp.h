@@ -210,8 +210,16 @@ KILN_HD float softplus_float(float x) {
   return (x > 0.0f ? x : 0.0f) + log1p_nonnegative(exp_float(-a));  // NaN: 0 + NaN
 }
 
-// 1 / (1 + e^-x): sigmoid's value, and the factor silu's and both their gradients take.
-KILN_HD float sigmoid_float(float x) { return 1.0f / (1.0f + exp_float(-x)); }
+// scale / (1 + e^-x): sigmoid's value (scale 1), silu's (scale x), and the factor their
+// gradients take. Below 0 as scale e^x / (1 + e^x), so e^x is never above 1: 1 / (1 + e^-x)
+// overflowed e^-x to inf from x = -88.7 and returned 0 where sigmoid is a denormal, down to
+// -103.9 (softplus' gradient too). Within 3 ulp where sigmoid is a normal float; silu within
+// |x| of the denormals' spacing (e^x is rounded there first). Picked by mask: vectorised.
+KILN_HD float sigmoid_float(float x, float scale = 1.0f) {
+  const float e = exp_float(float_of(bits_of(x) | 0x80000000u));  // e^-|x|; NaN stays NaN
+  const uint32_t negative = static_cast<uint32_t>(static_cast<int32_t>(bits_of(x)) >> 31);  // -0: 1 / 2 either way
+  return float_of((bits_of(scale * e) & negative) | (bits_of(scale) & ~negative)) / (1.0f + e);
+}
 
 // x ** p for a positive finite x (denormals too) and a finite p, vectorisable: 2^(p log2 x) in
 // double, rounded once to float, so within half an ulp but for the double math's ~1e-13 relative

@@ -199,6 +199,35 @@ TEST_CASE("log1p_nonnegative and softplus_float are within 3 ulp, and exact at t
   CHECK(std::isnan(common::softplus_float(std::numeric_limits<float>::quiet_NaN())));
 }
 
+TEST_CASE("sigmoid_float is within 3 ulp where sigmoid is a normal float, and denormal below -87.3", "[softmax][ops]") {
+  double worst = 0, worst_denormal = 0;
+  float at = 0, at_denormal = 0;
+  const int64_t steps = int64_t{1} << 20;
+  for (int64_t i = 0; i <= steps; ++i) {
+    const float x = static_cast<float>(-104.0 + 124.0 * static_cast<double>(i) / static_cast<double>(steps));
+    const double want = 1.0 / (1.0 + std::exp(-static_cast<double>(x)));
+    const float got = common::sigmoid_float(x);
+    if (want >= std::numeric_limits<float>::min()) {
+      const double u = ulps(got, want);
+      if (u > worst) worst = u, at = x;
+    } else {  // in units of the smallest denormal: e^x rounded there, then times 1 / (1 + e^x)
+      const double d = std::abs(static_cast<double>(got) - want) / std::numeric_limits<float>::denorm_min();
+      if (d > worst_denormal) worst_denormal = d, at_denormal = x;
+    }
+  }
+  INFO("worst " << worst << " ulp at " << at << "; below the normal floats " << worst_denormal << " at "
+                << at_denormal);
+  CHECK(worst <= 3.0);
+  CHECK(worst_denormal <= 1.0);
+  const float inf = std::numeric_limits<float>::infinity();
+  CHECK(common::sigmoid_float(0.0f) == 0.5f);
+  CHECK(common::sigmoid_float(-95.0f) > 0.0f);  // 5.5e-42; 1 / (1 + e^95) was 1 / inf = 0
+  CHECK(common::sigmoid_float(-inf) == 0.0f);
+  CHECK(common::sigmoid_float(inf) == 1.0f);
+  CHECK(common::sigmoid_float(20.0f) == 1.0f);
+  CHECK(std::isnan(common::sigmoid_float(std::numeric_limits<float>::quiet_NaN())));
+}
+
 TEST_CASE("pow_positive is within half an ulp of the power, but for ~1e-13, over every binade", "[softmax][ops]") {
   for (const float p : {1.5f, 0.3f, -1.7f, 2.5f, 7.0f, -0.25f, 1e-3f, 13.7f, 0.0f}) {
     double worst = 0;
