@@ -15,6 +15,21 @@ thread_local bool t_grad_enabled = true;
 // The op whose backward this thread runs (its name), for SavedTensor's messages.
 thread_local const char* t_backward_op = nullptr;
 
+// The layers open on this thread (LayerScope), innermost last, and their path, joined when a
+// node first asks for it and dropped when the scopes change: a forward without grad builds none.
+thread_local std::vector<const std::string*> t_layers;
+thread_local std::shared_ptr<const std::string> t_layer_path;
+
+std::shared_ptr<const std::string> current_layer_path() {
+  if (t_layers.empty()) return nullptr;
+  if (!t_layer_path) {
+    std::string path = *t_layers.front();
+    for (size_t i = 1; i < t_layers.size(); ++i) path += "/" + *t_layers[i];
+    t_layer_path = std::make_shared<const std::string>(std::move(path));
+  }
+  return t_layer_path;
+}
+
 // Sets t_backward_op for one apply(), however it ends.
 struct BackwardOpScope {
   explicit BackwardOpScope(const std::string& name) { t_backward_op = name.c_str(); }
@@ -51,8 +66,23 @@ void SavedTensor::reset() {
   t_ = Tensor();
 }
 
-Node::Node(std::string name) : name_(std::move(name)) { ++g_nodes_alive; }
+Node::Node(std::string name) : name_(std::move(name)), layer_(current_layer_path()) { ++g_nodes_alive; }
 Node::~Node() { --g_nodes_alive; }
+
+const std::string& Node::layer() const {
+  static const std::string none;
+  return layer_ ? *layer_ : none;
+}
+
+LayerScope::LayerScope(const std::string& name) {
+  t_layers.push_back(&name);
+  t_layer_path.reset();
+}
+
+LayerScope::~LayerScope() {
+  t_layers.pop_back();
+  t_layer_path.reset();
+}
 
 AutogradStats autograd_stats() { return AutogradStats{g_nodes_alive.load(), g_saved_bytes.load()}; }
 
@@ -105,6 +135,15 @@ void accumulate_leaf(TensorImpl& leaf, Tensor g) {
 std::mutex& grad_slot_mutex() {
   static std::mutex m;
   return m;
+}
+
+// An error in `node`'s backward, saying which op and, inside a model, which layer:
+// "in layer 'vgg16/fc6': backward of linear: ...". SavedTensor's messages name the op already.
+[[noreturn]] void rethrow_in_backward(const Node& node, const Error& e) {
+  const std::string op = "backward of " + node.name();
+  std::string m = e.message().compare(0, op.size(), op) == 0 ? e.message() : op + ": " + e.message();
+  if (!node.layer().empty()) m = kInLayer + node.layer() + "': " + m;
+  throw Error(m, e.location());
 }
 
 // Held for a whole backward pass (run_backward).
@@ -186,15 +225,18 @@ void run_backward(const Tensor& root, const Tensor& seed_in, bool retain_graph) 
   std::vector<std::shared_ptr<Node>> keep_alive;
   for (Node* node : order) {
     KILN_CHECK(!node->released, "backward through a graph that was already freed (op ", node->name(),
+               node->layer().empty() ? "" : " in layer '" + node->layer() + "'",
                "); call backward(seed, /*retain_graph=*/true) the first time to go through it twice");
     auto it = pending.find(node);
     if (it == pending.end()) continue;  // no gradient flowed here
     Tensor grad = std::move(it->second);
     pending.erase(it);
     std::vector<Tensor> grads;
-    {
+    try {
       const BackwardOpScope op(node->name());
       grads = node->apply(grad);
+    } catch (const Error& e) {
+      rethrow_in_backward(*node, e);
     }
     KILN_CHECK(grads.size() == node->next.size(), "op ", node->name(), " returned ", grads.size(),
                " gradients for ", node->next.size(), " inputs");

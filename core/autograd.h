@@ -67,11 +67,32 @@ class Node {
 
   // The op's name, for backward's error messages.
   const std::string& name() const { return name_; }
+  // The layer whose forward recorded it ("vgg16/fc6", LayerScope), for the same; "" outside one.
+  const std::string& layer() const;
   std::vector<Edge> next;  // one per op input
   bool released = false;
 
  private:
   std::string name_;
+  std::shared_ptr<const std::string> layer_;  // shared by the layer's nodes; null outside a layer
+};
+
+// How an error inside a model's layer begins, forward (layers/layers.cpp) and backward:
+// "in layer 'vgg16/fc6': ...".
+inline constexpr const char* kInLayer = "in layer '";
+
+// Marks a layer's forward on this thread: the nodes it records carry the path of the scopes
+// open around them, joined by '/' ("vgg16/fc6"), so that an error in their backward names the
+// layer as a forward error does. Sequential opens one for itself and for each child that is not
+// a Sequential (which opens its own). `name` must outlive the scope (a Module's name does).
+class LayerScope {
+ public:
+  // Opens `name` inside the scopes already open on this thread.
+  explicit LayerScope(const std::string& name);
+  // Closes it, however the forward ends.
+  ~LayerScope();
+  LayerScope(const LayerScope&) = delete;
+  LayerScope& operator=(const LayerScope&) = delete;
 };
 
 // Live graph nodes and bytes held for backward, process-wide.

@@ -1,6 +1,7 @@
 #include "layers/layers.h"
 
 #include <cmath>
+#include <optional>
 
 #include "core/op_checks.h"
 
@@ -169,18 +170,16 @@ Tensor Sequential::forward(const Tensor& x) { return forward_range(0, children()
 
 namespace {
 
-constexpr const char* kLayerMark = "in layer '";
-
 // An op's error inside a model names the layer it came from, as a path from the model
 // ("in layer 'vgg16/fc6': linear: ..."): each Sequential on the way out adds its name.
 // A Sequential child has put its own name first; any other child (a residual block holding
 // Sequentials) has not, so its name goes in here.
 [[noreturn]] void rethrow_in_layer(const Error& e, const std::string& container, const Module& child) {
   const std::string& m = e.message();
-  const size_t n = std::char_traits<char>::length(kLayerMark);
-  if (m.compare(0, n, kLayerMark) != 0) throw Error(kLayerMark + container + "/" + child.name() + "': " + m, e.location());
+  const size_t n = std::char_traits<char>::length(kInLayer);
+  if (m.compare(0, n, kInLayer) != 0) throw Error(kInLayer + container + "/" + child.name() + "': " + m, e.location());
   const bool named = dynamic_cast<const Sequential*>(&child) != nullptr;
-  throw Error(kLayerMark + container + "/" + (named ? "" : child.name() + "/") + m.substr(n), e.location());
+  throw Error(kInLayer + container + "/" + (named ? "" : child.name() + "/") + m.substr(n), e.location());
 }
 
 }  // namespace
@@ -189,8 +188,11 @@ Tensor Sequential::forward_range(size_t from, size_t to, Tensor x) {
   const auto& c = children();
   KILN_CHECK(from <= to && to <= c.size(), "Sequential ", name(), ": forward_range(", from, ", ", to,
              ") is not a range of its ", c.size(), " layers (0 <= from <= to <= ", c.size(), ")");
+  const LayerScope self(name());  // the nodes the children record name their layer, for backward's errors
   for (size_t i = from; i < to; ++i) {
     size_t at = i;  // the layer an error names
+    std::optional<LayerScope> layer;  // a Sequential child opens its own
+    if (!dynamic_cast<const Sequential*>(c[i].get())) layer.emplace(c[i]->name());
     try {
       auto* conv = dynamic_cast<Conv2d*>(c[i].get());
       const bool relu_next = conv && i + 1 < to && dynamic_cast<ReLU*>(c[i + 1].get());
@@ -203,6 +205,7 @@ Tensor Sequential::forward_range(size_t from, size_t to, Tensor x) {
           // that does not fit the convolution's output is the pool's, not the conv's.
           x = conv->forward_relu(x);
           at = i + 2;
+          layer.emplace(pool->name());
           x = (*pool)(x);
         }
         i += 2;

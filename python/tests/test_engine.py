@@ -135,6 +135,17 @@ def test_misuse_raises_kiln_error_not_a_crash():
         kiln.conv2d(kiln.ones([1, 3, 3, 1]), kiln.ones([1, 1, 1, 1]), padding=2**63)  # was std::bad_cast too
 
 
+def test_an_error_in_backward_names_the_layer():
+    # The usual slip: an optimizer step between a retained backward and another one. The weights
+    # fc saved for its backward changed, and the error says where in the model that was.
+    net = small_net()
+    loss = kiln.sum(net(kiln.ones([1, 4, 4, 3])))
+    loss.backward(retain_graph=True)
+    kiln.SGD(net, lr=0.1).step()
+    with pytest.raises(kiln.Error, match=r"^in layer 'net/fc': backward of linear: a tensor it saved.*an optimizer step"):
+        loss.backward()
+
+
 def test_full_refuses_an_int64_a_double_would_round():
     big = 2**60  # exactly a double
     assert np.from_dlpack(kiln.full([2], big, dtype="int64")).tolist() == [big, big]

@@ -352,6 +352,65 @@ TEST_CASE("an op's error inside a model names the layer, as a path from the mode
   REQUIRE_THROWS_WITH(net(Tensor::zeros(Shape{2, 4})), Catch::StartsWith("in layer 'net/block2/fc': linear"));
 }
 
+namespace {
+
+// An op whose backward fails, to see how backward reports an error it did not word itself.
+struct FailingNode : Node {
+  FailingNode() : Node("failing") {}
+  std::vector<Tensor> apply(const Tensor&) override { KILN_CHECK(false, "boom"); }
+};
+
+// A layer whose output's backward fails.
+struct FailingLayer : Module {
+  FailingLayer() : Module("faulty") {}
+  Tensor forward(const Tensor& x) override {
+    Tensor y = x.detach().clone();
+    auto node = std::make_shared<FailingNode>();
+    node->next.push_back(autograd::edge_for(x));
+    autograd::set_history(y, node);
+    return y;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("an error in backward names the op and, inside a model, the layer, as forward's do", "[module][errors]") {
+  Generator g(3);
+  Sequential net("net");
+  net.add(std::make_shared<Linear>("first", 4, 4, true, g));
+  net.add(std::make_shared<ReLU>("relu"));
+  auto block = std::make_shared<Sequential>("block");
+  block->add(std::make_shared<Linear>("fc", 4, 2, true, g));
+  net.add(block);
+  const Tensor x = Tensor::ones(Shape{2, 4});
+  Tensor* fc_weight = net.find("net/block/fc/weight").tensor;
+  REQUIRE(fc_weight != nullptr);
+
+  // The weight fc saved changes before backward: its node was recorded inside net/block/fc.
+  Tensor loss = sum(net(x));
+  fc_weight->copy_from(fc_weight->clone());
+  REQUIRE_THROWS_WITH(loss.backward(), Catch::StartsWith("in layer 'net/block/fc': backward of linear: a tensor it "
+                                                         "saved"));
+  // The same op outside a model names the op alone: the scopes closed with the forward.
+  Tensor w = fc_weight->detach().clone();
+  w.set_requires_grad(true);
+  Tensor input = x.clone();
+  Tensor plain = sum(linear(input, w, Tensor()));
+  input.copy_from(x);
+  REQUIRE_THROWS_WITH(plain.backward(), Catch::StartsWith("backward of linear: a tensor it saved"));
+
+  // A graph walked twice names the layer of the first freed node it meets.
+  Tensor y = net(x);
+  y.backward(Tensor::ones(y.shape()));
+  REQUIRE_THROWS_WITH(y.backward(Tensor::ones(y.shape())),
+                      Catch::Contains("(op linear in layer 'net/block/fc')"));
+
+  // An error the op did not word itself gets the op's name and the layer's path.
+  net.add(std::make_shared<FailingLayer>());
+  Tensor failing = sum(net(x));
+  REQUIRE_THROWS_WITH(failing.backward(), Catch::StartsWith("in layer 'net/faulty': backward of failing: boom"));
+}
+
 TEST_CASE("a conv, ReLU and max-pool run fused still name the failing layer", "[module][errors]") {
   // Sequential runs conv + ReLU + pool as one op; an error must still name the layer the
   // user wrote: the pool whose window does not fit, or the conv whose input is wrong.
