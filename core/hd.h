@@ -25,6 +25,7 @@
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && defined(__GLIBC__) && \
     !defined(KILN_NO_CPU_CLONES)
 #define KILN_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#define KILN_HAS_CPU_CLONES 1  // tests/kernels/test_clones_agree.sh has three copies to compare
 #else
 #define KILN_CPU_CLONES
 #endif

@@ -18,7 +18,8 @@ for arg in "$@"; do
       echo "  --tests also installs python3-torch, libopenblas0-pthread (the BLAS torch's CPU GEMM"
       echo "  uses, instead of the reference one), python3-numpy, python3-h5py, python3-torchvision"
       echo "  and python3-pil (reference results), openmpi-bin (mpirun, to test it as a launcher), strace"
-      echo "  (its fault injection plays a full disk),"
+      echo "  (its fault injection plays a full disk), qemu-user (runs the AVX2 and baseline copies of"
+      echo "  kiln's loops, which this CPU may not pick, for ctest clones_agree),"
       echo "  python3-dev and python3-pytest (the Python module's"
       echo "  build and tests), and tensorboard and nanobind from PyPI with pip (each only if"
       echo "  'import' fails; Debian packages neither)."
@@ -44,7 +45,9 @@ build_pkgs=(cmake ninja-build g++ libdnnl-dev ocl-icd-opencl-dev catch2 libhdf5-
 # python3-dev and python3-pytest: building the Python module kiln and its tests (python_tests).
 # openmpi-bin: mpirun only, for the ctest dist_mpirun (kiln links no MPI library).
 # strace: its fault injection plays a full disk in test_vgg_finetune.sh (no mount needed).
-test_pkgs=(python3-torch libopenblas0-pthread python3-numpy python3-h5py python3-torchvision python3-pil python3-dev python3-pytest openmpi-bin strace)
+# qemu-user: qemu-x86_64 poses as CPUs without AVX-512 and without AVX2, so that ctest
+# clones_agree runs the copies of kiln's loops this machine's CPU would not pick.
+test_pkgs=(python3-torch libopenblas0-pthread python3-numpy python3-h5py python3-torchvision python3-pil python3-dev python3-pytest openmpi-bin strace qemu-user)
 sanitize_pkgs=(clang-14 libclang-rt-14-dev libomp-14-dev)
 pkgs=("${build_pkgs[@]}")
 if [[ $want_tests == 1 ]]; then pkgs+=("${test_pkgs[@]}"); fi
