@@ -140,8 +140,8 @@ std::mutex& grad_slot_mutex() {
 // An error in `node`'s backward, saying which op and, inside a model, which layer:
 // "in layer 'vgg16/fc6': backward of linear: ...". SavedTensor's messages name the op already.
 [[noreturn]] void rethrow_in_backward(const Node& node, const Error& e) {
-  const std::string op = "backward of " + node.name();
-  std::string m = e.message().compare(0, op.size(), op) == 0 ? e.message() : op + ": " + e.message();
+  const std::string op = "backward of " + node.name() + ":";
+  std::string m = e.message().compare(0, op.size(), op) == 0 ? e.message() : op + " " + e.message();
   if (!node.layer().empty()) m = kInLayer + node.layer() + "': " + m;
   throw Error(m, e.location());
 }

@@ -213,8 +213,9 @@ KILN_HD float softplus_float(float x) {
 // scale / (1 + e^-x): sigmoid's value (scale 1), silu's (scale x), and the factor their
 // gradients take. Below 0 as scale e^x / (1 + e^x), so e^x is never above 1: 1 / (1 + e^-x)
 // overflowed e^-x to inf from x = -88.7 and returned 0 where sigmoid is a denormal, down to
-// -103.9 (softplus' gradient too). Within 3 ulp where sigmoid is a normal float; silu within
-// |x| of the denormals' spacing (e^x is rounded there first). Picked by mask: vectorised.
+// -103.9 (softplus' gradient too). sigmoid within 3 ulp where it is a normal float; silu within
+// |x| of the denormals' spacing below -87.3, where e^x is a denormal rounded first (up to 47 ulp
+// where silu itself is still normal, -91.8 to -87.3). Picked by mask: vectorised.
 KILN_HD float sigmoid_float(float x, float scale = 1.0f) {
   const float e = exp_float(float_of(bits_of(x) | 0x80000000u));  // e^-|x|; NaN stays NaN
   const uint32_t negative = static_cast<uint32_t>(static_cast<int32_t>(bits_of(x)) >> 31);  // -0: 1 / 2 either way
