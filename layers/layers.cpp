@@ -173,11 +173,15 @@ namespace {
 // An op's error inside a model names the layer it came from, as a path from the model
 // ("in layer 'vgg16/fc6': linear: ..."): each Sequential on the way out adds its name.
 // A Sequential child has put its own name first; any other child (a residual block holding
-// Sequentials) has not, so its name goes in here.
+// Sequentials) has not, so its name goes in here. A backward error's path runs from the outermost
+// model (the nodes recorded it), so it passes unchanged.
 [[noreturn]] void rethrow_in_layer(const Error& e, const std::string& container, const Module& child) {
   const std::string& m = e.message();
   const size_t n = std::char_traits<char>::length(kInLayer);
   if (m.compare(0, n, kInLayer) != 0) throw Error(kInLayer + container + "/" + child.name() + "': " + m, e.location());
+  // An error from a backward run inside the child's forward: its path is whole already (LayerScope).
+  const size_t close = m.find("': ", n);
+  if (close != std::string::npos && m.compare(close + 3, 12, "backward of ") == 0) throw e;
   const bool named = dynamic_cast<const Sequential*>(&child) != nullptr;
   throw Error(kInLayer + container + "/" + (named ? "" : child.name() + "/") + m.substr(n), e.location());
 }

@@ -372,6 +372,16 @@ struct FailingLayer : Module {
   }
 };
 
+// A layer whose forward runs a backward of its own (a gradient penalty's way) through `inner`.
+struct BackwardInside : Module {
+  explicit BackwardInside(std::shared_ptr<Sequential> inner) : Module("probe"), inner_(register_module(inner)) {}
+  Tensor forward(const Tensor& x) override {
+    sum(inner_->forward(x)).backward();
+    return x;
+  }
+  std::shared_ptr<Sequential> inner_;
+};
+
 }  // namespace
 
 TEST_CASE("an error in backward names the op and, inside a model, the layer, as forward's do", "[module][errors]") {
@@ -409,6 +419,15 @@ TEST_CASE("an error in backward names the op and, inside a model, the layer, as 
   net.add(std::make_shared<FailingLayer>());
   Tensor failing = sum(net(x));
   REQUIRE_THROWS_WITH(failing.backward(), Catch::StartsWith("in layer 'net/faulty': backward of failing: boom"));
+
+  // A backward inside a forward fails: its path is whole, not prefixed again on the way out.
+  auto teacher = std::make_shared<Sequential>("teacher");
+  teacher->add(std::make_shared<FailingLayer>());
+  Sequential outer("outer");
+  outer.add(std::make_shared<BackwardInside>(teacher));
+  Tensor leaf = x.clone();
+  leaf.set_requires_grad(true);
+  REQUIRE_THROWS_WITH(outer(leaf), Catch::StartsWith("in layer 'outer/probe/teacher/faulty': backward of failing: boom"));
 }
 
 TEST_CASE("a conv, ReLU and max-pool run fused still name the failing layer", "[module][errors]") {
