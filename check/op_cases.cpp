@@ -676,8 +676,9 @@ void append_shape_cases(std::vector<OpCase>& cases) {
 }
 
 // pow: a number exponent (each of pow_number's exact forms, and two through powf), a number base,
-// and a tensor exponent broadcast. Fractional exponents take bases in [0.5, 2] (a negative base's
-// power is NaN there); integer ones take either sign, |x| >= 0.5, away from -1 and -2's poles.
+// and a tensor exponent broadcast and of the base's shape. Fractional exponents take bases in
+// [0.5, 2] (a negative base's power is NaN there); integer ones take either sign, |x| >= 0.5,
+// away from -1 and -2's poles.
 void append_power_cases(std::vector<OpCase>& cases) {
   Generator g(20261211);
   for (const float p : {2.0f, 3.0f, -1.0f, -2.0f, 0.5f, -0.5f, 1.5f, 0.3f, 0.0f}) {
@@ -704,6 +705,13 @@ void append_power_cases(std::vector<OpCase>& cases) {
                     kRtolElementwise);  // the exponent's gradient is summed over rows
   set_streaming_cost(t, 1, 12);
   cases.push_back(t);
+  // One shape: the CPU's vector loop (kernels/cpu/cpu_elementwise.cpp pow_vector_loop).
+  Tensor same_base = Tensor::uniform({3, 4}, 0.5f, 2.0f, g), same_exponent = Tensor::uniform({3, 4}, -2.0f, 2.0f, g);
+  OpCase u = simple("pow/3x4_by_3x4", "pow", {std::move(same_base), std::move(same_exponent)}, {true, true},
+                    [](const std::vector<Tensor>& in) { return pow(in[0], in[1]); }, kRtolElementwise);
+  set_streaming_cost(u, 1, 12);
+  cases.push_back(u);
+  cases.push_back(bf16_variant(u, kRtolBf16));
 }
 
 // where (a row of b broadcast against a [3, 4] mask, a NaN in the mask counting as true) and

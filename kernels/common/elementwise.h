@@ -16,9 +16,10 @@ namespace kiln::common {
 // x ** 2 is exactly x * x and (-0) ** 0.5 is -0 as torch's; every other p is the C library's powf
 // (glibc's within an ulp of powf's exact value; CUDA's within a few: they agree to a few ulp, as exp
 // does), except in the CPU's vector loop, whose positive finite x take pow_positive (exp.h; within
-// half an ulp but for ~1e-13). A tensor exponent, and a number base (2 ** x), take powf for every element, as torch's
-// tensor path does (binary_apply). The branches are on p alone: the same for every element, and a
-// loop that fixes p at compile time (the CPU's pow_exponent_loop) folds them into one form.
+// half an ulp but for ~1e-13); that loop also takes a same-shape tensor exponent and a number base
+// (2 ** x), which elsewhere (broadcast, GPU) take powf per element (binary_apply). The branches
+// are on p alone: the same for every element, and a loop that fixes p at compile time (the CPU's
+// pow_exponent_loop) folds them into one form.
 // Its list is kPowExactForms (core/op_params.h).
 KILN_HD float pow_number(float x, float p) {
   if (p == 2.0f) return x * x;

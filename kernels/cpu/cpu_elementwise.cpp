@@ -102,14 +102,6 @@ void binary_scalar_loop(const T* a, float s, T* o, int64_t n) {
   for (int64_t i = 0; i < n; ++i) po[i] = from_f32<raw_t<T>>(common::binary_scalar_apply(Op, to_f32(pa[i]), s));
 }
 
-template <typename T>
-void binary_typed(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) {
-  const T* pa = a.data<T>();
-  const T* pb = b.data<T>();
-  T* po = out.data<T>();
-  const int64_t n = out.numel();
-  with_binary_op(op, [&](auto o) { binary_loop<decltype(o)::value>(pa, pb, po, n); });
-}
 
 // a ** E with E = kPowExactForms[I] fixed at compile time: pow_number's branches fold away into
 // E's one form (x * x, sqrtf, ...) and the loop vectorises; binary_scalar_loop's, with E a runtime
@@ -131,16 +123,41 @@ bool pow_by_exact_form(const T* a, float s, T* o, int64_t n, std::index_sequence
   return ((s == kPowExactForms[I] && (pow_exponent_loop<I>(a, o, n), true)) || ...);
 }
 
-// a ** s for a finite s other than the exact forms: pow_positive's vector loop over blocks, then
-// powf (pow_number's) for a block's elements it does not take (zero, negative, inf, NaN: their
-// signs and ends are the C library's), so a tensor without them never leaves the vector loop.
-// The vector loop leaves those elements' x in o and flags them, so o may be a (in place).
-template <typename T>
+// A raw element's bits as an unsigned integer of its size (pow_vector_loop's selects by mask).
+inline uint32_t raw_bits(float v) { return common::bits_of(v); }
+inline uint16_t raw_bits(uint16_t v) { return v; }
+
+// Which operands a pow loop raises: a ** s (s a number), a ** b (b a tensor), s ** a (rpow).
+enum class PowOperands { tensor_number, tensor_tensor, number_tensor };
+
+// Element i's base and exponent under K (inlined: plain loads, no closure to reload per element).
+template <PowOperands K, typename R>
+[[gnu::always_inline]] inline float pow_base(const R* a, float s, int64_t i) {
+  if constexpr (K == PowOperands::number_tensor) return s;
+  else return to_f32(a[i]);
+}
+template <PowOperands K, typename R>
+[[gnu::always_inline]] inline float pow_power(const R* a, const R* b, float s, int64_t i) {
+  if constexpr (K == PowOperands::tensor_number) return s;
+  else if constexpr (K == PowOperands::tensor_tensor) return to_f32(b[i]);
+  else return to_f32(a[i]);
+}
+
+// x ** p over blocks: pow_positive's vector loop, then the C library's answer (pow_number, powf)
+// for a block's elements it does not take (x not in (0, inf), p not finite: their signs and ends
+// are powf's), so a tensor without them never leaves the vector loop. The vector loop stores
+// those elements' own operand where o may be that operand (in place), so the fix-up reads it.
+template <PowOperands K, typename T>
 KILN_CPU_CLONES
-void pow_vector_loop(const T* a, float s, T* o, int64_t n) {
+void pow_vector_loop(const T* a, const T* b, float s, T* o, int64_t n) {
   constexpr int64_t kBlock = 4096;
   const auto* pa = raw(a);
+  const auto* pb = raw(b);
   auto* po = raw(o);
+  // What a skipped element stores: the operand o may be (in place), never read from o itself
+  // (a fresh o would be one more stream to read).
+  const uint32_t keep_power =  // a mask: a ?: on floats here cost the loop its vectors
+      0u - static_cast<uint32_t>(K == PowOperands::number_tensor || (K == PowOperands::tensor_tensor && pb == po));
 #pragma omp parallel for schedule(static) if (n > 65536)
   for (int64_t b0 = 0; b0 < n; b0 += kBlock) {
     const int64_t b1 = std::min(n, b0 + kBlock);
@@ -148,16 +165,34 @@ void pow_vector_loop(const T* a, float s, T* o, int64_t n) {
     uint32_t others = 0;
 #pragma omp simd reduction(| : others)
     for (int64_t i = b0; i < b1; ++i) {
-      const float x = to_f32(pa[i]);
-      const uint32_t mask = 0u - static_cast<uint32_t>(common::bits_of(x) - 1u >= 0x7f7fffffu);  // not in (0, inf)
+      const float x = pow_base<K>(pa, s, i), p = pow_power<K>(pa, pb, s, i);
+      const uint32_t base_odd = common::bits_of(x) - 1u >= 0x7f7fffffu;               // x not in (0, inf)
+      const uint32_t power_odd = (common::bits_of(p) & 0x7f800000u) == 0x7f800000u;  // p infinite or NaN
+      const uint32_t mask = 0u - (base_odd | power_odd);
       odd[i - b0] = mask;
       others |= mask;
-      const uint32_t y = (common::bits_of(common::pow_positive(x, s)) & ~mask) | (common::bits_of(x) & mask);
-      po[i] = from_f32<raw_t<T>>(common::float_of(y));
+      using U = decltype(raw_bits(po[i]));  // uint32_t for float, uint16_t for bf16
+      const U fast = raw_bits(from_f32<raw_t<T>>(common::pow_positive(x, p))), keep = static_cast<U>(mask);
+      const float kept_f = common::float_of((common::bits_of(p) & keep_power) | (common::bits_of(x) & ~keep_power));
+      const U kept = raw_bits(from_f32<raw_t<T>>(kept_f));  // the operand o may be: exact
+      po[i] = common::bits_as<raw_t<T>>(static_cast<U>((fast & static_cast<U>(~keep)) | (kept & keep)));
     }
-    for (int64_t i = b0; i < b1 && others != 0; ++i)
-      if (odd[i - b0] != 0) po[i] = from_f32<raw_t<T>>(common::pow_number(to_f32(po[i]), s));
+    for (int64_t i = b0; i < b1 && others != 0; ++i) {
+      if (odd[i - b0] == 0) continue;
+      const float x = pow_base<K>(pa, s, i), p = pow_power<K>(pa, pb, s, i);
+      po[i] = from_f32<raw_t<T>>(K == PowOperands::tensor_number ? common::pow_number(x, p) : powf(x, p));
+    }
   }
+}
+
+template <typename T>
+void binary_typed(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) {
+  const T* pa = a.data<T>();
+  const T* pb = b.data<T>();
+  T* po = out.data<T>();
+  const int64_t n = out.numel();
+  if (op == BinaryOp::pow) return pow_vector_loop<PowOperands::tensor_tensor>(pa, pb, 0.0f, po, n);
+  with_binary_op(op, [&](auto o) { binary_loop<decltype(o)::value>(pa, pb, po, n); });
 }
 
 template <typename T>
@@ -167,7 +202,9 @@ void binary_scalar_typed(BinaryOp op, const Tensor& a, float s, Tensor& out) {
   const int64_t n = out.numel();
   constexpr auto forms = std::make_index_sequence<std::size(kPowExactForms)>{};
   if (op == BinaryOp::pow && pow_by_exact_form(pa, s, po, n, forms)) return;
-  if (op == BinaryOp::pow && std::isfinite(s)) return pow_vector_loop(pa, s, po, n);
+  if (op == BinaryOp::pow && std::isfinite(s)) return pow_vector_loop<PowOperands::tensor_number>(pa, pa, s, po, n);
+  if (op == BinaryOp::rpow && s > 0.0f && s < INFINITY)
+    return pow_vector_loop<PowOperands::number_tensor>(pa, pa, s, po, n);
   with_binary_op(op, [&](auto o) { binary_scalar_loop<decltype(o)::value>(pa, s, po, n); });
 }
 

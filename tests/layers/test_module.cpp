@@ -427,7 +427,8 @@ TEST_CASE("an error in backward names the op and, inside a model, the layer, as 
   outer.add(std::make_shared<BackwardInside>(teacher));
   Tensor leaf = x.clone();
   leaf.set_requires_grad(true);
-  REQUIRE_THROWS_WITH(outer(leaf), Catch::StartsWith("in layer 'outer/probe/teacher/faulty': backward of failing: boom"));
+  REQUIRE_THROWS_WITH(outer(leaf),
+                      Catch::StartsWith("in layer 'outer/probe/teacher/faulty': backward of failing: boom"));
 }
 
 TEST_CASE("a conv, ReLU and max-pool run fused still name the failing layer", "[module][errors]") {
