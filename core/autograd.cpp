@@ -53,7 +53,7 @@ SavedTensor& SavedTensor::operator=(const Tensor& t) {
 const Tensor& SavedTensor::get() const {
   KILN_CHECK(t_.defined(), "a tensor saved for backward was already freed: backward ran through this graph "
              "before; call backward(seed, /*retain_graph=*/true) the first time to go through it twice");
-  KILN_CHECK(t_.version() == version_, "backward of ", t_backward_op ? t_backward_op : "an op", ": a tensor it saved, ",
+  KILN_CHECK(t_.version() == version_, kBackwardOf, t_backward_op ? t_backward_op : "an op", ": a tensor it saved, ",
              t_.description(), ", was changed in place after the forward (", t_.version() - version_,
              " write(s): copy_from, an optimizer step, batch norm's running statistics, ...), so its gradient would "
              "use the new values; run backward before changing it, or give the op a clone()");
@@ -140,7 +140,7 @@ std::mutex& grad_slot_mutex() {
 // An error in `node`'s backward, saying which op and, inside a model, which layer:
 // "in layer 'vgg16/fc6': backward of linear: ...". SavedTensor's messages name the op already.
 [[noreturn]] void rethrow_in_backward(const Node& node, const Error& e) {
-  const std::string op = "backward of " + node.name() + ":";
+  const std::string op = kBackwardOf + node.name() + ":";
   std::string m = e.message().compare(0, op.size(), op) == 0 ? e.message() : op + " " + e.message();
   if (!node.layer().empty()) m = kInLayer + node.layer() + "': " + m;
   throw Error(m, e.location());
@@ -225,7 +225,7 @@ void run_backward(const Tensor& root, const Tensor& seed_in, bool retain_graph) 
   std::vector<std::shared_ptr<Node>> keep_alive;
   for (Node* node : order) {
     KILN_CHECK(!node->released, "backward through a graph that was already freed (op ", node->name(),
-               node->layer().empty() ? "" : " in layer '" + node->layer() + "'",
+               node->layer().empty() ? "" : " " + (kInLayer + node->layer()) + "'",
                "); call backward(seed, /*retain_graph=*/true) the first time to go through it twice");
     auto it = pending.find(node);
     if (it == pending.end()) continue;  // no gradient flowed here

@@ -80,6 +80,8 @@ class Node {
 // How an error inside a model's layer begins, forward (layers/layers.cpp) and backward:
 // "in layer 'vgg16/fc6': ...".
 inline constexpr const char* kInLayer = "in layer '";
+// How an error in an op's backward names the op after that: "backward of linear: ...".
+inline constexpr const char* kBackwardOf = "backward of ";
 
 // Marks a layer's forward on this thread: the nodes it records carry the path of the scopes
 // open around them, joined by '/' ("vgg16/fc6"), so that an error in their backward names the

@@ -181,7 +181,8 @@ namespace {
   if (m.compare(0, n, kInLayer) != 0) throw Error(kInLayer + container + "/" + child.name() + "': " + m, e.location());
   // An error from a backward run inside the child's forward: its path is whole already (LayerScope).
   const size_t close = m.find("': ", n);
-  if (close != std::string::npos && m.compare(close + 3, 12, "backward of ") == 0) throw e;
+  const size_t b = std::char_traits<char>::length(kBackwardOf);
+  if (close != std::string::npos && m.compare(close + 3, b, kBackwardOf) == 0) throw e;
   const bool named = dynamic_cast<const Sequential*>(&child) != nullptr;
   throw Error(kInLayer + container + "/" + (named ? "" : child.name() + "/") + m.substr(n), e.location());
 }

@@ -102,7 +102,6 @@ void binary_scalar_loop(const T* a, float s, T* o, int64_t n) {
   for (int64_t i = 0; i < n; ++i) po[i] = from_f32<raw_t<T>>(common::binary_scalar_apply(Op, to_f32(pa[i]), s));
 }
 
-
 // a ** E with E = kPowExactForms[I] fixed at compile time: pow_number's branches fold away into
 // E's one form (x * x, sqrtf, ...) and the loop vectorises; binary_scalar_loop's, with E a runtime
 // value, is scalar. The index, not the float, is the template argument: clang before 18 (the fuzz
