@@ -2,9 +2,10 @@
 # kiln's own CPU loops are compiled three times (KILN_CPU_CLONES, core/hd.h: AVX-512, AVX2 with
 # FMA, the x86-64 baseline) and the loader runs the one this CPU can: CI's machine runs only the
 # first, so the other two -- what most desktop CPUs run -- would go untested, and their promise
-# to give the same bits unchecked. This runs every op case (the hidden [.clone_digests] case
-# prints a CRC32C of each output and gradient) natively, then under qemu's user-mode emulator
-# posing as a CPU that picks the AVX2 copy and as one that picks the baseline, and compares.
+# to give the same bits unchecked. This runs every op case, and large cases that reach the loops'
+# threads and tails (the hidden [.clone_digests] case prints a CRC32C of each output and
+# gradient), natively, then under qemu's user-mode emulator posing as a CPU that picks the AVX2
+# copy and as one that picks the baseline, and compares.
 # NaNs are compared as NaN, not by their bits: qemu's NaN propagation is not the hardware's (its
 # operations return the default NaN), and the copies may give a NaN of either sign.
 # Usage: test_clones_agree.sh KILN_TESTS three|one (whether libkiln was built with the copies:
