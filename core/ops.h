@@ -257,9 +257,10 @@ Tensor sum_to(const Tensor& x, const Shape& shape);
 // shapes match.
 Tensor broadcast_to(const Tensor& x, const Shape& shape);
 
-// Sum of all elements -> scalar [].
+// Sum of all elements -> scalar [], float32 or bfloat16 (a bf16 x gives a bf16 scalar, summed in
+// double and rounded once, as torch.sum).
 Tensor sum(const Tensor& x);
-// Mean of all elements -> scalar [].
+// Mean of all elements -> scalar [], as sum's.
 Tensor mean(const Tensor& x);
 // Sum or mean over the dimensions `dims` (negative counts from the last; each once), float32 or
 // bfloat16, accumulated in double: [N, T, C] summed over {1} is [N, C], or [N, 1, C] with keepdim

@@ -1,6 +1,7 @@
 // Elementwise arithmetic, reductions, views (reshape, flatten, slice), the L2 penalty,
 // the SGD and Adam updates, and the pixel lookups that turn bytes into network inputs.
 #include <algorithm>
+#include <numeric>
 #include <cmath>
 
 #include "core/op_checks.h"
@@ -609,10 +610,20 @@ struct SumNode final : Node {
   }
 };
 
+// Every dimension of x, for the reductions over dims (a scalar's dimension 0 is itself).
+std::vector<int64_t> every_dim(const Tensor& x) {
+  std::vector<int64_t> dims(static_cast<size_t>(std::max<int64_t>(x.rank(), 1)));
+  std::iota(dims.begin(), dims.end(), int64_t{0});
+  return dims;
+}
+
+// A bfloat16 x takes the reduction over every dimension (summed in double, rounded once: torch.sum
+// of a bf16 tensor is a bf16 scalar); float32 has its own whole-tensor kernel.
 Tensor reduce_sum(const Tensor& x, bool is_mean) {
   const char* op = is_mean ? "mean" : "sum";
-  checks::float32(op, "input x", x);
   KILN_CHECK(!is_mean || x.numel() > 0, "mean: empty input ", x.description());
+  if (x.dtype() == DType::bf16) return is_mean ? mean(x, every_dim(x)) : sum(x, every_dim(x));
+  checks::float32(op, "input x", x);
   Tensor out = Tensor::empty(Shape{}, like(x));
   Backend& be = backend_for(x.device());
   be.sum(x, out);

@@ -42,14 +42,13 @@ std::vector<int64_t> dims_or_all(const Tensor& x, const std::optional<Dims>& dim
   return all;
 }
 
-// Every element of a float32 x through core's whole-tensor sum; of a bfloat16 one through the
-// sum over all dimensions (the whole-tensor sum takes float32 only).
+// Every element through core's whole-tensor sum (float32 or bfloat16), or over the dimensions given.
 Tensor sum_over(const Tensor& x, std::optional<Dims> dim, bool keepdim) {
-  return dim || keepdim || x.dtype() != DType::f32 ? kiln::sum(x, dims_or_all(x, dim), keepdim) : kiln::sum(x);
+  return dim || keepdim ? kiln::sum(x, dims_or_all(x, dim), keepdim) : kiln::sum(x);
 }
 
 Tensor mean_over(const Tensor& x, std::optional<Dims> dim, bool keepdim) {
-  return dim || keepdim || x.dtype() != DType::f32 ? kiln::mean(x, dims_or_all(x, dim), keepdim) : kiln::mean(x);
+  return dim || keepdim ? kiln::mean(x, dims_or_all(x, dim), keepdim) : kiln::mean(x);
 }
 
 Tensor amax_over(const Tensor& x, std::optional<Dims> dim, bool keepdim) {

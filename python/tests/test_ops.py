@@ -740,7 +740,7 @@ def test_errors_offer_conversions_that_exist():
         kiln.conv2d(kiln.zeros([1, 4, 4, 3]), kiln.zeros([2, 3, 3, 3], dtype="int32"))
     with pytest.raises(kiln.Error, match=r'convert it with \.astype\("float32"\)'):
         kiln.softmax(kiln.zeros([2], dtype="bfloat16"))
-    assert kiln.sum(kiln.ones([2], dtype="bfloat16")).item() == 2.0  # every element of a bf16 tensor: by dims
+    assert kiln.sum(kiln.ones([2], dtype="bfloat16")).item() == 2.0  # every element of a bf16 tensor: a bf16 scalar
 
 
 def test_reprs_say_what_a_thing_is():

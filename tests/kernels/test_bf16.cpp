@@ -170,6 +170,35 @@ TEST_CASE("bf16 relu, max_pool2d and eval dropout are exact", "[bf16]") {
   REQUIRE(d.raw_data() == x.b.raw_data());
 }
 
+TEST_CASE("sum and mean of a whole bf16 tensor: a bf16 scalar, the double sum rounded once", "[bf16]") {
+  const Pair x = random_pair(Shape{37, 5, 11}, 303);
+  double total = 0;
+  for (float v : values(x.f)) total += v;
+  for (bool is_mean : {false, true}) {
+    INFO((is_mean ? "mean" : "sum"));
+    Tensor xb = x.b.clone();
+    xb.set_requires_grad(true);
+    const Tensor got = is_mean ? mean(xb) : sum(xb);
+    REQUIRE(got.dtype() == DType::bf16);
+    REQUIRE(got.shape() == Shape{});
+    const double exact = is_mean ? total / static_cast<double>(x.b.numel()) : total;
+    // Rounded once from the double: within half a bf16 ulp (2^-9 of the value), and the same
+    // bits as the reduction over every dimension.
+    REQUIRE(std::abs(values(got)[0] - exact) <= std::abs(exact) * std::ldexp(1.0, -9));
+    const Tensor by_dims = is_mean ? mean(x.b, {0, 1, 2}) : sum(x.b, {0, 1, 2});
+    REQUIRE(values(got) == values(by_dims));
+    got.backward();
+    REQUIRE(xb.grad().dtype() == DType::bf16);
+    const float each = is_mean ? 1.0f / static_cast<float>(x.b.numel()) : 1.0f;
+    REQUIRE(values(xb.grad()) == values(Tensor::full(x.b.shape(), each).to(DType::bf16)));
+  }
+  // A bf16 scalar is its own sum.
+  const Tensor s = Tensor::full(Shape{}, 2.5).to(DType::bf16);
+  REQUIRE(values(sum(s))[0] == 2.5f);
+  REQUIRE(values(mean(s))[0] == 2.5f);
+  REQUIRE_THROWS_WITH(mean(Tensor::zeros(Shape{0, 3}, kBf16)), Contains("mean: empty input bfloat16[0, 3]"));
+}
+
 TEST_CASE("bf16 ops refuse mixed dtypes and record gradients like fp32", "[bf16][errors]") {
   const Tensor xb = Tensor::zeros(Shape{1, 4, 4, 3}, kBf16);
   const Tensor wf = Tensor::zeros(Shape{2, 3, 3, 3});
