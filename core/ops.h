@@ -260,7 +260,7 @@ Tensor broadcast_to(const Tensor& x, const Shape& shape);
 // Sum of all elements -> scalar [], float32 or bfloat16 (a bf16 x gives a bf16 scalar, summed in
 // double and rounded once, as torch.sum).
 Tensor sum(const Tensor& x);
-// Mean of all elements -> scalar [], as sum's.
+// Mean of all elements -> scalar [], as sum's (a bf16 mean scales the bf16 sum: within an ulp).
 Tensor mean(const Tensor& x);
 // Sum or mean over the dimensions `dims` (negative counts from the last; each once), float32 or
 // bfloat16, accumulated in double: [N, T, C] summed over {1} is [N, C], or [N, 1, C] with keepdim
