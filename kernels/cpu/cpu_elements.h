@@ -70,6 +70,11 @@ void with_unary_op(UnaryOp op, Fn&& fn) {
   }
 }
 
+// One row of a broadcast a ** b through pow's vector loop (cpu_elementwise.cpp; instantiated for
+// float and bfloat16's bits): SA and SB the operands' steps along the row, 0 or 1, not both 0.
+template <int SA, int SB, typename R>
+void pow_row(const R* a, const R* b, R* o, int64_t n);
+
 // n doubles of scratch for a reduction's partial sums, not zeroed. Up to 8 MiB are kept by the
 // calling thread for its next call at the same Site (a tag type: one buffer per call site, so
 // that two sites never share one); larger requests live in `once`, freed by the caller. Fresh

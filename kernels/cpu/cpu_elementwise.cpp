@@ -130,59 +130,95 @@ inline uint16_t raw_bits(uint16_t v) { return v; }
 enum class PowOperands { tensor_number, tensor_tensor, number_tensor };
 
 // Element i's base and exponent under K (inlined: plain loads, no closure to reload per element).
+// A tensor exponent steps by SB: 0 where a broadcast repeats one element along the row.
 template <PowOperands K, typename R>
 [[gnu::always_inline]] inline float pow_base(const R* a, float s, int64_t i) {
   if constexpr (K == PowOperands::number_tensor) return s;
   else return to_f32(a[i]);
 }
-template <PowOperands K, typename R>
+template <PowOperands K, int SB, typename R>
 [[gnu::always_inline]] inline float pow_power(const R* a, const R* b, float s, int64_t i) {
   if constexpr (K == PowOperands::tensor_number) return s;
-  else if constexpr (K == PowOperands::tensor_tensor) return to_f32(b[i]);
+  else if constexpr (K == PowOperands::tensor_tensor) return to_f32(b[i * SB]);
   else return to_f32(a[i]);
 }
 
-// x ** p over blocks: pow_positive's vector loop, then the C library's answer (pow_number, powf)
-// for a block's elements it does not take (x not in (0, inf), p not finite: their signs and ends
-// are powf's), so a tensor without them never leaves the vector loop. The vector loop stores
-// those elements' own operand where o may be that operand (in place), so the fix-up reads it.
+constexpr int64_t kPowBlock = 4096;
+
+// x ** p over elements [b0, b1) (at most kPowBlock): pow_positive's vector loop, then the C
+// library's answer (pow_number, powf) for the elements it does not take (x not in (0, inf), p not
+// finite: their signs and ends are powf's), so a tensor without them never leaves the vector loop.
+// The vector loop stores those elements' own operand where o may be that operand (in place,
+// keep_power: the exponent), so the fix-up reads it. Inlined into each ISA's copy of its callers.
+template <PowOperands K, int SB, typename R>
+[[gnu::always_inline]] inline void pow_block(const R* pa, const R* pb, float s, R* po, int64_t b0, int64_t b1,
+                                             uint32_t keep_power) {
+  uint32_t odd[kPowBlock];  // uint32_t, not uint8_t: bytes made GCC take 64 lanes a step and spill (16 -> 9.4 ms)
+  uint32_t others = 0;
+#pragma omp simd reduction(| : others)
+  for (int64_t i = b0; i < b1; ++i) {
+    const float x = pow_base<K>(pa, s, i), p = pow_power<K, SB>(pa, pb, s, i);
+    const uint32_t base_odd = common::bits_of(x) - 1u >= 0x7f7fffffu;               // x not in (0, inf)
+    const uint32_t power_odd = (common::bits_of(p) & 0x7f800000u) == 0x7f800000u;  // p infinite or NaN
+    const uint32_t mask = 0u - (base_odd | power_odd);
+    odd[i - b0] = mask;
+    others |= mask;
+    using U = decltype(raw_bits(po[i]));  // uint32_t for float, uint16_t for bf16
+    const U fast = raw_bits(from_f32<R>(common::pow_positive(x, p))), keep = static_cast<U>(mask);
+    const float kept_f = common::float_of((common::bits_of(p) & keep_power) | (common::bits_of(x) & ~keep_power));
+    const U kept = raw_bits(from_f32<R>(kept_f));  // the operand o may be: exact
+    po[i] = common::bits_as<R>(static_cast<U>((fast & static_cast<U>(~keep)) | (kept & keep)));
+  }
+  for (int64_t i = b0; i < b1 && others != 0; ++i) {
+    if (odd[i - b0] == 0) continue;
+    const float x = pow_base<K>(pa, s, i), p = pow_power<K, SB>(pa, pb, s, i);
+    po[i] = from_f32<R>(K == PowOperands::tensor_number ? common::pow_number(x, p) : powf(x, p));
+  }
+}
+
+// What pow_block stores for a skipped element: the exponent where o may be the exponent operand
+// (rpow's tensor, or b in place), else the base (a fresh o would be one more stream to read).
+template <PowOperands K, typename R>
+uint32_t pow_keep_power(const R* b, const R* o) {
+  return 0u - static_cast<uint32_t>(K == PowOperands::number_tensor || (K == PowOperands::tensor_tensor && b == o));
+}
+
+// x ** p for a whole same-shape tensor: pow_block over blocks, in parallel.
 template <PowOperands K, typename T>
 KILN_CPU_CLONES
 void pow_vector_loop(const T* a, const T* b, float s, T* o, int64_t n) {
-  constexpr int64_t kBlock = 4096;
   const auto* pa = raw(a);
   const auto* pb = raw(b);
   auto* po = raw(o);
-  // What a skipped element stores: the operand o may be (in place), never read from o itself
-  // (a fresh o would be one more stream to read).
-  const uint32_t keep_power =  // a mask: a ?: on floats here cost the loop its vectors
-      0u - static_cast<uint32_t>(K == PowOperands::number_tensor || (K == PowOperands::tensor_tensor && pb == po));
+  const uint32_t keep_power = pow_keep_power<K>(pb, po);
 #pragma omp parallel for schedule(static) if (n > 65536)
-  for (int64_t b0 = 0; b0 < n; b0 += kBlock) {
-    const int64_t b1 = std::min(n, b0 + kBlock);
-    uint32_t odd[kBlock];  // uint32_t, not uint8_t: bytes made GCC take 64 lanes a step and spill (16 -> 9.4 ms)
-    uint32_t others = 0;
-#pragma omp simd reduction(| : others)
-    for (int64_t i = b0; i < b1; ++i) {
-      const float x = pow_base<K>(pa, s, i), p = pow_power<K>(pa, pb, s, i);
-      const uint32_t base_odd = common::bits_of(x) - 1u >= 0x7f7fffffu;               // x not in (0, inf)
-      const uint32_t power_odd = (common::bits_of(p) & 0x7f800000u) == 0x7f800000u;  // p infinite or NaN
-      const uint32_t mask = 0u - (base_odd | power_odd);
-      odd[i - b0] = mask;
-      others |= mask;
-      using U = decltype(raw_bits(po[i]));  // uint32_t for float, uint16_t for bf16
-      const U fast = raw_bits(from_f32<raw_t<T>>(common::pow_positive(x, p))), keep = static_cast<U>(mask);
-      const float kept_f = common::float_of((common::bits_of(p) & keep_power) | (common::bits_of(x) & ~keep_power));
-      const U kept = raw_bits(from_f32<raw_t<T>>(kept_f));  // the operand o may be: exact
-      po[i] = common::bits_as<raw_t<T>>(static_cast<U>((fast & static_cast<U>(~keep)) | (kept & keep)));
-    }
-    for (int64_t i = b0; i < b1 && others != 0; ++i) {
-      if (odd[i - b0] == 0) continue;
-      const float x = pow_base<K>(pa, s, i), p = pow_power<K>(pa, pb, s, i);
-      po[i] = from_f32<raw_t<T>>(K == PowOperands::tensor_number ? common::pow_number(x, p) : powf(x, p));
-    }
-  }
+  for (int64_t b0 = 0; b0 < n; b0 += kPowBlock)
+    pow_block<K, 1>(pa, pb, s, po, b0, std::min(n, b0 + kPowBlock), keep_power);
 }
+
+}  // namespace
+
+// One row of a broadcast a ** b (cpu_broadcast.cpp's walk, already split across threads): a row
+// of bases against one exponent, one base against a row of exponents (rpow's loop, the base as its
+// number), or two rows, each through pow_block as the same-shape tensors.
+template <int SA, int SB, typename R>
+KILN_CPU_CLONES void pow_row(const R* a, const R* b, R* o, int64_t n) {
+  static_assert(SA == 1 || SB == 1, "pow_row: a row of one repeated element has no vector to run");
+  constexpr PowOperands K = SA == 1 ? PowOperands::tensor_tensor : PowOperands::number_tensor;
+  const R* pa = SA == 1 ? a : b;  // number_tensor raises its number to the powers in its first operand
+  const float s = SA == 1 ? 0.0f : to_f32(a[0]);
+  const uint32_t keep_power = pow_keep_power<K>(b, o);
+  for (int64_t b0 = 0; b0 < n; b0 += kPowBlock)
+    pow_block<K, SB>(pa, b, s, o, b0, std::min(n, b0 + kPowBlock), keep_power);
+}
+template void pow_row<1, 1, float>(const float*, const float*, float*, int64_t);
+template void pow_row<1, 0, float>(const float*, const float*, float*, int64_t);
+template void pow_row<0, 1, float>(const float*, const float*, float*, int64_t);
+template void pow_row<1, 1, uint16_t>(const uint16_t*, const uint16_t*, uint16_t*, int64_t);
+template void pow_row<1, 0, uint16_t>(const uint16_t*, const uint16_t*, uint16_t*, int64_t);
+template void pow_row<0, 1, uint16_t>(const uint16_t*, const uint16_t*, uint16_t*, int64_t);
+
+namespace {
 
 template <typename T>
 void binary_typed(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) {
