@@ -139,11 +139,11 @@ Tensor sub(float s, const Tensor& a);
 Tensor div(float s, const Tensor& a);
 // -a, as a * -1: exact, -0 for 0 and NaN kept, as torch.neg.
 Tensor neg(const Tensor& a);
-// a ** b per element, broadcast as add (torch.pow): on the CPU, a and b of one shape as pow below
-// (the double power where a is positive and finite and b finite, powf for the rest), powf per
-// element otherwise and on a GPU; a negative base to a non-integer power is NaN. Gradients
-// torch's: b * a ** (b - 1) to a (0 where b is 0), a ** b * log(a) to b (0 where a is 0 and
-// b >= 0). bfloat16 computes in float32 and rounds once.
+// a ** b per element, broadcast as add (torch.pow): on the CPU as pow below (the double power
+// where a is positive and finite and b finite, powf for the rest), powf per element on a GPU; a
+// negative base to a non-integer power is NaN. Gradients torch's: b * a ** (b - 1) to a (0 where
+// b is 0), a ** b * log(a) to b (0 where a is 0 and b >= 0). bfloat16 computes in float32 and
+// rounds once.
 Tensor pow(const Tensor& a, const Tensor& b);
 // x ** p for a number p (x ** 2, x ** 0.5), as torch's number-exponent path: 2, 3, 0.5, -0.5, -1,
 // -2 in its exact forms (x * x, sqrt(x), 1 / x, ...), so x ** 2 is x * x bit for bit; other p by

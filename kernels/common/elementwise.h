@@ -16,8 +16,8 @@ namespace kiln::common {
 // x ** 2 is exactly x * x and (-0) ** 0.5 is -0 as torch's; every other p is the C library's powf
 // (glibc's within an ulp of powf's exact value; CUDA's within a few: they agree to a few ulp, as exp
 // does), except in the CPU's vector loop, whose positive finite x take pow_positive (exp.h; within
-// half an ulp but for ~1e-13); that loop also takes a same-shape tensor exponent and a number base
-// (2 ** x), which elsewhere (broadcast, GPU) take powf per element (binary_apply). The branches
+// half an ulp but for ~1e-13); that loop also takes a tensor exponent (broadcast or not) and a
+// number base (2 ** x), which on the GPU take powf per element (binary_apply). The branches
 // are on p alone: the same for every element, and a loop that fixes p at compile time (the CPU's
 // pow_exponent_loop) folds them into one form.
 // Its list is kPowExactForms (core/op_params.h).

@@ -581,8 +581,8 @@ void bind_math_ops(nb::module_& m) {
   const char* pow_doc =
       "a ** b per element, broadcast; either may be a number (torch.pow). A number exponent 2, 3, 0.5, -0.5, -1 "
       "or -2 takes torch's exact forms (x * x, sqrt, 1 / x, ...); otherwise powf per element, or on the CPU, for a "
-      "positive finite base and finite exponent of one shape (or a number), the double power rounded once (a "
-      "number is used as a float32). A negative base to a non-integer power is NaN. Gradients to every tensor operand.";
+      "positive finite base and finite exponent (a tensor, broadcast or not, or a number), the double power rounded "
+      "once (a number is used as a float32). A negative base to a non-integer power is NaN. Gradients to every tensor operand.";
   m.def("pow", static_cast<Tensor (*)(const Tensor&, const Tensor&)>(&kiln::pow), arg("a"), arg("b"), Release(),
         pow_doc);
   m.def("pow", static_cast<Tensor (*)(const Tensor&, float)>(&kiln::pow), arg("a"), arg("b"), Release(), pow_doc);
