@@ -1,7 +1,6 @@
 // Elementwise arithmetic, reductions, views (reshape, flatten, slice), the L2 penalty,
 // the SGD and Adam updates, and the pixel lookups that turn bytes into network inputs.
 #include <algorithm>
-#include <numeric>
 #include <cmath>
 
 #include "core/op_checks.h"
@@ -610,20 +609,14 @@ struct SumNode final : Node {
   }
 };
 
-// Every dimension of x, for the reductions over dims (a scalar's dimension 0 is itself).
-std::vector<int64_t> every_dim(const Tensor& x) {
-  std::vector<int64_t> dims(static_cast<size_t>(std::max<int64_t>(x.rank(), 1)));
-  std::iota(dims.begin(), dims.end(), int64_t{0});
-  return dims;
-}
-
-// A bfloat16 x takes the reduction over every dimension (summed in double, rounded once: torch.sum
-// of a bf16 tensor is a bf16 scalar); float32 has its own whole-tensor kernel.
+// A bfloat16 x is summed (and scaled, for a mean) as float32 and rounded to bf16 at the end, as
+// torch.sum of a bf16 tensor gives a bf16 scalar: the whole-tensor kernel is float32's, and the
+// reduction over every dimension instead was a column sum of one column (4.7x float32's time).
 Tensor reduce_sum(const Tensor& x, bool is_mean) {
   const char* op = is_mean ? "mean" : "sum";
+  checks::float32_or_bf16(op, "input x", x);
   KILN_CHECK(!is_mean || x.numel() > 0, "mean: empty input ", x.description());
-  if (x.dtype() == DType::bf16) return is_mean ? mean(x, every_dim(x)) : sum(x, every_dim(x));
-  checks::float32(op, "input x", x);
+  if (x.dtype() == DType::bf16) return reduce_sum(x.to(DType::f32), is_mean).to(DType::bf16);
   Tensor out = Tensor::empty(Shape{}, like(x));
   Backend& be = backend_for(x.device());
   be.sum(x, out);
@@ -686,6 +679,10 @@ Tensor reduce_dims(const char* op, const Tensor& x, const std::vector<int64_t>& 
   const Reduction r = reduction_of(op, x, dims);
   KILN_CHECK(!is_mean || r.count > 0, op, ": the dimensions given of ", x.description(),
              " hold no element, so they have no mean");
+  // A bfloat16 mean is float32's, rounded once: the bf16 sum scaled and rounded again was off by
+  // up to 1.2 ulp (torch's within half).
+  if (is_mean && x.dtype() == DType::bf16)
+    return reduce_dims(op, x.to(DType::f32), dims, keepdim, true).to(DType::bf16);
   // Summed extents of 1 leave the shape: sum_to would return x itself, which a result may not be.
   Tensor out = r.kept == x.shape() ? mul(x, 1.0f) : sum_to(x, r.kept);
   if (is_mean) out = mul(out, 1.0f / static_cast<float>(r.count));

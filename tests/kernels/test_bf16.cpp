@@ -170,7 +170,7 @@ TEST_CASE("bf16 relu, max_pool2d and eval dropout are exact", "[bf16]") {
   REQUIRE(d.raw_data() == x.b.raw_data());
 }
 
-TEST_CASE("sum and mean of a whole bf16 tensor: a bf16 scalar, as the reduction over every dim", "[bf16]") {
+TEST_CASE("sum and mean of a bf16 tensor: a bf16 result, float32's rounded to bf16", "[bf16]") {
   const Pair x = random_pair(Shape{37, 5, 11}, 303);
   double total = 0;
   for (float v : values(x.f)) total += v;
@@ -182,23 +182,32 @@ TEST_CASE("sum and mean of a whole bf16 tensor: a bf16 scalar, as the reduction 
     REQUIRE(got.dtype() == DType::bf16);
     REQUIRE(got.shape() == Shape{});
     const double exact = is_mean ? total / static_cast<double>(x.b.numel()) : total;
-    // The sum rounded once from the double: within half a bf16 ulp (8 significant bits); the
-    // mean scales that bf16 sum and rounds again: within one. The same bits as the reduction
-    // over every dimension.
-    const double ulp = std::ldexp(1.0, std::ilogb(exact) - 7);
-    REQUIRE(std::abs(values(got)[0] - exact) <= (is_mean ? ulp : ulp / 2));
-    const Tensor by_dims = is_mean ? mean(x.b, {0, 1, 2}) : sum(x.b, {0, 1, 2});
-    REQUIRE(values(got) == values(by_dims));
+    // float32's sum (or mean) rounded to bf16: within half a bf16 ulp (8 significant bits) of the
+    // exact value, but for float32's own roundings (2^-24 of it each, three for a mean).
+    const double half_ulp = std::ldexp(1.0, std::ilogb(exact) - 8), slack = std::abs(exact) * 0x1p-22;
+    REQUIRE(std::abs(values(got)[0] - exact) <= half_ulp + slack);
+    REQUIRE(values(got) == values((is_mean ? mean(x.f) : sum(x.f)).to(DType::bf16)));
     got.backward();
     REQUIRE(xb.grad().dtype() == DType::bf16);
     const float each = is_mean ? 1.0f / static_cast<float>(x.b.numel()) : 1.0f;
     REQUIRE(values(xb.grad()) == values(Tensor::full(x.b.shape(), each).to(DType::bf16)));
   }
+  // A mean that the bf16 sum, scaled and rounded again, put 1.2 ulp off (-0.9140625; the exact
+  // mean is -0.909375, and torch's -0.91015625): float32's mean rounds once, whole or over dims.
+  const Tensor five = Tensor::from_vector(std::vector<float>{-2.015625f, -1.203125f, 2.5f, -4.75f, 0.921875f},
+                                          Shape{5}).to(DType::bf16);
+  CHECK(values(mean(five))[0] == -0.91015625f);
+  CHECK(values(mean(five, 0))[0] == -0.91015625f);
+  CHECK(values(mean(reshape(five, Shape{1, 5}), {1}, true))[0] == -0.91015625f);
   // A bf16 scalar is its own sum.
   const Tensor s = Tensor::full(Shape{}, 2.5).to(DType::bf16);
   REQUIRE(values(sum(s))[0] == 2.5f);
   REQUIRE(values(mean(s))[0] == 2.5f);
   REQUIRE_THROWS_WITH(mean(Tensor::zeros(Shape{0, 3}, kBf16)), Contains("mean: empty input bfloat16[0, 3]"));
+  // Integers are refused as sum(x, dims) refuses them, naming both float types.
+  REQUIRE_THROWS_WITH(sum(Tensor::zeros(Shape{3}, TensorOptions{DType::i32})),
+                      Contains("sum") && Contains("float32 or bfloat16") && Contains("int32"));
+  REQUIRE_THROWS_WITH(mean(Tensor::zeros(Shape{0}, TensorOptions{DType::i32})), Contains("float32 or bfloat16"));
 }
 
 TEST_CASE("bf16 ops refuse mixed dtypes and record gradients like fp32", "[bf16][errors]") {
