@@ -54,9 +54,12 @@ const char* isa_level() {
 
 using Inputs = std::vector<Tensor>;
 
-// A case at a size past the loops' thresholds for threads (16384 or 65536 elements, 64 rows),
-// with odd extents, so each copy runs its threaded split, its blocks' fix-ups and its scalar tail:
-// the op table's cases are a few dozen elements, which no thread and no full vector reaches.
+// A case at a size past its loops' thresholds for threads (16384 or 65536 elements, 64 rows),
+// with odd extents (channels 37 and 131), so each copy runs its threaded split, its blocks'
+// fix-ups and its scalar tail: the op table's cases are a few dozen elements, which no thread and
+// no full vector reaches. Checked with gdb (a breakpoint on every AVX-512 copy's symbol, noting
+// the thread): every cloned loop runs on a worker thread in some case here (each function, not
+// each of its instantiations: not every op, dtype and stride pattern).
 OpCase large(const std::string& name, Inputs inputs, std::vector<bool> differentiable,
              std::function<Tensor(const Inputs&)> forward, DType dtype = DType::f32) {
   OpCase k;
@@ -72,6 +75,12 @@ const Shape kRows{409, 491};  // 200,819 elements
 
 Tensor randn(Generator& g, const Shape& s, float scale = 1.0f) { return mul(Tensor::normal(s, 0.0f, 1.0f, g), scale); }
 Tensor positive(Generator& g, const Shape& s) { return Tensor::uniform(s, 0.01f, 4.0f, g); }
+// Integer-valued floats in [-3, 3] (a negative base's finite powers), every fifth one off by 0.5.
+Tensor whole_powers(Generator& g, const Shape& s) {
+  std::vector<float> v = Tensor::uniform(s, -3.49f, 3.49f, g).to_vector<float>();
+  for (size_t i = 0; i < v.size(); ++i) v[i] = std::nearbyint(v[i]) + (i % 5 == 0 ? 0.5f : 0.0f);
+  return Tensor::from_vector(v, s);
+}
 std::vector<int64_t> label_values(Generator& g, int64_t n, int64_t classes) {
   std::vector<int64_t> l;
   for (float u : Tensor::uniform(Shape{n}, 0.0f, static_cast<float>(classes) - 0.5f, g).to_vector<float>())
@@ -98,8 +107,9 @@ void add_large_unary(Generator& g, std::vector<OpCase>& cases) {
   }
 }
 
-// Binary ops: the same shape, broadcast rows and columns, a number on either side, and pow's
-// vector loops (a tensor or number exponent, a number base) beside its powf arm (negative bases).
+// Binary ops: the same shape, broadcast rows and columns, a number on either side, integer
+// comparisons, and pow's vector loops (a tensor or number exponent, a number base), with the bases
+// they leave to powf (zero and negative: pow_tensors; a negative number base: the scalar loop).
 void add_large_binary(Generator& g, std::vector<OpCase>& cases) {
   const Shape row{491}, column{409, 1};
   const auto two = [&](const std::string& name, Tensor a, Tensor b, std::function<Tensor(const Inputs&)> f,
@@ -113,7 +123,8 @@ void add_large_binary(Generator& g, std::vector<OpCase>& cases) {
   two("sub_row", randn(g, row), randn(g, kRows), [](const Inputs& in) { return sub(in[0], in[1]); });
   two("maximum", randn(g, kRows), randn(g, kRows), [](const Inputs& in) { return maximum(in[0], in[1]); });
   two("minimum_column", randn(g, kRows), randn(g, column), [](const Inputs& in) { return minimum(in[0], in[1]); });
-  two("pow_tensors", positive(g, kRows), randn(g, kRows), [](const Inputs& in) { return pow(in[0], in[1]); });
+  two("pow_tensors", mul(relu(randn(g, kRows, 2.0f)), randn(g, kRows)), whole_powers(g, kRows),
+      [](const Inputs& in) { return pow(in[0], in[1]); });
   two("pow_row", randn(g, kRows), randn(g, row), [](const Inputs& in) { return pow(in[0], in[1]); });
   two("where", randn(g, kRows), randn(g, kRows),
       [](const Inputs& in) { return where(gt(in[0], in[1]), in[0], in[1]); });
@@ -125,7 +136,11 @@ void add_large_binary(Generator& g, std::vector<OpCase>& cases) {
   one("pow_number", positive(g, kRows), [](const Inputs& in) { return pow(in[0], 2.5f); });
   one("square", randn(g, kRows), [](const Inputs& in) { return pow(in[0], 2.0f); });
   one("number_pow", randn(g, kRows, 4.0f), [](const Inputs& in) { return pow(0.7f, in[0]); });
-  one("negative_number_pow", randn(g, kRows), [](const Inputs& in) { return pow(-2.0f, in[0]); });
+  one("negative_number_pow", whole_powers(g, kRows), [](const Inputs& in) { return pow(-2.0f, in[0]); });
+  const Tensor ints = Tensor::uniform(kRows, -5.0f, 5.0f, g).to(DType::i32);
+  const Tensor int_row = Tensor::uniform(Shape{491}, -5.0f, 5.0f, g).to(DType::i64);
+  cases.push_back(large("compare_integers", {ints, int_row}, {false, false},
+                        [](const Inputs& in) { return add(ge(in[0], in[1]), ne(in[0], 2.0)); }));
   one("scalars", randn(g, kRows), [](const Inputs& in) { return sub(1.0f, div(3.0f, add(mul(in[0], 1.7f), 0.3f))); });
   one("masked_fill", randn(g, kRows), [](const Inputs& in) { return masked_fill(in[0], lt(in[0], 0.0), 0.5f); });
 }
@@ -133,8 +148,8 @@ void add_large_binary(Generator& g, std::vector<OpCase>& cases) {
 // Row-wise and reducing ops: softmax over every kind of dim, the losses, normalisations, pools,
 // reductions and copies.
 void add_large_rows(Generator& g, std::vector<OpCase>& cases) {
-  const Shape cube{23, 89, 97}, image{2, 57, 61, 32};
-  // Softmax, the losses, whole sums, argmax, layer norm and the optimizers take float32 only.
+  const Shape cube{23, 89, 97}, image{2, 57, 61, 37};
+  // Softmax, the losses, argmax, layer norm and the optimizers take float32 only.
   const auto one = [&](const std::string& name, Tensor a, std::function<Tensor(const Inputs&)> f, bool bf16 = true,
                        bool differentiable = true) {
     cases.push_back(large(name, {a}, {differentiable}, f));
@@ -150,33 +165,42 @@ void add_large_rows(Generator& g, std::vector<OpCase>& cases) {
   one("sums", randn(g, kRows), [](const Inputs& in) {
     return sum(in[0]) + sum(mean(in[0], 1)) + sum(var(in[0], {0})) + sum(stddev(in[0], {1})) + sum(amax(in[0], 1)) +
            sum(amin(in[0], 0));
-  }, false);
+  });
+  one("amin_inner", randn(g, cube), [](const Inputs& in) { return amin(in[0], 1); });
   one("argmax", randn(g, kRows), [](const Inputs& in) { return argmax(in[0], 1); }, false, false);
   one("transpose", randn(g, kRows), [](const Inputs& in) { return transpose(in[0]); });
   one("permute", randn(g, cube), [](const Inputs& in) { return permute(in[0], {2, 0, 1}); });
+  one("permute_210", randn(g, cube), [](const Inputs& in) { return permute(in[0], {2, 1, 0}); });
   one("max_pool2d", randn(g, image),
       [](const Inputs& in) { return max_pool2d(in[0], Pool2dParams{3, 3, 2, 2, 1, 1}); });
   one("adaptive_avg_pool2d", randn(g, image), [](const Inputs& in) { return adaptive_avg_pool2d(in[0], 7, 7); });
+  one("adaptive_avg_pool2d_29x31", randn(g, image),
+      [](const Inputs& in) { return adaptive_avg_pool2d(in[0], 29, 31); });
   one("cast", randn(g, kRows),
       [](const Inputs& in) { return in[0].to(DType::bf16).to(DType::f32) * in[0].to(DType::f32); });
   cases.push_back(large("softmax_cross_entropy", {randn(g, {4001, 53}, 3.0f), labels(g, 4001, 53)}, {true, false},
                         [](const Inputs& in) { return softmax_cross_entropy(in[0], in[1]); }));
   cases.push_back(large("layer_norm", {randn(g, kRows, 2.0f), randn(g, {491}), randn(g, {491})}, {true, true, true},
                         [](const Inputs& in) { return layer_norm(in[0], in[1], in[2]); }));
+  // Batch norm on the image, and on [8, 64, 64, 131] (training, fp32): 132 blocks of 250 rows
+  // times 131 channels, past the threshold of the blocks' merge (16384), in three slices of channels.
+  const auto batch_norm = [&](const std::string& name, const Shape& x, bool training, DType d) {
+    const Shape c{x[3]};
+    OpCase k = large(name, {add(randn(g, x, 1.5f), 0.7f), randn(g, c), randn(g, c), randn(g, c),
+                            Tensor::uniform(c, 0.5f, 2.0f, g)},
+                     {true, true, true, false, false}, [training](const Inputs& in) {
+                       Tensor run_mean = in[3], run_var = in[4];  // handles: updated in place
+                       return batch_norm2d(in[0], in[1], in[2], run_mean, run_var, training);
+                     }, d);
+    k.fp32_inputs = {1, 2, 3, 4};
+    if (training) k.updated_inputs = {3, 4};
+    cases.push_back(k);
+  };
   for (DType d : {DType::f32, DType::bf16}) {
-    for (bool training : {true, false}) {
-      OpCase k = large(std::string("batch_norm2d_") + (training ? "training" : "inference"),
-                       {add(randn(g, image, 1.5f), 0.7f), randn(g, {32}), randn(g, {32}), randn(g, {32}),
-                        Tensor::uniform(Shape{32}, 0.5f, 2.0f, g)},
-                       {true, true, true, false, false}, [training](const Inputs& in) {
-                         Tensor run_mean = in[3], run_var = in[4];  // handles: updated in place
-                         return batch_norm2d(in[0], in[1], in[2], run_mean, run_var, training);
-                       }, d);
-      k.fp32_inputs = {1, 2, 3, 4};
-      if (training) k.updated_inputs = {3, 4};
-      cases.push_back(k);
-    }
+    batch_norm("batch_norm2d_training", image, true, d);
+    batch_norm("batch_norm2d_inference", image, false, d);
   }
+  batch_norm("batch_norm2d_merge", Shape{8, 64, 64, 131}, true, DType::f32);
 }
 
 // What trains: SGD and Adam steps on a parameter past the threads' threshold, the random fills
@@ -188,6 +212,7 @@ void add_large_updates(Generator& g, std::vector<OpCase>& cases) {
                             SgdParamRef p{in[0].clone(), in[1], in[2].clone()};
                             for (bool nesterov : {false, true})
                               sgd_update({&p, 1}, SgdOptions{0.05f, 0.9f, 1e-3f, nesterov});
+                            sgd_update({&p, 1}, SgdOptions{0.05f, 0.0f, 1e-3f, false});  // no momentum
                             return p.param + p.momentum_buf;
                           }));
     cases.push_back(large("adam", {randn(g, flat), randn(g, flat), randn(g, flat, 0.1f), positive(g, flat)},
@@ -205,6 +230,10 @@ void add_large_updates(Generator& g, std::vector<OpCase>& cases) {
   cases.push_back(large("fills", {}, {}, [](const Inputs&) {
     Generator fg(17);
     return Tensor::normal(Shape{200003}, 0.5f, 2.0f, fg) + Tensor::uniform(Shape{200003}, -1.0f, 3.0f, fg);
+  }));
+  cases.push_back(large("l2_penalty", {randn(g, kRows), randn(g, {1003})}, {true, true}, [](const Inputs& in) {
+    const Tensor weights[] = {in[0], in[1]};
+    return l2_penalty(weights, 1e-3f);
   }));
   const Tensor feats = randn(g, {803, 67});
   const std::vector<int64_t> probe_labels = label_values(g, 803, 5);
