@@ -73,6 +73,109 @@ void bind_elementwise(nb::handle cls) {
   }, arg("mask"), arg("value"), Release());
 }
 
+// One entry of an index: what it does to the dimension it meets (None meets none, adding an extent
+// of 1; an int narrows to one element and drops the dimension; a slice narrows and keeps it).
+struct IndexStep {
+  enum Kind { add_one, take_one, take_range, keep } kind;
+  int64_t start = 0, length = 0;
+};
+
+// The index's entries, in order, as steps over t's dimensions (the ellipsis expanded).
+std::vector<IndexStep> index_steps(const Tensor& t, nb::handle key) {
+  std::vector<nb::handle> items;
+  if (nb::isinstance<nb::tuple>(key))
+    for (nb::handle h : nb::borrow<nb::tuple>(key)) items.push_back(h);
+  else
+    items.push_back(key);
+  const auto is_int = [](nb::handle h) {  // a Python int or NumPy's (__index__), not a bool
+    if (PyBool_Check(h.ptr())) return false;
+    PyObject* i = PyNumber_Index(h.ptr());
+    if (i == nullptr) PyErr_Clear();
+    Py_XDECREF(i);
+    return i != nullptr;
+  };
+  int64_t named = 0, ellipses = 0;
+  for (nb::handle h : items) {
+    if (h.ptr() == Py_Ellipsis) ++ellipses;
+    else if (!h.is_none()) ++named;
+  }
+  if (ellipses > 1) throw nb::index_error("an index can hold one ellipsis ('...') at most");
+  if (named > t.rank())
+    throw nb::index_error(("too many indices for " + t.description() + ": " + std::to_string(named) + " given for " +
+                           std::to_string(t.rank()) + " dimensions").c_str());
+  std::vector<IndexStep> steps;
+  int64_t d = 0;
+  for (nb::handle h : items) {
+    if (h.is_none()) {
+      steps.push_back({IndexStep::add_one});
+    } else if (h.ptr() == Py_Ellipsis) {
+      for (int64_t k = 0; k < t.rank() - named; ++k, ++d) steps.push_back({IndexStep::keep});
+    } else if (is_int(h)) {
+      const int64_t extent = t.dim(d), i = nb::cast<int64_t>(nb::int_(h));
+      if (i < -extent || i >= extent)
+        throw nb::index_error(("index " + std::to_string(i) + " is out of range for dimension " + std::to_string(d) +
+                               " of " + t.description() + " (extent " + std::to_string(extent) + ")").c_str());
+      steps.push_back({IndexStep::take_one, i < 0 ? i + extent : i, 1});
+      ++d;
+    } else if (nb::isinstance<nb::slice>(h)) {
+      const auto [start, stop, step, length] = nb::borrow<nb::slice>(h).compute(static_cast<size_t>(t.dim(d)));
+      if (step != 1)
+        throw nb::value_error(("a slice of a kiln tensor takes consecutive elements: step " + std::to_string(step) +
+                               " is not 1 (dimension " + std::to_string(d) + " of " + t.description() + ")").c_str());
+      steps.push_back({IndexStep::take_range, static_cast<int64_t>(start), static_cast<int64_t>(length)});
+      ++d;
+    } else {
+      throw nb::type_error(("kiln tensors are indexed by ints, slices of step 1, '...' and None, not " +
+                            std::string(nb::str(nb::handle(reinterpret_cast<PyObject*>(Py_TYPE(h.ptr())))).c_str()) +
+                            ": rows by a tensor of indices are kiln.embedding(table, indices), a mask's elements "
+                            "kiln.where or kiln.masked_fill").c_str());
+    }
+  }
+  for (; d < t.rank(); ++d) steps.push_back({IndexStep::keep});
+  return steps;
+}
+
+// t[key]: the steps run as narrows (a copy: kiln's tensors are contiguous) and one reshape for the
+// extents dropped or added, so gradients flow through both; t itself where nothing is narrowed.
+Tensor index_tensor(const Tensor& t, nb::handle key) {
+  const std::vector<IndexStep> steps = index_steps(t, key);
+  nb::gil_scoped_release release;
+  Tensor y = t;
+  std::vector<int64_t> shape;
+  int64_t d = 0;  // the dimension of y (and t) the next step meets
+  for (const IndexStep& s : steps) {
+    if (s.kind == IndexStep::add_one) {
+      shape.push_back(1);
+      continue;
+    }
+    if (s.kind != IndexStep::keep && (s.start != 0 || s.length != y.dim(d))) y = kiln::narrow(y, d, s.start, s.length);
+    if (s.kind != IndexStep::take_one) shape.push_back(y.dim(d));
+    ++d;
+  }
+  return Shape(shape) == y.shape() ? y : kiln::reshape(y, Shape(shape));
+}
+
+// Indexing as torch's and NumPy's basic indexing; iteration over the first dimension through it.
+void bind_indexing(nb::handle cls) {
+  const auto bind = [&](const char* name, auto fn, const char* doc, auto... extra) {
+    cls.attr(name) = nb::cpp_function(fn, nb::is_method(), nb::name(name), nb::scope(cls), extra..., doc);
+  };
+  bind("__getitem__", &index_tensor,
+       "t[i], t[a:b], t[..., i], t[:, None]: ints (negative from the end) drop their dimension, slices of step 1 "
+       "narrow it, '...' stands for the dimensions not named, None adds an extent of 1. The result is a copy where "
+       "it narrows (kiln's tensors are contiguous: writing into it leaves t as it was), t's memory where it only "
+       "drops or adds extents of 1; gradients flow back to t.", arg("key"));
+  bind("__iter__", [](nb::handle self) {
+    if (nb::cast<const Tensor&>(self).rank() == 0) throw nb::type_error("iteration over a 0-d tensor (item() reads it)");
+    return nb::steal(PySeqIter_New(self.ptr()));  // t[0], t[1], ... until the IndexError past the end
+  }, "The rows t[0], t[1], ... (each a copy).");
+  bind("__setitem__", [](nb::handle, nb::handle, nb::handle) {
+    throw nb::type_error("kiln tensors are not assigned through an index: build the new value with kiln.where, "
+                         "kiln.masked_fill or kiln.concat (gradients flow through them), or, outside autograd, "
+                         "write a CPU tensor's memory through t.numpy()");
+  }, "Refused: kiln has no indexed assignment (the error says what to use).");
+}
+
 }  // namespace
 
 void bind_tensor_methods(nb::module_& m) {
@@ -80,6 +183,7 @@ void bind_tensor_methods(nb::module_& m) {
   bind_reductions(cls);
   bind_layout(cls);
   bind_elementwise(cls);
+  bind_indexing(cls);
 }
 
 }  // namespace kiln::python

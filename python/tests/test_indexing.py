@@ -1,0 +1,72 @@
+"""Tensor indexing (t[i], t[a:b], t[..., None]) against torch's basic indexing: values, shapes,
+gradients and the errors for what kiln does not index by."""
+import numpy as np
+import pytest
+
+import kiln
+
+torch = pytest.importorskip("torch")
+
+KEYS = [
+    0, -1, (1, 2), (slice(None), 1), (Ellipsis, 2), (None, 0), (0, None, slice(1, 3)), slice(1, None),
+    (slice(0, 0),), (Ellipsis,), (1, Ellipsis, None), (-2, -3, -4), (np.int64(1),),
+    (slice(-2, None), slice(None, -1)), (slice(5, 1),), (slice(None), slice(None), slice(1, 2)),
+]
+
+
+@pytest.mark.parametrize("key", KEYS, ids=repr)
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "int64"])
+def test_basic_indexing_matches_torch(key, dtype):
+    a = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4) - 7.0  # exact in bfloat16 too
+    t = kiln.from_dlpack(a).astype(dtype)
+    got, want = t[key], torch.from_numpy(a)[key]
+    assert got.shape == tuple(want.shape) and got.dtype == dtype
+    np.testing.assert_array_equal(np.asarray(got.tolist(), dtype=np.float32).reshape(want.shape), want.numpy())
+
+
+def test_indexing_gradients_flow_back_as_torch_s():
+    torch.manual_seed(3)
+    x = torch.randn(4, 5, 6, requires_grad=True)
+    kx = kiln.from_dlpack(x.detach().clone())
+    kx.requires_grad = True
+    y = kx[1:3, None, -1, ..., 2:5] * 3.0 + kx[0, 1:4, 3]
+    ref = x[1:3, None, -1, ..., 2:5] * 3.0 + x[0, 1:4, 3]
+    assert y.shape == tuple(ref.shape)
+    g = torch.randn(ref.shape)
+    y.backward(kiln.from_dlpack(g.clone()))
+    ref.backward(g)
+    np.testing.assert_allclose(np.from_dlpack(kx.grad), x.grad.numpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_a_narrowed_index_is_a_copy_and_rows_iterate():
+    a = np.arange(6, dtype=np.float32).reshape(3, 2)
+    t = kiln.from_dlpack(a.copy())
+    row = t[1]
+    row.numpy()[:] = -1.0  # a copy: t keeps its values
+    assert t.tolist() == list(range(6))
+    assert [r.tolist() for r in t] == [[0.0, 1.0], [2.0, 3.0], [4.0, 5.0]]
+    assert t[:, None].shape == (3, 1, 2) and t[...].shape == (3, 2)
+    with pytest.raises(TypeError, match="0-d tensor"):
+        iter(kiln.full([], 1.0))
+
+
+@pytest.mark.parametrize("key, error, words", [
+    (3, IndexError, "index 3 is out of range for dimension 0"),
+    ((0, -3), IndexError, "index -3 is out of range for dimension 1"),
+    ((0, 0, 0), IndexError, "too many indices"),
+    ((Ellipsis, Ellipsis), IndexError, "one ellipsis"),
+    (slice(None, None, 2), ValueError, "step 2 is not 1"),
+    ([0, 1], TypeError, "kiln.embedding"),
+    (1.5, TypeError, "not <class 'float'>"),
+    (True, TypeError, "not <class 'bool'>"),
+])
+def test_indexing_errors_say_what_is_wrong(key, error, words):
+    t = kiln.zeros([3, 2])
+    with pytest.raises(error, match=words.replace("(", r"\(").replace(".", r"\.")):
+        t[key]
+
+
+def test_indexed_assignment_is_refused_with_what_to_use():
+    t = kiln.zeros([3, 2])
+    with pytest.raises(TypeError, match="kiln.where"):
+        t[0] = 1.0
