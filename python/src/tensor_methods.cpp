@@ -174,6 +174,11 @@ void bind_indexing(nb::handle cls) {
                          "kiln.masked_fill or kiln.concat (gradients flow through them), or, outside autograd, "
                          "write a CPU tensor's memory through t.numpy()");
   }, "Refused: kiln has no indexed assignment (the error says what to use).");
+  // Without it, `v in t` would iterate the rows and compare each by identity (kiln's ==): False.
+  bind("__contains__", [](nb::handle, nb::handle) -> bool {
+    throw nb::type_error("`v in t` is not defined for kiln tensors (== is identity): kiln.eq(t, v).amax().item() "
+                         "is 1 where some element equals v");
+  }, "Refused: `in` would compare rows by identity (the error says what to use).");
 }
 
 }  // namespace

@@ -70,3 +70,5 @@ def test_indexed_assignment_is_refused_with_what_to_use():
     t = kiln.zeros([3, 2])
     with pytest.raises(TypeError, match="kiln.where"):
         t[0] = 1.0
+    with pytest.raises(TypeError, match="kiln.eq"):  # iterating and comparing by identity would say False
+        0.0 in t
