@@ -444,7 +444,8 @@ Tensor pow(const Tensor& a, const Tensor& b) { return binary(BinaryOp::pow, a, b
 Tensor pow(const Tensor& x, float p) {
   checks::float32_or_bf16("pow", "x", x);
   // A bfloat16 x meets p rounded to bfloat16, as torch's; but torch picks its exact forms by p as
-  // given, so a p that only rounds to one (0.501 to 0.5) takes powf, the tensor exponent's path.
+  // given, so a p that only rounds to one (0.501 to 0.5) takes the tensor exponent's path (powf's
+  // answer, or on the CPU the double power's: powf's for bf16, whose rounding hides their ulp).
   // Its gradient is still the number exponent's, from p as given.
   const float rounded = in_dtype_of(x, p);
   if (rounded == p || !pow_exact_form(rounded)) return binary_scalar(BinaryOp::pow, x, p);

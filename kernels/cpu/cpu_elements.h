@@ -70,10 +70,13 @@ void with_unary_op(UnaryOp op, Fn&& fn) {
   }
 }
 
-// One row of a broadcast a ** b through pow's vector loop (cpu_elementwise.cpp; instantiated for
-// float and bfloat16's bits): SA and SB the operands' steps along the row, 0 or 1, not both 0.
-template <int SA, int SB, typename R>
-void pow_row(const R* a, const R* b, R* o, int64_t n);
+// The elements pow's vector loop takes at a time (their masks sit on the stack).
+constexpr int64_t kPowBlock = 4096;
+
+// a ** b over n contiguous elements (pow's vector loop, cpu_elementwise.cpp; instantiated for
+// float and bfloat16's bits), on the calling thread; o may not overlap a or b.
+template <typename R>
+void pow_contiguous(const R* a, const R* b, R* o, int64_t n);
 
 // n doubles of scratch for a reduction's partial sums, not zeroed. Up to 8 MiB are kept by the
 // calling thread for its next call at the same Site (a tag type: one buffer per call site, so

@@ -143,8 +143,6 @@ template <PowOperands K, int SB, typename R>
   else return to_f32(a[i]);
 }
 
-constexpr int64_t kPowBlock = 4096;
-
 // x ** p over elements [b0, b1) (at most kPowBlock): pow_positive's vector loop, then the C
 // library's answer (pow_number, powf) for the elements it does not take (x not in (0, inf), p not
 // finite: their signs and ends are powf's), so a tensor without them never leaves the vector loop.
@@ -198,25 +196,15 @@ void pow_vector_loop(const T* a, const T* b, float s, T* o, int64_t n) {
 
 }  // namespace
 
-// One row of a broadcast a ** b (cpu_broadcast.cpp's walk, already split across threads): a row
-// of bases against one exponent, one base against a row of exponents (rpow's loop, the base as its
-// number), or two rows, each through pow_block as the same-shape tensors.
-template <int SA, int SB, typename R>
-KILN_CPU_CLONES void pow_row(const R* a, const R* b, R* o, int64_t n) {
-  static_assert(SA == 1 || SB == 1, "pow_row: a row of one repeated element has no vector to run");
-  constexpr PowOperands K = SA == 1 ? PowOperands::tensor_tensor : PowOperands::number_tensor;
-  const R* pa = SA == 1 ? a : b;  // number_tensor raises its number to the powers in its first operand
-  const float s = SA == 1 ? 0.0f : to_f32(a[0]);
-  const uint32_t keep_power = pow_keep_power<K>(b, o);
+// a ** b over contiguous arrays that o does not overlap (a broadcast's gathered operands,
+// cpu_broadcast.cpp): pow_block over blocks, on this thread.
+template <typename R>
+KILN_CPU_CLONES void pow_contiguous(const R* a, const R* b, R* o, int64_t n) {
   for (int64_t b0 = 0; b0 < n; b0 += kPowBlock)
-    pow_block<K, SB>(pa, b, s, o, b0, std::min(n, b0 + kPowBlock), keep_power);
+    pow_block<PowOperands::tensor_tensor, 1>(a, b, 0.0f, o, b0, std::min(n, b0 + kPowBlock), 0u);
 }
-template void pow_row<1, 1, float>(const float*, const float*, float*, int64_t);
-template void pow_row<1, 0, float>(const float*, const float*, float*, int64_t);
-template void pow_row<0, 1, float>(const float*, const float*, float*, int64_t);
-template void pow_row<1, 1, uint16_t>(const uint16_t*, const uint16_t*, uint16_t*, int64_t);
-template void pow_row<1, 0, uint16_t>(const uint16_t*, const uint16_t*, uint16_t*, int64_t);
-template void pow_row<0, 1, uint16_t>(const uint16_t*, const uint16_t*, uint16_t*, int64_t);
+template void pow_contiguous<float>(const float*, const float*, float*, int64_t);
+template void pow_contiguous<uint16_t>(const uint16_t*, const uint16_t*, uint16_t*, int64_t);
 
 namespace {
 

@@ -126,6 +126,12 @@ void add_large_binary(Generator& g, std::vector<OpCase>& cases) {
   two("pow_tensors", mul(relu(randn(g, kRows, 2.0f)), randn(g, kRows)), whole_powers(g, kRows),
       [](const Inputs& in) { return pow(in[0], in[1]); });
   two("pow_row", randn(g, kRows), randn(g, row), [](const Inputs& in) { return pow(in[0], in[1]); });
+  two("pow_column", mul(relu(randn(g, kRows, 2.0f)), randn(g, kRows)), whole_powers(g, column),
+      [](const Inputs& in) { return pow(in[0], in[1]); });
+  two("pow_base_row", mul(relu(randn(g, row, 2.0f)), randn(g, row)), whole_powers(g, kRows),
+      [](const Inputs& in) { return pow(in[0], in[1]); });
+  two("pow_short_rows", positive(g, {100003, 2}), whole_powers(g, {2}),
+      [](const Inputs& in) { return pow(in[0], in[1]); });
   two("where", randn(g, kRows), randn(g, kRows),
       [](const Inputs& in) { return where(gt(in[0], in[1]), in[0], in[1]); });
   two("compare", randn(g, kRows), randn(g, row), [](const Inputs& in) { return add(ge(in[0], in[1]), lt(in[0], 0.3)); },

@@ -325,32 +325,36 @@ TEST_CASE("a tensor exponent and a number base take the vector loop and keep pow
     cpu.binary_scalar(BinaryOp::rpow, same, s, same);
     CHECK(std::memcmp(same.to_vector<float>().data(), z.data(), n * sizeof(float)) == 0);
   }
-  // Broadcast: each row walk (a row of bases against one exponent, one base against a row of
-  // exponents, two rows; a row of 7000 spans two blocks) gives the same-shape loop's bits, in
-  // place too. Column 4095 holds a zero base, row 0's exponents infinite and NaN ones.
-  const Shape grid{10, 7000};
-  for (const DType dt : {DType::f32, DType::bf16}) {
-    const Tensor xg = reshape(xt, grid).to(dt), pg = reshape(pt, grid).to(dt);
-    const Tensor xrow = narrow(xg, 0, 2, 1), xcol = narrow(transpose(xg), 0, 4095, 1).reshape(Shape{10, 1});
-    const Tensor prow = narrow(pg, 0, 0, 1), pcol = narrow(transpose(pg), 0, 5, 1).reshape(Shape{10, 1});
-    const auto bits = [](const Tensor& t) { return t.to(DType::f32).to_vector<float>(); };
-    const std::vector<std::pair<Tensor, Tensor>> pairs = {{xg, prow}, {xg, pcol}, {xrow, pg}, {xcol, pg}, {xrow, pcol},
-                                                          {xcol, prow}};
-    for (size_t k = 0; k < pairs.size(); ++k) {
-      INFO("broadcast pair " << k << " in " << dtype_name(dt));
-      const auto& [a, b] = pairs[k];
-      const std::vector<float> want = bits(pow(broadcast_to(a, grid), broadcast_to(b, grid)));
-      const std::vector<float> got = bits(pow(a, b));
-      CHECK(std::memcmp(got.data(), want.data(), want.size() * sizeof(float)) == 0);
-      if (a.shape() == grid) {
-        Tensor in_place = a.clone();
-        cpu.binary(BinaryOp::pow, in_place, b, in_place);
-        CHECK(std::memcmp(bits(in_place).data(), want.data(), want.size() * sizeof(float)) == 0);
-      }
-      if (b.shape() == grid) {
-        Tensor in_place = b.clone();
-        cpu.binary(BinaryOp::pow, a, in_place, in_place);
-        CHECK(std::memcmp(bits(in_place).data(), want.data(), want.size() * sizeof(float)) == 0);
+  // Broadcast: every pattern (a row of bases against one exponent, one base against a row of
+  // exponents, two rows; rows long and short, a block spanning many) gives the same-shape loop's
+  // bits, in place too. The grids' first elements hold a zero base, infinite and NaN exponents.
+  for (const Shape& grid : {Shape{10, 7000}, Shape{7000, 3}}) {
+    const int64_t rows = grid[0], cols = grid[1], col = cols > 4095 ? 4095 : 0;
+    for (const DType dt : {DType::f32, DType::bf16}) {
+      const Tensor xg = reshape(narrow(xt, 0, 0, grid.numel()), grid).to(dt);
+      const Tensor pg = reshape(narrow(pt, 0, 0, grid.numel()), grid).to(dt);
+      const Tensor xrow = narrow(xg, 0, rows / 2, 1), xcol = narrow(transpose(xg), 0, col, 1).reshape(Shape{rows, 1});
+      const Tensor prow = narrow(pg, 0, 0, 1), pcol = narrow(transpose(pg), 0, cols - 1, 1).reshape(Shape{rows, 1});
+      const Tensor x0 = reshape(narrow(xrow, 1, 1, 1), Shape{}), p0 = reshape(narrow(prow, 1, 2, 1), Shape{});
+      const auto bits = [](const Tensor& t) { return t.to(DType::f32).to_vector<float>(); };
+      const std::vector<std::pair<Tensor, Tensor>> pairs = {
+          {xg, prow}, {xg, pcol}, {xrow, pg}, {xcol, pg}, {xrow, pcol}, {xcol, prow}, {xg, p0}, {x0, pg}};
+      for (size_t k = 0; k < pairs.size(); ++k) {
+        INFO("broadcast pair " << k << " over " << grid << " in " << dtype_name(dt));
+        const auto& [a, b] = pairs[k];
+        const std::vector<float> want = bits(pow(broadcast_to(a, grid), broadcast_to(b, grid)));
+        const std::vector<float> got = bits(pow(a, b));
+        CHECK(std::memcmp(got.data(), want.data(), want.size() * sizeof(float)) == 0);
+        if (a.shape() == grid) {
+          Tensor in_place = a.clone();
+          cpu.binary(BinaryOp::pow, in_place, b, in_place);
+          CHECK(std::memcmp(bits(in_place).data(), want.data(), want.size() * sizeof(float)) == 0);
+        }
+        if (b.shape() == grid) {
+          Tensor in_place = b.clone();
+          cpu.binary(BinaryOp::pow, a, in_place, in_place);
+          CHECK(std::memcmp(bits(in_place).data(), want.data(), want.size() * sizeof(float)) == 0);
+        }
       }
     }
   }
