@@ -237,6 +237,23 @@ void OneSizeRows::where_permute_pow() {
               [&](size_t i) { return std::pow(static_cast<double>(pp[i]), 1.5); }, kiln::check::kRtolElementwise);
     time_checked_row(std::move(r), opt, m, res, [&] { be.binary_scalar(kiln::BinaryOp::pow, pos, 1.5f, out); });
   }
+  {  // (|a| + 0.1) ** e, e [C] in [-2, 2]: a broadcast exponent (each block's operands gathered,
+     // then pow's vector loop)
+    const Tensor pos = kiln::add(kiln::abs(a), 0.1f);
+    const Tensor b_row = kiln::narrow(kiln::reshape(b, kiln::Shape{rows, c}), 0, 0, 1).reshape(kiln::Shape{c});
+    const Tensor e = kiln::mul(b_row, 2.0f);
+    Tensor pos_host, e_host;
+    const float* pp = host_floats(pos, pos_host);
+    const float* ep = host_floats(e, e_host);
+    Tensor out = empty_on_bench_device(a.shape(), opt);
+    be.binary(kiln::BinaryOp::pow, pos, e, out);
+    const float* op = host_floats(out, host);
+    Row r = row("pow_row", el, 8.0 * el);
+    check_row(r, static_cast<size_t>(ne), [&](size_t i) { return op[i]; },
+              [&](size_t i) { return std::pow(static_cast<double>(pp[i]), static_cast<double>(ep[i % c])); },
+              kiln::check::kRtolElementwise);
+    time_checked_row(std::move(r), opt, m, res, [&] { be.binary(kiln::BinaryOp::pow, pos, e, out); });
+  }
 }
 
 

@@ -156,6 +156,8 @@ def elementwise():
             rows.append((f"where/{name}", lambda m=mask, a=a, b=b, out=out: torch.where(m, a, b, out=out)))
             rows.append((f"pow_square/{name}", lambda a=a, out=out: torch.pow(a, 2, out=out)))
             rows.append((f"pow/{name}", lambda pos=pos, out=out: torch.pow(pos, 1.5, out=out)))
+            e_row = b.reshape(-1, c)[0] * 2.0
+            rows.append((f"pow_row/{name}", lambda pos=pos, e=e_row, out=out: torch.pow(pos, e, out=out)))
             rows.append((f"layer_norm/{name}", lambda a2=a2, c=c, g=gamma, bt=beta: F.layer_norm(a2, (c,), g, bt)))
         # The random fills in place, into the same preallocated output (torch's default generator).
         rows.append((f"fill_uniform/{name}", lambda out=out: out.uniform_(0, 1)))

@@ -111,9 +111,11 @@ std::vector<IndexStep> index_steps(const Tensor& t, nb::handle key) {
     } else if (h.ptr() == Py_Ellipsis) {
       for (int64_t k = 0; k < t.rank() - named; ++k, ++d) steps.push_back({IndexStep::keep});
     } else if (is_int(h)) {
-      const int64_t extent = t.dim(d), i = nb::cast<int64_t>(nb::int_(h));
-      if (i < -extent || i >= extent)
-        throw nb::index_error(("index " + std::to_string(i) + " is out of range for dimension " + std::to_string(d) +
+      int overflow = 0;  // an int past int64 (2**70) is out of range too, not a failed cast
+      const int64_t extent = t.dim(d), i = PyLong_AsLongLongAndOverflow(nb::int_(h).ptr(), &overflow);
+      if (overflow != 0 || i < -extent || i >= extent)
+        throw nb::index_error(("index " + std::string(nb::str(h).c_str()) + " is out of range for dimension " +
+                               std::to_string(d) +
                                " of " + t.description() + " (extent " + std::to_string(extent) + ")").c_str());
       steps.push_back({IndexStep::take_one, i < 0 ? i + extent : i, 1});
       ++d;
@@ -136,7 +138,8 @@ std::vector<IndexStep> index_steps(const Tensor& t, nb::handle key) {
 }
 
 // t[key]: the steps run as narrows (a copy: kiln's tensors are contiguous) and one reshape for the
-// extents dropped or added, so gradients flow through both; t itself where nothing is narrowed.
+// extents dropped or added, so gradients flow through both. The reshape always runs: t[...] is a
+// view of t's memory with a node of its own, not t (whose requires_grad and .grad it would share).
 Tensor index_tensor(const Tensor& t, nb::handle key) {
   const std::vector<IndexStep> steps = index_steps(t, key);
   nb::gil_scoped_release release;
@@ -152,7 +155,7 @@ Tensor index_tensor(const Tensor& t, nb::handle key) {
     if (s.kind != IndexStep::take_one) shape.push_back(y.dim(d));
     ++d;
   }
-  return Shape(shape) == y.shape() ? y : kiln::reshape(y, Shape(shape));
+  return kiln::reshape(y, Shape(shape));
 }
 
 // Indexing as torch's and NumPy's basic indexing; iteration over the first dimension through it.
@@ -164,21 +167,23 @@ void bind_indexing(nb::handle cls) {
        "t[i], t[a:b], t[..., i], t[:, None]: ints (negative from the end) drop their dimension, slices of step 1 "
        "narrow it, '...' stands for the dimensions not named, None adds an extent of 1. The result is a copy where "
        "it narrows (kiln's tensors are contiguous: writing into it leaves t as it was), t's memory where it only "
-       "drops or adds extents of 1; gradients flow back to t.", arg("key"));
+       "drops or adds extents of 1; gradients flow back to t.", arg("key").none());
   bind("__iter__", [](nb::handle self) {
-    if (nb::cast<const Tensor&>(self).rank() == 0) throw nb::type_error("iteration over a 0-d tensor (item() reads it)");
+    if (nb::cast<const Tensor&>(self).rank() == 0)
+      throw nb::type_error("iteration over a 0-d tensor (item() reads it)");
     return nb::steal(PySeqIter_New(self.ptr()));  // t[0], t[1], ... until the IndexError past the end
   }, "The rows t[0], t[1], ... (each a copy).");
   bind("__setitem__", [](nb::handle, nb::handle, nb::handle) {
     throw nb::type_error("kiln tensors are not assigned through an index: build the new value with kiln.where, "
                          "kiln.masked_fill or kiln.concat (gradients flow through them), or, outside autograd, "
                          "write a CPU tensor's memory through t.numpy()");
-  }, "Refused: kiln has no indexed assignment (the error says what to use).");
+  }, "Refused: kiln has no indexed assignment (the error says what to use).", arg("key").none(),
+       arg("value").none());
   // Without it, `v in t` would iterate the rows and compare each by identity (kiln's ==): False.
   bind("__contains__", [](nb::handle, nb::handle) -> bool {
     throw nb::type_error("`v in t` is not defined for kiln tensors (== is identity): kiln.eq(t, v).amax().item() "
                          "is 1 where some element equals v");
-  }, "Refused: `in` would compare rows by identity (the error says what to use).");
+  }, "Refused: `in` would compare rows by identity (the error says what to use).", arg("value").none());
 }
 
 }  // namespace

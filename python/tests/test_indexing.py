@@ -8,7 +8,7 @@ import kiln
 torch = pytest.importorskip("torch")
 
 KEYS = [
-    0, -1, (1, 2), (slice(None), 1), (Ellipsis, 2), (None, 0), (0, None, slice(1, 3)), slice(1, None),
+    None, 0, -1, (1, 2), (slice(None), 1), (Ellipsis, 2), (None, 0), (0, None, slice(1, 3)), slice(1, None),
     (slice(0, 0),), (Ellipsis,), (1, Ellipsis, None), (-2, -3, -4), (np.int64(1),),
     (slice(-2, None), slice(None, -1)), (slice(5, 1),), (slice(None), slice(None), slice(1, 2)),
 ]
@@ -52,6 +52,7 @@ def test_a_narrowed_index_is_a_copy_and_rows_iterate():
 
 @pytest.mark.parametrize("key, error, words", [
     (3, IndexError, "index 3 is out of range for dimension 0"),
+    (2**70, IndexError, "index 1180591620717411303424 is out of range"),
     ((0, -3), IndexError, "index -3 is out of range for dimension 1"),
     ((0, 0, 0), IndexError, "too many indices"),
     ((Ellipsis, Ellipsis), IndexError, "one ellipsis"),
@@ -72,3 +73,17 @@ def test_indexed_assignment_is_refused_with_what_to_use():
         t[0] = 1.0
     with pytest.raises(TypeError, match="kiln.eq"):  # iterating and comparing by identity would say False
         0.0 in t
+    with pytest.raises(TypeError, match="kiln.where"):
+        t[None] = None
+
+
+def test_a_whole_index_is_a_view_with_its_own_autograd_state():
+    x = kiln.zeros([3, 2])
+    x.requires_grad = True
+    for y in (x[...], x[:], x[()]):
+        assert y is not x and y.shape == (3, 2)
+        with pytest.raises(kiln.Error, match="only leaves"):  # a view made by the index, not x itself
+            y.requires_grad = False
+        assert x.requires_grad
+    (x[...] * 2.0).sum().backward()
+    assert x.grad.tolist() == [2.0] * 6
