@@ -681,7 +681,7 @@ Tensor reduce_dims(const char* op, const Tensor& x, const std::vector<int64_t>& 
   KILN_CHECK(!is_mean || r.count > 0, op, ": the dimensions given of ", x.description(),
              " hold no element, so they have no mean");
   // A bfloat16 mean scales the bf16 sum, rounded twice (1.2 ulp off seen): through a float32 copy
-  // of x it was rounded once, but that copy made mean(x, 0) of [4096, 4096] 4.2x slower.
+  // of x it was rounded once, but that copy made mean(x, 0) of 16.8 million elements 4.2x slower.
   // Summed extents of 1 leave the shape: sum_to would return x itself, which a result may not be.
   Tensor out = r.kept == x.shape() ? mul(x, 1.0f) : sum_to(x, r.kept);
   if (is_mean) out = mul(out, 1.0f / static_cast<float>(r.count));

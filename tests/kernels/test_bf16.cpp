@@ -170,7 +170,7 @@ TEST_CASE("bf16 relu, max_pool2d and eval dropout are exact", "[bf16]") {
   REQUIRE(d.raw_data() == x.b.raw_data());
 }
 
-TEST_CASE("sum and mean of a bf16 tensor: a bf16 result; whole, float32's rounded to bf16", "[bf16]") {
+TEST_CASE("sum and mean of a bf16 tensor: a bf16 result, the whole one float32's rounded to bf16", "[bf16]") {
   const Pair x = random_pair(Shape{37, 5, 11}, 303);
   double total = 0;
   for (float v : values(x.f)) total += v;
