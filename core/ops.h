@@ -265,8 +265,9 @@ Tensor mean(const Tensor& x);
 // Sum or mean over the dimensions `dims` (negative counts from the last; each once), float32 or
 // bfloat16, accumulated in double (a bf16 sum rounded to float32, then to bf16; a bf16 mean scales
 // that sum and rounds again: within about an ulp and a half, where the whole mean is within half):
-// [N, T, C] summed over {1} is [N, C], or [N, 1, C] with keepdim (torch's x.sum(dims, keepdim)). The one-dimension forms take dim alone: mean(x, -1, true). A
-// mean over dimensions that hold no element is refused (torch returns NaN).
+// [N, T, C] summed over {1} is [N, C], or [N, 1, C] with keepdim (torch's x.sum(dims, keepdim)).
+// The one-dimension forms take dim alone: mean(x, -1, true). A mean over dimensions that hold no
+// element is refused (torch returns NaN).
 Tensor sum(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim = false);
 Tensor mean(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim = false);
 Tensor sum(const Tensor& x, int64_t dim, bool keepdim = false);

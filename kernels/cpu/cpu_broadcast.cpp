@@ -39,6 +39,9 @@ KILN_CPU_CLONES void binary_row(const R* a, const R* b, R* o, int64_t n) {
   for (int64_t i = 0; i < n; ++i) o[i] = from_f32<R>(common::binary_apply(Op, to_f32(a[i * SA]), to_f32(b[i * SB])));
 }
 
+// Operand k's step along the plan's innermost dimension (0 or 1; 0 for a 0-d plan).
+int64_t inner_step(const common::BroadcastPlan<2>& p, int k) { return p.rank == 0 ? 0 : p.stride[k][p.rank - 1]; }
+
 // Walks a two-operand plan in pieces of up to kPiece elements of a row, in parallel from
 // kParallelFrom elements, so that one long row (a tensor against a 0-d one) splits across threads
 // as many short rows do. For each piece: row(SA, SB, a offset, b offset, out offset, n), SA and SB
@@ -47,7 +50,7 @@ template <typename Row>
 void for_each_piece(const common::BroadcastPlan<2>& p, Row&& row) {
   constexpr int64_t kPiece = 16384;
   const int64_t inner = common::inner_extent(p), n_rows = rows_of(p), pieces = (inner + kPiece - 1) / kPiece;
-  const int64_t sa = p.rank == 0 ? 0 : p.stride[0][p.rank - 1], sb = p.rank == 0 ? 0 : p.stride[1][p.rank - 1];
+  const int64_t sa = inner_step(p, 0), sb = inner_step(p, 1);
   using One = std::integral_constant<int, 1>;
   using Zero = std::integral_constant<int, 0>;
 #pragma omp parallel for schedule(static) if (n_rows * inner > kParallelFrom && n_rows * pieces > 1)
@@ -115,7 +118,7 @@ void pow_broadcast(const common::BroadcastPlan<2>& p, const T* a, const T* b, T*
   const R* rb = raw(b);
   R* ro = raw(out);
   const int64_t inner = common::inner_extent(p), blocks = (n + kPowBlock - 1) / kPowBlock;
-  const int64_t sa = p.rank == 0 ? 0 : p.stride[0][p.rank - 1], sb = p.rank == 0 ? 0 : p.stride[1][p.rank - 1];
+  const int64_t sa = inner_step(p, 0), sb = inner_step(p, 1);
 #pragma omp parallel for schedule(static) if (n > kParallelFrom && blocks > 1)
   for (int64_t k = 0; k < blocks; ++k) {
     R ga[kPowBlock], gb[kPowBlock];

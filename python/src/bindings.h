@@ -55,6 +55,10 @@ bool python_exiting();
 // never returns (the process's exit ends the thread), as CPython parks daemon threads.
 void park_if_python_exiting();
 
+// Whether h is an integer as Python's operator.index takes it: an int or anything whose __index__
+// gives one (NumPy's integers, bools), not a float nor a NumPy array of several values.
+bool is_index_integer(nb::handle h);
+
 // A dimension argument as torch takes it: an int, or a list or tuple of ints.
 using Dims = std::variant<int64_t, std::vector<int64_t>>;
 // Its dimensions as a list.

@@ -35,6 +35,13 @@ std::vector<int64_t> dims_of(const Dims& d) {
   return std::get<std::vector<int64_t>>(d);
 }
 
+bool is_index_integer(nb::handle h) {
+  PyObject* i = PyNumber_Index(h.ptr());  // a NumPy array of several values has __index__, which raises
+  if (i == nullptr) PyErr_Clear();
+  Py_XDECREF(i);
+  return i != nullptr;
+}
+
 std::vector<int64_t> dims_or_all(const Tensor& x, const std::optional<Dims>& dim) {
   if (dim) return dims_of(*dim);
   std::vector<int64_t> all(static_cast<size_t>(std::max<int64_t>(x.rank(), 1)));
@@ -460,26 +467,18 @@ void bind_grad_modes(nb::module_& m) {
 
 // An int, or a pair (h, w) of ints, as torch's conv and pooling arguments take: (h, w).
 std::pair<int64_t, int64_t> two_ints(const nb::handle& v, const char* what) {
-  // An int: a Python int or anything whose __index__ gives one (NumPy's integers), not a
-  // float, nor a NumPy array of several values (it has __index__, which raises).
-  const auto integer = [](const nb::handle& h) {
-    PyObject* i = PyNumber_Index(h.ptr());
-    if (i == nullptr) PyErr_Clear();
-    Py_XDECREF(i);
-    return i != nullptr;
-  };
   // One int as int64; beyond its range a kiln.Error naming the argument (nanobind: bad_cast).
   const auto int64 = [&](const nb::handle& h) {
     int64_t n = 0;
     KILN_CHECK(nb::try_cast(nb::int_(h), n), what, " ", nb::str(nb::repr(h)).c_str(), " does not fit int64");
     return n;
   };
-  if (integer(v)) {
+  if (is_index_integer(v)) {
     const int64_t n = int64(v);
     return {n, n};
   }
-  if ((nb::isinstance<nb::tuple>(v) || nb::isinstance<nb::list>(v)) && nb::len(v) == 2 && integer(v[0]) &&
-      integer(v[1]))
+  if ((nb::isinstance<nb::tuple>(v) || nb::isinstance<nb::list>(v)) && nb::len(v) == 2 &&
+      is_index_integer(v[0]) && is_index_integer(v[1]))
     return {int64(v[0]), int64(v[1])};
   KILN_FAIL(what, " must be an int or a pair (h, w) of ints, got ", nb::str(nb::repr(v)).c_str());
 }
@@ -582,7 +581,8 @@ void bind_math_ops(nb::module_& m) {
       "a ** b per element, broadcast; either may be a number (torch.pow). A number exponent 2, 3, 0.5, -0.5, -1 "
       "or -2 takes torch's exact forms (x * x, sqrt, 1 / x, ...); otherwise powf per element, or on the CPU, for a "
       "positive finite base and finite exponent (a tensor, broadcast or not, or a number), the double power rounded "
-      "once (a number is used as a float32). A negative base to a non-integer power is NaN. Gradients to every tensor operand.";
+      "once (a number is used as a float32). A negative base to a non-integer power is NaN. Gradients to every "
+      "tensor operand.";
   m.def("pow", static_cast<Tensor (*)(const Tensor&, const Tensor&)>(&kiln::pow), arg("a"), arg("b"), Release(),
         pow_doc);
   m.def("pow", static_cast<Tensor (*)(const Tensor&, float)>(&kiln::pow), arg("a"), arg("b"), Release(), pow_doc);

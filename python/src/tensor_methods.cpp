@@ -12,13 +12,19 @@ namespace {
 
 using nb::arg;
 
-// Binds fn as method `name` of kiln.Tensor (self first), pointing at the module function's
-// docstring. Extra: the arguments' names and defaults, and Release() where fn holds no Python object.
+// Binds fn as method `name` of kiln.Tensor (self first) with docstring `doc`. Extra: the arguments'
+// names and defaults, and Release() where fn holds no Python object.
+template <typename Fn, typename... Extra>
+void method_with_doc(nb::handle cls, const char* name, const char* doc, Fn&& fn, const Extra&... extra) {
+  cls.attr(name) = nb::cpp_function(std::forward<Fn>(fn), nb::is_method(), nb::name(name), nb::scope(cls), extra...,
+                                    doc);
+}
+
+// As method_with_doc, pointing at the module function's docstring.
 template <typename Fn, typename... Extra>
 void method(nb::handle cls, const char* name, Fn&& fn, const Extra&... extra) {
   const std::string doc = std::string("self.") + name + "(...) is kiln." + name + "(self, ...).";
-  cls.attr(name) = nb::cpp_function(std::forward<Fn>(fn), nb::is_method(), nb::name(name), nb::scope(cls), extra...,
-                                    doc.c_str());
+  method_with_doc(cls, name, doc.c_str(), std::forward<Fn>(fn), extra...);
 }
 
 // The reductions over dims: sum, mean, var, std, amax, amin (dim None: every element), argmax.
@@ -87,13 +93,7 @@ std::vector<IndexStep> index_steps(const Tensor& t, nb::handle key) {
     for (nb::handle h : nb::borrow<nb::tuple>(key)) items.push_back(h);
   else
     items.push_back(key);
-  const auto is_int = [](nb::handle h) {  // a Python int or NumPy's (__index__), not a bool
-    if (PyBool_Check(h.ptr())) return false;
-    PyObject* i = PyNumber_Index(h.ptr());
-    if (i == nullptr) PyErr_Clear();
-    Py_XDECREF(i);
-    return i != nullptr;
-  };
+  const auto is_int = [](nb::handle h) { return !PyBool_Check(h.ptr()) && is_index_integer(h); };  // not a bool
   int64_t named = 0, ellipses = 0;
   for (nb::handle h : items) {
     if (h.ptr() == Py_Ellipsis) ++ellipses;
@@ -160,30 +160,28 @@ Tensor index_tensor(const Tensor& t, nb::handle key) {
 
 // Indexing as torch's and NumPy's basic indexing; iteration over the first dimension through it.
 void bind_indexing(nb::handle cls) {
-  const auto bind = [&](const char* name, auto fn, const char* doc, auto... extra) {
-    cls.attr(name) = nb::cpp_function(fn, nb::is_method(), nb::name(name), nb::scope(cls), extra..., doc);
-  };
-  bind("__getitem__", &index_tensor,
+  method_with_doc(cls, "__getitem__",
        "t[i], t[a:b], t[..., i], t[:, None]: ints (negative from the end) drop their dimension, slices of step 1 "
        "narrow it, '...' stands for the dimensions not named, None adds an extent of 1. The result is a copy where "
        "it narrows (kiln's tensors are contiguous: writing into it leaves t as it was), t's memory where it only "
-       "drops or adds extents of 1; gradients flow back to t.", arg("key").none());
-  bind("__iter__", [](nb::handle self) {
+       "drops or adds extents of 1; gradients flow back to t.", &index_tensor, arg("key").none());
+  method_with_doc(cls, "__iter__", "The rows t[0], t[1], ... (each a copy).", [](nb::handle self) {
     if (nb::cast<const Tensor&>(self).rank() == 0)
       throw nb::type_error("iteration over a 0-d tensor (item() reads it)");
     return nb::steal(PySeqIter_New(self.ptr()));  // t[0], t[1], ... until the IndexError past the end
-  }, "The rows t[0], t[1], ... (each a copy).");
-  bind("__setitem__", [](nb::handle, nb::handle, nb::handle) {
+  });
+  method_with_doc(cls, "__setitem__", "Refused: kiln has no indexed assignment (the error says what to use).",
+                  [](nb::handle, nb::handle, nb::handle) {
     throw nb::type_error("kiln tensors are not assigned through an index: build the new value with kiln.where, "
                          "kiln.masked_fill or kiln.concat (gradients flow through them), or, outside autograd, "
                          "write a CPU tensor's memory through t.numpy()");
-  }, "Refused: kiln has no indexed assignment (the error says what to use).", arg("key").none(),
-       arg("value").none());
+  }, arg("key").none(), arg("value").none());
   // Without it, `v in t` would iterate the rows and compare each by identity (kiln's ==): False.
-  bind("__contains__", [](nb::handle, nb::handle) -> bool {
+  method_with_doc(cls, "__contains__", "Refused: `in` would compare rows by identity (the error says what to use).",
+                  [](nb::handle, nb::handle) -> bool {
     throw nb::type_error("`v in t` is not defined for kiln tensors (== is identity): kiln.eq(t, v).amax().item() "
                          "is 1 where some element equals v");
-  }, "Refused: `in` would compare rows by identity (the error says what to use).", arg("value").none());
+  }, arg("value").none());
 }
 
 }  // namespace
