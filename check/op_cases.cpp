@@ -609,7 +609,34 @@ void append_select_cases(std::vector<OpCase>& cases) {
   }
 }
 
-// Reductions over chosen dimensions, narrow, concat, stack and layer_norm.
+// index_select along a middle dimension (repeats, so the gradient sums), the last (rows of one
+// element) and the first by a single index; bfloat16; and an integer tensor (no gradient).
+void append_index_select_cases(std::vector<OpCase>& cases, Generator& g) {
+  const auto idx64 = [](std::vector<int64_t> v) {
+    const auto n = static_cast<int64_t>(v.size());
+    return Tensor::from_vector(std::move(v), {n});
+  };
+  const auto select = [](const std::string& name, Tensor x, Tensor idx, int64_t dim, bool diff) {
+    OpCase k = simple(name, "index_select", {std::move(x), std::move(idx)}, {diff, false},
+                      [dim](const std::vector<Tensor>& in) { return index_select(in[0], dim, in[1]); },
+                      kRtolElementwise);  // exact but for the repeated entries' summed gradients
+    k.params = {{"dim", static_cast<double>(dim)}};
+    return k;
+  };
+  cases.push_back(streaming(select("index_select/4x5x3_dim1_by_6", randn(g, {4, 5, 3}), idx64({4, 0, 2, 4, 1, 4}), 1,
+                                   true), 0, 72));
+  cases.push_back(bf16_variant(cases.back(), kRtolBf16));
+  cases.push_back(streaming(select("index_select/6x7_dim-1_by_i32", randn(g, {6, 7}),
+                                   idx64({6, 0, 3, 3}).to(DType::i32), -1, true), 0, 24));
+  cases.push_back(streaming(select("index_select/5x3_dim0_by_one", randn(g, {5, 3}),
+                                   Tensor::from_vector(std::vector<int64_t>{2}, {}), 0, true), 0, 3));
+  OpCase labels = select("index_select/i64_3x4_dim1", idx64({5, 1, 9, 0, 7, 2, 11, 3, 8, 4, 6, 10}).reshape({3, 4}),
+                         idx64({3, 1}), 1, false);
+  labels.bytes = 2 * 6 * 8.0;  // six int64 read and written
+  cases.push_back(labels);
+}
+
+// Reductions over chosen dimensions, narrow, concat, stack, embedding, index_select and layer_norm.
 void append_shape_cases(std::vector<OpCase>& cases) {
   Generator g(20261210);
   const Tensor x = randn(g, {2, 3, 4});
@@ -665,6 +692,7 @@ void append_shape_cases(std::vector<OpCase>& cases) {
                       {true, false}, [](const std::vector<Tensor>& in) { return embedding(in[0], in[1]); },
                       kRtolElementwise);  // exact but for the repeated rows' summed gradients
   cases.push_back(streaming(emb, 0, 30));
+  append_index_select_cases(cases, g);
   // Rows off-centre and spread, as batch_norm2d's, so the normalisation has work to do.
   OpCase ln = simple("layer_norm/4x6", "layer_norm",
                      {add(mul(randn(g, {4, 6}), 1.5f), 0.7f), add(mul(randn(g, {6}), 0.5f), 1.0f), randn(g, {6})},

@@ -64,7 +64,8 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b = Tensor());
 
 // The rows of weight [rows, features] (float32) at indices (int32 or int64, any shape, each in
 // [0, rows), checked: on a GPU that costs one copy to the host and a wait) -> [..., features]
-// (torch's F.embedding). Gradient to weight: each row's uses summed in order.
+// (torch's F.embedding: index_select along dimension 0). Gradient to weight: each row's uses
+// summed in order.
 Tensor embedding(const Tensor& weight, const Tensor& indices);
 
 // Layer normalisation over the last dimension (torch's F.layer_norm with normalized_shape [C]):
@@ -97,6 +98,12 @@ Tensor slice(const Tensor& x, int64_t begin, int64_t end);
 // dimension else whole: torch's narrow, but a copy, as kiln's tensors are contiguous (slice is
 // the view along dimension 0). Any dtype.
 Tensor narrow(const Tensor& x, int64_t dim, int64_t start, int64_t length);
+// x's entries at indices (int32 or int64, one index or a list: rank 0 or 1, each in
+// [0, x.dim(dim)), checked: on a GPU one copy to the host and a wait) along dimension dim
+// (negative counts from the last), every other dimension whole, in the indices' order, repeats
+// allowed (torch.index_select; a negative index is refused, as there). Any dtype. Gradient to x
+// (float32 or bfloat16): each entry's uses summed in order, so repeats give the same bits every run.
+Tensor index_select(const Tensor& x, int64_t dim, const Tensor& indices);
 // xs joined along dimension dim, in order: one dtype and device, every other extent equal (torch.cat).
 Tensor concat(const std::vector<Tensor>& xs, int64_t dim);
 // xs of one shape joined along a new dimension dim (0 to rank; negative counts from the end):

@@ -436,60 +436,6 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
   return y;
 }
 
-// ---------------------------------------------------------------- embedding
-namespace {
-// The lookup's gradient: g's rows added into a zeroed table at their indices, in order.
-struct EmbeddingNode final : Node {
-  EmbeddingNode() : Node("embedding") {}
-  SavedTensor idx;  // flattened to [n]
-  Shape w_shape;
-  std::vector<Tensor> apply(const Tensor& g) override {
-    Tensor grad = Tensor::zeros(w_shape, like(g));
-    const Tensor& i = idx.get();
-    backend_for(g.device()).scatter_add_rows(g.detach().reshape(Shape{i.numel(), w_shape[1]}), i, grad);
-    return {grad};
-  }
-  void release_saved() override { idx.reset(); }
-};
-
-// Every index in [0, rows), else an error naming the first one outside and where it sits.
-void check_indices(const Tensor& indices, int64_t rows) {
-  const Tensor host = indices.device().is_cuda() ? indices.cpu() : indices;  // a GPU's: one copy, one wait
-  const std::vector<int64_t> v = host.to(DType::i64).to_vector<int64_t>();
-  for (size_t i = 0; i < v.size(); ++i)
-    KILN_CHECK(v[i] >= 0 && v[i] < rows, "embedding: index ", v[i], " at position ", i, " (flattened) of ",
-               indices.description(), " is outside the table's ", rows, " rows [0, ", rows, ")");
-}
-}  // namespace
-
-Tensor embedding(const Tensor& weight, const Tensor& indices) {
-  const char* op = "embedding";
-  checks::defined(op, "weight", weight);
-  checks::defined(op, "indices", indices);
-  KILN_CHECK(!(is_floating(indices.dtype()) && !is_floating(weight.dtype())), op, ": weight is ",
-             weight.description(), " and indices ", indices.description(),
-             ": the arguments look swapped; kiln takes (weight, indices), torch's F.embedding (indices, weight)");
-  checks::float32(op, "weight", weight);
-  checks::rank(op, "weight", weight, 2, "[rows, features]");
-  KILN_CHECK(indices.dtype() == DType::i32 || indices.dtype() == DType::i64, op,
-             ": indices must be int32 or int64, got ", indices.description());
-  checks::same_device(op, "weight", weight, "indices", indices);
-  check_indices(indices, weight.dim(0));
-  std::vector<int64_t> dims = indices.shape().dims();
-  dims.push_back(weight.dim(1));
-  Tensor out = Tensor::empty(Shape(dims), like(weight));
-  const Tensor flat = indices.reshape(Shape{indices.numel()});
-  backend_for(weight.device()).gather_rows(weight, flat, out);
-  if (autograd::needs_grad({&weight})) {
-    auto node = std::make_shared<EmbeddingNode>();
-    node->idx = flat;
-    node->w_shape = weight.shape();
-    node->next = {autograd::edge_for(weight)};
-    autograd::set_history(out, node);
-  }
-  return out;
-}
-
 // ---------------------------------------------------------------- layer_norm
 namespace {
 // The fused forward's backward: dx from the backend; gamma's gradient the sum over rows of

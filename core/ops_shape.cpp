@@ -1,8 +1,10 @@
 // Ops that cut and join tensors along any dimension: narrow, concat, stack (kiln's tensors are
 // contiguous, so each is a block copy, Backend::copy_block, and each one's gradient the other's);
-// and permute, a copy in the new order (Backend::permute), whose gradient is the inverse one,
+// index_select and embedding, rows gathered by index (Backend::gather_rows, and back by
+// scatter_add_rows); and permute, a copy in the new order (Backend::permute), whose gradient is the inverse one,
 // with the ops it brings to a dimension other than the last (transpose of any two, softmax,
 // log_softmax and argmax along one).
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -74,6 +76,60 @@ void check_joinable(const char* op, const std::vector<Tensor>& xs, int64_t d) {
     KILN_CHECK(fits, op, ": ", what, " is ", x.description(), " and tensor 0 is ", first.description(),
                "; every extent but dimension ", d, "'s must match");
   }
+}
+
+// The gradient of a gather along dimension d (index_select, embedding): g's rows added into a
+// zeroed [blocks, v, inner] at their indices, in order, in float32 (a bfloat16 x's gradient is
+// rounded once, at the end).
+struct GatherRowsNode final : Node {
+  explicit GatherRowsNode(const char* name) : Node(name) {}
+  SavedTensor idx;  // [n]
+  Shape x_shape;
+  int64_t blocks = 1, v = 0, inner = 1;
+  std::vector<Tensor> apply(const Tensor& g) override {
+    const Tensor& i = idx.get();
+    Tensor grad = Tensor::zeros(Shape{blocks, v, inner}, like(g, DType::f32));
+    const Tensor g32 = g.dtype() == DType::f32 ? g.detach() : g.detach().to(DType::f32);
+    backend_for(g.device()).scatter_add_rows(g32.reshape(Shape{blocks, i.numel(), inner}), i, grad);
+    Tensor gx = grad.reshape(x_shape);
+    return {g.dtype() == DType::f32 ? gx : gx.to(g.dtype())};
+  }
+  void release_saved() override { idx.reset(); }
+};
+
+// indices int32 or int64 on x's device, each in [0, extent), else an error naming the first one
+// outside, where it sits, and `what` it indexes. On a GPU this costs one copy to the host and a wait.
+void check_indices(const char* op, const Tensor& x, const Tensor& indices, int64_t extent, const std::string& what) {
+  KILN_CHECK(indices.dtype() == DType::i32 || indices.dtype() == DType::i64, op,
+             ": indices must be int32 or int64, got ", indices.description());
+  checks::same_device(op, "x", x, "indices", indices);
+  const Tensor host = indices.device().is_cuda() ? indices.cpu() : indices;
+  const std::vector<int64_t> v = host.to(DType::i64).to_vector<int64_t>();
+  for (size_t i = 0; i < v.size(); ++i)
+    KILN_CHECK(v[i] >= 0 && v[i] < extent, op, ": index ", v[i], " at position ", i, " (flattened) of ",
+               indices.description(), " is outside ", what, " [0, ", extent, ")");
+}
+
+// x's entries at flat's indices (checked, [n]) along dimension d, every other dimension whole:
+// x as [blocks, v, inner], gathered to [blocks, n, inner]. The backward node is named op.
+Tensor gather_along(const char* op, const Tensor& x, int64_t d, const Tensor& flat) {
+  const int64_t blocks = x.shape().numel_before(d), v = x.dim(d), inner = x.shape().numel_after(d);
+  std::vector<int64_t> dims = x.shape().dims();
+  dims[static_cast<size_t>(d)] = flat.numel();
+  Tensor y = Tensor::empty(Shape(dims), like(x));
+  Tensor y3 = y.reshape(Shape{blocks, flat.numel(), inner});
+  backend_for(x.device()).gather_rows(x.detach().reshape(Shape{blocks, v, inner}), flat, y3);
+  if (autograd::needs_grad({&x})) {
+    auto node = std::make_shared<GatherRowsNode>(op);
+    node->idx = flat;
+    node->x_shape = x.shape();
+    node->blocks = blocks;
+    node->v = v;
+    node->inner = inner;
+    node->next = {autograd::edge_for(x)};
+    autograd::set_history(y, node);
+  }
+  return y;
 }
 
 }  // namespace
@@ -173,6 +229,33 @@ bool as_batched_transpose(const Tensor& x, const std::vector<int64_t>& order, in
 }
 
 }  // namespace
+
+Tensor index_select(const Tensor& x, int64_t dim, const Tensor& indices) {
+  const char* op = "index_select";
+  checks::defined(op, "x", x);
+  checks::defined(op, "indices", indices);
+  KILN_CHECK(x.rank() >= 1, "index_select: needs a tensor of rank >= 1, got ", x.description());
+  KILN_CHECK(indices.rank() <= 1, "index_select: indices must be one index or a list of them (rank 0 or 1), got ",
+             indices.description(), "; reshape them to [n] and the result back");
+  const int64_t d = resolve_dim(op, dim, x.rank(), x.description());
+  check_indices(op, x, indices, x.dim(d), "dimension " + std::to_string(d) + " of " + x.description());
+  return gather_along(op, x, d, indices.reshape(Shape{indices.numel()}));
+}
+
+Tensor embedding(const Tensor& weight, const Tensor& indices) {
+  const char* op = "embedding";
+  checks::defined(op, "weight", weight);
+  checks::defined(op, "indices", indices);
+  KILN_CHECK(!(is_floating(indices.dtype()) && !is_floating(weight.dtype())), op, ": weight is ",
+             weight.description(), " and indices ", indices.description(),
+             ": the arguments look swapped; kiln takes (weight, indices), torch's F.embedding (indices, weight)");
+  checks::float32(op, "weight", weight);
+  checks::rank(op, "weight", weight, 2, "[rows, features]");
+  check_indices(op, weight, indices, weight.dim(0), "the table's " + std::to_string(weight.dim(0)) + " rows");
+  std::vector<int64_t> dims = indices.shape().dims();
+  dims.push_back(weight.dim(1));
+  return reshape(gather_along(op, weight, 0, indices.reshape(Shape{indices.numel()})), Shape(dims));
+}
 
 Tensor permute(const Tensor& x, const std::vector<int64_t>& dims) {
   checks::defined("permute", "x", x);
@@ -297,3 +380,4 @@ Tensor argmax(const Tensor& x, int64_t dim) {
 }
 
 }  // namespace kiln
+

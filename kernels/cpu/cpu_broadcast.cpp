@@ -6,7 +6,7 @@
 // Beside them the layout moves: transpose (32 x 32 tiles of 8 x 8 blocks in registers), permute
 // (by a plan, as the repeat; core sends a swap of two groups of dimensions to transpose),
 // copy_block (a memcpy per row) and the
-// embedding's row gather and its gradient's scatter-add.
+// row gather of index_select and embedding, and its gradient's scatter-add.
 #include <omp.h>
 
 #include <algorithm>
@@ -448,28 +448,43 @@ void CpuBackend::copy_block(const Tensor& src, int64_t src_col, Tensor& dst, int
 }
 
 namespace {
-template <typename I>
-void gather_typed(const Tensor& table, const I* idx, int64_t n, Tensor& out) {
-  const auto row = static_cast<size_t>(table.dim(1)) * dtype_size(table.dtype());
-  const auto* pt = static_cast<const char*>(table.raw_data());
-  auto* po = static_cast<char*>(out.raw_data());
-#pragma omp parallel for schedule(static) if (static_cast<int64_t>(row) * n > 4 * kParallelFrom && n > 1)
-  for (int64_t i = 0; i < n; ++i)
-    std::memcpy(po + static_cast<size_t>(i) * row, pt + static_cast<size_t>(idx[i]) * row, row);
+
+// out[b, i, :] = table[b, idx[i], :] (table [blocks, v, d], out [blocks, n, d]), elements moved
+// as R (their bits). Threads take (b, i) pairs, a memcpy each; rows of one element (a selection
+// along the last dimension) an element-gather loop per block instead.
+template <typename R, typename I>
+void gather_typed(const R* table, const I* idx, const Shape& t, int64_t n, R* out) {
+  const int64_t blocks = t[0], v = t[1], d = t[2];
+  const auto row = static_cast<size_t>(d) * sizeof(R);
+  const int64_t bytes = blocks * n * static_cast<int64_t>(row);
+  if (d == 1) {
+#pragma omp parallel for schedule(static) if (bytes > 4 * kParallelFrom && blocks > 1)
+    for (int64_t b = 0; b < blocks; ++b) {
+      const R* src = table + b * v;
+      R* dst = out + b * n;
+      for (int64_t i = 0; i < n; ++i) dst[i] = src[idx[i]];
+    }
+    return;
+  }
+#pragma omp parallel for collapse(2) schedule(static) if (bytes > 4 * kParallelFrom && blocks * n > 1)
+  for (int64_t b = 0; b < blocks; ++b)
+    for (int64_t i = 0; i < n; ++i)
+      std::memcpy(out + (b * n + i) * d, table + (b * v + static_cast<int64_t>(idx[i])) * d, row);
 }
 
-// Threads take blocks of columns, each walking every i in order: the same sums whatever the
-// thread count.
+// grad[b, idx[i], :] += g[b, i, :] (grad [blocks, v, d], g [blocks, n, d]). Threads take
+// (b, block of columns) pairs, each walking every i in order: the same sums whatever the thread
+// count.
 template <typename I>
-void scatter_add_typed(const float* g, const I* idx, int64_t n, int64_t d, float* grad) {
+void scatter_add_typed(const float* g, const I* idx, const Shape& t, int64_t n, float* grad) {
   constexpr int64_t kBlock = 256;
-  const int64_t blocks = (d + kBlock - 1) / kBlock;
-#pragma omp parallel for schedule(static) if (n * d > kParallelFrom && blocks > 1)
-  for (int64_t b = 0; b < blocks; ++b) {
-    const int64_t c0 = b * kBlock, w = std::min(kBlock, d - c0);
+  const int64_t v = t[1], d = t[2], column_blocks = (d + kBlock - 1) / kBlock, tasks = t[0] * column_blocks;
+#pragma omp parallel for schedule(static) if (t[0] * n * d > kParallelFrom && tasks > 1)
+  for (int64_t task = 0; task < tasks; ++task) {
+    const int64_t b = task / column_blocks, c0 = task % column_blocks * kBlock, w = std::min(kBlock, d - c0);
     for (int64_t i = 0; i < n; ++i) {
-      float* dst = grad + static_cast<int64_t>(idx[i]) * d + c0;
-      const float* src = g + i * d + c0;
+      float* dst = grad + (b * v + static_cast<int64_t>(idx[i])) * d + c0;
+      const float* src = g + (b * n + i) * d + c0;
       for (int64_t j = 0; j < w; ++j) dst[j] += src[j];
     }
   }
@@ -477,15 +492,21 @@ void scatter_add_typed(const float* g, const I* idx, int64_t n, int64_t d, float
 }  // namespace
 
 void CpuBackend::gather_rows(const Tensor& table, const Tensor& idx, Tensor& out) {
-  if (idx.dtype() == DType::i64) return gather_typed(table, idx.data<int64_t>(), idx.numel(), out);
-  gather_typed(table, idx.data<int32_t>(), idx.numel(), out);
+  const int64_t n = idx.numel();
+  common::with_element_bits(dtype_size(table.dtype()), [&](auto tag) {
+    using R = decltype(tag);
+    const auto* pt = static_cast<const R*>(table.raw_data());
+    auto* po = static_cast<R*>(out.raw_data());
+    if (idx.dtype() == DType::i64) return gather_typed(pt, idx.data<int64_t>(), table.shape(), n, po);
+    gather_typed(pt, idx.data<int32_t>(), table.shape(), n, po);
+  });
 }
 
 void CpuBackend::scatter_add_rows(const Tensor& g, const Tensor& idx, Tensor& grad) {
-  const int64_t n = idx.numel(), d = grad.dim(1);
+  const int64_t n = idx.numel();
   float* out = grad.data<float>();
-  if (idx.dtype() == DType::i64) return scatter_add_typed(g.data<float>(), idx.data<int64_t>(), n, d, out);
-  scatter_add_typed(g.data<float>(), idx.data<int32_t>(), n, d, out);
+  if (idx.dtype() == DType::i64) return scatter_add_typed(g.data<float>(), idx.data<int64_t>(), grad.shape(), n, out);
+  scatter_add_typed(g.data<float>(), idx.data<int32_t>(), grad.shape(), n, out);
 }
 
 void CpuBackend::broadcast_to(const Tensor& x, Tensor& out) {

@@ -130,19 +130,26 @@ __global__ void extreme_rows_kernel(BinaryOp op, const T* x, int64_t rows, int64
   }
 }
 
-// gather_rows: a thread per output element. T float or BFloat16, I int32 or int64.
-template <typename T, typename I>
-__global__ void gather_rows_kernel(const T* table, const I* idx, int64_t n, int64_t d, T* out) {
-  for (int64_t e = global_thread(); e < n * d; e += grid_threads())
-    out[e] = table[static_cast<int64_t>(idx[e / d]) * d + e % d];
+// gather_rows: a thread per output element of out [blocks, n, d] from table [blocks, v, d]. R: the
+// elements' bits (any dtype), I int32 or int64.
+template <typename R, typename I>
+__global__ void gather_rows_kernel(const R* table, const I* idx, int64_t total, int64_t n, int64_t v, int64_t d,
+                                   R* out) {
+  for (int64_t e = global_thread(); e < total; e += grid_threads()) {
+    const int64_t row = e / d, b = row / n;
+    out[e] = table[(b * v + static_cast<int64_t>(idx[row - b * n])) * d + (e - row * d)];
+  }
 }
 
-// scatter_add_rows: a thread per column walking every i in order, the CPU's order, so repeated
-// indices sum to the same bits on both (no atomics). Slow where D is small and n large.
+// scatter_add_rows: a thread per (block, column) walking every i in order, the CPU's order, so
+// repeated indices sum to the same bits on both (no atomics). Slow where d is small and n large.
 template <typename I>
-__global__ void scatter_add_rows_kernel(const float* g, const I* idx, int64_t n, int64_t d, float* grad) {
-  for (int64_t j = global_thread(); j < d; j += grid_threads())
-    for (int64_t i = 0; i < n; ++i) grad[static_cast<int64_t>(idx[i]) * d + j] += g[i * d + j];
+__global__ void scatter_add_rows_kernel(const float* g, const I* idx, int64_t blocks, int64_t n, int64_t v,
+                                        int64_t d, float* grad) {
+  for (int64_t t = global_thread(); t < blocks * d; t += grid_threads()) {
+    const int64_t b = t / d, j = t - b * d;
+    for (int64_t i = 0; i < n; ++i) grad[(b * v + static_cast<int64_t>(idx[i])) * d + j] += g[(b * n + i) * d + j];
+  }
 }
 
 // out = fn(a, b) with a or b broadcast (kernels/common/broadcast.h): one output element per
@@ -605,14 +612,16 @@ void CudaBackend::reduce_extreme(BinaryOp op, const Tensor& x, int64_t rows, int
 
 void CudaBackend::gather_rows(const Tensor& table, const Tensor& idx, Tensor& out) {
   OpScope scope("gather_rows", out.device().index);
-  const int64_t n = idx.numel(), d = table.dim(1);
-  if (n * d > 0) {
-    for_float_or_bf16(table.dtype(), [&](auto tag) {
-      using T = decltype(tag);
+  const Shape& t = table.shape();  // [blocks, v, d]
+  const int64_t n = idx.numel(), total = out.numel();
+  if (total > 0) {
+    common::with_element_bits(dtype_size(table.dtype()), [&](auto tag) {
+      using R = decltype(tag);
       for_index_type(idx.dtype(), [&](auto index_tag) {
         using I = decltype(index_tag);
-        gather_rows_kernel<T><<<elementwise_blocks(n * d, kThreads), kThreads, 0, scope.stream()>>>(
-            table.data<T>(), idx.data<I>(), n, d, out.data<T>());
+        gather_rows_kernel<R><<<elementwise_blocks(total, kThreads), kThreads, 0, scope.stream()>>>(
+            static_cast<const R*>(table.raw_data()), idx.data<I>(), total, n, t[1], t[2],
+            static_cast<R*>(out.raw_data()));
       });
       KILN_CUDA_CHECK_LAUNCH();
     });
@@ -622,12 +631,13 @@ void CudaBackend::gather_rows(const Tensor& table, const Tensor& idx, Tensor& ou
 
 void CudaBackend::scatter_add_rows(const Tensor& g, const Tensor& idx, Tensor& grad) {
   OpScope scope("scatter_add_rows", grad.device().index);
-  const int64_t n = idx.numel(), d = grad.dim(1);
-  if (n * d > 0) {
+  const Shape& t = grad.shape();  // [blocks, v, d]
+  const int64_t n = idx.numel();
+  if (n * t[0] * t[2] > 0) {
     for_index_type(idx.dtype(), [&](auto index_tag) {
       using I = decltype(index_tag);
-      scatter_add_rows_kernel<<<elementwise_blocks(d, kThreads), kThreads, 0, scope.stream()>>>(
-          g.data<float>(), idx.data<I>(), n, d, grad.data<float>());
+      scatter_add_rows_kernel<<<elementwise_blocks(t[0] * t[2], kThreads), kThreads, 0, scope.stream()>>>(
+          g.data<float>(), idx.data<I>(), t[0], n, t[1], t[2], grad.data<float>());
     });
     KILN_CUDA_CHECK_LAUNCH();
   }

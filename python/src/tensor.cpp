@@ -631,6 +631,10 @@ void bind_math_ops(nb::module_& m) {
   m.def("narrow", &kiln::narrow, arg("x"), arg("dim"), arg("start"), arg("length"), Release(),
         "Elements [start, start + length) of dimension dim (torch.narrow, but a copy: kiln's tensors are "
         "contiguous).");
+  m.def("index_select", &kiln::index_select, arg("x"), arg("dim"), arg("indices"), Release(),
+        "x's entries along dim at indices (an int32 or int64 tensor, one index or a list, each in [0, extent): a "
+        "negative one is refused, as torch's), in that order, repeats allowed (torch.index_select, a copy); any "
+        "dtype. Gradient to x: each entry's uses summed in order.");
   m.def("concat", &kiln::concat, arg("tensors"), arg("dim") = 0, Release(),
         "The tensors joined along dim, in order (torch.cat); gradients to each.");
   m.def("stack", &kiln::stack, arg("tensors"), arg("dim") = 0, Release(),

@@ -53,6 +53,9 @@ void bind_layout(nb::handle cls) {
     nb::gil_scoped_release release;
     return kiln::permute(x, order);
   });
+  method(cls, "index_select", [](const Tensor& x, int64_t dim, const Tensor& index) {
+    return kiln::index_select(x, dim, index);
+  }, arg("dim"), arg("index"), Release());
   method(cls, "transpose", [](const Tensor& x, int64_t d0, int64_t d1) { return kiln::transpose(x, d0, d1); },
          arg("dim0"), arg("dim1"), Release());
   method(cls, "softmax", [](const Tensor& x, int64_t dim) { return kiln::softmax(x, dim); }, arg("dim"), Release());
@@ -80,11 +83,32 @@ void bind_elementwise(nb::handle cls) {
 }
 
 // One entry of an index: what it does to the dimension it meets (None meets none, adding an extent
-// of 1; an int narrows to one element and drops the dimension; a slice narrows and keeps it).
+// of 1; an int narrows to one element and drops the dimension; a slice narrows and keeps it; a list
+// or tensor of indices selects those entries, and drops the dimension if it is one index, 0-d).
 struct IndexStep {
-  enum Kind { add_one, take_one, take_range, keep } kind;
+  enum Kind { add_one, take_one, take_range, keep, take_listed } kind;
   int64_t start = 0, length = 0;
+  Tensor listed = {};  // take_listed: int32 or int64, rank 0 or 1
 };
+
+// A list of ints as the int64 tensor of its entries, negative ones counted from the end of
+// `extent`, each checked as an int index is; on `device`.
+Tensor listed_indices(nb::handle list, int64_t extent, const std::string& where, Device device) {
+  std::vector<int64_t> v;
+  for (nb::handle h : nb::borrow<nb::list>(list)) {
+    if (PyBool_Check(h.ptr()) || !is_index_integer(h))
+      throw nb::type_error(("a list index holds ints, not " + std::string(nb::str(h.type()).c_str()) +
+                            " (a mask's elements are kiln.where or kiln.masked_fill)").c_str());
+    int overflow = 0;
+    const int64_t i = PyLong_AsLongLongAndOverflow(nb::int_(h).ptr(), &overflow);
+    if (overflow != 0 || i < -extent || i >= extent)
+      throw nb::index_error(("index " + std::string(nb::str(h).c_str()) + " in a list is out of range for " + where +
+                             " (extent " + std::to_string(extent) + ")").c_str());
+    v.push_back(i < 0 ? i + extent : i);
+  }
+  const auto n = static_cast<int64_t>(v.size());
+  return Tensor::from_vector(v, Shape{n}).to(device);
+}
 
 // The index's entries, in order, as steps over t's dimensions (the ellipsis expanded).
 std::vector<IndexStep> index_steps(const Tensor& t, nb::handle key) {
@@ -94,7 +118,7 @@ std::vector<IndexStep> index_steps(const Tensor& t, nb::handle key) {
   else
     items.push_back(key);
   const auto is_int = [](nb::handle h) { return !PyBool_Check(h.ptr()) && is_index_integer(h); };  // not a bool
-  int64_t named = 0, ellipses = 0;
+  int64_t named = 0, ellipses = 0, listed = 0;
   for (nb::handle h : items) {
     if (h.ptr() == Py_Ellipsis) ++ellipses;
     else if (!h.is_none()) ++named;
@@ -126,11 +150,20 @@ std::vector<IndexStep> index_steps(const Tensor& t, nb::handle key) {
                                " is not 1 (dimension " + std::to_string(d) + " of " + t.description() + ")").c_str());
       steps.push_back({IndexStep::take_range, static_cast<int64_t>(start), static_cast<int64_t>(length)});
       ++d;
+    } else if (nb::isinstance<nb::list>(h) || nb::isinstance<Tensor>(h)) {
+      if (++listed > 1)
+        throw nb::index_error("a kiln index holds one list or tensor of indices at most (torch pairs several "
+                              "up; kiln.index_select one dimension at a time selects their product)");
+      const std::string where = "dimension " + std::to_string(d) + " of " + t.description();
+      Tensor listed_tensor = nb::isinstance<Tensor>(h) ? nb::cast<Tensor>(h)
+                                                      : listed_indices(h, t.dim(d), where, t.device());
+      steps.push_back({IndexStep::take_listed, 0, 0, std::move(listed_tensor)});
+      ++d;
     } else {
-      throw nb::type_error(("kiln tensors are indexed by ints, slices of step 1, '...' and None, not " +
+      throw nb::type_error(("kiln tensors are indexed by ints, slices of step 1, '...', None, and one list or int "
+                            "tensor of indices, not " +
                             std::string(nb::str(nb::handle(reinterpret_cast<PyObject*>(Py_TYPE(h.ptr())))).c_str()) +
-                            ": rows by a tensor of indices are kiln.embedding(table, indices), a mask's elements "
-                            "kiln.where or kiln.masked_fill").c_str());
+                            ": a mask's elements are kiln.where or kiln.masked_fill").c_str());
     }
   }
   for (; d < t.rank(); ++d) steps.push_back({IndexStep::keep});
@@ -151,6 +184,12 @@ Tensor index_tensor(const Tensor& t, nb::handle key) {
       shape.push_back(1);
       continue;
     }
+    if (s.kind == IndexStep::take_listed) {
+      y = kiln::index_select(y, d, s.listed);
+      if (s.listed.rank() == 1) shape.push_back(y.dim(d));
+      ++d;
+      continue;
+    }
     if (s.kind != IndexStep::keep && (s.start != 0 || s.length != y.dim(d))) y = kiln::narrow(y, d, s.start, s.length);
     if (s.kind != IndexStep::take_one) shape.push_back(y.dim(d));
     ++d;
@@ -161,10 +200,12 @@ Tensor index_tensor(const Tensor& t, nb::handle key) {
 // Indexing as torch's and NumPy's basic indexing; iteration over the first dimension through it.
 void bind_indexing(nb::handle cls) {
   method_with_doc(cls, "__getitem__",
-       "t[i], t[a:b], t[..., i], t[:, None]: ints (negative from the end) drop their dimension, slices of step 1 "
-       "narrow it, '...' stands for the dimensions not named, None adds an extent of 1. The result is a copy where "
-       "it narrows (kiln's tensors are contiguous: writing into it leaves t as it was), t's memory where it only "
-       "drops or adds extents of 1; gradients flow back to t.", &index_tensor, arg("key").none());
+       "t[i], t[a:b], t[..., i], t[:, None], t[[2, 0, 2]], t[:, idx]: ints (negative from the end) drop their "
+       "dimension, slices of step 1 narrow it, '...' stands for the dimensions not named, None adds an extent of 1, "
+       "and one list of ints (negative from the end) or int32/int64 tensor of indices (rank 0 or 1, in [0, extent)) "
+       "selects those entries in order (kiln.index_select). The result is a copy where it narrows or selects "
+       "(kiln's tensors are contiguous: writing into it leaves t as it was), t's memory where it only drops or adds "
+       "extents of 1; gradients flow back to t.", &index_tensor, arg("key").none());
   method_with_doc(cls, "__iter__", "The rows t[0], t[1], ... (each a copy).", [](nb::handle self) {
     if (nb::cast<const Tensor&>(self).rank() == 0)
       throw nb::type_error("iteration over a 0-d tensor (item() reads it)");

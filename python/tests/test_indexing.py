@@ -1,4 +1,4 @@
-"""Tensor indexing (t[i], t[a:b], t[..., None]) against torch's basic indexing: values, shapes,
+"""Tensor indexing (t[i], t[a:b], t[..., None], t[[2, 0]], t[:, idx]) against torch's: values, shapes,
 gradients and the errors for what kiln does not index by."""
 import numpy as np
 import pytest
@@ -50,6 +50,46 @@ def test_a_narrowed_index_is_a_copy_and_rows_iterate():
         iter(kiln.full([], 1.0))
 
 
+LISTED = [
+    [2, 0, 2], [-1], [], (slice(None), [2, -3, 2]), (Ellipsis, [1]), (1, [0, 2]), (None, [1, 1], 0),
+    (1, slice(None), [0, 3]), ([1, 0], slice(1, 3), 2),
+]
+
+
+@pytest.mark.parametrize("key", LISTED, ids=repr)
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "int64"])
+def test_indexing_by_a_list_matches_torch(key, dtype):
+    a = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)[[1, 0, 1]] - 7.0  # [3, 3, 4]
+    t = kiln.from_dlpack(np.ascontiguousarray(a)).astype(dtype)
+    got, want = t[key], torch.from_numpy(np.ascontiguousarray(a))[key]
+    assert got.shape == tuple(want.shape) and got.dtype == dtype
+    np.testing.assert_array_equal(np.asarray(got.tolist(), dtype=np.float32).reshape(want.shape), want.numpy())
+
+
+@pytest.mark.parametrize("index_dtype", [torch.int64, torch.int32])
+def test_indexing_by_a_tensor_and_index_select_sum_repeats_gradients_as_torch(index_dtype):
+    torch.manual_seed(5)
+    x = torch.randn(3, 6, 2, requires_grad=True)
+    kx = kiln.from_dlpack(x.detach().clone())
+    kx.requires_grad = True
+    idx = torch.tensor([5, 0, 5, 2, 5], dtype=index_dtype)
+    ki = kiln.from_dlpack(idx.clone())
+    y = kx[:, ki] * 2.0 + kiln.index_select(kx, 1, ki) + kx.index_select(-1, kiln.from_dlpack(torch.tensor([1])))[:, :5]
+    ref = x[:, idx.long()] * 2.0 + torch.index_select(x, 1, idx.long()) + x.index_select(-1, torch.tensor([1]))[:, :5]
+    assert y.shape == tuple(ref.shape)
+    g = torch.randn(ref.shape)
+    y.backward(kiln.from_dlpack(g.clone()))
+    ref.backward(g)
+    np.testing.assert_allclose(np.from_dlpack(kx.grad), x.grad.numpy(), rtol=1e-6, atol=1e-6)
+    assert kx[:, kiln.from_dlpack(torch.tensor(4))].shape == (3, 2)  # a 0-d index drops its dimension, as torch
+
+
+def test_a_negative_tensor_index_is_refused_as_by_index_select():
+    t = kiln.zeros([3, 2])
+    with pytest.raises(kiln.Error, match=r"index -1 at position 0 .* outside dimension 0 .* \[0, 3\)"):
+        t[kiln.from_dlpack(torch.tensor([0, -1]))[1:]]
+
+
 @pytest.mark.parametrize("key, error, words", [
     (3, IndexError, "index 3 is out of range for dimension 0"),
     (2**70, IndexError, "index 1180591620717411303424 is out of range"),
@@ -57,7 +97,10 @@ def test_a_narrowed_index_is_a_copy_and_rows_iterate():
     ((0, 0, 0), IndexError, "too many indices"),
     ((Ellipsis, Ellipsis), IndexError, "one ellipsis"),
     (slice(None, None, 2), ValueError, "step 2 is not 1"),
-    ([0, 1], TypeError, "kiln.embedding"),
+    ([0, 3], IndexError, "index 3 in a list is out of range for dimension 0"),
+    ([True, False], TypeError, "a list index holds ints, not <class 'bool'>"),
+    ([[0], [1]], TypeError, "a list index holds ints, not <class 'list'>"),
+    (([0], [1]), IndexError, "one list or tensor of indices at most"),
     (1.5, TypeError, "not <class 'float'>"),
     (True, TypeError, "not <class 'bool'>"),
 ])

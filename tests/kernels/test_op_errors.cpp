@@ -129,6 +129,25 @@ TEST_CASE("the dimension ops and selections name what was wrong", "[ops][errors]
   REQUIRE_THROWS_WITH(LayerNorm("ln", 5).forward(x), Contains("LayerNorm ln") && Contains("its 5 features"));
 }
 
+TEST_CASE("index_select names the index outside, where it sits and the dimension", "[ops][errors]") {
+  const Tensor x = Tensor::zeros(Shape{2, 3, 4});
+  const auto idx = [](std::vector<int64_t> v, Shape s) { return Tensor::from_vector(v, s); };
+  REQUIRE_THROWS_WITH(index_select(x, 1, idx({0, 3}, Shape{2})),
+                      Contains("index_select: index 3 at position 1") &&
+                          Contains("outside dimension 1 of float32[2, 3, 4]") && Contains("[0, 3)"));
+  REQUIRE_THROWS_WITH(index_select(x, -1, idx({-1}, Shape{1})),
+                      Contains("index -1 at position 0") && Contains("[0, 4)"));
+  REQUIRE_THROWS_WITH(index_select(x, 3, idx({0}, Shape{1})), Contains("index_select: dimension 3 is out of range"));
+  REQUIRE_THROWS_WITH(index_select(x, 0, idx({0, 1}, Shape{1, 2})),
+                      Contains("rank 0 or 1") && Contains("reshape them to [n]"));
+  REQUIRE_THROWS_WITH(index_select(x, 0, Tensor::zeros(Shape{1})), Contains("indices must be int32 or int64"));
+  REQUIRE_THROWS_WITH(index_select(Tensor::zeros(Shape{}), 0, idx({0}, Shape{1})), Contains("rank >= 1"));
+  REQUIRE_THROWS_WITH(embedding(Tensor::zeros(Shape{4, 2}), idx({1, 4}, Shape{2})),
+                      Contains("embedding: index 4 at position 1") && Contains("outside the table's 4 rows [0, 4)"));
+  // An empty selection is no error: [2, 0, 4], as torch.
+  CHECK(index_select(x, 1, Tensor::zeros(Shape{0}, TensorOptions{DType::i64})).shape() == Shape{2, 0, 4});
+}
+
 TEST_CASE("selections follow torch at NaN and ties and at the clamp bounds", "[ops]") {
   const float nan = std::nanf("");
   const Tensor a = Tensor::from_vector(std::vector<float>{1.0f, nan, 2.0f, -1.0f}, Shape{4});
