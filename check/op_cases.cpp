@@ -610,7 +610,8 @@ void append_select_cases(std::vector<OpCase>& cases) {
 }
 
 // index_select along a middle dimension (repeats, so the gradient sums), the last (rows of one
-// element) and the first by a single index; bfloat16; and an integer tensor (no gradient).
+// element) and the first by a single index; bfloat16; and an integer tensor (no gradient). Then
+// gather, an index per element.
 void append_index_select_cases(std::vector<OpCase>& cases, Generator& g) {
   const auto idx64 = [](std::vector<int64_t> v) {
     const auto n = static_cast<int64_t>(v.size());
@@ -634,6 +635,23 @@ void append_index_select_cases(std::vector<OpCase>& cases, Generator& g) {
                          idx64({3, 1}), 1, false);
   labels.bytes = 2 * 6 * 8.0;  // six int64 read and written
   cases.push_back(labels);
+  const auto gather_case = [](const std::string& name, Tensor x, Tensor idx, int64_t dim) {
+    const int64_t out = idx.numel();
+    OpCase k = simple(name, "gather", {std::move(x), std::move(idx)}, {true, false},
+                      [dim](const std::vector<Tensor>& in) { return gather(in[0], dim, in[1]); }, kRtolElementwise);
+    k.params = {{"dim", static_cast<double>(dim)}};
+    return streaming(k, 0, out);
+  };
+  // Along the middle dimension, longer than x there (indices repeat); along the last, of int32;
+  // along the first with indices shorter than x in the others (x's corner is read).
+  std::vector<int64_t> spread(90);  // 6 per (block, column) in [0, 4): each column repeats some
+  for (size_t i = 0; i < spread.size(); ++i) spread[i] = static_cast<int64_t>((i * 7 + i / 5) % 4);
+  cases.push_back(gather_case("gather/3x4x5_dim1_by_3x6x5", randn(g, {3, 4, 5}), idx64(spread).reshape({3, 6, 5}), 1));
+  cases.push_back(bf16_variant(cases.back(), kRtolBf16));
+  cases.push_back(gather_case("gather/4x6_dim-1_by_4x2_i32", randn(g, {4, 6}),
+                              idx64({5, 0, 2, 2, 1, 4, 3, 3}).reshape({4, 2}).to(DType::i32), -1));
+  cases.push_back(gather_case("gather/5x3x2_dim0_by_2x2x1", randn(g, {5, 3, 2}), idx64({4, 0, 4, 2}).reshape({2, 2, 1}),
+                              0));
 }
 
 // Reductions over chosen dimensions, narrow, concat, stack, embedding, index_select and layer_norm.

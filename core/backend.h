@@ -135,13 +135,14 @@ class Backend {
   // y[.., j, i] = x[.., i, j]: x's last two dimensions swapped (rank >= 2, y shaped so);
   // float32 or bfloat16, moved as bits. Tensors are contiguous, so a transpose is a copy.
   virtual void transpose(const Tensor& x, Tensor& y) = 0;
-  // out[b, i, :] = table[b, idx[i], :] for each of idx's n entries (int32 or int64, each in
-  // [0, V): core checks); table [B, V, D] of any dtype, out [B, n, D] alike (moved as bits):
-  // index_select along a dimension, with the dimensions before it as B and after it as D.
+  // out[b, i, :] = table[b, idx[i], :] for idx [n] (index_select along a dimension, with the
+  // dimensions before it as B and after it as D), or out[b, i, c] = table[b, idx[b, i, c], c] for
+  // idx [B, n, D] (torch.gather). idx int32 or int64, each in [0, V) (core checks); table
+  // [B, V, D] of any dtype, out [B, n, D] alike (moved as bits).
   virtual void gather_rows(const Tensor& table, const Tensor& idx, Tensor& out) = 0;
-  // grad[b, idx[i], :] += g[b, i, :] for i = 0, 1, ... in that order (grad [B, V, D] float32,
-  // zeroed by the caller; g [B, n, D]): the gather's gradient, where a repeated index sums its
-  // rows in a fixed order.
+  // The gather's gradient: grad[b, idx[i] (or idx[b, i, c]), c] += g[b, i, c] for i = 0, 1, ...
+  // in that order (grad [B, V, D] float32, zeroed by the caller; g [B, n, D]; idx as gather_rows'),
+  // so a repeated index sums its terms in a fixed order.
   virtual void scatter_add_rows(const Tensor& g, const Tensor& idx, Tensor& grad) = 0;
   // Whether this backend has a fused layer normalisation (layer_norm_forward/backward); where
   // not, core composes the op of its others (CUDA, until its kernel has run on a GPU).

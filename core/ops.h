@@ -104,6 +104,12 @@ Tensor narrow(const Tensor& x, int64_t dim, int64_t start, int64_t length);
 // allowed (torch.index_select; a negative index is refused, as there). Any dtype. Gradient to x
 // (float32 or bfloat16): each entry's uses summed in order, so repeats give the same bits every run.
 Tensor index_select(const Tensor& x, int64_t dim, const Tensor& indices);
+// out[i][j][k] = x[i][indices[i][j][k]][k] for dim 1, and so for any dim (torch.gather): indices
+// int32 or int64 of x's rank, each extent but dim's at most x's (x's corner they cover is read),
+// each index in [0, x.dim(dim)) (checked: on a GPU one copy to the host and a wait); the result
+// has indices' shape. Any dtype. Gradient to x (float32 or bfloat16): each entry's uses summed in
+// order. gather(log_softmax(logits), 1, labels as [N, 1]) picks each row's label's log-probability.
+Tensor gather(const Tensor& x, int64_t dim, const Tensor& indices);
 // xs joined along dimension dim, in order: one dtype and device, every other extent equal (torch.cat).
 Tensor concat(const std::vector<Tensor>& xs, int64_t dim);
 // xs of one shape joined along a new dimension dim (0 to rank; negative counts from the end):

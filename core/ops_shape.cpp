@@ -1,7 +1,7 @@
 // Ops that cut and join tensors along any dimension: narrow, concat, stack (kiln's tensors are
 // contiguous, so each is a block copy, Backend::copy_block, and each one's gradient the other's);
-// index_select and embedding, rows gathered by index (Backend::gather_rows, and back by
-// scatter_add_rows); and permute, a copy in the new order (Backend::permute), whose gradient is the inverse one,
+// index_select, embedding and gather, entries gathered by index (Backend::gather_rows, and back
+// by scatter_add_rows); and permute, a copy in the new order (Backend::permute), whose gradient is the inverse one,
 // with the ops it brings to a dimension other than the last (transpose of any two, softmax,
 // log_softmax and argmax along one).
 #include <string>
@@ -78,31 +78,32 @@ void check_joinable(const char* op, const std::vector<Tensor>& xs, int64_t d) {
   }
 }
 
-// The gradient of a gather along dimension d (index_select, embedding): g's rows added into a
-// zeroed [blocks, v, inner] at their indices, in order, in float32 (a bfloat16 x's gradient is
-// rounded once, at the end).
+// The gradient of a gather along dimension d (index_select, embedding, gather): g's entries added
+// into a zeroed [blocks, v, inner] at their indices, in order, in float32 (a bfloat16 x's gradient
+// is rounded once, at the end).
 struct GatherRowsNode final : Node {
   explicit GatherRowsNode(const char* name) : Node(name) {}
-  SavedTensor idx;  // [n]
+  SavedTensor idx;  // [n] (a row each) or [blocks, n, inner] (an element each), as gather_rows takes it
   Shape x_shape;
-  int64_t blocks = 1, v = 0, inner = 1;
+  int64_t blocks = 1, v = 0, n = 0, inner = 1;  // x as [blocks, v, inner], g as [blocks, n, inner]
   std::vector<Tensor> apply(const Tensor& g) override {
     const Tensor& i = idx.get();
     Tensor grad = Tensor::zeros(Shape{blocks, v, inner}, like(g, DType::f32));
     const Tensor g32 = g.dtype() == DType::f32 ? g.detach() : g.detach().to(DType::f32);
-    backend_for(g.device()).scatter_add_rows(g32.reshape(Shape{blocks, i.numel(), inner}), i, grad);
+    backend_for(g.device()).scatter_add_rows(g32.reshape(Shape{blocks, n, inner}), i, grad);
     Tensor gx = grad.reshape(x_shape);
     return {g.dtype() == DType::f32 ? gx : gx.to(g.dtype())};
   }
   void release_saved() override { idx.reset(); }
 };
 
-// indices int32 or int64 on x's device, each in [0, extent), else an error naming the first one
+// indices int32 or int64 on x's device (x named x_name), each in [0, extent), else an error naming the first one
 // outside, where it sits, and `what` it indexes. On a GPU this costs one copy to the host and a wait.
-void check_indices(const char* op, const Tensor& x, const Tensor& indices, int64_t extent, const std::string& what) {
+void check_indices(const char* op, const char* x_name, const Tensor& x, const Tensor& indices, int64_t extent,
+                   const std::string& what) {
   KILN_CHECK(indices.dtype() == DType::i32 || indices.dtype() == DType::i64, op,
              ": indices must be int32 or int64, got ", indices.description());
-  checks::same_device(op, "x", x, "indices", indices);
+  checks::same_device(op, x_name, x, "indices", indices);
   const Tensor host = indices.device().is_cuda() ? indices.cpu() : indices;
   const std::vector<int64_t> v = host.to(DType::i64).to_vector<int64_t>();
   for (size_t i = 0; i < v.size(); ++i)
@@ -110,21 +111,26 @@ void check_indices(const char* op, const Tensor& x, const Tensor& indices, int64
                indices.description(), " is outside ", what, " [0, ", extent, ")");
 }
 
-// x's entries at flat's indices (checked, [n]) along dimension d, every other dimension whole:
-// x as [blocks, v, inner], gathered to [blocks, n, inner]. The backward node is named op.
-Tensor gather_along(const char* op, const Tensor& x, int64_t d, const Tensor& flat) {
+// x's entries along dimension d at indices (checked): rows, every other dimension whole, for
+// indices [n] (x as [blocks, v, inner] gathered to [blocks, n, inner]); or, per_element, one
+// entry per element of indices, which has x's rank and extents but d's (torch.gather; its shape
+// is the result's). The backward node is named op.
+Tensor gather_along(const char* op, const Tensor& x, int64_t d, const Tensor& indices, bool per_element) {
   const int64_t blocks = x.shape().numel_before(d), v = x.dim(d), inner = x.shape().numel_after(d);
+  const int64_t n = per_element ? indices.dim(d) : indices.numel();
   std::vector<int64_t> dims = x.shape().dims();
-  dims[static_cast<size_t>(d)] = flat.numel();
+  dims[static_cast<size_t>(d)] = n;
+  const Tensor idx = per_element ? indices.reshape(Shape{blocks, n, inner}) : indices.reshape(Shape{n});
   Tensor y = Tensor::empty(Shape(dims), like(x));
-  Tensor y3 = y.reshape(Shape{blocks, flat.numel(), inner});
-  backend_for(x.device()).gather_rows(x.detach().reshape(Shape{blocks, v, inner}), flat, y3);
+  Tensor y3 = y.reshape(Shape{blocks, n, inner});
+  backend_for(x.device()).gather_rows(x.detach().reshape(Shape{blocks, v, inner}), idx, y3);
   if (autograd::needs_grad({&x})) {
     auto node = std::make_shared<GatherRowsNode>(op);
-    node->idx = flat;
+    node->idx = idx;
     node->x_shape = x.shape();
     node->blocks = blocks;
     node->v = v;
+    node->n = n;
     node->inner = inner;
     node->next = {autograd::edge_for(x)};
     autograd::set_history(y, node);
@@ -238,8 +244,26 @@ Tensor index_select(const Tensor& x, int64_t dim, const Tensor& indices) {
   KILN_CHECK(indices.rank() <= 1, "index_select: indices must be one index or a list of them (rank 0 or 1), got ",
              indices.description(), "; reshape them to [n] and the result back");
   const int64_t d = resolve_dim(op, dim, x.rank(), x.description());
-  check_indices(op, x, indices, x.dim(d), "dimension " + std::to_string(d) + " of " + x.description());
-  return gather_along(op, x, d, indices.reshape(Shape{indices.numel()}));
+  check_indices(op, "x", x, indices, x.dim(d), "dimension " + std::to_string(d) + " of " + x.description());
+  return gather_along(op, x, d, indices, false);
+}
+
+Tensor gather(const Tensor& x, int64_t dim, const Tensor& indices) {
+  const char* op = "gather";
+  checks::defined(op, "x", x);
+  checks::defined(op, "indices", indices);
+  KILN_CHECK(x.rank() >= 1, "gather: needs a tensor of rank >= 1, got ", x.description());
+  KILN_CHECK(indices.rank() == x.rank(), "gather: indices must have x's rank (", x.rank(), "), got ",
+             indices.description(), " for x ", x.description(), "; index_select takes one list for a whole dimension");
+  const int64_t d = resolve_dim(op, dim, x.rank(), x.description());
+  for (int64_t k = 0; k < x.rank(); ++k)
+    KILN_CHECK(k == d || indices.dim(k) <= x.dim(k), "gather: indices ", indices.description(), " are longer than x ",
+               x.description(), " along dimension ", k, "; only dimension ", d, "'s extents may differ");
+  check_indices(op, "x", x, indices, x.dim(d), "dimension " + std::to_string(d) + " of " + x.description());
+  Tensor src = x;  // x cut to the indices' extents where they are shorter (torch reads that corner)
+  for (int64_t k = 0; k < x.rank(); ++k)
+    if (k != d && indices.dim(k) < x.dim(k)) src = narrow(src, k, 0, indices.dim(k));
+  return gather_along(op, src, d, indices, true);
 }
 
 Tensor embedding(const Tensor& weight, const Tensor& indices) {
@@ -251,10 +275,10 @@ Tensor embedding(const Tensor& weight, const Tensor& indices) {
              ": the arguments look swapped; kiln takes (weight, indices), torch's F.embedding (indices, weight)");
   checks::float32(op, "weight", weight);
   checks::rank(op, "weight", weight, 2, "[rows, features]");
-  check_indices(op, weight, indices, weight.dim(0), "the table's " + std::to_string(weight.dim(0)) + " rows");
+  check_indices(op, "weight", weight, indices, weight.dim(0), "the table's " + std::to_string(weight.dim(0)) + " rows");
   std::vector<int64_t> dims = indices.shape().dims();
   dims.push_back(weight.dim(1));
-  return reshape(gather_along(op, weight, 0, indices.reshape(Shape{indices.numel()})), Shape(dims));
+  return reshape(gather_along(op, weight, 0, indices, false), Shape(dims));
 }
 
 Tensor permute(const Tensor& x, const std::vector<int64_t>& dims) {

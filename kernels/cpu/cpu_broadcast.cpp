@@ -6,7 +6,7 @@
 // Beside them the layout moves: transpose (32 x 32 tiles of 8 x 8 blocks in registers), permute
 // (by a plan, as the repeat; core sends a swap of two groups of dimensions to transpose),
 // copy_block (a memcpy per row) and the
-// row gather of index_select and embedding, and its gradient's scatter-add.
+// gathers of index_select, embedding and gather, and their gradients' scatter-add.
 #include <omp.h>
 
 #include <algorithm>
@@ -457,8 +457,13 @@ void gather_typed(const R* table, const I* idx, const Shape& t, int64_t n, R* ou
   const int64_t blocks = t[0], v = t[1], d = t[2];
   const auto row = static_cast<size_t>(d) * sizeof(R);
   const int64_t bytes = blocks * n * static_cast<int64_t>(row);
+  if (d == 1 && blocks == 1) {  // a 1-d selection: threads take runs of i
+#pragma omp parallel for schedule(static) if (bytes > 4 * kParallelFrom)
+    for (int64_t i = 0; i < n; ++i) out[i] = table[idx[i]];
+    return;
+  }
   if (d == 1) {
-#pragma omp parallel for schedule(static) if (bytes > 4 * kParallelFrom && blocks > 1)
+#pragma omp parallel for schedule(static) if (bytes > 4 * kParallelFrom)
     for (int64_t b = 0; b < blocks; ++b) {
       const R* src = table + b * v;
       R* dst = out + b * n;
@@ -472,10 +477,23 @@ void gather_typed(const R* table, const I* idx, const Shape& t, int64_t n, R* ou
       std::memcpy(out + (b * n + i) * d, table + (b * v + static_cast<int64_t>(idx[i])) * d, row);
 }
 
-// grad[b, idx[i], :] += g[b, i, :] (grad [blocks, v, d], g [blocks, n, d]). Threads take
-// (b, block of columns) pairs, each walking every i in order: the same sums whatever the thread
-// count.
-template <typename I>
+// out[b, i, c] = table[b, idx[b, i, c], c]: an index per element (torch.gather), idx and out
+// [blocks, n, d]. Threads take (b, i) pairs.
+template <typename R, typename I>
+void gather_elements_typed(const R* table, const I* idx, const Shape& t, int64_t n, R* out) {
+  const int64_t blocks = t[0], v = t[1], d = t[2];
+#pragma omp parallel for collapse(2) schedule(static) if (blocks * n * d > kParallelFrom && blocks * n > 1)
+  for (int64_t b = 0; b < blocks; ++b)
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t r = (b * n + i) * d;
+      for (int64_t c = 0; c < d; ++c) out[r + c] = table[(b * v + static_cast<int64_t>(idx[r + c])) * d + c];
+    }
+}
+
+// grad[b, idx[b, i, c] or idx[i], c] += g[b, i, c] (grad [blocks, v, d], g [blocks, n, d]; idx
+// one per element or one per row). Threads take (b, block of columns) pairs, each walking every i
+// in order: the same sums whatever the thread count.
+template <bool PerElement, typename I>
 void scatter_add_typed(const float* g, const I* idx, const Shape& t, int64_t n, float* grad) {
   constexpr int64_t kBlock = 256;
   const int64_t v = t[1], d = t[2], column_blocks = (d + kBlock - 1) / kBlock, tasks = t[0] * column_blocks;
@@ -483,30 +501,45 @@ void scatter_add_typed(const float* g, const I* idx, const Shape& t, int64_t n, 
   for (int64_t task = 0; task < tasks; ++task) {
     const int64_t b = task / column_blocks, c0 = task % column_blocks * kBlock, w = std::min(kBlock, d - c0);
     for (int64_t i = 0; i < n; ++i) {
-      float* dst = grad + (b * v + static_cast<int64_t>(idx[i])) * d + c0;
-      const float* src = g + (b * n + i) * d + c0;
-      for (int64_t j = 0; j < w; ++j) dst[j] += src[j];
+      const int64_t r = (b * n + i) * d + c0;
+      const float* src = g + r;
+      if constexpr (PerElement) {
+        for (int64_t j = 0; j < w; ++j) grad[(b * v + static_cast<int64_t>(idx[r + j])) * d + c0 + j] += src[j];
+      } else {
+        float* dst = grad + (b * v + static_cast<int64_t>(idx[i])) * d + c0;
+        for (int64_t j = 0; j < w; ++j) dst[j] += src[j];
+      }
     }
   }
+}
+
+// fn(I*) with I the index type of idx, int64_t or int32_t.
+template <typename Fn>
+void with_indices(const Tensor& idx, Fn&& fn) {
+  if (idx.dtype() == DType::i64) return fn(idx.data<int64_t>());
+  fn(idx.data<int32_t>());
 }
 }  // namespace
 
 void CpuBackend::gather_rows(const Tensor& table, const Tensor& idx, Tensor& out) {
-  const int64_t n = idx.numel();
+  const int64_t n = out.dim(1);
   common::with_element_bits(dtype_size(table.dtype()), [&](auto tag) {
     using R = decltype(tag);
     const auto* pt = static_cast<const R*>(table.raw_data());
     auto* po = static_cast<R*>(out.raw_data());
-    if (idx.dtype() == DType::i64) return gather_typed(pt, idx.data<int64_t>(), table.shape(), n, po);
-    gather_typed(pt, idx.data<int32_t>(), table.shape(), n, po);
+    with_indices(idx, [&](const auto* pi) {
+      if (idx.rank() == 1) return gather_typed(pt, pi, table.shape(), n, po);
+      gather_elements_typed(pt, pi, table.shape(), n, po);
+    });
   });
 }
 
 void CpuBackend::scatter_add_rows(const Tensor& g, const Tensor& idx, Tensor& grad) {
-  const int64_t n = idx.numel();
-  float* out = grad.data<float>();
-  if (idx.dtype() == DType::i64) return scatter_add_typed(g.data<float>(), idx.data<int64_t>(), grad.shape(), n, out);
-  scatter_add_typed(g.data<float>(), idx.data<int32_t>(), grad.shape(), n, out);
+  const int64_t n = g.dim(1);
+  with_indices(idx, [&](const auto* pi) {
+    if (idx.rank() == 1) return scatter_add_typed<false>(g.data<float>(), pi, grad.shape(), n, grad.data<float>());
+    scatter_add_typed<true>(g.data<float>(), pi, grad.shape(), n, grad.data<float>());
+  });
 }
 
 void CpuBackend::broadcast_to(const Tensor& x, Tensor& out) {

@@ -130,25 +130,31 @@ __global__ void extreme_rows_kernel(BinaryOp op, const T* x, int64_t rows, int64
   }
 }
 
-// gather_rows: a thread per output element of out [blocks, n, d] from table [blocks, v, d]. R: the
-// elements' bits (any dtype), I int32 or int64.
-template <typename R, typename I>
+// gather_rows: a thread per output element of out [blocks, n, d] from table [blocks, v, d], by
+// idx [n] (a row each) or, PerElement, idx [blocks, n, d] (torch.gather). R: the elements' bits
+// (any dtype), I int32 or int64.
+template <bool PerElement, typename R, typename I>
 __global__ void gather_rows_kernel(const R* table, const I* idx, int64_t total, int64_t n, int64_t v, int64_t d,
                                    R* out) {
   for (int64_t e = global_thread(); e < total; e += grid_threads()) {
-    const int64_t row = e / d, b = row / n;
-    out[e] = table[(b * v + static_cast<int64_t>(idx[row - b * n])) * d + (e - row * d)];
+    const int64_t row = e / d, b = row / n, c = e - row * d;
+    const int64_t k = PerElement ? static_cast<int64_t>(idx[e]) : static_cast<int64_t>(idx[row - b * n]);
+    out[e] = table[(b * v + k) * d + c];
   }
 }
 
 // scatter_add_rows: a thread per (block, column) walking every i in order, the CPU's order, so
 // repeated indices sum to the same bits on both (no atomics). Slow where d is small and n large.
-template <typename I>
+template <bool PerElement, typename I>
 __global__ void scatter_add_rows_kernel(const float* g, const I* idx, int64_t blocks, int64_t n, int64_t v,
                                         int64_t d, float* grad) {
   for (int64_t t = global_thread(); t < blocks * d; t += grid_threads()) {
-    const int64_t b = t / d, j = t - b * d;
-    for (int64_t i = 0; i < n; ++i) grad[(b * v + static_cast<int64_t>(idx[i])) * d + j] += g[(b * n + i) * d + j];
+    const int64_t b = t / d, c = t - b * d;
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t e = (b * n + i) * d + c;
+      const int64_t k = PerElement ? static_cast<int64_t>(idx[e]) : static_cast<int64_t>(idx[i]);
+      grad[(b * v + k) * d + c] += g[e];
+    }
   }
 }
 
@@ -613,15 +619,20 @@ void CudaBackend::reduce_extreme(BinaryOp op, const Tensor& x, int64_t rows, int
 void CudaBackend::gather_rows(const Tensor& table, const Tensor& idx, Tensor& out) {
   OpScope scope("gather_rows", out.device().index);
   const Shape& t = table.shape();  // [blocks, v, d]
-  const int64_t n = idx.numel(), total = out.numel();
+  const int64_t n = out.dim(1), total = out.numel();
   if (total > 0) {
     common::with_element_bits(dtype_size(table.dtype()), [&](auto tag) {
       using R = decltype(tag);
       for_index_type(idx.dtype(), [&](auto index_tag) {
         using I = decltype(index_tag);
-        gather_rows_kernel<R><<<elementwise_blocks(total, kThreads), kThreads, 0, scope.stream()>>>(
-            static_cast<const R*>(table.raw_data()), idx.data<I>(), total, n, t[1], t[2],
-            static_cast<R*>(out.raw_data()));
+        const auto* pt = static_cast<const R*>(table.raw_data());
+        auto* po = static_cast<R*>(out.raw_data());
+        const unsigned blocks = elementwise_blocks(total, kThreads);
+        const I* pi = idx.data<I>();
+        if (idx.rank() == 1)
+          gather_rows_kernel<false><<<blocks, kThreads, 0, scope.stream()>>>(pt, pi, total, n, t[1], t[2], po);
+        else
+          gather_rows_kernel<true><<<blocks, kThreads, 0, scope.stream()>>>(pt, pi, total, n, t[1], t[2], po);
       });
       KILN_CUDA_CHECK_LAUNCH();
     });
@@ -632,12 +643,17 @@ void CudaBackend::gather_rows(const Tensor& table, const Tensor& idx, Tensor& ou
 void CudaBackend::scatter_add_rows(const Tensor& g, const Tensor& idx, Tensor& grad) {
   OpScope scope("scatter_add_rows", grad.device().index);
   const Shape& t = grad.shape();  // [blocks, v, d]
-  const int64_t n = idx.numel();
+  const int64_t n = g.dim(1);
   if (n * t[0] * t[2] > 0) {
     for_index_type(idx.dtype(), [&](auto index_tag) {
       using I = decltype(index_tag);
-      scatter_add_rows_kernel<<<elementwise_blocks(t[0] * t[2], kThreads), kThreads, 0, scope.stream()>>>(
-          g.data<float>(), idx.data<I>(), t[0], n, t[1], t[2], grad.data<float>());
+      const unsigned blocks = elementwise_blocks(t[0] * t[2], kThreads);
+      if (idx.rank() == 1)
+        scatter_add_rows_kernel<false><<<blocks, kThreads, 0, scope.stream()>>>(g.data<float>(), idx.data<I>(), t[0],
+                                                                                n, t[1], t[2], grad.data<float>());
+      else
+        scatter_add_rows_kernel<true><<<blocks, kThreads, 0, scope.stream()>>>(g.data<float>(), idx.data<I>(), t[0],
+                                                                               n, t[1], t[2], grad.data<float>());
     });
     KILN_CUDA_CHECK_LAUNCH();
   }

@@ -530,6 +530,7 @@ void bind_nn_ops(nb::module_& m) {
         arg("dim") = -1, Release(), "Log-softmax over dimension dim, as softmax.");
 }
 
+// The arithmetic, math, reductions, losses and comparisons.
 void bind_math_ops(nb::module_& m) {
   // Shapes broadcast as in NumPy and torch (core/ops.h).
   using Binary = Tensor (*)(const Tensor&, const Tensor&);
@@ -625,16 +626,26 @@ void bind_math_ops(nb::module_& m) {
     m.def(name, [name, fn, fn_n](const Tensor& a, nb::handle b) { return compare_with(fn, fn_n, a, b, name, false); },
           arg("a"), arg("b"), nb::sig((std::string("def ") + name + "(a: Tensor, b: float) -> Tensor").c_str()), doc);
   }
+}
+
+// The ops that cut, join, select and reorder: narrow, index_select, gather, concat, stack, permute,
+// transpose, argmax along a dimension, matmul and reshape.
+void bind_layout_ops(nb::module_& m) {
   m.def("permute", &kiln::permute, arg("x"), arg("dims"), Release(),
         "x with its dimensions reordered: the result's dimension i is x's dims[i] (torch.permute, but a copy: "
         "kiln's tensors are contiguous); any dtype. permute(x, [0, 2, 1, 3]) takes [B, T, H, D] to [B, H, T, D].");
   m.def("narrow", &kiln::narrow, arg("x"), arg("dim"), arg("start"), arg("length"), Release(),
         "Elements [start, start + length) of dimension dim (torch.narrow, but a copy: kiln's tensors are "
         "contiguous).");
-  m.def("index_select", &kiln::index_select, arg("x"), arg("dim"), arg("indices"), Release(),
-        "x's entries along dim at indices (an int32 or int64 tensor, one index or a list, each in [0, extent): a "
+  m.def("index_select", &kiln::index_select, arg("x"), arg("dim"), arg("index"), Release(),
+        "x's entries along dim at index (an int32 or int64 tensor, one index or a list, each in [0, extent): a "
         "negative one is refused, as torch's), in that order, repeats allowed (torch.index_select, a copy); any "
         "dtype. Gradient to x: each entry's uses summed in order.");
+  m.def("gather", &kiln::gather, arg("x"), arg("dim"), arg("index"), Release(),
+        "out[i][j][k] = x[i][index[i][j][k]][k] for dim 1, and so along any dim (torch.gather, a copy): index an "
+        "int32 or int64 tensor of x's rank, its extents but dim's at most x's, each entry in [0, x.shape[dim]); "
+        "the result has index's shape; any dtype. Gradient to x: each entry's uses summed in order. "
+        "gather(log_softmax(logits), 1, labels.reshape([-1, 1])) picks each row's label's log-probability.");
   m.def("concat", &kiln::concat, arg("tensors"), arg("dim") = 0, Release(),
         "The tensors joined along dim, in order (torch.cat); gradients to each.");
   m.def("stack", &kiln::stack, arg("tensors"), arg("dim") = 0, Release(),
@@ -659,6 +670,7 @@ void bind_tensor(nb::module_& m) {
   bind_factories(m);
   bind_nn_ops(m);
   bind_math_ops(m);
+  bind_layout_ops(m);
   bind_grad_modes(m);
 }
 

@@ -56,6 +56,8 @@ void bind_layout(nb::handle cls) {
   method(cls, "index_select", [](const Tensor& x, int64_t dim, const Tensor& index) {
     return kiln::index_select(x, dim, index);
   }, arg("dim"), arg("index"), Release());
+  method(cls, "gather", [](const Tensor& x, int64_t dim, const Tensor& index) { return kiln::gather(x, dim, index); },
+         arg("dim"), arg("index"), Release());
   method(cls, "transpose", [](const Tensor& x, int64_t d0, int64_t d1) { return kiln::transpose(x, d0, d1); },
          arg("dim0"), arg("dim1"), Release());
   method(cls, "softmax", [](const Tensor& x, int64_t dim) { return kiln::softmax(x, dim); }, arg("dim"), Release());
@@ -91,23 +93,59 @@ struct IndexStep {
   Tensor listed = {};  // take_listed: int32 or int64, rank 0 or 1
 };
 
-// A list of ints as the int64 tensor of its entries, negative ones counted from the end of
-// `extent`, each checked as an int index is; on `device`.
-Tensor listed_indices(nb::handle list, int64_t extent, const std::string& where, Device device) {
+// Python's bool or NumPy's (np.True_ has __index__, and NumPy and torch read it as a mask).
+bool is_bool(nb::handle h) {
+  const std::string type = Py_TYPE(h.ptr())->tp_name;
+  return PyBool_Check(h.ptr()) || type == "numpy.bool_" || type == "numpy.bool";
+}
+
+// An int index entry: an int or NumPy integer, a 0-d integer array or torch tensor (each has
+// __index__), not a bool.
+bool is_int_index(nb::handle h) { return !is_bool(h) && is_index_integer(h); }
+
+// Indices with negative ones counted from the end of `extent`, each checked as an int index is
+// (IndexError naming `where`: the user's dimension and tensor).
+std::vector<int64_t> wrapped(std::vector<int64_t> v, int64_t extent, const std::string& where) {
+  for (int64_t& i : v) {
+    if (i < -extent || i >= extent)
+      throw nb::index_error(("index " + std::to_string(i) + " is out of range for " + where + " (extent " +
+                             std::to_string(extent) + ")").c_str());
+    if (i < 0) i += extent;
+  }
+  return v;
+}
+
+// A list of ints (Python's or NumPy's scalars; a list holding tensors, arrays or lists is refused:
+// torch reads one as a tuple of indices), as given.
+std::vector<int64_t> listed_indices(nb::handle list, const std::string& where) {
   std::vector<int64_t> v;
   for (nb::handle h : nb::borrow<nb::list>(list)) {
-    if (PyBool_Check(h.ptr()) || !is_index_integer(h))
+    const std::string type = Py_TYPE(h.ptr())->tp_name;
+    const bool scalar = PyLong_Check(h.ptr()) || (type.rfind("numpy.", 0) == 0 && type != "numpy.ndarray");
+    if (!scalar || !is_int_index(h))
       throw nb::type_error(("a list index holds ints, not " + std::string(nb::str(h.type()).c_str()) +
-                            " (a mask's elements are kiln.where or kiln.masked_fill)").c_str());
+                            " (a mask's elements are kiln.where or kiln.masked_fill; torch reads a list holding "
+                            "tensors or lists as a tuple of indices: write the tuple)").c_str());
     int overflow = 0;
-    const int64_t i = PyLong_AsLongLongAndOverflow(nb::int_(h).ptr(), &overflow);
-    if (overflow != 0 || i < -extent || i >= extent)
-      throw nb::index_error(("index " + std::string(nb::str(h).c_str()) + " in a list is out of range for " + where +
-                             " (extent " + std::to_string(extent) + ")").c_str());
-    v.push_back(i < 0 ? i + extent : i);
+    v.push_back(PyLong_AsLongLongAndOverflow(nb::int_(h).ptr(), &overflow));
+    if (overflow != 0)
+      throw nb::index_error(("index " + std::string(nb::str(h).c_str()) + " is out of range for " + where).c_str());
   }
-  const auto n = static_cast<int64_t>(v.size());
-  return Tensor::from_vector(v, Shape{n}).to(device);
+  return v;
+}
+
+// An int32 or int64 kiln tensor index (0-d: one index; rank 1: a list), read on the host from any
+// device (index_select reads its indices there too), so negative entries count from the end as in
+// torch.
+std::vector<int64_t> tensor_indices(const Tensor& idx) {
+  if (idx.dtype() != DType::i32 && idx.dtype() != DType::i64)
+    throw nb::type_error(("a tensor index holds int32 or int64 indices, not " + idx.description() +
+                          " (a mask's elements are kiln.where or kiln.masked_fill)").c_str());
+  if (idx.rank() > 1)
+    throw nb::index_error(("a tensor index is one index (0-d) or a list of them (rank 1), not " + idx.description() +
+                           ": index with idx.reshape([-1]) and reshape the result").c_str());
+  nb::gil_scoped_release release;
+  return idx.cpu().to(DType::i64).to_vector<int64_t>();
 }
 
 // The index's entries, in order, as steps over t's dimensions (the ellipsis expanded).
@@ -117,7 +155,6 @@ std::vector<IndexStep> index_steps(const Tensor& t, nb::handle key) {
     for (nb::handle h : nb::borrow<nb::tuple>(key)) items.push_back(h);
   else
     items.push_back(key);
-  const auto is_int = [](nb::handle h) { return !PyBool_Check(h.ptr()) && is_index_integer(h); };  // not a bool
   int64_t named = 0, ellipses = 0, listed = 0;
   for (nb::handle h : items) {
     if (h.ptr() == Py_Ellipsis) ++ellipses;
@@ -134,7 +171,7 @@ std::vector<IndexStep> index_steps(const Tensor& t, nb::handle key) {
       steps.push_back({IndexStep::add_one});
     } else if (h.ptr() == Py_Ellipsis) {
       for (int64_t k = 0; k < t.rank() - named; ++k, ++d) steps.push_back({IndexStep::keep});
-    } else if (is_int(h)) {
+    } else if (is_int_index(h)) {
       int overflow = 0;  // an int past int64 (2**70) is out of range too, not a failed cast
       const int64_t extent = t.dim(d), i = PyLong_AsLongLongAndOverflow(nb::int_(h).ptr(), &overflow);
       if (overflow != 0 || i < -extent || i >= extent)
@@ -151,13 +188,19 @@ std::vector<IndexStep> index_steps(const Tensor& t, nb::handle key) {
       steps.push_back({IndexStep::take_range, static_cast<int64_t>(start), static_cast<int64_t>(length)});
       ++d;
     } else if (nb::isinstance<nb::list>(h) || nb::isinstance<Tensor>(h)) {
-      if (++listed > 1)
-        throw nb::index_error("a kiln index holds one list or tensor of indices at most (torch pairs several "
-                              "up; kiln.index_select one dimension at a time selects their product)");
       const std::string where = "dimension " + std::to_string(d) + " of " + t.description();
-      Tensor listed_tensor = nb::isinstance<Tensor>(h) ? nb::cast<Tensor>(h)
-                                                      : listed_indices(h, t.dim(d), where, t.device());
-      steps.push_back({IndexStep::take_listed, 0, 0, std::move(listed_tensor)});
+      const bool one = nb::isinstance<Tensor>(h) && nb::cast<const Tensor&>(h).rank() == 0;  // torch: as an int
+      std::vector<int64_t> v = wrapped(nb::isinstance<Tensor>(h) ? tensor_indices(nb::cast<const Tensor&>(h))
+                                                                 : listed_indices(h, where), t.dim(d), where);
+      if (one) {
+        steps.push_back({IndexStep::take_one, v[0], 1});
+      } else {
+        if (++listed > 1)
+          throw nb::index_error("a kiln index holds one list or tensor of indices at most (torch pairs several "
+                                "up; kiln.index_select one dimension at a time selects their product)");
+        const auto n = static_cast<int64_t>(v.size());
+        steps.push_back({IndexStep::take_listed, 0, 0, Tensor::from_vector(v, Shape{n}).to(t.device())});
+      }
       ++d;
     } else {
       throw nb::type_error(("kiln tensors are indexed by ints, slices of step 1, '...', None, and one list or int "
@@ -170,27 +213,29 @@ std::vector<IndexStep> index_steps(const Tensor& t, nb::handle key) {
   return steps;
 }
 
-// t[key]: the steps run as narrows (a copy: kiln's tensors are contiguous) and one reshape for the
-// extents dropped or added, so gradients flow through both. The reshape always runs: t[...] is a
-// view of t's memory with a node of its own, not t (whose requires_grad and .grad it would share).
+// t[key]: the steps run as narrows (a copy: kiln's tensors are contiguous), then the one selection
+// by a list (index_select, on what the narrows left), and one reshape for the extents dropped or
+// added, so gradients flow through all. The reshape always runs: t[...] is a view of t's memory
+// with a node of its own, not t (whose requires_grad and .grad it would share).
 Tensor index_tensor(const Tensor& t, nb::handle key) {
   const std::vector<IndexStep> steps = index_steps(t, key);
   nb::gil_scoped_release release;
   Tensor y = t;
+  int64_t d = 0;  // the dimension of y (and t) the next step meets: narrows keep every dimension
+  for (const IndexStep& s : steps) {
+    if (s.kind == IndexStep::take_one || s.kind == IndexStep::take_range) {
+      if (s.start != 0 || s.length != y.dim(d)) y = kiln::narrow(y, d, s.start, s.length);
+    }
+    d += s.kind == IndexStep::add_one ? 0 : 1;
+  }
   std::vector<int64_t> shape;
-  int64_t d = 0;  // the dimension of y (and t) the next step meets
+  d = 0;
   for (const IndexStep& s : steps) {
     if (s.kind == IndexStep::add_one) {
       shape.push_back(1);
       continue;
     }
-    if (s.kind == IndexStep::take_listed) {
-      y = kiln::index_select(y, d, s.listed);
-      if (s.listed.rank() == 1) shape.push_back(y.dim(d));
-      ++d;
-      continue;
-    }
-    if (s.kind != IndexStep::keep && (s.start != 0 || s.length != y.dim(d))) y = kiln::narrow(y, d, s.start, s.length);
+    if (s.kind == IndexStep::take_listed) y = kiln::index_select(y, d, s.listed);
     if (s.kind != IndexStep::take_one) shape.push_back(y.dim(d));
     ++d;
   }

@@ -84,10 +84,21 @@ def test_indexing_by_a_tensor_and_index_select_sum_repeats_gradients_as_torch(in
     assert kx[:, kiln.from_dlpack(torch.tensor(4))].shape == (3, 2)  # a 0-d index drops its dimension, as torch
 
 
-def test_a_negative_tensor_index_is_refused_as_by_index_select():
-    t = kiln.zeros([3, 2])
-    with pytest.raises(kiln.Error, match=r"index -1 at position 0 .* outside dimension 0 .* \[0, 3\)"):
-        t[kiln.from_dlpack(torch.tensor([0, -1]))[1:]]
+def test_tensor_indices_count_negatives_from_the_end_and_name_the_indexed_tensor():
+    a = np.arange(60, dtype=np.float32).reshape(3, 4, 5)
+    t, ref = kiln.from_dlpack(a.copy()), torch.from_numpy(a)
+    k = lambda *v: kiln.from_dlpack(torch.tensor(v[0] if len(v) == 1 else list(v)))  # noqa: E731
+    for key, want in [((k(0, -1),), ref[torch.tensor([0, -1])]), ((1, slice(None), k(-5, 4)), ref[1, :, [-5, 4]]),
+                      ((k(-1), [1, 2]), ref[-1, [1, 2]]), ((slice(None), k(2)), ref[:, 2])]:
+        np.testing.assert_array_equal(np.asarray(t[key]), want.numpy())
+    with pytest.raises(IndexError, match=r"index 7 is out of range for dimension 2 of float32\[3, 4, 5\]"):
+        t[1, :, k(7)]  # the user's tensor named, not what the int's narrow left
+    with pytest.raises(TypeError, match="int32 or int64 indices, not float32"):
+        t[kiln.zeros([2])]
+    with pytest.raises(IndexError, match=r"one index \(0-d\) or a list of them \(rank 1\)"):
+        t[k([0, 1]).reshape([1, 2])]
+    with pytest.raises(kiln.Error, match=r"index_select: index -1 at position 0 .* \[0, 3\)"):
+        kiln.index_select(t, 0, k(-1))  # torch.index_select refuses it too
 
 
 @pytest.mark.parametrize("key, error, words", [
@@ -97,7 +108,10 @@ def test_a_negative_tensor_index_is_refused_as_by_index_select():
     ((0, 0, 0), IndexError, "too many indices"),
     ((Ellipsis, Ellipsis), IndexError, "one ellipsis"),
     (slice(None, None, 2), ValueError, "step 2 is not 1"),
-    ([0, 3], IndexError, "index 3 in a list is out of range for dimension 0"),
+    ([0, 3], IndexError, "index 3 is out of range for dimension 0 of float32"),
+    ([np.True_], TypeError, "a list index holds ints, not <class 'numpy.bool_'>"),
+    (np.True_, TypeError, "not <class 'numpy.bool_'>"),
+    ([np.array(1), 0], TypeError, "a list index holds ints, not <class 'numpy.ndarray'>"),
     ([True, False], TypeError, "a list index holds ints, not <class 'bool'>"),
     ([[0], [1]], TypeError, "a list index holds ints, not <class 'list'>"),
     (([0], [1]), IndexError, "one list or tensor of indices at most"),

@@ -602,6 +602,35 @@ def test_embedding_matches_torch_with_gradients():
         kiln.embedding(k(idx, grad=False), kw)
 
 
+def test_gather_matches_torch_with_gradients_and_picks_label_log_probabilities():
+    torch.manual_seed(10)
+    logits = torch.randn(6, 5)
+    labels = torch.tensor([4, 0, 2, 2, 1, 4])
+    kl, tl = k(logits), logits.clone().requires_grad_(True)
+    picked = kiln.gather(kiln.log_softmax(kl, 1), 1, k(labels.reshape(-1, 1), grad=False))
+    ref = torch.gather(torch.log_softmax(tl, 1), 1, labels.reshape(-1, 1))
+    assert picked.shape == (6, 1)
+    kiln.mean(picked).backward()
+    ref.mean().backward()
+    close(picked, ref, 1e-6)
+    close(kl.grad, tl.grad, 1e-6)
+    x = torch.randn(3, 4, 5)
+    idx = torch.tensor([[[3, 0, 3], [1, 1, 0]], [[2, 3, 3], [0, 0, 1]]])  # [2, 2, 3]: x's corner read
+    kx, tx = k(x), x.clone().requires_grad_(True)
+    y, want = kx.gather(1, k(idx.int(), grad=False)), tx.gather(1, idx)
+    up = torch.randn(want.shape)
+    kiln.sum(kiln.mul(y, k(up, grad=False))).backward()
+    (want * up).sum().backward()
+    close(y, want, 0)
+    close(kx.grad, tx.grad, 1e-6)  # repeated indices: summed
+    with pytest.raises(kiln.Error, match=r"gather: index 5 at position 1 .* outside dimension 1 .* \[0, 4\)"):
+        kiln.gather(kx, 1, k(torch.tensor([[[0, 5]]]), grad=False))
+    with pytest.raises(kiln.Error, match=r"indices must have x's rank \(3\)"):
+        kiln.gather(kx, 1, k(torch.tensor([0]), grad=False))
+    with pytest.raises(kiln.Error, match=r"longer than x .* along dimension 2"):
+        kiln.gather(kx, 1, k(torch.zeros(1, 1, 6, dtype=torch.int64), grad=False))
+
+
 def test_layer_norm_matches_torch_with_gradients():
     torch.manual_seed(8)
     x, g, b = torch.randn(5, 7) * 2 + 1, torch.randn(7), torch.randn(7)

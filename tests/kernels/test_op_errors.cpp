@@ -129,7 +129,7 @@ TEST_CASE("the dimension ops and selections name what was wrong", "[ops][errors]
   REQUIRE_THROWS_WITH(LayerNorm("ln", 5).forward(x), Contains("LayerNorm ln") && Contains("its 5 features"));
 }
 
-TEST_CASE("index_select names the index outside, where it sits and the dimension", "[ops][errors]") {
+TEST_CASE("index_select and gather name the index outside, where it sits and the dimension", "[ops][errors]") {
   const Tensor x = Tensor::zeros(Shape{2, 3, 4});
   const auto idx = [](std::vector<int64_t> v, Shape s) { return Tensor::from_vector(v, s); };
   REQUIRE_THROWS_WITH(index_select(x, 1, idx({0, 3}, Shape{2})),
@@ -144,6 +144,11 @@ TEST_CASE("index_select names the index outside, where it sits and the dimension
   REQUIRE_THROWS_WITH(index_select(Tensor::zeros(Shape{}), 0, idx({0}, Shape{1})), Contains("rank >= 1"));
   REQUIRE_THROWS_WITH(embedding(Tensor::zeros(Shape{4, 2}), idx({1, 4}, Shape{2})),
                       Contains("embedding: index 4 at position 1") && Contains("outside the table's 4 rows [0, 4)"));
+  REQUIRE_THROWS_WITH(gather(x, 1, idx({0, 3}, Shape{1, 2, 1})),
+                      Contains("gather: index 3 at position 1") && Contains("outside dimension 1"));
+  REQUIRE_THROWS_WITH(gather(x, 1, idx({0}, Shape{1})), Contains("gather: indices must have x's rank (3)"));
+  REQUIRE_THROWS_WITH(gather(x, 0, idx({0, 0, 0, 0, 0}, Shape{1, 1, 5})),
+                      Contains("longer than x") && Contains("along dimension 2"));
   // An empty selection is no error: [2, 0, 4], as torch.
   CHECK(index_select(x, 1, Tensor::zeros(Shape{0}, TensorOptions{DType::i64})).shape() == Shape{2, 0, 4});
 }

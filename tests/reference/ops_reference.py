@@ -89,6 +89,8 @@ def run_op(op, p, x, extras):
         return F.embedding(x[1], x[0])
     if op == "index_select":
         return torch.index_select(x[0], int(p["dim"]), x[1])
+    if op == "gather":
+        return torch.gather(x[0], int(p["dim"]), x[1].long())
     if op == "layer_norm":
         return F.layer_norm(x[0], (x[0].shape[-1],), x[1], x[2], p["eps"])
     if op == "bce_with_logits":
