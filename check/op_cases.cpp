@@ -609,6 +609,30 @@ void append_select_cases(std::vector<OpCase>& cases) {
   }
 }
 
+// index_add and scatter_add, the gathers' reverse: repeated indices accumulate into one entry.
+void append_scatter_add_cases(std::vector<OpCase>& cases, Generator& g, const Tensor& spread) {
+  const auto scatter_case = [](const std::string& name, const char* op, Tensor x, Tensor src, Tensor idx, int64_t dim) {
+    const int64_t out = x.numel();
+    const bool per_element = std::string(op) == "scatter_add";
+    OpCase k = simple(name, op, {std::move(x), std::move(src), std::move(idx)}, {true, true, false},
+                      [dim, per_element](const std::vector<Tensor>& in) {
+                        const auto add = per_element ? &kiln::scatter_add : &kiln::index_add;
+                        return add(in[0], dim, in[2], in[1]);
+                      },
+                      kRtolElementwise);  // a sum of a few terms per entry
+    k.params = {{"dim", static_cast<double>(dim)}};
+    return streaming(k, 1, out);
+  };
+  cases.push_back(scatter_case("index_add/4x5x3_dim1_by_6", "index_add", randn(g, {4, 5, 3}), randn(g, {4, 6, 3}),
+                               Tensor::from_vector(std::vector<int64_t>{4, 0, 2, 4, 1, 4}, {6}), 1));
+  cases.push_back(bf16_variant(cases.back(), kRtolBf16));
+  cases.push_back(scatter_case("index_add/5x2_dim-1_by_3_i32", "index_add", randn(g, {5, 2}), randn(g, {5, 3}),
+                               Tensor::from_vector(std::vector<int64_t>{1, 1, 0}, {3}).to(DType::i32), -1));
+  // Indices [3, 6, 5] into x [3, 4, 5] along dimension 1 (a longer src: torch 1.13's backward fails there).
+  cases.push_back(scatter_case("scatter_add/3x4x5_dim1_by_3x6x5", "scatter_add", randn(g, {3, 4, 5}),
+                               randn(g, {3, 6, 5}), spread.reshape({3, 6, 5}), 1));
+}
+
 // index_select along a middle dimension (repeats, so the gradient sums), the last (rows of one
 // element) and the first by a single index; bfloat16; and an integer tensor (no gradient). Then
 // gather, an index per element.
@@ -652,6 +676,7 @@ void append_index_select_cases(std::vector<OpCase>& cases, Generator& g) {
                               idx64({5, 0, 2, 2, 1, 4, 3, 3}).reshape({4, 2}).to(DType::i32), -1));
   cases.push_back(gather_case("gather/5x3x2_dim0_by_2x2x1", randn(g, {5, 3, 2}), idx64({4, 0, 4, 2}).reshape({2, 2, 1}),
                               0));
+  append_scatter_add_cases(cases, g, idx64(spread));
 }
 
 // Reductions over chosen dimensions, narrow, concat, stack, embedding, index_select and layer_norm.

@@ -110,6 +110,16 @@ Tensor index_select(const Tensor& x, int64_t dim, const Tensor& indices);
 // has indices' shape. Any dtype. Gradient to x (float32 or bfloat16): each entry's uses summed in
 // order. gather(log_softmax(logits), 1, labels as [N, 1]) picks each row's label's log-probability.
 Tensor gather(const Tensor& x, int64_t dim, const Tensor& indices);
+// x with src's entries added along dimension dim at indices, in the indices' order (repeats
+// accumulate; the same bits every run), the result a new tensor. index_add: indices one index or
+// a list (rank 0 or 1) and src x's shape but their count along dim (torch.index_add; a sum per
+// segment, as a graph network's messages). scatter_add: an index per element (torch.scatter_add),
+// indices of x's rank and extents but dim's, src at least as long as indices (its corner is
+// read). Indices int32 or int64 in [0, x.dim(dim)), checked (on a GPU a copy to the host and a
+// wait). x and src float32, or bfloat16 (summed in float32, rounded once). Gradients: g to x, g's
+// entries at the indices to src.
+Tensor index_add(const Tensor& x, int64_t dim, const Tensor& indices, const Tensor& src);
+Tensor scatter_add(const Tensor& x, int64_t dim, const Tensor& indices, const Tensor& src);
 // xs joined along dimension dim, in order: one dtype and device, every other extent equal (torch.cat).
 Tensor concat(const std::vector<Tensor>& xs, int64_t dim);
 // xs of one shape joined along a new dimension dim (0 to rank; negative counts from the end):

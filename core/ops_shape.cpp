@@ -1,9 +1,9 @@
 // Ops that cut and join tensors along any dimension: narrow, concat, stack (kiln's tensors are
 // contiguous, so each is a block copy, Backend::copy_block, and each one's gradient the other's);
-// index_select, embedding and gather, entries gathered by index (Backend::gather_rows, and back
-// by scatter_add_rows); and permute, a copy in the new order (Backend::permute), whose gradient is the inverse one,
-// with the ops it brings to a dimension other than the last (transpose of any two, softmax,
-// log_softmax and argmax along one).
+// index_select, embedding and gather, entries gathered by index (Backend::gather_rows, and back by
+// scatter_add_rows), and their reverses index_add and scatter_add; and permute, a copy in the new
+// order (Backend::permute), whose gradient is the inverse one, with the ops it brings to a
+// dimension other than the last (transpose of any two, softmax, log_softmax and argmax along one).
 #include <string>
 #include <utility>
 #include <vector>
@@ -138,6 +138,62 @@ Tensor gather_along(const char* op, const Tensor& x, int64_t d, const Tensor& in
   return y;
 }
 
+// The gradient of x + (src scattered along d by idx): g itself to x, and to src the entries of g
+// it was added to, gathered back (idx as scatter_add_along took it).
+struct ScatterAddNode final : Node {
+  explicit ScatterAddNode(const char* name) : Node(name) {}
+  SavedTensor idx;  // as the op was given it: [n], or src's shape
+  int64_t d = 0;
+  bool per_element = false;
+  Shape src_shape;
+  std::vector<Tensor> apply(const Tensor& g) override {
+    std::vector<Tensor> grads(2);
+    if (next[0].needed()) grads[0] = g.detach();
+    if (next[1].needed())
+      grads[1] = gather_along(name().c_str(), g.detach(), d, idx.get(), per_element).reshape(src_shape);
+    return grads;
+  }
+  void release_saved() override { idx.reset(); }
+};
+
+// x + src's entries added along dimension d at idx's indices (checked), in order: idx [n] adds
+// src's rows (src x's shape but d's extent, n), per_element idx of src's shape one entry each.
+// Float32, or bfloat16 summed in float32 and rounded once. The backward node is named op.
+Tensor scatter_add_along(const char* op, const Tensor& x, int64_t d, const Tensor& idx, const Tensor& src,
+                         bool per_element) {
+  const int64_t blocks = x.shape().numel_before(d), v = x.dim(d), inner = x.shape().numel_after(d);
+  const int64_t n = src.dim(d);
+  const Tensor idx_flat = per_element ? idx.reshape(Shape{blocks, n, inner}) : idx.reshape(Shape{n});
+  Tensor acc = x.dtype() == DType::f32 ? x.detach().clone() : x.detach().to(DType::f32);
+  const Tensor src32 = src.dtype() == DType::f32 ? src.detach() : src.detach().to(DType::f32);
+  Tensor acc3 = acc.reshape(Shape{blocks, v, inner});
+  backend_for(x.device()).scatter_add_rows(src32.reshape(Shape{blocks, n, inner}), idx_flat, acc3);
+  Tensor y = x.dtype() == DType::f32 ? acc : acc.to(x.dtype());
+  if (autograd::needs_grad({&x, &src})) {
+    auto node = std::make_shared<ScatterAddNode>(op);
+    node->idx = idx;
+    node->d = d;
+    node->per_element = per_element;
+    node->src_shape = src.shape();
+    node->next = {autograd::edge_for(x), autograd::edge_for(src)};
+    autograd::set_history(y, node);
+  }
+  return y;
+}
+
+// x and src float32 or bfloat16 alike, on one device, of one rank; d resolved against x.
+int64_t scatter_operands(const char* op, const Tensor& x, int64_t dim, const Tensor& indices, const Tensor& src) {
+  checks::defined(op, "x", x);
+  checks::defined(op, "indices", indices);
+  checks::defined(op, "src", src);
+  checks::float32_or_bf16(op, "x", x);
+  checks::same_dtype(op, "x", x, "src", src);
+  checks::same_device(op, "x", x, "src", src);
+  KILN_CHECK(x.rank() >= 1 && src.rank() == x.rank(), op, ": x and src need one rank >= 1, got x ", x.description(),
+             " and src ", src.description());
+  return resolve_dim(op, dim, x.rank(), x.description());
+}
+
 }  // namespace
 
 Tensor narrow(const Tensor& x, int64_t dim, int64_t start, int64_t length) {
@@ -256,14 +312,47 @@ Tensor gather(const Tensor& x, int64_t dim, const Tensor& indices) {
   KILN_CHECK(indices.rank() == x.rank(), "gather: indices must have x's rank (", x.rank(), "), got ",
              indices.description(), " for x ", x.description(), "; index_select takes one list for a whole dimension");
   const int64_t d = resolve_dim(op, dim, x.rank(), x.description());
+  if (indices.numel() == 0) return Tensor::zeros(indices.shape(), like(x));  // torch checks no extent then
   for (int64_t k = 0; k < x.rank(); ++k)
     KILN_CHECK(k == d || indices.dim(k) <= x.dim(k), "gather: indices ", indices.description(), " are longer than x ",
-               x.description(), " along dimension ", k, "; only dimension ", d, "'s extents may differ");
+               x.description(), " along dimension ", k, "; they may be shorter there, and of any length along ",
+               "dimension ", d);
   check_indices(op, "x", x, indices, x.dim(d), "dimension " + std::to_string(d) + " of " + x.description());
   Tensor src = x;  // x cut to the indices' extents where they are shorter (torch reads that corner)
   for (int64_t k = 0; k < x.rank(); ++k)
     if (k != d && indices.dim(k) < x.dim(k)) src = narrow(src, k, 0, indices.dim(k));
   return gather_along(op, src, d, indices, true);
+}
+
+Tensor index_add(const Tensor& x, int64_t dim, const Tensor& indices, const Tensor& src) {
+  const char* op = "index_add";
+  const int64_t d = scatter_operands(op, x, dim, indices, src);
+  KILN_CHECK(indices.rank() <= 1, "index_add: indices must be one index or a list of them (rank 0 or 1), got ",
+             indices.description());
+  bool fits = src.dim(d) == indices.numel();
+  for (int64_t k = 0; k < x.rank(); ++k) fits = fits && (k == d || src.dim(k) == x.dim(k));
+  KILN_CHECK(fits, "index_add: src ", src.description(), " must have x's shape ", x.shape(), " but ",
+             indices.numel(), " (one per index) along dimension ", d);
+  check_indices(op, "x", x, indices, x.dim(d), "dimension " + std::to_string(d) + " of " + x.description());
+  return scatter_add_along(op, x, d, indices, src, false);
+}
+
+Tensor scatter_add(const Tensor& x, int64_t dim, const Tensor& indices, const Tensor& src) {
+  const char* op = "scatter_add";
+  const int64_t d = scatter_operands(op, x, dim, indices, src);
+  KILN_CHECK(indices.rank() == x.rank(), "scatter_add: indices must have x's rank (", x.rank(), "), got ",
+             indices.description(), "; index_add takes one list for a whole dimension");
+  for (int64_t k = 0; k < x.rank(); ++k) {
+    KILN_CHECK(k == d || indices.dim(k) == x.dim(k), "scatter_add: indices ", indices.description(),
+               " must have x's extents ", x.shape(), " but along dimension ", d, " (kiln takes no shorter ones)");
+    KILN_CHECK(indices.dim(k) <= src.dim(k), "scatter_add: indices ", indices.description(), " are longer than src ",
+               src.description(), " along dimension ", k);
+  }
+  check_indices(op, "x", x, indices, x.dim(d), "dimension " + std::to_string(d) + " of " + x.description());
+  Tensor used = src;  // src cut to the indices' extents where it is longer (torch reads that corner)
+  for (int64_t k = 0; k < x.rank(); ++k)
+    if (indices.dim(k) < src.dim(k)) used = narrow(used, k, 0, indices.dim(k));
+  return scatter_add_along(op, x, d, indices, used, true);
 }
 
 Tensor embedding(const Tensor& weight, const Tensor& indices) {

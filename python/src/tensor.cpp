@@ -628,8 +628,8 @@ void bind_math_ops(nb::module_& m) {
   }
 }
 
-// The ops that cut, join, select and reorder: narrow, index_select, gather, concat, stack, permute,
-// transpose, argmax along a dimension, matmul and reshape.
+// The ops that cut, join, select and reorder: narrow, index_select, gather, their reverses index_add
+// and scatter_add, concat, stack, permute, transpose, argmax along a dimension, matmul and reshape.
 void bind_layout_ops(nb::module_& m) {
   m.def("permute", &kiln::permute, arg("x"), arg("dims"), Release(),
         "x with its dimensions reordered: the result's dimension i is x's dims[i] (torch.permute, but a copy: "
@@ -646,6 +646,13 @@ void bind_layout_ops(nb::module_& m) {
         "int32 or int64 tensor of x's rank, its extents but dim's at most x's, each entry in [0, x.shape[dim]); "
         "the result has index's shape; any dtype. Gradient to x: each entry's uses summed in order. "
         "gather(log_softmax(logits), 1, labels.reshape([-1, 1])) picks each row's label's log-probability.");
+  m.def("index_add", &kiln::index_add, arg("x"), arg("dim"), arg("index"), arg("source"), Release(),
+        "x with source's slices added along dim at index (one index or a list), in order, repeats accumulating "
+        "(torch.index_add, a new tensor): source has x's shape but len(index) along dim; float32 or bfloat16 "
+        "(summed in float32). A sum per segment: kiln.index_add(kiln.zeros([segments, d]), 0, segment_of_row, rows).");
+  m.def("scatter_add", &kiln::scatter_add, arg("x"), arg("dim"), arg("index"), arg("src"), Release(),
+        "x with src's entries added along dim, an index per entry (torch.scatter_add, a new tensor): index of x's "
+        "rank and extents but dim's, src at least index's extents (its corner read); float32 or bfloat16.");
   m.def("concat", &kiln::concat, arg("tensors"), arg("dim") = 0, Release(),
         "The tensors joined along dim, in order (torch.cat); gradients to each.");
   m.def("stack", &kiln::stack, arg("tensors"), arg("dim") = 0, Release(),

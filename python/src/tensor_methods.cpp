@@ -58,6 +58,12 @@ void bind_layout(nb::handle cls) {
   }, arg("dim"), arg("index"), Release());
   method(cls, "gather", [](const Tensor& x, int64_t dim, const Tensor& index) { return kiln::gather(x, dim, index); },
          arg("dim"), arg("index"), Release());
+  method(cls, "index_add", [](const Tensor& x, int64_t dim, const Tensor& index, const Tensor& source) {
+    return kiln::index_add(x, dim, index, source);
+  }, arg("dim"), arg("index"), arg("source"), Release());
+  method(cls, "scatter_add", [](const Tensor& x, int64_t dim, const Tensor& index, const Tensor& src) {
+    return kiln::scatter_add(x, dim, index, src);
+  }, arg("dim"), arg("index"), arg("src"), Release());
   method(cls, "transpose", [](const Tensor& x, int64_t d0, int64_t d1) { return kiln::transpose(x, d0, d1); },
          arg("dim0"), arg("dim1"), Release());
   method(cls, "softmax", [](const Tensor& x, int64_t dim) { return kiln::softmax(x, dim); }, arg("dim"), Release());
@@ -99,9 +105,18 @@ bool is_bool(nb::handle h) {
   return PyBool_Check(h.ptr()) || type == "numpy.bool_" || type == "numpy.bool";
 }
 
-// An int index entry: an int or NumPy integer, a 0-d integer array or torch tensor (each has
-// __index__), not a bool.
-bool is_int_index(nb::handle h) { return !is_bool(h) && is_index_integer(h); }
+// An int index entry: an int or NumPy integer scalar, or another object with __index__ that is
+// not an array: one with ndim (a NumPy array, a torch tensor) counts only 0-d and of an integer
+// dtype but uint8 (torch's __index__ takes any one-element tensor, and reads bool and uint8 ones
+// as masks). Never a bool.
+bool is_int_index(nb::handle h) {
+  if (is_bool(h) || !is_index_integer(h)) return false;
+  if (PyLong_Check(h.ptr()) || !nb::hasattr(h, "ndim")) return true;
+  // The dtype's repr: "dtype('int64')" (NumPy), "torch.bool".
+  const std::string dtype = nb::hasattr(h, "dtype") ? nb::repr(h.attr("dtype")).c_str() : "";
+  return nb::cast<int64_t>(h.attr("ndim")) == 0 && dtype.find("bool") == std::string::npos &&
+         dtype.find("uint8") == std::string::npos;
+}
 
 // Indices with negative ones counted from the end of `extent`, each checked as an int index is
 // (IndexError naming `where`: the user's dimension and tensor).
@@ -124,8 +139,8 @@ std::vector<int64_t> listed_indices(nb::handle list, const std::string& where) {
     const bool scalar = PyLong_Check(h.ptr()) || (type.rfind("numpy.", 0) == 0 && type != "numpy.ndarray");
     if (!scalar || !is_int_index(h))
       throw nb::type_error(("a list index holds ints, not " + std::string(nb::str(h.type()).c_str()) +
-                            " (a mask's elements are kiln.where or kiln.masked_fill; torch reads a list holding "
-                            "tensors or lists as a tuple of indices: write the tuple)").c_str());
+                            " (torch reads a list holding tensors or lists as a tuple of indices: write the tuple; "
+                            "a mask's elements are kiln.where or kiln.masked_fill)").c_str());
     int overflow = 0;
     v.push_back(PyLong_AsLongLongAndOverflow(nb::int_(h).ptr(), &overflow));
     if (overflow != 0)
@@ -189,24 +204,28 @@ std::vector<IndexStep> index_steps(const Tensor& t, nb::handle key) {
       ++d;
     } else if (nb::isinstance<nb::list>(h) || nb::isinstance<Tensor>(h)) {
       const std::string where = "dimension " + std::to_string(d) + " of " + t.description();
-      const bool one = nb::isinstance<Tensor>(h) && nb::cast<const Tensor&>(h).rank() == 0;  // torch: as an int
-      std::vector<int64_t> v = wrapped(nb::isinstance<Tensor>(h) ? tensor_indices(nb::cast<const Tensor&>(h))
-                                                                 : listed_indices(h, where), t.dim(d), where);
-      if (one) {
+      const Tensor* given = nb::isinstance<Tensor>(h) ? &nb::cast<const Tensor&>(h) : nullptr;
+      const std::vector<int64_t> raw = given ? tensor_indices(*given) : listed_indices(h, where);
+      const std::vector<int64_t> v = wrapped(raw, t.dim(d), where);
+      if (given && given->rank() == 0) {  // torch reads a 0-d index tensor as an int
         steps.push_back({IndexStep::take_one, v[0], 1});
       } else {
         if (++listed > 1)
           throw nb::index_error("a kiln index holds one list or tensor of indices at most (torch pairs several "
                                 "up; kiln.index_select one dimension at a time selects their product)");
         const auto n = static_cast<int64_t>(v.size());
-        steps.push_back({IndexStep::take_listed, 0, 0, Tensor::from_vector(v, Shape{n}).to(t.device())});
+        // The user's tensor where nothing wrapped (no copy back to a GPU), else the wrapped indices.
+        const bool as_given = given && v == raw && given->device() == t.device();
+        Tensor listed_tensor = as_given ? *given : Tensor::from_vector(v, Shape{n}).to(t.device());
+        steps.push_back({IndexStep::take_listed, 0, 0, std::move(listed_tensor)});
       }
       ++d;
     } else {
       throw nb::type_error(("kiln tensors are indexed by ints, slices of step 1, '...', None, and one list or int "
                             "tensor of indices, not " +
                             std::string(nb::str(nb::handle(reinterpret_cast<PyObject*>(Py_TYPE(h.ptr())))).c_str()) +
-                            ": a mask's elements are kiln.where or kiln.masked_fill").c_str());
+                            ": an array of indices from NumPy or torch becomes one through kiln.from_dlpack or "
+                            ".tolist(); a mask's elements are kiln.where or kiln.masked_fill").c_str());
     }
   }
   for (; d < t.rank(); ++d) steps.push_back({IndexStep::keep});
@@ -247,10 +266,10 @@ void bind_indexing(nb::handle cls) {
   method_with_doc(cls, "__getitem__",
        "t[i], t[a:b], t[..., i], t[:, None], t[[2, 0, 2]], t[:, idx]: ints (negative from the end) drop their "
        "dimension, slices of step 1 narrow it, '...' stands for the dimensions not named, None adds an extent of 1, "
-       "and one list of ints (negative from the end) or int32/int64 tensor of indices (rank 0 or 1, in [0, extent)) "
-       "selects those entries in order (kiln.index_select). The result is a copy where it narrows or selects "
-       "(kiln's tensors are contiguous: writing into it leaves t as it was), t's memory where it only drops or adds "
-       "extents of 1; gradients flow back to t.", &index_tensor, arg("key").none());
+       "and one list of ints or int32/int64 kiln tensor of indices (rank 1; negative ones from the end; a 0-d one "
+       "is an int) selects those entries in order (kiln.index_select). The result is a copy where it narrows or "
+       "selects (kiln's tensors are contiguous: writing into it leaves t as it was), t's memory where it only drops "
+       "or adds extents of 1; gradients flow back to t.", &index_tensor, arg("key").none());
   method_with_doc(cls, "__iter__", "The rows t[0], t[1], ... (each a copy).", [](nb::handle self) {
     if (nb::cast<const Tensor&>(self).rank() == 0)
       throw nb::type_error("iteration over a 0-d tensor (item() reads it)");

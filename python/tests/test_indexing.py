@@ -97,6 +97,7 @@ def test_tensor_indices_count_negatives_from_the_end_and_name_the_indexed_tensor
         t[kiln.zeros([2])]
     with pytest.raises(IndexError, match=r"one index \(0-d\) or a list of them \(rank 1\)"):
         t[k([0, 1]).reshape([1, 2])]
+    assert t[torch.tensor(2), np.array(1), np.int32(-1)].tolist() == a[2, 1, -1]  # 0-d ints from torch and NumPy
     with pytest.raises(kiln.Error, match=r"index_select: index -1 at position 0 .* \[0, 3\)"):
         kiln.index_select(t, 0, k(-1))  # torch.index_select refuses it too
 
@@ -112,6 +113,9 @@ def test_tensor_indices_count_negatives_from_the_end_and_name_the_indexed_tensor
     ([np.True_], TypeError, "a list index holds ints, not <class 'numpy.bool_'>"),
     (np.True_, TypeError, "not <class 'numpy.bool_'>"),
     ([np.array(1), 0], TypeError, "a list index holds ints, not <class 'numpy.ndarray'>"),
+    (torch.tensor([1]), TypeError, "kiln.from_dlpack"),  # torch's __index__ takes any one-element tensor
+    (torch.tensor(True), TypeError, "not <class 'torch.Tensor'>"),  # a mask in torch
+    (np.array([1]), TypeError, "not <class 'numpy.ndarray'>"),
     ([True, False], TypeError, "a list index holds ints, not <class 'bool'>"),
     ([[0], [1]], TypeError, "a list index holds ints, not <class 'list'>"),
     (([0], [1]), IndexError, "one list or tensor of indices at most"),

@@ -129,7 +129,7 @@ TEST_CASE("the dimension ops and selections name what was wrong", "[ops][errors]
   REQUIRE_THROWS_WITH(LayerNorm("ln", 5).forward(x), Contains("LayerNorm ln") && Contains("its 5 features"));
 }
 
-TEST_CASE("index_select and gather name the index outside, where it sits and the dimension", "[ops][errors]") {
+TEST_CASE("index_select, gather and the adds name the index outside and its dimension", "[ops][errors]") {
   const Tensor x = Tensor::zeros(Shape{2, 3, 4});
   const auto idx = [](std::vector<int64_t> v, Shape s) { return Tensor::from_vector(v, s); };
   REQUIRE_THROWS_WITH(index_select(x, 1, idx({0, 3}, Shape{2})),
@@ -149,6 +149,18 @@ TEST_CASE("index_select and gather name the index outside, where it sits and the
   REQUIRE_THROWS_WITH(gather(x, 1, idx({0}, Shape{1})), Contains("gather: indices must have x's rank (3)"));
   REQUIRE_THROWS_WITH(gather(x, 0, idx({0, 0, 0, 0, 0}, Shape{1, 1, 5})),
                       Contains("longer than x") && Contains("along dimension 2"));
+  const Tensor src = Tensor::zeros(Shape{2, 2, 4});
+  REQUIRE_THROWS_WITH(index_add(x, 1, idx({0, 3}, Shape{2}), src),
+                      Contains("index_add: index 3 at position 1") && Contains("outside dimension 1"));
+  REQUIRE_THROWS_WITH(index_add(x, 1, idx({0}, Shape{1}), src),
+                      Contains("index_add: src float32[2, 2, 4]") &&
+                          Contains("but 1 (one per index) along dimension 1"));
+  REQUIRE_THROWS_WITH(index_add(x, 1, idx({0, 1}, Shape{2}), src.to(DType::bf16)), Contains("index_add") &&
+                                                                                      Contains("bfloat16"));
+  REQUIRE_THROWS_WITH(scatter_add(x, 1, idx({0, 1}, Shape{1, 2, 1}), src),
+                      Contains("scatter_add: indices") && Contains("must have x's extents"));
+  REQUIRE_THROWS_WITH(scatter_add(x, 0, Tensor::zeros(Shape{2, 3, 4}, TensorOptions{DType::i64}), src),
+                      Contains("scatter_add: indices") && Contains("longer than src"));
   // An empty selection is no error: [2, 0, 4], as torch.
   CHECK(index_select(x, 1, Tensor::zeros(Shape{0}, TensorOptions{DType::i64})).shape() == Shape{2, 0, 4});
 }

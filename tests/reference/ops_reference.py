@@ -91,6 +91,10 @@ def run_op(op, p, x, extras):
         return torch.index_select(x[0], int(p["dim"]), x[1])
     if op == "gather":
         return torch.gather(x[0], int(p["dim"]), x[1].long())
+    if op == "index_add":
+        return torch.index_add(x[0], int(p["dim"]), x[2], x[1])
+    if op == "scatter_add":
+        return torch.scatter_add(x[0], int(p["dim"]), x[2].long(), x[1])
     if op == "layer_norm":
         return F.layer_norm(x[0], (x[0].shape[-1],), x[1], x[2], p["eps"])
     if op == "bce_with_logits":
