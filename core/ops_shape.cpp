@@ -97,18 +97,35 @@ struct GatherRowsNode final : Node {
   void release_saved() override { idx.reset(); }
 };
 
-// indices int32 or int64 on x's device (x named x_name), each in [0, extent), else an error naming the first one
-// outside, where it sits, and `what` it indexes. On a GPU this costs one copy to the host and a wait.
+// The position of the first of p's n indices outside [0, extent), or -1. One branch-free pass
+// first, vectorised and on every thread (a copy to int64 and a scalar loop took 60 ms for 16M
+// indices).
+template <typename I>
+int64_t first_outside(const I* p, int64_t n, int64_t extent) {
+  int bad = 0;
+#pragma omp parallel for simd reduction(| : bad) if (parallel : n > (1 << 20))
+  for (int64_t i = 0; i < n; ++i) bad |= static_cast<int>(p[i] < 0) | static_cast<int>(p[i] >= extent);
+  for (int64_t i = 0; bad && i < n; ++i)
+    if (p[i] < 0 || p[i] >= extent) return i;
+  return -1;
+}
+
+// indices int32 or int64 on x's device (x named x_name), each in [0, extent), else an error naming
+// the first one outside, where it sits, and `what` it indexes. On a GPU this costs one copy to the
+// host and a wait.
 void check_indices(const char* op, const char* x_name, const Tensor& x, const Tensor& indices, int64_t extent,
                    const std::string& what) {
   KILN_CHECK(indices.dtype() == DType::i32 || indices.dtype() == DType::i64, op,
              ": indices must be int32 or int64, got ", indices.description());
   checks::same_device(op, x_name, x, "indices", indices);
   const Tensor host = indices.device().is_cuda() ? indices.cpu() : indices;
-  const std::vector<int64_t> v = host.to(DType::i64).to_vector<int64_t>();
-  for (size_t i = 0; i < v.size(); ++i)
-    KILN_CHECK(v[i] >= 0 && v[i] < extent, op, ": index ", v[i], " at position ", i, " (flattened) of ",
-               indices.description(), " is outside ", what, " [0, ", extent, ")");
+  const bool wide = host.dtype() == DType::i64;
+  const int64_t at = wide ? first_outside(host.data<int64_t>(), host.numel(), extent)
+                          : first_outside(host.data<int32_t>(), host.numel(), extent);
+  if (at < 0) return;
+  const int64_t value = wide ? host.data<int64_t>()[at] : host.data<int32_t>()[at];
+  KILN_FAIL(op, ": index ", value, " at position ", at, " (flattened) of ", indices.description(), " is outside ", what,
+            " [0, ", extent, ")");
 }
 
 // x's entries along dimension d at indices (checked): rows, every other dimension whole, for

@@ -482,6 +482,14 @@ void gather_typed(const R* table, const I* idx, const Shape& t, int64_t n, R* ou
 template <typename R, typename I>
 void gather_elements_typed(const R* table, const I* idx, const Shape& t, int64_t n, R* out) {
   const int64_t blocks = t[0], v = t[1], d = t[2];
+  if (d == 1) {  // along the last dimension: a gather loop per block
+#pragma omp parallel for schedule(static) if (blocks * n > kParallelFrom && blocks > 1)
+    for (int64_t b = 0; b < blocks; ++b) {
+      const R* src = table + b * v;
+      for (int64_t i = b * n; i < (b + 1) * n; ++i) out[i] = src[idx[i]];
+    }
+    return;
+  }
 #pragma omp parallel for collapse(2) schedule(static) if (blocks * n * d > kParallelFrom && blocks * n > 1)
   for (int64_t b = 0; b < blocks; ++b)
     for (int64_t i = 0; i < n; ++i) {
@@ -495,6 +503,14 @@ void gather_elements_typed(const R* table, const I* idx, const Shape& t, int64_t
 // in order: the same sums whatever the thread count.
 template <bool PerElement, typename I>
 void scatter_add_typed(const float* g, const I* idx, const Shape& t, int64_t n, float* grad) {
+  if (PerElement && t[2] == 1) {  // along the last dimension: one loop per block, in order
+#pragma omp parallel for schedule(static) if (t[0] * n > kParallelFrom && t[0] > 1)
+    for (int64_t b = 0; b < t[0]; ++b) {
+      float* dst = grad + b * t[1];
+      for (int64_t i = b * n; i < (b + 1) * n; ++i) dst[idx[i]] += g[i];
+    }
+    return;
+  }
   constexpr int64_t kBlock = 256;
   const int64_t v = t[1], d = t[2], column_blocks = (d + kBlock - 1) / kBlock, tasks = t[0] * column_blocks;
 #pragma omp parallel for schedule(static) if (t[0] * n * d > kParallelFrom && tasks > 1)

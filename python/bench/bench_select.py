@@ -1,0 +1,60 @@
+#!/usr/bin/env python3
+"""kiln's selections (index_select, gather) and their reverses (index_add, scatter_add) against
+PyTorch's on the same float32 tensors in one process, 2 threads each, best of 7 (docs/performance.md,
+session 35, has numbers). Each kiln result is checked against torch's before it is timed.
+
+    PYTHONPATH=build/python /usr/bin/python3 python/bench/bench_select.py
+"""
+import time
+
+import numpy as np
+import torch
+
+import kiln
+
+
+def best_ms(fn, runs=7):
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times) * 1e3
+
+
+def main():
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    x = torch.randn(4096, 4096)
+    kx = kiln.from_dlpack(x.clone())
+    k = lambda t: kiln.from_dlpack(t.clone())  # noqa: E731
+    rows = []
+
+    def row(name, kiln_fn, torch_fn):
+        np.testing.assert_allclose(np.asarray(kiln_fn()), torch_fn().numpy(), rtol=1e-6, atol=1e-5, err_msg=name)
+        rows.append((name, best_ms(kiln_fn), best_ms(torch_fn)))
+
+    for dim in (0, 1):
+        idx = torch.randint(0, 4096, (2048,))
+        row(f"index_select [4096, 4096] dim {dim} by 2048", lambda: kiln.index_select(kx, dim, k(idx)),
+            lambda: torch.index_select(x, dim, idx))
+    for dim in (0, 1):
+        idx = torch.randint(0, 4096, (4096, 4096))
+        ki = k(idx)
+        row(f"gather [4096, 4096] dim {dim} by [4096, 4096]", lambda: kiln.gather(kx, dim, ki),
+            lambda: torch.gather(x, dim, idx))
+    seg, base = torch.randint(0, 1024, (4096,)), torch.zeros(1024, 4096)
+    kseg, kbase = k(seg), k(base)
+    row("index_add [1024, 4096] dim 0 by 4096 rows", lambda: kiln.index_add(kbase, 0, kseg, kx),
+        lambda: torch.index_add(base, 0, seg, x))
+    idx, base = torch.randint(0, 1024, (4096, 4096)), torch.zeros(4096, 1024)
+    ki, kbase = k(idx), k(base)
+    row("scatter_add [4096, 1024] dim 1 by [4096, 4096]", lambda: kiln.scatter_add(kbase, 1, ki, kx),
+        lambda: torch.scatter_add(base, 1, idx, x))
+    print(f"| op | kiln ms | torch {torch.__version__} ms | torch / kiln |\n|---|---:|---:|---:|")
+    for name, tk, tt in rows:
+        print(f"| {name} | {tk:.2f} | {tt:.2f} | {tt / tk:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
