@@ -105,7 +105,8 @@ Tensor narrow(const Tensor& x, int64_t dim, int64_t start, int64_t length);
 // (float32 or bfloat16): each entry's uses summed in order, so repeats give the same bits every run.
 Tensor index_select(const Tensor& x, int64_t dim, const Tensor& indices);
 // out[i][j][k] = x[i][indices[i][j][k]][k] for dim 1, and so for any dim (torch.gather): indices
-// int32 or int64 of x's rank, each extent but dim's at most x's (x's corner they cover is read),
+// int32 or int64 of x's rank (>= 1), each extent but dim's at most x's (x's corner they cover is
+// read; an empty index too),
 // each index in [0, x.dim(dim)) (checked: on a GPU one copy to the host and a wait); the result
 // has indices' shape. Any dtype. Gradient to x (float32 or bfloat16): each entry's uses summed in
 // order. gather(log_softmax(logits), 1, labels as [N, 1]) picks each row's label's log-probability.

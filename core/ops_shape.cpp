@@ -78,25 +78,6 @@ void check_joinable(const char* op, const std::vector<Tensor>& xs, int64_t d) {
   }
 }
 
-// The gradient of a gather along dimension d (index_select, embedding, gather): g's entries added
-// into a zeroed [blocks, v, inner] at their indices, in order, in float32 (a bfloat16 x's gradient
-// is rounded once, at the end).
-struct GatherRowsNode final : Node {
-  explicit GatherRowsNode(const char* name) : Node(name) {}
-  SavedTensor idx;  // [n] (a row each) or [blocks, n, inner] (an element each), as gather_rows takes it
-  Shape x_shape;
-  int64_t blocks = 1, v = 0, n = 0, inner = 1;  // x as [blocks, v, inner], g as [blocks, n, inner]
-  std::vector<Tensor> apply(const Tensor& g) override {
-    const Tensor& i = idx.get();
-    Tensor grad = Tensor::zeros(Shape{blocks, v, inner}, like(g, DType::f32));
-    const Tensor g32 = g.dtype() == DType::f32 ? g.detach() : g.detach().to(DType::f32);
-    backend_for(g.device()).scatter_add_rows(g32.reshape(Shape{blocks, n, inner}), i, grad);
-    Tensor gx = grad.reshape(x_shape);
-    return {g.dtype() == DType::f32 ? gx : gx.to(g.dtype())};
-  }
-  void release_saved() override { idx.reset(); }
-};
-
 // The position of the first of p's n indices outside [0, extent), or -1. One branch-free pass
 // first, vectorised and on every thread (a copy to int64 and a scalar loop took 60 ms for 16M
 // indices).
@@ -110,23 +91,58 @@ int64_t first_outside(const I* p, int64_t n, int64_t extent) {
   return -1;
 }
 
+// The first of indices (int32 or int64, any device: a GPU's copied to the host, with a wait)
+// outside [0, extent): its position and value, or position -1.
+std::pair<int64_t, int64_t> outside(const Tensor& indices, int64_t extent) {
+  const Tensor host = indices.device().is_cuda() ? indices.cpu() : indices;
+  if (host.dtype() == DType::i64) {
+    const int64_t at = first_outside(host.data<int64_t>(), host.numel(), extent);
+    return {at, at < 0 ? 0 : host.data<int64_t>()[at]};
+  }
+  const int64_t at = first_outside(host.data<int32_t>(), host.numel(), extent);
+  return {at, at < 0 ? 0 : host.data<int32_t>()[at]};
+}
+
 // indices int32 or int64 on x's device (x named x_name), each in [0, extent), else an error naming
-// the first one outside, where it sits, and `what` it indexes. On a GPU this costs one copy to the
-// host and a wait.
+// the first one outside, where it sits, and `what` it indexes.
 void check_indices(const char* op, const char* x_name, const Tensor& x, const Tensor& indices, int64_t extent,
                    const std::string& what) {
   KILN_CHECK(indices.dtype() == DType::i32 || indices.dtype() == DType::i64, op,
              ": indices must be int32 or int64, got ", indices.description());
   checks::same_device(op, x_name, x, "indices", indices);
-  const Tensor host = indices.device().is_cuda() ? indices.cpu() : indices;
-  const bool wide = host.dtype() == DType::i64;
-  const int64_t at = wide ? first_outside(host.data<int64_t>(), host.numel(), extent)
-                          : first_outside(host.data<int32_t>(), host.numel(), extent);
-  if (at < 0) return;
-  const int64_t value = wide ? host.data<int64_t>()[at] : host.data<int32_t>()[at];
-  KILN_FAIL(op, ": index ", value, " at position ", at, " (flattened) of ", indices.description(), " is outside ", what,
-            " [0, ", extent, ")");
+  const auto [at, value] = outside(indices, extent);
+  KILN_CHECK(at < 0, op, ": index ", value, " at position ", at, " (flattened) of ", indices.description(),
+             " is outside ", what, " [0, ", extent, ")");
 }
+
+// Indices a node saved, checked again before its backward uses them: memory shared with NumPy or
+// torch (np.asarray of a tensor) can change them after the forward pass, and an index outside
+// would read or write outside the tensors.
+void recheck_saved(const std::string& op, const Tensor& indices, int64_t extent) {
+  const auto [at, value] = outside(indices, extent);
+  KILN_CHECK(at < 0, op, " backward: index ", value, " at position ", at, " of the indices the forward pass used ",
+             "is outside [0, ", extent, "): they were changed after it (through memory shared with NumPy or torch?)");
+}
+
+// The gradient of a gather along dimension d (index_select, embedding, gather): g's entries added
+// into a zeroed [blocks, v, inner] at their indices, in order, in float32 (a bfloat16 x's gradient
+// is rounded once, at the end).
+struct GatherRowsNode final : Node {
+  explicit GatherRowsNode(const char* name) : Node(name) {}
+  SavedTensor idx;  // [n] (a row each) or [blocks, n, inner] (an element each), as gather_rows takes it
+  Shape x_shape;
+  int64_t blocks = 1, v = 0, n = 0, inner = 1;  // x as [blocks, v, inner], g as [blocks, n, inner]
+  std::vector<Tensor> apply(const Tensor& g) override {
+    const Tensor& i = idx.get();
+    recheck_saved(name(), i, v);
+    Tensor grad = Tensor::zeros(Shape{blocks, v, inner}, like(g, DType::f32));
+    const Tensor g32 = g.dtype() == DType::f32 ? g.detach() : g.detach().to(DType::f32);
+    backend_for(g.device()).scatter_add_rows(g32.reshape(Shape{blocks, n, inner}), i, grad);
+    Tensor gx = grad.reshape(x_shape);
+    return {g.dtype() == DType::f32 ? gx : gx.to(g.dtype())};
+  }
+  void release_saved() override { idx.reset(); }
+};
 
 // x's entries along dimension d at indices (checked): rows, every other dimension whole, for
 // indices [n] (x as [blocks, v, inner] gathered to [blocks, n, inner]); or, per_element, one
@@ -166,8 +182,10 @@ struct ScatterAddNode final : Node {
   std::vector<Tensor> apply(const Tensor& g) override {
     std::vector<Tensor> grads(2);
     if (next[0].needed()) grads[0] = g.detach();
-    if (next[1].needed())
+    if (next[1].needed()) {
+      recheck_saved(name(), idx.get(), g.dim(d));
       grads[1] = gather_along(name().c_str(), g.detach(), d, idx.get(), per_element).reshape(src_shape);
+    }
     return grads;
   }
   void release_saved() override { idx.reset(); }
@@ -206,8 +224,8 @@ int64_t scatter_operands(const char* op, const Tensor& x, int64_t dim, const Ten
   checks::float32_or_bf16(op, "x", x);
   checks::same_dtype(op, "x", x, "src", src);
   checks::same_device(op, "x", x, "src", src);
-  KILN_CHECK(x.rank() >= 1 && src.rank() == x.rank(), op, ": x and src need one rank >= 1, got x ", x.description(),
-             " and src ", src.description());
+  KILN_CHECK(x.rank() >= 1 && src.rank() == x.rank(), op, ": x and src must have the same rank, 1 or more, got x ",
+             x.description(), " and src ", src.description());
   return resolve_dim(op, dim, x.rank(), x.description());
 }
 
@@ -329,7 +347,6 @@ Tensor gather(const Tensor& x, int64_t dim, const Tensor& indices) {
   KILN_CHECK(indices.rank() == x.rank(), "gather: indices must have x's rank (", x.rank(), "), got ",
              indices.description(), " for x ", x.description(), "; index_select takes one list for a whole dimension");
   const int64_t d = resolve_dim(op, dim, x.rank(), x.description());
-  if (indices.numel() == 0) return Tensor::zeros(indices.shape(), like(x));  // torch checks no extent then
   for (int64_t k = 0; k < x.rank(); ++k)
     KILN_CHECK(k == d || indices.dim(k) <= x.dim(k), "gather: indices ", indices.description(), " are longer than x ",
                x.description(), " along dimension ", k, "; they may be shorter there, and of any length along ",
@@ -361,7 +378,8 @@ Tensor scatter_add(const Tensor& x, int64_t dim, const Tensor& indices, const Te
              indices.description(), "; index_add takes one list for a whole dimension");
   for (int64_t k = 0; k < x.rank(); ++k) {
     KILN_CHECK(k == d || indices.dim(k) == x.dim(k), "scatter_add: indices ", indices.description(),
-               " must have x's extents ", x.shape(), " but along dimension ", d, " (kiln takes no shorter ones)");
+               " must have x's extents ", x.shape(), " in every dimension but ", d, " (torch's shorter ones are not "
+               "taken)");
     KILN_CHECK(indices.dim(k) <= src.dim(k), "scatter_add: indices ", indices.description(), " are longer than src ",
                src.description(), " along dimension ", k);
   }

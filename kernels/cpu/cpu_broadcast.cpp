@@ -482,8 +482,13 @@ void gather_typed(const R* table, const I* idx, const Shape& t, int64_t n, R* ou
 template <typename R, typename I>
 void gather_elements_typed(const R* table, const I* idx, const Shape& t, int64_t n, R* out) {
   const int64_t blocks = t[0], v = t[1], d = t[2];
+  if (d == 1 && blocks == 1) {  // a 1-d gather: threads take runs of i
+#pragma omp parallel for schedule(static) if (n > kParallelFrom)
+    for (int64_t i = 0; i < n; ++i) out[i] = table[idx[i]];
+    return;
+  }
   if (d == 1) {  // along the last dimension: a gather loop per block
-#pragma omp parallel for schedule(static) if (blocks * n > kParallelFrom && blocks > 1)
+#pragma omp parallel for schedule(static) if (blocks * n > kParallelFrom)
     for (int64_t b = 0; b < blocks; ++b) {
       const R* src = table + b * v;
       for (int64_t i = b * n; i < (b + 1) * n; ++i) out[i] = src[idx[i]];

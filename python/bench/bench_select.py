@@ -25,7 +25,8 @@ def best_ms(fn, runs=7):
 def main():
     torch.set_num_threads(2)
     torch.manual_seed(0)
-    x = torch.randn(4096, 4096)
+    n = 4096  # x is [n, n]
+    x = torch.randn(n, n)
     kx = kiln.from_dlpack(x.clone())
     k = lambda t: kiln.from_dlpack(t.clone())  # noqa: E731
     rows = []
@@ -35,21 +36,21 @@ def main():
         rows.append((name, best_ms(kiln_fn), best_ms(torch_fn)))
 
     for dim in (0, 1):
-        idx = torch.randint(0, 4096, (2048,))
-        row(f"index_select [4096, 4096] dim {dim} by 2048", lambda: kiln.index_select(kx, dim, k(idx)),
+        idx = torch.randint(0, n, (n // 2,))
+        row(f"index_select [{n}, {n}] dim {dim} by {n // 2}", lambda: kiln.index_select(kx, dim, k(idx)),
             lambda: torch.index_select(x, dim, idx))
     for dim in (0, 1):
-        idx = torch.randint(0, 4096, (4096, 4096))
+        idx = torch.randint(0, n, (n, n))
         ki = k(idx)
-        row(f"gather [4096, 4096] dim {dim} by [4096, 4096]", lambda: kiln.gather(kx, dim, ki),
+        row(f"gather [{n}, {n}] dim {dim} by [{n}, {n}]", lambda: kiln.gather(kx, dim, ki),
             lambda: torch.gather(x, dim, idx))
-    seg, base = torch.randint(0, 1024, (4096,)), torch.zeros(1024, 4096)
+    seg, base = torch.randint(0, n // 4, (n,)), torch.zeros(n // 4, n)
     kseg, kbase = k(seg), k(base)
-    row("index_add [1024, 4096] dim 0 by 4096 rows", lambda: kiln.index_add(kbase, 0, kseg, kx),
+    row(f"index_add [{n // 4}, {n}] dim 0 by {n} rows", lambda: kiln.index_add(kbase, 0, kseg, kx),
         lambda: torch.index_add(base, 0, seg, x))
-    idx, base = torch.randint(0, 1024, (4096, 4096)), torch.zeros(4096, 1024)
+    idx, base = torch.randint(0, n // 4, (n, n)), torch.zeros(n, n // 4)
     ki, kbase = k(idx), k(base)
-    row("scatter_add [4096, 1024] dim 1 by [4096, 4096]", lambda: kiln.scatter_add(kbase, 1, ki, kx),
+    row(f"scatter_add [{n}, {n // 4}] dim 1 by [{n}, {n}]", lambda: kiln.scatter_add(kbase, 1, ki, kx),
         lambda: torch.scatter_add(base, 1, idx, x))
     print(f"| op | kiln ms | torch {torch.__version__} ms | torch / kiln |\n|---|---:|---:|---:|")
     for name, tk, tt in rows:

@@ -111,10 +111,13 @@ bool is_bool(nb::handle h) {
 // as masks). Never a bool.
 bool is_int_index(nb::handle h) {
   if (is_bool(h) || !is_index_integer(h)) return false;
-  if (PyLong_Check(h.ptr()) || !nb::hasattr(h, "ndim")) return true;
+  const std::string type = Py_TYPE(h.ptr())->tp_name;
+  const bool numpy_scalar = type.rfind("numpy.", 0) == 0 && type != "numpy.ndarray";  // np.uint8(1) too
+  if (PyLong_Check(h.ptr()) || numpy_scalar || !nb::hasattr(h, "ndim")) return true;
+  int64_t ndim = -1;
   // The dtype's repr: "dtype('int64')" (NumPy), "torch.bool".
   const std::string dtype = nb::hasattr(h, "dtype") ? nb::repr(h.attr("dtype")).c_str() : "";
-  return nb::cast<int64_t>(h.attr("ndim")) == 0 && dtype.find("bool") == std::string::npos &&
+  return nb::try_cast(h.attr("ndim"), ndim) && ndim == 0 && dtype.find("bool") == std::string::npos &&
          dtype.find("uint8") == std::string::npos;
 }
 

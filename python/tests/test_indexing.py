@@ -98,6 +98,7 @@ def test_tensor_indices_count_negatives_from_the_end_and_name_the_indexed_tensor
     with pytest.raises(IndexError, match=r"one index \(0-d\) or a list of them \(rank 1\)"):
         t[k([0, 1]).reshape([1, 2])]
     assert t[torch.tensor(2), np.array(1), np.int32(-1)].tolist() == a[2, 1, -1]  # 0-d ints from torch and NumPy
+    assert t[np.uint8(1)].shape == (4, 5)  # a NumPy uint8 scalar is an int (a uint8 array or tensor a mask)
     with pytest.raises(kiln.Error, match=r"index_select: index -1 at position 0 .* \[0, 3\)"):
         kiln.index_select(t, 0, k(-1))  # torch.index_select refuses it too
 
@@ -148,3 +149,20 @@ def test_a_whole_index_is_a_view_with_its_own_autograd_state():
         assert x.requires_grad
     (x[...] * 2.0).sum().backward()
     assert x.grad.tolist() == [2.0] * 6
+
+
+def test_indices_changed_after_the_forward_pass_are_caught_before_backward_uses_them():
+    x = kiln.from_dlpack(torch.randn(3, 4))
+    x.requires_grad = True
+    idx = kiln.from_dlpack(torch.tensor([0, 2]))
+    y = x[idx]
+    np.asarray(idx)[1] = 3  # the same memory: the saved indices now point outside x
+    with pytest.raises(kiln.Error, match=r"index_select backward: index 3 at position 1 .* changed after it"):
+        kiln.sum(y).backward()
+    src = kiln.from_dlpack(torch.randn(2, 4))
+    src.requires_grad = True
+    seg = kiln.from_dlpack(torch.tensor([1, 1]))
+    z = kiln.index_add(kiln.zeros([3, 4]), 0, seg, src)
+    np.asarray(seg)[0] = -1
+    with pytest.raises(kiln.Error, match=r"index_add backward: index -1 at position 0"):
+        kiln.sum(z).backward()
