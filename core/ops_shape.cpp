@@ -124,6 +124,12 @@ void recheck_saved(const std::string& op, const Tensor& indices, int64_t extent)
              "is outside [0, ", extent, "): they were changed after it (through memory shared with NumPy or torch?)");
 }
 
+// indices as Backend::gather_rows and scatter_add_rows take them: [n], a row each, or per_element
+// [blocks, n, inner], an element each.
+Tensor as_row_indices(const Tensor& indices, bool per_element, int64_t blocks, int64_t n, int64_t inner) {
+  return per_element ? indices.reshape(Shape{blocks, n, inner}) : indices.reshape(Shape{n});
+}
+
 // The gradient of a gather along dimension d (index_select, embedding, gather): g's entries added
 // into a zeroed [blocks, v, inner] at their indices, in order, in float32 (a bfloat16 x's gradient
 // is rounded once, at the end).
@@ -136,10 +142,9 @@ struct GatherRowsNode final : Node {
     const Tensor& i = idx.get();
     recheck_saved(name(), i, v);
     Tensor grad = Tensor::zeros(Shape{blocks, v, inner}, like(g, DType::f32));
-    const Tensor g32 = g.dtype() == DType::f32 ? g.detach() : g.detach().to(DType::f32);
+    const Tensor g32 = g.detach().to(DType::f32);  // g itself when float32
     backend_for(g.device()).scatter_add_rows(g32.reshape(Shape{blocks, n, inner}), i, grad);
-    Tensor gx = grad.reshape(x_shape);
-    return {g.dtype() == DType::f32 ? gx : gx.to(g.dtype())};
+    return {grad.reshape(x_shape).to(g.dtype())};
   }
   void release_saved() override { idx.reset(); }
 };
@@ -153,7 +158,7 @@ Tensor gather_along(const char* op, const Tensor& x, int64_t d, const Tensor& in
   const int64_t n = per_element ? indices.dim(d) : indices.numel();
   std::vector<int64_t> dims = x.shape().dims();
   dims[static_cast<size_t>(d)] = n;
-  const Tensor idx = per_element ? indices.reshape(Shape{blocks, n, inner}) : indices.reshape(Shape{n});
+  const Tensor idx = as_row_indices(indices, per_element, blocks, n, inner);
   Tensor y = Tensor::empty(Shape(dims), like(x));
   Tensor y3 = y.reshape(Shape{blocks, n, inner});
   backend_for(x.device()).gather_rows(x.detach().reshape(Shape{blocks, v, inner}), idx, y3);
@@ -198,12 +203,12 @@ Tensor scatter_add_along(const char* op, const Tensor& x, int64_t d, const Tenso
                          bool per_element) {
   const int64_t blocks = x.shape().numel_before(d), v = x.dim(d), inner = x.shape().numel_after(d);
   const int64_t n = src.dim(d);
-  const Tensor idx_flat = per_element ? idx.reshape(Shape{blocks, n, inner}) : idx.reshape(Shape{n});
-  Tensor acc = x.dtype() == DType::f32 ? x.detach().clone() : x.detach().to(DType::f32);
-  const Tensor src32 = src.dtype() == DType::f32 ? src.detach() : src.detach().to(DType::f32);
+  const Tensor idx_flat = as_row_indices(idx, per_element, blocks, n, inner);
+  Tensor acc = x.dtype() == DType::f32 ? x.detach().clone() : x.detach().to(DType::f32);  // a new tensor either way
+  const Tensor src32 = src.detach().to(DType::f32);
   Tensor acc3 = acc.reshape(Shape{blocks, v, inner});
   backend_for(x.device()).scatter_add_rows(src32.reshape(Shape{blocks, n, inner}), idx_flat, acc3);
-  Tensor y = x.dtype() == DType::f32 ? acc : acc.to(x.dtype());
+  Tensor y = acc.to(x.dtype());
   if (autograd::needs_grad({&x, &src})) {
     auto node = std::make_shared<ScatterAddNode>(op);
     node->idx = idx;

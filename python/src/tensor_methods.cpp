@@ -99,6 +99,12 @@ struct IndexStep {
   Tensor listed = {};  // take_listed: int32 or int64, rank 0 or 1
 };
 
+// A NumPy scalar (np.int64(1), np.uint8(1), np.True_), not an array.
+bool is_numpy_scalar(nb::handle h) {
+  const std::string type = Py_TYPE(h.ptr())->tp_name;
+  return type.rfind("numpy.", 0) == 0 && type != "numpy.ndarray";
+}
+
 // Python's bool or NumPy's (np.True_ has __index__, and NumPy and torch read it as a mask).
 bool is_bool(nb::handle h) {
   const std::string type = Py_TYPE(h.ptr())->tp_name;
@@ -111,9 +117,7 @@ bool is_bool(nb::handle h) {
 // as masks). Never a bool.
 bool is_int_index(nb::handle h) {
   if (is_bool(h) || !is_index_integer(h)) return false;
-  const std::string type = Py_TYPE(h.ptr())->tp_name;
-  const bool numpy_scalar = type.rfind("numpy.", 0) == 0 && type != "numpy.ndarray";  // np.uint8(1) too
-  if (PyLong_Check(h.ptr()) || numpy_scalar || !nb::hasattr(h, "ndim")) return true;
+  if (PyLong_Check(h.ptr()) || is_numpy_scalar(h) || !nb::hasattr(h, "ndim")) return true;  // np.uint8(1) too
   int64_t ndim = -1;
   // The dtype's repr: "dtype('int64')" (NumPy), "torch.bool".
   const std::string dtype = nb::hasattr(h, "dtype") ? nb::repr(h.attr("dtype")).c_str() : "";
@@ -138,9 +142,7 @@ std::vector<int64_t> wrapped(std::vector<int64_t> v, int64_t extent, const std::
 std::vector<int64_t> listed_indices(nb::handle list, const std::string& where) {
   std::vector<int64_t> v;
   for (nb::handle h : nb::borrow<nb::list>(list)) {
-    const std::string type = Py_TYPE(h.ptr())->tp_name;
-    const bool scalar = PyLong_Check(h.ptr()) || (type.rfind("numpy.", 0) == 0 && type != "numpy.ndarray");
-    if (!scalar || !is_int_index(h))
+    if (!(PyLong_Check(h.ptr()) || is_numpy_scalar(h)) || !is_int_index(h))
       throw nb::type_error(("a list index holds ints, not " + std::string(nb::str(h.type()).c_str()) +
                             " (torch reads a list holding tensors or lists as a tuple of indices: write the tuple; "
                             "a mask's elements are kiln.where or kiln.masked_fill)").c_str());
