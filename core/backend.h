@@ -137,13 +137,17 @@ class Backend {
   virtual void transpose(const Tensor& x, Tensor& y) = 0;
   // out[b, i, :] = table[b, idx[i], :] for idx [n] (index_select along a dimension, with the
   // dimensions before it as B and after it as D), or out[b, i, c] = table[b, idx[b, i, c], c] for
-  // idx [B, n, D] (torch.gather). idx int32 or int64, each in [0, V) (core checks); table
-  // [B, V, D] of any dtype, out [B, n, D] alike (moved as bits).
-  virtual void gather_rows(const Tensor& table, const Tensor& idx, Tensor& out) = 0;
+  // idx [B, n, D] (torch.gather). idx int32 or int64; table [B, V, D] of any dtype, out [B, n, D]
+  // alike (moved as bits). The range check is the kernel's, in the pass that reads the indices
+  // (a pass of its own cost as much as a gather): an index outside [0, V) is never read through
+  // (its entries of out are left unset), and the call returns the flattened position in idx of
+  // the first one, or -1 when all are inside (core throws). Core calls it with out not empty.
+  virtual int64_t gather_rows(const Tensor& table, const Tensor& idx, Tensor& out) = 0;
   // The gather's gradient: grad[b, idx[i] (or idx[b, i, c]), c] += g[b, i, c] for i = 0, 1, ...
   // in that order (grad [B, V, D] float32, zeroed by the caller; g [B, n, D]; idx as gather_rows'),
-  // so a repeated index sums its terms in a fixed order.
-  virtual void scatter_add_rows(const Tensor& g, const Tensor& idx, Tensor& grad) = 0;
+  // so a repeated index sums its terms in a fixed order. Indices outside [0, V) as gather_rows':
+  // skipped, the first one's position returned (-1: none). Core calls it with g not empty.
+  virtual int64_t scatter_add_rows(const Tensor& g, const Tensor& idx, Tensor& grad) = 0;
   // Whether this backend has a fused layer normalisation (layer_norm_forward/backward); where
   // not, core composes the op of its others (CUDA, until its kernel has run on a GPU).
   virtual bool has_layer_norm() const { return false; }

@@ -78,50 +78,59 @@ void check_joinable(const char* op, const std::vector<Tensor>& xs, int64_t d) {
   }
 }
 
-// The position of the first of p's n indices outside [0, extent), or -1. One branch-free pass
-// first, vectorised and on every thread (a copy to int64 and a scalar loop took 60 ms for 16M
-// indices).
+// The position of the first of p's n indices outside [0, extent), or -1.
 template <typename I>
 int64_t first_outside(const I* p, int64_t n, int64_t extent) {
-  int bad = 0;
-#pragma omp parallel for simd reduction(| : bad) if (parallel : n > (1 << 20))
-  for (int64_t i = 0; i < n; ++i) bad |= static_cast<int>(p[i] < 0) | static_cast<int>(p[i] >= extent);
-  for (int64_t i = 0; bad && i < n; ++i)
+  for (int64_t i = 0; i < n; ++i)
     if (p[i] < 0 || p[i] >= extent) return i;
   return -1;
 }
 
-// The first of indices (int32 or int64, any device: a GPU's copied to the host, with a wait)
-// outside [0, extent): its position and value, or position -1.
-std::pair<int64_t, int64_t> outside(const Tensor& indices, int64_t extent) {
+// The position of the first of indices (int32 or int64, any device: a GPU's copied to the host,
+// with a wait) outside [0, extent), or -1: the check where no kernel runs (an empty result from
+// indices that are not), which the kernels do in the pass that reads them otherwise.
+int64_t first_outside(const Tensor& indices, int64_t extent) {
   const Tensor host = indices.device().is_cuda() ? indices.cpu() : indices;
-  if (host.dtype() == DType::i64) {
-    const int64_t at = first_outside(host.data<int64_t>(), host.numel(), extent);
-    return {at, at < 0 ? 0 : host.data<int64_t>()[at]};
-  }
-  const int64_t at = first_outside(host.data<int32_t>(), host.numel(), extent);
-  return {at, at < 0 ? 0 : host.data<int32_t>()[at]};
+  if (host.dtype() == DType::i64) return first_outside(host.data<int64_t>(), host.numel(), extent);
+  return first_outside(host.data<int32_t>(), host.numel(), extent);
 }
 
-// indices int32 or int64 on x's device (x named x_name), each in [0, extent), else an error naming
-// the first one outside, where it sits, and `what` it indexes.
-void check_indices(const char* op, const char* x_name, const Tensor& x, const Tensor& indices, int64_t extent,
-                   const std::string& what) {
+// The value of indices' entry at flattened position `at` (a GPU's copied to the host).
+int64_t index_at(const Tensor& indices, int64_t at) {
+  const Tensor one = narrow(indices.detach().reshape(Shape{indices.numel()}), 0, at, 1).cpu().to(DType::i64);
+  return one.data<int64_t>()[0];
+}
+
+// indices int32 or int64 on x's device (x named x_name); their range is checked where they are
+// read (report_outside).
+void check_index_tensor(const char* op, const char* x_name, const Tensor& x, const Tensor& indices) {
   KILN_CHECK(indices.dtype() == DType::i32 || indices.dtype() == DType::i64, op,
              ": indices must be int32 or int64, got ", indices.description());
   checks::same_device(op, x_name, x, "indices", indices);
-  const auto [at, value] = outside(indices, extent);
-  KILN_CHECK(at < 0, op, ": index ", value, " at position ", at, " (flattened) of ", indices.description(),
-             " is outside ", what, " [0, ", extent, ")");
 }
 
-// Indices a node saved, checked again before its backward uses them: memory shared with NumPy or
-// torch (np.asarray of a tensor) can change them after the forward pass, and an index outside
-// would read or write outside the tensors.
-void recheck_saved(const std::string& op, const Tensor& indices, int64_t extent) {
-  const auto [at, value] = outside(indices, extent);
-  KILN_CHECK(at < 0, op, " backward: index ", value, " at position ", at, " of the indices the forward pass used ",
-             "is outside [0, ", extent, "): they were changed after it (through memory shared with NumPy or torch?)");
+// Where indices are used: in the forward pass, named by what they index; in a backward one
+// (what empty), where memory shared with NumPy or torch (np.asarray of a tensor) may have changed
+// them after the forward pass read them.
+struct IndexUse {
+  std::string op, what;
+};
+
+// Throws op's error for the first index outside [0, extent), at flattened position `at` of
+// indices (-1: none, no error), naming its value and where the indices were used.
+void report_outside(const IndexUse& use, int64_t at, const Tensor& indices, int64_t extent) {
+  if (at < 0) return;
+  const int64_t value = index_at(indices, at);
+  KILN_CHECK(!use.what.empty(), use.op, " backward: index ", value, " at position ", at,
+             " of the indices the forward pass used is outside [0, ", extent,
+             "): they were changed after it (through memory shared with NumPy or torch?)");
+  KILN_FAIL(use.op, ": index ", value, " at position ", at, " (flattened) of ", indices.description(),
+            " is outside ", use.what, " [0, ", extent, ")");
+}
+
+// What indices along dimension d of x index, for their errors.
+std::string dimension_of(int64_t d, const Tensor& x) {
+  return "dimension " + std::to_string(d) + " of " + x.description();
 }
 
 // indices as Backend::gather_rows and scatter_add_rows take them: [n], a row each, or per_element
@@ -140,20 +149,22 @@ struct GatherRowsNode final : Node {
   int64_t blocks = 1, v = 0, n = 0, inner = 1;  // x as [blocks, v, inner], g as [blocks, n, inner]
   std::vector<Tensor> apply(const Tensor& g) override {
     const Tensor& i = idx.get();
-    recheck_saved(name(), i, v);
     Tensor grad = Tensor::zeros(Shape{blocks, v, inner}, like(g, DType::f32));
     const Tensor g32 = g.detach().to(DType::f32);  // g itself when float32
-    backend_for(g.device()).scatter_add_rows(g32.reshape(Shape{blocks, n, inner}), i, grad);
+    const int64_t at = g.numel() > 0 ? backend_for(g.device()).scatter_add_rows(g32.reshape(Shape{blocks, n, inner}),
+                                                                                i, grad)
+                                     : first_outside(i, v);
+    report_outside({name(), ""}, at, i, v);
     return {grad.reshape(x_shape).to(g.dtype())};
   }
   void release_saved() override { idx.reset(); }
 };
 
-// x's entries along dimension d at indices (checked): rows, every other dimension whole, for
-// indices [n] (x as [blocks, v, inner] gathered to [blocks, n, inner]); or, per_element, one
-// entry per element of indices, which has x's rank and extents but d's (torch.gather; its shape
-// is the result's). The backward node is named op.
-Tensor gather_along(const char* op, const Tensor& x, int64_t d, const Tensor& indices, bool per_element) {
+// x's entries along dimension d at indices (checked as read, errors as `use` says): rows, every
+// other dimension whole, for indices [n] (x as [blocks, v, inner] gathered to [blocks, n, inner]);
+// or, per_element, one entry per element of indices, which has x's rank and extents but d's
+// (torch.gather; its shape is the result's). The backward node is named use.op.
+Tensor gather_along(const IndexUse& use, const Tensor& x, int64_t d, const Tensor& indices, bool per_element) {
   const int64_t blocks = x.shape().numel_before(d), v = x.dim(d), inner = x.shape().numel_after(d);
   const int64_t n = per_element ? indices.dim(d) : indices.numel();
   std::vector<int64_t> dims = x.shape().dims();
@@ -161,9 +172,12 @@ Tensor gather_along(const char* op, const Tensor& x, int64_t d, const Tensor& in
   const Tensor idx = as_row_indices(indices, per_element, blocks, n, inner);
   Tensor y = Tensor::empty(Shape(dims), like(x));
   Tensor y3 = y.reshape(Shape{blocks, n, inner});
-  backend_for(x.device()).gather_rows(x.detach().reshape(Shape{blocks, v, inner}), idx, y3);
+  const int64_t at = y.numel() > 0 ? backend_for(x.device()).gather_rows(x.detach().reshape(Shape{blocks, v, inner}),
+                                                                          idx, y3)
+                                    : first_outside(idx, v);
+  report_outside(use, at, indices, v);
   if (autograd::needs_grad({&x})) {
-    auto node = std::make_shared<GatherRowsNode>(op);
+    auto node = std::make_shared<GatherRowsNode>(use.op.c_str());
     node->idx = idx;
     node->x_shape = x.shape();
     node->blocks = blocks;
@@ -188,18 +202,18 @@ struct ScatterAddNode final : Node {
     std::vector<Tensor> grads(2);
     if (next[0].needed()) grads[0] = g.detach();
     if (next[1].needed()) {
-      recheck_saved(name(), idx.get(), g.dim(d));
-      grads[1] = gather_along(name().c_str(), g.detach(), d, idx.get(), per_element).reshape(src_shape);
+      grads[1] = gather_along({name(), ""}, g.detach(), d, idx.get(), per_element).reshape(src_shape);
     }
     return grads;
   }
   void release_saved() override { idx.reset(); }
 };
 
-// x + src's entries added along dimension d at idx's indices (checked), in order: idx [n] adds
-// src's rows (src x's shape but d's extent, n), per_element idx of src's shape one entry each.
-// Float32, or bfloat16 summed in float32 and rounded once. The backward node is named op.
-Tensor scatter_add_along(const char* op, const Tensor& x, int64_t d, const Tensor& idx, const Tensor& src,
+// x + src's entries added along dimension d at idx's indices (checked as read, errors as `use`
+// says), in order: idx [n] adds src's rows (src x's shape but d's extent, n), per_element idx of
+// src's shape one entry each. Float32, or bfloat16 summed in float32 and rounded once. The
+// backward node is named use.op.
+Tensor scatter_add_along(const IndexUse& use, const Tensor& x, int64_t d, const Tensor& idx, const Tensor& src,
                          bool per_element) {
   const int64_t blocks = x.shape().numel_before(d), v = x.dim(d), inner = x.shape().numel_after(d);
   const int64_t n = src.dim(d);
@@ -207,10 +221,13 @@ Tensor scatter_add_along(const char* op, const Tensor& x, int64_t d, const Tenso
   Tensor acc = x.dtype() == DType::f32 ? x.detach().clone() : x.detach().to(DType::f32);  // a new tensor either way
   const Tensor src32 = src.detach().to(DType::f32);
   Tensor acc3 = acc.reshape(Shape{blocks, v, inner});
-  backend_for(x.device()).scatter_add_rows(src32.reshape(Shape{blocks, n, inner}), idx_flat, acc3);
+  const int64_t at = src.numel() > 0 ? backend_for(x.device()).scatter_add_rows(src32.reshape(Shape{blocks, n, inner}),
+                                                                                idx_flat, acc3)
+                                      : first_outside(idx_flat, v);
+  report_outside(use, at, idx, v);
   Tensor y = acc.to(x.dtype());
   if (autograd::needs_grad({&x, &src})) {
-    auto node = std::make_shared<ScatterAddNode>(op);
+    auto node = std::make_shared<ScatterAddNode>(use.op.c_str());
     node->idx = idx;
     node->d = d;
     node->per_element = per_element;
@@ -340,8 +357,8 @@ Tensor index_select(const Tensor& x, int64_t dim, const Tensor& indices) {
   KILN_CHECK(indices.rank() <= 1, "index_select: indices must be one index or a list of them (rank 0 or 1), got ",
              indices.description(), "; reshape them to [n] and the result back");
   const int64_t d = resolve_dim(op, dim, x.rank(), x.description());
-  check_indices(op, "x", x, indices, x.dim(d), "dimension " + std::to_string(d) + " of " + x.description());
-  return gather_along(op, x, d, indices, false);
+  check_index_tensor(op, "x", x, indices);
+  return gather_along({op, dimension_of(d, x)}, x, d, indices, false);
 }
 
 Tensor gather(const Tensor& x, int64_t dim, const Tensor& indices) {
@@ -356,11 +373,11 @@ Tensor gather(const Tensor& x, int64_t dim, const Tensor& indices) {
     KILN_CHECK(k == d || indices.dim(k) <= x.dim(k), "gather: indices ", indices.description(), " are longer than x ",
                x.description(), " along dimension ", k, "; they may be shorter there, and of any length along ",
                "dimension ", d);
-  check_indices(op, "x", x, indices, x.dim(d), "dimension " + std::to_string(d) + " of " + x.description());
+  check_index_tensor(op, "x", x, indices);
   Tensor src = x;  // x cut to the indices' extents where they are shorter (torch reads that corner)
   for (int64_t k = 0; k < x.rank(); ++k)
     if (k != d && indices.dim(k) < x.dim(k)) src = narrow(src, k, 0, indices.dim(k));
-  return gather_along(op, src, d, indices, true);
+  return gather_along({op, dimension_of(d, x)}, src, d, indices, true);
 }
 
 Tensor index_add(const Tensor& x, int64_t dim, const Tensor& indices, const Tensor& src) {
@@ -372,8 +389,8 @@ Tensor index_add(const Tensor& x, int64_t dim, const Tensor& indices, const Tens
   for (int64_t k = 0; k < x.rank(); ++k) fits = fits && (k == d || src.dim(k) == x.dim(k));
   KILN_CHECK(fits, "index_add: src ", src.description(), " must have x's shape ", x.shape(), " but ",
              indices.numel(), " (one per index) along dimension ", d);
-  check_indices(op, "x", x, indices, x.dim(d), "dimension " + std::to_string(d) + " of " + x.description());
-  return scatter_add_along(op, x, d, indices, src, false);
+  check_index_tensor(op, "x", x, indices);
+  return scatter_add_along({op, dimension_of(d, x)}, x, d, indices, src, false);
 }
 
 Tensor scatter_add(const Tensor& x, int64_t dim, const Tensor& indices, const Tensor& src) {
@@ -388,11 +405,11 @@ Tensor scatter_add(const Tensor& x, int64_t dim, const Tensor& indices, const Te
     KILN_CHECK(indices.dim(k) <= src.dim(k), "scatter_add: indices ", indices.description(), " are longer than src ",
                src.description(), " along dimension ", k);
   }
-  check_indices(op, "x", x, indices, x.dim(d), "dimension " + std::to_string(d) + " of " + x.description());
+  check_index_tensor(op, "x", x, indices);
   Tensor used = src;  // src cut to the indices' extents where it is longer (torch reads that corner)
   for (int64_t k = 0; k < x.rank(); ++k)
     if (indices.dim(k) < src.dim(k)) used = narrow(used, k, 0, indices.dim(k));
-  return scatter_add_along(op, x, d, indices, used, true);
+  return scatter_add_along({op, dimension_of(d, x)}, x, d, indices, used, true);
 }
 
 Tensor embedding(const Tensor& weight, const Tensor& indices) {
@@ -404,10 +421,11 @@ Tensor embedding(const Tensor& weight, const Tensor& indices) {
              ": the arguments look swapped; kiln takes (weight, indices), torch's F.embedding (indices, weight)");
   checks::float32(op, "weight", weight);
   checks::rank(op, "weight", weight, 2, "[rows, features]");
-  check_indices(op, "weight", weight, indices, weight.dim(0), "the table's " + std::to_string(weight.dim(0)) + " rows");
+  check_index_tensor(op, "weight", weight, indices);
   std::vector<int64_t> dims = indices.shape().dims();
   dims.push_back(weight.dim(1));
-  return reshape(gather_along(op, weight, 0, indices, false), Shape(dims));
+  const IndexUse use{op, "the table's " + std::to_string(weight.dim(0)) + " rows"};
+  return reshape(gather_along(use, weight, 0, indices, false), Shape(dims));
 }
 
 Tensor permute(const Tensor& x, const std::vector<int64_t>& dims) {

@@ -95,11 +95,15 @@ class ProfilingBackend final : public Backend {
   void transpose(const Tensor& x, Tensor& y) override {
     op("transpose", y, [&] { in()->transpose(x, y); });
   }
-  void gather_rows(const Tensor& table, const Tensor& idx, Tensor& out) override {
-    op("gather_rows", out, [&] { in()->gather_rows(table, idx, out); });
+  int64_t gather_rows(const Tensor& table, const Tensor& idx, Tensor& out) override {
+    int64_t first = -1;
+    op("gather_rows", out, [&] { first = in()->gather_rows(table, idx, out); });
+    return first;
   }
-  void scatter_add_rows(const Tensor& g, const Tensor& idx, Tensor& grad) override {
-    op("scatter_add_rows", g, [&] { in()->scatter_add_rows(g, idx, grad); });
+  int64_t scatter_add_rows(const Tensor& g, const Tensor& idx, Tensor& grad) override {
+    int64_t first = -1;
+    op("scatter_add_rows", g, [&] { first = in()->scatter_add_rows(g, idx, grad); });
+    return first;
   }
   bool has_layer_norm() const override { return in()->has_layer_norm(); }
   bool has_softmax_inner() const override { return in()->has_softmax_inner(); }

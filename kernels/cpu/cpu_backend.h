@@ -38,8 +38,8 @@ class CpuBackend : public Backend {
                           Tensor& rstd) override;
   void layer_norm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma, const Tensor& mean,
                            const Tensor& rstd, Tensor& dx, Tensor& dy_xhat) override;
-  void gather_rows(const Tensor& table, const Tensor& idx, Tensor& out) override;
-  void scatter_add_rows(const Tensor& g, const Tensor& idx, Tensor& grad) override;
+  int64_t gather_rows(const Tensor& table, const Tensor& idx, Tensor& out) override;
+  int64_t scatter_add_rows(const Tensor& g, const Tensor& idx, Tensor& grad) override;
   void permute(const Tensor& x, const std::vector<int64_t>& dims, Tensor& y) override;
   void where(const Tensor& cond, const Tensor& a, const Tensor& b, Tensor& out) override;
   void reduce_extreme(BinaryOp op, const Tensor& x, int64_t rows, int64_t n, int64_t inner, Tensor& out) override;

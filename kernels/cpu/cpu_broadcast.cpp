@@ -10,6 +10,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <type_traits>
 #include <vector>
@@ -449,89 +450,165 @@ void CpuBackend::copy_block(const Tensor& src, int64_t src_col, Tensor& dst, int
 
 namespace {
 
-// out[b, i, :] = table[b, idx[i], :] (table [blocks, v, d], out [blocks, n, d]), elements moved
-// as R (their bits). Threads take (b, i) pairs, a memcpy each; rows of one element (a selection
-// along the last dimension) an element-gather loop per block instead.
+constexpr int64_t kNoBadIndex = INT64_MAX;  // what a kernel's first-bad-position minimum starts at
+
+// Whether index k lies in [0, v): one unsigned compare (a negative k wraps past v).
+template <typename I>
+bool inside(I k, int64_t v) {
+  return static_cast<uint64_t>(static_cast<int64_t>(k)) < static_cast<uint64_t>(v);
+}
+
+// Backend's report from a kernel's minimum: the first bad position, or -1.
+int64_t reported(int64_t first) { return first == kNoBadIndex ? -1 : first; }
+
+// dst[i] = src[idx[i]] for i < n, an index outside [0, v) (v >= 1) reading src[0] instead so
+// that the loop stays branch-free; returns the first such i, or kNoBadIndex. A scalar loop: GCC
+// 12 vectorises neither the first-position search nor, at its generic tuning, any gather.
 template <typename R, typename I>
-void gather_typed(const R* table, const I* idx, const Shape& t, int64_t n, R* out) {
+int64_t gather_row(const R* src, const I* idx, int64_t n, int64_t v, R* dst) {
+  int64_t first = kNoBadIndex;
+  for (int64_t i = 0; i < n; ++i) {
+    const auto k = static_cast<int64_t>(idx[i]);
+    const bool ok = inside(k, v);
+    dst[i] = src[ok ? k : 0];
+    first = std::min(first, ok ? kNoBadIndex : i);
+  }
+  return first;
+}
+
+// dst[c] = src[idx[c] * d + c] for c < d (a row of torch.gather along a dimension before the last:
+// column c of the block's row idx[c]), bad indices as gather_row's.
+template <typename R, typename I>
+int64_t gather_row_strided(const R* src, const I* idx, int64_t d, int64_t v, R* dst) {
+  int64_t first = kNoBadIndex;
+  for (int64_t c = 0; c < d; ++c) {
+    const auto k = static_cast<int64_t>(idx[c]);
+    const bool ok = inside(k, v);
+    dst[c] = src[(ok ? k : 0) * d + c];
+    first = std::min(first, ok ? kNoBadIndex : c);
+  }
+  return first;
+}
+
+// gather_row over the 1-d selection out[i] = table[idx[i]] (i < n), threads taking runs of i;
+// the first bad i, or kNoBadIndex.
+template <typename R, typename I>
+int64_t gather_1d(const R* table, const I* idx, int64_t n, int64_t v, R* out) {
+  constexpr int64_t kRun = 16384;
+  const int64_t runs = (n + kRun - 1) / kRun;
+  int64_t first = kNoBadIndex;
+#pragma omp parallel for schedule(static) reduction(min : first) if (n > kParallelFrom)
+  for (int64_t r = 0; r < runs; ++r) {
+    const int64_t at = gather_row(table, idx + r * kRun, std::min(kRun, n - r * kRun), v, out + r * kRun);
+    first = std::min(first, at == kNoBadIndex ? at : r * kRun + at);
+  }
+  return first;
+}
+
+// out[b, i, :] = table[b, idx[i], :] (table [blocks, v, d] with v >= 1, out [blocks, n, d]),
+// elements moved as R (their bits), an index outside [0, v) skipped (its row of out unset) and
+// the first one's position returned (-1: none). Threads take (b, i) pairs, a memcpy each; rows
+// of one element (a selection along the last dimension) a gather_row per block instead.
+template <typename R, typename I>
+int64_t gather_typed(const R* table, const I* idx, const Shape& t, int64_t n, R* out) {
   const int64_t blocks = t[0], v = t[1], d = t[2];
   const auto row = static_cast<size_t>(d) * sizeof(R);
   const int64_t bytes = blocks * n * static_cast<int64_t>(row);
-  if (d == 1 && blocks == 1) {  // a 1-d selection: threads take runs of i
-#pragma omp parallel for schedule(static) if (bytes > 4 * kParallelFrom)
-    for (int64_t i = 0; i < n; ++i) out[i] = table[idx[i]];
-    return;
-  }
+  if (d == 1 && blocks == 1) return reported(gather_1d(table, idx, n, v, out));
+  int64_t first = kNoBadIndex;
   if (d == 1) {
-#pragma omp parallel for schedule(static) if (bytes > 4 * kParallelFrom)
-    for (int64_t b = 0; b < blocks; ++b) {
-      const R* src = table + b * v;
-      R* dst = out + b * n;
-      for (int64_t i = 0; i < n; ++i) dst[i] = src[idx[i]];
-    }
-    return;
+#pragma omp parallel for schedule(static) reduction(min : first) if (bytes > 4 * kParallelFrom)
+    for (int64_t b = 0; b < blocks; ++b) first = std::min(first, gather_row(table + b * v, idx, n, v, out + b * n));
+    return reported(first);
   }
-#pragma omp parallel for collapse(2) schedule(static) if (bytes > 4 * kParallelFrom && blocks * n > 1)
+#pragma omp parallel for collapse(2) schedule(static) reduction(min : first) if (bytes > 4 * kParallelFrom && \
+                                                                                  blocks * n > 1)
   for (int64_t b = 0; b < blocks; ++b)
-    for (int64_t i = 0; i < n; ++i)
-      std::memcpy(out + (b * n + i) * d, table + (b * v + static_cast<int64_t>(idx[i])) * d, row);
+    for (int64_t i = 0; i < n; ++i) {
+      const auto k = static_cast<int64_t>(idx[i]);
+      if (inside(k, v)) std::memcpy(out + (b * n + i) * d, table + (b * v + k) * d, row);
+      else first = std::min(first, i);
+    }
+  return reported(first);
 }
 
 // out[b, i, c] = table[b, idx[b, i, c], c]: an index per element (torch.gather), idx and out
-// [blocks, n, d]. Threads take (b, i) pairs.
+// [blocks, n, d], table [blocks, v, d] with v >= 1; bad indices as gather_typed's. Threads take
+// (b, i) pairs; along the last dimension (d = 1) a gather_row per block.
 template <typename R, typename I>
-void gather_elements_typed(const R* table, const I* idx, const Shape& t, int64_t n, R* out) {
+int64_t gather_elements_typed(const R* table, const I* idx, const Shape& t, int64_t n, R* out) {
   const int64_t blocks = t[0], v = t[1], d = t[2];
-  if (d == 1 && blocks == 1) {  // a 1-d gather: threads take runs of i
-#pragma omp parallel for schedule(static) if (n > kParallelFrom)
-    for (int64_t i = 0; i < n; ++i) out[i] = table[idx[i]];
-    return;
-  }
-  if (d == 1) {  // along the last dimension: a gather loop per block
-#pragma omp parallel for schedule(static) if (blocks * n > kParallelFrom)
+  if (d == 1 && blocks == 1) return reported(gather_1d(table, idx, n, v, out));
+  int64_t first = kNoBadIndex;
+  if (d == 1) {
+#pragma omp parallel for schedule(static) reduction(min : first) if (blocks * n > kParallelFrom)
     for (int64_t b = 0; b < blocks; ++b) {
-      const R* src = table + b * v;
-      for (int64_t i = b * n; i < (b + 1) * n; ++i) out[i] = src[idx[i]];
+      const int64_t at = gather_row(table + b * v, idx + b * n, n, v, out + b * n);
+      first = std::min(first, at == kNoBadIndex ? at : b * n + at);
     }
-    return;
+    return reported(first);
   }
-#pragma omp parallel for collapse(2) schedule(static) if (blocks * n * d > kParallelFrom && blocks * n > 1)
+#pragma omp parallel for collapse(2) schedule(static) reduction(min : first) if (blocks * n * d > kParallelFrom && \
+                                                                                  blocks * n > 1)
   for (int64_t b = 0; b < blocks; ++b)
     for (int64_t i = 0; i < n; ++i) {
       const int64_t r = (b * n + i) * d;
-      for (int64_t c = 0; c < d; ++c) out[r + c] = table[(b * v + static_cast<int64_t>(idx[r + c])) * d + c];
+      const int64_t at = gather_row_strided(table + b * v * d, idx + r, d, v, out + r);
+      first = std::min(first, at == kNoBadIndex ? at : r + at);
     }
+  return reported(first);
+}
+
+// acc[j] += x[j] for j < n, cloned per CPU (the baseline copy adds 4 floats at a time).
+KILN_CPU_CLONES void add_to_row(const float* x, float* acc, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) acc[j] += x[j];
 }
 
 // grad[b, idx[b, i, c] or idx[i], c] += g[b, i, c] (grad [blocks, v, d], g [blocks, n, d]; idx
-// one per element or one per row). Threads take (b, block of columns) pairs, each walking every i
-// in order: the same sums whatever the thread count.
+// one per element or one per row), an index outside [0, v) skipped and the first one's position
+// returned (-1: none). Threads take (b, block of columns) pairs, each walking every i in order:
+// the same sums whatever the thread count.
 template <bool PerElement, typename I>
-void scatter_add_typed(const float* g, const I* idx, const Shape& t, int64_t n, float* grad) {
-  if (PerElement && t[2] == 1) {  // along the last dimension: one loop per block, in order
-#pragma omp parallel for schedule(static) if (t[0] * n > kParallelFrom && t[0] > 1)
+int64_t scatter_add_typed(const float* g, const I* idx, const Shape& t, int64_t n, float* grad) {
+  const int64_t v = t[1], d = t[2];
+  int64_t first = kNoBadIndex;
+  if (PerElement && d == 1) {  // along the last dimension: one loop per block, in order
+#pragma omp parallel for schedule(static) reduction(min : first) if (t[0] * n > kParallelFrom && t[0] > 1)
     for (int64_t b = 0; b < t[0]; ++b) {
-      float* dst = grad + b * t[1];
-      for (int64_t i = b * n; i < (b + 1) * n; ++i) dst[idx[i]] += g[i];
+      float* dst = grad + b * v;
+      for (int64_t i = b * n; i < (b + 1) * n; ++i) {
+        const auto k = static_cast<int64_t>(idx[i]);
+        if (inside(k, v)) dst[k] += g[i];
+        else first = std::min(first, i);
+      }
     }
-    return;
+    return reported(first);
   }
   constexpr int64_t kBlock = 256;
-  const int64_t v = t[1], d = t[2], column_blocks = (d + kBlock - 1) / kBlock, tasks = t[0] * column_blocks;
-#pragma omp parallel for schedule(static) if (t[0] * n * d > kParallelFrom && tasks > 1)
+  const int64_t column_blocks = (d + kBlock - 1) / kBlock, tasks = t[0] * column_blocks;
+#pragma omp parallel for schedule(static) reduction(min : first) if (t[0] * n * d > kParallelFrom && tasks > 1)
   for (int64_t task = 0; task < tasks; ++task) {
     const int64_t b = task / column_blocks, c0 = task % column_blocks * kBlock, w = std::min(kBlock, d - c0);
     for (int64_t i = 0; i < n; ++i) {
       const int64_t r = (b * n + i) * d + c0;
       const float* src = g + r;
       if constexpr (PerElement) {
-        for (int64_t j = 0; j < w; ++j) grad[(b * v + static_cast<int64_t>(idx[r + j])) * d + c0 + j] += src[j];
+        for (int64_t j = 0; j < w; ++j) {
+          const auto k = static_cast<int64_t>(idx[r + j]);
+          if (inside(k, v)) grad[(b * v + k) * d + c0 + j] += src[j];
+          else first = std::min(first, r + j);
+        }
       } else {
-        float* dst = grad + (b * v + static_cast<int64_t>(idx[i])) * d + c0;
-        for (int64_t j = 0; j < w; ++j) dst[j] += src[j];
+        const auto k = static_cast<int64_t>(idx[i]);
+        if (!inside(k, v)) {
+          first = std::min(first, i);
+          continue;
+        }
+        add_to_row(src, grad + (b * v + k) * d + c0, w);
       }
     }
   }
+  return reported(first);
 }
 
 // fn(I*) with I the index type of idx, int64_t or int32_t.
@@ -542,25 +619,33 @@ void with_indices(const Tensor& idx, Fn&& fn) {
 }
 }  // namespace
 
-void CpuBackend::gather_rows(const Tensor& table, const Tensor& idx, Tensor& out) {
+int64_t CpuBackend::gather_rows(const Tensor& table, const Tensor& idx, Tensor& out) {
   const int64_t n = out.dim(1);
+  if (out.numel() == 0) return -1;  // core checks the indices of an empty result
+  if (table.dim(1) == 0) return 0;  // every index is outside an empty dimension
+  int64_t first = -1;
   common::with_element_bits(dtype_size(table.dtype()), [&](auto tag) {
     using R = decltype(tag);
     const auto* pt = static_cast<const R*>(table.raw_data());
     auto* po = static_cast<R*>(out.raw_data());
     with_indices(idx, [&](const auto* pi) {
-      if (idx.rank() == 1) return gather_typed(pt, pi, table.shape(), n, po);
-      gather_elements_typed(pt, pi, table.shape(), n, po);
+      first = idx.rank() == 1 ? gather_typed(pt, pi, table.shape(), n, po)
+                              : gather_elements_typed(pt, pi, table.shape(), n, po);
     });
   });
+  return first;
 }
 
-void CpuBackend::scatter_add_rows(const Tensor& g, const Tensor& idx, Tensor& grad) {
+int64_t CpuBackend::scatter_add_rows(const Tensor& g, const Tensor& idx, Tensor& grad) {
   const int64_t n = g.dim(1);
+  if (g.numel() == 0) return -1;  // core checks the indices of an empty g
+  if (grad.dim(1) == 0) return 0;
+  int64_t first = -1;
   with_indices(idx, [&](const auto* pi) {
-    if (idx.rank() == 1) return scatter_add_typed<false>(g.data<float>(), pi, grad.shape(), n, grad.data<float>());
-    scatter_add_typed<true>(g.data<float>(), pi, grad.shape(), n, grad.data<float>());
+    first = idx.rank() == 1 ? scatter_add_typed<false>(g.data<float>(), pi, grad.shape(), n, grad.data<float>())
+                            : scatter_add_typed<true>(g.data<float>(), pi, grad.shape(), n, grad.data<float>());
   });
+  return first;
 }
 
 void CpuBackend::broadcast_to(const Tensor& x, Tensor& out) {

@@ -130,33 +130,68 @@ __global__ void extreme_rows_kernel(BinaryOp op, const T* x, int64_t rows, int64
   }
 }
 
+// The first bad index's flattened position: atomicMin into *first (all ones until one is found).
+__device__ void note_bad_index(unsigned long long* first, int64_t at) {
+  atomicMin(first, static_cast<unsigned long long>(at));
+}
+
 // gather_rows: a thread per output element of out [blocks, n, d] from table [blocks, v, d], by
 // idx [n] (a row each) or, PerElement, idx [blocks, n, d] (torch.gather). R: the elements' bits
-// (any dtype), I int32 or int64.
+// (any dtype), I int32 or int64. An index outside [0, v) is skipped, its position noted.
 template <bool PerElement, typename R, typename I>
 __global__ void gather_rows_kernel(const R* table, const I* idx, int64_t total, int64_t n, int64_t v, int64_t d,
-                                   R* out) {
+                                   R* out, unsigned long long* first_bad) {
   for (int64_t e = global_thread(); e < total; e += grid_threads()) {
     const int64_t row = e / d, b = row / n, c = e - row * d;
-    const int64_t k = PerElement ? static_cast<int64_t>(idx[e]) : static_cast<int64_t>(idx[row - b * n]);
+    const int64_t at = PerElement ? e : row - b * n;
+    const auto k = static_cast<int64_t>(idx[at]);
+    if (static_cast<uint64_t>(k) >= static_cast<uint64_t>(v)) {
+      note_bad_index(first_bad, at);
+      continue;
+    }
     out[e] = table[(b * v + k) * d + c];
   }
 }
 
 // scatter_add_rows: a thread per (block, column) walking every i in order, the CPU's order, so
 // repeated indices sum to the same bits on both (no atomics). Slow where d is small and n large.
+// Bad indices as gather_rows_kernel's.
 template <bool PerElement, typename I>
 __global__ void scatter_add_rows_kernel(const float* g, const I* idx, int64_t blocks, int64_t n, int64_t v,
-                                        int64_t d, float* grad) {
+                                        int64_t d, float* grad, unsigned long long* first_bad) {
   for (int64_t t = global_thread(); t < blocks * d; t += grid_threads()) {
     const int64_t b = t / d, c = t - b * d;
     for (int64_t i = 0; i < n; ++i) {
-      const int64_t e = (b * n + i) * d + c;
-      const int64_t k = PerElement ? static_cast<int64_t>(idx[e]) : static_cast<int64_t>(idx[i]);
+      const int64_t e = (b * n + i) * d + c, at = PerElement ? e : i;
+      const auto k = static_cast<int64_t>(idx[at]);
+      if (static_cast<uint64_t>(k) >= static_cast<uint64_t>(v)) {
+        note_bad_index(first_bad, at);
+        continue;
+      }
       grad[(b * v + k) * d + c] += g[e];
     }
   }
 }
+
+// Device memory for a kernel's first bad index position, all ones (none) until it runs.
+struct BadIndexFlag {
+  BadIndexFlag(int index, cudaStream_t stream) : ws(index, sizeof(unsigned long long)), stream(stream) {
+    KILN_CUDA_CHECK(cudaMemsetAsync(ws.data(), 0xFF, sizeof(unsigned long long), stream));
+  }
+  unsigned long long* data() const { return static_cast<unsigned long long*>(ws.data()); }
+  // The position the kernels noted, or -1, after a wait for them (the price of a bad index as an
+  // error, not a silent zero). While a CUDA graph is captured no wait is allowed: -1, unchecked
+  // (the kernels still skip bad indices).
+  int64_t first() const {
+    if (capturing()) return -1;
+    unsigned long long at = 0;
+    KILN_CUDA_CHECK(cudaMemcpyAsync(&at, data(), sizeof at, cudaMemcpyDeviceToHost, stream));
+    KILN_CUDA_CHECK(cudaStreamSynchronize(stream));
+    return at == ~0ULL ? -1 : static_cast<int64_t>(at);
+  }
+  Workspace ws;
+  cudaStream_t stream;
+};
 
 // out = fn(a, b) with a or b broadcast (kernels/common/broadcast.h): one output element per
 // thread, its operands' offsets from the plan. fn: ArithmeticOf (floats) or ComparisonOf
@@ -616,48 +651,56 @@ void CudaBackend::reduce_extreme(BinaryOp op, const Tensor& x, int64_t rows, int
   scope.done();
 }
 
-void CudaBackend::gather_rows(const Tensor& table, const Tensor& idx, Tensor& out) {
+int64_t CudaBackend::gather_rows(const Tensor& table, const Tensor& idx, Tensor& out) {
   OpScope scope("gather_rows", out.device().index);
   const Shape& t = table.shape();  // [blocks, v, d]
   const int64_t n = out.dim(1), total = out.numel();
-  if (total > 0) {
-    common::with_element_bits(dtype_size(table.dtype()), [&](auto tag) {
-      using R = decltype(tag);
-      for_index_type(idx.dtype(), [&](auto index_tag) {
-        using I = decltype(index_tag);
-        const auto* pt = static_cast<const R*>(table.raw_data());
-        auto* po = static_cast<R*>(out.raw_data());
-        const unsigned blocks = elementwise_blocks(total, kThreads);
-        const I* pi = idx.data<I>();
-        if (idx.rank() == 1)
-          gather_rows_kernel<false><<<blocks, kThreads, 0, scope.stream()>>>(pt, pi, total, n, t[1], t[2], po);
-        else
-          gather_rows_kernel<true><<<blocks, kThreads, 0, scope.stream()>>>(pt, pi, total, n, t[1], t[2], po);
-      });
-      KILN_CUDA_CHECK_LAUNCH();
+  if (total == 0) return -1;  // core checks the indices of an empty result
+  const BadIndexFlag bad(out.device().index, scope.stream());
+  common::with_element_bits(dtype_size(table.dtype()), [&](auto tag) {
+    using R = decltype(tag);
+    for_index_type(idx.dtype(), [&](auto index_tag) {
+      using I = decltype(index_tag);
+      const auto* pt = static_cast<const R*>(table.raw_data());
+      auto* po = static_cast<R*>(out.raw_data());
+      const unsigned blocks = elementwise_blocks(total, kThreads);
+      const I* pi = idx.data<I>();
+      if (idx.rank() == 1)
+        gather_rows_kernel<false><<<blocks, kThreads, 0, scope.stream()>>>(pt, pi, total, n, t[1], t[2], po,
+                                                                           bad.data());
+      else
+        gather_rows_kernel<true><<<blocks, kThreads, 0, scope.stream()>>>(pt, pi, total, n, t[1], t[2], po,
+                                                                          bad.data());
     });
-  }
+    KILN_CUDA_CHECK_LAUNCH();
+  });
+  const int64_t first = bad.first();
   scope.done();
+  return first;
 }
 
-void CudaBackend::scatter_add_rows(const Tensor& g, const Tensor& idx, Tensor& grad) {
+int64_t CudaBackend::scatter_add_rows(const Tensor& g, const Tensor& idx, Tensor& grad) {
   OpScope scope("scatter_add_rows", grad.device().index);
   const Shape& t = grad.shape();  // [blocks, v, d]
   const int64_t n = g.dim(1);
-  if (n * t[0] * t[2] > 0) {
-    for_index_type(idx.dtype(), [&](auto index_tag) {
-      using I = decltype(index_tag);
-      const unsigned blocks = elementwise_blocks(t[0] * t[2], kThreads);
-      if (idx.rank() == 1)
-        scatter_add_rows_kernel<false><<<blocks, kThreads, 0, scope.stream()>>>(g.data<float>(), idx.data<I>(), t[0],
-                                                                                n, t[1], t[2], grad.data<float>());
-      else
-        scatter_add_rows_kernel<true><<<blocks, kThreads, 0, scope.stream()>>>(g.data<float>(), idx.data<I>(), t[0],
-                                                                               n, t[1], t[2], grad.data<float>());
-    });
-    KILN_CUDA_CHECK_LAUNCH();
-  }
+  if (n * t[0] * t[2] == 0) return -1;  // core checks the indices of an empty g
+  const BadIndexFlag bad(grad.device().index, scope.stream());
+  for_index_type(idx.dtype(), [&](auto index_tag) {
+    using I = decltype(index_tag);
+    const unsigned blocks = elementwise_blocks(t[0] * t[2], kThreads);
+    if (idx.rank() == 1)
+      scatter_add_rows_kernel<false><<<blocks, kThreads, 0, scope.stream()>>>(g.data<float>(), idx.data<I>(), t[0],
+                                                                              n, t[1], t[2], grad.data<float>(),
+                                                                              bad.data());
+    else
+      scatter_add_rows_kernel<true><<<blocks, kThreads, 0, scope.stream()>>>(g.data<float>(), idx.data<I>(), t[0],
+                                                                             n, t[1], t[2], grad.data<float>(),
+                                                                             bad.data());
+  });
+  KILN_CUDA_CHECK_LAUNCH();
+  const int64_t first = bad.first();
   scope.done();
+  return first;
 }
 
 void CudaBackend::transpose(const Tensor& x, Tensor& y) {

@@ -165,6 +165,50 @@ TEST_CASE("index_select, gather and the adds name the index outside and its dime
   CHECK(index_select(x, 1, Tensor::zeros(Shape{0}, TensorOptions{DType::i64})).shape() == Shape{2, 0, 4});
 }
 
+// The range check runs inside each kernel path (a row or an element per index, along the last
+// dimension or not, one block or several, split over threads or not): every path names the first
+// bad index, not a later one another thread met first.
+TEST_CASE("every gather and scatter-add path names the first index outside whatever the thread that met it",
+          "[ops][errors]") {
+  const auto big = [](int64_t n, int64_t extent, std::vector<std::pair<int64_t, int64_t>> bad, Shape s) {
+    std::vector<int64_t> v(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) v[static_cast<size_t>(i)] = i % extent;
+    for (const auto& [at, value] : bad) v[static_cast<size_t>(at)] = value;
+    return Tensor::from_vector(v, std::move(s));
+  };
+  const int64_t n = 300000;  // past the kernels' threshold for splitting over threads
+  const auto named = [](int64_t value, int64_t at) {
+    return Contains("index " + std::to_string(value) + " at position " + std::to_string(at) + " ");
+  };
+  // Row indices: a 1-d x, one block along the last dimension, several, rows of 4.
+  const Tensor row_idx = big(n, 3, {{n - 5, 7}, {200001, -2}, {250000, 3}}, Shape{n});
+  REQUIRE_THROWS_WITH(index_select(Tensor::zeros(Shape{3}), 0, row_idx), named(-2, 200001));
+  REQUIRE_THROWS_WITH(index_select(Tensor::zeros(Shape{2, 3}), 1, row_idx), named(-2, 200001));
+  REQUIRE_THROWS_WITH(index_select(Tensor::zeros(Shape{3, 4}), 0, row_idx), named(-2, 200001));
+  REQUIRE_THROWS_WITH(index_select(Tensor::zeros(Shape{2, 3, 4}, TensorOptions{DType::bf16}), 1, row_idx),
+                      named(-2, 200001));
+  REQUIRE_THROWS_WITH(index_add(Tensor::zeros(Shape{3, 4}), 0, row_idx, Tensor::ones(Shape{n, 4})),
+                      named(-2, 200001));
+  REQUIRE_THROWS_WITH(index_add(Tensor::zeros(Shape{3}), 0, row_idx, Tensor::ones(Shape{n})), named(-2, 200001));
+  // An index per element: 1-d, along the last dimension of several blocks, along dimension 0.
+  const Tensor each = big(2 * n, 3, {{2 * n - 1, 3}, {n + 7, 9}, {n + 8, -1}}, Shape{2, n});
+  REQUIRE_THROWS_WITH(gather(Tensor::zeros(Shape{3}), 0, each.reshape(Shape{2 * n})), named(9, n + 7));
+  REQUIRE_THROWS_WITH(gather(Tensor::zeros(Shape{2, 3}), 1, each), named(9, n + 7));
+  REQUIRE_THROWS_WITH(gather(Tensor::zeros(Shape{3, n}), 0, each), named(9, n + 7));
+  REQUIRE_THROWS_WITH(scatter_add(Tensor::zeros(Shape{2, 3}), 1, each, Tensor::ones(Shape{2, n})), named(9, n + 7));
+  REQUIRE_THROWS_WITH(scatter_add(Tensor::zeros(Shape{3, n}), 0, each, Tensor::ones(Shape{2, n})), named(9, n + 7));
+  // No entry to index: every index is outside, the first named.
+  const Tensor one = Tensor::from_vector(std::vector<int64_t>{0, 0}, Shape{2});
+  REQUIRE_THROWS_WITH(index_select(Tensor::zeros(Shape{2, 0}), 1, one), named(0, 0) && Contains("[0, 0)"));
+  REQUIRE_THROWS_WITH(index_add(Tensor::zeros(Shape{0, 2}), 0, one, Tensor::ones(Shape{2, 2})), named(0, 0));
+  // An empty result runs no kernel; its indices are checked all the same.
+  REQUIRE_THROWS_WITH(index_select(Tensor::zeros(Shape{0, 3}), 1, Tensor::from_vector(std::vector<int64_t>{1, 5},
+                                                                                       Shape{2})),
+                      named(5, 1) && Contains("outside dimension 1 of float32[0, 3]"));
+  const Tensor three = Tensor::from_vector(std::vector<int64_t>{3}, Shape{1}).to(DType::i32);
+  REQUIRE_THROWS_WITH(index_add(Tensor::zeros(Shape{3, 0}), 0, three, Tensor::zeros(Shape{1, 0})), named(3, 0));
+}
+
 TEST_CASE("selections follow torch at NaN and ties and at the clamp bounds", "[ops]") {
   const float nan = std::nanf("");
   const Tensor a = Tensor::from_vector(std::vector<float>{1.0f, nan, 2.0f, -1.0f}, Shape{4});

@@ -379,3 +379,29 @@ TEST_CASE("out-of-range labels on the GPU are reported like on the CPU", "[cuda]
   Tensor labels = Tensor::from_vector(std::vector<int64_t>{0, 4, 1}, Shape{3}).to(kGpu);
   REQUIRE_THROWS_WITH(softmax_cross_entropy(logits, labels), Catch::Contains("label 4") && Catch::Contains("row 1"));
 }
+
+// The GPU kernels check each index as they read it and report the first bad position through a
+// device flag (kernels/cuda/cuda_elementwise.cu): the same messages as the CPU's, every path.
+TEST_CASE("indices outside their dimension on the GPU are reported like on the CPU", "[cuda][errors]") {
+  KILN_SKIP_WITHOUT_GPU();
+  const auto gpu = [](const Tensor& t) { return t.to(kGpu); };
+  const int64_t n = 100000;
+  std::vector<int64_t> v(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) v[static_cast<size_t>(i)] = i % 3;
+  v[n - 3] = 3;  // the first bad one
+  v[n - 1] = -1;
+  const Tensor rows = gpu(Tensor::from_vector(v, Shape{n}));
+  const std::string at = "at position " + std::to_string(n - 3) + " ";
+  const auto named = [&](const char* op) { return Catch::Contains(std::string(op) + ": index 3 " + at); };
+  const Tensor x = gpu(Tensor::zeros(Shape{3, 5}));
+  REQUIRE_THROWS_WITH(index_select(x, 0, rows), named("index_select"));
+  REQUIRE_THROWS_WITH(index_select(gpu(Tensor::zeros(Shape{2, 3})), 1, rows.to(DType::i32)), named("index_select"));
+  REQUIRE_THROWS_WITH(embedding(x, rows), named("embedding"));
+  REQUIRE_THROWS_WITH(gather(gpu(Tensor::zeros(Shape{3})), 0, rows), named("gather"));
+  REQUIRE_THROWS_WITH(index_add(x, 0, rows, gpu(Tensor::ones(Shape{n, 5}))), named("index_add"));
+  REQUIRE_THROWS_WITH(scatter_add(gpu(Tensor::zeros(Shape{3})), 0, rows, gpu(Tensor::ones(Shape{n}))),
+                      named("scatter_add"));
+  // The device is still usable afterwards: nothing was written outside.
+  CHECK(index_select(x, 0, gpu(Tensor::from_vector(std::vector<int64_t>{2, 0}, Shape{2}))).cpu().to_vector<float>() ==
+        std::vector<float>(10, 0.0f));
+}
