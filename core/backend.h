@@ -140,14 +140,14 @@ class Backend {
   // idx [B, n, D] (torch.gather). idx int32 or int64; table [B, V, D] of any dtype, out [B, n, D]
   // alike (moved as bits). The range check is the kernel's, in the pass that reads the indices
   // (a pass of its own cost as much as a gather): an index outside [0, V) is never read through
-  // (its entries of out are left unset), and the call returns the flattened position in idx of
-  // the first one, or -1 when all are inside (core throws). Core calls it with out not empty.
-  virtual int64_t gather_rows(const Tensor& table, const Tensor& idx, Tensor& out) = 0;
+  // (its entries of out unspecified), and the call returns the flattened position in idx of the
+  // first one, or -1 when all are inside (core throws). Core calls it with out not empty.
+  [[nodiscard]] virtual int64_t gather_rows(const Tensor& table, const Tensor& idx, Tensor& out) = 0;
   // The gather's gradient: grad[b, idx[i] (or idx[b, i, c]), c] += g[b, i, c] for i = 0, 1, ...
   // in that order (grad [B, V, D] float32, zeroed by the caller; g [B, n, D]; idx as gather_rows'),
   // so a repeated index sums its terms in a fixed order. Indices outside [0, V) as gather_rows':
   // skipped, the first one's position returned (-1: none). Core calls it with g not empty.
-  virtual int64_t scatter_add_rows(const Tensor& g, const Tensor& idx, Tensor& grad) = 0;
+  [[nodiscard]] virtual int64_t scatter_add_rows(const Tensor& g, const Tensor& idx, Tensor& grad) = 0;
   // Whether this backend has a fused layer normalisation (layer_norm_forward/backward); where
   // not, core composes the op of its others (CUDA, until its kernel has run on a GPU).
   virtual bool has_layer_norm() const { return false; }

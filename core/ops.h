@@ -63,7 +63,7 @@ Tensor batch_norm2d(const Tensor& x, const Tensor& gamma, const Tensor& beta, Te
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b = Tensor());
 
 // The rows of weight [rows, features] (float32) at indices (int32 or int64, any shape, each in
-// [0, rows), checked: on a GPU that costs one copy to the host and a wait) -> [..., features]
+// [0, rows), checked as read: on a GPU a wait for the kernel, so no CUDA graph capture) -> [..., features]
 // (torch's F.embedding: index_select along dimension 0). Gradient to weight: each row's uses
 // summed in order.
 Tensor embedding(const Tensor& weight, const Tensor& indices);
@@ -99,7 +99,7 @@ Tensor slice(const Tensor& x, int64_t begin, int64_t end);
 // the view along dimension 0). Any dtype.
 Tensor narrow(const Tensor& x, int64_t dim, int64_t start, int64_t length);
 // x's entries at indices (int32 or int64, one index or a list: rank 0 or 1, each in
-// [0, x.dim(dim)), checked: on a GPU one copy to the host and a wait) along dimension dim
+// [0, x.dim(dim)), checked as read: on a GPU a wait, no graph capture) along dimension dim
 // (negative counts from the last), every other dimension whole, in the indices' order, repeats
 // allowed (torch.index_select; a negative index is refused, as there). Any dtype. Gradient to x
 // (float32 or bfloat16): each entry's uses summed in order, so repeats give the same bits every run.
@@ -107,7 +107,7 @@ Tensor index_select(const Tensor& x, int64_t dim, const Tensor& indices);
 // out[i][j][k] = x[i][indices[i][j][k]][k] for dim 1, and so for any dim (torch.gather): indices
 // int32 or int64 of x's rank (>= 1), each extent but dim's at most x's (x's corner they cover is
 // read; an empty index too),
-// each index in [0, x.dim(dim)) (checked: on a GPU one copy to the host and a wait); the result
+// each index in [0, x.dim(dim)) (checked as embedding's); the result
 // has indices' shape. Any dtype. Gradient to x (float32 or bfloat16): each entry's uses summed in
 // order. gather(log_softmax(logits), 1, labels as [N, 1]) picks each row's label's log-probability.
 Tensor gather(const Tensor& x, int64_t dim, const Tensor& indices);
@@ -116,9 +116,9 @@ Tensor gather(const Tensor& x, int64_t dim, const Tensor& indices);
 // a list (rank 0 or 1) and src x's shape but their count along dim (torch.index_add; a sum per
 // segment, as a graph network's messages). scatter_add: an index per element (torch.scatter_add),
 // indices of x's rank and extents but dim's, src at least as long as indices (its corner is
-// read). Indices int32 or int64 in [0, x.dim(dim)), checked (on a GPU a copy to the host and a
-// wait). x and src float32, or bfloat16 (summed in float32, rounded once). Gradients: g to x, g's
-// entries at the indices to src.
+// read). Indices int32 or int64 in [0, x.dim(dim)), checked as embedding's. x and src float32,
+// or bfloat16 (summed in float32, rounded once). Gradients: g to x, g's entries at the indices
+// to src.
 Tensor index_add(const Tensor& x, int64_t dim, const Tensor& indices, const Tensor& src);
 Tensor scatter_add(const Tensor& x, int64_t dim, const Tensor& indices, const Tensor& src);
 // xs joined along dimension dim, in order: one dtype and device, every other extent equal (torch.cat).

@@ -490,14 +490,14 @@ int64_t gather_row_strided(const R* src, const I* idx, int64_t d, int64_t v, R* 
   return first;
 }
 
-// gather_row over the 1-d selection out[i] = table[idx[i]] (i < n), threads taking runs of i;
-// the first bad i, or kNoBadIndex.
+// gather_row over the 1-d selection out[i] = table[idx[i]] (i < n), threads taking runs of i
+// where more than 4 * kParallelFrom bytes move; the first bad i, or kNoBadIndex.
 template <typename R, typename I>
 int64_t gather_1d(const R* table, const I* idx, int64_t n, int64_t v, R* out) {
   constexpr int64_t kRun = 16384;
   const int64_t runs = (n + kRun - 1) / kRun;
   int64_t first = kNoBadIndex;
-#pragma omp parallel for schedule(static) reduction(min : first) if (n > kParallelFrom)
+#pragma omp parallel for schedule(static) reduction(min : first) if (n * int64_t{sizeof(R)} > 4 * kParallelFrom)
   for (int64_t r = 0; r < runs; ++r) {
     const int64_t at = gather_row(table, idx + r * kRun, std::min(kRun, n - r * kRun), v, out + r * kRun);
     first = std::min(first, at == kNoBadIndex ? at : r * kRun + at);
@@ -604,7 +604,12 @@ int64_t scatter_add_typed(const float* g, const I* idx, const Shape& t, int64_t 
           first = std::min(first, i);
           continue;
         }
-        add_to_row(src, grad + (b * v + k) * d + c0, w);
+        float* dst = grad + (b * v + k) * d + c0;
+        if (w >= 16) {
+          add_to_row(src, dst, w);  // the clone's dispatch costs more than it saves on short rows
+        } else {
+          for (int64_t j = 0; j < w; ++j) dst[j] += src[j];
+        }
       }
     }
   }

@@ -14,6 +14,7 @@
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/cuda_context.h"
 #include "kernels/cuda/cuda_graph.h"
+#include "kernels/cuda/grid_stride.cuh"
 
 namespace kiln::cuda {
 namespace {
@@ -50,11 +51,6 @@ void for_each_dtype(DType t, Fn&& fn) {
 
 // double -> T as the CPU backend converts (kernels/common/convert.h): fill, arange and copy agree bit for bit.
 using common::from_double;
-
-__device__ __forceinline__ int64_t global_thread() {
-  return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-}
-__device__ __forceinline__ int64_t grid_threads() { return static_cast<int64_t>(gridDim.x) * blockDim.x; }
 
 template <typename T>
 __global__ void fill_kernel(T* p, T v, int64_t n) {
@@ -147,6 +143,7 @@ __global__ void gather_rows_kernel(const R* table, const I* idx, int64_t total, 
     const auto k = static_cast<int64_t>(idx[at]);
     if (static_cast<uint64_t>(k) >= static_cast<uint64_t>(v)) {
       note_bad_index(first_bad, at);
+      out[e] = R{};  // no stale memory in the unused result
       continue;
     }
     out[e] = table[(b * v + k) * d + c];
@@ -173,17 +170,22 @@ __global__ void scatter_add_rows_kernel(const float* g, const I* idx, int64_t bl
   }
 }
 
-// Device memory for a kernel's first bad index position, all ones (none) until it runs.
+// Device memory for a kernel's first bad index position, all ones (none) until it runs. Reading
+// it back waits for the kernel, which a CUDA graph capture cannot do: the op then fails the
+// capture (the step runs uncaptured) rather than replay unchecked indices.
 struct BadIndexFlag {
-  BadIndexFlag(int index, cudaStream_t stream) : ws(index, sizeof(unsigned long long)), stream(stream) {
+  BadIndexFlag(int index, cudaStream_t stream) : ws(index, capture_checked()), stream(stream) {
     KILN_CUDA_CHECK(cudaMemsetAsync(ws.data(), 0xFF, sizeof(unsigned long long), stream));
+  }
+  static size_t capture_checked() {
+    KILN_CHECK(!capturing(), current_op(), ": its index check waits for the GPU, which a CUDA graph capture cannot ",
+               "do; index_select, gather, embedding, index_add and scatter_add run in steps that are not captured");
+    return sizeof(unsigned long long);
   }
   unsigned long long* data() const { return static_cast<unsigned long long*>(ws.data()); }
   // The position the kernels noted, or -1, after a wait for them (the price of a bad index as an
-  // error, not a silent zero). While a CUDA graph is captured no wait is allowed: -1, unchecked
-  // (the kernels still skip bad indices).
+  // error, not a silent zero).
   int64_t first() const {
-    if (capturing()) return -1;
     unsigned long long at = 0;
     KILN_CUDA_CHECK(cudaMemcpyAsync(&at, data(), sizeof at, cudaMemcpyDeviceToHost, stream));
     KILN_CUDA_CHECK(cudaStreamSynchronize(stream));
