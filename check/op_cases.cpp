@@ -638,6 +638,39 @@ void append_scatter_add_cases(std::vector<OpCase>& cases, Generator& g, const Te
 // index_select along a middle dimension (repeats, so the gradient sums), the last (rows of one
 // element) and the first by a single index; bfloat16; and an integer tensor (no gradient). Then
 // gather, an index per element.
+// sort, argsort and topk along the last dimension and others, ascending and descending; random
+// values spaced apart (distinct), so no ties (torch.topk leaves their order open) and no order
+// flips under gradcheck's finite difference. The values' gradient is gather's.
+void append_sort_cases(std::vector<OpCase>& cases, Generator& g) {
+  const auto sorted = [](const std::string& name, const std::string& op, Tensor x, int64_t dim, bool descending) {
+    const bool values = op == "sort";
+    const int64_t n = x.numel();
+    OpCase k = simple(name, op, {std::move(x)}, {values}, [op, dim, descending](const std::vector<Tensor>& in) {
+      return op == "sort" ? sort(in[0], dim, descending).values : argsort(in[0], dim, descending);
+    }, kRtolElementwise);
+    k.params = {{"dim", static_cast<double>(dim)}, {"descending", descending ? 1.0 : 0.0}};
+    k.bytes = n * (4.0 + (values ? 4.0 : 8.0));  // read x, write values or int64 indices
+    return k;
+  };
+  cases.push_back(sorted("sort/5x9_dim-1", "sort", distinct(g, {5, 9}), -1, false));
+  cases.push_back(bf16_variant(cases.back(), kRtolBf16));
+  cases.push_back(sorted("sort/4x6x3_dim1_descending", "sort", distinct(g, {4, 6, 3}), 1, true));
+  cases.push_back(sorted("argsort/7x5_dim0", "argsort", randn(g, {7, 5}), 0, false));
+  cases.push_back(sorted("argsort/3x40_dim1_descending", "argsort", randn(g, {3, 40}), 1, true));
+  const auto top = [](const std::string& name, Tensor x, int64_t k, int64_t dim, bool largest) {
+    const int64_t n = x.numel();
+    OpCase c = simple(name, "topk", {std::move(x)}, {true}, [k, dim, largest](const std::vector<Tensor>& in) {
+      return topk(in[0], k, dim, largest).values;
+    }, kRtolElementwise);
+    c.params = {{"k", static_cast<double>(k)}, {"dim", static_cast<double>(dim)}, {"largest", largest ? 1.0 : 0.0}};
+    c.bytes = n * 4.0;  // read x; the k outputs are few
+    return c;
+  };
+  cases.push_back(top("topk/6x50_k5", distinct(g, {6, 50}), 5, -1, true));
+  cases.push_back(bf16_variant(cases.back(), kRtolBf16));
+  cases.push_back(top("topk/8x3x4_k2_dim0_smallest", distinct(g, {8, 3, 4}), 2, 0, false));
+}
+
 void append_index_select_cases(std::vector<OpCase>& cases, Generator& g) {
   const auto idx64 = [](std::vector<int64_t> v) {
     const auto n = static_cast<int64_t>(v.size());
@@ -679,6 +712,7 @@ void append_index_select_cases(std::vector<OpCase>& cases, Generator& g) {
   cases.push_back(gather_case("gather/5x3x2_dim0_by_2x2x1", randn(g, {5, 3, 2}), idx64({4, 0, 4, 2}).reshape({2, 2, 1}),
                               0));
   append_scatter_add_cases(cases, g, idx64(spread));
+  append_sort_cases(cases, g);
 }
 
 // Reductions over chosen dimensions, narrow, concat, stack, embedding, index_select and layer_norm.

@@ -258,6 +258,11 @@ class Backend {
   virtual void sum_squares(const Tensor& x, Tensor& out) = 0;
   // out[r] = index of the first maximum of row r of a [rows, cols] view (int64).
   virtual void argmax(const Tensor& x, Tensor& out) = 0;
+  // idx[r, :] = the positions of row r's first k entries in sorted order, ascending or
+  // descending (x [rows, n] float32 with n < 2^32, idx [rows, k] int64, k <= n, not empty): the
+  // order of kernels/common/sort_key.h (NaN largest, -0 equal to 0, equal entries by position),
+  // so every backend gives the same indices. sort, argsort and topk.
+  virtual void argsort_rows(const Tensor& x, int64_t k, bool descending, Tensor& idx) = 0;
   // One update over every parameter in `params`.
   virtual void sgd_update(std::span<SgdParamRef> params, const SgdOptions& opt) = 0;
   // out[i] = lut[i % C][u8[i]] with C = lut.dim(0): uint8 pixels to network inputs through

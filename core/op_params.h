@@ -10,6 +10,10 @@
 
 namespace kiln {
 
+// sort, argsort and topk take rows (the entries along one dimension) shorter than this: a sort
+// key holds the position in 32 bits (kernels/common/sort_key.h).
+constexpr int64_t kMaxSortRow = int64_t{1} << 32;
+
 // conv2d geometry. x: [N, H, W, C], w: [O, KH, KW, C] (OHWI), y: [N, OH, OW, O].
 struct Conv2dParams {
   int64_t stride_h = 1, stride_w = 1;

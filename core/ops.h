@@ -315,6 +315,21 @@ Tensor amin(const Tensor& x, int64_t dim, bool keepdim = false);
 Tensor argmax(const Tensor& x);
 // The same along dimension dim (negative from the end), which the result drops (torch.argmax).
 Tensor argmax(const Tensor& x, int64_t dim);
+// A tensor's entries in order along one dimension and where each came from: sort and topk.
+struct Sorted {
+  Tensor values;   // gather(x, dim, indices): x's dtype, differentiable
+  Tensor indices;  // int64, positions along dim
+};
+// x's entries along dim (negative from the end) in ascending or descending order
+// (torch.sort(stable=True)): NaN above everything (last ascending, first descending), -0 equal
+// to 0, equal entries in their order along dim. Float32 or bfloat16 x, any rank (a 0-d x sorts
+// to itself); rows along dim under 2^32 entries. The gradient reaches x through the gather.
+Sorted sort(const Tensor& x, int64_t dim = -1, bool descending = false);
+// sort(x, dim, descending).indices, the values not gathered (torch.argsort(stable=True)).
+Tensor argsort(const Tensor& x, int64_t dim = -1, bool descending = false);
+// The k largest (largest false: smallest) entries along dim, in sort's order (torch.topk, whose
+// order of equal entries is open: kiln's is by position), 0 <= k <= the extent of dim.
+Sorted topk(const Tensor& x, int64_t k, int64_t dim = -1, bool largest = true);
 
 // Losses for research code, float32, the mean over every element (torch's reduction='mean');
 // pred and target of one shape (no broadcast: a [N] target against [N, 1] predictions would

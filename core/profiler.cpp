@@ -95,6 +95,9 @@ class ProfilingBackend final : public Backend {
   void transpose(const Tensor& x, Tensor& y) override {
     op("transpose", y, [&] { in()->transpose(x, y); });
   }
+  void argsort_rows(const Tensor& x, int64_t k, bool descending, Tensor& idx) override {
+    op("argsort_rows", x, [&] { in()->argsort_rows(x, k, descending, idx); });
+  }
   int64_t gather_rows(const Tensor& table, const Tensor& idx, Tensor& out) override {
     int64_t first = -1;
     op("gather_rows", out, [&] { first = in()->gather_rows(table, idx, out); });

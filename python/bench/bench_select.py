@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""kiln's selections (index_select, gather) and their reverses (index_add, scatter_add) against
-PyTorch's on the same float32 tensors in one process, 2 threads each, best of 7 (docs/performance.md,
-session 35, has numbers). Each kiln result is checked against torch's before it is timed.
+"""kiln's selections (index_select, gather), their reverses (index_add, scatter_add) and the sorts
+(sort, topk) against PyTorch's on the same float32 tensors in one process, 2 threads each, best of
+7 (docs/performance.md, sessions 35 and 36, has numbers). Each kiln result is checked against
+torch's before it is timed (a sort's values: torch sorts with its default, stable=False).
 
     PYTHONPATH=build/python /usr/bin/python3 python/bench/bench_select.py
 """
@@ -52,6 +53,11 @@ def main():
     ki, kbase = k(idx), k(base)
     row(f"scatter_add [{n}, {n // 4}] dim 1 by [{n}, {n}]", lambda: kiln.scatter_add(kbase, 1, ki, kx),
         lambda: torch.scatter_add(base, 1, idx, x))
+    xs = x[: n // 8].contiguous()  # [n / 8, n]
+    kxs = k(xs)
+    for dim in (1, 0):
+        row(f"sort [{n // 8}, {n}] dim {dim}", lambda: kiln.sort(kxs, dim).values, lambda: torch.sort(xs, dim).values)
+    row(f"topk 5 of [{n // 8}, {n}] dim 1", lambda: kiln.topk(kxs, 5).values, lambda: torch.topk(xs, 5).values)
     print(f"| op | kiln ms | torch {torch.__version__} ms | torch / kiln |\n|---|---:|---:|---:|")
     for name, tk, tt in rows:
         print(f"| {name} | {tk:.2f} | {tt:.2f} | {tt / tk:.2f}x |")

@@ -628,6 +628,33 @@ void bind_math_ops(nb::module_& m) {
   }
 }
 
+// sort, argsort and topk, and Sorted, the (values, indices) pair two of them return.
+void bind_sorting(nb::module_& m) {
+  nb::class_<Sorted>(m, "Sorted", "A sort's or topk's result: values (differentiable) and indices (int64), also "
+                                  "unpacked as a pair: values, indices = kiln.sort(x).")
+      .def_ro("values", &Sorted::values, "The entries in order: x's dtype, with gradient to x.")
+      .def_ro("indices", &Sorted::indices, "Their positions along the dimension (int64).")
+      .def("__len__", [](const Sorted&) { return 2; })
+      .def("__getitem__", [](const Sorted& s, int64_t i) {
+        if (i < -2 || i > 1) throw nb::index_error("Sorted holds two tensors: values (0) and indices (1)");
+        return (i == 0 || i == -2) ? s.values : s.indices;
+      })
+      .def("__iter__", [](const Sorted& s) { return nb::iter(nb::make_tuple(s.values, s.indices)); })
+      .def("__repr__", [](const Sorted& s) {
+        return "Sorted(values=" + s.values.description() + ", indices=" + s.indices.description() + ")";
+      });
+  m.def("sort", &kiln::sort, arg("x"), arg("dim") = -1, arg("descending") = false, Release(),
+        "x's entries along dim in ascending (or descending) order, and their positions: Sorted(values, indices) "
+        "(torch.sort(stable=True)). NaN above everything, -0 equal to 0, equal entries kept in order; float32 or "
+        "bfloat16; gradient to x through the values.");
+  m.def("argsort", &kiln::argsort, arg("x"), arg("dim") = -1, arg("descending") = false, Release(),
+        "sort(x, dim, descending).indices, without the values (torch.argsort(stable=True)).");
+  m.def("topk", &kiln::topk, arg("x"), arg("k"), arg("dim") = -1, arg("largest") = true, Release(),
+        "The k largest (largest=False: smallest) entries along dim and their positions, in sorted order: "
+        "Sorted(values, indices) (torch.topk; equal entries by position). Top-5 accuracy: "
+        "kiln.eq(kiln.topk(logits, 5).indices, labels.reshape([-1, 1])).sum(1).mean().");
+}
+
 // The ops that cut, join, select and reorder: narrow, index_select, gather, their reverses index_add
 // and scatter_add, concat, stack, permute, transpose, argmax along a dimension, matmul and reshape.
 void bind_layout_ops(nb::module_& m) {
@@ -659,6 +686,7 @@ void bind_layout_ops(nb::module_& m) {
         "Tensors of one shape joined along a new dimension dim (torch.stack).");
   m.def("argmax", [](const Tensor& x, int64_t dim) { return argmax(x, dim); }, arg("x"), arg("dim") = -1,
         Release(), "Index of the first maximum along dimension dim, which the result drops (int64, no gradient).");
+  bind_sorting(m);
   m.def("transpose", [](const Tensor& x, int64_t d0, int64_t d1) { return kiln::transpose(x, d0, d1); }, arg("x"),
         arg("dim0") = -2, arg("dim1") = -1, Release(),
         "x with dimensions dim0 and dim1 swapped, the last two by default (a copy; torch.transpose), with gradient.");

@@ -66,6 +66,14 @@ void bind_layout(nb::handle cls) {
   }, arg("dim"), arg("index"), arg("src"), Release());
   method(cls, "transpose", [](const Tensor& x, int64_t d0, int64_t d1) { return kiln::transpose(x, d0, d1); },
          arg("dim0"), arg("dim1"), Release());
+  method(cls, "sort", [](const Tensor& x, int64_t dim, bool descending) { return kiln::sort(x, dim, descending); },
+         arg("dim") = -1, arg("descending") = false, Release());
+  method(cls, "argsort", [](const Tensor& x, int64_t dim, bool descending) {
+    return kiln::argsort(x, dim, descending);
+  }, arg("dim") = -1, arg("descending") = false, Release());
+  method(cls, "topk", [](const Tensor& x, int64_t k, int64_t dim, bool largest) {
+    return kiln::topk(x, k, dim, largest);
+  }, arg("k"), arg("dim") = -1, arg("largest") = true, Release());
   method(cls, "softmax", [](const Tensor& x, int64_t dim) { return kiln::softmax(x, dim); }, arg("dim"), Release());
   method(cls, "log_softmax", [](const Tensor& x, int64_t dim) { return kiln::log_softmax(x, dim); }, arg("dim"),
          Release());

@@ -1,6 +1,8 @@
 // Bad arguments raise kiln::Error naming the op and the shapes (or dtypes, or devices).
 #include <catch2/catch.hpp>
+#include <algorithm>
 #include <cmath>
+#include <numeric>
 #include <cstring>
 
 #include "core/kiln.h"
@@ -207,6 +209,48 @@ TEST_CASE("every gather and scatter-add path names the first index outside whate
                       named(5, 1) && Contains("outside dimension 1 of float32[0, 3]"));
   const Tensor three = Tensor::from_vector(std::vector<int64_t>{3}, Shape{1}).to(DType::i32);
   REQUIRE_THROWS_WITH(index_add(Tensor::zeros(Shape{3, 0}), 0, three, Tensor::zeros(Shape{1, 0})), named(3, 0));
+}
+
+TEST_CASE("sort and topk put NaN last ascending and first descending and keep ties in order", "[ops]") {
+  const float nan = std::nanf("");
+  const Tensor x = Tensor::from_vector(std::vector<float>{1.0f, nan, -0.0f, 2.0f, 0.0f, 1.0f, -3.0f}, Shape{7});
+  CHECK(argsort(x).to_vector<int64_t>() == std::vector<int64_t>{6, 2, 4, 0, 5, 3, 1});  // -0 and 0 tie
+  CHECK(argsort(x, 0, true).to_vector<int64_t>() == std::vector<int64_t>{1, 3, 0, 5, 2, 4, 6});
+  const Sorted top = topk(x, 3);
+  CHECK(top.indices.to_vector<int64_t>() == std::vector<int64_t>{1, 3, 0});
+  CHECK(std::isnan(top.values.to_vector<float>()[0]));
+  CHECK(topk(x, 2, 0, false).values.to_vector<float>() == std::vector<float>{-3.0f, -0.0f});
+  CHECK(std::signbit(topk(x, 2, 0, false).values.to_vector<float>()[1]));  // values are x's own entries
+  // A 0-d x is its own sort; k = 0 and an empty dimension give empty results.
+  const Sorted one = sort(Tensor::from_vector(std::vector<float>{4.0f}, Shape{}));
+  CHECK((one.values.shape() == Shape{} && one.indices.to_vector<int64_t>() == std::vector<int64_t>{0}));
+  CHECK(topk(Tensor::zeros(Shape{3, 4}), 0).values.shape() == Shape{3, 0});
+  CHECK(sort(Tensor::zeros(Shape{0, 5}), 0).indices.shape() == Shape{0, 5});
+  // Long rows split over threads (and bf16) give std::stable_sort's order.
+  Generator g(7);
+  const Tensor big = Tensor::normal(Shape{3, 20000}, 0.0f, 1.0f, g).to(DType::bf16);  // bf16: many ties
+  const std::vector<float> v = big.to(DType::f32).to_vector<float>();
+  const std::vector<int64_t> got = argsort(big, 1, true).to_vector<int64_t>();
+  for (int64_t r = 0; r < 3; ++r) {
+    std::vector<int64_t> want(20000);
+    std::iota(want.begin(), want.end(), 0);
+    const float* row = v.data() + r * 20000;
+    std::stable_sort(want.begin(), want.end(), [&](int64_t a, int64_t b) { return row[a] > row[b]; });
+    CHECK(std::equal(want.begin(), want.end(), got.begin() + r * 20000));
+    // A few of many (the heap path), ties among them: the sort's first k.
+    const std::vector<int64_t> few = topk(big, 7, 1).indices.to_vector<int64_t>();
+    CHECK(std::equal(want.begin(), want.begin() + 7, few.begin() + r * 7));
+  }
+}
+
+TEST_CASE("sort and argsort and topk name what is wrong", "[ops][errors]") {
+  const Tensor x = Tensor::zeros(Shape{3, 5});
+  REQUIRE_THROWS_WITH(topk(x, 6),
+                      Contains("topk: k = 6 is outside 0 to 5") && Contains("dimension 1 of float32[3, 5]"));
+  REQUIRE_THROWS_WITH(topk(x, -1, 0), Contains("topk: k = -1 is outside 0 to 3"));
+  REQUIRE_THROWS_WITH(sort(x, 2), Contains("sort: dimension 2 is out of range for float32[3, 5]"));
+  REQUIRE_THROWS_WITH(argsort(x.to(DType::i64)), Contains("argsort") && Contains("int64"));
+  REQUIRE_THROWS_WITH(sort(Tensor()), Contains("sort") && Contains("x"));
 }
 
 TEST_CASE("selections follow torch at NaN and ties and at the clamp bounds", "[ops]") {

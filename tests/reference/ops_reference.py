@@ -95,6 +95,11 @@ def run_op(op, p, x, extras):
         return torch.index_add(x[0], int(p["dim"]), x[2], x[1])
     if op == "scatter_add":
         return torch.scatter_add(x[0], int(p["dim"]), x[2].long(), x[1])
+    if op in ("sort", "argsort"):
+        s = torch.sort(x[0], dim=int(p["dim"]), descending=bool(p["descending"]), stable=True)
+        return s.values if op == "sort" else s.indices
+    if op == "topk":
+        return torch.topk(x[0], int(p["k"]), dim=int(p["dim"]), largest=bool(p["largest"])).values
     if op == "layer_norm":
         return F.layer_norm(x[0], (x[0].shape[-1],), x[1], x[2], p["eps"])
     if op == "bce_with_logits":
