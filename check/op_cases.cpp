@@ -635,12 +635,9 @@ void append_scatter_add_cases(std::vector<OpCase>& cases, Generator& g, const Te
   cases.push_back(bf16_variant(cases.back(), kRtolBf16));
 }
 
-// index_select along a middle dimension (repeats, so the gradient sums), the last (rows of one
-// element) and the first by a single index; bfloat16; and an integer tensor (no gradient). Then
-// gather, an index per element.
-// sort, argsort and topk along the last dimension and others, ascending and descending; random
-// values spaced apart (distinct), so no ties (torch.topk leaves their order open) and no order
-// flips under gradcheck's finite difference. The values' gradient is gather's.
+// sort, argsort and topk along the last dimension and others, ascending and descending. The
+// differentiable ones take values spaced apart (distinct): no ties (torch.topk leaves their order
+// open) and no order flips under gradcheck's finite difference; argsort random normals.
 void append_sort_cases(std::vector<OpCase>& cases, Generator& g) {
   const auto sorted = [](const std::string& name, const std::string& op, Tensor x, int64_t dim, bool descending) {
     const bool values = op == "sort";
@@ -671,6 +668,9 @@ void append_sort_cases(std::vector<OpCase>& cases, Generator& g) {
   cases.push_back(top("topk/8x3x4_k2_dim0_smallest", distinct(g, {8, 3, 4}), 2, 0, false));
 }
 
+// index_select along a middle dimension (repeats, so the gradient sums), the last (rows of one
+// element) and the first by a single index; bfloat16; and an integer tensor (no gradient). Then
+// gather, an index per element.
 void append_index_select_cases(std::vector<OpCase>& cases, Generator& g) {
   const auto idx64 = [](std::vector<int64_t> v) {
     const auto n = static_cast<int64_t>(v.size());

@@ -323,7 +323,8 @@ struct Sorted {
 // x's entries along dim (negative from the end) in ascending or descending order
 // (torch.sort(stable=True)): NaN above everything (last ascending, first descending), -0 equal
 // to 0, equal entries in their order along dim. Float32 or bfloat16 x, any rank (a 0-d x sorts
-// to itself); rows along dim under 2^32 entries. The gradient reaches x through the gather.
+// to itself); rows along dim under 2^32 entries. The gradient reaches x through the gather
+// (which on a GPU waits for its index check: no CUDA graph capture; argsort has no gather).
 Sorted sort(const Tensor& x, int64_t dim = -1, bool descending = false);
 // sort(x, dim, descending).indices, the values not gathered (torch.argsort(stable=True)).
 Tensor argsort(const Tensor& x, int64_t dim = -1, bool descending = false);

@@ -48,6 +48,7 @@ std::pair<Tensor, int64_t> sortable(const char* op, const Tensor& x, int64_t dim
 Sorted sorted_first(const char* op, const Tensor& x, int64_t dim, std::optional<int64_t> first, bool descending) {
   const auto [x1, d] = sortable(op, x, dim);
   const int64_t k = first.value_or(x1.dim(d));
+  KILN_CHECK(x.rank() > 0 || k == 1, op, ": k = ", k, " is outside 1 to 1: a 0-d tensor holds one entry");
   KILN_CHECK(k >= 0 && k <= x1.dim(d), op, ": k = ", k, " is outside 0 to ", x1.dim(d), ", the extent of dimension ",
              d, " of ", x.description());
   const Tensor idx = sorted_positions(x1, d, k, descending);

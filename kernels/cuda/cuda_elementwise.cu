@@ -179,7 +179,8 @@ struct BadIndexFlag {
   }
   static size_t capture_checked() {
     KILN_CHECK(!capturing(), current_op(), ": its index check waits for the GPU, which a CUDA graph capture cannot ",
-               "do; index_select, gather, embedding, index_add and scatter_add run in steps that are not captured");
+               "do; index_select, gather, embedding, index_add, scatter_add, sort and topk run in steps that are not "
+               "captured");
     return sizeof(unsigned long long);
   }
   unsigned long long* data() const { return static_cast<unsigned long long*>(ws.data()); }

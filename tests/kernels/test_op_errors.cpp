@@ -226,19 +226,19 @@ TEST_CASE("sort and topk put NaN last ascending and first descending and keep ti
   CHECK((one.values.shape() == Shape{} && one.indices.to_vector<int64_t>() == std::vector<int64_t>{0}));
   CHECK(topk(Tensor::zeros(Shape{3, 4}), 0).values.shape() == Shape{3, 0});
   CHECK(sort(Tensor::zeros(Shape{0, 5}), 0).indices.shape() == Shape{0, 5});
-  // Long rows split over threads (and bf16) give std::stable_sort's order.
+  // Long rows shared out between threads (and bf16) give std::stable_sort's order.
   Generator g(7);
   const Tensor big = Tensor::normal(Shape{3, 20000}, 0.0f, 1.0f, g).to(DType::bf16);  // bf16: many ties
   const std::vector<float> v = big.to(DType::f32).to_vector<float>();
   const std::vector<int64_t> got = argsort(big, 1, true).to_vector<int64_t>();
+  const std::vector<int64_t> few = topk(big, 7, 1).indices.to_vector<int64_t>();  // the heap path
   for (int64_t r = 0; r < 3; ++r) {
     std::vector<int64_t> want(20000);
     std::iota(want.begin(), want.end(), 0);
     const float* row = v.data() + r * 20000;
     std::stable_sort(want.begin(), want.end(), [&](int64_t a, int64_t b) { return row[a] > row[b]; });
     CHECK(std::equal(want.begin(), want.end(), got.begin() + r * 20000));
-    // A few of many (the heap path), ties among them: the sort's first k.
-    const std::vector<int64_t> few = topk(big, 7, 1).indices.to_vector<int64_t>();
+    // A few of many, ties among them: the sort's first k.
     CHECK(std::equal(want.begin(), want.begin() + 7, few.begin() + r * 7));
   }
 }
@@ -248,6 +248,8 @@ TEST_CASE("sort and argsort and topk name what is wrong", "[ops][errors]") {
   REQUIRE_THROWS_WITH(topk(x, 6),
                       Contains("topk: k = 6 is outside 0 to 5") && Contains("dimension 1 of float32[3, 5]"));
   REQUIRE_THROWS_WITH(topk(x, -1, 0), Contains("topk: k = -1 is outside 0 to 3"));
+  REQUIRE_THROWS_WITH(topk(Tensor::zeros(Shape{}), 0), Contains("topk: k = 0 is outside 1 to 1") &&
+                                                           Contains("a 0-d tensor holds one entry"));
   REQUIRE_THROWS_WITH(sort(x, 2), Contains("sort: dimension 2 is out of range for float32[3, 5]"));
   REQUIRE_THROWS_WITH(argsort(x.to(DType::i64)), Contains("argsort") && Contains("int64"));
   REQUIRE_THROWS_WITH(sort(Tensor()), Contains("sort") && Contains("x"));
