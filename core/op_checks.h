@@ -3,6 +3,7 @@
 #pragma once
 
 #include <algorithm>
+#include <string>
 #include <vector>
 
 #include "core/error.h"
@@ -35,6 +36,13 @@ inline void pool_params(const char* op, const Pool2dParams& p) {
   KILN_CHECK(p.pad_h >= 0 && p.pad_w >= 0 && 2 * p.pad_h <= p.kernel_h && 2 * p.pad_w <= p.kernel_w, op,
              ": padding must be in [0, kernel/2], got ", p.pad_h, "x", p.pad_w, " for kernel ", p.kernel_h, "x",
              p.kernel_w);
+}
+
+// dim in [-rank, rank) as a non-negative index, or a message naming op and `what` (the tensor).
+inline int64_t resolve_dim(const char* op, int64_t dim, int64_t rank, const std::string& what) {
+  KILN_CHECK(dim >= -rank && dim < rank, op, ": dimension ", dim, " is out of range for ", what, " (", rank,
+             " dimensions: ", -rank, " to ", rank - 1, ")");
+  return dim < 0 ? dim + rank : dim;
 }
 
 inline void defined(const char* op, const char* what, const Tensor& t) {

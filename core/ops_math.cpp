@@ -658,9 +658,7 @@ Reduction reduction_of(const char* op, const Tensor& x, const std::vector<int64_
     return r;
   }
   for (int64_t d : dims) {
-    KILN_CHECK(d >= -rank && d < rank, op, ": dimension ", d, " is out of range for ", x.description(), " (", rank,
-               " dimensions: ", -rank, " to ", rank - 1, ")");
-    const auto k = static_cast<size_t>(d < 0 ? d + rank : d);
+    const auto k = static_cast<size_t>(checks::resolve_dim(op, d, rank, x.description()));
     KILN_CHECK(!r.reduced[k], op, ": dimension ", k, " is named twice in the dimensions given");
     r.reduced[k] = true;
     r.count *= kept[k];

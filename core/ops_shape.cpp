@@ -14,13 +14,6 @@
 namespace kiln {
 namespace {
 
-// dim in [-rank, rank) as a non-negative index, or a message naming op and x.
-int64_t resolve_dim(const char* op, int64_t dim, int64_t rank, const std::string& what) {
-  KILN_CHECK(dim >= -rank && dim < rank, op, ": dimension ", dim, " is out of range for ", what, " (", rank,
-             " dimensions: ", -rank, " to ", rank - 1, ")");
-  return dim < 0 ? dim + rank : dim;
-}
-
 // The gradient of narrow: g placed back at [start, start + length) of dimension d, zeros around.
 struct NarrowNode final : Node {
   NarrowNode() : Node("narrow") {}
@@ -248,7 +241,7 @@ int64_t scatter_operands(const char* op, const Tensor& x, int64_t dim, const Ten
   checks::same_device(op, "x", x, "src", src);
   KILN_CHECK(x.rank() >= 1 && src.rank() == x.rank(), op, ": x and src must have the same rank, 1 or more, got x ",
              x.description(), " and src ", src.description());
-  return resolve_dim(op, dim, x.rank(), x.description());
+  return checks::resolve_dim(op, dim, x.rank(), x.description());
 }
 
 }  // namespace
@@ -256,7 +249,7 @@ int64_t scatter_operands(const char* op, const Tensor& x, int64_t dim, const Ten
 Tensor narrow(const Tensor& x, int64_t dim, int64_t start, int64_t length) {
   checks::defined("narrow", "input x", x);
   KILN_CHECK(x.rank() >= 1, "narrow: needs a tensor of rank >= 1, got ", x.description());
-  const int64_t d = resolve_dim("narrow", dim, x.rank(), x.description());
+  const int64_t d = checks::resolve_dim("narrow", dim, x.rank(), x.description());
   KILN_CHECK(start >= 0 && length >= 0 && start <= x.dim(d) - length, "narrow: [", start, ", ", start, " + ", length,
              ") is outside dimension ", d, " of ", x.description(), " (0 to ", x.dim(d), ")");
   std::vector<int64_t> dims = x.shape().dims();
@@ -280,7 +273,7 @@ Tensor concat(const std::vector<Tensor>& xs, int64_t dim) {
   checks::defined("concat", "tensor 0", xs[0]);
   KILN_CHECK(xs[0].rank() >= 1, "concat: needs tensors of rank >= 1, got ", xs[0].description(),
              "; stack joins scalars");
-  const int64_t d = resolve_dim("concat", dim, xs[0].rank(), xs[0].description());
+  const int64_t d = checks::resolve_dim("concat", dim, xs[0].rank(), xs[0].description());
   check_joinable("concat", xs, d);
   std::vector<int64_t> dims = xs[0].shape().dims();
   dims[static_cast<size_t>(d)] = 0;
@@ -310,7 +303,7 @@ Tensor concat(const std::vector<Tensor>& xs, int64_t dim) {
 Tensor stack(const std::vector<Tensor>& xs, int64_t dim) {
   KILN_CHECK(!xs.empty(), "stack: no tensor given");
   checks::defined("stack", "tensor 0", xs[0]);
-  const int64_t d = resolve_dim("stack", dim, xs[0].rank() + 1, "the stacked " + xs[0].description());
+  const int64_t d = checks::resolve_dim("stack", dim, xs[0].rank() + 1, "the stacked " + xs[0].description());
   for (size_t i = 1; i < xs.size(); ++i) {
     const std::string what = "tensor " + std::to_string(i);
     checks::defined("stack", what.c_str(), xs[i]);
@@ -356,7 +349,7 @@ Tensor index_select(const Tensor& x, int64_t dim, const Tensor& indices) {
   KILN_CHECK(x.rank() >= 1, "index_select: needs a tensor of rank >= 1, got ", x.description());
   KILN_CHECK(indices.rank() <= 1, "index_select: indices must be one index or a list of them (rank 0 or 1), got ",
              indices.description(), "; reshape them to [n] and the result back");
-  const int64_t d = resolve_dim(op, dim, x.rank(), x.description());
+  const int64_t d = checks::resolve_dim(op, dim, x.rank(), x.description());
   check_index_tensor(op, "x", x, indices);
   return gather_along({op, dimension_of(d, x)}, x, d, indices, false);
 }
@@ -368,7 +361,7 @@ Tensor gather(const Tensor& x, int64_t dim, const Tensor& indices) {
   KILN_CHECK(x.rank() >= 1, "gather: needs a tensor of rank >= 1, got ", x.description());
   KILN_CHECK(indices.rank() == x.rank(), "gather: indices must have x's rank (", x.rank(), "), got ",
              indices.description(), " for x ", x.description(), "; index_select takes one list for a whole dimension");
-  const int64_t d = resolve_dim(op, dim, x.rank(), x.description());
+  const int64_t d = checks::resolve_dim(op, dim, x.rank(), x.description());
   for (int64_t k = 0; k < x.rank(); ++k)
     KILN_CHECK(k == d || indices.dim(k) <= x.dim(k), "gather: indices ", indices.description(), " are longer than x ",
                x.description(), " along dimension ", k, "; they may be shorter there, and of any length along ",
@@ -436,7 +429,7 @@ Tensor permute(const Tensor& x, const std::vector<int64_t>& dims) {
   std::vector<int64_t> order(dims.size()), inverse(dims.size(), -1);
   std::vector<int64_t> extents(dims.size());
   for (size_t i = 0; i < dims.size(); ++i) {
-    const int64_t d = resolve_dim("permute", dims[i], rank, x.description());
+    const int64_t d = checks::resolve_dim("permute", dims[i], rank, x.description());
     KILN_CHECK(inverse[static_cast<size_t>(d)] < 0, "permute: dimension ", d, " is named twice (positions ",
                inverse[static_cast<size_t>(d)], " and ", i, " of dims); a permutation names each of the ", rank,
                " once");
@@ -465,8 +458,8 @@ Tensor transpose(const Tensor& x, int64_t d0, int64_t d1) {
   checks::defined("transpose", "x", x);
   std::vector<int64_t> order(static_cast<size_t>(x.rank()));
   for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int64_t>(i);
-  std::swap(order[static_cast<size_t>(resolve_dim("transpose", d0, x.rank(), x.description()))],
-            order[static_cast<size_t>(resolve_dim("transpose", d1, x.rank(), x.description()))]);
+  std::swap(order[static_cast<size_t>(checks::resolve_dim("transpose", d0, x.rank(), x.description()))],
+            order[static_cast<size_t>(checks::resolve_dim("transpose", d1, x.rank(), x.description()))]);
   return permute(x, order);
 }
 
@@ -507,7 +500,7 @@ Tensor softmax_along(bool log, const Tensor& x, int64_t dim) {
   const LastDim op = log ? static_cast<LastDim>(&log_softmax) : static_cast<LastDim>(&softmax);
   checks::float32(name, "x", x);
   KILN_CHECK(x.rank() >= 1, name, ": x must have a dimension to normalise over, got ", x.description());
-  const int64_t d = resolve_dim(name, dim, x.rank(), x.description());
+  const int64_t d = checks::resolve_dim(name, dim, x.rank(), x.description());
   if (d == x.rank() - 1) return op(x);
   // What the last-dimension op would refuse, named for x as given, before a permuted copy is made.
   KILN_CHECK(x.dim(d) > 0, name, ": dimension ", dim, " of ", x.description(), " is empty: nothing to normalise");
@@ -542,7 +535,7 @@ Tensor log_softmax(const Tensor& x, int64_t dim) {
 Tensor argmax(const Tensor& x, int64_t dim) {
   checks::float32("argmax", "x", x);
   KILN_CHECK(x.rank() >= 1, "argmax: x must have a dimension to search, got ", x.description());
-  const int64_t d = resolve_dim("argmax", dim, x.rank(), x.description());
+  const int64_t d = checks::resolve_dim("argmax", dim, x.rank(), x.description());
   if (d == x.rank() - 1) return argmax(x);
   KILN_CHECK(x.dim(d) > 0, "argmax: dimension ", dim, " of ", x.description(), " is empty: it has no maximum");
   std::vector<int64_t> kept = x.shape().dims();

@@ -461,31 +461,19 @@ bool inside(I k, int64_t v) {
 // Backend's report from a kernel's minimum: the first bad position, or -1.
 int64_t reported(int64_t first) { return first == kNoBadIndex ? -1 : first; }
 
-// dst[i] = src[idx[i]] for i < n, an index outside [0, v) (v >= 1) reading src[0] instead so
-// that the loop stays branch-free; returns the first such i, or kNoBadIndex. A scalar loop: GCC
-// 12 vectorises neither the first-position search nor, at its generic tuning, any gather.
-template <typename R, typename I>
+// dst[i] = src[idx[i]] for i < n; Columns: dst[i] = src[idx[i] * n + i] (a row of torch.gather
+// along a dimension before the last: column i of the block's row idx[i]). An index outside
+// [0, v) (v >= 1) reads row 0 instead so that the loop stays branch-free; returns the first such
+// i, or kNoBadIndex. A scalar loop: GCC 12 vectorises neither the first-position search nor, at
+// its generic tuning, any gather.
+template <bool Columns = false, typename R, typename I>
 int64_t gather_row(const R* src, const I* idx, int64_t n, int64_t v, R* dst) {
   int64_t first = kNoBadIndex;
   for (int64_t i = 0; i < n; ++i) {
     const auto k = static_cast<int64_t>(idx[i]);
     const bool ok = inside(k, v);
-    dst[i] = src[ok ? k : 0];
+    dst[i] = Columns ? src[(ok ? k : 0) * n + i] : src[ok ? k : 0];
     first = std::min(first, ok ? kNoBadIndex : i);
-  }
-  return first;
-}
-
-// dst[c] = src[idx[c] * d + c] for c < d (a row of torch.gather along a dimension before the last:
-// column c of the block's row idx[c]), bad indices as gather_row's.
-template <typename R, typename I>
-int64_t gather_row_strided(const R* src, const I* idx, int64_t d, int64_t v, R* dst) {
-  int64_t first = kNoBadIndex;
-  for (int64_t c = 0; c < d; ++c) {
-    const auto k = static_cast<int64_t>(idx[c]);
-    const bool ok = inside(k, v);
-    dst[c] = src[(ok ? k : 0) * d + c];
-    first = std::min(first, ok ? kNoBadIndex : c);
   }
   return first;
 }
@@ -553,7 +541,7 @@ int64_t gather_elements_typed(const R* table, const I* idx, const Shape& t, int6
   for (int64_t b = 0; b < blocks; ++b)
     for (int64_t i = 0; i < n; ++i) {
       const int64_t r = (b * n + i) * d;
-      const int64_t at = gather_row_strided(table + b * v * d, idx + r, d, v, out + r);
+      const int64_t at = gather_row<true>(table + b * v * d, idx + r, d, v, out + r);
       first = std::min(first, at == kNoBadIndex ? at : r + at);
     }
   return reported(first);
