@@ -137,6 +137,43 @@ void one_value(const char* what, const Tensor& t) {
                            "; take t.tolist() for its values").c_str());
 }
 
+// A tensor's values on the host, as Python reads them: an integer dtype's as int64 (exact past
+// 2**53, where a double would round), a float dtype's as double (bfloat16 and float32 exactly).
+struct HostValues {
+  bool integer;
+  std::vector<int64_t> ints;
+  std::vector<double> reals;
+  explicit HostValues(const Tensor& t) : integer(!is_floating(t.dtype())) {
+    nb::gil_scoped_release unlocked;  // a GPU tensor's copy waits for its stream
+    if (integer)
+      ints = t.cpu().to(DType::i64).to_vector<int64_t>();
+    else
+      reals = t.to_vector<double>();
+  }
+  nb::object at(size_t i) const { return integer ? nb::object(nb::int_(ints[i])) : nb::object(nb::float_(reals[i])); }
+};
+
+// The number of a one-element tensor (item(), int()): torch's types, an int for an integer dtype.
+nb::object python_number(const Tensor& t, const char* what) {
+  one_value(what, t);
+  return HostValues(t).at(0);
+}
+
+// Rows of dims[d..] from flat position *next on: nested lists as torch's tolist builds them.
+nb::object nested_rows(const HostValues& v, const std::vector<int64_t>& dims, size_t d, size_t* next) {
+  if (d == dims.size()) return v.at((*next)++);
+  nb::list rows;
+  for (int64_t i = 0; i < dims[d]; ++i) rows.append(nested_rows(v, dims, d + 1, next));
+  return rows;
+}
+
+// torch's tolist: nested lists of the shape; a 0-d tensor gives its number.
+nb::object nested_list(const Tensor& t) {
+  const HostValues values(t);
+  size_t next = 0;
+  return nested_rows(values, t.shape().dims(), 0, &next);
+}
+
 // The other operand of an arithmetic operator when it is not a kiln tensor: a number
 // (Python's, NumPy's scalars and 0-d arrays, a 0-d torch tensor) as a float; nullopt for
 // what Python should offer the other operand (NotImplemented). An array (NumPy's, torch's) is
@@ -270,12 +307,11 @@ void bind_tensor_class(nb::module_& m) {
              one_value("float()", t);
              return t.item();
            })
-      // Integers exactly (item() goes through a double: 2**63 - 1 came back as -2**63); a
+      // Integers exactly (Tensor::item goes through a double: 2**63 - 1 came back as -2**63); a
       // float as Python's int(float) does: NaN and infinities raise, large values stay exact.
       .def("__int__", [](const Tensor& t) -> nb::object {
              one_value("int()", t);
-             if (t.dtype() == DType::i64 || t.dtype() == DType::i32 || t.dtype() == DType::u8)
-               return nb::int_(t.cpu().to(DType::i64).to_vector<int64_t>()[0]);
+             if (!is_floating(t.dtype())) return HostValues(t).at(0);
              PyObject* i = PyLong_FromDouble(t.item());
              if (i == nullptr) throw nb::python_error();
              return nb::steal(i);
@@ -311,9 +347,11 @@ void bind_tensor_class(nb::module_& m) {
            "-2**63), and uint8 takes the low byte of the int32 result (NaN and inf give 0, 300.7 gives 44, -1.5 "
            "gives 255). An integer to a narrower one wraps modulo 2**bits. The same on CPU and GPU "
            "(kernels/common/convert.h); torch leaves the float cases undefined.")
-      .def("item", &Tensor::item, Release(), "The value of a one-element tensor, as a float.")
-      .def("tolist", [](const Tensor& t) { return t.to_vector<double>(); },
-           "All elements, flattened, as floats (a copy).")
+      .def("item", [](const Tensor& t) { return python_number(t, "item()"); },
+           "The value of a one-element tensor: an int for an integer dtype (exact), else a float (torch's item).")
+      .def("tolist", &nested_list,
+           "The values as nested lists of the shape (a 0-d tensor gives its number): ints for integer dtypes, "
+           "exact, floats otherwise (torch's tolist).")
       .def("__repr__", [](const Tensor& t) {  // str()'s first line, without reading the values
              return "kiln.Tensor(" + t.description() + (t.requires_grad() ? ", requires_grad" : "") +
                     (t.grad_fn() ? ", grad_fn=" + t.grad_fn()->name() : std::string()) + ")";

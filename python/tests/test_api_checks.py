@@ -18,10 +18,10 @@ def test_a_numpy_array_operand_is_a_type_error_naming_from_dlpack_in_either_orde
     with pytest.raises(TypeError, match=rf"for \{op}: 'numpy.ndarray' and 'kiln.Tensor'.*kiln.from_dlpack\(array\)"):
         calc(a, t)
     # Converted, it works; numbers (NumPy's scalars and 0-d arrays included) stay scalars.
-    assert calc(t, kiln.from_dlpack(a)).tolist() == calc(np.ones(6), np.ones(6)).tolist()
+    assert calc(t, kiln.from_dlpack(a)).tolist() == calc(np.ones(6), np.ones(6)).reshape(a.shape).tolist()
     for s in (2, 2.0, np.float32(2), np.int64(2), np.array(2.0)):
-        assert calc(t, s).tolist() == [calc(1.0, 2.0)] * 6
-        assert calc(s, t).tolist() == [calc(2.0, 1.0)] * 6
+        assert np.ravel(calc(t, s).tolist()).tolist() == [calc(1.0, 2.0)] * 6
+        assert np.ravel(calc(s, t).tolist()).tolist() == [calc(2.0, 1.0)] * 6
     with pytest.raises(TypeError):  # Python's own message (str's * says "can't multiply sequence")
         calc(t, "2")
 

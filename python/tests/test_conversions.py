@@ -61,3 +61,23 @@ def test_astype_says_what_it_gives():
     doc = kiln.Tensor.astype.__doc__
     assert "truncates toward zero" in doc and "NaN, infinities and values outside the type's range" in doc
     assert "int32 -2**31, int64 -2**63" in doc and "low byte" in doc and "wraps modulo 2**bits" in doc
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_tolist_and_item_give_torchs_nesting_and_python_types(device):
+    big = 2**62 + 1  # a double would round it
+    ints = kiln.from_dlpack(np.array([[big, -3, 0], [1, 2, -big]], dtype=np.int64)).to(device)
+    got = ints.tolist()
+    assert got == [[big, -3, 0], [1, 2, -big]] and all(type(v) is int for row in got for v in row)
+    assert ints[0, 0].item() == big and type(ints[0, 0].item()) is int and ints[1, 2].tolist() == -big
+    for dtype in ("int32", "uint8"):
+        small = kiln.from_dlpack(np.array([[7], [200]], dtype=np.int64)).astype(dtype).to(device)
+        assert small.tolist() == [[7], [200]] and type(small.tolist()[1][0]) is int, dtype
+    for dtype in ("float32", "bfloat16"):
+        x = kiln.from_dlpack(np.array([[[0.5, -2.0]]], dtype=np.float32)).astype(dtype).to(device)
+        assert x.tolist() == [[[0.5, -2.0]]] and type(x.tolist()[0][0][1]) is float, dtype
+        assert type(x[0, 0, 0].item()) is float and x.reshape([2])[1].tolist() == -2.0
+    assert kiln.zeros([2, 0, 3]).tolist() == [[], []] and kiln.zeros([0]).tolist() == []
+    assert kiln.arange(24).reshape([2, 3, 4]).tolist() == np.arange(24.0).reshape(2, 3, 4).tolist()
+    with pytest.raises(ValueError, match=r"item\(\): only a one-element tensor converts"):
+        ints.item()

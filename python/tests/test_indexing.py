@@ -43,7 +43,7 @@ def test_a_narrowed_index_is_a_copy_and_rows_iterate():
     t = kiln.from_dlpack(a.copy())
     row = t[1]
     row.numpy()[:] = -1.0  # a copy: t keeps its values
-    assert t.tolist() == list(range(6))
+    assert t.tolist() == a.tolist()
     assert [r.tolist() for r in t] == [[0.0, 1.0], [2.0, 3.0], [4.0, 5.0]]
     assert t[:, None].shape == (3, 1, 2) and t[...].shape == (3, 2)
     with pytest.raises(TypeError, match="0-d tensor"):
@@ -148,7 +148,7 @@ def test_a_whole_index_is_a_view_with_its_own_autograd_state():
             y.requires_grad = False
         assert x.requires_grad
     (x[...] * 2.0).sum().backward()
-    assert x.grad.tolist() == [2.0] * 6
+    assert x.grad.tolist() == [[2.0] * 2] * 3
 
 
 def test_indices_changed_after_the_forward_pass_are_caught_before_backward_uses_them():
