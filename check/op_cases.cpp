@@ -633,6 +633,11 @@ void append_scatter_add_cases(std::vector<OpCase>& cases, Generator& g, const Te
   cases.push_back(scatter_case("scatter_add/3x4x5_dim1_by_3x6x5", "scatter_add", randn(g, {3, 4, 5}),
                                randn(g, {3, 6, 5}), spread.reshape({3, 6, 5}), 1));
   cases.push_back(bf16_variant(cases.back(), kRtolBf16));
+  // Indices shorter than x in the dimensions but dim's: x's corner [2, 5, 2] takes the sums.
+  std::vector<int64_t> corner(24);
+  for (size_t i = 0; i < corner.size(); ++i) corner[i] = static_cast<int64_t>((i * 3 + i / 4) % 5);
+  cases.push_back(scatter_case("scatter_add/4x5x3_dim1_by_2x6x2", "scatter_add", randn(g, {4, 5, 3}),
+                               randn(g, {2, 6, 2}), Tensor::from_vector(corner, {2, 6, 2}), 1));
 }
 
 // sort, argsort and topk along the last dimension and others, ascending and descending. The

@@ -115,10 +115,10 @@ Tensor gather(const Tensor& x, int64_t dim, const Tensor& indices);
 // accumulate; the same bits every run), the result a new tensor. index_add: indices one index or
 // a list (rank 0 or 1) and src x's shape but their count along dim (torch.index_add; a sum per
 // segment, as a graph network's messages). scatter_add: an index per element (torch.scatter_add),
-// indices of x's rank and extents but dim's, src at least as long as indices (its corner is
-// read). Indices int32 or int64 in [0, x.dim(dim)), checked as embedding's. x and src float32,
-// or bfloat16 (summed in float32, rounded once). Gradients: g to x, g's entries at the indices
-// to src.
+// indices of x's rank, each extent but dim's at most x's (x's corner they cover is written), src
+// at least as long as indices (its corner is read). Indices int32 or int64 in [0, x.dim(dim)),
+// checked as embedding's. x and src float32, or bfloat16 (summed in float32, rounded once).
+// Gradients: g to x, g's entries at the indices to src.
 Tensor index_add(const Tensor& x, int64_t dim, const Tensor& indices, const Tensor& src);
 Tensor scatter_add(const Tensor& x, int64_t dim, const Tensor& indices, const Tensor& src);
 // xs joined along dimension dim, in order: one dtype and device, every other extent equal (torch.cat).

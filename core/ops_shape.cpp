@@ -244,6 +244,24 @@ int64_t scatter_operands(const char* op, const Tensor& x, int64_t dim, const Ten
   return checks::resolve_dim(op, dim, x.rank(), x.description());
 }
 
+// t narrowed to indices' extents where they are shorter, in every dimension but skip (-1: every
+// one): the corner torch's gather and scatter_add read and write, from 0 in each dimension.
+Tensor corner_of(const Tensor& t, const Tensor& indices, int64_t skip) {
+  Tensor c = t;
+  for (int64_t k = 0; k < t.rank(); ++k)
+    if (k != skip && indices.dim(k) < t.dim(k)) c = narrow(c, k, 0, indices.dim(k));
+  return c;
+}
+
+// x with its corner of part's extents replaced by part (differentiable: narrows and concats).
+Tensor with_corner(const Tensor& x, const Tensor& part) {
+  for (int64_t k = 0; k < x.rank(); ++k) {
+    const int64_t m = part.dim(k);
+    if (m < x.dim(k)) return concat({with_corner(narrow(x, k, 0, m), part), narrow(x, k, m, x.dim(k) - m)}, k);
+  }
+  return part;
+}
+
 }  // namespace
 
 Tensor narrow(const Tensor& x, int64_t dim, int64_t start, int64_t length) {
@@ -367,10 +385,7 @@ Tensor gather(const Tensor& x, int64_t dim, const Tensor& indices) {
                x.description(), " along dimension ", k, "; they may be shorter there, and of any length along ",
                "dimension ", d);
   check_index_tensor(op, "x", x, indices);
-  Tensor src = x;  // x cut to the indices' extents where they are shorter (torch reads that corner)
-  for (int64_t k = 0; k < x.rank(); ++k)
-    if (k != d && indices.dim(k) < x.dim(k)) src = narrow(src, k, 0, indices.dim(k));
-  return gather_along({op, dimension_of(d, x)}, src, d, indices, true);
+  return gather_along({op, dimension_of(d, x)}, corner_of(x, indices, d), d, indices, true);
 }
 
 Tensor index_add(const Tensor& x, int64_t dim, const Tensor& indices, const Tensor& src) {
@@ -392,17 +407,17 @@ Tensor scatter_add(const Tensor& x, int64_t dim, const Tensor& indices, const Te
   KILN_CHECK(indices.rank() == x.rank(), "scatter_add: indices must have x's rank (", x.rank(), "), got ",
              indices.description(), "; index_add takes one list for a whole dimension");
   for (int64_t k = 0; k < x.rank(); ++k) {
-    KILN_CHECK(k == d || indices.dim(k) == x.dim(k), "scatter_add: indices ", indices.description(),
-               " must have x's extents ", x.shape(), " in every dimension but ", d, " (torch's shorter ones are not "
-               "taken)");
+    KILN_CHECK(k == d || indices.dim(k) <= x.dim(k), "scatter_add: indices ", indices.description(),
+               " are longer than x ", x.description(), " along dimension ", k, "; they may be shorter there, and of ",
+               "any length along dimension ", d);
     KILN_CHECK(indices.dim(k) <= src.dim(k), "scatter_add: indices ", indices.description(), " are longer than src ",
                src.description(), " along dimension ", k);
   }
   check_index_tensor(op, "x", x, indices);
-  Tensor used = src;  // src cut to the indices' extents where it is longer (torch reads that corner)
-  for (int64_t k = 0; k < x.rank(); ++k)
-    if (indices.dim(k) < src.dim(k)) used = narrow(used, k, 0, indices.dim(k));
-  return scatter_add_along({op, dimension_of(d, x)}, x, d, indices, used, true);
+  // Shorter indices add into x's corner (torch's rule) from src's corner of their extents.
+  const Tensor part = scatter_add_along({op, dimension_of(d, x)}, corner_of(x, indices, d), d, indices,
+                                        corner_of(src, indices, -1), true);
+  return with_corner(x, part);
 }
 
 Tensor embedding(const Tensor& weight, const Tensor& indices) {

@@ -663,8 +663,16 @@ def test_index_add_and_scatter_add_match_torch_with_gradients():
         kiln.index_add(kb, 0, k(seg, grad=False), k(torch.randn(6, 3)))
     with pytest.raises(kiln.Error, match=r"index_add: index 4 at position 0 .* outside dimension 0"):
         kiln.index_add(kb, 0, k(torch.tensor([4]), grad=False), k(torch.randn(1, 3)))
-    with pytest.raises(kiln.Error, match=r"scatter_add: indices .* must have x's extents"):
-        kiln.scatter_add(kx, 1, k(idx[:1], grad=False), ks)
+    # Indices shorter than x in a dimension but dim: torch adds into x's corner, the rest kept.
+    kx, tx, ks, ts = k(x), x.clone().requires_grad_(True), k(src[:1, :3]), src[:1, :3].clone().requires_grad_(True)
+    y3, want3 = kx.scatter_add(1, k(idx[:1], grad=False), ks), tx.scatter_add(1, idx[:1], ts)
+    kiln.sum(kiln.mul(y3, y3)).backward()
+    (want3 * want3).sum().backward()
+    close(y3, want3, 1e-6)
+    close(kx.grad, tx.grad, 1e-6)
+    close(ks.grad, ts.grad, 1e-6)
+    with pytest.raises(kiln.Error, match=r"scatter_add: indices int64\[3, 3\] on cpu are longer than x .* dimension 0"):
+        kiln.scatter_add(kx, 1, k(torch.zeros(3, 3, dtype=torch.long), grad=False), k(torch.randn(3, 5)))
     with pytest.raises(kiln.Error, match="scatter_add: x must be float32 or bfloat16"):
         kiln.scatter_add(k(idx, grad=False), 1, k(idx, grad=False), k(idx, grad=False))
 
