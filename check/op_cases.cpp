@@ -638,6 +638,32 @@ void append_scatter_add_cases(std::vector<OpCase>& cases, Generator& g, const Te
   for (size_t i = 0; i < corner.size(); ++i) corner[i] = static_cast<int64_t>((i * 3 + i / 4) % 5);
   cases.push_back(scatter_case("scatter_add/4x5x3_dim1_by_2x6x2", "scatter_add", randn(g, {4, 5, 3}),
                                randn(g, {2, 6, 2}), Tensor::from_vector(corner, {2, 6, 2}), 1));
+  cases.push_back(bf16_variant(cases.back(), kRtolBf16));
+}
+
+// argmax and argmin along the last dimension and another, keepdim or not: values of five levels,
+// so rows tie (the first wins), -0 beside +0 (equal), and a NaN in two rows (it wins, torch's).
+void append_arg_extreme_cases(std::vector<OpCase>& cases, Generator& g) {
+  const auto levels = [&g](Shape s) {
+    std::vector<float> v = Tensor::uniform(s, 0.0f, 5.0f, g).to_vector<float>();
+    for (size_t i = 0; i < v.size(); ++i)
+      v[i] = i == 5 || i == v.size() / 2 ? NAN : i % 7 == 3 ? -0.0f : std::floor(v[i]) - 2.0f;
+    return Tensor::from_vector(v, s);
+  };
+  const auto extreme = [](const std::string& name, const std::string& op, Tensor x, int64_t dim, bool keepdim) {
+    const int64_t n = x.numel();
+    OpCase k = simple(name, op, {std::move(x)}, {false}, [op, dim, keepdim](const std::vector<Tensor>& in) {
+      return op == "argmax" ? argmax(in[0], dim, keepdim) : argmin(in[0], dim, keepdim);
+    }, kRtolExact);
+    k.params = {{"dim", static_cast<double>(dim)}, {"keepdim", keepdim ? 1.0 : 0.0}};
+    k.bytes = n * 4.0;  // read x; the int64 positions are few
+    return k;
+  };
+  cases.push_back(extreme("argmax/6x40_dim-1", "argmax", levels({6, 40}), -1, false));
+  cases.push_back(bf16_variant(cases.back(), kRtolExact));
+  cases.push_back(extreme("argmin/6x40_dim-1", "argmin", levels({6, 40}), -1, false));
+  cases.push_back(extreme("argmax/5x7x3_dim1_keepdim", "argmax", levels({5, 7, 3}), 1, true));
+  cases.push_back(extreme("argmin/5x7x3_dim0", "argmin", levels({5, 7, 3}), 0, false));
 }
 
 // sort, argsort and topk along the last dimension and others, ascending and descending. The
@@ -671,6 +697,7 @@ void append_sort_cases(std::vector<OpCase>& cases, Generator& g) {
   cases.push_back(top("topk/6x50_k5", distinct(g, {6, 50}), 5, -1, true));
   cases.push_back(bf16_variant(cases.back(), kRtolBf16));
   cases.push_back(top("topk/8x3x4_k2_dim0_smallest", distinct(g, {8, 3, 4}), 2, 0, false));
+  append_arg_extreme_cases(cases, g);
 }
 
 // index_select along a middle dimension (repeats, so the gradient sums), the last (rows of one

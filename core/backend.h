@@ -256,8 +256,10 @@ class Backend {
   virtual void sum(const Tensor& x, Tensor& out) = 0;
   // out[0] = sum of x^2.
   virtual void sum_squares(const Tensor& x, Tensor& out) = 0;
-  // out[r] = index of the first maximum of row r of a [rows, cols] view (int64).
-  virtual void argmax(const Tensor& x, Tensor& out) = 0;
+  // out[r] = the position in row r of x [rows, cols] (float32, 0 < cols < 2^32) of its first
+  // maximum (op maximum) or minimum (op minimum), a NaN beating every number
+  // (kernels/common/sort_key.h's extreme_key; torch.argmax and argmin); out [rows] int64.
+  virtual void arg_extreme(BinaryOp op, const Tensor& x, Tensor& out) = 0;
   // idx[r, :] = the positions of row r's first k entries in sorted order, ascending or
   // descending (x [rows, n] float32 with n < 2^32, idx [rows, k] int64, k <= n, not empty): the
   // order of kernels/common/sort_key.h (NaN largest, -0 equal to 0, equal entries by position),

@@ -309,12 +309,12 @@ Tensor amax(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim = fa
 Tensor amin(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim = false);
 Tensor amax(const Tensor& x, int64_t dim, bool keepdim = false);
 Tensor amin(const Tensor& x, int64_t dim, bool keepdim = false);
-// Index of the first maximum along the last dimension -> int64 [..] (no gradient). A NaN
-// never wins, except in column 0, which nothing then beats (torch.argmax returns a NaN's
-// index instead); a row of logits with NaN in it has no meaningful class either way.
-Tensor argmax(const Tensor& x);
-// The same along dimension dim (negative from the end), which the result drops (torch.argmax).
-Tensor argmax(const Tensor& x, int64_t dim);
+// The position of the first maximum (argmax) or minimum (argmin) along dimension dim (negative
+// from the end), int64, dim dropped or, keepdim, kept as 1 (torch.argmax, argmin; no gradient).
+// A NaN beats every number, so a row holding one gives its first NaN's position, as torch; -0
+// equals +0. x float32 or bfloat16, dim not empty.
+Tensor argmax(const Tensor& x, int64_t dim = -1, bool keepdim = false);
+Tensor argmin(const Tensor& x, int64_t dim = -1, bool keepdim = false);
 // A tensor's entries in order along one dimension and where each came from: sort and topk.
 struct Sorted {
   Tensor values;   // gather(x, dim, indices): x's dtype, differentiable

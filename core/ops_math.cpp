@@ -836,15 +836,6 @@ Tensor binary_cross_entropy_with_logits(const Tensor& logits, const Tensor& targ
   return mean(add(mul(targets, softplus(neg(logits))), mul(sub(1.0f, targets), softplus(logits))));
 }
 
-Tensor argmax(const Tensor& x) {
-  checks::float32("argmax", "input x", x);
-  KILN_CHECK(x.rank() >= 1 && x.dim(-1) >= 1, "argmax: needs a non-empty last dimension, got ", x.description());
-  std::vector<int64_t> out_dims(x.shape().dims().begin(), x.shape().dims().end() - 1);
-  Tensor out = Tensor::empty(Shape(out_dims), like(x, DType::i64));
-  backend_for(x.device()).argmax(x, out);
-  return out;
-}
-
 // ---------------------------------------------------------------- views
 namespace {
 struct ReshapeNode final : Node {

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/op_checks.h"
+#include "core/op_params.h"
 #include "core/ops.h"
 
 namespace kiln {
@@ -537,6 +538,26 @@ Tensor softmax_along(bool log, const Tensor& x, int64_t dim) {
   return reshape(permute(op(moved_last(x, around)), {0, 2, 1}), x.shape());
 }
 
+// The position along dimension dim of the first maximum (op maximum) or minimum, a NaN first
+// (torch.argmax, argmin): Backend::arg_extreme along the last dimension, or along n moved last.
+Tensor arg_extreme(const char* name, BinaryOp op, const Tensor& x, int64_t dim, bool keepdim) {
+  checks::float32_or_bf16(name, "x", x);
+  KILN_CHECK(x.rank() >= 1, name, ": x must have a dimension to search, got ", x.description());
+  const int64_t d = checks::resolve_dim(name, dim, x.rank(), x.description());
+  KILN_CHECK(x.dim(d) > 0, name, ": dimension ", d, " of ", x.description(), " is empty: it has no ",
+             op == BinaryOp::maximum ? "maximum" : "minimum");
+  KILN_CHECK(x.dim(d) < kMaxSortRow, name, ": dimension ", d, " of ", x.description(), " holds ", x.dim(d),
+             " entries; kiln searches rows of fewer than 2^32");
+  std::vector<int64_t> kept = x.shape().dims();
+  if (keepdim) kept[static_cast<size_t>(d)] = 1;
+  else kept.erase(kept.begin() + d);
+  Tensor out = Tensor::empty(Shape(kept), like(x, DType::i64));
+  if (out.numel() == 0) return out;
+  const Tensor x32 = x.detach().to(DType::f32);  // bf16 widens exactly
+  backend_for(x.device()).arg_extreme(op, d == x.rank() - 1 ? x32 : moved_last(x32, around_dim(x, d)), out);
+  return out;
+}
+
 }  // namespace
 
 Tensor softmax(const Tensor& x, int64_t dim) {
@@ -547,15 +568,12 @@ Tensor log_softmax(const Tensor& x, int64_t dim) {
   return softmax_along(true, x, dim);
 }
 
-Tensor argmax(const Tensor& x, int64_t dim) {
-  checks::float32("argmax", "x", x);
-  KILN_CHECK(x.rank() >= 1, "argmax: x must have a dimension to search, got ", x.description());
-  const int64_t d = checks::resolve_dim("argmax", dim, x.rank(), x.description());
-  if (d == x.rank() - 1) return argmax(x);
-  KILN_CHECK(x.dim(d) > 0, "argmax: dimension ", dim, " of ", x.description(), " is empty: it has no maximum");
-  std::vector<int64_t> kept = x.shape().dims();
-  kept.erase(kept.begin() + d);
-  return reshape(argmax(moved_last(x.detach(), around_dim(x, d))), Shape(kept));
+Tensor argmax(const Tensor& x, int64_t dim, bool keepdim) {
+  return arg_extreme("argmax", BinaryOp::maximum, x, dim, keepdim);
+}
+
+Tensor argmin(const Tensor& x, int64_t dim, bool keepdim) {
+  return arg_extreme("argmin", BinaryOp::minimum, x, dim, keepdim);
 }
 
 }  // namespace kiln

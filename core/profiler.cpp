@@ -212,7 +212,9 @@ class ProfilingBackend final : public Backend {
   }
   void sum(const Tensor& x, Tensor& out) override { op("sum", x, [&] { in()->sum(x, out); }); }
   void sum_squares(const Tensor& x, Tensor& out) override { op("sum_squares", x, [&] { in()->sum_squares(x, out); }); }
-  void argmax(const Tensor& x, Tensor& out) override { op("argmax", x, [&] { in()->argmax(x, out); }); }
+  void arg_extreme(BinaryOp o, const Tensor& x, Tensor& out) override {
+    op("arg_extreme", x, [&] { in()->arg_extreme(o, x, out); });
+  }
   void sgd_update(std::span<SgdParamRef> params, const SgdOptions& o) override {
     updates("sgd_update", params, [&] { in()->sgd_update(params, o); });
   }

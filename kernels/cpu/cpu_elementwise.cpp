@@ -665,20 +665,6 @@ void CpuBackend::reduce_extreme(BinaryOp op, const Tensor& x, int64_t rows, int6
   extreme_typed<float>(op, x, rows, n, inner, out);
 }
 
-void CpuBackend::argmax(const Tensor& x, Tensor& out) {
-  const int64_t cols = x.dim(-1), rows = x.numel() / cols;
-  const float* px = x.data<float>();
-  int64_t* po = out.data<int64_t>();
-#pragma omp parallel for schedule(static) if (rows > 256)
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* row = px + r * cols;
-    int64_t best = 0;
-    for (int64_t c = 1; c < cols; ++c)
-      if (row[c] > row[best]) best = c;
-    po[r] = best;
-  }
-}
-
 namespace {
 
 // One parameter's update; v (momentum) is null when opt.momentum is 0. The options are copied

@@ -1,8 +1,9 @@
-// Whole-tensor sums and row-wise argmax on the GPU. Sums run in two passes of fixed shape
+// Whole-tensor sums and row-wise argmax and argmin on the GPU. Sums run in two passes of fixed shape
 // (partials in double, then one block adds them in a fixed tree), so a result depends only
 // on the input, never on timing or on the GPU model.
 #include <cstdint>
 
+#include "kernels/common/sort_key.h"
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/cuda_context.h"
 
@@ -46,52 +47,32 @@ __global__ void sum_finish_kernel(const double* partial, int64_t count, float* o
   if (threadIdx.x == 0) out[0] = static_cast<float>(total);
 }
 
-// Row-wise argmax, one block per row, with the CPU's rule: the first maximum wins (later
-// equal values never replace it), NaNs are skipped, and a NaN in column 0 gives 0 (on the
-// CPU nothing compares greater than it). Candidates are (value, index) with index -1 for
-// "none yet"; combining keeps the larger value, then the smaller index, which is
-// associative and commutative, so the tree order cannot change the answer.
-struct Best {
-  float v;
-  int64_t i;
-};
-
-__device__ __forceinline__ Best better(Best a, Best b) {
-  if (a.i < 0) return b;
-  if (b.i < 0) return a;
-  if (b.v > a.v || (b.v == a.v && b.i < a.i)) return b;
-  return a;
-}
-
+// Row-wise argmax and argmin, one block per row: each thread keeps the largest
+// kernels/common/sort_key.h extreme_key of its entries, then the block's largest wins. A max is
+// associative and commutative and every key of a row distinct, so the tree order cannot change
+// the answer, the CPU's: the first NaN, else the first extreme value.
 template <int kBlock>
-__global__ void argmax_kernel(const float* x, int64_t rows, int64_t cols, int64_t* out) {
-  __shared__ float sv[kBlock / 32];
-  __shared__ int64_t si[kBlock / 32];
+__global__ void arg_extreme_kernel(const float* x, int64_t rows, int64_t cols, bool largest, int64_t* out) {
+  __shared__ unsigned long long best_of_warp[kBlock / 32];
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const float* row = x + r * cols;
-    Best b{0.0f, -1};
+    unsigned long long best = 0;
     for (int64_t c = threadIdx.x; c < cols; c += kBlock) {
-      const float v = row[c];
-      if (v == v && (b.i < 0 || v > b.v)) b = Best{v, c};
+      const unsigned long long key = common::extreme_key(row[c], c, largest);
+      best = key > best ? key : best;
     }
     for (int offset = 16; offset > 0; offset /= 2) {
-      const Best o{__shfl_xor_sync(0xffffffffu, b.v, offset), __shfl_xor_sync(0xffffffffu, b.i, offset)};
-      b = better(b, o);
+      const unsigned long long other = __shfl_xor_sync(0xffffffffu, best, offset);
+      best = other > best ? other : best;
     }
     if constexpr (kBlock > 32) {
-      __syncthreads();  // the previous row may still be reading sv/si
-      if (threadIdx.x % 32 == 0) {
-        sv[threadIdx.x / 32] = b.v;
-        si[threadIdx.x / 32] = b.i;
-      }
+      __syncthreads();  // the previous row may still be reading best_of_warp
+      if (threadIdx.x % 32 == 0) best_of_warp[threadIdx.x / 32] = best;
       __syncthreads();
       if (threadIdx.x == 0)
-        for (int w = 1; w < kBlock / 32; ++w) b = better(b, Best{sv[w], si[w]});
+        for (int w = 1; w < kBlock / 32; ++w) best = best_of_warp[w] > best ? best_of_warp[w] : best;
     }
-    if (threadIdx.x == 0) {
-      const float first = row[0];
-      out[r] = (first != first || b.i < 0) ? 0 : b.i;
-    }
+    if (threadIdx.x == 0) out[r] = common::extreme_position(best);
   }
 }
 
@@ -128,14 +109,17 @@ void CudaBackend::sum_squares(const Tensor& x, Tensor& out) {
   scope.done();
 }
 
-void CudaBackend::argmax(const Tensor& x, Tensor& out) {
-  OpScope scope("argmax", out.device().index);
+void CudaBackend::arg_extreme(BinaryOp op, const Tensor& x, Tensor& out) {
+  OpScope scope("arg_extreme", out.device().index);
   const int64_t cols = x.dim(-1);
   const int64_t rows = cols > 0 ? x.numel() / cols : 0;
+  const bool largest = op == BinaryOp::maximum;
   if (rows > 0) {
     const unsigned grid = static_cast<unsigned>(rows < (int64_t{1} << 20) ? rows : (int64_t{1} << 20));
-    if (cols <= 256) argmax_kernel<32><<<grid, 32, 0, scope.stream()>>>(x.data<float>(), rows, cols, out.data<int64_t>());
-    else argmax_kernel<256><<<grid, 256, 0, scope.stream()>>>(x.data<float>(), rows, cols, out.data<int64_t>());
+    const float* px = x.data<float>();
+    int64_t* po = out.data<int64_t>();
+    if (cols <= 256) arg_extreme_kernel<32><<<grid, 32, 0, scope.stream()>>>(px, rows, cols, largest, po);
+    else arg_extreme_kernel<256><<<grid, 256, 0, scope.stream()>>>(px, rows, cols, largest, po);
     KILN_CUDA_CHECK_LAUNCH();
   }
   scope.done();

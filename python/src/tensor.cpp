@@ -144,7 +144,7 @@ struct HostValues {
   std::vector<int64_t> ints;
   std::vector<double> reals;
   explicit HostValues(const Tensor& t) : integer(!is_floating(t.dtype())) {
-    nb::gil_scoped_release unlocked;  // a GPU tensor's copy waits for its stream
+    nb::gil_scoped_release unlocked;  // a GPU tensor's copy waits for its stream (callers hold the GIL: no Release())
     if (integer)
       ints = t.cpu().to(DType::i64).to_vector<int64_t>();
     else
@@ -717,13 +717,18 @@ void bind_layout_ops(nb::module_& m) {
         "(summed in float32). A sum per segment: kiln.index_add(kiln.zeros([segments, d]), 0, segment_of_row, rows).");
   m.def("scatter_add", &kiln::scatter_add, arg("x"), arg("dim"), arg("index"), arg("src"), Release(),
         "x with src's entries added along dim, an index per entry (torch.scatter_add, a new tensor): index of x's "
-        "rank and extents but dim's, src at least index's extents (its corner read); float32 or bfloat16.");
+        "rank, each extent but dim's at most x's (x's corner it covers is written), src at least index's extents (its "
+        "corner read); float32 or bfloat16.");
   m.def("concat", &kiln::concat, arg("tensors"), arg("dim") = 0, Release(),
         "The tensors joined along dim, in order (torch.cat); gradients to each.");
   m.def("stack", &kiln::stack, arg("tensors"), arg("dim") = 0, Release(),
         "Tensors of one shape joined along a new dimension dim (torch.stack).");
-  m.def("argmax", [](const Tensor& x, int64_t dim) { return argmax(x, dim); }, arg("x"), arg("dim") = -1,
-        Release(), "Index of the first maximum along dimension dim, which the result drops (int64, no gradient).");
+  m.def("argmax", &kiln::argmax, arg("x"), arg("dim") = -1, arg("keepdim") = false, Release(),
+        "Position of the first maximum along dimension dim, dropped unless keepdim (int64, no gradient); a NaN "
+        "beats every number (torch.argmax).");
+  m.def("argmin", &kiln::argmin, arg("x"), arg("dim") = -1, arg("keepdim") = false, Release(),
+        "Position of the first minimum along dimension dim, dropped unless keepdim (int64, no gradient); a NaN "
+        "beats every number (torch.argmin).");
   bind_sorting(m);
   m.def("transpose", [](const Tensor& x, int64_t d0, int64_t d1) { return kiln::transpose(x, d0, d1); }, arg("x"),
         arg("dim0") = -2, arg("dim1") = -1, Release(),

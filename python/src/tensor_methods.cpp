@@ -27,7 +27,7 @@ void method(nb::handle cls, const char* name, Fn&& fn, const Extra&... extra) {
   method_with_doc(cls, name, doc.c_str(), std::forward<Fn>(fn), extra...);
 }
 
-// The reductions over dims: sum, mean, var, std, amax, amin (dim None: every element), argmax.
+// The reductions over dims: sum, mean, var, std, amax, amin (dim None: every element), argmax, argmin.
 void bind_reductions(nb::handle cls) {
   method(cls, "sum", &sum_over, arg("dim") = nb::none(), arg("keepdim") = false, Release());
   method(cls, "mean", &mean_over, arg("dim") = nb::none(), arg("keepdim") = false, Release());
@@ -37,7 +37,8 @@ void bind_reductions(nb::handle cls) {
   method(cls, "amin", &amin_over, arg("dim") = nb::none(), arg("keepdim") = false, Release());
   // dim is required: torch's x.argmax() with none is the index into the flattened tensor, and
   // kiln.argmax(x)'s default is the last dimension, so neither default would be the other's.
-  method(cls, "argmax", [](const Tensor& x, int64_t dim) { return kiln::argmax(x, dim); }, arg("dim"), Release());
+  method(cls, "argmax", &kiln::argmax, arg("dim"), arg("keepdim") = false, Release());
+  method(cls, "argmin", &kiln::argmin, arg("dim"), arg("keepdim") = false, Release());
 }
 
 // The reorderings and the ops along a chosen dimension.

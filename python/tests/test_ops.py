@@ -506,6 +506,13 @@ def test_ops_along_a_chosen_dimension_and_tensor_methods_match_torch():
             close(kx.grad, tx.grad, 1e-5)
     for dim in [0, 1, 2, -1]:
         assert torch.equal(torch.from_dlpack(kiln.argmax(k(x, grad=False), dim)), torch.argmax(x, dim))
+    # torch's rule at NaN (its first position, in either search) and ties (the first), keepdim, bf16.
+    v = torch.tensor([[1.0, 3.0, 3.0, -2.0, -2.0], [0.0, float("nan"), 5.0, float("nan"), -9.0]])
+    for name in ("argmax", "argmin"):
+        for t in (v, v.bfloat16()):
+            got = getattr(kiln, name)(kiln.from_dlpack(t.clone()), 1, keepdim=True)
+            assert got.tolist() == getattr(torch, name)(t, 1, keepdim=True).tolist(), (name, t.dtype)
+        assert getattr(k(v, grad=False), name)(0).tolist() == getattr(torch, name)(v, 0).tolist(), name
     kx, tx = k(x), x.clone().requires_grad_(True)
     y = kiln.transpose(kx, 0, 2)
     kiln.sum(kiln.mul(y, k(w.transpose(0, 2), grad=False))).backward()
@@ -533,7 +540,7 @@ def test_ops_along_a_chosen_dimension_and_tensor_methods_match_torch():
         kt.permute(0.5, 1, 2)
     with pytest.raises(TypeError):
         kt.argmax()  # dim required: torch's default flattens, kiln.argmax's is the last dimension
-    with pytest.raises(kiln.Error, match=r"argmax: x must be float32, got int64\[2, 3\]"):
+    with pytest.raises(kiln.Error, match=r"argmax: x must be float32 or bfloat16, got int64\[2, 3\]"):
         kiln.argmax(kiln.from_dlpack(torch.arange(6).reshape(2, 3)), 0)  # named as given, not as permuted
     deep = torch.randn([1] * 10 + [2, 3])
     close(kiln.transpose(k(deep, grad=False)), deep.transpose(-2, -1), 0)  # the last two at any rank

@@ -118,9 +118,11 @@ TEST_CASE("bf16 op-table cases match the fp32 op forward and backward", "[bf16][
       std::vector<Tensor> in_b = prepare_inputs(c, Device::cpu(), true), in_f = prepare_fp32_inputs(c, Device::cpu(), true);
       Tensor out_b = c.forward(in_b), out_f = c.forward(in_f);
       Generator g(11);
-      const Tensor up = Tensor::normal(out_b.shape(), 0.0f, 1.0f, g).to(out_b.dtype());
-      out_b.backward(up);
-      out_f.backward(up.to(out_f.dtype()));  // f32, but bf16 where the op's last step casts to it
+      if (has_gradient(c)) {  // else positions (argmax), checked forward only
+        const Tensor up = Tensor::normal(out_b.shape(), 0.0f, 1.0f, g).to(out_b.dtype());
+        out_b.backward(up);
+        out_f.backward(up.to(out_f.dtype()));  // f32, but bf16 where the op's last step casts to it
+      }
       const std::vector<double> ref = values(out_f), got = values(out_b);
       INFO("forward " << out_b.description() << ", rtol " << c.rtol);
       KILN_REQUIRE_CLOSE(got, ref, c.rtol * mean_abs(ref), c.rtol);
