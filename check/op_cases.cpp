@@ -664,11 +664,16 @@ void append_arg_extreme_cases(std::vector<OpCase>& cases, Generator& g) {
   cases.push_back(extreme("argmin/6x40_dim-1", "argmin", levels({6, 40}), -1, false));
   cases.push_back(extreme("argmax/5x7x3_dim1_keepdim", "argmax", levels({5, 7, 3}), 1, true));
   cases.push_back(extreme("argmin/5x7x3_dim0", "argmin", levels({5, 7, 3}), 0, false));
+  // Rows past 256 (a GPU block of 256 threads, warps combined through shared memory), a NaN at
+  // 500 in the second, ties across warps.
+  cases.push_back(extreme("argmax/3x1000_dim-1", "argmax", levels({3, 1000}), -1, false));
+  cases.push_back(extreme("argmin/3x1000_dim-1", "argmin", levels({3, 1000}), -1, true));
 }
 
-// sort, argsort and topk along the last dimension and others, ascending and descending. The
-// differentiable ones take values spaced apart (distinct): no ties (torch.topk leaves their order
-// open) and no order flips under gradcheck's finite difference; argsort random normals.
+// sort, argsort and topk along the last dimension and others, ascending and descending; then
+// argmax, argmin and cumsum. The differentiable sorts take values spaced apart (distinct): no ties
+// (torch.topk leaves their order open) and no order flips under gradcheck's finite difference;
+// argsort random normals.
 void append_sort_cases(std::vector<OpCase>& cases, Generator& g) {
   const auto sorted = [](const std::string& name, const std::string& op, Tensor x, int64_t dim, bool descending) {
     const bool values = op == "sort";
@@ -698,6 +703,18 @@ void append_sort_cases(std::vector<OpCase>& cases, Generator& g) {
   cases.push_back(bf16_variant(cases.back(), kRtolBf16));
   cases.push_back(top("topk/8x3x4_k2_dim0_smallest", distinct(g, {8, 3, 4}), 2, 0, false));
   append_arg_extreme_cases(cases, g);
+  const auto running = [](const std::string& name, Tensor x, int64_t dim) {
+    const int64_t n = x.numel();
+    OpCase k = simple(name, "cumsum", {std::move(x)}, {true},
+                      [dim](const std::vector<Tensor>& in) { return cumsum(in[0], dim); }, kRtolElementwise);
+    k.params = {{"dim", static_cast<double>(dim)}};
+    k.bytes = n * 8.0;  // read x, write y
+    return k;
+  };
+  cases.push_back(running("cumsum/7x33_dim-1", randn(g, {7, 33}), -1));
+  cases.push_back(bf16_variant(cases.back(), kRtolBf16));
+  cases.push_back(running("cumsum/4x6x300_dim1", randn(g, {4, 6, 300}), 1));  // a chunk of 256 lines and one of 44
+  cases.push_back(running("cumsum/9x2_dim0", randn(g, {9, 2}), 0));
 }
 
 // index_select along a middle dimension (repeats, so the gradient sums), the last (rows of one

@@ -265,6 +265,10 @@ class Backend {
   // order of kernels/common/sort_key.h (NaN largest, -0 equal to 0, equal entries by position),
   // so every backend gives the same indices. sort, argsort and topk.
   virtual void argsort_rows(const Tensor& x, int64_t k, bool descending, Tensor& idx) = 0;
+  // y[o, k, i] = the sum of x[o, j, i] over j <= k (j >= k when reverse: cumsum's gradient), x
+  // and y [outer, n, inner] of one dtype, float32 or bfloat16, summed as kernels/common/scan.h
+  // says so that every backend gives the same bits.
+  virtual void cumsum(const Tensor& x, bool reverse, Tensor& y) = 0;
   // One update over every parameter in `params`.
   virtual void sgd_update(std::span<SgdParamRef> params, const SgdOptions& opt) = 0;
   // out[i] = lut[i % C][u8[i]] with C = lut.dim(0): uint8 pixels to network inputs through

@@ -11,7 +11,7 @@
 // the gradient back, so fp32 master weights cast to bf16 for compute get fp32 gradients.
 // batch_norm2d takes a bf16 x too (its statistics, gamma, beta and their gradients stay
 // float32) and returns bf16. Float32 only: softmax, log_softmax, softmax_cross_entropy,
-// sum, mean, argmax, l2_penalty and the optimizer updates (cast around them).
+// sum, mean, l2_penalty and the optimizer updates (cast around them).
 #pragma once
 
 #include <span>
@@ -312,9 +312,14 @@ Tensor amin(const Tensor& x, int64_t dim, bool keepdim = false);
 // The position of the first maximum (argmax) or minimum (argmin) along dimension dim (negative
 // from the end), int64, dim dropped or, keepdim, kept as 1 (torch.argmax, argmin; no gradient).
 // A NaN beats every number, so a row holding one gives its first NaN's position, as torch; -0
-// equals +0. x float32 or bfloat16, dim not empty.
+// equals +0. x float32 or bfloat16 (a 0-d x gives 0-d 0, dim 0 or -1), dim not empty.
 Tensor argmax(const Tensor& x, int64_t dim = -1, bool keepdim = false);
 Tensor argmin(const Tensor& x, int64_t dim = -1, bool keepdim = false);
+// The running sums of x along dimension dim (negative from the end; a 0-d x is itself): y[..k..]
+// = x[..0..] + ... + x[..k..] (torch.cumsum). float32 summed in double, bfloat16 in float (torch's
+// CPU accumulators), each output rounded once, in order: the same bits on every backend and thread
+// count. Gradient: g summed from each position to the end.
+Tensor cumsum(const Tensor& x, int64_t dim);
 // A tensor's entries in order along one dimension and where each came from: sort and topk.
 struct Sorted {
   Tensor values;   // gather(x, dim, indices): x's dtype, differentiable

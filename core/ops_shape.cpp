@@ -3,7 +3,8 @@
 // index_select, embedding and gather, entries gathered by index (Backend::gather_rows, and back by
 // scatter_add_rows), and their reverses index_add and scatter_add; and permute, a copy in the new
 // order (Backend::permute), whose gradient is the inverse one, with the ops it brings to a
-// dimension other than the last (transpose of any two, softmax, log_softmax and argmax along one).
+// dimension other than the last (transpose of any two, softmax, log_softmax, argmax and argmin
+// along one).
 #include <string>
 #include <utility>
 #include <vector>
@@ -542,7 +543,8 @@ Tensor softmax_along(bool log, const Tensor& x, int64_t dim) {
 // (torch.argmax, argmin): Backend::arg_extreme along the last dimension, or along n moved last.
 Tensor arg_extreme(const char* name, BinaryOp op, const Tensor& x, int64_t dim, bool keepdim) {
   checks::float32_or_bf16(name, "x", x);
-  KILN_CHECK(x.rank() >= 1, name, ": x must have a dimension to search, got ", x.description());
+  if (x.rank() == 0)  // torch's: 0-d 0 for dim 0 or -1, keepdim or not
+    return reshape(arg_extreme(name, op, reshape(x, Shape{1}), dim, false), Shape{});
   const int64_t d = checks::resolve_dim(name, dim, x.rank(), x.description());
   KILN_CHECK(x.dim(d) > 0, name, ": dimension ", d, " of ", x.description(), " is empty: it has no ",
              op == BinaryOp::maximum ? "maximum" : "minimum");

@@ -98,6 +98,9 @@ class ProfilingBackend final : public Backend {
   void argsort_rows(const Tensor& x, int64_t k, bool descending, Tensor& idx) override {
     op("argsort_rows", x, [&] { in()->argsort_rows(x, k, descending, idx); });
   }
+  void cumsum(const Tensor& x, bool reverse, Tensor& y) override {
+    op("cumsum", x, [&] { in()->cumsum(x, reverse, y); });
+  }
   int64_t gather_rows(const Tensor& table, const Tensor& idx, Tensor& out) override {
     int64_t first = -1;
     op("gather_rows", out, [&] { first = in()->gather_rows(table, idx, out); });

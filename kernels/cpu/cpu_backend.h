@@ -78,6 +78,7 @@ class CpuBackend : public Backend {
   void sum(const Tensor& x, Tensor& out) override;
   void sum_squares(const Tensor& x, Tensor& out) override;
   void argsort_rows(const Tensor& x, int64_t k, bool descending, Tensor& idx) override;
+  void cumsum(const Tensor& x, bool reverse, Tensor& y) override;
   void arg_extreme(BinaryOp op, const Tensor& x, Tensor& out) override;
   void sgd_update(std::span<SgdParamRef> params, const SgdOptions& opt) override;
   void lut_u8(const Tensor& u8, const Tensor& lut, Tensor& out) override;

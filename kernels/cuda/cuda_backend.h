@@ -91,6 +91,7 @@ class CudaBackend final : public Backend {
   void sum(const Tensor& x, Tensor& out) override;
   void sum_squares(const Tensor& x, Tensor& out) override;
   void argsort_rows(const Tensor& x, int64_t k, bool descending, Tensor& idx) override;
+  void cumsum(const Tensor& x, bool reverse, Tensor& y) override;
   void arg_extreme(BinaryOp op, const Tensor& x, Tensor& out) override;
   // cuda_sgd.cu
   void sgd_update(std::span<SgdParamRef> params, const SgdOptions& opt) override;

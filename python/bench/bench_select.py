@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""kiln's selections (index_select, gather), their reverses (index_add, scatter_add) and the sorts
-(sort, topk) against PyTorch's on the same float32 tensors in one process, 2 threads each, best of
-7 (docs/performance.md, sessions 35 and 36, has numbers). Each kiln result is checked against
-torch's before it is timed (a sort's values: torch sorts with its default, stable=False).
+"""kiln's selections (index_select, gather), their reverses (index_add, scatter_add), the sorts
+(sort, topk), argmax, argmin and cumsum against PyTorch's on the same float32 tensors in one
+process, 2 threads each, best of 7 (docs/performance.md, sessions 35 to 37, has numbers). Each
+kiln result is checked against torch's before it is timed (a sort's values: torch sorts with its
+default, stable=False).
 
     PYTHONPATH=build/python /usr/bin/python3 python/bench/bench_select.py
 """
@@ -58,6 +59,12 @@ def main():
     for dim in (1, 0):
         row(f"sort [{n // 8}, {n}] dim {dim}", lambda: kiln.sort(kxs, dim).values, lambda: torch.sort(xs, dim).values)
     row(f"topk 5 of [{n // 8}, {n}] dim 1", lambda: kiln.topk(kxs, 5).values, lambda: torch.topk(xs, 5).values)
+    for name in ("argmax", "argmin"):
+        for dim in (1, 0):
+            row(f"{name} [{n}, {n}] dim {dim}", lambda: getattr(kiln, name)(kx, dim),
+                lambda: getattr(torch, name)(x, dim))
+    for dim in (1, 0):
+        row(f"cumsum [{n}, {n}] dim {dim}", lambda: kiln.cumsum(kx, dim), lambda: torch.cumsum(x, dim))
     print(f"| op | kiln ms | torch {torch.__version__} ms | torch / kiln |\n|---|---:|---:|---:|")
     for name, tk, tt in rows:
         print(f"| {name} | {tk:.2f} | {tt:.2f} | {tt / tk:.2f}x |")

@@ -729,6 +729,9 @@ void bind_layout_ops(nb::module_& m) {
   m.def("argmin", &kiln::argmin, arg("x"), arg("dim") = -1, arg("keepdim") = false, Release(),
         "Position of the first minimum along dimension dim, dropped unless keepdim (int64, no gradient); a NaN "
         "beats every number (torch.argmin).");
+  m.def("cumsum", &kiln::cumsum, arg("x"), arg("dim"), Release(),
+        "Running sums along dimension dim (torch.cumsum), with gradient: float32 summed in double, bfloat16 in "
+        "float, each output rounded once, the same bits on every device.");
   bind_sorting(m);
   m.def("transpose", [](const Tensor& x, int64_t d0, int64_t d1) { return kiln::transpose(x, d0, d1); }, arg("x"),
         arg("dim0") = -2, arg("dim1") = -1, Release(),

@@ -27,7 +27,8 @@ void method(nb::handle cls, const char* name, Fn&& fn, const Extra&... extra) {
   method_with_doc(cls, name, doc.c_str(), std::forward<Fn>(fn), extra...);
 }
 
-// The reductions over dims: sum, mean, var, std, amax, amin (dim None: every element), argmax, argmin.
+// The reductions over dims: sum, mean, var, std, amax, amin (dim None: every element), argmax, argmin;
+// and cumsum, a running sum along one.
 void bind_reductions(nb::handle cls) {
   method(cls, "sum", &sum_over, arg("dim") = nb::none(), arg("keepdim") = false, Release());
   method(cls, "mean", &mean_over, arg("dim") = nb::none(), arg("keepdim") = false, Release());
@@ -39,6 +40,7 @@ void bind_reductions(nb::handle cls) {
   // kiln.argmax(x)'s default is the last dimension, so neither default would be the other's.
   method(cls, "argmax", &kiln::argmax, arg("dim"), arg("keepdim") = false, Release());
   method(cls, "argmin", &kiln::argmin, arg("dim"), arg("keepdim") = false, Release());
+  method(cls, "cumsum", &kiln::cumsum, arg("dim"), Release());
 }
 
 // The reorderings and the ops along a chosen dimension.

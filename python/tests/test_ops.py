@@ -513,6 +513,20 @@ def test_ops_along_a_chosen_dimension_and_tensor_methods_match_torch():
             got = getattr(kiln, name)(kiln.from_dlpack(t.clone()), 1, keepdim=True)
             assert got.tolist() == getattr(torch, name)(t, 1, keepdim=True).tolist(), (name, t.dtype)
         assert getattr(k(v, grad=False), name)(0).tolist() == getattr(torch, name)(v, 0).tolist(), name
+        assert getattr(kiln, name)(kiln.full([], 3.0), -1, keepdim=True).tolist() == 0  # 0-d, as torch's
+    # cumsum: torch's CPU sums (float32 in double, bf16 in float), so equal bits; gradient the
+    # reverse running sum.
+    c = torch.randn(3, 50, 4)
+    for dim in (0, 1, -1):
+        kc, tc = k(c), c.clone().requires_grad_(True)
+        y, want = kc.cumsum(dim), torch.cumsum(tc, dim)
+        up = torch.randn(want.shape)
+        kiln.sum(kiln.mul(y, k(up, grad=False))).backward()
+        (want * up).sum().backward()
+        close(y, want, 0)
+        close(kc.grad, tc.grad, 1e-5)
+        cb = c.bfloat16()
+        assert torch.equal(torch.from_dlpack(kiln.cumsum(kiln.from_dlpack(cb.clone()), dim)), torch.cumsum(cb, dim))
     kx, tx = k(x), x.clone().requires_grad_(True)
     y = kiln.transpose(kx, 0, 2)
     kiln.sum(kiln.mul(y, k(w.transpose(0, 2), grad=False))).backward()

@@ -155,7 +155,7 @@ void add_large_binary(Generator& g, std::vector<OpCase>& cases) {
 // reductions and copies.
 void add_large_rows(Generator& g, std::vector<OpCase>& cases) {
   const Shape cube{23, 89, 97}, image{2, 57, 61, 37};
-  // Softmax, the losses, argmax, layer norm and the optimizers take float32 only.
+  // Softmax, the losses, layer norm and the optimizers take float32 only.
   const auto one = [&](const std::string& name, Tensor a, std::function<Tensor(const Inputs&)> f, bool bf16 = true,
                        bool differentiable = true) {
     cases.push_back(large(name, {a}, {differentiable}, f));
@@ -173,7 +173,10 @@ void add_large_rows(Generator& g, std::vector<OpCase>& cases) {
            sum(amin(in[0], 0));
   });
   one("amin_inner", randn(g, cube), [](const Inputs& in) { return amin(in[0], 1); });
-  one("argmax", randn(g, kRows), [](const Inputs& in) { return argmax(in[0], 1); }, false, false);
+  one("argmax", randn(g, kRows), [](const Inputs& in) { return argmax(in[0], 1); }, true, false);
+  one("argmin", randn(g, kRows), [](const Inputs& in) { return argmin(in[0], 1); }, true, false);
+  one("cumsum_rows", randn(g, kRows), [](const Inputs& in) { return cumsum(in[0], 1); });
+  one("cumsum_inner", randn(g, cube), [](const Inputs& in) { return cumsum(in[0], 1); });
   one("transpose", randn(g, kRows), [](const Inputs& in) { return transpose(in[0]); });
   one("permute", randn(g, cube), [](const Inputs& in) { return permute(in[0], {2, 0, 1}); });
   one("permute_210", randn(g, cube), [](const Inputs& in) { return permute(in[0], {2, 1, 0}); });

@@ -256,6 +256,35 @@ TEST_CASE("sort and argsort and topk name what is wrong", "[ops][errors]") {
   REQUIRE_THROWS_WITH(sort(Tensor()), Contains("sort") && Contains("x"));
 }
 
+TEST_CASE("cumsum rounds a running double sum once per output and names what is wrong", "[ops][errors]") {
+  // 1 + 2^-24 + 2^-24: a float running sum loses both halves, a double one keeps them (torch's CPU).
+  const float tiny = std::ldexp(1.0f, -24);
+  const Tensor x = Tensor::from_vector(std::vector<float>{1.0f, tiny, tiny, -1.0f}, Shape{4});
+  CHECK(cumsum(x, 0).to_vector<float>() == std::vector<float>{1.0f, 1.0f, 1.0f + 2 * tiny, 2 * tiny});
+  // Lines along the last dimension, and along the first in chunks of 256 and 44 (a task each):
+  // the same bits as a double running sum written here.
+  Generator g(3);
+  const Tensor big = Tensor::normal(Shape{300, 300}, 0.0f, 1.0f, g);
+  const std::vector<float> v = big.to_vector<float>();
+  for (const int64_t dim : {0, 1}) {
+    std::vector<float> want(v.size());
+    for (int64_t line = 0; line < 300; ++line) {
+      double acc = 0;
+      for (int64_t k = 0; k < 300; ++k) {
+        const size_t at = static_cast<size_t>(dim == 1 ? line * 300 + k : k * 300 + line);
+        acc += v[at];
+        want[at] = static_cast<float>(acc);
+      }
+    }
+    CHECK(cumsum(big, dim).to_vector<float>() == want);
+  }
+  CHECK(cumsum(Tensor::full(Shape{}, 2.5f), -1).to_vector<float>() == std::vector<float>{2.5f});
+  CHECK(cumsum(Tensor::zeros(Shape{0, 3}), 0).shape() == Shape{0, 3});
+  REQUIRE_THROWS_WITH(cumsum(Tensor::zeros(Shape{2, 3}), 2), Contains("cumsum: dimension 2 is out of range"));
+  REQUIRE_THROWS_WITH(cumsum(Tensor::zeros(Shape{2}, TensorOptions{DType::i64}), 0),
+                      Contains("cumsum: x must be float32 or bfloat16, got int64[2]"));
+}
+
 TEST_CASE("selections follow torch at NaN and ties and at the clamp bounds", "[ops]") {
   const float nan = std::nanf("");
   const Tensor a = Tensor::from_vector(std::vector<float>{1.0f, nan, 2.0f, -1.0f}, Shape{4});

@@ -98,6 +98,8 @@ def run_op(op, p, x, extras):
     if op in ("sort", "argsort"):
         s = torch.sort(x[0], dim=int(p["dim"]), descending=bool(p["descending"]), stable=True)
         return s.values if op == "sort" else s.indices
+    if op == "cumsum":
+        return torch.cumsum(x[0], int(p["dim"]))
     if op in ("argmax", "argmin"):
         return getattr(torch, op)(x[0], dim=int(p["dim"]), keepdim=bool(p["keepdim"]))
     if op == "topk":
