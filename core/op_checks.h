@@ -45,6 +45,12 @@ inline int64_t resolve_dim(const char* op, int64_t dim, int64_t rank, const std:
   return dim < 0 ? dim + rank : dim;
 }
 
+// Dimension d of x holds fewer than 2^32 entries: sort's and argmax's keys keep 32-bit positions.
+inline void positions_fit(const char* op, const Tensor& x, int64_t d) {
+  KILN_CHECK(x.dim(d) < kMaxSortRow, op, ": dimension ", d, " of ", x.description(), " holds ", x.dim(d),
+             " entries; kiln orders and searches rows of fewer than 2^32");
+}
+
 inline void defined(const char* op, const char* what, const Tensor& t) {
   KILN_CHECK(t.defined(), op, ": ", what, " is an undefined tensor");
 }

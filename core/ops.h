@@ -315,7 +315,7 @@ Tensor amin(const Tensor& x, int64_t dim, bool keepdim = false);
 // equals +0. x float32 or bfloat16 (a 0-d x gives 0-d 0, dim 0 or -1), dim not empty.
 Tensor argmax(const Tensor& x, int64_t dim = -1, bool keepdim = false);
 Tensor argmin(const Tensor& x, int64_t dim = -1, bool keepdim = false);
-// The running sums of x along dimension dim (negative from the end; a 0-d x is itself): y[..k..]
+// The running sums of x along dimension dim (negative from the end; a 0-d x gives a copy): y[..k..]
 // = x[..0..] + ... + x[..k..] (torch.cumsum). float32 summed in double, bfloat16 in float (torch's
 // CPU accumulators), each output rounded once, in order: the same bits on every backend and thread
 // count. Gradient: g summed from each position to the end.

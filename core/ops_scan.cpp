@@ -15,11 +15,14 @@ Tensor scan(const Tensor& x, const Shape& lines, bool reverse) {
   return y;
 }
 
-// cumsum's gradient: g's sums from each position to the end of its line.
+// cumsum's gradient: g's sums from each position to the end of its line; g itself for lines of
+// one (torch's: a -0 in g stays -0, where a sum from +0 would give +0).
 struct CumsumNode final : Node {
   CumsumNode() : Node("cumsum") {}
   Shape lines;  // [outer, n, inner]
-  std::vector<Tensor> apply(const Tensor& g) override { return {scan(g.detach(), lines, true)}; }
+  std::vector<Tensor> apply(const Tensor& g) override {
+    return {lines[1] == 1 ? g.detach() : scan(g.detach(), lines, true)};
+  }
 };
 
 }  // namespace
@@ -27,17 +30,19 @@ struct CumsumNode final : Node {
 Tensor cumsum(const Tensor& x, int64_t dim) {
   const char* op = "cumsum";
   checks::float32_or_bf16(op, "x", x);
-  const Tensor x1 = x.rank() == 0 ? reshape(x, Shape{1}) : x;  // torch takes dim 0 or -1 there
-  const int64_t d = checks::resolve_dim(op, dim, x1.rank(), x.description());
-  const Shape lines{x1.shape().numel_before(d), x1.dim(d), x1.shape().numel_after(d)};
-  Tensor y = scan(x1, lines, false);
-  if (autograd::needs_grad({&x1})) {
+  if (x.rank() == 0) {  // torch's: a copy of x (a -0 kept) for dim 0 or -1
+    checks::resolve_dim(op, dim, 1, x.description());
+    return mul(x, 1.0f);
+  }
+  const Shape lines = x.shape().around(checks::resolve_dim(op, dim, x.rank(), x.description()));
+  Tensor y = scan(x, lines, false);
+  if (autograd::needs_grad({&x})) {
     auto node = std::make_shared<CumsumNode>();
     node->lines = lines;
-    node->next = {autograd::edge_for(x1)};
+    node->next = {autograd::edge_for(x)};
     autograd::set_history(y, node);
   }
-  return x.rank() == 0 ? reshape(y, Shape{}) : y;
+  return y;
 }
 
 }  // namespace kiln

@@ -10,7 +10,6 @@
 #include <vector>
 
 #include "core/op_checks.h"
-#include "core/op_params.h"
 #include "core/ops.h"
 
 namespace kiln {
@@ -482,14 +481,8 @@ Tensor transpose(const Tensor& x, int64_t d0, int64_t d1) {
 
 namespace {
 
-// x's extents as [outer, n, inner] around its dimension d (n = x.dim(d)), and x in that view with
-// n moved last, one batched transpose at any rank: how a last-dimension kernel runs along d.
-Shape around_dim(const Tensor& x, int64_t d) {
-  int64_t outer = 1, inner = 1;
-  for (int64_t i = 0; i < d; ++i) outer *= x.dim(i);
-  for (int64_t i = d + 1; i < x.rank(); ++i) inner *= x.dim(i);
-  return Shape{outer, x.dim(d), inner};
-}
+// x in its [outer, n, inner] view around a dimension (Shape::around) with n moved last, one
+// batched transpose at any rank: how a last-dimension kernel runs along another.
 Tensor moved_last(const Tensor& x, const Shape& around) { return permute(reshape(x, around), {0, 2, 1}); }
 
 // The backward of softmax (log_softmax) over a dimension other than the last, run in place.
@@ -521,7 +514,7 @@ Tensor softmax_along(bool log, const Tensor& x, int64_t dim) {
   if (d == x.rank() - 1) return op(x);
   // What the last-dimension op would refuse, named for x as given, before a permuted copy is made.
   KILN_CHECK(x.dim(d) > 0, name, ": dimension ", dim, " of ", x.description(), " is empty: nothing to normalise");
-  const Shape around = around_dim(x, d);  // [outer, n, inner]
+  const Shape around = x.shape().around(d);  // [outer, n, inner]
   const int64_t inner = around[2];
   if (inner == 1) return reshape(op(reshape(x, Shape{around[0], around[1]})), x.shape());  // [N, C, 1, 1]
   Backend& be = backend_for(x.device());
@@ -548,15 +541,14 @@ Tensor arg_extreme(const char* name, BinaryOp op, const Tensor& x, int64_t dim, 
   const int64_t d = checks::resolve_dim(name, dim, x.rank(), x.description());
   KILN_CHECK(x.dim(d) > 0, name, ": dimension ", d, " of ", x.description(), " is empty: it has no ",
              op == BinaryOp::maximum ? "maximum" : "minimum");
-  KILN_CHECK(x.dim(d) < kMaxSortRow, name, ": dimension ", d, " of ", x.description(), " holds ", x.dim(d),
-             " entries; kiln searches rows of fewer than 2^32");
+  checks::positions_fit(name, x, d);
   std::vector<int64_t> kept = x.shape().dims();
   if (keepdim) kept[static_cast<size_t>(d)] = 1;
   else kept.erase(kept.begin() + d);
   Tensor out = Tensor::empty(Shape(kept), like(x, DType::i64));
   if (out.numel() == 0) return out;
   const Tensor x32 = x.detach().to(DType::f32);  // bf16 widens exactly
-  backend_for(x.device()).arg_extreme(op, d == x.rank() - 1 ? x32 : moved_last(x32, around_dim(x, d)), out);
+  backend_for(x.device()).arg_extreme(op, d == x.rank() - 1 ? x32 : moved_last(x32, x.shape().around(d)), out);
   return out;
 }
 

@@ -36,8 +36,7 @@ std::pair<Tensor, int64_t> sortable(const char* op, const Tensor& x, int64_t dim
   checks::float32_or_bf16(op, "x", x);
   const Tensor x1 = x.rank() == 0 ? reshape(x, Shape{1}) : x;
   const int64_t d = checks::resolve_dim(op, dim, x1.rank(), x.description());
-  KILN_CHECK(x1.dim(d) < kMaxSortRow, op, ": dimension ", d, " of ", x.description(), " holds ", x1.dim(d),
-             " entries; kiln sorts rows of fewer than 2^32");
+  checks::positions_fit(op, x1, d);
   return {x1, d};
 }
 

@@ -26,6 +26,8 @@ int64_t Shape::numel_after(int64_t d) const {
   return Shape(std::vector<int64_t>(dims_.begin() + d + 1, dims_.end())).numel();
 }
 
+Shape Shape::around(int64_t d) const { return Shape{numel_before(d), (*this)[d], numel_after(d)}; }
+
 std::vector<int64_t> Shape::contiguous_strides() const {
   std::vector<int64_t> s(dims_.size());
   int64_t acc = 1;

@@ -26,6 +26,8 @@ class Shape {
   int64_t numel_before(int64_t d) const;
   // Product of the extents after dimension d, d in [0, rank): the inner run of a view around d.
   int64_t numel_after(int64_t d) const;
+  // [numel_before(d), extent d, numel_after(d)]: the [outer, n, inner] view a kernel along d takes.
+  Shape around(int64_t d) const;
   const std::vector<int64_t>& dims() const { return dims_; }
   // Row-major strides in elements.
   std::vector<int64_t> contiguous_strides() const;

@@ -2,7 +2,6 @@
 // the CPU's, so both give the same bits. Neighbouring threads take neighbouring lines, whose
 // entries neighbour each other when the dimension is not the last (coalesced reads); along the
 // last dimension each thread reads its own row, and one long row is one thread's walk.
-#include <algorithm>
 #include <cstdint>
 
 #include "kernels/common/scan.h"
@@ -26,10 +25,9 @@ __global__ void cumsum_kernel(const T* x, int64_t outer, int64_t n, int64_t inne
 
 template <typename T>
 void launch_cumsum(const Tensor& x, bool reverse, Tensor& y, cudaStream_t stream) {
-  const int64_t outer = x.dim(0), n = x.dim(1), inner = x.dim(2), lines = outer * inner;
-  const int64_t blocks = std::min<int64_t>((lines + kThreads - 1) / kThreads, int64_t{1} << 16);
-  cumsum_kernel<T><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(x.data<T>(), outer, n, inner, reverse,
-                                                                         y.data<T>());
+  const int64_t outer = x.dim(0), n = x.dim(1), inner = x.dim(2);
+  cumsum_kernel<T><<<elementwise_blocks(outer * inner, kThreads), kThreads, 0, stream>>>(x.data<T>(), outer, n,
+                                                                                       inner, reverse, y.data<T>());
   KILN_CUDA_CHECK_LAUNCH();
 }
 

@@ -279,6 +279,11 @@ TEST_CASE("cumsum rounds a running double sum once per output and names what is 
     CHECK(cumsum(big, dim).to_vector<float>() == want);
   }
   CHECK(cumsum(Tensor::full(Shape{}, 2.5f), -1).to_vector<float>() == std::vector<float>{2.5f});
+  // torch's zeros: a 0-d -0 and, through lines of one, a gradient of -0 keep their sign.
+  CHECK(std::signbit(cumsum(Tensor::full(Shape{}, -0.0), 0).to_vector<float>()[0]));
+  Tensor column = Tensor::ones(Shape{3, 1}).set_requires_grad(true);
+  cumsum(column, 1).backward(Tensor::full(Shape{3, 1}, -0.0));
+  CHECK(std::signbit(column.grad().to_vector<float>()[2]));
   CHECK(cumsum(Tensor::zeros(Shape{0, 3}), 0).shape() == Shape{0, 3});
   REQUIRE_THROWS_WITH(cumsum(Tensor::zeros(Shape{2, 3}), 2), Contains("cumsum: dimension 2 is out of range"));
   REQUIRE_THROWS_WITH(cumsum(Tensor::zeros(Shape{2}, TensorOptions{DType::i64}), 0),

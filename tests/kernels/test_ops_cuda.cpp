@@ -279,6 +279,30 @@ TEST_CASE("GPU dropout masks equal the CPU's for the same seed and offset", "[cu
   REQUIRE(std::memcmp(cpu.data(), gpu.data(), cpu.size() * sizeof(float)) == 0);
 }
 
+TEST_CASE("cumsum on the GPU gives the CPU's bits forward and backward", "[cuda][ops]") {
+  KILN_SKIP_WITHOUT_GPU();
+  Generator g(4);
+  const auto bits = [](const Tensor& t) { return t.cpu().to(DType::f32).to_vector<float>(); };
+  struct Case {
+    Shape shape;
+    int64_t dim;
+  };
+  // Long rows (a thread each), lines along a middle dimension, and along the first.
+  for (const Case& c : {Case{Shape{5, 1000}, 1}, Case{Shape{3, 40, 257}, 1}, Case{Shape{700, 3}, 0}})
+    for (const DType dt : {DType::f32, DType::bf16}) {
+      INFO(c.shape << " dim " << c.dim << " " << dtype_name(dt));
+      const Tensor x = Tensor::normal(c.shape, 0.0f, 1.0f, g).to(dt);
+      const Tensor up = Tensor::normal(c.shape, 0.0f, 1.0f, g).to(dt);
+      Tensor xc = x.clone().set_requires_grad(true), xg = x.to(kGpu).set_requires_grad(true);
+      const Tensor yc = cumsum(xc, c.dim), yg = cumsum(xg, c.dim);
+      yc.backward(up);
+      yg.backward(up.to(kGpu));
+      const std::vector<float> fc = bits(yc), fg = bits(yg), gc = bits(xc.grad()), gg = bits(xg.grad());
+      CHECK(std::memcmp(fc.data(), fg.data(), fc.size() * sizeof(float)) == 0);
+      CHECK(std::memcmp(gc.data(), gg.data(), gc.size() * sizeof(float)) == 0);
+    }
+}
+
 TEST_CASE("GPU SGD matches the CPU over many odd-sized tensors and writes nothing it was not given", "[cuda][sgd]") {
   KILN_SKIP_WITHOUT_GPU();
   Generator g(12);
