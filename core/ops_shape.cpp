@@ -245,6 +245,15 @@ int64_t scatter_operands(const char* op, const Tensor& x, int64_t dim, const Ten
   return checks::resolve_dim(op, dim, x.rank(), x.description());
 }
 
+// torch's rule for an index per element (gather, scatter_add): indices no longer than x in every
+// dimension but d, and of any length along d.
+void check_within_x(const char* op, const Tensor& x, const Tensor& indices, int64_t d) {
+  for (int64_t k = 0; k < x.rank(); ++k)
+    KILN_CHECK(k == d || indices.dim(k) <= x.dim(k), op, ": indices ", indices.description(), " are longer than x ",
+               x.description(), " along dimension ", k, "; they may be shorter there, and of any length along ",
+               "dimension ", d);
+}
+
 // t narrowed to indices' extents where they are shorter, in every dimension but skip (-1: every
 // one): the corner torch's gather and scatter_add read and write, from 0 in each dimension.
 Tensor corner_of(const Tensor& t, const Tensor& indices, int64_t skip) {
@@ -381,10 +390,7 @@ Tensor gather(const Tensor& x, int64_t dim, const Tensor& indices) {
   KILN_CHECK(indices.rank() == x.rank(), "gather: indices must have x's rank (", x.rank(), "), got ",
              indices.description(), " for x ", x.description(), "; index_select takes one list for a whole dimension");
   const int64_t d = checks::resolve_dim(op, dim, x.rank(), x.description());
-  for (int64_t k = 0; k < x.rank(); ++k)
-    KILN_CHECK(k == d || indices.dim(k) <= x.dim(k), "gather: indices ", indices.description(), " are longer than x ",
-               x.description(), " along dimension ", k, "; they may be shorter there, and of any length along ",
-               "dimension ", d);
+  check_within_x(op, x, indices, d);
   check_index_tensor(op, "x", x, indices);
   return gather_along({op, dimension_of(d, x)}, corner_of(x, indices, d), d, indices, true);
 }
@@ -407,13 +413,10 @@ Tensor scatter_add(const Tensor& x, int64_t dim, const Tensor& indices, const Te
   const int64_t d = scatter_operands(op, x, dim, indices, src);
   KILN_CHECK(indices.rank() == x.rank(), "scatter_add: indices must have x's rank (", x.rank(), "), got ",
              indices.description(), "; index_add takes one list for a whole dimension");
-  for (int64_t k = 0; k < x.rank(); ++k) {
-    KILN_CHECK(k == d || indices.dim(k) <= x.dim(k), "scatter_add: indices ", indices.description(),
-               " are longer than x ", x.description(), " along dimension ", k, "; they may be shorter there, and of ",
-               "any length along dimension ", d);
+  check_within_x(op, x, indices, d);
+  for (int64_t k = 0; k < x.rank(); ++k)
     KILN_CHECK(indices.dim(k) <= src.dim(k), "scatter_add: indices ", indices.description(), " are longer than src ",
                src.description(), " along dimension ", k);
-  }
   check_index_tensor(op, "x", x, indices);
   // Shorter indices add into x's corner (torch's rule) from src's corner of their extents.
   const Tensor part = scatter_add_along({op, dimension_of(d, x)}, corner_of(x, indices, d), d, indices,
