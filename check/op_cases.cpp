@@ -668,6 +668,20 @@ void append_arg_extreme_cases(std::vector<OpCase>& cases, Generator& g) {
   // 500 in the second, ties across warps.
   cases.push_back(extreme("argmax/3x1000_dim-1", "argmax", levels({3, 1000}), -1, false));
   cases.push_back(extreme("argmin/3x1000_dim-1", "argmin", levels({3, 1000}), -1, true));
+  // max and min along a dimension: argmax's positions, the values gathered there (distinct inputs: the
+  // gradient goes to the one position, as torch's).
+  const auto along = [](const std::string& name, const std::string& op, Tensor x, int64_t dim, bool keepdim) {
+    const int64_t n = x.numel();
+    OpCase k = simple(name, op, {std::move(x)}, {true}, [op, dim, keepdim](const std::vector<Tensor>& in) {
+      return (op == "max_dim" ? max(in[0], dim, keepdim) : min(in[0], dim, keepdim)).values;
+    }, kRtolExact);
+    k.params = {{"dim", static_cast<double>(dim)}, {"keepdim", keepdim ? 1.0 : 0.0}};
+    k.bytes = n * 4.0;  // read x; the values and positions are few
+    return k;
+  };
+  cases.push_back(along("max_dim/6x40_dim1", "max_dim", distinct(g, {6, 40}), 1, false));
+  cases.push_back(bf16_variant(cases.back(), kRtolExact));
+  cases.push_back(along("min_dim/5x7x3_dim0_keepdim", "min_dim", distinct(g, {5, 7, 3}), 0, true));
 }
 
 // sort, argsort and topk along the last dimension and others, ascending and descending; then
@@ -790,11 +804,21 @@ void append_shape_cases(std::vector<OpCase>& cases) {
   cases.push_back(bf16_variant(cases.back(), kRtolExact));
   cases.push_back(streaming(reduce_case("amin", amin_dims, {0, 2}, true), 1, 3));
   cases.push_back(streaming(reduce_case("amax", amax_dims, {-1}, false), 1, 6));
+  const Reduce logsumexp_dims = &kiln::logsumexp;  // exp and log per element, a sum per row
+  cases.push_back(streaming(reduce_case("logsumexp", logsumexp_dims, {1}, false), 3, 8));
+  cases.push_back(bf16_variant(cases.back(), kRtolBf16));
+  cases.push_back(streaming(reduce_case("logsumexp", logsumexp_dims, {0, 2}, true), 3, 3));
   // Rows long enough for the GPU's block-per-row kernel (1024 and more), maximum not at the start.
   OpCase long_rows = simple("amax/3x1500_over_1", "amax", {distinct(g, {3, 1500})}, {true},
                             [](const std::vector<Tensor>& in) { return amax(in[0], 1); }, kRtolExact);
   long_rows.params = {{"keepdim", 0.0}, {"ndims", 1.0}, {"d0", 1.0}};
   cases.push_back(streaming(long_rows, 1, 3));
+  OpCase f = simple("flip/3x5x4_dims0_2", "flip", {randn(g, {3, 5, 4})}, {true},
+                    [](const std::vector<Tensor>& in) { return flip(in[0], {0, -1}); }, kRtolExact);
+  f.params = {{"ndims", 2}, {"d0", 0}, {"d1", 2}};
+  f.bytes = 60 * 8.0 * 2;  // an index_select per dimension, each reading x and writing a copy
+  cases.push_back(f);
+  cases.push_back(bf16_variant(cases.back(), kRtolExact));
   OpCase n = simple("narrow/3x5x4_dim1_1to4", "narrow", {randn(g, {3, 5, 4})}, {true},
                     [](const std::vector<Tensor>& in) { return narrow(in[0], 1, 1, 3); }, kRtolExact);
   n.params = {{"dim", 1}, {"start", 1}, {"length", 3}};

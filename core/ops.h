@@ -126,6 +126,28 @@ Tensor concat(const std::vector<Tensor>& xs, int64_t dim);
 // xs of one shape joined along a new dimension dim (0 to rank; negative counts from the end):
 // three [N, C] make [3, N, C] at dim 0, [N, 3, C] at dim 1 (torch.stack).
 Tensor stack(const std::vector<Tensor>& xs, int64_t dim);
+// x without its extents of 1 (torch.squeeze): every one, or dimension dim's only (x's shape kept
+// where that extent is not 1). The same memory, a reshape.
+Tensor squeeze(const Tensor& x);
+Tensor squeeze(const Tensor& x, int64_t dim);
+// x with an extent of 1 inserted as dimension dim, 0 to rank (negative counts from rank + 1:
+// -1 appends), torch.unsqueeze; the same memory, a reshape.
+Tensor unsqueeze(const Tensor& x, int64_t dim);
+// x reversed along each of dims (each once; torch.flip): a copy, whose gradient is g flipped back.
+// Any dtype; an index_select per dimension.
+Tensor flip(const Tensor& x, const std::vector<int64_t>& dims);
+// x cut along dim into pieces of `size` entries, the last shorter where size does not divide the
+// extent (torch.split; size 0 only for an empty dimension), or of the given sizes, which sum to
+// the extent. Copies (narrow), each with its gradient to x.
+std::vector<Tensor> split(const Tensor& x, int64_t size, int64_t dim = 0);
+std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, int64_t dim = 0);
+// x cut along dim into at most `chunks` pieces of ceil(extent / chunks) entries (torch.chunk: fewer
+// where they cover the extent sooner, 6 in 4 chunks is 3 of 2; an empty dimension gives `chunks`
+// empty pieces).
+std::vector<Tensor> chunk(const Tensor& x, int64_t chunks, int64_t dim = 0);
+// x's slices along dim with that dimension dropped: unbind of [3, N] is three [N] (torch.unbind,
+// stack's inverse); copies.
+std::vector<Tensor> unbind(const Tensor& x, int64_t dim = 0);
 
 // Mean over the batch of -log softmax(logits)[label]; fused and numerically stable.
 // logits: [N, K] float32, labels: [N] int32/int64 in [0, K) -> scalar [].
@@ -309,6 +331,10 @@ Tensor amax(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim = fa
 Tensor amin(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim = false);
 Tensor amax(const Tensor& x, int64_t dim, bool keepdim = false);
 Tensor amin(const Tensor& x, int64_t dim, bool keepdim = false);
+// log(sum(exp(x))) over `dims`, as sum's (torch.logsumexp): each row shifted by its maximum, so
+// no exp overflows; a row of -inf or an empty one gives -inf, one holding +inf gives +inf, NaN
+// NaN. Float32, or bfloat16 computed in float32 and rounded once. Gradient: softmax(x) * g.
+Tensor logsumexp(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim = false);
 // The position of the first maximum (argmax) or minimum (argmin) along dimension dim (negative
 // from the end), int64, dim dropped or, keepdim, kept as 1 (torch.argmax, argmin; no gradient).
 // A NaN beats every number, so a row holding one gives its first NaN's position, as torch; -0
@@ -320,22 +346,27 @@ Tensor argmin(const Tensor& x, int64_t dim = -1, bool keepdim = false);
 // CPU accumulators), each output rounded once, in order: the same bits on every backend and thread
 // count. Gradient: g summed from each position to the end.
 Tensor cumsum(const Tensor& x, int64_t dim);
-// A tensor's entries in order along one dimension and where each came from: sort and topk.
-struct Sorted {
+// Entries of x along one dimension and where each came from: sort, topk, and max and min along a
+// dimension.
+struct ValuesIndices {
   Tensor values;   // gather(x, dim, indices): x's dtype, differentiable
   Tensor indices;  // int64, positions along dim
 };
+// The largest (max) or smallest (min) entry along dim and its position, argmax's (torch.max(x,
+// dim)): values equal amax's, but the gradient goes to that one position, not shared among ties.
+ValuesIndices max(const Tensor& x, int64_t dim, bool keepdim = false);
+ValuesIndices min(const Tensor& x, int64_t dim, bool keepdim = false);
 // x's entries along dim (negative from the end) in ascending or descending order
 // (torch.sort(stable=True)): NaN above everything (last ascending, first descending), -0 equal
 // to 0, equal entries in their order along dim. Float32 or bfloat16 x, any rank (a 0-d x sorts
 // to itself); rows along dim under 2^32 entries. The gradient reaches x through the gather
 // (which on a GPU waits for its index check: no CUDA graph capture; argsort has no gather).
-Sorted sort(const Tensor& x, int64_t dim = -1, bool descending = false);
+ValuesIndices sort(const Tensor& x, int64_t dim = -1, bool descending = false);
 // sort(x, dim, descending).indices, the values not gathered (torch.argsort(stable=True)).
 Tensor argsort(const Tensor& x, int64_t dim = -1, bool descending = false);
 // The k largest (largest false: smallest) entries along dim, in sort's order (torch.topk, whose
 // order of equal entries is open: kiln's is by position), 0 <= k <= the extent of dim.
-Sorted topk(const Tensor& x, int64_t k, int64_t dim = -1, bool largest = true);
+ValuesIndices topk(const Tensor& x, int64_t k, int64_t dim = -1, bool largest = true);
 
 // Losses for research code, float32, the mean over every element (torch's reduction='mean');
 // pred and target of one shape (no broadcast: a [N] target against [N, 1] predictions would

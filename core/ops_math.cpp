@@ -744,6 +744,21 @@ Tensor amin(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim) {
 }
 Tensor amax(const Tensor& x, int64_t dim, bool keepdim) { return amax(x, std::vector<int64_t>{dim}, keepdim); }
 Tensor amin(const Tensor& x, int64_t dim, bool keepdim) { return amin(x, std::vector<int64_t>{dim}, keepdim); }
+Tensor logsumexp(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim) {
+  checks::float32_or_bf16("logsumexp", "input x", x);
+  const Reduction r = reduction_of("logsumexp", x, dims);
+  const Tensor xf = x.to(DType::f32);
+  // The shift, torch's: each row's maximum, 0 where that is infinite (-inf - -inf would be NaN) or
+  // the row empty. Not differentiated: it cancels from the value, and the gradient is softmax's.
+  Tensor shift = Tensor::zeros(r.kept, like(xf));
+  if (r.count > 0) {
+    const Tensor m = amax(xf.detach(), dims, true);
+    shift = masked_fill(m, eq(abs(m), static_cast<double>(INFINITY)), 0.0f);
+  }
+  Tensor y = add(log(sum(exp(sub(xf, shift)), dims, true)), shift);
+  if (!keepdim) y = reshape(y, r.dropped);
+  return y.to(x.dtype());
+}
 Tensor sum(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim) {
   return reduce_dims("sum", x, dims, keepdim, false);
 }

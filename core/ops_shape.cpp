@@ -5,6 +5,7 @@
 // order (Backend::permute), whose gradient is the inverse one, with the ops it brings to a
 // dimension other than the last (transpose of any two, softmax, log_softmax, argmax and argmin
 // along one).
+#include <algorithm>
 #include <string>
 #include <utility>
 #include <vector>
@@ -340,11 +341,111 @@ Tensor stack(const std::vector<Tensor>& xs, int64_t dim) {
     KILN_CHECK(xs[i].shape() == xs[0].shape(), "stack: tensor ", i, " is ", xs[i].description(),
                " and tensor 0 is ", xs[0].description(), "; stacked tensors have one shape");
   }
-  std::vector<int64_t> dims = xs[0].shape().dims();
-  dims.insert(dims.begin() + d, 1);
   std::vector<Tensor> parts;
-  for (const Tensor& x : xs) parts.push_back(reshape(x, Shape(dims)));
+  for (const Tensor& x : xs) parts.push_back(unsqueeze(x, d));
   return concat(parts, d);
+}
+
+Tensor squeeze(const Tensor& x) {
+  checks::defined("squeeze", "x", x);
+  std::vector<int64_t> dims;
+  for (int64_t e : x.shape().dims())
+    if (e != 1) dims.push_back(e);
+  return reshape(x, Shape(dims));
+}
+
+Tensor squeeze(const Tensor& x, int64_t dim) {
+  checks::defined("squeeze", "x", x);
+  // A 0-d x takes dimension 0 or -1, as torch's (and is its own result).
+  const int64_t d = checks::resolve_dim("squeeze", dim, std::max<int64_t>(x.rank(), 1), x.description());
+  std::vector<int64_t> dims = x.shape().dims();
+  if (x.rank() > 0 && dims[static_cast<size_t>(d)] == 1) dims.erase(dims.begin() + d);
+  return reshape(x, Shape(dims));
+}
+
+Tensor unsqueeze(const Tensor& x, int64_t dim) {
+  checks::defined("unsqueeze", "x", x);
+  const int64_t d = checks::resolve_dim("unsqueeze", dim, x.rank() + 1, x.description() + " with one dimension more");
+  std::vector<int64_t> dims = x.shape().dims();
+  dims.insert(dims.begin() + d, 1);
+  return reshape(x, Shape(dims));
+}
+
+Tensor flip(const Tensor& x, const std::vector<int64_t>& dims) {
+  checks::defined("flip", "x", x);
+  const Tensor x1 = x.rank() == 0 ? reshape(x, Shape{1}) : x;  // a 0-d x takes dimension 0 or -1
+  std::vector<bool> named(static_cast<size_t>(x1.rank()), false);
+  Tensor y = x1;
+  for (int64_t dim : dims) {
+    const int64_t d = checks::resolve_dim("flip", dim, x1.rank(), x.description());
+    KILN_CHECK(!named[static_cast<size_t>(d)], "flip: dimension ", d, " is named twice in the dimensions given");
+    named[static_cast<size_t>(d)] = true;
+    const int64_t n = y.dim(d);
+    y = index_select(y, d, Tensor::arange(n, static_cast<double>(n - 1), -1.0, like(x, DType::i64)));
+  }
+  if (dims.empty()) y = narrow(x1, 0, 0, x1.dim(0));  // still a copy, as torch's
+  return reshape(y, x.shape());
+}
+
+namespace {
+
+// x cut along dimension dim (resolved for op) into consecutive pieces of the given lengths.
+std::vector<Tensor> pieces(const char* op, const Tensor& x, int64_t dim, const std::vector<int64_t>& lengths) {
+  const int64_t d = checks::resolve_dim(op, dim, x.rank(), x.description());
+  std::vector<Tensor> out;
+  int64_t start = 0;
+  for (int64_t n : lengths) {
+    out.push_back(narrow(x, d, start, n));
+    start += n;
+  }
+  return out;
+}
+
+// x of rank >= 1 (op's check) and the extent of its dimension dim.
+int64_t extent_along(const char* op, const Tensor& x, int64_t dim) {
+  checks::defined(op, "x", x);
+  KILN_CHECK(x.rank() >= 1, op, ": needs a tensor of rank >= 1 to cut, got ", x.description());
+  return x.dim(checks::resolve_dim(op, dim, x.rank(), x.description()));
+}
+
+}  // namespace
+
+std::vector<Tensor> split(const Tensor& x, int64_t size, int64_t dim) {
+  const int64_t n = extent_along("split", x, dim);
+  KILN_CHECK(size > 0 || (size == 0 && n == 0), "split: pieces of ", size, " entries cannot cut dimension ", dim,
+             " of ", x.description(), "; give a size of 1 or more");
+  std::vector<int64_t> lengths;
+  for (int64_t start = 0; start < n; start += size) lengths.push_back(std::min(size, n - start));
+  if (n == 0) lengths.push_back(0);  // one empty piece, as torch's
+  return pieces("split", x, dim, lengths);
+}
+
+std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, int64_t dim) {
+  const int64_t n = extent_along("split", x, dim);
+  int64_t total = 0;
+  for (int64_t k : sizes) {
+    KILN_CHECK(k >= 0, "split: a piece of ", k, " entries; sizes are 0 or more");
+    total += k;
+  }
+  KILN_CHECK(total == n, "split: the sizes given sum to ", total, ", not to ", n, ", the extent of dimension ", dim,
+             " of ", x.description());
+  return pieces("split", x, dim, sizes);
+}
+
+std::vector<Tensor> chunk(const Tensor& x, int64_t chunks, int64_t dim) {
+  const int64_t n = extent_along("chunk", x, dim);
+  KILN_CHECK(chunks > 0, "chunk: ", chunks, " chunks; give 1 or more");
+  if (n == 0) return pieces("chunk", x, dim, std::vector<int64_t>(static_cast<size_t>(chunks), 0));
+  const int64_t size = (n + chunks - 1) / chunks;
+  return split(x, size, dim);
+}
+
+std::vector<Tensor> unbind(const Tensor& x, int64_t dim) {
+  const int64_t n = extent_along("unbind", x, dim);
+  const int64_t d = checks::resolve_dim("unbind", dim, x.rank(), x.description());
+  std::vector<Tensor> out = pieces("unbind", x, d, std::vector<int64_t>(static_cast<size_t>(n), 1));
+  for (Tensor& t : out) t = squeeze(t, d);
+  return out;
 }
 
 namespace {

@@ -1,7 +1,7 @@
-// Ops that order a tensor's entries along a dimension: sort, argsort and topk. The backends
-// sort float32 rows into positions (Backend::argsort_rows, the order of
-// kernels/common/sort_key.h); core moves the dimension last and back, and gathers the values,
-// so their gradient is gather's.
+// Ops that order a tensor's entries along a dimension: sort, argsort and topk, and max and min
+// along one. The backends sort float32 rows into positions (Backend::argsort_rows, the order of
+// kernels/common/sort_key.h) or find argmax's; core moves the dimension last and back, and
+// gathers the values, so their gradient is gather's.
 #include <optional>
 #include <string>
 #include <utility>
@@ -41,21 +41,36 @@ std::pair<Tensor, int64_t> sortable(const char* op, const Tensor& x, int64_t dim
 }
 
 // The first k (none: all) in sorted order along dim, values gathered (0-d x: 0-d results).
-Sorted sorted_first(const char* op, const Tensor& x, int64_t dim, std::optional<int64_t> first, bool descending) {
+ValuesIndices sorted_first(const char* op, const Tensor& x, int64_t dim, std::optional<int64_t> first,
+                           bool descending) {
   const auto [x1, d] = sortable(op, x, dim);
   const int64_t k = first.value_or(x1.dim(d));
   KILN_CHECK(x.rank() > 0 || k == 1, op, ": k = ", k, " is outside 1 to 1: a 0-d tensor holds one entry");
   KILN_CHECK(k >= 0 && k <= x1.dim(d), op, ": k = ", k, " is outside 0 to ", x1.dim(d), ", the extent of dimension ",
              d, " of ", x.description());
   const Tensor idx = sorted_positions(x1, d, k, descending);
-  Sorted s{gather(x1, d, idx), idx};
+  ValuesIndices s{gather(x1, d, idx), idx};
   if (x.rank() == 0) s = {reshape(s.values, Shape{}), reshape(s.indices, Shape{})};
   return s;
 }
 
+// max's or min's result from argmax's or argmin's positions kept as extents of 1 (x checked there):
+// the values gathered at them, so the gradient reaches those positions only.
+ValuesIndices extreme_along(const Tensor& x, const Tensor& kept_positions, int64_t dim, bool keepdim) {
+  if (x.rank() == 0) return {mul(x, 1.0f), kept_positions};  // 0-d: the value itself, position 0
+  const int64_t d = checks::resolve_dim("max", dim, x.rank(), x.description());  // checked by argmax
+  ValuesIndices r{gather(x, d, kept_positions), kept_positions};
+  if (!keepdim) {
+    std::vector<int64_t> dropped = x.shape().dims();
+    dropped.erase(dropped.begin() + d);
+    r = {reshape(r.values, Shape(dropped)), reshape(r.indices, Shape(dropped))};
+  }
+  return r;
+}
+
 }  // namespace
 
-Sorted sort(const Tensor& x, int64_t dim, bool descending) {
+ValuesIndices sort(const Tensor& x, int64_t dim, bool descending) {
   return sorted_first("sort", x, dim, std::nullopt, descending);
 }
 
@@ -65,8 +80,16 @@ Tensor argsort(const Tensor& x, int64_t dim, bool descending) {
   return x.rank() == 0 ? reshape(idx, Shape{}) : idx;
 }
 
-Sorted topk(const Tensor& x, int64_t k, int64_t dim, bool largest) {
+ValuesIndices topk(const Tensor& x, int64_t k, int64_t dim, bool largest) {
   return sorted_first("topk", x, dim, k, largest);
+}
+
+ValuesIndices max(const Tensor& x, int64_t dim, bool keepdim) {
+  return extreme_along(x, argmax(x, dim, true), dim, keepdim);
+}
+
+ValuesIndices min(const Tensor& x, int64_t dim, bool keepdim) {
+  return extreme_along(x, argmin(x, dim, true), dim, keepdim);
 }
 
 }  // namespace kiln

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """kiln's selections (index_select, gather), their reverses (index_add, scatter_add), the sorts
-(sort, topk), argmax, argmin and cumsum against PyTorch's on the same float32 tensors in one
-process, 2 threads each, best of 7 (docs/performance.md, sessions 35 to 37, has numbers). Each
+(sort, topk), argmax, argmin, cumsum, max along a dimension, logsumexp, flip and a stepped slice
+against PyTorch's on the same float32 tensors in one
+process, 2 threads each, best of 7 (docs/performance.md, sessions 35 to 38, has numbers). Each
 kiln result is checked against torch's before it is timed (a sort's values: torch sorts with its
 default, stable=False).
 
@@ -65,6 +66,13 @@ def main():
                 lambda: getattr(torch, name)(x, dim))
     for dim in (1, 0):
         row(f"cumsum [{n}, {n}] dim {dim}", lambda: kiln.cumsum(kx, dim), lambda: torch.cumsum(x, dim))
+    for dim in (1, 0):
+        row(f"max [{n}, {n}] dim {dim} (values)", lambda: kiln.max(kx, dim).values, lambda: torch.max(x, dim).values)
+    for dim in (1, 0):
+        row(f"logsumexp [{n}, {n}] dim {dim}", lambda: kiln.logsumexp(kx, dim), lambda: torch.logsumexp(x, dim))
+    for dim in (1, 0):
+        row(f"flip [{n}, {n}] dim {dim}", lambda: kiln.flip(kx, dim), lambda: torch.flip(x, [dim]))
+    row(f"x[:, ::2] of [{n}, {n}]", lambda: kx[:, ::2], lambda: x[:, ::2].contiguous())
     print(f"| op | kiln ms | torch {torch.__version__} ms | torch / kiln |\n|---|---:|---:|---:|")
     for name, tk, tt in rows:
         print(f"| {name} | {tk:.2f} | {tt:.2f} | {tt / tk:.2f}x |")

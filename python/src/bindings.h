@@ -75,6 +75,18 @@ Tensor amin_over(const Tensor& x, std::optional<Dims> dim, bool keepdim);
 // kiln.var and kiln.std over dim (None: every element), with torch's correction (1: unbiased).
 Tensor var_over(const Tensor& x, std::optional<Dims> dim, int64_t correction, bool keepdim);
 Tensor std_over(const Tensor& x, std::optional<Dims> dim, int64_t correction, bool keepdim);
+// kiln.logsumexp over dim (torch's takes no None).
+Tensor logsumexp_over(const Tensor& x, const Dims& dim, bool keepdim);
+// kiln.max (largest) and kiln.min along dim: ValuesIndices, as torch.max(x, dim); or, dim None, the
+// extreme element as a 0-d tensor (amax's).
+nb::object extreme_of(bool largest, const Tensor& x, std::optional<int64_t> dim, bool keepdim);
+// kiln.squeeze: every extent of 1 (dim None) or dim's.
+Tensor squeeze_dim(const Tensor& x, std::optional<int64_t> dim);
+// kiln.split: pieces of one size or of the sizes listed, as a tuple (torch's).
+nb::tuple split_into(const Tensor& x, const std::variant<int64_t, std::vector<int64_t>>& size, int64_t dim);
+// kiln.chunk and kiln.unbind, as tuples (torch's).
+nb::tuple chunk_into(const Tensor& x, int64_t chunks, int64_t dim);
+nb::tuple unbind_into(const Tensor& x, int64_t dim);
 // kiln.clamp with either bound None (open); neither is refused.
 Tensor clamp_between(const Tensor& x, std::optional<float> lo, std::optional<float> hi);
 // The methods torch users call on a tensor (x.sum(-1), x.permute(0, 2, 1, 3)), each the module

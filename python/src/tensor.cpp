@@ -74,6 +74,63 @@ Tensor std_over(const Tensor& x, std::optional<Dims> dim, int64_t correction, bo
   return kiln::stddev(x, dims_or_all(x, dim), correction, keepdim);
 }
 
+Tensor logsumexp_over(const Tensor& x, const Dims& dim, bool keepdim) {
+  return kiln::logsumexp(x, dims_of(dim), keepdim);
+}
+
+nb::object extreme_of(bool largest, const Tensor& x, std::optional<int64_t> dim, bool keepdim) {
+  if (!dim) {
+    Tensor t;
+    {
+      nb::gil_scoped_release release;
+      t = largest ? amax_over(x, std::nullopt, keepdim) : amin_over(x, std::nullopt, keepdim);
+    }
+    return nb::cast(std::move(t));
+  }
+  ValuesIndices r;
+  {
+    nb::gil_scoped_release release;
+    r = largest ? kiln::max(x, *dim, keepdim) : kiln::min(x, *dim, keepdim);
+  }
+  return nb::cast(std::move(r));
+}
+
+Tensor squeeze_dim(const Tensor& x, std::optional<int64_t> dim) {
+  return dim ? kiln::squeeze(x, *dim) : kiln::squeeze(x);
+}
+
+namespace {
+
+// The pieces cut made, run without the GIL, as a tuple.
+template <typename Cut>
+nb::tuple tuple_of_pieces(const Cut& cut) {
+  std::vector<Tensor> parts;
+  {
+    nb::gil_scoped_release release;
+    parts = cut();
+  }
+  nb::list out;
+  for (const Tensor& t : parts) out.append(nb::cast(t));
+  return nb::tuple(out);
+}
+
+}  // namespace
+
+nb::tuple split_into(const Tensor& x, const std::variant<int64_t, std::vector<int64_t>>& size, int64_t dim) {
+  return tuple_of_pieces([&] {
+    if (const int64_t* one = std::get_if<int64_t>(&size)) return kiln::split(x, *one, dim);
+    return kiln::split(x, std::get<std::vector<int64_t>>(size), dim);
+  });
+}
+
+nb::tuple chunk_into(const Tensor& x, int64_t chunks, int64_t dim) {
+  return tuple_of_pieces([&] { return kiln::chunk(x, chunks, dim); });
+}
+
+nb::tuple unbind_into(const Tensor& x, int64_t dim) {
+  return tuple_of_pieces([&] { return kiln::unbind(x, dim); });
+}
+
 Tensor clamp_between(const Tensor& x, std::optional<float> lo, std::optional<float> hi) {
   KILN_CHECK(lo || hi, "clamp: give min, max or both (with neither it would change nothing)");
   constexpr float inf = std::numeric_limits<float>::infinity();
@@ -336,8 +393,6 @@ void bind_tensor_class(nb::module_& m) {
            "Backpropagates from this tensor (a non-scalar needs `gradient`); frees the graph unless retain_graph.")
       .def("detach", &Tensor::detach, "Same memory, no autograd history.")
       .def("clone", &Tensor::clone, Release(), "A fresh copy, detached from the graph.")
-      .def("reshape", [](const Tensor& t, const std::vector<int64_t>& s) { return t.reshape(to_shape(s)); },
-           arg("shape"), "Same memory, new shape (one extent may be -1).")
       .def("to", [](const Tensor& t, const std::string& device) { return t.to(device_from_name(device)); },
            arg("device"), Release(), "A copy on `device` (\"cpu\", \"cuda:0\"); this tensor when already there.")
       .def("astype", [](const Tensor& t, const std::string& dtype) { return t.to(dtype_from_name(dtype)); },
@@ -616,6 +671,10 @@ void bind_math_ops(nb::module_& m) {
         "gradient is shared evenly among the elements equal to the result.");
   m.def("amin", &amin_over, arg("x"), arg("dim") = nb::none(), arg("keepdim") = false, Release(),
         "The smallest element, or over `dim`, as amax (torch.amin).");
+  m.def("logsumexp", &logsumexp_over, arg("x"), arg("dim"), arg("keepdim") = false, Release(),
+        "log(sum(exp(x))) over dim (an int or a list), each row shifted by its maximum so no exp overflows "
+        "(torch.logsumexp): a row of -inf or an empty one gives -inf; float32, or bfloat16 computed in float32. "
+        "Gradient: softmax(x) * g.");
   const char* pow_doc =
       "a ** b per element, broadcast; either may be a number (torch.pow). A number exponent 2, 3, 0.5, -0.5, -1 "
       "or -2 takes torch's exact forms (x * x, sqrt, 1 / x, ...); otherwise powf per element, or on the CPU, for a "
@@ -666,31 +725,77 @@ void bind_math_ops(nb::module_& m) {
   }
 }
 
-// sort, argsort and topk, and Sorted, the (values, indices) pair two of them return.
+// sort, argsort and topk, max and min along a dimension, and ValuesIndices, the (values, indices)
+// pair four of them return.
 void bind_sorting(nb::module_& m) {
-  nb::class_<Sorted>(m, "Sorted", "A sort's or topk's result: values (differentiable) and indices (int64), also "
-                                  "unpacked as a pair: values, indices = kiln.sort(x).")
-      .def_ro("values", &Sorted::values, "The entries in order: x's dtype, with gradient to x.")
-      .def_ro("indices", &Sorted::indices, "Their positions along the dimension (int64).")
-      .def("__len__", [](const Sorted&) { return 2; })
-      .def("__getitem__", [](const Sorted& s, int64_t i) {
-        if (i < -2 || i > 1) throw nb::index_error("Sorted holds two tensors: values (0) and indices (1)");
-        return (i == 0 || i == -2) ? s.values : s.indices;
+  nb::class_<ValuesIndices>(m, "ValuesIndices",
+                            "What sort, topk, and max and min along a dimension return: values (differentiable) and "
+                            "indices (int64), also unpacked and indexed as a pair: values, indices = kiln.sort(x).")
+      .def_ro("values", &ValuesIndices::values, "The entries: x's dtype, with gradient to x.")
+      .def_ro("indices", &ValuesIndices::indices, "Their positions along the dimension (int64).")
+      .def("__len__", [](const ValuesIndices&) { return 2; })
+      .def("__getitem__", [](const ValuesIndices& s, nb::handle key) {  // as a tuple's: ints and slices
+        int64_t i = 0;
+        if (nb::try_cast(key, i) && (i < -2 || i > 1))
+          throw nb::index_error("ValuesIndices holds two tensors: values (0) and indices (1)");
+        PyObject* item = PyObject_GetItem(nb::make_tuple(s.values, s.indices).ptr(), key.ptr());
+        if (item == nullptr) throw nb::python_error();  // the tuple's IndexError or TypeError
+        return nb::steal(item);
       })
-      .def("__iter__", [](const Sorted& s) { return nb::iter(nb::make_tuple(s.values, s.indices)); })
-      .def("__repr__", [](const Sorted& s) {
-        return "Sorted(values=" + s.values.description() + ", indices=" + s.indices.description() + ")";
+      .def("__iter__", [](const ValuesIndices& s) { return nb::iter(nb::make_tuple(s.values, s.indices)); })
+      .def("__repr__", [](const ValuesIndices& s) {
+        return "ValuesIndices(values=" + s.values.description() + ", indices=" + s.indices.description() + ")";
       });
   m.def("sort", &kiln::sort, arg("x"), arg("dim") = -1, arg("descending") = false, Release(),
-        "x's entries along dim in ascending (or descending) order, and their positions: Sorted(values, indices) "
-        "(torch.sort(stable=True)). NaN above everything, -0 equal to 0, equal entries kept in order; float32 or "
-        "bfloat16; gradient to x through the values.");
+        "x's entries along dim in ascending (or descending) order, and their positions: ValuesIndices(values, "
+        "indices) (torch.sort(stable=True)). NaN above everything, -0 equal to 0, equal entries kept in order; "
+        "float32 or bfloat16; gradient to x through the values.");
   m.def("argsort", &kiln::argsort, arg("x"), arg("dim") = -1, arg("descending") = false, Release(),
         "sort(x, dim, descending).indices, without the values (torch.argsort(stable=True)).");
   m.def("topk", &kiln::topk, arg("x"), arg("k"), arg("dim") = -1, arg("largest") = true, Release(),
         "The k largest (largest=False: smallest) entries along dim and their positions, in sorted order: "
-        "Sorted(values, indices) (torch.topk; equal entries by position). Top-5 accuracy: "
+        "ValuesIndices(values, indices) (torch.topk; equal entries by position). Top-5 accuracy: "
         "kiln.eq(kiln.topk(logits, 5).indices, labels.reshape([-1, 1])).sum(1).mean().");
+  const char* max_doc =
+      "max(x, dim): the largest entry along dim and its first position, ValuesIndices(values, indices) (torch.max: "
+      "values, pred = logits.max(1)); a NaN wins, as argmax's; the gradient goes to that position. max(x): the "
+      "largest element (a 0-d tensor, amax's). max(a, b), two tensors: kiln.maximum.";
+  m.def("max", [](const Tensor& a, const Tensor& b) { return kiln::maximum(a, b); }, arg("x"), arg("other"),
+        Release(), max_doc);
+  m.def("max", [](const Tensor& x, std::optional<int64_t> dim, bool keepdim) {
+    return extreme_of(true, x, dim, keepdim);
+  }, arg("x"), arg("dim") = nb::none(), arg("keepdim") = false,
+        nb::sig("def max(x: Tensor, dim: int | None = None, keepdim: bool = False) -> Tensor | ValuesIndices"),
+        max_doc);
+  const char* min_doc = "As max, the smallest (torch.min); min(a, b), two tensors: kiln.minimum.";
+  m.def("min", [](const Tensor& a, const Tensor& b) { return kiln::minimum(a, b); }, arg("x"), arg("other"),
+        Release(), min_doc);
+  m.def("min", [](const Tensor& x, std::optional<int64_t> dim, bool keepdim) {
+    return extreme_of(false, x, dim, keepdim);
+  }, arg("x"), arg("dim") = nb::none(), arg("keepdim") = false,
+        nb::sig("def min(x: Tensor, dim: int | None = None, keepdim: bool = False) -> Tensor | ValuesIndices"),
+        min_doc);
+}
+
+// The ops that cut a tensor or drop and add extents of 1: squeeze, unsqueeze, flip, split, chunk,
+// unbind.
+void bind_cut_ops(nb::module_& m) {
+  m.def("squeeze", &squeeze_dim, arg("x"), arg("dim") = nb::none(), Release(),
+        "x without its extents of 1 (torch.squeeze): every one, or dim's only (x's shape kept where that extent "
+        "is not 1); the same memory.");
+  m.def("unsqueeze", &kiln::unsqueeze, arg("x"), arg("dim"), Release(),
+        "x with an extent of 1 inserted as dimension dim, 0 to x's rank (-1 appends), torch.unsqueeze; the same "
+        "memory.");
+  m.def("flip", [](const Tensor& x, const Dims& dims) { return kiln::flip(x, dims_of(dims)); }, arg("x"),
+        arg("dims"), Release(), "x reversed along each of dims (an int or a list; torch.flip), a copy, any dtype.");
+  m.def("split", &split_into, arg("x"), arg("split_size_or_sections"), arg("dim") = 0,
+        "x cut along dim into pieces of one size (the last shorter where it does not divide the extent) or of the "
+        "sizes listed, which sum to the extent: a tuple of copies, each with its gradient to x (torch.split).");
+  m.def("chunk", &chunk_into, arg("x"), arg("chunks"), arg("dim") = 0,
+        "x cut along dim into at most `chunks` pieces of ceil(extent / chunks) (torch.chunk: 6 in 4 chunks is 3 "
+        "of 2), a tuple of copies.");
+  m.def("unbind", &unbind_into, arg("x"), arg("dim") = 0,
+        "x's slices along dim with that dimension dropped, a tuple (torch.unbind).");
 }
 
 // The ops that cut, join, select and reorder: narrow, index_select, gather, their reverses index_add
@@ -752,6 +857,7 @@ void bind_tensor(nb::module_& m) {
   bind_nn_ops(m);
   bind_math_ops(m);
   bind_layout_ops(m);
+  bind_cut_ops(m);
   bind_grad_modes(m);
 }
 

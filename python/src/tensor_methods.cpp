@@ -27,8 +27,38 @@ void method(nb::handle cls, const char* name, Fn&& fn, const Extra&... extra) {
   method_with_doc(cls, name, doc.c_str(), std::forward<Fn>(fn), extra...);
 }
 
-// The reductions over dims: sum, mean, var, std, amax, amin (dim None: every element), argmax, argmin;
-// and cumsum, a running sum along one.
+// Ints given one by one, x.permute(0, 2, 1), or as one list or tuple, x.permute([0, 2, 1]), as torch
+// takes both for `name` (example: the ints of the error's example call).
+std::vector<int64_t> ints_given(nb::args args, const char* name, const char* what, const char* example) {
+  std::vector<int64_t> v;
+  int64_t one = 0;
+  const bool as_list = args.size() == 1 && !nb::try_cast(args[0], one);
+  if (!nb::try_cast(as_list ? nb::handle(args[0]) : nb::handle(args), v))
+    throw nb::type_error((std::string("Tensor.") + name + " takes " + what + " as ints, x." + name + "(" + example +
+                          "), or as one list or tuple of ints, x." + name + "([" + example + "])").c_str());
+  return v;
+}
+
+// x.expand(*sizes): torch's, -1 keeping x's extent there (counted from the end, as broadcasting
+// lines dimensions up); new leading dimensions are given.
+Tensor expanded_to(const Tensor& x, std::vector<int64_t> sizes) {
+  const auto rank = static_cast<int64_t>(sizes.size());
+  for (int64_t k = 0; k < rank; ++k) {
+    if (sizes[static_cast<size_t>(k)] != -1) continue;
+    const int64_t d = k - (rank - x.rank());  // x's dimension lined up with k
+    if (d < 0)
+      throw nb::value_error(("Tensor.expand: -1 (keep the extent) at position " + std::to_string(k) + " of " +
+                             std::to_string(rank) + " names a new leading dimension of " + x.description() +
+                             ", which has no extent to keep").c_str());
+    sizes[static_cast<size_t>(k)] = x.dim(d);
+  }
+  nb::gil_scoped_release release;
+  return kiln::broadcast_to(x, Shape(sizes));
+}
+
+// The reductions over dims: sum, mean, var, std, amax, amin (dim None: every element), logsumexp,
+// argmax, argmin, and max and min (along one, with positions, or of all); and cumsum, a running sum
+// along one.
 void bind_reductions(nb::handle cls) {
   method(cls, "sum", &sum_over, arg("dim") = nb::none(), arg("keepdim") = false, Release());
   method(cls, "mean", &mean_over, arg("dim") = nb::none(), arg("keepdim") = false, Release());
@@ -41,18 +71,55 @@ void bind_reductions(nb::handle cls) {
   method(cls, "argmax", &kiln::argmax, arg("dim"), arg("keepdim") = false, Release());
   method(cls, "argmin", &kiln::argmin, arg("dim"), arg("keepdim") = false, Release());
   method(cls, "cumsum", &kiln::cumsum, arg("dim"), Release());
+  method(cls, "logsumexp", &logsumexp_over, arg("dim"), arg("keepdim") = false, Release());
+  // x.max(other) is kiln.maximum, x.max(dim) and x.max() kiln.max's.
+  method(cls, "max", [](const Tensor& x, const Tensor& other) { return kiln::maximum(x, other); }, arg("other"),
+         Release());
+  method(cls, "max", [](const Tensor& x, std::optional<int64_t> dim, bool keepdim) {
+    return extreme_of(true, x, dim, keepdim);
+  }, arg("dim") = nb::none(), arg("keepdim") = false,
+         nb::sig("def max(self, dim: int | None = None, keepdim: bool = False) -> Tensor | ValuesIndices"));
+  method(cls, "min", [](const Tensor& x, const Tensor& other) { return kiln::minimum(x, other); }, arg("other"),
+         Release());
+  method(cls, "min", [](const Tensor& x, std::optional<int64_t> dim, bool keepdim) {
+    return extreme_of(false, x, dim, keepdim);
+  }, arg("dim") = nb::none(), arg("keepdim") = false,
+         nb::sig("def min(self, dim: int | None = None, keepdim: bool = False) -> Tensor | ValuesIndices"));
+}
+
+// The views and cuts: reshape and view (the same), expand, squeeze, unsqueeze, flip, split, chunk,
+// unbind.
+void bind_cuts(nb::handle cls) {
+  for (const char* name : {"reshape", "view"})  // kiln's tensors are contiguous: every view is a reshape
+    method_with_doc(cls, name, "x.reshape(2, -1) or x.reshape([2, -1]): kiln.reshape, the same memory.",
+                    [name](const Tensor& x, nb::args shape) {
+      const Shape s(ints_given(shape, name, "the new shape", "2, -1"));
+      nb::gil_scoped_release release;
+      return kiln::reshape(x, s);
+    });
+  method_with_doc(cls, "expand", "x.expand(4, -1, 3): x broadcast to those extents, -1 keeping x's (torch's "
+                  "expand, but a copy: kiln.broadcast_to).", [](const Tensor& x, nb::args sizes) {
+    return expanded_to(x, ints_given(sizes, "expand", "the extents", "4, -1, 3"));
+  });
+  method(cls, "squeeze", &squeeze_dim, arg("dim") = nb::none(), Release());
+  method(cls, "unsqueeze", [](const Tensor& x, int64_t dim) { return kiln::unsqueeze(x, dim); }, arg("dim"),
+         Release());
+  const char* flip_doc = "x.flip(0, 1) or x.flip([0, 1]): kiln.flip(x, dims).";
+  method_with_doc(cls, "flip", flip_doc, [](const Tensor& x, nb::args dims) {
+    const std::vector<int64_t> d = ints_given(dims, "flip", "the dimensions", "0, 1");
+    nb::gil_scoped_release release;
+    return kiln::flip(x, d);
+  });
+  method(cls, "split", &split_into, arg("split_size_or_sections"), arg("dim") = 0);
+  method(cls, "chunk", &chunk_into, arg("chunks"), arg("dim") = 0);
+  method(cls, "unbind", &unbind_into, arg("dim") = 0);
 }
 
 // The reorderings and the ops along a chosen dimension.
 void bind_layout(nb::handle cls) {
   // x.permute(0, 2, 1, 3) or x.permute([0, 2, 1, 3]), as torch takes both.
   method(cls, "permute", [](const Tensor& x, nb::args dims) {
-    std::vector<int64_t> order;
-    int64_t one = 0;
-    const bool as_list = dims.size() == 1 && !nb::try_cast(dims[0], one);
-    if (!nb::try_cast(as_list ? nb::handle(dims[0]) : nb::handle(dims), order))
-      throw nb::type_error("Tensor.permute takes the new order as ints, x.permute(0, 2, 1, 3), or as one list or "
-                           "tuple of ints, x.permute([0, 2, 1, 3])");
+    const std::vector<int64_t> order = ints_given(dims, "permute", "the new order", "0, 2, 1, 3");
     nb::gil_scoped_release release;
     return kiln::permute(x, order);
   });
@@ -102,12 +169,13 @@ void bind_elementwise(nb::handle cls) {
 }
 
 // One entry of an index: what it does to the dimension it meets (None meets none, adding an extent
-// of 1; an int narrows to one element and drops the dimension; a slice narrows and keeps it; a list
-// or tensor of indices selects those entries, and drops the dimension if it is one index, 0-d).
+// of 1; an int narrows to one element and drops the dimension; a slice of step 1 narrows and keeps
+// it, one of a larger step takes every step-th entry; a list or tensor of indices selects those
+// entries, and drops the dimension if it is one index, 0-d).
 struct IndexStep {
-  enum Kind { add_one, take_one, take_range, keep, take_listed } kind;
+  enum Kind { add_one, take_one, take_range, take_every, keep, take_listed } kind;
   int64_t start = 0, length = 0;
-  Tensor listed = {};  // take_listed: int32 or int64, rank 0 or 1
+  Tensor listed = {};  // take_listed: int32 or int64, rank 0 or 1; take_every: the int64 positions
 };
 
 // A NumPy scalar (np.int64(1), np.uint8(1), np.True_), not an array.
@@ -179,6 +247,24 @@ std::vector<int64_t> tensor_indices(const Tensor& idx) {
   return idx.cpu().to(DType::i64).to_vector<int64_t>();
 }
 
+// A slice over dimension d of t: a narrow for step 1, else the positions start, start + step, ...
+// (index_select's, on t's device). A step below 1 is refused, as torch's.
+IndexStep slice_step(const Tensor& t, int64_t d, const nb::slice& sl) {
+  const nb::object step_given = sl.attr("step");
+  int64_t step = 1;
+  if (!step_given.is_none() && (!nb::try_cast(step_given, step) || step < 1))
+    throw nb::value_error(("a slice of a kiln tensor steps forward, as torch's: step " +
+                           std::string(nb::str(step_given).c_str()) + " is not 1 or more (dimension " +
+                           std::to_string(d) + " of " + t.description() + "; kiln.flip reverses)").c_str());
+  const auto [start, stop, by, length] = sl.compute(static_cast<size_t>(t.dim(d)));
+  const auto first = static_cast<int64_t>(start), n = static_cast<int64_t>(length);
+  if (step == 1) return {IndexStep::take_range, first, n};
+  nb::gil_scoped_release release;
+  const Tensor positions = Tensor::arange(n, static_cast<double>(first), static_cast<double>(step),
+                                          TensorOptions{DType::i64, t.device()});
+  return {IndexStep::take_every, 0, 0, positions};
+}
+
 // The index's entries, in order, as steps over t's dimensions (the ellipsis expanded).
 std::vector<IndexStep> index_steps(const Tensor& t, nb::handle key) {
   std::vector<nb::handle> items;
@@ -212,11 +298,7 @@ std::vector<IndexStep> index_steps(const Tensor& t, nb::handle key) {
       steps.push_back({IndexStep::take_one, i < 0 ? i + extent : i, 1});
       ++d;
     } else if (nb::isinstance<nb::slice>(h)) {
-      const auto [start, stop, step, length] = nb::borrow<nb::slice>(h).compute(static_cast<size_t>(t.dim(d)));
-      if (step != 1)
-        throw nb::value_error(("a slice of a kiln tensor takes consecutive elements: step " + std::to_string(step) +
-                               " is not 1 (dimension " + std::to_string(d) + " of " + t.description() + ")").c_str());
-      steps.push_back({IndexStep::take_range, static_cast<int64_t>(start), static_cast<int64_t>(length)});
+      steps.push_back(slice_step(t, d, nb::borrow<nb::slice>(h)));
       ++d;
     } else if (nb::isinstance<nb::list>(h) || nb::isinstance<Tensor>(h)) {
       const std::string where = "dimension " + std::to_string(d) + " of " + t.description();
@@ -237,7 +319,7 @@ std::vector<IndexStep> index_steps(const Tensor& t, nb::handle key) {
       }
       ++d;
     } else {
-      throw nb::type_error(("kiln tensors are indexed by ints, slices of step 1, '...', None, and one list or int "
+      throw nb::type_error(("kiln tensors are indexed by ints, slices, '...', None, and one list or int "
                             "tensor of indices, not " +
                             std::string(nb::str(nb::handle(reinterpret_cast<PyObject*>(Py_TYPE(h.ptr())))).c_str()) +
                             ": an array of indices from NumPy or torch becomes one through kiln.from_dlpack or "
@@ -270,7 +352,7 @@ Tensor index_tensor(const Tensor& t, nb::handle key) {
       shape.push_back(1);
       continue;
     }
-    if (s.kind == IndexStep::take_listed) y = kiln::index_select(y, d, s.listed);
+    if (s.kind == IndexStep::take_listed || s.kind == IndexStep::take_every) y = kiln::index_select(y, d, s.listed);
     if (s.kind != IndexStep::take_one) shape.push_back(y.dim(d));
     ++d;
   }
@@ -280,12 +362,13 @@ Tensor index_tensor(const Tensor& t, nb::handle key) {
 // Indexing as torch's and NumPy's basic indexing; iteration over the first dimension through it.
 void bind_indexing(nb::handle cls) {
   method_with_doc(cls, "__getitem__",
-       "t[i], t[a:b], t[..., i], t[:, None], t[[2, 0, 2]], t[:, idx]: ints (negative from the end) drop their "
-       "dimension, slices of step 1 narrow it, '...' stands for the dimensions not named, None adds an extent of 1, "
-       "and one list of ints or int32/int64 kiln tensor of indices (rank 1; negative ones from the end; a 0-d one "
-       "is an int) selects those entries in order (kiln.index_select). The result is a copy where it narrows or "
-       "selects (kiln's tensors are contiguous: writing into it leaves t as it was), t's memory where it only drops "
-       "or adds extents of 1; gradients flow back to t.", &index_tensor, arg("key").none());
+       "t[i], t[a:b], t[::2], t[..., i], t[:, None], t[[2, 0, 2]], t[:, idx]: ints (negative from the end) drop "
+       "their dimension, slices narrow it (a step of 2 or more takes every step-th entry), '...' stands for the "
+       "dimensions not named, None adds an extent of 1, and one list of ints or int32/int64 kiln tensor of indices "
+       "(rank 1; negative ones from the end; a 0-d one is an int) selects those entries in order "
+       "(kiln.index_select). The result is a copy where it narrows or selects (kiln's tensors are contiguous: "
+       "writing into it leaves t as it was), t's memory where it only drops or adds extents of 1; gradients flow "
+       "back to t.", &index_tensor, arg("key").none());
   method_with_doc(cls, "__iter__", "The rows t[0], t[1], ... (each a copy).", [](nb::handle self) {
     if (nb::cast<const Tensor&>(self).rank() == 0)
       throw nb::type_error("iteration over a 0-d tensor (item() reads it)");
@@ -311,6 +394,7 @@ void bind_tensor_methods(nb::module_& m) {
   const nb::handle cls = m.attr("Tensor");
   bind_reductions(cls);
   bind_layout(cls);
+  bind_cuts(cls);
   bind_elementwise(cls);
   bind_indexing(cls);
 }

@@ -1,4 +1,4 @@
-"""Tensor indexing (t[i], t[a:b], t[..., None], t[[2, 0]], t[:, idx]) against torch's: values, shapes,
+"""Tensor indexing (t[i], t[a:b], t[::2], t[..., None], t[[2, 0]], t[:, idx]) against torch's: values, shapes,
 gradients and the errors for what kiln does not index by."""
 import numpy as np
 import pytest
@@ -11,6 +11,8 @@ KEYS = [
     None, 0, -1, (1, 2), (slice(None), 1), (Ellipsis, 2), (None, 0), (0, None, slice(1, 3)), slice(1, None),
     (slice(0, 0),), (Ellipsis,), (1, Ellipsis, None), (-2, -3, -4), (np.int64(1),),
     (slice(-2, None), slice(None, -1)), (slice(5, 1),), (slice(None), slice(None), slice(1, 2)),
+    (slice(None, None, 2),), (slice(None), slice(None, None, 2), slice(1, None, 3)), (Ellipsis, slice(3, 0, 2)),
+    (slice(1, None, 5), None, slice(-3, None, 2)), (0, slice(None, None, 7)),
 ]
 
 
@@ -29,8 +31,8 @@ def test_indexing_gradients_flow_back_as_torch_s():
     x = torch.randn(4, 5, 6, requires_grad=True)
     kx = kiln.from_dlpack(x.detach().clone())
     kx.requires_grad = True
-    y = kx[1:3, None, -1, ..., 2:5] * 3.0 + kx[0, 1:4, 3]
-    ref = x[1:3, None, -1, ..., 2:5] * 3.0 + x[0, 1:4, 3]
+    y = kx[1:3, None, -1, ..., 2:5] * 3.0 + kx[0, 1:4, 3] + kx[::2, None, 4, ::2] * kx[1:4:2, None, :3, 0]
+    ref = x[1:3, None, -1, ..., 2:5] * 3.0 + x[0, 1:4, 3] + x[::2, None, 4, ::2] * x[1:4:2, None, :3, 0]
     assert y.shape == tuple(ref.shape)
     g = torch.randn(ref.shape)
     y.backward(kiln.from_dlpack(g.clone()))
@@ -109,7 +111,9 @@ def test_tensor_indices_count_negatives_from_the_end_and_name_the_indexed_tensor
     ((0, -3), IndexError, "index -3 is out of range for dimension 1"),
     ((0, 0, 0), IndexError, "too many indices"),
     ((Ellipsis, Ellipsis), IndexError, "one ellipsis"),
-    (slice(None, None, 2), ValueError, "step 2 is not 1"),
+    (slice(None, None, -1), ValueError, "step -1 is not 1 or more (dimension 0 of float32"),
+    (slice(None, None, 0), ValueError, "step 0 is not 1 or more"),
+    (slice(None, None, 1.5), ValueError, "step 1.5 is not 1 or more"),
     ([0, 3], IndexError, "index 3 is out of range for dimension 0 of float32"),
     ([np.True_], TypeError, "a list index holds ints, not <class 'numpy.bool_'>"),
     (np.True_, TypeError, "not <class 'numpy.bool_'>"),

@@ -1,5 +1,5 @@
 """kiln.sort, argsort and topk against torch's (stable sort; ties avoided for topk, whose order of
-equal entries torch leaves open), their Sorted result, gradients, and errors."""
+equal entries torch leaves open), their ValuesIndices result, gradients, and errors."""
 import numpy as np
 import pytest
 import torch
@@ -43,11 +43,11 @@ def test_topk_matches_torch_and_its_gradient_reaches_the_chosen_entries():
     np.testing.assert_array_equal(np.asarray(kx.grad), xt.grad.numpy())
 
 
-def test_sorted_is_a_pair_and_says_what_it_holds():
+def test_values_indices_is_a_pair_and_says_what_it_holds():
     s = kiln.sort(kiln.from_dlpack(torch.tensor([3.0, 1.0, 2.0])))
     assert len(s) == 2 and s[0] is not None and s[-1].tolist() == [1, 2, 0]
     assert s.values.tolist() == [1.0, 2.0, 3.0] and s.indices.dtype == "int64"
-    assert repr(s) == "Sorted(values=float32[3] on cpu, indices=int64[3] on cpu)"
+    assert repr(s) == "ValuesIndices(values=float32[3] on cpu, indices=int64[3] on cpu)"
     with pytest.raises(IndexError, match="two tensors"):
         s[2]
 

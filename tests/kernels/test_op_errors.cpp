@@ -217,13 +217,13 @@ TEST_CASE("sort and topk put NaN last ascending and first descending and keep ti
   const Tensor x = Tensor::from_vector(std::vector<float>{1.0f, nan, -0.0f, 2.0f, 0.0f, 1.0f, -3.0f}, Shape{7});
   CHECK(argsort(x).to_vector<int64_t>() == std::vector<int64_t>{6, 2, 4, 0, 5, 3, 1});  // -0 and 0 tie
   CHECK(argsort(x, 0, true).to_vector<int64_t>() == std::vector<int64_t>{1, 3, 0, 5, 2, 4, 6});
-  const Sorted top = topk(x, 3);
+  const ValuesIndices top = topk(x, 3);
   CHECK(top.indices.to_vector<int64_t>() == std::vector<int64_t>{1, 3, 0});
   CHECK(std::isnan(top.values.to_vector<float>()[0]));
   CHECK(topk(x, 2, 0, false).values.to_vector<float>() == std::vector<float>{-3.0f, -0.0f});
   CHECK(std::signbit(topk(x, 2, 0, false).values.to_vector<float>()[1]));  // values are x's own entries
   // A 0-d x is its own sort; k = 0 and an empty dimension give empty results.
-  const Sorted one = sort(Tensor::from_vector(std::vector<float>{4.0f}, Shape{}));
+  const ValuesIndices one = sort(Tensor::from_vector(std::vector<float>{4.0f}, Shape{}));
   CHECK((one.values.shape() == Shape{} && one.indices.to_vector<int64_t>() == std::vector<int64_t>{0}));
   CHECK(topk(Tensor::zeros(Shape{3, 4}), 0).values.shape() == Shape{3, 0});
   CHECK(sort(Tensor::zeros(Shape{0, 5}), 0).indices.shape() == Shape{0, 5});
@@ -348,4 +348,52 @@ TEST_CASE("mixing devices names the op and both devices", "[ops][errors]") {
                       Contains("linear") && Contains("cuda:0"));
   REQUIRE_THROWS_WITH(add(Tensor::zeros(Shape{3}), Tensor::zeros(Shape{3}).to(Device::cuda(0))),
                       Contains("add") && Contains("cuda:0"));
+}
+
+TEST_CASE("the cuts squeeze unsqueeze flip split chunk and unbind give torch's pieces and name what is wrong",
+          "[ops][errors]") {
+  const Tensor x = Tensor::arange(12, 0.0, 1.0).reshape(Shape{3, 1, 4});
+  CHECK(squeeze(x).shape() == (Shape{3, 4}));
+  CHECK(squeeze(x, 0).shape() == x.shape());  // extent 3: kept, as torch's
+  CHECK(unsqueeze(x, -1).shape() == (Shape{3, 1, 4, 1}));
+  CHECK(flip(x, {0, 2}).to_vector<float>() ==
+        std::vector<float>{11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0});
+  const std::vector<Tensor> p = split(x, 3, -1);
+  REQUIRE(p.size() == 2);
+  CHECK((p[0].shape() == Shape{3, 1, 3} && p[1].shape() == Shape{3, 1, 1}));
+  CHECK(p[1].to_vector<float>() == std::vector<float>{3, 7, 11});
+  CHECK(split(x, {0, 2, 1}, 0)[2].to_vector<float>() == std::vector<float>{8, 9, 10, 11});
+  CHECK(chunk(Tensor::zeros(Shape{6}), 4).size() == 3);  // pieces of 2 cover 6 in three
+  CHECK(chunk(Tensor::zeros(Shape{0, 2}), 3).size() == 3);
+  const std::vector<Tensor> rows = unbind(x, 0);
+  REQUIRE(rows.size() == 3);
+  CHECK((rows[2].shape() == Shape{1, 4} && rows[2].to_vector<float>() == std::vector<float>{8, 9, 10, 11}));
+  REQUIRE_THROWS_WITH(squeeze(x, 3), Contains("squeeze: dimension 3 is out of range for float32[3, 1, 4]"));
+  REQUIRE_THROWS_WITH(unsqueeze(x, 4), Contains("unsqueeze: dimension 4 is out of range"));
+  REQUIRE_THROWS_WITH(flip(x, {1, -2}), Contains("flip: dimension 1 is named twice"));
+  REQUIRE_THROWS_WITH(split(x, 0, 0), Contains("split: pieces of 0 entries cannot cut dimension 0"));
+  REQUIRE_THROWS_WITH(split(x, {1, 1}, 0), Contains("split: the sizes given sum to 2, not to 3"));
+  REQUIRE_THROWS_WITH(chunk(x, 0), Contains("chunk: 0 chunks"));
+  REQUIRE_THROWS_WITH(unbind(Tensor::zeros(Shape{})), Contains("unbind: needs a tensor of rank >= 1"));
+}
+
+TEST_CASE("logsumexp and max and min along a dimension give torch's values and gradients", "[ops][errors]") {
+  const float inf = INFINITY;
+  const Tensor rows = Tensor::from_vector(std::vector<float>{100.0f, 100.0f, -inf, -inf, inf, 0.0f}, Shape{3, 2});
+  const std::vector<float> lse = logsumexp(rows, {1}).to_vector<float>();
+  CHECK(lse[0] == 100.0f + std::log(2.0f));  // no overflow: shifted by the row's maximum
+  CHECK((lse[1] == -inf && lse[2] == inf));
+  CHECK(logsumexp(Tensor::zeros(Shape{2, 0}), {1}).to_vector<float>() == std::vector<float>{-inf, -inf});
+  Tensor x = Tensor::from_vector(std::vector<float>{1.0f, 3.0f, 3.0f, 2.0f, 2.0f, 0.0f}, Shape{2, 3});
+  x.set_requires_grad(true);
+  const ValuesIndices m = max(x, 1);
+  CHECK(m.values.to_vector<float>() == std::vector<float>{3.0f, 2.0f});
+  CHECK(m.indices.to_vector<int64_t>() == std::vector<int64_t>{1, 0});  // the first of a tie
+  sum(m.values).backward();
+  CHECK(x.grad().to_vector<float>() == std::vector<float>{0, 1, 0, 1, 0, 0});  // to that position only
+  const ValuesIndices lo = min(x.detach(), 0, true);
+  CHECK((lo.values.shape() == Shape{1, 3} && lo.indices.to_vector<int64_t>() == std::vector<int64_t>{0, 1, 1}));
+  REQUIRE_THROWS_WITH(logsumexp(Tensor::zeros(Shape{2}, TensorOptions{DType::i32}), {0}),
+                      Contains("logsumexp: input x must be float32 or bfloat16"));
+  REQUIRE_THROWS_WITH(max(x, 2), Contains("argmax: dimension 2 is out of range"));
 }

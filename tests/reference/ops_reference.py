@@ -67,7 +67,7 @@ def run_op(op, p, x, extras):
         return getattr(torch, op)(x[0], x[1]).to(torch.float64)
     if op in ("gt_scalar", "ge_scalar", "lt_scalar", "le_scalar", "eq_scalar", "ne_scalar"):
         return getattr(torch, op[:2])(x[0], p["s"]).to(torch.float64)
-    if op in ("sum_dims", "mean_dims", "amax", "amin"):
+    if op in ("sum_dims", "mean_dims", "amax", "amin", "logsumexp"):
         dims = [int(p[f"d{i}"]) for i in range(int(p["ndims"]))]
         return getattr(torch, op.removesuffix("_dims"))(x[0], dims, keepdim=bool(int(p["keepdim"])))
     if op in ("var_dims", "std_dims"):
@@ -100,6 +100,10 @@ def run_op(op, p, x, extras):
         return s.values if op == "sort" else s.indices
     if op == "cumsum":
         return torch.cumsum(x[0], int(p["dim"]))
+    if op in ("max_dim", "min_dim"):
+        return getattr(torch, op[:3])(x[0], dim=int(p["dim"]), keepdim=bool(p["keepdim"])).values
+    if op == "flip":
+        return torch.flip(x[0], [int(p[f"d{i}"]) for i in range(int(p["ndims"]))])
     if op in ("argmax", "argmin"):
         return getattr(torch, op)(x[0], dim=int(p["dim"]), keepdim=bool(p["keepdim"]))
     if op == "topk":
