@@ -134,13 +134,17 @@ Tensor squeeze(const Tensor& x, int64_t dim);
 // -1 appends), torch.unsqueeze; the same memory, a reshape.
 Tensor unsqueeze(const Tensor& x, int64_t dim);
 // x reversed along each of dims (each once; torch.flip): a copy, whose gradient is g flipped back.
-// Any dtype; an index_select per dimension.
+// Any dtype; an index_select per dimension (on a GPU a wait for its index check: no graph capture).
 Tensor flip(const Tensor& x, const std::vector<int64_t>& dims);
+// x in new memory, any dtype, with autograd passing through (torch.clone; Python's clone()):
+// Tensor::clone is the same copy detached from the graph.
+Tensor copy_of(const Tensor& x);
 // x cut along dim into pieces of `size` entries, the last shorter where size does not divide the
 // extent (torch.split; size 0 only for an empty dimension), or of the given sizes, which sum to
-// the extent. Copies (narrow), each with its gradient to x.
+// the extent (torch's split_with_sizes: a name of its own, as split(x, {3}) would pick the size).
+// Copies, their gradients gathered into one of x's shape (split, chunk and unbind alike).
 std::vector<Tensor> split(const Tensor& x, int64_t size, int64_t dim = 0);
-std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, int64_t dim = 0);
+std::vector<Tensor> split_with_sizes(const Tensor& x, const std::vector<int64_t>& sizes, int64_t dim = 0);
 // x cut along dim into at most `chunks` pieces of ceil(extent / chunks) entries (torch.chunk: fewer
 // where they cover the extent sooner, 6 in 4 chunks is 3 of 2; an empty dimension gives `chunks`
 // empty pieces).
@@ -354,6 +358,8 @@ struct ValuesIndices {
 };
 // The largest (max) or smallest (min) entry along dim and its position, argmax's (torch.max(x,
 // dim)): values equal amax's, but the gradient goes to that one position, not shared among ties.
+// Float32 or bfloat16 (torch's takes integers too). The values are a gather: on a GPU a wait for
+// its index check, no graph capture.
 ValuesIndices max(const Tensor& x, int64_t dim, bool keepdim = false);
 ValuesIndices min(const Tensor& x, int64_t dim, bool keepdim = false);
 // x's entries along dim (negative from the end) in ascending or descending order

@@ -746,6 +746,7 @@ Tensor amax(const Tensor& x, int64_t dim, bool keepdim) { return amax(x, std::ve
 Tensor amin(const Tensor& x, int64_t dim, bool keepdim) { return amin(x, std::vector<int64_t>{dim}, keepdim); }
 Tensor logsumexp(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim) {
   checks::float32_or_bf16("logsumexp", "input x", x);
+  KILN_CHECK(!dims.empty(), "logsumexp: no dimension given; name the ones to reduce (torch's logsumexp takes dim)");
   const Reduction r = reduction_of("logsumexp", x, dims);
   const Tensor xf = x.to(DType::f32);
   // The shift, torch's: each row's maximum, 0 where that is infinite (-inf - -inf would be NaN) or

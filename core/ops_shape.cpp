@@ -6,6 +6,7 @@
 // dimension other than the last (transpose of any two, softmax, log_softmax, argmax and argmin
 // along one).
 #include <algorithm>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -383,67 +384,127 @@ Tensor flip(const Tensor& x, const std::vector<int64_t>& dims) {
     const int64_t n = y.dim(d);
     y = index_select(y, d, Tensor::arange(n, static_cast<double>(n - 1), -1.0, like(x, DType::i64)));
   }
-  if (dims.empty()) y = narrow(x1, 0, 0, x1.dim(0));  // still a copy, as torch's
+  if (dims.empty()) return copy_of(x);  // still a copy, as torch's
   return reshape(y, x.shape());
+}
+
+Tensor copy_of(const Tensor& x) {
+  checks::defined("copy_of", "x", x);
+  const Tensor x1 = x.rank() == 0 ? reshape(x, Shape{1}) : x;
+  return reshape(narrow(x1, 0, 0, x1.dim(0)), x.shape());  // narrow always copies, and its gradient is g
 }
 
 namespace {
 
-// x cut along dimension dim (resolved for op) into consecutive pieces of the given lengths.
-std::vector<Tensor> pieces(const char* op, const Tensor& x, int64_t dim, const std::vector<int64_t>& lengths) {
-  const int64_t d = checks::resolve_dim(op, dim, x.rank(), x.description());
+// x cut along dimension d (resolved) into consecutive pieces of the given lengths.
+// The gradient of a cut into pieces (split, chunk, unbind), gathered in one buffer of x's shape:
+// each piece's node copies its gradient into its block (the rest stays 0), and the cut's node,
+// which every piece's node leads to, hands the buffer to x after the last of them. A piece's node
+// passes the cut's node a 0-d zero, not a gradient (the engine sums those; the buffer holds the
+// sum). With a narrow's node per piece, each would give x a zero-filled gradient of x's size: n
+// pieces, n times x's size, quadratic for unbind's rows.
+struct CutGradient {
+  Shape x_shape;
+  int64_t d = 0;
+  Tensor gx;  // made by the first piece's node to run in a backward pass, handed on by CutNode
+};
+
+struct CutNode final : Node {
+  CutNode(const char* op, std::shared_ptr<CutGradient> cut) : Node(op), cut(std::move(cut)) {}
+  std::shared_ptr<CutGradient> cut;
+  std::vector<Tensor> apply(const Tensor&) override {
+    Tensor gx = std::move(cut->gx);
+    cut->gx = Tensor();
+    return {gx};
+  }
+  void release_saved() override { cut->gx = Tensor(); }
+};
+
+struct PieceNode final : Node {
+  PieceNode(const char* op, std::shared_ptr<CutGradient> cut, int64_t start)
+      : Node(op), cut(std::move(cut)), start(start) {}
+  std::shared_ptr<CutGradient> cut;
+  int64_t start;
+  std::vector<Tensor> apply(const Tensor& g) override {
+    CutGradient& c = *cut;
+    if (!c.gx.defined()) c.gx = Tensor::zeros(c.x_shape, like(g));
+    const int64_t inner = c.x_shape.numel_after(c.d), width = g.shape()[c.d] * inner;
+    if (width > 0) backend_for(g.device()).copy_block(g, 0, c.gx, start * inner, c.x_shape.numel_before(c.d), width);
+    return {Tensor::zeros(Shape{}, like(g))};
+  }
+};
+
+// x cut along dimension d (resolved) into consecutive pieces of the given lengths: narrows,
+// with one CutNode behind them all when x needs a gradient.
+std::vector<Tensor> pieces(const char* op, const Tensor& x, int64_t d, const std::vector<int64_t>& lengths) {
+  const bool record = autograd::needs_grad({&x});
+  std::shared_ptr<CutNode> cut_node;
+  if (record) {
+    auto cut = std::make_shared<CutGradient>();
+    cut->x_shape = x.shape();
+    cut->d = d;
+    cut_node = std::make_shared<CutNode>(op, std::move(cut));
+    cut_node->next = {autograd::edge_for(x)};
+  }
   std::vector<Tensor> out;
   int64_t start = 0;
   for (int64_t n : lengths) {
-    out.push_back(narrow(x, d, start, n));
+    {
+      const NoGradGuard no_grad;  // the piece's history is set below, not narrow's
+      out.push_back(narrow(x, d, start, n));
+    }
+    if (record) {
+      auto node = std::make_shared<PieceNode>(op, cut_node->cut, start);
+      node->next = {Edge{cut_node, nullptr}};
+      autograd::set_history(out.back(), node);
+    }
     start += n;
   }
   return out;
 }
 
-// x of rank >= 1 (op's check) and the extent of its dimension dim.
-int64_t extent_along(const char* op, const Tensor& x, int64_t dim) {
+// Dimension dim of x, which has rank >= 1, resolved for op (a cut along it).
+int64_t cut_dim(const char* op, const Tensor& x, int64_t dim) {
   checks::defined(op, "x", x);
   KILN_CHECK(x.rank() >= 1, op, ": needs a tensor of rank >= 1 to cut, got ", x.description());
-  return x.dim(checks::resolve_dim(op, dim, x.rank(), x.description()));
+  return checks::resolve_dim(op, dim, x.rank(), x.description());
 }
 
 }  // namespace
 
 std::vector<Tensor> split(const Tensor& x, int64_t size, int64_t dim) {
-  const int64_t n = extent_along("split", x, dim);
-  KILN_CHECK(size > 0 || (size == 0 && n == 0), "split: pieces of ", size, " entries cannot cut dimension ", dim,
+  const int64_t d = cut_dim("split", x, dim), n = x.dim(d);
+  KILN_CHECK(size > 0 || (size == 0 && n == 0), "split: pieces of ", size, " entries cannot cut dimension ", d,
              " of ", x.description(), "; give a size of 1 or more");
   std::vector<int64_t> lengths;
   for (int64_t start = 0; start < n; start += size) lengths.push_back(std::min(size, n - start));
   if (n == 0) lengths.push_back(0);  // one empty piece, as torch's
-  return pieces("split", x, dim, lengths);
+  return pieces("split", x, d, lengths);
 }
 
-std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, int64_t dim) {
-  const int64_t n = extent_along("split", x, dim);
+std::vector<Tensor> split_with_sizes(const Tensor& x, const std::vector<int64_t>& sizes, int64_t dim) {
+  const int64_t d = cut_dim("split", x, dim), n = x.dim(d);
   int64_t total = 0;
   for (int64_t k : sizes) {
     KILN_CHECK(k >= 0, "split: a piece of ", k, " entries; sizes are 0 or more");
     total += k;
   }
-  KILN_CHECK(total == n, "split: the sizes given sum to ", total, ", not to ", n, ", the extent of dimension ", dim,
+  KILN_CHECK(total == n, "split: the sizes given sum to ", total, ", not to ", n, ", the extent of dimension ", d,
              " of ", x.description());
-  return pieces("split", x, dim, sizes);
+  return pieces("split", x, d, sizes);
 }
 
 std::vector<Tensor> chunk(const Tensor& x, int64_t chunks, int64_t dim) {
-  const int64_t n = extent_along("chunk", x, dim);
+  const int64_t d = cut_dim("chunk", x, dim), n = x.dim(d);
   KILN_CHECK(chunks > 0, "chunk: ", chunks, " chunks; give 1 or more");
-  if (n == 0) return pieces("chunk", x, dim, std::vector<int64_t>(static_cast<size_t>(chunks), 0));
+  if (n == 0) return pieces("chunk", x, d, std::vector<int64_t>(static_cast<size_t>(chunks), 0));
   const int64_t size = (n + chunks - 1) / chunks;
-  return split(x, size, dim);
+  return split(x, size, d);
 }
 
 std::vector<Tensor> unbind(const Tensor& x, int64_t dim) {
-  const int64_t n = extent_along("unbind", x, dim);
-  const int64_t d = checks::resolve_dim("unbind", dim, x.rank(), x.description());
-  std::vector<Tensor> out = pieces("unbind", x, d, std::vector<int64_t>(static_cast<size_t>(n), 1));
+  const int64_t d = cut_dim("unbind", x, dim);
+  std::vector<Tensor> out = pieces("unbind", x, d, std::vector<int64_t>(static_cast<size_t>(x.dim(d)), 1));
   for (Tensor& t : out) t = squeeze(t, d);
   return out;
 }

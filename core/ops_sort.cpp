@@ -54,17 +54,19 @@ ValuesIndices sorted_first(const char* op, const Tensor& x, int64_t dim, std::op
   return s;
 }
 
-// max's or min's result from argmax's or argmin's positions kept as extents of 1 (x checked there):
-// the values gathered at them, so the gradient reaches those positions only.
-ValuesIndices extreme_along(const Tensor& x, const Tensor& kept_positions, int64_t dim, bool keepdim) {
-  if (x.rank() == 0) return {mul(x, 1.0f), kept_positions};  // 0-d: the value itself, position 0
-  const int64_t d = checks::resolve_dim("max", dim, x.rank(), x.description());  // checked by argmax
-  ValuesIndices r{gather(x, d, kept_positions), kept_positions};
-  if (!keepdim) {
-    std::vector<int64_t> dropped = x.shape().dims();
-    dropped.erase(dropped.begin() + d);
-    r = {reshape(r.values, Shape(dropped)), reshape(r.indices, Shape(dropped))};
-  }
+// The largest (max) or smallest entry along dim and its position, checked and named as op: argmax's
+// or argmin's positions kept as extents of 1, the values gathered at them, so the gradient reaches
+// those positions only.
+ValuesIndices extreme_along(const char* op, bool largest, const Tensor& x, int64_t dim, bool keepdim) {
+  checks::defined(op, "x", x);
+  checks::float32_or_bf16(op, "x", x);
+  const Tensor x1 = x.rank() == 0 ? reshape(x, Shape{1}) : x;  // a 0-d x takes dimension 0 or -1
+  const int64_t d = checks::resolve_dim(op, dim, x1.rank(), x.description());
+  KILN_CHECK(x1.dim(d) > 0, op, ": dimension ", d, " of ", x.description(), " is empty: it has no ",
+             largest ? "maximum" : "minimum");
+  const Tensor at = largest ? argmax(x1, d, true) : argmin(x1, d, true);
+  ValuesIndices r{gather(x1, d, at), at};
+  if (x.rank() == 0 || !keepdim) r = {squeeze(r.values, d), squeeze(r.indices, d)};
   return r;
 }
 
@@ -85,11 +87,11 @@ ValuesIndices topk(const Tensor& x, int64_t k, int64_t dim, bool largest) {
 }
 
 ValuesIndices max(const Tensor& x, int64_t dim, bool keepdim) {
-  return extreme_along(x, argmax(x, dim, true), dim, keepdim);
+  return extreme_along("max", true, x, dim, keepdim);
 }
 
 ValuesIndices min(const Tensor& x, int64_t dim, bool keepdim) {
-  return extreme_along(x, argmin(x, dim, true), dim, keepdim);
+  return extreme_along("min", false, x, dim, keepdim);
 }
 
 }  // namespace kiln

@@ -80,10 +80,13 @@ Tensor logsumexp_over(const Tensor& x, const Dims& dim, bool keepdim) {
 
 nb::object extreme_of(bool largest, const Tensor& x, std::optional<int64_t> dim, bool keepdim) {
   if (!dim) {
+    if (keepdim)  // torch's max() has no keepdim
+      throw nb::type_error(largest ? "max(x, keepdim=True) needs a dim; amax(x, keepdim=True) keeps every one"
+                                   : "min(x, keepdim=True) needs a dim; amin(x, keepdim=True) keeps every one");
     Tensor t;
     {
       nb::gil_scoped_release release;
-      t = largest ? amax_over(x, std::nullopt, keepdim) : amin_over(x, std::nullopt, keepdim);
+      t = largest ? amax_over(x, std::nullopt, false) : amin_over(x, std::nullopt, false);
     }
     return nb::cast(std::move(t));
   }
@@ -119,7 +122,7 @@ nb::tuple tuple_of_pieces(const Cut& cut) {
 nb::tuple split_into(const Tensor& x, const std::variant<int64_t, std::vector<int64_t>>& size, int64_t dim) {
   return tuple_of_pieces([&] {
     if (const int64_t* one = std::get_if<int64_t>(&size)) return kiln::split(x, *one, dim);
-    return kiln::split(x, std::get<std::vector<int64_t>>(size), dim);
+    return kiln::split_with_sizes(x, std::get<std::vector<int64_t>>(size), dim);
   });
 }
 
@@ -333,6 +336,32 @@ nb::object compare_with(Compare fn, CompareNumber fn_n, const Tensor& a, nb::han
   return nb::cast(std::move(y));
 }
 
+// What a tensor is, read without its values: shape, dtype, device, ndim, is_cuda, nbytes; and the
+// transposed copies T and mT.
+void bind_tensor_properties(nb::class_<Tensor>& c) {
+  c.def_prop_ro("shape", &shape_tuple, "The extents, a tuple of ints.")
+      .def_prop_ro("dtype", [](const Tensor& t) { return std::string(dtype_name(t.dtype())); },
+                   "The element type's name: float32, bfloat16, int32, int64 or uint8.")
+      .def_prop_ro("device", [](const Tensor& t) { return t.device().str(); }, "\"cpu\" or \"cuda:N\".")
+      .def_prop_ro("ndim", &Tensor::rank, "The number of dimensions.")
+      .def_prop_ro("is_cuda", [](const Tensor& t) { return t.device().is_cuda(); }, "Whether it lives on a GPU.")
+      .def_prop_ro("nbytes", [](const Tensor& t) { return t.numel() * static_cast<int64_t>(dtype_size(t.dtype())); },
+                   "The bytes its elements take.")
+      .def_prop_ro("T", [](const Tensor& t) {
+             std::vector<int64_t> reversed(static_cast<size_t>(t.rank()));
+             for (int64_t d = 0; d < t.rank(); ++d) reversed[static_cast<size_t>(d)] = t.rank() - 1 - d;
+             nb::gil_scoped_release release;
+             return kiln::permute(t, reversed);
+           }, "The dimensions in reverse order (torch's .T; a copy, as permute).")
+      .def_prop_ro("mT", [](const Tensor& t) {
+             if (t.rank() < 2)
+               throw nb::value_error(("mT swaps the last two dimensions: " + t.description() + " has fewer than two")
+                                         .c_str());
+             nb::gil_scoped_release release;
+             return kiln::transpose(t, -2, -1);
+           }, "The last two dimensions swapped (torch's .mT; a copy).");
+}
+
 void bind_tensor_class(nb::module_& m) {
   nb::class_<Tensor> c(m, "Tensor",
                      "A kiln tensor: contiguous, row-major (images NHWC), on one device, with autograd state. "
@@ -341,13 +370,9 @@ void bind_tensor_class(nb::module_& m) {
   c.def("__init__", [](Tensor*, nb::args, nb::kwargs) {
              throw nb::type_error("kiln.Tensor is not made directly: kiln.from_dlpack(array) shares a NumPy array's "
                                   "or a torch tensor's memory, and kiln.zeros/ones/full/uniform/normal make new ones");
-           })
-      .def_prop_ro("shape", &shape_tuple, "The extents, a tuple of ints.")
-      .def_prop_ro("dtype", [](const Tensor& t) { return std::string(dtype_name(t.dtype())); },
-                   "The element type's name: float32, bfloat16, int32, int64 or uint8.")
-      .def_prop_ro("device", [](const Tensor& t) { return t.device().str(); }, "\"cpu\" or \"cuda:N\".")
-      .def_prop_ro("ndim", &Tensor::rank, "The number of dimensions.")
-      .def("numel", &Tensor::numel, "The number of elements.")
+           });
+  bind_tensor_properties(c);
+  c.def("numel", &Tensor::numel, "The number of elements.")
       .def("__len__", [](const Tensor& t) {
              if (t.rank() == 0) throw nb::type_error("len() of a 0-d tensor (it has one value: item())");
              return t.dim(0);
@@ -392,7 +417,9 @@ void bind_tensor_class(nb::module_& m) {
            arg("gradient") = nb::none(), arg("retain_graph") = false, Release(),
            "Backpropagates from this tensor (a non-scalar needs `gradient`); frees the graph unless retain_graph.")
       .def("detach", &Tensor::detach, "Same memory, no autograd history.")
-      .def("clone", &Tensor::clone, Release(), "A fresh copy, detached from the graph.")
+      .def("clone", &kiln::copy_of, Release(),
+           "A copy in new memory that gradients flow through, as torch's clone (x.detach().clone() for one outside "
+           "the graph).")
       .def("to", [](const Tensor& t, const std::string& device) { return t.to(device_from_name(device)); },
            arg("device"), Release(), "A copy on `device` (\"cpu\", \"cuda:0\"); this tensor when already there.")
       .def("astype", [](const Tensor& t, const std::string& dtype) { return t.to(dtype_from_name(dtype)); },
@@ -450,6 +477,30 @@ void bind_tensor_class(nb::module_& m) {
   }
 }
 
+// A fill value as Python gives it: an int (exact for int64 tensors) or a float.
+using FillValue = std::variant<int64_t, double>;
+
+// kiln.full's tensor. The fill goes through a double: an int64 it cannot hold exactly (beyond
+// 2^53) is refused for an int64 tensor rather than rounded to a neighbour.
+Tensor filled(const Shape& shape, const FillValue& value, const TensorOptions& opt) {
+  double v = 0;
+  if (const int64_t* i = std::get_if<int64_t>(&value)) {
+    v = static_cast<double>(*i);
+    KILN_CHECK(opt.dtype != DType::i64 || (v < 0x1p63 && static_cast<int64_t>(v) == *i), "full: ", *i,
+               " is not exactly representable as a double, which kiln fills through (it holds integers "
+               "exactly up to 2^53): an int64 tensor would get a neighbouring value");
+  } else {
+    v = std::get<double>(value);
+  }
+  return Tensor::full(shape, v, opt);
+}
+
+// x's dtype and device, each replaced where named.
+TensorOptions options_like(const Tensor& x, const std::optional<std::string>& dtype,
+                           const std::optional<std::string>& device) {
+  return TensorOptions{dtype ? dtype_from_name(*dtype) : x.dtype(), device ? device_from_name(*device) : x.device()};
+}
+
 void bind_factories(nb::module_& m) {
   m.def("zeros", [](const std::vector<int64_t>& s, const std::string& dt, const std::string& dev) {
           return Tensor::zeros(to_shape(s), options(dt, dev));
@@ -457,23 +508,23 @@ void bind_factories(nb::module_& m) {
   m.def("ones", [](const std::vector<int64_t>& s, const std::string& dt, const std::string& dev) {
           return Tensor::ones(to_shape(s), options(dt, dev));
         }, arg("shape"), arg("dtype") = "float32", arg("device") = "cpu", Release(), "A tensor of ones.");
-  m.def("full", [](const std::vector<int64_t>& s, std::variant<int64_t, double> value, const std::string& dt,
-                   const std::string& dev) {
-          // The fill goes through a double: an int64 it cannot hold exactly (beyond 2^53) is
-          // refused for an int64 tensor rather than rounded to a neighbour.
-          const TensorOptions opt = options(dt, dev);
-          double v = 0;
-          if (const int64_t* i = std::get_if<int64_t>(&value)) {
-            v = static_cast<double>(*i);
-            KILN_CHECK(opt.dtype != DType::i64 || (v < 0x1p63 && static_cast<int64_t>(v) == *i), "full: ", *i,
-                       " is not exactly representable as a double, which kiln fills through (it holds integers "
-                       "exactly up to 2^53): an int64 tensor would get a neighbouring value");
-          } else {
-            v = std::get<double>(value);
-          }
-          return Tensor::full(to_shape(s), v, opt);
-        }, arg("shape"), arg("value"), arg("dtype") = "float32", arg("device") = "cpu", Release(),
+  m.def("full", [](const std::vector<int64_t>& s, const FillValue& value, const std::string& dt,
+                   const std::string& dev) { return filled(to_shape(s), value, options(dt, dev)); },
+        arg("shape"), arg("value"), arg("dtype") = "float32", arg("device") = "cpu", Release(),
         "A tensor filled with `value`.");
+  // torch's *_like: x's shape, and its dtype and device unless given.
+  using Name = std::optional<std::string>;
+  m.def("zeros_like", [](const Tensor& x, const Name& dt, const Name& dev) {
+    return Tensor::zeros(x.shape(), options_like(x, dt, dev));
+  }, arg("x"), arg("dtype") = nb::none(), arg("device") = nb::none(), Release(),
+        "Zeros of x's shape, dtype and device (either may be given), as torch.zeros_like.");
+  m.def("ones_like", [](const Tensor& x, const Name& dt, const Name& dev) {
+    return Tensor::ones(x.shape(), options_like(x, dt, dev));
+  }, arg("x"), arg("dtype") = nb::none(), arg("device") = nb::none(), Release(), "Ones, as zeros_like.");
+  m.def("full_like", [](const Tensor& x, const FillValue& value, const Name& dt, const Name& dev) {
+    return filled(x.shape(), value, options_like(x, dt, dev));
+  }, arg("x"), arg("value"), arg("dtype") = nb::none(), arg("device") = nb::none(), Release(),
+        "`value` everywhere, as zeros_like and kiln.full.");
   m.def("arange", [](int64_t n, double start, double step, const std::string& dt, const std::string& dev) {
           // Values are made through doubles, exact for integers up to 2^53: past it an int64
           // range would repeat and skip values ([2^53, 2^53, 2^53 + 2]); refused, as full does.
@@ -759,7 +810,8 @@ void bind_sorting(nb::module_& m) {
   const char* max_doc =
       "max(x, dim): the largest entry along dim and its first position, ValuesIndices(values, indices) (torch.max: "
       "values, pred = logits.max(1)); a NaN wins, as argmax's; the gradient goes to that position. max(x): the "
-      "largest element (a 0-d tensor, amax's). max(a, b), two tensors: kiln.maximum.";
+      "largest element (a 0-d tensor, amax's: the gradient shared among ties, NaN where the maximum is NaN, which "
+      "torch sends to the NaNs). max(a, b), two tensors: kiln.maximum. Float32 or bfloat16.";
   m.def("max", [](const Tensor& a, const Tensor& b) { return kiln::maximum(a, b); }, arg("x"), arg("other"),
         Release(), max_doc);
   m.def("max", [](const Tensor& x, std::optional<int64_t> dim, bool keepdim) {

@@ -27,15 +27,32 @@ void method(nb::handle cls, const char* name, Fn&& fn, const Extra&... extra) {
   method_with_doc(cls, name, doc.c_str(), std::forward<Fn>(fn), extra...);
 }
 
-// Ints given one by one, x.permute(0, 2, 1), or as one list or tuple, x.permute([0, 2, 1]), as torch
-// takes both for `name` (example: the ints of the error's example call).
-std::vector<int64_t> ints_given(nb::args args, const char* name, const char* what, const char* example) {
-  std::vector<int64_t> v;
+// Whether a sequence holds a bool (an int to nanobind, as to Python, but no extent or dimension).
+bool holds_bool(nb::handle seq) {
+  if (!nb::isinstance<nb::sequence>(seq)) return false;
+  for (nb::handle h : seq)
+    if (PyBool_Check(h.ptr())) return true;
+  return false;
+}
+
+// Ints given one by one, x.permute(0, 2, 1), or as one list or tuple, x.permute([0, 2, 1]), or by
+// keyword, x.permute(dims=[0, 2, 1]), as torch takes them for `name` (at least one; no bools).
+std::vector<int64_t> ints_given(nb::args args, nb::kwargs kwargs, const char* name, const char* keyword,
+                                const char* what, const char* example) {
+  const std::string usage = std::string("Tensor.") + name + " takes " + what + " as ints, x." + name + "(" + example +
+                            "), as one list or tuple of ints, x." + name + "([" + example + "]), or as " + keyword +
+                            "=[" + example + "]";
+  nb::handle given = args;
   int64_t one = 0;
-  const bool as_list = args.size() == 1 && !nb::try_cast(args[0], one);
-  if (!nb::try_cast(as_list ? nb::handle(args[0]) : nb::handle(args), v))
-    throw nb::type_error((std::string("Tensor.") + name + " takes " + what + " as ints, x." + name + "(" + example +
-                          "), or as one list or tuple of ints, x." + name + "([" + example + "])").c_str());
+  if (kwargs.size() > 0) {
+    if (args.size() > 0 || kwargs.size() != 1 || !kwargs.contains(keyword)) throw nb::type_error(usage.c_str());
+    given = kwargs[keyword];
+  } else if (args.size() == 1 && !nb::try_cast(args[0], one)) {
+    given = args[0];  // one list or tuple
+  }
+  std::vector<int64_t> v;
+  if (args.size() + kwargs.size() == 0 || holds_bool(given) || !nb::try_cast(given, v))
+    throw nb::type_error(usage.c_str());
   return v;
 }
 
@@ -92,21 +109,22 @@ void bind_reductions(nb::handle cls) {
 void bind_cuts(nb::handle cls) {
   for (const char* name : {"reshape", "view"})  // kiln's tensors are contiguous: every view is a reshape
     method_with_doc(cls, name, "x.reshape(2, -1) or x.reshape([2, -1]): kiln.reshape, the same memory.",
-                    [name](const Tensor& x, nb::args shape) {
-      const Shape s(ints_given(shape, name, "the new shape", "2, -1"));
+                    [name](const Tensor& x, nb::args shape, nb::kwargs kwargs) {
+      const Shape s(ints_given(shape, kwargs, name, "shape", "the new shape", "2, -1"));
       nb::gil_scoped_release release;
       return kiln::reshape(x, s);
     });
   method_with_doc(cls, "expand", "x.expand(4, -1, 3): x broadcast to those extents, -1 keeping x's (torch's "
-                  "expand, but a copy: kiln.broadcast_to).", [](const Tensor& x, nb::args sizes) {
-    return expanded_to(x, ints_given(sizes, "expand", "the extents", "4, -1, 3"));
+                  "expand, but a copy: kiln.broadcast_to; float32 or bfloat16).",
+                  [](const Tensor& x, nb::args sizes, nb::kwargs kwargs) {
+    return expanded_to(x, ints_given(sizes, kwargs, "expand", "size", "the extents", "4, -1, 3"));
   });
   method(cls, "squeeze", &squeeze_dim, arg("dim") = nb::none(), Release());
   method(cls, "unsqueeze", [](const Tensor& x, int64_t dim) { return kiln::unsqueeze(x, dim); }, arg("dim"),
          Release());
   const char* flip_doc = "x.flip(0, 1) or x.flip([0, 1]): kiln.flip(x, dims).";
-  method_with_doc(cls, "flip", flip_doc, [](const Tensor& x, nb::args dims) {
-    const std::vector<int64_t> d = ints_given(dims, "flip", "the dimensions", "0, 1");
+  method_with_doc(cls, "flip", flip_doc, [](const Tensor& x, nb::args dims, nb::kwargs kwargs) {
+    const std::vector<int64_t> d = ints_given(dims, kwargs, "flip", "dims", "the dimensions", "0, 1");
     nb::gil_scoped_release release;
     return kiln::flip(x, d);
   });
@@ -118,8 +136,8 @@ void bind_cuts(nb::handle cls) {
 // The reorderings and the ops along a chosen dimension.
 void bind_layout(nb::handle cls) {
   // x.permute(0, 2, 1, 3) or x.permute([0, 2, 1, 3]), as torch takes both.
-  method(cls, "permute", [](const Tensor& x, nb::args dims) {
-    const std::vector<int64_t> order = ints_given(dims, "permute", "the new order", "0, 2, 1, 3");
+  method(cls, "permute", [](const Tensor& x, nb::args dims, nb::kwargs kwargs) {
+    const std::vector<int64_t> order = ints_given(dims, kwargs, "permute", "dims", "the new order", "0, 2, 1, 3");
     nb::gil_scoped_release release;
     return kiln::permute(x, order);
   });
@@ -166,6 +184,56 @@ void bind_elementwise(nb::handle cls) {
   method(cls, "masked_fill", [](const Tensor& x, const Tensor& mask, float value) {
     return kiln::masked_fill(x, mask, value);
   }, arg("mask"), arg("value"), Release());
+}
+
+// The shorthands torch code is full of: x.size(), x.dim(), x.t(), x.float() and the other dtype names,
+// x.cpu(), x.cuda(), x.contiguous(), x.requires_grad_(), x.neg().
+void bind_shorthands(nb::handle cls) {
+  method_with_doc(cls, "size", "x.size(): the shape, a tuple; x.size(d): extent d (negative from the end), torch's.",
+                  [](const Tensor& x, std::optional<int64_t> dim) -> nb::object {
+    if (!dim) return nb::tuple(nb::cast(x.shape().dims()));
+    if (*dim < -x.rank() || *dim >= x.rank())
+      throw nb::index_error(("dimension " + std::to_string(*dim) + " is out of range for " + x.description() + " (" +
+                             std::to_string(x.rank()) + " dimensions)").c_str());
+    return nb::int_(x.dim(*dim < 0 ? *dim + x.rank() : *dim));
+  }, arg("dim") = nb::none());
+  method_with_doc(cls, "dim", "The number of dimensions (x.ndim), torch's x.dim().",
+                  [](const Tensor& x) { return x.rank(); });
+  method_with_doc(cls, "t", "A matrix transposed, a vector or 0-d tensor itself (torch's x.t(); a copy for a matrix).",
+                  [](nb::handle self) -> nb::object {
+    const Tensor& x = nb::cast<const Tensor&>(self);
+    if (x.rank() > 2)
+      throw nb::value_error(("t() transposes a matrix: " + x.description() + " has " + std::to_string(x.rank()) +
+                             " dimensions (x.mT swaps the last two, x.permute any)").c_str());
+    if (x.rank() < 2) return nb::borrow(self);
+    nb::gil_scoped_release release;
+    Tensor y = kiln::transpose(x, 0, 1);
+    nb::gil_scoped_acquire acquire;
+    return nb::cast(std::move(y));
+  });
+  const std::pair<const char*, DType> casts[] = {
+      {"float", DType::f32}, {"bfloat16", DType::bf16}, {"long", DType::i64}, {"int", DType::i32}};
+  for (const auto& [name, dtype] : casts) {
+    const std::string doc = std::string("x.astype(\"") + dtype_name(dtype) + "\") (torch's x." + name + "()).";
+    method_with_doc(cls, name, doc.c_str(), [dtype](const Tensor& x) { return x.to(dtype); }, Release());
+  }
+  method_with_doc(cls, "cpu", "x.to(\"cpu\"): x itself when already there.",
+                  [](const Tensor& x) { return x.to(Device::cpu()); }, Release());
+  method_with_doc(cls, "cuda", "x.to(\"cuda:N\") (device None: GPU 0), x itself when already there.",
+                  [](const Tensor& x, std::optional<int64_t> device) {
+    return x.to(Device::cuda(static_cast<int>(device.value_or(0))));
+  }, arg("device") = nb::none(), Release());
+  method_with_doc(cls, "contiguous", "x itself: kiln's tensors are always contiguous.",
+                  [](nb::handle self) { return nb::borrow(self); });
+  method_with_doc(cls, "is_contiguous", "True: kiln's tensors are always contiguous.", [](const Tensor&) {
+    return true;
+  });
+  method_with_doc(cls, "requires_grad_", "Sets requires_grad (on a leaf, as the property) and returns x, as torch's.",
+                  [](nb::handle self, bool requires_grad) {
+    self.attr("requires_grad") = requires_grad;
+    return nb::borrow(self);
+  }, arg("requires_grad") = true);
+  method_with_doc(cls, "neg", "-x (torch's x.neg()).", [](const Tensor& x) { return kiln::neg(x); }, Release());
 }
 
 // One entry of an index: what it does to the dimension it meets (None meets none, adding an extent
@@ -248,15 +316,14 @@ std::vector<int64_t> tensor_indices(const Tensor& idx) {
 }
 
 // A slice over dimension d of t: a narrow for step 1, else the positions start, start + step, ...
-// (index_select's, on t's device). A step below 1 is refused, as torch's.
+// (index_select's, on t's device). Python's rules first (a step that is no int, or 0, raises as
+// torch's); a negative step is refused, as torch's.
 IndexStep slice_step(const Tensor& t, int64_t d, const nb::slice& sl) {
-  const nb::object step_given = sl.attr("step");
-  int64_t step = 1;
-  if (!step_given.is_none() && (!nb::try_cast(step_given, step) || step < 1))
-    throw nb::value_error(("a slice of a kiln tensor steps forward, as torch's: step " +
-                           std::string(nb::str(step_given).c_str()) + " is not 1 or more (dimension " +
-                           std::to_string(d) + " of " + t.description() + "; kiln.flip reverses)").c_str());
-  const auto [start, stop, by, length] = sl.compute(static_cast<size_t>(t.dim(d)));
+  const auto [start, stop, step, length] = sl.compute(static_cast<size_t>(t.dim(d)));
+  if (step < 1)
+    throw nb::value_error(("a slice of a kiln tensor steps forward, as torch's: step " + std::to_string(step) +
+                           " is negative (dimension " + std::to_string(d) + " of " + t.description() +
+                           "; kiln.flip reverses)").c_str());
   const auto first = static_cast<int64_t>(start), n = static_cast<int64_t>(length);
   if (step == 1) return {IndexStep::take_range, first, n};
   nb::gil_scoped_release release;
@@ -395,6 +462,7 @@ void bind_tensor_methods(nb::module_& m) {
   bind_reductions(cls);
   bind_layout(cls);
   bind_cuts(cls);
+  bind_shorthands(cls);
   bind_elementwise(cls);
   bind_indexing(cls);
 }

@@ -362,17 +362,23 @@ TEST_CASE("the cuts squeeze unsqueeze flip split chunk and unbind give torch's p
   REQUIRE(p.size() == 2);
   CHECK((p[0].shape() == Shape{3, 1, 3} && p[1].shape() == Shape{3, 1, 1}));
   CHECK(p[1].to_vector<float>() == std::vector<float>{3, 7, 11});
-  CHECK(split(x, {0, 2, 1}, 0)[2].to_vector<float>() == std::vector<float>{8, 9, 10, 11});
+  CHECK(split_with_sizes(x, {0, 2, 1}, 0)[2].to_vector<float>() == std::vector<float>{8, 9, 10, 11});
   CHECK(chunk(Tensor::zeros(Shape{6}), 4).size() == 3);  // pieces of 2 cover 6 in three
   CHECK(chunk(Tensor::zeros(Shape{0, 2}), 3).size() == 3);
   const std::vector<Tensor> rows = unbind(x, 0);
   REQUIRE(rows.size() == 3);
   CHECK((rows[2].shape() == Shape{1, 4} && rows[2].to_vector<float>() == std::vector<float>{8, 9, 10, 11}));
+  // The pieces' gradients meet in one of x's shape; pieces no gradient reached leave zeros.
+  Tensor w = Tensor::arange(6, 0.0, 1.0).reshape(Shape{3, 2});
+  w.set_requires_grad(true);
+  const std::vector<Tensor> cut = unbind(w, 1);
+  sum(add(mul(cut[1], 3.0f), cut[1])).backward();
+  CHECK(w.grad().to_vector<float>() == std::vector<float>{0, 4, 0, 4, 0, 4});
   REQUIRE_THROWS_WITH(squeeze(x, 3), Contains("squeeze: dimension 3 is out of range for float32[3, 1, 4]"));
   REQUIRE_THROWS_WITH(unsqueeze(x, 4), Contains("unsqueeze: dimension 4 is out of range"));
   REQUIRE_THROWS_WITH(flip(x, {1, -2}), Contains("flip: dimension 1 is named twice"));
   REQUIRE_THROWS_WITH(split(x, 0, 0), Contains("split: pieces of 0 entries cannot cut dimension 0"));
-  REQUIRE_THROWS_WITH(split(x, {1, 1}, 0), Contains("split: the sizes given sum to 2, not to 3"));
+  REQUIRE_THROWS_WITH(split_with_sizes(x, {1, 1}, 0), Contains("split: the sizes given sum to 2, not to 3"));
   REQUIRE_THROWS_WITH(chunk(x, 0), Contains("chunk: 0 chunks"));
   REQUIRE_THROWS_WITH(unbind(Tensor::zeros(Shape{})), Contains("unbind: needs a tensor of rank >= 1"));
 }
@@ -395,5 +401,7 @@ TEST_CASE("logsumexp and max and min along a dimension give torch's values and g
   CHECK((lo.values.shape() == Shape{1, 3} && lo.indices.to_vector<int64_t>() == std::vector<int64_t>{0, 1, 1}));
   REQUIRE_THROWS_WITH(logsumexp(Tensor::zeros(Shape{2}, TensorOptions{DType::i32}), {0}),
                       Contains("logsumexp: input x must be float32 or bfloat16"));
-  REQUIRE_THROWS_WITH(max(x, 2), Contains("argmax: dimension 2 is out of range"));
+  REQUIRE_THROWS_WITH(max(x, 2), Contains("max: dimension 2 is out of range"));
+  REQUIRE_THROWS_WITH(min(Tensor::zeros(Shape{2, 0}), 1),
+                      Contains("min: dimension 1 of float32[2, 0] on cpu is empty"));
 }

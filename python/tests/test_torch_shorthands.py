@@ -1,0 +1,95 @@
+"""The tensor shorthands torch code is full of (x.size(0), x.dim(), x.T, x.mT, x.t(), x.float(), x.long(),
+x.cpu(), x.contiguous(), x.clone().requires_grad_(), x.neg(), zeros_like, ...) against torch's."""
+import numpy as np
+import pytest
+
+import kiln
+
+torch = pytest.importorskip("torch")
+
+
+def test_size_and_dim_read_the_shape_as_torch():
+    a = np.zeros((2, 3, 4), np.float32)
+    k, t = kiln.from_dlpack(a), torch.from_numpy(a)
+    assert k.size() == tuple(t.size()) and isinstance(k.size(), tuple)
+    assert [k.size(d) for d in (0, 1, 2, -1, -3)] == [t.size(d) for d in (0, 1, 2, -1, -3)]
+    assert k.dim() == t.dim() == 3 and kiln.full([], 1.0).dim() == 0 and kiln.full([], 1.0).size() == ()
+    for bad, scalar in [(3, False), (-4, False), (0, True)]:
+        with pytest.raises(IndexError, match="out of range"):
+            (kiln.full([], 1.0) if scalar else k).size(bad)
+    assert k.nbytes == a.nbytes and k.astype("bfloat16").nbytes == 48 and k.is_cuda is False
+
+
+def test_transposes_match_torch():
+    a = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    k, t = kiln.from_dlpack(a.copy()), torch.from_numpy(a)
+    np.testing.assert_array_equal(np.asarray(k.mT), t.mT.numpy())
+    np.testing.assert_array_equal(np.asarray(k.T), t.permute(2, 1, 0).numpy())  # torch's .T of rank 3, spelled out
+    m = k[0]
+    np.testing.assert_array_equal(np.asarray(m.t()), t[0].t().numpy())
+    np.testing.assert_array_equal(np.asarray(m.T), t[0].T.numpy())
+    v = k[0, 0]
+    assert v.t() is v  # a vector is its own transpose, as torch's (a view there)
+    with pytest.raises(ValueError, match="t\\(\\) transposes a matrix: float32\\[2, 3, 4\\]"):
+        k.t()
+    with pytest.raises(ValueError, match="mT swaps the last two dimensions"):
+        v.mT
+    x, xt = kiln.from_dlpack(a[0].copy()), torch.from_numpy(a[0].copy()).requires_grad_(True)
+    x.requires_grad_()
+    g = np.random.RandomState(0).randn(4, 3).astype(np.float32)
+    (x.t() * kiln.from_dlpack(g.copy())).sum().backward()
+    (xt.t() * torch.from_numpy(g)).sum().backward()
+    np.testing.assert_array_equal(np.from_dlpack(x.grad), xt.grad.numpy())
+
+
+def test_dtype_and_device_shorthands_convert_as_astype_and_to():
+    k = kiln.from_dlpack(np.array([1.5, -2.5, 3.0], np.float32))
+    assert (k.float().dtype, k.bfloat16().dtype, k.long().dtype, k.int().dtype) == (
+        "float32", "bfloat16", "int64", "int32")
+    assert k.long().tolist() == torch.tensor([1.5, -2.5, 3.0]).long().tolist() == [1, -2, 3]
+    assert k.cpu().device == "cpu" and k.contiguous() is k and k.is_contiguous()
+    if kiln.device_count() == 0:
+        with pytest.raises(kiln.Error):
+            k.cuda()
+    else:
+        assert k.cuda().device == "cuda:0" and k.cuda().cpu().tolist() == k.tolist()
+
+
+def test_clone_carries_gradients_as_torchs_and_detach_clone_does_not():
+    a = np.random.RandomState(1).randn(3, 4).astype(np.float32)
+    k, t = kiln.from_dlpack(a.copy()).requires_grad_(), torch.from_numpy(a.copy()).requires_grad_()
+    kc, tc = k.clone(), t.clone()
+    assert kc.requires_grad and not kc.is_leaf and kc.data_ptr != k.data_ptr
+    (kc * kc).sum().backward()
+    (tc * tc).sum().backward()
+    np.testing.assert_allclose(np.from_dlpack(k.grad), t.grad.numpy(), rtol=1e-6)
+    kd = k.detach().clone()
+    assert not kd.requires_grad and kd.is_leaf and kd.tolist() == k.tolist()
+    leaf = kiln.from_dlpack(a.copy()).clone().requires_grad_(True)  # torch's idiom for a fresh leaf
+    assert leaf.is_leaf and leaf.requires_grad
+    assert kiln.full([], 2.0).clone().shape == () and kiln.zeros([2], dtype="int64").clone().dtype == "int64"
+
+
+def test_requires_grad_and_neg_as_torch():
+    k = kiln.zeros([2])
+    assert k.requires_grad_() is k and k.requires_grad
+    assert k.requires_grad_(False) is k and not k.requires_grad
+    x = kiln.from_dlpack(np.array([1.0, -2.0], np.float32)).requires_grad_()
+    y = x.neg()
+    assert y.tolist() == [-1.0, 2.0]
+    y.sum().backward()
+    assert x.grad.tolist() == [-1.0, -1.0]
+    with pytest.raises(kiln.Error):
+        (x * 2.0).requires_grad_(False)  # only leaves change, as the property
+
+
+def test_like_factories_take_xs_shape_dtype_and_device():
+    x = kiln.zeros([2, 3], dtype="bfloat16")
+    z, o, f = kiln.zeros_like(x), kiln.ones_like(x), kiln.full_like(x, 2.5)
+    assert [(t.shape, t.dtype, t.device) for t in (z, o, f)] == [((2, 3), "bfloat16", "cpu")] * 3
+    assert o.tolist() == [[1.0] * 3] * 2 and f.tolist() == [[2.5] * 3] * 2
+    i = kiln.full_like(x, 2**53 + 1 - 1, dtype="int64")
+    assert i.dtype == "int64" and i.tolist()[0][0] == 2**53
+    assert kiln.zeros_like(x, dtype="float32", device="cpu").dtype == "float32"
+    with pytest.raises(kiln.Error, match="not exactly representable"):
+        kiln.full_like(x, 2**60 + 1, dtype="int64")
