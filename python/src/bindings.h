@@ -82,11 +82,13 @@ Tensor logsumexp_over(const Tensor& x, const Dims& dim, bool keepdim);
 nb::object extreme_of(bool largest, const Tensor& x, std::optional<int64_t> dim, bool keepdim);
 // kiln.squeeze: every extent of 1 (dim None) or dim's.
 Tensor squeeze_dim(const Tensor& x, std::optional<int64_t> dim);
+// A tuple of tensors, as torch's split, chunk and unbind return (typed for the stubs).
+using Pieces = nb::typed<nb::tuple, Tensor, nb::ellipsis>;
 // kiln.split: pieces of one size or of the sizes listed, as a tuple (torch's).
-nb::tuple split_into(const Tensor& x, const std::variant<int64_t, std::vector<int64_t>>& size, int64_t dim);
+Pieces split_into(const Tensor& x, const std::variant<int64_t, std::vector<int64_t>>& size, int64_t dim);
 // kiln.chunk and kiln.unbind, as tuples (torch's).
-nb::tuple chunk_into(const Tensor& x, int64_t chunks, int64_t dim);
-nb::tuple unbind_into(const Tensor& x, int64_t dim);
+Pieces chunk_into(const Tensor& x, int64_t chunks, int64_t dim);
+Pieces unbind_into(const Tensor& x, int64_t dim);
 // kiln.clamp with either bound None (open); neither is refused.
 Tensor clamp_between(const Tensor& x, std::optional<float> lo, std::optional<float> hi);
 // The methods torch users call on a tensor (x.sum(-1), x.permute(0, 2, 1, 3)), each the module

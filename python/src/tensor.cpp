@@ -106,7 +106,7 @@ namespace {
 
 // The pieces cut made, run without the GIL, as a tuple.
 template <typename Cut>
-nb::tuple tuple_of_pieces(const Cut& cut) {
+Pieces tuple_of_pieces(const Cut& cut) {
   std::vector<Tensor> parts;
   {
     nb::gil_scoped_release release;
@@ -114,23 +114,23 @@ nb::tuple tuple_of_pieces(const Cut& cut) {
   }
   nb::list out;
   for (const Tensor& t : parts) out.append(nb::cast(t));
-  return nb::tuple(out);
+  return Pieces(nb::tuple(out));
 }
 
 }  // namespace
 
-nb::tuple split_into(const Tensor& x, const std::variant<int64_t, std::vector<int64_t>>& size, int64_t dim) {
+Pieces split_into(const Tensor& x, const std::variant<int64_t, std::vector<int64_t>>& size, int64_t dim) {
   return tuple_of_pieces([&] {
     if (const int64_t* one = std::get_if<int64_t>(&size)) return kiln::split(x, *one, dim);
     return kiln::split_with_sizes(x, std::get<std::vector<int64_t>>(size), dim);
   });
 }
 
-nb::tuple chunk_into(const Tensor& x, int64_t chunks, int64_t dim) {
+Pieces chunk_into(const Tensor& x, int64_t chunks, int64_t dim) {
   return tuple_of_pieces([&] { return kiln::chunk(x, chunks, dim); });
 }
 
-nb::tuple unbind_into(const Tensor& x, int64_t dim) {
+Pieces unbind_into(const Tensor& x, int64_t dim) {
   return tuple_of_pieces([&] { return kiln::unbind(x, dim); });
 }
 

@@ -196,7 +196,7 @@ void bind_shorthands(nb::handle cls) {
       throw nb::index_error(("dimension " + std::to_string(*dim) + " is out of range for " + x.description() + " (" +
                              std::to_string(x.rank()) + " dimensions)").c_str());
     return nb::int_(x.dim(*dim < 0 ? *dim + x.rank() : *dim));
-  }, arg("dim") = nb::none());
+  }, arg("dim") = nb::none(), nb::sig("def size(self, dim: int | None = None) -> int | tuple[int, ...]"));
   method_with_doc(cls, "dim", "The number of dimensions (x.ndim), torch's x.dim().",
                   [](const Tensor& x) { return x.rank(); });
   method_with_doc(cls, "t", "A matrix transposed, a vector or 0-d tensor itself (torch's x.t(); a copy for a matrix).",
