@@ -1,6 +1,7 @@
 #include "core/autograd.h"
 
 #include <algorithm>
+#include <atomic>
 #include <mutex>
 #include <unordered_map>
 #include <unordered_set>
@@ -177,6 +178,12 @@ GradReadyScope::GradReadyScope(GradReadyHook hook) : previous_(std::move(grad_re
 
 GradReadyScope::~GradReadyScope() { grad_ready_hook = std::move(previous_); }
 
+namespace {
+std::atomic<uint64_t> g_backward_pass{0};  // bumped under backward's lock
+}  // namespace
+
+uint64_t backward_pass() { return g_backward_pass.load(); }
+
 void run_backward(const Tensor& root, const Tensor& seed_in, bool retain_graph) {
   KILN_CHECK(root.defined(), "backward() on an undefined tensor (", kUndefinedTensorOrigin, ")");
   KILN_CHECK(root.requires_grad(), "backward() on ", root.description(),
@@ -191,6 +198,7 @@ void run_backward(const Tensor& root, const Tensor& seed_in, bool retain_graph) 
              seed.description(), " does not match ", root.description(), " (shape and dtype must agree)");
   NoGradGuard no_grad;
   const std::lock_guard<std::mutex> one_pass_at_a_time(backward_mutex());
+  ++g_backward_pass;
   if (root.is_leaf()) {
     accumulate_leaf(root.impl(), seed);
     return;

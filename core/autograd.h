@@ -141,6 +141,10 @@ void set_history(Tensor& out, std::shared_ptr<Node> node);
 // process (a lock held for the pass): two threads' passes into shared leaves then sum exactly,
 // where unlocked they lost updates and corrupted the heap (found from Python threads).
 void run_backward(const Tensor& root, const Tensor& seed, bool retain_graph);
+// The serial number of the backward pass running now (0 before the first): a gradient gathered
+// across several nodes of one pass (a cut's pieces) tells its pass's buffer from one an earlier,
+// failed pass left half-filled.
+uint64_t backward_pass();
 
 // A leaf's gradient slot, read and replaced under a lock held for nothing else: a .grad read
 // (or zero_grad) on one thread while backward stores on another must not tear the pointer.

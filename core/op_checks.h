@@ -45,6 +45,14 @@ inline int64_t resolve_dim(const char* op, int64_t dim, int64_t rank, const std:
   return dim < 0 ? dim + rank : dim;
 }
 
+// dim resolved against x as an op along one dimension takes it: a 0-d x as [1], its dimension 0
+// or -1 (torch's), with a message that says so.
+inline int64_t resolve_dim_of(const char* op, int64_t dim, const Tensor& x) {
+  KILN_CHECK(x.rank() > 0 || dim == 0 || dim == -1, op, ": dimension ", dim, " is out of range for ",
+             x.description(), ", a 0-d tensor (dimension 0 or -1 names its value)");
+  return x.rank() == 0 ? 0 : resolve_dim(op, dim, x.rank(), x.description());
+}
+
 // Dimension d of x holds fewer than 2^32 entries: sort's and argmax's keys keep 32-bit positions.
 inline void positions_fit(const char* op, const Tensor& x, int64_t d) {
   KILN_CHECK(x.dim(d) < kMaxSortRow, op, ": dimension ", d, " of ", x.description(), " holds ", x.dim(d),

@@ -17,6 +17,12 @@
 namespace kiln {
 namespace {
 
+// g, a block of gx along dimension d, copied into gx at [start, start + g's extent) of d.
+void place_block(const Tensor& g, Tensor& gx, int64_t d, int64_t start) {
+  const int64_t inner = gx.shape().numel_after(d), width = g.shape()[d] * inner;
+  if (width > 0) backend_for(g.device()).copy_block(g, 0, gx, start * inner, gx.shape().numel_before(d), width);
+}
+
 // The gradient of narrow: g placed back at [start, start + length) of dimension d, zeros around.
 struct NarrowNode final : Node {
   NarrowNode() : Node("narrow") {}
@@ -24,8 +30,7 @@ struct NarrowNode final : Node {
   int64_t d = 0, start = 0;
   std::vector<Tensor> apply(const Tensor& g) override {
     Tensor gx = Tensor::zeros(x_shape, like(g));
-    const int64_t inner = x_shape.numel_after(d);
-    backend_for(g.device()).copy_block(g, 0, gx, start * inner, x_shape.numel_before(d), g.shape()[d] * inner);
+    place_block(g, gx, d, start);
     return {gx};
   }
 };
@@ -357,8 +362,7 @@ Tensor squeeze(const Tensor& x) {
 
 Tensor squeeze(const Tensor& x, int64_t dim) {
   checks::defined("squeeze", "x", x);
-  // A 0-d x takes dimension 0 or -1, as torch's (and is its own result).
-  const int64_t d = checks::resolve_dim("squeeze", dim, std::max<int64_t>(x.rank(), 1), x.description());
+  const int64_t d = checks::resolve_dim_of("squeeze", dim, x);  // a 0-d x is its own result
   std::vector<int64_t> dims = x.shape().dims();
   if (x.rank() > 0 && dims[static_cast<size_t>(d)] == 1) dims.erase(dims.begin() + d);
   return reshape(x, Shape(dims));
@@ -374,11 +378,11 @@ Tensor unsqueeze(const Tensor& x, int64_t dim) {
 
 Tensor flip(const Tensor& x, const std::vector<int64_t>& dims) {
   checks::defined("flip", "x", x);
-  const Tensor x1 = x.rank() == 0 ? reshape(x, Shape{1}) : x;  // a 0-d x takes dimension 0 or -1
+  const Tensor x1 = x.rank() == 0 ? reshape(x, Shape{1}) : x;
   std::vector<bool> named(static_cast<size_t>(x1.rank()), false);
   Tensor y = x1;
   for (int64_t dim : dims) {
-    const int64_t d = checks::resolve_dim("flip", dim, x1.rank(), x.description());
+    const int64_t d = checks::resolve_dim_of("flip", dim, x);
     KILN_CHECK(!named[static_cast<size_t>(d)], "flip: dimension ", d, " is named twice in the dimensions given");
     named[static_cast<size_t>(d)] = true;
     const int64_t n = y.dim(d);
@@ -388,15 +392,30 @@ Tensor flip(const Tensor& x, const std::vector<int64_t>& dims) {
   return reshape(y, x.shape());
 }
 
+namespace {
+
+// copy_of's gradient: g itself.
+struct CopyNode final : Node {
+  CopyNode() : Node("clone") {}
+  std::vector<Tensor> apply(const Tensor& g) override { return {g.detach()}; }
+};
+
+}  // namespace
+
 Tensor copy_of(const Tensor& x) {
-  checks::defined("copy_of", "x", x);
-  const Tensor x1 = x.rank() == 0 ? reshape(x, Shape{1}) : x;
-  return reshape(narrow(x1, 0, 0, x1.dim(0)), x.shape());  // narrow always copies, and its gradient is g
+  checks::defined("clone", "x", x);
+  Tensor y = Tensor::empty(x.shape(), like(x));
+  if (x.numel() > 0) backend_for(x.device()).copy_block(x, 0, y, 0, 1, x.numel());
+  if (autograd::needs_grad({&x})) {
+    auto node = std::make_shared<CopyNode>();
+    node->next = {autograd::edge_for(x)};
+    autograd::set_history(y, node);
+  }
+  return y;
 }
 
 namespace {
 
-// x cut along dimension d (resolved) into consecutive pieces of the given lengths.
 // The gradient of a cut into pieces (split, chunk, unbind), gathered in one buffer of x's shape:
 // each piece's node copies its gradient into its block (the rest stays 0), and the cut's node,
 // which every piece's node leads to, hands the buffer to x after the last of them. A piece's node
@@ -406,7 +425,9 @@ namespace {
 struct CutGradient {
   Shape x_shape;
   int64_t d = 0;
-  Tensor gx;  // made by the first piece's node to run in a backward pass, handed on by CutNode
+  Tensor gx;          // this pass's buffer, made by its first piece's node, handed on by CutNode
+  uint64_t pass = 0;  // the backward pass gx belongs to: one that failed midway leaves it stale
+  Tensor token;       // the 0-d zero the pieces' nodes pass on, made once
 };
 
 struct CutNode final : Node {
@@ -417,7 +438,6 @@ struct CutNode final : Node {
     cut->gx = Tensor();
     return {gx};
   }
-  void release_saved() override { cut->gx = Tensor(); }
 };
 
 struct PieceNode final : Node {
@@ -427,12 +447,19 @@ struct PieceNode final : Node {
   int64_t start;
   std::vector<Tensor> apply(const Tensor& g) override {
     CutGradient& c = *cut;
-    if (!c.gx.defined()) c.gx = Tensor::zeros(c.x_shape, like(g));
-    const int64_t inner = c.x_shape.numel_after(c.d), width = g.shape()[c.d] * inner;
-    if (width > 0) backend_for(g.device()).copy_block(g, 0, c.gx, start * inner, c.x_shape.numel_before(c.d), width);
-    return {Tensor::zeros(Shape{}, like(g))};
+    if (!c.gx.defined() || c.pass != autograd::backward_pass()) {
+      c.gx = Tensor::zeros(c.x_shape, like(g));
+      c.pass = autograd::backward_pass();
+    }
+    place_block(g, c.gx, c.d, start);
+    // The cut's node holds nothing a pass frees: a later pass from another piece (a backward per
+    // piece, as torch allows without retain_graph) may run it again.
+    next[0].fn->released = false;
+    if (!c.token.defined() || c.token.device() != g.device()) c.token = Tensor::zeros(Shape{}, like(g));
+    return {c.token};
   }
 };
+
 
 // x cut along dimension d (resolved) into consecutive pieces of the given lengths: narrows,
 // with one CutNode behind them all when x needs a gradient.
@@ -470,16 +497,22 @@ int64_t cut_dim(const char* op, const Tensor& x, int64_t dim) {
   return checks::resolve_dim(op, dim, x.rank(), x.description());
 }
 
+// The lengths of pieces of `size` along an extent n (size > 0, or 0 for n 0): the last shorter
+// where size does not divide n, one empty piece for n 0, as torch's split.
+std::vector<int64_t> lengths_of(int64_t size, int64_t n) {
+  std::vector<int64_t> lengths;
+  for (int64_t start = 0; start < n; start += size) lengths.push_back(std::min(size, n - start));
+  if (n == 0) lengths.push_back(0);
+  return lengths;
+}
+
 }  // namespace
 
 std::vector<Tensor> split(const Tensor& x, int64_t size, int64_t dim) {
   const int64_t d = cut_dim("split", x, dim), n = x.dim(d);
   KILN_CHECK(size > 0 || (size == 0 && n == 0), "split: pieces of ", size, " entries cannot cut dimension ", d,
              " of ", x.description(), "; give a size of 1 or more");
-  std::vector<int64_t> lengths;
-  for (int64_t start = 0; start < n; start += size) lengths.push_back(std::min(size, n - start));
-  if (n == 0) lengths.push_back(0);  // one empty piece, as torch's
-  return pieces("split", x, d, lengths);
+  return pieces("split", x, d, lengths_of(size, n));
 }
 
 std::vector<Tensor> split_with_sizes(const Tensor& x, const std::vector<int64_t>& sizes, int64_t dim) {
@@ -498,8 +531,7 @@ std::vector<Tensor> chunk(const Tensor& x, int64_t chunks, int64_t dim) {
   const int64_t d = cut_dim("chunk", x, dim), n = x.dim(d);
   KILN_CHECK(chunks > 0, "chunk: ", chunks, " chunks; give 1 or more");
   if (n == 0) return pieces("chunk", x, d, std::vector<int64_t>(static_cast<size_t>(chunks), 0));
-  const int64_t size = (n + chunks - 1) / chunks;
-  return split(x, size, d);
+  return pieces("chunk", x, d, lengths_of((n + chunks - 1) / chunks, n));
 }
 
 std::vector<Tensor> unbind(const Tensor& x, int64_t dim) {
@@ -701,8 +733,10 @@ Tensor softmax_along(bool log, const Tensor& x, int64_t dim) {
 // (torch.argmax, argmin): Backend::arg_extreme along the last dimension, or along n moved last.
 Tensor arg_extreme(const char* name, BinaryOp op, const Tensor& x, int64_t dim, bool keepdim) {
   checks::float32_or_bf16(name, "x", x);
-  if (x.rank() == 0)  // torch's: 0-d 0 for dim 0 or -1, keepdim or not
+  if (x.rank() == 0) {  // torch's: 0-d 0 for dim 0 or -1, keepdim or not
+    checks::resolve_dim_of(name, dim, x);
     return reshape(arg_extreme(name, op, reshape(x, Shape{1}), dim, false), Shape{});
+  }
   const int64_t d = checks::resolve_dim(name, dim, x.rank(), x.description());
   KILN_CHECK(x.dim(d) > 0, name, ": dimension ", d, " of ", x.description(), " is empty: it has no ",
              op == BinaryOp::maximum ? "maximum" : "minimum");

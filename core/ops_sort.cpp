@@ -34,8 +34,8 @@ Tensor sorted_positions(const Tensor& x, int64_t d, int64_t k, bool descending) 
 std::pair<Tensor, int64_t> sortable(const char* op, const Tensor& x, int64_t dim) {
   checks::defined(op, "x", x);
   checks::float32_or_bf16(op, "x", x);
+  const int64_t d = checks::resolve_dim_of(op, dim, x);
   const Tensor x1 = x.rank() == 0 ? reshape(x, Shape{1}) : x;
-  const int64_t d = checks::resolve_dim(op, dim, x1.rank(), x.description());
   checks::positions_fit(op, x1, d);
   return {x1, d};
 }
@@ -60,8 +60,8 @@ ValuesIndices sorted_first(const char* op, const Tensor& x, int64_t dim, std::op
 ValuesIndices extreme_along(const char* op, bool largest, const Tensor& x, int64_t dim, bool keepdim) {
   checks::defined(op, "x", x);
   checks::float32_or_bf16(op, "x", x);
-  const Tensor x1 = x.rank() == 0 ? reshape(x, Shape{1}) : x;  // a 0-d x takes dimension 0 or -1
-  const int64_t d = checks::resolve_dim(op, dim, x1.rank(), x.description());
+  const int64_t d = checks::resolve_dim_of(op, dim, x);
+  const Tensor x1 = x.rank() == 0 ? reshape(x, Shape{1}) : x;
   KILN_CHECK(x1.dim(d) > 0, op, ": dimension ", d, " of ", x.description(), " is empty: it has no ",
              largest ? "maximum" : "minimum");
   const Tensor at = largest ? argmax(x1, d, true) : argmin(x1, d, true);

@@ -523,8 +523,8 @@ void bind_factories(nb::module_& m) {
   }, arg("x"), arg("dtype") = nb::none(), arg("device") = nb::none(), Release(), "Ones, as zeros_like.");
   m.def("full_like", [](const Tensor& x, const FillValue& value, const Name& dt, const Name& dev) {
     return filled(x.shape(), value, options_like(x, dt, dev));
-  }, arg("x"), arg("value"), arg("dtype") = nb::none(), arg("device") = nb::none(), Release(),
-        "`value` everywhere, as zeros_like and kiln.full.");
+  }, arg("x"), arg("fill_value"), arg("dtype") = nb::none(), arg("device") = nb::none(), Release(),
+        "fill_value everywhere, as zeros_like and kiln.full (torch.full_like).");
   m.def("arange", [](int64_t n, double start, double step, const std::string& dt, const std::string& dev) {
           // Values are made through doubles, exact for integers up to 2^53: past it an int64
           // range would repeat and skip values ([2^53, 2^53, 2^53 + 2]); refused, as full does.

@@ -107,10 +107,11 @@ void bind_reductions(nb::handle cls) {
 // The views and cuts: reshape and view (the same), expand, squeeze, unsqueeze, flip, split, chunk,
 // unbind.
 void bind_cuts(nb::handle cls) {
-  for (const char* name : {"reshape", "view"})  // kiln's tensors are contiguous: every view is a reshape
+  // kiln's tensors are contiguous: every view is a reshape. torch's keywords: reshape(shape=), view(size=).
+  for (const auto& [name, keyword] : {std::pair{"reshape", "shape"}, std::pair{"view", "size"}})
     method_with_doc(cls, name, "x.reshape(2, -1) or x.reshape([2, -1]): kiln.reshape, the same memory.",
-                    [name](const Tensor& x, nb::args shape, nb::kwargs kwargs) {
-      const Shape s(ints_given(shape, kwargs, name, "shape", "the new shape", "2, -1"));
+                    [name, keyword](const Tensor& x, nb::args shape, nb::kwargs kwargs) {
+      const Shape s(ints_given(shape, kwargs, name, keyword, "the new shape", "2, -1"));
       nb::gil_scoped_release release;
       return kiln::reshape(x, s);
     });
@@ -199,17 +200,13 @@ void bind_shorthands(nb::handle cls) {
   }, arg("dim") = nb::none(), nb::sig("def size(self, dim: int | None = None) -> int | tuple[int, ...]"));
   method_with_doc(cls, "dim", "The number of dimensions (x.ndim), torch's x.dim().",
                   [](const Tensor& x) { return x.rank(); });
-  method_with_doc(cls, "t", "A matrix transposed, a vector or 0-d tensor itself (torch's x.t(); a copy for a matrix).",
-                  [](nb::handle self) -> nb::object {
-    const Tensor& x = nb::cast<const Tensor&>(self);
+  method_with_doc(cls, "t", "A matrix transposed (a copy), a vector or 0-d tensor as it is (a view, as torch's x.t()).",
+                  [](const Tensor& x) {
     if (x.rank() > 2)
       throw nb::value_error(("t() transposes a matrix: " + x.description() + " has " + std::to_string(x.rank()) +
                              " dimensions (x.mT swaps the last two, x.permute any)").c_str());
-    if (x.rank() < 2) return nb::borrow(self);
     nb::gil_scoped_release release;
-    Tensor y = kiln::transpose(x, 0, 1);
-    nb::gil_scoped_acquire acquire;
-    return nb::cast(std::move(y));
+    return x.rank() < 2 ? kiln::reshape(x, x.shape()) : kiln::transpose(x, 0, 1);
   });
   const std::pair<const char*, DType> casts[] = {
       {"float", DType::f32}, {"bfloat16", DType::bf16}, {"long", DType::i64}, {"int", DType::i32}};
@@ -228,9 +225,9 @@ void bind_shorthands(nb::handle cls) {
   method_with_doc(cls, "is_contiguous", "True: kiln's tensors are always contiguous.", [](const Tensor&) {
     return true;
   });
-  method_with_doc(cls, "requires_grad_", "Sets requires_grad (on a leaf, as the property) and returns x, as torch's.",
-                  [](nb::handle self, bool requires_grad) {
-    self.attr("requires_grad") = requires_grad;
+  method_with_doc(cls, "requires_grad_", "Sets requires_grad (on a leaf, as the property; a no-op where it already "
+                  "holds, as torch's) and returns x.", [](nb::handle self, bool requires_grad) {
+    if (nb::cast<const Tensor&>(self).requires_grad() != requires_grad) self.attr("requires_grad") = requires_grad;
     return nb::borrow(self);
   }, arg("requires_grad") = true);
   method_with_doc(cls, "neg", "-x (torch's x.neg()).", [](const Tensor& x) { return kiln::neg(x); }, Release());

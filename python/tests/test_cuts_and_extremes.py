@@ -47,7 +47,8 @@ def test_views_take_ints_one_by_one_or_as_a_list_as_torch():
                    (kiln.unsqueeze(k, 2), t.unsqueeze(2)), (k[:, :1].expand(5, -1, 3, 4), t[:, :1].expand(5, -1, 3, 4)),
                    (k[0, :, :1].expand(3, 2), t[0, :, :1].expand(3, 2))]:
         same(kv, tv)
-    assert k.reshape(shape=[4, 6]).shape == (4, 6) and k.permute(dims=(2, 0, 1)).shape == (4, 2, 3)
+    assert k.reshape(shape=[4, 6]).shape == (4, 6) and k.view(size=(24,)).shape == (24,)
+    assert k.permute(dims=(2, 0, 1)).shape == (4, 2, 3)
     assert k.flip(dims=[0]).shape == (2, 3, 4) and k[:1].expand(size=(3, 3, 4)).shape == (3, 3, 4)
     assert k.reshape(np.int64(24)).shape == (24,) and kiln.full([1], 2.0).reshape(()).shape == ()
     scalar = kiln.full([], 2.0)
@@ -85,6 +86,26 @@ def test_unused_pieces_give_zeros_and_a_retained_graph_runs_twice():
     ref.backward()
     np.testing.assert_array_equal(np.from_dlpack(k.grad), t.grad.numpy())
     assert np.from_dlpack(k.grad)[[0, 2, 3]].tolist() == [[0.0] * 3] * 3
+
+
+def test_a_backward_per_piece_runs_without_retain_graph_as_torch():
+    k, t = pair((3, 4))
+    for kp, tp in zip(k.unbind(0), t.unbind(0)):
+        (kp * kp).sum().backward()
+        (tp * tp).sum().backward()
+    np.testing.assert_allclose(np.from_dlpack(k.grad), t.grad.numpy(), rtol=1e-6)
+
+
+def test_a_failed_backward_leaves_nothing_in_the_pieces_next_gradient():
+    x = kiln.ones([2, 2]).requires_grad_()
+    a, b = x.unbind(0)
+    w = kiln.ones([2]).requires_grad_()
+    c = w * w
+    c.sum().backward()  # frees c's graph
+    with pytest.raises(kiln.Error, match="already freed"):
+        ((b * c).sum() + (a * 5.0).sum()).backward()  # a's piece may run before the failure
+    b.sum().backward()
+    assert x.grad.tolist() == [[0.0, 0.0], [1.0, 1.0]]  # torch's; no 5s left from the failed pass
 
 
 def test_pieces_carry_gradients_back_to_x():
@@ -220,6 +241,8 @@ def test_values_indices_is_a_pair_as_torchs_result():
     (lambda x: x.max(2), kiln.Error, "max: dimension 2 is out of range"),
     (lambda x: kiln.zeros([2, 0]).min(1), kiln.Error, "min: dimension 1 of float32[2, 0] on cpu is empty"),
     (lambda x: x.max(keepdim=True), TypeError, "max(x, keepdim=True) needs a dim"),
+    (lambda x: kiln.full([], 1.0).max(1), kiln.Error, "max: dimension 1 is out of range for float32[] on cpu, a 0-d"),
+    (lambda x: kiln.full([], 1.0).argmin(2), kiln.Error, "argmin: dimension 2 is out of range for float32[] on cpu"),
     (lambda x: x.astype("int64").max(0), kiln.Error, "max: x must be float32 or bfloat16"),
     (lambda x: x.reshape(), TypeError, "Tensor.reshape takes the new shape as ints"),
     (lambda x: x.view(True, 2), TypeError, "Tensor.view takes the new shape as ints"),

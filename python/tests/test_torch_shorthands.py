@@ -29,7 +29,9 @@ def test_transposes_match_torch():
     np.testing.assert_array_equal(np.asarray(m.t()), t[0].t().numpy())
     np.testing.assert_array_equal(np.asarray(m.T), t[0].T.numpy())
     v = k[0, 0]
-    assert v.t() is v  # a vector is its own transpose, as torch's (a view there)
+    assert v.t().tolist() == v.tolist() and v.t() is not v  # a view of a vector, as torch's
+    v.t().requires_grad_()
+    assert not v.requires_grad
     with pytest.raises(ValueError, match="t\\(\\) transposes a matrix: float32\\[2, 3, 4\\]"):
         k.t()
     with pytest.raises(ValueError, match="mT swaps the last two dimensions"):
@@ -81,6 +83,8 @@ def test_requires_grad_and_neg_as_torch():
     assert x.grad.tolist() == [-1.0, -1.0]
     with pytest.raises(kiln.Error):
         (x * 2.0).requires_grad_(False)  # only leaves change, as the property
+    y2 = x * 2.0
+    assert y2.requires_grad_() is y2  # already true: nothing to change, as torch's
 
 
 def test_like_factories_take_xs_shape_dtype_and_device():
@@ -88,7 +92,7 @@ def test_like_factories_take_xs_shape_dtype_and_device():
     z, o, f = kiln.zeros_like(x), kiln.ones_like(x), kiln.full_like(x, 2.5)
     assert [(t.shape, t.dtype, t.device) for t in (z, o, f)] == [((2, 3), "bfloat16", "cpu")] * 3
     assert o.tolist() == [[1.0] * 3] * 2 and f.tolist() == [[2.5] * 3] * 2
-    i = kiln.full_like(x, 2**53 + 1 - 1, dtype="int64")
+    i = kiln.full_like(x, fill_value=2**53, dtype="int64")
     assert i.dtype == "int64" and i.tolist()[0][0] == 2**53
     assert kiln.zeros_like(x, dtype="float32", device="cpu").dtype == "float32"
     with pytest.raises(kiln.Error, match="not exactly representable"):
