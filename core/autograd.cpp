@@ -194,8 +194,9 @@ void run_backward(const Tensor& root, const Tensor& seed_in, bool retain_graph) 
                "; pass dL/d(output) as the seed");
     seed = Tensor::ones(root.shape(), TensorOptions{root.dtype(), root.device()});
   }
-  KILN_CHECK(seed.shape() == root.shape() && seed.dtype() == root.dtype(), "backward(): seed gradient ",
-             seed.description(), " does not match ", root.description(), " (shape and dtype must agree)");
+  KILN_CHECK(seed.shape() == root.shape() && seed.dtype() == root.dtype() && seed.device() == root.device(),
+             "backward(): seed gradient ", seed.description(), " does not match ", root.description(),
+             " (shape, dtype and device must agree)");
   NoGradGuard no_grad;
   const std::lock_guard<std::mutex> one_pass_at_a_time(backward_mutex());
   ++g_backward_pass;

@@ -429,3 +429,13 @@ TEST_CASE("indices outside their dimension on the GPU are reported like on the C
   CHECK(index_select(x, 0, gpu(Tensor::from_vector(std::vector<int64_t>{2, 0}, Shape{2}))).cpu().to_vector<float>() ==
         std::vector<float>(10, 0.0f));
 }
+
+TEST_CASE("a seed gradient on another device than the tensor backward starts from is refused", "[cuda][autograd]") {
+  KILN_SKIP_WITHOUT_GPU();
+  Tensor x = Tensor::ones(Shape{2, 3}).to(kGpu);
+  x.set_requires_grad(true);
+  const Tensor y = mul(x, 2.0f);
+  REQUIRE_THROWS_WITH(y.backward(Tensor::ones(Shape{2, 3})),
+                      Catch::Contains("seed gradient float32[2, 3] on cpu does not match") &&
+                          Catch::Contains("device must agree"));
+}
