@@ -53,6 +53,12 @@ inline int64_t resolve_dim_of(const char* op, int64_t dim, const Tensor& x) {
   return x.rank() == 0 ? 0 : resolve_dim(op, dim, x.rank(), x.description());
 }
 
+// Dimension d of x holds an entry, so a maximum (largest) or minimum along it exists (argmax, max).
+inline void extreme_exists(const char* op, const Tensor& x, int64_t d, bool largest) {
+  KILN_CHECK(x.dim(d) > 0, op, ": dimension ", d, " of ", x.description(), " is empty: it has no ",
+             largest ? "maximum" : "minimum");
+}
+
 // Dimension d of x holds fewer than 2^32 entries: sort's and argmax's keys keep 32-bit positions.
 inline void positions_fit(const char* op, const Tensor& x, int64_t d) {
   KILN_CHECK(x.dim(d) < kMaxSortRow, op, ": dimension ", d, " of ", x.description(), " holds ", x.dim(d),

@@ -751,10 +751,12 @@ Tensor logsumexp(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim
   const Tensor xf = x.to(DType::f32);
   // The shift, torch's: each row's maximum, 0 where that is infinite (-inf - -inf would be NaN) or
   // the row empty. Not differentiated: it cancels from the value, and the gradient is softmax's.
-  Tensor shift = Tensor::zeros(r.kept, like(xf));
+  Tensor shift;
   if (r.count > 0) {
     const Tensor m = amax(xf.detach(), dims, true);
     shift = masked_fill(m, eq(abs(m), static_cast<double>(INFINITY)), 0.0f);
+  } else {
+    shift = Tensor::zeros(r.kept, like(xf));
   }
   Tensor y = add(log(sum(exp(sub(xf, shift)), dims, true)), shift);
   if (!keepdim) y = reshape(y, r.dropped);

@@ -404,8 +404,7 @@ struct CopyNode final : Node {
 
 Tensor copy_of(const Tensor& x) {
   checks::defined("clone", "x", x);
-  Tensor y = Tensor::empty(x.shape(), like(x));
-  if (x.numel() > 0) backend_for(x.device()).copy_block(x, 0, y, 0, 1, x.numel());
+  Tensor y = x.clone();  // the detached copy, given a node
   if (autograd::needs_grad({&x})) {
     auto node = std::make_shared<CopyNode>();
     node->next = {autograd::edge_for(x)};
@@ -459,7 +458,6 @@ struct PieceNode final : Node {
     return {c.token};
   }
 };
-
 
 // x cut along dimension d (resolved) into consecutive pieces of the given lengths: narrows,
 // with one CutNode behind them all when x needs a gradient.
@@ -738,8 +736,7 @@ Tensor arg_extreme(const char* name, BinaryOp op, const Tensor& x, int64_t dim, 
     return reshape(arg_extreme(name, op, reshape(x, Shape{1}), dim, false), Shape{});
   }
   const int64_t d = checks::resolve_dim(name, dim, x.rank(), x.description());
-  KILN_CHECK(x.dim(d) > 0, name, ": dimension ", d, " of ", x.description(), " is empty: it has no ",
-             op == BinaryOp::maximum ? "maximum" : "minimum");
+  checks::extreme_exists(name, x, d, op == BinaryOp::maximum);
   checks::positions_fit(name, x, d);
   std::vector<int64_t> kept = x.shape().dims();
   if (keepdim) kept[static_cast<size_t>(d)] = 1;

@@ -62,8 +62,7 @@ ValuesIndices extreme_along(const char* op, bool largest, const Tensor& x, int64
   checks::float32_or_bf16(op, "x", x);
   const int64_t d = checks::resolve_dim_of(op, dim, x);
   const Tensor x1 = x.rank() == 0 ? reshape(x, Shape{1}) : x;
-  KILN_CHECK(x1.dim(d) > 0, op, ": dimension ", d, " of ", x.description(), " is empty: it has no ",
-             largest ? "maximum" : "minimum");
+  checks::extreme_exists(op, x1, d, largest);
   const Tensor at = largest ? argmax(x1, d, true) : argmin(x1, d, true);
   ValuesIndices r{gather(x1, d, at), at};
   if (x.rank() == 0 || !keepdim) r = {squeeze(r.values, d), squeeze(r.indices, d)};
