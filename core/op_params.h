@@ -36,14 +36,17 @@ struct SgdOptions {
   bool nesterov = false;
 };
 
-// Adam hyper-parameters (PyTorch's torch.optim.Adam without amsgrad: weight decay added
-// to the gradient, moments m and v, bias-corrected step).
+// Adam hyper-parameters (PyTorch's torch.optim.Adam without amsgrad: moments m and v,
+// bias-corrected step). Weight decay is added to the gradient (L2, Adam's), or with
+// decoupled_weight_decay shrinks the weight by 1 - lr * weight_decay before the update
+// (torch.optim.AdamW; torch's Adam(decoupled_weight_decay=True)).
 struct AdamOptions {
   float lr = 1e-3f;
   float beta1 = 0.9f;
   float beta2 = 0.999f;
   float eps = 1e-8f;
   float weight_decay = 0.0f;
+  bool decoupled_weight_decay = false;
 };
 
 // Elementwise binary ops, a op b. rsub and rdiv take the operands the other way round,

@@ -6,11 +6,45 @@
 
 namespace kiln {
 
+namespace {
+
+// The handles an optimizer over NamedTensors keeps, each checked first.
+std::deque<Tensor> handles_of(const std::vector<NamedTensor>& tensors) {
+  std::deque<Tensor> held;
+  for (const NamedTensor& t : tensors) {
+    KILN_CHECK(t.tensor.defined(), "optimizer: tensor '", t.name, "' is undefined");
+    KILN_CHECK(t.tensor.is_leaf(), "optimizer: tensor '", t.name, "' (", t.tensor.description(), ") is the result of "
+               "an op, not a leaf, so backward gives it no gradient to step along; make the weight itself a tensor "
+               "that requires grad (requires_grad_()), or detach() this one");
+    KILN_CHECK(t.tensor.dtype() == DType::f32, "optimizer: tensor '", t.name, "' is ", t.tensor.description(),
+               "; optimizers update float32 tensors (keep float32 weights and cast them for the compute)");
+    held.push_back(t.tensor);
+  }
+  return held;
+}
+
+std::vector<ParameterRef> refs_into(const std::vector<NamedTensor>& tensors, std::deque<Tensor>& held) {
+  std::vector<ParameterRef> refs;
+  for (size_t i = 0; i < tensors.size(); ++i) refs.push_back({tensors[i].name, &held[i], true, true});
+  return refs;
+}
+
+}  // namespace
+
 Optimizer::Optimizer(std::vector<ParameterRef> params, float lr) : params_(std::move(params)), lr_(lr) {
-  KILN_CHECK(std::isfinite(lr) && lr >= 0, "optimizer: lr must be finite and >= 0, got ", lr);
+  check_parameters();
+}
+
+Optimizer::Optimizer(std::vector<NamedTensor> tensors, float lr)
+    : held_(handles_of(tensors)), params_(refs_into(tensors, held_)), lr_(lr) {
+  check_parameters();
+}
+
+void Optimizer::check_parameters() {
+  KILN_CHECK(std::isfinite(lr_) && lr_ >= 0, "optimizer: lr must be finite and >= 0, got ", lr_);
   // Its step() would change nothing, silently (torch.optim refuses an empty list too).
   KILN_CHECK(!params_.empty(), "optimizer: no trainable parameters to update: the model's are all frozen, or it "
-             "has none; unfreeze the ones to train before making the optimizer");
+             "has none, or the list of tensors is empty; unfreeze the ones to train before making the optimizer");
   std::map<const void*, std::string> memory;  // one tensor under two names would be updated twice a step
   for (const ParameterRef& p : params_) {
     KILN_CHECK(p.tensor != nullptr && p.tensor->defined(), "optimizer: parameter '", p.name, "' has no tensor");
@@ -67,6 +101,15 @@ bool Optimizer::updates(size_t i) const {
 
 // ---------------------------------------------------------------- SGD
 SGD::SGD(std::vector<ParameterRef> params, const SgdOptions& opt) : Optimizer(std::move(params), opt.lr), opt_(opt) {
+  init();
+}
+
+SGD::SGD(std::vector<NamedTensor> tensors, const SgdOptions& opt) : Optimizer(std::move(tensors), opt.lr), opt_(opt) {
+  init();
+}
+
+void SGD::init() {
+  const SgdOptions& opt = opt_;
   // As a trainer's Phase: momentum 1 or more never forgets a gradient and diverges.
   KILN_CHECK(std::isfinite(opt.momentum) && opt.momentum >= 0 && opt.momentum < 1 && std::isfinite(opt.weight_decay) &&
                  opt.weight_decay >= 0,
@@ -101,6 +144,16 @@ std::vector<OptimizerSetting> SGD::settings() const {
 
 // ---------------------------------------------------------------- Adam
 Adam::Adam(std::vector<ParameterRef> params, const AdamOptions& opt) : Optimizer(std::move(params), opt.lr), opt_(opt) {
+  init();
+}
+
+Adam::Adam(std::vector<NamedTensor> tensors, const AdamOptions& opt)
+    : Optimizer(std::move(tensors), opt.lr), opt_(opt) {
+  init();
+}
+
+void Adam::init() {
+  const AdamOptions& opt = opt_;
   KILN_CHECK(opt.beta1 >= 0 && opt.beta1 < 1 && opt.beta2 >= 0 && opt.beta2 < 1,
              "Adam: beta1 and beta2 must be in [0, 1), got ", opt.beta1, ", ", opt.beta2);
   KILN_CHECK(opt.eps > 0 && opt.weight_decay >= 0, "Adam: eps must be > 0 and weight_decay >= 0, got ", opt.eps,
@@ -133,6 +186,75 @@ void Adam::step() {
 
 std::vector<OptimizerSetting> Adam::settings() const {
   return {{"beta1", opt_.beta1}, {"beta2", opt_.beta2}, {"eps", opt_.eps}, {"weight_decay", opt_.weight_decay}};
+}
+
+// ---------------------------------------------------------------- clipping
+namespace {
+
+// The gradients of `params` that exist, as float32 or bfloat16 (what the ops below take).
+std::vector<Tensor> gradients_of(const char* op, const std::vector<Tensor>& params) {
+  std::vector<Tensor> grads;
+  for (size_t i = 0; i < params.size(); ++i) {
+    KILN_CHECK(params[i].defined(), op, ": tensor ", i, " is undefined");
+    Tensor g = params[i].grad();
+    if (!g.defined()) continue;
+    KILN_CHECK(g.dtype() == DType::f32 || g.dtype() == DType::bf16, op, ": tensor ", i, "'s gradient is ",
+               g.description(), "; float32 or bfloat16 gradients");
+    grads.push_back(std::move(g));
+  }
+  return grads;
+}
+
+// torch.linalg.vector_norm(x, p) over every element, in float32.
+Tensor vector_norm(const Tensor& x, double p) {
+  const Tensor a = abs(x.dtype() == DType::f32 ? x : x.to(DType::f32));
+  if (std::isinf(p) && a.numel() == 0) return Tensor::zeros(Shape{}, TensorOptions{DType::f32, x.device()});
+  if (std::isinf(p)) return amax(reshape(a, Shape{-1}), 0);
+  if (p == 2) return sqrt(sum(mul(a, a)));
+  if (p == 1) return sum(a);
+  return pow(sum(pow(a, static_cast<float>(p))), static_cast<float>(1.0 / p));
+}
+
+}  // namespace
+
+Tensor clip_grad_norm(const std::vector<Tensor>& params, double max_norm, double norm_type, bool error_if_nonfinite) {
+  constexpr const char* op = "clip_grad_norm";
+  KILN_CHECK(max_norm >= 0 && std::isfinite(max_norm), op, ": max_norm must be finite and >= 0, got ", max_norm);
+  KILN_CHECK(norm_type > 0 && !std::isnan(norm_type), op, ": norm_type must be > 0 (inf: the largest |g|), got ",
+             norm_type);
+  NoGradGuard no_grad;
+  const std::vector<Tensor> grads = gradients_of(op, params);
+  if (grads.empty()) return Tensor::zeros(Shape{});
+  const Device dev = grads[0].device();
+  std::vector<Tensor> norms;
+  for (const Tensor& g : grads) norms.push_back(vector_norm(g, norm_type).to(dev));
+  const Tensor total = vector_norm(stack(norms, 0), norm_type);
+  if (error_if_nonfinite) {
+    const double t = total.item();
+    KILN_CHECK(std::isfinite(t), op, ": the total norm of order ", norm_type, " of the gradients is ", t,
+               ", so they cannot be clipped; find the NaN or inf first, or pass error_if_nonfinite=false to "
+               "scale them by it anyway");
+  }
+  const Tensor scale = clamp(div(static_cast<float>(max_norm), add(total, 1e-6f)), -INFINITY, 1.0f);
+  for (const Tensor& p : params) {
+    const Tensor g = p.grad();
+    if (!g.defined()) continue;
+    const Tensor s = scale.to(g.device());
+    Tensor(p).set_grad(mul(g, g.dtype() == DType::f32 ? s : s.to(g.dtype())));
+  }
+  return total;
+}
+
+void clip_grad_value(const std::vector<Tensor>& params, double clip_value) {
+  constexpr const char* op = "clip_grad_value";
+  KILN_CHECK(clip_value >= 0 && !std::isnan(clip_value), op, ": clip_value must be >= 0, got ", clip_value);
+  NoGradGuard no_grad;
+  (void)gradients_of(op, params);  // checks every gradient before changing any
+  const float v = static_cast<float>(clip_value);
+  for (const Tensor& p : params) {
+    const Tensor g = p.grad();
+    if (g.defined()) Tensor(p).set_grad(clamp(g, -v, v));
+  }
 }
 
 }  // namespace kiln

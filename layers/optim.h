@@ -4,6 +4,7 @@
 // checkpoint can save and restore it beside the weights.
 #pragma once
 
+#include <deque>
 #include <set>
 #include <string>
 #include <vector>
@@ -27,6 +28,13 @@ struct OptimizerStateRef {
   Tensor* tensor;
 };
 
+// A tensor that no Module owns, for an optimizer to update (research code's own weights):
+// the optimizer keeps this handle, so the tensor lives as long as the optimizer does.
+struct NamedTensor {
+  std::string name;  // names its state ("<name>/exp_avg") and its errors
+  Tensor tensor;
+};
+
 // Base of the optimizers. It holds exactly the trainable parameters it was given: frozen
 // parameters are refused (building from a Module takes its trainable_parameters()). Build
 // it after moving the model to its device: the state lives beside each parameter.
@@ -34,6 +42,9 @@ class Optimizer {
  public:
   // At least one ref; every ref must be trainable and name a tensor; names must be unique.
   explicit Optimizer(std::vector<ParameterRef> params, float lr);
+  // Over tensors held by handle: float32 leaves, names unique. One that does not require grad
+  // is held but skipped by step(), as torch skips a parameter without a gradient.
+  Optimizer(std::vector<NamedTensor> tensors, float lr);
   virtual ~Optimizer() = default;
   Optimizer(const Optimizer&) = delete;
   Optimizer& operator=(const Optimizer&) = delete;
@@ -75,10 +86,16 @@ class Optimizer {
   // The check watch() asks for, at the start of every step().
   void check_watched() const;
 
+ private:
+  std::deque<Tensor> held_;  // NamedTensor's handles, which params_ points into; before params_ (init order)
+
+ protected:
   std::vector<ParameterRef> params_;
   float lr_;
 
  private:
+  // Refuses what the constructors' comments say, once params_ is set.
+  void check_parameters();
   std::vector<std::pair<std::string, Tensor>> state_;  // in creation order
   std::set<std::string> names_;                         // of params_
   Module* model_ = nullptr;                             // watch()
@@ -93,12 +110,14 @@ class SGD final : public Optimizer {
  public:
   SGD(std::vector<ParameterRef> params, const SgdOptions& opt);
   SGD(Module& model, const SgdOptions& opt) : SGD(model.trainable_parameters(), opt) { watch(model); }
+  SGD(std::vector<NamedTensor> tensors, const SgdOptions& opt);
   void step() override;
   std::string kind() const override { return "SGD"; }
   std::vector<OptimizerSetting> settings() const override;
   const SgdOptions& options() const { return opt_; }
 
  private:
+  void init();  // checks the options, makes the state
   SgdOptions opt_;
   std::vector<Tensor*> momentum_;  // one per parameter, null when momentum is 0
 };
@@ -106,18 +125,47 @@ class SGD final : public Optimizer {
 // torch.optim.Adam (amsgrad off), bias-corrected by the optimizer's step count. State:
 // "<param>/exp_avg" and "<param>/exp_avg_sq". One step count covers all parameters (PyTorch
 // keeps one per parameter; they differ only when some parameter misses a gradient).
-class Adam final : public Optimizer {
+class Adam : public Optimizer {
  public:
   Adam(std::vector<ParameterRef> params, const AdamOptions& opt);
   Adam(Module& model, const AdamOptions& opt) : Adam(model.trainable_parameters(), opt) { watch(model); }
+  Adam(std::vector<NamedTensor> tensors, const AdamOptions& opt);
   void step() override;
-  std::string kind() const override { return "Adam"; }
+  // "AdamW" with decoupled weight decay: a checkpoint of one does not resume into the other.
+  std::string kind() const override { return opt_.decoupled_weight_decay ? "AdamW" : "Adam"; }
   std::vector<OptimizerSetting> settings() const override;
   const AdamOptions& options() const { return opt_; }
 
  private:
+  void init();  // checks the options, makes the state
   AdamOptions opt_;
   std::vector<Tensor*> exp_avg_, exp_avg_sq_;
 };
+
+// torch.optim.AdamW: Adam with decoupled_weight_decay set, whatever `opt` says (the decay
+// itself is opt.weight_decay: AdamOptions' default 0, where torch's AdamW defaults to 0.01).
+class AdamW final : public Adam {
+ public:
+  AdamW(std::vector<ParameterRef> params, AdamOptions opt) : Adam(std::move(params), decoupled(opt)) {}
+  AdamW(Module& model, AdamOptions opt) : Adam(model, decoupled(opt)) {}
+  AdamW(std::vector<NamedTensor> tensors, AdamOptions opt) : Adam(std::move(tensors), decoupled(opt)) {}
+
+ private:
+  static AdamOptions decoupled(AdamOptions o) {
+    o.decoupled_weight_decay = true;
+    return o;
+  }
+};
+
+// torch.nn.utils.clip_grad_norm_: scales every gradient by min(1, max_norm / (total + 1e-6)),
+// where total is the norm_type-norm of all the gradients together (the norm of their norms;
+// inf: the largest |g|), and returns total, a 0-d float32 tensor on the first gradient's
+// device. Tensors without a gradient are skipped (none: total 0). The scale stays on the
+// device (no host wait) unless error_if_nonfinite asks to refuse a NaN or infinite total.
+// Each gradient is replaced by its scaled copy: a grad() read before keeps its values.
+Tensor clip_grad_norm(const std::vector<Tensor>& params, double max_norm, double norm_type = 2.0,
+                      bool error_if_nonfinite = false);
+// torch.nn.utils.clip_grad_value_: clamps every gradient into [-clip_value, clip_value].
+void clip_grad_value(const std::vector<Tensor>& params, double clip_value);
 
 }  // namespace kiln

@@ -23,6 +23,7 @@ class ConstantLR final : public Schedule {
   explicit ConstantLR(float base);
   // The formula above; a negative step is a kiln::Error.
   float lr(int64_t step) const override;
+  float base() const { return base_; }
 
  private:
   float base_;
@@ -35,6 +36,9 @@ class StepLR final : public Schedule {
   StepLR(float base, int64_t every, float gamma);
   // The formula above; a negative step is a kiln::Error.
   float lr(int64_t step) const override;
+  float base() const { return base_; }
+  int64_t every() const { return every_; }
+  float gamma() const { return gamma_; }
 
  private:
   float base_;
@@ -50,6 +54,9 @@ class CosineLR final : public Schedule {
   CosineLR(float base, int64_t steps, float floor = 0.0f);
   // The formula above; a negative step is a kiln::Error.
   float lr(int64_t step) const override;
+  float base() const { return base_; }
+  int64_t steps() const { return steps_; }
+  float floor() const { return floor_; }
 
  private:
   float base_;
@@ -66,6 +73,8 @@ class WarmupLR final : public Schedule {
   WarmupLR(std::shared_ptr<const Schedule> after, int64_t warmup);
   // The formula above; a negative step is a kiln::Error.
   float lr(int64_t step) const override;
+  const std::shared_ptr<const Schedule>& after() const { return after_; }
+  int64_t warmup() const { return warmup_; }
 
  private:
   std::shared_ptr<const Schedule> after_;

@@ -24,8 +24,10 @@ void bind_tensor(nb::module_& m);
 // DLPack both ways: Tensor.__dlpack__/__dlpack_device__, kiln.from_dlpack, nchw_to_nhwc
 // (python/src/dlpack.cpp).
 void bind_dlpack(nb::module_& m);
-// Modules, model specs, weights import/export, optimizers (python/src/engine.cpp).
+// Modules, model specs, weights import/export (python/src/engine.cpp).
 void bind_engine(nb::module_& m);
+// Optimizers, learning-rate schedules, gradient clipping (python/src/optim.cpp).
+void bind_optim(nb::module_& m);
 // The trainer over folder data sets: kiln.Phase, kiln.train (python/src/train.cpp).
 void bind_train(nb::module_& m);
 // The image pipeline as an iterable: kiln.Loader (python/src/data.cpp).
@@ -55,6 +57,9 @@ bool python_exiting();
 // never returns (the process's exit ends the thread), as CPython parks daemon threads.
 void park_if_python_exiting();
 
+// A float as the double its shortest decimal names (0.01f: 0.01, not 0.009999999776...), so
+// that Python shows a float32 setting as the user typed it.
+double as_decimal(float v);
 // Whether h is an integer as Python's operator.index takes it: an int or anything whose __index__
 // gives one (NumPy's integers, bools), not a float nor a NumPy array of several values.
 bool is_index_integer(nb::handle h);

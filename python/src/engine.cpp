@@ -1,6 +1,6 @@
 // The engine above the ops, thinly: modules (freezing by name pattern), the model specs
-// and building by name, weights import/export, SGD and Adam, one image's input tensor.
-// Calls that run a model, an optimizer step or file I/O release the GIL.
+// and building by name, weights import/export, one image's input tensor.
+// Calls that run a model or file I/O release the GIL.
 #include <charconv>
 #include <cstdlib>
 #include <map>
@@ -21,7 +21,6 @@
 #include "io/weights.h"
 #include "layers/layers.h"
 #include "layers/module.h"
-#include "layers/optim.h"
 #include "python/src/bindings.h"
 #include "train/api.h"
 #include "train/format.h"
@@ -153,15 +152,13 @@ const BuiltModelInfo* built_model_of(const Module& model) {
   return it == built_models().end() ? nullptr : it->second;
 }
 
-namespace {
-
-// A float as the double its shortest decimal names (0.01f: 0.01, not 0.009999999776...), so
-// that Python shows a float32 setting as the user typed it.
 double as_decimal(float v) {
   char buf[32];
   const auto r = std::to_chars(buf, buf + sizeof buf, v);
   return std::strtod(std::string(buf, r.ptr).c_str(), nullptr);
 }
+
+namespace {
 
 // Python's view of a module: its class, name and shape ("kiln.Conv2d('conv1_1', 3 -> 64,
 // kernel 3, stride 1, padding 1)"), so a slice, a layer and a model are told apart.
@@ -191,16 +188,6 @@ std::string module_repr(nb::handle self) {
   if (auto* p = dynamic_cast<MaxPool2d*>(&mod))
     return head + ", kernel " + n(p->params().kernel_h) + ", stride " + n(p->params().stride_h) + ")";
   return head + ")";
-}
-
-// An optimizer's settings as Python shows them: "kiln.SGD(lr=0.01, momentum=0.9, ..., 2 parameters)".
-std::string optimizer_repr(const Optimizer& o) {
-  std::string s = "kiln." + o.kind() + "(lr=" + nb::cast<std::string>(nb::repr(nb::float_(as_decimal(o.lr()))));
-  for (const OptimizerSetting& v : o.settings())
-    s += ", " + v.name + "=" +
-         (v.name == "nesterov" ? std::string(v.value != 0 ? "True" : "False")
-                               : nb::cast<std::string>(nb::repr(nb::float_(as_decimal(static_cast<float>(v.value))))));
-  return s + ", " + std::to_string(o.parameters().size()) + " parameters)";
 }
 
 // An import's counts on one line, "kiln.ImportReport('vgg16.h5', keras, 32 loaded, 0 skipped, 0 unmapped,
@@ -407,42 +394,12 @@ void bind_weights(nb::module_& m) {
         "One image file as a model input [1, size, size, 3] (resize, centre crop, the convention's normalisation).");
 }
 
-void bind_optimizers(nb::module_& m) {
-  nb::class_<Optimizer>(m, "Optimizer", "Updates a model's trainable parameters from their gradients.")
-      .def("step", &Optimizer::step, Release(), "One update of every parameter it holds (the model's trainable ones when it was made) that has a gradient; "
-           "a kiln.Error, changing nothing, when a layer was unfrozen since (make a new optimizer then).")
-      .def("zero_grad", &Optimizer::zero_grad, "Drops every parameter's gradient.")
-      .def_prop_rw("lr", [](const Optimizer& o) { return as_decimal(o.lr()); },
-                   [](Optimizer& o, double lr) { o.set_lr(static_cast<float>(lr)); },
-                   "The learning rate (settable, e.g. by a schedule); kept as a float32.")
-      .def_prop_ro("steps", &Optimizer::steps, "step() calls done so far.")
-      .def("__repr__", &optimizer_repr);
-  // keep_alive<1, 2>: the optimizer points into the model's parameters, so it keeps the model.
-  nb::class_<SGD, Optimizer>(m, "SGD", "torch.optim.SGD over the model's trainable parameters.")
-      .def("__init__", [](SGD* self, Module& model, double lr, double momentum, double weight_decay, bool nesterov) {
-             new (self) SGD(model, SgdOptions{static_cast<float>(lr), static_cast<float>(momentum),
-                                              static_cast<float>(weight_decay), nesterov});
-           }, arg("model"), arg("lr") = 0.01, arg("momentum") = 0.0, arg("weight_decay") = 0.0,
-           arg("nesterov") = false, nb::keep_alive<1, 2>(),
-           "Over `model`'s parameters that train now (freeze first); the settings are kept as float32.");
-  nb::class_<Adam, Optimizer>(m, "Adam", "torch.optim.Adam (no amsgrad) over the model's trainable parameters.")
-      .def("__init__", [](Adam* self, Module& model, double lr, double beta1, double beta2, double eps,
-                          double weight_decay) {
-             new (self) Adam(model, AdamOptions{static_cast<float>(lr), static_cast<float>(beta1),
-                                                static_cast<float>(beta2), static_cast<float>(eps),
-                                                static_cast<float>(weight_decay)});
-           }, arg("model"), arg("lr") = 1e-3, arg("beta1") = 0.9, arg("beta2") = 0.999, arg("eps") = 1e-8,
-           arg("weight_decay") = 0.0, nb::keep_alive<1, 2>(),
-           "Over `model`'s parameters that train now (freeze first); the settings are kept as float32.");
-}
-
 }  // namespace
 
 void bind_engine(nb::module_& m) {
   bind_modules(m);
   bind_specs(m);
   bind_weights(m);
-  bind_optimizers(m);
 }
 
 }  // namespace kiln::python

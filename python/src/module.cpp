@@ -48,6 +48,7 @@ NB_MODULE(_kiln, m) {
   kiln::python::bind_tensor(m);
   kiln::python::bind_dlpack(m);
   kiln::python::bind_engine(m);
+  kiln::python::bind_optim(m);
   kiln::python::bind_train(m);
   kiln::python::bind_data(m);
   kiln::python::bind_device(m);

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include <nanobind/stl/filesystem.h>
+#include <nanobind/stl/shared_ptr.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
@@ -88,7 +89,7 @@ nb::dict epoch_dict(const EpochSummary& e) {
   d["phase_name"] = e.phase_name;
   d["epoch"] = e.epoch;
   d["global_step"] = e.global_step;
-  d["lr"] = e.lr;
+  d["lr"] = as_decimal(static_cast<float>(e.lr));  // the float32 the optimizer ran with, as typed
   d["train_loss"] = e.train_loss;
   d["train_acc"] = e.train_acc;
   d["val"] = eval_dict(e.val);
@@ -387,15 +388,19 @@ void bind_phase(nb::module_& m) {
                                 "weight decay, and whether the head starts as a linear probe.")
       .def("__init__",
            [](Phase* self, std::string name, std::vector<std::string> train, double lr, int64_t epochs,
-              double momentum, double weight_decay, bool linear_probe) {
-             new (self) Phase{std::move(name), std::move(train), lr, nullptr, epochs, momentum, weight_decay,
-                              linear_probe ? HeadInit::linear_probe : HeadInit::as_is};
+              double momentum, double weight_decay, bool linear_probe, std::shared_ptr<Schedule> schedule) {
+             new (self) Phase{std::move(name), std::move(train), lr, std::move(schedule), epochs, momentum,
+                              weight_decay, linear_probe ? HeadInit::linear_probe : HeadInit::as_is};
            },
            arg("name"), arg("train") = std::vector<std::string>{}, arg("lr") = 1e-3, arg("epochs") = 1,
-           arg("momentum") = 0.0, arg("weight_decay") = 0.0, arg("linear_probe") = false)
+           arg("momentum") = 0.0, arg("weight_decay") = 0.0, arg("linear_probe") = false,
+           arg("schedule").none() = nb::none())
       .def_rw("name", &Phase::name, "The phase's name in logs and on_epoch.")
       .def_rw("train", &Phase::train_patterns, "Patterns of what trains (empty: every layer).")
-      .def_rw("lr", &Phase::lr, "SGD's learning rate.")
+      .def_rw("lr", &Phase::lr, "SGD's learning rate (when no schedule is given).")
+      .def_prop_rw("schedule", [](const Phase& p) { return std::const_pointer_cast<Schedule>(p.schedule); },
+                   [](Phase& p, std::shared_ptr<Schedule> s) { p.schedule = std::move(s); }, arg("schedule").none(),
+                   "The rate by the phase's optimizer step (kiln.CosineLR, ...), or None: lr throughout.")
       .def_rw("epochs", &Phase::epochs, "Epochs in this phase.")
       .def_rw("momentum", &Phase::momentum, "SGD's momentum.")
       .def_rw("weight_decay", &Phase::weight_decay, "L2 weight decay on weights (not biases).")
@@ -408,7 +413,9 @@ void bind_phase(nb::module_& m) {
         std::string r = "kiln.Phase(" + py(nb::str(p.name.c_str())) + ", train=" + py(nb::cast(p.train_patterns)) +
                         ", lr=" + py(nb::float_(p.lr)) + ", epochs=" + std::to_string(p.epochs) +
                         ", momentum=" + py(nb::float_(p.momentum)) + ", weight_decay=" + py(nb::float_(p.weight_decay));
-        return r + (p.head_init == HeadInit::linear_probe ? ", linear_probe=True)" : ")");
+        if (p.head_init == HeadInit::linear_probe) r += ", linear_probe=True";
+        if (p.schedule) r += ", schedule=" + py(nb::cast(std::const_pointer_cast<Schedule>(p.schedule)));
+        return r + ")";
       });
 }
 

@@ -111,6 +111,49 @@ TEST_CASE("Adam follows torch.optim.Adam step by step", "[optim][adam]") {
       [](std::vector<ParameterRef> r) { return std::make_unique<Adam>(r, AdamOptions{0.003f, 0.8f, 0.99f, 1e-6f, 0.05f}); });
 }
 
+TEST_CASE("AdamW follows torch.optim.AdamW step by step", "[optim][adam]") {
+  // A large decay, so that shrinking the weight before the update (not adding wd * w to the
+  // gradient, Adam's) shows in every step.
+  check_trajectory(
+      "adamw", R"("optimizer": "adamw", "lr": 0.01, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.5)",
+      [](std::vector<ParameterRef> r) {
+        return std::make_unique<AdamW>(r, AdamOptions{0.01f, 0.9f, 0.999f, 1e-8f, 0.5f});
+      });
+  Tensor w = Tensor::zeros(Shape{1});
+  w.set_requires_grad(true);
+  const AdamW adamw({{"w", &w, true, true}}, AdamOptions{});
+  const Adam adam({{"w", &w, true, true}}, AdamOptions{});
+  CHECK(adamw.kind() == "AdamW");  // what a checkpoint records: one does not resume into the other
+  CHECK(adam.kind() == "Adam");
+  CHECK(adamw.options().decoupled_weight_decay);
+}
+
+TEST_CASE("an optimizer over tensors no Module owns holds them and refuses what it cannot update", "[optim]") {
+  std::unique_ptr<Optimizer> opt;
+  Tensor seen;
+  {
+    Tensor w = Tensor::from_vector(std::vector<float>{1, -2}, Shape{2});
+    w.set_requires_grad(true);
+    seen = w.detach();  // the same memory, to watch it move
+    opt = std::make_unique<SGD>(std::vector<NamedTensor>{{"w", w}}, SgdOptions{0.5f});
+    sum(mul(w, w)).backward();  // gradient 2w
+  }  // the caller's handle is gone: the optimizer's keeps the tensor
+  opt->step();
+  CHECK(seen.to_vector<float>() == std::vector<float>{0, 0});
+  CHECK(opt->state().back().name == "optimizer/step");
+
+  Tensor leaf = Tensor::zeros(Shape{2});
+  leaf.set_requires_grad(true);
+  REQUIRE_THROWS_WITH(Adam(std::vector<NamedTensor>{{"x2", mul(leaf, 2.0f)}}, AdamOptions{}),
+                      Catch::Contains("'x2'") && Catch::Contains("not a leaf"));
+  REQUIRE_THROWS_WITH(Adam(std::vector<NamedTensor>{{"h", Tensor::zeros(Shape{2}, TensorOptions{DType::bf16})}},
+                           AdamOptions{}),
+                      Catch::Contains("'h' is bfloat16"));
+  REQUIRE_THROWS_WITH(AdamW(std::vector<NamedTensor>{{"a", leaf}, {"a", Tensor::zeros(Shape{1})}}, AdamOptions{}),
+                      Catch::Contains("'a' is given twice"));
+  REQUIRE_THROWS_WITH(SGD(std::vector<NamedTensor>{}, SgdOptions{}), Catch::Contains("list of tensors is empty"));
+}
+
 TEST_CASE("optimizers take exactly the trainable parameters, and frozen ones stay bit-for-bit unchanged",
           "[optim][frozen]") {
   Generator g(7);
@@ -178,6 +221,45 @@ TEST_CASE("a parameter without a gradient is skipped and stays unchanged", "[opt
   // could reach inf, and the weights would follow).
   REQUIRE_THROWS_WITH(adam.set_lr(INFINITY), Catch::Contains("finite"));
   REQUIRE_THROWS_WITH(adam.set_lr(NAN), Catch::Contains("finite"));
+}
+
+TEST_CASE("clip_grad_norm scales every gradient by max_norm over the norm of all of them", "[optim][clip]") {
+  // Gradients [3, 4] and [12]: norms 5 and 12, together 13 (2-norm), 19 (1-norm), 12 (inf).
+  const auto param = [](std::vector<float> g) {
+    Tensor p = Tensor::zeros(Shape{static_cast<int64_t>(g.size())});
+    p.set_requires_grad(true);
+    p.set_grad(Tensor::from_vector(g, Shape{static_cast<int64_t>(g.size())}));
+    return p;
+  };
+  Tensor a = param({3, 4}), b = param({12}), none = Tensor::zeros(Shape{2});
+  const Tensor a_before = a.grad();
+  const Tensor total = clip_grad_norm({a, none, b}, 6.5);
+  CHECK(total.shape() == Shape{});
+  CHECK(total.item() == 13.0);
+  const double scale = static_cast<double>(6.5f / (13.0f + 1e-6f));
+  CHECK_THAT(a.grad().to_vector<double>(), Catch::Approx(std::vector<double>{3 * scale, 4 * scale}).epsilon(1e-7));
+  CHECK(b.grad().item() == Approx(12 * scale).epsilon(1e-7));
+  CHECK(a_before.to_vector<float>() == std::vector<float>{3, 4});  // a new tensor: the one read before keeps its values
+  CHECK_FALSE(none.grad().defined());
+
+  Tensor c = param({3, 4}), d = param({-12});
+  CHECK(clip_grad_norm({c, d}, 100.0, 1.0).item() == 19.0);  // under max_norm: times 1, unchanged
+  CHECK(c.grad().to_vector<float>() == std::vector<float>{3, 4});
+  CHECK(clip_grad_norm({c, d}, 6.0, INFINITY).item() == 12.0);
+  CHECK(d.grad().item() == Approx(-6.0).epsilon(1e-6));
+  CHECK(clip_grad_norm({none}, 1.0).item() == 0.0);  // no gradient at all: total 0
+
+  Tensor e = param({NAN, 1});
+  REQUIRE_THROWS_WITH(clip_grad_norm({e}, 1.0, 2.0, true),
+                      Catch::Contains("nan") && Catch::Contains("error_if_nonfinite"));
+  CHECK(std::isnan(clip_grad_norm({e}, 1.0).item()));  // as torch: scaled by the NaN without the check
+  REQUIRE_THROWS_WITH(clip_grad_norm({a}, -1.0), Catch::Contains("max_norm"));
+  REQUIRE_THROWS_WITH(clip_grad_norm({a}, 1.0, 0.0), Catch::Contains("norm_type"));
+
+  Tensor f = param({3, -7, 0.5f});
+  clip_grad_value({f, none}, 2.0);
+  CHECK(f.grad().to_vector<float>() == std::vector<float>{2, -2, 0.5f});
+  REQUIRE_THROWS_WITH(clip_grad_value({f}, -1.0), Catch::Contains("clip_value"));
 }
 
 TEST_CASE("adam_update checks its arguments", "[optim][adam]") {
@@ -298,9 +380,10 @@ TEST_CASE("Adam on the GPU matches the CPU bit for bit, across launches", "[opti
     cuda.push_back({w.to(gpu), g.to(gpu), m.to(gpu), v.to(gpu)});
   }
   const AdamOptions o{0.01f, 0.9f, 0.999f, 1e-8f, 0.01f};
+  const AdamOptions decoupled{0.01f, 0.9f, 0.999f, 1e-8f, 0.1f, true};  // AdamW's shrink, step 3
   for (int64_t step = 1; step <= 3; ++step) {
-    adam_update(cpu, o, step);
-    adam_update(cuda, o, step);
+    adam_update(cpu, step < 3 ? o : decoupled, step);
+    adam_update(cuda, step < 3 ? o : decoupled, step);
   }
   for (size_t k = 0; k < cpu.size(); ++k) {
     INFO("tensor " << k);

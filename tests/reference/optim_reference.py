@@ -1,10 +1,10 @@
 #!/usr/bin/python3
 """PyTorch reference trajectories for kiln's optimizers (tests/layers/test_optim.cpp).
 
-Usage: optim_reference.py DIR. DIR holds config.json ({"optimizer": "sgd"|"adam", the
+Usage: optim_reference.py DIR. DIR holds config.json ({"optimizer": "sgd"|"adam"|"adamw", the
 hyper-parameters, "params": P, "steps": S}), the initial parameters p{k}.npy and the
 gradient of every step g{s}_{k}.npy, written by the kiln test. This runs torch.optim.SGD or
-torch.optim.Adam in float64 with those gradients and writes the parameters after each step
+torch.optim.Adam or torch.optim.AdamW in float64 with those gradients and writes the parameters after each step
 as out{s}_{k}.npy. Run with Debian's /usr/bin/python3 (python3-torch 1.13).
 """
 import json
@@ -26,6 +26,9 @@ def main(d):
     elif c["optimizer"] == "adam":
         opt = torch.optim.Adam(params, lr=c["lr"], betas=(c["beta1"], c["beta2"]), eps=c["eps"],
                                weight_decay=c["weight_decay"])
+    elif c["optimizer"] == "adamw":
+        opt = torch.optim.AdamW(params, lr=c["lr"], betas=(c["beta1"], c["beta2"]), eps=c["eps"],
+                                weight_decay=c["weight_decay"])
     else:
         raise SystemExit(f"unknown optimizer {c['optimizer']}")
     for s in range(c["steps"]):
