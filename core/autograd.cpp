@@ -265,10 +265,7 @@ void run_backward(const Tensor& root, const Tensor& seed_in, bool retain_graph) 
         accumulate_leaf(*e.leaf, std::move(grads[i]));
       }
     }
-    if (!retain_graph) {
-      node->release_saved();
-      node->released = true;
-    }
+    if (!retain_graph && node->release_saved()) node->released = true;
   }
 }
 

@@ -62,20 +62,32 @@ class Node {
 
   // Runs with recording off (backward holds a NoGradGuard); returns one gradient per edge in `next`.
   virtual std::vector<Tensor> apply(const Tensor& grad_output) = 0;
-  // Drops saved tensors; called after backward unless the graph is retained.
-  virtual void release_saved() {}
+  // Drops saved tensors; called after backward unless the graph is retained. True when it
+  // dropped what its backward needs: the node is then marked released, and a later backward
+  // through it is refused. A node that saves nothing keeps false, and may run again, as torch's
+  // (a second backward through sums and views, a backward per piece of a split).
+  virtual bool release_saved() { return false; }
 
   // The op's name, for backward's error messages.
   const std::string& name() const { return name_; }
   // The layer whose forward recorded it ("vgg16/fc6", LayerScope), for the same; "" outside one.
   const std::string& layer() const;
   std::vector<Edge> next;  // one per op input
-  bool released = false;
+  bool released = false;   // its saved tensors were dropped (release_saved)
 
  private:
   std::string name_;
   std::shared_ptr<const std::string> layer_;  // shared by the layer's nodes; null outside a layer
 };
+
+// Resets each of `saved`; true when any held a tensor: what a release_saved override returns
+// (an op saves some tensors only when an input needs them, mul's only for the other's gradient).
+template <typename... Saved>
+bool release_all(Saved&... saved) {
+  const bool held = (saved.defined() || ...);
+  (saved.reset(), ...);
+  return held;
+}
 
 // How an error inside a model's layer begins, forward (layers/layers.cpp) and backward:
 // "in layer 'vgg16/fc6': ...".

@@ -171,10 +171,7 @@ struct BinaryNode final : Node {
     }
     return {ga, gb};
   }
-  void release_saved() override {
-    a.reset();
-    b.reset();
-  }
+  bool release_saved() override { return release_all(a, b); }
 };
 
 // What a comparison takes, for the errors that meet anything else.
@@ -308,7 +305,7 @@ struct ScalarNode final : Node {
     if (s == 0.0f) slope = zeroed_where(apply_scalar(BinaryOp::ge, x, 0.0f), slope);
     return apply_binary(BinaryOp::mul, g, slope, g.shape());
   }
-  void release_saved() override { a.reset(); }
+  bool release_saved() override { return release_all(a); }
 };
 
 // out = a (op) s's history, when a wants a gradient: s as the forward used it, given as the caller
@@ -397,7 +394,7 @@ struct UnaryNode final : Node {
     backend_for(dy.device()).unary_backward(op, reads_x ? t : Tensor(), reads_x ? Tensor() : t, dy, dx);
     return {dx};
   }
-  void release_saved() override { saved.reset(); }
+  bool release_saved() override { return release_all(saved); }
 };
 
 Tensor unary(UnaryOp op, const Tensor& x) {
@@ -474,7 +471,7 @@ struct ClampNode final : Node {
     be.binary(BinaryOp::mul, inside, g, inside);
     return {inside};
   }
-  void release_saved() override { x.reset(); }
+  bool release_saved() override { return release_all(x); }
 };
 }  // namespace
 
@@ -518,7 +515,7 @@ struct WhereNode final : Node {
     };
     return {next[0].needed() ? share(true, a_shape) : Tensor(), next[1].needed() ? share(false, b_shape) : Tensor()};
   }
-  void release_saved() override { cond.reset(); }
+  bool release_saved() override { return release_all(cond); }
 };
 
 }  // namespace
@@ -701,10 +698,7 @@ struct ExtremeNode final : Node {
     be.binary(BinaryOp::mul, mask, share, mask);
     return {mask};
   }
-  void release_saved() override {
-    x.reset();
-    result.reset();
-  }
+  bool release_saved() override { return release_all(x, result); }
 };
 
 // amax (op maximum) or amin over `dims`: one reduce_extreme pass per dimension, exact.
@@ -798,7 +792,7 @@ struct StdNode final : Node {
     const Tensor half_over = apply_binary(BinaryOp::div, g, apply_scalar(BinaryOp::mul, s, 2.0f), g.shape());
     return {zeroed_where(apply_scalar(BinaryOp::eq, s, 0.0f), half_over)};
   }
-  void release_saved() override { y.reset(); }
+  bool release_saved() override { return release_all(y); }
 };
 
 }  // namespace
@@ -941,10 +935,7 @@ struct BatchedMatmulNode final : Node {
     }
     return {want_a ? da.reshape(a_shape) : Tensor(), want_b ? db.reshape(b_shape) : Tensor()};
   }
-  void release_saved() override {
-    a.reset();
-    bt.reset();
-  }
+  bool release_saved() override { return release_all(a, bt); }
 };
 
 // a [..., M, K] @ b [..., K, N] with the same leading dimensions: one product per matrix.
@@ -1116,8 +1107,10 @@ struct L2Node final : Node {
     }
     return out;
   }
-  void release_saved() override {
-    for (auto& w : ws) w->reset();
+  bool release_saved() override {
+    bool held = false;
+    for (auto& w : ws) held = release_all(*w) || held;
+    return held;
   }
 };
 }  // namespace

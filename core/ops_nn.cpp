@@ -17,10 +17,7 @@ struct WeightedNode : Node {
   SavedTensor x, w;
   Shape x_shape, w_shape;
   bool has_bias = false;
-  void release_saved() override {
-    x.reset();
-    w.reset();
-  }
+  bool release_saved() override { return release_all(x, w); }
 };
 
 // Records `node` as y's history of x, w and b (b may be undefined).
@@ -79,10 +76,7 @@ struct Conv2dReluNode final : WeightedNode {
     backend_for(dy.device()).relu_backward(y.get(), dy, g);
     return conv2d_grads(*this, p, g);
   }
-  void release_saved() override {
-    WeightedNode::release_saved();
-    y.reset();
-  }
+  bool release_saved() override { return WeightedNode::release_saved() | release_all(y); }  // | : both run
 };
 
 }  // namespace
@@ -172,7 +166,7 @@ struct MaxPoolNode final : Node {
     backend_for(dy.device()).max_pool2d_backward(dy, argmax.get(), p, dx);
     return {dx};
   }
-  void release_saved() override { argmax.reset(); }
+  bool release_saved() override { return release_all(argmax); }
 };
 }  // namespace
 
@@ -229,11 +223,7 @@ struct Conv2dReluPoolNode final : WeightedNode {
     be.max_pool2d_backward(masked, argmax.get(), pp, dy);
     return conv2d_grads(*this, cp, dy);
   }
-  void release_saved() override {
-    WeightedNode::release_saved();
-    pooled.reset();
-    argmax.reset();
-  }
+  bool release_saved() override { return WeightedNode::release_saved() | release_all(pooled, argmax); }
 };
 }  // namespace
 
@@ -315,12 +305,7 @@ struct BatchNormNode final : Node {
     if (has_beta) g.push_back(db);
     return g;
   }
-  void release_saved() override {
-    x.reset();
-    gamma.reset();
-    mean.reset();
-    var.reset();
-  }
+  bool release_saved() override { return release_all(x, gamma, mean, var); }
 };
 
 // t holds one float32 value per entry of x's last dimension (batch norm's channels, layer
@@ -464,12 +449,7 @@ struct LayerNormNode final : Node {
     }
     return {dx, dgamma, dbeta};
   }
-  void release_saved() override {
-    x.reset();
-    gamma.reset();
-    mean.reset();
-    rstd.reset();
-  }
+  bool release_saved() override { return release_all(x, gamma, mean, rstd); }
 };
 
 // layer_norm of kiln's ops, where the backend has no fused kernel: gradients through them.
@@ -520,7 +500,7 @@ struct ReluNode final : Node {
     backend_for(dy.device()).relu_backward(y.get(), dy, dx);
     return {dx};
   }
-  void release_saved() override { y.reset(); }
+  bool release_saved() override { return release_all(y); }
 };
 }  // namespace
 
@@ -581,7 +561,7 @@ struct SoftmaxNode final : Node {
     backend_for(dy.device()).softmax_backward(ys, dy, log, dx);
     return {dx};
   }
-  void release_saved() override { y.reset(); }
+  bool release_saved() override { return release_all(y); }
 };
 
 Tensor softmax_impl(const Tensor& x, bool log) {
@@ -614,10 +594,7 @@ struct SoftmaxCrossEntropyNode final : Node {
     backend_for(l.device()).softmax_cross_entropy_backward(l, labels.get(), dloss, dx);
     return {dx, Tensor()};
   }
-  void release_saved() override {
-    logits.reset();
-    labels.reset();
-  }
+  bool release_saved() override { return release_all(logits, labels); }
 };
 }  // namespace
 

@@ -158,7 +158,7 @@ struct GatherRowsNode final : Node {
     report_outside({name(), ""}, at, i, v);
     return {grad.reshape(x_shape).to(g.dtype())};
   }
-  void release_saved() override { idx.reset(); }
+  bool release_saved() override { return release_all(idx); }
 };
 
 // x's entries along dimension d at indices (checked as read, errors as `use` says): rows, every
@@ -207,7 +207,7 @@ struct ScatterAddNode final : Node {
     }
     return grads;
   }
-  void release_saved() override { idx.reset(); }
+  bool release_saved() override { return release_all(idx); }
 };
 
 // x + src's entries added along dimension d at idx's indices (checked as read, errors as `use`
@@ -451,9 +451,6 @@ struct PieceNode final : Node {
       c.pass = autograd::backward_pass();
     }
     place_block(g, c.gx, c.d, start);
-    // The cut's node holds nothing a pass frees: a later pass from another piece (a backward per
-    // piece, as torch allows without retain_graph) may run it again.
-    next[0].fn->released = false;
     if (!c.token.defined() || c.token.device() != g.device()) c.token = Tensor::zeros(Shape{}, like(g));
     return {c.token};
   }
@@ -693,7 +690,7 @@ struct SoftmaxInnerNode final : Node {
     backend_for(dy.device()).softmax_inner_backward(ys, dy, n, inner, log, dx);
     return {dx};
   }
-  void release_saved() override { y.reset(); }
+  bool release_saved() override { return release_all(y); }
 };
 
 // op (softmax or log_softmax) over dimension dim: the last-dimension op; for another, the

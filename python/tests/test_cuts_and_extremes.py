@@ -96,6 +96,24 @@ def test_a_backward_per_piece_runs_without_retain_graph_as_torch():
     np.testing.assert_allclose(np.from_dlpack(k.grad), t.grad.numpy(), rtol=1e-6)
 
 
+def test_a_backward_per_piece_of_an_ops_result_runs_as_torch_when_the_op_saved_nothing():
+    # The pieces of x + 2 lead back through add's node, which keeps nothing: each piece's
+    # backward runs it again without retain_graph, as torch's; exp keeps its result, so a second
+    # piece's backward through it is refused in both.
+    k, t = pair((3, 4))
+    for kp, tp in zip((k + 2.0).unbind(0), (t + 2.0).unbind(0)):
+        (kp * kp).sum().backward()
+        (tp * tp).sum().backward()
+    np.testing.assert_allclose(np.from_dlpack(k.grad), t.grad.numpy(), rtol=1e-6)
+    kp, tp = k.exp().unbind(0), t.exp().unbind(0)
+    kp[0].sum().backward()
+    tp[0].sum().backward()
+    with pytest.raises(kiln.Error, match="already freed"):
+        kp[1].sum().backward()
+    with pytest.raises(RuntimeError, match="second time"):
+        tp[1].sum().backward()
+
+
 def test_a_failed_backward_leaves_nothing_in_the_pieces_next_gradient():
     x = kiln.ones([2, 2]).requires_grad_()
     a, b = x.unbind(0)

@@ -83,6 +83,24 @@ TEST_CASE("backward twice through a freed graph is an error, retained graphs all
   REQUIRE_THROWS_WITH(loss.backward(), Catch::Contains("already freed") && Catch::Contains("retain_graph"));
 }
 
+TEST_CASE("a graph whose ops saved nothing for backward runs again without retain_graph, as torch's", "[autograd]") {
+  Tensor x = Tensor::ones(Shape{3}).set_requires_grad(true);
+  Tensor y = sum(reshape(add(x, 1.0f), Shape{3, 1}));  // add of a number, reshape and sum keep no tensor
+  y.backward();
+  y.backward();
+  CHECK(x.grad().to_vector<float>() == std::vector<float>{2, 2, 2});
+  // mul by a number saves nothing either; mul of two tensors saves each for the other's gradient.
+  Tensor z = sum(mul(mul(x, 3.0f), Tensor::full(Shape{3}, 2.0)));
+  z.backward();
+  CHECK(x.grad().to_vector<float>() == std::vector<float>{8, 8, 8});
+  CHECK(sum(mul(x, 3.0f)).grad_fn()->release_saved() == false);
+  CHECK(sum(mul(x, x)).grad_fn()->next[0].fn->release_saved() == true);
+  REQUIRE_THROWS_WITH(z.backward(), Catch::Contains("already freed (op mul)"));
+  Tensor e = sum(exp(x));  // exp keeps its result
+  e.backward();
+  REQUIRE_THROWS_WITH(e.backward(), Catch::Contains("already freed (op exp)"));
+}
+
 TEST_CASE("a saved tensor changed in place before backward is refused, naming the op", "[autograd][errors]") {
   // PyTorch's version counter: backward would otherwise use the new values, silently.
   Tensor a = Tensor::from_vector(std::vector<float>{1, 2, 3}, Shape{3}).set_requires_grad(true);
