@@ -155,9 +155,11 @@ Adam::Adam(std::vector<NamedTensor> tensors, const AdamOptions& opt)
 void Adam::init() {
   const AdamOptions& opt = opt_;
   KILN_CHECK(opt.beta1 >= 0 && opt.beta1 < 1 && opt.beta2 >= 0 && opt.beta2 < 1,
-             "Adam: beta1 and beta2 must be in [0, 1), got ", opt.beta1, ", ", opt.beta2);
-  KILN_CHECK(opt.eps > 0 && opt.weight_decay >= 0, "Adam: eps must be > 0 and weight_decay >= 0, got ", opt.eps,
-             ", ", opt.weight_decay);
+             "Adam: beta1 and beta2 must be in [0, 1) as float32 (0.99999999 rounds to 1), got ", opt.beta1, ", ",
+             opt.beta2);
+  KILN_CHECK(opt.eps > 0 && std::isfinite(opt.eps) && opt.weight_decay >= 0 && std::isfinite(opt.weight_decay),
+             "Adam: eps must be finite and > 0, and weight_decay finite and >= 0, got ", opt.eps, ", ",
+             opt.weight_decay);
   for (size_t i = 0; i < params_.size(); ++i) {
     add_state(i, "exp_avg");
     add_state(i, "exp_avg_sq");
@@ -219,7 +221,8 @@ Tensor vector_norm(const Tensor& x, double p) {
 
 Tensor clip_grad_norm(const std::vector<Tensor>& params, double max_norm, double norm_type, bool error_if_nonfinite) {
   constexpr const char* op = "clip_grad_norm";
-  KILN_CHECK(max_norm >= 0 && std::isfinite(max_norm), op, ": max_norm must be finite and >= 0, got ", max_norm);
+  // inf is torch's way to measure the norm without clipping (the factor clamps to 1).
+  KILN_CHECK(max_norm >= 0, op, ": max_norm must be >= 0 (inf: measure only), got ", max_norm);
   KILN_CHECK(norm_type > 0 && !std::isnan(norm_type), op, ": norm_type must be > 0 (inf: the largest |g|), got ",
              norm_type);
   NoGradGuard no_grad;

@@ -11,7 +11,7 @@ void check_step(const char* who, int64_t step) { KILN_CHECK(step >= 0, who, ": s
 }  // namespace
 
 ConstantLR::ConstantLR(float base) : base_(base) {
-  KILN_CHECK(base >= 0, "ConstantLR: lr must be >= 0, got ", base);
+  KILN_CHECK(base >= 0 && std::isfinite(base), "ConstantLR: lr must be finite and >= 0 (as float32), got ", base);
 }
 
 float ConstantLR::lr(int64_t step) const {
@@ -20,8 +20,9 @@ float ConstantLR::lr(int64_t step) const {
 }
 
 StepLR::StepLR(float base, int64_t every, float gamma) : base_(base), every_(every), gamma_(gamma) {
-  KILN_CHECK(base >= 0 && every > 0 && gamma > 0, "StepLR: need lr >= 0, every > 0, gamma > 0; got ", base, ", ",
-             every, ", ", gamma);
+  KILN_CHECK(base >= 0 && std::isfinite(base) && every > 0 && gamma > 0 && std::isfinite(gamma),
+             "StepLR: need a finite lr >= 0, every > 0 and a finite gamma > 0 (as float32); got ", base, ", ", every,
+             ", ", gamma);
 }
 
 float StepLR::lr(int64_t step) const {
@@ -31,8 +32,9 @@ float StepLR::lr(int64_t step) const {
 }
 
 CosineLR::CosineLR(float base, int64_t steps, float floor) : base_(base), steps_(steps), floor_(floor) {
-  KILN_CHECK(steps > 0 && floor >= 0 && floor <= base, "CosineLR: need steps > 0 and 0 <= floor <= lr; got ", steps,
-             ", ", floor, ", ", base);
+  KILN_CHECK(steps > 0 && floor >= 0 && floor <= base && std::isfinite(base),
+             "CosineLR: need steps > 0 and 0 <= floor <= lr, lr finite (as float32); got ", steps, ", ", floor, ", ",
+             base);
 }
 
 float CosineLR::lr(int64_t step) const {

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include <nanobind/stl/filesystem.h>
+#include <nanobind/stl/optional.h>
 #include <nanobind/stl/shared_ptr.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
@@ -387,17 +388,21 @@ void bind_phase(nb::module_& m) {
                                 "frozen; an empty list trains every layer), learning rate, epochs, SGD momentum, "
                                 "weight decay, and whether the head starts as a linear probe.")
       .def("__init__",
-           [](Phase* self, std::string name, std::vector<std::string> train, double lr, int64_t epochs,
+           [](Phase* self, std::string name, std::vector<std::string> train, std::optional<double> lr, int64_t epochs,
               double momentum, double weight_decay, bool linear_probe, std::shared_ptr<Schedule> schedule) {
-             new (self) Phase{std::move(name), std::move(train), lr, std::move(schedule), epochs, momentum,
-                              weight_decay, linear_probe ? HeadInit::linear_probe : HeadInit::as_is};
+             // Both would leave lr unused without a word.
+             if (lr && schedule)
+               throw nb::value_error("kiln.Phase: give lr or schedule, not both (the schedule sets the rate; "
+                                     "kiln.ConstantLR(lr) is a constant one)");
+             new (self) Phase{std::move(name), std::move(train), lr.value_or(1e-3), std::move(schedule), epochs,
+                              momentum, weight_decay, linear_probe ? HeadInit::linear_probe : HeadInit::as_is};
            },
-           arg("name"), arg("train") = std::vector<std::string>{}, arg("lr") = 1e-3, arg("epochs") = 1,
+           arg("name"), arg("train") = std::vector<std::string>{}, arg("lr").none() = nb::none(), arg("epochs") = 1,
            arg("momentum") = 0.0, arg("weight_decay") = 0.0, arg("linear_probe") = false,
            arg("schedule").none() = nb::none())
       .def_rw("name", &Phase::name, "The phase's name in logs and on_epoch.")
       .def_rw("train", &Phase::train_patterns, "Patterns of what trains (empty: every layer).")
-      .def_rw("lr", &Phase::lr, "SGD's learning rate (when no schedule is given).")
+      .def_rw("lr", &Phase::lr, "SGD's learning rate (unused while a schedule is set).")
       .def_prop_rw("schedule", [](const Phase& p) { return std::const_pointer_cast<Schedule>(p.schedule); },
                    [](Phase& p, std::shared_ptr<Schedule> s) { p.schedule = std::move(s); }, arg("schedule").none(),
                    "The rate by the phase's optimizer step (kiln.CosineLR, ...), or None: lr throughout.")
@@ -411,7 +416,7 @@ void bind_phase(nb::module_& m) {
       .def("__repr__", [](const Phase& p) {
         const auto py = [](nb::handle h) { return std::string(nb::repr(h).c_str()); };
         std::string r = "kiln.Phase(" + py(nb::str(p.name.c_str())) + ", train=" + py(nb::cast(p.train_patterns)) +
-                        ", lr=" + py(nb::float_(p.lr)) + ", epochs=" + std::to_string(p.epochs) +
+                        (p.schedule ? "" : ", lr=" + py(nb::float_(p.lr))) + ", epochs=" + std::to_string(p.epochs) +
                         ", momentum=" + py(nb::float_(p.momentum)) + ", weight_decay=" + py(nb::float_(p.weight_decay));
         if (p.head_init == HeadInit::linear_probe) r += ", linear_probe=True";
         if (p.schedule) r += ", schedule=" + py(nb::cast(std::const_pointer_cast<Schedule>(p.schedule)));

@@ -67,6 +67,13 @@ def test_adamw_says_what_it_is_and_refuses_two_spellings_of_betas():
     assert repr(kiln.AdamW(model)) == ("kiln.AdamW(lr=0.001, beta1=0.9, beta2=0.999, eps=1e-08, weight_decay=0.01, "
                                        "4 parameters)")
     assert isinstance(kiln.AdamW(model), kiln.Adam)
+    assert repr(kiln.Adam(model, weight_decay=0.1, decoupled_weight_decay=True)).endswith(
+        "weight_decay=0.1, decoupled_weight_decay=True, 4 parameters)")
+    assert repr(kiln.Adam(model, 0.01, 0.8)).startswith("kiln.Adam(lr=0.01, beta1=0.8, beta2=0.999,")  # kiln's order
+    with pytest.raises(kiln.Error, match="as float32"):
+        kiln.Adam(model, betas=(0.9, 0.99999999))  # 1.0 in float32
+    with pytest.raises(kiln.Error, match="weight_decay finite"):
+        kiln.AdamW(model, weight_decay=float("inf"))
     assert repr(kiln.Adam(model, betas=(0.8, 0.9))).startswith("kiln.Adam(lr=0.001, beta1=0.8, beta2=0.9,")
     with pytest.raises(TypeError, match="not both"):
         kiln.Adam(model, betas=(0.8, 0.9), beta1=0.7)
@@ -112,6 +119,11 @@ def test_clip_grad_norm_takes_what_torch_takes_and_skips_missing_gradients():
     np.testing.assert_array_equal(old.numpy(), before["net/fc1/weight"])  # a new .grad: the old one kept
     fresh = kiln.zeros([3]).requires_grad_()  # no gradient: skipped, total 0
     assert float(kiln.clip_grad_norm_([fresh], 1.0)) == 0.0 and fresh.grad is None
+    # max_norm inf measures without clipping (torch's idiom); norm_type goes through float(), 'inf' too.
+    now = grads_of(model)
+    measured = kiln.clip_grad_norm_(model, float("inf"), norm_type="inf")
+    assert float(measured) == max(float(np.abs(g).max()) for g in now.values())
+    assert all(np.array_equal(now[k], g) for k, g in grads_of(model).items())
 
 
 def test_clip_grad_norm_refuses_bad_arguments_and_a_nonfinite_norm_when_asked():
@@ -175,6 +187,11 @@ def test_schedules_match_torchs_schedulers_stepped_per_step():
         kiln.CosineLR(0.1, steps=10, floor=0.2)
     with pytest.raises(kiln.Error, match="StepLR"):
         kiln.StepLR(0.1, every=0)
+    with pytest.raises(kiln.Error, match="finite"):
+        kiln.ConstantLR(1e40)  # inf as float32
+    with pytest.raises(kiln.Error, match="finite gamma"):
+        kiln.StepLR(0.1, 2, gamma=float("inf"))
+    assert "gamma: float = 0.1)" in kiln.StepLR.__init__.__doc__  # not 0.10000000149...
 
 
 def test_a_schedule_drives_an_optimizer_and_a_trainer_phase():
@@ -203,8 +220,24 @@ def test_a_schedule_drives_an_optimizer_and_a_trainer_phase():
     rates = [phase.schedule.lr(s) for s in range(20)]
     # The last step's rate of each epoch, one of the schedule's, falling from epoch to epoch.
     assert epochs[0]["lr"] in rates and epochs[1]["lr"] in rates and epochs[1]["lr"] < epochs[0]["lr"]
+    assert "lr=" not in repr(phase)  # the schedule's rate is the one used
     phase.schedule = None
-    assert phase.schedule is None and "schedule" not in repr(phase)
+    assert phase.schedule is None and "schedule" not in repr(phase) and "lr=0.001" in repr(phase)
+    with pytest.raises(ValueError, match="lr or schedule, not both"):
+        kiln.Phase("p", lr=0.1, schedule=kiln.ConstantLR(0.1))
+
+
+def test_zero_grad_drops_gradients_or_makes_them_zeros():
+    model = net(7)
+    opt = kiln.SGD(model, lr=0.1)
+    kiln.sum(model(kiln.ones([2, 5]))).backward()
+    old = model.parameters()["net/fc1/weight"].grad
+    opt.zero_grad(set_to_none=False)
+    for p in model.parameters().values():
+        assert p.grad is not None and not np.any(p.grad.numpy())
+    assert np.any(old.numpy())  # a new tensor: the one read before keeps its values
+    opt.zero_grad()
+    assert all(p.grad is None for p in model.parameters().values())
 
 
 def test_optimizers_take_tensors_of_your_own_as_torchs_do():

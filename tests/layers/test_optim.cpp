@@ -248,6 +248,9 @@ TEST_CASE("clip_grad_norm scales every gradient by max_norm over the norm of all
   CHECK(clip_grad_norm({c, d}, 6.0, INFINITY).item() == 12.0);
   CHECK(d.grad().item() == Approx(-6.0).epsilon(1e-6));
   CHECK(clip_grad_norm({none}, 1.0).item() == 0.0);  // no gradient at all: total 0
+  const std::vector<float> c_now = c.grad().to_vector<float>();  // about [1.5, 2] now
+  CHECK(clip_grad_norm({c, d}, INFINITY).item() == Approx(std::sqrt(1.5 * 1.5 + 2 * 2 + 6 * 6.0)));  // inf: measures
+  CHECK(c.grad().to_vector<float>() == c_now);
 
   Tensor e = param({NAN, 1});
   REQUIRE_THROWS_WITH(clip_grad_norm({e}, 1.0, 2.0, true),
@@ -301,6 +304,9 @@ TEST_CASE("learning-rate schedules give their values at chosen steps", "[optim][
 
   REQUIRE_THROWS_WITH(StepLR(0.1f, 0, 0.5f), Catch::Contains("StepLR"));
   REQUIRE_THROWS_WITH(CosineLR(0.1f, 10, 0.2f), Catch::Contains("floor"));
+  REQUIRE_THROWS_WITH(ConstantLR(INFINITY), Catch::Contains("finite"));  // set_lr would refuse it later
+  REQUIRE_THROWS_WITH(StepLR(0.1f, 2, INFINITY), Catch::Contains("finite gamma"));
+  REQUIRE_THROWS_WITH(CosineLR(INFINITY, 10), Catch::Contains("finite"));
   REQUIRE_THROWS_WITH(constant.lr(-1), Catch::Contains("step"));
 
   // Driving an optimizer: the rate set before each step.
