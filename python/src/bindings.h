@@ -21,6 +21,8 @@ using Release = nb::call_guard<nb::gil_scoped_release>;
 
 // kiln.Tensor (metadata, autograd, views), the factories and the ops (python/src/tensor.cpp).
 void bind_tensor(nb::module_& m);
+// The factories and kiln.tensor (python/src/factories.cpp).
+void bind_factories(nb::module_& m);
 // DLPack both ways: Tensor.__dlpack__/__dlpack_device__, kiln.from_dlpack, nchw_to_nhwc
 // (python/src/dlpack.cpp).
 void bind_dlpack(nb::module_& m);

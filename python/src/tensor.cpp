@@ -178,10 +178,6 @@ void park_if_python_exiting() {
 
 namespace {
 
-TensorOptions options(const std::string& dtype, const std::string& device) {
-  return TensorOptions{dtype_from_name(dtype), device_from_name(device)};
-}
-
 // A Python tuple of the shape's extents.
 nb::typed<nb::tuple, int, nb::ellipsis> shape_tuple(const Tensor& t) {
   nb::list l;
@@ -477,75 +473,6 @@ void bind_tensor_class(nb::module_& m) {
   }
 }
 
-// A fill value as Python gives it: an int (exact for int64 tensors) or a float.
-using FillValue = std::variant<int64_t, double>;
-
-// kiln.full's tensor. The fill goes through a double: an int64 it cannot hold exactly (beyond
-// 2^53) is refused for an int64 tensor rather than rounded to a neighbour.
-Tensor filled(const Shape& shape, const FillValue& value, const TensorOptions& opt) {
-  double v = 0;
-  if (const int64_t* i = std::get_if<int64_t>(&value)) {
-    v = static_cast<double>(*i);
-    KILN_CHECK(opt.dtype != DType::i64 || (v < 0x1p63 && static_cast<int64_t>(v) == *i), "full: ", *i,
-               " is not exactly representable as a double, which kiln fills through (it holds integers "
-               "exactly up to 2^53): an int64 tensor would get a neighbouring value");
-  } else {
-    v = std::get<double>(value);
-  }
-  return Tensor::full(shape, v, opt);
-}
-
-// x's dtype and device, each replaced where named.
-TensorOptions options_like(const Tensor& x, const std::optional<std::string>& dtype,
-                           const std::optional<std::string>& device) {
-  return TensorOptions{dtype ? dtype_from_name(*dtype) : x.dtype(), device ? device_from_name(*device) : x.device()};
-}
-
-void bind_factories(nb::module_& m) {
-  m.def("zeros", [](const std::vector<int64_t>& s, const std::string& dt, const std::string& dev) {
-          return Tensor::zeros(to_shape(s), options(dt, dev));
-        }, arg("shape"), arg("dtype") = "float32", arg("device") = "cpu", Release(), "A tensor of zeros.");
-  m.def("ones", [](const std::vector<int64_t>& s, const std::string& dt, const std::string& dev) {
-          return Tensor::ones(to_shape(s), options(dt, dev));
-        }, arg("shape"), arg("dtype") = "float32", arg("device") = "cpu", Release(), "A tensor of ones.");
-  m.def("full", [](const std::vector<int64_t>& s, const FillValue& value, const std::string& dt,
-                   const std::string& dev) { return filled(to_shape(s), value, options(dt, dev)); },
-        arg("shape"), arg("value"), arg("dtype") = "float32", arg("device") = "cpu", Release(),
-        "A tensor filled with `value`.");
-  // torch's *_like: x's shape, and its dtype and device unless given.
-  using Name = std::optional<std::string>;
-  m.def("zeros_like", [](const Tensor& x, const Name& dt, const Name& dev) {
-    return Tensor::zeros(x.shape(), options_like(x, dt, dev));
-  }, arg("x"), arg("dtype") = nb::none(), arg("device") = nb::none(), Release(),
-        "Zeros of x's shape, dtype and device (either may be given), as torch.zeros_like.");
-  m.def("ones_like", [](const Tensor& x, const Name& dt, const Name& dev) {
-    return Tensor::ones(x.shape(), options_like(x, dt, dev));
-  }, arg("x"), arg("dtype") = nb::none(), arg("device") = nb::none(), Release(), "Ones, as zeros_like.");
-  m.def("full_like", [](const Tensor& x, const FillValue& value, const Name& dt, const Name& dev) {
-    return filled(x.shape(), value, options_like(x, dt, dev));
-  }, arg("x"), arg("fill_value"), arg("dtype") = nb::none(), arg("device") = nb::none(), Release(),
-        "fill_value everywhere, as zeros_like and kiln.full (torch.full_like).");
-  m.def("arange", [](int64_t n, double start, double step, const std::string& dt, const std::string& dev) {
-          // Values are made through doubles, exact for integers up to 2^53: past it an int64
-          // range would repeat and skip values ([2^53, 2^53, 2^53 + 2]); refused, as full does.
-          const TensorOptions opt = options(dt, dev);
-          KILN_CHECK(opt.dtype != DType::i64 || std::abs(start) + std::abs(step) * static_cast<double>(n) <= 0x1p53,
-                     "arange: an int64 range reaching past 2^53 (start ", start, ", step ", step, ", ", n,
-                     " values) is not exact through the doubles kiln makes it with");
-          return Tensor::arange(n, start, step, opt);
-        }, arg("n"), arg("start") = 0.0, arg("step") = 1.0, arg("dtype") = "float32", arg("device") = "cpu",
-        Release(), "1-d [start, start+step, ...) with n elements. The count comes first: torch.arange(a, b) is "
-        "kiln.arange(b - a, a).");
-  m.def("uniform", [](const std::vector<int64_t>& s, float lo, float hi, const std::string& dev) {
-          return Tensor::uniform(to_shape(s), lo, hi, default_generator(), options("float32", dev));
-        }, arg("shape"), arg("low") = 0.0f, arg("high") = 1.0f, arg("device") = "cpu", Release(),
-        "Uniform [low, high) float32 from the default generator (kiln.manual_seed).");
-  m.def("normal", [](const std::vector<int64_t>& s, float mean, float std, const std::string& dev) {
-          return Tensor::normal(to_shape(s), mean, std, default_generator(), options("float32", dev));
-        }, arg("shape"), arg("mean") = 0.0f, arg("std") = 1.0f, arg("device") = "cpu", Release(),
-        "Normal(mean, std) float32 from the default generator (kiln.manual_seed).");
-  m.def("manual_seed", &kiln::manual_seed, arg("seed"), "Reseeds the default generator.");
-}
 
 // kiln.no_grad() and kiln.enable_grad(): context managers that turn recording off or on
 // (GradModeGuard). One object may be entered again inside itself (`with ng: with ng:`): each

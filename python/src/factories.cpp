@@ -1,0 +1,223 @@
+// The factories, torch's names: zeros, ones, full, the *_like forms, arange, uniform, normal, and
+// kiln.tensor (a copy of nested lists of numbers, or of any array). Each takes requires_grad, as
+// torch's do, and makes the tensor with the GIL released.
+#include <cmath>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/variant.h>
+#include <nanobind/stl/vector.h>
+
+#include "python/src/bindings.h"
+
+namespace kiln::python {
+namespace {
+
+using nb::arg;
+
+TensorOptions options(const std::string& dtype, const std::string& device) {
+  return TensorOptions{dtype_from_name(dtype), device_from_name(device)};
+}
+
+// t made a leaf that requires grad when asked (a floating dtype only: set_requires_grad says so).
+Tensor requiring(Tensor t, bool requires_grad) {
+  if (requires_grad) t.set_requires_grad(true);
+  return t;
+}
+
+// A fill value as Python gives it: an int (exact for int64 tensors) or a float.
+using FillValue = std::variant<int64_t, double>;
+
+// kiln.full's tensor. The fill goes through a double: an int64 it cannot hold exactly (beyond
+// 2^53) is refused for an int64 tensor rather than rounded to a neighbour.
+Tensor filled(const Shape& shape, const FillValue& value, const TensorOptions& opt) {
+  double v = 0;
+  if (const int64_t* i = std::get_if<int64_t>(&value)) {
+    v = static_cast<double>(*i);
+    KILN_CHECK(opt.dtype != DType::i64 || (v < 0x1p63 && static_cast<int64_t>(v) == *i), "full: ", *i,
+               " is not exactly representable as a double, which kiln fills through (it holds integers "
+               "exactly up to 2^53): an int64 tensor would get a neighbouring value");
+  } else {
+    v = std::get<double>(value);
+  }
+  return Tensor::full(shape, v, opt);
+}
+
+// x's dtype and device, each replaced where named.
+TensorOptions options_like(const Tensor& x, const std::optional<std::string>& dtype,
+                           const std::optional<std::string>& device) {
+  return TensorOptions{dtype ? dtype_from_name(*dtype) : x.dtype(), device ? device_from_name(*device) : x.device()};
+}
+
+// kiln.tensor's data: nested lists or tuples of numbers, read into one flat list by torch's
+// rules (the first element at each depth gives the shape; every other list must match it).
+struct NestedNumbers {
+  std::vector<int64_t> shape;
+  std::vector<double> values;
+  std::vector<int64_t> ints;  // the same values, exact, while every one is an int
+  bool all_ints = true;
+};
+
+// "an int", "a list": h's Python type with its article, for the errors.
+std::string a_type(nb::handle h) {
+  const std::string t = nb::cast<std::string>(nb::str(h.type().attr("__name__")));
+  return (std::string("aeiou").find(t[0]) == std::string::npos ? "a " : "an ") + t;
+}
+
+bool is_sequence(nb::handle h) { return nb::isinstance<nb::list>(h) || nb::isinstance<nb::tuple>(h); }
+
+// The shape the first elements give, for the errors: "(2, 3)".
+std::string shape_text(const NestedNumbers& n) {
+  std::string s = "(";
+  for (size_t i = 0; i < n.shape.size(); ++i) s += (i ? ", " : "") + std::to_string(n.shape[i]);
+  return s + (n.shape.size() == 1 ? ",)" : ")");
+}
+
+// Reads h, found at data<path>, at nesting depth `depth`.
+void read_numbers(nb::handle h, size_t depth, const std::string& path, NestedNumbers& n) {
+  const auto fail = [&](const std::string& what, bool shape) {
+    const std::string at = "kiln.tensor: data" + path + " " + what;
+    if (!shape) throw nb::type_error(at.c_str());
+    throw nb::value_error((at + ", where the first elements give the shape " + shape_text(n) +
+                           ": the data must be rectangular").c_str());
+  };
+  if (depth < n.shape.size()) {
+    if (!is_sequence(h)) fail("is " + a_type(h) + ", not a list of " + std::to_string(n.shape[depth]), true);
+    const auto len = static_cast<int64_t>(nb::len(h));
+    if (len != n.shape[depth])
+      fail("has " + std::to_string(len) + " element(s), not " + std::to_string(n.shape[depth]), true);
+    int64_t i = 0;
+    for (nb::handle item : h) read_numbers(item, depth + 1, path + "[" + std::to_string(i++) + "]", n);
+    return;
+  }
+  if (is_sequence(h)) fail("is " + a_type(h) + ", not a number", true);
+  if (PyBool_Check(h.ptr()))
+    fail("is a bool; kiln has no bool tensors (masks are 0/1 numbers: int(b), then dtype=\"float32\")", false);
+  if (is_index_integer(h)) {
+    int64_t v = 0;
+    if (!nb::try_cast(h, v)) fail("is " + nb::cast<std::string>(nb::str(h)) + ", which does not fit in int64", false);
+    n.ints.push_back(v);
+    n.values.push_back(static_cast<double>(v));
+    return;
+  }
+  PyObject* f = nb::isinstance<nb::str>(h) ? nullptr : PyNumber_Float(h.ptr());  // float, NumPy's, __float__
+  if (f == nullptr) {
+    PyErr_Clear();
+    fail("is " + a_type(h) + (depth == 0 ? "; give a number, nested lists or tuples of numbers, or an array"
+                                            : ", not a number"), false);
+  }
+  n.values.push_back(PyFloat_AsDouble(f));
+  Py_DECREF(f);
+  n.all_ints = false;
+}
+
+// kiln.tensor(data): a copy. Numbers and nested lists are read here (int64 when every value is
+// an int, else float32, as torch's default dtype); anything else (a NumPy array, a torch tensor, a
+// kiln Tensor) is copied through DLPack and keeps its dtype unless one is given.
+Tensor tensor_of(nb::handle data, const std::optional<std::string>& dtype, const std::string& device) {
+  const Device dev = device_from_name(device);
+  nb::object borrowed;  // owns the kiln view of an array while data points at it
+  if (!is_sequence(data) && !nb::isinstance<Tensor>(data) && nb::hasattr(data, "__dlpack__")) {
+    // float64, which kiln lacks, is rounded to float32 by its producer first: torch.tensor keeps
+    // it, and kiln's default float is float32.
+    std::string kind;
+    if (nb::hasattr(data, "dtype"))
+      kind = nb::cast<std::string>(nb::steal<nb::str>(PyObject_Str(data.attr("dtype").ptr())));
+    nb::object given = nb::borrow(data);
+    if (kind == "float64") given = data.attr("astype")("float32");       // NumPy
+    if (kind == "torch.float64") given = data.attr("float")();           // PyTorch
+    borrowed = nb::module_::import_("kiln").attr("from_dlpack")(given, true);  // a copy anyway: any strides
+    data = borrowed;
+  }
+  if (nb::isinstance<Tensor>(data)) {
+    const Tensor src = nb::cast<Tensor>(data);
+    const nb::gil_scoped_release release;
+    Tensor t = src.detach().clone();  // kiln's own memory, not the producer's
+    if (dtype) t = t.to(dtype_from_name(*dtype));
+    return t.to(dev);
+  }
+  NestedNumbers n;
+  for (nb::handle h = data; is_sequence(h);) {  // the shape, from the first element at each depth
+    n.shape.push_back(static_cast<int64_t>(nb::len(h)));
+    if (nb::len(h) == 0) break;
+    h = h[0];
+  }
+  read_numbers(data, 0, "", n);
+  const DType want = dtype ? dtype_from_name(*dtype) : (n.all_ints && !n.values.empty() ? DType::i64 : DType::f32);
+  const nb::gil_scoped_release release;
+  const Shape shape(n.shape);
+  Tensor t;
+  if (n.all_ints && !is_floating(want)) {
+    t = Tensor::from_vector(n.ints, shape);
+  } else {
+    std::vector<float> f(n.values.begin(), n.values.end());  // each double rounded once to float32
+    t = Tensor::from_vector(f, shape);
+  }
+  return t.to(want).to(dev);
+}
+
+}  // namespace
+
+void bind_factories(nb::module_& m) {
+  using Name = std::optional<std::string>;
+  m.def("tensor", [](nb::handle data, const Name& dt, const std::string& dev, bool rg) {
+          return requiring(tensor_of(data, dt, dev), rg);
+        }, arg("data"), arg("dtype") = nb::none(), arg("device") = "cpu", arg("requires_grad") = false,
+        "torch.tensor: a copy of `data`, a number or nested lists or tuples of numbers (int64 when all are ints, "
+        "else float32; bfloat16 through float32), or an array (NumPy, torch, kiln: its dtype kept unless given, "
+        "float64 made float32).");
+  m.def("zeros", [](const std::vector<int64_t>& s, const std::string& dt, const std::string& dev, bool rg) {
+          return requiring(Tensor::zeros(to_shape(s), options(dt, dev)), rg);
+        }, arg("shape"), arg("dtype") = "float32", arg("device") = "cpu", arg("requires_grad") = false, Release(),
+        "A tensor of zeros.");
+  m.def("ones", [](const std::vector<int64_t>& s, const std::string& dt, const std::string& dev, bool rg) {
+          return requiring(Tensor::ones(to_shape(s), options(dt, dev)), rg);
+        }, arg("shape"), arg("dtype") = "float32", arg("device") = "cpu", arg("requires_grad") = false, Release(),
+        "A tensor of ones.");
+  m.def("full", [](const std::vector<int64_t>& s, const FillValue& value, const std::string& dt,
+                   const std::string& dev, bool rg) {
+          return requiring(filled(to_shape(s), value, options(dt, dev)), rg);
+        },
+        arg("shape"), arg("value"), arg("dtype") = "float32", arg("device") = "cpu", arg("requires_grad") = false,
+        Release(), "A tensor filled with `value`.");
+  // torch's *_like: x's shape, and its dtype and device unless given.
+  m.def("zeros_like", [](const Tensor& x, const Name& dt, const Name& dev, bool rg) {
+    return requiring(Tensor::zeros(x.shape(), options_like(x, dt, dev)), rg);
+  }, arg("x"), arg("dtype") = nb::none(), arg("device") = nb::none(), arg("requires_grad") = false, Release(),
+        "Zeros of x's shape, dtype and device (either may be given), as torch.zeros_like.");
+  m.def("ones_like", [](const Tensor& x, const Name& dt, const Name& dev, bool rg) {
+    return requiring(Tensor::ones(x.shape(), options_like(x, dt, dev)), rg);
+  }, arg("x"), arg("dtype") = nb::none(), arg("device") = nb::none(), arg("requires_grad") = false, Release(),
+        "Ones, as zeros_like.");
+  m.def("full_like", [](const Tensor& x, const FillValue& value, const Name& dt, const Name& dev, bool rg) {
+    return requiring(filled(x.shape(), value, options_like(x, dt, dev)), rg);
+  }, arg("x"), arg("fill_value"), arg("dtype") = nb::none(), arg("device") = nb::none(), arg("requires_grad") = false,
+        Release(), "fill_value everywhere, as zeros_like and kiln.full (torch.full_like).");
+  m.def("arange", [](int64_t n, double start, double step, const std::string& dt, const std::string& dev, bool rg) {
+          // Values are made through doubles, exact for integers up to 2^53: past it an int64
+          // range would repeat and skip values ([2^53, 2^53, 2^53 + 2]); refused, as full does.
+          const TensorOptions opt = options(dt, dev);
+          KILN_CHECK(opt.dtype != DType::i64 || std::abs(start) + std::abs(step) * static_cast<double>(n) <= 0x1p53,
+                     "arange: an int64 range reaching past 2^53 (start ", start, ", step ", step, ", ", n,
+                     " values) is not exact through the doubles kiln makes it with");
+          return requiring(Tensor::arange(n, start, step, opt), rg);
+        }, arg("n"), arg("start") = 0.0, arg("step") = 1.0, arg("dtype") = "float32", arg("device") = "cpu",
+        arg("requires_grad") = false, Release(),
+        "1-d [start, start+step, ...) with n elements. The count comes first: torch.arange(a, b) is "
+        "kiln.arange(b - a, a).");
+  m.def("uniform", [](const std::vector<int64_t>& s, float lo, float hi, const std::string& dev, bool rg) {
+          return requiring(Tensor::uniform(to_shape(s), lo, hi, default_generator(), options("float32", dev)), rg);
+        }, arg("shape"), arg("low") = 0.0f, arg("high") = 1.0f, arg("device") = "cpu", arg("requires_grad") = false,
+        Release(), "Uniform [low, high) float32 from the default generator (kiln.manual_seed).");
+  m.def("normal", [](const std::vector<int64_t>& s, float mean, float std, const std::string& dev, bool rg) {
+          return requiring(Tensor::normal(to_shape(s), mean, std, default_generator(), options("float32", dev)), rg);
+        }, arg("shape"), arg("mean") = 0.0f, arg("std") = 1.0f, arg("device") = "cpu", arg("requires_grad") = false,
+        Release(), "Normal(mean, std) float32 from the default generator (kiln.manual_seed).");
+  m.def("manual_seed", &kiln::manual_seed, arg("seed"), "Reseeds the default generator.");
+}
+
+}  // namespace kiln::python

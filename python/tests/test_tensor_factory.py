@@ -1,0 +1,72 @@
+"""kiln.tensor against torch.tensor (shapes, dtypes, values, copies, errors) and the factories'
+requires_grad, as torch's."""
+import numpy as np
+import pytest
+
+import kiln
+
+torch = pytest.importorskip("torch")
+
+DTYPES = {torch.float32: "float32", torch.int64: "int64", torch.int32: "int32"}
+
+
+@pytest.mark.parametrize("data", [
+    [1, 2, 3], [[1.0, 2], [3, 4]], 3.5, 7, -0.0, [], [[]], [[], []], (1, 2), [(1, 2), [3, 4]],
+    [np.float32(1.5), 2], [np.int64(3), 4], [[1, 2, 3]], [[[1], [2]], [[3], [4]]], [2 ** 62, -5], [1e-46, 1e39],
+])
+def test_tensor_infers_shape_and_dtype_as_torch(data):
+    t, r = kiln.tensor(data), torch.tensor(data)
+    assert t.shape == tuple(r.shape) and t.dtype == DTYPES[r.dtype]
+    assert t.tolist() == r.tolist()  # float32 values compared exactly (inf for 1e39, 0 for 1e-46, as torch)
+    assert not t.requires_grad and t.device == "cpu"
+
+
+def test_tensor_takes_a_dtype_and_copies_arrays():
+    assert kiln.tensor([1, 2], dtype="float32").tolist() == [1.0, 2.0]
+    assert kiln.tensor([1.7, -2.5], dtype="int64").tolist() == torch.tensor([1.7, -2.5], dtype=torch.int64).tolist()
+    assert kiln.tensor([1.0, 3.0], dtype="bfloat16").dtype == "bfloat16"
+    a = np.arange(6, dtype=np.float64).reshape(2, 3)
+    t = kiln.tensor(a)  # float64, which kiln lacks, is rounded to float32
+    a[0, 0] = 99  # a copy: the array's later writes are not seen
+    assert t.dtype == "float32" and t.tolist() == [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]
+    assert kiln.tensor(torch.arange(3, dtype=torch.float64) / 3).tolist() == torch.tensor([0, 1 / 3, 2 / 3]).tolist()
+    assert kiln.tensor(torch.ones(2, dtype=torch.int32)).dtype == "int32"
+    assert kiln.tensor(np.arange(4).reshape(2, 2)[:, 0]).tolist() == [0, 2]  # strided: copied all the same
+    assert kiln.tensor(np.float32(2.5)).shape == () and kiln.tensor(np.array(3.0)).tolist() == 3.0
+    x = kiln.ones([2]).requires_grad_()
+    y = kiln.tensor(x, dtype="bfloat16")  # detached, as torch.tensor(t) is
+    assert y.dtype == "bfloat16" and not y.requires_grad and y.data_ptr != x.data_ptr
+
+
+def test_tensor_and_factories_take_requires_grad():
+    x = kiln.tensor([1.0, 2.0], requires_grad=True)
+    (x * x).sum().backward()
+    assert x.is_leaf and x.grad.tolist() == [2.0, 4.0]
+    made = [kiln.zeros([2], requires_grad=True), kiln.ones([2], requires_grad=True),
+            kiln.full([2], 3.0, requires_grad=True), kiln.zeros_like(x, requires_grad=True),
+            kiln.ones_like(x, requires_grad=True), kiln.full_like(x, 2.0, requires_grad=True),
+            kiln.arange(3, requires_grad=True), kiln.uniform([2], requires_grad=True),
+            kiln.normal([2], requires_grad=True)]
+    assert all(t.requires_grad and t.is_leaf for t in made)
+    assert not kiln.zeros([2]).requires_grad
+    with pytest.raises(kiln.Error, match="only floating tensors can require grad"):
+        kiln.tensor([1, 2], requires_grad=True)  # int64, as torch refuses
+    with pytest.raises(kiln.Error, match="only floating tensors"):
+        kiln.zeros([2], dtype="int32", requires_grad=True)
+
+
+@pytest.mark.parametrize("data,error,match", [
+    ([[1, 2], [3]], ValueError, r"data\[1\] has 1 element\(s\), not 2, where the first elements give the shape "
+                                r"\(2, 2\)"),
+    ([1, [2]], ValueError, r"data\[1\] is a list, not a number"),
+    ([[1], 2], ValueError, r"data\[1\] is an int, not a list of 1"),
+    ([True, False], TypeError, "no bool tensors"),
+    (["a"], TypeError, r"data\[0\] is a str, not a number"),
+    ([2 ** 70], TypeError, "does not fit in int64"),
+    ([[None]], TypeError, r"data\[0\]\[0\] is a NoneType"),
+    ({1: 2}, TypeError, "data is a dict; give a number, nested lists"),
+    ("12", TypeError, "data is a str"),
+])
+def test_tensor_refuses_what_it_cannot_read_naming_where(data, error, match):
+    with pytest.raises(error, match=match):
+        kiln.tensor(data)
