@@ -232,10 +232,13 @@ void run_backward(const Tensor& root, const Tensor& seed_in, bool retain_graph) 
   pending[root.grad_fn().get()] = seed;
   // Keep the nodes alive while we walk them even if a release drops the last owner.
   std::vector<std::shared_ptr<Node>> keep_alive;
-  for (Node* node : order) {
+  // Every node checked before any runs: the ones that kept nothing (a second pass may run them)
+  // must not add into the leaves ahead of one that refuses.
+  for (Node* node : order)
     KILN_CHECK(!node->released, "backward through a graph that was already freed (op ", node->name(),
                node->layer().empty() ? "" : " " + (kInLayer + node->layer()) + "'",
                "); call backward(seed, /*retain_graph=*/true) the first time to go through it twice");
+  for (Node* node : order) {
     auto it = pending.find(node);
     if (it == pending.end()) continue;  // no gradient flowed here
     Tensor grad = std::move(it->second);

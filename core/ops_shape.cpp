@@ -229,7 +229,7 @@ Tensor scatter_add_along(const IndexUse& use, const Tensor& x, int64_t d, const 
   Tensor y = acc.to(x.dtype());
   if (autograd::needs_grad({&x, &src})) {
     auto node = std::make_shared<ScatterAddNode>(use.op.c_str());
-    node->idx = idx;
+    if (autograd::needs_grad({&src})) node->idx = idx;  // x's gradient passes g through
     node->d = d;
     node->per_element = per_element;
     node->src_shape = src.shape();

@@ -59,6 +59,8 @@ bool python_exiting();
 // never returns (the process's exit ends the thread), as CPython parks daemon threads.
 void park_if_python_exiting();
 
+// h's Python type as an error names it: "float", "numpy.ndarray", "kiln.Tensor".
+std::string python_type(nb::handle h);
 // A float as the double its shortest decimal names (0.01f: 0.01, not 0.009999999776...), so
 // that Python shows a float32 setting as the user typed it.
 double as_decimal(float v);

@@ -1,7 +1,9 @@
 // The factories, torch's names: zeros, ones, full, the *_like forms, arange, uniform, normal, and
 // kiln.tensor (a copy of nested lists of numbers, or of any array). Each takes requires_grad, as
 // torch's do, and makes the tensor with the GIL released.
+#include <algorithm>
 #include <cmath>
+#include <functional>
 #include <optional>
 #include <string>
 #include <variant>
@@ -56,19 +58,32 @@ TensorOptions options_like(const Tensor& x, const std::optional<std::string>& dt
 // kiln.tensor's data: nested lists or tuples of numbers, read into one flat list by torch's
 // rules (the first element at each depth gives the shape; every other list must match it).
 struct NestedNumbers {
+  std::optional<DType> want;  // the dtype asked for
   std::vector<int64_t> shape;
-  std::vector<double> values;
-  std::vector<int64_t> ints;  // the same values, exact, while every one is an int
-  bool all_ints = true;
+  std::vector<double> values;     // every value, as a double
+  std::vector<int64_t> ints;      // the same, exact, for the ints given (truncated floats later)
+  std::vector<uint8_t> integral;  // whether value i was given as an int
 };
 
-// "an int", "a list": h's Python type with its article, for the errors.
+// "an int", "a numpy.ndarray": h's Python type with its article, for the errors.
 std::string a_type(nb::handle h) {
-  const std::string t = nb::cast<std::string>(nb::str(h.type().attr("__name__")));
+  const std::string t = python_type(h);
   return (std::string("aeiou").find(t[0]) == std::string::npos ? "a " : "an ") + t;
 }
 
-bool is_sequence(nb::handle h) { return nb::isinstance<nb::list>(h) || nb::isinstance<nb::tuple>(h); }
+// What kiln.tensor descends into: lists, tuples, ranges and arrays of one or more dimensions.
+bool is_sequence(nb::handle h) {
+  if (nb::isinstance<nb::list>(h) || nb::isinstance<nb::tuple>(h) || PyRange_Check(h.ptr())) return true;
+  return !nb::isinstance<Tensor>(h) && nb::hasattr(h, "shape") && nb::hasattr(h, "__len__") &&
+         nb::len(nb::object(h.attr("shape"))) > 0;
+}
+
+// Data taken whole through DLPack (a NumPy array or scalar, a torch tensor), not read number by
+// number (arrays inside lists are read as lists, as torch reads them).
+bool is_array(nb::handle h) {
+  if (nb::isinstance<nb::list>(h) || nb::isinstance<nb::tuple>(h)) return false;
+  return nb::hasattr(h, "__dlpack__") || (nb::hasattr(h, "dtype") && nb::hasattr(h, "__array__"));
+}
 
 // The shape the first elements give, for the errors: "(2, 3)".
 std::string shape_text(const NestedNumbers& n) {
@@ -77,87 +92,115 @@ std::string shape_text(const NestedNumbers& n) {
   return s + (n.shape.size() == 1 ? ",)" : ")");
 }
 
-// Reads h, found at data<path>, at nesting depth `depth`.
-void read_numbers(nb::handle h, size_t depth, const std::string& path, NestedNumbers& n) {
-  const auto fail = [&](const std::string& what, bool shape) {
-    const std::string at = "kiln.tensor: data" + path + " " + what;
-    if (!shape) throw nb::type_error(at.c_str());
-    throw nb::value_error((at + ", where the first elements give the shape " + shape_text(n) +
-                           ": the data must be rectangular").c_str());
-  };
-  if (depth < n.shape.size()) {
-    if (!is_sequence(h)) fail("is " + a_type(h) + ", not a list of " + std::to_string(n.shape[depth]), true);
-    const auto len = static_cast<int64_t>(nb::len(h));
-    if (len != n.shape[depth])
-      fail("has " + std::to_string(len) + " element(s), not " + std::to_string(n.shape[depth]), true);
-    int64_t i = 0;
-    for (nb::handle item : h) read_numbers(item, depth + 1, path + "[" + std::to_string(i++) + "]", n);
-    return;
-  }
-  if (is_sequence(h)) fail("is " + a_type(h) + ", not a number", true);
+// One number of the data: an int kept exact, anything else through float(), as torch reads them.
+void read_number(nb::handle h, size_t depth, const std::function<void(const std::string&)>& fail,
+                 NestedNumbers& n) {
   if (PyBool_Check(h.ptr()))
-    fail("is a bool; kiln has no bool tensors (masks are 0/1 numbers: int(b), then dtype=\"float32\")", false);
-  if (is_index_integer(h)) {
-    int64_t v = 0;
-    if (!nb::try_cast(h, v)) fail("is " + nb::cast<std::string>(nb::str(h)) + ", which does not fit in int64", false);
+    fail("is a bool; kiln has no bool tensors (masks are 0/1 numbers: int(b), then dtype=\"float32\")");
+  int64_t v = 0;
+  const bool floating_wanted = n.want && is_floating(*n.want);
+  if (is_index_integer(h) && (nb::try_cast(h, v) || !floating_wanted)) {
+    if (!nb::try_cast(h, v)) fail("is " + nb::cast<std::string>(nb::str(h)) + ", which does not fit in int64");
     n.ints.push_back(v);
     n.values.push_back(static_cast<double>(v));
+    n.integral.push_back(1);
     return;
   }
-  PyObject* f = nb::isinstance<nb::str>(h) ? nullptr : PyNumber_Float(h.ptr());  // float, NumPy's, __float__
+  PyObject* f = nb::isinstance<nb::str>(h) || nb::isinstance<nb::bytes>(h) ? nullptr : PyNumber_Float(h.ptr());
   if (f == nullptr) {
+    if (PyErr_Occurred() && !PyErr_ExceptionMatches(PyExc_TypeError)) throw nb::python_error();  // __float__'s own
     PyErr_Clear();
     fail("is " + a_type(h) + (depth == 0 ? "; give a number, nested lists or tuples of numbers, or an array"
-                                            : ", not a number"), false);
+                                         : ", not a number"));
   }
   n.values.push_back(PyFloat_AsDouble(f));
   Py_DECREF(f);
-  n.all_ints = false;
+  n.ints.push_back(0);
+  n.integral.push_back(0);
+}
+
+// Reads h, found at data<path>, at nesting depth `depth`.
+void read_numbers(nb::handle h, size_t depth, const std::string& path, NestedNumbers& n) {
+  const auto ragged = [&](const std::string& what) {
+    throw nb::value_error(("kiln.tensor: data" + path + " " + what + ", where the first elements give the shape " +
+                           shape_text(n) + ": the data must be rectangular").c_str());
+  };
+  if (depth < n.shape.size()) {
+    if (!is_sequence(h)) ragged("is " + a_type(h) + ", not a list of " + std::to_string(n.shape[depth]));
+    const auto len = static_cast<int64_t>(nb::len(h));
+    if (len != n.shape[depth])
+      ragged("has " + std::to_string(len) + " element(s), not " + std::to_string(n.shape[depth]));
+    for (int64_t i = 0; i < len; ++i) {  // by index, as the shape was read (and torch reads)
+      const nb::object item = h[i];
+      read_numbers(item, depth + 1, path + "[" + std::to_string(i) + "]", n);
+    }
+    return;
+  }
+  if (is_sequence(h)) ragged("is " + a_type(h) + ", not a number");
+  read_number(h, depth, [&](const std::string& what) { throw nb::type_error(("kiln.tensor: data" + path + " " +
+                                                                             what).c_str()); }, n);
+}
+
+// The numbers as integers of `want`, each in its range, as torch refuses a Python number that
+// overflows (NumPy and torch arrays wrap instead: astype's rules).
+std::vector<int64_t> integers_of(const NestedNumbers& n, DType want) {
+  const double lo = want == DType::u8 ? 0 : want == DType::i32 ? -0x1p31 : -0x1p63;
+  const double hi = want == DType::u8 ? 256 : want == DType::i32 ? 0x1p31 : 0x1p63;  // exclusive
+  std::vector<int64_t> out(n.values.size());
+  for (size_t i = 0; i < out.size(); ++i) {
+    const double v = n.integral[i] ? static_cast<double>(n.ints[i]) : std::trunc(n.values[i]);
+    const bool fits = n.integral[i] ? (n.ints[i] >= lo && (want == DType::i64 || n.ints[i] < hi)) : v >= lo && v < hi;
+    if (!fits)
+      throw nb::value_error(("kiln.tensor: " +
+                             (n.integral[i] ? std::to_string(n.ints[i]) : std::to_string(n.values[i])) +
+                             " does not fit in " + dtype_name(want)).c_str());
+    out[i] = n.integral[i] ? n.ints[i] : static_cast<int64_t>(v);
+  }
+  return out;
+}
+
+// An array's kiln copy: a torch tensor detached, a NumPy scalar made an array, float64 (which
+// kiln lacks) made int64 for an integer dtype and float32 otherwise, by its producer.
+Tensor array_copy(nb::handle data, std::optional<DType> want) {
+  nb::object a = nb::borrow(data);
+  if (nb::hasattr(a, "requires_grad") && nb::hasattr(a, "detach")) a = a.attr("detach")();
+  if (!nb::hasattr(a, "__dlpack__")) a = nb::module_::import_("numpy").attr("asarray")(a);
+  PyObject* kind_str = PyObject_Str(nb::object(a.attr("dtype")).ptr());
+  if (kind_str == nullptr) throw nb::python_error();
+  const std::string kind = nb::steal<nb::str>(kind_str).c_str();
+  const bool to_int = want && !is_floating(*want);
+  if (kind == "float64") a = a.attr("astype")(to_int ? "int64" : "float32");  // NumPy
+  if (kind == "torch.float64") a = to_int ? a.attr("long")() : a.attr("float")();  // PyTorch
+  return nb::cast<Tensor>(nb::module_::import_("kiln").attr("from_dlpack")(a, true));  // any strides: copied below
 }
 
 // kiln.tensor(data): a copy. Numbers and nested lists are read here (int64 when every value is
-// an int, else float32, as torch's default dtype); anything else (a NumPy array, a torch tensor, a
-// kiln Tensor) is copied through DLPack and keeps its dtype unless one is given.
+// an int, else float32, as torch's default dtype); an array (NumPy, torch, kiln) is copied whole
+// and keeps its dtype unless one is given.
 Tensor tensor_of(nb::handle data, const std::optional<std::string>& dtype, const std::string& device) {
   const Device dev = device_from_name(device);
-  nb::object borrowed;  // owns the kiln view of an array while data points at it
-  if (!is_sequence(data) && !nb::isinstance<Tensor>(data) && nb::hasattr(data, "__dlpack__")) {
-    // float64, which kiln lacks, is rounded to float32 by its producer first: torch.tensor keeps
-    // it, and kiln's default float is float32.
-    std::string kind;
-    if (nb::hasattr(data, "dtype"))
-      kind = nb::cast<std::string>(nb::steal<nb::str>(PyObject_Str(data.attr("dtype").ptr())));
-    nb::object given = nb::borrow(data);
-    if (kind == "float64") given = data.attr("astype")("float32");       // NumPy
-    if (kind == "torch.float64") given = data.attr("float")();           // PyTorch
-    borrowed = nb::module_::import_("kiln").attr("from_dlpack")(given, true);  // a copy anyway: any strides
-    data = borrowed;
-  }
-  if (nb::isinstance<Tensor>(data)) {
-    const Tensor src = nb::cast<Tensor>(data);
+  NestedNumbers n;
+  if (dtype) n.want = dtype_from_name(*dtype);
+  if (nb::isinstance<Tensor>(data) || is_array(data)) {
+    const Tensor src = nb::isinstance<Tensor>(data) ? nb::cast<Tensor>(data) : array_copy(data, n.want);
     const nb::gil_scoped_release release;
     Tensor t = src.detach().clone();  // kiln's own memory, not the producer's
-    if (dtype) t = t.to(dtype_from_name(*dtype));
-    return t.to(dev);
+    return (n.want ? t.to(*n.want) : t).to(dev);
   }
-  NestedNumbers n;
-  for (nb::handle h = data; is_sequence(h);) {  // the shape, from the first element at each depth
+  for (nb::object h = nb::borrow(data); is_sequence(h);) {  // the shape, from the first element at each depth
     n.shape.push_back(static_cast<int64_t>(nb::len(h)));
     if (nb::len(h) == 0) break;
-    h = h[0];
+    h = h[0];  // held: a container's __getitem__ may make a new object
   }
   read_numbers(data, 0, "", n);
-  const DType want = dtype ? dtype_from_name(*dtype) : (n.all_ints && !n.values.empty() ? DType::i64 : DType::f32);
+  const bool all_ints = std::all_of(n.integral.begin(), n.integral.end(), [](uint8_t i) { return i != 0; });
+  const DType want = n.want ? *n.want : (all_ints && !n.values.empty() ? DType::i64 : DType::f32);
+  const std::vector<int64_t> ints = is_floating(want) ? std::vector<int64_t>{} : integers_of(n, want);
   const nb::gil_scoped_release release;
   const Shape shape(n.shape);
-  Tensor t;
-  if (n.all_ints && !is_floating(want)) {
-    t = Tensor::from_vector(n.ints, shape);
-  } else {
-    std::vector<float> f(n.values.begin(), n.values.end());  // each double rounded once to float32
-    t = Tensor::from_vector(f, shape);
-  }
-  return t.to(want).to(dev);
+  if (!is_floating(want)) return Tensor::from_vector(ints, shape).to(want).to(dev);
+  const std::vector<float> f(n.values.begin(), n.values.end());  // each double rounded once to float32
+  return Tensor::from_vector(f, shape).to(want).to(dev);
 }
 
 }  // namespace
@@ -166,7 +209,7 @@ void bind_factories(nb::module_& m) {
   using Name = std::optional<std::string>;
   m.def("tensor", [](nb::handle data, const Name& dt, const std::string& dev, bool rg) {
           return requiring(tensor_of(data, dt, dev), rg);
-        }, arg("data"), arg("dtype") = nb::none(), arg("device") = "cpu", arg("requires_grad") = false,
+        }, arg("data").none(), arg("dtype") = nb::none(), arg("device") = "cpu", arg("requires_grad") = false,
         "torch.tensor: a copy of `data`, a number or nested lists or tuples of numbers (int64 when all are ints, "
         "else float32; bfloat16 through float32), or an array (NumPy, torch, kiln: its dtype kept unless given, "
         "float64 made float32).");

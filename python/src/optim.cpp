@@ -53,9 +53,6 @@ std::string schedule_repr(const Schedule& s) {
   return "kiln.Schedule()";
 }
 
-// The Python type name of h ("float", "ndarray"), for TypeErrors.
-std::string type_of(nb::handle h) { return nb::cast<std::string>(nb::str(h.type().attr("__name__"))); }
-
 // Tensors given as torch's optimizers and clip_grad_* take them, named: one Tensor
 // ("params[0]"), a dict of them (Module.parameters()'s; its keys name them) or an iterable of
 // Tensors ("params[i]"). A Module is each caller's own case.
@@ -64,19 +61,19 @@ std::vector<NamedTensor> named_tensors_of(const char* op, nb::handle params) {
   const std::string what = std::string(op) + ": parameters must be a kiln.Module, a Tensor, a dict of them (as "
                            "Module.parameters() gives) or an iterable of Tensors; got ";
   if (!nb::hasattr(params, "__iter__") || nb::isinstance<nb::str>(params))
-    throw nb::type_error((what + type_of(params)).c_str());
+    throw nb::type_error((what + python_type(params)).c_str());
   std::vector<NamedTensor> out;
   if (nb::isinstance<nb::dict>(params)) {
     for (const auto& [key, value] : nb::borrow<nb::dict>(params)) {
       if (!nb::isinstance<nb::str>(key) || !nb::isinstance<Tensor>(value))
-        throw nb::type_error((what + "a dict with an item of types " + type_of(key) + ": " + type_of(value)).c_str());
+        throw nb::type_error((what + "a dict with an item of types " + python_type(key) + ": " + python_type(value)).c_str());
       out.push_back({nb::cast<std::string>(key), nb::cast<Tensor>(value)});
     }
     return out;
   }
   for (nb::handle h : params) {
     if (!nb::isinstance<Tensor>(h))
-      throw nb::type_error((what + "an iterable with an item of type " + type_of(h) +
+      throw nb::type_error((what + "an iterable with an item of type " + python_type(h) +
                             (nb::isinstance<nb::dict>(h) ? " (parameter groups are not taken: one optimizer per group)"
                                                          : "")).c_str());
     out.push_back({"params[" + std::to_string(out.size()) + "]", nb::cast<Tensor>(h)});

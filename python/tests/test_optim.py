@@ -293,7 +293,7 @@ def test_optimizers_refuse_tensors_they_cannot_update():
         kiln.SGD([], lr=0.1)
     with pytest.raises(TypeError, match="parameter groups are not taken"):
         kiln.SGD([{"params": [leaf]}], lr=0.1)
-    with pytest.raises(TypeError, match="a dict with an item of types int: Tensor"):
+    with pytest.raises(TypeError, match="a dict with an item of types int: kiln.Tensor"):
         kiln.Adam({0: leaf})
     with pytest.raises(TypeError, match="got float"):
         kiln.SGD(0.5)

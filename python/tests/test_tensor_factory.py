@@ -55,6 +55,43 @@ def test_tensor_and_factories_take_requires_grad():
         kiln.zeros([2], dtype="int32", requires_grad=True)
 
 
+def test_tensor_reads_what_torch_reads():
+    class Lazy(list):  # __getitem__ makes a new object each time (once a crash: a dangling handle)
+        def __getitem__(self, i):
+            return [float(i), 1.0]
+    assert kiln.tensor(Lazy([None, None])).tolist() == [[0.0, 1.0], [1.0, 1.0]]
+    assert kiln.tensor(range(3)).tolist() == [0, 1, 2]
+    nested = [np.array([1.5]), np.array([2.5])]  # arrays inside a list are read as lists, as torch's
+    assert kiln.tensor(nested).shape == tuple(torch.tensor(np.stack(nested)).shape) == (2, 1)
+    assert kiln.tensor(np.int32(3)).dtype == "int32" and kiln.tensor(np.uint8(7)).tolist() == 7
+    p = torch.ones(2, requires_grad=True)  # copying a parameter, as torch.tensor(p) does
+    assert kiln.tensor(p).tolist() == [1.0, 1.0] and kiln.tensor(p * 2).tolist() == [2.0, 2.0]
+    # Integers exact, past float32's 2^24, from ints, floats and float64 arrays alike.
+    for data in ([16777217.0], [16777217, 0.5], np.array([16777217.0])):
+        assert kiln.tensor(data, dtype="int64").tolist()[0] == 16777217
+    assert kiln.tensor(2 ** 70, dtype="float32").tolist() == float(torch.tensor(2 ** 70, dtype=torch.float32))
+    assert kiln.tensor([2 ** 31 - 1], dtype="int32").tolist() == [2 ** 31 - 1]
+    assert kiln.tensor([255, 0], dtype="uint8").tolist() == [255, 0]
+
+
+class BadFloat:
+    def __float__(self):
+        raise ZeroDivisionError("from __float__")
+
+
+@pytest.mark.parametrize("data,dtype,error,match", [
+    ([2 ** 31], "int32", ValueError, "2147483648 does not fit in int32"),
+    ([300, -1], "uint8", ValueError, "300 does not fit in uint8"),
+    ([float("nan")], "int64", ValueError, "does not fit in int64"),
+    ([1e10], "int32", ValueError, "does not fit in int32"),
+    (None, None, TypeError, "data is a NoneType; give a number"),
+    ([BadFloat()], None, ZeroDivisionError, "from __float__"),  # its own error, not swallowed
+])
+def test_tensor_refuses_numbers_that_overflow_as_torch(data, dtype, error, match):
+    with pytest.raises(error, match=match):
+        kiln.tensor(data, dtype=dtype)
+
+
 @pytest.mark.parametrize("data,error,match", [
     ([[1, 2], [3]], ValueError, r"data\[1\] has 1 element\(s\), not 2, where the first elements give the shape "
                                 r"\(2, 2\)"),

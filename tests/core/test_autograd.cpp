@@ -96,9 +96,11 @@ TEST_CASE("a graph whose ops saved nothing for backward runs again without retai
   CHECK(sum(mul(x, 3.0f)).grad_fn()->release_saved() == false);
   CHECK(sum(mul(x, x)).grad_fn()->next[0].fn->release_saved() == true);
   REQUIRE_THROWS_WITH(z.backward(), Catch::Contains("already freed (op mul)"));
-  Tensor e = sum(exp(x));  // exp keeps its result
+  Tensor e = add(sum(exp(x)), sum(x));  // exp keeps its result; the adds and sums nothing
   e.backward();
+  const std::vector<float> after_one = x.grad().to_vector<float>();
   REQUIRE_THROWS_WITH(e.backward(), Catch::Contains("already freed (op exp)"));
+  CHECK(x.grad().to_vector<float>() == after_one);  // refused before the sums' part reached x
 }
 
 TEST_CASE("a saved tensor changed in place before backward is refused, naming the op", "[autograd][errors]") {
