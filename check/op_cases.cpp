@@ -500,6 +500,47 @@ void append_unary_cases(std::vector<OpCase>& cases) {
   }
 }
 
+// cross_entropy and nll_loss with torch's options: ignored targets, class weights (inputs the
+// gradient does not reach), label smoothing, each reduction, classes second of four dimensions,
+// and probability targets (the gradient reaches them too). The reference's params name the
+// options: reduction 0 mean, 1 sum, 2 none.
+void append_class_loss_cases(std::vector<OpCase>& cases, Generator& g) {
+  const auto idx = [](std::vector<int64_t> v, const Shape& s) { return Tensor::from_vector(v, s); };
+  const auto class_case = [](const std::string& name, const char* op, std::vector<Tensor> in, std::vector<bool> diff,
+                             Reduction red, float smoothing) {
+    const bool weighted = in.size() > 2;
+    const int64_t rows = in[0].numel() / (in[0].rank() == 1 ? in[0].dim(0) : in[0].dim(1));
+    OpCase k = simple(name, op, std::move(in), std::move(diff),
+                      [op, red, smoothing, weighted](const std::vector<Tensor>& x) {
+                        ClassLossOptions o;
+                        o.reduction = red;
+                        o.label_smoothing = smoothing;
+                        if (weighted) o.weight = x[2];
+                        return std::string(op) == "nll_loss" ? nll_loss(x[0], x[1], o) : cross_entropy(x[0], x[1], o);
+                      },
+                      kRtolReduction);
+    k.params = {{"reduction", static_cast<double>(red)}, {"label_smoothing", smoothing},
+                {"weighted", weighted ? 1.0 : 0.0}};
+    return streaming(k, 8, red == Reduction::none ? rows : 1);
+  };
+  const Tensor w = Tensor::uniform(Shape{5}, 0.5f, 2.0f, g);
+  const Tensor t6 = idx({0, 4, -100, 2, 1, -100}, Shape{6});
+  cases.push_back(class_case("cross_entropy/ignore_weight_smooth_mean", "cross_entropy", {randn(g, {6, 5}), t6, w},
+                             {true, false, false}, Reduction::mean, 0.1f));
+  cases.push_back(class_case("cross_entropy/ignore_sum", "cross_entropy", {randn(g, {6, 5}), t6}, {true, false},
+                             Reduction::sum, 0.0f));
+  cases.push_back(class_case("cross_entropy/2x4x3x2_classes_second_none", "cross_entropy",
+                             {randn(g, {2, 4, 3, 2}), idx({0, 3, 1, -100, 2, 2, 3, 0, 1, 1, -100, 3}, Shape{2, 3, 2})},
+                             {true, false}, Reduction::none, 0.2f));
+  Tensor p = softmax(randn(g, {4, 5}));
+  cases.push_back(class_case("cross_entropy/probabilities_weight_smooth", "cross_entropy", {randn(g, {4, 5}), p, w},
+                             {true, true, false}, Reduction::mean, 0.3f));
+  cases.push_back(class_case("cross_entropy/one_sample", "cross_entropy", {randn(g, {5}), idx({3}, Shape{})},
+                             {true, false}, Reduction::mean, 0.0f));
+  cases.push_back(class_case("nll_loss/ignore_weight_none", "nll_loss", {log_softmax(randn(g, {6, 5})), t6, w},
+                             {true, false, false}, Reduction::none, 0.0f));
+}
+
 // The losses (mse, l1, binary cross-entropy on logits), on a generator of their own: gradients
 // to both operands. The targets of the cross-entropy in [0, 1], as probabilities are.
 void append_loss_cases(std::vector<OpCase>& cases) {
@@ -518,6 +559,7 @@ void append_loss_cases(std::vector<OpCase>& cases) {
                                      [f](const std::vector<Tensor>& in) { return f(in[0], in[1]); }, kRtolReduction),
                               4, 1));
   }
+  append_class_loss_cases(cases, g);
 }
 
 // transpose (one matrix, and a batch of them over tiles' edges) and matmul, fp32 and bf16, on a

@@ -387,6 +387,29 @@ Tensor l1_loss(const Tensor& pred, const Tensor& target);
 // (a sigmoid then a log gives inf from |x| ~ 17 on), and accurate for a confident logit of either sign.
 Tensor binary_cross_entropy_with_logits(const Tensor& logits, const Tensor& targets);
 
+// How a loss reduces its per-element values: torch's reduction= "mean", "sum" or "none".
+enum class Reduction : uint8_t { mean, sum, none };
+
+// The options of nll_loss and cross_entropy, torch's names and defaults.
+struct ClassLossOptions {
+  Tensor weight;                        // [C] float32 per-class weights; undefined: every class 1
+  int64_t ignore_index = -100;          // a class-index target equal to it adds nothing, to sums or counts
+  Reduction reduction = Reduction::mean;  // mean: divided by the targets' summed weights (their count)
+  float label_smoothing = 0.0f;         // cross_entropy: the target mixed with uniform, eps / C per class
+};
+
+// torch.nn.functional.cross_entropy: log_softmax over the class dimension, then nll_loss, with
+// label smoothing. logits [C], [N, C] or [N, C, d1, ...] float32 (the class dimension second,
+// as torch's); target either class indices (int32/int64, logits' shape without C; each in
+// [0, C) or ignore_index) or class probabilities (float32, logits' shape). Built from log_softmax,
+// gather and sums, so gradients flow to logits (and to probabilities that require grad).
+// A target outside [0, C) raises, naming its position and value (a host wait on a GPU, as
+// gather's check). reduction none gives the per-element losses (0 where ignored).
+Tensor cross_entropy(const Tensor& logits, const Tensor& target, const ClassLossOptions& opt = {});
+// torch.nn.functional.nll_loss: -log_probs[target] per element (times weight[target]), reduced;
+// log_probs as cross_entropy's logits, target class indices only; label_smoothing must be 0.
+Tensor nll_loss(const Tensor& log_probs, const Tensor& target, const ClassLossOptions& opt = {});
+
 // Weight decay as TF-slim writes it: scale * sum_i sum(w_i^2) / 2 -> scalar [].
 // Apply it to weights only, not biases.
 Tensor l2_penalty(std::span<const Tensor> weights, float scale);

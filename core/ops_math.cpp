@@ -637,16 +637,16 @@ namespace {
 // x's shape with `dims` reduced: kept (each reduced extent 1, keepdim's shape), dropped (without
 // them), reduced (per dimension) and count (the elements each result takes). Each dim in
 // [-rank, rank), none twice, at least one.
-struct Reduction {
+struct ReducedDims {
   Shape kept, dropped;
   std::vector<bool> reduced;
   int64_t count = 1;
 };
-Reduction reduction_of(const char* op, const Tensor& x, const std::vector<int64_t>& dims) {
+ReducedDims reduction_of(const char* op, const Tensor& x, const std::vector<int64_t>& dims) {
   KILN_CHECK(!dims.empty(), op, ": no dimension given; ", op, "(x) reduces every one");
   const int64_t rank = x.rank();
   std::vector<int64_t> kept = x.shape().dims(), dropped;
-  Reduction r;
+  ReducedDims r;
   r.reduced.assign(static_cast<size_t>(rank), false);
   if (rank == 0) {  // a scalar: dimension 0 or -1 names the value itself, as torch takes it
     for (int64_t d : dims)
@@ -672,7 +672,7 @@ Reduction reduction_of(const char* op, const Tensor& x, const std::vector<int64_
 // unless keepdim. The gradient is sum_to's: a repeat.
 Tensor reduce_dims(const char* op, const Tensor& x, const std::vector<int64_t>& dims, bool keepdim, bool is_mean) {
   checks::float32_or_bf16(op, "input x", x);
-  const Reduction r = reduction_of(op, x, dims);
+  const ReducedDims r = reduction_of(op, x, dims);
   KILN_CHECK(!is_mean || r.count > 0, op, ": the dimensions given of ", x.description(),
              " hold no element, so they have no mean");
   // A bfloat16 mean scales the bf16 sum, rounded twice (1.2 ulp off seen): through a float32 copy
@@ -705,7 +705,7 @@ struct ExtremeNode final : Node {
 Tensor reduce_extreme_dims(BinaryOp op, const Tensor& x, const std::vector<int64_t>& dims, bool keepdim) {
   const char* name = op == BinaryOp::maximum ? "amax" : "amin";
   checks::float32_or_bf16(name, "input x", x);
-  const Reduction r = reduction_of(name, x, dims);
+  const ReducedDims r = reduction_of(name, x, dims);
   KILN_CHECK(r.count > 0, name, ": the dimensions given of ", x.description(),
              " hold no element, so they have no ", op == BinaryOp::maximum ? "maximum" : "minimum");
   if (x.rank() == 0) return mul(x, 1.0f);  // a scalar's extreme is itself (a new tensor, gradient 1)
@@ -741,7 +741,7 @@ Tensor amin(const Tensor& x, int64_t dim, bool keepdim) { return amin(x, std::ve
 Tensor logsumexp(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim) {
   checks::float32_or_bf16("logsumexp", "input x", x);
   KILN_CHECK(!dims.empty(), "logsumexp: no dimension given; name the ones to reduce (torch's logsumexp takes dim)");
-  const Reduction r = reduction_of("logsumexp", x, dims);
+  const ReducedDims r = reduction_of("logsumexp", x, dims);
   const Tensor xf = x.to(DType::f32);
   // The shift, torch's: each row's maximum, 0 where that is infinite (-inf - -inf would be NaN) or
   // the row empty. Not differentiated: it cancels from the value, and the gradient is softmax's.
@@ -775,7 +775,7 @@ Tensor variance(const char* op, const Tensor& x, const std::vector<int64_t>& dim
                 bool keepdim) {
   checks::float32_or_bf16(op, "input x", x);
   KILN_CHECK(correction >= 0, op, ": correction ", correction, " is negative (1: unbiased, 0: the population's)");
-  const Reduction r = reduction_of(op, x, dims);
+  const ReducedDims r = reduction_of(op, x, dims);
   if (r.count == 0) return Tensor::full(keepdim ? r.kept : r.dropped, NAN, like(x));
   if (x.dtype() == DType::bf16) return variance(op, x.to(DType::f32), dims, correction, keepdim).to(DType::bf16);
   const Tensor d = sub(x, mean(x, dims, true));

@@ -35,6 +35,28 @@ std::vector<int64_t> dims_of(const Dims& d) {
   return std::get<std::vector<int64_t>>(d);
 }
 
+namespace {
+// torch's loss arguments as ClassLossOptions; an unknown reduction is a ValueError.
+ClassLossOptions class_loss_options(const std::optional<Tensor>& weight, int64_t ignore_index,
+                                    const std::string& reduction, float label_smoothing) {
+  ClassLossOptions o;
+  if (weight) o.weight = *weight;
+  o.ignore_index = ignore_index;
+  o.label_smoothing = label_smoothing;
+  if (reduction == "mean") o.reduction = Reduction::mean;
+  else if (reduction == "sum") o.reduction = Reduction::sum;
+  else if (reduction == "none") o.reduction = Reduction::none;
+  else throw nb::value_error(("reduction must be 'mean', 'sum' or 'none', got '" + reduction + "'").c_str());
+  return o;
+}
+}  // namespace
+
+std::string python_type(nb::handle h) {
+  std::string t = nb::type_name(h.type()).c_str();
+  if (t.rfind("kiln._kiln.", 0) == 0) t = "kiln." + t.substr(11);  // the package's name for its classes
+  return t;
+}
+
 bool is_index_integer(nb::handle h) {
   PyObject* i = PyNumber_Index(h.ptr());  // a NumPy array of several values has __index__, which raises
   if (i == nullptr) PyErr_Clear();
@@ -634,6 +656,22 @@ void bind_math_ops(nb::module_& m) {
         "mean(|pred - target|) (torch.nn.functional.l1_loss); shapes must match, no broadcast.");
   m.def("binary_cross_entropy_with_logits", &kiln::binary_cross_entropy_with_logits, arg("logits"), arg("targets"),
         Release(), "mean(softplus(x) - x * y), targets y in [0, 1] (torch's binary_cross_entropy_with_logits).");
+  m.def("cross_entropy", [](const Tensor& x, const Tensor& t, std::optional<Tensor> w, int64_t ignore,
+                            const std::string& reduction, float smoothing) {
+          return cross_entropy(x, t, class_loss_options(w, ignore, reduction, smoothing));
+        }, arg("input"), arg("target"), arg("weight") = nb::none(), arg("ignore_index") = -100,
+        arg("reduction") = "mean", arg("label_smoothing") = 0.0f, Release(),
+        "torch.nn.functional.cross_entropy: input [C], [N, C] or [N, C, d1, ...] float32 logits (classes second); "
+        "target int class indices (input's shape without C; ignore_index adds nothing) or float32 probabilities "
+        "(input's shape); weight [C] per class; reduction 'mean' (over the targets' weights), 'sum' or 'none'; "
+        "label_smoothing in [0, 1].");
+  m.def("nll_loss", [](const Tensor& x, const Tensor& t, std::optional<Tensor> w, int64_t ignore,
+                       const std::string& reduction) {
+          return nll_loss(x, t, class_loss_options(w, ignore, reduction, 0.0f));
+        }, arg("input"), arg("target"), arg("weight") = nb::none(), arg("ignore_index") = -100,
+        arg("reduction") = "mean", Release(),
+        "torch.nn.functional.nll_loss: -input[target] per element (log-probabilities, as cross_entropy's input), "
+        "weighted, reduced as cross_entropy's.");
   m.def("sum", &sum_over, arg("x"), arg("dim") = nb::none(), arg("keepdim") = false, Release(),
         "The sum of all elements (a scalar tensor), or over dimension `dim`, an int or a list of ints, keeping "
         "them as extents 1 with keepdim (torch.sum).");

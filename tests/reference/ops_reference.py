@@ -124,6 +124,13 @@ def run_op(op, p, x, extras):
         return x[0][int(p["begin"]):int(p["end"])]
     if op == "softmax_cross_entropy":
         return F.cross_entropy(x[0], x[1].long())
+    if op in ("cross_entropy", "nll_loss"):
+        target = x[1] if x[1].is_floating_point() else x[1].long()  # probabilities, or class indices
+        options = dict(weight=x[2] if int(p["weighted"]) else None,
+                       reduction=["mean", "sum", "none"][int(p["reduction"])])
+        if op == "nll_loss":
+            return F.nll_loss(x[0], target, **options)
+        return F.cross_entropy(x[0], target, label_smoothing=p["label_smoothing"], **options)
     if op == "softmax":
         return torch.softmax(x[0], -1)
     if op == "log_softmax":

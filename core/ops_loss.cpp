@@ -1,0 +1,158 @@
+// Classification losses with torch's options (cross_entropy, nll_loss), composed from ops that
+// have gradients: log_softmax over the classes, gather of each target's entry, weights and
+// reductions as sums. Nothing here has a kernel or a node of its own.
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "core/autograd.h"
+#include "core/op_checks.h"
+#include "core/ops.h"
+
+namespace kiln {
+namespace {
+
+// Class indices pass through float32 to zero the ignored ones (kiln's where is float-only):
+// exact up to 2^24, so the classes must fit.
+constexpr int64_t kMaxClasses = int64_t{1} << 24;
+
+// The input as rows [M, C] with the class dimension last, the target as [M] (indices) or [M, C]
+// (probabilities), and the shape of the per-element loss (the target's, for indices).
+struct ClassRows {
+  Tensor x, target;
+  Shape per_element;
+  int64_t classes = 0;
+  bool indices = true;
+};
+
+// x [N, C, d1, ...] with C moved last and everything else flattened into rows.
+Tensor classes_last(const Tensor& x) {
+  if (x.rank() <= 2) return x.rank() == 1 ? reshape(x, Shape{1, x.dim(0)}) : x;
+  std::vector<int64_t> order{0};
+  for (int64_t d = 2; d < x.rank(); ++d) order.push_back(d);
+  order.push_back(1);
+  return reshape(permute(x, order), Shape{-1, x.dim(1)});
+}
+
+ClassRows class_rows(const char* op, const char* what, const Tensor& x, const Tensor& target, bool probabilities_ok) {
+  checks::float32(op, what, x);
+  checks::defined(op, "target", target);
+  checks::same_device(op, what, x, "target", target);
+  KILN_CHECK(x.rank() >= 1, op, ": ", what, " must be [C], [N, C] or [N, C, d1, ...] (classes second), got ",
+             x.description());
+  ClassRows r;
+  r.classes = x.rank() == 1 ? x.dim(0) : x.dim(1);
+  KILN_CHECK(r.classes >= 1, op, ": ", what, " ", x.shape(), " has no classes");
+  KILN_CHECK(r.classes <= kMaxClasses, op, ": ", r.classes, " classes; at most 2^24 are taken");
+  std::vector<int64_t> dims = x.shape().dims();
+  if (x.rank() >= 2) dims.erase(dims.begin() + 1);
+  else dims.clear();
+  r.per_element = Shape(dims);
+  r.indices = target.dtype() == DType::i32 || target.dtype() == DType::i64;
+  if (r.indices) {
+    KILN_CHECK(target.shape() == r.per_element, op, ": target ", target.shape(), " does not fit ", what, " ",
+               x.shape(), ": class indices take its shape without the class dimension, ", r.per_element);
+  } else {
+    KILN_CHECK(probabilities_ok, op, ": target must be int32 or int64 class indices, got ", target.description());
+    KILN_CHECK(target.dtype() == DType::f32 && target.shape() == x.shape(), op, ": target must be int32/int64 class "
+               "indices of shape ", r.per_element, ", or float32 class probabilities of ", what, "'s shape ",
+               x.shape(), "; got ", target.description());
+  }
+  r.x = classes_last(x);
+  r.target = r.indices ? reshape(target, Shape{-1}) : classes_last(target);
+  return r;
+}
+
+// The first target that is neither a class nor ignored, for the error (read on the host: only
+// after gather refused).
+[[noreturn]] void refuse_target(const char* op, const Tensor& target, int64_t classes, int64_t ignore) {
+  const std::vector<int64_t> t = target.to(DType::i64).to_vector<int64_t>();
+  for (size_t i = 0; i < t.size(); ++i) {
+    if (t[i] == ignore || (t[i] >= 0 && t[i] < classes)) continue;
+    std::string at;
+    for (int64_t d = target.rank() - 1, rest = static_cast<int64_t>(i); d >= 0; --d) {
+      at = std::to_string(rest % target.dim(d)) + (at.empty() ? "" : ", ") + at;
+      rest /= target.dim(d);
+    }
+    KILN_FAIL(op, ": target[", at, "] is ", t[i], ", not a class index in [0, ", classes, ") nor ignore_index (",
+              ignore, ")");
+  }
+  KILN_FAIL(op, ": a target is not a class index in [0, ", classes, ")");
+}
+
+// -sum over classes of w_c * terms[:, c] per row: the smoothing term (terms log_probs) or the
+// probability target's loss (terms p * log_probs).
+Tensor weighted_row_sums(const Tensor& terms, const Tensor& weight) {
+  const Tensor t = weight.defined() ? mul(terms, reshape(weight, Shape{1, -1})) : terms;
+  return neg(sum(t, 1));
+}
+
+Tensor reduced(const Tensor& per, const Tensor& denominator, const ClassRows& r, Reduction how) {
+  if (how == Reduction::none) return reshape(per, r.per_element);
+  const Tensor total = sum(per);
+  return how == Reduction::sum ? total : div(total, denominator);
+}
+
+// The loss of log-probabilities rows against r's target (indices or probabilities).
+Tensor class_loss(const char* op, const Tensor& log_probs, const ClassRows& r, const Tensor& target,
+                  const ClassLossOptions& o) {
+  const Tensor weight = o.weight.defined() ? o.weight.detach() : Tensor();  // torch's takes no gradient either
+  const float eps = o.label_smoothing;
+  const auto c = static_cast<float>(r.classes);
+  if (!r.indices) {
+    const Tensor p = eps > 0 ? add(mul(r.target, 1.0f - eps), eps / c) : r.target;
+    const Tensor per = weighted_row_sums(mul(log_probs, p), weight);
+    const Tensor rows =
+        Tensor::full(Shape{}, static_cast<double>(per.numel()), TensorOptions{DType::f32, per.device()});
+    return reduced(per, rows, r, o.reduction);  // torch's mean for probabilities: over the rows
+  }
+  Tensor valid, safe;
+  {
+    const NoGradGuard no_grad;
+    valid = ne(r.target, static_cast<double>(o.ignore_index));  // 0/1 float32
+    safe = mul(r.target.to(DType::f32), valid).to(DType::i64);  // ignored ones read class 0
+  }
+  Tensor picked;
+  try {
+    picked = reshape(gather(log_probs, 1, reshape(safe, Shape{-1, 1})), Shape{-1});
+  } catch (const Error&) {
+    refuse_target(op, target, r.classes, o.ignore_index);
+  }
+  const Tensor w = weight.defined() ? mul(index_select(weight, 0, safe), valid) : valid;
+  Tensor per = mul(neg(picked), w);
+  if (eps > 0) per = add(mul(per, 1.0f - eps), mul(mul(weighted_row_sums(log_probs, weight), valid), eps / c));
+  return reduced(per, sum(w), r, o.reduction);
+}
+
+void check_options(const char* op, const Tensor& x, const ClassRows& r, const ClassLossOptions& o) {
+  KILN_CHECK(o.reduction == Reduction::mean || o.reduction == Reduction::sum || o.reduction == Reduction::none, op,
+             ": unknown reduction");
+  KILN_CHECK(o.label_smoothing >= 0 && o.label_smoothing <= 1, op, ": label_smoothing must be in [0, 1], got ",
+             o.label_smoothing);
+  KILN_CHECK(r.indices || o.ignore_index == ClassLossOptions{}.ignore_index, op, ": ignore_index applies to class "
+             "index targets; a probability target has no index to ignore (give the ignored rows zero probability)");
+  if (!o.weight.defined()) return;
+  checks::float32(op, "weight", o.weight);
+  checks::same_device(op, "weight", o.weight, "input", x);
+  KILN_CHECK(o.weight.shape() == Shape{r.classes}, op, ": weight must be [", r.classes, "], one per class, got ",
+             o.weight.shape());
+}
+
+}  // namespace
+
+Tensor cross_entropy(const Tensor& logits, const Tensor& target, const ClassLossOptions& opt) {
+  constexpr const char* op = "cross_entropy";
+  const ClassRows r = class_rows(op, "logits", logits, target, true);
+  check_options(op, logits, r, opt);
+  return class_loss(op, log_softmax(r.x), r, target, opt);
+}
+
+Tensor nll_loss(const Tensor& log_probs, const Tensor& target, const ClassLossOptions& opt) {
+  constexpr const char* op = "nll_loss";
+  const ClassRows r = class_rows(op, "log_probs", log_probs, target, false);
+  check_options(op, log_probs, r, opt);
+  KILN_CHECK(opt.label_smoothing == 0, op, ": label_smoothing is cross_entropy's; nll_loss takes none");
+  return class_loss(op, r.x, r, target, opt);
+}
+
+}  // namespace kiln

@@ -1,0 +1,97 @@
+"""kiln.cross_entropy and kiln.nll_loss against torch.nn.functional's: every reduction, class
+weights, ignore_index, label smoothing, classes second of several dimensions, probability
+targets, gradients, and the errors."""
+import itertools
+
+import numpy as np
+import pytest
+
+import kiln
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+
+def both(x, t, fn="cross_entropy", **kw):
+    """The loss and the gradient of sum(loss) from kiln and from torch, as NumPy arrays."""
+    kx, tx = kiln.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+    kt, tt = kiln.tensor(t), torch.tensor(t)
+    kk, tk = dict(kw), dict(kw)
+    if kw.get("weight") is not None:
+        kk["weight"], tk["weight"] = kiln.tensor(kw["weight"]), torch.tensor(kw["weight"])
+    kl, tl = getattr(kiln, fn)(kx, kt, **kk), getattr(F, fn)(tx, tt, **tk)
+    kiln.sum(kl).backward()
+    tl.sum().backward()
+    return (kl.numpy(), kx.grad.numpy()), (tl.detach().numpy(), tx.grad.numpy())
+
+
+def assert_same(got, want):
+    for g, w in zip(got, want):
+        assert g.shape == w.shape
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+
+
+RNG = np.random.default_rng(0)
+X = RNG.standard_normal((6, 5)).astype(np.float32)
+T = np.array([0, 4, -100, 2, 1, -100])
+W = RNG.uniform(0.5, 2, 5).astype(np.float32)
+
+
+@pytest.mark.parametrize("reduction,smoothing,weighted", itertools.product(["mean", "sum", "none"], [0.0, 0.1],
+                                                                          [False, True]))
+def test_cross_entropy_matches_torch_with_ignored_targets(reduction, smoothing, weighted):
+    assert_same(*both(X, T, reduction=reduction, label_smoothing=smoothing, weight=W if weighted else None))
+
+
+def test_cross_entropy_over_classes_second_probabilities_and_one_sample():
+    x = RNG.standard_normal((2, 4, 3, 2)).astype(np.float32)
+    t = RNG.integers(0, 4, (2, 3, 2))
+    t[0, 1, 1] = 7
+    assert_same(*both(x, t, ignore_index=7))  # any ignore_index, as torch's
+    assert_same(*both(x, t, reduction="none", label_smoothing=0.2, weight=W[:4], ignore_index=7))
+    p = RNG.dirichlet(np.ones(5), 6).astype(np.float32)
+    assert_same(*both(X, p))
+    assert_same(*both(X, p, label_smoothing=0.3, weight=W, reduction="sum"))
+    assert_same(*both(X[0], np.array(3)))
+    t32 = kiln.tensor(T.astype(np.int32))  # int32 targets too (torch 1.13's want int64)
+    assert float(kiln.cross_entropy(kiln.tensor(X), t32)) == float(kiln.cross_entropy(kiln.tensor(X), kiln.tensor(T)))
+    # Every target ignored: mean is 0 / 0, NaN, as torch's; sum is 0.
+    (k, _), (r, _) = both(X, np.full(6, -100))
+    assert np.isnan(k) and np.isnan(r)
+    assert_same(*both(X, np.full(6, -100), reduction="sum"))
+
+
+def test_probability_targets_get_gradients_too():
+    p = kiln.tensor(RNG.dirichlet(np.ones(5), 6).astype(np.float32), requires_grad=True)
+    tp = torch.tensor(p.numpy(), requires_grad=True)
+    kiln.cross_entropy(kiln.tensor(X), p, label_smoothing=0.1).backward()
+    F.cross_entropy(torch.tensor(X), tp, label_smoothing=0.1).backward()
+    np.testing.assert_allclose(p.grad.numpy(), tp.grad.numpy(), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_nll_loss_matches_torch(reduction):
+    logp = torch.log_softmax(torch.tensor(X), 1).numpy()
+    assert_same(*both(logp, T, fn="nll_loss", reduction=reduction, weight=W))
+
+
+def test_class_losses_refuse_what_torch_refuses_and_say_why():
+    x, t = kiln.tensor(X), kiln.tensor(T)
+    with pytest.raises(kiln.Error, match=r"target\[1\] is 5, not a class index in \[0, 5\) nor ignore_index \(-100\)"):
+        kiln.cross_entropy(x, kiln.tensor([0, 5, 1, 2, 3, 4]))
+    with pytest.raises(kiln.Error, match=r"target\[0, 1\] is -1"):
+        kiln.cross_entropy(kiln.tensor(RNG.standard_normal((1, 3, 2)).astype(np.float32)), kiln.tensor([[0, -1]]))
+    with pytest.raises(kiln.Error, match="does not fit logits"):
+        kiln.cross_entropy(x, kiln.tensor([0, 1]))
+    with pytest.raises(kiln.Error, match=r"weight must be \[5\], one per class"):
+        kiln.cross_entropy(x, t, weight=kiln.ones([4]))
+    with pytest.raises(kiln.Error, match=r"label_smoothing must be in \[0, 1\]"):
+        kiln.cross_entropy(x, t, label_smoothing=1.5)
+    with pytest.raises(ValueError, match="reduction must be 'mean', 'sum' or 'none'"):
+        kiln.cross_entropy(x, t, reduction="avg")
+    with pytest.raises(kiln.Error, match="ignore_index applies to class index targets"):
+        kiln.cross_entropy(x, kiln.tensor(np.full((6, 5), 0.2, np.float32)), ignore_index=0)
+    with pytest.raises(kiln.Error, match="class indices"):
+        kiln.nll_loss(x, kiln.tensor(np.full((6, 5), 0.2, np.float32)))
+    with pytest.raises(kiln.Error, match="float32"):
+        kiln.cross_entropy(x.bfloat16(), t)
