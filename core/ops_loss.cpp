@@ -63,9 +63,9 @@ ClassRows class_rows(const char* op, const char* what, const Tensor& x, const Te
   return r;
 }
 
-// The first target that is neither a class nor ignored, for the error (read on the host: only
-// after gather refused).
-[[noreturn]] void refuse_target(const char* op, const Tensor& target, int64_t classes, int64_t ignore) {
+// Raises for the first target that is neither a class nor ignored, naming it; returns when there
+// is none (read on the host: only after gather refused, whose error is then the one to give).
+void refuse_bad_target(const char* op, const Tensor& target, int64_t classes, int64_t ignore) {
   const std::vector<int64_t> t = target.to(DType::i64).to_vector<int64_t>();
   for (size_t i = 0; i < t.size(); ++i) {
     if (t[i] == ignore || (t[i] >= 0 && t[i] < classes)) continue;
@@ -74,10 +74,9 @@ ClassRows class_rows(const char* op, const char* what, const Tensor& x, const Te
       at = std::to_string(rest % target.dim(d)) + (at.empty() ? "" : ", ") + at;
       rest /= target.dim(d);
     }
-    KILN_FAIL(op, ": target[", at, "] is ", t[i], ", not a class index in [0, ", classes, ") nor ignore_index (",
-              ignore, ")");
+    KILN_FAIL(op, ": target", at.empty() ? "" : "[" + at + "]", " is ", t[i], ", not a class index in [0, ", classes,
+              ") nor ignore_index (", ignore, ")");
   }
-  KILN_FAIL(op, ": a target is not a class index in [0, ", classes, ")");
 }
 
 // -sum over classes of w_c * terms[:, c] per row: the smoothing term (terms log_probs) or the
@@ -87,41 +86,51 @@ Tensor weighted_row_sums(const Tensor& terms, const Tensor& weight) {
   return neg(sum(t, 1));
 }
 
-Tensor reduced(const Tensor& per, const Tensor& denominator, const ClassRows& r, Reduction how) {
-  if (how == Reduction::none) return reshape(per, r.per_element);
+// The loss of probability rows: -sum_c w_c p_c log_probs_c, p mixed with uniform by eps; the
+// mean is over the rows, as torch's. The weight takes a gradient here, as torch's does.
+Tensor probability_loss(const Tensor& log_probs, const ClassRows& r, const ClassLossOptions& o) {
+  const float eps = o.label_smoothing;
+  const Tensor p = eps > 0 ? add(mul(r.target, 1.0f - eps), eps / static_cast<float>(r.classes)) : r.target;
+  const Tensor per = weighted_row_sums(mul(log_probs, p), o.weight);
+  if (o.reduction == Reduction::none) return reshape(per, r.per_element);
   const Tensor total = sum(per);
-  return how == Reduction::sum ? total : div(total, denominator);
+  return o.reduction == Reduction::sum ? total : div(total, static_cast<float>(per.numel()));
 }
 
-// The loss of log-probabilities rows against r's target (indices or probabilities).
-Tensor class_loss(const char* op, const Tensor& log_probs, const ClassRows& r, const Tensor& target,
+// The loss of class-index rows. Each row's terms are scaled by a factor made without a gradient:
+// its weight (0 where ignored), over the summed weights for the mean. Ignored rows are selected
+// away (where), not multiplied by 0, so a -inf or NaN logit in a padding row, or a mean over no
+// target, leaves every other gradient finite, as torch's.
+Tensor index_loss(const char* op, const Tensor& log_probs, const ClassRows& r, const Tensor& target,
                   const ClassLossOptions& o) {
-  const Tensor weight = o.weight.defined() ? o.weight.detach() : Tensor();  // torch's takes no gradient either
-  const float eps = o.label_smoothing;
-  const auto c = static_cast<float>(r.classes);
-  if (!r.indices) {
-    const Tensor p = eps > 0 ? add(mul(r.target, 1.0f - eps), eps / c) : r.target;
-    const Tensor per = weighted_row_sums(mul(log_probs, p), weight);
-    const Tensor rows =
-        Tensor::full(Shape{}, static_cast<double>(per.numel()), TensorOptions{DType::f32, per.device()});
-    return reduced(per, rows, r, o.reduction);  // torch's mean for probabilities: over the rows
-  }
-  Tensor valid, safe;
+  Tensor valid, safe, scale, smooth_scale, empty;
   {
     const NoGradGuard no_grad;
     valid = ne(r.target, static_cast<double>(o.ignore_index));  // 0/1 float32
     safe = mul(r.target.to(DType::f32), valid).to(DType::i64);  // ignored ones read class 0
+    Tensor w = valid;
+    if (o.weight.defined()) w = mul(index_select(o.weight, 0, safe), valid);
+    const Tensor denominator = o.reduction == Reduction::mean ? sum(w) : Tensor::ones(Shape{}, like(w));
+    scale = where(valid, div(w, denominator), 0.0f);
+    smooth_scale = where(valid, div(1.0f, denominator), 0.0f);
+    empty = where(eq(denominator, 0.0), NAN, 0.0f);  // torch's mean over no weight: NaN (0 / 0)
   }
   Tensor picked;
   try {
     picked = reshape(gather(log_probs, 1, reshape(safe, Shape{-1, 1})), Shape{-1});
   } catch (const Error&) {
-    refuse_target(op, target, r.classes, o.ignore_index);
+    refuse_bad_target(op, target, r.classes, o.ignore_index);
+    throw;  // not a target's fault
   }
-  const Tensor w = weight.defined() ? mul(index_select(weight, 0, safe), valid) : valid;
-  Tensor per = mul(neg(picked), w);
-  if (eps > 0) per = add(mul(per, 1.0f - eps), mul(mul(weighted_row_sums(log_probs, weight), valid), eps / c));
-  return reduced(per, sum(w), r, o.reduction);
+  const float eps = o.label_smoothing;
+  Tensor per = mul(where(valid, neg(picked), 0.0f), scale);
+  if (eps > 0) {
+    const Tensor smooth = mul(where(valid, weighted_row_sums(log_probs, o.weight), 0.0f), smooth_scale);
+    per = add(mul(per, 1.0f - eps), mul(smooth, eps / static_cast<float>(r.classes)));
+  }
+  if (o.reduction == Reduction::none) return reshape(per, r.per_element);
+  const Tensor total = sum(per);
+  return o.reduction == Reduction::sum ? total : add(total, empty.to(total.device()));
 }
 
 void check_options(const char* op, const Tensor& x, const ClassRows& r, const ClassLossOptions& o) {
@@ -129,9 +138,14 @@ void check_options(const char* op, const Tensor& x, const ClassRows& r, const Cl
              ": unknown reduction");
   KILN_CHECK(o.label_smoothing >= 0 && o.label_smoothing <= 1, op, ": label_smoothing must be in [0, 1], got ",
              o.label_smoothing);
-  KILN_CHECK(r.indices || o.ignore_index == ClassLossOptions{}.ignore_index, op, ": ignore_index applies to class "
-             "index targets; a probability target has no index to ignore (give the ignored rows zero probability)");
+  KILN_CHECK(r.indices || o.ignore_index < 0, op, ": ignore_index ", o.ignore_index, " applies to class index "
+             "targets; a probability target has no index to ignore (give the ignored rows zero probability)");
+  KILN_CHECK(std::abs(static_cast<double>(o.ignore_index)) <= 0x1p53, op, ": ignore_index ", o.ignore_index,
+             " is past 2^53, where targets are compared through doubles");
   if (!o.weight.defined()) return;
+  // As torch's nll_loss: with class indices the loss has no gradient in weight.
+  KILN_CHECK(!r.indices || !autograd::needs_grad({&o.weight}), op, ": weight requires grad, but the loss of class "
+             "index targets has no gradient in it (torch's raises too); pass weight.detach()");
   checks::float32(op, "weight", o.weight);
   checks::same_device(op, "weight", o.weight, "input", x);
   KILN_CHECK(o.weight.shape() == Shape{r.classes}, op, ": weight must be [", r.classes, "], one per class, got ",
@@ -144,7 +158,8 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target, const ClassLoss
   constexpr const char* op = "cross_entropy";
   const ClassRows r = class_rows(op, "logits", logits, target, true);
   check_options(op, logits, r, opt);
-  return class_loss(op, log_softmax(r.x), r, target, opt);
+  const Tensor log_probs = log_softmax(r.x);
+  return r.indices ? index_loss(op, log_probs, r, target, opt) : probability_loss(log_probs, r, opt);
 }
 
 Tensor nll_loss(const Tensor& log_probs, const Tensor& target, const ClassLossOptions& opt) {
@@ -152,7 +167,7 @@ Tensor nll_loss(const Tensor& log_probs, const Tensor& target, const ClassLossOp
   const ClassRows r = class_rows(op, "log_probs", log_probs, target, false);
   check_options(op, log_probs, r, opt);
   KILN_CHECK(opt.label_smoothing == 0, op, ": label_smoothing is cross_entropy's; nll_loss takes none");
-  return class_loss(op, r.x, r, target, opt);
+  return index_loss(op, r.x, r, target, opt);
 }
 
 }  // namespace kiln

@@ -209,10 +209,11 @@ std::vector<Tensor> gradients_of(const char* op, const std::vector<Tensor>& para
 
 // torch.linalg.vector_norm(x, p) over every element, in float32.
 Tensor vector_norm(const Tensor& x, double p) {
-  const Tensor a = abs(x.dtype() == DType::f32 ? x : x.to(DType::f32));
+  const Tensor f = x.dtype() == DType::f32 ? x : x.to(DType::f32);
+  if (p == 2) return sqrt(l2_penalty(std::span<const Tensor>(&f, 1), 2.0f));  // sum_squares: one pass, no temporary
+  const Tensor a = abs(f);
   if (std::isinf(p) && a.numel() == 0) return Tensor::zeros(Shape{}, TensorOptions{DType::f32, x.device()});
   if (std::isinf(p)) return amax(reshape(a, Shape{-1}), 0);
-  if (p == 2) return sqrt(sum(mul(a, a)));
   if (p == 1) return sum(a);
   return pow(sum(pow(a, static_cast<float>(p))), static_cast<float>(1.0 / p));
 }

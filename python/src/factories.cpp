@@ -93,14 +93,15 @@ std::string shape_text(const NestedNumbers& n) {
 }
 
 // One number of the data: an int kept exact, anything else through float(), as torch reads them.
-void read_number(nb::handle h, size_t depth, const std::function<void(const std::string&)>& fail,
+// `fail(what, overflow)` raises: a TypeError, or a ValueError for a value that does not fit.
+void read_number(nb::handle h, size_t depth, const std::function<void(const std::string&, bool)>& fail,
                  NestedNumbers& n) {
   if (PyBool_Check(h.ptr()))
-    fail("is a bool; kiln has no bool tensors (masks are 0/1 numbers: int(b), then dtype=\"float32\")");
+    fail("is a bool; kiln has no bool tensors (masks are 0/1 numbers: int(b), then dtype=\"float32\")", false);
   int64_t v = 0;
   const bool floating_wanted = n.want && is_floating(*n.want);
   if (is_index_integer(h) && (nb::try_cast(h, v) || !floating_wanted)) {
-    if (!nb::try_cast(h, v)) fail("is " + nb::cast<std::string>(nb::str(h)) + ", which does not fit in int64");
+    if (!nb::try_cast(h, v)) fail("is " + nb::cast<std::string>(nb::str(h)) + ", which does not fit in int64", true);
     n.ints.push_back(v);
     n.values.push_back(static_cast<double>(v));
     n.integral.push_back(1);
@@ -111,7 +112,7 @@ void read_number(nb::handle h, size_t depth, const std::function<void(const std:
     if (PyErr_Occurred() && !PyErr_ExceptionMatches(PyExc_TypeError)) throw nb::python_error();  // __float__'s own
     PyErr_Clear();
     fail("is " + a_type(h) + (depth == 0 ? "; give a number, nested lists or tuples of numbers, or an array"
-                                         : ", not a number"));
+                                         : ", not a number"), false);
   }
   n.values.push_back(PyFloat_AsDouble(f));
   Py_DECREF(f);
@@ -137,8 +138,11 @@ void read_numbers(nb::handle h, size_t depth, const std::string& path, NestedNum
     return;
   }
   if (is_sequence(h)) ragged("is " + a_type(h) + ", not a number");
-  read_number(h, depth, [&](const std::string& what) { throw nb::type_error(("kiln.tensor: data" + path + " " +
-                                                                             what).c_str()); }, n);
+  read_number(h, depth, [&](const std::string& what, bool overflow) {
+    const std::string text = "kiln.tensor: data" + path + " " + what;
+    if (overflow) throw nb::value_error(text.c_str());
+    throw nb::type_error(text.c_str());
+  }, n);
 }
 
 // The numbers as integers of `want`, each in its range, as torch refuses a Python number that

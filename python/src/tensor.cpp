@@ -421,11 +421,18 @@ void bind_tensor_class(nb::module_& m) {
       .def_prop_rw("requires_grad", &Tensor::requires_grad,
                    [](Tensor& t, bool r) { t.set_requires_grad(r); },
                    "Whether backward() computes a gradient for this tensor (settable on leaves).")
-      .def_prop_ro("grad", [](const Tensor& t) -> std::optional<Tensor> {
+      .def_prop_rw("grad", [](const Tensor& t) -> std::optional<Tensor> {
                      Tensor g = t.grad();
                      return g.defined() ? std::optional<Tensor>(g) : std::nullopt;
                    },
-                   "The gradient accumulated by backward(), or None.")
+                   [](Tensor& t, std::optional<Tensor> g) {
+                     if (!g) return t.zero_grad();  // torch's p.grad = None
+                     KILN_CHECK(g->device() == t.device(), "Tensor.grad: a gradient on ", g->device().str(),
+                                " for a tensor on ", t.device().str(), "; move it first (.to(device))");
+                     t.set_grad(g->detach());  // its values, not its history
+                   }, nb::arg("grad").none(),
+                   "The gradient accumulated by backward(), or None; settable, as torch's: None forgets it, a "
+                   "tensor of the same shape, dtype and device becomes it (shared, not copied).")
       .def_prop_ro("is_leaf", &Tensor::is_leaf, "True when no recorded op made this tensor.")
       .def("zero_grad", &Tensor::zero_grad, "Forgets the accumulated gradient.")
       .def("backward",

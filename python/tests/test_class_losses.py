@@ -51,6 +51,7 @@ def test_cross_entropy_over_classes_second_probabilities_and_one_sample():
     assert_same(*both(x, t, reduction="none", label_smoothing=0.2, weight=W[:4], ignore_index=7))
     p = RNG.dirichlet(np.ones(5), 6).astype(np.float32)
     assert_same(*both(X, p))
+    assert_same(*both(X, p, ignore_index=-1))  # a negative ignore_index is no index: torch takes it
     assert_same(*both(X, p, label_smoothing=0.3, weight=W, reduction="sum"))
     assert_same(*both(X[0], np.array(3)))
     t32 = kiln.tensor(T.astype(np.int32))  # int32 targets too (torch 1.13's want int64)
@@ -59,6 +60,23 @@ def test_cross_entropy_over_classes_second_probabilities_and_one_sample():
     (k, _), (r, _) = both(X, np.full(6, -100))
     assert np.isnan(k) and np.isnan(r)
     assert_same(*both(X, np.full(6, -100), reduction="sum"))
+
+
+def test_ignored_rows_and_empty_means_leave_other_gradients_as_torchs():
+    # A -inf or NaN logit in an ignored (padding) row: the loss and every gradient stay torch's.
+    x = np.array([[-np.inf, 1, 2], [0.5, -1, 2], [np.nan, 0, 0]], np.float32)
+    t = np.array([-100, 2, -100])
+    for kw in ({}, {"reduction": "none"}, {"label_smoothing": 0.1}, {"weight": np.array([1, 2, 3], np.float32)}):
+        (kl, kg), (tl, tg) = both(x, t, **kw)
+        np.testing.assert_allclose(kl, tl, rtol=1e-6)
+        np.testing.assert_array_equal(np.isnan(kg), np.isnan(tg))
+        np.testing.assert_allclose(np.nan_to_num(kg), np.nan_to_num(tg), rtol=1e-6, atol=1e-7)
+    # A mean over no weight is NaN, as torch's; the gradients NaN only where torch's are.
+    zero_first = {"weight": np.array([0, 1, 1, 1, 1], np.float32)}
+    for kw, target in (({}, np.full(3, -100)), (zero_first, np.array([0, -100, 0]))):
+        (kl, kg), (tl, tg) = both(X[:3], target, **kw)
+        assert np.isnan(kl) and np.isnan(tl)
+        np.testing.assert_array_equal(np.isnan(kg), np.isnan(tg))
 
 
 def test_probability_targets_get_gradients_too():
@@ -89,9 +107,13 @@ def test_class_losses_refuse_what_torch_refuses_and_say_why():
         kiln.cross_entropy(x, t, label_smoothing=1.5)
     with pytest.raises(ValueError, match="reduction must be 'mean', 'sum' or 'none'"):
         kiln.cross_entropy(x, t, reduction="avg")
-    with pytest.raises(kiln.Error, match="ignore_index applies to class index targets"):
+    with pytest.raises(kiln.Error, match="ignore_index 0 applies to class index targets"):
         kiln.cross_entropy(x, kiln.tensor(np.full((6, 5), 0.2, np.float32)), ignore_index=0)
     with pytest.raises(kiln.Error, match="class indices"):
         kiln.nll_loss(x, kiln.tensor(np.full((6, 5), 0.2, np.float32)))
+    with pytest.raises(kiln.Error, match=r"target is 7, not a class index"):  # a 0-d target
+        kiln.cross_entropy(kiln.tensor(X[0]), kiln.tensor(7))
+    with pytest.raises(kiln.Error, match="weight requires grad.*torch's raises too"):
+        kiln.cross_entropy(x, t, weight=kiln.ones([5], requires_grad=True))
     with pytest.raises(kiln.Error, match="float32"):
         kiln.cross_entropy(x.bfloat16(), t)

@@ -99,7 +99,7 @@ def test_tensor_refuses_numbers_that_overflow_as_torch(data, dtype, error, match
     ([[1], 2], ValueError, r"data\[1\] is an int, not a list of 1"),
     ([True, False], TypeError, "no bool tensors"),
     (["a"], TypeError, r"data\[0\] is a str, not a number"),
-    ([2 ** 70], TypeError, "does not fit in int64"),
+    ([2 ** 70], ValueError, "does not fit in int64"),
     ([[None]], TypeError, r"data\[0\]\[0\] is a NoneType"),
     ({1: 2}, TypeError, "data is a dict; give a number, nested lists"),
     ("12", TypeError, "data is a str"),

@@ -97,3 +97,17 @@ def test_like_factories_take_xs_shape_dtype_and_device():
     assert kiln.zeros_like(x, dtype="float32", device="cpu").dtype == "float32"
     with pytest.raises(kiln.Error, match="not exactly representable"):
         kiln.full_like(x, 2**60 + 1, dtype="int64")
+
+
+def test_grad_is_settable_as_torchs():
+    x = kiln.ones([2]).requires_grad_()
+    (x * x).sum().backward()
+    x.grad = None  # torch's way to drop one
+    assert x.grad is None
+    g = kiln.full([2], 3.0)
+    x.grad = g
+    assert x.grad.tolist() == [3.0, 3.0] and x.grad.data_ptr == g.data_ptr  # shared, as torch's
+    (x * x).sum().backward()  # a backward adds to it
+    assert x.grad.tolist() == [5.0, 5.0]
+    with pytest.raises(kiln.Error, match="shape and dtype must agree"):
+        x.grad = kiln.ones([3])
