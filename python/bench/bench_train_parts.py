@@ -8,22 +8,12 @@ checked against torch's before it is timed.
 
     PYTHONPATH=build/python /usr/bin/python3 python/bench/bench_train_parts.py
 """
-import time
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 import kiln
-
-
-def best_ms(fn, runs=7):
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times) * 1e3
+from bench_select import best_ms  # the same timing: best of 7, in ms
 
 
 def cross_entropy_rows(rows, n, c):
