@@ -29,7 +29,9 @@ struct OptimizerStateRef {
 };
 
 // A tensor that no Module owns, for an optimizer to update (research code's own weights):
-// the optimizer keeps this handle, so the tensor lives as long as the optimizer does.
+// the optimizer keeps this handle, so the tensor lives as long as the optimizer does. A
+// Module's parameters given this way are the tensors of that moment: Module::to gives the module
+// new ones, which such an optimizer never sees, so make it after moving (or give the Module).
 struct NamedTensor {
   std::string name;  // names its state ("<name>/exp_avg") and its errors
   Tensor tensor;
