@@ -66,7 +66,8 @@ std::vector<NamedTensor> named_tensors_of(const char* op, nb::handle params) {
   if (nb::isinstance<nb::dict>(params)) {
     for (const auto& [key, value] : nb::borrow<nb::dict>(params)) {
       if (!nb::isinstance<nb::str>(key) || !nb::isinstance<Tensor>(value))
-        throw nb::type_error((what + "a dict with an item of types " + python_type(key) + ": " + python_type(value)).c_str());
+        throw nb::type_error(
+            (what + "a dict with an item of types " + python_type(key) + ": " + python_type(value)).c_str());
       out.push_back({nb::cast<std::string>(key), nb::cast<Tensor>(value)});
     }
     return out;

@@ -380,16 +380,45 @@ void bind_tensor_properties(nb::class_<Tensor>& c) {
            }, "The last two dimensions swapped (torch's .mT; a copy).");
 }
 
+// The autograd state: requires_grad, grad (settable, as torch's), is_leaf, zero_grad, backward.
+void bind_tensor_autograd(nb::class_<Tensor>& c) {
+  c.def_prop_rw("requires_grad", &Tensor::requires_grad,
+                   [](Tensor& t, bool r) { t.set_requires_grad(r); },
+                   "Whether backward() computes a gradient for this tensor (settable on leaves).")
+      .def_prop_rw("grad", [](const Tensor& t) -> std::optional<Tensor> {
+                     Tensor g = t.grad();
+                     return g.defined() ? std::optional<Tensor>(g) : std::nullopt;
+                   },
+                   [](Tensor& t, std::optional<Tensor> g) {
+                     if (!g) return t.zero_grad();  // torch's p.grad = None
+                     KILN_CHECK(g->device() == t.device(), "Tensor.grad: a gradient on ", g->device().str(),
+                                " for a tensor on ", t.device().str(), "; move it first (.to(device))");
+                     t.set_grad(g->detach());  // its values, not its history
+                   }, nb::arg("grad").none(),
+                   "The gradient accumulated by backward(), or None; settable, as torch's: None forgets it, a "
+                   "tensor of the same shape, dtype and device becomes it (shared, not copied).")
+      .def_prop_ro("is_leaf", &Tensor::is_leaf, "True when no recorded op made this tensor.")
+      .def("zero_grad", &Tensor::zero_grad, "Forgets the accumulated gradient.")
+      .def("backward",
+           [](const Tensor& t, std::optional<Tensor> seed, bool retain_graph) {
+             t.backward(seed ? *seed : Tensor(), retain_graph);
+           },
+           arg("gradient") = nb::none(), arg("retain_graph") = false, Release(),
+           "Backpropagates from this tensor (a non-scalar needs `gradient`); frees the graph unless retain_graph.");
+}
+
 void bind_tensor_class(nb::module_& m) {
   nb::class_<Tensor> c(m, "Tensor",
                      "A kiln tensor: contiguous, row-major (images NHWC), on one device, with autograd state. "
                      "Shares memory with NumPy and PyTorch through DLPack (kiln.from_dlpack, torch.from_dlpack).");
   // torch.tensor(data)'s users reach for kiln.Tensor(data): say where tensors come from.
   c.def("__init__", [](Tensor*, nb::args, nb::kwargs) {
-             throw nb::type_error("kiln.Tensor is not made directly: kiln.from_dlpack(array) shares a NumPy array's "
-                                  "or a torch tensor's memory, and kiln.zeros/ones/full/uniform/normal make new ones");
+             throw nb::type_error("kiln.Tensor is not made directly: kiln.tensor(data) copies numbers, lists or an "
+                                  "array, kiln.from_dlpack(array) shares a NumPy array's or a torch tensor's memory, "
+                                  "and kiln.zeros/ones/full/uniform/normal make new ones");
            });
   bind_tensor_properties(c);
+  bind_tensor_autograd(c);
   c.def("numel", &Tensor::numel, "The number of elements.")
       .def("__len__", [](const Tensor& t) {
              if (t.rank() == 0) throw nb::type_error("len() of a 0-d tensor (it has one value: item())");
@@ -418,29 +447,6 @@ void bind_tensor_class(nb::module_& m) {
            })
       .def_prop_ro("data_ptr", [](const Tensor& t) { return reinterpret_cast<uintptr_t>(t.raw_data()); },
                    "The address of the first element (to check that memory is shared).")
-      .def_prop_rw("requires_grad", &Tensor::requires_grad,
-                   [](Tensor& t, bool r) { t.set_requires_grad(r); },
-                   "Whether backward() computes a gradient for this tensor (settable on leaves).")
-      .def_prop_rw("grad", [](const Tensor& t) -> std::optional<Tensor> {
-                     Tensor g = t.grad();
-                     return g.defined() ? std::optional<Tensor>(g) : std::nullopt;
-                   },
-                   [](Tensor& t, std::optional<Tensor> g) {
-                     if (!g) return t.zero_grad();  // torch's p.grad = None
-                     KILN_CHECK(g->device() == t.device(), "Tensor.grad: a gradient on ", g->device().str(),
-                                " for a tensor on ", t.device().str(), "; move it first (.to(device))");
-                     t.set_grad(g->detach());  // its values, not its history
-                   }, nb::arg("grad").none(),
-                   "The gradient accumulated by backward(), or None; settable, as torch's: None forgets it, a "
-                   "tensor of the same shape, dtype and device becomes it (shared, not copied).")
-      .def_prop_ro("is_leaf", &Tensor::is_leaf, "True when no recorded op made this tensor.")
-      .def("zero_grad", &Tensor::zero_grad, "Forgets the accumulated gradient.")
-      .def("backward",
-           [](const Tensor& t, std::optional<Tensor> seed, bool retain_graph) {
-             t.backward(seed ? *seed : Tensor(), retain_graph);
-           },
-           arg("gradient") = nb::none(), arg("retain_graph") = false, Release(),
-           "Backpropagates from this tensor (a non-scalar needs `gradient`); frees the graph unless retain_graph.")
       .def("detach", &Tensor::detach, "Same memory, no autograd history.")
       .def("clone", &kiln::copy_of, Release(),
            "A copy in new memory that gradients flow through, as torch's clone (x.detach().clone() for one outside "
