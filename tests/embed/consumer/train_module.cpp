@@ -1,7 +1,7 @@
 #include "core/kiln.h"
 #include "layers/layers.h"  // Sequential, Conv2d, ReLU, MaxPool2d, Flatten, Linear
 #include "layers/loss.h"    // classification_loss
-#include "layers/optim.h"   // SGD, Adam
+#include "layers/optim.h"   // SGD, Adam, AdamW, clip_grad_norm
 using namespace kiln;
 
 int main() {
