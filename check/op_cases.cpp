@@ -56,6 +56,15 @@ void set_streaming_cost(OpCase& k, double flops_per_element, int64_t out_element
   k.bytes = input_bytes(k) + 4.0 * static_cast<double>(out_elements);
 }
 
+// Integers ordered exactly: a row's entries sit 0 to 4 above +-base (2^40 for int64, 2^30 for
+// int32), neighbours float32 cannot tell apart, with ties.
+Tensor wide_integers(Shape s, DType dtype) {
+  const int64_t base = dtype == DType::i64 ? (int64_t{1} << 40) : (int64_t{1} << 30);
+  std::vector<int64_t> v(static_cast<size_t>(s.numel()));
+  for (size_t i = 0; i < v.size(); ++i) v[i] = (i % 3 == 1 ? -base : base) + static_cast<int64_t>((i * 7) % 5);
+  return Tensor::from_vector(v, s).to(dtype);
+}
+
 // As set_streaming_cost, for a case built in one expression.
 OpCase streaming(OpCase k, double flops_per_element, int64_t out_elements) {
   set_streaming_cost(k, flops_per_element, out_elements);
@@ -710,6 +719,9 @@ void append_arg_extreme_cases(std::vector<OpCase>& cases, Generator& g) {
   // 500 in the second, ties across warps.
   cases.push_back(extreme("argmax/3x1000_dim-1", "argmax", levels({3, 1000}), -1, false));
   cases.push_back(extreme("argmin/3x1000_dim-1", "argmin", levels({3, 1000}), -1, true));
+  cases.push_back(extreme("argmax/int64_6x40_dim-1", "argmax", wide_integers({6, 40}, DType::i64), -1, false));
+  cases.push_back(extreme("argmin/int32_5x7x3_dim1_keepdim", "argmin", wide_integers({5, 7, 3}, DType::i32), 1, true));
+  cases.push_back(extreme("argmax/int64_3x1500_dim-1", "argmax", wide_integers({3, 1500}, DType::i64), -1, false));
   // max and min along a dimension: argmax's positions, the values gathered there (distinct inputs: the
   // gradient goes to the one position, as torch's).
   const auto along = [](const std::string& name, const std::string& op, Tensor x, int64_t dim, bool keepdim) {
@@ -855,6 +867,21 @@ void append_shape_cases(std::vector<OpCase>& cases) {
                             [](const std::vector<Tensor>& in) { return amax(in[0], 1); }, kRtolExact);
   long_rows.params = {{"keepdim", 0.0}, {"ndims", 1.0}, {"d0", 1.0}};
   cases.push_back(streaming(long_rows, 1, 3));
+  // Integers: along short rows (CPU lanes), slabs (inner > 1) and long rows (a GPU block each).
+  const auto integer_case = [](const char* op, Reduce fn, const char* shape, Tensor in, std::vector<int64_t> dims,
+                                bool keepdim) {
+    std::string name = std::string(op) + "/" + dtype_name(in.dtype()) + "_" + shape + "_over";
+    for (int64_t d : dims) name += "_" + std::to_string(d);
+    OpCase k = simple(name + (keepdim ? "_keepdim" : ""), op, {std::move(in)}, {false},
+                      [=](const std::vector<Tensor>& x) { return fn(x[0], dims, keepdim); }, kRtolExact);
+    k.params = {{"keepdim", keepdim ? 1.0 : 0.0}, {"ndims", static_cast<double>(dims.size())}};
+    for (size_t i = 0; i < dims.size(); ++i) k.params["d" + std::to_string(i)] = static_cast<double>(dims[i]);
+    return k;
+  };
+  cases.push_back(integer_case("amax", amax_dims, "6x40", wide_integers({6, 40}, DType::i64), {1}, false));
+  cases.push_back(integer_case("amin", amin_dims, "5x7x3", wide_integers({5, 7, 3}, DType::i32), {0, 2}, true));
+  cases.push_back(integer_case("amax", amax_dims, "3x1500", wide_integers({3, 1500}, DType::i64), {-1}, false));
+  cases.push_back(integer_case("amin", amin_dims, "3x1500", wide_integers({3, 1500}, DType::i32), {1}, false));
   OpCase f = simple("flip/3x5x4_dims0_2", "flip", {randn(g, {3, 5, 4})}, {true},
                     [](const std::vector<Tensor>& in) { return flip(in[0], {0, -1}); }, kRtolExact);
   f.params = {{"ndims", 2}, {"d0", 0}, {"d1", 2}};

@@ -83,6 +83,14 @@ inline void float32_or_bf16(const char* op, const char* what, const Tensor& t) {
              " must be float32 or bfloat16, got ", t.description());
 }
 
+// The ops that order values (amax, amin, max, min, argmax, argmin) also take int32 and int64,
+// compared exactly, as torch's do.
+inline void float_or_integer(const char* op, const char* what, const Tensor& t) {
+  defined(op, what, t);
+  KILN_CHECK(t.dtype() != DType::u8, op, ": ", what, " must be float32, bfloat16, int32 or int64, got ",
+             t.description(), "; widen it with astype");
+}
+
 // One dtype per op call: kiln never casts an operand silently.
 inline void same_dtype(const char* op, const char* what_a, const Tensor& a, const char* what_b, const Tensor& b) {
   if (!b.defined() || a.dtype() == b.dtype()) return;

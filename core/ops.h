@@ -303,8 +303,8 @@ Tensor ne(const Tensor& a, double s);
 // x summed down to `shape`, of which x's shape is a broadcast (torch's sum_to_size): each
 // element the sum, in double, of those that broadcast from it. x itself when shapes match.
 Tensor sum_to(const Tensor& x, const Shape& shape);
-// x repeated up to `shape`, a broadcast of x's (torch's expand, as a copy). x itself when
-// shapes match.
+// x repeated up to `shape`, a broadcast of x's (torch's expand, as a copy), any dtype. x itself
+// when shapes match.
 Tensor broadcast_to(const Tensor& x, const Shape& shape);
 
 // Sum of all elements -> scalar [], float32 or bfloat16 (a bf16 x gives a bf16 scalar, as
@@ -329,8 +329,9 @@ Tensor mean(const Tensor& x, int64_t dim, bool keepdim = false);
 // torch's. Gradients through the composition.
 Tensor var(const Tensor& x, const std::vector<int64_t>& dims, int64_t correction = 1, bool keepdim = false);
 Tensor stddev(const Tensor& x, const std::vector<int64_t>& dims, int64_t correction = 1, bool keepdim = false);
-// The largest (amax) or smallest (amin) element over `dims`, as sum's: exact, NaN wins, float32 or
-// bfloat16 (torch.amax). The gradient is shared evenly among the elements equal to the result.
+// The largest (amax) or smallest (amin) element over `dims`, as sum's: exact, NaN wins, float32,
+// bfloat16, int32 or int64 (torch.amax). The gradient is shared evenly among the elements equal to
+// the result.
 Tensor amax(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim = false);
 Tensor amin(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim = false);
 Tensor amax(const Tensor& x, int64_t dim, bool keepdim = false);
@@ -342,7 +343,9 @@ Tensor logsumexp(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim
 // The position of the first maximum (argmax) or minimum (argmin) along dimension dim (negative
 // from the end), int64, dim dropped or, keepdim, kept as 1 (torch.argmax, argmin; no gradient).
 // A NaN beats every number, so a row holding one gives its first NaN's position, as torch; -0
-// equals +0. x float32 or bfloat16 (a 0-d x gives 0-d 0, dim 0 or -1), dim not empty.
+// equals +0. x float32, bfloat16, int32 or int64 (integers compared exactly, through amax and eq;
+// a 0-d x gives 0-d 0, dim 0 or -1), dim not empty. The default is C++'s: Python's kiln.argmax(x)
+// without a dim is torch's, the position in the flattened x.
 Tensor argmax(const Tensor& x, int64_t dim = -1, bool keepdim = false);
 Tensor argmin(const Tensor& x, int64_t dim = -1, bool keepdim = false);
 // The running sums of x along dimension dim (negative from the end; a 0-d x gives a copy): y[..k..]
@@ -358,8 +361,8 @@ struct ValuesIndices {
 };
 // The largest (max) or smallest (min) entry along dim and its position, argmax's (torch.max(x,
 // dim)): values equal amax's, but the gradient goes to that one position, not shared among ties.
-// Float32 or bfloat16 (torch's takes integers too). The values are a gather: on a GPU a wait for
-// its index check, no graph capture.
+// Float32, bfloat16, int32 or int64. The values are a gather: on a GPU a wait for its index
+// check, no graph capture.
 ValuesIndices max(const Tensor& x, int64_t dim, bool keepdim = false);
 ValuesIndices min(const Tensor& x, int64_t dim, bool keepdim = false);
 // x's entries along dim (negative from the end) in ascending or descending order

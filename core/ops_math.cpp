@@ -344,7 +344,8 @@ struct BroadcastNode final : Node {
 // sum_to (sums) or broadcast_to of x to `shape`.
 Tensor resize_by_broadcast(const Tensor& x, const Shape& shape, bool sums) {
   const char* name = sums ? "sum_to" : "broadcast_to";
-  checks::float32_or_bf16(name, "input x", x);
+  if (sums) checks::float32_or_bf16(name, "input x", x);
+  else checks::defined(name, "input x", x);  // a repeat moves bits: any dtype, as torch's expand
   const Shape& big = sums ? x.shape() : shape;  // the one the other repeats to
   const Shape& small = sums ? shape : x.shape();
   for (int64_t d : shape.dims())
@@ -704,11 +705,12 @@ struct ExtremeNode final : Node {
 // amax (op maximum) or amin over `dims`: one reduce_extreme pass per dimension, exact.
 Tensor reduce_extreme_dims(BinaryOp op, const Tensor& x, const std::vector<int64_t>& dims, bool keepdim) {
   const char* name = op == BinaryOp::maximum ? "amax" : "amin";
-  checks::float32_or_bf16(name, "input x", x);
+  checks::float_or_integer(name, "input x", x);
   const ReducedDims r = reduction_of(name, x, dims);
   KILN_CHECK(r.count > 0, name, ": the dimensions given of ", x.description(),
              " hold no element, so they have no ", op == BinaryOp::maximum ? "maximum" : "minimum");
-  if (x.rank() == 0) return mul(x, 1.0f);  // a scalar's extreme is itself (a new tensor, gradient 1)
+  if (x.rank() == 0)  // a scalar's extreme is itself (a new tensor, gradient 1)
+    return is_floating(x.dtype()) ? mul(x, 1.0f) : copy_of(x);
   Backend& be = backend_for(x.device());
   Tensor cur = x;
   for (int64_t d = 0; d < x.rank(); ++d) {

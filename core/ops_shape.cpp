@@ -727,7 +727,7 @@ Tensor softmax_along(bool log, const Tensor& x, int64_t dim) {
 // The position along dimension dim of the first maximum (op maximum) or minimum, a NaN first
 // (torch.argmax, argmin): Backend::arg_extreme along the last dimension, or along n moved last.
 Tensor arg_extreme(const char* name, BinaryOp op, const Tensor& x, int64_t dim, bool keepdim) {
-  checks::float32_or_bf16(name, "x", x);
+  checks::float_or_integer(name, "x", x);
   if (x.rank() == 0) {  // torch's: 0-d 0 for dim 0 or -1, keepdim or not
     checks::resolve_dim_of(name, dim, x);
     return reshape(arg_extreme(name, op, reshape(x, Shape{1}), dim, false), Shape{});
@@ -735,6 +735,10 @@ Tensor arg_extreme(const char* name, BinaryOp op, const Tensor& x, int64_t dim, 
   const int64_t d = checks::resolve_dim(name, dim, x.rank(), x.description());
   checks::extreme_exists(name, x, d, op == BinaryOp::maximum);
   checks::positions_fit(name, x, d);
+  if (!is_floating(x.dtype())) {  // exactly, where fp32 would blur past 2^24: the first entry equal to the extreme
+    const Tensor extreme = op == BinaryOp::maximum ? amax(x, d, true) : amin(x, d, true);
+    return arg_extreme(name, BinaryOp::maximum, eq(x, extreme), d, keepdim);
+  }
   std::vector<int64_t> kept = x.shape().dims();
   if (keepdim) kept[static_cast<size_t>(d)] = 1;
   else kept.erase(kept.begin() + d);

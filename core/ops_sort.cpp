@@ -58,8 +58,7 @@ ValuesIndices sorted_first(const char* op, const Tensor& x, int64_t dim, std::op
 // or argmin's positions kept as extents of 1, the values gathered at them, so the gradient reaches
 // those positions only.
 ValuesIndices extreme_along(const char* op, bool largest, const Tensor& x, int64_t dim, bool keepdim) {
-  checks::defined(op, "x", x);
-  checks::float32_or_bf16(op, "x", x);
+  checks::float_or_integer(op, "x", x);
   const int64_t d = checks::resolve_dim_of(op, dim, x);
   const Tensor x1 = x.rank() == 0 ? reshape(x, Shape{1}) : x;
   checks::extreme_exists(op, x1, d, largest);

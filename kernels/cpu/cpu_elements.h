@@ -13,9 +13,11 @@
 
 namespace kiln::cpu {
 
-// The storage type a loop reads and writes: float, or bfloat16's 16 bits.
+// The storage type a loop reads and writes: float, bfloat16's 16 bits, or an integer itself.
 template <typename T> struct Raw { using type = float; };
 template <> struct Raw<BFloat16> { using type = uint16_t; };
+template <> struct Raw<int32_t> { using type = int32_t; };
+template <> struct Raw<int64_t> { using type = int64_t; };
 template <typename T> using raw_t = typename Raw<T>::type;
 
 // The array as its storage type.

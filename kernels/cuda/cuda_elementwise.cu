@@ -88,16 +88,26 @@ __global__ void binary_kernel(BinaryOp op, const T* a, const T* b, T* out, int64
     out[i] = T(common::binary_apply(op, static_cast<float>(a[i]), static_cast<float>(b[i])));
 }
 
+// What reduce_extreme compares: float32 and bfloat16 as fp32 (NaN wins, binary_apply's), int32
+// and int64 as themselves (exact past 2^24); the CPU's extreme_value and extreme_pick.
+template <typename T> struct ExtremeValue { using type = float; };
+template <> struct ExtremeValue<int32_t> { using type = int32_t; };
+template <> struct ExtremeValue<int64_t> { using type = int64_t; };
+__device__ float extreme_pick(BinaryOp op, float a, float b) { return common::binary_apply(op, a, b); }
+template <typename I>
+__device__ I extreme_pick(BinaryOp op, I a, I b) { return (op == BinaryOp::maximum ? b > a : b < a) ? b : a; }
+
 // reduce_extreme: a thread per output (r, i) walks k; neighbouring threads read neighbouring i,
 // so the reads coalesce when inner is large (short last dimensions read strided; long ones take
 // extreme_rows_kernel). Still slow where few outputs each span a long strided run (inner > 1,
 // rows * inner small). The value picked is one of x's, so the bf16 store rounds nothing.
 template <typename T>
 __global__ void extreme_kernel(BinaryOp op, const T* x, int64_t n, int64_t inner, T* out, int64_t outs) {
+  using V = typename ExtremeValue<T>::type;
   for (int64_t o = global_thread(); o < outs; o += grid_threads()) {
     const T* p = x + (o / inner) * n * inner + o % inner;
-    float best = static_cast<float>(p[0]);
-    for (int64_t k = 1; k < n; ++k) best = common::binary_apply(op, best, static_cast<float>(p[k * inner]));
+    V best = static_cast<V>(p[0]);
+    for (int64_t k = 1; k < n; ++k) best = extreme_pick(op, best, static_cast<V>(p[k * inner]));
     out[o] = T(best);
   }
 }
@@ -108,19 +118,19 @@ __global__ void extreme_kernel(BinaryOp op, const T* x, int64_t n, int64_t inner
 // harmlessly); the tree changes only which zero or NaN comes out, never the value.
 template <typename T>
 __global__ void extreme_rows_kernel(BinaryOp op, const T* x, int64_t rows, int64_t n, T* out) {
-  __shared__ float part[kThreads / 32];
+  using V = typename ExtremeValue<T>::type;
+  __shared__ V part[kThreads / 32];
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const T* row = x + r * n;
-    float best = static_cast<float>(row[0]);
-    for (int64_t k = threadIdx.x; k < n; k += kThreads)
-      best = common::binary_apply(op, best, static_cast<float>(row[k]));
+    V best = static_cast<V>(row[0]);
+    for (int64_t k = threadIdx.x; k < n; k += kThreads) best = extreme_pick(op, best, static_cast<V>(row[k]));
     for (int offset = 16; offset > 0; offset /= 2)
-      best = common::binary_apply(op, best, __shfl_xor_sync(0xffffffffu, best, offset));
+      best = extreme_pick(op, best, __shfl_xor_sync(0xffffffffu, best, offset));
     __syncthreads();  // the previous row's thread 0 may still read part
     if (threadIdx.x % 32 == 0) part[threadIdx.x / 32] = best;
     __syncthreads();
     if (threadIdx.x == 0) {
-      for (int w = 1; w < kThreads / 32; ++w) best = common::binary_apply(op, best, part[w]);
+      for (int w = 1; w < kThreads / 32; ++w) best = extreme_pick(op, best, part[w]);
       out[r] = T(best);
     }
   }
@@ -639,7 +649,7 @@ void CudaBackend::reduce_extreme(BinaryOp op, const Tensor& x, int64_t rows, int
   OpScope scope("reduce_extreme", out.device().index);
   const int64_t outs = rows * inner;
   if (outs > 0) {
-    for_float_or_bf16(x.dtype(), [&](auto tag) {
+    const auto launch = [&](auto tag) {
       using T = decltype(tag);
       if (inner == 1 && n >= 1024) {  // long rows: a block each
         const auto blocks = static_cast<unsigned>(std::min<int64_t>(rows, int64_t{1} << 20));
@@ -649,7 +659,10 @@ void CudaBackend::reduce_extreme(BinaryOp op, const Tensor& x, int64_t rows, int
             op, x.data<T>(), n, inner, out.data<T>(), outs);
       }
       KILN_CUDA_CHECK_LAUNCH();
-    });
+    };
+    if (x.dtype() == DType::i32) launch(int32_t{});
+    else if (x.dtype() == DType::i64) launch(int64_t{});
+    else for_float_or_bf16(x.dtype(), launch);
   }
   scope.done();
 }

@@ -86,6 +86,8 @@ Tensor var_over(const Tensor& x, std::optional<Dims> dim, int64_t correction, bo
 Tensor std_over(const Tensor& x, std::optional<Dims> dim, int64_t correction, bool keepdim);
 // kiln.logsumexp over dim (torch's takes no None).
 Tensor logsumexp_over(const Tensor& x, const Dims& dim, bool keepdim);
+// argmax (largest) or argmin along dim, or of the flattened x for dim None (torch's).
+Tensor arg_extreme_over(bool largest, const Tensor& x, std::optional<int64_t> dim, bool keepdim);
 // kiln.max (largest) and kiln.min along dim: ValuesIndices, as torch.max(x, dim); or, dim None, the
 // extreme element as a 0-d tensor (amax's).
 nb::object extreme_of(bool largest, const Tensor& x, std::optional<int64_t> dim, bool keepdim);

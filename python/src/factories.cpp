@@ -49,6 +49,42 @@ Tensor filled(const Shape& shape, const FillValue& value, const TensorOptions& o
   return Tensor::full(shape, v, opt);
 }
 
+// torch.arange's values: [start, end) by step, from its numbers. All ints: int64 by default and the
+// count exact (ceil((end - start) / step) in 128 bits); any float: float32 and the count in double,
+// as torch's. Made through doubles, so an int64 range past 2^53 is refused (it would repeat values).
+Tensor range_of(const FillValue& first, const std::optional<FillValue>& last, const FillValue& step,
+                const std::optional<std::string>& dtype, const std::string& device) {
+  const FillValue start = last ? first : FillValue{int64_t{0}}, end = last ? *last : first;
+  const auto as_double = [](const FillValue& v) {
+    return std::visit([](auto x) { return static_cast<double>(x); }, v);
+  };
+  const double s = as_double(start), e = as_double(end), d = as_double(step);
+  KILN_CHECK(std::isfinite(s) && std::isfinite(e) && std::isfinite(d), "arange: start ", s, ", end ", e,
+             " and step ", d, " must be finite");
+  KILN_CHECK(d != 0, "arange: step must be nonzero");
+  KILN_CHECK(d > 0 ? e >= s : e <= s, "arange: end ", e, " lies ", d > 0 ? "below" : "above", " start ", s,
+             ", against the sign of step ", d, "; for a descending range give a negative step");
+  const bool integral = std::holds_alternative<int64_t>(start) && std::holds_alternative<int64_t>(end) &&
+                        std::holds_alternative<int64_t>(step);
+  double count = 0;
+  if (integral) {
+    const __int128 span = static_cast<__int128>(std::get<int64_t>(end)) - std::get<int64_t>(start);
+    const __int128 by = std::get<int64_t>(step);
+    count = static_cast<double>((span + by - (by > 0 ? 1 : -1)) / by);
+  } else {
+    count = std::ceil((e - s) / d);
+  }
+  KILN_CHECK(count < 0x1p62, "arange: [", s, ", ", e, ") by ", d, " holds ", count,
+             " values, more than kiln allocates");
+  const TensorOptions opt{dtype ? dtype_from_name(*dtype) : integral ? DType::i64 : DType::f32,
+                          device_from_name(device)};
+  const auto n = static_cast<int64_t>(count);
+  KILN_CHECK(opt.dtype != DType::i64 || std::max(std::abs(s), std::abs(s + d * count)) <= 0x1p53,
+             "arange: an int64 range reaching past 2^53 (start ", s, ", step ", d, ", ", n,
+             " values) is not exact through the doubles kiln makes it with");
+  return Tensor::arange(n, s, d, opt);
+}
+
 // x's dtype and device, each replaced where named.
 TensorOptions options_like(const Tensor& x, const std::optional<std::string>& dtype,
                            const std::optional<std::string>& device) {
@@ -188,8 +224,11 @@ Tensor tensor_of(nb::handle data, const std::optional<std::string>& dtype, const
   if (nb::isinstance<Tensor>(data) || is_array(data)) {
     const Tensor src = nb::isinstance<Tensor>(data) ? nb::cast<Tensor>(data) : array_copy(data, n.want);
     const nb::gil_scoped_release release;
-    Tensor t = src.detach().clone();  // kiln's own memory, not the producer's
-    return (n.want ? t.to(*n.want) : t).to(dev);
+    Tensor t = src.detach();
+    if (n.want) t = t.to(*n.want);
+    t = t.to(dev);
+    // kiln's own memory, not the producer's: a conversion copied already, and no second copy is made
+    return t.impl().storage == src.impl().storage ? t.clone() : t;
   }
   for (nb::object h = nb::borrow(data); is_sequence(h);) {  // the shape, from the first element at each depth
     n.shape.push_back(static_cast<int64_t>(nb::len(h)));
@@ -244,18 +283,13 @@ void bind_factories(nb::module_& m) {
     return requiring(filled(x.shape(), value, options_like(x, dt, dev)), rg);
   }, arg("x"), arg("fill_value"), arg("dtype") = nb::none(), arg("device") = nb::none(), arg("requires_grad") = false,
         Release(), "fill_value everywhere, as zeros_like and kiln.full (torch.full_like).");
-  m.def("arange", [](int64_t n, double start, double step, const std::string& dt, const std::string& dev, bool rg) {
-          // Values are made through doubles, exact for integers up to 2^53: past it an int64
-          // range would repeat and skip values ([2^53, 2^53, 2^53 + 2]); refused, as full does.
-          const TensorOptions opt = options(dt, dev);
-          KILN_CHECK(opt.dtype != DType::i64 || std::abs(start) + std::abs(step) * static_cast<double>(n) <= 0x1p53,
-                     "arange: an int64 range reaching past 2^53 (start ", start, ", step ", step, ", ", n,
-                     " values) is not exact through the doubles kiln makes it with");
-          return requiring(Tensor::arange(n, start, step, opt), rg);
-        }, arg("n"), arg("start") = 0.0, arg("step") = 1.0, arg("dtype") = "float32", arg("device") = "cpu",
-        arg("requires_grad") = false, Release(),
-        "1-d [start, start+step, ...) with n elements. The count comes first: torch.arange(a, b) is "
-        "kiln.arange(b - a, a).");
+  m.def("arange", [](const FillValue& start, const std::optional<FillValue>& end, const FillValue& step,
+                     const std::optional<std::string>& dt, const std::string& dev, bool rg) {
+          return requiring(range_of(start, end, step, dt, dev), rg);
+        }, arg("start"), arg("end") = nb::none(), arg("step") = 1, nb::kw_only(), arg("dtype") = nb::none(),
+        arg("device") = "cpu", arg("requires_grad") = false, Release(),
+        "torch.arange: arange(end) or arange(start, end, step=1), 1-d [start, start + step, ...) up to but "
+        "not including end; int64 when every number is an int, else float32 (dtype= chooses).");
   m.def("uniform", [](const std::vector<int64_t>& s, float lo, float hi, const std::string& dev, bool rg) {
           return requiring(Tensor::uniform(to_shape(s), lo, hi, default_generator(), options("float32", dev)), rg);
         }, arg("shape"), arg("low") = 0.0f, arg("high") = 1.0f, arg("device") = "cpu", arg("requires_grad") = false,

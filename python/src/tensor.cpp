@@ -100,6 +100,18 @@ Tensor logsumexp_over(const Tensor& x, const Dims& dim, bool keepdim) {
   return kiln::logsumexp(x, dims_of(dim), keepdim);
 }
 
+// torch.argmax's dims: dim None is the position in the flattened x (0-d, or every extent 1 with
+// keepdim), so kiln.argmax(logits) means what torch.argmax(logits) does; a dim is Tensor's own.
+Tensor arg_extreme_over(bool largest, const Tensor& x, std::optional<int64_t> dim, bool keepdim) {
+  const auto arg = largest ? &kiln::argmax : &kiln::argmin;
+  if (dim) return arg(x, *dim, keepdim);
+  KILN_CHECK(!x.defined() || x.numel() > 0, largest ? "argmax" : "argmin", ": ", x.description(),
+             " holds no element, so it has no ", largest ? "maximum" : "minimum",
+             "; with a dim, each row of a non-empty dimension has one");
+  const Tensor flat = arg(kiln::reshape(x, Shape{-1}), 0, false);
+  return kiln::reshape(flat, keepdim ? Shape(std::vector<int64_t>(static_cast<size_t>(x.rank()), 1)) : Shape{});
+}
+
 nb::object extreme_of(bool largest, const Tensor& x, std::optional<int64_t> dim, bool keepdim) {
   if (!dim) {
     if (keepdim)  // torch's max() has no keepdim
@@ -858,12 +870,17 @@ void bind_layout_ops(nb::module_& m) {
         "The tensors joined along dim, in order (torch.cat); gradients to each.");
   m.def("stack", &kiln::stack, arg("tensors"), arg("dim") = 0, Release(),
         "Tensors of one shape joined along a new dimension dim (torch.stack).");
-  m.def("argmax", &kiln::argmax, arg("x"), arg("dim") = -1, arg("keepdim") = false, Release(),
+  m.def("argmax", [](const Tensor& x, std::optional<int64_t> dim, bool keepdim) {
+    return arg_extreme_over(true, x, dim, keepdim);
+  }, arg("x"), arg("dim") = nb::none(), arg("keepdim") = false, Release(),
         "Position of the first maximum along dimension dim, dropped unless keepdim (int64, no gradient); a NaN "
-        "beats every number (torch.argmax).");
-  m.def("argmin", &kiln::argmin, arg("x"), arg("dim") = -1, arg("keepdim") = false, Release(),
+        "beats every number. dim None: the position in the flattened x, 0-d (torch.argmax); "
+        "argmax(logits, 1) is each row's class.");
+  m.def("argmin", [](const Tensor& x, std::optional<int64_t> dim, bool keepdim) {
+    return arg_extreme_over(false, x, dim, keepdim);
+  }, arg("x"), arg("dim") = nb::none(), arg("keepdim") = false, Release(),
         "Position of the first minimum along dimension dim, dropped unless keepdim (int64, no gradient); a NaN "
-        "beats every number (torch.argmin).");
+        "beats every number. dim None: the position in the flattened x, 0-d (torch.argmin).");
   m.def("cumsum", &kiln::cumsum, arg("x"), arg("dim"), Release(),
         "Running sums along dimension dim (torch.cumsum), with gradient: float32 summed in double, bfloat16 in "
         "float, each output rounded once, the same bits on every device.");

@@ -83,10 +83,12 @@ void bind_reductions(nb::handle cls) {
   method(cls, "std", &std_over, arg("dim") = nb::none(), arg("correction") = 1, arg("keepdim") = false, Release());
   method(cls, "amax", &amax_over, arg("dim") = nb::none(), arg("keepdim") = false, Release());
   method(cls, "amin", &amin_over, arg("dim") = nb::none(), arg("keepdim") = false, Release());
-  // dim is required: torch's x.argmax() with none is the index into the flattened tensor, and
-  // kiln.argmax(x)'s default is the last dimension, so neither default would be the other's.
-  method(cls, "argmax", &kiln::argmax, arg("dim"), arg("keepdim") = false, Release());
-  method(cls, "argmin", &kiln::argmin, arg("dim"), arg("keepdim") = false, Release());
+  method(cls, "argmax", [](const Tensor& x, std::optional<int64_t> dim, bool keepdim) {
+    return arg_extreme_over(true, x, dim, keepdim);
+  }, arg("dim") = nb::none(), arg("keepdim") = false, Release());
+  method(cls, "argmin", [](const Tensor& x, std::optional<int64_t> dim, bool keepdim) {
+    return arg_extreme_over(false, x, dim, keepdim);
+  }, arg("dim") = nb::none(), arg("keepdim") = false, Release());
   method(cls, "cumsum", &kiln::cumsum, arg("dim"), Release());
   method(cls, "logsumexp", &logsumexp_over, arg("dim"), arg("keepdim") = false, Release());
   // x.max(other) is kiln.maximum, x.max(dim) and x.max() kiln.max's.

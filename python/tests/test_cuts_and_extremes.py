@@ -261,7 +261,7 @@ def test_values_indices_is_a_pair_as_torchs_result():
     (lambda x: x.max(keepdim=True), TypeError, "max(x, keepdim=True) needs a dim"),
     (lambda x: kiln.full([], 1.0).max(1), kiln.Error, "max: dimension 1 is out of range for float32[] on cpu, a 0-d"),
     (lambda x: kiln.full([], 1.0).argmin(2), kiln.Error, "argmin: dimension 2 is out of range for float32[] on cpu"),
-    (lambda x: x.astype("int64").max(0), kiln.Error, "max: x must be float32 or bfloat16"),
+    (lambda x: x.astype("uint8").max(0), kiln.Error, "max: x must be float32, bfloat16, int32 or int64"),
     (lambda x: x.reshape(), TypeError, "Tensor.reshape takes the new shape as ints"),
     (lambda x: x.view(True, 2), TypeError, "Tensor.view takes the new shape as ints"),
     (lambda x: x.permute(dims=[1, 0], other=1), TypeError, "Tensor.permute takes the new order"),

@@ -36,6 +36,13 @@ def test_tensor_takes_a_dtype_and_copies_arrays():
     x = kiln.ones([2]).requires_grad_()
     y = kiln.tensor(x, dtype="bfloat16")  # detached, as torch.tensor(t) is
     assert y.dtype == "bfloat16" and not y.requires_grad and y.data_ptr != x.data_ptr
+    # Copies whether or not the dtype changes (one conversion is the copy; none: a clone).
+    z = kiln.tensor(x)
+    assert z.dtype == "float32" and z.data_ptr != x.data_ptr
+    f = np.ones(3, dtype=np.float32)
+    g = kiln.tensor(f)
+    f[0] = 7
+    assert g.tolist() == [1.0, 1.0, 1.0] and kiln.tensor(f, dtype="int32").tolist() == [7, 1, 1]
 
 
 def test_tensor_and_factories_take_requires_grad():
@@ -45,7 +52,7 @@ def test_tensor_and_factories_take_requires_grad():
     made = [kiln.zeros([2], requires_grad=True), kiln.ones([2], requires_grad=True),
             kiln.full([2], 3.0, requires_grad=True), kiln.zeros_like(x, requires_grad=True),
             kiln.ones_like(x, requires_grad=True), kiln.full_like(x, 2.0, requires_grad=True),
-            kiln.arange(3, requires_grad=True), kiln.uniform([2], requires_grad=True),
+            kiln.arange(3.0, requires_grad=True), kiln.uniform([2], requires_grad=True),
             kiln.normal([2], requires_grad=True)]
     assert all(t.requires_grad and t.is_leaf for t in made)
     assert not kiln.zeros([2]).requires_grad
@@ -107,3 +114,28 @@ def test_tensor_refuses_numbers_that_overflow_as_torch(data, dtype, error, match
 def test_tensor_refuses_what_it_cannot_read_naming_where(data, error, match):
     with pytest.raises(error, match=match):
         kiln.tensor(data)
+
+
+@pytest.mark.parametrize("args", [(4,), (2, 10), (0, 2, 0.5), (10, 2, -3), (1.5,), (0, 1, 0.1), (5, 5), (-3, 4, 2),
+                                  (0.5, -2.0, -0.75), (np.int64(3),), (0, 7, np.int32(2)), (1e-3, 1.0, 0.0625)])
+def test_arange_is_torchs(args):
+    k, t = kiln.arange(*args), torch.arange(*args)
+    assert k.dtype == str(t.dtype).removeprefix("torch.") and k.shape == tuple(t.shape)
+    assert k.tolist() == t.tolist()
+    f = kiln.arange(*args, dtype="float32")
+    assert f.dtype == "float32" and f.tolist() == torch.arange(*args, dtype=torch.float32).tolist()
+
+
+def test_arange_refuses_what_torch_refuses():
+    with pytest.raises(kiln.Error, match="arange: step must be nonzero"):
+        kiln.arange(0, 3, 0)
+    with pytest.raises(kiln.Error, match="arange: end -5 lies below start 0, against the sign of step 1"):
+        kiln.arange(-5)
+    with pytest.raises(kiln.Error, match="must be finite"):
+        kiln.arange(0, float("inf"))
+    with pytest.raises(kiln.Error, match="only floating tensors can require grad"):
+        kiln.arange(3, requires_grad=True)  # int64, as torch refuses
+    with pytest.raises(TypeError):
+        kiln.arange("3")
+    with pytest.raises(TypeError):
+        kiln.arange(0, 3, 1, "int64")  # dtype is keyword-only, as torch's

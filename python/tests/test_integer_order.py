@@ -1,0 +1,106 @@
+"""argmax and argmin without a dim (torch's: the flattened position), and the ops that order values
+(amax, amin, max, min, argmax, argmin) and expand on int32 and int64 tensors, exact past 2^24,
+against torch's."""
+import numpy as np
+import pytest
+
+import kiln
+
+torch = pytest.importorskip("torch")
+
+
+def from_torch(t):
+    """A kiln tensor holding a copy of torch tensor t."""
+    return kiln.from_dlpack(t.clone())
+
+
+def same(k, t):
+    """Kiln tensor k equals torch tensor t in dtype, shape and every value."""
+    got = torch.from_dlpack(k)
+    assert got.dtype == t.dtype and got.shape == t.shape, (got.dtype, got.shape, t.dtype, t.shape)
+    assert torch.equal(got, t), (got, t)
+
+
+def wide(shape, dtype, seed=0):
+    """Integers within 8 of +-2^40 (int64) or +-2^30 (int32): neighbours float32 cannot tell apart, ties."""
+    rng = np.random.RandomState(seed)
+    base = 1 << 40 if dtype == torch.int64 else 1 << 30
+    v = rng.randint(0, 8, size=shape) + np.where(rng.rand(*shape) < 0.3, -base, base)
+    return torch.from_numpy(v.astype(np.int64)).to(dtype)
+
+
+@pytest.mark.parametrize("shape", [(2, 3), (4, 5, 6), (7,), (3, 1, 40)])
+def test_argmax_without_dim_is_the_flattened_position(shape):
+    t = torch.from_numpy(np.random.RandomState(1).randn(*shape).astype(np.float32))
+    k = from_torch(t)
+    for name in ("argmax", "argmin"):
+        same(getattr(kiln, name)(k), getattr(torch, name)(t))
+        same(getattr(k, name)(), getattr(t, name)())
+        same(getattr(k, name)(keepdim=True), getattr(t, name)(keepdim=True))
+        same(getattr(kiln, name)(k, None, True), getattr(torch, name)(t, None, True))
+
+
+def test_argmax_along_a_dim_and_of_a_scalar_nan_and_empty():
+    t = torch.tensor([[1.0, 5.0, 2.0], [7.0, float("nan"), 3.0]])
+    k = from_torch(t)
+    same(kiln.argmax(k, 1), torch.argmax(t, 1))
+    same(k.argmin(0, True), t.argmin(0, True))
+    same(kiln.argmax(k), torch.argmax(t))  # the NaN wins, as torch's
+    same(kiln.argmax(kiln.tensor(3.0)), torch.argmax(torch.tensor(3.0)))
+    with pytest.raises(kiln.Error, match=r"argmax: float32\[0, 3\] on cpu holds no element, so it has no maximum"):
+        kiln.argmax(kiln.zeros([0, 3]))
+    with pytest.raises(kiln.Error, match=r"argmin: dimension 0 of float32\[0, 3\] on cpu is empty"):
+        kiln.zeros([0, 3]).argmin(0)
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32])
+@pytest.mark.parametrize("shape", [(6, 40), (5, 7, 3), (3, 1500), (1, 33), (200,)])
+def test_integer_extremes_match_torch_exactly(dtype, shape):
+    t = wide(shape, dtype, seed=len(shape) * 100 + shape[-1])
+    k = from_torch(t)
+    same(k.max(), t.max())
+    same(kiln.amin(k), torch.amin(t))
+    same(k.argmax(), t.argmax())
+    same(kiln.argmin(k), torch.argmin(t))
+    for d in range(-len(shape), len(shape)):
+        same(k.amax(d), t.amax(d))
+        same(kiln.amin(k, d, True), torch.amin(t, d, True))
+        same(k.argmax(d), t.argmax(d))
+        same(kiln.argmin(k, d, True), torch.argmin(t, d, True))
+        values, indices = k.max(d)
+        same(values, t.max(d).values)
+        same(indices, t.max(d).indices)
+        same(kiln.min(k, d, True).indices, torch.min(t, d, True).indices)
+    if len(shape) == 3:
+        same(k.amax([0, 2]), t.amax([0, 2]))
+        same(kiln.amin(k, [2, 0], True), torch.amin(t, [2, 0], True))
+
+
+def test_integer_extremes_at_the_ends_of_the_range():
+    for dtype, lo, hi in [(torch.int64, -(1 << 63), (1 << 63) - 1), (torch.int32, -(1 << 31), (1 << 31) - 1)]:
+        t = torch.tensor([[0, hi, hi - 1, lo], [lo + 1, lo, hi, hi]], dtype=dtype)
+        k = from_torch(t)
+        for name in ("amax", "amin", "argmax", "argmin"):
+            same(getattr(k, name)(1), getattr(t, name)(1))
+            same(getattr(k, name)(), getattr(t, name)())
+        same(kiln.tensor(-7, dtype="int64").max(), torch.tensor(-7).max())  # 0-d
+
+
+def test_integer_expand_and_broadcast_to():
+    for dtype in (torch.int64, torch.int32, torch.uint8):
+        t = torch.arange(6, dtype=dtype).reshape(2, 1, 3)
+        k = from_torch(t)
+        same(k.expand(2, 4, 3), t.expand(2, 4, 3))
+        same(kiln.broadcast_to(k, [5, 2, 2, 3]), torch.broadcast_to(t, [5, 2, 2, 3]))
+    labels = kiln.tensor([3, 1, 2])
+    one_hot = kiln.eq(labels.reshape(3, 1).expand(3, 4), kiln.arange(4))
+    same(one_hot, (torch.tensor([[3], [1], [2]]) == torch.arange(4)).float())
+
+
+def test_integer_order_refusals_name_the_dtype():
+    u8 = kiln.tensor([1, 2, 3]).astype("uint8")
+    for fn, name in [(lambda: u8.max(), "amax"), (lambda: kiln.argmax(u8, 0), "argmax"), (lambda: u8.min(0), "min")]:
+        with pytest.raises(kiln.Error, match=name + r": .* must be float32, bfloat16, int32 or int64, got uint8\[3\]"):
+            fn()
+    with pytest.raises(kiln.Error, match=r"sum_to: input x must be float32 or bfloat16, got int64"):
+        kiln.sum_to(kiln.tensor([[1, 2]]), [1, 1])
