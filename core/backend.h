@@ -115,9 +115,9 @@ class Backend {
 
   // out = a (op) b; a and b have out's shape or broadcast to it (NumPy's rules, checked by
   // core: kernels/common/broadcast.h); float32 or bfloat16, all three alike. A comparison also
-  // takes int32 or int64 operands (a and b alike) into a float32 out.
+  // takes int32 or int64 operands (a and b alike) into a float32 out. out may be a itself (in place).
   virtual void binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) = 0;
-  // out = a (op) s.
+  // out = a (op) s; out may be a itself.
   virtual void binary_scalar(BinaryOp op, const Tensor& a, float s, Tensor& out) = 0;
   // out = a where cond is nonzero, else b (torch.where), moved as bits; all four of one shape and
   // dtype, float32 or bfloat16 (core broadcasts and converts cond first). A NaN cond counts as true.

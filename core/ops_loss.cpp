@@ -130,7 +130,7 @@ Tensor index_loss(const char* op, const Tensor& log_probs, const ClassRows& r, c
   }
   if (o.reduction == Reduction::none) return reshape(per, r.per_element);
   const Tensor total = sum(per);
-  return o.reduction == Reduction::sum ? total : add(total, empty.to(total.device()));
+  return o.reduction == Reduction::sum ? total : add(total, empty);
 }
 
 void check_options(const char* op, const Tensor& x, const ClassRows& r, const ClassLossOptions& o) {

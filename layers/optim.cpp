@@ -240,11 +240,12 @@ Tensor clip_grad_norm(const std::vector<Tensor>& params, double max_norm, double
                "scale them by it anyway");
   }
   const Tensor scale = clamp(div(static_cast<float>(max_norm), add(total, 1e-6f)), -INFINITY, 1.0f);
+  // In place, as torch's mul_: .grad is the caller's (backward stores no gradient another tensor holds).
   for (const Tensor& p : params) {
-    const Tensor g = p.grad();
+    Tensor g = p.grad();
     if (!g.defined()) continue;
-    const Tensor s = scale.to(g.device());
-    Tensor(p).set_grad(mul(g, g.dtype() == DType::f32 ? s : s.to(g.dtype())));
+    backend_for(g.device()).binary(BinaryOp::mul, g, scale.to(g.device()).to(g.dtype()), g);
+    g.mark_modified();  // a graph that saved this gradient refuses its backward, as torch's
   }
   return total;
 }
@@ -255,9 +256,13 @@ void clip_grad_value(const std::vector<Tensor>& params, double clip_value) {
   NoGradGuard no_grad;
   (void)gradients_of(op, params);  // checks every gradient before changing any
   const float v = static_cast<float>(clip_value);
-  for (const Tensor& p : params) {
-    const Tensor g = p.grad();
-    if (g.defined()) Tensor(p).set_grad(clamp(g, -v, v));
+  for (const Tensor& p : params) {  // in place, as torch's clamp_; NaN stays NaN through both
+    Tensor g = p.grad();
+    if (!g.defined()) continue;
+    Backend& be = backend_for(g.device());
+    be.binary_scalar(BinaryOp::maximum, g, -v, g);
+    be.binary_scalar(BinaryOp::minimum, g, v, g);
+    g.mark_modified();
   }
 }
 

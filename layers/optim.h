@@ -164,10 +164,10 @@ class AdamW final : public Adam {
 // inf: the largest |g|), and returns total, a 0-d float32 tensor on the first gradient's
 // device. Tensors without a gradient are skipped (none: total 0). The scale stays on the
 // device (no host wait) unless error_if_nonfinite asks to refuse a NaN or infinite total.
-// Each gradient is replaced by its scaled copy: a grad() read before keeps its values.
+// Each gradient is scaled in place, as torch's mul_: a grad() read before sees the new values.
 Tensor clip_grad_norm(const std::vector<Tensor>& params, double max_norm, double norm_type = 2.0,
                       bool error_if_nonfinite = false);
-// torch.nn.utils.clip_grad_value_: clamps every gradient into [-clip_value, clip_value].
+// torch.nn.utils.clip_grad_value_: clamps every gradient into [-clip_value, clip_value], in place.
 void clip_grad_value(const std::vector<Tensor>& params, double clip_value);
 
 }  // namespace kiln

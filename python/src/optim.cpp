@@ -208,13 +208,13 @@ void bind_clipping(nb::module_& m) {
         }, arg("parameters"), arg("max_norm"), arg("norm_type") = 2.0, arg("error_if_nonfinite") = false,
         "torch.nn.utils.clip_grad_norm_: every gradient times min(1, max_norm / (total + 1e-6)), total the "
         "norm_type-norm of all of them together (inf: the largest |g|); returns total, 0-d float32. No host wait "
-        "unless error_if_nonfinite. Each .grad becomes a new tensor (one read before keeps its values).");
+        "unless error_if_nonfinite. In place, as torch's: a .grad read before sees the new values.");
   m.def("clip_grad_value_", [](nb::handle params, double clip_value) {
           const std::vector<Tensor> tensors = tensors_of("clip_grad_value_", params);
           const nb::gil_scoped_release release;
           clip_grad_value(tensors, clip_value);
         }, arg("parameters"), arg("clip_value"),
-        "torch.nn.utils.clip_grad_value_: every gradient clamped into [-clip_value, clip_value] (a new .grad each).");
+        "torch.nn.utils.clip_grad_value_: every gradient clamped into [-clip_value, clip_value], in place.");
 }
 
 }  // namespace

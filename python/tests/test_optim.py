@@ -116,7 +116,7 @@ def test_clip_grad_norm_takes_what_torch_takes_and_skips_missing_gradients():
     scale = 0.1 / (norm + 1e-6)
     for k in before:
         np.testing.assert_allclose(after[k], before[k] * scale, rtol=1e-5, err_msg=k)
-    np.testing.assert_array_equal(old.numpy(), before["net/fc1/weight"])  # a new .grad: the old one kept
+    np.testing.assert_array_equal(old.numpy(), after["net/fc1/weight"])  # in place, as torch's mul_
     fresh = kiln.zeros([3]).requires_grad_()  # no gradient: skipped, total 0
     assert float(kiln.clip_grad_norm_([fresh], 1.0)) == 0.0 and fresh.grad is None
     # max_norm inf measures without clipping (torch's idiom); norm_type goes through float(), 'inf' too.
@@ -144,14 +144,27 @@ def test_clip_grad_norm_refuses_bad_arguments_and_a_nonfinite_norm_when_asked():
         kiln.clip_grad_value_("net", 1.0)
 
 
+def test_clipping_in_place_refuses_a_graph_that_saved_the_gradient():
+    for clip in (lambda p: kiln.clip_grad_norm_([p], 1.0), lambda p: kiln.clip_grad_value_([p], 1.0)):
+        p = kiln.ones([3]).requires_grad_()
+        (p * 4.0).sum().backward()
+        x = kiln.ones([3]).requires_grad_()
+        y = (x * p.grad).sum()  # mul saves the gradient for x's
+        clip(p)
+        with pytest.raises(kiln.Error, match="backward of mul: a tensor it saved.* was changed in place"):
+            y.backward()
+
+
 def test_clip_grad_value_matches_torch():
     model = net(5)
     twins = torch_twins(model)
     backward_both(model, twins, np.random.default_rng(2))
+    held = [p.grad for p in model.parameters().values()]
     kiln.clip_grad_value_(model, 0.7)
     torch.nn.utils.clip_grad_value_(twins, 0.7)
-    for (name, p), q in zip(model.parameters().items(), twins):
+    for (name, p), q, g in zip(model.parameters().items(), twins, held):
         np.testing.assert_array_equal(p.grad.numpy(), q.grad.numpy(), err_msg=name)
+        np.testing.assert_array_equal(g.numpy(), q.grad.numpy(), err_msg=name)  # in place, as torch's clamp_
     with pytest.raises(kiln.Error, match="clip_value"):
         kiln.clip_grad_value_(model, -0.1)
 
