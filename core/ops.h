@@ -88,8 +88,11 @@ Tensor dropout(const Tensor& x, float keep_prob, bool training, Generator& gen =
 // Same memory, new shape (one extent may be -1). Backward reshapes the gradient back.
 Tensor reshape(const Tensor& x, const Shape& shape);
 
-// [N, d1, d2, ...] -> [N, d1*d2*...] (NHWC flatten: Keras's order).
+// [N, d1, d2, ...] -> [N, d1*d2*...] (NHWC flatten: Keras's order; torch.nn.Flatten's default).
 Tensor flatten(const Tensor& x);
+// Dimensions start_dim to end_dim (negative from the end) joined into one, the same memory
+// (torch.flatten; flatten(x, 0) is every dimension, a 0-d x gives [1]).
+Tensor flatten(const Tensor& x, int64_t start_dim, int64_t end_dim = -1);
 
 // Rows [begin, end) of dimension 0, sharing memory.
 Tensor slice(const Tensor& x, int64_t begin, int64_t end);

@@ -1070,6 +1070,20 @@ Tensor flatten(const Tensor& x) {
   return reshape(x, Shape{x.dim(0), features});
 }
 
+Tensor flatten(const Tensor& x, int64_t start_dim, int64_t end_dim) {
+  checks::defined("flatten", "input x", x);
+  const int64_t start = checks::resolve_dim_of("flatten", start_dim, x);
+  const int64_t end = checks::resolve_dim_of("flatten", end_dim, x);
+  KILN_CHECK(start <= end, "flatten: start_dim ", start_dim, " comes after end_dim ", end_dim, " in ", x.description());
+  if (x.rank() == 0) return reshape(x, Shape{1});  // torch's: a 0-d tensor flattens to [1]
+  std::vector<int64_t> dims(x.shape().dims().begin(), x.shape().dims().begin() + start);
+  int64_t joined = 1;  // the product, also where an extent is 0 (a -1 could not be solved)
+  for (int64_t d = start; d <= end; ++d) joined *= x.dim(d);
+  dims.push_back(joined);
+  dims.insert(dims.end(), x.shape().dims().begin() + end + 1, x.shape().dims().end());
+  return reshape(x, Shape(dims));
+}
+
 Tensor slice(const Tensor& x, int64_t begin, int64_t end) {
   checks::defined("slice", "input x", x);
   KILN_CHECK(x.rank() >= 1, "slice: needs rank >= 1, got ", x.description());

@@ -636,7 +636,10 @@ void bind_nn_ops(nb::module_& m) {
         arg("x"), arg("keep_prob"), arg("training") = true, Release(),
         "x * mask / keep_prob in training (mask from the default generator); x itself otherwise. keep_prob is "
         "the probability of KEEPING an element: torch's dropout(x, p) is kiln.dropout(x, 1 - p).");
-  m.def("flatten", &flatten, arg("x"), Release(), "[N, ...] -> [N, prod(...)] (NHWC order, Keras's).");
+  m.def("flatten", static_cast<Tensor (*)(const Tensor&, int64_t, int64_t)>(&kiln::flatten), arg("x"),
+        arg("start_dim") = 0, arg("end_dim") = -1, Release(),
+        "torch.flatten: dimensions start_dim to end_dim joined into one, the same memory; flatten(x, 1) is "
+        "[N, ...] -> [N, prod(...)] (kiln.Flatten's, torch.nn.Flatten's).");
   m.def("slice", &kiln::slice, arg("x"), arg("begin"), arg("end"), Release(), "Rows [begin, end) of dimension 0, same memory.");
   m.def("softmax_cross_entropy", &softmax_cross_entropy, arg("logits"), arg("labels"), Release(),
         "Mean over the batch of -log softmax(logits)[label]. logits: [N, K] float32, labels: [N] int32/int64.");

@@ -106,8 +106,8 @@ void bind_reductions(nb::handle cls) {
          nb::sig("def min(self, dim: int | None = None, keepdim: bool = False) -> Tensor | ValuesIndices"));
 }
 
-// The views and cuts: reshape and view (the same), expand, squeeze, unsqueeze, flip, split, chunk,
-// unbind.
+// The views and cuts: reshape and view (the same), expand, squeeze, unsqueeze, flatten, flip, split,
+// chunk, unbind.
 void bind_cuts(nb::handle cls) {
   // kiln's tensors are contiguous: every view is a reshape. torch's keywords: reshape(shape=), view(size=).
   for (const auto& [name, keyword] : {std::pair{"reshape", "shape"}, std::pair{"view", "size"}})
@@ -123,6 +123,8 @@ void bind_cuts(nb::handle cls) {
     return expanded_to(x, ints_given(sizes, kwargs, "expand", "size", "the extents", "4, -1, 3"));
   });
   method(cls, "squeeze", &squeeze_dim, arg("dim") = nb::none(), Release());
+  method(cls, "flatten", static_cast<Tensor (*)(const Tensor&, int64_t, int64_t)>(&kiln::flatten),
+         arg("start_dim") = 0, arg("end_dim") = -1, Release());
   method(cls, "unsqueeze", [](const Tensor& x, int64_t dim) { return kiln::unsqueeze(x, dim); }, arg("dim"),
          Release());
   const char* flip_doc = "x.flip(0, 1) or x.flip([0, 1]): kiln.flip(x, dims).";

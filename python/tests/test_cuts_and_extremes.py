@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 
 def pair(shape, seed=0, dtype="float32"):
     """A kiln tensor and a torch tensor of the same values, both tracking gradients (float32 only)."""
-    a = np.random.RandomState(seed).randn(*shape).astype(np.float32)
+    a = np.asarray(np.random.RandomState(seed).randn(*shape), dtype=np.float32)  # () too
     k = kiln.from_dlpack(a.copy()).astype(dtype)
     t = torch.from_numpy(a.copy())
     if dtype == "float32":
@@ -271,3 +271,30 @@ def test_cut_and_extreme_errors_say_what_is_wrong(call, error, words):
     with pytest.raises(error, match=words.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")
                        .replace("]", r"\]").replace(".", r"\.").replace("+", r"\+")):
         call(kiln.zeros([2, 1]))
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 4), (5,), (), (0, 2, 3), (2, 1, 3, 1)])
+def test_flatten_is_torchs(shape):
+    k, t = pair(shape, dtype="float32")
+    rank = len(shape)
+    spans = [(0, -1)] + [(s, e) for s in range(-rank, rank) for e in range(-rank, rank)
+                         if (s + rank) % rank <= (e + rank) % rank]
+    for s, e in spans:
+        same(kiln.flatten(k, s, e), torch.flatten(t, s, e))
+        same(k.flatten(s, e), t.flatten(s, e))
+    same(kiln.flatten(k), torch.flatten(t))
+    if rank >= 2:
+        same(kiln.flatten(k, 1), torch.nn.Flatten()(t))  # kiln.Flatten's and torch.nn.Flatten's [N, rest]
+        y = k.flatten(1) * 2.0
+        y.sum().backward()
+        assert k.grad.shape == shape and k.grad.tolist() == (torch.ones(shape) * 2).tolist()
+
+
+def test_flatten_refuses_what_torch_refuses():
+    k = kiln.zeros([2, 3, 4])
+    with pytest.raises(kiln.Error, match=r"flatten: start_dim 2 comes after end_dim 1 in float32\[2, 3, 4\]"):
+        k.flatten(2, 1)
+    with pytest.raises(kiln.Error, match="flatten: dimension 3 is out of range"):
+        kiln.flatten(k, 3)
+    with pytest.raises(kiln.Error, match="flatten: dimension 1 is out of range for float32\\[\\] on cpu, a 0-d"):
+        kiln.flatten(kiln.zeros([]), 0, 1)

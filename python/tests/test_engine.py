@@ -188,7 +188,8 @@ def test_a_module_cannot_contain_itself_and_layers_cannot_be_subclassed():
 
 
 def test_flatten_keeps_the_feature_size_of_an_empty_batch():
-    assert kiln.flatten(kiln.zeros([0, 2, 2, 3])).shape == (0, 12)
+    assert kiln.flatten(kiln.zeros([0, 2, 2, 3]), 1).shape == (0, 12)
+    assert kiln.flatten(kiln.zeros([0, 2, 2, 3])).shape == (0,)  # every dimension, as torch.flatten
 
 
 def test_exported_weights_record_the_preprocessing_the_loader_uses_by_default():
