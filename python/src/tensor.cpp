@@ -632,10 +632,21 @@ void bind_nn_ops(nb::module_& m) {
   m.def("linear", [](const Tensor& x, const Tensor& w, std::optional<Tensor> b) { return linear(x, w, b ? *b : Tensor()); },
         arg("x"), arg("weight"), arg("bias") = nb::none(), Release(), "x @ weight.T + bias. x: [N, in], weight: [out, in].");
   m.def("relu", &relu, arg("x"), Release(), "max(x, 0); NaN maps to 0 (torch.relu keeps it; core/ops.h).");
-  m.def("dropout", [](const Tensor& x, float keep_prob, bool training) { return dropout(x, keep_prob, training); },
-        arg("x"), arg("keep_prob"), arg("training") = true, Release(),
-        "x * mask / keep_prob in training (mask from the default generator); x itself otherwise. keep_prob is "
-        "the probability of KEEPING an element: torch's dropout(x, p) is kiln.dropout(x, 1 - p).");
+  // torch's p, the probability of zeroing (core's dropout takes the keep probability). keep_prob= is
+  // the name this took before, as a keyword only: a positional second argument is torch's p.
+  m.def("dropout", [](const Tensor& x, std::optional<double> p, bool training, std::optional<double> keep_prob) {
+          KILN_CHECK(!(p && keep_prob), "dropout: give p (torch's: the probability of zeroing) or keep_prob, not both");
+          KILN_CHECK(!keep_prob || (*keep_prob > 0 && *keep_prob <= 1), "dropout: keep_prob must be in (0, 1], got ",
+                     *keep_prob);
+          KILN_CHECK(keep_prob || (p.value_or(0.5) >= 0 && p.value_or(0.5) < 1), "dropout: p must be in [0, 1), got ",
+                     p.value_or(0.5), " (the probability of zeroing an element, as torch's; 1 would zero them all: ",
+                     "zeros_like)");
+          const double keep = keep_prob ? *keep_prob : 1.0 - p.value_or(0.5);
+          return dropout(x, static_cast<float>(keep), training);
+        }, arg("x"), arg("p") = nb::none(), arg("training") = true, nb::kw_only(), arg("keep_prob") = nb::none(),
+        Release(),
+        "torch.nn.functional.dropout: in training each element zeroed with probability p (default 0.5), the rest "
+        "scaled by 1 / (1 - p), the mask from the default generator; x itself otherwise.");
   m.def("flatten", static_cast<Tensor (*)(const Tensor&, int64_t, int64_t)>(&kiln::flatten), arg("x"),
         arg("start_dim") = 0, arg("end_dim") = -1, Release(),
         "torch.flatten: dimensions start_dim to end_dim joined into one, the same memory; flatten(x, 1) is "

@@ -1,5 +1,7 @@
 """The tensor shorthands torch code is full of (x.size(0), x.dim(), x.T, x.mT, x.t(), x.float(), x.long(),
-x.cpu(), x.contiguous(), x.clone().requires_grad_(), x.neg(), zeros_like, ...) against torch's."""
+x.cpu(), x.contiguous(), x.clone().requires_grad_(), x.neg(), zeros_like, dropout's p, ...) against torch's."""
+import math
+
 import numpy as np
 import pytest
 
@@ -111,3 +113,35 @@ def test_grad_is_settable_as_torchs():
     assert x.grad.tolist() == [5.0, 5.0]
     with pytest.raises(kiln.Error, match="shape and dtype must agree"):
         x.grad = kiln.ones([3])
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.9, 0.0])
+def test_dropout_takes_torchs_p_the_probability_of_zeroing(p):
+    kiln.manual_seed(3)
+    x = kiln.ones([200000]).requires_grad_()
+    y = kiln.dropout(x, p)
+    a = y.detach().numpy()
+    zeroed = float((a == 0).mean())
+    assert abs(zeroed - p) < 5 * math.sqrt(p * (1 - p) / a.size) + 1e-9, zeroed  # five standard errors
+    assert np.allclose(a[a != 0], 1 / (1 - p))  # the kept ones scaled, as torch's
+    y.sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), a)  # the gradient is the same mask times the scale
+    ref = torch.nn.functional.dropout(torch.ones(200000), p).numpy()
+    assert abs(float((ref == 0).mean()) - zeroed) < 10 * math.sqrt(p * (1 - p) / a.size) + 1e-9
+
+
+def test_dropout_defaults_eval_and_the_old_keyword():
+    kiln.manual_seed(4)
+    x = kiln.ones([100000])
+    assert abs(float((kiln.dropout(x).numpy() == 0).mean()) - 0.5) < 0.01  # p=0.5, training, as torch's
+    assert kiln.dropout(x, 0.3, False).numpy().tolist() == x.numpy().tolist()  # eval: x itself
+    assert kiln.dropout(x, training=False).numpy().tolist() == x.numpy().tolist()
+    assert abs(float((kiln.dropout(x, keep_prob=0.8).numpy() == 0).mean()) - 0.2) < 0.01
+    with pytest.raises(kiln.Error, match=r"dropout: p must be in \[0, 1\), got 1 .*zeros_like"):
+        kiln.dropout(x, 1.0)
+    with pytest.raises(kiln.Error, match=r"dropout: p must be in \[0, 1\), got -0.1"):
+        kiln.dropout(x, -0.1)
+    with pytest.raises(kiln.Error, match=r"dropout: keep_prob must be in \(0, 1\], got 0"):
+        kiln.dropout(x, keep_prob=0.0)
+    with pytest.raises(kiln.Error, match="give p .* or keep_prob, not both"):
+        kiln.dropout(x, 0.2, keep_prob=0.8)
