@@ -480,6 +480,37 @@ void append_broadcast_cases(std::vector<OpCase>& cases) {
   append_reversed_scalar_cases(g, cases);  // last, so that the cases above keep their inputs
 }
 
+// Integer arithmetic: add, sub, mul, maximum and minimum of int64 and int32 tensors (broadcast, an
+// int32 beside an int64 widened, products and sums that wrap past 2^63 as torch's), and the
+// whole-tensor sum into int64. No gradient; exact.
+void append_integer_arithmetic_cases(std::vector<OpCase>& cases) {
+  using Fn = Tensor (*)(const Tensor&, const Tensor&);
+  const Tensor big = wide_integers({3, 4}, DType::i64), row = wide_integers({4}, DType::i32);
+  const Tensor huge = Tensor::from_vector(std::vector<int64_t>{INT64_MAX, INT64_MIN + 1, 3037000500, -7}, {4});
+  const std::tuple<const char*, const char*, Fn, Tensor, Tensor> pairs[] = {
+      {"add/int64_3x4_int32_4", "add", &kiln::add, big, row},
+      {"sub/int32_4_int64_3x4", "sub", &kiln::sub, row, big},
+      {"mul/int64_wrapping", "mul", &kiln::mul, huge, huge},
+      {"add/int64_wrapping", "add", &kiln::add, huge.reshape({4, 1}), huge},
+      {"maximum/int64_3x4_int32_4", "maximum", &kiln::maximum, big, row},
+      {"minimum/int32_4x1_4", "minimum", &kiln::minimum, row.reshape({4, 1}), row}};
+  for (const auto& [name, op, fn, a, b] : pairs) {
+    OpCase k = simple(name, op, {a, b}, {false, false},
+                      [fn = fn](const std::vector<Tensor>& in) { return fn(in[0], in[1]); }, kRtolExact);
+    const auto out = static_cast<double>(checks::broadcast_shape(op, a.shape(), b.shape()).numel());
+    k.flops = out;
+    k.bytes = input_bytes(k) + 8.0 * out;  // an int64 result at most
+    cases.push_back(k);
+  }
+  for (const Tensor& x : {wide_integers({5, 300}, DType::i64), wide_integers({7, 3}, DType::i32), huge}) {
+    OpCase k = simple(std::string("sum/") + dtype_name(x.dtype()) + "_" + std::to_string(x.numel()), "sum", {x},
+                      {false}, [](const std::vector<Tensor>& in) { return sum(in[0]); }, kRtolExact);
+    k.flops = static_cast<double>(x.numel());
+    k.bytes = input_bytes(k);
+    cases.push_back(k);
+  }
+}
+
 // The unary math ops (exp, log, ...), fp32 and bf16, on a generator of their own so that
 // the cases above keep their inputs. log and sqrt on [0.2, 3] (their domain, away from 0's
 // steep slopes); abs away from its kink at 0; the others over [-3, 3], where sigmoid, tanh,
@@ -1099,6 +1130,7 @@ std::vector<OpCase> all_op_cases() {
   append_math_cases(g, cases);
   append_bf16_cases(cases);
   append_broadcast_cases(cases);
+  append_integer_arithmetic_cases(cases);
   append_unary_cases(cases);
   append_loss_cases(cases);
   append_matrix_cases(cases);

@@ -114,8 +114,9 @@ class Backend {
   virtual void fill_normal(Tensor& t, PhiloxState s, float mean, float std) = 0;
 
   // out = a (op) b; a and b have out's shape or broadcast to it (NumPy's rules, checked by
-  // core: kernels/common/broadcast.h); float32 or bfloat16, all three alike. A comparison also
-  // takes int32 or int64 operands (a and b alike) into a float32 out. out may be a itself (in place).
+  // core: kernels/common/broadcast.h); float32 or bfloat16, all three alike. int32 or int64
+  // operands (a and b alike) take a comparison into a float32 out and integer arithmetic
+  // (is_integer_arithmetic, exact, wrapping) into an out of their dtype. out may be a (in place).
   virtual void binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) = 0;
   // out = a (op) s; out may be a itself.
   virtual void binary_scalar(BinaryOp op, const Tensor& a, float s, Tensor& out) = 0;
@@ -252,7 +253,8 @@ class Backend {
   // device so backward never waits for the host.
   virtual void softmax_cross_entropy_backward(const Tensor& logits, const Tensor& labels, const Tensor& dloss,
                                               Tensor& dlogits) = 0;
-  // out[0] = sum of x (accumulated in double, in an order independent of thread count).
+  // out[0] = sum of x: float32 accumulated in double, in an order independent of thread count;
+  // int32 or int64 into an int64 out, exact, wrapping as two's complement (torch's).
   virtual void sum(const Tensor& x, Tensor& out) = 0;
   // out[0] = sum of x^2.
   virtual void sum_squares(const Tensor& x, Tensor& out) = 0;

@@ -57,6 +57,14 @@ struct AdamOptions {
 // rpow b ** a (a number's power of a tensor, 2 ** x); kernels/common/elementwise.h says how.
 // The comparisons stay last: core tells them by op >= gt.
 enum class BinaryOp : uint8_t { add, sub, mul, div, rsub, rdiv, pow, rpow, maximum, minimum, gt, ge, lt, le, eq, ne };
+// The comparisons: a 0/1 output, a step function of the operands, with no gradient.
+constexpr bool is_comparison(BinaryOp op) { return op >= BinaryOp::gt; }
+// The arithmetic that int32 and int64 tensors take, exact (common::integer_apply): torch's int
+// division is true division into floats, which kiln leaves to an astype.
+constexpr bool is_integer_arithmetic(BinaryOp op) {
+  return op == BinaryOp::add || op == BinaryOp::sub || op == BinaryOp::mul || op == BinaryOp::maximum ||
+         op == BinaryOp::minimum;
+}
 
 // The number exponents p that pow takes in an exact form, as torch's number-exponent kernels do
 // (x * x for 2, sqrt for 0.5, 1 / x for -1, ...: common::pow_number has each one's form).

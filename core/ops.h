@@ -172,7 +172,9 @@ Tensor log_softmax(const Tensor& x, int64_t dim);
 
 // Elementwise, float32 or bfloat16. Shapes broadcast as in NumPy and PyTorch (aligned from
 // the right, each pair of extents equal or one of them 1): [N, H, W, C] + [C] adds per
-// channel, and a broadcast operand's gradient is summed back to its shape.
+// channel, and a broadcast operand's gradient is summed back to its shape. add, sub, mul,
+// maximum and minimum also take int32 and int64 tensors (an int32 beside an int64 widened),
+// exact, wrapping as torch's, without gradient; with a number, a whole one in the dtype's range.
 Tensor add(const Tensor& a, const Tensor& b);
 Tensor sub(const Tensor& a, const Tensor& b);
 Tensor mul(const Tensor& a, const Tensor& b);
@@ -311,7 +313,8 @@ Tensor sum_to(const Tensor& x, const Shape& shape);
 Tensor broadcast_to(const Tensor& x, const Shape& shape);
 
 // Sum of all elements -> scalar [], float32 or bfloat16 (a bf16 x gives a bf16 scalar, as
-// torch.sum: summed in double, rounded to float32, then to bf16).
+// torch.sum: summed in double, rounded to float32, then to bf16); int32 or int64 into an int64
+// scalar, exact, wrapping as torch's (no gradient). sum over dims takes floats only.
 Tensor sum(const Tensor& x);
 // Mean of all elements -> scalar [], as sum's (a bf16 mean is float32's, rounded to bf16 once).
 Tensor mean(const Tensor& x);

@@ -31,9 +31,6 @@ const char* binary_name(BinaryOp op) {
   return "?";
 }
 
-// The comparisons: their 0/1 output is a step function of the operands, with no gradient.
-bool is_comparison(BinaryOp op) { return op >= BinaryOp::gt; }
-
 // g summed down to `shape` (the gradient of an operand broadcast to g's shape); g itself
 // when it has that shape already.
 Tensor reduce_to(const Tensor& g, const Shape& shape) {
@@ -178,32 +175,43 @@ struct BinaryNode final : Node {
 constexpr const char* kComparedDTypes =
     "; comparisons take float32, bfloat16, int32 or int64 tensors (convert it with astype)";
 
-// A comparison's operands where one is an integer tensor: both int32 or int64 (not uint8), or an
-// error saying which to convert.
-void integer_operands(const char* name, const Tensor& a, const Tensor& b) {
+// The operands of a comparison or integer arithmetic where one is an integer tensor: both int32
+// or int64 (not uint8), or an error saying which to convert; arithmetic beyond integer_apply's
+// is refused by name.
+void integer_operands(BinaryOp op, const Tensor& a, const Tensor& b) {
+  const char* name = binary_name(op);
   checks::defined(name, "a", a);
   checks::defined(name, "b", b);
   for (const auto& [what, t] : {std::pair{"a", &a}, std::pair{"b", &b}}) {
     if (t->dtype() == DType::i32 || t->dtype() == DType::i64) continue;
     KILN_CHECK(!is_floating(t->dtype()), name, ": a is ", a.description(), " and b is ", b.description(),
-               "; integers compare with integers and floats with floats: convert one with astype (a float32 holds "
-               "every integer to 2^24 exactly)");
-    KILN_FAIL(name, ": ", what, " is ", t->description(), kComparedDTypes);
+               is_comparison(op) ? "; integers compare with integers and floats with floats"
+                                 : "; kiln adds and multiplies integers with integers and floats with floats",
+               ": convert one with astype (a float32 holds every integer to 2^24 exactly)");
+    KILN_FAIL(name, ": ", what, " is ", t->description(),
+              is_comparison(op) ? kComparedDTypes
+                                : "; kiln's arithmetic takes float32, bfloat16, int32 or int64 tensors (convert "
+                                  "it with astype)");
   }
+  KILN_CHECK(is_comparison(op) || is_integer_arithmetic(op), name, ": ", a.description(), " and ", b.description(),
+             " are integers, which take +, -, *, maximum, minimum and comparisons; convert them with ",
+             "astype(\"float32\") for ", name, op == BinaryOp::div ? " (torch's integer division gives floats too)" : "");
 }
 
-// A comparison of integer tensors (int32 or int64; an int32 one widened to int64 beside an
-// int64), exact at any magnitude (as floats, int64s past 2^24 would round together), into a
-// float32 0/1 mask: kiln has no bool, and a float mask averages into an accuracy.
-Tensor compare_integers(BinaryOp op, const Tensor& a_in, const Tensor& b_in) {
+// A comparison or integer arithmetic of integer tensors (int32 or int64; an int32 one widened to
+// int64 beside an int64), exact at any magnitude (as floats, int64s past 2^24 would round
+// together): a comparison into a float32 0/1 mask (kiln has no bool, and a float mask averages
+// into an accuracy), +, -, * (wrapping, as torch's), maximum and minimum into the integers' dtype.
+// No gradient: integers take none.
+Tensor integer_binary(BinaryOp op, const Tensor& a_in, const Tensor& b_in) {
   const char* name = binary_name(op);
-  integer_operands(name, a_in, b_in);
+  integer_operands(op, a_in, b_in);
   checks::same_device(name, "a", a_in, "b", b_in);
   const Shape shape =
       a_in.shape() == b_in.shape() ? a_in.shape() : checks::broadcast_shape(name, a_in.shape(), b_in.shape());
   const DType common = a_in.dtype() == DType::i64 || b_in.dtype() == DType::i64 ? DType::i64 : DType::i32;
   const Tensor a = a_in.to(common), b = b_in.to(common);
-  Tensor out = Tensor::empty(shape, like(a, DType::f32));
+  Tensor out = Tensor::empty(shape, like(a, is_comparison(op) ? DType::f32 : common));
   backend_for(a.device()).binary(op, a, b, out);
   return out;
 }
@@ -230,13 +238,13 @@ Tensor compare_integers_with(BinaryOp op, const Tensor& a, double s) {
   if (below >= past) return constant(op == BinaryOp::lt || op == BinaryOp::le || op == BinaryOp::ne);
   const Tensor b =  // in a's dtype: no widening copy of an int32 a
       Tensor::from_vector(std::vector<int64_t>{static_cast<int64_t>(below)}, Shape{}).to(a.dtype()).to(a.device());
-  return compare_integers(op, a, b);
+  return integer_binary(op, a, b);
 }
 
 Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b) {
   const char* name = binary_name(op);
-  if (is_comparison(op) && ((a.defined() && !is_floating(a.dtype())) || (b.defined() && !is_floating(b.dtype()))))
-    return compare_integers(op, a, b);
+  if ((a.defined() && !is_floating(a.dtype())) || (b.defined() && !is_floating(b.dtype())))
+    return integer_binary(op, a, b);
   checks::float32_or_bf16(name, "a", a);
   checks::float32_or_bf16(name, "b", b);
   checks::same_dtype(name, "a", a, "b", b);
@@ -318,7 +326,25 @@ void record_scalar_op(BinaryOp op, const Tensor& a, float s, float given, Tensor
   autograd::set_history(out, node);
 }
 
+// An integer tensor (op) a number: exact where the number is a whole one a's dtype holds, as a 0-d
+// tensor of that dtype; another is refused (torch would promote to float).
+Tensor integer_binary_number(BinaryOp op, const Tensor& a, float s) {
+  const bool wide = a.dtype() == DType::i64;
+  const double lowest = wide ? -9223372036854775808.0 : -2147483648.0;
+  KILN_CHECK(std::floor(s) == s && s >= lowest && s < -lowest, binary_name(op), ": ", a.description(),
+             " with the number ", s, ": an integer tensor takes whole numbers in its dtype's range; for ", s,
+             " convert it with astype(\"float32\") (torch would promote it to float)");
+  const BinaryOp plain = op == BinaryOp::rsub ? BinaryOp::sub
+                         : op == BinaryOp::rdiv ? BinaryOp::div
+                         : op == BinaryOp::rpow ? BinaryOp::pow
+                                                : op;
+  const Tensor b =
+      Tensor::from_vector(std::vector<int64_t>{static_cast<int64_t>(s)}, Shape{}).to(a.dtype()).to(a.device());
+  return plain != op ? integer_binary(plain, b, a) : integer_binary(plain, a, b);
+}
+
 Tensor binary_scalar(BinaryOp op, const Tensor& a, float s) {
+  if (a.defined() && (a.dtype() == DType::i32 || a.dtype() == DType::i64)) return integer_binary_number(op, a, s);
   checks::float32_or_bf16(binary_name(op), "a", a);
   const float given = s;
   if (is_comparison(op) || op == BinaryOp::pow || op == BinaryOp::rpow) s = in_dtype_of(a, s);
@@ -613,6 +639,13 @@ struct SumNode final : Node {
 // reduction over every dimension instead was a column sum of one column (4.7x float32's time).
 Tensor reduce_sum(const Tensor& x, bool is_mean) {
   const char* op = is_mean ? "mean" : "sum";
+  if (!is_mean && x.defined() && (x.dtype() == DType::i32 || x.dtype() == DType::i64)) {
+    Tensor out = Tensor::empty(Shape{}, like(x, DType::i64));  // torch's: int64, exact, wrapping
+    backend_for(x.device()).sum(x, out);
+    return out;
+  }
+  KILN_CHECK(!is_mean || !x.defined() || is_floating(x.dtype()), "mean: ", x.description(),
+             " is integer; convert it with astype(\"float32\") first (torch's mean takes floats only)");
   checks::float32_or_bf16(op, "input x", x);
   KILN_CHECK(!is_mean || x.numel() > 0, "mean: empty input ", x.description());
   if (x.dtype() == DType::bf16) return reduce_sum(x.to(DType::f32), is_mean).to(DType::bf16);
@@ -672,6 +705,8 @@ ReducedDims reduction_of(const char* op, const Tensor& x, const std::vector<int6
 // sum or mean of x over `dims`, as sum_to a shape with those extents 1, then a view without them
 // unless keepdim. The gradient is sum_to's: a repeat.
 Tensor reduce_dims(const char* op, const Tensor& x, const std::vector<int64_t>& dims, bool keepdim, bool is_mean) {
+  KILN_CHECK(!x.defined() || is_floating(x.dtype()), op, ": ", x.description(), " is integer, which kiln sums ",
+             "whole (sum(x), int64) but not over dimensions; convert it with astype(\"float32\") (exact to 2^24)");
   checks::float32_or_bf16(op, "input x", x);
   const ReducedDims r = reduction_of(op, x, dims);
   KILN_CHECK(!is_mean || r.count > 0, op, ": the dimensions given of ", x.description(),

@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #include "core/op_params.h"
 #include "core/hd.h"
@@ -44,6 +45,21 @@ KILN_HD float compare_apply(BinaryOp op, T a, T b) {
     case BinaryOp::eq: return a == b ? 1.0f : 0.0f;
     case BinaryOp::ne: return a != b ? 1.0f : 0.0f;
     default: return 0.0f;  // not a comparison
+  }
+}
+
+// The arithmetic integer tensors take (is_integer_arithmetic), exact: add, sub and mul wrap as
+// two's complement, as torch's do (taken unsigned: a signed overflow is undefined in C++).
+template <typename I>
+KILN_HD I integer_apply(BinaryOp op, I a, I b) {
+  using U = std::make_unsigned_t<I>;
+  switch (op) {
+    case BinaryOp::add: return static_cast<I>(static_cast<U>(a) + static_cast<U>(b));
+    case BinaryOp::sub: return static_cast<I>(static_cast<U>(a) - static_cast<U>(b));
+    case BinaryOp::mul: return static_cast<I>(static_cast<U>(a) * static_cast<U>(b));
+    case BinaryOp::maximum: return a > b ? a : b;
+    case BinaryOp::minimum: return a < b ? a : b;
+    default: return 0;  // not integer arithmetic
   }
 }
 

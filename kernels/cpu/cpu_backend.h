@@ -8,8 +8,9 @@ namespace kiln::cpu {
 
 // out = a (op) b where a or b broadcasts to out (kernels/cpu/cpu_broadcast.cpp).
 void binary_broadcast(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out);
-// out (float32) = a (op) b for a comparison of int32 or int64 a and b, any shapes that broadcast.
-void compare_integers(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out);
+// out = a (op) b for int32 or int64 a and b (alike), any shapes that broadcast: a comparison into
+// a float32 out, integer arithmetic (common::integer_apply) into an out of their dtype.
+void integer_binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out);
 
 // Implements Backend on the host.
 class CpuBackend : public Backend {

@@ -311,42 +311,41 @@ void move_by_plan(const common::BroadcastPlan<1>& p, const Tensor& x, Tensor& ou
 
 namespace {
 
-// One run of out (float32) = a (Op) b for integers; SA, SB: the operands' steps (0 or 1).
-template <BinaryOp Op, int SA, int SB, typename I>
-KILN_CPU_CLONES void compare_row(const I* a, const I* b, float* o, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) o[i] = common::compare_apply(Op, a[i * SA], b[i * SB]);
+// One run of out = a (Op) b for integers, SA and SB the operands' steps (0 or 1): a comparison
+// into float32 0/1, integer arithmetic (common::integer_apply) into the integers' own type.
+template <BinaryOp Op, int SA, int SB, typename I, typename O>
+KILN_CPU_CLONES void integer_row(const I* a, const I* b, O* o, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    if constexpr (is_comparison(Op)) o[i] = common::compare_apply(Op, a[i * SA], b[i * SB]);
+    else o[i] = common::integer_apply(Op, a[i * SA], b[i * SB]);
+  }
 }
 
 // out = a (Op) b for integer a and b by the plan.
-template <BinaryOp Op, typename I>
-void compare_rows(const common::BroadcastPlan<2>& p, const I* pa, const I* pb, float* po) {
+template <BinaryOp Op, typename I, typename O>
+void integer_rows(const common::BroadcastPlan<2>& p, const I* pa, const I* pb, O* po) {
   for_each_piece(p, [&](auto sa, auto sb, int64_t ia, int64_t ib, int64_t io, int64_t n) {
-    compare_row<Op, decltype(sa)::value, decltype(sb)::value>(pa + ia, pb + ib, po + io, n);
+    integer_row<Op, decltype(sa)::value, decltype(sb)::value>(pa + ia, pb + ib, po + io, n);
   });
 }
 
 template <typename I>
-void compare_integers_typed(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) {
+void integer_binary_typed(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) {
   const common::BroadcastPlan<2> p = common::broadcast_plan<2>(out, {&a, &b});
-  const I* pa = a.data<I>();
-  const I* pb = b.data<I>();
-  float* po = out.data<float>();
-  switch (op) {  // the comparisons alone: with_binary_op would instantiate the arithmetic too
-    case BinaryOp::gt: return compare_rows<BinaryOp::gt>(p, pa, pb, po);
-    case BinaryOp::ge: return compare_rows<BinaryOp::ge>(p, pa, pb, po);
-    case BinaryOp::lt: return compare_rows<BinaryOp::lt>(p, pa, pb, po);
-    case BinaryOp::le: return compare_rows<BinaryOp::le>(p, pa, pb, po);
-    case BinaryOp::eq: return compare_rows<BinaryOp::eq>(p, pa, pb, po);
-    default: return compare_rows<BinaryOp::ne>(p, pa, pb, po);
-  }
+  with_binary_op(op, [&](auto op_constant) {
+    constexpr BinaryOp kOp = decltype(op_constant)::value;
+    if constexpr (is_comparison(kOp)) integer_rows<kOp>(p, a.data<I>(), b.data<I>(), out.data<float>());
+    else if constexpr (is_integer_arithmetic(kOp)) integer_rows<kOp>(p, a.data<I>(), b.data<I>(), out.data<I>());
+    // core refuses the rest (division, powers) for integers before a backend sees them
+  });
 }
 
 }  // namespace
 
-void compare_integers(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) {
+void integer_binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) {
   if (out.numel() == 0) return;
-  if (a.dtype() == DType::i64) return compare_integers_typed<int64_t>(op, a, b, out);
-  compare_integers_typed<int32_t>(op, a, b, out);
+  if (a.dtype() == DType::i64) return integer_binary_typed<int64_t>(op, a, b, out);
+  integer_binary_typed<int32_t>(op, a, b, out);
 }
 
 void binary_broadcast(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) {

@@ -234,7 +234,7 @@ void binary_scalar_typed(BinaryOp op, const Tensor& a, float s, Tensor& out) {
 }  // namespace
 
 void CpuBackend::binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) {
-  if (!is_floating(a.dtype())) return compare_integers(op, a, b, out);
+  if (!is_floating(a.dtype())) return integer_binary(op, a, b, out);
   if (a.shape() != out.shape() || b.shape() != out.shape()) return binary_broadcast(op, a, b, out);
   if (out.dtype() == DType::bf16) return binary_typed<BFloat16>(op, a, b, out);
   binary_typed<float>(op, a, b, out);
@@ -591,8 +591,23 @@ void CpuBackend::softmax_cross_entropy_backward(const Tensor& logits, const Tens
   cross_entropy_backward_rows(logits.data<float>(), labels, rows, cols, scale, dlogits.data<float>());
 }
 
+namespace {
+
+// An integer sum, taken unsigned: wrapping addition is associative, so threads change no bit.
+template <typename I>
+int64_t integer_sum(const I* x, int64_t n) {
+  uint64_t s = 0;
+#pragma omp parallel for simd reduction(+ : s) schedule(static) if (parallel : n > 65536)
+  for (int64_t i = 0; i < n; ++i) s += static_cast<uint64_t>(static_cast<int64_t>(x[i]));
+  return static_cast<int64_t>(s);
+}
+
+}  // namespace
+
 void CpuBackend::sum(const Tensor& x, Tensor& out) {
-  *out.data<float>() = static_cast<float>(blocked_sum(x.data<float>(), x.numel(), block_sum));
+  if (x.dtype() == DType::i64) *out.data<int64_t>() = integer_sum(x.data<int64_t>(), x.numel());
+  else if (x.dtype() == DType::i32) *out.data<int64_t>() = integer_sum(x.data<int32_t>(), x.numel());
+  else *out.data<float>() = static_cast<float>(blocked_sum(x.data<float>(), x.numel(), block_sum));
 }
 
 void CpuBackend::sum_squares(const Tensor& x, Tensor& out) {

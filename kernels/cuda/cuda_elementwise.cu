@@ -236,6 +236,15 @@ struct ComparisonOf {
   }
 };
 
+// Integer arithmetic, exact and wrapping (common::integer_apply), in the operands' dtype.
+struct IntegerArithmeticOf {
+  BinaryOp op;
+  template <typename I>
+  __device__ I operator()(I x, I y) const {
+    return common::integer_apply(op, x, y);
+  }
+};
+
 // y = x with its last two dimensions swapped, a 32 x 32 tile per block through shared memory
 // (padded to 33 columns: no bank conflicts), so that both the global reads and writes are
 // coalesced. Blocks cover the tiles of every matrix in x.y order; Bits is the element's bits.
@@ -572,10 +581,14 @@ void broadcast_binary(const Tensor& a, const Tensor& b, Tensor& out, Fn fn, cuda
 void CudaBackend::binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) {
   OpScope scope("binary", out.device().index);
   const int64_t n = out.numel();
-  if (n > 0 && a.dtype() == DType::i64) {
-    broadcast_binary<int64_t, float>(a, b, out, ComparisonOf{op}, scope.stream());
-  } else if (n > 0 && a.dtype() == DType::i32) {
-    broadcast_binary<int32_t, float>(a, b, out, ComparisonOf{op}, scope.stream());
+  if (n > 0 && !is_floating(a.dtype())) {
+    const auto launch = [&](auto tag) {
+      using I = decltype(tag);
+      if (is_comparison(op)) broadcast_binary<I, float>(a, b, out, ComparisonOf{op}, scope.stream());
+      else broadcast_binary<I, I>(a, b, out, IntegerArithmeticOf{op}, scope.stream());
+    };
+    if (a.dtype() == DType::i64) launch(int64_t{});
+    else launch(int32_t{});
   } else if (n > 0 && (a.shape() != out.shape() || b.shape() != out.shape())) {
     for_float_or_bf16(out.dtype(), [&](auto tag) {
       using T = decltype(tag);

@@ -1,6 +1,6 @@
 // Whole-tensor sums and row-wise argmax and argmin on the GPU. Sums run in two passes of fixed shape
-// (partials in double, then one block adds them in a fixed tree), so a result depends only
-// on the input, never on timing or on the GPU model.
+// (partials in double, or for integers in wrapping 64-bit unsigned, then one block adds them in a
+// fixed tree), so a result depends only on the input, never on timing or on the GPU model.
 #include <cstdint>
 
 #include "kernels/common/sort_key.h"
@@ -13,38 +13,47 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int64_t kMaxPartials = 1024;  // pass-1 blocks; pass 2 is one block of this many threads
 
-// Fixed-order block sum of doubles; the total is valid in thread 0. smem: kBlock / 32.
-template <int kBlock>
-__device__ double block_sum(double v, double* smem) {
+// Fixed-order block sum; the total is valid in thread 0. smem: kBlock / 32. A: the accumulator,
+// double for float32, unsigned 64-bit for int32 and int64 (wrapping as two's complement).
+template <int kBlock, typename A>
+__device__ A block_sum(A v, A* smem) {
   for (int offset = 16; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
   if (threadIdx.x % 32 == 0) smem[threadIdx.x / 32] = v;
   __syncthreads();
-  double total = 0.0;
+  A total = 0;
   if (threadIdx.x == 0)
     for (int w = 0; w < kBlock / 32; ++w) total += smem[w];
   return total;
 }
 
-// Pass 1: block b sums the elements b*kThreads + t + k*(blocks*kThreads) in double.
-template <bool kSquare>
-__global__ void sum_partial_kernel(const float* x, int64_t n, double* partial) {
-  __shared__ double smem[kThreads / 32];
-  double s = 0.0;
+// An element as the sum accumulates it: a float in double, an integer sign-extended to 64 bits.
+__device__ double accumulated(float v, double) { return v; }
+template <typename I>
+__device__ unsigned long long accumulated(I v, unsigned long long) {
+  return static_cast<unsigned long long>(static_cast<long long>(v));
+}
+
+// Pass 1: block b sums the elements b*kThreads + t + k*(blocks*kThreads) in A.
+template <bool kSquare, typename T, typename A>
+__global__ void sum_partial_kernel(const T* x, int64_t n, A* partial) {
+  __shared__ A smem[kThreads / 32];
+  A s = 0;
   const int64_t step = static_cast<int64_t>(gridDim.x) * kThreads;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; i < n; i += step) {
-    const double v = x[i];
+    const A v = accumulated(x[i], A{});
     s += kSquare ? v * v : v;  // a float squared is exact in double, FMA or not
   }
   s = block_sum<kThreads>(s, smem);
   if (threadIdx.x == 0) partial[blockIdx.x] = s;
 }
 
-// Pass 2: one block adds the partials and writes the float result.
-__global__ void sum_finish_kernel(const double* partial, int64_t count, float* out) {
-  __shared__ double smem[kMaxPartials / 32];
-  const double v = threadIdx.x < count ? partial[threadIdx.x] : 0.0;
-  const double total = block_sum<kMaxPartials>(v, smem);
-  if (threadIdx.x == 0) out[0] = static_cast<float>(total);
+// Pass 2: one block adds the partials and writes the result (float32, or int64 for integers).
+template <typename A, typename O>
+__global__ void sum_finish_kernel(const A* partial, int64_t count, O* out) {
+  __shared__ A smem[kMaxPartials / 32];
+  const A v = threadIdx.x < count ? partial[threadIdx.x] : A{0};
+  const A total = block_sum<kMaxPartials>(v, smem);
+  if (threadIdx.x == 0) out[0] = static_cast<O>(total);
 }
 
 // Row-wise argmax and argmin, one block per row: each thread keeps the largest
@@ -76,22 +85,23 @@ __global__ void arg_extreme_kernel(const float* x, int64_t rows, int64_t cols, b
   }
 }
 
-template <bool kSquare>
+// T: x's element, A: the accumulator, O: out's element.
+template <bool kSquare, typename T, typename A, typename O>
 void launch_sum(const Tensor& x, Tensor& out, OpScope& scope) {
   const int64_t n = x.numel();
-  float* po = out.data<float>();
+  O* po = out.data<O>();
   if (n == 0) {
-    KILN_CUDA_CHECK(cudaMemsetAsync(po, 0, sizeof(float), scope.stream()));
+    KILN_CUDA_CHECK(cudaMemsetAsync(po, 0, sizeof(O), scope.stream()));
     return;
   }
   const int64_t wanted = (n + kThreads - 1) / kThreads;
   const int64_t blocks = wanted < kMaxPartials ? wanted : kMaxPartials;
-  Workspace ws(x.device().index, static_cast<size_t>(blocks) * sizeof(double));
-  double* partial = static_cast<double*>(ws.data());
-  sum_partial_kernel<kSquare><<<static_cast<unsigned>(blocks), kThreads, 0, scope.stream()>>>(x.data<float>(), n,
-                                                                                              partial);
+  Workspace ws(x.device().index, static_cast<size_t>(blocks) * sizeof(A));
+  A* partial = static_cast<A*>(ws.data());
+  sum_partial_kernel<kSquare, T, A><<<static_cast<unsigned>(blocks), kThreads, 0, scope.stream()>>>(x.data<T>(), n,
+                                                                                                    partial);
   KILN_CUDA_CHECK_LAUNCH();
-  sum_finish_kernel<<<1, kMaxPartials, 0, scope.stream()>>>(partial, blocks, po);
+  sum_finish_kernel<A, O><<<1, kMaxPartials, 0, scope.stream()>>>(partial, blocks, po);
   KILN_CUDA_CHECK_LAUNCH();
 }
 
@@ -99,13 +109,16 @@ void launch_sum(const Tensor& x, Tensor& out, OpScope& scope) {
 
 void CudaBackend::sum(const Tensor& x, Tensor& out) {
   OpScope scope("sum", out.device().index);
-  launch_sum<false>(x, out, scope);
+  using Wide = unsigned long long;
+  if (x.dtype() == DType::i64) launch_sum<false, int64_t, Wide, int64_t>(x, out, scope);
+  else if (x.dtype() == DType::i32) launch_sum<false, int32_t, Wide, int64_t>(x, out, scope);
+  else launch_sum<false, float, double, float>(x, out, scope);
   scope.done();
 }
 
 void CudaBackend::sum_squares(const Tensor& x, Tensor& out) {
   OpScope scope("sum_squares", out.device().index);
-  launch_sum<true>(x, out, scope);
+  launch_sum<true, float, double, float>(x, out, scope);
   scope.done();
 }
 

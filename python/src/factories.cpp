@@ -6,6 +6,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <utility>
 #include <variant>
 #include <vector>
 
@@ -49,12 +50,45 @@ Tensor filled(const Shape& shape, const FillValue& value, const TensorOptions& o
   return Tensor::full(shape, v, opt);
 }
 
+// One of arange's numbers as an integer dtype takes it, as torch's: truncated toward zero.
+int64_t arange_integer(const FillValue& v) {
+  if (const int64_t* i = std::get_if<int64_t>(&v)) return *i;
+  const double d = std::get<double>(v);
+  KILN_CHECK(std::isfinite(d) && std::abs(d) < 0x1p63, "arange: ", d, " is no integer an integer dtype holds");
+  return static_cast<int64_t>(d);
+}
+
+// The count of an integer range, exact (128 bits), after torch's checks.
+int64_t integer_range_count(int64_t s, int64_t e, int64_t d) {
+  KILN_CHECK(d != 0, "arange: step must be nonzero");
+  KILN_CHECK(d > 0 ? e >= s : e <= s, "arange: end ", e, " lies ", d > 0 ? "below" : "above", " start ", s,
+             ", against the sign of step ", d, "; for a descending range give a negative step");
+  const __int128 span = static_cast<__int128>(e) - s;
+  return static_cast<int64_t>((span + d - (d > 0 ? 1 : -1)) / d);
+}
+
 // torch.arange's values: [start, end) by step, from its numbers. All ints: int64 by default and the
-// count exact (ceil((end - start) / step) in 128 bits); any float: float32 and the count in double,
-// as torch's. Made through doubles, so an int64 range past 2^53 is refused (it would repeat values).
+// count exact; any float: float32, the count ceil((end - start) / step) in double, as torch's. An
+// integer dtype takes the numbers as integers first (truncated, as torch's); values past 2^53,
+// where doubles would repeat and skip integers, are made on the host, exact.
 Tensor range_of(const FillValue& first, const std::optional<FillValue>& last, const FillValue& step,
                 const std::optional<std::string>& dtype, const std::string& device) {
   const FillValue start = last ? first : FillValue{int64_t{0}}, end = last ? *last : first;
+  const bool ints = std::holds_alternative<int64_t>(start) && std::holds_alternative<int64_t>(end) &&
+                    std::holds_alternative<int64_t>(step);
+  const TensorOptions opt{dtype ? dtype_from_name(*dtype) : ints ? DType::i64 : DType::f32, device_from_name(device)};
+  if (ints || !is_floating(opt.dtype)) {
+    const int64_t s = arange_integer(start), e = arange_integer(end), d = arange_integer(step);
+    const int64_t n = integer_range_count(s, e, d);
+    const __int128 final_value = static_cast<__int128>(s) + static_cast<__int128>(d) * (n > 0 ? n - 1 : 0);
+    const auto beyond = [](__int128 v) { return v > (__int128{1} << 53) || v < -(__int128{1} << 53); };
+    if (is_floating(opt.dtype) || !(beyond(s) || beyond(final_value)))
+      return Tensor::arange(n, static_cast<double>(s), static_cast<double>(d), opt);
+    std::vector<int64_t> values(static_cast<size_t>(n));  // past 2^53 doubles skip integers: made here, exact
+    for (size_t i = 0; i < values.size(); ++i)  // unsigned: d * i alone may pass int64 where the sum does not
+      values[i] = static_cast<int64_t>(static_cast<uint64_t>(s) + static_cast<uint64_t>(d) * i);
+    return Tensor::from_vector(values, Shape{n}).to(opt.dtype).to(opt.device);
+  }
   const auto as_double = [](const FillValue& v) {
     return std::visit([](auto x) { return static_cast<double>(x); }, v);
   };
@@ -64,25 +98,10 @@ Tensor range_of(const FillValue& first, const std::optional<FillValue>& last, co
   KILN_CHECK(d != 0, "arange: step must be nonzero");
   KILN_CHECK(d > 0 ? e >= s : e <= s, "arange: end ", e, " lies ", d > 0 ? "below" : "above", " start ", s,
              ", against the sign of step ", d, "; for a descending range give a negative step");
-  const bool integral = std::holds_alternative<int64_t>(start) && std::holds_alternative<int64_t>(end) &&
-                        std::holds_alternative<int64_t>(step);
-  double count = 0;
-  if (integral) {
-    const __int128 span = static_cast<__int128>(std::get<int64_t>(end)) - std::get<int64_t>(start);
-    const __int128 by = std::get<int64_t>(step);
-    count = static_cast<double>((span + by - (by > 0 ? 1 : -1)) / by);
-  } else {
-    count = std::ceil((e - s) / d);
-  }
+  const double count = std::ceil((e - s) / d);
   KILN_CHECK(count < 0x1p62, "arange: [", s, ", ", e, ") by ", d, " holds ", count,
              " values, more than kiln allocates");
-  const TensorOptions opt{dtype ? dtype_from_name(*dtype) : integral ? DType::i64 : DType::f32,
-                          device_from_name(device)};
-  const auto n = static_cast<int64_t>(count);
-  KILN_CHECK(opt.dtype != DType::i64 || std::max(std::abs(s), std::abs(s + d * count)) <= 0x1p53,
-             "arange: an int64 range reaching past 2^53 (start ", s, ", step ", d, ", ", n,
-             " values) is not exact through the doubles kiln makes it with");
-  return Tensor::arange(n, s, d, opt);
+  return Tensor::arange(static_cast<int64_t>(count), s, d, opt);
 }
 
 // x's dtype and device, each replaced where named.
@@ -201,7 +220,9 @@ std::vector<int64_t> integers_of(const NestedNumbers& n, DType want) {
 
 // An array's kiln copy: a torch tensor detached, a NumPy scalar made an array, float64 (which
 // kiln lacks) made int64 for an integer dtype and float32 otherwise, by its producer.
-Tensor array_copy(nb::handle data, std::optional<DType> want) {
+// The array as a kiln tensor, and whether its memory is already a copy no other object holds (a
+// float64 array converted, or strides made contiguous): then kiln.tensor need not copy again.
+std::pair<Tensor, bool> array_copy(nb::handle data, std::optional<DType> want) {
   nb::object a = nb::borrow(data);
   if (nb::hasattr(a, "requires_grad") && nb::hasattr(a, "detach")) a = a.attr("detach")();
   if (!nb::hasattr(a, "__dlpack__")) a = nb::module_::import_("numpy").attr("asarray")(a);
@@ -209,9 +230,11 @@ Tensor array_copy(nb::handle data, std::optional<DType> want) {
   if (kind_str == nullptr) throw nb::python_error();
   const std::string kind = nb::steal<nb::str>(kind_str).c_str();
   const bool to_int = want && !is_floating(*want);
+  const bool converted = kind == "float64" || kind == "torch.float64";
   if (kind == "float64") a = a.attr("astype")(to_int ? "int64" : "float32");  // NumPy
   if (kind == "torch.float64") a = to_int ? a.attr("long")() : a.attr("float")();  // PyTorch
-  return nb::cast<Tensor>(nb::module_::import_("kiln").attr("from_dlpack")(a, true));  // any strides: copied below
+  const Tensor t = nb::cast<Tensor>(nb::module_::import_("kiln").attr("from_dlpack")(a, true));  // any strides
+  return {t, converted || !t.shared_outside()};  // not shared outside: from_dlpack copied the strides
 }
 
 // kiln.tensor(data): a copy. Numbers and nested lists are read here (int64 when every value is
@@ -222,13 +245,14 @@ Tensor tensor_of(nb::handle data, const std::optional<std::string>& dtype, const
   NestedNumbers n;
   if (dtype) n.want = dtype_from_name(*dtype);
   if (nb::isinstance<Tensor>(data) || is_array(data)) {
-    const Tensor src = nb::isinstance<Tensor>(data) ? nb::cast<Tensor>(data) : array_copy(data, n.want);
+    const auto [src, fresh] = nb::isinstance<Tensor>(data) ? std::pair{nb::cast<Tensor>(data), false}
+                                                           : array_copy(data, n.want);
     const nb::gil_scoped_release release;
     Tensor t = src.detach();
     if (n.want) t = t.to(*n.want);
     t = t.to(dev);
-    // kiln's own memory, not the producer's: a conversion copied already, and no second copy is made
-    return t.impl().storage == src.impl().storage ? t.clone() : t;
+    // kiln's own memory, not the producer's, copied once: by a conversion here or before, else a clone
+    return !fresh && t.impl().storage == src.impl().storage ? t.clone() : t;
   }
   for (nb::object h = nb::borrow(data); is_sequence(h);) {  // the shape, from the first element at each depth
     n.shape.push_back(static_cast<int64_t>(nb::len(h)));

@@ -290,14 +290,45 @@ std::optional<double> scalar_operand(nb::handle other, const char* symbol, bool 
   return nb::try_cast(other, s) ? std::optional(s) : std::nullopt;
 }
 
+// An int (Python's, or NumPy's integer scalars) beside an int32 or int64 tensor, as a 0-d tensor
+// of its dtype: exact past 2^24, where the float path would round it; one the dtype cannot hold
+// raises, as torch's. nullopt for any other pair.
+std::optional<Tensor> integer_number(const Tensor& a, nb::handle other, const char* symbol) {
+  if (!a.defined() || (a.dtype() != DType::i32 && a.dtype() != DType::i64)) return std::nullopt;
+  PyObject* o = other.ptr();
+  if (PyFloat_Check(o) || !PyIndex_Check(o)) return std::nullopt;
+  int64_t ndim = 0;  // NumPy's integer scalars and 0-d arrays count; a larger array is scalar_operand's error
+  if (nb::hasattr(other, "ndim") && (!nb::try_cast(nb::getattr(other, "ndim"), ndim) || ndim != 0)) return std::nullopt;
+  const nb::object index = nb::steal(PyNumber_Index(o));
+  if (!index.is_valid()) throw nb::python_error();
+  int overflow = 0;
+  const long long v = PyLong_AsLongLongAndOverflow(index.ptr(), &overflow);
+  if (v == -1 && PyErr_Occurred()) throw nb::python_error();
+  const bool fits = overflow == 0 && (a.dtype() == DType::i64 || (v >= INT32_MIN && v <= INT32_MAX));
+  if (!fits) {
+    PyObject* text = PyObject_Str(index.ptr());
+    if (text == nullptr) throw nb::python_error();
+    KILN_FAIL(symbol, ": ", nb::steal<nb::str>(text).c_str(), " does not fit the dtype of ", a.description(),
+              a.dtype() == DType::i32 ? "; widen it with astype(\"int64\")" : "");
+  }
+  return Tensor::from_vector(std::vector<int64_t>{v}, Shape{}).to(a.dtype()).to(a.device());
+}
+
 // Tensor.`name`(other) for a non-tensor other (the tensor-tensor overload comes first): `op`
-// of the tensor and the number, or NotImplemented, or scalar_operand's TypeError.
-template <typename Op>
-void bind_scalar_operator(nb::class_<Tensor>& c, const char* name, const char* symbol, bool reflected, Op op) {
-  c.def(name, [symbol, reflected, op](const Tensor& a, nb::handle other) -> nb::object {
+// of the tensor and the number, or NotImplemented, or scalar_operand's TypeError. An int beside
+// an integer tensor goes exactly through `exact`, the operator on (a, the int as a 0-d tensor).
+template <typename Op, typename Exact>
+void bind_scalar_operator(nb::class_<Tensor>& c, const char* name, const char* symbol, bool reflected, Op op,
+                          Exact exact) {
+  c.def(name, [symbol, reflected, op, exact](const Tensor& a, nb::handle other) -> nb::object {
+          Tensor y;
+          if (const std::optional<Tensor> b = integer_number(a, other, symbol)) {
+            nb::gil_scoped_release release;
+            y = exact(a, *b);
+            return nb::cast(std::move(y));
+          }
           const std::optional<double> s = scalar_operand(other, symbol, reflected);
           if (!s) return nb::not_implemented();
-          Tensor y;
           {
             nb::gil_scoped_release release;
             y = op(a, static_cast<float>(*s));
@@ -489,21 +520,26 @@ void bind_tensor_class(nb::module_& m) {
       .def("__neg__", [](const Tensor& a) { return kiln::neg(a); }, Release())
       .def("__matmul__", [](const Tensor& a, const Tensor& b) { return matmul(a, b); }, nb::is_operator(), Release())
       .def("__abs__", [](const Tensor& a) { return kiln::abs(a); }, Release());
-  bind_scalar_operator(c, "__add__", "+", false, [](const Tensor& a, float s) { return add(a, s); });
-  bind_scalar_operator(c, "__sub__", "-", false, [](const Tensor& a, float s) { return sub(a, s); });
-  bind_scalar_operator(c, "__mul__", "*", false, [](const Tensor& a, float s) { return mul(a, s); });
-  bind_scalar_operator(c, "__truediv__", "/", false, [](const Tensor& a, float s) { return div(a, s); });
-  bind_scalar_operator(c, "__radd__", "+", true, [](const Tensor& a, float s) { return add(a, s); });
-  bind_scalar_operator(c, "__rmul__", "*", true, [](const Tensor& a, float s) { return mul(a, s); });
+  using Pair = Tensor (*)(const Tensor&, const Tensor&);
+  const Pair add2 = &kiln::add, sub2 = &kiln::sub, mul2 = &kiln::mul, div2 = &kiln::div, pow2 = &kiln::pow;
+  const auto rsub2 = [](const Tensor& a, const Tensor& b) { return kiln::sub(b, a); };
+  bind_scalar_operator(c, "__add__", "+", false, [](const Tensor& a, float s) { return add(a, s); }, add2);
+  bind_scalar_operator(c, "__sub__", "-", false, [](const Tensor& a, float s) { return sub(a, s); }, sub2);
+  bind_scalar_operator(c, "__mul__", "*", false, [](const Tensor& a, float s) { return mul(a, s); }, mul2);
+  bind_scalar_operator(c, "__truediv__", "/", false, [](const Tensor& a, float s) { return div(a, s); }, div2);
+  bind_scalar_operator(c, "__radd__", "+", true, [](const Tensor& a, float s) { return add(a, s); }, add2);
+  bind_scalar_operator(c, "__rmul__", "*", true, [](const Tensor& a, float s) { return mul(a, s); }, mul2);
   // s - a and s / a in one pass each (core's scalar-on-the-left ops); a bf16 a is computed in
   // float32 with s as given and rounded once, as a - s and a / s are. torch 1.13 rounds s to
   // bfloat16 first for all four (measured: bf16 3.03125 * 2.0078125 is 6.0625 there, kiln's
   // 6.09375 is the product rounded once), so the two may differ by a bfloat16 ulp.
-  bind_scalar_operator(c, "__rsub__", "-", true, [](const Tensor& a, float s) { return sub(s, a); });
-  bind_scalar_operator(c, "__rtruediv__", "/", true, [](const Tensor& a, float s) { return div(s, a); });
-  c.def("__pow__", static_cast<Tensor (*)(const Tensor&, const Tensor&)>(&kiln::pow), nb::is_operator(), Release());
-  bind_scalar_operator(c, "__pow__", "**", false, [](const Tensor& a, float p) { return kiln::pow(a, p); });
-  bind_scalar_operator(c, "__rpow__", "**", true, [](const Tensor& a, float base) { return kiln::pow(base, a); });
+  bind_scalar_operator(c, "__rsub__", "-", true, [](const Tensor& a, float s) { return sub(s, a); }, rsub2);
+  bind_scalar_operator(c, "__rtruediv__", "/", true, [](const Tensor& a, float s) { return div(s, a); },
+                       [](const Tensor& a, const Tensor& b) { return kiln::div(b, a); });
+  c.def("__pow__", pow2, nb::is_operator(), Release());
+  bind_scalar_operator(c, "__pow__", "**", false, [](const Tensor& a, float p) { return kiln::pow(a, p); }, pow2);
+  bind_scalar_operator(c, "__rpow__", "**", true, [](const Tensor& a, float base) { return kiln::pow(base, a); },
+                       [](const Tensor& a, const Tensor& b) { return kiln::pow(b, a); });
   // Comparisons give 0/1 masks in the tensor's dtype (float32 for integer tensors), as kiln has
   // no bool tensors (core/ops.h); s < t reaches t.__gt__(s) through Python's reflection. == and !=
   // stay Python's identity: each return from C++ is a new wrapper, so elementwise == would make
@@ -638,10 +674,10 @@ void bind_nn_ops(nb::module_& m) {
           KILN_CHECK(!(p && keep_prob), "dropout: give p (torch's: the probability of zeroing) or keep_prob, not both");
           KILN_CHECK(!keep_prob || (*keep_prob > 0 && *keep_prob <= 1), "dropout: keep_prob must be in (0, 1], got ",
                      *keep_prob);
-          KILN_CHECK(keep_prob || (p.value_or(0.5) >= 0 && p.value_or(0.5) < 1), "dropout: p must be in [0, 1), got ",
-                     p.value_or(0.5), " (the probability of zeroing an element, as torch's; 1 would zero them all: ",
-                     "zeros_like)");
+          KILN_CHECK(keep_prob || (p.value_or(0.5) >= 0 && p.value_or(0.5) <= 1), "dropout: p must be in [0, 1], ",
+                     "got ", p.value_or(0.5), " (the probability of zeroing an element, as torch's)");
           const double keep = keep_prob ? *keep_prob : 1.0 - p.value_or(0.5);
+          if (keep == 0) return training ? kiln::mul(x, 0.0f) : x;  // torch's p = 1: x * 0, no mask to scale by
           return dropout(x, static_cast<float>(keep), training);
         }, arg("x"), arg("p") = nb::none(), arg("training") = true, nb::kw_only(), arg("keep_prob") = nb::none(),
         Release(),

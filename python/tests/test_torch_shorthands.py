@@ -137,10 +137,12 @@ def test_dropout_defaults_eval_and_the_old_keyword():
     assert kiln.dropout(x, 0.3, False).numpy().tolist() == x.numpy().tolist()  # eval: x itself
     assert kiln.dropout(x, training=False).numpy().tolist() == x.numpy().tolist()
     assert abs(float((kiln.dropout(x, keep_prob=0.8).numpy() == 0).mean()) - 0.2) < 0.01
-    with pytest.raises(kiln.Error, match=r"dropout: p must be in \[0, 1\), got 1 .*zeros_like"):
-        kiln.dropout(x, 1.0)
-    with pytest.raises(kiln.Error, match=r"dropout: p must be in \[0, 1\), got -0.1"):
+    assert kiln.dropout(x, 1.0).numpy().tolist() == torch.nn.functional.dropout(torch.ones(100000), 1.0).tolist()
+    assert kiln.dropout(x, 1.0, False).numpy().tolist() == x.numpy().tolist()
+    with pytest.raises(kiln.Error, match=r"dropout: p must be in \[0, 1\], got -0.1"):
         kiln.dropout(x, -0.1)
+    with pytest.raises(kiln.Error, match=r"dropout: p must be in \[0, 1\], got 1.5"):
+        kiln.dropout(x, 1.5)
     with pytest.raises(kiln.Error, match=r"dropout: keep_prob must be in \(0, 1\], got 0"):
         kiln.dropout(x, keep_prob=0.0)
     with pytest.raises(kiln.Error, match="give p .* or keep_prob, not both"):

@@ -1,6 +1,6 @@
-"""argmax and argmin without a dim (torch's: the flattened position), and the ops that order values
-(amax, amin, max, min, argmax, argmin) and expand on int32 and int64 tensors, exact past 2^24,
-against torch's."""
+"""Integer tensors against torch's: the ops that order values (amax, amin, max, min, argmax, argmin),
+expand, +, -, *, maximum, minimum and the whole sum on int32 and int64, exact past 2^24 and wrapping
+as torch's; and argmax and argmin without a dim (torch's: the flattened position)."""
 import numpy as np
 import pytest
 
@@ -104,3 +104,58 @@ def test_integer_order_refusals_name_the_dtype():
             fn()
     with pytest.raises(kiln.Error, match=r"sum_to: input x must be float32 or bfloat16, got int64"):
         kiln.sum_to(kiln.tensor([[1, 2]]), [1, 1])
+
+
+LIMITS = {torch.int64: (-(1 << 63), (1 << 63) - 1), torch.int32: (-(1 << 31), (1 << 31) - 1)}
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32])
+def test_integer_arithmetic_matches_torch_exactly_and_wraps(dtype):
+    lo, hi = LIMITS[dtype]
+    a = torch.tensor([[0, 1, -1, hi, lo, hi - 5], [7, -7, 1 << 20, lo + 3, 12345, -1]], dtype=dtype)
+    b = torch.tensor([3, hi, lo, 2, -2, 1 << 12], dtype=dtype)
+    ka, kb = from_torch(a), from_torch(b)
+    same(ka + kb, a + b)
+    same(ka - kb, a - b)
+    same(kb - ka, b - a)
+    same(ka * kb, a * b)  # products past the range wrap, as torch's
+    same(kiln.maximum(ka, kb), torch.maximum(a, b))
+    same(kiln.minimum(kb.reshape(6, 1), ka[0]), torch.minimum(b.reshape(6, 1), a[0]))
+    same(ka.sum(), a.sum())  # int64, as torch's, wrapping past the range
+    same(kb.sum(), b.sum())
+    same(kiln.sum(kiln.zeros([0], dtype=str(dtype).removeprefix("torch."))), torch.zeros(0, dtype=dtype).sum())
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32])
+def test_integer_tensor_with_a_python_int_is_exact(dtype):
+    t = torch.tensor([1, -2, 3], dtype=dtype)
+    k = from_torch(t)
+    n = (1 << 53) + 1 if dtype == torch.int64 else (1 << 30) + 1  # past float32's and (int64) double's integers
+    for got, want in [(k + n, t + n), (n + k, n + t), (k - n, t - n), (n - k, n - t), (k * 3, t * 3),
+                      (3 * k, 3 * t), (k + True, t + True), (k * np.int64(-2), t * -2), (k + np.array(4), t + 4),
+                      (k + 2.0, t + 2)]:  # a whole float counts as its integer
+        same(got, want)
+
+
+def test_mixed_int32_and_int64_widen_as_torch():
+    a, b = torch.tensor([1 << 30, -5], dtype=torch.int32), torch.tensor([1 << 40, 3])
+    same(from_torch(a) + from_torch(b), a + b)
+    same(from_torch(b) * from_torch(a), b * a)
+
+
+def test_integer_arithmetic_refusals_say_what_to_do():
+    k = kiln.tensor([1, 2, 3])
+    cases = [(lambda: k / k, r"div: int64\[3\] on cpu and int64\[3\] on cpu are integers, .*\) for div"),
+             (lambda: k / 2, "for div"), (lambda: 7 / k, "for div"), (lambda: k ** 2, "for pow"),
+             (lambda: k + 0.5, r"add: int64\[3\] on cpu with the number 0.5: an integer tensor takes whole numbers"),
+             (lambda: k + kiln.tensor([1.0, 2.0, 3.0]), "kiln adds and multiplies integers with integers"),
+             (lambda: k.astype("int32") + 2**40, r"\+: 1099511627776 does not fit the dtype of int32\[3\] on cpu"),
+             (lambda: k + 2**64, r"\+: 18446744073709551616 does not fit"),
+             (lambda: k.astype("uint8") * k.astype("uint8"), "kiln's arithmetic takes float32, bfloat16, int32"),
+             (lambda: k.sum(0), r"sum: int64\[3\] on cpu is integer, which kiln sums whole"),
+             (lambda: k.mean(), r"mean: int64\[3\] on cpu is integer; convert it with astype")]
+    for fn, message in cases:
+        with pytest.raises(kiln.Error, match=message):
+            fn()
+    with pytest.raises(TypeError, match="kiln does not convert arrays implicitly"):
+        k + np.array([1, 2, 3])
