@@ -209,7 +209,10 @@ Tensor integer_binary(BinaryOp op, const Tensor& a_in, const Tensor& b_in) {
   checks::same_device(name, "a", a_in, "b", b_in);
   const Shape shape =
       a_in.shape() == b_in.shape() ? a_in.shape() : checks::broadcast_shape(name, a_in.shape(), b_in.shape());
-  const DType common = a_in.dtype() == DType::i64 || b_in.dtype() == DType::i64 ? DType::i64 : DType::i32;
+  // torch's promotion: the wider of the two, but in arithmetic a 0-d operand beside a dimensioned one
+  // takes the latter's dtype (x_int32 - x_int32.sum() stays int32); a comparison widens, exact.
+  DType common = a_in.dtype() == DType::i64 || b_in.dtype() == DType::i64 ? DType::i64 : DType::i32;
+  if (!is_comparison(op) && (a_in.rank() == 0) != (b_in.rank() == 0)) common = (a_in.rank() == 0 ? b_in : a_in).dtype();
   const Tensor a = a_in.to(common), b = b_in.to(common);
   Tensor out = Tensor::empty(shape, like(a, is_comparison(op) ? DType::f32 : common));
   backend_for(a.device()).binary(op, a, b, out);
@@ -446,10 +449,22 @@ Tensor tanh(const Tensor& x) { return unary(UnaryOp::tanh, x); }
 Tensor sigmoid(const Tensor& x) { return unary(UnaryOp::sigmoid, x); }
 Tensor gelu(const Tensor& x) { return unary(UnaryOp::gelu, x); }
 Tensor silu(const Tensor& x) { return unary(UnaryOp::silu, x); }
-Tensor abs(const Tensor& x) { return unary(UnaryOp::abs, x); }
+namespace {
+bool is_integer(const Tensor& t) { return t.defined() && (t.dtype() == DType::i32 || t.dtype() == DType::i64); }
+// 0 - x for an integer x, wrapping as torch's (the lowest value stays itself).
+Tensor integer_negated(const Tensor& x) {
+  return integer_binary(BinaryOp::sub, Tensor::zeros(Shape{}, like(x)), x);
+}
+}  // namespace
+
+Tensor abs(const Tensor& x) {
+  if (is_integer(x)) return integer_binary(BinaryOp::maximum, x, integer_negated(x));  // torch's, exact
+  return unary(UnaryOp::abs, x);
+}
 Tensor softplus(const Tensor& x) { return unary(UnaryOp::softplus, x); }
 
 Tensor neg(const Tensor& a) {
+  if (is_integer(a)) return integer_negated(a);
   checks::float32_or_bf16("neg", "input x", a);  // else mul's words
   return mul(a, -1.0f);
 }

@@ -64,7 +64,10 @@ int64_t integer_range_count(int64_t s, int64_t e, int64_t d) {
   KILN_CHECK(d > 0 ? e >= s : e <= s, "arange: end ", e, " lies ", d > 0 ? "below" : "above", " start ", s,
              ", against the sign of step ", d, "; for a descending range give a negative step");
   const __int128 span = static_cast<__int128>(e) - s;
-  return static_cast<int64_t>((span + d - (d > 0 ? 1 : -1)) / d);
+  const __int128 count = (span + d - (d > 0 ? 1 : -1)) / d;
+  KILN_CHECK(count < (__int128{1} << 40), "arange: [", s, ", ", e, ") by ", d, " holds ",
+             static_cast<double>(count), " values, more than kiln allocates");
+  return static_cast<int64_t>(count);
 }
 
 // torch.arange's values: [start, end) by step, from its numbers. All ints: int64 by default and the
@@ -82,12 +85,12 @@ Tensor range_of(const FillValue& first, const std::optional<FillValue>& last, co
     const int64_t n = integer_range_count(s, e, d);
     const __int128 final_value = static_cast<__int128>(s) + static_cast<__int128>(d) * (n > 0 ? n - 1 : 0);
     const auto beyond = [](__int128 v) { return v > (__int128{1} << 53) || v < -(__int128{1} << 53); };
-    if (is_floating(opt.dtype) || !(beyond(s) || beyond(final_value)))
+    if (opt.dtype != DType::i64 || !(beyond(s) || beyond(final_value)))  // others: Tensor::arange checks the fit
       return Tensor::arange(n, static_cast<double>(s), static_cast<double>(d), opt);
     std::vector<int64_t> values(static_cast<size_t>(n));  // past 2^53 doubles skip integers: made here, exact
     for (size_t i = 0; i < values.size(); ++i)  // unsigned: d * i alone may pass int64 where the sum does not
       values[i] = static_cast<int64_t>(static_cast<uint64_t>(s) + static_cast<uint64_t>(d) * i);
-    return Tensor::from_vector(values, Shape{n}).to(opt.dtype).to(opt.device);
+    return Tensor::from_vector(values, Shape{n}).to(opt.device);
   }
   const auto as_double = [](const FillValue& v) {
     return std::visit([](auto x) { return static_cast<double>(x); }, v);
@@ -220,8 +223,8 @@ std::vector<int64_t> integers_of(const NestedNumbers& n, DType want) {
 
 // An array's kiln copy: a torch tensor detached, a NumPy scalar made an array, float64 (which
 // kiln lacks) made int64 for an integer dtype and float32 otherwise, by its producer.
-// The array as a kiln tensor, and whether its memory is already a copy no other object holds (a
-// float64 array converted, or strides made contiguous): then kiln.tensor need not copy again.
+// The array as a kiln tensor, and whether its memory is already kiln's own copy (strides made
+// contiguous): then kiln.tensor need not copy again.
 std::pair<Tensor, bool> array_copy(nb::handle data, std::optional<DType> want) {
   nb::object a = nb::borrow(data);
   if (nb::hasattr(a, "requires_grad") && nb::hasattr(a, "detach")) a = a.attr("detach")();
@@ -230,11 +233,13 @@ std::pair<Tensor, bool> array_copy(nb::handle data, std::optional<DType> want) {
   if (kind_str == nullptr) throw nb::python_error();
   const std::string kind = nb::steal<nb::str>(kind_str).c_str();
   const bool to_int = want && !is_floating(*want);
-  const bool converted = kind == "float64" || kind == "torch.float64";
   if (kind == "float64") a = a.attr("astype")(to_int ? "int64" : "float32");  // NumPy
   if (kind == "torch.float64") a = to_int ? a.attr("long")() : a.attr("float")();  // PyTorch
   const Tensor t = nb::cast<Tensor>(nb::module_::import_("kiln").attr("from_dlpack")(a, true));  // any strides
-  return {t, converted || !t.shared_outside()};  // not shared outside: from_dlpack copied the strides
+  // Not shared outside: from_dlpack copied the strides into kiln's memory. A converted array stays
+  // NumPy's or torch's memory (shared outside for good, which a checkpoint's reuse of memory
+  // avoids), so kiln.tensor still copies that one.
+  return {t, !t.shared_outside()};
 }
 
 // kiln.tensor(data): a copy. Numbers and nested lists are read here (int64 when every value is

@@ -73,6 +73,8 @@ std::vector<int64_t> dims_or_all(const Tensor& x, const std::optional<Dims>& dim
 
 // Every element through core's whole-tensor sum (float32 or bfloat16), or over the dimensions given.
 Tensor sum_over(const Tensor& x, std::optional<Dims> dim, bool keepdim) {
+  if (!dim && keepdim && x.defined() && !is_floating(x.dtype()))  // integers sum whole only: kept as 1s
+    return kiln::reshape(kiln::sum(x), Shape(std::vector<int64_t>(static_cast<size_t>(x.rank()), 1)));
   return dim || keepdim ? kiln::sum(x, dims_or_all(x, dim), keepdim) : kiln::sum(x);
 }
 
@@ -292,7 +294,7 @@ std::optional<double> scalar_operand(nb::handle other, const char* symbol, bool 
 
 // An int (Python's, or NumPy's integer scalars) beside an int32 or int64 tensor, as a 0-d tensor
 // of its dtype: exact past 2^24, where the float path would round it; one the dtype cannot hold
-// raises, as torch's. nullopt for any other pair.
+// raises (torch 1.13 wraps it). nullopt for any other pair, a float number included.
 std::optional<Tensor> integer_number(const Tensor& a, nb::handle other, const char* symbol) {
   if (!a.defined() || (a.dtype() != DType::i32 && a.dtype() != DType::i64)) return std::nullopt;
   PyObject* o = other.ptr();
@@ -300,7 +302,11 @@ std::optional<Tensor> integer_number(const Tensor& a, nb::handle other, const ch
   int64_t ndim = 0;  // NumPy's integer scalars and 0-d arrays count; a larger array is scalar_operand's error
   if (nb::hasattr(other, "ndim") && (!nb::try_cast(nb::getattr(other, "ndim"), ndim) || ndim != 0)) return std::nullopt;
   const nb::object index = nb::steal(PyNumber_Index(o));
-  if (!index.is_valid()) throw nb::python_error();
+  if (!index.is_valid()) {  // a 0-d float array or tensor has __index__ too, which refuses: a number after all
+    if (!PyErr_ExceptionMatches(PyExc_TypeError)) throw nb::python_error();
+    PyErr_Clear();
+    return std::nullopt;
+  }
   int overflow = 0;
   const long long v = PyLong_AsLongLongAndOverflow(index.ptr(), &overflow);
   if (v == -1 && PyErr_Occurred()) throw nb::python_error();
@@ -316,7 +322,8 @@ std::optional<Tensor> integer_number(const Tensor& a, nb::handle other, const ch
 
 // Tensor.`name`(other) for a non-tensor other (the tensor-tensor overload comes first): `op`
 // of the tensor and the number, or NotImplemented, or scalar_operand's TypeError. An int beside
-// an integer tensor goes exactly through `exact`, the operator on (a, the int as a 0-d tensor).
+// an integer tensor goes exactly through `exact`, the operator on (a, the int as a 0-d tensor); a
+// float beside one is torch's promotion, the tensor as float32.
 template <typename Op, typename Exact>
 void bind_scalar_operator(nb::class_<Tensor>& c, const char* name, const char* symbol, bool reflected, Op op,
                           Exact exact) {
@@ -331,7 +338,8 @@ void bind_scalar_operator(nb::class_<Tensor>& c, const char* name, const char* s
           if (!s) return nb::not_implemented();
           {
             nb::gil_scoped_release release;
-            y = op(a, static_cast<float>(*s));
+            const bool integer = a.defined() && (a.dtype() == DType::i32 || a.dtype() == DType::i64);
+            y = op(integer ? a.to(DType::f32) : a, static_cast<float>(*s));
           }
           return nb::cast(std::move(y));
         },

@@ -144,6 +144,12 @@ def test_arange_refuses_what_torch_refuses():
         kiln.arange(0, 1, 0.3, dtype="int64")  # the step truncates to 0, as torch's
     with pytest.raises(kiln.Error, match="against the sign of step"):
         kiln.arange(2**53 + 1, 2**53)
+    with pytest.raises(kiln.Error, match="values, more than kiln allocates"):
+        kiln.arange(0, 2**62)
+    with pytest.raises(kiln.Error, match="values, more than kiln allocates"):
+        kiln.arange(-2**63, 2**63 - 1)  # a count past int64 itself
+    with pytest.raises(kiln.Error, match="does not fit int32"):
+        kiln.arange(2**54, 2**54 + 3, dtype="int32")
     with pytest.raises(kiln.Error, match="arange: step must be nonzero"):
         kiln.arange(0, 3, 0)
     with pytest.raises(kiln.Error, match="arange: end -5 lies below start 0, against the sign of step 1"):
