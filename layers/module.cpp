@@ -183,14 +183,27 @@ int Module::set_trainable(const std::string& pattern, bool trainable, const char
 int Module::freeze(const std::string& pattern) { return set_trainable(pattern, false, "freeze"); }
 int Module::unfreeze(const std::string& pattern) { return set_trainable(pattern, true, "unfreeze"); }
 
+namespace {
+
+// t's memory moved to `device` in place, its gradient with it: every handle to t (an optimizer's
+// over NamedTensors, Python's) follows, as torch's module.to moves its parameters. Replacing the
+// slot's tensor left such handles on the old device, where an optimizer updated them unseen.
+void move_in_place(Tensor& t, Device device) {
+  if (t.device() == device) return;
+  const Tensor moved = t.detach().to(device);
+  TensorImpl& impl = t.impl();
+  impl.storage = moved.impl().storage;
+  impl.offset_bytes = moved.impl().offset_bytes;
+  impl.strides = moved.impl().strides;
+  const Tensor g = t.grad();
+  if (g.defined()) t.set_grad(g.to(device));
+}
+
+}  // namespace
+
 void Module::to(Device device) {
-  for (Slot& s : params_) {
-    if (s.tensor.device() == device) continue;
-    Tensor moved = s.tensor.detach().to(device);
-    if (s.trainable) moved.set_requires_grad(true);
-    s.tensor = moved;
-  }
-  for (auto& [n, t] : buffers_) t = t.to(device);
+  for (Slot& s : params_) move_in_place(s.tensor, device);
+  for (auto& [n, t] : buffers_) move_in_place(t, device);
   for (auto& c : children_) c->to(device);
 }
 

@@ -76,7 +76,8 @@ class Module {
   int freeze(const std::string& pattern);
   int unfreeze(const std::string& pattern);
 
-  // Moves every parameter and buffer to `device` (trainable flags kept).
+  // Moves every parameter and buffer to `device` in place, gradients too (trainable flags kept):
+  // every handle to them follows, an optimizer's included, as torch's module.to.
   void to(Device device);
 
   // The children, for containers and printing.

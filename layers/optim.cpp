@@ -86,6 +86,18 @@ Tensor& Optimizer::add_state(size_t i, const std::string& suffix) {
   return state_.back().second;
 }
 
+void Optimizer::prepare_step() {
+  check_watched();
+  // State follows its parameter to another device (Module::to moves parameters in place, so this
+  // optimizer's handles see the move, as torch's do); state names are "<param name>/<suffix>".
+  std::map<std::string, Device> device_of;
+  for (const ParameterRef& p : params_) device_of.emplace(p.name, p.tensor->device());
+  for (auto& [name, t] : state_) {
+    const auto at = device_of.find(name.substr(0, name.rfind('/')));
+    if (at != device_of.end() && t.device() != at->second) t = t.to(at->second);
+  }
+}
+
 void Optimizer::check_watched() const {
   if (model_ == nullptr) return;
   for (const ParameterRef& p : model_->trainable_parameters())
@@ -124,7 +136,7 @@ void SGD::init() {
 }
 
 void SGD::step() {
-  check_watched();
+  prepare_step();
   SgdOptions o = opt_;
   o.lr = lr_;
   std::vector<SgdParamRef> refs;
@@ -172,7 +184,7 @@ void Adam::init() {
 }
 
 void Adam::step() {
-  check_watched();
+  prepare_step();
   AdamOptions o = opt_;
   o.lr = lr_;
   std::vector<AdamParamRef> refs;

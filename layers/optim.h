@@ -85,7 +85,10 @@ class Optimizer {
   // (requires_grad mirrors Module's trainable flag, so one frozen after the optimizer was
   // built is left out). Not a second "frozen" flag: derived each step.
   bool updates(size_t i) const;
-  // The check watch() asks for, at the start of every step().
+  // At the start of every step(): the check watch() asks for, and state moved to the device its
+  // parameter is on now (after Module::to).
+  void prepare_step();
+  // The check watch() asks for.
   void check_watched() const;
 
  private:

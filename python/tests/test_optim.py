@@ -310,3 +310,22 @@ def test_optimizers_refuse_tensors_they_cannot_update():
         kiln.Adam({0: leaf})
     with pytest.raises(TypeError, match="got float"):
         kiln.SGD(0.5)
+
+
+@pytest.mark.skipif(kiln.device_count() == 0, reason="no GPU: Module.to('cuda') cannot run here")
+def test_an_optimizer_made_before_module_to_follows_the_parameters():
+    moved, stay = net(7), net(7)
+    opt, ref = kiln.AdamW(moved.parameters(), lr=0.01), kiln.AdamW(stay.parameters(), lr=0.01)  # torch's idiom
+    held = moved.parameters()["net/fc1/weight"]
+    moved.to("cuda")
+    assert held.is_cuda  # in place: the handle taken before sees the move, as torch's
+    x = kiln.normal([6, 5], 0, 1)
+    for _ in range(2):
+        opt.zero_grad()
+        ref.zero_grad()
+        kiln.sum(moved(x.cuda()) ** 2).backward()
+        kiln.sum(stay(x) ** 2).backward()
+        opt.step()
+        ref.step()
+    for (name, p), q in zip(moved.parameters().items(), stay.parameters().values()):
+        np.testing.assert_allclose(p.cpu().numpy(), q.numpy(), rtol=1e-5, atol=1e-6, err_msg=name)

@@ -420,3 +420,36 @@ TEST_CASE("an optimizer made from a model refuses to step once a layer it lacks 
   fresh.step();
   CHECK(snapshot(*net) != before);
 }
+
+TEST_CASE("optimizers made before Module::to follow its parameters to the GPU", "[optim][cuda]") {
+  KILN_SKIP_WITHOUT_GPU();
+  const Device gpu{DeviceType::cuda, 0};
+  Generator g(12), h(12);
+  auto moved = small_net(g), stay = small_net(h);  // the same weights; one goes to the GPU
+  const auto named = [](Module& net) {
+    std::vector<NamedTensor> out;
+    for (const ParameterRef& p : net.parameters()) out.push_back({p.name, *p.tensor});
+    return out;
+  };
+  Adam adam(named(*moved), AdamOptions{0.01f});  // handles of its own, as Python's AdamW(model.parameters())
+  Adam adam_ref(named(*stay), AdamOptions{0.01f});
+  moved->to(gpu);  // in place: adam's handles see the move, its state follows at the step
+  const Tensor x = Tensor::normal(Shape{8, 4}, 0, 1, g);
+  const Tensor y = Tensor::from_vector(std::vector<int64_t>{0, 1, 2, 0, 1, 2, 0, 1}, Shape{8});
+  for (int step = 0; step < 2; ++step) {
+    adam.zero_grad();
+    adam_ref.zero_grad();
+    softmax_cross_entropy((*moved)(x.to(gpu)), y.to(gpu)).backward();
+    softmax_cross_entropy((*stay)(x), y).backward();
+    adam.step();
+    adam_ref.step();
+  }
+  for (const ParameterRef& p : moved->parameters()) {
+    INFO(p.name);
+    CHECK(p.tensor->device() == gpu);
+    const Tensor* ref = stay->find(p.name).tensor;
+    KILN_REQUIRE_CLOSE(p.tensor->to(Device::cpu()).to_vector<double>(), ref->to_vector<double>(), 1e-5, 1e-5);
+  }
+  for (const OptimizerStateRef& s : adam.state())
+    if (s.name != "optimizer/step") CHECK(s.tensor->device() == gpu);
+}
