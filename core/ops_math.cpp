@@ -175,6 +175,9 @@ struct BinaryNode final : Node {
 constexpr const char* kComparedDTypes =
     "; comparisons take float32, bfloat16, int32 or int64 tensors (convert it with astype)";
 
+// int32 or int64: the integers kiln compares and does arithmetic on (uint8 is pixels only).
+bool is_integer(const Tensor& t) { return t.defined() && (t.dtype() == DType::i32 || t.dtype() == DType::i64); }
+
 // The operands of a comparison or integer arithmetic where one is an integer tensor: both int32
 // or int64 (not uint8), or an error saying which to convert; arithmetic beyond integer_apply's
 // is refused by name.
@@ -183,7 +186,7 @@ void integer_operands(BinaryOp op, const Tensor& a, const Tensor& b) {
   checks::defined(name, "a", a);
   checks::defined(name, "b", b);
   for (const auto& [what, t] : {std::pair{"a", &a}, std::pair{"b", &b}}) {
-    if (t->dtype() == DType::i32 || t->dtype() == DType::i64) continue;
+    if (is_integer(*t)) continue;
     KILN_CHECK(!is_floating(t->dtype()), name, ": a is ", a.description(), " and b is ", b.description(),
                is_comparison(op) ? "; integers compare with integers and floats with floats"
                                  : "; kiln adds and multiplies integers with integers and floats with floats",
@@ -225,7 +228,7 @@ Tensor integer_binary(BinaryOp op, const Tensor& a_in, const Tensor& b_in) {
 Tensor compare_integers_with(BinaryOp op, const Tensor& a, double s) {
   const char* name = binary_name(op);
   checks::defined(name, "a", a);
-  KILN_CHECK(a.dtype() == DType::i32 || a.dtype() == DType::i64, name, ": a is ", a.description(), kComparedDTypes);
+  KILN_CHECK(is_integer(a), name, ": a is ", a.description(), kComparedDTypes);
   const auto constant = [&](bool holds) {
     return Tensor::full(a.shape(), holds ? 1.0 : 0.0, like(a, DType::f32));
   };
@@ -347,7 +350,7 @@ Tensor integer_binary_number(BinaryOp op, const Tensor& a, float s) {
 }
 
 Tensor binary_scalar(BinaryOp op, const Tensor& a, float s) {
-  if (a.defined() && (a.dtype() == DType::i32 || a.dtype() == DType::i64)) return integer_binary_number(op, a, s);
+  if (is_integer(a)) return integer_binary_number(op, a, s);
   checks::float32_or_bf16(binary_name(op), "a", a);
   const float given = s;
   if (is_comparison(op) || op == BinaryOp::pow || op == BinaryOp::rpow) s = in_dtype_of(a, s);
@@ -450,7 +453,6 @@ Tensor sigmoid(const Tensor& x) { return unary(UnaryOp::sigmoid, x); }
 Tensor gelu(const Tensor& x) { return unary(UnaryOp::gelu, x); }
 Tensor silu(const Tensor& x) { return unary(UnaryOp::silu, x); }
 namespace {
-bool is_integer(const Tensor& t) { return t.defined() && (t.dtype() == DType::i32 || t.dtype() == DType::i64); }
 // 0 - x for an integer x, wrapping as torch's (the lowest value stays itself).
 Tensor integer_negated(const Tensor& x) {
   return integer_binary(BinaryOp::sub, Tensor::zeros(Shape{}, like(x)), x);
@@ -654,7 +656,7 @@ struct SumNode final : Node {
 // reduction over every dimension instead was a column sum of one column (4.7x float32's time).
 Tensor reduce_sum(const Tensor& x, bool is_mean) {
   const char* op = is_mean ? "mean" : "sum";
-  if (!is_mean && x.defined() && (x.dtype() == DType::i32 || x.dtype() == DType::i64)) {
+  if (!is_mean && is_integer(x)) {
     Tensor out = Tensor::empty(Shape{}, like(x, DType::i64));  // torch's: int64, exact, wrapping
     backend_for(x.device()).sum(x, out);
     return out;
