@@ -413,7 +413,9 @@ struct ClassLossOptions {
 // [0, C) or ignore_index) or class probabilities (float32, logits' shape). Built from log_softmax,
 // gather and sums, so gradients flow to logits (and to probabilities that require grad).
 // A target outside [0, C) raises, naming its position and value (a host wait on a GPU, as
-// gather's check). reduction none gives the per-element losses (0 where ignored).
+// gather's check). reduction none gives the per-element losses (0 where ignored). The plain
+// form (class indices, every one a class, no weight, no smoothing, the mean) runs as
+// softmax_cross_entropy, one fused kernel, after reading the targets' extremes on the host.
 Tensor cross_entropy(const Tensor& logits, const Tensor& target, const ClassLossOptions& opt = {});
 // torch.nn.functional.nll_loss: -log_probs[target] per element (times weight[target]), reduced;
 // log_probs as cross_entropy's logits, target class indices only; label_smoothing must be 0.

@@ -2,7 +2,8 @@
 """The small parts of a training step against PyTorch's, on the same float32 tensors in one
 process, 2 threads each, best of 7 (docs/performance.md, session 39, has numbers): cross_entropy
 forward and forward + backward at a language model's vocabulary and at ImageNet's classes (with
-ignored targets and label smoothing), clip_grad_norm_ over a list of gradients, and an AdamW step
+ignored targets and label smoothing; and at ImageNet's plain, the fused kernel, beside the same loss
+through the composed path), clip_grad_norm_ over a list of gradients, and an AdamW step
 (torch 1.13's default on the CPU, its single-tensor loop, and foreach=True). Each kiln result is
 checked against torch's before it is timed.
 
@@ -16,28 +17,33 @@ import kiln
 from bench_select import best_ms  # the same timing: best of 7, in ms
 
 
-def cross_entropy_rows(rows, n, c):
+def cross_entropy_rows(rows, n, c, form="ignored + smoothing"):
+    """form: "ignored + smoothing" (every 7th target -100, label_smoothing 0.1: the composed path),
+    "plain" (the fused kernel) or "plain, weight=ones" (the same loss through the composed path)."""
     torch.manual_seed(0)
     x = torch.randn(n, c) * 3
     t = torch.randint(0, c, (n,))
-    t[::7] = -100
+    if form == "ignored + smoothing":
+        t[::7] = -100
     kx, kt = kiln.tensor(x), kiln.tensor(t)
-    opts = dict(label_smoothing=0.1)
-    got, want = float(kiln.cross_entropy(kx, kt, **opts)), float(F.cross_entropy(x, t, **opts))
+    opts = dict(label_smoothing=0.1) if form == "ignored + smoothing" else {}
+    kopts = dict(opts, weight=kiln.ones([c])) if form.endswith("weight=ones") else opts
+    got, want = float(kiln.cross_entropy(kx, kt, **kopts)), float(F.cross_entropy(x, t, **opts))
     assert abs(got - want) <= 1e-5 * abs(want), (got, want)
-    rows.append((f"cross_entropy [{n}, {c}] forward", best_ms(lambda: kiln.cross_entropy(kx, kt, **opts)),
+    name = f"cross_entropy [{n}, {c}] {form}"
+    rows.append((f"{name} forward", best_ms(lambda: kiln.cross_entropy(kx, kt, **kopts)),
                  best_ms(lambda: F.cross_entropy(x, t, **opts))))
     kxg, xg = kiln.tensor(x, requires_grad=True), x.clone().requires_grad_()
 
     def kiln_step():
-        kiln.cross_entropy(kxg, kt, **opts).backward()
+        kiln.cross_entropy(kxg, kt, **kopts).backward()
         kxg.grad = None  # torch's idiom, settable in kiln too
 
     def torch_step():
         F.cross_entropy(xg, t, **opts).backward()
         xg.grad = None
 
-    rows.append((f"cross_entropy [{n}, {c}] forward + backward", best_ms(kiln_step), best_ms(torch_step)))
+    rows.append((f"{name} forward + backward", best_ms(kiln_step), best_ms(torch_step)))
 
 
 def parameters(sizes, seed):
@@ -91,12 +97,14 @@ def main():
     rows = []
     cross_entropy_rows(rows, 2048, 32000)
     cross_entropy_rows(rows, 4096, 1000)
+    cross_entropy_rows(rows, 4096, 1000, "plain")
+    cross_entropy_rows(rows, 4096, 1000, "plain, weight=ones")
     sizes = [(4096, 1024), (1024,), (1024, 4096), (4096,)] * 3 + [(32000, 512)]  # a small transformer's
     clip_rows(rows, sizes)
     adamw_rows(rows, sizes)
-    print(f"{'op':<58} {'kiln ms':>9} {'torch ms':>9} {'torch/kiln':>10}")
+    print(f"{'op':<70} {'kiln ms':>9} {'torch ms':>9} {'torch/kiln':>10}")
     for name, k, t in rows:
-        print(f"{name:<58} {k:9.2f} {t:9.2f} {t / k:9.2f}x")
+        print(f"{name:<70} {k:9.2f} {t:9.2f} {t / k:9.2f}x")
 
 
 if __name__ == "__main__":

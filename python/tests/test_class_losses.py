@@ -79,6 +79,26 @@ def test_ignored_rows_and_empty_means_leave_other_gradients_as_torchs():
         np.testing.assert_array_equal(np.isnan(kg), np.isnan(tg))
 
 
+@pytest.mark.parametrize("shape", [(6, 5), (5,), (3, 4, 2, 2)])
+def test_the_plain_mean_takes_the_fused_kernel_and_matches_torch(shape):
+    rng = np.random.default_rng(7)
+    x = (rng.standard_normal(shape) * 3).astype(np.float32)
+    classes = shape[0] if len(shape) == 1 else shape[1]
+    t_shape = () if len(shape) == 1 else (shape[0],) + shape[2:]
+    t = rng.integers(0, classes, size=t_shape).astype(np.int64)
+    assert_same(*both(x, t))
+    loss = kiln.cross_entropy(kiln.tensor(x, requires_grad=True), kiln.tensor(t))
+    assert "grad_fn=softmax_cross_entropy" in repr(loss)
+    # Any option, an ignored target or one that is no class keeps the composed path and its errors.
+    ignored = t.copy().reshape(-1)
+    ignored[0] = -100
+    assert_same(*both(x, ignored.reshape(t_shape)))
+    bad = t.copy().reshape(-1)
+    bad[-1] = classes
+    with pytest.raises(kiln.Error, match=f"cross_entropy: target.* is {classes}, not a class index"):
+        kiln.cross_entropy(kiln.tensor(x), kiln.tensor(bad.reshape(t_shape)))
+
+
 def test_probability_targets_get_gradients_too():
     p = kiln.tensor(RNG.dirichlet(np.ones(5), 6).astype(np.float32), requires_grad=True)
     tp = torch.tensor(p.numpy(), requires_grad=True)

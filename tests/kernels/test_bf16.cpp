@@ -205,10 +205,15 @@ TEST_CASE("sum and mean of a bf16 tensor: a bf16 result, the whole one float32's
   REQUIRE(values(sum(s))[0] == 2.5f);
   REQUIRE(values(mean(s))[0] == 2.5f);
   REQUIRE_THROWS_WITH(mean(Tensor::zeros(Shape{0, 3}, kBf16)), Contains("mean: empty input bfloat16[0, 3]"));
-  // Integers are refused as sum(x, dims) refuses them, naming both float types.
-  REQUIRE_THROWS_WITH(sum(Tensor::zeros(Shape{3}, TensorOptions{DType::i32})),
-                      Contains("sum") && Contains("float32 or bfloat16") && Contains("int32"));
-  REQUIRE_THROWS_WITH(mean(Tensor::zeros(Shape{0}, TensorOptions{DType::i32})), Contains("float32 or bfloat16"));
+  // Integers sum whole into int64, as torch's; over dims, or as a mean, they are refused.
+  const Tensor ints = Tensor::from_vector(std::vector<int64_t>{INT64_MAX, 2, 5}, Shape{3});
+  CHECK(sum(ints).dtype() == DType::i64);
+  CHECK(sum(ints).to_vector<int64_t>()[0] == INT64_MIN + 6);  // wraps past the range, as torch's
+  const Tensor int32s = Tensor::from_vector(std::vector<int64_t>{INT32_MAX, 2, 5}, Shape{3}).to(DType::i32);
+  CHECK(sum(int32s).to_vector<int64_t>()[0] == int64_t{INT32_MAX} + 7);  // int32 elements, an int64 sum
+  REQUIRE_THROWS_WITH(sum(ints, 0), Contains("sum: int64[3] on cpu is integer") && Contains("astype"));
+  REQUIRE_THROWS_WITH(mean(Tensor::zeros(Shape{0}, TensorOptions{DType::i32})),
+                      Contains("mean: int32[0] on cpu is integer; convert it with astype"));
 }
 
 TEST_CASE("bf16 ops refuse mixed dtypes and record gradients like fp32", "[bf16][errors]") {
