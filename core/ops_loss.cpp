@@ -171,7 +171,14 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target, const ClassLoss
   constexpr const char* op = "cross_entropy";
   const ClassRows r = class_rows(op, "logits", logits, target, true);
   check_options(op, logits, r, opt);
-  if (fused_form_fits(r, opt)) return softmax_cross_entropy(r.x, r.target);
+  if (fused_form_fits(r, opt)) {
+    // The fused kernel's backward reads the logits and labels again, where the composed path keeps
+    // results of its own: a caller's tensor (a leaf an optimizer may step, memory NumPy may write)
+    // is copied first (differentiably), so a change between forward and backward changes nothing.
+    const bool saves = autograd::needs_grad({&r.x});
+    const bool callers = saves && (r.x.is_leaf() || r.x.shared_outside());
+    return softmax_cross_entropy(callers ? copy_of(r.x) : r.x, saves ? r.target.clone() : r.target);
+  }
   const Tensor log_probs = log_softmax(r.x);
   return r.indices ? index_loss(op, log_probs, r, target, opt) : probability_loss(log_probs, r, opt);
 }

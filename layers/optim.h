@@ -30,16 +30,16 @@ struct OptimizerStateRef {
 
 // A tensor that no Module owns, for an optimizer to update (research code's own weights):
 // the optimizer keeps this handle, so the tensor lives as long as the optimizer does. A
-// Module's parameters given this way are the tensors of that moment: Module::to gives the module
-// new ones, which such an optimizer never sees, so make it after moving (or give the Module).
+// Module's parameters may be given this way too: Module::to moves them in place, so the handle
+// follows them.
 struct NamedTensor {
   std::string name;  // names its state ("<name>/exp_avg") and its errors
   Tensor tensor;
 };
 
 // Base of the optimizers. It holds exactly the trainable parameters it was given: frozen
-// parameters are refused (building from a Module takes its trainable_parameters()). Build
-// it after moving the model to its device: the state lives beside each parameter.
+// parameters are refused (building from a Module takes its trainable_parameters()). The state
+// lives beside each parameter, and moves with it at the next step() after Module::to.
 class Optimizer {
  public:
   // At least one ref; every ref must be trainable and name a tensor; names must be unique.

@@ -99,6 +99,26 @@ def test_the_plain_mean_takes_the_fused_kernel_and_matches_torch(shape):
         kiln.cross_entropy(kiln.tensor(x), kiln.tensor(bad.reshape(t_shape)))
 
 
+def test_the_fused_form_keeps_what_its_backward_reads():
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((6, 5)).astype(np.float32)
+    t = kiln.tensor([0, 1, 2, 3, 4, 0])
+    w = kiln.tensor(x, requires_grad=True)
+    opt = kiln.SGD([w], lr=0.1)
+    kiln.cross_entropy(w, t).backward()
+    loss = kiln.cross_entropy(w, t)
+    opt.step()  # changes w in place between this loss's forward and backward, as torch allows
+    loss.backward()  # reads the logits of its forward, not the stepped ones
+    xg = torch.tensor(x, requires_grad=True)
+    F.cross_entropy(xg, torch.tensor([0, 1, 2, 3, 4, 0])).backward()
+    np.testing.assert_allclose(w.grad.numpy(), 2 * xg.grad.numpy(), rtol=1e-5, atol=1e-7)
+    xk = kiln.tensor(x, requires_grad=True)
+    loss = kiln.cross_entropy(xk, t)
+    xk.detach().numpy()[:] = 0  # a write through NumPy, which no version counter sees
+    loss.backward()
+    np.testing.assert_allclose(xk.grad.numpy(), xg.grad.numpy(), rtol=1e-5, atol=1e-7)
+
+
 def test_probability_targets_get_gradients_too():
     p = kiln.tensor(RNG.dirichlet(np.ones(5), 6).astype(np.float32), requires_grad=True)
     tp = torch.tensor(p.numpy(), requires_grad=True)
