@@ -178,6 +178,11 @@ constexpr const char* kComparedDTypes =
 // int32 or int64: the integers kiln compares and does arithmetic on (uint8 is pixels only).
 bool is_integer(const Tensor& t) { return t.defined() && (t.dtype() == DType::i32 || t.dtype() == DType::i64); }
 
+// v as a 0-d tensor of a's integer dtype on a's device (v fits it: the callers check).
+Tensor integer_scalar_like(const Tensor& a, int64_t v) {
+  return Tensor::from_vector(std::vector<int64_t>{v}, Shape{}).to(a.dtype()).to(a.device());
+}
+
 // The operands of a comparison or integer arithmetic where one is an integer tensor: both int32
 // or int64 (not uint8), or an error saying which to convert; arithmetic beyond integer_apply's
 // is refused by name.
@@ -242,9 +247,8 @@ Tensor compare_integers_with(BinaryOp op, const Tensor& a, double s) {
   const double lowest = wide ? -9223372036854775808.0 : -2147483648.0, past = -lowest;  // past: max + 1
   if (below < lowest) return constant(op == BinaryOp::gt || op == BinaryOp::ge || op == BinaryOp::ne);
   if (below >= past) return constant(op == BinaryOp::lt || op == BinaryOp::le || op == BinaryOp::ne);
-  const Tensor b =  // in a's dtype: no widening copy of an int32 a
-      Tensor::from_vector(std::vector<int64_t>{static_cast<int64_t>(below)}, Shape{}).to(a.dtype()).to(a.device());
-  return integer_binary(op, a, b);
+  // in a's dtype: no widening copy of an int32 a
+  return integer_binary(op, a, integer_scalar_like(a, static_cast<int64_t>(below)));
 }
 
 Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b) {
@@ -344,8 +348,7 @@ Tensor integer_binary_number(BinaryOp op, const Tensor& a, float s) {
                          : op == BinaryOp::rdiv ? BinaryOp::div
                          : op == BinaryOp::rpow ? BinaryOp::pow
                                                 : op;
-  const Tensor b =
-      Tensor::from_vector(std::vector<int64_t>{static_cast<int64_t>(s)}, Shape{}).to(a.dtype()).to(a.device());
+  const Tensor b = integer_scalar_like(a, static_cast<int64_t>(s));
   return plain != op ? integer_binary(plain, b, a) : integer_binary(plain, a, b);
 }
 

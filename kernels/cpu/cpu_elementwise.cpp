@@ -624,7 +624,7 @@ inline int32_t extreme_value(int32_t v) { return v; }
 inline int64_t extreme_value(int64_t v) { return v; }
 template <BinaryOp Op> float extreme_pick(float a, float b) { return common::binary_apply(Op, a, b); }
 template <BinaryOp Op, typename I> requires std::is_signed_v<I> && std::is_integral_v<I>
-I extreme_pick(I a, I b) { return (Op == BinaryOp::maximum ? b > a : b < a) ? b : a; }
+I extreme_pick(I a, I b) { return common::integer_apply(Op, a, b); }
 template <typename R, typename V> R extreme_store(V v) {
   if constexpr (std::is_same_v<R, V>) return v;
   else return from_f32<R>(v);  // one of x's values: the bf16 store rounds nothing

@@ -95,7 +95,7 @@ template <> struct ExtremeValue<int32_t> { using type = int32_t; };
 template <> struct ExtremeValue<int64_t> { using type = int64_t; };
 __device__ float extreme_pick(BinaryOp op, float a, float b) { return common::binary_apply(op, a, b); }
 template <typename I>
-__device__ I extreme_pick(BinaryOp op, I a, I b) { return (op == BinaryOp::maximum ? b > a : b < a) ? b : a; }
+__device__ I extreme_pick(BinaryOp op, I a, I b) { return common::integer_apply(op, a, b); }
 
 // reduce_extreme: a thread per output (r, i) walks k; neighbouring threads read neighbouring i,
 // so the reads coalesce when inner is large (short last dimensions read strided; long ones take

@@ -58,11 +58,17 @@ int64_t arange_integer(const FillValue& v) {
   return static_cast<int64_t>(d);
 }
 
-// The count of an integer range, exact (128 bits), after torch's checks.
-int64_t integer_range_count(int64_t s, int64_t e, int64_t d) {
+// torch's checks of a range's step: nonzero, and pointing from start towards end.
+template <typename T>
+void check_range_step(T s, T e, T d) {
   KILN_CHECK(d != 0, "arange: step must be nonzero");
   KILN_CHECK(d > 0 ? e >= s : e <= s, "arange: end ", e, " lies ", d > 0 ? "below" : "above", " start ", s,
              ", against the sign of step ", d, "; for a descending range give a negative step");
+}
+
+// The count of an integer range, exact (128 bits), after torch's checks.
+int64_t integer_range_count(int64_t s, int64_t e, int64_t d) {
+  check_range_step(s, e, d);
   const __int128 span = static_cast<__int128>(e) - s;
   const __int128 count = (span + d - (d > 0 ? 1 : -1)) / d;
   KILN_CHECK(count < (__int128{1} << 40), "arange: [", s, ", ", e, ") by ", d, " holds ",
@@ -98,9 +104,7 @@ Tensor range_of(const FillValue& first, const std::optional<FillValue>& last, co
   const double s = as_double(start), e = as_double(end), d = as_double(step);
   KILN_CHECK(std::isfinite(s) && std::isfinite(e) && std::isfinite(d), "arange: start ", s, ", end ", e,
              " and step ", d, " must be finite");
-  KILN_CHECK(d != 0, "arange: step must be nonzero");
-  KILN_CHECK(d > 0 ? e >= s : e <= s, "arange: end ", e, " lies ", d > 0 ? "below" : "above", " start ", s,
-             ", against the sign of step ", d, "; for a descending range give a negative step");
+  check_range_step(s, e, d);
   const double count = std::ceil((e - s) / d);
   KILN_CHECK(count < 0x1p62, "arange: [", s, ", ", e, ") by ", d, " holds ", count,
              " values, more than kiln allocates");

@@ -72,9 +72,12 @@ std::vector<int64_t> dims_or_all(const Tensor& x, const std::optional<Dims>& dim
 }
 
 // Every element through core's whole-tensor sum (float32 or bfloat16), or over the dimensions given.
+// x's rank of extents 1: a reduction over every dimension with keepdim.
+Shape all_kept(const Tensor& x) { return Shape(std::vector<int64_t>(static_cast<size_t>(x.rank()), 1)); }
+
 Tensor sum_over(const Tensor& x, std::optional<Dims> dim, bool keepdim) {
   if (!dim && keepdim && x.defined() && !is_floating(x.dtype()))  // integers sum whole only: kept as 1s
-    return kiln::reshape(kiln::sum(x), Shape(std::vector<int64_t>(static_cast<size_t>(x.rank()), 1)));
+    return kiln::reshape(kiln::sum(x), all_kept(x));
   return dim || keepdim ? kiln::sum(x, dims_or_all(x, dim), keepdim) : kiln::sum(x);
 }
 
@@ -111,7 +114,7 @@ Tensor arg_extreme_over(bool largest, const Tensor& x, std::optional<int64_t> di
              " holds no element, so it has no ", largest ? "maximum" : "minimum",
              "; with a dim, each row of a non-empty dimension has one");
   const Tensor flat = arg(kiln::reshape(x, Shape{-1}), 0, false);
-  return kiln::reshape(flat, keepdim ? Shape(std::vector<int64_t>(static_cast<size_t>(x.rank()), 1)) : Shape{});
+  return kiln::reshape(flat, keepdim ? all_kept(x) : Shape{});
 }
 
 nb::object extreme_of(bool largest, const Tensor& x, std::optional<int64_t> dim, bool keepdim) {
