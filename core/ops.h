@@ -175,6 +175,8 @@ Tensor log_softmax(const Tensor& x, int64_t dim);
 // channel, and a broadcast operand's gradient is summed back to its shape. add, sub, mul,
 // maximum and minimum also take int32 and int64 tensors (an int32 beside an int64 widened),
 // exact, wrapping as torch's, without gradient; with a number, a whole one in the dtype's range.
+// An integer tensor beside a float one is converted to the float's dtype first, and div of two
+// integer tensors computes in float32 (torch's promotion); pow does the former.
 Tensor add(const Tensor& a, const Tensor& b);
 Tensor sub(const Tensor& a, const Tensor& b);
 Tensor mul(const Tensor& a, const Tensor& b);

@@ -2,6 +2,8 @@
 // the SGD and Adam updates, and the pixel lookups that turn bytes into network inputs.
 #include <algorithm>
 #include <cmath>
+#include <optional>
+#include <utility>
 
 #include "core/op_checks.h"
 #include "core/ops.h"
@@ -192,18 +194,32 @@ void integer_operands(BinaryOp op, const Tensor& a, const Tensor& b) {
   checks::defined(name, "b", b);
   for (const auto& [what, t] : {std::pair{"a", &a}, std::pair{"b", &b}}) {
     if (is_integer(*t)) continue;
+    // arithmetic promoted the integer one (promoted_operands): only a comparison arrives with a float
     KILN_CHECK(!is_floating(t->dtype()), name, ": a is ", a.description(), " and b is ", b.description(),
-               is_comparison(op) ? "; integers compare with integers and floats with floats"
-                                 : "; kiln adds and multiplies integers with integers and floats with floats",
-               ": convert one with astype (a float32 holds every integer to 2^24 exactly)");
+               "; integers compare with integers and floats with floats: convert one with astype (a float32 holds ",
+               "every integer to 2^24 exactly, so kiln does not compare them as floats unasked)");
     KILN_FAIL(name, ": ", what, " is ", t->description(),
               is_comparison(op) ? kComparedDTypes
                                 : "; kiln's arithmetic takes float32, bfloat16, int32 or int64 tensors (convert "
                                   "it with astype)");
   }
   KILN_CHECK(is_comparison(op) || is_integer_arithmetic(op), name, ": ", a.description(), " and ", b.description(),
-             " are integers, which take +, -, *, maximum, minimum and comparisons; convert them with ",
-             "astype(\"float32\") for ", name, op == BinaryOp::div ? " (torch's integer division gives floats too)" : "");
+             " are integers, which take +, -, *, /, maximum, minimum and comparisons; convert them with ",
+             "astype(\"float32\") for ", name);
+}
+
+// torch's promotion across kinds, for arithmetic: an int32 or int64 tensor beside a float one is
+// converted to the float's dtype (whatever either's rank, torch's category rule: labels * weights,
+// a mask * x), and true division of two integer tensors computes in float32 (torch's default
+// dtype). nullopt where the operands stay as they are. Comparisons are not promoted: a float32
+// holds integers exactly only to 2^24, and kiln's integer comparisons are exact.
+std::optional<std::pair<Tensor, Tensor>> promoted_operands(BinaryOp op, const Tensor& a, const Tensor& b) {
+  if (is_comparison(op) || !a.defined() || !b.defined()) return std::nullopt;
+  const bool ia = is_integer(a), ib = is_integer(b);
+  if (ia && ib && op == BinaryOp::div) return std::pair{a.to(DType::f32), b.to(DType::f32)};
+  if (ia && !ib && is_floating(b.dtype())) return std::pair{a.to(b.dtype()), b};
+  if (ib && !ia && is_floating(a.dtype())) return std::pair{a, b.to(a.dtype())};
+  return std::nullopt;
 }
 
 // A comparison or integer arithmetic of integer tensors (int32 or int64; an int32 one widened to
@@ -253,6 +269,7 @@ Tensor compare_integers_with(BinaryOp op, const Tensor& a, double s) {
 
 Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b) {
   const char* name = binary_name(op);
+  if (const auto promoted = promoted_operands(op, a, b)) return binary(op, promoted->first, promoted->second);
   if ((a.defined() && !is_floating(a.dtype())) || (b.defined() && !is_floating(b.dtype())))
     return integer_binary(op, a, b);
   checks::float32_or_bf16(name, "a", a);
