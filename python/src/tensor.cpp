@@ -709,15 +709,59 @@ void bind_nn_ops(nb::module_& m) {
         arg("dim") = -1, Release(), "Log-softmax over dimension dim, as softmax.");
 }
 
+// Whether h is an integer operand: an int32/int64 tensor, or an int (not a float) as a number.
+bool integral_operand(nb::handle h) {
+  if (nb::isinstance<Tensor>(h)) {
+    const Tensor& t = nb::cast<const Tensor&>(h);
+    return t.defined() && !is_floating(t.dtype());
+  }
+  return !PyFloat_Check(h.ptr()) && PyIndex_Check(h.ptr());
+}
+
+// kiln.add and the like, torch's function forms: the operators' meaning (a tensor or a number on
+// either side, an int beside an integer tensor exact, promotion as torch's), through Python's own
+// operator dispatch so that the two cannot drift apart. alpha scales b first (torch's a + alpha * b);
+// a float alpha between integers is refused, as torch's.
+nb::object arithmetic(const char* name, binaryfunc op, nb::handle a, nb::handle b, nb::handle alpha) {
+  if (!nb::isinstance<Tensor>(a) && !nb::isinstance<Tensor>(b))
+    throw nb::type_error((std::string("kiln.") + name + ": a or b must be a kiln.Tensor (the other may be a number)")
+                             .c_str());
+  nb::object scaled = nb::borrow(b);
+  if (alpha.is_valid() && !alpha.is_none()) {
+    KILN_CHECK(!(PyFloat_Check(alpha.ptr()) && integral_operand(a) && integral_operand(b)), name,
+               ": alpha must be an int between integer operands (torch's rule), got ",
+               PyFloat_AsDouble(alpha.ptr()));
+    scaled = nb::steal(PyNumber_Multiply(b.ptr(), alpha.ptr()));
+    if (!scaled.is_valid()) throw nb::python_error();
+  }
+  nb::object out = nb::steal(op(a.ptr(), scaled.ptr()));
+  if (!out.is_valid()) throw nb::python_error();
+  return out;
+}
+
 // The arithmetic, math, reductions, losses and comparisons.
 void bind_math_ops(nb::module_& m) {
-  // Shapes broadcast as in NumPy and torch (core/ops.h).
-  using Binary = Tensor (*)(const Tensor&, const Tensor&);
-  m.def("add", static_cast<Binary>(&add), arg("a"), arg("b"), Release(), "a + b, broadcast.");
-  m.def("sub", static_cast<Binary>(&sub), arg("a"), arg("b"), Release(), "a - b, broadcast.");
-  m.def("mul", static_cast<Binary>(&mul), arg("a"), arg("b"), Release(), "a * b, broadcast.");
-  m.def("div", static_cast<Binary>(&div), arg("a"), arg("b"), Release(),
-        "a / b, broadcast; IEEE division (x / 0 is +-inf, 0 / 0 NaN).");
+  // Shapes broadcast as in NumPy and torch (core/ops.h); a or b may be a number, as the operators'.
+  m.def("add", [](nb::handle a, nb::handle b, nb::handle alpha) { return arithmetic("add", PyNumber_Add, a, b, alpha); },
+        arg("a"), arg("b"), nb::kw_only(), arg("alpha") = nb::none(),
+        nb::sig("def add(a: Tensor | float, b: Tensor | float, *, alpha: float | None = None) -> Tensor"),
+        "a + alpha * b, broadcast (torch.add): either may be a number, as with +.");
+  m.def("sub", [](nb::handle a, nb::handle b, nb::handle alpha) {
+          return arithmetic("sub", PyNumber_Subtract, a, b, alpha);
+        }, arg("a"), arg("b"), nb::kw_only(), arg("alpha") = nb::none(),
+        nb::sig("def sub(a: Tensor | float, b: Tensor | float, *, alpha: float | None = None) -> Tensor"),
+        "a - alpha * b, broadcast (torch.sub): either may be a number, as with -.");
+  m.def("mul", [](nb::handle a, nb::handle b) { return arithmetic("mul", PyNumber_Multiply, a, b, nb::handle()); },
+        arg("a"), arg("b"), nb::sig("def mul(a: Tensor | float, b: Tensor | float) -> Tensor"),
+        "a * b, broadcast (torch.mul): either may be a number, as with *.");
+  m.def("div", [](nb::handle a, nb::handle b, const std::optional<std::string>& rounding_mode) {
+          KILN_CHECK(!rounding_mode, "div: rounding_mode=\"", rounding_mode.value_or(""), "\" is not in kiln (it has no ",
+                     "floor or trunc op yet); rounding_mode=None, true division, is");
+          return arithmetic("div", PyNumber_TrueDivide, a, b, nb::handle());
+        }, arg("a"), arg("b"), nb::kw_only(), arg("rounding_mode") = nb::none(),
+        nb::sig("def div(a: Tensor | float, b: Tensor | float, *, rounding_mode: str | None = None) -> Tensor"),
+        "a / b, broadcast (torch.div): either may be a number, as with /; IEEE division (x / 0 is +-inf, 0 / 0 "
+        "NaN); integers divide into float32, as torch's.");
   m.def("sum_to", [](const Tensor& x, const std::vector<int64_t>& s) { return sum_to(x, to_shape(s)); }, arg("x"),
         arg("shape"), Release(), "x summed down to `shape`, which broadcasts to x's (torch's sum_to_size).");
   m.def("broadcast_to", [](const Tensor& x, const std::vector<int64_t>& s) { return broadcast_to(x, to_shape(s)); },

@@ -147,3 +147,29 @@ def test_dropout_defaults_eval_and_the_old_keyword():
         kiln.dropout(x, keep_prob=0.0)
     with pytest.raises(kiln.Error, match="give p .* or keep_prob, not both"):
         kiln.dropout(x, 0.2, keep_prob=0.8)
+
+
+def test_function_forms_take_numbers_and_alpha_as_torch():
+    a = np.array([[1.5, -2.0, 3.25]], np.float32)
+    k, t = kiln.from_dlpack(a.copy()), torch.from_numpy(a)
+    ki, ti = kiln.tensor([4, -7, 9]), torch.tensor([4, -7, 9])
+    calls = [("add", (k, 2), {}), ("add", (2, k), {}), ("add", (k, k), {"alpha": 0.5}), ("sub", (k, 1), {"alpha": 3}),
+             ("sub", (1.5, k), {}), ("mul", (k, 2.5), {}), ("mul", (3, k), {}), ("div", (k, 4), {}),
+             ("div", (2, k), {}), ("add", (ki, ki), {"alpha": 3}), ("sub", (ki, 2**40), {}), ("div", (ki, 2), {}),
+             ("mul", (ki, k), {}), ("add", (ki, 0.5), {})]
+    for name, args, kw in calls:
+        got = getattr(kiln, name)(*args, **kw)
+        want = getattr(torch, name)(*[t if x is k else ti if x is ki else x for x in args], **kw)
+        assert got.dtype == str(want.dtype).replace("torch.", ""), (name, args, got.dtype, want.dtype)
+        np.testing.assert_allclose(np.from_dlpack(got), want.numpy(), rtol=1e-6, err_msg=f"{name}{args}")
+    with pytest.raises(TypeError, match="kiln.add: a or b must be a kiln.Tensor"):
+        kiln.add(2, 3)
+    with pytest.raises(kiln.Error, match="alpha must be an int between integer operands"):
+        kiln.add(ki, ki, alpha=0.5)
+    with pytest.raises(kiln.Error, match='rounding_mode="floor" is not in kiln'):
+        kiln.div(k, 2, rounding_mode="floor")
+    with pytest.raises(TypeError, match="kiln does not convert arrays implicitly"):
+        kiln.mul(k, a)
+    x = kiln.from_dlpack(a.copy()).requires_grad_()
+    kiln.sub(x, x * x, alpha=2).sum().backward()
+    np.testing.assert_allclose(np.from_dlpack(x.grad), 1 - 4 * a, rtol=1e-6)
