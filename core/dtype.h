@@ -14,6 +14,8 @@ namespace kiln {
 
 // The element type of a tensor.
 enum class DType : uint8_t { f32, bf16, i32, i64, u8 };
+// Every DType, in the enum's order (for loops over them and name lookups).
+inline constexpr DType kDTypes[] = {DType::f32, DType::bf16, DType::i32, DType::i64, DType::u8};
 
 // Bytes per element.
 constexpr size_t dtype_size(DType t) {

@@ -5,6 +5,7 @@
 #include <nanobind/nanobind.h>
 
 #include <optional>
+#include <string>
 #include <variant>
 #include <vector>
 
@@ -67,6 +68,12 @@ double as_decimal(float v);
 // Whether h is an integer as Python's operator.index takes it: an int or anything whose __index__
 // gives one (NumPy's integers, bools), not a float nor a NumPy array of several values.
 bool is_index_integer(nb::handle h);
+
+// Ints given one by one, x.permute(0, 2, 1), or as one list or tuple, x.permute([0, 2, 1]), or by
+// keyword, x.permute(dims=[0, 2, 1]), as torch takes them (at least one; no bools). call names the
+// callee in the TypeError ("Tensor.permute", "kiln.zeros"); kwargs holds `keyword` alone or nothing.
+std::vector<int64_t> ints_given(nb::args args, nb::dict kwargs, const std::string& call, const char* keyword,
+                                const char* what, const char* example);
 
 // A dimension argument as torch takes it: an int, or a list or tuple of ints.
 using Dims = std::variant<int64_t, std::vector<int64_t>>;

@@ -279,6 +279,50 @@ Tensor tensor_of(nb::handle data, const std::optional<std::string>& dtype, const
   return Tensor::from_vector(f, shape).to(want).to(dev);
 }
 
+// What a shape factory is given beside the shape: torch's dtype, device and requires_grad keywords.
+struct FactoryKeywords {
+  std::optional<std::string> dtype;  // None: the factory's own default
+  std::string device = "cpu";
+  bool requires_grad = false;
+};
+
+// kiln.zeros(2, 3), kiln.zeros((2, 3)) or kiln.zeros(size=(2, 3)), as torch takes a shape (shape=
+// is the keyword kiln took before), and the keywords beside it.
+std::pair<Shape, FactoryKeywords> shape_and_keywords(nb::args args, nb::kwargs kwargs, const std::string& call) {
+  FactoryKeywords k;
+  nb::dict rest;
+  for (const auto& [key, value] : kwargs) {
+    const std::string name = nb::cast<std::string>(key);
+    const auto wrong = [&](const char* want) {
+      return nb::type_error((call + ": " + name + " must be " + want + ", not " + python_type(value)).c_str());
+    };
+    if (name == "dtype") {
+      if (!value.is_none() && !nb::try_cast(value, k.dtype.emplace())) throw wrong("a dtype's name, \"float32\"");
+    } else if (name == "device") {
+      if (!nb::try_cast(value, k.device)) throw wrong("a device's name, \"cpu\" or \"cuda\"");
+    } else if (name == "requires_grad") {
+      if (!PyBool_Check(value.ptr())) throw wrong("a bool");
+      k.requires_grad = value.ptr() == Py_True;
+    } else if (name == "size" || name == "shape") {
+      rest[name == "shape" ? "size" : name.c_str()] = value;
+    } else {
+      throw nb::type_error((call + "() got an unexpected keyword argument '" + name + "'").c_str());
+    }
+  }
+  return {Shape(ints_given(args, rest, call, "size", "the shape", "2, 3")), k};
+}
+
+// kiln.full's dtype when none is given: torch's, int64 for an int and float32 for a float; a bool
+// is refused (kiln has no bool tensors).
+DType fill_dtype(nb::handle given, const FillValue& value) {
+  KILN_CHECK(!PyBool_Check(given.ptr()), "full: the fill value is a bool; kiln has no bool tensors: give ",
+             "dtype=\"float32\" for a 0/1 mask (torch.full(..., True) is a bool tensor)");
+  if (std::holds_alternative<int64_t>(value)) return DType::i64;
+  KILN_CHECK(!is_index_integer(given), "full: the int ", nb::cast<std::string>(nb::str(nb::int_(given))),
+             " is past int64's range, the dtype of an int fill (torch's): give dtype=\"float32\" for a float");
+  return DType::f32;
+}
+
 }  // namespace
 
 void bind_factories(nb::module_& m) {
@@ -289,20 +333,33 @@ void bind_factories(nb::module_& m) {
         "torch.tensor: a copy of `data`, a number or nested lists or tuples of numbers (int64 when all are ints, "
         "else float32; bfloat16 through float32), or an array (NumPy, torch, kiln: its dtype kept unless given, "
         "float64 made float32).");
-  m.def("zeros", [](const std::vector<int64_t>& s, const std::string& dt, const std::string& dev, bool rg) {
-          return requiring(Tensor::zeros(to_shape(s), options(dt, dev)), rg);
-        }, arg("shape"), arg("dtype") = "float32", arg("device") = "cpu", arg("requires_grad") = false, Release(),
-        "A tensor of zeros.");
-  m.def("ones", [](const std::vector<int64_t>& s, const std::string& dt, const std::string& dev, bool rg) {
-          return requiring(Tensor::ones(to_shape(s), options(dt, dev)), rg);
-        }, arg("shape"), arg("dtype") = "float32", arg("device") = "cpu", arg("requires_grad") = false, Release(),
-        "A tensor of ones.");
-  m.def("full", [](const std::vector<int64_t>& s, const FillValue& value, const std::string& dt,
+  // torch's zeros and ones: the shape as ints one by one or as one list (kiln.zeros(2, 3), kiln.zeros([2, 3])).
+  for (const auto& [name, value] : {std::pair{"zeros", 0.0}, std::pair{"ones", 1.0}}) {
+    const std::string call = std::string("kiln.") + name;
+    m.def(name, [call, value](nb::args args, nb::kwargs kwargs) {
+          const auto [shape, k] = shape_and_keywords(args, kwargs, call);
+          const TensorOptions opt = options(k.dtype.value_or("float32"), k.device);
+          nb::gil_scoped_release release;
+          return requiring(Tensor::full(shape, value, opt), k.requires_grad);
+        }, nb::sig(("def " + std::string(name) + "(*size: int | Sequence[int], dtype: str = 'float32', device: str = "
+                    "'cpu', requires_grad: bool = False) -> Tensor").c_str()),
+        value == 0.0 ? "A tensor of zeros (torch.zeros): kiln.zeros(2, 3) or kiln.zeros([2, 3])."
+                     : "A tensor of ones (torch.ones): kiln.ones(2, 3) or kiln.ones([2, 3]).");
+  }
+  m.def("full", [](const std::vector<int64_t>& s, nb::handle value, const std::optional<std::string>& dt,
                    const std::string& dev, bool rg) {
-          return requiring(filled(to_shape(s), value, options(dt, dev)), rg);
+          FillValue v;
+          if (!nb::try_cast(value, v))
+            throw nb::type_error(("full: value must be a number, not " + python_type(value)).c_str());
+          const TensorOptions opt{dt ? dtype_from_name(*dt) : fill_dtype(value, v),
+                                  device_from_name(dev)};
+          nb::gil_scoped_release release;
+          return requiring(filled(to_shape(s), v, opt), rg);
         },
-        arg("shape"), arg("value"), arg("dtype") = "float32", arg("device") = "cpu", arg("requires_grad") = false,
-        Release(), "A tensor filled with `value`.");
+        arg("shape"), arg("value"), arg("dtype") = nb::none(), arg("device") = "cpu", arg("requires_grad") = false,
+        nb::sig("def full(shape: Sequence[int], value: int | float, dtype: str | None = None, device: str = 'cpu', "
+                "requires_grad: bool = False) -> Tensor"),
+        "A tensor filled with `value` (torch.full): int64 for an int, float32 for a float, unless dtype is given.");
   // torch's *_like: x's shape, and its dtype and device unless given.
   m.def("zeros_like", [](const Tensor& x, const Name& dt, const Name& dev, bool rg) {
     return requiring(Tensor::zeros(x.shape(), options_like(x, dt, dev)), rg);

@@ -181,7 +181,7 @@ Tensor clamp_between(const Tensor& x, std::optional<float> lo, std::optional<flo
 
 
 DType dtype_from_name(const std::string& name) {
-  for (DType t : {DType::f32, DType::bf16, DType::i32, DType::i64, DType::u8})
+  for (DType t : kDTypes)
     if (name == dtype_name(t)) return t;
   KILN_FAIL("unknown dtype '", name, "': use one of float32, bfloat16, int32, int64, uint8");
 }
@@ -408,6 +408,46 @@ nb::object compare_with(Compare fn, CompareNumber fn_n, const Tensor& a, nb::han
   return nb::cast(std::move(y));
 }
 
+// x.to(device), x.to(dtype), x.to(device, dtype), x.to(other) (other's device and dtype) or the
+// keywords device= and dtype=, as torch's: a string is a dtype where it names one (float32, ...),
+// else a device. The tensor itself where nothing changes; the device moves first.
+Tensor tensor_to(const Tensor& t, nb::args args, nb::kwargs kwargs) {
+  std::optional<Device> device;
+  std::optional<DType> dtype;
+  const auto take = [&](nb::handle h, bool as_device, bool as_dtype) {
+    if (nb::isinstance<Tensor>(h) && as_device && as_dtype) {
+      const Tensor& other = nb::cast<const Tensor&>(h);
+      device = other.device();
+      dtype = other.dtype();
+      return;
+    }
+    std::string name;
+    if (!nb::try_cast(h, name))
+      throw nb::type_error(("Tensor.to takes a device (\"cuda\"), a dtype (\"bfloat16\"), both, or a tensor, not " +
+                            python_type(h)).c_str());
+    const bool names_dtype = std::any_of(std::begin(kDTypes), std::end(kDTypes),
+                                         [&](DType d) { return name == dtype_name(d); });
+    KILN_CHECK(names_dtype || !as_dtype || !as_device || name.rfind("cpu", 0) == 0 || name.rfind("cuda", 0) == 0,
+               "to: '", name, "' names no device (\"cpu\", \"cuda\", \"cuda:N\") and no dtype (float32, bfloat16, ",
+               "int32, int64, uint8)");
+    if (names_dtype && as_dtype) dtype = dtype_from_name(name);
+    else if (as_device) device = device_from_name(name);
+    else dtype = dtype_from_name(name);  // dtype= with no dtype's name: its error lists the names
+  };
+  if (args.size() > 2) throw nb::type_error("Tensor.to takes at most a device and a dtype");
+  for (nb::handle h : args) take(h, true, true);
+  for (const auto& [key, value] : kwargs) {
+    const std::string name = nb::cast<std::string>(key);
+    if (name == "non_blocking") continue;  // torch's hint; kiln's copies finish before to() returns
+    if (name != "device" && name != "dtype")
+      throw nb::type_error(("Tensor.to() got an unexpected keyword argument '" + name + "'").c_str());
+    if (!value.is_none()) take(value, name == "device", name == "dtype");
+  }
+  nb::gil_scoped_release release;
+  Tensor y = device ? t.to(*device) : t;
+  return dtype ? y.to(*dtype) : y;
+}
+
 // What a tensor is, read without its values: shape, dtype, device, ndim, is_cuda, nbytes; and the
 // transposed copies T and mT.
 void bind_tensor_properties(nb::class_<Tensor>& c) {
@@ -505,8 +545,12 @@ void bind_tensor_class(nb::module_& m) {
       .def("clone", &kiln::copy_of, Release(),
            "A copy in new memory that gradients flow through, as torch's clone (x.detach().clone() for one outside "
            "the graph).")
-      .def("to", [](const Tensor& t, const std::string& device) { return t.to(device_from_name(device)); },
-           arg("device"), Release(), "A copy on `device` (\"cpu\", \"cuda:0\"); this tensor when already there.")
+      .def("to", &tensor_to,
+           nb::sig("def to(self, *args: str | Tensor, device: str | None = None, dtype: str | None = None, "
+                   "non_blocking: bool = False) -> Tensor"),
+           "torch's to: x.to(\"cuda:0\"), x.to(\"bfloat16\"), x.to(\"cuda\", \"bfloat16\"), x.to(other) (its device and "
+           "dtype), or device= and dtype= (non_blocking= is accepted: kiln's copy is done when to() returns); a copy "
+           "where something changes (the dtype as astype converts), this tensor otherwise.")
       .def("astype", [](const Tensor& t, const std::string& dtype) { return t.to(dtype_from_name(dtype)); },
            arg("dtype"), Release(),
            "A copy converted to `dtype`; this tensor when it already has it. A float to an integer type truncates "

@@ -20,13 +20,6 @@ void method_with_doc(nb::handle cls, const char* name, const char* doc, Fn&& fn,
                                     doc);
 }
 
-// As method_with_doc, pointing at the module function's docstring.
-template <typename Fn, typename... Extra>
-void method(nb::handle cls, const char* name, Fn&& fn, const Extra&... extra) {
-  const std::string doc = std::string("self.") + name + "(...) is kiln." + name + "(self, ...).";
-  method_with_doc(cls, name, doc.c_str(), std::forward<Fn>(fn), extra...);
-}
-
 // Whether a sequence holds a bool (an int to nanobind, as to Python, but no extent or dimension).
 bool holds_bool(nb::handle seq) {
   if (!nb::isinstance<nb::sequence>(seq)) return false;
@@ -35,25 +28,11 @@ bool holds_bool(nb::handle seq) {
   return false;
 }
 
-// Ints given one by one, x.permute(0, 2, 1), or as one list or tuple, x.permute([0, 2, 1]), or by
-// keyword, x.permute(dims=[0, 2, 1]), as torch takes them for `name` (at least one; no bools).
-std::vector<int64_t> ints_given(nb::args args, nb::kwargs kwargs, const char* name, const char* keyword,
-                                const char* what, const char* example) {
-  const std::string usage = std::string("Tensor.") + name + " takes " + what + " as ints, x." + name + "(" + example +
-                            "), as one list or tuple of ints, x." + name + "([" + example + "]), or as " + keyword +
-                            "=[" + example + "]";
-  nb::handle given = args;
-  int64_t one = 0;
-  if (kwargs.size() > 0) {
-    if (args.size() > 0 || kwargs.size() != 1 || !kwargs.contains(keyword)) throw nb::type_error(usage.c_str());
-    given = kwargs[keyword];
-  } else if (args.size() == 1 && !nb::try_cast(args[0], one)) {
-    given = args[0];  // one list or tuple
-  }
-  std::vector<int64_t> v;
-  if (args.size() + kwargs.size() == 0 || holds_bool(given) || !nb::try_cast(given, v))
-    throw nb::type_error(usage.c_str());
-  return v;
+// As method_with_doc, pointing at the module function's docstring.
+template <typename Fn, typename... Extra>
+void method(nb::handle cls, const char* name, Fn&& fn, const Extra&... extra) {
+  const std::string doc = std::string("self.") + name + "(...) is kiln." + name + "(self, ...).";
+  method_with_doc(cls, name, doc.c_str(), std::forward<Fn>(fn), extra...);
 }
 
 // x.expand(*sizes): torch's, -1 keeping x's extent there (counted from the end, as broadcasting
@@ -113,14 +92,14 @@ void bind_cuts(nb::handle cls) {
   for (const auto& [name, keyword] : {std::pair{"reshape", "shape"}, std::pair{"view", "size"}})
     method_with_doc(cls, name, "x.reshape(2, -1) or x.reshape([2, -1]): kiln.reshape, the same memory.",
                     [name, keyword](const Tensor& x, nb::args shape, nb::kwargs kwargs) {
-      const Shape s(ints_given(shape, kwargs, name, keyword, "the new shape", "2, -1"));
+      const Shape s(ints_given(shape, kwargs, std::string("Tensor.") + name, keyword, "the new shape", "2, -1"));
       nb::gil_scoped_release release;
       return kiln::reshape(x, s);
     });
   method_with_doc(cls, "expand", "x.expand(4, -1, 3): x broadcast to those extents, -1 keeping x's (torch's "
                   "expand, but a copy: kiln.broadcast_to; float32 or bfloat16).",
                   [](const Tensor& x, nb::args sizes, nb::kwargs kwargs) {
-    return expanded_to(x, ints_given(sizes, kwargs, "expand", "size", "the extents", "4, -1, 3"));
+    return expanded_to(x, ints_given(sizes, kwargs, "Tensor.expand", "size", "the extents", "4, -1, 3"));
   });
   method(cls, "squeeze", &squeeze_dim, arg("dim") = nb::none(), Release());
   method(cls, "flatten", static_cast<Tensor (*)(const Tensor&, int64_t, int64_t)>(&kiln::flatten),
@@ -129,7 +108,7 @@ void bind_cuts(nb::handle cls) {
          Release());
   const char* flip_doc = "x.flip(0, 1) or x.flip([0, 1]): kiln.flip(x, dims).";
   method_with_doc(cls, "flip", flip_doc, [](const Tensor& x, nb::args dims, nb::kwargs kwargs) {
-    const std::vector<int64_t> d = ints_given(dims, kwargs, "flip", "dims", "the dimensions", "0, 1");
+    const std::vector<int64_t> d = ints_given(dims, kwargs, "Tensor.flip", "dims", "the dimensions", "0, 1");
     nb::gil_scoped_release release;
     return kiln::flip(x, d);
   });
@@ -142,7 +121,7 @@ void bind_cuts(nb::handle cls) {
 void bind_layout(nb::handle cls) {
   // x.permute(0, 2, 1, 3) or x.permute([0, 2, 1, 3]), as torch takes both.
   method(cls, "permute", [](const Tensor& x, nb::args dims, nb::kwargs kwargs) {
-    const std::vector<int64_t> order = ints_given(dims, kwargs, "permute", "dims", "the new order", "0, 2, 1, 3");
+    const std::vector<int64_t> order = ints_given(dims, kwargs, "Tensor.permute", "dims", "the new order", "0, 2, 1, 3");
     nb::gil_scoped_release release;
     return kiln::permute(x, order);
   });
@@ -457,6 +436,27 @@ void bind_indexing(nb::handle cls) {
 }
 
 }  // namespace
+
+std::vector<int64_t> ints_given(nb::args args, nb::dict kwargs, const std::string& call, const char* keyword,
+                                const char* what, const char* example) {
+  // a method's examples call it on x: "Tensor.permute" is shown as x.permute(0, 2, 1)
+  const std::string shown = call.rfind("Tensor.", 0) == 0 ? "x." + call.substr(7) : call;
+  const std::string usage = call + " takes " + what + " as ints, " + shown + "(" + example +
+                            "), as one list or tuple of ints, " + shown + "([" + example + "]), or as " + keyword +
+                            "=[" + example + "]";
+  nb::handle given = args;
+  int64_t one = 0;
+  if (kwargs.size() > 0) {
+    if (args.size() > 0 || kwargs.size() != 1 || !kwargs.contains(keyword)) throw nb::type_error(usage.c_str());
+    given = kwargs[keyword];
+  } else if (args.size() == 1 && !nb::try_cast(args[0], one)) {
+    given = args[0];  // one list or tuple
+  }
+  std::vector<int64_t> v;
+  if (args.size() + kwargs.size() == 0 || holds_bool(given) || !nb::try_cast(given, v))
+    throw nb::type_error(usage.c_str());
+  return v;
+}
 
 void bind_tensor_methods(nb::module_& m) {
   const nb::handle cls = m.attr("Tensor");

@@ -162,3 +162,37 @@ def test_arange_refuses_what_torch_refuses():
         kiln.arange("3")
     with pytest.raises(TypeError):
         kiln.arange(0, 3, 1, "int64")  # dtype is keyword-only, as torch's
+
+
+def test_zeros_and_ones_take_the_shape_as_torch():
+    for make, name in [(kiln.zeros, "zeros"), (kiln.ones, "ones")]:
+        want = getattr(torch, name)(2, 3)
+        for got in (make(2, 3), make((2, 3)), make([2, 3]), make(size=(2, 3)), make(shape=[2, 3]),
+                    make(np.int64(2), 3), make(torch.Size([2, 3]))):
+            assert got.shape == (2, 3) and got.dtype == "float32" and got.tolist() == want.tolist()
+        assert make(3, dtype="int32").tolist() == getattr(torch, name)(3, dtype=torch.int32).tolist()
+        assert make(3, dtype="int32").dtype == "int32" and make(()).shape == () and make(0).shape == (0,)
+        assert make(2, 2, requires_grad=True).requires_grad and make(2, dtype=None).dtype == "float32"
+        for args, kwargs in [((), {}), ((1.5,), {}), ((True,), {}), ((2,), {"size": 3})]:
+            with pytest.raises(TypeError, match=f"kiln.{name} takes the shape as ints, kiln.{name}\\(2, 3\\)"):
+                make(*args, **kwargs)
+        with pytest.raises(TypeError, match=f"kiln.{name}\\(\\) got an unexpected keyword argument 'foo'"):
+            make(2, foo=1)
+        with pytest.raises(TypeError, match=f"kiln.{name}: requires_grad must be a bool, not int"):
+            make(2, requires_grad=1)
+        with pytest.raises(TypeError, match=f"kiln.{name}: dtype must be a dtype's name"):
+            make(2, dtype=3)
+
+
+def test_full_infers_its_dtype_from_the_value_as_torch():
+    for value in (7, -2**63, np.int32(3), 2.5, np.float32(3.0)):
+        got, want = kiln.full([2], value), torch.full([2], value)
+        assert got.dtype == str(want.dtype).replace("torch.", "") and got.tolist() == want.tolist()
+    assert kiln.full([2], 7, dtype="float32").dtype == "float32" and kiln.full([2], True, dtype="int32").tolist() == [1, 1]
+    with pytest.raises(kiln.Error, match="full: the fill value is a bool; kiln has no bool tensors"):
+        kiln.full([2], True)
+    with pytest.raises(kiln.Error, match="full: the int 1180591620717411303424 is past int64's range"):
+        kiln.full([2], 2**70)
+    assert kiln.full([1], 2**70, dtype="float32").tolist() == [float(2**70)]
+    with pytest.raises(TypeError, match="full: value must be a number, not str"):
+        kiln.full([2], "a")

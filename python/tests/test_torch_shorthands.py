@@ -173,3 +173,29 @@ def test_function_forms_take_numbers_and_alpha_as_torch():
     x = kiln.from_dlpack(a.copy()).requires_grad_()
     kiln.sub(x, x * x, alpha=2).sum().backward()
     np.testing.assert_allclose(np.from_dlpack(x.grad), 1 - 4 * a, rtol=1e-6)
+
+
+def test_to_takes_a_device_a_dtype_both_or_a_tensor_as_torch():
+    a = np.array([1.5, -2.5, 3.75], np.float32)
+    k, t = kiln.from_dlpack(a.copy()), torch.from_numpy(a)
+    ki = kiln.tensor([1, 2])
+    pairs = [(k.to("int64"), t.to(torch.int64)), (k.to("cpu", "bfloat16"), t.to("cpu", torch.bfloat16)),
+             (k.to(ki), t.to(torch.tensor([1, 2]))), (k.to(dtype="int32"), t.to(dtype=torch.int32)),
+             (k.to(device="cpu"), t.to(device="cpu")), (k.to("cpu", non_blocking=True), t.to("cpu", non_blocking=True)),
+             (k.to(), t.to())]
+    for got, want in pairs:
+        assert got.dtype == str(want.dtype).replace("torch.", "") and got.device == "cpu"
+        assert got.astype("float32").tolist() == want.float().tolist()
+    assert k.to("float32").data_ptr == k.data_ptr  # nothing changes: the same memory
+    for args, kwargs, error, message in [
+            (("float64",), {}, kiln.Error, "to: 'float64' names no device .* and no dtype"),
+            ((3,), {}, TypeError, "Tensor.to takes a device .* or a tensor, not int"),
+            ((), {"dtype": "cpu"}, kiln.Error, "unknown dtype 'cpu'"),
+            ((), {"device": "int32"}, kiln.Error, "unknown device 'int32'"),
+            (("cpu", "float32", "x"), {}, TypeError, "at most a device and a dtype"),
+            ((), {"copy": True}, TypeError, "unexpected keyword argument 'copy'")]:
+        with pytest.raises(error, match=message):
+            k.to(*args, **kwargs)
+    x = kiln.from_dlpack(a.copy()).requires_grad_()
+    (x.to("bfloat16").to("float32") * 2).sum().backward()  # the conversion passes gradients, as torch's
+    assert x.grad.tolist() == [2.0, 2.0, 2.0]

@@ -346,7 +346,7 @@ TEST_CASE("GPU SGD matches the CPU over many odd-sized tensors and writes nothin
 
 TEST_CASE("copies round-trip through the GPU in every dtype, blocking and from pinned memory", "[cuda][memory]") {
   KILN_SKIP_WITHOUT_GPU();
-  for (DType t : {DType::f32, DType::bf16, DType::i32, DType::i64, DType::u8}) {
+  for (DType t : kDTypes) {
     Tensor h = Tensor::arange(200, 0, 1, TensorOptions{t});  // 200 fits every dtype exactly
     CHECK(h.to(kGpu).cpu().to_vector<int64_t>() == h.to_vector<int64_t>());
     CHECK(h.to(kGpu).to(DType::f32).cpu().to_vector<float>() == h.to(DType::f32).to_vector<float>());
