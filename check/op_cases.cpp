@@ -525,7 +525,7 @@ void append_unary_cases(std::vector<OpCase>& cases) {
   const U ops[] = {{"exp", &kiln::exp, 0},         {"log", &kiln::log, 1},   {"sqrt", &kiln::sqrt, 1},
                    {"tanh", &kiln::tanh, 0},       {"sigmoid", &kiln::sigmoid, 0}, {"gelu", &kiln::gelu, 0},
                    {"silu", &kiln::silu, 0},       {"abs", &kiln::abs, 2},   {"neg", &kiln::neg, 0},
-                   {"softplus", &kiln::softplus, 0}};
+                   {"softplus", &kiln::softplus, 0}, {"gelu_tanh", &kiln::gelu_tanh, 0}};
   for (const U& u : ops) {
     const Shape s{3, 5, 2};
     Tensor x = u.domain == 0 ? Tensor::uniform(s, -3.0f, 3.0f, g)
@@ -535,6 +535,22 @@ void append_unary_cases(std::vector<OpCase>& cases) {
     OpCase k = simple(std::string(u.op) + "/3x5x2", u.op, {x}, {true},
                       [fn](const std::vector<Tensor>& in) { return fn(in[0]); }, kRtolElementwise);
     set_streaming_cost(k, 1, 30);
+    cases.push_back(k);
+    cases.push_back(bf16_variant(k, kRtolBf16));
+  }
+  // torch's softplus(x, beta, threshold), both sides of the threshold in one input; no sample within
+  // 0.05 of beta x = threshold, where the op jumps (to x) and finite differences would straddle it.
+  for (const auto& [beta, threshold] : {std::pair{2.0f, 1.0f}, std::pair{-0.5f, 0.5f}}) {
+    const Shape s{3, 5, 2};
+    std::vector<float> v = Tensor::uniform(s, -3.0f, 3.0f, g).to_vector<float>();
+    for (float& e : v)
+      if (std::abs(beta * e - threshold) < 0.05f) e += 0.1f / beta;
+    OpCase k = simple(std::string("softplus_beta/") + (beta > 0 ? "2" : "-0.5") + "_3x5x2", "softplus_beta",
+                      {Tensor::from_vector(v, s)}, {true},
+                      [beta, threshold](const std::vector<Tensor>& in) { return softplus(in[0], beta, threshold); },
+                      kRtolElementwise);
+    k.params = {{"beta", beta}, {"threshold", threshold}};
+    set_streaming_cost(k, 1, 40);
     cases.push_back(k);
     cases.push_back(bf16_variant(k, kRtolBf16));
   }
@@ -641,6 +657,31 @@ void append_matrix_cases(std::vector<OpCase>& cases) {
                         kRtolReduction);
   one_b.flops = 2.0 * 6 * 4 * 5;
   cases.push_back(one_b);
+  // torch's vectors: [K] @ [K] (0-d), [B, M, K] @ [K], [K] @ [B, K, N].
+  const std::pair<Shape, Shape> vectors[] = {{{7}, {7}}, {{2, 3, 4}, {4}}, {{4}, {2, 4, 5}}};
+  const auto named = [](const Shape& s) {
+    std::string n;
+    for (int64_t d : s.dims()) n += (n.empty() ? "" : "x") + std::to_string(d);
+    return n;
+  };
+  for (const auto& [sa, sb] : vectors) {
+    OpCase v = simple("matmul/" + named(sa) + "_by_" + named(sb), "matmul", {randn(g, sa), randn(g, sb)}, {true, true},
+                      [](const std::vector<Tensor>& in) { return matmul(in[0], in[1]); }, kRtolReduction);
+    v.flops = 2.0 * static_cast<double>(sa.numel() * sb.numel() / sa.dims().back());
+    cases.push_back(v);
+  }
+  // torch.tril and torch.triu over a batch of 3 x 5 matrices, diagonals on both sides of 0.
+  for (const auto& [lower, diagonal] : {std::pair{true, 0}, std::pair{true, -1}, std::pair{false, 2}}) {
+    const char* op = lower ? "tril" : "triu";
+    OpCase k = simple(std::string(op) + "/2x3x5_" + std::to_string(diagonal), op, {randn(g, {2, 3, 5})}, {true},
+                      [lower, diagonal](const std::vector<Tensor>& in) {
+                        return lower ? tril(in[0], diagonal) : triu(in[0], diagonal);
+                      },
+                      kRtolExact);
+    k.params = {{"diagonal", diagonal}};
+    set_streaming_cost(k, 1, 1);
+    cases.push_back(k);
+  }
 }
 
 // maximum, minimum, clamp and the comparisons. Operands of maximum and minimum differ by 0.05 or

@@ -91,7 +91,8 @@ inline void float_or_integer(const char* op, const char* what, const Tensor& t) 
              t.description(), "; widen it with astype");
 }
 
-// One dtype per op call: kiln never casts an operand silently.
+// One float dtype per op call: kiln never casts between float32 and bfloat16 unasked (an integer
+// tensor beside a float one is promoted, as torch's: ops_math.cpp's promoted_operands).
 inline void same_dtype(const char* op, const char* what_a, const Tensor& a, const char* what_b, const Tensor& b) {
   if (!b.defined() || a.dtype() == b.dtype()) return;
   const auto to = [](DType d) { return d == DType::bf16 ? ".to(DType::bf16)" : ".to(DType::f32)"; };

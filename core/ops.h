@@ -246,6 +246,13 @@ Tensor silu(const Tensor& x);
 Tensor abs(const Tensor& x);
 // log(1 + e^x), stable for any x (torch.nn.functional.softplus); gradient sigmoid(x).
 Tensor softplus(const Tensor& x);
+// torch's softplus(x, beta, threshold): log(1 + e^(beta x)) / beta, and x itself where beta x >
+// threshold; composed of the ops above (softplus(x) itself for beta 1 and threshold >= 20, where
+// the two agree in float32).
+Tensor softplus(const Tensor& x, float beta, float threshold);
+// torch's gelu(x, approximate="tanh"): 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))), composed of
+// the ops above in torch's order (six passes, where gelu is one), a bfloat16 x in float32.
+Tensor gelu_tanh(const Tensor& x);
 // x with its last two dimensions swapped (rank >= 2; torch's x.transpose(-2, -1) made
 // contiguous): a copy, as kiln's tensors are always contiguous. Gradient: dy transposed.
 Tensor transpose(const Tensor& x);
@@ -263,7 +270,8 @@ Tensor transpose(const Tensor& x, int64_t d0, int64_t d1);
 // Leading dimensions broadcast as torch's ([B, H, M, K] @ [1, H, K, N], [M, K] @ [B, K, N]): a b
 // whose leading extents are all 1 is one [K, N] matrix; otherwise an operand with fewer matrices
 // than the common batch is repeated to it first (a copy; leading 1s alone are a view), at most 6
-// batch dimensions other than 1. Vectors are [1, K] or [K, 1] matrices.
+// batch dimensions other than 1. A 1-d a is a [1, K] row and a 1-d b a [K, 1] column, their
+// added extent removed from the result, as torch's ([K] @ [K] is the 0-d dot product).
 Tensor matmul(const Tensor& a, const Tensor& b);
 // The larger (maximum) or smaller (minimum) of a and b per element, broadcast as add; a NaN in
 // either is returned (torch's rule, where fmax would drop it). The gradient goes to the operand
@@ -285,6 +293,22 @@ Tensor where(const Tensor& cond, float a, float b);
 // x with `value` where mask is nonzero (torch.masked_fill: -inf over attention scores a token
 // may not see); mask broadcasts to x's shape, which the result keeps.
 Tensor masked_fill(const Tensor& x, const Tensor& mask, float value);
+// x's lower (tril) or upper (triu) triangle in its last two dimensions, the rest 0 (torch.tril,
+// torch.triu): element (i, j) kept where j - i <= diagonal (tril) or j - i >= diagonal (triu).
+// Float32, bfloat16 or int32/int64, rank >= 2; the gradient passes where kept. A causal mask is
+// tril(ones([T, T])).
+Tensor tril(const Tensor& x, int64_t diagonal = 0);
+Tensor triu(const Tensor& x, int64_t diagonal = 0);
+// torch's shorthands, composed: x * x (exact, integers too), 1 / x (an integer x as float32),
+// 1 / sqrt(x); gradients through the ops they are made of.
+Tensor square(const Tensor& x);
+Tensor reciprocal(const Tensor& x);
+Tensor rsqrt(const Tensor& x);
+// Masks of x's shape, float32 0/1 for an integer x and in x's dtype for a float one (comparisons'
+// masks): where x is NaN (x != x), +-inf, or neither (torch.isnan, isinf, isfinite).
+Tensor isnan(const Tensor& x);
+Tensor isinf(const Tensor& x);
+Tensor isfinite(const Tensor& x);
 // Comparisons per element, broadcast as add: 1 where a > b (>=, <, <=, ==, !=) holds, else 0, in
 // a's dtype (kiln has no bool tensors); a NaN compares unequal to everything. Float32 or bfloat16,
 // or integers: int32 and int64 tensors (with each other; an int32 widened beside an int64) compare

@@ -2,6 +2,7 @@
 // the SGD and Adam updates, and the pixel lookups that turn bytes into network inputs.
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <optional>
 #include <utility>
 
@@ -485,6 +486,23 @@ Tensor abs(const Tensor& x) {
 }
 Tensor softplus(const Tensor& x) { return unary(UnaryOp::softplus, x); }
 
+Tensor softplus(const Tensor& x, float beta, float threshold) {
+  KILN_CHECK(beta != 0 && std::isfinite(beta), "softplus: beta must be finite and nonzero, got ", beta);
+  // kiln's softplus is exact where torch's switches to x (past 20, log1p(e^-x) is below float32's ulp there)
+  if (beta == 1.0f && threshold >= 20.0f) return softplus(x);
+  const Tensor scaled = beta == 1.0f ? x : mul(x, beta);
+  const Tensor curve = beta == 1.0f ? softplus(scaled) : div(softplus(scaled), beta);
+  return where(gt(scaled, threshold), x, curve);
+}
+
+Tensor gelu_tanh(const Tensor& x) {
+  checks::float32_or_bf16("gelu_tanh", "x", x);
+  const Tensor f = x.dtype() == DType::bf16 ? x.to(DType::f32) : x;  // torch's bf16 kernel computes in float
+  const float beta = 0.7978845608028654f, kappa = 0.044715f;       // sqrt(2 / pi), and the cubic's weight
+  const Tensor inner = mul(add(f, mul(mul(mul(f, f), f), kappa)), beta);
+  return mul(mul(f, 0.5f), add(tanh(inner), 1.0f)).to(x.dtype());
+}
+
 Tensor neg(const Tensor& a) {
   if (is_integer(a)) return integer_negated(a);
   checks::float32_or_bf16("neg", "input x", a);  // else mul's words
@@ -632,6 +650,47 @@ Tensor masked_fill(const Tensor& x, const Tensor& mask, float value) {
              "each of the mask's extents must be x's or 1)");
   return where(mask, value, x);
 }
+
+namespace {
+// x's lower (tril) or upper triangle of its last two dimensions, the rest 0: element (i, j) kept
+// where j - i <= diagonal (tril) or >= diagonal, the mask [M, N] built from two aranges. Floats
+// through where (a -inf outside stays out: no inf * 0), integers multiplied by the 0/1 mask.
+Tensor triangle(const Tensor& x, int64_t diagonal, bool lower) {
+  const char* op = lower ? "tril" : "triu";
+  checks::float_or_integer(op, "x", x);
+  KILN_CHECK(x.rank() >= 2, op, ": x ", x.description(), " needs two dimensions or more (a matrix or a batch)");
+  const TensorOptions i64{DType::i64, x.device()};
+  const int64_t m = x.dim(-2), n = x.dim(-1);
+  const Tensor offset = sub(reshape(Tensor::arange(n, 0, 1, i64), Shape{1, n}),
+                            reshape(Tensor::arange(m, 0, 1, i64), Shape{m, 1}));  // j - i
+  const auto d = static_cast<double>(diagonal);
+  const Tensor keep = lower ? le(offset, d) : ge(offset, d);
+  return is_integer(x) ? mul(x, keep.to(x.dtype())) : where(keep, x, 0.0f);
+}
+}  // namespace
+
+Tensor tril(const Tensor& x, int64_t diagonal) { return triangle(x, diagonal, true); }
+
+Tensor square(const Tensor& x) { return mul(x, x); }
+Tensor reciprocal(const Tensor& x) { return div(1.0f, is_integer(x) ? x.to(DType::f32) : x); }
+Tensor rsqrt(const Tensor& x) { return div(1.0f, sqrt(x)); }
+
+namespace {
+// isnan/isinf/isfinite of an integer x: every element the same answer, a float32 mask.
+Tensor integer_class(const char* op, const Tensor& x, bool holds) {
+  checks::float_or_integer(op, "x", x);
+  return Tensor::full(x.shape(), holds ? 1.0 : 0.0, like(x, DType::f32));
+}
+}  // namespace
+
+Tensor isnan(const Tensor& x) { return is_integer(x) ? integer_class("isnan", x, false) : ne(x, x); }
+Tensor isinf(const Tensor& x) {
+  return is_integer(x) ? integer_class("isinf", x, false) : eq(abs(x), std::numeric_limits<double>::infinity());
+}
+Tensor isfinite(const Tensor& x) {
+  return is_integer(x) ? integer_class("isfinite", x, true) : lt(abs(x), std::numeric_limits<double>::infinity());
+}
+Tensor triu(const Tensor& x, int64_t diagonal) { return triangle(x, diagonal, false); }
 
 Tensor maximum(const Tensor& a, const Tensor& b) { return binary(BinaryOp::maximum, a, b); }
 Tensor minimum(const Tensor& a, const Tensor& b) { return binary(BinaryOp::minimum, a, b); }
@@ -1049,8 +1108,18 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   checks::float32_or_bf16(op, "b", b);
   checks::same_dtype(op, "a", a, "b", b);
   checks::same_device(op, "a", a, "b", b);
-  KILN_CHECK(a.rank() >= 2 && b.rank() >= 2, op, ": a ", a.shape(), " and b ", b.shape(),
-             " must each have two dimensions or more (a vector is a [1, K] or [K, 1] matrix)");
+  KILN_CHECK(a.rank() >= 1 && b.rank() >= 1, op, ": a ", a.shape(), " and b ", b.shape(),
+             " must each have a dimension or more (a 0-d tensor is a number: mul multiplies by one)");
+  if (a.rank() == 1 || b.rank() == 1) {
+    // torch's vectors: a 1-d a is a [1, K] row, a 1-d b a [K, 1] column, and each added extent is
+    // removed from the result again (vector @ vector: the 0-d dot product). Views: no copy.
+    KILN_CHECK(a.dim(-1) == b.dim(b.rank() == 1 ? 0 : -2), op, ": a ", a.shape(), " has ", a.dim(-1),
+               " columns but b ", b.shape(), " has ", b.dim(b.rank() == 1 ? 0 : -2),
+               " rows (a [..., M, K] or [K] @ b [..., K, N] or [K])");
+    Tensor y = matmul(a.rank() == 1 ? unsqueeze(a, 0) : a, b.rank() == 1 ? unsqueeze(b, 1) : b);
+    if (b.rank() == 1) y = squeeze(y, -1);
+    return a.rank() == 1 ? squeeze(y, b.rank() == 1 ? -1 : -2) : y;
+  }
   KILN_CHECK(a.dim(-1) == b.dim(-2), op, ": a ", a.shape(), " has ", a.dim(-1), " columns but b ", b.shape(), " has ",
              b.dim(-2), " rows (a [..., M, K] @ b [..., K, N])");
   if (b.rank() == 2) {

@@ -88,9 +88,14 @@ Tensor mean_over(const Tensor& x, std::optional<Dims> dim, bool keepdim);
 // kiln.amax and kiln.amin over dim (None: every element).
 Tensor amax_over(const Tensor& x, std::optional<Dims> dim, bool keepdim);
 Tensor amin_over(const Tensor& x, std::optional<Dims> dim, bool keepdim);
-// kiln.var and kiln.std over dim (None: every element), with torch's correction (1: unbiased).
-Tensor var_over(const Tensor& x, std::optional<Dims> dim, int64_t correction, bool keepdim);
-Tensor std_over(const Tensor& x, std::optional<Dims> dim, int64_t correction, bool keepdim);
+// kiln.all (every true) and kiln.any over dim (None: every element), 0/1 masks.
+Tensor truth_over(bool every, const Tensor& x, std::optional<Dims> dim, bool keepdim);
+// kiln.var and kiln.std over dim (None: every element), with torch's correction (default 1:
+// unbiased) or torch 1.13's unbiased keyword, not both.
+Tensor var_over(const Tensor& x, std::optional<Dims> dim, std::optional<int64_t> correction, bool keepdim,
+                std::optional<bool> unbiased);
+Tensor std_over(const Tensor& x, std::optional<Dims> dim, std::optional<int64_t> correction, bool keepdim,
+                std::optional<bool> unbiased);
 // kiln.logsumexp over dim (torch's takes no None).
 Tensor logsumexp_over(const Tensor& x, const Dims& dim, bool keepdim);
 // argmax (largest) or argmin along dim, or of the flattened x for dim None (torch's).

@@ -89,16 +89,34 @@ Tensor amax_over(const Tensor& x, std::optional<Dims> dim, bool keepdim) {
   return kiln::amax(x, dims_or_all(x, dim), keepdim);
 }
 
+// kiln.all and kiln.any over dim (None: every element): whether every (any) element is nonzero, a
+// 0/1 mask (kiln has no bool), NaN counting as nonzero, as torch's. Counts of the zeros (nonzeros):
+// an empty extent gives all's 1 and any's 0, as torch's, and a count never rounds to 0.
+Tensor truth_over(bool every, const Tensor& x, std::optional<Dims> dim, bool keepdim) {
+  const Tensor marks = every ? kiln::eq(x, 0.0) : kiln::ne(x, 0.0);
+  const Tensor count = dim || keepdim ? kiln::sum(marks, dims_or_all(x, dim), keepdim) : kiln::sum(marks);
+  return every ? kiln::eq(count, 0.0) : kiln::gt(count, 0.0);
+}
+
 Tensor amin_over(const Tensor& x, std::optional<Dims> dim, bool keepdim) {
   return kiln::amin(x, dims_or_all(x, dim), keepdim);
 }
 
-Tensor var_over(const Tensor& x, std::optional<Dims> dim, int64_t correction, bool keepdim) {
-  return kiln::var(x, dims_or_all(x, dim), correction, keepdim);
+// var's and std's correction from torch's two spellings: correction= (1 by default), or torch
+// 1.13's unbiased= (True: 1, False: 0), not both.
+int64_t correction_of(const char* name, std::optional<int64_t> correction, std::optional<bool> unbiased) {
+  KILN_CHECK(!(correction && unbiased), name, ": give correction or unbiased, not both");
+  return unbiased ? (*unbiased ? 1 : 0) : correction.value_or(1);
 }
 
-Tensor std_over(const Tensor& x, std::optional<Dims> dim, int64_t correction, bool keepdim) {
-  return kiln::stddev(x, dims_or_all(x, dim), correction, keepdim);
+Tensor var_over(const Tensor& x, std::optional<Dims> dim, std::optional<int64_t> correction, bool keepdim,
+                std::optional<bool> unbiased) {
+  return kiln::var(x, dims_or_all(x, dim), correction_of("var", correction, unbiased), keepdim);
+}
+
+Tensor std_over(const Tensor& x, std::optional<Dims> dim, std::optional<int64_t> correction, bool keepdim,
+                std::optional<bool> unbiased) {
+  return kiln::stddev(x, dims_or_all(x, dim), correction_of("std", correction, unbiased), keepdim);
 }
 
 Tensor logsumexp_over(const Tensor& x, const Dims& dim, bool keepdim) {
@@ -817,12 +835,40 @@ void bind_math_ops(nb::module_& m) {
   m.def("sqrt", static_cast<Unary>(&kiln::sqrt), arg("x"), Release(), "Square root, elementwise.");
   m.def("tanh", static_cast<Unary>(&kiln::tanh), arg("x"), Release(), "tanh, elementwise.");
   m.def("sigmoid", &kiln::sigmoid, arg("x"), Release(), "1 / (1 + exp(-x)), elementwise (torch.sigmoid).");
-  m.def("gelu", &kiln::gelu, arg("x"), Release(),
-        "x * Phi(x), the exact erf form (torch.nn.functional.gelu's default, not approximate='tanh').");
+  m.def("gelu", [](const Tensor& x, const std::string& approximate) {
+          KILN_CHECK(approximate == "none" || approximate == "tanh", "gelu: approximate must be \"none\" or \"tanh\", ",
+                     "got \"", approximate, "\"");
+          return approximate == "tanh" ? kiln::gelu_tanh(x) : kiln::gelu(x);
+        }, arg("x"), arg("approximate") = "none", Release(),
+        "torch.nn.functional.gelu: x * Phi(x), the exact erf form, or approximate=\"tanh\": 0.5 x (1 + tanh(sqrt(2 / "
+        "pi) (x + 0.044715 x^3))).");
   m.def("silu", &kiln::silu, arg("x"), Release(), "x * sigmoid(x) (torch.nn.functional.silu, swish).");
   m.def("abs", static_cast<Unary>(&kiln::abs), arg("x"), Release(), "|x|, elementwise; its gradient is 0 at 0.");
-  m.def("softplus", &kiln::softplus, arg("x"), Release(),
-        "log(1 + exp(x)), stable for any x (torch.nn.functional.softplus); gradient sigmoid(x).");
+  m.def("softplus", static_cast<Tensor (*)(const Tensor&, float, float)>(&kiln::softplus), arg("x"),
+        arg("beta") = 1.0f, arg("threshold") = 20.0f, Release(),
+        "torch.nn.functional.softplus: log(1 + exp(beta x)) / beta, stable for any x, and x itself where beta x > "
+        "threshold; gradient sigmoid(beta x).");
+  // torch's shorthands and masks (core/ops.h), composed of the ops above.
+  const std::tuple<const char*, Unary, const char*> composed[] = {
+      {"square", &kiln::square, "x * x (torch.square; integers exactly)."},
+      {"reciprocal", &kiln::reciprocal, "1 / x (torch.reciprocal; an integer x as float32)."},
+      {"rsqrt", &kiln::rsqrt, "1 / sqrt(x) (torch.rsqrt)."},
+      {"isnan", &kiln::isnan, "1 where x is NaN, else 0 (torch.isnan; a 0/1 mask, kiln has no bool)."},
+      {"isinf", &kiln::isinf, "1 where x is +-inf, else 0 (torch.isinf)."},
+      {"isfinite", &kiln::isfinite, "1 where x is neither NaN nor +-inf, else 0 (torch.isfinite)."}};
+  for (const auto& [name, fn, doc] : composed) m.def(name, fn, arg("x"), Release(), doc);
+  m.def("tril", &kiln::tril, arg("x"), arg("diagonal") = 0, Release(),
+        "torch.tril: x with the elements above diagonal `diagonal` of its last two dimensions zeroed (j - i > "
+        "diagonal); tril(ones([T, T])) is a causal mask.");
+  m.def("triu", &kiln::triu, arg("x"), arg("diagonal") = 0, Release(),
+        "torch.triu: x with the elements below diagonal `diagonal` zeroed (j - i < diagonal).");
+  m.def("all", [](const Tensor& x, std::optional<Dims> dim, bool keepdim) { return truth_over(true, x, dim, keepdim); },
+        arg("x"), arg("dim") = nb::none(), arg("keepdim") = false, Release(),
+        "torch.all: 1 where every element (over dim, or of all) is nonzero, else 0, a mask (kiln has no bool); NaN "
+        "counts as nonzero, an empty extent as 1.");
+  m.def("any", [](const Tensor& x, std::optional<Dims> dim, bool keepdim) { return truth_over(false, x, dim, keepdim); },
+        arg("x"), arg("dim") = nb::none(), arg("keepdim") = false, Release(),
+        "torch.any: 1 where some element (over dim, or of all) is nonzero, else 0, as all.");
   // Losses (core/ops.h): float32, pred and target of one shape, the mean over all elements.
   m.def("mse_loss", &kiln::mse_loss, arg("pred"), arg("target"), Release(),
         "mean((pred - target) ** 2) (torch.nn.functional.mse_loss); shapes must match, no broadcast.");
@@ -851,10 +897,12 @@ void bind_math_ops(nb::module_& m) {
         "them as extents 1 with keepdim (torch.sum).");
   m.def("mean", &mean_over, arg("x"), arg("dim") = nb::none(), arg("keepdim") = false, Release(),
         "The mean of all elements (a scalar tensor), or over `dim` as sum's (torch.mean).");
-  m.def("var", &var_over, arg("x"), arg("dim") = nb::none(), arg("correction") = 1, arg("keepdim") = false,
+  m.def("var", &var_over, arg("x"), arg("dim") = nb::none(), arg("correction") = nb::none(), arg("keepdim") = false,
+        nb::kw_only(), arg("unbiased") = nb::none(),
         Release(), "The variance over dim (None: every element): sum((x - mean)^2) / (count - correction), "
         "correction 1 the unbiased estimate, 0 the population's (torch.var's correction); gradients through it.");
-  m.def("std", &std_over, arg("x"), arg("dim") = nb::none(), arg("correction") = 1, arg("keepdim") = false,
+  m.def("std", &std_over, arg("x"), arg("dim") = nb::none(), arg("correction") = nb::none(), arg("keepdim") = false,
+        nb::kw_only(), arg("unbiased") = nb::none(),
         Release(), "The square root of var (torch.std).");
   m.def("amax", &amax_over, arg("x"), arg("dim") = nb::none(), arg("keepdim") = false, Release(),
         "The largest element (a scalar tensor), or the largest over `dim` as sum's; NaN wins (torch.amax). The "

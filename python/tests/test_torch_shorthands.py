@@ -199,3 +199,123 @@ def test_to_takes_a_device_a_dtype_both_or_a_tensor_as_torch():
     x = kiln.from_dlpack(a.copy()).requires_grad_()
     (x.to("bfloat16").to("float32") * 2).sum().backward()  # the conversion passes gradients, as torch's
     assert x.grad.tolist() == [2.0, 2.0, 2.0]
+
+
+def test_gelu_tanh_softplus_beta_and_var_unbiased_take_torchs_keywords():
+    F = torch.nn.functional
+    a = (np.random.RandomState(3).randn(2000) * 4).astype(np.float32)
+    a[:4] = [0.0, 25.0, -30.0, 0.5]  # 0.5: softplus(beta=2, threshold=1) at its jump
+    t = torch.from_numpy(a)
+    calls = [(lambda x: kiln.gelu(x, approximate="tanh"), lambda x: F.gelu(x, approximate="tanh")),
+             (lambda x: kiln.gelu(x, "none"), lambda x: F.gelu(x, approximate="none")),
+             (lambda x: kiln.softplus(x, 2.0, 1.0), lambda x: F.softplus(x, 2.0, 1.0)),
+             (lambda x: kiln.softplus(x, beta=-0.5), lambda x: F.softplus(x, beta=-0.5)),
+             (lambda x: kiln.softplus(x, threshold=3), lambda x: F.softplus(x, threshold=3))]
+    g = np.random.RandomState(4).randn(2000).astype(np.float32)
+    for fk, ft in calls:
+        x, xt = kiln.from_dlpack(a.copy()).requires_grad_(), t.clone().requires_grad_()
+        y, yt = fk(x), ft(xt)
+        # 1 + tanh cancels for x below -3 (an ulp of tanh apart, torch's and kiln's: up to 5e-7 in y)
+        np.testing.assert_allclose(np.from_dlpack(y), yt.detach().numpy(), rtol=1e-5, atol=1e-6)
+        (y * kiln.from_dlpack(g.copy())).sum().backward()
+        (yt * torch.from_numpy(g)).sum().backward()
+        np.testing.assert_allclose(np.from_dlpack(x.grad), xt.grad.numpy(), rtol=1e-5, atol=5e-6)
+    # bfloat16: computed in float32 and rounded once (torch 1.13 rounds between steps, so compare with
+    # its float32 result rounded to bfloat16)
+    got = kiln.gelu(kiln.from_dlpack(a.copy()).astype("bfloat16"), approximate="tanh").astype("float32")
+    want = F.gelu(t.bfloat16().float(), approximate="tanh").bfloat16().float().numpy()
+    np.testing.assert_allclose(np.from_dlpack(got), want, rtol=2**-8, atol=1e-6)
+    with pytest.raises(kiln.Error, match='gelu: approximate must be "none" or "tanh", got "fast"'):
+        kiln.gelu(kiln.from_dlpack(a), approximate="fast")
+    with pytest.raises(kiln.Error, match="softplus: beta must be finite and nonzero, got 0"):
+        kiln.softplus(kiln.from_dlpack(a), 0.0)
+    x = kiln.from_dlpack(a.reshape(40, 50).copy())
+    for unbiased in (True, False):
+        for fn in ("var", "std"):
+            np.testing.assert_allclose(np.from_dlpack(getattr(kiln, fn)(x, 1, unbiased=unbiased)),
+                                       getattr(torch, fn)(t.reshape(40, 50), 1, unbiased=unbiased).numpy(), rtol=1e-5)
+            np.testing.assert_allclose(getattr(x, fn)(unbiased=unbiased).item(),
+                                       getattr(t, fn)(unbiased=unbiased).item(), rtol=1e-5)
+            assert getattr(x, fn)(0, unbiased).shape == (50,)  # torch's positional unbiased reads as a correction
+    with pytest.raises(kiln.Error, match="var: give correction or unbiased, not both"):
+        kiln.var(x, correction=0, unbiased=True)
+
+
+def test_matmul_takes_vectors_as_torch():
+    rs = np.random.RandomState(5)
+    for sa, sb in [((5,), (5,)), ((3, 5), (5,)), ((5,), (5, 4)), ((2, 3, 5), (5,)), ((5,), (2, 5, 4))]:
+        a, b = rs.randn(*sa).astype(np.float32), rs.randn(*sb).astype(np.float32)
+        ka, kb = kiln.from_dlpack(a.copy()).requires_grad_(), kiln.from_dlpack(b.copy()).requires_grad_()
+        ta, tb = torch.from_numpy(a).requires_grad_(), torch.from_numpy(b).requires_grad_()
+        y, yt = ka @ kb, ta @ tb
+        assert y.shape == tuple(yt.shape)
+        np.testing.assert_allclose(np.asarray(y.tolist()), yt.detach().numpy(), rtol=1e-5, atol=1e-6)
+        y.sum().backward()
+        yt.sum().backward()
+        np.testing.assert_allclose(np.from_dlpack(ka.grad), ta.grad.numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(np.from_dlpack(kb.grad), tb.grad.numpy(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(kiln.Error, match=r"matmul: a \[5\] has 5 columns but b \[3\] has 3 rows"):
+        kiln.matmul(kiln.zeros(5), kiln.zeros(3))
+    with pytest.raises(kiln.Error, match="must each have a dimension or more"):
+        kiln.matmul(kiln.zeros([]), kiln.zeros(3))
+
+
+def _same_values(k, t):
+    """kiln tensor k holds torch tensor t's values at its shape (kiln's masks are 0/1 numbers, torch's bools)."""
+    got = np.asarray(k.astype("float32").tolist(), np.float32)
+    assert got.shape == tuple(t.shape), (got.shape, t.shape)
+    np.testing.assert_allclose(got, t.float().numpy(), rtol=1e-6, equal_nan=True)
+
+
+def test_triangles_masks_and_shorthand_math_match_torch():
+    a = np.random.RandomState(6).randn(3, 4, 5).astype(np.float32)
+    a[0, 0, :3] = [np.nan, np.inf, -np.inf]
+    a[1, 1, 1] = 0
+    k, t = kiln.from_dlpack(a.copy()), torch.from_numpy(a)
+    for d in (0, 1, -1, 2):
+        _same_values(kiln.tril(k, d), torch.tril(t, d))
+        _same_values(k.triu(d), t.triu(d))
+    _same_values(kiln.tril(kiln.tensor([[1, 2], [3, 4]])), torch.tril(torch.tensor([[1, 2], [3, 4]])))
+    causal = kiln.masked_fill(kiln.zeros(3, 3), kiln.eq(kiln.tril(kiln.ones(3, 3)), 0), float("-inf"))
+    assert causal.tolist()[0] == [0.0, -math.inf, -math.inf] and causal.tolist()[2] == [0.0, 0.0, 0.0]
+    for name in ("square", "reciprocal", "rsqrt", "isnan", "isinf", "isfinite"):
+        _same_values(getattr(kiln, name)(k), getattr(torch, name)(t))
+        _same_values(getattr(k, name)(), getattr(t, name)())
+    ints = torch.tensor([3, -4, 1])
+    for name in ("square", "reciprocal", "isnan", "isinf", "isfinite"):
+        _same_values(getattr(kiln, name)(kiln.from_dlpack(ints.clone())), getattr(torch, name)(ints))
+    assert kiln.tensor([3, -4]).square().dtype == "int64" and kiln.reciprocal(kiln.tensor([2])).dtype == "float32"
+    for name in ("all", "any"):
+        fk, ft = getattr(kiln, name), getattr(torch, name)
+        _same_values(fk(k), ft(t))
+        _same_values(getattr(k, name)(1), getattr(t, name)(1))
+        _same_values(fk(k, 2, keepdim=True), ft(t, 2, keepdim=True))
+        _same_values(fk(kiln.zeros(0)), ft(torch.zeros(0)))  # empty: all is true, any false
+        _same_values(fk(kiln.zeros(2, 0), 1), ft(torch.zeros(2, 0), 1))
+        _same_values(fk(kiln.tensor([0, 3])), ft(torch.tensor([0, 3])))
+    with pytest.raises(kiln.Error, match="tril: x float32\\[3\\] on cpu needs two dimensions or more"):
+        kiln.tril(kiln.zeros(3))
+    x, xt = kiln.from_dlpack(a[1].copy()).requires_grad_(), torch.from_numpy(a[1].copy()).requires_grad_()
+    (kiln.tril(x, 1) * 3).sum().backward()
+    (torch.tril(xt, 1) * 3).sum().backward()
+    _same_values(x.grad, xt.grad)
+
+
+def test_repeat_type_as_and_new_factories_match_torch():
+    a = np.random.RandomState(7).randn(3, 4, 5).astype(np.float32)
+    k, t = kiln.from_dlpack(a.copy()), torch.from_numpy(a)
+    _same_values(k.repeat(2, 1, 3), t.repeat(2, 1, 3))
+    _same_values(k.repeat([2, 1, 1, 2]), t.repeat(2, 1, 1, 2))
+    _same_values(kiln.tensor([1, 2]).repeat(3), torch.tensor([1, 2]).repeat(3))
+    with pytest.raises(ValueError, match="Tensor.repeat: 1 repeats for float32\\[3, 4, 5\\]"):
+        k.repeat(2)
+    x, xt = kiln.from_dlpack(a[1].copy()).requires_grad_(), torch.from_numpy(a[1].copy()).requires_grad_()
+    (x.repeat(2, 3) * kiln.arange(15.0).reshape(1, 15)).sum().backward()
+    (xt.repeat(2, 3) * torch.arange(15.0).reshape(1, 15)).sum().backward()
+    _same_values(x.grad, xt.grad)
+    assert k.type_as(kiln.tensor([1])).dtype == "int64" and k.type_as(kiln.tensor([1])).tolist() == t.long().tolist()
+    for got, want in [(k.new_zeros(2, 3), t.new_zeros(2, 3)), (k.new_ones([2]), t.new_ones([2])),
+                      (k.new_full([2], 7.5), t.new_full([2], 7.5))]:
+        assert got.dtype == "float32"
+        _same_values(got, want)
+    assert kiln.tensor([1]).new_zeros(2).dtype == "int64" and k.new_zeros(2, dtype="int32").dtype == "int32"

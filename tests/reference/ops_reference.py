@@ -53,6 +53,12 @@ def run_op(op, p, x, extras):
         return getattr(torch, op)(x[0])
     if op in ("gelu", "silu", "softplus"):
         return getattr(F, op)(x[0])
+    if op in ("tril", "triu"):
+        return getattr(torch, op)(x[0], int(p["diagonal"]))
+    if op == "gelu_tanh":
+        return F.gelu(x[0], approximate="tanh")
+    if op == "softplus_beta":
+        return F.softplus(x[0], p["beta"], p["threshold"])
     if op in ("mse_loss", "l1_loss"):
         return getattr(F, op)(x[0], x[1])
     if op == "transpose":
