@@ -35,19 +35,16 @@ Tensor requiring(Tensor t, bool requires_grad) {
 // A fill value as Python gives it: an int (exact for int64 tensors) or a float.
 using FillValue = std::variant<int64_t, double>;
 
-// kiln.full's tensor. The fill goes through a double: an int64 it cannot hold exactly (beyond
-// 2^53) is refused for an int64 tensor rather than rounded to a neighbour.
+// kiln.full's tensor. The fill goes through a double, but for an int64 tensor and an int a double
+// cannot hold (past 2^53), which is broadcast from a 0-d int64 tensor, exact.
 Tensor filled(const Shape& shape, const FillValue& value, const TensorOptions& opt) {
-  double v = 0;
   if (const int64_t* i = std::get_if<int64_t>(&value)) {
-    v = static_cast<double>(*i);
-    KILN_CHECK(opt.dtype != DType::i64 || (v < 0x1p63 && static_cast<int64_t>(v) == *i), "full: ", *i,
-               " is not exactly representable as a double, which kiln fills through (it holds integers "
-               "exactly up to 2^53): an int64 tensor would get a neighbouring value");
-  } else {
-    v = std::get<double>(value);
+    const auto v = static_cast<double>(*i);
+    if (opt.dtype == DType::i64 && !(v < 0x1p63 && static_cast<int64_t>(v) == *i))
+      return kiln::broadcast_to(Tensor::from_vector(std::vector<int64_t>{*i}, Shape{}).to(opt.device), shape);
+    return Tensor::full(shape, v, opt);
   }
-  return Tensor::full(shape, v, opt);
+  return Tensor::full(shape, std::get<double>(value), opt);
 }
 
 // One of arange's numbers as an integer dtype takes it, as torch's: truncated toward zero.

@@ -566,9 +566,9 @@ void bind_tensor_class(nb::module_& m) {
       .def("to", &tensor_to,
            nb::sig("def to(self, *args: str | Tensor, device: str | None = None, dtype: str | None = None, "
                    "non_blocking: bool = False) -> Tensor"),
-           "torch's to: x.to(\"cuda:0\"), x.to(\"bfloat16\"), x.to(\"cuda\", \"bfloat16\"), x.to(other) (its device and "
-           "dtype), or device= and dtype= (non_blocking= is accepted: kiln's copy is done when to() returns); a copy "
-           "where something changes (the dtype as astype converts), this tensor otherwise.")
+           "torch's to: x.to(\"cuda:0\"), x.to(\"bfloat16\"), x.to(\"cuda\", \"bfloat16\"), x.to(other) (its "
+           "device and dtype), or device= and dtype= (non_blocking= is accepted: kiln's copy is done when to() "
+           "returns); a copy where something changes (the dtype as astype converts), this tensor otherwise.")
       .def("astype", [](const Tensor& t, const std::string& dtype) { return t.to(dtype_from_name(dtype)); },
            arg("dtype"), Release(),
            "A copy converted to `dtype`; this tensor when it already has it. A float to an integer type truncates "
@@ -801,33 +801,8 @@ nb::object arithmetic(const char* name, binaryfunc op, nb::handle a, nb::handle 
   return out;
 }
 
-// The arithmetic, math, reductions, losses and comparisons.
-void bind_math_ops(nb::module_& m) {
-  // Shapes broadcast as in NumPy and torch (core/ops.h); a or b may be a number, as the operators'.
-  m.def("add", [](nb::handle a, nb::handle b, nb::handle alpha) { return arithmetic("add", PyNumber_Add, a, b, alpha); },
-        arg("a"), arg("b"), nb::kw_only(), arg("alpha") = nb::none(),
-        nb::sig("def add(a: Tensor | float, b: Tensor | float, *, alpha: float | None = None) -> Tensor"),
-        "a + alpha * b, broadcast (torch.add): either may be a number, as with +.");
-  m.def("sub", [](nb::handle a, nb::handle b, nb::handle alpha) {
-          return arithmetic("sub", PyNumber_Subtract, a, b, alpha);
-        }, arg("a"), arg("b"), nb::kw_only(), arg("alpha") = nb::none(),
-        nb::sig("def sub(a: Tensor | float, b: Tensor | float, *, alpha: float | None = None) -> Tensor"),
-        "a - alpha * b, broadcast (torch.sub): either may be a number, as with -.");
-  m.def("mul", [](nb::handle a, nb::handle b) { return arithmetic("mul", PyNumber_Multiply, a, b, nb::handle()); },
-        arg("a"), arg("b"), nb::sig("def mul(a: Tensor | float, b: Tensor | float) -> Tensor"),
-        "a * b, broadcast (torch.mul): either may be a number, as with *.");
-  m.def("div", [](nb::handle a, nb::handle b, const std::optional<std::string>& rounding_mode) {
-          KILN_CHECK(!rounding_mode, "div: rounding_mode=\"", rounding_mode.value_or(""), "\" is not in kiln (it has no ",
-                     "floor or trunc op yet); rounding_mode=None, true division, is");
-          return arithmetic("div", PyNumber_TrueDivide, a, b, nb::handle());
-        }, arg("a"), arg("b"), nb::kw_only(), arg("rounding_mode") = nb::none(),
-        nb::sig("def div(a: Tensor | float, b: Tensor | float, *, rounding_mode: str | None = None) -> Tensor"),
-        "a / b, broadcast (torch.div): either may be a number, as with /; IEEE division (x / 0 is +-inf, 0 / 0 "
-        "NaN); integers divide into float32, as torch's.");
-  m.def("sum_to", [](const Tensor& x, const std::vector<int64_t>& s) { return sum_to(x, to_shape(s)); }, arg("x"),
-        arg("shape"), Release(), "x summed down to `shape`, which broadcasts to x's (torch's sum_to_size).");
-  m.def("broadcast_to", [](const Tensor& x, const std::vector<int64_t>& s) { return broadcast_to(x, to_shape(s)); },
-        arg("x"), arg("shape"), Release(), "x repeated up to `shape` (a copy; torch's expand).");
+// The elementwise math with gradients, and torch's shorthands composed of it.
+void bind_elementwise_ops(nb::module_& m) {
   // Unary math (core/ops.h): fp32 or bf16, any shape, with gradients.
   using Unary = Tensor (*)(const Tensor&);
   m.def("exp", static_cast<Unary>(&kiln::exp), arg("x"), Release(), "e ** x, elementwise.");
@@ -862,13 +837,45 @@ void bind_math_ops(nb::module_& m) {
         "diagonal); tril(ones([T, T])) is a causal mask.");
   m.def("triu", &kiln::triu, arg("x"), arg("diagonal") = 0, Release(),
         "torch.triu: x with the elements below diagonal `diagonal` zeroed (j - i < diagonal).");
-  m.def("all", [](const Tensor& x, std::optional<Dims> dim, bool keepdim) { return truth_over(true, x, dim, keepdim); },
-        arg("x"), arg("dim") = nb::none(), arg("keepdim") = false, Release(),
+  m.def("all", [](const Tensor& x, std::optional<Dims> dim, bool keepdim) {
+          return truth_over(true, x, dim, keepdim);
+        }, arg("x"), arg("dim") = nb::none(), arg("keepdim") = false, Release(),
         "torch.all: 1 where every element (over dim, or of all) is nonzero, else 0, a mask (kiln has no bool); NaN "
         "counts as nonzero, an empty extent as 1.");
-  m.def("any", [](const Tensor& x, std::optional<Dims> dim, bool keepdim) { return truth_over(false, x, dim, keepdim); },
-        arg("x"), arg("dim") = nb::none(), arg("keepdim") = false, Release(),
+  m.def("any", [](const Tensor& x, std::optional<Dims> dim, bool keepdim) {
+          return truth_over(false, x, dim, keepdim);
+        }, arg("x"), arg("dim") = nb::none(), arg("keepdim") = false, Release(),
         "torch.any: 1 where some element (over dim, or of all) is nonzero, else 0, as all.");
+}
+
+// The arithmetic, reductions, losses and comparisons.
+void bind_math_ops(nb::module_& m) {
+  // Shapes broadcast as in NumPy and torch (core/ops.h); a or b may be a number, as the operators'.
+  m.def("add", [](nb::handle a, nb::handle b, nb::handle alpha) {
+          return arithmetic("add", PyNumber_Add, a, b, alpha);
+        }, arg("a"), arg("b"), nb::kw_only(), arg("alpha") = nb::none(),
+        nb::sig("def add(a: Tensor | float, b: Tensor | float, *, alpha: float | None = None) -> Tensor"),
+        "a + alpha * b, broadcast (torch.add): either may be a number, as with +.");
+  m.def("sub", [](nb::handle a, nb::handle b, nb::handle alpha) {
+          return arithmetic("sub", PyNumber_Subtract, a, b, alpha);
+        }, arg("a"), arg("b"), nb::kw_only(), arg("alpha") = nb::none(),
+        nb::sig("def sub(a: Tensor | float, b: Tensor | float, *, alpha: float | None = None) -> Tensor"),
+        "a - alpha * b, broadcast (torch.sub): either may be a number, as with -.");
+  m.def("mul", [](nb::handle a, nb::handle b) { return arithmetic("mul", PyNumber_Multiply, a, b, nb::handle()); },
+        arg("a"), arg("b"), nb::sig("def mul(a: Tensor | float, b: Tensor | float) -> Tensor"),
+        "a * b, broadcast (torch.mul): either may be a number, as with *.");
+  m.def("div", [](nb::handle a, nb::handle b, const std::optional<std::string>& rounding_mode) {
+          KILN_CHECK(!rounding_mode, "div: rounding_mode=\"", rounding_mode.value_or(""),
+                     "\" is not in kiln (it has no floor or trunc op yet); rounding_mode=None, true division, is");
+          return arithmetic("div", PyNumber_TrueDivide, a, b, nb::handle());
+        }, arg("a"), arg("b"), nb::kw_only(), arg("rounding_mode") = nb::none(),
+        nb::sig("def div(a: Tensor | float, b: Tensor | float, *, rounding_mode: str | None = None) -> Tensor"),
+        "a / b, broadcast (torch.div): either may be a number, as with /; IEEE division (x / 0 is +-inf, 0 / 0 "
+        "NaN); integers divide into float32, as torch's.");
+  m.def("sum_to", [](const Tensor& x, const std::vector<int64_t>& s) { return sum_to(x, to_shape(s)); }, arg("x"),
+        arg("shape"), Release(), "x summed down to `shape`, which broadcasts to x's (torch's sum_to_size).");
+  m.def("broadcast_to", [](const Tensor& x, const std::vector<int64_t>& s) { return broadcast_to(x, to_shape(s)); },
+        arg("x"), arg("shape"), Release(), "x repeated up to `shape` (a copy; torch's expand).");
   // Losses (core/ops.h): float32, pred and target of one shape, the mean over all elements.
   m.def("mse_loss", &kiln::mse_loss, arg("pred"), arg("target"), Release(),
         "mean((pred - target) ** 2) (torch.nn.functional.mse_loss); shapes must match, no broadcast.");
@@ -1100,6 +1107,7 @@ void bind_tensor(nb::module_& m) {
   bind_factories(m);
   bind_nn_ops(m);
   bind_math_ops(m);
+  bind_elementwise_ops(m);
   bind_layout_ops(m);
   bind_cut_ops(m);
   bind_grad_modes(m);

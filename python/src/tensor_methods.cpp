@@ -123,7 +123,8 @@ void bind_cuts(nb::handle cls) {
 void bind_layout(nb::handle cls) {
   // x.permute(0, 2, 1, 3) or x.permute([0, 2, 1, 3]), as torch takes both.
   method(cls, "permute", [](const Tensor& x, nb::args dims, nb::kwargs kwargs) {
-    const std::vector<int64_t> order = ints_given(dims, kwargs, "Tensor.permute", "dims", "the new order", "0, 2, 1, 3");
+    const std::vector<int64_t> order =
+        ints_given(dims, kwargs, "Tensor.permute", "dims", "the new order", "0, 2, 1, 3");
     nb::gil_scoped_release release;
     return kiln::permute(x, order);
   });
