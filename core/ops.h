@@ -246,9 +246,10 @@ Tensor silu(const Tensor& x);
 Tensor abs(const Tensor& x);
 // log(1 + e^x), stable for any x (torch.nn.functional.softplus); gradient sigmoid(x).
 Tensor softplus(const Tensor& x);
-// torch's softplus(x, beta, threshold): log(1 + e^(beta x)) / beta, and x itself where beta x >
-// threshold; composed of the ops above (softplus(x) itself for beta 1 and threshold >= 20, where
-// the two agree in float32).
+// torch's softplus(x, beta, threshold): log(1 + e^(beta x)) / beta, and x itself (gradient 1)
+// where beta x > threshold; composed of the ops above, a bfloat16 x in float32 and rounded once
+// (softplus(x) itself for beta 1 and threshold >= 20: the same in float32 up to a threshold of
+// ~88.7, past which torch's e^x overflows to inf and kiln's stays x).
 Tensor softplus(const Tensor& x, float beta, float threshold);
 // torch's gelu(x, approximate="tanh"): 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))), composed of
 // the ops above in torch's order (six passes, where gelu is one), a bfloat16 x in float32.
@@ -300,7 +301,7 @@ Tensor masked_fill(const Tensor& x, const Tensor& mask, float value);
 Tensor tril(const Tensor& x, int64_t diagonal = 0);
 Tensor triu(const Tensor& x, int64_t diagonal = 0);
 // torch's shorthands, composed: x * x (exact, integers too), 1 / x (an integer x as float32),
-// 1 / sqrt(x); gradients through the ops they are made of.
+// 1 / sqrt(x) (in float32, a bfloat16 x rounded once); gradients through the ops they are made of.
 Tensor square(const Tensor& x);
 Tensor reciprocal(const Tensor& x);
 Tensor rsqrt(const Tensor& x);

@@ -194,8 +194,8 @@ void integer_operands(BinaryOp op, const Tensor& a, const Tensor& b) {
   checks::defined(name, "a", a);
   checks::defined(name, "b", b);
   for (const auto& [what, t] : {std::pair{"a", &a}, std::pair{"b", &b}}) {
-    if (is_integer(*t)) continue;
-    // arithmetic promoted the integer one (promoted_operands): only a comparison arrives with a float
+    // arithmetic promoted an integer beside a float (promoted_operands): a float here meets a uint8
+    if (is_integer(*t) || (!is_comparison(op) && is_floating(t->dtype()))) continue;
     KILN_CHECK(!is_floating(t->dtype()), name, ": a is ", a.description(), " and b is ", b.description(),
                "; integers compare with integers and floats with floats: convert one with astype (a float32 holds ",
                "every integer to 2^24 exactly, so kiln does not compare them as floats unasked)");
@@ -490,9 +490,11 @@ Tensor softplus(const Tensor& x, float beta, float threshold) {
   KILN_CHECK(beta != 0 && std::isfinite(beta), "softplus: beta must be finite and nonzero, got ", beta);
   // kiln's softplus is exact where torch's switches to x (past 20, log1p(e^-x) is below float32's ulp there)
   if (beta == 1.0f && threshold >= 20.0f) return softplus(x);
-  const Tensor scaled = beta == 1.0f ? x : mul(x, beta);
+  checks::float32_or_bf16("softplus", "x", x);
+  const Tensor f = x.dtype() == DType::bf16 ? x.to(DType::f32) : x;  // torch's bf16 kernel computes in float
+  const Tensor scaled = beta == 1.0f ? f : mul(f, beta);
   const Tensor curve = beta == 1.0f ? softplus(scaled) : div(softplus(scaled), beta);
-  return where(gt(scaled, threshold), x, curve);
+  return where(gt(scaled, threshold), f, curve).to(x.dtype());
 }
 
 Tensor gelu_tanh(const Tensor& x) {
@@ -671,24 +673,38 @@ Tensor triangle(const Tensor& x, int64_t diagonal, bool lower) {
 
 Tensor tril(const Tensor& x, int64_t diagonal) { return triangle(x, diagonal, true); }
 
-Tensor square(const Tensor& x) { return mul(x, x); }
-Tensor reciprocal(const Tensor& x) { return div(1.0f, is_integer(x) ? x.to(DType::f32) : x); }
-Tensor rsqrt(const Tensor& x) { return div(1.0f, sqrt(x)); }
+Tensor square(const Tensor& x) {
+  checks::float_or_integer("square", "x", x);
+  return mul(x, x);
+}
+Tensor reciprocal(const Tensor& x) {
+  checks::float_or_integer("reciprocal", "x", x);
+  return div(1.0f, is_integer(x) ? x.to(DType::f32) : x);
+}
+Tensor rsqrt(const Tensor& x) {  // in float32 for an integer or bfloat16 x, rounded once (torch's)
+  checks::float_or_integer("rsqrt", "x", x);
+  const Tensor y = div(1.0f, sqrt(x.dtype() == DType::f32 ? x : x.to(DType::f32)));
+  return x.dtype() == DType::bf16 ? y.to(DType::bf16) : y;
+}
 
 namespace {
 // isnan/isinf/isfinite of an integer x: every element the same answer, a float32 mask.
-Tensor integer_class(const char* op, const Tensor& x, bool holds) {
-  checks::float_or_integer(op, "x", x);
+Tensor integer_class(const Tensor& x, bool holds) {
   return Tensor::full(x.shape(), holds ? 1.0 : 0.0, like(x, DType::f32));
 }
 }  // namespace
 
-Tensor isnan(const Tensor& x) { return is_integer(x) ? integer_class("isnan", x, false) : ne(x, x); }
+Tensor isnan(const Tensor& x) {
+  checks::float_or_integer("isnan", "x", x);
+  return is_integer(x) ? integer_class(x, false) : ne(x, x);
+}
 Tensor isinf(const Tensor& x) {
-  return is_integer(x) ? integer_class("isinf", x, false) : eq(abs(x), std::numeric_limits<double>::infinity());
+  checks::float_or_integer("isinf", "x", x);
+  return is_integer(x) ? integer_class(x, false) : eq(abs(x), std::numeric_limits<double>::infinity());
 }
 Tensor isfinite(const Tensor& x) {
-  return is_integer(x) ? integer_class("isfinite", x, true) : lt(abs(x), std::numeric_limits<double>::infinity());
+  checks::float_or_integer("isfinite", "x", x);
+  return is_integer(x) ? integer_class(x, true) : lt(abs(x), std::numeric_limits<double>::infinity());
 }
 Tensor triu(const Tensor& x, int64_t diagonal) { return triangle(x, diagonal, false); }
 

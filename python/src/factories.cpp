@@ -279,7 +279,7 @@ Tensor tensor_of(nb::handle data, const std::optional<std::string>& dtype, const
 // What a shape factory is given beside the shape: torch's dtype, device and requires_grad keywords.
 struct FactoryKeywords {
   std::optional<std::string> dtype;  // None: the factory's own default
-  std::string device = "cpu";
+  std::optional<std::string> device;  // None: "cpu", or the tensor's for x.new_zeros
   bool requires_grad = false;
 };
 
@@ -296,12 +296,15 @@ std::pair<Shape, FactoryKeywords> shape_and_keywords(nb::args args, nb::kwargs k
     if (name == "dtype") {
       if (!value.is_none() && !nb::try_cast(value, k.dtype.emplace())) throw wrong("a dtype's name, \"float32\"");
     } else if (name == "device") {
-      if (!nb::try_cast(value, k.device)) throw wrong("a device's name, \"cpu\" or \"cuda\"");
+      if (!value.is_none() && !nb::try_cast(value, k.device.emplace()))
+        throw wrong("a device's name, \"cpu\" or \"cuda\"");
     } else if (name == "requires_grad") {
       if (!PyBool_Check(value.ptr())) throw wrong("a bool");
       k.requires_grad = value.ptr() == Py_True;
     } else if (name == "size" || name == "shape") {
-      rest[name == "shape" ? "size" : name.c_str()] = value;
+      if (rest.contains("size"))
+        throw nb::type_error((call + ": give the shape once, as size= (shape= is its old name)").c_str());
+      rest["size"] = value;
     } else {
       throw nb::type_error((call + "() got an unexpected keyword argument '" + name + "'").c_str());
     }
@@ -309,15 +312,64 @@ std::pair<Shape, FactoryKeywords> shape_and_keywords(nb::args args, nb::kwargs k
   return {Shape(ints_given(args, rest, call, "size", "the shape", "2, 3")), k};
 }
 
-// kiln.full's dtype when none is given: torch's, int64 for an int and float32 for a float; a bool
-// is refused (kiln has no bool tensors).
-DType fill_dtype(nb::handle given, const FillValue& value) {
-  KILN_CHECK(!PyBool_Check(given.ptr()), "full: the fill value is a bool; kiln has no bool tensors: give ",
+// A fill value as a number, or a TypeError naming `call`. Without a dtype to hold it, a bool is
+// refused (kiln has no bool tensors), before the cast: NumPy's bool scalars warn in __index__.
+FillValue fill_number(nb::handle given, bool dtype_given, const char* call) {
+  std::string kind;  // NumPy's bool scalars (np.True_) have dtype.kind "b"
+  const bool is_bool = PyBool_Check(given.ptr()) ||
+                       (nb::hasattr(given, "dtype") && nb::try_cast(nb::getattr(nb::getattr(given, "dtype"), "kind",
+                                                                                 nb::none()), kind) && kind == "b");
+  KILN_CHECK(dtype_given || !is_bool, call, ": the fill value is a bool; kiln has no bool tensors: give ",
              "dtype=\"float32\" for a 0/1 mask (torch.full(..., True) is a bool tensor)");
+  FillValue v;
+  if (!nb::try_cast(given, v))
+    throw nb::type_error((std::string(call) + ": the fill value must be a number, not " + python_type(given)).c_str());
+  return v;
+}
+
+// kiln.full's dtype when none is given: torch's, int64 for an int and float32 for a float.
+DType fill_dtype(nb::handle given, const FillValue& value) {
   if (std::holds_alternative<int64_t>(value)) return DType::i64;
   KILN_CHECK(!is_index_integer(given), "full: the int ", nb::cast<std::string>(nb::str(nb::int_(given))),
              " is past int64's range, the dtype of an int fill (torch's): give dtype=\"float32\" for a float");
   return DType::f32;
+}
+
+// x.new_zeros(*size), x.new_ones(*size), x.new_full(size, fill_value): torch's factories of x's dtype
+// and device unless dtype= or device= say otherwise, with requires_grad=, as kiln.zeros and kiln.full.
+void bind_new_factories(nb::handle cls) {
+  const auto bind = [cls](const char* name, const char* doc, auto&& fn) {
+    cls.attr(name) = nb::cpp_function(std::forward<decltype(fn)>(fn), nb::is_method(), nb::name(name), nb::scope(cls),
+                                      doc);
+  };
+  const auto like_x = [](const Tensor& x, const FactoryKeywords& k) {
+    return TensorOptions{k.dtype ? dtype_from_name(*k.dtype) : x.dtype(),
+                         k.device ? device_from_name(*k.device) : x.device()};
+  };
+  for (const auto& [name, value] : {std::pair{"new_zeros", 0.0}, std::pair{"new_ones", 1.0}}) {
+    const std::string call = std::string("Tensor.") + name;
+    bind(name, "A tensor of that shape (ints or one list) of x's dtype and device, as torch's.",
+         [call, value, like_x](const Tensor& x, nb::args args, nb::kwargs kwargs) {
+      const auto [shape, k] = shape_and_keywords(args, kwargs, call);
+      const TensorOptions opt = like_x(x, k);
+      nb::gil_scoped_release release;
+      return requiring(Tensor::full(shape, value, opt), k.requires_grad);
+    });
+  }
+  bind("new_full", "A tensor of shape `size` filled with fill_value, of x's dtype and device unless dtype= or device= "
+       "are given (torch's); an int64 fill exact.", [like_x](const Tensor& x, nb::args args, nb::kwargs kwargs) {
+    if (args.size() != 2 && !(args.size() == 1 && kwargs.contains("fill_value")))
+      throw nb::type_error("Tensor.new_full takes (size, fill_value), as torch's");
+    nb::kwargs rest;
+    nb::object fill = args.size() == 2 ? nb::borrow(args[1]) : nb::borrow(kwargs["fill_value"]);
+    for (const auto& [key, v] : kwargs)
+      if (nb::cast<std::string>(key) != "fill_value") rest[key] = v;
+    const auto [shape, k] = shape_and_keywords(nb::borrow<nb::args>(nb::make_tuple(args[0])), rest, "Tensor.new_full");
+    const FillValue v = fill_number(fill, true, "new_full");  // x's dtype holds a bool
+    const TensorOptions opt = like_x(x, k);
+    nb::gil_scoped_release release;
+    return requiring(filled(shape, v, opt), k.requires_grad);
+  });
 }
 
 }  // namespace
@@ -335,7 +387,7 @@ void bind_factories(nb::module_& m) {
     const std::string call = std::string("kiln.") + name;
     m.def(name, [call, value](nb::args args, nb::kwargs kwargs) {
           const auto [shape, k] = shape_and_keywords(args, kwargs, call);
-          const TensorOptions opt = options(k.dtype.value_or("float32"), k.device);
+          const TensorOptions opt = options(k.dtype.value_or("float32"), k.device.value_or("cpu"));
           nb::gil_scoped_release release;
           return requiring(Tensor::full(shape, value, opt), k.requires_grad);
         }, nb::sig(("def " + std::string(name) + "(*size: int | Sequence[int], dtype: str = 'float32', device: str = "
@@ -344,19 +396,18 @@ void bind_factories(nb::module_& m) {
                      : "A tensor of ones (torch.ones): kiln.ones(2, 3) or kiln.ones([2, 3]).");
   }
   m.def("full", [](const std::vector<int64_t>& s, nb::handle value, const std::optional<std::string>& dt,
-                   const std::string& dev, bool rg) {
-          FillValue v;
-          if (!nb::try_cast(value, v))
-            throw nb::type_error(("full: value must be a number, not " + python_type(value)).c_str());
+                   const std::optional<std::string>& dev, bool rg) {
+          const FillValue v = fill_number(value, dt.has_value(), "full");
           const TensorOptions opt{dt ? dtype_from_name(*dt) : fill_dtype(value, v),
-                                  device_from_name(dev)};
+                                  device_from_name(dev.value_or("cpu"))};
           nb::gil_scoped_release release;
           return requiring(filled(to_shape(s), v, opt), rg);
         },
-        arg("shape"), arg("value"), arg("dtype") = nb::none(), arg("device") = "cpu", arg("requires_grad") = false,
-        nb::sig("def full(shape: Sequence[int], value: int | float, dtype: str | None = None, device: str = 'cpu', "
-                "requires_grad: bool = False) -> Tensor"),
+        arg("shape"), arg("value"), arg("dtype") = nb::none(), arg("device") = nb::none(), arg("requires_grad") = false,
+        nb::sig("def full(shape: Sequence[int], value: int | float, dtype: str | None = None, device: str | None = "
+                "None, requires_grad: bool = False) -> Tensor"),
         "A tensor filled with `value` (torch.full): int64 for an int, float32 for a float, unless dtype is given.");
+  bind_new_factories(m.attr("Tensor"));
   // torch's *_like: x's shape, and its dtype and device unless given.
   m.def("zeros_like", [](const Tensor& x, const Name& dt, const Name& dev, bool rg) {
     return requiring(Tensor::zeros(x.shape(), options_like(x, dt, dev)), rg);

@@ -9,6 +9,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <tuple>
 #include <utility>
@@ -332,6 +333,10 @@ std::optional<Tensor> integer_number(const Tensor& a, nb::handle other, const ch
   const long long v = PyLong_AsLongLongAndOverflow(index.ptr(), &overflow);
   if (v == -1 && PyErr_Occurred()) throw nb::python_error();
   const bool fits = overflow == 0 && (a.dtype() == DType::i64 || (v >= INT32_MIN && v <= INT32_MAX));
+  if (!fits && std::string_view(symbol) == "/") {  // division is float32's: any int goes, as torch's
+    if (overflow != 0) return std::nullopt;          // past int64: the float path's number
+    return Tensor::from_vector(std::vector<int64_t>{v}, Shape{}).to(a.device());
+  }
   if (!fits) {
     PyObject* text = PyObject_Str(index.ptr());
     if (text == nullptr) throw nb::python_error();
@@ -339,6 +344,16 @@ std::optional<Tensor> integer_number(const Tensor& a, nb::handle other, const ch
               a.dtype() == DType::i32 ? "; widen it with astype(\"int64\")" : "");
   }
   return Tensor::from_vector(std::vector<int64_t>{v}, Shape{}).to(a.dtype()).to(a.device());
+}
+
+// A number as float32, rounded once: an int within int64 from the integer itself (through a double,
+// one past 2^53 would round twice), anything else from the double s it reads as.
+float as_float(nb::handle number, double s) {
+  if (PyFloat_Check(number.ptr()) || !PyLong_Check(number.ptr())) return static_cast<float>(s);
+  int overflow = 0;
+  const long long v = PyLong_AsLongLongAndOverflow(number.ptr(), &overflow);
+  if (v == -1 && PyErr_Occurred()) throw nb::python_error();
+  return overflow == 0 ? static_cast<float>(v) : static_cast<float>(s);
 }
 
 // Tensor.`name`(other) for a non-tensor other (the tensor-tensor overload comes first): `op`
@@ -357,10 +372,11 @@ void bind_scalar_operator(nb::class_<Tensor>& c, const char* name, const char* s
           }
           const std::optional<double> s = scalar_operand(other, symbol, reflected);
           if (!s) return nb::not_implemented();
+          const float f = as_float(other, *s);
           {
             nb::gil_scoped_release release;
             const bool integer = a.defined() && (a.dtype() == DType::i32 || a.dtype() == DType::i64);
-            y = op(integer ? a.to(DType::f32) : a, static_cast<float>(*s));
+            y = op(integer ? a.to(DType::f32) : a, f);
           }
           return nb::cast(std::move(y));
         },
@@ -439,6 +455,8 @@ Tensor tensor_to(const Tensor& t, nb::args args, nb::kwargs kwargs) {
       dtype = other.dtype();
       return;
     }
+    if ((as_dtype && !as_device && dtype) || (as_device && !as_dtype && device))
+      throw nb::type_error("Tensor.to takes one device and one dtype");
     std::string name;
     if (!nb::try_cast(h, name))
       throw nb::type_error(("Tensor.to takes a device (\"cuda\"), a dtype (\"bfloat16\"), both, or a tensor, not " +
@@ -448,6 +466,8 @@ Tensor tensor_to(const Tensor& t, nb::args args, nb::kwargs kwargs) {
     KILN_CHECK(names_dtype || !as_dtype || !as_device || name.rfind("cpu", 0) == 0 || name.rfind("cuda", 0) == 0,
                "to: '", name, "' names no device (\"cpu\", \"cuda\", \"cuda:N\") and no dtype (float32, bfloat16, ",
                "int32, int64, uint8)");
+    if ((names_dtype && as_dtype && dtype) || (!(names_dtype && as_dtype) && as_device && device))
+      throw nb::type_error(("Tensor.to takes one device and one dtype: " + name + " is a second").c_str());
     if (names_dtype && as_dtype) dtype = dtype_from_name(name);
     else if (as_device) device = device_from_name(name);
     else dtype = dtype_from_name(name);  // dtype= with no dtype's name: its error lists the names
@@ -771,13 +791,18 @@ void bind_nn_ops(nb::module_& m) {
         arg("dim") = -1, Release(), "Log-softmax over dimension dim, as softmax.");
 }
 
-// Whether h is an integer operand: an int32/int64 tensor, or an int (not a float) as a number.
+// Whether h is an integer operand: an int32/int64 tensor, or a number whose __index__ gives an int
+// (not a float, nor a 0-d float array, whose __index__ refuses).
 bool integral_operand(nb::handle h) {
   if (nb::isinstance<Tensor>(h)) {
     const Tensor& t = nb::cast<const Tensor&>(h);
     return t.defined() && !is_floating(t.dtype());
   }
-  return !PyFloat_Check(h.ptr()) && PyIndex_Check(h.ptr());
+  if (PyFloat_Check(h.ptr()) || !PyIndex_Check(h.ptr())) return false;
+  const nb::object index = nb::steal(PyNumber_Index(h.ptr()));
+  if (index.is_valid()) return true;
+  PyErr_Clear();
+  return false;
 }
 
 // kiln.add and the like, torch's function forms: the operators' meaning (a tensor or a number on
@@ -790,10 +815,19 @@ nb::object arithmetic(const char* name, binaryfunc op, nb::handle a, nb::handle 
                              .c_str());
   nb::object scaled = nb::borrow(b);
   if (alpha.is_valid() && !alpha.is_none()) {
-    KILN_CHECK(!(PyFloat_Check(alpha.ptr()) && integral_operand(a) && integral_operand(b)), name,
-               ": alpha must be an int between integer operands (torch's rule), got ",
-               PyFloat_AsDouble(alpha.ptr()));
-    scaled = nb::steal(PyNumber_Multiply(b.ptr(), alpha.ptr()));
+    const bool integers = integral_operand(a) && integral_operand(b);
+    if (PyFloat_Check(alpha.ptr()) && integers) {
+      PyObject* text = PyObject_Repr(alpha.ptr());
+      if (text == nullptr) throw nb::python_error();
+      KILN_FAIL(name, ": alpha must be an int between integer operands (torch's rule), got ",
+                nb::steal<nb::str>(text).c_str());
+    }
+    // an integer b scaled for a float result is scaled as a float (in its own dtype it would wrap)
+    if (!integers && nb::isinstance<Tensor>(b) && integral_operand(b)) {
+      const bool a_float = nb::isinstance<Tensor>(a) && is_floating(nb::cast<const Tensor&>(a).dtype());
+      scaled = nb::cast(nb::cast<const Tensor&>(b).to(a_float ? nb::cast<const Tensor&>(a).dtype() : DType::f32));
+    }
+    scaled = nb::steal(PyNumber_Multiply(scaled.ptr(), alpha.ptr()));
     if (!scaled.is_valid()) throw nb::python_error();
   }
   nb::object out = nb::steal(op(a.ptr(), scaled.ptr()));
@@ -848,18 +882,18 @@ void bind_elementwise_ops(nb::module_& m) {
         "torch.any: 1 where some element (over dim, or of all) is nonzero, else 0, as all.");
 }
 
-// The arithmetic, reductions, losses and comparisons.
-void bind_math_ops(nb::module_& m) {
+// torch's function forms of the arithmetic operators: kiln.add, sub, mul, div, pow.
+void bind_arithmetic_ops(nb::module_& m) {
   // Shapes broadcast as in NumPy and torch (core/ops.h); a or b may be a number, as the operators'.
   m.def("add", [](nb::handle a, nb::handle b, nb::handle alpha) {
           return arithmetic("add", PyNumber_Add, a, b, alpha);
         }, arg("a"), arg("b"), nb::kw_only(), arg("alpha") = nb::none(),
-        nb::sig("def add(a: Tensor | float, b: Tensor | float, *, alpha: float | None = None) -> Tensor"),
+        nb::sig("def add(a: Tensor | float, b: Tensor | float, *, alpha: float = 1) -> Tensor"),
         "a + alpha * b, broadcast (torch.add): either may be a number, as with +.");
   m.def("sub", [](nb::handle a, nb::handle b, nb::handle alpha) {
           return arithmetic("sub", PyNumber_Subtract, a, b, alpha);
         }, arg("a"), arg("b"), nb::kw_only(), arg("alpha") = nb::none(),
-        nb::sig("def sub(a: Tensor | float, b: Tensor | float, *, alpha: float | None = None) -> Tensor"),
+        nb::sig("def sub(a: Tensor | float, b: Tensor | float, *, alpha: float = 1) -> Tensor"),
         "a - alpha * b, broadcast (torch.sub): either may be a number, as with -.");
   m.def("mul", [](nb::handle a, nb::handle b) { return arithmetic("mul", PyNumber_Multiply, a, b, nb::handle()); },
         arg("a"), arg("b"), nb::sig("def mul(a: Tensor | float, b: Tensor | float) -> Tensor"),
@@ -872,6 +906,21 @@ void bind_math_ops(nb::module_& m) {
         nb::sig("def div(a: Tensor | float, b: Tensor | float, *, rounding_mode: str | None = None) -> Tensor"),
         "a / b, broadcast (torch.div): either may be a number, as with /; IEEE division (x / 0 is +-inf, 0 / 0 "
         "NaN); integers divide into float32, as torch's.");
+  const char* pow_doc =
+      "a ** b per element, broadcast; either may be a number (torch.pow). A number exponent 2, 3, 0.5, -0.5, -1 "
+      "or -2 takes torch's exact forms (x * x, sqrt, 1 / x, ...); otherwise powf per element, or on the CPU, for a "
+      "positive finite base and finite exponent (a tensor, broadcast or not, or a number), the double power rounded "
+      "once (a number is used as a float32). A negative base to a non-integer power is NaN. Gradients to every "
+      "tensor operand.";
+  // through **, as add through + (an integer tensor to a float power promoted, as the operator does)
+  m.def("pow", [](nb::handle a, nb::handle b) {
+          const binaryfunc power = [](PyObject* x, PyObject* y) { return PyNumber_Power(x, y, Py_None); };
+          return arithmetic("pow", power, a, b, nb::handle());
+        }, arg("a"), arg("b"), nb::sig("def pow(a: Tensor | float, b: Tensor | float) -> Tensor"), pow_doc);
+}
+
+// The reductions, losses and comparisons.
+void bind_math_ops(nb::module_& m) {
   m.def("sum_to", [](const Tensor& x, const std::vector<int64_t>& s) { return sum_to(x, to_shape(s)); }, arg("x"),
         arg("shape"), Release(), "x summed down to `shape`, which broadcasts to x's (torch's sum_to_size).");
   m.def("broadcast_to", [](const Tensor& x, const std::vector<int64_t>& s) { return broadcast_to(x, to_shape(s)); },
@@ -904,6 +953,10 @@ void bind_math_ops(nb::module_& m) {
         "them as extents 1 with keepdim (torch.sum).");
   m.def("mean", &mean_over, arg("x"), arg("dim") = nb::none(), arg("keepdim") = false, Release(),
         "The mean of all elements (a scalar tensor), or over `dim` as sum's (torch.mean).");
+  // torch 1.13's var(x, unbiased) and std(x, unbiased) first: a bool there is no dimension.
+  for (const auto& [name, fn] : {std::pair{"var", &var_over}, std::pair{"std", &std_over}})
+    m.def(name, [fn](const Tensor& x, bool unbiased) { return fn(x, std::nullopt, std::nullopt, false, unbiased); },
+          arg("x"), arg("unbiased"), Release(), "Over every element, unbiased (True) or not (torch 1.13's form).");
   m.def("var", &var_over, arg("x"), arg("dim") = nb::none(), arg("correction") = nb::none(), arg("keepdim") = false,
         nb::kw_only(), arg("unbiased") = nb::none(),
         Release(), "The variance over dim (None: every element): sum((x - mean)^2) / (count - correction), "
@@ -920,16 +973,6 @@ void bind_math_ops(nb::module_& m) {
         "log(sum(exp(x))) over dim (an int or a list), each row shifted by its maximum so no exp overflows "
         "(torch.logsumexp): a row of -inf or an empty one gives -inf; float32, or bfloat16 computed in float32. "
         "Gradient: softmax(x) * g.");
-  const char* pow_doc =
-      "a ** b per element, broadcast; either may be a number (torch.pow). A number exponent 2, 3, 0.5, -0.5, -1 "
-      "or -2 takes torch's exact forms (x * x, sqrt, 1 / x, ...); otherwise powf per element, or on the CPU, for a "
-      "positive finite base and finite exponent (a tensor, broadcast or not, or a number), the double power rounded "
-      "once (a number is used as a float32). A negative base to a non-integer power is NaN. Gradients to every "
-      "tensor operand.";
-  m.def("pow", static_cast<Tensor (*)(const Tensor&, const Tensor&)>(&kiln::pow), arg("a"), arg("b"), Release(),
-        pow_doc);
-  m.def("pow", static_cast<Tensor (*)(const Tensor&, float)>(&kiln::pow), arg("a"), arg("b"), Release(), pow_doc);
-  m.def("pow", static_cast<Tensor (*)(float, const Tensor&)>(&kiln::pow), arg("a"), arg("b"), Release(), pow_doc);
   const char* where_doc =
       "a where cond is nonzero, else b (torch.where); cond, a and b broadcast together. cond: a mask of any dtype "
       "(a comparison's 0/1, an integer tensor; NaN counts as true); a or b may be a number (both: a float32 "
@@ -1106,6 +1149,7 @@ void bind_tensor(nb::module_& m) {
   bind_tensor_methods(m);
   bind_factories(m);
   bind_nn_ops(m);
+  bind_arithmetic_ops(m);
   bind_math_ops(m);
   bind_elementwise_ops(m);
   bind_layout_ops(m);

@@ -59,9 +59,13 @@ Tensor expanded_to(const Tensor& x, std::vector<int64_t> sizes) {
 void bind_reductions(nb::handle cls) {
   method(cls, "sum", &sum_over, arg("dim") = nb::none(), arg("keepdim") = false, Release());
   method(cls, "mean", &mean_over, arg("dim") = nb::none(), arg("keepdim") = false, Release());
-  for (const auto& [name, fn] : {std::pair{"var", &var_over}, std::pair{"std", &std_over}})
+  for (const auto& [name, fn] : {std::pair{"var", &var_over}, std::pair{"std", &std_over}}) {
+    method(cls, name, [fn](const Tensor& x, bool unbiased) {  // torch 1.13's x.var(unbiased), first
+      return fn(x, std::nullopt, std::nullopt, false, unbiased);
+    }, arg("unbiased"), Release());
     method(cls, name, fn, arg("dim") = nb::none(), arg("correction") = nb::none(), arg("keepdim") = false,
            nb::kw_only(), arg("unbiased") = nb::none(), Release());
+  }
   method(cls, "amax", &amax_over, arg("dim") = nb::none(), arg("keepdim") = false, Release());
   method(cls, "amin", &amin_over, arg("dim") = nb::none(), arg("keepdim") = false, Release());
   method(cls, "argmax", [](const Tensor& x, std::optional<int64_t> dim, bool keepdim) {
@@ -165,10 +169,11 @@ void bind_elementwise(nb::handle cls) {
       {"reciprocal", &kiln::reciprocal}, {"rsqrt", &kiln::rsqrt}, {"isnan", &kiln::isnan}, {"isinf", &kiln::isinf},
       {"isfinite", &kiln::isfinite}};
   for (const auto& [name, fn] : unary) method(cls, name, [fn](const Tensor& x) { return fn(x); }, Release());
-  method(cls, "pow", [](const Tensor& x, std::variant<Tensor, double> exponent) {
-    if (const Tensor* t = std::get_if<Tensor>(&exponent)) return kiln::pow(x, *t);
-    return kiln::pow(x, static_cast<float>(std::get<double>(exponent)));
-  }, arg("exponent"), Release());
+  method(cls, "pow", [](nb::handle x, nb::handle exponent) {  // x ** exponent: the operator's meaning
+    nb::object y = nb::steal(PyNumber_Power(x.ptr(), exponent.ptr(), Py_None));
+    if (!y.is_valid()) throw nb::python_error();
+    return y;
+  }, arg("exponent"), nb::sig("def pow(self, exponent: Tensor | float) -> Tensor"));
   method(cls, "clamp", &clamp_between, arg("min") = nb::none(), arg("max") = nb::none(), Release());
   method(cls, "masked_fill", [](const Tensor& x, const Tensor& mask, float value) {
     return kiln::masked_fill(x, mask, value);
@@ -181,51 +186,31 @@ void bind_elementwise(nb::handle cls) {
     }, arg("dim") = nb::none(), arg("keepdim") = false, Release());
 }
 
-// x.repeat(*sizes): torch's tiling. x, padded with leading 1s to len(sizes) dimensions, is viewed
-// as [1, d0, 1, d1, ...], broadcast to [s0, d0, s1, d1, ...] and joined pairwise: [s0 d0, s1 d1, ...].
+// x.repeat(*sizes): torch's tiling, x padded with leading 1s to len(sizes) dimensions. One dimension
+// k at a time where its repeat is not 1: viewed as [A, 1, B] (A the extents before k, B from k on),
+// broadcast to [A, s, B] and viewed back with extent k times s; three dimensions each, any rank.
 Tensor repeated(const Tensor& x, const std::vector<int64_t>& sizes) {
   const auto rank = static_cast<int64_t>(sizes.size());
   if (rank < x.rank())
     throw nb::value_error(("Tensor.repeat: " + std::to_string(rank) + " repeats for " + x.description() +
                            ", which has " + std::to_string(x.rank()) + " dimensions (give one per dimension or more)")
                               .c_str());
-  std::vector<int64_t> spread, tiled, joined;
-  for (int64_t k = 0; k < rank; ++k) {
-    const int64_t d = k < rank - x.rank() ? 1 : x.dim(k - (rank - x.rank()));
-    const int64_t s = sizes[static_cast<size_t>(k)];
+  for (int64_t s : sizes)
     if (s < 0) throw nb::value_error(("Tensor.repeat: repeat " + std::to_string(s) + " is negative").c_str());
-    spread.insert(spread.end(), {1, d});
-    tiled.insert(tiled.end(), {s, d});
-    joined.push_back(s * d);
-  }
+  std::vector<int64_t> dims(static_cast<size_t>(rank - x.rank()), 1);
+  dims.insert(dims.end(), x.shape().dims().begin(), x.shape().dims().end());
   nb::gil_scoped_release release;
-  return kiln::reshape(kiln::broadcast_to(kiln::reshape(x, Shape(spread)), Shape(tiled)), Shape(joined));
-}
-
-// x.new_zeros(size), new_ones, new_full(size, value): torch's factories of x's dtype and device
-// (dtype= and device= override).
-void bind_new_factories(nb::handle cls) {
-  for (const auto& [name, value] : {std::pair{"new_zeros", 0.0}, std::pair{"new_ones", 1.0}}) {
-    method_with_doc(cls, name, "A tensor of that shape (ints or one list) of x's dtype and device, as torch's.",
-                    [value](const Tensor& x, nb::args size, nb::kwargs kwargs) {
-      nb::dict rest;
-      TensorOptions opt{x.dtype(), x.device()};
-      for (const auto& [key, v] : kwargs) {
-        const std::string k = nb::cast<std::string>(key);
-        if (k == "dtype" && !v.is_none()) opt.dtype = dtype_from_name(nb::cast<std::string>(v));
-        else if (k == "device" && !v.is_none()) opt.device = device_from_name(nb::cast<std::string>(v));
-        else if (k != "dtype" && k != "device") rest[k.c_str()] = v;
-      }
-      const Shape s(ints_given(size, rest, value == 0.0 ? "Tensor.new_zeros" : "Tensor.new_ones", "size", "the shape",
-                               "2, 3"));
-      nb::gil_scoped_release release;
-      return Tensor::full(s, value, opt);
-    });
+  Tensor y = kiln::reshape(x, Shape(dims));
+  for (size_t k = 0; k < dims.size(); ++k) {
+    const int64_t s = sizes[k];
+    if (s == 1) continue;
+    int64_t before = 1, from = 1;
+    for (size_t j = 0; j < dims.size(); ++j) (j < k ? before : from) *= dims[j];
+    y = kiln::broadcast_to(kiln::reshape(y, Shape{before, 1, from}), Shape{before, s, from});
+    dims[k] *= s;
+    y = kiln::reshape(y, Shape(dims));
   }
-  method_with_doc(cls, "new_full", "A tensor of shape `size` filled with fill_value, of x's dtype and device, as "
-                  "torch's.", [](const Tensor& x, const std::vector<int64_t>& size, double fill_value) {
-    return Tensor::full(Shape(size), fill_value, TensorOptions{x.dtype(), x.device()});
-  }, arg("size"), arg("fill_value"), Release());
+  return y;
 }
 
 // The shorthands torch code is full of: x.size(), x.dim(), x.t(), x.float() and the other dtype names,
@@ -272,14 +257,14 @@ void bind_shorthands(nb::handle cls) {
     return nb::borrow(self);
   }, arg("requires_grad") = true);
   method_with_doc(cls, "neg", "-x (torch's x.neg()).", [](const Tensor& x) { return kiln::neg(x); }, Release());
-  method_with_doc(cls, "type_as", "x.astype(other.dtype) (torch's x.type_as(other)).",
-                  [](const Tensor& x, const Tensor& other) { return x.to(other.dtype()); }, arg("other"), Release());
+  method_with_doc(cls, "type_as", "x converted to other's dtype and moved to its device (torch's x.type_as(other)).",
+                  [](const Tensor& x, const Tensor& other) { return x.to(other.device()).to(other.dtype()); },
+                  arg("other"), Release());
   method_with_doc(cls, "repeat", "x.repeat(2, 1, 3): x tiled that many times along each dimension, new leading "
                   "ones first (torch's repeat; a copy, through broadcast_to).",
                   [](const Tensor& x, nb::args sizes, nb::kwargs kwargs) {
     return repeated(x, ints_given(sizes, kwargs, "Tensor.repeat", "repeats", "the repeats", "2, 1, 3"));
   });
-  bind_new_factories(cls);
 }
 
 // One entry of an index: what it does to the dimension it meets (None meets none, adding an extent

@@ -195,5 +195,5 @@ def test_full_infers_its_dtype_from_the_value_as_torch():
     with pytest.raises(kiln.Error, match="full: the int 1180591620717411303424 is past int64's range"):
         kiln.full([2], 2**70)
     assert kiln.full([1], 2**70, dtype="float32").tolist() == [float(2**70)]
-    with pytest.raises(TypeError, match="full: value must be a number, not str"):
+    with pytest.raises(TypeError, match="full: the fill value must be a number, not str"):
         kiln.full([2], "a")

@@ -318,3 +318,75 @@ def test_repeat_type_as_and_new_factories_match_torch():
         assert got.dtype == "float32"
         _same_values(got, want)
     assert kiln.tensor([1]).new_zeros(2).dtype == "int64" and k.new_zeros(2, dtype="int32").dtype == "int32"
+
+
+def test_review_cases_of_the_torch_forms():
+    """What review found in the torch forms: each compared with torch 1.13."""
+    F = torch.nn.functional
+    x = torch.randn(3, 4, generator=torch.Generator().manual_seed(0))
+    k = kiln.from_dlpack(x.clone())
+    for fn in ("var", "std"):  # torch 1.13's var(unbiased): a bool is no dimension
+        assert getattr(k, fn)(False).shape == () and getattr(kiln, fn)(k, True).shape == ()
+        np.testing.assert_allclose(getattr(k, fn)(False).item(), getattr(x, fn)(False).item(), rtol=1e-6)
+    # bfloat16 softplus with a beta computes beta x in float32 (in bfloat16, 3 x 0.334 rounds to 1.0)
+    b = torch.tensor([0.333984375, -21.75, -0.6015625]).bfloat16()
+    for beta, threshold in [(3.0, 1.0), (3.0, 20.0), (-0.5, 0.3)]:
+        got = kiln.softplus(kiln.from_dlpack(b.float().clone()).astype("bfloat16"), beta, threshold)
+        want = F.softplus(b, beta, threshold).float().numpy()
+        np.testing.assert_allclose(np.from_dlpack(got.astype("float32")), want, rtol=2**-8)
+    assert kiln.ones(2, 2).repeat(1, 1, 1, 2, 2).shape == (1, 1, 1, 4, 4)  # 5 repeats: one dimension at a time
+    a = torch.arange(24.0).reshape(2, 3, 4)
+    _same_values(kiln.from_dlpack(a.clone()).repeat(2, 1, 3, 2), a.repeat(2, 1, 3, 2))
+    z = kiln.zeros(3)
+    assert z.new_ones(2, requires_grad=True).requires_grad and z.new_zeros(2, 3, device="cpu").shape == (2, 3)
+    assert z.new_full([2], 1, dtype="int64").tolist() == [1, 1]
+    assert z.new_full((2,), fill_value=3.5).tolist() == [3.5] * 2
+    assert kiln.tensor([1]).new_full([1], 2**62 + 1).tolist() == [2**62 + 1]  # exact, as kiln.full
+    with pytest.raises(TypeError, match="Tensor.new_ones: dtype must be a dtype's name"):
+        z.new_ones(2, dtype=torch.int64)
+    with pytest.raises(TypeError, match="new_full: the fill value must be a number, not str"):
+        z.new_full([2], "a")
+    assert z.type_as(kiln.tensor([1])).dtype == "int64"
+    assert kiln.rsqrt(kiln.tensor([4])).tolist() == [0.5]  # an integer x as float32, as torch's
+    # bfloat16 rounded once from float32 (at 1.56e-39 the nearer of the two neighbours of 2.5309e19,
+    # where torch 1.13's bfloat16 kernel gives the other)
+    bf = torch.tensor([1.56e-39, 3.0, 7.0, 1e30]).bfloat16()
+    assert kiln.rsqrt(kiln.from_dlpack(bf.float().clone()).astype("bfloat16")).astype("float32").tolist() == \
+        torch.rsqrt(bf.float()).bfloat16().float().tolist()
+    u8 = kiln.zeros(2, dtype="uint8")
+    for name in ("isnan", "isinf", "isfinite", "square", "reciprocal", "rsqrt", "tril"):
+        with pytest.raises(kiln.Error, match=f"{name}: x must be float32, bfloat16, int32 or int64, got uint8"):
+            getattr(kiln, name)(u8.reshape(1, 2) if name == "tril" else u8)
+
+
+def test_review_cases_of_the_function_forms_and_promotion():
+    f, b = kiln.tensor([0.5]), kiln.tensor([2**30], dtype="int32")
+    assert kiln.add(f, b, alpha=4).tolist() == torch.add(torch.tensor([0.5]), torch.tensor([2**30], dtype=torch.int32),
+                                                         alpha=4).tolist()  # b * 4 as a float, not wrapped in int32
+    assert kiln.sub(0.5, kiln.tensor([2**62]), alpha=4).tolist() == [0.5 - 2.0**64]
+    assert kiln.add(kiln.tensor([1, 2]), np.array(2.5), alpha=2.5).tolist() == [7.25, 8.25]  # a 0-d float array
+    with pytest.raises(kiln.Error, match="alpha must be an int between integer operands .*got 2.0"):
+        kiln.add(kiln.tensor([1]), kiln.tensor([1]), alpha=2.0)
+    i32, t32 = kiln.tensor([2**20], dtype="int32"), torch.tensor([2**20], dtype=torch.int32)
+    for got, want in [(i32 / 2**40, t32 / 2**40), (2**40 / i32, 2**40 / t32), (kiln.div(i32, 2**70), t32 / 2.0**70)]:
+        assert got.dtype == "float32" and got.tolist() == want.tolist()  # division is float32's: any int goes
+    ki, ti = kiln.tensor([1, 2, 3]), torch.tensor([1, 2, 3])
+    for got, want in [(kiln.pow(ki, 2.5), torch.pow(ti, 2.5)), (ki.pow(2.5), ti.pow(2.5)),
+                      (kiln.pow(2.5, ki), torch.pow(2.5, ti)), (kiln.pow(kiln.tensor([2.0]), kiln.tensor([3.0])),
+                                                                torch.pow(torch.tensor([2.0]), torch.tensor([3.0])))]:
+        assert got.dtype == "float32"
+        np.testing.assert_allclose(np.from_dlpack(got), want.numpy(), rtol=1e-6)
+    with pytest.raises(kiln.Error, match=r"add: b is uint8\[1\] on cpu; kiln's arithmetic takes"):
+        kiln.tensor([1.0]) + kiln.tensor([1], dtype="uint8")
+    big = 2**54 + 2**30 + 1  # an int rounded once to float32, not through a double first
+    assert kiln.add(kiln.zeros(1), big).tolist() == torch.add(torch.zeros(1), big).tolist()
+    assert (kiln.zeros(1) + big).tolist() == (torch.zeros(1) + big).tolist()
+    assert kiln.zeros(2, device=None).shape == (2,) and kiln.full([2], 3, device=None).dtype == "int64"
+    with pytest.raises(kiln.Error, match="full: the fill value is a bool"):
+        kiln.full([2], np.bool_(True))
+    with pytest.raises(TypeError, match="kiln.zeros: give the shape once"):
+        kiln.zeros(size=(2, 3), shape=(4,))
+    for args, kwargs in [(("int32", "int64"), {}), (("cpu", "cpu"), {}), (("int32",), {"dtype": "int64"}),
+                         ((kiln.zeros(1), "float32"), {})]:
+        with pytest.raises(TypeError, match="Tensor.to takes one device and one dtype"):
+            kiln.zeros(2).to(*args, **kwargs)
