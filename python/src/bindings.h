@@ -92,9 +92,10 @@ Tensor amin_over(const Tensor& x, std::optional<Dims> dim, bool keepdim);
 Tensor truth_over(bool every, const Tensor& x, std::optional<Dims> dim, bool keepdim);
 // kiln.var and kiln.std over dim (None: every element), with torch's correction (default 1:
 // unbiased) or torch 1.13's unbiased keyword, not both.
-Tensor var_over(const Tensor& x, std::optional<Dims> dim, std::optional<int64_t> correction, bool keepdim,
+// dim is read with the GIL held (None, an int or a list; a bool refused), the rest without.
+Tensor var_over(const Tensor& x, nb::handle dim, std::optional<int64_t> correction, bool keepdim,
                 std::optional<bool> unbiased);
-Tensor std_over(const Tensor& x, std::optional<Dims> dim, std::optional<int64_t> correction, bool keepdim,
+Tensor std_over(const Tensor& x, nb::handle dim, std::optional<int64_t> correction, bool keepdim,
                 std::optional<bool> unbiased);
 // kiln.logsumexp over dim (torch's takes no None).
 Tensor logsumexp_over(const Tensor& x, const Dims& dim, bool keepdim);

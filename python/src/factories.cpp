@@ -358,13 +358,15 @@ void bind_new_factories(nb::handle cls) {
   }
   bind("new_full", "A tensor of shape `size` filled with fill_value, of x's dtype and device unless dtype= or device= "
        "are given (torch's); an int64 fill exact.", [like_x](const Tensor& x, nb::args args, nb::kwargs kwargs) {
-    if (args.size() != 2 && !(args.size() == 1 && kwargs.contains("fill_value")))
-      throw nb::type_error("Tensor.new_full takes (size, fill_value), as torch's");
+    const bool fill_kw = kwargs.contains("fill_value"), size_kw = kwargs.contains("size");
+    if (args.size() + fill_kw + size_kw != 2 || (args.size() == 1 && size_kw && !fill_kw))
+      throw nb::type_error("Tensor.new_full takes (size, fill_value), as torch's: x.new_full([2, 3], 1.5)");
     nb::kwargs rest;
-    nb::object fill = args.size() == 2 ? nb::borrow(args[1]) : nb::borrow(kwargs["fill_value"]);
+    const nb::object fill = fill_kw ? nb::borrow(kwargs["fill_value"]) : nb::borrow(args[args.size() - 1]);
     for (const auto& [key, v] : kwargs)
       if (nb::cast<std::string>(key) != "fill_value") rest[key] = v;
-    const auto [shape, k] = shape_and_keywords(nb::borrow<nb::args>(nb::make_tuple(args[0])), rest, "Tensor.new_full");
+    const nb::args size = nb::borrow<nb::args>(size_kw ? nb::make_tuple() : nb::make_tuple(args[0]));
+    const auto [shape, k] = shape_and_keywords(size, rest, "Tensor.new_full");
     const FillValue v = fill_number(fill, true, "new_full");  // x's dtype holds a bool
     const TensorOptions opt = like_x(x, k);
     nb::gil_scoped_release release;

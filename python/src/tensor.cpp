@@ -110,14 +110,32 @@ int64_t correction_of(const char* name, std::optional<int64_t> correction, std::
   return unbiased ? (*unbiased ? 1 : 0) : correction.value_or(1);
 }
 
-Tensor var_over(const Tensor& x, std::optional<Dims> dim, std::optional<int64_t> correction, bool keepdim,
-                std::optional<bool> unbiased) {
-  return kiln::var(x, dims_or_all(x, dim), correction_of("var", correction, unbiased), keepdim);
+// var's and std's dim: None, an int or a list of ints, but no bool (torch's var(x, True, ...) is
+// no call: a bool beside other arguments would read as dimension 1).
+std::optional<Dims> moment_dims(const char* name, nb::handle dim) {
+  if (dim.is_none()) return std::nullopt;
+  Dims d;
+  std::string kind;
+  const bool is_bool = PyBool_Check(dim.ptr()) || (nb::hasattr(dim, "dtype") &&
+                       nb::try_cast(nb::getattr(nb::getattr(dim, "dtype"), "kind", nb::none()), kind) && kind == "b");
+  if (is_bool || !nb::try_cast(dim, d))
+    throw nb::type_error((std::string(name) + ": dim must be an int or a list of ints, not " + python_type(dim) +
+                          " (torch 1.13's unbiased is var(x, unbiased) alone, or the keyword unbiased=)").c_str());
+  return d;
 }
 
-Tensor std_over(const Tensor& x, std::optional<Dims> dim, std::optional<int64_t> correction, bool keepdim,
+Tensor var_over(const Tensor& x, nb::handle dim, std::optional<int64_t> correction, bool keepdim,
                 std::optional<bool> unbiased) {
-  return kiln::stddev(x, dims_or_all(x, dim), correction_of("std", correction, unbiased), keepdim);
+  const std::optional<Dims> d = moment_dims("var", dim);
+  nb::gil_scoped_release release;
+  return kiln::var(x, dims_or_all(x, d), correction_of("var", correction, unbiased), keepdim);
+}
+
+Tensor std_over(const Tensor& x, nb::handle dim, std::optional<int64_t> correction, bool keepdim,
+                std::optional<bool> unbiased) {
+  const std::optional<Dims> d = moment_dims("std", dim);
+  nb::gil_scoped_release release;
+  return kiln::stddev(x, dims_or_all(x, d), correction_of("std", correction, unbiased), keepdim);
 }
 
 Tensor logsumexp_over(const Tensor& x, const Dims& dim, bool keepdim) {
@@ -349,9 +367,14 @@ std::optional<Tensor> integer_number(const Tensor& a, nb::handle other, const ch
 // A number as float32, rounded once: an int within int64 from the integer itself (through a double,
 // one past 2^53 would round twice), anything else from the double s it reads as.
 float as_float(nb::handle number, double s) {
-  if (PyFloat_Check(number.ptr()) || !PyLong_Check(number.ptr())) return static_cast<float>(s);
+  if (PyFloat_Check(number.ptr()) || !PyIndex_Check(number.ptr())) return static_cast<float>(s);
+  const nb::object index = nb::steal(PyNumber_Index(number.ptr()));  // NumPy's and torch's integers too
+  if (!index.is_valid()) {  // a 0-d float array's __index__ refuses: its double
+    PyErr_Clear();
+    return static_cast<float>(s);
+  }
   int overflow = 0;
-  const long long v = PyLong_AsLongLongAndOverflow(number.ptr(), &overflow);
+  const long long v = PyLong_AsLongLongAndOverflow(index.ptr(), &overflow);
   if (v == -1 && PyErr_Occurred()) throw nb::python_error();
   return overflow == 0 ? static_cast<float>(v) : static_cast<float>(s);
 }
@@ -450,6 +473,7 @@ Tensor tensor_to(const Tensor& t, nb::args args, nb::kwargs kwargs) {
   std::optional<DType> dtype;
   const auto take = [&](nb::handle h, bool as_device, bool as_dtype) {
     if (nb::isinstance<Tensor>(h) && as_device && as_dtype) {
+      if (device || dtype) throw nb::type_error("Tensor.to takes one device and one dtype: a tensor gives both");
       const Tensor& other = nb::cast<const Tensor&>(h);
       device = other.device();
       dtype = other.dtype();
@@ -815,8 +839,13 @@ nb::object arithmetic(const char* name, binaryfunc op, nb::handle a, nb::handle 
                              .c_str());
   nb::object scaled = nb::borrow(b);
   if (alpha.is_valid() && !alpha.is_none()) {
+    int64_t ndim = 0;  // a number: Python's, or a NumPy scalar (torch: "alpha must be Number")
+    if (nb::isinstance<Tensor>(alpha) ||
+        (nb::hasattr(alpha, "ndim") && (!nb::try_cast(nb::getattr(alpha, "ndim"), ndim) || ndim != 0)) ||
+        !(PyFloat_Check(alpha.ptr()) || PyIndex_Check(alpha.ptr()) || nb::hasattr(alpha, "__float__")))
+      throw nb::type_error((std::string(name) + ": alpha must be a number, not " + python_type(alpha)).c_str());
     const bool integers = integral_operand(a) && integral_operand(b);
-    if (PyFloat_Check(alpha.ptr()) && integers) {
+    if (!integral_operand(alpha) && integers) {
       PyObject* text = PyObject_Repr(alpha.ptr());
       if (text == nullptr) throw nb::python_error();
       KILN_FAIL(name, ": alpha must be an int between integer operands (torch's rule), got ",
@@ -955,15 +984,17 @@ void bind_math_ops(nb::module_& m) {
         "The mean of all elements (a scalar tensor), or over `dim` as sum's (torch.mean).");
   // torch 1.13's var(x, unbiased) and std(x, unbiased) first: a bool there is no dimension.
   for (const auto& [name, fn] : {std::pair{"var", &var_over}, std::pair{"std", &std_over}})
-    m.def(name, [fn](const Tensor& x, bool unbiased) { return fn(x, std::nullopt, std::nullopt, false, unbiased); },
-          arg("x"), arg("unbiased"), Release(), "Over every element, unbiased (True) or not (torch 1.13's form).");
+    m.def(name, [fn](const Tensor& x, bool unbiased) { return fn(x, nb::none(), std::nullopt, false, unbiased); },
+          arg("x"), arg("unbiased"), "Over every element, unbiased (True) or not (torch 1.13's form).");
+  const char* dims_sig = "dim: int | Sequence[int] | None = None, correction: int | None = None, keepdim: bool = "
+                         "False, *, unbiased: bool | None = None) -> Tensor";
   m.def("var", &var_over, arg("x"), arg("dim") = nb::none(), arg("correction") = nb::none(), arg("keepdim") = false,
-        nb::kw_only(), arg("unbiased") = nb::none(),
-        Release(), "The variance over dim (None: every element): sum((x - mean)^2) / (count - correction), "
+        nb::kw_only(), arg("unbiased") = nb::none(), nb::sig((std::string("def var(x: Tensor, ") + dims_sig).c_str()),
+        "The variance over dim (None: every element): sum((x - mean)^2) / (count - correction), "
         "correction 1 the unbiased estimate, 0 the population's (torch.var's correction); gradients through it.");
   m.def("std", &std_over, arg("x"), arg("dim") = nb::none(), arg("correction") = nb::none(), arg("keepdim") = false,
-        nb::kw_only(), arg("unbiased") = nb::none(),
-        Release(), "The square root of var (torch.std).");
+        nb::kw_only(), arg("unbiased") = nb::none(), nb::sig((std::string("def std(x: Tensor, ") + dims_sig).c_str()),
+        "The square root of var (torch.std).");
   m.def("amax", &amax_over, arg("x"), arg("dim") = nb::none(), arg("keepdim") = false, Release(),
         "The largest element (a scalar tensor), or the largest over `dim` as sum's; NaN wins (torch.amax). The "
         "gradient is shared evenly among the elements equal to the result.");

@@ -61,10 +61,12 @@ void bind_reductions(nb::handle cls) {
   method(cls, "mean", &mean_over, arg("dim") = nb::none(), arg("keepdim") = false, Release());
   for (const auto& [name, fn] : {std::pair{"var", &var_over}, std::pair{"std", &std_over}}) {
     method(cls, name, [fn](const Tensor& x, bool unbiased) {  // torch 1.13's x.var(unbiased), first
-      return fn(x, std::nullopt, std::nullopt, false, unbiased);
-    }, arg("unbiased"), Release());
+      return fn(x, nb::none(), std::nullopt, false, unbiased);
+    }, arg("unbiased"));
     method(cls, name, fn, arg("dim") = nb::none(), arg("correction") = nb::none(), arg("keepdim") = false,
-           nb::kw_only(), arg("unbiased") = nb::none(), Release());
+           nb::kw_only(), arg("unbiased") = nb::none(),
+           nb::sig((std::string("def ") + name + "(self, dim: int | Sequence[int] | None = None, correction: int | "
+                    "None = None, keepdim: bool = False, *, unbiased: bool | None = None) -> Tensor").c_str()));
   }
   method(cls, "amax", &amax_over, arg("dim") = nb::none(), arg("keepdim") = false, Release());
   method(cls, "amin", &amin_over, arg("dim") = nb::none(), arg("keepdim") = false, Release());

@@ -390,3 +390,26 @@ def test_review_cases_of_the_function_forms_and_promotion():
                          ((kiln.zeros(1), "float32"), {})]:
         with pytest.raises(TypeError, match="Tensor.to takes one device and one dtype"):
             kiln.zeros(2).to(*args, **kwargs)
+
+
+def test_second_review_cases():
+    x = kiln.tensor([[1.0, 2.0, 4.0], [3.0, 5.0, 11.0]])
+    for call in (lambda: kiln.var(x, True, keepdim=True), lambda: x.var(True, True), lambda: kiln.std(x, np.bool_(0))):
+        with pytest.raises(TypeError, match="dim must be an int or a list of ints, not bool"):
+            call()
+    assert x.var(1, True).tolist() == kiln.var(x, 1).tolist() and kiln.var(x, dim=[0, 1]).shape == ()
+    with pytest.raises(kiln.Error, match="alpha must be an int between integer operands"):
+        kiln.add(kiln.tensor([1, 2]), kiln.tensor([3, 4]), alpha=np.float32(2.5))
+    assert kiln.add(kiln.tensor([1, 2]), kiln.tensor([3, 4]), alpha=np.int64(2)).tolist() == [7, 10]
+    for alpha in (kiln.tensor([[10.0], [100.0]]), "a", np.array([1.0, 2.0])):
+        with pytest.raises(TypeError, match="add: alpha must be a number"):
+            kiln.add(kiln.tensor([1.0, 2.0]), kiln.tensor([3.0, 4.0]), alpha=alpha)
+    with pytest.raises(TypeError, match="Tensor.to takes one device and one dtype: a tensor gives both"):
+        kiln.tensor([1.5]).to("int32", kiln.tensor([1.0]))
+    n = 2**60 + 2**36 + 1  # NumPy's and torch's integers rounded once to float32, as Python's
+    for big in (np.int64(n), torch.tensor(n)):
+        assert (kiln.tensor([0.0]) + big).tolist() == (torch.tensor([0.0]) + big).tolist()
+    for args, kwargs in [((), {"size": (2,), "fill_value": 3}), (([2],), {"fill_value": 3}), (([2], 3), {})]:
+        assert x.new_full(*args, **kwargs).tolist() == [3.0, 3.0]
+    with pytest.raises(TypeError, match="Tensor.new_full takes \\(size, fill_value\\)"):
+        x.new_full(fill_value=3)
