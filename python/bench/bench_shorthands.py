@@ -6,23 +6,13 @@ the prediction). Each kiln result is checked against torch's before it is timed.
 
     PYTHONPATH=build/python /usr/bin/python3 python/bench/bench_shorthands.py
 """
-import time
-
 import numpy as np
 import torch
 
 import kiln
+from bench_select import best_ms  # the same timing: best of 7, in ms
 
 F = torch.nn.functional
-
-
-def best_ms(fn, runs=7):
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times) * 1e3
 
 
 def main():
