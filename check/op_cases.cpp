@@ -934,6 +934,31 @@ void append_shape_cases(std::vector<OpCase>& cases) {
   cases.push_back(streaming(reduce_case("logsumexp", logsumexp_dims, {1}, false), 3, 8));
   cases.push_back(bf16_variant(cases.back(), kRtolBf16));
   cases.push_back(streaming(reduce_case("logsumexp", logsumexp_dims, {0, 2}, true), 3, 3));
+  // The p-norms: 2 (a root of sums of squares), 1, 3 (powers and a root), inf (the largest |x|).
+  struct Norm {
+    double p;
+    std::vector<int64_t> dims;
+    bool keepdim;
+  };
+  const Norm norms[] = {{2.0, {1}, false}, {1.0, {0, 2}, true}, {3.0, {-1}, false}, {INFINITY, {0, 1, 2}, false}};
+  for (const Norm& norm : norms) {
+    const double p = norm.p;
+    const std::vector<int64_t> dims = norm.dims;
+    const bool keepdim = norm.keepdim;
+    std::string name = "vector_norm/2x3x4_p" + (std::isinf(p) ? std::string("inf") : std::to_string(int(p))) + "_over";
+    for (int64_t d : dims) name += "_" + std::to_string(d);
+    OpCase k = simple(name, "vector_norm", {std::isinf(p) ? distinct(g, {2, 3, 4}) : x}, {true},
+                      [p, dims, keepdim](const std::vector<Tensor>& in) {
+                        return vector_norm(in[0], p, dims, keepdim);
+                      },
+                      kRtolReduction);
+    // p 0 stands for inf: the manifest is JSON, which has no infinity
+    k.params = {{"p", std::isinf(p) ? 0.0 : p}, {"keepdim", keepdim ? 1.0 : 0.0},
+                {"ndims", static_cast<double>(dims.size())}};
+    for (size_t i = 0; i < dims.size(); ++i) k.params["d" + std::to_string(i)] = static_cast<double>(dims[i]);
+    cases.push_back(streaming(k, 3, 6));
+  }
+  cases.push_back(bf16_variant(cases.back(), kRtolBf16));
   // Rows long enough for the GPU's block-per-row kernel (1024 and more), maximum not at the start.
   OpCase long_rows = simple("amax/3x1500_over_1", "amax", {distinct(g, {3, 1500})}, {true},
                             [](const std::vector<Tensor>& in) { return amax(in[0], 1); }, kRtolExact);

@@ -362,6 +362,10 @@ Tensor mean(const Tensor& x, int64_t dim, bool keepdim = false);
 // torch's. Gradients through the composition.
 Tensor var(const Tensor& x, const std::vector<int64_t>& dims, int64_t correction = 1, bool keepdim = false);
 Tensor stddev(const Tensor& x, const std::vector<int64_t>& dims, int64_t correction = 1, bool keepdim = false);
+// The p-norm over `dims` (torch.linalg.vector_norm, x.norm(p, dim)): (sum |x|^p)^(1/p) for p > 0,
+// the largest |x| for p = inf; float32 or bfloat16, summed in float32 (as sum's), a bfloat16 x's
+// result rounded once. Gradients through the composition, 0 where the norm is 0 (torch's there).
+Tensor vector_norm(const Tensor& x, double p, const std::vector<int64_t>& dims, bool keepdim = false);
 // The largest (amax) or smallest (amin) element over `dims`, as sum's: exact, NaN wins, float32,
 // bfloat16, int32 or int64 (torch.amax). The gradient is shared evenly among the elements equal to
 // the result.

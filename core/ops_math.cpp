@@ -934,7 +934,7 @@ Tensor variance(const char* op, const Tensor& x, const std::vector<int64_t>& dim
 // sqrt's gradient, but 0 where the deviation is 0 (torch's std_backward): a constant row, a
 // padding feature, must not turn every gradient NaN through 1 / (2 * 0).
 struct StdNode final : Node {
-  StdNode() : Node("std") {}
+  explicit StdNode(const char* op) : Node(op) {}
   SavedTensor y;
   std::vector<Tensor> apply(const Tensor& g) override {
     const Tensor& s = y.get();
@@ -944,6 +944,20 @@ struct StdNode final : Node {
   bool release_saved() override { return release_all(y); }
 };
 
+// sqrt(v) whose gradient is 0 where v is 0 (torch's std and norm there), not the inf that 1 / (2
+// sqrt(v)) gives, which times a zero gradient is NaN.
+Tensor root_of(const char* op, const Tensor& v) {
+  Tensor y = Tensor::empty(v.shape(), like(v));
+  backend_for(v.device()).unary(UnaryOp::sqrt, v, y);
+  if (autograd::needs_grad({&v})) {
+    auto node = std::make_shared<StdNode>(op);
+    node->y = y.detach();
+    node->next = {autograd::edge_for(v)};
+    autograd::set_history(y, node);
+  }
+  return y;
+}
+
 }  // namespace
 
 Tensor var(const Tensor& x, const std::vector<int64_t>& dims, int64_t correction, bool keepdim) {
@@ -951,16 +965,26 @@ Tensor var(const Tensor& x, const std::vector<int64_t>& dims, int64_t correction
 }
 
 Tensor stddev(const Tensor& x, const std::vector<int64_t>& dims, int64_t correction, bool keepdim) {
-  const Tensor v = variance("std", x, dims, correction, keepdim);
-  Tensor y = Tensor::empty(v.shape(), like(v));
-  backend_for(v.device()).unary(UnaryOp::sqrt, v, y);
-  if (autograd::needs_grad({&v})) {
-    auto node = std::make_shared<StdNode>();
-    node->y = y.detach();
-    node->next = {autograd::edge_for(v)};
-    autograd::set_history(y, node);
+  return root_of("std", variance("std", x, dims, correction, keepdim));
+}
+
+Tensor vector_norm(const Tensor& x, double p, const std::vector<int64_t>& dims, bool keepdim) {
+  checks::float32_or_bf16("norm", "x", x);
+  KILN_CHECK(p > 0, "norm: p must be positive or inf, got ", p);
+  const Tensor f = x.dtype() == DType::bf16 ? x.to(DType::f32) : x;  // summed in float32, rounded once
+  Tensor y;
+  if (std::isinf(p)) {
+    y = amax(abs(f), dims, keepdim);
+  } else if (p == 1) {
+    y = sum(abs(f), dims, keepdim);
+  } else if (p == 2) {
+    y = root_of("norm", sum(mul(f, f), dims, keepdim));
+  } else {  // the root's gradient at 0 is infinite: a norm of 0 is the constant 0 there (torch's zero gradient)
+    const Tensor s = sum(pow(abs(f), static_cast<float>(p)), dims, keepdim);
+    const Tensor zero = eq(s, 0.0);
+    y = where(zero, 0.0f, pow(where(zero, 1.0f, s), static_cast<float>(1.0 / p)));
   }
-  return y;
+  return y.to(x.dtype());
 }
 
 namespace {

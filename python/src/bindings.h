@@ -88,6 +88,8 @@ Tensor mean_over(const Tensor& x, std::optional<Dims> dim, bool keepdim);
 // kiln.amax and kiln.amin over dim (None: every element).
 Tensor amax_over(const Tensor& x, std::optional<Dims> dim, bool keepdim);
 Tensor amin_over(const Tensor& x, std::optional<Dims> dim, bool keepdim);
+// kiln.norm over dim (None: every element): p a number or "fro".
+Tensor norm_over(const Tensor& x, const std::variant<double, std::string>& p, std::optional<Dims> dim, bool keepdim);
 // kiln.all (every true) and kiln.any over dim (None: every element), 0/1 masks.
 Tensor truth_over(bool every, const Tensor& x, std::optional<Dims> dim, bool keepdim);
 // kiln.var and kiln.std over dim (None: every element), with torch's correction (default 1:

@@ -90,6 +90,15 @@ Tensor amax_over(const Tensor& x, std::optional<Dims> dim, bool keepdim) {
   return kiln::amax(x, dims_or_all(x, dim), keepdim);
 }
 
+// kiln.norm and Tensor.norm: torch's p, a number or "fro" (2 over the elements), over dim (None:
+// every element).
+Tensor norm_over(const Tensor& x, const std::variant<double, std::string>& p, std::optional<Dims> dim, bool keepdim) {
+  const std::string* name = std::get_if<std::string>(&p);
+  KILN_CHECK(!name || *name == "fro", "norm: p must be a number or \"fro\", got \"", name ? *name : "",
+             "\" (kiln has no nuclear norm)");
+  return kiln::vector_norm(x, name ? 2.0 : std::get<double>(p), dims_or_all(x, dim), keepdim);
+}
+
 // kiln.all and kiln.any over dim (None: every element): whether every (any) element is nonzero, a
 // 0/1 mask (kiln has no bool), NaN counting as nonzero, as torch's. Counts of the zeros (nonzeros):
 // an empty extent gives all's 1 and any's 0, as torch's, and a count never rounds to 0.
@@ -900,6 +909,9 @@ void bind_elementwise_ops(nb::module_& m) {
         "diagonal); tril(ones([T, T])) is a causal mask.");
   m.def("triu", &kiln::triu, arg("x"), arg("diagonal") = 0, Release(),
         "torch.triu: x with the elements below diagonal `diagonal` zeroed (j - i < diagonal).");
+  m.def("norm", &norm_over, arg("x"), arg("p") = 2.0, arg("dim") = nb::none(), arg("keepdim") = false, Release(),
+        "torch.norm and torch.linalg.vector_norm: (sum |x|^p)^(1/p) over dim (None: every element), p > 0 or "
+        "inf (the largest |x|), \"fro\" for 2; float32 or bfloat16; gradient 0 where the norm is 0, as torch's.");
   m.def("all", [](const Tensor& x, std::optional<Dims> dim, bool keepdim) {
           return truth_over(true, x, dim, keepdim);
         }, arg("x"), arg("dim") = nb::none(), arg("keepdim") = false, Release(),

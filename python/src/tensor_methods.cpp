@@ -182,6 +182,7 @@ void bind_elementwise(nb::handle cls) {
   }, arg("mask"), arg("value"), Release());
   for (const auto& [name, fn] : {std::pair{"tril", &kiln::tril}, std::pair{"triu", &kiln::triu}})
     method(cls, name, fn, arg("diagonal") = 0, Release());
+  method(cls, "norm", &norm_over, arg("p") = 2.0, arg("dim") = nb::none(), arg("keepdim") = false, Release());
   for (const auto& [name, every] : {std::pair{"all", true}, std::pair{"any", false}})
     method(cls, name, [every](const Tensor& x, std::optional<Dims> dim, bool keepdim) {
       return truth_over(every, x, dim, keepdim);

@@ -413,3 +413,31 @@ def test_second_review_cases():
         assert x.new_full(*args, **kwargs).tolist() == [3.0, 3.0]
     with pytest.raises(TypeError, match="Tensor.new_full takes \\(size, fill_value\\)"):
         x.new_full(fill_value=3)
+
+
+@pytest.mark.parametrize("p", [2, 1, math.inf, 3, 0.5, "fro"])
+def test_norm_matches_torch_with_its_zero_gradient(p):
+    a = np.random.RandomState(8).randn(3, 4, 5).astype(np.float32)
+    a[1] = 0  # norms of 0: torch's gradient there is 0, not the NaN of sqrt's inf times 0
+    g = np.random.RandomState(9)
+    for dim, keepdim in ((None, False), (2, False), ((0, 2), True), (-1, True)):
+        x, t = kiln.from_dlpack(a.copy()).requires_grad_(), torch.from_numpy(a.copy()).requires_grad_()
+        y = x.norm(p) if dim is None else kiln.norm(x, p, dim, keepdim)
+        yt = t.norm(p) if dim is None else torch.norm(t, p, dim, keepdim)
+        assert y.shape == tuple(yt.shape)
+        np.testing.assert_allclose(np.asarray(y.tolist()), yt.detach().numpy(), rtol=1e-5)
+        w = np.asarray(g.randn(*yt.shape), np.float32)
+        (y * kiln.from_dlpack(w.copy())).sum().backward()
+        (yt * torch.from_numpy(w)).sum().backward()
+        np.testing.assert_allclose(np.from_dlpack(x.grad), t.grad.numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_norm_refusals_and_bfloat16():
+    a = np.random.RandomState(10).randn(50).astype(np.float32)
+    got = kiln.norm(kiln.from_dlpack(a.copy()).astype("bfloat16")).astype("float32").item()
+    assert got == torch.norm(torch.from_numpy(a).bfloat16().float()).bfloat16().float().item()  # rounded once
+    for p, message in [(0, "p must be positive or inf, got 0"), (-1, "p must be positive"),
+                       ("nuc", 'p must be a number or "fro", got "nuc"')]:
+        with pytest.raises(kiln.Error, match=message):
+            kiln.norm(kiln.zeros(2), p)
+    assert kiln.norm(kiln.zeros(0)).item() == 0.0

@@ -53,6 +53,10 @@ def run_op(op, p, x, extras):
         return getattr(torch, op)(x[0])
     if op in ("gelu", "silu", "softplus"):
         return getattr(F, op)(x[0])
+    if op == "vector_norm":
+        dims = [int(p[f"d{i}"]) for i in range(int(p["ndims"]))]
+        order = p["p"] if p["p"] != 0 else float("inf")  # 0 stands for inf (JSON has none)
+        return torch.linalg.vector_norm(x[0], ord=order, dim=dims, keepdim=bool(int(p["keepdim"])))
     if op in ("tril", "triu"):
         return getattr(torch, op)(x[0], int(p["diagonal"]))
     if op == "gelu_tanh":
