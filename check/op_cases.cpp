@@ -540,7 +540,8 @@ void append_unary_cases(std::vector<OpCase>& cases) {
   }
   // torch's softplus(x, beta, threshold), both sides of the threshold in one input; no sample within
   // 0.05 of beta x = threshold, where the op jumps (to x) and finite differences would straddle it.
-  for (const auto& [beta, threshold] : {std::pair{2.0f, 1.0f}, std::pair{-0.5f, 0.5f}}) {
+  for (const auto& [beta_, threshold_] : {std::pair{2.0f, 1.0f}, std::pair{-0.5f, 0.5f}}) {
+    const float beta = beta_, threshold = threshold_;  // locals: a lambda captures no structured binding (clang 14)
     const Shape s{3, 5, 2};
     std::vector<float> v = Tensor::uniform(s, -3.0f, 3.0f, g).to_vector<float>();
     for (float& e : v)
@@ -671,7 +672,9 @@ void append_matrix_cases(std::vector<OpCase>& cases) {
     cases.push_back(v);
   }
   // torch.tril and torch.triu over a batch of 3 x 5 matrices, diagonals on both sides of 0.
-  for (const auto& [lower, diagonal] : {std::pair{true, 0}, std::pair{true, -1}, std::pair{false, 2}}) {
+  for (const auto& [lower_, diagonal_] : {std::pair{true, 0}, std::pair{true, -1}, std::pair{false, 2}}) {
+    const bool lower = lower_;  // locals: a lambda captures no structured binding (clang 14)
+    const int diagonal = diagonal_;
     const char* op = lower ? "tril" : "triu";
     OpCase k = simple(std::string(op) + "/2x3x5_" + std::to_string(diagonal), op, {randn(g, {2, 3, 5})}, {true},
                       [lower, diagonal](const std::vector<Tensor>& in) {

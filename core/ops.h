@@ -364,7 +364,9 @@ Tensor var(const Tensor& x, const std::vector<int64_t>& dims, int64_t correction
 Tensor stddev(const Tensor& x, const std::vector<int64_t>& dims, int64_t correction = 1, bool keepdim = false);
 // The p-norm over `dims` (torch.linalg.vector_norm, x.norm(p, dim)): (sum |x|^p)^(1/p) for p > 0,
 // the largest |x| for p = inf; float32 or bfloat16, summed in float32 (as sum's), a bfloat16 x's
-// result rounded once. Gradients through the composition, 0 where the norm is 0 (torch's there).
+// result rounded once. Gradients through the composition, 0 where the norm is 0 (torch's there);
+// for p other than 2 a NaN element's gradient is 0 where torch's is NaN, and for p past ~30
+// p |x|^(p-1) overflows float32 (torch's formula divides by the norm first).
 Tensor vector_norm(const Tensor& x, double p, const std::vector<int64_t>& dims, bool keepdim = false);
 // The largest (amax) or smallest (amin) element over `dims`, as sum's: exact, NaN wins, float32,
 // bfloat16, int32 or int64 (torch.amax). The gradient is shared evenly among the elements equal to

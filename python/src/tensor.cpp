@@ -96,6 +96,7 @@ Tensor norm_over(const Tensor& x, const std::variant<double, std::string>& p, st
   const std::string* name = std::get_if<std::string>(&p);
   KILN_CHECK(!name || *name == "fro", "norm: p must be a number or \"fro\", got \"", name ? *name : "",
              "\" (kiln has no nuclear norm)");
+  if (dim && dims_of(*dim).empty()) dim.reset();  // dim=() is every dimension, as torch's
   return kiln::vector_norm(x, name ? 2.0 : std::get<double>(p), dims_or_all(x, dim), keepdim);
 }
 

@@ -441,3 +441,6 @@ def test_norm_refusals_and_bfloat16():
         with pytest.raises(kiln.Error, match=message):
             kiln.norm(kiln.zeros(2), p)
     assert kiln.norm(kiln.zeros(0)).item() == 0.0
+    x = kiln.from_dlpack(a.reshape(5, 10).copy())
+    assert kiln.norm(x, 2, ()).item() == pytest.approx(torch.norm(torch.from_numpy(a), 2, ()).item(), rel=1e-6)
+    assert kiln.norm(x, 2, [], keepdim=True).shape == (1, 1)  # dim=() is every dimension, as torch's
