@@ -252,7 +252,7 @@ Tensor softplus(const Tensor& x);
 // ~88.7, past which torch's e^x overflows to inf and kiln's stays x).
 Tensor softplus(const Tensor& x, float beta, float threshold);
 // torch's gelu(x, approximate="tanh"): 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))), composed of
-// the ops above in torch's order (six passes, where gelu is one), a bfloat16 x in float32.
+// the ops above in torch's order (nine passes, where gelu is one), a bfloat16 x in float32.
 Tensor gelu_tanh(const Tensor& x);
 // x with its last two dimensions swapped (rank >= 2; torch's x.transpose(-2, -1) made
 // contiguous): a copy, as kiln's tensors are always contiguous. Gradient: dy transposed.

@@ -672,6 +672,7 @@ Tensor triangle(const Tensor& x, int64_t diagonal, bool lower) {
 }  // namespace
 
 Tensor tril(const Tensor& x, int64_t diagonal) { return triangle(x, diagonal, true); }
+Tensor triu(const Tensor& x, int64_t diagonal) { return triangle(x, diagonal, false); }
 
 Tensor square(const Tensor& x) {
   checks::float_or_integer("square", "x", x);
@@ -706,7 +707,6 @@ Tensor isfinite(const Tensor& x) {
   checks::float_or_integer("isfinite", "x", x);
   return is_integer(x) ? integer_class(x, true) : lt(abs(x), std::numeric_limits<double>::infinity());
 }
-Tensor triu(const Tensor& x, int64_t diagonal) { return triangle(x, diagonal, false); }
 
 Tensor maximum(const Tensor& a, const Tensor& b) { return binary(BinaryOp::maximum, a, b); }
 Tensor minimum(const Tensor& a, const Tensor& b) { return binary(BinaryOp::minimum, a, b); }
