@@ -68,6 +68,11 @@ double as_decimal(float v);
 // Whether h is an integer as Python's operator.index takes it: an int or anything whose __index__
 // gives one (NumPy's integers, bools), not a float nor a NumPy array of several values.
 bool is_index_integer(nb::handle h);
+// h's integer through __index__ as is_index_integer takes it, or nullopt (the error cleared).
+std::optional<nb::object> index_of(nb::handle h);
+// Whether h is a bool: Python's, or NumPy's (np.True_, a 0-d bool array). __index__ reads it as an
+// int, but it is no extent, dimension, index or fill value.
+bool is_bool_number(nb::handle h);
 
 // Ints given one by one, x.permute(0, 2, 1), or as one list or tuple, x.permute([0, 2, 1]), or by
 // keyword, x.permute(dims=[0, 2, 1]), as torch takes them (at least one; no bools). call names the

@@ -315,12 +315,9 @@ std::pair<Shape, FactoryKeywords> shape_and_keywords(nb::args args, nb::kwargs k
 // A fill value as a number, or a TypeError naming `call`. Without a dtype to hold it, a bool is
 // refused (kiln has no bool tensors), before the cast: NumPy's bool scalars warn in __index__.
 FillValue fill_number(nb::handle given, bool dtype_given, const char* call) {
-  std::string kind;  // NumPy's bool scalars (np.True_) have dtype.kind "b"
-  const bool is_bool = PyBool_Check(given.ptr()) ||
-                       (nb::hasattr(given, "dtype") && nb::try_cast(nb::getattr(nb::getattr(given, "dtype"), "kind",
-                                                                                 nb::none()), kind) && kind == "b");
-  KILN_CHECK(dtype_given || !is_bool, call, ": the fill value is a bool; kiln has no bool tensors: give ",
-             "dtype=\"float32\" for a 0/1 mask (torch.full(..., True) is a bool tensor)");
+  KILN_CHECK(dtype_given || !is_bool_number(given), call,
+             ": the fill value is a bool; kiln has no bool tensors: give dtype=\"float32\" for a 0/1 mask ",
+             "(torch.full(..., True) is a bool tensor)");
   FillValue v;
   if (!nb::try_cast(given, v))
     throw nb::type_error((std::string(call) + ": the fill value must be a number, not " + python_type(given)).c_str());

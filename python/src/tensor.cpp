@@ -58,11 +58,24 @@ std::string python_type(nb::handle h) {
   return t;
 }
 
-bool is_index_integer(nb::handle h) {
-  PyObject* i = PyNumber_Index(h.ptr());  // a NumPy array of several values has __index__, which raises
-  if (i == nullptr) PyErr_Clear();
-  Py_XDECREF(i);
-  return i != nullptr;
+std::optional<nb::object> index_of(nb::handle h) {
+  // a NumPy array of several values has __index__, which raises
+  nb::object i = nb::steal(PyNumber_Index(h.ptr()));
+  if (!i.is_valid()) {
+    PyErr_Clear();
+    return std::nullopt;
+  }
+  return i;
+}
+
+bool is_index_integer(nb::handle h) { return index_of(h).has_value(); }
+
+bool is_bool_number(nb::handle h) {
+  const std::string type = Py_TYPE(h.ptr())->tp_name;
+  std::string kind;  // a 0-d NumPy bool array: dtype.kind "b"
+  return PyBool_Check(h.ptr()) || type == "numpy.bool_" || type == "numpy.bool" ||
+         (nb::hasattr(h, "dtype") && nb::try_cast(nb::getattr(nb::getattr(h, "dtype"), "kind", nb::none()), kind) &&
+          kind == "b");
 }
 
 std::vector<int64_t> dims_or_all(const Tensor& x, const std::optional<Dims>& dim) {
@@ -125,10 +138,7 @@ int64_t correction_of(const char* name, std::optional<int64_t> correction, std::
 std::optional<Dims> moment_dims(const char* name, nb::handle dim) {
   if (dim.is_none()) return std::nullopt;
   Dims d;
-  std::string kind;
-  const bool is_bool = PyBool_Check(dim.ptr()) || (nb::hasattr(dim, "dtype") &&
-                       nb::try_cast(nb::getattr(nb::getattr(dim, "dtype"), "kind", nb::none()), kind) && kind == "b");
-  if (is_bool || !nb::try_cast(dim, d))
+  if (is_bool_number(dim) || !nb::try_cast(dim, d))
     throw nb::type_error((std::string(name) + ": dim must be an int or a list of ints, not " + python_type(dim) +
                           " (torch 1.13's unbiased is var(x, unbiased) alone, or the keyword unbiased=)").c_str());
   return d;
@@ -377,14 +387,11 @@ std::optional<Tensor> integer_number(const Tensor& a, nb::handle other, const ch
 // A number as float32, rounded once: an int within int64 from the integer itself (through a double,
 // one past 2^53 would round twice), anything else from the double s it reads as.
 float as_float(nb::handle number, double s) {
-  if (PyFloat_Check(number.ptr()) || !PyIndex_Check(number.ptr())) return static_cast<float>(s);
-  const nb::object index = nb::steal(PyNumber_Index(number.ptr()));  // NumPy's and torch's integers too
-  if (!index.is_valid()) {  // a 0-d float array's __index__ refuses: its double
-    PyErr_Clear();
-    return static_cast<float>(s);
-  }
+  // NumPy's and torch's integers too; a 0-d float array's __index__ refuses: its double
+  const std::optional<nb::object> index = PyFloat_Check(number.ptr()) ? std::nullopt : index_of(number);
+  if (!index) return static_cast<float>(s);
   int overflow = 0;
-  const long long v = PyLong_AsLongLongAndOverflow(index.ptr(), &overflow);
+  const long long v = PyLong_AsLongLongAndOverflow(index->ptr(), &overflow);
   if (v == -1 && PyErr_Occurred()) throw nb::python_error();
   return overflow == 0 ? static_cast<float>(v) : static_cast<float>(s);
 }
@@ -832,11 +839,7 @@ bool integral_operand(nb::handle h) {
     const Tensor& t = nb::cast<const Tensor&>(h);
     return t.defined() && !is_floating(t.dtype());
   }
-  if (PyFloat_Check(h.ptr()) || !PyIndex_Check(h.ptr())) return false;
-  const nb::object index = nb::steal(PyNumber_Index(h.ptr()));
-  if (index.is_valid()) return true;
-  PyErr_Clear();
-  return false;
+  return is_index_integer(h);
 }
 
 // kiln.add and the like, torch's function forms: the operators' meaning (a tensor or a number on

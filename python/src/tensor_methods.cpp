@@ -286,18 +286,12 @@ bool is_numpy_scalar(nb::handle h) {
   return type.rfind("numpy.", 0) == 0 && type != "numpy.ndarray";
 }
 
-// Python's bool or NumPy's (np.True_ has __index__, and NumPy and torch read it as a mask).
-bool is_bool(nb::handle h) {
-  const std::string type = Py_TYPE(h.ptr())->tp_name;
-  return PyBool_Check(h.ptr()) || type == "numpy.bool_" || type == "numpy.bool";
-}
-
 // An int index entry: an int or NumPy integer scalar, or another object with __index__ that is
 // not an array: one with ndim (a NumPy array, a torch tensor) counts only 0-d and of an integer
 // dtype but uint8 (torch's __index__ takes any one-element tensor, and reads bool and uint8 ones
 // as masks). Never a bool.
 bool is_int_index(nb::handle h) {
-  if (is_bool(h) || !is_index_integer(h)) return false;
+  if (is_bool_number(h) || !is_index_integer(h)) return false;  // NumPy and torch read a bool as a mask
   if (PyLong_Check(h.ptr()) || is_numpy_scalar(h) || !nb::hasattr(h, "ndim")) return true;  // np.uint8(1) too
   int64_t ndim = -1;
   // The dtype's repr: "dtype('int64')" (NumPy), "torch.bool".
