@@ -228,6 +228,38 @@ inline Tensor operator+(float s, const Tensor& a) { return add(a, s); }
 inline Tensor operator-(float s, const Tensor& a) { return sub(s, a); }
 inline Tensor operator*(float s, const Tensor& a) { return mul(a, s); }
 inline Tensor operator/(float s, const Tensor& a) { return div(s, a); }
+
+// In-place writes, torch's add_, mul_, copy_, clamp_ (python/ has the methods). They write t's
+// memory, which t's views share (reshape, slice, detach), and advance its version (mark_modified),
+// so a graph that saved t refuses its backward. They record no gradient: with grad mode on they
+// are refused where one would be needed (check_in_place); under NoGradGuard they are
+// initializations and hand-written updates.
+// Refuses the in-place write `name` into t (reading `operand`, if given) where autograd would
+// need it: grad mode on and t or the operand requiring grad.
+void check_in_place(const std::string& name, const Tensor& t, const Tensor* operand = nullptr);
+// t = t (op) other, op add, sub, mul, div, pow, maximum or minimum: the values binary op gives
+// (its promotion: an integer other beside a float t converted), stored in t's dtype. other
+// broadcasts to t's shape; a float result into an integer t is refused, as torch's. Same dtypes
+// run the out-of-place kernel in one pass over t (its bits); an other sharing t's memory
+// elsewhere is copied first.
+void binary_in_place(BinaryOp op, const Tensor& t, const Tensor& other);
+// t = t (op) s, as add(t, s) and the like: one pass for add, sub, mul and div of a float t; an
+// integer t is refused (the result would be float32, as torch's).
+void binary_in_place(BinaryOp op, const Tensor& t, float s);
+// t's values become src's, broadcast to t's shape, converted to t's dtype (astype's rules) from
+// any device (torch's copy_); `name` is the method's in the errors (fill_, uniform_).
+void copy_in_place(const Tensor& t, const Tensor& src, bool non_blocking = false, const std::string& name = "copy_");
+// t = op(t) for a float t in one pass (unary's kernel and bits; torch's exp_, sigmoid_); an
+// integer t gets what op gives it (abs exactly; the rest are refused as unary's).
+void unary_in_place(UnaryOp op, const Tensor& t);
+// t clamped into [lo, hi] in place, as clamp (torch's clamp_): two passes over t, its bits.
+void clamp_in_place(const Tensor& t, float lo, float hi);
+// Every element of t set to value, converted as Backend::fill does (torch's fill_ and zero_; an
+// int64 past 2^53 is exact through copy_in_place from a 0-d int64 tensor instead).
+void fill_in_place(const Tensor& t, double value, const std::string& name = "fill_");
+// t's values become r's, an op of t computed out of place (torch's exp_, clamp_): r has t's
+// shape, and a float r into an integer t is refused.
+void store_in_place(const std::string& name, const Tensor& t, const Tensor& r);
 // Elementwise math, float32 or bfloat16 (computed in fp32, rounded once), any shape, with
 // gradients. Values from kiln's own vectorisable exponential, log and normal CDF
 // (kernels/common/exp.h): within 2 ulp of the exact value (gelu 12), the CPU and GPU a few ulp

@@ -538,6 +538,124 @@ Tensor pow(float base, const Tensor& x) {
   checks::float32_or_bf16("pow", "the exponent x of base ** x", x);
   return binary_scalar(BinaryOp::rpow, x, base);
 }
+// ---------------------------------------------------------------- in place
+namespace {
+// The name torch gives op's in-place method: add_, mul_, maximum_.
+std::string in_place_name(BinaryOp op) { return std::string(binary_name(op)) + "_"; }
+}  // namespace
+
+// A leaf that requires grad is torch's refusal too; the rest torch records and kiln asks for the
+// out-of-place form.
+void check_in_place(const std::string& name, const Tensor& t, const Tensor* other) {
+  checks::defined(name.c_str(), "the tensor written", t);
+  if (other != nullptr) checks::defined(name.c_str(), "the operand", *other);
+  if (!grad_enabled()) return;
+  KILN_CHECK(!(t.requires_grad() && t.is_leaf()), name, ": ", t.description(),
+             " is a leaf that requires grad (a parameter): writing it in place would bypass its gradient, and torch "
+             "refuses it too; run the write under no_grad (kiln.no_grad() in Python, NoGradGuard in C++), as an "
+             "initialization or a hand-written update is");
+  const bool from_t = t.requires_grad();
+  KILN_CHECK(!from_t && !(other != nullptr && other->requires_grad()), name, ": ",
+             from_t ? "the tensor written, " : "the operand, ", (from_t ? t : *other).description(),
+             ", requires grad, and kiln records no gradient through in-place writes; use the out-of-place form (y = ",
+             "x + other, y = x.clamp(...)), or write under no_grad where no gradient is wanted");
+}
+
+namespace {
+// other as an in-place write may read it while t changes: a fresh copy where it shares t's memory
+// but is not t's view exactly (x.add_(x) reads each element before writing it; x.add_(x[0]) would not).
+Tensor unaliased(const Tensor& t, const Tensor& other) {
+  const bool same_view = other.raw_data() == t.raw_data() && other.shape() == t.shape() && other.dtype() == t.dtype();
+  return other.impl().storage == t.impl().storage && !same_view ? other.clone() : other;
+}
+
+// t = r, the result of an in-place op computed out of place (checked by the caller).
+void store_result(const std::string& name, const Tensor& t, const Tensor& r) {
+  checks::defined(name.c_str(), "the result", r);
+  KILN_CHECK(r.shape() == t.shape(), name, ": the result has shape ", r.shape(), ", which ", t.description(),
+             " cannot hold in place (an operand broadcast it to more dimensions or larger extents); use the "
+             "out-of-place form, which returns the larger tensor");
+  KILN_CHECK(is_floating(t.dtype()) || !is_floating(r.dtype()), name, ": the result is ", dtype_name(r.dtype()),
+             ", which ", t.description(), " cannot store in place (torch refuses it too); use the out-of-place "
+             "form, or convert the tensor first with astype(\"float32\")");
+  Tensor dst = t;
+  dst.copy_from(r);  // converts the dtype; marks t modified
+}
+}  // namespace
+
+void store_in_place(const std::string& name, const Tensor& t, const Tensor& r) {
+  check_in_place(name, t, nullptr);
+  store_result(name, t, r);
+}
+
+void binary_in_place(BinaryOp op, const Tensor& t, const Tensor& other_in) {
+  const std::string name = in_place_name(op);
+  KILN_CHECK(!is_comparison(op) && op != BinaryOp::rsub && op != BinaryOp::rdiv && op != BinaryOp::rpow, name,
+             ": not an in-place op (add, sub, mul, div, pow, maximum and minimum are)");
+  check_in_place(name, t, &other_in);
+  NoGradGuard no_grad;  // refused above where a gradient was wanted
+  Tensor other = unaliased(t, other_in);
+  // torch's: a 0-d CPU tensor is a number to a tensor on any device
+  if (other.rank() == 0 && other.device() != t.device() && other.device().is_cpu()) other = other.to(t.device());
+  const bool one_pass = other.dtype() == t.dtype() && other.device() == t.device() &&
+                        (t.dtype() == DType::f32 || t.dtype() == DType::bf16 ||
+                         (is_integer(t) && is_integer_arithmetic(op))) &&
+                        checks::broadcasts_to(other.shape(), t.shape());
+  if (!one_pass) {
+    store_result(name, t, binary(op, t, other));  // binary's promotion and errors; the result checked
+    return;
+  }
+  Tensor out = t;  // binary's kernel on the same operands: its bits, written over t
+  backend_for(t.device()).binary(op, t, other, out);
+  t.mark_modified();
+}
+
+void binary_in_place(BinaryOp op, const Tensor& t, float s) {
+  const std::string name = in_place_name(op);
+  check_in_place(name, t, nullptr);
+  NoGradGuard no_grad;
+  const bool one_pass = op == BinaryOp::add || op == BinaryOp::sub || op == BinaryOp::mul || op == BinaryOp::div;
+  if (!one_pass || !is_floating(t.dtype())) {  // an integer t with a number: binary_scalar's answer or error
+    KILN_CHECK(!is_integer(t), name, ": ", t.description(), " with the number ", s, ": the result is float32 (torch's "
+               "promotion), which an integer tensor cannot store in place; give an int, or convert the tensor first "
+               "with astype(\"float32\")");
+    store_result(name, t, binary_scalar(op, t, s));
+    return;
+  }
+  Tensor out = t;  // binary_scalar's kernel and number: its bits
+  backend_for(t.device()).binary_scalar(op, t, s, out);
+  t.mark_modified();
+}
+
+void copy_in_place(const Tensor& t, const Tensor& src_in, bool non_blocking, const std::string& name) {
+  check_in_place(name, t, &src_in);
+  NoGradGuard no_grad;
+  KILN_CHECK(checks::broadcasts_to(src_in.shape(), t.shape()), name, ": the source ", src_in.description(),
+             " does not broadcast to ", t.description(), " (aligned from the right, each of its extents must be the "
+             "destination's or 1)");
+  Tensor src = unaliased(t, src_in);
+  if (src.shape() != t.shape()) src = broadcast_to(src.to(t.device()).to(t.dtype()), t.shape());
+  Tensor dst = t;
+  dst.copy_from(src, non_blocking);  // any dtype to any (astype's rules), any device
+}
+
+void unary_in_place(UnaryOp op, const Tensor& t) {
+  const std::string name = std::string(unary_name(op)) + "_";
+  check_in_place(name, t, nullptr);
+  NoGradGuard no_grad;
+  if (!is_floating(t.dtype())) return store_result(name, t, op == UnaryOp::abs ? abs(t) : unary(op, t));
+  Tensor out = t;  // unary's kernel over t: its bits (an elementwise loop, each element read before written)
+  backend_for(t.device()).unary(op, t, out);
+  t.mark_modified();
+}
+
+void fill_in_place(const Tensor& t, double value, const std::string& name) {
+  check_in_place(name, t, nullptr);
+  Tensor dst = t;
+  backend_for(t.device()).fill(dst, value);
+  t.mark_modified();
+}
+
 // ---------------------------------------------------------------- clamp
 namespace {
 // torch's gradient: g where lo <= x <= hi, the bounds included; 0 outside and at a NaN x.
@@ -559,17 +677,34 @@ struct ClampNode final : Node {
 };
 }  // namespace
 
-Tensor clamp(const Tensor& x, float lo, float hi) {
-  checks::float32_or_bf16("clamp", "input x", x);
-  KILN_CHECK(!std::isnan(lo) && !std::isnan(hi), "clamp: a bound is NaN (lo ", lo, ", hi ", hi,
+namespace {
+// out = x clamped into [lo, hi] (out may be x), the bounds checked and taken in x's dtype; returns
+// them as used.
+std::pair<float, float> clamp_into(const char* name, const Tensor& x, float lo, float hi, Tensor& out) {
+  checks::float32_or_bf16(name, "input x", x);
+  KILN_CHECK(!std::isnan(lo) && !std::isnan(hi), name, ": a bound is NaN (lo ", lo, ", hi ", hi,
              "); pass -inf or inf for a side that is not bounded");
-  KILN_CHECK(lo <= hi, "clamp: lo ", lo, " is above hi ", hi, ", so no value lies between them");
+  KILN_CHECK(lo <= hi, name, ": lo ", lo, " is above hi ", hi, ", so no value lies between them");
   lo = in_dtype_of(x, lo);  // so the gradient's bounds are the values the forward clamps to
   hi = in_dtype_of(x, hi);
-  Tensor out = Tensor::empty(x.shape(), like(x));
   Backend& be = backend_for(x.device());
   be.binary_scalar(BinaryOp::maximum, x, lo, out);  // NaN stays NaN through both, as torch.clamp
   be.binary_scalar(BinaryOp::minimum, out, hi, out);
+  return {lo, hi};
+}
+}  // namespace
+
+void clamp_in_place(const Tensor& t, float lo, float hi) {
+  check_in_place("clamp_", t, nullptr);
+  Tensor out = t;
+  (void)clamp_into("clamp_", t, lo, hi, out);
+  t.mark_modified();
+}
+
+Tensor clamp(const Tensor& x, float lo_given, float hi_given) {
+  checks::float32_or_bf16("clamp", "input x", x);
+  Tensor out = Tensor::empty(x.shape(), like(x));
+  const auto [lo, hi] = clamp_into("clamp", x, lo_given, hi_given, out);
   if (autograd::needs_grad({&x})) {
     auto node = std::make_shared<ClampNode>(lo, hi);
     node->x = x.detach();
