@@ -4,6 +4,7 @@
 
 #include <nanobind/nanobind.h>
 
+#include <functional>
 #include <optional>
 #include <string>
 #include <variant>
@@ -122,6 +123,49 @@ Pieces chunk_into(const Tensor& x, int64_t chunks, int64_t dim);
 Pieces unbind_into(const Tensor& x, int64_t dim);
 // kiln.clamp with either bound None (open); neither is refused.
 Tensor clamp_between(const Tensor& x, std::optional<float> lo, std::optional<float> hi);
+// An arithmetic operator's non-tensor operand as a number (a float), nullopt where Python should
+// try the other operand, or a TypeError for an array (kiln converts arrays only when asked).
+std::optional<double> scalar_operand(nb::handle other, const char* symbol, bool reflected);
+// An int beside an int32/int64 tensor as a 0-d tensor of its dtype (exact); nullopt for other pairs.
+std::optional<Tensor> integer_number(const Tensor& a, nb::handle other, const char* symbol);
+// A number as float32, rounded once (an int from the integer itself, not through a double).
+float as_float(nb::handle number, double s);
+// Whether h is an int32/int64 tensor or an integer number.
+bool integral_operand(nb::handle h);
+// b times alpha (kiln.add's alpha=, Tensor.add_'s): b itself where alpha is None or not given.
+nb::object scaled_operand(const char* name, nb::handle a, nb::handle b, nb::handle alpha);
+
+// kiln copies where torch returns a view (t.T, permute, expand, narrow, t[:, 0], t[::2], split and
+// the like): its tensors are contiguous. in_place.cpp keeps a table of these copies so that the
+// in-place methods keep each in step with the view it was made of, as torch's views share memory:
+// a write into the copy is written back into the view, and a write into the view makes its copies
+// again. How: a recipe per copy.
+struct CopyRecipe {
+  std::function<Tensor(const Tensor& base)> get;                      // the copy made again from base
+  std::function<void(const Tensor& base, const Tensor& copy)> put;  // copy written back; null: refused
+};
+// Records `copy` as made from `base` where torch would view (nothing where it is base's memory,
+// which needs no recipe); returns copy.
+Tensor view_copy(const Tensor& base, Tensor copy, CopyRecipe recipe);
+// `made`, x permuted by dims (T, mT, t(), transpose, permute), as view_copy records it.
+Tensor permuted_view(const Tensor& x, const std::vector<int64_t>& dims, Tensor made);
+// x with dimensions d0 and d1 swapped (kiln.transpose), recorded as permuted_view.
+Tensor transposed_view(const Tensor& x, int64_t d0, int64_t d1);
+// `made`, x's [start, start + length) along dim in made's shape (narrow, split, chunk, unbind), recorded.
+Tensor narrowed_view(const Tensor& x, int64_t dim, int64_t start, int64_t length, Tensor made);
+// `made`, x broadcast (expand), recorded: written into, it is refused, as torch's expanded views.
+Tensor expanded_view(const Tensor& x, Tensor made);
+// t[key], torch's indexing (tensor_methods.cpp): a view of t's memory where the result is one block
+// of it, else a copy (view_copy's).
+Tensor index_tensor(const Tensor& t, nb::handle key);
+// t[key] = value, torch's indexed assignment: value (any dtype and device, converted as astype)
+// broadcast to t[key]'s shape and written into t, through a view where t[key] is one block of t,
+// else by rebuilding t (byte moves: index_select and concat) and copying it over; `name` in errors.
+void assign_index(const Tensor& t, nb::handle key, const Tensor& value, const std::string& name);
+// The in-place methods: add_, mul_, copy_, zero_, clamp_, += ..., and t[key] = value; after
+// bind_tensor's class.
+void bind_in_place(nb::handle cls);
+
 // The methods torch users call on a tensor (x.sum(-1), x.permute(0, 2, 1, 3)), each the module
 // function of the same name (python/src/tensor_methods.cpp); after bind_tensor's class.
 void bind_tensor_methods(nb::module_& m);

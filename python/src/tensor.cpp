@@ -200,16 +200,24 @@ Tensor squeeze_dim(const Tensor& x, std::optional<int64_t> dim) {
 
 namespace {
 
-// The pieces cut made, run without the GIL, as a tuple.
+// The pieces cut made of x along dim, run without the GIL, as a tuple: each a narrowed_view of x
+// (unbound: each piece one index, its dimension dropped).
 template <typename Cut>
-Pieces tuple_of_pieces(const Cut& cut) {
+Pieces tuple_of_pieces(const Cut& cut, const Tensor& x, int64_t dim, bool unbound = false) {
   std::vector<Tensor> parts;
   {
     nb::gil_scoped_release release;
     parts = cut();
+    const int64_t d = dim < 0 ? dim + x.rank() : dim;
+    int64_t start = 0;
+    for (Tensor& t : parts) {
+      const int64_t length = unbound ? 1 : t.dim(d);
+      t = narrowed_view(x, d, start, length, t);
+      start += length;
+    }
   }
   nb::list out;
-  for (const Tensor& t : parts) out.append(nb::cast(t));
+  for (Tensor& t : parts) out.append(nb::cast(std::move(t)));
   return Pieces(nb::tuple(out));
 }
 
@@ -219,15 +227,15 @@ Pieces split_into(const Tensor& x, const std::variant<int64_t, std::vector<int64
   return tuple_of_pieces([&] {
     if (const int64_t* one = std::get_if<int64_t>(&size)) return kiln::split(x, *one, dim);
     return kiln::split_with_sizes(x, std::get<std::vector<int64_t>>(size), dim);
-  });
+  }, x, dim);
 }
 
 Pieces chunk_into(const Tensor& x, int64_t chunks, int64_t dim) {
-  return tuple_of_pieces([&] { return kiln::chunk(x, chunks, dim); });
+  return tuple_of_pieces([&] { return kiln::chunk(x, chunks, dim); }, x, dim);
 }
 
 Pieces unbind_into(const Tensor& x, int64_t dim) {
-  return tuple_of_pieces([&] { return kiln::unbind(x, dim); });
+  return tuple_of_pieces([&] { return kiln::unbind(x, dim); }, x, dim, true);
 }
 
 Tensor clamp_between(const Tensor& x, std::optional<float> lo, std::optional<float> hi) {
@@ -326,6 +334,8 @@ nb::object nested_list(const Tensor& t) {
   return nested_rows(values, t.shape().dims(), 0, &next);
 }
 
+}  // namespace
+
 // The other operand of an arithmetic operator when it is not a kiln tensor: a number
 // (Python's, NumPy's scalars and 0-d arrays, a 0-d torch tensor) as a float; nullopt for
 // what Python should offer the other operand (NotImplemented). An array (NumPy's, torch's) is
@@ -395,6 +405,46 @@ float as_float(nb::handle number, double s) {
   if (v == -1 && PyErr_Occurred()) throw nb::python_error();
   return overflow == 0 ? static_cast<float>(v) : static_cast<float>(s);
 }
+
+// Whether h is an integer operand: an int32/int64 tensor, or a number whose __index__ gives an int
+// (not a float, nor a 0-d float array, whose __index__ refuses).
+bool integral_operand(nb::handle h) {
+  if (nb::isinstance<Tensor>(h)) {
+    const Tensor& t = nb::cast<const Tensor&>(h);
+    return t.defined() && !is_floating(t.dtype());
+  }
+  return is_index_integer(h);
+}
+
+// b times alpha for kiln.add(a, b, alpha=) and Tensor.add_: a float alpha between integers refused,
+// as torch's; b itself where alpha is None.
+nb::object scaled_operand(const char* name, nb::handle a, nb::handle b, nb::handle alpha) {
+  nb::object scaled = nb::borrow(b);
+  if (alpha.is_valid() && !alpha.is_none()) {
+    int64_t ndim = 0;  // a number: Python's, or a NumPy scalar (torch: "alpha must be Number")
+    if (nb::isinstance<Tensor>(alpha) ||
+        (nb::hasattr(alpha, "ndim") && (!nb::try_cast(nb::getattr(alpha, "ndim"), ndim) || ndim != 0)) ||
+        !(PyFloat_Check(alpha.ptr()) || PyIndex_Check(alpha.ptr()) || nb::hasattr(alpha, "__float__")))
+      throw nb::type_error((std::string(name) + ": alpha must be a number, not " + python_type(alpha)).c_str());
+    const bool integers = integral_operand(a) && integral_operand(b);
+    if (!integral_operand(alpha) && integers) {
+      PyObject* text = PyObject_Repr(alpha.ptr());
+      if (text == nullptr) throw nb::python_error();
+      KILN_FAIL(name, ": alpha must be an int between integer operands (torch's rule), got ",
+                nb::steal<nb::str>(text).c_str());
+    }
+    // an integer b scaled for a float result is scaled as a float (in its own dtype it would wrap)
+    if (!integers && nb::isinstance<Tensor>(b) && integral_operand(b)) {
+      const bool a_float = nb::isinstance<Tensor>(a) && is_floating(nb::cast<const Tensor&>(a).dtype());
+      scaled = nb::cast(nb::cast<const Tensor&>(b).to(a_float ? nb::cast<const Tensor&>(a).dtype() : DType::f32));
+    }
+    scaled = nb::steal(PyNumber_Multiply(scaled.ptr(), alpha.ptr()));
+    if (!scaled.is_valid()) throw nb::python_error();
+  }
+  return scaled;
+}
+
+namespace {
 
 // Tensor.`name`(other) for a non-tensor other (the tensor-tensor overload comes first): `op`
 // of the tensor and the number, or NotImplemented, or scalar_operand's TypeError. An int beside
@@ -542,15 +592,17 @@ void bind_tensor_properties(nb::class_<Tensor>& c) {
              std::vector<int64_t> reversed(static_cast<size_t>(t.rank()));
              for (int64_t d = 0; d < t.rank(); ++d) reversed[static_cast<size_t>(d)] = t.rank() - 1 - d;
              nb::gil_scoped_release release;
-             return kiln::permute(t, reversed);
+             return permuted_view(t, reversed, kiln::permute(t, reversed));
            }, "The dimensions in reverse order (torch's .T; a copy, as permute).")
       .def_prop_ro("mT", [](const Tensor& t) {
              if (t.rank() < 2)
                throw nb::value_error(("mT swaps the last two dimensions: " + t.description() + " has fewer than two")
                                          .c_str());
              nb::gil_scoped_release release;
-             return kiln::transpose(t, -2, -1);
-           }, "The last two dimensions swapped (torch's .mT; a copy).");
+             return transposed_view(t, -2, -1);
+           }, "The last two dimensions swapped (torch's .mT; a copy).")
+      .def_prop_ro("data", &Tensor::detach,
+                   "torch's x.data: x's memory without autograd history (x.detach()); writes into it reach x.");
 }
 
 // The autograd state: requires_grad, grad (settable, as torch's), is_leaf, zero_grad, backward.
@@ -832,16 +884,6 @@ void bind_nn_ops(nb::module_& m) {
         arg("dim") = -1, Release(), "Log-softmax over dimension dim, as softmax.");
 }
 
-// Whether h is an integer operand: an int32/int64 tensor, or a number whose __index__ gives an int
-// (not a float, nor a 0-d float array, whose __index__ refuses).
-bool integral_operand(nb::handle h) {
-  if (nb::isinstance<Tensor>(h)) {
-    const Tensor& t = nb::cast<const Tensor&>(h);
-    return t.defined() && !is_floating(t.dtype());
-  }
-  return is_index_integer(h);
-}
-
 // kiln.add and the like, torch's function forms: the operators' meaning (a tensor or a number on
 // either side, an int beside an integer tensor exact, promotion as torch's), through Python's own
 // operator dispatch so that the two cannot drift apart. alpha scales b first (torch's a + alpha * b);
@@ -850,28 +892,7 @@ nb::object arithmetic(const char* name, binaryfunc op, nb::handle a, nb::handle 
   if (!nb::isinstance<Tensor>(a) && !nb::isinstance<Tensor>(b))
     throw nb::type_error((std::string("kiln.") + name + ": a or b must be a kiln.Tensor (the other may be a number)")
                              .c_str());
-  nb::object scaled = nb::borrow(b);
-  if (alpha.is_valid() && !alpha.is_none()) {
-    int64_t ndim = 0;  // a number: Python's, or a NumPy scalar (torch: "alpha must be Number")
-    if (nb::isinstance<Tensor>(alpha) ||
-        (nb::hasattr(alpha, "ndim") && (!nb::try_cast(nb::getattr(alpha, "ndim"), ndim) || ndim != 0)) ||
-        !(PyFloat_Check(alpha.ptr()) || PyIndex_Check(alpha.ptr()) || nb::hasattr(alpha, "__float__")))
-      throw nb::type_error((std::string(name) + ": alpha must be a number, not " + python_type(alpha)).c_str());
-    const bool integers = integral_operand(a) && integral_operand(b);
-    if (!integral_operand(alpha) && integers) {
-      PyObject* text = PyObject_Repr(alpha.ptr());
-      if (text == nullptr) throw nb::python_error();
-      KILN_FAIL(name, ": alpha must be an int between integer operands (torch's rule), got ",
-                nb::steal<nb::str>(text).c_str());
-    }
-    // an integer b scaled for a float result is scaled as a float (in its own dtype it would wrap)
-    if (!integers && nb::isinstance<Tensor>(b) && integral_operand(b)) {
-      const bool a_float = nb::isinstance<Tensor>(a) && is_floating(nb::cast<const Tensor&>(a).dtype());
-      scaled = nb::cast(nb::cast<const Tensor&>(b).to(a_float ? nb::cast<const Tensor&>(a).dtype() : DType::f32));
-    }
-    scaled = nb::steal(PyNumber_Multiply(scaled.ptr(), alpha.ptr()));
-    if (!scaled.is_valid()) throw nb::python_error();
-  }
+  const nb::object scaled = scaled_operand(name, a, b, alpha);
   nb::object out = nb::steal(op(a.ptr(), scaled.ptr()));
   if (!out.is_valid()) throw nb::python_error();
   return out;
@@ -1137,10 +1158,14 @@ void bind_cut_ops(nb::module_& m) {
 // The ops that cut, join, select and reorder: narrow, index_select, gather, their reverses index_add
 // and scatter_add, concat, stack, permute, transpose, argmax along a dimension, matmul and reshape.
 void bind_layout_ops(nb::module_& m) {
-  m.def("permute", &kiln::permute, arg("x"), arg("dims"), Release(),
+  m.def("permute", [](const Tensor& x, const std::vector<int64_t>& dims) {
+          return permuted_view(x, dims, kiln::permute(x, dims));
+        }, arg("x"), arg("dims"), Release(),
         "x with its dimensions reordered: the result's dimension i is x's dims[i] (torch.permute, but a copy: "
         "kiln's tensors are contiguous); any dtype. permute(x, [0, 2, 1, 3]) takes [B, T, H, D] to [B, H, T, D].");
-  m.def("narrow", &kiln::narrow, arg("x"), arg("dim"), arg("start"), arg("length"), Release(),
+  m.def("narrow", [](const Tensor& x, int64_t dim, int64_t start, int64_t length) {
+          return narrowed_view(x, dim, start, length, kiln::narrow(x, dim, start, length));
+        }, arg("x"), arg("dim"), arg("start"), arg("length"), Release(),
         "Elements [start, start + length) of dimension dim (torch.narrow, but a copy: kiln's tensors are "
         "contiguous).");
   m.def("index_select", &kiln::index_select, arg("x"), arg("dim"), arg("index"), Release(),
@@ -1179,7 +1204,7 @@ void bind_layout_ops(nb::module_& m) {
         "Running sums along dimension dim (torch.cumsum), with gradient: float32 summed in double, bfloat16 in "
         "float, each output rounded once, the same bits on every device.");
   bind_sorting(m);
-  m.def("transpose", [](const Tensor& x, int64_t d0, int64_t d1) { return kiln::transpose(x, d0, d1); }, arg("x"),
+  m.def("transpose", [](const Tensor& x, int64_t d0, int64_t d1) { return transposed_view(x, d0, d1); }, arg("x"),
         arg("dim0") = -2, arg("dim1") = -1, Release(),
         "x with dimensions dim0 and dim1 swapped, the last two by default (a copy; torch.transpose), with gradient.");
   m.def("matmul", &kiln::matmul, arg("a"), arg("b"), Release(),
@@ -1194,6 +1219,7 @@ void bind_layout_ops(nb::module_& m) {
 void bind_tensor(nb::module_& m) {
   bind_tensor_class(m);
   bind_tensor_methods(m);
+  bind_in_place(m.attr("Tensor"));
   bind_factories(m);
   bind_nn_ops(m);
   bind_arithmetic_ops(m);

@@ -6,6 +6,7 @@
 #include <nanobind/stl/variant.h>
 #include <nanobind/stl/vector.h>
 
+#include "core/op_checks.h"
 #include "python/src/bindings.h"
 
 namespace kiln::python {
@@ -50,7 +51,7 @@ Tensor expanded_to(const Tensor& x, std::vector<int64_t> sizes) {
     sizes[static_cast<size_t>(k)] = x.dim(d);
   }
   nb::gil_scoped_release release;
-  return kiln::broadcast_to(x, Shape(sizes));
+  return expanded_view(x, kiln::broadcast_to(x, Shape(sizes)));
 }
 
 // The reductions over dims: sum, mean, var, std, amax, amin (dim None: every element), logsumexp,
@@ -132,7 +133,7 @@ void bind_layout(nb::handle cls) {
     const std::vector<int64_t> order =
         ints_given(dims, kwargs, "Tensor.permute", "dims", "the new order", "0, 2, 1, 3");
     nb::gil_scoped_release release;
-    return kiln::permute(x, order);
+    return permuted_view(x, order, kiln::permute(x, order));
   });
   method(cls, "index_select", [](const Tensor& x, int64_t dim, const Tensor& index) {
     return kiln::index_select(x, dim, index);
@@ -145,8 +146,9 @@ void bind_layout(nb::handle cls) {
   method(cls, "scatter_add", [](const Tensor& x, int64_t dim, const Tensor& index, const Tensor& src) {
     return kiln::scatter_add(x, dim, index, src);
   }, arg("dim"), arg("index"), arg("src"), Release());
-  method(cls, "transpose", [](const Tensor& x, int64_t d0, int64_t d1) { return kiln::transpose(x, d0, d1); },
-         arg("dim0"), arg("dim1"), Release());
+  method(cls, "transpose", [](const Tensor& x, int64_t d0, int64_t d1) {
+    return transposed_view(x, d0, d1);
+  }, arg("dim0"), arg("dim1"), Release());
   method(cls, "sort", [](const Tensor& x, int64_t dim, bool descending) { return kiln::sort(x, dim, descending); },
          arg("dim") = -1, arg("descending") = false, Release());
   method(cls, "argsort", [](const Tensor& x, int64_t dim, bool descending) {
@@ -235,7 +237,7 @@ void bind_shorthands(nb::handle cls) {
       throw nb::value_error(("t() transposes a matrix: " + x.description() + " has " + std::to_string(x.rank()) +
                              " dimensions (x.mT swaps the last two, x.permute any)").c_str());
     nb::gil_scoped_release release;
-    return x.rank() < 2 ? kiln::reshape(x, x.shape()) : kiln::transpose(x, 0, 1);
+    return x.rank() < 2 ? kiln::reshape(x, x.shape()) : transposed_view(x, 0, 1);
   });
   const std::pair<const char*, DType> casts[] = {
       {"float", DType::f32}, {"bfloat16", DType::bf16}, {"long", DType::i64}, {"int", DType::i32}};
@@ -425,18 +427,97 @@ std::vector<IndexStep> index_steps(const Tensor& t, nb::handle key) {
   return steps;
 }
 
-// t[key]: the steps run as narrows (a copy: kiln's tensors are contiguous), then the one selection
-// by a list (index_select, on what the narrows left), and one reshape for the extents dropped or
-// added, so gradients flow through all. The reshape always runs: t[...] is a view of t's memory
-// with a node of its own, not t (whose requires_grad and .grad it would share).
-Tensor index_tensor(const Tensor& t, nb::handle key) {
-  const std::vector<IndexStep> steps = index_steps(t, key);
-  nb::gil_scoped_release release;
+// y's elements [start, start + length) along d: a view of y's memory where every extent before d is 1
+// (one block of it, torch's t[i], t[a:b], t[i, a:b] as views), else a copy (kiln.narrow).
+Tensor narrowed(const Tensor& y, int64_t d, int64_t start, int64_t length) {
+  for (int64_t k = 0; k < d; ++k)
+    if (y.dim(k) != 1) return kiln::narrow(y, d, start, length);
+  if (d == 0) return y.slice(start, start + length);
+  std::vector<int64_t> dims = y.shape().dims();
+  const std::vector<int64_t> from_d(dims.begin() + d, dims.end());
+  dims[static_cast<size_t>(d)] = length;
+  return kiln::reshape(kiln::reshape(y, Shape(from_d)).slice(start, start + length), Shape(dims));
+}
+
+
+// The positions a selecting step takes along its dimension, on the host.
+std::vector<int64_t> picked_by(const IndexStep& s) {
+  if (s.kind == IndexStep::take_every || s.kind == IndexStep::take_listed)
+    return s.listed.cpu().to(DType::i64).to_vector<int64_t>();
+  std::vector<int64_t> p(static_cast<size_t>(s.length));
+  for (size_t j = 0; j < p.size(); ++j) p[j] = s.start + static_cast<int64_t>(j);
+  return p;
+}
+
+// x with the entries steps[k..] select replaced by v (x has t's rank, an int's dimension kept at
+// extent 1; v the selection's extents in that rank). Along a selecting dimension the selection is
+// taken, replaced within, and merged back by one index_select of x and the replaced part joined
+// along it (positions past x's extent pick the replaced entries; a position listed twice takes its
+// last value). Byte moves only: exact, any dtype, any device.
+Tensor replaced(const Tensor& x, const std::vector<IndexStep>& steps, size_t k, const Tensor& v) {
+  if (k == steps.size()) return v;
+  const IndexStep& s = steps[k];
+  if (s.kind == IndexStep::keep) return replaced(x, steps, k + 1, v);
+  const auto d = static_cast<int64_t>(k);
+  const std::vector<int64_t> picked = picked_by(s);
+  const auto n = static_cast<int64_t>(picked.size());
+  const Tensor inner =
+      replaced(kiln::index_select(x, d, Tensor::from_vector(picked, Shape{n}).to(x.device())), steps, k + 1, v);
+  std::vector<int64_t> order(static_cast<size_t>(x.dim(d)));
+  for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int64_t>(i);
+  for (int64_t j = 0; j < n; ++j) order[static_cast<size_t>(picked[static_cast<size_t>(j)])] = x.dim(d) + j;
+  const Tensor merge = Tensor::from_vector(order, Shape{x.dim(d)}).to(x.device());
+  return kiln::index_select(kiln::concat({x, inner}, d), d, merge);
+}
+
+// assign_index's work on the steps, without Python: a view-copy's recipe writes it back to its base
+// with it.
+void assign_by_steps(const Tensor& t, std::vector<IndexStep> steps, const Tensor& value, const std::string& name) {
+  const NoGradGuard no_grad;  // the caller refused where a gradient was wanted
+  std::vector<int64_t> result, kept;  // t[key]'s shape, and the selection's extents in t's rank
+  std::vector<int64_t> extents = t.shape().dims();
+  bool block = true;  // t[key] is one block of t's memory (narrowed's views)
+  for (const IndexStep& s : steps) {
+    if (s.kind == IndexStep::add_one) {
+      result.push_back(1);
+      continue;
+    }
+    const size_t d = kept.size();
+    const int64_t extent = s.kind == IndexStep::keep ? t.dim(static_cast<int64_t>(d))
+                           : s.kind == IndexStep::take_one ? 1
+                           : s.kind == IndexStep::take_range ? s.length
+                                                             : s.listed.numel();
+    const bool narrows = extent != t.dim(static_cast<int64_t>(d)) || s.start != 0;
+    if (s.kind == IndexStep::take_every || s.kind == IndexStep::take_listed) block = false;
+    for (size_t j = 0; j < d && block && narrows; ++j) block = extents[j] == 1;
+    extents[d] = extent;
+    kept.push_back(extent);
+    if (s.kind != IndexStep::take_one) result.push_back(extent);
+  }
+  KILN_CHECK(checks::broadcasts_to(value.shape(), Shape(result)), name, ": the value ", value.description(),
+             " does not broadcast to t[key]'s shape ", Shape(result), " (t is ", t.description(), ")");
+  std::erase_if(steps, [](const IndexStep& s) { return s.kind == IndexStep::add_one; });
+  const Tensor v = kiln::broadcast_to(value.to(t.device()).to(t.dtype()), Shape(result));
+  if (block) {
+    Tensor y = t;  // the block itself: narrowed's views, then v copied over it
+    for (size_t d = 0; d < steps.size(); ++d)
+      if (steps[d].kind == IndexStep::take_one || steps[d].kind == IndexStep::take_range)
+        if (steps[d].start != 0 || steps[d].length != y.dim(static_cast<int64_t>(d)))
+          y = narrowed(y, static_cast<int64_t>(d), steps[d].start, steps[d].length);
+    copy_in_place(y, kiln::reshape(v, y.shape()), false, name);
+    return;
+  }
+  copy_in_place(t, replaced(t, steps, 0, kiln::reshape(v, Shape(kept))), false, name);
+}
+
+// t indexed by the steps: narrows (views where they take one block), then the one selection by a
+// list or step (index_select), and one reshape for the extents dropped or added.
+Tensor index_by_steps(const Tensor& t, const std::vector<IndexStep>& steps) {
   Tensor y = t;
   int64_t d = 0;  // the dimension of y (and t) the next step meets: narrows keep every dimension
   for (const IndexStep& s : steps) {
     if (s.kind == IndexStep::take_one || s.kind == IndexStep::take_range) {
-      if (s.start != 0 || s.length != y.dim(d)) y = kiln::narrow(y, d, s.start, s.length);
+      if (s.start != 0 || s.length != y.dim(d)) y = narrowed(y, d, s.start, s.length);
     }
     d += s.kind == IndexStep::add_one ? 0 : 1;
   }
@@ -454,6 +535,33 @@ Tensor index_tensor(const Tensor& t, nb::handle key) {
   return kiln::reshape(y, Shape(shape));
 }
 
+}  // namespace
+
+// t[key]: the steps run as narrows (views where they take one block of t, else copies), then the
+// one selection by a list or step (index_select, on what the narrows left), and one reshape for the
+// extents dropped or added, so gradients flow through all. The reshape always runs: t[...] is a view
+// of t's memory with a node of its own, not t (whose requires_grad and .grad it would share).
+Tensor index_tensor(const Tensor& t, nb::handle key) {
+  const std::vector<IndexStep> steps = index_steps(t, key);
+  nb::gil_scoped_release release;
+  Tensor out = index_by_steps(t, steps);
+  // torch's listed index copies too; its others are views, which a recipe keeps this copy in step with
+  if (std::any_of(steps.begin(), steps.end(), [](const IndexStep& s) { return s.kind == IndexStep::take_listed; }))
+    return out;
+  return view_copy(t, std::move(out), CopyRecipe{[steps](const Tensor& base) { return index_by_steps(base, steps); },
+                                                 [steps](const Tensor& base, const Tensor& part) {
+                                                   assign_by_steps(base, steps, part, "t[key]");
+                                                 }});
+}
+
+void assign_index(const Tensor& t, nb::handle key, const Tensor& value, const std::string& name) {
+  std::vector<IndexStep> steps = index_steps(t, key);
+  nb::gil_scoped_release release;
+  assign_by_steps(t, std::move(steps), value, name);
+}
+
+namespace {
+
 // Indexing as torch's and NumPy's basic indexing; iteration over the first dimension through it.
 void bind_indexing(nb::handle cls) {
   method_with_doc(cls, "__getitem__",
@@ -461,20 +569,16 @@ void bind_indexing(nb::handle cls) {
        "their dimension, slices narrow it (a step of 2 or more takes every step-th entry), '...' stands for the "
        "dimensions not named, None adds an extent of 1, and one list of ints or int32/int64 kiln tensor of indices "
        "(rank 1; negative ones from the end; a 0-d one is an int) selects those entries in order "
-       "(kiln.index_select). The result is a copy where it narrows or selects (kiln's tensors are contiguous: "
-       "writing into it leaves t as it was), t's memory where it only drops or adds extents of 1; gradients flow "
+       "(kiln.index_select). The result is t's memory, a view as torch's, where it is one block of t (t[i], "
+       "t[a:b], t[i, a:b], t[..., None]: ints and step-1 slices with one index in every dimension before them), "
+       "and a copy otherwise (kiln's tensors are contiguous): t[:, i] and t[::2], which torch views, refuse "
+       "in-place writes (they would not reach t), and a list's selection copies in torch too. Gradients flow "
        "back to t.", &index_tensor, arg("key").none());
-  method_with_doc(cls, "__iter__", "The rows t[0], t[1], ... (each a copy).", [](nb::handle self) {
+  method_with_doc(cls, "__iter__", "The rows t[0], t[1], ... (each a view of t's memory).", [](nb::handle self) {
     if (nb::cast<const Tensor&>(self).rank() == 0)
       throw nb::type_error("iteration over a 0-d tensor (item() reads it)");
     return nb::steal(PySeqIter_New(self.ptr()));  // t[0], t[1], ... until the IndexError past the end
   });
-  method_with_doc(cls, "__setitem__", "Refused: kiln has no indexed assignment (the error says what to use).",
-                  [](nb::handle, nb::handle, nb::handle) {
-    throw nb::type_error("kiln tensors are not assigned through an index: build the new value with kiln.where, "
-                         "kiln.masked_fill or kiln.concat (gradients flow through them), or, outside autograd, "
-                         "write a CPU tensor's memory through t.numpy()");
-  }, arg("key").none(), arg("value").none());
   // Without it, `v in t` would iterate the rows and compare each by identity (kiln's ==): False.
   method_with_doc(cls, "__contains__", "Refused: `in` would compare rows by identity (the error says what to use).",
                   [](nb::handle, nb::handle) -> bool {
