@@ -143,14 +143,26 @@ nb::object scaled_operand(const char* name, nb::handle a, nb::handle b, nb::hand
 struct CopyRecipe {
   std::function<Tensor(const Tensor& base)> get;                      // the copy made again from base
   std::function<void(const Tensor& base, const Tensor& copy)> put;  // copy written back; null: refused
+  // Where the copy lies in its base, where it is one band along one dimension (narrow, split pieces,
+  // x[:, i]): a write through one band leaves copies in disjoint bands as they are. -1: anywhere.
+  int64_t band_dim = -1, band_start = 0, band_length = 0;
 };
 // Records `copy` as made from `base` where torch would view (nothing where it is base's memory,
 // which needs no recipe); returns copy.
 Tensor view_copy(const Tensor& base, Tensor copy, CopyRecipe recipe);
 // `made`, x permuted by dims (T, mT, t(), transpose, permute), as view_copy records it.
 Tensor permuted_view(const Tensor& x, const std::vector<int64_t>& dims, Tensor made);
+// Whether x is (a view of) a copy kiln made where torch views, its source alive.
+bool is_view_copy(const Tensor& x);
+// y, a reshape of x (reshape, flatten), or a copy of it where torch's would copy: x is
+// a copy standing for a strided torch view and y's shape is not x's with extents of 1 added or
+// dropped (x.T.reshape(-1) is a tensor of its own in torch).
+Tensor own_where_torch_copies(const Tensor& x, Tensor y);
 // x with dimensions d0 and d1 swapped (kiln.transpose), recorded as permuted_view.
 Tensor transposed_view(const Tensor& x, int64_t d0, int64_t d1);
+// part written over base's [start, start + part's extent) along d in one pass over part (a band:
+// Backend::copy_block); part holds that band's elements in order, any shape.
+void write_band(const Tensor& base, int64_t d, int64_t start, const Tensor& part);
 // `made`, x's [start, start + length) along dim in made's shape (narrow, split, chunk, unbind), recorded.
 Tensor narrowed_view(const Tensor& x, int64_t dim, int64_t start, int64_t length, Tensor made);
 // `made`, x broadcast (expand), recorded: written into, it is refused, as torch's expanded views.

@@ -3,6 +3,7 @@
 // keeps them honest about what kiln copies where torch views (bindings.h, view_copy).
 #include <algorithm>
 #include <climits>
+#include <cstring>
 #include <cmath>
 #include <limits>
 #include <memory>
@@ -45,6 +46,25 @@ struct ViewRef {
   }
 };
 
+// Makes copy's memory keep base's alive, as a torch view keeps its base's: copy's Storage is
+// swapped for one over the same bytes whose release holds both. Done before anything else holds
+// the copy's Storage.
+void hold_base(const Tensor& copy, const Tensor& base) {
+  std::shared_ptr<Storage> own = copy.impl().storage;
+  std::shared_ptr<Storage> kept = base.impl().storage;
+  void* data = own->data();
+  const size_t bytes = own->bytes();
+  const Device device = own->device();
+  copy.impl().storage =
+      std::make_shared<Storage>(data, bytes, device, [own = std::move(own), kept = std::move(kept)] {});
+}
+
+// Whether two bands of one view of memory are disjoint (never, where either is not a band).
+bool disjoint(const CopyRecipe& a, const CopyRecipe& b) {
+  return a.band_dim >= 0 && a.band_dim == b.band_dim &&
+         (a.band_start + a.band_length <= b.band_start || b.band_start + b.band_length <= a.band_start);
+}
+
 // What the table knows of one block of memory (a Storage): for a copy kiln made where torch views,
 // the view it was made of and its recipe; for any block, the copies made of it.
 struct MemoryEntry {
@@ -60,20 +80,14 @@ struct MemoryEntry {
 class ViewCopyTable {
  public:
   void record(const Tensor& base, const Tensor& copy, CopyRecipe recipe) {
+    if (base.impl().storage == copy.impl().storage) return;  // a true view: it sees every write, as torch's
+    hold_base(copy, base);
+    const std::shared_ptr<Storage>& from = base.impl().storage;
     const std::shared_ptr<Storage>& made = copy.impl().storage;
-    if (base.impl().storage == made) return;  // a true view: it sees every write, as torch's
     const std::lock_guard<std::mutex> lock(mu_);
-    ViewRef from = ViewRef::of(base);
-    // A copy of (a view of) a copy whose view is alive: made from that view directly, so that the
-    // chain holds when the copy in the middle goes (x.T[1:3].T is a view of x in torch).
-    if (const MemoryEntry* e = live(base.impl().storage); e != nullptr && e->is_copy && !e->base.storage.expired()) {
-      recipe = through(*e, from, std::move(recipe));
-      from = e->base;
-    }
-    const std::shared_ptr<Storage> from_storage = from.storage.lock();
-    entries_[made.get()] = MemoryEntry{ViewRef::of(copy), true, from, std::move(recipe), {}};
-    MemoryEntry* b = live(from_storage);
-    if (b == nullptr) b = &(entries_[from_storage.get()] = MemoryEntry{from, false, {}, {}, {}});
+    entries_[made.get()] = MemoryEntry{ViewRef::of(copy), true, ViewRef::of(base), std::move(recipe), {}};
+    MemoryEntry* b = live(from);
+    if (b == nullptr) b = &(entries_[from.get()] = MemoryEntry{ViewRef::of(base), false, {}, {}, {}});
     b->copies.push_back(made);
     if (entries_.size() >= sweep_at_) sweep();
   }
@@ -88,6 +102,13 @@ class ViewCopyTable {
                "view (several of its elements are one element of x); clone() it first for a tensor of its own");
   }
 
+  // Whether t is (a view of) a copy kiln made where torch views, whose source is alive.
+  bool is_copy(const Tensor& t) {
+    const std::lock_guard<std::mutex> lock(mu_);
+    const MemoryEntry* e = live(t.impl().storage);
+    return e != nullptr && e->is_copy && !e->base.storage.expired();
+  }
+
   // Whether a write into t must reach other tensors (t part of a larger block of memory, a copy of a
   // live view, or the source of live copies): what x += y cannot do by making a new tensor.
   bool shares_writes(const Tensor& t) {
@@ -99,63 +120,52 @@ class ViewCopyTable {
     return (e->is_copy && !e->base.storage.expired()) || !e->copies.empty();
   }
 
-  // After a write into `written` (not yet seen by anything the table links it to): the view it is
-  // a copy of gets it (recipe.put), then that view's memory is propagated in turn, and every copy
-  // made of it is made again (recipe.get), but the one it came from (`from`).
-  void propagate(const std::shared_ptr<Storage>& written, const Storage* from) {
+  // After a write into `written`: the view it is a copy of gets it (recipe.put), then that view's
+  // memory is propagated in turn, and every copy made of `written` is made again (recipe.get), but
+  // the one the write came from (`from`) and those in bands disjoint from its band.
+  void propagate(const std::shared_ptr<Storage>& written, const MemoryEntry* from = nullptr) {
     Tensor self, base;
-    CopyRecipe recipe;
+    MemoryEntry up;
     std::vector<std::shared_ptr<Storage>> copies;
     {
       const std::lock_guard<std::mutex> lock(mu_);
       MemoryEntry* e = live(written);
       if (e == nullptr) return;
-      if (e->is_copy && e->base.storage.lock().get() != from) {
+      if (e->is_copy) {
         self = e->self.lock();
         base = e->base.lock();
-        recipe = e->recipe;
+        up = *e;
+        up.copies.clear();
       }
-      copies = live_copies(*e, from);
+      for (std::shared_ptr<Storage>& c : live_copies(*e)) {
+        const MemoryEntry* ce = live(c);
+        if (from != nullptr && ce != nullptr &&
+            (ce->self.storage.lock() == from->self.storage.lock() ||
+             (same_view(ce->base, from->base) && disjoint(ce->recipe, from->recipe))))
+          continue;
+        copies.push_back(std::move(c));
+      }
     }
-    if (base.defined() && recipe.put) {
-      recipe.put(base, self);
-      propagate(base.impl().storage, written.get());
+    if (base.defined() && up.recipe.put) {
+      up.recipe.put(base, self);
+      propagate(base.impl().storage, &up);
     }
     for (const std::shared_ptr<Storage>& c : copies) refresh(c);
   }
 
  private:
-  // `recipe` (from `view`, a view of the copy in `middle`) as one from middle's own view: middle
-  // made again, the view taken of it at the same place, and written back through middle.
-  static CopyRecipe through(const MemoryEntry& middle, const ViewRef& view, CopyRecipe recipe) {
-    const size_t at = view.offset - middle.self.offset;
-    const auto view_of = [at, view](const Tensor& made) {  // the view, over the copy made again
-      ViewRef v = view;
-      v.storage = made.impl().storage;
-      v.offset = made.impl().offset_bytes + at;
-      return v.lock();
-    };
-    CopyRecipe out;
-    out.get = [get0 = middle.recipe.get, view_of, get = recipe.get](const Tensor& base) {
-      return get(view_of(get0(base)));
-    };
-    if (middle.recipe.put && recipe.put)
-      out.put = [get0 = middle.recipe.get, put0 = middle.recipe.put, view_of, put = recipe.put](const Tensor& base,
-                                                                                             const Tensor& copy) {
-        const Tensor made = get0(base);
-        put(view_of(made), copy);
-        put0(base, made);
-      };
-    return out;
-  }
-
-  // The copies of e still alive but `skip`, locked (the lock held).
-  static std::vector<std::shared_ptr<Storage>> live_copies(MemoryEntry& e, const Storage* skip) {
+  // The copies of e still alive, locked (the lock held).
+  static std::vector<std::shared_ptr<Storage>> live_copies(MemoryEntry& e) {
     std::vector<std::shared_ptr<Storage>> out;
     std::erase_if(e.copies, [](const std::weak_ptr<Storage>& c) { return c.expired(); });
     for (const std::weak_ptr<Storage>& w : e.copies)
-      if (std::shared_ptr<Storage> c = w.lock(); c && c.get() != skip) out.push_back(std::move(c));
+      if (std::shared_ptr<Storage> c = w.lock()) out.push_back(std::move(c));
     return out;
+  }
+
+  // Whether two copies were made of the same view of memory (their bands comparable).
+  static bool same_view(const ViewRef& a, const ViewRef& b) {
+    return a.storage.lock() == b.storage.lock() && a.offset == b.offset && a.shape == b.shape && a.dtype == b.dtype;
   }
 
   // Makes the copy in `copy` again from its view (its memory written, its version advanced), then
@@ -171,7 +181,7 @@ class ViewCopyTable {
       self = e->self.lock();
       base = e->base.lock();
       recipe = e->recipe;
-      copies = live_copies(*e, nullptr);
+      copies = live_copies(*e);
     }
     if (!base.defined() || !self.defined()) return;
     self.copy_from(recipe.get(base));
@@ -283,11 +293,16 @@ Tensor fill_value(const char* name, const Tensor& t, nb::handle value) {
   const std::optional<double> s = scalar_operand(value, name, false);
   if (!s) throw nb::type_error((std::string(name) + ": the value must be a number or a kiln.Tensor, not " +
                                 python_type(value)).c_str());
-  if (is_floating(t.dtype())) return Tensor::full(Shape{}, as_float(value, *s), options);
-  const double lim = t.dtype() == DType::i64 ? 9223372036854775808.0 : t.dtype() == DType::i32 ? 2147483648.0 : 256.0;
-  const double lowest = t.dtype() == DType::u8 ? 0.0 : -lim;
-  KILN_CHECK(std::isfinite(*s) && std::trunc(*s) >= lowest && std::trunc(*s) < lim, name, ": ", *s,
-             " does not fit ", t.description());
+  if (is_floating(t.dtype())) {  // torch's overflow check: a finite number past float's range is refused
+    const float f = as_float(value, *s);
+    KILN_CHECK(std::isfinite(f) || !std::isfinite(*s), name, ": ", *s, " does not fit ", t.description());
+    return Tensor::full(Shape{}, f, options);
+  }
+  // torch's: the number itself within the type's range (-0.1 does not fit uint8), then truncated
+  const double past = t.dtype() == DType::i64 ? 9223372036854775808.0 : t.dtype() == DType::i32 ? 2147483648.0 : 256.0;
+  const double lowest = t.dtype() == DType::u8 ? 0.0 : -past;
+  KILN_CHECK(std::isfinite(*s) && *s >= lowest && std::trunc(*s) < past, name, ": ", *s, " does not fit ",
+             t.description());
   return Tensor::full(Shape{}, std::trunc(*s), options);
 }
 
@@ -306,6 +321,21 @@ nb::object fill_method(nb::handle self, nb::handle value) {
   return written(self);
 }
 
+// The largest value of the float dtype below b.
+float below_in(DType dtype, float b) {
+  const auto previous = [dtype](float v) {
+    if (dtype != DType::bf16) return std::nextafter(v, -std::numeric_limits<float>::infinity());
+    uint32_t bits = 0;
+    std::memcpy(&bits, &v, sizeof bits);
+    bits = v > 0 ? bits - 0x10000u : v == 0 ? 0x80010000u : bits + 0x10000u;  // one bfloat16 step down
+    std::memcpy(&v, &bits, sizeof v);
+    return v;
+  };
+  float v = dtype == DType::bf16 ? BFloat16::to_float(BFloat16::from_float(b)) : b;
+  while (v >= b) v = previous(v);
+  return v;
+}
+
 // x.uniform_(from, to) and x.normal_(mean, std): values from kiln's default generator (kiln.manual_seed),
 // drawn as float32 and stored in a float32 or bfloat16 x.
 nb::object random_method(const char* name, nb::handle self, float a, float b, nb::handle generator, bool normal) {
@@ -321,6 +351,8 @@ nb::object random_method(const char* name, nb::handle self, float a, float b, nb
     const Tensor r = normal ? Tensor::normal(t.shape(), a, b, default_generator(), f32)
                             : Tensor::uniform(t.shape(), a, b, default_generator(), f32);
     copy_in_place(t, r, false, name);
+    // [from, to): a float32 draw just below `to` may round to it in x's dtype (bfloat16 often)
+    if (!normal && a < b) binary_in_place(BinaryOp::minimum, t, below_in(t.dtype(), b));
   }
   return written(self);
 }
@@ -359,9 +391,20 @@ nb::object in_place_operator(const char* name, const char* symbol, BinaryOp op, 
                "(x[i], x[:, i], x.T, ...) or has such parts alive, and needs a gradient here: torch writes it in place "
                "through the view, and kiln records no in-place op; write the out-of-place form (y = y + other) and "
                "build the tensor it came from anew (kiln.concat, kiln.where)");
+    // another tensor over this memory (a reshape or detach of it, or a tensor autograd saved) would see
+    // torch's write and not x = x + y: refused too (torch's backward refuses a saved one's change)
+    KILN_CHECK(t.impl().storage.use_count() == 1, symbol, ": ", t.description(), " needs a gradient here and "
+               "shares its memory with another tensor (a reshape or detach() of it, or one autograd saved for the "
+               "backward), which torch's in-place write would change too; kiln records no in-place op: write the "
+               "out-of-place form, y = y + other");
     nb::object out = nb::steal(out_of_place(self.ptr(), other.ptr()));
     if (!out.is_valid()) throw nb::python_error();
-    return out;
+    Tensor r = nb::cast<Tensor>(out);  // what the in-place op would store, as its checks take it
+    KILN_CHECK(r.shape() == t.shape(), symbol, ": the result has shape ", r.shape(), ", which ", t.description(),
+               " cannot hold in place (torch refuses it too); write y = y ", symbol[0], " other for the larger tensor");
+    KILN_CHECK(is_floating(t.dtype()) || !is_floating(r.dtype()), symbol, ": the result is ", dtype_name(r.dtype()),
+               ", which ", t.description(), " cannot store in place (torch refuses it too)");
+    return r.dtype() == t.dtype() ? out : nb::cast(r.to(t.dtype()));  // in x's dtype, as torch's
   }
   return binary_method(name, symbol, op, self, other, nb::handle());
 }
@@ -380,6 +423,19 @@ void set_item(nb::handle self, nb::handle key, nb::handle value) {
 }
 
 }  // namespace
+
+bool is_view_copy(const Tensor& x) { return view_copy_table().is_copy(x); }
+
+Tensor own_where_torch_copies(const Tensor& x, Tensor y) {
+  if (y.impl().storage != x.impl().storage || !is_view_copy(x)) return y;
+  const auto without_ones = [](const Shape& s) {
+    std::vector<int64_t> d;
+    for (int64_t e : s.dims())
+      if (e != 1) d.push_back(e);
+    return d;
+  };
+  return without_ones(x.shape()) == without_ones(y.shape()) ? y : kiln::copy_of(y);
+}
 
 Tensor view_copy(const Tensor& base, Tensor copy, CopyRecipe recipe) {
   if (base.defined() && copy.defined()) view_copy_table().record(base, copy, std::move(recipe));
@@ -406,24 +462,23 @@ Tensor transposed_view(const Tensor& x, int64_t d0, int64_t d1) {
   return permuted_view(x, order, std::move(made));
 }
 
+void write_band(const Tensor& base, int64_t d, int64_t start, const Tensor& part) {
+  const int64_t inner = base.shape().numel_after(d), rows = base.shape().numel_before(d);
+  const int64_t length = part.numel() / std::max<int64_t>(1, rows * inner);
+  Tensor b = base;
+  backend_for(base.device()).copy_block(part, 0, b, start * inner, rows, length * inner);
+  b.mark_modified();
+}
+
 Tensor narrowed_view(const Tensor& x, int64_t dim, int64_t start, int64_t length, Tensor made) {
   const int64_t d = dim < 0 ? dim + x.rank() : dim;
   const Shape shape = made.shape();
-  const auto get = [d, start, length, shape](const Tensor& base) {
-    return kiln::reshape(kiln::narrow(base, d, start, length), shape);
-  };
-  const auto put = [d, start, length](const Tensor& base, const Tensor& copy) {
-    std::vector<int64_t> dims = base.shape().dims();
-    dims[static_cast<size_t>(d)] = length;
-    std::vector<Tensor> parts;  // base with [start, start + length) along d replaced: byte moves, exact
-    if (start > 0) parts.push_back(kiln::narrow(base, d, 0, start));
-    parts.push_back(kiln::reshape(copy, Shape(dims)));
-    const int64_t end = start + length;
-    if (end < base.dim(d)) parts.push_back(kiln::narrow(base, d, end, base.dim(d) - end));
-    Tensor b = base;
-    b.copy_from(parts.size() == 1 ? parts[0] : kiln::concat(parts, d));
-  };
-  return view_copy(x, std::move(made), CopyRecipe{get, put});
+  CopyRecipe recipe{[d, start, length, shape](const Tensor& base) {
+                      return kiln::reshape(kiln::narrow(base, d, start, length), shape);
+                    },
+                    [d, start](const Tensor& base, const Tensor& copy) { write_band(base, d, start, copy); }, d, start,
+                    length};
+  return view_copy(x, std::move(made), std::move(recipe));
 }
 
 Tensor expanded_view(const Tensor& x, Tensor made) {
@@ -453,7 +508,7 @@ void bind_in_place(nb::handle cls) {
       }, "x /= other in place (torch's div_; an integer x is refused: the quotient is float32); x.", arg("other"),
       nb::kw_only(), arg("rounding_mode") = nb::none());
   def("pow_", [](nb::handle self, nb::handle exponent) {
-        writable("pow_", self);
+        writable("pow_", self, nb::isinstance<Tensor>(exponent) ? &nb::cast<const Tensor&>(exponent) : nullptr);
         nb::object r = nb::steal(PyNumber_Power(self.ptr(), exponent.ptr(), Py_None));
         if (!r.is_valid()) throw nb::python_error();
         return stored("pow_", self, nb::cast<const Tensor&>(r));

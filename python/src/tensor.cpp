@@ -869,7 +869,9 @@ void bind_nn_ops(nb::module_& m) {
         Release(),
         "torch.nn.functional.dropout: in training each element zeroed with probability p (default 0.5), the rest "
         "scaled by 1 / (1 - p), the mask from the default generator; x itself otherwise.");
-  m.def("flatten", static_cast<Tensor (*)(const Tensor&, int64_t, int64_t)>(&kiln::flatten), arg("x"),
+  m.def("flatten", [](const Tensor& x, int64_t start, int64_t end) {
+          return own_where_torch_copies(x, kiln::flatten(x, start, end));
+        }, arg("x"),
         arg("start_dim") = 0, arg("end_dim") = -1, Release(),
         "torch.flatten: dimensions start_dim to end_dim joined into one, the same memory; flatten(x, 1) is "
         "[N, ...] -> [N, prod(...)] (kiln.Flatten's, torch.nn.Flatten's).");
@@ -989,7 +991,9 @@ void bind_arithmetic_ops(nb::module_& m) {
 void bind_math_ops(nb::module_& m) {
   m.def("sum_to", [](const Tensor& x, const std::vector<int64_t>& s) { return sum_to(x, to_shape(s)); }, arg("x"),
         arg("shape"), Release(), "x summed down to `shape`, which broadcasts to x's (torch's sum_to_size).");
-  m.def("broadcast_to", [](const Tensor& x, const std::vector<int64_t>& s) { return broadcast_to(x, to_shape(s)); },
+  m.def("broadcast_to", [](const Tensor& x, const std::vector<int64_t>& s) {
+          return expanded_view(x, broadcast_to(x, to_shape(s)));
+        },
         arg("x"), arg("shape"), Release(), "x repeated up to `shape` (a copy; torch's expand).");
   // Losses (core/ops.h): float32, pred and target of one shape, the mean over all elements.
   m.def("mse_loss", &kiln::mse_loss, arg("pred"), arg("target"), Release(),
@@ -1210,7 +1214,9 @@ void bind_layout_ops(nb::module_& m) {
   m.def("matmul", &kiln::matmul, arg("a"), arg("b"), Release(),
         "a @ b, float32 or bfloat16, gradients to both: a [..., M, K] by b [K, N] or by b [..., K, N], leading "
         "dimensions broadcast as torch.matmul's.");
-  m.def("reshape", [](const Tensor& x, const std::vector<int64_t>& s) { return reshape(x, to_shape(s)); },
+  m.def("reshape", [](const Tensor& x, const std::vector<int64_t>& s) {
+          return own_where_torch_copies(x, reshape(x, to_shape(s)));
+        },
         arg("x"), arg("shape"), Release(), "Same memory, new shape (one extent may be -1).");
 }
 

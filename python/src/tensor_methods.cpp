@@ -1,6 +1,9 @@
 // Tensor methods as torch users write them: x.sum(-1), x.permute(0, 2, 1, 3), x.softmax(-1),
 // x.masked_fill(mask, value). Each calls the core op that the module function of the same name
 // calls (python/src/tensor.cpp), with the same arguments after self; the docstrings point there.
+#include <array>
+#include <tuple>
+
 #include <nanobind/stl/optional.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/variant.h>
@@ -99,11 +102,13 @@ void bind_reductions(nb::handle cls) {
 void bind_cuts(nb::handle cls) {
   // kiln's tensors are contiguous: every view is a reshape. torch's keywords: reshape(shape=), view(size=).
   for (const auto& [name, keyword] : {std::pair{"reshape", "shape"}, std::pair{"view", "size"}})
-    method_with_doc(cls, name, "x.reshape(2, -1) or x.reshape([2, -1]): kiln.reshape, the same memory.",
+    method_with_doc(cls, name, "x.reshape(2, -1) or x.reshape([2, -1]): kiln.reshape, the same memory (reshape: a "
+                    "copy of its own where torch's would copy, as of x.T).",
                     [name, keyword](const Tensor& x, nb::args shape, nb::kwargs kwargs) {
       const Shape s(ints_given(shape, kwargs, std::string("Tensor.") + name, keyword, "the new shape", "2, -1"));
+      const bool view = std::string_view(name) == "view";
       nb::gil_scoped_release release;
-      return kiln::reshape(x, s);
+      return view ? kiln::reshape(x, s) : own_where_torch_copies(x, kiln::reshape(x, s));
     });
   method_with_doc(cls, "expand", "x.expand(4, -1, 3): x broadcast to those extents, -1 keeping x's (torch's "
                   "expand, but a copy: kiln.broadcast_to; float32 or bfloat16).",
@@ -111,8 +116,9 @@ void bind_cuts(nb::handle cls) {
     return expanded_to(x, ints_given(sizes, kwargs, "Tensor.expand", "size", "the extents", "4, -1, 3"));
   });
   method(cls, "squeeze", &squeeze_dim, arg("dim") = nb::none(), Release());
-  method(cls, "flatten", static_cast<Tensor (*)(const Tensor&, int64_t, int64_t)>(&kiln::flatten),
-         arg("start_dim") = 0, arg("end_dim") = -1, Release());
+  method(cls, "flatten", [](const Tensor& x, int64_t start, int64_t end) {
+    return own_where_torch_copies(x, kiln::flatten(x, start, end));
+  }, arg("start_dim") = 0, arg("end_dim") = -1, Release());
   method(cls, "unsqueeze", [](const Tensor& x, int64_t dim) { return kiln::unsqueeze(x, dim); }, arg("dim"),
          Release());
   const char* flip_doc = "x.flip(0, 1) or x.flip([0, 1]): kiln.flip(x, dims).";
@@ -215,7 +221,7 @@ Tensor repeated(const Tensor& x, const std::vector<int64_t>& sizes) {
     dims[k] *= s;
     y = kiln::reshape(y, Shape(dims));
   }
-  return y;
+  return y.impl().storage == x.impl().storage ? kiln::copy_of(y) : y;  // a copy always, as torch's
 }
 
 // The shorthands torch code is full of: x.size(), x.dim(), x.t(), x.float() and the other dtype names,
@@ -251,8 +257,12 @@ void bind_shorthands(nb::handle cls) {
                   [](const Tensor& x, std::optional<int64_t> device) {
     return x.to(Device::cuda(static_cast<int>(device.value_or(0))));
   }, arg("device") = nb::none(), Release());
-  method_with_doc(cls, "contiguous", "x itself: kiln's tensors are always contiguous.",
-                  [](nb::handle self) { return nb::borrow(self); });
+  method_with_doc(cls, "contiguous", "x itself (kiln's tensors are contiguous), or, for a copy kiln made where torch "
+                  "views (x.T, x[:, i]), a copy of its own, as torch's contiguous() of a strided view.",
+                  [](nb::handle self) -> nb::object {
+    const Tensor& x = nb::cast<const Tensor&>(self);
+    return is_view_copy(x) ? nb::cast(kiln::copy_of(x)) : nb::borrow(self);
+  });
   method_with_doc(cls, "is_contiguous", "True: kiln's tensors are always contiguous.", [](const Tensor&) {
     return true;
   });
@@ -470,9 +480,27 @@ Tensor replaced(const Tensor& x, const std::vector<IndexStep>& steps, size_t k, 
   return kiln::index_select(kiln::concat({x, inner}, d), d, merge);
 }
 
+// The one dimension the steps narrow (ints and step-1 slices; every other dimension kept whole), as
+// {dimension, start, length}: t[key] is then one band of t, written in one pass (write_band).
+std::optional<std::array<int64_t, 3>> single_band(const Tensor& t, const std::vector<IndexStep>& steps) {
+  std::optional<std::array<int64_t, 3>> band;
+  int64_t d = 0;
+  for (const IndexStep& s : steps) {
+    if (s.kind == IndexStep::add_one) continue;
+    if (s.kind == IndexStep::take_every || s.kind == IndexStep::take_listed) return std::nullopt;
+    if (s.kind != IndexStep::keep && (s.start != 0 || s.length != t.dim(d))) {
+      if (band) return std::nullopt;
+      band = std::array<int64_t, 3>{d, s.start, s.length};
+    }
+    ++d;
+  }
+  return band;
+}
+
 // assign_index's work on the steps, without Python: a view-copy's recipe writes it back to its base
 // with it.
-void assign_by_steps(const Tensor& t, std::vector<IndexStep> steps, const Tensor& value, const std::string& name) {
+void assign_by_steps(const Tensor& t, std::vector<IndexStep> steps, const Tensor& value_given,
+                     const std::string& name) {
   const NoGradGuard no_grad;  // the caller refused where a gradient was wanted
   std::vector<int64_t> result, kept;  // t[key]'s shape, and the selection's extents in t's rank
   std::vector<int64_t> extents = t.shape().dims();
@@ -494,6 +522,10 @@ void assign_by_steps(const Tensor& t, std::vector<IndexStep> steps, const Tensor
     kept.push_back(extent);
     if (s.kind != IndexStep::take_one) result.push_back(extent);
   }
+  Tensor value = value_given;  // torch's: a value's leading extents of 1 beyond t[key]'s rank are dropped
+  while (value.rank() > static_cast<int64_t>(result.size()) && value.dim(0) == 1)
+    value = kiln::reshape(value, Shape(std::vector<int64_t>(value.shape().dims().begin() + 1,
+                                                            value.shape().dims().end())));
   KILN_CHECK(checks::broadcasts_to(value.shape(), Shape(result)), name, ": the value ", value.description(),
              " does not broadcast to t[key]'s shape ", Shape(result), " (t is ", t.description(), ")");
   std::erase_if(steps, [](const IndexStep& s) { return s.kind == IndexStep::add_one; });
@@ -507,6 +539,7 @@ void assign_by_steps(const Tensor& t, std::vector<IndexStep> steps, const Tensor
     copy_in_place(y, kiln::reshape(v, y.shape()), false, name);
     return;
   }
+  if (const auto band = single_band(t, steps)) return write_band(t, (*band)[0], (*band)[1], v);
   copy_in_place(t, replaced(t, steps, 0, kiln::reshape(v, Shape(kept))), false, name);
 }
 
@@ -548,10 +581,11 @@ Tensor index_tensor(const Tensor& t, nb::handle key) {
   // torch's listed index copies too; its others are views, which a recipe keeps this copy in step with
   if (std::any_of(steps.begin(), steps.end(), [](const IndexStep& s) { return s.kind == IndexStep::take_listed; }))
     return out;
-  return view_copy(t, std::move(out), CopyRecipe{[steps](const Tensor& base) { return index_by_steps(base, steps); },
-                                                 [steps](const Tensor& base, const Tensor& part) {
-                                                   assign_by_steps(base, steps, part, "t[key]");
-                                                 }});
+  CopyRecipe recipe{[steps](const Tensor& base) { return index_by_steps(base, steps); },
+                    [steps](const Tensor& base, const Tensor& part) { assign_by_steps(base, steps, part, "t[key]"); }};
+  if (const auto band = single_band(t, steps)) std::tie(recipe.band_dim, recipe.band_start, recipe.band_length) =
+      std::tuple{(*band)[0], (*band)[1], (*band)[2]};
+  return view_copy(t, std::move(out), std::move(recipe));
 }
 
 void assign_index(const Tensor& t, nb::handle key, const Tensor& value, const std::string& name) {

@@ -349,3 +349,70 @@ def test_random_fills_draw_from_the_default_generator():
         kiln.zeros([2], dtype="int64").uniform_()
     with pytest.raises(TypeError, match="generator= takes None only"):
         x.normal_(generator=object())
+
+
+def test_what_torch_copies_of_a_strided_view_is_a_tensor_of_its_own():
+    k, t = kiln.arange(6.0).reshape([2, 3]), torch.arange(6.0).reshape(2, 3)
+    for make in [lambda x: x.T.contiguous(), lambda x: x[:, 1:].reshape(-1), lambda x: x.T.flatten(),
+                 lambda x: x.repeat(1, 1), lambda x: x[:, 1].contiguous()]:
+        ky, ty = make(k), make(t)
+        ky.add_(100)
+        ty.add_(100)
+        same(k, t)
+        k.mul_(2)
+        t.mul_(2)
+        same(ky, ty)
+    kv, tv = k.T.unsqueeze(0), t.T.unsqueeze(0)  # extents of 1 only: a view in torch, kept in step here
+    k.add_(1)
+    t.add_(1)
+    same(kv, tv)
+
+
+def test_copies_stay_in_step_after_the_tensor_they_came_from_is_gone():
+    k, t = kiln.arange(4.0).reshape([2, 2]), torch.arange(4.0).reshape(2, 2)
+    ka, kb, ta, tb = k.T, k.T, t.T, t.T
+    kc, tc = ka[:, 1], ta[:, 1]
+    del k, t
+    gc.collect()
+    ka.add_(10)
+    ta.add_(10)
+    same(kb, tb)
+    same(kc, tc)
+    x = kiln.ones([3])
+    e = kiln.broadcast_to(x, [2, 3])  # torch.broadcast_to is a view too
+    x.add_(1)
+    assert e.tolist() == [[2.0] * 3] * 2
+    with pytest.raises(kiln.Error, match="expanded view"):
+        e.add_(1)
+
+
+def test_the_operators_in_a_graph_refuse_what_x_equals_x_plus_y_would_get_wrong():
+    w = kiln.ones([2, 3], requires_grad=True)
+    h = w * 2
+    v = h.reshape([6])
+    with pytest.raises(kiln.Error, match="shares its memory with another tensor"):
+        v += 1  # torch's write reaches h through the view
+    g = w * 3
+    with pytest.raises(kiln.Error, match="the result has shape \\[2, 2, 3\\]"):
+        g += kiln.ones([2, 2, 3])
+    i = kiln.ones([2, 3], dtype="int64")
+    with pytest.raises(kiln.Error, match="the result is float32, which int64\\[2, 3\\] on cpu cannot store"):
+        i += w
+    b = kiln.full([2], 2.0)
+    with pytest.raises(kiln.Error, match="pow_: the operand, float32\\[2, 3\\] on cpu, requires grad"):
+        b.pow_(w)
+
+
+def test_fill_and_assignment_edges_as_torch():
+    x = kiln.zeros([3])
+    for bad in [1e39, -1e39]:
+        with pytest.raises(kiln.Error, match="does not fit float32\\[3\\]"):
+            x.fill_(bad)
+    with pytest.raises(kiln.Error, match="does not fit uint8"):
+        kiln.zeros([2], dtype="uint8").fill_(-0.1)
+    m, tm = kiln.zeros([2, 3]), torch.zeros(2, 3)
+    m[1] = kiln.ones([1, 1, 3])  # a value's leading extents of 1 are dropped, as torch's
+    tm[1] = torch.ones(1, 1, 3)
+    same(m, tm)
+    b = kiln.zeros([200000], dtype="bfloat16").uniform_(0, 1)
+    assert np.asarray(b.float()).max() < 1.0  # [from, to) in bfloat16 too
