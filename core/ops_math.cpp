@@ -613,6 +613,8 @@ void binary_in_place(BinaryOp op, const Tensor& t, const Tensor& other_in) {
 void binary_in_place(BinaryOp op, const Tensor& t, float s) {
   const std::string name = in_place_name(op);
   check_in_place(name, t, nullptr);
+  KILN_CHECK(t.dtype() != DType::u8, name, ": ", t.description(), " takes no arithmetic (kiln's uint8 holds pixels); "
+             "convert it first with astype(\"int32\") or astype(\"float32\")");
   NoGradGuard no_grad;
   const bool one_pass = op == BinaryOp::add || op == BinaryOp::sub || op == BinaryOp::mul || op == BinaryOp::div;
   if (!one_pass || !is_floating(t.dtype())) {  // an integer t with a number: binary_scalar's answer or error

@@ -90,6 +90,8 @@ def test_results_an_integer_or_smaller_tensor_cannot_hold_are_refused_as_torch()
     ki32 = kiln.tensor([1], dtype="int32")
     with pytest.raises(kiln.Error, match="does not fit"):
         ki32.add_(2**40)
+    with pytest.raises(kiln.Error, match="uint8\\[2\\] on cpu takes no arithmetic"):
+        kiln.zeros([2], dtype="uint8").add_(1)
 
 
 def test_autograd_refusals_and_no_grad_updates():
